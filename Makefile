@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make serve` and `make test`. Everything else is plumbing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+DATA   ?= data
+PORT   ?= 50051
+METRICS_PORT ?= 9100
+WORKERS ?= 1
+
+.PHONY: serve test build demo-bundle bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Cython kernels + gRPC stubs, then an editable install so `python -m server` works anywhere.
+build: $(STAMP)
+	$(BIN)/python setup.py -q build_protos build_ext --inplace
+	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
+
+# Trains the demo bundle from the project's own demo data unless the data dir already has one.
+demo-bundle: build
+	$(BIN)/python -m training bootstrap --data-dir $(DATA)
+
+serve: demo-bundle
+	$(BIN)/python -m server --host 127.0.0.1 --port $(PORT) --data-dir $(DATA) \
+		--workers $(WORKERS) --metrics-port $(METRICS_PORT)
+
+test: build
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+clean:
+	rm -rf build kernels/*.so kernels/*.c *.egg-info

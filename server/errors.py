@@ -1,0 +1,92 @@
+"""Domain errors and the one place that maps them to gRPC status codes.
+
+Every error a client can cause is a `TailorError` subclass named for what went wrong; it builds
+its own message. `grpc_errors` wraps every servicer method (unary or streaming response) and turns
+those errors into `context.abort(status, message)`; anything else becomes INTERNAL, logged with
+its traceback, and never leaks details to the client.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+
+import grpc
+
+__all__ = [
+    "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
+    "PermissionDenied", "Unauthenticated", "Unavailable", "grpc_errors",
+]
+
+logger = logging.getLogger("tailor.errors")
+
+
+class TailorError(Exception):
+    """Base of every error a request can cause; `status` is its gRPC code."""
+
+    status = grpc.StatusCode.INTERNAL
+
+
+class InvalidArgument(TailorError):
+    status = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class NotFound(TailorError):
+    status = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, kind: str, key: str):
+        super().__init__(f"{kind} {key!r} not found")
+
+
+class FailedPrecondition(TailorError):
+    status = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(TailorError):
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class PermissionDenied(TailorError):
+    status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(TailorError):
+    status = grpc.StatusCode.UNAUTHENTICATED
+
+
+class Unavailable(TailorError):
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
+    if isinstance(err, TailorError):
+        logger.info("%s -> %s: %s", method, err.status.name, err)
+        await context.abort(err.status, str(err))
+    logger.exception("%s failed", method)
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+
+
+def grpc_errors(method):
+    """Map domain errors raised by a servicer method to gRPC statuses (unary or streaming)."""
+    name = method.__qualname__
+    if inspect.isasyncgenfunction(method):
+        @functools.wraps(method)
+        async def stream_wrapper(self, request, context):
+            try:
+                async for reply in method(self, request, context):
+                    yield reply
+            except Exception as err:  # noqa: BLE001 - mapped below, never swallowed
+                await _abort(context, err, name)
+        return stream_wrapper
+
+    @functools.wraps(method)
+    async def unary_wrapper(self, request, context):
+        try:
+            return await method(self, request, context)
+        except Exception as err:  # noqa: BLE001 - mapped below, never swallowed
+            await _abort(context, err, name)
+    return unary_wrapper

@@ -1,0 +1,96 @@
+"""Build Tailor: the Cython kernels (kernels/_*.pyx) and the gRPC stubs (protos/tailor/v1).
+
+    python setup.py build_protos            # regenerate protos/tailor/v1/*_pb2*.py(i)
+    python setup.py build_ext --inplace     # compile every kernel next to its .pyx
+
+Environment:
+    TAILOR_KERNELS=_bandits,_features   build only these kernels (development)
+    TAILOR_CYTHON_DEBUG=1               turn bounds/wraparound checks back on
+"""
+import glob
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Command, Extension, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+PROTO_ROOT = ROOT / "protos"
+PROTO_PKG = PROTO_ROOT / "tailor" / "v1"
+
+DEBUG = os.environ.get("TAILOR_CYTHON_DEBUG") == "1"
+COMPILER_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "nonecheck": False,
+    "cdivision": True,
+    "embedsignature": True,
+}
+
+
+def generate_protos() -> list[Path]:
+    """Run protoc over every tailor/v1 proto and make the stubs import each other relatively."""
+    from grpc_tools import protoc
+
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_PKG.glob("*.proto"))
+    include = str(Path(protoc.__file__).parent / "_proto")
+    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={PROTO_ROOT}",
+            f"--grpc_python_out={PROTO_ROOT}", f"--pyi_out={PROTO_ROOT}", *protos]
+    if protoc.main(args) != 0:
+        raise RuntimeError("protoc failed on " + " ".join(protos))
+    written = sorted(PROTO_PKG.glob("*_pb2*.py*"))
+    for path in written:
+        text = path.read_text()
+        fixed = re.sub(r"^from tailor\.v1 import (\w+_pb2)", r"from . import \1", text, flags=re.M)
+        if fixed != text:
+            path.write_text(fixed)
+    return written
+
+
+class BuildProtos(Command):
+    description = "generate the gRPC/protobuf stubs under protos/tailor/v1"
+    user_options: list = []
+
+    def initialize_options(self):
+        pass
+
+    def finalize_options(self):
+        pass
+
+    def run(self):
+        for path in generate_protos():
+            print(f"generated {path.relative_to(ROOT)}")
+
+
+class BuildPyWithProtos(build_py):
+    def run(self):
+        generate_protos()
+        super().run()
+
+
+def kernel_extensions() -> list[Extension]:
+    wanted = {k for k in os.environ.get("TAILOR_KERNELS", "").split(",") if k}
+    exts = []
+    for pyx in sorted(glob.glob("kernels/_*.pyx")):
+        name = Path(pyx).stem
+        if wanted and name not in wanted:
+            continue
+        exts.append(Extension(
+            f"kernels.{name}", [pyx],
+            include_dirs=[np.get_include(), "kernels"],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            extra_compile_args=["-O3"] if sys.platform != "win32" else [],
+        ))
+    return cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, quiet=True)
+
+
+setup(
+    ext_modules=kernel_extensions(),
+    cmdclass={"build_protos": BuildProtos, "build_py": BuildPyWithProtos},
+)
