@@ -1,0 +1,490 @@
+"""Bandit policy kernels: seeded RNG, posterior sampling, scores and sufficient-statistic updates.
+
+Everything here works on flat float64 arrays owned by the caller (see `kernels/bandits.py` for
+the state layout and the numpy reference of every function). Heavy loops run without the GIL.
+
+Random numbers come from `Rng`, a xoshiro256** generator seeded through splitmix64; normals use
+the Marsaglia polar method, Gamma(a) the Marsaglia-Tsang squeeze (a < 1 boosted by U**(1/a)),
+Beta(a, b) = Ga / (Ga + Gb). One `Rng` per caller (server process / thread): it is not locked.
+"""
+from libc.math cimport log, sqrt, pow, INFINITY
+from libc.stdlib cimport malloc, free
+from libc.stdint cimport uint64_t, uint8_t
+
+from kernels._types cimport float64_t, intp_t
+
+# Posterior families understood by the Monte Carlo kernel.
+cdef enum:
+    KIND_BETA = 0
+    KIND_NIG = 1
+    KIND_NORMAL = 2
+
+
+cdef struct rng_t:
+    uint64_t s[4]
+    int has_spare
+    double spare
+
+
+cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
+    return (x << k) | (x >> (64 - k))
+
+
+cdef inline uint64_t _splitmix64(uint64_t* x) noexcept nogil:
+    x[0] += <uint64_t>0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = x[0]
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef inline uint64_t _next_u64(rng_t* r) noexcept nogil:
+    cdef uint64_t* s = r.s
+    cdef uint64_t result = _rotl(s[1] * 5, 7) * 9
+    cdef uint64_t t = s[1] << 17
+    s[2] ^= s[0]
+    s[3] ^= s[1]
+    s[1] ^= s[2]
+    s[0] ^= s[3]
+    s[2] ^= t
+    s[3] = _rotl(s[3], 45)
+    return result
+
+
+cdef inline double _uniform(rng_t* r) noexcept nogil:
+    """Uniform on [0, 1) with 53 random bits."""
+    return (_next_u64(r) >> 11) * (1.0 / 9007199254740992.0)
+
+
+cdef inline double _normal(rng_t* r) noexcept nogil:
+    """Standard normal, Marsaglia polar method (keeps the second value for the next call)."""
+    cdef double u, v, q, f
+    if r.has_spare:
+        r.has_spare = 0
+        return r.spare
+    while True:
+        u = 2.0 * _uniform(r) - 1.0
+        v = 2.0 * _uniform(r) - 1.0
+        q = u * u + v * v
+        if 0.0 < q < 1.0:
+            break
+    f = sqrt(-2.0 * log(q) / q)
+    r.spare = v * f
+    r.has_spare = 1
+    return u * f
+
+
+cdef inline double _gamma(rng_t* r, double a) noexcept nogil:
+    """Gamma(shape=a, scale=1), Marsaglia & Tsang (2000); a < 1 via Gamma(a + 1) * U**(1/a)."""
+    cdef double d, c, x, v, u, boost = 1.0
+    if a < 1.0:
+        boost = pow(1.0 - _uniform(r), 1.0 / a)
+        a += 1.0
+    d = a - 1.0 / 3.0
+    c = 1.0 / sqrt(9.0 * d)
+    while True:
+        x = _normal(r)
+        v = 1.0 + c * x
+        if v <= 0.0:
+            continue
+        v = v * v * v
+        u = 1.0 - _uniform(r)
+        if u < 1.0 - 0.0331 * x * x * x * x:
+            return d * v * boost
+        if log(u) < 0.5 * x * x + d * (1.0 - v + log(v)):
+            return d * v * boost
+
+
+cdef inline double _beta(rng_t* r, double a, double b) noexcept nogil:
+    cdef double x = _gamma(r, a)
+    cdef double y = _gamma(r, b)
+    return x / (x + y)
+
+
+cdef class Rng:
+    """Seeded xoshiro256** generator owned by one caller.
+
+    Parameters
+    ----------
+    seed : int
+        Any integer; expanded to 256 bits of state with splitmix64.
+    """
+    cdef rng_t state
+
+    def __cinit__(self, uint64_t seed=0):
+        cdef uint64_t x = seed
+        cdef int i
+        for i in range(4):
+            self.state.s[i] = _splitmix64(&x)
+        self.state.has_spare = 0
+        self.state.spare = 0.0
+
+    def random(self, intp_t n):
+        """`n` uniforms on [0, 1) as a float64 array."""
+        out = _empty(n)
+        cdef double[::1] o = out
+        cdef intp_t i
+        with nogil:
+            for i in range(n):
+                o[i] = _uniform(&self.state)
+        return out
+
+    def normal(self, intp_t n):
+        """`n` standard normals."""
+        out = _empty(n)
+        cdef double[::1] o = out
+        cdef intp_t i
+        with nogil:
+            for i in range(n):
+                o[i] = _normal(&self.state)
+        return out
+
+    def gamma(self, double shape, intp_t n):
+        """`n` draws of Gamma(shape, scale=1)."""
+        if not shape > 0:
+            raise ValueError(f"shape must be > 0, got {shape}")
+        out = _empty(n)
+        cdef double[::1] o = out
+        cdef intp_t i
+        with nogil:
+            for i in range(n):
+                o[i] = _gamma(&self.state, shape)
+        return out
+
+    def beta(self, double a, double b, intp_t n):
+        """`n` draws of Beta(a, b)."""
+        if not (a > 0 and b > 0):
+            raise ValueError(f"a and b must be > 0, got {a}, {b}")
+        out = _empty(n)
+        cdef double[::1] o = out
+        cdef intp_t i
+        with nogil:
+            for i in range(n):
+                o[i] = _beta(&self.state, a, b)
+        return out
+
+    def integers(self, uint64_t high):
+        """One integer uniform on [0, high) (Lemire-free modulo; bias < high / 2**64)."""
+        return <intp_t>(_next_u64(&self.state) % high)
+
+
+cdef object _empty(intp_t n):
+    import numpy as np
+    return np.empty(n, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sufficient-statistic updates (exact; the numpy reference must agree bit for bit up to rounding)
+
+cdef inline void _discount(double* v, intp_t m, double gamma) noexcept nogil:
+    cdef intp_t i
+    if gamma != 1.0:
+        for i in range(m):
+            v[i] *= gamma
+
+
+def update_stats(double[::1] n, double[::1] s, double[::1] ss, intp_t arm, double reward,
+                 double gamma):
+    """In place: discount every arm's (n, s, ss) by `gamma`, then add one pull of `arm`."""
+    cdef intp_t k = n.shape[0]
+    with nogil:
+        _discount(&n[0], k, gamma)
+        _discount(&s[0], k, gamma)
+        _discount(&ss[0], k, gamma)
+        n[arm] += 1.0
+        s[arm] += reward
+        ss[arm] += reward * reward
+
+
+def update_linear(double[:, :, ::1] A, double[:, ::1] b, double[::1] n, double[::1] s,
+                  double[::1] ss, intp_t arm, double reward, const double[::1] x, double gamma):
+    """In place: discount every arm's (A, b, n, s, ss), then A[arm] += x x', b[arm] += r x."""
+    cdef intp_t k = A.shape[0], d = A.shape[1], i, j
+    with nogil:
+        _discount(&A[0, 0, 0], k * d * d, gamma)
+        _discount(&b[0, 0], k * d, gamma)
+        _discount(&n[0], k, gamma)
+        _discount(&s[0], k, gamma)
+        _discount(&ss[0], k, gamma)
+        for i in range(d):
+            b[arm, i] += reward * x[i]
+            for j in range(d):
+                A[arm, i, j] += x[i] * x[j]
+        n[arm] += 1.0
+        s[arm] += reward
+        ss[arm] += reward * reward
+
+
+# ----------------------------------------------------------------------------------------------
+# Deterministic policies: UCB1 and epsilon-greedy (exact propensities, ties split uniformly)
+
+cdef inline intp_t _pick_max(const double* score, intp_t k, rng_t* r, double* probs) noexcept nogil:
+    """Uniform choice among the maxima of `score`; probs[i] = 1/#ties on the maxima, else 0."""
+    cdef intp_t i, ties = 0, pick
+    cdef double best = -INFINITY
+    for i in range(k):
+        if score[i] > best:
+            best = score[i]
+    for i in range(k):
+        if score[i] == best:
+            ties += 1
+    pick = <intp_t>(_next_u64(r) % <uint64_t>ties) if ties > 1 else 0
+    cdef intp_t chosen = -1
+    for i in range(k):
+        if score[i] == best:
+            probs[i] = 1.0 / ties
+            if pick == 0 and chosen < 0:
+                chosen = i
+            pick -= 1
+        else:
+            probs[i] = 0.0
+    return chosen
+
+
+cdef inline void _ucb1_scores(const double* n, const double* s, intp_t k, double c,
+                              double* out) noexcept nogil:
+    cdef intp_t i
+    cdef double t = 0.0
+    for i in range(k):
+        t += n[i]
+    cdef double logt = log(t) if t > 1.0 else 0.0
+    for i in range(k):
+        if n[i] > 0.0:
+            out[i] = s[i] / n[i] + c * sqrt(2.0 * logt / n[i])
+        else:
+            out[i] = INFINITY
+
+
+def ucb1_scores(const double[::1] n, const double[::1] s, double c, double[::1] out):
+    """UCB1 index mean + c*sqrt(2 ln(sum n) / n_i); untried arms score +inf."""
+    with nogil:
+        _ucb1_scores(&n[0], &s[0], n.shape[0], c, &out[0])
+
+
+def ucb1_choose(const double[::1] n, const double[::1] s, double c, Rng rng, double[::1] probs):
+    """Arm with the largest UCB1 index (ties split uniformly); `probs` gets the exact propensities."""
+    cdef intp_t k = n.shape[0], arm
+    cdef double* buf = <double*>malloc(k * sizeof(double))
+    with nogil:
+        _ucb1_scores(&n[0], &s[0], k, c, buf)
+        arm = _pick_max(buf, k, &rng.state, &probs[0])
+    free(buf)
+    return arm
+
+
+def egreedy_choose(const double[::1] n, const double[::1] s, double eps, Rng rng,
+                   double[::1] probs):
+    """Greedy arm w.p. 1 - eps (untried arms count as +inf), uniform arm w.p. eps.
+
+    `probs[i]` = (1 - eps) / #greedy (if greedy) + eps / K: the exact choice probabilities.
+    """
+    cdef intp_t k = n.shape[0], i, arm
+    cdef double* buf = <double*>malloc(k * sizeof(double))
+    with nogil:
+        for i in range(k):
+            buf[i] = s[i] / n[i] if n[i] > 0.0 else INFINITY
+        arm = _pick_max(buf, k, &rng.state, &probs[0])
+        for i in range(k):
+            probs[i] = (1.0 - eps) * probs[i] + eps / k
+        if _uniform(&rng.state) < eps:
+            arm = <intp_t>(_next_u64(&rng.state) % <uint64_t>k)
+    free(buf)
+    return arm
+
+
+# ----------------------------------------------------------------------------------------------
+# Linear policies: one Cholesky per arm, z = L^-1 x, y = L^-1 b -> mean = y.z, var = z.z
+
+cdef int _lin_moments(const double* A, const double* b, const double* x, intp_t d, double lam,
+                      double* L, double* z, double* y, double* mean, double* var) noexcept nogil:
+    """Mean x'theta and variance x'(A + lam I)^-1 x of one arm; returns -1 if not pos. def."""
+    cdef intp_t i, j, m
+    cdef double acc
+    for i in range(d):
+        for j in range(i + 1):
+            acc = A[i * d + j] + (lam if i == j else 0.0)
+            for m in range(j):
+                acc -= L[i * d + m] * L[j * d + m]
+            if i == j:
+                if acc <= 0.0:
+                    return -1
+                L[i * d + i] = sqrt(acc)
+            else:
+                L[i * d + j] = acc / L[j * d + j]
+    for i in range(d):
+        acc = x[i]
+        for m in range(i):
+            acc -= L[i * d + m] * z[m]
+        z[i] = acc / L[i * d + i]
+        acc = b[i]
+        for m in range(i):
+            acc -= L[i * d + m] * y[m]
+        y[i] = acc / L[i * d + i]
+    mean[0] = 0.0
+    var[0] = 0.0
+    for i in range(d):
+        mean[0] += y[i] * z[i]
+        var[0] += z[i] * z[i]
+    return 0
+
+
+cdef int _lin_all(const double[:, :, ::1] A, const double[:, ::1] b, const double[::1] x,
+                  double lam, double* mean, double* var) noexcept nogil:
+    cdef intp_t k = A.shape[0], d = A.shape[1], a
+    cdef int rc = 0
+    cdef double* work = <double*>malloc((d * d + 2 * d) * sizeof(double))
+    for a in range(k):
+        if _lin_moments(&A[a, 0, 0], &b[a, 0], &x[0], d, lam, work, work + d * d,
+                        work + d * d + d, &mean[a], &var[a]) != 0:
+            rc = -1
+            break
+    free(work)
+    return rc
+
+
+def linear_moments(const double[:, :, ::1] A, const double[:, ::1] b, const double[::1] x,
+                   double lam, double[::1] mean, double[::1] var):
+    """Per arm: theta_a = (A_a + lam I)^-1 b_a, mean_a = x'theta_a, var_a = x'(A_a + lam I)^-1 x."""
+    cdef int rc
+    with nogil:
+        rc = _lin_all(A, b, x, lam, &mean[0], &var[0])
+    if rc != 0:
+        raise ValueError("A + lam*I is not positive definite for some arm")
+
+
+def linucb_choose(const double[:, :, ::1] A, const double[:, ::1] b, const double[::1] x,
+                  double lam, double alpha, Rng rng, double[::1] probs):
+    """LinUCB: argmax of mean + alpha*sqrt(var) (ties split); `probs` gets exact propensities."""
+    cdef intp_t k = A.shape[0], a, arm
+    cdef int rc
+    cdef double* buf = <double*>malloc(2 * k * sizeof(double))
+    with nogil:
+        rc = _lin_all(A, b, x, lam, buf, buf + k)
+        if rc == 0:
+            for a in range(k):
+                buf[a] = buf[a] + alpha * sqrt(buf[k + a])
+            arm = _pick_max(buf, k, &rng.state, &probs[0])
+    free(buf)
+    if rc != 0:
+        raise ValueError("A + lam*I is not positive definite for some arm")
+    return arm
+
+
+# ----------------------------------------------------------------------------------------------
+# Thompson sampling: one posterior draw decides; n_mc more draws estimate P(arm is argmax)
+
+cdef inline void _draw(int kind, const double* p, intp_t k, rng_t* r, double* out) noexcept nogil:
+    """One joint posterior draw of the K arm means. `p` is a (4, K) row-major parameter block."""
+    cdef intp_t i
+    cdef double tau
+    if kind == KIND_BETA:
+        for i in range(k):
+            out[i] = _beta(r, p[i], p[k + i])
+    elif kind == KIND_NIG:
+        # p = (mu_n, kappa_n, a_n, b_n): tau ~ Gamma(a_n, rate b_n), mu ~ N(mu_n, 1/(kappa_n tau))
+        for i in range(k):
+            tau = _gamma(r, p[2 * k + i]) / p[3 * k + i]
+            out[i] = p[i] + _normal(r) / sqrt(p[k + i] * tau)
+    else:
+        for i in range(k):
+            out[i] = p[i] + p[k + i] * _normal(r)
+
+
+cdef inline intp_t _argmax(const double* v, intp_t k) noexcept nogil:
+    cdef intp_t i, best = 0
+    for i in range(1, k):
+        if v[i] > v[best]:
+            best = i
+    return best
+
+
+cdef void _mc(int kind, const double* p, intp_t k, rng_t* r, intp_t n_mc, double* buf,
+              double* wins, double* loss) noexcept nogil:
+    """Add argmax counts to `wins` and sum(max - draw) to `loss` (if not NULL) over n_mc draws."""
+    cdef intp_t it, i, best
+    for it in range(n_mc):
+        _draw(kind, p, k, r, buf)
+        best = _argmax(buf, k)
+        wins[best] += 1.0
+        if loss != NULL:
+            for i in range(k):
+                loss[i] += buf[best] - buf[i]
+
+
+def ts_choose(int kind, const double[:, ::1] params, Rng rng, intp_t n_mc, double[::1] probs):
+    """Thompson decision: argmax of one posterior draw.
+
+    Parameters
+    ----------
+    kind : int
+        0 Beta(p[0], p[1]); 1 Normal-inverse-gamma (mu, kappa, a, b); 2 Normal(p[0], sd=p[1]).
+    params : (4, K) float64
+        Posterior parameters per arm (rows unused by a family are ignored).
+    n_mc : int
+        Extra draws for the propensity estimate. With n_mc = 0 `probs` is left untouched.
+    probs : (K,) float64
+        Out: (wins + decision one-hot) / (n_mc + 1), so every chosen arm has propensity
+        >= 1 / (n_mc + 1) and the vector sums to 1. Standard error sqrt(p (1 - p) / n_mc).
+
+    Returns
+    -------
+    arm : int
+    """
+    cdef intp_t k = params.shape[1], i, arm
+    cdef double* buf = <double*>malloc(k * sizeof(double))
+    with nogil:
+        _draw(kind, &params[0, 0], k, &rng.state, buf)
+        arm = _argmax(buf, k)
+        if n_mc > 0:
+            for i in range(k):
+                probs[i] = 0.0
+            _mc(kind, &params[0, 0], k, &rng.state, n_mc, buf, &probs[0], NULL)
+            probs[arm] += 1.0
+            for i in range(k):
+                probs[i] /= (n_mc + 1.0)
+    free(buf)
+    return arm
+
+
+def beta_ts_choose(const double[::1] n, const double[::1] s, double a0, double b0, Rng rng):
+    """Decision-only Bernoulli Thompson step straight from the counts (no propensity, no copy)."""
+    cdef intp_t k = n.shape[0], i, best = 0
+    cdef double v, top = -1.0
+    with nogil:
+        for i in range(k):
+            v = _beta(&rng.state, a0 + s[i], b0 + n[i] - s[i])
+            if v > top:
+                top = v
+                best = i
+    return best
+
+
+def prob_best(int kind, const double[:, ::1] params, Rng rng, intp_t n_mc, double[::1] wins,
+              double[::1] loss):
+    """Monte Carlo P(arm is best) into `wins` and expected loss E[max - arm] into `loss`."""
+    cdef intp_t k = params.shape[1], i
+    cdef double* buf = <double*>malloc(k * sizeof(double))
+    with nogil:
+        for i in range(k):
+            wins[i] = 0.0
+            loss[i] = 0.0
+        _mc(kind, &params[0, 0], k, &rng.state, n_mc, buf, &wins[0], &loss[0])
+        for i in range(k):
+            wins[i] /= n_mc
+            loss[i] /= n_mc
+    free(buf)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixed split: FNV-1a 64 over the bytes, then the splitmix64 finaliser (stable everywhere)
+
+def hash64(const uint8_t[::1] data):
+    """FNV-1a 64-bit of `data` followed by the splitmix64 finaliser (avalanche)."""
+    cdef uint64_t h = <uint64_t>0xCBF29CE484222325ULL
+    cdef intp_t i
+    for i in range(data.shape[0]):
+        h ^= data[i]
+        h *= <uint64_t>0x100000001B3ULL
+    h = (h ^ (h >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
+    h = (h ^ (h >> 27)) * <uint64_t>0x94D049BB133111EBULL
+    return h ^ (h >> 31)

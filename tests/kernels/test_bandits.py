@@ -1,0 +1,199 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from kernels import _bandits
+from kernels import bandits as B
+
+NATIVE = (True, False)
+
+
+def _played(policy, k=4, d=0, steps=60, seed=0, **params):
+    """A state after `steps` random pulls with Bernoulli rewards (contexts if linear)."""
+    rng = np.random.default_rng(seed)
+    state = B.new_state(policy, k, d, **params)
+    for _ in range(steps):
+        x = rng.normal(size=d) if d else None
+        state = B.update(state, int(rng.integers(k)), float(rng.random() < 0.3), x, inplace=True)
+    return state
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(B.POLICIES), st.sampled_from([1.0, 0.9]),
+       st.lists(st.tuples(st.integers(0, 3), st.floats(-2, 2)), min_size=1, max_size=20))
+def test_update_native_matches_numpy(policy, gamma, pulls):
+    d = 3 if policy in B.LINEAR else 0
+    a = b = B.new_state(policy, 4, d, gamma=gamma)
+    for i, (arm, reward) in enumerate(pulls):
+        x = np.arange(d) * 0.5 - i * 0.1 if d else None
+        a, b = B.update(a, arm, reward, x), B.update(b, arm, reward, x, use_native=False)
+    for name in ("n", "s", "ss", "A", "b"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-12, atol=1e-12)
+
+
+def test_update_is_pure_and_bytes_roundtrip():
+    state = _played("linucb", d=3, gamma=0.95, holdout=0.2)
+    before = state.to_bytes()
+    after = B.update(state, 1, 1.0, np.ones(3))
+    assert state.to_bytes() == before
+    assert B.update_bytes(before, 1, 1.0, np.ones(3)) == after.to_bytes()
+    back = B.BanditState.from_bytes(after.to_bytes())
+    assert back.policy == "linucb" and back.params == after.params
+    np.testing.assert_array_equal(back.A, after.A)
+
+
+def test_from_bytes_rejects_garbage():
+    with pytest.raises(ValueError, match="BanditState"):
+        B.BanditState.from_bytes(b"XXXX" + bytes(200))
+
+
+def test_discounting_bounds_the_effective_count():
+    state = _played("bernoulli_ts", steps=500, gamma=0.9)
+    assert state.n.sum() == pytest.approx((1 - 0.9 ** 500) / 0.1)
+
+
+@pytest.mark.parametrize("use_native", NATIVE)
+def test_ucb1_scores_and_choice_match_numpy_exactly(use_native):
+    state = _played("ucb1", k=6, steps=100, c=0.5)
+    np.testing.assert_allclose(B.ucb1_scores(state, use_native), B.ucb1_scores(state, False),
+                               rtol=1e-12)
+    dec = B.choose(state, B.new_rng(0, use_native), use_native=use_native)
+    assert dec.arm == int(np.argmax(B.ucb1_scores(state, False))) and dec.propensity == 1.0
+
+
+@pytest.mark.parametrize("use_native", NATIVE)
+def test_ucb1_splits_ties_among_untried_arms(use_native):
+    state = B.update(B.new_state("ucb1", 4), 2, 1.0)
+    rng = B.new_rng(3, use_native)
+    decs = [B.choose(state, rng, use_native=use_native) for _ in range(3000)]
+    np.testing.assert_array_equal(decs[0].probs, [1 / 3, 1 / 3, 0, 1 / 3])
+    counts = np.bincount([d.arm for d in decs], minlength=4)
+    assert counts[2] == 0 and stats.chisquare(counts[[0, 1, 3]]).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("use_native", NATIVE)
+def test_egreedy_propensities_are_exact_and_match_frequencies(use_native):
+    state = _played("egreedy", k=5, steps=200, epsilon=0.2)
+    rng = B.new_rng(5, use_native)
+    decs = [B.choose(state, rng, use_native=use_native) for _ in range(4000)]
+    greedy = np.argmax(state.s / state.n)
+    expected = np.full(5, 0.04)
+    expected[greedy] += 0.8
+    np.testing.assert_allclose(decs[0].probs, expected, rtol=1e-12)
+    counts = np.bincount([d.arm for d in decs], minlength=5)
+    assert stats.chisquare(counts, expected * 4000).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("policy", ["linucb", "lints"])
+def test_linear_moments_native_match_numpy(policy):
+    state = _played(policy, k=5, d=4, steps=80, lam=0.7, gamma=0.97)
+    x = np.array([0.3, -1.0, 0.5, 2.0])
+    for got, want in zip(B.linear_moments(state, x), B.linear_moments(state, x, False)):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_linucb_choice_matches_numpy():
+    state = _played("linucb", k=5, d=4, steps=80, alpha=0.5)
+    for x in np.random.default_rng(1).normal(size=(20, 4)):
+        arms = [B.choose(state, B.new_rng(0, nat), x, use_native=nat).arm for nat in NATIVE]
+        assert arms[0] == arms[1]
+
+
+def test_linear_policy_requires_context():
+    with pytest.raises(ValueError, match="x"):
+        B.choose(B.new_state("linucb", 3, 2), B.new_rng(0))
+
+
+@given(st.binary(max_size=64))
+def test_hash64_native_matches_python(data):
+    assert B.hash64(data) == B.hash64(data, use_native=False)
+
+
+def test_hash64_is_pinned():
+    # Stability across releases: changing this value reshuffles every running A/B test.
+    assert B.hash64(b"abc") == 996580060897260808
+    assert B.hash_unit("spring-sale", "user-42") == B.hash_unit("spring-sale", "user-42", "split",
+                                                                use_native=False)
+
+
+def test_rng_is_seeded_and_reproducible():
+    a, b = _bandits.Rng(7), _bandits.Rng(7)
+    np.testing.assert_array_equal(a.beta(2.0, 3.0, 100), b.beta(2.0, 3.0, 100))
+    assert not np.array_equal(_bandits.Rng(8).random(10), _bandits.Rng(7).random(10))
+
+
+@pytest.mark.parametrize("name,args,dist", [
+    ("random", (), stats.uniform()),
+    ("normal", (), stats.norm()),
+    ("gamma", (0.3,), stats.gamma(0.3)),
+    ("gamma", (4.5,), stats.gamma(4.5)),
+    ("beta", (0.7, 2.0), stats.beta(0.7, 2.0)),
+    ("beta", (30.0, 400.0), stats.beta(30.0, 400.0)),
+])
+def test_rng_distributions_ks(name, args, dist):
+    draws = getattr(_bandits.Rng(11), name)(*args, 20000)
+    assert stats.kstest(draws, dist.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("use_native", NATIVE)
+@pytest.mark.parametrize("policy", ["bernoulli_ts", "gaussian_ts", "lints"])
+def test_thompson_propensities_match_choice_frequencies(policy, use_native):
+    d = 2 if policy == "lints" else 0
+    state = _played(policy, k=4, d=d, steps=40, seed=2)
+    x = np.array([0.5, -0.2]) if d else None
+    rng = B.new_rng(9, use_native)
+    decs = [B.choose(state, rng, x, n_mc=2000, use_native=use_native) for _ in range(3000)]
+    probs = np.mean([dec.probs for dec in decs], axis=0)
+    assert probs.sum() == pytest.approx(1.0)
+    counts = np.bincount([dec.arm for dec in decs], minlength=4)
+    keep = probs * 3000 > 5
+    assert stats.chisquare(counts[keep], probs[keep] / probs[keep].sum() * counts[keep].sum()
+                           ).pvalue > 1e-3
+    for dec in decs[:50]:
+        assert dec.propensity == dec.probs[dec.arm] > 0
+
+
+@pytest.mark.parametrize("policy", ["bernoulli_ts", "gaussian_ts"])
+def test_native_and_numpy_posteriors_agree(policy):
+    state = _played(policy, k=3, steps=60)
+    got = B.campaign_stats(state, _bandits.Rng(2), n_mc=40000)
+    want = B.campaign_stats(state, np.random.default_rng(2), n_mc=40000, use_native=False)
+    np.testing.assert_allclose(got["prob_best"], want["prob_best"], atol=0.015)
+    np.testing.assert_allclose(got["expected_loss"], want["expected_loss"], atol=0.01)
+    np.testing.assert_array_equal(got["mean"], want["mean"])
+
+
+def test_campaign_stats_intervals_cover_the_mean():
+    state = _played("bernoulli_ts", k=3, steps=300)
+    out = B.campaign_stats(state, B.new_rng(0))
+    assert (out["ci_low"] < out["mean"]).all() and (out["mean"] < out["ci_high"]).all()
+    assert out["prob_best"].sum() == pytest.approx(1.0)
+    assert (out["expected_loss"] >= 0).all()
+
+
+@pytest.mark.parametrize("use_native", NATIVE)
+def test_fixed_split_follows_weights_and_is_sticky(use_native):
+    state = B.new_state("fixed", 3, weights=[0.5, 0.3, 0.2], holdout=0.1)
+    decs = [B.choose(state, None, user_id=f"u{i}", salt="s1", use_native=use_native)
+            for i in range(5000)]
+    arms = np.array([d.arm for d in decs])
+    assert abs((arms == B.HOLDOUT).mean() - 0.1) < 0.015
+    counts = np.bincount(arms[arms >= 0], minlength=3)
+    assert stats.chisquare(counts, np.array([0.5, 0.3, 0.2]) * counts.sum()).pvalue > 1e-3
+    again = B.choose(state, None, user_id="u17", salt="s1", use_native=not use_native)
+    assert (again.arm, again.propensity) == (decs[17].arm, decs[17].propensity)
+    assert decs[0].propensity in (0.5, 0.3, 0.2, 0.1)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"policy": "nope", "n_arms": 2}, "policy"),
+    ({"policy": "ucb1", "n_arms": 0}, "n_arms"),
+    ({"policy": "linucb", "n_arms": 2}, "dim"),
+    ({"policy": "ucb1", "n_arms": 2, "gamma": 1.5}, "gamma"),
+    ({"policy": "fixed", "n_arms": 2, "weights": [1, -1]}, "weights"),
+])
+def test_new_state_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        B.new_state(**kwargs)
