@@ -1,0 +1,243 @@
+"""Readers for interaction logs (CSV, Parquet, MovieLens) and item catalogs.
+
+Every reader returns columns as numpy arrays; `build` turns them into `Interactions` + `Catalog`
+with dense codes. Bad input raises ``ValueError`` naming the file, line (1-based, header = line 1)
+and column.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import re
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from training.events import EVENTS, Catalog, Interactions
+
+__all__ = ["read_interactions", "read_items", "read_movielens", "build", "load"]
+
+logger = logging.getLogger("tailor.training.readers")
+
+INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "event", "value")
+ITEM_COLUMNS = ("id", "title", "category", "price", "url")
+
+
+def _table(path: Path) -> tuple[pa.Table, int]:
+    """Whole file as string columns, plus the line number of the first data row."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        table = pq.read_table(path)
+        return table.cast(pa.schema([(f.name, pa.string()) for f in table.schema])), 0
+    with open(path, "rb") as fh:
+        header = fh.readline().decode("utf-8", "replace").strip().split(",")
+    names = [h.strip().strip('"') for h in header]
+    opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
+                                strings_can_be_null=False)
+    try:
+        return pacsv.read_csv(path, convert_options=opts), 2
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path}: cannot parse CSV: {err}") from None
+
+
+def _where(path: Path, first_line: int, row: int, column: str) -> str:
+    if first_line == 0:
+        return f"{path}: row {row + 1}, column {column!r}"
+    return f"{path}:{first_line + row}: column {column!r}"
+
+
+def _require(path: Path, table: pa.Table, columns, optional=()) -> None:
+    missing = [c for c in columns if c not in table.column_names and c not in optional]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; header has {table.column_names}")
+
+
+def _numbers(path, first_line, table, column, dtype) -> np.ndarray:
+    col = table[column]
+    try:
+        return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(dtype)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = col.to_pylist()
+        for row, text in enumerate(values):
+            try:
+                float(text)
+            except (TypeError, ValueError):
+                where = _where(path, first_line, row, column)
+                raise ValueError(f"{where}: {text!r} is not a number") from None
+        raise
+
+
+def _rfc3339(text: str) -> int:
+    when = datetime.fromisoformat(text.strip())
+    if when.tzinfo is None:
+        raise ValueError("no UTC offset")
+    return int(when.timestamp())
+
+
+def _timestamps(path, first_line, table) -> np.ndarray:
+    col = table["timestamp"]
+    try:
+        return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    uniq, inverse = np.unique(np.asarray(col.to_pylist(), dtype=object).astype(str),
+                              return_inverse=True)
+    out = np.empty(uniq.shape[0], np.int64)
+    for k, text in enumerate(uniq):
+        try:
+            out[k] = int(text) if re.fullmatch(r"\s*-?\d+\s*", text) else _rfc3339(text)
+        except ValueError:
+            row = int(np.flatnonzero(inverse == k)[0])
+            raise ValueError(f"{_where(path, first_line, row, 'timestamp')}: {text!r} is neither "
+                             "unix seconds nor RFC 3339 with an offset") from None
+    return out[inverse]
+
+
+def read_interactions(path: str | Path) -> dict:
+    """Read a Tailor interaction file (CSV, or Parquet by suffix).
+
+    Parameters
+    ----------
+    path : path
+        Columns ``user_id, item_id, timestamp, event, value``; ``value`` is optional (0),
+        ``timestamp`` is unix seconds or RFC 3339, ``event`` one of `training.events.EVENTS`.
+
+    Returns
+    -------
+    dict of ndarray
+        ``user_id``/``item_id`` (str), ``timestamp`` (int64), ``event`` (int8), ``value`` (float32).
+    """
+    path = Path(path)
+    table, first = _table(path)
+    _require(path, table, INTERACTION_COLUMNS, optional=("value",))
+    events = np.asarray(table["event"].to_numpy(zero_copy_only=False)).astype(str)
+    names, inverse = np.unique(np.char.strip(np.char.lower(events)), return_inverse=True)
+    unknown = [n for n in names if n not in EVENTS]
+    if unknown:
+        row = int(np.flatnonzero(inverse == list(names).index(unknown[0]))[0])
+        raise ValueError(f"{_where(path, first, row, 'event')}: unknown event {unknown[0]!r}; "
+                         f"allowed: {', '.join(EVENTS)}")
+    code = np.array([EVENTS.index(n) for n in names], np.int8)[inverse]
+    value = (_numbers(path, first, table, "value", np.float32) if "value" in table.column_names
+             else np.zeros(len(code), np.float32))
+    return {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
+            "timestamp": _timestamps(path, first, table), "event": code, "value": value}
+
+
+def _ids(table: pa.Table, column: str) -> np.ndarray:
+    return np.asarray(pc.utf8_trim_whitespace(table[column]).to_numpy(zero_copy_only=False),
+                      dtype=str)
+
+
+def read_items(path: str | Path) -> dict:
+    """Read an item catalog: ``id`` required; ``title, category, price, url`` optional."""
+    path = Path(path)
+    table, first = _table(path)
+    _require(path, table, ITEM_COLUMNS, optional=("title", "category", "price", "url"))
+    n = table.num_rows
+    out = {"id": _ids(table, "id")}
+    for col in ("title", "category", "url"):
+        out[col] = (np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=str)
+                    if col in table.column_names else np.full(n, "", dtype=str))
+    out["price"] = (_numbers(path, first, table, "price", np.float32)
+                    if "price" in table.column_names else np.zeros(n, np.float32))
+    uniq, counts = np.unique(out["id"], return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{path}: column 'id': duplicate item id {uniq[counts > 1][0]!r}")
+    return out
+
+
+def _separator(line: str) -> str:
+    if "::" in line:
+        return "::"
+    if "\t" in line:
+        return "\t"
+    return "," if "," in line else " "
+
+
+def read_movielens(path: str | Path) -> dict:
+    """Read ``user item rating timestamp`` rows separated by ``::``, tab, comma or spaces.
+
+    A header line is skipped if its rating or timestamp field is not numeric. Every row becomes a
+    ``rating`` interaction whose value is the rating.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.splitlines()
+    first = next((k for k, ln in enumerate(lines) if ln.strip()), None)
+    if first is None:
+        raise ValueError(f"{path}: empty file")
+    sep = _separator(lines[first])
+    fields = re.split(r"\s+", lines[first].strip()) if sep == " " else lines[first].split(sep)
+    skip = first + 1 if len(fields) >= 4 and not _numeric(fields[2:4]) else first
+    body = "\n".join(lines[skip:])
+    body = re.sub(r"[ \t]+", "\t", body.strip()) if sep == " " else body.replace(sep, "\t")
+    opts = pacsv.ParseOptions(delimiter="\t")
+    names = ["user_id", "item_id", "rating", "timestamp"]
+    try:
+        table = pacsv.read_csv(io.BytesIO(body.encode()), parse_options=opts,
+                               read_options=pacsv.ReadOptions(column_names=names),
+                               convert_options=pacsv.ConvertOptions(
+                                   column_types={n: pa.string() for n in names}))
+    except pa.ArrowInvalid as err:
+        raise ValueError(f"{path}: expected 4 fields per line (user item rating timestamp): "
+                         f"{err}") from None
+    line0 = skip + 1
+    rating = _numbers(path, line0, table, "rating", np.float32)
+    return {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
+            "timestamp": _timestamps(path, line0, table),
+            "event": np.full(table.num_rows, EVENTS.index("rating"), np.int8), "value": rating}
+
+
+def _numeric(fields) -> bool:
+    try:
+        [float(f) for f in fields]
+        return True
+    except ValueError:
+        return False
+
+
+def build(rows: dict, items: dict | None = None) -> tuple[Interactions, Catalog]:
+    """Dense codes for users and items; catalog items come first, unseen interaction items after."""
+    user_ids, user = np.unique(rows["user_id"], return_inverse=True)
+    known = items["id"] if items is not None else np.zeros(0, dtype=str)
+    extra = np.setdiff1d(np.unique(rows["item_id"]), known)
+    item_ids = np.concatenate([known.astype(str), extra.astype(str)])
+    order = np.argsort(item_ids, kind="stable")
+    item = order[np.searchsorted(item_ids[order], rows["item_id"])].astype(np.int32)
+    inter = Interactions(user_ids, item_ids, user.astype(np.int32), item,
+                         rows["timestamp"].astype(np.int64), rows["event"].astype(np.int8),
+                         rows["value"].astype(np.float32))
+    n_extra = extra.shape[0]
+    cats = np.concatenate([items["category"], np.full(n_extra, "unknown")]) if items else \
+        np.full(n_extra, "unknown")
+    category_names, category = np.unique(cats.astype(str), return_inverse=True)
+    catalog = Catalog(
+        item_ids=item_ids,
+        titles=_pad(items, "title", n_extra, ""), urls=_pad(items, "url", n_extra, ""),
+        category=category.astype(np.int32), category_names=category_names,
+        price=np.concatenate([items["price"], np.zeros(n_extra, np.float32)]).astype(np.float32)
+        if items else np.zeros(n_extra, np.float32))
+    return inter, catalog
+
+
+def _pad(items, key, n_extra, fill) -> np.ndarray:
+    head = items[key].astype(str) if items else np.zeros(0, dtype=str)
+    return np.concatenate([head, np.full(n_extra, fill)]).astype(str)
+
+
+def load(interactions: str | Path, items: str | Path | None = None,
+         fmt: str = "tailor") -> tuple[Interactions, Catalog]:
+    """Read and encode in one call (``fmt`` is ``"tailor"`` or ``"movielens"``)."""
+    if fmt not in ("tailor", "movielens"):
+        raise ValueError(f"format must be 'tailor' or 'movielens', got {fmt!r}")
+    rows = read_movielens(interactions) if fmt == "movielens" else read_interactions(interactions)
+    inter, catalog = build(rows, read_items(items) if items else None)
+    logger.info("read %d rows, %d users, %d items from %s", len(inter), inter.n_users,
+                inter.n_items, interactions)
+    return inter, catalog
+
