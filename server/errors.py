@@ -15,7 +15,8 @@ import grpc
 
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
-    "PermissionDenied", "Unauthenticated", "Unavailable", "grpc_errors",
+    "PermissionDenied", "Unauthenticated", "Unavailable", "MalformedRequest", "grpc_errors",
+    "safe_deserializer",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -62,6 +63,37 @@ class Unavailable(TailorError):
     status = grpc.StatusCode.UNAVAILABLE
 
 
+class MalformedRequest:
+    """Stands in for a request whose bytes did not parse; the servicer answers INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str, problem: str):
+        self.error = InvalidArgument("request", f"not a valid {type_name} ({problem})")
+
+
+def safe_deserializer(deserialize, type_name: str):
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError and friends
+            return MalformedRequest(type_name, str(err) or type(err).__name__)
+    return parse
+
+
+def _checked(request):
+    if isinstance(request, MalformedRequest):
+        raise request.error
+    if hasattr(request, "__aiter__"):
+        return _checked_stream(request)
+    return request
+
+
+async def _checked_stream(requests):
+    async for request in requests:
+        if isinstance(request, MalformedRequest):
+            raise request.error
+        yield request
+
+
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
     if isinstance(err, TailorError):
         logger.info("%s -> %s: %s", method, err.status.name, err)
@@ -77,7 +109,7 @@ def grpc_errors(method):
         @functools.wraps(method)
         async def stream_wrapper(self, request, context):
             try:
-                async for reply in method(self, request, context):
+                async for reply in method(self, _checked(request), context):
                     yield reply
             except Exception as err:  # noqa: BLE001 - mapped below, never swallowed
                 await _abort(context, err, name)
@@ -86,7 +118,7 @@ def grpc_errors(method):
     @functools.wraps(method)
     async def unary_wrapper(self, request, context):
         try:
-            return await method(self, request, context)
+            return await method(self, _checked(request), context)
         except Exception as err:  # noqa: BLE001 - mapped below, never swallowed
             await _abort(context, err, name)
     return unary_wrapper

@@ -1,0 +1,171 @@
+"""A typed, blocking client: per-call deadlines, retries on UNAVAILABLE only (with backoff).
+
+    client = TailorClient("127.0.0.1:50051")
+    recs = client.recommend("user-42", k=10, categories=["shoes"])
+    client.push_bundle("bundles/20261123T120000-abcd1234")
+
+Errors surface as `TailorError` carrying the gRPC status code and the server's message.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+
+from protos.tailor.v1 import diagnostics_pb2 as diag_pb
+from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
+from protos.tailor.v1 import model_admin_pb2 as admin_pb
+from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
+from protos.tailor.v1 import recommendation_pb2 as rec_pb
+from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
+
+__all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
+
+CHUNK_BYTES = 1 << 20
+
+
+class TailorError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str):
+        self.code = code
+        super().__init__(f"{code.name}: {message}")
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    item_id: str
+    score: float
+    retrieval_score: float
+    category: str
+    title: str
+    price: float
+    url: str
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    items: list[RecommendedItem]
+    model_version: str
+    request_id: str
+    cold_start: bool
+
+    @classmethod
+    def from_pb(cls, msg: rec_pb.RecommendResponse) -> "Recommendations":
+        items = [RecommendedItem(i.item_id, i.score, i.retrieval_score, i.category, i.title,
+                                 i.price, i.url) for i in msg.items]
+        return cls(items, msg.model_version, msg.request_id, msg.cold_start)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [i.item_id for i in self.items]
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 4
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+    retry_on: frozenset = field(default_factory=lambda: frozenset({grpc.StatusCode.UNAVAILABLE}))
+
+
+class TailorClient:
+    def __init__(self, target: str, *, timeout: float = 2.0, retry: RetryPolicy | None = None,
+                 max_message_bytes: int = 64 << 20):
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes)])
+        self._rec = rec_grpc.RecommendationServiceStub(self._channel)
+        self._admin = admin_grpc.ModelAdminServiceStub(self._channel)
+        self._diag = diag_grpc.DiagnosticsServiceStub(self._channel)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, fn, request, timeout: float | None):
+        """Call with a deadline; retry UNAVAILABLE with jittered exponential backoff."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        backoff = self.retry.initial_backoff
+        for attempt in range(1, self.retry.attempts + 1):
+            remaining = deadline - time.monotonic()
+            try:
+                req = request() if callable(request) else request
+                return fn(req, timeout=max(remaining, 0.001))
+            except grpc.RpcError as err:
+                code = err.code()
+                last = attempt == self.retry.attempts or code not in self.retry.retry_on
+                sleep = random.uniform(0, backoff)
+                if last or time.monotonic() + sleep >= deadline:
+                    raise TailorError(code, err.details() or "") from None
+                time.sleep(sleep)
+                backoff = min(backoff * 2, self.retry.max_backoff)
+
+    # -- recommendations --------------------------------------------------------------------
+    @staticmethod
+    def _request(user_id: str, k: int, channel: str = "", categories: Sequence[str] = (),
+                 exclude: Sequence[str] = (), context: dict[str, str] | None = None):
+        return rec_pb.RecommendRequest(user_id=user_id, k=k, channel=channel, categories=categories,
+                                       exclude_item_ids=exclude, context=context or {})
+
+    def recommend(self, user_id: str, k: int = 10, *, channel: str = "", categories: Sequence[str] = (),
+                  exclude: Sequence[str] = (), context: dict[str, str] | None = None,
+                  timeout: float | None = None) -> Recommendations:
+        req = self._request(user_id, k, channel, categories, exclude, context)
+        return Recommendations.from_pb(self._call(self._rec.Recommend, req, timeout))
+
+    def recommend_batch(self, requests: Sequence[dict], timeout: float | None = None) -> list[Recommendations]:
+        """`requests`: dicts with the keyword arguments of `recommend` (user_id, k, ...)."""
+        req = rec_pb.RecommendBatchRequest(requests=[self._request(**r) for r in requests])
+        reply = self._call(self._rec.RecommendBatch, req, timeout)
+        return [Recommendations.from_pb(r) for r in reply.responses]
+
+    # -- model admin ---------------------------------------------------------------------
+    def push_bundle(self, bundle_dir: str | Path, *, stage_only: bool = False,
+                    timeout: float = 600.0) -> dict:
+        """Upload a bundle directory; the server validates it and (unless stage_only) serves it."""
+        root = Path(bundle_dir)
+        if not (root / "manifest.json").is_file():
+            raise FileNotFoundError(f"{root} has no manifest.json: not a bundle directory")
+        files = sorted(p for p in root.iterdir() if p.is_file())
+
+        def chunks() -> Iterator[admin_pb.BundleChunk]:
+            first = True
+            for path in files:
+                with open(path, "rb") as fh:
+                    offset = 0
+                    while True:
+                        data = fh.read(CHUNK_BYTES)
+                        if not data and offset:
+                            break
+                        yield admin_pb.BundleChunk(stage_only=stage_only and first, path=path.name,
+                                                   offset=offset, data=data)
+                        first = False
+                        offset += len(data)
+                        if not data:
+                            break
+        return _to_dict(self._call(self._admin.PushBundle, chunks, timeout))
+
+    def model_status(self, timeout: float | None = None) -> dict:
+        return _to_dict(self._call(self._admin.GetModelStatus, admin_pb.GetModelStatusRequest(), timeout))
+
+    def rollback(self, version: str = "", timeout: float | None = 120.0) -> dict:
+        return _to_dict(self._call(self._admin.Rollback, admin_pb.RollbackRequest(version=version), timeout))
+
+    def ping(self, timeout: float | None = None) -> None:
+        self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)
+
+
+def _to_dict(msg) -> dict:
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True)

@@ -1,0 +1,1 @@
+"""Load tests (Locust gRPC users) and the benchmark command (`python -m loadtests.bench`)."""

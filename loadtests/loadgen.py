@@ -1,0 +1,110 @@
+"""A lean gRPC load generator (grpc.aio, one or more processes) used by the benchmark for every
+RPC alike, so their figures compare: closed loop (max throughput at a concurrency) and open loop
+(fixed arrival rate, latency measured from the scheduled send time, so queueing is counted)."""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from protos.tailor.v1 import diagnostics_pb2, recommendation_pb2
+
+__all__ = ["LoadResult", "run_load"]
+
+METHODS = {
+    "ping": ("/tailor.v1.DiagnosticsService/Ping", diagnostics_pb2.PingResponse.FromString),
+    "recommend": ("/tailor.v1.RecommendationService/Recommend",
+                  recommendation_pb2.RecommendResponse.FromString),
+}
+
+
+@dataclass
+class LoadResult:
+    calls: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def qps(self) -> float:
+        return self.calls / self.seconds if self.seconds else 0.0
+
+
+def _payloads(kind: str, users: list[str], k: int, n: int = 4096) -> list[bytes]:
+    if kind == "ping":
+        return [diagnostics_pb2.PingRequest().SerializeToString()]
+    rng = random.Random(7)
+    return [recommendation_pb2.RecommendRequest(user_id=rng.choice(users), k=k, channel="web")
+            .SerializeToString() for _ in range(n)]
+
+
+async def _drive(target, kind, users, k, concurrency, duration, rate):
+    path, parse = METHODS[kind]
+    payloads = _payloads(kind, users, k)
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=parse)
+        await call(payloads[0], timeout=30)  # warm the connection
+        lat: list[float] = []
+        errors = 0
+        start = time.perf_counter()
+        stop_at = start + duration
+
+        async def one(payload, t0):
+            nonlocal errors
+            try:
+                await call(payload, timeout=10)
+                lat.append(time.perf_counter() - t0)
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+        if rate:  # open loop: Poisson arrivals at `rate`/s
+            pending, t_next, i = set(), start, 0
+            rng = random.Random(11)
+            while t_next < stop_at:
+                delay = t_next - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(one(payloads[i % len(payloads)], t_next))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                i += 1
+                t_next += rng.expovariate(rate)
+            await asyncio.gather(*pending)
+        else:  # closed loop: `concurrency` callers back to back
+            async def worker(offset):
+                i = offset
+                while time.perf_counter() < stop_at:
+                    await one(payloads[i % len(payloads)], time.perf_counter())
+                    i += concurrency
+            await asyncio.gather(*(worker(j) for j in range(concurrency)))
+        return lat, errors, time.perf_counter() - start
+
+
+def _proc(args, queue):
+    lat, errors, seconds = asyncio.run(_drive(*args))
+    queue.put((np.asarray(lat, np.float64), errors, seconds))
+
+
+def run_load(target: str, kind: str, *, users: list[str] = (), k: int = 10, concurrency: int = 32,
+             duration: float = 10.0, rate: float = 0.0, procs: int = 1) -> LoadResult:
+    """Drive `kind` ("ping" | "recommend") at `target` for `duration` seconds."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    per_conc = max(1, concurrency // procs)
+    workers = [ctx.Process(target=_proc, args=((target, kind, list(users), k, per_conc, duration,
+                                                rate / procs), queue)) for _ in range(procs)]
+    for w in workers:
+        w.start()
+    parts = [queue.get(timeout=duration + 120) for _ in workers]
+    for w in workers:
+        w.join()
+    lat = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    seconds = max(p[2] for p in parts)
+    p50, p99 = (np.percentile(lat, [50, 99]) * 1000) if len(lat) else (float("nan"),) * 2
+    return LoadResult(int(len(lat)), sum(p[1] for p in parts), seconds, float(p50), float(p99))

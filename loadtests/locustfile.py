@@ -1,0 +1,70 @@
+"""Locust load test of RecommendationService/Recommend.
+
+    locust -f loadtests/locustfile.py --headless -u 50 -r 25 -t 30s --host 127.0.0.1:50051 \
+        --users-file users.txt --p99-ms 15
+
+Users are drawn from `--users-file` (one id per line; default: ids user-0..user-N with
+`--user-count`, which the demo data uses) plus a share of unknown users (cold start). The run
+exits non-zero when the aggregated p99 exceeds `--p99-ms` or any request failed.
+"""
+from __future__ import annotations
+
+import logging
+import random
+
+from locust import constant, events, task
+
+from protos.tailor.v1 import recommendation_pb2 as pb
+from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+
+from loadtests.grpc_user import GrpcUser
+
+logger = logging.getLogger("tailor.loadtests")
+USER_IDS: list[str] = []
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser):
+    parser.add_argument("--p99-ms", type=float, default=0.0, help="fail the run if p99 exceeds this")
+    parser.add_argument("--users-file", default="", help="user ids to request, one per line")
+    parser.add_argument("--user-count", type=int, default=50_000, help="ids user-0..N-1 if no file")
+    parser.add_argument("--cold-share", type=float, default=0.05, help="share of unknown users")
+    parser.add_argument("--k", type=int, default=10, help="items per Recommend")
+
+
+@events.test_start.add_listener
+def _load_users(environment, **_):
+    opts = environment.parsed_options
+    if opts.users_file:
+        with open(opts.users_file) as fh:
+            USER_IDS[:] = [line.strip() for line in fh if line.strip()]
+    else:
+        USER_IDS[:] = [f"user-{i}" for i in range(opts.user_count)]
+
+
+@events.quitting.add_listener
+def _check_p99(environment, **_):
+    target = environment.parsed_options.p99_ms
+    total = environment.stats.total
+    p99 = total.get_response_time_percentile(0.99) if total.num_requests else float("inf")
+    logger.info("requests=%d failures=%d p50=%.1fms p99=%.1fms", total.num_requests,
+                total.num_failures, total.get_response_time_percentile(0.5) or 0, p99)
+    if total.num_failures or (target and p99 > target):
+        logger.error("FAILED: p99 %.1f ms (target %.1f ms), %d failures", p99, target, total.num_failures)
+        environment.process_exit_code = 1
+    else:
+        environment.process_exit_code = 0
+
+
+class RecommendUser(GrpcUser):
+    stub_class = pb_grpc.RecommendationServiceStub
+    wait_time = constant(0)
+
+    @task
+    def recommend(self):
+        opts = self.environment.parsed_options
+        if random.random() < opts.cold_share:
+            user = f"unknown-{random.getrandbits(48)}"
+        else:
+            user = random.choice(USER_IDS)
+        self.stub.Recommend(pb.RecommendRequest(user_id=user, k=opts.k, channel="web"))

@@ -1,0 +1,88 @@
+"""Build, start and stop one gRPC server process: services, health, reflection, metrics."""
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos.tailor.v1 import diagnostics_pb2_grpc, model_admin_pb2_grpc, recommendation_pb2_grpc
+
+from .config import Settings
+from .metrics import MetricsInterceptor
+from .models import ModelRegistry
+from .recommend import Recommender
+from .services import register_services
+from .services.diagnostics import DiagnosticsServicer
+from .services.model_admin import ModelAdminServicer
+from .services.recommendation import RecommendationServicer
+from .store import Store
+
+__all__ = ["TailorServer"]
+
+logger = logging.getLogger("tailor.app")
+
+
+class TailorServer:
+    """One server process. `await start()` returns the bound port; `await stop()` drains."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    def _options(self) -> list[tuple[str, int]]:
+        size = self.settings.grpc_max_message_bytes
+        return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
+                ("grpc.so_reuseport", 1 if self.settings.workers > 1 else 0),
+                ("grpc.http2.max_pings_without_data", 0)]
+
+    def _build_domain(self) -> None:
+        s = self.settings
+        self.store = Store(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
+                           sync=s.lmdb_sync)
+        self.registry = ModelRegistry(s, self.store)
+        self.recommender = Recommender(s, self.registry)
+
+    def _servicers(self) -> list:
+        return [
+            (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
+             RecommendationServicer(self.settings, self.recommender)),
+            (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
+             ModelAdminServicer(self.registry, self.settings.compute_threads)),
+            (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
+        ]
+
+    async def start(self) -> int:
+        self._build_domain()
+        await self.registry.start()
+        server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=self._options())
+        names = register_services(server, self._servicers())
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        for name in ["", *names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = server.add_insecure_port(address)
+        if not self.port:
+            raise RuntimeError(f"could not bind {address}")
+        await server.start()
+        self._server = server
+        logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
+        return self.port
+
+    async def wait(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def stop(self, grace: float | None = None) -> None:
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        await self.recommender.close()
+        await self.registry.stop()
+        self.store.close()
+        self._server = None

@@ -1,0 +1,73 @@
+"""One settings object for the server: CLI flags override `TAILOR_*` environment variables."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    """Address to listen on for gRPC."""
+    port: int = 50051
+    """gRPC port. 0 picks a free port (tests); the chosen one is logged and returned by `start`."""
+    data_dir: Path = Path("data")
+    """Root of everything the server keeps: `store/` (LMDB) and `bundles/<version>/`."""
+    bundle: Path | None = None
+    """A bundle directory to serve at start (copied under data_dir/bundles if it is elsewhere)."""
+    workers: int = Field(1, ge=1, le=64)
+    """Server processes sharing the port (SO_REUSEPORT)."""
+    metrics_port: int | None = None
+    """HTTP port for Prometheus metrics; None disables the endpoint."""
+
+    grpc_max_message_bytes: int = 64 * 1024 * 1024
+    """Transport limit per message (bundle chunks, large batches)."""
+    max_request_bytes: int = 1024 * 1024
+    """Largest Recommend request accepted; larger ones get INVALID_ARGUMENT."""
+    max_batch_request_bytes: int = 16 * 1024 * 1024
+    """Largest RecommendBatch request accepted."""
+    max_batch_users: int = 1000
+    """Most users in one RecommendBatch."""
+    max_user_id_bytes: int = 128
+    max_exclude_items: int = 1000
+    max_context_entries: int = 64
+
+    batch_max_size: int = 64
+    """Most Recommend calls grouped into one ONNX run and one FAISS search."""
+    batch_max_wait_ms: float = 1.0
+    """How long the first request of a batch may wait for company."""
+    batch_concurrency: int = 2
+    """Batches computed at once (threads; ONNX Runtime and FAISS release the GIL)."""
+    ranker_candidates: int = 100
+    """Candidates retrieved per request for the ranker to re-score."""
+    exclude_history: bool = True
+    """Drop items already in the user's history from recommendations."""
+    compute_threads: int = 1
+    """Threads ONNX Runtime and FAISS may use per call."""
+
+    lmdb_map_size: int = 1 << 30
+    """Initial LMDB map size in bytes; grows by doubling up to lmdb_max_map_size."""
+    lmdb_max_map_size: int = 1 << 40
+    """Ceiling for LMDB growth; past it writes get RESOURCE_EXHAUSTED."""
+    lmdb_sync: bool = True
+    """fsync every commit (power-loss safe). Without it, commits survive a process crash."""
+
+    bundle_poll_seconds: float = 0.5
+    """How often a worker checks the store for a bundle activated by another worker."""
+    bundles_kept: int = 5
+    """Bundle versions kept on disk (the active one and rollback targets)."""
+    grace_seconds: float = 5.0
+    """How long in-flight calls may finish at shutdown."""
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def bundles_dir(self) -> Path:
+        return self.data_dir / "bundles"

@@ -1,0 +1,67 @@
+"""Prometheus metrics: the per-RPC interceptor, domain histograms, and the HTTP endpoint.
+
+With several worker processes, `PROMETHEUS_MULTIPROC_DIR` is set by the parent before the
+workers start and the parent serves the merged view.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import multiprocess
+
+__all__ = ["RPC_LATENCY", "RPC_TOTAL", "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH",
+           "MetricsInterceptor", "serve_metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+RPC_TOTAL = Counter("tailor_rpc_total", "RPCs handled, by method and status code.",
+                    ["method", "code"])
+RPC_LATENCY = Histogram("tailor_rpc_seconds", "Server-side RPC latency.", ["method"],
+                        buckets=_LATENCY_BUCKETS)
+STAGE_LATENCY = Histogram("tailor_recommend_stage_seconds",
+                          "Time per Recommend pipeline stage, per batch.", ["stage"],
+                          buckets=_LATENCY_BUCKETS)
+BATCH_SIZE = Histogram("tailor_batch_size", "Calls per micro-batch.", ["batcher"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+QUEUE_DEPTH = Gauge("tailor_batch_queue_depth", "Calls waiting for a batch.", ["batcher"],
+                    multiprocess_mode="livesum")
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC by its full method name and final status code."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streaming RPCs: counted by their own services if needed
+        method = handler_call_details.method
+        inner = handler.unary_unary
+
+        async def timed(request, context):
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                return await inner(request, context)
+            except BaseException:
+                code = (context.code() or grpc.StatusCode.UNKNOWN).name
+                raise
+            finally:
+                RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
+                RPC_TOTAL.labels(method, code).inc()
+
+        return grpc.unary_unary_rpc_method_handler(
+            timed, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on `port` (merging all worker processes in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(port, addr=host, registry=registry)
+    else:
+        start_http_server(port, addr=host)

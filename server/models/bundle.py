@@ -1,0 +1,249 @@
+"""Load a bundle directory (docs/bundle.md) and refuse it unless every check holds.
+
+Checks: manifest format and keys, sha256 of every listed file, array shapes, FAISS index size
+and dimension, ONNX input/output names, dtypes and shapes, and one smoke run of each model.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+
+from kernels import ranking
+
+from ..errors import FailedPrecondition
+
+__all__ = ["Bundle", "BundleInvalid", "load_bundle", "read_manifest", "sha256_file"]
+
+logger = logging.getLogger("tailor.models.bundle")
+
+FORMAT = "tailor.bundle/1"
+REQUIRED_KEYS = ("format", "version", "dim", "history_len", "files", "index", "encoder", "metrics")
+ITEM_ARRAYS = ("item_ids", "titles", "urls", "category", "category_names", "price", "popularity",
+               "recency_days")
+USER_ARRAYS = ("user_ids", "indptr", "items", "weights")
+
+
+class BundleInvalid(FailedPrecondition):
+    """A bundle failed validation; the message says which check and why."""
+
+    def __init__(self, where: str, problem: str):
+        super().__init__(f"bundle rejected: {where}: {problem}")
+
+
+@dataclass(eq=False)
+class Bundle:
+    """Everything a version serves with, read-only once loaded."""
+
+    version: str
+    path: Path
+    manifest: dict
+    items: dict[str, np.ndarray]
+    users: dict[str, np.ndarray]
+    index: faiss.Index
+    vectors: np.ndarray
+    encoder: ort.InferenceSession
+    ranker: ort.InferenceSession | None
+    loaded_at: float = field(default_factory=time.time)
+
+    def __post_init__(self):
+        self.dim = int(self.manifest["dim"])
+        self.history_len = int(self.manifest["history_len"])
+        self.n_items = len(self.items["item_ids"])
+        self.item_row = {iid: i for i, iid in enumerate(self.items["item_ids"].tolist())}
+        self.user_row = {uid: i for i, uid in enumerate(self.users["user_ids"].tolist())}
+        self.category_code = {c: i for i, c in enumerate(self.items["category_names"].tolist())}
+        self.item_table = ranking.ItemTable.from_arrays(
+            self.items["category"], self.items["price"], self.items["popularity"],
+            self.items["recency_days"], n_categories=len(self.category_code))
+        self.item_category = self.items["category"].astype(np.int32)
+        pop = self.items["popularity"].astype(np.float32)
+        self.popular = np.argsort(-pop, kind="stable").astype(np.int64)
+        self.popularity_score = pop / max(float(pop.max(initial=0.0)), 1.0)
+        # Per category: item rows sorted by popularity, for cold start and filtered search.
+        order = np.argsort(self.item_category[self.popular], kind="stable")
+        by_cat = self.popular[order]
+        bounds = np.searchsorted(self.item_category[by_cat], np.arange(len(self.category_code) + 1))
+        self.category_items = [by_cat[bounds[c]:bounds[c + 1]] for c in range(len(bounds) - 1)]
+
+    @property
+    def index_type(self) -> str:
+        return str(self.manifest["index"]["type"])
+
+    def history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The training-time history of a known user (items oldest first, weights)."""
+        row = self.user_row.get(user_id)
+        if row is None:
+            return None
+        lo, hi = self.users["indptr"][row], self.users["indptr"][row + 1]
+        return self.users["items"][lo:hi], self.users["weights"][lo:hi]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise BundleInvalid("manifest.json", "missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleInvalid("manifest.json", f"not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        raise BundleInvalid("manifest.json", "not a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleInvalid("manifest.json", f"missing keys {missing}")
+    if manifest["format"] != FORMAT:
+        raise BundleInvalid("manifest.json", f"format {manifest['format']!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def _check_files(path: Path, manifest: dict) -> None:
+    files = manifest["files"]
+    needed = {"items.npz", "users.npz", "index.faiss", manifest["encoder"].get("file", "")}
+    if manifest.get("ranker"):
+        needed.add(manifest["ranker"].get("file", ""))
+    for name in sorted(needed - set(files)):
+        raise BundleInvalid("manifest.json", f"files does not list {name!r}")
+    for name, expected in files.items():
+        target = (path / name).resolve()
+        if path.resolve() not in target.parents:
+            raise BundleInvalid(name, "path escapes the bundle directory")
+        if not target.is_file():
+            raise BundleInvalid(name, "listed in the manifest but missing")
+        actual = sha256_file(target)
+        if actual != expected:
+            raise BundleInvalid(name, f"sha256 {actual[:12]}… does not match manifest {expected[:12]}…")
+
+
+def _load_arrays(path: Path, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path / name, allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise BundleInvalid(name, f"missing arrays {missing}")
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError) as err:
+        raise BundleInvalid(name, f"unreadable ({err})") from None
+
+
+def _check_arrays(items: dict, users: dict, n_items: int) -> None:
+    for key in ITEM_ARRAYS:
+        if key != "category_names" and len(items[key]) != n_items:
+            raise BundleInvalid("items.npz", f"{key} has {len(items[key])} rows, expected {n_items}")
+    cat = items["category"]
+    if n_items and (cat.min() < 0 or cat.max() >= len(items["category_names"])):
+        raise BundleInvalid("items.npz", "category codes outside category_names")
+    indptr, rows = users["indptr"], users["items"]
+    if len(indptr) != len(users["user_ids"]) + 1 or indptr[0] != 0 or indptr[-1] != len(rows):
+        raise BundleInvalid("users.npz", "indptr does not match user_ids/items")
+    if np.any(np.diff(indptr) < 0) or len(users["weights"]) != len(rows):
+        raise BundleInvalid("users.npz", "indptr not monotone or weights length mismatch")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_items):
+        raise BundleInvalid("users.npz", "history rows outside the catalog")
+
+
+def _load_index(path: Path, manifest: dict, n_items: int, dim: int) -> faiss.Index:
+    try:
+        index = faiss.read_index(str(path / "index.faiss"))
+    except RuntimeError as err:
+        raise BundleInvalid("index.faiss", f"unreadable ({str(err).splitlines()[0]})") from None
+    if index.d != dim:
+        raise BundleInvalid("index.faiss", f"dimension {index.d}, manifest dim {dim}")
+    if index.ntotal != n_items:
+        raise BundleInvalid("index.faiss", f"{index.ntotal} vectors for {n_items} items")
+    if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise BundleInvalid("index.faiss", "metric is not inner product")
+    params = manifest["index"].get("search_params", {})
+    if "efSearch" in params:
+        faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
+    if "nprobe" in params:
+        faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+    return index
+
+
+def _session(path: Path, name: str, threads: int) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path / name), opts, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises several private exception types
+        raise BundleInvalid(name, f"ONNX Runtime cannot load it ({str(err).splitlines()[0]})") from None
+
+
+def _expect_io(sess, name: str, inputs: dict[str, tuple[str, int]], output: str) -> None:
+    got = {i.name: i for i in sess.get_inputs()}
+    for key, (dtype, rank) in inputs.items():
+        if key not in got:
+            raise BundleInvalid(name, f"no input {key!r} (has {sorted(got)})")
+        if got[key].type != dtype or len(got[key].shape) != rank:
+            raise BundleInvalid(name, f"input {key!r} is {got[key].type}{got[key].shape}, "
+                                      f"expected {dtype} of rank {rank}")
+    if output not in {o.name for o in sess.get_outputs()}:
+        raise BundleInvalid(name, f"no output {output!r}")
+
+
+def _check_encoder(sess, name: str, dim: int, hist_len: int) -> None:
+    _expect_io(sess, name, {"items": ("tensor(int64)", 2), "weights": ("tensor(float)", 2)},
+               "user_vec")
+    probe = {"items": np.zeros((2, hist_len), np.int64),
+             "weights": np.array([[1.0] + [0.0] * (hist_len - 1), [0.0] * hist_len], np.float32)}
+    out = sess.run(["user_vec"], probe)[0]
+    if out.shape != (2, dim) or not np.all(np.isfinite(out)):
+        raise BundleInvalid(name, f"smoke run gave shape {out.shape} (want (2, {dim})) or non-finite values")
+
+
+def _check_ranker(sess, name: str, spec: dict) -> None:
+    features = tuple(spec.get("features", ()))
+    if features != tuple(ranking.FEATURES):
+        raise BundleInvalid(name, f"features {list(features)} differ from this server's "
+                                  f"{list(ranking.FEATURES)}")
+    _expect_io(sess, name, {"features": ("tensor(float)", 2)}, "score")
+    out = sess.run(["score"], {"features": np.zeros((3, len(features)), np.float32)})[0]
+    if out.reshape(-1).shape != (3,):
+        raise BundleInvalid(name, f"smoke run gave shape {out.shape}, want (3,) or (3, 1)")
+
+
+def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = True) -> Bundle:
+    """Load and fully validate the bundle at `path`; raise BundleInvalid naming the failed check."""
+    path = Path(path)
+    started = time.perf_counter()
+    manifest = read_manifest(path)
+    if verify_checksums:
+        _check_files(path, manifest)
+    dim, hist_len = int(manifest["dim"]), int(manifest["history_len"])
+    items = _load_arrays(path, "items.npz", ITEM_ARRAYS)
+    users = _load_arrays(path, "users.npz", USER_ARRAYS)
+    n_items = len(items["item_ids"])
+    _check_arrays(items, users, n_items)
+    index = _load_index(path, manifest, n_items, dim)
+    vectors = index.reconstruct_n(0, n_items) if n_items else np.zeros((0, dim), np.float32)
+    enc_file = manifest["encoder"].get("file", "encoder.onnx")
+    encoder = _session(path, enc_file, threads)
+    _check_encoder(encoder, enc_file, dim, hist_len)
+    ranker = None
+    if manifest.get("ranker"):
+        rk_file = manifest["ranker"].get("file", "ranker.onnx")
+        ranker = _session(path, rk_file, threads)
+        _check_ranker(ranker, rk_file, manifest["ranker"])
+    bundle = Bundle(version=str(manifest["version"]), path=path, manifest=manifest, items=items,
+                    users=users, index=index, vectors=np.ascontiguousarray(vectors, np.float32),
+                    encoder=encoder, ranker=ranker)
+    logger.info("loaded bundle %s (%d items, %s index) in %.2fs", bundle.version, n_items,
+                bundle.index_type, time.perf_counter() - started)
+    return bundle

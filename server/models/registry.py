@@ -1,0 +1,195 @@
+"""Which bundle version serves: atomic swaps, rollback, and agreement between worker processes.
+
+The active version is a pointer in the store's `meta` table, so every worker process of one
+server (they share the data dir) follows it: the worker that receives a push or rollback
+validates and swaps first, then moves the pointer; the others poll it and swap within
+`bundle_poll_seconds`. A swap is one reference assignment: a batch that already took the old
+bundle finishes on it, the next batch takes the new one.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import FailedPrecondition, NotFound
+from ..store import Store, join_key
+from .bundle import Bundle, load_bundle, read_manifest
+
+__all__ = ["ModelRegistry"]
+
+logger = logging.getLogger("tailor.models.registry")
+
+ACTIVE_KEY = b"bundle/active"
+HISTORY_KEY = b"bundle/history"
+
+
+class ModelRegistry:
+    def __init__(self, settings: Settings, store: Store):
+        self.settings = settings
+        self.store = store
+        self.bundles_dir = settings.bundles_dir
+        self.bundles_dir.mkdir(parents=True, exist_ok=True)
+        self._active: Bundle | None = None
+        self._swap_lock = asyncio.Lock()
+        self._poller: asyncio.Task | None = None
+
+    # -- reading -------------------------------------------------------------------------
+    def current(self) -> Bundle:
+        bundle = self._active
+        if bundle is None:
+            raise FailedPrecondition("no model bundle is loaded: push one with "
+                                     "`python -m training push BUNDLE --server HOST:PORT`")
+        return bundle
+
+    @property
+    def active(self) -> Bundle | None:
+        return self._active
+
+    def history(self) -> list[str]:
+        raw = self.store.get("meta", HISTORY_KEY)
+        return json.loads(raw) if raw else []
+
+    def previous_version(self) -> str:
+        active = self._active.version if self._active else None
+        for version in reversed(self.history()):
+            if version != active:
+                return version
+        return ""
+
+    def available_versions(self) -> list[str]:
+        found = []
+        for path in self.bundles_dir.iterdir():
+            if path.is_dir() and not path.name.startswith(".") and (path / "manifest.json").exists():
+                found.append(path.name)
+        return sorted(found, reverse=True)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load what the store points at, else `--bundle`, else the newest stored bundle."""
+        pointer = self.store.get("meta", ACTIVE_KEY)
+        if self.settings.bundle is not None:
+            candidates = [(self._import_dir(Path(self.settings.bundle)).name, True)]
+        else:
+            candidates = [(pointer.decode(), False)] if pointer else []
+            candidates += [(v, True) for v in self.available_versions() if not pointer or v != pointer.decode()]
+        for version, record in candidates:
+            try:
+                await self.activate(version, record=record)
+                break
+            except FailedPrecondition as err:
+                logger.warning("cannot serve stored bundle %s: %s", version, err)
+        if self._active is None:
+            logger.warning("no valid bundle under %s: Recommend answers FAILED_PRECONDITION "
+                           "until one is pushed", self.bundles_dir)
+        self._poller = asyncio.create_task(self._follow_pointer())
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+            try:
+                await self._poller
+            except asyncio.CancelledError:
+                pass
+        self.store.delete("meta", join_key("worker", str(os.getpid())))
+
+    def _import_dir(self, src: Path) -> Path:
+        manifest = read_manifest(src)
+        dest = self.bundles_dir / str(manifest["version"])
+        if src.resolve() != dest.resolve() and not dest.exists():
+            tmp = self.bundles_dir / f".import-{os.getpid()}-{manifest['version']}"
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            os.replace(tmp, dest)
+        return dest
+
+    # -- changing the active version -------------------------------------------------------
+    async def activate(self, version: str, record: bool = True) -> Bundle:
+        """Validate and load `version` from disk, swap it in, and (if `record`) move the pointer."""
+        path = self.bundles_dir / version
+        if not path.is_dir():
+            raise NotFound("bundle version", version)
+        if self._active is not None and self._active.version == version:
+            return await self.install(self._active, record)
+        loop = asyncio.get_running_loop()
+        bundle = await loop.run_in_executor(None, load_bundle, path, self.settings.compute_threads)
+        return await self.install(bundle, record)
+
+    async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
+        """Swap an already validated bundle in (one reference assignment)."""
+        async with self._swap_lock:
+            self._active = bundle
+            if record:
+                self._record(bundle.version)
+            self._report_loaded(bundle.version)
+        logger.info("serving bundle %s", bundle.version)
+        self._prune()
+        return bundle
+
+    async def rollback(self, version: str = "") -> Bundle:
+        target = version or self.previous_version()
+        if not target:
+            raise FailedPrecondition("no previous bundle version to roll back to")
+        return await self.activate(target)
+
+    def _record(self, version: str) -> None:
+        def txn_fn(txn):
+            db = self.store.db("meta")
+            raw = txn.get(HISTORY_KEY, db=db)
+            history = [v for v in (json.loads(raw) if raw else []) if v != version]
+            history.append(version)
+            txn.put(HISTORY_KEY, json.dumps(history[-50:]).encode(), db=db)
+            txn.put(ACTIVE_KEY, version.encode(), db=db)
+        self.store.write(txn_fn)
+
+    def _report_loaded(self, version: str) -> None:
+        self.store.put("meta", join_key("worker", str(os.getpid())), version.encode())
+
+    async def wait_for_workers(self, version: str, timeout: float = 60.0) -> bool:
+        """Wait until every live worker process of this data dir reports serving `version`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lagging = []
+            for key, value in self.store.scan("meta", join_key("worker", "")):
+                pid = int(key.rsplit(b"\x1f", 1)[1])
+                if not _alive(pid):
+                    self.store.delete("meta", key)
+                elif value.decode() != version:
+                    lagging.append(pid)
+            if not lagging:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _follow_pointer(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.bundle_poll_seconds)
+            try:
+                pointer = self.store.get("meta", ACTIVE_KEY)
+                if pointer and (self._active is None or pointer.decode() != self._active.version):
+                    await self.activate(pointer.decode(), record=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving the old bundle; say why
+                logger.exception("could not follow the active bundle pointer")
+
+    def _prune(self) -> None:
+        keep = {self._active.version if self._active else "", self.previous_version()}
+        versions = self.available_versions()
+        for version in versions[self.settings.bundles_kept:]:
+            if version not in keep:
+                shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,201 @@
+"""One batch of Recommend queries against one bundle: the hot path, numpy-vectorised.
+
+histories → encoder (one ONNX run) → FAISS (one search; category-filtered queries score their
+categories' vectors exactly) → drop seen/excluded → ranker (one ONNX run over every candidate of
+the batch) → top-k. Users without history get popularity (within the requested categories).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kernels import ranking
+
+from .. import metrics
+from ..errors import InvalidArgument
+from ..models import Bundle
+
+__all__ = ["RecQuery", "RecResult", "History", "recommend_batch"]
+
+History = tuple[np.ndarray, np.ndarray]
+"""(item rows oldest first, weights) — the encoder's input for one user."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecQuery:
+    user_id: str
+    k: int
+    channel: str = ""
+    categories: tuple[str, ...] = ()
+    exclude_item_ids: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class RecResult:
+    rows: np.ndarray
+    scores: np.ndarray
+    retrieval_scores: np.ndarray
+    cold_start: bool
+    bundle: Bundle
+
+
+class _Stage:
+    def __init__(self, name: str):
+        self.hist = metrics.STAGE_LATENCY.labels(name)
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.hist.observe(time.perf_counter() - self.t)
+
+
+_STAGES = {n: _Stage(n) for n in ("history", "encode", "retrieve", "rank", "assemble")}
+
+
+def _category_codes(bundle: Bundle, names: tuple[str, ...]) -> np.ndarray | None:
+    if not names:
+        return None
+    codes = []
+    for name in names:
+        code = bundle.category_code.get(name)
+        if code is None:
+            known = ", ".join(sorted(bundle.category_code)[:20])
+            raise InvalidArgument("categories", f"unknown category {name!r} (known: {known})")
+        codes.append(code)
+    return np.unique(np.asarray(codes, np.int32))
+
+
+def _blocked(bundle: Bundle, q: RecQuery, history: History | None, exclude_history: bool) -> set[int]:
+    blocked = {bundle.item_row[i] for i in q.exclude_item_ids if i in bundle.item_row}
+    if exclude_history and history is not None:
+        blocked.update(history[0].tolist())
+    return blocked
+
+
+def _popular(bundle: Bundle, cats: np.ndarray | None, k: int, blocked: set[int],
+             taken: set[int] = frozenset()) -> np.ndarray:
+    pool = bundle.popular if cats is None else np.concatenate([bundle.category_items[c] for c in cats])
+    if cats is not None and len(cats) > 1:
+        pool = pool[np.argsort(-bundle.popularity_score[pool], kind="stable")]
+    out = []
+    for row in pool[: k + len(blocked) + len(taken)].tolist():
+        if row not in blocked and row not in taken:
+            out.append(row)
+            if len(out) == k:
+                break
+    return np.asarray(out, np.int64)
+
+
+def _history_arrays(bundle: Bundle, histories: list[History]) -> tuple[np.ndarray, np.ndarray]:
+    """Pad histories to the encoder's [B, L] items/weights (weight 0 = padding)."""
+    L = bundle.history_len
+    items = np.zeros((len(histories), L), np.int64)
+    weights = np.zeros((len(histories), L), np.float32)
+    for i, (rows, w) in enumerate(histories):
+        n = min(len(rows), L)
+        items[i, :n] = rows[-n:]
+        weights[i, :n] = w[-n:]
+    return items, weights
+
+
+def _retrieve(bundle: Bundle, users: np.ndarray, cats: list[np.ndarray | None], depth: list[int]):
+    """Candidate rows and inner-product scores per warm query, best first."""
+    out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(users)  # type: ignore[list-item]
+    free = [i for i, c in enumerate(cats) if c is None]
+    if free:
+        kk = min(bundle.n_items, max(depth[i] for i in free))
+        scores, rows = bundle.index.search(np.ascontiguousarray(users[free]), kk)
+        for j, i in enumerate(free):
+            ok = rows[j] >= 0
+            out[i] = (rows[j][ok].astype(np.int64), scores[j][ok])
+    for i, c in enumerate(cats):
+        if c is None:
+            continue
+        pool = np.concatenate([bundle.category_items[x] for x in c])
+        s = bundle.vectors[pool] @ users[i] if len(pool) < 50_000 else _dot_blocks(bundle, pool, users[i])
+        kk = min(len(pool), depth[i])
+        top = np.argpartition(-s, kk - 1)[:kk] if kk < len(pool) else np.arange(len(pool))
+        top = top[np.argsort(-s[top], kind="stable")]
+        out[i] = (pool[top], s[top].astype(np.float32))
+    return out
+
+
+def _dot_blocks(bundle: Bundle, pool: np.ndarray, user: np.ndarray) -> np.ndarray:
+    return np.concatenate([bundle.vectors[pool[s:s + 50_000]] @ user
+                           for s in range(0, len(pool), 50_000)])
+
+
+def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]]):
+    """Ranker scores per candidate list (or the retrieval scores when there is no ranker)."""
+    if bundle.ranker is None or not cands:
+        return [s for _, s in cands]
+    lengths = [len(r) for r, _ in cands]
+    width = max(max(lengths), 1)
+    rows = np.full((len(cands), width), -1, np.int64)
+    scores = np.zeros((len(cands), width), np.float32)
+    for i, (r, s) in enumerate(cands):
+        rows[i, :len(r)], scores[i, :len(s)] = r, s
+    ctx = ranking.user_context(hist[0], hist[1], bundle.item_table)
+    feats = ranking.candidate_features(ctx, rows, scores, bundle.item_table)
+    flat = feats.reshape(-1, feats.shape[-1])
+    out = bundle.ranker.run(["score"], {"features": flat})[0].reshape(len(cands), width)
+    return [out[i, :n] for i, n in enumerate(lengths)]
+
+
+def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
+                    history_of: Callable[[Bundle, Sequence[str]], list[History | None]], *,
+                    ranker_candidates: int = 100, exclude_history: bool = True,
+                    ) -> list[RecResult | BaseException]:
+    """Answer every query of the batch with `bundle`; a bad query yields its own exception."""
+    results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
+    cats: list[np.ndarray | None] = [None] * len(queries)
+    for i, q in enumerate(queries):
+        try:
+            cats[i] = _category_codes(bundle, q.categories)
+        except InvalidArgument as err:
+            results[i] = err
+    with _STAGES["history"]:
+        histories = history_of(bundle, [q.user_id for q in queries])
+    blocked = [_blocked(bundle, q, h, exclude_history) for q, h in zip(queries, histories)]
+    warm = [i for i, h in enumerate(histories)
+            if results[i] is None and h is not None and len(h[0]) > 0]
+    if warm:
+        with _STAGES["encode"]:
+            hist = _history_arrays(bundle, [histories[i] for i in warm])
+            users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
+        depth = [max(queries[i].k, ranker_candidates) + len(blocked[i]) for i in warm]
+        with _STAGES["retrieve"]:
+            found = _retrieve(bundle, users, [cats[i] for i in warm], depth)
+        cands = []
+        for j, i in enumerate(warm):
+            rows, s = found[j]
+            keep = np.fromiter((r not in blocked[i] for r in rows.tolist()), bool, len(rows))
+            cands.append((rows[keep], s[keep]))
+        with _STAGES["rank"]:
+            final = _rank(bundle, hist, cands)
+        with _STAGES["assemble"]:
+            for j, i in enumerate(warm):
+                results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])
+    for i, q in enumerate(queries):
+        if results[i] is None:
+            rows = _popular(bundle, cats[i], q.k, blocked[i])
+            pop = bundle.popularity_score[rows].astype(np.float32)
+            results[i] = RecResult(rows, pop, np.zeros_like(pop), True, bundle)
+    return results
+
+
+def _top_k(bundle: Bundle, q: RecQuery, cats, blocked: set[int], cand, final) -> RecResult:
+    rows, retrieval = cand
+    order = np.argsort(-final, kind="stable")[: q.k]
+    rows, scores, retrieval = rows[order], final[order].astype(np.float32), retrieval[order]
+    if len(rows) < q.k:  # tiny catalog or heavy exclusions: fill with popular items
+        extra = _popular(bundle, cats, q.k - len(rows), blocked, set(rows.tolist()))
+        floor = float(scores.min()) if len(scores) else 0.0
+        rows = np.concatenate([rows, extra])
+        scores = np.concatenate([scores, np.full(len(extra), floor, np.float32)])
+        retrieval = np.concatenate([retrieval, np.zeros(len(extra), np.float32)])
+    return RecResult(rows, scores, retrieval, False, bundle)

@@ -1,0 +1,58 @@
+"""tailor.v1.RecommendationService."""
+from __future__ import annotations
+
+import os
+
+from protos.tailor.v1 import recommendation_pb2 as pb
+from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+
+from ..config import Settings
+from ..errors import InvalidArgument, grpc_errors
+from ..recommend import Recommender, RecQuery, RecResult
+
+__all__ = ["RecommendationServicer", "RecommendConverter"]
+
+
+class RecommendConverter:
+    @staticmethod
+    def to_query(req: pb.RecommendRequest) -> RecQuery:
+        return RecQuery(user_id=req.user_id, k=req.k, channel=req.channel,
+                        categories=tuple(req.categories), exclude_item_ids=tuple(req.exclude_item_ids))
+
+    @staticmethod
+    def from_result(res: RecResult) -> pb.RecommendResponse:
+        items = res.bundle.items
+        ids, titles, urls = items["item_ids"], items["titles"], items["urls"]
+        cat_names, cats, prices = items["category_names"], items["category"], items["price"]
+        out = pb.RecommendResponse(model_version=res.bundle.version, request_id=os.urandom(8).hex(),
+                                   cold_start=res.cold_start)
+        add = out.items.add
+        for row, score, rscore in zip(res.rows.tolist(), res.scores.tolist(), res.retrieval_scores.tolist()):
+            add(item_id=ids[row], score=score, retrieval_score=rscore, category=cat_names[cats[row]],
+                title=titles[row], price=float(prices[row]), url=urls[row])
+        return out
+
+
+class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
+    def __init__(self, settings: Settings, recommender: Recommender):
+        self.settings = settings
+        self.recommender = recommender
+
+    @grpc_errors
+    async def Recommend(self, request: pb.RecommendRequest, context) -> pb.RecommendResponse:
+        _check_size(request, self.settings.max_request_bytes)
+        result = await self.recommender.recommend(RecommendConverter.to_query(request))
+        return RecommendConverter.from_result(result)
+
+    @grpc_errors
+    async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> pb.RecommendBatchResponse:
+        _check_size(request, self.settings.max_batch_request_bytes)
+        results = await self.recommender.recommend_many(
+            [RecommendConverter.to_query(r) for r in request.requests])
+        return pb.RecommendBatchResponse(responses=[RecommendConverter.from_result(r) for r in results])
+
+
+def _check_size(request, limit: int) -> None:
+    size = request.ByteSize()
+    if size > limit:
+        raise InvalidArgument("request", f"{size} bytes exceeds the configured limit of {limit} bytes")

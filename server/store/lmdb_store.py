@@ -1,0 +1,131 @@
+"""LMDB environment with named tables.
+
+One write transaction per batch, one read-only transaction per request; the map grows by
+doubling when full (up to a ceiling, past which writes raise ResourceExhausted and nothing of
+the failed batch is written). Several processes may open the same directory: LMDB serialises
+writers across processes and readers never block.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from ..errors import ResourceExhausted
+
+__all__ = ["Store", "TABLES"]
+
+logger = logging.getLogger("tailor.store")
+
+TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns")
+"""Every named table. Add a table here; nothing else opens LMDB."""
+
+T = TypeVar("T")
+
+
+class Store:
+    """An LMDB environment under `path` with the named `TABLES`."""
+
+    def __init__(self, path: Path | str, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
+                 sync: bool = True, readonly: bool = False):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.max_map_size = max_map_size
+        self._resize_lock = threading.Lock()
+        self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
+                             sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
+                             readahead=False)
+        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
+
+    def db(self, table: str):
+        try:
+            return self._dbs[table]
+        except KeyError:
+            raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}") from None
+
+    # -- transactions ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        """A read-only snapshot; use it from one thread and close it quickly."""
+        try:
+            txn = self.env.begin(write=False, buffers=False)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # adopt the size another process grew the map to
+            txn = self.env.begin(write=False, buffers=False)
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        """Run `fn(txn)` in one write transaction and commit; grow the map and retry if full.
+
+        `fn` may run more than once (after a MapFullError nothing of the first try is kept),
+        so it must only read and write through `txn`.
+        """
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    return fn(txn)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+            except lmdb.MapFullError:
+                self._grow()
+
+    def _grow(self) -> None:
+        with self._resize_lock:
+            current = self.env.info()["map_size"]
+            if current >= self.max_map_size:
+                raise ResourceExhausted(
+                    f"store is full: LMDB map at its ceiling of {self.max_map_size} bytes "
+                    "(raise TAILOR_LMDB_MAX_MAP_SIZE)")
+            new = min(current * 2, self.max_map_size)
+            logger.info("growing LMDB map from %d to %d bytes", current, new)
+            self.env.set_mapsize(new)
+
+    # -- conveniences --------------------------------------------------------------------
+    def get(self, table: str, key: bytes) -> bytes | None:
+        with self.read() as txn:
+            return txn.get(key, db=self.db(table))
+
+    def get_many(self, table: str, keys: Iterable[bytes]) -> list[bytes | None]:
+        """One value per key, in input order, None for a miss (one snapshot)."""
+        db = self.db(table)
+        with self.read() as txn:
+            return [txn.get(k, db=db) for k in keys]
+
+    def put_many(self, table: str, items: Iterable[tuple[bytes, bytes]]) -> None:
+        items = list(items)
+        db = self.db(table)
+        self.write(lambda txn: [txn.put(k, v, db=db) for k, v in items])
+
+    def put(self, table: str, key: bytes, value: bytes) -> None:
+        self.put_many(table, [(key, value)])
+
+    def delete(self, table: str, key: bytes) -> bool:
+        db = self.db(table)
+        return self.write(lambda txn: txn.delete(key, db=db))
+
+    def scan(self, table: str, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix`, in key order (one snapshot)."""
+        db = self.db(table)
+        with self.read() as txn:
+            cur = txn.cursor(db=db)
+            out = []
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out.append((key, value))
+            return out
+
+    def sync(self) -> None:
+        self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.close()

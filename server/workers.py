@@ -1,0 +1,81 @@
+"""Run the server: one process, or N worker processes sharing one port (SO_REUSEPORT)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import tempfile
+
+from .app import TailorServer
+from .config import Settings
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("tailor.workers")
+
+
+async def _serve_one(settings: Settings) -> None:
+    server = TailorServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down (grace %.1fs)", settings.grace_seconds)
+    await server.stop()
+
+
+def _worker_main(settings: Settings) -> None:
+    _configure_logging()
+    asyncio.run(_serve_one(settings))
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=os.environ.get("TAILOR_LOG_LEVEL", "INFO"),
+                        format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    _configure_logging()
+    if settings.workers == 1:
+        if settings.metrics_port:
+            from .metrics import serve_metrics
+            serve_metrics(settings.metrics_port, settings.host)
+        asyncio.run(_serve_one(settings))
+        return
+    if settings.port == 0:
+        raise SystemExit("--workers > 1 needs an explicit --port (the workers share it)")
+    metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(settings,), name=f"tailor-worker-{i}")
+             for i in range(settings.workers)]
+    for proc in procs:
+        proc.start()
+    if settings.metrics_port:
+        from .metrics import serve_metrics
+        serve_metrics(settings.metrics_port, settings.host)
+    stopping = False
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        for proc in procs:
+            proc.join()
+            if not stopping and proc.exitcode != 0:
+                logger.error("worker %s exited with %s; stopping the others", proc.name, proc.exitcode)
+                forward(signal.SIGTERM, None)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,68 @@
+import asyncio
+import threading
+
+import pytest
+
+from server.recommend.batcher import AdaptiveBatcher
+
+
+async def test_concurrent_calls_share_batches():
+    sizes = []
+    gate = threading.Event()
+
+    def fn(batch):
+        sizes.append(len(batch))
+        gate.wait(1.0)  # hold the first batch so the rest pile up behind it
+        return [q * 2 for q in batch]
+
+    batcher = AdaptiveBatcher(fn, max_size=16, max_wait=0.0, concurrency=1)
+    calls = [asyncio.create_task(batcher.submit(i)) for i in range(40)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await asyncio.gather(*calls) == [i * 2 for i in range(40)]
+    assert sum(sizes) == 40 and max(sizes) == 16 and len(sizes) < 40
+    await batcher.close()
+
+
+async def test_max_wait_groups_calls_arriving_close_together():
+    sizes = []
+    batcher = AdaptiveBatcher(lambda b: sizes.append(len(b)) or list(b), max_size=64,
+                              max_wait=0.05, concurrency=1)
+
+    async def later(i):
+        await asyncio.sleep(0.005 * i)
+        return await batcher.submit(i)
+
+    assert await asyncio.gather(*(later(i) for i in range(5))) == list(range(5))
+    assert sizes == [5]
+    await batcher.close()
+
+
+async def test_per_call_exception_fails_only_that_call():
+    batcher = AdaptiveBatcher(lambda b: [ValueError(f"bad {q}") if q == 3 else q for q in b],
+                              max_size=8, max_wait=0.01)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(6)), return_exceptions=True)
+    assert [r for r in results if not isinstance(r, Exception)] == [0, 1, 2, 4, 5]
+    assert str(results[3]) == "bad 3"
+    await batcher.close()
+
+
+async def test_failed_batch_fails_every_call_and_batcher_keeps_working():
+    state = {"fail": True}
+
+    def fn(batch):
+        if state["fail"]:
+            raise RuntimeError("kaboom")
+        return list(batch)
+
+    batcher = AdaptiveBatcher(fn, max_size=8, max_wait=0.01)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    state["fail"] = False
+    assert await batcher.submit(7) == 7
+    await batcher.close()
+
+
+def test_rejects_bad_limits():
+    with pytest.raises(ValueError):
+        AdaptiveBatcher(list, max_size=0)
