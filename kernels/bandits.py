@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats as sps
 
-from kernels import _bandits
+from kernels import _bandits, abtest
 
 __all__ = [
     "HOLDOUT", "POLICIES", "Params", "BanditState", "Decision", "new_state", "new_rng", "update",
@@ -402,7 +402,8 @@ def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bo
     The model is Beta-Bernoulli (``reward_model`` 0) or Normal-inverse-gamma (1) on (n, s, ss),
     whatever the policy; P(best) and expected loss E[max_j mu_j - mu_a] are Monte Carlo
     (standard error <= 0.5 / sqrt(n_mc) for P(best)). Linear policies report the context-free
-    view of the same rewards.
+    view of the same rewards. Fixed splits add ``ab``: `kernels.abtest.ab_analysis` rows
+    (every variant against arm 0: z-test or Welch, P(beat control), mSPRT p-value, SRM).
     """
     kind, post = posterior_params(state) if state.policy != "lints" else \
         posterior_params(dataclasses.replace(state, policy="ucb1"))
@@ -420,5 +421,9 @@ def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bo
         draws = _draw_numpy(kind, post, rng, n_mc)
         wins = np.bincount(np.argmax(draws, 1), minlength=state.n_arms) / n_mc
         loss = (draws.max(1, keepdims=True) - draws).mean(0)
-    return {"pulls": state.n.copy(), "rewards": state.s.copy(), "mean": mean,
-            "ci_low": lo, "ci_high": hi, "prob_best": wins, "expected_loss": loss}
+    out = {"pulls": state.n.copy(), "rewards": state.s.copy(), "mean": mean,
+           "ci_low": lo, "ci_high": hi, "prob_best": wins, "expected_loss": loss}
+    if state.policy == "fixed":
+        out["ab"] = abtest.ab_analysis(state.n, state.s, state.ss, state.weights,
+                                       binary=state.params.reward_model == 0.0)
+    return out

@@ -197,3 +197,11 @@ def test_fixed_split_follows_weights_and_is_sticky(use_native):
 def test_new_state_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
         B.new_state(**kwargs)
+
+
+def test_fixed_split_stats_include_ab_analysis():
+    state = B.new_state("fixed", 2)
+    for arm, reward in [(0, 0.0), (0, 1.0), (1, 1.0), (1, 1.0), (0, 0.0), (1, 0.0)]:
+        state = B.update(state, arm, reward)
+    rows = B.campaign_stats(state, B.new_rng(0))["ab"]
+    assert rows[0]["arm"] == 1 and rows[0]["diff"] == pytest.approx(2 / 3 - 1 / 3)

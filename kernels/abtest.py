@@ -1,0 +1,189 @@
+"""A/B/n statistics for fixed-split campaigns (plain numpy/scipy; no kernel needed).
+
+Every test takes sufficient statistics (counts, sums, sums of squares) so it runs straight on a
+`kernels.bandits.BanditState` (``n``, ``s``, ``ss``): two-proportion z-test, Welch t-test,
+Bayesian probability to beat control, sample-ratio-mismatch chi-square, an always-valid mSPRT
+with a normal mixture prior (peeking-safe) and sample-size calculators.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from scipy import integrate, optimize
+from scipy import stats as sps
+
+__all__ = [
+    "TestResult", "two_proportion_ztest", "welch_ttest", "prob_beat_control", "srm_check",
+    "msprt", "sample_size_proportions", "sample_size_means", "ab_analysis",
+]
+
+
+class TestResult(NamedTuple):
+    """Treatment minus control: statistic, two-sided p-value, difference and its 95% interval."""
+
+    statistic: float
+    pvalue: float
+    diff: float
+    ci_low: float
+    ci_high: float
+
+
+def _check_n(*ns) -> None:
+    for n in ns:
+        if not np.all(np.asarray(n) > 0):
+            raise ValueError(f"sample sizes must be > 0, got {n}")
+
+
+def two_proportion_ztest(x_c, n_c, x_t, n_t, level: float = 0.95) -> TestResult:
+    """Pooled-variance z-test of p_t - p_c; unpooled Wald interval. Vectorised over inputs."""
+    _check_n(n_c, n_t)
+    pc, pt = np.asarray(x_c) / n_c, np.asarray(x_t) / n_t
+    pool = (np.asarray(x_c) + x_t) / (np.asarray(n_c) + n_t)
+    se0 = np.sqrt(pool * (1 - pool) * (1 / np.asarray(n_c) + 1 / np.asarray(n_t)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(se0 > 0, (pt - pc) / se0, 0.0)
+    se = np.sqrt(pc * (1 - pc) / n_c + pt * (1 - pt) / n_t)
+    half = sps.norm.ppf(0.5 + level / 2) * se
+    return TestResult(z, 2 * sps.norm.sf(np.abs(z)), pt - pc, pt - pc - half, pt - pc + half)
+
+
+def _mean_var(n, s, ss):
+    n, s, ss = (np.asarray(a, dtype=np.float64) for a in (n, s, ss))
+    mean = s / n
+    var = np.maximum(ss - s * mean, 0.0) / np.maximum(n - 1, 1)
+    return mean, var
+
+
+def welch_ttest(n_c, s_c, ss_c, n_t, s_t, ss_t, level: float = 0.95) -> TestResult:
+    """Welch t-test of mean_t - mean_c from (count, sum, sum of squares) of each group."""
+    _check_n(n_c, n_t)
+    mc, vc = _mean_var(n_c, s_c, ss_c)
+    mt, vt = _mean_var(n_t, s_t, ss_t)
+    a, b = vc / n_c, vt / n_t
+    se = np.sqrt(a + b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = (a + b) ** 2 / (a ** 2 / np.maximum(np.asarray(n_c) - 1, 1)
+                             + b ** 2 / np.maximum(np.asarray(n_t) - 1, 1))
+        t = np.where(se > 0, (mt - mc) / se, 0.0)
+    df = np.where(np.isfinite(df), df, 1.0)
+    half = sps.t.ppf(0.5 + level / 2, df) * se
+    return TestResult(t, 2 * sps.t.sf(np.abs(t), df), mt - mc, mt - mc - half, mt - mc + half)
+
+
+def prob_beat_control(x_c, n_c, x_t, n_t, prior=(1.0, 1.0)) -> float:
+    """P(p_t > p_c) under independent Beta(prior + successes, prior + failures) posteriors.
+
+    Exact up to quadrature error (~1e-8): integral of pdf_t(p) * cdf_c(p) dp.
+    """
+    _check_n(n_c, n_t)
+    a0, b0 = prior
+    post_c = sps.beta(a0 + x_c, b0 + n_c - x_c)
+    post_t = sps.beta(a0 + x_t, b0 + n_t - x_t)
+    lo = min(post_c.ppf(1e-12), post_t.ppf(1e-12))
+    hi = max(post_c.ppf(1 - 1e-12), post_t.ppf(1 - 1e-12))
+    mid = [post_c.mean(), post_t.mean()]
+    val, _ = integrate.quad(lambda p: post_t.pdf(p) * post_c.cdf(p), lo, hi, points=mid,
+                            limit=200, epsabs=1e-10)
+    return float(min(max(val, 0.0), 1.0))
+
+
+class SrmResult(NamedTuple):
+    chi2: float
+    pvalue: float
+    mismatch: bool
+
+
+def srm_check(counts, weights, alpha: float = 0.001) -> SrmResult:
+    """Chi-square goodness of fit of observed assignment counts to the configured weights."""
+    counts = np.asarray(counts, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if counts.shape != w.shape or counts.size < 2 or (w <= 0).any():
+        raise ValueError("counts and weights must have the same length >= 2, weights > 0")
+    chi2, p = sps.chisquare(counts, w / w.sum() * counts.sum())
+    return SrmResult(float(chi2), float(p), bool(p < alpha))
+
+
+def msprt(diff, var_diff, tau2: float):
+    """Always-valid p-value of H0: diff = 0 by mSPRT with a N(0, tau2) mixture (Johari et al.).
+
+    Parameters
+    ----------
+    diff : array, estimated treatment - control difference at each look (or one look).
+    var_diff : array, its variance at each look (e.g. var_c / n_c + var_t / n_t).
+    tau2 : float, mixture variance; set to the squared effect size you care about.
+
+    Returns
+    -------
+    p : array, running minimum of min(1, 1 / Lambda_n) with
+        Lambda_n = sqrt(V / (V + tau2)) exp(tau2 diff^2 / (2 V (V + tau2))), V = var_diff.
+        Rejecting when p <= alpha at any look keeps the type-I error <= alpha.
+    """
+    if not tau2 > 0:
+        raise ValueError(f"tau2 must be > 0, got {tau2}")
+    d, v = np.atleast_1d(diff).astype(float), np.atleast_1d(var_diff).astype(float)
+    v = np.maximum(v, 1e-300)
+    log_lam = 0.5 * np.log(v / (v + tau2)) + tau2 * d * d / (2 * v * (v + tau2))
+    p = np.minimum(1.0, np.exp(-log_lam))
+    return np.minimum.accumulate(p, axis=-1)
+
+
+def sample_size_proportions(p_c: float, p_t: float, alpha: float = 0.05,
+                            power: float = 0.8) -> int:
+    """Per-group n for a two-sided two-proportion z-test (pooled null variance, Fleiss)."""
+    if not (0 < p_c < 1 and 0 < p_t < 1 and p_c != p_t):
+        raise ValueError("p_c and p_t must be distinct probabilities in (0, 1)")
+    za, zb = sps.norm.ppf(1 - alpha / 2), sps.norm.ppf(power)
+    pbar = (p_c + p_t) / 2
+    num = za * np.sqrt(2 * pbar * (1 - pbar)) + zb * np.sqrt(p_c * (1 - p_c) + p_t * (1 - p_t))
+    return int(np.ceil(num ** 2 / (p_t - p_c) ** 2))
+
+
+def sample_size_means(effect: float, sd: float = 1.0, alpha: float = 0.05,
+                      power: float = 0.8) -> int:
+    """Per-group n for a two-sided two-sample t-test (exact, noncentral t; Cohen's tables)."""
+    if not (effect != 0 and sd > 0):
+        raise ValueError("effect must be non-zero and sd > 0")
+    d = abs(effect) / sd
+
+    def shortfall(n):
+        df = 2 * n - 2
+        crit = sps.t.ppf(1 - alpha / 2, df)
+        nc = d * np.sqrt(n / 2)
+        return sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc) - power
+
+    approx = 2 * ((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)) / d) ** 2
+    n = optimize.brentq(shortfall, 2.0, max(4.0, 4 * approx + 10))
+    return int(np.ceil(n))
+
+
+def ab_analysis(n, s, ss, weights, control: int = 0, binary: bool = True,
+                tau2: float | None = None) -> list[dict]:
+    """Every variant against `control`: test, P(beat control) (binary), mSPRT p, plus SRM.
+
+    ``n, s, ss`` are per-variant counts, reward sums and squared sums (a BanditState's fields,
+    undiscounted). ``tau2`` defaults to (10% of the control mean)^2.
+    """
+    n, s, ss = (np.asarray(a, dtype=np.float64) for a in (n, s, ss))
+    srm = srm_check(n, weights) if (n > 0).all() else None
+    rows = []
+    for arm in range(n.size):
+        if arm == control or n[arm] < 2 or n[control] < 2:
+            continue
+        if binary:
+            res = two_proportion_ztest(s[control], n[control], s[arm], n[arm])
+            pbc = prob_beat_control(s[control], n[control], s[arm], n[arm])
+        else:
+            res = welch_ttest(n[control], s[control], ss[control], n[arm], s[arm], ss[arm])
+            pbc = None
+        mc, vc = _mean_var(n[control], s[control], ss[control])
+        mt, vt = _mean_var(n[arm], s[arm], ss[arm])
+        t2 = tau2 if tau2 else max((0.1 * abs(mc)) ** 2, 1e-12)
+        p_seq = float(msprt(mt - mc, vc / n[control] + vt / n[arm], t2)[-1])
+        rows.append({"arm": arm, "control": control, "diff": float(res.diff),
+                     "ci_low": float(res.ci_low), "ci_high": float(res.ci_high),
+                     "statistic": float(res.statistic), "pvalue": float(res.pvalue),
+                     "prob_beat_control": pbc, "msprt_pvalue": p_seq,
+                     "srm_pvalue": srm.pvalue if srm else None,
+                     "srm_mismatch": srm.mismatch if srm else None})
+    return rows

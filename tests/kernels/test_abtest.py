@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+from kernels import abtest
+
+
+def test_ztest_aa_false_positive_rate_is_nominal():
+    rng = np.random.default_rng(0)
+    x_c, x_t = rng.binomial(2000, 0.1, 4000), rng.binomial(2000, 0.1, 4000)
+    res = abtest.two_proportion_ztest(x_c, 2000, x_t, 2000)
+    assert 0.035 < np.mean(res.pvalue < 0.05) < 0.065
+    assert 0.93 < np.mean((res.ci_low < 0) & (0 < res.ci_high)) < 0.97
+
+
+def test_ztest_detects_a_real_lift():
+    res = abtest.two_proportion_ztest(200, 2000, 300, 2000)
+    assert res.pvalue < 1e-4 and res.ci_low > 0 and res.diff == pytest.approx(0.05)
+
+
+def test_welch_aa_false_positive_rate_is_nominal_on_skewed_unequal_groups():
+    rng = np.random.default_rng(1)
+    c = rng.exponential(2.0, (3000, 200))
+    t = rng.exponential(2.0, (3000, 300))
+    res = abtest.welch_ttest(200, c.sum(1), (c ** 2).sum(1), 300, t.sum(1), (t ** 2).sum(1))
+    assert 0.035 < np.mean(res.pvalue < 0.05) < 0.065
+
+
+def _aa_streams(n_exp, n_obs, p, seed):
+    rng = np.random.default_rng(seed)
+    cc = np.cumsum(rng.random((n_exp, n_obs)) < p, axis=1)
+    ct = np.cumsum(rng.random((n_exp, n_obs)) < p, axis=1)
+    return cc, ct
+
+
+def _peek(cc, ct, every):
+    looks = np.arange(every, cc.shape[1] + 1, every)
+    pc, pt = cc[:, looks - 1] / looks, ct[:, looks - 1] / looks
+    var = (pc * (1 - pc) + pt * (1 - pt)) / looks
+    return looks, pt - pc, var
+
+
+def test_msprt_keeps_false_positives_under_continuous_peeking():
+    cc, ct = _aa_streams(400, 5000, 0.1, seed=2)
+    looks, diff, var = _peek(cc, ct, every=25)
+    p_seq = abtest.msprt(diff, var, tau2=0.02 ** 2)
+    assert np.mean(p_seq.min(axis=1) < 0.05) <= 0.06
+    # the same peeking with a fixed-horizon z-test inflates the error: the check has teeth
+    z = np.abs(diff) / np.sqrt(np.where(var > 0, var, np.inf))
+    assert np.mean((z > 1.96).any(axis=1)) > 0.15
+
+
+def test_msprt_detects_a_real_lift():
+    rng = np.random.default_rng(3)
+    cc = np.cumsum(rng.random((100, 5000)) < 0.10, axis=1)
+    ct = np.cumsum(rng.random((100, 5000)) < 0.13, axis=1)
+    looks, diff, var = _peek(cc, ct, every=25)
+    assert np.mean(abtest.msprt(diff, var, tau2=0.03 ** 2)[:, -1] < 0.05) > 0.8
+
+
+def test_srm_detects_a_skewed_split():
+    assert abtest.srm_check([5200, 4800], [0.5, 0.5]).mismatch
+    assert not abtest.srm_check([5030, 4970], [0.5, 0.5]).mismatch
+    assert not abtest.srm_check([7010, 2990], [0.7, 0.3]).mismatch
+
+
+@pytest.mark.parametrize("effect,expected", [(0.5, 64), (0.8, 26)])
+def test_sample_size_means_matches_cohen_table(effect, expected):
+    # Cohen (1988) Table 2.4.1: two-tailed alpha 0.05, power 0.80.
+    assert abtest.sample_size_means(effect) == expected
+
+
+def test_sample_size_proportions_gives_the_requested_power():
+    n = abtest.sample_size_proportions(0.10, 0.12)
+    assert 3800 < n < 4000  # Fleiss formula: 3841
+    rng = np.random.default_rng(4)
+    res = abtest.two_proportion_ztest(rng.binomial(n, 0.10, 4000), n,
+                                      rng.binomial(n, 0.12, 4000), n)
+    assert 0.77 < np.mean(res.pvalue < 0.05) < 0.83
+
+
+def test_prob_beat_control_matches_monte_carlo():
+    rng = np.random.default_rng(5)
+    got = abtest.prob_beat_control(100, 1000, 120, 1000)
+    mc = np.mean(rng.beta(121, 881, 400000) > rng.beta(101, 901, 400000))
+    assert got == pytest.approx(mc, abs=0.004)
+    assert abtest.prob_beat_control(100, 1000, 100, 1000) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_ab_analysis_reports_each_variant_against_control():
+    rows = abtest.ab_analysis([1000, 1000, 1000], [100, 130, 98], [100, 130, 98], [1, 1, 1])
+    assert [r["arm"] for r in rows] == [1, 2]
+    assert rows[0]["pvalue"] < 0.05 < rows[1]["pvalue"]
+    assert rows[0]["prob_beat_control"] > 0.95 and rows[0]["srm_mismatch"] is False
+
+
+def test_inputs_are_validated():
+    with pytest.raises(ValueError, match="sample sizes"):
+        abtest.two_proportion_ztest(1, 0, 1, 10)
+    with pytest.raises(ValueError, match="tau2"):
+        abtest.msprt(0.1, 0.01, tau2=0)
