@@ -1,0 +1,348 @@
+"""Attribution kernels: native vs reference, hand-solved cases, properties, validation."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.attribution import MODELS, Paths, attribute, parse_channelattribution
+
+NATIVE = pytest.mark.parametrize("use_native", [True, False])
+VARIANTS = ([(m, {}) for m in MODELS if m not in ("markov", "shapley")]
+            + [("markov", {"order": k}) for k in (1, 2, 3, 4)]
+            + [("shapley", {"shapley_form": f}) for f in ("counts", "rate", "ordered")])
+EXACT_SUM = [v for v in VARIANTS if v[1].get("shapley_form") != "rate"]
+
+
+def small_paths(timestamps=False):
+    ts = [[0, 86400, 2 * 86400], [0, 3600], [0], [0, 1, 2, 3]] if timestamps else None
+    return Paths.from_sequences(["a > b > c", "a > direct", "direct", "b > a > b > c"],
+                                [1, 2, 1, 3], [10, 20, 5, 30], [2, 0, 1, 4], timestamps=ts)
+
+
+def credits(res):
+    return {c: round(float(x), 10) for c, x in zip(res.channels, res.conversions)}
+
+
+@st.composite
+def path_sets(draw, max_channels=6, zero_ok=True):
+    n_ch = draw(st.integers(1, max_channels))
+    n = draw(st.integers(1, 25))
+    seqs = [draw(st.lists(st.integers(0, n_ch - 1), min_size=1, max_size=6)) for _ in range(n)]
+    conv = draw(st.lists(st.integers(0 if zero_ok else 1, 4), min_size=n, max_size=n))
+    nulls = draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    value = [c * draw(st.floats(0, 50)) for c in conv]
+    ts = [sorted(draw(st.lists(st.floats(0, 30 * 86400), min_size=len(s), max_size=len(s))))
+          for s in seqs]
+    names = [f"ch{c}" for c in range(n_ch)]
+    return Paths.from_sequences([[names[c] for c in s] for s in seqs], conv, value, nulls,
+                                timestamps=ts, channels=names)
+
+
+# ---------------------------------------------------------------- hand-computed heuristics
+
+@NATIVE
+@pytest.mark.parametrize("model, expected", [
+    ("first", {"a": 3, "b": 3, "c": 0, "direct": 1}),
+    ("last", {"a": 0, "b": 0, "c": 4, "direct": 3}),
+    ("last_non_direct", {"a": 2, "b": 0, "c": 4, "direct": 1}),
+    ("linear", {"a": 1 / 3 + 1 + 0.75, "b": 1 / 3 + 1.5, "c": 1 / 3 + 0.75, "direct": 2}),
+    ("position", {"a": 0.4 + 1 + 0.3, "b": 0.2 + 1.5, "c": 0.4 + 1.2, "direct": 2}),
+])
+def test_heuristic_hand_cases(model, expected, use_native):
+    res = attribute(small_paths(), model, use_native=use_native)
+    assert credits(res) == pytest.approx(expected)
+
+
+@NATIVE
+def test_position_shares_configurable(use_native):
+    res = attribute(small_paths(), "position", position_shares=(0.5, 0.3), use_native=use_native)
+    # a>b>c: .5/.2/.3; a>direct: 2*(.5/.8, .3/.8); direct: 1; b>a>b>c: 3*(.5, .1, .1, .3)
+    assert credits(res) == pytest.approx({"a": 0.5 + 1.25 + 0.3, "b": 0.2 + 1.8,
+                                          "c": 0.3 + 0.9, "direct": 0.75 + 1})
+
+
+@NATIVE
+def test_time_decay_half_life(use_native):
+    res = attribute(small_paths(timestamps=True), "time_decay", half_life=86400.0,
+                    path_credits=True, use_native=use_native)
+    np.testing.assert_allclose(res.touch_share[:3], np.array([1, 2, 4]) / 7)
+    w = 2.0 ** (-1 / 24)
+    np.testing.assert_allclose(res.touch_share[3:5], [w / (1 + w), 1 / (1 + w)])
+
+
+@NATIVE
+def test_last_non_direct_configurable_and_direct_only(use_native):
+    p = Paths.from_sequences(["email > web", "web > web", "email"])
+    res = attribute(p, "last_non_direct", direct="web", use_native=use_native)
+    assert credits(res) == {"email": 2.0, "web": 1.0}
+
+
+# ---------------------------------------------------------------- hand-solved Markov
+
+@NATIVE
+def test_markov_hand_solved_first_order(use_native):
+    # start->a 3, start->b 1, a->b 2, a->null 1, b->conv 2, b->null 1: x_b = 2/3, x_a = 4/9,
+    # P = 1/2; without a: 1/6 (RE 2/3); without b: 0 (RE 1); credits 2 * (2/3, 1) / (5/3).
+    p = Paths.from_sequences(["a > b", "b", "a"], [1, 1, 0], [10, 4, 0], [1, 0, 1])
+    res = attribute(p, "markov", transition_matrix=True, use_native=use_native)
+    np.testing.assert_allclose(res.details["removal_effects"], [2 / 3, 1])
+    np.testing.assert_allclose(res.conversions, [0.8, 1.2])
+    np.testing.assert_allclose(res.value, [5.6, 8.4])  # value REs are also (2/3, 1)
+    assert res.details["conversion_probability"] == pytest.approx(0.5)
+    assert res.details["states"] == ["(start)", "a", "b", "(conversion)", "(null)"]
+    expected = [[0, 3 / 4, 1 / 4, 0, 0], [0, 0, 2 / 3, 0, 1 / 3], [0, 0, 0, 2 / 3, 1 / 3],
+                [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]]
+    np.testing.assert_allclose(res.details["transition_matrix"].toarray(), expected)
+
+
+@NATIVE
+def test_markov_hand_solved_loop(use_native):
+    # a->b 1, b->a 1, a->conv 1, b->null 1: x_a = x_b/2 + 1/2, x_b = x_a/2 -> (2/3, 1/3).
+    # Without a: 0 (RE 1); without b: x_a = 1/2, P = 1/4 (RE 1/2) -> credits (2/3, 1/3).
+    p = Paths.from_sequences(["a > b > a", "b"], [1, 0], [6, 0], [0, 1])
+    res = attribute(p, "markov", use_native=use_native)
+    np.testing.assert_allclose(res.details["removal_effects"], [1, 0.5])
+    np.testing.assert_allclose(res.conversions, [2 / 3, 1 / 3])
+
+
+@NATIVE
+def test_markov_channelattribution_conventions_order2(use_native):
+    # Order 2: a>a>b -> (a,a),(a,b); a>b -> (a,b); b is one shorter state (b).
+    # start->(a,a) 1, ->(a,b) 1, ->(b) 2; (a,a)->(a,b) 1; (a,b) and (b) convert half.
+    # P = 1/2; without a: 1/4 (RE 1/2); without b: 0 (RE 1) -> credits (2/3, 4/3).
+    p = Paths.from_sequences(["a > a > b", "a > b", "b"], [1, 0, 1], [0, 0, 0], [0, 1, 1])
+    res = attribute(p, "markov", order=2, transition_matrix=True, use_native=use_native)
+    assert sorted(res.details["states"][1:-2]) == ["a > a", "a > b", "b"]
+    np.testing.assert_allclose(res.details["removal_effects"], [0.5, 1])
+    np.testing.assert_allclose(res.conversions, [2 / 3, 4 / 3])
+
+
+@NATIVE
+def test_markov_merges_repeated_states(use_native):
+    merged = Paths.from_sequences(["a > b", "b > c", "c"], [1, 1, 0], [2, 3, 0], [1, 0, 2])
+    repeated = Paths.from_sequences(["a > a > b", "b > c > c > c", "c > c"], [1, 1, 0],
+                                    [2, 3, 0], [1, 0, 2])
+    r1 = attribute(merged, "markov", use_native=use_native)
+    r2 = attribute(repeated, "markov", use_native=use_native)
+    np.testing.assert_allclose(r1.conversions, r2.conversions)
+    np.testing.assert_allclose(r1.value, r2.value)
+
+
+@NATIVE
+def test_markov_credits_channel_seen_only_in_nulls(use_native):
+    # The zero-credit property does not hold for Markov: c lies only on a non-converting
+    # path, yet removing it cuts the a -> c -> b route into b: x_b = 1/3, P = 1/3, and without
+    # c, P = (2/3)(1/3) = 2/9, so RE_c = 1/3.
+    p = Paths.from_sequences(["a > c > b", "b"], [0, 1], [0, 1], [1, 1])
+    res = attribute(p, "markov", use_native=use_native)
+    assert res.details["removal_effects"][p.channels.index("c")] == pytest.approx(1 / 3)
+
+
+# ---------------------------------------------------------------- Shapley
+
+def brute_shapley(p, rate):
+    n = p.n_channels
+    sets = [frozenset(p.indices[p.indptr[i]:p.indptr[i + 1]].tolist()) for i in range(p.n_paths)]
+
+    def v(coal):
+        inside = [i for i, s in enumerate(sets) if s <= coal]
+        conv = sum(p.conversions[i] for i in inside)
+        if not rate:
+            return conv
+        tot = sum(p.conversions[i] + p.nulls[i] for i in inside)
+        return conv / tot if tot > 0 else 0.0
+
+    phi = np.zeros(n)
+    for i in range(n):
+        others = [c for c in range(n) if c != i]
+        for size in range(n):
+            w = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
+            for coal in itertools.combinations(others, size):
+                phi[i] += w * (v(frozenset(coal) | {i}) - v(frozenset(coal)))
+    return phi
+
+
+@NATIVE
+@settings(max_examples=25, deadline=None)
+@given(p=path_sets(max_channels=5))
+def test_shapley_counts_equals_coalition_enumeration(p, use_native):
+    res = attribute(p, "shapley", use_native=use_native)
+    np.testing.assert_allclose(res.conversions, brute_shapley(p, rate=False), atol=1e-9)
+
+
+@NATIVE
+@settings(max_examples=25, deadline=None)
+@given(p=path_sets(max_channels=5))
+def test_shapley_rate_equals_enumeration_normalised(p, use_native):
+    res = attribute(p, "shapley", shapley_form="rate", use_native=use_native)
+    phi = brute_shapley(p, rate=True)
+    np.testing.assert_allclose(res.details["raw_values"], phi, atol=1e-9)
+    if abs(phi.sum()) > 1e-9:
+        np.testing.assert_allclose(res.conversions, phi * p.conversions.sum() / phi.sum(),
+                                   atol=1e-7)
+        assert res.conversions.sum() == pytest.approx(p.conversions.sum())
+
+
+@NATIVE
+def test_shapley_ordered_breaks_down_by_first_touch_rank(use_native):
+    p = Paths.from_sequences(["b > a > b", "a"], [2, 1], [4, 3], [0, 0], channels=["a", "b"])
+    res = attribute(p, "shapley", shapley_form="ordered", use_native=use_native)
+    rank = res.details["rank_conversions"]  # rows a, b; columns rank 0, 1
+    np.testing.assert_allclose(rank, [[1, 1], [1, 0]])
+    np.testing.assert_allclose(res.details["rank_value"], [[3, 2], [2, 0]])
+    np.testing.assert_allclose(rank.sum(axis=1), res.conversions)
+
+
+def test_shapley_rate_beyond_exact_limit_needs_samples():
+    p = Paths.from_sequences(["a > b", "c > d", "a > e"], [1, 1, 0], None, [1, 0, 2])
+    with pytest.raises(ValueError, match="exact Shapley limit of 4"):
+        attribute(p, "shapley", shapley_form="rate", max_exact_channels=4)
+
+
+@NATIVE
+def test_shapley_rate_sampled_within_stated_error(use_native):
+    rng = np.random.default_rng(3)
+    seqs = [list(rng.choice(list("abcdef"), size=rng.integers(1, 4))) for _ in range(40)]
+    p = Paths.from_sequences(seqs, rng.integers(0, 4, 40), rng.random(40) * 10,
+                             rng.integers(0, 4, 40))
+    exact = attribute(p, "shapley", shapley_form="rate")
+    samples = 3000 if use_native else 300
+    res = attribute(p, "shapley", shapley_form="rate", max_exact_channels=3, samples=samples,
+                    seed=7, use_native=use_native)
+    assert res.conversions.sum() == pytest.approx(p.conversions.sum())
+    assert not res.details["exact"]
+    assert np.all(np.abs(res.conversions - exact.conversions) < 5 * res.details["stderr"] + 1e-9)
+
+
+# ---------------------------------------------------------------- native vs reference, properties
+
+@pytest.mark.parametrize("model, opts", VARIANTS)
+@settings(max_examples=30, deadline=None)
+@given(p=path_sets())
+def test_native_matches_reference(p, model, opts):
+    kw = dict(path_credits=True, **opts)
+    native = attribute(p, model, use_native=True, **kw)
+    ref = attribute(p, model, use_native=False, **kw)
+    np.testing.assert_allclose(native.conversions, ref.conversions, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(native.value, ref.value, rtol=1e-9, atol=1e-7)
+    np.testing.assert_allclose(native.touch_share, ref.touch_share, rtol=1e-9, atol=1e-12)
+    if model == "markov":
+        np.testing.assert_allclose(native.details["removal_effects"],
+                                   ref.details["removal_effects"], atol=1e-9)
+
+
+@NATIVE
+@pytest.mark.parametrize("model, opts", EXACT_SUM)
+@settings(max_examples=20, deadline=None)
+@given(p=path_sets(zero_ok=False))
+def test_credits_sum_to_totals(p, model, opts, use_native):
+    res = attribute(p, model, use_native=use_native, **opts)
+    assert res.conversions.sum() == pytest.approx(p.conversions.sum())
+    if p.value.sum() > 1e-6:
+        assert res.value.sum() == pytest.approx(p.value.sum())
+
+
+def swap_symmetric(p):
+    """p plus a copy with ch0 and ch1 swapped: the two channels are then exchangeable."""
+    seqs = [p.path(i) for i in range(p.n_paths)]
+    swap = {"ch0": "ch1", "ch1": "ch0"}
+    mirrored = [[swap.get(c, c) for c in s] for s in seqs]
+    ts = [p.timestamps[p.indptr[i]:p.indptr[i + 1]] for i in range(p.n_paths)]
+    twice = lambda a: np.concatenate([a, a])  # noqa: E731
+    return Paths.from_sequences(seqs + mirrored, twice(p.conversions), twice(p.value),
+                                twice(p.nulls), timestamps=ts + ts,
+                                channels=["ch0", "ch1", *p.channels[2:]])
+
+
+@pytest.mark.parametrize("model, opts", VARIANTS)
+@settings(max_examples=20, deadline=None)
+@given(p=path_sets())
+def test_symmetric_channels_get_equal_credit(p, model, opts):
+    if p.n_channels < 2:
+        return
+    res = attribute(swap_symmetric(p), model, **opts)
+    assert res.conversions[0] == pytest.approx(res.conversions[1], rel=1e-9, abs=1e-9)
+    assert res.value[0] == pytest.approx(res.value[1], rel=1e-9, abs=1e-7)
+
+
+ZERO_CREDIT = [v for v in EXACT_SUM if v[0] != "markov"]
+
+
+@pytest.mark.parametrize("model, opts", ZERO_CREDIT)
+@settings(max_examples=20, deadline=None)
+@given(p=path_sets())
+def test_channel_absent_from_converting_paths_gets_zero(p, model, opts):
+    seqs = [p.path(i) for i in range(p.n_paths)] + [["ghost"], ["ch0", "ghost"]]
+    ts = [list(p.timestamps[p.indptr[i]:p.indptr[i + 1]]) for i in range(p.n_paths)]
+    q = Paths.from_sequences(seqs, [*p.conversions, 0, 0], [*p.value, 0, 0], [*p.nulls, 3, 1],
+                             timestamps=ts + [[0], [0, 1]])
+    res = attribute(q, model, **opts)
+    assert res.conversions[q.channels.index("ghost")] == 0
+    assert res.value[q.channels.index("ghost")] == 0
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_markov_channel_on_no_weighted_path_gets_zero(order):
+    p = Paths.from_sequences(["a > b", "b > c", "ghost > a"], [2, 1, 0], [5, 1, 0], [1, 3, 0])
+    res = attribute(p, "markov", order=order)
+    assert res.conversions[p.channels.index("ghost")] == 0
+
+
+@pytest.mark.parametrize("model, opts", [v for v in VARIANTS if v[0] != "markov"])
+def test_touch_shares_sum_to_one_per_path(model, opts):
+    p = small_paths(timestamps=True)
+    res = attribute(p, model, path_credits=True, **opts)
+    per_path = np.add.reduceat(res.touch_share, p.indptr[:-1])
+    np.testing.assert_allclose(per_path, 1.0)
+
+
+@pytest.mark.parametrize("order", [1, 3])
+def test_markov_large_state_space_uses_sparse_solve(order):
+    rng = np.random.default_rng(0)
+    names = [f"c{i}" for i in range(12)]
+    seqs = [list(rng.choice(names, size=rng.integers(1, 8))) for _ in range(3000)]
+    p = Paths.from_sequences(seqs, rng.integers(0, 3, 3000), rng.random(3000),
+                             rng.integers(0, 5, 3000))
+    native = attribute(p, "markov", order=order)
+    ref = attribute(p, "markov", order=order, use_native=False)
+    np.testing.assert_allclose(native.conversions, ref.conversions, rtol=1e-8)
+    assert native.conversions.sum() == pytest.approx(p.conversions.sum())
+
+
+# ---------------------------------------------------------------- parsing and validation
+
+def test_parse_channelattribution_format():
+    text = ["path;total_conversions;total_conversion_value;total_null",
+            "eta > iota > alpha;2;10.5;3", "beta;0;0;4", "", "iota > eta;1;2"]
+    p = parse_channelattribution(text)
+    assert p.channels == ("eta", "iota", "alpha", "beta")
+    assert [p.path(i) for i in range(3)] == [["eta", "iota", "alpha"], ["beta"], ["iota", "eta"]]
+    np.testing.assert_array_equal(p.conversions, [2, 0, 1])
+    np.testing.assert_array_equal(p.value, [10.5, 0, 2])
+    np.testing.assert_array_equal(p.nulls, [3, 4, 0])
+
+
+def test_parse_channelattribution_rejects_bad_counts():
+    with pytest.raises(ValueError, match="line 2"):
+        parse_channelattribution(["a > b;1;0;0", "b;x;0;0"])
+
+
+@pytest.mark.parametrize("paths, kw, match", [
+    (Paths.from_sequences([["a"], []]), {"model": "linear"}, "path 1 is empty"),
+    (Paths.from_sequences([]), {"model": "linear"}, "no paths"),
+    (Paths.from_sequences(["a"]), {"model": "lasso"}, "unknown model 'lasso'"),
+    (Paths.from_sequences(["a"]), {"model": "markov", "order": 5}, "order: must be"),
+    (Paths.from_sequences(["a"]), {"model": "markov", "order": 0}, "order: must be"),
+    (Paths.from_sequences(["a"], [-1]), {"model": "first"}, "conversions: must be non-negative"),
+    (Paths.from_sequences(["a"], None, None, [-2]), {"model": "first"}, "nulls: must be non-neg"),
+    (Paths.from_sequences(["a"]), {"model": "time_decay"}, "needs touch timestamps"),
+    (Paths.from_sequences(["a"]), {"model": "position", "position_shares": (0.7, 0.5)},
+     "position_shares"),
+    (Paths.from_sequences(["a"]), {"model": "shapley", "shapley_form": "x"}, "shapley_form"),
+])
+def test_bad_input_names_the_problem(paths, kw, match):
+    with pytest.raises(ValueError, match=match):
+        attribute(paths, **kw)
