@@ -1,0 +1,74 @@
+"""`attribute` CLI, run as a subprocess on small files written by the tests."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CA_TEXT = """path;total_conversions;total_conversion_value;total_null
+a > b;1;10;1
+b;1;4;0
+a;0;0;1
+"""
+
+
+def entry_points():
+    yield ["-m", "training.attribute"]
+    if (ROOT / "training" / "__main__.py").exists():
+        yield ["-m", "training", "attribute"]
+
+
+def cli(args, entry=("-m", "training.attribute")):
+    return subprocess.run([sys.executable, *entry, *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def ca_file(tmp_path):
+    path = tmp_path / "paths.csv"
+    path.write_text(CA_TEXT)
+    return path
+
+
+@pytest.mark.parametrize("entry", list(entry_points()))
+def test_markov_json_matches_hand_solution(ca_file, entry):
+    out = cli([ca_file, "--model", "markov", "--format", "channelattribution", "--json"], entry)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["credits"]["a"]["conversions"] == pytest.approx(0.8)
+    assert doc["credits"]["b"]["conversions"] == pytest.approx(1.2)
+    assert doc["credits"]["b"]["value"] == pytest.approx(8.4)
+    assert doc["removal_effects"]["a"] == pytest.approx(2 / 3)
+
+
+def test_table_output(ca_file):
+    out = cli([ca_file, "--model", "first"])
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["channel", "conversions", "share", "value"]
+    assert lines[2].split() == ["a", "1.0000", "50.00%", "10.0000"]
+    assert lines[-1].split() == ["total", "2.0000", "14.0000"]
+
+
+def test_tailor_jsonl_time_decay(tmp_path):
+    path = tmp_path / "paths.jsonl"
+    rows = [{"path": ["email", "web"], "timestamps": [0, 86400], "conversions": 3, "value": 9},
+            {"path": "web", "timestamps": [5], "nulls": 2}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    out = cli([path, "--model", "time_decay", "--half-life-days", "1", "--json"])
+    assert out.returncode == 0, out.stderr
+    credits = json.loads(out.stdout)["credits"]
+    assert credits["email"]["conversions"] == pytest.approx(1.0)  # weights 1/2 : 1 over 3
+    assert credits["web"]["conversions"] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "markov", "--order", "7"], "order: must be an integer from 1 to 4"),
+    (["--model", "time_decay"], "needs touch timestamps"),
+])
+def test_bad_input_exits_2_with_message(ca_file, args, message):
+    out = cli([ca_file, *args])
+    assert out.returncode == 2
+    assert message in out.stderr

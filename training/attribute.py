@@ -1,0 +1,140 @@
+"""`attribute` subcommand: multi-touch attribution of a path file.
+
+    python -m training attribute FILE --model markov --order 2 [--format channelattribution] [--json]
+
+Formats
+-------
+channelattribution
+    ``path;total_conversions;total_conversion_value;total_null`` lines with ``" > "`` between
+    channels (header optional, value and null columns optional).
+tailor
+    JSON Lines, one path per line: ``{"path": ["a", "b"] | "a > b", "conversions": 1,
+    "value": 9.5, "nulls": 0, "timestamps": [t0, t1]}`` (timestamps in seconds; only
+    ``path`` is required, conversions default to 1).
+auto (default)
+    tailor if the first non-blank character is ``{``, else channelattribution.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from kernels.attribution import DAY, MODELS, Paths, attribute, parse_channelattribution
+
+__all__ = ["add_parser", "run", "read_paths"]
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register the ``attribute`` subcommand on an argparse subparsers object."""
+    parser = subparsers.add_parser("attribute", help="multi-touch attribution of a path file",
+                                   description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="path file ('-' for stdin)")
+    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument("--order", type=int, default=1, help="Markov order, 1..4 (default 1)")
+    parser.add_argument("--format", default="auto", choices=("auto", "channelattribution",
+                                                             "tailor"))
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--shapley-form", default="counts", choices=("counts", "rate",
+                                                                      "ordered"))
+    parser.add_argument("--samples", type=int, default=None,
+                        help="permutations for sampled rate Shapley past the exact limit")
+    parser.add_argument("--position-shares", type=float, nargs=2, default=(0.4, 0.4),
+                        metavar=("FIRST", "LAST"))
+    parser.add_argument("--half-life-days", type=float, default=7.0)
+    parser.add_argument("--direct", default="direct", help="channel skipped by last_non_direct")
+    parser.add_argument("--python", action="store_true",
+                        help="use the numpy/pure-Python reference instead of the kernels")
+
+
+def read_paths(file: Path, fmt: str = "auto") -> Paths:
+    """Read a path file in the channelattribution or tailor (JSON Lines) format."""
+    text = sys.stdin.read() if str(file) == "-" else Path(file).read_text()
+    if fmt == "auto":
+        fmt = "tailor" if text.lstrip().startswith("{") else "channelattribution"
+    lines = text.splitlines()
+    if fmt == "channelattribution":
+        return parse_channelattribution(lines)
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"line {lineno}: not JSON ({err.msg})") from None
+    if any("path" not in r for r in rows):
+        raise ValueError("tailor format: every line needs a 'path'")
+    stamps = [r.get("timestamps") for r in rows]
+    ts = stamps if stamps and all(s is not None for s in stamps) else None
+    return Paths.from_sequences([r["path"] for r in rows],
+                                [r.get("conversions", 1) for r in rows],
+                                [r.get("value", 0) for r in rows],
+                                [r.get("nulls", 0) for r in rows], timestamps=ts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, attribute and print; returns the exit status (2 on bad input)."""
+    try:
+        paths = read_paths(args.file, args.format)
+        res = attribute(paths, args.model, order=args.order, shapley_form=args.shapley_form,
+                        samples=args.samples, position_shares=tuple(args.position_shares),
+                        half_life=args.half_life_days * DAY, direct=args.direct,
+                        use_native=not args.python)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = _as_json(args, paths, res) if args.json else _as_table(args, paths, res)
+    print(out)
+    return 0
+
+
+def _as_json(args, paths, res) -> str:
+    doc = {"model": args.model, "paths": paths.n_paths,
+           "total_conversions": float(paths.conversions.sum()),
+           "total_value": float(paths.value.sum()), "credits": res.as_dict()}
+    if args.model == "markov":
+        doc["order"] = args.order
+        doc["removal_effects"] = dict(zip(res.channels, res.details["removal_effects"].tolist()))
+    if "stderr" in res.details:
+        doc["stderr"] = dict(zip(res.channels, res.details["stderr"].tolist()))
+    return json.dumps(doc)
+
+
+def _as_table(args, paths, res) -> str:
+    extra = "removal_effect" if args.model == "markov" else None
+    width = max(7, *(len(c) for c in res.channels))
+    head = f"{'channel':<{width}}  {'conversions':>12}  {'share':>7}  {'value':>14}"
+    lines = [head + (f"  {extra:>14}" if extra else ""), "-" * (len(head) + (16 if extra
+                                                                                else 0))]
+    total = paths.conversions.sum()
+    for i in np.argsort(-res.conversions, kind="stable"):
+        share = res.conversions[i] / total if total else 0.0
+        row = (f"{res.channels[i]:<{width}}  {res.conversions[i]:>12.4f}  {share:>7.2%}  "
+               f"{res.value[i]:>14.4f}")
+        if extra:
+            row += f"  {res.details['removal_effects'][i]:>14.6f}"
+        lines.append(row)
+    lines.append(f"{'total':<{width}}  {res.conversions.sum():>12.4f}  {'':>7}  "
+                 f"{res.value.sum():>14.4f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.attribute", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
