@@ -1,0 +1,25 @@
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from protos.tailor.v1 import diagnostics_pb2, diagnostics_pb2_grpc
+
+
+async def test_health_reports_serving(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "tailor.v1.RecommendationService"):
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_every_service(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    names = set()
+    async for reply in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])):
+        names |= {s.name for s in reply.list_services_response.service}
+    assert {"tailor.v1.RecommendationService", "tailor.v1.ModelAdminService",
+            "tailor.v1.DiagnosticsService", "grpc.health.v1.Health"} <= names
+
+
+async def test_ping(channel):
+    assert await diagnostics_pb2_grpc.DiagnosticsServiceStub(channel).Ping(diagnostics_pb2.PingRequest()) \
+        == diagnostics_pb2.PingResponse()

@@ -1,0 +1,112 @@
+"""Hot push, validation, rollback — through the real client against a real server."""
+import asyncio
+import hashlib
+import json
+
+import grpc
+import pytest
+
+from clients import TailorClient, TailorError
+from protos.tailor.v1 import recommendation_pb2 as pb
+from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+def client(tailor_server):
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as c:
+        yield c
+
+
+def _rewrite_manifest(bundle, **changes):
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    path.write_text(json.dumps(manifest))
+    return manifest
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+async def test_status_reports_the_loaded_bundle(client, demo_manifest):
+    status = await asyncio.to_thread(client.model_status)
+    assert status["active"]["version"] == demo_manifest["version"]
+    assert status["active"]["n_items"] == demo_manifest["data"]["n_items"]
+    assert "model.ndcg@10" in status["active"]["metrics"]
+
+
+async def test_push_swaps_and_rollback_returns(client, second_bundle, demo_manifest):
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    status = await asyncio.to_thread(client.push_bundle, second_bundle)
+    assert status["active"]["version"] == new_version
+    assert status["previous_version"] == demo_manifest["version"]
+    recs = await asyncio.to_thread(client.recommend, "user-1", 5)
+    assert recs.model_version == new_version
+    back = await asyncio.to_thread(client.rollback)
+    assert back["active"]["version"] == demo_manifest["version"]
+    recs = await asyncio.to_thread(client.recommend, "user-1", 5)
+    assert recs.model_version == demo_manifest["version"]
+
+
+async def test_in_flight_requests_finish_while_the_bundle_swaps(client, channel, second_bundle, demo_manifest):
+    stub = pb_grpc.RecommendationServiceStub(channel)
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    seen = []
+
+    async def hammer():
+        for i in range(400):
+            reply = await stub.Recommend(pb.RecommendRequest(user_id=f"user-{i % 50}", k=5))
+            assert len(reply.items) == 5
+            seen.append(reply.model_version)
+
+    push = asyncio.to_thread(client.push_bundle, second_bundle)
+    await asyncio.gather(hammer(), hammer(), push)
+    tail = await stub.Recommend(pb.RecommendRequest(user_id="user-1", k=5))
+    assert tail.model_version == new_version
+    assert set(seen) <= {demo_manifest["version"], new_version}
+
+
+@pytest.mark.parametrize("damage, expect", [
+    ("flip_index_byte", "sha256"),
+    ("wrong_dim", "dim"),
+    ("garbage_encoder", "encoder.onnx"),
+    ("missing_file", "missing"),
+])
+async def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
+        client, copy_bundle, demo_bundle, demo_manifest, damage, expect):
+    bad = copy_bundle(demo_bundle)
+    if damage == "flip_index_byte":
+        data = bytearray((bad / "index.faiss").read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        (bad / "index.faiss").write_bytes(bytes(data))
+    elif damage == "wrong_dim":
+        _rewrite_manifest(bad, dim=demo_manifest["dim"] + 1, version="bad-dim")
+    elif damage == "garbage_encoder":
+        (bad / "encoder.onnx").write_bytes(b"not an onnx model")
+        files = dict(demo_manifest["files"], **{"encoder.onnx": _sha(bad / "encoder.onnx")})
+        _rewrite_manifest(bad, files=files, version="bad-encoder")
+    elif damage == "missing_file":
+        (bad / "users.npz").unlink()
+        _rewrite_manifest(bad, version="bad-missing")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert expect in str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status["active"]["version"] == demo_manifest["version"]
+    assert not any(v.startswith("bad-") for v in status.get("available_versions", []))
+    recs = await asyncio.to_thread(client.recommend, "user-1", 3)
+    assert recs.model_version == demo_manifest["version"]
+
+
+async def test_rollback_without_history_is_a_failed_precondition(client):
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.rollback)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_rollback_to_unknown_version_is_not_found(client):
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.rollback, "no-such-version")
+    assert err.value.code == grpc.StatusCode.NOT_FOUND

@@ -1,0 +1,112 @@
+"""RecommendationService through a real server and real stubs."""
+import grpc
+import numpy as np
+import pytest
+
+from protos.tailor.v1 import recommendation_pb2 as pb
+from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.RecommendationServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def users(demo_bundle):
+    with np.load(demo_bundle / "users.npz") as npz:
+        ids, indptr, rows = npz["user_ids"], npz["indptr"], npz["items"]
+    with np.load(demo_bundle / "items.npz") as npz:
+        item_ids, cats, names = npz["item_ids"], npz["category"], npz["category_names"]
+    lengths = np.diff(indptr)
+    heavy = int(np.argmax(lengths))
+    history = {str(item_ids[r]) for r in rows[indptr[heavy]:indptr[heavy + 1]]}
+    return {"heavy": str(ids[heavy]), "history": history, "names": [str(n) for n in names],
+            "category_of": {str(i): str(names[c]) for i, c in zip(item_ids, cats)}}
+
+
+async def test_known_user_gets_k_ranked_items_not_in_history(stub, users, demo_manifest):
+    reply = await stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=10, channel="web"))
+    ids = [i.item_id for i in reply.items]
+    assert len(ids) == 10 and len(set(ids)) == 10
+    assert not set(ids) & users["history"]
+    assert reply.model_version == demo_manifest["version"]
+    assert reply.request_id and not reply.cold_start
+    scores = [i.score for i in reply.items]
+    assert scores == sorted(scores, reverse=True)
+    assert all(i.title and i.category for i in reply.items)
+
+
+async def test_exclusions_and_category_filter(stub, users):
+    first = await stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=5))
+    excluded = [i.item_id for i in first.items[:3]]
+    cat = users["names"][1]
+    reply = await stub.Recommend(pb.RecommendRequest(
+        user_id=users["heavy"], k=8, exclude_item_ids=excluded, categories=[cat]))
+    assert len(reply.items) == 8
+    assert not {i.item_id for i in reply.items} & set(excluded)
+    assert {users["category_of"][i.item_id] for i in reply.items} == {cat}
+
+
+async def test_unknown_user_gets_popularity_cold_start(stub, users):
+    reply = await stub.Recommend(pb.RecommendRequest(user_id="never-seen-before", k=7))
+    assert reply.cold_start and len(reply.items) == 7
+    cat = users["names"][2]
+    in_cat = await stub.Recommend(pb.RecommendRequest(user_id="never-seen-2", k=5, categories=[cat]))
+    assert in_cat.cold_start and {users["category_of"][i.item_id] for i in in_cat.items} == {cat}
+
+
+async def test_batch_answers_in_request_order(stub, users):
+    reqs = [pb.RecommendRequest(user_id=u, k=3) for u in (users["heavy"], "nobody", users["heavy"])]
+    reply = await stub.RecommendBatch(pb.RecommendBatchRequest(requests=reqs))
+    assert [r.cold_start for r in reply.responses] == [False, True, False]
+    assert [i.item_id for i in reply.responses[0].items] == [i.item_id for i in reply.responses[2].items]
+
+
+@pytest.mark.parametrize("request_kwargs, field", [
+    ({"user_id": "", "k": 10}, "user_id"),
+    ({"user_id": "u" * 129, "k": 10}, "user_id"),
+    ({"user_id": "u1", "k": 0}, "k"),
+    ({"user_id": "u1", "k": 1001}, "k"),
+    ({"user_id": "u1", "k": 5, "categories": ["no-such-category"]}, "categories"),
+    ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x"] * 1001}, "exclude_item_ids"),
+])
+async def test_bad_requests_get_invalid_argument_naming_the_field(stub, request_kwargs, field):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Recommend(pb.RecommendRequest(**request_kwargs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in err.value.details()
+
+
+async def test_bad_batch_entry_is_named(stub, users):
+    reqs = [pb.RecommendRequest(user_id=users["heavy"], k=3), pb.RecommendRequest(user_id="x", k=0)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RecommendBatch(pb.RecommendBatchRequest(requests=reqs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "requests[1].k" in err.value.details()
+
+
+async def test_oversized_request_is_refused_and_server_keeps_serving(stub, users, tailor_server):
+    big = pb.RecommendRequest(user_id="u1", k=5, context={"blob": "x" * (2 << 20)})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Recommend(big)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request" in err.value.details()
+    ok = await stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=2))
+    assert len(ok.items) == 2
+
+
+async def test_malformed_bytes_get_invalid_argument(channel):
+    raw = channel.unary_unary("/tailor.v1.RecommendationService/Recommend",
+                              request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await raw(b"\xff\xff\xff\xff garbage")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "RecommendRequest" in err.value.details() or "Recommend request" in err.value.details()
+
+
+async def test_concurrent_calls_are_answered_consistently(stub, users):
+    import asyncio
+    replies = await asyncio.gather(*(stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=5))
+                                     for _ in range(50)))
+    first = [i.item_id for i in replies[0].items]
+    assert all([i.item_id for i in r.items] == first for r in replies)

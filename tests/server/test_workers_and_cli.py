@@ -1,0 +1,78 @@
+"""The server as a user runs it: `python -m server` with several workers, the client CLI,
+`python -m training push`, and a headless Locust run with a p99 target."""
+import json
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import recommendation_pb2 as pb
+from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, free_port, run_module
+
+
+@pytest.fixture
+def served(tmp_path, demo_bundle):
+    """`python -m server --workers 2` on a free port; yields host:port."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir",
+                             str(tmp_path / "data"), "--bundle", str(demo_bundle), "--workers", "2",
+                             "--metrics-port", str(free_port())],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    target = f"127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with grpc.insecure_channel(target) as ch:
+                pb_grpc.RecommendationServiceStub(ch).Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=2)
+            break
+        except grpc.RpcError:
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.3)
+    yield target
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _versions_across_connections(target, n=8):
+    versions = set()
+    for i in range(n):  # separate channels land on different worker processes
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            reply = pb_grpc.RecommendationServiceStub(ch).Recommend(pb.RecommendRequest(user_id=f"user-{i}", k=3))
+            versions.add(reply.model_version)
+    return versions
+
+
+def test_workers_share_the_port_and_follow_a_push(served, second_bundle, demo_manifest):
+    assert _versions_across_connections(served) == {demo_manifest["version"]}
+    out = run_module("training", "push", str(second_bundle), "--server", served)
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    assert new_version in out.stdout
+    assert _versions_across_connections(served, 12) == {new_version}
+
+
+def test_cli_recommend_prints_json(served):
+    out = run_module("clients", "recommend", "--server", served, "--user", "user-3", "-k", "4")
+    reply = json.loads(out.stdout)
+    assert len(reply["items"]) == 4 and reply["model_version"]
+
+
+def test_cli_reports_bad_input(served):
+    out = run_module("clients", "recommend", "--server", served, "--user", "user-3", "-k", "0", check=False)
+    assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
+
+
+@pytest.mark.slow
+def test_locust_headless_exit_code_follows_the_p99_target(served, tmp_path):
+    def locust(p99):
+        return subprocess.run(
+            [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--headless", "-u", "8",
+             "-r", "8", "-t", "4s", "--host", served, "--user-count", "1500", "--p99-ms", str(p99),
+             "--only-summary"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    relaxed = locust(5000)
+    assert relaxed.returncode == 0, relaxed.stderr[-2000:]
+    assert "tailor.v1.RecommendationService/Recommend" in relaxed.stdout + relaxed.stderr
+    strict = locust(0.001)
+    assert strict.returncode == 1, strict.stderr[-2000:]
