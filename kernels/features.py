@@ -369,9 +369,10 @@ def states_from_buffers(layout: FeatureLayout, buffers: Sequence) -> np.ndarray:
     flat = states.reshape(-1).view(np.uint8)
     for i, buf in enumerate(buffers):
         if buf is not None:
-            if len(buf) != nbytes:
-                raise ValueError(f"buffers[{i}]: {len(buf)} bytes, layout wants {nbytes}")
-            flat[i * nbytes:(i + 1) * nbytes] = np.frombuffer(buf, np.uint8)
+            raw = np.frombuffer(buf, np.uint8)
+            if raw.shape[0] != nbytes:
+                raise ValueError(f"buffers[{i}]: {raw.shape[0]} bytes, layout wants {nbytes}")
+            flat[i * nbytes:(i + 1) * nbytes] = raw
     _check_record(layout, states, "buffers")
     return states
 
