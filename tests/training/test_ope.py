@@ -1,0 +1,160 @@
+import json
+
+import numpy as np
+import pytest
+
+from training import ope
+
+K, D = 4, 3
+THETA = np.array([[1.0, -0.5, 0.3], [-0.8, 0.9, 0.0], [0.2, 0.2, -1.0], [0.0, -1.0, 0.8]])
+BIAS = np.array([-1.0, -0.5, -1.5, 0.0])
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def _q(x):
+    return 1.0 / (1.0 + np.exp(-(x @ THETA.T + BIAS)))
+
+
+def _logging(x):
+    return _softmax(x @ np.array([[0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.2, 0.2, 0.2]]).T)
+
+
+def _target(x):
+    return _softmax(2.0 * (x @ THETA.T + BIAS))
+
+
+def _synthetic(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, D))
+    probs = _logging(x)
+    a = (probs.cumsum(1) > rng.random((n, 1))).argmax(1)
+    r = (rng.random(n) < _q(x)[np.arange(n), a]).astype(float)
+    return ope.LoggedBandit(a, np.zeros(n, np.int64), r, probs[np.arange(n), a], x, K, 1), x
+
+
+def _true_value():
+    x = np.random.default_rng(999).normal(size=(400000, D))
+    return float((_target(x) * _q(x)).sum(1).mean())
+
+
+@pytest.fixture(scope="module")
+def runs():
+    out = []
+    for seed in range(24):
+        log, x = _synthetic(3000, seed)
+        out.append(ope.estimate(log, _target(x), seed=seed))
+    return out
+
+
+@pytest.mark.parametrize("name", ope.ESTIMATORS)
+def test_intervals_cover_the_true_value(runs, name):
+    truth = _true_value()
+    covered = [r[name]["ci_low"] <= truth <= r[name]["ci_high"] for r in runs]
+    assert np.mean(covered) >= 0.8
+    assert abs(np.mean([r[name]["value"] for r in runs]) - truth) < 0.01
+
+
+def test_dr_has_lower_variance_than_ips_with_a_good_reward_model(runs):
+    ips = np.array([r["ips"]["value"] for r in runs])
+    dr = np.array([r["dr"]["value"] for r in runs])
+    assert dr.std() <= ips.std()
+    assert np.mean([r["dr"]["stderr"] for r in runs]) < np.mean([r["ips"]["stderr"] for r in runs])
+
+
+def test_bootstrap_interval_is_close_to_normal():
+    log, x = _synthetic(2000, 0)
+    normal = ope.estimate(log, _target(x), ("ips", "snips"))
+    boot = ope.estimate(log, _target(x), ("ips", "snips"), ci="bootstrap", n_boot=300)
+    for name in ("ips", "snips"):
+        assert boot[name]["value"] == normal[name]["value"]
+        assert boot[name]["stderr"] == pytest.approx(normal[name]["stderr"], rel=0.25)
+
+
+def test_uniform_policy_replay_on_uniform_logs_is_the_logged_mean():
+    rng = np.random.default_rng(0)
+    n = 500
+    log = ope.LoggedBandit(rng.integers(K, size=n), np.zeros(n, np.int64),
+                           rng.random(n), np.full(n, 1 / K), np.zeros((n, 0)), K, 1)
+    dist = ope.replay_policy(log, "egreedy", epsilon=1.0)
+    np.testing.assert_allclose(dist.sum(1), 1.0)
+    est = ope.estimate(log, dist, ("ips", "snips"))
+    assert est["ips"]["value"] == pytest.approx(log.reward.mean())
+    assert est["snips"]["value"] == pytest.approx(log.reward.mean())
+
+
+def test_replayed_thompson_learns_towards_the_best_arm():
+    rng = np.random.default_rng(1)
+    n = 3000
+    a = rng.integers(K, size=n)
+    r = (rng.random(n) < np.array([0.1, 0.1, 0.1, 0.5])[a]).astype(float)
+    log = ope.LoggedBandit(a, np.zeros(n, np.int64), r, np.full(n, 0.25), np.zeros((n, 0)), K, 1)
+    dist = ope.replay_policy(log, "bernoulli_ts", n_mc=200)
+    assert dist[-100:, 3].mean() > 0.95
+    assert ope.estimate(log, dist, ("snips",))["snips"]["value"] > 0.4
+
+
+def test_obd_reader_on_a_tiny_file(tmp_path):
+    path = tmp_path / "obd.csv"
+    header = (",timestamp,item_id,position,click,propensity_score,user_feature_0,"
+              "user_feature_1,user-item_affinity_0,user-item_affinity_1,user-item_affinity_2")
+    rows = ["0,2019-11-24 00:00:19+00:00,2,1,0,0.3,aa,bb,0.0,1.0,0.0",
+            "1,2019-11-24 00:00:17+00:00,0,3,1,0.5,aa,cc,0.5,0.0,0.0",
+            "2,2019-11-24 00:00:18+00:00,1,2,0,0.2,dd,bb,0.0,0.0,2.0"]
+    path.write_text("\n".join([header, *rows]) + "\n")
+    log = ope.read_obd(str(path))
+    np.testing.assert_array_equal(log.action, [0, 1, 2])  # sorted by timestamp
+    np.testing.assert_array_equal(log.position, [2, 1, 0])
+    np.testing.assert_array_equal(log.reward, [1, 0, 0])
+    np.testing.assert_allclose(log.pscore, [0.5, 0.2, 0.3])
+    assert (log.n_actions, log.n_positions) == (3, 3)
+    assert log.context.shape == (3, 3 + 4)
+    np.testing.assert_array_equal(log.context[0, :3], [0.5, 0.0, 0.0])
+
+
+def _decisions(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [{"decision_id": f"d{i}", "campaign_id": "c1", "user_id": f"u{i % 7}",
+             "timestamp": 1700000000.0 + i, "arm": int(rng.integers(-1, 3)), "propensity": 1 / 3,
+             "reward": float(rng.random() < 0.2), "context": [float(i), 1.0], "position": 0}
+            for i in range(n)]
+
+
+def test_decision_log_roundtrip_skips_holdout(tmp_path):
+    recs = _decisions(50)
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), recs)
+    log = ope.read_decision_log(str(path))
+    kept = [r for r in recs if r["arm"] >= 0]
+    assert len(log) == len(kept) and log.context.shape == (len(kept), 2)
+    np.testing.assert_array_equal(log.action, [r["arm"] for r in kept])
+
+
+def test_decision_log_rejects_bad_propensity(tmp_path):
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), [dict(_decisions(1)[0], arm=0, propensity=0.0)])
+    with pytest.raises(ValueError, match="propensities"):
+        ope.read_decision_log(str(path))
+
+
+def test_cli_target_prints_one_json_object(tmp_path, capsys):
+    logs, target = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    ope.write_decision_log(str(logs), _decisions(300, 1))
+    ope.write_decision_log(str(target), _decisions(300, 2))
+    assert ope.main(["--logs", str(logs), "--target", str(target), "--json",
+                     "--reward-model", "table"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["estimates"]) == set(ope.ESTIMATORS)
+    assert report["on_policy_value"]["value"] == pytest.approx(
+        np.mean([r["reward"] for r in _decisions(300, 2) if r["arm"] >= 0]))
+
+
+def test_cli_policy_prints_a_table(tmp_path, capsys):
+    logs = tmp_path / "a.jsonl"
+    ope.write_decision_log(str(logs), _decisions(200, 3))
+    assert ope.main(["--logs", str(logs), "--policy", "ucb1", "--param", "c=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "snips" in out and "logged" in out

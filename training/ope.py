@@ -1,0 +1,354 @@
+"""Off-policy evaluation of campaign policies: IPS, SNIPS and doubly robust, with 95% intervals.
+
+    python -m training ope --logs LOG [--format tailor|obd]
+        (--policy NAME [--param key=value ...] | --target OTHER_LOG) [--json]
+
+Logged rounds need the action taken, its logging propensity and the reward. Two formats:
+
+* ``tailor`` (our decision log, JSON lines), one object per decision::
+
+    {"decision_id": "...", "campaign_id": "...", "user_id": "...", "timestamp": 1700000000.5,
+     "arm": 2, "propensity": 0.25, "reward": 1.0, "context": [0.1, -0.3], "position": 0}
+
+  ``timestamp`` is Unix seconds (float) or ISO-8601; ``context`` a list of floats (may be
+  empty); ``position`` an int >= 0 (0 if the campaign has one slot); holdout decisions
+  (arm -1) are skipped. `write_decision_log` writes exactly this format.
+* ``obd``: the Open Bandit Dataset CSV (item_id, position, click, propensity_score,
+  user_feature_*, user-item_affinity_*).
+
+Candidate policies: a `kernels.bandits` policy replayed in time order over the logs (at each
+round its action distribution is computed, then it learns from the logged action and reward,
+i.e. a policy warm-started on the same feedback), or ``--target``: the empirical per-position
+action distribution of another log, whose on-policy value (mean reward) is printed beside.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from datetime import datetime
+
+import numpy as np
+
+from kernels import bandits
+
+ESTIMATORS = ("ips", "snips", "dr")
+Z95 = 1.959963984540054
+
+
+@dataclasses.dataclass
+class LoggedBandit:
+    """Logged rounds in time order. ``context`` is (n, d); positions are 0-based."""
+
+    action: np.ndarray
+    position: np.ndarray
+    reward: np.ndarray
+    pscore: np.ndarray
+    context: np.ndarray
+    n_actions: int
+    n_positions: int
+
+    def __len__(self) -> int:
+        return self.action.shape[0]
+
+
+def _finish(action, position, reward, pscore, context, timestamp, n_actions=None):
+    order = np.argsort(timestamp, kind="stable")
+    action = np.asarray(action, np.int64)[order]
+    pscore = np.asarray(pscore, np.float64)[order]
+    if len(action) == 0 or (action < 0).any() or not ((pscore > 0) & (pscore <= 1)).all():
+        raise ValueError("logs need >= 1 round, arms >= 0 and propensities in (0, 1]")
+    position = np.asarray(position, np.int64)[order]
+    return LoggedBandit(action, position, np.asarray(reward, np.float64)[order], pscore,
+                        np.asarray(context, np.float64).reshape(len(action), -1)[order],
+                        int(n_actions or action.max() + 1), int(position.max() + 1))
+
+
+def read_obd(path: str) -> LoggedBandit:
+    """Open Bandit Dataset CSV: context = affinities + one-hot user features."""
+    import pandas as pd
+
+    df = pd.read_csv(path, index_col=0)
+    users = [c for c in df.columns if c.startswith("user_feature_")]
+    affinity = [c for c in df.columns if c.startswith("user-item_affinity_")]
+    ctx = np.hstack([df[affinity].to_numpy(np.float64),
+                     pd.get_dummies(df[users].astype(str)).to_numpy(np.float64)])
+    pos = df["position"].to_numpy()
+    pos = np.searchsorted(np.unique(pos), pos)
+    n_actions = max(len(affinity), int(df["item_id"].max()) + 1)
+    ts = pd.to_datetime(df["timestamp"]).astype("int64").to_numpy()
+    return _finish(df["item_id"], pos, df["click"], df["propensity_score"], ctx, ts, n_actions)
+
+
+def _timestamp(value) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit:
+    """Tailor JSON-lines decision log (see module docstring); holdout rows are skipped."""
+    rows = []
+    with open(path) as fh:
+        for i, line in enumerate(fh):
+            if not line.strip():
+                continue
+            rec = json.loads(line)
+            missing = {"arm", "propensity", "reward"} - rec.keys()
+            if missing:
+                raise ValueError(f"{path}:{i + 1}: missing {sorted(missing)}")
+            if rec["arm"] < 0 or (campaign_id and rec.get("campaign_id") != campaign_id):
+                continue
+            rows.append(rec)
+    if not rows:
+        raise ValueError(f"{path}: no logged decisions")
+    ctx = [list(r.get("context") or []) for r in rows]
+    if len({len(c) for c in ctx}) != 1:
+        raise ValueError(f"{path}: context vectors differ in length")
+    return _finish([r["arm"] for r in rows], [r.get("position", 0) for r in rows],
+                   [r["reward"] for r in rows], [r["propensity"] for r in rows],
+                   np.array(ctx, np.float64).reshape(len(rows), -1),
+                   [_timestamp(r.get("timestamp", 0.0)) for r in rows])
+
+
+def write_decision_log(path: str, records) -> None:
+    """Write dicts with the decision-log keys as JSON lines (the server's export format)."""
+    keys = ("decision_id", "campaign_id", "user_id", "timestamp", "arm", "propensity",
+            "reward", "context", "position")
+    with open(path, "w") as fh:
+        for rec in records:
+            fh.write(json.dumps({k: rec.get(k) for k in keys}) + "\n")
+
+
+def read_logs(path: str, fmt: str) -> LoggedBandit:
+    if fmt == "obd":
+        return read_obd(path)
+    if fmt == "tailor":
+        return read_decision_log(path)
+    raise ValueError(f"format must be 'obd' or 'tailor', got {fmt!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Candidate policies -> action distribution (n, K) over the logged rounds
+
+
+def empirical_policy(target: LoggedBandit, n_actions: int, n_positions: int) -> np.ndarray:
+    """(n_positions, K) per-position action frequencies of `target` (its empirical policy)."""
+    if target.n_actions > n_actions or target.n_positions > n_positions:
+        raise ValueError("target log uses actions or positions absent from the evaluated logs")
+    counts = np.zeros((n_positions, n_actions))
+    np.add.at(counts, (target.position, target.action), 1.0)
+    return counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
+
+
+def replay_policy(log: LoggedBandit, policy: str, seed: int = 0, n_mc: int = 256,
+                  **params) -> np.ndarray:
+    """Action distribution of a `kernels.bandits` policy at each logged round (time order).
+
+    The policy sees the round's context, gives its distribution, then learns the logged
+    (action, reward). ``fixed`` splits have no user ids here and use their weights.
+    """
+    dim = log.context.shape[1] if policy in bandits.LINEAR else 0
+    state = bandits.new_state(policy, log.n_actions, dim, **params)
+    rng = bandits.new_rng(seed)
+    dist = np.empty((len(log), log.n_actions))
+    for i in range(len(log)):
+        x = log.context[i] if dim else None
+        if policy == "fixed":
+            dist[i] = state.weights
+        else:
+            dist[i] = bandits.choose(state, rng, x, n_mc=n_mc).probs
+        bandits.update(state, int(log.action[i]), float(log.reward[i]), x, inplace=True)
+    return dist
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward model (cross-fitted) and estimators
+
+
+def _fit_predict(log: LoggedBandit, train, test, model: str) -> np.ndarray:
+    """q_hat(x, a, pos) for every action on the `test` rows, fitted on the `train` rows."""
+    k, npos = log.n_actions, log.n_positions
+    a, p, r = log.action[train], log.position[train], log.reward[train]
+    base = r.mean()
+    table_n, table_s = np.zeros((npos, k)), np.zeros((npos, k))
+    np.add.at(table_n, (p, a), 1.0)
+    np.add.at(table_s, (p, a), r)
+    act_n, act_s = table_n.sum(0), table_s.sum(0)
+    by_action = (act_s + 10.0 * base) / (act_n + 10.0)
+    table = (table_s + 10.0 * by_action) / (table_n + 10.0)
+    q = table[log.position[test]].copy()
+    if model == "table":
+        return q
+    if model != "linear":
+        raise ValueError(f"reward model must be 'table' or 'linear', got {model!r}")
+    from sklearn.linear_model import LogisticRegression, Ridge
+
+    onehot = np.eye(npos)[log.position]
+    feats = np.hstack([log.context, onehot])
+    binary = np.isin(log.reward, (0.0, 1.0)).all()
+    for arm in range(k):
+        rows = train[log.action[train] == arm]
+        if rows.size < 10 or (binary and np.unique(log.reward[rows]).size < 2):
+            continue
+        if binary:
+            m = LogisticRegression(C=0.1, max_iter=300).fit(feats[rows], log.reward[rows])
+            q[:, arm] = m.predict_proba(feats[test])[:, 1]
+        else:
+            q[:, arm] = Ridge(alpha=1.0).fit(feats[rows], log.reward[rows]).predict(feats[test])
+    return q
+
+
+def cross_fit(log: LoggedBandit, model: str = "linear", folds: int = 5, seed: int = 0):
+    """Out-of-fold q_hat (n, K): each round's reward model never saw that round."""
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(log)) % folds
+    q = np.empty((len(log), log.n_actions))
+    for f in range(folds):
+        test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+        q[test] = _fit_predict(log, train, test, model)
+    return q
+
+
+def _interval(terms, num, den, ci, n_boot, rng):
+    """Point value and 95% interval of mean(num)/mean(den) (den None: mean(terms))."""
+    n = terms.shape[0]
+    if den is None:
+        value = terms.mean()
+        if ci == "normal":
+            half = Z95 * terms.std(ddof=1) / np.sqrt(n)
+            return value, value - half, value + half
+        boot = [terms[idx].mean() for idx in (rng.integers(n, size=n) for _ in range(n_boot))]
+    else:
+        value = num.sum() / den.sum()
+        if ci == "normal":  # delta method for a ratio of means
+            half = Z95 * np.std((num - value * den) / den.mean(), ddof=1) / np.sqrt(n)
+            return value, value - half, value + half
+        boot = []
+        for _ in range(n_boot):
+            idx = rng.integers(n, size=n)
+            boot.append(num[idx].sum() / max(den[idx].sum(), 1e-300))
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    return value, float(lo), float(hi)
+
+
+def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, *,
+             ci: str = "normal", n_boot: int = 1000, reward_model: str = "linear",
+             folds: int = 5, seed: int = 0) -> dict:
+    """Value of the policy whose action distribution on each logged round is `action_dist`.
+
+    Returns
+    -------
+    {name: {"value", "ci_low", "ci_high", "stderr"}} for ips / snips / dr.
+    """
+    if action_dist.shape != (len(log), log.n_actions):
+        raise ValueError(f"action_dist must be {(len(log), log.n_actions)}, "
+                         f"got {action_dist.shape}")
+    if ci not in ("normal", "bootstrap"):
+        raise ValueError(f"ci must be 'normal' or 'bootstrap', got {ci!r}")
+    rng = np.random.default_rng(seed)
+    idx = np.arange(len(log))
+    w = action_dist[idx, log.action] / log.pscore
+    out = {}
+    for name in estimators:
+        if name == "ips":
+            terms, num, den = w * log.reward, None, None
+        elif name == "snips":
+            terms, num, den = w * log.reward, w * log.reward, w
+        elif name == "dr":
+            q = cross_fit(log, reward_model, folds, seed)
+            terms = (action_dist * q).sum(1) + w * (log.reward - q[idx, log.action])
+            num = den = None
+        else:
+            raise ValueError(f"estimators must be among {ESTIMATORS}, got {name!r}")
+        value, lo, hi = _interval(terms, num, den, ci, n_boot, rng)
+        out[name] = {"value": float(value), "ci_low": float(lo), "ci_high": float(hi),
+                     "stderr": float((hi - lo) / (2 * Z95))}
+    return out
+
+
+def on_policy_value(log: LoggedBandit) -> dict:
+    """Mean reward of a log (its own policy's value) with a normal 95% interval."""
+    m, se = log.reward.mean(), log.reward.std(ddof=1) / np.sqrt(len(log))
+    return {"value": float(m), "ci_low": float(m - Z95 * se), "ci_high": float(m + Z95 * se)}
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``ope`` on a `training` CLI's subparsers."""
+    p = subparsers.add_parser("ope", help="off-policy evaluation (IPS, SNIPS, DR) of a policy",
+                              description=__doc__.split("\n\n")[0])
+    _arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--logs", required=True, help="logged decisions to evaluate on")
+    p.add_argument("--format", choices=("tailor", "obd"), default="tailor")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--policy", choices=bandits.POLICIES, help="kernel replayed over logs")
+    group.add_argument("--target", help="log whose empirical policy is evaluated")
+    p.add_argument("--target-format", choices=("tailor", "obd"), help="default: --format")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="kernel parameter (kernels.bandits.Params field), repeatable")
+    p.add_argument("--estimators", default=",".join(ESTIMATORS))
+    p.add_argument("--ci", choices=("normal", "bootstrap"), default="normal")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--reward-model", choices=("table", "linear"), default="linear")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--n-mc", type=int, default=256, help="Thompson propensity draws")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    log = read_logs(args.logs, args.format)
+    report = {"logs": args.logs, "n_rounds": len(log), "logged_value": on_policy_value(log)}
+    if args.target:
+        target = read_logs(args.target, args.target_format or args.format)
+        dist = empirical_policy(target, log.n_actions, log.n_positions)[log.position]
+        report["candidate"] = {"target": args.target}
+        report["on_policy_value"] = on_policy_value(target)
+    else:
+        params = dict(_parse_param(kv) for kv in args.param)
+        dist = replay_policy(log, args.policy, args.seed, args.n_mc, **params)
+        report["candidate"] = {"policy": args.policy, "params": params}
+    report["estimates"] = estimate(log, dist, args.estimators.split(","), ci=args.ci,
+                                   n_boot=args.n_boot, reward_model=args.reward_model,
+                                   folds=args.folds, seed=args.seed)
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
+
+
+def _parse_param(kv: str):
+    key, sep, value = kv.partition("=")
+    if not sep:
+        raise SystemExit(f"--param expects KEY=VALUE, got {kv!r}")
+    return key, float(value)
+
+
+def format_table(report: dict) -> str:
+    lines = [f"{'estimator':<14}{'value':>11}{'ci_low':>11}{'ci_high':>11}"]
+    rows = list(report["estimates"].items())
+    if "on_policy_value" in report:
+        rows.append(("on-policy", report["on_policy_value"]))
+    rows.append(("logged", report["logged_value"]))
+    for name, r in rows:
+        lines.append(f"{name:<14}{r['value']:>11.6f}{r['ci_low']:>11.6f}{r['ci_high']:>11.6f}")
+    return f"{report['n_rounds']} logged rounds, candidate {report['candidate']}\n" + \
+        "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.ope", description=__doc__)
+    _arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
