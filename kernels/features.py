@@ -349,10 +349,17 @@ def _check_record(layout: FeatureLayout, state: np.ndarray, argument: str) -> No
     if state.shape[-1] != layout.size:
         raise ValueError(f"{argument}: {state.shape[-1] * 8} bytes per state, layout wants "
                          f"{layout.nbytes}")
-    head = state[..., :FINGERPRINT + 1].reshape(-1, 2)
-    if (head[:, 0] != FORMAT_VERSION).any() or (head[:, 1] != layout.fingerprint).any():
-        raise ValueError(f"{argument}: format/fingerprint {head[0].tolist()} does not match "
-                         f"the layout ({FORMAT_VERSION}, {layout.fingerprint})")
+    if state.ndim == 1:  # the per-event path: scalar checks only
+        ok = state[FORMAT] == FORMAT_VERSION and state[FINGERPRINT] == layout.fingerprint
+    else:
+        ok = bool((state[:, FORMAT] == FORMAT_VERSION).all()
+                  and (state[:, FINGERPRINT] == layout.fingerprint).all())
+    if not ok:
+        head = state.reshape(-1, layout.size)[:, :FINGERPRINT + 1]
+        bad = head[np.flatnonzero((head[:, 0] != FORMAT_VERSION)
+                                  | (head[:, 1] != layout.fingerprint))[0]]
+        raise ValueError(f"{argument}: format/fingerprint {bad.tolist()} does not match the "
+                         f"layout ({FORMAT_VERSION}, {layout.fingerprint})")
 
 
 def from_bytes(layout: FeatureLayout, buf, copy: bool = False) -> np.ndarray:
@@ -380,14 +387,21 @@ def states_from_buffers(layout: FeatureLayout, buffers: Sequence) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Update
 
+_ZEROS = np.zeros(4096, np.int64)
+_ZEROS.flags.writeable = False
+_NO_TZ = np.zeros(0, np.int32)
+
+
 def update(layout: FeatureLayout, state: np.ndarray, events: Events,
            use_native: bool = True) -> np.ndarray:
     """Apply `events` (one user's, in array order) to `state` in place; returns `state`."""
     if not (isinstance(state, np.ndarray) and state.ndim == 1 and state.dtype == np.float64
             and state.flags.c_contiguous and state.flags.writeable):
         raise ValueError("state: must be a writable C-contiguous 1-d float64 array")
-    update_many(layout, state.reshape(1, -1), np.zeros(len(events), np.int64), events,
-                use_native)
+    _check_record(layout, state, "state")
+    n = len(events)
+    rows = _ZEROS[:n] if n <= _ZEROS.shape[0] else np.zeros(n, np.int64)
+    _dispatch(layout, state.reshape(1, -1), rows, events, use_native)
     return state
 
 
@@ -405,22 +419,27 @@ def update_many(layout: FeatureLayout, states: np.ndarray, user_index, events: E
     rows = np.ascontiguousarray(user_index, np.int64).reshape(-1)
     if rows.shape[0] != len(events):
         raise ValueError(f"user_index: length {rows.shape[0]}, expected {len(events)} events")
-    if use_native:
-        from . import _features
-        if _features.HEADER_SLOTS != HEADER_SLOTS:
-            raise RuntimeError("kernels._features is stale: header slots differ; rebuild it")
-        weights, flags, inv_hl, inv_hour_hl, dims, offs = layout._kernel_args()
-        has_tz = events.tz_offset_min is not None
-        tz = events.tz_offset_min if has_tz else rows[:0].astype(np.int32)
-        code, at = _features.update_many(
-            states, rows, events.type, events.channel, events.item, events.category,
-            events.value, events.ts, tz, has_tz, weights, flags, inv_hl, inv_hour_hl, dims,
-            offs, np.empty(states.shape[0], np.float64), np.zeros(states.shape[0], np.uint8))
-        if code:
-            argument, problem = _NATIVE_ERRORS[code]
-            raise ValueError(f"{argument}: {problem} (event {at})")
-        return states
-    return reference_update_many(layout, states, rows, events)
+    return _dispatch(layout, states, rows, events, use_native)
+
+
+def _dispatch(layout, states, rows, events, use_native):
+    if not use_native:
+        return reference_update_many(layout, states, rows, events)
+    from . import _features
+    if _features.HEADER_SLOTS != HEADER_SLOTS:
+        raise RuntimeError("kernels._features is stale: header slots differ; rebuild it")
+    weights, flags, inv_hl, inv_hour_hl, dims, offs = layout._kernel_args()
+    has_tz = events.tz_offset_min is not None
+    n_states = states.shape[0]
+    code, at = _features.update_many(
+        states, rows, events.type, events.channel, events.item, events.category,
+        events.value, events.ts, events.tz_offset_min if has_tz else _NO_TZ, has_tz, weights,
+        flags, inv_hl, inv_hour_hl, dims, offs, np.empty(n_states, np.float64),
+        np.zeros(n_states, np.uint8))
+    if code:
+        argument, problem = _NATIVE_ERRORS[code]
+        raise ValueError(f"{argument}: {problem} (event {at})")
+    return states
 
 
 def _validate(layout: FeatureLayout, n_states: int, rows: np.ndarray, ev: Events) -> None:
