@@ -48,7 +48,7 @@ import numpy as np
 __all__ = [
     "DAY", "FORMAT_VERSION", "FeatureLayout", "Events", "new_state", "new_states", "update",
     "update_many", "reference_update_many", "read_features", "recent_items", "to_bytes",
-    "from_bytes", "states_from_buffers",
+    "from_bytes", "states_from_buffers", "migrate",
 ]
 
 DAY = 86400.0
@@ -382,6 +382,42 @@ def states_from_buffers(layout: FeatureLayout, buffers: Sequence) -> np.ndarray:
             flat[i * nbytes:(i + 1) * nbytes] = raw
     _check_record(layout, states, "buffers")
     return states
+
+
+def migrate(old: FeatureLayout, new: FeatureLayout, state: np.ndarray) -> np.ndarray:
+    """A `new`-layout copy of an `old`-layout state (vocabulary or capacity changes).
+
+    Event types and channels are matched by name, categories by code, half-lives by value;
+    slots with no counterpart start at 0 (a new half-life starts empty, dropped names are lost).
+    The most recent `new.recent_capacity` recent items are kept. Stored values keep the old
+    event weights and type roles (purchase / engagement) for the events already applied.
+    """
+    _check_record(old, state, "state")
+    out = new_states(new, 1)[0]
+    for slot in (REF_TS, FIRST_TS, LAST_PURCHASE_TS, N_EVENTS, TZ_OFFSET_MIN, MONETARY_ALL):
+        out[slot] = state[slot]
+    src, dst = old.views(state), new.views(out)
+    t_old = [old.event_types.index(n) for n in new.event_types if n in old.event_types]
+    t_new = [new.event_types.index(n) for n in new.event_types if n in old.event_types]
+    c_old = [old.channels.index(n) for n in new.channels if n in old.channels]
+    c_new = [new.channels.index(n) for n in new.channels if n in old.channels]
+    dst["counts"][np.ix_(t_new, c_new)] = src["counts"][np.ix_(t_old, c_old)]
+    k = min(old.n_categories, new.n_categories)
+    for h_new, hl in enumerate(new.half_lives_s):
+        if hl in old.half_lives_s:
+            h_old = old.half_lives_s.index(hl)
+            dst["decayed"][h_new][np.ix_(t_new, c_new)] = (
+                src["decayed"][h_old][np.ix_(t_old, c_old)])
+            dst["money"][h_new] = src["money"][h_old]
+            dst["category"][h_new, :k] = src["category"][h_old, :k]
+    if new.hour_half_life_s == old.hour_half_life_s:
+        dst["hour"][:] = src["hour"]
+    n = int(state[N_RECENT])
+    keep = np.argsort(src["rc_ts"][:n], kind="stable")[max(0, n - new.recent_capacity):]
+    for name in ("rc_item", "rc_ts", "rc_w"):
+        dst[name][:keep.size] = src[name][:n][keep]
+    out[N_RECENT] = keep.size
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

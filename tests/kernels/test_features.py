@@ -344,6 +344,28 @@ def test_invalid_events_raise_and_leave_the_state_alone(use_native, field, value
         F.update_many(LAYOUT, state.reshape(1, -1), [0, 1], Events(**ok), use_native=use_native)
 
 
+@SETTINGS
+@given(data=st.data())
+def test_migrate_to_a_grown_vocabulary_equals_replaying_the_stream(data):
+    ev = data.draw(streams())
+    grown = FeatureLayout(TYPES + ("push_click",), CHANNELS + ("whatsapp",), K + 2,
+                          half_lives_s=(7 * DAY, DAY, 30 * DAY), recent_capacity=4)
+    old_state = apply_chunks(ev, [slice(0, len(ev))], True)
+    migrated = F.migrate(LAYOUT, grown, old_state)
+    replayed = apply_chunks(ev, [slice(0, len(ev))], True, layout=grown)
+    for name, value in grown.views(replayed).items():
+        if not name.startswith("rc_"):  # recent-item slots are compared in time order below
+            np.testing.assert_allclose(grown.views(migrated)[name], value, rtol=RTOL,
+                                       err_msg=name)
+    a, b = (F.read_features(grown, s, now=T0) for s in (migrated, replayed))
+    for name in ("recent_items", "recent_ts", "recent_weights"):
+        np.testing.assert_array_equal(a[name], b[name])
+    F.update(grown, migrated, Events([len(TYPES)], [len(CHANNELS)], [T0], category=[K + 1]))
+    small = FeatureLayout(TYPES, CHANNELS, K, recent_capacity=2)
+    kept = F.read_features(small, F.migrate(LAYOUT, small, old_state), now=T0)["recent_items"]
+    assert kept.tolist() == F.read_features(LAYOUT, old_state, now=T0)["recent_items"][-2:].tolist()
+
+
 def test_layout_validation_and_size():
     with pytest.raises(ValueError, match="event_weights"):
         FeatureLayout(TYPES, CHANNELS, K, event_weights={"nope": 1.0})
