@@ -1,0 +1,148 @@
+"""Versioned bundle writer and validator (layout and keys: docs/bundle.md).
+
+The bundle is written into a hidden temporary directory next to its destination and renamed
+into place, so readers never see a partial bundle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import faiss
+import numpy as np
+import onnx
+
+from kernels.ranking import FEATURES
+from training.events import Interactions
+from training.split import sorted_order
+
+__all__ = ["FORMAT", "fingerprint", "write_bundle", "validate_bundle", "find_bundles"]
+
+logger = logging.getLogger("tailor.training.bundle")
+
+FORMAT = "tailor.bundle/1"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fingerprint(rows: Interactions) -> str:
+    """sha256 over the training rows in canonical order (ids, timestamps, events, values)."""
+    order = sorted_order(rows)
+    h = hashlib.sha256()
+    for ids, codes in ((rows.user_ids, rows.user), (rows.item_ids, rows.item)):
+        h.update("\x1f".join(ids[codes[order]].tolist()).encode())
+    for arr in (rows.ts, rows.event.astype(np.int64), rows.value.astype(np.float32)):
+        h.update(np.ascontiguousarray(arr[order]).tobytes())
+    return h.hexdigest()
+
+
+def _items_npz(path: Path, result) -> None:
+    cat, stage = result.catalog, result.stage
+    np.savez(path, item_ids=cat.item_ids.astype(str), titles=cat.titles.astype(str),
+             urls=cat.urls.astype(str), category=cat.category.astype(np.int32),
+             category_names=cat.category_names.astype(str), price=cat.price.astype(np.float32),
+             popularity=stage.popularity.astype(np.float32),
+             recency_days=stage.recency_days.astype(np.float32))
+
+
+def _users_npz(path: Path, result) -> None:
+    indptr, items, weights = result.stage.hist
+    np.savez(path, user_ids=result.train_rows.user_ids.astype(str),
+             indptr=indptr.astype(np.int64), items=items.astype(np.int32),
+             weights=weights.astype(np.float32))
+
+
+def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> dict:
+    cfg, rows, stage = result.config, result.train_rows, result.stage
+    ranker = None if result.ranker is None else {
+        "file": "ranker.onnx", "input": "features", "output": "score", "features": list(FEATURES)}
+    return {
+        "format": FORMAT, "version": version,
+        "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "dim": int(stage.item_factors.shape[1]), "history_len": cfg.als.history_len,
+        "history": {"half_life_days": float(cfg.als.half_life_days),
+                    "event_weights": {k: float(v) for k, v in cfg.event_weights.items()}},
+        "files": files, "index": result.index_info,
+        "encoder": {"file": "encoder.onnx", "inputs": {"items": "int64[B,L]",
+                                                       "weights": "float32[B,L]"},
+                    "output": "user_vec"},
+        "ranker": ranker, "metrics": result.metrics,
+        "data": {"fingerprint": fp, "n_rows": len(rows), "n_users": rows.n_users,
+                 "n_items": rows.n_items, "cutoff": int(stage.cutoff)},
+        "params": {**cfg.as_dict(), "ranker_info": result.ranker_info,
+                   "timings": result.timings},
+    }
+
+
+def write_bundle(result, root: str | Path) -> Path:
+    """Write ``root/<version>/`` atomically and return its path."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(result.train_rows)
+    created = datetime.now(timezone.utc)
+    params = json.dumps(result.config.as_dict(), sort_keys=True, default=str)
+    digest = hashlib.sha256((fp + params).encode()).hexdigest()[:8]
+    version = f"{created.strftime('%Y%m%dT%H%M%S')}-{digest}"
+    tmp = root / f".tmp-{version}-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        _items_npz(tmp / "items.npz", result)
+        _users_npz(tmp / "users.npz", result)
+        faiss.write_index(result.index, str(tmp / "index.faiss"))
+        onnx.save(result.stage.encoder, str(tmp / "encoder.onnx"))
+        if result.ranker is not None:
+            onnx.save(result.ranker, str(tmp / "ranker.onnx"))
+        files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        manifest = _manifest(result, version, fp, files, created)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False))
+        os.rename(tmp, root / version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("bundle written: %s", root / version)
+    return root / version
+
+
+def validate_bundle(path: str | Path) -> dict:
+    """Load and check a bundle's manifest and file hashes; raise ``ValueError`` if invalid."""
+    path = Path(path)
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: unreadable manifest.json: {err}") from None
+    if manifest.get("format") != FORMAT or manifest.get("version") != path.name:
+        raise ValueError(f"{path}: not a {FORMAT} bundle named by its version")
+    required = {"items.npz", "users.npz", "index.faiss", "encoder.onnx"}
+    if manifest.get("ranker"):
+        required.add(manifest["ranker"]["file"])
+    missing = required - set(manifest.get("files", {}))
+    if missing:
+        raise ValueError(f"{path}: manifest lists no hash for {sorted(missing)}")
+    for name, digest in manifest["files"].items():
+        if not (path / name).is_file() or sha256_file(path / name) != digest:
+            raise ValueError(f"{path}: {name} is missing or its sha256 does not match")
+    return manifest
+
+
+def find_bundles(root: str | Path) -> list[tuple[Path, dict | str]]:
+    """Every version directory under ``root`` with its manifest, or the reason it is invalid."""
+    root = Path(root)
+    out = []
+    for path in sorted(root.iterdir()) if root.is_dir() else []:
+        if path.is_dir() and not path.name.startswith("."):
+            try:
+                out.append((path, validate_bundle(path)))
+            except ValueError as err:
+                out.append((path, str(err)))
+    return out

@@ -1,0 +1,38 @@
+"""``bootstrap``: make sure ``DATA/bundles/`` holds a valid bundle (demo data if needed)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from training.bundle import find_bundles, write_bundle
+from training.demo import DemoConfig, write_demo
+from training.evaluate import format_table
+from training.pipeline import TrainConfig, train
+from training.readers import load
+
+logger = logging.getLogger("tailor.training.cli.bootstrap")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("bootstrap", help="train a demo bundle unless one exists")
+    p.add_argument("--data-dir", required=True)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    data = Path(args.data_dir)
+    bundles = find_bundles(data / "bundles")
+    valid = [(p, m) for p, m in bundles if isinstance(m, dict)]
+    for path, m in bundles:
+        print(f"{path}: " + (f"valid, {m['data']['n_items']} items, ranker "
+                             f"{'yes' if m['ranker'] else 'no'}" if isinstance(m, dict) else m))
+    if valid:
+        return 0
+    demo = data / "demo"
+    if not (demo / "interactions.csv").is_file() or not (demo / "items.csv").is_file():
+        write_demo(demo, DemoConfig())
+    inter, catalog = load(demo / "interactions.csv", demo / "items.csv")
+    result = train(inter, catalog, TrainConfig())
+    print(format_table(result.metrics))
+    print(write_bundle(result, data / "bundles"))
+    return 0

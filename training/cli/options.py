@@ -1,0 +1,61 @@
+"""Training options shared by ``train``, ``bootstrap`` and ``training.compare_als``."""
+from __future__ import annotations
+
+import argparse
+
+from training.als import ALSParams
+from training.events import DEFAULT_EVENT_WEIGHTS
+from training.index import IndexParams
+from training.pipeline import TrainConfig
+from training.ranker import RankerParams
+
+__all__ = ["add_training_options", "config_from_args"]
+
+_A, _R, _I = ALSParams(), RankerParams(), IndexParams()
+
+
+def _weight(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected EVENT=WEIGHT, got {text!r}") from None
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("retrieval (implicit ALS)")
+    g.add_argument("--factors", type=int, default=_A.factors)
+    g.add_argument("--regularization", type=float, default=_A.regularization)
+    g.add_argument("--alpha", type=float, default=_A.alpha, help="confidence = 1 + alpha * w")
+    g.add_argument("--iterations", type=int, default=_A.iterations)
+    g.add_argument("--half-life-days", type=float, default=_A.half_life_days)
+    g.add_argument("--history-len", type=int, default=_A.history_len)
+    g.add_argument("--cg-steps", type=int, default=_A.cg_steps, help="encoder CG iterations")
+    g.add_argument("--event-weight", type=_weight, action="append", default=[],
+                   metavar="EVENT=W", help="override an event weight (repeatable)")
+    g.add_argument("--seed", type=int, default=_A.seed)
+    g.add_argument("--threads", type=int, default=_A.threads)
+    g.add_argument("--test-frac", type=float, default=0.2)
+    r = p.add_argument_group("ranker (LightGBM)")
+    r.add_argument("--no-ranker", action="store_true", help="retrieval only")
+    r.add_argument("--candidates", type=int, default=_R.n_candidates)
+    r.add_argument("--ranker-users", type=int, default=_R.max_users)
+    r.add_argument("--ranker-objective", choices=("lambdarank", "binary"), default=_R.objective)
+    i = p.add_argument_group("index (FAISS)")
+    i.add_argument("--index", choices=("auto", "flat", "hnsw", "ivf"), default=_I.kind)
+    i.add_argument("--flat-threshold", type=int, default=_I.flat_threshold)
+    i.add_argument("--target-recall", type=float, default=_I.target_recall)
+
+
+def config_from_args(args) -> TrainConfig:
+    als = ALSParams(factors=args.factors, regularization=args.regularization, alpha=args.alpha,
+                    iterations=args.iterations, seed=args.seed, threads=args.threads,
+                    half_life_days=args.half_life_days, history_len=args.history_len,
+                    cg_steps=args.cg_steps)
+    ranker = RankerParams(n_candidates=args.candidates, max_users=args.ranker_users,
+                          objective=args.ranker_objective, seed=args.seed, threads=args.threads)
+    index = IndexParams(kind=args.index, flat_threshold=args.flat_threshold,
+                        target_recall=args.target_recall, threads=args.threads, seed=args.seed)
+    weights = {**DEFAULT_EVENT_WEIGHTS, **dict(args.event_weight)}
+    return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
+                       test_frac=args.test_frac, use_ranker=not args.no_ranker)

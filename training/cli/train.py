@@ -1,0 +1,35 @@
+"""``train``: read data, train, evaluate, print the metrics table, write a bundle."""
+from __future__ import annotations
+
+import logging
+
+from training.bundle import write_bundle
+from training.cli.options import add_training_options, config_from_args
+from training.evaluate import format_table
+from training.pipeline import train
+from training.readers import load
+
+logger = logging.getLogger("tailor.training.cli.train")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train and write a bundle")
+    p.add_argument("--interactions", required=True, help="CSV/Parquet (or MovieLens) file")
+    p.add_argument("--items", help="item catalog CSV/Parquet (optional)")
+    p.add_argument("--format", choices=("tailor", "movielens"), default="tailor")
+    p.add_argument("--out", required=True, help="bundle root; the bundle goes to OUT/<version>/")
+    add_training_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    inter, catalog = load(args.interactions, args.items, args.format)
+    result = train(inter, catalog, config_from_args(args))
+    print(format_table(result.metrics))
+    if result.ranker is None and result.config.use_ranker:
+        print("ranker dropped: it did not beat retrieval alone on NDCG@10 (manifest ranker = null)")
+    print(f"index: {result.index_info['type']} recall@10={result.index_info['recall_at_10']} "
+          f"search_params={result.index_info['search_params']}")
+    path = write_bundle(result, args.out)
+    print(path)
+    return 0

@@ -1,0 +1,104 @@
+"""The training pipeline: split, retrieval, ranker, evaluation, index (bundle writing is separate).
+
+Rows whose event weight is 0 (``email_sent`` by default) express no preference of the user and
+are dropped before splitting, so they neither count as training items nor as test items.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+
+import numpy as np
+import onnx
+
+from training.als import ALSParams
+from training.evaluate import evaluate
+from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
+from training.index import IndexParams, build_index
+from training.ranker import RankerParams, to_onnx, train_ranker
+from training.retrieval import encoder_session
+from training.split import temporal_split
+from training.stage import Stage, fit_stage
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+logger = logging.getLogger("tailor.training.pipeline")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run (all of it lands in ``manifest.params``)."""
+
+    als: ALSParams = ALSParams()
+    ranker: RankerParams = RankerParams()
+    index: IndexParams = IndexParams()
+    event_weights: dict = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
+    test_frac: float = 0.2
+    use_ranker: bool = True
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What the bundle writer needs."""
+
+    config: TrainConfig
+    train_rows: Interactions
+    catalog: Catalog
+    stage: Stage
+    ranker: onnx.ModelProto | None
+    ranker_info: dict
+    metrics: dict
+    index: object
+    index_info: dict
+    timings: dict
+
+
+def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
+    """Train the ranker; keep it only if it beats retrieval alone on NDCG@10."""
+    booster, info = train_ranker(train, catalog, fit, config.ranker)
+    model = to_onnx(booster)
+    session = encoder_session(model.SerializeToString(), config.ranker.threads)
+    metrics = evaluate(stage, test, session, config.ranker.n_candidates)
+    gain = metrics["model"]["ndcg@10"] - metrics["retrieval"]["ndcg@10"]
+    info["ndcg_gain"] = round(gain, 6)
+    if gain <= 0:
+        logger.warning("ranker dropped: NDCG@10 %.4f does not beat retrieval %.4f",
+                       metrics["model"]["ndcg@10"], metrics["retrieval"]["ndcg@10"])
+        info["dropped"] = True
+        metrics["model"] = dict(metrics["retrieval"])
+        return None, info, metrics
+    return model, info, metrics
+
+
+def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConfig()) -> TrainResult:
+    """Run the whole pipeline on ``inter`` (with ``catalog`` aligned to its item codes)."""
+    timings, t0 = {}, time.perf_counter()
+    rows = inter.subset(event_weights(inter, config.event_weights) > 0)
+    tr, te = temporal_split(rows, config.test_frac)
+    train_rows, test = rows.subset(tr), rows.subset(te)
+    fit = partial(_fit, catalog=catalog, als=config.als, weights=config.event_weights)
+    stage = fit(train_rows)
+    timings["retrieval_s"] = round(time.perf_counter() - t0, 1)
+    ranker, info = None, {"disabled": True}
+    if config.use_ranker:
+        ranker, info, metrics = _ranker(train_rows, catalog, fit, config, stage, test)
+    else:
+        metrics = evaluate(stage, test)
+    timings["ranker_and_eval_s"] = round(time.perf_counter() - t0 - timings["retrieval_s"], 1)
+    t1 = time.perf_counter()
+    sample = stage.user_factors[np.random.default_rng(0).permutation(
+        stage.user_factors.shape[0])[:config.index.n_queries]]
+    index, index_info = build_index(stage.item_factors, config.index, sample)
+    timings["index_s"] = round(time.perf_counter() - t1, 1)
+    timings["total_s"] = round(time.perf_counter() - t0, 1)
+    return TrainResult(config, train_rows, catalog, stage, ranker, info, metrics, index,
+                       index_info, timings)
+
+
+def _fit(rows: Interactions, catalog: Catalog, als: ALSParams, weights: dict) -> Stage:
+    return fit_stage(rows, catalog, als, weights)

@@ -1,0 +1,36 @@
+"""`python -m training push BUNDLE --server HOST:PORT`: hand a bundle to a running server.
+
+The server validates it (manifest, sha256, ONNX signatures, index dimension) and swaps it in;
+a refused bundle prints the server's reason and exits 1 while the old version keeps serving.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("push", help="upload a bundle to a running server and serve it",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", type=Path, help="bundle directory (holds manifest.json)")
+    p.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
+    p.add_argument("--stage-only", action="store_true", help="validate and store, keep serving the current one")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds for upload + validation")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from clients import TailorClient, TailorError
+
+    with TailorClient(args.server, timeout=args.timeout) as client:
+        try:
+            status = client.push_bundle(args.bundle, stage_only=args.stage_only, timeout=args.timeout)
+        except TailorError as err:
+            print(f"push refused: {err}", file=sys.stderr)
+            return 1
+    print(json.dumps(status, indent=2))
+    return 0

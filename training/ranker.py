@@ -1,0 +1,124 @@
+"""Second-stage LightGBM ranker over `kernels.ranking` features, trained without leakage.
+
+Inner split: the last 20% of each user's *training* rows become labels; a stage-1 retrieval model
+is fitted on the rest; its top candidates per user are featurised and labelled 1 if the user
+interacted with them in the label rows. The trained booster is exported to ONNX with input
+``features`` float32 [N, F] and output ``score``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import onnx
+
+from kernels.ranking import FEATURES
+from training.events import Interactions
+from training.metrics import hits
+from training.split import temporal_split, test_sets
+
+__all__ = ["RankerParams", "ranker_dataset", "train_ranker", "to_onnx"]
+
+logger = logging.getLogger("tailor.training.ranker")
+
+
+@dataclass(frozen=True)
+class RankerParams:
+    """Ranker hyper-parameters (recorded in the manifest)."""
+
+    n_candidates: int = 100
+    max_users: int = 20_000
+    objective: str = "lambdarank"
+    n_estimators: int = 300
+    learning_rate: float = 0.05
+    num_leaves: int = 31
+    min_child_samples: int = 100
+    valid_frac: float = 0.1
+    early_stopping: int = 30
+    seed: int = 0
+    threads: int = 2
+
+
+def ranker_dataset(stage, labels: Interactions, users: np.ndarray, n_candidates: int):
+    """Features [N, F], 0/1 labels [N] and group sizes for ``users`` (one group per user).
+
+    Users without any positive candidate are dropped (they carry no ranking signal).
+    """
+    indptr, items = test_sets(labels.user, labels.item, labels.n_users)
+    cand, scores = stage.candidates(users, n_candidates)
+    y = hits(cand, indptr, items, users)
+    keep = y.any(axis=1)
+    feats = stage.features(users[keep], cand[keep], scores[keep])
+    valid = cand[keep] >= 0
+    groups = valid.sum(axis=1)
+    return feats[valid], y[keep][valid].astype(np.int32), groups
+
+
+def _params(p: RankerParams) -> dict:
+    return {"objective": p.objective, "learning_rate": p.learning_rate,
+            "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
+            "num_threads": p.threads, "seed": p.seed, "deterministic": True, "verbose": -1,
+            "eval_at": [10], "metric": "ndcg" if p.objective == "lambdarank" else "auc"}
+
+
+def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = RankerParams()):
+    """Fit stage 1 on the inner split of ``train`` and a booster on its candidates.
+
+    Parameters
+    ----------
+    train : Interactions
+        The outer training rows.
+    catalog : training.events.Catalog
+    fit_stage : callable
+        ``rows -> Stage`` with the pipeline's retrieval parameters.
+
+    Returns
+    -------
+    booster : lightgbm.Booster
+    info : dict
+        Sizes and the validation NDCG@10 of the booster.
+    """
+    t0 = time.perf_counter()
+    inner_tr, inner_lab = temporal_split(train, 0.2)
+    stage1 = fit_stage(train.subset(inner_tr))
+    labels = train.subset(inner_lab)
+    rng = np.random.default_rng(p.seed)
+    users = np.unique(labels.user)
+    users = np.sort(rng.choice(users, min(p.max_users, users.shape[0]), replace=False))
+    n_valid = int(users.shape[0] * p.valid_frac)
+    perm = rng.permutation(users.shape[0])
+    parts = [ranker_dataset(stage1, labels, np.sort(users[idx]), p.n_candidates)
+             for idx in (perm[n_valid:], perm[:n_valid])]
+    dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=list(FEATURES))
+    dvalid = lgb.Dataset(parts[1][0], parts[1][1], group=parts[1][2], reference=dtrain)
+    record: dict = {}
+    booster = lgb.train(_params(p), dtrain, p.n_estimators, valid_sets=[dvalid],
+                        callbacks=[lgb.early_stopping(p.early_stopping, verbose=False),
+                                   lgb.record_evaluation(record)])
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+    info = {"train_rows": int(parts[0][0].shape[0]), "train_groups": int(parts[0][2].shape[0]),
+            "positives": int(parts[0][1].sum()), "trees": int(booster.num_trees()),
+            "seconds": round(time.perf_counter() - t0, 1)}
+    logger.info("ranker trained: %s", info)
+    return booster, info
+
+
+def to_onnx(booster: lgb.Booster) -> onnx.ModelProto:
+    """Convert with onnxmltools; input ``features`` float32 [N, F], output ``score`` [N, 1]."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    n_features = booster.num_feature()
+    model = convert_lightgbm(booster, name="tailor_ranker",
+                             initial_types=[("features", FloatTensorType([None, n_features]))],
+                             target_opset=15, zipmap=False)
+    graph = model.graph
+    old = graph.output[0].name
+    for node in graph.node:
+        node.output[:] = ["score" if o == old else o for o in node.output]
+    graph.output[0].name = "score"
+    onnx.checker.check_model(model)
+    return model

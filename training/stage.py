@@ -1,0 +1,70 @@
+"""A fitted retrieval stage: ALS on some rows, their histories, encoder and item statistics.
+
+The pipeline fits two: stage 1 on the inner training rows (to produce ranker training data
+without leakage) and the final stage on all training rows (shipped in the bundle).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from kernels.ranking import ItemTable, candidate_features, user_context
+from training.als import ALSParams, aggregate, confidence, fit_als, histories
+from training.encoder import build_encoder, pad_histories
+from training.events import Catalog, Interactions
+from training.retrieval import encode_users, encoder_session, item_stats, seen_csr, top_k
+
+__all__ = ["Stage", "fit_stage"]
+
+logger = logging.getLogger("tailor.training.stage")
+
+
+@dataclass
+class Stage:
+    """Everything needed to retrieve for and featurise the users of the rows it was fitted on."""
+
+    params: ALSParams
+    item_factors: np.ndarray
+    user_factors: np.ndarray
+    hist: tuple            # CSR (indptr, items, weights), last history_len items
+    seen: tuple            # CSR (indptr, items), all training items per user
+    encoder: onnx.ModelProto
+    table: ItemTable
+    popularity: np.ndarray
+    recency_days: np.ndarray
+    cutoff: int
+
+    def __post_init__(self):
+        self.session = encoder_session(self.encoder.SerializeToString(), self.params.threads)
+
+    def user_vectors(self, users: np.ndarray) -> np.ndarray:
+        """Encoder output for the users' training histories (what the server computes)."""
+        return encode_users(self.session, self.hist, users, self.params.history_len)
+
+    def candidates(self, users: np.ndarray, k: int):
+        """Top ``k`` unseen items and scores per user."""
+        return top_k(self.user_vectors(users), self.item_factors, users, self.seen, k)
+
+    def features(self, users: np.ndarray, cand: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``kernels.ranking`` features [U, K, F] from the users' padded histories."""
+        items, weights = pad_histories(*self.hist, users, self.params.history_len)
+        ctx = user_context(items, weights, self.table)
+        return candidate_features(ctx, cand, np.where(np.isfinite(scores), scores, 0), self.table)
+
+
+def fit_stage(rows: Interactions, catalog: Catalog, params: ALSParams,
+              event_weights: dict | None = None) -> Stage:
+    """Fit ALS and derive histories, encoder and item statistics from ``rows``."""
+    agg = aggregate(rows, event_weights, params.half_life_days)
+    item_f, user_f = fit_als(confidence(agg, params.alpha), params)
+    hist = histories(agg, params.history_len)
+    encoder = build_encoder(item_f, params.regularization, params.alpha, params.cg_steps,
+                            params.history_len)
+    popularity, recency, cutoff = item_stats(rows.item, rows.ts, rows.n_items)
+    table = ItemTable.from_arrays(catalog.category, catalog.price, popularity, recency,
+                                  n_categories=len(catalog.category_names))
+    return Stage(params, item_f, user_f, hist, seen_csr(rows.user, rows.item, rows.n_users),
+                 encoder, table, popularity, recency, cutoff)
