@@ -4,12 +4,12 @@ Everything here works on flat float64 arrays owned by the caller (see `kernels/b
 the state layout and the numpy reference of every function). Heavy loops run without the GIL.
 
 Random numbers come from `Rng`, a xoshiro256** generator seeded through splitmix64; normals use
-the Marsaglia polar method, Gamma(a) the Marsaglia-Tsang squeeze (a < 1 boosted by U**(1/a)),
+the 128-layer ziggurat (32-bit resolution, independent layer and value bits), Gamma(a) the Marsaglia-Tsang squeeze (a < 1 boosted by U**(1/a)),
 Beta(a, b) = Ga / (Ga + Gb). One `Rng` per caller (server process / thread): it is not locked.
 """
-from libc.math cimport log, sqrt, pow, INFINITY
+from libc.math cimport exp, fabs, log, sqrt, pow, INFINITY
 from libc.stdlib cimport malloc, free
-from libc.stdint cimport uint64_t, uint8_t
+from libc.stdint cimport int32_t, uint64_t, uint8_t
 
 from kernels._types cimport float64_t, intp_t
 
@@ -22,8 +22,6 @@ cdef enum:
 
 cdef struct rng_t:
     uint64_t s[4]
-    int has_spare
-    double spare
 
 
 cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
@@ -56,22 +54,56 @@ cdef inline double _uniform(rng_t* r) noexcept nogil:
     return (_next_u64(r) >> 11) * (1.0 / 9007199254740992.0)
 
 
+# Ziggurat tables (Marsaglia & Tsang 2000, 128 layers), filled once at import by _zig_init.
+cdef double _zig_k[128]
+cdef double _zig_w[128]
+cdef double _zig_f[128]
+cdef double _ZIG_R = 3.442619855899
+
+
+cdef void _zig_init() noexcept:
+    cdef double m1 = 2147483648.0, dn = _ZIG_R, tn = _ZIG_R, vn = 9.91256303526217e-3, q
+    cdef int i
+    q = vn / exp(-0.5 * dn * dn)
+    _zig_k[0] = (dn / q) * m1
+    _zig_k[1] = 0.0
+    _zig_w[0] = q / m1
+    _zig_w[127] = dn / m1
+    _zig_f[0] = 1.0
+    _zig_f[127] = exp(-0.5 * dn * dn)
+    for i in range(126, 0, -1):
+        dn = sqrt(-2.0 * log(vn / dn + exp(-0.5 * dn * dn)))
+        _zig_k[i + 1] = (dn / tn) * m1
+        tn = dn
+        _zig_f[i] = exp(-0.5 * dn * dn)
+        _zig_w[i] = dn / m1
+
+
+_zig_init()
+
+
 cdef inline double _normal(rng_t* r) noexcept nogil:
-    """Standard normal, Marsaglia polar method (keeps the second value for the next call)."""
-    cdef double u, v, q, f
-    if r.has_spare:
-        r.has_spare = 0
-        return r.spare
+    """Standard normal by the ziggurat: layer from the low 7 bits, value from the high 32."""
+    cdef uint64_t u
+    cdef int32_t hz
+    cdef int iz
+    cdef double x, y
     while True:
-        u = 2.0 * _uniform(r) - 1.0
-        v = 2.0 * _uniform(r) - 1.0
-        q = u * u + v * v
-        if 0.0 < q < 1.0:
-            break
-    f = sqrt(-2.0 * log(q) / q)
-    r.spare = v * f
-    r.has_spare = 1
-    return u * f
+        u = _next_u64(r)
+        iz = <int>(u & 127)
+        hz = <int32_t>(u >> 32)
+        x = hz * _zig_w[iz]
+        if fabs(<double>hz) < _zig_k[iz]:
+            return x
+        if iz == 0:  # tail beyond R (Marsaglia 1964)
+            while True:
+                x = -log(1.0 - _uniform(r)) / _ZIG_R
+                y = -log(1.0 - _uniform(r))
+                if y + y >= x * x:
+                    break
+            return _ZIG_R + x if hz > 0 else -_ZIG_R - x
+        if _zig_f[iz] + _uniform(r) * (_zig_f[iz - 1] - _zig_f[iz]) < exp(-0.5 * x * x):
+            return x
 
 
 cdef inline double _gamma(rng_t* r, double a) noexcept nogil:
@@ -116,8 +148,6 @@ cdef class Rng:
         cdef int i
         for i in range(4):
             self.state.s[i] = _splitmix64(&x)
-        self.state.has_spare = 0
-        self.state.spare = 0.0
 
     def random(self, intp_t n):
         """`n` uniforms on [0, 1) as a float64 array."""

@@ -301,6 +301,8 @@ def choose(state: BanditState, rng, x=None, *, user_id=None, salt: str = "", n_m
     probs = np.full(state.n_arms, np.nan)
     if state.policy in ("ucb1", "egreedy", "linucb"):
         arm = (_choose_native if use_native else _choose_numpy)(state, x, rng, probs)
+    elif state.policy == "bernoulli_ts" and n_mc == 0 and use_native:
+        arm = _bandits.beta_ts_choose(state.n, state.s, p.a0, p.b0, rng)
     else:
         kind, post = posterior_params(state, x)
         if use_native:

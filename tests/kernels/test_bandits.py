@@ -205,3 +205,14 @@ def test_fixed_split_stats_include_ab_analysis():
         state = B.update(state, arm, reward)
     rows = B.campaign_stats(state, B.new_rng(0))["ab"]
     assert rows[0]["arm"] == 1 and rows[0]["diff"] == pytest.approx(2 / 3 - 1 / 3)
+
+
+def test_decision_only_thompson_matches_propensities():
+    state = _played("bernoulli_ts", k=3, steps=30, seed=4)
+    rng = B.new_rng(2)
+    counts = np.bincount([B.choose(state, rng, n_mc=0).arm for _ in range(4000)], minlength=3)
+    probs = B.choose(state, rng, n_mc=20000).probs
+    keep = probs > 0.01
+    assert stats.chisquare(counts[keep], probs[keep] / probs[keep].sum() * counts[keep].sum()
+                           ).pvalue > 1e-3
+    assert np.isnan(B.choose(state, rng, n_mc=0).propensity)
