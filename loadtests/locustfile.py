@@ -3,7 +3,7 @@
     locust -f loadtests/locustfile.py --headless -u 50 -r 25 -t 30s --host 127.0.0.1:50051 \
         --users-file users.txt --p99-ms 15
 
-Users are drawn from `--users-file` (one id per line; default: ids user-0..user-N with
+Users are drawn from `--users-file` (one id per line; default: ids 0..N-1 with
 `--user-count`, which the demo data uses) plus a share of unknown users (cold start). The run
 exits non-zero when the aggregated p99 exceeds `--p99-ms` or any request failed.
 """
@@ -27,7 +27,7 @@ USER_IDS: list[str] = []
 def _options(parser):
     parser.add_argument("--p99-ms", type=float, default=0.0, help="fail the run if p99 exceeds this")
     parser.add_argument("--users-file", default="", help="user ids to request, one per line")
-    parser.add_argument("--user-count", type=int, default=50_000, help="ids user-0..N-1 if no file")
+    parser.add_argument("--user-count", type=int, default=50_000, help="ids 0..N-1 if no file")
     parser.add_argument("--cold-share", type=float, default=0.05, help="share of unknown users")
     parser.add_argument("--k", type=int, default=10, help="items per Recommend")
 
@@ -39,7 +39,7 @@ def _load_users(environment, **_):
         with open(opts.users_file) as fh:
             USER_IDS[:] = [line.strip() for line in fh if line.strip()]
     else:
-        USER_IDS[:] = [f"user-{i}" for i in range(opts.user_count)]
+        USER_IDS[:] = [str(i) for i in range(opts.user_count)]
 
 
 @events.quitting.add_listener

@@ -1,4 +1,5 @@
-"""`python -m server [serve] --port P --data-dir D [--bundle B] [--workers N] [--metrics-port M]`."""
+"""`python -m server [serve] --port P --data-dir D [--bundle B] [--workers N] [--metrics-port M]`
+`python -m server compact --data-dir D`"""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,11 @@ def _serve_parser(sub) -> None:
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics HTTP port")
 
 
+def _compact_parser(sub) -> None:
+    p = sub.add_parser("compact", help="rewrite the LMDB store without freed pages (server stopped)")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-"):
@@ -25,7 +31,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _compact_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "compact":
+        from .errors import FailedPrecondition
+        from .store.compaction import compact
+        try:
+            before, after = compact(args.data_dir)
+        except (FailedPrecondition, FileNotFoundError) as err:
+            raise SystemExit(f"compact: {err}") from None
+        print(f"compacted {args.data_dir / 'store'}: {before} -> {after} bytes")
+        return
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     settings = Settings(**overrides)
     if args.command == "serve":

@@ -1,23 +1,27 @@
 """Build, start and stop one gRPC server process: services, health, reflection, metrics."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.tailor.v1 import diagnostics_pb2_grpc, model_admin_pb2_grpc, recommendation_pb2_grpc
+from protos.tailor.v1 import (diagnostics_pb2_grpc, model_admin_pb2_grpc, profile_pb2_grpc,
+                             recommendation_pb2_grpc)
 
 from .config import Settings
 from .metrics import MetricsInterceptor
 from .models import ModelRegistry
+from .profiles import EventRules, Profiles
 from .recommend import Recommender
 from .services import register_services
 from .services.diagnostics import DiagnosticsServicer
 from .services.model_admin import ModelAdminServicer
+from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
-from .store import Store
+from .store import Store, lock_data_dir
 
 __all__ = ["TailorServer"]
 
@@ -43,7 +47,11 @@ class TailorServer:
         self.store = Store(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
                            sync=s.lmdb_sync)
         self.registry = ModelRegistry(s, self.store)
-        self.recommender = Recommender(s, self.registry)
+        rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
+                           retention_s=s.event_retention_days * 86400.0)
+        self.profiles = Profiles(self.store, self.registry, rules=rules,
+                                 history_half_life_days=s.history_half_life_days)
+        self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
 
     def _servicers(self) -> list:
         return [
@@ -51,10 +59,12 @@ class TailorServer:
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
              ModelAdminServicer(self.registry, self.settings.compute_threads)),
+            (profile_pb2_grpc.add_ProfileServiceServicer_to_server, ProfileServicer(self.profiles)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
         ]
 
     async def start(self) -> int:
+        self._lock = lock_data_dir(self.settings.data_dir, exclusive=False)
         self._build_domain()
         await self.registry.start()
         server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=self._options())
@@ -71,8 +81,19 @@ class TailorServer:
             raise RuntimeError(f"could not bind {address}")
         await server.start()
         self._server = server
+        self._sweeper = asyncio.create_task(self._sweep_retention())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
+
+    async def _sweep_retention(self) -> None:
+        while True:
+            try:
+                dropped = await self.profiles.drop_expired_events()
+                if dropped:
+                    logger.info("retention dropped %d raw events", dropped)
+            except Exception:  # keep serving; say why
+                logger.exception("retention sweep failed")
+            await asyncio.sleep(self.settings.retention_sweep_seconds)
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
@@ -81,8 +102,11 @@ class TailorServer:
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
+        self._sweeper.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.recommender.close()
+        await self.profiles.close()
         await self.registry.stop()
         self.store.close()
+        self._lock.close()
         self._server = None

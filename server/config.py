@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     lmdb_sync: bool = True
     """fsync every commit (power-loss safe). Without it, commits survive a process crash."""
 
+    event_retention_days: float = 365.0
+    """Raw events older than this are dropped (features keep their decayed values)."""
+    event_future_tolerance_s: float = 300.0
+    """Events stamped further in the future than this are rejected."""
+    retention_sweep_seconds: float = 3600.0
+    """How often a worker drops expired raw events."""
+    history_half_life_days: float = 30.0
+    """Half-life of item weights in the encoder's history (as in training)."""
+
     bundle_poll_seconds: float = 0.5
     """How often a worker checks the store for a bundle activated by another worker."""
     bundles_kept: int = 5

@@ -41,11 +41,11 @@ async def test_push_swaps_and_rollback_returns(client, second_bundle, demo_manif
     status = await asyncio.to_thread(client.push_bundle, second_bundle)
     assert status["active"]["version"] == new_version
     assert status["previous_version"] == demo_manifest["version"]
-    recs = await asyncio.to_thread(client.recommend, "user-1", 5)
+    recs = await asyncio.to_thread(client.recommend, "1", 5)
     assert recs.model_version == new_version
     back = await asyncio.to_thread(client.rollback)
     assert back["active"]["version"] == demo_manifest["version"]
-    recs = await asyncio.to_thread(client.recommend, "user-1", 5)
+    recs = await asyncio.to_thread(client.recommend, "1", 5)
     assert recs.model_version == demo_manifest["version"]
 
 
@@ -56,13 +56,13 @@ async def test_in_flight_requests_finish_while_the_bundle_swaps(client, channel,
 
     async def hammer():
         for i in range(400):
-            reply = await stub.Recommend(pb.RecommendRequest(user_id=f"user-{i % 50}", k=5))
+            reply = await stub.Recommend(pb.RecommendRequest(user_id=f"{i % 50}", k=5))
             assert len(reply.items) == 5
             seen.append(reply.model_version)
 
     push = asyncio.to_thread(client.push_bundle, second_bundle)
     await asyncio.gather(hammer(), hammer(), push)
-    tail = await stub.Recommend(pb.RecommendRequest(user_id="user-1", k=5))
+    tail = await stub.Recommend(pb.RecommendRequest(user_id="1", k=5))
     assert tail.model_version == new_version
     assert set(seen) <= {demo_manifest["version"], new_version}
 
@@ -96,7 +96,7 @@ async def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
     status = await asyncio.to_thread(client.model_status)
     assert status["active"]["version"] == demo_manifest["version"]
     assert not any(v.startswith("bad-") for v in status.get("available_versions", []))
-    recs = await asyncio.to_thread(client.recommend, "user-1", 3)
+    recs = await asyncio.to_thread(client.recommend, "1", 3)
     assert recs.model_version == demo_manifest["version"]
 
 

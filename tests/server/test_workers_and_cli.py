@@ -40,7 +40,7 @@ def _versions_across_connections(target, n=8):
     versions = set()
     for i in range(n):  # separate channels land on different worker processes
         with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-            reply = pb_grpc.RecommendationServiceStub(ch).Recommend(pb.RecommendRequest(user_id=f"user-{i}", k=3))
+            reply = pb_grpc.RecommendationServiceStub(ch).Recommend(pb.RecommendRequest(user_id=f"{i}", k=3))
             versions.add(reply.model_version)
     return versions
 
@@ -54,13 +54,13 @@ def test_workers_share_the_port_and_follow_a_push(served, second_bundle, demo_ma
 
 
 def test_cli_recommend_prints_json(served):
-    out = run_module("clients", "recommend", "--server", served, "--user", "user-3", "-k", "4")
+    out = run_module("clients", "recommend", "--server", served, "--user", "3", "-k", "4")
     reply = json.loads(out.stdout)
     assert len(reply["items"]) == 4 and reply["model_version"]
 
 
 def test_cli_reports_bad_input(served):
-    out = run_module("clients", "recommend", "--server", served, "--user", "user-3", "-k", "0", check=False)
+    out = run_module("clients", "recommend", "--server", served, "--user", "3", "-k", "0", check=False)
     assert out.returncode == 1 and "INVALID_ARGUMENT" in out.stderr
 
 

@@ -1,0 +1,210 @@
+"""Transport-agnostic profile operations; the Recommend path reads live histories from here."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernels import features as kf
+
+from ..errors import InvalidArgument, NotFound
+from ..recommend.batcher import AdaptiveBatcher
+from ..store import Store
+from .events import EventRules, TrackedEvent, check_event
+from .repository import IngestResult, ProfileRepository
+from .schema import CHANNELS, PII_KEYS, ProfileSchema, item_code
+
+__all__ = ["Profiles", "TrackResult", "ProfileView"]
+
+logger = logging.getLogger("tailor.profiles")
+
+
+@dataclass
+class TrackResult:
+    accepted_ids: list[str] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ProfileView:
+    user_id: str
+    attributes: dict
+    consent: dict
+    features: dict | None
+    recent_items: list[tuple[str, float, float]]
+    events: list[bytes]
+    pii_masked: bool
+    created_at: float
+    updated_at: float
+
+
+def mask(value: str) -> str:
+    if "@" in value:
+        name, _, domain = value.partition("@")
+        return f"{name[:1]}***@{domain}"
+    return value[:1] + "***" if len(value) > 1 else "***"
+
+
+class Profiles:
+    def __init__(self, store: Store, registry, schema: ProfileSchema = ProfileSchema(),
+                 rules: EventRules = EventRules(), history_half_life_days: float = 30.0):
+        self.layout = schema.layout()
+        self.repo = ProfileRepository(store, self.layout)
+        self.registry = registry
+        self.rules = rules
+        self.half_life_s = history_half_life_days * kf.DAY
+        # Concurrent TrackEvents calls share one write transaction (one fsync).
+        self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
+                                       name="ingest")
+        self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    # -- ingestion -------------------------------------------------------------------------
+    def _category_of(self, item_id: str) -> str | None:
+        bundle = self.registry.active
+        if bundle is None or not item_id:
+            return None
+        row = bundle.item_row.get(item_id)
+        return None if row is None else str(bundle.items["category_names"][bundle.item_category[row]])
+
+    def _ingest_many(self, batches: Sequence[list[TrackedEvent]]) -> list[IngestResult]:
+        flat = [ev for batch in batches for ev in batch]
+        result = self.repo.ingest(flat, [self._category_of(ev.item_id) for ev in flat])
+        out, start, acc, dup = [], 0, set(result.accepted), set(result.duplicates)
+        for batch in batches:
+            idx = range(start, start + len(batch))
+            out.append(IngestResult([i - start for i in idx if i in acc], [i - start for i in idx if i in dup]))
+            start += len(batch)
+        return out
+
+    async def track(self, events: Sequence[TrackedEvent], offset: int = 0) -> TrackResult:
+        now = time.time()
+        result, valid, positions = TrackResult(), [], []
+        for i, ev in enumerate(events):
+            problem = check_event(ev, self.rules, now)
+            if problem:
+                result.rejected.append((offset + i, ev.event_id, problem))
+            else:
+                valid.append(ev)
+                positions.append(i)
+        if valid:
+            stored = await self._writer.submit(valid)
+            result.accepted_ids = [valid[i].event_id for i in stored.accepted]
+            result.duplicates = len(stored.duplicates)
+            unsubscribed = [valid[i] for i in stored.accepted if valid[i].type == "unsubscribe"]
+            for ev in unsubscribed:
+                await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event", ev.timestamp)
+        return result
+
+    # -- attributes, consent, erasure ----------------------------------------------------------
+    async def upsert_attributes(self, user_id: str, attributes: dict[str, str]) -> None:
+        _check_user(user_id)
+        if len(attributes) > 64 or any(len(k) > 64 or len(v) > 1024 for k, v in attributes.items()):
+            raise InvalidArgument("attributes", "at most 64 keys, keys <= 64 and values <= 1024 chars")
+
+        def change(meta):
+            for k, v in attributes.items():
+                if v:
+                    meta["attributes"][k] = v
+                else:
+                    meta["attributes"].pop(k, None)
+        await asyncio.to_thread(self.repo.update_meta, user_id, change)
+
+    async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
+                          timestamp: float = 0.0) -> None:
+        _check_user(user_id)
+        if channel not in CHANNELS:
+            raise InvalidArgument("channel", f"{channel!r} is unknown (known: {', '.join(CHANNELS)})")
+        ts = timestamp or time.time()
+
+        def change(meta):
+            meta["consent"][channel] = {"opted_in": bool(opted_in), "source": source, "timestamp": ts}
+        await asyncio.to_thread(self.repo.update_meta, user_id, change)
+
+    async def delete(self, user_id: str) -> int:
+        _check_user(user_id)
+        return await asyncio.to_thread(self.repo.delete_user, user_id)
+
+    async def drop_expired_events(self) -> int:
+        return await asyncio.to_thread(self.repo.drop_events_before, time.time() - self.rules.retention_s)
+
+    # -- reads ------------------------------------------------------------------------------
+    async def get(self, user_id: str, max_events: int = 0, can_read_pii: bool = False) -> ProfileView:
+        _check_user(user_id)
+        state, meta, events = await asyncio.to_thread(self.repo.read, user_id, max_events)
+        if state is None and meta is None:
+            raise NotFound("profile", user_id)
+        meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
+        attrs = dict(meta["attributes"])
+        masked = not can_read_pii and any(k in PII_KEYS for k in attrs)
+        if masked:
+            attrs = {k: mask(v) if k in PII_KEYS else v for k, v in attrs.items()}
+        feats, recent = None, []
+        if state is not None:
+            feats = kf.read_features(self.layout, state, time.time())
+            recent = self._recent_ids(state)
+        first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
+        return ProfileView(user_id, attrs, meta["consent"], feats, recent, events, masked,
+                           meta.get("created_at") or first, meta.get("updated_at", 0.0))
+
+    def _recent_ids(self, state) -> list[tuple[str, float, float]]:
+        codes, weights = kf.recent_items(self.layout, state, self.half_life_s)
+        bundle = self.registry.active
+        rows = self._code_row(bundle) if bundle is not None else {}
+        ts = kf.read_features(self.layout, state, 0.0)["recent_ts"]
+        ids = bundle.items["item_ids"] if bundle is not None else None
+        out = []
+        for code, w, t in zip(codes.tolist(), weights.tolist(), ts.tolist()):
+            row = rows.get(code)
+            out.append((str(ids[row]) if row is not None else f"code:{code}", w, t))
+        return out
+
+    def _code_row(self, bundle) -> dict[int, int]:
+        table = self._code_rows.get(bundle)
+        if table is None:
+            table = {item_code(i): r for r, i in enumerate(bundle.items["item_ids"].tolist())}
+            self._code_rows[bundle] = table
+        return table
+
+    def history_of(self, bundle, user_ids: Sequence[str]):
+        """Encoder input per user: live profile items merged after the bundle's training history.
+
+        Training-time history counts as of the bundle's data cutoff and decays from there, so a
+        user's recent live behaviour dominates as it should.
+        """
+        states = self.repo.states(user_ids)
+        rows_of = self._code_row(bundle) if any(s is not None for s in states) else {}
+        cutoff = float(bundle.manifest.get("data", {}).get("cutoff", 0.0))
+        out = []
+        for uid, state in zip(user_ids, states):
+            trained = bundle.history(uid)
+            if state is None:
+                out.append(trained)
+                continue
+            codes, w = kf.recent_items(self.layout, state, self.half_life_s, bundle.history_len)
+            keep = [(rows_of[c], x) for c, x in zip(codes.tolist(), w.tolist()) if c in rows_of]
+            live_rows = np.array([r for r, _ in keep], np.int64)
+            live_w = np.array([x for _, x in keep], np.float32)
+            if trained is not None and len(trained[0]):
+                last = float(state[kf.REF_TS])
+                fade = np.float32(2.0 ** (-max(last - cutoff, 0.0) / self.half_life_s))
+                live_rows = np.concatenate([trained[0], live_rows])
+                live_w = np.concatenate([trained[1] * fade, live_w])
+            out.append((live_rows[-bundle.history_len:], live_w[-bundle.history_len:]))
+        return out
+
+    def export(self, start: float = 0.0, end: float = 0.0):
+        return self.repo.export(start, end)
+
+    async def close(self) -> None:
+        await self._writer.close()
+
+
+def _check_user(user_id: str) -> None:
+    if not user_id or len(user_id.encode()) > 128 or "\x1f" in user_id:
+        raise InvalidArgument("user_id", "must be 1..128 bytes without control character 0x1F")

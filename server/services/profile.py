@@ -1,0 +1,134 @@
+"""tailor.v1.ProfileService."""
+from __future__ import annotations
+
+import math
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+
+from ..errors import InvalidArgument, grpc_errors
+from ..profiles import Profiles, ProfileView, TrackedEvent, TrackResult
+
+__all__ = ["ProfileServicer", "ProfileConverter", "can_read_pii"]
+
+PII_ROLES = frozenset({"pii-reader", "admin"})
+MAX_BATCH = 10_000
+
+
+def can_read_pii(context) -> bool:
+    """Roles come from the `x-tailor-roles` header (comma-separated) until authentication lands."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-tailor-roles":
+            return bool(PII_ROLES & {r.strip() for r in value.split(",")})
+    return False
+
+
+class ProfileConverter:
+    @staticmethod
+    def to_events(msg: pb.TrackEventsRequest) -> list[TrackedEvent]:
+        if len(msg.events) > MAX_BATCH:
+            raise InvalidArgument("events", f"{len(msg.events)} events in one batch, at most {MAX_BATCH}")
+        return [TrackedEvent(e.event_id, e.user_id, e.type, e.channel, e.campaign_id, e.item_id,
+                             e.value, e.timestamp, dict(e.attributes)) for e in msg.events]
+
+    @staticmethod
+    def from_track(res: TrackResult, accepted: int | None = None) -> pb.TrackEventsResponse:
+        return pb.TrackEventsResponse(
+            accepted=len(res.accepted_ids) if accepted is None else accepted,
+            duplicates=res.duplicates, accepted_ids=res.accepted_ids,
+            rejected=[pb.RejectedEvent(index=i, event_id=eid, reason=why) for i, eid, why in res.rejected])
+
+    @staticmethod
+    def from_view(view: ProfileView, layout) -> pb.Profile:
+        out = pb.Profile(user_id=view.user_id, attributes=view.attributes, pii_masked=view.pii_masked,
+                         created_at=view.created_at, updated_at=view.updated_at)
+        for channel, c in view.consent.items():
+            out.consent[channel].CopyFrom(pb.Consent(opted_in=c["opted_in"], source=c["source"],
+                                                     timestamp=c["timestamp"]))
+        if view.features is not None:
+            out.features.CopyFrom(ProfileConverter._features(view.features, layout))
+        out.recent_items.extend(pb.RecentItem(item_id=i, weight=w, timestamp=t) for i, w, t in view.recent_items)
+        out.events.extend(pb.Event.FromString(raw) for raw in view.events)
+        return out
+
+    @staticmethod
+    def _features(f: dict, layout) -> pb.Features:
+        days = [f"{h / 86400:g}d" for h in layout.half_lives_s]
+        T, C = layout.event_types, layout.channels
+        msg = pb.Features(recency_seconds=_num(f["recency_s"]), frequency=f["frequency_all"],
+                          monetary=f["monetary_all"], first_seen=_num(f["first_ts"]),
+                          last_seen=_num(f["last_ts"]), n_events=f["n_events"],
+                          hour_of_week=f["hour_of_week"].tolist())
+        for (t, c), v in _nonzero(f["counts_all"]):
+            msg.counts[f"{T[t]}/{C[c]}"] = v
+        for (h, t, c), v in _nonzero(f["counts_decayed"]):
+            msg.decayed_counts[f"{T[t]}/{C[c]}/{days[h]}"] = v
+        for h, v in enumerate(f["monetary_decayed"].tolist()):
+            msg.monetary_decayed[days[h]] = v
+        for (h, k), v in _nonzero(f["category_affinity"]):
+            msg.category_affinity[f"{k}/{days[h]}"] = v
+        for c, name in enumerate(C):
+            if f["sends_all"][c] or f["opens_all"][c] or f["clicks_all"][c]:
+                msg.channel_rates[name].CopyFrom(pb.ChannelRates(
+                    open_rate=f["open_rate_all"][c], click_rate=f["click_rate_all"][c], sends=f["sends_all"][c]))
+        return msg
+
+
+def _num(x: float) -> float:
+    return 0.0 if not math.isfinite(x) else float(x)
+
+
+def _nonzero(arr):
+    import numpy as np
+    idx = np.argwhere(arr != 0)
+    return [(tuple(int(j) for j in i), float(arr[tuple(i)])) for i in idx]
+
+
+class ProfileServicer(pb_grpc.ProfileServiceServicer):
+    def __init__(self, profiles: Profiles):
+        self.profiles = profiles
+
+    @grpc_errors
+    async def TrackEvents(self, request: pb.TrackEventsRequest, context) -> pb.TrackEventsResponse:
+        return ProfileConverter.from_track(await self.profiles.track(ProfileConverter.to_events(request)))
+
+    @grpc_errors
+    async def TrackEventStream(self, request_iterator, context) -> pb.TrackEventsResponse:
+        total, offset = TrackResult(), 0
+        accepted = 0
+        async for batch in request_iterator:
+            events = ProfileConverter.to_events(batch)
+            res = await self.profiles.track(events, offset)
+            accepted += len(res.accepted_ids)
+            total.duplicates += res.duplicates
+            total.rejected.extend(res.rejected)
+            offset += len(events)
+        return ProfileConverter.from_track(total, accepted)
+
+    async def _profile(self, user_id: str, max_events: int, context) -> pb.Profile:
+        view = await self.profiles.get(user_id, max_events, can_read_pii(context))
+        return ProfileConverter.from_view(view, self.profiles.layout)
+
+    @grpc_errors
+    async def GetProfile(self, request: pb.GetProfileRequest, context) -> pb.Profile:
+        return await self._profile(request.user_id, request.max_events, context)
+
+    @grpc_errors
+    async def UpsertAttributes(self, request: pb.UpsertAttributesRequest, context) -> pb.Profile:
+        await self.profiles.upsert_attributes(request.user_id, dict(request.attributes))
+        return await self._profile(request.user_id, 1, context)
+
+    @grpc_errors
+    async def SetConsent(self, request: pb.SetConsentRequest, context) -> pb.Profile:
+        await self.profiles.set_consent(request.user_id, request.channel, request.opted_in,
+                                        request.source, request.timestamp)
+        return await self._profile(request.user_id, 1, context)
+
+    @grpc_errors
+    async def DeleteProfile(self, request: pb.DeleteProfileRequest, context) -> pb.DeleteProfileResponse:
+        return pb.DeleteProfileResponse(records_deleted=await self.profiles.delete(request.user_id))
+
+    @grpc_errors
+    async def ExportEvents(self, request: pb.ExportEventsRequest, context):
+        for raw in self.profiles.export(request.start, request.end):
+            yield pb.Event.FromString(raw)
