@@ -158,3 +158,12 @@ def test_cli_policy_prints_a_table(tmp_path, capsys):
     assert ope.main(["--logs", str(logs), "--policy", "ucb1", "--param", "c=0.5"]) == 0
     out = capsys.readouterr().out
     assert "snips" in out and "logged" in out
+
+
+def test_registered_in_training_cli(tmp_path, capsys):
+    from training.cli import main
+
+    logs = tmp_path / "a.jsonl"
+    ope.write_decision_log(str(logs), _decisions(100, 4))
+    assert main(["ope", "--logs", str(logs), "--policy", "egreedy", "--json"]) == 0
+    assert "dr" in json.loads(capsys.readouterr().out)["estimates"]
