@@ -14,6 +14,7 @@ Each kernel in `kernels._bandits` has a plain-numpy reference here, chosen by ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 from typing import NamedTuple
 
@@ -111,9 +112,10 @@ class BanditState:
     def to_bytes(self) -> bytes:
         """Little-endian: header (magic, policy code, K, d, params) then weights|n|s|ss|A|b."""
         head = _HEADER.pack(_MAGIC, POLICIES.index(self.policy), self.n_arms, self.dim,
-                            *dataclasses.astuple(self.params))
-        arrays = (self.weights, self.n, self.s, self.ss, self.A, self.b)
-        return head + b"".join(np.ascontiguousarray(a, dtype="<f8").tobytes() for a in arrays)
+                            *self.params.__dict__.values())
+        flat = np.concatenate((self.weights, self.n, self.s, self.ss, self.A.ravel(),
+                               self.b.ravel()))
+        return head + flat.astype("<f8", copy=False).tobytes()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "BanditState":
@@ -123,10 +125,16 @@ class BanditState:
         flat = np.frombuffer(blob, dtype="<f8", offset=_HEADER.size).astype(np.float64)
         if flat.size != 4 * k + k * d * d + k * d:
             raise ValueError(f"blob has {flat.size} values, expected {4 * k + k * d * (d + 1)}")
-        w, n, s, ss = (flat[i * k:(i + 1) * k] for i in range(4))
+        w, n, s, ss = flat[:k], flat[k:2 * k], flat[2 * k:3 * k], flat[3 * k:4 * k]
         A = flat[4 * k:4 * k + k * d * d].reshape(k, d, d)
         b = flat[4 * k + k * d * d:].reshape(k, d)
-        return cls(POLICIES[code], Params(*params), w, n, s, ss, A, b)
+        return cls(POLICIES[code], _cached_params(tuple(params)), w, n, s, ss, A, b)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_params(values: tuple) -> Params:
+    """Params are immutable and campaigns few: reuse them across deserialisations."""
+    return Params(*values)
 
 
 class Decision(NamedTuple):
