@@ -13,7 +13,7 @@ import numpy as np
 from training.events import Interactions
 from training.metrics import ranking_metrics
 from training.retrieval import top_k
-from training.split import test_sets
+from training.split import distinct_items
 
 __all__ = ["evaluate", "rerank", "format_table"]
 
@@ -45,7 +45,7 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
         Without it ``model`` equals ``retrieval``.
     """
     t0 = time.perf_counter()
-    indptr, items = test_sets(test.user, test.item, test.n_users)
+    indptr, items = distinct_items(test.user, test.item, test.n_users)
     users = np.flatnonzero(np.diff(indptr) > 0)
     recs = {"model": [], "retrieval": [], "popularity": []}
     ones = np.ones((batch, 1), np.float32)

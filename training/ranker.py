@@ -18,7 +18,7 @@ import onnx
 from kernels.ranking import FEATURES
 from training.events import Interactions
 from training.metrics import hits
-from training.split import temporal_split, test_sets
+from training.split import temporal_split, distinct_items
 
 __all__ = ["RankerParams", "ranker_dataset", "train_ranker", "to_onnx"]
 
@@ -47,7 +47,7 @@ def ranker_dataset(stage, labels: Interactions, users: np.ndarray, n_candidates:
 
     Users without any positive candidate are dropped (they carry no ranking signal).
     """
-    indptr, items = test_sets(labels.user, labels.item, labels.n_users)
+    indptr, items = distinct_items(labels.user, labels.item, labels.n_users)
     cand, scores = stage.candidates(users, n_candidates)
     y = hits(cand, indptr, items, users)
     keep = y.any(axis=1)

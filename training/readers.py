@@ -57,7 +57,8 @@ def _require(path: Path, table: pa.Table, columns, optional=()) -> None:
 
 
 def _numbers(path, first_line, table, column, dtype) -> np.ndarray:
-    col = table[column]
+    col = pc.utf8_trim_whitespace(table[column])
+    col = pc.if_else(pc.equal(col, ""), "0", col)   # an empty cell means 0
     try:
         return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False).astype(dtype)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -147,7 +148,7 @@ def read_items(path: str | Path) -> dict:
                     if "price" in table.column_names else np.zeros(n, np.float32))
     uniq, counts = np.unique(out["id"], return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{path}: column 'id': duplicate item id {uniq[counts > 1][0]!r}")
+        raise ValueError(f"{path}: column 'id': duplicate item id {str(uniq[counts > 1][0])!r}")
     return out
 
 

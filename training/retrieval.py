@@ -38,9 +38,9 @@ def encode_users(session: ort.InferenceSession, hist: tuple, users: np.ndarray,
 
 def seen_csr(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     """CSR ``(indptr, items)`` of the distinct items each user interacted with."""
-    from training.split import test_sets
+    from training.split import distinct_items
 
-    return test_sets(user, item, n_users)
+    return distinct_items(user, item, n_users)
 
 
 def top_k(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, seen: tuple,

@@ -13,7 +13,7 @@ import numpy as np
 
 from training.events import Interactions
 
-__all__ = ["temporal_split", "sorted_order", "test_sets"]
+__all__ = ["temporal_split", "sorted_order", "distinct_items"]
 
 logger = logging.getLogger("tailor.training.split")
 
@@ -52,7 +52,7 @@ def temporal_split(inter: Interactions, frac: float = 0.2) -> tuple[np.ndarray, 
     return ~test, test
 
 
-def test_sets(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+def distinct_items(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct items per user as CSR ``(indptr, items)`` (items sorted within a user)."""
     key = np.unique(user.astype(np.int64) * (int(item.max(initial=0)) + 1) + item)
     width = int(item.max(initial=0)) + 1

@@ -16,6 +16,8 @@ logger = logging.getLogger("tailor.training.cli.bootstrap")
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bootstrap", help="train a demo bundle unless one exists")
     p.add_argument("--data-dir", required=True)
+    p.add_argument("--users", type=int, default=DemoConfig().n_users, help="demo world size")
+    p.add_argument("--items", type=int, default=DemoConfig().n_items, help="demo world size")
     p.set_defaults(func=run)
 
 
@@ -30,7 +32,7 @@ def run(args) -> int:
         return 0
     demo = data / "demo"
     if not (demo / "interactions.csv").is_file() or not (demo / "items.csv").is_file():
-        write_demo(demo, DemoConfig())
+        write_demo(demo, DemoConfig(n_users=args.users, n_items=args.items))
     inter, catalog = load(demo / "interactions.csv", demo / "items.csv")
     result = train(inter, catalog, TrainConfig())
     print(format_table(result.metrics))

@@ -1,0 +1,48 @@
+import hashlib
+
+import numpy as np
+import pyarrow.csv as pacsv
+
+from training.demo import CATEGORIES, DemoConfig, write_demo
+from training.events import EVENTS
+
+TINY = DemoConfig(n_users=400, n_items=300, n_days=14, seed=3, chunk_users=150)
+
+
+def _digest(path):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir())}
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path):
+    write_demo(tmp_path / "a", TINY)
+    write_demo(tmp_path / "b", TINY)
+    write_demo(tmp_path / "c", DemoConfig(**{**TINY.__dict__, "seed": 4}))
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a")["interactions.csv"] != _digest(tmp_path / "c")["interactions.csv"]
+
+
+def test_defaults_meet_documented_minimums():
+    cfg = DemoConfig()
+    assert cfg.n_items >= 5_000 and cfg.n_users >= 50_000 and cfg.n_days >= 60
+    assert len(CATEGORIES) >= 12
+
+
+def test_world_has_funnels_skew_and_ground_truth(world_dir):
+    rows = pacsv.read_csv(world_dir / "interactions.csv").to_pydict()
+    events = np.array(rows["event"])
+    counts = {e: int((events == e).sum()) for e in EVENTS[:7]}
+    assert all(counts[e] > 0 for e in EVENTS[:7]), counts
+    assert counts["view"] > counts["click"] > counts["add_to_cart"] > counts["purchase"]
+    assert counts["email_sent"] > counts["email_open"] > counts["email_click"]
+    value = np.array(rows["value"])
+    assert (value[events == "purchase"] > 0).all() and (value[events == "view"] == 0).all()
+    per_item = np.sort(np.bincount(np.array(rows["item_id"])))[::-1]
+    assert per_item[: len(per_item) // 10].sum() > 0.3 * per_item.sum()   # popularity skew
+    hours = (np.array(rows["timestamp"]) % 86_400) // 3_600
+    by_hour = np.bincount(hours, minlength=24)
+    assert by_hour[18:22].sum() > 3 * by_hour[1:5].sum()                   # evening peak
+    ts = np.array(rows["timestamp"])
+    assert (ts.max() - ts.min()) / 86_400 > 25
+    gt = np.load(world_dir / "ground_truth.npz")
+    assert gt["item_vec"].shape[0] == gt["item_category"].shape[0]
+    assert gt["user_taste"].shape[0] == len(set(rows["user_id"]))

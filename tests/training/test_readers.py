@@ -1,0 +1,89 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from training.events import EVENTS
+from training.readers import load, read_interactions, read_items, read_movielens
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_with_unix_and_rfc3339_timestamps(tmp_path):
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n"
+               "u1,a,1700000000,view,0\n"
+               "u1,b,2023-11-14T22:13:21Z,purchase,19.5\n"
+               "u2,a,2023-11-15T00:13:20+02:00,click,\n")
+    rows = read_interactions(f)
+    assert rows["timestamp"].tolist() == [1700000000, 1700000001, 1700000000]
+    assert [EVENTS[e] for e in rows["event"]] == ["view", "purchase", "click"]
+    assert rows["value"][1] == pytest.approx(19.5)
+    assert rows["user_id"].tolist() == ["u1", "u1", "u2"]
+
+
+def test_parquet_matches_csv(tmp_path):
+    table = pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"],
+                      "timestamp": [1, 2], "event": ["view", "add_to_cart"], "value": [0.0, 1.0]})
+    pq.write_table(table, tmp_path / "i.parquet")
+    rows = read_interactions(tmp_path / "i.parquet")
+    assert rows["item_id"].tolist() == ["a", "b"] and rows["timestamp"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize("body, where, what", [
+    ("u1,a,17x,view,0\n", "i.csv:2: column 'timestamp'", "17x"),
+    ("u1,a,1,view,0\nu1,a,1,clicked,0\n", "i.csv:3: column 'event'", "clicked"),
+    ("u1,a,1,view,0\nu1,a,1,view,0\nu1,a,1,view,abc\n", "i.csv:4: column 'value'", "abc"),
+])
+def test_bad_values_name_file_line_and_column(tmp_path, body, where, what):
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n" + body)
+    with pytest.raises(ValueError, match=where) as err:
+        read_interactions(f)
+    assert what in str(err.value)
+
+
+def test_missing_column_is_named(tmp_path):
+    f = _write(tmp_path / "i.csv", "user_id,item,timestamp,event\nu1,a,1,view\n")
+    with pytest.raises(ValueError, match="item_id"):
+        read_interactions(f)
+
+
+@pytest.mark.parametrize("text", [
+    "1::10::5::978300760\n1::20::3::978300761\n2::10::4::978300762\n",
+    "1\t10\t5\t978300760\n1\t20\t3\t978300761\n2\t10\t4\t978300762\n",
+    "userId,movieId,rating,timestamp\n1,10,5.0,978300760\n1,20,3.0,978300761\n2,10,4,978300762\n",
+    "1 10  5 978300760\n1   20 3 978300761\n\n2 10 4 978300762\n",
+])
+def test_movielens_separators_and_header(tmp_path, text):
+    rows = read_movielens(_write(tmp_path / "r.dat", text))
+    assert rows["user_id"].tolist() == ["1", "1", "2"]
+    assert rows["item_id"].tolist() == ["10", "20", "10"]
+    assert rows["value"].tolist() == [5.0, 3.0, 4.0]
+    assert rows["timestamp"].tolist() == [978300760, 978300761, 978300762]
+    assert set(rows["event"]) == {EVENTS.index("rating")}
+
+
+def test_movielens_bad_rating_names_line(tmp_path):
+    f = _write(tmp_path / "r.dat", "user item rating ts\n1 10 5 1\n1 11 five 2\n")
+    with pytest.raises(ValueError, match=r"r.dat:3: column 'rating'"):
+        read_movielens(f)
+
+
+def test_items_and_codes_put_catalog_first(tmp_path):
+    inter = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n"
+                   "u1,zz,1,view,0\nu2,b,2,rating,4\n")
+    items = _write(tmp_path / "items.csv", "id,title,category,price,url\n"
+                   "b,Bee,books,12.5,http://x/b\na,Ay,toys,3,http://x/a\n")
+    inter_, catalog = load(inter, items)
+    assert inter_.item_ids.tolist() == ["b", "a", "zz"]
+    assert inter_.item.tolist() == [2, 0]
+    assert catalog.category_names[catalog.category].tolist() == ["books", "toys", "unknown"]
+    assert catalog.price.tolist() == [12.5, 3.0, 0.0]
+
+
+def test_duplicate_item_ids_rejected(tmp_path):
+    f = _write(tmp_path / "items.csv", "id,title\na,x\na,y\n")
+    with pytest.raises(ValueError, match="duplicate item id 'a'"):
+        read_items(f)
