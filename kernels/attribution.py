@@ -45,7 +45,7 @@ SHAPLEY_FORMS = ("counts", "rate", "ordered")
 MAX_ORDER = 4
 MAX_EXACT_LIMIT = 24
 DAY = 86400.0
-_DENSE_SOLVE_MAX = 600
+_DENSE_SOLVE_MAX = 64  # beyond this, OpenBLAS threads thrash on a busy machine
 _TABLE_MAX = 1 << 22
 
 
@@ -106,12 +106,17 @@ class Paths:
         one sequence of numbers per path, aligned with its touches.
         """
         n = len(paths)
-        seqs = [p.split(sep) if isinstance(p, str) else list(p) for p in paths]
-        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
-        tokens = [str(t).strip() for s in seqs for t in s]
-        vocab = {c: i for i, c in enumerate(channels or ())}
-        ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int32,
-                          count=len(tokens))
+        if all(isinstance(p, str) for p in paths):  # one split over all paths: fast parsing
+            lengths = np.fromiter((p.count(sep) + 1 for p in paths), dtype=np.int64, count=n)
+            tokens = list(map(str.strip, sep.join(paths).split(sep))) if n else []
+        else:
+            seqs = [p.split(sep) if isinstance(p, str) else list(p) for p in paths]
+            lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=n)
+            tokens = [str(t).strip() for s in seqs for t in s]
+        names = dict.fromkeys(channels or ())
+        names.update(dict.fromkeys(tokens))  # first-seen order, at C speed
+        vocab = {c: i for i, c in enumerate(names)}
+        ids = np.fromiter(map(vocab.__getitem__, tokens), dtype=np.int32, count=len(tokens))
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         ts = None
@@ -149,24 +154,40 @@ def parse_channelattribution(lines: Iterable[str], sep: str = ";") -> Paths:
     Each line is ``path;total_conversions;total_conversion_value;total_null`` with ``" > "``
     between channels; value and null columns may be absent. A header line is skipped.
     """
-    paths, cols = [], []
-    for lineno, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line:
-            continue
-        parts = line.split(sep)
+    rows = [line.strip().split(sep) for line in lines]
+    numbered = [(i, r) for i, r in enumerate(rows, 1) if r != [""]]
+    if numbered and numbered[0][0] == 1 and not _numeric(numbered[0][1][1:2]):
+        numbered = numbered[1:]  # header
+    try:  # fast path: every row has the same numeric columns
+        arr = np.array([r[1:4] for _, r in numbered], dtype=np.float64).reshape(len(numbered), -1)
+    except ValueError:
+        arr = None
+    if arr is None or not 1 <= arr.shape[1] <= 3:
+        arr = _parse_rows_slowly(numbered, sep)
+    arr = np.hstack([arr, np.zeros((len(arr), 3 - arr.shape[1]))])
+    paths = [r[0] for _, r in numbered]
+    return Paths.from_sequences(paths, arr[:, 0], arr[:, 1], arr[:, 2])
+
+
+def _numeric(fields: list[str]) -> bool:
+    try:
+        return len(fields) > 0 and all(float(f) == float(f) for f in fields)
+    except ValueError:
+        return False
+
+
+def _parse_rows_slowly(numbered, sep) -> np.ndarray:
+    """Row by row, so that a bad line is reported with its number."""
+    out = np.zeros((len(numbered), 3))
+    for k, (lineno, parts) in enumerate(numbered):
+        if len(parts) < 2:
+            raise ValueError(f"line {lineno}: expected path{sep}conversions[{sep}value{sep}nulls]")
         try:
             nums = [float(x) for x in parts[1:4]]
         except ValueError:
-            if lineno == 1 and not paths:
-                continue  # header
-            raise ValueError(f"line {lineno}: counts must be numbers: {line!r}") from None
-        if not nums:
-            raise ValueError(f"line {lineno}: expected path{sep}conversions[{sep}value{sep}nulls]")
-        paths.append(parts[0])
-        cols.append(nums + [0.0] * (3 - len(nums)))
-    arr = np.asarray(cols, dtype=np.float64).reshape(-1, 3)
-    return Paths.from_sequences(paths, arr[:, 0], arr[:, 1], arr[:, 2])
+            raise ValueError(f"line {lineno}: counts must be numbers: {sep.join(parts)!r}") from None
+        out[k, :len(nums)] = nums
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -473,7 +494,7 @@ def _markov_reference(paths: Paths, order: int, want_matrix: bool) -> Attributio
     for c, vals in sinks.items():
         sink[:, pos[c]] = vals
     chain = _Chain(codes, counts, sink[0], sink[1], sink[2])
-    return _markov_solve(paths, chain, order, want_matrix, dense=True)
+    return _markov_solve(paths, chain, order, want_matrix, direct=True)
 
 
 def _state_channels(codes: np.ndarray, n_channels: int) -> np.ndarray:
@@ -488,8 +509,13 @@ def _state_channels(codes: np.ndarray, n_channels: int) -> np.ndarray:
 
 
 def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
-                  dense: bool = False) -> Attribution:
-    """Absorption probabilities (and expected value) with each channel removed, in turn."""
+                  direct: bool = False) -> Attribution:
+    """Absorption probabilities (and expected value) with each channel removed, in turn.
+
+    Up to ``_DENSE_SOLVE_MAX`` states: one dense LAPACK solve per removal. Larger chains use the
+    certified all-removals iteration (`_iterative_removals`) unless ``direct``, then one sparse
+    LU (SuperLU) per removal, as the reference always does.
+    """
     n_states = len(chain.codes)
     counts = chain.counts
     out = np.asarray(counts[:n_states].sum(axis=1)).ravel() + chain.sink_conv + chain.sink_null
@@ -498,14 +524,19 @@ def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
     start = start / start.sum()
     rhs = np.stack([chain.sink_conv / out, chain.sink_value / out], axis=1)
     member = _state_channels(chain.codes, paths.n_channels)
-    solve = _dense_solver if dense or not hasattr(counts, "tocsc") else _sparse_solver
-    step = solve(counts[:n_states], out)
-    base_pv = start @ step(np.ones(n_states, dtype=bool), rhs)
-    n_ch = paths.n_channels
-    removed = np.zeros((n_ch, 2))
-    for c in range(n_ch):
-        keep = ~member[:, c]
-        removed[c] = start[keep] @ step(keep, rhs[keep]) if member[:, c].any() else base_pv
+    absorbed = None
+    if not direct and n_states > _DENSE_SOLVE_MAX:
+        absorbed = _iterative_removals(counts[:n_states], out, rhs, member, start, chain)
+    if absorbed is None:
+        solve = _dense_solver if n_states <= _DENSE_SOLVE_MAX else _sparse_solver
+        step = solve(counts[:n_states], out)
+        absorbed = np.empty((paths.n_channels + 1, 2))
+        absorbed[0] = start @ step(np.ones(n_states, dtype=bool), rhs)
+        for c in range(paths.n_channels):
+            keep = ~member[:, c]
+            absorbed[c + 1] = (start[keep] @ step(keep, rhs[keep]) if member[:, c].any()
+                               else absorbed[0])
+    base_pv, removed = absorbed[0], absorbed[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(base_pv > 0, 1.0 - removed / base_pv, 0.0)
     effect = np.clip(effect, 0.0, None)  # round-off only: removal never raises absorption
@@ -518,6 +549,46 @@ def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
     if want_matrix:
         details.update(_transition_details(paths, chain, out))
     return Attribution("markov", paths.channels, credit[:, 0], credit[:, 1], details=details)
+
+
+def _iterative_removals(q_counts, out, rhs, member, start, chain, tol=1e-13,
+                        max_iter=3000):
+    """Start-weighted absorption (conversion, value) for the full chain and each removal.
+
+    Solves x = K * (Q x + r) for every column at once by monotone fixed-point iteration from
+    x = 0 and certifies the result: the error at the start state is at most
+    ``start @ Q_KK**k @ 1`` times a bound on x (1 for probabilities, the largest mean value per
+    conversion for value), iterated alongside. Stops when that bound is below ``tol`` relative
+    to the base figures; returns None (callers fall back to a direct solve) if it is not
+    reached within ``max_iter`` sweeps. Cost O(iterations * nnz(Q) * n_channels).
+    """
+    q = _scaled_rows(q_counts, out)
+    n_states, n_ch = member.shape
+    keep = np.concatenate([np.ones((n_states, 1)), ~member], axis=1)
+    mask = np.hstack([keep, keep, keep])
+    fixed = np.hstack([keep * rhs[:, :1], keep * rhs[:, 1:], np.zeros_like(keep)])
+    z = np.hstack([np.zeros((n_states, 2 * (n_ch + 1))), keep])
+    has_conv = chain.sink_conv > 0
+    if not has_conv.any():
+        return np.zeros((n_ch + 1, 2))
+    vmax = float(np.max(chain.sink_value[has_conv] / chain.sink_conv[has_conv], initial=0.0))
+    for sweep in range(1, max_iter + 1):
+        z = mask * (q @ z) + fixed
+        if sweep % 4:
+            continue
+        at_start = start @ z
+        conv, value, slack = np.split(at_start, 3)
+        need = tol * conv[0]
+        if value[0] > 0:
+            need = min(need, tol * value[0] / vmax)
+        if slack.max() <= need:
+            return np.stack([conv, value], axis=1)
+    return None
+
+
+def _scaled_rows(q_counts, out):
+    from scipy import sparse
+    return (sparse.diags(1.0 / out) @ sparse.csr_matrix(q_counts)).tocsr()
 
 
 def _dense_solver(q_counts, out):
@@ -533,7 +604,7 @@ def _dense_solver(q_counts, out):
 def _sparse_solver(q_counts, out):
     from scipy import sparse
     from scipy.sparse.linalg import splu
-    q = (sparse.diags(1.0 / out) @ q_counts).tocsr()
+    q = _scaled_rows(q_counts, out)
 
     def step(keep, rhs):
         idx = np.flatnonzero(keep)
