@@ -20,7 +20,6 @@ COMMANDS = (
     "training.cli.train",
     "training.cli.bootstrap",
     "training.push",
-    "training.export",
     "training.ope",
     "training.attribute",
 )
