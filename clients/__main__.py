@@ -15,7 +15,20 @@ def _recommend(client: TailorClient, args) -> dict:
     return dataclasses.asdict(recs)
 
 
+def _track(client: TailorClient, args) -> dict:
+    source = open(args.file) if args.file and args.file != "-" else sys.stdin
+    with source:
+        events = (json.loads(line) for line in source if line.strip())
+        reply = client.track(events, batch_size=args.batch_size)
+    return {"accepted": reply["accepted"], "duplicates": reply["duplicates"],
+            "rejected": len(reply.get("rejected", [])), "rejections": reply.get("rejected", [])[:100]}
+
+
 COMMANDS = {
+    "track": _track,
+    "profile": lambda client, args: client.get_profile(args.user, args.max_events, args.role or ()),
+    "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in", args.source),
+    "delete": lambda client, args: {"records_deleted": client.delete_profile(args.user)},
     "recommend": _recommend,
     "status": lambda client, args: client.model_status(),
     "rollback": lambda client, args: client.rollback(args.version),
@@ -39,6 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", parents=[common], help="serve the previous bundle version (or --version)")
     rb.add_argument("--version", default="")
     sub.add_parser("ping", parents=[common], help="an empty RPC")
+    tr = sub.add_parser("track", parents=[common], help="send JSON-lines events (file or stdin)")
+    tr.add_argument("file", nargs="?", default="-", help="JSON lines, one event each (default stdin)")
+    tr.add_argument("--batch-size", type=int, default=500)
+    pr = sub.add_parser("profile", parents=[common], help="everything stored about a user")
+    pr.add_argument("--user", required=True)
+    pr.add_argument("--max-events", type=int, default=0)
+    pr.add_argument("--role", action="append", help="caller role, e.g. pii-reader (repeatable)")
+    co = sub.add_parser("consent", parents=[common], help="opt a user in or out of a channel")
+    co.add_argument("--user", required=True)
+    co.add_argument("--channel", required=True)
+    co.add_argument("--state", choices=("in", "out"), required=True)
+    co.add_argument("--source", default="cli")
+    de = sub.add_parser("delete", parents=[common], help="erase a user (right to erasure)")
+    de.add_argument("--user", required=True)
     return parser
 
 

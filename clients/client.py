@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from protos.tailor.v1 import diagnostics_pb2 as diag_pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
+from protos.tailor.v1 import profile_pb2 as prof_pb
+from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
@@ -84,6 +87,7 @@ class TailorClient:
         self._rec = rec_grpc.RecommendationServiceStub(self._channel)
         self._admin = admin_grpc.ModelAdminServiceStub(self._channel)
         self._diag = diag_grpc.DiagnosticsServiceStub(self._channel)
+        self._profiles = prof_grpc.ProfileServiceStub(self._channel)
 
     def __enter__(self):
         return self
@@ -94,7 +98,7 @@ class TailorClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, fn, request, timeout: float | None):
+    def _call(self, fn, request, timeout: float | None, metadata=None):
         """Call with a deadline; retry UNAVAILABLE with jittered exponential backoff."""
         deadline = time.monotonic() + (timeout or self.timeout)
         backoff = self.retry.initial_backoff
@@ -102,7 +106,7 @@ class TailorClient:
             remaining = deadline - time.monotonic()
             try:
                 req = request() if callable(request) else request
-                return fn(req, timeout=max(remaining, 0.001))
+                return fn(req, timeout=max(remaining, 0.001), metadata=metadata)
             except grpc.RpcError as err:
                 code = err.code()
                 last = attempt == self.retry.attempts or code not in self.retry.retry_on
@@ -167,5 +171,80 @@ class TailorClient:
         self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)
 
 
+    # -- profiles ----------------------------------------------------------------------------
+    def track(self, events: Iterable[dict], batch_size: int = 500, timeout: float = 300.0) -> dict:
+        """Stream events (dicts with the Event fields; `timestamp` as epoch seconds or RFC 3339)
+        in batches; returns {"accepted", "duplicates", "rejected": [...]}."""
+        def batches():
+            batch = []
+            for ev in events:
+                batch.append(event_from_dict(ev))
+                if len(batch) == batch_size:
+                    yield prof_pb.TrackEventsRequest(events=batch)
+                    batch = []
+            if batch:
+                yield prof_pb.TrackEventsRequest(events=batch)
+        # Not retried: a consumed iterator cannot be replayed (re-sending is safe: ids dedupe).
+        reply = _once(self._profiles.TrackEventStream, batches(), timeout)
+        return _to_dict(reply) | {"accepted": reply.accepted, "duplicates": reply.duplicates}
+
+    def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> dict:
+        req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])
+        reply = self._call(self._profiles.TrackEvents, req, timeout)
+        return _to_dict(reply) | {"accepted": reply.accepted, "duplicates": reply.duplicates}
+
+    def get_profile(self, user_id: str, max_events: int = 0, roles: Sequence[str] = (),
+                    timeout: float | None = None) -> dict:
+        meta = [("x-tailor-roles", ",".join(roles))] if roles else None
+        req = prof_pb.GetProfileRequest(user_id=user_id, max_events=max_events)
+        return _to_dict(self._call(self._profiles.GetProfile, req, timeout, meta))
+
+    def upsert_attributes(self, user_id: str, attributes: dict[str, str], timeout: float | None = None) -> dict:
+        req = prof_pb.UpsertAttributesRequest(user_id=user_id, attributes=attributes)
+        return _to_dict(self._call(self._profiles.UpsertAttributes, req, timeout))
+
+    def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str = "",
+                    timestamp: float = 0.0, timeout: float | None = None) -> dict:
+        req = prof_pb.SetConsentRequest(user_id=user_id, channel=channel, opted_in=opted_in,
+                                        source=source, timestamp=timestamp)
+        return _to_dict(self._call(self._profiles.SetConsent, req, timeout))
+
+    def delete_profile(self, user_id: str, timeout: float | None = None) -> int:
+        req = prof_pb.DeleteProfileRequest(user_id=user_id)
+        return self._call(self._profiles.DeleteProfile, req, timeout).records_deleted
+
+    def export_events(self, start: float = 0.0, end: float = 0.0, timeout: float = 3600.0):
+        """Yield every retained raw event (tailor.v1.Event) with start <= timestamp <= end."""
+        try:
+            yield from self._profiles.ExportEvents(prof_pb.ExportEventsRequest(start=start, end=end),
+                                                   timeout=timeout)
+        except grpc.RpcError as err:
+            raise TailorError(err.code(), err.details() or "") from None
+
+
+def _once(fn, request, timeout):
+    try:
+        return fn(request, timeout=timeout)
+    except grpc.RpcError as err:
+        raise TailorError(err.code(), err.details() or "") from None
+
+
+def event_from_dict(ev: dict) -> prof_pb.Event:
+    """A tailor.v1.Event from a JSON-lines record (timestamp: epoch seconds or RFC 3339)."""
+    ev = dict(ev)
+    ts = ev.get("timestamp", 0)
+    if isinstance(ts, str):
+        try:
+            ts = float(ts)
+        except ValueError:
+            ts = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    ev["timestamp"] = float(ts or 0)
+    if "value" in ev and ev["value"] is not None:
+        ev["value"] = float(ev["value"])
+    ev["attributes"] = {str(k): str(v) for k, v in (ev.get("attributes") or {}).items()}
+    return json_format.ParseDict(ev, prof_pb.Event(), ignore_unknown_fields=False)
+
+
 def _to_dict(msg) -> dict:
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True)
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)

@@ -102,3 +102,72 @@ def env_with_repo():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+class ServerProcess:
+    """`python -m server` in a subprocess on a free loopback port, as a user runs it."""
+
+    def __init__(self, data_dir: Path, bundle: Path | None = None, workers: int = 1, env: dict | None = None):
+        self.port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "server", "--port", str(self.port), "--data-dir", str(data_dir),
+                "--workers", str(workers), "--metrics-port", str(free_port())]
+        if bundle is not None:
+            args += ["--bundle", str(bundle)]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env={**os.environ, **(env or {})})
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 120.0) -> None:
+        import time
+
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.proc.stdout.read()[-3000:]}")
+            try:
+                with grpc.insecure_channel(self.target) as ch:
+                    status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not become ready")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group of the server (workers included)."""
+        import signal
+        for pid in _children(self.proc.pid) + [self.proc.pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    started = []
+
+    def start(data_dir: Path | None = None, **kw) -> ServerProcess:
+        proc = ServerProcess(data_dir or tmp_path / "data", **kw)
+        started.append(proc)
+        return proc
+    yield start
+    for proc in started:
+        proc.stop()

@@ -3,37 +3,19 @@
 import json
 import subprocess
 import sys
-import time
 
 import grpc
 import pytest
 
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, free_port, run_module
+from tests.conftest import ROOT, run_module
 
 
 @pytest.fixture
-def served(tmp_path, demo_bundle):
+def served(server_process, demo_bundle):
     """`python -m server --workers 2` on a free port; yields host:port."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir",
-                             str(tmp_path / "data"), "--bundle", str(demo_bundle), "--workers", "2",
-                             "--metrics-port", str(free_port())],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    target = f"127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with grpc.insecure_channel(target) as ch:
-                pb_grpc.RecommendationServiceStub(ch).Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=2)
-            break
-        except grpc.RpcError:
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.3)
-    yield target
-    proc.terminate()
-    proc.wait(timeout=30)
+    return server_process(bundle=demo_bundle, workers=2).target
 
 
 def _versions_across_connections(target, n=8):

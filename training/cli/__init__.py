@@ -20,6 +20,7 @@ COMMANDS = (
     "training.cli.train",
     "training.cli.bootstrap",
     "training.push",
+    "training.export",
     "training.ope",
     "training.attribute",
 )

@@ -1,0 +1,172 @@
+"""ProfileService through a real server: ingestion, access, consent, erasure, compaction,
+retention, and recommendations that follow the user."""
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.ProfileServiceStub(channel)
+
+
+def ev(event_id, user="alice", type="click", item="", ts=None, **kw):
+    return pb.Event(event_id=event_id, user_id=user, type=type, item_id=item,
+                    timestamp=time.time() - 60 if ts is None else ts, **kw)
+
+
+async def test_batch_accepts_valid_events_and_rejects_bad_ones_with_reasons(stub):
+    now = time.time()
+    events = [ev("e1", item="i1"), ev("e2", type="teleport"), ev("e3", ts=now + 86400),
+              ev("e4", attributes={f"k{i}": "v" for i in range(40)}), ev("e5", type="purchase", value=30.0),
+              ev("", user="alice")]
+    reply = await stub.TrackEvents(pb.TrackEventsRequest(events=events))
+    assert reply.accepted == 2 and list(reply.accepted_ids) == ["e1", "e5"]
+    reasons = {r.index: r.reason for r in reply.rejected}
+    assert set(reasons) == {1, 2, 3, 5}
+    assert "type" in reasons[1] and "future" in reasons[2] and "attributes" in reasons[3]
+    assert "event_id" in reasons[5]
+
+
+async def test_resending_an_event_id_is_a_no_op(stub):
+    batch = pb.TrackEventsRequest(events=[ev("dup-1", user="bob", type="purchase", value=10.0)])
+    first = await stub.TrackEvents(batch)
+    again = await stub.TrackEvents(batch)
+    assert (first.accepted, again.accepted, again.duplicates) == (1, 0, 1)
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="bob"))
+    assert profile.features.counts["purchase/web"] == 1.0
+    assert profile.features.monetary == 10.0 and len(profile.events) == 1
+
+
+async def test_stream_ingests_batches_and_reports_totals(stub):
+    async def batches():
+        for b in range(4):
+            yield pb.TrackEventsRequest(events=[ev(f"s{b}-{i}", user=f"st{i % 7}", item=f"it{i}")
+                                                for i in range(250)] + [ev(f"bad{b}", type="nope")])
+    reply = await stub.TrackEventStream(batches())
+    assert reply.accepted == 1000 and len(reply.rejected) == 4
+    assert [r.index for r in reply.rejected] == [250, 501, 752, 1003]
+
+
+async def test_profile_returns_everything_stored_and_masks_pii(stub):
+    await stub.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="carol", attributes={"email": "carol@example.com", "locale": "fr-FR"}))
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        ev("c1", user="carol", type="email_sent", campaign_id="camp1", ts=time.time() - 30),
+        ev("c2", user="carol", type="email_open", campaign_id="camp1", ts=time.time() - 20),
+        ev("c3", user="carol", item="sku-9", ts=time.time() - 10)]))
+    await stub.SetConsent(pb.SetConsentRequest(user_id="carol", channel="email", opted_in=True, source="signup"))
+    masked = await stub.GetProfile(pb.GetProfileRequest(user_id="carol"))
+    assert masked.pii_masked and masked.attributes["email"] != "carol@example.com"
+    assert masked.attributes["locale"] == "fr-FR"
+    full = await stub.GetProfile(pb.GetProfileRequest(user_id="carol"),
+                                 metadata=(("x-tailor-roles", "pii-reader"),))
+    assert not full.pii_masked and full.attributes["email"] == "carol@example.com"
+    assert full.consent["email"].opted_in and full.consent["email"].source == "signup"
+    assert [e.event_id for e in full.events] == ["c3", "c2", "c1"]  # newest first
+    assert full.features.channel_rates["email"].sends == 1.0
+    assert full.features.channel_rates["email"].open_rate > 0.1  # (1 + 1) / (1 + 1 + 9)
+    # sku-9 is not in the served catalog: it is listed by its stable code (raw events keep the id)
+    assert len(full.recent_items) == 1 and full.recent_items[0].item_id.startswith("code:")
+
+
+async def test_unsubscribe_event_opts_the_channel_out(stub):
+    await stub.SetConsent(pb.SetConsentRequest(user_id="dan", channel="email", opted_in=True, source="signup"))
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("u1", user="dan", type="unsubscribe", channel="email")]))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="dan"))
+    assert not profile.consent["email"].opted_in and "unsubscribe" in profile.consent["email"].source
+
+
+async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetProfile(pb.GetProfileRequest(user_id="nobody-here"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SetConsent(pb.SetConsentRequest(user_id="x", channel="fax", opted_in=True))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "channel" in err.value.details()
+
+
+def _store_mentions(store, needle: bytes) -> list:
+    hits = []
+    with store.env.begin() as txn:
+        for table in ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns"):
+            for key, value in txn.cursor(db=store.db(table)):
+                if needle in key or needle in value:
+                    hits.append((table, key))
+    return hits
+
+
+async def test_erasure_leaves_no_trace_even_in_freed_pages(stub, tailor_server, settings):
+    user, email = "erin-7f3a9", b"erin-7f3a9@example.org"
+    await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id=user, attributes={"email": email.decode()}))
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        ev(f"{user}-ev{i}", user=user, item=f"i{i}", type="click") for i in range(30)]))
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("other-1", user="frank", item="i1")]))
+    assert _store_mentions(tailor_server.store, user.encode())
+    reply = await stub.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+    assert reply.records_deleted >= 31
+    assert _store_mentions(tailor_server.store, user.encode()) == []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetProfile(pb.GetProfileRequest(user_id=user))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    # Resending a deleted event id is accepted again (its dedupe key went with the user).
+    again = await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("other-1", user="frank")]))
+    assert again.duplicates == 1
+
+    await tailor_server.stop(grace=0.1)
+    from server.store.compaction import compact
+    compact(settings.data_dir)
+    raw = (settings.data_dir / "store" / "data.mdb").read_bytes()
+    assert user.encode() not in raw and email not in raw
+    assert b"frank" in raw  # the other user is still there
+
+
+async def test_compaction_refuses_a_data_dir_in_use(tailor_server, settings):
+    from server.errors import FailedPrecondition
+    from server.store.compaction import compact
+    with pytest.raises(FailedPrecondition, match="in use"):
+        compact(settings.data_dir)
+
+
+async def test_retention_drops_raw_events_but_keeps_features(stub, tailor_server):
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        ev(f"r{i}", user="gina", type="purchase", value=5.0, ts=time.time() - 3600 * (i + 1)) for i in range(5)]))
+    dropped = await __import__("asyncio").to_thread(
+        tailor_server.profiles.repo.drop_events_before, time.time() - 3600 * 2.5)
+    assert dropped == 3
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="gina"))
+    assert len(profile.events) == 2 and profile.features.counts["purchase/web"] == 5.0
+    assert profile.features.monetary == 25.0
+
+
+async def test_recommendations_follow_the_users_new_interest(stub, channel, demo_bundle):
+    with np.load(demo_bundle / "users.npz") as u, np.load(demo_bundle / "items.npz") as it:
+        ids, indptr, rows = u["user_ids"], u["indptr"], u["items"]
+        item_ids, cats, names = it["item_ids"], it["category"], it["category_names"]
+        pop = it["popularity"]
+    user = int(np.argmax(np.diff(indptr)))
+    touched = set(cats[rows[indptr[user]:indptr[user + 1]]].tolist())
+    fresh = next(c for c in np.argsort(-np.bincount(cats, weights=pop)) if c not in touched)
+    rec = rpb_grpc.RecommendationServiceStub(channel)
+    uid = str(ids[user])
+
+    async def share():
+        reply = await rec.Recommend(rpb.RecommendRequest(user_id=uid, k=20))
+        cat_of = {str(i): c for i, c in zip(item_ids, cats)}
+        return np.mean([cat_of[i.item_id] == fresh for i in reply.items]), reply
+
+    before, _ = await share()
+    in_fresh = [str(i) for i in item_ids[cats == fresh][np.argsort(-pop[cats == fresh])][:8]]
+    now = time.time()
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        ev(f"shift-{i}", user=uid, item=iid, type="click", ts=now - 60 + i) for i, iid in enumerate(in_fresh)]))
+    after, reply = await share()
+    assert before <= 0.1 and after >= 0.5, (before, after)
+    assert not {i.item_id for i in reply.items} & set(in_fresh)  # clicked items are not re-sent

@@ -1,0 +1,43 @@
+"""`python -m training export --server HOST:PORT --out interactions.csv`: read tracked events back
+from a running server (ProfileService/ExportEvents) as a training interactions file, closing the
+loop: track → export → train → push."""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="write the server's tracked events as interactions.csv")
+    p.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="CSV file to write")
+    p.add_argument("--start", type=float, default=0.0, help="unix seconds, inclusive (0 = unbounded)")
+    p.add_argument("--end", type=float, default=0.0, help="unix seconds, inclusive (0 = unbounded)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from clients import TailorClient, TailorError
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    written = skipped = 0
+    tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+    with TailorClient(args.server) as client, open(tmp, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["user_id", "item_id", "timestamp", "event", "value"])
+        try:
+            for ev in client.export_events(args.start, args.end):
+                if not ev.item_id:
+                    skipped += 1  # interactions need an item; sends without one are not training rows
+                    continue
+                out.writerow([ev.user_id, ev.item_id, int(ev.timestamp), ev.type, ev.value])
+                written += 1
+        except TailorError as err:
+            print(f"export failed: {err}", file=sys.stderr)
+            return 1
+    tmp.replace(args.out)
+    print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped)")
+    return 0
