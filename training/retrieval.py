@@ -44,8 +44,11 @@ def seen_csr(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[np.ndarr
 
 
 def top_k(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, seen: tuple,
-          k: int, batch: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+          k: int, batch: int = 2048, max_cells: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` unseen items per user by inner product.
+
+    At most ``max_cells`` user x item scores are held at once (batch shrinks for big catalogs:
+    2048 users x 1M items would need 8 GB, twice).
 
     Returns
     -------
@@ -58,6 +61,7 @@ def top_k(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, seen:
     k_eff = min(k, n_items)
     out_i = np.full((users.shape[0], k), -1, np.int64)
     out_s = np.full((users.shape[0], k), -np.inf, np.float32)
+    batch = max(1, min(batch, max_cells // max(n_items, 1)))
     for start in range(0, users.shape[0], batch):
         rows = users[start:start + batch]
         scores = user_vecs[start:start + batch] @ item_vecs.T
