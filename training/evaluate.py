@@ -12,10 +12,9 @@ import numpy as np
 
 from training.events import Interactions
 from training.metrics import ranking_metrics
-from training.retrieval import top_k
 from training.split import distinct_items
 
-__all__ = ["evaluate", "rerank", "format_table"]
+__all__ = ["evaluate", "rerank", "popular_unseen", "format_table"]
 
 logger = logging.getLogger("tailor.training.evaluate")
 
@@ -29,6 +28,22 @@ def rerank(session, feats: np.ndarray, cand: np.ndarray, k: int = K) -> np.ndarr
     score = np.where(cand >= 0, score, -np.inf)
     order = np.argsort(-score, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(cand, order, axis=1)
+
+
+def popular_unseen(by_pop: np.ndarray, users: np.ndarray, seen: tuple, k: int = K) -> np.ndarray:
+    """The ``k`` most popular items each user has not seen ([U, k], -1 = none left)."""
+    indptr, items = seen
+    counts = indptr[users + 1] - indptr[users]
+    width = min(by_pop.shape[0], k + int(counts.max(initial=0)))
+    cand = np.broadcast_to(by_pop[:width], (users.shape[0], width))
+    n = by_pop.shape[0]
+    owner = np.repeat(np.arange(users.shape[0], dtype=np.int64), counts)
+    pos = (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+           + np.repeat(indptr[users], counts))
+    masked = np.isin(np.arange(users.shape[0])[:, None] * n + cand, owner * n + items[pos])
+    pick = np.argsort(masked, axis=1, kind="stable")[:, :k]
+    out = np.where(np.take_along_axis(masked, pick, 1), -1, np.take_along_axis(cand, pick, 1))
+    return np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1)
 
 
 def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
@@ -48,15 +63,14 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
     indptr, items = distinct_items(test.user, test.item, test.n_users)
     users = np.flatnonzero(np.diff(indptr) > 0)
     recs = {"model": [], "retrieval": [], "popularity": []}
-    ones = np.ones((batch, 1), np.float32)
-    pop = stage.popularity[:, None].astype(np.float32)
+    by_pop = np.argsort(-stage.popularity, kind="stable")
     for start in range(0, users.shape[0], batch):
         rows = users[start:start + batch]
         cand, scores = stage.candidates(rows, max(n_candidates, K))
         recs["retrieval"].append(cand[:, :K])
         if ranker is not None:
             recs["model"].append(rerank(ranker, stage.features(rows, cand, scores), cand))
-        recs["popularity"].append(top_k(ones[:rows.shape[0]], pop, rows, stage.seen, K)[0])
+        recs["popularity"].append(popular_unseen(by_pop, rows, stage.seen, K))
     if ranker is None:
         recs["model"] = recs["retrieval"]
     n_items = stage.item_factors.shape[0]

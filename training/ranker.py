@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import lightgbm as lgb
 import numpy as np
 import onnx
+import onnx.numpy_helper
 
 from kernels.ranking import FEATURES
 from training.events import Interactions
@@ -116,9 +117,17 @@ def to_onnx(booster: lgb.Booster) -> onnx.ModelProto:
                              initial_types=[("features", FloatTensorType([None, n_features]))],
                              target_opset=15, zipmap=False)
     graph = model.graph
-    old = graph.output[0].name
-    for node in graph.node:
-        node.output[:] = ["score" if o == old else o for o in node.output]
-    graph.output[0].name = "score"
+    if len(graph.output) == 1:              # regression / lambdarank: one score column
+        old = graph.output[0].name
+        for node in graph.node:
+            node.output[:] = ["score" if o == old else o for o in node.output]
+        graph.output[0].name = "score"
+    else:                                   # binary classifier: (label, probabilities)
+        probs = graph.output[1].name
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array(1, np.int64), "pos_col"))
+        graph.node.append(onnx.helper.make_node("Gather", [probs, "pos_col"], ["score"], axis=1))
+        del graph.output[:]
+        graph.output.append(onnx.helper.make_tensor_value_info("score", onnx.TensorProto.FLOAT,
+                                                               [None]))
     onnx.checker.check_model(model)
     return model

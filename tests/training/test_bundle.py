@@ -1,0 +1,89 @@
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from kernels.ranking import FEATURES
+from training.bundle import find_bundles, validate_bundle
+from training.encoder import pad_histories
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"format", "version", "created_at", "dim", "history_len", "history", "files", "index",
+        "encoder", "ranker", "metrics", "data", "params"}
+
+
+def _cli(*args):
+    proc = subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def bundle(world_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bundles")
+    out = _cli("train", "--interactions", str(world_dir / "interactions.csv"),
+               "--items", str(world_dir / "items.csv"), "--out", str(root), "--factors", "32")
+    path = Path(out.strip().splitlines()[-1])
+    assert "ndcg@10" in out and path.parent == root
+    return path
+
+
+def test_manifest_follows_the_contract(bundle):
+    m = validate_bundle(bundle)
+    assert KEYS <= set(m) and m["format"] == "tailor.bundle/1" and m["version"] == bundle.name
+    for name, digest in m["files"].items():
+        assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
+    assert set(m["files"]) == {p.name for p in bundle.iterdir()} - {"manifest.json"}
+    for method in ("model", "retrieval", "popularity"):
+        assert set(m["metrics"][method]) == {"recall@10", "ndcg@10", "map@10", "coverage"}
+    assert m["metrics"]["n_eval_users"] > 0 and len(m["data"]["fingerprint"]) == 64
+    assert m["ranker"] is None or m["ranker"]["features"] == list(FEATURES)
+    assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_arrays_index_and_encoder_agree(bundle):
+    m = json.loads((bundle / "manifest.json").read_text())
+    items = np.load(bundle / "items.npz", allow_pickle=False)
+    users = np.load(bundle / "users.npz", allow_pickle=False)
+    n = items["item_ids"].shape[0]
+    for key in ("titles", "urls", "category", "price", "popularity", "recency_days"):
+        assert items[key].shape == (n,)
+    assert items["category"].max() < items["category_names"].shape[0]
+    index = faiss.read_index(str(bundle / "index.faiss"))
+    assert index.ntotal == n == m["index"]["n_items"] and index.d == m["dim"]
+    indptr = users["indptr"]
+    assert indptr.shape[0] == users["user_ids"].shape[0] + 1 and indptr[-1] == users["items"].shape[0]
+    assert np.diff(indptr).max() <= m["history_len"] and (users["weights"] > 0).all()
+    sess = ort.InferenceSession(str(bundle / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    it, w = pad_histories(indptr, users["items"], users["weights"], np.arange(64), m["history_len"])
+    vec = sess.run(["user_vec"], {"items": it, "weights": w})[0]
+    assert vec.shape == (64, m["dim"]) and np.isfinite(vec).all()
+    _, found = index.search(vec, 10)
+    assert (found >= 0).all()
+
+
+def test_tampered_bundle_is_rejected(bundle, tmp_path):
+    import shutil
+
+    copy = tmp_path / bundle.name
+    shutil.copytree(bundle, copy)
+    with open(copy / "items.npz", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(ValueError, match="items.npz"):
+        validate_bundle(copy)
+    assert isinstance(find_bundles(tmp_path)[0][1], str)
+
+
+def test_bootstrap_trains_once_then_reports(tmp_path):
+    first = _cli("bootstrap", "--data-dir", str(tmp_path), "--users", "600", "--items", "200")
+    bundles = list((tmp_path / "bundles").iterdir())
+    assert len(bundles) == 1 and str(bundles[0]) in first
+    second = _cli("bootstrap", "--data-dir", str(tmp_path))
+    assert "valid" in second and list((tmp_path / "bundles").iterdir()) == bundles

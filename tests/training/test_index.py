@@ -1,0 +1,44 @@
+import faiss
+import numpy as np
+import pytest
+
+from training.index import IndexParams, build_index, recall_at_k
+
+
+@pytest.fixture(scope="module")
+def vecs():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((20, 32))
+    return (centers[rng.integers(0, 20, 6000)] + 0.5 * rng.standard_normal((6000, 32))).astype(
+        np.float32)
+
+
+def _exact(vecs, queries):
+    index = faiss.IndexFlatIP(vecs.shape[1])
+    index.add(vecs)
+    return index.search(queries, 10)[1]
+
+
+def test_small_catalog_gets_exact_flat(vecs):
+    index, info = build_index(vecs[:1000])
+    assert info["type"] == "flat" and info["recall_at_10"] == 1.0 and info["metric"] == "ip"
+    assert isinstance(index, faiss.IndexFlatIP) and index.ntotal == 1000
+
+
+@pytest.mark.parametrize("kind, knob", [("auto", "efSearch"), ("ivf", "nprobe")])
+def test_large_catalog_is_tuned_to_target_recall(vecs, kind, knob):
+    params = IndexParams(kind=kind, flat_threshold=5000, n_queries=300, hnsw_m=16,
+                         ef_construction=80)
+    index, info = build_index(vecs, params, user_vecs=vecs[:50] * 2)
+    assert info["type"] == ("hnsw" if kind == "auto" else "ivf")
+    assert info["recall_at_10"] >= 0.95 and knob in info["search_params"]
+    # the recorded search parameters reproduce the recall on fresh queries
+    queries = (vecs[np.random.default_rng(9).choice(6000, 300, replace=False)]
+               + 0.01).astype(np.float32)
+    faiss.ParameterSpace().set_index_parameters(
+        index, ",".join(f"{k}={v}" for k, v in info["search_params"].items()))
+    assert recall_at_k(index.search(queries, 10)[1], _exact(vecs, queries)) >= 0.93
+
+
+def test_recall_at_k_counts_overlap():
+    assert recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3, 1]])) == pytest.approx(2 / 3)
