@@ -267,14 +267,16 @@ def shapley_sampled(const int64_t[::1] grp_indptr, const int32_t[::1] grp_channe
     free(prev)
 
 
-def markov_encode(const int64_t[::1] indptr, const int32_t[::1] indices, int order,
-                  int64_t base, int64_t[::1] codes, int64_t[::1] sindptr):
+def markov_encode(const int64_t[::1] indptr, const int32_t[::1] indices,
+                  const float64_t[::1] weight, int order, int64_t base, int64_t[::1] codes,
+                  int64_t[::1] sindptr):
     """Order-k state sequence of every path, consecutive identical states merged.
 
     A state is a window of ``order`` consecutive touches (a shorter path is one shorter state),
     coded as sum((ch_i + 1) * base**i) with ``base = n_channels + 1``, so windows of different
-    lengths never collide. ``codes`` (nnz) receives the states, ``sindptr`` (n_paths + 1) their
-    CSR offsets. Returns the number of states written.
+    lengths never collide. Paths of zero ``weight`` (conversions + nulls) get no states.
+    ``codes`` (nnz) receives the states, ``sindptr`` (n_paths + 1) their CSR offsets. Returns
+    the number of states written.
     """
     cdef Py_ssize_t n_paths = indptr.shape[0] - 1, p, j, i, a, b, w, m = 0
     cdef int64_t code, last
@@ -282,10 +284,10 @@ def markov_encode(const int64_t[::1] indptr, const int32_t[::1] indices, int ord
         sindptr[0] = 0
         for p in range(n_paths):
             a = indptr[p]
-            b = indptr[p + 1]
+            b = indptr[p + 1] if weight[p] > 0 else a
             w = order if b - a >= order else b - a
             last = -1
-            for j in range(a, b - w + 1):
+            for j in range(a, b - w + 1 if b > a else a):
                 code = 0
                 for i in range(w - 1, -1, -1):
                     code = code * base + indices[j + i] + 1
@@ -295,6 +297,34 @@ def markov_encode(const int64_t[::1] indptr, const int32_t[::1] indices, int ord
                     last = code
             sindptr[p + 1] = m
     return m
+
+
+def markov_counts(const int64_t[::1] sindptr, const int32_t[::1] states,
+                  const float64_t[::1] conv, const float64_t[::1] nulls,
+                  const float64_t[::1] value, float64_t[:, ::1] counts,
+                  float64_t[::1] sink_conv, float64_t[::1] sink_null, float64_t[::1] sink_value):
+    """Dense transition counts of the order-k chain (row S = start), accumulated.
+
+    Each path adds its weight conv + nulls to start -> first state and to every step between
+    consecutive states; its last state sends conv to conversion and nulls to null
+    (``sink_*``; ``sink_value`` gets the path's value). O(states + S**2 memory).
+    """
+    cdef Py_ssize_t n_paths = sindptr.shape[0] - 1, p, j, a, b
+    cdef Py_ssize_t start = counts.shape[0] - 1
+    cdef double w
+    with nogil:
+        for p in range(n_paths):
+            a = sindptr[p]
+            b = sindptr[p + 1]
+            if b == a:
+                continue
+            w = conv[p] + nulls[p]
+            counts[start, states[a]] += w
+            for j in range(a + 1, b):
+                counts[states[j - 1], states[j]] += w
+            sink_conv[states[b - 1]] += conv[p]
+            sink_null[states[b - 1]] += nulls[p]
+            sink_value[states[b - 1]] += value[p]
 
 
 def markov_edges(const int64_t[::1] sindptr, const int32_t[::1] states,

@@ -47,6 +47,7 @@ MAX_EXACT_LIMIT = 24
 DAY = 86400.0
 _DENSE_SOLVE_MAX = 64  # beyond this, OpenBLAS threads thrash on a busy machine
 _TABLE_MAX = 1 << 22
+_DENSE_COUNTS_MAX = 1 << 22
 
 
 def _native():
@@ -419,39 +420,34 @@ class _Chain:
 
 def _markov_native(paths: Paths, order: int, want_matrix: bool) -> Attribution:
     k = _native()
-    live = paths if np.all(paths.conversions + paths.nulls > 0) else paths.subset(
-        np.flatnonzero(paths.conversions + paths.nulls > 0))
     base = paths.n_channels + 1
-    codes = np.empty(len(live.indices), dtype=np.int64)
-    sindptr = np.empty(live.n_paths + 1, dtype=np.int64)
-    m = k.markov_encode(live.indptr, live.indices, order, base, codes, sindptr)
+    weight = paths.conversions + paths.nulls
+    codes = np.empty(len(paths.indices), dtype=np.int64)
+    sindptr = np.empty(paths.n_paths + 1, dtype=np.int64)
+    m = k.markov_encode(paths.indptr, paths.indices, weight, order, base, codes, sindptr)
     codes = codes[:m]
     if base ** order <= _TABLE_MAX:
         seen = np.bincount(codes, minlength=base ** order) > 0
         uniq = np.flatnonzero(seen)
-        table = np.cumsum(seen, dtype=np.int32) - 1
-        states = table[codes]
+        states = (np.cumsum(seen, dtype=np.int32) - 1)[codes]
     else:
         uniq, states = np.unique(codes, return_inverse=True)
         states = states.astype(np.int32)
     n_states = len(uniq)
-    src = np.empty(m, dtype=np.int32)
-    weight = np.empty(m)
     sinks = np.zeros((3, n_states))
-    k.markov_edges(sindptr, states, live.conversions, live.nulls, live.value, n_states, src,
-                   weight, sinks[0], sinks[1], sinks[2])
-    counts = _count_matrix(src, states, weight, n_states)
+    if (n_states + 1) * n_states <= _DENSE_COUNTS_MAX:
+        counts = np.zeros((n_states + 1, n_states))
+        k.markov_counts(sindptr, states, paths.conversions, paths.nulls, paths.value, counts,
+                        sinks[0], sinks[1], sinks[2])
+    else:
+        src = np.empty(m, dtype=np.int32)
+        edge_w = np.empty(m)
+        k.markov_edges(sindptr, states, paths.conversions, paths.nulls, paths.value, n_states,
+                       src, edge_w, sinks[0], sinks[1], sinks[2])
+        from scipy import sparse
+        counts = sparse.csr_matrix((edge_w, (src, states)), shape=(n_states + 1, n_states))
     chain = _Chain(uniq, counts, sinks[0], sinks[1], sinks[2])
     return _markov_solve(paths, chain, order, want_matrix)
-
-
-def _count_matrix(src, dst, weight, n_states):
-    if n_states <= _DENSE_SOLVE_MAX:
-        flat = np.bincount(src.astype(np.int64) * n_states + dst, weights=weight,
-                           minlength=(n_states + 1) * n_states)
-        return flat.reshape(n_states + 1, n_states)
-    from scipy import sparse
-    return sparse.csr_matrix((weight, (src, dst)), shape=(n_states + 1, n_states))
 
 
 def markov_reference_states(path: Sequence[int], order: int, base: int) -> list[int]:

@@ -3,7 +3,7 @@
     python -m kernels.bench_attribution [--paths 1000000] [--ref-paths 100000] [--seed 0]
 
 Part 1 generates ``--paths`` aggregated paths over 10 channels (deterministic in ``--seed``),
-times each model natively (best of 2) and the reference (once) on all of them, checking they
+times each model natively (best of 3) and the reference (once) on all of them, checking they
 agree; ``--ref-paths N`` times the reference on the first N paths only, scaled linearly. Part 2 times exact Markov
 orders 1-3 on a 10,000-row, 12-channel ChannelAttribution-format text, parsing included.
 """
@@ -76,7 +76,7 @@ def bench_models(paths: Paths, ref_paths: int) -> None:
     print(f"{paths.n_paths:,} paths, {paths.n_channels} channels, {len(paths.indices):,} touches")
     print(f"{'model':<22} {'native s':>10} {'reference s':>12} {'speed-up':>9}")
     for model, opts in CASES:
-        native, res = timed(lambda: attribute(paths, model, **opts), repeat=2)
+        native, res = timed(lambda: attribute(paths, model, **opts), repeat=3)
         ref, ref_res = timed(lambda: attribute(sub, model, use_native=False, **opts))
         ref *= scale
         if sub is paths:
