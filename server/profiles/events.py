@@ -23,6 +23,8 @@ class TrackedEvent:
     value: float
     timestamp: float
     attributes: dict[str, str] = field(default_factory=dict)
+    source: object = None
+    """The wire message it came from, if any (re-serialised as the stored raw event)."""
 
 
 @dataclass(frozen=True)

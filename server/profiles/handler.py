@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,6 +63,8 @@ class Profiles:
         self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
                                        name="ingest")
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.listeners: list[Callable[[list[TrackedEvent]], Awaitable[None]]] = []
+        """Called with the newly accepted events of each call (e.g. campaign rewards)."""
 
     # -- ingestion -------------------------------------------------------------------------
     def _category_of(self, item_id: str) -> str | None:
@@ -96,9 +98,12 @@ class Profiles:
             stored = await self._writer.submit(valid)
             result.accepted_ids = [valid[i].event_id for i in stored.accepted]
             result.duplicates = len(stored.duplicates)
-            unsubscribed = [valid[i] for i in stored.accepted if valid[i].type == "unsubscribe"]
-            for ev in unsubscribed:
-                await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event", ev.timestamp)
+            accepted = [valid[i] for i in stored.accepted]
+            for ev in accepted:
+                if ev.type == "unsubscribe":
+                    await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event", ev.timestamp)
+            for listener in self.listeners:
+                await listener(accepted)
         return result
 
     # -- attributes, consent, erasure ----------------------------------------------------------

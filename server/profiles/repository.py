@@ -4,8 +4,9 @@
     profiles   <user>␟features                 feature state (kernels.features bytes)
     profiles   <user>␟meta                     JSON: attributes, consent, created/updated
     events     <user>␟<ts ms, 16 digits>␟<id>  raw event (tailor.v1.Event bytes)
-    dedupe     e␟<event id>                    -> events key (idempotency)
-    dedupe     u␟<user>␟<event id>             index so erasure finds the dedupe keys
+    dedupe     e␟<event id>                    -> events key (idempotency); it lives exactly as
+                                               long as its raw event, so erasure and retention
+                                               find it through the events table
     meta       category␟<name>                 stable category code for feature affinities
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from kernels import features as kf
 from protos.tailor.v1 import profile_pb2 as pb
 
 from ..store import TABLES, Store, join_key
+from .codec import decode_states, encode_states
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES, item_code
 
@@ -34,6 +36,10 @@ def event_key(user_id: str, ts: float, event_id: str) -> bytes:
     return join_key(user_id, f"{max(int(ts * 1000), 0):016d}", event_id)
 
 
+def feature_key(user_id: str) -> bytes:
+    return user_id.encode() + b"\x1ffeatures"
+
+
 @dataclass
 class IngestResult:
     accepted: list[int]
@@ -41,6 +47,9 @@ class IngestResult:
 
 
 def _to_pb(ev: TrackedEvent) -> bytes:
+    if ev.source is not None:
+        ev.source.channel = ev.channel  # the only field validation may fill in
+        return ev.source.SerializeToString()
     return pb.Event(event_id=ev.event_id, user_id=ev.user_id, type=ev.type, channel=ev.channel,
                     campaign_id=ev.campaign_id, item_id=ev.item_id, value=ev.value,
                     timestamp=ev.timestamp, attributes=ev.attributes).SerializeToString()
@@ -51,6 +60,9 @@ class ProfileRepository:
         self.store = store
         self.layout = layout
         self._dbs = {t: store.db(t) for t in TABLES}
+        self.erasers: list = []
+        """Extra `fn(txn, user_id) -> records removed` run inside the erasure transaction, for
+        records that mention a user outside a `<user>␟...` key (secondary indexes)."""
 
     # -- writes ----------------------------------------------------------------------------
     def ingest(self, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> IngestResult:
@@ -61,7 +73,7 @@ class ProfileRepository:
         d = self._dbs
         fresh, dups, seen = [], [], set()
         for i, ev in enumerate(events):
-            if ev.event_id in seen or txn.get(join_key("e", ev.event_id), db=d["dedupe"]) is not None:
+            if ev.event_id in seen or txn.get(b"e\x1f" + ev.event_id.encode(), db=d["dedupe"]) is not None:
                 dups.append(i)
             else:
                 seen.add(ev.event_id)
@@ -70,8 +82,8 @@ class ProfileRepository:
             return IngestResult([], dups)
         users = list(dict.fromkeys(events[i].user_id for i in fresh))
         row_of = {u: j for j, u in enumerate(users)}
-        states = kf.states_from_buffers(
-            self.layout, [txn.get(join_key(u, "features"), db=d["profiles"]) for u in users])
+        fkeys = [feature_key(u) for u in users]
+        states = decode_states(self.layout, [txn.get(k, db=d["profiles"]) for k in fkeys])
         cat_codes = self._category_codes(txn, [categories[i] for i in fresh])
         evs = [events[i] for i in fresh]
         batch = kf.Events(
@@ -79,13 +91,13 @@ class ProfileRepository:
             ts=[e.timestamp for e in evs], item=[item_code(e.item_id) if e.item_id else -1 for e in evs],
             category=cat_codes, value=[e.value for e in evs])
         kf.update_many(self.layout, states, [row_of[e.user_id] for e in evs], batch)
-        for u, j in row_of.items():
-            txn.put(join_key(u, "features"), states[j].tobytes(), db=d["profiles"])
+        for key, record in zip(fkeys, encode_states(states)):
+            txn.put(key, record, db=d["profiles"])
         for ev in evs:
-            key = event_key(ev.user_id, ev.timestamp, ev.event_id)
+            uid, eid = ev.user_id.encode(), ev.event_id.encode()
+            key = b"%s\x1f%016d\x1f%s" % (uid, max(int(ev.timestamp * 1000), 0), eid)
             txn.put(key, _to_pb(ev), db=d["events"])
-            txn.put(join_key("e", ev.event_id), key, db=d["dedupe"])
-            txn.put(join_key("u", ev.user_id, ev.event_id), b"", db=d["dedupe"])
+            txn.put(b"e\x1f" + eid, key, db=d["dedupe"])
         return IngestResult(fresh, dups)
 
     def _category_codes(self, txn, names: Sequence[str | None]) -> list[int]:
@@ -122,28 +134,19 @@ class ProfileRepository:
         return self.store.write(fn)
 
     def delete_user(self, user_id: str) -> int:
-        """Erase every record keyed by the user, in every table, plus its dedupe keys."""
+        """Erase every record keyed by the user, in every table, and its events' dedupe keys."""
         prefix = join_key(user_id, "")
 
         def fn(txn):
-            removed = 0
+            dedupe, removed = self._dbs["dedupe"], 0
+            for key, _ in _scan(txn, self._dbs["events"], prefix):
+                removed += txn.delete(b"e\x1f" + key.rsplit(b"\x1f", 1)[1], db=dedupe)
+            for eraser in self.erasers:
+                removed += eraser(txn, user_id)
             for table, db in self._dbs.items():
-                if table == "dedupe":
-                    continue
-                removed += _delete_prefix(txn, db, prefix)
-            dedupe = self._dbs["dedupe"]
-            index_prefix = join_key("u", user_id, "")
-            cur = txn.cursor(db=dedupe)
-            ids = []
-            if cur.set_range(index_prefix):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(index_prefix):
-                        break
-                    ids.append(key[len(index_prefix):])
-            for event_id in ids:
-                txn.delete(join_key("e", event_id), db=dedupe)
-                txn.delete(index_prefix + event_id, db=dedupe)
-            return removed + 2 * len(ids)
+                if table != "dedupe":
+                    removed += _delete_prefix(txn, db, prefix)
+            return removed
         return self.store.write(fn)
 
     def drop_events_before(self, cutoff: float, batch: int = 10_000) -> int:
@@ -164,10 +167,9 @@ class ProfileRepository:
                 doomed.append((key, user, event_id))
                 if len(doomed) >= batch:
                     break
-        for key, user, event_id in doomed:
+        for key, _user, event_id in doomed:
             txn.delete(key, db=d["events"])
-            txn.delete(join_key("e", event_id), db=d["dedupe"])
-            txn.delete(join_key("u", user, event_id), db=d["dedupe"])
+            txn.delete(b"e\x1f" + event_id, db=d["dedupe"])
         return len(doomed)
 
     # -- reads -----------------------------------------------------------------------------
@@ -175,28 +177,26 @@ class ProfileRepository:
         """(state or None, meta dict or None, [raw event bytes newest first]) in one snapshot."""
         d = self._dbs
         with self.store.read() as txn:
-            state = txn.get(join_key(user_id, "features"), db=d["profiles"])
+            state = txn.get(feature_key(user_id), db=d["profiles"])
             meta = txn.get(join_key(user_id, "meta"), db=d["profiles"])
-            events = []
-            prefix = join_key(user_id, "")
-            cur = txn.cursor(db=d["events"])
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    events.append(value)
+            events = [v for _, v in _scan(txn, d["events"], join_key(user_id, ""))]
         events.reverse()  # newest first
         if max_events:
             events = events[:max_events]
-        return (kf.from_bytes(self.layout, state, copy=True) if state else None,
+        return (decode_states(self.layout, [state])[0] if state else None,
                 json.loads(meta) if meta else None, events)
 
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Feature states for many users in one snapshot (None where there is none)."""
         db = self._dbs["profiles"]
         with self.store.read() as txn:
-            raws = [txn.get(join_key(u, "features"), db=db) for u in user_ids]
-        return [kf.from_bytes(self.layout, r) if r else None for r in raws]
+            raws = [txn.get(feature_key(u), db=db) for u in user_ids]
+        found = [i for i, r in enumerate(raws) if r]
+        decoded = decode_states(self.layout, [raws[i] for i in found])
+        out: list[np.ndarray | None] = [None] * len(raws)
+        for j, i in enumerate(found):
+            out[i] = decoded[j]
+        return out
 
     def export(self, start: float = 0.0, end: float = 0.0):
         """Yield raw event bytes with start <= ts <= end (0 = unbounded), user by user."""
@@ -207,6 +207,16 @@ class ProfileRepository:
                 ts = key.split(b"\x1f")[1]
                 if lo <= ts <= hi:
                     yield value
+
+
+def _scan(txn, db, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    cur, out = txn.cursor(db=db), []
+    if cur.set_range(prefix):
+        for key, value in cur:
+            if not key.startswith(prefix):
+                break
+            out.append((key, value))
+    return out
 
 
 def _delete_prefix(txn, db, prefix: bytes) -> int:

@@ -90,6 +90,19 @@ def _popular(bundle: Bundle, cats: np.ndarray | None, k: int, blocked: set[int],
     return np.asarray(out, np.int64)
 
 
+def _unblocked(cand: tuple[np.ndarray, np.ndarray], blocked: set[int]):
+    """Candidates (rows, scores) without the blocked rows, order kept."""
+    rows, scores = cand
+    if not blocked or not len(rows):
+        return rows, scores
+    ban = np.fromiter(blocked, np.int64, len(blocked))
+    if len(ban) <= 256:  # one broadcast compare beats np.isin's sort for short lists
+        keep = (rows[:, None] != ban[None, :]).all(axis=1)
+    else:
+        keep = ~np.isin(rows, ban)
+    return rows[keep], scores[keep]
+
+
 def _history_arrays(bundle: Bundle, histories: list[History]) -> tuple[np.ndarray, np.ndarray]:
     """Pad histories to the encoder's [B, L] items/weights (weight 0 = padding)."""
     L = bundle.history_len
@@ -170,11 +183,7 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         depth = [max(queries[i].k, ranker_candidates) + len(blocked[i]) for i in warm]
         with _STAGES["retrieve"]:
             found = _retrieve(bundle, users, [cats[i] for i in warm], depth)
-        cands = []
-        for j, i in enumerate(warm):
-            rows, s = found[j]
-            keep = np.fromiter((r not in blocked[i] for r in rows.tolist()), bool, len(rows))
-            cands.append((rows[keep], s[keep]))
+        cands = [_unblocked(found[j], blocked[i]) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
             final = _rank(bundle, hist, cands)
         with _STAGES["assemble"]:

@@ -1,6 +1,7 @@
 """tailor.v1.ProfileService."""
 from __future__ import annotations
 
+import asyncio
 import math
 
 from protos.tailor.v1 import profile_pb2 as pb
@@ -13,6 +14,7 @@ __all__ = ["ProfileServicer", "ProfileConverter", "can_read_pii"]
 
 PII_ROLES = frozenset({"pii-reader", "admin"})
 MAX_BATCH = 10_000
+MAX_IN_FLIGHT = 16
 
 
 def can_read_pii(context) -> bool:
@@ -29,7 +31,7 @@ class ProfileConverter:
         if len(msg.events) > MAX_BATCH:
             raise InvalidArgument("events", f"{len(msg.events)} events in one batch, at most {MAX_BATCH}")
         return [TrackedEvent(e.event_id, e.user_id, e.type, e.channel, e.campaign_id, e.item_id,
-                             e.value, e.timestamp, dict(e.attributes)) for e in msg.events]
+                             e.value, e.timestamp, dict(e.attributes), e) for e in msg.events]
 
     @staticmethod
     def from_track(res: TrackResult, accepted: int | None = None) -> pb.TrackEventsResponse:
@@ -94,16 +96,25 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def TrackEventStream(self, request_iterator, context) -> pb.TrackEventsResponse:
-        total, offset = TrackResult(), 0
-        accepted = 0
-        async for batch in request_iterator:
-            events = ProfileConverter.to_events(batch)
-            res = await self.profiles.track(events, offset)
-            accepted += len(res.accepted_ids)
-            total.duplicates += res.duplicates
-            total.rejected.extend(res.rejected)
-            offset += len(events)
-        return ProfileConverter.from_track(total, accepted)
+        """Batches are read ahead while earlier ones commit, so consecutive batches share
+        transactions; the reply comes only after every batch is committed."""
+        pending: list[asyncio.Task] = []
+        offset = 0
+        try:
+            async for batch in request_iterator:
+                events = ProfileConverter.to_events(batch)
+                pending.append(asyncio.create_task(self.profiles.track(events, offset)))
+                offset += len(events)
+                if len(pending) >= MAX_IN_FLIGHT:
+                    await pending[-MAX_IN_FLIGHT]
+            results = await asyncio.gather(*pending)
+        except BaseException:
+            for task in pending:
+                task.cancel()
+            raise
+        total = TrackResult(duplicates=sum(r.duplicates for r in results),
+                            rejected=[x for r in results for x in r.rejected])
+        return ProfileConverter.from_track(total, sum(len(r.accepted_ids) for r in results))
 
     async def _profile(self, user_id: str, max_events: int, context) -> pb.Profile:
         view = await self.profiles.get(user_id, max_events, can_read_pii(context))

@@ -21,15 +21,17 @@ class RecommendConverter:
 
     @staticmethod
     def from_result(res: RecResult) -> pb.RecommendResponse:
-        items = res.bundle.items
-        ids, titles, urls = items["item_ids"], items["titles"], items["urls"]
-        cat_names, cats, prices = items["category_names"], items["category"], items["price"]
+        items, rows = res.bundle.items, res.rows
         out = pb.RecommendResponse(model_version=res.bundle.version, request_id=os.urandom(8).hex(),
                                    cold_start=res.cold_start)
         add = out.items.add
-        for row, score, rscore in zip(res.rows.tolist(), res.scores.tolist(), res.retrieval_scores.tolist()):
-            add(item_id=ids[row], score=score, retrieval_score=rscore, category=cat_names[cats[row]],
-                title=titles[row], price=float(prices[row]), url=urls[row])
+        # One vectorised gather + tolist() per column: no numpy scalars reach protobuf.
+        for item_id, score, rscore, category, title, price, url in zip(
+                items["item_ids"][rows].tolist(), res.scores.tolist(), res.retrieval_scores.tolist(),
+                items["category_names"][items["category"][rows]].tolist(),
+                items["titles"][rows].tolist(), items["price"][rows].tolist(), items["urls"][rows].tolist()):
+            add(item_id=item_id, score=score, retrieval_score=rscore, category=category, title=title,
+                price=price, url=url)
         return out
 
 

@@ -1,0 +1,168 @@
+"""Profile ingestion and read benchmark, in one run on one machine.
+
+    python -m loadtests.bench_profiles [--events 200000] [--profiles 1000000] [--no-sync]
+
+1. Raw LMDB: the same number of records put in batches of 500 per write transaction, with the
+   same durability setting (fsync per commit unless --no-sync) — the ceiling for comparison.
+2. End to end: `python -m server` on loopback, events streamed with TrackEventStream in batches
+   of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit).
+3. GetProfile latency (p50/p99) with `--profiles` stored profiles (loaded through the server's
+   own repository with fsync off to save time; reads do not depend on how records were written).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import lmdb
+import numpy as np
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+
+from .bench import _free_port, _wait_ready
+
+BATCH = 500
+TYPES = ("view", "click", "add_to_cart", "purchase", "email_open", "email_sent")
+
+
+def make_events(n: int, users: int, seed: int = 3, prefix: str = "b") -> list[pb.Event]:
+    rng = np.random.default_rng(seed)
+    now = time.time()
+    u = rng.integers(0, users, n)
+    it = rng.integers(0, 100_000, n)
+    ty = rng.integers(0, len(TYPES), n)
+    ts = now - rng.uniform(0, 30 * 86400, n)
+    return [pb.Event(event_id=f"{prefix}{i}", user_id=f"u{u[i]}", type=TYPES[ty[i]], item_id=f"{it[i]}",
+                     value=19.9 if ty[i] == 3 else 0.0, timestamp=float(ts[i])) for i in range(n)]
+
+
+def raw_lmdb(events: list[pb.Event], sync: bool) -> float:
+    """Records/s for batched puts of the serialized events (same count, same durability)."""
+    path = tempfile.mkdtemp(prefix="tailor-rawlmdb-", dir=".")
+    env = lmdb.open(path, map_size=8 << 30, sync=sync, metasync=sync, max_dbs=2)
+    db = env.open_db(b"events")
+    payload = [(f"{e.user_id}\x1f{int(e.timestamp * 1000):016d}\x1f{e.event_id}".encode(),
+                e.SerializeToString()) for e in events]
+    start = time.perf_counter()
+    for i in range(0, len(payload), BATCH):
+        with env.begin(write=True) as txn:
+            for k, v in payload[i:i + BATCH]:
+                txn.put(k, v, db=db)
+    seconds = time.perf_counter() - start
+    env.close()
+    shutil.rmtree(path)
+    return len(events) / seconds
+
+
+async def stream_ingest(target: str, events: list[pb.Event]) -> tuple[float, int]:
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = pb_grpc.ProfileServiceStub(ch)
+        batches = [pb.TrackEventsRequest(events=events[i:i + BATCH]) for i in range(0, len(events), BATCH)]
+
+        async def gen():
+            for b in batches:
+                yield b
+        start = time.perf_counter()
+        reply = await stub.TrackEventStream(gen(), timeout=3600)
+        return len(events) / (time.perf_counter() - start), reply.accepted
+
+
+def populate(data_dir: Path, profiles: int) -> None:
+    """Store `profiles` users (5 events each) through the server's own repository, fsync off."""
+    from server.profiles import ProfileSchema
+    from server.profiles.events import TrackedEvent
+    from server.profiles.repository import ProfileRepository
+    from server.store import Store
+    store = Store(data_dir / "store", map_size=16 << 30, sync=False)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    now = time.time()
+    chunk = 20_000
+    for lo in range(0, profiles, chunk):
+        evs = [TrackedEvent(f"p{u}-{j}", f"u{u}", TYPES[j % 4], "web", "", f"{(u * 7 + j) % 100_000}",
+                            0.0, now - 3600 * j, {}) for u in range(lo, min(lo + chunk, profiles)) for j in range(5)]
+        repo.ingest(evs, [None] * len(evs))
+    store.sync()
+    store.close()
+
+
+async def read_latency(target: str, profiles: int, seconds: float, concurrency: int) -> dict:
+    rng = np.random.default_rng(5)
+    async with grpc.aio.insecure_channel(target) as ch:
+        stub = pb_grpc.ProfileServiceStub(ch)
+        lat: list[float] = []
+        stop = time.perf_counter() + seconds
+
+        async def worker():
+            while time.perf_counter() < stop:
+                req = pb.GetProfileRequest(user_id=f"u{rng.integers(0, profiles)}")
+                t0 = time.perf_counter()
+                await stub.GetProfile(req, timeout=10)
+                lat.append(time.perf_counter() - t0)
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    arr = np.asarray(lat) * 1000
+    return {"calls": len(arr), "qps": len(arr) / seconds, "p50_ms": float(np.percentile(arr, 50)),
+            "p99_ms": float(np.percentile(arr, 99))}
+
+
+def serve(data_dir: Path, sync: bool) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "TAILOR_LMDB_SYNC": "true" if sync else "false", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = f"127.0.0.1:{port}"
+    _wait_ready(target, proc)
+    return proc, target
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench_profiles", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--users", type=int, default=20_000, help="distinct users in the ingested events")
+    p.add_argument("--profiles", type=int, default=1_000_000, help="stored profiles for the read test")
+    p.add_argument("--read-seconds", type=float, default=15.0)
+    p.add_argument("--read-concurrency", type=int, default=4)
+    p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
+    p.add_argument("--work", type=Path, default=Path(".bench/profiles"))
+    args = p.parse_args(argv)
+    sync = not args.no_sync
+    args.work.mkdir(parents=True, exist_ok=True)
+    events = make_events(args.events, args.users)
+    raw = raw_lmdb(events, sync)
+    ingest_dir = args.work / "ingest"
+    shutil.rmtree(ingest_dir, ignore_errors=True)
+    proc, target = serve(ingest_dir, sync)
+    try:
+        e2e, accepted = asyncio.run(stream_ingest(target, events))
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert accepted == len(events), f"only {accepted} of {len(events)} accepted"
+    read_dir = args.work / f"read-{args.profiles}"
+    if not (read_dir / "store" / "data.mdb").exists():
+        print(f"populating {args.profiles} profiles ...", flush=True)
+        populate(read_dir, args.profiles)
+    proc, target = serve(read_dir, sync)
+    try:
+        reads = asyncio.run(read_latency(target, args.profiles, args.read_seconds, args.read_concurrency))
+    finally:
+        proc.terminate()
+        proc.wait()
+    print(f"\ndurability: {'fsync per commit' if sync else 'no fsync (crash-safe)'}; batches of {BATCH}")
+    print(f"raw LMDB batched puts      {raw:>10,.0f} records/s  ({len(events)} records)")
+    print(f"TrackEventStream end to end {e2e:>9,.0f} events/s   = {e2e / raw:.0%} of raw")
+    print(f"GetProfile on {args.profiles:,} profiles: p50 {reads['p50_ms']:.2f} ms, p99 {reads['p99_ms']:.2f} ms "
+          f"({reads['qps']:.0f} calls/s at concurrency {args.read_concurrency})")
+
+
+if __name__ == "__main__":
+    main()
