@@ -141,7 +141,7 @@ class Profiles:
     # -- reads ------------------------------------------------------------------------------
     async def get(self, user_id: str, max_events: int = 0, can_read_pii: bool = False) -> ProfileView:
         _check_user(user_id)
-        state, meta, events = await asyncio.to_thread(self.repo.read, user_id, max_events)
+        state, meta, events = self.repo.read(user_id, max_events)  # µs: an LMDB read snapshot
         if state is None and meta is None:
             raise NotFound("profile", user_id)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
@@ -152,16 +152,16 @@ class Profiles:
         feats, recent = None, []
         if state is not None:
             feats = kf.read_features(self.layout, state, time.time())
-            recent = self._recent_ids(state)
+            recent = self._recent_ids(state, feats["recent_ts"])
         first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
         return ProfileView(user_id, attrs, meta["consent"], feats, recent, events, masked,
                            meta.get("created_at") or first, meta.get("updated_at", 0.0))
 
-    def _recent_ids(self, state) -> list[tuple[str, float, float]]:
+    def _recent_ids(self, state, ts) -> list[tuple[str, float, float]]:
+        """Recent items oldest first (the order of `ts`, as read_features gives it)."""
         codes, weights = kf.recent_items(self.layout, state, self.half_life_s)
         bundle = self.registry.active
         rows = self._code_row(bundle) if bundle is not None else {}
-        ts = kf.read_features(self.layout, state, 0.0)["recent_ts"]
         ids = bundle.items["item_ids"] if bundle is not None else None
         out = []
         for code, w, t in zip(codes.tolist(), weights.tolist(), ts.tolist()):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import math
 
+import numpy as np
+
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
@@ -81,9 +83,9 @@ def _num(x: float) -> float:
 
 
 def _nonzero(arr):
-    import numpy as np
-    idx = np.argwhere(arr != 0)
-    return [(tuple(int(j) for j in i), float(arr[tuple(i)])) for i in idx]
+    """((index tuple), value) for every nonzero entry of `arr`."""
+    idx = np.nonzero(arr)
+    return zip(zip(*(i.tolist() for i in idx)), arr[idx].tolist())
 
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
