@@ -9,7 +9,6 @@ Environment:
 """
 import glob
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -19,8 +18,8 @@ from setuptools import Command, Extension, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-PROTO_ROOT = ROOT / "protos"
-PROTO_PKG = PROTO_ROOT / "tailor" / "v1"
+sys.path.insert(0, str(ROOT))
+from protos.generate import generate_protos  # noqa: E402 (needs ROOT on the path)
 
 DEBUG = os.environ.get("TAILOR_CYTHON_DEBUG") == "1"
 COMPILER_DIRECTIVES = {
@@ -32,25 +31,6 @@ COMPILER_DIRECTIVES = {
     "cdivision": True,
     "embedsignature": True,
 }
-
-
-def generate_protos() -> list[Path]:
-    """Run protoc over every tailor/v1 proto and make the stubs import each other relatively."""
-    from grpc_tools import protoc
-
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_PKG.glob("*.proto"))
-    include = str(Path(protoc.__file__).parent / "_proto")
-    args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={PROTO_ROOT}",
-            f"--grpc_python_out={PROTO_ROOT}", f"--pyi_out={PROTO_ROOT}", *protos]
-    if protoc.main(args) != 0:
-        raise RuntimeError("protoc failed on " + " ".join(protos))
-    written = sorted(PROTO_PKG.glob("*_pb2*.py*"))
-    for path in written:
-        text = path.read_text()
-        fixed = re.sub(r"^from tailor\.v1 import (\w+_pb2)", r"from . import \1", text, flags=re.M)
-        if fixed != text:
-            path.write_text(fixed)
-    return written
 
 
 class BuildProtos(Command):
