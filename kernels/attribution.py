@@ -186,7 +186,8 @@ def _parse_rows_slowly(numbered, sep) -> np.ndarray:
         try:
             nums = [float(x) for x in parts[1:4]]
         except ValueError:
-            raise ValueError(f"line {lineno}: counts must be numbers: {sep.join(parts)!r}") from None
+            line = sep.join(parts)
+            raise ValueError(f"line {lineno}: counts must be numbers: {line!r}") from None
         out[k, :len(nums)] = nums
     return out
 

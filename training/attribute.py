@@ -1,6 +1,7 @@
 """`attribute` subcommand: multi-touch attribution of a path file.
 
-    python -m training attribute FILE --model markov --order 2 [--format channelattribution] [--json]
+    python -m training attribute FILE --model markov --order 2 \
+        [--format channelattribution] [--json]
 
 Formats
 -------
