@@ -1,0 +1,298 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Variant(_message.Message):
+    __slots__ = ("id", "content", "features", "weight")
+    class ContentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class FeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    content: _containers.ScalarMap[str, str]
+    features: _containers.ScalarMap[str, float]
+    weight: float
+    def __init__(self, id: _Optional[str] = ..., content: _Optional[_Mapping[str, str]] = ..., features: _Optional[_Mapping[str, float]] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class RewardRule(_message.Message):
+    __slots__ = ("event_type", "value", "use_event_value", "cap")
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    USE_EVENT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CAP_FIELD_NUMBER: _ClassVar[int]
+    event_type: str
+    value: float
+    use_event_value: bool
+    cap: float
+    def __init__(self, event_type: _Optional[str] = ..., value: _Optional[float] = ..., use_event_value: _Optional[bool] = ..., cap: _Optional[float] = ...) -> None: ...
+
+class CampaignSpec(_message.Message):
+    __slots__ = ("campaign_id", "name", "channel", "variants", "policy", "params", "rewards", "reward_window_seconds", "default_reward", "context_features", "salt")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    REWARD_WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_REWARD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    name: str
+    channel: str
+    variants: _containers.RepeatedCompositeFieldContainer[Variant]
+    policy: str
+    params: _containers.ScalarMap[str, float]
+    rewards: _containers.RepeatedCompositeFieldContainer[RewardRule]
+    reward_window_seconds: float
+    default_reward: float
+    context_features: _containers.RepeatedScalarFieldContainer[str]
+    salt: str
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., policy: _Optional[str] = ..., params: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Iterable[_Union[RewardRule, _Mapping]]] = ..., reward_window_seconds: _Optional[float] = ..., default_reward: _Optional[float] = ..., context_features: _Optional[_Iterable[str]] = ..., salt: _Optional[str] = ...) -> None: ...
+
+class Campaign(_message.Message):
+    __slots__ = ("spec", "archived", "created_at", "updated_at", "revision")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    spec: CampaignSpec
+    archived: bool
+    created_at: float
+    updated_at: float
+    revision: int
+    def __init__(self, spec: _Optional[_Union[CampaignSpec, _Mapping]] = ..., archived: _Optional[bool] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class CreateCampaignRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: CampaignSpec
+    def __init__(self, spec: _Optional[_Union[CampaignSpec, _Mapping]] = ...) -> None: ...
+
+class UpdateCampaignRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: CampaignSpec
+    def __init__(self, spec: _Optional[_Union[CampaignSpec, _Mapping]] = ...) -> None: ...
+
+class ArchiveCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class GetCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class ListCampaignsRequest(_message.Message):
+    __slots__ = ("include_archived",)
+    INCLUDE_ARCHIVED_FIELD_NUMBER: _ClassVar[int]
+    include_archived: bool
+    def __init__(self, include_archived: _Optional[bool] = ...) -> None: ...
+
+class ListCampaignsResponse(_message.Message):
+    __slots__ = ("campaigns",)
+    CAMPAIGNS_FIELD_NUMBER: _ClassVar[int]
+    campaigns: _containers.RepeatedCompositeFieldContainer[Campaign]
+    def __init__(self, campaigns: _Optional[_Iterable[_Union[Campaign, _Mapping]]] = ...) -> None: ...
+
+class ChooseVariantRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_id", "context")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_id: str
+    context: _containers.ScalarMap[str, float]
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ChooseVariantResponse(_message.Message):
+    __slots__ = ("decision_id", "variant_id", "arm", "propensity", "holdout", "content")
+    class ContentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    variant_id: str
+    arm: int
+    propensity: float
+    holdout: bool
+    content: _containers.ScalarMap[str, str]
+    def __init__(self, decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., holdout: _Optional[bool] = ..., content: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ReportRewardRequest(_message.Message):
+    __slots__ = ("decision_id", "reward")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    reward: float
+    def __init__(self, decision_id: _Optional[str] = ..., reward: _Optional[float] = ...) -> None: ...
+
+class ReportRewardResponse(_message.Message):
+    __slots__ = ("campaign_id", "variant_id", "duplicate")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    variant_id: str
+    duplicate: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+
+class GetCampaignStatsRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class VariantStats(_message.Message):
+    __slots__ = ("variant_id", "decisions", "pulls", "rewards", "mean", "ci_low", "ci_high", "prob_best", "expected_loss")
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    PULLS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    PROB_BEST_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_LOSS_FIELD_NUMBER: _ClassVar[int]
+    variant_id: str
+    decisions: int
+    pulls: float
+    rewards: float
+    mean: float
+    ci_low: float
+    ci_high: float
+    prob_best: float
+    expected_loss: float
+    def __init__(self, variant_id: _Optional[str] = ..., decisions: _Optional[int] = ..., pulls: _Optional[float] = ..., rewards: _Optional[float] = ..., mean: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., prob_best: _Optional[float] = ..., expected_loss: _Optional[float] = ...) -> None: ...
+
+class AbRow(_message.Message):
+    __slots__ = ("variant_id", "control_id", "diff", "ci_low", "ci_high", "statistic", "pvalue", "prob_beat_control", "msprt_pvalue", "srm_pvalue", "srm_mismatch")
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTROL_ID_FIELD_NUMBER: _ClassVar[int]
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    PVALUE_FIELD_NUMBER: _ClassVar[int]
+    PROB_BEAT_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    MSPRT_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    SRM_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    SRM_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    variant_id: str
+    control_id: str
+    diff: float
+    ci_low: float
+    ci_high: float
+    statistic: float
+    pvalue: float
+    prob_beat_control: float
+    msprt_pvalue: float
+    srm_pvalue: float
+    srm_mismatch: bool
+    def __init__(self, variant_id: _Optional[str] = ..., control_id: _Optional[str] = ..., diff: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., statistic: _Optional[float] = ..., pvalue: _Optional[float] = ..., prob_beat_control: _Optional[float] = ..., msprt_pvalue: _Optional[float] = ..., srm_pvalue: _Optional[float] = ..., srm_mismatch: _Optional[bool] = ...) -> None: ...
+
+class CampaignStats(_message.Message):
+    __slots__ = ("campaign_id", "policy", "variants", "ab", "holdout_decisions", "holdout_rewarded", "holdout_rewards", "pending")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    AB_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_REWARDED_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    policy: str
+    variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
+    ab: _containers.RepeatedCompositeFieldContainer[AbRow]
+    holdout_decisions: int
+    holdout_rewarded: int
+    holdout_rewards: float
+    pending: int
+    def __init__(self, campaign_id: _Optional[str] = ..., policy: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ..., ab: _Optional[_Iterable[_Union[AbRow, _Mapping]]] = ..., holdout_decisions: _Optional[int] = ..., holdout_rewarded: _Optional[int] = ..., holdout_rewards: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
+
+class ExportDecisionsRequest(_message.Message):
+    __slots__ = ("campaign_id", "start", "end", "include_pending")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PENDING_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    start: float
+    end: float
+    include_pending: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., include_pending: _Optional[bool] = ...) -> None: ...
+
+class DecisionRecord(_message.Message):
+    __slots__ = ("decision_id", "campaign_id", "user_id", "timestamp", "arm", "propensity", "reward", "context", "position", "variant_id", "status")
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    decision_id: str
+    campaign_id: str
+    user_id: str
+    timestamp: float
+    arm: int
+    propensity: float
+    reward: float
+    context: _containers.RepeatedScalarFieldContainer[float]
+    position: int
+    variant_id: str
+    status: str
+    def __init__(self, decision_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., reward: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., position: _Optional[int] = ..., variant_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
