@@ -31,7 +31,7 @@ class RankerParams:
     """Ranker hyper-parameters (recorded in the manifest)."""
 
     n_candidates: int = 100
-    max_users: int = 20_000
+    max_users: int = 10_000
     objective: str = "lambdarank"
     n_estimators: int = 300
     learning_rate: float = 0.05

@@ -32,6 +32,10 @@ def _table(path: Path) -> tuple[pa.Table, int]:
     """Whole file as string columns, plus the line number of the first data row."""
     if path.suffix.lower() in (".parquet", ".pq"):
         table = pq.read_table(path)
+        for k, f in enumerate(table.schema):
+            if pa.types.is_timestamp(f.type):   # native timestamps -> unix seconds
+                secs = pc.cast(table.column(k).cast(pa.timestamp("s", tz=f.type.tz)), pa.int64())
+                table = table.set_column(k, f.name, secs)
         return table.cast(pa.schema([(f.name, pa.string()) for f in table.schema])), 0
     with open(path, "rb") as fh:
         header = fh.readline().decode("utf-8", "replace").strip().split(",")

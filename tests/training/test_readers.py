@@ -24,6 +24,15 @@ def test_csv_with_unix_and_rfc3339_timestamps(tmp_path):
     assert rows["user_id"].tolist() == ["u1", "u1", "u2"]
 
 
+def test_parquet_native_timestamps_are_utc_seconds(tmp_path):
+    ts = pa.array([1700000000, 1700000060], pa.timestamp("s", tz="UTC"))
+    pq.write_table(pa.table({"user_id": [1, 2], "item_id": [3, 4], "timestamp": ts,
+                             "event": ["view", "view"]}), tmp_path / "i.parquet")
+    rows = read_interactions(tmp_path / "i.parquet")
+    assert rows["timestamp"].tolist() == [1700000000, 1700000060]
+    assert rows["user_id"].tolist() == ["1", "2"] and rows["value"].tolist() == [0, 0]
+
+
 def test_parquet_matches_csv(tmp_path):
     table = pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"],
                       "timestamp": [1, 2], "event": ["view", "add_to_cart"], "value": [0.0, 1.0]})
