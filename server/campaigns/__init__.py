@@ -1,0 +1,6 @@
+"""Campaigns: variants chosen by bandit policies or fixed splits, logged decisions, rewards."""
+from .handler import Campaigns, Choice
+from .repository import RewardOutcome
+from .spec import Campaign, CampaignSpec, RewardRule, Variant
+
+__all__ = ["Campaigns", "Choice", "Campaign", "CampaignSpec", "RewardRule", "Variant", "RewardOutcome"]

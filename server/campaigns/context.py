@@ -1,0 +1,105 @@
+"""Context features of a decision: numeric request context plus selected profile features.
+
+Names (in the campaign's order):
+
+    request.<key>                          the request's context[key] (0 when absent)
+    profile.recency_days                   log1p(days since the last event)
+    profile.frequency / profile.monetary   log1p(all-time purchases / purchase value)
+    profile.n_events                       log1p(all-time events)
+    profile.open_rate.<channel>            smoothed all-time open rate of the channel
+    profile.click_rate.<channel>           smoothed all-time click rate
+    profile.count.<type>/<channel>/<d>d    log1p(count decayed with a half-life of d days)
+
+Users without a profile get 0 for every profile feature. Profile states are read through the
+profiles repository (`ProfileRepository.states`) and decoded with `kernels.features`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from kernels import features as kf
+
+from ..errors import InvalidArgument
+from ..profiles.schema import CHANNELS, EVENT_TYPES, ProfileSchema
+
+__all__ = ["check_feature_names", "ContextBuilder"]
+
+_SCALARS = {
+    "recency_days": lambda f: math.log1p(f["recency_s"] / 86400.0) if f["n_events"] else 0.0,
+    "frequency": lambda f: math.log1p(f["frequency_all"]),
+    "monetary": lambda f: math.log1p(max(f["monetary_all"], 0.0)),
+    "n_events": lambda f: math.log1p(f["n_events"]),
+}
+_HALF_LIVES = tuple(f"{d:g}d" for d in ProfileSchema().half_lives_days)
+
+
+def _profile_reader(name: str) -> Callable[[dict], float] | None:
+    """A function of `read_features` output for a `profile.` feature name, or None."""
+    if name in _SCALARS:
+        return _SCALARS[name]
+    kind, _, rest = name.partition(".")
+    if kind in ("open_rate", "click_rate") and rest in CHANNELS:
+        c = CHANNELS.index(rest)
+        return lambda f: float(f[f"{kind}_all"][c])
+    parts = rest.split("/")
+    if kind == "count" and len(parts) == 3 and parts[0] in EVENT_TYPES and parts[1] in CHANNELS \
+            and parts[2] in _HALF_LIVES:
+        h, t, c = _HALF_LIVES.index(parts[2]), EVENT_TYPES.index(parts[0]), CHANNELS.index(parts[1])
+        return lambda f: math.log1p(float(f["counts_decayed"][h, t, c]))
+    return None
+
+
+def check_feature_names(names: Sequence[str]) -> None:
+    if len(names) > 64:
+        raise InvalidArgument("context_features", f"at most 64 features, got {len(names)}")
+    if len(set(names)) != len(names):
+        raise InvalidArgument("context_features", "names must be distinct")
+    for i, name in enumerate(names):
+        source, _, rest = name.partition(".")
+        if source == "request" and rest:
+            continue
+        if source == "profile" and _profile_reader(rest) is not None:
+            continue
+        raise InvalidArgument(f"context_features[{i}]", f"{name!r} is neither request.<key> nor a "
+                              "known profile feature (see the CampaignSpec docs)")
+
+
+class ContextBuilder:
+    """Turns (user, request context) into the feature vector a campaign asks for."""
+
+    def __init__(self, names: Sequence[str], profile_states, layout: kf.FeatureLayout):
+        self.names = tuple(names)
+        self._states = profile_states
+        self._layout = layout
+        self._readers = []
+        for name in self.names:
+            source, _, rest = name.partition(".")
+            self._readers.append((source, rest if source == "request" else _profile_reader(rest)))
+        self._needs_profile = any(s == "profile" for s, _ in self._readers)
+
+    def build(self, user_id: str, request: Mapping[str, float]) -> list[float]:
+        feats = None
+        if self._needs_profile:
+            state = self._states([user_id])[0]
+            feats = kf.read_features(self._layout, state, time.time()) if state is not None else None
+        out = []
+        for source, reader in self._readers:
+            if source == "request":
+                value = float(request.get(reader, 0.0))
+                if not math.isfinite(value):
+                    raise InvalidArgument(f"context[{reader!r}]", "must be finite")
+            else:
+                value = reader(feats) if feats is not None else 0.0
+            out.append(value)
+        return out
+
+    @staticmethod
+    def policy_x(context: Sequence[float], dim: int) -> np.ndarray | None:
+        """The linear policies' input: a bias then the context (None for the others)."""
+        if not dim:
+            return None
+        return np.array([1.0, *context], dtype=np.float64)

@@ -1,0 +1,38 @@
+"""Campaign errors: each names what went wrong; `server.errors` maps them to gRPC statuses."""
+from __future__ import annotations
+
+from ..errors import FailedPrecondition, NotFound
+
+__all__ = ["CampaignNotFound", "DecisionNotFound", "CampaignArchived", "CampaignExists",
+           "RewardConflict", "ImmutableField"]
+
+
+class CampaignNotFound(NotFound):
+    def __init__(self, campaign_id: str):
+        super().__init__("campaign", campaign_id)
+
+
+class DecisionNotFound(NotFound):
+    def __init__(self, decision_id: str):
+        super().__init__("decision", decision_id)
+
+
+class CampaignExists(FailedPrecondition):
+    def __init__(self, campaign_id: str):
+        super().__init__(f"campaign {campaign_id!r} already exists (use UpdateCampaign)")
+
+
+class CampaignArchived(FailedPrecondition):
+    def __init__(self, campaign_id: str):
+        super().__init__(f"campaign {campaign_id!r} is archived: it makes no more decisions")
+
+
+class RewardConflict(FailedPrecondition):
+    def __init__(self, decision_id: str, status: str, reward: float, wanted: float):
+        super().__init__(f"decision {decision_id!r} is already {status} with reward {reward:g}; "
+                         f"refusing {wanted:g} (re-sending the same value is a no-op)")
+
+
+class ImmutableField(FailedPrecondition):
+    def __init__(self, field: str, why: str):
+        super().__init__(f"{field} cannot change on update: {why} (create a new campaign)")

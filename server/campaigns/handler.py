@@ -1,0 +1,188 @@
+"""Transport-agnostic campaign operations: definitions, decisions, rewards, stats, export.
+
+Decisions are logged (group commit: concurrent ChooseVariant calls share one write
+transaction) before the reply, so a reward may follow at once from any worker process.
+Rewards (explicit and from tracked events) go through a second group-commit writer.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from kernels import bandits as B
+
+from ..recommend.batcher import AdaptiveBatcher
+from ..store import Store
+from .context import ContextBuilder
+from .errors import CampaignArchived, CampaignNotFound
+from .logging import logger
+from .policy import DecisionMaker
+from .repository import PENDING, CampaignRepository, RewardOutcome, RewardRequest
+from .spec import Campaign, CampaignSpec, check_id
+
+__all__ = ["Campaigns", "Choice"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    decision_id: str
+    arm: int
+    propensity: float
+    variant_id: str
+    content: dict
+
+
+@dataclass
+class _Entry:
+    """A parsed campaign definition with its context builder, keyed by the stored bytes."""
+
+    raw: bytes
+    campaign: Campaign
+    context: ContextBuilder
+
+
+class Campaigns:
+    def __init__(self, store: Store, profiles, *, propensity_refresh_s: float = 0.25,
+                 sweep_seconds: float = 1.0):
+        self.repo = CampaignRepository(store)
+        self._profiles = profiles
+        self.sweep_seconds = sweep_seconds
+        seed = int.from_bytes(os.urandom(8), "little")
+        # Decisions use one generator owned by the event-loop thread; stats run in worker
+        # threads and use their own (under a lock): the native Rng is not thread-safe.
+        self.decider = DecisionMaker(B.new_rng(seed), propensity_refresh_s)
+        self._stats_rng = B.new_rng(seed ^ 0x5DEECE66D)
+        self._stats_lock = threading.Lock()
+        self._entries: dict[str, _Entry] = {}
+        self._log = AdaptiveBatcher(self.repo.log_decisions, max_size=512, max_wait=0.0,
+                                    concurrency=1, name="decisions")
+        self._rewards = AdaptiveBatcher(lambda reqs: self.repo.apply_rewards(reqs, time.time()),
+                                        max_size=512, max_wait=0.0, concurrency=1, name="rewards")
+        profiles.repo.erasers.append(self.repo.erase_user)
+        profiles.listeners.append(self._on_events)
+
+    # -- definitions --------------------------------------------------------------------------
+    async def create(self, spec: CampaignSpec) -> Campaign:
+        spec = spec.validated()
+        now = time.time()
+        campaign = Campaign(spec, created_at=now, updated_at=now)
+        return await asyncio.to_thread(self.repo.create, campaign, spec.new_state())
+
+    async def update(self, spec: CampaignSpec) -> Campaign:
+        spec = spec.validated()
+
+        def change(old: Campaign, state: B.BanditState):
+            spec.check_update_of(old.spec)
+            return (replace(old, spec=spec, updated_at=time.time(), revision=old.revision + 1),
+                    spec.restate(state))
+        return await asyncio.to_thread(self.repo.update, spec.campaign_id, change)
+
+    async def archive(self, campaign_id: str) -> Campaign:
+        check_id("campaign_id", campaign_id)
+
+        def change(old: Campaign, state):
+            if old.archived:
+                return old, state
+            return replace(old, archived=True, updated_at=time.time(), revision=old.revision + 1), state
+        return await asyncio.to_thread(self.repo.update, campaign_id, change)
+
+    async def get(self, campaign_id: str) -> Campaign:
+        check_id("campaign_id", campaign_id)
+        campaign = self.repo.get(campaign_id)
+        if campaign is None:
+            raise CampaignNotFound(campaign_id)
+        return campaign
+
+    async def list(self, include_archived: bool = False) -> list[Campaign]:
+        return [c for c in await asyncio.to_thread(self.repo.list) if include_archived or not c.archived]
+
+    # -- decisions ------------------------------------------------------------------------------
+    def _entry(self, campaign_id: str, raw: bytes) -> _Entry:
+        entry = self._entries.get(campaign_id)
+        if entry is None or entry.raw != raw:
+            campaign = self.repo.parse(raw)
+            entry = _Entry(raw, campaign, ContextBuilder(campaign.spec.context_features,
+                                                         self._profiles.repo.states,
+                                                         self._profiles.layout))
+            self._entries[campaign_id] = entry
+        return entry
+
+    async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float]) -> Choice:
+        check_id("campaign_id", campaign_id)
+        check_id("user_id", user_id)
+        raw, blob = self.repo.snapshot(campaign_id)
+        if raw is None:
+            raise CampaignNotFound(campaign_id)
+        entry = self._entry(campaign_id, raw)
+        spec = entry.campaign.spec
+        if entry.campaign.archived:
+            raise CampaignArchived(campaign_id)
+        ctx = entry.context.build(user_id, context)
+        decision = self.decider.decide(spec, blob, user_id, ctx)
+        now = time.time()
+        decision_id = os.urandom(12).hex()
+        variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
+        await self._log.submit({
+            "decision_id": decision_id, "campaign_id": campaign_id, "user_id": user_id,
+            "timestamp": now, "arm": decision.arm, "propensity": decision.propensity,
+            "reward": None, "context": ctx, "position": 0,
+            "variant_id": variant.id if variant else "", "status": PENDING,
+            "deadline": now + spec.reward_window_seconds, "linear": spec.dim > 0})
+        return Choice(decision_id, decision.arm, decision.propensity,
+                      variant.id if variant else "", dict(variant.content) if variant else {})
+
+    # -- rewards ----------------------------------------------------------------------------------
+    async def report(self, decision_id: str, reward: float) -> RewardOutcome:
+        check_id("decision_id", decision_id)
+        return await self._rewards.submit(RewardRequest(decision_id, float(reward)))
+
+    async def _on_events(self, events) -> None:
+        """Profiles listener: events carrying attributes["decision_id"] reward that decision."""
+        reqs = [RewardRequest(ev.attributes["decision_id"], user_id=ev.user_id, event_type=ev.type,
+                              event_value=ev.value)
+                for ev in events if ev.attributes.get("decision_id")]
+        try:
+            await asyncio.gather(*(self._rewards.submit(r) for r in reqs))
+        except Exception:  # never fail ingestion for a reward; say why
+            logger.exception("rewarding %d decisions from tracked events failed", len(reqs))
+
+    async def sweep_forever(self) -> None:
+        """Give the default (or best event) reward to decisions whose window closed."""
+        while True:
+            try:
+                now = time.time()
+                if self.repo.has_due(now):
+                    closed = await asyncio.to_thread(self.repo.sweep, now)
+                    logger.debug("closed %d reward windows", closed)
+            except Exception:  # keep serving; say why
+                logger.exception("reward window sweep failed")
+            await asyncio.sleep(self.sweep_seconds)
+
+    # -- stats and export -------------------------------------------------------------------------
+    async def stats(self, campaign_id: str) -> tuple[Campaign, dict, dict]:
+        check_id("campaign_id", campaign_id)
+        campaign, state, counters = await asyncio.to_thread(self.repo.stats_snapshot, campaign_id)
+
+        def compute():
+            with self._stats_lock:
+                return B.campaign_stats(state, self._stats_rng, n_mc=20000)
+        return campaign, await asyncio.to_thread(compute), counters
+
+    def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
+               include_pending: bool = False):
+        if campaign_id:
+            check_id("campaign_id", campaign_id)
+        for rec in self.repo.export(campaign_id, start, end, include_pending):
+            if rec["reward"] is None:
+                rec["reward"] = float(np.nan)
+            yield rec
+
+    async def close(self) -> None:
+        await self._log.close()
+        await self._rewards.close()

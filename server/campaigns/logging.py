@@ -1,0 +1,4 @@
+"""Logger of the campaigns package."""
+import logging
+
+logger = logging.getLogger("tailor.campaigns")

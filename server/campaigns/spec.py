@@ -1,0 +1,209 @@
+"""Campaign definitions: the domain types, their validation (InvalidArgument naming the field)
+and their stored form (JSON in the "campaigns" table)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+from kernels import bandits as B
+
+from ..errors import InvalidArgument
+from ..profiles.schema import CHANNELS, EVENT_TYPES
+from .errors import ImmutableField
+
+__all__ = ["Variant", "RewardRule", "CampaignSpec", "Campaign", "check_id", "PARAM_NAMES",
+           "DEFAULT_WINDOW_S"]
+
+PARAM_NAMES = tuple(f.name for f in dataclasses.fields(B.Params))
+DEFAULT_WINDOW_S = 86400.0
+MAX_WINDOW_S = 90 * 86400.0
+MAX_VARIANTS = 1000
+MAX_FEATURES = 64
+
+
+def check_id(name: str, value: str) -> None:
+    if not value or len(value.encode()) > 128 or "\x1f" in value:
+        raise InvalidArgument(name, "must be 1..128 bytes without control character 0x1F")
+
+
+def _finite(name: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise InvalidArgument(name, f"must be a finite number, got {value}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str
+    content: dict[str, str] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
+    weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class RewardRule:
+    event_type: str
+    value: float = 0.0
+    use_event_value: bool = False
+    cap: float = 0.0
+
+    def reward(self, event_value: float) -> float:
+        if not self.use_event_value:
+            return self.value
+        return min(event_value, self.cap) if self.cap > 0 else event_value
+
+    @property
+    def ceiling(self) -> float:
+        """The most this rule can give (inf for an uncapped event value)."""
+        if not self.use_event_value:
+            return self.value
+        return self.cap if self.cap > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    campaign_id: str
+    name: str = ""
+    channel: str = "web"
+    variants: tuple[Variant, ...] = ()
+    policy: str = "bernoulli_ts"
+    params: dict[str, float] = field(default_factory=dict)
+    rewards: tuple[RewardRule, ...] = ()
+    reward_window_seconds: float = DEFAULT_WINDOW_S
+    default_reward: float = 0.0
+    context_features: tuple[str, ...] = ()
+    salt: str = ""
+
+    @property
+    def dim(self) -> int:
+        """Context dimension of the linear policies: a bias plus the named features."""
+        return len(self.context_features) + 1 if self.policy in B.LINEAR else 0
+
+    def rule_for(self, event_type: str) -> RewardRule | None:
+        return next((r for r in self.rewards if r.event_type == event_type), None)
+
+    @property
+    def best_event_reward(self) -> float:
+        return max((r.ceiling for r in self.rewards), default=0.0)
+
+    def validated(self) -> "CampaignSpec":
+        """Check every field; returns the spec with defaults filled in (salt, window)."""
+        check_id("campaign_id", self.campaign_id)
+        if self.channel not in CHANNELS:
+            raise InvalidArgument("channel", f"{self.channel!r} is unknown (known: {', '.join(CHANNELS)})")
+        if self.policy not in B.POLICIES:
+            raise InvalidArgument("policy", f"{self.policy!r} is unknown (known: {', '.join(B.POLICIES)})")
+        self._check_variants()
+        self._check_params()
+        self._check_rewards()
+        window = self.reward_window_seconds or DEFAULT_WINDOW_S
+        if not 0 < window <= MAX_WINDOW_S:
+            raise InvalidArgument("reward_window_seconds", f"must be in (0, {MAX_WINDOW_S:g}]")
+        from .context import check_feature_names
+        check_feature_names(self.context_features)
+        if len(self.name) > 256 or len(self.salt) > 128:
+            raise InvalidArgument("name", "at most 256 characters (salt at most 128)")
+        return dataclasses.replace(self, reward_window_seconds=float(window),
+                                   salt=self.salt or self.campaign_id)
+
+    def _check_variants(self) -> None:
+        if not 1 <= len(self.variants) <= MAX_VARIANTS:
+            raise InvalidArgument("variants", f"need 1..{MAX_VARIANTS} variants, got {len(self.variants)}")
+        seen = set()
+        for i, v in enumerate(self.variants):
+            check_id(f"variants[{i}].id", v.id)
+            if v.id in seen:
+                raise InvalidArgument(f"variants[{i}].id", f"{v.id!r} is used twice")
+            seen.add(v.id)
+            for k, x in v.features.items():
+                _finite(f"variants[{i}].features[{k!r}]", x)
+            if not (_finite(f"variants[{i}].weight", v.weight) >= 0):
+                raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")
+        if self.policy == "fixed" and any(v.weight for v in self.variants) \
+                and not all(v.weight > 0 for v in self.variants):
+            raise InvalidArgument("variants.weight", "a fixed split needs every weight > 0 (or all 0)")
+
+    def _check_params(self) -> None:
+        for key, value in self.params.items():
+            if key not in PARAM_NAMES:
+                raise InvalidArgument(f"params[{key!r}]", f"unknown (known: {', '.join(PARAM_NAMES)})")
+            _finite(f"params[{key!r}]", value)
+        try:
+            self.new_state()
+        except ValueError as err:
+            raise InvalidArgument("params", str(err)) from None
+
+    def _check_rewards(self) -> None:
+        seen = set()
+        for i, r in enumerate(self.rewards):
+            if r.event_type not in EVENT_TYPES:
+                raise InvalidArgument(f"rewards[{i}].event_type", f"{r.event_type!r} is unknown")
+            if r.event_type in seen:
+                raise InvalidArgument(f"rewards[{i}].event_type", f"{r.event_type!r} is used twice")
+            seen.add(r.event_type)
+            _finite(f"rewards[{i}].value", r.value)
+            if not _finite(f"rewards[{i}].cap", r.cap) >= 0:
+                raise InvalidArgument(f"rewards[{i}].cap", "must be >= 0")
+        _finite("default_reward", self.default_reward)
+        if self.binary_rewards:
+            for i, r in enumerate(self.rewards):
+                if not 0 <= r.ceiling <= 1 or not 0 <= r.value <= 1:
+                    raise InvalidArgument(f"rewards[{i}]", "bernoulli_ts needs rewards in [0, 1] "
+                                          "(a capped event value needs cap <= 1)")
+            self.check_reward("default_reward", self.default_reward)
+
+    @property
+    def binary_rewards(self) -> bool:
+        return self.policy == "bernoulli_ts"
+
+    def check_reward(self, name: str, reward: float) -> float:
+        _finite(name, reward)
+        if self.binary_rewards and not 0 <= reward <= 1:
+            raise InvalidArgument(name, f"bernoulli_ts campaigns take rewards in [0, 1], got {reward:g}")
+        return float(reward)
+
+    def new_state(self) -> B.BanditState:
+        weights = [v.weight for v in self.variants] if any(v.weight for v in self.variants) else None
+        return B.new_state(self.policy, len(self.variants), self.dim, weights=weights, **self.params)
+
+    def check_update_of(self, old: "CampaignSpec") -> None:
+        if self.policy != old.policy:
+            raise ImmutableField("policy", "the posterior state belongs to the old policy")
+        if self.context_features != old.context_features:
+            raise ImmutableField("context_features", "the linear state has their dimension")
+        if [v.id for v in self.variants[:len(old.variants)]] != [v.id for v in old.variants]:
+            raise ImmutableField("variants", "existing variants keep their ids and order "
+                                 "(new ones may be appended)")
+        if self.salt != old.salt:
+            raise ImmutableField("salt", "it would reshuffle the split of every user")
+
+    def restate(self, state: B.BanditState) -> B.BanditState:
+        """`state` carried over to this (updated) spec: new params/weights, appended arms."""
+        fresh = self.new_state()
+        k = state.n_arms
+        for name in ("n", "s", "ss", "A", "b"):
+            getattr(fresh, name)[:k] = getattr(state, name)
+        return fresh
+
+
+@dataclass(frozen=True)
+class Campaign:
+    spec: CampaignSpec
+    archived: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    revision: int = 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "Campaign":
+        d = json.loads(raw)
+        s = d.pop("spec")
+        spec = CampaignSpec(**{**s, "variants": tuple(Variant(**v) for v in s["variants"]),
+                               "rewards": tuple(RewardRule(**r) for r in s["rewards"]),
+                               "context_features": tuple(s["context_features"])})
+        return cls(spec, **d)

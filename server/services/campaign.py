@@ -1,0 +1,128 @@
+"""tailor.v1.CampaignService."""
+from __future__ import annotations
+
+import math
+
+from protos.tailor.v1 import campaign_pb2 as pb
+from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+
+from ..campaigns import Campaign, CampaignSpec, Campaigns, Choice, RewardRule, Variant
+from ..errors import grpc_errors
+
+__all__ = ["CampaignServicer", "CampaignConverter"]
+
+_NAN = float("nan")
+
+
+def _num(x) -> float:
+    return _NAN if x is None else float(x)
+
+
+class CampaignConverter:
+    @staticmethod
+    def to_spec(msg: pb.CampaignSpec) -> CampaignSpec:
+        return CampaignSpec(
+            campaign_id=msg.campaign_id, name=msg.name, channel=msg.channel or "web",
+            variants=tuple(Variant(v.id, dict(v.content), dict(v.features), v.weight) for v in msg.variants),
+            policy=msg.policy or "bernoulli_ts", params=dict(msg.params),
+            rewards=tuple(RewardRule(r.event_type, r.value, r.use_event_value, r.cap) for r in msg.rewards),
+            reward_window_seconds=msg.reward_window_seconds, default_reward=msg.default_reward,
+            context_features=tuple(msg.context_features), salt=msg.salt)
+
+    @staticmethod
+    def from_campaign(c: Campaign) -> pb.Campaign:
+        s = c.spec
+        spec = pb.CampaignSpec(
+            campaign_id=s.campaign_id, name=s.name, channel=s.channel, policy=s.policy,
+            params=s.params, reward_window_seconds=s.reward_window_seconds,
+            default_reward=s.default_reward, context_features=s.context_features, salt=s.salt,
+            variants=[pb.Variant(id=v.id, content=v.content, features=v.features, weight=v.weight)
+                      for v in s.variants],
+            rewards=[pb.RewardRule(event_type=r.event_type, value=r.value,
+                                   use_event_value=r.use_event_value, cap=r.cap) for r in s.rewards])
+        return pb.Campaign(spec=spec, archived=c.archived, created_at=c.created_at,
+                           updated_at=c.updated_at, revision=c.revision)
+
+    @staticmethod
+    def from_choice(c: Choice) -> pb.ChooseVariantResponse:
+        return pb.ChooseVariantResponse(decision_id=c.decision_id, variant_id=c.variant_id, arm=c.arm,
+                                        propensity=c.propensity, holdout=c.arm < 0, content=c.content)
+
+    @staticmethod
+    def from_stats(campaign: Campaign, st: dict, counters: dict) -> pb.CampaignStats:
+        ids = [v.id for v in campaign.spec.variants]
+        made = counters["decisions"] + [0] * (len(ids) - len(counters["decisions"]))
+        out = pb.CampaignStats(
+            campaign_id=campaign.spec.campaign_id, policy=campaign.spec.policy,
+            holdout_decisions=counters["holdout"], holdout_rewarded=counters["holdout_rewarded"],
+            holdout_rewards=counters["holdout_rewards"], pending=counters["pending"])
+        for a, vid in enumerate(ids):
+            out.variants.append(pb.VariantStats(
+                variant_id=vid, decisions=made[a], pulls=st["pulls"][a], rewards=st["rewards"][a],
+                mean=st["mean"][a], ci_low=st["ci_low"][a], ci_high=st["ci_high"][a],
+                prob_best=st["prob_best"][a], expected_loss=st["expected_loss"][a]))
+        for row in st.get("ab", []):
+            out.ab.append(pb.AbRow(
+                variant_id=ids[row["arm"]], control_id=ids[row["control"]], diff=row["diff"],
+                ci_low=row["ci_low"], ci_high=row["ci_high"], statistic=row["statistic"],
+                pvalue=row["pvalue"], prob_beat_control=_num(row["prob_beat_control"]),
+                msprt_pvalue=row["msprt_pvalue"], srm_pvalue=_num(row["srm_pvalue"]),
+                srm_mismatch=bool(row["srm_mismatch"])))
+        return out
+
+    @staticmethod
+    def from_record(rec: dict) -> pb.DecisionRecord:
+        return pb.DecisionRecord(
+            decision_id=rec["decision_id"], campaign_id=rec["campaign_id"], user_id=rec["user_id"],
+            timestamp=rec["timestamp"], arm=rec["arm"], propensity=rec["propensity"],
+            reward=rec["reward"] if rec["reward"] is not None else math.nan, context=rec["context"],
+            position=rec.get("position", 0), variant_id=rec["variant_id"], status=rec["status"])
+
+
+class CampaignServicer(pb_grpc.CampaignServiceServicer):
+    def __init__(self, campaigns: Campaigns):
+        self.campaigns = campaigns
+
+    @grpc_errors
+    async def CreateCampaign(self, request: pb.CreateCampaignRequest, context) -> pb.Campaign:
+        spec = CampaignConverter.to_spec(request.spec)
+        return CampaignConverter.from_campaign(await self.campaigns.create(spec))
+
+    @grpc_errors
+    async def UpdateCampaign(self, request: pb.UpdateCampaignRequest, context) -> pb.Campaign:
+        spec = CampaignConverter.to_spec(request.spec)
+        return CampaignConverter.from_campaign(await self.campaigns.update(spec))
+
+    @grpc_errors
+    async def ArchiveCampaign(self, request: pb.ArchiveCampaignRequest, context) -> pb.Campaign:
+        return CampaignConverter.from_campaign(await self.campaigns.archive(request.campaign_id))
+
+    @grpc_errors
+    async def GetCampaign(self, request: pb.GetCampaignRequest, context) -> pb.Campaign:
+        return CampaignConverter.from_campaign(await self.campaigns.get(request.campaign_id))
+
+    @grpc_errors
+    async def ListCampaigns(self, request: pb.ListCampaignsRequest, context) -> pb.ListCampaignsResponse:
+        found = await self.campaigns.list(request.include_archived)
+        return pb.ListCampaignsResponse(campaigns=[CampaignConverter.from_campaign(c) for c in found])
+
+    @grpc_errors
+    async def ChooseVariant(self, request: pb.ChooseVariantRequest, context) -> pb.ChooseVariantResponse:
+        choice = await self.campaigns.choose(request.campaign_id, request.user_id, request.context)
+        return CampaignConverter.from_choice(choice)
+
+    @grpc_errors
+    async def ReportReward(self, request: pb.ReportRewardRequest, context) -> pb.ReportRewardResponse:
+        out = await self.campaigns.report(request.decision_id, request.reward)
+        return pb.ReportRewardResponse(campaign_id=out.campaign_id, variant_id=out.variant_id,
+                                       duplicate=out.duplicate)
+
+    @grpc_errors
+    async def GetCampaignStats(self, request: pb.GetCampaignStatsRequest, context) -> pb.CampaignStats:
+        return CampaignConverter.from_stats(*await self.campaigns.stats(request.campaign_id))
+
+    @grpc_errors
+    async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):
+        for rec in self.campaigns.export(request.campaign_id, request.start, request.end,
+                                         request.include_pending):
+            yield CampaignConverter.from_record(rec)
