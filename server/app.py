@@ -8,15 +8,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.tailor.v1 import (diagnostics_pb2_grpc, model_admin_pb2_grpc, profile_pb2_grpc,
-                             recommendation_pb2_grpc)
+from protos.tailor.v1 import (campaign_pb2_grpc, diagnostics_pb2_grpc, model_admin_pb2_grpc,
+                             profile_pb2_grpc, recommendation_pb2_grpc)
 
+from .campaigns import Campaigns
 from .config import Settings
 from .metrics import MetricsInterceptor
 from .models import ModelRegistry
 from .profiles import EventRules, Profiles
 from .recommend import Recommender
 from .services import register_services
+from .services.campaign import CampaignServicer
 from .services.diagnostics import DiagnosticsServicer
 from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
@@ -52,6 +54,8 @@ class TailorServer:
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history_half_life_days=s.history_half_life_days)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
+        self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
+                                   propensity_refresh_s=s.campaign_propensity_refresh_seconds)
 
     def _servicers(self) -> list:
         return [
@@ -61,6 +65,7 @@ class TailorServer:
              ModelAdminServicer(self.registry, self.settings.compute_threads)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server, ProfileServicer(self.profiles)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
+            (campaign_pb2_grpc.add_CampaignServiceServicer_to_server, CampaignServicer(self.campaigns)),
         ]
 
     async def start(self) -> int:
@@ -82,6 +87,7 @@ class TailorServer:
         await server.start()
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep_retention())
+        self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
 
@@ -103,7 +109,9 @@ class TailorServer:
             return
         await self.health.enter_graceful_shutdown()
         self._sweeper.cancel()
+        self._campaign_sweeper.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        await self.campaigns.close()
         await self.recommender.close()
         await self.profiles.close()
         await self.registry.stop()

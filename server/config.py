@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     history_half_life_days: float = 30.0
     """Half-life of item weights in the encoder's history (as in training)."""
 
+    campaign_sweep_seconds: float = 1.0
+    """How often a worker gives the default reward to decisions whose reward window closed."""
+    campaign_propensity_refresh_seconds: float = 0.25
+    """Thompson campaigns re-estimate their cached propensities at most this often per worker."""
+
     bundle_poll_seconds: float = 0.5
     """How often a worker checks the store for a bundle activated by another worker."""
     bundles_kept: int = 5
