@@ -24,7 +24,31 @@ def _track(client: TailorClient, args) -> dict:
             "rejected": len(reply.get("rejected", [])), "rejections": reply.get("rejected", [])[:100]}
 
 
+def _campaign(client: TailorClient, args) -> dict:
+    if args.action in ("create", "update"):
+        with open(args.file) as fh:
+            spec = json.load(fh)
+        return (client.create_campaign if args.action == "create" else client.update_campaign)(spec)
+    if args.action == "archive":
+        return client.archive_campaign(args.campaign)
+    if args.action == "choose":
+        return client.choose_variant(args.campaign, args.user, dict(_pair(kv) for kv in args.context or ()))
+    if args.action == "reward":
+        return client.report_reward(args.decision, args.reward)
+    if args.action == "export":
+        with open(args.out, "w") as fh:
+            n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
+        return {"decisions": n, "out": args.out}
+    return client.campaign_stats(args.campaign)
+
+
+def _pair(kv: str) -> tuple[str, float]:
+    key, _, value = kv.partition("=")
+    return key, float(value)
+
+
 COMMANDS = {
+    "campaign": _campaign,
     "track": _track,
     "profile": lambda client, args: client.get_profile(args.user, args.max_events, args.role or ()),
     "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in", args.source),
@@ -66,7 +90,28 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--source", default="cli")
     de = sub.add_parser("delete", parents=[common], help="erase a user (right to erasure)")
     de.add_argument("--user", required=True)
+    _campaign_parser(sub, common)
     return parser
+
+
+def _campaign_parser(sub, common) -> None:
+    ca = sub.add_parser("campaign", help="campaigns: create/update/archive, choose, reward, stats, export")
+    acts = ca.add_subparsers(dest="action", required=True)
+    for name in ("create", "update"):
+        p = acts.add_parser(name, parents=[common], help=f"{name} from a CampaignSpec JSON file")
+        p.add_argument("--file", required=True)
+    for name in ("archive", "stats"):
+        acts.add_parser(name, parents=[common]).add_argument("--campaign", required=True)
+    ch = acts.add_parser("choose", parents=[common], help="a variant for a user (logged decision)")
+    ch.add_argument("--campaign", required=True)
+    ch.add_argument("--user", required=True)
+    ch.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
+    rw = acts.add_parser("reward", parents=[common], help="report the reward of a decision")
+    rw.add_argument("--decision", required=True)
+    rw.add_argument("--reward", type=float, required=True)
+    ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
+    ex.add_argument("--campaign", default="")
+    ex.add_argument("--out", required=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,8 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format
 
+from protos.tailor.v1 import campaign_pb2 as camp_pb
+from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as diag_pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
@@ -88,6 +90,7 @@ class TailorClient:
         self._admin = admin_grpc.ModelAdminServiceStub(self._channel)
         self._diag = diag_grpc.DiagnosticsServiceStub(self._channel)
         self._profiles = prof_grpc.ProfileServiceStub(self._channel)
+        self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
 
     def __enter__(self):
         return self
@@ -218,6 +221,50 @@ class TailorClient:
         try:
             yield from self._profiles.ExportEvents(prof_pb.ExportEventsRequest(start=start, end=end),
                                                    timeout=timeout)
+        except grpc.RpcError as err:
+            raise TailorError(err.code(), err.details() or "") from None
+
+    # -- campaigns -----------------------------------------------------------------------------
+    def create_campaign(self, spec: dict, timeout: float | None = None) -> dict:
+        """`spec`: a tailor.v1.CampaignSpec as a dict (campaign_id, variants, policy, ...)."""
+        req = camp_pb.CreateCampaignRequest(spec=json_format.ParseDict(spec, camp_pb.CampaignSpec()))
+        return _to_dict(self._call(self._campaigns.CreateCampaign, req, timeout))
+
+    def update_campaign(self, spec: dict, timeout: float | None = None) -> dict:
+        req = camp_pb.UpdateCampaignRequest(spec=json_format.ParseDict(spec, camp_pb.CampaignSpec()))
+        return _to_dict(self._call(self._campaigns.UpdateCampaign, req, timeout))
+
+    def archive_campaign(self, campaign_id: str, timeout: float | None = None) -> dict:
+        req = camp_pb.ArchiveCampaignRequest(campaign_id=campaign_id)
+        return _to_dict(self._call(self._campaigns.ArchiveCampaign, req, timeout))
+
+    def choose_variant(self, campaign_id: str, user_id: str, context: dict[str, float] | None = None,
+                       timeout: float | None = None) -> dict:
+        """{"decision_id", "variant_id", "arm", "propensity", "holdout", "content"}."""
+        req = camp_pb.ChooseVariantRequest(campaign_id=campaign_id, user_id=user_id,
+                                           context={k: float(v) for k, v in (context or {}).items()})
+        return _to_dict(self._call(self._campaigns.ChooseVariant, req, timeout))
+
+    def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> dict:
+        req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)
+        return _to_dict(self._call(self._campaigns.ReportReward, req, timeout))
+
+    def campaign_stats(self, campaign_id: str, timeout: float | None = None) -> dict:
+        req = camp_pb.GetCampaignStatsRequest(campaign_id=campaign_id)
+        return _to_dict(self._call(self._campaigns.GetCampaignStats, req, timeout))
+
+    def export_decisions(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
+                         include_pending: bool = False, timeout: float = 3600.0) -> Iterator[dict]:
+        """Decision-log records as dicts in the `training.ope` JSON-lines format."""
+        req = camp_pb.ExportDecisionsRequest(campaign_id=campaign_id, start=start, end=end,
+                                             include_pending=include_pending)
+        try:
+            for rec in self._campaigns.ExportDecisions(req, timeout=timeout):
+                yield {"decision_id": rec.decision_id, "campaign_id": rec.campaign_id,
+                       "user_id": rec.user_id, "timestamp": rec.timestamp, "arm": rec.arm,
+                       "propensity": rec.propensity, "reward": rec.reward,
+                       "context": list(rec.context), "position": rec.position,
+                       "variant_id": rec.variant_id, "status": rec.status}
         except grpc.RpcError as err:
             raise TailorError(err.code(), err.details() or "") from None
 
