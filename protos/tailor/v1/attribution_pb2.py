@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/attribution.proto\x12\ttailor.v1\"\xae\x02\n\tModelSpec\x12*\n\x05model\x18\x01 \x01(\x0e\x32\x1b.tailor.v1.AttributionModel\x12\r\n\x05order\x18\x02 \x01(\x05\x12\x16\n\x0eposition_first\x18\x03 \x01(\x01\x12\x15\n\rposition_last\x18\x04 \x01(\x01\x12\x19\n\x11half_life_seconds\x18\x05 \x01(\x01\x12\x16\n\x0e\x64irect_channel\x18\x06 \x01(\t\x12,\n\x0cshapley_form\x18\x07 \x01(\x0e\x32\x16.tailor.v1.ShapleyForm\x12\x17\n\x0fshapley_samples\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x19\n\x11transition_matrix\x18\n \x01(\x08\x12\x14\n\x0cpath_credits\x18\x0b \x01(\x08\"m\n\x04Path\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\ntimestamps\x18\x03 \x03(\x01\x12\x13\n\x0b\x63onversions\x18\x04 \x01(\x01\x12\r\n\x05value\x18\x05 \x01(\x01\x12\r\n\x05nulls\x18\x06 \x01(\x01\"w\n\x10\x41ttributeRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.tailor.v1.ModelSpec\x12\x1e\n\x05paths\x18\x02 \x03(\x0b\x32\x0f.tailor.v1.Path\x12\x1f\n\x17\x63hannelattribution_rows\x18\x03 \x03(\t\"\xcf\x01\n\x16\x41ttributeStoredRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.tailor.v1.ModelSpec\x12\x12\n\nstart_time\x18\x02 \x01(\x03\x12\x10\n\x08\x65nd_time\x18\x03 \x01(\x03\x12\x18\n\x10lookback_seconds\x18\x04 \x01(\x03\x12%\n\x08group_by\x18\x05 \x01(\x0e\x32\x13.tailor.v1.Grouping\x12\x13\n\x0btouch_types\x18\x06 \x03(\t\x12\x15\n\rinclude_nulls\x18\x07 \x01(\x08\"\x8a\x01\n\rChannelCredit\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x13\n\x0b\x63onversions\x18\x02 \x01(\x01\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x16\n\x0eremoval_effect\x18\x04 \x01(\x01\x12\x1c\n\x14value_removal_effect\x18\x05 \x01(\x01\x12\x0e\n\x06stderr\x18\x06 \x01(\x01\"P\n\nPathCredit\x12\x12\n\npath_index\x18\x01 \x01(\x03\x12\x19\n\x11touch_conversions\x18\x02 \x03(\x01\x12\x13\n\x0btouch_value\x18\x03 \x03(\x01\"Q\n\x10TransitionMatrix\x12\x0e\n\x06states\x18\x01 \x03(\t\x12\x0b\n\x03row\x18\x02 \x03(\x05\x12\x0b\n\x03\x63ol\x18\x03 \x03(\x05\x12\x13\n\x0bprobability\x18\x04 \x03(\x01\"\xae\x02\n\x11\x41ttributeResponse\x12*\n\x05model\x18\x01 \x01(\x0e\x32\x1b.tailor.v1.AttributionModel\x12)\n\x07\x63redits\x18\x02 \x03(\x0b\x32\x18.tailor.v1.ChannelCredit\x12\r\n\x05paths\x18\x03 \x01(\x03\x12\x19\n\x11total_conversions\x18\x04 \x01(\x01\x12\x13\n\x0btotal_value\x18\x05 \x01(\x01\x12+\n\x0cpath_credits\x18\x06 \x03(\x0b\x32\x15.tailor.v1.PathCredit\x12\x36\n\x11transition_matrix\x18\x07 \x01(\x0b\x32\x1b.tailor.v1.TransitionMatrix\x12\x1e\n\x16\x63onversion_probability\x18\x08 \x01(\x01*\xb4\x01\n\x10\x41ttributionModel\x12!\n\x1d\x41TTRIBUTION_MODEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46IRST_TOUCH\x10\x01\x12\x0e\n\nLAST_TOUCH\x10\x02\x12\x13\n\x0fLAST_NON_DIRECT\x10\x03\x12\n\n\x06LINEAR\x10\x04\x12\x12\n\x0ePOSITION_BASED\x10\x05\x12\x0e\n\nTIME_DECAY\x10\x06\x12\n\n\x06MARKOV\x10\x07\x12\x0b\n\x07SHAPLEY\x10\x08*N\n\x0bShapleyForm\x12\x1c\n\x18SHAPLEY_FORM_UNSPECIFIED\x10\x00\x12\n\n\x06\x43OUNTS\x10\x01\x12\x08\n\x04RATE\x10\x02\x12\x0b\n\x07ORDERED\x10\x03*?\n\x08Grouping\x12\x18\n\x14GROUPING_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x43HANNEL\x10\x01\x12\x0c\n\x08\x43\x41MPAIGN\x10\x02\x32\x80\x02\n\x12\x41ttributionService\x12\x46\n\tAttribute\x12\x1b.tailor.v1.AttributeRequest\x1a\x1c.tailor.v1.AttributeResponse\x12N\n\x0f\x41ttributeStream\x12\x1b.tailor.v1.AttributeRequest\x1a\x1c.tailor.v1.AttributeResponse(\x01\x12R\n\x0f\x41ttributeStored\x12!.tailor.v1.AttributeStoredRequest\x1a\x1c.tailor.v1.AttributeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/attribution.proto\x12\ttailor.v1\"\xae\x02\n\tModelSpec\x12*\n\x05model\x18\x01 \x01(\x0e\x32\x1b.tailor.v1.AttributionModel\x12\r\n\x05order\x18\x02 \x01(\x05\x12\x16\n\x0eposition_first\x18\x03 \x01(\x01\x12\x15\n\rposition_last\x18\x04 \x01(\x01\x12\x19\n\x11half_life_seconds\x18\x05 \x01(\x01\x12\x16\n\x0e\x64irect_channel\x18\x06 \x01(\t\x12,\n\x0cshapley_form\x18\x07 \x01(\x0e\x32\x16.tailor.v1.ShapleyForm\x12\x17\n\x0fshapley_samples\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x04\x12\x19\n\x11transition_matrix\x18\n \x01(\x08\x12\x14\n\x0cpath_credits\x18\x0b \x01(\x08\"m\n\x04Path\x12\x10\n\x08\x63hannels\x18\x01 \x03(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\ntimestamps\x18\x03 \x03(\x01\x12\x13\n\x0b\x63onversions\x18\x04 \x01(\x01\x12\r\n\x05value\x18\x05 \x01(\x01\x12\r\n\x05nulls\x18\x06 \x01(\x01\"w\n\x10\x41ttributeRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.tailor.v1.ModelSpec\x12\x1e\n\x05paths\x18\x02 \x03(\x0b\x32\x0f.tailor.v1.Path\x12\x1f\n\x17\x63hannelattribution_rows\x18\x03 \x03(\t\"\xe4\x01\n\x16\x41ttributeStoredRequest\x12\"\n\x04spec\x18\x01 \x01(\x0b\x32\x14.tailor.v1.ModelSpec\x12\x12\n\nstart_time\x18\x02 \x01(\x03\x12\x10\n\x08\x65nd_time\x18\x03 \x01(\x03\x12\x18\n\x10lookback_seconds\x18\x04 \x01(\x03\x12%\n\x08group_by\x18\x05 \x01(\x0e\x32\x13.tailor.v1.Grouping\x12\x13\n\x0btouch_types\x18\x06 \x03(\t\x12\x15\n\rexclude_nulls\x18\x08 \x01(\x08J\x04\x08\x07\x10\x08R\rinclude_nulls\"\xce\x01\n\rChannelCredit\x12\x0f\n\x07\x63hannel\x18\x01 \x01(\t\x12\x13\n\x0b\x63onversions\x18\x02 \x01(\x01\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x16\n\x0eremoval_effect\x18\x04 \x01(\x01\x12\x1c\n\x14value_removal_effect\x18\x05 \x01(\x01\x12\x0e\n\x06stderr\x18\x06 \x01(\x01\x12\x18\n\x10rank_conversions\x18\x07 \x03(\x01\x12\x12\n\nrank_value\x18\x08 \x03(\x01\x12\x14\n\x0cvalue_stderr\x18\t \x01(\x01\"P\n\nPathCredit\x12\x12\n\npath_index\x18\x01 \x01(\x03\x12\x19\n\x11touch_conversions\x18\x02 \x03(\x01\x12\x13\n\x0btouch_value\x18\x03 \x03(\x01\"Q\n\x10TransitionMatrix\x12\x0e\n\x06states\x18\x01 \x03(\t\x12\x0b\n\x03row\x18\x02 \x03(\x05\x12\x0b\n\x03\x63ol\x18\x03 \x03(\x05\x12\x13\n\x0bprobability\x18\x04 \x03(\x01\"\xac\x03\n\x11\x41ttributeResponse\x12*\n\x05model\x18\x01 \x01(\x0e\x32\x1b.tailor.v1.AttributionModel\x12)\n\x07\x63redits\x18\x02 \x03(\x0b\x32\x18.tailor.v1.ChannelCredit\x12\r\n\x05paths\x18\x03 \x01(\x03\x12\x19\n\x11total_conversions\x18\x04 \x01(\x01\x12\x13\n\x0btotal_value\x18\x05 \x01(\x01\x12+\n\x0cpath_credits\x18\x06 \x03(\x0b\x32\x15.tailor.v1.PathCredit\x12\x36\n\x11transition_matrix\x18\x07 \x01(\x0b\x32\x1b.tailor.v1.TransitionMatrix\x12\x1e\n\x16\x63onversion_probability\x18\x08 \x01(\x01\x12 \n\x18unattributed_conversions\x18\t \x01(\x01\x12\x1a\n\x12unattributed_value\x18\n \x01(\x01\x12%\n\x0cstored_paths\x18\x0b \x03(\x0b\x32\x0f.tailor.v1.Path\x12\x17\n\x0fshapley_samples\x18\x0c \x01(\x03*\xb4\x01\n\x10\x41ttributionModel\x12!\n\x1d\x41TTRIBUTION_MODEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0b\x46IRST_TOUCH\x10\x01\x12\x0e\n\nLAST_TOUCH\x10\x02\x12\x13\n\x0fLAST_NON_DIRECT\x10\x03\x12\n\n\x06LINEAR\x10\x04\x12\x12\n\x0ePOSITION_BASED\x10\x05\x12\x0e\n\nTIME_DECAY\x10\x06\x12\n\n\x06MARKOV\x10\x07\x12\x0b\n\x07SHAPLEY\x10\x08*N\n\x0bShapleyForm\x12\x1c\n\x18SHAPLEY_FORM_UNSPECIFIED\x10\x00\x12\n\n\x06\x43OUNTS\x10\x01\x12\x08\n\x04RATE\x10\x02\x12\x0b\n\x07ORDERED\x10\x03*?\n\x08Grouping\x12\x18\n\x14GROUPING_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x43HANNEL\x10\x01\x12\x0c\n\x08\x43\x41MPAIGN\x10\x02\x32\x80\x02\n\x12\x41ttributionService\x12\x46\n\tAttribute\x12\x1b.tailor.v1.AttributeRequest\x1a\x1c.tailor.v1.AttributeResponse\x12N\n\x0f\x41ttributeStream\x12\x1b.tailor.v1.AttributeRequest\x1a\x1c.tailor.v1.AttributeResponse(\x01\x12R\n\x0f\x41ttributeStored\x12!.tailor.v1.AttributeStoredRequest\x1a\x1c.tailor.v1.AttributeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.v1.attribution_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ATTRIBUTIONMODEL']._serialized_start=1401
-  _globals['_ATTRIBUTIONMODEL']._serialized_end=1581
-  _globals['_SHAPLEYFORM']._serialized_start=1583
-  _globals['_SHAPLEYFORM']._serialized_end=1661
-  _globals['_GROUPING']._serialized_start=1663
-  _globals['_GROUPING']._serialized_end=1726
+  _globals['_ATTRIBUTIONMODEL']._serialized_start=1616
+  _globals['_ATTRIBUTIONMODEL']._serialized_end=1796
+  _globals['_SHAPLEYFORM']._serialized_start=1798
+  _globals['_SHAPLEYFORM']._serialized_end=1876
+  _globals['_GROUPING']._serialized_start=1878
+  _globals['_GROUPING']._serialized_end=1941
   _globals['_MODELSPEC']._serialized_start=43
   _globals['_MODELSPEC']._serialized_end=345
   _globals['_PATH']._serialized_start=347
@@ -44,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTRIBUTEREQUEST']._serialized_start=458
   _globals['_ATTRIBUTEREQUEST']._serialized_end=577
   _globals['_ATTRIBUTESTOREDREQUEST']._serialized_start=580
-  _globals['_ATTRIBUTESTOREDREQUEST']._serialized_end=787
-  _globals['_CHANNELCREDIT']._serialized_start=790
-  _globals['_CHANNELCREDIT']._serialized_end=928
-  _globals['_PATHCREDIT']._serialized_start=930
-  _globals['_PATHCREDIT']._serialized_end=1010
-  _globals['_TRANSITIONMATRIX']._serialized_start=1012
-  _globals['_TRANSITIONMATRIX']._serialized_end=1093
-  _globals['_ATTRIBUTERESPONSE']._serialized_start=1096
-  _globals['_ATTRIBUTERESPONSE']._serialized_end=1398
-  _globals['_ATTRIBUTIONSERVICE']._serialized_start=1729
-  _globals['_ATTRIBUTIONSERVICE']._serialized_end=1985
+  _globals['_ATTRIBUTESTOREDREQUEST']._serialized_end=808
+  _globals['_CHANNELCREDIT']._serialized_start=811
+  _globals['_CHANNELCREDIT']._serialized_end=1017
+  _globals['_PATHCREDIT']._serialized_start=1019
+  _globals['_PATHCREDIT']._serialized_end=1099
+  _globals['_TRANSITIONMATRIX']._serialized_start=1101
+  _globals['_TRANSITIONMATRIX']._serialized_end=1182
+  _globals['_ATTRIBUTERESPONSE']._serialized_start=1185
+  _globals['_ATTRIBUTERESPONSE']._serialized_end=1613
+  _globals['_ATTRIBUTIONSERVICE']._serialized_start=1944
+  _globals['_ATTRIBUTIONSERVICE']._serialized_end=2200
 # @@protoc_insertion_point(module_scope)

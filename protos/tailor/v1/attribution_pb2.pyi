@@ -101,38 +101,44 @@ class AttributeRequest(_message.Message):
     def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., paths: _Optional[_Iterable[_Union[Path, _Mapping]]] = ..., channelattribution_rows: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AttributeStoredRequest(_message.Message):
-    __slots__ = ("spec", "start_time", "end_time", "lookback_seconds", "group_by", "touch_types", "include_nulls")
+    __slots__ = ("spec", "start_time", "end_time", "lookback_seconds", "group_by", "touch_types", "exclude_nulls")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     LOOKBACK_SECONDS_FIELD_NUMBER: _ClassVar[int]
     GROUP_BY_FIELD_NUMBER: _ClassVar[int]
     TOUCH_TYPES_FIELD_NUMBER: _ClassVar[int]
-    INCLUDE_NULLS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_NULLS_FIELD_NUMBER: _ClassVar[int]
     spec: ModelSpec
     start_time: int
     end_time: int
     lookback_seconds: int
     group_by: Grouping
     touch_types: _containers.RepeatedScalarFieldContainer[str]
-    include_nulls: bool
-    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., lookback_seconds: _Optional[int] = ..., group_by: _Optional[_Union[Grouping, str]] = ..., touch_types: _Optional[_Iterable[str]] = ..., include_nulls: _Optional[bool] = ...) -> None: ...
+    exclude_nulls: bool
+    def __init__(self, spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., start_time: _Optional[int] = ..., end_time: _Optional[int] = ..., lookback_seconds: _Optional[int] = ..., group_by: _Optional[_Union[Grouping, str]] = ..., touch_types: _Optional[_Iterable[str]] = ..., exclude_nulls: _Optional[bool] = ...) -> None: ...
 
 class ChannelCredit(_message.Message):
-    __slots__ = ("channel", "conversions", "value", "removal_effect", "value_removal_effect", "stderr")
+    __slots__ = ("channel", "conversions", "value", "removal_effect", "value_removal_effect", "stderr", "rank_conversions", "rank_value", "value_stderr")
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     REMOVAL_EFFECT_FIELD_NUMBER: _ClassVar[int]
     VALUE_REMOVAL_EFFECT_FIELD_NUMBER: _ClassVar[int]
     STDERR_FIELD_NUMBER: _ClassVar[int]
+    RANK_CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    RANK_VALUE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_STDERR_FIELD_NUMBER: _ClassVar[int]
     channel: str
     conversions: float
     value: float
     removal_effect: float
     value_removal_effect: float
     stderr: float
-    def __init__(self, channel: _Optional[str] = ..., conversions: _Optional[float] = ..., value: _Optional[float] = ..., removal_effect: _Optional[float] = ..., value_removal_effect: _Optional[float] = ..., stderr: _Optional[float] = ...) -> None: ...
+    rank_conversions: _containers.RepeatedScalarFieldContainer[float]
+    rank_value: _containers.RepeatedScalarFieldContainer[float]
+    value_stderr: float
+    def __init__(self, channel: _Optional[str] = ..., conversions: _Optional[float] = ..., value: _Optional[float] = ..., removal_effect: _Optional[float] = ..., value_removal_effect: _Optional[float] = ..., stderr: _Optional[float] = ..., rank_conversions: _Optional[_Iterable[float]] = ..., rank_value: _Optional[_Iterable[float]] = ..., value_stderr: _Optional[float] = ...) -> None: ...
 
 class PathCredit(_message.Message):
     __slots__ = ("path_index", "touch_conversions", "touch_value")
@@ -157,7 +163,7 @@ class TransitionMatrix(_message.Message):
     def __init__(self, states: _Optional[_Iterable[str]] = ..., row: _Optional[_Iterable[int]] = ..., col: _Optional[_Iterable[int]] = ..., probability: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class AttributeResponse(_message.Message):
-    __slots__ = ("model", "credits", "paths", "total_conversions", "total_value", "path_credits", "transition_matrix", "conversion_probability")
+    __slots__ = ("model", "credits", "paths", "total_conversions", "total_value", "path_credits", "transition_matrix", "conversion_probability", "unattributed_conversions", "unattributed_value", "stored_paths", "shapley_samples")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CREDITS_FIELD_NUMBER: _ClassVar[int]
     PATHS_FIELD_NUMBER: _ClassVar[int]
@@ -166,6 +172,10 @@ class AttributeResponse(_message.Message):
     PATH_CREDITS_FIELD_NUMBER: _ClassVar[int]
     TRANSITION_MATRIX_FIELD_NUMBER: _ClassVar[int]
     CONVERSION_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    UNATTRIBUTED_CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    UNATTRIBUTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    STORED_PATHS_FIELD_NUMBER: _ClassVar[int]
+    SHAPLEY_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     model: AttributionModel
     credits: _containers.RepeatedCompositeFieldContainer[ChannelCredit]
     paths: int
@@ -174,4 +184,8 @@ class AttributeResponse(_message.Message):
     path_credits: _containers.RepeatedCompositeFieldContainer[PathCredit]
     transition_matrix: TransitionMatrix
     conversion_probability: float
-    def __init__(self, model: _Optional[_Union[AttributionModel, str]] = ..., credits: _Optional[_Iterable[_Union[ChannelCredit, _Mapping]]] = ..., paths: _Optional[int] = ..., total_conversions: _Optional[float] = ..., total_value: _Optional[float] = ..., path_credits: _Optional[_Iterable[_Union[PathCredit, _Mapping]]] = ..., transition_matrix: _Optional[_Union[TransitionMatrix, _Mapping]] = ..., conversion_probability: _Optional[float] = ...) -> None: ...
+    unattributed_conversions: float
+    unattributed_value: float
+    stored_paths: _containers.RepeatedCompositeFieldContainer[Path]
+    shapley_samples: int
+    def __init__(self, model: _Optional[_Union[AttributionModel, str]] = ..., credits: _Optional[_Iterable[_Union[ChannelCredit, _Mapping]]] = ..., paths: _Optional[int] = ..., total_conversions: _Optional[float] = ..., total_value: _Optional[float] = ..., path_credits: _Optional[_Iterable[_Union[PathCredit, _Mapping]]] = ..., transition_matrix: _Optional[_Union[TransitionMatrix, _Mapping]] = ..., conversion_probability: _Optional[float] = ..., unattributed_conversions: _Optional[float] = ..., unattributed_value: _Optional[float] = ..., stored_paths: _Optional[_Iterable[_Union[Path, _Mapping]]] = ..., shapley_samples: _Optional[int] = ...) -> None: ...

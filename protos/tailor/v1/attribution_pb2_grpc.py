@@ -69,6 +69,8 @@ class AttributionServiceServicer:
 
     def AttributeStream(self, request_iterator, context):
         """The same for large uploads: the first message carries the model, every message paths.
+        Paths are numbered in arrival order; within a message `paths` come before
+        `channelattribution_rows`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
