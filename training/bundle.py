@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -90,10 +91,14 @@ def write_bundle(result, root: str | Path) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     fp = fingerprint(result.train_rows)
-    created = datetime.now(timezone.utc)
     params = json.dumps(result.config.as_dict(), sort_keys=True, default=str)
     digest = hashlib.sha256((fp + params).encode()).hexdigest()[:8]
-    version = f"{created.strftime('%Y%m%dT%H%M%S')}-{digest}"
+    while True:   # same data and params within one second: take the next second
+        created = datetime.now(timezone.utc)
+        version = f"{created.strftime('%Y%m%dT%H%M%S')}-{digest}"
+        if not (root / version).exists():
+            break
+        time.sleep(0.25)
     tmp = root / f".tmp-{version}-{os.getpid()}"
     tmp.mkdir()
     try:

@@ -87,3 +87,12 @@ def test_bootstrap_trains_once_then_reports(tmp_path):
     assert len(bundles) == 1 and str(bundles[0]) in first
     second = _cli("bootstrap", "--data-dir", str(tmp_path))
     assert "valid" in second and list((tmp_path / "bundles").iterdir()) == bundles
+
+
+def test_same_run_written_twice_gets_two_versions(trained, tmp_path):
+    from training.bundle import write_bundle
+
+    a, b = write_bundle(trained, tmp_path), write_bundle(trained, tmp_path)
+    assert a != b and a.name.split("-")[1] == b.name.split("-")[1]
+    assert validate_bundle(a)["data"] == validate_bundle(b)["data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name])
