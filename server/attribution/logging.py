@@ -1,0 +1,4 @@
+"""Logger of the attribution package."""
+import logging
+
+logger = logging.getLogger("tailor.attribution")
