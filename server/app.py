@@ -8,16 +8,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.tailor.v1 import (campaign_pb2_grpc, diagnostics_pb2_grpc, model_admin_pb2_grpc,
-                             profile_pb2_grpc, recommendation_pb2_grpc)
+from protos.tailor.v1 import (attribution_pb2_grpc, campaign_pb2_grpc, diagnostics_pb2_grpc,
+                             model_admin_pb2_grpc, profile_pb2_grpc, recommendation_pb2_grpc)
 
+from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
 from .metrics import MetricsInterceptor
 from .models import ModelRegistry
 from .profiles import EventRules, Profiles
+from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
 from .services import register_services
+from .services.attribution import AttributionServicer
 from .services.campaign import CampaignServicer
 from .services.diagnostics import DiagnosticsServicer
 from .services.model_admin import ModelAdminServicer
@@ -56,6 +59,7 @@ class TailorServer:
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds)
+        self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
 
     def _servicers(self) -> list:
         return [
@@ -66,6 +70,8 @@ class TailorServer:
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server, ProfileServicer(self.profiles)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server, CampaignServicer(self.campaigns)),
+            (attribution_pb2_grpc.add_AttributionServiceServicer_to_server,
+             AttributionServicer(self.attributor)),
         ]
 
     async def start(self) -> int:
