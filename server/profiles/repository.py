@@ -71,33 +71,36 @@ class ProfileRepository:
 
     def _ingest(self, txn, events, categories) -> IngestResult:
         d = self._dbs
+        ids = [ev.event_id.encode() for ev in events]
+        known = {k for k, _ in txn.cursor(db=d["dedupe"]).getmulti([b"e\x1f" + i for i in ids])}
         fresh, dups, seen = [], [], set()
-        for i, ev in enumerate(events):
-            if ev.event_id in seen or txn.get(b"e\x1f" + ev.event_id.encode(), db=d["dedupe"]) is not None:
+        for i, eid in enumerate(ids):
+            if eid in seen or b"e\x1f" + eid in known:
                 dups.append(i)
             else:
-                seen.add(ev.event_id)
+                seen.add(eid)
                 fresh.append(i)
         if not fresh:
             return IngestResult([], dups)
-        users = list(dict.fromkeys(events[i].user_id for i in fresh))
+        evs = [events[i] for i in fresh]
+        users = list(dict.fromkeys(e.user_id for e in evs))
         row_of = {u: j for j, u in enumerate(users)}
         fkeys = [feature_key(u) for u in users]
-        states = decode_states(self.layout, [txn.get(k, db=d["profiles"]) for k in fkeys])
-        cat_codes = self._category_codes(txn, [categories[i] for i in fresh])
-        evs = [events[i] for i in fresh]
+        stored = dict(txn.cursor(db=d["profiles"]).getmulti(fkeys))
+        states = decode_states(self.layout, [stored.get(k) for k in fkeys])
         batch = kf.Events(
             type=[_TYPE[e.type] for e in evs], channel=[_CHANNEL[e.channel] for e in evs],
             ts=[e.timestamp for e in evs], item=[item_code(e.item_id) if e.item_id else -1 for e in evs],
-            category=cat_codes, value=[e.value for e in evs])
+            category=self._category_codes(txn, [categories[i] for i in fresh]), value=[e.value for e in evs])
         kf.update_many(self.layout, states, [row_of[e.user_id] for e in evs], batch)
-        for key, record in zip(fkeys, encode_states(states)):
-            txn.put(key, record, db=d["profiles"])
-        for ev in evs:
-            uid, eid = ev.user_id.encode(), ev.event_id.encode()
-            key = b"%s\x1f%016d\x1f%s" % (uid, max(int(ev.timestamp * 1000), 0), eid)
-            txn.put(key, _to_pb(ev), db=d["events"])
-            txn.put(b"e\x1f" + eid, key, db=d["dedupe"])
+        txn.cursor(db=d["profiles"]).putmulti(list(zip(fkeys, encode_states(states))))
+        raw_rows, dedupe_rows = [], []
+        for ev, i in zip(evs, fresh):
+            key = b"%s\x1f%016d\x1f%s" % (ev.user_id.encode(), max(int(ev.timestamp * 1000), 0), ids[i])
+            raw_rows.append((key, _to_pb(ev)))
+            dedupe_rows.append((b"e\x1f" + ids[i], key))
+        txn.cursor(db=d["events"]).putmulti(raw_rows)
+        txn.cursor(db=d["dedupe"]).putmulti(dedupe_rows)
         return IngestResult(fresh, dups)
 
     def _category_codes(self, txn, names: Sequence[str | None]) -> list[int]:
