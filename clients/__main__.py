@@ -47,7 +47,43 @@ def _pair(kv: str) -> tuple[str, float]:
     return key, float(value)
 
 
+def _epoch(text: str) -> float:
+    """Seconds since the epoch, or an ISO date/time (UTC unless it says otherwise)."""
+    try:
+        return float(text)
+    except ValueError:
+        from datetime import datetime, timezone
+        ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _attribute(client: TailorClient, args) -> dict:
+    try:
+        return _attribute_call(client, args)
+    except ValueError as err:  # a bad model name or file line, before any call
+        raise SystemExit(f"attribute: {err}") from None
+
+
+def _attribute_call(client: TailorClient, args) -> dict:
+    spec = {"order": args.order, "shapley_form": args.shapley_form,
+            "shapley_samples": args.samples, "path_credits": args.path_credits,
+            "transition_matrix": args.transition_matrix}
+    if args.stored:
+        return client.attribute_stored(args.model, by=args.by, start=_epoch(args.start),
+                                       end=_epoch(args.end) if args.end else 0,
+                                       lookback_days=args.lookback_days,
+                                       touch_types=args.touch_type or (), timeout=args.timeout, **spec)
+    if not args.file:
+        raise SystemExit("attribute: give a path FILE ('-' for stdin) or --stored")
+    source = open(args.file) if args.file != "-" else sys.stdin
+    with source:
+        lines = (line.strip() for line in source if line.strip())
+        paths = (json.loads(line) if line.startswith("{") else line for line in lines)
+        return client.attribute(paths, args.model, timeout=args.timeout, **spec)
+
+
 COMMANDS = {
+    "attribute": _attribute,
     "campaign": _campaign,
     "track": _track,
     "profile": lambda client, args: client.get_profile(args.user, args.max_events, args.role or ()),
@@ -91,7 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     de = sub.add_parser("delete", parents=[common], help="erase a user (right to erasure)")
     de.add_argument("--user", required=True)
     _campaign_parser(sub, common)
+    _attribute_parser(sub, common)
     return parser
+
+
+def _attribute_parser(sub, common) -> None:
+    at = sub.add_parser("attribute", parents=[common], help="multi-touch attribution of a path "
+                        "file (ChannelAttribution rows or JSON lines) or of stored events")
+    at.set_defaults(timeout=600.0)
+    at.add_argument("file", nargs="?", help="path file ('-' for stdin); not with --stored")
+    at.add_argument("--model", required=True, help="first, last, last_non_direct, linear, "
+                    "position, time_decay, markov or shapley")
+    at.add_argument("--order", type=int, default=0, help="Markov order 1..4 (default 1)")
+    at.add_argument("--shapley-form", default="", choices=("", "counts", "rate", "ordered"))
+    at.add_argument("--samples", type=int, default=0, help="sampled rate Shapley permutations")
+    at.add_argument("--path-credits", action="store_true", help="also per-path touch credits")
+    at.add_argument("--transition-matrix", action="store_true", help="Markov transition matrix")
+    at.add_argument("--stored", action="store_true", help="journeys from stored events")
+    at.add_argument("--by", choices=("channel", "campaign"), default="channel")
+    at.add_argument("--start", default="0", help="first conversion time (epoch s or ISO date)")
+    at.add_argument("--end", default="", help="conversions before this time (default: no limit)")
+    at.add_argument("--lookback-days", type=float, default=30.0)
+    at.add_argument("--touch-type", action="append", help="touchpoint event type (repeatable)")
 
 
 def _campaign_parser(sub, common) -> None:

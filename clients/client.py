@@ -20,6 +20,8 @@ from google.protobuf import json_format
 
 from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
+from protos.tailor.v1 import attribution_pb2 as attr_pb
+from protos.tailor.v1 import attribution_pb2_grpc as attr_grpc
 from protos.tailor.v1 import diagnostics_pb2 as diag_pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
@@ -90,6 +92,7 @@ class TailorClient:
         self._admin = admin_grpc.ModelAdminServiceStub(self._channel)
         self._diag = diag_grpc.DiagnosticsServiceStub(self._channel)
         self._profiles = prof_grpc.ProfileServiceStub(self._channel)
+        self._attribution = attr_grpc.AttributionServiceStub(self._channel)
         self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
 
     def __enter__(self):
@@ -267,6 +270,69 @@ class TailorClient:
                        "variant_id": rec.variant_id, "status": rec.status}
         except grpc.RpcError as err:
             raise TailorError(err.code(), err.details() or "") from None
+
+
+    # -- attribution -------------------------------------------------------------------------
+    def attribute(self, paths: Iterable[dict | str], model: str, *, chunk: int = 10_000,
+                  timeout: float = 600.0, **options) -> dict:
+        """Attribute paths, streamed `chunk` at a time (AttributeStream). A path is a dict
+        ({"path": ["a", "b"] | "a > b", "conversions": 1, "value": 0, "nulls": 0,
+        "timestamps": [...]}) or a ChannelAttribution row "a > b;conversions;value;nulls".
+        `options` are ModelSpec fields (order, shapley_form="rate", path_credits=True, ...)."""
+        spec = attribution_spec(model, **options)
+
+        def requests():
+            first, batch, rows = True, [], []
+            for p in paths:
+                if isinstance(p, str):
+                    rows.append(p)
+                else:
+                    batch.append(path_from_dict(p))
+                if len(batch) + len(rows) == chunk:
+                    yield attr_pb.AttributeRequest(spec=spec if first else None, paths=batch,
+                                                   channelattribution_rows=rows)
+                    first, batch, rows = False, [], []
+            if first or batch or rows:
+                yield attr_pb.AttributeRequest(spec=spec if first else None, paths=batch,
+                                               channelattribution_rows=rows)
+        return _to_dict(_once(self._attribution.AttributeStream, requests(), timeout))
+
+    def attribute_stored(self, model: str, *, by: str = "channel", start: float = 0,
+                         end: float = 0, lookback_days: float = 30.0,
+                         touch_types: Sequence[str] = (), exclude_nulls: bool = False,
+                         timeout: float = 600.0, **options) -> dict:
+        """Attribute journeys built by the server from stored events (purchases from `start`
+        to `end`, touches at most `lookback_days` before each), by channel or campaign."""
+        req = attr_pb.AttributeStoredRequest(
+            spec=attribution_spec(model, **options), start_time=int(start), end_time=int(end),
+            lookback_seconds=round(lookback_days * 86400), group_by=attr_pb.Grouping.Value(by.upper()),
+            touch_types=touch_types, exclude_nulls=exclude_nulls)
+        return _to_dict(self._call(self._attribution.AttributeStored, req, timeout))
+
+
+ATTRIBUTION_MODELS = {"first": "FIRST_TOUCH", "last": "LAST_TOUCH", "last_non_direct": "LAST_NON_DIRECT",
+                      "linear": "LINEAR", "position": "POSITION_BASED", "time_decay": "TIME_DECAY",
+                      "markov": "MARKOV", "shapley": "SHAPLEY"}
+
+
+def attribution_spec(model: str, *, shapley_form: str = "", **fields) -> attr_pb.ModelSpec:
+    """A ModelSpec from a model name (`ATTRIBUTION_MODELS` keys or enum names) and its fields."""
+    name = ATTRIBUTION_MODELS.get(model, model.upper())
+    if name not in attr_pb.AttributionModel.keys() or name.endswith("UNSPECIFIED"):
+        raise ValueError(f"unknown attribution model {model!r}; expected one of "
+                         f"{', '.join(ATTRIBUTION_MODELS)}")
+    form = attr_pb.ShapleyForm.Value(shapley_form.upper()) if shapley_form else 0
+    return attr_pb.ModelSpec(model=attr_pb.AttributionModel.Value(name), shapley_form=form, **fields)
+
+
+def path_from_dict(p: dict) -> attr_pb.Path:
+    """A tailor.v1.Path from {"path": list | "a > b", "conversions" (default 1), "value",
+    "nulls", "timestamps"} (the `python -m training attribute` JSON Lines format)."""
+    path = p["path"]
+    channels, text = (path, "") if isinstance(path, list) else ((), path)
+    return attr_pb.Path(channels=channels, path=text, conversions=float(p.get("conversions", 1)),
+                        value=float(p.get("value", 0)), nulls=float(p.get("nulls", 0)),
+                        timestamps=p.get("timestamps") or ())
 
 
 def _once(fn, request, timeout):
