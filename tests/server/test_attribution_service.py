@@ -1,0 +1,390 @@
+"""AttributionService through a real server: given paths (unary, streamed, ChannelAttribution
+rows), every bad-input case, and journeys built from events tracked through ProfileService."""
+import time
+
+import grpc
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from kernels.attribution import DAY, Paths, attribute
+from protos.tailor.v1 import attribution_pb2 as pb
+from protos.tailor.v1 import attribution_pb2_grpc as pb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+
+# Three hand-checked paths: (channels, conversions, value, nulls)
+PATHS = [(["a", "b", "c"], 2.0, 20.0, 0.0), (["direct", "a", "direct"], 1.0, 6.0, 0.0),
+         (["b"], 1.0, 4.0, 3.0)]
+KERNEL_NAMES = {pb.FIRST_TOUCH: "first", pb.LAST_TOUCH: "last",
+                pb.LAST_NON_DIRECT: "last_non_direct", pb.LINEAR: "linear",
+                pb.POSITION_BASED: "position", pb.MARKOV: "markov", pb.SHAPLEY: "shapley"}
+# (conversions, value) per channel, computed by hand from PATHS
+HAND = {
+    pb.FIRST_TOUCH: {"a": (2, 20), "direct": (1, 6), "b": (1, 4), "c": (0, 0)},
+    pb.LAST_TOUCH: {"c": (2, 20), "direct": (1, 6), "b": (1, 4), "a": (0, 0)},
+    pb.LAST_NON_DIRECT: {"c": (2, 20), "a": (1, 6), "b": (1, 4), "direct": (0, 0)},
+    pb.LINEAR: {"a": (1, 26 / 3), "b": (5 / 3, 32 / 3), "c": (2 / 3, 20 / 3), "direct": (2 / 3, 4)},
+    pb.POSITION_BASED: {"a": (0.8 + 0.2, 8 + 1.2), "b": (0.4 + 1, 4 + 4), "c": (0.8, 8),
+                        "direct": (0.8, 4.8)},
+}
+
+
+@pytest.fixture(scope="module")
+def attribution_settings(tmp_path_factory):
+    from server.config import Settings
+    return Settings(port=0, data_dir=tmp_path_factory.mktemp("attribution") / "data",
+                    grace_seconds=1.0, lmdb_sync=False)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def server_channel(attribution_settings):
+    from server.app import TailorServer
+    server = TailorServer(attribution_settings)
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        yield ch
+    await server.stop(grace=0.5)
+
+
+@pytest.fixture
+def stub(server_channel):
+    return pb_grpc.AttributionServiceStub(server_channel)
+
+
+def request(model, paths=PATHS, **spec):
+    return pb.AttributeRequest(spec=pb.ModelSpec(model=model, **spec), paths=[
+        pb.Path(channels=ch, conversions=c, value=v, nulls=n) for ch, c, v, n in paths])
+
+
+def credits(resp) -> dict:
+    return {c.channel: (c.conversions, c.value) for c in resp.credits}
+
+
+def approx(credit: dict) -> dict:
+    return {name: pytest.approx(pair) for name, pair in credit.items()}
+
+
+def kernel(model: str, paths=PATHS, **kw):
+    enc = Paths.from_sequences([p[0] for p in paths], [p[1] for p in paths],
+                               [p[2] for p in paths], [p[3] for p in paths])
+    return enc, attribute(enc, model, **kw)
+
+
+def assert_matches_kernel(resp, res):
+    got = credits(resp)
+    assert set(got) == set(res.channels)
+    for i, name in enumerate(res.channels):
+        assert got[name] == pytest.approx((res.conversions[i], res.value[i]), abs=1e-9)
+
+
+# -- given paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", list(HAND))
+async def test_heuristics_match_hand_computed_credits(stub, model):
+    resp = await stub.Attribute(request(model))
+    got = credits(resp)
+    assert set(got) == set(HAND[model])
+    for name, expected in HAND[model].items():
+        assert got[name] == pytest.approx(expected), name
+    assert (resp.paths, resp.total_conversions, resp.total_value) == (3, 4.0, 30.0)
+    assert resp.model == model
+
+
+@pytest.mark.parametrize("model,spec,kw", [
+    (pb.POSITION_BASED, {"position_first": 0.3, "position_last": 0.5},
+     {"position_shares": (0.3, 0.5)}),
+    (pb.LAST_NON_DIRECT, {"direct_channel": "a"}, {"direct": "a"}),
+    (pb.MARKOV, {"order": 2}, {"order": 2}),
+    (pb.MARKOV, {"order": 4}, {"order": 4}),
+    (pb.SHAPLEY, {}, {}),
+    (pb.SHAPLEY, {"shapley_form": pb.RATE}, {"shapley_form": "rate"}),
+    (pb.SHAPLEY, {"shapley_form": pb.ORDERED}, {"shapley_form": "ordered"}),
+])
+async def test_models_match_the_kernel(stub, model, spec, kw):
+    resp = await stub.Attribute(request(model, **spec))
+    _, res = kernel(KERNEL_NAMES[model], **kw)
+    assert_matches_kernel(resp, res)
+    if kw.get("shapley_form") == "ordered":
+        ranks = {c.channel: list(c.rank_conversions) for c in resp.credits}
+        for i, name in enumerate(res.channels):
+            assert ranks[name] == pytest.approx(res.details["rank_conversions"][i].tolist())
+
+
+async def test_markov_order_one_by_hand_with_transition_matrix(stub):
+    paths = [(["a", "b"], 1.0, 10.0, 0.0), (["b"], 0.0, 0.0, 1.0)]
+    resp = await stub.Attribute(request(pb.MARKOV, paths, transition_matrix=True))
+    # P(conv) = 1/2; without a: 1/4 (removal effect 1/2); without b: 0 (removal effect 1)
+    assert credits(resp) == {"a": pytest.approx((1 / 3, 10 / 3)), "b": pytest.approx((2 / 3, 20 / 3))}
+    effects = {c.channel: c.removal_effect for c in resp.credits}
+    assert effects == {"a": pytest.approx(0.5), "b": pytest.approx(1.0)}
+    assert resp.conversion_probability == pytest.approx(0.5)
+    tm = resp.transition_matrix
+    assert list(tm.states) == ["(start)", "a", "b", "(conversion)", "(null)"]
+    probs = {(tm.states[r], tm.states[c]): p for r, c, p in zip(tm.row, tm.col, tm.probability)}
+    assert probs == pytest.approx({("(start)", "a"): 0.5, ("(start)", "b"): 0.5, ("a", "b"): 1.0,
+                                   ("b", "(conversion)"): 0.5, ("b", "(null)"): 0.5,
+                                   ("(conversion)", "(conversion)"): 1.0,
+                                   ("(null)", "(null)"): 1.0})
+
+
+async def test_time_decay_halves_per_half_life(stub):
+    t0 = 1.7e9
+    req = pb.AttributeRequest(spec=pb.ModelSpec(model=pb.TIME_DECAY, half_life_seconds=DAY),
+                              paths=[pb.Path(path="a > b > a", conversions=7, value=70,
+                                             timestamps=[t0, t0 + DAY, t0 + 2 * DAY])])
+    resp = await stub.Attribute(req)  # weights 1/4, 1/2, 1 of 7/4
+    assert credits(resp) == {"a": pytest.approx((5, 50)), "b": pytest.approx((2, 20))}
+    req.spec.half_life_seconds = 0  # default: 7 days
+    enc = Paths.from_sequences([["a", "b", "a"]], [7], [70],
+                               timestamps=[[t0, t0 + DAY, t0 + 2 * DAY]])
+    assert_matches_kernel(await stub.Attribute(req), attribute(enc, "time_decay"))
+
+
+async def test_per_path_credits_split_each_path(stub):
+    resp = await stub.Attribute(request(pb.LINEAR, path_credits=True))
+    got = [(p.path_index, list(p.touch_conversions), list(p.touch_value)) for p in resp.path_credits]
+    assert got == [(0, pytest.approx([2 / 3] * 3), pytest.approx([20 / 3] * 3)),
+                   (1, pytest.approx([1 / 3] * 3), pytest.approx([2.0] * 3)),
+                   (2, pytest.approx([1.0]), pytest.approx([4.0]))]
+    markov = await stub.Attribute(request(pb.MARKOV, path_credits=True))
+    enc, res = kernel("markov", path_credits=True)
+    flat = np.concatenate([p.touch_conversions for p in markov.path_credits])
+    rows = np.repeat(np.arange(enc.n_paths), enc.lengths)
+    assert flat == pytest.approx(res.touch_share * enc.conversions[rows])
+    assert not (await stub.Attribute(request(pb.MARKOV))).path_credits
+
+
+async def test_channelattribution_rows_equal_paths(stub):
+    rows = pb.AttributeRequest(spec=pb.ModelSpec(model=pb.MARKOV), channelattribution_rows=[
+        "path;total_conversions;total_conversion_value;total_null", "a > b > c;2;20;0",
+        "direct > a > direct;1;6;0", "b;1;4;3"])
+    assert credits(await stub.Attribute(rows)) == credits(await stub.Attribute(request(pb.MARKOV)))
+
+
+async def test_streamed_input_equals_unary_input(stub):
+    rng = np.random.default_rng(3)
+    names = ["email", "sms", "push", "web", "direct"]
+    paths = [([names[i] for i in rng.integers(0, 5, rng.integers(1, 6))], float(rng.integers(0, 3)),
+              float(rng.integers(0, 50)), float(rng.integers(0, 4))) for _ in range(300)]
+    spec = pb.ModelSpec(model=pb.MARKOV, order=2, path_credits=True)
+    unary = await stub.Attribute(request(pb.MARKOV, paths, order=2, path_credits=True))
+
+    async def messages():
+        for k in range(0, 300, 70):
+            chunk = paths[k:k + 70]
+            half = len(chunk) // 2  # second half as ChannelAttribution rows
+            msg = request(pb.MARKOV, chunk[:half])
+            msg.channelattribution_rows.extend(f"{' > '.join(ch)};{c};{v};{n}"
+                                               for ch, c, v, n in chunk[half:])
+            if k:
+                msg.ClearField("spec")
+            else:
+                msg.spec.CopyFrom(spec)
+            yield msg
+    streamed = await stub.AttributeStream(messages())
+    assert credits(streamed) == approx(credits(unary))
+    assert streamed.paths == unary.paths == 300
+    flat = [np.concatenate([p.touch_conversions for p in r.path_credits]) for r in (streamed, unary)]
+    assert flat[0] == pytest.approx(flat[1])
+    assert [p.path_index for p in streamed.path_credits] == list(range(300))
+
+
+async def test_sampled_shapley_past_the_exact_limit_states_its_error(stub):
+    paths = [([f"c{i}", f"c{(i + 1) % 21}"], 1.0 + i % 3, 10.0, 1.0) for i in range(21)]
+    resp = await stub.Attribute(request(pb.SHAPLEY, paths, shapley_form=pb.RATE,
+                                        shapley_samples=400, seed=5))
+    assert resp.shapley_samples == 400
+    assert sum(c.conversions for c in resp.credits) == pytest.approx(resp.total_conversions)
+    assert all(c.stderr > 0 for c in resp.credits)
+    _, res = kernel("shapley", paths, shapley_form="rate", samples=400, seed=5)
+    assert_matches_kernel(resp, res)
+
+
+# -- bad input -----------------------------------------------------------------------------
+
+
+def bad(model=pb.LINEAR, paths=PATHS, **spec):
+    return request(model, paths, **spec)
+
+
+BAD = [
+    ("no paths", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR)), "paths"),
+    ("empty path", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
+                                       paths=[pb.Path(path="a"), pb.Path()]), "paths[1]"),
+    ("empty channel", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
+                                          paths=[pb.Path(path="a >  > b")]), "paths[0]"),
+    ("both forms", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
+                                       paths=[pb.Path(path="a", channels=["a"])]), "paths[0]"),
+    ("unspecified model", bad(pb.ATTRIBUTION_MODEL_UNSPECIFIED), "spec.model"),
+    ("unknown model", bad(99), "spec.model"),
+    ("order too high", bad(pb.MARKOV, order=5), "spec.order"),
+    ("negative order", bad(pb.MARKOV, order=-1), "spec.order"),
+    ("negative conversions", bad(paths=[(["a"], -1.0, 0.0, 0.0)]), "paths.conversions"),
+    ("negative nulls", bad(pb.MARKOV, paths=[(["a"], 1.0, 0.0, -2.0)]), "paths.nulls"),
+    ("negative value", bad(paths=[(["a"], 1.0, -5.0, 0.0)]), "paths.value"),
+    ("shares over 1", bad(pb.POSITION_BASED, position_first=0.7, position_last=0.6),
+     "spec.position_first/position_last"),
+    ("negative half-life", pb.AttributeRequest(
+        spec=pb.ModelSpec(model=pb.TIME_DECAY, half_life_seconds=-1),
+        paths=[pb.Path(path="a", timestamps=[1.0])]), "spec.half_life_seconds"),
+    ("time decay without timestamps", bad(pb.TIME_DECAY), "paths[0].timestamps"),
+    ("timestamps misaligned", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.TIME_DECAY), paths=[
+        pb.Path(path="a > b", timestamps=[1.0])]), "paths[0].timestamps"),
+    ("too many channels for exact Shapley",
+     bad(pb.SHAPLEY, [([f"c{i}"], 1.0, 0.0, 1.0) for i in range(21)], shapley_form=pb.RATE),
+     "spec.shapley_samples"),
+    ("unknown Shapley form", bad(pb.SHAPLEY, shapley_form=7), "spec.shapley_form"),
+    ("transition matrix of a heuristic", bad(transition_matrix=True), "spec.transition_matrix"),
+    ("bad row", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
+                                    channelattribution_rows=["a;1", "b;x"]),
+     "channelattribution_rows[1]"),
+]
+
+
+@pytest.mark.parametrize("case,req,field", BAD, ids=[b[0] for b in BAD])
+async def test_bad_input_is_invalid_argument_naming_the_field(stub, case, req, field):
+    with pytest.raises(grpc.RpcError) as err:
+        await stub.Attribute(req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"{field}: "), err.value.details()
+
+
+async def test_stream_bad_input_is_invalid_argument(stub):
+    async def messages():
+        yield request(pb.MARKOV, PATHS[:1])
+        yield pb.AttributeRequest(paths=[pb.Path(path="a", conversions=-1)])
+    with pytest.raises(grpc.RpcError) as err:
+        await stub.AttributeStream(messages())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("paths.conversions: ")
+    assert "path 1" in err.value.details()
+
+    async def empty():
+        return
+        yield
+    with pytest.raises(grpc.RpcError) as err:
+        await stub.AttributeStream(empty())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- stored journeys -----------------------------------------------------------------------
+
+BASE = float(int(time.time() // DAY - 60) * DAY)
+START, END = BASE, BASE + 10 * DAY
+# (user, type, channel, campaign, value, day offset from BASE)
+EVENTS = [
+    ("u1", "email_sent", "email", "c1", 0, 0), ("u1", "email_click", "email", "c1", 0, 1),
+    ("u1", "view", "web", "", 0, 2), ("u1", "purchase", "web", "", 50, 3),
+    ("u1", "push_sent", "push", "c2", 0, 5), ("u1", "purchase", "app", "", 20, 6),
+    ("u2", "sms_sent", "sms", "c3", 0, 1),                        # no purchase: null journey
+    ("u3", "email_open", "email", "c1", 0, -40),                  # past the lookback
+    ("u3", "push_click", "push", "c2", 0, 1), ("u3", "purchase", "web", "", 30, 2),
+    ("u4", "purchase", "web", "", 10, 4),                         # no touch: unattributed
+    ("u5", "email_sent", "email", "c1", 0, -5),                   # claimed before START
+    ("u5", "purchase", "web", "", 15, -1),
+    ("u5", "sms_sent", "sms", "c4", 0, 1), ("u5", "purchase", "web", "", 25, 2),
+    ("u6", "view", "web", "", 0, 8), ("u6", "purchase", "web", "", 99, 12),  # after END: null
+    ("u7", "add_to_cart", "web", "", 0, 1), ("u7", "view", "web", "", 0, 1.5),
+    ("u7", "purchase", "web", "", 40, 2),
+]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def tracked(server_channel):
+    profiles = ppb_grpc.ProfileServiceStub(server_channel)
+    events = [ppb.Event(event_id=f"attr-{i}", user_id=f"attr-{u}", type=t, channel=ch,
+                        campaign_id=camp, value=v, timestamp=BASE + d * DAY)
+              for i, (u, t, ch, camp, v, d) in enumerate(EVENTS)]
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=events))
+    assert reply.accepted == len(EVENTS), reply.rejected
+    return reply
+
+
+def stored(model, by=pb.CHANNEL, **kw):
+    spec = {k: kw.pop(k) for k in list(kw) if k in pb.ModelSpec.DESCRIPTOR.fields_by_name}
+    return pb.AttributeStoredRequest(spec=pb.ModelSpec(model=model, **spec), start_time=int(START),
+                                     end_time=int(END), lookback_seconds=int(30 * DAY),
+                                     group_by=by, **kw)
+
+
+async def test_stored_last_touch_by_channel(stub, tracked):
+    resp = await stub.AttributeStored(stored(pb.LAST_TOUCH))
+    assert credits(resp) == {"email": (0, 0), "web": (2, 90), "push": (2, 50), "sms": (1, 25)}
+    assert (resp.total_conversions, resp.total_value) == (5, 165)
+    assert (resp.unattributed_conversions, resp.unattributed_value) == (1, 10)
+    assert resp.paths == 4  # email>email>web, push, sms (+ u2's null), web (+ u6's null)
+
+
+async def test_stored_linear_by_channel(stub, tracked):
+    resp = await stub.AttributeStored(stored(pb.LINEAR))
+    assert credits(resp) == approx({"email": (2 / 3, 100 / 3), "web": (4 / 3, 50 / 3 + 40),
+                                    "push": (2, 50), "sms": (1, 25)})
+
+
+async def test_stored_by_campaign(stub, tracked):
+    last = await stub.AttributeStored(stored(pb.LAST_TOUCH, pb.CAMPAIGN))
+    assert credits(last) == {"c1": (0, 0), "(web)": (2, 90), "c2": (2, 50), "c4": (1, 25),
+                             "c3": (0, 0)}
+    first = await stub.AttributeStored(stored(pb.FIRST_TOUCH, pb.CAMPAIGN))
+    assert credits(first) == {"c1": (1, 50), "(web)": (1, 40), "c2": (2, 50), "c4": (1, 25),
+                              "c3": (0, 0)}
+
+
+async def test_stored_paths_with_nulls_and_markov_sums(stub, tracked):
+    resp = await stub.AttributeStored(stored(pb.MARKOV, path_credits=True))
+    journeys = {tuple(p.channels): (p.conversions, p.value, p.nulls) for p in resp.stored_paths}
+    assert journeys == {("email", "email", "web"): (1, 50, 0), ("push",): (2, 50, 0),
+                        ("sms",): (1, 25, 1), ("web",): (1, 40, 1)}
+    assert sum(c.conversions for c in resp.credits) == pytest.approx(5)
+    assert sum(c.value for c in resp.credits) == pytest.approx(165)
+    assert resp.conversion_probability == pytest.approx(5 / 7)
+    enc = Paths.from_sequences([list(p.channels) for p in resp.stored_paths],
+                               *zip(*journeys.values()))
+    assert_matches_kernel(resp, attribute(enc, "markov"))
+    no_nulls = await stub.AttributeStored(stored(pb.MARKOV, path_credits=True, exclude_nulls=True))
+    assert sum(p.nulls for p in no_nulls.stored_paths) == 0
+    assert no_nulls.conversion_probability == pytest.approx(1.0)
+
+
+async def test_stored_touch_types_and_time_decay(stub, tracked):
+    visits = await stub.AttributeStored(stored(pb.LAST_TOUCH, touch_types=["view", "click"]))
+    assert credits(visits) == {"web": (2, 90)}
+    assert (visits.unattributed_conversions, visits.unattributed_value) == (4, 85)
+    decay = await stub.AttributeStored(stored(pb.TIME_DECAY, half_life_seconds=DAY,
+                                              path_credits=True))
+    assert decay.paths == 7  # every journey on its own, with its timestamps
+    w = np.array([0.25, 0.5, 1.0]) / 1.75  # u1: email -2d, email -1d, web at 0 before purchase
+    assert credits(decay)["email"] == pytest.approx((w[:2].sum(), 50 * w[:2].sum()))
+    assert sum(c.conversions for c in decay.credits) == pytest.approx(5)
+
+
+async def test_stored_nothing_in_range_is_empty(stub, tracked):
+    req = stored(pb.MARKOV)
+    req.start_time, req.end_time = int(BASE - 300 * DAY), int(BASE - 200 * DAY)
+    resp = await stub.AttributeStored(req)
+    assert (resp.paths, len(resp.credits), resp.total_conversions) == (0, 0, 0)
+
+
+STORED_BAD = [
+    ("end before start", {"end_time": int(START - 1)}, "end_time"),
+    ("negative lookback", {"lookback_seconds": -5}, "lookback_seconds"),
+    ("purchase as touch", {"touch_types": ["purchase"]}, "touch_types"),
+    ("unknown touch", {"touch_types": ["teleport"]}, "touch_types"),
+    ("unknown grouping", {"group_by": 9}, "group_by"),
+]
+
+
+@pytest.mark.parametrize("case,change,field", STORED_BAD, ids=[b[0] for b in STORED_BAD])
+async def test_stored_bad_input_is_invalid_argument(stub, case, change, field):
+    req = stored(pb.LINEAR)
+    for key, value in change.items():
+        if isinstance(value, list):
+            getattr(req, key).extend(value)
+        else:
+            setattr(req, key, value)
+    with pytest.raises(grpc.RpcError) as err:
+        await stub.AttributeStored(req)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"{field}: "), err.value.details()
