@@ -38,13 +38,18 @@ def attribution_settings(tmp_path_factory):
 
 
 @pytest_asyncio.fixture(scope="module")
-async def server_channel(attribution_settings):
+async def attribution_server(attribution_settings):
     from server.app import TailorServer
     server = TailorServer(attribution_settings)
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-        yield ch
+    yield server
     await server.stop(grace=0.5)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def server_channel(attribution_server):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{attribution_server.port}") as ch:
+        yield ch
 
 
 @pytest.fixture
@@ -388,3 +393,36 @@ async def test_stored_bad_input_is_invalid_argument(stub, case, change, field):
         await stub.AttributeStored(req)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"{field}: "), err.value.details()
+
+
+# -- client and CLI ------------------------------------------------------------------------
+
+
+async def test_client_and_cli_attribute(attribution_server, tracked, tmp_path):
+    import asyncio
+    import json
+    import sys
+
+    from clients.client import TailorClient
+    from tests.conftest import ROOT
+    target = f"127.0.0.1:{attribution_server.port}"
+    rows = ["a > b > c;2;20;0", "direct > a > direct;1;6;0"]
+    with TailorClient(target) as client:
+        got = await asyncio.to_thread(client.attribute, [*rows, {"path": ["b"], "value": 4,
+                                                                 "nulls": 3}], "linear", chunk=2)
+        stored_last = await asyncio.to_thread(client.attribute_stored, "last", by="campaign",
+                                              start=START, end=END, lookback_days=30)
+    assert {c["channel"]: c["conversions"] for c in got["credits"]} == approx(
+        {k: v[0] for k, v in HAND[pb.LINEAR].items()})
+    assert {c["channel"]: c["value"] for c in stored_last["credits"]}["(web)"] == 90
+    path_file = tmp_path / "paths.txt"
+    path_file.write_text("\n".join(rows) + "\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients", "attribute", "--server", target, "--model", "markov",
+        "--order", "2", str(path_file), cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    _, res = kernel("markov", [(["a", "b", "c"], 2, 20, 0), (["direct", "a", "direct"], 1, 6, 0)],
+                    order=2)
+    assert {c["channel"]: c["conversions"] for c in json.loads(out)["credits"]} == approx(
+        dict(zip(res.channels, res.conversions.tolist())))
