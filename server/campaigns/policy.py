@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ _CACHED = ("bernoulli_ts", "gaussian_ts")
 
 def thompson_probs(state: B.BanditState, rng, n_mc: int) -> np.ndarray:
     """P(arm is Thompson's choice) from `n_mc` posterior draws plus one even pseudo-draw."""
+    if state.params.holdout:  # the holdout is decided before, by hash; these are the rest
+        state = dataclasses.replace(state, params=dataclasses.replace(state.params, holdout=0.0))
     d = B.choose(state, rng, n_mc=n_mc)
     wins = d.probs * (n_mc + 1.0)
     wins[d.arm] -= 1.0  # `choose` counts its own decision draw in; keep only the n_mc draws

@@ -1,0 +1,373 @@
+"""CampaignService through a real server and real stubs: definitions and validation, decisions
+and their propensities, fixed splits and holdouts, rewards (direct, from tracked events, by
+default after the window), persistence, multi-process rewards, erasure, export to OPE."""
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as pb
+from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from tests.conftest import ROOT, run_module
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """No bundle needed: campaigns do not use the recommender."""
+    from server.config import Settings
+    return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                    campaign_sweep_seconds=0.1, campaign_propensity_refresh_seconds=0.1)
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.CampaignServiceStub(channel)
+
+
+def spec(cid="c1", policy="bernoulli_ts", arms=3, **kw):
+    kw.setdefault("variants", [pb.Variant(id=f"v{i}", content={"subject": f"s{i}"}) for i in range(arms)])
+    kw.setdefault("rewards", [pb.RewardRule(event_type="email_open", value=0.1),
+                              pb.RewardRule(event_type="email_click", value=1.0)])
+    return pb.CampaignSpec(campaign_id=cid, channel="email", policy=policy, **kw)
+
+
+async def create(stub, *args, **kw) -> pb.Campaign:
+    return await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(*args, **kw)))
+
+
+async def choose(stub, user, cid="c1", **context) -> pb.ChooseVariantResponse:
+    return await stub.ChooseVariant(pb.ChooseVariantRequest(campaign_id=cid, user_id=user, context=context))
+
+
+async def choose_many(stub, users, cid="c1") -> list[pb.ChooseVariantResponse]:
+    """Concurrent decisions, 64 in flight (thousands at once make grpc.aio cancel calls)."""
+    gate = asyncio.Semaphore(64)
+
+    async def one(user):
+        async with gate:
+            return await choose(stub, user, cid)
+    return await asyncio.gather(*(one(u) for u in users))
+
+
+async def reward(stub, decision, value):
+    return await stub.ReportReward(pb.ReportRewardRequest(decision_id=decision, reward=value))
+
+
+async def stats(stub, cid="c1") -> pb.CampaignStats:
+    return await stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id=cid))
+
+
+async def code_of(coro) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await coro
+    return err.value.code(), err.value.details()
+
+
+# -- definitions -------------------------------------------------------------------------------
+
+async def test_create_get_list_update_archive(stub):
+    made = await create(stub, params={"gamma": 0.99}, reward_window_seconds=60)
+    assert made.revision == 1 and made.spec.salt == "c1" and made.spec.params["gamma"] == 0.99
+    assert (await stub.GetCampaign(pb.GetCampaignRequest(campaign_id="c1"))).spec == made.spec
+    await create(stub, "c2", policy="fixed")
+    listed = await stub.ListCampaigns(pb.ListCampaignsRequest())
+    assert sorted(c.spec.campaign_id for c in listed.campaigns) == ["c1", "c2"]
+
+    bigger = spec(reward_window_seconds=60, variants=[*made.spec.variants, pb.Variant(id="v3")])
+    updated = await stub.UpdateCampaign(pb.UpdateCampaignRequest(spec=bigger))
+    assert updated.revision == 2 and [v.id for v in updated.spec.variants][-1] == "v3"
+    assert len((await stats(stub)).variants) == 4
+    archived = await stub.ArchiveCampaign(pb.ArchiveCampaignRequest(campaign_id="c1"))
+    assert archived.archived
+    code, _ = await code_of(choose(stub, "u1"))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert len((await stats(stub)).variants) == 4  # still readable
+    listed = await stub.ListCampaigns(pb.ListCampaignsRequest())
+    assert [c.spec.campaign_id for c in listed.campaigns] == ["c2"]
+    listed = await stub.ListCampaigns(pb.ListCampaignsRequest(include_archived=True))
+    assert len(listed.campaigns) == 2
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(policy="softmax"), "policy"),
+    (dict(variants=[]), "variants"),
+    (dict(variants=[pb.Variant(id="a"), pb.Variant(id="a")]), "variants[1].id"),
+    (dict(params={"temperature": 1.0}), "params['temperature']"),
+    (dict(params={"gamma": 1.5}), "params"),
+    (dict(rewards=[pb.RewardRule(event_type="purchase", use_event_value=True)]), "rewards[0]"),
+    (dict(rewards=[pb.RewardRule(event_type="teleport", value=1)]), "rewards[0].event_type"),
+    (dict(context_features=["profile.shoe_size"]), "context_features[0]"),
+    (dict(reward_window_seconds=-1), "reward_window_seconds"),
+    (dict(default_reward=2.0), "default_reward"),
+    (dict(campaign_id="bad\x1fid"), "campaign_id"),
+])
+async def test_invalid_specs_name_the_field(stub, bad, field):
+    kw = {"cid": bad.pop("campaign_id")} if "campaign_id" in bad else {}
+    code, details = await code_of(create(stub, **kw, **bad))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), details
+
+
+async def test_error_codes_for_unknown_duplicate_and_immutable(stub):
+    assert (await code_of(stub.GetCampaign(pb.GetCampaignRequest(campaign_id="nope"))))[0] \
+        == grpc.StatusCode.NOT_FOUND
+    assert (await code_of(choose(stub, "u1", cid="nope")))[0] == grpc.StatusCode.NOT_FOUND
+    assert (await code_of(stats(stub, "nope")))[0] == grpc.StatusCode.NOT_FOUND
+    assert (await code_of(reward(stub, "no-such-decision", 1.0)))[0] == grpc.StatusCode.NOT_FOUND
+    await create(stub)
+    assert (await code_of(create(stub)))[0] == grpc.StatusCode.FAILED_PRECONDITION
+    code, details = await code_of(stub.UpdateCampaign(pb.UpdateCampaignRequest(spec=spec(policy="ucb1"))))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "policy" in details
+    code, _ = await code_of(stub.UpdateCampaign(pb.UpdateCampaignRequest(spec=spec(arms=2))))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await code_of(choose(stub, "")))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# -- decisions ---------------------------------------------------------------------------------
+
+async def test_thompson_propensities_match_frequencies_and_the_posterior(stub):
+    await create(stub, arms=4, reward_window_seconds=3600)
+    rates = [0.2, 0.35, 0.3, 0.1]
+    rng = np.random.default_rng(0)
+    for arm, rate in enumerate(rates):  # shape a posterior: 20 pulls per arm
+        for _ in range(20):
+            d = await choose(stub, "warm")
+            await reward(stub, d.decision_id, float(rng.random() < rates[d.arm]))
+    await asyncio.sleep(0.3)  # past the propensity refresh interval: the cache follows the posterior
+    st = await stats(stub)
+    n = 3000
+    picks = await choose_many(stub, [f"u{i}" for i in range(n)])
+    props = {}
+    for p in picks:
+        props.setdefault(p.arm, set()).add(round(p.propensity, 12))
+    assert all(len(v) == 1 for v in props.values())  # one posterior, one propensity per arm
+    a, b = np.array([[1 + v.rewards, 1 + v.pulls - v.rewards] for v in st.variants]).T
+    draws = np.random.default_rng(1).beta(a, b, size=(200_000, 4))
+    exact = np.bincount(draws.argmax(1), minlength=4) / len(draws)
+    freq = np.bincount([p.arm for p in picks], minlength=4) / n
+    for arm in range(4):
+        prop = next(iter(props.get(arm, {0.0})))
+        se = np.sqrt(max(prop * (1 - prop), 1e-4) / n)
+        assert abs(freq[arm] - prop) < 4.5 * se, (arm, freq, props)
+        assert abs(prop - exact[arm]) < 0.05, (arm, prop, exact)
+
+
+async def test_fixed_split_is_deterministic_per_user_and_follows_weights(stub):
+    await create(stub, policy="fixed", variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=3)])
+    users = [f"user-{i}" for i in range(1500)]
+    first = await choose_many(stub, users)
+    again = await choose_many(stub, users[:300])
+    assert [c.variant_id for c in first[:300]] == [c.variant_id for c in again]
+    share_b = np.mean([c.variant_id == "b" for c in first])
+    assert abs(share_b - 0.75) < 4 * np.sqrt(0.75 * 0.25 / len(users))
+    assert {(c.variant_id, round(c.propensity, 9)) for c in first} == {("a", 0.25), ("b", 0.75)}
+
+
+async def test_holdout_users_receive_nothing_and_are_counted_apart(stub):
+    await create(stub, params={"holdout": 0.2})
+    picks = await choose_many(stub, [f"h{i}" for i in range(1000)])
+    held = [p for p in picks if p.holdout]
+    assert abs(len(held) / 1000 - 0.2) < 0.05
+    assert all(p.variant_id == "" and p.arm == -1 and not p.content and p.propensity == 0.2 for p in held)
+    assert (await choose(stub, f"h{picks.index(held[0])}")).holdout  # the user stays held out
+    await reward(stub, held[0].decision_id, 1.0)
+    st = await stats(stub)
+    assert st.holdout_decisions == len(held) + 1 and st.holdout_rewarded == 1 and st.holdout_rewards == 1.0
+    assert sum(v.decisions for v in st.variants) == 1000 - len(held)
+    assert sum(v.pulls for v in st.variants) == 0
+
+
+# -- rewards ------------------------------------------------------------------------------------
+
+async def test_report_reward_updates_stats_and_is_idempotent_for_the_same_value(stub):
+    await create(stub, policy="gaussian_ts", rewards=[pb.RewardRule(event_type="purchase", use_event_value=True)])
+    d = await choose(stub, "u1")
+    out = await reward(stub, d.decision_id, 42.5)
+    assert out.variant_id == d.variant_id and not out.duplicate
+    again = await reward(stub, d.decision_id, 42.5)
+    assert again.duplicate
+    code, details = await code_of(reward(stub, d.decision_id, 10.0))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "already" in details
+    st = await stats(stub)
+    row = st.variants[d.arm]
+    assert (row.pulls, row.rewards, row.decisions) == (1.0, 42.5, 1)
+    assert st.pending == 0 and row.ci_low < row.mean < row.ci_high
+
+
+async def test_bernoulli_rewards_must_lie_in_unit_interval(stub):
+    await create(stub)
+    d = await choose(stub, "u1")
+    code, details = await code_of(reward(stub, d.decision_id, 3.0))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("reward")
+
+
+def event(eid, user, type, decision="", value=0.0):
+    return ppb.Event(event_id=eid, user_id=user, type=type, timestamp=time.time() - 1, value=value,
+                     attributes={"decision_id": decision} if decision else {})
+
+
+async def test_tracked_events_reward_decisions_and_windows_close_with_the_default(stub, channel):
+    await create(stub, reward_window_seconds=1.0, default_reward=0.05)
+    profiles = ppb_grpc.ProfileServiceStub(channel)
+    clicked, opened, silent, wrong = [await choose(stub, u) for u in ("ann", "bob", "cid", "dan")]
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
+        event("e1", "ann", "email_click", clicked.decision_id),  # best reward: final at once
+        event("e2", "bob", "email_open", opened.decision_id),    # a click may still come
+        event("e3", "eve", "email_click", wrong.decision_id),    # not dan's event: ignored
+        event("e4", "ann", "purchase", clicked.decision_id, 30.0)]))  # no rule for it
+    st = await stats(stub)
+    assert sum(v.pulls for v in st.variants) == 1 and sum(v.rewards for v in st.variants) == 1.0
+    assert st.pending == 3
+    deadline = time.time() + 10
+    while (await stats(stub)).pending and time.time() < deadline:
+        await asyncio.sleep(0.1)
+    st = await stats(stub)
+    assert st.pending == 0 and sum(v.pulls for v in st.variants) == 4
+    assert sum(v.rewards for v in st.variants) == pytest.approx(1.0 + 0.1 + 0.05 + 0.05)
+    log = {r.decision_id: r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(campaign_id="c1"))}
+    assert (log[clicked.decision_id].status, log[clicked.decision_id].reward) == ("rewarded", 1.0)
+    assert (log[opened.decision_id].status, log[opened.decision_id].reward) == ("rewarded", pytest.approx(0.1))
+    assert (log[silent.decision_id].status, log[silent.decision_id].reward) == ("default", pytest.approx(0.05))
+    assert log[wrong.decision_id].status == "default"
+
+
+async def test_campaigns_survive_a_restart(settings):
+    from server.app import TailorServer
+    server = TailorServer(settings)
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        s = pb_grpc.CampaignServiceStub(ch)
+        await create(s, reward_window_seconds=3600)
+        done = [await choose(s, f"u{i}") for i in range(5)]
+        for d in done[:3]:
+            await reward(s, d.decision_id, 1.0)
+        before = await stats(s)
+    await server.stop(grace=0.1)
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            s = pb_grpc.CampaignServiceStub(ch)
+            after = await stats(s)
+            assert [(v.pulls, v.rewards, v.decisions) for v in after.variants] == \
+                   [(v.pulls, v.rewards, v.decisions) for v in before.variants]
+            assert after.pending == 2
+            assert (await reward(s, done[0].decision_id, 1.0)).duplicate
+            await reward(s, done[4].decision_id, 0.0)
+            assert sum(v.pulls for v in (await stats(s)).variants) == 4
+    finally:
+        await server.stop(grace=0.1)
+
+
+REWARDER = """
+import json, sys, threading, grpc
+from protos.tailor.v1 import campaign_pb2 as pb, campaign_pb2_grpc as g
+jobs = json.load(open(sys.argv[1]))
+def run(part):
+    # a channel of its own (local subchannel pool): connections spread over the workers
+    with grpc.insecure_channel(sys.argv[2], options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+        stub = g.CampaignServiceStub(ch)
+        for did, r in part:
+            stub.ReportReward(pb.ReportRewardRequest(decision_id=did, reward=r), timeout=30)
+threads = [threading.Thread(target=run, args=(jobs[i::4],)) for i in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+
+
+def test_no_lost_updates_under_concurrent_rewards_from_several_processes(server_process, tmp_path):
+    server = server_process(tmp_path / "data", workers=2, env={"TAILOR_LMDB_SYNC": "false"})
+    from clients.client import TailorClient
+    with TailorClient(server.target, timeout=30) as client:
+        client.create_campaign({"campaign_id": "c1", "policy": "gaussian_ts", "reward_window_seconds": 3600,
+                                "variants": [{"id": f"v{i}"} for i in range(3)]})
+        picks = [client.choose_variant("c1", f"u{i}") for i in range(600)]
+    rng = np.random.default_rng(5)
+    rewards = rng.integers(0, 40, len(picks)) / 4.0  # exact in binary: sums are exact
+    jobs = [(p["decision_id"], float(r)) for p, r in zip(picks, rewards)]
+    procs = []
+    for i in range(4):
+        path = tmp_path / f"jobs{i}.json"
+        path.write_text(json.dumps(jobs[i::4]))
+        procs.append(subprocess.Popen([sys.executable, "-c", REWARDER, str(path), server.target], cwd=ROOT))
+    assert [p.wait(timeout=120) for p in procs] == [0] * 4
+    with TailorClient(server.target, timeout=30) as client:
+        st = client.campaign_stats("c1")
+    arms = np.array([p["arm"] for p in picks])
+    got = {v["variant_id"]: v for v in st["variants"]}
+    for a in range(3):
+        assert got[f"v{a}"]["pulls"] == (arms == a).sum()
+        assert got[f"v{a}"]["rewards"] == rewards[arms == a].sum()
+    assert int(st["pending"]) == 0
+
+
+# -- erasure and export -------------------------------------------------------------------------
+
+def _store_mentions(store, needle: bytes) -> list:
+    hits = []
+    with store.env.begin() as txn:
+        for table in ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns"):
+            for key, value in txn.cursor(db=store.db(table)):
+                if needle in key or needle in value:
+                    hits.append((table, key))
+    return hits
+
+
+async def test_delete_profile_removes_the_users_decisions(stub, channel, tailor_server):
+    await create(stub, reward_window_seconds=3600)
+    profiles = ppb_grpc.ProfileServiceStub(channel)
+    user = "zoe-4c1d"
+    mine = [await choose(stub, user) for _ in range(4)]
+    other = await choose(stub, "yann")
+    await reward(stub, mine[0].decision_id, 1.0)
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[event("z1", user, "email_open", mine[1].decision_id)]))
+    assert _store_mentions(tailor_server.store, user.encode())
+    deleted = await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
+    assert deleted.records_deleted >= 4 + 4 + 3  # records, id index entries, pending entries
+    assert _store_mentions(tailor_server.store, user.encode()) == []
+    assert (await code_of(reward(stub, mine[2].decision_id, 1.0)))[0] == grpc.StatusCode.NOT_FOUND
+    st = await stats(stub)
+    assert st.pending == 1 and sum(v.pulls for v in st.variants) == 1  # learning is kept
+    await reward(stub, other.decision_id, 0.0)
+
+
+async def test_context_features_are_logged_and_feed_linear_policies(stub, channel):
+    profiles = ppb_grpc.ProfileServiceStub(channel)
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[event(f"p{i}", "kim", "view") for i in range(3)]))
+    await create(stub, policy="linucb", context_features=["request.hour", "profile.n_events"],
+                 reward_window_seconds=3600)
+    d = await choose(stub, "kim", hour=9.0)
+    await reward(stub, d.decision_id, 1.0)
+    cold = await choose(stub, "nobody", hour=1.0)
+    log = {r.decision_id: list(r.context) async for r in stub.ExportDecisions(
+        pb.ExportDecisionsRequest(include_pending=True))}
+    assert log[d.decision_id] == pytest.approx([9.0, np.log1p(3)])
+    assert log[cold.decision_id] == [1.0, 0.0]
+    assert (await stats(stub)).variants[d.arm].pulls == 1
+
+
+async def test_exported_decisions_feed_off_policy_evaluation(stub, tmp_path):
+    from training.ope import write_decision_log
+    await create(stub, policy="egreedy", params={"epsilon": 0.3}, reward_window_seconds=3600,
+                 context_features=["request.age"])
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        d = await choose(stub, f"u{i}", age=float(rng.integers(18, 70)))
+        await reward(stub, d.decision_id, float(rng.random() < [0.1, 0.3, 0.5][d.arm]))
+    records = [dict(decision_id=r.decision_id, campaign_id=r.campaign_id, user_id=r.user_id,
+                    timestamp=r.timestamp, arm=r.arm, propensity=r.propensity, reward=r.reward,
+                    context=list(r.context), position=r.position)
+               async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(campaign_id="c1"))]
+    assert len(records) == 300 and all(0 < r["propensity"] <= 1 for r in records)
+    path = tmp_path / "decisions.jsonl"
+    write_decision_log(str(path), records)
+    out = run_module("training", "ope", "--logs", str(path), "--format", "tailor",
+                     "--policy", "bernoulli_ts", "--json", timeout=300)
+    report = json.loads(out.stdout)
+    assert report, out.stdout
