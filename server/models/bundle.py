@@ -223,9 +223,6 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     """Load and fully validate the bundle at `path`; raise BundleInvalid naming the failed check."""
     path = Path(path)
     started = time.perf_counter()
-    # FAISS parallelises a batch search with OpenMP; on a small shared box its spinning threads
-    # fight the event loop and the other batch slot, so searches use `threads` like ONNX does.
-    faiss.omp_set_num_threads(threads)
     manifest = read_manifest(path)
     if verify_checksums:
         _check_files(path, manifest)

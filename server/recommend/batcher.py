@@ -26,14 +26,16 @@ R = TypeVar("R")
 
 class AdaptiveBatcher(Generic[Q, R]):
     def __init__(self, fn: Callable[[Sequence[Q]], Sequence[R | BaseException]], *, max_size: int = 64,
-                 max_wait: float = 0.001, concurrency: int = 2, name: str = "recommend"):
+                 max_wait: float = 0.001, concurrency: int = 2, name: str = "recommend",
+                 thread_init: Callable[[], None] | None = None):
         if max_size < 1 or concurrency < 1 or max_wait < 0:
             raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
         self.fn = fn
         self.max_size = max_size
         self.max_wait = max_wait
         self.name = name
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"batch-{name}")
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"batch-{name}",
+                                            initializer=thread_init)
         self._slots: asyncio.Semaphore | None = None
         self._queue: asyncio.Queue | None = None
         self._concurrency = concurrency

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+import faiss
+
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
@@ -28,7 +30,13 @@ class Recommender:
         self.history_of = history_of
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             self._run_batch, max_size=settings.batch_max_size,
-            max_wait=settings.batch_max_wait_ms / 1000.0, concurrency=settings.batch_concurrency)
+            max_wait=settings.batch_max_wait_ms / 1000.0, concurrency=settings.batch_concurrency,
+            thread_init=self._init_compute_thread)
+
+    def _init_compute_thread(self) -> None:
+        # OpenMP thread counts are per calling thread: set FAISS's in each batch thread. Its
+        # default (one spinning thread per core) fights the event loop and the other slot.
+        faiss.omp_set_num_threads(self.settings.compute_threads)
 
     def validate(self, q: RecQuery, field: str = "") -> RecQuery:
         s = self.settings
