@@ -114,16 +114,18 @@ def read_interactions(path: str | Path) -> dict:
     Returns
     -------
     dict of ndarray
-        ``user_id``/``item_id`` (str), ``timestamp`` (int64), ``event`` (int8), ``value`` (float32).
+        ``user_id``/``item_id`` (Arrow string arrays), ``timestamp`` (int64), ``event``
+        (int8), ``value`` (float32).
     """
     path = Path(path)
     table, first = _table(path)
     _require(path, table, INTERACTION_COLUMNS, optional=("value",))
-    events = np.asarray(table["event"].to_numpy(zero_copy_only=False)).astype(str)
-    names, inverse = np.unique(np.char.strip(np.char.lower(events)), return_inverse=True)
+    enc = pc.dictionary_encode(table["event"]).combine_chunks()
+    names = [str(n).strip().lower() for n in enc.dictionary.to_pylist()]
+    inverse = enc.indices.to_numpy(zero_copy_only=False)
     unknown = [n for n in names if n not in EVENTS]
     if unknown:
-        row = int(np.flatnonzero(inverse == list(names).index(unknown[0]))[0])
+        row = int(np.flatnonzero(inverse == names.index(unknown[0]))[0])
         raise ValueError(f"{_where(path, first, row, 'event')}: unknown event {unknown[0]!r}; "
                          f"allowed: {', '.join(EVENTS)}")
     code = np.array([EVENTS.index(n) for n in names], np.int8)[inverse]
@@ -133,9 +135,9 @@ def read_interactions(path: str | Path) -> dict:
             "timestamp": _timestamps(path, first, table), "event": code, "value": value}
 
 
-def _ids(table: pa.Table, column: str) -> np.ndarray:
-    return np.asarray(pc.utf8_trim_whitespace(table[column]).to_numpy(zero_copy_only=False),
-                      dtype=str)
+def _ids(table: pa.Table, column: str) -> pa.Array:
+    """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings)."""
+    return pc.utf8_trim_whitespace(table[column]).combine_chunks()
 
 
 def read_items(path: str | Path) -> dict:
@@ -144,7 +146,7 @@ def read_items(path: str | Path) -> dict:
     table, first = _table(path)
     _require(path, table, ITEM_COLUMNS, optional=("title", "category", "price", "url"))
     n = table.num_rows
-    out = {"id": _ids(table, "id")}
+    out = {"id": np.asarray(_ids(table, "id").to_numpy(zero_copy_only=False), dtype=str)}
     for col in ("title", "category", "url"):
         out[col] = (np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=str)
                     if col in table.column_names else np.full(n, "", dtype=str))
@@ -206,17 +208,23 @@ def _numeric(fields) -> bool:
         return False
 
 
+def _codes(values: pa.Array, table: np.ndarray) -> np.ndarray:
+    return pc.index_in(values, value_set=pa.array(table, pa.string())).to_numpy(
+        zero_copy_only=False).astype(np.int32)
+
+
 def build(rows: dict, items: dict | None = None) -> tuple[Interactions, Catalog]:
-    """Dense codes for users and items; catalog items come first, unseen interaction items after."""
-    user_ids, user = np.unique(rows["user_id"], return_inverse=True)
-    known = items["id"] if items is not None else np.zeros(0, dtype=str)
-    extra = np.setdiff1d(np.unique(rows["item_id"]), known)
-    item_ids = np.concatenate([known.astype(str), extra.astype(str)])
-    order = np.argsort(item_ids, kind="stable")
-    item = order[np.searchsorted(item_ids[order], rows["item_id"])].astype(np.int32)
-    inter = Interactions(user_ids, item_ids, user.astype(np.int32), item,
-                         rows["timestamp"].astype(np.int64), rows["event"].astype(np.int8),
-                         rows["value"].astype(np.float32))
+    """Dense codes: users sorted by id; catalog items first, unseen interaction items after."""
+    user_ids = np.sort(np.asarray(pc.unique(rows["user_id"]).to_numpy(zero_copy_only=False),
+                                  dtype=str))
+    known = items["id"].astype(str) if items is not None else np.zeros(0, dtype=str)
+    seen = pc.unique(rows["item_id"])
+    extra = seen.filter(pc.invert(pc.is_in(seen, value_set=pa.array(known, pa.string()))))
+    extra = np.sort(np.asarray(extra.to_numpy(zero_copy_only=False), dtype=str))
+    item_ids = np.concatenate([known, extra]).astype(str)
+    inter = Interactions(user_ids, item_ids, _codes(rows["user_id"], user_ids),
+                         _codes(rows["item_id"], item_ids), rows["timestamp"].astype(np.int64),
+                         rows["event"].astype(np.int8), rows["value"].astype(np.float32))
     n_extra = extra.shape[0]
     cats = np.concatenate([items["category"], np.full(n_extra, "unknown")]) if items else \
         np.full(n_extra, "unknown")
