@@ -74,7 +74,8 @@ class TailorServer:
              AttributionServicer(self.attributor)),
         ]
 
-    async def start(self) -> int:
+    async def start(self, serving: bool = True) -> int:
+        """Bind and start; health reports SERVING now, or at `set_serving()` if not `serving`."""
         self._lock = lock_data_dir(self.settings.data_dir, exclusive=False)
         self._build_domain()
         await self.registry.start()
@@ -82,8 +83,8 @@ class TailorServer:
         names = register_services(server, self._servicers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        for name in ["", *names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._service_names = ["", *names]
+        await self.set_serving(serving)
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.settings.host}:{self.settings.port}"
@@ -96,6 +97,11 @@ class TailorServer:
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
+
+    async def set_serving(self, serving: bool = True) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self._service_names:
+            await self.health.set(name, status)
 
     async def _sweep_retention(self) -> None:
         while True:

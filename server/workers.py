@@ -17,9 +17,14 @@ __all__ = ["serve"]
 logger = logging.getLogger("tailor.workers")
 
 
-async def _serve_one(settings: Settings) -> None:
+async def _serve_one(settings: Settings, all_up=None) -> None:
+    """Serve until a signal. With `all_up` (a Barrier shared by the workers), health turns
+    SERVING only once every worker is listening, so a SERVING answer means the port is whole."""
     server = TailorServer(settings)
-    await server.start()
+    await server.start(serving=all_up is None)
+    if all_up is not None:
+        await asyncio.get_running_loop().run_in_executor(None, all_up.wait, 300)
+        await server.set_serving(True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -29,9 +34,9 @@ async def _serve_one(settings: Settings) -> None:
     await server.stop()
 
 
-def _worker_main(settings: Settings) -> None:
+def _worker_main(settings: Settings, all_up) -> None:
     _configure_logging()
-    asyncio.run(_serve_one(settings))
+    asyncio.run(_serve_one(settings, all_up))
 
 
 def _configure_logging() -> None:
@@ -53,7 +58,8 @@ def serve(settings: Settings) -> None:
     metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(settings,), name=f"tailor-worker-{i}")
+    all_up = ctx.Barrier(settings.workers)
+    procs = [ctx.Process(target=_worker_main, args=(settings, all_up), name=f"tailor-worker-{i}")
              for i in range(settings.workers)]
     for proc in procs:
         proc.start()

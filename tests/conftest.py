@@ -146,13 +146,15 @@ class ServerProcess:
                 pass
         self.proc.wait(timeout=30)
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """Stop the server; returns what it logged."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.kill()
+        return self.proc.stdout.read()
 
 
 def _children(pid: int) -> list[int]:
@@ -170,4 +172,7 @@ def server_process(tmp_path):
         return proc
     yield start
     for proc in started:
-        proc.stop()
+        crashed = proc.proc.poll() not in (None, 0, -9, -15)
+        log = proc.stop()
+        if crashed:
+            print(f"server on {proc.target} exited with {proc.proc.returncode}:\n{log[-5000:]}")
