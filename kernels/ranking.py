@@ -44,13 +44,14 @@ class ItemTable:
     @classmethod
     def from_arrays(cls, category, price, popularity, recency_days,
                     n_categories: int | None = None) -> "ItemTable":
-        """Build from ``items.npz`` columns (``category``, ``price``, ``popularity``, ``recency_days``)."""
+        """Build from the ``items.npz`` columns of the same names."""
         category = np.asarray(category, np.int64)
         n = category.shape[0]
         for name, arr in (("price", price), ("popularity", popularity),
                           ("recency_days", recency_days)):
             if np.shape(arr) != (n,):
-                raise ValueError(f"{name} must have shape ({n},) like category, got {np.shape(arr)}")
+                raise ValueError(f"{name} must have shape ({n},) like category, "
+                                 f"got {np.shape(arr)}")
         n_cat = int(n_categories if n_categories is not None else category.max(initial=-1) + 1)
         f32 = np.float32
         return cls(category, n_cat,

@@ -1,4 +1,4 @@
-"""Deterministic demo world: catalog, users with latent tastes, and 60 days of shop and email events.
+"""Deterministic demo world: catalog, users with latent tastes, 60 days of shop and email events.
 
 Everything is vectorised numpy and generated in user chunks, each chunk with its own generator
 spawned from the seed, so output bytes depend only on the arguments (not on timing or threads) and
@@ -174,7 +174,8 @@ def _emails(rng, world: World, cfg: DemoConfig, users: dict, n_users: int) -> li
         ts = ts + rng.integers(600, 36_000, who.shape[0])
         who, item, ts = who[opened], item[opened], ts[opened]
         out.append((who, item, ts, np.full(who.shape[0], 5, np.int8), np.zeros(who.shape[0])))
-        clicked = rng.random(who.shape[0]) < _sigmoid(-2.0 + 2.0 * _affinity(world, users, who, item))
+        aff = _affinity(world, users, who, item)
+        clicked = rng.random(who.shape[0]) < _sigmoid(-2.0 + 2.0 * aff)
         ts = ts + rng.integers(5, 120, who.shape[0])
         who, item, ts = who[clicked], item[clicked], ts[clicked]
         out.append((who, item, ts, np.full(who.shape[0], 6, np.int8), np.zeros(who.shape[0])))
@@ -183,7 +184,7 @@ def _emails(rng, world: World, cfg: DemoConfig, users: dict, n_users: int) -> li
 
 
 def user_events(cfg: DemoConfig, world: World, chunk: int) -> tuple[dict, dict]:
-    """Users ``[chunk*chunk_users, ...)``: their ground truth and their events sorted by (user, ts)."""
+    """Users ``[chunk*chunk_users, ...)``: their ground truth and events sorted by (user, ts)."""
     first = chunk * cfg.chunk_users
     n = min(cfg.chunk_users, cfg.n_users - first)
     rng = np.random.default_rng([cfg.seed, 1, chunk])

@@ -78,7 +78,8 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
     for name, parts in recs.items():
         r = np.concatenate(parts) if parts else np.zeros((0, K), np.int64)
         m = ranking_metrics(r, indptr, items, users, n_items, K)
-        out[name] = {key: round(m[key], 6) for key in ("recall@10", "ndcg@10", "map@10", "coverage")}
+        out[name] = {key: round(m[key], 6)
+                     for key in ("recall@10", "ndcg@10", "map@10", "coverage")}
     out["n_eval_users"] = int(users.shape[0])
     logger.info("evaluated %d users in %.1fs", users.shape[0], time.perf_counter() - t0)
     return out

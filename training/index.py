@@ -45,7 +45,8 @@ def _queries(items: np.ndarray, users: np.ndarray | None, params: IndexParams) -
     rng = np.random.default_rng(params.seed)
     parts = [items[rng.choice(items.shape[0], min(params.n_queries, items.shape[0]), False)]]
     if users is not None and users.shape[0]:
-        parts.append(users[rng.choice(users.shape[0], min(params.n_queries, users.shape[0]), False)])
+        n = min(params.n_queries, users.shape[0])
+        parts.append(users[rng.choice(users.shape[0], n, False)])
     return np.ascontiguousarray(np.concatenate(parts), np.float32)
 
 

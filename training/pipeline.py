@@ -75,7 +75,8 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
     return model, info, metrics
 
 
-def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConfig()) -> TrainResult:
+def train(inter: Interactions, catalog: Catalog,
+          config: TrainConfig = TrainConfig()) -> TrainResult:
     """Run the whole pipeline on ``inter`` (with ``catalog`` aligned to its item codes)."""
     timings, t0 = {}, time.perf_counter()
     rows = inter.subset(event_weights(inter, config.event_weights) > 0)

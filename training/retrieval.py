@@ -81,7 +81,8 @@ def top_k(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, seen:
     return out_i, out_s
 
 
-def item_stats(item: np.ndarray, ts: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray, int]:
+def item_stats(item: np.ndarray, ts: np.ndarray,
+               n_items: int) -> tuple[np.ndarray, np.ndarray, int]:
     """``(popularity, recency_days, cutoff)`` from training rows.
 
     popularity is the interaction count per item; recency_days the days between an item's last

@@ -42,7 +42,8 @@ def temporal_split(inter: Interactions, frac: float = 0.2) -> tuple[np.ndarray, 
         raise ValueError(f"frac must be in (0, 1), got {frac}")
     order = sorted_order(inter)
     counts = np.bincount(inter.user, minlength=inter.n_users)
-    n_test = np.where(counts >= 2, np.maximum(1, np.floor(frac * counts + 1e-9)), 0).astype(np.int64)
+    n_test = np.where(counts >= 2, np.maximum(1, np.floor(frac * counts + 1e-9)), 0)
+    n_test = n_test.astype(np.int64)
     users = inter.user[order]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     pos = np.arange(order.shape[0]) - starts[users]
@@ -52,7 +53,8 @@ def temporal_split(inter: Interactions, frac: float = 0.2) -> tuple[np.ndarray, 
     return ~test, test
 
 
-def distinct_items(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[np.ndarray, np.ndarray]:
+def distinct_items(user: np.ndarray, item: np.ndarray,
+                   n_users: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct items per user as CSR ``(indptr, items)`` (items sorted within a user)."""
     key = np.unique(user.astype(np.int64) * (int(item.max(initial=0)) + 1) + item)
     width = int(item.max(initial=0)) + 1

@@ -59,7 +59,8 @@ def test_arrays_index_and_encoder_agree(bundle):
     index = faiss.read_index(str(bundle / "index.faiss"))
     assert index.ntotal == n == m["index"]["n_items"] and index.d == m["dim"]
     indptr = users["indptr"]
-    assert indptr.shape[0] == users["user_ids"].shape[0] + 1 and indptr[-1] == users["items"].shape[0]
+    assert indptr.shape[0] == users["user_ids"].shape[0] + 1
+    assert indptr[-1] == users["items"].shape[0]
     assert np.diff(indptr).max() <= m["history_len"] and (users["weights"] > 0).all()
     sess = ort.InferenceSession(str(bundle / "encoder.onnx"), providers=["CPUExecutionProvider"])
     it, w = pad_histories(indptr, users["items"], users["weights"], np.arange(64), m["history_len"])

@@ -18,7 +18,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     write_demo(tmp_path / "b", TINY)
     write_demo(tmp_path / "c", DemoConfig(**{**TINY.__dict__, "seed": 4}))
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
-    assert _digest(tmp_path / "a")["interactions.csv"] != _digest(tmp_path / "c")["interactions.csv"]
+    a, c = _digest(tmp_path / "a"), _digest(tmp_path / "c")
+    assert a["interactions.csv"] != c["interactions.csv"]
 
 
 def test_defaults_meet_documented_minimums():
