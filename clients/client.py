@@ -305,13 +305,15 @@ class TailorClient:
         to `end`, touches at most `lookback_days` before each), by channel or campaign."""
         req = attr_pb.AttributeStoredRequest(
             spec=attribution_spec(model, **options), start_time=int(start), end_time=int(end),
-            lookback_seconds=round(lookback_days * 86400), group_by=attr_pb.Grouping.Value(by.upper()),
+            lookback_seconds=round(lookback_days * 86400),
+            group_by=attr_pb.Grouping.Value(by.upper()),
             touch_types=touch_types, exclude_nulls=exclude_nulls)
         return _to_dict(self._call(self._attribution.AttributeStored, req, timeout))
 
 
-ATTRIBUTION_MODELS = {"first": "FIRST_TOUCH", "last": "LAST_TOUCH", "last_non_direct": "LAST_NON_DIRECT",
-                      "linear": "LINEAR", "position": "POSITION_BASED", "time_decay": "TIME_DECAY",
+ATTRIBUTION_MODELS = {"first": "FIRST_TOUCH", "last": "LAST_TOUCH",
+                      "last_non_direct": "LAST_NON_DIRECT", "linear": "LINEAR",
+                      "position": "POSITION_BASED", "time_decay": "TIME_DECAY",
                       "markov": "MARKOV", "shapley": "SHAPLEY"}
 
 
@@ -322,7 +324,8 @@ def attribution_spec(model: str, *, shapley_form: str = "", **fields) -> attr_pb
         raise ValueError(f"unknown attribution model {model!r}; expected one of "
                          f"{', '.join(ATTRIBUTION_MODELS)}")
     form = attr_pb.ShapleyForm.Value(shapley_form.upper()) if shapley_form else 0
-    return attr_pb.ModelSpec(model=attr_pb.AttributionModel.Value(name), shapley_form=form, **fields)
+    return attr_pb.ModelSpec(model=attr_pb.AttributionModel.Value(name), shapley_form=form,
+                             **fields)
 
 
 def path_from_dict(p: dict) -> attr_pb.Path:

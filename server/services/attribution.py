@@ -9,7 +9,8 @@ from kernels.attribution import DAY
 from protos.tailor.v1 import attribution_pb2 as pb
 from protos.tailor.v1 import attribution_pb2_grpc as pb_grpc
 
-from ..attribution import TOUCH_TYPES, AttributionResult, Attributor, JourneyQuery, ModelSpec, PathSet
+from ..attribution import (TOUCH_TYPES, AttributionResult, Attributor, JourneyQuery, ModelSpec,
+                           PathSet)
 from ..errors import InvalidArgument, grpc_errors
 
 __all__ = ["AttributionServicer", "AttributionConverter"]
@@ -66,7 +67,8 @@ class AttributionConverter:
 
     @staticmethod
     def from_result(res: AttributionResult, model: int) -> pb.AttributeResponse:
-        out = pb.AttributeResponse(model=model, unattributed_conversions=res.unattributed_conversions,
+        out = pb.AttributeResponse(model=model,
+                                   unattributed_conversions=res.unattributed_conversions,
                                    unattributed_value=res.unattributed_value)
         paths, cr = res.paths, res.credits
         if cr is None:
@@ -144,7 +146,8 @@ class AttributionServicer(pb_grpc.AttributionServiceServicer):
         return await self._respond(await self.attributor.attribute(spec, paths), model)
 
     @grpc_errors
-    async def AttributeStored(self, request: pb.AttributeStoredRequest, context) -> pb.AttributeResponse:
+    async def AttributeStored(self, request: pb.AttributeStoredRequest,
+                              context) -> pb.AttributeResponse:
         spec = AttributionConverter.to_spec(request.spec)
         res = await self.attributor.attribute_stored(spec, AttributionConverter.to_query(request))
         return await self._respond(res, request.spec.model)

@@ -121,7 +121,7 @@ async def test_markov_order_one_by_hand_with_transition_matrix(stub):
     paths = [(["a", "b"], 1.0, 10.0, 0.0), (["b"], 0.0, 0.0, 1.0)]
     resp = await stub.Attribute(request(pb.MARKOV, paths, transition_matrix=True))
     # P(conv) = 1/2; without a: 1/4 (removal effect 1/2); without b: 0 (removal effect 1)
-    assert credits(resp) == {"a": pytest.approx((1 / 3, 10 / 3)), "b": pytest.approx((2 / 3, 20 / 3))}
+    assert credits(resp) == approx({"a": (1 / 3, 10 / 3), "b": (2 / 3, 20 / 3)})
     effects = {c.channel: c.removal_effect for c in resp.credits}
     assert effects == {"a": pytest.approx(0.5), "b": pytest.approx(1.0)}
     assert resp.conversion_probability == pytest.approx(0.5)
@@ -149,7 +149,8 @@ async def test_time_decay_halves_per_half_life(stub):
 
 async def test_per_path_credits_split_each_path(stub):
     resp = await stub.Attribute(request(pb.LINEAR, path_credits=True))
-    got = [(p.path_index, list(p.touch_conversions), list(p.touch_value)) for p in resp.path_credits]
+    got = [(p.path_index, list(p.touch_conversions), list(p.touch_value))
+           for p in resp.path_credits]
     assert got == [(0, pytest.approx([2 / 3] * 3), pytest.approx([20 / 3] * 3)),
                    (1, pytest.approx([1 / 3] * 3), pytest.approx([2.0] * 3)),
                    (2, pytest.approx([1.0]), pytest.approx([4.0]))]
@@ -191,7 +192,8 @@ async def test_streamed_input_equals_unary_input(stub):
     streamed = await stub.AttributeStream(messages())
     assert credits(streamed) == approx(credits(unary))
     assert streamed.paths == unary.paths == 300
-    flat = [np.concatenate([p.touch_conversions for p in r.path_credits]) for r in (streamed, unary)]
+    flat = [np.concatenate([p.touch_conversions for p in r.path_credits])
+            for r in (streamed, unary)]
     assert flat[0] == pytest.approx(flat[1])
     assert [p.path_index for p in streamed.path_credits] == list(range(300))
 
