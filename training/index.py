@@ -59,7 +59,7 @@ def _build(kind: str, vecs: np.ndarray, params: IndexParams):
         index.hnsw.efConstruction = params.ef_construction
         build = {"M": params.hnsw_m, "efConstruction": params.ef_construction}
     elif kind == "ivf":
-        nlist = params.ivf_lists or max(1, int(4 * np.sqrt(n)))
+        nlist = params.ivf_lists or max(1, min(int(4 * np.sqrt(n)), n // 39))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = params.seed
         index.train(vecs)
