@@ -21,7 +21,7 @@ import numpy as np
 from kernels import features as kf
 from protos.tailor.v1 import profile_pb2 as pb
 
-from ..store import TABLES, Store, join_key
+from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
 from .codec import decode_states, encode_states
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES, item_code
@@ -142,13 +142,13 @@ class ProfileRepository:
 
         def fn(txn):
             dedupe, removed = self._dbs["dedupe"], 0
-            for key, _ in _scan(txn, self._dbs["events"], prefix):
+            for key, _ in scan_prefix(txn, self._dbs["events"], prefix):
                 removed += txn.delete(b"e\x1f" + key.rsplit(b"\x1f", 1)[1], db=dedupe)
             for eraser in self.erasers:
                 removed += eraser(txn, user_id)
             for table, db in self._dbs.items():
                 if table != "dedupe":
-                    removed += _delete_prefix(txn, db, prefix)
+                    removed += delete_prefix(txn, db, prefix)
             return removed
         return self.store.write(fn)
 
@@ -182,7 +182,7 @@ class ProfileRepository:
         with self.store.read() as txn:
             state = txn.get(feature_key(user_id), db=d["profiles"])
             meta = txn.get(join_key(user_id, "meta"), db=d["profiles"])
-            events = [v for _, v in _scan(txn, d["events"], join_key(user_id, ""))]
+            events = [v for _, v in scan_prefix(txn, d["events"], join_key(user_id, ""))]
         events.reverse()  # newest first
         if max_events:
             events = events[:max_events]
@@ -210,24 +210,3 @@ class ProfileRepository:
                 ts = key.split(b"\x1f")[1]
                 if lo <= ts <= hi:
                     yield value
-
-
-def _scan(txn, db, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    cur, out = txn.cursor(db=db), []
-    if cur.set_range(prefix):
-        for key, value in cur:
-            if not key.startswith(prefix):
-                break
-            out.append((key, value))
-    return out
-
-
-def _delete_prefix(txn, db, prefix: bytes) -> int:
-    cur = txn.cursor(db=db)
-    n = 0
-    if cur.set_range(prefix):
-        while cur.key().startswith(prefix):
-            n += 1
-            if not cur.delete():
-                break
-    return n

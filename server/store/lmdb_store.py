@@ -18,7 +18,7 @@ import lmdb
 
 from ..errors import ResourceExhausted
 
-__all__ = ["Store", "TABLES"]
+__all__ = ["Store", "TABLES", "scan_prefix", "delete_prefix"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -113,19 +113,33 @@ class Store:
 
     def scan(self, table: str, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with `prefix`, in key order (one snapshot)."""
-        db = self.db(table)
         with self.read() as txn:
-            cur = txn.cursor(db=db)
-            out = []
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    out.append((key, value))
-            return out
+            return scan_prefix(txn, self.db(table), prefix)
 
     def sync(self) -> None:
         self.env.sync(True)
 
     def close(self) -> None:
         self.env.close()
+
+
+def scan_prefix(txn: lmdb.Transaction, db, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of `db` whose key starts with `prefix`, in key order, within `txn`."""
+    cur, out = txn.cursor(db=db), []
+    if cur.set_range(prefix):
+        for key, value in cur:
+            if not key.startswith(prefix):
+                break
+            out.append((key, value))
+    return out
+
+
+def delete_prefix(txn: lmdb.Transaction, db, prefix: bytes) -> int:
+    """Delete every key of `db` starting with `prefix` within the write `txn`; returns how many."""
+    cur, n = txn.cursor(db=db), 0
+    if cur.set_range(prefix):
+        while cur.key().startswith(prefix):
+            n += 1
+            if not cur.delete():
+                break
+    return n
