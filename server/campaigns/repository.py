@@ -226,30 +226,36 @@ class CampaignRepository:
         """Close the windows that ended by `now`: the best event reward, else the default.
 
         Idempotent across processes: the status is checked and the due entry deleted in the
-        same write transaction.
+        same write transaction (of at most `limit` entries; repeated until none is due).
         """
-        def fn(txn):
-            cur, doomed = txn.cursor(db=self._d), []
-            if cur.set_range(SEP + b"w" + SEP):
-                for key, pkey in cur:
-                    if not key.startswith(SEP + b"w" + SEP) or key >= _due_key(now, "") \
-                            or len(doomed) >= limit:
-                        break
-                    doomed.append((key, pkey))
-            closed = 0
-            for key, pkey in doomed:
-                txn.delete(key, db=self._d)
-                raw = txn.get(pkey, db=self._d)
-                rec = json.loads(raw) if raw else None
-                if rec is None or rec["status"] != PENDING:
-                    continue
-                spec = self.parse(txn.get(rec["campaign_id"].encode(), db=self._c)).spec
-                got = rec.get("event_reward")
-                self._finalize(txn, pkey, rec, spec.default_reward if got is None else got,
-                               DEFAULT if got is None else REWARDED, now)
-                closed += 1
-            return closed
-        return self.store.write(fn)
+        total = 0
+        while True:
+            seen, closed = self.store.write(lambda txn: self._sweep_some(txn, now, limit))
+            total += closed
+            if seen < limit:
+                return total
+
+    def _sweep_some(self, txn, now: float, limit: int) -> tuple[int, int]:
+        cur, doomed = txn.cursor(db=self._d), []
+        if cur.set_range(SEP + b"w" + SEP):
+            for key, pkey in cur:
+                if not key.startswith(SEP + b"w" + SEP) or key >= _due_key(now, "") \
+                        or len(doomed) >= limit:
+                    break
+                doomed.append((key, pkey))
+        closed = 0
+        for key, pkey in doomed:
+            txn.delete(key, db=self._d)
+            raw = txn.get(pkey, db=self._d)
+            rec = json.loads(raw) if raw else None
+            if rec is None or rec["status"] != PENDING:
+                continue
+            spec = self.parse(txn.get(rec["campaign_id"].encode(), db=self._c)).spec
+            got = rec.get("event_reward")
+            self._finalize(txn, pkey, rec, spec.default_reward if got is None else got,
+                           DEFAULT if got is None else REWARDED, now)
+            closed += 1
+        return len(doomed), closed
 
     def erase_user(self, txn, user_id: str) -> int:
         """Eraser for `ProfileRepository.erasers`: drop the index entries of the user's
