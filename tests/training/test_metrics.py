@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.metrics import ranking_metrics
 
@@ -49,3 +51,20 @@ def test_perfect_ranking_scores_one():
     m = ranking_metrics(np.array([[5, 3, 4, 0, 1, 2, 6, 7, 8, 9]]), indptr, items,
                         np.array([0]), n_items=10)
     assert m["recall@10"] == m["ndcg@10"] == m["map@10"] == pytest.approx(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 29), min_size=1, max_size=12), min_size=1, max_size=8),
+       st.randoms(use_true_random=False))
+def test_metrics_bounded_and_perfect_lists_score_one(sets, rnd):
+    indptr, items = _csr(sets)
+    users = np.arange(len(sets))
+    recs = np.array([rnd.sample(range(30), 10) for _ in sets])
+    m = ranking_metrics(recs, indptr, items, users, n_items=30)
+    for key in ("recall@10", "ndcg@10", "map@10", "coverage"):
+        assert 0.0 <= m[key] <= 1.0 + 1e-12
+    perfect = np.array([sorted(s)[:10] + [x for x in range(30) if x not in s][:10 - min(10, len(s))]
+                        for s in sets])
+    p = ranking_metrics(perfect, indptr, items, users, n_items=30)
+    assert p["recall@10"] == pytest.approx(1.0) and p["ndcg@10"] == pytest.approx(1.0)
+    assert p["map@10"] == pytest.approx(1.0)

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kernels.ranking import FEATURES, ItemTable, candidate_features, user_context
 
@@ -43,3 +45,20 @@ def test_inputs_are_validated():
         candidate_features(ctx, np.zeros((2, 3), np.int64), np.zeros((2, 3), np.int32), TABLE)
     with pytest.raises(ValueError, match="price"):
         ItemTable.from_arrays([0, 1], [1.0], [0, 0], [0, 0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 12), st.integers(1, 30), st.integers(0, 2**32 - 1))
+def test_features_are_finite_and_shares_sum_to_one(b, l, k, seed):
+    rng = np.random.default_rng(seed)
+    table = ItemTable.from_arrays(rng.integers(0, 5, 50), rng.lognormal(2, 1, 50),
+                                  rng.integers(0, 100, 50), rng.random(50) * 30, n_categories=5)
+    w = np.where(rng.random((b, l)) < 0.3, 0, rng.exponential(1, (b, l))).astype(np.float32)
+    ctx = user_context(rng.integers(0, 50, (b, l)), w, table)
+    has = (w > 0).any(axis=1)
+    np.testing.assert_allclose(ctx.category_share.sum(axis=1)[has], 1.0, rtol=1e-5)
+    assert (ctx.category_share[~has] == 0).all()
+    scores = -np.sort(-rng.standard_normal((b, k)).astype(np.float32), axis=1)
+    out = candidate_features(ctx, rng.integers(-1, 50, (b, k)), scores, table)
+    assert out.shape == (b, k, len(FEATURES)) and np.isfinite(out).all()
+    assert (_f(out, "score_gap") <= 1e-6).all()

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from training.split import temporal_split, distinct_items
 
@@ -40,3 +42,20 @@ def test_test_sets_are_distinct_items_per_user():
     indptr, items = distinct_items(np.array([0, 0, 2, 0]), np.array([3, 3, 1, 1]), 3)
     assert indptr.tolist() == [0, 2, 2, 3]
     assert items.tolist() == [1, 3, 1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(0, 5)),
+                min_size=1, max_size=60))
+def test_split_property(rows):
+    inter = make_interactions([(f"u{u}", f"i{i}", t) for u, i, t in rows])
+    train, test = temporal_split(inter)
+    assert (train ^ test).all()
+    for u in range(inter.n_users):
+        mine = inter.user == u
+        n = int(mine.sum())
+        assert test[mine].sum() == (max(1, n // 5) if n >= 2 else 0)
+        key = list(zip(inter.ts, inter.item_ids[inter.item]))
+        held = [key[k] for k in np.flatnonzero(mine & test)]
+        kept = [key[k] for k in np.flatnonzero(mine & train)]
+        assert not held or not kept or min(held) >= max(kept)
