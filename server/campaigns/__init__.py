@@ -3,4 +3,5 @@ from .handler import Campaigns, Choice
 from .repository import RewardOutcome
 from .spec import Campaign, CampaignSpec, RewardRule, Variant
 
-__all__ = ["Campaigns", "Choice", "Campaign", "CampaignSpec", "RewardRule", "Variant", "RewardOutcome"]
+__all__ = ["Campaigns", "Choice", "Campaign", "CampaignSpec", "RewardRule", "Variant",
+           "RewardOutcome"]

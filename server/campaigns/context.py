@@ -85,7 +85,8 @@ class ContextBuilder:
         feats = None
         if self._needs_profile:
             state = self._states([user_id])[0]
-            feats = kf.read_features(self._layout, state, time.time()) if state is not None else None
+            if state is not None:
+                feats = kf.read_features(self._layout, state, time.time())
         out = []
         for source, reader in self._readers:
             if source == "request":

@@ -89,7 +89,8 @@ class Campaigns:
         def change(old: Campaign, state):
             if old.archived:
                 return old, state
-            return replace(old, archived=True, updated_at=time.time(), revision=old.revision + 1), state
+            return replace(old, archived=True, updated_at=time.time(),
+                           revision=old.revision + 1), state
         return await asyncio.to_thread(self.repo.update, campaign_id, change)
 
     async def get(self, campaign_id: str) -> Campaign:
@@ -100,7 +101,8 @@ class Campaigns:
         return campaign
 
     async def list(self, include_archived: bool = False) -> list[Campaign]:
-        return [c for c in await asyncio.to_thread(self.repo.list) if include_archived or not c.archived]
+        found = await asyncio.to_thread(self.repo.list)
+        return [c for c in found if include_archived or not c.archived]
 
     # -- decisions ------------------------------------------------------------------------------
     def _entry(self, campaign_id: str, raw: bytes) -> _Entry:

@@ -2,10 +2,10 @@
 
     campaigns  <campaign>                          Campaign JSON (spec, archived, revision)
     bandit     <campaign>                          kernels.bandits state bytes (posterior)
-    bandit     ␟count␟<campaign>                   JSON counters: decisions per arm, holdout, pending
+    bandit     ␟count␟<campaign>                   JSON counters (decisions per arm, holdout, ...)
     decisions  <user>␟<decision>                   decision record JSON (the decision log)
-    decisions  ␟d␟<decision>                       -> <user>␟<decision> (lookup by decision id)
-    decisions  ␟w␟<deadline ms, 16 digits>␟<dec>   -> <user>␟<decision> (pending, by deadline)
+    decisions  ␟d␟<decision>                       -> <user>␟<decision> (lookup by id)
+    decisions  ␟w␟<deadline ms, 16 digits>␟<dec>   -> <user>␟<decision> (pending ones)
 
 Campaign keys carry no separator and index keys start with one, so erasing a user (prefix
 `<user>␟` in every table) removes exactly that user's decisions; `erase_user` (registered on
@@ -18,7 +18,6 @@ lock, so concurrent rewards from several worker processes are never lost.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -161,7 +160,8 @@ class CampaignRepository:
                 c["holdout_rewards"] += resolved["reward"]
         txn.put(key, json.dumps(c).encode(), db=self._b)
 
-    def _finalize(self, txn, pkey: bytes, rec: dict, reward: float, status: str, now: float) -> None:
+    def _finalize(self, txn, pkey: bytes, rec: dict, reward: float, status: str,
+                  now: float) -> None:
         rec.update(reward=reward, status=status, rewarded_at=now)
         txn.put(pkey, json.dumps(rec).encode(), db=self._d)
         txn.delete(_due_key(rec["deadline"], rec["decision_id"]), db=self._d)
@@ -169,7 +169,8 @@ class CampaignRepository:
         if rec["arm"] != B.HOLDOUT:
             key = rec["campaign_id"].encode()
             x = [1.0, *rec["context"]] if rec.get("linear") else None
-            txn.put(key, B.update_bytes(txn.get(key, db=self._b), rec["arm"], reward, x), db=self._b)
+            blob = B.update_bytes(txn.get(key, db=self._b), rec["arm"], reward, x)
+            txn.put(key, blob, db=self._b)
 
     def _lookup(self, txn, decision_id: str) -> tuple[bytes, dict] | None:
         pkey = txn.get(_index_key(decision_id), db=self._d)
@@ -209,7 +210,8 @@ class CampaignRepository:
         reward = rule.reward(req.event_value)
         if spec.binary_rewards:
             reward = min(max(reward, 0.0), 1.0)
-        best = max(reward, rec.get("event_reward") if rec.get("event_reward") is not None else -math.inf)
+        earlier = rec.get("event_reward")
+        best = reward if earlier is None else max(reward, earlier)
         if best >= spec.best_event_reward:
             self._finalize(txn, pkey, rec, best, REWARDED, now)
         else:
@@ -284,7 +286,8 @@ class CampaignRepository:
                     continue
                 rec = json.loads(raw)
                 if (campaign_id and rec["campaign_id"] != campaign_id) \
-                        or (start and rec["timestamp"] < start) or (end and rec["timestamp"] > end) \
+                        or (start and rec["timestamp"] < start) \
+                        or (end and rec["timestamp"] > end) \
                         or (rec["status"] == PENDING and not include_pending):
                     continue
                 yield rec

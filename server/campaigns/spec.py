@@ -92,9 +92,11 @@ class CampaignSpec:
         """Check every field; returns the spec with defaults filled in (salt, window)."""
         check_id("campaign_id", self.campaign_id)
         if self.channel not in CHANNELS:
-            raise InvalidArgument("channel", f"{self.channel!r} is unknown (known: {', '.join(CHANNELS)})")
+            raise InvalidArgument("channel", f"{self.channel!r} is unknown "
+                                  f"(known: {', '.join(CHANNELS)})")
         if self.policy not in B.POLICIES:
-            raise InvalidArgument("policy", f"{self.policy!r} is unknown (known: {', '.join(B.POLICIES)})")
+            raise InvalidArgument("policy", f"{self.policy!r} is unknown "
+                                  f"(known: {', '.join(B.POLICIES)})")
         self._check_variants()
         self._check_params()
         self._check_rewards()
@@ -110,7 +112,8 @@ class CampaignSpec:
 
     def _check_variants(self) -> None:
         if not 1 <= len(self.variants) <= MAX_VARIANTS:
-            raise InvalidArgument("variants", f"need 1..{MAX_VARIANTS} variants, got {len(self.variants)}")
+            raise InvalidArgument("variants",
+                                  f"need 1..{MAX_VARIANTS} variants, got {len(self.variants)}")
         seen = set()
         for i, v in enumerate(self.variants):
             check_id(f"variants[{i}].id", v.id)
@@ -123,12 +126,14 @@ class CampaignSpec:
                 raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")
         if self.policy == "fixed" and any(v.weight for v in self.variants) \
                 and not all(v.weight > 0 for v in self.variants):
-            raise InvalidArgument("variants.weight", "a fixed split needs every weight > 0 (or all 0)")
+            raise InvalidArgument("variants.weight",
+                                  "a fixed split needs every weight > 0 (or all 0)")
 
     def _check_params(self) -> None:
         for key, value in self.params.items():
             if key not in PARAM_NAMES:
-                raise InvalidArgument(f"params[{key!r}]", f"unknown (known: {', '.join(PARAM_NAMES)})")
+                raise InvalidArgument(f"params[{key!r}]",
+                                      f"unknown (known: {', '.join(PARAM_NAMES)})")
             _finite(f"params[{key!r}]", value)
         try:
             self.new_state()
@@ -161,12 +166,14 @@ class CampaignSpec:
     def check_reward(self, name: str, reward: float) -> float:
         _finite(name, reward)
         if self.binary_rewards and not 0 <= reward <= 1:
-            raise InvalidArgument(name, f"bernoulli_ts campaigns take rewards in [0, 1], got {reward:g}")
+            raise InvalidArgument(name, "bernoulli_ts campaigns take rewards in [0, 1], "
+                                  f"got {reward:g}")
         return float(reward)
 
     def new_state(self) -> B.BanditState:
-        weights = [v.weight for v in self.variants] if any(v.weight for v in self.variants) else None
-        return B.new_state(self.policy, len(self.variants), self.dim, weights=weights, **self.params)
+        weights = [v.weight for v in self.variants]
+        return B.new_state(self.policy, len(self.variants), self.dim,
+                           weights=weights if any(weights) else None, **self.params)
 
     def check_update_of(self, old: "CampaignSpec") -> None:
         if self.policy != old.policy:

@@ -23,9 +23,11 @@ class CampaignConverter:
     def to_spec(msg: pb.CampaignSpec) -> CampaignSpec:
         return CampaignSpec(
             campaign_id=msg.campaign_id, name=msg.name, channel=msg.channel or "web",
-            variants=tuple(Variant(v.id, dict(v.content), dict(v.features), v.weight) for v in msg.variants),
+            variants=tuple(Variant(v.id, dict(v.content), dict(v.features), v.weight)
+                           for v in msg.variants),
             policy=msg.policy or "bernoulli_ts", params=dict(msg.params),
-            rewards=tuple(RewardRule(r.event_type, r.value, r.use_event_value, r.cap) for r in msg.rewards),
+            rewards=tuple(RewardRule(r.event_type, r.value, r.use_event_value, r.cap)
+                          for r in msg.rewards),
             reward_window_seconds=msg.reward_window_seconds, default_reward=msg.default_reward,
             context_features=tuple(msg.context_features), salt=msg.salt)
 
@@ -39,14 +41,16 @@ class CampaignConverter:
             variants=[pb.Variant(id=v.id, content=v.content, features=v.features, weight=v.weight)
                       for v in s.variants],
             rewards=[pb.RewardRule(event_type=r.event_type, value=r.value,
-                                   use_event_value=r.use_event_value, cap=r.cap) for r in s.rewards])
+                                   use_event_value=r.use_event_value, cap=r.cap)
+                     for r in s.rewards])
         return pb.Campaign(spec=spec, archived=c.archived, created_at=c.created_at,
                            updated_at=c.updated_at, revision=c.revision)
 
     @staticmethod
     def from_choice(c: Choice) -> pb.ChooseVariantResponse:
-        return pb.ChooseVariantResponse(decision_id=c.decision_id, variant_id=c.variant_id, arm=c.arm,
-                                        propensity=c.propensity, holdout=c.arm < 0, content=c.content)
+        return pb.ChooseVariantResponse(decision_id=c.decision_id, variant_id=c.variant_id,
+                                        arm=c.arm, propensity=c.propensity, holdout=c.arm < 0,
+                                        content=c.content)
 
     @staticmethod
     def from_stats(campaign: Campaign, st: dict, counters: dict) -> pb.CampaignStats:
@@ -102,23 +106,28 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         return CampaignConverter.from_campaign(await self.campaigns.get(request.campaign_id))
 
     @grpc_errors
-    async def ListCampaigns(self, request: pb.ListCampaignsRequest, context) -> pb.ListCampaignsResponse:
+    async def ListCampaigns(self, request: pb.ListCampaignsRequest,
+                            context) -> pb.ListCampaignsResponse:
         found = await self.campaigns.list(request.include_archived)
-        return pb.ListCampaignsResponse(campaigns=[CampaignConverter.from_campaign(c) for c in found])
+        return pb.ListCampaignsResponse(
+            campaigns=[CampaignConverter.from_campaign(c) for c in found])
 
     @grpc_errors
-    async def ChooseVariant(self, request: pb.ChooseVariantRequest, context) -> pb.ChooseVariantResponse:
+    async def ChooseVariant(self, request: pb.ChooseVariantRequest,
+                            context) -> pb.ChooseVariantResponse:
         choice = await self.campaigns.choose(request.campaign_id, request.user_id, request.context)
         return CampaignConverter.from_choice(choice)
 
     @grpc_errors
-    async def ReportReward(self, request: pb.ReportRewardRequest, context) -> pb.ReportRewardResponse:
+    async def ReportReward(self, request: pb.ReportRewardRequest,
+                           context) -> pb.ReportRewardResponse:
         out = await self.campaigns.report(request.decision_id, request.reward)
         return pb.ReportRewardResponse(campaign_id=out.campaign_id, variant_id=out.variant_id,
                                        duplicate=out.duplicate)
 
     @grpc_errors
-    async def GetCampaignStats(self, request: pb.GetCampaignStatsRequest, context) -> pb.CampaignStats:
+    async def GetCampaignStats(self, request: pb.GetCampaignStatsRequest,
+                               context) -> pb.CampaignStats:
         return CampaignConverter.from_stats(*await self.campaigns.stats(request.campaign_id))
 
     @grpc_errors
