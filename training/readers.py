@@ -45,7 +45,18 @@ def _table(path: Path) -> tuple[pa.Table, int]:
     try:
         return pacsv.read_csv(path, convert_options=opts), 2
     except pa.ArrowInvalid as err:
-        raise ValueError(f"{path}: cannot parse CSV: {err}") from None
+        raise ValueError(_csv_error(path, len(names), err)) from None
+
+
+def _csv_error(path: Path, n_fields: int, err: Exception) -> str:
+    """Locate the first line whose field count differs from the header's."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        for line, fields in enumerate(csv.reader(fh), start=1):
+            if fields and len(fields) != n_fields:
+                return f"{path}:{line}: expected {n_fields} fields, found {len(fields)}"
+    return f"{path}: cannot parse CSV: {err}"
 
 
 def _where(path: Path, first_line: int, row: int, column: str) -> str:

@@ -53,6 +53,13 @@ def test_bad_values_name_file_line_and_column(tmp_path, body, where, what):
     assert what in str(err.value)
 
 
+def test_ragged_row_names_its_line(tmp_path):
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n"
+               "u1,a,1,view,0\nu1,a,1,view\n")
+    with pytest.raises(ValueError, match=r"i.csv:3: expected 5 fields, found 4"):
+        read_interactions(f)
+
+
 def test_missing_column_is_named(tmp_path):
     f = _write(tmp_path / "i.csv", "user_id,item,timestamp,event\nu1,a,1,view\n")
     with pytest.raises(ValueError, match="item_id"):
