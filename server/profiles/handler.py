@@ -198,8 +198,8 @@ class Profiles:
             if trained is not None and len(trained[0]):
                 last = float(state[kf.REF_TS])
                 fade = np.float32(2.0 ** (-max(last - cutoff, 0.0) / self.half_life_s))
-                live_rows = np.concatenate([trained[0], live_rows])
-                live_w = np.concatenate([trained[1] * fade, live_w])
+                live_rows, live_w = _merge_items(np.concatenate([trained[0], live_rows]),
+                                                 np.concatenate([trained[1] * fade, live_w]))
             out.append((live_rows[-bundle.history_len:], live_w[-bundle.history_len:]))
         return out
 
@@ -208,6 +208,17 @@ class Profiles:
 
     async def close(self) -> None:
         await self._writer.close()
+
+
+def _merge_items(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One entry per item (weights summed), ordered by each item's latest position — the
+    encoder's fold-in expects each item once (docs/bundle.md)."""
+    uniq, inv = np.unique(rows, return_inverse=True)
+    summed = np.bincount(inv, weights=weights).astype(np.float32)
+    latest = np.zeros(len(uniq), np.int64)
+    np.maximum.at(latest, inv, np.arange(len(rows)))
+    order = np.argsort(latest, kind="stable")
+    return uniq[order], summed[order]
 
 
 def _check_user(user_id: str) -> None:
