@@ -104,7 +104,12 @@ class ModelRegistry:
         if src.resolve() != dest.resolve() and not dest.exists():
             tmp = self.bundles_dir / f".import-{os.getpid()}-{manifest['version']}"
             shutil.copytree(src, tmp, dirs_exist_ok=True)
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError:  # another worker imported the same version first
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not dest.is_dir():
+                    raise
         return dest
 
     # -- changing the active version -------------------------------------------------------
