@@ -73,9 +73,14 @@ def bench_catalog(bundle: Path, args) -> dict:
     data_dir = bundle.parent.parent / f"serve-{port}"
     cmd = [sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir),
            "--bundle", str(bundle), "--workers", str(args.workers)]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir.parent / f"serve-{port}.log", "w")  # never an unread PIPE: it can fill
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
-        _wait_ready(target, server)
+        try:
+            _wait_ready(target, server)
+        except RuntimeError:
+            raise RuntimeError(f"server did not start; its log is {log.name}") from None
         with np.load(bundle / "users.npz") as npz:
             users = [str(u) for u in npz["user_ids"][:20000]]
         load = dict(users=users, k=10, duration=args.duration, procs=args.procs)
@@ -86,6 +91,7 @@ def bench_catalog(bundle: Path, args) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
     manifest = json.loads((bundle / "manifest.json").read_text())
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
             "index_recall@10": manifest["index"].get("recall_at_10"),
