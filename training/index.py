@@ -34,19 +34,38 @@ class IndexParams:
     seed: int = 0
 
 
-def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of the exact top-k found by the approximate top-k."""
+def recall_at_k(approx: np.ndarray, exact: np.ndarray, *, queries: np.ndarray | None = None,
+                vecs: np.ndarray | None = None, exact_scores: np.ndarray | None = None) -> float:
+    """Mean share of the exact top-k found by the approximate top-k.
+
+    With `queries`, `vecs` and `exact_scores` (the exact top-k scores) it is tie-aware: a
+    returned item counts when its true score reaches the k-th best exact score, so an index is
+    not blamed for picking a different one of several equally scored items (e.g. the all-zero
+    vectors of never-seen items).
+    """
     k = exact.shape[1]
-    found = [np.intersect1d(a[a >= 0], e).shape[0] for a, e in zip(approx, exact)]
-    return float(np.mean(found) / k)
+    if queries is None:
+        found = [np.intersect1d(a[a >= 0], e).shape[0] for a, e in zip(approx, exact)]
+        return float(np.mean(found) / k)
+    rows = np.where(approx >= 0, approx, 0)
+    true = np.einsum("qkd,qd->qk", vecs[rows], queries)
+    kth = exact_scores[:, -1:]
+    tol = 1e-5 * np.maximum(np.abs(kth), 1e-6)
+    hits = ((true >= kth - tol) & (approx >= 0)).sum(axis=1)
+    return float(np.mean(np.minimum(hits, k)) / k)
 
 
 def _queries(items: np.ndarray, users: np.ndarray | None, params: IndexParams) -> np.ndarray:
     rng = np.random.default_rng(params.seed)
-    parts = [items[rng.choice(items.shape[0], min(params.n_queries, items.shape[0]), False)]]
-    if users is not None and users.shape[0]:
-        n = min(params.n_queries, users.shape[0])
-        parts.append(users[rng.choice(users.shape[0], n, False)])
+    parts = []
+    for vecs in (items, users):
+        if vecs is None:
+            continue
+        live = vecs[np.linalg.norm(vecs, axis=1) > 0]  # a zero query ties every item: no signal
+        if live.shape[0]:
+            parts.append(live[rng.choice(live.shape[0], min(params.n_queries, live.shape[0]), False)])
+    if not parts:
+        return np.ascontiguousarray(items[:1], np.float32)
     return np.ascontiguousarray(np.concatenate(parts), np.float32)
 
 
@@ -70,7 +89,7 @@ def _build(kind: str, vecs: np.ndarray, params: IndexParams):
     return index, build
 
 
-def _tune(index, kind: str, queries: np.ndarray, exact: np.ndarray, params: IndexParams):
+def _tune(index, kind: str, queries: np.ndarray, exact: np.ndarray, params: IndexParams, **truth):
     """Raise efSearch / nprobe until the recall target is met (or the knob is exhausted)."""
     if kind == "hnsw":
         name, value, limit = "efSearch", 16, 4096
@@ -81,7 +100,7 @@ def _tune(index, kind: str, queries: np.ndarray, exact: np.ndarray, params: Inde
             index.hnsw.efSearch = value
         else:
             index.nprobe = value
-        recall = recall_at_k(index.search(queries, 10)[1], exact)
+        recall = recall_at_k(index.search(queries, 10)[1], exact, queries=queries, **truth)
         logger.info("%s %s=%d recall@10 %.4f", kind, name, value, recall)
         if recall >= params.target_recall or value >= limit:
             return {name: value}, recall
@@ -111,8 +130,8 @@ def build_index(item_vecs: np.ndarray, params: IndexParams = IndexParams(),
         queries = _queries(vecs, user_vecs, params)
         exact_index = faiss.IndexFlatIP(vecs.shape[1])
         exact_index.add(vecs)
-        exact = exact_index.search(queries, 10)[1]
-        search, recall = _tune(index, kind, queries, exact, params)
+        exact_scores, exact = exact_index.search(queries, 10)
+        search, recall = _tune(index, kind, queries, exact, params, vecs=vecs, exact_scores=exact_scores)
     logger.info("index %s over %d items built in %.1fs (recall@10 %.4f)", kind, n,
                 time.perf_counter() - t0, recall)
     info = {"type": kind, "metric": "ip", "n_items": int(n), "params": build,

@@ -42,3 +42,20 @@ def test_large_catalog_is_tuned_to_target_recall(vecs, kind, knob):
 
 def test_recall_at_k_counts_overlap():
     assert recall_at_k(np.array([[1, 2, -1]]), np.array([[2, 3, 1]])) == pytest.approx(2 / 3)
+
+
+def test_recall_is_tie_aware_and_ignores_zero_queries():
+    rng = np.random.default_rng(3)
+    vecs = np.concatenate([rng.normal(size=(3000, 16)), np.zeros((3000, 16))]).astype(np.float32)
+    index, info = build_index(vecs, IndexParams(kind="hnsw", flat_threshold=0, n_queries=300))
+    assert info["recall_at_10"] >= 0.95
+    # the exact top-10 scores 1.0; a returned item scoring below the 10th best is a miss
+    q = np.zeros((1, 16), np.float32)
+    q[0, 0] = 1.0
+    positives = np.flatnonzero(vecs[:, 0] > 0)
+    exact = np.argsort(-(vecs @ q[0]), kind="stable")[:10][None]
+    scores = (vecs @ q[0])[exact]
+    assert recall_at_k(exact, exact, queries=q, vecs=vecs, exact_scores=scores) == 1.0
+    other = exact.copy()
+    other[0, -1] = positives[np.argsort(vecs[positives, 0])][0]  # a worse positive item
+    assert recall_at_k(other, exact, queries=q, vecs=vecs, exact_scores=scores) == pytest.approx(0.9)
