@@ -88,6 +88,8 @@ def bench_catalog(bundle: Path, args) -> dict:
         ping = run_load(target, "ping", concurrency=args.concurrency, **load)
         rec = run_load(target, "recommend", concurrency=args.concurrency, **load)
         half = run_load(target, "recommend", rate=rec.qps / 2, concurrency=args.concurrency, **load)
+        # the stack's own latency floor at that arrival rate (same generator, empty RPC)
+        ping_half = run_load(target, "ping", rate=rec.qps / 2, concurrency=args.concurrency, **load)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -95,7 +97,7 @@ def bench_catalog(bundle: Path, args) -> dict:
     manifest = json.loads((bundle / "manifest.json").read_text())
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
             "index_recall@10": manifest["index"].get("recall_at_10"),
-            "ping": ping, "recommend": rec, "recommend_half": half,
+            "ping": ping, "recommend": rec, "recommend_half": half, "ping_half": ping_half,
             "ratio": rec.qps / ping.qps if ping.qps else float("nan")}
 
 
@@ -117,7 +119,8 @@ def main(argv=None) -> None:
     print(f"{'catalog':>9} {'index':>6} {'rpc':>22} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
     for r in rows:
         for name, res in (("Ping (empty)", r["ping"]), ("Recommend k=10 (max)", r["recommend"]),
-                          ("Recommend @ half max", r["recommend_half"])):
+                          ("Recommend @ half max", r["recommend_half"]),
+                          ("Ping @ same rate", r["ping_half"])):
             print(f"{r['items']:>9} {r['index']:>6} {name:>22} {res.qps:8.0f} {res.p50_ms:7.2f} "
                   f"{res.p99_ms:7.2f} {res.errors:6d}")
         print(f"{'':>9} ratio Recommend/Ping QPS = {r['ratio']:.2f}   "
