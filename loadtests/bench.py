@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from .loadgen import run_load
+from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
 
 
 def _free_port() -> int:
@@ -83,13 +83,14 @@ def bench_catalog(bundle: Path, args) -> dict:
             raise RuntimeError(f"server did not start; its log is {log.name}") from None
         with np.load(bundle / "users.npz") as npz:
             users = [str(u) for u in npz["user_ids"][:20000]]
-        load = dict(users=users, k=10, duration=args.duration, procs=args.procs)
-        run_load(target, "recommend", concurrency=8, duration=2, users=users, procs=1)  # warm-up
-        ping = run_load(target, "ping", concurrency=args.concurrency, **load)
-        rec = run_load(target, "recommend", concurrency=args.concurrency, **load)
-        half = run_load(target, "recommend", rate=rec.qps / 2, concurrency=args.concurrency, **load)
+        load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency)
+        recs, pings = recommend_payloads(users, k=10), ping_payloads()
+        run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
+        ping = run_load(target, PING, pings, **load)
+        rec = run_load(target, RECOMMEND, recs, **load)
+        half = run_load(target, RECOMMEND, recs, rate=rec.qps / 2, **load)
         # the stack's own latency floor at that arrival rate (same generator, empty RPC)
-        ping_half = run_load(target, "ping", rate=rec.qps / 2, concurrency=args.concurrency, **load)
+        ping_half = run_load(target, PING, pings, rate=rec.qps / 2, **load)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import asyncio
-import multiprocessing as mp
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import grpc
@@ -31,88 +28,22 @@ import numpy as np
 
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
-from protos.tailor.v1 import diagnostics_pb2 as dpb
 
 from .bench import _free_port, _wait_ready
+from .loadgen import PING, LoadResult, ping_payloads, run_load
 
-PATHS = {"ping": ("/tailor.v1.DiagnosticsService/Ping", dpb.PingResponse.FromString),
-         "choose": ("/tailor.v1.CampaignService/ChooseVariant", cpb.ChooseVariantResponse.FromString)}
+CHOOSE = "/tailor.v1.CampaignService/ChooseVariant"
 
 
-def _payloads(kind: str, campaign: str, n: int = 4096) -> list[bytes]:
-    if kind == "ping":
-        return [dpb.PingRequest().SerializeToString()]
+def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
     rng = random.Random(7)
     return [cpb.ChooseVariantRequest(campaign_id=campaign, user_id=f"u{rng.randrange(10**6)}")
             .SerializeToString() for _ in range(n)]
 
 
-async def _drive(target, kind, campaign, concurrency, duration, rate, seed):
-    path, parse = PATHS[kind]
-    payloads = _payloads(kind, campaign)
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(path, request_serializer=None, response_deserializer=parse)
-        for p in payloads[:20]:
-            await call(p, timeout=30)  # warm the connection and the caches
-        lat, errors = [], 0
-        start = time.perf_counter()
-        stop_at = start + duration
-
-        async def one(payload, t0):
-            nonlocal errors
-            try:
-                await call(payload, timeout=10)
-                lat.append(time.perf_counter() - t0)
-            except grpc.aio.AioRpcError:
-                errors += 1
-
-        if rate:
-            pending, t_next, i, rng = set(), start, 0, random.Random(seed)
-            while t_next < stop_at:
-                delay = t_next - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(one(payloads[i % len(payloads)], t_next))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                i += 1
-                t_next += rng.expovariate(rate)
-            await asyncio.gather(*pending)
-        else:
-            async def worker(offset):
-                i = offset
-                while time.perf_counter() < stop_at:
-                    await one(payloads[i % len(payloads)], time.perf_counter())
-                    i += concurrency
-            await asyncio.gather(*(worker(j) for j in range(concurrency)))
-        return np.asarray(lat), errors, time.perf_counter() - start
-
-
-def _proc(args, queue):
-    queue.put(asyncio.run(_drive(*args)))
-
-
-def load(target, kind, campaign="", *, concurrency=32, duration=10.0, rate=0.0, procs=1) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    workers = [ctx.Process(target=_proc, args=((target, kind, campaign, max(1, concurrency // procs),
-                                                duration, rate / procs, 11 + i), queue))
-               for i in range(procs)]
-    for w in workers:
-        w.start()
-    parts = [queue.get(timeout=duration + 120) for _ in workers]
-    for w in workers:
-        w.join()
-    lat = np.concatenate([p[0] for p in parts])
-    seconds = max(p[2] for p in parts)
-    p50, p99 = np.percentile(lat, [50, 99]) * 1000 if len(lat) else (float("nan"),) * 2
-    return {"kind": kind, "rate": rate, "calls": int(len(lat)), "errors": sum(p[1] for p in parts),
-            "qps": len(lat) / seconds, "p50_ms": float(p50), "p99_ms": float(p99)}
-
-
-def _show(label: str, r: dict) -> None:
-    print(f"{label:<34} {r['qps']:>9.0f} qps  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms"
-          f"  ({r['calls']} calls, {r['errors']} errors)", flush=True)
+def _show(label: str, r: LoadResult) -> None:
+    print(f"{label:<34} {r.qps:>9.0f} qps  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
+          f"  ({r.calls} calls, {r.errors} errors)", flush=True)
 
 
 def create_campaign(target: str, arms: int, policy: str) -> str:
@@ -159,16 +90,17 @@ def main(argv=None) -> int:
               f"{args.policy}, {args.arms} arms; load: {args.procs} process(es), "
               f"concurrency {args.concurrency}, {args.duration:g}s per step", flush=True)
         common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs)
-        load(target, "choose", campaign, concurrency=8, duration=2)  # warm-up
-        ping = load(target, "ping", **common)
+        chooses, pings = choose_payloads(campaign), ping_payloads()
+        run_load(target, CHOOSE, chooses, concurrency=8, duration=2)  # warm-up
+        ping = run_load(target, PING, pings, **common)
         _show("Ping, closed loop (max QPS)", ping)
-        choose = load(target, "choose", campaign, **common)
+        choose = run_load(target, CHOOSE, chooses, **common)
         _show("ChooseVariant, closed loop (max QPS)", choose)
         for frac in (0.25, 0.5, 0.8):
-            rate = frac * choose["qps"]
-            _show(f"ChooseVariant, open loop {rate:.0f}/s", load(target, "choose", campaign, rate=rate, **common))
-            _show(f"Ping, open loop {rate:.0f}/s (baseline)", load(target, "ping", rate=rate, **common))
-        print(f"ChooseVariant / Ping QPS = {choose['qps'] / ping['qps']:.2f} (target >= 0.5)")
+            rate = frac * choose.qps
+            _show(f"ChooseVariant, open loop {rate:.0f}/s", run_load(target, CHOOSE, chooses, rate=rate, **common))
+            _show(f"Ping, open loop {rate:.0f}/s (baseline)", run_load(target, PING, pings, rate=rate, **common))
+        print(f"ChooseVariant / Ping QPS = {choose.qps / ping.qps:.2f} (target >= 0.5)")
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -14,13 +14,10 @@ import numpy as np
 
 from protos.tailor.v1 import diagnostics_pb2, recommendation_pb2
 
-__all__ = ["LoadResult", "run_load"]
+__all__ = ["LoadResult", "run_load", "PING", "RECOMMEND", "ping_payloads", "recommend_payloads"]
 
-METHODS = {
-    "ping": ("/tailor.v1.DiagnosticsService/Ping", diagnostics_pb2.PingResponse.FromString),
-    "recommend": ("/tailor.v1.RecommendationService/Recommend",
-                  recommendation_pb2.RecommendResponse.FromString),
-}
+PING = "/tailor.v1.DiagnosticsService/Ping"
+RECOMMEND = "/tailor.v1.RecommendationService/Recommend"
 
 
 @dataclass
@@ -36,19 +33,20 @@ class LoadResult:
         return self.calls / self.seconds if self.seconds else 0.0
 
 
-def _payloads(kind: str, users: list[str], k: int, n: int = 4096) -> list[bytes]:
-    if kind == "ping":
-        return [diagnostics_pb2.PingRequest().SerializeToString()]
+def ping_payloads() -> list[bytes]:
+    return [diagnostics_pb2.PingRequest().SerializeToString()]
+
+
+def recommend_payloads(users: list[str], k: int = 10, n: int = 4096) -> list[bytes]:
     rng = random.Random(7)
     return [recommendation_pb2.RecommendRequest(user_id=rng.choice(users), k=k, channel="web")
             .SerializeToString() for _ in range(n)]
 
 
-async def _drive(target, kind, users, k, concurrency, duration, rate):
-    path, parse = METHODS[kind]
-    payloads = _payloads(kind, users, k)
+async def _drive(target, path, payloads, concurrency, duration, rate, seed):
     async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(path, request_serializer=None, response_deserializer=parse)
+        # replies stay raw bytes: every RPC is measured without client-side parsing
+        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         await call(payloads[0], timeout=30)  # warm the connection
         lat: list[float] = []
         errors = 0
@@ -65,7 +63,7 @@ async def _drive(target, kind, users, k, concurrency, duration, rate):
 
         if rate:  # open loop: Poisson arrivals at `rate`/s
             pending, t_next, i = set(), start, 0
-            rng = random.Random(11)
+            rng = random.Random(seed)
             while t_next < stop_at:
                 delay = t_next - time.perf_counter()
                 if delay > 0:
@@ -91,14 +89,15 @@ def _proc(args, queue):
     queue.put((np.asarray(lat, np.float64), errors, seconds))
 
 
-def run_load(target: str, kind: str, *, users: list[str] = (), k: int = 10, concurrency: int = 32,
+def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int = 32,
              duration: float = 10.0, rate: float = 0.0, procs: int = 1) -> LoadResult:
-    """Drive `kind` ("ping" | "recommend") at `target` for `duration` seconds."""
+    """Call the unary method `path` at `target` for `duration` seconds, cycling over `payloads`
+    (serialized requests): closed loop at `concurrency`, or open loop at `rate` calls/s."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     per_conc = max(1, concurrency // procs)
-    workers = [ctx.Process(target=_proc, args=((target, kind, list(users), k, per_conc, duration,
-                                                rate / procs), queue)) for _ in range(procs)]
+    workers = [ctx.Process(target=_proc, args=((target, path, payloads, per_conc, duration,
+                                                rate / procs, 11 + i), queue)) for i in range(procs)]
     for w in workers:
         w.start()
     parts = [queue.get(timeout=duration + 120) for _ in workers]

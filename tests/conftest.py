@@ -33,6 +33,18 @@ def run_module(*args: str, timeout: float = 600, check: bool = True, **kw) -> su
     return proc
 
 
+def store_mentions(store, needle: bytes) -> list[tuple[str, bytes]]:
+    """(table, key) of every record of every table whose key or value contains `needle`."""
+    from server.store import TABLES
+    hits = []
+    with store.env.begin() as txn:
+        for table in TABLES:
+            for key, value in txn.cursor(db=store.db(table)):
+                if needle in key or needle in value:
+                    hits.append((table, key))
+    return hits
+
+
 def train_bundle(out: Path, data: Path, *extra: str) -> Path:
     """Train a bundle into `out` (a bundles root) and return the new bundle directory."""
     before = set(out.iterdir()) if out.exists() else set()

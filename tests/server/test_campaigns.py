@@ -15,7 +15,7 @@ from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
-from tests.conftest import ROOT, run_module
+from tests.conftest import ROOT, run_module, store_mentions
 
 
 @pytest.fixture
@@ -309,16 +309,6 @@ def test_no_lost_updates_under_concurrent_rewards_from_several_processes(server_
 
 # -- erasure and export -------------------------------------------------------------------------
 
-def _store_mentions(store, needle: bytes) -> list:
-    hits = []
-    with store.env.begin() as txn:
-        for table in ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns"):
-            for key, value in txn.cursor(db=store.db(table)):
-                if needle in key or needle in value:
-                    hits.append((table, key))
-    return hits
-
-
 async def test_delete_profile_removes_the_users_decisions(stub, channel, tailor_server):
     await create(stub, reward_window_seconds=3600)
     profiles = ppb_grpc.ProfileServiceStub(channel)
@@ -327,10 +317,10 @@ async def test_delete_profile_removes_the_users_decisions(stub, channel, tailor_
     other = await choose(stub, "yann")
     await reward(stub, mine[0].decision_id, 1.0)
     await profiles.TrackEvents(ppb.TrackEventsRequest(events=[event("z1", user, "email_open", mine[1].decision_id)]))
-    assert _store_mentions(tailor_server.store, user.encode())
+    assert store_mentions(tailor_server.store, user.encode())
     deleted = await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
     assert deleted.records_deleted >= 4 + 4 + 3  # records, id index entries, pending entries
-    assert _store_mentions(tailor_server.store, user.encode()) == []
+    assert store_mentions(tailor_server.store, user.encode()) == []
     assert (await code_of(reward(stub, mine[2].decision_id, 1.0)))[0] == grpc.StatusCode.NOT_FOUND
     st = await stats(stub)
     assert st.pending == 1 and sum(v.pulls for v in st.variants) == 1  # learning is kept

@@ -10,6 +10,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from tests.conftest import store_mentions
 
 
 @pytest.fixture
@@ -93,26 +94,16 @@ async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(stub):
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "channel" in err.value.details()
 
 
-def _store_mentions(store, needle: bytes) -> list:
-    hits = []
-    with store.env.begin() as txn:
-        for table in ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns"):
-            for key, value in txn.cursor(db=store.db(table)):
-                if needle in key or needle in value:
-                    hits.append((table, key))
-    return hits
-
-
 async def test_erasure_leaves_no_trace_even_in_freed_pages(stub, tailor_server, settings):
     user, email = "erin-7f3a9", b"erin-7f3a9@example.org"
     await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id=user, attributes={"email": email.decode()}))
     await stub.TrackEvents(pb.TrackEventsRequest(events=[
         ev(f"{user}-ev{i}", user=user, item=f"i{i}", type="click") for i in range(30)]))
     await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("other-1", user="frank", item="i1")]))
-    assert _store_mentions(tailor_server.store, user.encode())
+    assert store_mentions(tailor_server.store, user.encode())
     reply = await stub.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
     assert reply.records_deleted >= 31
-    assert _store_mentions(tailor_server.store, user.encode()) == []
+    assert store_mentions(tailor_server.store, user.encode()) == []
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetProfile(pb.GetProfileRequest(user_id=user))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -149,7 +140,7 @@ async def test_retention_drops_raw_events_but_keeps_features(stub, tailor_server
 async def test_recommendations_follow_the_users_new_interest(stub, channel, demo_bundle):
     with np.load(demo_bundle / "users.npz") as u, np.load(demo_bundle / "items.npz") as it:
         ids, indptr, rows = u["user_ids"], u["indptr"], u["items"]
-        item_ids, cats, names = it["item_ids"], it["category"], it["category_names"]
+        item_ids, cats = it["item_ids"], it["category"]
         pop = it["popularity"]
     user = int(np.argmax(np.diff(indptr)))
     touched = set(cats[rows[indptr[user]:indptr[user + 1]]].tolist())
