@@ -7,7 +7,8 @@
 2. End to end: `python -m server` on loopback, events streamed with TrackEventStream in batches
    of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit).
 3. GetProfile latency (p50/p99) with `--profiles` stored profiles (loaded through the server's
-   own repository with fsync off to save time; reads do not depend on how records were written).
+   own repository with fsync off to save time; reads do not depend on how records were written),
+   beside Ping with the same driver and concurrency (the latency floor of the gRPC stack).
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
 from .bench import _free_port, _wait_ready
+from .loadgen import PING, ping_payloads, run_load
+
+GET_PROFILE = "/tailor.v1.ProfileService/GetProfile"
 
 BATCH = 500
 TYPES = ("view", "click", "add_to_cart", "purchase", "email_open", "email_sent")
@@ -94,23 +98,9 @@ def populate(data_dir: Path, profiles: int) -> None:
     store.close()
 
 
-async def read_latency(target: str, profiles: int, seconds: float, concurrency: int) -> dict:
+def read_payloads(profiles: int, n: int = 4096) -> list[bytes]:
     rng = np.random.default_rng(5)
-    async with grpc.aio.insecure_channel(target) as ch:
-        stub = pb_grpc.ProfileServiceStub(ch)
-        lat: list[float] = []
-        stop = time.perf_counter() + seconds
-
-        async def worker():
-            while time.perf_counter() < stop:
-                req = pb.GetProfileRequest(user_id=f"u{rng.integers(0, profiles)}")
-                t0 = time.perf_counter()
-                await stub.GetProfile(req, timeout=10)
-                lat.append(time.perf_counter() - t0)
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    arr = np.asarray(lat) * 1000
-    return {"calls": len(arr), "qps": len(arr) / seconds, "p50_ms": float(np.percentile(arr, 50)),
-            "p99_ms": float(np.percentile(arr, 99))}
+    return [pb.GetProfileRequest(user_id=f"u{u}").SerializeToString() for u in rng.integers(0, profiles, n)]
 
 
 def serve(data_dir: Path, sync: bool) -> tuple[subprocess.Popen, str]:
@@ -153,15 +143,20 @@ def main(argv=None) -> None:
         populate(read_dir, args.profiles)
     proc, target = serve(read_dir, sync)
     try:
-        reads = asyncio.run(read_latency(target, args.profiles, args.read_seconds, args.read_concurrency))
+        load = dict(concurrency=args.read_concurrency, duration=args.read_seconds)
+        run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)  # warm
+        reads = run_load(target, GET_PROFILE, read_payloads(args.profiles), **load)
+        floor = run_load(target, PING, ping_payloads(), **load)
     finally:
         proc.terminate()
         proc.wait()
     print(f"\ndurability: {'fsync per commit' if sync else 'no fsync (crash-safe)'}; batches of {BATCH}")
     print(f"raw LMDB batched puts      {raw:>10,.0f} records/s  ({len(events)} records)")
     print(f"TrackEventStream end to end {e2e:>9,.0f} events/s   = {e2e / raw:.0%} of raw")
-    print(f"GetProfile on {args.profiles:,} profiles: p50 {reads['p50_ms']:.2f} ms, p99 {reads['p99_ms']:.2f} ms "
-          f"({reads['qps']:.0f} calls/s at concurrency {args.read_concurrency})")
+    print(f"GetProfile on {args.profiles:,} profiles: p50 {reads.p50_ms:.2f} ms, p99 {reads.p99_ms:.2f} ms "
+          f"({reads.qps:.0f} calls/s at concurrency {args.read_concurrency})")
+    print(f"Ping, same driver and concurrency:  p50 {floor.p50_ms:.2f} ms, p99 {floor.p99_ms:.2f} ms "
+          f"({floor.qps:.0f} calls/s) — the gRPC stack's own floor")
 
 
 if __name__ == "__main__":
