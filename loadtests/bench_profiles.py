@@ -67,17 +67,25 @@ def raw_lmdb(events: list[pb.Event], sync: bool) -> float:
     return len(events) / seconds
 
 
-async def stream_ingest(target: str, events: list[pb.Event]) -> tuple[float, int]:
-    async with grpc.aio.insecure_channel(target) as ch:
-        stub = pb_grpc.ProfileServiceStub(ch)
-        batches = [pb.TrackEventsRequest(events=events[i:i + BATCH]) for i in range(0, len(events), BATCH)]
+async def stream_ingest(target: str, events: list[pb.Event], streams: int = 1) -> tuple[float, int]:
+    """Events/s through TrackEventStream, batches of 500 spread over `streams` connections."""
+    batches = [pb.TrackEventsRequest(events=events[i:i + BATCH]) for i in range(0, len(events), BATCH)]
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(streams)]
 
+    async def one(ch, mine):
         async def gen():
-            for b in batches:
+            for b in mine:
                 yield b
+        return await pb_grpc.ProfileServiceStub(ch).TrackEventStream(gen(), timeout=3600)
+    try:
         start = time.perf_counter()
-        reply = await stub.TrackEventStream(gen(), timeout=3600)
-        return len(events) / (time.perf_counter() - start), reply.accepted
+        replies = await asyncio.gather(*(one(ch, batches[j::streams]) for j, ch in enumerate(channels)))
+        seconds = time.perf_counter() - start
+    finally:
+        for ch in channels:
+            await ch.close()
+    return len(events) / seconds, sum(r.accepted for r in replies)
 
 
 def populate(data_dir: Path, profiles: int) -> None:
@@ -103,10 +111,11 @@ def read_payloads(profiles: int, n: int = 4096) -> list[bytes]:
     return [pb.GetProfileRequest(user_id=f"u{u}").SerializeToString() for u in rng.integers(0, profiles, n)]
 
 
-def serve(data_dir: Path, sync: bool) -> tuple[subprocess.Popen, str]:
+def serve(data_dir: Path, sync: bool, workers: int = 1) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "TAILOR_LMDB_SYNC": "true" if sync else "false", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir),
+                             "--workers", str(workers)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = f"127.0.0.1:{port}"
     _wait_ready(target, proc)
@@ -121,6 +130,8 @@ def main(argv=None) -> None:
     p.add_argument("--profiles", type=int, default=1_000_000, help="stored profiles for the read test")
     p.add_argument("--read-seconds", type=float, default=15.0)
     p.add_argument("--read-concurrency", type=int, default=4)
+    p.add_argument("--streams", type=int, default=1, help="concurrent TrackEventStream connections")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
     p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
     p.add_argument("--work", type=Path, default=Path(".bench/profiles"))
     args = p.parse_args(argv)
@@ -130,9 +141,9 @@ def main(argv=None) -> None:
     raw = raw_lmdb(events, sync)
     ingest_dir = args.work / "ingest"
     shutil.rmtree(ingest_dir, ignore_errors=True)
-    proc, target = serve(ingest_dir, sync)
+    proc, target = serve(ingest_dir, sync, args.workers)
     try:
-        e2e, accepted = asyncio.run(stream_ingest(target, events))
+        e2e, accepted = asyncio.run(stream_ingest(target, events, args.streams))
     finally:
         proc.terminate()
         proc.wait()
@@ -152,7 +163,8 @@ def main(argv=None) -> None:
         proc.wait()
     print(f"\ndurability: {'fsync per commit' if sync else 'no fsync (crash-safe)'}; batches of {BATCH}")
     print(f"raw LMDB batched puts      {raw:>10,.0f} records/s  ({len(events)} records)")
-    print(f"TrackEventStream end to end {e2e:>9,.0f} events/s   = {e2e / raw:.0%} of raw")
+    print(f"TrackEventStream end to end {e2e:>9,.0f} events/s   = {e2e / raw:.0%} of raw "
+          f"({args.streams} stream(s), {args.workers} server worker(s))")
     print(f"GetProfile on {args.profiles:,} profiles: p50 {reads.p50_ms:.2f} ms, p99 {reads.p99_ms:.2f} ms "
           f"({reads.qps:.0f} calls/s at concurrency {args.read_concurrency})")
     print(f"Ping, same driver and concurrency:  p50 {floor.p50_ms:.2f} ms, p99 {floor.p99_ms:.2f} ms "
