@@ -88,9 +88,12 @@ def bench_catalog(bundle: Path, args) -> dict:
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
         ping = run_load(target, PING, pings, **load)
         rec = run_load(target, RECOMMEND, recs, **load)
-        half = run_load(target, RECOMMEND, recs, rate=rec.qps / 2, **load)
+        # Open loop at a fixed rate needs no parallel generators; extra ones only take the
+        # server's CPU, so latency runs use --latency-procs (default 1).
+        paced = dict(load, procs=args.latency_procs)
+        half = run_load(target, RECOMMEND, recs, rate=rec.qps / 2, **paced)
         # the stack's own latency floor at that arrival rate (same generator, empty RPC)
-        ping_half = run_load(target, PING, pings, rate=rec.qps / 2, **load)
+        ping_half = run_load(target, PING, pings, rate=rec.qps / 2, **paced)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -111,11 +114,14 @@ def main(argv=None) -> None:
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     p.add_argument("--concurrency", type=int, default=32, help="in-flight calls (closed loop)")
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--latency-procs", type=int, default=1,
+                   help="load generator processes for the fixed-rate (latency) runs")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
     args = p.parse_args(argv)
     rows = [bench_catalog(ensure_bundle(args.work, n, args.users, args.days), args) for n in args.items]
-    print(f"\nworkers={args.workers} loadgen procs={args.procs} concurrency={args.concurrency} "
+    print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
+          f"concurrency={args.concurrency} "
           f"duration={args.duration}s")
     print(f"{'catalog':>9} {'index':>6} {'rpc':>22} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
     for r in rows:
