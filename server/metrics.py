@@ -33,28 +33,41 @@ QUEUE_DEPTH = Gauge("tailor_batch_queue_depth", "Calls waiting for a batch.", ["
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     """Counts and times every RPC by its full method name and final status code."""
 
+    def __init__(self):
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler  # streaming RPCs: counted by their own services if needed
         method = handler_call_details.method
-        inner = handler.unary_unary
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:  # built once per method: the handlers are fixed at registration
+            wrapped = self._wrapped[method] = _timed_handler(method, handler)
+        return wrapped
 
-        async def timed(request, context):
-            started = time.perf_counter()
-            code = "OK"
-            try:
-                return await inner(request, context)
-            except BaseException:
-                code = (context.code() or grpc.StatusCode.UNKNOWN).name
-                raise
-            finally:
-                RPC_LATENCY.labels(method).observe(time.perf_counter() - started)
-                RPC_TOTAL.labels(method, code).inc()
 
-        return grpc.unary_unary_rpc_method_handler(
-            timed, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
+def _timed_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    inner = handler.unary_unary
+    latency = RPC_LATENCY.labels(method)
+    ok = RPC_TOTAL.labels(method, "OK")
+
+    async def timed(request, context):
+        started = time.perf_counter()
+        try:
+            reply = await inner(request, context)
+        except BaseException:
+            RPC_TOTAL.labels(method, (context.code() or grpc.StatusCode.UNKNOWN).name).inc()
+            raise
+        else:
+            ok.inc()
+            return reply
+        finally:
+            latency.observe(time.perf_counter() - started)
+
+    return grpc.unary_unary_rpc_method_handler(
+        timed, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

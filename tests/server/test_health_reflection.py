@@ -23,3 +23,19 @@ async def test_reflection_lists_every_service(channel):
 async def test_ping(channel):
     assert await diagnostics_pb2_grpc.DiagnosticsServiceStub(channel).Ping(diagnostics_pb2.PingRequest()) \
         == diagnostics_pb2.PingResponse()
+
+
+async def test_rpcs_are_counted_by_method_and_status(channel):
+    import grpc
+    import pytest
+
+    from protos.tailor.v1 import recommendation_pb2, recommendation_pb2_grpc
+    from server.metrics import RPC_TOTAL
+    method = "/tailor.v1.RecommendationService/Recommend"
+    ok, bad = RPC_TOTAL.labels(method, "OK"), RPC_TOTAL.labels(method, "INVALID_ARGUMENT")
+    before = ok._value.get(), bad._value.get()
+    stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
+    await stub.Recommend(recommendation_pb2.RecommendRequest(user_id="1", k=3))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Recommend(recommendation_pb2.RecommendRequest(user_id="1", k=0))
+    assert (ok._value.get(), bad._value.get()) == (before[0] + 1, before[1] + 1)
