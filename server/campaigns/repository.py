@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from kernels import bandits as B
 
-from ..store import Store, join_key
+from ..store import Store, join_key, scan_prefix
 from .errors import CampaignExists, CampaignNotFound, DecisionNotFound, RewardConflict
 from .spec import Campaign
 
@@ -262,14 +262,8 @@ class CampaignRepository:
     def erase_user(self, txn, user_id: str) -> int:
         """Eraser for `ProfileRepository.erasers`: drop the index entries of the user's
         decisions (the records themselves go with the `<user>␟` prefix)."""
-        prefix, removed = join_key(user_id, ""), 0
-        cur = txn.cursor(db=self._d)
-        records = []
-        if cur.set_range(prefix):
-            for key, raw in cur:
-                if not key.startswith(prefix):
-                    break
-                records.append(json.loads(raw))
+        removed = 0
+        records = [json.loads(raw) for _, raw in scan_prefix(txn, self._d, join_key(user_id, ""))]
         for rec in records:
             removed += txn.delete(_index_key(rec["decision_id"]), db=self._d)
             if rec["status"] == PENDING:
