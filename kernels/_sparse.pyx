@@ -1,73 +1,116 @@
 # Sparse record codec for float64 state rows: b"S1" | uint16 n | uint16 idx[n] | float64 val[n].
-from libc.string cimport memcpy
-from libc.stdint cimport uint8_t, uint16_t, int64_t
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint8_t, uint16_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+from kernels._types cimport float64_t, intp_t
 
 
-def encode(const double[:, ::1] states, uint8_t[::1] out, int64_t[::1] offsets):
-    """Write one record per row of `states` into `out`; offsets[i]..offsets[i+1] is row i.
-
-    `out` must hold rows * (4 + 10 * size) bytes; returns the bytes written.
-    """
-    cdef Py_ssize_t rows = states.shape[0], size = states.shape[1], i, j, pos = 0, start
-    cdef uint16_t n, col
-    cdef double v
-    with nogil:
-        for i in range(rows):
-            offsets[i] = pos
-            start = pos
-            out[pos] = 83  # 'S'
-            out[pos + 1] = 49  # '1'
-            n = 0
-            for j in range(size):
-                if states[i, j] != 0.0:
-                    n += 1
-            memcpy(&out[pos + 2], &n, 2)
-            pos += 4
-            for j in range(size):
-                if states[i, j] != 0.0:
-                    col = <uint16_t>j
-                    memcpy(&out[pos], &col, 2)
-                    pos += 2
-            for j in range(size):
-                v = states[i, j]
-                if v != 0.0:
-                    memcpy(&out[pos], &v, 8)
-                    pos += 8
-        offsets[rows] = pos
-    return pos
+cdef inline intp_t _nonzero_slots(const float64_t* row, intp_t size,
+                                  uint16_t* slots) noexcept nogil:
+    """Write the nonzero slots of `row` to `slots` (room for `size`); returns how many."""
+    cdef intp_t j, n = 0
+    for j in range(size):
+        slots[n] = <uint16_t>j
+        n += row[j] != 0.0
+    return n
 
 
-cdef inline int _decode_one(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t end,
-                            double[:, ::1] states, Py_ssize_t i) noexcept nogil:
-    """Decode one record into row i; 0 on success, 1 if malformed."""
-    cdef Py_ssize_t size = states.shape[1], k
-    cdef uint16_t n, col
-    cdef double v
-    if end - pos < 4 or buf[pos] != 83 or buf[pos + 1] != 49:
-        return 1
-    memcpy(&n, &buf[pos + 2], 2)
-    if n > size or end - pos != 4 + 10 * <Py_ssize_t>n:
-        return 1
-    for k in range(size):
-        states[i, k] = 0.0
+cdef inline void _write_record(const float64_t* row, const uint16_t* slots, uint16_t n,
+                               char* out) noexcept nogil:
+    """The record of `row` (nonzero at `slots[:n]`) into `out` (4 + 10 * n bytes)."""
+    cdef intp_t k
+    cdef char* val = out + 4 + 2 * <intp_t>n
+    out[0] = 83  # 'S'
+    out[1] = 49  # '1'
+    memcpy(out + 2, &n, 2)
+    memcpy(out + 4, slots, 2 * <intp_t>n)
     for k in range(n):
-        memcpy(&col, &buf[pos + 4 + 2 * k], 2)
+        memcpy(val + 8 * k, &row[slots[k]], 8)
+
+
+def encode(const float64_t[:, ::1] states):
+    """One record (bytes) per row of `states`, as a list.
+
+    Without the GIL, list each row's nonzero slots (one branch-free pass over the row); then
+    allocate each bytes object at its final size and, again without the GIL, copy the slots
+    and gather their values into it. O(rows * size) time, O(rows * size) bytes of scratch.
+    """
+    cdef intp_t rows = states.shape[0], size = states.shape[1], i
+    cdef intp_t* counts = <intp_t*>malloc(max(rows, 1) * sizeof(intp_t))
+    cdef char** heads = <char**>malloc(max(rows, 1) * sizeof(char*))
+    cdef uint16_t* slots = <uint16_t*>malloc(max(rows * size, 1) * sizeof(uint16_t))
+    cdef list out = []
+    cdef bytes rec
+    try:
+        if counts == NULL or heads == NULL or slots == NULL:
+            raise MemoryError()
+        with nogil:
+            for i in range(rows):
+                counts[i] = _nonzero_slots(&states[i, 0], size, slots + i * size)
+        for i in range(rows):
+            rec = PyBytes_FromStringAndSize(NULL, 4 + 10 * counts[i])
+            heads[i] = PyBytes_AS_STRING(rec)
+            out.append(rec)
+        with nogil:
+            for i in range(rows):
+                _write_record(&states[i, 0], slots + i * size, <uint16_t>counts[i], heads[i])
+    finally:
+        free(counts)
+        free(heads)
+        free(slots)
+    return out
+
+
+cdef inline int _decode_one(const uint8_t* rec, intp_t length, float64_t* row,
+                            intp_t size) noexcept nogil:
+    """Decode one record into `row`; 0 on success, 1 if malformed."""
+    cdef intp_t k
+    cdef uint16_t n, col
+    if length < 4 or rec[0] != 83 or rec[1] != 49:
+        return 1
+    memcpy(&n, rec + 2, 2)
+    if n > size or length != 4 + 10 * <intp_t>n:
+        return 1
+    memset(row, 0, size * sizeof(float64_t))
+    for k in range(n):
+        memcpy(&col, rec + 4 + 2 * k, 2)
         if col >= size:
             return 1
-        memcpy(&v, &buf[pos + 4 + 2 * n + 8 * k], 8)
-        states[i, col] = v
+        memcpy(&row[col], rec + 4 + 2 * <intp_t>n + 8 * k, 8)
     return 0
 
 
-def decode(const uint8_t[::1] buf, const int64_t[::1] offsets, double[:, ::1] states):
-    """Fill row i of `states` from the record at offsets[i]..offsets[i+1] (empty: row untouched).
+def decode(list records, float64_t[:, ::1] states):
+    """Fill row i of `states` from records[i] (None or b"": row untouched).
 
-    Returns -1 on success, else the index of the first malformed record.
+    `records` holds one bytes-like record per row. Returns -1 on success, else the index of
+    the first malformed record (rows before it are already written).
     """
-    cdef Py_ssize_t rows = states.shape[0], i, bad = -1
-    with nogil:
+    cdef intp_t rows = states.shape[0], size = states.shape[1], i, bad = -1
+    cdef const uint8_t** heads = <const uint8_t**>malloc(max(rows, 1) * sizeof(uint8_t*))
+    cdef intp_t* lengths = <intp_t*>malloc(max(rows, 1) * sizeof(intp_t))
+    cdef list held = []  # bytes copies of records that were not bytes, alive until the end
+    try:
+        if heads == NULL or lengths == NULL:
+            raise MemoryError()
         for i in range(rows):
-            if offsets[i] != offsets[i + 1] and _decode_one(buf, offsets[i], offsets[i + 1], states, i):
-                bad = i
-                break
+            rec = records[i]
+            lengths[i] = 0
+            if not rec:
+                continue
+            if type(rec) is not bytes:
+                rec = bytes(rec)
+                held.append(rec)
+            heads[i] = <const uint8_t*>PyBytes_AS_STRING(rec)
+            lengths[i] = PyBytes_GET_SIZE(rec)
+        with nogil:
+            for i in range(rows):
+                if lengths[i] and _decode_one(heads[i], lengths[i], &states[i, 0], size):
+                    bad = i
+                    break
+    finally:
+        free(heads)
+        free(lengths)
     return bad

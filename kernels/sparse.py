@@ -35,13 +35,7 @@ def encode_rows(states: np.ndarray, use_native: bool = True) -> list[bytes]:
                        + row[idx].astype("<f8").tobytes())
         return out
     from . import _sparse
-    rows, size = states.shape
-    buf = np.empty(rows * (4 + 10 * size), np.uint8)
-    offsets = np.empty(rows + 1, np.int64)
-    total = _sparse.encode(states, buf, offsets)
-    raw = buf[:total].tobytes()
-    off = offsets.tolist()
-    return [raw[off[i]:off[i + 1]] for i in range(rows)]
+    return _sparse.encode(states)
 
 
 def decode_rows(records: Sequence[bytes | None], states: np.ndarray, use_native: bool = True) -> np.ndarray:
@@ -64,13 +58,7 @@ def decode_rows(records: Sequence[bytes | None], states: np.ndarray, use_native:
             states[i, idx] = np.frombuffer(rec, "<f8", n, 4 + 2 * n)
         return states
     from . import _sparse
-    lengths = [len(r) if r else 0 for r in records]
-    offsets = np.zeros(len(records) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    buf = np.frombuffer(b"".join(r for r in records if r), np.uint8)
-    if not len(buf):
-        return states
-    bad = _sparse.decode(buf, offsets, states)
+    bad = _sparse.decode(records if isinstance(records, list) else list(records), states)
     if bad >= 0:
         raise ValueError(f"records[{bad}]: not a sparse record for rows of {states.shape[1]} slots")
     return states

@@ -49,3 +49,10 @@ def test_wrong_shapes_are_refused():
         sparse.encode_rows(np.zeros(5))
     with pytest.raises(ValueError, match="records"):
         sparse.decode_rows([None], np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_records_may_be_any_bytes_like(use_native):
+    states = np.array([[0, 1.5, 0, -2.0], [3.0, 0, 0, 0]])
+    records = [memoryview(r) for r in sparse.encode_rows(states)]
+    np.testing.assert_array_equal(sparse.decode_rows(records, np.full((2, 4), 9.0), use_native=use_native), states)
