@@ -23,7 +23,11 @@ def encode_states(states: np.ndarray) -> list[bytes]:
 
 def decode_states(layout: kf.FeatureLayout, records: Sequence[bytes | None]) -> np.ndarray:
     """A writable [len(records), size] batch; None starts empty (as `kf.new_states`)."""
-    states = sparse.decode_rows(records, kf.new_states(layout, len(records)))
+    states = np.empty((len(records), layout.size), np.float64)
+    missing = [i for i, rec in enumerate(records) if not rec]
+    if missing:
+        states[missing] = kf.new_states(layout, 1)
+    states = sparse.decode_rows(records, states)
     if len(records) and not np.all(states[:, kf.FINGERPRINT] == layout.fingerprint):
         raise ValueError("stored feature state was written with another layout")
     return states
