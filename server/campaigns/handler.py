@@ -17,7 +17,7 @@ import numpy as np
 
 from kernels import bandits as B
 
-from ..recommend.batcher import AdaptiveBatcher
+from ..batching import AdaptiveBatcher
 from ..store import Store
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound

@@ -9,7 +9,7 @@ import faiss
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
-from .batcher import AdaptiveBatcher
+from ..batching import AdaptiveBatcher
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 
 __all__ = ["Recommender", "bundle_histories"]

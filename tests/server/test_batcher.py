@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from server.recommend.batcher import AdaptiveBatcher
+from server.batching import AdaptiveBatcher, BatcherClosed
 
 
 async def test_concurrent_calls_share_batches():
@@ -66,3 +66,42 @@ async def test_failed_batch_fails_every_call_and_batcher_keeps_working():
 def test_rejects_bad_limits():
     with pytest.raises(ValueError):
         AdaptiveBatcher(list, max_size=0)
+
+
+async def test_cancelled_callers_are_left_out_of_the_next_batch():
+    seen, gate = [], threading.Event()
+
+    def fn(batch):
+        seen.extend(batch)
+        gate.wait(1.0)
+        return list(batch)
+
+    batcher = AdaptiveBatcher(fn, max_size=8, max_wait=0.0, concurrency=1)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0.01)  # batch [0] is running; the next calls queue behind it
+    gave_up = asyncio.create_task(batcher.submit(1))
+    kept = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0.01)
+    gave_up.cancel()
+    gate.set()
+    assert await first == 0 and await kept == 2
+    assert seen == [0, 2]
+    await batcher.close()
+
+
+async def test_close_finishes_running_batches_and_refuses_new_calls():
+    gate = threading.Event()
+    batcher = AdaptiveBatcher(lambda b: gate.wait(1.0) and list(b), max_size=1, max_wait=0.0,
+                              concurrency=1)
+    running = asyncio.create_task(batcher.submit(1))
+    queued = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0.01)
+    closing = asyncio.create_task(batcher.close())
+    await asyncio.sleep(0.01)
+    gate.set()
+    await closing
+    assert await running == 1
+    with pytest.raises(BatcherClosed):
+        await queued
+    with pytest.raises(BatcherClosed):
+        await batcher.submit(3)

@@ -1,0 +1,136 @@
+"""Group concurrent calls into batches run on a small thread pool (one ONNX run and one FAISS
+search per Recommend batch, one LMDB transaction and fsync per write batch).
+
+A batch starts as soon as a slot is free; while every slot is busy, arriving calls queue up and
+go together into the next batch. `max_wait` lets the oldest queued call wait a little for company
+even when a slot is free (0 disables that). A failed batch fails every call in it with the same
+error; a per-call error (returned as an exception in the results) fails only that call. Callers
+that gave up (cancelled) before their batch started are left out of it.
+
+Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
+submitted in the same loop turn join one batch, and a batch costs one hand-off to a pool thread
+and one loop wake-up when it is done.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from . import metrics
+
+__all__ = ["AdaptiveBatcher", "BatcherClosed"]
+
+logger = logging.getLogger("tailor.batching")
+
+Q = TypeVar("Q")
+R = TypeVar("R")
+
+
+class BatcherClosed(RuntimeError):
+    def __init__(self, name: str):
+        super().__init__(f"the {name} batcher is shut down")
+
+
+class AdaptiveBatcher(Generic[Q, R]):
+    def __init__(self, fn: Callable[[Sequence[Q]], Sequence[R | BaseException]], *, max_size: int = 64,
+                 max_wait: float = 0.001, concurrency: int = 2, name: str = "recommend",
+                 thread_init: Callable[[], None] | None = None):
+        if max_size < 1 or concurrency < 1 or max_wait < 0:
+            raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
+        self.fn = fn
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self.concurrency = concurrency
+        self.name = name
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"batch-{name}",
+                                            initializer=thread_init)
+        self._pending: collections.deque[tuple[Q, asyncio.Future, float]] = collections.deque()
+        self._active = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._scheduled = False
+        self._idle: asyncio.Event | None = None
+        self._closed = False
+        self._batch_size = metrics.BATCH_SIZE.labels(name)
+        self._queue_depth = metrics.QUEUE_DEPTH.labels(name)
+
+    async def submit(self, query: Q) -> R:
+        if self._closed:
+            raise BatcherClosed(self.name)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((query, future, loop.time()))
+        if not self._scheduled:  # calls submitted in the same loop turn join one batch
+            self._scheduled = True
+            loop.call_soon(self._dispatch, loop)
+        return await future
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start batches while slots are free; the oldest call may wait up to `max_wait`."""
+        self._scheduled = False
+        while self._pending and self._active < self.concurrency:
+            wait = self._pending[0][2] + self.max_wait - loop.time()
+            if wait > 0 and len(self._pending) < self.max_size:
+                if self._timer is None:
+                    self._timer = loop.call_at(self._pending[0][2] + self.max_wait, self._on_timer, loop)
+                return
+            self._start(loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._dispatch(loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = []
+        while self._pending and len(batch) < self.max_size:
+            entry = self._pending.popleft()
+            if not entry[1].done():  # a cancelled caller (deadline, disconnect) needs no result
+                batch.append(entry)
+        if not batch:
+            return
+        self._active += 1
+        self._batch_size.observe(len(batch))
+        self._queue_depth.set(len(self._pending))
+        self._executor.submit(self._work, loop, batch)
+
+    def _work(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
+        """In a pool thread: run the batch, then hand the outcome back to the loop."""
+        try:
+            results = self.fn([q for q, _, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)}")
+        except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
+            logger.exception("%s batch of %d failed", self.name, len(batch))
+            results = [err] * len(batch)
+        loop.call_soon_threadsafe(self._finish, loop, batch, results)
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, batch: list, results: Sequence) -> None:
+        self._active -= 1
+        for (_, future, _), result in zip(batch, results):
+            if future.done():  # the caller was cancelled while its batch ran
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        if self._closed and not self._active and self._idle is not None:
+            self._idle.set()
+        self._dispatch(loop)
+
+    async def close(self) -> None:
+        """Finish the running batches; calls not started yet fail with BatcherClosed."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._pending:
+            _, future, _ = self._pending.popleft()
+            if not future.done():
+                future.set_exception(BatcherClosed(self.name))
+        if self._active:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+        self._executor.shutdown(wait=True)
