@@ -123,13 +123,15 @@ def main(argv=None) -> None:
     print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
           f"concurrency={args.concurrency} "
           f"duration={args.duration}s")
-    print(f"{'catalog':>9} {'index':>6} {'rpc':>22} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
+    print(f"{'catalog':>9} {'index':>6} {'rpc':>22} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+          f" {'gen lag p99':>11} {'p99 from schedule':>17}")
     for r in rows:
         for name, res in (("Ping (empty)", r["ping"]), ("Recommend k=10 (max)", r["recommend"]),
                           ("Recommend @ half max", r["recommend_half"]),
                           ("Ping @ same rate", r["ping_half"])):
+            paced = f" {res.lag_p99_ms:11.2f} {res.sched_p99_ms:17.2f}" if res.sched_p99_ms else ""
             print(f"{r['items']:>9} {r['index']:>6} {name:>22} {res.qps:8.0f} {res.p50_ms:7.2f} "
-                  f"{res.p99_ms:7.2f} {res.errors:6d}")
+                  f"{res.p99_ms:7.2f} {res.errors:6d}{paced}")
         print(f"{'':>9} ratio Recommend/Ping QPS = {r['ratio']:.2f}   "
               f"index recall@10 vs exact = {r['index_recall@10']}")
 

@@ -8,7 +8,8 @@ then with the same driver (grpc.aio closed loop, `--procs` client processes):
 1. Ping max QPS (the empty-RPC ceiling of this server on this machine),
 2. ChooseVariant max QPS (decision + propensity + logged decision record committed),
 3. ChooseVariant latency under load: open loop (Poisson arrivals) at 25%, 50% and 80% of its max
-   QPS, latency counted from the scheduled send time (queueing included), each beside Ping at
+   QPS, latency from the send (the generator's lag behind its schedule printed beside it),
+   each beside Ping at
    the same rate (what the machine and the gRPC stack alone cost at that load).
 Targets (issue 5): ChooseVariant QPS >= 0.5x Ping QPS; p99 <= 5 ms under load.
 """
@@ -42,8 +43,10 @@ def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
 
 
 def _show(label: str, r: LoadResult) -> None:
+    paced = (f"  [generator lag p99 {r.lag_p99_ms:.2f} ms; p99 from schedule {r.sched_p99_ms:.2f} ms]"
+             if r.sched_p99_ms else "")
     print(f"{label:<34} {r.qps:>9.0f} qps  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
-          f"  ({r.calls} calls, {r.errors} errors)", flush=True)
+          f"  ({r.calls} calls, {r.errors} errors){paced}", flush=True)
 
 
 def create_campaign(target: str, arms: int, policy: str) -> str:
