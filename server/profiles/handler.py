@@ -16,6 +16,7 @@ from ..errors import InvalidArgument, NotFound
 from ..recommend.batcher import AdaptiveBatcher
 from ..store import Store
 from .events import EventRules, TrackedEvent, check_event
+from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, PII_KEYS, ProfileSchema, item_code
 
@@ -67,16 +68,21 @@ class Profiles:
         """Called with the newly accepted events of each call (e.g. campaign rewards)."""
 
     # -- ingestion -------------------------------------------------------------------------
-    def _category_of(self, item_id: str) -> str | None:
+    def _categories(self, events: Sequence[TrackedEvent]) -> list[str | None]:
+        """Each event's item category in the active bundle (None: no bundle, item or category)."""
         bundle = self.registry.active
-        if bundle is None or not item_id:
-            return None
-        row = bundle.item_row.get(item_id)
-        return None if row is None else str(bundle.items["category_names"][bundle.item_category[row]])
+        if bundle is None:
+            return [None] * len(events)
+        rows = [bundle.item_row.get(ev.item_id, -1) if ev.item_id else -1 for ev in events]
+        if all(r < 0 for r in rows):
+            return [None] * len(events)
+        names = bundle.items["category_names"][bundle.item_category[rows]].tolist()
+        return [str(name) if r >= 0 else None for name, r in zip(names, rows)]
 
-    def _ingest_many(self, batches: Sequence[list[TrackedEvent]]) -> list[IngestResult]:
-        flat = [ev for batch in batches for ev in batch]
-        result = self.repo.ingest(flat, [self._category_of(ev.item_id) for ev in flat])
+    def _ingest_many(self, batches: Sequence[EventRecords]) -> list[IngestResult]:
+        result = self.repo.write_events(EventRecords.concat(batches))
+        if not result.duplicates:
+            return [IngestResult(list(range(len(b))), []) for b in batches]
         out, start, acc, dup = [], 0, set(result.accepted), set(result.duplicates)
         for batch in batches:
             idx = range(start, start + len(batch))
@@ -86,16 +92,16 @@ class Profiles:
 
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0) -> TrackResult:
         now = time.time()
-        result, valid, positions = TrackResult(), [], []
+        result, valid = TrackResult(), []
         for i, ev in enumerate(events):
             problem = check_event(ev, self.rules, now)
             if problem:
                 result.rejected.append((offset + i, ev.event_id, problem))
             else:
                 valid.append(ev)
-                positions.append(i)
         if valid:
-            stored = await self._writer.submit(valid)
+            records = EventRecords.build(valid, self._categories(valid))
+            stored = await self._writer.submit(records)
             result.accepted_ids = [valid[i].event_id for i in stored.accepted]
             result.duplicates = len(stored.duplicates)
             accepted = [valid[i] for i in stored.accepted]

@@ -1,14 +1,4 @@
-"""Profile records in the store. Key conventions (every record keyed by a user starts with
-`join_key(user_id, ...)`, so erasure finds them all by prefix in every table):
-
-    profiles   <user>␟features                 feature state (kernels.features bytes)
-    profiles   <user>␟meta                     JSON: attributes, consent, created/updated
-    events     <user>␟<ts ms, 16 digits>␟<id>  raw event (tailor.v1.Event bytes)
-    dedupe     e␟<event id>                    -> events key (idempotency); it lives exactly as
-                                               long as its raw event, so erasure and retention
-                                               find it through the events table
-    meta       category␟<name>                 stable category code for feature affinities
-"""
+"""Profile records in the store (key conventions: `records`); each write is one transaction."""
 from __future__ import annotations
 
 import json
@@ -19,40 +9,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels import features as kf
-from protos.tailor.v1 import profile_pb2 as pb
 
 from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
 from .codec import decode_states, encode_states
 from .events import TrackedEvent
-from .schema import CHANNELS, EVENT_TYPES, item_code
+from .records import EventRecords, feature_key
 
-__all__ = ["ProfileRepository", "IngestResult", "event_key"]
-
-_TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
-_CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
-
-
-def event_key(user_id: str, ts: float, event_id: str) -> bytes:
-    return join_key(user_id, f"{max(int(ts * 1000), 0):016d}", event_id)
-
-
-def feature_key(user_id: str) -> bytes:
-    return user_id.encode() + b"\x1ffeatures"
+__all__ = ["ProfileRepository", "IngestResult"]
 
 
 @dataclass
 class IngestResult:
     accepted: list[int]
     duplicates: list[int]
-
-
-def _to_pb(ev: TrackedEvent) -> bytes:
-    if ev.source is not None:
-        ev.source.channel = ev.channel  # the only field validation may fill in
-        return ev.source.SerializeToString()
-    return pb.Event(event_id=ev.event_id, user_id=ev.user_id, type=ev.type, channel=ev.channel,
-                    campaign_id=ev.campaign_id, item_id=ev.item_id, value=ev.value,
-                    timestamp=ev.timestamp, attributes=ev.attributes).SerializeToString()
 
 
 class ProfileRepository:
@@ -67,44 +36,34 @@ class ProfileRepository:
     # -- writes ----------------------------------------------------------------------------
     def ingest(self, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> IngestResult:
         """Store valid events in one transaction: dedupe, raw events, feature updates."""
-        return self.store.write(lambda txn: self._ingest(txn, events, categories))
+        return self.write_events(EventRecords.build(events, categories))
 
-    def _ingest(self, txn, events, categories) -> IngestResult:
+    def write_events(self, records: EventRecords) -> IngestResult:
+        """Store prepared records in one transaction; indices refer to `records`."""
+        records.users()  # outside the write lock
+        return self.store.write(lambda txn: self._ingest(txn, records))
+
+    def _ingest(self, txn, records: EventRecords) -> IngestResult:
         d = self._dbs
-        ids = [ev.event_id.encode() for ev in events]
-        known = {k for k, _ in txn.cursor(db=d["dedupe"]).getmulti([b"e\x1f" + i for i in ids])}
-        fresh, dups, seen = [], [], set()
-        for i, eid in enumerate(ids):
-            if eid in seen or b"e\x1f" + eid in known:
-                dups.append(i)
-            else:
-                seen.add(eid)
-                fresh.append(i)
+        fresh, dups = _fresh(records.dedupe_keys, txn.cursor(db=d["dedupe"]).getmulti(records.dedupe_keys))
         if not fresh:
             return IngestResult([], dups)
-        evs = [events[i] for i in fresh]
-        users = list(dict.fromkeys(e.user_id for e in evs))
-        row_of = {u: j for j, u in enumerate(users)}
-        fkeys = [feature_key(u) for u in users]
+        new = records if not dups else records.take(fresh)
+        fkeys, rows = new.users()
         stored = dict(txn.cursor(db=d["profiles"]).getmulti(fkeys))
         states = decode_states(self.layout, [stored.get(k) for k in fkeys])
-        batch = kf.Events(
-            type=[_TYPE[e.type] for e in evs], channel=[_CHANNEL[e.channel] for e in evs],
-            ts=[e.timestamp for e in evs], item=[item_code(e.item_id) if e.item_id else -1 for e in evs],
-            category=self._category_codes(txn, [categories[i] for i in fresh]), value=[e.value for e in evs])
-        kf.update_many(self.layout, states, [row_of[e.user_id] for e in evs], batch)
+        batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
+                          category=self._category_codes(txn, new.categories), value=new.value)
+        kf.update_many(self.layout, states, rows, batch)
         txn.cursor(db=d["profiles"]).putmulti(list(zip(fkeys, encode_states(states))))
-        raw_rows, dedupe_rows = [], []
-        for ev, i in zip(evs, fresh):
-            key = b"%s\x1f%016d\x1f%s" % (ev.user_id.encode(), max(int(ev.timestamp * 1000), 0), ids[i])
-            raw_rows.append((key, _to_pb(ev)))
-            dedupe_rows.append((b"e\x1f" + ids[i], key))
-        txn.cursor(db=d["events"]).putmulti(raw_rows)
-        txn.cursor(db=d["dedupe"]).putmulti(dedupe_rows)
+        txn.cursor(db=d["events"]).putmulti(list(zip(new.event_keys, new.payloads)))
+        txn.cursor(db=d["dedupe"]).putmulti(list(zip(new.dedupe_keys, new.event_keys)))
         return IngestResult(fresh, dups)
 
     def _category_codes(self, txn, names: Sequence[str | None]) -> list[int]:
         """Stable codes per category name, assigned on first sight (-1 past the layout's K)."""
+        if not any(names):
+            return [-1] * len(names)
         db, codes, cache = self._dbs["meta"], [], {}
         for name in names:
             if not name:
@@ -210,3 +169,17 @@ class ProfileRepository:
                 ts = key.split(b"\x1f")[1]
                 if lo <= ts <= hi:
                     yield value
+
+
+def _fresh(keys: list[bytes], known: list[tuple[bytes, bytes]]) -> tuple[list[int], list[int]]:
+    """(indices of first sightings of unknown keys, indices of the rest), both ascending."""
+    if not known and len(set(keys)) == len(keys):
+        return list(range(len(keys))), []
+    fresh, dups, seen = [], [], {k for k, _ in known}
+    for i, key in enumerate(keys):
+        if key in seen:
+            dups.append(i)
+        else:
+            seen.add(key)
+            fresh.append(i)
+    return fresh, dups

@@ -1,0 +1,53 @@
+"""Events in storage form (built outside the write transaction) and the repository writing them."""
+import time
+
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as pb
+from server.profiles import ProfileSchema, TrackedEvent
+from server.profiles.records import EventRecords, dedupe_key, event_key, feature_key
+from server.profiles.repository import ProfileRepository
+from server.profiles.schema import item_code
+from server.store import Store
+
+
+def tracked(event_id, user="ann", item="", ts=None, type="click", channel="web"):
+    msg = pb.Event(event_id=event_id, user_id=user, type=type, item_id=item,
+                   timestamp=time.time() - 60 if ts is None else ts)
+    return TrackedEvent(msg.event_id, msg.user_id, msg.type, channel, "", msg.item_id, 0.0,
+                        msg.timestamp, {}, msg)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    store = Store(tmp_path / "store", sync=False)
+    yield ProfileRepository(store, ProfileSchema().layout())
+    store.close()
+
+
+def test_records_use_the_stored_key_conventions_and_the_filled_channel():
+    events = [tracked("e1", item="i9", ts=1700000000.1234), tracked("e2", user="bo", ts=0.0005)]
+    rec = EventRecords.build(events, [None, "shoes"])
+    assert rec.event_keys == [event_key(e.user_id, e.timestamp, e.event_id) for e in events]
+    assert rec.dedupe_keys == [dedupe_key("e1"), dedupe_key("e2")]
+    assert rec.users() == ([feature_key("ann"), feature_key("bo")], [0, 1])
+    assert rec.item == [item_code("i9"), -1] and rec.categories == [None, "shoes"]
+    assert pb.Event.FromString(rec.payloads[0]).channel == "web"
+
+
+def test_concat_and_take_keep_columns_aligned():
+    a = EventRecords.build([tracked("a1"), tracked("a2", user="bo")], [None, None])
+    b = EventRecords.build([tracked("b1", user="cy")], ["toys"])
+    both = EventRecords.concat([a, b])
+    assert len(both) == 3 and both.categories == [None, None, "toys"]
+    picked = both.take([2, 0])
+    assert picked.dedupe_keys == [dedupe_key("b1"), dedupe_key("a1")]
+    assert picked.users() == ([feature_key("cy"), feature_key("ann")], [0, 1])
+
+
+def test_a_repeated_id_in_one_batch_is_a_duplicate_and_touches_no_other_profile(repo):
+    result = repo.ingest([tracked("x1"), tracked("x1", user="mallory"), tracked("x2")], [None] * 3)
+    assert (result.accepted, result.duplicates) == ([0, 2], [1])
+    assert repo.states(["ann", "mallory"])[1] is None
+    again = repo.ingest([tracked("x2"), tracked("x3")], [None] * 2)
+    assert (again.accepted, again.duplicates) == ([1], [0])
