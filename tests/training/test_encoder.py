@@ -49,10 +49,13 @@ def test_onnx_equals_numpy_fold_in(factors, batch):
     assert np.all(out[0] == 0) and np.isfinite(out).all()
 
 
-def test_cg_converges_to_the_exact_solve(factors, batch):
-    ref = fold_in(factors, gram(factors, REG), *batch, ALPHA, 24)
+def test_default_cg_steps_reach_the_exact_solve(factors, batch):
+    steps = ALSParams().cg_steps
     exact = solve_exact(factors, gram(factors, REG), *batch, ALPHA)
-    np.testing.assert_allclose(ref, exact, atol=1e-4)
+    np.testing.assert_allclose(fold_in(factors, gram(factors, REG), *batch, ALPHA, steps), exact, atol=1e-4)
+    np.testing.assert_allclose(_run(build_encoder(factors, REG, ALPHA, steps, L), *batch), exact, atol=1e-4)
+    # the iteration matters: one step is far from the solve
+    assert np.abs(fold_in(factors, gram(factors, REG), *batch, ALPHA, 1) - exact).max() > 1e-4
 
 
 def test_matches_implicit_recalculate_user(factors, batch):

@@ -30,7 +30,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, default=_A.iterations)
     g.add_argument("--half-life-days", type=float, default=_A.half_life_days)
     g.add_argument("--history-len", type=int, default=_A.history_len)
-    g.add_argument("--cg-steps", type=int, default=_A.cg_steps, help="encoder CG iterations")
+    g.add_argument("--cg-steps", type=int, default=_A.cg_steps, help="encoder preconditioned-CG iterations")
     g.add_argument("--event-weight", type=_weight, action="append", default=[],
                    metavar="EVENT=W", help="override an event weight (repeatable)")
     g.add_argument("--seed", type=int, default=_A.seed)
