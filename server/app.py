@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 import grpc
@@ -93,6 +94,10 @@ class TailorServer:
             raise RuntimeError(f"could not bind {address}")
         await server.start()
         self._server = server
+        # Startup objects (modules, the bundle's lookup tables) live as long as the process:
+        # keep them out of every later full GC pass (10+ ms each, on the hot path otherwise).
+        gc.collect()
+        gc.freeze()
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
