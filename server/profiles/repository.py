@@ -11,7 +11,7 @@ import numpy as np
 from kernels import features as kf
 
 from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
-from .codec import decode_states, encode_states
+from .codec import decode_states, update_records
 from .events import TrackedEvent
 from .records import EventRecords, feature_key
 
@@ -51,11 +51,10 @@ class ProfileRepository:
         new = records if not dups else records.take(fresh)
         fkeys, rows = new.users()
         stored = dict(txn.cursor(db=d["profiles"]).getmulti(fkeys))
-        states = decode_states(self.layout, [stored.get(k) for k in fkeys])
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value)
-        kf.update_many(self.layout, states, rows, batch)
-        txn.cursor(db=d["profiles"]).putmulti(list(zip(fkeys, encode_states(states))))
+        states = update_records(self.layout, [stored.get(k) for k in fkeys], rows, batch)
+        txn.cursor(db=d["profiles"]).putmulti(list(zip(fkeys, states)))
         txn.cursor(db=d["events"]).putmulti(list(zip(new.event_keys, new.payloads)))
         txn.cursor(db=d["dedupe"]).putmulti(list(zip(new.dedupe_keys, new.event_keys)))
         return IngestResult(fresh, dups)
