@@ -36,10 +36,18 @@ class EventRules:
     max_attribute_bytes: int = 1024
 
 
+_TYPES, _CHANNELS = frozenset(EVENT_TYPES), frozenset(CHANNELS)
+
+
+def _too_long(value: str, limit: int) -> bool:
+    """len(value.encode()) > limit, without encoding short strings (UTF-8: <= 4 bytes a char)."""
+    return len(value) > limit // 4 and len(value.encode()) > limit
+
+
 def _bad_id(value: str, rules: EventRules) -> str | None:
     if not value:
         return "is empty"
-    if len(value.encode()) > rules.max_id_bytes:
+    if _too_long(value, rules.max_id_bytes):
         return f"is longer than {rules.max_id_bytes} bytes"
     if _SEP in value:
         return "contains the control character 0x1F"
@@ -49,19 +57,18 @@ def _bad_id(value: str, rules: EventRules) -> str | None:
 def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -> str | None:
     """None when `ev` is acceptable, else why not (naming the field). Fills a default channel."""
     now = time.time() if now is None else now
-    for name in ("event_id", "user_id"):
-        problem = _bad_id(getattr(ev, name), rules)
+    for name, value in (("event_id", ev.event_id), ("user_id", ev.user_id)):
+        problem = _bad_id(value, rules)
         if problem:
             return f"{name} {problem}"
-    if ev.type not in EVENT_TYPES:
+    if ev.type not in _TYPES:
         return f"type {ev.type!r} is unknown (known: {', '.join(EVENT_TYPES)})"
     if not ev.channel:
         ev.channel = DEFAULT_CHANNEL.get(ev.type, "web")
-    if ev.channel not in CHANNELS:
+    if ev.channel not in _CHANNELS:
         return f"channel {ev.channel!r} is unknown (known: {', '.join(CHANNELS)})"
-    for name in ("item_id", "campaign_id"):
-        value = getattr(ev, name)
-        if value and (len(value.encode()) > rules.max_id_bytes or _SEP in value):
+    for name, value in (("item_id", ev.item_id), ("campaign_id", ev.campaign_id)):
+        if value and (_too_long(value, rules.max_id_bytes) or _SEP in value):
             return f"{name} is longer than {rules.max_id_bytes} bytes or contains 0x1F"
     if not math.isfinite(ev.value):
         return "value is not a finite number"
@@ -72,9 +79,13 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
                 f"(tolerance {rules.future_tolerance_s:.0f}s)")
     if ev.timestamp < now - rules.retention_s:
         return f"timestamp is older than the {rules.retention_s / 86400:.0f}-day retention window"
-    if len(ev.attributes) > rules.max_attributes:
-        return f"attributes has {len(ev.attributes)} entries, at most {rules.max_attributes}"
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in ev.attributes.items())
+    return _bad_attributes(ev.attributes, rules) if ev.attributes else None
+
+
+def _bad_attributes(attributes: dict[str, str], rules: EventRules) -> str | None:
+    if len(attributes) > rules.max_attributes:
+        return f"attributes has {len(attributes)} entries, at most {rules.max_attributes}"
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
     if size > rules.max_attribute_bytes:
         return f"attributes take {size} bytes, at most {rules.max_attribute_bytes}"
     return None
