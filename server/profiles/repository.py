@@ -50,10 +50,10 @@ class ProfileRepository:
             return IngestResult([], dups)
         new = records if not dups else records.take(fresh)
         fkeys, rows = new.users()
-        stored = dict(txn.cursor(db=d["profiles"]).getmulti(fkeys))
+        get = txn.cursor(db=d["profiles"]).get  # one lookup per key (cheaper than getmulti's tuples)
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value)
-        states = update_records(self.layout, [stored.get(k) for k in fkeys], rows, batch)
+        states = update_records(self.layout, [get(k) for k in fkeys], rows, batch)
         txn.cursor(db=d["profiles"]).putmulti(list(zip(fkeys, states)))
         txn.cursor(db=d["events"]).putmulti(list(zip(new.event_keys, new.payloads)))
         txn.cursor(db=d["dedupe"]).putmulti(list(zip(new.dedupe_keys, new.event_keys)))
