@@ -39,15 +39,10 @@ class EventRules:
 _TYPES, _CHANNELS = frozenset(EVENT_TYPES), frozenset(CHANNELS)
 
 
-def _too_long(value: str, limit: int) -> bool:
-    """len(value.encode()) > limit, without encoding short strings (UTF-8: <= 4 bytes a char)."""
-    return len(value) > limit // 4 and len(value.encode()) > limit
-
-
 def _bad_id(value: str, rules: EventRules) -> str | None:
     if not value:
         return "is empty"
-    if _too_long(value, rules.max_id_bytes):
+    if len(value.encode()) > rules.max_id_bytes:
         return f"is longer than {rules.max_id_bytes} bytes"
     if _SEP in value:
         return "contains the control character 0x1F"
@@ -57,8 +52,11 @@ def _bad_id(value: str, rules: EventRules) -> str | None:
 def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -> str | None:
     """None when `ev` is acceptable, else why not (naming the field). Fills a default channel."""
     now = time.time() if now is None else now
+    # Ids of at most max_id_bytes // 4 characters fit in max_id_bytes (UTF-8: <= 4 bytes a
+    # character), so only longer ones are encoded to be measured.
+    short = rules.max_id_bytes // 4
     for name, value in (("event_id", ev.event_id), ("user_id", ev.user_id)):
-        problem = _bad_id(value, rules)
+        problem = _bad_id(value, rules) if not value or len(value) > short or _SEP in value else None
         if problem:
             return f"{name} {problem}"
     if ev.type not in _TYPES:
@@ -68,7 +66,7 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     if ev.channel not in _CHANNELS:
         return f"channel {ev.channel!r} is unknown (known: {', '.join(CHANNELS)})"
     for name, value in (("item_id", ev.item_id), ("campaign_id", ev.campaign_id)):
-        if value and (_too_long(value, rules.max_id_bytes) or _SEP in value):
+        if value and ((len(value) > short and len(value.encode()) > rules.max_id_bytes) or _SEP in value):
             return f"{name} is longer than {rules.max_id_bytes} bytes or contains 0x1F"
     if not math.isfinite(ev.value):
         return "value is not a finite number"
