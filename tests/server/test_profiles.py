@@ -10,6 +10,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.services import profile as profile_service
 from tests.conftest import store_mentions
 
 
@@ -54,6 +55,19 @@ async def test_stream_ingests_batches_and_reports_totals(stub):
     reply = await stub.TrackEventStream(batches())
     assert reply.accepted == 1000 and len(reply.rejected) == 4
     assert [r.index for r in reply.rejected] == [250, 501, 752, 1003]
+
+
+async def test_stream_longer_than_the_read_ahead_window_commits_every_batch(stub, monkeypatch):
+    monkeypatch.setattr(profile_service, "MAX_IN_FLIGHT_EVENTS", 300)
+
+    async def batches():
+        for b in range(6):
+            yield pb.TrackEventsRequest(events=[ev(f"w{b}-{i}", user=f"w{i % 5}") for i in range(200)]
+                                        + [ev(f"wbad{b}", type="nope")])
+    reply = await stub.TrackEventStream(batches())
+    assert reply.accepted == 1200 and [r.index for r in reply.rejected] == [200 + 201 * b for b in range(6)]
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="w0"))
+    assert profile.features.counts["click/web"] == 240.0
 
 
 async def test_profile_returns_everything_stored_and_masks_pii(stub):
