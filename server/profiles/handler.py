@@ -12,8 +12,8 @@ import numpy as np
 
 from kernels import features as kf
 
+from ..batching import AdaptiveBatcher
 from ..errors import InvalidArgument, NotFound
-from ..recommend.batcher import AdaptiveBatcher
 from ..store import Store
 from .events import EventRules, TrackedEvent, check_event
 from .records import EventRecords
