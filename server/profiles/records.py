@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -26,8 +26,11 @@ from protos.tailor.v1 import profile_pb2 as pb
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES, item_code
 
-__all__ = ["EventRecords", "event_key", "feature_key", "dedupe_key"]
+__all__ = ["EventRecords", "event_key", "feature_key", "dedupe_key", "DEDUPE_PREFIX"]
 
+DEDUPE_PREFIX = b"e\x1f"
+_EVENT_KEY = b"%s\x1f%016d\x1f%s"  # user, ts in ms, event id
+_FEATURES = b"\x1ffeatures"
 _TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
 _CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
 # Hashing an id costs more than a dict hit, and popular items recur; codes never change.
@@ -35,15 +38,15 @@ _item_code = functools.lru_cache(maxsize=1 << 17)(item_code)
 
 
 def event_key(user_id: str, ts: float, event_id: str) -> bytes:
-    return b"%s\x1f%016d\x1f%s" % (user_id.encode(), max(int(ts * 1000), 0), event_id.encode())
+    return _EVENT_KEY % (user_id.encode(), max(int(ts * 1000), 0), event_id.encode())
 
 
 def feature_key(user_id: str) -> bytes:
-    return user_id.encode() + b"\x1ffeatures"
+    return user_id.encode() + _FEATURES
 
 
 def dedupe_key(event_id: str) -> bytes:
-    return b"e\x1f" + event_id.encode()
+    return DEDUPE_PREFIX + event_id.encode()
 
 
 def raw_event(ev: TrackedEvent) -> bytes:
@@ -70,17 +73,22 @@ class EventRecords:
     item: list[int]
     value: list[float]
     categories: list[str | None]
-    _users: tuple[list[bytes], list[int]] | None = field(default=None, repr=False)
+    _users: tuple[list[bytes], list[int]] | None = field(default=None, init=False, repr=False,
+                                                          compare=False)
 
     @classmethod
     def build(cls, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> EventRecords:
-        """Records of valid events (`check_event` passed), with each item's category name."""
+        """Records of valid events (`check_event` passed), with each item's category name.
+
+        Keys are built column by column, as `event_key` / `dedupe_key` build one.
+        """
         ts = [ev.timestamp for ev in events]
+        # max(int(ts * 1000), 0) for every event at once (both truncate toward zero)
         ms = np.maximum(np.array(ts, np.float64) * 1000, 0).astype(np.int64).tolist()
         user_ids, ids = [ev.user_id for ev in events], [ev.event_id.encode() for ev in events]
         return cls(
-            dedupe_keys=[b"e\x1f" + i for i in ids],
-            event_keys=[b"%s\x1f%016d\x1f%s" % (u.encode(), m, i) for u, m, i in zip(user_ids, ms, ids)],
+            dedupe_keys=[DEDUPE_PREFIX + i for i in ids],
+            event_keys=[_EVENT_KEY % (u.encode(), m, i) for u, m, i in zip(user_ids, ms, ids)],
             payloads=[raw_event(ev) for ev in events], user_ids=user_ids,
             type=[_TYPE[ev.type] for ev in events], channel=[_CHANNEL[ev.channel] for ev in events],
             ts=ts, item=[_item_code(ev.item_id) if ev.item_id else -1 for ev in events],
@@ -103,8 +111,8 @@ class EventRecords:
         if self._users is None:
             distinct = list(dict.fromkeys(self.user_ids))
             row_of = {u: j for j, u in enumerate(distinct)}
-            self._users = [u.encode() + b"\x1ffeatures" for u in distinct], [row_of[u] for u in self.user_ids]
+            self._users = [u.encode() + _FEATURES for u in distinct], [row_of[u] for u in self.user_ids]
         return self._users
 
 
-_COLUMNS = [name for name in EventRecords.__dataclass_fields__ if not name.startswith("_")]
+_COLUMNS = [f.name for f in fields(EventRecords) if f.init]

@@ -13,7 +13,7 @@ from kernels import features as kf
 from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
 from .codec import decode_states, update_records
 from .events import TrackedEvent
-from .records import EventRecords, feature_key
+from .records import DEDUPE_PREFIX, EventRecords, feature_key
 
 __all__ = ["ProfileRepository", "IngestResult"]
 
@@ -101,7 +101,7 @@ class ProfileRepository:
         def fn(txn):
             dedupe, removed = self._dbs["dedupe"], 0
             for key, _ in scan_prefix(txn, self._dbs["events"], prefix):
-                removed += txn.delete(b"e\x1f" + key.rsplit(b"\x1f", 1)[1], db=dedupe)
+                removed += txn.delete(DEDUPE_PREFIX + key.rsplit(b"\x1f", 1)[1], db=dedupe)
             for eraser in self.erasers:
                 removed += eraser(txn, user_id)
             for table, db in self._dbs.items():
@@ -130,7 +130,7 @@ class ProfileRepository:
                     break
         for key, _user, event_id in doomed:
             txn.delete(key, db=d["events"])
-            txn.delete(b"e\x1f" + event_id, db=d["dedupe"])
+            txn.delete(DEDUPE_PREFIX + event_id, db=d["dedupe"])
         return len(doomed)
 
     # -- reads -----------------------------------------------------------------------------
