@@ -33,7 +33,8 @@ _EVENT_KEY = b"%s\x1f%016d\x1f%s"  # user, ts in ms, event id
 _FEATURES = b"\x1ffeatures"
 _TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
 _CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
-# Hashing an id costs more than a dict hit, and popular items recur; codes never change.
+# Hashing an id costs ~10x a cache hit, and popular items recur; codes never change. 2**17
+# entries take ~22 MB with ids of ~10 characters.
 _item_code = functools.lru_cache(maxsize=1 << 17)(item_code)
 
 
