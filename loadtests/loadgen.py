@@ -53,48 +53,66 @@ def recommend_payloads(users: list[str], k: int = 10, n: int = 4096) -> list[byt
             .SerializeToString() for _ in range(n)]
 
 
+CONNECTIONS = 4
+"""TCP connections per generator process. A server with several SO_REUSEPORT workers gets
+each connection assigned to one worker by a hash, so one connection per process could leave a
+worker idle; several spread the calls (and each connection is its own HTTP/2 stream pool)."""
+
+
 async def _drive(target, path, payloads, concurrency, duration, rate, seed):
-    async with grpc.aio.insecure_channel(target) as channel:
-        # replies stay raw bytes: every RPC is measured without client-side parsing
-        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
-        await call(payloads[0], timeout=30)  # warm the connection
-        lat: list[float] = []
-        lag: list[float] = []
-        errors = 0
-        start = time.perf_counter()
-        stop_at = start + duration
+    # a local subchannel pool per channel: otherwise channels to one target share a connection
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(CONNECTIONS)]
+    try:
+        return await _drive_on(channels, path, payloads, concurrency, duration, rate, seed)
+    finally:
+        for ch in channels:
+            await ch.close()
 
-        async def one(payload, scheduled):
-            nonlocal errors
-            t0 = time.perf_counter()
-            try:
-                await call(payload, timeout=10)
-                lat.append(time.perf_counter() - t0)
-                lag.append(t0 - scheduled)
-            except grpc.aio.AioRpcError:
-                errors += 1
 
-        if rate:  # open loop: Poisson arrivals at `rate`/s
-            pending, t_next, i = set(), start, 0
-            rng = random.Random(seed)
-            while t_next < stop_at:
-                delay = t_next - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(one(payloads[i % len(payloads)], t_next))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                i += 1
-                t_next += rng.expovariate(rate)
-            await asyncio.gather(*pending)
-        else:  # closed loop: `concurrency` callers back to back
-            async def worker(offset):
-                i = offset
-                while time.perf_counter() < stop_at:
-                    await one(payloads[i % len(payloads)], time.perf_counter())
-                    i += concurrency
-            await asyncio.gather(*(worker(j) for j in range(concurrency)))
-        return lat, lag, errors, time.perf_counter() - start
+async def _drive_on(channels, path, payloads, concurrency, duration, rate, seed):
+    # replies stay raw bytes: every RPC is measured without client-side parsing
+    calls = [ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+             for ch in channels]
+    for call in calls:
+        await call(payloads[0], timeout=30)  # warm the connections
+    lat: list[float] = []
+    lag: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    stop_at = start + duration
+
+    async def one(i, scheduled):
+        nonlocal errors
+        t0 = time.perf_counter()
+        try:
+            await calls[i % len(calls)](payloads[i % len(payloads)], timeout=10)
+            lat.append(time.perf_counter() - t0)
+            lag.append(t0 - scheduled)
+        except grpc.aio.AioRpcError:
+            errors += 1
+
+    if rate:  # open loop: Poisson arrivals at `rate`/s
+        pending, t_next, i = set(), start, 0
+        rng = random.Random(seed)
+        while t_next < stop_at:
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(i, t_next))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            i += 1
+            t_next += rng.expovariate(rate)
+        await asyncio.gather(*pending)
+    else:  # closed loop: `concurrency` callers back to back
+        async def worker(offset):
+            i = offset
+            while time.perf_counter() < stop_at:
+                await one(i, time.perf_counter())
+                i += concurrency
+        await asyncio.gather(*(worker(j) for j in range(concurrency)))
+    return lat, lag, errors, time.perf_counter() - start
 
 
 def _proc(args, queue):
