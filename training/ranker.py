@@ -21,7 +21,7 @@ from training.events import Interactions
 from training.metrics import hits
 from training.split import temporal_split, distinct_items
 
-__all__ = ["RankerParams", "ranker_dataset", "train_ranker", "to_onnx"]
+__all__ = ["RankerParams", "ranker_dataset", "fewest_trees", "train_ranker", "to_onnx"]
 
 logger = logging.getLogger("tailor.training.ranker")
 
@@ -39,6 +39,9 @@ class RankerParams:
     min_child_samples: int = 100
     valid_frac: float = 0.1
     early_stopping: int = 30
+    tree_tolerance: float = 0.01
+    """Keep the fewest trees whose validation score is within this fraction of the best:
+    every tree costs serving time on each candidate, and a plateau's extra trees buy noise."""
     seed: int = 0
     threads: int = 2
 
@@ -63,6 +66,15 @@ def _params(p: RankerParams) -> dict:
             "num_leaves": p.num_leaves, "min_child_samples": p.min_child_samples,
             "num_threads": p.threads, "seed": p.seed, "deterministic": True, "verbose": -1,
             "eval_at": [10], "metric": "ndcg" if p.objective == "lambdarank" else "auc"}
+
+
+def fewest_trees(curve, tolerance: float) -> int:
+    """The smallest number of boosting rounds whose validation score (higher is better) is
+    within ``tolerance`` (a fraction) of the best score on ``curve``."""
+    curve = np.asarray(curve, np.float64)
+    if not len(curve):
+        raise ValueError("empty validation curve")
+    return int(np.argmax(curve >= curve.max() * (1.0 - tolerance))) + 1
 
 
 def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = RankerParams()):
@@ -99,9 +111,13 @@ def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = Rank
     booster = lgb.train(_params(p), dtrain, p.n_estimators, valid_sets=[dvalid],
                         callbacks=[lgb.early_stopping(p.early_stopping, verbose=False),
                                    lgb.record_evaluation(record)])
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
+    curve = next(iter(record["valid_0"].values()))[:booster.best_iteration]
+    keep = fewest_trees(curve, p.tree_tolerance)
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=keep))
     info = {"train_rows": int(parts[0][0].shape[0]), "train_groups": int(parts[0][2].shape[0]),
             "positives": int(parts[0][1].sum()), "trees": int(booster.num_trees()),
+            "best_trees": int(len(curve)), "valid_score": round(float(curve[keep - 1]), 5),
+            "best_valid_score": round(float(max(curve)), 5),
             "seconds": round(time.perf_counter() - t0, 1)}
     logger.info("ranker trained: %s", info)
     return booster, info

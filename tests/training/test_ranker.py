@@ -3,7 +3,9 @@ import numpy as np
 import onnxruntime as ort
 
 from kernels.ranking import FEATURES
-from training.ranker import to_onnx
+import pytest
+
+from training.ranker import fewest_trees, to_onnx
 
 
 def _booster(objective):
@@ -37,3 +39,12 @@ def test_binary_onnx_score_is_the_positive_probability():
                                 providers=["CPUExecutionProvider"])
     got = sess.run(["score"], {"features": x})[0]
     np.testing.assert_allclose(got.reshape(-1), booster.predict(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fewest_trees_takes_the_first_round_within_tolerance_of_the_best():
+    curve = [0.10, 0.20, 0.298, 0.30, 0.299, 0.301]
+    assert fewest_trees(curve, 0.0) == 6
+    assert fewest_trees(curve, 0.01) == 3     # 0.298 >= 0.99 * 0.301
+    assert fewest_trees(curve, 0.5) == 2
+    with pytest.raises(ValueError):
+        fewest_trees([], 0.01)

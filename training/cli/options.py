@@ -41,6 +41,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--candidates", type=int, default=_R.n_candidates)
     r.add_argument("--ranker-users", type=int, default=_R.max_users)
     r.add_argument("--ranker-objective", choices=("lambdarank", "binary"), default=_R.objective)
+    r.add_argument("--tree-tolerance", type=float, default=_R.tree_tolerance,
+                   help="keep the fewest trees within this fraction of the best validation score")
     i = p.add_argument_group("index (FAISS)")
     i.add_argument("--index", choices=("auto", "flat", "hnsw", "ivf"), default=_I.kind)
     i.add_argument("--flat-threshold", type=int, default=_I.flat_threshold)
@@ -53,7 +55,8 @@ def config_from_args(args) -> TrainConfig:
                     half_life_days=args.half_life_days, history_len=args.history_len,
                     cg_steps=args.cg_steps)
     ranker = RankerParams(n_candidates=args.candidates, max_users=args.ranker_users,
-                          objective=args.ranker_objective, seed=args.seed, threads=args.threads)
+                          objective=args.ranker_objective, tree_tolerance=args.tree_tolerance,
+                          seed=args.seed, threads=args.threads)
     index = IndexParams(kind=args.index, flat_threshold=args.flat_threshold,
                         target_recall=args.target_recall, threads=args.threads, seed=args.seed)
     weights = {**DEFAULT_EVENT_WEIGHTS, **dict(args.event_weight)}
