@@ -94,7 +94,14 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._active += 1
         self._batch_size.observe(len(batch))
         self._queue_depth.set(len(self._pending))
-        self._executor.submit(self._work, loop, batch)
+        try:
+            job = self._executor.submit(self._work, loop, batch)
+        except Exception as err:  # the pool cannot take work (shut down, no thread)
+            self._finish(loop, batch, [err] * len(batch))
+            return
+        # A pool that breaks (e.g. its thread initializer raised) fails the job without
+        # running it: give that error to the batch's callers and free the slot.
+        job.add_done_callback(lambda j: self._unrun(loop, batch, j))
 
     def _work(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
         """In a pool thread: run the batch, then hand the outcome back to the loop."""
@@ -102,10 +109,24 @@ class AdaptiveBatcher(Generic[Q, R]):
             results = self.fn([q for q, _, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)}")
-        except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
+        except Exception as err:  # every caller of the batch gets the error
             logger.exception("%s batch of %d failed", self.name, len(batch))
             results = [err] * len(batch)
-        loop.call_soon_threadsafe(self._finish, loop, batch, results)
+        except BaseException as err:  # noqa: BLE001 - never let SystemExit & co escape a caller's await
+            logger.exception("%s batch of %d failed", self.name, len(batch))
+            results = [RuntimeError(f"{self.name} batch aborted: {err!r}")] * len(batch)
+        self._from_thread(loop, self._finish, loop, batch, results)
+
+    def _unrun(self, loop: asyncio.AbstractEventLoop, batch: list, job) -> None:
+        err = BatcherClosed(self.name) if job.cancelled() else job.exception()
+        if err is not None:
+            self._from_thread(loop, self._finish, loop, batch, [err] * len(batch))
+
+    def _from_thread(self, loop: asyncio.AbstractEventLoop, fn, *args) -> None:
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is left to answer
+            logger.error("%s batch finished after its event loop closed", self.name)
 
     def _finish(self, loop: asyncio.AbstractEventLoop, batch: list, results: Sequence) -> None:
         self._active -= 1
@@ -131,6 +152,7 @@ class AdaptiveBatcher(Generic[Q, R]):
             if not future.done():
                 future.set_exception(BatcherClosed(self.name))
         if self._active:
-            self._idle = asyncio.Event()
+            if self._idle is None:
+                self._idle = asyncio.Event()
             await self._idle.wait()
         self._executor.shutdown(wait=True)

@@ -105,3 +105,27 @@ async def test_close_finishes_running_batches_and_refuses_new_calls():
         await queued
     with pytest.raises(BatcherClosed):
         await batcher.submit(3)
+
+
+async def test_a_broken_pool_fails_the_calls_and_frees_the_slot():
+    def boom():
+        raise RuntimeError("no thread for you")
+
+    batcher = AdaptiveBatcher(list, max_size=4, max_wait=0.0, concurrency=1, thread_init=boom)
+    for _ in range(2):  # the second call must not wait for ever behind a leaked slot
+        with pytest.raises(Exception):
+            await asyncio.wait_for(batcher.submit(1), 2.0)
+    await batcher.close()
+
+
+async def test_close_twice_at_once_returns_both():
+    gate = threading.Event()
+    batcher = AdaptiveBatcher(lambda b: gate.wait(1.0) and list(b), max_size=1, max_wait=0.0,
+                              concurrency=1)
+    running = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0.01)
+    closes = [asyncio.create_task(batcher.close()) for _ in range(2)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*closes), 2.0)
+    assert await running == 1
