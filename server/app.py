@@ -92,12 +92,12 @@ class TailorServer:
         self.port = server.add_insecure_port(address)
         if not self.port:
             raise RuntimeError(f"could not bind {address}")
-        await server.start()
-        self._server = server
         # Startup objects (modules, the bundle's lookup tables) live as long as the process:
         # keep them out of every later full GC pass (10+ ms each, on the hot path otherwise).
         gc.collect()
         gc.freeze()
+        await server.start()
+        self._server = server
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))

@@ -9,7 +9,6 @@ bundle finishes on it, the next batch takes the new one.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
@@ -133,7 +132,6 @@ class ModelRegistry:
                 self._record(bundle.version)
             self._report_loaded(bundle.version)
         logger.info("serving bundle %s", bundle.version)
-        gc.freeze()  # the bundle's lookup tables stay out of later GC passes (see app.start)
         self._prune()
         return bundle
 
