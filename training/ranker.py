@@ -40,8 +40,9 @@ class RankerParams:
     valid_frac: float = 0.1
     early_stopping: int = 30
     tree_tolerance: float = 0.01
-    """Keep the fewest trees whose validation score is within this fraction of the best:
-    every tree costs serving time on each candidate, and a plateau's extra trees buy noise."""
+    """Keep the fewest trees whose validation score (NDCG@10, or AUC for `binary`) is within this
+    fraction of the best: every tree costs serving time on each candidate, and a plateau's extra
+    trees buy noise. 0 keeps early stopping's best round."""
     seed: int = 0
     threads: int = 2
 
@@ -72,6 +73,8 @@ def fewest_trees(curve, tolerance: float) -> int:
     """The smallest number of boosting rounds whose validation score (higher is better) is
     within ``tolerance`` (a fraction) of the best score on ``curve``."""
     curve = np.asarray(curve, np.float64)
+    if not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance}")
     if not len(curve):
         raise ValueError("empty validation curve")
     return int(np.argmax(curve >= curve.max() * (1.0 - tolerance))) + 1

@@ -48,3 +48,5 @@ def test_fewest_trees_takes_the_first_round_within_tolerance_of_the_best():
     assert fewest_trees(curve, 0.5) == 2
     with pytest.raises(ValueError):
         fewest_trees([], 0.01)
+    with pytest.raises(ValueError):
+        fewest_trees(curve, -0.1)
