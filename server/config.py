@@ -41,8 +41,9 @@ class Settings(BaseSettings):
     """Most Recommend calls grouped into one ONNX run and one FAISS search."""
     batch_max_wait_ms: float = 0.0
     """How long the first request of a batch may wait for company when a compute slot is free.
-    0: never; calls that arrive while a batch runs still share the next one. On the 100k bench
-    (2 workers, one run each) 1 ms gave 10% more max QPS but p99 20.2 ms vs 15.2 ms at half of it."""
+    0: never; calls that arrive while a batch runs still share the next one. Measured on the 100k
+    bench with 2 workers (one run each): 1 ms gave 10% more max QPS, but at half of that max
+    Recommend's p99 was 20.2 ms against 15.2 ms with 0."""
     batch_concurrency: int = 1
     """Batches computed at once (threads; ONNX Runtime and FAISS release the GIL). One per
     worker process: on 2 cores a second batch thread only fights the event loop (-25% QPS)."""
