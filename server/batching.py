@@ -75,7 +75,7 @@ class AdaptiveBatcher(Generic[Q, R]):
             wait = self._pending[0][2] + self.max_wait - loop.time()
             if wait > 0 and len(self._pending) < self.max_size:
                 if self._timer is None:
-                    self._timer = loop.call_at(self._pending[0][2] + self.max_wait, self._on_timer, loop)
+                    self._timer = loop.call_later(wait, self._on_timer, loop)
                 return
             self._start(loop)
 
@@ -109,12 +109,11 @@ class AdaptiveBatcher(Generic[Q, R]):
             results = self.fn([q for q, _, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)}")
-        except Exception as err:  # every caller of the batch gets the error
+        except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
             logger.exception("%s batch of %d failed", self.name, len(batch))
+            # SystemExit & co would escape the callers' awaits: they get a RuntimeError instead
+            err = err if isinstance(err, Exception) else RuntimeError(f"{self.name} batch aborted: {err!r}")
             results = [err] * len(batch)
-        except BaseException as err:  # noqa: BLE001 - never let SystemExit & co escape a caller's await
-            logger.exception("%s batch of %d failed", self.name, len(batch))
-            results = [RuntimeError(f"{self.name} batch aborted: {err!r}")] * len(batch)
         self._from_thread(loop, self._finish, loop, batch, results)
 
     def _unrun(self, loop: asyncio.AbstractEventLoop, batch: list, job) -> None:
