@@ -9,8 +9,7 @@ then with the same driver (grpc.aio closed loop, `--procs` client processes):
 2. ChooseVariant max QPS (decision + propensity + logged decision record committed),
 3. ChooseVariant latency under load: open loop (Poisson arrivals) at 25%, 50% and 80% of its max
    QPS, latency from the send (the generator's lag behind its schedule printed beside it),
-   each beside Ping at
-   the same rate (what the machine and the gRPC stack alone cost at that load).
+   each beside Ping at the same rate (what the machine and the gRPC stack alone cost at that load).
 Targets (issue 5): ChooseVariant QPS >= 0.5x Ping QPS; p99 <= 5 ms under load.
 """
 from __future__ import annotations

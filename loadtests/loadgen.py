@@ -141,6 +141,8 @@ def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int 
     if not len(lat):
         return LoadResult(0, sum(p[2] for p in parts), seconds, float("nan"), float("nan"))
     p50, p99 = np.percentile(lat, [50, 99]) * 1000
-    lag_p99, sched_p99 = (np.percentile(lag, 99) * 1000, np.percentile(lat + lag, 99) * 1000) if rate else (0, 0)
+    lag_p99, sched_p99 = 0.0, 0.0
+    if rate:
+        lag_p99, sched_p99 = np.percentile(lag, 99) * 1000, np.percentile(lat + lag, 99) * 1000
     return LoadResult(int(len(lat)), sum(p[2] for p in parts), seconds, float(p50), float(p99),
                       float(lag_p99), float(sched_p99))
