@@ -1,6 +1,6 @@
 """Ranker features per (user, candidate), shared by training and the server hot path.
 
-Pure numpy, imports nothing of Tailor's. Two steps, both batched and vectorised:
+Imports nothing of Tailor's but its own kernel. Two numpy steps, both batched and vectorised:
 
 1. `user_context` summarises each user's weighted history (the encoder's input: item rows and
    weights, 0 = padding) into category shares, weighted mean log price and history length.
@@ -8,15 +8,21 @@ Pure numpy, imports nothing of Tailor's. Two steps, both batched and vectorised:
    retrieval scores (sorted best first per user, as the index returns them), columns in `FEATURES`
    order. Candidate rows < 0 (index padding) give finite junk rows the caller must ignore.
 
+`features` does both steps at once for the server's hot path: the Cython kernel
+(`kernels._ranking`, one pass per user, no [B, C] temporaries) unless ``use_native=False``, which
+runs the two numpy functions above, the reference (training calls them directly).
+
 Item-side inputs come from the bundle's ``items.npz`` via `ItemTable.from_arrays`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-__all__ = ["FEATURES", "ItemTable", "UserContext", "user_context", "candidate_features"]
+__all__ = ["FEATURES", "ItemTable", "UserContext", "user_context", "candidate_features",
+           "features"]
 
 FEATURES = (
     "retrieval_score",      # inner product of user and item vectors
@@ -29,6 +35,16 @@ FEATURES = (
     "price_gap",            # |log_price - the user's weighted mean log_price|
     "log_history_len",      # log1p(number of non-padding history items)
 )
+
+
+_I64, _F32, _F64 = np.dtype(np.int64), np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`arr` itself when it is already C-contiguous `dtype` (the server's case), else a copy."""
+    if type(arr) is np.ndarray and arr.dtype is dtype and arr.flags.c_contiguous:
+        return arr
+    return np.ascontiguousarray(arr, dtype)
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,24 @@ class ItemTable:
                    np.log1p(np.maximum(np.asarray(price, np.float64), 0)).astype(f32),
                    np.log1p(np.maximum(np.asarray(popularity, np.float64), 0)).astype(f32),
                    np.log1p(np.maximum(np.asarray(recency_days, np.float64), 0)).astype(f32))
+
+    @cached_property
+    def _kernel_columns(self) -> tuple:
+        """The arguments `features` passes to the kernel, validated and converted once.
+
+        The table is frozen: its arrays are treated as read-only from then on.
+        """
+        n = np.shape(self.category)[0] if np.ndim(self.category) == 1 else -1
+        if n < 1 or self.n_categories < 1:
+            raise ValueError(f"table must have items and categories, got category shape "
+                             f"{np.shape(self.category)} and n_categories={self.n_categories}")
+        for name in ("log_price", "log_popularity", "log_recency"):
+            if np.shape(getattr(self, name)) != (n,):
+                raise ValueError(f"table.{name} must have shape ({n},) like table.category, "
+                                 f"got {np.shape(getattr(self, name))}")
+        return (_contiguous(self.category, _I64), _contiguous(self.log_price, _F32),
+                _contiguous(self.log_popularity, _F32), _contiguous(self.log_recency, _F32),
+                int(self.n_categories))
 
 
 @dataclass(frozen=True)
@@ -145,4 +179,55 @@ def candidate_features(ctx: UserContext, cand_items, scores, table: ItemTable) -
     out[..., 6] = lp
     out[..., 7] = np.abs(lp - ctx.mean_log_price[:, None])
     out[..., 8] = np.log1p(ctx.history_len)[:, None]
+    return out
+
+
+def _native_rows(arr: np.ndarray, n: int) -> np.ndarray:
+    """int64 item rows; uint64 rows are first capped at n - 1, as the reference's clip does."""
+    if arr.dtype is not _I64 and arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+        arr = np.minimum(arr, n - 1)
+    return _contiguous(arr, _I64)
+
+
+def features(hist_items, hist_weights, cand_items, scores, table: ItemTable,
+             use_native: bool = True) -> np.ndarray:
+    """Feature tensor straight from histories: ``candidate_features(user_context(...), ...)``.
+
+    Parameters
+    ----------
+    hist_items, hist_weights : arrays, shape (B, L)
+        As for `user_context` (int item rows; float weights, <= 0 = padding).
+    cand_items, scores : arrays, shape (B, K)
+        As for `candidate_features` (int rows, < 0 = padding; float retrieval scores).
+    table : ItemTable
+    use_native : bool
+        Run the Cython kernel (default) or the numpy reference.
+
+    Returns
+    -------
+    ndarray of float32, shape (B, K, len(FEATURES))
+        The native kernel takes O(B * (L + K)) time and O(n_categories) scratch, and raises
+        ValueError for an item whose category is outside [0, n_categories).
+    """
+    h_items = _check_2d("hist_items", hist_items, "iu")
+    h_weights = _check_2d("hist_weights", hist_weights, "f")
+    c_items = _check_2d("cand_items", cand_items, "iu")
+    c_scores = _check_2d("scores", scores, "f")
+    if h_items.shape != h_weights.shape:
+        raise ValueError(f"hist_items {h_items.shape} and hist_weights {h_weights.shape} must match")
+    if c_items.shape != c_scores.shape or c_items.shape[0] != h_items.shape[0]:
+        raise ValueError(f"cand_items {c_items.shape} and scores {c_scores.shape} must match, "
+                         f"for the {h_items.shape[0]} users of hist_items")
+    columns = table._kernel_columns
+    if not use_native:
+        return candidate_features(user_context(h_items, h_weights, table), c_items, c_scores, table)
+    from . import _ranking
+    n = columns[0].shape[0]
+    out = np.empty((c_items.shape[0], c_items.shape[1], len(FEATURES)), np.float32)
+    bad = _ranking.features(_native_rows(h_items, n),
+                            _contiguous(h_weights, _F64 if h_weights.dtype.itemsize >= 8 else _F32),
+                            _native_rows(c_items, n), _contiguous(c_scores, _F32), *columns, out)
+    if bad >= 0:
+        raise ValueError(f"table.category[{bad}] = {table.category[bad]} is outside "
+                         f"[0, {table.n_categories})")
     return out
