@@ -36,7 +36,7 @@ class ALSParams:
     threads: int = 2
     half_life_days: float = 30.0
     history_len: int = 50
-    cg_steps: int = 10
+    cg_steps: int = 6
 
 
 @dataclass

@@ -4,11 +4,13 @@ For item factors Y, G = Y^T Y + reg*I, history rows i with weights w_i (0 = padd
 m_i = w_i > 0): A = G + sum alpha w_i y_i y_i^T, b = sum (1 + alpha w_i) m_i y_i. The encoder
 forms A per user (d x d; a history is at most L items) and solves A x = b with ``cg_steps``
 iterations of conjugate gradients preconditioned by G^-1, from x = 0. G^-1 A is the identity
-plus a rank-L update, so the preconditioned iteration converges in a handful of steps (10 reach
-float32 precision where plain CG needs 20+), and the graph stays small: ONNX Runtime pays per
-node, so graph size is the encoder's latency at small batches. ``eps`` in both denominators
-makes an all-padding row give 0. `fold_in` is the numpy reference the ONNX graph is tested
-against; `solve_exact` is the direct solve implicit's ``recalculate_user`` performs.
+plus a rank-L update, so the preconditioned iteration converges in a handful of steps (on the
+100k bench bundle 6 steps give the exact solve's top 10 items for 99.99% of positions, 10 reach
+float32 precision, plain CG needs 20+), and the graph stays small: ONNX Runtime pays per node,
+so graph size is the encoder's latency at small batches (1 user: 64 µs at 6 steps, 96 at 10).
+``eps`` in both denominators makes an all-padding row give 0. `fold_in` is the numpy reference
+the ONNX graph is tested against; `solve_exact` is the direct solve implicit's
+``recalculate_user`` performs.
 """
 from __future__ import annotations
 
