@@ -148,13 +148,10 @@ def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple
         return [s for _, s in cands]
     lengths = [len(r) for r, _ in cands]
     width = max(max(lengths), 1)
-    if len(cands) == 1 and lengths[0] == width:  # one user (the common case): views, no padding
-        rows, scores = cands[0][0][None, :], cands[0][1][None, :]
-    else:
-        rows = np.full((len(cands), width), -1, np.int64)
-        scores = np.zeros((len(cands), width), np.float32)
-        for i, (r, s) in enumerate(cands):
-            rows[i, :len(r)], scores[i, :len(s)] = r, s
+    rows = np.full((len(cands), width), -1, np.int64)
+    scores = np.zeros((len(cands), width), np.float32)
+    for i, (r, s) in enumerate(cands):
+        rows[i, :len(r)], scores[i, :len(s)] = r, s
     feats = ranking.features(hist[0], hist[1], rows, scores, bundle.item_table)
     flat = feats.reshape(-1, feats.shape[-1])
     out = bundle.ranker.run(["score"], {"features": flat})[0].reshape(len(cands), width)
