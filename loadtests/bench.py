@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -98,6 +99,7 @@ def bench_catalog(bundle: Path, args) -> dict:
         server.terminate()
         server.wait(timeout=30)
         log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)  # holds a copy of the bundle (~1 GB at 1M)
     manifest = json.loads((bundle / "manifest.json").read_text())
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
             "index_recall@10": manifest["index"].get("recall_at_10"),
