@@ -89,10 +89,15 @@ async def test_cancelled_callers_are_left_out_of_the_next_batch():
     await batcher.close()
 
 
-async def test_close_finishes_running_batches_and_refuses_new_calls():
+def _gated_batcher() -> tuple[threading.Event, AdaptiveBatcher]:
+    """A one-call, one-slot batcher whose batches run until the gate is set (1 s at most)."""
     gate = threading.Event()
-    batcher = AdaptiveBatcher(lambda b: gate.wait(1.0) and list(b), max_size=1, max_wait=0.0,
-                              concurrency=1)
+    return gate, AdaptiveBatcher(lambda b: gate.wait(1.0) and list(b), max_size=1, max_wait=0.0,
+                                 concurrency=1)
+
+
+async def test_close_finishes_running_batches_and_refuses_new_calls():
+    gate, batcher = _gated_batcher()
     running = asyncio.create_task(batcher.submit(1))
     queued = asyncio.create_task(batcher.submit(2))
     await asyncio.sleep(0.01)
@@ -119,9 +124,7 @@ async def test_a_broken_pool_fails_the_calls_and_frees_the_slot():
 
 
 async def test_close_twice_at_once_returns_both():
-    gate = threading.Event()
-    batcher = AdaptiveBatcher(lambda b: gate.wait(1.0) and list(b), max_size=1, max_wait=0.0,
-                              concurrency=1)
+    gate, batcher = _gated_batcher()
     running = asyncio.create_task(batcher.submit(1))
     await asyncio.sleep(0.01)
     closes = [asyncio.create_task(batcher.close()) for _ in range(2)]
