@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     """Drop items already in the user's history from recommendations."""
     compute_threads: int = 1
     """Threads ONNX Runtime and FAISS may use per call."""
+    gil_switch_interval_ms: float = Field(0.5, gt=0)
+    """`sys.setswitchinterval` of each worker (Python's default is 5 ms): how long a thread
+    holding the GIL may keep it from one that waits. The batch thread waits for it after every
+    ONNX Runtime, FAISS and LMDB call, while the event loop runs gRPC. 100k bench, 2 workers,
+    runs alternated: Recommend p99 at half max 12.6-17.1 ms (median 13.3, 8 runs) against
+    13.9-15.5 (median 14.1, 4 runs) with 5 ms; max QPS the same."""
 
     lmdb_map_size: int = 1 << 30
     """Initial LMDB map size in bytes; grows by doubling up to lmdb_max_map_size."""

@@ -7,6 +7,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import sys
 import tempfile
 
 from .app import TailorServer
@@ -20,6 +21,7 @@ logger = logging.getLogger("tailor.workers")
 async def _serve_one(settings: Settings, all_up=None) -> None:
     """Serve until a signal. With `all_up` (a Barrier shared by the workers), health turns
     SERVING only once every worker is listening, so a SERVING answer means the port is whole."""
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
     await server.start(serving=all_up is None)
     if all_up is not None:
