@@ -59,7 +59,8 @@ class TailorServer:
                                  history_half_life_days=s.history_half_life_days)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
-                                   propensity_refresh_s=s.campaign_propensity_refresh_seconds)
+                                   propensity_refresh_s=s.campaign_propensity_refresh_seconds,
+                                   state_refresh_s=s.campaign_state_refresh_seconds)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
 
     def _servicers(self) -> list:

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     """How often a worker gives the default reward to decisions whose reward window closed."""
     campaign_propensity_refresh_seconds: float = 0.25
     """Thompson campaigns re-estimate their cached propensities at most this often per worker."""
+    campaign_state_refresh_seconds: float = Field(0.1, ge=0)
+    """How old a worker's copy of a campaign (definition and posterior) may be when it decides.
+    Changes made through the same worker apply at once; other workers see them within this
+    time. 0 reads the store on every ChooseVariant."""
 
     bundle_poll_seconds: float = 0.5
     """How often a worker checks the store for a bundle activated by another worker."""

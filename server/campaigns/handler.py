@@ -38,6 +38,15 @@ class Choice:
     content: dict
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """A campaign's stored bytes (definition, posterior) as read at `at` (monotonic)."""
+
+    at: float
+    raw: bytes
+    blob: bytes
+
+
 @dataclass
 class _Entry:
     """A parsed campaign definition with its context builder, keyed by the stored bytes."""
@@ -49,10 +58,12 @@ class _Entry:
 
 class Campaigns:
     def __init__(self, store: Store, profiles, *, propensity_refresh_s: float = 0.25,
-                 sweep_seconds: float = 1.0):
+                 state_refresh_s: float = 0.1, sweep_seconds: float = 1.0):
         self.repo = CampaignRepository(store)
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
+        self.state_refresh_s = state_refresh_s
+        self._snapshots: dict[str, _Snapshot] = {}
         seed = int.from_bytes(os.urandom(8), "little")
         # Decisions use one generator owned by the event-loop thread; stats run in worker
         # threads and use their own (under a lock): the native Rng is not thread-safe.
@@ -72,7 +83,7 @@ class Campaigns:
         spec = spec.validated()
         now = time.time()
         campaign = Campaign(spec, created_at=now, updated_at=now)
-        return await asyncio.to_thread(self.repo.create, campaign, spec.new_state())
+        return await self._changing(asyncio.to_thread(self.repo.create, campaign, spec.new_state()))
 
     async def update(self, spec: CampaignSpec) -> Campaign:
         spec = spec.validated()
@@ -81,7 +92,7 @@ class Campaigns:
             spec.check_update_of(old.spec)
             return (replace(old, spec=spec, updated_at=time.time(), revision=old.revision + 1),
                     spec.restate(state))
-        return await asyncio.to_thread(self.repo.update, spec.campaign_id, change)
+        return await self._changing(asyncio.to_thread(self.repo.update, spec.campaign_id, change))
 
     async def archive(self, campaign_id: str) -> Campaign:
         check_id("campaign_id", campaign_id)
@@ -91,7 +102,7 @@ class Campaigns:
                 return old, state
             return replace(old, archived=True, updated_at=time.time(),
                            revision=old.revision + 1), state
-        return await asyncio.to_thread(self.repo.update, campaign_id, change)
+        return await self._changing(asyncio.to_thread(self.repo.update, campaign_id, change))
 
     async def get(self, campaign_id: str) -> Campaign:
         check_id("campaign_id", campaign_id)
@@ -105,6 +116,26 @@ class Campaigns:
         return [c for c in found if include_archived or not c.archived]
 
     # -- decisions ------------------------------------------------------------------------------
+    def _snapshot(self, campaign_id: str) -> tuple[bytes | None, bytes | None]:
+        """(campaign bytes, posterior bytes), read from the store at most every
+        `state_refresh_s` per campaign: ChooseVariant then makes no LMDB call of its own
+        (each one hands the GIL over). Changes made through this worker drop the copies at
+        once (`_changing`); other workers' changes show within `state_refresh_s`."""
+        snap, now = self._snapshots.get(campaign_id), time.monotonic()
+        if snap is None or now - snap.at >= self.state_refresh_s:
+            raw, blob = self.repo.snapshot(campaign_id)
+            if raw is None:
+                return None, None
+            snap = self._snapshots[campaign_id] = _Snapshot(now, raw, blob)
+        return snap.raw, snap.blob
+
+    async def _changing(self, write):
+        """Await a write to campaigns or posteriors, then drop the cached snapshots."""
+        try:
+            return await write
+        finally:
+            self._snapshots.clear()
+
     def _entry(self, campaign_id: str, raw: bytes) -> _Entry:
         entry = self._entries.get(campaign_id)
         if entry is None or entry.raw != raw:
@@ -118,7 +149,7 @@ class Campaigns:
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float]) -> Choice:
         check_id("campaign_id", campaign_id)
         check_id("user_id", user_id)
-        raw, blob = self.repo.snapshot(campaign_id)
+        raw, blob = self._snapshot(campaign_id)
         if raw is None:
             raise CampaignNotFound(campaign_id)
         entry = self._entry(campaign_id, raw)
@@ -142,7 +173,7 @@ class Campaigns:
     # -- rewards ----------------------------------------------------------------------------------
     async def report(self, decision_id: str, reward: float) -> RewardOutcome:
         check_id("decision_id", decision_id)
-        return await self._rewards.submit(RewardRequest(decision_id, float(reward)))
+        return await self._changing(self._rewards.submit(RewardRequest(decision_id, float(reward))))
 
     async def _on_events(self, events) -> None:
         """Profiles listener: events carrying attributes["decision_id"] reward that decision."""
@@ -150,7 +181,7 @@ class Campaigns:
                               event_value=ev.value)
                 for ev in events if ev.attributes.get("decision_id")]
         try:
-            await asyncio.gather(*(self._rewards.submit(r) for r in reqs))
+            await self._changing(asyncio.gather(*(self._rewards.submit(r) for r in reqs)))
         except Exception:  # never fail ingestion for a reward; say why
             logger.exception("rewarding %d decisions from tracked events failed", len(reqs))
 
@@ -160,7 +191,7 @@ class Campaigns:
             try:
                 now = time.time()
                 if self.repo.has_due(now):
-                    closed = await asyncio.to_thread(self.repo.sweep, now)
+                    closed = await self._changing(asyncio.to_thread(self.repo.sweep, now))
                     logger.debug("closed %d reward windows", closed)
             except Exception:  # keep serving; say why
                 logger.exception("reward window sweep failed")

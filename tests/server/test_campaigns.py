@@ -381,3 +381,36 @@ def test_sweeps_close_each_due_window_once_in_batches(tmp_path):
     _, state, counters = first.stats_snapshot("c")
     assert (state.n.sum(), state.s.sum(), counters["pending"]) == (5, 2.5, 2)
     store.close()
+
+
+# -- snapshots of campaigns on the decision path -----------------------------------------------
+
+async def test_a_worker_decides_on_a_copy_no_older_than_state_refresh(tmp_path):
+    """Two handlers over one store stand in for two workers. A change made through a worker
+    applies to its own next decision at once; the other sees it within state_refresh_s."""
+    from types import SimpleNamespace
+
+    from server.campaigns import Campaigns
+    from server.campaigns.errors import CampaignArchived
+    from server.campaigns.spec import CampaignSpec, RewardRule, Variant
+    from server.profiles import Profiles
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    no_bundle = SimpleNamespace(active=None)
+    a, b = (Campaigns(store, Profiles(store, no_bundle), state_refresh_s=1.0) for _ in range(2))
+    await a.create(CampaignSpec("c1", channel="email", variants=(Variant("v0", {}), Variant("v1", {})),
+                                rewards=(RewardRule("email_click", 1.0),)))
+    first = await a.choose("c1", "u1", {})
+    await b.choose("c1", "u1", {})
+    await a.report(first.decision_id, 1.0)
+    assert a._snapshot("c1") == a.repo.snapshot("c1")  # the reward's posterior, at once
+    await a.archive("c1")
+    with pytest.raises(CampaignArchived):
+        await a.choose("c1", "u2", {})
+    await b.choose("c1", "u2", {})  # b's copy predates the archive and is under 1 s old
+    await asyncio.sleep(1.0)
+    with pytest.raises(CampaignArchived):
+        await b.choose("c1", "u3", {})
+    for worker in (a, b):
+        await worker.close()
+    store.close()
