@@ -149,6 +149,12 @@ cdef class Rng:
         for i in range(4):
             self.state.s[i] = _splitmix64(&x)
 
+    def uniform(self):
+        """One uniform on [0, 1): the next value `random` would give. The GIL stays held (a
+        few ns of work: releasing it would hand it to a waiting thread for up to a switch
+        interval)."""
+        return _uniform(&self.state)
+
     def random(self, intp_t n):
         """`n` uniforms on [0, 1) as a float64 array."""
         out = _empty(n)

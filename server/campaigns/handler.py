@@ -18,6 +18,7 @@ import numpy as np
 from kernels import bandits as B
 
 from ..batching import AdaptiveBatcher
+from ..ids import RandomIds
 from ..store import Store
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
@@ -27,6 +28,8 @@ from .repository import PENDING, CampaignRepository, RewardOutcome, RewardReques
 from .spec import Campaign, CampaignSpec, check_id
 
 __all__ = ["Campaigns", "Choice"]
+
+_decision_id = RandomIds(12)
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ class Campaigns:
         ctx = entry.context.build(user_id, context)
         decision = self.decider.decide(spec, blob, user_id, ctx)
         now = time.time()
-        decision_id = os.urandom(12).hex()
+        decision_id = _decision_id()
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
         await self._log.submit({
             "decision_id": decision_id, "campaign_id": campaign_id, "user_id": user_id,

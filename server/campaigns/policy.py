@@ -66,7 +66,7 @@ class DecisionMaker:
             if holdout > 0 and B.hash_unit(spec.salt, user_id, "holdout") < holdout:
                 return B.Decision(B.HOLDOUT, holdout, None)  # as `kernels.bandits.choose` does
             entry = self._thompson(spec.campaign_id, blob)
-            arm = int(np.searchsorted(entry.cum, self.rng.random(1)[0], side="right"))
+            arm = int(np.searchsorted(entry.cum, self.rng.uniform(), side="right"))
             arm = min(arm, entry.probs.size - 1)
             return B.Decision(arm, float(entry.probs[arm]), entry.probs)
         state = B.BanditState.from_bytes(blob)

@@ -1,16 +1,17 @@
 """tailor.v1.RecommendationService."""
 from __future__ import annotations
 
-import os
-
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
 from ..config import Settings
 from ..errors import InvalidArgument, grpc_errors
+from ..ids import RandomIds
 from ..recommend import Recommender, RecQuery, RecResult
 
 __all__ = ["RecommendationServicer", "RecommendConverter"]
+
+_request_id = RandomIds(8)
 
 
 class RecommendConverter:
@@ -22,7 +23,7 @@ class RecommendConverter:
     @staticmethod
     def from_result(res: RecResult) -> pb.RecommendResponse:
         items, rows = res.bundle.items, res.rows
-        out = pb.RecommendResponse(model_version=res.bundle.version, request_id=os.urandom(8).hex(),
+        out = pb.RecommendResponse(model_version=res.bundle.version, request_id=_request_id(),
                                    cold_start=res.cold_start)
         add = out.items.add
         # One vectorised gather + tolist() per column: no numpy scalars reach protobuf.

@@ -124,6 +124,11 @@ def test_rng_is_seeded_and_reproducible():
     assert not np.array_equal(_bandits.Rng(8).random(10), _bandits.Rng(7).random(10))
 
 
+def test_rng_uniform_is_the_next_value_of_random():
+    a, b = _bandits.Rng(5), _bandits.Rng(5)
+    np.testing.assert_array_equal([a.uniform() for _ in range(50)], b.random(50))
+
+
 @pytest.mark.parametrize("name,args,dist", [
     ("random", (), stats.uniform()),
     ("normal", (), stats.norm()),
