@@ -319,7 +319,7 @@ def test_markov_large_chain_iteration_matches_direct_solve(order):
 
 
 def test_markov_falls_back_to_direct_solve_when_iteration_is_slow(monkeypatch):
-    from kernels import attribution as mod
+    from kernels import markov as mod
     p = large_paths(n=800)
     fast = attribute(p, "markov", order=2)
     monkeypatch.setattr(mod, "_iterative_removals", lambda *a, **k: None)

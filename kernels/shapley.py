@@ -1,0 +1,184 @@
+"""Shapley values: the ``shapley`` model of `kernels.attribution.attribute`.
+
+Forms ``counts`` and ``ordered`` (an equal split over each path's distinct channels, exact) and
+``rate`` (exact over all 2**n coalitions, or permutation sampling with a standard error past the
+exact limit). Each has a Cython kernel and a numpy / pure-Python reference, picked with
+``use_native``. Definitions: see `kernels.attribution`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .attribution_types import Attribution, _native
+
+__all__: list[str] = []  # used through kernels.attribution.attribute
+
+
+def _shapley(paths, form, max_exact, samples, seed, use_native) -> Attribution:
+    if form in ("counts", "ordered"):
+        fn = _shapley_counts_native if use_native else _shapley_counts_reference
+        conv, val, share, rank_conv, rank_val = fn(paths, form == "ordered")
+        details = {"form": form}
+        if form == "ordered":
+            details.update(rank_conversions=rank_conv, rank_value=rank_val)
+        return Attribution("shapley", paths.channels, conv, val, share, details)
+    if paths.n_channels > max_exact:
+        if samples is None:
+            raise ValueError(f"paths: {paths.n_channels} channels exceed the exact Shapley limit "
+                             f"of {max_exact}; pass samples for sampled Shapley or use the "
+                             "counts form")
+        if not isinstance(samples, (int, np.integer)) or samples < 2:
+            raise ValueError(f"samples: must be an integer >= 2, got {samples!r}")
+        return _shapley_rate_sampled(paths, int(samples), seed, use_native)
+    fn = _shapley_rate_native if use_native else _shapley_rate_reference
+    phi = fn(paths)
+    return _rate_result(paths, phi, {"form": "rate", "exact": True})
+
+
+def _rate_result(paths, phi, details):
+    totals = np.array([paths.conversions.sum(), paths.value.sum()])
+    norm = phi.sum(axis=1, keepdims=True)
+    credit = np.where(norm != 0, phi * totals[:, None] / np.where(norm != 0, norm, 1.0), 0.0)
+    details["raw_values"] = phi[0]
+    details["weights"] = credit[0]
+    details["scale"] = np.where(norm[:, 0] != 0, totals / np.where(norm[:, 0] != 0, norm[:, 0], 1),
+                                0.0)
+    return Attribution("shapley", paths.channels, credit[0], credit[1], details=details)
+
+
+def _shapley_counts_native(paths, ordered):
+    k = _native()
+    n = paths.n_channels
+    conv, val = np.zeros(n), np.zeros(n)
+    share = np.empty(len(paths.indices))
+    shape = (n, n) if ordered else (0, 0)
+    rank_conv, rank_val = np.zeros(shape), np.zeros(shape)
+    k.shapley_counts(paths.indptr, paths.indices, paths.conversions, paths.value, n, share,
+                     conv, val, rank_conv, rank_val)
+    return conv, val, share, rank_conv, rank_val
+
+
+def _shapley_counts_reference(paths, ordered):
+    n = paths.n_channels
+    conv, val = np.zeros(n), np.zeros(n)
+    share = np.zeros(len(paths.indices))
+    rank_conv, rank_val = np.zeros((n, n)), np.zeros((n, n))
+    ind, ptr = paths.indices.tolist(), paths.indptr.tolist()
+    for p in range(paths.n_paths):
+        ch = ind[ptr[p]:ptr[p + 1]]
+        distinct = list(dict.fromkeys(ch))
+        k = len(distinct)
+        for j, c in enumerate(ch):
+            share[ptr[p] + j] = 1.0 / (k * ch.count(c))
+        for r, c in enumerate(distinct):
+            conv[c] += paths.conversions[p] / k
+            val[c] += paths.value[p] / k
+            rank_conv[c, r] += paths.conversions[p] / k
+            rank_val[c, r] += paths.value[p] / k
+    return conv, val, share, rank_conv, rank_val
+
+
+def _shapley_weights(n: int) -> np.ndarray:
+    return np.array([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n)
+                     for s in range(n)])
+
+
+def _rate_table(paths, masks) -> np.ndarray:
+    """(2, 2**n) coalition values: conversion rate and value per journey."""
+    size = 1 << paths.n_channels
+    sums = np.stack([np.bincount(masks, weights=w, minlength=size) for w in
+                     (paths.conversions, paths.value, paths.conversions + paths.nulls)])
+    return sums
+
+
+def _ratios(sums):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums[2] > 0, sums[:2] / np.where(sums[2] > 0, sums[2], 1.0), 0.0)
+
+
+def _shapley_rate_native(paths) -> np.ndarray:
+    k = _native()
+    n = paths.n_channels
+    masks = np.empty(paths.n_paths, dtype=np.uint64)
+    k.path_masks(paths.indptr, paths.indices, masks)
+    sums = np.ascontiguousarray(_rate_table(paths, masks.astype(np.int64)))
+    k.subset_sums(sums, n)
+    v = _ratios(sums)
+    w = _shapley_weights(n)
+    phi = np.zeros((2, n))
+    for r in range(2):
+        k.shapley_exact(np.ascontiguousarray(v[r]), n, w, phi[r])
+    return phi
+
+
+def _shapley_rate_reference(paths) -> np.ndarray:
+    n = paths.n_channels
+    ind, ptr = paths.indices.tolist(), paths.indptr.tolist()
+    masks = np.array([sum(1 << c for c in set(ind[ptr[p]:ptr[p + 1]]))
+                      for p in range(paths.n_paths)], dtype=np.int64)
+    sums = _rate_table(paths, masks)
+    for bit in range(n):  # zeta transform, one channel at a time
+        view = sums.reshape(3, -1, 2, 1 << bit)
+        view[:, :, 1, :] += view[:, :, 0, :]
+    v = _ratios(sums)
+    w = _shapley_weights(n)
+    coalitions = np.arange(1 << n)
+    pop = np.array([bin(s).count("1") for s in range(1 << n)])
+    phi = np.zeros((2, n))
+    for i in range(n):
+        without = coalitions[(coalitions >> i) & 1 == 0]
+        phi[:, i] = ((v[:, without | (1 << i)] - v[:, without]) * w[pop[without]]).sum(axis=1)
+    return phi
+
+
+def _shapley_rate_sampled(paths, samples, seed, use_native) -> Attribution:
+    n = paths.n_channels
+    row = np.repeat(np.arange(paths.n_paths), paths.lengths)
+    key = np.unique(row * n + paths.indices)  # distinct (path, channel)
+    p_of, ch_of = key // n, (key % n).astype(np.int32)
+    sets = {}
+    gid = np.empty(paths.n_paths, dtype=np.int64)
+    bounds = np.searchsorted(p_of, np.arange(paths.n_paths + 1))
+    for p in range(paths.n_paths):
+        gid[p] = sets.setdefault(ch_of[bounds[p]:bounds[p + 1]].tobytes(), len(sets))
+    groups = [np.frombuffer(b, dtype=np.int32) for b in sets]
+    g_ptr = np.zeros(len(groups) + 1, dtype=np.int64)
+    np.cumsum([len(g) for g in groups], out=g_ptr[1:])
+    g_ch = np.concatenate(groups).astype(np.int32)
+    stats = np.stack([np.bincount(gid, weights=w, minlength=len(groups)) for w in
+                      (paths.conversions, paths.value, paths.conversions + paths.nulls)])
+    order = np.argsort(g_ch, kind="stable")
+    c_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(g_ch, minlength=n), out=c_ptr[1:])
+    c_grp = np.repeat(np.arange(len(groups)), np.diff(g_ptr))[order].astype(np.int32)
+    s1, s2 = np.zeros((2, n)), np.zeros((2, n))
+    rng_seed = int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0])
+    if use_native:
+        _native().shapley_sampled(g_ptr, g_ch, c_ptr, c_grp, np.ascontiguousarray(stats), n,
+                                  samples, rng_seed, s1, s2)
+    else:
+        _sampled_reference(g_ptr, g_ch, stats, n, samples, np.random.default_rng(rng_seed), s1, s2)
+    phi = s1 / samples
+    stderr = np.sqrt(np.maximum(s2 / samples - phi ** 2, 0) / (samples - 1))
+    res = _rate_result(paths, phi, {"form": "rate", "exact": False, "samples": samples})
+    res.details["stderr"] = stderr[0] * res.details["scale"][0]
+    res.details["value_stderr"] = stderr[1] * res.details["scale"][1]
+    res.details["error_bound"] = "credits +- 1.96 * stderr (95%, normal approximation)"
+    return res
+
+
+def _sampled_reference(g_ptr, g_ch, stats, n, samples, rng, s1, s2):
+    members = [set(g_ch[g_ptr[g]:g_ptr[g + 1]].tolist()) for g in range(len(g_ptr) - 1)]
+    for _ in range(samples):
+        inside: set[int] = set()
+        prev = np.zeros(2)
+        for c in rng.permutation(n):
+            inside.add(int(c))
+            sel = [g for g, m in enumerate(members) if m <= inside]
+            tot = stats[2, sel].sum()
+            cur = stats[:2, sel].sum(axis=1) / tot if tot > 0 else np.zeros(2)
+            s1[:, c] += cur - prev
+            s2[:, c] += (cur - prev) ** 2
+            prev = cur
