@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from .features import (DAY, Events, FeatureLayout, from_bytes, new_state, states_from_buffers,
-                       to_bytes, update, update_many)
+from .feature_layout import DAY, FeatureLayout, from_bytes, new_state, states_from_buffers, to_bytes
+from .features import Events, update, update_many
 
 TYPES = ("view", "click", "add_to_cart", "purchase", "email_sent", "email_open", "email_click",
          "sms_sent", "sms_click", "push_sent", "push_open", "unsubscribe")

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..errors import InvalidArgument
@@ -71,7 +72,7 @@ def check_feature_names(names: Sequence[str]) -> None:
 class ContextBuilder:
     """Turns (user, request context) into the feature vector a campaign asks for."""
 
-    def __init__(self, names: Sequence[str], profile_states, layout: kf.FeatureLayout):
+    def __init__(self, names: Sequence[str], profile_states, layout: fl.FeatureLayout):
         self.names = tuple(names)
         self._states = profile_states
         self._layout = layout

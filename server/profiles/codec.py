@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kernels import feature_layout as fl
 from kernels import features as kf
 from kernels import sparse
 
@@ -25,21 +26,21 @@ def encode_states(states: np.ndarray) -> list[bytes]:
     return sparse.encode_rows(states)
 
 
-def decode_states(layout: kf.FeatureLayout, records: Sequence[bytes | None],
+def decode_states(layout: fl.FeatureLayout, records: Sequence[bytes | None],
                   out: np.ndarray | None = None) -> np.ndarray:
     """A writable [len(records), size] batch (`out` if given); None starts empty (as
-    `kf.new_states`)."""
+    `fl.new_states`)."""
     states = np.empty((len(records), layout.size), np.float64) if out is None else out
     missing = [i for i, rec in enumerate(records) if not rec]
     if missing:
-        states[missing] = kf.new_states(layout, 1)
+        states[missing] = fl.new_states(layout, 1)
     states = sparse.decode_rows(records, states)
-    if len(records) and not np.all(states[:, kf.FINGERPRINT] == layout.fingerprint):
+    if len(records) and not np.all(states[:, fl.FINGERPRINT] == layout.fingerprint):
         raise ValueError("stored feature state was written with another layout")
     return states
 
 
-def update_records(layout: kf.FeatureLayout, records: Sequence[bytes | None], rows: Sequence[int],
+def update_records(layout: fl.FeatureLayout, records: Sequence[bytes | None], rows: Sequence[int],
                    events: kf.Events) -> list[bytes]:
     """`records` after event i is applied to the state in records[rows[i]] (None: a new user).
 

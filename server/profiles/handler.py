@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher
@@ -59,7 +60,7 @@ class Profiles:
         self.repo = ProfileRepository(store, self.layout)
         self.registry = registry
         self.rules = rules
-        self.half_life_s = history_half_life_days * kf.DAY
+        self.half_life_s = history_half_life_days * fl.DAY
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
                                        name="ingest")
@@ -202,7 +203,7 @@ class Profiles:
             live_rows = np.array([r for r, _ in keep], np.int64)
             live_w = np.array([x for _, x in keep], np.float32)
             if trained is not None and len(trained[0]):
-                last = float(state[kf.REF_TS])
+                last = float(state[fl.REF_TS])
                 fade = np.float32(2.0 ** (-max(last - cutoff, 0.0) / self.half_life_s))
                 live_rows, live_w = _merge_items(np.concatenate([trained[0], live_rows]),
                                                  np.concatenate([trained[1] * fade, live_w]))

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
@@ -25,7 +26,7 @@ class IngestResult:
 
 
 class ProfileRepository:
-    def __init__(self, store: Store, layout: kf.FeatureLayout):
+    def __init__(self, store: Store, layout: fl.FeatureLayout):
         self.store = store
         self.layout = layout
         self._dbs = {t: store.db(t) for t in TABLES}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from kernels.features import DAY, FeatureLayout
+from kernels.feature_layout import DAY, FeatureLayout
 
 __all__ = ["EVENT_TYPES", "CHANNELS", "DEFAULT_CHANNEL", "EVENT_WEIGHTS", "PII_KEYS",
            "ProfileSchema", "item_code"]

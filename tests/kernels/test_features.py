@@ -5,8 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernels import feature_layout as FL
 from kernels import features as F
-from kernels.features import DAY, Events, FeatureLayout
+from kernels.feature_layout import DAY, FeatureLayout
+from kernels.features import Events
 
 TYPES = ("view", "click", "add_to_cart", "purchase", "email_sent", "email_open", "email_click",
          "sms_sent", "sms_click", "push_sent", "push_open", "unsubscribe")
@@ -42,7 +44,7 @@ def chunked(draw, n):
 
 
 def apply_chunks(events, chunks, use_native, layout=LAYOUT):
-    state = F.new_state(layout)
+    state = FL.new_state(layout)
     for c in chunks:
         F.update(layout, state, events.take(c), use_native=use_native)
     return state
@@ -70,13 +72,13 @@ def test_update_many_native_matches_reference_and_per_user_updates(data):
     n_users = data.draw(st.integers(1, 5))
     rows = np.asarray(data.draw(st.lists(st.integers(0, n_users - 1), min_size=len(ev),
                                          max_size=len(ev))), np.int64)
-    native = F.new_states(LAYOUT, n_users)
-    ref = F.new_states(LAYOUT, n_users)
+    native = FL.new_states(LAYOUT, n_users)
+    ref = FL.new_states(LAYOUT, n_users)
     F.update_many(LAYOUT, native, rows, ev, use_native=True)
     F.update_many(LAYOUT, ref, rows, ev, use_native=False)
     assert_states_close(native, ref)
     for u in range(n_users):
-        alone = F.update(LAYOUT, F.new_state(LAYOUT), ev.take(np.flatnonzero(rows == u)))
+        alone = F.update(LAYOUT, FL.new_state(LAYOUT), ev.take(np.flatnonzero(rows == u)))
         assert_states_close(native[u], alone)
 
 
@@ -106,14 +108,14 @@ def test_counts_money_and_rfm_match_a_plain_computation(data, use_native):
     counts = np.zeros((len(TYPES), len(CHANNELS)))
     np.add.at(counts, (ev.type, ev.channel), 1.0)
     np.testing.assert_array_equal(v["counts"], counts)
-    assert state[F.N_EVENTS] == len(ev)
+    assert state[FL.N_EVENTS] == len(ev)
     if not len(ev):
-        assert np.all(v["decayed"] == 0) and state[F.REF_TS] == -np.inf
+        assert np.all(v["decayed"] == 0) and state[FL.REF_TS] == -np.inf
         return
     ref = ev.ts.max()
-    assert state[F.REF_TS] == ref and state[F.FIRST_TS] == ev.ts.min()
+    assert state[FL.REF_TS] == ref and state[FL.FIRST_TS] == ev.ts.min()
     purchase = ev.type == LAYOUT.type_code("purchase")
-    np.testing.assert_allclose(state[F.MONETARY_ALL], ev.value[purchase].sum(), rtol=RTOL)
+    np.testing.assert_allclose(state[FL.MONETARY_ALL], ev.value[purchase].sum(), rtol=RTOL)
     for h, hl in enumerate(LAYOUT.half_lives_s):
         f = expected_decayed(ev, ref, hl)
         dec = np.zeros_like(counts)
@@ -143,7 +145,7 @@ def test_decayed_parts_do_not_depend_on_arrival_order(data):
     va, vb = LAYOUT.views(a), LAYOUT.views(b)
     for name in ("counts", "decayed", "money", "category", "hour"):
         np.testing.assert_allclose(va[name], vb[name], rtol=RTOL, atol=1e-300, err_msg=name)
-    for slot in (F.REF_TS, F.FIRST_TS, F.LAST_PURCHASE_TS, F.N_EVENTS):
+    for slot in (FL.REF_TS, FL.FIRST_TS, FL.LAST_PURCHASE_TS, FL.N_EVENTS):
         assert a[slot] == b[slot]
 
 
@@ -151,7 +153,7 @@ def test_decayed_parts_do_not_depend_on_arrival_order(data):
 @pytest.mark.parametrize("h", range(3))
 def test_one_event_decays_to_half_after_one_half_life(use_native, h):
     layout = FeatureLayout(TYPES, CHANNELS, K, hour_half_life_s=LAYOUT.half_lives_s[h])
-    state = F.new_state(layout)
+    state = FL.new_state(layout)
     purchase, web = layout.type_code("purchase"), layout.channel_code("web")
     F.update(layout, state, Events([purchase], [web], [T0], item=[3], category=[2], value=[40.0]),
              use_native=use_native)
@@ -169,12 +171,12 @@ def test_one_event_decays_to_half_after_one_half_life(use_native, h):
     assert layout.views(state)["decayed"][h, purchase, web] == pytest.approx(1.5, rel=1e-12)
     # an out-of-order (older) event is added decayed; time does not go back
     F.update(layout, state, Events([purchase], [web], [T0]), use_native=use_native)
-    assert state[F.REF_TS] == T0 + hl
+    assert state[FL.REF_TS] == T0 + hl
     assert layout.views(state)["decayed"][h, purchase, web] == pytest.approx(2.0, rel=1e-12)
 
 
 def test_read_features_does_not_mutate_and_does_not_undecay():
-    state = F.new_state(LAYOUT)
+    state = FL.new_state(LAYOUT)
     F.update(LAYOUT, state, Events([0, 0], [0, 0], [T0, T0 + DAY]))
     before = state.copy()
     late = F.read_features(LAYOUT, state, now=T0 + 5 * DAY)
@@ -192,17 +194,17 @@ def test_hour_of_week_uses_local_time(use_native):
     cases = [(monday, 0, 0), (monday + 3600 * 30, 0, 30), (monday, 60, 1), (monday, -60, 167),
              (monday + 3.5 * 86400, 0, 84)]
     for ts, tz, expected in cases:
-        state = F.new_state(LAYOUT)
+        state = FL.new_state(LAYOUT)
         F.update(LAYOUT, state, Events([click], [2], [ts], tz_offset_min=[tz]),
                  use_native=use_native)
         hist = LAYOUT.views(state)["hour"]
         assert np.flatnonzero(hist).tolist() == [expected], (ts, tz)
-        assert state[F.TZ_OFFSET_MIN] == tz
+        assert state[FL.TZ_OFFSET_MIN] == tz
         # the stored offset is used by later events that carry none
         F.update(LAYOUT, state, Events([click], [2], [ts]), use_native=use_native)
         assert hist[expected] == 2.0
     # non-engagement events do not count
-    state = F.new_state(LAYOUT)
+    state = FL.new_state(LAYOUT)
     F.update(LAYOUT, state, Events([LAYOUT.type_code("email_sent")], [2], [monday]))
     assert LAYOUT.views(state)["hour"].sum() == 0
 
@@ -213,7 +215,7 @@ def test_engagement_rates_use_the_beta_prior(use_native):
     email = layout.channel_code("email")
     types = ([layout.type_code("email_sent")] * 10 + [layout.type_code("email_open")] * 3
              + [layout.type_code("email_click")])
-    state = F.update(layout, F.new_state(layout),
+    state = F.update(layout, FL.new_state(layout),
                      Events(types, [email] * len(types), [T0] * len(types)), use_native)
     f = F.read_features(layout, state, now=T0)
     assert f["open_rate_all"][email] == pytest.approx(4 / 20)
@@ -276,7 +278,7 @@ def test_recent_items_keep_the_latest_distinct_items_at_capacity(data, use_nativ
 
 def test_recent_items_drop_an_old_event_when_full():
     layout = FeatureLayout(TYPES, CHANNELS, K, recent_capacity=2)
-    state = F.update(layout, F.new_state(layout), Events([0, 0], [0, 0], [T0 + 10, T0 + 20],
+    state = F.update(layout, FL.new_state(layout), Events([0, 0], [0, 0], [T0 + 10, T0 + 20],
                                                           item=[1, 2]))
     F.update(layout, state, Events([0], [0], [T0 + 5], item=[3]))
     assert F.recent_items(layout, state, DAY)[0].tolist() == [1, 2]
@@ -294,17 +296,17 @@ def test_recent_items_drop_an_old_event_when_full():
 def test_bytes_round_trip(data):
     ev = data.draw(streams())
     state = apply_chunks(ev, [slice(0, len(ev))], True)
-    raw = F.to_bytes(state)
+    raw = FL.to_bytes(state)
     assert len(raw) == LAYOUT.nbytes
-    back = F.from_bytes(LAYOUT, raw)
+    back = FL.from_bytes(LAYOUT, raw)
     np.testing.assert_array_equal(back, state)
     assert not back.flags.writeable
     buf = bytearray(raw)
-    view = F.from_bytes(LAYOUT, buf)
+    view = FL.from_bytes(LAYOUT, buf)
     assert np.shares_memory(view, np.frombuffer(buf, np.uint8))  # zero copy
-    batch = F.states_from_buffers(LAYOUT, [raw, None, memoryview(state)])
+    batch = FL.states_from_buffers(LAYOUT, [raw, None, memoryview(state)])
     np.testing.assert_array_equal(batch[0], state)
-    np.testing.assert_array_equal(batch[1], F.new_state(LAYOUT))
+    np.testing.assert_array_equal(batch[1], FL.new_state(LAYOUT))
     np.testing.assert_array_equal(batch[2], state)
     F.update(LAYOUT, batch[1], ev)  # rows of the batch are writable states
     np.testing.assert_array_equal(batch[1], state)
@@ -315,11 +317,11 @@ def test_from_bytes_rejects_other_layouts():
                           recent_capacity=4)
     assert other.size == LAYOUT.size and other.fingerprint != LAYOUT.fingerprint
     with pytest.raises(ValueError, match="fingerprint"):
-        F.from_bytes(LAYOUT, F.to_bytes(F.new_state(other)))
+        FL.from_bytes(LAYOUT, FL.to_bytes(FL.new_state(other)))
     with pytest.raises(ValueError, match="bytes"):
-        F.from_bytes(LAYOUT, b"\0" * 8 * (LAYOUT.size + 1))
+        FL.from_bytes(LAYOUT, b"\0" * 8 * (LAYOUT.size + 1))
     with pytest.raises(ValueError, match="buffers"):
-        F.states_from_buffers(LAYOUT, [b"\0" * 16])
+        FL.states_from_buffers(LAYOUT, [b"\0" * 16])
 
 
 @NATIVE
@@ -332,7 +334,7 @@ def test_from_bytes_rejects_other_layouts():
 def test_invalid_events_raise_and_leave_the_state_alone(use_native, field, value, argument):
     ok = dict(type=[0, 3], channel=[0, 1], ts=[T0, T0 + 1], item=[1, 2], category=[0, 1],
               value=[1.0, 2.0], tz_offset_min=[0, 0])
-    state = F.update(LAYOUT, F.new_state(LAYOUT), Events(**ok))
+    state = F.update(LAYOUT, FL.new_state(LAYOUT), Events(**ok))
     before = state.copy()
     bad = {k: np.asarray(v) for k, v in ok.items()}
     bad[field] = bad[field].astype(np.float64 if field in ("ts", "value") else np.int64)
@@ -351,7 +353,7 @@ def test_migrate_to_a_grown_vocabulary_equals_replaying_the_stream(data):
     grown = FeatureLayout(TYPES + ("push_click",), CHANNELS + ("whatsapp",), K + 2,
                           half_lives_s=(7 * DAY, DAY, 30 * DAY), recent_capacity=4)
     old_state = apply_chunks(ev, [slice(0, len(ev))], True)
-    migrated = F.migrate(LAYOUT, grown, old_state)
+    migrated = FL.migrate(LAYOUT, grown, old_state)
     replayed = apply_chunks(ev, [slice(0, len(ev))], True, layout=grown)
     for name, value in grown.views(replayed).items():
         if not name.startswith("rc_"):  # recent-item slots are compared in time order below
@@ -362,7 +364,7 @@ def test_migrate_to_a_grown_vocabulary_equals_replaying_the_stream(data):
         np.testing.assert_array_equal(a[name], b[name])
     F.update(grown, migrated, Events([len(TYPES)], [len(CHANNELS)], [T0], category=[K + 1]))
     small = FeatureLayout(TYPES, CHANNELS, K, recent_capacity=2)
-    kept = F.read_features(small, F.migrate(LAYOUT, small, old_state), now=T0)["recent_items"]
+    kept = F.read_features(small, FL.migrate(LAYOUT, small, old_state), now=T0)["recent_items"]
     assert kept.tolist() == F.read_features(LAYOUT, old_state, now=T0)["recent_items"][-2:].tolist()
 
 

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from kernels import feature_layout as fl
 from kernels import features as kf
 from server.profiles import ProfileSchema, codec
 
@@ -15,7 +16,7 @@ def _events(rng, n):
 @pytest.mark.parametrize("chunk", [1, 3, 64])
 def test_update_records_in_chunks_matches_one_dense_update(monkeypatch, chunk):
     layout, rng = ProfileSchema().layout(), np.random.default_rng(7)
-    seeded = codec.encode_states(kf.update_many(layout, kf.new_states(layout, 7), rng.integers(0, 7, 30),
+    seeded = codec.encode_states(kf.update_many(layout, fl.new_states(layout, 7), rng.integers(0, 7, 30),
                                                 _events(rng, 30)))
     records = [seeded[i] if i % 3 else None for i in range(7)]
     rows, events = rng.integers(0, 7, 200), _events(rng, 200)
