@@ -1,4 +1,5 @@
-# Incremental profile-feature update (see kernels/features.py for the layout and semantics).
+# Incremental profile-feature update
+# (layout: kernels/feature_layout.py; semantics: kernels/features.py).
 from libc.math cimport exp2, floor, isfinite
 from libc.stdint cimport int32_t, int64_t, uint8_t
 

@@ -47,7 +47,7 @@ FORMAT_VERSION = 1
 HOURS_PER_WEEK = 168
 MAX_HALF_LIVES = 16
 
-# Header slots (the Cython kernel has the same enum; checked at import).
+# Header slots (the Cython kernel has the same enum; `features` checks it before each native call).
 FORMAT, FINGERPRINT, REF_TS, FIRST_TS, LAST_PURCHASE_TS = 0, 1, 2, 3, 4
 N_EVENTS, N_RECENT, TZ_OFFSET_MIN, MONETARY_ALL = 5, 6, 7, 8
 HEADER_SIZE = 16

@@ -86,7 +86,8 @@ def _shapley_weights(n: int) -> np.ndarray:
 
 
 def _rate_table(paths, masks) -> np.ndarray:
-    """(2, 2**n) coalition values: conversion rate and value per journey."""
+    """(3, 2**n) sums per coalition mask: conversions, value, and journeys (conversions +
+    nulls); `_ratios` turns them into the rates."""
     size = 1 << paths.n_channels
     sums = np.stack([np.bincount(masks, weights=w, minlength=size) for w in
                      (paths.conversions, paths.value, paths.conversions + paths.nulls)])
