@@ -12,6 +12,10 @@ ctypedef fused weight_t:
 
 cdef enum:
     N_FEATURES = 9  # len(ranking.FEATURES), columns in that order
+    # Batches with fewer (history + candidate) slots than this run with the GIL held: the pass
+    # takes tens of microseconds, and in the server releasing the GIL hands it to the busy event
+    # loop for up to a switch interval.
+    NOGIL_MIN_ROWS = 16384
 
 
 cdef struct Items:
@@ -180,10 +184,14 @@ def features(const int64_t[:, ::1] hist_items, hist_weights,
     cdef float64_t* share = <float64_t*>calloc(n_categories, sizeof(float64_t))
     if share == NULL:
         raise MemoryError()
-    with nogil:
-        if wide:
-            bad = _fill(hist, p64, B, L, cand, s, K, &t, share, o)
-        else:
-            bad = _fill(hist, p32, B, L, cand, s, K, &t, share, o)
+    if B * (K + L) < NOGIL_MIN_ROWS:  # microseconds: keep the GIL (see NOGIL_MIN_ROWS)
+        bad = _fill(hist, p64, B, L, cand, s, K, &t, share, o) if wide else \
+            _fill(hist, p32, B, L, cand, s, K, &t, share, o)
+    else:
+        with nogil:
+            if wide:
+                bad = _fill(hist, p64, B, L, cand, s, K, &t, share, o)
+            else:
+                bad = _fill(hist, p32, B, L, cand, s, K, &t, share, o)
     free(share)
     return bad

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -50,7 +51,8 @@ class _Probs:
     blob: bytes
     at: float
     probs: np.ndarray
-    cum: np.ndarray
+    cum: list[float]
+    """Cumulative probabilities, a list: bisect keeps the GIL, np.searchsorted releases it."""
 
 
 class DecisionMaker:
@@ -66,8 +68,7 @@ class DecisionMaker:
             if holdout > 0 and B.hash_unit(spec.salt, user_id, "holdout") < holdout:
                 return B.Decision(B.HOLDOUT, holdout, None)  # as `kernels.bandits.choose` does
             entry = self._thompson(spec.campaign_id, blob)
-            arm = int(np.searchsorted(entry.cum, self.rng.uniform(), side="right"))
-            arm = min(arm, entry.probs.size - 1)
+            arm = min(bisect.bisect_right(entry.cum, self.rng.uniform()), entry.probs.size - 1)
             return B.Decision(arm, float(entry.probs[arm]), entry.probs)
         state = B.BanditState.from_bytes(blob)
         return B.choose(state, self.rng, ContextBuilder.policy_x(context, spec.dim),
@@ -81,5 +82,5 @@ class DecisionMaker:
         state = B.BanditState.from_bytes(blob)
         n_mc = int(np.clip(PROPENSITY_DRAWS // state.n_arms, 256, 4096))
         probs = thompson_probs(state, self.rng, n_mc)
-        entry = self._cache[campaign_id] = _Probs(blob, now, probs, np.cumsum(probs))
+        entry = self._cache[campaign_id] = _Probs(blob, now, probs, np.cumsum(probs).tolist())
         return entry
