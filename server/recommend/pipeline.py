@@ -200,7 +200,7 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
 
 def _best_first(final: list[np.ndarray], ks: list[int]) -> list[np.ndarray]:
     """The first k positions of each score list, best first (stable), from one argsort of the
-    padded batch: np.argsort releases the GIL, so one call per batch instead of one per user."""
+    padded batch (one numpy call per batch, not one per user)."""
     width = max(max(len(f) for f in final), 1)
     padded = np.full((len(final), width), np.inf, np.result_type(*final))
     for i, f in enumerate(final):

@@ -48,11 +48,6 @@ def test_native_matches_reference(b, k, n_categories):
     assert out.shape == (b, k, len(FEATURES))
 
 
-def test_a_batch_big_enough_to_release_the_gil_matches_too():
-    rng = np.random.default_rng(5)  # 64 x (50 + 300) slots: past the kernel's NOGIL_MIN_ROWS
-    _assert_agree(_table(rng, 5000, 30), *_inputs(rng, 64, 50, 300, 5000))
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 8), st.integers(0, 20), st.integers(0, 30), st.integers(1, 40),
        st.integers(0, 2**32 - 1))
