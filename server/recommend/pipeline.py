@@ -186,10 +186,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         with _STAGES["rank"]:
             final = _rank(bundle, hist, cands)
         with _STAGES["assemble"]:
-            orders = _best_first(final, [queries[i].k for i in warm])
             for j, i in enumerate(warm):
-                results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j],
-                                    orders[j])
+                results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])
     for i, q in enumerate(queries):
         if results[i] is None:
             rows = _popular(bundle, cats[i], q.k, blocked[i])
@@ -198,20 +196,9 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     return results
 
 
-def _best_first(final: list[np.ndarray], ks: list[int]) -> list[np.ndarray]:
-    """The first k positions of each score list, best first (stable), from one argsort of the
-    padded batch (one numpy call per batch, not one per user)."""
-    width = max(max(len(f) for f in final), 1)
-    padded = np.full((len(final), width), np.inf, np.result_type(*final))
-    for i, f in enumerate(final):
-        padded[i, :len(f)] = -f
-    order = np.argsort(padded, axis=1, kind="stable")
-    return [order[i, :min(k, len(f))] for i, (f, k) in enumerate(zip(final, ks))]
-
-
-def _top_k(bundle: Bundle, q: RecQuery, cats, blocked: set[int], cand, final,
-           order: np.ndarray) -> RecResult:
+def _top_k(bundle: Bundle, q: RecQuery, cats, blocked: set[int], cand, final) -> RecResult:
     rows, retrieval = cand
+    order = np.argsort(-final, kind="stable")[: q.k]
     rows, scores, retrieval = rows[order], final[order].astype(np.float32), retrieval[order]
     if len(rows) < q.k:  # tiny catalog or heavy exclusions: fill with popular items
         extra = _popular(bundle, cats, q.k - len(rows), blocked, set(rows.tolist()))

@@ -110,12 +110,3 @@ async def test_concurrent_calls_are_answered_consistently(stub, users):
                                      for _ in range(50)))
     first = [i.item_id for i in replies[0].items]
     assert all([i.item_id for i in r.items] == first for r in replies)
-
-
-def test_best_first_of_a_padded_batch_is_each_list_sorted_alone():
-    from server.recommend.pipeline import _best_first
-    rng = np.random.default_rng(3)
-    final = [rng.integers(0, 5, n).astype(np.float32) for n in (0, 1, 7, 40, 110)]  # many ties
-    ks = [10, 10, 3, 40, 1000]
-    for got, f, k in zip(_best_first(final, ks), final, ks):
-        np.testing.assert_array_equal(got, np.argsort(-f, kind="stable")[:k])
