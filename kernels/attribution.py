@@ -36,8 +36,8 @@ from .markov import _markov_native, _markov_reference, markov_reference_states
 from .shapley import _shapley
 
 __all__ = [
-    "MODELS", "HEURISTICS", "Paths", "Attribution", "attribute", "parse_channelattribution",
-    "markov_reference_states",
+    "MODELS", "HEURISTICS", "SHAPLEY_FORMS", "MAX_ORDER", "MAX_EXACT_LIMIT", "DAY", "Paths",
+    "Attribution", "attribute", "parse_channelattribution", "markov_reference_states",
 ]
 
 HEURISTICS = {"first": 0, "last": 1, "last_non_direct": 2, "linear": 3, "position": 4,

@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = [
     "DAY", "FORMAT_VERSION", "FeatureLayout", "new_state", "new_states", "to_bytes",
-    "from_bytes", "states_from_buffers", "migrate",
+    "from_bytes", "states_from_buffers", "migrate", "check_record",
 ]
 
 DAY = 86400.0
@@ -266,7 +266,9 @@ def to_bytes(state: np.ndarray) -> bytes:
     return state.tobytes()
 
 
-def _check_record(layout: FeatureLayout, state: np.ndarray, argument: str) -> None:
+def check_record(layout: FeatureLayout, state: np.ndarray, argument: str) -> None:
+    """Raise ValueError naming `argument` unless every record of `state` ([size] or [n, size])
+    has `layout`'s size, format version and fingerprint."""
     if state.shape[-1] != layout.size:
         raise ValueError(f"{argument}: {state.shape[-1] * 8} bytes per state, layout wants "
                          f"{layout.nbytes}")
@@ -286,7 +288,7 @@ def _check_record(layout: FeatureLayout, state: np.ndarray, argument: str) -> No
 def from_bytes(layout: FeatureLayout, buf, copy: bool = False) -> np.ndarray:
     """State from a stored record: zero-copy (read-only if `buf` is) unless `copy`."""
     state = np.frombuffer(buf, np.float64)
-    _check_record(layout, state, "buf")
+    check_record(layout, state, "buf")
     return state.copy() if copy else state
 
 
@@ -301,7 +303,7 @@ def states_from_buffers(layout: FeatureLayout, buffers: Sequence) -> np.ndarray:
             if raw.shape[0] != nbytes:
                 raise ValueError(f"buffers[{i}]: {raw.shape[0]} bytes, layout wants {nbytes}")
             flat[i * nbytes:(i + 1) * nbytes] = raw
-    _check_record(layout, states, "buffers")
+    check_record(layout, states, "buffers")
     return states
 
 
@@ -313,7 +315,7 @@ def migrate(old: FeatureLayout, new: FeatureLayout, state: np.ndarray) -> np.nda
     The most recent `new.recent_capacity` recent items are kept. Stored values keep the old
     event weights and type roles (purchase / engagement) for the events already applied.
     """
-    _check_record(old, state, "state")
+    check_record(old, state, "state")
     out = new_states(new, 1)[0]
     for slot in (REF_TS, FIRST_TS, LAST_PURCHASE_TS, N_EVENTS, TZ_OFFSET_MIN, MONETARY_ALL):
         out[slot] = state[slot]

@@ -20,7 +20,7 @@ import numpy as np
 
 from .feature_layout import (FIRST_TS, HEADER_SLOTS, HOURS_PER_WEEK, LAST_PURCHASE_TS,
                              MONETARY_ALL, N_EVENTS, N_RECENT, REF_TS, TZ_OFFSET_MIN,
-                             FeatureLayout, _check_record)
+                             FeatureLayout, check_record)
 
 __all__ = [
     "Events", "update", "update_many", "reference_update_many", "read_features",
@@ -113,7 +113,7 @@ def update(layout: FeatureLayout, state: np.ndarray, events: Events,
     if not (isinstance(state, np.ndarray) and state.ndim == 1 and state.dtype == np.float64
             and state.flags.c_contiguous and state.flags.writeable):
         raise ValueError("state: must be a writable C-contiguous 1-d float64 array")
-    _check_record(layout, state, "state")
+    check_record(layout, state, "state")
     n = len(events)
     rows = _ZEROS[:n] if n <= _ZEROS.shape[0] else np.zeros(n, np.int64)
     _dispatch(layout, state.reshape(1, -1), rows, events, use_native)
@@ -130,7 +130,7 @@ def update_many(layout: FeatureLayout, states: np.ndarray, user_index, events: E
     if not (isinstance(states, np.ndarray) and states.ndim == 2 and states.dtype == np.float64
             and states.flags.c_contiguous and states.flags.writeable):
         raise ValueError("states: must be a writable C-contiguous [n, size] float64 array")
-    _check_record(layout, states, "states")
+    check_record(layout, states, "states")
     rows = np.ascontiguousarray(user_index, np.int64).reshape(-1)
     if rows.shape[0] != len(events):
         raise ValueError(f"user_index: length {rows.shape[0]}, expected {len(events)} events")
@@ -295,7 +295,7 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
     """
     if not np.isfinite(now):
         raise ValueError(f"now: must be finite, got {now}")
-    _check_record(layout, state, "state")
+    check_record(layout, state, "state")
     v = layout.views(state)
     n_events = int(state[N_EVENTS])
     ref = state[REF_TS]
