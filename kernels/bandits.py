@@ -1,4 +1,4 @@
-"""Campaign bandit policies: state, pure updates, decisions with propensities, posterior stats.
+"""Campaign bandit policies: state, pure updates, decisions with propensities.
 
 Policies: ``bernoulli_ts``, ``gaussian_ts`` (Normal-inverse-gamma), ``ucb1``, ``egreedy``,
 ``linucb``, ``lints`` (linear Thompson) and ``fixed`` (A/B/n split by hashing salt + user id).
@@ -10,6 +10,7 @@ LMDB write transaction (`update_bytes`). Discounting: each update first multipli
 sufficient statistics by ``gamma`` (1 = stationary), so priors regain weight as data ages.
 
 Each kernel in `kernels._bandits` has a plain-numpy reference here, chosen by ``use_native``.
+Posterior statistics (intervals, P(best), A/B analysis) are in `kernels.bandit_stats`.
 """
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ import struct
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats as sps
 
-from kernels import _bandits, abtest
+from kernels import _bandits
 
 __all__ = [
     "HOLDOUT", "POLICIES", "Params", "BanditState", "Decision", "new_state", "new_rng", "update",
-    "update_bytes", "choose", "campaign_stats", "hash64", "hash_unit", "posterior_params",
+    "update_bytes", "choose", "hash64", "hash_unit", "posterior_params",
 ]
 
 HOLDOUT = -1
@@ -400,40 +400,3 @@ def _ts_numpy(kind, post, rng, n_mc, probs) -> int:
         wins[arm] += 1.0
         probs[:] = wins / (n_mc + 1.0)
     return arm
-
-
-# ---------------------------------------------------------------------------------------------
-# Stats
-
-
-def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bool = True) -> dict:
-    """Per-arm pulls, rewards, posterior mean, 95% interval, P(best) and expected loss.
-
-    The model is Beta-Bernoulli (``reward_model`` 0) or Normal-inverse-gamma (1) on (n, s, ss),
-    whatever the policy; P(best) and expected loss E[max_j mu_j - mu_a] are Monte Carlo
-    (standard error <= 0.5 / sqrt(n_mc) for P(best)). Linear policies report the context-free
-    view of the same rewards. Fixed splits add ``ab``: `kernels.abtest.ab_analysis` rows
-    (every variant against arm 0: z-test or Welch, P(beat control), mSPRT p-value, SRM).
-    """
-    kind, post = posterior_params(state) if state.policy != "lints" else \
-        posterior_params(dataclasses.replace(state, policy="ucb1"))
-    if kind == KIND_BETA:
-        mean = post[0] / (post[0] + post[1])
-        lo, hi = sps.beta.ppf([[0.025], [0.975]], post[0], post[1])
-    else:
-        mean = post[0]
-        scale = np.sqrt(post[3] / (post[2] * post[1]))
-        lo, hi = sps.t.ppf([[0.025], [0.975]], 2.0 * post[2], post[0], scale)
-    wins, loss = np.empty(state.n_arms), np.empty(state.n_arms)
-    if use_native:
-        _bandits.prob_best(kind, post, rng, n_mc, wins, loss)
-    else:
-        draws = _draw_numpy(kind, post, rng, n_mc)
-        wins = np.bincount(np.argmax(draws, 1), minlength=state.n_arms) / n_mc
-        loss = (draws.max(1, keepdims=True) - draws).mean(0)
-    out = {"pulls": state.n.copy(), "rewards": state.s.copy(), "mean": mean,
-           "ci_low": lo, "ci_high": hi, "prob_best": wins, "expected_loss": loss}
-    if state.policy == "fixed":
-        out["ab"] = abtest.ab_analysis(state.n, state.s, state.ss, state.weights,
-                                       binary=state.params.reward_model == 0.0)
-    return out

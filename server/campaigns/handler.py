@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from kernels import bandits as B
+from kernels.bandit_stats import campaign_stats
 
 from ..batching import AdaptiveBatcher
 from ..ids import RandomIds
@@ -207,7 +208,7 @@ class Campaigns:
 
         def compute():
             with self._stats_lock:
-                return B.campaign_stats(state, self._stats_rng, n_mc=20000)
+                return campaign_stats(state, self._stats_rng, n_mc=20000)
         return campaign, await asyncio.to_thread(compute), counters
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
