@@ -1,3 +1,5 @@
+import asyncio
+
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -38,4 +40,9 @@ async def test_rpcs_are_counted_by_method_and_status(channel):
     await stub.Recommend(recommendation_pb2.RecommendRequest(user_id="1", k=3))
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Recommend(recommendation_pb2.RecommendRequest(user_id="1", k=0))
+    # `context.abort` sends the status before the interceptor sees the error: allow a moment
+    for _ in range(200):
+        if bad._value.get() > before[1]:
+            break
+        await asyncio.sleep(0.01)
     assert (ok._value.get(), bad._value.get()) == (before[0] + 1, before[1] + 1)
