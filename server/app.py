@@ -81,6 +81,7 @@ class TailorServer:
         self._lock = lock_data_dir(self.settings.data_dir, exclusive=False)
         self._build_domain()
         await self.registry.start()
+        await self.campaigns.start()
         server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=self._options())
         names = register_services(server, self._servicers())
         self.health = health.aio.HealthServicer()

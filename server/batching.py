@@ -8,8 +8,9 @@ error; a per-call error (returned as an exception in the results) fails only tha
 that gave up (cancelled) before their batch started are left out of it.
 
 Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
-submitted in the same loop turn join one batch, and a batch costs one hand-off to a pool thread
-and one loop wake-up when it is done.
+submitted in the same loop turn join one batch, and a batch costs one hand-off to its runner and
+one loop wake-up when it is done. The runner is a thread pool (`ThreadRunner`, the default) or a
+writer process (`server.writer_process`), for write batches on a latency path.
 """
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import collections
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from . import metrics
 
-__all__ = ["AdaptiveBatcher", "BatcherClosed"]
+__all__ = ["AdaptiveBatcher", "BatcherClosed", "Done", "Runner", "ThreadRunner"]
 
 logger = logging.getLogger("tailor.batching")
 
@@ -35,19 +36,86 @@ class BatcherClosed(RuntimeError):
         super().__init__(f"the {name} batcher is shut down")
 
 
-class AdaptiveBatcher(Generic[Q, R]):
-    def __init__(self, fn: Callable[[Sequence[Q]], Sequence[R | BaseException]], *, max_size: int = 64,
-                 max_wait: float = 0.001, concurrency: int = 2, name: str = "recommend",
+Done = Callable[[Sequence], None]
+"""Called on the event loop with one result (or exception) per query of a batch."""
+
+
+class Runner(Protocol):
+    """Where batches run. `start` is called on the event loop and must not block; it calls
+    `done` later, on the loop, exactly once per batch (with errors in place of results if the
+    batch failed or could not run)."""
+
+    concurrency: int
+
+    def start(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadRunner:
+    """Runs `fn(queries)` on a pool of `concurrency` threads."""
+
+    def __init__(self, fn: Callable[[Sequence], Sequence], *, concurrency: int, name: str,
                  thread_init: Callable[[], None] | None = None):
-        if max_size < 1 or concurrency < 1 or max_wait < 0:
-            raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
         self.fn = fn
-        self.max_size = max_size
-        self.max_wait = max_wait
         self.concurrency = concurrency
         self.name = name
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"batch-{name}",
                                             initializer=thread_init)
+
+    def start(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None:
+        try:
+            job = self._executor.submit(self._work, loop, queries, done)
+        except Exception as err:  # the pool cannot take work (shut down, no thread)
+            done([err] * len(queries))
+            return
+        # A pool that breaks (e.g. its thread initializer raised) fails the job without
+        # running it: give that error to the batch's callers and free the slot.
+        job.add_done_callback(lambda j: self._unrun(loop, len(queries), done, j))
+
+    def _work(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None:
+        """In a pool thread: run the batch, then hand the outcome back to the loop."""
+        try:
+            results = self.fn(queries)
+        except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
+            logger.exception("%s batch of %d failed", self.name, len(queries))
+            # SystemExit & co would escape the callers' awaits: they get a RuntimeError instead
+            err = err if isinstance(err, Exception) else RuntimeError(f"{self.name} batch aborted: {err!r}")
+            results = [err] * len(queries)
+        self._from_thread(loop, done, results)
+
+    def _unrun(self, loop: asyncio.AbstractEventLoop, n: int, done: Done, job) -> None:
+        err = BatcherClosed(self.name) if job.cancelled() else job.exception()
+        if err is not None:
+            self._from_thread(loop, done, [err] * n)
+
+    def _from_thread(self, loop: asyncio.AbstractEventLoop, fn, *args) -> None:
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: nobody is left to answer
+            logger.error("%s batch finished after its event loop closed", self.name)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class AdaptiveBatcher(Generic[Q, R]):
+    """Batches calls to `fn` run on a `ThreadRunner`, or on the `runner` given instead."""
+
+    def __init__(self, fn: Callable[[Sequence[Q]], Sequence[R | BaseException]] | None = None, *,
+                 max_size: int = 64, max_wait: float = 0.001, concurrency: int = 2,
+                 name: str = "recommend", thread_init: Callable[[], None] | None = None,
+                 runner: Runner | None = None):
+        if max_size < 1 or concurrency < 1 or max_wait < 0:
+            raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
+        if (fn is None) == (runner is None):
+            raise ValueError("give either a batch function or a runner")
+        self.runner = runner or ThreadRunner(fn, concurrency=concurrency, name=name,
+                                             thread_init=thread_init)
+        self.max_size = max_size
+        self.max_wait = max_wait
+        self.concurrency = self.runner.concurrency
+        self.name = name
         self._pending: collections.deque[tuple[Q, asyncio.Future, float]] = collections.deque()
         self._active = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -94,41 +162,14 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._active += 1
         self._batch_size.observe(len(batch))
         self._queue_depth.set(len(self._pending))
-        try:
-            job = self._executor.submit(self._work, loop, batch)
-        except Exception as err:  # the pool cannot take work (shut down, no thread)
-            self._finish(loop, batch, [err] * len(batch))
-            return
-        # A pool that breaks (e.g. its thread initializer raised) fails the job without
-        # running it: give that error to the batch's callers and free the slot.
-        job.add_done_callback(lambda j: self._unrun(loop, batch, j))
-
-    def _work(self, loop: asyncio.AbstractEventLoop, batch: list) -> None:
-        """In a pool thread: run the batch, then hand the outcome back to the loop."""
-        try:
-            results = self.fn([q for q, _, _ in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)}")
-        except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
-            logger.exception("%s batch of %d failed", self.name, len(batch))
-            # SystemExit & co would escape the callers' awaits: they get a RuntimeError instead
-            err = err if isinstance(err, Exception) else RuntimeError(f"{self.name} batch aborted: {err!r}")
-            results = [err] * len(batch)
-        self._from_thread(loop, self._finish, loop, batch, results)
-
-    def _unrun(self, loop: asyncio.AbstractEventLoop, batch: list, job) -> None:
-        err = BatcherClosed(self.name) if job.cancelled() else job.exception()
-        if err is not None:
-            self._from_thread(loop, self._finish, loop, batch, [err] * len(batch))
-
-    def _from_thread(self, loop: asyncio.AbstractEventLoop, fn, *args) -> None:
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed: nobody is left to answer
-            logger.error("%s batch finished after its event loop closed", self.name)
+        self.runner.start(loop, [q for q, _, _ in batch],
+                          lambda results: self._finish(loop, batch, results))
 
     def _finish(self, loop: asyncio.AbstractEventLoop, batch: list, results: Sequence) -> None:
         self._active -= 1
+        if len(results) != len(batch):
+            err = RuntimeError(f"{self.name} batch returned {len(results)} results for {len(batch)}")
+            results = [err] * len(batch)
         for (_, future, _), result in zip(batch, results):
             if future.done():  # the caller was cancelled while its batch ran
                 continue
@@ -154,4 +195,4 @@ class AdaptiveBatcher(Generic[Q, R]):
             if self._idle is None:
                 self._idle = asyncio.Event()
             await self._idle.wait()
-        self._executor.shutdown(wait=True)
+        await self.runner.close()

@@ -27,6 +27,18 @@ class TailorError(Exception):
 
     status = grpc.StatusCode.INTERNAL
 
+    def __reduce__(self):
+        # Subclasses take their own arguments and build the message from them, so pickling
+        # (a batch run in a writer process) rebuilds from the message, not from the arguments.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[TailorError], args: tuple, state: dict) -> TailorError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
 
 class InvalidArgument(TailorError):
     status = grpc.StatusCode.INVALID_ARGUMENT

@@ -12,6 +12,7 @@ import tempfile
 
 from .app import TailorServer
 from .config import Settings
+from .logging import configure_logging
 
 __all__ = ["serve"]
 
@@ -37,18 +38,13 @@ async def _serve_one(settings: Settings, all_up=None) -> None:
 
 
 def _worker_main(settings: Settings, all_up) -> None:
-    _configure_logging()
+    configure_logging()
     asyncio.run(_serve_one(settings, all_up))
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(level=os.environ.get("TAILOR_LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
 
 
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
-    _configure_logging()
+    configure_logging()
     if settings.workers == 1:
         if settings.metrics_port:
             from .metrics import serve_metrics

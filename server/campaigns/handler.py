@@ -2,7 +2,8 @@
 
 Decisions are logged (group commit: concurrent ChooseVariant calls share one write
 transaction) before the reply, so a reward may follow at once from any worker process.
-Rewards (explicit and from tracked events) go through a second group-commit writer.
+Rewards (explicit and from tracked events) are a second group-commit writer. Both run in the
+campaigns writer process (`server.writer_process`), which shares no GIL with the event loop.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from kernels.bandit_stats import campaign_stats
 from ..batching import AdaptiveBatcher
 from ..ids import RandomIds
 from ..store import Store
+from ..writer_process import WriterProcess
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
@@ -75,12 +77,18 @@ class Campaigns:
         self._stats_rng = B.new_rng(seed ^ 0x5DEECE66D)
         self._stats_lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
-        self._log = AdaptiveBatcher(self.repo.log_decisions, max_size=512, max_wait=0.0,
-                                    concurrency=1, name="decisions")
-        self._rewards = AdaptiveBatcher(lambda reqs: self.repo.apply_rewards(reqs, time.time()),
-                                        max_size=512, max_wait=0.0, concurrency=1, name="rewards")
+        self._writer = WriterProcess("server.campaigns.repository:writer_functions", store,
+                                     name="campaigns")
+        self._log = AdaptiveBatcher(runner=self._writer.runner("decisions"), max_size=512,
+                                    max_wait=0.0, name="decisions")
+        self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
+                                        max_wait=0.0, name="rewards")
         profiles.repo.erasers.append(self.repo.erase_user)
         profiles.listeners.append(self._on_events)
+
+    async def start(self) -> None:
+        """Wait for the writer process (raises if it cannot start)."""
+        await self._writer.ready()
 
     # -- definitions --------------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
@@ -223,3 +231,4 @@ class Campaigns:
     async def close(self) -> None:
         await self._log.close()
         await self._rewards.close()
+        await self._writer.close()

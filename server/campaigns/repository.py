@@ -18,6 +18,7 @@ lock, so concurrent rewards from several worker processes are never lost.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from ..store import Store, join_key, scan_prefix
 from .errors import CampaignExists, CampaignNotFound, DecisionNotFound, RewardConflict
 from .spec import Campaign
 
-__all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome"]
+__all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome", "writer_functions"]
 
 SEP = b"\x1f"
 PENDING, REWARDED, DEFAULT = "pending", "rewarded", "default"
@@ -291,3 +292,10 @@ def _counters(raw: bytes | None) -> dict:
     base = {"decisions": [], "holdout": 0, "pending": 0, "holdout_rewarded": 0,
             "holdout_rewards": 0.0}
     return base if raw is None else {**base, **json.loads(raw)}
+
+
+def writer_functions(store: Store) -> dict:
+    """The batch functions of the campaigns writer process (`server.writer_process`)."""
+    repo = CampaignRepository(store)
+    return {"decisions": repo.log_decisions,
+            "rewards": lambda requests: repo.apply_rewards(requests, time.time())}

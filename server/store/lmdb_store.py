@@ -36,6 +36,9 @@ class Store:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_map_size = max_map_size
+        self.open_args = {"path": str(self.path), "map_size": map_size,
+                          "max_map_size": max_map_size, "sync": sync}
+        """How another process opens this same store: `Store(**open_args)`."""
         self._resize_lock = threading.Lock()
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
                              sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
