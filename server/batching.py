@@ -103,15 +103,21 @@ class AdaptiveBatcher(Generic[Q, R]):
     """Batches calls to `fn` run on a `ThreadRunner`, or on the `runner` given instead."""
 
     def __init__(self, fn: Callable[[Sequence[Q]], Sequence[R | BaseException]] | None = None, *,
-                 max_size: int = 64, max_wait: float = 0.001, concurrency: int = 2,
+                 max_size: int = 64, max_wait: float = 0.001, concurrency: int | None = None,
                  name: str = "recommend", thread_init: Callable[[], None] | None = None,
                  runner: Runner | None = None):
-        if max_size < 1 or concurrency < 1 or max_wait < 0:
-            raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
+        """`concurrency` (batches in flight, 2 by default) and `thread_init` are the thread
+        pool's; a `runner` brings its own."""
         if (fn is None) == (runner is None):
             raise ValueError("give either a batch function or a runner")
-        self.runner = runner or ThreadRunner(fn, concurrency=concurrency, name=name,
-                                             thread_init=thread_init)
+        if runner is not None and (concurrency is not None or thread_init is not None):
+            raise ValueError("concurrency and thread_init belong to the runner")
+        if runner is None:
+            runner = ThreadRunner(fn, concurrency=2 if concurrency is None else concurrency,
+                                  name=name, thread_init=thread_init)
+        if max_size < 1 or runner.concurrency < 1 or max_wait < 0:
+            raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
+        self.runner = runner
         self.max_size = max_size
         self.max_wait = max_wait
         self.concurrency = self.runner.concurrency

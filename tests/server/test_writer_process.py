@@ -23,14 +23,14 @@ def functions(store):
     calls = iter(range(1, 1 << 30))
 
     def put(queries):
-        """Writes each key; answers (pid, call number). "bad" fails alone, "boom" fails the batch."""
+        """Writes each query; answers (pid, call number). "bad" fails alone, "boom" the batch."""
         if "boom" in queries:
             raise ResourceExhausted("boom: the store is full")
         call = next(calls)
 
         def fn(txn):
-            for key in queries:
-                txn.put(key.encode(), f"v-{key}".encode(), db=store.db("meta"))
+            for query in queries:  # "key|padding" stores v-<query> under key
+                txn.put(query.split("|")[0].encode(), f"v-{query}".encode(), db=store.db("meta"))
         store.write(fn)
         out = []
         for key in queries:
@@ -47,7 +47,34 @@ def functions(store):
     def crash(queries):
         os._exit(3)
 
-    return {"put": put, "crash": crash}
+    def slow_crash(queries):
+        time.sleep(0.8)
+        os._exit(3)
+
+    def slow(queries):
+        time.sleep(0.3)
+        return [os.getpid()] * len(queries)
+
+    def odd_results(queries):
+        return [TwoArgs("a", "b"), PickyError("no"), len(queries[0])]
+
+    return {"put": put, "crash": crash, "slow_crash": slow_crash, "slow": slow,
+            "odd_results": odd_results}
+
+
+class TwoArgs(Exception):
+    """Pickles, but does not unpickle (its __init__ wants two arguments)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}{b}")
+
+
+class PickyError(NotFound):
+    """A domain error that does not pickle: it keeps its status on the way back."""
+
+    def __init__(self, key):
+        super().__init__("picky", key)
+        self.hook = lambda: None
 
 
 @pytest.fixture
@@ -97,7 +124,7 @@ async def test_a_dead_child_fails_its_batch_with_unavailable_and_the_next_batch_
     writer, batcher, store = writer
     first = writer.pid
     crasher = AdaptiveBatcher(runner=writer.runner("crash"), max_size=8, max_wait=0.0, name="crash")
-    with pytest.raises(Unavailable, match="exited \\(code 3\\)"):
+    with pytest.raises(Unavailable, match="exited before answering"):
         await crasher.submit("x")
     assert not _alive(first)
     pid, _ = await batcher.submit("k")
@@ -105,22 +132,77 @@ async def test_a_dead_child_fails_its_batch_with_unavailable_and_the_next_batch_
     await crasher.close()
 
 
-async def test_the_child_ignores_interrupts_and_stops_when_closed(writer):
+async def test_the_child_ignores_interrupts_and_finishes_its_batches_when_closed(writer):
     writer, batcher, _ = writer
     pid = writer.pid
     os.kill(pid, signal.SIGINT)  # Ctrl-C reaches the server, which then closes the writer
     os.kill(pid, signal.SIGTERM)
     await asyncio.sleep(0.2)
     assert (await batcher.submit("k"))[0] == pid
-    running = [asyncio.create_task(batcher.submit(f"q{i}")) for i in range(50)]
-    for _ in range(2):  # one loop turn for the calls, one to send their batch to the child
-        await asyncio.sleep(0)
-    await batcher.close()
+    slow = AdaptiveBatcher(runner=writer.runner("slow"), max_size=8, max_wait=0.0, name="slow")
+    running = asyncio.create_task(slow.submit("q"))
+    await asyncio.sleep(0.1)  # its batch is in the child, which sleeps 0.3 s before answering
+    await slow.close()
     await writer.close()
-    assert all(r[0] == pid for r in await asyncio.gather(*running))
+    assert await running == pid
     assert not _alive(pid)
     with pytest.raises(BatcherClosed):
         await batcher.submit("late")
+
+
+async def test_a_child_dying_with_calls_queued_hands_them_to_the_next_child(writer):
+    writer, batcher, store = writer
+    first = writer.pid
+    small = AdaptiveBatcher(runner=writer.runner("put"), max_size=8, max_wait=0.0, name="small")
+    dying = AdaptiveBatcher(runner=writer.runner("slow_crash"), max_size=8, max_wait=0.0, name="d")
+    crash = asyncio.create_task(dying.submit("x"))
+    await asyncio.sleep(0.1)  # the child is in slow_crash; 2 batches of 8 go in after it
+    calls = await asyncio.gather(*(small.submit(f"k{i}") for i in range(100)), return_exceptions=True)
+    with pytest.raises(Unavailable):
+        await crash
+    lost = [c for c in calls if isinstance(c, Exception)]
+    assert len(lost) == 16 and all(isinstance(c, Unavailable) for c in lost)
+    second = writer.pid
+    assert second != first and {c[0] for c in calls if not isinstance(c, Exception)} == {second}
+    assert sum(store.get("meta", f"k{i}".encode()) is not None for i in range(100)) == 84
+    for b in (small, dying):
+        await b.close()
+    await writer.close()
+    assert not _alive(first) and not _alive(second)
+
+
+async def test_batches_larger_than_the_pipe_cross_whole(writer):
+    _, batcher, store = writer
+    queries = [f"big{i}|" + "x" * 200_000 for i in range(12)]  # 2.4 MB in one batch
+    answers = await asyncio.gather(*(batcher.submit(q) for q in queries))
+    assert len(answers) == 12
+    assert all(store.get("meta", f"big{i}".encode()) == f"v-{q}".encode() for i, q in enumerate(queries))
+
+
+async def test_results_that_would_not_unpickle_come_back_as_errors_with_their_message(writer):
+    writer, _, _ = writer
+    odd = AdaptiveBatcher(runner=writer.runner("odd_results"), max_size=8, max_wait=0.0, name="o")
+    two, picky, fine = await asyncio.gather(odd.submit("abc"), odd.submit("d"), odd.submit("e"),
+                                            return_exceptions=True)
+    assert isinstance(two, RuntimeError) and str(two) == "TwoArgs: ab"
+    assert picky.status == grpc.StatusCode.NOT_FOUND and str(picky) == "PickyError: picky 'no' not found"
+    assert fine == 3
+    await odd.close()
+
+
+async def test_a_child_that_cannot_start_is_retried_later_not_at_every_batch(tmp_path):
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess("tests.server.no_such_module:functions", store, name="broken")
+    with pytest.raises(RuntimeError, match="before it was ready"):
+        await writer.ready()
+    batcher = AdaptiveBatcher(runner=writer.runner("put"), max_size=8, max_wait=0.0, name="b")
+    for _ in range(3):
+        with pytest.raises(Unavailable, match="failed to start; next try in"):
+            await batcher.submit("k")
+    assert writer.pid is None
+    await batcher.close()
+    await writer.close()
+    store.close()
 
 
 def test_the_child_exits_when_the_server_dies(tmp_path):
@@ -137,7 +219,8 @@ def test_the_child_exits_when_the_server_dies(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    pid = int(out.stdout.split()[0])
+    assert out.returncode == 0 and out.stdout.strip().isdigit(), out.stderr
+    pid = int(out.stdout)
     deadline = time.monotonic() + 10
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)

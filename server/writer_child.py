@@ -1,0 +1,153 @@
+"""The child side of a writer process (`server.writer_process`), and the frames both sides use.
+
+    python -m server.writer_child MODULE:FACTORY STORE_JSON   (started by WriterProcess only)
+
+Frames are `<Q length><pickle>`. Server to child: `(seq, function, queries)`. Child to server:
+`(seq, results)`, one result or exception per query; seq 0 (`READY`) says the store is open.
+The child waits for a frame, takes every other frame already in the pipe, and runs each run of
+consecutive frames for the same function as one call, so batches that queued while it committed
+share the next transaction and fsync (and one query that fails the call fails all of them).
+Each call's answers are written as soon as it returns.
+
+It ignores SIGINT and SIGTERM and exits when its stdin closes: the server closed it or died.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import logging
+import os
+import pickle
+import select
+import signal
+import struct
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import TailorError
+from .logging import configure_logging
+
+__all__ = ["READY", "frame", "take_frames", "main"]
+
+logger = logging.getLogger("tailor.writer_child")
+
+READY = 0
+_HEADER = struct.Struct("<Q")
+
+
+def frame(obj) -> bytes:
+    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(payload)) + payload
+
+
+def take_frames(buf: bytearray) -> list:
+    """Unpickle and remove the complete frames at the start of `buf`."""
+    out, at = [], 0
+    while len(buf) - at >= _HEADER.size:
+        (n,) = _HEADER.unpack_from(buf, at)
+        if len(buf) - at - _HEADER.size < n:
+            break
+        out.append(pickle.loads(buf[at + _HEADER.size:at + _HEADER.size + n]))
+        at += _HEADER.size + n
+    del buf[:at]
+    return out
+
+
+class _Inbox:
+    """Frames from the server: wait for one, then take every other one already there."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.buf = bytearray()
+        self.eof = False
+
+    def next(self) -> list | None:
+        """The frames to run next; None once stdin is closed and every frame is taken."""
+        frames = take_frames(self.buf)
+        # Read (blocking) while there is no whole frame yet, then only while more is waiting.
+        while not self.eof and (not frames or select.select([self.fd], [], [], 0)[0]):
+            chunk = os.read(self.fd, 1 << 20)
+            self.eof = not chunk
+            self.buf += chunk
+            frames += take_frames(self.buf)
+        if self.eof and self.buf:
+            logger.error("stdin closed inside a frame: %d bytes dropped", len(self.buf))
+            self.buf.clear()
+        return frames or None
+
+
+def _run(fn: Callable[[Sequence], Sequence], frames: list) -> list[tuple[int, list]]:
+    """One call of `fn` for every query of `frames`; (seq, results) per frame."""
+    queries = [q for _, _, qs in frames for q in qs]
+    try:
+        results = list(fn(queries))
+        if len(results) != len(queries):
+            raise RuntimeError(f"batch function returned {len(results)} results for {len(queries)}")
+    except Exception as err:  # noqa: BLE001 - every query of the call gets the error
+        logger.exception("batch of %d failed", len(queries))
+        results = [err] * len(queries)
+    out, at = [], 0
+    for seq, _, qs in frames:
+        out.append((seq, results[at:at + len(qs)]))
+        at += len(qs)
+    return out
+
+
+def _portable(answer: tuple[int, list]) -> bytes:
+    """The answer's frame. A result that would not come back out of pickle is replaced by an
+    error with its message (and its gRPC status, for a domain error)."""
+    seq, results = answer
+    return frame((seq, [r if _round_trips(r) else _stand_in(r) for r in results]))
+
+
+def _round_trips(obj) -> bool:
+    try:
+        pickle.loads(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        return True
+    except Exception:  # noqa: BLE001 - whatever pickling raises
+        return False
+
+
+def _stand_in(obj) -> Exception:
+    message = f"{type(obj).__name__}: {obj}"
+    if isinstance(obj, TailorError):
+        err = TailorError(message)
+        err.status = obj.status
+        return err
+    return RuntimeError(message)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unknown(function: str, factory: str) -> Callable[[Sequence], Sequence]:
+    def fail(queries):
+        raise KeyError(f"{factory} has no batch function {function!r}")
+    return fail
+
+
+def main(argv: Sequence[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # stop when the server closes stdin, not before
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    out = os.dup(1)
+    os.dup2(2, 1)  # a stray print goes to stderr, never into the frames
+    configure_logging()
+    from .store import Store
+
+    factory, store_args = argv
+    module, _, attr = factory.partition(":")
+    functions = getattr(importlib.import_module(module), attr)(Store(**json.loads(store_args)))
+    _write_all(out, frame((READY, None)))
+    inbox = _Inbox(sys.stdin.fileno())
+    while (frames := inbox.next()) is not None:
+        for function, group in itertools.groupby(frames, key=lambda f: f[1]):
+            answers = _run(functions.get(function) or _unknown(function, factory), list(group))
+            _write_all(out, b"".join(_portable(a) for a in answers))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
