@@ -97,6 +97,12 @@ def _run(fn: Callable[[Sequence], Sequence], frames: list) -> list[tuple[int, li
 def _portable(answer: tuple[int, list]) -> bytes:
     """The answer's frame. A result that would not come back out of pickle is replaced by an
     error with its message (and its gRPC status, for a domain error)."""
+    try:  # the usual case: the whole answer pickles, and comes back out
+        data = frame(answer)
+        pickle.loads(data[_HEADER.size:])
+        return data
+    except Exception:  # noqa: BLE001 - whatever pickling raises; find the results at fault
+        pass
     seq, results = answer
     return frame((seq, [r if _round_trips(r) else _stand_in(r) for r in results]))
 
