@@ -123,7 +123,7 @@ def test_counts_money_and_rfm_match_a_plain_computation(data, use_native):
         dec = np.zeros_like(counts)
         np.add.at(dec, (ev.type, ev.channel), f)
         np.testing.assert_allclose(v["decayed"][h], dec, rtol=RTOL, atol=1e-300)
-        np.testing.assert_allclose(v["money"][h], (ev.value * f)[purchase].sum(), rtol=RTOL)
+        np.testing.assert_allclose(v["money"][h], (ev.value * f)[purchase].sum(), rtol=RTOL, atol=1e-300)
         w = np.asarray(LAYOUT.event_weights)[ev.type]
         cat = np.zeros(K)
         known = ev.category >= 0
