@@ -107,10 +107,6 @@ def main(argv=None) -> int:
             rows.append(measure(f"Ping, open loop {rate:.0f}/s (baseline)", server.pid, target, PING,
                                 pings, rate=rate, **common))
         print_table(rows, pair, idle)
-        for m in rows:
-            if m.load.sched_p99_ms:
-                print(f"{m.name:<38} generator lag p99 {m.load.lag_p99_ms:.2f} ms; "
-                      f"p99 from schedule {m.load.sched_p99_ms:.2f} ms")
         print(f"ChooseVariant / Ping QPS = {pair.qps_ratio:.2f} (target >= 0.5)")
     finally:
         server.terminate()

@@ -127,6 +127,10 @@ def print_table(rows: list[Measurement], comparison: Comparison | None = None,
         r = m.load
         print(f"{m.name:<38} {r.qps:8.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {m.cpu_us_per_call:11.1f} "
               f"{r.errors:6d}", flush=True)
+    for m in rows:
+        if m.load.sched_p99_ms:  # open loop: how late the generator ran behind its schedule
+            print(f"{m.name:<38} generator lag p99 {m.load.lag_p99_ms:.2f} ms; "
+                  f"p99 from schedule {m.load.sched_p99_ms:.2f} ms")
     if comparison is not None:
         c = comparison
         print(f"{c.method.name} / Ping: QPS x{c.qps_ratio:.2f}, server CPU per call "
