@@ -108,8 +108,9 @@ class Comparison:
 
     @property
     def cpu_ratio(self) -> float:
-        """method CPU per call / Ping CPU per call."""
-        return self.method.cpu_us_per_call / self.ping.cpu_us_per_call
+        """method CPU per call / Ping CPU per call (nan if Ping's run was under one clock tick)."""
+        ping = self.ping.cpu_us_per_call
+        return self.method.cpu_us_per_call / ping if ping > 0 else float("nan")
 
 
 def compare(name: str, server_pid: int, target: str, path: str, payloads: list[bytes],
