@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
@@ -94,7 +94,7 @@ def write_bundle(result, root: str | Path) -> Path:
     params = json.dumps(result.config.as_dict(), sort_keys=True, default=str)
     digest = hashlib.sha256((fp + params).encode()).hexdigest()[:8]
     while True:   # same data and params within one second: take the next second
-        created = datetime.now(timezone.utc)
+        created = datetime.now(UTC)
         version = f"{created.strftime('%Y%m%dT%H%M%S')}-{digest}"
         if not (root / version).exists():
             break

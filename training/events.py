@@ -64,7 +64,7 @@ class Interactions:
     def n_items(self) -> int:
         return int(self.item_ids.shape[0])
 
-    def subset(self, mask: np.ndarray) -> "Interactions":
+    def subset(self, mask: np.ndarray) -> Interactions:
         """Rows selected by a boolean mask or index array; id tables are kept."""
         return replace(self, user=self.user[mask], item=self.item[mask], ts=self.ts[mask],
                        event=self.event[mask], value=self.value[mask])

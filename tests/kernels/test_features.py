@@ -191,7 +191,7 @@ def test_read_features_does_not_mutate_and_does_not_undecay():
 
 @NATIVE
 def test_hour_of_week_uses_local_time(use_native):
-    monday = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp()  # Monday 00:00 UTC
+    monday = dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()  # Monday 00:00 UTC
     click = LAYOUT.type_code("email_click")
     cases = [(monday, 0, 0), (monday + 3600 * 30, 0, 30), (monday, 60, 1), (monday, -60, 167),
              (monday + 3.5 * 86400, 0, 84)]
