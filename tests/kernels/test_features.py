@@ -384,3 +384,62 @@ def test_layout_validation_and_size():
     assert layout.nbytes == 8 * layout.size
     assert layout == FeatureLayout(TYPES, CHANNELS, 64, WEIGHTS)
     assert layout.fingerprint == FeatureLayout(TYPES, CHANNELS, 64, WEIGHTS).fingerprint
+
+
+# ---------------------------------------------------------------------------------------------
+# read-time weights and version-1 records
+
+@SETTINGS
+@given(data=st.data())
+def test_read_time_weights_equal_writing_with_those_weights(data):
+    ev = data.draw(streams())
+    other = {n: data.draw(st.floats(0.1, 50.0)) for n in WEIGHTS if WEIGHTS[n] > 0}
+    reweighted = FeatureLayout(TYPES, CHANNELS, K, other, recent_capacity=4)
+    written = apply_chunks(ev, [slice(0, len(ev))], True)
+    replayed = apply_chunks(ev, [slice(0, len(ev))], True, layout=reweighted)
+    w = np.asarray(reweighted.event_weights)
+    np.testing.assert_allclose(F.recent_weights(LAYOUT, written, w),
+                               F.recent_weights(reweighted, replayed), rtol=1e-12)
+    for a, b in zip(F.recent_items(LAYOUT, written, DAY, length=3, weights=w),
+                    F.recent_items(reweighted, replayed, DAY, length=3)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@NATIVE
+def test_a_valued_type_adds_its_value(use_native):
+    types = TYPES + ("rating",)
+    layout = FeatureLayout(types, CHANNELS, K, {**WEIGHTS, "rating": 2.0},
+                           valued_types=("rating",))
+    rating = layout.type_code("rating")
+    state = F.update(layout, FL.new_state(layout), Events(
+        [rating, rating, 0], [0, 0, 0], [T0, T0 + 1, T0 + 2], item=[5, 5, 6],
+        value=[4.0, 1.5, 9.0]), use_native=use_native)
+    items, weights = F.recent_items(layout, state, DAY, now=T0 + 2)
+    assert items.tolist() == [5, 6]
+    np.testing.assert_allclose(weights, [(4.0 + 1.5) * 2.0 * 2 ** (-1 / DAY), 1.0], rtol=1e-12)
+    zero = np.zeros(len(types))
+    assert F.recent_items(layout, state, DAY, weights=zero)[0].tolist() == []  # weight 0: left out
+    with pytest.raises(ValueError, match="weights"):
+        F.recent_weights(layout, state, zero[1:])
+
+
+def test_upgrade_reads_version_1_records_and_keeps_their_weights():
+    state = apply_chunks(Events([0, 3, 0], [0, 0, 0], [T0, T0 + 1, T0 + 2], item=[1, 2, 1]),
+                         [slice(0, 3)], True)
+    v1 = state.copy()  # what version 1 stored: summed weights in rc_w, nothing past it
+    v1[FL.FORMAT], v1[FL.FINGERPRINT] = 1, LAYOUT._fingerprint_v1
+    n = LAYOUT.offsets["rc_amt"]
+    v1[LAYOUT.offsets["rc_w"]:n][:2] = [WEIGHTS["view"] * 2, WEIGHTS["purchase"]]
+    v1[n:] = 0.0
+    stranger = FL.new_state(FeatureLayout(TYPES, CHANNELS, K + 1, WEIGHTS, recent_capacity=4))
+    states = np.stack([v1, state, stranger[:LAYOUT.size]])
+    FL.upgrade(LAYOUT, states)
+    FL.check_record(LAYOUT, states[:2], "states")
+    np.testing.assert_array_equal(states[2], stranger[:LAYOUT.size])  # not ours: untouched
+    np.testing.assert_allclose(F.recent_weights(LAYOUT, states[0]),
+                               F.recent_weights(LAYOUT, states[1]))
+    F.update(LAYOUT, states[0], Events([0], [0], [T0 + 3], item=[2]))
+    assert F.recent_weights(LAYOUT, states[0]).tolist() == [2.0, WEIGHTS["purchase"] + 1.0]
+    v1[n + 1] = 1.0
+    with pytest.raises(ValueError, match="version-1"):
+        FL.upgrade(LAYOUT, v1.reshape(1, -1).copy())
