@@ -61,7 +61,7 @@ def test_manifest_without_history_uses_the_default_weights():
     ("history_len", 10 ** 12, r"must be in \[1, "),
     ("encoder", "encoder.onnx", "must be an object"),
     ("files", ["items.npz"], "must be an object"),
-    ("format", "tailor.bundle/0", "'tailor.bundle/0', expected 'tailor.bundle/1'"),
+    ("format", "tailor.bundle/0", f"'tailor.bundle/0', expected '{FORMAT}'"),
     ("version", 7, "must be a string"),
     ("metrics", None, "must be an object"),
 ])
