@@ -100,9 +100,9 @@ class ModelRegistry:
 
     def _import_dir(self, src: Path) -> Path:
         manifest = read_manifest(src)
-        dest = self.bundles_dir / str(manifest["version"])
+        dest = self.bundles_dir / manifest.version
         if src.resolve() != dest.resolve() and not dest.exists():
-            tmp = self.bundles_dir / f".import-{os.getpid()}-{manifest['version']}"
+            tmp = self.bundles_dir / f".import-{os.getpid()}-{manifest.version}"
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             try:
                 os.replace(tmp, dest)
