@@ -4,6 +4,10 @@ One write transaction per batch, one read-only transaction per request; the map 
 doubling when full (up to a ceiling, past which writes raise ResourceExhausted and nothing of
 the failed batch is written). Several processes may open the same directory: LMDB serialises
 writers across processes and readers never block.
+
+Repositories hold `Table`s (`store.table(name)`) and hand them the transaction `read()` yields
+or `write(fn)` passes to `fn`; they never call the transaction themselves, so every LMDB call
+is in this package. Keys come from `keys`.
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from typing import TypeVar
 import lmdb
 
 from ..errors import ResourceExhausted
+from .table import Table
 
-__all__ = ["Store", "TABLES", "scan_prefix", "delete_prefix"]
+__all__ = ["Store", "TABLES"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -43,13 +48,18 @@ class Store:
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
                              sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
                              readahead=False)
-        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
+        self._tables = {name: Table(name, self.env.open_db(name.encode(), create=not readonly))
+                        for name in TABLES}
+
+    def table(self, name: str) -> Table:
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise KeyError(f"unknown table {name!r}; tables: {', '.join(TABLES)}") from None
 
     def db(self, table: str):
-        try:
-            return self._dbs[table]
-        except KeyError:
-            raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}") from None
+        """The raw LMDB handle of `table` (for tests of the writer process; code uses `table`)."""
+        return self.table(table).db
 
     # -- transactions ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -93,31 +103,32 @@ class Store:
 
     # -- conveniences --------------------------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
+        t = self.table(table)
         with self.read() as txn:
-            return txn.get(key, db=self.db(table))
+            return t.get(txn, key)
 
     def get_many(self, table: str, keys: Iterable[bytes]) -> list[bytes | None]:
         """One value per key, in input order, None for a miss (one snapshot)."""
-        db = self.db(table)
+        t = self.table(table)
         with self.read() as txn:
-            return [txn.get(k, db=db) for k in keys]
+            return t.get_many(txn, list(keys))
 
     def put_many(self, table: str, items: Iterable[tuple[bytes, bytes]]) -> None:
-        items = list(items)
-        db = self.db(table)
-        self.write(lambda txn: [txn.put(k, v, db=db) for k, v in items])
+        items, t = list(items), self.table(table)
+        self.write(lambda txn: t.put_many(txn, items))
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
         self.put_many(table, [(key, value)])
 
     def delete(self, table: str, key: bytes) -> bool:
-        db = self.db(table)
-        return self.write(lambda txn: txn.delete(key, db=db))
+        t = self.table(table)
+        return self.write(lambda txn: t.delete(txn, key))
 
     def scan(self, table: str, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with `prefix`, in key order (one snapshot)."""
+        t = self.table(table)
         with self.read() as txn:
-            return scan_prefix(txn, self.db(table), prefix)
+            return t.scan_prefix(txn, prefix)
 
     def sync(self) -> None:
         self.env.sync(True)
@@ -125,24 +136,3 @@ class Store:
     def close(self) -> None:
         self.env.close()
 
-
-def scan_prefix(txn: lmdb.Transaction, db, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of `db` whose key starts with `prefix`, in key order, within `txn`."""
-    cur, out = txn.cursor(db=db), []
-    if cur.set_range(prefix):
-        for key, value in cur:
-            if not key.startswith(prefix):
-                break
-            out.append((key, value))
-    return out
-
-
-def delete_prefix(txn: lmdb.Transaction, db, prefix: bytes) -> int:
-    """Delete every key of `db` starting with `prefix` within the write `txn`; returns how many."""
-    cur, n = txn.cursor(db=db), 0
-    if cur.set_range(prefix):
-        while cur.key().startswith(prefix):
-            n += 1
-            if not cur.delete():
-                break
-    return n

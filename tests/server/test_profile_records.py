@@ -5,10 +5,11 @@ import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
 from server.profiles import ProfileSchema, TrackedEvent
-from server.profiles.records import EventRecords, dedupe_key, event_key, feature_key
+from server.profiles.records import EventRecords
 from server.profiles.repository import ProfileRepository
 from server.profiles.schema import item_code
 from server.store import Store
+from server.store.keys import dedupe_key, event_key, feature_key
 
 
 def tracked(event_id, user="ann", item="", ts=None, type="click", channel="web"):
