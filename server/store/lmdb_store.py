@@ -7,20 +7,23 @@ writers across processes and readers never block.
 
 Repositories hold `Table`s (`store.table(name)`) and hand them the transaction `read()` yields
 or `write(fn)` passes to `fn`; they never call the transaction themselves, so every LMDB call
-is in this package. Keys come from `keys`.
+is in this package. Keys come from `keys`, record layouts and their versions from `layouts`;
+opening a store migrates older layouts first (`migrate`).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import lmdb
 
 from ..errors import ResourceExhausted
+from .layouts import KINDS, RecordKind
+from .migrate import open_layouts
 from .table import Table
 
 __all__ = ["Store", "TABLES"]
@@ -37,7 +40,8 @@ class Store:
     """An LMDB environment under `path` with the named `TABLES`."""
 
     def __init__(self, path: Path | str, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
-                 sync: bool = True, readonly: bool = False):
+                 sync: bool = True, readonly: bool = False,
+                 layouts: Sequence[RecordKind] = KINDS):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_map_size = max_map_size
@@ -50,6 +54,12 @@ class Store:
                              readahead=False)
         self._tables = {name: Table(name, self.env.open_db(name.encode(), create=not readonly))
                         for name in TABLES}
+        try:
+            self.migrated = open_layouts(self, layouts, readonly)
+        except BaseException:
+            self.env.close()
+            raise
+        """{record kind: layout version its records were migrated from} by this open."""
 
     def table(self, name: str) -> Table:
         try:
