@@ -25,8 +25,7 @@ def batched_put_rate(items: Sequence[tuple[bytes, bytes]], batch: int, sync: boo
         t = store.table(table)
         start = time.perf_counter()
         for i in range(0, len(items), batch):
-            chunk = items[i:i + batch]
-            store.write(lambda txn: t.put_many(txn, chunk))
+            store.write(lambda txn, chunk=items[i:i + batch]: t.put_many(txn, chunk))
         seconds = time.perf_counter() - start
     finally:
         store.close()

@@ -8,8 +8,7 @@ from server.profiles import ProfileSchema, TrackedEvent
 from server.profiles.records import EventRecords
 from server.profiles.repository import ProfileRepository
 from server.profiles.schema import item_code
-from server.store import Store
-from server.store import keys
+from server.store import Store, keys
 from server.store.keys import dedupe_key, event_key, feature_key
 
 

@@ -120,7 +120,7 @@ def _sources(*dirs):
 
 def test_only_server_store_imports_lmdb():
     outside = [str(p.relative_to(ROOT)) for p in _sources("server", "loadtests", "training", "clients")
-               if re.search(r"^\s*(import lmdb|from lmdb)", p.read_text(), re.M)
+               if re.search(r"^\s*(import lmdb|from lmdb)", p.read_text(), re.MULTILINE)
                and (ROOT / "server" / "store") not in p.parents]
     assert outside == []
 

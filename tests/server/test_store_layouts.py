@@ -67,8 +67,8 @@ def test_a_data_dir_from_before_layout_versions_reads_back_unchanged(v1_dir):
     assert state is not None and meta["attributes"] == {"tier": "gold"} and meta["consent"] == {"email": True}
     assert [pb.Event.FromString(e).event_id for e in events] == ["e2", "e1"]
     assert [s is not None for s in profiles.states(["ann", "bo", "cy"])] == [True, True, False]
-    again = profiles.ingest([TrackedEvent("e1", "ann", "view", "web", "", "i1", 0.0, 1764000000.123, {})], [None])
-    assert again.duplicates == [0]
+    again = TrackedEvent("e1", "ann", "view", "web", "", "i1", 0.0, 1764000000.123, {})
+    assert profiles.ingest([again], [None]).duplicates == [0]  # its dedupe key still holds
     campaigns = CampaignRepository(store)
     assert campaigns.get("c1").spec.variants[0].content == {"subject": "hi"}
     decisions = {r["decision_id"]: r for r in campaigns.export(include_pending=True)}
