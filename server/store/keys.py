@@ -39,14 +39,17 @@ MS_MAX = b"9" * MS_DIGITS
 USER_TABLES = ("profiles", "events", "decisions")
 """The tables holding `<user>␟...` records (erasure clears the user's prefix in these only)."""
 
-__all__ = ["SEP", "SEP_CHAR", "MS_DIGITS", "MS_MAX", "USER_TABLES", "join_key", "split_key", "millis",
-           "millis_many", "ms_part", "user_prefix", "feature_key", "FEATURES_SUFFIX", "profile_meta_key",
-           "PROFILE_META_SUFFIX",
-           "event_key", "event_keys", "event_parts", "dedupe_key", "dedupe_keys",
-           "DEDUPE_PREFIX", "dedupe_key_of_event", "category_key", "CATEGORY_PREFIX",
-           "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY", "worker_key", "WORKER_PREFIX",
-           "worker_pid", "layout_key", "LAYOUT_PREFIX", "campaign_key", "count_key", "COUNT_PREFIX",
-           "decision_key", "decision_index_key", "INDEX_PREFIX", "due_key", "DUE_PREFIX"]
+__all__ = [
+    "SEP", "SEP_CHAR", "MS_DIGITS", "MS_MAX", "USER_TABLES", "join_key", "split_key",
+    "millis", "millis_many", "ms_part", "user_prefix",
+    "feature_key", "FEATURES_SUFFIX", "profile_meta_key", "PROFILE_META_SUFFIX",
+    "event_key", "event_keys", "event_parts",
+    "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
+    "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
+    "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
+    "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
+    "INDEX_PREFIX", "due_key", "DUE_PREFIX",
+]
 
 
 def join_key(*parts: str | bytes) -> bytes:
