@@ -3,8 +3,9 @@
     python -m loadtests.bench_profiles [--events 200000] [--profiles 1000000] [--no-sync]
         [--server-src DIR]
 
-1. Raw LMDB: the same number of records put in batches of 500 per write transaction, with the
-   same durability setting (fsync per commit unless --no-sync) — the ceiling for comparison.
+1. Raw LMDB: the same records (events keys, serialized events) put in batches of 500 per write
+   transaction, with the same durability setting (fsync per commit unless --no-sync), through
+   `server.store.baseline` — the ceiling for comparison.
 2. End to end: `python -m server` on loopback, events streamed with TrackEventStream in batches
    of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit).
 3. GetProfile latency (p50/p99) with `--profiles` stored profiles (loaded through the server's
@@ -23,12 +24,10 @@ import argparse
 import asyncio
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import grpc
-import lmdb
 import numpy as np
 
 from protos.tailor.v1 import profile_pb2 as pb
@@ -65,20 +64,10 @@ def make_events(n: int, users: int, seed: int = 3, prefix: str = "b") -> list[pb
 
 def raw_lmdb(events: list[pb.Event], sync: bool) -> float:
     """Records/s for batched puts of the serialized events (same count, same durability)."""
-    path = tempfile.mkdtemp(prefix="tailor-rawlmdb-", dir=".")
-    env = lmdb.open(path, map_size=8 << 30, sync=sync, metasync=sync, max_dbs=2)
-    db = env.open_db(b"events")
-    payload = [(f"{e.user_id}\x1f{int(e.timestamp * 1000):016d}\x1f{e.event_id}".encode(),
-                e.SerializeToString()) for e in events]
-    start = time.perf_counter()
-    for i in range(0, len(payload), BATCH):
-        with env.begin(write=True) as txn:
-            for k, v in payload[i:i + BATCH]:
-                txn.put(k, v, db=db)
-    seconds = time.perf_counter() - start
-    env.close()
-    shutil.rmtree(path)
-    return len(events) / seconds
+    from server.store import keys
+    from server.store.baseline import batched_put_rate
+    items = [(keys.event_key(e.user_id, e.timestamp, e.event_id), e.SerializeToString()) for e in events]
+    return batched_put_rate(items, BATCH, sync)
 
 
 async def stream_ingest(target: str, events: list[pb.Event], streams: int = 1) -> tuple[float, int]:

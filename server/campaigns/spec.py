@@ -11,6 +11,7 @@ from kernels import bandits as B
 
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES
+from ..store.keys import SEP_CHAR
 from .errors import ImmutableField
 
 __all__ = ["Variant", "RewardRule", "CampaignSpec", "Campaign", "check_id", "PARAM_NAMES",
@@ -24,7 +25,7 @@ MAX_FEATURES = 64
 
 
 def check_id(name: str, value: str) -> None:
-    if not value or len(value.encode()) > 128 or "\x1f" in value:
+    if not value or len(value.encode()) > 128 or SEP_CHAR in value:
         raise InvalidArgument(name, "must be 1..128 bytes without control character 0x1F")
 
 

@@ -5,11 +5,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from ..store.keys import SEP_CHAR as _SEP
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
 
 __all__ = ["TrackedEvent", "EventRules", "check_event"]
-
-_SEP = "\x1f"
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from kernels import features as kf
 from ..batching import AdaptiveBatcher
 from ..errors import InvalidArgument, NotFound
 from ..store import Store
+from ..store.keys import SEP_CHAR
 from .events import EventRules, TrackedEvent, check_event
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
@@ -249,5 +250,5 @@ def _merge_items(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _check_user(user_id: str) -> None:
-    if not user_id or len(user_id.encode()) > 128 or "\x1f" in user_id:
+    if not user_id or len(user_id.encode()) > 128 or SEP_CHAR in user_id:
         raise InvalidArgument("user_id", "must be 1..128 bytes without control character 0x1F")
