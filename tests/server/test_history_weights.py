@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from server.profiles.records import feature_key
+from server.store.keys import feature_key
 from tests.conftest import train_bundle
 
 DAY = 86400.0
