@@ -57,7 +57,8 @@ class TailorServer:
                            retention_s=s.event_retention_days * 86400.0)
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history_half_life_days=s.history_half_life_days)
-        self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
+        self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
+                                       seen_of=self.profiles.seen_sets)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds)

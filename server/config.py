@@ -1,6 +1,7 @@
 """One settings object for the server: CLI flags override `TAILOR_*` environment variables."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import Field
@@ -50,7 +51,8 @@ class Settings(BaseSettings):
     ranker_candidates: int = 100
     """Candidates retrieved per request for the ranker to re-score."""
     exclude_history: bool = True
-    """Drop items already in the user's history from recommendations."""
+    """Drop items the user has seen from recommendations, as `seen_exclusion_days` and
+    `repeatable_categories` say (bundle seen-set and live events, not only the history window)."""
     compute_threads: int = 1
     """Threads ONNX Runtime and FAISS may use per call."""
     gil_switch_interval_ms: float = Field(0.5, gt=0)
@@ -91,6 +93,30 @@ class Settings(BaseSettings):
     """Bundle versions kept on disk (the active one and rollback targets)."""
     grace_seconds: float = 5.0
     """How long in-flight calls may finish at shutdown."""
+
+    # -- seen items and long-term interest (issue 21) -------------------------------------------
+    seen_exclusion_days: dict[str, float] = {
+        "purchase": math.inf, "rating": math.inf, "view": 30.0, "click": 30.0, "add_to_cart": 30.0}
+    """How long an item stays out of a user's recommendations after an event of each type on
+    it, in days since the user's latest event on that item (`inf`: for good). Types not listed
+    never exclude. Applies to the bundle's seen-set and the live one alike; off with
+    `exclude_history=False`. Env: `TAILOR_SEEN_EXCLUSION_DAYS='{"purchase": "inf", ...}'`."""
+    seen_unknown_type_days: float = Field(math.inf, gt=0)
+    """The same for seen items whose event type is unknown: histories of bundles without seen
+    arrays (counted from the bundle's data cutoff) and profiles written before seen records.
+    `inf`, as `exclude_history` always treated the history window."""
+    repeatable_categories: tuple[str, ...] = ("grocery", "groceries", "consumables")
+    """Categories whose items come back whatever the user did (bought again as a habit)."""
+    seen_overfetch_max: int = Field(1000, ge=0)
+    """At most this many extra FAISS candidates per request to make up for excluded items;
+    past it a short list is filled with popular unseen items."""
+    history_long_half_life_days: float = Field(365.0, gt=0)
+    """Half-life, against the request time, of the long-term part of the encoder's history
+    (every known item of the user), blended with the recent part (`history_half_life_days`,
+    also against the request time) so one new event cannot erase a profile."""
+    history_long_term_mass: float = Field(16.0, ge=0)
+    """Most total weight the long-term part may carry (a click weighs 2, a purchase 8); the
+    recent part is not capped. 0 turns the long-term part off."""
 
     @property
     def store_dir(self) -> Path:

@@ -210,6 +210,10 @@ class Profiles:
             out.append((live_rows[-bundle.history_len:], live_w[-bundle.history_len:]))
         return out
 
+    def seen_sets(self, user_ids: Sequence[str]):
+        """Every item each user had an event on (live, uncapped); None: no profile."""
+        return self.repo.seen_sets(user_ids)
+
     def export(self, start: float = 0.0, end: float = 0.0):
         return self.repo.export(start, end)
 

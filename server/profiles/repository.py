@@ -12,6 +12,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
+from . import seen
 from .codec import decode_states, update_records
 from .events import TrackedEvent
 from .records import DEDUPE_PREFIX, EventRecords, feature_key
@@ -56,6 +57,7 @@ class ProfileRepository:
                           category=self._category_codes(txn, new.categories), value=new.value)
         states = update_records(self.layout, [get(k) for k in fkeys], rows, batch)
         txn.cursor(db=d["profiles"]).putmulti(list(zip(fkeys, states)))
+        txn.cursor(db=d["profiles"]).putmulti(seen.merge_updates(get, new.user_ids, new.item, new.type, new.ts))
         txn.cursor(db=d["events"]).putmulti(list(zip(new.event_keys, new.payloads)))
         txn.cursor(db=d["dedupe"]).putmulti(list(zip(new.dedupe_keys, new.event_keys)))
         return IngestResult(fresh, dups)
@@ -158,6 +160,21 @@ class ProfileRepository:
         out: list[np.ndarray | None] = [None] * len(raws)
         for j, i in enumerate(found):
             out[i] = decoded[j]
+        return out
+
+    def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
+        """Live seen-sets in one snapshot (None: no profile). A profile older than seen records
+        gets its recent items, of unknown type."""
+        db = self._dbs["profiles"]
+        with self.store.read() as txn:
+            raws = [txn.get(seen.seen_key(u), db=db) for u in user_ids]
+            legacy = {i: txn.get(feature_key(u), db=db) for i, u in enumerate(user_ids) if raws[i] is None}
+        out = [seen.decode(r) if r else None for r in raws]
+        for i, raw in legacy.items():
+            if raw:
+                state = decode_states(self.layout, [raw])[0]
+                v, n = self.layout.views(state), int(state[fl.N_RECENT])
+                out[i] = seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
         return out
 
     def export(self, start: float = 0.0, end: float = 0.0):
