@@ -111,12 +111,16 @@ class Settings(BaseSettings):
     """At most this many extra FAISS candidates per request to make up for excluded items;
     past it a short list is filled with popular unseen items."""
     history_long_half_life_days: float = Field(365.0, gt=0)
-    """Half-life, against the request time, of the long-term part of the encoder's history
-    (every known item of the user), blended with the recent part (`history_half_life_days`,
-    also against the request time) so one new event cannot erase a profile."""
-    history_long_term_mass: float = Field(16.0, ge=0)
-    """Most total weight the long-term part may carry (a click weighs 2, a purchase 8); the
-    recent part is not capped. 0 turns the long-term part off."""
+    """Half-life of the long-term part of the encoder's history, added to the recent part
+    (`history_half_life_days`); both decay against the request time, not the user's latest
+    event, so one new event cannot age a whole profile (server/profiles/history.py)."""
+    history_session_minutes: float = Field(30.0, ge=0)
+    """Events this recent are the current session: never scaled down by
+    `history_background_mass`."""
+    history_background_mass: float = Field(16.0, ge=0)
+    """Most total weight the history before the session may carry in the encoder's input (a
+    view weighs 1, a click 2, a purchase 8); heavier histories are scaled down to it, so a
+    session's new interest is not drowned. 0: no cap."""
 
     @property
     def store_dir(self) -> Path:
