@@ -118,32 +118,48 @@ def excluded_rows(policy: SeenPolicy | None, bundle: Bundle, user_ids: Sequence[
                   ) -> list[np.ndarray]:
     """Per user, the sorted unique rows not to recommend: the `requested` rows plus the seen
     items (bundle seen-set and `live`) that `policy` excludes at `now` (none without a policy)."""
-    n, parts_rows, parts_user = bundle.n_items, [], []
-    for j, rows in enumerate(requested):
-        parts_rows.append(rows)
-        parts_user.append(np.full(len(rows), j, np.int64))
+    parts_rows, parts_user = [], []
+    _add(parts_rows, parts_user, list(range(len(requested))), list(requested))
     if policy is not None:
         t = policy.tables(bundle)
         _add_bundle_seen(t, bundle, user_ids, now, parts_rows, parts_user)
         _add_live_seen(t, policy, live, now, parts_rows, parts_user)
+    n = bundle.n_items
     keys = np.concatenate(parts_rows) + n * np.concatenate(parts_user) if parts_rows else np.zeros(0, np.int64)
-    keys = np.unique(keys)
+    keys.sort()
+    if len(keys) > 1:
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
     bounds = np.searchsorted(keys, np.arange(len(user_ids) + 1, dtype=np.int64) * n)
     return [keys[bounds[j]:bounds[j + 1]] - j * n for j in range(len(user_ids))]
 
 
+def _add(parts_rows: list, parts_user: list, owners: list[int], arrays: list[np.ndarray]) -> None:
+    """Append the rows of `arrays[i]`, owned by user `owners[i]`, as one part."""
+    lengths = [len(a) for a in arrays]
+    if sum(lengths):
+        parts_rows.append(np.concatenate(arrays).astype(np.int64, copy=False))
+        parts_user.append(np.repeat(np.asarray(owners, np.int64), lengths))
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) without the loop."""
+    lengths = stops - starts
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+
+
 def _add_bundle_seen(t: _BundleSeen, bundle: Bundle, user_ids, now, parts_rows, parts_user):
-    spans = [(j, t.indptr[r], t.indptr[r + 1]) for j, r in
-             ((j, bundle.user_row.get(u)) for j, u in enumerate(user_ids)) if r is not None]
-    if not spans:
+    found = [(j, r) for j, r in enumerate(bundle.user_row.get(u) for u in user_ids) if r is not None]
+    if not found:
         return
-    idx = np.concatenate([np.arange(lo, hi) for _, lo, hi in spans])
-    owner = np.repeat(np.asarray([j for j, _, _ in spans], np.int64),
-                      [hi - lo for _, lo, hi in spans])
+    owners = np.asarray([j for j, _ in found], np.int64)
+    at = np.asarray([r for _, r in found], np.int64)
+    lo, hi = t.indptr[at], t.indptr[at + 1]
+    idx = _ranges(lo, hi)
     rows = t.items[idx]
     keep = t.bits.excluded(t.mask[idx], t.ts[idx], now) & ~t.repeatable[rows]
     parts_rows.append(rows[keep])
-    parts_user.append(owner[keep])
+    parts_user.append(np.repeat(owners, hi - lo)[keep])
 
 
 def _add_live_seen(t: _BundleSeen, policy: SeenPolicy, live, now, parts_rows, parts_user):
@@ -155,7 +171,7 @@ def _add_live_seen(t: _BundleSeen, policy: SeenPolicy, live, now, parts_rows, pa
     ts = np.concatenate([s.ts for _, s in sets])
     owner = np.repeat(np.asarray([j for j, _ in sets], np.int64), [len(s) for _, s in sets])
     rows = t.rows_of_codes(codes)
-    keep = (rows >= 0) & policy.live.excluded(mask, ts, now)
-    keep[keep] &= ~t.repeatable[rows[keep]]
+    keep = policy.live.excluded(mask, ts, now) & (rows >= 0)
+    keep &= ~t.repeatable[np.maximum(rows, 0)]
     parts_rows.append(rows[keep])
     parts_user.append(owner[keep])
