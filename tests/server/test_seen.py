@@ -196,3 +196,29 @@ async def test_seen_record_is_erased_with_the_user(stubs, tailor_server, loaded)
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="erase-me"))
     assert tailor_server.store.get("profiles", key) is None
     assert not store_mentions(tailor_server.store, b"erase-me")
+
+
+def test_live_record_is_uncapped_and_legacy_profiles_fall_back_to_recent_items(tmp_path):
+    """300 items on one user: all in the seen record (the recent window keeps 50); a profile
+    written before seen records existed reads as its recent items, of unknown type."""
+    from server.profiles.events import TrackedEvent
+    from server.profiles.repository import ProfileRepository
+    from server.profiles.schema import ProfileSchema
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    now = time.time()
+    events = [TrackedEvent(f"e{n}", "u1", "view" if n % 2 else "purchase", "web", "", f"item-{n}",
+                           0.0, now - 1000 + n) for n in range(300)]
+    repo.ingest(events, [None] * 300)
+    got = repo.seen_sets(["u1", "nobody"])
+    assert got[1] is None
+    assert sorted(got[0].codes.tolist()) == sorted(item_code(f"item-{n}") for n in range(300))
+    assert got[0].codes.tolist() == sorted(got[0].codes.tolist())
+    by_code = dict(zip(got[0].codes.tolist(), got[0].mask.tolist()))
+    assert by_code[item_code("item-4")] == BIT["purchase"] and by_code[item_code("item-5")] == BIT["view"]
+    store.delete("profiles", seen.seen_key("u1"))
+    legacy = repo.seen_sets(["u1"])[0]
+    assert len(legacy) == 50 and set(legacy.mask.tolist()) == {int(seen.UNKNOWN_BIT)}
+    assert set(legacy.codes.tolist()) == {item_code(f"item-{n}") for n in range(250, 300)}
+    store.close()
