@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,10 @@ def _live(bundle, n_users: int, per_user: int, now: float, rng):
     return out
 
 
+def _same(live, _user_ids):
+    return live
+
+
 def _timed(fn, rounds_out: dict, name: str) -> None:
     cpu, wall = time.process_time(), time.perf_counter()
     fn()
@@ -85,15 +90,15 @@ def main(argv=None) -> None:
         queries = [RecQuery(u, 10) for u in batch]
         out = timings if r >= 2 else {}
         if not NEW:
-            _timed(lambda: recommend_batch(bundle, queries, bundle_histories, exclude_history=True),
+            _timed(partial(recommend_batch, bundle, queries, bundle_histories, exclude_history=True),
                    out, "recommend (history window)")
             continue
         live = _live(bundle, args.batch, args.seen, now, rng)
         none = [np.zeros(0, np.int64)] * args.batch
-        _timed(lambda: excluded_rows(policy, bundle, batch, live, none, now), out, "exclude")
-        _timed(lambda: recommend_batch(bundle, queries, bundle_histories, policy=policy,
-                                       seen_of=lambda _: live, now=now), out, "recommend")
-        _timed(lambda: recommend_batch(bundle, queries, bundle_histories, now=now), out,
+        _timed(partial(excluded_rows, policy, bundle, batch, live, none, now), out, "exclude")
+        _timed(partial(recommend_batch, bundle, queries, bundle_histories, policy=policy,
+                       seen_of=partial(_same, live), now=now), out, "recommend")
+        _timed(partial(recommend_batch, bundle, queries, bundle_histories, now=now), out,
                "recommend, no policy")
     print(f"{bundle.n_items} items, batch {args.batch}, {args.seen} bundle + {args.seen} live seen "
           f"items per user, {args.rounds} rounds")
