@@ -22,6 +22,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from server.models.bundle import load_bundle
@@ -73,8 +74,11 @@ def main(argv=None) -> None:
     p.add_argument("--seen", type=int, default=200)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--overfetch", type=int, default=None,
+                   help="seen_overfetch_max (default: the Settings default)")
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
+    faiss.omp_set_num_threads(1)  # as the server's batch thread does (compute_threads=1)
     bundle = load_bundle(args.bundle)
     users = bundle.users["user_ids"].tolist()
     now = float(bundle.manifest["data"]["cutoff"])
@@ -85,6 +89,7 @@ def main(argv=None) -> None:
         if "seen_indptr" not in bundle.users:
             _synthetic_seen(bundle, args.seen, rng)
         policy = SeenPolicy.from_settings(Settings())
+        overfetch = Settings().seen_overfetch_max if args.overfetch is None else args.overfetch
     for r in range(args.rounds + 2):  # two warm-up rounds
         batch = [str(u) for u in rng.choice(users, args.batch, replace=False)]
         queries = [RecQuery(u, 10) for u in batch]
@@ -97,11 +102,12 @@ def main(argv=None) -> None:
         none = [np.zeros(0, np.int64)] * args.batch
         _timed(partial(excluded_rows, policy, bundle, batch, live, none, now), out, "exclude")
         _timed(partial(recommend_batch, bundle, queries, bundle_histories, policy=policy,
-                       seen_of=partial(_same, live), now=now), out, "recommend")
+                       seen_of=partial(_same, live), now=now, overfetch_max=overfetch),
+               out, "recommend")
         _timed(partial(recommend_batch, bundle, queries, bundle_histories, now=now), out,
                "recommend, no policy")
     print(f"{bundle.n_items} items, batch {args.batch}, {args.seen} bundle + {args.seen} live seen "
-          f"items per user, {args.rounds} rounds")
+          f"items per user, {args.rounds} rounds" + (f", over-fetch at most {overfetch}" if NEW else ""))
     for name, rows in timings.items():
         cpu, wall = np.array(rows).T * 1e6
         print(f"{name:>28}: CPU {cpu.mean() / args.batch:8.1f} µs/call   wall per batch "

@@ -97,13 +97,13 @@ def _member(rows: np.ndarray, sorted_ban: np.ndarray) -> np.ndarray:
     return sorted_ban[pos] == rows
 
 
-def _unblocked(cand: tuple[np.ndarray, np.ndarray], blocked: np.ndarray):
-    """Candidates (rows, scores) without the blocked rows (sorted), order kept."""
+def _unblocked(cand: tuple[np.ndarray, np.ndarray], blocked: np.ndarray, n: int):
+    """The first `n` candidates (rows, scores) that are not blocked (sorted rows), order kept."""
     rows, scores = cand
-    if not len(blocked) or not len(rows):
-        return rows, scores
-    keep = ~_member(rows, blocked)
-    return rows[keep], scores[keep]
+    if len(blocked) and len(rows):
+        keep = ~_member(rows, blocked)
+        rows, scores = rows[keep], scores[keep]
+    return rows[:n], scores[:n]
 
 
 def _history_arrays(bundle: Bundle, histories: list[History]) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +165,7 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                     history_of: Callable[[Bundle, Sequence[str]], list[History | None]], *,
                     ranker_candidates: int = 100, policy: SeenPolicy | None = None,
                     seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
-                    overfetch_max: int = 1000, now: float | None = None,
+                    overfetch_max: int = 50, now: float | None = None,
                     ) -> list[RecResult | BaseException]:
     """Answer every query of the batch with `bundle`; a bad query yields its own exception.
 
@@ -185,7 +185,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         histories = history_of(bundle, user_ids)
         live = seen_of(user_ids) if policy is not None and seen_of is not None else [None] * len(queries)
     with _STAGES["exclude"]:
-        blocked = excluded_rows(policy, bundle, user_ids, live, [_requested(bundle, q) for q in queries],
+        requested = [_requested(bundle, q) for q in queries]
+        blocked = excluded_rows(policy, bundle, user_ids, live, requested,
                                 time.time() if now is None else now)
     warm = [i for i, h in enumerate(histories)
             if results[i] is None and h is not None and len(h[0]) > 0]
@@ -193,10 +194,13 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         with _STAGES["encode"]:
             hist = _history_arrays(bundle, [histories[i] for i in warm])
             users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
-        depth = [max(queries[i].k, ranker_candidates) + min(len(blocked[i]), overfetch_max) for i in warm]
+        # deeper by every requested exclusion and by at most `overfetch_max` seen items
+        depth = [max(queries[i].k, ranker_candidates)
+                 + min(len(blocked[i]), len(requested[i]) + overfetch_max) for i in warm]
         with _STAGES["retrieve"]:
             found = _retrieve(bundle, users, [cats[i] for i in warm], depth)
-        cands = [_unblocked(found[j], blocked[i]) for j, i in enumerate(warm)]
+        keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
+        cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
             final = _rank(bundle, hist, cands)
         with _STAGES["assemble"]:
