@@ -18,6 +18,7 @@ from .config import Settings
 from .metrics import MetricsInterceptor
 from .models import ModelRegistry
 from .profiles import EventRules, Profiles
+from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
 from .services import register_services
@@ -55,8 +56,10 @@ class TailorServer:
         self.registry = ModelRegistry(s, self.store)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
                            retention_s=s.event_retention_days * 86400.0)
-        self.profiles = Profiles(self.store, self.registry, rules=rules)
-        self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
+        self.profiles = Profiles(self.store, self.registry, rules=rules,
+                                 history=HistoryBlend.from_settings(s))
+        self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
+                                       seen_of=self.profiles.seen_sets)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds)

@@ -1,6 +1,7 @@
 """One settings object for the server: CLI flags override `TAILOR_*` environment variables."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from pydantic import Field
@@ -50,7 +51,8 @@ class Settings(BaseSettings):
     ranker_candidates: int = 100
     """Candidates retrieved per request for the ranker to re-score."""
     exclude_history: bool = True
-    """Drop items already in the user's history from recommendations."""
+    """Drop items the user has seen from recommendations, as `seen_exclusion_days` and
+    `repeatable_categories` say (bundle seen-set and live events, not only the history window)."""
     compute_threads: int = 1
     """Threads ONNX Runtime and FAISS may use per call."""
     gil_switch_interval_ms: float = Field(0.5, gt=0)
@@ -89,6 +91,37 @@ class Settings(BaseSettings):
     """Bundle versions kept on disk (the active one and rollback targets)."""
     grace_seconds: float = 5.0
     """How long in-flight calls may finish at shutdown."""
+
+    # -- seen items and long-term interest (issue 21) -------------------------------------------
+    seen_exclusion_days: dict[str, float] = {
+        "purchase": math.inf, "rating": math.inf, "view": 30.0, "click": 30.0, "add_to_cart": 30.0}
+    """How long an item stays out of a user's recommendations after an event of each type on
+    it, in days since the user's latest event on that item (`inf`: for good). Types not listed
+    never exclude. Applies to the bundle's seen-set and the live one alike; off with
+    `exclude_history=False`. Env: `TAILOR_SEEN_EXCLUSION_DAYS='{"purchase": "inf", ...}'`."""
+    seen_unknown_type_days: float = Field(math.inf, gt=0)
+    """The same for seen items whose event type is unknown: histories of bundles without seen
+    arrays (counted from the bundle's data cutoff) and profiles written before seen records.
+    `inf`, as `exclude_history` always treated the history window."""
+    repeatable_categories: tuple[str, ...] = ("grocery", "groceries", "consumables")
+    """Categories whose items come back whatever the user did (bought again as a habit)."""
+    seen_overfetch_max: int = Field(50, ge=0)
+    """At most this many extra FAISS candidates per request to make up for excluded seen items
+    (requested exclusions always add their count); the ranker then sees fewer candidates, and
+    a list shorter than k is filled with popular unseen items. 50, the old history window,
+    keeps the search as deep as before: on 20k items a depth of +400 cost +25% CPU per call
+    (`python -m loadtests.bench_exclusion`)."""
+    history_long_half_life_days: float = Field(365.0, gt=0)
+    """Half-life of the long-term part of the encoder's history, added to the recent part
+    (the half-life the bundle's manifest declares); both decay against the request time, not the user's latest
+    event, so one new event cannot age a whole profile (server/profiles/history.py)."""
+    history_session_minutes: float = Field(30.0, ge=0)
+    """Events this recent are the current session: never scaled down by
+    `history_background_mass`."""
+    history_background_mass: float = Field(16.0, ge=0)
+    """Most total weight the history before the session may carry in the encoder's input (a
+    view weighs 1, a click 2, a purchase 8); heavier histories are scaled down to it, so a
+    session's new interest is not drowned. 0: no cap."""
 
     @property
     def store_dir(self) -> Path:

@@ -27,6 +27,7 @@ logger = logging.getLogger("tailor.models.bundle")
 ITEM_ARRAYS = ("item_ids", "titles", "urls", "category", "category_names", "price", "popularity",
                "recency_days")
 USER_ARRAYS = ("user_ids", "indptr", "items", "weights")
+SEEN_ARRAYS = ("seen_indptr", "seen_items", "seen_mask", "seen_last_ts")
 
 
 class BundleInvalid(FailedPrecondition):
@@ -124,6 +125,22 @@ def _check_arrays(items: dict, users: dict, n_items: int) -> None:
         raise BundleInvalid("users.npz", "indptr not monotone or weights length mismatch")
     if len(rows) and (rows.min() < 0 or rows.max() >= n_items):
         raise BundleInvalid("users.npz", "history rows outside the catalog")
+    if "seen_indptr" in users:
+        _check_seen(users, n_items)
+
+
+def _check_seen(users: dict, n_items: int) -> None:
+    """The optional seen-set arrays (docs/bundle.md): CSR over user_ids, rows ascending."""
+    missing = [k for k in SEEN_ARRAYS if k not in users]
+    if missing:
+        raise BundleInvalid("users.npz", f"seen_indptr without {missing}")
+    indptr, rows = users["seen_indptr"], users["seen_items"]
+    if len(indptr) != len(users["user_ids"]) + 1 or indptr[0] != 0 or indptr[-1] != len(rows):
+        raise BundleInvalid("users.npz", "seen_indptr does not match user_ids/seen_items")
+    if len(users["seen_mask"]) != len(rows) or len(users["seen_last_ts"]) != len(rows):
+        raise BundleInvalid("users.npz", "seen_mask/seen_last_ts length differs from seen_items")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_items):
+        raise BundleInvalid("users.npz", "seen rows outside the catalog")
 
 
 def _load_index(path: Path, manifest: contract.Manifest, n_items: int, dim: int) -> faiss.Index:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import weakref
@@ -19,6 +20,7 @@ from ..errors import InvalidArgument, NotFound
 from ..store import Store
 from ..store.keys import SEP_CHAR
 from .events import EventRules, TrackedEvent, check_event
+from .history import HistoryBlend
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, PII_KEYS, ProfileSchema, item_code
@@ -57,16 +59,18 @@ def mask(value: str) -> str:
 
 class Profiles:
     def __init__(self, store: Store, registry, schema: ProfileSchema = ProfileSchema(),
-                 rules: EventRules = EventRules()):
+                 rules: EventRules = EventRules(), history: HistoryBlend = HistoryBlend()):
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout)
         self.registry = registry
         self.rules = rules
+        self.history = history
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
                                        name="ingest")
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._blends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.listeners: list[Callable[[list[TrackedEvent]], Awaitable[None]]] = []
         """Called with the newly accepted events of each call (e.g. campaign rewards)."""
 
@@ -201,35 +205,48 @@ class Profiles:
             self._code_rows[bundle] = table
         return table
 
-    def history_of(self, bundle, user_ids: Sequence[str]):
-        """Encoder input per user: live profile items merged after the bundle's training history.
+    def history_of(self, bundle, user_ids: Sequence[str], now: float | None = None):
+        """Encoder input per user: the bundle's training history and the live profile's recent
+        items, blended into short- and long-term interest as of `now` (`history.HistoryBlend`).
 
-        Live items are weighted with the event weights and half-life the bundle was trained with
-        (manifest `history`). Training-time history counts as of the bundle's data cutoff and
-        decays from there, so a user's recent live behaviour dominates as it should.
+        Live items are weighted with the event weights the bundle was trained with (manifest
+        `history`), and the blend's short-term half-life is the bundle's.
         """
+        now = time.time() if now is None else now
         states = self.repo.states(user_ids)
         rows_of = self._code_row(bundle) if any(s is not None for s in states) else {}
-        cutoff = bundle.manifest.cutoff
+        trained_ts = _trained_ts(bundle)
         weights, half_life_s = self._weighting(bundle)
+        blend = self._blends.get(bundle)
+        if blend is None:  # the bundle's short-term half-life, Settings' long-term blend
+            blend = self._blends[bundle] = dataclasses.replace(self.history, half_life_s=half_life_s)
         out = []
         for uid, state in zip(user_ids, states):
             trained = bundle.history(uid)
-            if state is None:
-                out.append(trained)
+            if state is None and trained is None:
+                out.append(None)
                 continue
-            codes, w = kf.recent_items(self.layout, state, half_life_s, bundle.history_len,
-                                       weights=weights)
-            keep = [(rows_of[c], x) for c, x in zip(codes.tolist(), w.tolist()) if c in rows_of]
-            live_rows = np.array([r for r, _ in keep], np.int64)
-            live_w = np.array([x for _, x in keep], np.float32)
-            if trained is not None and len(trained[0]):
-                last = float(state[fl.REF_TS])
-                fade = np.float32(2.0 ** (-max(last - cutoff, 0.0) / half_life_s))
-                live_rows, live_w = _merge_items(np.concatenate([trained[0], live_rows]),
-                                                 np.concatenate([trained[1] * fade, live_w]))
-            out.append((live_rows[-bundle.history_len:], live_w[-bundle.history_len:]))
+            rows, w, ts = [], [], []
+            if trained is not None:
+                rows.append(trained[0].astype(np.int64))
+                w.append(trained[1].astype(np.float64))
+                ts.append(np.full(len(trained[0]), trained_ts[bundle.user_row[uid]]))
+            if state is not None:
+                v, n = self.layout.views(state), int(state[fl.N_RECENT])
+                summed = kf.recent_weights(self.layout, state, weights)
+                keep = [(rows_of[c], j) for j, c in enumerate(v["rc_item"][:n].astype(np.int64).tolist())
+                        if c in rows_of]
+                idx = np.asarray([j for _, j in keep], np.int64)
+                rows.append(np.asarray([r for r, _ in keep], np.int64))
+                w.append(summed[idx])
+                ts.append(v["rc_ts"][:n][idx])
+            out.append(blend.blend(np.concatenate(rows), np.concatenate(w), np.concatenate(ts),
+                                   now, bundle.history_len))
         return out
+
+    def seen_sets(self, user_ids: Sequence[str]):
+        """Every item each user had an event on (live, uncapped); None: no profile."""
+        return self.repo.seen_sets(user_ids)
 
     def export(self, start: float = 0.0, end: float = 0.0):
         return self.repo.export(start, end)
@@ -238,15 +255,22 @@ class Profiles:
         await self._writer.close()
 
 
-def _merge_items(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """One entry per item (weights summed), ordered by each item's latest position — the
-    encoder's fold-in expects each item once (docs/bundle.md)."""
-    uniq, inv = np.unique(rows, return_inverse=True)
-    summed = np.bincount(inv, weights=weights).astype(np.float32)
-    latest = np.zeros(len(uniq), np.int64)
-    np.maximum.at(latest, inv, np.arange(len(rows)))
-    order = np.argsort(latest, kind="stable")
-    return uniq[order], summed[order]
+_TRAINED_TS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _trained_ts(bundle) -> np.ndarray:
+    """Per bundle user, the time its training weights are relative to: the user's latest seen
+    event when the bundle has seen arrays, else the data cutoff (docs/bundle.md)."""
+    out = _TRAINED_TS.get(bundle)
+    if out is None:
+        u, n = bundle.users, len(bundle.users["user_ids"])
+        out = np.full(n, float(bundle.manifest.cutoff))
+        if "seen_indptr" in u and len(u["seen_last_ts"]):
+            lo, hi = u["seen_indptr"][:-1], u["seen_indptr"][1:]
+            some = hi > lo
+            out[some] = np.maximum.reduceat(u["seen_last_ts"].astype(np.float64), lo[some])
+        _TRAINED_TS[bundle] = out
+    return out
 
 
 def _check_user(user_id: str) -> None:

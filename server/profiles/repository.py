@@ -12,6 +12,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..store import Store, keys
+from . import seen
 from .codec import decode_states, update_records
 from .events import TrackedEvent
 from .records import EventRecords
@@ -54,8 +55,11 @@ class ProfileRepository:
         fkeys, rows = new.users()
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value)
-        states = update_records(self.layout, self._profiles.get_many(txn, fkeys), rows, batch)
-        self._profiles.put_many(txn, list(zip(fkeys, states)))
+        profiles = self._profiles
+        states = update_records(self.layout, profiles.get_many(txn, fkeys), rows, batch)
+        profiles.put_many(txn, list(zip(fkeys, states)))
+        profiles.put_many(txn, seen.merge_updates(lambda k: profiles.get(txn, k), new.user_ids,
+                                                  new.item, new.type, new.ts))
         self._events.put_many(txn, list(zip(new.event_keys, new.payloads)))
         self._dedupe.put_many(txn, list(zip(new.dedupe_keys, new.event_keys)))
         return IngestResult(fresh, dups)
@@ -155,6 +159,22 @@ class ProfileRepository:
         out: list[np.ndarray | None] = [None] * len(raws)
         for j, i in enumerate(found):
             out[i] = decoded[j]
+        return out
+
+    def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
+        """Live seen-sets in one snapshot (None: no profile). A profile older than seen records
+        gets its recent items, of unknown type."""
+        profiles = self._profiles
+        with self.store.read() as txn:
+            raws = profiles.get_many(txn, [keys.seen_key(u) for u in user_ids])
+            legacy = {i: profiles.get(txn, keys.feature_key(u))
+                      for i, u in enumerate(user_ids) if raws[i] is None}
+        out = [seen.decode(r) if r else None for r in raws]
+        for i, raw in legacy.items():
+            if raw:
+                state = decode_states(self.layout, [raw])[0]
+                v, n = self.layout.views(state), int(state[fl.N_RECENT])
+                out[i] = seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
         return out
 
     def export(self, start: float = 0.0, end: float = 0.0):

@@ -10,6 +10,8 @@ from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..batching import AdaptiveBatcher
+from ..profiles.seen import SeenSet
+from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 
 __all__ = ["Recommender", "bundle_histories"]
@@ -24,10 +26,14 @@ def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | 
 
 class Recommender:
     def __init__(self, settings: Settings, registry: ModelRegistry,
-                 history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories):
+                 history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories,
+                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None):
         self.settings = settings
         self.registry = registry
         self.history_of = history_of
+        self.seen_of = seen_of
+        """Live seen-sets per user (None: only the bundle's seen-sets count)."""
+        self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             self._run_batch, max_size=settings.batch_max_size,
             max_wait=settings.batch_max_wait_ms / 1000.0, concurrency=settings.batch_concurrency,
@@ -61,7 +67,8 @@ class Recommender:
         bundle = self.registry.current()  # one version for the whole batch
         return recommend_batch(bundle, queries, self.history_of,
                                ranker_candidates=self.settings.ranker_candidates,
-                               exclude_history=self.settings.exclude_history)
+                               policy=self.policy, seen_of=self.seen_of,
+                               overfetch_max=self.settings.seen_overfetch_max)
 
     async def recommend(self, query: RecQuery) -> RecResult:
         self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded

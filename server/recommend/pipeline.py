@@ -1,6 +1,7 @@
 """One batch of Recommend queries against one bundle: the hot path, numpy-vectorised.
 
-histories → encoder (one ONNX run) → FAISS (one search; category-filtered queries score their
+histories and seen-sets → excluded rows per user (`exclusion`) → encoder (one ONNX run) →
+FAISS (one search, deeper by the exclusions; category-filtered queries score their
 categories' vectors exactly) → drop seen/excluded → ranker (one ONNX run over every candidate of
 the batch) → top-k. Users without history get popularity (within the requested categories).
 """
@@ -17,6 +18,8 @@ from kernels import ranking
 from .. import metrics
 from ..errors import InvalidArgument
 from ..models import Bundle
+from ..profiles.seen import SeenSet
+from .exclusion import SeenPolicy, excluded_rows
 
 __all__ = ["RecQuery", "RecResult", "History", "recommend_batch"]
 
@@ -53,7 +56,7 @@ class _Stage:
         self.hist.observe(time.perf_counter() - self.t)
 
 
-_STAGES = {n: _Stage(n) for n in ("history", "encode", "retrieve", "rank", "assemble")}
+_STAGES = {n: _Stage(n) for n in ("history", "exclude", "encode", "retrieve", "rank", "assemble")}
 
 
 def _category_codes(bundle: Bundle, names: tuple[str, ...]) -> np.ndarray | None:
@@ -69,38 +72,38 @@ def _category_codes(bundle: Bundle, names: tuple[str, ...]) -> np.ndarray | None
     return np.unique(np.asarray(codes, np.int32))
 
 
-def _blocked(bundle: Bundle, q: RecQuery, history: History | None, exclude_history: bool) -> set[int]:
-    blocked = {bundle.item_row[i] for i in q.exclude_item_ids if i in bundle.item_row}
-    if exclude_history and history is not None:
-        blocked.update(history[0].tolist())
-    return blocked
+def _requested(bundle: Bundle, q: RecQuery) -> np.ndarray:
+    rows = [bundle.item_row[i] for i in q.exclude_item_ids if i in bundle.item_row]
+    return np.asarray(rows, np.int64)
 
 
-def _popular(bundle: Bundle, cats: np.ndarray | None, k: int, blocked: set[int],
-             taken: set[int] = frozenset()) -> np.ndarray:
+def _popular(bundle: Bundle, cats: np.ndarray | None, k: int, blocked: np.ndarray,
+             taken: np.ndarray | None = None) -> np.ndarray:
+    """The k most popular rows (within `cats`) that are neither blocked nor taken."""
     pool = bundle.popular if cats is None else np.concatenate([bundle.category_items[c] for c in cats])
     if cats is not None and len(cats) > 1:
         pool = pool[np.argsort(-bundle.popularity_score[pool], kind="stable")]
-    out = []
-    for row in pool[: k + len(blocked) + len(taken)].tolist():
-        if row not in blocked and row not in taken:
-            out.append(row)
-            if len(out) == k:
-                break
-    return np.asarray(out, np.int64)
+    taken = np.zeros(0, np.int64) if taken is None else taken
+    head = pool[: k + len(blocked) + len(taken)]  # enough to hold k allowed rows if there are k
+    keep = ~(_member(head, blocked) | _member(head, np.sort(taken)))
+    return head[keep][:k].astype(np.int64)
 
 
-def _unblocked(cand: tuple[np.ndarray, np.ndarray], blocked: set[int]):
-    """Candidates (rows, scores) without the blocked rows, order kept."""
+def _member(rows: np.ndarray, sorted_ban: np.ndarray) -> np.ndarray:
+    """rows ∈ sorted_ban, elementwise: one binary search per row."""
+    if not len(sorted_ban) or not len(rows):
+        return np.zeros(len(rows), bool)
+    pos = np.minimum(np.searchsorted(sorted_ban, rows), len(sorted_ban) - 1)
+    return sorted_ban[pos] == rows
+
+
+def _unblocked(cand: tuple[np.ndarray, np.ndarray], blocked: np.ndarray, n: int):
+    """The first `n` candidates (rows, scores) that are not blocked (sorted rows), order kept."""
     rows, scores = cand
-    if not blocked or not len(rows):
-        return rows, scores
-    ban = np.fromiter(blocked, np.int64, len(blocked))
-    if len(ban) <= 256:  # one broadcast compare beats np.isin's sort for short lists
-        keep = (rows[:, None] != ban[None, :]).all(axis=1)
-    else:
-        keep = ~np.isin(rows, ban)
-    return rows[keep], scores[keep]
+    if len(blocked) and len(rows):
+        keep = ~_member(rows, blocked)
+        rows, scores = rows[keep], scores[keep]
+    return rows[:n], scores[:n]
 
 
 def _history_arrays(bundle: Bundle, histories: list[History]) -> tuple[np.ndarray, np.ndarray]:
@@ -160,9 +163,16 @@ def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple
 
 def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                     history_of: Callable[[Bundle, Sequence[str]], list[History | None]], *,
-                    ranker_candidates: int = 100, exclude_history: bool = True,
+                    ranker_candidates: int = 100, policy: SeenPolicy | None = None,
+                    seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
+                    overfetch_max: int = 50, now: float | None = None,
                     ) -> list[RecResult | BaseException]:
-    """Answer every query of the batch with `bundle`; a bad query yields its own exception."""
+    """Answer every query of the batch with `bundle`; a bad query yields its own exception.
+
+    With a `policy`, items the users have seen (bundle seen-set and `seen_of`'s live sets)
+    are excluded as it says at `now` (default: the current time); without one, only each
+    query's `exclude_item_ids` are.
+    """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
     for i, q in enumerate(queries):
@@ -170,19 +180,27 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
             cats[i] = _category_codes(bundle, q.categories)
         except InvalidArgument as err:
             results[i] = err
+    user_ids = [q.user_id for q in queries]
     with _STAGES["history"]:
-        histories = history_of(bundle, [q.user_id for q in queries])
-    blocked = [_blocked(bundle, q, h, exclude_history) for q, h in zip(queries, histories)]
+        histories = history_of(bundle, user_ids)
+        live = seen_of(user_ids) if policy is not None and seen_of is not None else [None] * len(queries)
+    with _STAGES["exclude"]:
+        requested = [_requested(bundle, q) for q in queries]
+        blocked = excluded_rows(policy, bundle, user_ids, live, requested,
+                                time.time() if now is None else now)
     warm = [i for i, h in enumerate(histories)
             if results[i] is None and h is not None and len(h[0]) > 0]
     if warm:
         with _STAGES["encode"]:
             hist = _history_arrays(bundle, [histories[i] for i in warm])
             users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
-        depth = [max(queries[i].k, ranker_candidates) + len(blocked[i]) for i in warm]
+        # deeper by every requested exclusion and by at most `overfetch_max` seen items
+        depth = [max(queries[i].k, ranker_candidates)
+                 + min(len(blocked[i]), len(requested[i]) + overfetch_max) for i in warm]
         with _STAGES["retrieve"]:
             found = _retrieve(bundle, users, [cats[i] for i in warm], depth)
-        cands = [_unblocked(found[j], blocked[i]) for j, i in enumerate(warm)]
+        keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
+        cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
             final = _rank(bundle, hist, cands)
         with _STAGES["assemble"]:
@@ -196,12 +214,12 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     return results
 
 
-def _top_k(bundle: Bundle, q: RecQuery, cats, blocked: set[int], cand, final) -> RecResult:
+def _top_k(bundle: Bundle, q: RecQuery, cats, blocked: np.ndarray, cand, final) -> RecResult:
     rows, retrieval = cand
     order = np.argsort(-final, kind="stable")[: q.k]
     rows, scores, retrieval = rows[order], final[order].astype(np.float32), retrieval[order]
-    if len(rows) < q.k:  # tiny catalog or heavy exclusions: fill with popular items
-        extra = _popular(bundle, cats, q.k - len(rows), blocked, set(rows.tolist()))
+    if len(rows) < q.k:  # tiny catalog or heavy exclusions: fill with popular unseen items
+        extra = _popular(bundle, cats, q.k - len(rows), blocked, rows)
         floor = float(scores.min()) if len(scores) else 0.0
         rows = np.concatenate([rows, extra])
         scores = np.concatenate([scores, np.full(len(extra), floor, np.float32)])

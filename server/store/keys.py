@@ -43,6 +43,7 @@ __all__ = [
     "SEP", "SEP_CHAR", "MS_DIGITS", "MS_MAX", "USER_TABLES", "join_key", "split_key",
     "millis", "millis_many", "ms_part", "user_prefix",
     "feature_key", "FEATURES_SUFFIX", "profile_meta_key", "PROFILE_META_SUFFIX",
+    "seen_key", "SEEN_SUFFIX",
     "event_key", "event_keys", "event_parts",
     "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
@@ -85,6 +86,7 @@ def ms_part(ts: float) -> bytes:
 # -- profiles and events ------------------------------------------------------------------------
 FEATURES_SUFFIX = SEP + b"features"
 PROFILE_META_SUFFIX = SEP + b"meta"
+SEEN_SUFFIX = SEP + b"seen"
 _EVENT = SEP.join([b"%s", _MS, b"%s"])  # user, ts in ms, event id
 DEDUPE_PREFIX = b"e" + SEP
 
@@ -99,6 +101,10 @@ def feature_key(user_id: str) -> bytes:
 
 def profile_meta_key(user_id: str) -> bytes:
     return user_id.encode() + PROFILE_META_SUFFIX
+
+
+def seen_key(user_id: str) -> bytes:
+    return user_id.encode() + SEEN_SUFFIX
 
 
 def event_key(user_id: str, ts: float, event_id: str) -> bytes:

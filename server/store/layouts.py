@@ -55,6 +55,8 @@ KINDS: tuple[RecordKind, ...] = (
                "fingerprint inside, checked by profiles.codec)"),
     RecordKind("profile_meta", "profiles", 1, lambda k: k.endswith(K.PROFILE_META_SUFFIX),
                "JSON {attributes, consent, created_at, updated_at}"),
+    RecordKind("seen_items", "profiles", 1, lambda k: k.endswith(K.SEEN_SUFFIX),
+               "profiles.seen record: every item a user had an event on (its own header byte)"),
     RecordKind("event", "events", 1, _any, "tailor.v1.Event bytes"),
     RecordKind("dedupe", "dedupe", 1, _any, "the events key of the event"),
     RecordKind("category_code", "meta", 1, lambda k: k.startswith(K.CATEGORY_PREFIX),

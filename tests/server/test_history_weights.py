@@ -85,10 +85,13 @@ async def test_stored_profiles_stay_readable_and_live_items_take_the_bundle_weig
 
 async def test_the_encoder_history_uses_the_bundle_weights(server):
     now = time.time()
-    await track(server, [("h1", "fresh", "purchase", "7", now - DAY, 10.0),
+    # Both events inside the session (so the background cap leaves them alone): each weighs
+    # w * (2^(-age/half-life) + 2^(-age/long half-life)), age against `now` (profiles.history).
+    await track(server, [("h1", "fresh", "purchase", "7", now - 60, 10.0),
                          ("h2", "fresh", "rating", "8", now, 4.0)])
     bundle = server.registry.active
-    (rows, weights), = server.profiles.history_of(bundle, ["fresh"])
+    (rows, weights), = server.profiles.history_of(bundle, ["fresh"], now=now)
     assert bundle.items["item_ids"][rows].tolist() == ["7", "8"]
-    np.testing.assert_allclose(weights, [20.0 * 2.0 ** (-1 / HALF_LIFE_DAYS), 4.0 * 3.0],
-                               rtol=1e-6)
+    long_s = server.settings.history_long_half_life_days * DAY
+    decay = 2.0 ** (-60 / (HALF_LIFE_DAYS * DAY)) + 2.0 ** (-60 / long_s)
+    np.testing.assert_allclose(weights, [20.0 * decay, 4.0 * 3.0 * 2.0], rtol=1e-5)

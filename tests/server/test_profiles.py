@@ -181,9 +181,3 @@ async def test_recommendations_follow_the_users_new_interest(stub, channel, demo
     after, reply = await share()
     assert before <= 0.1 and after >= 0.5, (before, after)
     assert not {i.item_id for i in reply.items} & set(in_fresh)  # clicked items are not re-sent
-
-
-def test_merged_history_lists_each_item_once_with_summed_weight():
-    from server.profiles.handler import _merge_items
-    rows, w = _merge_items(np.array([5, 7, 5, 9]), np.array([1.0, 2.0, 0.5, 4.0], np.float32))
-    assert rows.tolist() == [7, 5, 9] and w.tolist() == [2.0, 1.5, 4.0]

@@ -1,0 +1,66 @@
+"""The encoder's history of one user: short- and long-term interest blended at request time.
+
+Every known item of the user (the bundle's training history and the profile's recent items)
+is an entry (row, event weight, latest ts). Its weight at request time `now` is
+
+    w * 2^(-(now - t)/half_life)        recent interest (30 days by default)
+  + w * 2^(-(now - t)/long_half_life)   long-term interest (a year by default)
+
+so both decay against the clock, not against the user's latest event: a click after a pause
+does not age the rest of the profile. Entries older than the current session (`session_s`)
+are then scaled down together, when needed, to carry at most `background_mass` in total: a
+heavy history cannot drown a session's new interest, and a light or old one keeps its long-term
+part (a click weighs 2 and counts twice in a session, as recent and as long-term interest).
+The `length` heaviest items are kept, ordered by latest ts (the encoder's fold-in is a sum, so
+keeping the heaviest rather than the latest loses the least of the profile).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from contract.events import DEFAULT_HALF_LIFE_DAYS
+
+__all__ = ["HistoryBlend"]
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class HistoryBlend:
+    half_life_s: float = DEFAULT_HALF_LIFE_DAYS * DAY
+    long_half_life_s: float = 365 * DAY
+    session_s: float = 1800.0
+    background_mass: float = 16.0
+    """0: no cap."""
+
+    """The recent part's half-life: each bundle's `history.half_life_days` replaces it
+    (`Profiles.history_of`)."""
+
+    @classmethod
+    def from_settings(cls, s) -> HistoryBlend:
+        return cls(DEFAULT_HALF_LIFE_DAYS * DAY, s.history_long_half_life_days * DAY,
+                   s.history_session_minutes * 60.0, s.history_background_mass)
+
+    def blend(self, rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float,
+              length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows oldest first, float32 weights), one entry per row, at most `length`."""
+        if not len(rows):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        age = np.maximum(now - ts, 0.0)
+        w = weights * (np.exp2(-age / self.half_life_s) + np.exp2(-age / self.long_half_life_s))
+        uniq, inv = np.unique(rows, return_inverse=True)
+        summed = np.bincount(inv, weights=w, minlength=len(uniq))
+        latest = np.full(len(uniq), -np.inf)
+        np.maximum.at(latest, inv, ts)
+        if self.background_mass > 0:
+            old = latest < now - self.session_s
+            mass = summed[old].sum()
+            if mass > self.background_mass:
+                summed[old] *= self.background_mass / mass
+        keep = np.flatnonzero(summed > 0)
+        if len(keep) > length:
+            keep = keep[np.argsort(-summed[keep], kind="stable")[:length]]
+        keep = keep[np.argsort(latest[keep], kind="stable")]
+        return uniq[keep].astype(np.int64), summed[keep].astype(np.float32)

@@ -1,0 +1,177 @@
+"""Which item rows a batch of users must not be recommended: their seen items under the policy.
+
+Two sources, united per user: the bundle's seen-set (users.npz `seen_*`, or its training
+history rows when a bundle predates them: unknown type, seen at the data cutoff) and the live
+one (`profiles.seen.SeenSet`). An item is excluded when one of its event types excludes for
+good, or excludes for a window that has not passed since the latest event on it; items of
+repeatable categories never are. Everything is vectorised over the whole batch: the answer is
+one sorted int64 array of rows per user, for `searchsorted` against candidates.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..models import Bundle
+from ..profiles.schema import EVENT_TYPES, item_code
+from ..profiles.seen import UNKNOWN_BIT, SeenSet
+
+__all__ = ["SeenPolicy", "excluded_rows"]
+
+DAY = 86400.0
+_FOREVER = math.inf
+
+
+@dataclass(frozen=True)
+class _Bits:
+    """A policy compiled for one type vocabulary: forever bits and (window seconds, bits)."""
+
+    forever: np.uint32
+    windows: tuple[tuple[float, np.uint32], ...]
+
+    def excluded(self, mask: np.ndarray, ts: np.ndarray, now: float) -> np.ndarray:
+        out = (mask & self.forever) != 0
+        for window, bits in self.windows:
+            out |= ((mask & bits) != 0) & (ts > now - window)
+        return out
+
+
+class SeenPolicy:
+    """Exclusion days per event type (inf: for good), for unknown types, repeatable categories."""
+
+    def __init__(self, days: Mapping[str, float], unknown_days: float = _FOREVER,
+                 repeatable: Sequence[str] = ()):
+        unknown = sorted(set(days) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"seen_exclusion_days: unknown event types {unknown} "
+                             f"(known: {', '.join(EVENT_TYPES)})")
+        bad = {t: d for t, d in {**days, "<unknown type>": unknown_days}.items() if not d > 0}
+        if bad:
+            raise ValueError(f"seen exclusion days must be > 0 (inf: for good), got {bad}")
+        self.days = dict(days)
+        self.unknown_days = float(unknown_days)
+        self.repeatable = frozenset(repeatable)
+        self.live = self.compile(EVENT_TYPES)
+        self._per_bundle: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def from_settings(cls, s) -> SeenPolicy:
+        return cls(s.seen_exclusion_days, s.seen_unknown_type_days, s.repeatable_categories)
+
+    def compile(self, types: Sequence[str]) -> _Bits:
+        """Bit i of a mask stands for `types[i]`; bit 31 for an unknown type."""
+        by_days: dict[float, int] = {}
+        for i, name in enumerate(types):
+            if name in self.days:
+                by_days[self.days[name]] = by_days.get(self.days[name], 0) | (1 << i)
+        by_days[self.unknown_days] = by_days.get(self.unknown_days, 0) | int(UNKNOWN_BIT)
+        forever = np.uint32(by_days.pop(_FOREVER, 0))
+        return _Bits(forever, tuple((d * DAY, np.uint32(b)) for d, b in sorted(by_days.items())))
+
+    def tables(self, bundle: Bundle) -> _BundleSeen:
+        tables = self._per_bundle.get(bundle)
+        if tables is None:
+            tables = self._per_bundle[bundle] = _BundleSeen(bundle, self)
+        return tables
+
+
+class _BundleSeen:
+    """What a policy needs from one bundle, computed once: its seen-set, code → row lookup,
+    the rows of repeatable categories."""
+
+    def __init__(self, bundle: Bundle, policy: SeenPolicy):
+        u = bundle.users
+        if "seen_indptr" in u:
+            self.indptr, self.items = u["seen_indptr"], u["seen_items"].astype(np.int64)
+            self.mask, self.ts = u["seen_mask"].astype(np.uint32), u["seen_last_ts"].astype(np.float64)
+            types = bundle.manifest.raw.get("history", {}).get("seen_event_types")
+            if types is None:  # bits without names: every seen item counts as of unknown type
+                self.mask = np.full(len(self.items), UNKNOWN_BIT, np.uint32)
+            self.bits = policy.compile(types or ())
+        else:  # older bundle: its training history, type unknown, seen at the data cutoff
+            self.indptr, self.items = u["indptr"], u["items"].astype(np.int64)
+            self.mask = np.full(len(self.items), UNKNOWN_BIT, np.uint32)
+            cutoff = float(bundle.manifest.cutoff)
+            self.ts = np.full(len(self.items), cutoff)
+            self.bits = policy.compile(())
+        codes = np.fromiter((item_code(i) for i in bundle.items["item_ids"].tolist()), np.int64,
+                            bundle.n_items)
+        self.code_order = np.argsort(codes, kind="stable")
+        self.codes_sorted = codes[self.code_order]
+        cats = [bundle.category_code[c] for c in policy.repeatable if c in bundle.category_code]
+        self.repeatable = np.isin(bundle.item_category, np.asarray(cats, np.int32))
+
+    def rows_of_codes(self, codes: np.ndarray) -> np.ndarray:
+        """Bundle rows of item codes, -1 for codes not in this bundle's catalog."""
+        if not len(self.codes_sorted):
+            return np.full(len(codes), -1, np.int64)
+        pos = np.minimum(np.searchsorted(self.codes_sorted, codes), len(self.codes_sorted) - 1)
+        return np.where(self.codes_sorted[pos] == codes, self.code_order[pos], -1)
+
+
+def excluded_rows(policy: SeenPolicy | None, bundle: Bundle, user_ids: Sequence[str],
+                  live: Sequence[SeenSet | None], requested: Sequence[np.ndarray], now: float
+                  ) -> list[np.ndarray]:
+    """Per user, the sorted unique rows not to recommend: the `requested` rows plus the seen
+    items (bundle seen-set and `live`) that `policy` excludes at `now` (none without a policy)."""
+    parts_rows, parts_user = [], []
+    _add(parts_rows, parts_user, list(range(len(requested))), list(requested))
+    if policy is not None:
+        t = policy.tables(bundle)
+        _add_bundle_seen(t, bundle, user_ids, now, parts_rows, parts_user)
+        _add_live_seen(t, policy, live, now, parts_rows, parts_user)
+    n = bundle.n_items
+    keys = np.concatenate(parts_rows) + n * np.concatenate(parts_user) if parts_rows else np.zeros(0, np.int64)
+    keys.sort()
+    if len(keys) > 1:
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    bounds = np.searchsorted(keys, np.arange(len(user_ids) + 1, dtype=np.int64) * n)
+    return [keys[bounds[j]:bounds[j + 1]] - j * n for j in range(len(user_ids))]
+
+
+def _add(parts_rows: list, parts_user: list, owners: list[int], arrays: list[np.ndarray]) -> None:
+    """Append the rows of `arrays[i]`, owned by user `owners[i]`, as one part."""
+    lengths = [len(a) for a in arrays]
+    if sum(lengths):
+        parts_rows.append(np.concatenate(arrays).astype(np.int64, copy=False))
+        parts_user.append(np.repeat(np.asarray(owners, np.int64), lengths))
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)]) without the loop."""
+    lengths = stops - starts
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+
+
+def _add_bundle_seen(t: _BundleSeen, bundle: Bundle, user_ids, now, parts_rows, parts_user):
+    found = [(j, r) for j, r in enumerate(bundle.user_row.get(u) for u in user_ids) if r is not None]
+    if not found:
+        return
+    owners = np.asarray([j for j, _ in found], np.int64)
+    at = np.asarray([r for _, r in found], np.int64)
+    lo, hi = t.indptr[at], t.indptr[at + 1]
+    idx = _ranges(lo, hi)
+    rows = t.items[idx]
+    keep = t.bits.excluded(t.mask[idx], t.ts[idx], now) & ~t.repeatable[rows]
+    parts_rows.append(rows[keep])
+    parts_user.append(np.repeat(owners, hi - lo)[keep])
+
+
+def _add_live_seen(t: _BundleSeen, policy: SeenPolicy, live, now, parts_rows, parts_user):
+    sets = [(j, s) for j, s in enumerate(live) if s is not None and len(s)]
+    if not sets:
+        return
+    codes = np.concatenate([s.codes for _, s in sets])
+    mask = np.concatenate([s.mask for _, s in sets])
+    ts = np.concatenate([s.ts for _, s in sets])
+    owner = np.repeat(np.asarray([j for j, _ in sets], np.int64), [len(s) for _, s in sets])
+    rows = t.rows_of_codes(codes)
+    keep = policy.live.excluded(mask, ts, now) & (rows >= 0)
+    keep &= ~t.repeatable[np.maximum(rows, 0)]
+    parts_rows.append(rows[keep])
+    parts_user.append(owner[keep])

@@ -1,0 +1,225 @@
+"""Seen items (issue 21): the live seen-set record, the exclusion policy, and Recommend through
+a real server never giving back what a user bought, rated or recently viewed."""
+import time
+
+import numpy as np
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from protos.tailor.v1 import recommendation_pb2 as pb
+from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+from server.config import Settings
+from server.models.bundle import load_bundle
+from server.profiles import seen
+from server.profiles.schema import EVENT_TYPES, item_code
+from server.recommend.exclusion import SeenPolicy, excluded_rows
+from server.store import keys
+from tests.conftest import store_mentions
+from tests.seen_bundle import add_seen_arrays
+
+DAY = 86400.0
+BIT = {t: 1 << i for i, t in enumerate(EVENT_TYPES)}
+
+
+@pytest.fixture(scope="module")
+def seen_bundle(demo_bundle, demo_data, tmp_path_factory):
+    return add_seen_arrays(demo_bundle, demo_data / "interactions.csv",
+                           tmp_path_factory.mktemp("seen") / demo_bundle.name)
+
+
+@pytest.fixture(scope="module")
+def loaded(seen_bundle):
+    return load_bundle(seen_bundle)
+
+
+@pytest.fixture
+def settings(tmp_path, seen_bundle):
+    return Settings(port=0, data_dir=tmp_path / "data", bundle=seen_bundle, grace_seconds=1.0,
+                    lmdb_sync=False, bundle_poll_seconds=0.1)
+
+
+# -- the record -----------------------------------------------------------------------------
+def test_record_round_trips_and_merges_one_entry_per_item():
+    s = seen.merge(seen.EMPTY, np.array([9, 3, 9]), np.array([1, 2, 4], np.uint32),
+                   np.array([10.0, 5.0, 7.0]))
+    assert s.codes.tolist() == [3, 9] and s.mask.tolist() == [2, 5] and s.ts.tolist() == [5.0, 10.0]
+    back = seen.decode(seen.encode(s))
+    assert back.codes.tolist() == [3, 9] and back.mask.tolist() == [2, 5] and back.ts.tolist() == [5.0, 10.0]
+    more = seen.merge(back, np.array([2**52 + 1]), np.array([8], np.uint32), np.array([1.0]))
+    assert more.codes.tolist() == [3, 9, 2**52 + 1]
+
+
+def test_record_with_another_layout_version_is_refused():
+    raw = bytearray(seen.encode(seen.EMPTY))
+    raw[0] = 2
+    with pytest.raises(ValueError, match="layout version 2"):
+        seen.decode(bytes(raw))
+
+
+# -- the policy ------------------------------------------------------------------------------
+def _live(loaded, entries):
+    """A live seen-set from (bundle row, event type, age in days) entries."""
+    ids = loaded.items["item_ids"]
+    return seen.merge(seen.EMPTY, np.array([item_code(str(ids[r])) for r, _, _ in entries]),
+                      np.array([BIT[t] for _, t, _ in entries], np.uint32),
+                      np.array([NOW - age * DAY for _, _, age in entries]))
+
+
+NOW = 1_900_000_000.0
+
+
+def _rows(loaded, category, n, skip=0):
+    code = loaded.category_code[category]
+    return [int(r) for r in loaded.category_items[code][skip:skip + n]]
+
+
+def test_policy_windows_forever_repeatable_and_unknown_users(loaded):
+    policy = SeenPolicy.from_settings(Settings())
+    books, grocery = _rows(loaded, "books", 6), _rows(loaded, "grocery", 2)
+    live = _live(loaded, [(books[0], "purchase", 400), (books[1], "view", 40), (books[2], "view", 5),
+                          (books[3], "email_sent", 1), (books[4], "rating", 900),
+                          (books[5], "click", 29), (grocery[0], "purchase", 1)])
+    out = excluded_rows(policy, loaded, ["new-user"], [live], [np.array([grocery[1]])], NOW)[0]
+    assert out.tolist() == sorted([books[0], books[2], books[4], books[5], grocery[1]])
+    assert excluded_rows(None, loaded, ["new-user"], [live], [np.zeros(0, np.int64)], NOW)[0].size == 0
+
+
+def test_policy_settings_are_checked():
+    with pytest.raises(ValueError, match="teleport"):
+        SeenPolicy({"teleport": 3.0})
+    with pytest.raises(ValueError, match="> 0"):
+        SeenPolicy({"view": 0.0})
+
+
+def test_bundle_seen_set_counts_every_training_row(loaded, demo_data):
+    """Bundle users: their seen arrays (held-out rows too) under the policy, as of the cutoff."""
+    policy = SeenPolicy({"purchase": np.inf}, repeatable=("grocery",))
+    users = loaded.users["user_ids"][:50].tolist()
+    cutoff = float(loaded.manifest.cutoff)
+    out = excluded_rows(policy, loaded, users, [None] * 50, [np.zeros(0, np.int64)] * 50, cutoff)
+    purchase_bit = 1 << loaded.manifest.raw["history"]["seen_event_types"].index("purchase")
+    u = loaded.users
+    grocery = loaded.category_code["grocery"]
+    for j in range(50):
+        lo, hi = u["seen_indptr"][j], u["seen_indptr"][j + 1]
+        rows = u["seen_items"][lo:hi][(u["seen_mask"][lo:hi] & purchase_bit) != 0]
+        assert out[j].tolist() == sorted(r for r in rows.tolist() if loaded.item_category[r] != grocery)
+
+
+def test_bundle_without_seen_arrays_excludes_its_history_for_good(demo_bundle):
+    old = load_bundle(demo_bundle)
+    assert "seen_indptr" not in old.users
+    user = old.users["user_ids"][3]
+    far = float(old.manifest.cutoff) + 1000 * DAY
+    out = excluded_rows(SeenPolicy({}, repeatable=()), old, [user], [None], [np.zeros(0, np.int64)], far)[0]
+    assert out.tolist() == sorted(set(old.history(user)[0].tolist()))
+    timed = SeenPolicy({}, unknown_days=30.0, repeatable=())
+    assert excluded_rows(timed, old, [user], [None], [np.zeros(0, np.int64)], far)[0].size == 0
+
+
+# -- through a real server --------------------------------------------------------------------
+@pytest.fixture
+def stubs(channel):
+    return ppb_grpc.ProfileServiceStub(channel), pb_grpc.RecommendationServiceStub(channel)
+
+
+async def _track(profiles, user, entries, prefix="e"):
+    """entries: (item id, type, age in days); one TrackEvents call per 100 events."""
+    events = [ppb.Event(event_id=f"{prefix}-{user}-{n}", user_id=user, type=t, item_id=i,
+                        value=4.0 if t == "rating" else 0.0, timestamp=time.time() - age * DAY)
+              for n, (i, t, age) in enumerate(entries)]
+    for start in range(0, len(events), 100):
+        reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=events[start:start + 100]))
+        assert reply.accepted == len(events[start:start + 100])
+
+
+async def test_user_with_200_interactions_never_gets_an_excluded_item(stubs, loaded):
+    """200 events on 200 items (more than the 50-item recent window): none comes back, in any
+    category, while views older than 30 days and email sends may."""
+    profiles, recs = stubs
+    ids = loaded.items["item_ids"]
+    grocery = loaded.category_code["grocery"]
+    rows = [int(r) for r in loaded.popular if loaded.item_category[r] != grocery][:200]
+    kinds = ["purchase", "rating", "view", "click", "add_to_cart"]
+    entries = [(str(ids[r]), kinds[n % 5], 1 + n % 20) for n, r in enumerate(rows)]
+    await _track(profiles, "heavy-live", entries)
+    banned = {i for i, _, _ in entries}
+    names = list(loaded.category_code)
+    for request in [pb.RecommendRequest(user_id="heavy-live", k=50)] + [
+            pb.RecommendRequest(user_id="heavy-live", k=10, categories=[c]) for c in names]:
+        reply = await recs.Recommend(request)
+        got = [i.item_id for i in reply.items]
+        assert not set(got) & banned, request.categories
+        assert len(got) == len(set(got))
+    full = await recs.Recommend(pb.RecommendRequest(user_id="heavy-live", k=50))
+    assert len(full.items) == 50 and not full.cold_start
+
+
+async def test_repeatable_category_comes_back_and_others_do_not(stubs, loaded):
+    profiles, recs = stubs
+    ids = loaded.items["item_ids"]
+    grocery = [str(ids[r]) for r in loaded.category_items[loaded.category_code["grocery"]]]
+    books = [str(ids[r]) for r in loaded.category_items[loaded.category_code["books"]]]
+    await _track(profiles, "shopper", [(i, "purchase", 2) for i in grocery + books])
+    again = await recs.Recommend(pb.RecommendRequest(user_id="shopper", k=5, categories=["grocery"]))
+    assert len(again.items) == 5 and {i.item_id for i in again.items} <= set(grocery)
+    none = await recs.Recommend(pb.RecommendRequest(user_id="shopper", k=5, categories=["books"]))
+    assert not {i.item_id for i in none.items} & set(books)
+
+
+async def test_bundle_users_get_no_excluded_seen_item_in_their_top_10(stubs, loaded):
+    """Known users whose seen arrays hold purchases: none of those comes back (any age)."""
+    _, recs = stubs
+    u, types = loaded.users, loaded.manifest.raw["history"]["seen_event_types"]
+    bit = 1 << types.index("purchase")
+    grocery = loaded.category_code["grocery"]
+    checked = 0
+    for j in range(len(u["user_ids"])):
+        lo, hi = u["seen_indptr"][j], u["seen_indptr"][j + 1]
+        bought = u["seen_items"][lo:hi][(u["seen_mask"][lo:hi] & bit) != 0]
+        bought = {str(loaded.items["item_ids"][r]) for r in bought if loaded.item_category[r] != grocery}
+        if len(bought) < 3:
+            continue
+        reply = await recs.Recommend(pb.RecommendRequest(user_id=str(u["user_ids"][j]), k=10))
+        assert not {i.item_id for i in reply.items} & bought
+        checked += 1
+        if checked == 30:
+            break
+    assert checked == 30
+
+
+async def test_seen_record_is_erased_with_the_user(stubs, tailor_server, loaded):
+    profiles, _ = stubs
+    await _track(profiles, "erase-me", [(str(loaded.items["item_ids"][0]), "purchase", 1)])
+    key = keys.seen_key("erase-me")
+    assert tailor_server.store.get("profiles", key) is not None
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="erase-me"))
+    assert tailor_server.store.get("profiles", key) is None
+    assert not store_mentions(tailor_server.store, b"erase-me")
+
+
+def test_live_record_is_uncapped_and_legacy_profiles_fall_back_to_recent_items(tmp_path):
+    """300 items on one user: all in the seen record (the recent window keeps 50); a profile
+    written before seen records existed reads as its recent items, of unknown type."""
+    from server.profiles.events import TrackedEvent
+    from server.profiles.repository import ProfileRepository
+    from server.profiles.schema import ProfileSchema
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    now = time.time()
+    events = [TrackedEvent(f"e{n}", "u1", "view" if n % 2 else "purchase", "web", "", f"item-{n}",
+                           0.0, now - 1000 + n) for n in range(300)]
+    repo.ingest(events, [None] * 300)
+    got = repo.seen_sets(["u1", "nobody"])
+    assert got[1] is None
+    assert sorted(got[0].codes.tolist()) == sorted(item_code(f"item-{n}") for n in range(300))
+    assert got[0].codes.tolist() == sorted(got[0].codes.tolist())
+    by_code = dict(zip(got[0].codes.tolist(), got[0].mask.tolist()))
+    assert by_code[item_code("item-4")] == BIT["purchase"] and by_code[item_code("item-5")] == BIT["view"]
+    store.delete("profiles", keys.seen_key("u1"))
+    legacy = repo.seen_sets(["u1"])[0]
+    assert len(legacy) == 50 and set(legacy.mask.tolist()) == {int(seen.UNKNOWN_BIT)}
+    assert set(legacy.codes.tolist()) == {item_code(f"item-{n}") for n in range(250, 300)}
+    store.close()
