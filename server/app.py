@@ -62,6 +62,11 @@ class TailorServer:
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
+        # Domains that follow tracked events or keep records about users join the profiles
+        # domain here, through `server.interfaces`, and nowhere else.
+        for domain in (self.campaigns,):
+            self.profiles.add_listener(domain)
+            self.profiles.add_eraser(domain)
 
     def _servicers(self) -> list:
         return [

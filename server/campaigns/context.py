@@ -11,7 +11,7 @@ Names (in the campaign's order):
     profile.count.<type>/<channel>/<d>d    log1p(count decayed with a half-life of d days)
 
 Users without a profile get 0 for every profile feature. Profile states are read through the
-profiles repository (`ProfileRepository.states`) and decoded with `kernels.features`.
+`ProfileStates` interface (`server.interfaces`) and decoded with `kernels.features`.
 """
 from __future__ import annotations
 

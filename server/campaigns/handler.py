@@ -11,8 +11,9 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from kernels.bandit_stats import campaign_stats
 
 from ..batching import AdaptiveBatcher
 from ..ids import RandomIds
+from ..interfaces import ProfileStates
 from ..store import Store
 from ..writer_process import WriterProcess
 from .context import ContextBuilder
@@ -29,6 +31,9 @@ from .logging import logger
 from .policy import DecisionMaker
 from .repository import PENDING, CampaignRepository, RewardOutcome, RewardRequest
 from .spec import Campaign, CampaignSpec, check_id
+
+if TYPE_CHECKING:
+    from ..profiles import TrackedEvent
 
 __all__ = ["Campaigns", "Choice"]
 
@@ -63,7 +68,10 @@ class _Entry:
 
 
 class Campaigns:
-    def __init__(self, store: Store, profiles, *, propensity_refresh_s: float = 0.25,
+    """Reads profile states through `ProfileStates`; is an `EventListener` (rewards from tracked
+    events) and a `UserEraser` (its decision indexes) for the profiles domain (`server.app`)."""
+
+    def __init__(self, store: Store, profiles: ProfileStates, *, propensity_refresh_s: float = 0.25,
                  state_refresh_s: float = 0.1, sweep_seconds: float = 1.0):
         self.repo = CampaignRepository(store)
         self._profiles = profiles
@@ -83,8 +91,6 @@ class Campaigns:
                                     max_wait=0.0, name="decisions")
         self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
                                         max_wait=0.0, name="rewards")
-        profiles.repo.erasers.append(self.repo.erase_user)
-        profiles.listeners.append(self._on_events)
 
     async def start(self) -> None:
         """Wait for the writer process (raises if it cannot start)."""
@@ -153,7 +159,7 @@ class Campaigns:
         if entry is None or entry.raw != raw:
             campaign = self.repo.parse(raw)
             entry = _Entry(raw, campaign, ContextBuilder(campaign.spec.context_features,
-                                                         self._profiles.repo.states,
+                                                         self._profiles.states,
                                                          self._profiles.layout))
             self._entries[campaign_id] = entry
         return entry
@@ -187,8 +193,8 @@ class Campaigns:
         check_id("decision_id", decision_id)
         return await self._changing(self._rewards.submit(RewardRequest(decision_id, float(reward))))
 
-    async def _on_events(self, events) -> None:
-        """Profiles listener: events carrying attributes["decision_id"] reward that decision."""
+    async def on_events(self, events: Sequence[TrackedEvent]) -> None:
+        """`EventListener`: events carrying attributes["decision_id"] reward that decision."""
         reqs = [RewardRequest(ev.attributes["decision_id"], user_id=ev.user_id, event_type=ev.type,
                               event_value=ev.value)
                 for ev in events if ev.attributes.get("decision_id")]
@@ -196,6 +202,11 @@ class Campaigns:
             await self._changing(asyncio.gather(*(self._rewards.submit(r) for r in reqs)))
         except Exception:  # never fail ingestion for a reward; say why
             logger.exception("rewarding %d decisions from tracked events failed", len(reqs))
+
+    def erase_user(self, txn, user_id: str) -> int:
+        """`UserEraser`: the index entries of the user's decisions (the records themselves
+        are keyed `<user>␟...` and go with the profile's erasure)."""
+        return self.repo.erase_user(txn, user_id)
 
     async def sweep_forever(self) -> None:
         """Give the default (or best event) reward to decisions whose window closed."""

@@ -5,7 +5,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +15,7 @@ from kernels import features as kf
 
 from ..batching import AdaptiveBatcher
 from ..errors import InvalidArgument, NotFound
+from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
 from .events import EventRules, TrackedEvent, check_event
 from .records import EventRecords
@@ -54,24 +55,34 @@ def mask(value: str) -> str:
 
 
 class Profiles:
-    def __init__(self, store: Store, registry, schema: ProfileSchema = ProfileSchema(),
+    """Implements `ProfileStates` for other domains; `add_listener`/`add_eraser` join theirs."""
+
+    def __init__(self, store: Store, bundles: BundleSource, schema: ProfileSchema = ProfileSchema(),
                  rules: EventRules = EventRules(), history_half_life_days: float = 30.0):
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout)
-        self.registry = registry
+        self.bundles = bundles
         self.rules = rules
         self.half_life_s = history_half_life_days * fl.DAY
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
                                        name="ingest")
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.listeners: list[Callable[[list[TrackedEvent]], Awaitable[None]]] = []
-        """Called with the newly accepted events of each call (e.g. campaign rewards)."""
+        self._listeners: list[EventListener] = []
+        self._erasers: list[UserEraser] = []
+
+    def add_listener(self, listener: EventListener) -> None:
+        """`listener.on_events` gets the newly accepted events of every call."""
+        self._listeners.append(listener)
+
+    def add_eraser(self, eraser: UserEraser) -> None:
+        """`eraser.erase_user` runs inside every profile erasure's transaction."""
+        self._erasers.append(eraser)
 
     # -- ingestion -------------------------------------------------------------------------
     def _categories(self, events: Sequence[TrackedEvent]) -> list[str | None]:
         """Each event's item category in the active bundle (None: no bundle, item or category)."""
-        bundle = self.registry.active
+        bundle = self.bundles.active
         if bundle is None:
             return [None] * len(events)
         rows = [bundle.item_row.get(ev.item_id, -1) if ev.item_id else -1 for ev in events]
@@ -109,8 +120,8 @@ class Profiles:
             for ev in accepted:
                 if ev.type == "unsubscribe":
                     await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event", ev.timestamp)
-            for listener in self.listeners:
-                await listener(accepted)
+            for listener in self._listeners:
+                await listener.on_events(accepted)
         return result
 
     # -- attributes, consent, erasure ----------------------------------------------------------
@@ -140,7 +151,7 @@ class Profiles:
 
     async def delete(self, user_id: str) -> int:
         _check_user(user_id)
-        return await asyncio.to_thread(self.repo.delete_user, user_id)
+        return await asyncio.to_thread(self.repo.delete_user, user_id, self._erasers)
 
     async def drop_expired_events(self) -> int:
         return await asyncio.to_thread(self.repo.drop_events_before, time.time() - self.rules.retention_s)
@@ -167,7 +178,7 @@ class Profiles:
     def _recent_ids(self, state, ts) -> list[tuple[str, float, float]]:
         """Recent items oldest first (the order of `ts`, as read_features gives it)."""
         codes, weights = kf.recent_items(self.layout, state, self.half_life_s)
-        bundle = self.registry.active
+        bundle = self.bundles.active
         rows = self._code_row(bundle) if bundle is not None else {}
         ids = bundle.items["item_ids"] if bundle is not None else None
         out = []
@@ -182,6 +193,10 @@ class Profiles:
             table = {item_code(i): r for r, i in enumerate(bundle.items["item_ids"].tolist())}
             self._code_rows[bundle] = table
         return table
+
+    def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
+        """Feature states of many users from one read snapshot (None where there is none)."""
+        return self.repo.states(user_ids)
 
     def history_of(self, bundle, user_ids: Sequence[str]):
         """Encoder input per user: live profile items merged after the bundle's training history.

@@ -11,6 +11,7 @@ import numpy as np
 from kernels import feature_layout as fl
 from kernels import features as kf
 
+from ..interfaces import UserEraser
 from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
 from .codec import decode_states, update_records
 from .events import TrackedEvent
@@ -30,9 +31,6 @@ class ProfileRepository:
         self.store = store
         self.layout = layout
         self._dbs = {t: store.db(t) for t in TABLES}
-        self.erasers: list = []
-        """Extra `fn(txn, user_id) -> records removed` run inside the erasure transaction, for
-        records that mention a user outside a `<user>␟...` key (secondary indexes)."""
 
     # -- writes ----------------------------------------------------------------------------
     def ingest(self, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> IngestResult:
@@ -95,16 +93,17 @@ class ProfileRepository:
             return meta
         return self.store.write(fn)
 
-    def delete_user(self, user_id: str) -> int:
-        """Erase every record keyed by the user, in every table, and its events' dedupe keys."""
+    def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
+        """Erase every record keyed by the user, in every table, and its events' dedupe keys;
+        `erasers` drop the records that mention the user elsewhere, in the same transaction."""
         prefix = join_key(user_id, "")
 
         def fn(txn):
             dedupe, removed = self._dbs["dedupe"], 0
             for key, _ in scan_prefix(txn, self._dbs["events"], prefix):
                 removed += txn.delete(DEDUPE_PREFIX + key.rsplit(b"\x1f", 1)[1], db=dedupe)
-            for eraser in self.erasers:
-                removed += eraser(txn, user_id)
+            for eraser in erasers:
+                removed += eraser.erase_user(txn, user_id)
             for table, db in self._dbs.items():
                 if table != "dedupe":
                     removed += delete_prefix(txn, db, prefix)
