@@ -54,13 +54,14 @@ class TailorServer:
                            sync=s.lmdb_sync)
         self.registry = ModelRegistry(s, self.store)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
-                           retention_s=s.event_retention_days * 86400.0)
+                           retention_s=s.event_retention_days * 86400.0, limits=s.limits)
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history_half_life_days=s.history_half_life_days)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
-                                   state_refresh_s=s.campaign_state_refresh_seconds)
+                                   state_refresh_s=s.campaign_state_refresh_seconds,
+                                   limits=s.limits)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .models import Bundle
     from .profiles.events import TrackedEvent
 
-__all__ = ["BundleSource", "ProfileStates", "EventListener", "UserEraser"]
+__all__ = ["BundleSource", "EventListener", "ProfileStates", "UserEraser"]
 
 
 class BundleSource(Protocol):

@@ -21,16 +21,18 @@ from kernels import bandits as B
 from kernels.bandit_stats import campaign_stats
 
 from ..batching import AdaptiveBatcher
+from ..config import DEFAULT_LIMITS, Limits
 from ..ids import RandomIds
 from ..interfaces import ProfileStates
 from ..store import Store
+from ..validation import check_count, check_id
 from ..writer_process import WriterProcess
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .policy import DecisionMaker
 from .repository import PENDING, CampaignRepository, RewardOutcome, RewardRequest
-from .spec import Campaign, CampaignSpec, check_id
+from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
     from ..profiles import TrackedEvent
@@ -72,8 +74,10 @@ class Campaigns:
     events) and a `UserEraser` (its decision indexes) for the profiles domain (`server.app`)."""
 
     def __init__(self, store: Store, profiles: ProfileStates, *, propensity_refresh_s: float = 0.25,
-                 state_refresh_s: float = 0.1, sweep_seconds: float = 1.0):
+                 state_refresh_s: float = 0.1, sweep_seconds: float = 1.0,
+                 limits: Limits = DEFAULT_LIMITS):
         self.repo = CampaignRepository(store)
+        self.limits = limits
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
         self.state_refresh_s = state_refresh_s
@@ -98,13 +102,13 @@ class Campaigns:
 
     # -- definitions --------------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
-        spec = spec.validated()
+        spec = spec.validated(self.limits)
         now = time.time()
         campaign = Campaign(spec, created_at=now, updated_at=now)
         return await self._changing(asyncio.to_thread(self.repo.create, campaign, spec.new_state()))
 
     async def update(self, spec: CampaignSpec) -> Campaign:
-        spec = spec.validated()
+        spec = spec.validated(self.limits)
 
         def change(old: Campaign, state: B.BanditState):
             spec.check_update_of(old.spec)
@@ -113,7 +117,7 @@ class Campaigns:
         return await self._changing(asyncio.to_thread(self.repo.update, spec.campaign_id, change))
 
     async def archive(self, campaign_id: str) -> Campaign:
-        check_id("campaign_id", campaign_id)
+        check_id("campaign_id", campaign_id, self.limits.id_bytes)
 
         def change(old: Campaign, state):
             if old.archived:
@@ -123,7 +127,7 @@ class Campaigns:
         return await self._changing(asyncio.to_thread(self.repo.update, campaign_id, change))
 
     async def get(self, campaign_id: str) -> Campaign:
-        check_id("campaign_id", campaign_id)
+        check_id("campaign_id", campaign_id, self.limits.id_bytes)
         campaign = self.repo.get(campaign_id)
         if campaign is None:
             raise CampaignNotFound(campaign_id)
@@ -165,8 +169,10 @@ class Campaigns:
         return entry
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float]) -> Choice:
-        check_id("campaign_id", campaign_id)
-        check_id("user_id", user_id)
+        id_bytes = self.limits.id_bytes
+        check_id("campaign_id", campaign_id, id_bytes)
+        check_id("user_id", user_id, id_bytes)
+        check_count("context", len(context), self.limits.context_entries)
         raw, blob = self._snapshot(campaign_id)
         if raw is None:
             raise CampaignNotFound(campaign_id)
@@ -190,7 +196,7 @@ class Campaigns:
 
     # -- rewards ----------------------------------------------------------------------------------
     async def report(self, decision_id: str, reward: float) -> RewardOutcome:
-        check_id("decision_id", decision_id)
+        check_id("decision_id", decision_id, self.limits.id_bytes)
         return await self._changing(self._rewards.submit(RewardRequest(decision_id, float(reward))))
 
     async def on_events(self, events: Sequence[TrackedEvent]) -> None:
@@ -222,7 +228,7 @@ class Campaigns:
 
     # -- stats and export -------------------------------------------------------------------------
     async def stats(self, campaign_id: str) -> tuple[Campaign, dict, dict]:
-        check_id("campaign_id", campaign_id)
+        check_id("campaign_id", campaign_id, self.limits.id_bytes)
         campaign, state, counters = await asyncio.to_thread(self.repo.stats_snapshot, campaign_id)
 
         def compute():
@@ -233,7 +239,7 @@ class Campaigns:
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False):
         if campaign_id:
-            check_id("campaign_id", campaign_id)
+            check_id("campaign_id", campaign_id, self.limits.id_bytes)
         for rec in self.repo.export(campaign_id, start, end, include_pending):
             if rec["reward"] is None:
                 rec["reward"] = float(np.nan)

@@ -14,9 +14,10 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher
-from ..errors import InvalidArgument, NotFound
+from ..errors import NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
+from ..validation import check_count, check_id, check_known, check_text, shown
 from .events import EventRules, TrackedEvent, check_event
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
@@ -63,6 +64,7 @@ class Profiles:
         self.repo = ProfileRepository(store, self.layout)
         self.bundles = bundles
         self.rules = rules
+        self.limits = rules.limits
         self.half_life_s = history_half_life_days * fl.DAY
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
@@ -103,6 +105,9 @@ class Profiles:
         return out
 
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0) -> TrackResult:
+        """Check each event on its own and store the valid ones (one shared transaction);
+        `offset` is added to the indices of rejected events (batches of a stream)."""
+        check_count("events", len(events), self.limits.events_per_batch)
         now = time.time()
         result, valid = TrackResult(), []
         for i, ev in enumerate(events):
@@ -126,9 +131,12 @@ class Profiles:
 
     # -- attributes, consent, erasure ----------------------------------------------------------
     async def upsert_attributes(self, user_id: str, attributes: dict[str, str]) -> None:
-        _check_user(user_id)
-        if len(attributes) > 64 or any(len(k) > 64 or len(v) > 1024 for k, v in attributes.items()):
-            raise InvalidArgument("attributes", "at most 64 keys, keys <= 64 and values <= 1024 chars")
+        lim = self.limits
+        check_id("user_id", user_id, lim.id_bytes)
+        check_count("attributes", len(attributes), lim.profile_attributes)
+        for k, v in attributes.items():
+            check_text("attributes key", k, lim.attribute_key_chars)
+            check_text(f"attributes[{shown(k)}]", v, lim.attribute_value_chars)
 
         def change(meta):
             for k, v in attributes.items():
@@ -140,9 +148,8 @@ class Profiles:
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
                           timestamp: float = 0.0) -> None:
-        _check_user(user_id)
-        if channel not in CHANNELS:
-            raise InvalidArgument("channel", f"{channel!r} is unknown (known: {', '.join(CHANNELS)})")
+        check_id("user_id", user_id, self.limits.id_bytes)
+        check_known("channel", channel, CHANNELS)
         ts = timestamp or time.time()
 
         def change(meta):
@@ -150,7 +157,7 @@ class Profiles:
         await asyncio.to_thread(self.repo.update_meta, user_id, change)
 
     async def delete(self, user_id: str) -> int:
-        _check_user(user_id)
+        check_id("user_id", user_id, self.limits.id_bytes)
         return await asyncio.to_thread(self.repo.delete_user, user_id, self._erasers)
 
     async def drop_expired_events(self) -> int:
@@ -158,7 +165,7 @@ class Profiles:
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, user_id: str, max_events: int = 0, can_read_pii: bool = False) -> ProfileView:
-        _check_user(user_id)
+        check_id("user_id", user_id, self.limits.id_bytes)
         state, meta, events = self.repo.read(user_id, max_events)  # µs: an LMDB read snapshot
         if state is None and meta is None:
             raise NotFound("profile", user_id)
@@ -242,7 +249,3 @@ def _merge_items(rows: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     order = np.argsort(latest, kind="stable")
     return uniq[order], summed[order]
 
-
-def _check_user(user_id: str) -> None:
-    if not user_id or len(user_id.encode()) > 128 or "\x1f" in user_id:
-        raise InvalidArgument("user_id", "must be 1..128 bytes without control character 0x1F")
