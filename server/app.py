@@ -16,7 +16,7 @@ from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
 from .metrics import MetricsInterceptor
-from .models import ModelRegistry
+from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
@@ -53,6 +53,7 @@ class TailorServer:
         self.store = Store(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
                            sync=s.lmdb_sync)
         self.registry = ModelRegistry(s, self.store)
+        self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
                            retention_s=s.event_retention_days * 86400.0, limits=s.limits)
         self.profiles = Profiles(self.store, self.registry, rules=rules,
@@ -74,7 +75,7 @@ class TailorServer:
             (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
-             ModelAdminServicer(self.registry, self.settings.compute_threads)),
+             ModelAdminServicer(self.registry, self.pusher)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server, ProfileServicer(self.profiles)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server, CampaignServicer(self.campaigns)),
