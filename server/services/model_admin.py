@@ -7,7 +7,7 @@ from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
 from ..errors import grpc_errors
 from ..models import Bundle, BundleChunk, BundlePusher, ModelRegistry
 
-__all__ = ["ModelAdminServicer", "ModelAdminConverter"]
+__all__ = ["ModelAdminConverter", "ModelAdminServicer"]
 
 
 class ModelAdminConverter:
