@@ -169,10 +169,11 @@ class Campaigns:
         return entry
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float]) -> Choice:
-        id_bytes = self.limits.id_bytes
-        check_id("campaign_id", campaign_id, id_bytes)
-        check_id("user_id", user_id, id_bytes)
-        check_count("context", len(context), self.limits.context_entries)
+        lim = self.limits
+        check_id("campaign_id", campaign_id, lim.id_bytes)
+        check_id("user_id", user_id, lim.id_bytes)
+        if len(context) > lim.context_entries:  # compared inline: the hot path
+            check_count("context", len(context), lim.context_entries)
         raw, blob = self._snapshot(campaign_id)
         if raw is None:
             raise CampaignNotFound(campaign_id)

@@ -67,3 +67,21 @@ async def test_every_service_accepts_the_same_good_user_ids(stubs, user_id):
     assert (await track(stubs, user_id)).accepted == 1
     for _name, call in user_calls(stubs, user_id):
         await call()  # raises on any error status
+
+
+async def test_limits_come_from_settings_and_name_the_field(stubs):
+    rec, _, camp = stubs
+    too_many = {f"k{i}": 1.0 for i in range(65)}
+    calls = [("context", camp.ChooseVariant(cpb.ChooseVariantRequest(
+                 campaign_id="c1", user_id="u1", context=too_many))),
+             ("requests", rec.RecommendBatch(rpb.RecommendBatchRequest(
+                 requests=[rpb.RecommendRequest(user_id="u1", k=1)] * 1001))),
+             ("exclude_item_ids", rec.Recommend(rpb.RecommendRequest(
+                 user_id="u1", k=1, exclude_item_ids=["x"] * 1001)))]
+    for field, call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"{field}: "), err.value.details()
+    await camp.ChooseVariant(cpb.ChooseVariantRequest(
+        campaign_id="c1", user_id="u1", context=dict(list(too_many.items())[:64])))
