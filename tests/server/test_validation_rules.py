@@ -65,11 +65,12 @@ def test_counts_and_ranges_hold_at_their_bounds_and_fail_past_them():
 def test_every_limit_is_a_documented_setting_read_from_the_environment(monkeypatch):
     import ast
     import inspect
+    from itertools import pairwise
 
     from server.config import Limits, Settings
     monkeypatch.setenv("TAILOR_LIMITS__RECOMMEND_K", "5")
     assert Settings().limits.recommend_k == 5 and Limits().recommend_k == 1000
     body = ast.parse(inspect.getsource(Limits)).body[0].body
-    documented = {node.target.id for node, doc in zip(body, body[1:])
+    documented = {node.target.id for node, doc in pairwise(body)
                   if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr)}
     assert documented == set(Limits.model_fields)
