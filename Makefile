@@ -8,7 +8,7 @@ PORT   ?= 50051
 METRICS_PORT ?= 9100
 WORKERS ?= 1
 
-.PHONY: serve test build demo-bundle bench clean
+.PHONY: serve test build protos lint demo-bundle bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,9 +17,11 @@ $(STAMP): requirements.lock pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Cython kernels + gRPC stubs, then an editable install so `python -m server` works anywhere.
+# Cython kernels, then an editable install so `python -m server` works anywhere. The gRPC stubs
+# are committed and only `make protos` rewrites them: tests/test_protos_fresh.py then compares
+# protoc's output with the committed stubs, which a regeneration here would make pointless.
 build: $(STAMP)
-	$(BIN)/python setup.py -q build_protos build_ext --inplace
+	$(BIN)/python setup.py -q build_ext --inplace
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps -e .
 
 # Trains the demo bundle from the project's own demo data unless the data dir already has one.
@@ -30,7 +32,16 @@ serve: demo-bundle
 	$(BIN)/python -m server --host 127.0.0.1 --port $(PORT) --data-dir $(DATA) \
 		--workers $(WORKERS) --metrics-port $(METRICS_PORT)
 
-test: build
+# After editing protos/tailor/v1/*.proto: regenerate the stubs, then commit them with the .proto.
+protos: $(STAMP)
+	$(BIN)/python setup.py -q build_protos
+
+# ruff over the Python (config in pyproject [tool.ruff]), cython-lint over the kernels.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	PATH="$(BIN):$$PATH" cython-lint kernels/*.pyx kernels/*.pxd
+
+test: build lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 clean:

@@ -1,7 +1,10 @@
 """Build Tailor: the Cython kernels (kernels/_*.pyx) and the gRPC stubs (protos/tailor/v1).
 
-    python setup.py build_protos            # regenerate protos/tailor/v1/*_pb2*.py(i)
+    python setup.py build_protos            # regenerate protos/tailor/v1/*_pb2*.py(i) (`make protos`)
     python setup.py build_ext --inplace     # compile every kernel next to its .pyx
+
+The stubs are committed and no other command (build, build_py, pip install) rewrites them, so
+tests/test_protos_fresh.py compares protoc's output with what is committed, not with itself.
 
 Environment:
     TAILOR_KERNELS=_bandits,_features   build only these kernels (development)
@@ -15,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Command, Extension, setup
-from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
@@ -48,12 +50,6 @@ class BuildProtos(Command):
             print(f"generated {path.relative_to(ROOT)}")
 
 
-class BuildPyWithProtos(build_py):
-    def run(self):
-        generate_protos()
-        super().run()
-
-
 def kernel_extensions() -> list[Extension]:
     wanted = {k for k in os.environ.get("TAILOR_KERNELS", "").split(",") if k}
     exts = []
@@ -72,5 +68,5 @@ def kernel_extensions() -> list[Extension]:
 
 setup(
     ext_modules=kernel_extensions(),
-    cmdclass={"build_protos": BuildProtos, "build_py": BuildPyWithProtos},
+    cmdclass={"build_protos": BuildProtos},
 )

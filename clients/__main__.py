@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from datetime import UTC
 
 from .client import TailorClient, TailorError
 
@@ -52,9 +53,9 @@ def _epoch(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        from datetime import datetime, timezone
+        from datetime import datetime
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return (ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)).timestamp()
+        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
 def _attribute(client: TailorClient, args) -> dict:
@@ -87,7 +88,8 @@ COMMANDS = {
     "campaign": _campaign,
     "track": _track,
     "profile": lambda client, args: client.get_profile(args.user, args.max_events, args.role or ()),
-    "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in", args.source),
+    "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in",
+                                                       args.source),
     "delete": lambda client, args: {"records_deleted": client.delete_profile(args.user)},
     "recommend": _recommend,
     "status": lambda client, args: client.model_status(),

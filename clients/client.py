@@ -11,17 +11,17 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
 
-from protos.tailor.v1 import campaign_pb2 as camp_pb
-from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import attribution_pb2 as attr_pb
 from protos.tailor.v1 import attribution_pb2_grpc as attr_grpc
+from protos.tailor.v1 import campaign_pb2 as camp_pb
+from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as diag_pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
@@ -61,7 +61,7 @@ class Recommendations:
     cold_start: bool
 
     @classmethod
-    def from_pb(cls, msg: rec_pb.RecommendResponse) -> "Recommendations":
+    def from_pb(cls, msg: rec_pb.RecommendResponse) -> Recommendations:
         items = [RecommendedItem(i.item_id, i.score, i.retrieval_score, i.category, i.title,
                                  i.price, i.url) for i in msg.items]
         return cls(items, msg.model_version, msg.request_id, msg.cold_start)
@@ -135,7 +135,8 @@ class TailorClient:
         req = self._request(user_id, k, channel, categories, exclude, context)
         return Recommendations.from_pb(self._call(self._rec.Recommend, req, timeout))
 
-    def recommend_batch(self, requests: Sequence[dict], timeout: float | None = None) -> list[Recommendations]:
+    def recommend_batch(self, requests: Sequence[dict],
+                        timeout: float | None = None) -> list[Recommendations]:
         """`requests`: dicts with the keyword arguments of `recommend` (user_id, k, ...)."""
         req = rec_pb.RecommendBatchRequest(requests=[self._request(**r) for r in requests])
         reply = self._call(self._rec.RecommendBatch, req, timeout)
@@ -205,7 +206,8 @@ class TailorClient:
         req = prof_pb.GetProfileRequest(user_id=user_id, max_events=max_events)
         return _to_dict(self._call(self._profiles.GetProfile, req, timeout, meta))
 
-    def upsert_attributes(self, user_id: str, attributes: dict[str, str], timeout: float | None = None) -> dict:
+    def upsert_attributes(self, user_id: str, attributes: dict[str, str],
+                          timeout: float | None = None) -> dict:
         req = prof_pb.UpsertAttributesRequest(user_id=user_id, attributes=attributes)
         return _to_dict(self._call(self._profiles.UpsertAttributes, req, timeout))
 

@@ -22,6 +22,7 @@ cdef enum:
     MAX_TZ_OFFSET_MIN = 1440
     FLAG_PURCHASE = 1
     FLAG_ENGAGEMENT = 2
+    FLAG_VALUED = 4
 
 cdef double MAX_ITEM_CODE = 9007199254740992.0  # 2**53
 
@@ -34,7 +35,7 @@ HEADER_SLOTS = {
 
 cdef struct Layout:
     intp_t T, C, K, H, N
-    intp_t o_counts, o_decayed, o_money, o_category, o_hour, o_rc_item, o_rc_ts, o_rc_w
+    intp_t o_counts, o_decayed, o_money, o_category, o_hour, o_rc_item, o_rc_ts, o_rc_w, o_rc_amt
 
 
 cdef inline intp_t hour_of_week(double ts, double tz_offset_min) noexcept nogil:
@@ -67,16 +68,17 @@ cdef inline void decay_state(float64_t* s, const Layout* L, double dt,
 
 
 cdef inline void recent_insert(float64_t* s, const Layout* L, double item, double t,
-                               double w) noexcept nogil:
-    """Merge (item, t, w) into the recent-items table (see features._reference_recent_insert)."""
+                               intp_t et, double amount) noexcept nogil:
+    """Merge (item, t, amount of type et) into the recent-items table (see
+    features._reference_recent_insert)."""
     cdef float64_t* codes = s + L.o_rc_item
     cdef float64_t* ts = s + L.o_rc_ts
-    cdef float64_t* ws = s + L.o_rc_w
+    cdef float64_t* amt = s + L.o_rc_amt
     cdef intp_t n = <intp_t>s[N_RECENT]
     cdef intp_t j, k
     for j in range(n):
         if codes[j] == item:
-            ws[j] += w
+            amt[j * L.T + et] += amount
             if t > ts[j]:
                 ts[j] = t
             return
@@ -92,7 +94,10 @@ cdef inline void recent_insert(float64_t* s, const Layout* L, double item, doubl
             return
     codes[j] = item
     ts[j] = t
-    ws[j] = w
+    s[L.o_rc_w + j] = 0.0
+    for k in range(L.T):
+        amt[j * L.T + k] = 0.0
+    amt[j * L.T + et] = amount
 
 
 def update_many(float64_t[:, ::1] states, const int64_t[::1] rows,
@@ -111,10 +116,13 @@ def update_many(float64_t[:, ::1] states, const int64_t[::1] rows,
     `touched` zeroed by the caller.
     """
     cdef Layout L
+    if dims.shape[0] != 5 or offsets.shape[0] != 9:
+        raise ValueError("layout arrays do not match the states")
     L.T, L.C, L.K, L.H, L.N = dims[0], dims[1], dims[2], dims[3], dims[4]
     L.o_counts, L.o_decayed, L.o_money, L.o_category = (
         offsets[0], offsets[1], offsets[2], offsets[3])
     L.o_hour, L.o_rc_item, L.o_rc_ts, L.o_rc_w = offsets[4], offsets[5], offsets[6], offsets[7]
+    L.o_rc_amt = offsets[8]
     cdef intp_t n = rows.shape[0], n_states = states.shape[0]
     cdef intp_t i, r, h, et, ch, TC = L.T * L.C
     cdef int code = 0
@@ -127,7 +135,7 @@ def update_many(float64_t[:, ::1] states, const int64_t[::1] rows,
         raise ValueError("events: arrays of unequal length")
     if (L.H > MAX_HALF_LIVES or type_weight.shape[0] != L.T or type_flags.shape[0] != L.T
             or inv_hl.shape[0] != L.H or new_ref.shape[0] != n_states
-            or touched.shape[0] != n_states or states.shape[1] != offsets[7] + L.N):
+            or touched.shape[0] != n_states or states.shape[1] != offsets[8] + L.N * L.T):
         raise ValueError("layout arrays do not match the states")
 
     with nogil:
@@ -195,7 +203,8 @@ def update_many(float64_t[:, ::1] states, const int64_t[::1] rows,
                 if type_flags[et] & FLAG_ENGAGEMENT:
                     s[L.o_hour + hour_of_week(t, s[TZ_OFFSET_MIN])] += exp2(-dt * inv_hour_hl)
                 if item[i] >= 0 and w > 0.0:
-                    recent_insert(s, &L, <double>item[i], t, w)
+                    recent_insert(s, &L, <double>item[i], t, et,
+                                  value[i] if type_flags[et] & FLAG_VALUED else 1.0)
     if code:
         return code, i
     return 0, -1

@@ -6,8 +6,8 @@ them from here, so no module imports `kernels.attribution` back.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -64,7 +64,7 @@ class Paths:
     @classmethod
     def from_sequences(cls, paths: Sequence[Sequence[str] | str], conversions=None, value=None,
                        nulls=None, timestamps=None, channels: Sequence[str] | None = None,
-                       sep: str = ">") -> "Paths":
+                       sep: str = ">") -> Paths:
         """Encode channel sequences (lists of names or ``"a > b > c"`` strings).
 
         ``conversions`` defaults to 1 per path, ``value`` and ``nulls`` to 0. ``timestamps`` is
@@ -92,7 +92,7 @@ class Paths:
         return cls(tuple(vocab), indptr, ids, _per_path(conversions, n, 1.0, "conversions"),
                    _per_path(value, n, 0.0, "value"), _per_path(nulls, n, 0.0, "nulls"), ts)
 
-    def subset(self, rows: np.ndarray) -> "Paths":
+    def subset(self, rows: np.ndarray) -> Paths:
         """The paths at ``rows`` (same vocabulary)."""
         rows = np.asarray(rows, dtype=np.int64)
         lengths = self.lengths[rows]

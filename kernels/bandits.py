@@ -104,7 +104,7 @@ class BanditState:
     def dim(self) -> int:
         return self.b.shape[1]
 
-    def copy(self) -> "BanditState":
+    def copy(self) -> BanditState:
         return dataclasses.replace(self, weights=self.weights.copy(), n=self.n.copy(),
                                    s=self.s.copy(), ss=self.ss.copy(), A=self.A.copy(),
                                    b=self.b.copy())
@@ -118,7 +118,7 @@ class BanditState:
         return head + flat.astype("<f8", copy=False).tobytes()
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "BanditState":
+    def from_bytes(cls, blob: bytes) -> BanditState:
         magic, code, k, d, *params = _HEADER.unpack_from(blob)
         if magic != _MAGIC or code >= len(POLICIES):
             raise ValueError("blob is not a serialised BanditState (bad magic or policy code)")

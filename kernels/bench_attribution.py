@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 
@@ -78,8 +79,8 @@ def bench_models(paths: Paths, ref_paths: int) -> None:
     print(f"{paths.n_paths:,} paths, {paths.n_channels} channels, {len(paths.indices):,} touches")
     print(f"{'model':<22} {'native s':>10} {'reference s':>12} {'speed-up':>9}")
     for model, opts in CASES:
-        native, res = timed(lambda: attribute(paths, model, **opts), repeat=3)
-        ref, ref_res = timed(lambda: attribute(sub, model, use_native=False, **opts))
+        native, res = timed(partial(attribute, paths, model, **opts), repeat=3)
+        ref, ref_res = timed(partial(attribute, sub, model, use_native=False, **opts))
         ref *= scale
         if sub is paths:
             assert np.allclose(res.conversions, ref_res.conversions, rtol=1e-7), label(model, opts)
@@ -99,10 +100,10 @@ def bench_channelattribution(rows: int) -> None:
           f"(parse alone {parse:.3f} s)")
     print(f"{'model':<22} {'parse+fit s':>12} {'states':>7}")
     for order in (1, 2, 3):
-        def run():
+        def run(order=order):
             return attribute(parse_channelattribution(lines), "markov", order=order)
         secs, res = timed(run, repeat=3)
-        print(f"{'markov (order %d)' % order:<22} {secs:>12.3f} {res.details['n_states']:>7}")
+        print(f"{f'markov (order {order})':<22} {secs:>12.3f} {res.details['n_states']:>7}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -132,7 +132,8 @@ def _regret_ours(policy, mu, outcomes, seed):
 
 
 def _regret_mab(policy, mu, outcomes, seed):
-    from mabwiser.mab import MAB, LearningPolicy as LP
+    from mabwiser.mab import MAB
+    from mabwiser.mab import LearningPolicy as LP
 
     lp = LP.ThompsonSampling() if policy == "bernoulli_ts" else LP.UCB1(alpha=1.0)
     k = mu.size

@@ -10,8 +10,10 @@ to and from LMDB as raw bytes (`to_bytes` / `from_bytes`, `np.frombuffer` undern
 - category affinities per (half-life, category): decayed sum of event weights;
 - an hour-of-week (168 bins, Monday 00:00 local = bin 0) histogram of engagement events, decayed
   with `hour_half_life_s`;
-- the user's recent items: up to `recent_capacity` distinct items as (code, latest ts, summed
-  event weight), the encoder's input (see `kernels.features.recent_items`).
+- the user's recent items: up to `recent_capacity` distinct items as (code, latest ts, amount per
+  event type), the encoder's input (see `kernels.features.recent_items`). Amounts are event
+  counts (summed values for `valued_types`), so a history can be weighted when it is read, with
+  the weights of the bundle that reads it rather than the ones the state was written with.
 
 Decayed slots are valued at `REF_TS`, the latest event time seen. `kernels.features` applies
 events to states (`update`, `update_many`) and reads them (`read_features`).
@@ -27,7 +29,11 @@ State layout (slot offsets from `FeatureLayout.offsets`)::
     hour     168    decayed engagement count per hour of week (local time)
     rc_item  N      recent item codes (float64, exact below 2**53; unused slots 0)
     rc_ts    N      latest ts of each recent item
-    rc_w     N      summed (undecayed) event weight of each recent item
+    rc_w     N      weight carried over from a version-1 state (its summed event weight; 0 for
+                    items first seen since), added to the read-time weight of the amounts
+    rc_amt   N*T    amount of each recent item per event type [item slot, type]
+
+Version 1 had no `rc_amt` and summed weights into `rc_w`; `upgrade` reads its records.
 """
 from __future__ import annotations
 
@@ -39,11 +45,11 @@ import numpy as np
 
 __all__ = [
     "DAY", "FORMAT_VERSION", "FeatureLayout", "new_state", "new_states", "to_bytes",
-    "from_bytes", "states_from_buffers", "migrate", "check_record",
+    "from_bytes", "states_from_buffers", "migrate", "upgrade", "check_record",
 ]
 
 DAY = 86400.0
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HOURS_PER_WEEK = 168
 MAX_HALF_LIVES = 16
 
@@ -59,9 +65,8 @@ HEADER_SLOTS = {
 # Per event type flags (bit mask handed to the kernel).
 FLAG_PURCHASE = 1
 FLAG_ENGAGEMENT = 2
+FLAG_VALUED = 4
 
-DEFAULT_EVENT_WEIGHTS = {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0,
-                         "email_click": 2.0, "sms_click": 2.0, "push_open": 1.0}
 DEFAULT_PURCHASE_TYPES = ("purchase",)
 DEFAULT_ENGAGEMENT_TYPES = ("click", "add_to_cart", "purchase", "email_open", "email_click",
                             "sms_click", "push_open", "push_click")
@@ -89,13 +94,16 @@ class FeatureLayout:
         Vocabularies; an event's `type` / `channel` code indexes them.
     n_categories : int
         K; category codes are in [0, K) (-1 = unknown, not counted).
+    event_weights : mapping name -> float or tuple aligned with `event_types`
+        Weight of an event type in the category affinities and the default weight of the recent
+        items (>= 0; missing names 0). Types of weight 0 are not item interactions: they do not
+        enter the recent items. No defaults here: the caller's vocabulary owns them.
     half_lives_s : tuple of float
         Half-lives in seconds of the decayed counts, monetary and category affinities.
     recent_capacity : int
         N, the number of distinct recent items kept (>= the encoder's history length L).
-    event_weights : mapping name -> float or tuple aligned with `event_types`
-        Weight of an event type in the recent items and category affinities (>= 0; 0 = not an
-        item interaction). Defaults: view 1, click 2, add_to_cart 3, purchase 5, ... others 0.
+    valued_types : tuple of str
+        Types whose recent-item amount is the event's value (a rating) rather than 1.
     purchase_types, engagement_types : tuple of str
         Types counted as purchases (RFM frequency / monetary) and as engagement (hour of week).
         Default: the standard names present in `event_types`.
@@ -111,9 +119,10 @@ class FeatureLayout:
     event_types: tuple[str, ...]
     channels: tuple[str, ...]
     n_categories: int
+    event_weights: Mapping[str, float] | Sequence[float]
     half_lives_s: tuple[float, ...] = (DAY, 7 * DAY, 30 * DAY)
     recent_capacity: int = 50
-    event_weights: Mapping[str, float] | Sequence[float] | None = None
+    valued_types: tuple[str, ...] = ()
     purchase_types: tuple[str, ...] | None = None
     engagement_types: tuple[str, ...] | None = None
     hour_half_life_s: float = 30 * DAY
@@ -145,8 +154,6 @@ class FeatureLayout:
         put(self, "recent_capacity", int(self.recent_capacity))
 
         weights = self.event_weights
-        if weights is None:
-            weights = {n: w for n, w in DEFAULT_EVENT_WEIGHTS.items() if n in self.event_types}
         if isinstance(weights, Mapping):
             unknown = set(weights) - set(self.event_types)
             if unknown:
@@ -157,7 +164,8 @@ class FeatureLayout:
             raise ValueError(f"event_weights: {T} finite values >= 0 (one per event type)")
         put(self, "event_weights", weights)
 
-        for name, default in (("purchase_types", DEFAULT_PURCHASE_TYPES),
+        for name, default in (("valued_types", ()),
+                              ("purchase_types", DEFAULT_PURCHASE_TYPES),
                               ("engagement_types", DEFAULT_ENGAGEMENT_TYPES),
                               ("send_types", DEFAULT_SEND_TYPES),
                               ("open_types", DEFAULT_OPEN_TYPES),
@@ -179,14 +187,22 @@ class FeatureLayout:
         offsets, pos = {}, HEADER_SIZE
         for name, n in (("counts", T * C), ("decayed", H * T * C), ("money", H),
                         ("category", H * K), ("hour", HOURS_PER_WEEK), ("rc_item", N),
-                        ("rc_ts", N), ("rc_w", N)):
+                        ("rc_ts", N), ("rc_w", N), ("rc_amt", N * T)):
             offsets[name] = pos
             pos += n
         put(self, "offsets", offsets)
         put(self, "size", pos)
-        desc = repr((FORMAT_VERSION, self.event_types, self.channels, K, hls, N, weights,
-                     self.purchase_types, self.engagement_types, self.hour_half_life_s))
-        put(self, "fingerprint", zlib.crc32(desc.encode()))
+        put(self, "fingerprint", self._fingerprint(FORMAT_VERSION))
+        put(self, "_fingerprint_v1", self._fingerprint(1))
+
+    def _fingerprint(self, version: int) -> int:
+        """crc32 of what a record depends on; version 1 records did not depend on valued_types."""
+        desc = (version, self.event_types, self.channels, self.n_categories, self.half_lives_s,
+                self.recent_capacity, self.event_weights, self.purchase_types,
+                self.engagement_types, self.hour_half_life_s)
+        if version > 1:
+            desc += (self.valued_types,)
+        return zlib.crc32(repr(desc).encode())
 
     @property
     def nbytes(self) -> int:
@@ -219,6 +235,7 @@ class FeatureLayout:
             "rc_item": state[o["rc_item"]:o["rc_item"] + N],
             "rc_ts": state[o["rc_ts"]:o["rc_ts"] + N],
             "rc_w": state[o["rc_w"]:o["rc_w"] + N],
+            "rc_amt": state[o["rc_amt"]:o["rc_amt"] + N * T].reshape(N, T),
         }
 
     # Arrays handed to the kernel, cached per layout.
@@ -231,13 +248,16 @@ class FeatureLayout:
                 flags[self.type_code(n)] |= FLAG_PURCHASE
             for n in self.engagement_types:
                 flags[self.type_code(n)] |= FLAG_ENGAGEMENT
+            for n in self.valued_types:
+                flags[self.type_code(n)] |= FLAG_VALUED
             o = self.offsets
             cached = (np.asarray(self.event_weights, np.float64), flags,
                       1.0 / np.asarray(self.half_lives_s, np.float64),
                       1.0 / self.hour_half_life_s,
                       np.array([T, C, K, H, N], np.int64),
                       np.array([o[k] for k in ("counts", "decayed", "money", "category", "hour",
-                                               "rc_item", "rc_ts", "rc_w")], np.int64))
+                                               "rc_item", "rc_ts", "rc_w", "rc_amt")],
+                                   np.int64))
             object.__setattr__(self, "_kargs", cached)
         return cached
 
@@ -312,8 +332,9 @@ def migrate(old: FeatureLayout, new: FeatureLayout, state: np.ndarray) -> np.nda
 
     Event types and channels are matched by name, categories by code, half-lives by value;
     slots with no counterpart start at 0 (a new half-life starts empty, dropped names are lost).
-    The most recent `new.recent_capacity` recent items are kept. Stored values keep the old
-    event weights and type roles (purchase / engagement) for the events already applied.
+    The most recent `new.recent_capacity` recent items are kept, with their amounts per type
+    matched by name. Stored values keep the old event weights and type roles (purchase /
+    engagement) for the events already applied.
     """
     check_record(old, state, "state")
     out = new_states(new, 1)[0]
@@ -339,5 +360,23 @@ def migrate(old: FeatureLayout, new: FeatureLayout, state: np.ndarray) -> np.nda
     keep = np.argsort(src["rc_ts"][:n], kind="stable")[max(0, n - new.recent_capacity):]
     for name in ("rc_item", "rc_ts", "rc_w"):
         dst[name][:keep.size] = src[name][:n][keep]
+    dst["rc_amt"][:keep.size, t_new] = src["rc_amt"][:n][keep][:, t_old]
     out[N_RECENT] = keep.size
     return out
+
+
+def upgrade(layout: FeatureLayout, states: np.ndarray) -> np.ndarray:
+    """Make the version-1 records of `layout` among `states` ([n, size]) version-2, in place.
+
+    A version-1 record of the same layout is the first `offsets["rc_amt"]` slots of a version-2
+    one, with its recent items' summed weights in `rc_w`; `rc_w` keeps them (weighted as they
+    were written), the amounts start at 0 (rows must be zero past the version-1 slots, as a
+    sparse record decodes). Records of any other format or fingerprint are left as they are.
+    """
+    old = (states[:, FORMAT] == 1) & (states[:, FINGERPRINT] == layout._fingerprint_v1)
+    if old.any():
+        if np.any(states[old, layout.offsets["rc_amt"]:]):
+            raise ValueError("states: a version-1 record with values past its last slot")
+        states[old, FORMAT] = FORMAT_VERSION
+        states[old, FINGERPRINT] = layout.fingerprint
+    return states

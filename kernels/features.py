@@ -24,7 +24,7 @@ from .feature_layout import (FIRST_TS, HEADER_SLOTS, HOURS_PER_WEEK, LAST_PURCHA
 
 __all__ = [
     "Events", "update", "update_many", "reference_update_many", "read_features",
-    "recent_items",
+    "recent_items", "recent_weights",
 ]
 
 MAX_ITEM_CODE = 2 ** 53
@@ -191,6 +191,7 @@ def reference_update_many(layout: FeatureLayout, states: np.ndarray, rows: np.nd
     weights = np.asarray(layout.event_weights, np.float64)
     purchase = np.isin(np.asarray(layout.event_types), layout.purchase_types)
     engagement = np.isin(np.asarray(layout.event_types), layout.engagement_types)
+    valued = np.isin(np.asarray(layout.event_types), layout.valued_types)
     N = layout.recent_capacity
 
     # 1. move every touched state to the latest of its reference time and its new events
@@ -229,16 +230,18 @@ def reference_update_many(layout: FeatureLayout, states: np.ndarray, rows: np.nd
         if engagement[et]:
             v["hour"][_hour_of_week(t, state[TZ_OFFSET_MIN])] += np.exp2(-dt * inv_hour_hl)
         if ev.item[i] >= 0 and w > 0.0:
-            _reference_recent_insert(v, state, N, float(ev.item[i]), t, w)
+            amount = ev.value[i] if valued[et] else 1.0
+            _reference_recent_insert(v, state, N, float(ev.item[i]), t, et, amount)
     return states
 
 
-def _reference_recent_insert(v, state, N: int, item: float, t: float, w: float) -> None:
+def _reference_recent_insert(v, state, N: int, item: float, t: float, et: int,
+                             amount: float) -> None:
     n = int(state[N_RECENT])
     hit = np.flatnonzero(v["rc_item"][:n] == item)
     if hit.size:
         j = hit[0]
-        v["rc_w"][j] += w
+        v["rc_amt"][j, et] += amount
         v["rc_ts"][j] = max(v["rc_ts"][j], t)
         return
     if n < N:
@@ -248,38 +251,52 @@ def _reference_recent_insert(v, state, N: int, item: float, t: float, w: float) 
         j = int(np.argmin(v["rc_ts"]))  # first slot holding the oldest ts
         if t < v["rc_ts"][j]:
             return  # older than everything kept: not among the N most recent items
-    v["rc_item"][j], v["rc_ts"][j], v["rc_w"][j] = item, t, w
+    v["rc_item"][j], v["rc_ts"][j], v["rc_w"][j] = item, t, 0.0
+    v["rc_amt"][j] = 0.0
+    v["rc_amt"][j, et] = amount
 
 
 # ---------------------------------------------------------------------------------------------
 # Reads
 
+def recent_weights(layout: FeatureLayout, state: np.ndarray, weights=None) -> np.ndarray:
+    """Summed (undecayed) weight of each recent item, in slot order: its amount per event type
+    times `weights` (aligned with `layout.event_types`; default `layout.event_weights`), plus
+    the weight a version-1 state carried over (`rc_w`)."""
+    w = np.asarray(layout.event_weights if weights is None else weights, np.float64)
+    if w.shape != (len(layout.event_types),) or not np.all(np.isfinite(w) & (w >= 0)):
+        raise ValueError(f"weights: {len(layout.event_types)} finite values >= 0, one per type")
+    v = layout.views(state)
+    n = int(state[N_RECENT])
+    return v["rc_w"][:n] + v["rc_amt"][:n] @ w
+
+
 def recent_items(layout: FeatureLayout, state: np.ndarray, half_life_s: float,
-                 length: int | None = None, now: float | None = None
+                 length: int | None = None, now: float | None = None, weights=None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """The encoder's history: (items int64, weights float64), oldest first, at most `length`.
 
-    Weight = summed event weight x 2^(-(t_last - t)/half_life_s), t the item's latest event and
-    t_last the latest recent-item event (as users.npz in docs/bundle.md); with `now`, t_last =
-    max(now, latest). A repeated item is one entry: its event weights summed, its latest ts.
+    Weight = `recent_weights(layout, state, weights)` x 2^(-(t_last - t)/half_life_s), t the
+    item's latest event and t_last the latest recent-item event (as users.npz in
+    docs/bundle.md); with `now`, t_last = max(now, latest). A repeated item is one entry: its
+    event weights summed, its latest ts. Items of weight 0 under `weights` are left out before
+    the `length` most recent are taken (as training drops events of weight 0).
     """
     if not (np.isfinite(half_life_s) and half_life_s > 0):
         raise ValueError(f"half_life_s: must be finite > 0, got {half_life_s}")
-    v = layout.views(state)
-    n = int(state[N_RECENT])
+    if length is not None and length < 0:
+        raise ValueError(f"length: must be >= 0, got {length}")
+    summed = recent_weights(layout, state, weights)
+    ts = layout.views(state)["rc_ts"][:summed.shape[0]]
+    kept = np.flatnonzero(summed > 0)
+    order = kept[np.argsort(ts[kept], kind="stable")]
     if length is not None:
-        if length < 0:
-            raise ValueError(f"length: must be >= 0, got {length}")
-        n_out = min(n, length)
-    else:
-        n_out = n
-    ts = v["rc_ts"][:n]
-    order = np.argsort(ts, kind="stable")[n - n_out:]
-    if n_out == 0:
+        order = order[max(order.shape[0] - length, 0):]
+    if order.shape[0] == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     t_last = ts.max() if now is None else max(float(now), ts.max())
-    weights = v["rc_w"][:n][order] * np.exp2(-(t_last - ts[order]) / half_life_s)
-    return v["rc_item"][:n][order].astype(np.int64), weights
+    out = summed[order] * np.exp2(-(t_last - ts[order]) / half_life_s)
+    return layout.views(state)["rc_item"][order].astype(np.int64), out
 
 
 def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
@@ -291,7 +308,8 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
     frequency_decayed [H], monetary_all, monetary_decayed [H], category_affinity [H, K],
     hour_of_week [168] (Monday 00:00 local first), tz_offset_min, sends/opens/clicks_all [C],
     open_rate_all / click_rate_all [C], open_rate_decayed / click_rate_decayed [H, C],
-    recent_items / recent_ts / recent_weights (oldest first, raw summed weights), half_lives_s.
+    recent_items / recent_ts / recent_weights (oldest first, raw summed weights under the layout's
+    event weights, see `recent_weights`), half_lives_s.
     """
     if not np.isfinite(now):
         raise ValueError(f"now: must be finite, got {now}")
@@ -344,5 +362,5 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
         "click_rate_decayed": (clicks_dec + a) / (sends_dec + a + b),
         "recent_items": v["rc_item"][:n][order].astype(np.int64),
         "recent_ts": v["rc_ts"][:n][order].copy(),
-        "recent_weights": v["rc_w"][:n][order].copy(),
+        "recent_weights": recent_weights(layout, state)[order],
     }

@@ -7,8 +7,8 @@ iteration or one sparse LU per removal for larger ones. Conventions: see `kernel
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -59,7 +59,7 @@ class ItemTable:
 
     @classmethod
     def from_arrays(cls, category, price, popularity, recency_days,
-                    n_categories: int | None = None) -> "ItemTable":
+                    n_categories: int | None = None) -> ItemTable:
         """Build from the ``items.npz`` columns of the same names."""
         category = np.asarray(category, np.int64)
         n = category.shape[0]

@@ -19,7 +19,8 @@ MAX_SIZE = 65535
 def _check_states(states: np.ndarray, writable: bool) -> None:
     if not (isinstance(states, np.ndarray) and states.ndim == 2 and states.dtype == np.float64
             and states.flags.c_contiguous and (states.flags.writeable or not writable)):
-        raise ValueError("states: must be a C-contiguous 2-d float64 array" + (" (writable)" if writable else ""))
+        raise ValueError("states: must be a C-contiguous 2-d float64 array"
+                         + (" (writable)" if writable else ""))
     if states.shape[1] > MAX_SIZE:
         raise ValueError(f"states: rows of {states.shape[1]} slots, at most {MAX_SIZE}")
 

@@ -7,7 +7,16 @@ For each catalog size: make demo data and train a bundle (cached under --work), 
   1. Ping (empty RPC) max throughput (closed loop),
   2. Recommend k=10 max throughput (closed loop),
   3. Recommend latency at half its max throughput (open loop, Poisson arrivals),
-and print QPS, p50, p99 and the ratio Recommend QPS / Ping QPS.
+and print QPS, p50, p99, the server's CPU per call (its whole process tree, read by
+loadtests/measure.py, the one measurement every bench uses) and the Recommend/Ping ratios of QPS
+and of CPU per call.
+
+`--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
+built there), so before/after figures of two commits come from one machine and one generator:
+
+    git worktree add /tmp/before HEAD~1 && (cd /tmp/before && python setup.py build_ext --inplace)
+    python -m loadtests.bench --items 100000 --server-src /tmp/before
+    python -m loadtests.bench --items 100000
 """
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import grpc
 import numpy as np
 
 from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
+from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table, start_server
 
 
 def _free_port() -> int:
@@ -72,11 +82,11 @@ def bench_catalog(bundle: Path, args) -> dict:
     port = _free_port()
     target = f"127.0.0.1:{port}"
     data_dir = bundle.parent.parent / f"serve-{port}"
-    cmd = [sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir),
-           "--bundle", str(bundle), "--workers", str(args.workers)]
+    argv = ["--port", str(port), "--data-dir", str(data_dir.resolve()), "--bundle", str(bundle.resolve()),
+            "--workers", str(args.workers)]
     data_dir.mkdir(parents=True, exist_ok=True)
     log = open(data_dir.parent / f"serve-{port}.log", "w")  # never an unread PIPE: it can fill
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    server = start_server(argv, args.server_src, stderr=log)
     try:
         try:
             _wait_ready(target, server)
@@ -87,14 +97,14 @@ def bench_catalog(bundle: Path, args) -> dict:
         load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency)
         recs, pings = recommend_payloads(users, k=10), ping_payloads()
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
-        ping = run_load(target, PING, pings, **load)
-        rec = run_load(target, RECOMMEND, recs, **load)
+        idle = idle_cpu(server.pid)
+        pair = compare("Recommend k=10 (max)", server.pid, target, RECOMMEND, recs, **load)
         # Open loop at a fixed rate needs no parallel generators; extra ones only take the
         # server's CPU, so latency runs use --latency-procs (default 1).
-        paced = dict(load, procs=args.latency_procs)
-        half = run_load(target, RECOMMEND, recs, rate=rec.qps / 2, **paced)
+        paced = dict(load, procs=args.latency_procs, rate=pair.method.load.qps / 2)
+        half = measure("Recommend @ half max", server.pid, target, RECOMMEND, recs, **paced)
         # the stack's own latency floor at that arrival rate (same generator, empty RPC)
-        ping_half = run_load(target, PING, pings, rate=rec.qps / 2, **paced)
+        ping_half = measure("Ping @ same rate", server.pid, target, PING, pings, **paced)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -103,8 +113,7 @@ def bench_catalog(bundle: Path, args) -> dict:
     manifest = json.loads((bundle / "manifest.json").read_text())
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
             "index_recall@10": manifest["index"].get("recall_at_10"),
-            "ping": ping, "recommend": rec, "recommend_half": half, "ping_half": ping_half,
-            "ratio": rec.qps / ping.qps if ping.qps else float("nan")}
+            "pair": pair, "runs": [pair.ping, pair.method, half, ping_half], "idle": idle}
 
 
 def main(argv=None) -> None:
@@ -120,22 +129,16 @@ def main(argv=None) -> None:
                    help="load generator processes for the fixed-rate (latency) runs")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
+    add_server_src_argument(p)
     args = p.parse_args(argv)
     rows = [bench_catalog(ensure_bundle(args.work, n, args.users, args.days), args) for n in args.items]
     print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
-          f"concurrency={args.concurrency} "
-          f"duration={args.duration}s")
-    print(f"{'catalog':>9} {'index':>6} {'rpc':>22} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
-          f" {'gen lag p99':>11} {'p99 from schedule':>17}")
+          f"concurrency={args.concurrency} duration={args.duration}s "
+          f"server source={args.server_src or 'this tree'}")
     for r in rows:
-        for name, res in (("Ping (empty)", r["ping"]), ("Recommend k=10 (max)", r["recommend"]),
-                          ("Recommend @ half max", r["recommend_half"]),
-                          ("Ping @ same rate", r["ping_half"])):
-            paced = f" {res.lag_p99_ms:11.2f} {res.sched_p99_ms:17.2f}" if res.sched_p99_ms else ""
-            print(f"{r['items']:>9} {r['index']:>6} {name:>22} {res.qps:8.0f} {res.p50_ms:7.2f} "
-                  f"{res.p99_ms:7.2f} {res.errors:6d}{paced}")
-        print(f"{'':>9} ratio Recommend/Ping QPS = {r['ratio']:.2f}   "
+        print(f"\ncatalog {r['items']} items, index {r['index']}, "
               f"index recall@10 vs exact = {r['index_recall@10']}")
+        print_table(r["runs"], r["pair"], r["idle"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """ChooseVariant against an empty RPC, in one run against one server.
 
     python -m loadtests.bench_campaigns [--arms 10] [--duration 10] [--concurrency 32]
-        [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync]
+        [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--server-src DIR]
 
 Starts `python -m server` on loopback (fsync per commit unless --no-sync), creates a campaign,
 then with the same driver (grpc.aio closed loop, `--procs` client processes):
@@ -10,15 +10,21 @@ then with the same driver (grpc.aio closed loop, `--procs` client processes):
 3. ChooseVariant latency under load: open loop (Poisson arrivals) at 25%, 50% and 80% of its max
    QPS, latency from the send (the generator's lag behind its schedule printed beside it),
    each beside Ping at the same rate (what the machine and the gRPC stack alone cost at that load).
+Every run also reports the server's CPU per call (its whole process tree, loadtests/measure.py),
+and the closed-loop pair prints ChooseVariant/Ping ratios of QPS and of CPU per call.
 Targets (issue 5): ChooseVariant QPS >= 0.5x Ping QPS; p99 <= 5 ms under load.
+
+`--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
+built), so before/after figures of two commits come from one run of the same driver:
+
+    git worktree add /tmp/before HEAD~1 && (cd /tmp/before && python setup.py build_ext --inplace)
+    python -m loadtests.bench_campaigns --server-src /tmp/before; python -m loadtests.bench_campaigns
 """
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -30,7 +36,8 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 
 from .bench import _free_port, _wait_ready
-from .loadgen import PING, LoadResult, ping_payloads, run_load
+from .loadgen import PING, ping_payloads, run_load
+from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table, start_server
 
 CHOOSE = "/tailor.v1.CampaignService/ChooseVariant"
 
@@ -39,13 +46,6 @@ def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
     rng = random.Random(7)
     return [cpb.ChooseVariantRequest(campaign_id=campaign, user_id=f"u{rng.randrange(10**6)}")
             .SerializeToString() for _ in range(n)]
-
-
-def _show(label: str, r: LoadResult) -> None:
-    paced = (f"  [generator lag p99 {r.lag_p99_ms:.2f} ms; p99 from schedule {r.sched_p99_ms:.2f} ms]"
-             if r.sched_p99_ms else "")
-    print(f"{label:<34} {r.qps:>9.0f} qps  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:6.2f} ms"
-          f"  ({r.calls} calls, {r.errors} errors){paced}", flush=True)
 
 
 def create_campaign(target: str, arms: int, policy: str) -> str:
@@ -74,38 +74,44 @@ def main(argv=None) -> int:
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
+    add_server_src_argument(p)
     args = p.parse_args(argv)
 
     port = _free_port()
     target = f"127.0.0.1:{port}"
     data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-campaigns-"))
-    cmd = [sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir),
-           "--workers", str(args.workers)]
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
-
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, **env})
+    log = open(f"{data_dir}.log", "w")  # never an unread PIPE: it can fill and block the server
+    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--workers", str(args.workers)],
+                          args.server_src, env, stderr=log)
     try:
-        _wait_ready(target, server)
+        try:
+            _wait_ready(target, server)
+        except RuntimeError:
+            raise RuntimeError(f"server did not start; its log is {log.name}") from None
         campaign = create_campaign(target, args.arms, args.policy)
-        print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}; campaign: "
-              f"{args.policy}, {args.arms} arms; load: {args.procs} process(es), "
-              f"concurrency {args.concurrency}, {args.duration:g}s per step", flush=True)
+        print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}, "
+              f"source {args.server_src or 'this tree'}; campaign: {args.policy}, {args.arms} arms; "
+              f"load: {args.procs} process(es), concurrency {args.concurrency}, "
+              f"{args.duration:g}s per step", flush=True)
         common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs)
         chooses, pings = choose_payloads(campaign), ping_payloads()
         run_load(target, CHOOSE, chooses, concurrency=8, duration=2)  # warm-up
-        ping = run_load(target, PING, pings, **common)
-        _show("Ping, closed loop (max QPS)", ping)
-        choose = run_load(target, CHOOSE, chooses, **common)
-        _show("ChooseVariant, closed loop (max QPS)", choose)
+        idle = idle_cpu(server.pid)
+        pair = compare("ChooseVariant, closed loop (max QPS)", server.pid, target, CHOOSE, chooses, **common)
+        rows = [pair.ping, pair.method]
         for frac in (0.25, 0.5, 0.8):
-            rate = frac * choose.qps
-            _show(f"ChooseVariant, open loop {rate:.0f}/s", run_load(target, CHOOSE, chooses, rate=rate, **common))
-            _show(f"Ping, open loop {rate:.0f}/s (baseline)", run_load(target, PING, pings, rate=rate, **common))
-        print(f"ChooseVariant / Ping QPS = {choose.qps / ping.qps:.2f} (target >= 0.5)")
+            rate = frac * pair.method.load.qps
+            rows.append(measure(f"ChooseVariant, open loop {rate:.0f}/s", server.pid, target, CHOOSE,
+                                chooses, rate=rate, **common))
+            rows.append(measure(f"Ping, open loop {rate:.0f}/s (baseline)", server.pid, target, PING,
+                                pings, rate=rate, **common))
+        print_table(rows, pair, idle)
+        print(f"ChooseVariant / Ping QPS = {pair.qps_ratio:.2f} (target >= 0.5)")
     finally:
         server.terminate()
         server.wait(timeout=60)
+        log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 

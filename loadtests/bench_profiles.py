@@ -1,29 +1,33 @@
 """Profile ingestion and read benchmark, in one run on one machine.
 
     python -m loadtests.bench_profiles [--events 200000] [--profiles 1000000] [--no-sync]
+        [--server-src DIR]
 
-1. Raw LMDB: the same number of records put in batches of 500 per write transaction, with the
-   same durability setting (fsync per commit unless --no-sync) — the ceiling for comparison.
+1. Raw LMDB: the same records (events keys, serialized events) put in batches of 500 per write
+   transaction, with the same durability setting (fsync per commit unless --no-sync), through
+   `server.store.baseline` — the ceiling for comparison.
 2. End to end: `python -m server` on loopback, events streamed with TrackEventStream in batches
    of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit).
 3. GetProfile latency (p50/p99) with `--profiles` stored profiles (loaded through the server's
    own repository with fsync off to save time; reads do not depend on how records were written),
    beside Ping with the same driver and concurrency (the latency floor of the gRPC stack).
+
+Server CPU (its whole process tree) is read around each step by loadtests/measure.py, the one
+measurement every bench uses: CPU per ingested event and per streamed batch beside Ping's CPU
+per call on the same server, and GetProfile's CPU per call beside Ping's, with their ratios.
+`--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
+built there) to take before/after figures of two commits with one driver (see loadtests/bench.py).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
 import grpc
-import lmdb
 import numpy as np
 
 from protos.tailor.v1 import profile_pb2 as pb
@@ -31,6 +35,15 @@ from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
 from .bench import _free_port, _wait_ready
 from .loadgen import PING, ping_payloads, run_load
+from .measure import (
+    add_server_src_argument,
+    compare,
+    idle_cpu,
+    measure,
+    print_table,
+    start_server,
+    tree_cpu_seconds,
+)
 
 GET_PROFILE = "/tailor.v1.ProfileService/GetProfile"
 
@@ -51,20 +64,10 @@ def make_events(n: int, users: int, seed: int = 3, prefix: str = "b") -> list[pb
 
 def raw_lmdb(events: list[pb.Event], sync: bool) -> float:
     """Records/s for batched puts of the serialized events (same count, same durability)."""
-    path = tempfile.mkdtemp(prefix="tailor-rawlmdb-", dir=".")
-    env = lmdb.open(path, map_size=8 << 30, sync=sync, metasync=sync, max_dbs=2)
-    db = env.open_db(b"events")
-    payload = [(f"{e.user_id}\x1f{int(e.timestamp * 1000):016d}\x1f{e.event_id}".encode(),
-                e.SerializeToString()) for e in events]
-    start = time.perf_counter()
-    for i in range(0, len(payload), BATCH):
-        with env.begin(write=True) as txn:
-            for k, v in payload[i:i + BATCH]:
-                txn.put(k, v, db=db)
-    seconds = time.perf_counter() - start
-    env.close()
-    shutil.rmtree(path)
-    return len(events) / seconds
+    from server.store import keys
+    from server.store.baseline import batched_put_rate
+    items = [(keys.event_key(e.user_id, e.timestamp, e.event_id), e.SerializeToString()) for e in events]
+    return batched_put_rate(items, BATCH, sync)
 
 
 async def stream_ingest(target: str, events: list[pb.Event], streams: int = 1) -> tuple[float, int]:
@@ -100,7 +103,8 @@ def populate(data_dir: Path, profiles: int) -> None:
     chunk = 20_000
     for lo in range(0, profiles, chunk):
         evs = [TrackedEvent(f"p{u}-{j}", f"u{u}", TYPES[j % 4], "web", "", f"{(u * 7 + j) % 100_000}",
-                            0.0, now - 3600 * j, {}) for u in range(lo, min(lo + chunk, profiles)) for j in range(5)]
+                            0.0, now - 3600 * j, {})
+               for u in range(lo, min(lo + chunk, profiles)) for j in range(5)]
         repo.ingest(evs, [None] * len(evs))
     store.sync()
     store.close()
@@ -111,12 +115,12 @@ def read_payloads(profiles: int, n: int = 4096) -> list[bytes]:
     return [pb.GetProfileRequest(user_id=f"u{u}").SerializeToString() for u in rng.integers(0, profiles, n)]
 
 
-def serve(data_dir: Path, sync: bool, workers: int = 1) -> tuple[subprocess.Popen, str]:
+def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None
+          ) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = {**os.environ, "TAILOR_LMDB_SYNC": "true" if sync else "false", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir", str(data_dir),
-                             "--workers", str(workers)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {"TAILOR_LMDB_SYNC": "true" if sync else "false", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
+    argv = ["--port", str(port), "--data-dir", str(data_dir.resolve()), "--workers", str(workers)]
+    proc = start_server(argv, src, env)
     target = f"127.0.0.1:{port}"
     _wait_ready(target, proc)
     return proc, target
@@ -134,6 +138,7 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
     p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
     p.add_argument("--work", type=Path, default=Path(".bench/profiles"))
+    add_server_src_argument(p)
     args = p.parse_args(argv)
     sync = not args.no_sync
     args.work.mkdir(parents=True, exist_ok=True)
@@ -141,9 +146,13 @@ def main(argv=None) -> None:
     raw = raw_lmdb(events, sync)
     ingest_dir = args.work / "ingest"
     shutil.rmtree(ingest_dir, ignore_errors=True)
-    proc, target = serve(ingest_dir, sync, args.workers)
+    proc, target = serve(ingest_dir, sync, args.workers, args.server_src)
     try:
+        cpu_before = tree_cpu_seconds(proc.pid)
         e2e, accepted = asyncio.run(stream_ingest(target, events, args.streams))
+        ingest_cpu = tree_cpu_seconds(proc.pid) - cpu_before
+        ingest_ping = measure("Ping (empty RPC)", proc.pid, target, PING, ping_payloads(),
+                              concurrency=args.streams, duration=args.read_seconds / 3)
     finally:
         proc.terminate()
         proc.wait()
@@ -152,12 +161,13 @@ def main(argv=None) -> None:
     if not (read_dir / "store" / "data.mdb").exists():
         print(f"populating {args.profiles} profiles ...", flush=True)
         populate(read_dir, args.profiles)
-    proc, target = serve(read_dir, sync)
+    proc, target = serve(read_dir, sync, src=args.server_src)
     try:
         load = dict(concurrency=args.read_concurrency, duration=args.read_seconds)
         run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)  # warm
-        reads = run_load(target, GET_PROFILE, read_payloads(args.profiles), **load)
-        floor = run_load(target, PING, ping_payloads(), **load)
+        idle = idle_cpu(proc.pid)
+        pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
+        reads, floor = pair.method.load, pair.ping.load
     finally:
         proc.terminate()
         proc.wait()
@@ -169,6 +179,13 @@ def main(argv=None) -> None:
           f"({reads.qps:.0f} calls/s at concurrency {args.read_concurrency})")
     print(f"Ping, same driver and concurrency:  p50 {floor.p50_ms:.2f} ms, p99 {floor.p99_ms:.2f} ms "
           f"({floor.qps:.0f} calls/s) — the gRPC stack's own floor")
+    per_event, per_batch = ingest_cpu / len(events) * 1e6, ingest_cpu / -(-len(events) // BATCH) * 1e6
+    ping_us = ingest_ping.cpu_us_per_call
+    print(f"\nserver CPU, ingestion: {per_event:.1f} us/event, {per_batch:.0f} us per batch of {BATCH} "
+          f"= x{per_batch / ping_us:.1f} a Ping ({ping_us:.1f} us/call, same server, "
+          f"concurrency {args.streams})")
+    print(f"server CPU, reads ({args.read_seconds:g}s each, concurrency {args.read_concurrency}):")
+    print_table([pair.ping, pair.method], pair, idle)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
             size = response.result().ByteSize()  # wait for the reply to time it
         except grpc.RpcError as err:
             exception = err
+        elapsed_ms = (time.perf_counter() - started) * 1000
         self.env.events.request.fire(
-            request_type="grpc", name=call_details.method, response_time=(time.perf_counter() - started) * 1000,
+            request_type="grpc", name=call_details.method, response_time=elapsed_ms,
             response_length=size, response=response, context=None, exception=exception)
         return response
 

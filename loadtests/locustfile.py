@@ -14,10 +14,9 @@ import random
 
 from locust import constant, events, task
 
+from loadtests.grpc_user import GrpcUser
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
-
-from loadtests.grpc_user import GrpcUser
 
 logger = logging.getLogger("tailor.loadtests")
 USER_IDS: list[str] = []

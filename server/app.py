@@ -56,8 +56,7 @@ class TailorServer:
         self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
                            retention_s=s.event_retention_days * 86400.0, limits=s.limits)
-        self.profiles = Profiles(self.store, self.registry, rules=rules,
-                                 history_half_life_days=s.history_half_life_days)
+        self.profiles = Profiles(self.store, self.registry, rules=rules)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,

@@ -125,8 +125,6 @@ class Settings(BaseSettings):
     """Events stamped further in the future than this are rejected."""
     retention_sweep_seconds: float = 3600.0
     """How often a worker drops expired raw events."""
-    history_half_life_days: float = 30.0
-    """Half-life of item weights in the encoder's history (as in training)."""
 
     campaign_sweep_seconds: float = 1.0
     """How often a worker gives the default reward to decisions whose reward window closed."""

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    import lmdb
     import numpy as np
 
     from kernels.feature_layout import FeatureLayout
@@ -52,5 +51,6 @@ class EventListener(Protocol):
 class UserEraser(Protocol):
     """Drops what a domain keeps about a user outside `<user>␟...` keys (secondary indexes)."""
 
-    def erase_user(self, txn: lmdb.Transaction, user_id: str) -> int:
-        """Runs inside the profile erasure's write transaction; returns the records removed."""
+    def erase_user(self, txn, user_id: str) -> int:
+        """Runs inside the profile erasure's write transaction (`txn`, as `Store.write` gives
+        it); returns the records removed."""

@@ -11,11 +11,12 @@ import math
 from collections.abc import Collection
 
 from .errors import InvalidArgument
+from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_optional_id",
            "check_range", "check_text", "id_problem", "shown"]
 
-SEP = "\x1f"
+SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
 
 PREFIX_CHARS = 16

@@ -137,7 +137,8 @@ class ServerProcess:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.proc.stdout.read()[-3000:]}")
+                tail = self.proc.stdout.read()[-3000:]
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{tail}")
             try:
                 with grpc.insecure_channel(self.target) as ch:
                     status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)

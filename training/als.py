@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from contract.events import DEFAULT_HALF_LIFE_DAYS
 from training.events import Interactions, event_weights
 
 __all__ = ["ALSParams", "aggregate", "histories", "confidence", "fit_als"]
@@ -34,7 +35,7 @@ class ALSParams:
     iterations: int = 15
     seed: int = 0
     threads: int = 2
-    half_life_days: float = 30.0
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS
     history_len: int = 50
     cg_steps: int = 6
 
@@ -52,7 +53,7 @@ class Aggregated:
 
 
 def aggregate(inter: Interactions, weights: dict | None = None,
-              half_life_days: float = 30.0) -> Aggregated:
+              half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> Aggregated:
     """Decayed weights summed per (user, item); zero-weight pairs are dropped."""
     w = event_weights(inter, weights).astype(np.float64)
     t_last = np.full(inter.n_users, np.iinfo(np.int64).min)

@@ -11,30 +11,22 @@ import logging
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import faiss
 import numpy as np
 import onnx
 
+from contract import FORMAT, Manifest, check_files, read_manifest, sha256_file
+from contract.bundle import check_named
 from kernels.ranking import FEATURES
 from training.events import Interactions
 from training.split import sorted_order
 
-__all__ = ["FORMAT", "fingerprint", "write_bundle", "validate_bundle", "find_bundles"]
+__all__ = ["fingerprint", "write_bundle", "validate_bundle", "find_bundles"]
 
 logger = logging.getLogger("tailor.training.bundle")
-
-FORMAT = "tailor.bundle/1"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fingerprint(rows: Interactions) -> str:
@@ -94,7 +86,7 @@ def write_bundle(result, root: str | Path) -> Path:
     params = json.dumps(result.config.as_dict(), sort_keys=True, default=str)
     digest = hashlib.sha256((fp + params).encode()).hexdigest()[:8]
     while True:   # same data and params within one second: take the next second
-        created = datetime.now(timezone.utc)
+        created = datetime.now(UTC)
         version = f"{created.strftime('%Y%m%dT%H%M%S')}-{digest}"
         if not (root / version).exists():
             break
@@ -119,28 +111,19 @@ def write_bundle(result, root: str | Path) -> Path:
     return root / version
 
 
-def validate_bundle(path: str | Path) -> dict:
-    """Load and check a bundle's manifest and file hashes; raise ``ValueError`` if invalid."""
-    path = Path(path)
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: unreadable manifest.json: {err}") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != path.name:
-        raise ValueError(f"{path}: not a {FORMAT} bundle named by its version")
-    required = {"items.npz", "users.npz", "index.faiss", "encoder.onnx"}
-    if manifest.get("ranker"):
-        required.add(manifest["ranker"]["file"])
-    missing = required - set(manifest.get("files", {}))
-    if missing:
-        raise ValueError(f"{path}: manifest lists no hash for {sorted(missing)}")
-    for name, digest in manifest["files"].items():
-        if not (path / name).is_file() or sha256_file(path / name) != digest:
-            raise ValueError(f"{path}: {name} is missing or its sha256 does not match")
+def validate_bundle(path: str | Path) -> Manifest:
+    """The bundle's checked manifest; ``contract.BundleError`` (a ValueError) if it is invalid.
+
+    The same manifest and file checks the server runs before loading (`contract.bundle`), plus:
+    the directory is named by the version.
+    """
+    manifest = read_manifest(path)
+    check_named(path, manifest)
+    check_files(path, manifest)
     return manifest
 
 
-def find_bundles(root: str | Path) -> list[tuple[Path, dict | str]]:
+def find_bundles(root: str | Path) -> list[tuple[Path, Manifest | str]]:
     """Every version directory under ``root`` with its manifest, or the reason it is invalid."""
     root = Path(root)
     out = []

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from training.events import event_weights
 from training.evaluate import format_table
+from training.events import event_weights
 from training.metrics import ranking_metrics
 from training.pipeline import TrainConfig, train
 from training.readers import load

@@ -10,21 +10,15 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from contract.events import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES, VALUED_TYPES
+
 __all__ = ["EVENTS", "DEFAULT_EVENT_WEIGHTS", "Interactions", "Catalog", "event_weights"]
 
 logger = logging.getLogger("tailor.training.events")
 
-EVENTS = (
-    "view", "click", "add_to_cart", "purchase",
-    "email_sent", "email_open", "email_click", "rating",
-)
-"""Known event names; ``Interactions.event`` holds indices into this tuple."""
-
-DEFAULT_EVENT_WEIGHTS = {
-    "view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0,
-    "email_sent": 0.0, "email_open": 0.5, "email_click": 2.0, "rating": 1.0,
-}
-"""Implicit-feedback weight per event; a ``rating`` row weighs its rating value times ``rating``."""
+EVENTS = EVENT_TYPES
+"""Known event names (the contract's, shared with the server); ``Interactions.event`` holds
+indices into this tuple. Weights: `contract.events.DEFAULT_EVENT_WEIGHTS`."""
 
 
 @dataclass
@@ -64,7 +58,7 @@ class Interactions:
     def n_items(self) -> int:
         return int(self.item_ids.shape[0])
 
-    def subset(self, mask: np.ndarray) -> "Interactions":
+    def subset(self, mask: np.ndarray) -> Interactions:
         """Rows selected by a boolean mask or index array; id tables are kept."""
         return replace(self, user=self.user[mask], item=self.item[mask], ts=self.ts[mask],
                        event=self.event[mask], value=self.value[mask])
@@ -87,21 +81,22 @@ class Catalog:
 
 
 def event_weights(inter: Interactions, weights: dict[str, float] | None = None) -> np.ndarray:
-    """Per-row implicit weight: the event's weight, or the rating value for ``rating`` rows.
+    """Per-row implicit weight: the event's weight, times the row's value for ``rating`` rows
+    (`contract.events.VALUED_TYPES`).
 
     Parameters
     ----------
     inter : Interactions
     weights : dict, optional
-        Event name -> weight; missing names fall back to `DEFAULT_EVENT_WEIGHTS`, unknown to 0.
+        Event name -> weight; missing names fall back to `DEFAULT_EVENT_WEIGHTS`.
 
     Returns
     -------
     ndarray of float32, shape (n_rows,)
     """
     table = {**DEFAULT_EVENT_WEIGHTS, **(weights or {})}
-    lut = np.array([table.get(name, 0.0) for name in EVENTS], dtype=np.float32)
+    lut = np.array([table[name] for name in EVENTS], dtype=np.float32)
     w = lut[inter.event]
-    rating = inter.event == EVENTS.index("rating")
-    w[rating] = inter.value[rating] * table.get("rating", 1.0)
+    valued = np.isin(inter.event, [EVENTS.index(name) for name in VALUED_TYPES])
+    w[valued] *= inter.value[valued]
     return w

@@ -18,7 +18,8 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", type=Path, help="bundle directory (holds manifest.json)")
     p.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
-    p.add_argument("--stage-only", action="store_true", help="validate and store, keep serving the current one")
+    p.add_argument("--stage-only", action="store_true",
+                   help="validate and store, keep serving the current one")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for upload + validation")
     p.set_defaults(func=run)
 

@@ -19,7 +19,7 @@ import onnx.numpy_helper
 from kernels.ranking import FEATURES
 from training.events import Interactions
 from training.metrics import hits
-from training.split import temporal_split, distinct_items
+from training.split import distinct_items, temporal_split
 
 __all__ = ["RankerParams", "ranker_dataset", "fewest_trees", "train_ranker", "to_onnx"]
 

@@ -1,15 +1,15 @@
-"""Campaign records in the store. Key layout (␟ = 0x1F, which no id contains):
+"""Campaign records in the store (key layouts: `server.store.keys`):
 
-    campaigns  <campaign>                          Campaign JSON (spec, archived, revision)
-    bandit     <campaign>                          kernels.bandits state bytes (posterior)
-    bandit     ␟count␟<campaign>                   JSON counters (decisions per arm, holdout, ...)
-    decisions  <user>␟<decision>                   decision record JSON (the decision log)
-    decisions  ␟d␟<decision>                       -> <user>␟<decision> (lookup by id)
-    decisions  ␟w␟<deadline ms, 16 digits>␟<dec>   -> <user>␟<decision> (pending ones)
+    campaigns  campaign_key(c)          Campaign JSON (spec, archived, revision)
+    bandit     campaign_key(c)          kernels.bandits state bytes (posterior)
+    bandit     count_key(c)             JSON counters (decisions per arm, holdout, ...)
+    decisions  decision_key(u, d)       decision record (`encode_decision`; the decision log)
+    decisions  decision_index_key(d)    -> decision_key (lookup by id)
+    decisions  due_key(deadline, d)     -> decision_key (pending ones)
 
-Campaign keys carry no separator and index keys start with one, so erasing a user (prefix
-`<user>␟` in every table) removes exactly that user's decisions; `erase_user` (registered on
-`ProfileRepository.erasers`) removes their index entries in the same transaction.
+Index keys start with the separator, so erasing a user (prefix `<user>␟`) removes exactly that
+user's decisions; `erase_user` (registered on `ProfileRepository.erasers`) removes their index
+entries in the same transaction.
 
 Every write is one `Store.write` transaction whose function reads and writes only through the
 transaction (it may run twice): posterior updates are read-modify-write under LMDB's writer
@@ -24,26 +24,25 @@ from dataclasses import dataclass
 
 from kernels import bandits as B
 
-from ..store import Store, join_key, scan_prefix
+from ..store import Store
+from ..store.keys import (DUE_PREFIX, SEP, campaign_key, count_key, decision_index_key,
+                          decision_key, due_key, user_prefix)
 from .errors import CampaignExists, CampaignNotFound, DecisionNotFound, RewardConflict
 from .spec import Campaign
 
-__all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome", "writer_functions"]
+__all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome", "writer_functions",
+           "encode_decision", "decode_decision"]
 
-SEP = b"\x1f"
 PENDING, REWARDED, DEFAULT = "pending", "rewarded", "default"
 
 
-def _count_key(campaign_id: str) -> bytes:
-    return SEP + b"count" + SEP + campaign_id.encode()
+def encode_decision(rec: dict) -> bytes:
+    """A decision record's stored bytes (layout: `server.store.layouts`, kind "decision")."""
+    return json.dumps(rec).encode()
 
 
-def _index_key(decision_id: str) -> bytes:
-    return SEP + b"d" + SEP + decision_id.encode()
-
-
-def _due_key(deadline: float, decision_id: str) -> bytes:
-    return SEP + b"w" + SEP + b"%016d" % max(int(deadline * 1000), 0) + SEP + decision_id.encode()
+def decode_decision(raw: bytes) -> dict:
+    return json.loads(raw)
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,8 @@ class RewardOutcome:
 class CampaignRepository:
     def __init__(self, store: Store):
         self.store = store
-        self._c, self._b, self._d = store.db("campaigns"), store.db("bandit"), store.db("decisions")
+        self._c, self._b = store.table("campaigns"), store.table("bandit")
+        self._d = store.table("decisions")
         self._parsed: dict[bytes, Campaign] = {}
 
     def parse(self, raw: bytes) -> Campaign:
@@ -81,32 +81,32 @@ class CampaignRepository:
 
     # -- campaigns ----------------------------------------------------------------------------
     def create(self, campaign: Campaign, state: B.BanditState) -> Campaign:
-        key = campaign.spec.campaign_id.encode()
+        key = campaign_key(campaign.spec.campaign_id)
 
         def fn(txn):
-            if txn.get(key, db=self._c) is not None:
+            if self._c.get(txn, key) is not None:
                 raise CampaignExists(campaign.spec.campaign_id)
-            txn.put(key, campaign.to_json(), db=self._c)
-            txn.put(key, state.to_bytes(), db=self._b)
+            self._c.put(txn, key, campaign.to_json())
+            self._b.put(txn, key, state.to_bytes())
             return campaign
         return self.store.write(fn)
 
     def update(self, campaign_id: str, change) -> Campaign:
         """`change(campaign, state) -> (campaign, state)` applied in one write transaction."""
-        key = campaign_id.encode()
+        key = campaign_key(campaign_id)
 
         def fn(txn):
-            raw = txn.get(key, db=self._c)
+            raw = self._c.get(txn, key)
             if raw is None:
                 raise CampaignNotFound(campaign_id)
-            new, state = change(self.parse(raw), B.BanditState.from_bytes(txn.get(key, db=self._b)))
-            txn.put(key, new.to_json(), db=self._c)
-            txn.put(key, state.to_bytes(), db=self._b)
+            new, state = change(self.parse(raw), B.BanditState.from_bytes(self._b.get(txn, key)))
+            self._c.put(txn, key, new.to_json())
+            self._b.put(txn, key, state.to_bytes())
             return new
         return self.store.write(fn)
 
     def get(self, campaign_id: str) -> Campaign | None:
-        raw = self.store.get("campaigns", campaign_id.encode())
+        raw = self.store.get("campaigns", campaign_key(campaign_id))
         return None if raw is None else self.parse(raw)
 
     def list(self) -> list[Campaign]:
@@ -114,15 +114,15 @@ class CampaignRepository:
 
     def snapshot(self, campaign_id: str) -> tuple[bytes | None, bytes | None]:
         """(campaign bytes, state bytes) from one read snapshot (the decision path)."""
-        key = campaign_id.encode()
+        key = campaign_key(campaign_id)
         with self.store.read() as txn:
-            return txn.get(key, db=self._c), txn.get(key, db=self._b)
+            return self._c.get(txn, key), self._b.get(txn, key)
 
     def stats_snapshot(self, campaign_id: str) -> tuple[Campaign, B.BanditState, dict]:
-        key = campaign_id.encode()
+        key = campaign_key(campaign_id)
         with self.store.read() as txn:
-            raw, blob = txn.get(key, db=self._c), txn.get(key, db=self._b)
-            counts = txn.get(_count_key(campaign_id), db=self._b)
+            raw, blob = self._c.get(txn, key), self._b.get(txn, key)
+            counts = self._b.get(txn, count_key(campaign_id))
         if raw is None:
             raise CampaignNotFound(campaign_id)
         return self.parse(raw), B.BanditState.from_bytes(blob), _counters(counts)
@@ -130,14 +130,15 @@ class CampaignRepository:
     # -- decisions ----------------------------------------------------------------------------
     def log_decisions(self, records: Sequence[dict]) -> list[None]:
         """Store decision records (one transaction) with their indexes and counters."""
+        items, per_campaign = [], {}
+        for rec in records:  # outside the writer lock
+            pkey, decision_id = decision_key(rec["user_id"], rec["decision_id"]), rec["decision_id"]
+            items += ((pkey, encode_decision(rec)), (decision_index_key(decision_id), pkey),
+                      (due_key(rec["deadline"], decision_id), pkey))
+            per_campaign.setdefault(rec["campaign_id"], []).append(rec["arm"])
+
         def fn(txn):
-            per_campaign: dict[str, list[int]] = {}
-            for rec in records:
-                pkey = join_key(rec["user_id"], rec["decision_id"])
-                txn.put(pkey, json.dumps(rec).encode(), db=self._d)
-                txn.put(_index_key(rec["decision_id"]), pkey, db=self._d)
-                txn.put(_due_key(rec["deadline"], rec["decision_id"]), pkey, db=self._d)
-                per_campaign.setdefault(rec["campaign_id"], []).append(rec["arm"])
+            self._d.put_many(txn, items)
             for campaign_id, arms in per_campaign.items():
                 self._count(txn, campaign_id, arms=arms)
             return [None] * len(records)
@@ -145,8 +146,8 @@ class CampaignRepository:
 
     def _count(self, txn, campaign_id: str, *, arms=(), resolved: dict | None = None,
                dropped: int = 0) -> None:
-        key = _count_key(campaign_id)
-        c = _counters(txn.get(key, db=self._b))
+        key = count_key(campaign_id)
+        c = _counters(self._b.get(txn, key))
         for arm in arms:
             if arm == B.HOLDOUT:
                 c["holdout"] += 1
@@ -159,24 +160,23 @@ class CampaignRepository:
             if resolved["arm"] == B.HOLDOUT:
                 c["holdout_rewarded"] += 1
                 c["holdout_rewards"] += resolved["reward"]
-        txn.put(key, json.dumps(c).encode(), db=self._b)
+        self._b.put(txn, key, json.dumps(c).encode())
 
     def _finalize(self, txn, pkey: bytes, rec: dict, reward: float, status: str,
                   now: float) -> None:
         rec.update(reward=reward, status=status, rewarded_at=now)
-        txn.put(pkey, json.dumps(rec).encode(), db=self._d)
-        txn.delete(_due_key(rec["deadline"], rec["decision_id"]), db=self._d)
+        self._d.put(txn, pkey, encode_decision(rec))
+        self._d.delete(txn, due_key(rec["deadline"], rec["decision_id"]))
         self._count(txn, rec["campaign_id"], resolved=rec)
         if rec["arm"] != B.HOLDOUT:
-            key = rec["campaign_id"].encode()
+            key = campaign_key(rec["campaign_id"])
             x = [1.0, *rec["context"]] if rec.get("linear") else None
-            blob = B.update_bytes(txn.get(key, db=self._b), rec["arm"], reward, x)
-            txn.put(key, blob, db=self._b)
+            self._b.put(txn, key, B.update_bytes(self._b.get(txn, key), rec["arm"], reward, x))
 
     def _lookup(self, txn, decision_id: str) -> tuple[bytes, dict] | None:
-        pkey = txn.get(_index_key(decision_id), db=self._d)
-        raw = None if pkey is None else txn.get(pkey, db=self._d)
-        return None if raw is None else (pkey, json.loads(raw))
+        pkey = self._d.get(txn, decision_index_key(decision_id))
+        raw = None if pkey is None else self._d.get(txn, pkey)
+        return None if raw is None else (pkey, decode_decision(raw))
 
     def apply_rewards(self, requests: Sequence[RewardRequest], now: float) -> list:
         """Explicit and event rewards in one transaction; one outcome (or error) each."""
@@ -187,8 +187,7 @@ class CampaignRepository:
         if found is None:
             return None if req.event_type else DecisionNotFound(req.decision_id)
         pkey, rec = found
-        raw = txn.get(rec["campaign_id"].encode(), db=self._c)
-        spec = self.parse(raw).spec
+        spec = self.parse(self._c.get(txn, campaign_key(rec["campaign_id"]))).spec
         outcome = RewardOutcome(rec["campaign_id"], rec["variant_id"])
         if req.event_type:
             return self._event_reward(txn, pkey, rec, spec, req, now) and outcome
@@ -217,13 +216,13 @@ class CampaignRepository:
             self._finalize(txn, pkey, rec, best, REWARDED, now)
         else:
             rec["event_reward"] = best
-            txn.put(pkey, json.dumps(rec).encode(), db=self._d)
+            self._d.put(txn, pkey, encode_decision(rec))
         return True
 
     def has_due(self, now: float) -> bool:
         with self.store.read() as txn:
-            cur = txn.cursor(db=self._d)
-            return cur.set_range(SEP + b"w" + SEP) and cur.key() < _due_key(now, "")
+            first = self._d.first_key(txn, DUE_PREFIX)
+        return first is not None and first < due_key(now, "")
 
     def sweep(self, now: float, limit: int = 1000) -> int:
         """Close the windows that ended by `now`: the best event reward, else the default.
@@ -239,21 +238,19 @@ class CampaignRepository:
                 return total
 
     def _sweep_some(self, txn, now: float, limit: int) -> tuple[int, int]:
-        cur, doomed = txn.cursor(db=self._d), []
-        if cur.set_range(SEP + b"w" + SEP):
-            for key, pkey in cur:
-                if not key.startswith(SEP + b"w" + SEP) or key >= _due_key(now, "") \
-                        or len(doomed) >= limit:
-                    break
-                doomed.append((key, pkey))
+        doomed, due_by_now = [], due_key(now, "")
+        for key, pkey in self._d.items(txn, DUE_PREFIX):
+            if key >= due_by_now or len(doomed) >= limit:  # due keys end below due_by_now
+                break
+            doomed.append((key, pkey))
         closed = 0
         for key, pkey in doomed:
-            txn.delete(key, db=self._d)
-            raw = txn.get(pkey, db=self._d)
-            rec = json.loads(raw) if raw else None
+            self._d.delete(txn, key)
+            raw = self._d.get(txn, pkey)
+            rec = decode_decision(raw) if raw else None
             if rec is None or rec["status"] != PENDING:
                 continue
-            spec = self.parse(txn.get(rec["campaign_id"].encode(), db=self._c)).spec
+            spec = self.parse(self._c.get(txn, campaign_key(rec["campaign_id"]))).spec
             got = rec.get("event_reward")
             self._finalize(txn, pkey, rec, spec.default_reward if got is None else got,
                            DEFAULT if got is None else REWARDED, now)
@@ -264,11 +261,11 @@ class CampaignRepository:
         """Eraser for `ProfileRepository.erasers`: drop the index entries of the user's
         decisions (the records themselves go with the `<user>␟` prefix)."""
         removed = 0
-        records = [json.loads(raw) for _, raw in scan_prefix(txn, self._d, join_key(user_id, ""))]
+        records = [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
         for rec in records:
-            removed += txn.delete(_index_key(rec["decision_id"]), db=self._d)
+            removed += self._d.delete(txn, decision_index_key(rec["decision_id"]))
             if rec["status"] == PENDING:
-                removed += txn.delete(_due_key(rec["deadline"], rec["decision_id"]), db=self._d)
+                removed += self._d.delete(txn, due_key(rec["deadline"], rec["decision_id"]))
                 self._count(txn, rec["campaign_id"], dropped=1)
         return removed
 
@@ -276,10 +273,10 @@ class CampaignRepository:
                include_pending: bool = False) -> Iterator[dict]:
         """Decision records (user by user) matching the filters, from one read snapshot."""
         with self.store.read() as txn:
-            for key, raw in txn.cursor(db=self._d):
+            for key, raw in self._d.items(txn):
                 if key.startswith(SEP):
                     continue
-                rec = json.loads(raw)
+                rec = decode_decision(raw)
                 if (campaign_id and rec["campaign_id"] != campaign_id) \
                         or (start and rec["timestamp"] < start) \
                         or (end and rec["timestamp"] > end) \

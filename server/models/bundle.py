@@ -1,12 +1,11 @@
 """Load a bundle directory (docs/bundle.md) and refuse it unless every check holds.
 
-Checks: manifest format and keys, sha256 of every listed file, array shapes, FAISS index size
-and dimension, ONNX input/output names, dtypes and shapes, and one smoke run of each model.
+The manifest and file checks are the contract's (`contract.bundle`, shared with training); this
+module adds array shapes, FAISS index size and dimension, ONNX input/output names, dtypes and
+shapes, and one smoke run of each model.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,16 +15,15 @@ import faiss
 import numpy as np
 import onnxruntime as ort
 
+import contract
 from kernels import ranking
 
 from ..errors import FailedPrecondition
 
-__all__ = ["Bundle", "BundleInvalid", "load_bundle", "read_manifest", "sha256_file"]
+__all__ = ["Bundle", "BundleInvalid", "load_bundle", "read_manifest"]
 
 logger = logging.getLogger("tailor.models.bundle")
 
-FORMAT = "tailor.bundle/1"
-REQUIRED_KEYS = ("format", "version", "dim", "history_len", "files", "index", "encoder", "metrics")
 ITEM_ARRAYS = ("item_ids", "titles", "urls", "category", "category_names", "price", "popularity",
                "recency_days")
 USER_ARRAYS = ("user_ids", "indptr", "items", "weights")
@@ -44,7 +42,7 @@ class Bundle:
 
     version: str
     path: Path
-    manifest: dict
+    manifest: contract.Manifest
     items: dict[str, np.ndarray]
     users: dict[str, np.ndarray]
     index: faiss.Index
@@ -54,8 +52,8 @@ class Bundle:
     loaded_at: float = field(default_factory=time.time)
 
     def __post_init__(self):
-        self.dim = int(self.manifest["dim"])
-        self.history_len = int(self.manifest["history_len"])
+        self.dim = self.manifest.dim
+        self.history_len = self.manifest.history_len
         self.n_items = len(self.items["item_ids"])
         self.item_row = {iid: i for i, iid in enumerate(self.items["item_ids"].tolist())}
         self.user_row = {uid: i for i, uid in enumerate(self.users["user_ids"].tolist())}
@@ -75,7 +73,7 @@ class Bundle:
 
     @property
     def index_type(self) -> str:
-        return str(self.manifest["index"]["type"])
+        return self.manifest.index_type
 
     def history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The training-time history of a known user (items oldest first, weights)."""
@@ -86,47 +84,19 @@ class Bundle:
         return self.users["items"][lo:hi], self.users["weights"][lo:hi]
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_manifest(path: Path) -> dict:
+def read_manifest(path: Path) -> contract.Manifest:
+    """The bundle's checked manifest (`contract.bundle`); BundleInvalid names the bad key."""
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise BundleInvalid("manifest.json", "missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BundleInvalid("manifest.json", f"not valid JSON ({err})") from None
-    if not isinstance(manifest, dict):
-        raise BundleInvalid("manifest.json", "not a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleInvalid("manifest.json", f"missing keys {missing}")
-    if manifest["format"] != FORMAT:
-        raise BundleInvalid("manifest.json", f"format {manifest['format']!r}, expected {FORMAT!r}")
-    return manifest
+        return contract.read_manifest(path)
+    except contract.BundleError as err:
+        raise BundleInvalid(err.where, err.problem) from None
 
 
-def _check_files(path: Path, manifest: dict) -> None:
-    files = manifest["files"]
-    needed = {"items.npz", "users.npz", "index.faiss", manifest["encoder"].get("file", "")}
-    if manifest.get("ranker"):
-        needed.add(manifest["ranker"].get("file", ""))
-    for name in sorted(needed - set(files)):
-        raise BundleInvalid("manifest.json", f"files does not list {name!r}")
-    for name, expected in files.items():
-        target = (path / name).resolve()
-        if path.resolve() not in target.parents:
-            raise BundleInvalid(name, "path escapes the bundle directory")
-        if not target.is_file():
-            raise BundleInvalid(name, "listed in the manifest but missing")
-        actual = sha256_file(target)
-        if actual != expected:
-            raise BundleInvalid(name, f"sha256 {actual[:12]}… does not match manifest {expected[:12]}…")
+def _check_files(path: Path, manifest: contract.Manifest) -> None:
+    try:
+        contract.check_files(path, manifest)
+    except contract.BundleError as err:
+        raise BundleInvalid(err.where, err.problem) from None
 
 
 def _load_arrays(path: Path, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -156,7 +126,7 @@ def _check_arrays(items: dict, users: dict, n_items: int) -> None:
         raise BundleInvalid("users.npz", "history rows outside the catalog")
 
 
-def _load_index(path: Path, manifest: dict, n_items: int, dim: int) -> faiss.Index:
+def _load_index(path: Path, manifest: contract.Manifest, n_items: int, dim: int) -> faiss.Index:
     try:
         index = faiss.read_index(str(path / "index.faiss"))
     except RuntimeError as err:
@@ -167,7 +137,7 @@ def _load_index(path: Path, manifest: dict, n_items: int, dim: int) -> faiss.Ind
         raise BundleInvalid("index.faiss", f"{index.ntotal} vectors for {n_items} items")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise BundleInvalid("index.faiss", "metric is not inner product")
-    params = manifest["index"].get("search_params", {})
+    params = manifest.search_params
     if "efSearch" in params:
         faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
     if "nprobe" in params:
@@ -208,8 +178,7 @@ def _check_encoder(sess, name: str, dim: int, hist_len: int) -> None:
         raise BundleInvalid(name, f"smoke run gave shape {out.shape} (want (2, {dim})) or non-finite values")
 
 
-def _check_ranker(sess, name: str, spec: dict) -> None:
-    features = tuple(spec.get("features", ()))
+def _check_ranker(sess, name: str, features: tuple[str, ...]) -> None:
     if features != tuple(ranking.FEATURES):
         raise BundleInvalid(name, f"features {list(features)} differ from this server's "
                                   f"{list(ranking.FEATURES)}")
@@ -226,22 +195,20 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     manifest = read_manifest(path)
     if verify_checksums:
         _check_files(path, manifest)
-    dim, hist_len = int(manifest["dim"]), int(manifest["history_len"])
+    dim, hist_len = manifest.dim, manifest.history_len
     items = _load_arrays(path, "items.npz", ITEM_ARRAYS)
     users = _load_arrays(path, "users.npz", USER_ARRAYS)
     n_items = len(items["item_ids"])
     _check_arrays(items, users, n_items)
     index = _load_index(path, manifest, n_items, dim)
     vectors = index.reconstruct_n(0, n_items) if n_items else np.zeros((0, dim), np.float32)
-    enc_file = manifest["encoder"].get("file", "encoder.onnx")
-    encoder = _session(path, enc_file, threads)
-    _check_encoder(encoder, enc_file, dim, hist_len)
+    encoder = _session(path, manifest.encoder_file, threads)
+    _check_encoder(encoder, manifest.encoder_file, dim, hist_len)
     ranker = None
-    if manifest.get("ranker"):
-        rk_file = manifest["ranker"].get("file", "ranker.onnx")
-        ranker = _session(path, rk_file, threads)
-        _check_ranker(ranker, rk_file, manifest["ranker"])
-    bundle = Bundle(version=str(manifest["version"]), path=path, manifest=manifest, items=items,
+    if manifest.ranker_file:
+        ranker = _session(path, manifest.ranker_file, threads)
+        _check_ranker(ranker, manifest.ranker_file, manifest.ranker_features)
+    bundle = Bundle(version=manifest.version, path=path, manifest=manifest, items=items,
                     users=users, index=index, vectors=np.ascontiguousarray(vectors, np.float32),
                     encoder=encoder, ranker=ranker)
     logger.info("loaded bundle %s (%d items, %s index) in %.2fs", bundle.version, n_items,

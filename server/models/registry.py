@@ -18,15 +18,13 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
-from ..store import Store, join_key
+from ..store import Store
+from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from .bundle import Bundle, load_bundle, read_manifest
 
 __all__ = ["ModelRegistry"]
 
 logger = logging.getLogger("tailor.models.registry")
-
-ACTIVE_KEY = b"bundle/active"
-HISTORY_KEY = b"bundle/history"
 
 
 class ModelRegistry:
@@ -52,7 +50,7 @@ class ModelRegistry:
         return self._active
 
     def history(self) -> list[str]:
-        raw = self.store.get("meta", HISTORY_KEY)
+        raw = self.store.get("meta", BUNDLE_HISTORY)
         return json.loads(raw) if raw else []
 
     def previous_version(self) -> str:
@@ -72,7 +70,7 @@ class ModelRegistry:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Load what the store points at, else `--bundle`, else the newest stored bundle."""
-        pointer = self.store.get("meta", ACTIVE_KEY)
+        pointer = self.store.get("meta", BUNDLE_ACTIVE)
         if self.settings.bundle is not None:
             candidates = [(self._import_dir(Path(self.settings.bundle)).name, True)]
         else:
@@ -96,13 +94,13 @@ class ModelRegistry:
                 await self._poller
             except asyncio.CancelledError:
                 pass
-        self.store.delete("meta", join_key("worker", str(os.getpid())))
+        self.store.delete("meta", worker_key(os.getpid()))
 
     def _import_dir(self, src: Path) -> Path:
         manifest = read_manifest(src)
-        dest = self.bundles_dir / str(manifest["version"])
+        dest = self.bundles_dir / manifest.version
         if src.resolve() != dest.resolve() and not dest.exists():
-            tmp = self.bundles_dir / f".import-{os.getpid()}-{manifest['version']}"
+            tmp = self.bundles_dir / f".import-{os.getpid()}-{manifest.version}"
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             try:
                 os.replace(tmp, dest)
@@ -142,25 +140,26 @@ class ModelRegistry:
         return await self.activate(target)
 
     def _record(self, version: str) -> None:
+        meta = self.store.table("meta")
+
         def txn_fn(txn):
-            db = self.store.db("meta")
-            raw = txn.get(HISTORY_KEY, db=db)
+            raw = meta.get(txn, BUNDLE_HISTORY)
             history = [v for v in (json.loads(raw) if raw else []) if v != version]
             history.append(version)
-            txn.put(HISTORY_KEY, json.dumps(history[-50:]).encode(), db=db)
-            txn.put(ACTIVE_KEY, version.encode(), db=db)
+            meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
+            meta.put(txn, BUNDLE_ACTIVE, version.encode())
         self.store.write(txn_fn)
 
     def _report_loaded(self, version: str) -> None:
-        self.store.put("meta", join_key("worker", str(os.getpid())), version.encode())
+        self.store.put("meta", worker_key(os.getpid()), version.encode())
 
     async def wait_for_workers(self, version: str, timeout: float = 60.0) -> bool:
         """Wait until every live worker process of this data dir reports serving `version`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             lagging = []
-            for key, value in self.store.scan("meta", join_key("worker", "")):
-                pid = int(key.rsplit(b"\x1f", 1)[1])
+            for key, value in self.store.scan("meta", WORKER_PREFIX):
+                pid = worker_pid(key)
                 if not _alive(pid):
                     self.store.delete("meta", key)
                 elif value.decode() != version:
@@ -174,7 +173,7 @@ class ModelRegistry:
         while True:
             await asyncio.sleep(self.settings.bundle_poll_seconds)
             try:
-                pointer = self.store.get("meta", ACTIVE_KEY)
+                pointer = self.store.get("meta", BUNDLE_ACTIVE)
                 if pointer and (self._active is None or pointer.decode() != self._active.version):
                     await self.activate(pointer.decode(), record=False)
             except asyncio.CancelledError:

@@ -44,7 +44,7 @@ class BundleStaging:
     def publish(self) -> Path:
         """Move the staged files to bundles/<version> (atomic rename); return that directory."""
         manifest = read_manifest(self.dir)
-        version = str(manifest["version"])
+        version = manifest.version
         if not version or "/" in version or version.startswith("."):
             raise InvalidArgument("manifest.version", f"{version!r} is not a usable directory name")
         final = self.bundles_dir / version

@@ -29,12 +29,12 @@ def encode_states(states: np.ndarray) -> list[bytes]:
 def decode_states(layout: fl.FeatureLayout, records: Sequence[bytes | None],
                   out: np.ndarray | None = None) -> np.ndarray:
     """A writable [len(records), size] batch (`out` if given); None starts empty (as
-    `fl.new_states`)."""
+    `fl.new_states`). Records of the layout's version 1 are read as version 2 (`fl.upgrade`)."""
     states = np.empty((len(records), layout.size), np.float64) if out is None else out
     missing = [i for i, rec in enumerate(records) if not rec]
     if missing:
         states[missing] = fl.new_states(layout, 1)
-    states = sparse.decode_rows(records, states)
+    states = fl.upgrade(layout, sparse.decode_rows(records, states))
     if len(records) and not np.all(states[:, fl.FINGERPRINT] == layout.fingerprint):
         raise ValueError("stored feature state was written with another layout")
     return states

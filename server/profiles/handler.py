@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contract.events import DEFAULT_HALF_LIFE_DAYS
 from kernels import feature_layout as fl
 from kernels import features as kf
 
@@ -59,17 +60,17 @@ class Profiles:
     """Implements `ProfileStates` for other domains; `add_listener`/`add_eraser` join theirs."""
 
     def __init__(self, store: Store, bundles: BundleSource, schema: ProfileSchema = ProfileSchema(),
-                 rules: EventRules = EventRules(), history_half_life_days: float = 30.0):
+                 rules: EventRules = EventRules()):
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout)
         self.bundles = bundles
         self.rules = rules
         self.limits = rules.limits
-        self.half_life_s = history_half_life_days * fl.DAY
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
                                        name="ingest")
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._listeners: list[EventListener] = []
         self._erasers: list[UserEraser] = []
 
@@ -177,22 +178,38 @@ class Profiles:
         feats, recent = None, []
         if state is not None:
             feats = kf.read_features(self.layout, state, time.time())
-            recent = self._recent_ids(state, feats["recent_ts"])
+            recent = self._recent_ids(state)
         first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
         return ProfileView(user_id, attrs, meta["consent"], feats, recent, events, masked,
                            meta.get("created_at") or first, meta.get("updated_at", 0.0))
 
-    def _recent_ids(self, state, ts) -> list[tuple[str, float, float]]:
-        """Recent items oldest first (the order of `ts`, as read_features gives it)."""
-        codes, weights = kf.recent_items(self.layout, state, self.half_life_s)
+    def _recent_ids(self, state) -> list[tuple[str, float, float]]:
+        """Recent items oldest first, weighted as the active bundle's histories are."""
         bundle = self.bundles.active
+        weights, half_life_s = self._weighting(bundle)
+        codes, w = kf.recent_items(self.layout, state, half_life_s, weights=weights)
         rows = self._code_row(bundle) if bundle is not None else {}
         ids = bundle.items["item_ids"] if bundle is not None else None
+        v, n = self.layout.views(state), int(state[fl.N_RECENT])
+        ts = dict(zip(v["rc_item"][:n].tolist(), v["rc_ts"][:n].tolist()))
         out = []
-        for code, w, t in zip(codes.tolist(), weights.tolist(), ts.tolist()):
+        for code, wi in zip(codes.tolist(), w.tolist()):
             row = rows.get(code)
-            out.append((str(ids[row]) if row is not None else f"code:{code}", w, t))
+            out.append((str(ids[row]) if row is not None else f"code:{code}", wi, ts[code]))
         return out
+
+    def _weighting(self, bundle) -> tuple[np.ndarray | None, float]:
+        """(event weights aligned with the layout's types, half-life in s) of `bundle`'s
+        histories (manifest `history`); the layout's defaults when there is no bundle."""
+        if bundle is None:
+            return None, DEFAULT_HALF_LIFE_DAYS * fl.DAY
+        cached = self._weights.get(bundle)
+        if cached is None:
+            history = bundle.manifest.history
+            cached = (np.array([history.event_weights[n] for n in self.layout.event_types]),
+                      history.half_life_days * fl.DAY)
+            self._weights[bundle] = cached
+        return cached
 
     def _code_row(self, bundle) -> dict[int, int]:
         table = self._code_rows.get(bundle)
@@ -208,25 +225,28 @@ class Profiles:
     def history_of(self, bundle, user_ids: Sequence[str]):
         """Encoder input per user: live profile items merged after the bundle's training history.
 
-        Training-time history counts as of the bundle's data cutoff and decays from there, so a
-        user's recent live behaviour dominates as it should.
+        Live items are weighted with the event weights and half-life the bundle was trained with
+        (manifest `history`). Training-time history counts as of the bundle's data cutoff and
+        decays from there, so a user's recent live behaviour dominates as it should.
         """
         states = self.repo.states(user_ids)
         rows_of = self._code_row(bundle) if any(s is not None for s in states) else {}
-        cutoff = float(bundle.manifest.get("data", {}).get("cutoff", 0.0))
+        cutoff = bundle.manifest.cutoff
+        weights, half_life_s = self._weighting(bundle)
         out = []
         for uid, state in zip(user_ids, states):
             trained = bundle.history(uid)
             if state is None:
                 out.append(trained)
                 continue
-            codes, w = kf.recent_items(self.layout, state, self.half_life_s, bundle.history_len)
+            codes, w = kf.recent_items(self.layout, state, half_life_s, bundle.history_len,
+                                       weights=weights)
             keep = [(rows_of[c], x) for c, x in zip(codes.tolist(), w.tolist()) if c in rows_of]
             live_rows = np.array([r for r, _ in keep], np.int64)
             live_w = np.array([x for _, x in keep], np.float32)
             if trained is not None and len(trained[0]):
                 last = float(state[fl.REF_TS])
-                fade = np.float32(2.0 ** (-max(last - cutoff, 0.0) / self.half_life_s))
+                fade = np.float32(2.0 ** (-max(last - cutoff, 0.0) / half_life_s))
                 live_rows, live_w = _merge_items(np.concatenate([trained[0], live_rows]),
                                                  np.concatenate([trained[1] * fade, live_w]))
             out.append((live_rows[-bundle.history_len:], live_w[-bundle.history_len:]))

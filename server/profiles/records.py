@@ -2,16 +2,11 @@
 
 Everything that follows from the events alone is computed here, before the write transaction:
 LMDB has one writer at a time across every server worker, so only what needs stored data
-(dedupe, feature states, category codes) runs under its lock. Key conventions (every record
-keyed by a user starts with `join_key(user_id, ...)`, so erasure finds them all by prefix):
-
-    profiles   <user>␟features                 feature state (kernels.sparse record)
-    profiles   <user>␟meta                     JSON: attributes, consent, created/updated
-    events     <user>␟<ts ms, 16 digits>␟<id>  raw event (tailor.v1.Event bytes)
-    dedupe     e␟<event id>                    -> events key (idempotency); it lives exactly as
-                                               long as its raw event, so erasure and retention
-                                               find it through the events table
-    meta       category␟<name>                 stable category code for feature affinities
+(dedupe, feature states, category codes) runs under its lock. Key layouts are in
+`server.store.keys`: the feature state under `feature_key(user)`, the raw event under
+`event_key(user, ts, id)`, and its idempotency entry under `dedupe_key(id)` (-> the events
+key; it lives exactly as long as its raw event, so erasure and retention find it through the
+events table).
 """
 from __future__ import annotations
 
@@ -19,35 +14,19 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
-import numpy as np
-
 from protos.tailor.v1 import profile_pb2 as pb
 
+from ..store import keys
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES, item_code
 
-__all__ = ["EventRecords", "event_key", "feature_key", "dedupe_key", "DEDUPE_PREFIX"]
+__all__ = ["EventRecords", "raw_event"]
 
-DEDUPE_PREFIX = b"e\x1f"
-_EVENT_KEY = b"%s\x1f%016d\x1f%s"  # user, ts in ms, event id
-_FEATURES = b"\x1ffeatures"
 _TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
 _CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
 # Hashing an id costs ~10x a cache hit, and popular items recur; codes never change. 2**17
 # entries take ~22 MB with ids of ~10 characters.
 _item_code = functools.lru_cache(maxsize=1 << 17)(item_code)
-
-
-def event_key(user_id: str, ts: float, event_id: str) -> bytes:
-    return _EVENT_KEY % (user_id.encode(), max(int(ts * 1000), 0), event_id.encode())
-
-
-def feature_key(user_id: str) -> bytes:
-    return user_id.encode() + _FEATURES
-
-
-def dedupe_key(event_id: str) -> bytes:
-    return DEDUPE_PREFIX + event_id.encode()
 
 
 def raw_event(ev: TrackedEvent) -> bytes:
@@ -81,15 +60,12 @@ class EventRecords:
     def build(cls, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> EventRecords:
         """Records of valid events (`check_event` passed), with each item's category name.
 
-        Keys are built column by column, as `event_key` / `dedupe_key` build one.
+        Keys are built column by column, as `keys.event_key` / `keys.dedupe_key` build one.
         """
         ts = [ev.timestamp for ev in events]
-        # max(int(ts * 1000), 0) for every event at once (both truncate toward zero)
-        ms = np.maximum(np.array(ts, np.float64) * 1000, 0).astype(np.int64).tolist()
         user_ids, ids = [ev.user_id for ev in events], [ev.event_id.encode() for ev in events]
         return cls(
-            dedupe_keys=[DEDUPE_PREFIX + i for i in ids],
-            event_keys=[_EVENT_KEY % (u.encode(), m, i) for u, m, i in zip(user_ids, ms, ids)],
+            dedupe_keys=keys.dedupe_keys(ids), event_keys=keys.event_keys(user_ids, ts, ids),
             payloads=[raw_event(ev) for ev in events], user_ids=user_ids,
             type=[_TYPE[ev.type] for ev in events], channel=[_CHANNEL[ev.channel] for ev in events],
             ts=ts, item=[_item_code(ev.item_id) if ev.item_id else -1 for ev in events],
@@ -112,7 +88,7 @@ class EventRecords:
         if self._users is None:
             distinct = list(dict.fromkeys(self.user_ids))
             row_of = {u: j for j, u in enumerate(distinct)}
-            self._users = [u.encode() + _FEATURES for u in distinct], [row_of[u] for u in self.user_ids]
+            self._users = [keys.feature_key(u) for u in distinct], [row_of[u] for u in self.user_ids]
         return self._users
 
 

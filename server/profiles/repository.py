@@ -1,4 +1,4 @@
-"""Profile records in the store (key conventions: `records`); each write is one transaction."""
+"""Profile records in the store (key layouts: `server.store.keys`); each write is one transaction."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,10 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..interfaces import UserEraser
-from ..store import TABLES, Store, delete_prefix, join_key, scan_prefix
+from ..store import Store, keys
 from .codec import decode_states, update_records
 from .events import TrackedEvent
-from .records import DEDUPE_PREFIX, EventRecords, feature_key
+from .records import EventRecords
 
 __all__ = ["ProfileRepository", "IngestResult"]
 
@@ -30,7 +30,9 @@ class ProfileRepository:
     def __init__(self, store: Store, layout: fl.FeatureLayout):
         self.store = store
         self.layout = layout
-        self._dbs = {t: store.db(t) for t in TABLES}
+        self._profiles, self._events = store.table("profiles"), store.table("events")
+        self._dedupe, self._meta = store.table("dedupe"), store.table("meta")
+        self._user_tables = [store.table(t) for t in keys.USER_TABLES]
 
     # -- writes ----------------------------------------------------------------------------
     def ingest(self, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> IngestResult:
@@ -43,38 +45,36 @@ class ProfileRepository:
         return self.store.write(lambda txn: self._ingest(txn, records))
 
     def _ingest(self, txn, records: EventRecords) -> IngestResult:
-        d = self._dbs
-        fresh, dups = _fresh(records.dedupe_keys, txn.cursor(db=d["dedupe"]).getmulti(records.dedupe_keys))
+        fresh, dups = _fresh(records.dedupe_keys, self._dedupe.present(txn, records.dedupe_keys))
         if not fresh:
             return IngestResult([], dups)
         new = records if not dups else records.take(fresh)
         fkeys, rows = new.users()
-        get = txn.cursor(db=d["profiles"]).get  # one lookup per key (cheaper than getmulti's tuples)
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value)
-        states = update_records(self.layout, [get(k) for k in fkeys], rows, batch)
-        txn.cursor(db=d["profiles"]).putmulti(list(zip(fkeys, states)))
-        txn.cursor(db=d["events"]).putmulti(list(zip(new.event_keys, new.payloads)))
-        txn.cursor(db=d["dedupe"]).putmulti(list(zip(new.dedupe_keys, new.event_keys)))
+        states = update_records(self.layout, self._profiles.get_many(txn, fkeys), rows, batch)
+        self._profiles.put_many(txn, list(zip(fkeys, states)))
+        self._events.put_many(txn, list(zip(new.event_keys, new.payloads)))
+        self._dedupe.put_many(txn, list(zip(new.dedupe_keys, new.event_keys)))
         return IngestResult(fresh, dups)
 
     def _category_codes(self, txn, names: Sequence[str | None]) -> list[int]:
         """Stable codes per category name, assigned on first sight (-1 past the layout's K)."""
         if not any(names):
             return [-1] * len(names)
-        db, codes, cache = self._dbs["meta"], [], {}
+        meta, codes, cache = self._meta, [], {}
         for name in names:
             if not name:
                 codes.append(-1)
                 continue
             if name not in cache:
-                raw = txn.get(join_key("category", name), db=db)
+                raw = meta.get(txn, keys.category_key(name))
                 if raw is None:
-                    n = int(txn.get(b"category-count", db=db) or b"0")
+                    n = int(meta.get(txn, keys.CATEGORY_COUNT) or b"0")
                     code = n if n < self.layout.n_categories else -1
                     if code >= 0:
-                        txn.put(join_key("category", name), str(code).encode(), db=db)
-                        txn.put(b"category-count", str(n + 1).encode(), db=db)
+                        meta.put(txn, keys.category_key(name), str(code).encode())
+                        meta.put(txn, keys.CATEGORY_COUNT, str(n + 1).encode())
                     cache[name] = code
                 else:
                     cache[name] = int(raw)
@@ -84,29 +84,29 @@ class ProfileRepository:
     def update_meta(self, user_id: str, change) -> dict:
         """Read-modify-write the user's meta record with `change(meta)` in one transaction."""
         def fn(txn):
-            key, db = join_key(user_id, "meta"), self._dbs["profiles"]
-            raw = txn.get(key, db=db)
+            key = keys.profile_meta_key(user_id)
+            raw = self._profiles.get(txn, key)
             meta = json.loads(raw) if raw else {"attributes": {}, "consent": {}, "created_at": time.time()}
             change(meta)
             meta["updated_at"] = time.time()
-            txn.put(key, json.dumps(meta, sort_keys=True).encode(), db=db)
+            self._profiles.put(txn, key, json.dumps(meta, sort_keys=True).encode())
             return meta
         return self.store.write(fn)
 
     def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
-        """Erase every record keyed by the user, in every table, and its events' dedupe keys;
-        `erasers` drop the records that mention the user elsewhere, in the same transaction."""
-        prefix = join_key(user_id, "")
+        """Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
+        keys; `erasers` drop the records that mention the user elsewhere, in the same
+        transaction."""
+        prefix = keys.user_prefix(user_id)
 
         def fn(txn):
-            dedupe, removed = self._dbs["dedupe"], 0
-            for key, _ in scan_prefix(txn, self._dbs["events"], prefix):
-                removed += txn.delete(DEDUPE_PREFIX + key.rsplit(b"\x1f", 1)[1], db=dedupe)
+            removed = 0
+            for key, _ in self._events.scan_prefix(txn, prefix):
+                removed += self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
             for eraser in erasers:
                 removed += eraser.erase_user(txn, user_id)
-            for table, db in self._dbs.items():
-                if table != "dedupe":
-                    removed += delete_prefix(txn, db, prefix)
+            for table in self._user_tables:
+                removed += table.delete_prefix(txn, prefix)
             return removed
         return self.store.write(fn)
 
@@ -120,27 +120,24 @@ class ProfileRepository:
                 return total
 
     def _drop_some(self, txn, cutoff: float, batch: int) -> int:
-        d, limit = self._dbs, f"{max(int(cutoff * 1000), 0):016d}".encode()
-        doomed = []
-        for key in txn.cursor(db=d["events"]).iternext(values=False):
-            user, ts, event_id = key.split(b"\x1f")
-            if ts < limit:
-                doomed.append((key, user, event_id))
+        limit, doomed = keys.ms_part(cutoff), []
+        for key in self._events.keys(txn):
+            if keys.event_parts(key)[1] < limit:
+                doomed.append(key)
                 if len(doomed) >= batch:
                     break
-        for key, _user, event_id in doomed:
-            txn.delete(key, db=d["events"])
-            txn.delete(DEDUPE_PREFIX + event_id, db=d["dedupe"])
+        for key in doomed:
+            self._events.delete(txn, key)
+            self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
         return len(doomed)
 
     # -- reads -----------------------------------------------------------------------------
     def read(self, user_id: str, max_events: int = 0):
         """(state or None, meta dict or None, [raw event bytes newest first]) in one snapshot."""
-        d = self._dbs
         with self.store.read() as txn:
-            state = txn.get(feature_key(user_id), db=d["profiles"])
-            meta = txn.get(join_key(user_id, "meta"), db=d["profiles"])
-            events = [v for _, v in scan_prefix(txn, d["events"], join_key(user_id, ""))]
+            state = self._profiles.get(txn, keys.feature_key(user_id))
+            meta = self._profiles.get(txn, keys.profile_meta_key(user_id))
+            events = [v for _, v in self._events.scan_prefix(txn, keys.user_prefix(user_id))]
         events.reverse()  # newest first
         if max_events:
             events = events[:max_events]
@@ -149,9 +146,9 @@ class ProfileRepository:
 
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Feature states for many users in one snapshot (None where there is none)."""
-        db = self._dbs["profiles"]
+        feature_key = keys.feature_key
         with self.store.read() as txn:
-            raws = [txn.get(feature_key(u), db=db) for u in user_ids]
+            raws = self._profiles.get_many(txn, [feature_key(u) for u in user_ids])
         found = [i for i, r in enumerate(raws) if r]
         decoded = decode_states(self.layout, [raws[i] for i in found])
         out: list[np.ndarray | None] = [None] * len(raws)
@@ -161,12 +158,10 @@ class ProfileRepository:
 
     def export(self, start: float = 0.0, end: float = 0.0):
         """Yield raw event bytes with start <= ts <= end (0 = unbounded), user by user."""
-        lo = f"{max(int(start * 1000), 0):016d}".encode()
-        hi = f"{int(end * 1000):016d}".encode() if end else b"9" * 16
+        lo, hi = keys.ms_part(start), keys.ms_part(end) if end else keys.MS_MAX
         with self.store.read() as txn:
-            for key, value in txn.cursor(db=self._dbs["events"]):
-                ts = key.split(b"\x1f")[1]
-                if lo <= ts <= hi:
+            for key, value in self._events.items(txn):
+                if lo <= keys.event_parts(key)[1] <= hi:
                     yield value
 
 

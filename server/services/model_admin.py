@@ -20,7 +20,7 @@ class ModelAdminConverter:
         if bundle is None:
             return pb.LoadedBundle()
         metrics = {}
-        for section, values in bundle.manifest.get("metrics", {}).items():
+        for section, values in bundle.manifest.metrics.items():
             if isinstance(values, dict):
                 metrics.update({f"{section}.{k}": float(v) for k, v in values.items()
                                 if isinstance(v, (int, float))})

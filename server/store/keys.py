@@ -1,13 +1,55 @@
-"""Key encodings shared by every table (version 1).
+"""Every key layout of every table (key version 1), and nothing else.
 
-Keys are UTF-8 parts joined by 0x1F (unit separator), which no valid id may contain, so a
-prefix scan over `join_key(user_id, "")` finds exactly one user's records.
+Keys are UTF-8 parts joined by 0x1F (unit separator, shown ␟), which no valid id may contain.
+Timestamps in keys are milliseconds since the epoch, 16 zero-padded digits, so byte order is
+time order. Records keyed by a user start with `<user>␟` (only in `USER_TABLES`), so a prefix
+scan finds exactly one user's records; index keys start with the separator, so no user's
+prefix ever matches them.
+
+    profiles   <user>␟features                  feature state        feature_key
+    profiles   <user>␟meta                      attributes, consent  profile_meta_key
+    events     <user>␟<ms>␟<event id>           raw event            event_key
+    dedupe     e␟<event id>                     -> events key        dedupe_key
+    meta       category␟<name>                  category code        category_key
+    meta       category-count                   codes handed out     CATEGORY_COUNT
+    meta       bundle/active, bundle/history    bundle pointer       BUNDLE_ACTIVE, BUNDLE_HISTORY
+    meta       worker␟<pid>                     version a worker serves  worker_key
+    meta       layout␟<record kind>             layout version       layout_key
+    campaigns  <campaign>                       campaign             campaign_key
+    bandit     <campaign>                       posterior            campaign_key
+    bandit     ␟count␟<campaign>                counters             count_key
+    decisions  <user>␟<decision>                decision record      decision_key
+    decisions  ␟d␟<decision>                    -> decision key      decision_index_key
+    decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
 """
 from __future__ import annotations
 
-SEP = b"\x1f"
+from collections.abc import Sequence
 
-__all__ = ["SEP", "join_key", "split_key"]
+import numpy as np
+
+SEP_CHAR = "\x1f"
+"""The one separator of key parts, which no id may contain (validation checks ids against it)."""
+SEP = SEP_CHAR.encode()
+MS_DIGITS = 16
+_MS = b"%0" + str(MS_DIGITS).encode() + b"d"
+"""The one millisecond key format (b"%016d")."""
+MS_MAX = b"9" * MS_DIGITS
+
+USER_TABLES = ("profiles", "events", "decisions")
+"""The tables holding `<user>␟...` records (erasure clears the user's prefix in these only)."""
+
+__all__ = [
+    "SEP", "SEP_CHAR", "MS_DIGITS", "MS_MAX", "USER_TABLES", "join_key", "split_key",
+    "millis", "millis_many", "ms_part", "user_prefix",
+    "feature_key", "FEATURES_SUFFIX", "profile_meta_key", "PROFILE_META_SUFFIX",
+    "event_key", "event_keys", "event_parts",
+    "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
+    "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
+    "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
+    "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
+    "INDEX_PREFIX", "due_key", "DUE_PREFIX",
+]
 
 
 def join_key(*parts: str | bytes) -> bytes:
@@ -22,3 +64,118 @@ def join_key(*parts: str | bytes) -> bytes:
 
 def split_key(key: bytes) -> list[str]:
     return [p.decode() for p in key.split(SEP)]
+
+
+# -- time ---------------------------------------------------------------------------------------
+def millis(ts: float) -> int:
+    """Seconds to whole milliseconds, truncated, never negative."""
+    return max(int(ts * 1000), 0)
+
+
+def millis_many(ts: Sequence[float]) -> list[int]:
+    """`millis` of every timestamp at once (both truncate toward zero)."""
+    return np.maximum(np.array(ts, np.float64) * 1000, 0).astype(np.int64).tolist()
+
+
+def ms_part(ts: float) -> bytes:
+    """The key part of `ts`: milliseconds, 16 digits."""
+    return _MS % millis(ts)
+
+
+# -- profiles and events ------------------------------------------------------------------------
+FEATURES_SUFFIX = SEP + b"features"
+PROFILE_META_SUFFIX = SEP + b"meta"
+_EVENT = SEP.join([b"%s", _MS, b"%s"])  # user, ts in ms, event id
+DEDUPE_PREFIX = b"e" + SEP
+
+
+def user_prefix(user_id: str) -> bytes:
+    return user_id.encode() + SEP
+
+
+def feature_key(user_id: str) -> bytes:
+    return user_id.encode() + FEATURES_SUFFIX
+
+
+def profile_meta_key(user_id: str) -> bytes:
+    return user_id.encode() + PROFILE_META_SUFFIX
+
+
+def event_key(user_id: str, ts: float, event_id: str) -> bytes:
+    return _EVENT % (user_id.encode(), millis(ts), event_id.encode())
+
+
+def event_keys(user_ids: Sequence[str], ts: Sequence[float], event_ids: Sequence[bytes]) -> list[bytes]:
+    """`event_key` of every event at once (event ids already encoded)."""
+    return [_EVENT % (u.encode(), m, i) for u, m, i in zip(user_ids, millis_many(ts), event_ids)]
+
+
+def event_parts(key: bytes) -> list[bytes]:
+    """[user, ms part, event id] of an events key."""
+    return key.split(SEP)
+
+
+def dedupe_key(event_id: str) -> bytes:
+    return DEDUPE_PREFIX + event_id.encode()
+
+
+def dedupe_keys(event_ids: Sequence[bytes]) -> list[bytes]:
+    return [DEDUPE_PREFIX + i for i in event_ids]
+
+
+def dedupe_key_of_event(key: bytes) -> bytes:
+    """The dedupe key of the event stored under events key `key`."""
+    return DEDUPE_PREFIX + key.rsplit(SEP, 1)[1]
+
+
+# -- meta -----------------------------------------------------------------------------------------
+CATEGORY_PREFIX = b"category" + SEP
+CATEGORY_COUNT = b"category-count"
+BUNDLE_ACTIVE = b"bundle/active"
+BUNDLE_HISTORY = b"bundle/history"
+WORKER_PREFIX = b"worker" + SEP
+LAYOUT_PREFIX = b"layout" + SEP
+
+
+def category_key(name: str) -> bytes:
+    return join_key("category", name)
+
+
+def worker_key(pid: int) -> bytes:
+    return WORKER_PREFIX + str(pid).encode()
+
+
+def worker_pid(key: bytes) -> int:
+    return int(key[len(WORKER_PREFIX):])
+
+
+def layout_key(kind: str) -> bytes:
+    return LAYOUT_PREFIX + kind.encode()
+
+
+# -- campaigns and decisions ------------------------------------------------------------------------
+COUNT_PREFIX = SEP + b"count" + SEP
+INDEX_PREFIX = SEP + b"d" + SEP
+DUE_PREFIX = SEP + b"w" + SEP
+
+
+def campaign_key(campaign_id: str) -> bytes:
+    """A campaign's key in `campaigns` and (its posterior) in `bandit`."""
+    return campaign_id.encode()
+
+
+def count_key(campaign_id: str) -> bytes:
+    return COUNT_PREFIX + campaign_id.encode()
+
+
+def decision_key(user_id: str, decision_id: str) -> bytes:
+    return join_key(user_id, decision_id)
+
+
+def decision_index_key(decision_id: str) -> bytes:
+    return INDEX_PREFIX + decision_id.encode()
+
+
+def due_key(deadline: float, decision_id: str) -> bytes:
+    """The pending-window entry of a decision; `due_key(now, "")` bounds the ones due by now."""
+    return DUE_PREFIX + ms_part(deadline) + SEP + decision_id.encode()

@@ -4,21 +4,29 @@ One write transaction per batch, one read-only transaction per request; the map 
 doubling when full (up to a ceiling, past which writes raise ResourceExhausted and nothing of
 the failed batch is written). Several processes may open the same directory: LMDB serialises
 writers across processes and readers never block.
+
+Repositories hold `Table`s (`store.table(name)`) and hand them the transaction `read()` yields
+or `write(fn)` passes to `fn`; they never call the transaction themselves, so every LMDB call
+is in this package. Keys come from `keys`, record layouts and their versions from `layouts`;
+opening a store migrates older layouts first (`migrate`).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import lmdb
 
 from ..errors import ResourceExhausted
+from .layouts import KINDS, RecordKind
+from .migrate import open_layouts
+from .table import Table
 
-__all__ = ["Store", "TABLES", "scan_prefix", "delete_prefix"]
+__all__ = ["Store", "TABLES"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -32,7 +40,8 @@ class Store:
     """An LMDB environment under `path` with the named `TABLES`."""
 
     def __init__(self, path: Path | str, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
-                 sync: bool = True, readonly: bool = False):
+                 sync: bool = True, readonly: bool = False,
+                 layouts: Sequence[RecordKind] = KINDS):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_map_size = max_map_size
@@ -43,13 +52,24 @@ class Store:
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
                              sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
                              readahead=False)
-        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in TABLES}
+        self._tables = {name: Table(name, self.env.open_db(name.encode(), create=not readonly))
+                        for name in TABLES}
+        try:
+            self.migrated = open_layouts(self, layouts, readonly)
+        except BaseException:
+            self.env.close()
+            raise
+        """{record kind: layout version its records were migrated from} by this open."""
+
+    def table(self, name: str) -> Table:
+        try:
+            return self._tables[name]
+        except KeyError:
+            raise KeyError(f"unknown table {name!r}; tables: {', '.join(TABLES)}") from None
 
     def db(self, table: str):
-        try:
-            return self._dbs[table]
-        except KeyError:
-            raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}") from None
+        """The raw LMDB handle of `table` (for tests of the writer process; code uses `table`)."""
+        return self.table(table).db
 
     # -- transactions ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -93,31 +113,32 @@ class Store:
 
     # -- conveniences --------------------------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
+        t = self.table(table)
         with self.read() as txn:
-            return txn.get(key, db=self.db(table))
+            return t.get(txn, key)
 
     def get_many(self, table: str, keys: Iterable[bytes]) -> list[bytes | None]:
         """One value per key, in input order, None for a miss (one snapshot)."""
-        db = self.db(table)
+        t = self.table(table)
         with self.read() as txn:
-            return [txn.get(k, db=db) for k in keys]
+            return t.get_many(txn, list(keys))
 
     def put_many(self, table: str, items: Iterable[tuple[bytes, bytes]]) -> None:
-        items = list(items)
-        db = self.db(table)
-        self.write(lambda txn: [txn.put(k, v, db=db) for k, v in items])
+        items, t = list(items), self.table(table)
+        self.write(lambda txn: t.put_many(txn, items))
 
     def put(self, table: str, key: bytes, value: bytes) -> None:
         self.put_many(table, [(key, value)])
 
     def delete(self, table: str, key: bytes) -> bool:
-        db = self.db(table)
-        return self.write(lambda txn: txn.delete(key, db=db))
+        t = self.table(table)
+        return self.write(lambda txn: t.delete(txn, key))
 
     def scan(self, table: str, prefix: bytes = b"") -> list[tuple[bytes, bytes]]:
         """Every (key, value) whose key starts with `prefix`, in key order (one snapshot)."""
+        t = self.table(table)
         with self.read() as txn:
-            return scan_prefix(txn, self.db(table), prefix)
+            return t.scan_prefix(txn, prefix)
 
     def sync(self) -> None:
         self.env.sync(True)
@@ -125,24 +146,3 @@ class Store:
     def close(self) -> None:
         self.env.close()
 
-
-def scan_prefix(txn: lmdb.Transaction, db, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    """Every (key, value) of `db` whose key starts with `prefix`, in key order, within `txn`."""
-    cur, out = txn.cursor(db=db), []
-    if cur.set_range(prefix):
-        for key, value in cur:
-            if not key.startswith(prefix):
-                break
-            out.append((key, value))
-    return out
-
-
-def delete_prefix(txn: lmdb.Transaction, db, prefix: bytes) -> int:
-    """Delete every key of `db` starting with `prefix` within the write `txn`; returns how many."""
-    cur, n = txn.cursor(db=db), 0
-    if cur.set_range(prefix):
-        while cur.key().startswith(prefix):
-            n += 1
-            if not cur.delete():
-                break
-    return n

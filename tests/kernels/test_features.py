@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contract.events import DEFAULT_EVENT_WEIGHTS
 from kernels import feature_layout as FL
 from kernels import features as F
 from kernels.feature_layout import DAY, FeatureLayout
@@ -13,9 +14,10 @@ from kernels.features import Events
 TYPES = ("view", "click", "add_to_cart", "purchase", "email_sent", "email_open", "email_click",
          "sms_sent", "sms_click", "push_sent", "push_open", "unsubscribe")
 CHANNELS = ("web", "app", "email", "sms", "push")
+WEIGHTS = {n: w for n, w in DEFAULT_EVENT_WEIGHTS.items() if n in TYPES}
 K = 6
 T0 = 1.7e9
-LAYOUT = FeatureLayout(TYPES, CHANNELS, K, half_lives_s=(DAY, 7 * DAY, 30 * DAY),
+LAYOUT = FeatureLayout(TYPES, CHANNELS, K, WEIGHTS, half_lives_s=(DAY, 7 * DAY, 30 * DAY),
                        recent_capacity=4)
 RTOL = 1e-9
 SETTINGS = settings(max_examples=60, deadline=None)
@@ -154,7 +156,7 @@ def test_decayed_parts_do_not_depend_on_arrival_order(data):
 @NATIVE
 @pytest.mark.parametrize("h", range(3))
 def test_one_event_decays_to_half_after_one_half_life(use_native, h):
-    layout = FeatureLayout(TYPES, CHANNELS, K, hour_half_life_s=LAYOUT.half_lives_s[h])
+    layout = FeatureLayout(TYPES, CHANNELS, K, WEIGHTS, hour_half_life_s=LAYOUT.half_lives_s[h])
     state = FL.new_state(layout)
     purchase, web = layout.type_code("purchase"), layout.channel_code("web")
     F.update(layout, state, Events([purchase], [web], [T0], item=[3], category=[2], value=[40.0]),
@@ -164,7 +166,7 @@ def test_one_event_decays_to_half_after_one_half_life(use_native, h):
         f = F.read_features(layout, state, now=T0 + k * hl)
         np.testing.assert_allclose(f["counts_decayed"][h, purchase, web], factor, rtol=1e-12)
         np.testing.assert_allclose(f["monetary_decayed"][h], 40.0 * factor, rtol=1e-12)
-        np.testing.assert_allclose(f["category_affinity"][h, 2], 5.0 * factor, rtol=1e-12)
+        np.testing.assert_allclose(f["category_affinity"][h, 2], WEIGHTS["purchase"] * factor, rtol=1e-12)
         np.testing.assert_allclose(f["hour_of_week"].sum(), factor, rtol=1e-12)
         assert f["counts_all"][purchase, web] == 1 and f["monetary_all"] == 40.0
         assert f["recency_s"] == k * hl
@@ -191,7 +193,7 @@ def test_read_features_does_not_mutate_and_does_not_undecay():
 
 @NATIVE
 def test_hour_of_week_uses_local_time(use_native):
-    monday = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc).timestamp()  # Monday 00:00 UTC
+    monday = dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()  # Monday 00:00 UTC
     click = LAYOUT.type_code("email_click")
     cases = [(monday, 0, 0), (monday + 3600 * 30, 0, 30), (monday, 60, 1), (monday, -60, 167),
              (monday + 3.5 * 86400, 0, 84)]
@@ -213,7 +215,7 @@ def test_hour_of_week_uses_local_time(use_native):
 
 @NATIVE
 def test_engagement_rates_use_the_beta_prior(use_native):
-    layout = FeatureLayout(TYPES, CHANNELS, K, rate_prior=(1.0, 9.0))
+    layout = FeatureLayout(TYPES, CHANNELS, K, WEIGHTS, rate_prior=(1.0, 9.0))
     email = layout.channel_code("email")
     types = ([layout.type_code("email_sent")] * 10 + [layout.type_code("email_open")] * 3
              + [layout.type_code("email_click")])
@@ -279,7 +281,7 @@ def test_recent_items_keep_the_latest_distinct_items_at_capacity(data, use_nativ
 
 
 def test_recent_items_drop_an_old_event_when_full():
-    layout = FeatureLayout(TYPES, CHANNELS, K, recent_capacity=2)
+    layout = FeatureLayout(TYPES, CHANNELS, K, WEIGHTS, recent_capacity=2)
     state = F.update(layout, FL.new_state(layout), Events([0, 0], [0, 0], [T0 + 10, T0 + 20],
                                                           item=[1, 2]))
     F.update(layout, state, Events([0], [0], [T0 + 5], item=[3]))
@@ -287,7 +289,7 @@ def test_recent_items_drop_an_old_event_when_full():
     F.update(layout, state, Events([3], [0], [T0 + 15], item=[3]))  # newer than item 1
     items, weights = F.recent_items(layout, state, DAY)
     assert items.tolist() == [3, 2]
-    np.testing.assert_allclose(weights, [5 * 2 ** (-5 / DAY), 1.0])
+    np.testing.assert_allclose(weights, [WEIGHTS["purchase"] * 2 ** (-5 / DAY), 1.0])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +317,7 @@ def test_bytes_round_trip(data):
 
 
 def test_from_bytes_rejects_other_layouts():
-    other = FeatureLayout(TYPES, CHANNELS, K, half_lives_s=(DAY, 7 * DAY, 14 * DAY),
+    other = FeatureLayout(TYPES, CHANNELS, K, WEIGHTS, half_lives_s=(DAY, 7 * DAY, 14 * DAY),
                           recent_capacity=4)
     assert other.size == LAYOUT.size and other.fingerprint != LAYOUT.fingerprint
     with pytest.raises(ValueError, match="fingerprint"):
@@ -352,7 +354,7 @@ def test_invalid_events_raise_and_leave_the_state_alone(use_native, field, value
 @given(data=st.data())
 def test_migrate_to_a_grown_vocabulary_equals_replaying_the_stream(data):
     ev = data.draw(streams())
-    grown = FeatureLayout(TYPES + ("push_click",), CHANNELS + ("whatsapp",), K + 2,
+    grown = FeatureLayout(TYPES + ("push_click",), CHANNELS + ("whatsapp",), K + 2, WEIGHTS,
                           half_lives_s=(7 * DAY, DAY, 30 * DAY), recent_capacity=4)
     old_state = apply_chunks(ev, [slice(0, len(ev))], True)
     migrated = FL.migrate(LAYOUT, grown, old_state)
@@ -365,20 +367,79 @@ def test_migrate_to_a_grown_vocabulary_equals_replaying_the_stream(data):
     for name in ("recent_items", "recent_ts", "recent_weights"):
         np.testing.assert_array_equal(a[name], b[name])
     F.update(grown, migrated, Events([len(TYPES)], [len(CHANNELS)], [T0], category=[K + 1]))
-    small = FeatureLayout(TYPES, CHANNELS, K, recent_capacity=2)
+    small = FeatureLayout(TYPES, CHANNELS, K, WEIGHTS, recent_capacity=2)
     kept = F.read_features(small, FL.migrate(LAYOUT, small, old_state), now=T0)["recent_items"]
     assert kept.tolist() == F.read_features(LAYOUT, old_state, now=T0)["recent_items"][-2:].tolist()
 
 
 def test_layout_validation_and_size():
     with pytest.raises(ValueError, match="event_weights"):
-        FeatureLayout(TYPES, CHANNELS, K, event_weights={"nope": 1.0})
+        FeatureLayout(TYPES, CHANNELS, K, {"nope": 1.0})
     with pytest.raises(ValueError, match="half_lives_s"):
-        FeatureLayout(TYPES, CHANNELS, K, half_lives_s=(0.0,))
+        FeatureLayout(TYPES, CHANNELS, K, WEIGHTS, half_lives_s=(0.0,))
     with pytest.raises(ValueError, match="channels"):
-        FeatureLayout(TYPES, ("web", "web"), K)
-    layout = FeatureLayout(TYPES, CHANNELS, 64)  # T=12, C=5, K=64, H=3, N=50
-    assert layout.size == 16 + 60 + 180 + 3 + 192 + 168 + 150
+        FeatureLayout(TYPES, ("web", "web"), K, WEIGHTS)
+    layout = FeatureLayout(TYPES, CHANNELS, 64, WEIGHTS)  # T=12, C=5, K=64, H=3, N=50
+    assert layout.size == 16 + 60 + 180 + 3 + 192 + 168 + 150 + 600
     assert layout.nbytes == 8 * layout.size
-    assert layout == FeatureLayout(TYPES, CHANNELS, 64)
-    assert layout.fingerprint == FeatureLayout(TYPES, CHANNELS, 64).fingerprint
+    assert layout == FeatureLayout(TYPES, CHANNELS, 64, WEIGHTS)
+    assert layout.fingerprint == FeatureLayout(TYPES, CHANNELS, 64, WEIGHTS).fingerprint
+
+
+# ---------------------------------------------------------------------------------------------
+# read-time weights and version-1 records
+
+@SETTINGS
+@given(data=st.data())
+def test_read_time_weights_equal_writing_with_those_weights(data):
+    ev = data.draw(streams())
+    other = {n: data.draw(st.floats(0.1, 50.0)) for n in WEIGHTS if WEIGHTS[n] > 0}
+    reweighted = FeatureLayout(TYPES, CHANNELS, K, other, recent_capacity=4)
+    written = apply_chunks(ev, [slice(0, len(ev))], True)
+    replayed = apply_chunks(ev, [slice(0, len(ev))], True, layout=reweighted)
+    w = np.asarray(reweighted.event_weights)
+    np.testing.assert_allclose(F.recent_weights(LAYOUT, written, w),
+                               F.recent_weights(reweighted, replayed), rtol=1e-12)
+    for a, b in zip(F.recent_items(LAYOUT, written, DAY, length=3, weights=w),
+                    F.recent_items(reweighted, replayed, DAY, length=3)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@NATIVE
+def test_a_valued_type_adds_its_value(use_native):
+    types = TYPES + ("rating",)
+    layout = FeatureLayout(types, CHANNELS, K, {**WEIGHTS, "rating": 2.0},
+                           valued_types=("rating",))
+    rating = layout.type_code("rating")
+    state = F.update(layout, FL.new_state(layout), Events(
+        [rating, rating, 0], [0, 0, 0], [T0, T0 + 1, T0 + 2], item=[5, 5, 6],
+        value=[4.0, 1.5, 9.0]), use_native=use_native)
+    items, weights = F.recent_items(layout, state, DAY, now=T0 + 2)
+    assert items.tolist() == [5, 6]
+    np.testing.assert_allclose(weights, [(4.0 + 1.5) * 2.0 * 2 ** (-1 / DAY), 1.0], rtol=1e-12)
+    zero = np.zeros(len(types))
+    assert F.recent_items(layout, state, DAY, weights=zero)[0].tolist() == []  # weight 0: left out
+    with pytest.raises(ValueError, match="weights"):
+        F.recent_weights(layout, state, zero[1:])
+
+
+def test_upgrade_reads_version_1_records_and_keeps_their_weights():
+    state = apply_chunks(Events([0, 3, 0], [0, 0, 0], [T0, T0 + 1, T0 + 2], item=[1, 2, 1]),
+                         [slice(0, 3)], True)
+    v1 = state.copy()  # what version 1 stored: summed weights in rc_w, nothing past it
+    v1[FL.FORMAT], v1[FL.FINGERPRINT] = 1, LAYOUT._fingerprint_v1
+    n = LAYOUT.offsets["rc_amt"]
+    v1[LAYOUT.offsets["rc_w"]:n][:2] = [WEIGHTS["view"] * 2, WEIGHTS["purchase"]]
+    v1[n:] = 0.0
+    stranger = FL.new_state(FeatureLayout(TYPES, CHANNELS, K + 1, WEIGHTS, recent_capacity=4))
+    states = np.stack([v1, state, stranger[:LAYOUT.size]])
+    FL.upgrade(LAYOUT, states)
+    FL.check_record(LAYOUT, states[:2], "states")
+    np.testing.assert_array_equal(states[2], stranger[:LAYOUT.size])  # not ours: untouched
+    np.testing.assert_allclose(F.recent_weights(LAYOUT, states[0]),
+                               F.recent_weights(LAYOUT, states[1]))
+    F.update(LAYOUT, states[0], Events([0], [0], [T0 + 3], item=[2]))
+    assert F.recent_weights(LAYOUT, states[0]).tolist() == [2.0, WEIGHTS["purchase"] + 1.0]
+    v1[n + 1] = 1.0
+    with pytest.raises(ValueError, match="version-1"):
+        FL.upgrade(LAYOUT, v1.reshape(1, -1).copy())

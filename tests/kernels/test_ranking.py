@@ -16,12 +16,12 @@ def _table(rng, n, n_categories):
                                  n_categories=n_categories)
 
 
-def _inputs(rng, b, l, k, n):
+def _inputs(rng, b, h, k, n):
     """Histories with zero/negative-weight padding and out-of-range rows; candidates with -1 padding."""
-    items = rng.integers(-3, n + 3, (b, l))
-    w = rng.exponential(1, (b, l)).astype(np.float32)
-    w[rng.random((b, l)) < 0.3] = 0
-    w[rng.random((b, l)) < 0.05] = -1
+    items = rng.integers(-3, n + 3, (b, h))
+    w = rng.exponential(1, (b, h)).astype(np.float32)
+    w[rng.random((b, h)) < 0.3] = 0
+    w[rng.random((b, h)) < 0.05] = -1
     if b > 1:
         w[1] = 0  # one user with an all-padding history
     cands = rng.integers(0, n, (b, k))
@@ -51,9 +51,9 @@ def test_native_matches_reference(b, k, n_categories):
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 8), st.integers(0, 20), st.integers(0, 30), st.integers(1, 40),
        st.integers(0, 2**32 - 1))
-def test_native_matches_reference_on_any_shape(b, l, k, n_categories, seed):
+def test_native_matches_reference_on_any_shape(b, h, k, n_categories, seed):
     rng = np.random.default_rng(seed)
-    _assert_agree(_table(rng, 60, n_categories), *_inputs(rng, b, l, k, 60))
+    _assert_agree(_table(rng, 60, n_categories), *_inputs(rng, b, h, k, 60))
 
 
 @pytest.mark.parametrize("use_native", [True, False])

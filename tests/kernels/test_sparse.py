@@ -55,4 +55,5 @@ def test_wrong_shapes_are_refused():
 def test_records_may_be_any_bytes_like(use_native):
     states = np.array([[0, 1.5, 0, -2.0], [3.0, 0, 0, 0]])
     records = [memoryview(r) for r in sparse.encode_rows(states)]
-    np.testing.assert_array_equal(sparse.decode_rows(records, np.full((2, 4), 9.0), use_native=use_native), states)
+    decoded = sparse.decode_rows(records, np.full((2, 4), 9.0), use_native=use_native)
+    np.testing.assert_array_equal(decoded, states)

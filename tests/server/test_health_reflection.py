@@ -16,7 +16,8 @@ async def test_health_reports_serving(channel):
 async def test_reflection_lists_every_service(channel):
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     names = set()
-    async for reply in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])):
+    requests = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    async for reply in stub.ServerReflectionInfo(requests):
         names |= {s.name for s in reply.list_services_response.service}
     assert {"tailor.v1.RecommendationService", "tailor.v1.ModelAdminService",
             "tailor.v1.DiagnosticsService", "grpc.health.v1.Health"} <= names
@@ -30,19 +31,23 @@ async def test_ping(channel):
 async def test_rpcs_are_counted_by_method_and_status(channel):
     import grpc
     import pytest
+    from prometheus_client import REGISTRY
 
     from protos.tailor.v1 import recommendation_pb2, recommendation_pb2_grpc
-    from server.metrics import RPC_TOTAL
     method = "/tailor.v1.RecommendationService/Recommend"
-    ok, bad = RPC_TOTAL.labels(method, "OK"), RPC_TOTAL.labels(method, "INVALID_ARGUMENT")
-    before = ok._value.get(), bad._value.get()
+
+    def counts() -> tuple[float, float]:
+        """tailor_rpc_total of Recommend for OK and INVALID_ARGUMENT, as /metrics would show."""
+        return tuple(REGISTRY.get_sample_value("tailor_rpc_total", {"method": method, "code": code}) or 0.0
+                     for code in ("OK", "INVALID_ARGUMENT"))
+    before = counts()
     stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
     await stub.Recommend(recommendation_pb2.RecommendRequest(user_id="1", k=3))
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.Recommend(recommendation_pb2.RecommendRequest(user_id="1", k=0))
     # `context.abort` sends the status before the interceptor sees the error: allow a moment
     for _ in range(200):
-        if bad._value.get() > before[1]:
+        if counts()[1] > before[1]:
             break
         await asyncio.sleep(0.01)
-    assert (ok._value.get(), bad._value.get()) == (before[0] + 1, before[1] + 1)
+    assert counts() == (before[0] + 1, before[1] + 1)

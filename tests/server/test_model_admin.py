@@ -49,7 +49,8 @@ async def test_push_swaps_and_rollback_returns(client, second_bundle, demo_manif
     assert recs.model_version == demo_manifest["version"]
 
 
-async def test_in_flight_requests_finish_while_the_bundle_swaps(client, channel, second_bundle, demo_manifest):
+async def test_in_flight_requests_finish_while_the_bundle_swaps(client, channel, second_bundle,
+                                                                demo_manifest):
     stub = pb_grpc.RecommendationServiceStub(channel)
     new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
     seen = []

@@ -5,10 +5,11 @@ import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
 from server.profiles import ProfileSchema, TrackedEvent
-from server.profiles.records import EventRecords, dedupe_key, event_key, feature_key
+from server.profiles.records import EventRecords
 from server.profiles.repository import ProfileRepository
 from server.profiles.schema import item_code
-from server.store import Store
+from server.store import Store, keys
+from server.store.keys import dedupe_key, event_key, feature_key
 
 
 def tracked(event_id, user="ann", item="", ts=None, type="click", channel="web"):
@@ -51,3 +52,23 @@ def test_a_repeated_id_in_one_batch_is_a_duplicate_and_touches_no_other_profile(
     assert repo.states(["ann", "mallory"])[1] is None
     again = repo.ingest([tracked("x2"), tracked("x3")], [None] * 2)
     assert (again.accepted, again.duplicates) == ([1], [0])
+
+
+def test_erasing_a_user_leaves_records_of_others_that_share_the_name_as_a_key_part(repo):
+    """Users named like a meta key prefix ("category", "worker") own nothing in meta."""
+    repo.ingest([tracked("c1", user="category", item="i1"), tracked("a1", item="i2")], [None, "shoes"])
+    repo.store.put("meta", keys.worker_key(1), b"v1")
+    assert repo.delete_user("category") == 3  # feature state, raw event, its dedupe key
+    assert repo.store.get("meta", keys.category_key("shoes")) == b"0"
+    assert repo.store.get("meta", keys.worker_key(1)) == b"v1"
+    assert repo.read("category") == (None, None, [])
+    assert repo.states(["ann"])[0] is not None
+
+
+def test_retention_drops_old_events_with_their_dedupe_keys_only(repo):
+    now = time.time()
+    repo.ingest([tracked("old", ts=now - 7200), tracked("new", ts=now - 60)], [None, None])
+    assert repo.drop_events_before(now - 3600) == 1
+    assert [pb.Event.FromString(e).event_id for e in repo.read("ann")[2]] == ["new"]
+    assert repo.ingest([tracked("old", ts=now - 7200)], [None]).accepted == [0]  # forgotten
+    assert [pb.Event.FromString(e).event_id for e in repo.export(now - 600)] == ["new"]

@@ -80,7 +80,8 @@ async def test_profile_returns_everything_stored_and_masks_pii(stub):
         ev("c1", user="carol", type="email_sent", campaign_id="camp1", ts=time.time() - 30),
         ev("c2", user="carol", type="email_open", campaign_id="camp1", ts=time.time() - 20),
         ev("c3", user="carol", item="sku-9", ts=time.time() - 10)]))
-    await stub.SetConsent(pb.SetConsentRequest(user_id="carol", channel="email", opted_in=True, source="signup"))
+    await stub.SetConsent(pb.SetConsentRequest(user_id="carol", channel="email", opted_in=True,
+                                               source="signup"))
     masked = await stub.GetProfile(pb.GetProfileRequest(user_id="carol"))
     assert masked.pii_masked and masked.attributes["email"] != "carol@example.com"
     assert masked.attributes["locale"] == "fr-FR"
@@ -96,8 +97,10 @@ async def test_profile_returns_everything_stored_and_masks_pii(stub):
 
 
 async def test_unsubscribe_event_opts_the_channel_out(stub):
-    await stub.SetConsent(pb.SetConsentRequest(user_id="dan", channel="email", opted_in=True, source="signup"))
-    await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("u1", user="dan", type="unsubscribe", channel="email")]))
+    await stub.SetConsent(pb.SetConsentRequest(user_id="dan", channel="email", opted_in=True,
+                                               source="signup"))
+    await stub.TrackEvents(pb.TrackEventsRequest(
+        events=[ev("u1", user="dan", type="unsubscribe", channel="email")]))
     profile = await stub.GetProfile(pb.GetProfileRequest(user_id="dan"))
     assert not profile.consent["email"].opted_in and "unsubscribe" in profile.consent["email"].source
 
@@ -113,7 +116,8 @@ async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(stub):
 
 async def test_erasure_leaves_no_trace_even_in_freed_pages(stub, tailor_server, settings):
     user, email = "erin-7f3a9", b"erin-7f3a9@example.org"
-    await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id=user, attributes={"email": email.decode()}))
+    await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id=user,
+                                                           attributes={"email": email.decode()}))
     await stub.TrackEvents(pb.TrackEventsRequest(events=[
         ev(f"{user}-ev{i}", user=user, item=f"i{i}", type="click") for i in range(30)]))
     await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("other-1", user="frank", item="i1")]))
@@ -145,7 +149,8 @@ async def test_compaction_refuses_a_data_dir_in_use(tailor_server, settings):
 
 async def test_retention_drops_raw_events_but_keeps_features(stub, tailor_server):
     await stub.TrackEvents(pb.TrackEventsRequest(events=[
-        ev(f"r{i}", user="gina", type="purchase", value=5.0, ts=time.time() - 3600 * (i + 1)) for i in range(5)]))
+        ev(f"r{i}", user="gina", type="purchase", value=5.0, ts=time.time() - 3600 * (i + 1))
+        for i in range(5)]))
     dropped = await __import__("asyncio").to_thread(
         tailor_server.profiles.repo.drop_events_before, time.time() - 3600 * 2.5)
     assert dropped == 3
@@ -174,7 +179,8 @@ async def test_recommendations_follow_the_users_new_interest(stub, channel, demo
     in_fresh = [str(i) for i in item_ids[cats == fresh][np.argsort(-pop[cats == fresh])][:8]]
     now = time.time()
     await stub.TrackEvents(pb.TrackEventsRequest(events=[
-        ev(f"shift-{i}", user=uid, item=iid, type="click", ts=now - 60 + i) for i, iid in enumerate(in_fresh)]))
+        ev(f"shift-{i}", user=uid, item=iid, type="click", ts=now - 60 + i)
+        for i, iid in enumerate(in_fresh)]))
     after, reply = await share()
     assert before <= 0.1 and after >= 0.5, (before, after)
     assert not {i.item_id for i in reply.items} & set(in_fresh)  # clicked items are not re-sent

@@ -86,7 +86,8 @@ def test_cli_track_profile_consent_delete(server_process, tmp_path):
     assert (out["accepted"], out["rejected"]) == (31, 1)
     prof = json.loads(run_module("clients", "profile", "--server", server.target, "--user", "0").stdout)
     assert prof["features"]["monetary"] == 12.5 and len(prof["events"]) == 11
-    run_module("clients", "consent", "--server", server.target, "--user", "0", "--channel", "sms", "--state", "out")
+    run_module("clients", "consent", "--server", server.target, "--user", "0", "--channel", "sms",
+               "--state", "out")
     prof = json.loads(run_module("clients", "profile", "--server", server.target, "--user", "0").stdout)
     assert prof["consent"]["sms"]["opted_in"] is False
     out = json.loads(run_module("clients", "delete", "--server", server.target, "--user", "0").stdout)

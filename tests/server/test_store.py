@@ -1,8 +1,12 @@
-"""The LMDB store on a real environment: tables, snapshots, growth, the full-map error."""
+"""The LMDB store on a real environment: tables, snapshots, growth, the full-map error, key
+layouts, and the boundary (nothing outside server/store/ knows LMDB or key bytes)."""
+import re
+from pathlib import Path
+
 import pytest
 
 from server.errors import ResourceExhausted
-from server.store import Store, join_key, split_key
+from server.store import Store, join_key, keys, split_key
 
 
 @pytest.fixture
@@ -42,3 +46,90 @@ def test_map_grows_then_refuses_past_its_ceiling_without_partial_writes(store):
 def test_unknown_table_is_named(store):
     with pytest.raises(KeyError, match="nope"):
         store.get("nope", b"k")
+
+
+# -- tables -------------------------------------------------------------------------------------
+
+def test_table_operations_within_one_transaction(store):
+    t = store.table("events")
+    store.write(lambda txn: t.put_many(txn, [(b"a\x1f1", b"x"), (b"a\x1f2", b"y"), (b"b\x1f1", b"z")]))
+    with store.read() as txn:
+        assert t.get_many(txn, [b"b\x1f1", b"nope", b"a\x1f1"]) == [b"z", None, b"x"]
+        assert t.get_many(txn, [b"a\x1f1", b"a\x1f2", b"b\x1f1", b"c", b"a\x1f1"]) == \
+            [b"x", b"y", b"z", None, b"x"]  # the cursor path (more than a few keys)
+        assert t.present(txn, [b"c", b"a\x1f2"]) == [(b"a\x1f2", b"y")]
+        assert list(t.items(txn, b"a\x1f2")) == [(b"a\x1f2", b"y"), (b"b\x1f1", b"z")]
+        assert list(t.keys(txn)) == [b"a\x1f1", b"a\x1f2", b"b\x1f1"]
+        assert (t.first_key(txn, b"a\x1f3"), t.first_key(txn, b"c")) == (b"b\x1f1", None)
+    assert store.write(lambda txn: t.delete_prefix(txn, b"a\x1f")) == 2
+    assert store.scan("events") == [(b"b\x1f1", b"z")]
+    assert store.write(lambda txn: (t.delete(txn, b"b\x1f1"), t.delete(txn, b"b\x1f1"))) == (True, False)
+
+
+def test_a_write_that_fails_keeps_nothing(store):
+    t = store.table("meta")
+
+    def fn(txn):
+        t.put(txn, b"half", b"done")
+        raise RuntimeError("stop")
+    with pytest.raises(RuntimeError):
+        store.write(fn)
+    assert store.get("meta", b"half") is None
+
+
+def test_a_fresh_store_stamps_every_record_kind_with_its_layout(store):
+    from server.store import KINDS
+    stamps = {k: v for k, v in store.scan("meta", keys.LAYOUT_PREFIX)}
+    assert stamps == {keys.layout_key(k.name): str(k.version).encode() for k in KINDS}
+    assert store.migrated == {}
+
+
+# -- key layouts ----------------------------------------------------------------------------------
+
+def test_key_layouts_byte_for_byte():
+    assert keys.event_key("ann", 1764000000.1239, "e1") == b"ann\x1f0001764000000123\x1fe1"
+    assert keys.event_keys(["ann", "bo"], [1764000000.1239, -5.0], [b"e1", b"e2"]) == \
+        [b"ann\x1f0001764000000123\x1fe1", b"bo\x1f0000000000000000\x1fe2"]
+    assert keys.dedupe_key("e1") == b"e\x1fe1" == keys.dedupe_key_of_event(b"ann\x1f0001\x1fe1")
+    assert (keys.feature_key("ann"), keys.profile_meta_key("ann")) == (b"ann\x1ffeatures", b"ann\x1fmeta")
+    assert keys.due_key(4e9, "d2") == b"\x1fw\x1f0004000000000000\x1fd2"
+    assert keys.decision_key("bo", "d2") == b"bo\x1fd2"
+    assert keys.decision_index_key("d2") == b"\x1fd\x1fd2"
+    assert keys.count_key("c1") == b"\x1fcount\x1fc1"
+    assert (keys.category_key("shoes"), keys.worker_key(42)) == (b"category\x1fshoes", b"worker\x1f42")
+    assert keys.worker_pid(keys.worker_key(42)) == 42
+
+
+def test_millisecond_keys_sort_in_time_order():
+    stamps = [0.0, 0.0009, 0.001, 9.999, 10.0, 1764000000.5, 4e9]
+    parts = [keys.ms_part(ts) for ts in stamps]
+    assert parts == sorted(parts) and all(len(p) == keys.MS_DIGITS for p in parts)
+    assert [keys.event_parts(keys.event_key("u", ts, "e"))[1] for ts in stamps] == parts
+    assert keys.millis_many(stamps) == [keys.millis(ts) for ts in stamps]
+
+
+# -- the boundary: LMDB and key literals stay in server/store ------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sources(*dirs):
+    for d in dirs:
+        yield from (p for p in (ROOT / d).rglob("*.py") if "_pb2" not in p.name)
+
+
+def test_only_server_store_imports_lmdb():
+    outside = [str(p.relative_to(ROOT)) for p in _sources("server", "loadtests", "training", "clients")
+               if re.search(r"^\s*(import lmdb|from lmdb)", p.read_text(), re.MULTILINE)
+               and (ROOT / "server" / "store") not in p.parents]
+    assert outside == []
+
+
+def test_the_separator_and_the_millisecond_format_are_spelled_once():
+    spelled = {}
+    for p in _sources("server", "loadtests"):
+        text = p.read_text()
+        for literal in (r"\x1f", "016d", r"\x1F"):
+            if literal in text:
+                spelled.setdefault(literal, []).append(str(p.relative_to(ROOT)))
+    assert spelled == {r"\x1f": ["server/store/keys.py"], "016d": ["server/store/keys.py"]}

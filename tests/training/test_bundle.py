@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from contract import FORMAT
 from kernels.ranking import FEATURES
 from training.bundle import find_bundles, validate_bundle
 from training.encoder import pad_histories
@@ -36,8 +37,8 @@ def bundle(world_dir, tmp_path_factory):
 
 
 def test_manifest_follows_the_contract(bundle):
-    m = validate_bundle(bundle)
-    assert KEYS <= set(m) and m["format"] == "tailor.bundle/1" and m["version"] == bundle.name
+    m = validate_bundle(bundle).raw
+    assert KEYS <= set(m) and m["format"] == FORMAT and m["version"] == bundle.name
     for name, digest in m["files"].items():
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     assert set(m["files"]) == {p.name for p in bundle.iterdir()} - {"manifest.json"}
@@ -95,5 +96,5 @@ def test_same_run_written_twice_gets_two_versions(trained, tmp_path):
 
     a, b = write_bundle(trained, tmp_path), write_bundle(trained, tmp_path)
     assert a != b and a.name.split("-")[1] == b.name.split("-")[1]
-    assert validate_bundle(a)["data"] == validate_bundle(b)["data"]
+    assert validate_bundle(a).raw["data"] == validate_bundle(b).raw["data"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name])

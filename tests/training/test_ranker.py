@@ -1,10 +1,9 @@
 import lightgbm as lgb
 import numpy as np
 import onnxruntime as ort
-
-from kernels.ranking import FEATURES
 import pytest
 
+from kernels.ranking import FEATURES
 from training.ranker import fewest_trees, to_onnx
 
 

@@ -49,12 +49,12 @@ def test_inputs_are_validated():
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 6), st.integers(1, 12), st.integers(1, 30), st.integers(0, 2**32 - 1))
-def test_features_are_finite_and_shares_sum_to_one(b, l, k, seed):
+def test_features_are_finite_and_shares_sum_to_one(b, h, k, seed):
     rng = np.random.default_rng(seed)
     table = ItemTable.from_arrays(rng.integers(0, 5, 50), rng.lognormal(2, 1, 50),
                                   rng.integers(0, 100, 50), rng.random(50) * 30, n_categories=5)
-    w = np.where(rng.random((b, l)) < 0.3, 0, rng.exponential(1, (b, l))).astype(np.float32)
-    ctx = user_context(rng.integers(0, 50, (b, l)), w, table)
+    w = np.where(rng.random((b, h)) < 0.3, 0, rng.exponential(1, (b, h))).astype(np.float32)
+    ctx = user_context(rng.integers(0, 50, (b, h)), w, table)
     has = (w > 0).any(axis=1)
     np.testing.assert_allclose(ctx.category_share.sum(axis=1)[has], 1.0, rtol=1e-5)
     assert (ctx.category_share[~has] == 0).all()

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.split import temporal_split, distinct_items
+from training.split import distinct_items, temporal_split
 
 from .conftest import make_interactions
 

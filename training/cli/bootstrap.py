@@ -24,10 +24,10 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     data = Path(args.data_dir)
     bundles = find_bundles(data / "bundles")
-    valid = [(p, m) for p, m in bundles if isinstance(m, dict)]
+    valid = [(p, m) for p, m in bundles if not isinstance(m, str)]
     for path, m in bundles:
-        print(f"{path}: " + (f"valid, {m['data']['n_items']} items, ranker "
-                             f"{'yes' if m['ranker'] else 'no'}" if isinstance(m, dict) else m))
+        print(f"{path}: " + (m if isinstance(m, str) else f"valid, {m.raw['data']['n_items']} "
+                             f"items, ranker {'yes' if m.ranker_file else 'no'}"))
     if valid:
         return 0
     demo = data / "demo"

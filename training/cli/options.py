@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from contract.events import check_event_weights
 from training.als import ALSParams
-from training.events import DEFAULT_EVENT_WEIGHTS
 from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
@@ -15,11 +15,15 @@ _A, _R, _I = ALSParams(), RankerParams(), IndexParams()
 
 
 def _weight(text: str) -> tuple[str, float]:
+    """One ``EVENT=WEIGHT`` override, checked against the contract's event types."""
     name, _, value = text.partition("=")
     try:
-        return name.strip(), float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected EVENT=WEIGHT, got {text!r}") from None
+        weight = float(value)
+        check_event_weights({name.strip(): weight})
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected EVENT=WEIGHT (a known event, a finite "
+                                         f"weight >= 0), got {text!r}: {err}") from None
+    return name.strip(), weight
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -59,6 +63,6 @@ def config_from_args(args) -> TrainConfig:
                           seed=args.seed, threads=args.threads)
     index = IndexParams(kind=args.index, flat_threshold=args.flat_threshold,
                         target_recall=args.target_recall, threads=args.threads, seed=args.seed)
-    weights = {**DEFAULT_EVENT_WEIGHTS, **dict(args.event_weight)}
+    weights = check_event_weights(dict(args.event_weight))
     return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
                        test_frac=args.test_frac, use_ranker=not args.no_ranker)

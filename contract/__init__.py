@@ -1,0 +1,24 @@
+"""The contract between `training/` and `server/`: the bundle format and the event vocabulary.
+
+Both sides import it; it imports only the standard library (docs/bundle.md).
+"""
+from .bundle import (
+    FORMAT,
+    BundleError,
+    Manifest,
+    check_files,
+    parse_manifest,
+    read_manifest,
+    sha256_file,
+)
+from .events import (
+    DEFAULT_EVENT_WEIGHTS,
+    DEFAULT_HALF_LIFE_DAYS,
+    EVENT_TYPES,
+    VALUED_TYPES,
+)
+
+__all__ = [
+    "DEFAULT_EVENT_WEIGHTS", "DEFAULT_HALF_LIFE_DAYS", "EVENT_TYPES", "FORMAT", "VALUED_TYPES",
+    "BundleError", "Manifest", "check_files", "parse_manifest", "read_manifest", "sha256_file",
+]

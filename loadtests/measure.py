@@ -1,0 +1,159 @@
+"""How every benchmark measures an RPC: QPS and latency from the load generator, and the
+server's CPU per call, each beside the empty RPC (DiagnosticsService Ping) in the same run.
+
+Server CPU is the user + system time of the server's whole process tree (workers, writer
+children, ...) read from /proc before and after a load run: `utime + stime` of every live
+process in the tree, plus `cutime + cstime` (the time of children it has already reaped), so a
+worker that exits during a run is still counted once. Linux only; resolution one clock tick
+(usually 10 ms) per process, so runs of a few seconds keep the error well under 1%. The window
+also spans the generator's start-up (about a second of an idle server): `idle_cpu` shows how
+much an idle server burns, to judge that.
+
+Starting the server from another source tree (`--server-src DIR` in every bench) runs
+`python -m server` with cwd and PYTHONPATH set to DIR, so one run can take before/after figures
+of two commits (e.g. a `git worktree` of the old commit, kernels built there with
+`python setup.py build_ext --inplace`); the load generator and this module stay the current ones.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .loadgen import PING, LoadResult, ping_payloads, run_load
+
+__all__ = ["tree_cpu_seconds", "idle_cpu", "Measurement", "measure", "Comparison", "compare",
+           "add_server_src_argument", "start_server", "print_table"]
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(ppid, utime + stime + cutime + cstime in ticks) of `pid`, None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(b")") + 2:].split()  # the name may hold spaces and parentheses
+    # after the name: state ppid ... utime(14) stime(15) cutime(16) cstime(17), 1-based in proc(5)
+    return int(fields[1]), sum(int(f) for f in fields[11:15])
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid`, its live descendants and every child
+    any of them has reaped."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st is not None:
+                stats[int(entry)] = st
+    children: dict[int, list[int]] = {}
+    for child, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(child)
+    if pid not in stats:
+        raise ProcessLookupError(f"no process {pid}")
+    ticks, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        ticks += stats[p][1]
+        todo.extend(children.get(p, ()))
+    return ticks / CLOCK_TICKS
+
+
+def idle_cpu(pid: int, seconds: float = 1.0) -> float:
+    """CPU seconds per second the server tree burns with no calls (timers, sweeps, polling)."""
+    before = tree_cpu_seconds(pid)
+    time.sleep(seconds)
+    return (tree_cpu_seconds(pid) - before) / seconds
+
+
+@dataclass
+class Measurement:
+    """One load run and the server CPU it cost."""
+
+    name: str
+    load: LoadResult
+    cpu_seconds: float
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.cpu_seconds / self.load.calls * 1e6 if self.load.calls else float("nan")
+
+
+def measure(name: str, server_pid: int, target: str, path: str, payloads: list[bytes],
+            **load) -> Measurement:
+    """`run_load(target, path, payloads, **load)` with the server tree's CPU read around it."""
+    before = tree_cpu_seconds(server_pid)
+    result = run_load(target, path, payloads, **load)
+    return Measurement(name, result, tree_cpu_seconds(server_pid) - before)
+
+
+@dataclass
+class Comparison:
+    """A method and the empty RPC, measured the same way against the same server."""
+
+    method: Measurement
+    ping: Measurement
+
+    @property
+    def qps_ratio(self) -> float:
+        """method QPS / Ping QPS (1.0: the method costs no more than an empty call)."""
+        return self.method.load.qps / self.ping.load.qps if self.ping.load.qps else float("nan")
+
+    @property
+    def cpu_ratio(self) -> float:
+        """method CPU per call / Ping CPU per call (nan if Ping's run was under one clock tick)."""
+        ping = self.ping.cpu_us_per_call
+        return self.method.cpu_us_per_call / ping if ping > 0 else float("nan")
+
+
+def compare(name: str, server_pid: int, target: str, path: str, payloads: list[bytes],
+            **load) -> Comparison:
+    """Ping, then the method, with the same generator settings (closed loop unless `rate`)."""
+    ping = measure("Ping (empty RPC)", server_pid, target, PING, ping_payloads(), **load)
+    return Comparison(measure(name, server_pid, target, path, payloads, **load), ping)
+
+
+def print_table(rows: list[Measurement], comparison: Comparison | None = None,
+                idle: float | None = None) -> None:
+    """QPS, latency and server CPU per call of each run; then the method/Ping ratios."""
+    print(f"{'rpc':<38} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/call':>11} {'errors':>6}")
+    for m in rows:
+        r = m.load
+        print(f"{m.name:<38} {r.qps:8.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {m.cpu_us_per_call:11.1f} "
+              f"{r.errors:6d}", flush=True)
+    for m in rows:
+        if m.load.sched_p99_ms:  # open loop: how late the generator ran behind its schedule
+            print(f"{m.name:<38} generator lag p99 {m.load.lag_p99_ms:.2f} ms; "
+                  f"p99 from schedule {m.load.sched_p99_ms:.2f} ms")
+    if comparison is not None:
+        c = comparison
+        print(f"{c.method.name} / Ping: QPS x{c.qps_ratio:.2f}, server CPU per call "
+              f"{c.method.cpu_us_per_call:.1f} / {c.ping.cpu_us_per_call:.1f} us = x{c.cpu_ratio:.2f}",
+              flush=True)
+    if idle is not None:
+        print(f"idle server: {idle * 1e3:.1f} ms CPU per second (included in the windows above)")
+
+
+def add_server_src_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server-src", type=Path, default=None, metavar="DIR",
+                        help="run `python -m server` from this source tree (cwd and PYTHONPATH=DIR, "
+                             "kernels built there) to compare two commits; default: this tree")
+
+
+def start_server(argv: list[str], src: Path | None = None, env: dict | None = None,
+                 stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """`python -m server *argv` (paths in argv must be absolute), from `src` if given."""
+    full_env = {**os.environ, **(env or {})}
+    cwd = None
+    if src is not None:
+        cwd = str(Path(src).resolve())
+        full_env["PYTHONPATH"] = cwd + os.pathsep + full_env.get("PYTHONPATH", "")
+    return subprocess.Popen([sys.executable, "-m", "server", *argv], cwd=cwd, env=full_env,
+                            stdout=subprocess.DEVNULL, stderr=stderr)

@@ -1,0 +1,80 @@
+"""Every kind of stored record, its table, its current layout version and how to migrate to it.
+
+A record's layout version lives in the `meta` table, one entry per kind (`keys.layout_key`),
+not in the record: hot reads and writes (feature states, decisions) touch the bytes as they
+are, with no header to strip or add. When a kind's `version` goes up, add the step from the
+old version to `steps`; the first process that opens the store (writable) rewrites every
+record of that kind and stamps the new version in the same write transaction, so every worker
+sees either the old layout with the old stamp or the new layout with the new one
+(`migrate.open_layouts`).
+
+A data dir written before versions were stored has no stamps: its records are in each kind's
+`first` layout (1 for every kind below: the layouts of key version 1 in `keys`). A kind added
+later declares the version it starts at as `first`.
+
+To change a layout: bump `version`, add `steps[old] = fn(old bytes) -> new bytes`, keep the
+readers on the new layout only, and add a test that opens a data dir in the old layout.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from . import keys as K
+
+__all__ = ["RecordKind", "KINDS"]
+
+
+def _any(key: bytes) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class RecordKind:
+    name: str
+    table: str
+    version: int
+    owns: Callable[[bytes], bool]
+    """Which keys of `table` hold records of this kind."""
+    what: str
+    steps: Mapping[int, Callable[[bytes], bytes]] = field(default_factory=dict)
+    """steps[v] turns a record in layout v into layout v + 1."""
+    first: int = 1
+    """The layout of records stored before this kind's version was stamped."""
+
+    def __post_init__(self):
+        missing = [v for v in range(self.first, self.version) if v not in self.steps]
+        if missing:
+            raise ValueError(f"record kind {self.name!r} at version {self.version} has no "
+                             f"migration step from version(s) {missing}")
+
+
+KINDS: tuple[RecordKind, ...] = (
+    RecordKind("profile_state", "profiles", 1, lambda k: k.endswith(K.FEATURES_SUFFIX),
+               "kernels.sparse record of a feature state (its own FORMAT_VERSION and layout "
+               "fingerprint inside, checked by profiles.codec)"),
+    RecordKind("profile_meta", "profiles", 1, lambda k: k.endswith(K.PROFILE_META_SUFFIX),
+               "JSON {attributes, consent, created_at, updated_at}"),
+    RecordKind("event", "events", 1, _any, "tailor.v1.Event bytes"),
+    RecordKind("dedupe", "dedupe", 1, _any, "the events key of the event"),
+    RecordKind("category_code", "meta", 1, lambda k: k.startswith(K.CATEGORY_PREFIX),
+               "ASCII integer code"),
+    RecordKind("category_count", "meta", 1, lambda k: k == K.CATEGORY_COUNT, "ASCII integer"),
+    RecordKind("bundle_active", "meta", 1, lambda k: k == K.BUNDLE_ACTIVE, "UTF-8 bundle version"),
+    RecordKind("bundle_history", "meta", 1, lambda k: k == K.BUNDLE_HISTORY,
+               "JSON list of bundle versions, oldest first"),
+    RecordKind("worker_report", "meta", 1, lambda k: k.startswith(K.WORKER_PREFIX),
+               "UTF-8 bundle version a worker process serves"),
+    RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),
+    RecordKind("bandit_state", "bandit", 1, lambda k: not k.startswith(K.SEP),
+               "kernels.bandits state bytes (posterior)"),
+    RecordKind("campaign_counters", "bandit", 1, lambda k: k.startswith(K.COUNT_PREFIX),
+               "JSON counters (decisions per arm, holdout, pending, ...)"),
+    RecordKind("decision", "decisions", 1, lambda k: not k.startswith(K.SEP),
+               "decision record JSON (campaigns.repository.encode_decision)"),
+    RecordKind("decision_index", "decisions", 1, lambda k: k.startswith(K.INDEX_PREFIX),
+               "the decision key"),
+    RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),
+               "the decision key"),
+)
+"""Every stored record kind. Add a kind here with the table and keys that hold it."""

@@ -1,0 +1,85 @@
+"""A named table: the only way repositories read and write records.
+
+Every operation takes the transaction that `Store.read()` / `Store.write(fn)` handed out; a
+repository passes it along and never calls it. Methods are one LMDB call each (or one loop
+over keys inside the call), so hot paths pay one Python frame per batch, not per key.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+__all__ = ["Table"]
+
+
+class Table:
+    """The LMDB database of table `name`, with operations bound to a caller's transaction."""
+
+    __slots__ = ("name", "db")
+
+    def __init__(self, name: str, db):
+        self.name = name
+        self.db = db
+
+    def __repr__(self) -> str:
+        return f"Table({self.name!r})"
+
+    # -- point operations ------------------------------------------------------------------
+    def get(self, txn, key: bytes) -> bytes | None:
+        return txn.get(key, db=self.db)
+
+    def get_many(self, txn, keys: Sequence[bytes]) -> list[bytes | None]:
+        """One value per key, in input order, None for a miss."""
+        if len(keys) <= 4:  # a cursor costs more than it saves on a few keys
+            db = self.db
+            return [txn.get(k, db=db) for k in keys]
+        get = txn.cursor(db=self.db).get  # one lookup per key, no tuples (cheaper than getmulti)
+        return [get(k) for k in keys]
+
+    def present(self, txn, keys: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
+        """(key, value) of the keys that are stored (for membership tests of a batch)."""
+        return txn.cursor(db=self.db).getmulti(keys)
+
+    def put(self, txn, key: bytes, value: bytes) -> None:
+        txn.put(key, value, db=self.db)
+
+    def put_many(self, txn, items: Sequence[tuple[bytes, bytes]]) -> None:
+        txn.cursor(db=self.db).putmulti(items)
+
+    def delete(self, txn, key: bytes) -> bool:
+        return txn.delete(key, db=self.db)
+
+    # -- ranges ------------------------------------------------------------------------------
+    def scan_prefix(self, txn, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with `prefix`, in key order."""
+        cur, out = txn.cursor(db=self.db), []
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                out.append((key, value))
+        return out
+
+    def delete_prefix(self, txn, prefix: bytes) -> int:
+        """Delete every key starting with `prefix` (write transaction); returns how many."""
+        cur, n = txn.cursor(db=self.db), 0
+        if cur.set_range(prefix):
+            while cur.key().startswith(prefix):
+                n += 1
+                if not cur.delete():
+                    break
+        return n
+
+    def items(self, txn, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) from the first key >= `start` to the end, in key order."""
+        cur = txn.cursor(db=self.db)
+        if cur.set_range(start):
+            yield from cur
+
+    def keys(self, txn) -> Iterator[bytes]:
+        """Every key, in order."""
+        return txn.cursor(db=self.db).iternext(values=False)
+
+    def first_key(self, txn, start: bytes) -> bytes | None:
+        """The first key >= `start`, None past the end."""
+        cur = txn.cursor(db=self.db)
+        return cur.key() if cur.set_range(start) else None

@@ -1,0 +1,62 @@
+"""The benches' CPU reading covers the server's whole process tree: the process itself, a live
+child, and a child it has already reaped (a measurement check, not a speed target)."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from loadtests.measure import tree_cpu_seconds
+
+# Waits for "go", then: a forked child burns 0.3 s of CPU and is reaped, another burns 0.2 s and
+# stays alive, the process itself burns 0.1 s; prints "done" and waits for stdin to close.
+TREE = textwrap.dedent("""
+    import os, sys, time
+
+    def burn(seconds):
+        end = time.process_time() + seconds  # CPU time of this process, not wall time
+        while time.process_time() < end:
+            pass
+
+    sys.stdin.readline()
+    reaped = os.fork()
+    if reaped == 0:
+        burn(0.3)
+        os._exit(0)
+    os.waitpid(reaped, 0)
+    r, w = os.pipe()
+    alive = os.fork()
+    if alive == 0:
+        burn(0.2)
+        os.write(w, b"x")
+        sys.stdin.read()  # stay alive until stdin closes
+        os._exit(0)
+    os.read(r, 1)
+    burn(0.1)
+    print("done", flush=True)
+    sys.stdin.read()
+    os.waitpid(alive, 0)
+""")
+
+
+def test_tree_cpu_counts_the_process_its_live_and_its_reaped_children():
+    proc = subprocess.Popen([sys.executable, "-c", TREE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        before = tree_cpu_seconds(proc.pid)
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "done\n"
+        burnt = tree_cpu_seconds(proc.pid) - before
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    # 0.3 + 0.2 + 0.1 s burnt; each process is read to one clock tick (10 ms), forks cost little
+    assert burnt == pytest.approx(0.6, abs=0.06)
+
+
+def test_a_process_that_is_gone_is_an_error():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    with pytest.raises(ProcessLookupError):
+        tree_cpu_seconds(proc.pid)

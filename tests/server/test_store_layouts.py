@@ -1,0 +1,145 @@
+"""Record layout versions: a data dir written before they existed still reads, and a layout bump
+migrates it once, at open, all or nothing."""
+import dataclasses
+import json
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as pb
+from server.campaigns.repository import CampaignRepository
+from server.errors import FailedPrecondition
+from server.profiles import ProfileSchema, TrackedEvent
+from server.profiles.repository import ProfileRepository
+from server.store import KINDS, RecordKind, Store, keys
+from server.store import migrate as store_migrate
+from server.store.migrate import stored_versions
+
+FIXTURE = Path(__file__).parent / "data" / "store_v1.json"
+"""Every record of a small store as main wrote it before layouts had versions (make_store_v1.py)."""
+
+
+@pytest.fixture
+def v1_dir(tmp_path) -> Path:
+    """A data dir holding the fixture's bytes exactly, with no layout stamps (as old code left it)."""
+    path = tmp_path / "store"
+    env = lmdb.open(str(path), max_dbs=16)
+    with env.begin(write=True) as txn:
+        for table, rows in json.loads(FIXTURE.read_text()).items():
+            db = env.open_db(table.encode(), txn=txn)
+            for key, value in rows:
+                txn.put(key.encode("latin-1"), value.encode("latin-1"), db=db)
+    env.close()
+    return path
+
+
+def fixture_records(table: str) -> dict[bytes, bytes]:
+    rows = json.loads(FIXTURE.read_text())[table]
+    return {k.encode("latin-1"): v.encode("latin-1") for k, v in rows}
+
+
+def records(store: Store, table: str) -> dict[bytes, bytes]:
+    return dict(store.scan(table))
+
+
+def add_channel(raw: bytes) -> bytes:
+    """A layout step for the test (applied twice, it would show: "emailemail")."""
+    rec = json.loads(raw)
+    return json.dumps({**rec, "channel": rec.get("channel", "") + "email"}).encode()
+
+
+def bumped(kind_name: str, step) -> tuple[RecordKind, ...]:
+    """Today's kinds with `kind_name` one layout version up, reached by `step`."""
+    return tuple(dataclasses.replace(k, version=k.version + 1, steps={**k.steps, k.version: step})
+                 if k.name == kind_name else k for k in KINDS)
+
+
+def test_a_data_dir_from_before_layout_versions_reads_back_unchanged(v1_dir):
+    store = Store(v1_dir, sync=False)
+    assert store.migrated == {}
+    with store.read() as txn:
+        assert stored_versions(store, txn, KINDS) == {k.name: 1 for k in KINDS}
+    for table in ("profiles", "events", "dedupe", "campaigns", "bandit", "decisions"):
+        assert records(store, table) == fixture_records(table)
+    profiles = ProfileRepository(store, ProfileSchema().layout())
+    state, meta, events = profiles.read("ann")
+    assert state is not None and meta["attributes"] == {"tier": "gold"} and meta["consent"] == {"email": True}
+    assert [pb.Event.FromString(e).event_id for e in events] == ["e2", "e1"]
+    assert [s is not None for s in profiles.states(["ann", "bo", "cy"])] == [True, True, False]
+    again = TrackedEvent("e1", "ann", "view", "web", "", "i1", 0.0, 1764000000.123, {})
+    assert profiles.ingest([again], [None]).duplicates == [0]  # its dedupe key still holds
+    campaigns = CampaignRepository(store)
+    assert campaigns.get("c1").spec.variants[0].content == {"subject": "hi"}
+    decisions = {r["decision_id"]: r for r in campaigns.export(include_pending=True)}
+    assert (decisions["d1"]["status"], decisions["d1"]["reward"], decisions["d2"]["status"]) == \
+        ("rewarded", 1.0, "pending")
+    assert campaigns.stats_snapshot("c1")[2]["pending"] == 1
+    assert campaigns.sweep(4e9 + 1) == 1
+    assert store.get("meta", keys.BUNDLE_ACTIVE) == b"20260101-000000"
+    store.close()
+
+
+def test_a_layout_bump_rewrites_that_kind_once_at_open(v1_dir, monkeypatch):
+    monkeypatch.setattr(store_migrate, "CHUNK", 2)  # the decisions table spans three chunks
+    kinds = bumped("decision", add_channel)
+    store = Store(v1_dir, sync=False, layouts=kinds)
+    assert store.migrated == {"decision": 1}
+    old, new = fixture_records("decisions"), records(store, "decisions")
+    assert new.keys() == old.keys()
+    for key in old:
+        expected = add_channel(old[key]) if not key.startswith(keys.SEP) else old[key]
+        assert new[key] == expected
+    for table in ("profiles", "events", "dedupe", "campaigns", "bandit"):
+        assert records(store, table) == fixture_records(table)
+    exported = list(CampaignRepository(store).export(include_pending=True))
+    assert [(r["decision_id"], r["channel"]) for r in exported] == [("d1", "email"), ("d2", "email")]
+    store.close()
+    store = Store(v1_dir, sync=False, layouts=kinds)
+    assert store.migrated == {}  # stamped: not again
+    assert records(store, "decisions") == new
+    store.close()
+
+
+def test_a_store_with_a_newer_layout_is_refused(v1_dir):
+    Store(v1_dir, sync=False, layouts=bumped("decision", add_channel)).close()
+    with pytest.raises(FailedPrecondition, match="decision"):
+        Store(v1_dir, sync=False)
+
+
+def test_a_failing_migration_writes_nothing(v1_dir):
+    def broken(raw: bytes) -> bytes:
+        if b'"d2"' in raw:
+            raise ValueError("cannot migrate")
+        return add_channel(raw)
+
+    with pytest.raises(ValueError, match="cannot migrate"):
+        Store(v1_dir, sync=False, layouts=bumped("decision", broken))
+    store = Store(v1_dir, sync=False)
+    assert store.migrated == {}
+    assert records(store, "decisions") == fixture_records("decisions")
+    store.close()
+
+
+def test_a_read_only_open_refuses_to_skip_a_migration(v1_dir):
+    Store(v1_dir, sync=False).close()
+    with pytest.raises(FailedPrecondition, match="writable"):
+        Store(v1_dir, readonly=True, layouts=bumped("campaign", lambda raw: raw))
+    store = Store(v1_dir, readonly=True)
+    assert store.get("campaigns", b"c1") == fixture_records("campaigns")[b"c1"]
+    store.close()
+
+
+def test_a_kind_needs_a_step_from_each_older_layout():
+    with pytest.raises(ValueError, match=r"from version\(s\) \[2\]"):
+        RecordKind("x", "meta", 3, lambda key: True, "test", steps={1: lambda raw: raw})
+
+
+def test_every_stored_record_belongs_to_exactly_one_kind(v1_dir):
+    store = Store(v1_dir, sync=False)
+    for table in ("profiles", "events", "dedupe", "campaigns", "bandit", "decisions", "meta"):
+        for key, _ in store.scan(table):
+            owners = [k.name for k in KINDS if k.table == table and k.owns(key)]
+            expected = 0 if key.startswith(keys.LAYOUT_PREFIX) else 1
+            assert len(owners) == expected, (table, key, owners)
+    store.close()
