@@ -13,8 +13,8 @@ from collections.abc import Collection
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
-__all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_optional_id",
-           "check_range", "check_text", "id_problem", "shown"]
+__all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_range",
+           "check_text", "id_problem", "shown"]
 
 SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
@@ -47,11 +47,6 @@ def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
         if problem is not None:
             raise InvalidArgument(where + field, problem)
     return value
-
-
-def check_optional_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
-    """An id that may be left empty."""
-    return check_id(field, value, max_bytes, where) if value else value
 
 
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:

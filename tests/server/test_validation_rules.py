@@ -9,7 +9,6 @@ from server.validation import (
     check_finite,
     check_id,
     check_known,
-    check_optional_id,
     check_range,
     check_text,
     id_problem,
@@ -30,9 +29,6 @@ def test_a_bad_id_names_the_field_with_its_prefix_and_never_echoes_the_value():
         check_id("user_id", "alice\x1f@example.com", 128, "requests[2].")
     assert err.value.field == "requests[2].user_id"
     assert "alice" not in str(err.value)
-    assert check_optional_id("item_id", "", 128) == ""
-    with pytest.raises(InvalidArgument, match="item_id"):
-        check_optional_id("item_id", "x" * 200, 128)
 
 
 def test_strings_are_echoed_as_a_short_prefix_only():
