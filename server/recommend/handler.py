@@ -10,7 +10,7 @@ from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..batching import AdaptiveBatcher
-from ..validation import check_count, check_id, check_range, shown
+from ..validation import SEP, check_count, check_id, check_range, shown
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 
 __all__ = ["Recommender", "bundle_histories"]
@@ -40,9 +40,11 @@ class Recommender:
 
     def validate(self, q: RecQuery, where: str = "") -> RecQuery:
         """Check one query against the limits; `where` prefixes the field names (batches)."""
-        lim = self.limits
-        check_id("user_id", q.user_id, lim.id_bytes, where)
-        # The hot path: compare inline, and let the shared checks word the rare refusal.
+        lim, uid = self.limits, q.user_id
+        # The hot path: compare inline (check_id's own fast test), and let the shared checks
+        # decide and word the rare refusal.
+        if not uid or len(uid) > lim.id_bytes >> 2 or SEP in uid:
+            check_id("user_id", uid, lim.id_bytes, where)
         if not 1 <= q.k <= lim.recommend_k:
             check_range("k", q.k, 1, lim.recommend_k, where)
         if len(q.exclude_item_ids) > lim.exclude_items:
