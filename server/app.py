@@ -16,7 +16,7 @@ from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
 from .metrics import MetricsInterceptor
-from .models import ModelRegistry
+from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
@@ -54,23 +54,30 @@ class TailorServer:
         self.store = Store(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
                            sync=s.lmdb_sync)
         self.registry = ModelRegistry(s, self.store)
+        self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
-                           retention_s=s.event_retention_days * 86400.0)
+                           retention_s=s.event_retention_days * 86400.0, limits=s.limits)
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s))
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
-                                   state_refresh_s=s.campaign_state_refresh_seconds)
+                                   state_refresh_s=s.campaign_state_refresh_seconds,
+                                   limits=s.limits)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
+        # Domains that follow tracked events or keep records about users join the profiles
+        # domain here, through `server.interfaces`, and nowhere else.
+        for domain in (self.campaigns,):
+            self.profiles.add_listener(domain)
+            self.profiles.add_eraser(domain)
 
     def _servicers(self) -> list:
         return [
             (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
-             ModelAdminServicer(self.registry, self.settings.compute_threads)),
+             ModelAdminServicer(self.registry, self.pusher)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server, ProfileServicer(self.profiles)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server, CampaignServicer(self.campaigns)),

@@ -4,14 +4,73 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "Settings"]
+
+
+class Limits(BaseModel):
+    """Every bound a request is checked against (`server.validation` raises INVALID_ARGUMENT
+    naming the field). Environment: `TAILOR_LIMITS__<FIELD>`, e.g. `TAILOR_LIMITS__RECOMMEND_K`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id_bytes: int = Field(128, ge=1, le=240)
+    """Longest id (user, event, item, campaign, variant, decision) in UTF-8 bytes. Ids are store
+    keys, joined by 0x1F (which no id may contain) into keys LMDB caps at 511 bytes."""
+
+    request_bytes: int = 1024 * 1024
+    """Largest Recommend request accepted."""
+    batch_request_bytes: int = 16 * 1024 * 1024
+    """Largest RecommendBatch request accepted."""
+    batch_users: int = 1000
+    """Most requests in one RecommendBatch."""
+    recommend_k: int = 1000
+    """Most items one Recommend may ask for (k)."""
+    exclude_items: int = 1000
+    """Most exclude_item_ids in one Recommend."""
+
+    events_per_batch: int = 10_000
+    """Most events in one TrackEvents request (or one message of a TrackEventStream)."""
+    stream_read_ahead_events: int = Field(32_000, ge=1)
+    """Events a TrackEventStream reads ahead of its oldest uncommitted batch. Everything read
+    ahead joins the next transaction, so a deeper window means fewer commits (and fewer pages
+    written) per event, and more memory per stream."""
+    event_attributes: int = 32
+    """Most attributes on one tracked event."""
+    event_attribute_bytes: int = 1024
+    """Most UTF-8 bytes of one event's attribute keys and values together."""
+    profile_attributes: int = 64
+    """Most attributes one UpsertAttributes call may set."""
+    attribute_key_chars: int = 64
+    """Longest profile attribute key."""
+    attribute_value_chars: int = 1024
+    """Longest profile attribute value."""
+
+    campaign_variants: int = 1000
+    """Most variants in one campaign."""
+    campaign_context_features: int = 64
+    """Most context features one campaign may name."""
+    campaign_name_chars: int = 256
+    """Longest campaign name."""
+    campaign_salt_chars: int = 128
+    """Longest campaign salt."""
+    reward_window_seconds: float = 90 * 86400.0
+    """Longest reward window a campaign may set."""
+    context_entries: int = 64
+    """Most request context entries in one ChooseVariant."""
+
+    bundle_upload_bytes: int = 8 << 30
+    """Largest bundle (all files together) PushBundle accepts."""
+
+
+DEFAULT_LIMITS = Limits()
+"""The limits of a default `Settings()` (for domain objects built without one, in tests)."""
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TAILOR_", extra="ignore", env_nested_delimiter="__")
 
     host: str = "127.0.0.1"
     """Address to listen on for gRPC."""
@@ -28,15 +87,8 @@ class Settings(BaseSettings):
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     """Transport limit per message (bundle chunks, large batches)."""
-    max_request_bytes: int = 1024 * 1024
-    """Largest Recommend request accepted; larger ones get INVALID_ARGUMENT."""
-    max_batch_request_bytes: int = 16 * 1024 * 1024
-    """Largest RecommendBatch request accepted."""
-    max_batch_users: int = 1000
-    """Most users in one RecommendBatch."""
-    max_user_id_bytes: int = 128
-    max_exclude_items: int = 1000
-    max_context_entries: int = 64
+    limits: Limits = DEFAULT_LIMITS
+    """Bounds on what one request may carry (see `Limits`)."""
 
     batch_max_size: int = 64
     """Most Recommend calls grouped into one ONNX run and one FAISS search."""

@@ -11,7 +11,7 @@ Names (in the campaign's order):
     profile.count.<type>/<channel>/<d>d    log1p(count decayed with a half-life of d days)
 
 Users without a profile get 0 for every profile feature. Profile states are read through the
-profiles repository (`ProfileRepository.states`) and decoded with `kernels.features`.
+`ProfileStates` interface (`server.interfaces`) and decoded with `kernels.features`.
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ from kernels import features as kf
 
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES, ProfileSchema
+from ..validation import check_count
 
-__all__ = ["check_feature_names", "ContextBuilder"]
+__all__ = ["ContextBuilder", "check_feature_names"]
 
 _SCALARS = {
     "recency_days": lambda f: math.log1p(f["recency_s"] / 86400.0) if f["n_events"] else 0.0,
@@ -54,9 +55,8 @@ def _profile_reader(name: str) -> Callable[[dict], float] | None:
     return None
 
 
-def check_feature_names(names: Sequence[str]) -> None:
-    if len(names) > 64:
-        raise InvalidArgument("context_features", f"at most 64 features, got {len(names)}")
+def check_feature_names(names: Sequence[str], most: int) -> None:
+    check_count("context_features", len(names), most)
     if len(set(names)) != len(names):
         raise InvalidArgument("context_features", "names must be distinct")
     for i, name in enumerate(names):

@@ -11,8 +11,9 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,15 +21,21 @@ from kernels import bandits as B
 from kernels.bandit_stats import campaign_stats
 
 from ..batching import AdaptiveBatcher
+from ..config import DEFAULT_LIMITS, Limits
 from ..ids import RandomIds
+from ..interfaces import ProfileStates
 from ..store import Store
+from ..validation import check_count, check_id
 from ..writer_process import WriterProcess
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .policy import DecisionMaker
 from .repository import PENDING, CampaignRepository, RewardOutcome, RewardRequest
-from .spec import Campaign, CampaignSpec, check_id
+from .spec import Campaign, CampaignSpec
+
+if TYPE_CHECKING:
+    from ..profiles import TrackedEvent
 
 __all__ = ["Campaigns", "Choice"]
 
@@ -63,9 +70,14 @@ class _Entry:
 
 
 class Campaigns:
-    def __init__(self, store: Store, profiles, *, propensity_refresh_s: float = 0.25,
-                 state_refresh_s: float = 0.1, sweep_seconds: float = 1.0):
+    """Reads profile states through `ProfileStates`; is an `EventListener` (rewards from tracked
+    events) and a `UserEraser` (its decision indexes) for the profiles domain (`server.app`)."""
+
+    def __init__(self, store: Store, profiles: ProfileStates, *, propensity_refresh_s: float = 0.25,
+                 state_refresh_s: float = 0.1, sweep_seconds: float = 1.0,
+                 limits: Limits = DEFAULT_LIMITS):
         self.repo = CampaignRepository(store)
+        self.limits = limits
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
         self.state_refresh_s = state_refresh_s
@@ -83,8 +95,6 @@ class Campaigns:
                                     max_wait=0.0, name="decisions")
         self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
                                         max_wait=0.0, name="rewards")
-        profiles.repo.erasers.append(self.repo.erase_user)
-        profiles.listeners.append(self._on_events)
 
     async def start(self) -> None:
         """Wait for the writer process (raises if it cannot start)."""
@@ -92,13 +102,13 @@ class Campaigns:
 
     # -- definitions --------------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
-        spec = spec.validated()
+        spec = spec.validated(self.limits)
         now = time.time()
         campaign = Campaign(spec, created_at=now, updated_at=now)
         return await self._changing(asyncio.to_thread(self.repo.create, campaign, spec.new_state()))
 
     async def update(self, spec: CampaignSpec) -> Campaign:
-        spec = spec.validated()
+        spec = spec.validated(self.limits)
 
         def change(old: Campaign, state: B.BanditState):
             spec.check_update_of(old.spec)
@@ -107,7 +117,7 @@ class Campaigns:
         return await self._changing(asyncio.to_thread(self.repo.update, spec.campaign_id, change))
 
     async def archive(self, campaign_id: str) -> Campaign:
-        check_id("campaign_id", campaign_id)
+        check_id("campaign_id", campaign_id, self.limits.id_bytes)
 
         def change(old: Campaign, state):
             if old.archived:
@@ -117,7 +127,7 @@ class Campaigns:
         return await self._changing(asyncio.to_thread(self.repo.update, campaign_id, change))
 
     async def get(self, campaign_id: str) -> Campaign:
-        check_id("campaign_id", campaign_id)
+        check_id("campaign_id", campaign_id, self.limits.id_bytes)
         campaign = self.repo.get(campaign_id)
         if campaign is None:
             raise CampaignNotFound(campaign_id)
@@ -153,14 +163,17 @@ class Campaigns:
         if entry is None or entry.raw != raw:
             campaign = self.repo.parse(raw)
             entry = _Entry(raw, campaign, ContextBuilder(campaign.spec.context_features,
-                                                         self._profiles.repo.states,
+                                                         self._profiles.states,
                                                          self._profiles.layout))
             self._entries[campaign_id] = entry
         return entry
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float]) -> Choice:
-        check_id("campaign_id", campaign_id)
-        check_id("user_id", user_id)
+        lim = self.limits
+        check_id("campaign_id", campaign_id, lim.id_bytes)
+        check_id("user_id", user_id, lim.id_bytes)
+        if len(context) > lim.context_entries:  # compared inline: the hot path
+            check_count("context", len(context), lim.context_entries)
         raw, blob = self._snapshot(campaign_id)
         if raw is None:
             raise CampaignNotFound(campaign_id)
@@ -184,11 +197,11 @@ class Campaigns:
 
     # -- rewards ----------------------------------------------------------------------------------
     async def report(self, decision_id: str, reward: float) -> RewardOutcome:
-        check_id("decision_id", decision_id)
+        check_id("decision_id", decision_id, self.limits.id_bytes)
         return await self._changing(self._rewards.submit(RewardRequest(decision_id, float(reward))))
 
-    async def _on_events(self, events) -> None:
-        """Profiles listener: events carrying attributes["decision_id"] reward that decision."""
+    async def on_events(self, events: Sequence[TrackedEvent]) -> None:
+        """`EventListener`: events carrying attributes["decision_id"] reward that decision."""
         reqs = [RewardRequest(ev.attributes["decision_id"], user_id=ev.user_id, event_type=ev.type,
                               event_value=ev.value)
                 for ev in events if ev.attributes.get("decision_id")]
@@ -196,6 +209,11 @@ class Campaigns:
             await self._changing(asyncio.gather(*(self._rewards.submit(r) for r in reqs)))
         except Exception:  # never fail ingestion for a reward; say why
             logger.exception("rewarding %d decisions from tracked events failed", len(reqs))
+
+    def erase_user(self, txn, user_id: str) -> int:
+        """`UserEraser`: the index entries of the user's decisions (the records themselves
+        are keyed `<user>␟...` and go with the profile's erasure)."""
+        return self.repo.erase_user(txn, user_id)
 
     async def sweep_forever(self) -> None:
         """Give the default (or best event) reward to decisions whose window closed."""
@@ -211,7 +229,7 @@ class Campaigns:
 
     # -- stats and export -------------------------------------------------------------------------
     async def stats(self, campaign_id: str) -> tuple[Campaign, dict, dict]:
-        check_id("campaign_id", campaign_id)
+        check_id("campaign_id", campaign_id, self.limits.id_bytes)
         campaign, state, counters = await asyncio.to_thread(self.repo.stats_snapshot, campaign_id)
 
         def compute():
@@ -222,7 +240,7 @@ class Campaigns:
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False):
         if campaign_id:
-            check_id("campaign_id", campaign_id)
+            check_id("campaign_id", campaign_id, self.limits.id_bytes)
         for rec in self.repo.export(campaign_id, start, end, include_pending):
             if rec["reward"] is None:
                 rec["reward"] = float(np.nan)

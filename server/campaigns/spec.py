@@ -9,30 +9,16 @@ from dataclasses import dataclass, field
 
 from kernels import bandits as B
 
+from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES
-from ..store.keys import SEP_CHAR
+from ..validation import check_count, check_finite, check_id, check_known, check_text
 from .errors import ImmutableField
 
-__all__ = ["Variant", "RewardRule", "CampaignSpec", "Campaign", "check_id", "PARAM_NAMES",
-           "DEFAULT_WINDOW_S"]
+__all__ = ["Variant", "RewardRule", "CampaignSpec", "Campaign", "PARAM_NAMES", "DEFAULT_WINDOW_S"]
 
 PARAM_NAMES = tuple(f.name for f in dataclasses.fields(B.Params))
 DEFAULT_WINDOW_S = 86400.0
-MAX_WINDOW_S = 90 * 86400.0
-MAX_VARIANTS = 1000
-MAX_FEATURES = 64
-
-
-def check_id(name: str, value: str) -> None:
-    if not value or len(value.encode()) > 128 or SEP_CHAR in value:
-        raise InvalidArgument(name, "must be 1..128 bytes without control character 0x1F")
-
-
-def _finite(name: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise InvalidArgument(name, f"must be a finite number, got {value}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -89,41 +75,38 @@ class CampaignSpec:
     def best_event_reward(self) -> float:
         return max((r.ceiling for r in self.rewards), default=0.0)
 
-    def validated(self) -> "CampaignSpec":
+    def validated(self, limits: Limits = DEFAULT_LIMITS) -> "CampaignSpec":
         """Check every field; returns the spec with defaults filled in (salt, window)."""
-        check_id("campaign_id", self.campaign_id)
-        if self.channel not in CHANNELS:
-            raise InvalidArgument("channel", f"{self.channel!r} is unknown "
-                                  f"(known: {', '.join(CHANNELS)})")
-        if self.policy not in B.POLICIES:
-            raise InvalidArgument("policy", f"{self.policy!r} is unknown "
-                                  f"(known: {', '.join(B.POLICIES)})")
-        self._check_variants()
+        check_id("campaign_id", self.campaign_id, limits.id_bytes)
+        check_known("channel", self.channel, CHANNELS)
+        check_known("policy", self.policy, B.POLICIES)
+        self._check_variants(limits)
         self._check_params()
         self._check_rewards()
         window = self.reward_window_seconds or DEFAULT_WINDOW_S
-        if not 0 < window <= MAX_WINDOW_S:
-            raise InvalidArgument("reward_window_seconds", f"must be in (0, {MAX_WINDOW_S:g}]")
+        if not 0 < window <= limits.reward_window_seconds:
+            raise InvalidArgument("reward_window_seconds",
+                                  f"must be in (0, {limits.reward_window_seconds:g}]")
         from .context import check_feature_names
-        check_feature_names(self.context_features)
-        if len(self.name) > 256 or len(self.salt) > 128:
-            raise InvalidArgument("name", "at most 256 characters (salt at most 128)")
+        check_feature_names(self.context_features, limits.campaign_context_features)
+        check_text("name", self.name, limits.campaign_name_chars)
+        check_text("salt", self.salt, limits.campaign_salt_chars)
         return dataclasses.replace(self, reward_window_seconds=float(window),
                                    salt=self.salt or self.campaign_id)
 
-    def _check_variants(self) -> None:
-        if not 1 <= len(self.variants) <= MAX_VARIANTS:
-            raise InvalidArgument("variants",
-                                  f"need 1..{MAX_VARIANTS} variants, got {len(self.variants)}")
+    def _check_variants(self, limits: Limits) -> None:
+        if not self.variants:
+            raise InvalidArgument("variants", "need at least one variant")
+        check_count("variants", len(self.variants), limits.campaign_variants)
         seen = set()
         for i, v in enumerate(self.variants):
-            check_id(f"variants[{i}].id", v.id)
+            check_id(f"variants[{i}].id", v.id, limits.id_bytes)
             if v.id in seen:
-                raise InvalidArgument(f"variants[{i}].id", f"{v.id!r} is used twice")
+                raise InvalidArgument(f"variants[{i}].id", "is used twice")
             seen.add(v.id)
             for k, x in v.features.items():
-                _finite(f"variants[{i}].features[{k!r}]", x)
-            if not (_finite(f"variants[{i}].weight", v.weight) >= 0):
+                check_finite(f"variants[{i}].features[{k!r}]", x)
+            if not (check_finite(f"variants[{i}].weight", v.weight) >= 0):
                 raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")
         if self.policy == "fixed" and any(v.weight for v in self.variants) \
                 and not all(v.weight > 0 for v in self.variants):
@@ -135,7 +118,7 @@ class CampaignSpec:
             if key not in PARAM_NAMES:
                 raise InvalidArgument(f"params[{key!r}]",
                                       f"unknown (known: {', '.join(PARAM_NAMES)})")
-            _finite(f"params[{key!r}]", value)
+            check_finite(f"params[{key!r}]", value)
         try:
             self.new_state()
         except ValueError as err:
@@ -149,10 +132,10 @@ class CampaignSpec:
             if r.event_type in seen:
                 raise InvalidArgument(f"rewards[{i}].event_type", f"{r.event_type!r} is used twice")
             seen.add(r.event_type)
-            _finite(f"rewards[{i}].value", r.value)
-            if not _finite(f"rewards[{i}].cap", r.cap) >= 0:
+            check_finite(f"rewards[{i}].value", r.value)
+            if not check_finite(f"rewards[{i}].cap", r.cap) >= 0:
                 raise InvalidArgument(f"rewards[{i}].cap", "must be >= 0")
-        _finite("default_reward", self.default_reward)
+        check_finite("default_reward", self.default_reward)
         if self.binary_rewards:
             for i, r in enumerate(self.rewards):
                 if not 0 <= r.ceiling <= 1 or not 0 <= r.value <= 1:
@@ -165,7 +148,7 @@ class CampaignSpec:
         return self.policy == "bernoulli_ts"
 
     def check_reward(self, name: str, reward: float) -> float:
-        _finite(name, reward)
+        check_finite(name, reward)
         if self.binary_rewards and not 0 <= reward <= 1:
             raise InvalidArgument(name, "bernoulli_ts campaigns take rewards in [0, 1], "
                                   f"got {reward:g}")

@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,9 +16,10 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher
-from ..errors import InvalidArgument, NotFound
+from ..errors import NotFound
+from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
-from ..store.keys import SEP_CHAR
+from ..validation import check_count, check_id, check_known, check_text, shown
 from .events import EventRules, TrackedEvent, check_event
 from .history import HistoryBlend
 from .records import EventRecords
@@ -58,26 +59,37 @@ def mask(value: str) -> str:
 
 
 class Profiles:
-    def __init__(self, store: Store, registry, schema: ProfileSchema = ProfileSchema(),
+    """Implements `ProfileStates` for other domains; `add_listener`/`add_eraser` join theirs."""
+
+    def __init__(self, store: Store, bundles: BundleSource, schema: ProfileSchema = ProfileSchema(),
                  rules: EventRules = EventRules(), history: HistoryBlend = HistoryBlend()):
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout)
-        self.registry = registry
+        self.bundles = bundles
         self.rules = rules
         self.history = history
+        self.limits = rules.limits
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
                                        name="ingest")
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._blends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self.listeners: list[Callable[[list[TrackedEvent]], Awaitable[None]]] = []
-        """Called with the newly accepted events of each call (e.g. campaign rewards)."""
+        self._listeners: list[EventListener] = []
+        self._erasers: list[UserEraser] = []
+
+    def add_listener(self, listener: EventListener) -> None:
+        """`listener.on_events` gets the newly accepted events of every call."""
+        self._listeners.append(listener)
+
+    def add_eraser(self, eraser: UserEraser) -> None:
+        """`eraser.erase_user` runs inside every profile erasure's transaction."""
+        self._erasers.append(eraser)
 
     # -- ingestion -------------------------------------------------------------------------
     def _categories(self, events: Sequence[TrackedEvent]) -> list[str | None]:
         """Each event's item category in the active bundle (None: no bundle, item or category)."""
-        bundle = self.registry.active
+        bundle = self.bundles.active
         if bundle is None:
             return [None] * len(events)
         rows = [bundle.item_row.get(ev.item_id, -1) if ev.item_id else -1 for ev in events]
@@ -98,6 +110,9 @@ class Profiles:
         return out
 
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0) -> TrackResult:
+        """Check each event on its own and store the valid ones (one shared transaction);
+        `offset` is added to the indices of rejected events (batches of a stream)."""
+        check_count("events", len(events), self.limits.events_per_batch)
         now = time.time()
         result, valid = TrackResult(), []
         for i, ev in enumerate(events):
@@ -115,15 +130,18 @@ class Profiles:
             for ev in accepted:
                 if ev.type == "unsubscribe":
                     await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event", ev.timestamp)
-            for listener in self.listeners:
-                await listener(accepted)
+            for listener in self._listeners:
+                await listener.on_events(accepted)
         return result
 
     # -- attributes, consent, erasure ----------------------------------------------------------
     async def upsert_attributes(self, user_id: str, attributes: dict[str, str]) -> None:
-        _check_user(user_id)
-        if len(attributes) > 64 or any(len(k) > 64 or len(v) > 1024 for k, v in attributes.items()):
-            raise InvalidArgument("attributes", "at most 64 keys, keys <= 64 and values <= 1024 chars")
+        lim = self.limits
+        check_id("user_id", user_id, lim.id_bytes)
+        check_count("attributes", len(attributes), lim.profile_attributes)
+        for k, v in attributes.items():
+            check_text("attributes key", k, lim.attribute_key_chars)
+            check_text(f"attributes[{shown(k)}]", v, lim.attribute_value_chars)
 
         def change(meta):
             for k, v in attributes.items():
@@ -135,9 +153,8 @@ class Profiles:
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
                           timestamp: float = 0.0) -> None:
-        _check_user(user_id)
-        if channel not in CHANNELS:
-            raise InvalidArgument("channel", f"{channel!r} is unknown (known: {', '.join(CHANNELS)})")
+        check_id("user_id", user_id, self.limits.id_bytes)
+        check_known("channel", channel, CHANNELS)
         ts = timestamp or time.time()
 
         def change(meta):
@@ -145,15 +162,15 @@ class Profiles:
         await asyncio.to_thread(self.repo.update_meta, user_id, change)
 
     async def delete(self, user_id: str) -> int:
-        _check_user(user_id)
-        return await asyncio.to_thread(self.repo.delete_user, user_id)
+        check_id("user_id", user_id, self.limits.id_bytes)
+        return await asyncio.to_thread(self.repo.delete_user, user_id, self._erasers)
 
     async def drop_expired_events(self) -> int:
         return await asyncio.to_thread(self.repo.drop_events_before, time.time() - self.rules.retention_s)
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, user_id: str, max_events: int = 0, can_read_pii: bool = False) -> ProfileView:
-        _check_user(user_id)
+        check_id("user_id", user_id, self.limits.id_bytes)
         state, meta, events = self.repo.read(user_id, max_events)  # µs: an LMDB read snapshot
         if state is None and meta is None:
             raise NotFound("profile", user_id)
@@ -172,7 +189,7 @@ class Profiles:
 
     def _recent_ids(self, state) -> list[tuple[str, float, float]]:
         """Recent items oldest first, weighted as the active bundle's histories are."""
-        bundle = self.registry.active
+        bundle = self.bundles.active
         weights, half_life_s = self._weighting(bundle)
         codes, w = kf.recent_items(self.layout, state, half_life_s, weights=weights)
         rows = self._code_row(bundle) if bundle is not None else {}
@@ -204,6 +221,10 @@ class Profiles:
             table = {item_code(i): r for r, i in enumerate(bundle.items["item_ids"].tolist())}
             self._code_rows[bundle] = table
         return table
+
+    def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
+        """Feature states of many users from one read snapshot (None where there is none)."""
+        return self.repo.states(user_ids)
 
     def history_of(self, bundle, user_ids: Sequence[str], now: float | None = None):
         """Encoder input per user: the bundle's training history and the live profile's recent
@@ -272,7 +293,3 @@ def _trained_ts(bundle) -> np.ndarray:
         _TRAINED_TS[bundle] = out
     return out
 
-
-def _check_user(user_id: str) -> None:
-    if not user_id or len(user_id.encode()) > 128 or SEP_CHAR in user_id:
-        raise InvalidArgument("user_id", "must be 1..128 bytes without control character 0x1F")

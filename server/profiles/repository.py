@@ -11,6 +11,7 @@ import numpy as np
 from kernels import feature_layout as fl
 from kernels import features as kf
 
+from ..interfaces import UserEraser
 from ..store import Store, keys
 from . import seen
 from .codec import decode_states, update_records
@@ -33,9 +34,6 @@ class ProfileRepository:
         self._profiles, self._events = store.table("profiles"), store.table("events")
         self._dedupe, self._meta = store.table("dedupe"), store.table("meta")
         self._user_tables = [store.table(t) for t in keys.USER_TABLES]
-        self.erasers: list = []
-        """Extra `fn(txn, user_id) -> records removed` run inside the erasure transaction, for
-        records that mention a user outside a `<user>␟...` key (secondary indexes)."""
 
     # -- writes ----------------------------------------------------------------------------
     def ingest(self, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> IngestResult:
@@ -99,17 +97,18 @@ class ProfileRepository:
             return meta
         return self.store.write(fn)
 
-    def delete_user(self, user_id: str) -> int:
+    def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
         """Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
-        keys; `erasers` remove what mentions the user elsewhere."""
+        keys; `erasers` drop the records that mention the user elsewhere, in the same
+        transaction."""
         prefix = keys.user_prefix(user_id)
 
         def fn(txn):
             removed = 0
             for key, _ in self._events.scan_prefix(txn, prefix):
                 removed += self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
-            for eraser in self.erasers:
-                removed += eraser(txn, user_id)
+            for eraser in erasers:
+                removed += eraser.erase_user(txn, user_id)
             for table in self._user_tables:
                 removed += table.delete_prefix(txn, prefix)
             return removed

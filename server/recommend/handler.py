@@ -11,12 +11,11 @@ from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..batching import AdaptiveBatcher
 from ..profiles.seen import SeenSet
+from ..validation import SEP, check_count, check_id, check_range, shown
 from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 
 __all__ = ["Recommender", "bundle_histories"]
-
-MAX_K = 1000
 
 
 def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
@@ -29,6 +28,7 @@ class Recommender:
                  history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories,
                  seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None):
         self.settings = settings
+        self.limits = settings.limits
         self.registry = registry
         self.history_of = history_of
         self.seen_of = seen_of
@@ -44,23 +44,24 @@ class Recommender:
         # default (one spinning thread per core) fights the event loop and the other slot.
         faiss.omp_set_num_threads(self.settings.compute_threads)
 
-    def validate(self, q: RecQuery, field: str = "") -> RecQuery:
-        s = self.settings
-        uid = q.user_id.encode()
-        if not q.user_id.strip():
-            raise InvalidArgument(f"{field}user_id", "must not be empty")
-        if len(uid) > s.max_user_id_bytes:
-            raise InvalidArgument(f"{field}user_id", f"{len(uid)} bytes, at most {s.max_user_id_bytes}")
-        if not 1 <= q.k <= MAX_K:
-            raise InvalidArgument(f"{field}k", f"{q.k} is outside 1..{MAX_K}")
-        if len(q.exclude_item_ids) > s.max_exclude_items:
-            raise InvalidArgument(f"{field}exclude_item_ids",
-                                  f"{len(q.exclude_item_ids)} ids, at most {s.max_exclude_items}")
-        bundle = self.registry.active
-        for name in q.categories:
-            if not name or (bundle is not None and name not in bundle.category_code):
-                known = ", ".join(sorted(bundle.category_code)[:20]) if bundle else ""
-                raise InvalidArgument(f"{field}categories", f"unknown category {name!r} (known: {known})")
+    def validate(self, q: RecQuery, where: str = "") -> RecQuery:
+        """Check one query against the limits; `where` prefixes the field names (batches)."""
+        lim, uid = self.limits, q.user_id
+        # The hot path: compare inline (check_id's own fast test), and let the shared checks
+        # decide and word the rare refusal.
+        if not uid or len(uid) > lim.id_bytes >> 2 or SEP in uid:
+            check_id("user_id", uid, lim.id_bytes, where)
+        if not 1 <= q.k <= lim.recommend_k:
+            check_range("k", q.k, 1, lim.recommend_k, where)
+        if len(q.exclude_item_ids) > lim.exclude_items:
+            check_count("exclude_item_ids", len(q.exclude_item_ids), lim.exclude_items, where)
+        if q.categories:
+            bundle = self.registry.active
+            for name in q.categories:
+                if not name or (bundle is not None and name not in bundle.category_code):
+                    known = ", ".join(sorted(bundle.category_code)[:20]) if bundle else ""
+                    raise InvalidArgument(f"{where}categories",
+                                          f"unknown category {shown(name)} (known: {known})")
         return q
 
     def _run_batch(self, queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:
@@ -77,8 +78,7 @@ class Recommender:
     async def recommend_many(self, queries: Sequence[RecQuery]) -> list[RecResult]:
         if not queries:
             raise InvalidArgument("requests", "must not be empty")
-        if len(queries) > self.settings.max_batch_users:
-            raise InvalidArgument("requests", f"{len(queries)} requests, at most {self.settings.max_batch_users}")
+        check_count("requests", len(queries), self.limits.batch_users)
         for i, q in enumerate(queries):
             self.validate(q, f"requests[{i}].")
         self.registry.current()

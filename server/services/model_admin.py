@@ -1,21 +1,20 @@
-"""tailor.v1.ModelAdminService: push, status, rollback."""
+"""tailor.v1.ModelAdminService: push, status, rollback (the push workflow: `models.admin`)."""
 from __future__ import annotations
-
-import asyncio
-import logging
 
 from protos.tailor.v1 import model_admin_pb2 as pb
 from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
 
-from ..errors import InvalidArgument, grpc_errors
-from ..models import Bundle, BundleStaging, ModelRegistry, load_bundle
+from ..errors import grpc_errors
+from ..models import Bundle, BundleChunk, BundlePusher, ModelRegistry
 
-__all__ = ["ModelAdminServicer", "StatusConverter"]
-
-logger = logging.getLogger("tailor.services.model_admin")
+__all__ = ["ModelAdminConverter", "ModelAdminServicer"]
 
 
-class StatusConverter:
+class ModelAdminConverter:
+    @staticmethod
+    def to_chunk(msg: pb.BundleChunk) -> BundleChunk:
+        return BundleChunk(msg.path, msg.offset, msg.data, msg.stage_only)
+
     @staticmethod
     def from_bundle(bundle: Bundle | None) -> pb.LoadedBundle:
         if bundle is None:
@@ -34,44 +33,26 @@ class StatusConverter:
 
     @staticmethod
     def status(registry: ModelRegistry) -> pb.ModelStatus:
-        return pb.ModelStatus(active=StatusConverter.from_bundle(registry.active),
+        return pb.ModelStatus(active=ModelAdminConverter.from_bundle(registry.active),
                               previous_version=registry.previous_version(),
                               available_versions=registry.available_versions())
 
 
 class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
-    def __init__(self, registry: ModelRegistry, compute_threads: int = 1):
+    def __init__(self, registry: ModelRegistry, pusher: BundlePusher):
         self.registry = registry
-        self.compute_threads = compute_threads
+        self.pusher = pusher
 
     @grpc_errors
     async def PushBundle(self, request_iterator, context) -> pb.ModelStatus:
-        staging = BundleStaging(self.registry.bundles_dir)
-        try:
-            stage_only = None
-            async for chunk in request_iterator:
-                if stage_only is None:
-                    stage_only = chunk.stage_only
-                staging.write(chunk.path, chunk.offset, chunk.data)
-            if stage_only is None:
-                raise InvalidArgument("chunks", "the stream carried no bundle file")
-            loop = asyncio.get_running_loop()
-            bundle = await loop.run_in_executor(None, load_bundle, staging.dir, self.compute_threads)
-            bundle.path = staging.publish()
-        except BaseException:
-            staging.discard()
-            raise
-        if not stage_only:
-            await self.registry.install(bundle)
-            if not await self.registry.wait_for_workers(bundle.version):
-                logger.warning("not every worker reported bundle %s in time", bundle.version)
-        return StatusConverter.status(self.registry)
+        await self.pusher.push(ModelAdminConverter.to_chunk(c) async for c in request_iterator)
+        return ModelAdminConverter.status(self.registry)
 
     @grpc_errors
     async def GetModelStatus(self, request: pb.GetModelStatusRequest, context) -> pb.ModelStatus:
-        return StatusConverter.status(self.registry)
+        return ModelAdminConverter.status(self.registry)
 
     @grpc_errors
     async def Rollback(self, request: pb.RollbackRequest, context) -> pb.ModelStatus:
         await self.registry.rollback(request.version)
-        return StatusConverter.status(self.registry)
+        return ModelAdminConverter.status(self.registry)

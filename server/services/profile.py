@@ -1,7 +1,6 @@
 """tailor.v1.ProfileService."""
 from __future__ import annotations
 
-import asyncio
 import math
 
 import numpy as np
@@ -9,16 +8,12 @@ import numpy as np
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
-from ..errors import InvalidArgument, grpc_errors
-from ..profiles import Profiles, ProfileView, TrackedEvent, TrackResult
+from ..errors import grpc_errors
+from ..profiles import Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
 
 __all__ = ["ProfileServicer", "ProfileConverter", "can_read_pii"]
 
 PII_ROLES = frozenset({"pii-reader", "admin"})
-MAX_BATCH = 10_000
-MAX_IN_FLIGHT_EVENTS = 32_000
-"""Events a stream reads ahead of its oldest uncommitted batch. Everything read ahead joins the
-next transaction, so a deeper window means fewer commits (and fewer pages written) per event."""
 
 
 def can_read_pii(context) -> bool:
@@ -32,8 +27,6 @@ def can_read_pii(context) -> bool:
 class ProfileConverter:
     @staticmethod
     def to_events(msg: pb.TrackEventsRequest) -> list[TrackedEvent]:
-        if len(msg.events) > MAX_BATCH:
-            raise InvalidArgument("events", f"{len(msg.events)} events in one batch, at most {MAX_BATCH}")
         return [TrackedEvent(e.event_id, e.user_id, e.type, e.channel, e.campaign_id, e.item_id,
                              e.value, e.timestamp, dict(a) if (a := e.attributes) else {}, e)
                 for e in msg.events]  # most events have no attributes: skip copying the map
@@ -101,30 +94,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def TrackEventStream(self, request_iterator, context) -> pb.TrackEventsResponse:
-        """Batches are read ahead while earlier ones commit, so consecutive batches share
-        transactions; the reply comes only after every batch is committed."""
-        pending: list[asyncio.Task] = []
-        sizes: list[int] = []
-        offset = waited = in_flight = 0
-        try:
-            async for batch in request_iterator:
-                events = ProfileConverter.to_events(batch)
-                pending.append(asyncio.create_task(self.profiles.track(events, offset)))
-                sizes.append(len(events))
-                offset += len(events)
-                in_flight += len(events)
-                while in_flight > MAX_IN_FLIGHT_EVENTS:
-                    await pending[waited]
-                    in_flight -= sizes[waited]
-                    waited += 1
-            results = await asyncio.gather(*pending)
-        except BaseException:
-            for task in pending:
-                task.cancel()
-            raise
-        total = TrackResult(duplicates=sum(r.duplicates for r in results),
-                            rejected=[x for r in results for x in r.rejected])
-        return ProfileConverter.from_track(total, sum(len(r.accepted_ids) for r in results))
+        batches = (ProfileConverter.to_events(batch) async for batch in request_iterator)
+        total, accepted = await track_stream(self.profiles, batches)
+        return ProfileConverter.from_track(total, accepted)
 
     async def _profile(self, user_id: str, max_events: int, context) -> pb.Profile:
         view = await self.profiles.get(user_id, max_events, can_read_pii(context))

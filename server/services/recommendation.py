@@ -43,13 +43,13 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
 
     @grpc_errors
     async def Recommend(self, request: pb.RecommendRequest, context) -> pb.RecommendResponse:
-        _check_size(request, self.settings.max_request_bytes)
+        _check_size(request, self.settings.limits.request_bytes)
         result = await self.recommender.recommend(RecommendConverter.to_query(request))
         return RecommendConverter.from_result(result)
 
     @grpc_errors
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> pb.RecommendBatchResponse:
-        _check_size(request, self.settings.max_batch_request_bytes)
+        _check_size(request, self.settings.limits.batch_request_bytes)
         results = await self.recommender.recommend_many(
             [RecommendConverter.to_query(r) for r in request.requests])
         return pb.RecommendBatchResponse(responses=[RecommendConverter.from_result(r) for r in results])

@@ -111,3 +111,18 @@ async def test_rollback_to_unknown_version_is_not_found(client):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback, "no-such-version")
     assert err.value.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.fixture
+def small_upload_limit(settings):
+    settings.limits = settings.limits.model_copy(update={"bundle_upload_bytes": 4096})
+
+
+async def test_a_bundle_over_the_upload_limit_is_refused_and_leaves_nothing(
+        small_upload_limit, client, tailor_server, second_bundle, demo_manifest):
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, second_bundle)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "4096-byte" in str(err.value)
+    assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()] == [demo_manifest["version"]]
+    status = await asyncio.to_thread(client.model_status)
+    assert status["active"]["version"] == demo_manifest["version"]

@@ -10,7 +10,6 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
-from server.services import profile as profile_service
 from tests.conftest import store_mentions
 
 
@@ -57,8 +56,12 @@ async def test_stream_ingests_batches_and_reports_totals(stub):
     assert [r.index for r in reply.rejected] == [250, 501, 752, 1003]
 
 
-async def test_stream_longer_than_the_read_ahead_window_commits_every_batch(stub, monkeypatch):
-    monkeypatch.setattr(profile_service, "MAX_IN_FLIGHT_EVENTS", 300)
+@pytest.fixture
+def short_read_ahead(settings):
+    settings.limits = settings.limits.model_copy(update={"stream_read_ahead_events": 300})
+
+
+async def test_stream_longer_than_the_read_ahead_window_commits_every_batch(short_read_ahead, stub):
 
     async def batches():
         for b in range(6):

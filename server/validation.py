@@ -1,0 +1,81 @@
+"""The request checks every handler shares: ids, bounded strings, finite numbers, list sizes.
+
+Each `check_*` returns quietly or raises `InvalidArgument` naming the field (`where` prefixes
+it, e.g. "requests[3]."; it is joined only on failure, so the checks cost a few comparisons on
+the hot path). Messages echo at most a short prefix of a bad string; ids are never echoed: they
+may name a person, and errors are logged. The bounds themselves live in `server.config.Limits`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+
+from .errors import InvalidArgument
+from .store.keys import SEP_CHAR
+
+__all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_range",
+           "check_text", "id_problem", "shown"]
+
+SEP = SEP_CHAR
+"""The store's key separator (`server.store.keys`): no id may contain it."""
+
+PREFIX_CHARS = 16
+
+
+def shown(value: str) -> str:
+    """A short prefix of `value`, quoted, for an error message."""
+    return repr(value) if len(value) <= PREFIX_CHARS else repr(value[:PREFIX_CHARS]) + "..."
+
+
+def id_problem(value: str, max_bytes: int) -> str | None:
+    """None when `value` is a usable id (1..max_bytes UTF-8 bytes, no 0x1F), else why not."""
+    if not value:
+        return "is empty"
+    # An id of at most max_bytes // 4 characters fits (UTF-8: <= 4 bytes a character), so only
+    # longer ones are encoded to be measured.
+    if len(value) > max_bytes >> 2 and len(value.encode()) > max_bytes:
+        return f"is {len(value.encode())} bytes, at most {max_bytes}"
+    if SEP in value:
+        return "contains the control character 0x1F"
+    return None
+
+
+def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
+    # The common case (short, non-empty, no separator) costs three comparisons, no call.
+    if not value or len(value) > max_bytes >> 2 or SEP in value:
+        problem = id_problem(value, max_bytes)
+        if problem is not None:
+            raise InvalidArgument(where + field, problem)
+    return value
+
+
+def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:
+    if len(value) > max_chars:
+        raise InvalidArgument(where + field, f"{len(value)} characters, at most {max_chars} "
+                              f"({shown(value)})")
+    return value
+
+
+def check_known(field: str, value: str, known: Collection[str], where: str = "") -> str:
+    if value not in known:
+        raise InvalidArgument(where + field, f"{shown(value)} is unknown (known: {', '.join(known)})")
+    return value
+
+
+def check_finite(field: str, value: float, where: str = "") -> float:
+    if not math.isfinite(value):
+        raise InvalidArgument(where + field, f"must be a finite number, got {value}")
+    return float(value)
+
+
+def check_count(field: str, n: int, most: int, where: str = "") -> None:
+    """A list or map of `n` entries holds at most `most`."""
+    if n > most:
+        raise InvalidArgument(where + field, f"{n} entries, at most {most}")
+
+
+def check_range(field: str, value: float, low: float, high: float, where: str = ""):
+    """low <= value <= high."""
+    if not low <= value <= high:
+        raise InvalidArgument(where + field, f"{value:g} is outside {low:g}..{high:g}")
+    return value

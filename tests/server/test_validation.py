@@ -1,0 +1,87 @@
+"""One id rule and one set of limits for every service, through a real server and real stubs."""
+import time
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+
+BAD_USER_IDS = ["", "a\x1fb", "u" * 129, "é" * 65]  # 65 two-byte characters: 130 bytes
+GOOD_USER_IDS = ["é" * 64, " ", "user:42"]
+
+
+@pytest.fixture
+async def stubs(channel):
+    campaigns = cpb_grpc.CampaignServiceStub(channel)
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="c1", channel="email", variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])))
+    return (rpb_grpc.RecommendationServiceStub(channel), ppb_grpc.ProfileServiceStub(channel),
+            campaigns)
+
+
+def user_calls(stubs, user_id):
+    """(name, start the call) for every RPC that takes a user id directly, in an order that
+    works for a good id (a call starts as soon as it is made: made one at a time)."""
+    rec, prof, camp = stubs
+    return [
+        ("Recommend", lambda: rec.Recommend(rpb.RecommendRequest(user_id=user_id, k=3))),
+        ("RecommendBatch", lambda: rec.RecommendBatch(rpb.RecommendBatchRequest(
+            requests=[rpb.RecommendRequest(user_id=user_id, k=3)]))),
+        ("UpsertAttributes", lambda: prof.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user_id, attributes={"locale": "fr"}))),
+        ("SetConsent", lambda: prof.SetConsent(ppb.SetConsentRequest(
+            user_id=user_id, channel="email", opted_in=True))),
+        ("GetProfile", lambda: prof.GetProfile(ppb.GetProfileRequest(user_id=user_id))),
+        ("ChooseVariant", lambda: camp.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id="c1", user_id=user_id))),
+        ("DeleteProfile", lambda: prof.DeleteProfile(ppb.DeleteProfileRequest(user_id=user_id))),
+    ]
+
+
+def track(stubs, user_id):
+    event = ppb.Event(event_id=f"e-{time.monotonic_ns()}", user_id=user_id, type="click",
+                      timestamp=time.time())
+    return stubs[1].TrackEvents(ppb.TrackEventsRequest(events=[event]))
+
+
+@pytest.mark.parametrize("user_id", BAD_USER_IDS)
+async def test_every_service_refuses_the_same_bad_user_ids(stubs, user_id):
+    for name, call in user_calls(stubs, user_id):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+        assert "user_id" in err.value.details(), name
+        if user_id:
+            assert user_id not in err.value.details(), name  # ids are never echoed
+    reply = await track(stubs, user_id)
+    assert reply.accepted == 0 and reply.rejected[0].reason.startswith("user_id")
+
+
+@pytest.mark.parametrize("user_id", GOOD_USER_IDS)
+async def test_every_service_accepts_the_same_good_user_ids(stubs, user_id):
+    assert (await track(stubs, user_id)).accepted == 1
+    for _name, call in user_calls(stubs, user_id):
+        await call()  # raises on any error status
+
+
+async def test_limits_come_from_settings_and_name_the_field(stubs):
+    rec, _, camp = stubs
+    too_many = {f"k{i}": 1.0 for i in range(65)}
+    calls = [("context", camp.ChooseVariant(cpb.ChooseVariantRequest(
+                 campaign_id="c1", user_id="u1", context=too_many))),
+             ("requests", rec.RecommendBatch(rpb.RecommendBatchRequest(
+                 requests=[rpb.RecommendRequest(user_id="u1", k=1)] * 1001))),
+             ("exclude_item_ids", rec.Recommend(rpb.RecommendRequest(
+                 user_id="u1", k=1, exclude_item_ids=["x"] * 1001)))]
+    for field, call in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"{field}: "), err.value.details()
+    await camp.ChooseVariant(cpb.ChooseVariantRequest(
+        campaign_id="c1", user_id="u1", context=dict(list(too_many.items())[:64])))

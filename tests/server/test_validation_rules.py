@@ -1,0 +1,72 @@
+"""server.validation alone: the shared checks and what their messages show."""
+import math
+
+import pytest
+
+from server.errors import InvalidArgument
+from server.validation import (
+    check_count,
+    check_finite,
+    check_id,
+    check_known,
+    check_range,
+    check_text,
+    id_problem,
+)
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("u", None), ("a" * 128, None), ("€" * 42, None), ("😀" * 32, None), (" ", None),
+    ("", "is empty"), ("a" * 129, "is 129 bytes, at most 128"), ("€" * 43, "is 129 bytes, at most 128"),
+    ("😀" * 33, "is 132 bytes, at most 128"), ("a\x1fb", "contains the control character 0x1F"),
+])
+def test_one_id_rule_counts_utf8_bytes_and_refuses_the_key_separator(value, problem):
+    assert id_problem(value, 128) == problem
+
+
+def test_a_bad_id_names_the_field_with_its_prefix_and_never_echoes_the_value():
+    with pytest.raises(InvalidArgument) as err:
+        check_id("user_id", "alice\x1f@example.com", 128, "requests[2].")
+    assert err.value.field == "requests[2].user_id"
+    assert "alice" not in str(err.value)
+
+
+def test_strings_are_echoed_as_a_short_prefix_only():
+    with pytest.raises(InvalidArgument) as err:
+        check_text("name", "n" * 300, 256)
+    assert str(err.value) == "name: 300 characters, at most 256 ('nnnnnnnnnnnnnnnn'...)"
+    with pytest.raises(InvalidArgument) as err:
+        check_known("channel", "carrier-pigeon-and-more", ("web", "email"))
+    assert str(err.value) == "channel: 'carrier-pigeon-a'... is unknown (known: web, email)"
+    assert check_text("name", "n" * 256, 256) and check_known("channel", "web", ("web",))
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_numbers_must_be_finite(value):
+    with pytest.raises(InvalidArgument, match="^context.x: must be a finite number"):
+        check_finite("x", value, "context.")
+    assert check_finite("x", 1) == 1.0
+
+
+def test_counts_and_ranges_hold_at_their_bounds_and_fail_past_them():
+    check_count("events", 10, 10)
+    with pytest.raises(InvalidArgument, match="^events: 11 entries, at most 10$"):
+        check_count("events", 11, 10)
+    assert check_range("k", 1000, 1, 1000) == 1000
+    for k in (0, 1001):
+        with pytest.raises(InvalidArgument, match=f"^k: {k} is outside 1..1000$"):
+            check_range("k", k, 1, 1000)
+
+
+def test_every_limit_is_a_documented_setting_read_from_the_environment(monkeypatch):
+    import ast
+    import inspect
+    from itertools import pairwise
+
+    from server.config import Limits, Settings
+    monkeypatch.setenv("TAILOR_LIMITS__RECOMMEND_K", "5")
+    assert Settings().limits.recommend_k == 5 and Limits().recommend_k == 1000
+    body = ast.parse(inspect.getsource(Limits)).body[0].body
+    documented = {node.target.id for node, doc in pairwise(body)
+                  if isinstance(node, ast.AnnAssign) and isinstance(doc, ast.Expr)}
+    assert documented == set(Limits.model_fields)
