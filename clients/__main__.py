@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 
-from .client import TailorClient, TailorError
+from .client import TailorClient, TailorError, path_from_dict
 
 
 def _recommend(client: TailorClient, args) -> dict:
@@ -77,9 +77,22 @@ def _attribute_call(client: TailorClient, args) -> dict:
         raise SystemExit("attribute: give a path FILE ('-' for stdin) or --stored")
     source = open(args.file) if args.file != "-" else sys.stdin
     with source:
-        lines = (line.strip() for line in source if line.strip())
-        paths = (json.loads(line) if line.startswith("{") else line for line in lines)
-        return client.attribute(paths, args.model, timeout=args.timeout, **spec)
+        paths = [_path_line(n, line.strip()) for n, line in enumerate(source, 1) if line.strip()]
+    return client.attribute(paths, args.model, timeout=args.timeout, **spec)
+
+
+def _path_line(n: int, line: str):
+    """Line `n` of a path file, checked before anything is sent: a JSON object becomes a
+    tailor.v1.Path, anything else is a ChannelAttribution row (checked by the server)."""
+    if not line.startswith("{"):
+        return line
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        return path_from_dict(record)
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"line {n}: {err}") from None
 
 
 COMMANDS = {
