@@ -9,6 +9,7 @@ import faiss
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
+from ..profiles.schema import CHANNELS
 from ..batching import AdaptiveBatcher
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 
@@ -47,6 +48,9 @@ class Recommender:
             raise InvalidArgument(f"{field}user_id", f"{len(uid)} bytes, at most {s.max_user_id_bytes}")
         if not 1 <= q.k <= MAX_K:
             raise InvalidArgument(f"{field}k", f"{q.k} is outside 1..{MAX_K}")
+        if q.channel and q.channel not in CHANNELS:
+            raise InvalidArgument(f"{field}channel",
+                                  f"unknown channel {q.channel!r} (known: {', '.join(CHANNELS)})")
         if len(q.exclude_item_ids) > s.max_exclude_items:
             raise InvalidArgument(f"{field}exclude_item_ids",
                                   f"{len(q.exclude_item_ids)} ids, at most {s.max_exclude_items}")
