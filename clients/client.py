@@ -257,6 +257,22 @@ class TailorClient:
         req = camp_pb.GetCampaignStatsRequest(campaign_id=campaign_id)
         return _to_dict(self._call(self._campaigns.GetCampaignStats, req, timeout))
 
+    def sample_size(self, minimum_detectable_effect: float, *, baseline_rate: float | None = None,
+                    baseline_mean: float | None = None, variance: float = 0.0, alpha: float = 0.0,
+                    power: float = 0.0, arms: int = 0, allocation: Sequence[float] = (),
+                    timeout: float | None = None) -> dict:
+        """Observations per arm of an A/B/n test (GetSampleSize): give `baseline_rate`, or
+        `baseline_mean` with `variance`. {"per_arm", "total", "alpha_per_comparison", "test"}."""
+        req = camp_pb.GetSampleSizeRequest(
+            minimum_detectable_effect=minimum_detectable_effect, variance=variance, alpha=alpha,
+            power=power, arms=arms, allocation=allocation)
+        if baseline_rate is not None:
+            req.baseline_rate = baseline_rate
+        if baseline_mean is not None:
+            req.baseline_mean = baseline_mean
+        reply = self._call(self._campaigns.GetSampleSize, req, timeout)
+        return _to_dict(reply) | {"per_arm": list(reply.per_arm), "total": reply.total}
+
     def export_decisions(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                          include_pending: bool = False, timeout: float = 3600.0) -> Iterator[dict]:
         """Decision-log records as dicts in the `training.ope` JSON-lines format."""

@@ -169,12 +169,17 @@ def _n_control_means(d, alpha, power, ratio=1.0) -> float:
         df = n * (1 + ratio) - 2
         crit = sps.t.ppf(1 - alpha / 2, df)
         nc = d * np.sqrt(n * ratio / (1 + ratio))
-        return sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc) - power
+        got = sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc)
+        if not np.isfinite(got):  # scipy's noncentral t is NaN at some large df: normal limit
+            got = sps.norm.sf(crit - nc) + sps.norm.cdf(-crit - nc)
+        return got - power
 
     lo = 4.0 / (1 + ratio)  # two degrees of freedom
     if shortfall(lo) >= 0:
         return lo
     approx = (1 + 1 / ratio) * ((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)) / d) ** 2
+    if not approx < 1e18:  # t = z to many digits (or no finite size): the normal formula
+        return approx
     return optimize.brentq(shortfall, lo, max(2 * lo, 4 * approx + 10))
 
 
@@ -234,12 +239,16 @@ def sample_size(effect: float, *, baseline_rate: float | None = None, sd: float 
     if sd is not None and not (np.isfinite(sd) and sd > 0):
         raise ValueError("sd must be finite and > 0")
     a = alpha / (arms - 1)
-    total = 0.0
-    for arm in range(1, arms):
-        ratio = w[arm] / w[0]
-        n_c = (_n_control_proportions(baseline_rate, baseline_rate + effect, a, power, ratio)
-               if baseline_rate is not None else _n_control_means(abs(effect) / sd, a, power, ratio))
-        total = max(total, n_c * w.sum() / w[0])
+    ratios = np.unique(w[1:] / w[0])
+    with np.errstate(divide="ignore", over="ignore"):  # a tiny effect: inf, refused below
+        if baseline_rate is not None:  # closed form, every ratio at once
+            n_c = np.max(_n_control_proportions(baseline_rate, baseline_rate + effect, a, power,
+                                                ratios))
+        else:  # power grows with the treatment share: the smallest ratio needs the most
+            n_c = _n_control_means(abs(effect) / sd, a, power, ratios[0])
+        total = n_c * w.sum() / w[0]
+    if not np.isfinite(total):
+        raise ValueError("effect: too small for a finite sample size")
     per_arm = tuple(int(n) for n in np.ceil(total * w / w.sum()))
     return SampleSize(per_arm, sum(per_arm), a)
 
