@@ -27,7 +27,12 @@ from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .policy import DecisionMaker
-from .power import SampleSizeAnswer, SampleSizeQuery, sample_size, seconds_to_significance
+from .power import (
+    SampleSizeAnswer,
+    SampleSizeQuery,
+    sample_size,
+    seconds_to_significance,
+)
 from .repository import PENDING, CampaignRepository, RewardOutcome, RewardRequest
 from .spec import Campaign, CampaignSpec, check_id
 
