@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import UTC
 
-from .client import TailorClient, TailorError
+from .client import TailorClient, TailorError, path_from_dict
 
 
 def _recommend(client: TailorClient, args) -> dict:
@@ -36,6 +36,11 @@ def _campaign(client: TailorClient, args) -> dict:
         return client.choose_variant(args.campaign, args.user, dict(_pair(kv) for kv in args.context or ()))
     if args.action == "reward":
         return client.report_reward(args.decision, args.reward)
+    if args.action == "sample-size":
+        return client.sample_size(args.mde, baseline_rate=args.baseline_rate,
+                                  baseline_mean=args.baseline_mean, variance=args.variance,
+                                  alpha=args.alpha, power=args.power, arms=args.arms,
+                                  allocation=args.allocation or ())
     if args.action == "export":
         with open(args.out, "w") as fh:
             n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
@@ -78,9 +83,22 @@ def _attribute_call(client: TailorClient, args) -> dict:
         raise SystemExit("attribute: give a path FILE ('-' for stdin) or --stored")
     source = open(args.file) if args.file != "-" else sys.stdin
     with source:
-        lines = (line.strip() for line in source if line.strip())
-        paths = (json.loads(line) if line.startswith("{") else line for line in lines)
-        return client.attribute(paths, args.model, timeout=args.timeout, **spec)
+        paths = [_path_line(n, line.strip()) for n, line in enumerate(source, 1) if line.strip()]
+    return client.attribute(paths, args.model, timeout=args.timeout, **spec)
+
+
+def _path_line(n: int, line: str):
+    """Line `n` of a path file, checked before anything is sent: a JSON object becomes a
+    tailor.v1.Path, anything else is a ChannelAttribution row (checked by the server)."""
+    if not line.startswith("{"):
+        return line
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        return path_from_dict(record)
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"line {n}: {err}") from None
 
 
 COMMANDS = {
@@ -154,7 +172,8 @@ def _attribute_parser(sub, common) -> None:
 
 
 def _campaign_parser(sub, common) -> None:
-    ca = sub.add_parser("campaign", help="campaigns: create/update/archive, choose, reward, stats, export")
+    ca = sub.add_parser("campaign", help="campaigns: create/update/archive, choose, reward, stats, "
+                        "sample-size, export")
     acts = ca.add_subparsers(dest="action", required=True)
     for name in ("create", "update"):
         p = acts.add_parser(name, parents=[common], help=f"{name} from a CampaignSpec JSON file")
@@ -168,6 +187,18 @@ def _campaign_parser(sub, common) -> None:
     rw = acts.add_parser("reward", parents=[common], help="report the reward of a decision")
     rw.add_argument("--decision", required=True)
     rw.add_argument("--reward", type=float, required=True)
+    ss = acts.add_parser("sample-size", parents=[common], help="observations per arm an A/B/n test needs")
+    metric = ss.add_mutually_exclusive_group(required=True)
+    metric.add_argument("--baseline-rate", type=float, help="control conversion rate in (0, 1)")
+    metric.add_argument("--baseline-mean", type=float, help="control mean (with --variance)")
+    ss.add_argument("--variance", type=float, default=0.0, help="variance of the metric (means)")
+    ss.add_argument("--mde", type=float, required=True,
+                    help="minimum detectable effect: absolute treatment - control difference")
+    ss.add_argument("--alpha", type=float, default=0.05, help="two-sided, over all comparisons")
+    ss.add_argument("--power", type=float, default=0.8)
+    ss.add_argument("--arms", type=int, default=0, help="arms including the control (default 2)")
+    ss.add_argument("--allocation", type=float, action="append", metavar="WEIGHT",
+                    help="traffic weight of each arm, control first (repeat; default equal)")
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
     ex.add_argument("--campaign", default="")
     ex.add_argument("--out", required=True)

@@ -8,6 +8,7 @@ Errors surface as `TailorError` carrying the gRPC status code and the server's m
 """
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -258,6 +259,22 @@ class TailorClient:
         req = camp_pb.GetCampaignStatsRequest(campaign_id=campaign_id)
         return _to_dict(self._call(self._campaigns.GetCampaignStats, req, timeout))
 
+    def sample_size(self, minimum_detectable_effect: float, *, baseline_rate: float | None = None,
+                    baseline_mean: float | None = None, variance: float = 0.0, alpha: float = 0.0,
+                    power: float = 0.0, arms: int = 0, allocation: Sequence[float] = (),
+                    timeout: float | None = None) -> dict:
+        """Observations per arm of an A/B/n test (GetSampleSize): give `baseline_rate`, or
+        `baseline_mean` with `variance`. {"per_arm", "total", "alpha_per_comparison", "test"}."""
+        req = camp_pb.GetSampleSizeRequest(
+            minimum_detectable_effect=minimum_detectable_effect, variance=variance, alpha=alpha,
+            power=power, arms=arms, allocation=allocation)
+        if baseline_rate is not None:
+            req.baseline_rate = baseline_rate
+        if baseline_mean is not None:
+            req.baseline_mean = baseline_mean
+        reply = self._call(self._campaigns.GetSampleSize, req, timeout)
+        return _to_dict(reply) | {"per_arm": list(reply.per_arm), "total": reply.total}
+
     def export_decisions(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                          include_pending: bool = False, timeout: float = 3600.0) -> Iterator[dict]:
         """Decision-log records as dicts in the `training.ope` JSON-lines format."""
@@ -275,28 +292,31 @@ class TailorClient:
 
 
     # -- attribution -------------------------------------------------------------------------
-    def attribute(self, paths: Iterable[dict | str], model: str, *, chunk: int = 10_000,
-                  timeout: float = 600.0, **options) -> dict:
+    def attribute(self, paths: Iterable[dict | str | attr_pb.Path], model: str, *,
+                  chunk: int = 10_000, timeout: float = 600.0, **options) -> dict:
         """Attribute paths, streamed `chunk` at a time (AttributeStream). A path is a dict
         ({"path": ["a", "b"] | "a > b", "conversions": 1, "value": 0, "nulls": 0,
-        "timestamps": [...]}) or a ChannelAttribution row "a > b;conversions;value;nulls".
-        `options` are ModelSpec fields (order, shapley_form="rate", path_credits=True, ...)."""
+        "timestamps": [...]}), a tailor.v1.Path, or a ChannelAttribution row
+        "a > b;conversions;value;nulls". `options` are ModelSpec fields (order,
+        shapley_form="rate", path_credits=True, ...).
+
+        Every dict is checked before the upload starts: a bad one raises ValueError naming its
+        position (`paths[i]`) and key, and nothing is sent."""
         spec = attribution_spec(model, **options)
+        records = []
+        for i, p in enumerate(paths):
+            try:
+                records.append(path_from_dict(p) if isinstance(p, dict) else p)
+            except ValueError as err:
+                raise ValueError(f"paths[{i}]: {err}") from None
 
         def requests():
-            first, batch, rows = True, [], []
-            for p in paths:
-                if isinstance(p, str):
-                    rows.append(p)
-                else:
-                    batch.append(path_from_dict(p))
-                if len(batch) + len(rows) == chunk:
-                    yield attr_pb.AttributeRequest(spec=spec if first else None, paths=batch,
-                                                   channelattribution_rows=rows)
-                    first, batch, rows = False, [], []
-            if first or batch or rows:
-                yield attr_pb.AttributeRequest(spec=spec if first else None, paths=batch,
-                                               channelattribution_rows=rows)
+            for start in range(0, max(len(records), 1), chunk):
+                part = records[start:start + chunk]
+                yield attr_pb.AttributeRequest(
+                    spec=spec if start == 0 else None,
+                    paths=[p for p in part if isinstance(p, attr_pb.Path)],
+                    channelattribution_rows=[p for p in part if isinstance(p, str)])
         return _to_dict(_once(self._attribution.AttributeStream, requests(), timeout))
 
     def attribute_stored(self, model: str, *, by: str = "channel", start: float = 0,
@@ -330,14 +350,47 @@ def attribution_spec(model: str, *, shapley_form: str = "", **fields) -> attr_pb
                              **fields)
 
 
+PATH_KEYS = ("path", "conversions", "value", "nulls", "timestamps")
+
+
 def path_from_dict(p: dict) -> attr_pb.Path:
     """A tailor.v1.Path from {"path": list | "a > b", "conversions" (default 1), "value",
-    "nulls", "timestamps"} (the `python -m training attribute` JSON Lines format)."""
+    "nulls", "timestamps"} (the `python -m training attribute` JSON Lines format).
+
+    Raises ValueError naming the key at fault (unknown, missing or of the wrong type)."""
+    unknown = [k for k in p if k not in PATH_KEYS]
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r}; a path record has the keys "
+                         f"{', '.join(PATH_KEYS)} (channels go in \"path\": [\"a\", \"b\"])")
+    if "path" not in p:
+        raise ValueError("missing key 'path' (a list of channel names or \"a > b > c\")")
     path = p["path"]
-    channels, text = (path, "") if isinstance(path, list) else ((), path)
-    return attr_pb.Path(channels=channels, path=text, conversions=float(p.get("conversions", 1)),
-                        value=float(p.get("value", 0)), nulls=float(p.get("nulls", 0)),
-                        timestamps=p.get("timestamps") or ())
+    if isinstance(path, list) and all(isinstance(c, str) for c in path):
+        channels, text = path, ""
+    elif isinstance(path, str):
+        channels, text = (), path
+    else:
+        raise ValueError(f"key 'path': expected a list of channel names or \"a > b > c\", "
+                         f"got {path!r}")
+    stamps = p.get("timestamps") or []
+    if not isinstance(stamps, list):
+        raise ValueError(f"key 'timestamps': expected a list of numbers, got {stamps!r}")
+    return attr_pb.Path(channels=channels, path=text, conversions=_count(p, "conversions", 1),
+                        value=_count(p, "value", 0), nulls=_count(p, "nulls", 0),
+                        timestamps=[_number(t, "timestamps") for t in stamps])
+
+
+def _count(p: dict, key: str, default: float) -> float:
+    x = _number(p.get(key, default), key)
+    if not (math.isfinite(x) and x >= 0):
+        raise ValueError(f"key {key!r}: must be finite and >= 0, got {x}")
+    return x
+
+
+def _number(x, key: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ValueError(f"key {key!r}: expected a number, got {x!r}")
+    return float(x)
 
 
 def _once(fn, request, timeout):

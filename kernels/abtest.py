@@ -15,7 +15,8 @@ from scipy import stats as sps
 
 __all__ = [
     "TestResult", "two_proportion_ztest", "welch_ttest", "prob_beat_control", "srm_check",
-    "msprt", "sample_size_proportions", "sample_size_means", "ab_analysis",
+    "msprt", "SampleSize", "sample_size", "sample_size_proportions", "sample_size_means",
+    "ab_analysis",
 ]
 
 
@@ -55,8 +56,15 @@ def _mean_var(n, s, ss):
     return mean, var
 
 
-def welch_ttest(n_c, s_c, ss_c, n_t, s_t, ss_t, level: float = 0.95) -> TestResult:
-    """Welch t-test of mean_t - mean_c from (count, sum, sum of squares) of each group."""
+def welch_ttest(n_c, s_c, ss_c, n_t, s_t, ss_t, level: float = 0.95,
+                use_scipy: bool = True) -> TestResult:
+    """Welch t-test of mean_t - mean_c from (count, sum, sum of squares) of each group.
+
+    The statistic and p-value come from `scipy.stats.ttest_ind_from_stats` (same numbers as the
+    NumPy reference, `use_scipy=False`, to rounding; several times faster). Groups of one
+    observation (no variance estimate; scipy answers NaN) and zero-variance pairs (t = 0, p = 1)
+    take the reference formulas, as does the interval.
+    """
     _check_n(n_c, n_t)
     mc, vc = _mean_var(n_c, s_c, ss_c)
     mt, vt = _mean_var(n_t, s_t, ss_t)
@@ -65,10 +73,17 @@ def welch_ttest(n_c, s_c, ss_c, n_t, s_t, ss_t, level: float = 0.95) -> TestResu
     with np.errstate(divide="ignore", invalid="ignore"):
         df = (a + b) ** 2 / (a ** 2 / np.maximum(np.asarray(n_c) - 1, 1)
                              + b ** 2 / np.maximum(np.asarray(n_t) - 1, 1))
-        t = np.where(se > 0, (mt - mc) / se, 0.0)
+        if use_scipy and np.all(np.asarray(n_c) > 1) and np.all(np.asarray(n_t) > 1):
+            res = sps.ttest_ind_from_stats(mt, np.sqrt(vt), n_t, mc, np.sqrt(vc), n_c,
+                                           equal_var=False)
+            t, p = np.where(se > 0, res.statistic, 0.0), np.where(se > 0, res.pvalue, 1.0)
+        else:
+            t, p = np.where(se > 0, (mt - mc) / se, 0.0), None
     df = np.where(np.isfinite(df), df, 1.0)
+    if p is None:
+        p = 2 * sps.t.sf(np.abs(t), df)
     half = sps.t.ppf(0.5 + level / 2, df) * se
-    return TestResult(t, 2 * sps.t.sf(np.abs(t), df), mt - mc, mt - mc - half, mt - mc + half)
+    return TestResult(t, p, mt - mc, mt - mc - half, mt - mc + half)
 
 
 def prob_beat_control(x_c, n_c, x_t, n_t, prior=(1.0, 1.0)) -> float:
@@ -128,15 +143,52 @@ def msprt(diff, var_diff, tau2: float):
     return np.minimum.accumulate(p, axis=-1)
 
 
+class SampleSize(NamedTuple):
+    """Observations per arm (control first), their total, and the two-sided significance
+    level of each comparison with the control (alpha / (arms - 1), Bonferroni)."""
+
+    per_arm: tuple[int, ...]
+    total: int
+    alpha: float
+
+
+def _n_control_proportions(p_c, p_t, alpha, power, ratio=1.0) -> float:
+    """Control n (treatment: ratio * n) of a two-sided two-proportion z-test, pooled null
+    variance (Fleiss), not rounded."""
+    za, zb = sps.norm.ppf(1 - alpha / 2), sps.norm.ppf(power)
+    pbar = (p_c + ratio * p_t) / (1 + ratio)
+    num = (za * np.sqrt(pbar * (1 - pbar) * (1 + 1 / ratio))
+           + zb * np.sqrt(p_c * (1 - p_c) + p_t * (1 - p_t) / ratio))
+    return num ** 2 / (p_t - p_c) ** 2
+
+
+def _n_control_means(d, alpha, power, ratio=1.0) -> float:
+    """Control n (treatment: ratio * n) of a two-sided two-sample t-test at standardised
+    effect d, exact (noncentral t), not rounded."""
+    def shortfall(n):
+        df = n * (1 + ratio) - 2
+        crit = sps.t.ppf(1 - alpha / 2, df)
+        nc = d * np.sqrt(n * ratio / (1 + ratio))
+        got = sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc)
+        if not np.isfinite(got):  # scipy's noncentral t is NaN at some large df: normal limit
+            got = sps.norm.sf(crit - nc) + sps.norm.cdf(-crit - nc)
+        return got - power
+
+    lo = 4.0 / (1 + ratio)  # two degrees of freedom
+    if shortfall(lo) >= 0:
+        return lo
+    approx = (1 + 1 / ratio) * ((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)) / d) ** 2
+    if not approx < 1e18:  # t = z to many digits (or no finite size): the normal formula
+        return approx
+    return optimize.brentq(shortfall, lo, max(2 * lo, 4 * approx + 10))
+
+
 def sample_size_proportions(p_c: float, p_t: float, alpha: float = 0.05,
                             power: float = 0.8) -> int:
     """Per-group n for a two-sided two-proportion z-test (pooled null variance, Fleiss)."""
     if not (0 < p_c < 1 and 0 < p_t < 1 and p_c != p_t):
         raise ValueError("p_c and p_t must be distinct probabilities in (0, 1)")
-    za, zb = sps.norm.ppf(1 - alpha / 2), sps.norm.ppf(power)
-    pbar = (p_c + p_t) / 2
-    num = za * np.sqrt(2 * pbar * (1 - pbar)) + zb * np.sqrt(p_c * (1 - p_c) + p_t * (1 - p_t))
-    return int(np.ceil(num ** 2 / (p_t - p_c) ** 2))
+    return int(np.ceil(_n_control_proportions(p_c, p_t, alpha, power)))
 
 
 def sample_size_means(effect: float, sd: float = 1.0, alpha: float = 0.05,
@@ -144,17 +196,61 @@ def sample_size_means(effect: float, sd: float = 1.0, alpha: float = 0.05,
     """Per-group n for a two-sided two-sample t-test (exact, noncentral t; Cohen's tables)."""
     if not (effect != 0 and sd > 0):
         raise ValueError("effect must be non-zero and sd > 0")
-    d = abs(effect) / sd
+    return int(np.ceil(_n_control_means(abs(effect) / sd, alpha, power)))
 
-    def shortfall(n):
-        df = 2 * n - 2
-        crit = sps.t.ppf(1 - alpha / 2, df)
-        nc = d * np.sqrt(n / 2)
-        return sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc) - power
 
-    approx = 2 * ((sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power)) / d) ** 2
-    n = optimize.brentq(shortfall, 2.0, max(4.0, 4 * approx + 10))
-    return int(np.ceil(n))
+def sample_size(effect: float, *, baseline_rate: float | None = None, sd: float | None = None,
+                alpha: float = 0.05, power: float = 0.8, arms: int = 2,
+                allocation=None) -> SampleSize:
+    """Observations per arm for every treatment arm to detect `effect` against arm 0.
+
+    Parameters
+    ----------
+    effect : float
+        Smallest treatment - control difference worth detecting (absolute; a rate difference
+        for proportions).
+    baseline_rate : float, optional
+        Control conversion rate in (0, 1): two-proportion z-test (pooled null variance).
+    sd : float, optional
+        Standard deviation of the metric (give this or `baseline_rate`): two-sample t-test.
+    alpha, power : float
+        Two-sided family-wise significance (split over the arms - 1 comparisons) and power.
+    arms : int
+        Number of arms including the control (>= 2).
+    allocation : sequence of float, optional
+        Traffic weight per arm, control first (default: equal split).
+
+    Returns
+    -------
+    SampleSize
+        Each arm gets its share of the smallest total with which every comparison reaches
+        the power; with two equal arms `per_arm` is `sample_size_proportions` /
+        `sample_size_means` for both.
+    """
+    w = np.ones(arms) if allocation is None else np.asarray(allocation, dtype=np.float64)
+    if arms < 2 or w.shape != (arms,) or not (np.isfinite(w).all() and (w > 0).all()):
+        raise ValueError("allocation: need one finite weight > 0 per arm, arms >= 2")
+    if (baseline_rate is None) == (sd is None):
+        raise ValueError("give baseline_rate or sd")
+    if not (0 < alpha < 1 and 0 < power < 1 and np.isfinite(effect) and effect != 0):
+        raise ValueError("alpha and power must be in (0, 1), effect finite and non-zero")
+    if baseline_rate is not None and not (0 < baseline_rate < 1 and 0 < baseline_rate + effect < 1):
+        raise ValueError("baseline_rate and baseline_rate + effect must be in (0, 1)")
+    if sd is not None and not (np.isfinite(sd) and sd > 0):
+        raise ValueError("sd must be finite and > 0")
+    a = alpha / (arms - 1)
+    ratios = np.unique(w[1:] / w[0])
+    with np.errstate(divide="ignore", over="ignore"):  # a tiny effect: inf, refused below
+        if baseline_rate is not None:  # closed form, every ratio at once
+            n_c = np.max(_n_control_proportions(baseline_rate, baseline_rate + effect, a, power,
+                                                ratios))
+        else:  # power grows with the treatment share: the smallest ratio needs the most
+            n_c = _n_control_means(abs(effect) / sd, a, power, ratios[0])
+        total = n_c * w.sum() / w[0]
+    if not np.isfinite(total):
+        raise ValueError("effect: too small for a finite sample size")
+    per_arm = tuple(int(n) for n in np.ceil(total * w / w.sum()))
+    return SampleSize(per_arm, sum(per_arm), a)
 
 
 def ab_analysis(n, s, ss, weights, control: int = 0, binary: bool = True,

@@ -46,12 +46,24 @@ class PathSet:
             if timestamps[i] and len(timestamps[i]) != len(seq):
                 raise InvalidArgument(f"paths[{self.n_paths + i}].timestamps", f"{len(seq)} "
                                       f"touches but {len(timestamps[i])} timestamps")
+            if timestamps[i] and not np.isfinite(timestamps[i]).all():
+                raise InvalidArgument(f"paths[{self.n_paths + i}].timestamps", "must be finite")
         if not seqs:
             return
+        for name, column in (("conversions", conversions), ("value", value), ("nulls", nulls)):
+            self._check_counts(name, np.asarray(column, dtype=np.float64))
         untimed = [i for i, ts in enumerate(timestamps) if not ts]
         paths = Paths.from_sequences(seqs, conversions, value, nulls,
                                      timestamps=None if untimed else timestamps)
         self._add(paths, untimed[0] if untimed else None)
+
+    def _check_counts(self, name: str, column: np.ndarray) -> None:
+        """Each path's count is finite and >= 0 (the error names the first bad path)."""
+        bad = np.flatnonzero(~(np.isfinite(column) & (column >= 0)))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidArgument(f"paths[{self.n_paths + i}].{name}",
+                                  f"must be finite and >= 0, got {float(column[i])}")
 
     def add_rows(self, rows: Sequence[str]) -> None:
         """ChannelAttribution rows, ``a > b > c;conversions;value;nulls`` (no timestamps)."""

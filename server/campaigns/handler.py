@@ -31,6 +31,12 @@ from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .policy import DecisionMaker
+from .power import (
+    SampleSizeAnswer,
+    SampleSizeQuery,
+    sample_size,
+    seconds_to_significance,
+)
 from .repository import PENDING, CampaignRepository, RewardOutcome, RewardRequest
 from .spec import Campaign, CampaignSpec
 
@@ -234,8 +240,19 @@ class Campaigns:
 
         def compute():
             with self._stats_lock:
-                return campaign_stats(state, self._stats_rng, n_mc=20000)
+                st = campaign_stats(state, self._stats_rng, n_mc=20000)
+            elapsed = time.time() - campaign.created_at
+            made = sum(counters["decisions"]) + counters["holdout"]
+            st["decisions_per_second"] = made / elapsed if elapsed > 0 else 0.0
+            for row in st.get("ab", []):
+                row["seconds_to_significance"] = seconds_to_significance(
+                    row, state, counters["decisions"], elapsed)
+            return st
         return campaign, await asyncio.to_thread(compute), counters
+
+    async def sample_size(self, query: SampleSizeQuery) -> SampleSizeAnswer:
+        """Observations per arm of an A/B/n test (`power.sample_size`; no campaign needed)."""
+        return await asyncio.to_thread(sample_size, query, self.limits.campaign_variants)
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False):

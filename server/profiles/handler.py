@@ -49,6 +49,8 @@ class ProfileView:
     pii_masked: bool
     created_at: float
     updated_at: float
+    category_names: dict[int, str] = field(default_factory=dict)
+    """Name of each category code in `features["category_affinity"]`."""
 
 
 def mask(value: str) -> str:
@@ -75,6 +77,7 @@ class Profiles:
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._blends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._category_names: dict[int, str] = {}  # codes never change once assigned
         self._listeners: list[EventListener] = []
         self._erasers: list[UserEraser] = []
 
@@ -179,13 +182,20 @@ class Profiles:
         masked = not can_read_pii and any(k in PII_KEYS for k in attrs)
         if masked:
             attrs = {k: mask(v) if k in PII_KEYS else v for k, v in attrs.items()}
-        feats, recent = None, []
+        feats, recent, names = None, [], {}
         if state is not None:
             feats = kf.read_features(self.layout, state, time.time())
             recent = self._recent_ids(state)
+            names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
         first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
         return ProfileView(user_id, attrs, meta["consent"], feats, recent, events, masked,
-                           meta.get("created_at") or first, meta.get("updated_at", 0.0))
+                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names)
+
+    def _names_of(self, codes: list[int]) -> dict[int, str]:
+        """Category names of stored codes (re-read when another worker assigned new codes)."""
+        if any(c not in self._category_names for c in codes):
+            self._category_names = self.repo.category_names()
+        return {c: self._category_names.get(c, f"code:{c}") for c in codes}
 
     def _recent_ids(self, state) -> list[tuple[str, float, float]]:
         """Recent items oldest first, weighted as the active bundle's histories are."""

@@ -148,6 +148,13 @@ class ProfileRepository:
         return (decode_states(self.layout, [state])[0] if state else None,
                 json.loads(meta) if meta else None, events)
 
+    def category_names(self) -> dict[int, str]:
+        """Every assigned category code with its name (`_category_codes` assigns them)."""
+        prefix = keys.CATEGORY_PREFIX
+        with self.store.read() as txn:
+            found = self._meta.scan_prefix(txn, prefix)
+        return {int(code): key[len(prefix):].decode() for key, code in found}
+
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Feature states for many users in one snapshot (None where there is none)."""
         feature_key = keys.feature_key

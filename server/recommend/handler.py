@@ -9,9 +9,10 @@ import faiss
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
+from ..profiles.schema import CHANNELS
 from ..batching import AdaptiveBatcher
 from ..profiles.seen import SeenSet
-from ..validation import SEP, check_count, check_id, check_range, shown
+from ..validation import SEP, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 
@@ -53,6 +54,8 @@ class Recommender:
             check_id("user_id", uid, lim.id_bytes, where)
         if not 1 <= q.k <= lim.recommend_k:
             check_range("k", q.k, 1, lim.recommend_k, where)
+        if q.channel and q.channel not in CHANNELS:  # empty: no channel given
+            check_known("channel", q.channel, CHANNELS, where)
         if len(q.exclude_item_ids) > lim.exclude_items:
             check_count("exclude_item_ids", len(q.exclude_item_ids), lim.exclude_items, where)
         if q.categories:

@@ -6,7 +6,8 @@ import math
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 
-from ..campaigns import Campaign, CampaignSpec, Campaigns, Choice, RewardRule, Variant
+from ..campaigns import (Campaign, CampaignSpec, Campaigns, Choice, RewardRule, SampleSizeAnswer,
+                         SampleSizeQuery, Variant)
 from ..errors import grpc_errors
 
 __all__ = ["CampaignServicer", "CampaignConverter"]
@@ -59,7 +60,8 @@ class CampaignConverter:
         out = pb.CampaignStats(
             campaign_id=campaign.spec.campaign_id, policy=campaign.spec.policy,
             holdout_decisions=counters["holdout"], holdout_rewarded=counters["holdout_rewarded"],
-            holdout_rewards=counters["holdout_rewards"], pending=counters["pending"])
+            holdout_rewards=counters["holdout_rewards"], pending=counters["pending"],
+            decisions_per_second=st["decisions_per_second"])
         for a, vid in enumerate(ids):
             out.variants.append(pb.VariantStats(
                 variant_id=vid, decisions=made[a], pulls=st["pulls"][a], rewards=st["rewards"][a],
@@ -71,8 +73,25 @@ class CampaignConverter:
                 ci_low=row["ci_low"], ci_high=row["ci_high"], statistic=row["statistic"],
                 pvalue=row["pvalue"], prob_beat_control=_num(row["prob_beat_control"]),
                 msprt_pvalue=row["msprt_pvalue"], srm_pvalue=_num(row["srm_pvalue"]),
-                srm_mismatch=bool(row["srm_mismatch"])))
+                srm_mismatch=bool(row["srm_mismatch"]),
+                seconds_to_significance=row["seconds_to_significance"]))
         return out
+
+    @staticmethod
+    def to_sample_size(msg: pb.GetSampleSizeRequest) -> SampleSizeQuery:
+        which = msg.WhichOneof("baseline")
+        return SampleSizeQuery(
+            minimum_detectable_effect=msg.minimum_detectable_effect,
+            baseline_rate=msg.baseline_rate if which == "baseline_rate" else None,
+            baseline_mean=msg.baseline_mean if which == "baseline_mean" else None,
+            variance=msg.variance, alpha=msg.alpha, power=msg.power, arms=msg.arms,
+            allocation=tuple(msg.allocation))
+
+    @staticmethod
+    def from_sample_size(res: SampleSizeAnswer) -> pb.GetSampleSizeResponse:
+        return pb.GetSampleSizeResponse(per_arm=res.per_arm, total=res.total,
+                                        alpha_per_comparison=res.alpha_per_comparison,
+                                        test=res.test)
 
     @staticmethod
     def from_record(rec: dict) -> pb.DecisionRecord:
@@ -129,6 +148,12 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     async def GetCampaignStats(self, request: pb.GetCampaignStatsRequest,
                                context) -> pb.CampaignStats:
         return CampaignConverter.from_stats(*await self.campaigns.stats(request.campaign_id))
+
+    @grpc_errors
+    async def GetSampleSize(self, request: pb.GetSampleSizeRequest,
+                            context) -> pb.GetSampleSizeResponse:
+        answer = await self.campaigns.sample_size(CampaignConverter.to_sample_size(request))
+        return CampaignConverter.from_sample_size(answer)
 
     @grpc_errors
     async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):

@@ -46,13 +46,14 @@ class ProfileConverter:
             out.consent[channel].CopyFrom(pb.Consent(opted_in=c["opted_in"], source=c["source"],
                                                      timestamp=c["timestamp"]))
         if view.features is not None:
-            out.features.CopyFrom(ProfileConverter._features(view.features, layout))
+            out.features.CopyFrom(ProfileConverter._features(view.features, layout,
+                                                              view.category_names))
         out.recent_items.extend(pb.RecentItem(item_id=i, weight=w, timestamp=t) for i, w, t in view.recent_items)
         out.events.extend(pb.Event.FromString(raw) for raw in view.events)
         return out
 
     @staticmethod
-    def _features(f: dict, layout) -> pb.Features:
+    def _features(f: dict, layout, category_names: dict[int, str]) -> pb.Features:
         days = [f"{h / 86400:g}d" for h in layout.half_lives_s]
         T, C = layout.event_types, layout.channels
         msg = pb.Features(recency_seconds=_num(f["recency_s"]), frequency=f["frequency_all"],
@@ -66,7 +67,7 @@ class ProfileConverter:
         for h, v in enumerate(f["monetary_decayed"].tolist()):
             msg.monetary_decayed[days[h]] = v
         for (h, k), v in _nonzero(f["category_affinity"]):
-            msg.category_affinity[f"{k}/{days[h]}"] = v
+            msg.category_affinity[f"{category_names.get(k, f'code:{k}')}/{days[h]}"] = v
         for c, name in enumerate(C):
             if f["sends_all"][c] or f["opens_all"][c] or f["clicks_all"][c]:
                 msg.channel_rates[name].CopyFrom(pb.ChannelRates(

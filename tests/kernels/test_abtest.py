@@ -98,3 +98,70 @@ def test_inputs_are_validated():
         abtest.two_proportion_ztest(1, 0, 1, 10)
     with pytest.raises(ValueError, match="tau2"):
         abtest.msprt(0.1, 0.01, tau2=0)
+
+
+def test_welch_on_scipy_gives_the_numpy_reference_results():
+    rng = np.random.default_rng(6)
+    n_c, n_t = rng.integers(2, 500, 2000), rng.integers(2, 500, 2000)
+    mean_c, mean_t = rng.normal(0, 1, 2000), rng.normal(0.1, 1, 2000)
+    var_c, var_t = rng.exponential(1, 2000), rng.exponential(2, 2000)
+    var_c[:50] = var_t[:50] = 0.0  # zero-variance pairs (exact sums): t = 0, p = 1
+    mean_c[:50], mean_t[:50] = 1.0, 3.0
+    stats = [n_c, mean_c * n_c, var_c * (n_c - 1) + mean_c ** 2 * n_c,
+             n_t, mean_t * n_t, var_t * (n_t - 1) + mean_t ** 2 * n_t]
+    fast, ref = abtest.welch_ttest(*stats), abtest.welch_ttest(*stats, use_scipy=False)
+    for got, want in zip(fast, ref):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    assert (fast.pvalue[:50] == 1.0).all() and (fast.statistic[:50] == 0.0).all()
+    one = abtest.welch_ttest(1, 2.0, 4.0, 30, 45.0, 90.0)  # a single control observation
+    assert np.isfinite(one.pvalue) and one == abtest.welch_ttest(1, 2.0, 4.0, 30, 45.0, 90.0,
+                                                                 use_scipy=False)
+
+
+@pytest.mark.parametrize("p_c,p_t", [(0.1, 0.12), (0.5, 0.45), (0.02, 0.025), (0.9, 0.95)])
+def test_two_equal_arms_need_the_fleiss_equal_split_size(p_c, p_t):
+    # The equal-split formula the allocation-aware one generalises (Fleiss, pooled null).
+    za, zb = 1.959963984540054, 0.8416212335729143
+    pbar = (p_c + p_t) / 2
+    n = int(np.ceil((za * np.sqrt(2 * pbar * (1 - pbar)) + zb * np.sqrt(
+        p_c * (1 - p_c) + p_t * (1 - p_t))) ** 2 / (p_t - p_c) ** 2))
+    got = abtest.sample_size(p_t - p_c, baseline_rate=p_c)
+    assert got.per_arm == (n, n) and got.total == 2 * n and got.alpha == 0.05
+    assert abtest.sample_size_proportions(p_c, p_t) == n
+
+
+def test_two_equal_arms_of_a_mean_need_cohens_size():
+    assert abtest.sample_size(0.5, sd=1.0).per_arm == (64, 64)  # Cohen Table 2.4.1
+    assert abtest.sample_size(2.0, sd=5.0).per_arm == (abtest.sample_size_means(2.0, 5.0),) * 2
+
+
+def test_unequal_allocation_gives_the_requested_power():
+    size = abtest.sample_size(0.03, baseline_rate=0.10, allocation=[1, 2])
+    n_c, n_t = size.per_arm
+    assert n_t == pytest.approx(2 * n_c, abs=2) and n_c < abtest.sample_size_proportions(0.1, 0.13)
+    rng = np.random.default_rng(7)
+    res = abtest.two_proportion_ztest(rng.binomial(n_c, 0.10, 4000), n_c,
+                                      rng.binomial(n_t, 0.13, 4000), n_t)
+    assert 0.77 < np.mean(res.pvalue < 0.05) < 0.83
+
+
+def test_more_arms_split_alpha_and_keep_the_power_of_each_comparison():
+    size = abtest.sample_size(0.5, sd=2.0, arms=4, allocation=[2, 1, 1, 1])
+    assert size.alpha == pytest.approx(0.05 / 3) and len(size.per_arm) == 4
+    n_c, n_t = size.per_arm[0], size.per_arm[1]
+    assert n_c == pytest.approx(2 * n_t, abs=2)
+    rng = np.random.default_rng(8)
+    mean_c, mean_t = rng.normal(0, 2 / np.sqrt(n_c), 4000), rng.normal(0.5, 2 / np.sqrt(n_t), 4000)
+    var_c, var_t = 4 * rng.chisquare(n_c - 1, 4000) / (n_c - 1), 4 * rng.chisquare(n_t - 1, 4000) / (n_t - 1)
+    res = abtest.welch_ttest(n_c, mean_c * n_c, var_c * (n_c - 1) + mean_c ** 2 * n_c,
+                             n_t, mean_t * n_t, var_t * (n_t - 1) + mean_t ** 2 * n_t)
+    assert 0.77 < np.mean(res.pvalue < size.alpha) < 0.83
+
+
+def test_sample_size_inputs_are_validated():
+    with pytest.raises(ValueError, match="allocation"):
+        abtest.sample_size(0.1, sd=1.0, arms=3, allocation=[1, 1])
+    with pytest.raises(ValueError, match="baseline_rate"):
+        abtest.sample_size(0.2, baseline_rate=0.9)
+    with pytest.raises(ValueError, match="baseline_rate or sd"):
+        abtest.sample_size(0.2)

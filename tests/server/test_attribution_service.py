@@ -228,9 +228,14 @@ BAD = [
     ("unknown model", bad(99), "spec.model"),
     ("order too high", bad(pb.MARKOV, order=5), "spec.order"),
     ("negative order", bad(pb.MARKOV, order=-1), "spec.order"),
-    ("negative conversions", bad(paths=[(["a"], -1.0, 0.0, 0.0)]), "paths.conversions"),
-    ("negative nulls", bad(pb.MARKOV, paths=[(["a"], 1.0, 0.0, -2.0)]), "paths.nulls"),
-    ("negative value", bad(paths=[(["a"], 1.0, -5.0, 0.0)]), "paths.value"),
+    ("negative conversions", bad(paths=[(["a"], -1.0, 0.0, 0.0)]), "paths[0].conversions"),
+    ("negative nulls", bad(pb.MARKOV, paths=[(["a"], 1.0, 0.0, -2.0)]), "paths[0].nulls"),
+    ("negative value", bad(paths=[(["a"], 1.0, -5.0, 0.0)]), "paths[0].value"),
+    ("NaN conversions", bad(paths=[(["a"], 1.0, 0.0, 0.0), (["b"], float("nan"), 0.0, 0.0)]),
+     "paths[1].conversions"),
+    ("infinite value", bad(paths=[(["a"], 1.0, float("inf"), 0.0)]), "paths[0].value"),
+    ("NaN timestamp", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.TIME_DECAY), paths=[
+        pb.Path(path="a > b", timestamps=[1.0, float("nan")])]), "paths[0].timestamps"),
     ("shares over 1", bad(pb.POSITION_BASED, position_first=0.7, position_last=0.6),
      "spec.position_first/position_last"),
     ("negative half-life", pb.AttributeRequest(
@@ -265,8 +270,7 @@ async def test_stream_bad_input_is_invalid_argument(stub):
     with pytest.raises(grpc.RpcError) as err:
         await stub.AttributeStream(messages())
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details().startswith("paths.conversions: ")
-    assert "path 1" in err.value.details()
+    assert err.value.details().startswith("paths[1].conversions: ")
 
     async def empty():
         return
@@ -428,3 +432,31 @@ async def test_client_and_cli_attribute(attribution_server, tracked, tmp_path):
                     order=2)
     assert {c["channel"]: c["conversions"] for c in json.loads(out)["credits"]} == approx(
         dict(zip(res.channels, res.conversions.tolist())))
+
+
+async def test_bad_path_records_are_named_before_the_upload(attribution_server, tmp_path):
+    import asyncio
+    import json
+    import sys
+
+    from clients.client import TailorClient
+    from tests.conftest import ROOT
+    target = f"127.0.0.1:{attribution_server.port}"
+    good = {"path": ["a", "b"], "conversions": 1}
+    with TailorClient(target) as client:
+        for record, key in [({"channels": ["a", "b"], "conversions": 1}, "'channels'"),
+                            ({"path": ["a"], "conversions": "two"}, "'conversions'"),
+                            ({"path": ["a"], "nulls": float("nan")}, "'nulls'"),
+                            ({"conversions": 1}, "'path'")]:
+            with pytest.raises(ValueError) as err:
+                await asyncio.to_thread(client.attribute, [good, record], "linear")
+            assert str(err.value).startswith("paths[1]: ") and key in str(err.value)
+    path_file = tmp_path / "paths.jsonl"
+    path_file.write_text(json.dumps(good) + "\n\n" + json.dumps({"channels": ["a"]}) + "\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients", "attribute", "--server", target, "--model", "linear",
+        str(path_file), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode != 0 and not out
+    message = err.decode()
+    assert "line 3: unknown key 'channels'" in message and "UNKNOWN" not in message, message

@@ -449,3 +449,87 @@ async def test_a_worker_decides_on_a_copy_no_older_than_state_refresh(tmp_path):
     for worker in (a, b):
         await worker.close()
     store.close()
+
+
+# -- sample sizes and time to significance -----------------------------------------------------
+
+async def test_sample_size_over_grpc_and_the_cli_matches_the_calculator(stub, tailor_server):
+    from kernels import abtest
+    rate = await stub.GetSampleSize(pb.GetSampleSizeRequest(baseline_rate=0.10,
+                                                            minimum_detectable_effect=0.02))
+    assert list(rate.per_arm) == [3841, 3841] and rate.total == 7682  # Fleiss
+    assert rate.alpha_per_comparison == 0.05 and rate.test == "two-proportion z-test"
+    mean = await stub.GetSampleSize(pb.GetSampleSizeRequest(
+        baseline_mean=10.0, variance=4.0, minimum_detectable_effect=-1.0))
+    assert list(mean.per_arm) == [64, 64] and mean.test == "two-sample t-test"  # Cohen, d = 0.5
+    split = await stub.GetSampleSize(pb.GetSampleSizeRequest(
+        baseline_rate=0.3, minimum_detectable_effect=0.05, alpha=0.1, power=0.9, arms=3,
+        allocation=[2, 1, 1]))
+    want = abtest.sample_size(0.05, baseline_rate=0.3, alpha=0.1, power=0.9, arms=3,
+                              allocation=[2, 1, 1])
+    assert tuple(split.per_arm) == want.per_arm and split.alpha_per_comparison == 0.05
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients", "campaign", "sample-size", "--server",
+        f"127.0.0.1:{tailor_server.port}", "--baseline-rate", "0.1", "--mde", "0.02",
+        "--allocation", "1", "--allocation", "3", cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    cli = json.loads(out)
+    assert cli["per_arm"] == list(abtest.sample_size(0.02, baseline_rate=0.1,
+                                                     allocation=[1, 3]).per_arm)
+
+
+NAN, INF = float("nan"), float("inf")
+SAMPLE_BAD = [
+    ({"minimum_detectable_effect": 0.1}, "baseline"),
+    ({"baseline_rate": 1.5}, "baseline_rate"),
+    ({"baseline_rate": NAN}, "baseline_rate"),
+    ({"baseline_rate": 0.1, "variance": 2.0}, "variance"),
+    ({"baseline_mean": INF, "variance": 1.0}, "baseline_mean"),
+    ({"baseline_mean": 1.0}, "variance"),
+    ({"baseline_mean": 1.0, "variance": NAN}, "variance"),
+    ({"baseline_rate": 0.1, "minimum_detectable_effect": 0.0}, "minimum_detectable_effect"),
+    ({"baseline_rate": 0.1, "minimum_detectable_effect": NAN}, "minimum_detectable_effect"),
+    ({"baseline_rate": 0.95, "minimum_detectable_effect": 0.1}, "minimum_detectable_effect"),
+    ({"baseline_mean": 0.0, "variance": 1.0, "minimum_detectable_effect": 1e-9},
+     "minimum_detectable_effect"),  # more than 1e15 observations
+    ({"alpha": 0.7}, "alpha"), ({"alpha": -INF}, "alpha"),
+    ({"power": 0.2}, "power"), ({"power": 1.0}, "power"), ({"power": NAN}, "power"),
+    ({"arms": 1}, "arms"), ({"arms": 1001}, "arms"), ({"arms": -3}, "arms"),
+    ({"arms": 3, "allocation": [1, 1]}, "allocation"),
+    ({"allocation": [1, -1]}, "allocation"), ({"allocation": [1, NAN]}, "allocation"),
+    ({"allocation": [1, 1001]}, "allocation"), ({"allocation": [1] * 1001}, "allocation"),
+]
+
+
+async def test_sample_size_bad_input_names_the_field(stub):
+    for fields, field in SAMPLE_BAD:  # one server for every case
+        req = {"baseline_rate": 0.1, "minimum_detectable_effect": 0.02}
+        if "baseline_mean" in fields or field == "baseline":
+            req.pop("baseline_rate")
+        code, details = await code_of(stub.GetSampleSize(pb.GetSampleSizeRequest(**{**req, **fields})))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{field}: "), \
+            (fields, details)
+
+
+async def test_stats_tell_the_time_to_significance_at_the_current_traffic(stub):
+    from kernels import abtest
+    await create(stub, policy="fixed", variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
+    picks = await choose_many(stub, [f"t{i}" for i in range(400)])
+    # b converts twice as often as a; one in four decisions of each stays pending
+    by_arm = {0: [p for p in picks if p.arm == 0], 1: [p for p in picks if p.arm == 1]}
+    for arm, every in ((0, 10), (1, 5)):
+        for i, p in enumerate(by_arm[arm]):
+            if i % 4:
+                await reward(stub, p.decision_id, 1.0 if i % every == 1 else 0.0)
+    st = await stats(stub)
+    decisions = [v.decisions for v in st.variants]
+    assert st.decisions_per_second > 0 and sum(decisions) == 400
+    (row,) = st.ab
+    pulls = [v.pulls for v in st.variants]
+    assert row.diff > 0 and row.pvalue > 0.05  # not significant yet
+    need = abtest.sample_size(row.diff, baseline_rate=st.variants[0].rewards / pulls[0],
+                              allocation=[0.5, 0.5]).per_arm
+    elapsed = 400 / st.decisions_per_second
+    want = max((need[a] - pulls[a]) * elapsed / decisions[a] for a in (0, 1))
+    assert want > 0 and row.seconds_to_significance == pytest.approx(want, rel=1e-6)

@@ -184,3 +184,19 @@ async def test_recommendations_follow_the_users_new_interest(stub, channel, demo
     after, reply = await share()
     assert before <= 0.1 and after >= 0.5, (before, after)
     assert not {i.item_id for i in reply.items} & set(in_fresh)  # clicked items are not re-sent
+
+
+async def test_category_affinity_is_keyed_by_the_bundles_category_names(stub, demo_bundle):
+    with np.load(demo_bundle / "items.npz") as it:
+        item_ids, cats, names = it["item_ids"], it["category"], it["category_names"]
+    first = int(np.flatnonzero(cats == cats[0])[0])
+    other = int(np.flatnonzero(cats != cats[0])[0])
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        ev("aff-1", user="hana", item=str(item_ids[first])),
+        ev("aff-2", user="hana", item=str(item_ids[other]), type="purchase", value=5.0)]))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="hana"))
+    affinity = profile.features.category_affinity
+    expected = {f"{names[cats[i]]}/{d}" for i in (first, other) for d in ("1d", "7d", "30d")}
+    assert set(affinity) == expected
+    # a purchase weighs 8, a click 2 (EVENT_WEIGHTS): the names follow the right categories
+    assert affinity[f"{names[cats[other]]}/30d"] > affinity[f"{names[cats[first]]}/30d"] > 0

@@ -70,6 +70,8 @@ async def test_batch_answers_in_request_order(stub, users):
     ({"user_id": "u1", "k": 1001}, "k"),
     ({"user_id": "u1", "k": 5, "categories": ["no-such-category"]}, "categories"),
     ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x"] * 1001}, "exclude_item_ids"),
+    ({"user_id": "u1", "k": 5, "channel": "fax"}, "channel"),
+    ({"user_id": "u1", "k": 5, "channel": "Web"}, "channel"),
 ])
 async def test_bad_requests_get_invalid_argument_naming_the_field(stub, request_kwargs, field):
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -84,6 +86,22 @@ async def test_bad_batch_entry_is_named(stub, users):
         await stub.RecommendBatch(pb.RecommendBatchRequest(requests=reqs))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "requests[1].k" in err.value.details()
+
+
+async def test_known_or_empty_channel_is_accepted_and_unknown_refused_in_batches(stub, users):
+    from server.profiles.schema import CHANNELS
+    plain = await stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=4))
+    for channel in CHANNELS:
+        reply = await stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=4, channel=channel,
+                                                         context={"page": "home"}))
+        # documented as validated only: neither channel nor context changes the answer yet
+        assert [i.item_id for i in reply.items] == [i.item_id for i in plain.items]
+    reqs = [pb.RecommendRequest(user_id=users["heavy"], k=3, channel="email"),
+            pb.RecommendRequest(user_id="x", k=3, channel="carrier-pigeon")]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RecommendBatch(pb.RecommendBatchRequest(requests=reqs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("requests[1].channel: ")
 
 
 async def test_oversized_request_is_refused_and_server_keeps_serving(stub, users, tailor_server):

@@ -214,7 +214,7 @@ class VariantStats(_message.Message):
     def __init__(self, variant_id: _Optional[str] = ..., decisions: _Optional[int] = ..., pulls: _Optional[float] = ..., rewards: _Optional[float] = ..., mean: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., prob_best: _Optional[float] = ..., expected_loss: _Optional[float] = ...) -> None: ...
 
 class AbRow(_message.Message):
-    __slots__ = ("variant_id", "control_id", "diff", "ci_low", "ci_high", "statistic", "pvalue", "prob_beat_control", "msprt_pvalue", "srm_pvalue", "srm_mismatch")
+    __slots__ = ("variant_id", "control_id", "diff", "ci_low", "ci_high", "statistic", "pvalue", "prob_beat_control", "msprt_pvalue", "srm_pvalue", "srm_mismatch", "seconds_to_significance")
     VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
     CONTROL_ID_FIELD_NUMBER: _ClassVar[int]
     DIFF_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +226,7 @@ class AbRow(_message.Message):
     MSPRT_PVALUE_FIELD_NUMBER: _ClassVar[int]
     SRM_PVALUE_FIELD_NUMBER: _ClassVar[int]
     SRM_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_TO_SIGNIFICANCE_FIELD_NUMBER: _ClassVar[int]
     variant_id: str
     control_id: str
     diff: float
@@ -237,10 +238,11 @@ class AbRow(_message.Message):
     msprt_pvalue: float
     srm_pvalue: float
     srm_mismatch: bool
-    def __init__(self, variant_id: _Optional[str] = ..., control_id: _Optional[str] = ..., diff: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., statistic: _Optional[float] = ..., pvalue: _Optional[float] = ..., prob_beat_control: _Optional[float] = ..., msprt_pvalue: _Optional[float] = ..., srm_pvalue: _Optional[float] = ..., srm_mismatch: _Optional[bool] = ...) -> None: ...
+    seconds_to_significance: float
+    def __init__(self, variant_id: _Optional[str] = ..., control_id: _Optional[str] = ..., diff: _Optional[float] = ..., ci_low: _Optional[float] = ..., ci_high: _Optional[float] = ..., statistic: _Optional[float] = ..., pvalue: _Optional[float] = ..., prob_beat_control: _Optional[float] = ..., msprt_pvalue: _Optional[float] = ..., srm_pvalue: _Optional[float] = ..., srm_mismatch: _Optional[bool] = ..., seconds_to_significance: _Optional[float] = ...) -> None: ...
 
 class CampaignStats(_message.Message):
-    __slots__ = ("campaign_id", "policy", "variants", "ab", "holdout_decisions", "holdout_rewarded", "holdout_rewards", "pending")
+    __slots__ = ("campaign_id", "policy", "variants", "ab", "holdout_decisions", "holdout_rewarded", "holdout_rewards", "pending", "decisions_per_second")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     VARIANTS_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +251,7 @@ class CampaignStats(_message.Message):
     HOLDOUT_REWARDED_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_REWARDS_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     policy: str
     variants: _containers.RepeatedCompositeFieldContainer[VariantStats]
@@ -257,7 +260,40 @@ class CampaignStats(_message.Message):
     holdout_rewarded: int
     holdout_rewards: float
     pending: int
-    def __init__(self, campaign_id: _Optional[str] = ..., policy: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ..., ab: _Optional[_Iterable[_Union[AbRow, _Mapping]]] = ..., holdout_decisions: _Optional[int] = ..., holdout_rewarded: _Optional[int] = ..., holdout_rewards: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
+    decisions_per_second: float
+    def __init__(self, campaign_id: _Optional[str] = ..., policy: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[VariantStats, _Mapping]]] = ..., ab: _Optional[_Iterable[_Union[AbRow, _Mapping]]] = ..., holdout_decisions: _Optional[int] = ..., holdout_rewarded: _Optional[int] = ..., holdout_rewards: _Optional[float] = ..., pending: _Optional[int] = ..., decisions_per_second: _Optional[float] = ...) -> None: ...
+
+class GetSampleSizeRequest(_message.Message):
+    __slots__ = ("baseline_rate", "baseline_mean", "variance", "minimum_detectable_effect", "alpha", "power", "arms", "allocation")
+    BASELINE_RATE_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_MEAN_FIELD_NUMBER: _ClassVar[int]
+    VARIANCE_FIELD_NUMBER: _ClassVar[int]
+    MINIMUM_DETECTABLE_EFFECT_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    POWER_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    baseline_rate: float
+    baseline_mean: float
+    variance: float
+    minimum_detectable_effect: float
+    alpha: float
+    power: float
+    arms: int
+    allocation: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, baseline_rate: _Optional[float] = ..., baseline_mean: _Optional[float] = ..., variance: _Optional[float] = ..., minimum_detectable_effect: _Optional[float] = ..., alpha: _Optional[float] = ..., power: _Optional[float] = ..., arms: _Optional[int] = ..., allocation: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class GetSampleSizeResponse(_message.Message):
+    __slots__ = ("per_arm", "total", "alpha_per_comparison", "test")
+    PER_ARM_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_PER_COMPARISON_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    per_arm: _containers.RepeatedScalarFieldContainer[int]
+    total: int
+    alpha_per_comparison: float
+    test: str
+    def __init__(self, per_arm: _Optional[_Iterable[int]] = ..., total: _Optional[int] = ..., alpha_per_comparison: _Optional[float] = ..., test: _Optional[str] = ...) -> None: ...
 
 class ExportDecisionsRequest(_message.Message):
     __slots__ = ("campaign_id", "start", "end", "include_pending")

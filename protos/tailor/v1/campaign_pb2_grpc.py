@@ -76,6 +76,11 @@ class CampaignServiceStub:
                 request_serializer=tailor_dot_v1_dot_campaign__pb2.GetCampaignStatsRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_campaign__pb2.CampaignStats.FromString,
                 _registered_method=True)
+        self.GetSampleSize = channel.unary_unary(
+                '/tailor.v1.CampaignService/GetSampleSize',
+                request_serializer=tailor_dot_v1_dot_campaign__pb2.GetSampleSizeRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_campaign__pb2.GetSampleSizeResponse.FromString,
+                _registered_method=True)
         self.ExportDecisions = channel.unary_stream(
                 '/tailor.v1.CampaignService/ExportDecisions',
                 request_serializer=tailor_dot_v1_dot_campaign__pb2.ExportDecisionsRequest.SerializeToString,
@@ -143,6 +148,14 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSampleSize(self, request, context):
+        """Observations each arm of an A/B/n test needs to detect a given difference (sample-size
+        and power calculation; no campaign needed). Bad input is INVALID_ARGUMENT naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportDecisions(self, request, context):
         """Decision-log records (the JSON-lines format `python -m training ope --format tailor` reads).
         """
@@ -192,6 +205,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.GetCampaignStats,
                     request_deserializer=tailor_dot_v1_dot_campaign__pb2.GetCampaignStatsRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_campaign__pb2.CampaignStats.SerializeToString,
+            ),
+            'GetSampleSize': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSampleSize,
+                    request_deserializer=tailor_dot_v1_dot_campaign__pb2.GetSampleSizeRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_campaign__pb2.GetSampleSizeResponse.SerializeToString,
             ),
             'ExportDecisions': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportDecisions,
@@ -417,6 +435,33 @@ class CampaignService:
             '/tailor.v1.CampaignService/GetCampaignStats',
             tailor_dot_v1_dot_campaign__pb2.GetCampaignStatsRequest.SerializeToString,
             tailor_dot_v1_dot_campaign__pb2.CampaignStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSampleSize(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.CampaignService/GetSampleSize',
+            tailor_dot_v1_dot_campaign__pb2.GetSampleSizeRequest.SerializeToString,
+            tailor_dot_v1_dot_campaign__pb2.GetSampleSizeResponse.FromString,
             options,
             channel_credentials,
             insecure,
