@@ -1,7 +1,8 @@
 """`python -m server [serve] --port P --data-dir D [--bundle B] [--workers N] [--metrics-port M]`
 `python -m server compact --data-dir D`
 `python -m server backup --data-dir D --out FILE`
-`python -m server restore --from FILE --data-dir D [--force]`"""
+`python -m server restore --from FILE --data-dir D [--force]`
+`python -m server config-doc [--update FILE]`"""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,11 @@ def _backup_parsers(sub) -> None:
                    "non-empty data dir")
 
 
+def _config_doc_parser(sub) -> None:
+    p = sub.add_parser("config-doc", help="print the settings reference table (TAILOR_* variables)")
+    p.add_argument("--update", type=Path, help="rewrite the table in this Markdown file instead")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _compact_parser(sub)
     _backup_parsers(sub)
+    _config_doc_parser(sub)
     return parser
 
 
@@ -73,6 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
+    if args.command == "config-doc":
+        from .config_doc import render_table, update_file
+        if args.update:
+            print(f"{args.update}: {'updated' if update_file(args.update) else 'up to date'}")
+        else:
+            print(render_table(), end="")
+        return
     if args.command != "serve":
         _maintenance(args)
         return
