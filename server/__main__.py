@@ -56,23 +56,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _maintenance(args) -> None:
-    """compact, backup and restore: refusals and missing files exit non-zero with the reason."""
-    from .errors import FailedPrecondition
-    try:
-        if args.command == "compact":
-            from .store.compaction import compact
-            before, after = compact(args.data_dir)
-            print(f"compacted {args.data_dir / 'store'}: {before} -> {after} bytes")
-            return
-        from . import backup
-        if args.command == "backup":
-            manifest = backup.backup(args.data_dir, args.out)
-        else:
-            manifest = backup.restore(args.archive, args.data_dir, force=args.force)
-        print(json.dumps({"command": args.command, **manifest}))
-    except (FailedPrecondition, FileNotFoundError) as err:
-        raise SystemExit(f"{args.command}: {err}") from None
+def _compact(args) -> None:
+    from .store.compaction import compact
+    before, after = compact(args.data_dir)
+    print(f"compacted {args.data_dir / 'store'}: {before} -> {after} bytes")
+
+
+def _backup(args) -> None:
+    from .backup import backup
+    print(json.dumps({"command": "backup", **backup(args.data_dir, args.out)}))
+
+
+def _restore(args) -> None:
+    from .backup import restore
+    print(json.dumps({"command": "restore", **restore(args.archive, args.data_dir, force=args.force)}))
+
+
+def _config_doc(args) -> None:
+    from .config_doc import render_table, update_file
+    if args.update:
+        print(f"{args.update}: {'updated' if update_file(args.update) else 'up to date'}")
+    else:
+        print(render_table(), end="")
+
+
+COMMANDS = {"compact": _compact, "backup": _backup, "restore": _restore, "config-doc": _config_doc}
+"""Every subcommand but `serve`; a refusal or a missing file exits non-zero with the reason."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,19 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
-    if args.command == "config-doc":
-        from .config_doc import render_table, update_file
-        if args.update:
-            print(f"{args.update}: {'updated' if update_file(args.update) else 'up to date'}")
-        else:
-            print(render_table(), end="")
+    if args.command == "serve":
+        overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+        from .workers import serve
+        serve(Settings(**overrides))
         return
-    if args.command != "serve":
-        _maintenance(args)
-        return
-    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-    from .workers import serve
-    serve(Settings(**overrides))
+    from .errors import FailedPrecondition
+    try:
+        COMMANDS[args.command](args)
+    except (FailedPrecondition, FileNotFoundError) as err:
+        raise SystemExit(f"{args.command}: {err}") from None
 
 
 if __name__ == "__main__":
