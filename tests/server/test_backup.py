@@ -116,3 +116,25 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path):
                          check=False)
     assert refused.returncode != 0 and "not a Tailor backup" in refused.stderr
     assert not (tmp_path / "d" / "store").exists()
+
+
+def test_backup_fails_when_the_active_bundle_is_gone(tmp_path):
+    from server.store import Store
+    from server.store.keys import BUNDLE_ACTIVE
+    store = Store(tmp_path / "data" / "store")
+    store.put("meta", BUNDLE_ACTIVE, b"20260101T000000-deadbeef")  # pruned: no bundles/ dir for it
+    store.close()
+    out = tmp_path / "b.tar"
+    refused = run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out),
+                         check=False)
+    assert refused.returncode != 0 and "20260101T000000-deadbeef" in refused.stderr
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["data"]  # no staging left
+
+
+def test_a_plain_tar_name_gives_an_uncompressed_backup(tmp_path):
+    from server.store import Store
+    Store(tmp_path / "data" / "store").close()
+    out = tmp_path / "b.tar"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    with tarfile.open(out, "r:") as tar:  # raises ReadError if compressed
+        assert json.load(tar.extractfile("tailor-backup.json"))["active_bundle"] is None
