@@ -7,8 +7,6 @@ import json
 import sys
 from datetime import UTC
 
-import grpc
-
 from .client import TailorClient, TailorError
 
 
@@ -49,7 +47,7 @@ def _health(client: TailorClient, args) -> dict:
     """Exit 0 only when the server (or --service) reports SERVING: container health checks."""
     status = client.health(args.service)
     if status != "SERVING":
-        raise TailorError(grpc.StatusCode.UNAVAILABLE, f"health status {status}")
+        raise SystemExit(json.dumps({"error": status, "message": "health check: not serving"}))
     return {"status": status}
 
 
