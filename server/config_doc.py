@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 from itertools import pairwise
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def _default(value) -> str:
         return "unset"
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
+    if isinstance(value, dict | list | tuple):  # as the environment variable takes it: JSON
+        return f"`{json.dumps(value)}`"
     return f"`{value}`"
 
 

@@ -29,3 +29,15 @@ def test_update_rewrites_only_between_the_markers(tmp_path):
     assert "updated" in out
     assert doc.read_text() == f"before\n{BEGIN}\n{render_table()}{END}\nafter\n"
     assert "up to date" in run_module("server", "config-doc", "--update", str(doc)).stdout
+
+
+def test_each_default_as_written_is_what_its_variable_gives(monkeypatch):
+    rows = [r.split(" | ") for r in render_table().splitlines() if r.startswith("| `TAILOR_")]
+    for variable, _, default, _ in rows:
+        name = variable.strip("|` ")
+        if default == "unset":
+            continue
+        monkeypatch.setenv(name, default.strip("`"))
+        field = name.removeprefix("TAILOR_").lower()
+        assert getattr(Settings(), field) == Settings.model_fields[field].default, name
+        monkeypatch.delenv(name)
