@@ -48,6 +48,14 @@ def _campaign(client: TailorClient, args) -> dict:
     return client.campaign_stats(args.campaign)
 
 
+def _health(client: TailorClient, args) -> dict:
+    """Exit 0 only when the server (or --service) reports SERVING: container health checks."""
+    status = client.health(args.service)
+    if status != "SERVING":
+        raise SystemExit(json.dumps({"error": status, "message": "health check: not serving"}))
+    return {"status": status}
+
+
 def _pair(kv: str) -> tuple[str, float]:
     key, _, value = kv.partition("=")
     return key, float(value)
@@ -113,6 +121,7 @@ COMMANDS = {
     "status": lambda client, args: client.model_status(),
     "rollback": lambda client, args: client.rollback(args.version),
     "ping": lambda client, args: client.ping() or {"ok": True},
+    "health": _health,
 }
 
 
@@ -132,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("rollback", parents=[common], help="serve the previous bundle version (or --version)")
     rb.add_argument("--version", default="")
     sub.add_parser("ping", parents=[common], help="an empty RPC")
+    he = sub.add_parser("health", parents=[common], help="grpc.health.v1 check; exit 1 unless SERVING")
+    he.add_argument("--service", default="", help="one service's status (default: the whole server)")
     tr = sub.add_parser("track", parents=[common], help="send JSON-lines events (file or stdin)")
     tr.add_argument("file", nargs="?", default="-", help="JSON lines, one event each (default stdin)")
     tr.add_argument("--batch-size", type=int, default=500)

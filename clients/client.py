@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.tailor.v1 import attribution_pb2 as attr_pb
 from protos.tailor.v1 import attribution_pb2_grpc as attr_grpc
@@ -95,6 +96,7 @@ class TailorClient:
         self._profiles = prof_grpc.ProfileServiceStub(self._channel)
         self._attribution = attr_grpc.AttributionServiceStub(self._channel)
         self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self):
         return self
@@ -177,6 +179,11 @@ class TailorClient:
 
     def ping(self, timeout: float | None = None) -> None:
         self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)
+
+    def health(self, service: str = "", timeout: float | None = None) -> str:
+        """grpc.health.v1 status of `service` ("" = the whole server): "SERVING", "NOT_SERVING"..."""
+        reply = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
     # -- profiles ----------------------------------------------------------------------------

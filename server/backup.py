@@ -1,0 +1,161 @@
+"""Backup and restore of a data dir: one tar file, taken while servers run, put back while none do.
+
+Archive layout (format 1), one tar file (gzip-compressed when its name ends in .gz or .tgz):
+
+    tailor-backup.json    {"format": 1, "created": epoch s, "active_bundle": V or null,
+                           "bundles": [versions], "store_bytes": N}
+    store/data.mdb        a compacted copy of the LMDB store: one committed state
+    bundles/<version>/    every bundle version on disk, the active one always among them
+
+The store copy is one LMDB read transaction (`server.store.backup`), so profiles, events,
+campaigns, decisions and the bundle pointer all come from the same instant. Bundles are
+immutable once imported; one that a concurrent push prunes while it is being copied is left
+out, and the backup fails only if that was the version the store snapshot points at.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import FailedPrecondition
+from .store import lock_data_dir
+from .store.backup import read_value, snapshot_store
+from .store.keys import BUNDLE_ACTIVE
+
+__all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
+
+FORMAT = 1
+MANIFEST = "tailor-backup.json"
+_TOP_LEVEL = (MANIFEST, "store", "bundles")
+_OURS = ("tailor.lock", ".restoring", ".replaced-store", ".replaced-bundles")
+"""What an empty data dir may hold: the lock file and leftovers of an interrupted restore."""
+
+
+def backup(data_dir: Path, out: Path) -> dict:
+    """Write a backup of `data_dir` to the file `out` (atomically); returns its manifest."""
+    if not (data_dir / "store" / "data.mdb").exists():
+        raise FileNotFoundError(f"no Tailor store under {data_dir}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
+    staging = Path(tempfile.mkdtemp(prefix=".tailor-backup-", dir=out.parent))
+    try:
+        store_bytes = snapshot_store(data_dir / "store", staging / "store")
+        active = _active_version(staging / "store")
+        versions = _copy_bundles(data_dir / "bundles", staging / "bundles")
+        if active is not None and active not in versions:
+            raise FailedPrecondition(f"bundle {active} (the active one in the store snapshot) was "
+                                     "removed while the backup ran; run the backup again")
+        manifest = {"format": FORMAT, "created": time.time(), "active_bundle": active,
+                    "bundles": versions, "store_bytes": store_bytes}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        _write_tar(staging, out)
+        return manifest
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        lock.close()
+
+
+def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
+    """Put the backup `archive` into `data_dir`; returns its manifest.
+
+    Refused while a server (or a compaction) holds `data_dir`, and when `data_dir` already has
+    content unless `force`, which replaces its `store/` and `bundles/` (nothing else).
+    """
+    if not archive.is_file():
+        raise FileNotFoundError(f"no backup file {archive}")
+    lock = lock_data_dir(data_dir, exclusive=True)
+    try:
+        present = sorted(p.name for p in data_dir.iterdir() if p.name not in _OURS)
+        if present and not force:
+            raise FailedPrecondition(f"{data_dir} is not empty ({', '.join(present)}); restore "
+                                     "into an empty dir, or pass --force to replace its store and bundles")
+        staging = data_dir / ".restoring"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            manifest = _extract(archive, staging)
+            _swap_in(staging, data_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
+    finally:
+        lock.close()
+
+
+def _active_version(store_dir: Path) -> str | None:
+    raw = read_value(store_dir, "meta", BUNDLE_ACTIVE)
+    return raw.decode() if raw else None
+
+
+def _copy_bundles(src: Path, dest: Path) -> list[str]:
+    """Copy every complete bundle version; returns the versions copied."""
+    dest.mkdir(parents=True)
+    copied = []
+    for path in sorted(src.iterdir()) if src.is_dir() else []:
+        if path.name.startswith(".") or not (path / "manifest.json").is_file():
+            continue  # an import in progress, or not a bundle
+        try:
+            shutil.copytree(path, dest / path.name, copy_function=_link_or_copy)
+        except (FileNotFoundError, shutil.Error):  # pruned while we copied it
+            shutil.rmtree(dest / path.name, ignore_errors=True)
+            continue
+        copied.append(path.name)
+    return copied
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # bundle files never change once imported
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _write_tar(staging: Path, out: Path) -> None:
+    mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
+    partial = out.with_name(out.name + ".partial")
+    with tarfile.open(partial, mode) as tar:
+        tar.add(staging / MANIFEST, arcname=MANIFEST)
+        tar.add(staging / "store" / "data.mdb", arcname="store/data.mdb")
+        tar.add(staging / "bundles", arcname="bundles")
+    with open(partial, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(partial, out)
+
+
+def _extract(archive: Path, staging: Path) -> dict:
+    with tarfile.open(archive, "r:*") as tar:
+        try:
+            manifest = json.load(tar.extractfile(MANIFEST))
+        except (KeyError, ValueError, AttributeError):
+            raise FailedPrecondition(f"{archive} is not a Tailor backup (no {MANIFEST})") from None
+        if manifest.get("format") != FORMAT:
+            raise FailedPrecondition(f"{archive} has backup format {manifest.get('format')!r}; "
+                                     f"this Tailor reads format {FORMAT}")
+        for member in tar.getmembers():
+            if member.name.split("/", 1)[0] not in _TOP_LEVEL:
+                raise FailedPrecondition(f"{archive} holds an unexpected entry {member.name!r}")
+        tar.extractall(staging, filter="data")  # refuses absolute paths, .. and outside links
+    missing = [v for v in manifest["bundles"] if not (staging / "bundles" / v / "manifest.json").is_file()]
+    if not (staging / "store" / "data.mdb").is_file() or missing:
+        raise FailedPrecondition(f"{archive} is incomplete (store or bundles {missing} missing)")
+    return manifest
+
+
+def _swap_in(staging: Path, data_dir: Path) -> None:
+    (staging / "bundles").mkdir(exist_ok=True)
+    for name in ("store", "bundles"):
+        old = data_dir / f".replaced-{name}"
+        shutil.rmtree(old, ignore_errors=True)
+        if (data_dir / name).exists():
+            os.replace(data_dir / name, old)
+        os.replace(staging / name, data_dir / name)
+        shutil.rmtree(old, ignore_errors=True)
+    fd = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,43 @@
+"""docs/operations.md's settings table is what `python -m server config-doc` writes today."""
+from server.config import Settings
+from server.config_doc import BEGIN, END, render_table
+from tests.conftest import ROOT, run_module
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+
+def test_the_operations_table_is_current():
+    text = OPERATIONS.read_text()
+    table = text.split(BEGIN + "\n", 1)[1].split(END, 1)[0]
+    assert table == render_table(), ("docs/operations.md is stale: run "
+                                     "`python -m server config-doc --update docs/operations.md`")
+
+
+def test_the_table_has_every_field_its_flag_and_its_docstring():
+    table = run_module("server", "config-doc").stdout
+    rows = [r for r in table.splitlines() if r.startswith("| `TAILOR_")]
+    assert [r.split("`")[1] for r in rows] == [f"TAILOR_{n.upper()}" for n in Settings.model_fields]
+    port = next(r for r in rows if r.startswith("| `TAILOR_PORT`"))
+    assert "`--port`" in port and "`50051`" in port and "gRPC port." in port
+    assert "| `TAILOR_LMDB_SYNC` |  | `true` | fsync every commit" in table
+
+
+def test_update_rewrites_only_between_the_markers(tmp_path):
+    doc = tmp_path / "ops.md"
+    doc.write_text(f"before\n{BEGIN}\n| stale |\n{END}\nafter\n")
+    out = run_module("server", "config-doc", "--update", str(doc)).stdout
+    assert "updated" in out
+    assert doc.read_text() == f"before\n{BEGIN}\n{render_table()}{END}\nafter\n"
+    assert "up to date" in run_module("server", "config-doc", "--update", str(doc)).stdout
+
+
+def test_each_default_as_written_is_what_its_variable_gives(monkeypatch):
+    rows = [r.split(" | ") for r in render_table().splitlines() if r.startswith("| `TAILOR_")]
+    for variable, _, default, _ in rows:
+        name = variable.strip("|` ")
+        if default == "unset":
+            continue
+        monkeypatch.setenv(name, default.strip("`"))
+        field = name.removeprefix("TAILOR_").lower()
+        assert getattr(Settings(), field) == Settings.model_fields[field].default, name
+        monkeypatch.delenv(name)

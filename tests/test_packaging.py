@@ -1,0 +1,63 @@
+"""pyproject: console scripts name real entry functions; the runtime dependency set is exactly
+what server/, clients/, kernels/, protos/ and contract/ import (extras are never needed to serve)."""
+import importlib
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+
+from tests.conftest import ROOT
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+RUNTIME_PACKAGES = ("server", "clients", "kernels", "protos", "contract")
+
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys
+for name in sys.argv[2:]:
+    sys.modules[name] = None  # an extra's module: importing it fails
+for pkg in sys.argv[1].split(","):
+    mod = importlib.import_module(pkg)
+    for info in pkgutil.walk_packages(mod.__path__, pkg + "."):
+        if ".bench" not in info.name and not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def _modules_of(requirements) -> dict[str, set[str]]:
+    """Import names of each distribution ({dist: {top-level modules}})."""
+    owners: dict[str, set[str]] = {}
+    for module, dists in packages_distributions().items():
+        for dist in dists:
+            owners.setdefault(dist.lower().replace("_", "-"), set()).add(module)
+    out = {}
+    for req in requirements:
+        name = re.match(r"[A-Za-z0-9_.-]+", req).group().lower().replace("_", "-")
+        assert name in owners, f"{name} is declared but not installed"
+        out[name] = {m for m in owners[name] if not m.startswith("_")}
+    return out
+
+
+def test_console_scripts_name_real_entry_functions():
+    scripts = PYPROJECT["project"]["scripts"]
+    assert set(scripts) == {"tailor-server", "tailor-train", "tailor"}
+    for target in scripts.values():
+        module, _, attr = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), target
+
+
+def test_runtime_dependencies_are_what_the_server_and_client_import():
+    runtime = _modules_of(PYPROJECT["project"]["dependencies"])
+    extras = _modules_of(r for reqs in PYPROJECT["project"]["optional-dependencies"].values()
+                         for r in reqs)
+    runtime_modules = set().union(*runtime.values())
+    blocked = sorted(set().union(*extras.values()) - runtime_modules)
+    assert {"locust", "Cython", "grpc_tools"} <= set(blocked)
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL, ",".join(RUNTIME_PACKAGES), *blocked],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"an extra is imported at run time:\n{proc.stderr[-3000:]}"
+    imported = set(json.loads(proc.stdout))
+    unused = [dist for dist, modules in runtime.items() if not modules & imported]
+    assert not unused, f"declared runtime dependencies nothing imports: {unused}"
