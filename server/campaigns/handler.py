@@ -3,7 +3,8 @@
 Decisions are logged (group commit: concurrent ChooseVariant calls share one write
 transaction) before the reply, so a reward may follow at once from any worker process.
 Rewards (explicit and from tracked events) are a second group-commit writer. Both run in the
-campaigns writer process (`server.writer_process`), which shares no GIL with the event loop.
+campaigns writer process (`server.batching.WriterProcess`), which shares no GIL with the event
+loop.
 """
 from __future__ import annotations
 
@@ -19,10 +20,9 @@ import numpy as np
 from kernels import bandits as B
 from kernels.bandit_stats import campaign_stats
 
-from ..batching import AdaptiveBatcher
+from ..batching import AdaptiveBatcher, WriterProcess
 from ..ids import RandomIds
 from ..store import Store
-from ..writer_process import WriterProcess
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger

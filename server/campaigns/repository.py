@@ -292,7 +292,7 @@ def _counters(raw: bytes | None) -> dict:
 
 
 def writer_functions(store: Store) -> dict:
-    """The batch functions of the campaigns writer process (`server.writer_process`)."""
+    """The batch functions of the campaigns writer process (`server.batching.WriterProcess`)."""
     repo = CampaignRepository(store)
     return {"decisions": repo.log_decisions,
             "rewards": lambda requests: repo.apply_rewards(requests, time.time())}

@@ -6,10 +6,10 @@ from collections.abc import Callable, Sequence
 
 import faiss
 
+from ..batching import AdaptiveBatcher, ThreadRunner
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
-from ..batching import AdaptiveBatcher
 from ..profiles.seen import SeenSet
 from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
@@ -35,9 +35,9 @@ class Recommender:
         """Live seen-sets per user (None: only the bundle's seen-sets count)."""
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
-            self._run_batch, max_size=settings.batch_max_size,
-            max_wait=settings.batch_max_wait_ms / 1000.0, concurrency=settings.batch_concurrency,
-            thread_init=self._init_compute_thread)
+            ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
+                         thread_init=self._init_compute_thread),
+            max_size=settings.batch_max_size, max_wait=settings.batch_max_wait_ms / 1000.0)
 
     def _init_compute_thread(self) -> None:
         # OpenMP thread counts are per calling thread: set FAISS's in each batch thread. Its
