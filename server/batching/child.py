@@ -3,10 +3,10 @@
     python -m server.batching.child MODULE:FACTORY STORE_JSON   (started by WriterProcess only)
 
 Frames (`server.batching.frames`) carry `(seq, function, queries)` in and `(seq, results)` out;
-a `READY` frame says the store is open. The child waits for a frame, takes every other frame already in the pipe, and runs each run of
-consecutive frames for the same function as one call, so batches that queued while it committed
-share the next transaction and fsync (and one query that fails the call fails all of them).
-Each call's answers are written as soon as it returns.
+a `READY` frame says the store is open. The child waits for a frame, takes every other frame
+already in the pipe, and runs each run of consecutive frames for the same function as one call,
+so batches that queued while it committed share the next transaction and fsync (and one query
+that fails the call fails all of them). Each call's answers are written as soon as it returns.
 
 It ignores SIGINT and SIGTERM and exits when its stdin closes: the server closed it or died.
 """
