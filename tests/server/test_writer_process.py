@@ -233,3 +233,12 @@ def test_the_child_exits_when_the_server_dies(tmp_path):
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def test_the_child_imports_none_of_the_servers_batching_side():
+    """`python -m server.batching.child` imports the package first: it must stay light."""
+    script = ("import sys, server.batching.child; print(sorted(m for m in sys.modules if m in "
+              "('server.metrics', 'server.batching.adaptive', 'server.batching.process_runner')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
