@@ -247,8 +247,8 @@ cdef inline intp_t _argmax(const double* v, intp_t k) noexcept nogil:
 cdef void _mc(int kind, const double* p, intp_t k, rng_t* r, intp_t n_mc, double* buf,
               double* wins, double* loss) noexcept nogil:
     """Add argmax counts to `wins` and sum(max - draw) to `loss` (if not NULL) over n_mc draws."""
-    cdef intp_t it, i, best
-    for it in range(n_mc):
+    cdef intp_t _it, i, best
+    for _it in range(n_mc):
         _draw(kind, p, k, r, buf)
         best = _argmax(buf, k)
         wins[best] += 1.0

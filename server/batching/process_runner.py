@@ -224,7 +224,7 @@ class _Child:
             self._drained = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._drained), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.error("the %s writer process took no input for %.0f s", self.writer.name,
                              timeout)
         if not self.gone.done():
@@ -232,7 +232,7 @@ class _Child:
             self.proc.stdin.close()  # end of file: the child answers what it has, then exits
             try:
                 await asyncio.wait_for(asyncio.shield(self.gone), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.error("the %s writer process did not stop in %.0f s; killing it",
                              self.writer.name, timeout)
                 self.proc.kill()
