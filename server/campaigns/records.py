@@ -1,8 +1,9 @@
 """`DecisionRecord`: one ChooseVariant decision, as the handler logs it.
 
-The handler builds it; the campaigns writer process writes it (`CampaignRepository.log_decisions`)
-as the JSON object of its fields, in field order: the decision log, which the reward paths and
-`export` read back as a dict (with the `rewarded_at` / `event_reward` they add).
+The handler builds it; the campaigns writer process writes it (`CampaignRepository.log_decisions`,
+through `encode_decision`) as the JSON object of its fields, in field order: the decision log,
+which the reward paths and `export` read back as a dict (with the `rewarded_at` / `event_reward`
+they add).
 
 It crosses to the writer process as a plain tuple (`tuple(record)`, rebuilt with
 `DecisionRecord._make`): pickle writes a tuple in C, with no class reference and no
