@@ -400,7 +400,8 @@ def test_sweeps_close_each_due_window_once_in_batches(tmp_path):
     first.log_decisions([DecisionRecord(**{
         "decision_id": f"d{i}", "campaign_id": "c", "user_id": f"u{i}", "timestamp": now, "arm": i % 2,
         "propensity": 0.5, "reward": None, "context": [], "position": 0, "variant_id": "ab"[i % 2],
-        "status": "pending", "deadline": now - 1 if i < 5 else now + 100, "linear": False}) for i in range(7)])
+        "status": "pending", "deadline": now - 1 if i < 5 else now + 100, "linear": False})
+        for i in range(7)])
     assert first.sweep(now, limit=2) == 5
     assert second.sweep(now, limit=2) == 0
     _, state, counters = first.stats_snapshot("c")
