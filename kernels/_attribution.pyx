@@ -8,6 +8,7 @@ All hot loops run without the GIL and are O(nnz) unless stated otherwise.
 from libc.math cimport exp2
 from libc.stdlib cimport calloc, free, malloc
 
+from ._splitmix cimport splitmix64
 from ._types cimport float64_t, int32_t, int64_t, uint64_t
 
 
@@ -195,15 +196,6 @@ def shapley_exact(const float64_t[::1] v, int n_bits, const float64_t[::1] weigh
             out[i] = acc
 
 
-cdef inline uint64_t _splitmix64(uint64_t* state) noexcept nogil:
-    cdef uint64_t z
-    state[0] += <uint64_t> 0x9E3779B97F4A7C15
-    z = state[0]
-    z = (z ^ (z >> 30)) * <uint64_t> 0xBF58476D1CE4E5B9
-    z = (z ^ (z >> 27)) * <uint64_t> 0x94D049BB133111EB
-    return z ^ (z >> 31)
-
-
 def shapley_sampled(const int64_t[::1] grp_indptr, const int32_t[::1] grp_channels,
                     const int64_t[::1] ch_indptr, const int32_t[::1] ch_groups,
                     const float64_t[:, ::1] grp_stats, int n_channels, Py_ssize_t n_perm,
@@ -236,7 +228,7 @@ def shapley_sampled(const int64_t[::1] grp_indptr, const int32_t[::1] grp_channe
             perm[i] = <int32_t> i
         for t in range(n_perm):
             for i in range(n_channels - 1, 0, -1):  # Fisher-Yates
-                j = <Py_ssize_t> (_splitmix64(&state) % <uint64_t> (i + 1))
+                j = <Py_ssize_t> (splitmix64(&state) % <uint64_t> (i + 1))
                 tmp = perm[i]
                 perm[i] = perm[j]
                 perm[j] = tmp

@@ -1,212 +1,22 @@
-"""Bandit policy kernels: seeded RNG, posterior sampling, scores and sufficient-statistic updates.
+"""Bandit policy kernels: posterior sampling, scores and sufficient-statistic updates.
 
 Everything here works on flat float64 arrays owned by the caller (see `kernels/bandits.py` for
 the state layout and the numpy reference of every function). Heavy loops run without the GIL.
-
-Random numbers come from `Rng`, a xoshiro256** generator seeded through splitmix64; normals use
-the 128-layer ziggurat (32-bit resolution, independent layer and value bits), Gamma(a) the Marsaglia-Tsang squeeze (a < 1 boosted by U**(1/a)),
-Beta(a, b) = Ga / (Ga + Gb). One `Rng` per caller (server process / thread): it is not locked.
+Random numbers come from an `Rng` (`kernels/_rng.pxd`: the generator and its samplers).
 """
-from libc.math cimport exp, fabs, log, sqrt, pow, INFINITY
-from libc.stdlib cimport malloc, free
-from libc.stdint cimport int32_t, uint64_t, uint8_t
+from libc.math cimport INFINITY, log, sqrt
+from libc.stdint cimport uint64_t, uint8_t
+from libc.stdlib cimport free, malloc
 
-from kernels._types cimport float64_t, intp_t
+from kernels._rng cimport Rng, rng_beta, rng_gamma, rng_next_u64, rng_normal, rng_t, rng_uniform
+from kernels._splitmix cimport splitmix64_mix
+from kernels._types cimport intp_t
 
 # Posterior families understood by the Monte Carlo kernel.
 cdef enum:
     KIND_BETA = 0
     KIND_NIG = 1
     KIND_NORMAL = 2
-
-
-cdef struct rng_t:
-    uint64_t s[4]
-
-
-cdef inline uint64_t _rotl(uint64_t x, int k) noexcept nogil:
-    return (x << k) | (x >> (64 - k))
-
-
-cdef inline uint64_t _splitmix64(uint64_t* x) noexcept nogil:
-    x[0] += <uint64_t>0x9E3779B97F4A7C15ULL
-    cdef uint64_t z = x[0]
-    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EBULL
-    return z ^ (z >> 31)
-
-
-cdef inline uint64_t _next_u64(rng_t* r) noexcept nogil:
-    cdef uint64_t* s = r.s
-    cdef uint64_t result = _rotl(s[1] * 5, 7) * 9
-    cdef uint64_t t = s[1] << 17
-    s[2] ^= s[0]
-    s[3] ^= s[1]
-    s[1] ^= s[2]
-    s[0] ^= s[3]
-    s[2] ^= t
-    s[3] = _rotl(s[3], 45)
-    return result
-
-
-cdef inline double _uniform(rng_t* r) noexcept nogil:
-    """Uniform on [0, 1) with 53 random bits."""
-    return (_next_u64(r) >> 11) * (1.0 / 9007199254740992.0)
-
-
-# Ziggurat tables (Marsaglia & Tsang 2000, 128 layers), filled once at import by _zig_init.
-cdef double _zig_k[128]
-cdef double _zig_w[128]
-cdef double _zig_f[128]
-cdef double _ZIG_R = 3.442619855899
-
-
-cdef void _zig_init() noexcept:
-    cdef double m1 = 2147483648.0, dn = _ZIG_R, tn = _ZIG_R, vn = 9.91256303526217e-3, q
-    cdef int i
-    q = vn / exp(-0.5 * dn * dn)
-    _zig_k[0] = (dn / q) * m1
-    _zig_k[1] = 0.0
-    _zig_w[0] = q / m1
-    _zig_w[127] = dn / m1
-    _zig_f[0] = 1.0
-    _zig_f[127] = exp(-0.5 * dn * dn)
-    for i in range(126, 0, -1):
-        dn = sqrt(-2.0 * log(vn / dn + exp(-0.5 * dn * dn)))
-        _zig_k[i + 1] = (dn / tn) * m1
-        tn = dn
-        _zig_f[i] = exp(-0.5 * dn * dn)
-        _zig_w[i] = dn / m1
-
-
-_zig_init()
-
-
-cdef inline double _normal(rng_t* r) noexcept nogil:
-    """Standard normal by the ziggurat: layer from the low 7 bits, value from the high 32."""
-    cdef uint64_t u
-    cdef int32_t hz
-    cdef int iz
-    cdef double x, y
-    while True:
-        u = _next_u64(r)
-        iz = <int>(u & 127)
-        hz = <int32_t>(u >> 32)
-        x = hz * _zig_w[iz]
-        if fabs(<double>hz) < _zig_k[iz]:
-            return x
-        if iz == 0:  # tail beyond R (Marsaglia 1964)
-            while True:
-                x = -log(1.0 - _uniform(r)) / _ZIG_R
-                y = -log(1.0 - _uniform(r))
-                if y + y >= x * x:
-                    break
-            return _ZIG_R + x if hz > 0 else -_ZIG_R - x
-        if _zig_f[iz] + _uniform(r) * (_zig_f[iz - 1] - _zig_f[iz]) < exp(-0.5 * x * x):
-            return x
-
-
-cdef inline double _gamma(rng_t* r, double a) noexcept nogil:
-    """Gamma(shape=a, scale=1), Marsaglia & Tsang (2000); a < 1 via Gamma(a + 1) * U**(1/a)."""
-    cdef double d, c, x, v, u, boost = 1.0
-    if a < 1.0:
-        boost = pow(1.0 - _uniform(r), 1.0 / a)
-        a += 1.0
-    d = a - 1.0 / 3.0
-    c = 1.0 / sqrt(9.0 * d)
-    while True:
-        x = _normal(r)
-        v = 1.0 + c * x
-        if v <= 0.0:
-            continue
-        v = v * v * v
-        u = 1.0 - _uniform(r)
-        if u < 1.0 - 0.0331 * x * x * x * x:
-            return d * v * boost
-        if log(u) < 0.5 * x * x + d * (1.0 - v + log(v)):
-            return d * v * boost
-
-
-cdef inline double _beta(rng_t* r, double a, double b) noexcept nogil:
-    cdef double x = _gamma(r, a)
-    cdef double y = _gamma(r, b)
-    return x / (x + y)
-
-
-cdef class Rng:
-    """Seeded xoshiro256** generator owned by one caller.
-
-    Parameters
-    ----------
-    seed : int
-        Any integer; expanded to 256 bits of state with splitmix64.
-    """
-    cdef rng_t state
-
-    def __cinit__(self, uint64_t seed=0):
-        cdef uint64_t x = seed
-        cdef int i
-        for i in range(4):
-            self.state.s[i] = _splitmix64(&x)
-
-    def uniform(self):
-        """One uniform on [0, 1): the next value `random` would give. The GIL stays held (a
-        few ns of work: releasing it would hand it to a waiting thread for up to a switch
-        interval)."""
-        return _uniform(&self.state)
-
-    def random(self, intp_t n):
-        """`n` uniforms on [0, 1) as a float64 array."""
-        out = _empty(n)
-        cdef double[::1] o = out
-        cdef intp_t i
-        with nogil:
-            for i in range(n):
-                o[i] = _uniform(&self.state)
-        return out
-
-    def normal(self, intp_t n):
-        """`n` standard normals."""
-        out = _empty(n)
-        cdef double[::1] o = out
-        cdef intp_t i
-        with nogil:
-            for i in range(n):
-                o[i] = _normal(&self.state)
-        return out
-
-    def gamma(self, double shape, intp_t n):
-        """`n` draws of Gamma(shape, scale=1)."""
-        if not shape > 0:
-            raise ValueError(f"shape must be > 0, got {shape}")
-        out = _empty(n)
-        cdef double[::1] o = out
-        cdef intp_t i
-        with nogil:
-            for i in range(n):
-                o[i] = _gamma(&self.state, shape)
-        return out
-
-    def beta(self, double a, double b, intp_t n):
-        """`n` draws of Beta(a, b)."""
-        if not (a > 0 and b > 0):
-            raise ValueError(f"a and b must be > 0, got {a}, {b}")
-        out = _empty(n)
-        cdef double[::1] o = out
-        cdef intp_t i
-        with nogil:
-            for i in range(n):
-                o[i] = _beta(&self.state, a, b)
-        return out
-
-    def integers(self, uint64_t high):
-        """One integer uniform on [0, high) (Lemire-free modulo; bias < high / 2**64)."""
-        return <intp_t>(_next_u64(&self.state) % high)
-
-
-cdef object _empty(intp_t n):
-    import numpy as np
-    return np.empty(n, dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,7 +74,7 @@ cdef inline intp_t _pick_max(const double* score, intp_t k, rng_t* r, double* pr
     for i in range(k):
         if score[i] == best:
             ties += 1
-    pick = <intp_t>(_next_u64(r) % <uint64_t>ties) if ties > 1 else 0
+    pick = <intp_t>(rng_next_u64(r) % <uint64_t>ties) if ties > 1 else 0
     cdef intp_t chosen = -1
     for i in range(k):
         if score[i] == best:
@@ -298,7 +108,7 @@ def ucb1_scores(const double[::1] n, const double[::1] s, double c, double[::1] 
 
 
 def ucb1_choose(const double[::1] n, const double[::1] s, double c, Rng rng, double[::1] probs):
-    """Arm with the largest UCB1 index (ties split uniformly); `probs` gets the exact propensities."""
+    """Arm with the largest UCB1 index (ties split uniformly); `probs` gets exact propensities."""
     cdef intp_t k = n.shape[0], arm
     cdef double* buf = <double*>malloc(k * sizeof(double))
     with nogil:
@@ -322,8 +132,8 @@ def egreedy_choose(const double[::1] n, const double[::1] s, double eps, Rng rng
         arm = _pick_max(buf, k, &rng.state, &probs[0])
         for i in range(k):
             probs[i] = (1.0 - eps) * probs[i] + eps / k
-        if _uniform(&rng.state) < eps:
-            arm = <intp_t>(_next_u64(&rng.state) % <uint64_t>k)
+        if rng_uniform(&rng.state) < eps:
+            arm = <intp_t>(rng_next_u64(&rng.state) % <uint64_t>k)
     free(buf)
     return arm
 
@@ -415,15 +225,15 @@ cdef inline void _draw(int kind, const double* p, intp_t k, rng_t* r, double* ou
     cdef double tau
     if kind == KIND_BETA:
         for i in range(k):
-            out[i] = _beta(r, p[i], p[k + i])
+            out[i] = rng_beta(r, p[i], p[k + i])
     elif kind == KIND_NIG:
         # p = (mu_n, kappa_n, a_n, b_n): tau ~ Gamma(a_n, rate b_n), mu ~ N(mu_n, 1/(kappa_n tau))
         for i in range(k):
-            tau = _gamma(r, p[2 * k + i]) / p[3 * k + i]
-            out[i] = p[i] + _normal(r) / sqrt(p[k + i] * tau)
+            tau = rng_gamma(r, p[2 * k + i]) / p[3 * k + i]
+            out[i] = p[i] + rng_normal(r) / sqrt(p[k + i] * tau)
     else:
         for i in range(k):
-            out[i] = p[i] + p[k + i] * _normal(r)
+            out[i] = p[i] + p[k + i] * rng_normal(r)
 
 
 cdef inline intp_t _argmax(const double* v, intp_t k) noexcept nogil:
@@ -437,8 +247,8 @@ cdef inline intp_t _argmax(const double* v, intp_t k) noexcept nogil:
 cdef void _mc(int kind, const double* p, intp_t k, rng_t* r, intp_t n_mc, double* buf,
               double* wins, double* loss) noexcept nogil:
     """Add argmax counts to `wins` and sum(max - draw) to `loss` (if not NULL) over n_mc draws."""
-    cdef intp_t it, i, best
-    for it in range(n_mc):
+    cdef intp_t _it, i, best
+    for _it in range(n_mc):
         _draw(kind, p, k, r, buf)
         best = _argmax(buf, k)
         wins[best] += 1.0
@@ -488,7 +298,7 @@ def beta_ts_choose(const double[::1] n, const double[::1] s, double a0, double b
     cdef double v, top = -1.0
     with nogil:
         for i in range(k):
-            v = _beta(&rng.state, a0 + s[i], b0 + n[i] - s[i])
+            v = rng_beta(&rng.state, a0 + s[i], b0 + n[i] - s[i])
             if v > top:
                 top = v
                 best = i
@@ -521,6 +331,4 @@ def hash64(const uint8_t[::1] data):
     for i in range(data.shape[0]):
         h ^= data[i]
         h *= <uint64_t>0x100000001B3ULL
-    h = (h ^ (h >> 30)) * <uint64_t>0xBF58476D1CE4E5B9ULL
-    h = (h ^ (h >> 27)) * <uint64_t>0x94D049BB133111EBULL
-    return h ^ (h >> 31)
+    return splitmix64_mix(h)

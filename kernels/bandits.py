@@ -9,7 +9,8 @@ changed only by `update(state, arm, reward, x)`, so a server can read-modify-wri
 LMDB write transaction (`update_bytes`). Discounting: each update first multiplies every arm's
 sufficient statistics by ``gamma`` (1 = stationary), so priors regain weight as data ages.
 
-Each kernel in `kernels._bandits` has a plain-numpy reference here, chosen by ``use_native``.
+Each kernel in `kernels._bandits` has a plain-numpy reference here, chosen by ``use_native``;
+the native policies draw from `kernels._rng.Rng` (`new_rng`), the references from numpy.
 Posterior statistics (intervals, P(best), A/B analysis) are in `kernels.bandit_stats`.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from kernels import _bandits
+from kernels import _bandits, _rng
 
 __all__ = [
     "HOLDOUT", "POLICIES", "Params", "BanditState", "Decision", "new_state", "new_rng", "update",
@@ -176,8 +177,8 @@ def _check_params(p: Params) -> None:
 
 
 def new_rng(seed: int, use_native: bool = True):
-    """The generator `choose` expects: `_bandits.Rng` (native) or `np.random.Generator`."""
-    return _bandits.Rng(seed) if use_native else np.random.default_rng(seed)
+    """The generator `choose` expects: `_rng.Rng` (native) or `np.random.Generator`."""
+    return _rng.Rng(seed) if use_native else np.random.default_rng(seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +286,7 @@ def choose(state: BanditState, rng, x=None, *, user_id=None, salt: str = "", n_m
     Parameters
     ----------
     state : BanditState
-    rng : `_bandits.Rng` (native) or `np.random.Generator` (reference); see `new_rng`.
+    rng : `_rng.Rng` (native) or `np.random.Generator` (reference); see `new_rng`.
     x : (d,) float64, context features; required by linucb / lints.
     user_id, salt : str, hashed for ``fixed`` and for the holdout (required if either is used).
     n_mc : int, Monte Carlo draws behind Thompson propensities (0 = skip them: propensity nan).

@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from kernels import _bandits
+from kernels import _bandits, _rng
 from kernels import bandits as B
 
 
@@ -58,7 +58,7 @@ def decision_times(k: int, calls: int, dim: int = 10) -> list[tuple]:
     from mabwiser.mab import LearningPolicy as LP
 
     rows = []
-    rng, gen, probs = _bandits.Rng(1), np.random.default_rng(1), np.empty(k)
+    rng, gen, probs = _rng.Rng(1), np.random.default_rng(1), np.empty(k)
     st = _played("bernoulli_ts", k)
     a, b = 1.0 + st.s, 1.0 + st.n - st.s
     mab, _, _ = _mab(k, LP.ThompsonSampling())

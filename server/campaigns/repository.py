@@ -28,6 +28,7 @@ from ..store import Store
 from ..store.keys import (DUE_PREFIX, SEP, campaign_key, count_key, decision_index_key,
                           decision_key, due_key, user_prefix)
 from .errors import CampaignExists, CampaignNotFound, DecisionNotFound, RewardConflict
+from .records import DecisionRecord
 from .spec import Campaign
 
 __all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome", "writer_functions",
@@ -128,14 +129,14 @@ class CampaignRepository:
         return self.parse(raw), B.BanditState.from_bytes(blob), _counters(counts)
 
     # -- decisions ----------------------------------------------------------------------------
-    def log_decisions(self, records: Sequence[dict]) -> list[None]:
+    def log_decisions(self, records: Sequence[DecisionRecord]) -> list[None]:
         """Store decision records (one transaction) with their indexes and counters."""
         items, per_campaign = [], {}
         for rec in records:  # outside the writer lock
-            pkey, decision_id = decision_key(rec["user_id"], rec["decision_id"]), rec["decision_id"]
-            items += ((pkey, encode_decision(rec)), (decision_index_key(decision_id), pkey),
-                      (due_key(rec["deadline"], decision_id), pkey))
-            per_campaign.setdefault(rec["campaign_id"], []).append(rec["arm"])
+            pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
+            items += ((pkey, encode_decision(rec._asdict())), (decision_index_key(decision_id), pkey),
+                      (due_key(rec.deadline, decision_id), pkey))
+            per_campaign.setdefault(rec.campaign_id, []).append(rec.arm)
 
         def fn(txn):
             self._d.put_many(txn, items)
@@ -292,7 +293,7 @@ def _counters(raw: bytes | None) -> dict:
 
 
 def writer_functions(store: Store) -> dict:
-    """The batch functions of the campaigns writer process (`server.writer_process`)."""
+    """The batch functions of the campaigns writer process (`server.batching.WriterProcess`)."""
     repo = CampaignRepository(store)
-    return {"decisions": repo.log_decisions,
+    return {"decisions": lambda rows: repo.log_decisions([DecisionRecord._make(r) for r in rows]),
             "rewards": lambda requests: repo.apply_rewards(requests, time.time())}

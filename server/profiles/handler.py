@@ -15,7 +15,7 @@ from contract.events import DEFAULT_HALF_LIFE_DAYS
 from kernels import feature_layout as fl
 from kernels import features as kf
 
-from ..batching import AdaptiveBatcher
+from ..batching import AdaptiveBatcher, ThreadRunner
 from ..errors import NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
@@ -72,8 +72,8 @@ class Profiles:
         self.history = history
         self.limits = rules.limits
         # Concurrent TrackEvents calls share one write transaction (one fsync).
-        self._writer = AdaptiveBatcher(self._ingest_many, max_size=64, max_wait=0.0, concurrency=1,
-                                       name="ingest")
+        self._writer = AdaptiveBatcher(ThreadRunner(self._ingest_many, concurrency=1, name="ingest"),
+                                       max_size=64, max_wait=0.0)
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._blends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

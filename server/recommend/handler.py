@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 
 import faiss
 
+from ..batching import AdaptiveBatcher, ThreadRunner
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..profiles.schema import CHANNELS
-from ..batching import AdaptiveBatcher
 from ..profiles.seen import SeenSet
 from ..validation import SEP, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
@@ -36,9 +36,9 @@ class Recommender:
         """Live seen-sets per user (None: only the bundle's seen-sets count)."""
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
-            self._run_batch, max_size=settings.batch_max_size,
-            max_wait=settings.batch_max_wait_ms / 1000.0, concurrency=settings.batch_concurrency,
-            thread_init=self._init_compute_thread)
+            ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
+                         thread_init=self._init_compute_thread),
+            max_size=settings.batch_max_size, max_wait=settings.batch_max_wait_ms / 1000.0)
 
     def _init_compute_thread(self) -> None:
         # OpenMP thread counts are per calling thread: set FAISS's in each batch thread. Its

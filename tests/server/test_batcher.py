@@ -4,7 +4,13 @@ from concurrent.futures.thread import BrokenThreadPool
 
 import pytest
 
-from server.batching import AdaptiveBatcher, BatcherClosed
+from server.batching import AdaptiveBatcher, BatcherClosed, ThreadRunner
+
+
+def _batcher(fn, *, concurrency=2, thread_init=None, **limits) -> AdaptiveBatcher:
+    """A batcher over a pool of `concurrency` threads running `fn`."""
+    return AdaptiveBatcher(ThreadRunner(fn, concurrency=concurrency, name="test",
+                                        thread_init=thread_init), **limits)
 
 
 async def test_concurrent_calls_share_batches():
@@ -16,7 +22,7 @@ async def test_concurrent_calls_share_batches():
         gate.wait(1.0)  # hold the first batch so the rest pile up behind it
         return [q * 2 for q in batch]
 
-    batcher = AdaptiveBatcher(fn, max_size=16, max_wait=0.0, concurrency=1)
+    batcher = _batcher(fn, max_size=16, max_wait=0.0, concurrency=1)
     calls = [asyncio.create_task(batcher.submit(i)) for i in range(40)]
     await asyncio.sleep(0.05)
     gate.set()
@@ -27,8 +33,8 @@ async def test_concurrent_calls_share_batches():
 
 async def test_max_wait_groups_calls_arriving_close_together():
     sizes = []
-    batcher = AdaptiveBatcher(lambda b: sizes.append(len(b)) or list(b), max_size=64,
-                              max_wait=0.05, concurrency=1)
+    batcher = _batcher(lambda b: sizes.append(len(b)) or list(b), max_size=64,
+                       max_wait=0.05, concurrency=1)
 
     async def later(i):
         await asyncio.sleep(0.005 * i)
@@ -40,8 +46,8 @@ async def test_max_wait_groups_calls_arriving_close_together():
 
 
 async def test_per_call_exception_fails_only_that_call():
-    batcher = AdaptiveBatcher(lambda b: [ValueError(f"bad {q}") if q == 3 else q for q in b],
-                              max_size=8, max_wait=0.01)
+    batcher = _batcher(lambda b: [ValueError(f"bad {q}") if q == 3 else q for q in b],
+                       max_size=8, max_wait=0.01)
     results = await asyncio.gather(*(batcher.submit(i) for i in range(6)), return_exceptions=True)
     assert [r for r in results if not isinstance(r, Exception)] == [0, 1, 2, 4, 5]
     assert str(results[3]) == "bad 3"
@@ -56,7 +62,7 @@ async def test_failed_batch_fails_every_call_and_batcher_keeps_working():
             raise RuntimeError("kaboom")
         return list(batch)
 
-    batcher = AdaptiveBatcher(fn, max_size=8, max_wait=0.01)
+    batcher = _batcher(fn, max_size=8, max_wait=0.01)
     results = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in results)
     state["fail"] = False
@@ -66,7 +72,11 @@ async def test_failed_batch_fails_every_call_and_batcher_keeps_working():
 
 def test_rejects_bad_limits():
     with pytest.raises(ValueError):
-        AdaptiveBatcher(list, max_size=0)
+        _batcher(list, max_size=0)
+    with pytest.raises(ValueError):
+        _batcher(list, max_wait=-1.0)
+    with pytest.raises(ValueError):
+        ThreadRunner(list, concurrency=0, name="test")
 
 
 async def test_cancelled_callers_are_left_out_of_the_next_batch():
@@ -77,7 +87,7 @@ async def test_cancelled_callers_are_left_out_of_the_next_batch():
         gate.wait(1.0)
         return list(batch)
 
-    batcher = AdaptiveBatcher(fn, max_size=8, max_wait=0.0, concurrency=1)
+    batcher = _batcher(fn, max_size=8, max_wait=0.0, concurrency=1)
     first = asyncio.create_task(batcher.submit(0))
     await asyncio.sleep(0.01)  # batch [0] is running; the next calls queue behind it
     gave_up = asyncio.create_task(batcher.submit(1))
@@ -93,8 +103,8 @@ async def test_cancelled_callers_are_left_out_of_the_next_batch():
 def _gated_batcher() -> tuple[threading.Event, AdaptiveBatcher]:
     """A one-call, one-slot batcher whose batches run until the gate is set (1 s at most)."""
     gate = threading.Event()
-    return gate, AdaptiveBatcher(lambda b: gate.wait(1.0) and list(b), max_size=1, max_wait=0.0,
-                                 concurrency=1)
+    return gate, _batcher(lambda b: gate.wait(1.0) and list(b), max_size=1, max_wait=0.0,
+                          concurrency=1)
 
 
 async def test_close_finishes_running_batches_and_refuses_new_calls():
@@ -117,7 +127,7 @@ async def test_a_broken_pool_fails_the_calls_and_frees_the_slot():
     def boom():
         raise RuntimeError("no thread for you")
 
-    batcher = AdaptiveBatcher(list, max_size=4, max_wait=0.0, concurrency=1, thread_init=boom)
+    batcher = _batcher(list, max_size=4, max_wait=0.0, concurrency=1, thread_init=boom)
     for _ in range(2):  # the second call must not wait for ever behind a leaked slot
         # the pool's own error, not a TimeoutError from a call that was never answered
         with pytest.raises(BrokenThreadPool, match="initializer failed"):

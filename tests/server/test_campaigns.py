@@ -388,6 +388,7 @@ async def test_exported_decisions_feed_off_policy_evaluation(stub, tmp_path):
 
 
 def test_sweeps_close_each_due_window_once_in_batches(tmp_path):
+    from server.campaigns.records import DecisionRecord
     from server.campaigns.repository import CampaignRepository
     from server.campaigns.spec import Campaign, CampaignSpec, Variant
     from server.store import Store
@@ -396,10 +397,11 @@ def test_sweeps_close_each_due_window_once_in_batches(tmp_path):
     spec = CampaignSpec("c", variants=(Variant("a"), Variant("b")), default_reward=0.5).validated()
     first.create(Campaign(spec), spec.new_state())
     now = time.time()
-    first.log_decisions([{
+    first.log_decisions([DecisionRecord(**{
         "decision_id": f"d{i}", "campaign_id": "c", "user_id": f"u{i}", "timestamp": now, "arm": i % 2,
         "propensity": 0.5, "reward": None, "context": [], "position": 0, "variant_id": "ab"[i % 2],
-        "status": "pending", "deadline": now - 1 if i < 5 else now + 100, "linear": False} for i in range(7)])
+        "status": "pending", "deadline": now - 1 if i < 5 else now + 100, "linear": False})
+        for i in range(7)])
     assert first.sweep(now, limit=2) == 5
     assert second.sweep(now, limit=2) == 0
     _, state, counters = first.stats_snapshot("c")

@@ -10,10 +10,9 @@ import time
 import grpc
 import pytest
 
-from server.batching import AdaptiveBatcher, BatcherClosed
+from server.batching import AdaptiveBatcher, BatcherClosed, WriterProcess
 from server.errors import NotFound, ResourceExhausted, Unavailable
 from server.store import Store
-from server.writer_process import WriterProcess
 
 FACTORY = "tests.server.test_writer_process:functions"
 
@@ -97,6 +96,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+async def _exits(pid: int, within: float = 5.0) -> bool:
+    """Whether `pid` is gone (or a zombie) within `within` seconds. Its pipes close during its
+    exit, before it is a zombie: the server may see end of file a moment before that."""
+    deadline = time.monotonic() + within
+    while _alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return not _alive(pid)
+
+
 async def test_batches_run_in_the_child_and_commit_to_the_same_store(writer):
     writer, batcher, store = writer
     keys = [f"k{i}" for i in range(200)]
@@ -126,7 +134,7 @@ async def test_a_dead_child_fails_its_batch_with_unavailable_and_the_next_batch_
     crasher = AdaptiveBatcher(runner=writer.runner("crash"), max_size=8, max_wait=0.0, name="crash")
     with pytest.raises(Unavailable, match="exited before answering"):
         await crasher.submit("x")
-    assert not _alive(first)
+    assert await _exits(first)
     pid, _ = await batcher.submit("k")
     assert pid == writer.pid != first and store.get("meta", b"k") == b"v-k"
     await crasher.close()
@@ -209,7 +217,7 @@ def test_the_child_exits_when_the_server_dies(tmp_path):
     script = textwrap.dedent(f"""
         import asyncio, os
         from server.store import Store
-        from server.writer_process import WriterProcess
+        from server.batching import WriterProcess
         async def main():
             writer = WriterProcess({FACTORY!r}, Store({str(tmp_path / "s")!r}, sync=False), name="t")
             await writer.ready()
@@ -225,3 +233,12 @@ def test_the_child_exits_when_the_server_dies(tmp_path):
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def test_the_child_imports_none_of_the_servers_batching_side():
+    """`python -m server.batching.child` imports the package first: it must stay light."""
+    script = ("import sys, server.batching.child; print(sorted(m for m in sys.modules if m in "
+              "('server.metrics', 'server.batching.adaptive', 'server.batching.process_runner')))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,13 +1,12 @@
-"""The child side of a writer process (`server.writer_process`), and the frames both sides use.
+"""The child side of a writer process (`server.batching.process_runner`).
 
-    python -m server.writer_child MODULE:FACTORY STORE_JSON   (started by WriterProcess only)
+    python -m server.batching.child MODULE:FACTORY STORE_JSON   (started by WriterProcess only)
 
-Frames are `<Q length><pickle>`. Server to child: `(seq, function, queries)`. Child to server:
-`(seq, results)`, one result or exception per query; seq 0 (`READY`) says the store is open.
-The child waits for a frame, takes every other frame already in the pipe, and runs each run of
-consecutive frames for the same function as one call, so batches that queued while it committed
-share the next transaction and fsync (and one query that fails the call fails all of them).
-Each call's answers are written as soon as it returns.
+Frames (`server.batching.frames`) carry `(seq, function, queries)` in and `(seq, results)` out;
+a `READY` frame says the store is open. The child waits for a frame, takes every other frame
+already in the pipe, and runs each run of consecutive frames for the same function as one call,
+so batches that queued while it committed share the next transaction and fsync (and one query
+that fails the call fails all of them). Each call's answers are written as soon as it returns.
 
 It ignores SIGINT and SIGTERM and exits when its stdin closes: the server closed it or died.
 """
@@ -16,42 +15,19 @@ from __future__ import annotations
 import importlib
 import itertools
 import json
-import logging
 import os
 import pickle
 import select
 import signal
-import struct
 import sys
 from collections.abc import Callable, Sequence
 
-from .errors import TailorError
-from .logging import configure_logging
+from ..errors import TailorError
+from ..logging import configure_logging
+from .frames import HEADER, READY, frame, take_frames
+from .logging import child_logger as logger
 
-__all__ = ["READY", "frame", "take_frames", "main"]
-
-logger = logging.getLogger("tailor.writer_child")
-
-READY = 0
-_HEADER = struct.Struct("<Q")
-
-
-def frame(obj) -> bytes:
-    payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(payload)) + payload
-
-
-def take_frames(buf: bytearray) -> list:
-    """Unpickle and remove the complete frames at the start of `buf`."""
-    out, at = [], 0
-    while len(buf) - at >= _HEADER.size:
-        (n,) = _HEADER.unpack_from(buf, at)
-        if len(buf) - at - _HEADER.size < n:
-            break
-        out.append(pickle.loads(buf[at + _HEADER.size:at + _HEADER.size + n]))
-        at += _HEADER.size + n
-    del buf[:at]
-    return out
+__all__ = ["main"]
 
 
 class _Inbox:
@@ -99,7 +75,7 @@ def _portable(answer: tuple[int, list]) -> bytes:
     error with its message (and its gRPC status, for a domain error)."""
     try:  # the usual case: the whole answer pickles, and comes back out
         data = frame(answer)
-        pickle.loads(data[_HEADER.size:])
+        pickle.loads(data[HEADER.size:])
         return data
     except Exception:  # noqa: BLE001 - whatever pickling raises; find the results at fault
         pass
@@ -142,7 +118,7 @@ def main(argv: Sequence[str]) -> None:
     out = os.dup(1)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the frames
     configure_logging()
-    from .store import Store
+    from ..store import Store
 
     factory, store_args = argv
     module, _, attr = factory.partition(":")

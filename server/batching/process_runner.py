@@ -1,4 +1,4 @@
-"""Write batches run in a child process: `WriterProcess` (the server's side) and the child's loop.
+"""`WriterProcess`: write batches run in a child process (this is the server's side).
 
 A write batch run on a pool thread shares the GIL with the event loop. Each time the thread comes
 back from LMDB (begin, commit, the fsyncs) it waits for the loop to let go of the GIL (up to a
@@ -8,19 +8,18 @@ thread hop and no GIL hand-off. The child opens the same LMDB store (LMDB serial
 across processes, and readers in the server see a commit as soon as it is made), so a batch
 commits exactly as it would on a thread, before its callers get their answers.
 
-The child (`server.writer_child`, which also describes the frames) ignores SIGINT and SIGTERM and
-exits when its stdin closes, so a stopping server finishes its batches first. If the child dies,
-the batches it had fail with UNAVAILABLE (they may or may not have been written) and the next
-batch starts a new child, which loads the code as it is on disk then. A child that dies before
-it is ready is restarted no sooner than 0.5 s later, doubling up to 30 s; batches fail with
-UNAVAILABLE meanwhile.
+The child (`server.batching.child`; frames in `server.batching.frames`) ignores SIGINT and
+SIGTERM and exits when its stdin closes, so a stopping server finishes its batches first. If the
+child dies, the batches it had fail with UNAVAILABLE (they may or may not have been written) and
+the next batch starts a new child, which loads the code as it is on disk then. A child that dies
+before it is ready is restarted no sooner than 0.5 s later, doubling up to 30 s; batches fail
+with UNAVAILABLE meanwhile.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -28,15 +27,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .batching import BatcherClosed, Done
-from .errors import Unavailable
-from .writer_child import READY, frame, take_frames
+from ..errors import Unavailable
+from .adaptive import Done
+from .errors import BatcherClosed
+from .frames import READY, frame, take_frames
+from .logging import process_logger as logger
 
 __all__ = ["WriterProcess"]
 
-logger = logging.getLogger("tailor.writer_process")
-
-_PROJECT = str(Path(__file__).resolve().parents[1])
+_PROJECT = str(Path(__file__).resolve().parents[2])
 _FIRST_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
 
 
@@ -50,7 +49,7 @@ class WriterProcess:
 
     def __init__(self, factory: str, store, *, name: str):
         self.name = name
-        self.argv = [sys.executable, "-m", "server.writer_child", factory,
+        self.argv = [sys.executable, "-m", "server.batching.child", factory,
                      json.dumps(store.open_args)]
         self.loop = asyncio.get_running_loop()
         self._seq = itertools.count(READY + 1)
@@ -225,7 +224,7 @@ class _Child:
             self._drained = self.loop.create_future()
             try:
                 await asyncio.wait_for(asyncio.shield(self._drained), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.error("the %s writer process took no input for %.0f s", self.writer.name,
                              timeout)
         if not self.gone.done():
@@ -233,7 +232,7 @@ class _Child:
             self.proc.stdin.close()  # end of file: the child answers what it has, then exits
             try:
                 await asyncio.wait_for(asyncio.shield(self.gone), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.error("the %s writer process did not stop in %.0f s; killing it",
                              self.writer.name, timeout)
                 self.proc.kill()
@@ -248,6 +247,10 @@ class _FunctionRunner:
     writer: WriterProcess
     function: str
     concurrency: int
+
+    @property
+    def name(self) -> str:
+        return self.function
 
     def start(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None:
         self.writer.start(loop, self.function, queries, done)

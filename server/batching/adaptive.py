@@ -1,5 +1,5 @@
-"""Group concurrent calls into batches run on a small thread pool (one ONNX run and one FAISS
-search per Recommend batch, one LMDB transaction and fsync per write batch).
+"""`AdaptiveBatcher`: group concurrent calls into batches handed to a runner (one ONNX run and
+one FAISS search per Recommend batch, one LMDB transaction and fsync per write batch).
 
 A batch starts as soon as a slot is free; while every slot is busy, arriving calls queue up and
 go together into the next batch. `max_wait` lets the oldest queued call wait a little for company
@@ -9,31 +9,23 @@ that gave up (cancelled) before their batch started are left out of it.
 
 Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
 submitted in the same loop turn join one batch, and a batch costs one hand-off to its runner and
-one loop wake-up when it is done. The runner is a thread pool (`ThreadRunner`, the default) or a
-writer process (`server.writer_process`), for write batches on a latency path.
+one loop wake-up when it is done. The runner is a thread pool (`ThreadRunner`) or a writer
+process (`WriterProcess.runner`), for write batches on a latency path.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, Protocol, TypeVar
 
-from . import metrics
+from .. import metrics
+from .errors import BatcherClosed
 
-__all__ = ["AdaptiveBatcher", "BatcherClosed", "Done", "Runner", "ThreadRunner"]
-
-logger = logging.getLogger("tailor.batching")
+__all__ = ["AdaptiveBatcher", "Done", "Runner"]
 
 Q = TypeVar("Q")
 R = TypeVar("R")
-
-
-class BatcherClosed(RuntimeError):
-    def __init__(self, name: str):
-        super().__init__(f"the {name} batcher is shut down")
 
 
 Done = Callable[[Sequence], None]
@@ -43,93 +35,39 @@ Done = Callable[[Sequence], None]
 class Runner(Protocol):
     """Where batches run. `start` is called on the event loop and must not block; it calls
     `done` later, on the loop, exactly once per batch (with errors in place of results if the
-    batch failed or could not run)."""
+    batch failed or could not run). `concurrency` batches may be in flight at once."""
 
     concurrency: int
+    name: str
 
     def start(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None: ...
 
     async def close(self) -> None: ...
 
 
-class ThreadRunner:
-    """Runs `fn(queries)` on a pool of `concurrency` threads."""
-
-    def __init__(self, fn: Callable[[Sequence], Sequence], *, concurrency: int, name: str,
-                 thread_init: Callable[[], None] | None = None):
-        self.fn = fn
-        self.concurrency = concurrency
-        self.name = name
-        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix=f"batch-{name}",
-                                            initializer=thread_init)
-
-    def start(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None:
-        try:
-            job = self._executor.submit(self._work, loop, queries, done)
-        except Exception as err:  # the pool cannot take work (shut down, no thread)
-            done([err] * len(queries))
-            return
-        # A pool that breaks (e.g. its thread initializer raised) fails the job without
-        # running it: give that error to the batch's callers and free the slot.
-        job.add_done_callback(lambda j: self._unrun(loop, len(queries), done, j))
-
-    def _work(self, loop: asyncio.AbstractEventLoop, queries: list, done: Done) -> None:
-        """In a pool thread: run the batch, then hand the outcome back to the loop."""
-        try:
-            results = self.fn(queries)
-        except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
-            logger.exception("%s batch of %d failed", self.name, len(queries))
-            # SystemExit & co would escape the callers' awaits: they get a RuntimeError instead
-            err = err if isinstance(err, Exception) else RuntimeError(f"{self.name} batch aborted: {err!r}")
-            results = [err] * len(queries)
-        self._from_thread(loop, done, results)
-
-    def _unrun(self, loop: asyncio.AbstractEventLoop, n: int, done: Done, job) -> None:
-        err = BatcherClosed(self.name) if job.cancelled() else job.exception()
-        if err is not None:
-            self._from_thread(loop, done, [err] * n)
-
-    def _from_thread(self, loop: asyncio.AbstractEventLoop, fn, *args) -> None:
-        try:
-            loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed: nobody is left to answer
-            logger.error("%s batch finished after its event loop closed", self.name)
-
-    async def close(self) -> None:
-        self._executor.shutdown(wait=True)
-
-
 class AdaptiveBatcher(Generic[Q, R]):
-    """Batches calls to `fn` run on a `ThreadRunner`, or on the `runner` given instead."""
+    """Batches of at most `max_size` calls, run by `runner` (up to `runner.concurrency` at once).
 
-    def __init__(self, fn: Callable[[Sequence[Q]], Sequence[R | BaseException]] | None = None, *,
-                 max_size: int = 64, max_wait: float = 0.001, concurrency: int | None = None,
-                 name: str = "recommend", thread_init: Callable[[], None] | None = None,
-                 runner: Runner | None = None):
-        """`concurrency` (batches in flight, 2 by default) and `thread_init` are the thread
-        pool's; a `runner` brings its own."""
-        if (fn is None) == (runner is None):
-            raise ValueError("give either a batch function or a runner")
-        if runner is not None and (concurrency is not None or thread_init is not None):
-            raise ValueError("concurrency and thread_init belong to the runner")
-        if runner is None:
-            runner = ThreadRunner(fn, concurrency=2 if concurrency is None else concurrency,
-                                  name=name, thread_init=thread_init)
+    `name` labels the batch metrics (the runner's name by default).
+    """
+
+    def __init__(self, runner: Runner, *, max_size: int = 64, max_wait: float = 0.001,
+                 name: str | None = None):
         if max_size < 1 or runner.concurrency < 1 or max_wait < 0:
             raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
         self.runner = runner
         self.max_size = max_size
         self.max_wait = max_wait
-        self.concurrency = self.runner.concurrency
-        self.name = name
+        self.concurrency = runner.concurrency
+        self.name = runner.name if name is None else name
         self._pending: collections.deque[tuple[Q, asyncio.Future, float]] = collections.deque()
         self._active = 0
         self._timer: asyncio.TimerHandle | None = None
         self._scheduled = False
         self._idle: asyncio.Event | None = None
         self._closed = False
-        self._batch_size = metrics.BATCH_SIZE.labels(name)
-        self._queue_depth = metrics.QUEUE_DEPTH.labels(name)
+        self._batch_size = metrics.BATCH_SIZE.labels(self.name)
+        self._queue_depth = metrics.QUEUE_DEPTH.labels(self.name)
 
     async def submit(self, query: Q) -> R:
         if self._closed:

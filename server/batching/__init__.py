@@ -1,0 +1,31 @@
+"""Batching: `AdaptiveBatcher` groups concurrent calls into batches run by a runner, either a
+thread pool (`ThreadRunner`) or a child process (`WriterProcess.runner`, child in `child`).
+
+The names load on first use (PEP 562 `__getattr__`): the writer child, started as
+`python -m server.batching.child`, imports this package first and needs none of them, nor the
+metrics and asyncio they pull in (about half its start-up time).
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .adaptive import AdaptiveBatcher, Done, Runner
+    from .errors import BatcherClosed
+    from .process_runner import WriterProcess
+    from .thread_runner import ThreadRunner
+
+__all__ = ["AdaptiveBatcher", "BatcherClosed", "Done", "Runner", "ThreadRunner", "WriterProcess"]
+
+_MODULES = {"AdaptiveBatcher": "adaptive", "Done": "adaptive", "Runner": "adaptive",
+            "BatcherClosed": "errors", "ThreadRunner": "thread_runner",
+            "WriterProcess": "process_runner"}
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+    globals()[name] = value
+    return value
