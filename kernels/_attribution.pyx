@@ -208,7 +208,7 @@ def shapley_sampled(const int64_t[::1] grp_indptr, const int32_t[::1] grp_channe
     ``out_sum`` / ``out_sq`` (rows x n_channels) receive sums and squared sums of the marginal
     contributions. Each permutation costs O(n_channels + total group size).
     """
-    cdef Py_ssize_t n_grp = grp_indptr.shape[0] - 1, t, i, j, g, r
+    cdef Py_ssize_t n_grp = grp_indptr.shape[0] - 1, _t, i, j, g, r
     cdef Py_ssize_t n_rows = grp_stats.shape[0] - 1
     cdef uint64_t state = seed
     cdef int32_t c, tmp
@@ -226,7 +226,7 @@ def shapley_sampled(const int64_t[::1] grp_indptr, const int32_t[::1] grp_channe
     with nogil:
         for i in range(n_channels):
             perm[i] = <int32_t> i
-        for t in range(n_perm):
+        for _t in range(n_perm):
             for i in range(n_channels - 1, 0, -1):  # Fisher-Yates
                 j = <Py_ssize_t> (splitmix64(&state) % <uint64_t> (i + 1))
                 tmp = perm[i]

@@ -18,9 +18,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from .feature_layout import (FIRST_TS, HEADER_SLOTS, HOURS_PER_WEEK, LAST_PURCHASE_TS,
-                             MONETARY_ALL, N_EVENTS, N_RECENT, REF_TS, TZ_OFFSET_MIN,
-                             FeatureLayout, check_record)
+from .feature_layout import (
+    FIRST_TS,
+    HEADER_SLOTS,
+    HOURS_PER_WEEK,
+    LAST_PURCHASE_TS,
+    MONETARY_ALL,
+    N_EVENTS,
+    N_RECENT,
+    REF_TS,
+    TZ_OFFSET_MIN,
+    FeatureLayout,
+    check_record,
+)
 
 __all__ = [
     "Events", "update", "update_many", "reference_update_many", "read_features",

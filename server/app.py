@@ -9,8 +9,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.tailor.v1 import (attribution_pb2_grpc, campaign_pb2_grpc, diagnostics_pb2_grpc,
-                             model_admin_pb2_grpc, profile_pb2_grpc, recommendation_pb2_grpc)
+from protos.tailor.v1 import (
+    attribution_pb2_grpc,
+    campaign_pb2_grpc,
+    diagnostics_pb2_grpc,
+    model_admin_pb2_grpc,
+    profile_pb2_grpc,
+    recommendation_pb2_grpc,
+)
 
 from .attribution import Attributor
 from .campaigns import Campaigns
@@ -115,7 +121,8 @@ class TailorServer:
         return self.port
 
     async def set_serving(self, serving: bool = True) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        answer = health_pb2.HealthCheckResponse
+        status = answer.SERVING if serving else answer.NOT_SERVING
         for name in self._service_names:
             await self.health.set(name, status)
 

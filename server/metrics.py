@@ -9,8 +9,7 @@ import os
 import time
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 
 __all__ = ["RPC_LATENCY", "RPC_TOTAL", "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH",
            "MetricsInterceptor", "serve_metrics"]

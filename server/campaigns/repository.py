@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from kernels import bandits as B
 
 from ..store import Store
-from ..store.keys import (DUE_PREFIX, SEP, campaign_key, count_key, decision_index_key,
-                          decision_key, due_key, user_prefix)
+from ..store.keys import (
+    DUE_PREFIX,
+    SEP,
+    campaign_key,
+    count_key,
+    decision_index_key,
+    decision_key,
+    due_key,
+    user_prefix,
+)
 from .errors import CampaignExists, CampaignNotFound, DecisionNotFound, RewardConflict
 from .records import DecisionRecord
 from .spec import Campaign

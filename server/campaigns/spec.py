@@ -75,7 +75,7 @@ class CampaignSpec:
     def best_event_reward(self) -> float:
         return max((r.ceiling for r in self.rewards), default=0.0)
 
-    def validated(self, limits: Limits = DEFAULT_LIMITS) -> "CampaignSpec":
+    def validated(self, limits: Limits = DEFAULT_LIMITS) -> CampaignSpec:
         """Check every field; returns the spec with defaults filled in (salt, window)."""
         check_id("campaign_id", self.campaign_id, limits.id_bytes)
         check_known("channel", self.channel, CHANNELS)
@@ -159,7 +159,7 @@ class CampaignSpec:
         return B.new_state(self.policy, len(self.variants), self.dim,
                            weights=weights if any(weights) else None, **self.params)
 
-    def check_update_of(self, old: "CampaignSpec") -> None:
+    def check_update_of(self, old: CampaignSpec) -> None:
         if self.policy != old.policy:
             raise ImmutableField("policy", "the posterior state belongs to the old policy")
         if self.context_features != old.context_features:
@@ -191,7 +191,7 @@ class Campaign:
         return json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, raw: bytes) -> "Campaign":
+    def from_json(cls, raw: bytes) -> Campaign:
         d = json.loads(raw)
         s = d.pop("spec")
         spec = CampaignSpec(**{**s, "variants": tuple(Variant(**v) for v in s["variants"]),

@@ -75,7 +75,8 @@ class ModelRegistry:
             candidates = [(self._import_dir(Path(self.settings.bundle)).name, True)]
         else:
             candidates = [(pointer.decode(), False)] if pointer else []
-            candidates += [(v, True) for v in self.available_versions() if not pointer or v != pointer.decode()]
+            candidates += [(v, True) for v in self.available_versions()
+                           if not pointer or v != pointer.decode()]
         for version, record in candidates:
             try:
                 await self.activate(version, record=record)

@@ -21,7 +21,7 @@ from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_text, shown
 from .events import EventRules, TrackedEvent, check_event
-from .history import HistoryBlend
+from .history import DEFAULT_BLEND, HistoryBlend
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, PII_KEYS, ProfileSchema, item_code
@@ -64,7 +64,7 @@ class Profiles:
     """Implements `ProfileStates` for other domains; `add_listener`/`add_eraser` join theirs."""
 
     def __init__(self, store: Store, bundles: BundleSource, schema: ProfileSchema = ProfileSchema(),
-                 rules: EventRules = EventRules(), history: HistoryBlend = HistoryBlend()):
+                 rules: EventRules = EventRules(), history: HistoryBlend = DEFAULT_BLEND):
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout)
         self.bundles = bundles
@@ -108,7 +108,8 @@ class Profiles:
         out, start, acc, dup = [], 0, set(result.accepted), set(result.duplicates)
         for batch in batches:
             idx = range(start, start + len(batch))
-            out.append(IngestResult([i - start for i in idx if i in acc], [i - start for i in idx if i in dup]))
+            out.append(IngestResult([i - start for i in idx if i in acc],
+                                    [i - start for i in idx if i in dup]))
             start += len(batch)
         return out
 

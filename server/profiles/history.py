@@ -22,7 +22,7 @@ import numpy as np
 
 from contract.events import DEFAULT_HALF_LIFE_DAYS
 
-__all__ = ["HistoryBlend"]
+__all__ = ["DEFAULT_BLEND", "HistoryBlend"]
 
 DAY = 86400.0
 
@@ -64,3 +64,7 @@ class HistoryBlend:
             keep = keep[np.argsort(-summed[keep], kind="stable")[:length]]
         keep = keep[np.argsort(latest[keep], kind="stable")]
         return uniq[keep].astype(np.int64), summed[keep].astype(np.float32)
+
+
+DEFAULT_BLEND = HistoryBlend()
+"""The blend of a server with default Settings (bundles replace its recent half-life)."""

@@ -125,7 +125,8 @@ def excluded_rows(policy: SeenPolicy | None, bundle: Bundle, user_ids: Sequence[
         _add_bundle_seen(t, bundle, user_ids, now, parts_rows, parts_user)
         _add_live_seen(t, policy, live, now, parts_rows, parts_user)
     n = bundle.n_items
-    keys = np.concatenate(parts_rows) + n * np.concatenate(parts_user) if parts_rows else np.zeros(0, np.int64)
+    keys = (np.concatenate(parts_rows) + n * np.concatenate(parts_user) if parts_rows
+            else np.zeros(0, np.int64))
     keys.sort()
     if len(keys) > 1:
         keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]

@@ -9,8 +9,7 @@ from kernels.attribution import DAY
 from protos.tailor.v1 import attribution_pb2 as pb
 from protos.tailor.v1 import attribution_pb2_grpc as pb_grpc
 
-from ..attribution import (TOUCH_TYPES, AttributionResult, Attributor, JourneyQuery, ModelSpec,
-                           PathSet)
+from ..attribution import TOUCH_TYPES, AttributionResult, Attributor, JourneyQuery, ModelSpec, PathSet
 from ..errors import InvalidArgument, grpc_errors
 
 __all__ = ["AttributionServicer", "AttributionConverter"]

@@ -6,8 +6,16 @@ import math
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 
-from ..campaigns import (Campaign, CampaignSpec, Campaigns, Choice, RewardRule, SampleSizeAnswer,
-                         SampleSizeQuery, Variant)
+from ..campaigns import (
+    Campaign,
+    Campaigns,
+    CampaignSpec,
+    Choice,
+    RewardRule,
+    SampleSizeAnswer,
+    SampleSizeQuery,
+    Variant,
+)
 from ..errors import grpc_errors
 
 __all__ = ["CampaignServicer", "CampaignConverter"]

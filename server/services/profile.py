@@ -48,7 +48,8 @@ class ProfileConverter:
         if view.features is not None:
             out.features.CopyFrom(ProfileConverter._features(view.features, layout,
                                                               view.category_names))
-        out.recent_items.extend(pb.RecentItem(item_id=i, weight=w, timestamp=t) for i, w, t in view.recent_items)
+        out.recent_items.extend(pb.RecentItem(item_id=i, weight=w, timestamp=t)
+                                for i, w, t in view.recent_items)
         out.events.extend(pb.Event.FromString(raw) for raw in view.events)
         return out
 
@@ -71,7 +72,8 @@ class ProfileConverter:
         for c, name in enumerate(C):
             if f["sends_all"][c] or f["opens_all"][c] or f["clicks_all"][c]:
                 msg.channel_rates[name].CopyFrom(pb.ChannelRates(
-                    open_rate=f["open_rate_all"][c], click_rate=f["click_rate_all"][c], sends=f["sends_all"][c]))
+                    open_rate=f["open_rate_all"][c], click_rate=f["click_rate_all"][c],
+                    sends=f["sends_all"][c]))
         return msg
 
 
