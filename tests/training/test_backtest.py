@@ -38,6 +38,17 @@ def test_score_on_a_hand_computed_case():
     assert m["coverage"] == pytest.approx(len({5, 3, 8, 7, 2, 4, 6, 0, 9}) / 20)
     assert m["ndcg@5_se"] == pytest.approx(bootstrap_se(np.array([ndcg0, 0.0, 1.0])))
     assert 0 < m["ndcg@5_se"] < 0.5
+    assert m["n_users_new"] == 3   # no later item was seen before: the same figures
+    assert m["ndcg@5_new"] == pytest.approx(m["ndcg@5"])
+
+
+def test_new_only_scoring_drops_items_seen_before():
+    test = _csr([{3, 5}, {2}])
+    seen = _csr([{5}, {2, 4}])                 # user 0 saw 5 before; user 1's only later item is a repeat
+    recs = np.array([[5, 3, 1], [2, 0, 1]])
+    m = score(recs, np.array([0, 1]), test, seen, n_items=10, k=3)
+    assert m["n_users_new"] == 1 and m["ndcg@3_new"] == pytest.approx(1 / np.log2(3))
+    assert m["recall@3"] == pytest.approx(1.0) and m["seen_share"] == pytest.approx(2 / 6)
 
 
 def test_bootstrap_se_matches_the_normal_approximation():
