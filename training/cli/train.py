@@ -44,5 +44,11 @@ def run(args) -> int:
         print("served backtest (a separate bundle trained before the split, served by a real "
               "server):")
         print(format_backtest(report))
+        served = report["methods"]["tailor (served)"]
+        claimed = result.metrics["model"]["ndcg@10"]
+        gap = (served["ndcg@10"] - claimed) / max(served["ndcg@10_se"], 1e-12)
+        print(f"this bundle's manifest (evaluation fit, same hold-out rows) ndcg@10 = "
+              f"{claimed:.4f}; served backtest ndcg@10 = {served['ndcg@10']:.4f} "
+              f"+- {served['ndcg@10_se']:.4f} (bootstrap SE): {gap:+.1f} SE")
     print(path)
     return 0
