@@ -23,19 +23,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from training.events import Catalog, Interactions, event_weights
 from training.evaluate import popular_unseen, rerank
+from training.events import Catalog, Interactions, event_weights
 from training.metrics import bootstrap_se, hits, per_user_metrics
 from training.split import distinct_items, temporal_split
 
-__all__ = ["split_rows", "score", "serve_recommendations", "run_backtest", "format_backtest",
-           "parse_cutoff", "ALS_GRID", "EASE_GRID"]
+__all__ = [
+    "ALS_GRID",
+    "EASE_GRID",
+    "format_backtest",
+    "new_items",
+    "offline_recommendations",
+    "parse_cutoff",
+    "run_backtest",
+    "score",
+    "serve_recommendations",
+    "split_rows",
+]
 
 logger = logging.getLogger("tailor.training.backtest")
 
@@ -56,7 +66,7 @@ def parse_cutoff(text: str) -> int:
         pass
     when = datetime.fromisoformat(text)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp())
 
 
@@ -126,12 +136,13 @@ class _Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.target = f"127.0.0.1:{self.port}"
-        self.log = open(data_dir / "server.log", "w")
+        self.log = open(data_dir / "server.log", "w")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "--port", str(self.port), "--data-dir",
              str(data_dir), "--bundle", str(bundle), "--workers", "1"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
+            env={**os.environ,
+                 "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
         self._wait(timeout)
 
     def _wait(self, timeout: float) -> None:

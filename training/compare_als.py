@@ -16,14 +16,14 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from training.events import event_weights
 from training.evaluate import format_table
+from training.events import event_weights
 from training.metrics import ranking_metrics
 from training.pipeline import TrainConfig, train
 from training.readers import load
 from training.split import distinct_items, temporal_split
 
-__all__ = ["implicit_baseline", "ImplicitALS", "weight_matrix", "main"]
+__all__ = ["ImplicitALS", "implicit_baseline", "main", "weight_matrix"]
 
 logger = logging.getLogger("tailor.training.compare_als")
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-__all__ = ["DemoConfig", "World", "make_world", "user_events", "write_demo", "start_for_end"]
+__all__ = ["DemoConfig", "World", "make_world", "start_for_end", "user_events", "write_demo"]
 
 logger = logging.getLogger("tailor.training.demo")
 

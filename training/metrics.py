@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["ranking_metrics", "per_user_metrics", "bootstrap_se", "hits"]
+__all__ = ["bootstrap_se", "hits", "per_user_metrics", "ranking_metrics"]
 
 logger = logging.getLogger("tailor.training.metrics")
 

@@ -1,4 +1,4 @@
-"""The training pipeline: split, retrieval, ranker, evaluation, refit, index (bundle writing is separate).
+"""The training pipeline: split, retrieval, ranker, evaluation, refit, index (not bundle writing).
 
 Rows whose event weight is 0 (``email_sent`` by default) express no preference of the user and
 are dropped before splitting, so they neither count as training items nor as test items.

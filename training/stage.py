@@ -16,9 +16,15 @@ from kernels.ranking import ItemTable, candidate_features, user_context
 from training.als import ALSParams, aggregate, confidence, fit_als, histories
 from training.encoder import build_encoder, pad_histories
 from training.events import EVENTS, Catalog, Interactions
-from training.retrieval import encode_users, encoder_session, item_stats, seen_csr, top_k
+from training.retrieval import (
+    encode_users,
+    encoder_session,
+    item_stats,
+    seen_csr,
+    top_k,
+)
 
-__all__ = ["Stage", "fit_stage", "seen_table", "SEEN_EVENT_TYPES"]
+__all__ = ["SEEN_EVENT_TYPES", "Stage", "fit_stage", "seen_table"]
 
 SEEN_EVENT_TYPES = tuple(EVENTS)
 """Bit order of ``seen_mask``: bit i is set when the user had an event ``EVENTS[i]`` on the item."""

@@ -1,4 +1,5 @@
 import hashlib
+from datetime import UTC
 
 import numpy as np
 import pyarrow.csv as pacsv
@@ -60,14 +61,14 @@ def test_events_per_user_makes_long_histories(tmp_path):
 
 
 def test_end_date_sets_the_last_day(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from training.cli import main
 
     main(["demo-data", "--out", str(tmp_path / "w"), "--users", "300", "--items", "100",
           "--days", "20", "--end", "2026-11-30"])
     ts = pacsv.read_csv(tmp_path / "w" / "interactions.csv")["timestamp"].to_numpy()
-    end = int(datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp())
+    end = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())
     # sessions start before the end; a late session's funnel may spill over by minutes
     assert end - 86_400 <= ts.max() < end + 3_600 and ts.min() >= end - 21 * 86_400
     assert ts.min() < end - 18 * 86_400

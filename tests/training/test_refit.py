@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from training.bundle import write_bundle
 from training.events import EVENTS, event_weights
@@ -32,7 +31,8 @@ def test_seen_table_on_a_hand_made_log():
     assert seen["seen_indptr"].tolist() == [0, 2, 3]
     assert seen["seen_items"].tolist() == [0, 1, 1] and seen["seen_items"].dtype == np.int32
     bit = {e: 1 << SEEN_EVENT_TYPES.index(e) for e in EVENTS}
-    assert seen["seen_mask"].tolist() == [bit["click"], bit["view"] | bit["purchase"], bit["rating"]]
+    expected = [bit["click"], bit["view"] | bit["purchase"], bit["rating"]]
+    assert seen["seen_mask"].tolist() == expected
     assert seen["seen_mask"].dtype == np.uint32 and seen["seen_last_ts"].tolist() == [3, 9, 2]
 
 
@@ -67,7 +67,8 @@ def test_no_refit_serves_the_evaluation_fit(small_world, small_config):
     config = TrainConfig(als=small_config.als, use_ranker=False, refit=False)
     result = train(inter, catalog, config)
     assert result.fits["served"]["refit"] is False
-    assert result.fits["served"]["rows"] == result.fits["evaluation"]["rows"] == len(result.train_rows)
+    served, evaluation = result.fits["served"], result.fits["evaluation"]
+    assert served["rows"] == evaluation["rows"] == len(result.train_rows)
     rows = inter.subset(event_weights(inter) > 0)
     users, items = _latest_item_per_user(rows)
     assert not _in_history(result.stage.hist, users, items).all()

@@ -1,7 +1,7 @@
 """``demo-data``: write the deterministic demo world."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from training.demo import DemoConfig, start_for_end, write_demo
 
@@ -28,7 +28,7 @@ def parse_date(text: str) -> int:
     """Unix seconds of the end of the UTC day ``text`` (ISO date or date-time)."""
     when = datetime.fromisoformat(text)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp()) // 86_400 * 86_400 + 86_400
 
 
