@@ -52,8 +52,10 @@ logger = logging.getLogger("tailor.training.backtest")
 K = 10
 ROOT = Path(__file__).resolve().parents[1]
 ALS_GRID = [{"factors": f, "regularization": r, "alpha": a}
-            for f in (64, 128) for r in (0.05, 1.0) for a in (1.0, 10.0)]
-"""implicit ALS grid (tuned on an inner split of the training rows)."""
+            for f in (32, 64, 128) for r in (1.0, 10.0, 100.0) for a in (1.0, 10.0)]
+"""implicit ALS grid (tuned on an inner split of the training rows). A first grid with
+regularization <= 1 picked its edge; on the long-history small world regularization 50 scored
+0.166 against 0.150 at 1 (factors 64, alpha 1), so the grid reaches well past it."""
 EASE_GRID = (50.0, 200.0, 1000.0, 5000.0)
 """EASE lambdas swept (on the same inner split)."""
 
