@@ -55,7 +55,9 @@ ALS_GRID = [{"factors": f, "regularization": r, "alpha": a}
             for f in (32, 64, 128) for r in (1.0, 10.0, 100.0) for a in (1.0, 10.0)]
 """implicit ALS grid (tuned on an inner split of the training rows). A first grid with
 regularization <= 1 picked its edge; on the long-history small world regularization 50 scored
-0.166 against 0.150 at 1 (factors 64, alpha 1), so the grid reaches well past it."""
+0.166 against 0.150 at 1 (factors 64, alpha 1), so the grid reaches well past it. On the
+default demo world this grid picks factors 128, regularization 100, alpha 1 (both on its edge)
+and scores NDCG@10 0.113 against 0.096 for the first grid's pick."""
 EASE_GRID = (50.0, 200.0, 1000.0, 5000.0)
 """EASE lambdas swept (on the same inner split)."""
 
