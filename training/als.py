@@ -37,6 +37,11 @@ class ALSParams:
     threads: int = 2
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
     history_len: int = 50
+    """Encoder window. Measured by the served backtest (issue 21) on a long-history demo world
+    (1,500 users x 600 items, --events-per-user 120, test-frac 0.2, --factors 32, the bundle's
+    answers with every seen item filtered, NDCG@10 +- 0.004): 25 -> 0.160, 50 -> 0.167,
+    100 -> 0.165, 150 -> 0.165. Longer windows
+    do not help (the decayed ALS weights already fade old items); 25 loses 2 SE. Kept at 50."""
     cg_steps: int = 6
 
 

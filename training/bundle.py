@@ -23,6 +23,7 @@ from contract.bundle import check_named
 from kernels.ranking import FEATURES
 from training.events import Interactions
 from training.split import sorted_order
+from training.stage import SEEN_EVENT_TYPES, seen_table
 
 __all__ = ["fingerprint", "write_bundle", "validate_bundle", "find_bundles"]
 
@@ -53,7 +54,7 @@ def _users_npz(path: Path, result) -> None:
     indptr, items, weights = result.stage.hist
     np.savez(path, user_ids=result.train_rows.user_ids.astype(str),
              indptr=indptr.astype(np.int64), items=items.astype(np.int32),
-             weights=weights.astype(np.float32))
+             weights=weights.astype(np.float32), **seen_table(result.train_rows))
 
 
 def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> dict:
@@ -65,12 +66,14 @@ def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> 
         "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dim": int(stage.item_factors.shape[1]), "history_len": cfg.als.history_len,
         "history": {"half_life_days": float(cfg.als.half_life_days),
-                    "event_weights": {k: float(v) for k, v in cfg.event_weights.items()}},
+                    "event_weights": {k: float(v) for k, v in cfg.event_weights.items()},
+                    "seen_event_types": list(SEEN_EVENT_TYPES)},
         "files": files, "index": result.index_info,
         "encoder": {"file": "encoder.onnx", "inputs": {"items": "int64[B,L]",
                                                        "weights": "float32[B,L]"},
                     "output": "user_vec"},
-        "ranker": ranker, "metrics": result.metrics,
+        "ranker": ranker, "metrics": result.metrics, "metrics_fit": "evaluation",
+        "fits": getattr(result, "fits", {}),
         "data": {"fingerprint": fp, "n_rows": len(rows), "n_users": rows.n_users,
                  "n_items": rows.n_items, "cutoff": int(stage.cutoff)},
         "params": {**cfg.as_dict(), "ranker_info": result.ranker_info,

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-__all__ = ["DemoConfig", "World", "make_world", "user_events", "write_demo"]
+__all__ = ["DemoConfig", "World", "make_world", "start_for_end", "user_events", "write_demo"]
 
 logger = logging.getLogger("tailor.training.demo")
 
@@ -39,6 +39,11 @@ _ADJECTIVES = ("red", "blue", "smart", "eco", "vintage", "compact", "premium", "
 _HOURS = np.array([1, 1, 1, 1, 1, 2, 3, 5, 7, 8, 8, 9, 11, 10, 8, 7, 7, 8, 10, 12, 13, 11, 7, 3],
                   dtype=np.float64)
 EVENT_COLUMNS = ("user_id", "item_id", "timestamp", "event", "value")
+ACTIVITY_MEAN = float(np.exp(0.7 ** 2 / 2))   # mean of the lognormal activity multiplier
+ROWS_PER_SESSION = 6.4
+"""Measured rows per session (views and their funnel) at the default world's settings."""
+EMAIL_ROWS_PER_CAMPAIGN = 0.57
+"""Measured email rows (sent, open, click and their funnel) per user and weekly campaign."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,21 @@ class DemoConfig:
     views_per_session: float = 3.0
     candidates: int = 12
     taste_sharpness: float = 4.0
+    events_per_user: float | None = None
+    """Mean rows per user; None keeps ``sessions_mean`` (about 60 rows per user over 60 days)."""
+
+    def session_rate(self, activity: np.ndarray) -> np.ndarray:
+        """Poisson mean of each user's extra sessions over ``n_days`` (one more is always added)."""
+        if self.events_per_user is None:
+            return self.sessions_mean * activity * self.n_days / 60.0
+        emails = EMAIL_ROWS_PER_CAMPAIGN * len(range(2, self.n_days, 7))
+        shop = max(self.events_per_user - emails, 1.0)
+        return max(shop / ROWS_PER_SESSION - 1.0, 0.0) / ACTIVITY_MEAN * activity
+
+
+def start_for_end(end: int, n_days: int) -> int:
+    """The ``start`` of a world whose days end at ``end`` (unix seconds, floored to a day)."""
+    return int(end // 86_400 * 86_400) - n_days * 86_400
 
 
 @dataclass
@@ -189,7 +209,7 @@ def user_events(cfg: DemoConfig, world: World, chunk: int) -> tuple[dict, dict]:
     n = min(cfg.chunk_users, cfg.n_users - first)
     rng = np.random.default_rng([cfg.seed, 1, chunk])
     users = _users(rng, n, world, cfg)
-    n_sess = rng.poisson(cfg.sessions_mean * users["activity"] * cfg.n_days / 60.0) + 1
+    n_sess = rng.poisson(cfg.session_rate(users["activity"])) + 1
     sess_user = np.repeat(np.arange(n), n_sess)
     n_views = rng.poisson(cfg.views_per_session, sess_user.shape[0]) + 1
     who = np.repeat(sess_user, n_views)

@@ -3,8 +3,9 @@
 For a user with distinct test items T and a recommendation list r_1..r_k (k = 10, -1 = empty slot):
 ``rel_j = r_j in T``; ``m = min(k, |T|)``;
 Recall@k = sum rel / m; NDCG@k = sum rel_j / log2(j + 1) over the ideal DCG of m positions;
-MAP@k = sum rel_j * P@j / m. Averages run over users with |T| > 0. Coverage = distinct recommended
-items / catalog size.
+MAP@k = sum rel_j * P@j / m; MRR@k = 1 / rank of the first hit (0 without one). Averages run over
+users with |T| > 0. Coverage = distinct recommended items / catalog size. `bootstrap_se` is the
+standard error of a per-user mean by resampling users.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["ranking_metrics", "hits"]
+__all__ = ["bootstrap_se", "hits", "per_user_metrics", "ranking_metrics"]
 
 logger = logging.getLogger("tailor.training.metrics")
 
@@ -27,9 +28,44 @@ def hits(recs: np.ndarray, indptr: np.ndarray, items: np.ndarray, users: np.ndar
     return found & (recs >= 0)
 
 
+def per_user_metrics(recs: np.ndarray, indptr: np.ndarray, items: np.ndarray,
+                     users: np.ndarray, k: int = 10) -> dict:
+    """Per-user ``recall@k``, ``ndcg@k``, ``map@k``, ``mrr@k`` (arrays over users with |T| > 0).
+
+    Also returns ``users`` (the kept user codes) and ``recs`` (their first k slots).
+    """
+    recs = np.asarray(recs)[:, :k]
+    n_test = (indptr[users + 1] - indptr[users]).astype(np.float64)
+    keep = n_test > 0
+    recs, n_test, users = recs[keep], n_test[keep], users[keep]
+    rel = hits(recs, indptr, items, users).astype(np.float64)
+    m = np.minimum(k, n_test)
+    ranks = np.arange(1, recs.shape[1] + 1)
+    discount = 1.0 / np.log2(ranks + 1)
+    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
+    precision = np.cumsum(rel, axis=1) / ranks
+    first = np.where(rel.any(axis=1), rel.argmax(axis=1) + 1, np.inf)
+    return {f"recall@{k}": rel.sum(axis=1) / m,
+            f"ndcg@{k}": (rel * discount).sum(axis=1) / ideal[m.astype(np.int64)],
+            f"map@{k}": (rel * precision).sum(axis=1) / m,
+            f"mrr@{k}": 1.0 / first, "users": users, "recs": recs}
+
+
+def bootstrap_se(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> float:
+    """Standard error of ``values.mean()`` from ``n_boot`` resamples of the users (seeded)."""
+    values = np.asarray(values, np.float64)
+    if values.shape[0] < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    for b in range(n_boot):   # one row of indices at a time: memory stays O(n_users)
+        means[b] = values[rng.integers(0, values.shape[0], values.shape[0])].mean()
+    return float(means.std(ddof=1))
+
+
 def ranking_metrics(recs: np.ndarray, indptr: np.ndarray, items: np.ndarray,
                     users: np.ndarray, n_items: int, k: int = 10) -> dict:
-    """Recall, NDCG, MAP at ``k`` and catalog coverage.
+    """Recall, NDCG, MAP, MRR at ``k`` and catalog coverage.
 
     Parameters
     ----------
@@ -45,23 +81,13 @@ def ranking_metrics(recs: np.ndarray, indptr: np.ndarray, items: np.ndarray,
     Returns
     -------
     dict
-        ``recall@k``, ``ndcg@k``, ``map@k``, ``coverage``, ``n_users``.
+        ``recall@k``, ``ndcg@k``, ``map@k``, ``mrr@k``, ``coverage``, ``n_users``.
     """
-    recs = np.asarray(recs)[:, :k]
-    n_test = (indptr[users + 1] - indptr[users]).astype(np.float64)
-    keep = n_test > 0
-    recs, n_test, users = recs[keep], n_test[keep], users[keep]
-    rel = hits(recs, indptr, items, users).astype(np.float64)
-    m = np.minimum(k, n_test)
-    discount = 1.0 / np.log2(np.arange(2, recs.shape[1] + 2))
-    ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))])
-    precision = np.cumsum(rel, axis=1) / np.arange(1, recs.shape[1] + 1)
+    per = per_user_metrics(recs, indptr, items, users, k)
+    recs = per.pop("recs")
+    per.pop("users")
     shown = np.unique(recs[recs >= 0])
-    mean = (lambda x: float(x.mean())) if recs.shape[0] else (lambda x: 0.0)
-    return {
-        f"recall@{k}": mean(rel.sum(axis=1) / m),
-        f"ndcg@{k}": mean((rel * discount).sum(axis=1) / ideal[m.astype(np.int64)]),
-        f"map@{k}": mean((rel * precision).sum(axis=1) / m),
-        "coverage": float(shown.shape[0] / max(n_items, 1)),
-        "n_users": int(recs.shape[0]),
-    }
+    out = {name: float(v.mean()) if v.shape[0] else 0.0 for name, v in per.items()}
+    out["coverage"] = float(shown.shape[0] / max(n_items, 1))
+    out["n_users"] = int(recs.shape[0])
+    return out

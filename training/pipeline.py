@@ -1,7 +1,14 @@
-"""The training pipeline: split, retrieval, ranker, evaluation, index (bundle writing is separate).
+"""The training pipeline: split, retrieval, ranker, evaluation, refit, index (not bundle writing).
 
 Rows whose event weight is 0 (``email_sent`` by default) express no preference of the user and
 are dropped before splitting, so they neither count as training items nor as test items.
+
+Evaluate, then refit: the evaluation fit sees every user's rows minus their most recent
+``test_frac`` (the temporal hold-out its metrics are computed on). The served fit (ALS, histories,
+seen sets, item statistics, index) is then refitted with the same parameters on all rows given,
+so the bundle knows every user's latest interactions. The ranker is trained once, on the
+evaluation fit's rows (its features are computed from whichever stage serves). ``refit=False``
+serves the evaluation fit itself (the behaviour before issue 21, for experiments).
 """
 from __future__ import annotations
 
@@ -37,6 +44,7 @@ class TrainConfig:
     event_weights: dict = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     test_frac: float = 0.2
     use_ranker: bool = True
+    refit: bool = True
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -47,7 +55,7 @@ class TrainResult:
     """What the bundle writer needs."""
 
     config: TrainConfig
-    train_rows: Interactions
+    train_rows: Interactions       # the rows the served fit saw
     catalog: Catalog
     stage: Stage
     ranker: onnx.ModelProto | None
@@ -56,6 +64,7 @@ class TrainResult:
     index: object
     index_info: dict
     timings: dict
+    fits: dict = field(default_factory=dict)
 
 
 def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
@@ -91,14 +100,36 @@ def train(inter: Interactions, catalog: Catalog,
     else:
         metrics = evaluate(stage, test)
     timings["ranker_and_eval_s"] = round(time.perf_counter() - t0 - timings["retrieval_s"], 1)
+    fits = {"evaluation": _fit_info(train_rows, stage, test, config, metrics)}
+    served_rows = rows if config.refit else train_rows
+    if config.refit:
+        t1 = time.perf_counter()
+        stage = fit(rows)
+        timings["refit_s"] = round(time.perf_counter() - t1, 1)
+    fits["served"] = {"rows": len(served_rows), "refit": bool(config.refit),
+                      "cutoff": int(stage.cutoff), "first_ts": _first_ts(served_rows),
+                      "ranker_fit": "evaluation"}
     t1 = time.perf_counter()
     sample = stage.user_factors[np.random.default_rng(0).permutation(
         stage.user_factors.shape[0])[:config.index.n_queries]]
     index, index_info = build_index(stage.item_factors, config.index, sample)
     timings["index_s"] = round(time.perf_counter() - t1, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
-    return TrainResult(config, train_rows, catalog, stage, ranker, info, metrics, index,
-                       index_info, timings)
+    return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
+                       index_info, timings, fits)
+
+
+def _first_ts(rows: Interactions) -> int:
+    return int(rows.ts.min()) if len(rows) else 0
+
+
+def _fit_info(train_rows: Interactions, stage: Stage, test: Interactions, config: TrainConfig,
+              metrics: dict) -> dict:
+    """What the evaluation fit saw: its rows, last timestamp, and the hold-out it was scored on."""
+    return {"rows": len(train_rows), "cutoff": int(stage.cutoff), "first_ts": _first_ts(train_rows),
+            "split": "per-user temporal hold-out (training.split.temporal_split)",
+            "test_frac": float(config.test_frac), "test_rows": len(test),
+            "n_eval_users": int(metrics.get("n_eval_users", 0))}
 
 
 def _fit(rows: Interactions, catalog: Catalog, als: ALSParams, weights: dict) -> Stage:

@@ -1,7 +1,8 @@
 """A fitted retrieval stage: ALS on some rows, their histories, encoder and item statistics.
 
-The pipeline fits two: stage 1 on the inner training rows (to produce ranker training data
-without leakage) and the final stage on all training rows (shipped in the bundle).
+The pipeline fits up to three: stage 1 on the inner training rows (ranker training data without
+leakage), the evaluation stage on all rows minus the hold-out (the manifest's metrics), and the
+served stage refitted on every row (shipped in the bundle, with its complete seen sets).
 """
 from __future__ import annotations
 
@@ -14,10 +15,19 @@ import onnx
 from kernels.ranking import ItemTable, candidate_features, user_context
 from training.als import ALSParams, aggregate, confidence, fit_als, histories
 from training.encoder import build_encoder, pad_histories
-from training.events import Catalog, Interactions
-from training.retrieval import encode_users, encoder_session, item_stats, seen_csr, top_k
+from training.events import EVENTS, Catalog, Interactions
+from training.retrieval import (
+    encode_users,
+    encoder_session,
+    item_stats,
+    seen_csr,
+    top_k,
+)
 
-__all__ = ["Stage", "fit_stage"]
+__all__ = ["SEEN_EVENT_TYPES", "Stage", "fit_stage", "seen_table"]
+
+SEEN_EVENT_TYPES = tuple(EVENTS)
+"""Bit order of ``seen_mask``: bit i is set when the user had an event ``EVENTS[i]`` on the item."""
 
 logger = logging.getLogger("tailor.training.stage")
 
@@ -68,3 +78,28 @@ def fit_stage(rows: Interactions, catalog: Catalog, params: ALSParams,
                                   n_categories=len(catalog.category_names))
     return Stage(params, item_f, user_f, hist, seen_csr(rows.user, rows.item, rows.n_users),
                  encoder, table, popularity, recency, cutoff)
+
+
+def seen_table(rows: Interactions) -> dict:
+    """Every (user, item) pair of ``rows`` as the bundle's seen set (users.npz, docs/bundle.md).
+
+    Returns
+    -------
+    dict
+        ``seen_indptr`` int64 [n_users + 1] (user code order), ``seen_items`` int32 item rows
+        ascending within a user, ``seen_mask`` uint32 (bit i: an event of type
+        ``SEEN_EVENT_TYPES[i]``), ``seen_last_ts`` int64 (latest interaction, unix seconds).
+    """
+    key = rows.user.astype(np.int64) * max(rows.n_items, 1) + rows.item
+    order = np.lexsort((rows.ts, key))
+    key_s = key[order]
+    first = np.flatnonzero(np.r_[True, key_s[1:] != key_s[:-1]]) if len(order) else np.zeros(0, int)
+    last = np.r_[first[1:], len(order)] - 1
+    bits = (np.uint32(1) << rows.event.astype(np.uint32))[order]
+    mask = np.bitwise_or.reduceat(bits, first) if len(order) else np.zeros(0, np.uint32)
+    user = key_s[first] // max(rows.n_items, 1)
+    indptr = np.r_[0, np.cumsum(np.bincount(user, minlength=rows.n_users))]
+    return {"seen_indptr": indptr.astype(np.int64),
+            "seen_items": (key_s[first] % max(rows.n_items, 1)).astype(np.int32),
+            "seen_mask": mask.astype(np.uint32),
+            "seen_last_ts": rows.ts[order][last].astype(np.int64)}

@@ -1,4 +1,5 @@
 import hashlib
+from datetime import UTC
 
 import numpy as np
 import pyarrow.csv as pacsv
@@ -47,3 +48,27 @@ def test_world_has_funnels_skew_and_ground_truth(world_dir):
     gt = np.load(world_dir / "ground_truth.npz")
     assert gt["item_vec"].shape[0] == gt["item_category"].shape[0]
     assert gt["user_taste"].shape[0] == len(set(rows["user_id"]))
+
+
+def test_events_per_user_makes_long_histories(tmp_path):
+    from training.cli import main
+
+    main(["demo-data", "--out", str(tmp_path / "long"), "--users", "600", "--items", "300",
+          "--events-per-user", "120"])
+    users = pacsv.read_csv(tmp_path / "long" / "interactions.csv")["user_id"].to_numpy()
+    per_user = np.bincount(users)
+    assert 108 <= per_user.mean() <= 132 and np.median(per_user) >= 60
+
+
+def test_end_date_sets_the_last_day(tmp_path):
+    from datetime import datetime
+
+    from training.cli import main
+
+    main(["demo-data", "--out", str(tmp_path / "w"), "--users", "300", "--items", "100",
+          "--days", "20", "--end", "2026-11-30"])
+    ts = pacsv.read_csv(tmp_path / "w" / "interactions.csv")["timestamp"].to_numpy()
+    end = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp())
+    # sessions start before the end; a late session's funnel may spill over by minutes
+    assert end - 86_400 <= ts.max() < end + 3_600 and ts.min() >= end - 21 * 86_400
+    assert ts.min() < end - 18 * 86_400

@@ -19,6 +19,7 @@ COMMANDS = (
     "training.cli.demo_data",
     "training.cli.train",
     "training.cli.bootstrap",
+    "training.cli.backtest",
     "training.push",
     "training.export",
     "training.ope",

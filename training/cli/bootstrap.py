@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from training.bundle import find_bundles, write_bundle
-from training.demo import DemoConfig, write_demo
+from training.demo import DemoConfig, start_for_end, write_demo
 from training.evaluate import format_table
 from training.pipeline import TrainConfig, train
 from training.readers import load
@@ -32,7 +33,9 @@ def run(args) -> int:
         return 0
     demo = data / "demo"
     if not (demo / "interactions.csv").is_file() or not (demo / "items.csv").is_file():
-        write_demo(demo, DemoConfig(n_users=args.users, n_items=args.items))
+        n_days = DemoConfig().n_days   # the world ends today (00:00 UTC): fresh timestamps
+        write_demo(demo, DemoConfig(n_users=args.users, n_items=args.items,
+                                    start=start_for_end(int(time.time()), n_days)))
     inter, catalog = load(demo / "interactions.csv", demo / "items.csv")
     result = train(inter, catalog, TrainConfig())
     print(format_table(result.metrics))

@@ -1,7 +1,9 @@
 """``demo-data``: write the deterministic demo world."""
 from __future__ import annotations
 
-from training.demo import DemoConfig, write_demo
+from datetime import UTC, datetime
+
+from training.demo import DemoConfig, start_for_end, write_demo
 
 _DEFAULT = DemoConfig()
 
@@ -13,12 +15,31 @@ def add_parser(subparsers) -> None:
     p.add_argument("--items", type=int, default=_DEFAULT.n_items)
     p.add_argument("--days", type=int, default=_DEFAULT.n_days)
     p.add_argument("--seed", type=int, default=_DEFAULT.seed)
+    p.add_argument("--events-per-user", type=float,
+                   help="mean rows per user (e.g. 120 for long histories); default: about 60")
+    p.add_argument("--end", type=parse_date,
+                   help="the world's last day is this UTC date (YYYY-MM-DD; sessions start "
+                        "before its end, a late funnel may spill over by minutes); default: "
+                        "a fixed date, so the output is deterministic")
     p.set_defaults(func=run)
 
 
+def parse_date(text: str) -> int:
+    """Unix seconds of the end of the UTC day ``text`` (ISO date or date-time)."""
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp()) // 86_400 * 86_400 + 86_400
+
+
+def config_from_args(args) -> DemoConfig:
+    start = _DEFAULT.start if args.end is None else start_for_end(args.end, args.days)
+    return DemoConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=args.seed,
+                      start=start, events_per_user=args.events_per_user)
+
+
 def run(args) -> int:
-    info = write_demo(args.out, DemoConfig(n_users=args.users, n_items=args.items,
-                                           n_days=args.days, seed=args.seed))
+    info = write_demo(args.out, config_from_args(args))
     print(f"wrote {info['n_rows']} interactions to {info['interactions']}")
     print(f"wrote {info['items']} and {info['ground_truth']}")
     return 0

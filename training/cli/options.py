@@ -39,7 +39,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    metavar="EVENT=W", help="override an event weight (repeatable)")
     g.add_argument("--seed", type=int, default=_A.seed)
     g.add_argument("--threads", type=int, default=_A.threads)
-    g.add_argument("--test-frac", type=float, default=0.2)
+    g.add_argument("--test-frac", type=float, default=0.2,
+                   help="per-user share of the latest rows held out for the evaluation fit")
+    g.add_argument("--no-refit", action="store_true",
+                   help="serve the evaluation fit (trained without the hold-out) instead of "
+                        "refitting on all rows")
     r = p.add_argument_group("ranker (LightGBM)")
     r.add_argument("--no-ranker", action="store_true", help="retrieval only")
     r.add_argument("--candidates", type=int, default=_R.n_candidates)
@@ -65,4 +69,5 @@ def config_from_args(args) -> TrainConfig:
                         target_recall=args.target_recall, threads=args.threads, seed=args.seed)
     weights = check_event_weights(dict(args.event_weight))
     return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
-                       test_frac=args.test_frac, use_ranker=not args.no_ranker)
+                       test_frac=args.test_frac, use_ranker=not args.no_ranker,
+                       refit=not args.no_refit)

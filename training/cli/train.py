@@ -18,6 +18,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--items", help="item catalog CSV/Parquet (optional)")
     p.add_argument("--format", choices=("tailor", "movielens"), default="tailor")
     p.add_argument("--out", required=True, help="bundle root; the bundle goes to OUT/<version>/")
+    p.add_argument("--backtest", action="store_true",
+                   help="also run the served backtest (training.backtest) with the same options "
+                        "on the last --test-frac of each user's rows and print its figures")
     add_training_options(p)
     p.set_defaults(func=run)
 
@@ -30,6 +33,22 @@ def run(args) -> int:
         print("ranker dropped: it did not beat retrieval alone on NDCG@10 (manifest ranker = null)")
     print(f"index: {result.index_info['type']} recall@10={result.index_info['recall_at_10']} "
           f"search_params={result.index_info['search_params']}")
+    print(f"fits: evaluation {result.fits['evaluation']['rows']} rows, served "
+          f"{result.fits['served']['rows']} rows (refit={result.fits['served']['refit']})")
     path = write_bundle(result, args.out)
+    if args.backtest:
+        from training.backtest import format_backtest, run_backtest
+
+        report = run_backtest(inter, catalog, result.config, test_frac=result.config.test_frac,
+                              baselines=False)
+        print("served backtest (a separate bundle trained before the split, served by a real "
+              "server):")
+        print(format_backtest(report))
+        served = report["methods"]["tailor (served)"]
+        claimed = result.metrics["model"]["ndcg@10"]
+        gap = (served["ndcg@10"] - claimed) / max(served["ndcg@10_se"], 1e-12)
+        print(f"this bundle's manifest (evaluation fit, same hold-out rows) ndcg@10 = "
+              f"{claimed:.4f}; served backtest ndcg@10 = {served['ndcg@10']:.4f} "
+              f"+- {served['ndcg@10_se']:.4f} (bootstrap SE): {gap:+.1f} SE")
     print(path)
     return 0

@@ -1,0 +1,92 @@
+"""Served backtest: the scoring function on a hand-computed case, the split, and one real run."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.backtest import parse_cutoff, score, split_rows
+from training.metrics import bootstrap_se
+
+from .conftest import SMALL, make_interactions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _csr(sets):
+    indptr = np.r_[0, np.cumsum([len(s) for s in sets])].astype(np.int64)
+    return indptr, np.array([i for s in sets for i in sorted(s)], np.int32)
+
+
+def test_score_on_a_hand_computed_case():
+    test = _csr([{3, 7}, {1}, set(), {9}])          # later items of users 0..3
+    seen = _csr([{5}, {2, 4}, {0}, set()])           # items seen before the cutoff
+    recs = np.array([[5, 3, 8, 7, -1],               # hits at ranks 2 and 4, one seen item (5)
+                     [2, 4, 6, 0, 8],                # no hit, two seen items
+                     [0, 1, 2, 3, 4],                # user 2 has no later items: not scored
+                     [9, -1, -1, -1, -1]])           # hit at rank 1
+    m = score(recs, np.array([0, 1, 2, 3]), test, seen, n_items=20, k=5)
+    ndcg0 = (1 / np.log2(3) + 1 / np.log2(5)) / (1 + 1 / np.log2(3))
+    assert m["n_users"] == 3
+    assert m["recall@5"] == pytest.approx((1 + 0 + 1) / 3)
+    assert m["ndcg@5"] == pytest.approx((ndcg0 + 0 + 1) / 3)
+    assert m["map@5"] == pytest.approx(((1 / 2 + 2 / 4) / 2 + 0 + 1) / 3)
+    assert m["mrr@5"] == pytest.approx((1 / 2 + 0 + 1) / 3)
+    assert m["seen_share"] == pytest.approx(3 / 10)   # 5, 2, 4 among 4 + 5 + 1 filled slots
+    assert m["coverage"] == pytest.approx(len({5, 3, 8, 7, 2, 4, 6, 0, 9}) / 20)
+    assert m["ndcg@5_se"] == pytest.approx(bootstrap_se(np.array([ndcg0, 0.0, 1.0])))
+    assert 0 < m["ndcg@5_se"] < 0.5
+    assert m["n_users_new"] == 3   # no later item was seen before: the same figures
+    assert m["ndcg@5_new"] == pytest.approx(m["ndcg@5"])
+
+
+def test_new_only_scoring_drops_items_seen_before():
+    test = _csr([{3, 5}, {2}])
+    seen = _csr([{5}, {2, 4}])   # user 0 saw 5 before; user 1's only later item is a repeat
+    recs = np.array([[5, 3, 1], [2, 0, 1]])
+    m = score(recs, np.array([0, 1]), test, seen, n_items=10, k=3)
+    assert m["n_users_new"] == 1 and m["ndcg@3_new"] == pytest.approx(1 / np.log2(3))
+    assert m["recall@3"] == pytest.approx(1.0) and m["seen_share"] == pytest.approx(2 / 6)
+
+
+def test_bootstrap_se_matches_the_normal_approximation():
+    values = np.random.default_rng(1).random(4000)
+    expected = values.std(ddof=1) / np.sqrt(values.shape[0])
+    assert bootstrap_se(values) == pytest.approx(expected, rel=0.1)
+    assert bootstrap_se(np.ones(50)) == 0.0
+
+
+def test_split_by_cutoff_and_by_fraction():
+    rows = [("a", "x", 10), ("a", "y", 20), ("a", "z", 30), ("a", "w", 40, "email_sent"),
+            ("b", "x", 25), ("c", "y", 35)]
+    inter = make_interactions(rows)
+    before, after = split_rows(inter, cutoff=parse_cutoff("25"))
+    assert before.ts.tolist() == [10, 20] and sorted(after.ts.tolist()) == [25, 30, 35]
+    before, after = split_rows(inter, test_frac=0.34)   # a: 3 weighted rows -> last 1 held out
+    assert sorted(after.ts.tolist()) == [30] and len(before) == 4
+    assert parse_cutoff("2023-11-15") == 1_700_006_400
+
+
+def test_backtest_cli_serves_a_real_bundle(world_dir, tmp_path):
+    out = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "backtest", "--interactions",
+         str(world_dir / "interactions.csv"), "--items", str(world_dir / "items.csv"),
+         "--cutoff", str(SMALL.start + 24 * 86_400), "--factors", "16", "--iterations", "5",
+         "--no-ranker", "--ease-lambda", "200", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    served = report["methods"]["tailor (served)"]
+    split = report["split"]
+    assert served["n_users"] == split["users_scored"] > 1000 and split["users_unknown"] > 0
+    # users first active after the cutoff are unknown to the bundle: the server answers cold
+    assert served["cold_start"] == split["users_unknown"]
+    # the server excludes seen items only within its history window until it reads seen_items
+    assert served["seen_share"] < 0.01
+    assert served["ndcg@10"] > 2 * report["methods"]["popularity"]["ndcg@10"]
+    assert set(report["methods"]) >= {"popularity", "implicit-als", "ease"}
+    assert report["manifest"]["fits"]["served"]["refit"] is True
+    assert "tailor (served)" in proc.stdout

@@ -1,0 +1,63 @@
+"""EASE (Steck 2019), the closed-form item-item baseline of the served backtest.
+
+For a binary users x items matrix X: P = (X^T X + lambda I)^-1, B = -P / diag(P) with a zero
+diagonal; a user's scores are x_u B. Every item the user interacted with is filtered out of the
+answer (full seen-item filtering). Memory and time are those of one dense n_items x n_items
+inverse (5,000 items: 200 MB, seconds), so this baseline is for catalogs up to ~20k items.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import scipy.sparse as sp
+
+from training.events import Interactions
+from training.retrieval import top_k
+from training.split import distinct_items
+
+__all__ = ["EASE", "binary_matrix"]
+
+logger = logging.getLogger("tailor.training.ease")
+
+
+def binary_matrix(rows: Interactions) -> sp.csr_matrix:
+    """Users x items CSR with 1 where the user interacted with the item (float32)."""
+    indptr, items = distinct_items(rows.user, rows.item, rows.n_users)
+    data = np.ones(items.shape[0], np.float32)
+    return sp.csr_matrix((data, items, indptr), shape=(rows.n_users, rows.n_items))
+
+
+class EASE:
+    """Fitted EASE weights and the training matrix whose rows are the users' inputs.
+
+    Parameters
+    ----------
+    rows : Interactions
+        Training rows (any event with positive weight counts as an interaction).
+    regularization : float
+        lambda on the Gram matrix's diagonal.
+    """
+
+    def __init__(self, rows: Interactions, regularization: float):
+        t0 = time.perf_counter()
+        self.x = binary_matrix(rows)
+        self.seen = (self.x.indptr.astype(np.int64), self.x.indices.astype(np.int32))
+        g = (self.x.T @ self.x).toarray().astype(np.float64)
+        g[np.diag_indices_from(g)] += regularization
+        p = np.linalg.inv(g)
+        b = p / -np.diag(p)[None, :]
+        b[np.diag_indices_from(b)] = 0.0
+        self.weights = np.ascontiguousarray(b, np.float32)
+        logger.info("EASE lambda=%g on %d items in %.1fs", regularization, g.shape[0],
+                    time.perf_counter() - t0)
+
+    def recommend(self, users: np.ndarray, k: int = 10, batch: int = 1024) -> np.ndarray:
+        """Top ``k`` unseen items per user ([U, k] item rows, -1 = none left)."""
+        out = []
+        for start in range(0, users.shape[0], batch):
+            rows = users[start:start + batch]
+            vecs = self.x[rows].toarray()
+            out.append(top_k(vecs, self.weights.T, rows, self.seen, k)[0])
+        return np.concatenate(out) if out else np.zeros((0, k), np.int64)
