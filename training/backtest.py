@@ -17,6 +17,7 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -29,6 +30,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from contract.events import EVENT_TYPES
 from training.evaluate import popular_unseen, rerank
 from training.events import Catalog, Interactions, event_weights
 from training.metrics import bootstrap_se, hits, per_user_metrics
@@ -130,8 +132,17 @@ def score(recs: np.ndarray, users: np.ndarray, test: tuple, seen: tuple, n_items
     return out
 
 
+# The served model filters every seen item for good, as the baselines are scored: the
+# production policy's time windows (`seen_exclusion_days`) count from the server's clock, and a
+# backtest over past data would otherwise let every windowed item back in.
+FULL_SEEN_FILTERING = {
+    "TAILOR_SEEN_EXCLUSION_DAYS": json.dumps({t: "inf" for t in EVENT_TYPES}),
+    "TAILOR_REPEATABLE_CATEGORIES": "[]",
+}
+
+
 class _Server:
-    """``python -m server`` on a free loopback port, stopped on exit."""
+    """``python -m server`` on a free loopback port (full seen filtering), stopped on exit."""
 
     def __init__(self, data_dir: Path, bundle: Path, timeout: float = 180.0):
         import socket
@@ -145,7 +156,7 @@ class _Server:
             [sys.executable, "-m", "server", "--port", str(self.port), "--data-dir",
              str(data_dir), "--bundle", str(bundle), "--workers", "1"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ,
+            env={**os.environ, **FULL_SEEN_FILTERING,
                  "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
         self._wait(timeout)
 
@@ -198,7 +209,7 @@ def serve_recommendations(data_dir: Path, bundle: Path, user_ids: list[str], ite
         stub = pb_grpc.RecommendationServiceStub(ch)
         for start in range(0, len(user_ids), chunk):
             batch = pb.RecommendBatchRequest(requests=[
-                pb.RecommendRequest(user_id=u, k=k, channel="backtest")
+                pb.RecommendRequest(user_id=u, k=k, channel="")
                 for u in user_ids[start:start + chunk]])
             reply = stub.RecommendBatch(batch, timeout=300)
             for j, resp in enumerate(reply.responses):

@@ -164,7 +164,12 @@ async def test_recommendations_follow_the_users_new_interest(stub, channel, demo
         ids, indptr, rows = u["user_ids"], u["indptr"], u["items"]
         item_ids, cats = it["item_ids"], it["category"]
         pop = it["popularity"]
-    user = int(np.argmax(np.diff(indptr)))
+    # A user with a typical history (the median of those with 20+ items): 8 clicks in a new
+    # category must take at least 30% of the top-20 (issue 21's target for a session), while the
+    # long-term profile keeps the rest (server/profiles/history.py).
+    lengths = np.diff(indptr)
+    typical = np.flatnonzero(lengths >= 20)
+    user = int(typical[np.argsort(lengths[typical])[len(typical) // 2]])
     touched = set(cats[rows[indptr[user]:indptr[user + 1]]].tolist())
     fresh = next(c for c in np.argsort(-np.bincount(cats, weights=pop)) if c not in touched)
     rec = rpb_grpc.RecommendationServiceStub(channel)
@@ -182,7 +187,7 @@ async def test_recommendations_follow_the_users_new_interest(stub, channel, demo
         ev(f"shift-{i}", user=uid, item=iid, type="click", ts=now - 60 + i)
         for i, iid in enumerate(in_fresh)]))
     after, reply = await share()
-    assert before <= 0.1 and after >= 0.5, (before, after)
+    assert before <= 0.1 and after >= 0.3, (before, after)
     assert not {i.item_id for i in reply.items} & set(in_fresh)  # clicked items are not re-sent
 
 

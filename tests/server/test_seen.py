@@ -16,16 +16,16 @@ from server.profiles.schema import EVENT_TYPES, item_code
 from server.recommend.exclusion import SeenPolicy, excluded_rows
 from server.store import keys
 from tests.conftest import store_mentions
-from tests.seen_bundle import add_seen_arrays
+from tests.seen_bundle import without_seen_arrays
 
 DAY = 86400.0
 BIT = {t: 1 << i for i, t in enumerate(EVENT_TYPES)}
 
 
 @pytest.fixture(scope="module")
-def seen_bundle(demo_bundle, demo_data, tmp_path_factory):
-    return add_seen_arrays(demo_bundle, demo_data / "interactions.csv",
-                           tmp_path_factory.mktemp("seen") / demo_bundle.name)
+def seen_bundle(demo_bundle):
+    """The trained demo bundle: training writes the complete seen-sets (users.npz `seen_*`)."""
+    return demo_bundle
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,8 @@ def test_bundle_seen_set_counts_every_training_row(loaded, demo_data):
         assert out[j].tolist() == sorted(r for r in rows.tolist() if loaded.item_category[r] != grocery)
 
 
-def test_bundle_without_seen_arrays_excludes_its_history_for_good(demo_bundle):
-    old = load_bundle(demo_bundle)
+def test_bundle_without_seen_arrays_excludes_its_history_for_good(demo_bundle, tmp_path):
+    old = load_bundle(without_seen_arrays(demo_bundle, tmp_path / demo_bundle.name))
     assert "seen_indptr" not in old.users
     user = old.users["user_ids"][3]
     far = float(old.manifest.cutoff) + 1000 * DAY
