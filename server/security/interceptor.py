@@ -79,6 +79,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except Unauthenticated as err:
             await self._record("unauthenticated", method, "", "UNAUTHENTICATED", metadata)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+        except Exception:  # a credential we failed to read is no credential; say why in the log
+            logger.exception("authentication failed for %s", method)
+            await self._record("unauthenticated", method, "", "UNAUTHENTICATED", metadata)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "credentials could not be verified")
         allowed = self.roles.allowed(method)
         if principal.roles.isdisjoint(allowed) and ANY_AUTHENTICATED not in allowed:
             await self._record(principal.name, method, "", "PERMISSION_DENIED", metadata)

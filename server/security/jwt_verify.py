@@ -7,6 +7,8 @@ import json
 import time
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..errors import Unauthenticated
@@ -16,6 +18,7 @@ from .principals import JwtSettings, Principal
 __all__ = ["JwtVerifier"]
 
 _CACHE_MAX = 10_000
+_KEY_TYPES = {"RS": RSAPublicKey, "PS": RSAPublicKey, "ES": EllipticCurvePublicKey}
 
 
 class JwtVerifier:
@@ -55,10 +58,15 @@ class JwtVerifier:
     def _verify(self, token: str) -> dict:
         s = self.settings
         try:
-            kid = jwt.get_unverified_header(token).get("kid")
+            header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise Unauthenticated("malformed bearer token") from None
-        candidates = [k for i, k in self._keys if kid is None or i is None or i == kid]
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in s.algorithms:
+            raise Unauthenticated(f"token algorithm {str(alg)[:8]!r} is not accepted")
+        kind = _KEY_TYPES[alg[:2]]
+        candidates = [k for i, k in self._keys
+                      if isinstance(k, kind) and (kid is None or i is None or i == kid)]
         problem = "no key matches the token"
         for key in candidates:
             try:
@@ -73,6 +81,6 @@ class JwtVerifier:
                 raise Unauthenticated("token audience is not this server") from None
             except jwt.InvalidIssuerError:
                 raise Unauthenticated("token issuer is not trusted") from None
-            except jwt.PyJWTError as err:
+            except (jwt.PyJWTError, TypeError, ValueError) as err:
                 raise Unauthenticated(f"invalid token ({type(err).__name__})") from None
         raise Unauthenticated(f"invalid token ({problem})")

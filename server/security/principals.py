@@ -103,6 +103,8 @@ def _jwt(path: Path, raw) -> JwtSettings | None:
         raise AuthConfigInvalid(path, f"jwt.{err.args[0]} is required") from None
     if not keys and jwks is None:
         raise AuthConfigInvalid(path, "jwt needs public_keys or jwks")
+    if not out.algorithms or any(a[:2] not in ("RS", "PS", "ES") for a in out.algorithms):
+        raise AuthConfigInvalid(path, "jwt.algorithms: only public-key ones (RS*, PS*, ES*)")
     return out
 
 
