@@ -160,3 +160,46 @@ async def test_jwts_are_checked_for_signature_issuer_audience_and_expiry(chan, j
         assert why in details, (why, details)
     code, details = await _code(stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys))))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "jwt:svc-7" in details
+
+
+class AuditRecords:
+    """Stands in for the audit log (server/security/audit.py): keeps what it is given."""
+
+    def __init__(self):
+        self.rows = []
+
+    def record(self, principal, method, target, status, request_id):
+        self.rows.append((principal, method.rsplit("/", 1)[1], target, status, request_id))
+
+
+async def test_denied_failed_and_sensitive_calls_reach_the_audit_hook(settings, auth):
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
+    server.audit = audit = AuditRecords()
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            profiles, t = pb_grpc.ProfileServiceStub(ch), auth[1]
+            rid = ("x-request-id", "r-42")
+            await _code(profiles.GetProfile(pb.GetProfileRequest(user_id="u9")))
+            await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
+                                               metadata=bearer(t["decider"], rid)))
+            await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+                user_id="u9", attributes={"phone": "+33 6"}), metadata=bearer(t["tracker"]))
+            await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["analyst"]))
+            await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["reader"]))
+            await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
+                                         metadata=bearer(t["admin"], rid))
+            await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="bad\x1fid"),
+                                               metadata=bearer(t["admin"])))
+            [e async for e in profiles.ExportEvents(pb.ExportEventsRequest(), metadata=bearer(t["analyst"]))]
+    finally:
+        await server.stop(grace=0.5)
+    assert audit.rows == [
+        ("unauthenticated", "GetProfile", "", "UNAUTHENTICATED", ""),
+        ("decider", "DeleteProfile", "", "PERMISSION_DENIED", "r-42"),
+        ("reader", "GetProfile", "u9", "OK", ""),  # unmasked read; the analyst's is not audited
+        ("admin", "DeleteProfile", "u9", "OK", "r-42"),
+        ("admin", "DeleteProfile", "bad\x1fid", "INVALID_ARGUMENT", ""),
+        ("analyst", "ExportEvents", "", "OK", ""),
+    ]
