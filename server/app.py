@@ -79,6 +79,7 @@ class TailorServer:
                                    state_refresh_s=s.campaign_state_refresh_seconds,
                                    limits=s.limits)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
+        self.pii = PiiPolicy(s.pii_keys)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -92,9 +93,10 @@ class TailorServer:
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
              ModelAdminServicer(self.registry, self.pusher)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
-             ProfileServicer(self.profiles, PiiPolicy(self.settings.pii_keys))),
+             ProfileServicer(self.profiles, self.pii)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
-            (campaign_pb2_grpc.add_CampaignServiceServicer_to_server, CampaignServicer(self.campaigns)),
+            (campaign_pb2_grpc.add_CampaignServiceServicer_to_server,
+             CampaignServicer(self.campaigns, self.pii)),
             (attribution_pb2_grpc.add_AttributionServiceServicer_to_server,
              AttributionServicer(self.attributor)),
         ]

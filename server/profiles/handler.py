@@ -16,7 +16,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher, ThreadRunner
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_text, shown
@@ -137,7 +137,9 @@ class Profiles:
         check_count("attributes", len(attributes), lim.profile_attributes)
         for k, v in attributes.items():
             check_text("attributes key", k, lim.attribute_key_chars)
-            check_text(f"attributes[{shown(k)}]", v, lim.attribute_value_chars)
+            if len(v) > lim.attribute_value_chars:  # the value is not echoed: it may be PII
+                raise InvalidArgument(f"attributes[{shown(k)}]", f"{len(v)} characters, at most "
+                                      f"{lim.attribute_value_chars}")
 
         def change(meta):
             for k, v in attributes.items():

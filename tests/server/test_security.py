@@ -203,3 +203,44 @@ async def test_denied_failed_and_sensitive_calls_reach_the_audit_hook(settings, 
         ("admin", "DeleteProfile", "bad\x1fid", "INVALID_ARGUMENT", ""),
         ("analyst", "ExportEvents", "", "OK", ""),
     ]
+
+
+async def test_exported_decisions_hide_request_context_under_pii_keys(chan, auth):
+    stub, t = cpb_grpc.CampaignServiceStub(chan), auth[1]
+    spec = cpb.CampaignSpec(campaign_id="c-pii", channel="email", policy="egreedy",
+                            context_features=["request.phone", "request.basket"],
+                            variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), metadata=bearer(t["admin"]))
+    await stub.ChooseVariant(cpb.ChooseVariantRequest(
+        campaign_id="c-pii", user_id="u1", context={"phone": 33612.0, "basket": 3.0}),
+        metadata=bearer(t["decider"]))
+    req = cpb.ExportDecisionsRequest(include_pending=True)
+    masked = [list(r.context) async for r in stub.ExportDecisions(req, metadata=bearer(t["analyst"]))]
+    full = [list(r.context) async for r in stub.ExportDecisions(req, metadata=bearer(t["reader"]))]
+    assert len(masked) == 1 and masked[0][1] == 3.0 and masked[0][0] != masked[0][0]  # NaN
+    assert full == [[33612.0, 3.0]]
+
+
+async def test_error_messages_do_not_echo_attribute_values(chan, auth):
+    t = auth[1]
+    bad = pb.UpsertAttributesRequest(user_id="eve", attributes={"email": "eve-" + "x" * 2000})
+    code, details = await _code(pb_grpc.ProfileServiceStub(chan).UpsertAttributes(
+        bad, metadata=bearer(t["tracker"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "eve-" not in details  # no PII echoed
+
+
+async def test_reflection_can_be_turned_off(settings):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"reflection": False}))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            with pytest.raises(grpc.RpcError) as err:
+                [r async for r in call]
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(grace=0.5)
