@@ -10,18 +10,16 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
-import logging
 
 import grpc
 
 from ..errors import Unauthenticated
 from .authn import Authenticator
+from .logging import logger
 from .principals import Principal
 from .roles import ANY_AUTHENTICATED, OPEN_PREFIXES, PII_READER, SENSITIVE, UNMASKED_READS, RoleTable
 
 __all__ = ["AuthInterceptor", "current_principal"]
-
-logger = logging.getLogger("tailor.security")
 
 NOBODY = Principal("nobody")
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("tailor_principal",

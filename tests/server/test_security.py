@@ -94,6 +94,11 @@ async def test_decider_may_not_push_or_delete_and_is_told_which_role_it_lacks(ch
     code, details = await _code(pb_grpc.ProfileServiceStub(chan).DeleteProfile(
         pb.DeleteProfileRequest(user_id="u1"), metadata=bearer(token)))
     assert code == grpc.StatusCode.PERMISSION_DENIED and "lacks the role admin" in details
+    with pytest.raises(grpc.RpcError) as err:  # a streaming reply is refused before its first message
+        [e async for e in pb_grpc.ProfileServiceStub(chan).ExportEvents(
+            pb.ExportEventsRequest(), metadata=bearer(token))]
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "analyst or pii-reader" in err.value.details()
 
 
 async def test_a_spoofed_roles_header_changes_nothing(chan, auth):
