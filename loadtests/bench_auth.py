@@ -19,8 +19,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from server.security import Authenticator, AuthInterceptor, load_auth_config, tokens
-from server.security.interceptor import _principal
+from server.security import tokens
+from server.security.authn import Authenticator
+from server.security.interceptor import AuthInterceptor, _principal
+from server.security.principals import load_auth_config
 
 METHOD = "/tailor.v1.RecommendationService/Recommend"
 

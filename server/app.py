@@ -28,8 +28,8 @@ from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
-from .security import PiiPolicy
 from .security.guard import AuthGuard
+from .security.pii import PiiPolicy
 from .services import register_services
 from .services.attribution import AttributionServicer
 from .services.campaign import CampaignServicer

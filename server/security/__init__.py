@@ -1,11 +1,8 @@
-"""Security: who calls (principals from the auth config), what they may call (roles), the
-interceptor that enforces both, and the PII masking policy."""
-from .authn import DEV_PRINCIPAL, Authenticator
-from .interceptor import AuthInterceptor, current_principal
-from .pii import PiiPolicy, mask_value
-from .principals import AuthConfig, Principal, load_auth_config, token_hash
-from .roles import PII_READER, RPC_ROLES, SENSITIVE, RoleTable
+"""Security: roles (`roles`), principals and the auth config (`principals`, `authn`,
+`jwt_verify`), the interceptor that checks every call (`interceptor`), PII masking (`pii`),
+bearer tokens (`tokens`), and the wiring with the SIGHUP reload (`guard`).
 
-__all__ = ["AuthConfig", "AuthInterceptor", "Authenticator", "DEV_PRINCIPAL", "PII_READER",
-           "PiiPolicy", "Principal", "RPC_ROLES", "RoleTable", "SENSITIVE", "current_principal",
-           "load_auth_config", "mask_value", "token_hash"]
+Import the modules themselves: the other security modules (secrets, audit) and `server.errors`
+import each other's parts, so this `__init__` re-exports nothing (no import cycle).
+"""
+__all__: list[str] = []

@@ -17,7 +17,9 @@ from ..campaigns import (
     Variant,
 )
 from ..errors import NotFound, grpc_errors
-from ..security import PII_READER, PiiPolicy, current_principal
+from ..security.interceptor import current_principal
+from ..security.pii import PiiPolicy
+from ..security.roles import PII_READER
 
 __all__ = ["CampaignServicer", "CampaignConverter"]
 

@@ -10,7 +10,9 @@ from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
 from ..errors import grpc_errors
 from ..profiles import Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
-from ..security import PII_READER, PiiPolicy, current_principal
+from ..security.interceptor import current_principal
+from ..security.pii import PiiPolicy
+from ..security.roles import PII_READER
 
 __all__ = ["ProfileServicer", "ProfileConverter"]
 

@@ -16,7 +16,9 @@ from protos.tailor.v1 import diagnostics_pb2 as dpb
 from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
 from protos.tailor.v1 import model_admin_pb2 as mpb
 from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
-from server.security import Authenticator, AuthInterceptor, load_auth_config
+from server.security.authn import Authenticator
+from server.security.interceptor import AuthInterceptor
+from server.security.principals import load_auth_config
 from server.services.diagnostics import DiagnosticsServicer
 from tests.conftest import free_port
 

@@ -13,9 +13,12 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.config import Settings
 from server.errors import Unauthenticated
-from server.security import Authenticator, PiiPolicy, RoleTable, load_auth_config, tokens
+from server.security import tokens
+from server.security.authn import Authenticator
 from server.security.errors import AuthConfigInvalid
-from server.security.roles import ANY_AUTHENTICATED, RPC_ROLES, SENSITIVE
+from server.security.pii import PiiPolicy
+from server.security.principals import load_auth_config
+from server.security.roles import ANY_AUTHENTICATED, RPC_ROLES, SENSITIVE, RoleTable
 from tests.conftest import run_module
 
 
