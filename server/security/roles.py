@@ -54,9 +54,10 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     # Ping runs the whole stack for benchmarks: any authenticated caller, so an anonymous one
     # cannot load the server through it; liveness without credentials is what health is for.
     "/tailor.v1.DiagnosticsService/Ping": (ANY_AUTHENTICATED,),
+    "/tailor.v1.AuditService/TailAudit": ("auditor",),  # the audit log's room (server/security/audit)
 }
 """Every Tailor RPC → the roles that may call it (built-in roles; the auth config may redefine
-them). The AuditService (its own room) is `auditor`'s through `AUDIT_PATTERN`."""
+them). `auditor` also gets every AuditService method through `AUDIT_PATTERN`."""
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 """Methods anyone may call, authenticated or not: health checks and reflection (which
