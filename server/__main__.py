@@ -2,7 +2,8 @@
 `python -m server compact --data-dir D`
 `python -m server backup --data-dir D --out FILE`
 `python -m server restore --from FILE --data-dir D [--force]`
-`python -m server config-doc [--update FILE]`"""
+`python -m server config-doc [--update FILE]`
+`python -m server token --auth-config FILE --name NAME --roles r1,r2 | --revoke NAME`"""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ def _serve_parser(sub) -> None:
     p.add_argument("--bundle", type=Path, help="bundle directory to serve at start")
     p.add_argument("--workers", type=int, help="server processes sharing the port")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics HTTP port")
+    p.add_argument("--auth-config", type=Path, help="principals and roles (TOML); re-read on SIGHUP")
 
 
 def _compact_parser(sub) -> None:
@@ -45,6 +47,15 @@ def _config_doc_parser(sub) -> None:
     p.add_argument("--update", type=Path, help="rewrite the table in this Markdown file instead")
 
 
+def _token_parser(sub) -> None:
+    p = sub.add_parser("token", help="mint a bearer token (printed once, last line) or revoke one; "
+                       "servers reload on SIGHUP")
+    p.add_argument("--auth-config", type=Path, required=True, help="auth config to update")
+    p.add_argument("--name", help="principal to mint a token for")
+    p.add_argument("--roles", default="", help="comma-separated roles of the principal")
+    p.add_argument("--revoke", metavar="NAME", help="remove this principal")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _compact_parser(sub)
     _backup_parsers(sub)
     _config_doc_parser(sub)
+    _token_parser(sub)
     return parser
 
 
@@ -80,7 +92,24 @@ def _config_doc(args) -> None:
         print(render_table(), end="")
 
 
-COMMANDS = {"compact": _compact, "backup": _backup, "restore": _restore, "config-doc": _config_doc}
+def _token(args) -> None:
+    from .security import tokens
+    if args.revoke:
+        if not tokens.revoke(args.auth_config, args.revoke):
+            raise SystemExit(f"token: no principal {args.revoke!r} in {args.auth_config}")
+        print(f"revoked {args.revoke} in {args.auth_config} (send SIGHUP to running servers)")
+        return
+    if not args.name:
+        raise SystemExit("token: --name or --revoke is required")
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    token = tokens.mint(args.auth_config, args.name, roles)
+    print(f"token for {args.name} ({', '.join(roles) or 'no roles'}); only its hash is in "
+          f"{args.auth_config}, send SIGHUP to running servers. It is shown once:")
+    print(token)
+
+
+COMMANDS = {"compact": _compact, "backup": _backup, "restore": _restore, "config-doc": _config_doc,
+            "token": _token}
 """Every subcommand but `serve`; a refusal or a missing file exits non-zero with the reason."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +28,8 @@ from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
+from .security.guard import AuthGuard
+from .security.pii import PiiPolicy
 from .services import register_services
 from .services.attribution import AttributionServicer
 from .services.campaign import CampaignServicer
@@ -48,6 +51,10 @@ class TailorServer:
         self.settings = settings
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self.audit = None
+        """The audit log the auth interceptor reports to (`record(...)`), if any."""
+        self.reloaders: list[Callable[[], object]] = []
+        """Called in order on SIGHUP (`reload()`): auth config, certificates, ..."""
 
     def _options(self) -> list[tuple[str, int]]:
         size = self.settings.grpc_max_message_bytes
@@ -72,6 +79,7 @@ class TailorServer:
                                    state_refresh_s=s.campaign_state_refresh_seconds,
                                    limits=s.limits)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
+        self.pii = PiiPolicy(s.pii_keys)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -84,27 +92,33 @@ class TailorServer:
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
              ModelAdminServicer(self.registry, self.pusher)),
-            (profile_pb2_grpc.add_ProfileServiceServicer_to_server, ProfileServicer(self.profiles)),
+            (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
+             ProfileServicer(self.profiles, self.pii)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
-            (campaign_pb2_grpc.add_CampaignServiceServicer_to_server, CampaignServicer(self.campaigns)),
+            (campaign_pb2_grpc.add_CampaignServiceServicer_to_server,
+             CampaignServicer(self.campaigns, self.pii)),
             (attribution_pb2_grpc.add_AttributionServiceServicer_to_server,
              AttributionServicer(self.attributor)),
         ]
 
     async def start(self, serving: bool = True) -> int:
         """Bind and start; health reports SERVING now, or at `set_serving()` if not `serving`."""
+        self.auth = AuthGuard(self.settings, self.audit)  # first: a bad auth config stops here
+        self.reloaders.append(self.auth.reload_auth)
         self._lock = lock_data_dir(self.settings.data_dir, exclusive=False)
         self._build_domain()
         await self.registry.start()
         await self.campaigns.start()
-        server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=self._options())
+        server = grpc.aio.server(interceptors=[self.auth.interceptor, MetricsInterceptor()],
+                                 options=self._options())
         names = register_services(server, self._servicers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self._service_names = ["", *names]
         await self.set_serving(serving)
-        reflection.enable_server_reflection(
-            [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        if self.settings.reflection:
+            reflection.enable_server_reflection(
+                [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.settings.host}:{self.settings.port}"
         self.port = server.add_insecure_port(address)
         if not self.port:
@@ -119,6 +133,14 @@ class TailorServer:
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
+
+    def reload(self) -> None:
+        """SIGHUP: run every reloader; one failing does not stop the others."""
+        for reload in self.reloaders:
+            try:
+                reload()
+            except Exception:  # keep serving with what was loaded before; say why
+                logger.exception("reload %s failed", getattr(reload, "__qualname__", reload))
 
     async def set_serving(self, serving: bool = True) -> None:
         answer = health_pb2.HealthCheckResponse

@@ -144,6 +144,21 @@ class Settings(BaseSettings):
     grace_seconds: float = 5.0
     """How long in-flight calls may finish at shutdown."""
 
+    # -- security (issue 14) ---------------------------------------------------------------------
+    auth_config: Path | None = None
+    """Auth config (TOML): principals (bearer token hashes, client-certificate names), JWT
+    issuer/audience/keys, role overrides (`server/security/principals.py`). Re-read on SIGHUP.
+    Without it every call is allowed (all roles but `pii-reader`: PII stays masked); serve
+    that way on loopback only."""
+    reflection: bool = True
+    """Serve gRPC reflection (open to everyone, like health)."""
+    pii_keys: tuple[str, ...] = (
+        "email", "*email*", "*e_mail*", "phone", "*phone*", "mobile", "*mobile*", "name",
+        "first_name", "last_name", "middle_name", "full_name", "surname", "*address*", "street",
+        "city", "zip", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*", "dob", "ssn")
+    """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns: their values are
+    masked in profiles, events and exports for callers without the `pii-reader` role."""
+
     # -- seen items and long-term interest (issue 21) -------------------------------------------
     seen_exclusion_days: dict[str, float] = {
         "purchase": math.inf, "rating": math.inf, "view": 30.0, "click": 30.0, "add_to_cart": 30.0}

@@ -32,6 +32,7 @@ async def _serve_one(settings: Settings, all_up=None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await stop.wait()
     logger.info("shutting down (grace %.1fs)", settings.grace_seconds)
     await server.stop()
@@ -73,8 +74,14 @@ def serve(settings: Settings) -> None:
             if proc.is_alive():
                 os.kill(proc.pid, signum)
 
+    def forward_reload(signum, _frame):
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signum)
+
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward_reload)
     try:
         for proc in procs:
             proc.join()

@@ -16,7 +16,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher, ThreadRunner
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_text, shown
@@ -24,7 +24,7 @@ from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
-from .schema import CHANNELS, PII_KEYS, ProfileSchema, item_code
+from .schema import CHANNELS, ProfileSchema, item_code
 
 __all__ = ["Profiles", "TrackResult", "ProfileView"]
 
@@ -46,18 +46,10 @@ class ProfileView:
     features: dict | None
     recent_items: list[tuple[str, float, float]]
     events: list[bytes]
-    pii_masked: bool
     created_at: float
     updated_at: float
     category_names: dict[int, str] = field(default_factory=dict)
     """Name of each category code in `features["category_affinity"]`."""
-
-
-def mask(value: str) -> str:
-    if "@" in value:
-        name, _, domain = value.partition("@")
-        return f"{name[:1]}***@{domain}"
-    return value[:1] + "***" if len(value) > 1 else "***"
 
 
 class Profiles:
@@ -145,7 +137,9 @@ class Profiles:
         check_count("attributes", len(attributes), lim.profile_attributes)
         for k, v in attributes.items():
             check_text("attributes key", k, lim.attribute_key_chars)
-            check_text(f"attributes[{shown(k)}]", v, lim.attribute_value_chars)
+            if len(v) > lim.attribute_value_chars:  # the value is not echoed: it may be PII
+                raise InvalidArgument(f"attributes[{shown(k)}]", f"{len(v)} characters, at most "
+                                      f"{lim.attribute_value_chars}")
 
         def change(meta):
             for k, v in attributes.items():
@@ -173,23 +167,22 @@ class Profiles:
         return await asyncio.to_thread(self.repo.drop_events_before, time.time() - self.rules.retention_s)
 
     # -- reads ------------------------------------------------------------------------------
-    async def get(self, user_id: str, max_events: int = 0, can_read_pii: bool = False) -> ProfileView:
+    async def get(self, user_id: str, max_events: int = 0) -> ProfileView:
+        """Everything stored about one user, PII included: the transport masks it for callers
+        who may not read it (`server.security.pii`)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         state, meta, events = self.repo.read(user_id, max_events)  # µs: an LMDB read snapshot
         if state is None and meta is None:
             raise NotFound("profile", user_id)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
         attrs = dict(meta["attributes"])
-        masked = not can_read_pii and any(k in PII_KEYS for k in attrs)
-        if masked:
-            attrs = {k: mask(v) if k in PII_KEYS else v for k, v in attrs.items()}
         feats, recent, names = None, [], {}
         if state is not None:
             feats = kf.read_features(self.layout, state, time.time())
             recent = self._recent_ids(state)
             names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
         first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
-        return ProfileView(user_id, attrs, meta["consent"], feats, recent, events, masked,
+        return ProfileView(user_id, attrs, meta["consent"], feats, recent, events,
                            meta.get("created_at") or first, meta.get("updated_at", 0.0), names)
 
     def _names_of(self, codes: list[int]) -> dict[int, str]:

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 from contract.events import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES, VALUED_TYPES
 from kernels.feature_layout import DAY, FeatureLayout
 
-__all__ = ["EVENT_TYPES", "CHANNELS", "DEFAULT_CHANNEL", "PII_KEYS", "ProfileSchema", "item_code"]
+__all__ = ["EVENT_TYPES", "CHANNELS", "DEFAULT_CHANNEL", "ProfileSchema", "item_code"]
 
 CHANNELS = ("web", "app", "email", "sms", "push")
 DEFAULT_CHANNEL = {"email_sent": "email", "email_open": "email", "email_click": "email",
                    "sms_sent": "sms", "sms_click": "sms", "push_sent": "push", "push_open": "push",
                    "push_click": "push"}
-PII_KEYS = frozenset({"email", "phone", "first_name", "last_name", "address", "name"})
 
 _CODE_MASK = (1 << 53) - 1
 

@@ -16,7 +16,10 @@ from ..campaigns import (
     SampleSizeQuery,
     Variant,
 )
-from ..errors import grpc_errors
+from ..errors import NotFound, grpc_errors
+from ..security.interceptor import current_principal
+from ..security.pii import PiiPolicy
+from ..security.roles import PII_READER
 
 __all__ = ["CampaignServicer", "CampaignConverter"]
 
@@ -111,8 +114,18 @@ class CampaignConverter:
 
 
 class CampaignServicer(pb_grpc.CampaignServiceServicer):
-    def __init__(self, campaigns: Campaigns):
+    def __init__(self, campaigns: Campaigns, pii: PiiPolicy):
         self.campaigns = campaigns
+        self.pii = pii
+
+    async def _pii_positions(self, campaign_id: str) -> range | list[int]:
+        """Positions of a campaign's logged context that hold request values under PII keys
+        (`request.<key>` features); every position when the campaign cannot be read."""
+        try:
+            names = (await self.campaigns.get(campaign_id)).spec.context_features
+        except NotFound:
+            return range(1 << 16)
+        return [i for i, n in enumerate(names) if n.startswith("request.") and self.pii.is_pii(n[8:])]
 
     @grpc_errors
     async def CreateCampaign(self, request: pb.CreateCampaignRequest, context) -> pb.Campaign:
@@ -165,6 +178,17 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
 
     @grpc_errors
     async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):
+        hidden: dict[str, range | list[int]] | None = (
+            None if current_principal().has(PII_READER) else {})
         for rec in self.campaigns.export(request.campaign_id, request.start, request.end,
                                          request.include_pending):
-            yield CampaignConverter.from_record(rec)
+            out = CampaignConverter.from_record(rec)
+            if hidden is not None and out.context:
+                positions = hidden.get(out.campaign_id)
+                if positions is None:
+                    positions = hidden[out.campaign_id] = await self._pii_positions(out.campaign_id)
+                for i in positions:
+                    if i >= len(out.context):
+                        break
+                    out.context[i] = _NAN
+            yield out

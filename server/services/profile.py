@@ -10,18 +10,11 @@ from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
 from ..errors import grpc_errors
 from ..profiles import Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
+from ..security.interceptor import current_principal
+from ..security.pii import PiiPolicy
+from ..security.roles import PII_READER
 
-__all__ = ["ProfileServicer", "ProfileConverter", "can_read_pii"]
-
-PII_ROLES = frozenset({"pii-reader", "admin"})
-
-
-def can_read_pii(context) -> bool:
-    """Roles come from the `x-tailor-roles` header (comma-separated) until authentication lands."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-tailor-roles":
-            return bool(PII_ROLES & {r.strip() for r in value.split(",")})
-    return False
+__all__ = ["ProfileServicer", "ProfileConverter"]
 
 
 class ProfileConverter:
@@ -40,7 +33,7 @@ class ProfileConverter:
 
     @staticmethod
     def from_view(view: ProfileView, layout) -> pb.Profile:
-        out = pb.Profile(user_id=view.user_id, attributes=view.attributes, pii_masked=view.pii_masked,
+        out = pb.Profile(user_id=view.user_id, attributes=view.attributes,
                          created_at=view.created_at, updated_at=view.updated_at)
         for channel, c in view.consent.items():
             out.consent[channel].CopyFrom(pb.Consent(opted_in=c["opted_in"], source=c["source"],
@@ -88,8 +81,9 @@ def _nonzero(arr):
 
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, profiles: Profiles):
+    def __init__(self, profiles: Profiles, pii: PiiPolicy):
         self.profiles = profiles
+        self.pii = pii
 
     @grpc_errors
     async def TrackEvents(self, request: pb.TrackEventsRequest, context) -> pb.TrackEventsResponse:
@@ -102,8 +96,11 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         return ProfileConverter.from_track(total, accepted)
 
     async def _profile(self, user_id: str, max_events: int, context) -> pb.Profile:
-        view = await self.profiles.get(user_id, max_events, can_read_pii(context))
-        return ProfileConverter.from_view(view, self.profiles.layout)
+        view = await self.profiles.get(user_id, max_events)
+        out = ProfileConverter.from_view(view, self.profiles.layout)
+        if not current_principal().has(PII_READER):
+            out.pii_masked = self.pii.mask_message(out)
+        return out
 
     @grpc_errors
     async def GetProfile(self, request: pb.GetProfileRequest, context) -> pb.Profile:
@@ -126,5 +123,9 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def ExportEvents(self, request: pb.ExportEventsRequest, context):
+        masked = not current_principal().has(PII_READER)
         for raw in self.profiles.export(request.start, request.end):
-            yield pb.Event.FromString(raw)
+            event = pb.Event.FromString(raw)
+            if masked and event.attributes:
+                self.pii.mask_map(event.attributes)
+            yield event

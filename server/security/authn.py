@@ -1,0 +1,70 @@
+"""Authentication: who is calling, from a bearer token, a JWT or the mTLS client certificate.
+
+Roles come only from here (the auth config or a verified JWT), never from request metadata.
+"""
+from __future__ import annotations
+
+from ..errors import Unauthenticated
+from .jwt_verify import JwtVerifier
+from .principals import AuthConfig, Principal, token_hash
+from .roles import PII_READER, ROLE_NAMES
+
+__all__ = ["Authenticator", "DEV_PRINCIPAL"]
+
+DEV_PRINCIPAL = Principal("anonymous", ROLE_NAMES - {PII_READER})
+"""Everyone, on a server without an auth config: every role but `pii-reader` (PII stays masked:
+nobody can unmask it by claiming a role, and a config with one pii-reader token takes a line)."""
+
+_CERT_KEYS = ("x509_common_name", "x509_subject_alternative_name")
+
+
+class Authenticator:
+    """`principal(metadata, auth_context)` → the caller, or raises `Unauthenticated`."""
+
+    def __init__(self, config: AuthConfig | None):
+        self.config = config
+        self.by_token = config.by_token if config else {}
+        self.by_cert = config.by_cert if config else {}
+        self.jwt = JwtVerifier(config.jwt) if config and config.jwt else None
+
+    def principal(self, metadata, auth_context) -> Principal:
+        """`metadata`: (key, value) pairs; `auth_context`: a callable returning the transport's
+        auth context (called only when no bearer credential came and certificates are known)."""
+        if self.config is None:
+            return DEV_PRINCIPAL
+        bearer = None
+        for key, value in metadata or ():
+            if key == "authorization":
+                bearer = value
+                break
+        if bearer is not None:
+            return self._bearer(bearer)
+        if self.by_cert:
+            found = self.from_certificate(auth_context())
+            if found is not None:
+                return found
+        raise Unauthenticated("no credentials: send `authorization: Bearer <token>` or a client "
+                              "certificate")
+
+    def _bearer(self, header: str) -> Principal:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("authorization metadata must be `Bearer <token>`")
+        token = token.strip()
+        found = self.by_token.get(token_hash(token))
+        if found is not None:
+            return found
+        if self.jwt is not None and token.count(".") == 2:
+            return self.jwt.principal(token)
+        raise Unauthenticated("unknown bearer token")
+
+    def from_certificate(self, auth_context: dict) -> Principal | None:
+        """The principal of the first certificate CN or SAN the config names (`auth_context`
+        as grpc gives it: property name → list of bytes)."""
+        for key in _CERT_KEYS:
+            for raw in (auth_context or {}).get(key, ()):
+                name = raw.decode() if isinstance(raw, bytes) else str(raw)
+                found = self.by_cert.get(name)
+                if found is not None:
+                    return found
+        return None

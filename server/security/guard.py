@@ -1,0 +1,61 @@
+"""The security room as the server sees it: the interceptor built from `Settings`, and
+`reload_auth()` for SIGHUP."""
+from __future__ import annotations
+
+import ipaddress
+
+from ..config import Settings
+from .authn import Authenticator
+from .errors import AuthConfigInvalid
+from .interceptor import AuthInterceptor
+from .logging import logger
+from .principals import load_auth_config
+from .roles import RoleTable
+
+__all__ = ["AuthGuard"]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AuthGuard:
+    """Reads `settings.auth_config` (raises `AuthConfigInvalid` if unusable) and holds the
+    interceptor; `audit` is the optional audit log the interceptor reports to."""
+
+    def __init__(self, settings: Settings, audit=None):
+        self.path = settings.auth_config
+        if self.path is None:
+            self.interceptor = AuthInterceptor(Authenticator(None), RoleTable(), audit)
+            where = "loopback only" if _loopback(settings.host) else f"NOT loopback: {settings.host}"
+            logger.warning("UNAUTHENTICATED server (no --auth-config, %s): every call is allowed, "
+                           "PII stays masked", where)
+            return
+        config = load_auth_config(self.path)
+        self.interceptor = AuthInterceptor(Authenticator(config), config.roles, audit)
+        self._log_loaded(config, "loaded")
+
+    def reload_auth(self) -> bool:
+        """Re-read the auth config; on any problem keep the current one and say why."""
+        if self.path is None:
+            return False
+        try:
+            config = load_auth_config(self.path)
+            authenticator = Authenticator(config)
+        except AuthConfigInvalid as err:
+            logger.error("auth config not reloaded, the previous one stays: %s", err)
+            return False
+        self.interceptor.replace(authenticator, config.roles)
+        self._log_loaded(config, "reloaded")
+        return True
+
+    @staticmethod
+    def _log_loaded(config, what: str) -> None:
+        logger.info("auth config %s from %s: %d token and %d certificate principals%s", what,
+                    config.path, len(config.by_token), len(config.by_cert),
+                    ", JWTs" if config.jwt else "")

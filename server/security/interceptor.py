@@ -1,0 +1,166 @@
+"""The authentication + authorization interceptor: every call is authenticated, then checked
+against the roles the auth config grants; the handler finds the caller in `current_principal()`.
+
+It sits before the metrics interceptor and the error mapping. Health and reflection stay open.
+Failed authentication, denied calls and calls to sensitive methods (`roles.SENSITIVE`, and
+unmasked reads) go to the optional audit log with their final status.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+
+import grpc
+
+from ..errors import Unauthenticated
+from .authn import Authenticator
+from .logging import logger
+from .principals import Principal
+from .roles import ANY_AUTHENTICATED, OPEN_PREFIXES, PII_READER, SENSITIVE, UNMASKED_READS, RoleTable
+
+__all__ = ["AuthInterceptor", "current_principal"]
+
+NOBODY = Principal("nobody")
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("tailor_principal",
+                                                                        default=NOBODY)
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being handled (`NOBODY`, with no roles, outside an intercepted call)."""
+    return _principal.get()
+
+
+def _request_id(metadata) -> str:
+    for key, value in metadata or ():
+        if key == "x-request-id":
+            return value
+    return ""
+
+
+def _target(request) -> str:
+    """The record a call is about, where cheap: the request's user_id or campaign_id."""
+    return getattr(request, "user_id", "") or getattr(request, "campaign_id", "") or ""
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """`authenticator` says who calls; `roles` who may call what; `audit` (optional) has
+    `record(principal, method, target, status, request_id)` (sync or async)."""
+
+    def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None):
+        self.authenticator = authenticator
+        self.roles = roles or RoleTable()
+        self.audit = audit
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    def replace(self, authenticator: Authenticator, roles: RoleTable) -> None:
+        """Use a new auth config from the next call on (SIGHUP reload)."""
+        self.authenticator, self.roles = authenticator, roles
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    # -- the per-call check ------------------------------------------------------------------
+    async def authorize(self, method: str, context) -> Principal:
+        """The caller, allowed to call `method`; otherwise aborts the call (and audits it)."""
+        metadata = context.invocation_metadata()
+        try:
+            principal = self.authenticator.principal(metadata, context.auth_context)
+        except Unauthenticated as err:
+            await self._record("unauthenticated", method, "", "UNAUTHENTICATED", metadata)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+        except Exception:  # a credential we failed to read is no credential; say why in the log
+            logger.exception("authentication failed for %s", method)
+            await self._record("unauthenticated", method, "", "UNAUTHENTICATED", metadata)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "credentials could not be verified")
+        allowed = self.roles.allowed(method)
+        if principal.roles.isdisjoint(allowed) and ANY_AUTHENTICATED not in allowed:
+            await self._record(principal.name, method, "", "PERMISSION_DENIED", metadata)
+            needed = " or ".join(sorted(allowed)) or "(no role may call it)"
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{principal.name} lacks the role {needed} for {method}")
+        return principal
+
+    async def _record(self, principal: str, method: str, target: str, status: str, metadata) -> None:
+        if self.audit is None:
+            return
+        try:
+            done = self.audit.record(principal, method, target, status, _request_id(metadata))
+            if inspect.isawaitable(done):
+                await done
+        except Exception:  # the audit log failing must not change the call's answer; say so
+            logger.exception("audit record failed for %s", method)
+
+    def _audited(self, method: str, principal: Principal) -> bool:
+        return method in SENSITIVE or (method in UNMASKED_READS and principal.has(PII_READER))
+
+    # -- handler wrappers, built once per method ---------------------------------------------
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_streaming and handler.response_streaming:
+            kind, inner, make = "stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        elif handler.request_streaming:
+            kind, inner, make = "unary", handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            kind, inner, make = "stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        behaviour = (self._unary(method, inner) if kind == "unary" or not inspect.isasyncgenfunction(inner)
+                     else self._stream(method, inner))
+        return make(behaviour, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+    def _unary(self, method: str, inner):
+        async def call(request, context):
+            principal = await self.authorize(method, context)
+            token = _principal.set(principal)
+            try:
+                if not self._audited(method, principal):
+                    return await inner(request, context)
+                return await self._audit_call(method, principal, request, context,
+                                              inner(request, context))
+            finally:
+                _principal.reset(token)
+        return call
+
+    async def _audit_call(self, method, principal, request, context, pending):
+        status = "OK"
+        try:
+            return await pending
+        except BaseException:
+            status = _status(context)
+            raise
+        finally:
+            await self._record(principal.name, method, _target(request), status,
+                               context.invocation_metadata())
+
+    def _stream(self, method: str, inner):
+        async def call(request, context):
+            principal = await self.authorize(method, context)
+            token = _principal.set(principal)
+            status = "OK"
+            try:
+                async for reply in inner(request, context):
+                    yield reply
+            except BaseException:
+                status = _status(context)
+                raise
+            finally:
+                with contextlib.suppress(ValueError):  # closed from another context: the task ends
+                    _principal.reset(token)
+                if self._audited(method, principal):
+                    await self._record(principal.name, method, _target(request), status,
+                                       context.invocation_metadata())
+        return call
+
+
+def _status(context) -> str:
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"

@@ -1,0 +1,54 @@
+"""The PII masking policy: which attribute keys are PII (declared once, `Settings.pii_keys`) and
+how their values are masked wherever they leave the server for a caller without `pii-reader`:
+profile attributes, event attributes (GetProfile events, ExportEvents) and the context of
+exported decisions."""
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from fnmatch import fnmatchcase
+
+__all__ = ["PiiPolicy", "mask_value"]
+
+_MASK_CACHE_MAX = 4096
+
+
+def mask_value(value: str) -> str:
+    """`carol@example.com` → `c***@example.com`; anything else keeps its first character."""
+    if "@" in value:
+        name, _, domain = value.partition("@")
+        return f"{name[:1]}***@{domain}"
+    return value[:1] + "***" if len(value) > 1 else "***"
+
+
+class PiiPolicy:
+    """`patterns`: case-insensitive `fnmatch` patterns of PII keys (`Settings.pii_keys`);
+    `is_pii(key)` costs one dict hit per distinct key (patterns resolved once)."""
+
+    def __init__(self, patterns: Iterable[str]):
+        self.patterns = tuple(p.lower() for p in patterns)
+        self._known: dict[str, bool] = {}
+
+    def is_pii(self, key: str) -> bool:
+        hit = self._known.get(key)
+        if hit is None:
+            low = key.lower()
+            hit = any(fnmatchcase(low, p) for p in self.patterns)
+            if len(self._known) < _MASK_CACHE_MAX:
+                self._known[key] = hit
+        return hit
+
+    def mask_map(self, values: MutableMapping[str, str]) -> bool:
+        """Mask the PII values of `values` (a dict or a protobuf map) in place; True if any."""
+        hits = [k for k in values if self.is_pii(k)]
+        for k in hits:
+            values[k] = mask_value(values[k])
+        return bool(hits)
+
+    def mask_message(self, msg) -> bool:
+        """Mask the `attributes` map of `msg` (a Profile or an Event) and of the events it
+        carries, in place; True if anything was masked."""
+        masked = self.mask_map(msg.attributes)
+        for event in getattr(msg, "events", ()):
+            if event.attributes:
+                masked = self.mask_map(event.attributes) or masked
+        return masked

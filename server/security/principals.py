@@ -1,0 +1,126 @@
+"""Principals and the auth config they come from (TOML, read with `tomllib`).
+
+    [jwt]                                  # optional: bearer JWTs
+    issuer = "https://id.example.com"
+    audience = "tailor"
+    public_keys = ["jwt-signing.pem"]      # RS256/ES256 public keys (PEM), or:
+    jwks = "jwks.json"                     # a JWKS file (paths relative to this file)
+    roles_claim = "roles"                  # a list, or a space-separated string
+
+    [roles]                                # optional: redefine or add roles (method patterns)
+    analyst = ["/tailor.v1.CampaignService/Get*"]
+
+    [principals.ingest]                    # a bearer token, stored only as its SHA-256
+    roles = ["tracker"]
+    token_sha256 = "9f86d0..."
+
+    [principals.ops]                       # an mTLS client certificate (CN or a SAN)
+    roles = ["admin"]
+    cert_subject = "ops.tailor.internal"
+"""
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import AuthConfigInvalid
+from .roles import ROLE_NAMES, RoleTable
+
+__all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_hash"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a name (for logs and the audit log) and the roles granted to it."""
+
+    name: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    issuer: str
+    audience: str
+    key_files: tuple[Path, ...] = ()
+    jwks_file: Path | None = None
+    roles_claim: str = "roles"
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    leeway_seconds: float = 0.0
+
+
+@dataclass
+class AuthConfig:
+    """Everything one auth config file says, indexed for one dict hit per call."""
+
+    path: Path
+    by_token: dict[str, Principal]
+    """SHA-256 hex of a bearer token → its principal."""
+    by_cert: dict[str, Principal]
+    """Certificate CN or SAN → its principal."""
+    roles: RoleTable
+    jwt: JwtSettings | None = None
+
+
+def _strings(path, where: str, value) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AuthConfigInvalid(path, f"{where} must be a list of strings")
+    return value
+
+
+def _principal(path, name: str, entry, known_roles: Iterable[str]) -> Principal:
+    if not isinstance(entry, dict):
+        raise AuthConfigInvalid(path, f"principals.{name} must be a table")
+    roles = frozenset(_strings(path, f"principals.{name}.roles", entry.get("roles", [])))
+    unknown = roles - set(known_roles)
+    if unknown:
+        raise AuthConfigInvalid(path, f"principals.{name}: unknown roles {sorted(unknown)}")
+    if not ("token_sha256" in entry or "cert_subject" in entry):
+        raise AuthConfigInvalid(path, f"principals.{name} needs token_sha256 or cert_subject")
+    return Principal(name, roles)
+
+
+def _jwt(path: Path, raw) -> JwtSettings | None:
+    if raw is None:
+        return None
+    try:
+        keys = tuple(path.parent / k for k in _strings(path, "jwt.public_keys", raw.get("public_keys", [])))
+        jwks = path.parent / raw["jwks"] if raw.get("jwks") else None
+        out = JwtSettings(issuer=raw["issuer"], audience=raw["audience"], key_files=keys,
+                          jwks_file=jwks, roles_claim=raw.get("roles_claim", "roles"),
+                          algorithms=tuple(raw.get("algorithms", ("RS256", "ES256"))),
+                          leeway_seconds=float(raw.get("leeway_seconds", 0.0)))
+    except KeyError as err:
+        raise AuthConfigInvalid(path, f"jwt.{err.args[0]} is required") from None
+    if not keys and jwks is None:
+        raise AuthConfigInvalid(path, "jwt needs public_keys or jwks")
+    if not out.algorithms or any(a[:2] not in ("RS", "PS", "ES") for a in out.algorithms):
+        raise AuthConfigInvalid(path, "jwt.algorithms: only public-key ones (RS*, PS*, ES*)")
+    return out
+
+
+def load_auth_config(path: Path) -> AuthConfig:
+    """Read and check `path`; raises `AuthConfigInvalid` naming the problem."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise AuthConfigInvalid(path, str(err)) from None
+    overrides = {r: _strings(path, f"roles.{r}", p) for r, p in raw.get("roles", {}).items()}
+    known = ROLE_NAMES | set(overrides)
+    by_token, by_cert = {}, {}
+    for name, entry in raw.get("principals", {}).items():
+        principal = _principal(path, name, entry, known)
+        if "token_sha256" in entry:
+            by_token[str(entry["token_sha256"]).lower()] = principal
+        if "cert_subject" in entry:
+            by_cert[str(entry["cert_subject"])] = principal
+    return AuthConfig(Path(path), by_token, by_cert, RoleTable(overrides), _jwt(Path(path), raw.get("jwt")))

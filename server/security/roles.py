@@ -1,0 +1,115 @@
+"""Who may call what: the one table of every RPC and the roles that may call it.
+
+`RPC_ROLES` lists every method of every Tailor service. A test enumerates the services of the
+generated descriptors (protos/tailor/v1) and fails when an RPC is missing here, so a new RPC
+cannot ship unguarded. Roles may be redefined (or new ones added) in the auth config as lists of
+method patterns (`fnmatch`, e.g. "/tailor.v1.CampaignService/Get*"); `RoleTable` resolves a
+method to the set of roles allowed to call it once, then answers with one dict hit.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from fnmatch import fnmatchcase
+
+__all__ = ["ANY_AUTHENTICATED", "BUILTIN_ROLES", "OPEN_PREFIXES", "PII_READER", "ROLE_NAMES",
+           "RPC_ROLES", "SENSITIVE", "RoleTable", "default_patterns"]
+
+PII_READER = "pii-reader"
+ANY_AUTHENTICATED = "*"
+"""A pseudo-role: any authenticated principal, whatever its roles."""
+
+_PROFILE = "/tailor.v1.ProfileService/"
+_CAMPAIGN = "/tailor.v1.CampaignService/"
+_MODEL = "/tailor.v1.ModelAdminService/"
+_ATTRIBUTION = "/tailor.v1.AttributionService/"
+_RECOMMEND = "/tailor.v1.RecommendationService/"
+AUDIT_PATTERN = "/tailor.v1.AuditService/*"
+
+RPC_ROLES: dict[str, tuple[str, ...]] = {
+    _MODEL + "PushBundle": ("admin",),
+    _MODEL + "Rollback": ("admin",),
+    _MODEL + "GetModelStatus": ("admin", "analyst"),
+    _CAMPAIGN + "CreateCampaign": ("admin",),
+    _CAMPAIGN + "UpdateCampaign": ("admin",),
+    _CAMPAIGN + "ArchiveCampaign": ("admin",),
+    _CAMPAIGN + "GetCampaign": ("admin", "analyst"),
+    _CAMPAIGN + "ListCampaigns": ("admin", "analyst"),
+    _CAMPAIGN + "GetCampaignStats": ("admin", "analyst"),
+    _CAMPAIGN + "GetSampleSize": ("admin", "analyst"),
+    _CAMPAIGN + "ExportDecisions": ("analyst", PII_READER),
+    _CAMPAIGN + "ChooseVariant": ("decider",),
+    _CAMPAIGN + "ReportReward": ("decider",),
+    _RECOMMEND + "Recommend": ("decider",),
+    _RECOMMEND + "RecommendBatch": ("decider",),
+    _PROFILE + "TrackEvents": ("tracker",),
+    _PROFILE + "TrackEventStream": ("tracker",),
+    _PROFILE + "UpsertAttributes": ("tracker",),
+    _PROFILE + "SetConsent": ("tracker",),
+    _PROFILE + "DeleteProfile": ("admin",),
+    _PROFILE + "GetProfile": ("analyst", PII_READER),
+    _PROFILE + "ExportEvents": ("analyst", PII_READER),
+    _ATTRIBUTION + "Attribute": ("analyst",),
+    _ATTRIBUTION + "AttributeStream": ("analyst",),
+    _ATTRIBUTION + "AttributeStored": ("analyst",),
+    # Ping runs the whole stack for benchmarks: any authenticated caller, so an anonymous one
+    # cannot load the server through it; liveness without credentials is what health is for.
+    "/tailor.v1.DiagnosticsService/Ping": (ANY_AUTHENTICATED,),
+    "/tailor.v1.AuditService/TailAudit": ("auditor",),  # the audit log's room (server/security/audit)
+}
+"""Every Tailor RPC → the roles that may call it (built-in roles; the auth config may redefine
+them). `auditor` also gets every AuditService method through `AUDIT_PATTERN`."""
+
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Methods anyone may call, authenticated or not: health checks and reflection (which
+`Settings.reflection` can turn off)."""
+
+SENSITIVE = frozenset({
+    _MODEL + "PushBundle", _MODEL + "Rollback",
+    _CAMPAIGN + "CreateCampaign", _CAMPAIGN + "UpdateCampaign", _CAMPAIGN + "ArchiveCampaign",
+    _PROFILE + "SetConsent", _PROFILE + "DeleteProfile",
+    _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions",
+})
+"""Methods whose every call goes to the audit log with its final status. Unmasked reads
+(GetProfile, UpsertAttributes by a `pii-reader`) are audited too (`interceptor`)."""
+
+UNMASKED_READS = frozenset({_PROFILE + "GetProfile", _PROFILE + "UpsertAttributes"})
+
+
+def default_patterns() -> dict[str, list[str]]:
+    """Built-in role → method patterns, derived from `RPC_ROLES` (plus the audit service)."""
+    out: dict[str, list[str]] = {}
+    for method, roles in RPC_ROLES.items():
+        for role in roles:
+            if role != ANY_AUTHENTICATED:
+                out.setdefault(role, []).append(method)
+    out["auditor"] = [AUDIT_PATTERN]
+    return out
+
+
+BUILTIN_ROLES: Mapping[str, tuple[str, ...]] = {r: tuple(p) for r, p in default_patterns().items()}
+ROLE_NAMES = frozenset(BUILTIN_ROLES)
+
+
+class RoleTable:
+    """Method → roles allowed to call it, for the built-in roles with `overrides` applied.
+
+    `allowed(method)` is one dict hit after the first call of a method; a method no role names
+    gets an empty set (nobody may call it), except pseudo-role entries of `RPC_ROLES`.
+    """
+
+    def __init__(self, overrides: Mapping[str, Iterable[str]] | None = None):
+        patterns = {**BUILTIN_ROLES, **{r: tuple(p) for r, p in (overrides or {}).items()}}
+        self.patterns: dict[str, tuple[str, ...]] = patterns
+        self._cache: dict[str, frozenset[str]] = {}
+
+    def allowed(self, method: str) -> frozenset[str]:
+        roles = self._cache.get(method)
+        if roles is None:
+            roles = self._cache[method] = self._resolve(method)
+        return roles
+
+    def _resolve(self, method: str) -> frozenset[str]:
+        roles = {r for r, pats in self.patterns.items() if any(fnmatchcase(method, p) for p in pats)}
+        if ANY_AUTHENTICATED in RPC_ROLES.get(method, ()):
+            roles.add(ANY_AUTHENTICATED)
+        return frozenset(roles)

@@ -1,0 +1,90 @@
+"""`python -m server token`: mint a bearer token for a principal (only its SHA-256 is written
+into the auth config) or revoke one. Running servers pick the change up on SIGHUP.
+
+The stdlib reads TOML but does not write it; the auth config's schema is small (tables of
+strings, numbers, booleans and lists of strings, nested by name), so `dumps` writes that and
+nothing more. Comments in the file are not kept.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import tomllib
+from pathlib import Path
+
+from .errors import AuthConfigInvalid
+from .principals import load_auth_config, token_hash
+
+__all__ = ["dumps", "mint", "revoke"]
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _key(k: str) -> str:
+    return k if _BARE_KEY.match(k) else json.dumps(k)
+
+
+def _value(path, v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(path, x) for x in v) + "]"
+    raise AuthConfigInvalid(path, f"cannot write a {type(v).__name__} value")
+
+
+def dumps(doc: dict, path: Path | str = "auth config", prefix: str = "") -> str:
+    """TOML for `doc`: plain values first, then one [table] per nested dict."""
+    lines = [f"{_key(k)} = {_value(path, v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{_key(k)}" if prefix else _key(k)
+            body = dumps(v, path, name)
+            if any(not isinstance(x, dict) for x in v.values()) or not v:
+                body = f"[{name}]\n" + body
+            out += ("\n" if out else "") + body
+    return out
+
+
+def _read(path: Path) -> dict:
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def _write(path: Path, doc: dict) -> None:
+    """Write atomically (a reload never sees half a file), check it loads, owner-only mode."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dumps(doc, path))
+    os.chmod(tmp, 0o600)
+    try:
+        load_auth_config(tmp)
+    except AuthConfigInvalid as err:
+        tmp.unlink()
+        raise AuthConfigInvalid(path, str(err).partition(": ")[2]) from None
+    os.replace(tmp, path)
+
+
+def mint(path: Path, name: str, roles: list[str]) -> str:
+    """A new random token for principal `name` with `roles` (replacing its previous token);
+    returns the token, which is stored nowhere."""
+    doc = _read(path)
+    token = secrets.token_urlsafe(32)
+    entry = {k: v for k, v in doc.get("principals", {}).get(name, {}).items()
+             if k not in ("roles", "token_sha256")}
+    doc.setdefault("principals", {})[name] = {"roles": roles, "token_sha256": token_hash(token), **entry}
+    _write(path, doc)
+    return token
+
+
+def revoke(path: Path, name: str) -> bool:
+    """Remove principal `name`; False if it was not there."""
+    doc = _read(path)
+    if doc.get("principals", {}).pop(name, None) is None:
+        return False
+    _write(path, doc)
+    return True

@@ -1,0 +1,251 @@
+"""Authentication, roles and PII masking through a real server with an auth config (issue 14)."""
+import json
+import time
+
+import grpc
+import jwt
+import pytest
+import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+from protos.tailor.v1 import diagnostics_pb2 as dpb
+from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
+from protos.tailor.v1 import model_admin_pb2 as mpb
+from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.security import tokens
+
+ISSUER, AUDIENCE = "https://id.test", "tailor"
+ROLES = {"admin": ["admin"], "decider": ["decider"], "tracker": ["tracker"],
+         "analyst": ["analyst"], "reader": ["analyst", "pii-reader"]}
+
+
+@pytest.fixture(scope="module")
+def jwt_keys():
+    return {"ec": ec.generate_private_key(ec.SECP256R1()),
+            "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+
+
+@pytest.fixture
+def auth(tmp_path, jwt_keys):
+    """An auth config with one token principal per role set, an ES256 key and an RS256 JWKS."""
+    path = tmp_path / "auth.toml"
+    (tmp_path / "ec.pem").write_bytes(jwt_keys["ec"].public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(jwt_keys["rsa"].public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**jwk, "kid": "r1", "alg": "RS256"}]}))
+    path.write_text(f'[jwt]\nissuer = "{ISSUER}"\naudience = "{AUDIENCE}"\n'
+                    'public_keys = ["ec.pem"]\njwks = "jwks.json"\n')
+    toks = {name: tokens.mint(path, name, roles) for name, roles in ROLES.items()}
+    return path, toks
+
+
+@pytest_asyncio.fixture
+async def secured(settings, auth):
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
+    await server.start()
+    yield server
+    await server.stop(grace=0.5)
+
+
+@pytest_asyncio.fixture
+async def chan(secured):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{secured.port}") as ch:
+        yield ch
+
+
+def bearer(token, *extra):
+    return (("authorization", f"Bearer {token}"), *extra)
+
+
+async def _code(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as err:
+        await call
+    return err.value.code(), err.value.details()
+
+
+async def test_no_or_unknown_token_is_unauthenticated(chan):
+    stub = pb_grpc.ProfileServiceStub(chan)
+    req = pb.GetProfileRequest(user_id="u1")
+    assert (await _code(stub.GetProfile(req)))[0] == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = await _code(stub.GetProfile(req, metadata=bearer("not-a-token")))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    code, _ = await _code(dpb_grpc.DiagnosticsServiceStub(chan).Ping(dpb.PingRequest()))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_health_and_reflection_stay_open_and_ping_takes_any_principal(chan, auth):
+    reply = await health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    await dpb_grpc.DiagnosticsServiceStub(chan).Ping(dpb.PingRequest(), metadata=bearer(auth[1]["tracker"]))
+
+
+async def test_decider_may_not_push_or_delete_and_is_told_which_role_it_lacks(chan, auth):
+    token = auth[1]["decider"]
+    code, details = await _code(mpb_grpc.ModelAdminServiceStub(chan).PushBundle(
+        iter([mpb.BundleChunk()]), metadata=bearer(token)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "admin" in details and "decider" in details
+    code, details = await _code(pb_grpc.ProfileServiceStub(chan).DeleteProfile(
+        pb.DeleteProfileRequest(user_id="u1"), metadata=bearer(token)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "lacks the role admin" in details
+    with pytest.raises(grpc.RpcError) as err:  # a streaming reply is refused before its first message
+        [e async for e in pb_grpc.ProfileServiceStub(chan).ExportEvents(
+            pb.ExportEventsRequest(), metadata=bearer(token))]
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "analyst or pii-reader" in err.value.details()
+
+
+async def test_a_spoofed_roles_header_changes_nothing(chan, auth):
+    profiles = pb_grpc.ProfileServiceStub(chan)
+    spoof = ("x-tailor-roles", "admin,pii-reader")
+    code, _ = await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u1"),
+                                                 metadata=bearer(auth[1]["decider"], spoof)))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u1"),
+                                                 metadata=(spoof,)))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="dave", attributes={"email": "dave@example.com"}), metadata=bearer(auth[1]["tracker"]))
+    seen = await profiles.GetProfile(pb.GetProfileRequest(user_id="dave"),
+                                     metadata=bearer(auth[1]["analyst"], spoof))
+    assert seen.pii_masked and seen.attributes["email"] == "d***@example.com"
+
+
+async def test_analyst_sees_pii_masked_and_pii_reader_unmasked(chan, auth):
+    profiles, t = pb_grpc.ProfileServiceStub(chan), auth[1]
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="carol", attributes={"Email": "carol@example.com", "home_address": "1 Rue X",
+                                     "locale": "fr-FR"}), metadata=bearer(t["tracker"]))
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="s1", user_id="carol", type="click", item_id="i1", timestamp=time.time() - 5,
+        attributes={"ip": "10.1.2.3", "page": "home"})]), metadata=bearer(t["tracker"]))
+    req = pb.GetProfileRequest(user_id="carol", max_events=5)
+    masked = await profiles.GetProfile(req, metadata=bearer(t["analyst"]))
+    assert masked.pii_masked and masked.attributes["Email"] == "c***@example.com"
+    assert masked.attributes["home_address"] == "1***" and masked.attributes["locale"] == "fr-FR"
+    assert dict(masked.events[0].attributes) == {"ip": "1***", "page": "home"}
+    full = await profiles.GetProfile(req, metadata=bearer(t["reader"]))
+    assert not full.pii_masked and full.attributes["Email"] == "carol@example.com"
+    assert full.events[0].attributes["ip"] == "10.1.2.3"
+    export = pb.ExportEventsRequest(start=0, end=time.time() + 60)
+    masked_ev = [e async for e in profiles.ExportEvents(export, metadata=bearer(t["analyst"]))]
+    full_ev = [e async for e in profiles.ExportEvents(export, metadata=bearer(t["reader"]))]
+    assert [e.attributes["ip"] for e in masked_ev if e.event_id == "s1"] == ["1***"]
+    assert [e.attributes["ip"] for e in full_ev if e.event_id == "s1"] == ["10.1.2.3"]
+
+
+def _jwt(jwt_keys, kind="ec", **claims):
+    body = {"sub": "svc-7", "iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 300,
+            "roles": ["decider"], **claims}
+    if kind == "ec":
+        return jwt.encode(body, jwt_keys["ec"], algorithm="ES256")
+    return jwt.encode(body, jwt_keys["rsa"], algorithm="RS256", headers={"kid": "r1"})
+
+
+async def test_jwts_are_checked_for_signature_issuer_audience_and_expiry(chan, jwt_keys):
+    stub = cpb_grpc.CampaignServiceStub(chan)
+    req = cpb.ListCampaignsRequest()
+    for kind in ("ec", "rsa"):
+        await stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys, kind, roles="analyst")))
+    cases = {"expired": _jwt(jwt_keys, exp=time.time() - 60),
+             "audience": _jwt(jwt_keys, aud="someone-else"),
+             "issuer": _jwt(jwt_keys, "rsa", iss="https://evil.test"),
+             "signature": jwt.encode({"sub": "x", "iss": ISSUER, "aud": AUDIENCE,
+                                      "exp": time.time() + 60, "roles": ["analyst"]},
+                                     ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")}
+    for why, token in cases.items():
+        code, details = await _code(stub.ListCampaigns(req, metadata=bearer(token)))
+        assert code == grpc.StatusCode.UNAUTHENTICATED, why
+        assert why in details, (why, details)
+    code, details = await _code(stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys))))
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "jwt:svc-7" in details
+
+
+class AuditRecords:
+    """Stands in for the audit log (server/security/audit.py): keeps what it is given."""
+
+    def __init__(self):
+        self.rows = []
+
+    def record(self, principal, method, target, status, request_id):
+        self.rows.append((principal, method.rsplit("/", 1)[1], target, status, request_id))
+
+
+async def test_denied_failed_and_sensitive_calls_reach_the_audit_hook(settings, auth):
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
+    server.audit = audit = AuditRecords()
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            profiles, t = pb_grpc.ProfileServiceStub(ch), auth[1]
+            rid = ("x-request-id", "r-42")
+            await _code(profiles.GetProfile(pb.GetProfileRequest(user_id="u9")))
+            await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
+                                               metadata=bearer(t["decider"], rid)))
+            await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+                user_id="u9", attributes={"phone": "+33 6"}), metadata=bearer(t["tracker"]))
+            await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["analyst"]))
+            await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["reader"]))
+            await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
+                                         metadata=bearer(t["admin"], rid))
+            await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="bad\x1fid"),
+                                               metadata=bearer(t["admin"])))
+            [e async for e in profiles.ExportEvents(pb.ExportEventsRequest(), metadata=bearer(t["analyst"]))]
+    finally:
+        await server.stop(grace=0.5)
+    assert audit.rows == [
+        ("unauthenticated", "GetProfile", "", "UNAUTHENTICATED", ""),
+        ("decider", "DeleteProfile", "", "PERMISSION_DENIED", "r-42"),
+        ("reader", "GetProfile", "u9", "OK", ""),  # unmasked read; the analyst's is not audited
+        ("admin", "DeleteProfile", "u9", "OK", "r-42"),
+        ("admin", "DeleteProfile", "bad\x1fid", "INVALID_ARGUMENT", ""),
+        ("analyst", "ExportEvents", "", "OK", ""),
+    ]
+
+
+async def test_exported_decisions_hide_request_context_under_pii_keys(chan, auth):
+    stub, t = cpb_grpc.CampaignServiceStub(chan), auth[1]
+    spec = cpb.CampaignSpec(campaign_id="c-pii", channel="email", policy="egreedy",
+                            context_features=["request.phone", "request.basket"],
+                            variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), metadata=bearer(t["admin"]))
+    await stub.ChooseVariant(cpb.ChooseVariantRequest(
+        campaign_id="c-pii", user_id="u1", context={"phone": 33612.0, "basket": 3.0}),
+        metadata=bearer(t["decider"]))
+    req = cpb.ExportDecisionsRequest(include_pending=True)
+    masked = [list(r.context) async for r in stub.ExportDecisions(req, metadata=bearer(t["analyst"]))]
+    full = [list(r.context) async for r in stub.ExportDecisions(req, metadata=bearer(t["reader"]))]
+    assert len(masked) == 1 and masked[0][1] == 3.0 and masked[0][0] != masked[0][0]  # NaN
+    assert full == [[33612.0, 3.0]]
+
+
+async def test_error_messages_do_not_echo_attribute_values(chan, auth):
+    t = auth[1]
+    bad = pb.UpsertAttributesRequest(user_id="eve", attributes={"email": "eve-" + "x" * 2000})
+    code, details = await _code(pb_grpc.ProfileServiceStub(chan).UpsertAttributes(
+        bad, metadata=bearer(t["tracker"])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "eve-" not in details  # no PII echoed
+
+
+async def test_reflection_can_be_turned_off(settings):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"reflection": False}))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            call = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            with pytest.raises(grpc.RpcError) as err:
+                [r async for r in call]
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(grace=0.5)

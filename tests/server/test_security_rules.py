@@ -1,0 +1,141 @@
+"""The role table covers every RPC; principals from tokens, certificates and the config file;
+the PII policy; the token command and the SIGHUP reload of a running `python -m server`."""
+import importlib
+import pkgutil
+import signal
+import time
+
+import grpc
+import pytest
+
+import protos.tailor.v1 as tailor_protos
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.config import Settings
+from server.errors import Unauthenticated
+from server.security import tokens
+from server.security.authn import Authenticator
+from server.security.errors import AuthConfigInvalid
+from server.security.pii import PiiPolicy
+from server.security.principals import load_auth_config
+from server.security.roles import ANY_AUTHENTICATED, RPC_ROLES, SENSITIVE, RoleTable
+from tests.conftest import run_module
+
+
+def _all_rpcs() -> set[str]:
+    """Every method of every service the generated descriptors of protos/tailor/v1 declare."""
+    out = set()
+    for info in pkgutil.iter_modules(tailor_protos.__path__):
+        if info.name.endswith("_pb2"):
+            module = importlib.import_module(f"{tailor_protos.__name__}.{info.name}")
+            for service in module.DESCRIPTOR.services_by_name.values():
+                out |= {f"/{service.full_name}/{m.name}" for m in service.methods}
+    return out
+
+
+def test_every_rpc_is_in_the_role_table():
+    rpcs = _all_rpcs()
+    assert len(rpcs) >= 26
+    missing = rpcs - set(RPC_ROLES)
+    assert not missing, f"RPCs nobody is allowed to call, add them to RPC_ROLES: {sorted(missing)}"
+    services = {m.rsplit("/", 1)[0] for m in rpcs}
+    typos = {m for m in set(RPC_ROLES) - rpcs if m.rsplit("/", 1)[0] in services}
+    assert not typos, f"RPC_ROLES names methods their services do not declare: {typos}"
+    assert SENSITIVE <= rpcs
+    table = RoleTable()
+    assert all(table.allowed(m) for m in rpcs)
+
+
+def test_role_overrides_replace_a_builtin_role_and_unknown_methods_are_nobodys():
+    table = RoleTable({"analyst": ["/tailor.v1.CampaignService/Get*"]})
+    assert "analyst" in table.allowed("/tailor.v1.CampaignService/GetCampaignStats")
+    assert "analyst" not in table.allowed("/tailor.v1.ProfileService/GetProfile")
+    assert "auditor" in table.allowed("/tailor.v1.AuditService/ReadAudit")
+    assert table.allowed("/tailor.v1.NewService/Anything") == frozenset()
+    assert table.allowed("/tailor.v1.DiagnosticsService/Ping") == {ANY_AUTHENTICATED}
+
+
+def test_principals_come_from_tokens_and_certificate_names(tmp_path):
+    path = tmp_path / "auth.toml"
+    token = tokens.mint(path, "ingest", ["tracker"])
+    path.write_text(path.read_text() + '\n[principals.ops]\nroles = ["admin"]\n'
+                    'cert_subject = "ops.tailor.internal"\n')
+    auth = Authenticator(load_auth_config(path))
+    assert auth.principal([("authorization", f"Bearer {token}")], dict).roles == {"tracker"}
+    assert token not in path.read_text()
+    mtls = {"x509_common_name": [b"client-7"], "x509_subject_alternative_name": [b"ops.tailor.internal"]}
+    assert auth.principal([], lambda: mtls).name == "ops"
+    for metadata, ctx in (([], dict), ([("authorization", "Basic abc")], dict),
+                          ([("x-tailor-roles", "admin")], lambda: {"x509_common_name": [b"other"]})):
+        with pytest.raises(Unauthenticated):
+            auth.principal(metadata, ctx)
+
+
+def test_a_bad_auth_config_is_refused_with_its_reason(tmp_path):
+    path = tmp_path / "auth.toml"
+    for text, reason in (('[principals.x]\nroles = ["root"]\ntoken_sha256 = "00"\n', "unknown roles"),
+                         ('[principals.x]\nroles = ["admin"]\n', "token_sha256 or cert_subject"),
+                         ('[jwt]\nissuer = "i"\naudience = "a"\njwks = "k.json"\n'
+                          'algorithms = ["HS256"]\n', "public-key"),
+                         ("[principals\n", "auth config")):
+        path.write_text(text)
+        with pytest.raises(AuthConfigInvalid, match=reason):
+            load_auth_config(path)
+
+
+def test_pii_policy_is_case_insensitive_and_declared_in_settings():
+    policy = PiiPolicy(Settings().pii_keys)
+    values = {"EMAIL": "bob@x.org", "billing_address": "2 Main St", "Mobile_Phone": "+3360000",
+              "client_ip": "10.0.0.1", "locale": "en", "tier": "gold"}
+    assert policy.mask_map(values)
+    assert values == {"EMAIL": "b***@x.org", "billing_address": "2***", "Mobile_Phone": "+***",
+                      "client_ip": "1***", "locale": "en", "tier": "gold"}
+    assert not policy.mask_map({"locale": "en"})
+
+
+def test_the_written_config_reads_back_whatever_the_names(tmp_path):
+    doc = {"jwt": {"issuer": "https://id", "audience": "t\"x", "public_keys": ["a.pem"],
+                   "leeway_seconds": 5.0},
+           "roles": {"reporting": ["/tailor.v1.CampaignService/Get*"]},
+           "principals": {"a b": {"roles": ["reporting"], "token_sha256": "ab"},
+                          "é": {"roles": [], "cert_subject": "x"}}}
+    import tomllib
+    assert tomllib.loads(tokens.dumps(doc)) == doc
+
+
+def _denied_everywhere(target: str, meta, connections: int = 8) -> bool:
+    """Fresh connections (SO_REUSEPORT spreads them over the workers) all refuse `meta`."""
+    for _ in range(connections):
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            try:
+                pb_grpc.ProfileServiceStub(ch).GetProfile(pb.GetProfileRequest(user_id="u1"),
+                                                          metadata=meta, timeout=10)
+                return False
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_token_command_mints_revokes_and_sighup_reloads_a_running_server(tmp_path, demo_bundle,
+                                                                         server_process, workers):
+    path = tmp_path / "auth.toml"
+    minted = run_module("server", "token", "--auth-config", str(path), "--name", "ingest",
+                        "--roles", "tracker,analyst")
+    token = minted.stdout.strip().splitlines()[-1]
+    assert token not in path.read_text() and "ingest" in path.read_text()
+    proc = server_process(bundle=demo_bundle, workers=workers, env={"TAILOR_AUTH_CONFIG": str(path)})
+    meta = (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(proc.target) as ch:
+        stub = pb_grpc.ProfileServiceStub(ch)
+        stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="u1", attributes={"tier": "a"}),
+                              metadata=meta, timeout=10)
+        run_module("server", "token", "--auth-config", str(path), "--revoke", "ingest")
+        stub.GetProfile(pb.GetProfileRequest(user_id="u1"), metadata=meta, timeout=10)  # not yet
+    proc.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while not _denied_everywhere(proc.target, meta):
+        assert time.time() < deadline, "the revoked token still works after SIGHUP"
+        time.sleep(0.2)
+    assert proc.proc.poll() is None, "SIGHUP must reload, not stop the server"
+    assert proc.stop().count("auth config reloaded") == workers
