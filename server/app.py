@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from protos.tailor.v1 import (
     attribution_pb2_grpc,
+    audit_pb2_grpc,
     campaign_pb2_grpc,
     diagnostics_pb2_grpc,
     model_admin_pb2_grpc,
@@ -27,8 +28,12 @@ from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
+from .security.audit import AuditLog
+from .security.secrets import Secrets
+from .security.userref import use_key
 from .services import register_services
 from .services.attribution import AttributionServicer
+from .services.audit import AuditServicer
 from .services.campaign import CampaignServicer
 from .services.diagnostics import DiagnosticsServicer
 from .services.model_admin import ModelAdminServicer
@@ -54,6 +59,14 @@ class TailorServer:
         return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
                 ("grpc.so_reuseport", 1 if self.settings.workers > 1 else 0),
                 ("grpc.http2.max_pings_without_data", 0)]
+
+    def _build_security(self) -> None:
+        """Secrets first: log lines that name a user need the `user-id` key (`user_ref`)."""
+        s = self.settings
+        self.secrets = Secrets.for_server(s)
+        use_key(self.secrets["user-id"].key)
+        self.audit = AuditLog(s.audit_dir, self.secrets["audit"], max_bytes=s.audit_max_bytes,
+                              keep_files=s.audit_keep_files)
 
     def _build_domain(self) -> None:
         s = self.settings
@@ -89,11 +102,13 @@ class TailorServer:
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server, CampaignServicer(self.campaigns)),
             (attribution_pb2_grpc.add_AttributionServiceServicer_to_server,
              AttributionServicer(self.attributor)),
+            (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
         ]
 
     async def start(self, serving: bool = True) -> int:
         """Bind and start; health reports SERVING now, or at `set_serving()` if not `serving`."""
         self._lock = lock_data_dir(self.settings.data_dir, exclusive=False)
+        self._build_security()
         self._build_domain()
         await self.registry.start()
         await self.campaigns.start()
