@@ -31,7 +31,7 @@ class TailorError(Exception):
 
     def log_message(self) -> str:
         """The message as the server log shows it: without user ids or echoed personal data."""
-        return self.__dict__.get("_logged") or str(self)
+        return str(self)
 
     def __reduce__(self):
         # Subclasses take their own arguments and build the message from them, so pickling
@@ -52,9 +52,12 @@ class InvalidArgument(TailorError):
     def __init__(self, field: str, problem: str, logged_problem: str | None = None):
         """`logged_problem`: the problem without the input it echoes, for the log."""
         self.field = field
-        if logged_problem is not None:
-            self._logged = f"{field}: {logged_problem}"
+        self.logged_problem = logged_problem
         super().__init__(f"{field}: {problem}")
+
+    def log_message(self) -> str:
+        logged = getattr(self, "logged_problem", None)
+        return str(self) if logged is None else f"{self.field}: {logged}"
 
 
 class NotFound(TailorError):
@@ -62,9 +65,14 @@ class NotFound(TailorError):
 
     def __init__(self, kind: str, key: str, personal: bool = False):
         """`personal`: `key` is a user id; the log shows its `user_ref` instead."""
-        if personal:
-            self._logged = f"{kind} {user_ref(key)} not found"
+        self.kind, self.key, self.personal = kind, key, personal
         super().__init__(f"{kind} {key!r} not found")
+
+    def log_message(self) -> str:
+        # Hashed when logged, in the process that logs (the one holding the `user-id` key).
+        if getattr(self, "personal", False):
+            return f"{self.kind} {user_ref(self.key)} not found"
+        return str(self)
 
 
 class FailedPrecondition(TailorError):

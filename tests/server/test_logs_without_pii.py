@@ -1,5 +1,6 @@
 """Server logs name users only by `user_ref` keyed hashes, never by id or personal data."""
 import logging
+import pickle
 import time
 
 import grpc
@@ -7,6 +8,7 @@ import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.errors import InvalidArgument, NotFound
 from server.security.secrets import Secrets
 from server.security.userref import user_ref
 
@@ -40,3 +42,11 @@ async def test_logs_carry_no_user_id_and_no_email(tailor_server, channel, caplog
     ring = Secrets.load(tailor_server.settings.secrets_dir, generate=False, environ={})["user-id"]
     assert user_ref(GHOST) in logged and ring.mac(GHOST.encode())[:16] in user_ref(GHOST)
     assert "attributes['email']: 2100 characters, at most" in logged
+
+
+def test_error_log_messages_survive_the_trip_from_a_writer_process():
+    missing = pickle.loads(pickle.dumps(NotFound("profile", GHOST, personal=True)))
+    assert GHOST in str(missing) and missing.log_message() == f"profile {user_ref(GHOST)} not found"
+    bad = pickle.loads(pickle.dumps(InvalidArgument("attributes", f"{EMAIL!r} is odd", "is odd")))
+    assert EMAIL in str(bad) and bad.log_message() == "attributes: is odd"
+    assert NotFound("campaign", "c-1").log_message() == "campaign 'c-1' not found"
