@@ -4,6 +4,7 @@
 `python -m server restore --from FILE --data-dir D [--force]`
 `python -m server config-doc [--update FILE]`
 `python -m server audit verify --data-dir D [--secrets-dir S]`
+`python -m server secrets init [--secrets-dir S]`
 `python -m server secrets rotate NAME [--secrets-dir S] [--keep N]`"""
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ def _security_parsers(sub) -> None:
                    "or ./var/secrets); TAILOR_SECRET_AUDIT overrides")
     p = sub.add_parser("secrets", help="the server's keyrings")
     acts = p.add_subparsers(dest="action", required=True)
+    i = acts.add_parser("init", help="write every missing keyring (for a deployment: run once, "
+                        "then give the files to the servers)")
+    i.add_argument("--secrets-dir", type=Path)
     r = acts.add_parser("rotate", help="new signing key in front; old keys keep verifying "
                         "(restart the servers to sign with it)")
     r.add_argument("name", help="user-id, audit, unsubscribe or encryption")
@@ -115,6 +119,11 @@ def _audit(args) -> None:
 
 def _secrets(args) -> None:
     from .security.secrets import KEYRINGS, Secrets
+    if args.action == "init":
+        rings = Secrets.load(_secrets_dir(args), generate=True, environ={})
+        print(json.dumps({"secrets_dir": str(_secrets_dir(args)),
+                          "signing": {name: rings[name].kid for name in KEYRINGS}}))
+        return
     if args.name not in KEYRINGS:
         raise SystemExit(f"secrets: unknown keyring {args.name!r} (known: {', '.join(KEYRINGS)})")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,),

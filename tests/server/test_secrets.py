@@ -72,3 +72,11 @@ def test_rotating_the_audit_key_keeps_the_old_lines_verifiable(tmp_path):
     result = verify_chain(tmp_path / "audit", ring)
     assert result.ok and result.lines == 2
     assert not verify_chain(tmp_path / "audit", secrets["audit"]).ok  # without the new key
+
+
+def test_secrets_init_writes_every_keyring_once(tmp_path):
+    args = ["server", "secrets", "init", "--secrets-dir", str(tmp_path / "s")]
+    first = json.loads(run_module(*args).stdout)["signing"]
+    assert set(first) == set(KEYRINGS)
+    assert json.loads(run_module(*args).stdout)["signing"] == first
+    assert Secrets.load(tmp_path / "s", generate=False, environ={})["audit"].kid == first["audit"]
