@@ -67,6 +67,21 @@ def _last_line(path: Path) -> bytes | None:
     return lines[-1] if lines else None
 
 
+def _line_start(fd: int) -> bytes:
+    """A newline when the file ends inside a line (a write torn by a crash), else nothing."""
+    size = os.fstat(fd).st_size
+    return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+
+
+def _mac_of(line: bytes) -> str:
+    """The MAC of an audit line; a torn or foreign line (a crash mid-write, an edit) gives a
+    value no key produces, so the chain stays appendable and `verify` names that line."""
+    try:
+        return str(json.loads(line)["mac"])
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"
+
+
 class AuditLog:
     """Appends chained audit lines under `directory`; safe across threads and processes."""
 
@@ -90,9 +105,9 @@ class AuditLog:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             path, prev = self._tail_position()
             entry["mac"] = _line_mac(self.ring, prev, entry, self.ring.kid)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, _canonical(entry) + b"\n")
+                os.write(fd, _line_start(fd) + _canonical(entry) + b"\n")
             finally:
                 os.close(fd)
         return entry
@@ -105,7 +120,7 @@ class AuditLog:
         for path in reversed(files):
             last = _last_line(path)
             if last is not None:
-                prev = json.loads(last)["mac"]
+                prev = _mac_of(last)
                 break
         else:
             prev = self._head_prev()
@@ -124,7 +139,7 @@ class AuditLog:
         if self.keep_files <= 0 or len(files) <= self.keep_files:
             return
         dropped, first = files[:-self.keep_files], files[-self.keep_files]
-        prev = json.loads(_last_line(dropped[-1]))["mac"]
+        prev = _mac_of(_last_line(dropped[-1]) or b"")
         head = {"file": first.name, "prev": prev, "kid": self.ring.kid}
         head["mac"] = _head_mac(self.ring, first.name, prev, self.ring.kid)
         tmp = self.directory / f".{HEAD}.tmp"

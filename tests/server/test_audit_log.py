@@ -126,3 +126,16 @@ def test_verify_cli_names_the_broken_line(tmp_path):
     path.write_text(text)
     bad = run_module(*args, check=False)
     assert bad.returncode != 0 and "audit-000001.jsonl:1" in bad.stderr
+
+
+def test_a_torn_last_line_is_named_and_the_log_stays_appendable(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 3)
+    path = tmp_path / "audit" / "audit-000001.jsonl"
+    with open(path, "ab") as fh:
+        fh.write(b'{"kid":"k1","method":"/tailor.v1.Prof')  # a crash mid-write
+    _fill(log, 2, start=3)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 6 and json.loads(lines[-1])["request_id"] == "req-4"
+    result = verify_chain(tmp_path / "audit", RING)
+    assert not result.ok and result.first_broken == "audit-000001.jsonl:4" and result.lines == 3
