@@ -122,6 +122,7 @@ COMMANDS = {
     "rollback": lambda client, args: client.rollback(args.version),
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
+    "audit": lambda client, args: {"lines": [json.loads(line) for line in client.audit_tail(args.n)]},
 }
 
 
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--user", required=True)
     _campaign_parser(sub, common)
     _attribute_parser(sub, common)
+    au = sub.add_parser("audit", help="the audit log (role auditor)")
+    au.add_subparsers(dest="action", required=True).add_parser(
+        "tail", parents=[common], help="the newest audit lines, oldest first").add_argument(
+        "-n", type=int, default=0, help="lines, 1..1000 (default 100)")
     return parser
 
 

@@ -22,6 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.tailor.v1 import attribution_pb2 as attr_pb
 from protos.tailor.v1 import attribution_pb2_grpc as attr_grpc
+from protos.tailor.v1 import audit_pb2 as audit_pb
+from protos.tailor.v1 import audit_pb2_grpc as audit_grpc
 from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as diag_pb
@@ -97,6 +99,7 @@ class TailorClient:
         self._attribution = attr_grpc.AttributionServiceStub(self._channel)
         self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._audit = audit_grpc.AuditServiceStub(self._channel)
 
     def __enter__(self):
         return self
@@ -184,6 +187,11 @@ class TailorClient:
         """grpc.health.v1 status of `service` ("" = the whole server): "SERVING", "NOT_SERVING"..."""
         reply = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+    def audit_tail(self, limit: int = 0, timeout: float | None = None) -> list[str]:
+        """The newest audit lines (JSON text), oldest first; `limit` 1..1000, 0 = 100."""
+        reply = self._call(self._audit.TailAudit, audit_pb.TailAuditRequest(limit=limit), timeout)
+        return list(reply.lines)
 
 
     # -- profiles ----------------------------------------------------------------------------

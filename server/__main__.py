@@ -3,7 +3,10 @@
 `python -m server backup --data-dir D --out FILE`
 `python -m server restore --from FILE --data-dir D [--force]`
 `python -m server config-doc [--update FILE]`
-`python -m server token --auth-config FILE --name NAME --roles r1,r2 | --revoke NAME`"""
+`python -m server token --auth-config FILE --name NAME --roles r1,r2 | --revoke NAME`
+`python -m server audit verify --data-dir D [--secrets-dir S]`
+`python -m server secrets init [--secrets-dir S]`
+`python -m server secrets rotate NAME [--secrets-dir S] [--keep N]`"""
 from __future__ import annotations
 
 import argparse
@@ -56,6 +59,25 @@ def _token_parser(sub) -> None:
     p.add_argument("--revoke", metavar="NAME", help="remove this principal")
 
 
+def _security_parsers(sub) -> None:
+    p = sub.add_parser("audit", help="the audit log")
+    acts = p.add_subparsers(dest="action", required=True)
+    v = acts.add_parser("verify", help="check the MAC chain; names the first broken line (exit 1)")
+    v.add_argument("--data-dir", type=Path, default=Path("data"))
+    v.add_argument("--secrets-dir", type=Path, help="keyring files (default: TAILOR_SECRETS_DIR "
+                   "or ./var/secrets); TAILOR_SECRET_AUDIT overrides")
+    p = sub.add_parser("secrets", help="the server's keyrings")
+    acts = p.add_subparsers(dest="action", required=True)
+    i = acts.add_parser("init", help="write every missing keyring (for a deployment: run once, "
+                        "then give the files to the servers)")
+    i.add_argument("--secrets-dir", type=Path)
+    r = acts.add_parser("rotate", help="new signing key in front; old keys keep verifying "
+                        "(restart the servers to sign with it)")
+    r.add_argument("name", help="user-id, audit, unsubscribe or encryption")
+    r.add_argument("--secrets-dir", type=Path)
+    r.add_argument("--keep", type=int, help="old keys kept for verifying (default: all)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _backup_parsers(sub)
     _config_doc_parser(sub)
     _token_parser(sub)
+    _security_parsers(sub)
     return parser
 
 
@@ -108,7 +131,36 @@ def _token(args) -> None:
     print(token)
 
 
-COMMANDS = {"compact": _compact, "backup": _backup, "restore": _restore, "config-doc": _config_doc,
+def _secrets_dir(args) -> Path | None:
+    return args.secrets_dir or Settings().secrets_dir
+
+
+def _audit(args) -> None:
+    from .security.audit import verify_chain
+    from .security.secrets import Secrets
+    ring = Secrets.load(_secrets_dir(args), generate=False, names=("audit",))["audit"]
+    result = verify_chain(args.data_dir / "audit", ring)
+    print(json.dumps(result.as_dict()))
+    if not result.ok:
+        raise SystemExit(f"audit verify: broken at {result.first_broken}: {result.reason}")
+
+
+def _secrets(args) -> None:
+    from .security.secrets import KEYRINGS, Secrets
+    if args.action == "init":
+        rings = Secrets.load(_secrets_dir(args), generate=True, environ={})
+        print(json.dumps({"secrets_dir": str(_secrets_dir(args)),
+                          "signing": {name: rings[name].kid for name in KEYRINGS}}))
+        return
+    if args.name not in KEYRINGS:
+        raise SystemExit(f"secrets: unknown keyring {args.name!r} (known: {', '.join(KEYRINGS)})")
+    ring = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,),
+                        environ={}).rotate(args.name, keep=args.keep)
+    print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))
+
+
+COMMANDS = {"audit": _audit, "secrets": _secrets,
+            "compact": _compact, "backup": _backup, "restore": _restore, "config-doc": _config_doc,
             "token": _token}
 """Every subcommand but `serve`; a refusal or a missing file exits non-zero with the reason."""
 

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 
 from protos.tailor.v1 import (
     attribution_pb2_grpc,
+    audit_pb2_grpc,
     campaign_pb2_grpc,
     diagnostics_pb2_grpc,
     model_admin_pb2_grpc,
@@ -28,10 +29,14 @@ from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
+from .security.audit import AuditLog
 from .security.guard import AuthGuard
 from .security.pii import PiiPolicy
+from .security.secrets import Secrets
+from .security.userref import use_key
 from .services import register_services
 from .services.attribution import AttributionServicer
+from .services.audit import AuditServicer
 from .services.campaign import CampaignServicer
 from .services.diagnostics import DiagnosticsServicer
 from .services.model_admin import ModelAdminServicer
@@ -61,6 +66,15 @@ class TailorServer:
         return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
                 ("grpc.so_reuseport", 1 if self.settings.workers > 1 else 0),
                 ("grpc.http2.max_pings_without_data", 0)]
+
+    def _build_security(self) -> None:
+        """Secrets first: log lines that name a user need the `user-id` key (`user_ref`)."""
+        s = self.settings
+        self.secrets = Secrets.for_server(s)
+        use_key(self.secrets["user-id"].key)
+        if self.audit is None:  # one given before start() (an embedding app's) is kept
+            self.audit = AuditLog(s.audit_dir, self.secrets["audit"], max_bytes=s.audit_max_bytes,
+                                  keep_files=s.audit_keep_files)
 
     def _build_domain(self) -> None:
         s = self.settings
@@ -99,13 +113,15 @@ class TailorServer:
              CampaignServicer(self.campaigns, self.pii)),
             (attribution_pb2_grpc.add_AttributionServiceServicer_to_server,
              AttributionServicer(self.attributor)),
+            (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
         ]
 
     async def start(self, serving: bool = True) -> int:
         """Bind and start; health reports SERVING now, or at `set_serving()` if not `serving`."""
-        self.auth = AuthGuard(self.settings, self.audit)  # first: a bad auth config stops here
-        self.reloaders.append(self.auth.reload_auth)
         self._lock = lock_data_dir(self.settings.data_dir, exclusive=False)
+        self._build_security()  # secrets and the audit log, which the auth guard reports to
+        self.auth = AuthGuard(self.settings, self.audit)  # a bad auth config stops here
+        self.reloaders.append(self.auth.reload_auth)
         self._build_domain()
         await self.registry.start()
         await self.campaigns.start()

@@ -159,6 +159,20 @@ class Settings(BaseSettings):
     """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns: their values are
     masked in profiles, events and exports for callers without the `pii-reader` role."""
 
+    # -- secrets and the audit log (issue 14) ---------------------------------------------------
+    secrets_dir: Path | None = Path("var/secrets")
+    """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
+    `encryption`), one `kid:base64key` line per key, the signing key first; keep it outside the
+    data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
+    overrides a file. A missing keyring is generated here only when `host` is a loopback address;
+    any other host refuses to start without it. None: the environment only."""
+    audit_max_bytes: int = Field(16 << 20, ge=1)
+    """Size at which the audit log moves on to its next file (`data_dir/audit/audit-NNNNNN.jsonl`);
+    the new file's first line chains to the last line of the previous one."""
+    audit_keep_files: int = Field(0, ge=0)
+    """Audit files kept, oldest dropped first (`audit.head` records where the chain continues).
+    0 keeps every file."""
+
     # -- seen items and long-term interest (issue 21) -------------------------------------------
     seen_exclusion_days: dict[str, float] = {
         "purchase": math.inf, "rating": math.inf, "view": 30.0, "click": 30.0, "add_to_cart": 30.0}
@@ -197,3 +211,7 @@ class Settings(BaseSettings):
     @property
     def bundles_dir(self) -> Path:
         return self.data_dir / "bundles"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"

@@ -13,6 +13,8 @@ import logging
 
 import grpc
 
+from .security.userref import user_ref
+
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "PermissionDenied", "Unauthenticated", "Unavailable", "MalformedRequest", "grpc_errors",
@@ -26,6 +28,10 @@ class TailorError(Exception):
     """Base of every error a request can cause; `status` is its gRPC code."""
 
     status = grpc.StatusCode.INTERNAL
+
+    def log_message(self) -> str:
+        """The message as the server log shows it: without user ids or echoed personal data."""
+        return str(self)
 
     def __reduce__(self):
         # Subclasses take their own arguments and build the message from them, so pickling
@@ -43,16 +49,30 @@ def _rebuild(cls: type[TailorError], args: tuple, state: dict) -> TailorError:
 class InvalidArgument(TailorError):
     status = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, field: str, problem: str):
+    def __init__(self, field: str, problem: str, logged_problem: str | None = None):
+        """`logged_problem`: the problem without the input it echoes, for the log."""
         self.field = field
+        self.logged_problem = logged_problem
         super().__init__(f"{field}: {problem}")
+
+    def log_message(self) -> str:
+        logged = getattr(self, "logged_problem", None)
+        return str(self) if logged is None else f"{self.field}: {logged}"
 
 
 class NotFound(TailorError):
     status = grpc.StatusCode.NOT_FOUND
 
-    def __init__(self, kind: str, key: str):
+    def __init__(self, kind: str, key: str, personal: bool = False):
+        """`personal`: `key` is a user id; the log shows its `user_ref` instead."""
+        self.kind, self.key, self.personal = kind, key, personal
         super().__init__(f"{kind} {key!r} not found")
+
+    def log_message(self) -> str:
+        # Hashed when logged, in the process that logs (the one holding the `user-id` key).
+        if getattr(self, "personal", False):
+            return f"{self.kind} {user_ref(self.key)} not found"
+        return str(self)
 
 
 class FailedPrecondition(TailorError):
@@ -108,7 +128,7 @@ async def _checked_stream(requests):
 
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
     if isinstance(err, TailorError):
-        logger.info("%s -> %s: %s", method, err.status.name, err)
+        logger.info("%s -> %s: %s", method, err.status.name, err.log_message())
         await context.abort(err.status, str(err))
     logger.exception("%s failed", method)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")

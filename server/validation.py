@@ -2,8 +2,9 @@
 
 Each `check_*` returns quietly or raises `InvalidArgument` naming the field (`where` prefixes
 it, e.g. "requests[3]."; it is joined only on failure, so the checks cost a few comparisons on
-the hot path). Messages echo at most a short prefix of a bad string; ids are never echoed: they
-may name a person, and errors are logged. The bounds themselves live in `server.config.Limits`.
+the hot path). Messages echo at most a short prefix of a bad string, and only to the caller:
+the log line leaves it out (`InvalidArgument`'s `logged_problem`); ids are never echoed. The
+bounds themselves live in `server.config.Limits`.
 """
 from __future__ import annotations
 
@@ -52,13 +53,14 @@ def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
 def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:
     if len(value) > max_chars:
         raise InvalidArgument(where + field, f"{len(value)} characters, at most {max_chars} "
-                              f"({shown(value)})")
+                              f"({shown(value)})", f"{len(value)} characters, at most {max_chars}")
     return value
 
 
 def check_known(field: str, value: str, known: Collection[str], where: str = "") -> str:
     if value not in known:
-        raise InvalidArgument(where + field, f"{shown(value)} is unknown (known: {', '.join(known)})")
+        raise InvalidArgument(where + field, f"{shown(value)} is unknown (known: {', '.join(known)})",
+                              f"is unknown (known: {', '.join(known)})")
     return value
 
 

@@ -12,7 +12,9 @@ import tempfile
 
 from .app import TailorServer
 from .config import Settings
+from .errors import FailedPrecondition
 from .logging import configure_logging
+from .security.secrets import Secrets
 
 __all__ = ["serve"]
 
@@ -46,6 +48,10 @@ def _worker_main(settings: Settings, all_up) -> None:
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
     configure_logging()
+    try:  # once, before any worker: generated development secrets are then shared by all
+        Secrets.for_server(settings)
+    except FailedPrecondition as err:
+        raise SystemExit(f"refusing to start: {err}") from None
     if settings.workers == 1:
         if settings.metrics_port:
             from .metrics import serve_metrics

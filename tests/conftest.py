@@ -82,7 +82,7 @@ def demo_manifest(demo_bundle) -> dict:
 def settings(tmp_path, demo_bundle):
     from server.config import Settings
     return Settings(port=0, data_dir=tmp_path / "data", bundle=demo_bundle, grace_seconds=1.0,
-                    lmdb_sync=False, bundle_poll_seconds=0.1)
+                    lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp_path / "secrets")
 
 
 @pytest_asyncio.fixture

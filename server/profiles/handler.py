@@ -173,7 +173,7 @@ class Profiles:
         check_id("user_id", user_id, self.limits.id_bytes)
         state, meta, events = self.repo.read(user_id, max_events)  # µs: an LMDB read snapshot
         if state is None and meta is None:
-            raise NotFound("profile", user_id)
+            raise NotFound("profile", user_id, personal=True)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
         attrs = dict(meta["attributes"])
         feats, recent, names = None, [], {}

@@ -1,0 +1,230 @@
+"""The audit log: one JSON line per privileged or sensitive call, chained by MACs.
+
+Files: `<data_dir>/audit/audit-NNNNNN.jsonl`. Each line is canonical JSON (sorted keys) of
+`ts, principal, method, target, status, request_id, kid` plus `mac`, the hex HMAC-SHA256 under
+the audit key `kid` of the previous line's MAC, a newline, and the line's own canonical JSON
+without `mac`. Editing, dropping or reordering a line breaks every later MAC, and rebuilding the
+chain needs the audit key (a plain hash chain anyone could recompute).
+
+The chain runs across files: a file is closed at `max_bytes` and the next one's first line
+chains to the last MAC of the previous file. Retention (`keep_files`) drops whole files, oldest
+first, after writing `audit.head`: the first kept file and the MAC it continues from, itself
+MACed. Worker processes share the files: each append takes an exclusive `flock` around reading
+the previous MAC and one `O_APPEND` write, so the chain stays linear.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .secrets import Keyring
+from .userref import user_ref
+
+__all__ = ["AuditLog", "Verification", "verify_chain"]
+
+FILE_RE = re.compile(r"^audit-(\d{6})\.jsonl$")
+HEAD = "audit.head"
+FIELD_CHARS = 256
+TAIL_READ_BYTES = 64 * 1024
+
+
+def _canonical(entry: dict) -> bytes:
+    return json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _line_mac(ring: Keyring, prev: str, entry: dict, kid: str) -> str:
+    return ring.mac(prev.encode() + b"\n" + _canonical(entry), kid)
+
+
+def _head_mac(ring: Keyring, first_file: str, prev: str, kid: str) -> str:
+    return ring.mac(f"head\n{first_file}\n{prev}".encode(), kid)
+
+
+def _file_name(n: int) -> str:
+    return f"audit-{n:06d}.jsonl"
+
+
+def audit_files(directory: Path) -> list[Path]:
+    """The audit files, oldest first."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if FILE_RE.match(p.name))
+
+
+def _last_line(path: Path) -> bytes | None:
+    size = path.stat().st_size
+    if size == 0:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - TAIL_READ_BYTES))
+        lines = fh.read().splitlines()
+    return lines[-1] if lines else None
+
+
+def _line_start(fd: int) -> bytes:
+    """A newline when the file ends inside a line (a write torn by a crash), else nothing."""
+    size = os.fstat(fd).st_size
+    return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+
+
+def _mac_of(line: bytes) -> str:
+    """The MAC of an audit line; a torn or foreign line (a crash mid-write, an edit) gives a
+    value no key produces, so the chain stays appendable and `verify` names that line."""
+    try:
+        return str(json.loads(line)["mac"])
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"
+
+
+class AuditLog:
+    """Appends chained audit lines under `directory`; safe across threads and processes."""
+
+    def __init__(self, directory: Path, ring: Keyring, *, max_bytes: int = 16 << 20,
+                 keep_files: int = 0):
+        self.directory = Path(directory)
+        self.ring = ring
+        self.max_bytes = max_bytes
+        self.keep_files = keep_files
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._thread_lock = threading.Lock()
+        self._lock_path = self.directory / "audit.lock"
+
+    def record(self, principal: str, method: str, target: str, status: str, request_id: str) -> dict:
+        """Append one line; `target` (a user id or other key) is stored as its keyed hash."""
+        entry = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                 "principal": principal[:FIELD_CHARS], "method": method[:FIELD_CHARS],
+                 "target": user_ref(target) if target else "", "status": status[:FIELD_CHARS],
+                 "request_id": request_id[:FIELD_CHARS], "kid": self.ring.kid}
+        with self._thread_lock, open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            path, prev = self._tail_position()
+            entry["mac"] = _line_mac(self.ring, prev, entry, self.ring.kid)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, _line_start(fd) + _canonical(entry) + b"\n")
+            finally:
+                os.close(fd)
+        return entry
+
+    def _tail_position(self) -> tuple[Path, str]:
+        """The file to append to and the MAC the next line chains to (lock held)."""
+        files = audit_files(self.directory)
+        if not files:
+            return self.directory / _file_name(1), self._head_prev()
+        for path in reversed(files):
+            last = _last_line(path)
+            if last is not None:
+                prev = _mac_of(last)
+                break
+        else:
+            prev = self._head_prev()
+        current = files[-1]
+        if current.stat().st_size >= self.max_bytes:
+            current = self.directory / _file_name(int(FILE_RE.match(current.name)[1]) + 1)
+            self._drop_old([*files, current])
+        return current, prev
+
+    def _head_prev(self) -> str:
+        path = self.directory / HEAD
+        return json.loads(path.read_text())["prev"] if path.exists() else ""
+
+    def _drop_old(self, files: list[Path]) -> None:
+        """Retention: keep the newest `keep_files` (the new one included); record the head first."""
+        if self.keep_files <= 0 or len(files) <= self.keep_files:
+            return
+        dropped, first = files[:-self.keep_files], files[-self.keep_files]
+        prev = _mac_of(_last_line(dropped[-1]) or b"")
+        head = {"file": first.name, "prev": prev, "kid": self.ring.kid}
+        head["mac"] = _head_mac(self.ring, first.name, prev, self.ring.kid)
+        tmp = self.directory / f".{HEAD}.tmp"
+        tmp.write_text(json.dumps(head) + "\n")
+        os.replace(tmp, self.directory / HEAD)
+        for path in dropped:
+            path.unlink()
+
+    def tail(self, n: int) -> list[str]:
+        """The newest `n` lines, oldest first."""
+        lines: list[str] = []
+        for path in reversed(audit_files(self.directory)):
+            if len(lines) >= n:
+                break
+            try:
+                lines[:0] = path.read_text().splitlines()
+            except FileNotFoundError:  # dropped by retention in another process meanwhile
+                break
+        return lines[-n:] if n > 0 else []
+
+
+@dataclass
+class Verification:
+    ok: bool
+    files: int = 0
+    lines: int = 0
+    first_broken: str = ""
+    reason: str = ""
+    head: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "files": self.files, "lines": self.lines,
+                "first_broken": self.first_broken, "reason": self.reason}
+
+
+def _check_head(directory: Path, ring: Keyring, files: list[Path]) -> tuple[str, Verification | None]:
+    """The MAC the oldest file continues from, or a failed Verification."""
+    path = directory / HEAD
+    if not path.exists():
+        if files and files[0].name != _file_name(1):
+            return "", Verification(False, first_broken=files[0].name,
+                                    reason=f"{_file_name(1)} is missing and there is no {HEAD}")
+        return "", None
+    try:
+        head = json.loads(path.read_text())
+        good = ring.key_of(head["kid"]) is not None and head["mac"] == _head_mac(
+            ring, head["file"], head["prev"], head["kid"])
+    except (ValueError, KeyError, TypeError):
+        good = False
+    if not good:
+        return "", Verification(False, first_broken=HEAD, reason="the head record's MAC does not verify")
+    if files and files[0].name != head["file"]:
+        why = f"{HEAD} continues at {head['file']}, the oldest file is {files[0].name}"
+        return "", Verification(False, first_broken=files[0].name, reason=why)
+    return head["prev"], None
+
+
+def _check_line(ring: Keyring, prev: str, raw: str) -> tuple[str, str]:
+    """(this line's MAC, '') or ('', why it does not verify)."""
+    try:
+        entry = json.loads(raw)
+        mac, kid = entry.pop("mac"), entry["kid"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "", "not an audit line"
+    if ring.key_of(kid) is None:
+        return "", f"unknown audit key {kid!r}"
+    if _line_mac(ring, prev, entry, kid) != mac:
+        return "", "MAC mismatch (the line or one before it was changed, removed or reordered)"
+    return mac, ""
+
+
+def verify_chain(directory: Path, ring: Keyring) -> Verification:
+    """Check every line of every audit file; name the first line that does not verify."""
+    files = audit_files(directory)
+    prev, failed = _check_head(directory, ring, files)
+    if failed is not None:
+        return failed
+    n_lines = 0
+    for i, path in enumerate(files):
+        expected = int(FILE_RE.match(files[0].name)[1]) + i
+        if path.name != _file_name(expected):
+            return Verification(False, i, n_lines, path.name, f"{_file_name(expected)} is missing")
+        for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+            prev, problem = _check_line(ring, prev, raw)
+            if problem:
+                return Verification(False, i + 1, n_lines, f"{path.name}:{lineno}", problem)
+            n_lines += 1
+    return Verification(True, len(files), n_lines)

@@ -1,0 +1,208 @@
+"""The server's secrets: one keyring per purpose, from the environment or a file, with rotation.
+
+A keyring is a list of `kid:base64key` entries. The first entry signs; every entry verifies, so
+a value signed before a rotation still verifies after it. Sources, first match wins:
+
+- the environment variable `TAILOR_SECRET_<NAME>` (entries separated by commas or newlines),
+- the file `<secrets_dir>/<name>.keys` (one entry a line, `#` comments allowed).
+
+On a loopback host a missing keyring is generated into `secrets_dir` (development: `make
+serve`); any other host refuses to start without it, naming what to provide.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+import secrets as _random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import FailedPrecondition
+
+__all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets", "is_loopback"]
+
+logger = logging.getLogger("tailor.security")
+
+KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption")
+"""Every keyring the server loads: keyed hashes of user ids in logs and audit lines, the audit
+chain's MACs, unsubscribe-token signatures, and the master key that encryption derives from."""
+
+KEY_BYTES = 32
+MIN_KEY_BYTES = 16
+
+
+class MissingSecret(FailedPrecondition):
+    def __init__(self, name: str, path: Path | None):
+        where = f" or write {path} (one 'kid:base64key' line per key, signing key first)" if path else ""
+        super().__init__(f"secret {name!r} is missing: set {env_name(name)}{where}. Development "
+                         "secrets are generated only when the server listens on a loopback address")
+
+
+def env_name(name: str) -> str:
+    return "TAILOR_SECRET_" + name.upper().replace("-", "_")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Keys of one purpose, newest first: `keys[0]` signs, all of them verify."""
+
+    name: str
+    keys: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> Keyring:
+        keys = []
+        for n, raw in enumerate(text.replace(",", "\n").splitlines(), 1):
+            entry = raw.split("#", 1)[0].strip()
+            if not entry:
+                continue
+            kid, sep, b64 = entry.partition(":")
+            try:
+                key = base64.b64decode(b64.strip(), validate=True) if sep else b""
+            except ValueError:
+                key = b""
+            if not kid.strip() or len(key) < MIN_KEY_BYTES:
+                raise FailedPrecondition(f"secret {name!r}, entry {n}: expected 'kid:base64key' "
+                                         f"with at least {MIN_KEY_BYTES} key bytes")
+            keys.append((kid.strip(), key))
+        if not keys:
+            raise FailedPrecondition(f"secret {name!r} holds no key")
+        if len({kid for kid, _ in keys}) != len(keys):
+            raise FailedPrecondition(f"secret {name!r} names a key id twice")
+        return cls(name, tuple(keys))
+
+    @classmethod
+    def generate(cls, name: str, kid: str | None = None) -> Keyring:
+        return cls(name, ((kid or _new_kid(), _random.token_bytes(KEY_BYTES)),))
+
+    def text(self) -> str:
+        return "".join(f"{kid}:{base64.b64encode(key).decode()}\n" for kid, key in self.keys)
+
+    @property
+    def kid(self) -> str:
+        """The id of the signing key."""
+        return self.keys[0][0]
+
+    @property
+    def key(self) -> bytes:
+        """The signing key."""
+        return self.keys[0][1]
+
+    def key_of(self, kid: str) -> bytes | None:
+        return next((key for k, key in self.keys if k == kid), None)
+
+    def mac(self, message: bytes, kid: str | None = None) -> str:
+        """Hex HMAC-SHA256 of `message` under the signing key (or key `kid`)."""
+        key = self.key if kid is None else self.key_of(kid)
+        if key is None:
+            raise KeyError(f"secret {self.name!r} has no key {kid!r}")
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+    def sign(self, message: bytes) -> str:
+        """`kid.hexmac` under the signing key."""
+        return f"{self.kid}.{self.mac(message)}"
+
+    def verify(self, message: bytes, signature: str) -> bool:
+        """True when `signature` (from `sign`) is valid under any key of the ring."""
+        kid, _, mac = signature.rpartition(".")
+        key = self.key_of(kid)
+        if key is None:
+            return False
+        return hmac.compare_digest(hmac.new(key, message, hashlib.sha256).hexdigest(), mac)
+
+    def rotated(self, kid: str | None = None, keep: int | None = None) -> Keyring:
+        """A new signing key in front; the old keys stay for verifying (the newest `keep` of them)."""
+        new = Keyring.generate(self.name, kid)
+        old = self.keys if keep is None else self.keys[:keep]
+        if new.kid in {k for k, _ in old}:
+            raise FailedPrecondition(f"secret {self.name!r} already has a key {new.kid!r}")
+        return Keyring(self.name, new.keys + old)
+
+
+def _new_kid() -> str:
+    return time.strftime("k%Y%m%dT%H%M%S", time.gmtime()) + "-" + _random.token_hex(2)
+
+
+class Secrets:
+    """Every keyring of the server, loaded once per process (`Secrets.load`)."""
+
+    def __init__(self, rings: dict[str, Keyring], secrets_dir: Path | None = None):
+        self._rings = rings
+        self.secrets_dir = secrets_dir
+
+    @classmethod
+    def load(cls, secrets_dir: Path | None, *, generate: bool, names: tuple[str, ...] = KEYRINGS,
+             environ: dict[str, str] | None = None) -> Secrets:
+        """Read the keyrings `names`; with `generate`, write missing ones to `secrets_dir` first."""
+        env = os.environ if environ is None else environ
+        rings = {}
+        for name in names:
+            path = secrets_dir / f"{name}.keys" if secrets_dir else None
+            if env.get(env_name(name), "").strip():
+                rings[name] = Keyring.parse(name, env[env_name(name)])
+            elif path is not None and path.exists():
+                rings[name] = Keyring.parse(name, path.read_text())
+            elif generate and path is not None:
+                rings[name] = _create(path, Keyring.generate(name))
+            else:
+                raise MissingSecret(name, path)
+        return cls(rings, secrets_dir)
+
+    @classmethod
+    def for_server(cls, settings) -> Secrets:
+        """The keyrings of a server with these `Settings`; generated only on a loopback host."""
+        return cls.load(settings.secrets_dir, generate=is_loopback(settings.host))
+
+    def __getitem__(self, name: str) -> Keyring:
+        return self._rings[name]
+
+    def rotate(self, name: str, keep: int | None = None) -> Keyring:
+        """Put a new signing key in front of `name`'s file keyring; returns the new ring."""
+        if self.secrets_dir is None:
+            raise FailedPrecondition("no secrets_dir: rotate environment secrets where they are set")
+        ring = self._rings[name].rotated(keep=keep)
+        _replace(self.secrets_dir / f"{name}.keys", ring.text())
+        self._rings[name] = ring
+        return ring
+
+
+def _create(path: Path, ring: Keyring) -> Keyring:
+    """Write `ring` to `path` unless another process did first; returns what the file holds."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(ring.text())
+    try:
+        os.link(tmp, path)  # atomic create-if-absent: concurrent workers agree on one key
+        logger.warning("generated a development secret %r in %s (never use it in production)",
+                       ring.name, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return Keyring.parse(ring.name, path.read_text())
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,141 @@
+"""The audit log's MAC chain: verification, tampering, rotation, retention, concurrent writers."""
+import json
+import multiprocessing as mp
+
+from server.security.audit import AuditLog, audit_files, verify_chain
+from server.security.secrets import Keyring
+from server.security.userref import user_ref
+from tests.conftest import run_module
+
+RING = Keyring.parse("audit", "k1:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3ODk=")
+
+
+def _fill(log: AuditLog, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        log.record("svc:ops", "/tailor.v1.ProfileService/DeleteProfile", f"user-{i}", "OK", f"req-{i}")
+
+
+def test_the_chain_verifies_and_targets_are_keyed_hashes(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 5)
+    result = verify_chain(tmp_path / "audit", RING)
+    assert result.ok and result.lines == 5 and result.files == 1
+    entries = [json.loads(line) for line in log.tail(10)]
+    assert [e["request_id"] for e in entries] == [f"req-{i}" for i in range(5)]
+    assert entries[2]["target"] == user_ref("user-2")
+    assert "user-2" not in (tmp_path / "audit" / "audit-000001.jsonl").read_text()
+
+
+def test_editing_one_line_breaks_the_chain_at_that_line(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 6)
+    path = tmp_path / "audit" / "audit-000001.jsonl"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace('"status":"OK"', '"status":"PERMISSION_DENIED"')
+    path.write_text("\n".join(lines) + "\n")
+    result = verify_chain(tmp_path / "audit", RING)
+    assert not result.ok and result.first_broken == "audit-000001.jsonl:4" and result.lines == 3
+
+
+def test_a_chain_rebuilt_without_the_key_does_not_verify(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 3)
+    forger = AuditLog(tmp_path / "forged", Keyring.generate("audit", "k1"))
+    _fill(forger, 3)
+    assert not verify_chain(tmp_path / "forged", RING).ok
+
+
+def test_rotation_keeps_one_chain_across_files(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING, max_bytes=1000)
+    _fill(log, 30)
+    files = audit_files(tmp_path / "audit")
+    assert len(files) > 3
+    result = verify_chain(tmp_path / "audit", RING)
+    assert result.ok and result.lines == 30 and result.files == len(files)
+    files[1].unlink()  # a missing middle file is named
+    broken = verify_chain(tmp_path / "audit", RING)
+    assert not broken.ok and broken.first_broken == files[2].name
+    assert broken.reason == f"{files[1].name} is missing"
+
+
+def test_a_file_starting_a_new_chain_is_caught(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING, max_bytes=1000)
+    _fill(log, 12)
+    first, second = audit_files(tmp_path / "audit")[:2]
+    second.write_text(second.read_text().splitlines(keepends=True)[1] * 1)
+    result = verify_chain(tmp_path / "audit", RING)
+    assert not result.ok and result.first_broken == f"{second.name}:1"
+
+
+def test_retention_drops_old_files_and_verifies_from_the_head(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING, max_bytes=1000, keep_files=2)
+    _fill(log, 40)
+    files = audit_files(tmp_path / "audit")
+    assert len(files) == 2 and files[0].name != "audit-000001.jsonl"
+    head = json.loads((tmp_path / "audit" / "audit.head").read_text())
+    assert head["file"] == files[0].name
+    result = verify_chain(tmp_path / "audit", RING)
+    assert result.ok and 0 < result.lines < 40
+    assert json.loads(log.tail(1)[0])["request_id"] == "req-39"
+    head["prev"] = "0" * 64  # a forged head (no key) fails
+    (tmp_path / "audit" / "audit.head").write_text(json.dumps(head))
+    bad = verify_chain(tmp_path / "audit", RING)
+    assert not bad.ok and bad.first_broken == "audit.head"
+
+
+def test_retention_without_a_head_is_caught(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING, max_bytes=1000, keep_files=2)
+    _fill(log, 40)
+    (tmp_path / "audit" / "audit.head").unlink()
+    assert not verify_chain(tmp_path / "audit", RING).ok
+
+
+def _writer(directory, start: int, n: int, barrier) -> None:
+    log = AuditLog(directory, RING, max_bytes=4000)
+    barrier.wait(60)
+    _fill(log, n, start)
+
+
+def test_concurrent_appends_from_two_processes_keep_the_chain_linear(tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_writer, args=(tmp_path / "audit", i * 1000, 300, barrier))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    result = verify_chain(tmp_path / "audit", RING)
+    assert result.ok and result.lines == 600 and result.files > 1
+    ids = [json.loads(line)["request_id"] for line in AuditLog(tmp_path / "audit", RING).tail(1000)]
+    assert sorted(ids) == sorted(f"req-{i}" for i in [*range(300), *range(1000, 1300)])
+
+
+def test_verify_cli_names_the_broken_line(tmp_path):
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "audit.keys").write_text(RING.text())
+    log = AuditLog(tmp_path / "data" / "audit", RING)
+    _fill(log, 4)
+    args = ["server", "audit", "verify", "--data-dir", str(tmp_path / "data"), "--secrets-dir", str(secrets)]
+    ok = run_module(*args)
+    assert json.loads(ok.stdout)["ok"] is True
+    path = tmp_path / "data" / "audit" / "audit-000001.jsonl"
+    text = path.read_text().replace("svc:ops", "svc:eve", 1)
+    path.write_text(text)
+    bad = run_module(*args, check=False)
+    assert bad.returncode != 0 and "audit-000001.jsonl:1" in bad.stderr
+
+
+def test_a_torn_last_line_is_named_and_the_log_stays_appendable(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 3)
+    path = tmp_path / "audit" / "audit-000001.jsonl"
+    with open(path, "ab") as fh:
+        fh.write(b'{"kid":"k1","method":"/tailor.v1.Prof')  # a crash mid-write
+    _fill(log, 2, start=3)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 6 and json.loads(lines[-1])["request_id"] == "req-4"
+    result = verify_chain(tmp_path / "audit", RING)
+    assert not result.ok and result.first_broken == "audit-000001.jsonl:4" and result.lines == 3

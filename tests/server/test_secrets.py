@@ -1,0 +1,82 @@
+"""Keyrings: sources, development generation on loopback only, rotation, refusal elsewhere."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from server.security.audit import AuditLog, verify_chain
+from server.security.secrets import KEYRINGS, Keyring, MissingSecret, Secrets, env_name
+from tests.conftest import ROOT, free_port, run_module
+
+
+def test_a_value_signed_before_a_rotation_still_verifies_and_new_ones_use_the_new_key():
+    ring = Keyring.generate("unsubscribe", "old")
+    token = ring.sign(b"user-1/email")
+    rotated = ring.rotated("new")
+    assert rotated.kid == "new" and [k for k, _ in rotated.keys] == ["new", "old"]
+    assert rotated.verify(b"user-1/email", token)
+    fresh = rotated.sign(b"user-1/email")
+    assert fresh.startswith("new.") and fresh != token
+    assert not ring.verify(b"user-1/email", fresh)  # the old ring does not know the new key
+    assert not rotated.verify(b"user-2/email", token)
+    assert not rotated.rotated("newer", keep=1).verify(b"user-1/email", token)  # `old` dropped
+
+
+def test_parse_reads_kid_and_base64_entries_and_refuses_bad_ones():
+    ring = Keyring.parse("audit", Keyring.generate("audit", "b").text() + "# a comment\n"
+                         + Keyring.generate("audit", "a").text())
+    assert [k for k, _ in ring.keys] == ["b", "a"]
+    for bad in ("", "k1", "k1:not-base64!", "k1:c2hvcnQ=", "k:" + "A" * 44 + ",k:" + "B" * 44):
+        with pytest.raises(Exception, match="secret 'audit'"):
+            Keyring.parse("audit", bad)
+
+
+def test_load_generates_missing_keyrings_once_and_the_environment_wins(tmp_path):
+    first = Secrets.load(tmp_path / "s", generate=True, environ={})
+    again = Secrets.load(tmp_path / "s", generate=True, environ={})
+    for name in KEYRINGS:
+        assert first[name].keys == again[name].keys
+        assert (tmp_path / "s" / f"{name}.keys").stat().st_mode & 0o777 == 0o600
+    env = {env_name("audit"): Keyring.generate("audit", "from-env").text()}
+    assert Secrets.load(tmp_path / "s", generate=False, environ=env)["audit"].kid == "from-env"
+
+
+def test_missing_secrets_are_not_generated_without_leave(tmp_path):
+    with pytest.raises(MissingSecret, match="TAILOR_SECRET_USER_ID"):
+        Secrets.load(tmp_path / "empty", generate=False, environ={})
+    assert not (tmp_path / "empty").exists()
+
+
+def test_a_server_on_a_non_loopback_address_refuses_to_start_without_secrets(tmp_path):
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    proc = subprocess.run([sys.executable, "-m", "server", "--host", "0.0.0.0", "--port", str(free_port()),
+                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "refusing to start: secret 'user-id' is missing" in proc.stderr
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_rotating_the_audit_key_keeps_the_old_lines_verifiable(tmp_path):
+    secrets = Secrets.load(tmp_path / "secrets", generate=True, environ={})
+    old_kid = secrets["audit"].kid
+    AuditLog(tmp_path / "audit", secrets["audit"]).record("p", "/m", "u1", "OK", "r1")
+    out = run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(tmp_path / "secrets"))
+    keys = json.loads(out.stdout)["keys"]
+    assert keys[1] == old_kid and len(keys) == 2
+    ring = Secrets.load(tmp_path / "secrets", generate=False, environ={})["audit"]
+    entry = AuditLog(tmp_path / "audit", ring).record("p", "/m", "u2", "OK", "r2")
+    assert entry["kid"] == keys[0] != old_kid
+    result = verify_chain(tmp_path / "audit", ring)
+    assert result.ok and result.lines == 2
+    assert not verify_chain(tmp_path / "audit", secrets["audit"]).ok  # without the new key
+
+
+def test_secrets_init_writes_every_keyring_once(tmp_path):
+    args = ["server", "secrets", "init", "--secrets-dir", str(tmp_path / "s")]
+    first = json.loads(run_module(*args).stdout)["signing"]
+    assert set(first) == set(KEYRINGS)
+    assert json.loads(run_module(*args).stdout)["signing"] == first
+    assert Secrets.load(tmp_path / "s", generate=False, environ={})["audit"].kid == first["audit"]
