@@ -27,6 +27,7 @@ from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
+from .security.transport import ServerTls
 from .services import register_services
 from .services.attribution import AttributionServicer
 from .services.campaign import CampaignServicer
@@ -48,6 +49,7 @@ class TailorServer:
         self.settings = settings
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self.tls: ServerTls | None = None
 
     def _options(self) -> list[tuple[str, int]]:
         size = self.settings.grpc_max_message_bytes
@@ -106,7 +108,11 @@ class TailorServer:
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        self.tls = ServerTls.from_settings(self.settings)
+        if self.tls is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, self.tls.credentials())
         if not self.port:
             raise RuntimeError(f"could not bind {address}")
         # Startup objects (modules, the bundle's lookup tables) live as long as the process:
@@ -119,6 +125,11 @@ class TailorServer:
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
+
+    def reload_tls(self) -> None:
+        """SIGHUP: new connections get the certificate and key files as they are now."""
+        if self.tls is not None:
+            self.tls.reload()
 
     async def set_serving(self, serving: bool = True) -> None:
         answer = health_pb2.HealthCheckResponse

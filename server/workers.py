@@ -13,15 +13,17 @@ import tempfile
 from .app import TailorServer
 from .config import Settings
 from .logging import configure_logging
+from .security.transport import ServerTls, check_exposure
 
 __all__ = ["serve"]
 
 logger = logging.getLogger("tailor.workers")
 
 
-async def _serve_one(settings: Settings, all_up=None) -> None:
+async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> None:
     """Serve until a signal. With `all_up` (a Barrier shared by the workers), health turns
-    SERVING only once every worker is listening, so a SERVING answer means the port is whole."""
+    SERVING only once every worker is listening, so a SERVING answer means the port is whole.
+    SIGHUP re-reads the TLS certificate and key (and calls `on_hup`)."""
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
     await server.start(serving=all_up is None)
@@ -32,12 +34,14 @@ async def _serve_one(settings: Settings, all_up=None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: (server.reload_tls(), on_hup()))
     await stop.wait()
     logger.info("shutting down (grace %.1fs)", settings.grace_seconds)
     await server.stop()
 
 
 def _worker_main(settings: Settings, all_up) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it: never die of it
     configure_logging()
     asyncio.run(_serve_one(settings, all_up))
 
@@ -45,11 +49,15 @@ def _worker_main(settings: Settings, all_up) -> None:
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM."""
     configure_logging()
+    exposure = check_exposure(settings)
+    (logger.info if exposure.startswith("TLS") else logger.warning)(exposure)
+    reload_metrics = lambda: None  # noqa: E731
     if settings.workers == 1:
         if settings.metrics_port:
             from .metrics import serve_metrics
-            serve_metrics(settings.metrics_port, settings.host)
-        asyncio.run(_serve_one(settings))
+            reload_metrics = serve_metrics(settings.metrics_port, settings.host,
+                                           ServerTls.from_settings(settings))
+        asyncio.run(_serve_one(settings, on_hup=reload_metrics))
         return
     if settings.port == 0:
         raise SystemExit("--workers > 1 needs an explicit --port (the workers share it)")
@@ -63,7 +71,8 @@ def serve(settings: Settings) -> None:
         proc.start()
     if settings.metrics_port:
         from .metrics import serve_metrics
-        serve_metrics(settings.metrics_port, settings.host)
+        reload_metrics = serve_metrics(settings.metrics_port, settings.host,
+                                       ServerTls.from_settings(settings))
     stopping = False
 
     def forward(signum, _frame):
@@ -73,8 +82,15 @@ def serve(settings: Settings) -> None:
             if proc.is_alive():
                 os.kill(proc.pid, signum)
 
+    def forward_hup(signum, _frame):
+        reload_metrics()
+        for proc in procs:
+            if proc.is_alive():
+                os.kill(proc.pid, signum)
+
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGHUP, forward_hup)
     try:
         for proc in procs:
             proc.join()
