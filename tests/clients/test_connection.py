@@ -3,6 +3,7 @@
 mutual TLS takes the CLIs."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,9 @@ import grpc
 import pytest
 
 from clients import TailorClient, TailorError
+from clients.transport import Connection
 from loadtests.certs import CertificateAuthority
+from loadtests.loadgen import PING, _drive, ping_payloads, run_load
 from protos.tailor.v1 import diagnostics_pb2 as pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, run_module
@@ -75,7 +78,6 @@ def test_a_client_certificate_needs_its_key(pki):
 
 @pytest.fixture
 def mtls_server(server_process, demo_bundle, pki):
-    from clients.transport import Connection
     ca, server_cert, me = pki
     mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key)
     server = server_process(bundle=demo_bundle, connection=mine,
@@ -125,3 +127,14 @@ def test_the_client_reports_a_refused_handshake(mtls_server, pki):
     with TailorClient(target, timeout=2, tls_ca=ca.cert) as client, pytest.raises(TailorError) as err:
         client.ping()
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_load_generator_drives_a_tls_server_with_a_token(mtls_server, pki):
+    target, _ = mtls_server
+    ca, _, me = pki
+    mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key, token="t")
+    result = run_load(target, PING, ping_payloads(), concurrency=2, duration=1, connection=mine)
+    assert result.calls > 0 and result.errors == 0
+    refused = Connection(tls_ca=ca.cert)
+    with pytest.raises(grpc.aio.AioRpcError):  # the warm-up call fails the handshake
+        asyncio.run(_drive(target, PING, ping_payloads(), 1, 1, 0, 1, refused))
