@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -49,6 +50,8 @@ class TailorServer:
         self.settings = settings
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self.reloaders: list[Callable[[], object]] = []
+        """Called in order on SIGHUP (`reload()`): auth config, certificates, ..."""
         self.tls: ServerTls | None = None
 
     def _options(self) -> list[tuple[str, int]]:
@@ -113,6 +116,7 @@ class TailorServer:
             self.port = server.add_insecure_port(address)
         else:
             self.port = server.add_secure_port(address, self.tls.credentials())
+            self.reloaders.append(self.tls.reload)
         if not self.port:
             raise RuntimeError(f"could not bind {address}")
         # Startup objects (modules, the bundle's lookup tables) live as long as the process:
@@ -126,10 +130,13 @@ class TailorServer:
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
 
-    def reload_tls(self) -> None:
-        """SIGHUP: new connections get the certificate and key files as they are now."""
-        if self.tls is not None:
-            self.tls.reload()
+    def reload(self) -> None:
+        """SIGHUP: run every reloader; one failing does not stop the others."""
+        for reload in self.reloaders:
+            try:
+                reload()
+            except Exception:  # keep serving with what was loaded before; say why
+                logger.exception("reload %s failed", getattr(reload, "__qualname__", reload))
 
     async def set_serving(self, serving: bool = True) -> None:
         answer = health_pb2.HealthCheckResponse

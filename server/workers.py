@@ -34,23 +34,25 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: (server.reload_tls(), on_hup()))
+    server.reloaders.append(on_hup)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     await stop.wait()
     logger.info("shutting down (grace %.1fs)", settings.grace_seconds)
     await server.stop()
 
 
 def _worker_main(settings: Settings, all_up) -> None:
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the loop handles it: never die of it
     configure_logging()
     asyncio.run(_serve_one(settings, all_up))
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until handled; spawned workers inherit it
     configure_logging()
-    exposure = check_exposure(settings)
-    (logger.info if exposure.startswith("TLS") else logger.warning)(exposure)
+    warning = check_exposure(settings)
+    if warning:
+        logger.warning(warning)
     reload_metrics = lambda: None  # noqa: E731
     if settings.workers == 1:
         if settings.metrics_port:
@@ -82,7 +84,7 @@ def serve(settings: Settings) -> None:
             if proc.is_alive():
                 os.kill(proc.pid, signum)
 
-    def forward_hup(signum, _frame):
+    def forward_reload(signum, _frame):
         reload_metrics()
         for proc in procs:
             if proc.is_alive():
@@ -90,7 +92,7 @@ def serve(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGHUP, forward_hup)
+    signal.signal(signal.SIGHUP, forward_reload)
     try:
         for proc in procs:
             proc.join()

@@ -31,17 +31,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_exposure(settings) -> str:
+def check_exposure(settings) -> str | None:
     """The secure-by-default rule, checked before anything binds (gRPC and metrics ports share
     `host`). Raises SystemExit with one line naming the flags when a non-loopback bind lacks TLS
-    or an auth config and `--insecure` was not given; else returns what to log."""
+    or an auth config and `--insecure` was not given; else returns a warning to log, None when
+    TLS and authentication are both on."""
     if (settings.tls_key is None) != (settings.tls_cert is None):
         raise SystemExit("--tls-cert and --tls-key go together")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
     if tls and auth:
-        return "TLS and authentication on"
+        return None
     missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth)) if not on)
     if not is_loopback(settings.host) and not settings.insecure:
         raise SystemExit(f"refusing to serve on {settings.host} without {missing}: give --tls-cert "

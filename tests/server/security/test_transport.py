@@ -14,6 +14,9 @@ import pytest
 from clients import TailorClient, TailorError
 from clients.transport import Connection
 from loadtests.certs import CertificateAuthority
+from protos.tailor.v1.diagnostics_pb2 import PingRequest
+from protos.tailor.v1.diagnostics_pb2_grpc import DiagnosticsServiceStub
+from server.app import TailorServer
 from server.config import Settings
 from server.security.transport import check_exposure, is_loopback
 from tests.conftest import free_port, run_module
@@ -58,6 +61,33 @@ def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(server_proce
         with pytest.raises(TailorError) as err:
             _ping(server.target, refused)
         assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def _aping(target: str, ca_cert) -> None:
+    async with Connection(tls_ca=ca_cert).aio_channel(target, FRESH) as ch:
+        await DiagnosticsServiceStub(ch).Ping(PingRequest(), timeout=3)
+
+
+async def test_a_reload_without_a_matching_pair_keeps_the_old_certificate(settings, tmp_path, caplog):
+    ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
+    a, b = ca_a.issue("server"), ca_b.issue("server")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(a.cert, cert)
+    shutil.copy(a.key, key)
+    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
+    target = f"127.0.0.1:{await server.start()}"
+    try:
+        shutil.copy(b.cert, cert)  # a rotation caught half-way: B's certificate, A's key
+        server.reload()
+        await _aping(target, ca_a.cert)
+        assert "TLS reload failed, keeping the current certificate" in caplog.text
+        shutil.copy(b.key, key)
+        server.reload()
+        await _aping(target, ca_b.cert)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _aping(target, ca_a.cert)
+    finally:
+        await server.stop(grace=0.5)
 
 
 def _fetch_metrics(port: int, cafile) -> bytes:
@@ -128,7 +158,7 @@ def test_exposure_rule():
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not any(map(is_loopback, ("0.0.0.0", "::", "10.0.0.5", "tailor.internal")))
     tls = dict(tls_cert="c.pem", tls_key="c.key")
-    assert check_exposure(Settings(host="0.0.0.0", auth_config="auth.toml", **tls)).startswith("TLS")
+    assert check_exposure(Settings(host="0.0.0.0", auth_config="auth.toml", **tls)) is None
     for refused in (dict(host="10.0.0.5", **tls), dict(host="::", auth_config="auth.toml")):
         with pytest.raises(SystemExit, match="refusing"):
             check_exposure(Settings(**refused))
