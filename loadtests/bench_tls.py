@@ -8,6 +8,11 @@ token is checked too), and measures Ping and Recommend k=10 at max throughput (c
 generator's 16 connections warmed first) with loadtests/measure.py: the server tree's CPU per
 call. Prints both tables and the TLS+token / plaintext ratio of Recommend CPU per call; the
 budget (issue 14) is x1.15.
+
+Measured 2026-12-01 (100k items, 1 worker, --duration 10 --rounds 2, no auth config, the 2-core
+machine shared with other jobs, load average 7-10): Recommend 805-837 us/call plaintext, 797-878
+over TLS + token, median ratio x1.02; Ping 301-314 against 378-380 us/call (+70 us, x1.23): TLS
+costs about 70 us of server CPU per call, under 9% of a Recommend.
 """
 from __future__ import annotations
 

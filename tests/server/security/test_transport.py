@@ -46,6 +46,10 @@ def test_plaintext_client_is_refused_by_a_tls_server(server_process, ca, demo_bu
     with pytest.raises(TailorError) as err:
         _ping(server.target, Connection())
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca.cert)  # HTTPS, same cert
+    with pytest.raises(OSError):  # plain HTTP: the TLS listener resets it
+        urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5)
+    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca.cert)  # still up
 
 
 def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(server_process, ca, demo_bundle,
