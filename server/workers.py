@@ -53,12 +53,12 @@ def serve(settings: Settings) -> None:
     warning = check_exposure(settings)
     if warning:
         logger.warning(warning)
+    tls = ServerTls.from_settings(settings)  # unreadable files stop here, before any worker
     reload_metrics = lambda: None  # noqa: E731
     if settings.workers == 1:
         if settings.metrics_port:
             from .metrics import serve_metrics
-            reload_metrics = serve_metrics(settings.metrics_port, settings.host,
-                                           ServerTls.from_settings(settings))
+            reload_metrics = serve_metrics(settings.metrics_port, settings.host, tls)
         asyncio.run(_serve_one(settings, on_hup=reload_metrics))
         return
     if settings.port == 0:
@@ -73,8 +73,7 @@ def serve(settings: Settings) -> None:
         proc.start()
     if settings.metrics_port:
         from .metrics import serve_metrics
-        reload_metrics = serve_metrics(settings.metrics_port, settings.host,
-                                       ServerTls.from_settings(settings))
+        reload_metrics = serve_metrics(settings.metrics_port, settings.host, tls)
     stopping = False
 
     def forward(signum, _frame):

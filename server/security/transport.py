@@ -61,9 +61,13 @@ class ServerTls:
 
     @classmethod
     def from_settings(cls, settings) -> ServerTls | None:
+        """None without `tls_cert`; SystemExit with one line if the files do not load."""
         if settings.tls_cert is None:
             return None
-        return cls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        try:
+            return cls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        except (OSError, ssl.SSLError, ValueError) as err:
+            raise SystemExit(f"--tls-cert/--tls-key/--tls-client-ca: cannot load ({err})") from None
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(

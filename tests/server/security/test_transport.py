@@ -146,6 +146,15 @@ def test_a_non_loopback_bind_without_tls_and_auth_is_refused_with_one_line(tmp_p
     assert not (tmp_path / "data").exists()  # refused before anything was created
 
 
+def test_certificate_files_that_do_not_load_stop_the_start_with_one_line(tmp_path, ca):
+    a, b = ca.issue("a"), ca.issue("b")
+    for cert, key in ((tmp_path / "missing.pem", a.key), (a.cert, b.key)):
+        out = run_module("server", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                         "--tls-cert", str(cert), "--tls-key", str(key), check=False, timeout=60)
+        line = out.stderr.strip().splitlines()[-1]
+        assert out.returncode == 1 and line.startswith("--tls-cert/--tls-key/--tls-client-ca: cannot load")
+
+
 def test_insecure_serves_a_non_loopback_bind_and_says_so(server_process, demo_bundle):
     server = server_process(bundle=demo_bundle, args=("--host", "0.0.0.0", "--insecure"))
     _ping(server.target, Connection())
