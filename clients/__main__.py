@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import UTC
 
+from . import transport
 from .client import TailorClient, TailorError, path_from_dict
 
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
     common.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    transport.add_arguments(common)
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("recommend", parents=[common], help="top-k items for a user")
@@ -222,7 +224,8 @@ def _campaign_parser(sub, common) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    with TailorClient(args.server, timeout=args.timeout) as client:
+    with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
+                      key=args.key, token=args.token) as client:
         try:
             out = COMMANDS[args.command](client, args)
         except TailorError as err:

@@ -1,6 +1,8 @@
 """A typed, blocking client: per-call deadlines, retries on UNAVAILABLE only (with backoff).
 
     client = TailorClient("127.0.0.1:50051")
+    client = TailorClient("tailor.internal:50051", tls_ca="ca.pem", cert="me.pem", key="me.key",
+                          token=os.environ["TAILOR_TOKEN"])  # TLS, mutual TLS, bearer token
     recs = client.recommend("user-42", k=10, categories=["shoes"])
     client.push_bundle("bundles/20261123T120000-abcd1234")
 
@@ -34,6 +36,8 @@ from protos.tailor.v1 import profile_pb2 as prof_pb
 from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
+
+from .transport import Connection
 
 __all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
 
@@ -85,11 +89,17 @@ class RetryPolicy:
 
 class TailorClient:
     def __init__(self, target: str, *, timeout: float = 2.0, retry: RetryPolicy | None = None,
-                 max_message_bytes: int = 64 << 20):
+                 max_message_bytes: int = 64 << 20, tls_ca: str | Path | None = None,
+                 cert: str | Path | None = None, key: str | Path | None = None,
+                 token: str | None = None, tls: bool = False):
+        """`tls_ca` (or `tls`: system roots) turns TLS on; `cert`+`key` add a client
+        certificate (mutual TLS); `token` goes as `authorization: Bearer` on every call."""
         self.target = target
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._channel = grpc.insecure_channel(target, options=[
+        self.connection = Connection(*(Path(p) if p else None for p in (tls_ca, cert, key)),
+                                     token=token, tls=tls)
+        self._channel = self.connection.channel(target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)])
         self._rec = rec_grpc.RecommendationServiceStub(self._channel)

@@ -1,5 +1,8 @@
 """A Locust user that speaks gRPC: every call is timed by a client interceptor and reported
-to Locust as a request event (name = full method, exception = the grpc.RpcError if any)."""
+to Locust as a request event (name = full method, exception = the grpc.RpcError if any).
+
+TLS and a token come from the locustfile's `--tls-ca --cert --key --token` options
+(`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`)."""
 from __future__ import annotations
 
 import time
@@ -9,9 +12,16 @@ import grpc.experimental.gevent as grpc_gevent
 from locust import User
 from locust.exception import LocustError
 
+from clients.transport import Connection, add_arguments
+
 grpc_gevent.init_gevent()
 
-__all__ = ["GrpcUser"]
+__all__ = ["GrpcUser", "add_transport_options"]
+
+
+def add_transport_options(parser) -> None:
+    """Register --tls-ca, --cert, --key, --token on locust's parser (call in its init hook)."""
+    add_arguments(parser)
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
@@ -44,7 +54,9 @@ class GrpcUser(User):
         if not self.host:
             raise LocustError("set --host 127.0.0.1:50051 (no scheme)")
         target = self.host.removeprefix("grpc://").removeprefix("http://")
-        self._channel = grpc.intercept_channel(grpc.insecure_channel(target), LocustInterceptor(environment))
+        opts = environment.parsed_options
+        connection = Connection.from_args(opts) if hasattr(opts, "tls_ca") else Connection()
+        self._channel = grpc.intercept_channel(connection.channel(target), LocustInterceptor(environment))
         self.stub = self.stub_class(self._channel)
 
     def on_stop(self):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from clients.transport import Connection
 from protos.tailor.v1 import diagnostics_pb2, recommendation_pb2
 
 __all__ = ["LoadResult", "run_load", "PING", "RECOMMEND", "ping_payloads", "recommend_payloads"]
@@ -53,6 +54,8 @@ def recommend_payloads(users: list[str], k: int = 10, n: int = 4096) -> list[byt
             .SerializeToString() for _ in range(n)]
 
 
+PLAINTEXT = Connection()
+
 CONNECTIONS = 16
 """TCP connections per generator process, used round-robin. A server with several SO_REUSEPORT
 workers gets each connection assigned to one worker by a hash: one connection per process can
@@ -60,9 +63,9 @@ leave a worker idle, and a few split unevenly (4 over 2 workers: 3:1 or worse in
 16 keep it near even (12:4 or worse in 8% of runs)."""
 
 
-async def _drive(target, path, payloads, concurrency, duration, rate, seed):
+async def _drive(target, path, payloads, concurrency, duration, rate, seed, connection):
     # a local subchannel pool per channel: otherwise channels to one target share a connection
-    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+    channels = [connection.aio_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(CONNECTIONS)]
     try:
         return await _drive_on(channels, path, payloads, concurrency, duration, rate, seed)
@@ -122,14 +125,17 @@ def _proc(args, queue):
 
 
 def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int = 32,
-             duration: float = 10.0, rate: float = 0.0, procs: int = 1) -> LoadResult:
+             duration: float = 10.0, rate: float = 0.0, procs: int = 1,
+             connection: Connection = PLAINTEXT) -> LoadResult:
     """Call the unary method `path` at `target` for `duration` seconds, cycling over `payloads`
-    (serialized requests): closed loop at `concurrency`, or open loop at `rate` calls/s."""
+    (serialized requests): closed loop at `concurrency`, or open loop at `rate` calls/s, over
+    `connection` (TLS, token; plaintext by default)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     per_conc = max(1, concurrency // procs)
     workers = [ctx.Process(target=_proc, args=((target, path, payloads, per_conc, duration,
-                                                rate / procs, 11 + i), queue)) for i in range(procs)]
+                                                rate / procs, 11 + i, connection), queue))
+               for i in range(procs)]
     for w in workers:
         w.start()
     parts = [queue.get(timeout=duration + 120) for _ in workers]

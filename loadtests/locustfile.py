@@ -1,7 +1,7 @@
 """Locust load test of RecommendationService/Recommend.
 
     locust -f loadtests/locustfile.py --headless -u 50 -r 25 -t 30s --host 127.0.0.1:50051 \
-        --users-file users.txt --p99-ms 15
+        --users-file users.txt --p99-ms 15 [--tls-ca ca.pem --cert me.pem --key me.key --token T]
 
 Users are drawn from `--users-file` (one id per line; default: ids 0..N-1 with
 `--user-count`, which the demo data uses) plus a share of unknown users (cold start). The run
@@ -14,7 +14,7 @@ import random
 
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser
+from loadtests.grpc_user import GrpcUser, add_transport_options
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
@@ -29,6 +29,7 @@ def _options(parser):
     parser.add_argument("--user-count", type=int, default=50_000, help="ids 0..N-1 if no file")
     parser.add_argument("--cold-share", type=float, default=0.05, help="share of unknown users")
     parser.add_argument("--k", type=int, default=10, help="items per Recommend")
+    add_transport_options(parser)
 
 
 @events.test_start.add_listener

@@ -1,4 +1,5 @@
-"""`python -m server [serve] --port P --data-dir D [--bundle B] [--workers N] [--metrics-port M]`
+"""`python -m server [serve] --port P --data-dir D [--bundle B] [--workers N] [--metrics-port M]
+    [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--auth-config FILE] [--insecure]`
 `python -m server compact --data-dir D`
 `python -m server backup --data-dir D --out FILE`
 `python -m server restore --from FILE --data-dir D [--force]`
@@ -25,7 +26,17 @@ def _serve_parser(sub) -> None:
     p.add_argument("--bundle", type=Path, help="bundle directory to serve at start")
     p.add_argument("--workers", type=int, help="server processes sharing the port")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics HTTP port")
-    p.add_argument("--auth-config", type=Path, help="principals and roles (TOML); re-read on SIGHUP")
+    _security_arguments(p)
+
+
+def _security_arguments(p) -> None:
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain: TLS on (re-read on SIGHUP)")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, help="PEM CA: mutual TLS, clients need a "
+                   "certificate it signed")
+    p.add_argument("--auth-config", type=Path, help="auth config TOML (tokens and roles)")
+    p.add_argument("--insecure", action="store_true", default=None, help="serve a non-loopback "
+                   "--host without TLS or --auth-config anyway")
 
 
 def _compact_parser(sub) -> None:

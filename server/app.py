@@ -33,6 +33,7 @@ from .security.audit import AuditLog
 from .security.guard import AuthGuard
 from .security.pii import PiiPolicy
 from .security.secrets import Secrets
+from .security.transport import ServerTls
 from .security.userref import use_key
 from .services import register_services
 from .services.attribution import AttributionServicer
@@ -60,6 +61,7 @@ class TailorServer:
         """The audit log the auth interceptor reports to (`record(...)`), if any."""
         self.reloaders: list[Callable[[], object]] = []
         """Called in order on SIGHUP (`reload()`): auth config, certificates, ..."""
+        self.tls: ServerTls | None = None
 
     def _options(self) -> list[tuple[str, int]]:
         size = self.settings.grpc_max_message_bytes
@@ -136,7 +138,12 @@ class TailorServer:
             reflection.enable_server_reflection(
                 [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        self.tls = ServerTls.from_settings(self.settings)
+        if self.tls is None:
+            self.port = server.add_insecure_port(address)
+        else:
+            self.port = server.add_secure_port(address, self.tls.credentials())
+            self.reloaders.append(self.tls.reload)
         if not self.port:
             raise RuntimeError(f"could not bind {address}")
         # Startup objects (modules, the bundle's lookup tables) live as long as the process:

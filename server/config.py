@@ -83,7 +83,20 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     """Server processes sharing the port (SO_REUSEPORT)."""
     metrics_port: int | None = None
-    """HTTP port for Prometheus metrics; None disables the endpoint."""
+    """HTTP port for Prometheus metrics, on `host`; None disables the endpoint. Served over
+    HTTPS with the gRPC port's certificate (and client CA) when TLS is on."""
+
+    tls_cert: Path | None = None
+    """PEM certificate chain of the gRPC port; with `tls_key`, TLS is on. Re-read on SIGHUP."""
+    tls_key: Path | None = None
+    """PEM private key of `tls_cert`. Re-read on SIGHUP."""
+    tls_client_ca: Path | None = None
+    """PEM CA bundle: mutual TLS, clients without a certificate it signed fail the handshake."""
+    auth_config: Path | None = None
+    """Auth config TOML (tokens and roles); see server/security/auth. None: callers are
+    unauthenticated, which only a loopback `host` (or `insecure`) allows."""
+    insecure: bool = False
+    """Serve a non-loopback `host` without TLS or an auth config anyway (otherwise refused)."""
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     """Transport limit per message (bundle chunks, large batches)."""

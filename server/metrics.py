@@ -69,11 +69,18 @@ def _timed_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMetho
         response_serializer=handler.response_serializer)
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on `port` (merging all worker processes in multiprocess mode)."""
+def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):
+    """Expose /metrics on `port` (merging all worker processes in multiprocess mode), over
+    HTTPS with `tls` (a `ServerTls`: same certificate and client CA as the gRPC port). Returns
+    a callable that re-reads the certificate files (SIGHUP)."""
+    kw = {}
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        start_http_server(port, addr=host, registry=registry)
-    else:
-        start_http_server(port, addr=host)
+        kw["registry"] = CollectorRegistry()
+        multiprocess.MultiProcessCollector(kw["registry"])
+    if tls is not None:
+        kw.update(certfile=str(tls.cert), keyfile=str(tls.key), client_auth_required=bool(tls.client_ca),
+                  client_cafile=str(tls.client_ca) if tls.client_ca else None)
+    httpd, _ = start_http_server(port, addr=host, **kw)
+    if tls is None:
+        return lambda: None
+    return lambda: tls.reload_context(httpd.socket.context)

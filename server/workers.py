@@ -15,15 +15,17 @@ from .config import Settings
 from .errors import FailedPrecondition
 from .logging import configure_logging
 from .security.secrets import Secrets
+from .security.transport import ServerTls, check_exposure
 
 __all__ = ["serve"]
 
 logger = logging.getLogger("tailor.workers")
 
 
-async def _serve_one(settings: Settings, all_up=None) -> None:
+async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> None:
     """Serve until a signal. With `all_up` (a Barrier shared by the workers), health turns
-    SERVING only once every worker is listening, so a SERVING answer means the port is whole."""
+    SERVING only once every worker is listening, so a SERVING answer means the port is whole.
+    SIGHUP re-reads the TLS certificate and key (and calls `on_hup`)."""
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
     await server.start(serving=all_up is None)
@@ -34,6 +36,7 @@ async def _serve_one(settings: Settings, all_up=None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     await stop.wait()
     logger.info("shutting down (grace %.1fs)", settings.grace_seconds)
@@ -46,17 +49,23 @@ def _worker_main(settings: Settings, all_up) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM."""
+    """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until handled; spawned workers inherit it
     configure_logging()
+    warning = check_exposure(settings)  # an exposed bind without TLS and auth stops here
+    if warning:
+        logger.warning(warning)
     try:  # once, before any worker: generated development secrets are then shared by all
         Secrets.for_server(settings)
     except FailedPrecondition as err:
         raise SystemExit(f"refusing to start: {err}") from None
+    tls = ServerTls.from_settings(settings)  # unreadable files stop here, before any worker
+    reload_metrics = lambda: None  # noqa: E731
     if settings.workers == 1:
         if settings.metrics_port:
             from .metrics import serve_metrics
-            serve_metrics(settings.metrics_port, settings.host)
-        asyncio.run(_serve_one(settings))
+            reload_metrics = serve_metrics(settings.metrics_port, settings.host, tls)
+        asyncio.run(_serve_one(settings, on_hup=reload_metrics))
         return
     if settings.port == 0:
         raise SystemExit("--workers > 1 needs an explicit --port (the workers share it)")
@@ -70,7 +79,7 @@ def serve(settings: Settings) -> None:
         proc.start()
     if settings.metrics_port:
         from .metrics import serve_metrics
-        serve_metrics(settings.metrics_port, settings.host)
+        reload_metrics = serve_metrics(settings.metrics_port, settings.host, tls)
     stopping = False
 
     def forward(signum, _frame):
@@ -81,6 +90,7 @@ def serve(settings: Settings) -> None:
                 os.kill(proc.pid, signum)
 
     def forward_reload(signum, _frame):
+        reload_metrics()
         for proc in procs:
             if proc.is_alive():
                 os.kill(proc.pid, signum)

@@ -119,11 +119,16 @@ def env_with_repo():
 class ServerProcess:
     """`python -m server` in a subprocess on a free loopback port, as a user runs it."""
 
-    def __init__(self, data_dir: Path, bundle: Path | None = None, workers: int = 1, env: dict | None = None):
-        self.port = free_port()
+    def __init__(self, data_dir: Path, bundle: Path | None = None, workers: int = 1, env: dict | None = None,
+                 args: tuple[str, ...] = (), connection=None):
+        """`args`: more `python -m server` flags; `connection` (a `clients.transport.Connection`):
+        how to reach it when they turn TLS on."""
+        from clients.transport import Connection
+        self.port, self.metrics_port = free_port(), free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.connection = connection or Connection()
         args = [sys.executable, "-m", "server", "--port", str(self.port), "--data-dir", str(data_dir),
-                "--workers", str(workers), "--metrics-port", str(free_port())]
+                "--workers", str(workers), "--metrics-port", str(self.metrics_port), *args]
         if bundle is not None:
             args += ["--bundle", str(bundle)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -140,7 +145,7 @@ class ServerProcess:
                 tail = self.proc.stdout.read()[-3000:]
                 raise AssertionError(f"server exited {self.proc.returncode}:\n{tail}")
             try:
-                with grpc.insecure_channel(self.target) as ch:
+                with self.connection.channel(self.target) as ch:
                     status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if status.status == health_pb2.HealthCheckResponse.SERVING:
                     return

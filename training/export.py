@@ -7,12 +7,15 @@ import csv
 import sys
 from pathlib import Path
 
+from clients.transport import add_arguments
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("export", help="write the server's tracked events as interactions.csv")
     p.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
+    add_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
     p.add_argument("--start", type=float, default=0.0, help="unix seconds, inclusive (0 = unbounded)")
     p.add_argument("--end", type=float, default=0.0, help="unix seconds, inclusive (0 = unbounded)")
@@ -25,7 +28,8 @@ def run(args) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-    with TailorClient(args.server) as client, open(tmp, "w", newline="") as fh:
+    with TailorClient(args.server, tls_ca=args.tls_ca, cert=args.cert, key=args.key,
+                      token=args.token) as client, open(tmp, "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["user_id", "item_id", "timestamp", "event", "value"])
         try:

@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from clients.transport import add_arguments
+
 __all__ = ["add_parser", "run"]
 
 
@@ -18,6 +20,7 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bundle", type=Path, help="bundle directory (holds manifest.json)")
     p.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
+    add_arguments(p)
     p.add_argument("--stage-only", action="store_true",
                    help="validate and store, keep serving the current one")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for upload + validation")
@@ -27,7 +30,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from clients import TailorClient, TailorError
 
-    with TailorClient(args.server, timeout=args.timeout) as client:
+    with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
+                      key=args.key, token=args.token) as client:
         try:
             status = client.push_bundle(args.bundle, stage_only=args.stage_only, timeout=args.timeout)
         except TailorError as err:

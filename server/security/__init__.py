@@ -1,6 +1,7 @@
 """Security: roles (`roles`), principals and the auth config (`principals`, `authn`,
 `jwt_verify`), the interceptor that checks every call (`interceptor`), PII masking (`pii`),
-bearer tokens (`tokens`), the wiring with the SIGHUP reload (`guard`); secrets and keyrings
+bearer tokens (`tokens`), TLS and the secure-by-default rule
+(`transport`), the wiring with the SIGHUP reload (`guard`); secrets and keyrings
 (`secrets`), user references for logs (`userref`), the audit log (`audit`).
 
 Import the modules themselves: `server.errors` imports `userref`, and `secrets` imports

@@ -51,8 +51,9 @@ def test_missing_secrets_are_not_generated_without_leave(tmp_path):
 
 def test_a_server_on_a_non_loopback_address_refuses_to_start_without_secrets(tmp_path):
     env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    # --insecure passes the transport rule (no TLS, no auth config): the secrets rule still holds
     proc = subprocess.run([sys.executable, "-m", "server", "--host", "0.0.0.0", "--port", str(free_port()),
-                           "--data-dir", str(tmp_path / "data")], cwd=ROOT, env=env,
+                           "--data-dir", str(tmp_path / "data"), "--insecure"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "refusing to start: secret 'user-id' is missing" in proc.stderr

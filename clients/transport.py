@@ -1,0 +1,108 @@
+"""How a client reaches the server: plaintext or TLS (optionally with a client certificate for
+mutual TLS), and a bearer token sent as `authorization: Bearer <token>` on every call.
+
+One `Connection` (picklable, so load generator processes can take it) builds sync and asyncio
+channels; `add_arguments`/`from_args` give every CLI the same `--tls-ca --cert --key --token`.
+Over TLS the token travels as call credentials; gRPC refuses those on a plaintext channel, so
+there (loopback) an interceptor adds the same header.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+__all__ = ["Connection", "add_arguments"]
+
+TOKEN_ENV = "TAILOR_TOKEN"
+
+
+@dataclass(frozen=True)
+class Connection:
+    tls_ca: Path | None = None
+    """PEM CA that signed the server's certificate (TLS on); None with `tls`: system roots."""
+    cert: Path | None = None
+    """PEM client certificate (mutual TLS), with `key`."""
+    key: Path | None = None
+    token: str | None = None
+    """Bearer token for every call."""
+    tls: bool = False
+    """TLS with the system's roots even without `tls_ca`."""
+
+    def __post_init__(self):
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs its key: give both --cert and --key")
+
+    def __repr__(self) -> str:  # never print the token
+        return (f"Connection(tls={self.secure}, tls_ca={self.tls_ca}, cert={self.cert}, "
+                f"token={'set' if self.token else None})")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Connection:
+        return cls(tls_ca=args.tls_ca, cert=args.cert, key=args.key, token=args.token or None)
+
+    @property
+    def secure(self) -> bool:
+        return self.tls or self.tls_ca is not None or self.cert is not None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        def read(path):
+            return Path(path).read_bytes() if path is not None else None
+        creds = grpc.ssl_channel_credentials(read(self.tls_ca), read(self.key), read(self.cert))
+        if self.token:
+            creds = grpc.composite_channel_credentials(
+                creds, grpc.access_token_call_credentials(self.token))
+        return creds
+
+    def channel(self, target: str, options=()) -> grpc.Channel:
+        if self.secure:
+            return grpc.secure_channel(target, self.credentials(), options=list(options))
+        channel = grpc.insecure_channel(target, options=list(options))
+        return grpc.intercept_channel(channel, _BearerToken(self.token)) if self.token else channel
+
+    def aio_channel(self, target: str, options=()) -> grpc.aio.Channel:
+        if self.secure:
+            return grpc.aio.secure_channel(target, self.credentials(), options=list(options))
+        interceptors = [_AioBearerToken(self.token)] if self.token else None
+        return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--tls-ca, --cert, --key, --token (default: env TAILOR_TOKEN)."""
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate: TLS on")
+    parser.add_argument("--cert", type=Path, help="PEM client certificate (mutual TLS; TLS on)")
+    parser.add_argument("--key", type=Path, help="PEM private key of --cert")
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                        help=f"bearer token sent with every call (default: env {TOKEN_ENV})")
+
+
+def _with_token(details, token: str):
+    """The call's details with the header added (sync and aio details are both namedtuples)."""
+    return details._replace(metadata=[*(details.metadata or ()), ("authorization", f"Bearer {token}")])
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    def __init__(self, token: str):
+        self._token = token
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(_with_token(details, self._token), request)
+
+    intercept_unary_stream = intercept_unary_unary
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(_with_token(details, self._token), request_iterator)
+
+    intercept_stream_stream = intercept_stream_unary
+
+
+class _AioBearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, token: str):
+        self._token = token
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(_with_token(details, self._token), request)

@@ -1,0 +1,120 @@
+"""Recommend over TLS with a bearer token against plaintext, on kept-alive connections, in one run.
+
+    python -m loadtests.bench_tls --items 100000 --work /work/bench [--rounds 2]
+
+Makes a throwaway CA and server certificate, then for each round starts `python -m server` on the
+same bundle twice, plaintext and `--tls-cert/--tls-key` (plus `--auth-config` if given, so the
+token is checked too), and measures Ping and Recommend k=10 at max throughput (closed loop, the
+generator's 16 connections warmed first) with loadtests/measure.py: the server tree's CPU per
+call. Prints both tables and the TLS+token / plaintext ratio of Recommend CPU per call; the
+budget (issue 14) is x1.15.
+
+Measured 2026-12-01 (100k items, 1 worker, --duration 10 --rounds 2, no auth config, the 2-core
+machine shared with other jobs, load average 7-10): Recommend 805-837 us/call plaintext, 797-878
+over TLS + token, median ratio x1.02; Ping 301-314 against 378-380 us/call (+70 us, x1.23): TLS
+costs about 70 us of server CPU per call, under 9% of a Recommend.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.transport import Connection
+
+from .bench import _free_port, ensure_bundle
+from .certs import CertificateAuthority
+from .loadgen import RECOMMEND, recommend_payloads, run_load
+from .measure import compare, print_table, start_server
+
+BUDGET = 1.15
+
+
+def _wait_ready(target: str, connection: Connection, proc, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with connection.channel(target) as ch:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            time.sleep(0.5)
+    raise TimeoutError("server did not become ready")
+
+
+def _run_mode(bundle: Path, flags: list[str], connection: Connection, users: list[str], args):
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    data_dir = (bundle.parent.parent / f"serve-{port}").resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = open(data_dir.parent / f"serve-{port}.log", "w")
+    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--bundle",
+                           str(bundle.resolve()), "--workers", str(args.workers), *flags], stderr=log)
+    try:
+        _wait_ready(target, connection, server)
+        recs = recommend_payloads(users, k=10)
+        run_load(target, RECOMMEND, recs, concurrency=8, duration=2, connection=connection)  # warm-up
+        return compare("Recommend k=10 (max)", server.pid, target, RECOMMEND, recs, connection=connection,
+                       duration=args.duration, procs=args.procs, concurrency=args.concurrency)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench_tls", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
+    p.add_argument("--concurrency", type=int, default=32, help="in-flight calls (closed loop)")
+    p.add_argument("--procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    p.add_argument("--rounds", type=int, default=1, help="plaintext, TLS pairs, alternated")
+    p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
+    p.add_argument("--auth-config", type=Path, help="serve TLS with this auth config (token checked)")
+    p.add_argument("--token", default="bench-token", help="bearer token sent over TLS")
+    args = p.parse_args(argv)
+    bundle = ensure_bundle(args.work, args.items, args.users, args.days)
+    with np.load(bundle / "users.npz") as npz:
+        users = [str(u) for u in npz["user_ids"][:20000]]
+    with tempfile.TemporaryDirectory(prefix="tailor-bench-tls-") as tmp:
+        ca = CertificateAuthority(Path(tmp))
+        cert = ca.issue("server")
+        tls_flags = ["--tls-cert", str(cert.cert), "--tls-key", str(cert.key)]
+        if args.auth_config:
+            tls_flags += ["--auth-config", str(args.auth_config.resolve())]
+        modes = {"plaintext": ([], Connection()),
+                 "TLS + token": (tls_flags, Connection(tls_ca=ca.cert, token=args.token))}
+        results = {name: [] for name in modes}
+        for _ in range(args.rounds):
+            for name, (flags, connection) in modes.items():
+                results[name].append(_run_mode(bundle, flags, connection, users, args))
+    print(f"\n{args.items} items, workers={args.workers} concurrency={args.concurrency} "
+          f"duration={args.duration}s rounds={args.rounds} auth config={args.auth_config or 'none'}")
+    for name, pairs in results.items():
+        print(f"\n{name}")
+        for pair in pairs:
+            print_table([pair.ping, pair.method], pair)
+    cpu = {name: float(np.median([pair.method.cpu_us_per_call for pair in pairs]))
+           for name, pairs in results.items()}
+    ratio = cpu["TLS + token"] / cpu["plaintext"]
+    print(f"\nRecommend server CPU per call: TLS + token {cpu['TLS + token']:.1f} us / plaintext "
+          f"{cpu['plaintext']:.1f} us = x{ratio:.3f} (budget x{BUDGET}: "
+          f"{'within' if ratio <= BUDGET else 'OVER'})")
+
+
+if __name__ == "__main__":
+    main()

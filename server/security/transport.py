@@ -1,0 +1,111 @@
+"""TLS on the gRPC port, certificates re-read on SIGHUP, and the secure-by-default rule.
+
+`ServerTls` hands gRPC dynamic server credentials: every new handshake asks its fetcher for a
+configuration, which is re-read from the files only after `reload()` (the SIGHUP handler) set a
+flag. A reload that cannot read a matching certificate and key keeps the old ones and logs why,
+so a half-copied rotation never takes the port down.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import ssl
+import threading
+from pathlib import Path
+
+import grpc
+
+__all__ = ["ServerTls", "check_exposure", "is_loopback"]
+
+logger = logging.getLogger("tailor.security.transport")
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses; any other name or address (0.0.0.0, ::,
+    a hostname) may be reachable from elsewhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings) -> str | None:
+    """The secure-by-default rule, checked before anything binds (gRPC and metrics ports share
+    `host`). Raises SystemExit with one line naming the flags when a non-loopback bind lacks TLS
+    or an auth config and `--insecure` was not given; else returns a warning to log, None when
+    TLS and authentication are both on."""
+    if (settings.tls_key is None) != (settings.tls_cert is None):
+        raise SystemExit("--tls-cert and --tls-key go together")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
+    tls, auth = settings.tls_cert is not None, settings.auth_config is not None
+    if tls and auth:
+        return None
+    missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth)) if not on)
+    if not is_loopback(settings.host) and not settings.insecure:
+        raise SystemExit(f"refusing to serve on {settings.host} without {missing}: give --tls-cert "
+                         "FILE --tls-key FILE [--tls-client-ca FILE] and --auth-config FILE, "
+                         "or --insecure to serve anyway")
+    return f"serving without {missing}" + ("" if auth else ": every caller is unauthenticated")
+
+
+class ServerTls:
+    """Server credentials from PEM files; `reload()` makes the next handshake re-read them."""
+
+    def __init__(self, cert: Path, key: Path, client_ca: Path | None = None):
+        self.cert, self.key, self.client_ca = Path(cert), Path(key), client_ca and Path(client_ca)
+        self._initial = self._read()
+        self._pending = threading.Event()
+
+    @classmethod
+    def from_settings(cls, settings) -> ServerTls | None:
+        """None without `tls_cert`; SystemExit with one line if the files do not load."""
+        if settings.tls_cert is None:
+            return None
+        try:
+            return cls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        except (OSError, ssl.SSLError, ValueError) as err:
+            raise SystemExit(f"--tls-cert/--tls-key/--tls-client-ca: cannot load ({err})") from None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._initial, self._fetch, require_client_authentication=self.client_ca is not None)
+
+    def reload(self) -> None:
+        """Re-read the files at the next handshake (safe from a signal handler)."""
+        self._pending.set()
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """Called by gRPC before each handshake; None keeps the current configuration."""
+        if not self._pending.is_set():
+            return None
+        self._pending.clear()
+        try:
+            config = self._read()
+        except (OSError, ssl.SSLError, ValueError) as err:
+            logger.error("TLS reload failed, keeping the current certificate: %s", err)
+            return None
+        logger.info("TLS certificate reloaded from %s", self.cert)
+        return config
+
+    def _read(self) -> grpc.ServerCertificateConfiguration:
+        # the ssl module checks that the files parse and that the key matches the certificate
+        check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        check.load_cert_chain(self.cert, self.key)
+        roots = None
+        if self.client_ca is not None:
+            check.load_verify_locations(self.client_ca)
+            roots = self.client_ca.read_bytes()
+        return grpc.ssl_server_certificate_configuration(
+            [(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=roots)
+
+    def reload_context(self, ctx: ssl.SSLContext) -> None:
+        """Load the files into `ctx` again, e.g. the /metrics endpoint's (new connections use them)."""
+        try:
+            ctx.load_cert_chain(self.cert, self.key)
+            if self.client_ca is not None:
+                ctx.load_verify_locations(self.client_ca)
+        except (OSError, ssl.SSLError) as err:
+            logger.error("TLS reload (HTTP) failed, keeping the current certificate: %s", err)

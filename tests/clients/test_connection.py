@@ -1,0 +1,140 @@
+"""The client, its CLI, `training push/export` and the Locust user connect with --tls-ca, --cert,
+--key and --token: a recording gRPC server shows the token header, a `python -m server` with
+mutual TLS takes the CLIs."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from concurrent import futures
+
+import grpc
+import pytest
+
+from clients import TailorClient, TailorError
+from clients.transport import Connection
+from loadtests.certs import CertificateAuthority
+from loadtests.loadgen import PING, _drive, ping_payloads, run_load
+from protos.tailor.v1 import diagnostics_pb2 as pb
+from protos.tailor.v1 import diagnostics_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, run_module
+
+
+class _RecordingDiagnostics(pb_grpc.DiagnosticsServiceServicer):
+    def __init__(self):
+        self.authorization: list[str] = []
+
+    def Ping(self, request, context):
+        self.authorization.append(dict(context.invocation_metadata()).get("authorization"))
+        return pb.PingResponse()
+
+
+@pytest.fixture
+def pki(tmp_path):
+    ca = CertificateAuthority(tmp_path / "pki")
+    return ca, ca.issue("server"), ca.issue("client", client=True)
+
+
+@pytest.fixture(params=["plaintext", "tls", "mtls"])
+def recording(request, pki):
+    """A real gRPC server recording the authorization header of every Ping; yields the servicer
+    and the TailorClient keyword arguments that reach it."""
+    ca, server_cert, client_cert = pki
+    servicer = _RecordingDiagnostics()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    pb_grpc.add_DiagnosticsServiceServicer_to_server(servicer, server)
+    kw = {}
+    if request.param == "plaintext":
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        mtls = request.param == "mtls"
+        creds = grpc.ssl_server_credentials(
+            [(server_cert.key.read_bytes(), server_cert.cert.read_bytes())],
+            root_certificates=ca.cert.read_bytes() if mtls else None, require_client_auth=mtls)
+        port = server.add_secure_port("127.0.0.1:0", creds)
+        kw = dict(tls_ca=ca.cert, **(dict(cert=client_cert.cert, key=client_cert.key) if mtls else {}))
+    server.start()
+    yield servicer, f"127.0.0.1:{port}", kw
+    server.stop(None)
+
+
+def test_the_token_goes_as_a_bearer_header_on_every_call(recording):
+    servicer, target, kw = recording
+    with TailorClient(target, token="s3cret", **kw) as client:
+        client.ping()
+        client.ping()
+    with TailorClient(target, **kw) as client:
+        client.ping()
+    assert servicer.authorization == ["Bearer s3cret", "Bearer s3cret", None]
+
+
+def test_a_client_certificate_needs_its_key(pki):
+    _, _, me = pki
+    with pytest.raises(ValueError, match="--cert and --key"):
+        TailorClient("127.0.0.1:1", cert=me.cert)
+
+
+@pytest.fixture
+def mtls_server(server_process, demo_bundle, pki):
+    ca, server_cert, me = pki
+    mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key)
+    server = server_process(bundle=demo_bundle, connection=mine,
+                            args=("--tls-cert", str(server_cert.cert), "--tls-key", str(server_cert.key),
+                                  "--tls-client-ca", str(ca.cert)))
+    flags = ["--tls-ca", str(ca.cert), "--cert", str(me.cert), "--key", str(me.key)]
+    return server.target, flags
+
+
+def test_the_cli_connects_with_tls_flags_and_a_token(mtls_server):
+    target, flags = mtls_server
+    out = run_module("clients", "recommend", "--server", target, "--user", "3", "-k", "2", *flags,
+                     "--token", "t0ken")
+    assert len(json.loads(out.stdout)["items"]) == 2
+    refused = run_module("clients", "ping", "--server", target, "--timeout", "2", *flags[:2], check=False)
+    assert refused.returncode == 1 and "UNAVAILABLE" in refused.stderr
+
+
+def test_training_export_and_push_connect_with_tls_flags(mtls_server, tmp_path, second_bundle):
+    target, flags = mtls_server
+    env = {**os.environ, "TAILOR_TOKEN": "t0ken"}
+    out = run_module("training", "export", "--server", target, "--out", str(tmp_path / "i.csv"), *flags,
+                     env=env)
+    assert "interactions" in out.stdout and (tmp_path / "i.csv").exists()
+    out = run_module("training", "push", str(second_bundle), "--server", target, "--stage-only", *flags,
+                     env=env)
+    assert json.loads((second_bundle / "manifest.json").read_text())["version"] in out.stdout
+    refused = run_module("training", "push", str(second_bundle), "--server", target, "--timeout", "5",
+                         check=False, env=env)
+    assert refused.returncode == 1 and "UNAVAILABLE" in refused.stderr
+
+
+@pytest.mark.slow
+def test_locust_users_connect_with_tls_flags(mtls_server):
+    target, flags = mtls_server
+    run = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--headless", "-u", "2", "-r", "2",
+         "-t", "3s", "--host", target, "--user-count", "1500", "--only-summary", *flags, "--token", "t"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "tailor.v1.RecommendationService/Recommend" in run.stdout + run.stderr
+
+
+def test_the_client_reports_a_refused_handshake(mtls_server, pki):
+    target, _ = mtls_server
+    ca, _, _ = pki
+    with TailorClient(target, timeout=2, tls_ca=ca.cert) as client, pytest.raises(TailorError) as err:
+        client.ping()
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_load_generator_drives_a_tls_server_with_a_token(mtls_server, pki):
+    target, _ = mtls_server
+    ca, _, me = pki
+    mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key, token="t")
+    result = run_load(target, PING, ping_payloads(), concurrency=2, duration=1, connection=mine)
+    assert result.calls > 0 and result.errors == 0
+    refused = Connection(tls_ca=ca.cert)
+    with pytest.raises(grpc.aio.AioRpcError):  # the warm-up call fails the handshake
+        asyncio.run(_drive(target, PING, ping_payloads(), 1, 1, 0, 1, refused))

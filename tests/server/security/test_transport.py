@@ -1,0 +1,196 @@
+"""TLS, mutual TLS, certificate rotation on SIGHUP and the secure-by-default rule, against
+`python -m server` processes with certificates made in the test."""
+from __future__ import annotations
+
+import shutil
+import signal
+import ssl
+import time
+import urllib.request
+
+import grpc
+import pytest
+
+from clients import TailorClient, TailorError
+from clients.transport import Connection
+from loadtests.certs import CertificateAuthority
+from protos.tailor.v1.diagnostics_pb2 import PingRequest
+from protos.tailor.v1.diagnostics_pb2_grpc import DiagnosticsServiceStub
+from server.app import TailorServer
+from server.config import Settings
+from server.security.transport import check_exposure, is_loopback
+from tests.conftest import free_port, run_module
+
+FRESH = [("grpc.use_local_subchannel_pool", 1)]  # a new connection (handshake) per channel
+
+
+@pytest.fixture
+def ca(tmp_path):
+    return CertificateAuthority(tmp_path / "ca")
+
+
+def _ping(target: str, connection: Connection) -> None:
+    """One Ping on a new connection; raises TailorError(UNAVAILABLE) when the handshake fails."""
+    client = TailorClient(target, timeout=3, tls_ca=connection.tls_ca, cert=connection.cert,
+                          key=connection.key, token=connection.token)
+    with client:
+        client.ping()
+
+
+def test_plaintext_client_is_refused_by_a_tls_server(server_process, ca, demo_bundle):
+    issued = ca.issue("server")
+    tls = Connection(tls_ca=ca.cert, token="t0ken")
+    server = server_process(bundle=demo_bundle, connection=tls,
+                            args=("--tls-cert", str(issued.cert), "--tls-key", str(issued.key)))
+    _ping(server.target, tls)
+    with pytest.raises(TailorError) as err:
+        _ping(server.target, Connection())
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca.cert)  # HTTPS, same cert
+    with pytest.raises(OSError):  # plain HTTP: the TLS listener resets it
+        urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5)
+    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca.cert)  # still up
+
+
+def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(server_process, ca, demo_bundle,
+                                                                   tmp_path):
+    issued, me = ca.issue("server"), ca.issue("client", client=True)
+    stranger = CertificateAuthority(tmp_path / "other", "other-ca").issue("client", client=True)
+    mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key)
+    server = server_process(bundle=demo_bundle, connection=mine, args=(
+        "--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--tls-client-ca", str(ca.cert)))
+    _ping(server.target, mine)
+    for refused in (Connection(tls_ca=ca.cert), Connection(tls_ca=ca.cert, cert=stranger.cert,
+                                                           key=stranger.key)):
+        with pytest.raises(TailorError) as err:
+            _ping(server.target, refused)
+        assert err.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def _aping(target: str, ca_cert) -> None:
+    async with Connection(tls_ca=ca_cert).aio_channel(target, FRESH) as ch:
+        await DiagnosticsServiceStub(ch).Ping(PingRequest(), timeout=3)
+
+
+async def test_a_reload_without_a_matching_pair_keeps_the_old_certificate(settings, tmp_path, caplog):
+    ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
+    a, b = ca_a.issue("server"), ca_b.issue("server")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(a.cert, cert)
+    shutil.copy(a.key, key)
+    server = TailorServer(settings.model_copy(update=dict(tls_cert=cert, tls_key=key)))
+    target = f"127.0.0.1:{await server.start()}"
+    try:
+        shutil.copy(b.cert, cert)  # a rotation caught half-way: B's certificate, A's key
+        server.reload()
+        await _aping(target, ca_a.cert)
+        assert "TLS reload failed, keeping the current certificate" in caplog.text
+        shutil.copy(b.key, key)
+        server.reload()
+        await _aping(target, ca_b.cert)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _aping(target, ca_a.cert)
+    finally:
+        await server.stop(grace=0.5)
+
+
+def _fetch_metrics(port: int, cafile) -> bytes:
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx, timeout=5) as r:
+        return r.read()
+
+
+def test_sighup_rotates_the_certificate_of_every_worker_and_of_metrics(server_process, demo_bundle,
+                                                                      tmp_path):
+    ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
+    a, b = ca_a.issue("server"), ca_b.issue("server")
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "server.pem", live / "server.key"
+    shutil.copy(a.cert, cert)
+    shutil.copy(a.key, key)
+    server = server_process(bundle=demo_bundle, workers=2, connection=Connection(tls_ca=ca_a.cert),
+                            args=("--tls-cert", str(cert), "--tls-key", str(key)))
+    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca_a.cert)
+    shutil.copy(b.cert, cert)
+    shutil.copy(b.key, key)
+    server.proc.send_signal(signal.SIGHUP)
+    trust_b = Connection(tls_ca=ca_b.cert)
+    deadline = time.time() + 20
+    while True:  # the signal reaches the workers asynchronously
+        try:
+            _ping(server.target, trust_b)
+            break
+        except TailorError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    for _ in range(16):  # new connections land on either worker (SO_REUSEPORT hash): all see B
+        _ping(server.target, trust_b)
+        with pytest.raises(TailorError):
+            _ping(server.target, Connection(tls_ca=ca_a.cert))
+    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca_b.cert)
+    assert server.proc.poll() is None
+
+
+def test_a_non_loopback_bind_without_tls_and_auth_is_refused_with_one_line(tmp_path, ca):
+    issued = ca.issue("server")
+    for flags in ((), ("--tls-cert", str(issued.cert), "--tls-key", str(issued.key))):
+        out = run_module("server", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir",
+                         str(tmp_path / "data"), *flags, check=False, timeout=60)
+        assert out.returncode == 1 and out.stdout == ""
+        line = out.stderr.strip()
+        assert "\n" not in line and line.startswith("refusing to serve on 0.0.0.0 without")
+        for flag in ("--tls-cert", "--tls-key", "--auth-config", "--insecure"):
+            assert flag in line
+    assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+def test_certificate_files_that_do_not_load_stop_the_start_with_one_line(tmp_path, ca):
+    a, b = ca.issue("a"), ca.issue("b")
+    for cert, key in ((tmp_path / "missing.pem", a.key), (a.cert, b.key)):
+        out = run_module("server", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                         "--tls-cert", str(cert), "--tls-key", str(key), check=False, timeout=60)
+        line = out.stderr.strip().splitlines()[-1]
+        assert out.returncode == 1 and line.startswith("--tls-cert/--tls-key/--tls-client-ca: cannot load")
+
+
+def test_insecure_serves_a_non_loopback_bind_and_says_so(server_process, demo_bundle):
+    server = server_process(bundle=demo_bundle, args=("--host", "0.0.0.0", "--insecure"))
+    _ping(server.target, Connection())
+    assert "serving without TLS and authentication" in server.stop()
+
+
+def test_loopback_without_auth_serves_and_logs_it_is_unauthenticated(server_process, demo_bundle):
+    server = server_process(bundle=demo_bundle)
+    _ping(server.target, Connection())
+    assert "every caller is unauthenticated" in server.stop()
+
+
+def test_exposure_rule():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "10.0.0.5", "tailor.internal")))
+    tls = dict(tls_cert="c.pem", tls_key="c.key")
+    assert check_exposure(Settings(host="0.0.0.0", auth_config="auth.toml", **tls)) is None
+    for refused in (dict(host="10.0.0.5", **tls), dict(host="::", auth_config="auth.toml")):
+        with pytest.raises(SystemExit, match="refusing"):
+            check_exposure(Settings(**refused))
+    assert "unauthenticated" in check_exposure(Settings(host="0.0.0.0", insecure=True))
+    with pytest.raises(SystemExit, match="go together"):
+        check_exposure(Settings(tls_cert="c.pem"))
+    with pytest.raises(SystemExit, match="needs --tls-cert"):
+        check_exposure(Settings(tls_client_ca="ca.pem"))
+
+
+def _settings_of(env: dict[str, str]) -> Settings:
+    return Settings(**{k.removeprefix("TAILOR_").lower(): v for k, v in env.items()
+                       if k.startswith("TAILOR_")})
+
+
+def test_the_image_alone_refuses_and_each_deployment_opts_out_explicitly():
+    from tests.test_deploy_files import compose, docker_env, k8s_env
+    with pytest.raises(SystemExit, match="refusing to serve on 0.0.0.0"):
+        check_exposure(_settings_of(docker_env()))  # a bare `docker run`
+    compose_env = {k: str(v) for k, v in compose()["services"]["tailor"]["environment"].items()}
+    for env in (k8s_env(), {**docker_env(), **compose_env}):
+        assert "unauthenticated" in check_exposure(_settings_of(env))
