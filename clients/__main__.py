@@ -114,7 +114,7 @@ COMMANDS = {
     "attribute": _attribute,
     "campaign": _campaign,
     "track": _track,
-    "profile": lambda client, args: client.get_profile(args.user, args.max_events, args.role or ()),
+    "profile": lambda client, args: client.get_profile(args.user, args.max_events),
     "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in",
                                                        args.source),
     "delete": lambda client, args: {"records_deleted": client.delete_profile(args.user)},
@@ -152,7 +152,6 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("profile", parents=[common], help="everything stored about a user")
     pr.add_argument("--user", required=True)
     pr.add_argument("--max-events", type=int, default=0)
-    pr.add_argument("--role", action="append", help="caller role, e.g. pii-reader (repeatable)")
     co = sub.add_parser("consent", parents=[common], help="opt a user in or out of a channel")
     co.add_argument("--user", required=True)
     co.add_argument("--channel", required=True)

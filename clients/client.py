@@ -226,11 +226,10 @@ class TailorClient:
         reply = self._call(self._profiles.TrackEvents, req, timeout)
         return _to_dict(reply) | {"accepted": reply.accepted, "duplicates": reply.duplicates}
 
-    def get_profile(self, user_id: str, max_events: int = 0, roles: Sequence[str] = (),
-                    timeout: float | None = None) -> dict:
-        meta = [("x-tailor-roles", ",".join(roles))] if roles else None
+    def get_profile(self, user_id: str, max_events: int = 0, timeout: float | None = None) -> dict:
+        """PII comes back unmasked only for a token whose principal has the `pii-reader` role."""
         req = prof_pb.GetProfileRequest(user_id=user_id, max_events=max_events)
-        return _to_dict(self._call(self._profiles.GetProfile, req, timeout, meta))
+        return _to_dict(self._call(self._profiles.GetProfile, req, timeout))
 
     def upsert_attributes(self, user_id: str, attributes: dict[str, str],
                           timeout: float | None = None) -> dict:
