@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -34,6 +32,7 @@ from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
 
 from .bench import _free_port, _wait_ready
+from .measure import start_server
 
 CLICKS = (1, 2, 4, 8)
 DAY = 86400.0
@@ -108,9 +107,8 @@ def main(argv=None) -> None:
     p.add_argument("--users", type=int, default=20)
     args = p.parse_args(argv)
     port, work = _free_port(), Path(tempfile.mkdtemp(prefix="interest-"))
-    server = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir",
-                               str(work), "--bundle", str(args.bundle)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(["--port", str(port), "--data-dir", str(work),
+                           "--bundle", str(args.bundle.resolve())])
     try:
         _wait_ready(f"127.0.0.1:{port}", server)
         result = measure(f"127.0.0.1:{port}", args.data, args.users)

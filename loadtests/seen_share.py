@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +23,7 @@ from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
 
 from .bench import _free_port, _wait_ready
 from .interest_shift import _demo
+from .measure import start_server
 
 
 def measure(target: str, data: Path, bundle: Path, n_users: int,
@@ -59,9 +58,8 @@ def main(argv=None) -> None:
                    help="categories counted apart (type*: items outside them)")
     args = p.parse_args(argv)
     port, work = _free_port(), Path(tempfile.mkdtemp(prefix="seen-share-"))
-    server = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--data-dir",
-                               str(work), "--bundle", str(args.bundle)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(["--port", str(port), "--data-dir", str(work),
+                           "--bundle", str(args.bundle.resolve())])
     try:
         _wait_ready(f"127.0.0.1:{port}", server)
         shares = measure(f"127.0.0.1:{port}", args.data, args.bundle, args.users,

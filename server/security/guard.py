@@ -2,26 +2,16 @@
 `reload_auth()` for SIGHUP."""
 from __future__ import annotations
 
-import ipaddress
-
 from ..config import Settings
 from .authn import Authenticator
 from .errors import AuthConfigInvalid
+from .hosts import is_loopback
 from .interceptor import AuthInterceptor
 from .logging import logger
 from .principals import load_auth_config
 from .roles import RoleTable
 
 __all__ = ["AuthGuard"]
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class AuthGuard:
@@ -32,7 +22,7 @@ class AuthGuard:
         self.path = settings.auth_config
         if self.path is None:
             self.interceptor = AuthInterceptor(Authenticator(None), RoleTable(), audit)
-            where = "loopback only" if _loopback(settings.host) else f"NOT loopback: {settings.host}"
+            where = "loopback only" if is_loopback(settings.host) else f"NOT loopback: {settings.host}"
             logger.warning("UNAUTHENTICATED server (no --auth-config, %s): every call is allowed, "
                            "PII stays masked", where)
             return

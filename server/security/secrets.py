@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import secrets as _random
@@ -23,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import FailedPrecondition
+from .hosts import is_loopback
 
-__all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets", "is_loopback"]
+__all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
 
 logger = logging.getLogger("tailor.security")
 
@@ -45,15 +45,6 @@ class MissingSecret(FailedPrecondition):
 
 def env_name(name: str) -> str:
     return "TAILOR_SECRET_" + name.upper().replace("-", "_")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

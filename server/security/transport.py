@@ -7,7 +7,6 @@ so a half-copied rotation never takes the port down.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import ssl
 import threading
@@ -15,20 +14,11 @@ from pathlib import Path
 
 import grpc
 
-__all__ = ["ServerTls", "check_exposure", "is_loopback"]
+from .hosts import is_loopback
+
+__all__ = ["ServerTls", "check_exposure"]
 
 logger = logging.getLogger("tailor.security.transport")
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and loopback addresses; any other name or address (0.0.0.0, ::,
-    a hostname) may be reachable from elsewhere."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(settings) -> str | None:

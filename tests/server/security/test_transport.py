@@ -18,7 +18,8 @@ from protos.tailor.v1.diagnostics_pb2 import PingRequest
 from protos.tailor.v1.diagnostics_pb2_grpc import DiagnosticsServiceStub
 from server.app import TailorServer
 from server.config import Settings
-from server.security.transport import check_exposure, is_loopback
+from server.security.hosts import is_loopback
+from server.security.transport import check_exposure
 from tests.conftest import free_port, run_module
 
 FRESH = [("grpc.use_local_subchannel_pool", 1)]  # a new connection (handshake) per channel
