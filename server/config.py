@@ -63,6 +63,16 @@ class Limits(BaseModel):
 
     bundle_upload_bytes: int = 8 << 30
     """Largest bundle (all files together) PushBundle accepts."""
+    latest_timestamp: float = 4_102_444_800.0
+    """Latest time (Unix seconds; default 2100-01-01) a request may name: export bounds, consent
+    times. Every time is also finite and not negative."""
+    consent_source_chars: int = 256
+    """Longest consent `source`."""
+    bundle_version_chars: int = 128
+    """Longest bundle version (a manifest's `version`, a Rollback target): letters, digits,
+    '.', '_' and '-', not starting with '.'."""
+    bundle_path_chars: int = 128
+    """Longest file name in a PushBundle chunk."""
 
 
 DEFAULT_LIMITS = Limits()

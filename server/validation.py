@@ -8,18 +8,20 @@ may name a person, and errors are logged. The bounds themselves live in `server.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_range",
-           "check_text", "id_problem", "shown"]
+           "check_text", "check_time", "check_version", "id_problem", "shown"]
 
 SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
 
 PREFIX_CHARS = 16
+_VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def shown(value: str) -> str:
@@ -79,3 +81,23 @@ def check_range(field: str, value: float, low: float, high: float, where: str = 
     if not low <= value <= high:
         raise InvalidArgument(where + field, f"{value:g} is outside {low:g}..{high:g}")
     return value
+
+
+def check_version(field: str, value: str, max_chars: int, where: str = "") -> str:
+    """A bundle version (also its directory name): 1..max_chars of letters, digits, '.', '_'
+    and '-', not starting with '.', so it never names a path outside the bundles directory."""
+    if not value:
+        raise InvalidArgument(where + field, "is empty")
+    check_text(field, value, max_chars, where)
+    if not _VERSION.fullmatch(value):
+        raise InvalidArgument(where + field, f"{shown(value)} is not a bundle version (letters, "
+                              "digits, '.', '_', '-'; not starting with '.')")
+    return value
+
+
+def check_time(field: str, value: float, latest: float, where: str = "") -> float:
+    """A time in Unix seconds: finite, 0 <= value <= latest (`Limits.latest_timestamp`)."""
+    if not 0.0 <= value <= latest:  # False for NaN too
+        raise InvalidArgument(where + field, f"{value:g} is not a time in 0..{latest:.0f} "
+                              "(Unix seconds)")
+    return float(value)

@@ -20,6 +20,7 @@ from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
+from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
 
 __all__ = ["ModelRegistry"]
@@ -135,6 +136,12 @@ class ModelRegistry:
         return bundle
 
     async def rollback(self, version: str = "") -> Bundle:
+        """Serve `version` again (default: the previous one). Only a version this server itself
+        published (a bundle directory it lists) is accepted: never a path."""
+        if version:
+            check_version("version", version, self.settings.limits.bundle_version_chars)
+            if version not in self.available_versions():
+                raise NotFound("bundle version", version)
         target = version or self.previous_version()
         if not target:
             raise FailedPrecondition("no previous bundle version to roll back to")
