@@ -22,6 +22,7 @@ from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
+from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
 
@@ -71,6 +72,7 @@ class ModelRegistry:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Load what the store points at, else `--bundle`, else the newest stored bundle."""
+        sweep_leftovers(self.bundles_dir)
         pointer = self.store.get("meta", BUNDLE_ACTIVE)
         if self.settings.bundle is not None:
             candidates = [(self._import_dir(Path(self.settings.bundle)).name, True)]

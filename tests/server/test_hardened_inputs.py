@@ -3,6 +3,7 @@ UNKNOWN, never reaches the file system as a path, and error messages echo a shor
 Each test runs against a real server."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -112,4 +113,75 @@ async def test_set_consent_with_an_ordinary_request_is_stored(profiles):
     profile = await profiles.SetConsent(ppb.SetConsentRequest(
         user_id="c2", channel="email", opted_in=True, source="form", timestamp=1_700_000_000.0))
     assert profile.consent["email"].timestamp == 1_700_000_000.0
+
+
+# -- PushBundle: plain file names, usable versions, nothing unlisted kept ------------------------
+def _chunks(bundle, manifest: dict | None = None, extra: dict | None = None):
+    files = {p.name: p.read_bytes() for p in sorted(bundle.iterdir()) if p.is_file()}
+    if manifest is not None:
+        files["manifest.json"] = json.dumps(manifest).encode()
+    files.update(extra or {})
+    return [mpb.BundleChunk(path=name, offset=0, data=data, stage_only=True)
+            for name, data in files.items()]
+
+
+@pytest.mark.parametrize("path", ["a\x00b", "x" * MB, "../x", "/etc/passwd", ".hidden", "a/b",
+                                  "tab\there"])
+async def test_push_with_a_bad_chunk_path_is_invalid_and_leaves_nothing(
+        admin, tailor_server, demo_manifest, path):
+    code, details = await _code(admin.PushBundle(iter([mpb.BundleChunk(path=path, data=b"x")])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 200, (code, details[:300])
+    names = [p.name for p in tailor_server.settings.bundles_dir.iterdir()]
+    assert names == [demo_manifest["version"]]
+
+
+@pytest.mark.parametrize("change", [{"version": "v\x00x"}, {"version": "v" * 300},
+                                    {"version": "../escape"}, {"version": ".dot"},
+                                    {"index": {"type": "flat", "search_params": {"nprobe": 8}}},
+                                    {"index": {"type": "flat", "search_params": {"efSearch": 2 ** 40}}}])
+async def test_push_with_a_malformed_manifest_is_a_failed_precondition(
+        admin, tailor_server, demo_bundle, demo_manifest, change):
+    manifest = {**demo_manifest, "version": "bad-manifest", **change}
+    code, details = await _code(admin.PushBundle(iter(_chunks(demo_bundle, manifest))))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and len(details) < 300, (code, details[:300])
+    names = [p.name for p in tailor_server.settings.bundles_dir.iterdir()]
+    assert names == [demo_manifest["version"]]
+
+
+async def test_files_the_manifest_does_not_list_are_not_kept(admin, tailor_server, demo_bundle,
+                                                            demo_manifest):
+    manifest = {**demo_manifest, "version": "with-junk"}
+    status = await admin.PushBundle(iter(_chunks(demo_bundle, manifest,
+                                                 {"junk.bin": b"\x00" * (1 << 20)})))
+    assert "with-junk" in status.available_versions
+    stored = {p.name for p in (tailor_server.settings.bundles_dir / "with-junk").iterdir()}
+    assert stored == {"manifest.json", *demo_manifest["files"]}
+
+
+async def test_staging_directories_left_by_a_crash_are_removed_at_start(tmp_path, settings,
+                                                                       demo_manifest):
+    import os
+    import subprocess
+    import sys
+
+    from server.app import TailorServer
+    bundles = settings.bundles_dir
+    bundles.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    leftovers = [bundles / f".staging-{dead}-abc", bundles / ".staging-0123456789abcdef"]
+    for path in leftovers:
+        path.mkdir()
+        (path / "encoder.onnx").write_bytes(b"\x00" * 1000)
+    old = time.time() - 7200
+    os.utime(leftovers[1], (old, old))
+    live = bundles / f".staging-{os.getpid()}-inflight"  # an upload of a live process stays
+    live.mkdir()
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        names = {p.name for p in bundles.iterdir()}
+        assert names == {demo_manifest["version"], live.name}
+    finally:
+        await server.stop(grace=0.5)
 
