@@ -10,6 +10,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf.message_factory import GetMessageClass
 
 from protos.tailor.v1 import model_admin_pb2 as mpb
 from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
@@ -184,4 +185,64 @@ async def test_staging_directories_left_by_a_crash_are_removed_at_start(tmp_path
         assert names == {demo_manifest["version"], live.name}
     finally:
         await server.stop(grace=0.5)
+
+
+# -- Error messages echo a short prefix, whatever the field -------------------------------------
+async def test_a_megabyte_in_any_string_field_yields_a_short_message(channel):
+    from tests.server.test_fuzz import methods
+    seen = 0
+    for method in methods():
+        req_cls = GetMessageClass(method.input_type)
+        resp_cls = GetMessageClass(method.output_type)
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        kw = dict(request_serializer=lambda m: m.SerializeToString(),
+                  response_deserializer=resp_cls.FromString)
+        for req in _with_a_huge_string(req_cls):
+            if method.client_streaming:
+                call = channel.stream_unary(path, **kw)(iter([req]), timeout=30)
+            elif method.server_streaming:
+                call = _drain(channel.unary_stream(path, **kw)(req, timeout=30))
+            else:
+                call = channel.unary_unary(path, **kw)(req, timeout=30)
+            code, details = await _code(call)
+            seen += 1
+            assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
+                path, code, details[:200])
+            assert "Stream removed" not in details, (path, code)
+            assert len(details) <= 600, (path, len(details))
+    assert seen >= 40
+
+
+def _with_a_huge_string(cls, depth: int = 0):
+    """One request per string field (nested messages and map keys/values included) holding a
+    control character and a megabyte."""
+    huge = "\x01" + "y" * MB
+    for field in cls.DESCRIPTOR.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value = field.message_type.fields_by_name["value"]
+            msg = cls()
+            if value.type == value.TYPE_STRING:
+                getattr(msg, field.name)[huge] = "v"
+                yield msg
+                msg = cls()
+                getattr(msg, field.name)["k"] = huge
+                yield msg
+            elif value.message_type is None:
+                getattr(msg, field.name)[huge] = 1
+                yield msg
+        elif field.message_type is not None and depth < 2:
+            for inner in _with_a_huge_string(GetMessageClass(field.message_type), depth + 1):
+                msg = cls()
+                if field.is_repeated:
+                    getattr(msg, field.name).append(inner)
+                else:
+                    getattr(msg, field.name).CopyFrom(inner)
+                yield msg
+        elif field.type == field.TYPE_STRING:
+            msg = cls()
+            if field.is_repeated:
+                getattr(msg, field.name).append(huge)
+            else:
+                setattr(msg, field.name, huge)
+            yield msg
 
