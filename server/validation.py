@@ -15,12 +15,14 @@ from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_range",
-           "check_text", "check_time", "check_version", "id_problem", "shown"]
+           "check_text", "check_time", "check_version", "has_control", "id_problem", "shown"]
 
 SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
 
 PREFIX_CHARS = 16
+has_control = re.compile(r"[\x00-\x1f\x7f]").search
+"""A match (truthy) when a string holds a control character: no id may."""
 _VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
@@ -39,12 +41,15 @@ def id_problem(value: str, max_bytes: int) -> str | None:
         return f"is {len(value.encode())} bytes, at most {max_bytes}"
     if SEP in value:
         return "contains the control character 0x1F"
+    if has_control(value):
+        return "contains a control character (0x00-0x1F or 0x7F)"
     return None
 
 
 def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
-    # The common case (short, non-empty, no separator) costs three comparisons, no call.
-    if not value or len(value) > max_bytes >> 2 or SEP in value:
+    # The common case (short, non-empty, no control character) costs two comparisons and one
+    # regex scan.
+    if not value or len(value) > max_bytes >> 2 or has_control(value):
         problem = id_problem(value, max_bytes)
         if problem is not None:
             raise InvalidArgument(where + field, problem)

@@ -246,3 +246,24 @@ def _with_a_huge_string(cls, depth: int = 0):
                 setattr(msg, field.name, huge)
             yield msg
 
+
+# -- TrackEvents: bounded values, no control characters in ids ----------------------------------
+@pytest.mark.parametrize("change", [{"type": "purchase", "value": -1e6}, {"value": 1e308},
+                                    {"value": -1e308}, {"user_id": "u\x01"},
+                                    {"event_id": "e\x00"}, {"item_id": "i\x7f"},
+                                    {"campaign_id": "c\n"}])
+async def test_track_events_rejects_out_of_bound_values_and_control_characters(profiles, change):
+    base = dict(event_id="e-ok", user_id="tu", type="view", item_id="i1", timestamp=time.time() - 5)
+    bad = {**base, "event_id": "e-bad", **change}
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(**base),
+                                                                      ppb.Event(**bad)]))
+    assert reply.accepted == 1 and [r.index for r in reply.rejected] == [1], reply
+    assert len(reply.rejected[0].reason) < 200
+
+
+async def test_track_events_keeps_ordinary_values(profiles):
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="p1", user_id="tu2", type="purchase", item_id="i1", value=129.99,
+        timestamp=time.time() - 5)]))
+    assert reply.accepted == 1 and not reply.rejected
+
