@@ -267,3 +267,22 @@ async def test_track_events_keeps_ordinary_values(profiles):
         timestamp=time.time() - 5)]))
     assert reply.accepted == 1 and not reply.rejected
 
+
+# -- CreateCampaign: bounded content, so ListCampaigns keeps answering everyone -----------------
+async def test_huge_campaigns_are_refused_and_list_campaigns_keeps_answering(channel):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+
+    def spec(cid, n, content_bytes, **kw):
+        return cpb.CampaignSpec(campaign_id=cid, name=cid, channel="email", policy="bernoulli_ts",
+                                variants=[cpb.Variant(id=f"v{i}", content={"body": "b" * content_bytes})
+                                          for i in range(n)], **kw)
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec("ok", 3, 1000)))
+    for bad in [spec("wide", 300, 60_000), spec("many", 100, 10_000),
+                spec("keys", 2, 10, params={"k" * MB: 1.0})]:
+        code, details = await _code(stub.CreateCampaign(cpb.CreateCampaignRequest(spec=bad)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 300, (code, details[:300])
+    listed = await stub.ListCampaigns(cpb.ListCampaignsRequest())
+    assert [c.spec.campaign_id for c in listed.campaigns] == ["ok"]
+
