@@ -286,3 +286,38 @@ async def test_huge_campaigns_are_refused_and_list_campaigns_keeps_answering(cha
     listed = await stub.ListCampaigns(cpb.ListCampaignsRequest())
     assert [c.spec.campaign_id for c in listed.campaigns] == ["ok"]
 
+
+# -- A full store still erases ------------------------------------------------------------------
+@pytest.fixture
+def tiny_store(settings):
+    settings.lmdb_map_size = 1 << 20
+    settings.lmdb_max_map_size = 4 << 20
+
+
+async def test_delete_profile_works_when_the_store_is_full(tiny_store, profiles):
+    now, n, size = time.time(), 0, 100
+    for batch in range(2000):  # fill until not even one event fits
+        events = [ppb.Event(event_id=f"f{batch}-{i}", user_id=f"full{i % 20}", type="view",
+                            item_id=f"item{i}", timestamp=now - 100 + batch * 1e-2 + i * 1e-5,
+                            attributes={"pad": "p" * 900})
+                  for i in range(size)]
+        try:
+            n += (await profiles.TrackEvents(ppb.TrackEventsRequest(events=events))).accepted
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+            if size == 1:
+                break
+            size = max(size // 4, 1)
+    else:
+        raise AssertionError("the store never filled")
+    assert n > 0
+    for user in ("full0", "full1", "full2"):
+        reply = await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
+        assert reply.records_deleted > 0
+        code, _ = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id=user)))
+        assert code == grpc.StatusCode.NOT_FOUND
+    # What erasure freed serves ordinary writes again.
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="after", user_id="later", type="view", item_id="i1", timestamp=now)]))
+    assert reply.accepted == 1
+
