@@ -321,3 +321,50 @@ async def test_delete_profile_works_when_the_store_is_full(tiny_store, profiles)
         event_id="after", user_id="later", type="view", item_id="i1", timestamp=now)]))
     assert reply.accepted == 1
 
+
+# -- Attribute: bounded work --------------------------------------------------------------------
+def _heavy_markov_request(channels: int = 40, order: int = 3):
+    import random
+
+    from protos.tailor.v1 import attribution_pb2 as apb
+    r = random.Random(14)
+    names = [f"c{i}" for i in range(channels)]
+    rows, size = [], 0
+    while size < 360_000:
+        row = " > ".join(r.choice(names) for _ in range(r.randint(1, 12)))
+        rows.append(f"{row};{r.randint(0, 3)};0;{r.randint(0, 3)}")
+        size += len(rows[-1])
+    return apb.AttributeRequest(spec=apb.ModelSpec(model=apb.MARKOV, order=order),
+                                channelattribution_rows=rows)
+
+
+@pytest.fixture
+def short_attribution_budget(settings):
+    settings.limits = settings.limits.model_copy(update={"attribution_seconds": 0.5})
+
+
+async def test_attribute_stops_at_its_budget_and_names_the_limit(short_attribution_budget,
+                                                                  channel):
+    from protos.tailor.v1 import attribution_pb2_grpc as apb_grpc
+    stub = apb_grpc.AttributionServiceStub(channel)
+    started = time.monotonic()
+    code, details = await _code(stub.Attribute(_heavy_markov_request(), timeout=60))
+    elapsed = time.monotonic() - started
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "attribution_seconds" in details, (
+        code, details)
+    assert elapsed < 10, elapsed
+
+
+async def test_attribute_stops_at_the_callers_deadline_and_frees_its_slot(channel):
+    from protos.tailor.v1 import attribution_pb2 as apb
+    from protos.tailor.v1 import attribution_pb2_grpc as apb_grpc
+    stub = apb_grpc.AttributionServiceStub(channel)
+    heavy = _heavy_markov_request()
+    for _ in range(3):  # more than the two computation slots
+        code, _ = await _code(stub.Attribute(heavy, timeout=1.0))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    started = time.monotonic()
+    reply = await stub.Attribute(apb.AttributeRequest(
+        spec=apb.ModelSpec(model=apb.LINEAR), channelattribution_rows=["a > b;1;0;0"]), timeout=30)
+    assert reply is not None
+    assert time.monotonic() - started < 4.0, "the abandoned computations kept their slots"
