@@ -21,7 +21,7 @@ SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
 
 PREFIX_CHARS = 16
-has_control = re.compile(r"[\x00-\x1f\x7f]").search
+has_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f]").search
 """A match (truthy) when a string holds a control character: no id may."""
 _VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 

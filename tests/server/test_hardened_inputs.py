@@ -3,6 +3,7 @@ UNKNOWN, never reaches the file system as a path, and error messages echo a shor
 Each test runs against a real server."""
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import shutil
@@ -355,16 +356,16 @@ async def test_attribute_stops_at_its_budget_and_names_the_limit(short_attributi
     assert elapsed < 10, elapsed
 
 
-async def test_attribute_stops_at_the_callers_deadline_and_frees_its_slot(channel):
-    from protos.tailor.v1 import attribution_pb2 as apb
+async def test_attribute_stops_computing_at_the_callers_deadline(channel):
     from protos.tailor.v1 import attribution_pb2_grpc as apb_grpc
     stub = apb_grpc.AttributionServiceStub(channel)
     heavy = _heavy_markov_request()
     for _ in range(3):  # more than the two computation slots
         code, _ = await _code(stub.Attribute(heavy, timeout=1.0))
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
-    started = time.monotonic()
-    reply = await stub.Attribute(apb.AttributeRequest(
-        spec=apb.ModelSpec(model=apb.LINEAR), channelattribution_rows=["a > b;1;0;0"]), timeout=30)
-    assert reply is not None
-    assert time.monotonic() - started < 4.0, "the abandoned computations kept their slots"
+    # The server runs in this process: once the calls are over, nothing computes for them.
+    await asyncio.sleep(1.0)
+    cpu = time.process_time()
+    await asyncio.sleep(2.0)
+    burnt = time.process_time() - cpu
+    assert burnt < 0.5, f"{burnt:.1f}s of CPU spent on abandoned attributions"
