@@ -369,3 +369,13 @@ async def test_attribute_stops_computing_at_the_callers_deadline(channel):
     await asyncio.sleep(2.0)
     burnt = time.process_time() - cpu
     assert burnt < 0.5, f"{burnt:.1f}s of CPU spent on abandoned attributions"
+
+
+@pytest.mark.parametrize("bound", [math.nan, math.inf, -1e308, 1e308, -1.0])
+async def test_export_decisions_with_a_bound_that_is_not_a_time_is_invalid(channel, bound):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+    for req in (cpb.ExportDecisionsRequest(start=bound), cpb.ExportDecisionsRequest(end=bound)):
+        code, _ = await _code(_drain(stub.ExportDecisions(req)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (bound, code)
