@@ -32,12 +32,13 @@ from __future__ import annotations
 import numpy as np
 
 from .attribution_types import Attribution, Paths, _native, parse_channelattribution
-from .markov import _markov_native, _markov_reference, markov_reference_states
+from .markov import BudgetExceeded, _markov_native, _markov_reference, markov_reference_states
 from .shapley import _shapley
 
 __all__ = [
     "MODELS", "HEURISTICS", "SHAPLEY_FORMS", "MAX_ORDER", "MAX_EXACT_LIMIT", "DAY", "Paths",
     "Attribution", "attribute", "parse_channelattribution", "markov_reference_states",
+    "BudgetExceeded",
 ]
 
 HEURISTICS = {"first": 0, "last": 1, "last_non_direct": 2, "linear": 3, "position": 4,
@@ -105,7 +106,7 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
               direct: str = "direct", shapley_form: str = "counts",
               max_exact_channels: int = 20, samples: int | None = None, seed: int = 0,
               transition_matrix: bool = False, path_credits: bool = False,
-              use_native: bool = True) -> Attribution:
+              use_native: bool = True, deadline: float | None = None) -> Attribution:
     """Attribute the conversions (and value) of ``paths`` to channels with ``model``.
 
     Parameters
@@ -132,6 +133,9 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
         Also return ``touch_share``.
     use_native : bool
         Cython kernel (default) or the numpy / pure-Python reference.
+    deadline : float, optional
+        time.monotonic() seconds: the Markov model checks it between its removals and
+        iteration sweeps and raises BudgetExceeded past it.
 
     Returns
     -------
@@ -148,7 +152,7 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
         return Attribution(model, paths.channels, conv, val, share if path_credits else None)
     if model == "markov":
         fn = _markov_native if use_native else _markov_reference
-        res = fn(paths, int(order), transition_matrix)
+        res = fn(paths, int(order), transition_matrix, deadline)
     else:
         res = _shapley(paths, shapley_form, max_exact_channels, samples, seed, use_native)
     if path_credits:

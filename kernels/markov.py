@@ -7,6 +7,7 @@ iteration or one sparse LU per removal for larger ones. Conventions: see `kernel
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,17 @@ class _Chain:
     sink_value: np.ndarray
 
 
-def _markov_native(paths: Paths, order: int, want_matrix: bool) -> Attribution:
+class BudgetExceeded(Exception):
+    """A computation passed its `deadline` (time.monotonic seconds) and stopped."""
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise BudgetExceeded("the computation passed its deadline")
+
+
+def _markov_native(paths: Paths, order: int, want_matrix: bool,
+                   deadline: float | None = None) -> Attribution:
     k = _native()
     base = paths.n_channels + 1
     weight = paths.conversions + paths.nulls
@@ -61,7 +72,7 @@ def _markov_native(paths: Paths, order: int, want_matrix: bool) -> Attribution:
         from scipy import sparse
         counts = sparse.csr_matrix((edge_w, (src, states)), shape=(n_states + 1, n_states))
     chain = _Chain(uniq, counts, sinks[0], sinks[1], sinks[2])
-    return _markov_solve(paths, chain, order, want_matrix)
+    return _markov_solve(paths, chain, order, want_matrix, deadline=deadline)
 
 
 def markov_reference_states(path: Sequence[int], order: int, base: int) -> list[int]:
@@ -77,7 +88,8 @@ def markov_reference_states(path: Sequence[int], order: int, base: int) -> list[
     return out
 
 
-def _markov_reference(paths: Paths, order: int, want_matrix: bool) -> Attribution:
+def _markov_reference(paths: Paths, order: int, want_matrix: bool,
+                      deadline: float | None = None) -> Attribution:
     base = paths.n_channels + 1
     ind, ptr = paths.indices.tolist(), paths.indptr.tolist()
     trans: dict[tuple[int, int], float] = {}
@@ -104,7 +116,7 @@ def _markov_reference(paths: Paths, order: int, want_matrix: bool) -> Attributio
     for c, vals in sinks.items():
         sink[:, pos[c]] = vals
     chain = _Chain(codes, counts, sink[0], sink[1], sink[2])
-    return _markov_solve(paths, chain, order, want_matrix, direct=True)
+    return _markov_solve(paths, chain, order, want_matrix, direct=True, deadline=deadline)
 
 
 def _state_channels(codes: np.ndarray, n_channels: int) -> np.ndarray:
@@ -119,12 +131,13 @@ def _state_channels(codes: np.ndarray, n_channels: int) -> np.ndarray:
 
 
 def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
-                  direct: bool = False) -> Attribution:
+                  direct: bool = False, deadline: float | None = None) -> Attribution:
     """Absorption probabilities (and expected value) with each channel removed, in turn.
 
     Up to ``_DENSE_SOLVE_MAX`` states: one dense LAPACK solve per removal. Larger chains use the
     certified all-removals iteration (`_iterative_removals`) unless ``direct``, then one sparse
-    LU (SuperLU) per removal, as the reference always does.
+    LU (SuperLU) per removal, as the reference always does. Past `deadline` (time.monotonic
+    seconds; checked between removals and iteration sweeps) it raises BudgetExceeded.
     """
     n_states = len(chain.codes)
     counts = chain.counts
@@ -136,13 +149,15 @@ def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
     member = _state_channels(chain.codes, paths.n_channels)
     absorbed = None
     if not direct and n_states > _DENSE_SOLVE_MAX:
-        absorbed = _iterative_removals(counts[:n_states], out, rhs, member, start, chain)
+        absorbed = _iterative_removals(counts[:n_states], out, rhs, member, start, chain,
+                                       deadline=deadline)
     if absorbed is None:
         solve = _dense_solver if n_states <= _DENSE_SOLVE_MAX else _sparse_solver
         step = solve(counts[:n_states], out)
         absorbed = np.empty((paths.n_channels + 1, 2))
         absorbed[0] = start @ step(np.ones(n_states, dtype=bool), rhs)
         for c in range(paths.n_channels):
+            _check_deadline(deadline)
             keep = ~member[:, c]
             absorbed[c + 1] = (start[keep] @ step(keep, rhs[keep]) if member[:, c].any()
                                else absorbed[0])
@@ -162,7 +177,7 @@ def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
 
 
 def _iterative_removals(q_counts, out, rhs, member, start, chain, tol=1e-13,
-                        max_iter=3000):
+                        max_iter=3000, deadline: float | None = None):
     """Start-weighted absorption (conversion, value) for the full chain and each removal.
 
     Solves x = K * (Q x + r) for every column at once by monotone fixed-point iteration from
@@ -186,6 +201,7 @@ def _iterative_removals(q_counts, out, rhs, member, start, chain, tol=1e-13,
         z = mask * (q @ z) + fixed
         if sweep % 4:
             continue
+        _check_deadline(deadline)
         at_start = start @ z
         conv, value, slack = np.split(at_start, 3)
         need = tol * conv[0]

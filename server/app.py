@@ -94,7 +94,7 @@ class TailorServer:
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds,
                                    limits=s.limits)
-        self.attributor = Attributor(self.profiles.export, EVENT_TYPES)
+        self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.

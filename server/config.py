@@ -37,6 +37,8 @@ class Limits(BaseModel):
     """Events a TrackEventStream reads ahead of its oldest uncommitted batch. Everything read
     ahead joins the next transaction, so a deeper window means fewer commits (and fewer pages
     written) per event, and more memory per stream."""
+    event_value_max: float = 1e9
+    """Largest magnitude of an event's `value` (a purchase's is also not negative)."""
     event_attributes: int = 32
     """Most attributes on one tracked event."""
     event_attribute_bytes: int = 1024
@@ -50,6 +52,15 @@ class Limits(BaseModel):
 
     campaign_variants: int = 1000
     """Most variants in one campaign."""
+    variant_content_entries: int = 32
+    """Most content entries of one campaign variant."""
+    variant_content_bytes: int = 16 * 1024
+    """Most UTF-8 bytes of one variant's content keys and values together."""
+    variant_features: int = 64
+    """Most features of one campaign variant."""
+    campaign_content_bytes: int = 256 * 1024
+    """Most UTF-8 bytes of the content of all a campaign's variants together (ListCampaigns
+    answers every campaign in one message)."""
     campaign_context_features: int = 64
     """Most context features one campaign may name."""
     campaign_name_chars: int = 256
@@ -61,8 +72,25 @@ class Limits(BaseModel):
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
 
+    attribution_seconds: float = Field(5.0, gt=0)
+    """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
+    past it the Markov model stops and answers RESOURCE_EXHAUSTED (DEADLINE_EXCEEDED for the
+    caller's deadline)."""
+    attribution_touches: int = Field(5_000_000, ge=1)
+    """Most touches one Attribute request (or AttributeStream) may carry."""
+
     bundle_upload_bytes: int = 8 << 30
     """Largest bundle (all files together) PushBundle accepts."""
+    latest_timestamp: float = 4_102_444_800.0
+    """Latest time (Unix seconds; default 2100-01-01) a request may name: export bounds, consent
+    times. Every time is also finite and not negative."""
+    consent_source_chars: int = 256
+    """Longest consent `source`."""
+    bundle_version_chars: int = 128
+    """Longest bundle version (a manifest's `version`, a Rollback target): letters, digits,
+    '.', '_' and '-', not starting with '.'."""
+    bundle_path_chars: int = 128
+    """Longest file name in a PushBundle chunk."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -126,10 +126,24 @@ async def _checked_stream(requests):
         yield request
 
 
+MAX_DETAIL_CHARS = 512
+"""Longest status message (and log line) an error yields: messages echo at most a short prefix
+of a bad input (`server.validation.shown`); this cut keeps any other echo out of the trailer
+(which a megabyte would overflow) and the log."""
+
+
+def _cut(message: str) -> str:
+    return message if len(message) <= MAX_DETAIL_CHARS else message[:MAX_DETAIL_CHARS] + "..."
+
+
+def _detail(err: Exception) -> str:
+    return _cut(str(err))
+
+
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
     if isinstance(err, TailorError):
-        logger.info("%s -> %s: %s", method, err.status.name, err.log_message())
-        await context.abort(err.status, str(err))
+        logger.info("%s -> %s: %s", method, err.status.name, _cut(err.log_message()))
+        await context.abort(err.status, _detail(err))
     logger.exception("%s failed", method)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
 

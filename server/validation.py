@@ -9,18 +9,22 @@ bounds themselves live in `server.config.Limits`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection
 
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_range",
-           "check_text", "id_problem", "shown"]
+           "check_text", "check_time", "check_version", "has_control", "id_problem", "shown"]
 
 SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
 
 PREFIX_CHARS = 16
+has_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f]").search
+"""A match (truthy) when a string holds a control character: no id may."""
+_VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
 def shown(value: str) -> str:
@@ -38,12 +42,15 @@ def id_problem(value: str, max_bytes: int) -> str | None:
         return f"is {len(value.encode())} bytes, at most {max_bytes}"
     if SEP in value:
         return "contains the control character 0x1F"
+    if has_control(value):
+        return "contains a control character (0x00-0x1F or 0x7F)"
     return None
 
 
 def check_id(field: str, value: str, max_bytes: int, where: str = "") -> str:
-    # The common case (short, non-empty, no separator) costs three comparisons, no call.
-    if not value or len(value) > max_bytes >> 2 or SEP in value:
+    # The common case (short, non-empty, no control character) costs two comparisons and one
+    # regex scan.
+    if not value or len(value) > max_bytes >> 2 or has_control(value):
         problem = id_problem(value, max_bytes)
         if problem is not None:
             raise InvalidArgument(where + field, problem)
@@ -81,3 +88,23 @@ def check_range(field: str, value: float, low: float, high: float, where: str = 
     if not low <= value <= high:
         raise InvalidArgument(where + field, f"{value:g} is outside {low:g}..{high:g}")
     return value
+
+
+def check_version(field: str, value: str, max_chars: int, where: str = "") -> str:
+    """A bundle version (also its directory name): 1..max_chars of letters, digits, '.', '_'
+    and '-', not starting with '.', so it never names a path outside the bundles directory."""
+    if not value:
+        raise InvalidArgument(where + field, "is empty")
+    check_text(field, value, max_chars, where)
+    if not _VERSION.fullmatch(value):
+        raise InvalidArgument(where + field, f"{shown(value)} is not a bundle version (letters, "
+                              "digits, '.', '_', '-'; not starting with '.')")
+    return value
+
+
+def check_time(field: str, value: float, latest: float, where: str = "") -> float:
+    """A time in Unix seconds: finite, 0 <= value <= latest (`Limits.latest_timestamp`)."""
+    if not 0.0 <= value <= latest:  # False for NaN too
+        raise InvalidArgument(where + field, f"{value:g} is not a time in 0..{latest:.0f} "
+                              "(Unix seconds)")
+    return float(value)

@@ -3,18 +3,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kernels.attribution import Attribution, Paths, attribute
+import grpc
 
+from kernels.attribution import Attribution, BudgetExceeded, Paths, attribute
+
+from ..config import DEFAULT_LIMITS, Limits
+from ..errors import ResourceExhausted, TailorError
 from .errors import from_kernel
 from .journeys import JourneyQuery, journeys_from_store
 from .logging import logger
 from .paths import PathSet
 from .spec import ModelSpec
 
-__all__ = ["Attributor", "AttributionResult"]
+__all__ = ["Attributor", "AttributionResult", "DeadlineExceeded"]
+
+
+class DeadlineExceeded(TailorError):
+    """The caller's deadline passed before the attribution finished."""
+
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
 @dataclass
@@ -53,13 +65,18 @@ class Attributor:
         Event types a touchpoint may have.
     concurrency : int
         Attributions computed at once (each in its own thread); the rest wait their turn.
+    limits : Limits
+        `attribution_seconds` bounds the computation of one request (with the call's deadline,
+        whichever is sooner) and `attribution_touches` the paths of one request.
     """
 
     def __init__(self, export: Callable[[float, float], Iterable[bytes]],
-                 known_event_types: Iterable[str], concurrency: int = 2):
+                 known_event_types: Iterable[str], concurrency: int = 2,
+                 limits: Limits = DEFAULT_LIMITS):
         self.export = export
         self.known_event_types = tuple(known_event_types)
         self.concurrency = concurrency
+        self.limits = limits
         self._slots: asyncio.Semaphore | None = None
 
     @property
@@ -68,36 +85,71 @@ class Attributor:
             self._slots = asyncio.Semaphore(self.concurrency)
         return self._slots
 
-    async def attribute(self, spec: ModelSpec, paths: PathSet) -> AttributionResult:
+    def path_set(self) -> PathSet:
+        """An empty PathSet bounded by `Limits.attribution_touches`."""
+        return PathSet(self.limits.attribution_touches)
+
+    async def attribute(self, spec: ModelSpec, paths: PathSet,
+                        time_remaining: float | None = None) -> AttributionResult:
+        """`time_remaining`: seconds left of the call's deadline (None: no deadline)."""
         spec.check()
         async with self.slots:
-            return await asyncio.to_thread(self._attribute, spec, paths)
+            deadline = self._deadline(time_remaining)
+            return await self._within(deadline, asyncio.to_thread(self._attribute, spec, paths,
+                                                                  deadline[0]))
 
-    async def attribute_stored(self, spec: ModelSpec, query: JourneyQuery) -> AttributionResult:
+    async def attribute_stored(self, spec: ModelSpec, query: JourneyQuery,
+                               time_remaining: float | None = None) -> AttributionResult:
         spec.check()
         query.check(self.known_event_types)
         query = dataclasses.replace(query, timestamps=spec.model == "time_decay")
         async with self.slots:
-            return await asyncio.to_thread(self._attribute_stored, spec, query)
+            deadline = self._deadline(time_remaining)
+            return await self._within(deadline, asyncio.to_thread(
+                self._attribute_stored, spec, query, deadline[0]))
 
-    def _attribute(self, spec: ModelSpec, path_set: PathSet) -> AttributionResult:
+    def _deadline(self, time_remaining: float | None) -> tuple[float, bool]:
+        """(time.monotonic() deadline, True when the caller's deadline is the sooner)."""
+        budget = self.limits.attribution_seconds
+        caller = math.inf if time_remaining is None else max(time_remaining, 0.0)
+        return time.monotonic() + min(budget, caller), caller < budget
+
+    async def _within(self, deadline: tuple[float, bool], work):
+        try:
+            return await work
+        except BudgetExceeded:
+            if deadline[1]:
+                raise DeadlineExceeded("attribution: the call's deadline passed") from None
+            raise ResourceExhausted(
+                f"attribution: the computation exceeded its budget of "
+                f"{self.limits.attribution_seconds:g}s (Limits.attribution_seconds, "
+                "TAILOR_LIMITS__ATTRIBUTION_SECONDS): fewer paths or channels, or a lower "
+                "Markov order") from None
+
+    def _attribute(self, spec: ModelSpec, path_set: PathSet,
+                   deadline: float | None = None) -> AttributionResult:
         paths = path_set.build()
-        return AttributionResult(spec, paths, self._run(spec, paths, path_set.untimed))
+        return AttributionResult(spec, paths, self._run(spec, paths, path_set.untimed, deadline))
 
-    def _attribute_stored(self, spec: ModelSpec, query: JourneyQuery) -> AttributionResult:
+    def _attribute_stored(self, spec: ModelSpec, query: JourneyQuery,
+                          deadline: float | None = None) -> AttributionResult:
         journeys = journeys_from_store(self.export, query)
         logger.info("stored journeys %s..%s by %s: %d paths from %d users, %g unattributed",
                     query.start, query.end, query.by,
                     0 if journeys.paths is None else journeys.paths.n_paths, journeys.users,
                     journeys.unattributed_conversions)
-        credits = None if journeys.paths is None else self._run(spec, journeys.paths, None)
+        credits = None if journeys.paths is None else self._run(spec, journeys.paths, None,
+                                                                deadline)
         return AttributionResult(spec, journeys.paths, credits, journeys.unattributed_conversions,
                                  journeys.unattributed_value, stored=True)
 
     @staticmethod
-    def _run(spec: ModelSpec, paths: Paths, untimed: int | None) -> Attribution:
+    def _run(spec: ModelSpec, paths: Paths, untimed: int | None,
+             deadline: float | None = None) -> Attribution:
         spec.check_paths(paths, untimed)
+        if deadline is not None and time.monotonic() > deadline:
+            raise BudgetExceeded("the deadline passed before the computation started")
         try:
-            return attribute(paths, spec.model, **spec.kernel_kwargs())
+            return attribute(paths, spec.model, deadline=deadline, **spec.kernel_kwargs())
         except ValueError as err:
             raise from_kernel(err) from None

@@ -26,7 +26,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..ids import RandomIds
 from ..interfaces import ProfileStates
 from ..store import Store
-from ..validation import check_count, check_id
+from ..validation import check_count, check_id, check_time
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
@@ -258,6 +258,8 @@ class Campaigns:
                include_pending: bool = False):
         if campaign_id:
             check_id("campaign_id", campaign_id, self.limits.id_bytes)
+        check_time("start", start, self.limits.latest_timestamp)
+        check_time("end", end, self.limits.latest_timestamp)
         for rec in self.repo.export(campaign_id, start, end, include_pending):
             if rec["reward"] is None:
                 rec["reward"] = float(np.nan)

@@ -12,7 +12,7 @@ from kernels import bandits as B
 from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES
-from ..validation import check_count, check_finite, check_id, check_known, check_text
+from ..validation import check_count, check_finite, check_id, check_known, check_text, shown
 from .errors import ImmutableField
 
 __all__ = ["Variant", "RewardRule", "CampaignSpec", "Campaign", "PARAM_NAMES", "DEFAULT_WINDOW_S"]
@@ -99,13 +99,25 @@ class CampaignSpec:
             raise InvalidArgument("variants", "need at least one variant")
         check_count("variants", len(self.variants), limits.campaign_variants)
         seen = set()
+        total = 0
         for i, v in enumerate(self.variants):
             check_id(f"variants[{i}].id", v.id, limits.id_bytes)
             if v.id in seen:
                 raise InvalidArgument(f"variants[{i}].id", "is used twice")
             seen.add(v.id)
+            check_count(f"variants[{i}].content", len(v.content), limits.variant_content_entries)
+            size = sum(len(k.encode()) + len(x.encode()) for k, x in v.content.items())
+            if size > limits.variant_content_bytes:
+                raise InvalidArgument(f"variants[{i}].content",
+                                      f"{size} bytes, at most {limits.variant_content_bytes}")
+            total += size
+            check_count(f"variants[{i}].features", len(v.features), limits.variant_features)
             for k, x in v.features.items():
-                check_finite(f"variants[{i}].features[{k!r}]", x)
+                check_text(f"variants[{i}].features key", k, limits.attribute_key_chars)
+                check_finite(f"variants[{i}].features[{shown(k)}]", x)
+        if total > limits.campaign_content_bytes:
+            raise InvalidArgument("variants", f"content of all variants takes {total} bytes, "
+                                  f"at most {limits.campaign_content_bytes}")
             if not (check_finite(f"variants[{i}].weight", v.weight) >= 0):
                 raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")
         if self.policy == "fixed" and any(v.weight for v in self.variants) \
@@ -116,9 +128,9 @@ class CampaignSpec:
     def _check_params(self) -> None:
         for key, value in self.params.items():
             if key not in PARAM_NAMES:
-                raise InvalidArgument(f"params[{key!r}]",
+                raise InvalidArgument(f"params[{shown(key)}]",
                                       f"unknown (known: {', '.join(PARAM_NAMES)})")
-            check_finite(f"params[{key!r}]", value)
+            check_finite(f"params[{shown(key)}]", value)
         try:
             self.new_state()
         except ValueError as err:
@@ -128,7 +140,7 @@ class CampaignSpec:
         seen = set()
         for i, r in enumerate(self.rewards):
             if r.event_type not in EVENT_TYPES:
-                raise InvalidArgument(f"rewards[{i}].event_type", f"{r.event_type!r} is unknown")
+                raise InvalidArgument(f"rewards[{i}].event_type", f"{shown(r.event_type)} is unknown")
             if r.event_type in seen:
                 raise InvalidArgument(f"rewards[{i}].event_type", f"{r.event_type!r} is used twice")
             seen.add(r.event_type)

@@ -37,7 +37,8 @@ class BundlePusher:
     async def push(self, chunks: AsyncIterable[BundleChunk]) -> Bundle:
         """Receive, validate and publish a bundle; activate it unless the first chunk says
         `stage_only`. A bundle that fails anywhere before publishing leaves nothing behind."""
-        staging = BundleStaging(self.registry.bundles_dir, self.max_bytes)
+        staging = BundleStaging(self.registry.bundles_dir, self.max_bytes,
+                                self.registry.settings.limits)
         try:
             stage_only = None
             async for chunk in chunks:
@@ -46,6 +47,7 @@ class BundlePusher:
                 staging.write(chunk.path, chunk.offset, chunk.data)
             if stage_only is None:
                 raise InvalidArgument("chunks", "the stream carried no bundle file")
+            staging.manifest()  # a bad manifest is refused before anything is loaded
             loop = asyncio.get_running_loop()
             bundle = await loop.run_in_executor(None, load_bundle, staging.dir, self.compute_threads)
             bundle.path = staging.publish()

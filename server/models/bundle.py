@@ -155,10 +155,16 @@ def _load_index(path: Path, manifest: contract.Manifest, n_items: int, dim: int)
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise BundleInvalid("index.faiss", "metric is not inner product")
     params = manifest.search_params
-    if "efSearch" in params:
-        faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
-    if "nprobe" in params:
-        faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+    try:
+        if "efSearch" in params:
+            faiss.downcast_index(index).hnsw.efSearch = int(params["efSearch"])
+        if "nprobe" in params:
+            faiss.extract_index_ivf(index).nprobe = int(params["nprobe"])
+    except (AttributeError, RuntimeError, OverflowError, TypeError):  # not that kind of index
+        kind = type(faiss.downcast_index(index)).__name__
+        raise BundleInvalid("manifest.json: index.search_params",
+                            f"{sorted(params)} do not apply to a {kind} index or are out of "
+                            "range") from None
     return index
 
 

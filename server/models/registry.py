@@ -20,7 +20,9 @@ from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
+from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
+from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
 
@@ -70,6 +72,7 @@ class ModelRegistry:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         """Load what the store points at, else `--bundle`, else the newest stored bundle."""
+        sweep_leftovers(self.bundles_dir)
         pointer = self.store.get("meta", BUNDLE_ACTIVE)
         if self.settings.bundle is not None:
             candidates = [(self._import_dir(Path(self.settings.bundle)).name, True)]
@@ -135,6 +138,12 @@ class ModelRegistry:
         return bundle
 
     async def rollback(self, version: str = "") -> Bundle:
+        """Serve `version` again (default: the previous one). Only a version this server itself
+        published (a bundle directory it lists) is accepted: never a path."""
+        if version:
+            check_version("version", version, self.settings.limits.bundle_version_chars)
+            if version not in self.available_versions():
+                raise NotFound("bundle version", version)
         target = version or self.previous_version()
         if not target:
             raise FailedPrecondition("no previous bundle version to roll back to")

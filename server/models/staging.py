@@ -1,39 +1,89 @@
 """Receive a pushed bundle file by file into a staging directory, then publish it by rename."""
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
+import time
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from ..config import DEFAULT_LIMITS, Limits
 from ..errors import FailedPrecondition, InvalidArgument
+from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
-__all__ = ["BundleStaging"]
+__all__ = ["BundleStaging", "sweep_leftovers"]
+
+logger = logging.getLogger("tailor.models.staging")
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_LEFTOVER = re.compile(r"\.(staging|import)-(\d+)-.*")
+STALE_SECONDS = 3600.0
+"""A leftover staging directory without a live owner process older than this is removed."""
+
+
+def sweep_leftovers(bundles_dir: Path, now: float | None = None) -> list[str]:
+    """Remove `.staging-*` / `.import-*` directories a crashed upload or import left behind:
+    those of a process that no longer runs, and any older than `STALE_SECONDS`."""
+    now = time.time() if now is None else now
+    removed = []
+    for path in bundles_dir.iterdir():
+        if not path.name.startswith((".staging-", ".import-")) or not path.is_dir():
+            continue
+        match = _LEFTOVER.fullmatch(path.name)
+        owner_alive = match is not None and _alive(int(match.group(2)))
+        try:
+            old = now - path.stat().st_mtime > STALE_SECONDS
+        except FileNotFoundError:
+            continue
+        if (match is not None and not owner_alive) or (match is None and old) or \
+                (old and not owner_alive):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    if removed:
+        logger.info("removed %d leftover upload directories: %s", len(removed), removed[:5])
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 class BundleStaging:
     """One upload: `write(path, offset, data)` per chunk, then `publish()` or `discard()`."""
 
-    def __init__(self, bundles_dir: Path, max_bytes: int = 8 << 30):
+    def __init__(self, bundles_dir: Path, max_bytes: int = 8 << 30, limits: Limits = DEFAULT_LIMITS):
         self.bundles_dir = bundles_dir
-        self.dir = bundles_dir / f".staging-{uuid.uuid4().hex}"
+        self.dir = bundles_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
         self.dir.mkdir(parents=True)
         self.max_bytes = max_bytes
+        self.limits = limits
         self.received = 0
         self._sizes: dict[str, int] = {}
 
     def _target(self, rel: str) -> Path:
-        parts = PurePosixPath(rel).parts
-        if not rel or rel.startswith("/") or any(p in ("..", "") for p in parts) or len(parts) != 1:
-            raise InvalidArgument("path", f"{rel!r} is not a plain file name inside the bundle")
-        return self.dir / parts[0]
+        check_text("path", rel, self.limits.bundle_path_chars)
+        if not _PLAIN_NAME.fullmatch(rel):
+            raise InvalidArgument("path", f"{shown(rel)} is not a plain file name inside the "
+                                  "bundle (letters, digits, '.', '_', '-'; not starting with '.')")
+        return self.dir / rel
 
     def write(self, rel: str, offset: int, data: bytes) -> None:
         target = self._target(rel)
         size = self._sizes.get(rel, 0)
         if offset != size:
-            raise InvalidArgument("offset", f"{rel}: got offset {offset}, expected {size} (chunks in order)")
+            raise InvalidArgument("offset", f"{rel}: got offset {offset}, expected {size} "
+                                  "(chunks in order)")
         self.received += len(data)
         if self.received > self.max_bytes:
             raise InvalidArgument("data", f"bundle larger than the {self.max_bytes}-byte upload limit")
@@ -41,13 +91,27 @@ class BundleStaging:
             fh.write(data)
         self._sizes[rel] = size + len(data)
 
+    def manifest(self):
+        """The staged manifest, checked, its version usable as a directory name."""
+        manifest = read_manifest(self.dir)
+        try:
+            check_version("manifest.json: version", manifest.version,
+                          self.limits.bundle_version_chars)
+        except InvalidArgument as err:  # the bundle is bad, not the request: as for other keys
+            raise FailedPrecondition(str(err)) from None
+        return manifest
+
     def publish(self) -> Path:
         """Move the staged files to bundles/<version> (atomic rename); return that directory."""
-        manifest = read_manifest(self.dir)
+        manifest = self.manifest()
         version = manifest.version
-        if not version or "/" in version or version.startswith("."):
-            raise InvalidArgument("manifest.version", f"{version!r} is not a usable directory name")
         final = self.bundles_dir / version
+        listed = {"manifest.json", *manifest.files}
+        for path in self.dir.iterdir():
+            if path.name not in listed:  # never store what the manifest does not account for
+                logger.warning("bundle %s: dropping %s (%d bytes), not listed in the manifest",
+                               version, shown(path.name), path.stat().st_size)
+                path.unlink()
         for fh_path in self.dir.iterdir():
             with open(fh_path, "rb") as fh:
                 os.fsync(fh.fileno())

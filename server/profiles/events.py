@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..config import DEFAULT_LIMITS, Limits
-from ..validation import SEP, id_problem, shown
+from ..validation import has_control, id_problem, shown
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
 
 __all__ = ["TrackedEvent", "EventRules", "check_event"]
@@ -44,8 +44,8 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     id_bytes = rules.limits.id_bytes
     short = id_bytes >> 2  # ids this short (in characters) fit: measured only when longer
     for name, value in (("event_id", ev.event_id), ("user_id", ev.user_id)):
-        problem = id_problem(value, id_bytes) if not value or len(value) > short or SEP in value \
-            else None
+        problem = id_problem(value, id_bytes) if not value or len(value) > short \
+            or has_control(value) else None
         if problem:
             return f"{name} {problem}"
     if ev.type not in _TYPES:
@@ -55,11 +55,14 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     if ev.channel not in _CHANNELS:
         return f"channel {shown(ev.channel)} is unknown (known: {', '.join(CHANNELS)})"
     for name, value in (("item_id", ev.item_id), ("campaign_id", ev.campaign_id)):
-        problem = id_problem(value, id_bytes) if len(value) > short or SEP in value else None
+        problem = id_problem(value, id_bytes) if len(value) > short or has_control(value) else None
         if problem:
             return f"{name} {problem}"
-    if not math.isfinite(ev.value):
-        return "value is not a finite number"
+    if not -rules.limits.event_value_max <= ev.value <= rules.limits.event_value_max:
+        return (f"value {ev.value:g} is not a finite number within ±"
+                f"{rules.limits.event_value_max:g}")
+    if ev.value < 0 and ev.type == "purchase":
+        return f"value {ev.value:g} of a purchase is negative"
     if not math.isfinite(ev.timestamp) or ev.timestamp <= 0:
         return "timestamp is missing or not a positive number of seconds"
     if ev.timestamp > now + rules.future_tolerance_s:

@@ -19,7 +19,7 @@ from ..batching import AdaptiveBatcher, ThreadRunner
 from ..errors import InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
-from ..validation import check_count, check_id, check_known, check_text, shown
+from ..validation import check_count, check_id, check_known, check_text, check_time, shown
 from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend
 from .records import EventRecords
@@ -153,7 +153,8 @@ class Profiles:
                           timestamp: float = 0.0) -> None:
         check_id("user_id", user_id, self.limits.id_bytes)
         check_known("channel", channel, CHANNELS)
-        ts = timestamp or time.time()
+        check_text("source", source, self.limits.consent_source_chars)
+        ts = check_time("timestamp", timestamp, self.limits.latest_timestamp) or time.time()
 
         def change(meta):
             meta["consent"][channel] = {"opted_in": bool(opted_in), "source": source, "timestamp": ts}
@@ -274,6 +275,8 @@ class Profiles:
         return self.repo.seen_sets(user_ids)
 
     def export(self, start: float = 0.0, end: float = 0.0):
+        check_time("start", start, self.limits.latest_timestamp)
+        check_time("end", end, self.limits.latest_timestamp)
         return self.repo.export(start, end)
 
     async def close(self) -> None:

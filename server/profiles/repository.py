@@ -112,13 +112,13 @@ class ProfileRepository:
             for table in self._user_tables:
                 removed += table.delete_prefix(txn, prefix)
             return removed
-        return self.store.write(fn)
+        return self.store.write(fn, erasure=True)
 
     def drop_events_before(self, cutoff: float, batch: int = 10_000) -> int:
         """Retention: delete raw events (and their dedupe keys) older than `cutoff`."""
         total = 0
         while True:
-            n = self.store.write(lambda txn: self._drop_some(txn, cutoff, batch))
+            n = self.store.write(lambda txn: self._drop_some(txn, cutoff, batch), erasure=True)
             total += n
             if n < batch:
                 return total

@@ -128,13 +128,14 @@ class AttributionServicer(pb_grpc.AttributionServiceServicer):
     @grpc_errors
     async def Attribute(self, request: pb.AttributeRequest, context) -> pb.AttributeResponse:
         spec = AttributionConverter.to_spec(request.spec)
-        paths = PathSet()
+        paths = self.attributor.path_set()
         await asyncio.to_thread(AttributionConverter.add_paths, paths, request)
-        return await self._respond(await self.attributor.attribute(spec, paths), request.spec.model)
+        res = await self.attributor.attribute(spec, paths, context.time_remaining())
+        return await self._respond(res, request.spec.model)
 
     @grpc_errors
     async def AttributeStream(self, request_iterator, context) -> pb.AttributeResponse:
-        spec, model, paths = None, 0, PathSet()
+        spec, model, paths = None, 0, self.attributor.path_set()
         async for request in request_iterator:
             if spec is None:
                 spec, model = AttributionConverter.to_spec(request.spec), request.spec.model
@@ -142,11 +143,13 @@ class AttributionServicer(pb_grpc.AttributionServiceServicer):
             await asyncio.to_thread(AttributionConverter.add_paths, paths, request)
         if spec is None:
             raise InvalidArgument("paths", "no paths given (empty stream)")
-        return await self._respond(await self.attributor.attribute(spec, paths), model)
+        res = await self.attributor.attribute(spec, paths, context.time_remaining())
+        return await self._respond(res, model)
 
     @grpc_errors
     async def AttributeStored(self, request: pb.AttributeStoredRequest,
                               context) -> pb.AttributeResponse:
         spec = AttributionConverter.to_spec(request.spec)
-        res = await self.attributor.attribute_stored(spec, AttributionConverter.to_query(request))
+        res = await self.attributor.attribute_stored(spec, AttributionConverter.to_query(request),
+                                                     context.time_remaining())
         return await self._respond(res, request.spec.model)

@@ -2,7 +2,9 @@
 
 One write transaction per batch, one read-only transaction per request; the map grows by
 doubling when full (up to a ceiling, past which writes raise ResourceExhausted and nothing of
-the failed batch is written). Several processes may open the same directory: LMDB serialises
+the failed batch is written). The last `erasure_reserve` bytes below the ceiling are kept for
+erasure (DeleteProfile, retention): ordinary writes stop short of them, so a full store can
+still forget a person. Several processes may open the same directory: LMDB serialises
 writers across processes and readers never block.
 
 Repositories hold `Table`s (`store.table(name)`) and hand them the transaction `read()` yields
@@ -35,6 +37,9 @@ TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campai
 
 T = TypeVar("T")
 
+ERASURE_RESERVE = 64 << 20
+"""Headroom kept for erasure at the map ceiling (at most an eighth of the ceiling)."""
+
 
 class Store:
     """An LMDB environment under `path` with the named `TABLES`."""
@@ -45,6 +50,9 @@ class Store:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_map_size = max_map_size
+        self.erasure_reserve = min(ERASURE_RESERVE, max_map_size // 8)
+        """Bytes below `max_map_size` only erasing writes may grow the map into."""
+        map_size = min(map_size, max_map_size - self.erasure_reserve)
         self.open_args = {"path": str(self.path), "map_size": map_size,
                           "max_map_size": max_map_size, "sync": sync}
         """How another process opens this same store: `Store(**open_args)`."""
@@ -85,31 +93,47 @@ class Store:
         finally:
             txn.abort()
 
-    def write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+    def write(self, fn: Callable[[lmdb.Transaction], T], erasure: bool = False) -> T:
         """Run `fn(txn)` in one write transaction and commit; grow the map and retry if full.
 
         `fn` may run more than once (after a MapFullError nothing of the first try is kept),
-        so it must only read and write through `txn`.
+        so it must only read and write through `txn`. Only an `erasure` (a write that deletes,
+        such as DeleteProfile) may grow the map into the erasure reserve; the map is then set
+        back, so the pages it freed serve later writes and the reserve stays for the next one.
         """
-        while True:
-            try:
-                with self.env.begin(write=True) as txn:
-                    return fn(txn)
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)
-            except lmdb.MapFullError:
-                self._grow()
+        grown = False
+        try:
+            while True:
+                try:
+                    with self.env.begin(write=True) as txn:
+                        return fn(txn)
+                except lmdb.MapResizedError:
+                    self.env.set_mapsize(0)
+                except lmdb.MapFullError:
+                    grown |= self._grow(erasure)
+        finally:
+            if grown:
+                self._shrink_to_ordinary_ceiling()
 
-    def _grow(self) -> None:
+    def _grow(self, erasure: bool = False) -> bool:
+        """Grow the map; True when an erasure grew it into the reserve."""
+        ordinary = self.max_map_size - self.erasure_reserve
+        ceiling = self.max_map_size if erasure else ordinary
         with self._resize_lock:
             current = self.env.info()["map_size"]
-            if current >= self.max_map_size:
+            if current >= ceiling:
                 raise ResourceExhausted(
-                    f"store is full: LMDB map at its ceiling of {self.max_map_size} bytes "
-                    "(raise TAILOR_LMDB_MAX_MAP_SIZE)")
-            new = min(current * 2, self.max_map_size)
+                    f"store is full: LMDB map at its ceiling of {self.max_map_size} bytes less "
+                    f"{self.erasure_reserve} kept for erasure (raise TAILOR_LMDB_MAX_MAP_SIZE)")
+            new = min(current * 2, ceiling)
             logger.info("growing LMDB map from %d to %d bytes", current, new)
             self.env.set_mapsize(new)
+            return new > ordinary
+
+    def _shrink_to_ordinary_ceiling(self) -> None:
+        with self._resize_lock:
+            # LMDB keeps the map at least as large as the pages in use.
+            self.env.set_mapsize(self.max_map_size - self.erasure_reserve)
 
     # -- conveniences --------------------------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:

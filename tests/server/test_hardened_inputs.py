@@ -1,0 +1,381 @@
+"""Issue 14: every field of every request is bounded; client input never yields INTERNAL or
+UNKNOWN, never reaches the file system as a path, and error messages echo a short prefix only.
+Each test runs against a real server."""
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shutil
+import time
+
+import grpc
+import pytest
+from google.protobuf.message_factory import GetMessageClass
+
+from protos.tailor.v1 import model_admin_pb2 as mpb
+from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+
+MB = 1024 * 1024
+
+
+@pytest.fixture
+def admin(channel):
+    return mpb_grpc.ModelAdminServiceStub(channel)
+
+
+@pytest.fixture
+def profiles(channel):
+    return ppb_grpc.ProfileServiceStub(channel)
+
+
+async def _code(call) -> tuple[grpc.StatusCode, str]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        return err.code(), err.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+# -- Rollback: only version names this server published -----------------------------------------
+async def test_rollback_refuses_paths_and_answers_alike_for_existing_and_missing_ones(
+        admin, tailor_server, second_bundle, demo_manifest):
+    answers = {}
+    for target in ["/etc", "/nonexistent", str(second_bundle), "../../etc", "..", "."]:
+        answers[target] = await _code(admin.Rollback(mpb.RollbackRequest(version=target)))
+    codes = {code for code, _ in answers.values()}
+    assert codes == {grpc.StatusCode.INVALID_ARGUMENT}, answers
+    # /etc and /nonexistent are told apart by nothing but the echoed prefix.
+    assert answers["/etc"][1].replace("/etc", "X") == answers["/nonexistent"][1].replace(
+        "/nonexistent", "X")
+    status = await admin.GetModelStatus(mpb.GetModelStatusRequest())
+    assert status.active.version == demo_manifest["version"]
+
+
+async def test_rollback_to_a_copied_directory_under_a_published_name_is_not_loaded(
+        admin, tailor_server, second_bundle, demo_manifest, tmp_path):
+    # A directory outside the bundles dir that carries the served version's name.
+    elsewhere = tmp_path / "elsewhere" / demo_manifest["version"]
+    shutil.copytree(second_bundle, elsewhere)
+    code, _ = await _code(admin.Rollback(mpb.RollbackRequest(version=str(elsewhere))))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    status = await admin.GetModelStatus(mpb.GetModelStatusRequest())
+    assert status.active.dim == demo_manifest["dim"]
+
+
+async def test_rollback_with_a_megabyte_version_is_invalid_and_echoes_a_prefix(admin):
+    code, details = await _code(admin.Rollback(mpb.RollbackRequest(version="v" * MB)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(details) < 200
+
+
+async def test_rollback_to_an_unpublished_name_is_not_found(admin):
+    code, _ = await _code(admin.Rollback(mpb.RollbackRequest(version="20990101T000000-deadbeef")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+# -- ExportEvents: start/end must be finite times -----------------------------------------------
+@pytest.mark.parametrize("bound", [math.nan, math.inf, -math.inf, 1e308, -1e308])
+async def test_export_events_with_a_non_finite_or_huge_bound_is_invalid(profiles, bound):
+    for req in (ppb.ExportEventsRequest(start=bound), ppb.ExportEventsRequest(end=bound)):
+        code, details = await _code(_drain(profiles.ExportEvents(req)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (bound, code, details)
+
+
+async def _drain(stream):
+    async for _ in stream:
+        pass
+
+
+async def test_export_events_with_ordinary_bounds_still_exports(profiles):
+    now = time.time()
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="e1", user_id="u1", type="view", item_id="i1", timestamp=now - 5)]))
+    got = [e.event_id async for e in profiles.ExportEvents(ppb.ExportEventsRequest(
+        start=now - 60, end=now + 60))]
+    assert got == ["e1"]
+
+
+# -- SetConsent: a finite time, a bounded source ------------------------------------------------
+@pytest.mark.parametrize("change", [{"timestamp": math.nan}, {"timestamp": 1e18},
+                                    {"timestamp": -5.0}, {"timestamp": math.inf},
+                                    {"source": "s" * MB}])
+async def test_set_consent_refuses_bad_times_and_huge_sources_and_stores_nothing(profiles, change):
+    req = dict(user_id="c1", channel="email", opted_in=True, source="form", timestamp=0.0)
+    req.update(change)
+    code, details = await _code(profiles.SetConsent(ppb.SetConsentRequest(**req)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 200, (code, details[:300])
+    code, _ = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id="c1")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_set_consent_with_an_ordinary_request_is_stored(profiles):
+    profile = await profiles.SetConsent(ppb.SetConsentRequest(
+        user_id="c2", channel="email", opted_in=True, source="form", timestamp=1_700_000_000.0))
+    assert profile.consent["email"].timestamp == 1_700_000_000.0
+
+
+# -- PushBundle: plain file names, usable versions, nothing unlisted kept ------------------------
+def _chunks(bundle, manifest: dict | None = None, extra: dict | None = None):
+    files = {p.name: p.read_bytes() for p in sorted(bundle.iterdir()) if p.is_file()}
+    if manifest is not None:
+        files["manifest.json"] = json.dumps(manifest).encode()
+    files.update(extra or {})
+    return [mpb.BundleChunk(path=name, offset=0, data=data, stage_only=True)
+            for name, data in files.items()]
+
+
+@pytest.mark.parametrize("path", ["a\x00b", "x" * MB, "../x", "/etc/passwd", ".hidden", "a/b",
+                                  "tab\there"])
+async def test_push_with_a_bad_chunk_path_is_invalid_and_leaves_nothing(
+        admin, tailor_server, demo_manifest, path):
+    code, details = await _code(admin.PushBundle(iter([mpb.BundleChunk(path=path, data=b"x")])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 200, (code, details[:300])
+    names = [p.name for p in tailor_server.settings.bundles_dir.iterdir()]
+    assert names == [demo_manifest["version"]]
+
+
+@pytest.mark.parametrize("change", [{"version": "v\x00x"}, {"version": "v" * 300},
+                                    {"version": "../escape"}, {"version": ".dot"},
+                                    {"index": {"type": "flat", "search_params": {"nprobe": 8}}},
+                                    {"index": {"type": "flat", "search_params": {"efSearch": 2 ** 40}}}])
+async def test_push_with_a_malformed_manifest_is_a_failed_precondition(
+        admin, tailor_server, demo_bundle, demo_manifest, change):
+    manifest = {**demo_manifest, "version": "bad-manifest", **change}
+    code, details = await _code(admin.PushBundle(iter(_chunks(demo_bundle, manifest))))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and len(details) < 300, (code, details[:300])
+    names = [p.name for p in tailor_server.settings.bundles_dir.iterdir()]
+    assert names == [demo_manifest["version"]]
+
+
+async def test_files_the_manifest_does_not_list_are_not_kept(admin, tailor_server, demo_bundle,
+                                                            demo_manifest):
+    manifest = {**demo_manifest, "version": "with-junk"}
+    status = await admin.PushBundle(iter(_chunks(demo_bundle, manifest,
+                                                 {"junk.bin": b"\x00" * (1 << 20)})))
+    assert "with-junk" in status.available_versions
+    stored = {p.name for p in (tailor_server.settings.bundles_dir / "with-junk").iterdir()}
+    assert stored == {"manifest.json", *demo_manifest["files"]}
+
+
+async def test_staging_directories_left_by_a_crash_are_removed_at_start(tmp_path, settings,
+                                                                       demo_manifest):
+    import os
+    import subprocess
+    import sys
+
+    from server.app import TailorServer
+    bundles = settings.bundles_dir
+    bundles.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    leftovers = [bundles / f".staging-{dead}-abc", bundles / ".staging-0123456789abcdef"]
+    for path in leftovers:
+        path.mkdir()
+        (path / "encoder.onnx").write_bytes(b"\x00" * 1000)
+    old = time.time() - 7200
+    os.utime(leftovers[1], (old, old))
+    live = bundles / f".staging-{os.getpid()}-inflight"  # an upload of a live process stays
+    live.mkdir()
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        names = {p.name for p in bundles.iterdir()}
+        assert names == {demo_manifest["version"], live.name}
+    finally:
+        await server.stop(grace=0.5)
+
+
+# -- Error messages echo a short prefix, whatever the field -------------------------------------
+async def test_a_megabyte_in_any_string_field_yields_a_short_message(channel):
+    from tests.server.test_fuzz import methods
+    seen = 0
+    for method in methods():
+        req_cls = GetMessageClass(method.input_type)
+        resp_cls = GetMessageClass(method.output_type)
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        kw = dict(request_serializer=lambda m: m.SerializeToString(),
+                  response_deserializer=resp_cls.FromString)
+        for req in _with_a_huge_string(req_cls):
+            if method.client_streaming:
+                call = channel.stream_unary(path, **kw)(iter([req]), timeout=30)
+            elif method.server_streaming:
+                call = _drain(channel.unary_stream(path, **kw)(req, timeout=30))
+            else:
+                call = channel.unary_unary(path, **kw)(req, timeout=30)
+            code, details = await _code(call)
+            seen += 1
+            assert code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (
+                path, code, details[:200])
+            assert "Stream removed" not in details, (path, code)
+            assert len(details) <= 600, (path, len(details))
+    assert seen >= 40
+
+
+def _with_a_huge_string(cls, depth: int = 0):
+    """One request per string field (nested messages and map keys/values included) holding a
+    control character and a megabyte."""
+    huge = "\x01" + "y" * MB
+    for field in cls.DESCRIPTOR.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value = field.message_type.fields_by_name["value"]
+            msg = cls()
+            if value.type == value.TYPE_STRING:
+                getattr(msg, field.name)[huge] = "v"
+                yield msg
+                msg = cls()
+                getattr(msg, field.name)["k"] = huge
+                yield msg
+            elif value.message_type is None:
+                getattr(msg, field.name)[huge] = 1
+                yield msg
+        elif field.message_type is not None and depth < 2:
+            for inner in _with_a_huge_string(GetMessageClass(field.message_type), depth + 1):
+                msg = cls()
+                if field.is_repeated:
+                    getattr(msg, field.name).append(inner)
+                else:
+                    getattr(msg, field.name).CopyFrom(inner)
+                yield msg
+        elif field.type == field.TYPE_STRING:
+            msg = cls()
+            if field.is_repeated:
+                getattr(msg, field.name).append(huge)
+            else:
+                setattr(msg, field.name, huge)
+            yield msg
+
+
+# -- TrackEvents: bounded values, no control characters in ids ----------------------------------
+@pytest.mark.parametrize("change", [{"type": "purchase", "value": -1e6}, {"value": 1e308},
+                                    {"value": -1e308}, {"user_id": "u\x01"},
+                                    {"event_id": "e\x00"}, {"item_id": "i\x7f"},
+                                    {"campaign_id": "c\n"}])
+async def test_track_events_rejects_out_of_bound_values_and_control_characters(profiles, change):
+    base = dict(event_id="e-ok", user_id="tu", type="view", item_id="i1", timestamp=time.time() - 5)
+    bad = {**base, "event_id": "e-bad", **change}
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(**base),
+                                                                      ppb.Event(**bad)]))
+    assert reply.accepted == 1 and [r.index for r in reply.rejected] == [1], reply
+    assert len(reply.rejected[0].reason) < 200
+
+
+async def test_track_events_keeps_ordinary_values(profiles):
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="p1", user_id="tu2", type="purchase", item_id="i1", value=129.99,
+        timestamp=time.time() - 5)]))
+    assert reply.accepted == 1 and not reply.rejected
+
+
+# -- CreateCampaign: bounded content, so ListCampaigns keeps answering everyone -----------------
+async def test_huge_campaigns_are_refused_and_list_campaigns_keeps_answering(channel):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+
+    def spec(cid, n, content_bytes, **kw):
+        return cpb.CampaignSpec(campaign_id=cid, name=cid, channel="email", policy="bernoulli_ts",
+                                variants=[cpb.Variant(id=f"v{i}", content={"body": "b" * content_bytes})
+                                          for i in range(n)], **kw)
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec("ok", 3, 1000)))
+    for bad in [spec("wide", 300, 60_000), spec("many", 100, 10_000),
+                spec("keys", 2, 10, params={"k" * MB: 1.0})]:
+        code, details = await _code(stub.CreateCampaign(cpb.CreateCampaignRequest(spec=bad)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 300, (code, details[:300])
+    listed = await stub.ListCampaigns(cpb.ListCampaignsRequest())
+    assert [c.spec.campaign_id for c in listed.campaigns] == ["ok"]
+
+
+# -- A full store still erases ------------------------------------------------------------------
+@pytest.fixture
+def tiny_store(settings):
+    settings.lmdb_map_size = 1 << 20
+    settings.lmdb_max_map_size = 4 << 20
+
+
+async def test_delete_profile_works_when_the_store_is_full(tiny_store, profiles):
+    now, n, size = time.time(), 0, 100
+    for batch in range(2000):  # fill until not even one event fits
+        events = [ppb.Event(event_id=f"f{batch}-{i}", user_id=f"full{i % 20}", type="view",
+                            item_id=f"item{i}", timestamp=now - 100 + batch * 1e-2 + i * 1e-5,
+                            attributes={"pad": "p" * 900})
+                  for i in range(size)]
+        try:
+            n += (await profiles.TrackEvents(ppb.TrackEventsRequest(events=events))).accepted
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err
+            if size == 1:
+                break
+            size = max(size // 4, 1)
+    else:
+        raise AssertionError("the store never filled")
+    assert n > 0
+    for user in ("full0", "full1", "full2"):
+        reply = await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
+        assert reply.records_deleted > 0
+        code, _ = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id=user)))
+        assert code == grpc.StatusCode.NOT_FOUND
+    # What erasure freed serves ordinary writes again.
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="after", user_id="later", type="view", item_id="i1", timestamp=now)]))
+    assert reply.accepted == 1
+
+
+# -- Attribute: bounded work --------------------------------------------------------------------
+def _heavy_markov_request(channels: int = 40, order: int = 3):
+    import random
+
+    from protos.tailor.v1 import attribution_pb2 as apb
+    r = random.Random(14)
+    names = [f"c{i}" for i in range(channels)]
+    rows, size = [], 0
+    while size < 360_000:
+        row = " > ".join(r.choice(names) for _ in range(r.randint(1, 12)))
+        rows.append(f"{row};{r.randint(0, 3)};0;{r.randint(0, 3)}")
+        size += len(rows[-1])
+    return apb.AttributeRequest(spec=apb.ModelSpec(model=apb.MARKOV, order=order),
+                                channelattribution_rows=rows)
+
+
+@pytest.fixture
+def short_attribution_budget(settings):
+    settings.limits = settings.limits.model_copy(update={"attribution_seconds": 0.5})
+
+
+async def test_attribute_stops_at_its_budget_and_names_the_limit(short_attribution_budget,
+                                                                  channel):
+    from protos.tailor.v1 import attribution_pb2_grpc as apb_grpc
+    stub = apb_grpc.AttributionServiceStub(channel)
+    started = time.monotonic()
+    code, details = await _code(stub.Attribute(_heavy_markov_request(), timeout=60))
+    elapsed = time.monotonic() - started
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "attribution_seconds" in details, (
+        code, details)
+    assert elapsed < 10, elapsed
+
+
+async def test_attribute_stops_computing_at_the_callers_deadline(channel):
+    from protos.tailor.v1 import attribution_pb2_grpc as apb_grpc
+    stub = apb_grpc.AttributionServiceStub(channel)
+    heavy = _heavy_markov_request()
+    for _ in range(3):  # more than the two computation slots
+        code, _ = await _code(stub.Attribute(heavy, timeout=1.0))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The server runs in this process: once the calls are over, nothing computes for them.
+    await asyncio.sleep(1.0)
+    cpu = time.process_time()
+    await asyncio.sleep(2.0)
+    burnt = time.process_time() - cpu
+    assert burnt < 0.5, f"{burnt:.1f}s of CPU spent on abandoned attributions"
+
+
+@pytest.mark.parametrize("bound", [math.nan, math.inf, -1e308, 1e308, -1.0])
+async def test_export_decisions_with_a_bound_that_is_not_a_time_is_invalid(channel, bound):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+    for req in (cpb.ExportDecisionsRequest(start=bound), cpb.ExportDecisionsRequest(end=bound)):
+        code, _ = await _code(_drain(stub.ExportDecisions(req)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, (bound, code)
