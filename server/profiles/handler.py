@@ -21,7 +21,7 @@ from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_text, check_time, shown
 from .events import EventRules, TrackedEvent, check_event
-from .history import DEFAULT_BLEND, HistoryBlend
+from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, ProfileSchema, item_code
@@ -69,6 +69,7 @@ class Profiles:
         self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._blends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._uniq: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._category_names: dict[int, str] = {}  # codes never change once assigned
         self._listeners: list[EventListener] = []
         self._erasers: list[UserEraser] = []
@@ -220,6 +221,13 @@ class Profiles:
             self._weights[bundle] = cached
         return cached
 
+    def _unique_histories(self, bundle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        found = self._uniq.get(bundle)
+        if found is None:
+            u = bundle.users
+            found = self._uniq[bundle] = unique_histories(u["indptr"], u["items"], u["weights"])
+        return found
+
     def _code_row(self, bundle) -> dict[int, int]:
         table = self._code_rows.get(bundle)
         if table is None:
@@ -246,12 +254,19 @@ class Profiles:
         blend = self._blends.get(bundle)
         if blend is None:  # the bundle's short-term half-life, Settings' long-term blend
             blend = self._blends[bundle] = dataclasses.replace(self.history, half_life_s=half_life_s)
+        indptr, uniq_rows, uniq_w = self._unique_histories(bundle)
         out = []
         for uid, state in zip(user_ids, states):
-            trained = bundle.history(uid)
-            if state is None and trained is None:
-                out.append(None)
+            if state is None:  # the common case: a bundle user without live events, or unknown
+                row = bundle.user_row.get(uid)
+                if row is None:
+                    out.append(None)
+                    continue
+                lo, hi = indptr[row], indptr[row + 1]
+                out.append(blend.blend_trained(uniq_rows[lo:hi], uniq_w[lo:hi], trained_ts[row],
+                                               now, bundle.history_len))
                 continue
+            trained = bundle.history(uid)
             rows, w, ts = [], [], []
             if trained is not None:
                 rows.append(trained[0].astype(np.int64))

@@ -22,7 +22,7 @@ import numpy as np
 
 from contract.events import DEFAULT_HALF_LIFE_DAYS
 
-__all__ = ["DEFAULT_BLEND", "HistoryBlend"]
+__all__ = ["DEFAULT_BLEND", "HistoryBlend", "unique_histories"]
 
 DAY = 86400.0
 
@@ -64,6 +64,42 @@ class HistoryBlend:
             keep = keep[np.argsort(-summed[keep], kind="stable")[:length]]
         keep = keep[np.argsort(latest[keep], kind="stable")]
         return uniq[keep].astype(np.int64), summed[keep].astype(np.float32)
+
+
+    def blend_trained(self, rows: np.ndarray, weights: np.ndarray, ts: float, now: float,
+                      length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`blend` of a history whose rows are unique and ascending and all seen at `ts` (a
+        bundle user without live events: `unique_histories`), with a handful of array
+        operations instead of `blend`'s grouping; the result is the same."""
+        if not len(rows):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        age = max(now - ts, 0.0)
+        w = weights * (2.0 ** (-age / self.half_life_s) + 2.0 ** (-age / self.long_half_life_s))
+        if self.background_mass > 0 and ts < now - self.session_s:
+            mass = float(w.sum())
+            if mass > self.background_mass:
+                w *= self.background_mass / mass
+        keep = w > 0
+        if not keep.all():
+            rows, w = rows[keep], w[keep]
+        if len(rows) > length:  # the heaviest, heaviest first (`blend`'s order at equal ts)
+            top = np.argsort(-w, kind="stable")[:length]
+            rows, w = rows[top], w[top]
+        return rows, w.astype(np.float32)
+
+
+def unique_histories(indptr: np.ndarray, items: np.ndarray, weights: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's training history (CSR `indptr`, `items`, `weights`) with rows ascending and
+    repeated rows merged (weights summed): the input `HistoryBlend.blend_trained` expects."""
+    n_users = len(indptr) - 1
+    owner = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(indptr))
+    n_items = int(items.max(initial=-1)) + 1
+    keys, inv = np.unique(owner * n_items + items.astype(np.int64), return_inverse=True)
+    summed = np.bincount(inv, weights=weights.astype(np.float64), minlength=len(keys))
+    new_indptr = np.searchsorted(keys, np.arange(n_users + 1, dtype=np.int64) * n_items)
+    return new_indptr, keys - np.repeat(np.arange(n_users, dtype=np.int64) * n_items,
+                                        np.diff(new_indptr)), summed
 
 
 DEFAULT_BLEND = HistoryBlend()

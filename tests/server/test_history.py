@@ -3,7 +3,7 @@ decayed against the request time, the session kept whole, the background capped.
 import numpy as np
 import pytest
 
-from server.profiles.history import DAY, HistoryBlend
+from server.profiles.history import DAY, HistoryBlend, unique_histories
 
 NOW = 1_900_000_000.0
 NO_CAP = HistoryBlend(background_mass=0.0)
@@ -52,3 +52,23 @@ def test_longer_histories_keep_their_heaviest_items():
     out, _ = NO_CAP.blend(rows, w, NOW - rows * 60.0, NOW, 3)
     assert out.tolist() == [4, 2, 0]  # the heaviest three, oldest first
     assert NO_CAP.blend(rows[:0], w[:0], w[:0], NOW, 3)[0].size == 0
+
+
+@pytest.mark.parametrize("age_days", [0.001, 3.0, 400.0])
+def test_the_bundle_only_fast_path_equals_the_general_blend(age_days):
+    """Bundle users without live events take `blend_trained` over `unique_histories`: same
+    rows, order and weights as `blend` over their raw history (repeats, caps, truncation)."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(0, 40, 200)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    items = rng.integers(0, 60, indptr[-1])  # repeats within a user
+    weights = rng.uniform(0.0, 9.0, indptr[-1]) * (rng.random(indptr[-1]) > 0.1)
+    ptr, rows, w = unique_histories(indptr, items, weights)
+    blend, now = HistoryBlend(), 1.7e9
+    ts = now - age_days * DAY
+    for u in range(len(lengths)):
+        lo, hi = indptr[u], indptr[u + 1]
+        want = blend.blend(items[lo:hi].astype(np.int64), weights[lo:hi], np.full(hi - lo, ts), now, 20)
+        got = blend.blend_trained(rows[ptr[u]:ptr[u + 1]], w[ptr[u]:ptr[u + 1]], ts, now, 20)
+        assert got[0].tolist() == want[0].tolist()
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)

@@ -10,6 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from protos.tailor.v1 import audit_pb2 as apb
+from protos.tailor.v1 import audit_pb2_grpc as apb_grpc
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
 from protos.tailor.v1 import diagnostics_pb2 as dpb
@@ -22,7 +24,7 @@ from server.security import tokens
 
 ISSUER, AUDIENCE = "https://id.test", "tailor"
 ROLES = {"admin": ["admin"], "decider": ["decider"], "tracker": ["tracker"],
-         "analyst": ["analyst"], "reader": ["analyst", "pii-reader"]}
+         "analyst": ["analyst"], "reader": ["analyst", "pii-reader"], "auditor": ["auditor"]}
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +251,37 @@ async def test_reflection_can_be_turned_off(settings):
             assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_the_audit_log_records_what_the_interceptor_decides_and_verifies(secured, chan, auth):
+    """End to end: the server's own AuditLog behind the auth interceptor, read by an auditor."""
+    t, profiles = auth[1], pb_grpc.ProfileServiceStub(chan)
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="u-audit", attributes={"plan": "gold"}), metadata=bearer(t["tracker"]))
+    assert (await _code(profiles.GetProfile(pb.GetProfileRequest(user_id="u-audit"))))[0] == \
+        grpc.StatusCode.UNAUTHENTICATED
+    assert (await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u-audit"),
+                                               metadata=bearer(t["decider"]))))[0] == \
+        grpc.StatusCode.PERMISSION_DENIED
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u-audit"),
+                                 metadata=bearer(t["admin"], ("x-request-id", "r-7")))
+    audit = apb_grpc.AuditServiceStub(chan)
+    assert (await _code(audit.TailAudit(apb.TailAuditRequest(limit=10),
+                                        metadata=bearer(t["admin"]))))[0] == \
+        grpc.StatusCode.PERMISSION_DENIED  # the audit log is the auditor's
+    lines = (await audit.TailAudit(apb.TailAuditRequest(limit=10),
+                                   metadata=bearer(t["auditor"]))).lines
+    rows = [json.loads(line) for line in lines]
+    seen = [(r["principal"], r["method"].rsplit("/", 1)[-1], r["status"]) for r in rows]
+    expected = [("unauthenticated", "GetProfile", "UNAUTHENTICATED"),
+                ("decider", "DeleteProfile", "PERMISSION_DENIED"), ("admin", "DeleteProfile", "OK")]
+    at = [seen.index(e) for e in expected]
+    assert at == sorted(at), seen  # in the order they happened
+    deleted = rows[at[2]]
+    assert deleted["request_id"] == "r-7" and deleted["target"].startswith("u:")
+    assert "u-audit" not in "\n".join(lines)  # user ids only as keyed hashes
+    await secured.stop(grace=0.5)  # flush nothing pending; verify the files as written
+    from tests.conftest import run_module
+    out = run_module("server", "audit", "verify", "--data-dir", str(secured.settings.data_dir),
+                     "--secrets-dir", str(secured.settings.secrets_dir))
+    assert json.loads(out.stdout)["ok"] is True
