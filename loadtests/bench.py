@@ -21,11 +21,13 @@ built there), so before/after figures of two commits come from one machine and o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +78,22 @@ def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 600) -> No
             except grpc.RpcError:
                 time.sleep(0.5)
     raise TimeoutError("server did not become ready")
+
+
+@contextlib.contextmanager
+def serving(bundle: Path, prefix: str = "tailor-"):
+    """`python -m server` serving `bundle` on a free loopback port from a temporary data dir;
+    yields its target and removes the data dir once the server stopped."""
+    port, work = _free_port(), Path(tempfile.mkdtemp(prefix=prefix))
+    server = start_server(["--port", str(port), "--data-dir", str(work),
+                           "--bundle", str(Path(bundle).resolve())])
+    try:
+        _wait_ready(f"127.0.0.1:{port}", server)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def bench_catalog(bundle: Path, args) -> dict:

@@ -16,8 +16,6 @@ demo CSVs are used.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,8 +29,7 @@ from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
 
-from .bench import _free_port, _wait_ready
-from .measure import start_server
+from .bench import serving
 
 CLICKS = (1, 2, 4, 8)
 DAY = 86400.0
@@ -106,16 +103,8 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, required=True, help="demo data the bundle was trained on")
     p.add_argument("--users", type=int, default=20)
     args = p.parse_args(argv)
-    port, work = _free_port(), Path(tempfile.mkdtemp(prefix="interest-"))
-    server = start_server(["--port", str(port), "--data-dir", str(work),
-                           "--bundle", str(args.bundle.resolve())])
-    try:
-        _wait_ready(f"127.0.0.1:{port}", server)
-        result = measure(f"127.0.0.1:{port}", args.data, args.users)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+    with serving(args.bundle, prefix="interest-") as target:
+        result = measure(target, args.data, args.users)
     print(f"share of the new category in the top-20 ({args.users} users, mean [min..max])")
     print(f"{'user':>10} " + " ".join(f"{n:>2} click{'s' if n > 1 else ' '}        " for n in CLICKS))
     for kind, rows in result.items():

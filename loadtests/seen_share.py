@@ -10,8 +10,6 @@ items the user had such an event on (any time, held-out rows included), and any 
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,9 +19,8 @@ import numpy as np
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
 
-from .bench import _free_port, _wait_ready
+from .bench import serving
 from .interest_shift import _demo
-from .measure import start_server
 
 
 def measure(target: str, data: Path, bundle: Path, n_users: int,
@@ -57,17 +54,9 @@ def main(argv=None) -> None:
     p.add_argument("--repeatable", nargs="*", default=["grocery"],
                    help="categories counted apart (type*: items outside them)")
     args = p.parse_args(argv)
-    port, work = _free_port(), Path(tempfile.mkdtemp(prefix="seen-share-"))
-    server = start_server(["--port", str(port), "--data-dir", str(work),
-                           "--bundle", str(args.bundle.resolve())])
-    try:
-        _wait_ready(f"127.0.0.1:{port}", server)
-        shares = measure(f"127.0.0.1:{port}", args.data, args.bundle, args.users,
+    with serving(args.bundle, prefix="seen-share-") as target:
+        shares = measure(target, args.data, args.bundle, args.users,
                          frozenset(args.repeatable))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
     print(f"share of top-10 items the user had an event of this type on ({args.users} users)")
     for kind, share in shares.items():
         print(f"{kind:>12}: {share:.3f}")
