@@ -12,7 +12,11 @@ budget (issue 14) is x1.15.
 Measured 2026-12-01 (100k items, 1 worker, --duration 10 --rounds 2, no auth config, the 2-core
 machine shared with other jobs, load average 7-10): Recommend 805-837 us/call plaintext, 797-878
 over TLS + token, median ratio x1.02; Ping 301-314 against 378-380 us/call (+70 us, x1.23): TLS
-costs about 70 us of server CPU per call, under 9% of a Recommend.
+costs about 70 us of server CPU per call, under 9% of a Recommend. Re-run at the end of that
+day on a quiet machine (load average ~1.7), same options with --duration 8: x1.17 with the token
+sent but unchecked (913.6 / 782.7 us) and x1.30 with --auth-config checking it (1077.8 / 826.4);
+under TLS the generator takes more of the 2 cores, the server reaches a lower QPS and smaller
+Recommend batches, so this closed-loop ratio mixes TLS cost with batch size (issue 14 open).
 """
 from __future__ import annotations
 
