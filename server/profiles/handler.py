@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import time
 import weakref
@@ -66,10 +67,8 @@ class Profiles:
         # Concurrent TrackEvents calls share one write transaction (one fsync).
         self._writer = AdaptiveBatcher(ThreadRunner(self._ingest_many, concurrency=1, name="ingest"),
                                        max_size=64, max_wait=0.0)
-        self._code_rows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._blends: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._uniq: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._derived: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        """Per bundle, its `_BundleDerived` (computed on first use, dropped with the bundle)."""
         self._category_names: dict[int, str] = {}  # codes never change once assigned
         self._listeners: list[EventListener] = []
         self._erasers: list[UserEraser] = []
@@ -196,9 +195,12 @@ class Profiles:
     def _recent_ids(self, state) -> list[tuple[str, float, float]]:
         """Recent items oldest first, weighted as the active bundle's histories are."""
         bundle = self.bundles.active
-        weights, half_life_s = self._weighting(bundle)
+        if bundle is None:
+            weights, half_life_s, rows = None, DEFAULT_HALF_LIFE_DAYS * fl.DAY, {}
+        else:
+            d = self._of(bundle)
+            weights, half_life_s, rows = d.weights, d.half_life_s, d.code_row
         codes, w = kf.recent_items(self.layout, state, half_life_s, weights=weights)
-        rows = self._code_row(bundle) if bundle is not None else {}
         ids = bundle.items["item_ids"] if bundle is not None else None
         v, n = self.layout.views(state), int(state[fl.N_RECENT])
         ts = dict(zip(v["rc_item"][:n].tolist(), v["rc_ts"][:n].tolist()))
@@ -208,32 +210,11 @@ class Profiles:
             out.append((str(ids[row]) if row is not None else f"code:{code}", wi, ts[code]))
         return out
 
-    def _weighting(self, bundle) -> tuple[np.ndarray | None, float]:
-        """(event weights aligned with the layout's types, half-life in s) of `bundle`'s
-        histories (manifest `history`); the layout's defaults when there is no bundle."""
-        if bundle is None:
-            return None, DEFAULT_HALF_LIFE_DAYS * fl.DAY
-        cached = self._weights.get(bundle)
-        if cached is None:
-            history = bundle.manifest.history
-            cached = (np.array([history.event_weights[n] for n in self.layout.event_types]),
-                      history.half_life_days * fl.DAY)
-            self._weights[bundle] = cached
-        return cached
-
-    def _unique_histories(self, bundle) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        found = self._uniq.get(bundle)
-        if found is None:
-            u = bundle.users
-            found = self._uniq[bundle] = unique_histories(u["indptr"], u["items"], u["weights"])
-        return found
-
-    def _code_row(self, bundle) -> dict[int, int]:
-        table = self._code_rows.get(bundle)
-        if table is None:
-            table = {item_code(i): r for r, i in enumerate(bundle.items["item_ids"].tolist())}
-            self._code_rows[bundle] = table
-        return table
+    def _of(self, bundle) -> _BundleDerived:
+        derived = self._derived.get(bundle)
+        if derived is None:
+            derived = self._derived[bundle] = _BundleDerived(bundle, self.layout, self.history)
+        return derived
 
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Feature states of many users from one read snapshot (None where there is none)."""
@@ -248,13 +229,10 @@ class Profiles:
         """
         now = time.time() if now is None else now
         states = self.repo.states(user_ids)
-        rows_of = self._code_row(bundle) if any(s is not None for s in states) else {}
-        trained_ts = _trained_ts(bundle)
-        weights, half_life_s = self._weighting(bundle)
-        blend = self._blends.get(bundle)
-        if blend is None:  # the bundle's short-term half-life, Settings' long-term blend
-            blend = self._blends[bundle] = dataclasses.replace(self.history, half_life_s=half_life_s)
-        indptr, uniq_rows, uniq_w = self._unique_histories(bundle)
+        d = self._of(bundle)
+        rows_of = d.code_row if any(s is not None for s in states) else {}
+        trained_ts, weights, blend = d.trained_ts, d.weights, d.blend
+        indptr, uniq_rows, uniq_w = d.unique_histories
         out = []
         for uid, state in zip(user_ids, states):
             if state is None:  # the common case: a bundle user without live events, or unknown
@@ -298,20 +276,44 @@ class Profiles:
         await self._writer.close()
 
 
-_TRAINED_TS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class _BundleDerived:
+    """What `Profiles` derives from one bundle, each part computed on its first use."""
 
+    def __init__(self, bundle, layout, history: HistoryBlend):
+        self.bundle, self._layout, self._history = bundle, layout, history
 
-def _trained_ts(bundle) -> np.ndarray:
-    """Per bundle user, the time its training weights are relative to: the user's latest seen
-    event when the bundle has seen arrays, else the data cutoff (docs/bundle.md)."""
-    out = _TRAINED_TS.get(bundle)
-    if out is None:
-        u, n = bundle.users, len(bundle.users["user_ids"])
-        out = np.full(n, float(bundle.manifest.cutoff))
+    @functools.cached_property
+    def weights(self) -> np.ndarray:
+        """The bundle's event weights (manifest `history`), aligned with the layout's types."""
+        weights = self.bundle.manifest.history.event_weights
+        return np.array([weights[n] for n in self._layout.event_types])
+
+    @functools.cached_property
+    def half_life_s(self) -> float:
+        return self.bundle.manifest.history.half_life_days * fl.DAY
+
+    @functools.cached_property
+    def blend(self) -> HistoryBlend:
+        """The bundle's short-term half-life, Settings' long-term blend."""
+        return dataclasses.replace(self._history, half_life_s=self.half_life_s)
+
+    @functools.cached_property
+    def code_row(self) -> dict[int, int]:
+        return {item_code(i): r for r, i in enumerate(self.bundle.items["item_ids"].tolist())}
+
+    @functools.cached_property
+    def unique_histories(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        u = self.bundle.users
+        return unique_histories(u["indptr"], u["items"], u["weights"])
+
+    @functools.cached_property
+    def trained_ts(self) -> np.ndarray:
+        """Per bundle user, the time its training weights are relative to: the user's latest
+        seen event when the bundle has seen arrays, else the data cutoff (docs/bundle.md)."""
+        u, n = self.bundle.users, len(self.bundle.users["user_ids"])
+        out = np.full(n, float(self.bundle.manifest.cutoff))
         if "seen_indptr" in u and len(u["seen_last_ts"]):
             lo, hi = u["seen_indptr"][:-1], u["seen_indptr"][1:]
             some = hi > lo
             out[some] = np.maximum.reduceat(u["seen_last_ts"].astype(np.float64), lo[some])
-        _TRAINED_TS[bundle] = out
-    return out
-
+        return out
