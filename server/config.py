@@ -120,9 +120,6 @@ class Settings(BaseSettings):
     """PEM private key of `tls_cert`. Re-read on SIGHUP."""
     tls_client_ca: Path | None = None
     """PEM CA bundle: mutual TLS, clients without a certificate it signed fail the handshake."""
-    auth_config: Path | None = None
-    """Auth config TOML (tokens and roles); see server/security/auth. None: callers are
-    unauthenticated, which only a loopback `host` (or `insecure`) allows."""
     insecure: bool = False
     """Serve a non-loopback `host` without TLS or an auth config anyway (otherwise refused)."""
 
