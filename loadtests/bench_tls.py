@@ -6,7 +6,8 @@ Makes a throwaway CA and server certificate, then for each round starts `python 
 same bundle twice, plaintext and `--tls-cert/--tls-key` (plus `--auth-config` if given, so the
 token is checked too), and measures Ping and Recommend k=10 at max throughput (closed loop, the
 generator's 16 connections warmed first) with loadtests/measure.py: the server tree's CPU per
-call. Prints both tables and the TLS+token / plaintext ratio of Recommend CPU per call; the
+call (or, with `--rate`, at one fixed open-loop arrival rate in every mode, so both servers see
+the same batch sizes). Prints both tables and the TLS+token / plaintext ratio of Recommend CPU per call; the
 budget (issue 14) is x1.15.
 
 Measured 2026-12-01 (100k items, 1 worker, --duration 10 --rounds 2, no auth config, the 2-core
@@ -68,7 +69,8 @@ def _run_mode(bundle: Path, flags: list[str], connection: Connection, users: lis
         recs = recommend_payloads(users, k=10)
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2, connection=connection)  # warm-up
         return compare("Recommend k=10 (max)", server.pid, target, RECOMMEND, recs, connection=connection,
-                       duration=args.duration, procs=args.procs, concurrency=args.concurrency)
+                       duration=args.duration, procs=args.procs, concurrency=args.concurrency,
+                       rate=args.rate)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -84,6 +86,9 @@ def main(argv=None) -> None:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     p.add_argument("--concurrency", type=int, default=32, help="in-flight calls (closed loop)")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="open loop: Poisson arrivals at this many calls/s (same for every mode, so "
+                        "batch sizes match); 0 = closed loop at max throughput")
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--rounds", type=int, default=1, help="plaintext, TLS pairs, alternated")
@@ -107,7 +112,8 @@ def main(argv=None) -> None:
             for name, (flags, connection) in modes.items():
                 results[name].append(_run_mode(bundle, flags, connection, users, args))
     print(f"\n{args.items} items, workers={args.workers} concurrency={args.concurrency} "
-          f"duration={args.duration}s rounds={args.rounds} auth config={args.auth_config or 'none'}")
+          f"rate={args.rate or 'max'} duration={args.duration}s rounds={args.rounds} "
+          f"auth config={args.auth_config or 'none'}")
     for name, pairs in results.items():
         print(f"\n{name}")
         for pair in pairs:
