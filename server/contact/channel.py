@@ -6,7 +6,8 @@ open event, see `population.engagement`) has the posterior
     Beta(a_c + s_uc, b_c + n_uc - s_uc)
 
 from the population prior Beta(a_c, b_c) (`population.fit_population`, method of moments) and
-the user's decayed sends n_uc and engagements s_uc read as of `now`. One draw per allowed
+the user's decayed sends n_uc and engagements s_uc read as of `now`, as effective counts
+(`population` docs). One draw per allowed
 channel; the largest wins.
 
 Propensity: the probability that channel wins a fresh draw, estimated by Monte Carlo with
@@ -26,9 +27,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from kernels.feature_layout import FeatureLayout
-from kernels.features import channel_counts_many
 
-from .population import Population, engagement
+from .population import Population, user_channels
 
 __all__ = ["posteriors", "thompson", "choose_channels", "choose_channel", "win_probability_2"]
 
@@ -40,9 +40,7 @@ def posteriors(layout: FeatureLayout, states, now: float, population: Population
     """Beta posterior (a, b), each [n, C] over `population.channels`, of a batch of states.
 
     `half_life` must be the one the population was fitted with (default: the longest)."""
-    states = np.asarray(states, np.float64).reshape(-1, layout.size)
-    hl = None if half_life is None else half_life % len(layout.half_lives_s)
-    sends, engaged = engagement(layout, channel_counts_many(layout, states, now, hl))
+    sends, engaged = user_channels(layout, states, now, half_life)
     cols = [layout.channel_code(c) for c in population.channels]
     sends, engaged = sends[:, cols], engaged[:, cols]
     return population.channel_a + engaged, population.channel_b + sends - engaged
@@ -63,9 +61,10 @@ def thompson(a, b, allowed, rng: np.random.Generator, n_mc: int = DEFAULT_N_MC
     if n_mc < 0:
         raise ValueError(f"n_mc: must be >= 0, got {n_mc}")
     n, c = a.shape
-    draws = rng.beta(a[:, None, :], b[:, None, :], size=(n, n_mc + 1, c))
-    draws = np.where(allowed[:, None, :], draws, -1.0)
-    winners = np.argmax(draws, axis=2)  # [n, n_mc + 1]; column 0 is the decision
+    cols = np.flatnonzero(allowed.any(axis=0))  # draw only channels somebody may get
+    draws = rng.beta(a[:, None, cols], b[:, None, cols], size=(n, n_mc + 1, cols.size))
+    draws = np.where(allowed[:, None, cols], draws, -1.0)
+    winners = cols[np.argmax(draws, axis=2)]  # [n, n_mc + 1]; column 0 is the decision
     probs = np.zeros((n, c))
     np.add.at(probs, (np.repeat(np.arange(n), n_mc + 1), winners.reshape(-1)), 1.0)
     return winners[:, 0], probs / (n_mc + 1)

@@ -22,9 +22,18 @@ so the per-user statistic S_i = sum_k (x_ik - n_i p_k)^2 / p_k has E[S_i] = (K -
 and alpha_hat = 1 / rho_hat - 1, clipped to [alpha_min, alpha_max]: rho near 1 (users unlike
 each other) gives a weak prior, rho near 0 (users like the population) a strong one. Users with
 n_i <= 1 add nothing to the denominator; if no user has more than one count, alpha_max is
-returned (no evidence of user-level variation: use the population). Decayed counts are used as
-if they were counts; they are sums of weights <= 1, whose multinomial noise is below that of as
-many whole events, so alpha_hat errs toward a stronger prior (more shrinkage), the safe side.
+returned (no evidence of user-level variation: use the population).
+
+Decayed counts are not counts: a decayed bin is a sum of weights w_j = 2^(-age_j / h) <= 1,
+whose multinomial noise is sum w_j^2 p (1 - p), not sum w_j p (1 - p). Read as counts they look
+less noisy than they are and the fit mistakes the noise deficit for users being alike (alpha
+far too large). Both the fit and the posteriors therefore use effective counts x / phi_u, with
+phi_u = sum w^2 / sum w for events arriving at a steady rate between the user's first and latest
+event (header FIRST_TS, REF_TS), decayed to `now`:
+
+    phi_u = (2^(-(now - REF_TS) / h) + 2^(-(now - FIRST_TS) / h)) / 2
+
+(one event: its weight; a long steady history: 1/2). `effective_scale` computes it.
 
 Where the prior comes from at serving time: it is a pure function of stored feature states
 (`fit_population`), so whoever holds the states fits it (see the module `server.contact` docs
@@ -37,10 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.feature_layout import HOURS_PER_WEEK, FeatureLayout
+from kernels.feature_layout import FIRST_TS, HOURS_PER_WEEK, N_EVENTS, REF_TS, FeatureLayout
 from kernels.features import channel_counts_many, hour_of_week_many
 
-__all__ = ["Population", "fit_dirichlet", "fit_population", "engagement", "save", "load"]
+__all__ = ["Population", "fit_dirichlet", "fit_population", "engagement", "effective_scale",
+           "user_hours", "user_channels", "save", "load"]
 
 ALPHA_MIN = 1e-3
 ALPHA_MAX = 1e6
@@ -94,6 +104,37 @@ def engagement(layout: FeatureLayout, counts: dict[str, np.ndarray]
     return counts["sends"], np.minimum(engaged, counts["sends"])
 
 
+def effective_scale(states: np.ndarray, now: float, half_life_s: float) -> np.ndarray:
+    """phi [n] (module docs): divide a state's decayed counts by it to get effective counts."""
+    states = np.asarray(states, np.float64)
+    has = states[:, N_EVENTS] > 0
+    first = np.where(has, states[:, FIRST_TS], now)
+    ref = np.where(has, states[:, REF_TS], now)
+    phi = (np.exp2(-np.maximum(now - ref, 0.0) / half_life_s)
+           + np.exp2(-np.maximum(now - first, 0.0) / half_life_s)) / 2.0
+    return np.where(has, phi, 1.0)
+
+
+def user_hours(layout: FeatureLayout, states, now: float) -> tuple[np.ndarray, np.ndarray]:
+    """(effective hour-of-week counts [n, 168], tz_offset_min [n]) of a batch of states."""
+    states = np.asarray(states, np.float64).reshape(-1, layout.size)
+    hist, tz = hour_of_week_many(layout, states, now)
+    return hist / effective_scale(states, now, layout.hour_half_life_s)[:, None], tz
+
+
+def user_channels(layout: FeatureLayout, states, now: float, half_life: int | None = -1
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(effective sends, engaged) [n, C] of a batch of states (`engagement`), from the decayed
+    counts of `layout.half_lives_s[half_life]` (default the longest; None: all-time counts)."""
+    states = np.asarray(states, np.float64).reshape(-1, layout.size)
+    if half_life is None:
+        return engagement(layout, channel_counts_many(layout, states, now, None))
+    hl = half_life % len(layout.half_lives_s)
+    sends, engaged = engagement(layout, channel_counts_many(layout, states, now, hl))
+    phi = effective_scale(states, now, layout.half_lives_s[hl])[:, None]
+    return sends / phi, engaged / phi
+
+
 @dataclass(frozen=True)
 class Population:
     """The fitted prior. `hour_p` [168] (local Monday 00:00 first) and `hour_alpha`: the
@@ -135,13 +176,11 @@ def fit_population(layout: FeatureLayout, states, now: float, half_life: int | N
 
     `half_life`: which decayed counts give the channel rates (index into
     `layout.half_lives_s`, default the last = longest; None = all-time counts), the same the
-    serving side must read (`channel.ChannelChooser`).
+    serving side must read (`channel.posteriors`).
     """
     states = np.asarray(states, np.float64).reshape(-1, layout.size)
-    hist, _ = hour_of_week_many(layout, states, now)
-    hour_p, hour_alpha = fit_dirichlet(hist, smoothing)
-    hl = None if half_life is None else half_life % len(layout.half_lives_s)
-    sends, engaged = engagement(layout, channel_counts_many(layout, states, now, hl))
+    hour_p, hour_alpha = fit_dirichlet(user_hours(layout, states, now)[0], smoothing)
+    sends, engaged = user_channels(layout, states, now, half_life)
     a = np.empty(len(layout.channels))
     b = np.empty(len(layout.channels))
     prior_a, prior_b = layout.rate_prior

@@ -8,7 +8,8 @@ of engagement in bin b (`population` docs), whose argmax is that of
 
     score_b = x_ub + alpha p_b
 
-x_u the user's hour-of-week histogram decayed to `now`, (p, alpha) the population's fitted
+x_u the user's hour-of-week histogram decayed to `now` in effective counts
+(`population.user_hours`), (p, alpha) the population's fitted
 Dirichlet prior: a user without history gets the population's best hour, a heavy user their
 own. Exploration is epsilon-greedy: with probability `epsilon` a uniform slot, so the logged
 propensity of slot j is (1 - epsilon) [j = best] + epsilon / m, exact (ties go to the earliest
@@ -21,9 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kernels.feature_layout import HOURS_PER_WEEK, FeatureLayout
-from kernels.features import hour_of_week_many
 
-from .population import Population
+from .population import Population, user_hours
 
 __all__ = ["MAX_SLOTS", "SendTimes", "slots", "slot_probs", "choose_slots", "choose_send_at",
            "daily_window"]
@@ -102,7 +102,7 @@ def choose_send_at(state, window: tuple[float, float], now: float, rng: np.rando
     if state is None:
         hist, tz = np.zeros((1, HOURS_PER_WEEK)), np.zeros(1, np.int64)
     else:
-        hist, tz = hour_of_week_many(layout, state, now)
+        hist, tz = user_hours(layout, state, now)
     start, end = max(float(window[0]), float(now)), float(window[1])
     at, prop, _ = choose_slots(hist, slots([start], [end], tz), population, rng, epsilon)
     return float(at[0]), float(prop[0])

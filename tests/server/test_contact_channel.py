@@ -30,9 +30,23 @@ def test_posteriors_by_hand():
     assert got["email"] == pytest.approx((2.0, 12.0))
     assert got["sms"] == pytest.approx((2.0, 10.0))
     assert got["push"] == pytest.approx((1.0, 9.0))
-    # a month later (the longest half-life, 30 days) the user's counts weigh half
+    # a month later (the longest half-life, 30 days) the counts weigh half, but so does each
+    # event: phi = 1/2 and the effective counts are unchanged
     a, b = C.posteriors(LAYOUT, state, T0 + 30 * 86400, POP)
-    assert (a[0, 2], b[0, 2]) == pytest.approx((1.5, 10.5))
+    assert (a[0, 2], b[0, 2]) == pytest.approx((2.0, 12.0))
+
+
+def test_posteriors_use_effective_counts_of_events_of_different_ages():
+    # 2 sends a month ago, 2 sends + 1 open now: decayed sends 2 * 1/2 + 2 = 3, opens 1;
+    # phi = (2^0 + 2^-1) / 2 = 3/4 -> effective sends 4, opens 4/3
+    email, sent, opened = (LAYOUT.channel_code("email"), LAYOUT.type_code("email_sent"),
+                           LAYOUT.type_code("email_open"))
+    old = T0 - 30 * 86400
+    state = F.update(LAYOUT, FL.new_state(LAYOUT),
+                     Events([sent, sent, sent, sent, opened], [email] * 5,
+                            [old, old, T0, T0, T0]))
+    a, b = C.posteriors(LAYOUT, state, T0, POP)
+    assert (a[0, 2], b[0, 2]) == pytest.approx((1 + 4 / 3, 9 + 4 - 4 / 3))
 
 
 @pytest.mark.parametrize("arms", [((2, 12), (3, 5)), ((1, 9), (1, 9)), ((20, 80), (5, 45))])
