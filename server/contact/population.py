@@ -35,9 +35,8 @@ event (header FIRST_TS, REF_TS), decayed to `now`:
 
 (one event: its weight; a long steady history: 1/2). `effective_scale` computes it.
 
-Where the prior comes from at serving time: it is a pure function of stored feature states
-(`fit_population`), so whoever holds the states fits it (see the module `server.contact` docs
-and docs/contact.md); `save` / `load` are its npz codec (`contact_prior.npz`).
+Where the prior comes from at serving time: `server.contact.prior` (a fit on a sample of the
+stored profiles, refreshed periodically); `save` / `load` are an npz codec for it.
 """
 from __future__ import annotations
 
@@ -135,7 +134,7 @@ def user_channels(layout: FeatureLayout, states, now: float, half_life: int | No
     return sends / phi, engaged / phi
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Population:
     """The fitted prior. `hour_p` [168] (local Monday 00:00 first) and `hour_alpha`: the
     Dirichlet prior alpha * p of a user's hour-of-week histogram; per channel of `channels`, the

@@ -167,6 +167,20 @@ class ProfileRepository:
             out[i] = decoded[j]
         return out
 
+    def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
+        """Up to `limit` feature states in key order from the first key >= `start` (one
+        snapshot), and the key to start the next sample from (b"" after the last profile), so
+        successive samples walk the whole store round-robin."""
+        suffix, raws, after = keys.FEATURES_SUFFIX, [], b""
+        with self.store.read() as txn:
+            for key, value in self._profiles.items(txn, start):
+                if len(raws) == limit:
+                    after = bytes(key)
+                    break
+                if key.endswith(suffix):
+                    raws.append(bytes(value))
+        return decode_states(self.layout, raws), after
+
     def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
         """Live seen-sets in one snapshot (None: no profile). A profile older than seen records
         gets its recent items, of unknown type."""

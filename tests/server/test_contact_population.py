@@ -75,3 +75,31 @@ def test_population_round_trips_and_validates(tmp_path):
         P.Population(np.ones(168), 1.0, ("email",), [1.0], [1.0])
     with pytest.raises(ValueError, match="channel_a"):
         P.Population(np.full(168, 1 / 168), 1.0, ("email",), [0.0], [1.0])
+
+
+def test_effective_scale_by_hand():
+    h = 30 * 86400.0
+    states = FL.new_states(LAYOUT, 3)
+    states[:, FL.N_EVENTS] = [1, 2, 0]
+    states[:, FL.FIRST_TS] = [T0 - h, T0 - 2 * h, np.inf]
+    states[:, FL.REF_TS] = [T0 - h, T0, -np.inf]
+    # one event a half-life old: its weight 1/2; ages 0..2h: (1 + 1/4) / 2; no events: 1
+    assert P.effective_scale(states, T0, h) == pytest.approx([0.5, 0.625, 1.0])
+
+
+def test_hour_prior_is_fitted_on_effective_counts():
+    # two clicks per user, a half-life (30 d) old: decayed they sum to n = 1 (n (n - 1) = 0,
+    # no evidence: alpha_max), effective they are n = 2. Users (2, 0) and (0, 2) on hours A, B:
+    # S = 4 each, rho = (8 - 4) / 4 = 1 -> alpha_min; users (1, 1) and (1, 1): S = 0 -> alpha_max
+    click, web = LAYOUT.type_code("click"), LAYOUT.channel_code("web")
+    old = T0 - 30 * 86400.0
+    hour = 3600.0
+
+    def user(t1, t2):
+        return F.update(LAYOUT, FL.new_state(LAYOUT), Events([click] * 2, [web] * 2, [t1, t2]))
+
+    apart = np.stack([user(old, old), user(old + hour, old + hour)])
+    pop = P.fit_population(LAYOUT, apart, T0, smoothing=0.0)
+    assert pop.hour_alpha == pytest.approx(P.ALPHA_MIN)
+    mixed = np.stack([user(old, old + hour), user(old, old + hour)])
+    assert P.fit_population(LAYOUT, mixed, T0, smoothing=0.0).hour_alpha == P.ALPHA_MAX
