@@ -1,6 +1,13 @@
-"""The contact policy: whom to contact, when and on which channel.
+"""The contact policy: whom to contact, on which channel, when (consent, frequency caps,
+quiet hours, send-time and channel choice), applied to every campaign decision.
 
-Send time (`send_time`), channel choice (`channel`) and their population prior (`population`)
-are pure functions of feature states; see each module.
+Send time (`send_time`), channel choice (`channel`) and their population prior (`population`,
+served by `prior`) are pure functions of feature states; see each module.
 """
-__all__ = ["channel", "population", "send_time"]
+from .caps import CONTACT_CHANNELS, ContactHistory, FrequencyCap
+from .consent import PURPOSES, consent_reason
+from .policy import Contact, ContactPolicy, Verdict
+from .quiet_hours import QuietHours, SendWindow
+
+__all__ = ["Contact", "ContactPolicy", "Verdict", "FrequencyCap", "ContactHistory",
+           "QuietHours", "SendWindow", "consent_reason", "PURPOSES", "CONTACT_CHANNELS"]
