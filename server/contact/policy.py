@@ -4,7 +4,13 @@
 `Contact`, PlanCampaign with a batch, each read by the caller in one read transaction. Checks,
 in order: consent (`consent.consent_reason`, the first of the campaign's channels the user may
 be contacted on), quiet hours (defer: `send_at` = when they end; or suppress), and, when the
-caller read the user's `ContactHistory`, the frequency caps. The caps are checked again, and
+caller read the user's `ContactHistory`, the frequency caps.
+
+With a feature layout (`layout`), a campaign of several channels picks among the consented ones
+by Thompson sampling (`channel`), and a campaign with an active `send_window` picks the user's
+best local hour in its next occurrence (`send_time`), both from the population prior of
+`prior` (`PriorSource`); their propensities are in the verdict and logged with the decision.
+Quiet hours are then checked at the chosen time. The caps are checked again, and
 counted, atomically where the decision is logged (`caps`), which alone is authoritative.
 """
 from __future__ import annotations
@@ -12,15 +18,19 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from ..config import DEFAULT_CONSENT
 from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_caps
 from .consent import TRANSACTIONAL, consent_reason
-from .quiet_hours import QUIET_HOURS, QuietHours, quiet_until, zone, zone_of
+from .prior import PriorSource
+from .quiet_hours import QUIET_HOURS, QuietHours, SendWindow, quiet_until, zone, zone_of
 
 if TYPE_CHECKING:
-    import numpy as np
+    from kernels.feature_layout import FeatureLayout
 
     from ..config import Settings
 
@@ -36,6 +46,10 @@ class Verdict:
     """The channel to contact on."""
     send_at: float
     """Unix seconds; 0 = now."""
+    channel_propensity: float = 1.0
+    """Probability the policy had of choosing `channel` (1: no choice among channels)."""
+    send_at_propensity: float = 1.0
+    """Probability the policy had of choosing `send_at`'s slot (1: no send window)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class Contactable(Protocol):
     channels: tuple[str, ...]
     frequency_caps: tuple[FrequencyCap, ...]
     quiet_hours: QuietHours
+    send_window: SendWindow
 
 
 class ContactPolicy:
@@ -67,20 +82,42 @@ class ContactPolicy:
 
     def __init__(self, consent_defaults: Mapping[str, str] = DEFAULT_CONSENT,
                  default_timezone: str = "UTC",
-                 global_caps: Sequence[Cap] = ()):
+                 global_caps: Sequence[Cap] = (), *, layout: FeatureLayout | None = None,
+                 prior: PriorSource | None = None, epsilon: float = 0.1, n_mc: int = 256,
+                 rng: np.random.Generator | None = None):
         self.consent_defaults = dict(consent_defaults)
         self.default_zone: zoneinfo.ZoneInfo = zone("contact_default_timezone", default_timezone)
         self.global_caps = tuple(tuple(c) for c in global_caps)
+        self.layout = layout
+        self.prior = prior if prior is not None or layout is None else PriorSource(
+            layout, lambda limit, start: (np.zeros((0, layout.size)), b""))
+        self.epsilon, self.n_mc = float(epsilon), int(n_mc)
+        self.rng = rng if rng is not None else np.random.default_rng()
 
     @classmethod
-    def from_settings(cls, s: Settings) -> ContactPolicy:
-        return cls(s.consent_defaults, s.contact_default_timezone, s.contact_frequency_caps)
+    def from_settings(cls, s: Settings, layout: FeatureLayout | None = None,
+                      prior: PriorSource | None = None) -> ContactPolicy:
+        return cls(s.consent_defaults, s.contact_default_timezone, s.contact_frequency_caps,
+                   layout=layout, prior=prior, epsilon=s.contact_send_time_epsilon,
+                   n_mc=s.contact_thompson_draws)
 
     def needs_profile(self, campaign: Contactable) -> bool:
-        """Whether verdicts on `campaign` read the profile (consent or quiet hours to check)."""
+        """Whether verdicts on `campaign` read the profile (consent, quiet hours, send time or
+        channel to choose)."""
         needs_consent = campaign.purpose != TRANSACTIONAL and any(
             self.consent_defaults.get(c, "none") != "none" for c in _channels(campaign))
-        return needs_consent or campaign.quiet_hours.active
+        return needs_consent or campaign.quiet_hours.active or self.needs_state(campaign)
+
+    def needs_state(self, campaign: Contactable) -> bool:
+        """Whether verdicts on `campaign` read the feature state (a send time or channel to
+        choose)."""
+        return self.layout is not None and (
+            len(_channels(campaign)) > 1 or campaign.send_window.active)
+
+    def refresh_prior(self, now: float) -> None:
+        """Refit the population prior if it is stale (reads the store: off the event loop)."""
+        if self.prior is not None and self.prior.stale(now):
+            self.prior.refresh(now)
 
     def caps(self, campaign: Contactable, channel: str) -> tuple[Cap, ...]:
         """The caps a decision of `campaign` on `channel` must pass (transactional campaigns
@@ -95,19 +132,46 @@ class ContactPolicy:
 
     def _verdict(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
         channels = _channels(campaign)
-        channel = next((c for c in channels if consent_reason(
-            contact.meta, c, campaign.purpose, self.consent_defaults) is None), None)
-        if channel is None:
+        allowed = [c for c in channels if consent_reason(
+            contact.meta, c, campaign.purpose, self.consent_defaults) is None]
+        if not allowed:
             return Verdict(True, "no_consent", channels[0], 0.0)
-        send_at = 0.0
+        channel, p_channel = self._channel(allowed, contact, now)
+        tz = zone_of(contact.meta, self.default_zone)
+        send_at, p_time = self._send_at(campaign.send_window, tz, contact, now)
         if campaign.quiet_hours.active:
-            send_at = quiet_until(campaign.quiet_hours, zone_of(contact.meta, self.default_zone), now)
-            if send_at and campaign.quiet_hours.action == "suppress":
-                return Verdict(True, QUIET_HOURS, channel, 0.0)
+            wake = quiet_until(campaign.quiet_hours, tz, send_at or now)
+            if wake and campaign.quiet_hours.action == "suppress":
+                return Verdict(True, QUIET_HOURS, channel, 0.0, p_channel, p_time)
+            send_at = wake or send_at
         if contact.history is not None and contact.history.blocked_by(
                 self.caps(campaign, channel), send_at or now):
-            return Verdict(True, FREQUENCY_CAP, channel, send_at)
-        return Verdict(False, "", channel, send_at)
+            return Verdict(True, FREQUENCY_CAP, channel, send_at, p_channel, p_time)
+        return Verdict(False, "", channel, send_at, p_channel, p_time)
+
+    def _channel(self, allowed: list[str], contact: Contact, now: float) -> tuple[str, float]:
+        """The first allowed channel, or a Thompson choice among several (`channel`)."""
+        if len(allowed) == 1 or self.layout is None:
+            return allowed[0], 1.0
+        from .channel import choose_channel
+
+        return choose_channel(contact.state, allowed, self.rng, self.prior.current,
+                              layout=self.layout, now=now, n_mc=self.n_mc)
+
+    def _send_at(self, window: SendWindow, tz: zoneinfo.ZoneInfo, contact: Contact,
+                 now: float) -> tuple[float, float]:
+        """(send_at or 0 = now, propensity): the best slot of the window's next occurrence in
+        the user's zone (its UTC offset at `now`), `send_time.choose_send_at`."""
+        if not window.active or self.layout is None:
+            return 0.0, 1.0
+        from .send_time import choose_send_at, daily_window
+
+        offset = datetime.fromtimestamp(now, tz).utcoffset()
+        span = daily_window(now, int(offset.total_seconds() // 60) if offset else 0,
+                            window.start_hour % 24, window.end_hour % 24)
+        send_at, prop = choose_send_at(contact.state, span, now, self.rng, self.prior.current,
+                                       layout=self.layout, epsilon=self.epsilon)
+        return (0.0 if send_at <= now else send_at), prop
 
 
 def _channels(campaign: Contactable) -> tuple[str, ...]:
