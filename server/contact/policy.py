@@ -127,18 +127,21 @@ class ContactPolicy:
 
     def verdicts(self, campaign: Contactable, contacts: Sequence[Contact],
                  now: float) -> list[Verdict]:
-        """One verdict per contact, in order."""
-        return [self._verdict(campaign, c, now) for c in contacts]
-
-    def _verdict(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
+        """One verdict per contact, in order (send times and channels chosen in one batch)."""
         channels = _channels(campaign)
-        allowed = [c for c in channels if consent_reason(
+        allowed = [[c for c in channels if consent_reason(
             contact.meta, c, campaign.purpose, self.consent_defaults) is None]
+            for contact in contacts]
+        zones = [zone_of(c.meta, self.default_zone) for c in contacts]
+        picks = self._choices(campaign, contacts, allowed, zones, now)
+        return [self._verdict(campaign, c, a, z, p, now)
+                for c, a, z, p in zip(contacts, allowed, zones, picks)]
+
+    def _verdict(self, campaign: Contactable, contact: Contact, allowed: list[str],
+                 tz: zoneinfo.ZoneInfo, pick: tuple, now: float) -> Verdict:
         if not allowed:
-            return Verdict(True, "no_consent", channels[0], 0.0)
-        channel, p_channel = self._channel(allowed, contact, now)
-        tz = zone_of(contact.meta, self.default_zone)
-        send_at, p_time = self._send_at(campaign.send_window, tz, contact, now)
+            return Verdict(True, "no_consent", _channels(campaign)[0], 0.0)
+        channel, p_channel, send_at, p_time = pick
         if campaign.quiet_hours.active:
             wake = quiet_until(campaign.quiet_hours, tz, send_at or now)
             if wake and campaign.quiet_hours.action == "suppress":
@@ -149,29 +152,34 @@ class ContactPolicy:
             return Verdict(True, FREQUENCY_CAP, channel, send_at, p_channel, p_time)
         return Verdict(False, "", channel, send_at, p_channel, p_time)
 
-    def _channel(self, allowed: list[str], contact: Contact, now: float) -> tuple[str, float]:
-        """The first allowed channel, or a Thompson choice among several (`channel`)."""
-        if len(allowed) == 1 or self.layout is None:
-            return allowed[0], 1.0
-        from .channel import choose_channel
+    def _choices(self, campaign: Contactable, contacts: Sequence[Contact],
+                 allowed: list[list[str]], zones: list[zoneinfo.ZoneInfo], now: float):
+        """(channel, propensity, send_at, propensity) per contact: the first allowed channel
+        and now, unless the campaign asks for a choice (`choice.choose`, one batch)."""
+        if not self.needs_state(campaign):
+            return [(a[0] if a else "", 1.0, 0.0, 1.0) for a in allowed]
+        from .choice import choose
 
-        return choose_channel(contact.state, allowed, self.rng, self.prior.current,
-                              layout=self.layout, now=now, n_mc=self.n_mc)
+        window = campaign.send_window
+        windows = [self._window(window, z, now) if a and window.active else None
+                   for a, z in zip(allowed, zones)]
+        ok = [i for i, a in enumerate(allowed) if a]
+        picks = choose(self.layout, self.prior.current, self.rng,
+                       [contacts[i].state for i in ok], [allowed[i] for i in ok],
+                       [windows[i] for i in ok], now, epsilon=self.epsilon, n_mc=self.n_mc)
+        out = [("", 1.0, 0.0, 1.0)] * len(contacts)
+        for i, pick in zip(ok, picks):
+            out[i] = pick
+        return out
 
-    def _send_at(self, window: SendWindow, tz: zoneinfo.ZoneInfo, contact: Contact,
-                 now: float) -> tuple[float, float]:
-        """(send_at or 0 = now, propensity): the best slot of the window's next occurrence in
-        the user's zone (its UTC offset at `now`), `send_time.choose_send_at`."""
-        if not window.active or self.layout is None:
-            return 0.0, 1.0
-        from .send_time import choose_send_at, daily_window
+    @staticmethod
+    def _window(window: SendWindow, tz: zoneinfo.ZoneInfo, now: float) -> tuple[float, float]:
+        """The send window's next (or current) occurrence in `tz`, at its UTC offset at `now`."""
+        from .send_time import daily_window
 
         offset = datetime.fromtimestamp(now, tz).utcoffset()
-        span = daily_window(now, int(offset.total_seconds() // 60) if offset else 0,
+        return daily_window(now, int(offset.total_seconds() // 60) if offset else 0,
                             window.start_hour % 24, window.end_hour % 24)
-        send_at, prop = choose_send_at(contact.state, span, now, self.rng, self.prior.current,
-                                       layout=self.layout, epsilon=self.epsilon)
-        return (0.0 if send_at <= now else send_at), prop
 
 
 def _channels(campaign: Contactable) -> tuple[str, ...]:
