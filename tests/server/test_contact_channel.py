@@ -49,19 +49,42 @@ def test_posteriors_use_effective_counts_of_events_of_different_ages():
     assert (a[0, 2], b[0, 2]) == pytest.approx((1 + 4 / 3, 9 + 4 - 4 / 3))
 
 
-@pytest.mark.parametrize("arms", [((2, 12), (3, 5)), ((1, 9), (1, 9)), ((20, 80), (5, 45))])
-def test_thompson_propensity_matches_the_exact_two_arm_value(arms):
+@pytest.mark.parametrize("arms", [((2, 12), (3, 5)), ((1, 9), (1, 9)), ((20, 80), (5, 45)),
+                                  ((1, 1), (300, 700))])
+def test_quadrature_propensity_matches_the_exact_two_arm_value(arms):
+    (a1, b1), (a2, b2) = arms
+    exact = C.win_probability_2(a1, b1, a2, b2)
+    chosen, probs = C.thompson([[a1, a2]], [[b1, b2]], [[True, True]], np.random.default_rng(3))
+    assert probs[0] == pytest.approx([exact, 1 - exact], abs=1e-6)
+
+
+@pytest.mark.parametrize("arms", [((2, 12), (3, 5)), ((0.5, 4), (1, 9))])
+def test_monte_carlo_propensity_matches_the_exact_two_arm_value(arms):
     (a1, b1), (a2, b2) = arms
     exact = C.win_probability_2(a1, b1, a2, b2)
     n_mc = 4000
     a = np.tile([a1, a2], (50, 1)).astype(float)
     b = np.tile([b1, b2], (50, 1)).astype(float)
-    chosen, probs = C.thompson(a, b, np.ones((50, 2), bool), np.random.default_rng(3), n_mc)
-    # 50 users x 4001 draws pooled: standard error sqrt(p (1 - p) / 200050) < 0.0012
+    chosen = np.zeros(50, np.int64)
+    probs = C.mc_probabilities(a, b, np.ones((50, 2), bool), chosen, np.random.default_rng(3),
+                               n_mc)
+    # 50 users x 4000 draws pooled: standard error sqrt(p (1 - p) / 200000) < 0.0012
     assert probs[:, 0].mean() == pytest.approx(exact, abs=0.005)
     assert probs.sum(axis=1) == pytest.approx(1.0)
     # the decision is one of the counted draws: its probability is never 0
-    assert (probs[np.arange(50), chosen] >= 1 / (n_mc + 1)).all()
+    assert (probs[:, 0] >= 1 / (n_mc + 1)).all()
+    # thompson takes this path for a posterior with a < 1 (pdf singular at 0)
+    _, p = C.thompson(a[:1], b[:1], np.ones((1, 2), bool), np.random.default_rng(4), n_mc)
+    assert p[0, 0] == pytest.approx(exact, abs=0.03)
+
+
+def test_three_arm_quadrature_matches_monte_carlo():
+    a, b = np.array([[3.0, 5.0, 2.0]]), np.array([[9.0, 11.0, 8.0]])
+    exact = C.win_probabilities(a, b, np.ones((1, 3), bool))[0]
+    mc = C.mc_probabilities(np.repeat(a, 100, 0), np.repeat(b, 100, 0), np.ones((100, 3), bool),
+                            np.zeros(100, np.int64), np.random.default_rng(0), 2000).mean(0)
+    assert exact.sum() == pytest.approx(1.0, abs=1e-6)
+    assert exact == pytest.approx(mc, abs=0.01)
 
 
 def test_win_probability_2_by_hand():
