@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import DEFAULT_CONSENT
 from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_caps
-from .consent import TRANSACTIONAL, consent_reason
+from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason
 from .prior import PriorSource
 from .quiet_hours import QUIET_HOURS, QuietHours, SendWindow, quiet_until, zone, zone_of
 
@@ -128,19 +128,28 @@ class ContactPolicy:
     def verdicts(self, campaign: Contactable, contacts: Sequence[Contact],
                  now: float) -> list[Verdict]:
         """One verdict per contact, in order (send times and channels chosen in one batch)."""
-        channels = _channels(campaign)
-        allowed = [[c for c in channels if consent_reason(
-            contact.meta, c, campaign.purpose, self.consent_defaults) is None]
-            for contact in contacts]
+        choosing = self.needs_state(campaign)
+        allowed = [self._allowed(campaign, c.meta, choosing) for c in contacts]
         zones = [zone_of(c.meta, self.default_zone) for c in contacts]
         picks = self._choices(campaign, contacts, allowed, zones, now)
         return [self._verdict(campaign, c, a, z, p, now)
                 for c, a, z, p in zip(contacts, allowed, zones, picks)]
 
+    def _allowed(self, campaign: Contactable, meta: Mapping | None, every: bool) -> list[str]:
+        """The campaign's channels the user may be contacted on: all of them when a channel
+        is to be chosen (`every`), else the first only."""
+        out = []
+        for c in _channels(campaign):
+            if consent_reason(meta, c, campaign.purpose, self.consent_defaults) is None:
+                out.append(c)
+                if not every:
+                    break
+        return out
+
     def _verdict(self, campaign: Contactable, contact: Contact, allowed: list[str],
                  tz: zoneinfo.ZoneInfo, pick: tuple, now: float) -> Verdict:
         if not allowed:
-            return Verdict(True, "no_consent", _channels(campaign)[0], 0.0)
+            return Verdict(True, NO_CONSENT, _channels(campaign)[0], 0.0)
         channel, p_channel, send_at, p_time = pick
         if campaign.quiet_hours.active:
             wake = quiet_until(campaign.quiet_hours, tz, send_at or now)
