@@ -34,7 +34,7 @@ from .feature_layout import (
 
 __all__ = [
     "Events", "update", "update_many", "reference_update_many", "read_features",
-    "recent_items", "recent_weights",
+    "recent_items", "recent_weights", "hour_of_week_many", "channel_counts_many",
 ]
 
 MAX_ITEM_CODE = 2 ** 53
@@ -374,3 +374,52 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
         "recent_ts": v["rc_ts"][:n][order].copy(),
         "recent_weights": recent_weights(layout, state)[order],
     }
+
+
+def _decay_to(states: np.ndarray, now: float, half_life_s: float) -> np.ndarray:
+    """Per state, the factor that values its decayed slots at `now` (1 before its REF_TS or
+    for a state without events, as `read_features`)."""
+    if not np.isfinite(now):
+        raise ValueError(f"now: must be finite, got {now}")
+    dt = np.where(states[:, N_EVENTS] > 0, np.maximum(float(now) - states[:, REF_TS], 0.0), 0.0)
+    return np.exp2(-dt / half_life_s)
+
+
+def hour_of_week_many(layout: FeatureLayout, states: np.ndarray, now: float
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Batch read of the send-time inputs: (hour_of_week [n, 168] decayed to `now`, local
+    Monday 00:00 first, as `read_features`; tz_offset_min [n] int)."""
+    states = np.asarray(states, np.float64).reshape(-1, layout.size)
+    check_record(layout, states, "states")
+    o = layout.offsets["hour"]
+    f = _decay_to(states, now, layout.hour_half_life_s)
+    hist = states[:, o:o + HOURS_PER_WEEK] * f[:, None]
+    return hist, states[:, TZ_OFFSET_MIN].astype(np.int64)
+
+
+def channel_counts_many(layout: FeatureLayout, states: np.ndarray, now: float,
+                        half_life: int | None = None) -> dict[str, np.ndarray]:
+    """Batch read of the per-channel send/open/click counts: {"sends", "opens", "clicks"},
+    each [n, C] (channels of `layout.channels`).
+
+    `half_life` None: all-time counts; an int: the decayed counts of `layout.half_lives_s[i]`
+    valued at `now` (as `read_features`' `counts_decayed`).
+    """
+    states = np.asarray(states, np.float64).reshape(-1, layout.size)
+    check_record(layout, states, "states")
+    T, C, _, H, _ = layout.shape
+    if half_life is None:
+        o = layout.offsets["counts"]
+        counts = states[:, o:o + T * C].reshape(-1, T, C)
+    else:
+        if not 0 <= half_life < H:
+            raise ValueError(f"half_life: an index in [0, {H}), got {half_life}")
+        o = layout.offsets["decayed"] + half_life * T * C
+        f = _decay_to(states, now, layout.half_lives_s[half_life])
+        counts = states[:, o:o + T * C].reshape(-1, T, C) * f[:, None, None]
+
+    def total(names):
+        return counts[:, [layout.type_code(n) for n in names]].sum(axis=1)
+
+    return {"sends": total(layout.send_types), "opens": total(layout.open_types),
+            "clicks": total(layout.click_types)}

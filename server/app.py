@@ -24,6 +24,7 @@ from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
 from .contact import ContactPolicy
+from .contact.prior import PriorSource
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
@@ -94,7 +95,7 @@ class TailorServer:
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds,
-                                   limits=s.limits, contact=ContactPolicy.from_settings(s))
+                                   limits=s.limits, contact=self._contact_policy())
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
         # Domains that follow tracked events or keep records about users join the profiles
@@ -102,6 +103,13 @@ class TailorServer:
         for domain in (self.campaigns,):
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)
+
+    def _contact_policy(self) -> ContactPolicy:
+        """Consent, caps, quiet hours, and send time and channel from the profiles' states."""
+        s, layout = self.settings, self.profiles.layout
+        prior = PriorSource(layout, self.profiles.sample_states, s.contact_prior_sample,
+                            s.contact_prior_refresh_seconds)
+        return ContactPolicy.from_settings(s, layout=layout, prior=prior)
 
     def _servicers(self) -> list:
         return [

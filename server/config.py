@@ -265,6 +265,17 @@ class Settings(BaseSettings):
     """Global caps on marketing contacts per user, as (channel or "*", max, window seconds),
     on top of each campaign's `frequency_caps`. Env:
     `TAILOR_CONTACT_FREQUENCY_CAPS='[["*", 5, 86400]]'`."""
+    contact_send_time_epsilon: float = Field(0.1, ge=0.0, le=1.0)
+    """Exploration share of send-time choice (campaigns with a `send_window`): a uniform slot
+    of the window instead of the user's best hour, so the model keeps learning."""
+    contact_thompson_draws: int = Field(256, ge=1, le=65536)
+    """Monte Carlo draws behind the propensity of a Thompson channel choice (campaigns with
+    several channels); standard error <= 0.5 / sqrt(draws + 1)."""
+    contact_prior_sample: int = Field(20_000, ge=1, le=10_000_000)
+    """Stored profiles the send-time and channel population prior is fitted on (each refit
+    reads the next ones, round-robin)."""
+    contact_prior_refresh_seconds: float = Field(3600.0, gt=0)
+    """Age at which the send-time and channel population prior is refitted."""
 
     @field_validator("consent_defaults")
     @classmethod

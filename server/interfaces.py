@@ -45,6 +45,10 @@ class ProfileStates(Protocol):
         snapshot, None where there is none (the contact policy reads both); states are not
         read (None) unless `with_states`."""
 
+    def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
+        """Up to `limit` stored feature states from key `start` on, and the key to continue
+        from (b"" past the last): the contact policy's population prior is fitted on them."""
+
 
 class EventListener(Protocol):
     """Follows tracked events (e.g. campaign rewards from `decision_id` attributes)."""

@@ -247,7 +247,7 @@ def _events_table(events: dict) -> pa.Table:
                      "value": np.round(events["value"].astype(np.float64), 2)})
 
 
-def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig()) -> dict:
+def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False) -> dict:
     """Write ``interactions.csv``, ``items.csv`` and ``ground_truth.npz`` into ``out``.
 
     Parameters
@@ -255,6 +255,9 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig()) -> dict:
     out : path
         Directory, created if missing.
     cfg : DemoConfig
+    contact : bool
+        Also write ``contact_truth.npz``: time zones, preferred hours and channels per user
+        (`training.demo_contact`, its own random stream: the other files do not change).
 
     Returns
     -------
@@ -283,6 +286,12 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig()) -> dict:
              user_taste=np.concatenate(taste), user_mix=np.concatenate(mix),
              user_price_sensitivity=np.concatenate(sens),
              config=np.array(repr(asdict(cfg))))
+    written = {"interactions": str(out / "interactions.csv"), "items": str(out / "items.csv"),
+               "ground_truth": str(out / "ground_truth.npz"), "n_rows": n_rows}
+    if contact:
+        from training.demo_contact import contact_truth
+
+        np.savez(out / "contact_truth.npz", **contact_truth(cfg.n_users, cfg.seed).arrays())
+        written["contact_truth"] = str(out / "contact_truth.npz")
     logger.info("demo world written to %s in %.1fs", out, time.perf_counter() - t0)
-    return {"interactions": str(out / "interactions.csv"), "items": str(out / "items.csv"),
-            "ground_truth": str(out / "ground_truth.npz"), "n_rows": n_rows}
+    return written

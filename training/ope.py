@@ -233,10 +233,23 @@ def _interval(terms, num, den, ci, n_boot, rng):
     return value, float(lo), float(hi)
 
 
+def _by_group(groups, terms, num, den):
+    """Per-group sums (num, den) whose ratio is the estimate: rounds of one group (e.g. one
+    user's several logged sends) are resampled together, not as independent rounds."""
+    _, g = np.unique(groups, return_inverse=True)
+    if den is None:
+        num, den = terms, np.ones_like(terms)
+    num, den = np.bincount(g, num), np.bincount(g, den)
+    return np.divide(num, den, out=np.zeros_like(num), where=den != 0), num, den
+
+
 def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, *,
              ci: str = "normal", n_boot: int = 1000, reward_model: str = "linear",
-             folds: int = 5, seed: int = 0) -> dict:
+             folds: int = 5, seed: int = 0, groups=None) -> dict:
     """Value of the policy whose action distribution on each logged round is `action_dist`.
+
+    `groups` (optional, one label per round): the intervals treat each group's rounds as one
+    unit (cluster-robust delta method / bootstrap over groups); the values do not change.
 
     Returns
     -------
@@ -247,6 +260,8 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
                          f"got {action_dist.shape}")
     if ci not in ("normal", "bootstrap"):
         raise ValueError(f"ci must be 'normal' or 'bootstrap', got {ci!r}")
+    if groups is not None and np.shape(groups) != (len(log),):
+        raise ValueError(f"groups must have one label per round ({len(log)})")
     rng = np.random.default_rng(seed)
     idx = np.arange(len(log))
     w = action_dist[idx, log.action] / log.pscore
@@ -262,6 +277,8 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
             num = den = None
         else:
             raise ValueError(f"estimators must be among {ESTIMATORS}, got {name!r}")
+        if groups is not None:
+            terms, num, den = _by_group(groups, terms, num, den)
         value, lo, hi = _interval(terms, num, den, ci, n_boot, rng)
         out[name] = {"value": float(value), "ci_low": float(lo), "ci_high": float(hi),
                      "stderr": float((hi - lo) / (2 * Z95))}

@@ -121,8 +121,9 @@ class Campaigns:
                                       max_wait=0.0, name="sends")
 
     async def start(self) -> None:
-        """Wait for the writer process (raises if it cannot start)."""
+        """Wait for the writer process (raises if it cannot start); fit the contact prior."""
         await self._writer.ready()
+        await asyncio.to_thread(self.contact.refresh_prior, time.time())
 
     # -- definitions --------------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
@@ -201,7 +202,7 @@ class Campaigns:
         spec = entry.campaign.spec
         if not entry.reads_profile:
             return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
-        with_states = entry.context.needs_profile
+        with_states = entry.context.needs_profile or self.contact.needs_state(spec)
         state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
         verdict = self.contact.verdicts(spec, [Contact(user_id, meta, state)], now)[0]
         return verdict, state if with_states else UNREAD
@@ -234,7 +235,8 @@ class Campaigns:
         reason = await self._log.submit(tuple(DecisionRecord(
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
             0, variant.id if variant else "", PENDING, now + spec.reward_window_seconds,
-            spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel])))
+            spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
+            verdict.channel_propensity, verdict.send_at_propensity)))
         if reason:  # over a frequency cap, found where the decision was logged
             return Choice(decision_id, NO_ARM, 0.0, "", {}, True, reason, verdict.channel,
                           verdict.send_at)
@@ -286,6 +288,8 @@ class Campaigns:
                 if self.repo.has_due(now):
                     closed = await self._changing(asyncio.to_thread(self.repo.sweep, now))
                     logger.debug("closed %d reward windows", closed)
+                if self.contact.prior is not None and self.contact.prior.stale(now):
+                    await asyncio.to_thread(self.contact.refresh_prior, now)
             except Exception:  # keep serving; say why
                 logger.exception("reward window sweep failed")
             await asyncio.sleep(self.sweep_seconds)

@@ -65,6 +65,10 @@ class DecisionRecord(NamedTuple):
     """Why the decision is suppressed (`status` "suppressed"); "" otherwise."""
     caps: tuple = ()
     """Frequency caps the writer enforces (`contact.caps.Cap` tuples); not stored."""
+    channel_propensity: float = 1.0
+    """Probability the contact policy had of choosing `channel` (1: no choice)."""
+    send_at_propensity: float = 1.0
+    """Probability the contact policy had of choosing `send_at`'s slot (1: no send window)."""
 
     def suppressed(self, reason: str) -> DecisionRecord:
         """This decision refused by the contact policy: no arm, variant or propensity."""

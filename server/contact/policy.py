@@ -4,7 +4,13 @@
 `Contact`, PlanCampaign with a batch, each read by the caller in one read transaction. Checks,
 in order: consent (`consent.consent_reason`, the first of the campaign's channels the user may
 be contacted on), quiet hours (defer: `send_at` = when they end; or suppress), and, when the
-caller read the user's `ContactHistory`, the frequency caps. The caps are checked again, and
+caller read the user's `ContactHistory`, the frequency caps.
+
+With a feature layout (`layout`), a campaign of several channels picks among the consented ones
+by Thompson sampling (`channel`), and a campaign with an active `send_window` picks the user's
+best local hour in its next occurrence (`send_time`), both from the population prior of
+`prior` (`PriorSource`); their propensities are in the verdict and logged with the decision.
+Quiet hours are then checked at the chosen time. The caps are checked again, and
 counted, atomically where the decision is logged (`caps`), which alone is authoritative.
 """
 from __future__ import annotations
@@ -12,15 +18,19 @@ from __future__ import annotations
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
 
 from ..config import DEFAULT_CONSENT
 from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_caps
 from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason
-from .quiet_hours import QUIET_HOURS, QuietHours, quiet_until, zone, zone_of
+from .prior import PriorSource
+from .quiet_hours import QUIET_HOURS, QuietHours, SendWindow, quiet_until, zone, zone_of
 
 if TYPE_CHECKING:
-    import numpy as np
+    from kernels.feature_layout import FeatureLayout
 
     from ..config import Settings
 
@@ -36,6 +46,10 @@ class Verdict:
     """The channel to contact on."""
     send_at: float
     """Unix seconds; 0 = now."""
+    channel_propensity: float = 1.0
+    """Probability the policy had of choosing `channel` (1: no choice among channels)."""
+    send_at_propensity: float = 1.0
+    """Probability the policy had of choosing `send_at`'s slot (1: no send window)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,7 @@ class Contactable(Protocol):
     channels: tuple[str, ...]
     frequency_caps: tuple[FrequencyCap, ...]
     quiet_hours: QuietHours
+    send_window: SendWindow
 
 
 class ContactPolicy:
@@ -67,20 +82,42 @@ class ContactPolicy:
 
     def __init__(self, consent_defaults: Mapping[str, str] = DEFAULT_CONSENT,
                  default_timezone: str = "UTC",
-                 global_caps: Sequence[Cap] = ()):
+                 global_caps: Sequence[Cap] = (), *, layout: FeatureLayout | None = None,
+                 prior: PriorSource | None = None, epsilon: float = 0.1, n_mc: int = 256,
+                 rng: np.random.Generator | None = None):
         self.consent_defaults = dict(consent_defaults)
         self.default_zone: zoneinfo.ZoneInfo = zone("contact_default_timezone", default_timezone)
         self.global_caps = tuple(tuple(c) for c in global_caps)
+        self.layout = layout
+        self.prior = prior if prior is not None or layout is None else PriorSource(
+            layout, lambda limit, start: (np.zeros((0, layout.size)), b""))
+        self.epsilon, self.n_mc = float(epsilon), int(n_mc)
+        self.rng = rng if rng is not None else np.random.default_rng()
 
     @classmethod
-    def from_settings(cls, s: Settings) -> ContactPolicy:
-        return cls(s.consent_defaults, s.contact_default_timezone, s.contact_frequency_caps)
+    def from_settings(cls, s: Settings, layout: FeatureLayout | None = None,
+                      prior: PriorSource | None = None) -> ContactPolicy:
+        return cls(s.consent_defaults, s.contact_default_timezone, s.contact_frequency_caps,
+                   layout=layout, prior=prior, epsilon=s.contact_send_time_epsilon,
+                   n_mc=s.contact_thompson_draws)
 
     def needs_profile(self, campaign: Contactable) -> bool:
-        """Whether verdicts on `campaign` read the profile (consent or quiet hours to check)."""
+        """Whether verdicts on `campaign` read the profile (consent, quiet hours, send time or
+        channel to choose)."""
         needs_consent = campaign.purpose != TRANSACTIONAL and any(
             self.consent_defaults.get(c, "none") != "none" for c in _channels(campaign))
-        return needs_consent or campaign.quiet_hours.active
+        return needs_consent or campaign.quiet_hours.active or self.needs_state(campaign)
+
+    def needs_state(self, campaign: Contactable) -> bool:
+        """Whether verdicts on `campaign` read the feature state (a send time or channel to
+        choose)."""
+        return self.layout is not None and (
+            len(_channels(campaign)) > 1 or campaign.send_window.active)
+
+    def refresh_prior(self, now: float) -> None:
+        """Refit the population prior if it is stale (reads the store: off the event loop)."""
+        if self.prior is not None and self.prior.stale(now):
+            self.prior.refresh(now)
 
     def caps(self, campaign: Contactable, channel: str) -> tuple[Cap, ...]:
         """The caps a decision of `campaign` on `channel` must pass (transactional campaigns
@@ -90,26 +127,68 @@ class ContactPolicy:
 
     def verdicts(self, campaign: Contactable, contacts: Sequence[Contact],
                  now: float) -> list[Verdict]:
-        """One verdict per contact, in order."""
-        return [self._verdict(campaign, c, now) for c in contacts]
+        """One verdict per contact, in order (send times and channels chosen in one batch)."""
+        choosing = self.needs_state(campaign)
+        allowed = [self._allowed(campaign, c.meta, choosing) for c in contacts]
+        zones = [zone_of(c.meta, self.default_zone) for c in contacts]
+        picks = self._choices(campaign, contacts, allowed, zones, now)
+        return [self._verdict(campaign, c, a, z, p, now)
+                for c, a, z, p in zip(contacts, allowed, zones, picks)]
 
-    def _verdict(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
-        channels, channel = _channels(campaign), None
-        for c in channels:
-            if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is None:
-                channel = c
-                break
-        if channel is None:
-            return Verdict(True, NO_CONSENT, channels[0], 0.0)
-        send_at = 0.0
+    def _allowed(self, campaign: Contactable, meta: Mapping | None, every: bool) -> list[str]:
+        """The campaign's channels the user may be contacted on: all of them when a channel
+        is to be chosen (`every`), else the first only."""
+        out = []
+        for c in _channels(campaign):
+            if consent_reason(meta, c, campaign.purpose, self.consent_defaults) is None:
+                out.append(c)
+                if not every:
+                    break
+        return out
+
+    def _verdict(self, campaign: Contactable, contact: Contact, allowed: list[str],
+                 tz: zoneinfo.ZoneInfo, pick: tuple, now: float) -> Verdict:
+        if not allowed:
+            return Verdict(True, NO_CONSENT, _channels(campaign)[0], 0.0)
+        channel, p_channel, send_at, p_time = pick
         if campaign.quiet_hours.active:
-            send_at = quiet_until(campaign.quiet_hours, zone_of(contact.meta, self.default_zone), now)
-            if send_at and campaign.quiet_hours.action == "suppress":
-                return Verdict(True, QUIET_HOURS, channel, 0.0)
+            wake = quiet_until(campaign.quiet_hours, tz, send_at or now)
+            if wake and campaign.quiet_hours.action == "suppress":
+                return Verdict(True, QUIET_HOURS, channel, 0.0, p_channel, p_time)
+            send_at = wake or send_at
         if contact.history is not None and contact.history.blocked_by(
                 self.caps(campaign, channel), send_at or now):
-            return Verdict(True, FREQUENCY_CAP, channel, send_at)
-        return Verdict(False, "", channel, send_at)
+            return Verdict(True, FREQUENCY_CAP, channel, send_at, p_channel, p_time)
+        return Verdict(False, "", channel, send_at, p_channel, p_time)
+
+    def _choices(self, campaign: Contactable, contacts: Sequence[Contact],
+                 allowed: list[list[str]], zones: list[zoneinfo.ZoneInfo], now: float):
+        """(channel, propensity, send_at, propensity) per contact: the first allowed channel
+        and now, unless the campaign asks for a choice (`choice.choose`, one batch)."""
+        if not self.needs_state(campaign):
+            return [(a[0] if a else "", 1.0, 0.0, 1.0) for a in allowed]
+        from .choice import choose
+
+        window = campaign.send_window
+        windows = [self._window(window, z, now) if a and window.active else None
+                   for a, z in zip(allowed, zones)]
+        ok = [i for i, a in enumerate(allowed) if a]
+        picks = choose(self.layout, self.prior.current, self.rng,
+                       [contacts[i].state for i in ok], [allowed[i] for i in ok],
+                       [windows[i] for i in ok], now, epsilon=self.epsilon, n_mc=self.n_mc)
+        out = [("", 1.0, 0.0, 1.0)] * len(contacts)
+        for i, pick in zip(ok, picks):
+            out[i] = pick
+        return out
+
+    @staticmethod
+    def _window(window: SendWindow, tz: zoneinfo.ZoneInfo, now: float) -> tuple[float, float]:
+        """The send window's next (or current) occurrence in `tz`, at its UTC offset at `now`."""
+        from .send_time import daily_window
+
+        offset = datetime.fromtimestamp(now, tz).utcoffset()
+        return daily_window(now, int(offset.total_seconds() // 60) if offset else 0,
+                            window.start_hour % 24, window.end_hour % 24)
 
 
 def _channels(campaign: Contactable) -> tuple[str, ...]:

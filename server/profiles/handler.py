@@ -229,6 +229,11 @@ class Profiles:
         read snapshot."""
         return self.repo.states_and_meta(user_ids, with_states)
 
+    def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
+        """Up to `limit` stored feature states from key `start` on, and the next start key
+        (`ProfileRepository.sample_states`; the contact policy's population prior)."""
+        return self.repo.sample_states(limit, start)
+
     def history_of(self, bundle, user_ids: Sequence[str], now: float | None = None):
         """Encoder input per user: the bundle's training history and the live profile's recent
         items, blended into short- and long-term interest as of `now` (`history.HistoryBlend`).

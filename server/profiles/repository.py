@@ -167,6 +167,20 @@ class ProfileRepository:
             out[i] = decoded[j]
         return out
 
+    def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
+        """Up to `limit` feature states in key order from the first key >= `start` (one
+        snapshot), and the key to start the next sample from (b"" after the last profile), so
+        successive samples walk the whole store round-robin."""
+        suffix, raws, after = keys.FEATURES_SUFFIX, [], b""
+        with self.store.read() as txn:
+            for key, value in self._profiles.items(txn, start):
+                if len(raws) == limit:
+                    after = bytes(key)
+                    break
+                if key.endswith(suffix):
+                    raws.append(bytes(value))
+        return decode_states(self.layout, raws), after
+
     def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
                         ) -> list[tuple[np.ndarray | None, dict | None]]:
         """(feature state, meta dict) of many users in one snapshot (None where there is none;

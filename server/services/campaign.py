@@ -128,7 +128,10 @@ class CampaignConverter:
             timestamp=rec["timestamp"], arm=rec["arm"], propensity=rec["propensity"],
             reward=rec["reward"] if rec["reward"] is not None else math.nan, context=rec["context"],
             position=rec.get("position", 0), variant_id=rec["variant_id"], status=rec["status"],
-            reason=rec.get("reason", ""))
+            reason=rec.get("reason", ""), channel=rec.get("channel", ""),
+            send_at=rec.get("send_at", 0.0),
+            channel_propensity=rec.get("channel_propensity", 1.0),
+            send_at_propensity=rec.get("send_at_propensity", 1.0))
 
 
 class CampaignServicer(pb_grpc.CampaignServiceServicer):

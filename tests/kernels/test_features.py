@@ -443,3 +443,33 @@ def test_upgrade_reads_version_1_records_and_keeps_their_weights():
     v1[n + 1] = 1.0
     with pytest.raises(ValueError, match="version-1"):
         FL.upgrade(LAYOUT, v1.reshape(1, -1).copy())
+
+
+# ---------------------------------------------------------------------------------------------
+# batch reads of the contact inputs
+
+@SETTINGS
+@given(data=st.data())
+def test_batch_contact_reads_match_read_features(data):
+    states = np.stack([apply_chunks(data.draw(streams()), [slice(None)], True) for _ in range(3)])
+    now = T0 + data.draw(st.floats(0, 60 * DAY))
+    hist, tz = F.hour_of_week_many(LAYOUT, states, now)
+    for h in (None, 0, 2):
+        counts = F.channel_counts_many(LAYOUT, states, now, h)
+        for i, state in enumerate(states):
+            f = F.read_features(LAYOUT, state, now)
+            np.testing.assert_allclose(hist[i], f["hour_of_week"], rtol=1e-12)
+            assert tz[i] == f["tz_offset_min"]
+            for key in ("sends", "opens", "clicks"):
+                expected = (f[f"{key}_all"] if h is None else
+                            f["counts_decayed"][h][[LAYOUT.type_code(n) for n in getattr(
+                                LAYOUT, f"{key[:-1]}_types")]].sum(axis=0))
+                np.testing.assert_allclose(counts[key][i], expected, rtol=1e-12)
+
+
+def test_batch_contact_reads_refuse_other_layouts_and_bad_half_life():
+    other = FeatureLayout(TYPES, CHANNELS, K + 1, WEIGHTS)
+    with pytest.raises(ValueError, match="states"):
+        F.hour_of_week_many(LAYOUT, FL.new_states(other, 2)[:, :LAYOUT.size].copy(), T0)
+    with pytest.raises(ValueError, match="half_life"):
+        F.channel_counts_many(LAYOUT, FL.new_states(LAYOUT, 1), T0, 3)

@@ -11,7 +11,7 @@ from server.store import Store
 # The decision log's JSON keys, in order: stored logs and `export` readers rely on them.
 LOGGED_KEYS = ["decision_id", "campaign_id", "user_id", "timestamp", "arm", "propensity", "reward",
                "context", "position", "variant_id", "status", "deadline", "linear", "channel",
-               "send_at", "reason"]
+               "send_at", "reason", "channel_propensity", "send_at_propensity"]
 
 
 def _record(i: int, now: float) -> DecisionRecord:
@@ -63,7 +63,8 @@ async def test_choose_logs_the_record_of_its_decision(tmp_path):
         "timestamp": logged["timestamp"], "arm": choice.arm, "propensity": choice.propensity,
         "reward": None, "context": [3.5], "position": 0, "variant_id": choice.variant_id,
         "status": PENDING, "deadline": logged["timestamp"] + 90.0, "linear": True,
-        "channel": "web", "send_at": 0.0, "reason": ""}
+        "channel": "web", "send_at": 0.0, "reason": "", "channel_propensity": 1.0,
+        "send_at_propensity": 1.0}
     assert before <= logged["timestamp"] <= time.time() and choice.variant_id in ("a", "b")
     await campaigns.close()
     store.close()

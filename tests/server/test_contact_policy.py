@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 import pytest
 
 from server.config import DEFAULT_CONSENT
-from server.contact import Contact, ContactHistory, ContactPolicy, FrequencyCap, QuietHours
+from server.contact import (
+    Contact,
+    ContactHistory,
+    ContactPolicy,
+    FrequencyCap,
+    QuietHours,
+    SendWindow,
+)
 from server.contact.quiet_hours import quiet_until, zone
 from server.errors import InvalidArgument
 
@@ -81,6 +88,7 @@ def test_verdicts_pick_the_first_consented_channel_then_apply_quiet_hours_and_ca
         purpose, channel, channels = "marketing", "email", ("email", "push")
         frequency_caps = (FrequencyCap("push", 1, 86400.0),)
         quiet_hours = NIGHT
+        send_window = SendWindow()
     policy = ContactPolicy(DEFAULT_CONSENT, "America/New_York")
     paris = {"attributes": {"timezone": "Europe/Paris"}, "consent": {}}
     now = utc(2026, 6, 15, 20)

@@ -72,3 +72,17 @@ def test_end_date_sets_the_last_day(tmp_path):
     # sessions start before the end; a late session's funnel may spill over by minutes
     assert end - 86_400 <= ts.max() < end + 3_600 and ts.min() >= end - 21 * 86_400
     assert ts.min() < end - 18 * 86_400
+
+
+def test_contact_truth_is_an_extra_file_that_changes_nothing_else(tmp_path):
+    write_demo(tmp_path / "plain", TINY)
+    info = write_demo(tmp_path / "contact", TINY, contact=True)
+    plain, contact = _digest(tmp_path / "plain"), _digest(tmp_path / "contact")
+    assert set(contact) - set(plain) == {"contact_truth.npz"}
+    assert all(contact[name] == digest for name, digest in plain.items())
+    truth = np.load(info["contact_truth"])
+    assert truth["tz_offset_min"].shape == (TINY.n_users,)
+    assert truth["channel_rate"].shape == (TINY.n_users, 3)
+    assert ((truth["preferred_hour"] >= 0) & (truth["preferred_hour"] < 24)).all()
+    best = truth["channel_rate"].argmax(axis=1)
+    assert (best == truth["preferred_channel"]).mean() > 0.9  # the boost makes it the best

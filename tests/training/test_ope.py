@@ -167,3 +167,23 @@ def test_registered_in_training_cli(tmp_path, capsys):
     ope.write_decision_log(str(logs), _decisions(100, 4))
     assert main(["ope", "--logs", str(logs), "--policy", "egreedy", "--json"]) == 0
     assert "dr" in json.loads(capsys.readouterr().out)["estimates"]
+
+
+def test_grouped_intervals_count_a_repeated_user_once():
+    # each round logged 4 times as one group: values unchanged, intervals those of the
+    # original log (the per-group residuals are the rounds' residuals), not 2x narrower
+    log = _synthetic(2000, 5)[0]
+    dist = _target(log.context)
+    rep = ope.LoggedBandit(*(np.tile(getattr(log, f), (4,) + (1,) * (getattr(log, f).ndim - 1))
+                             for f in ("action", "position", "reward", "pscore", "context")),
+                           log.n_actions, log.n_positions)
+    one = ope.estimate(log, dist, ("ips", "snips"))
+    grouped = ope.estimate(rep, np.tile(dist, (4, 1)), ("ips", "snips"),
+                           groups=np.tile(np.arange(2000), 4))
+    flat = ope.estimate(rep, np.tile(dist, (4, 1)), ("ips", "snips"))
+    for name in ("ips", "snips"):
+        assert grouped[name]["value"] == pytest.approx(one[name]["value"])
+        assert grouped[name]["ci_low"] == pytest.approx(one[name]["ci_low"], rel=1e-3)
+        assert grouped[name]["ci_high"] == pytest.approx(one[name]["ci_high"], rel=1e-3)
+        assert flat[name]["ci_high"] - flat[name]["ci_low"] == pytest.approx(
+            (one[name]["ci_high"] - one[name]["ci_low"]) / 2, rel=1e-2)

@@ -20,6 +20,7 @@ COMMANDS = (
     "training.cli.train",
     "training.cli.bootstrap",
     "training.cli.backtest",
+    "training.cli.timing",
     "training.push",
     "training.export",
     "training.ope",

@@ -21,6 +21,9 @@ def add_parser(subparsers) -> None:
                    help="the world's last day is this UTC date (YYYY-MM-DD; sessions start "
                         "before its end, a late funnel may spill over by minutes); default: "
                         "a fixed date, so the output is deterministic")
+    p.add_argument("--contact-truth", action="store_true",
+                   help="also write contact_truth.npz (time zones, preferred hours and channels "
+                        "per user; the other files are unchanged)")
     p.set_defaults(func=run)
 
 
@@ -39,7 +42,9 @@ def config_from_args(args) -> DemoConfig:
 
 
 def run(args) -> int:
-    info = write_demo(args.out, config_from_args(args))
+    info = write_demo(args.out, config_from_args(args), contact=args.contact_truth)
     print(f"wrote {info['n_rows']} interactions to {info['interactions']}")
     print(f"wrote {info['items']} and {info['ground_truth']}")
+    if "contact_truth" in info:
+        print(f"wrote {info['contact_truth']}")
     return 0

@@ -356,7 +356,7 @@ class ExportDecisionsRequest(_message.Message):
     def __init__(self, campaign_id: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., include_pending: _Optional[bool] = ..., include_suppressed: _Optional[bool] = ...) -> None: ...
 
 class DecisionRecord(_message.Message):
-    __slots__ = ("decision_id", "campaign_id", "user_id", "timestamp", "arm", "propensity", "reward", "context", "position", "variant_id", "status", "reason")
+    __slots__ = ("decision_id", "campaign_id", "user_id", "timestamp", "arm", "propensity", "reward", "context", "position", "variant_id", "status", "reason", "channel", "send_at", "channel_propensity", "send_at_propensity")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -369,6 +369,10 @@ class DecisionRecord(_message.Message):
     VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     campaign_id: str
     user_id: str
@@ -381,4 +385,8 @@ class DecisionRecord(_message.Message):
     variant_id: str
     status: str
     reason: str
-    def __init__(self, decision_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., reward: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., position: _Optional[int] = ..., variant_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    channel: str
+    send_at: float
+    channel_propensity: float
+    send_at_propensity: float
+    def __init__(self, decision_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., reward: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., position: _Optional[int] = ..., variant_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., channel_propensity: _Optional[float] = ..., send_at_propensity: _Optional[float] = ...) -> None: ...

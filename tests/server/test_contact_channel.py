@@ -1,0 +1,115 @@
+"""Channel choice: Beta posteriors by hand, Thompson propensities against the exact 2-arm value."""
+import numpy as np
+import pytest
+
+from kernels import feature_layout as FL
+from kernels import features as F
+from kernels.features import Events
+from server.contact import channel as C
+from server.contact.population import Population
+from server.profiles.schema import ProfileSchema
+
+LAYOUT = ProfileSchema().layout()
+T0 = 1.7e9
+POP = Population(np.full(168, 1 / 168), 1.0, LAYOUT.channels, np.full(5, 1.0), np.full(5, 9.0))
+
+
+def state_with(**counts):
+    types, chans = [], []
+    for name, k in counts.items():
+        types += [LAYOUT.type_code(name)] * k
+        chans += [LAYOUT.channel_code(name.split("_")[0])] * k
+    return F.update(LAYOUT, FL.new_state(LAYOUT), Events(types, chans, [T0] * len(types)))
+
+
+def test_posteriors_by_hand():
+    # email: 4 sends, 1 open (+1 click, not counted twice); sms: 2 sends, 1 click (no open event)
+    state = state_with(email_sent=4, email_open=1, email_click=1, sms_sent=2, sms_click=1)
+    a, b = C.posteriors(LAYOUT, state, T0, POP)
+    got = {c: (a[0, i], b[0, i]) for i, c in enumerate(POP.channels)}
+    assert got["email"] == pytest.approx((2.0, 12.0))
+    assert got["sms"] == pytest.approx((2.0, 10.0))
+    assert got["push"] == pytest.approx((1.0, 9.0))
+    # a month later (the longest half-life, 30 days) the counts weigh half, but so does each
+    # event: phi = 1/2 and the effective counts are unchanged
+    a, b = C.posteriors(LAYOUT, state, T0 + 30 * 86400, POP)
+    assert (a[0, 2], b[0, 2]) == pytest.approx((2.0, 12.0))
+
+
+def test_posteriors_use_effective_counts_of_events_of_different_ages():
+    # 2 sends a month ago, 2 sends + 1 open now: decayed sends 2 * 1/2 + 2 = 3, opens 1;
+    # phi = (2^0 + 2^-1) / 2 = 3/4 -> effective sends 4, opens 4/3
+    email, sent, opened = (LAYOUT.channel_code("email"), LAYOUT.type_code("email_sent"),
+                           LAYOUT.type_code("email_open"))
+    old = T0 - 30 * 86400
+    state = F.update(LAYOUT, FL.new_state(LAYOUT),
+                     Events([sent, sent, sent, sent, opened], [email] * 5,
+                            [old, old, T0, T0, T0]))
+    a, b = C.posteriors(LAYOUT, state, T0, POP)
+    assert (a[0, 2], b[0, 2]) == pytest.approx((1 + 4 / 3, 9 + 4 - 4 / 3))
+
+
+@pytest.mark.parametrize("arms", [((2, 12), (3, 5)), ((1, 9), (1, 9)), ((20, 80), (5, 45)),
+                                  ((1, 1), (300, 700))])
+def test_quadrature_propensity_matches_the_exact_two_arm_value(arms):
+    (a1, b1), (a2, b2) = arms
+    exact = C.win_probability_2(a1, b1, a2, b2)
+    chosen, probs = C.thompson([[a1, a2]], [[b1, b2]], [[True, True]], np.random.default_rng(3))
+    assert probs[0] == pytest.approx([exact, 1 - exact], abs=1e-6)
+
+
+@pytest.mark.parametrize("arms", [((2, 12), (3, 5)), ((0.5, 4), (1, 9))])
+def test_monte_carlo_propensity_matches_the_exact_two_arm_value(arms):
+    (a1, b1), (a2, b2) = arms
+    exact = C.win_probability_2(a1, b1, a2, b2)
+    n_mc = 4000
+    a = np.tile([a1, a2], (50, 1)).astype(float)
+    b = np.tile([b1, b2], (50, 1)).astype(float)
+    chosen = np.zeros(50, np.int64)
+    probs = C.mc_probabilities(a, b, np.ones((50, 2), bool), chosen, np.random.default_rng(3),
+                               n_mc)
+    # 50 users x 4000 draws pooled: standard error sqrt(p (1 - p) / 200000) < 0.0012
+    assert probs[:, 0].mean() == pytest.approx(exact, abs=0.005)
+    assert probs.sum(axis=1) == pytest.approx(1.0)
+    # the decision is one of the counted draws: its probability is never 0
+    assert (probs[:, 0] >= 1 / (n_mc + 1)).all()
+    # thompson takes this path for a posterior with a < 1 (pdf singular at 0)
+    _, p = C.thompson(a[:1], b[:1], np.ones((1, 2), bool), np.random.default_rng(4), n_mc)
+    assert p[0, 0] == pytest.approx(exact, abs=0.03)
+
+
+def test_three_arm_quadrature_matches_monte_carlo():
+    a, b = np.array([[3.0, 5.0, 2.0]]), np.array([[9.0, 11.0, 8.0]])
+    exact = C.win_probabilities(a, b, np.ones((1, 3), bool))[0]
+    mc = C.mc_probabilities(np.repeat(a, 100, 0), np.repeat(b, 100, 0), np.ones((100, 3), bool),
+                            np.zeros(100, np.int64), np.random.default_rng(0), 2000).mean(0)
+    assert exact.sum() == pytest.approx(1.0, abs=1e-6)
+    assert exact == pytest.approx(mc, abs=0.01)
+
+
+def test_win_probability_2_by_hand():
+    # Beta(1, 1) vs Beta(1, 1): 1/2; Beta(2, 1) (density 2x) vs uniform: int 2x * x dx = 2/3
+    assert C.win_probability_2(1, 1, 1, 1) == pytest.approx(0.5)
+    assert C.win_probability_2(2, 1, 1, 1) == pytest.approx(2 / 3)
+
+
+def test_disallowed_channels_never_win():
+    a = np.array([[50.0, 1.0, 1.0]] * 200)
+    b = np.array([[1.0, 50.0, 50.0]] * 200)
+    allowed = np.array([[False, True, True]] * 200)
+    chosen, probs = C.thompson(a, b, allowed, np.random.default_rng(0), 64)
+    assert set(chosen.tolist()) <= {1, 2} and (probs[:, 0] == 0).all()
+    with pytest.raises(ValueError, match="channels"):
+        C.thompson(a[:1], b[:1], np.zeros((1, 3), bool), np.random.default_rng(0))
+
+
+def test_choose_channel_prefers_the_engaged_channel():
+    state = state_with(email_sent=40, email_open=1, push_sent=40, push_open=30)
+    rng = np.random.default_rng(5)
+    picks = [C.choose_channel(state, ["email", "push"], rng, POP, layout=LAYOUT, now=T0)
+             for _ in range(20)]
+    assert {c for c, _ in picks} == {"push"} and all(p > 0.99 for _, p in picks)
+    channel, prop = C.choose_channel(None, ["sms"], rng, POP, layout=LAYOUT, now=T0)
+    assert (channel, prop) == ("sms", 1.0)
+    with pytest.raises(ValueError, match="channels"):
+        C.choose_channel(state, ["fax"], rng, POP, layout=LAYOUT, now=T0)

@@ -1,0 +1,60 @@
+"""evaluate-timing on a small demo world: Tailor's choices against fixed, random and the oracle."""
+import numpy as np
+import pytest
+
+from training import demo_contact as D
+from training.timing import TimingConfig, beats, evaluate_timing, format_report
+
+SMALL = TimingConfig(n_users=6000, rounds=4, n_mc=64)
+
+
+@pytest.fixture(scope="module")
+def report():
+    return evaluate_timing(SMALL)
+
+
+def test_send_time_beats_fixed_and_random_with_disjoint_intervals(report):
+    rows = report["send_time"]
+    assert beats(rows), format_report(report)
+    assert rows["oracle"]["truth"] > rows["tailor greedy"]["truth"] > rows["tailor"]["truth"]
+    # random is the logging policy: IPS weights are all 1, the estimate is the logged mean
+    assert rows["random"]["ips"]["value"] == pytest.approx(rows["random"]["snips"]["value"])
+
+
+def test_channel_choice_orders_as_its_truth(report):
+    rows = report["channel"]
+    truth = {k: r["truth"] for k, r in rows.items()}
+    assert truth["oracle"] > truth["tailor greedy"] > truth["tailor"] > truth["fixed"] \
+        > truth["random"], truth
+    assert rows["tailor"]["snips"]["value"] > rows["random"]["snips"]["ci_high"]
+
+
+@pytest.mark.parametrize("part", ["send_time", "channel"])
+def test_estimates_are_near_the_exact_values(report, part):
+    # one log serves every policy, so their errors move together; within 2 half-widths (~4 SE)
+    for name, r in report[part].items():
+        half = (r["snips"]["ci_high"] - r["snips"]["ci_low"]) / 2
+        assert abs(r["snips"]["value"] - r["truth"]) < 2 * half, (name, r)
+
+
+def test_history_hours_follow_the_truth():
+    truth = D.contact_truth(3000, 0)
+    users, ts = D.engagement_times(truth, np.random.default_rng(0), 0.0, 8 * 7 * 86400.0)
+    local = ((ts + 60.0 * truth.tz_offset_min[users]) / 3600.0) % 24.0
+    # the share of events within 3 hours of the preferred hour equals the factor's mass there
+    near = np.abs((local - truth.preferred_hour[users] + 12.0) % 24.0 - 12.0) < 3.0
+    grid = (np.arange(2400) + 0.5) / 100.0
+    at = 3600.0 * grid[None, :] - 60.0 * truth.tz_offset_min[users[:2000], None]  # local grid
+    mass = D.time_factor(truth, users[:2000, None], at)
+    dist = np.abs((grid[None, :] - truth.preferred_hour[users[:2000], None] + 12.0) % 24.0 - 12.0)
+    expected = ((mass * (dist < 3.0)).sum(1) / mass.sum(1)).mean()
+    assert near[:2000].mean() == pytest.approx(expected, abs=0.03)
+
+
+def test_cli_prints_the_table_and_fails_when_tailor_does_not_win(capsys):
+    from training.cli import main
+
+    code = main(["evaluate-timing", "--users", "1500", "--rounds", "1", "--n-mc", "16"])
+    out = capsys.readouterr().out
+    assert "send time" in out and "channel" in out and "oracle" in out
+    assert code == (0 if out.count(": yes") == 2 else 1)
