@@ -28,6 +28,7 @@ from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
+from .profiles.tombstones import Tombstones
 from .recommend import Recommender
 from .security.audit import AuditLog
 from .security.guard import AuthGuard
@@ -86,8 +87,10 @@ class TailorServer:
         self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
                            retention_s=s.event_retention_days * 86400.0, limits=s.limits)
+        self.tombstones = Tombstones(self.store, self.secrets["erasure"])
         self.profiles = Profiles(self.store, self.registry, rules=rules,
-                                 history=HistoryBlend.from_settings(s))
+                                 history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
+        self.registry.add_check(self.profiles.check_bundle)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
@@ -101,6 +104,7 @@ class TailorServer:
         for domain in (self.campaigns,):
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)
+            self.profiles.add_exporter(domain)
 
     def _servicers(self) -> list:
         return [

@@ -49,6 +49,8 @@ class Limits(BaseModel):
     """Longest profile attribute key."""
     attribute_value_chars: int = 1024
     """Longest profile attribute value."""
+    profile_export_events: int = Field(100_000, ge=1)
+    """Most events one ExportProfile document lists (the newest; it says how many are held)."""
 
     campaign_variants: int = 1000
     """Most variants in one campaign."""
@@ -203,8 +205,8 @@ class Settings(BaseSettings):
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
-    `encryption`), one `kid:base64key` line per key, the signing key first; keep it outside the
-    data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
+    `encryption`, `erasure`), one `kid:base64key` line per key, the signing key first; keep it
+    outside the data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
     overrides a file. A missing keyring is generated here only when `host` is a loopback address;
     any other host refuses to start without it. None: the environment only."""
     audit_max_bytes: int = Field(16 << 20, ge=1)

@@ -221,6 +221,10 @@ class Campaigns:
         are keyed `<user>␟...` and go with the profile's erasure)."""
         return self.repo.erase_user(txn, user_id)
 
+    def export_user(self, user_id: str) -> dict[str, object]:
+        """`UserExporter`: the user's decisions, each with its campaign, variant and status."""
+        return {"decisions": self.repo.decisions_of(user_id)}
+
     async def sweep_forever(self) -> None:
         """Give the default (or best event) reward to decisions whose window closed."""
         while True:

@@ -278,6 +278,11 @@ class CampaignRepository:
                 self._count(txn, rec["campaign_id"], dropped=1)
         return removed
 
+    def decisions_of(self, user_id: str) -> list[dict]:
+        """Every decision record of one user (pending ones included), oldest key first."""
+        with self.store.read() as txn:
+            return [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
+
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False) -> Iterator[dict]:
         """Decision records (user by user) matching the filters, from one read snapshot."""
