@@ -252,6 +252,14 @@ class TailorClient:
         req = prof_pb.ExportProfileRequest(user_id=user_id)
         return json.loads(self._call(self._profiles.ExportProfile, req, timeout).document)
 
+    def export_tombstones(self, timeout: float = 600.0):
+        """(kid, digest, erased_at) of every erased user (keyed hashes, never ids)."""
+        try:
+            for t in self._profiles.ExportTombstones(prof_pb.ExportTombstonesRequest(), timeout=timeout):
+                yield t.kid, t.digest, t.erased_at
+        except grpc.RpcError as err:
+            raise TailorError(err.code(), err.details()) from None
+
     def export_events(self, start: float = 0.0, end: float = 0.0, timeout: float = 3600.0):
         """Yield every retained raw event (tailor.v1.Event) with start <= timestamp <= end."""
         try:

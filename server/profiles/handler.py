@@ -26,7 +26,7 @@ from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, ProfileSchema, item_code
-from .tombstones import Tombstones
+from .tombstones import Tombstone, Tombstones
 
 __all__ = ["AccessExport", "Profiles", "TrackResult", "ProfileView"]
 
@@ -342,6 +342,10 @@ class Profiles:
     def seen_sets(self, user_ids: Sequence[str]):
         """Every item each user had an event on (live, uncapped); None: no profile."""
         return self.repo.seen_sets(user_ids)
+
+    def erased(self) -> list[Tombstone]:
+        """Every tombstone (keyed hashes and times), oldest erasure first."""
+        return self.tombstones.listing() if self.tombstones is not None else []
 
     def export(self, start: float = 0.0, end: float = 0.0):
         check_time("start", start, self.limits.latest_timestamp)

@@ -21,12 +21,13 @@ each worker rereads the list when, and only when, one read shows a new count.
 """
 from __future__ import annotations
 
-import hmac
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+from contract.erasure import digest, erased_at
 
 from ..security.secrets import Keyring
 from ..store import Store, keys
@@ -41,10 +42,6 @@ class Tombstone:
     """Hex HMAC-SHA256 of the user id under key `kid` of the `erasure` keyring."""
     at: float
     """Erasure time, unix seconds."""
-
-
-def digest(key: bytes, user_id: str) -> str:
-    return hmac.digest(key, user_id.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
 class Tombstones:
@@ -87,20 +84,7 @@ class Tombstones:
 
     def erased_at(self, user_ids: Sequence[str], tombs=None) -> list[float | None]:
         """Each user's erasure time, None if never erased (one HMAC per user and key)."""
-        tombs = self.current() if tombs is None else tombs
-        if not tombs:
-            return [None] * len(user_ids)
-        kids = {kid for kid, _ in tombs}
-        ring = [(kid, key) for kid, key in self.ring.keys if kid in kids]
-        out: list[float | None] = []
-        for uid in user_ids:
-            at = None
-            for kid, key in ring:
-                at = tombs.get((kid, digest(key, uid)))
-                if at is not None:
-                    break
-            out.append(at)
-        return out
+        return erased_at(user_ids, self.current() if tombs is None else tombs, self.ring.keys)
 
     def matches(self, user_ids: Iterable[str]) -> dict[str, float]:
         """{user id: erasure time} of the erased users among `user_ids` (a bundle's, at load)."""

@@ -49,6 +49,7 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _PROFILE + "GetProfile": ("analyst", PII_READER),
     _PROFILE + "ExportEvents": ("analyst", PII_READER),
     _PROFILE + "ExportProfile": (PII_READER,),  # one person's everything: access requests only
+    _PROFILE + "ExportTombstones": ("analyst", PII_READER),  # what `training export` also reads
     _ATTRIBUTION + "Attribute": ("analyst",),
     _ATTRIBUTION + "AttributeStream": ("analyst",),
     _ATTRIBUTION + "AttributeStored": ("analyst",),

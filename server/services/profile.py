@@ -154,6 +154,11 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         return pb.ExportProfileResponse(document=ProfileConverter.to_document(export, profile))
 
     @grpc_errors
+    async def ExportTombstones(self, request: pb.ExportTombstonesRequest, context):
+        for t in self.profiles.erased():
+            yield pb.Tombstone(kid=t.kid, digest=t.digest, erased_at=t.at)
+
+    @grpc_errors
     async def ExportEvents(self, request: pb.ExportEventsRequest, context):
         masked = not current_principal().has(PII_READER)
         for raw in self.profiles.export(request.start, request.end):

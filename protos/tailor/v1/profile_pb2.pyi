@@ -260,3 +260,17 @@ class ExportProfileResponse(_message.Message):
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     document: str
     def __init__(self, document: _Optional[str] = ...) -> None: ...
+
+class ExportTombstonesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Tombstone(_message.Message):
+    __slots__ = ("kid", "digest", "erased_at")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    digest: str
+    erased_at: float
+    def __init__(self, kid: _Optional[str] = ..., digest: _Optional[str] = ..., erased_at: _Optional[float] = ...) -> None: ...

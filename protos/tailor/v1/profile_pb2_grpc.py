@@ -75,6 +75,11 @@ class ProfileServiceStub:
                 request_serializer=tailor_dot_v1_dot_profile__pb2.ExportProfileRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_profile__pb2.ExportProfileResponse.FromString,
                 _registered_method=True)
+        self.ExportTombstones = channel.unary_stream(
+                '/tailor.v1.ProfileService/ExportTombstones',
+                request_serializer=tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_profile__pb2.Tombstone.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -136,6 +141,14 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportTombstones(self, request, context):
+        """Erased users as keyed hashes with their erasure times, never ids: `training export` hands
+        them to training, which drops those users' rows from before their erasure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +191,11 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ExportProfile,
                     request_deserializer=tailor_dot_v1_dot_profile__pb2.ExportProfileRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_profile__pb2.ExportProfileResponse.SerializeToString,
+            ),
+            'ExportTombstones': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportTombstones,
+                    request_deserializer=tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_profile__pb2.Tombstone.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +415,33 @@ class ProfileService:
             '/tailor.v1.ProfileService/ExportProfile',
             tailor_dot_v1_dot_profile__pb2.ExportProfileRequest.SerializeToString,
             tailor_dot_v1_dot_profile__pb2.ExportProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTombstones(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tailor.v1.ProfileService/ExportTombstones',
+            tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.SerializeToString,
+            tailor_dot_v1_dot_profile__pb2.Tombstone.FromString,
             options,
             channel_credentials,
             insecure,
