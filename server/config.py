@@ -166,10 +166,20 @@ class Settings(BaseSettings):
 
     event_retention_days: float = 365.0
     """Raw events older than this are dropped (features keep their decayed values)."""
+    event_retention_days_by_type: dict[str, float] = {}
+    """Retention of raw events of these types, in days, instead of `event_retention_days` (e.g.
+    `{"view": 90}`); older events of the type are refused at ingestion too. Env:
+    `TAILOR_EVENT_RETENTION_DAYS_BY_TYPE='{"view": 90}'`."""
+    decision_retention_days: float = Field(365.0, gt=0)
+    """Campaign decision records (with their variant and context) closed longer ago than this
+    are dropped; campaign counters and posteriors, which hold no user, stay."""
+    audit_retention_days: float = Field(0.0, ge=0)
+    """Closed audit files whose newest line is older than this are dropped (the chain's
+    `audit.head` moves on); 0: only `audit_keep_files` bounds the audit log."""
     event_future_tolerance_s: float = 300.0
     """Events stamped further in the future than this are rejected."""
     retention_sweep_seconds: float = 3600.0
-    """How often a worker drops expired raw events."""
+    """How often a worker drops expired raw events, decision records and audit files."""
 
     campaign_sweep_seconds: float = 1.0
     """How often a worker gives the default reward to decisions whose reward window closed."""
