@@ -2,6 +2,7 @@
 document, through `python -m clients export-profile` against a real server with real tokens."""
 import asyncio
 import json
+import logging
 import time
 
 import grpc
@@ -90,7 +91,8 @@ async def test_export_profile_holds_everything_and_only_a_pii_reader_gets_it(sec
     assert proc.returncode != 0 and "PERMISSION_DENIED" in proc.stdout + proc.stderr
 
 
-async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured, chan, auth):
+async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured, chan, auth, caplog):
+    caplog.set_level(logging.DEBUG, logger="tailor")
     toks = auth[1]
     await _hold_things_about(chan, toks)
     profiles = pb_grpc.ProfileServiceStub(chan)
@@ -107,3 +109,4 @@ async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured,
     assert doc["decisions"] == [] and doc["profile"]["attributes"] == {}
     assert [e["event_id"] for e in doc["profile"]["events"]] == ["back"]
     assert doc["erased_at"] is not None and doc["erased_at"] <= time.time()
+    assert USER not in caplog.text and EMAIL not in caplog.text  # the log names nobody
