@@ -14,7 +14,8 @@ import hmac
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["TOMBSTONE_COLUMNS", "digest", "erased_at", "read_tombstones", "write_tombstones"]
+__all__ = ["TOMBSTONE_COLUMNS", "digest", "erased_at", "keys_in_use", "read_tombstones",
+           "write_tombstones"]
 
 TOMBSTONE_COLUMNS = ("kid", "digest", "erased_at")
 
@@ -46,13 +47,20 @@ def read_tombstones(path: Path) -> dict[tuple[str, str], float]:
         return {(kid, dig): float(at) for kid, dig, at in rows}
 
 
+def keys_in_use(tombstones: Mapping[tuple[str, str], float],
+                keys: Sequence[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The (kid, key) pairs of `keys` that some tombstone was written under."""
+    kids = {kid for kid, _ in tombstones}
+    return [(kid, key) for kid, key in keys if kid in kids]
+
+
 def erased_at(user_ids: Sequence[str], tombstones: Mapping[tuple[str, str], float],
               keys: Sequence[tuple[str, bytes]]) -> list[float | None]:
-    """Each user's erasure time (None: never erased), hashing with the keys the list names."""
+    """Each user's erasure time (None: never erased), hashing with every key of `keys` (pass
+    `keys_in_use`'s: one HMAC per user and key)."""
     if not tombstones:
         return [None] * len(user_ids)
-    kids = {kid for kid, _ in tombstones}
-    ring = [(kid, key) for kid, key in keys if kid in kids]
+    ring = keys
     out: list[float | None] = []
     for uid in user_ids:
         at = None

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from contract.erasure import erased_at
+from contract.erasure import erased_at, keys_in_use
 
 __all__ = ["drop_erased", "erasure_keys", "tombstones_for"]
 
@@ -42,7 +42,8 @@ def drop_erased(rows: dict, tombstones: Mapping[tuple[str, str], float],
     """`rows` (`training.readers.read_interactions`) without the rows of erased users from
     before their erasure; returns (rows, how many were dropped). One HMAC per distinct user."""
     users = pc.unique(rows["user_id"]).to_pylist()
-    erased = {u: at for u, at in zip(users, erased_at(users, tombstones, keys)) if at is not None}
+    at = erased_at(users, tombstones, keys_in_use(tombstones, keys))
+    erased = {u: t for u, t in zip(users, at) if t is not None}
     if not erased:
         return rows, 0
     pos = pc.index_in(rows["user_id"], value_set=pa.array(list(erased), pa.string()))

@@ -21,18 +21,22 @@ each worker rereads the list when, and only when, one read shows a new count.
 """
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from contract.erasure import digest, erased_at
+from contract.erasure import digest, erased_at, keys_in_use
 
 from ..security.secrets import Keyring
 from ..store import Store, keys
 
 __all__ = ["Tombstone", "Tombstones", "digest"]
+
+_cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
+"""`digest` of recently served users (~15 MB when full): an HMAC costs ~3 µs, a hit ~0.1 µs."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,8 @@ class Tombstones:
         self._meta = store.table("meta")
         self._count = -1
         self._by_digest: dict[tuple[str, str], float] = {}
+        self._keys: list[tuple[str, bytes]] = []
+        """The ring's keys some tombstone names (one HMAC per key per lookup)."""
         self._lock = threading.Lock()
 
     # -- writing (UserEraser) ----------------------------------------------------------------
@@ -74,6 +80,7 @@ class Tombstones:
             found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
         by_digest = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
         with self._lock:
+            self._keys = keys_in_use(by_digest, self.ring.keys)
             self._by_digest, self._count = by_digest, count
         return by_digest
 
@@ -83,13 +90,25 @@ class Tombstones:
                       key=lambda t: (t.at, t.digest))
 
     def erased_at(self, user_ids: Sequence[str], tombs=None) -> list[float | None]:
-        """Each user's erasure time, None if never erased (one HMAC per user and key)."""
-        return erased_at(user_ids, self.current() if tombs is None else tombs, self.ring.keys)
+        """Each user's erasure time, None if never erased (the serving path: a user's HMAC is
+        computed once per process while it stays in a small cache)."""
+        tombs = self.current() if tombs is None else tombs
+        if not tombs:
+            return [None] * len(user_ids)
+        ring, out = self._keys, []
+        for uid in user_ids:
+            at = None
+            for kid, key in ring:
+                at = tombs.get((kid, _cached_digest(key, uid)))
+                if at is not None:
+                    break
+            out.append(at)
+        return out
 
     def matches(self, user_ids: Iterable[str]) -> dict[str, float]:
         """{user id: erasure time} of the erased users among `user_ids` (a bundle's, at load)."""
         tombs = self.current()
         if not tombs:
             return {}
-        ids = list(user_ids)
-        return {u: at for u, at in zip(ids, self.erased_at(ids, tombs)) if at is not None}
+        ids = list(user_ids)  # a whole bundle: hashed without the serving path's cache
+        return {u: at for u, at in zip(ids, erased_at(ids, tombs, self._keys)) if at is not None}
