@@ -296,12 +296,13 @@ class Profiles:
                 out.append(blend.blend_trained(uniq_rows[lo:hi], uniq_w[lo:hi], trained_ts[row],
                                                now, bundle.history_len))
                 continue
-            trained = bundle.history(uid)
+            row = bundle.user_row.get(uid)  # once: an erasure may drop it meanwhile
             rows, w, ts = [], [], []
-            if trained is not None:
-                rows.append(trained[0].astype(np.int64))
-                w.append(trained[1].astype(np.float64))
-                ts.append(np.full(len(trained[0]), trained_ts[bundle.user_row[uid]]))
+            if row is not None:
+                lo, hi = bundle.users["indptr"][row], bundle.users["indptr"][row + 1]
+                rows.append(bundle.users["items"][lo:hi].astype(np.int64))
+                w.append(bundle.users["weights"][lo:hi].astype(np.float64))
+                ts.append(np.full(hi - lo, trained_ts[row]))
             if state is not None:
                 v, n = self.layout.views(state), int(state[fl.N_RECENT])
                 summed = kf.recent_weights(self.layout, state, weights)
