@@ -113,3 +113,20 @@ async def test_a_returning_user_does_not_block_a_bundle_trained_on_their_new_act
     await asyncio.to_thread(client.push_bundle, later)
     assert tailor_server.registry.active.version == "retrained"
     assert user in tailor_server.registry.active.user_row
+
+
+def test_another_worker_sees_a_new_tombstone_on_its_next_read(tmp_path):
+    """Workers share tombstones through the store: a cached list is reread when the count moves."""
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store import Store
+    store, ring = Store(tmp_path / "s", sync=False), Keyring.generate("erasure")
+    here, there = Tombstones(store, ring, clock=lambda: 100.0), Tombstones(store, ring)
+    assert there.erased_at(["x", "y"]) == [None, None]  # cached: no tombstone
+    store.write(lambda txn: here.erase_user(txn, "x"))
+    assert there.erased_at(["x", "y"]) == [100.0, None]
+    rotated = Tombstones(store, ring.rotated(), clock=lambda: 200.0)
+    store.write(lambda txn: rotated.erase_user(txn, "y"))  # under the new key
+    assert rotated.erased_at(["x", "y"]) == [100.0, 200.0]  # the old kid still matches
+    assert Tombstones(store, Keyring.generate("erasure")).erased_at(["x", "y"]) == [None, None]
+    store.close()
