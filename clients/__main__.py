@@ -118,6 +118,7 @@ COMMANDS = {
     "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in",
                                                        args.source),
     "delete": lambda client, args: {"records_deleted": client.delete_profile(args.user)},
+    "export-profile": lambda client, args: client.export_profile(args.user, args.timeout),
     "recommend": _recommend,
     "status": lambda client, args: client.model_status(),
     "rollback": lambda client, args: client.rollback(args.version),
@@ -159,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--source", default="cli")
     de = sub.add_parser("delete", parents=[common], help="erase a user (right to erasure)")
     de.add_argument("--user", required=True)
+    ex = sub.add_parser("export-profile", parents=[common],
+                        help="everything held about a user as one JSON document (right of access)")
+    ex.add_argument("--user", required=True)
     _campaign_parser(sub, common)
     _attribute_parser(sub, common)
     au = sub.add_parser("audit", help="the audit log (role auditor)")

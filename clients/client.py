@@ -10,6 +10,7 @@ Errors surface as `TailorError` carrying the gRPC status code and the server's m
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -245,6 +246,19 @@ class TailorClient:
     def delete_profile(self, user_id: str, timeout: float | None = None) -> int:
         req = prof_pb.DeleteProfileRequest(user_id=user_id)
         return self._call(self._profiles.DeleteProfile, req, timeout).records_deleted
+
+    def export_profile(self, user_id: str, timeout: float | None = 60.0) -> dict:
+        """Everything the server holds about one user (role pii-reader), as one JSON document."""
+        req = prof_pb.ExportProfileRequest(user_id=user_id)
+        return json.loads(self._call(self._profiles.ExportProfile, req, timeout).document)
+
+    def export_tombstones(self, timeout: float = 600.0):
+        """(kid, digest, erased_at) of every erased user (keyed hashes, never ids)."""
+        try:
+            for t in self._profiles.ExportTombstones(prof_pb.ExportTombstonesRequest(), timeout=timeout):
+                yield t.kid, t.digest, t.erased_at
+        except grpc.RpcError as err:
+            raise TailorError(err.code(), err.details()) from None
 
     def export_events(self, start: float = 0.0, end: float = 0.0, timeout: float = 3600.0):
         """Yield every retained raw event (tailor.v1.Event) with start <= timestamp <= end."""

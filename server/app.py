@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Callable
 
 import grpc
@@ -30,6 +31,7 @@ from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
+from .profiles.tombstones import Tombstones
 from .recommend import Recommender
 from .security.audit import AuditLog
 from .security.guard import AuthGuard
@@ -87,9 +89,13 @@ class TailorServer:
         self.registry = ModelRegistry(s, self.store)
         self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
-                           retention_s=s.event_retention_days * 86400.0, limits=s.limits)
+                           retention_s=s.event_retention_days * 86400.0, limits=s.limits,
+                           retention_by_type={t: d * 86400.0 for t, d
+                                              in s.event_retention_days_by_type.items()})
+        self.tombstones = Tombstones(self.store, self.secrets["erasure"])
         self.profiles = Profiles(self.store, self.registry, rules=rules,
-                                 history=HistoryBlend.from_settings(s))
+                                 history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
+        self.registry.add_check(self.profiles.check_bundle)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
@@ -103,6 +109,7 @@ class TailorServer:
         for domain in (self.campaigns,):
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)
+            self.profiles.add_exporter(domain)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""
@@ -180,12 +187,25 @@ class TailorServer:
         for name in self._service_names:
             await self.health.set(name, status)
 
+    async def sweep_retention(self, now: float | None = None) -> dict[str, int]:
+        """One retention pass as of `now`: raw events (per type), closed decision records,
+        audit files; returns how many of each went."""
+        s, now = self.settings, time.time() if now is None else now
+        dropped = {"events": await self.profiles.drop_expired_events(now),
+                   "decisions": await self.campaigns.drop_expired_decisions(
+                       now - s.decision_retention_days * 86400.0),
+                   "audit_files": 0}
+        if s.audit_retention_days > 0:
+            dropped["audit_files"] = await asyncio.to_thread(
+                self.audit.drop_before, now - s.audit_retention_days * 86400.0)
+        return dropped
+
     async def _sweep_retention(self) -> None:
         while True:
             try:
-                dropped = await self.profiles.drop_expired_events()
-                if dropped:
-                    logger.info("retention dropped %d raw events", dropped)
+                dropped = await self.sweep_retention()
+                if any(dropped.values()):
+                    logger.info("retention dropped %s", dropped)
             except Exception:  # keep serving; say why
                 logger.exception("retention sweep failed")
             await asyncio.sleep(self.settings.retention_sweep_seconds)

@@ -54,6 +54,8 @@ class Limits(BaseModel):
     """Longest profile attribute key."""
     attribute_value_chars: int = 1024
     """Longest profile attribute value."""
+    profile_export_events: int = Field(100_000, ge=1)
+    """Most events one ExportProfile document lists (the newest; it says how many are held)."""
 
     campaign_variants: int = 1000
     """Most variants in one campaign."""
@@ -173,10 +175,20 @@ class Settings(BaseSettings):
 
     event_retention_days: float = 365.0
     """Raw events older than this are dropped (features keep their decayed values)."""
+    event_retention_days_by_type: dict[str, float] = {}
+    """Retention of raw events of these types, in days, instead of `event_retention_days` (e.g.
+    `{"view": 90}`); older events of the type are refused at ingestion too. Env:
+    `TAILOR_EVENT_RETENTION_DAYS_BY_TYPE='{"view": 90}'`."""
+    decision_retention_days: float = Field(365.0, gt=0)
+    """Campaign decision records (with their variant and context) closed longer ago than this
+    are dropped; campaign counters and posteriors, which hold no user, stay."""
+    audit_retention_days: float = Field(0.0, ge=0)
+    """Closed audit files whose newest line is older than this are dropped (the chain's
+    `audit.head` moves on); 0: only `audit_keep_files` bounds the audit log."""
     event_future_tolerance_s: float = 300.0
     """Events stamped further in the future than this are rejected."""
     retention_sweep_seconds: float = 3600.0
-    """How often a worker drops expired raw events."""
+    """How often a worker drops expired raw events, decision records and audit files."""
 
     campaign_sweep_seconds: float = 1.0
     """How often a worker gives the default reward to decisions whose reward window closed."""
@@ -212,8 +224,8 @@ class Settings(BaseSettings):
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
-    `encryption`), one `kid:base64key` line per key, the signing key first; keep it outside the
-    data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
+    `encryption`, `erasure`), one `kid:base64key` line per key, the signing key first; keep it
+    outside the data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
     overrides a file. A missing keyring is generated here only when `host` is a loopback address;
     any other host refuses to start without it. None: the environment only."""
     audit_max_bytes: int = Field(16 << 20, ge=1)

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .models import Bundle
     from .profiles.events import TrackedEvent
 
-__all__ = ["BundleSource", "EventListener", "ProfileStates", "UserEraser"]
+__all__ = ["BundleGate", "BundleSource", "EventListener", "ProfileStates", "UserEraser",
+           "UserExporter"]
 
 
 class BundleSource(Protocol):
@@ -64,3 +65,19 @@ class UserEraser(Protocol):
     def erase_user(self, txn, user_id: str) -> int:
         """Runs inside the profile erasure's write transaction (`txn`, as `Store.write` gives
         it); returns the records removed."""
+
+
+class BundleGate(Protocol):
+    """Decides whether a loaded bundle may serve (the model registry asks before it does)."""
+
+    def check_bundle(self, bundle: Bundle) -> None:
+        """Raise FailedPrecondition to refuse `bundle`; may mask rows it must not use."""
+
+
+class UserExporter(Protocol):
+    """Adds what a domain keeps about a user to their access export (ExportProfile, Art. 15/20):
+    decisions, suppression status, scores, ... Each exporter owns its sections of the document."""
+
+    def export_user(self, user_id: str) -> dict[str, object]:
+        """{section name: JSON-ready value} of everything held about `user_id` (empty values
+        included, so the document says "none" rather than leaving a section out)."""

@@ -1,6 +1,8 @@
 """`python -m training export --server HOST:PORT --out interactions.csv`: read tracked events back
 from a running server (ProfileService/ExportEvents) as a training interactions file, closing the
-loop: track → export → train → push."""
+loop: track → export → train → push. The server's tombstones (erased users as keyed hashes,
+ExportTombstones) go to ``tombstones.csv`` beside it, where `train` finds them
+(`training.erasure`)."""
 from __future__ import annotations
 
 import csv
@@ -19,6 +21,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="CSV file to write")
     p.add_argument("--start", type=float, default=0.0, help="unix seconds, inclusive (0 = unbounded)")
     p.add_argument("--end", type=float, default=0.0, help="unix seconds, inclusive (0 = unbounded)")
+    p.add_argument("--tombstones-out", type=Path, default=None,
+                   help="where the erased users' tombstones go (default: tombstones.csv beside --out)")
     p.set_defaults(func=run)
 
 
@@ -33,6 +37,9 @@ def run(args) -> int:
         out = csv.writer(fh)
         out.writerow(["user_id", "item_id", "timestamp", "event", "value"])
         try:
+            # Tombstones first: a user erased while the events stream is still dropped by train.
+            erased = _write_tombstones(client, args.tombstones_out or
+                                       args.out.with_name("tombstones.csv"))
             for ev in client.export_events(args.start, args.end):
                 if not ev.item_id:
                     skipped += 1  # interactions need an item; sends without one are not training rows
@@ -43,5 +50,15 @@ def run(args) -> int:
             print(f"export failed: {err}", file=sys.stderr)
             return 1
     tmp.replace(args.out)
-    print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped)")
+    print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped)"
+          f" and {erased} tombstones beside it")
     return 0
+
+
+def _write_tombstones(client, path: Path) -> int:
+    from contract.erasure import write_tombstones
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = write_tombstones(tmp, client.export_tombstones())
+    tmp.replace(path)
+    return n

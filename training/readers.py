@@ -255,11 +255,14 @@ def _pad(items, key, n_extra, fill) -> np.ndarray:
 
 
 def load(interactions: str | Path, items: str | Path | None = None,
-         fmt: str = "tailor") -> tuple[Interactions, Catalog]:
-    """Read and encode in one call (``fmt`` is ``"tailor"`` or ``"movielens"``)."""
+         fmt: str = "tailor", keep=None) -> tuple[Interactions, Catalog]:
+    """Read and encode in one call (``fmt`` is ``"tailor"`` or ``"movielens"``); ``keep(rows)``
+    returns the rows to train on (erasure: `training.erasure.drop_erased`)."""
     if fmt not in ("tailor", "movielens"):
         raise ValueError(f"format must be 'tailor' or 'movielens', got {fmt!r}")
     rows = read_movielens(interactions) if fmt == "movielens" else read_interactions(interactions)
+    if keep is not None:
+        rows = keep(rows)
     inter, catalog = build(rows, read_items(items) if items else None)
     logger.info("read %d rows, %d users, %d items from %s", len(inter), inter.n_users,
                 inter.n_items, interactions)

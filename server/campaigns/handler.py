@@ -280,6 +280,14 @@ class Campaigns:
         are keyed `<user>␟...` and go with the profile's erasure)."""
         return self.repo.erase_user(txn, user_id)
 
+    async def drop_expired_decisions(self, cutoff: float) -> int:
+        """Retention: decision records closed and made before `cutoff` go (their counters stay)."""
+        return await asyncio.to_thread(self.repo.drop_decisions_before, cutoff)
+
+    def export_user(self, user_id: str) -> dict[str, object]:
+        """`UserExporter`: the user's decisions, each with its campaign, variant and status."""
+        return {"decisions": self.repo.decisions_of(user_id)}
+
     async def sweep_forever(self) -> None:
         """Give the default (or best event) reward to decisions whose window closed."""
         while True:

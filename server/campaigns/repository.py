@@ -308,6 +308,36 @@ class CampaignRepository:
                 self._count(txn, rec["campaign_id"], dropped=1)
         return removed
 
+    def drop_decisions_before(self, cutoff: float, batch: int = 10_000) -> int:
+        """Retention: delete closed decision records made before `cutoff` and their index
+        entries (pending ones wait for their window to close); counters and posteriors stay."""
+        total = 0
+        while True:
+            n = self.store.write(lambda txn: self._drop_decisions(txn, cutoff, batch), erasure=True)
+            total += n
+            if n < batch:
+                return total
+
+    def _drop_decisions(self, txn, cutoff: float, batch: int) -> int:
+        doomed = []
+        for key, raw in self._d.items(txn):
+            if key.startswith(SEP):
+                continue
+            rec = decode_decision(raw)
+            if rec["status"] != PENDING and rec["timestamp"] < cutoff:
+                doomed.append((key, rec["decision_id"]))
+                if len(doomed) >= batch:
+                    break
+        for key, decision_id in doomed:
+            self._d.delete(txn, key)
+            self._d.delete(txn, decision_index_key(decision_id))
+        return len(doomed)
+
+    def decisions_of(self, user_id: str) -> list[dict]:
+        """Every decision record of one user (pending ones included), oldest key first."""
+        with self.store.read() as txn:
+            return [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
+
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False, include_suppressed: bool = False) -> Iterator[dict]:
         """Decision records (user by user) matching the filters, from one read snapshot."""

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
 from ..errors import InvalidArgument
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle
 from .registry import ModelRegistry
 from .staging import BundleStaging
 
@@ -49,7 +49,8 @@ class BundlePusher:
                 raise InvalidArgument("chunks", "the stream carried no bundle file")
             staging.manifest()  # a bad manifest is refused before anything is loaded
             loop = asyncio.get_running_loop()
-            bundle = await loop.run_in_executor(None, load_bundle, staging.dir, self.compute_threads)
+            bundle = await loop.run_in_executor(None, self.registry.load, staging.dir,
+                                                self.compute_threads)
             bundle.path = staging.publish()
         except BaseException:
             staging.discard()

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Settings
@@ -38,6 +39,7 @@ class ModelRegistry:
         self._active: Bundle | None = None
         self._swap_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
+        self._checks: list[Callable[[Bundle], None]] = []
 
     # -- reading -------------------------------------------------------------------------
     def current(self) -> Bundle:
@@ -68,6 +70,19 @@ class ModelRegistry:
             if path.is_dir() and not path.name.startswith(".") and (path / "manifest.json").exists():
                 found.append(path.name)
         return sorted(found, reverse=True)
+
+    def add_check(self, check: Callable[[Bundle], None]) -> None:
+        """`check(bundle)` runs on every bundle this process loads (pushed, activated, followed)
+        before it serves: it raises FailedPrecondition to refuse the bundle (erasure: a bundle
+        that still holds erased users, `server.interfaces.BundleGate`)."""
+        self._checks.append(check)
+
+    def load(self, path: Path, threads: int | None = None) -> Bundle:
+        """`load_bundle` and every check (blocking: run it in an executor)."""
+        bundle = load_bundle(path, self.settings.compute_threads if threads is None else threads)
+        for check in self._checks:
+            check(bundle)
+        return bundle
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -123,7 +138,7 @@ class ModelRegistry:
         if self._active is not None and self._active.version == version:
             return await self.install(self._active, record)
         loop = asyncio.get_running_loop()
-        bundle = await loop.run_in_executor(None, load_bundle, path, self.settings.compute_threads)
+        bundle = await loop.run_in_executor(None, self.load, path)
         return await self.install(bundle, record)
 
     async def install(self, bundle: Bundle, record: bool = True) -> Bundle:

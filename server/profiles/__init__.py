@@ -1,8 +1,8 @@
 """Real-time user profiles: events, incremental features, attributes, consent, erasure."""
 from .events import EventRules, TrackedEvent
-from .handler import Profiles, ProfileView, TrackResult
+from .handler import AccessExport, Profiles, ProfileView, TrackResult
 from .schema import ProfileSchema
 from .stream import track_stream
 
-__all__ = ["EventRules", "ProfileSchema", "ProfileView", "Profiles", "TrackResult", "TrackedEvent",
-           "track_stream"]
+__all__ = ["AccessExport", "EventRules", "ProfileSchema", "ProfileView", "Profiles", "TrackResult",
+           "TrackedEvent", "track_stream"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..config import DEFAULT_LIMITS, Limits
@@ -33,6 +34,20 @@ class EventRules:
     retention_s: float = 365 * 86400.0
     limits: Limits = DEFAULT_LIMITS
     """Id and attribute sizes (`id_bytes`, `event_attributes`, `event_attribute_bytes`)."""
+    retention_by_type: Mapping[str, float] = field(default_factory=dict)
+    """Seconds a raw event of these types is kept, instead of `retention_s`."""
+
+    def __post_init__(self):
+        unknown = sorted(set(self.retention_by_type) - set(EVENT_TYPES))
+        if unknown:
+            raise ValueError(f"event_retention_days_by_type: unknown event types {unknown} "
+                             f"(known: {', '.join(EVENT_TYPES)})")
+        bad = sorted(t for t, s in self.retention_by_type.items() if not s > 0)
+        if bad:
+            raise ValueError(f"event_retention_days_by_type: {bad} must be more than 0 days")
+
+    def retention_of(self, event_type: str) -> float:
+        return self.retention_by_type.get(event_type, self.retention_s)
 
 
 _TYPES, _CHANNELS = frozenset(EVENT_TYPES), frozenset(CHANNELS)
@@ -68,8 +83,10 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     if ev.timestamp > now + rules.future_tolerance_s:
         return (f"timestamp is {ev.timestamp - now:.0f}s in the future "
                 f"(tolerance {rules.future_tolerance_s:.0f}s)")
-    if ev.timestamp < now - rules.retention_s:
-        return f"timestamp is older than the {rules.retention_s / 86400:.0f}-day retention window"
+    keep_s = rules.retention_by_type.get(ev.type, rules.retention_s) if rules.retention_by_type \
+        else rules.retention_s
+    if ev.timestamp < now - keep_s:
+        return f"timestamp is older than the {keep_s / 86400:g}-day retention window"
     return _bad_attributes(ev.attributes, rules.limits) if ev.attributes else None
 
 

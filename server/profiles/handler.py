@@ -18,8 +18,8 @@ from kernels import features as kf
 
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..contact.quiet_hours import TIMEZONE, zone
-from ..errors import InvalidArgument, NotFound
-from ..interfaces import BundleSource, EventListener, UserEraser
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_text, check_time, shown
 from .events import EventRules, TrackedEvent, check_event
@@ -27,8 +27,9 @@ from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, ProfileSchema, item_code
+from .tombstones import Tombstone, Tombstones
 
-__all__ = ["Profiles", "TrackResult", "ProfileView"]
+__all__ = ["AccessExport", "Profiles", "TrackResult", "ProfileView"]
 
 logger = logging.getLogger("tailor.profiles")
 
@@ -52,13 +53,30 @@ class ProfileView:
     updated_at: float
     category_names: dict[int, str] = field(default_factory=dict)
     """Name of each category code in `features["category_affinity"]`."""
+    extra: dict = field(default_factory=dict)
+    """Every other entry of the stored meta record (e.g. a consent history), as stored."""
+
+
+@dataclass
+class AccessExport:
+    """Everything held about one user (ExportProfile): the profile, if any, and the sections
+    other domains add (`UserExporter`)."""
+
+    user_id: str
+    profile: ProfileView | None
+    sections: dict
+    events_held: int
+    """Events stored for the user; `profile.events` holds the newest `Limits.profile_export_events`."""
+    erased_at: float | None
+    """When the user was last erased (a tombstone), if ever: they came back after it."""
 
 
 class Profiles:
     """Implements `ProfileStates` for other domains; `add_listener`/`add_eraser` join theirs."""
 
     def __init__(self, store: Store, bundles: BundleSource, schema: ProfileSchema = ProfileSchema(),
-                 rules: EventRules = EventRules(), history: HistoryBlend = DEFAULT_BLEND):
+                 rules: EventRules = EventRules(), history: HistoryBlend = DEFAULT_BLEND,
+                 tombstones: Tombstones | None = None):
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout)
         self.bundles = bundles
@@ -73,6 +91,11 @@ class Profiles:
         self._category_names: dict[int, str] = {}  # codes never change once assigned
         self._listeners: list[EventListener] = []
         self._erasers: list[UserEraser] = []
+        self._exporters: list[UserExporter] = []
+        self.tombstones = tombstones
+        """Erased users (keyed hashes); None: erasure leaves no tombstone (bare test setups)."""
+        if tombstones is not None:
+            self.add_eraser(tombstones)
 
     def add_listener(self, listener: EventListener) -> None:
         """`listener.on_events` gets the newly accepted events of every call."""
@@ -81,6 +104,10 @@ class Profiles:
     def add_eraser(self, eraser: UserEraser) -> None:
         """`eraser.erase_user` runs inside every profile erasure's transaction."""
         self._erasers.append(eraser)
+
+    def add_exporter(self, exporter: UserExporter) -> None:
+        """`exporter.export_user` adds its sections to every access export."""
+        self._exporters.append(exporter)
 
     # -- ingestion -------------------------------------------------------------------------
     def _categories(self, events: Sequence[TrackedEvent]) -> list[str | None]:
@@ -167,8 +194,13 @@ class Profiles:
         check_id("user_id", user_id, self.limits.id_bytes)
         return await asyncio.to_thread(self.repo.delete_user, user_id, self._erasers)
 
-    async def drop_expired_events(self) -> int:
-        return await asyncio.to_thread(self.repo.drop_events_before, time.time() - self.rules.retention_s)
+    async def drop_expired_events(self, now: float | None = None) -> int:
+        """Retention as of `now`: raw events past their type's retention go; feature states
+        (decayed counts, monetary, affinities) keep what the events added."""
+        now = time.time() if now is None else now
+        by_type = {t: now - s for t, s in self.rules.retention_by_type.items()}
+        return await asyncio.to_thread(self.repo.drop_events_before, now - self.rules.retention_s,
+                                       by_type=by_type)
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, user_id: str, max_events: int = 0) -> ProfileView:
@@ -186,8 +218,27 @@ class Profiles:
             recent = self._recent_ids(state)
             names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
         first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
+        extra = {k: v for k, v in meta.items() if k not in _META_FIELDS}
         return ProfileView(user_id, attrs, meta["consent"], feats, recent, events,
-                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names)
+                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names, extra)
+
+    async def export_user(self, user_id: str) -> AccessExport:
+        """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is."""
+        check_id("user_id", user_id, self.limits.id_bytes)
+        try:
+            view = await self.get(user_id)
+        except NotFound:
+            view = None
+        held = len(view.events) if view else 0
+        if view is not None:
+            view.events = view.events[:self.limits.profile_export_events]
+        sections: dict = {}
+        for exporter in self._exporters:
+            sections.update(await asyncio.to_thread(exporter.export_user, user_id))
+        if view is None and not any(sections.values()):
+            raise NotFound("profile", user_id, personal=True)
+        erased = self.tombstones.erased_at([user_id])[0] if self.tombstones else None
+        return AccessExport(user_id, view, sections, held, erased)
 
     def _names_of(self, codes: list[int]) -> dict[int, str]:
         """Category names of stored codes (re-read when another worker assigned new codes)."""
@@ -242,6 +293,7 @@ class Profiles:
         `history`), and the blend's short-term half-life is the bundle's.
         """
         now = time.time() if now is None else now
+        self._mask_erased(bundle, user_ids)
         states = self.repo.states(user_ids)
         d = self._of(bundle)
         rows_of = d.code_row if any(s is not None for s in states) else {}
@@ -258,12 +310,13 @@ class Profiles:
                 out.append(blend.blend_trained(uniq_rows[lo:hi], uniq_w[lo:hi], trained_ts[row],
                                                now, bundle.history_len))
                 continue
-            trained = bundle.history(uid)
+            row = bundle.user_row.get(uid)  # once: an erasure may drop it meanwhile
             rows, w, ts = [], [], []
-            if trained is not None:
-                rows.append(trained[0].astype(np.int64))
-                w.append(trained[1].astype(np.float64))
-                ts.append(np.full(len(trained[0]), trained_ts[bundle.user_row[uid]]))
+            if row is not None:
+                lo, hi = bundle.users["indptr"][row], bundle.users["indptr"][row + 1]
+                rows.append(bundle.users["items"][lo:hi].astype(np.int64))
+                w.append(bundle.users["weights"][lo:hi].astype(np.float64))
+                ts.append(np.full(hi - lo, trained_ts[row]))
             if state is not None:
                 v, n = self.layout.views(state), int(state[fl.N_RECENT])
                 summed = kf.recent_weights(self.layout, state, weights)
@@ -277,9 +330,42 @@ class Profiles:
                                    now, bundle.history_len))
         return out
 
+    def _mask_erased(self, bundle, user_ids: Sequence[str]) -> None:
+        """Drop from `bundle.user_row` the users erased after its data cutoff: their training
+        history and seen-set are never used again (`tombstones`); new activity still counts."""
+        if self.tombstones is None:
+            return
+        tombs = self.tombstones.current()  # one read while no tombstone was added
+        known = [u for u in user_ids if u in bundle.user_row] if tombs else []
+        if known:
+            cutoff = bundle.manifest.cutoff
+            for uid, at in zip(known, self.tombstones.erased_at(known, tombs)):
+                if at is not None and at >= cutoff:
+                    bundle.user_row.pop(uid, None)
+
+    def check_bundle(self, bundle) -> None:
+        """`BundleGate`: refuse a bundle trained after an erasure that still holds the erased
+        user (unless they came back: a live profile, built after the erasure); mask the users
+        erased after its cutoff. Hashes every bundle user once when there are tombstones."""
+        if self.tombstones is None:
+            return
+        erased = self.tombstones.matches(bundle.users["user_ids"].tolist())
+        cutoff = bundle.manifest.cutoff
+        held = [u for u, at in erased.items() if at < cutoff]
+        stale = [u for u, s in zip(held, self.repo.states(held)) if s is None] if held else []
+        if stale:
+            raise HoldsErasedUsers(bundle.version, len(stale), cutoff)
+        for uid, at in erased.items():
+            if at >= cutoff:
+                bundle.user_row.pop(uid, None)
+
     def seen_sets(self, user_ids: Sequence[str]):
         """Every item each user had an event on (live, uncapped); None: no profile."""
         return self.repo.seen_sets(user_ids)
+
+    def erased(self) -> list[Tombstone]:
+        """Every tombstone (keyed hashes and times), oldest erasure first."""
+        return self.tombstones.listing() if self.tombstones is not None else []
 
     def export(self, start: float = 0.0, end: float = 0.0):
         check_time("start", start, self.limits.latest_timestamp)
@@ -288,6 +374,16 @@ class Profiles:
 
     async def close(self) -> None:
         await self._writer.close()
+
+
+_META_FIELDS = frozenset({"attributes", "consent", "created_at", "updated_at"})
+
+
+class HoldsErasedUsers(FailedPrecondition):
+    def __init__(self, version: str, n: int, cutoff: float):
+        super().__init__(f"bundle {version!r} was trained on data up to {cutoff:.0f} and holds {n} "
+                         "user(s) erased before that: train it again from a `training export` "
+                         "taken after the erasure (it carries the tombstones)")
 
 
 class _BundleDerived:

@@ -20,7 +20,7 @@ from ..store import keys
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES, item_code
 
-__all__ = ["EventRecords", "raw_event"]
+__all__ = ["EventRecords", "event_type", "raw_event"]
 
 _TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
 _CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
@@ -37,6 +37,11 @@ def raw_event(ev: TrackedEvent) -> bytes:
     return pb.Event(event_id=ev.event_id, user_id=ev.user_id, type=ev.type, channel=ev.channel,
                     campaign_id=ev.campaign_id, item_id=ev.item_id, value=ev.value,
                     timestamp=ev.timestamp, attributes=ev.attributes).SerializeToString()
+
+
+def event_type(raw: bytes) -> str:
+    """The type of a stored raw event (retention by type decodes only those it must)."""
+    return pb.Event.FromString(raw).type
 
 
 @dataclass(slots=True)

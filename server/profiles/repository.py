@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..store import Store, keys
 from . import seen
 from .codec import decode_states, update_records
 from .events import TrackedEvent
-from .records import EventRecords
+from .records import EventRecords, event_type
 
 __all__ = ["ProfileRepository", "IngestResult"]
 
@@ -114,22 +114,46 @@ class ProfileRepository:
             return removed
         return self.store.write(fn, erasure=True)
 
-    def drop_events_before(self, cutoff: float, batch: int = 10_000) -> int:
-        """Retention: delete raw events (and their dedupe keys) older than `cutoff`."""
+    def drop_events_before(self, cutoff: float, batch: int = 10_000,
+                           by_type: Mapping[str, float] | None = None) -> int:
+        """Retention: delete raw events (and their dedupe keys) older than `cutoff`, or than
+        `by_type[type]` for the types it lists (their events are decoded only between the
+        earliest and the latest of the cutoffs)."""
         total = 0
         while True:
-            n = self.store.write(lambda txn: self._drop_some(txn, cutoff, batch), erasure=True)
+            n = self.store.write(lambda txn: self._drop_some(txn, cutoff, batch, by_type or {}),
+                                 erasure=True)
             total += n
             if n < batch:
                 return total
 
-    def _drop_some(self, txn, cutoff: float, batch: int) -> int:
+    def _drop_some(self, txn, cutoff: float, batch: int, by_type: Mapping[str, float]) -> int:
         limit, doomed = keys.ms_part(cutoff), []
+        if by_type:
+            return self._drop_some_by_type(txn, cutoff, batch, by_type)
         for key in self._events.keys(txn):
             if keys.event_parts(key)[1] < limit:
                 doomed.append(key)
                 if len(doomed) >= batch:
                     break
+        return self._drop_keys(txn, doomed)
+
+    def _drop_some_by_type(self, txn, cutoff: float, batch: int, by_type: Mapping[str, float]) -> int:
+        limits = {t: keys.ms_part(c) for t, c in by_type.items()}
+        default = keys.ms_part(cutoff)
+        lo, hi = min(default, *limits.values()), max(default, *limits.values())
+        doomed = []
+        for key, value in self._events.items(txn):
+            ms = keys.event_parts(key)[1]
+            if ms >= hi:
+                continue
+            if ms < lo or ms < limits.get(event_type(value), default):
+                doomed.append(key)
+                if len(doomed) >= batch:
+                    break
+        return self._drop_keys(txn, doomed)
+
+    def _drop_keys(self, txn, doomed: list[bytes]) -> int:
         for key in doomed:
             self._events.delete(txn, key)
             self._dedupe.delete(txn, keys.dedupe_key_of_event(key))

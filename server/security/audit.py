@@ -67,6 +67,11 @@ def _last_line(path: Path) -> bytes | None:
     return lines[-1] if lines else None
 
 
+def _line_time(line: bytes) -> float:
+    """Unix seconds of an audit line's `ts`."""
+    return datetime.fromisoformat(json.loads(line)["ts"]).timestamp()
+
+
 def _line_start(fd: int) -> bytes:
     """A newline when the file ends inside a line (a write torn by a crash), else nothing."""
     size = os.fstat(fd).st_size
@@ -134,11 +139,30 @@ class AuditLog:
         path = self.directory / HEAD
         return json.loads(path.read_text())["prev"] if path.exists() else ""
 
+    def drop_before(self, cutoff: float) -> int:
+        """Retention by age: drop the oldest files whose newest line is older than `cutoff`
+        (unix seconds), never the file being written; returns how many went."""
+        with self._thread_lock, open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            files, n = audit_files(self.directory), 0
+            for path in files[:-1]:
+                last = _last_line(path)
+                if last is not None and _line_time(last) >= cutoff:
+                    break
+                n += 1
+            if n:
+                self._drop_first(files, n)
+            return n
+
     def _drop_old(self, files: list[Path]) -> None:
         """Retention: keep the newest `keep_files` (the new one included); record the head first."""
         if self.keep_files <= 0 or len(files) <= self.keep_files:
             return
-        dropped, first = files[:-self.keep_files], files[-self.keep_files]
+        self._drop_first(files, len(files) - self.keep_files)
+
+    def _drop_first(self, files: list[Path], n: int) -> None:
+        """Drop the oldest `n` of `files` after writing the head the next one continues from."""
+        dropped, first = files[:n], files[n]
         prev = _mac_of(_last_line(dropped[-1]) or b"")
         head = {"file": first.name, "prev": prev, "kid": self.ring.kid}
         head["mac"] = _head_mac(self.ring, first.name, prev, self.ring.kid)

@@ -48,6 +48,8 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _PROFILE + "DeleteProfile": ("admin",),
     _PROFILE + "GetProfile": ("analyst", PII_READER),
     _PROFILE + "ExportEvents": ("analyst", PII_READER),
+    _PROFILE + "ExportProfile": (PII_READER,),  # one person's everything: access requests only
+    _PROFILE + "ExportTombstones": ("analyst", PII_READER),  # what `training export` also reads
     _ATTRIBUTION + "Attribute": ("analyst",),
     _ATTRIBUTION + "AttributeStream": ("analyst",),
     _ATTRIBUTION + "AttributeStored": ("analyst",),
@@ -67,7 +69,7 @@ SENSITIVE = frozenset({
     _MODEL + "PushBundle", _MODEL + "Rollback",
     _CAMPAIGN + "CreateCampaign", _CAMPAIGN + "UpdateCampaign", _CAMPAIGN + "ArchiveCampaign",
     _PROFILE + "SetConsent", _PROFILE + "DeleteProfile",
-    _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions",
+    _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions", _PROFILE + "ExportProfile",
 })
 """Methods whose every call goes to the audit log with its final status. Unmasked reads
 (GetProfile, UpsertAttributes by a `pii-reader`) are audited too (`interceptor`)."""

@@ -28,9 +28,11 @@ __all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
 
 logger = logging.getLogger("tailor.security")
 
-KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption")
+KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption", "erasure")
 """Every keyring the server loads: keyed hashes of user ids in logs and audit lines, the audit
-chain's MACs, unsubscribe-token signatures, and the master key that encryption derives from."""
+chain's MACs, unsubscribe-token signatures, the master key that encryption derives from, and
+the keyed hashes of erased users' ids in tombstones (which training needs too: a key of its own,
+so training can match tombstones without being able to read log references)."""
 
 KEY_BYTES = 32
 MIN_KEY_BYTES = 16

@@ -1,15 +1,18 @@
 """tailor.v1.ProfileService."""
 from __future__ import annotations
 
+import json
 import math
+import time
 
 import numpy as np
+from google.protobuf import json_format
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
 from ..errors import grpc_errors
-from ..profiles import Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
+from ..profiles import AccessExport, Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
 from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
 from ..security.roles import PII_READER
@@ -47,6 +50,20 @@ class ProfileConverter:
         return out
 
     @staticmethod
+    def to_document(export: AccessExport, profile: pb.Profile | None) -> str:
+        """The ExportProfile JSON: the profile as GetProfile shows it (every event, up to the
+        limit), then each domain's sections; sorted keys, so equal holdings give equal text."""
+        doc = {"user_id": export.user_id, "exported_at": time.time(), "profile": None,
+               "events_held": export.events_held, "erased_at": export.erased_at}
+        if profile is not None:
+            doc["profile"] = json_format.MessageToDict(profile, preserving_proto_field_name=True,
+                                                       always_print_fields_with_no_presence=True)
+            doc["profile"].update(export.profile.extra)  # e.g. consent history
+            doc["events_listed"] = len(profile.events)
+        doc.update(export.sections)
+        return json.dumps(doc, sort_keys=True, default=_jsonable)
+
+    @staticmethod
     def _features(f: dict, layout, category_names: dict[int, str]) -> pb.Features:
         days = [f"{h / 86400:g}d" for h in layout.half_lives_s]
         T, C = layout.event_types, layout.channels
@@ -68,6 +85,11 @@ class ProfileConverter:
                     open_rate=f["open_rate_all"][c], click_rate=f["click_rate_all"][c],
                     sends=f["sends_all"][c]))
         return msg
+
+
+def _jsonable(x):
+    """numpy scalars and arrays in export sections, as JSON numbers and lists."""
+    return x.tolist() if hasattr(x, "tolist") else str(x)
 
 
 def _num(x: float) -> float:
@@ -120,6 +142,21 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     @grpc_errors
     async def DeleteProfile(self, request: pb.DeleteProfileRequest, context) -> pb.DeleteProfileResponse:
         return pb.DeleteProfileResponse(records_deleted=await self.profiles.delete(request.user_id))
+
+    @grpc_errors
+    async def ExportProfile(self, request: pb.ExportProfileRequest, context) -> pb.ExportProfileResponse:
+        export = await self.profiles.export_user(request.user_id)
+        profile = None
+        if export.profile is not None:
+            profile = ProfileConverter.from_view(export.profile, self.profiles.layout)
+            if not current_principal().has(PII_READER):  # a role the auth config widened
+                profile.pii_masked = self.pii.mask_message(profile)
+        return pb.ExportProfileResponse(document=ProfileConverter.to_document(export, profile))
+
+    @grpc_errors
+    async def ExportTombstones(self, request: pb.ExportTombstonesRequest, context):
+        for t in self.profiles.erased():
+            yield pb.Tombstone(kid=t.kid, digest=t.digest, erased_at=t.at)
 
     @grpc_errors
     async def ExportEvents(self, request: pb.ExportEventsRequest, context):

@@ -15,6 +15,8 @@ prefix ever matches them.
     meta       bundle/active, bundle/history    bundle pointer       BUNDLE_ACTIVE, BUNDLE_HISTORY
     meta       worker␟<pid>                     version a worker serves  worker_key
     meta       layout␟<record kind>             layout version       layout_key
+    meta       tombstone␟<kid>␟<hmac hex>       erasure time (JSON)  tombstone_key
+    meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT
     campaigns  <campaign>                       campaign             campaign_key
     bandit     <campaign>                       posterior            campaign_key
     bandit     ␟count␟<campaign>                counters             count_key
@@ -49,6 +51,7 @@ __all__ = [
     "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
+    "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
 ]
@@ -142,6 +145,8 @@ BUNDLE_ACTIVE = b"bundle/active"
 BUNDLE_HISTORY = b"bundle/history"
 WORKER_PREFIX = b"worker" + SEP
 LAYOUT_PREFIX = b"layout" + SEP
+TOMBSTONE_PREFIX = b"tombstone" + SEP
+TOMBSTONE_COUNT = b"tombstone-count"
 
 
 def category_key(name: str) -> bytes:
@@ -158,6 +163,17 @@ def worker_pid(key: bytes) -> int:
 
 def layout_key(kind: str) -> bytes:
     return LAYOUT_PREFIX + kind.encode()
+
+
+def tombstone_key(kid: str, digest: str) -> bytes:
+    """An erased user's tombstone: the key id and hex HMAC of the user id (never the id)."""
+    return TOMBSTONE_PREFIX + join_key(kid, digest)
+
+
+def tombstone_parts(key: bytes) -> tuple[str, str]:
+    """(kid, hex digest) of a tombstone key."""
+    kid, digest = split_key(key[len(TOMBSTONE_PREFIX):])
+    return kid, digest
 
 
 # -- campaigns and decisions ------------------------------------------------------------------------

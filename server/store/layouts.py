@@ -67,6 +67,11 @@ KINDS: tuple[RecordKind, ...] = (
                "JSON list of bundle versions, oldest first"),
     RecordKind("worker_report", "meta", 1, lambda k: k.startswith(K.WORKER_PREFIX),
                "UTF-8 bundle version a worker process serves"),
+    RecordKind("tombstone", "meta", 1, lambda k: k.startswith(K.TOMBSTONE_PREFIX),
+               "JSON {at}: when the user whose keyed hash the key holds was erased "
+               "(profiles.tombstones)"),
+    RecordKind("tombstone_count", "meta", 1, lambda k: k == K.TOMBSTONE_COUNT,
+               "ASCII integer: tombstones written, so workers see new ones with one read"),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),
     RecordKind("bandit_state", "bandit", 1, lambda k: not k.startswith(K.SEP),
                "kernels.bandits state bytes (posterior)"),

@@ -36,10 +36,12 @@ async def test_logs_carry_no_user_id_and_no_email(tailor_server, channel, caplog
     # an attribute value may be PII: not echoed, not even to the caller...
     assert EMAIL[:8] not in invalid.value.details() and "email" in invalid.value.details()
     assert (await stub.DeleteProfile(pb.DeleteProfileRequest(user_id=USER))).records_deleted > 0
+    # Erasure's own paths: the tombstone, the tombstone list (ExportProfile: test_export_profile).
+    assert len([t async for t in stub.ExportTombstones(pb.ExportTombstonesRequest())]) == 1
 
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("tailor"))
     for secret in (USER, GHOST, EMAIL, EMAIL[:16], "carol", "ghost"):
-        assert secret not in logged  # ...the log does not
+        assert secret not in logged and secret not in caplog.text  # ...the log does not
     ring = Secrets.load(tailor_server.settings.secrets_dir, generate=False, environ={})["user-id"]
     assert user_ref(GHOST) in logged and ring.mac(GHOST.encode())[:16] in user_ref(GHOST)
     assert "attributes['email']: 2100 characters, at most" in logged

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
+from contract.erasure import read_tombstones
 from training.bundle import write_bundle
 from training.cli.options import add_training_options, config_from_args
+from training.erasure import drop_erased, erasure_keys, tombstones_for
 from training.evaluate import format_table
 from training.pipeline import train
 from training.readers import load
@@ -21,12 +25,34 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backtest", action="store_true",
                    help="also run the served backtest (training.backtest) with the same options "
                         "on the last --test-frac of each user's rows and print its figures")
+    p.add_argument("--tombstones", type=Path, default=None,
+                   help="erased users (`training export` writes it): their rows from before "
+                        "their erasure are dropped (default: tombstones.csv beside "
+                        "--interactions, if there)")
+    p.add_argument("--secrets-dir", type=Path,
+                   default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
+                   help="where the server's `erasure` keyring is (or TAILOR_SECRET_ERASURE)")
     add_training_options(p)
     p.set_defaults(func=run)
 
 
+def _without_erased(args):
+    """The `keep` filter of `load` for the tombstones that apply, or None."""
+    path = tombstones_for(Path(args.interactions), args.tombstones)
+    tombs = read_tombstones(path) if path is not None else {}
+    if not tombs:
+        return None
+    keys = erasure_keys(args.secrets_dir)
+
+    def keep(rows):
+        kept, dropped = drop_erased(rows, tombs, keys)
+        print(f"tombstones: {len(tombs)} erased users in {path}, {dropped} rows dropped")
+        return kept
+    return keep
+
+
 def run(args) -> int:
-    inter, catalog = load(args.interactions, args.items, args.format)
+    inter, catalog = load(args.interactions, args.items, args.format, keep=_without_erased(args))
     result = train(inter, catalog, config_from_args(args))
     print(format_table(result.metrics))
     if result.ranker is None and result.config.use_ranker:

@@ -248,3 +248,29 @@ class ExportEventsRequest(_message.Message):
     start: float
     end: float
     def __init__(self, start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+
+class ExportProfileRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ExportProfileResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: str
+    def __init__(self, document: _Optional[str] = ...) -> None: ...
+
+class ExportTombstonesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Tombstone(_message.Message):
+    __slots__ = ("kid", "digest", "erased_at")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_FIELD_NUMBER: _ClassVar[int]
+    kid: str
+    digest: str
+    erased_at: float
+    def __init__(self, kid: _Optional[str] = ..., digest: _Optional[str] = ..., erased_at: _Optional[float] = ...) -> None: ...

@@ -70,6 +70,16 @@ class ProfileServiceStub:
                 request_serializer=tailor_dot_v1_dot_profile__pb2.ExportEventsRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_profile__pb2.Event.FromString,
                 _registered_method=True)
+        self.ExportProfile = channel.unary_unary(
+                '/tailor.v1.ProfileService/ExportProfile',
+                request_serializer=tailor_dot_v1_dot_profile__pb2.ExportProfileRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_profile__pb2.ExportProfileResponse.FromString,
+                _registered_method=True)
+        self.ExportTombstones = channel.unary_stream(
+                '/tailor.v1.ProfileService/ExportTombstones',
+                request_serializer=tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_profile__pb2.Tombstone.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -123,6 +133,22 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportProfile(self, request, context):
+        """Right of access and portability (GDPR Art. 15/20): everything held about one user as one
+        JSON document (role pii-reader; docs/privacy.md lists its sections).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportTombstones(self, request, context):
+        """Erased users as keyed hashes with their erasure times, never ids: `training export` hands
+        them to training, which drops those users' rows from before their erasure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +186,16 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ExportEvents,
                     request_deserializer=tailor_dot_v1_dot_profile__pb2.ExportEventsRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_profile__pb2.Event.SerializeToString,
+            ),
+            'ExportProfile': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportProfile,
+                    request_deserializer=tailor_dot_v1_dot_profile__pb2.ExportProfileRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_profile__pb2.ExportProfileResponse.SerializeToString,
+            ),
+            'ExportTombstones': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportTombstones,
+                    request_deserializer=tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_profile__pb2.Tombstone.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +388,60 @@ class ProfileService:
             '/tailor.v1.ProfileService/ExportEvents',
             tailor_dot_v1_dot_profile__pb2.ExportEventsRequest.SerializeToString,
             tailor_dot_v1_dot_profile__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportProfile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ProfileService/ExportProfile',
+            tailor_dot_v1_dot_profile__pb2.ExportProfileRequest.SerializeToString,
+            tailor_dot_v1_dot_profile__pb2.ExportProfileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportTombstones(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tailor.v1.ProfileService/ExportTombstones',
+            tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.SerializeToString,
+            tailor_dot_v1_dot_profile__pb2.Tombstone.FromString,
             options,
             channel_credentials,
             insecure,

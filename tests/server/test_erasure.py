@@ -1,0 +1,132 @@
+"""Erasure reaches learned state: tombstones (keyed hashes only), cold start for an erased
+bundle user at once, a returning user starting fresh, and bundles judged by their data cutoff
+against each tombstone — through a real server and real bundles."""
+import asyncio
+import json
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from clients import TailorClient, TailorError
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.store import keys
+
+
+@pytest.fixture
+def profiles(channel):
+    return pb_grpc.ProfileServiceStub(channel)
+
+
+@pytest.fixture
+def recs(channel):
+    return rpb_grpc.RecommendationServiceStub(channel)
+
+
+@pytest.fixture
+def bundle_users(demo_bundle) -> list[str]:
+    with np.load(demo_bundle / "users.npz") as npz:
+        return [str(u) for u in npz["user_ids"][:5]]
+
+
+@pytest.fixture
+def client(tailor_server):
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as c:
+        yield c
+
+
+def _with_cutoff(copy_bundle, demo_bundle, cutoff: float, version: str):
+    """A copy of the demo bundle as if trained on data up to `cutoff` (same users)."""
+    bundle = copy_bundle(demo_bundle)
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["version"] = version
+    manifest["data"]["cutoff"] = cutoff
+    path.write_text(json.dumps(manifest))
+    return bundle
+
+
+async def _cold(recs, user: str) -> bool:
+    return (await recs.Recommend(rpb.RecommendRequest(user_id=user, k=5))).cold_start
+
+
+async def test_an_erased_bundle_user_is_cold_start_at_once_and_a_returning_one_starts_fresh(
+        profiles, recs, tailor_server, bundle_users):
+    user, other = bundle_users[0], bundle_users[1]
+    assert not await _cold(recs, user) and not await _cold(recs, other)
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+    assert await _cold(recs, user)
+    assert not await _cold(recs, other)  # nobody else is touched
+    # The tombstone holds a keyed hash and a time, never the id.
+    tombs = tailor_server.tombstones.listing()
+    assert len(tombs) == 1 and abs(tombs[0].at - time.time()) < 60
+    assert all(tailor_server.store.scan(t, keys.user_prefix(user)) == [] for t in keys.USER_TABLES)
+    assert tailor_server.store.scan("meta", keys.TOMBSTONE_PREFIX)[0][0].endswith(
+        tombs[0].digest.encode())
+    # New consented activity after the erasure counts, from nothing: the old bundle row does not.
+    item = str(tailor_server.registry.active.items["item_ids"][0])
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="back-1", user_id=user, type="purchase", item_id=item, timestamp=time.time() - 5)]))
+    assert not await _cold(recs, user)
+    trained, _ = tailor_server.registry.active.history(user) or (None, None)
+    assert trained is None  # the row stays masked
+    profile = await profiles.GetProfile(pb.GetProfileRequest(user_id=user))
+    assert len(profile.events) == 1
+
+
+async def test_a_bundle_trained_after_an_erasure_that_holds_the_user_is_refused(
+        profiles, recs, client, tailor_server, bundle_users, copy_bundle, demo_bundle):
+    user = bundle_users[2]
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+    later = _with_cutoff(copy_bundle, demo_bundle, time.time() + 3600, "after-erasure")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, later)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "erased" in str(err.value) and user not in str(err.value)
+    assert tailor_server.registry.active.version != "after-erasure"
+
+
+async def test_a_bundle_trained_before_an_erasure_loads_with_the_user_masked(
+        profiles, recs, client, tailor_server, bundle_users, copy_bundle, demo_bundle):
+    user, kept = bundle_users[3], bundle_users[4]
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+    before = _with_cutoff(copy_bundle, demo_bundle, time.time() - 3600, "before-erasure")
+    await asyncio.to_thread(client.push_bundle, before)
+    active = tailor_server.registry.active
+    assert active.version == "before-erasure"
+    assert user not in active.user_row and kept in active.user_row  # masked at load
+    assert await _cold(recs, user) and not await _cold(recs, kept)
+
+
+async def test_a_returning_user_does_not_block_a_bundle_trained_on_their_new_activity(
+        profiles, client, tailor_server, bundle_users, copy_bundle, demo_bundle):
+    user = bundle_users[2]
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+    item = str(tailor_server.registry.active.items["item_ids"][0])
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="new-1", user_id=user, type="view", item_id=item, timestamp=time.time() - 1)]))
+    later = _with_cutoff(copy_bundle, demo_bundle, time.time() + 3600, "retrained")
+    await asyncio.to_thread(client.push_bundle, later)
+    assert tailor_server.registry.active.version == "retrained"
+    assert user in tailor_server.registry.active.user_row
+
+
+def test_another_worker_sees_a_new_tombstone_on_its_next_read(tmp_path):
+    """Workers share tombstones through the store: a cached list is reread when the count moves."""
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store import Store
+    store, ring = Store(tmp_path / "s", sync=False), Keyring.generate("erasure")
+    here, there = Tombstones(store, ring, clock=lambda: 100.0), Tombstones(store, ring)
+    assert there.erased_at(["x", "y"]) == [None, None]  # cached: no tombstone
+    store.write(lambda txn: here.erase_user(txn, "x"))
+    assert there.erased_at(["x", "y"]) == [100.0, None]
+    rotated = Tombstones(store, ring.rotated(), clock=lambda: 200.0)
+    store.write(lambda txn: rotated.erase_user(txn, "y"))  # under the new key
+    assert rotated.erased_at(["x", "y"]) == [100.0, 200.0]  # the old kid still matches
+    assert Tombstones(store, Keyring.generate("erasure")).erased_at(["x", "y"]) == [None, None]
+    store.close()

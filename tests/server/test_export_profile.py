@@ -1,0 +1,112 @@
+"""ExportProfile (right of access, Art. 15/20): everything held about one user as one JSON
+document, through `python -m clients export-profile` against a real server with real tokens."""
+import asyncio
+import json
+import logging
+import time
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.security import tokens
+from tests.conftest import run_module
+
+ROLES = {"tracker": ["tracker"], "decider": ["decider"], "admin": ["admin"],
+         "analyst": ["analyst"], "reader": ["pii-reader"]}
+USER, EMAIL = "ada-5d1c", "ada-5d1c@example.org"
+
+
+@pytest.fixture
+def auth(tmp_path):
+    path = tmp_path / "auth.toml"
+    path.write_text("")
+    return path, {name: tokens.mint(path, name, roles) for name, roles in ROLES.items()}
+
+
+@pytest_asyncio.fixture
+async def secured(settings, auth):
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
+    await server.start()
+    yield server
+    await server.stop(grace=0.5)
+
+
+@pytest_asyncio.fixture
+async def chan(secured):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{secured.port}") as ch:
+        yield ch
+
+
+def bearer(token):
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def _hold_things_about(chan, toks) -> str:
+    """Attributes, consent, three events and one campaign decision of USER; the decision's variant."""
+    profiles, campaigns = pb_grpc.ProfileServiceStub(chan), cpb_grpc.CampaignServiceStub(chan)
+    track = bearer(toks["tracker"])
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id=USER, attributes={"email": EMAIL, "locale": "fr"}), metadata=track)
+    await profiles.SetConsent(pb.SetConsentRequest(user_id=USER, channel="email", opted_in=True,
+                                                   source="signup"), metadata=track)
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        pb.Event(event_id=f"ada-{i}", user_id=USER, type="view", item_id=f"item-{i}",
+                 timestamp=time.time() - 100 + i, attributes={"note": f"unique-{i}"})
+        for i in range(3)]), metadata=track)
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="welcome", channel="email", policy="bernoulli_ts",
+        variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])), metadata=bearer(toks["admin"]))
+    choice = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+        campaign_id="welcome", user_id=USER), metadata=bearer(toks["decider"]))
+    return choice.variant_id
+
+
+def _export_cli(server, token: str, user: str):
+    return run_module("clients", "export-profile", "--server", f"127.0.0.1:{server.port}",
+                      "--token", token, "--user", user, check=False)
+
+
+async def test_export_profile_holds_everything_and_only_a_pii_reader_gets_it(secured, chan, auth):
+    toks = auth[1]
+    variant = await _hold_things_about(chan, toks)
+    proc = await asyncio.to_thread(_export_cli, secured, toks["reader"], USER)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    profile = doc["profile"]
+    assert doc["user_id"] == USER and profile["attributes"] == {"email": EMAIL, "locale": "fr"}
+    assert profile["consent"]["email"]["opted_in"] and profile["consent"]["email"]["source"] == "signup"
+    assert sorted(e["attributes"]["note"] for e in profile["events"]) == ["unique-0", "unique-1", "unique-2"]
+    assert doc["events_held"] == doc["events_listed"] == 3
+    assert profile["features"]["counts"] == {"view/web": 3.0}
+    assert [(d["campaign_id"], d["variant_id"]) for d in doc["decisions"]] == [("welcome", variant)]
+    assert doc["erased_at"] is None
+    # Not a pii-reader: refused, whoever else it is.
+    proc = await asyncio.to_thread(_export_cli, secured, toks["analyst"], USER)
+    assert proc.returncode != 0 and "PERMISSION_DENIED" in proc.stdout + proc.stderr
+
+
+async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured, chan, auth, caplog):
+    caplog.set_level(logging.DEBUG, logger="tailor")
+    toks = auth[1]
+    await _hold_things_about(chan, toks)
+    profiles = pb_grpc.ProfileServiceStub(chan)
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=USER), metadata=bearer(toks["admin"]))
+    reader = bearer(toks["reader"])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER), metadata=reader)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="back", user_id=USER, type="view", item_id="i9", timestamp=time.time() - 1)]),
+        metadata=bearer(toks["tracker"]))
+    doc = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER),
+                                                   metadata=reader)).document)
+    assert doc["decisions"] == [] and doc["profile"]["attributes"] == {}
+    assert [e["event_id"] for e in doc["profile"]["events"]] == ["back"]
+    assert doc["erased_at"] is not None and doc["erased_at"] <= time.time()
+    assert USER not in caplog.text and EMAIL not in caplog.text  # the log names nobody

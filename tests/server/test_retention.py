@@ -1,0 +1,73 @@
+"""Retention per event type and per record kind (raw events, decision records, audit files),
+enforced by the server's sweep with the clock moved forward (`TailorServer.sweep_retention(now)`);
+feature states keep what the dropped events added."""
+import time
+
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.security.audit import audit_files, verify_chain
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def settings(settings):
+    settings.event_retention_days = 30.0
+    settings.event_retention_days_by_type = {"view": 2.0}
+    settings.decision_retention_days = 10.0
+    settings.audit_retention_days = 5.0
+    settings.audit_max_bytes = 100  # every audit line in a file of its own
+    return settings
+
+
+def ev(event_id, type, ts, value=0.0):
+    return pb.Event(event_id=event_id, user_id="rita", type=type, item_id=f"i-{event_id}",
+                    timestamp=ts, value=value)
+
+
+async def _features(profiles):
+    got = await profiles.GetProfile(pb.GetProfileRequest(user_id="rita"))
+    return dict(got.features.counts), got.features.monetary, len(got.events)
+
+
+async def test_each_kind_goes_after_its_own_retention_and_features_stay(tailor_server, channel):
+    profiles = pb_grpc.ProfileServiceStub(channel)
+    campaigns = cpb_grpc.CampaignServiceStub(channel)
+    now = time.time()
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        ev("v1", "view", now - DAY), ev("p1", "purchase", now - DAY, 5.0),
+        ev("c1", "click", now - DAY), ev("v-old", "view", now - 3 * DAY)]))
+    assert reply.accepted == 3 and "2-day retention" in reply.rejected[0].reason  # the view's own
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="r", channel="email", policy="bernoulli_ts", reward_window_seconds=3600,
+        variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])))
+    choice = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="r", user_id="rita"))
+    await campaigns.ReportReward(cpb.ReportRewardRequest(decision_id=choice.decision_id, reward=1.0))
+    for channel_name in ("email", "sms", "push"):  # audited calls, one file each
+        await profiles.SetConsent(pb.SetConsentRequest(user_id="rita", channel=channel_name,
+                                                       opted_in=True, source="t"))
+    counts = {"view/web": 1.0, "purchase/web": 1.0, "click/web": 1.0}
+    assert await _features(profiles) == (counts, 5.0, 3)
+    audit_dir = tailor_server.settings.audit_dir
+    files = len(audit_files(audit_dir))
+    assert files >= 4
+
+    assert await tailor_server.sweep_retention(now) == {"events": 0, "decisions": 0, "audit_files": 0}
+    assert await tailor_server.sweep_retention(now + 2 * DAY) == {
+        "events": 1, "decisions": 0, "audit_files": 0}  # the view, 3 days old then
+    assert await _features(profiles) == (counts, 5.0, 2)
+    assert await tailor_server.sweep_retention(now + 7 * DAY) == {
+        "events": 0, "decisions": 0, "audit_files": files - 1}  # all but the file in use
+    assert verify_chain(audit_dir, tailor_server.secrets["audit"]).ok
+    assert await tailor_server.sweep_retention(now + 12 * DAY) == {
+        "events": 0, "decisions": 1, "audit_files": 0}
+    exported = [d async for d in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(campaign_id="r"))]
+    assert exported == []
+    stats = await campaigns.GetCampaignStats(cpb.GetCampaignStatsRequest(campaign_id="r"))
+    assert sum(v.decisions for v in stats.variants) == 1  # counters hold no user and stay
+    assert (await tailor_server.sweep_retention(now + 40 * DAY))["events"] == 2
+    assert await _features(profiles) == (counts, 5.0, 0)
