@@ -23,6 +23,7 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
+from .contact.suppression import Suppressions
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
@@ -101,6 +102,11 @@ class TailorServer:
         for domain in (self.campaigns,):
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)
+        # The suppression list follows bounce and complaint events; it is no eraser: it
+        # outlives the profiles whose addresses it holds (by keyed hash only).
+        self.suppressions = Suppressions(self.store, self.secrets["suppression"], self.profiles,
+                                         s.limits)
+        self.profiles.add_listener(self.suppressions)
 
     def _servicers(self) -> list:
         return [
@@ -109,7 +115,7 @@ class TailorServer:
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
              ModelAdminServicer(self.registry, self.pusher)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
-             ProfileServicer(self.profiles, self.pii)),
+             ProfileServicer(self.profiles, self.pii, self.suppressions)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server,
              CampaignServicer(self.campaigns, self.pii)),

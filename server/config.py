@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +87,12 @@ class Limits(BaseModel):
     times. Every time is also finite and not negative."""
     consent_source_chars: int = 256
     """Longest consent `source`."""
+    consent_history: int = Field(64, ge=1)
+    """Consent changes kept per user (channel, purpose, state, source, time), oldest dropped
+    first; the current state per channel and purpose is kept whatever its age."""
+    address_chars: int = Field(254, ge=16)
+    """Longest email address or phone number a suppression request may name (RFC 5321 paths
+    hold at most 254 characters)."""
     bundle_version_chars: int = 128
     """Longest bundle version (a manifest's `version`, a Rollback target): letters, digits,
     '.', '_' and '-', not starting with '.'."""
@@ -203,8 +210,8 @@ class Settings(BaseSettings):
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
-    `encryption`), one `kid:base64key` line per key, the signing key first; keep it outside the
-    data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
+    `encryption`, `suppression`), one `kid:base64key` line per key, the signing key first; keep
+    it outside the data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
     overrides a file. A missing keyring is generated here only when `host` is a loopback address;
     any other host refuses to start without it. None: the environment only."""
     audit_max_bytes: int = Field(16 << 20, ge=1)
@@ -244,6 +251,14 @@ class Settings(BaseSettings):
     """Most total weight the history before the session may carry in the encoder's input (a
     view weighs 1, a click 2, a purchase 8); heavier histories are scaled down to it, so a
     session's new interest is not drowned. 0: no cap."""
+
+    # -- contact policy (issue 15) ----------------------------------------------------------------
+    consent_defaults: dict[str, Literal["opt_in", "opt_out"]] = {
+        "email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "opt_out", "app": "opt_out"}
+    """Marketing consent of a user who never said, per channel: `opt_in` = contact only after an
+    opt-in, `opt_out` = contact unless opted out. A channel not listed is `opt_in`.
+    Transactional messages need no marketing consent. Env:
+    `TAILOR_CONSENT_DEFAULTS='{"email": "opt_in", ...}'`."""
 
     @property
     def store_dir(self) -> Path:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .models import Bundle
     from .profiles.events import TrackedEvent
 
-__all__ = ["BundleSource", "EventListener", "ProfileStates", "UserEraser"]
+__all__ = ["BundleSource", "EventListener", "ProfileMetas", "ProfileStates", "UserEraser"]
 
 
 class BundleSource(Protocol):
@@ -38,6 +38,14 @@ class ProfileStates(Protocol):
 
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Each user's feature state from one read snapshot, None where there is none."""
+
+
+class ProfileMetas(Protocol):
+    """Read access to users' profile meta records (attributes, consent)."""
+
+    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+        """Each user's meta record (`server.store.layouts` kind `profile_meta`) from one read
+        snapshot, None where there is none."""
 
 
 class EventListener(Protocol):

@@ -14,7 +14,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 from kernels import sparse
 
-__all__ = ["encode_states", "decode_states", "update_records"]
+__all__ = ["encode_states", "decode_states", "update_records", "migrate_record"]
 
 CHUNK_USERS = 256
 """Users decoded at a time by `update_records`: their dense states (~1.6 MB) stay in cache and
@@ -66,3 +66,10 @@ def _update_chunk(layout, records, rows, events, buf) -> list[bytes]:
     states = decode_states(layout, records, buf)
     kf.update_many(layout, states, rows, events)
     return encode_states(states)
+
+
+def migrate_record(old: fl.FeatureLayout, new: fl.FeatureLayout, record: bytes) -> bytes:
+    """A stored state of layout `old` as a record of layout `new` (`fl.migrate`: slots matched
+    by name, new event types start at 0)."""
+    state = decode_states(old, [record])[0]
+    return encode_states(fl.migrate(old, new, state)[None, :])[0]

@@ -17,6 +17,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher, ThreadRunner
+from ..contact.consent import MARKETING, PURPOSES, current_consents, record_consent
 from ..errors import InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
@@ -43,7 +44,8 @@ class TrackResult:
 class ProfileView:
     user_id: str
     attributes: dict
-    consent: dict
+    consent: list[dict]
+    """Current consent states: {channel, purpose, opted_in, source, timestamp} each."""
     features: dict | None
     recent_items: list[tuple[str, float, float]]
     events: list[bytes]
@@ -51,6 +53,8 @@ class ProfileView:
     updated_at: float
     category_names: dict[int, str] = field(default_factory=dict)
     """Name of each category code in `features["category_affinity"]`."""
+    consent_history: list[dict] = field(default_factory=list)
+    """Consent changes as they arrived, oldest first (bounded: `Limits.consent_history`)."""
 
 
 class Profiles:
@@ -125,7 +129,8 @@ class Profiles:
             accepted = [valid[i] for i in stored.accepted]
             for ev in accepted:
                 if ev.type == "unsubscribe":
-                    await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event", ev.timestamp)
+                    await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event",
+                                           ev.timestamp, MARKETING)
             for listener in self._listeners:
                 await listener.on_events(accepted)
         return result
@@ -150,14 +155,18 @@ class Profiles:
         await asyncio.to_thread(self.repo.update_meta, user_id, change)
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
-                          timestamp: float = 0.0) -> None:
-        check_id("user_id", user_id, self.limits.id_bytes)
+                          timestamp: float = 0.0, purpose: str = "") -> None:
+        """Record a consent change of (channel, purpose; empty = marketing), kept in the
+        user's consent history too (`server.contact.consent`)."""
+        lim = self.limits
+        check_id("user_id", user_id, lim.id_bytes)
         check_known("channel", channel, CHANNELS)
-        check_text("source", source, self.limits.consent_source_chars)
-        ts = check_time("timestamp", timestamp, self.limits.latest_timestamp) or time.time()
+        purpose = check_known("purpose", purpose or MARKETING, PURPOSES)
+        check_text("source", source, lim.consent_source_chars)
+        ts = check_time("timestamp", timestamp, lim.latest_timestamp) or time.time()
 
         def change(meta):
-            meta["consent"][channel] = {"opted_in": bool(opted_in), "source": source, "timestamp": ts}
+            record_consent(meta, channel, purpose, opted_in, source, ts, lim.consent_history)
         await asyncio.to_thread(self.repo.update_meta, user_id, change)
 
     async def delete(self, user_id: str) -> int:
@@ -183,8 +192,9 @@ class Profiles:
             recent = self._recent_ids(state)
             names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
         first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
-        return ProfileView(user_id, attrs, meta["consent"], feats, recent, events,
-                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names)
+        return ProfileView(user_id, attrs, current_consents(meta), feats, recent, events,
+                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names,
+                           meta.get("consent_history", []))
 
     def _names_of(self, codes: list[int]) -> dict[int, str]:
         """Category names of stored codes (re-read when another worker assigned new codes)."""
@@ -262,6 +272,10 @@ class Profiles:
             out.append(blend.blend(np.concatenate(rows), np.concatenate(w), np.concatenate(ts),
                                    now, bundle.history_len))
         return out
+
+    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+        """Meta records (attributes, consent) of many users from one read snapshot."""
+        return self.repo.metas(user_ids)
 
     def seen_sets(self, user_ids: Sequence[str]):
         """Every item each user had an event on (live, uncapped); None: no profile."""

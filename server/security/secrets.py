@@ -28,9 +28,11 @@ __all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
 
 logger = logging.getLogger("tailor.security")
 
-KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption")
+KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption", "suppression")
 """Every keyring the server loads: keyed hashes of user ids in logs and audit lines, the audit
-chain's MACs, unsubscribe-token signatures, and the master key that encryption derives from."""
+chain's MACs, unsubscribe-token signatures, the master key that encryption derives from, and
+keyed hashes of suppressed addresses (`server.contact.addresses`; rotate it with every old key
+kept: entries hashed under a dropped key are no longer found)."""
 
 KEY_BYTES = 32
 MIN_KEY_BYTES = 16

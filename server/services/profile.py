@@ -8,7 +8,8 @@ import numpy as np
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
-from ..errors import grpc_errors
+from ..contact.suppression import Suppression, Suppressions
+from ..errors import InvalidArgument, grpc_errors
 from ..profiles import Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
 from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
@@ -35,9 +36,11 @@ class ProfileConverter:
     def from_view(view: ProfileView, layout) -> pb.Profile:
         out = pb.Profile(user_id=view.user_id, attributes=view.attributes,
                          created_at=view.created_at, updated_at=view.updated_at)
-        for channel, c in view.consent.items():
-            out.consent[channel].CopyFrom(pb.Consent(opted_in=c["opted_in"], source=c["source"],
-                                                     timestamp=c["timestamp"]))
+        out.consents.extend(pb.Consent(**c) for c in view.consent)
+        for c in out.consents:
+            if c.purpose == "marketing":
+                out.consent[c.channel].CopyFrom(c)
+        out.consent_history.extend(pb.Consent(**c) for c in view.consent_history)
         if view.features is not None:
             out.features.CopyFrom(ProfileConverter._features(view.features, layout,
                                                               view.category_names))
@@ -45,6 +48,21 @@ class ProfileConverter:
                                 for i, w, t in view.recent_items)
         out.events.extend(pb.Event.FromString(raw) for raw in view.events)
         return out
+
+    @staticmethod
+    def to_address(msg: pb.SuppressionAddress) -> tuple[str, str]:
+        """(kind, address) of the one field set."""
+        kind = msg.WhichOneof("address")
+        if kind is None:
+            raise InvalidArgument("address", "set email or phone")
+        return kind, getattr(msg, kind)
+
+    @staticmethod
+    def from_suppression(entry: Suppression | None) -> pb.Suppression:
+        if entry is None:
+            return pb.Suppression(suppressed=False)
+        return pb.Suppression(suppressed=True, reason=entry.reason, timestamp=entry.timestamp,
+                              kind=entry.kind)
 
     @staticmethod
     def _features(f: dict, layout, category_names: dict[int, str]) -> pb.Features:
@@ -81,9 +99,10 @@ def _nonzero(arr):
 
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, profiles: Profiles, pii: PiiPolicy):
+    def __init__(self, profiles: Profiles, pii: PiiPolicy, suppressions: Suppressions):
         self.profiles = profiles
         self.pii = pii
+        self.suppressions = suppressions
 
     @grpc_errors
     async def TrackEvents(self, request: pb.TrackEventsRequest, context) -> pb.TrackEventsResponse:
@@ -114,7 +133,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     @grpc_errors
     async def SetConsent(self, request: pb.SetConsentRequest, context) -> pb.Profile:
         await self.profiles.set_consent(request.user_id, request.channel, request.opted_in,
-                                        request.source, request.timestamp)
+                                        request.source, request.timestamp, request.purpose)
         return await self._profile(request.user_id, 1, context)
 
     @grpc_errors
@@ -129,3 +148,20 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             if masked and event.attributes:
                 self.pii.mask_map(event.attributes)
             yield event
+
+    @grpc_errors
+    async def AddSuppression(self, request: pb.AddSuppressionRequest, context) -> pb.Suppression:
+        kind, address = ProfileConverter.to_address(request.address)
+        return ProfileConverter.from_suppression(
+            await self.suppressions.add(kind, address, request.reason, request.timestamp))
+
+    @grpc_errors
+    async def RemoveSuppression(self, request: pb.SuppressionAddress,
+                                context) -> pb.RemoveSuppressionResponse:
+        return pb.RemoveSuppressionResponse(
+            removed=await self.suppressions.remove(*ProfileConverter.to_address(request)))
+
+    @grpc_errors
+    async def CheckSuppression(self, request: pb.SuppressionAddress, context) -> pb.Suppression:
+        return ProfileConverter.from_suppression(
+            await self.suppressions.check(*ProfileConverter.to_address(request)))

@@ -21,6 +21,7 @@ prefix ever matches them.
     decisions  <user>␟<decision>                decision record      decision_key
     decisions  ␟d␟<decision>                    -> decision key      decision_index_key
     decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
+    suppression <kid>␟<hmac hex>                suppressed address   suppression_key
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ __all__ = [
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
-    "INDEX_PREFIX", "due_key", "DUE_PREFIX",
+    "INDEX_PREFIX", "due_key", "DUE_PREFIX", "suppression_key",
 ]
 
 
@@ -185,3 +186,10 @@ def decision_index_key(decision_id: str) -> bytes:
 def due_key(deadline: float, decision_id: str) -> bytes:
     """The pending-window entry of a decision; `due_key(now, "")` bounds the ones due by now."""
     return DUE_PREFIX + ms_part(deadline) + SEP + decision_id.encode()
+
+
+# -- suppression list ------------------------------------------------------------------------------
+def suppression_key(kid: str, digest: str) -> bytes:
+    """An address's entry: the id of the key and the hex HMAC it was hashed with (no user in
+    it: the list is global and outlives profiles)."""
+    return join_key(kid, digest)

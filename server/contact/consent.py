@@ -1,0 +1,76 @@
+"""Consent per channel and purpose: the stored record, its bounded history, and the one check.
+
+A profile meta record (layout 2 of the `profile_meta` kind, `server.store.layouts`) keeps::
+
+    "consent":         {channel: {purpose: {"opted_in", "source", "timestamp"}}}
+    "consent_history": [{"channel", "purpose", "opted_in", "source", "timestamp"}, ...]
+
+`consent` is the current state (the latest change by timestamp of each channel and purpose);
+`consent_history` every change in the order it arrived, oldest first, at most
+`Limits.consent_history` of them. Layout 1 kept `consent: {channel: {"opted_in", ...}}`, the
+marketing consent alone; `consent_reason` still reads it (a record passed in before migration).
+
+Purposes: `marketing` needs consent as the channel's default says (`Settings.consent_defaults`:
+`opt_in` = only after an opt-in, `opt_out` = unless opted out); `transactional` (receipts,
+password resets) needs no marketing consent, and is refused only where the user opted out of
+transactional messages on that channel explicitly.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "consent_reason",
+           "record_consent", "current_consents"]
+
+MARKETING, TRANSACTIONAL = "marketing", "transactional"
+PURPOSES = (MARKETING, TRANSACTIONAL)
+NO_CONSENT = "no_consent"
+
+
+def consent_reason(meta: Mapping | None, channel: str, purpose: str,
+                   defaults: Mapping[str, str]) -> str | None:
+    """None when `channel` may carry a message of `purpose` to the user whose profile meta
+    record is `meta` (None: no record), else "no_consent".
+
+    Costs a few dict lookups (the decision path calls it per user and channel).
+    """
+    entry = _entry(meta, channel, purpose)
+    if entry is not None:
+        return None if entry["opted_in"] else NO_CONSENT
+    if purpose == TRANSACTIONAL or defaults.get(channel) == "opt_out":
+        return None
+    return NO_CONSENT
+
+
+def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:
+    """The stored state of (channel, purpose), reading layout 1 (marketing only) too."""
+    if not meta:
+        return None
+    by_purpose = meta.get("consent", {}).get(channel)
+    if by_purpose is None:
+        return None
+    if "opted_in" in by_purpose:  # layout 1: the channel's marketing consent
+        return by_purpose if purpose == MARKETING else None
+    return by_purpose.get(purpose)
+
+
+def record_consent(meta: dict, channel: str, purpose: str, opted_in: bool, source: str,
+                   timestamp: float, keep: int) -> None:
+    """Add a change to `meta` (layout 2) in place: appended to the history (the oldest beyond
+    `keep` dropped), and the current state unless a later change of the same channel and
+    purpose is already stored (changes may arrive out of order, e.g. replayed webhooks)."""
+    change = {"opted_in": bool(opted_in), "source": source, "timestamp": float(timestamp)}
+    history = meta.setdefault("consent_history", [])
+    history.append({"channel": channel, "purpose": purpose, **change})
+    del history[:max(len(history) - keep, 0)]
+    current = meta.setdefault("consent", {}).setdefault(channel, {})
+    if purpose not in current or current[purpose]["timestamp"] <= change["timestamp"]:
+        current[purpose] = change
+
+
+def current_consents(meta: Mapping) -> list[dict]:
+    """[{channel, purpose, opted_in, source, timestamp}] of the current states, in channel and
+    purpose order."""
+    return [{"channel": c, "purpose": p, **entry}
+            for c, by_purpose in sorted(meta.get("consent", {}).items())
+            for p, entry in sorted(by_purpose.items())]
