@@ -67,19 +67,15 @@ def _meta_consent_by_purpose(raw: bytes) -> bytes:
 def _state_delivery_types(raw: bytes) -> bytes:
     """profile_state 1 -> 2: the event vocabulary gained email_bounce, email_complaint and
     sms_bounce (appended; their counts start at 0)."""
-    from ..profiles import codec, schema  # at migration time: profiles imports the store
-    return codec.migrate_record(*_state_layouts(schema), raw)
-
-
-def _state_layouts(schema):
-    cached = _STATE_LAYOUTS.get("v1")
-    if cached is None:
+    mover = _STATE_MOVERS.get(1)
+    if mover is None:
+        from ..profiles import codec, schema  # at migration time: profiles imports the store
         s = schema.ProfileSchema()
-        cached = _STATE_LAYOUTS["v1"] = (s.layout(schema.EVENT_TYPES_V1), s.layout())
-    return cached
+        mover = _STATE_MOVERS[1] = codec.AppendedTypes(s.layout(schema.EVENT_TYPES_V1), s.layout())
+    return mover.record(raw)
 
 
-_STATE_LAYOUTS: dict[str, tuple] = {}
+_STATE_MOVERS: dict[int, object] = {}
 
 
 KINDS: tuple[RecordKind, ...] = (

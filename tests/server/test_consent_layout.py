@@ -62,3 +62,29 @@ def test_old_feature_states_keep_their_features_and_count_new_types(v1_dir):  # 
     assert after["counts_all"][EVENT_TYPES.index("email_bounce"), layout.channel_code("email")] == 1
     assert after["n_events"] == old["n_events"] + 1
     store.close()
+
+
+def test_appended_types_move_records_as_fl_migrate_does():
+    from kernels import feature_layout as fl
+    from server.profiles.codec import AppendedTypes, update_records
+    schema = ProfileSchema()
+    old, new = schema.layout(EVENT_TYPES_V1), schema.layout()
+    rng = np.random.default_rng(3)
+    n = 400
+    events = kf.Events(type=rng.integers(0, len(EVENT_TYPES_V1), n).tolist(),
+                       channel=rng.integers(0, 5, n).tolist(), ts=(1.7e9 + np.arange(n)).tolist(),
+                       item=rng.integers(0, 10**6, n).tolist(),
+                       category=rng.integers(-1, 20, n).tolist(), value=rng.random(n).tolist())
+    records = update_records(old, [None] * 20, (np.arange(n) % 20).tolist(), events)
+    mover = AppendedTypes(old, new)
+    moved = decode_states(new, [mover.record(r) for r in records])
+    assert np.array_equal(moved, decode_states(new, [mover._dense(r) for r in records]))
+    for state, raw in zip(moved, records):
+        ref = fl.migrate(old, new, decode_states(old, [raw])[0])
+        got, want = new.views(state), new.views(ref)
+        for name in ("header", "counts", "decayed", "money", "category", "hour", "rc_w"):
+            np.testing.assert_array_equal(got[name], want[name])
+        k = int(state[fl.N_RECENT])  # fl.migrate sorts the recent items by time
+        order = np.argsort(got["rc_ts"][:k], kind="stable")
+        for name in ("rc_item", "rc_ts", "rc_amt"):
+            np.testing.assert_array_equal(got[name][:k][order], want[name][:k])
