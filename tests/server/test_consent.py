@@ -35,7 +35,7 @@ def test_consent_reason(consent, channel, purpose, expected):
     assert consent_reason(meta, channel, purpose, DEFAULTS) == expected
 
 
-def test_history_keeps_the_latest_changes_and_late_ones_do_not_overwrite():
+def test_history_keeps_the_latest_changes_and_late_opt_ins_do_not_overwrite():
     meta = {"consent": {}}
     for i, (opted_in, ts) in enumerate([(True, 10.0), (False, 20.0), (True, 15.0), (False, 30.0)]):
         record_consent(meta, "email", "marketing", opted_in, f"s{i}", ts, keep=3)
@@ -45,6 +45,9 @@ def test_history_keeps_the_latest_changes_and_late_ones_do_not_overwrite():
     record_consent(meta, "email", "marketing", True, "late", 25.0, keep=3)
     assert meta["consent"]["email"]["marketing"]["source"] == "s3"  # 25 < 30: history only
     assert meta["consent_history"][-1]["source"] == "late"
+    record_consent(meta, "email", "marketing", True, "again", 31.0, keep=3)
+    record_consent(meta, "email", "marketing", False, "late-out", 5.0, keep=3)
+    assert meta["consent"]["email"]["marketing"]["source"] == "late-out"  # opt-outs always hold
 
 
 @pytest.fixture
