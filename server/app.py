@@ -23,7 +23,7 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
-from .contact.suppression import Suppressions
+from .contact import ContactPolicy, Suppressions
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
@@ -91,10 +91,15 @@ class TailorServer:
                                  history=HistoryBlend.from_settings(s))
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
+        # The suppression list follows bounce and complaint events (a listener below); it is
+        # no eraser: it outlives the profiles whose addresses it holds (by keyed hash only).
+        self.suppressions = Suppressions(self.store, self.secrets["suppression"], self.profiles,
+                                         s.limits)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds,
-                                   limits=s.limits)
+                                   limits=s.limits, contact=ContactPolicy.from_settings(s),
+                                   suppressions=self.suppressions)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
         # Domains that follow tracked events or keep records about users join the profiles
@@ -102,10 +107,6 @@ class TailorServer:
         for domain in (self.campaigns,):
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)
-        # The suppression list follows bounce and complaint events; it is no eraser: it
-        # outlives the profiles whose addresses it holds (by keyed hash only).
-        self.suppressions = Suppressions(self.store, self.secrets["suppression"], self.profiles,
-                                         s.limits)
         self.profiles.add_listener(self.suppressions)
 
     def _servicers(self) -> list:

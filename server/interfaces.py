@@ -7,7 +7,7 @@ tracked events, `UserEraser` to drop what it keeps about a user when the profile
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from .models import Bundle
     from .profiles.events import TrackedEvent
 
-__all__ = ["BundleSource", "EventListener", "ProfileMetas", "ProfileStates", "UserEraser"]
+__all__ = ["BundleSource", "EventListener", "ProfileMetas", "ProfileStates", "SuppressedAddresses",
+           "UserEraser"]
 
 
 class BundleSource(Protocol):
@@ -39,6 +40,12 @@ class ProfileStates(Protocol):
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Each user's feature state from one read snapshot, None where there is none."""
 
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
+                        ) -> list[tuple[np.ndarray | None, dict | None]]:
+        """Each user's (feature state, meta record: attributes and consent) from one read
+        snapshot, None where there is none (the contact policy reads both); states are not
+        read (None) unless `with_states`."""
+
 
 class ProfileMetas(Protocol):
     """Read access to users' profile meta records (attributes, consent)."""
@@ -46,6 +53,17 @@ class ProfileMetas(Protocol):
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
         """Each user's meta record (`server.store.layouts` kind `profile_meta`) from one read
         snapshot, None where there is none."""
+
+
+class SuppressedAddresses(Protocol):
+    """The suppression list as the decision path reads it (the contact domain)."""
+
+    def covers(self, channel: str) -> bool:
+        """Whether messages on `channel` go to an address the list may hold."""
+
+    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str]) -> frozenset[str]:
+        """The `channels` on which the user's address (from the profile meta record) is
+        suppressed (one read snapshot)."""
 
 
 class EventListener(Protocol):

@@ -28,7 +28,10 @@ from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES, ProfileSchema
 from ..validation import check_count
 
-__all__ = ["ContextBuilder", "check_feature_names"]
+__all__ = ["ContextBuilder", "check_feature_names", "UNREAD"]
+
+UNREAD = object()
+"""`ContextBuilder.build`'s state when the caller did not read it (the builder then does)."""
 
 _SCALARS = {
     "recency_days": lambda f: math.log1p(f["recency_s"] / 86400.0) if f["n_events"] else 0.0,
@@ -80,12 +83,14 @@ class ContextBuilder:
         for name in self.names:
             source, _, rest = name.partition(".")
             self._readers.append((source, rest if source == "request" else _profile_reader(rest)))
-        self._needs_profile = any(s == "profile" for s, _ in self._readers)
+        self.needs_profile = any(s == "profile" for s, _ in self._readers)
 
-    def build(self, user_id: str, request: Mapping[str, float]) -> list[float]:
+    def build(self, user_id: str, request: Mapping[str, float], state=UNREAD) -> list[float]:
+        """The feature vector; `state` is the user's feature state if the caller read it."""
         feats = None
-        if self._needs_profile:
-            state = self._states([user_id])[0]
+        if self.needs_profile:
+            if state is UNREAD:
+                state = self._states([user_id])[0]
             if state is not None:
                 feats = kf.read_features(self._layout, state, time.time())
         out = []

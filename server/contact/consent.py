@@ -11,9 +11,9 @@ A profile meta record (layout 2 of the `profile_meta` kind, `server.store.layout
 marketing consent alone; `consent_reason` still reads it (a record passed in before migration).
 
 Purposes: `marketing` needs consent as the channel's default says (`Settings.consent_defaults`:
-`opt_in` = only after an opt-in, `opt_out` = unless opted out); `transactional` (receipts,
-password resets) needs no marketing consent, and is refused only where the user opted out of
-transactional messages on that channel explicitly.
+`opt_in` = only after an opt-in, `opt_out` = unless opted out, `none` = not checked);
+`transactional` (receipts, password resets) needs no marketing consent, and is refused only
+where the user opted out of transactional messages on that channel explicitly.
 """
 from __future__ import annotations
 
@@ -29,17 +29,33 @@ NO_CONSENT = "no_consent"
 
 def consent_reason(meta: Mapping | None, channel: str, purpose: str,
                    defaults: Mapping[str, str]) -> str | None:
-    """None when `channel` may carry a message of `purpose` to the user whose profile meta
-    record is `meta` (None: no record), else "no_consent".
+    """`NO_CONSENT` when `channel` may not carry a message of `purpose` to the user whose
+    profile meta record is `meta`, else None.
+
+    Parameters
+    ----------
+    meta
+        The user's profile meta record (None: no profile, so no consent given).
+    channel, purpose
+        Where and why the campaign contacts. Marketing needs what the channel's default asks;
+        transactional needs no marketing consent and stops only at an explicit transactional
+        opt-out of that channel.
+    defaults
+        Settings `consent_defaults`: per channel "opt_in", "opt_out" or "none" (not checked;
+        a channel not listed needs nothing).
 
     Costs a few dict lookups (the decision path calls it per user and channel).
     """
-    entry = _entry(meta, channel, purpose)
-    if entry is not None:
-        return None if entry["opted_in"] else NO_CONSENT
-    if purpose == TRANSACTIONAL or defaults.get(channel) == "opt_out":
+    if purpose == TRANSACTIONAL:
+        entry = _entry(meta, channel, TRANSACTIONAL)
+        return NO_CONSENT if entry is not None and not entry["opted_in"] else None
+    need = defaults.get(channel, "none")
+    if need == "none":
         return None
-    return NO_CONSENT
+    entry = _entry(meta, channel, MARKETING)
+    if entry is None:
+        return NO_CONSENT if need == "opt_in" else None
+    return None if entry["opted_in"] else NO_CONSENT
 
 
 def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:

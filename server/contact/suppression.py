@@ -110,6 +110,16 @@ class Suppressions:
             return None
         return SUPPRESSED_ADDRESS if self._find(self._keys(kind, address), txn) else None
 
+    def covers(self, channel: str) -> bool:
+        return channel in CHANNEL_KIND
+
+    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str]) -> frozenset[str]:
+        """The `channels` whose address in `meta` is on the list (`SuppressedAddresses`)."""
+        if not meta or not any(c in CHANNEL_KIND for c in channels):
+            return frozenset()
+        with self.store.read() as txn:
+            return frozenset(c for c in channels if self.reason(meta, c, txn))
+
     # -- tracked events (EventListener) ------------------------------------------------------
     async def on_events(self, events: Sequence) -> None:
         """List the address of each bounce and complaint event's user (one write)."""

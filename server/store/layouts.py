@@ -110,6 +110,9 @@ KINDS: tuple[RecordKind, ...] = (
                "the decision key"),
     RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),
                "the decision key"),
+    RecordKind("contact_history", "contacts", 1, lambda k: k.endswith(K.CONTACTS_SUFFIX),
+               "JSON list of a user's recent contacts [time, channel, decision id] "
+               "(contact.caps.ContactHistory)"),
     RecordKind("suppression", "suppression", 1, _any,
                "JSON {kind, reason, timestamp} of an address on the suppression list, keyed by "
                "its HMAC (contact.suppression)"),

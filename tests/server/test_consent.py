@@ -9,7 +9,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.contact.consent import consent_reason, record_consent
 
-DEFAULTS = {"email": "opt_in", "push": "opt_out"}
+DEFAULTS = {"email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "none"}
 
 
 def state(opted_in: bool) -> dict:
@@ -19,7 +19,9 @@ def state(opted_in: bool) -> dict:
 @pytest.mark.parametrize("consent, channel, purpose, expected", [
     (None, "email", "marketing", "no_consent"),           # opt_in channel, never asked
     (None, "push", "marketing", None),                    # opt_out channel, never asked
-    (None, "sms", "marketing", "no_consent"),             # not in the defaults: opt_in
+    (None, "sms", "marketing", "no_consent"),
+    (None, "app", "marketing", None),                     # not in the defaults: not checked
+    ({"web": {"marketing": state(False)}}, "web", "marketing", None),  # "none": not checked
     (None, "email", "transactional", None),               # needs no marketing consent
     ({"email": {"marketing": state(True)}}, "email", "marketing", None),
     ({"email": {"marketing": state(False)}}, "email", "marketing", "no_consent"),
