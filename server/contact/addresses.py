@@ -17,6 +17,7 @@ and a dictionary of likely addresses cannot be hashed without the key.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -57,14 +58,19 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
 
 
 class AddressHasher:
-    """Keyed hashes of normalized addresses under every key of a keyring."""
+    """Keyed hashes of normalized addresses under every key of a keyring; the latest
+    `CACHED` addresses' hashes are kept (the decision path meets the same users again)."""
+
+    CACHED = 1 << 14
+    """~5 MB of hashes at most."""
 
     def __init__(self, ring: Keyring):
         self.ring = ring
+        self.digests = functools.lru_cache(maxsize=self.CACHED)(self._digests)
 
-    def digests(self, kind: str, address: str) -> list[tuple[str, str]]:
-        """[(kid, hex HMAC-SHA256 of "kind:address")] under each key, signing key first: an
+    def _digests(self, kind: str, address: str) -> tuple[tuple[str, str], ...]:
+        """((kid, hex HMAC-SHA256 of "kind:address")) under each key, signing key first: an
         address listed before a key rotation is still found while its key is kept."""
         message = f"{kind}:{address}".encode()
-        return [(kid, hmac.new(key, message, hashlib.sha256).hexdigest())
-                for kid, key in self.ring.keys]
+        return tuple((kid, hmac.digest(key, message, hashlib.sha256).hex())
+                     for kid, key in self.ring.keys)
