@@ -22,9 +22,9 @@ import hashlib
 import hmac
 import re
 
-from ..errors import InvalidArgument
 from ..security.secrets import Keyring
 from ..validation import has_control
+from .errors import NotAnAddress
 
 __all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "normalize", "AddressHasher"]
 
@@ -40,19 +40,19 @@ _PHONE_PUNCTUATION = str.maketrans("", "", " -.()\t")
 
 
 def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
-    """`value` as the list stores it; InvalidArgument naming `field` (default: `kind`)
-    when it is not an address of `kind`. The message never echoes the value (it is PII)."""
+    """`value` as the list stores it; `NotAnAddress` naming `field` (default: `kind`) when it
+    is not an address of `kind`."""
     field = field or kind
     if len(value) > max_chars:
-        raise InvalidArgument(field, f"{len(value)} characters, at most {max_chars}")
+        raise NotAnAddress(field, f"{len(value)} characters, at most {max_chars}")
     if kind == EMAIL:
         out = value.strip().lower()
         if not _EMAIL.fullmatch(out) or has_control(out):
-            raise InvalidArgument(field, "is not an email address (name@domain)")
+            raise NotAnAddress(field, "is not an email address (name@domain)")
         return out
     out = value.strip().translate(_PHONE_PUNCTUATION)
     if not _PHONE.fullmatch(out):
-        raise InvalidArgument(field, "is not an E.164 phone number (+ country code and number, "
+        raise NotAnAddress(field, "is not an E.164 phone number (+ country code and number, "
                               "at most 15 digits)")
     return out
 

@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..config import DEFAULT_LIMITS, Limits
-from ..errors import InvalidArgument
 from ..interfaces import ProfileMetas
 from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..store import Store, keys
 from ..validation import check_known, check_time
 from .addresses import CHANNEL_KIND, EMAIL, PHONE, AddressHasher, normalize
+from .errors import NotAnAddress
+from .logging import logger
 
 __all__ = ["REASONS", "SUPPRESSING_EVENTS", "SUPPRESSED_ADDRESS", "Suppression", "Suppressions"]
-
-logger = logging.getLogger("tailor.contact")
 
 REASONS = ("bounce", "complaint", "manual", "unsubscribe")
 SUPPRESSED_ADDRESS = "suppressed_address"
@@ -106,7 +104,7 @@ class Suppressions:
             return None
         try:
             address = self._normalize(kind, value)
-        except InvalidArgument:  # not an address, so nothing to suppress
+        except NotAnAddress:  # not an address, so nothing to suppress
             return None
         return SUPPRESSED_ADDRESS if self._find(self._keys(kind, address), txn) else None
 
@@ -115,8 +113,9 @@ class Suppressions:
 
     def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str]) -> frozenset[str]:
         """The `channels` whose address in `meta` is on the list (`SuppressedAddresses`)."""
-        if not meta or not any(c in CHANNEL_KIND for c in channels):
-            return frozenset()
+        attributes = meta.get("attributes") if meta else None
+        if not attributes or not any(CHANNEL_KIND.get(c) in attributes for c in channels):
+            return frozenset()  # no address to look up: no read
         with self.store.read() as txn:
             return frozenset(c for c in channels if self.reason(meta, c, txn))
 
@@ -135,7 +134,7 @@ class Suppressions:
             value = (meta or {}).get("attributes", {}).get(kind)
             try:
                 address = self._normalize(kind, value or "")
-            except InvalidArgument:
+            except NotAnAddress:
                 logger.warning("%s event of %s: no valid %s attribute to suppress", ev.type,
                                user_ref(ev.user_id), kind)
                 continue
