@@ -2,8 +2,9 @@
 
 Run by `Store.__init__`: one read transaction when every stamp is current (every open after
 the first), else one write transaction that re-checks the stamps, rewrites the records of each
-outdated kind step by step, and stamps every kind. A store stamped with a newer layout than
-this code knows is refused, so an old binary never misreads (or half-migrates) new records.
+outdated kind step by step, and stamps every kind (a new, empty store is stamped as it is). A
+store stamped with a newer layout than this code knows is refused, so an old binary never
+misreads (or half-migrates) new records.
 """
 from __future__ import annotations
 
@@ -56,9 +57,10 @@ def _refuse_newer(kinds: Sequence[RecordKind], stamps: dict[str, int | None]) ->
 def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     stamps = stored_versions(store, txn, kinds)  # again, under the writer lock
     _refuse_newer(kinds, stamps)
+    fresh = all(v is None for v in stamps.values()) and _empty(store, txn, kinds)
     migrated = {}
     for kind in kinds:
-        old = stamps[kind.name] or kind.first
+        old = kind.version if fresh else stamps[kind.name] or kind.first
         if old < kind.version:
             n = _rewrite(store.table(kind.table), txn, kind, old)
             logger.info("migrated %d %s records from layout %d to %d", n, kind.name, old,
@@ -67,6 +69,11 @@ def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     meta = store.table("meta")
     meta.put_many(txn, [(layout_key(k.name), str(k.version).encode()) for k in kinds])
     return migrated
+
+
+def _empty(store, txn, kinds: Sequence[RecordKind]) -> bool:
+    """No record in any table of `kinds`: a new store, stamped with today's layouts as is."""
+    return all(store.table(t).first_key(txn, b"") is None for t in {k.table for k in kinds})
 
 
 def _rewrite(table, txn, kind: RecordKind, old: int) -> int:
