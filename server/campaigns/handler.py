@@ -38,15 +38,8 @@ from .power import (
     sample_size,
     seconds_to_significance,
 )
-from .records import DecisionRecord
-from .repository import (
-    NO_ARM,
-    PENDING,
-    CampaignRepository,
-    RewardOutcome,
-    RewardRequest,
-    suppressed_record,
-)
+from .records import NO_ARM, PENDING, DecisionRecord
+from .repository import CampaignRepository, RewardOutcome, RewardRequest
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
@@ -265,7 +258,7 @@ class Campaigns:
         decision_id = _decision_id()
         rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
                              [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
-        await self._log.submit(tuple(suppressed_record(rec, verdict.reason)))
+        await self._log.submit(tuple(rec.suppressed(verdict.reason)))
         return Choice(decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
                       verdict.send_at)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import DEFAULT_CONSENT
 from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_caps
-from .consent import TRANSACTIONAL, consent_reason
+from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason
 from .quiet_hours import QUIET_HOURS, QuietHours, quiet_until, zone, zone_of
 from .suppression import SUPPRESSED_ADDRESS
 
@@ -99,14 +99,17 @@ class ContactPolicy:
         return [self._verdict(campaign, c, now) for c in contacts]
 
     def _verdict(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
-        channels = _channels(campaign)
-        consented = [c for c in channels if consent_reason(
-            contact.meta, c, campaign.purpose, self.consent_defaults) is None]
-        channel = next((c for c in consented if c not in contact.suppressed), None)
+        channels, channel, listed = _channels(campaign), None, None
+        for c in channels:
+            if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is None:
+                if c not in contact.suppressed:
+                    channel = c
+                    break
+                listed = listed or c
         if channel is None:
-            if consented:  # consent given, but every such address is suppressed
-                return Verdict(True, SUPPRESSED_ADDRESS, consented[0], 0.0)
-            return Verdict(True, "no_consent", channels[0], 0.0)
+            if listed is not None:  # consent given, but every such address is suppressed
+                return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
+            return Verdict(True, NO_CONSENT, channels[0], 0.0)
         send_at = 0.0
         if campaign.quiet_hours.active:
             send_at = quiet_until(campaign.quiet_hours, zone_of(contact.meta, self.default_zone), now)
