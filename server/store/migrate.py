@@ -34,10 +34,13 @@ def open_layouts(store, kinds: Sequence[RecordKind], readonly: bool = False) -> 
     """Migrate outdated kinds; returns {kind: version it was migrated from} (empty: none)."""
     with store.read() as txn:
         stamps = stored_versions(store, txn, kinds)
+        fresh = _fresh(store, txn, kinds, stamps)
     if all(stamps[k.name] == k.version for k in kinds):
         return {}
     _refuse_newer(kinds, stamps)
     if readonly:
+        if fresh:
+            return {}
         outdated = [k.name for k in kinds if (stamps[k.name] or k.first) < k.version]
         if outdated:
             raise FailedPrecondition(f"store at {store.path} needs a layout migration of "
@@ -57,7 +60,7 @@ def _refuse_newer(kinds: Sequence[RecordKind], stamps: dict[str, int | None]) ->
 def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     stamps = stored_versions(store, txn, kinds)  # again, under the writer lock
     _refuse_newer(kinds, stamps)
-    fresh = all(v is None for v in stamps.values()) and _empty(store, txn, kinds)
+    fresh = _fresh(store, txn, kinds, stamps)
     migrated = {}
     for kind in kinds:
         old = kind.version if fresh else stamps[kind.name] or kind.first
@@ -71,9 +74,18 @@ def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     return migrated
 
 
-def _empty(store, txn, kinds: Sequence[RecordKind]) -> bool:
-    """No record in any table of `kinds`: a new store, stamped with today's layouts as is."""
-    return all(store.table(t).first_key(txn, b"") is None for t in {k.table for k in kinds})
+def _fresh(store, txn, kinds: Sequence[RecordKind], stamps: dict[str, int | None]) -> bool:
+    """No stamp and no record in any table of `kinds`: a new store, in today's layouts as is."""
+    if any(v is not None for v in stamps.values()):
+        return False
+    for name in {k.table for k in kinds}:
+        try:
+            table = store.table(name)
+        except KeyError:  # not created yet: a read-only open of an older data dir
+            continue
+        if table.first_key(txn, b"") is not None:
+            return False
+    return True
 
 
 def _rewrite(table, txn, kind: RecordKind, old: int) -> int:
