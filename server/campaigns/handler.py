@@ -207,7 +207,7 @@ class Campaigns:
         policy reads the profile; none when it has nothing to check."""
         spec = entry.campaign.spec
         if not entry.reads_profile:
-            return Verdict(False, "", spec.channel, 0.0), UNREAD
+            return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
         with_states = entry.context.needs_profile
         state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
         suppressed = frozenset() if self._suppressions is None else \

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from kernels import bandits as B
 
+from ..config import DEFAULT_LIMITS, Limits, Settings
 from ..contact.caps import FREQUENCY_CAP, ContactLog
 from ..store import Store
 from ..store.keys import (
@@ -84,11 +85,11 @@ class RewardOutcome:
 
 
 class CampaignRepository:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, limits: Limits = DEFAULT_LIMITS):
         self.store = store
         self._c, self._b = store.table("campaigns"), store.table("bandit")
         self._d = store.table("decisions")
-        self.contacts = ContactLog(store)
+        self.contacts = ContactLog(store, limits)
         self._parsed: dict[bytes, Campaign] = {}
 
     def parse(self, raw: bytes) -> Campaign:
@@ -340,8 +341,10 @@ def _counters(raw: bytes | None) -> dict:
 
 
 def writer_functions(store: Store) -> dict:
-    """The batch functions of the campaigns writer process (`server.batching.WriterProcess`)."""
-    repo = CampaignRepository(store)
+    """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
+    Its limits (how long contacts are kept) come from the environment the server shares with
+    it (`TAILOR_LIMITS__*`; limits have no command-line flags)."""
+    repo = CampaignRepository(store, Settings().limits)
     return {"decisions": lambda rows: repo.log_decisions([DecisionRecord._make(r) for r in rows]),
             "rewards": lambda requests: repo.apply_rewards(requests, time.time()),
             "sends": repo.log_sends}
