@@ -49,6 +49,15 @@ def _campaign(client: TailorClient, args) -> dict:
     return client.campaign_stats(args.campaign)
 
 
+def _suppression(client: TailorClient, args) -> dict:
+    address = {"email": args.email or "", "phone": args.phone or ""}
+    if args.action == "add":
+        return client.add_suppression(**address, reason=args.reason)
+    if args.action == "remove":
+        return {"removed": client.remove_suppression(**address)}
+    return client.check_suppression(**address)
+
+
 def _health(client: TailorClient, args) -> dict:
     """Exit 0 only when the server (or --service) reports SERVING: container health checks."""
     status = client.health(args.service)
@@ -116,7 +125,8 @@ COMMANDS = {
     "track": _track,
     "profile": lambda client, args: client.get_profile(args.user, args.max_events),
     "consent": lambda client, args: client.set_consent(args.user, args.channel, args.state == "in",
-                                                       args.source),
+                                                       args.source, purpose=args.purpose),
+    "suppression": _suppression,
     "delete": lambda client, args: {"records_deleted": client.delete_profile(args.user)},
     "export-profile": lambda client, args: client.export_profile(args.user, args.timeout),
     "recommend": _recommend,
@@ -158,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--channel", required=True)
     co.add_argument("--state", choices=("in", "out"), required=True)
     co.add_argument("--source", default="cli")
+    co.add_argument("--purpose", choices=("marketing", "transactional"), default="marketing")
+    _suppression_parser(sub, common)
     de = sub.add_parser("delete", parents=[common], help="erase a user (right to erasure)")
     de.add_argument("--user", required=True)
     ex = sub.add_parser("export-profile", parents=[common],
@@ -170,6 +182,21 @@ def build_parser() -> argparse.ArgumentParser:
         "tail", parents=[common], help="the newest audit lines, oldest first").add_argument(
         "-n", type=int, default=0, help="lines, 1..1000 (default 100)")
     return parser
+
+
+def _suppression_parser(sub, common) -> None:
+    su = sub.add_parser("suppression", help="the global suppression list (addresses never to "
+                        "contact; stored as keyed hashes only)")
+    acts = su.add_subparsers(dest="action", required=True)
+    for name, what in (("add", "list an address"), ("remove", "take an address off the list"),
+                       ("check", "is an address listed, why and since when")):
+        p = acts.add_parser(name, parents=[common], help=what)
+        one = p.add_mutually_exclusive_group(required=True)
+        one.add_argument("--email")
+        one.add_argument("--phone", help="E.164, e.g. +15550100199")
+        if name == "add":
+            p.add_argument("--reason", choices=("bounce", "complaint", "manual", "unsubscribe"),
+                           default="manual")
 
 
 def _attribute_parser(sub, common) -> None:

@@ -238,10 +238,28 @@ class TailorClient:
         return _to_dict(self._call(self._profiles.UpsertAttributes, req, timeout))
 
     def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str = "",
-                    timestamp: float = 0.0, timeout: float | None = None) -> dict:
+                    timestamp: float = 0.0, timeout: float | None = None,
+                    purpose: str = "") -> dict:
+        """`purpose`: marketing (default) or transactional."""
         req = prof_pb.SetConsentRequest(user_id=user_id, channel=channel, opted_in=opted_in,
-                                        source=source, timestamp=timestamp)
+                                        source=source, timestamp=timestamp, purpose=purpose)
         return _to_dict(self._call(self._profiles.SetConsent, req, timeout))
+
+    def add_suppression(self, email: str = "", phone: str = "", reason: str = "",
+                        timestamp: float = 0.0, timeout: float | None = None) -> dict:
+        """List an email address or an E.164 phone number (reason: bounce, complaint, manual,
+        unsubscribe; default manual)."""
+        req = prof_pb.AddSuppressionRequest(address=_address(email, phone), reason=reason,
+                                            timestamp=timestamp)
+        return _to_dict(self._call(self._profiles.AddSuppression, req, timeout))
+
+    def remove_suppression(self, email: str = "", phone: str = "",
+                           timeout: float | None = None) -> bool:
+        return self._call(self._profiles.RemoveSuppression, _address(email, phone), timeout).removed
+
+    def check_suppression(self, email: str = "", phone: str = "",
+                          timeout: float | None = None) -> dict:
+        return _to_dict(self._call(self._profiles.CheckSuppression, _address(email, phone), timeout))
 
     def delete_profile(self, user_id: str, timeout: float | None = None) -> int:
         req = prof_pb.DeleteProfileRequest(user_id=user_id)
@@ -452,6 +470,12 @@ def event_from_dict(ev: dict) -> prof_pb.Event:
         ev["value"] = float(ev["value"])
     ev["attributes"] = {str(k): str(v) for k, v in (ev.get("attributes") or {}).items()}
     return json_format.ParseDict(ev, prof_pb.Event(), ignore_unknown_fields=False)
+
+
+def _address(email: str, phone: str) -> prof_pb.SuppressionAddress:
+    """The one of `email` and `phone` given (neither: the server names the missing field)."""
+    return prof_pb.SuppressionAddress(email=email) if email else \
+        prof_pb.SuppressionAddress(phone=phone) if phone else prof_pb.SuppressionAddress()
 
 
 def _to_dict(msg) -> dict:

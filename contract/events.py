@@ -20,8 +20,11 @@ __all__ = [
 
 EVENT_TYPES = ("view", "click", "add_to_cart", "purchase", "email_sent", "email_open",
                "email_click", "sms_sent", "sms_click", "push_sent", "push_open", "push_click",
-               "unsubscribe", "rating")
-"""Every event type, in code order: an event's type code indexes this tuple."""
+               "unsubscribe", "rating", "email_bounce", "email_complaint", "sms_bounce")
+"""Every event type, in code order: an event's type code indexes this tuple. New types are
+appended (codes of stored events never change). The last three are delivery outcomes: a hard
+bounce (the address does not exist) and a spam complaint put the address on the server's
+suppression list; they are no interaction with an item (weight 0)."""
 
 VALUED_TYPES = ("rating",)
 """Types whose history weight is the event's value times the type's weight."""
@@ -30,6 +33,7 @@ DEFAULT_EVENT_WEIGHTS: Mapping[str, float] = MappingProxyType({
     "view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "email_sent": 0.0,
     "email_open": 0.5, "email_click": 2.0, "sms_sent": 0.0, "sms_click": 2.0, "push_sent": 0.0,
     "push_open": 0.5, "push_click": 2.0, "unsubscribe": 0.0, "rating": 1.0,
+    "email_bounce": 0.0, "email_complaint": 0.0, "sms_bounce": 0.0,
 })
 """History weight per event type; 0 means the event is not an interaction with its item."""
 

@@ -5,7 +5,8 @@
 
 Starts `python -m server` on loopback, creates two campaigns over the same 4,096 users:
 - "plain": a web campaign with no contact rules: nothing to check, today's ChooseVariant path;
-- "checked": an email campaign (consent: opt-in required, every user opted in first), two
+- "checked": an email campaign (consent: opt-in required, every user opted in first; each
+  user has an `email` attribute looked up on the suppression list, 1 in 16 of them listed), two
   frequency caps (email 50/day, any channel 100/week: checked and counted in the decisions'
   write transaction) and quiet hours 21:00-08:00 with `defer`, the users spread over eight time
   zones (`timezone` attribute), so some decisions are deferred.
@@ -28,6 +29,8 @@ import numpy as np
 
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
 from .bench import _free_port, _wait_ready
 from .bench_campaigns import CHOOSE, bench_users, choose_payloads, grant_consent
@@ -54,9 +57,14 @@ def contact_spec(campaign_id: str, arms: int, checked: bool) -> cpb.CampaignSpec
 def setup(target: str, arms: int) -> None:
     """Both campaigns, their users' consent and zones, and a non-trivial posterior each."""
     users = bench_users()
-    grant_consent(target, users, attributes=lambda i: {"timezone": ZONES[i % len(ZONES)]})
+    grant_consent(target, users, attributes=lambda i: {"timezone": ZONES[i % len(ZONES)],
+                                                       "email": f"{users[i]}@bench.example"})
     rng = np.random.default_rng(0)
     with grpc.insecure_channel(target) as ch:
+        profiles = pgrpc.ProfileServiceStub(ch)
+        for u in users[::16]:
+            profiles.AddSuppression(ppb.AddSuppressionRequest(
+                address=ppb.SuppressionAddress(email=f"{u}@bench.example")), timeout=10)
         stub = cgrpc.CampaignServiceStub(ch)
         for cid, checked in (("plain", False), ("checked", True)):
             stub.CreateCampaign(cpb.CreateCampaignRequest(spec=contact_spec(cid, arms, checked)),

@@ -84,7 +84,7 @@ def _security_parsers(sub) -> None:
     i.add_argument("--secrets-dir", type=Path)
     r = acts.add_parser("rotate", help="new signing key in front; old keys keep verifying "
                         "(restart the servers to sign with it)")
-    r.add_argument("name", help="user-id, audit, unsubscribe or encryption")
+    r.add_argument("name", help="user-id, audit, unsubscribe, encryption or suppression")
     r.add_argument("--secrets-dir", type=Path)
     r.add_argument("--keep", type=int, help="old keys kept for verifying (default: all)")
 

@@ -24,7 +24,7 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
-from .contact import ContactPolicy
+from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
@@ -98,10 +98,15 @@ class TailorServer:
         self.registry.add_check(self.profiles.check_bundle)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
+        # The suppression list follows bounce and complaint events (a listener below); it is
+        # no eraser: it outlives the profiles whose addresses it holds (by keyed hash only).
+        self.suppressions = Suppressions(self.store, self.secrets["suppression"], self.profiles,
+                                         s.limits)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds,
-                                   limits=s.limits, contact=self._contact_policy())
+                                   limits=s.limits, contact=self._contact_policy(),
+                                   suppressions=self.suppressions)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
         # Domains that follow tracked events or keep records about users join the profiles
@@ -110,6 +115,7 @@ class TailorServer:
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)
             self.profiles.add_exporter(domain)
+        self.profiles.add_listener(self.suppressions)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""
@@ -125,7 +131,7 @@ class TailorServer:
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
              ModelAdminServicer(self.registry, self.pusher)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
-             ProfileServicer(self.profiles, self.pii)),
+             ProfileServicer(self.profiles, self.pii, self.suppressions)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
             (campaign_pb2_grpc.add_CampaignServiceServicer_to_server,
              CampaignServicer(self.campaigns, self.pii)),

@@ -100,6 +100,12 @@ class Limits(BaseModel):
     times. Every time is also finite and not negative."""
     consent_source_chars: int = 256
     """Longest consent `source`."""
+    consent_history: int = Field(64, ge=1)
+    """Consent changes kept per user (channel, purpose, state, source, time), oldest dropped
+    first; the current state per channel and purpose is kept whatever its age."""
+    address_chars: int = Field(254, ge=16)
+    """Longest email address or phone number a suppression request may name (RFC 5321 paths
+    hold at most 254 characters)."""
     bundle_version_chars: int = 128
     """Longest bundle version (a manifest's `version`, a Rollback target): letters, digits,
     '.', '_' and '-', not starting with '.'."""
@@ -224,10 +230,11 @@ class Settings(BaseSettings):
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
-    `encryption`, `erasure`), one `kid:base64key` line per key, the signing key first; keep it
-    outside the data dir (backups copy the data dir). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
-    overrides a file. A missing keyring is generated here only when `host` is a loopback address;
-    any other host refuses to start without it. None: the environment only."""
+    `encryption`, `erasure`, `suppression`), one `kid:base64key` line per key, the signing key
+    first; keep it outside the data dir (backups copy the data dir).
+    `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`) overrides a file. A missing keyring
+    is generated here only when `host` is a loopback address; any other host refuses to start
+    without it. None: the environment only."""
     audit_max_bytes: int = Field(16 << 20, ge=1)
     """Size at which the audit log moves on to its next file (`data_dir/audit/audit-NNNNNN.jsonl`);
     the new file's first line chains to the last line of the previous one."""
@@ -270,7 +277,8 @@ class Settings(BaseSettings):
     consent_defaults: dict[str, str] = DEFAULT_CONSENT
     """Consent each channel needs for marketing: `opt_in` (an explicit opt-in), `opt_out`
     (allowed unless the user opted out) or `none` (not checked). Transactional campaigns skip
-    it. Env: `TAILOR_CONSENT_DEFAULTS='{"email": "opt_in", ...}'`."""
+    it (only an explicit transactional opt-out of the channel stops them). Env:
+    `TAILOR_CONSENT_DEFAULTS='{"email": "opt_in", ...}'`."""
     contact_default_timezone: str = "UTC"
     """IANA time zone of users without a valid `timezone` profile attribute (quiet hours)."""
     contact_frequency_caps: tuple[tuple[str, int, float], ...] = ()

@@ -7,7 +7,7 @@ tracked events, `UserEraser` to drop what it keeps about a user when the profile
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from .models import Bundle
     from .profiles.events import TrackedEvent
 
-__all__ = ["BundleGate", "BundleSource", "EventListener", "ProfileStates", "UserEraser",
-           "UserExporter"]
+__all__ = ["BundleGate", "BundleSource", "EventListener", "ProfileMetas", "ProfileStates",
+           "SuppressedAddresses", "UserEraser", "UserExporter"]
 
 
 class BundleSource(Protocol):
@@ -49,6 +49,25 @@ class ProfileStates(Protocol):
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` stored feature states from key `start` on, and the key to continue
         from (b"" past the last): the contact policy's population prior is fitted on them."""
+
+
+class ProfileMetas(Protocol):
+    """Read access to users' profile meta records (attributes, consent)."""
+
+    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+        """Each user's meta record (`server.store.layouts` kind `profile_meta`) from one read
+        snapshot, None where there is none."""
+
+
+class SuppressedAddresses(Protocol):
+    """The suppression list as the decision path reads it (the contact domain)."""
+
+    def covers(self, channel: str) -> bool:
+        """Whether messages on `channel` go to an address the list may hold."""
+
+    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str]) -> frozenset[str]:
+        """The `channels` on which the user's address (from the profile meta record) is
+        suppressed (one read snapshot)."""
 
 
 class EventListener(Protocol):

@@ -25,7 +25,7 @@ from ..batching import AdaptiveBatcher, WriterProcess
 from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
 from ..ids import RandomIds
-from ..interfaces import ProfileStates
+from ..interfaces import ProfileStates, SuppressedAddresses
 from ..store import Store
 from ..validation import check_count, check_id, check_time
 from .context import UNREAD, ContextBuilder
@@ -96,10 +96,12 @@ class Campaigns:
 
     def __init__(self, store: Store, profiles: ProfileStates, *, propensity_refresh_s: float = 0.25,
                  state_refresh_s: float = 0.1, sweep_seconds: float = 1.0,
-                 limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None):
+                 limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None,
+                 suppressions: SuppressedAddresses | None = None):
         self.repo = CampaignRepository(store)
         self.limits = limits
         self.contact = contact or ContactPolicy()
+        self._suppressions = suppressions
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
         self.state_refresh_s = state_refresh_s
@@ -191,10 +193,15 @@ class Campaigns:
             entry = _Entry(raw, campaign, ContextBuilder(spec.context_features,
                                                          self._profiles.states,
                                                          self._profiles.layout),
-                           self.contact.needs_profile(spec),
+                           self.contact.needs_profile(spec) or self._checks_addresses(spec),
                            {c: self.contact.caps(spec, c) for c in spec.channels or (spec.channel,)})
             self._entries[campaign_id] = entry
         return entry
+
+    def _checks_addresses(self, spec: CampaignSpec) -> bool:
+        """Whether a decision of `spec` reads the profile for its address (suppression)."""
+        sup = self._suppressions
+        return sup is not None and any(sup.covers(c) for c in spec.channels or (spec.channel,))
 
     def _verdict(self, entry: _Entry, user_id: str, now: float):
         """(contact verdict, feature state or `UNREAD`): one profile read for both when the
@@ -204,7 +211,10 @@ class Campaigns:
             return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
         with_states = entry.context.needs_profile or self.contact.needs_state(spec)
         state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
-        verdict = self.contact.verdicts(spec, [Contact(user_id, meta, state)], now)[0]
+        suppressed = frozenset() if self._suppressions is None else \
+            self._suppressions.suppressed_channels(meta, spec.channels or (spec.channel,))
+        verdict = self.contact.verdicts(spec, [Contact(user_id, meta, state,
+                                                       suppressed=suppressed)], now)[0]
         return verdict, state if with_states else UNREAD
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],

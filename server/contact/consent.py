@@ -1,42 +1,94 @@
-"""Consent: may a user be contacted on a channel for a purpose? One function, over the stored
-profile meta (`meta["consent"][channel] = {opted_in, source, timestamp}`).
+"""Consent per channel and purpose: the stored record, its bounded history, and the one check.
 
-Callers use `consent_reason` only: the richer consent format (per purpose, with history)
-replaces this module's body behind the same signature.
+A profile meta record (layout 2 of the `profile_meta` kind, `server.store.layouts`) keeps::
+
+    "consent":         {channel: {purpose: {"opted_in", "source", "timestamp"}}}
+    "consent_history": [{"channel", "purpose", "opted_in", "source", "timestamp"}, ...]
+
+`consent` is the current state (the latest change by timestamp of each channel and purpose);
+`consent_history` every change in the order it arrived, oldest first, at most
+`Limits.consent_history` of them. Layout 1 kept `consent: {channel: {"opted_in", ...}}`, the
+marketing consent alone; `consent_reason` still reads it (a record passed in before migration).
+
+Purposes: `marketing` needs consent as the channel's default says (`Settings.consent_defaults`:
+`opt_in` = only after an opt-in, `opt_out` = unless opted out, `none` = not checked);
+`transactional` (receipts, password resets) needs no marketing consent, and is refused only
+where the user opted out of transactional messages on that channel explicitly.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["consent_reason", "NO_CONSENT", "TRANSACTIONAL", "MARKETING", "PURPOSES", "NEEDS"]
+__all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "consent_reason",
+           "record_consent", "current_consents"]
 
-NO_CONSENT = "no_consent"
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
-NEEDS = ("opt_in", "opt_out", "none")
-"""What a channel's default asks: an explicit opt-in, no opt-out, or nothing."""
+NO_CONSENT = "no_consent"
 
 
 def consent_reason(meta: Mapping | None, channel: str, purpose: str,
                    defaults: Mapping[str, str]) -> str | None:
-    """`NO_CONSENT` when `channel` may not carry a message of `purpose` to this user, else None.
+    """`NO_CONSENT` when `channel` may not carry a message of `purpose` to the user whose
+    profile meta record is `meta`, else None.
 
     Parameters
     ----------
     meta
         The user's profile meta record (None: no profile, so no consent given).
     channel, purpose
-        Where and why the campaign contacts; transactional messages need no marketing consent.
+        Where and why the campaign contacts. Marketing needs what the channel's default asks;
+        transactional needs no marketing consent and stops only at an explicit transactional
+        opt-out of that channel.
     defaults
-        Settings `consent_defaults`: per channel "opt_in", "opt_out" or "none" (a channel not
-        listed needs nothing).
+        Settings `consent_defaults`: per channel "opt_in", "opt_out" or "none" (not checked;
+        a channel not listed needs nothing).
+
+    Costs a few dict lookups (the decision path calls it per user and channel).
     """
     if purpose == TRANSACTIONAL:
-        return None
+        entry = _entry(meta, channel, TRANSACTIONAL)
+        return NO_CONSENT if entry is not None and not entry["opted_in"] else None
     need = defaults.get(channel, "none")
     if need == "none":
         return None
-    given = (meta or {}).get("consent", {}).get(channel)
-    if given is None:
+    entry = _entry(meta, channel, MARKETING)
+    if entry is None:
         return NO_CONSENT if need == "opt_in" else None
-    return None if given.get("opted_in") else NO_CONSENT
+    return None if entry["opted_in"] else NO_CONSENT
+
+
+def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:
+    """The stored state of (channel, purpose), reading layout 1 (marketing only) too."""
+    if not meta:
+        return None
+    by_purpose = meta.get("consent", {}).get(channel)
+    if by_purpose is None:
+        return None
+    if "opted_in" in by_purpose:  # layout 1: the channel's marketing consent
+        return by_purpose if purpose == MARKETING else None
+    return by_purpose.get(purpose)
+
+
+def record_consent(meta: dict, channel: str, purpose: str, opted_in: bool, source: str,
+                   timestamp: float, keep: int) -> None:
+    """Add a change to `meta` (layout 2) in place: appended to the history (the oldest beyond
+    `keep` dropped), and made the current state if it is an opt-out, or an opt-in no older
+    than the current state. Changes may arrive out of order (replayed webhooks, clocks that
+    disagree): an opt-out is honoured whenever it arrives, a stale opt-in never re-opens a
+    channel the user closed later."""
+    change = {"opted_in": bool(opted_in), "source": source, "timestamp": float(timestamp)}
+    history = meta.setdefault("consent_history", [])
+    history.append({"channel": channel, "purpose": purpose, **change})
+    del history[:max(len(history) - keep, 0)]
+    current = meta.setdefault("consent", {}).setdefault(channel, {})
+    if not opted_in or purpose not in current or current[purpose]["timestamp"] <= timestamp:
+        current[purpose] = change
+
+
+def current_consents(meta: Mapping) -> list[dict]:
+    """[{channel, purpose, opted_in, source, timestamp}] of the current states, in channel and
+    purpose order."""
+    return [{"channel": c, "purpose": p, **entry}
+            for c, by_purpose in sorted(meta.get("consent", {}).items())
+            for p, entry in sorted(by_purpose.items())]

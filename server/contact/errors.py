@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import InvalidArgument
 
-__all__ = ["UnknownTimeZone", "BadClockTime"]
+__all__ = ["UnknownTimeZone", "BadClockTime", "NotAnAddress"]
 
 
 class UnknownTimeZone(InvalidArgument):
@@ -14,3 +14,11 @@ class UnknownTimeZone(InvalidArgument):
 class BadClockTime(InvalidArgument):
     def __init__(self, field: str, text: str):
         super().__init__(field, f"{text!r} is not a local time HH:MM (00:00 to 23:59)")
+
+
+class NotAnAddress(InvalidArgument):
+    """An email address or phone number the suppression list cannot take; the message never
+    echoes the value (it is personal data)."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(field, problem)

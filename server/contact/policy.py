@@ -2,11 +2,12 @@
 
 `ContactPolicy.verdicts` is pure (no I/O) and batch-first: ChooseVariant calls it with one
 `Contact`, PlanCampaign with a batch, each read by the caller in one read transaction. Checks,
-in order: consent (`consent.consent_reason`, the first of the campaign's channels the user may
-be contacted on), quiet hours (defer: `send_at` = when they end; or suppress), and, when the
-caller read the user's `ContactHistory`, the frequency caps.
+in order: consent and suppression (`consent.consent_reason`, `Contact.suppressed`: the
+campaign's channels the user may be contacted on whose address is not on the suppression list),
+quiet hours (defer: `send_at` = when they end; or suppress), and, when the caller read the
+user's `ContactHistory`, the frequency caps.
 
-With a feature layout (`layout`), a campaign of several channels picks among the consented ones
+With a feature layout (`layout`), a campaign of several channels picks among the allowed ones
 by Thompson sampling (`channel`), and a campaign with an active `send_window` picks the user's
 best local hour in its next occurrence (`send_time`), both from the population prior of
 `prior` (`PriorSource`); their propensities are in the verdict and logged with the decision.
@@ -28,6 +29,7 @@ from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_ca
 from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason
 from .prior import PriorSource
 from .quiet_hours import QUIET_HOURS, QuietHours, SendWindow, quiet_until, zone, zone_of
+from .suppression import SUPPRESSED_ADDRESS
 
 if TYPE_CHECKING:
     from kernels.feature_layout import FeatureLayout
@@ -63,6 +65,9 @@ class Contact:
     """The feature state (send-time and channel choice read it), None without one."""
     history: ContactHistory | None = None
     """Recent contacts, when the caller read them (None: caps are left to the writer)."""
+    suppressed: frozenset[str] = frozenset()
+    """Channels whose address (the profile's `email` / `phone`) is on the suppression list,
+    as the caller read them (`suppression.Suppressions.suppressed_channels`)."""
 
 
 class Contactable(Protocol):
@@ -129,26 +134,36 @@ class ContactPolicy:
                  now: float) -> list[Verdict]:
         """One verdict per contact, in order (send times and channels chosen in one batch)."""
         choosing = self.needs_state(campaign)
-        allowed = [self._allowed(campaign, c.meta, choosing) for c in contacts]
+        allowed = [self._allowed(campaign, c, choosing) for c in contacts]
         zones = [zone_of(c.meta, self.default_zone) for c in contacts]
-        picks = self._choices(campaign, contacts, allowed, zones, now)
+        picks = self._choices(campaign, contacts, [a for a, _ in allowed], zones, now)
         return [self._verdict(campaign, c, a, z, p, now)
                 for c, a, z, p in zip(contacts, allowed, zones, picks)]
 
-    def _allowed(self, campaign: Contactable, meta: Mapping | None, every: bool) -> list[str]:
-        """The campaign's channels the user may be contacted on: all of them when a channel
-        is to be chosen (`every`), else the first only."""
-        out = []
+    def _allowed(self, campaign: Contactable, contact: Contact,
+                 every: bool) -> tuple[list[str], str | None]:
+        """The campaign's channels the user may be contacted on (consent given, address not on
+        the suppression list): all of them when a channel is to be chosen (`every`), else the
+        first only; and the first channel refused only because its address is suppressed."""
+        out, listed = [], None
         for c in _channels(campaign):
-            if consent_reason(meta, c, campaign.purpose, self.consent_defaults) is None:
-                out.append(c)
-                if not every:
-                    break
-        return out
+            if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is not None:
+                continue
+            if c in contact.suppressed:
+                listed = listed or c
+                continue
+            out.append(c)
+            if not every:
+                break
+        return out, listed
 
-    def _verdict(self, campaign: Contactable, contact: Contact, allowed: list[str],
-                 tz: zoneinfo.ZoneInfo, pick: tuple, now: float) -> Verdict:
-        if not allowed:
+    def _verdict(self, campaign: Contactable, contact: Contact,
+                 allowed: tuple[list[str], str | None], tz: zoneinfo.ZoneInfo, pick: tuple,
+                 now: float) -> Verdict:
+        channels, listed = allowed
+        if not channels:
+            if listed is not None:  # consent given, but every such address is suppressed
+                return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
             return Verdict(True, NO_CONSENT, _channels(campaign)[0], 0.0)
         channel, p_channel, send_at, p_time = pick
         if campaign.quiet_hours.active:

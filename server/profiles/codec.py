@@ -6,6 +6,7 @@ which shrinks a fresh user's 6.5 KB state ~15x.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -14,7 +15,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 from kernels import sparse
 
-__all__ = ["encode_states", "decode_states", "update_records"]
+__all__ = ["encode_states", "decode_states", "update_records", "AppendedTypes"]
 
 CHUNK_USERS = 256
 """Users decoded at a time by `update_records`: their dense states (~1.6 MB) stay in cache and
@@ -66,3 +67,53 @@ def _update_chunk(layout, records, rows, events, buf) -> list[bytes]:
     states = decode_states(layout, records, buf)
     kf.update_many(layout, states, rows, events)
     return encode_states(states)
+
+
+class AppendedTypes:
+    """Moves stored states of layout `old` to layout `new`, which is `old` with event types
+    appended (nothing else changed): every old slot has one new slot, in the same order, and
+    the new ones start at 0. A sparse record (`kernels.sparse`) moves without being decoded:
+    its slot indices are renumbered and the fingerprint replaced (~10 us; a store migrates
+    every record at open). Records of format 1 go the dense way (`decode_states` upgrades
+    them first). Values are kept bit for bit; `fl.migrate` gives the same state up to the
+    order of the recent items (it sorts them by time)."""
+
+    def __init__(self, old: fl.FeatureLayout, new: fl.FeatureLayout):
+        t = len(old.event_types)
+        if new.event_types[:t] != old.event_types or fl.FeatureLayout(
+                **{**_fields(new), "event_types": old.event_types,
+                   "event_weights": new.event_weights[:t]}) != old:
+            raise ValueError("AppendedTypes: `new` must be `old` with event types appended")
+        self.old, self.new = old, new
+        src = np.full(new.size, -1, np.int64)
+        dst, idx = new.views(src), old.views(np.arange(old.size))
+        for name in ("header", "money", "category", "hour", "rc_item", "rc_ts", "rc_w"):
+            dst[name][...] = idx[name]
+        dst["counts"][:t] = idx["counts"]
+        dst["decayed"][:, :t] = idx["decayed"]
+        dst["rc_amt"][:, :t] = idx["rc_amt"]
+        self._src = src
+        to_new = np.full(old.size, -1, np.int64)
+        to_new[src[src >= 0]] = np.flatnonzero(src >= 0)
+        self._to_new = to_new.astype("<u2")
+        self._head = (float(fl.FORMAT_VERSION), float(old.fingerprint))
+
+    def record(self, raw: bytes) -> bytes:
+        n = int.from_bytes(raw[2:4], "little")
+        idx = np.frombuffer(raw, "<u2", n, 4)
+        values = np.frombuffer(raw, "<f8", n, 4 + 2 * n).copy()
+        if raw[:2] != sparse.MAGIC or len(raw) != 4 + 10 * n or n < 2 or idx[0] != fl.FORMAT \
+                or idx[1] != fl.FINGERPRINT or (values[0], values[1]) != self._head:
+            return self._dense(raw)
+        values[1] = self.new.fingerprint
+        return b"".join((raw[:4], self._to_new[idx].tobytes(), values.tobytes()))
+
+    def _dense(self, raw: bytes) -> bytes:
+        state = decode_states(self.old, [raw])[0]
+        out = np.where(self._src >= 0, state[self._src], 0.0)
+        out[fl.FINGERPRINT] = self.new.fingerprint
+        return encode_states(out[None, :])[0]
+
+
+def _fields(layout: fl.FeatureLayout) -> dict:
+    return {f.name: getattr(layout, f.name) for f in dataclasses.fields(layout) if f.init}

@@ -17,6 +17,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher, ThreadRunner
+from ..contact.consent import MARKETING, PURPOSES, current_consents, record_consent
 from ..contact.quiet_hours import TIMEZONE, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
@@ -45,7 +46,8 @@ class TrackResult:
 class ProfileView:
     user_id: str
     attributes: dict
-    consent: dict
+    consent: list[dict]
+    """Current consent states: {channel, purpose, opted_in, source, timestamp} each."""
     features: dict | None
     recent_items: list[tuple[str, float, float]]
     events: list[bytes]
@@ -54,7 +56,9 @@ class ProfileView:
     category_names: dict[int, str] = field(default_factory=dict)
     """Name of each category code in `features["category_affinity"]`."""
     extra: dict = field(default_factory=dict)
-    """Every other entry of the stored meta record (e.g. a consent history), as stored."""
+    """Every other entry of the stored meta record, as stored (ExportProfile shows it)."""
+    consent_history: list[dict] = field(default_factory=list)
+    """Consent changes as they arrived, oldest first (bounded: `Limits.consent_history`)."""
 
 
 @dataclass
@@ -153,7 +157,8 @@ class Profiles:
             accepted = [valid[i] for i in stored.accepted]
             for ev in accepted:
                 if ev.type == "unsubscribe":
-                    await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event", ev.timestamp)
+                    await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event",
+                                           ev.timestamp, MARKETING)
             for listener in self._listeners:
                 await listener.on_events(accepted)
         return result
@@ -180,14 +185,18 @@ class Profiles:
         await asyncio.to_thread(self.repo.update_meta, user_id, change)
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
-                          timestamp: float = 0.0) -> None:
-        check_id("user_id", user_id, self.limits.id_bytes)
+                          timestamp: float = 0.0, purpose: str = "") -> None:
+        """Record a consent change of (channel, purpose; empty = marketing), kept in the
+        user's consent history too (`server.contact.consent`)."""
+        lim = self.limits
+        check_id("user_id", user_id, lim.id_bytes)
         check_known("channel", channel, CHANNELS)
-        check_text("source", source, self.limits.consent_source_chars)
-        ts = check_time("timestamp", timestamp, self.limits.latest_timestamp) or time.time()
+        purpose = check_known("purpose", purpose or MARKETING, PURPOSES)
+        check_text("source", source, lim.consent_source_chars)
+        ts = check_time("timestamp", timestamp, lim.latest_timestamp) or time.time()
 
         def change(meta):
-            meta["consent"][channel] = {"opted_in": bool(opted_in), "source": source, "timestamp": ts}
+            record_consent(meta, channel, purpose, opted_in, source, ts, lim.consent_history)
         await asyncio.to_thread(self.repo.update_meta, user_id, change)
 
     async def delete(self, user_id: str) -> int:
@@ -219,8 +228,9 @@ class Profiles:
             names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
         first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
         extra = {k: v for k, v in meta.items() if k not in _META_FIELDS}
-        return ProfileView(user_id, attrs, meta["consent"], feats, recent, events,
-                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names, extra)
+        return ProfileView(user_id, attrs, current_consents(meta), feats, recent, events,
+                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names,
+                           extra, meta.get("consent_history", []))
 
     async def export_user(self, user_id: str) -> AccessExport:
         """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is."""
@@ -359,6 +369,10 @@ class Profiles:
             if at >= cutoff:
                 bundle.user_row.pop(uid, None)
 
+    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+        """Meta records (attributes, consent) of many users from one read snapshot."""
+        return self.repo.metas(user_ids)
+
     def seen_sets(self, user_ids: Sequence[str]):
         """Every item each user had an event on (live, uncapped); None: no profile."""
         return self.repo.seen_sets(user_ids)
@@ -376,7 +390,7 @@ class Profiles:
         await self._writer.close()
 
 
-_META_FIELDS = frozenset({"attributes", "consent", "created_at", "updated_at"})
+_META_FIELDS = frozenset({"attributes", "consent", "consent_history", "created_at", "updated_at"})
 
 
 class HoldsErasedUsers(FailedPrecondition):

@@ -172,6 +172,12 @@ class ProfileRepository:
         return (decode_states(self.layout, [state])[0] if state else None,
                 json.loads(meta) if meta else None, events)
 
+    def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
+        """Meta records of many users in one snapshot (None where there is none)."""
+        with self.store.read() as txn:
+            raws = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
+        return [json.loads(r) if r else None for r in raws]
+
     def category_names(self) -> dict[int, str]:
         """Every assigned category code with its name (`_category_codes` assigns them)."""
         prefix = keys.CATEGORY_PREFIX

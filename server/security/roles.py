@@ -50,6 +50,12 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _PROFILE + "ExportEvents": ("analyst", PII_READER),
     _PROFILE + "ExportProfile": (PII_READER,),  # one person's everything: access requests only
     _PROFILE + "ExportTombstones": ("analyst", PII_READER),  # what `training export` also reads
+    # The suppression list: who feeds delivery outcomes adds (as events can), lifting one
+    # re-opens contact to a bounced or complaining address (admin, like erasure), and asking
+    # about an address is a profile read.
+    _PROFILE + "AddSuppression": ("tracker",),
+    _PROFILE + "RemoveSuppression": ("admin",),
+    _PROFILE + "CheckSuppression": ("analyst", PII_READER),
     _ATTRIBUTION + "Attribute": ("analyst",),
     _ATTRIBUTION + "AttributeStream": ("analyst",),
     _ATTRIBUTION + "AttributeStored": ("analyst",),
@@ -69,6 +75,7 @@ SENSITIVE = frozenset({
     _MODEL + "PushBundle", _MODEL + "Rollback",
     _CAMPAIGN + "CreateCampaign", _CAMPAIGN + "UpdateCampaign", _CAMPAIGN + "ArchiveCampaign",
     _PROFILE + "SetConsent", _PROFILE + "DeleteProfile",
+    _PROFILE + "AddSuppression", _PROFILE + "RemoveSuppression",
     _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions", _PROFILE + "ExportProfile",
 })
 """Methods whose every call goes to the audit log with its final status. Unmasked reads

@@ -28,11 +28,13 @@ __all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
 
 logger = logging.getLogger("tailor.security")
 
-KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption", "erasure")
+KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption", "erasure", "suppression")
 """Every keyring the server loads: keyed hashes of user ids in logs and audit lines, the audit
-chain's MACs, unsubscribe-token signatures, the master key that encryption derives from, and
-the keyed hashes of erased users' ids in tombstones (which training needs too: a key of its own,
-so training can match tombstones without being able to read log references)."""
+chain's MACs, unsubscribe-token signatures, the master key that encryption derives from, the
+keyed hashes of erased users' ids in tombstones (which training needs too: a key of its own,
+so training can match tombstones without being able to read log references), and keyed hashes
+of suppressed addresses (`server.contact.addresses`; rotate it with every old key kept: entries
+hashed under a dropped key are no longer found)."""
 
 KEY_BYTES = 32
 MIN_KEY_BYTES = 16

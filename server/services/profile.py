@@ -11,7 +11,8 @@ from google.protobuf import json_format
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
-from ..errors import grpc_errors
+from ..contact.suppression import Suppression, Suppressions
+from ..errors import InvalidArgument, grpc_errors
 from ..profiles import AccessExport, Profiles, ProfileView, TrackedEvent, TrackResult, track_stream
 from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
@@ -38,9 +39,11 @@ class ProfileConverter:
     def from_view(view: ProfileView, layout) -> pb.Profile:
         out = pb.Profile(user_id=view.user_id, attributes=view.attributes,
                          created_at=view.created_at, updated_at=view.updated_at)
-        for channel, c in view.consent.items():
-            out.consent[channel].CopyFrom(pb.Consent(opted_in=c["opted_in"], source=c["source"],
-                                                     timestamp=c["timestamp"]))
+        out.consents.extend(pb.Consent(**c) for c in view.consent)
+        for c in out.consents:
+            if c.purpose == "marketing":
+                out.consent[c.channel].CopyFrom(c)
+        out.consent_history.extend(pb.Consent(**c) for c in view.consent_history)
         if view.features is not None:
             out.features.CopyFrom(ProfileConverter._features(view.features, layout,
                                                               view.category_names))
@@ -58,10 +61,25 @@ class ProfileConverter:
         if profile is not None:
             doc["profile"] = json_format.MessageToDict(profile, preserving_proto_field_name=True,
                                                        always_print_fields_with_no_presence=True)
-            doc["profile"].update(export.profile.extra)  # e.g. consent history
+            doc["profile"].update(export.profile.extra)  # stored meta entries GetProfile does not show
             doc["events_listed"] = len(profile.events)
         doc.update(export.sections)
         return json.dumps(doc, sort_keys=True, default=_jsonable)
+
+    @staticmethod
+    def to_address(msg: pb.SuppressionAddress) -> tuple[str, str]:
+        """(kind, address) of the one field set."""
+        kind = msg.WhichOneof("address")
+        if kind is None:
+            raise InvalidArgument("address", "set email or phone")
+        return kind, getattr(msg, kind)
+
+    @staticmethod
+    def from_suppression(entry: Suppression | None) -> pb.Suppression:
+        if entry is None:
+            return pb.Suppression(suppressed=False)
+        return pb.Suppression(suppressed=True, reason=entry.reason, timestamp=entry.timestamp,
+                              kind=entry.kind)
 
     @staticmethod
     def _features(f: dict, layout, category_names: dict[int, str]) -> pb.Features:
@@ -103,9 +121,10 @@ def _nonzero(arr):
 
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
-    def __init__(self, profiles: Profiles, pii: PiiPolicy):
+    def __init__(self, profiles: Profiles, pii: PiiPolicy, suppressions: Suppressions):
         self.profiles = profiles
         self.pii = pii
+        self.suppressions = suppressions
 
     @grpc_errors
     async def TrackEvents(self, request: pb.TrackEventsRequest, context) -> pb.TrackEventsResponse:
@@ -136,7 +155,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     @grpc_errors
     async def SetConsent(self, request: pb.SetConsentRequest, context) -> pb.Profile:
         await self.profiles.set_consent(request.user_id, request.channel, request.opted_in,
-                                        request.source, request.timestamp)
+                                        request.source, request.timestamp, request.purpose)
         return await self._profile(request.user_id, 1, context)
 
     @grpc_errors
@@ -166,3 +185,20 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
             if masked and event.attributes:
                 self.pii.mask_map(event.attributes)
             yield event
+
+    @grpc_errors
+    async def AddSuppression(self, request: pb.AddSuppressionRequest, context) -> pb.Suppression:
+        kind, address = ProfileConverter.to_address(request.address)
+        return ProfileConverter.from_suppression(
+            await self.suppressions.add(kind, address, request.reason, request.timestamp))
+
+    @grpc_errors
+    async def RemoveSuppression(self, request: pb.SuppressionAddress,
+                                context) -> pb.RemoveSuppressionResponse:
+        return pb.RemoveSuppressionResponse(
+            removed=await self.suppressions.remove(*ProfileConverter.to_address(request)))
+
+    @grpc_errors
+    async def CheckSuppression(self, request: pb.SuppressionAddress, context) -> pb.Suppression:
+        return ProfileConverter.from_suppression(
+            await self.suppressions.check(*ProfileConverter.to_address(request)))

@@ -24,6 +24,7 @@ prefix ever matches them.
     decisions  ␟d␟<decision>                    -> decision key      decision_index_key
     decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
     contacts   <user>␟contacts                  recent contacts      contact_key
+    suppression <kid>␟<hmac hex>                suppressed address   suppression_key
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ __all__ = [
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
+    "suppression_key",
 ]
 
 
@@ -211,3 +213,10 @@ CONTACTS_SUFFIX = SEP + b"contacts"
 def contact_key(user_id: str) -> bytes:
     """A user's recent contacts (frequency caps) in `contacts`."""
     return user_id.encode() + CONTACTS_SUFFIX
+
+
+# -- suppression list ------------------------------------------------------------------------------
+def suppression_key(kid: str, digest: str) -> bytes:
+    """An address's entry: the id of the key and the hex HMAC it was hashed with (no user in
+    it: the list is global and outlives profiles)."""
+    return join_key(kid, digest)

@@ -17,6 +17,7 @@ readers on the new layout only, and add a test that opens a data dir in the old 
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -49,12 +50,43 @@ class RecordKind:
                              f"migration step from version(s) {missing}")
 
 
+def _meta_consent_by_purpose(raw: bytes) -> bytes:
+    """profile_meta 1 -> 2: `consent[channel]` becomes `consent[channel]["marketing"]` (layout 1
+    knew one purpose), and each stored state starts the `consent_history`, oldest first."""
+    meta = json.loads(raw)
+    old = {channel: entry if isinstance(entry, dict) else  # a bare flag: from a test only
+           {"opted_in": bool(entry), "source": "", "timestamp": 0.0}
+           for channel, entry in meta.get("consent", {}).items()}
+    meta["consent"] = {channel: {"marketing": entry} for channel, entry in old.items()}
+    meta["consent_history"] = sorted(
+        ({"channel": channel, "purpose": "marketing", **entry} for channel, entry in old.items()),
+        key=lambda change: change["timestamp"])
+    return json.dumps(meta, sort_keys=True).encode()
+
+
+def _state_delivery_types(raw: bytes) -> bytes:
+    """profile_state 1 -> 2: the event vocabulary gained email_bounce, email_complaint and
+    sms_bounce (appended; their counts start at 0)."""
+    mover = _STATE_MOVERS.get(1)
+    if mover is None:
+        from ..profiles import codec, schema  # at migration time: profiles imports the store
+        s = schema.ProfileSchema()
+        mover = _STATE_MOVERS[1] = codec.AppendedTypes(s.layout(schema.EVENT_TYPES_V1), s.layout())
+    return mover.record(raw)
+
+
+_STATE_MOVERS: dict[int, object] = {}
+
+
 KINDS: tuple[RecordKind, ...] = (
-    RecordKind("profile_state", "profiles", 1, lambda k: k.endswith(K.FEATURES_SUFFIX),
+    RecordKind("profile_state", "profiles", 2, lambda k: k.endswith(K.FEATURES_SUFFIX),
                "kernels.sparse record of a feature state (its own FORMAT_VERSION and layout "
-               "fingerprint inside, checked by profiles.codec)"),
-    RecordKind("profile_meta", "profiles", 1, lambda k: k.endswith(K.PROFILE_META_SUFFIX),
-               "JSON {attributes, consent, created_at, updated_at}"),
+               "fingerprint inside, checked by profiles.codec); 2: three more event types",
+               steps={1: _state_delivery_types}),
+    RecordKind("profile_meta", "profiles", 2, lambda k: k.endswith(K.PROFILE_META_SUFFIX),
+               "JSON {attributes, consent: {channel: {purpose: state}}, consent_history, "
+               "created_at, updated_at} (server.contact.consent)",
+               steps={1: _meta_consent_by_purpose}),
     RecordKind("seen_items", "profiles", 1, lambda k: k.endswith(K.SEEN_SUFFIX),
                "profiles.seen record: every item a user had an event on (its own header byte)"),
     RecordKind("event", "events", 1, _any, "tailor.v1.Event bytes"),
@@ -86,5 +118,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("contact_history", "contacts", 1, lambda k: k.endswith(K.CONTACTS_SUFFIX),
                "JSON list of a user's recent contacts [time, channel, decision id] "
                "(contact.caps.ContactHistory)"),
+    RecordKind("suppression", "suppression", 1, _any,
+               "JSON {kind, reason, timestamp} of an address on the suppression list, keyed by "
+               "its HMAC (contact.suppression)"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

@@ -32,7 +32,8 @@ __all__ = ["Store", "TABLES"]
 
 logger = logging.getLogger("tailor.store")
 
-TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns", "contacts")
+TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns", "contacts",
+          "suppression")
 """Every named table. Add a table here; nothing else opens LMDB."""
 
 T = TypeVar("T")

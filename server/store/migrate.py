@@ -2,8 +2,9 @@
 
 Run by `Store.__init__`: one read transaction when every stamp is current (every open after
 the first), else one write transaction that re-checks the stamps, rewrites the records of each
-outdated kind step by step, and stamps every kind. A store stamped with a newer layout than
-this code knows is refused, so an old binary never misreads (or half-migrates) new records.
+outdated kind step by step, and stamps every kind (a new, empty store is stamped as it is). A
+store stamped with a newer layout than this code knows is refused, so an old binary never
+misreads (or half-migrates) new records.
 """
 from __future__ import annotations
 
@@ -33,10 +34,13 @@ def open_layouts(store, kinds: Sequence[RecordKind], readonly: bool = False) -> 
     """Migrate outdated kinds; returns {kind: version it was migrated from} (empty: none)."""
     with store.read() as txn:
         stamps = stored_versions(store, txn, kinds)
+        fresh = _fresh(store, txn, kinds, stamps)
     if all(stamps[k.name] == k.version for k in kinds):
         return {}
     _refuse_newer(kinds, stamps)
     if readonly:
+        if fresh:
+            return {}
         outdated = [k.name for k in kinds if (stamps[k.name] or k.first) < k.version]
         if outdated:
             raise FailedPrecondition(f"store at {store.path} needs a layout migration of "
@@ -56,9 +60,10 @@ def _refuse_newer(kinds: Sequence[RecordKind], stamps: dict[str, int | None]) ->
 def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     stamps = stored_versions(store, txn, kinds)  # again, under the writer lock
     _refuse_newer(kinds, stamps)
+    fresh = _fresh(store, txn, kinds, stamps)
     migrated = {}
     for kind in kinds:
-        old = stamps[kind.name] or kind.first
+        old = kind.version if fresh else stamps[kind.name] or kind.first
         if old < kind.version:
             n = _rewrite(store.table(kind.table), txn, kind, old)
             logger.info("migrated %d %s records from layout %d to %d", n, kind.name, old,
@@ -67,6 +72,20 @@ def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     meta = store.table("meta")
     meta.put_many(txn, [(layout_key(k.name), str(k.version).encode()) for k in kinds])
     return migrated
+
+
+def _fresh(store, txn, kinds: Sequence[RecordKind], stamps: dict[str, int | None]) -> bool:
+    """No stamp and no record in any table of `kinds`: a new store, in today's layouts as is."""
+    if any(v is not None for v in stamps.values()):
+        return False
+    for name in {k.table for k in kinds}:
+        try:
+            table = store.table(name)
+        except KeyError:  # not created yet: a read-only open of an older data dir
+            continue
+        if table.first_key(txn, b"") is not None:
+            return False
+    return True
 
 
 def _rewrite(table, txn, kind: RecordKind, old: int) -> int:

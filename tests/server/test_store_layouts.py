@@ -55,16 +55,19 @@ def bumped(kind_name: str, step) -> tuple[RecordKind, ...]:
                  if k.name == kind_name else k for k in KINDS)
 
 
-def test_a_data_dir_from_before_layout_versions_reads_back_unchanged(v1_dir):
+def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     store = Store(v1_dir, sync=False)
-    assert store.migrated == {}
+    # Since then: consent by purpose with a history, three more event types in feature states
+    # (tests/server/test_consent_layout.py checks those records).
+    assert store.migrated == {"profile_state": 1, "profile_meta": 1}
     with store.read() as txn:
-        assert stored_versions(store, txn, KINDS) == {k.name: 1 for k in KINDS}
-    for table in ("profiles", "events", "dedupe", "campaigns", "bandit", "decisions"):
+        assert stored_versions(store, txn, KINDS) == {k.name: k.version for k in KINDS}
+    for table in ("events", "dedupe", "campaigns", "bandit", "decisions"):
         assert records(store, table) == fixture_records(table)
     profiles = ProfileRepository(store, ProfileSchema().layout())
     state, meta, events = profiles.read("ann")
-    assert state is not None and meta["attributes"] == {"tier": "gold"} and meta["consent"] == {"email": True}
+    assert state is not None and meta["attributes"] == {"tier": "gold"}
+    assert meta["consent"] == {"email": {"marketing": {"opted_in": True, "source": "", "timestamp": 0.0}}}
     assert [pb.Event.FromString(e).event_id for e in events] == ["e2", "e1"]
     assert [s is not None for s in profiles.states(["ann", "bo", "cy"])] == [True, True, False]
     again = TrackedEvent("e1", "ann", "view", "web", "", "i1", 0.0, 1764000000.123, {})
@@ -82,6 +85,9 @@ def test_a_data_dir_from_before_layout_versions_reads_back_unchanged(v1_dir):
 
 def test_a_layout_bump_rewrites_that_kind_once_at_open(v1_dir, monkeypatch):
     monkeypatch.setattr(store_migrate, "CHUNK", 2)  # the decisions table spans three chunks
+    store = Store(v1_dir, sync=False)  # today's layouts first: only the bump is left to do
+    today = {t: records(store, t) for t in ("profiles", "events", "dedupe", "campaigns", "bandit")}
+    store.close()
     kinds = bumped("decision", add_channel)
     store = Store(v1_dir, sync=False, layouts=kinds)
     assert store.migrated == {"decision": 1}
@@ -91,7 +97,7 @@ def test_a_layout_bump_rewrites_that_kind_once_at_open(v1_dir, monkeypatch):
         expected = add_channel(old[key]) if not key.startswith(keys.SEP) else old[key]
         assert new[key] == expected
     for table in ("profiles", "events", "dedupe", "campaigns", "bandit"):
-        assert records(store, table) == fixture_records(table)
+        assert records(store, table) == today[table]
     exported = list(CampaignRepository(store).export(include_pending=True))
     assert [(r["decision_id"], r["channel"]) for r in exported] == [("d1", "email"), ("d2", "email")]
     store.close()
@@ -116,7 +122,7 @@ def test_a_failing_migration_writes_nothing(v1_dir):
     with pytest.raises(ValueError, match="cannot migrate"):
         Store(v1_dir, sync=False, layouts=bumped("decision", broken))
     store = Store(v1_dir, sync=False)
-    assert store.migrated == {}
+    assert store.migrated == {"profile_state": 1, "profile_meta": 1}  # nothing was stamped
     assert records(store, "decisions") == fixture_records("decisions")
     store.close()
 

@@ -72,14 +72,18 @@ class GetProfileRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., max_events: _Optional[int] = ...) -> None: ...
 
 class Consent(_message.Message):
-    __slots__ = ("opted_in", "source", "timestamp")
+    __slots__ = ("opted_in", "source", "timestamp", "purpose", "channel")
     OPTED_IN_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     opted_in: bool
     source: str
     timestamp: float
-    def __init__(self, opted_in: _Optional[bool] = ..., source: _Optional[str] = ..., timestamp: _Optional[float] = ...) -> None: ...
+    purpose: str
+    channel: str
+    def __init__(self, opted_in: _Optional[bool] = ..., source: _Optional[str] = ..., timestamp: _Optional[float] = ..., purpose: _Optional[str] = ..., channel: _Optional[str] = ...) -> None: ...
 
 class ChannelRates(_message.Message):
     __slots__ = ("open_rate", "click_rate", "sends")
@@ -165,7 +169,7 @@ class RecentItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., weight: _Optional[float] = ..., timestamp: _Optional[float] = ...) -> None: ...
 
 class Profile(_message.Message):
-    __slots__ = ("user_id", "attributes", "consent", "features", "recent_items", "events", "pii_masked", "created_at", "updated_at")
+    __slots__ = ("user_id", "attributes", "consent", "features", "recent_items", "events", "pii_masked", "created_at", "updated_at", "consents", "consent_history")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +193,8 @@ class Profile(_message.Message):
     PII_MASKED_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    CONSENTS_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_HISTORY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     attributes: _containers.ScalarMap[str, str]
     consent: _containers.MessageMap[str, Consent]
@@ -198,7 +204,9 @@ class Profile(_message.Message):
     pii_masked: bool
     created_at: float
     updated_at: float
-    def __init__(self, user_id: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., consent: _Optional[_Mapping[str, Consent]] = ..., features: _Optional[_Union[Features, _Mapping]] = ..., recent_items: _Optional[_Iterable[_Union[RecentItem, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., pii_masked: _Optional[bool] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ...) -> None: ...
+    consents: _containers.RepeatedCompositeFieldContainer[Consent]
+    consent_history: _containers.RepeatedCompositeFieldContainer[Consent]
+    def __init__(self, user_id: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., consent: _Optional[_Mapping[str, Consent]] = ..., features: _Optional[_Union[Features, _Mapping]] = ..., recent_items: _Optional[_Iterable[_Union[RecentItem, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., pii_masked: _Optional[bool] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., consents: _Optional[_Iterable[_Union[Consent, _Mapping]]] = ..., consent_history: _Optional[_Iterable[_Union[Consent, _Mapping]]] = ...) -> None: ...
 
 class UpsertAttributesRequest(_message.Message):
     __slots__ = ("user_id", "attributes")
@@ -216,18 +224,20 @@ class UpsertAttributesRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SetConsentRequest(_message.Message):
-    __slots__ = ("user_id", "channel", "opted_in", "source", "timestamp")
+    __slots__ = ("user_id", "channel", "opted_in", "source", "timestamp", "purpose")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     OPTED_IN_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     channel: str
     opted_in: bool
     source: str
     timestamp: float
-    def __init__(self, user_id: _Optional[str] = ..., channel: _Optional[str] = ..., opted_in: _Optional[bool] = ..., source: _Optional[str] = ..., timestamp: _Optional[float] = ...) -> None: ...
+    purpose: str
+    def __init__(self, user_id: _Optional[str] = ..., channel: _Optional[str] = ..., opted_in: _Optional[bool] = ..., source: _Optional[str] = ..., timestamp: _Optional[float] = ..., purpose: _Optional[str] = ...) -> None: ...
 
 class DeleteProfileRequest(_message.Message):
     __slots__ = ("user_id",)
@@ -274,3 +284,39 @@ class Tombstone(_message.Message):
     digest: str
     erased_at: float
     def __init__(self, kid: _Optional[str] = ..., digest: _Optional[str] = ..., erased_at: _Optional[float] = ...) -> None: ...
+
+class SuppressionAddress(_message.Message):
+    __slots__ = ("email", "phone")
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    PHONE_FIELD_NUMBER: _ClassVar[int]
+    email: str
+    phone: str
+    def __init__(self, email: _Optional[str] = ..., phone: _Optional[str] = ...) -> None: ...
+
+class AddSuppressionRequest(_message.Message):
+    __slots__ = ("address", "reason", "timestamp")
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    address: SuppressionAddress
+    reason: str
+    timestamp: float
+    def __init__(self, address: _Optional[_Union[SuppressionAddress, _Mapping]] = ..., reason: _Optional[str] = ..., timestamp: _Optional[float] = ...) -> None: ...
+
+class Suppression(_message.Message):
+    __slots__ = ("suppressed", "reason", "timestamp", "kind")
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    suppressed: bool
+    reason: str
+    timestamp: float
+    kind: str
+    def __init__(self, suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., timestamp: _Optional[float] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class RemoveSuppressionResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    def __init__(self, removed: _Optional[bool] = ...) -> None: ...

@@ -80,6 +80,21 @@ class ProfileServiceStub:
                 request_serializer=tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_profile__pb2.Tombstone.FromString,
                 _registered_method=True)
+        self.AddSuppression = channel.unary_unary(
+                '/tailor.v1.ProfileService/AddSuppression',
+                request_serializer=tailor_dot_v1_dot_profile__pb2.AddSuppressionRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_profile__pb2.Suppression.FromString,
+                _registered_method=True)
+        self.RemoveSuppression = channel.unary_unary(
+                '/tailor.v1.ProfileService/RemoveSuppression',
+                request_serializer=tailor_dot_v1_dot_profile__pb2.SuppressionAddress.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_profile__pb2.RemoveSuppressionResponse.FromString,
+                _registered_method=True)
+        self.CheckSuppression = channel.unary_unary(
+                '/tailor.v1.ProfileService/CheckSuppression',
+                request_serializer=tailor_dot_v1_dot_profile__pb2.SuppressionAddress.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_profile__pb2.Suppression.FromString,
+                _registered_method=True)
 
 
 class ProfileServiceServicer:
@@ -149,6 +164,26 @@ class ProfileServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddSuppression(self, request, context):
+        """The global suppression list: addresses never to contact (hard bounces, complaints, ...),
+        kept by keyed hash only, whoever the address belonged to (it survives DeleteProfile).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveSuppression(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckSuppression(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProfileServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -196,6 +231,21 @@ def add_ProfileServiceServicer_to_server(servicer, server):
                     servicer.ExportTombstones,
                     request_deserializer=tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_profile__pb2.Tombstone.SerializeToString,
+            ),
+            'AddSuppression': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddSuppression,
+                    request_deserializer=tailor_dot_v1_dot_profile__pb2.AddSuppressionRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_profile__pb2.Suppression.SerializeToString,
+            ),
+            'RemoveSuppression': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveSuppression,
+                    request_deserializer=tailor_dot_v1_dot_profile__pb2.SuppressionAddress.FromString,
+                    response_serializer=tailor_dot_v1_dot_profile__pb2.RemoveSuppressionResponse.SerializeToString,
+            ),
+            'CheckSuppression': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckSuppression,
+                    request_deserializer=tailor_dot_v1_dot_profile__pb2.SuppressionAddress.FromString,
+                    response_serializer=tailor_dot_v1_dot_profile__pb2.Suppression.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -442,6 +492,87 @@ class ProfileService:
             '/tailor.v1.ProfileService/ExportTombstones',
             tailor_dot_v1_dot_profile__pb2.ExportTombstonesRequest.SerializeToString,
             tailor_dot_v1_dot_profile__pb2.Tombstone.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddSuppression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ProfileService/AddSuppression',
+            tailor_dot_v1_dot_profile__pb2.AddSuppressionRequest.SerializeToString,
+            tailor_dot_v1_dot_profile__pb2.Suppression.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveSuppression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ProfileService/RemoveSuppression',
+            tailor_dot_v1_dot_profile__pb2.SuppressionAddress.SerializeToString,
+            tailor_dot_v1_dot_profile__pb2.RemoveSuppressionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckSuppression(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ProfileService/CheckSuppression',
+            tailor_dot_v1_dot_profile__pb2.SuppressionAddress.SerializeToString,
+            tailor_dot_v1_dot_profile__pb2.Suppression.FromString,
             options,
             channel_credentials,
             insecure,

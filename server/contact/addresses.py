@@ -1,0 +1,76 @@
+"""Addresses as the suppression list knows them: normalized, then hashed with a server key.
+
+Normalization decides which strings are the same address:
+
+- email: trimmed and lower-cased, nothing else. The local part is case-sensitive in theory
+  only; no mail provider treats it so. Dots and `+tags` are kept: Gmail ignores them, most
+  other providers do not, so folding them would suppress other people's mailboxes; and an
+  address is suppressed as it was given (a bounce names the exact address that bounced).
+- phone: E.164, `+` then 2 to 15 digits, the first not 0. Spaces, dashes, dots and
+  parentheses are dropped first ("+1 (555) 010-0000" is "+15550100000"); anything else
+  (a national number without its country code) is refused: guessing the country would
+  suppress the wrong number.
+
+Only `AddressHasher.digests` of a normalized address is ever stored: HMAC-SHA256 under the
+`suppression` keyring (`server.security.secrets`), so the store holds no plaintext address,
+and a dictionary of likely addresses cannot be hashed without the key.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import re
+
+from ..security.secrets import Keyring
+from ..validation import has_control
+from .errors import NotAnAddress
+
+__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "normalize", "AddressHasher"]
+
+EMAIL, PHONE = "email", "phone"
+KINDS = (EMAIL, PHONE)
+"""Address kinds; each is also the profile attribute that holds a user's address."""
+CHANNEL_KIND = {"email": EMAIL, "sms": PHONE}
+"""Channel -> the kind of address it is sent to (other channels have none on the list)."""
+
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+_PHONE = re.compile(r"\+[1-9][0-9]{1,14}")
+_PHONE_PUNCTUATION = str.maketrans("", "", " -.()\t")
+
+
+def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
+    """`value` as the list stores it; `NotAnAddress` naming `field` (default: `kind`) when it
+    is not an address of `kind`."""
+    field = field or kind
+    if len(value) > max_chars:
+        raise NotAnAddress(field, f"{len(value)} characters, at most {max_chars}")
+    if kind == EMAIL:
+        out = value.strip().lower()
+        if not _EMAIL.fullmatch(out) or has_control(out):
+            raise NotAnAddress(field, "is not an email address (name@domain)")
+        return out
+    out = value.strip().translate(_PHONE_PUNCTUATION)
+    if not _PHONE.fullmatch(out):
+        raise NotAnAddress(field, "is not an E.164 phone number (+ country code and number, "
+                              "at most 15 digits)")
+    return out
+
+
+class AddressHasher:
+    """Keyed hashes of normalized addresses under every key of a keyring; the latest
+    `CACHED` addresses' hashes are kept (the decision path meets the same users again)."""
+
+    CACHED = 1 << 14
+    """~5 MB of hashes at most."""
+
+    def __init__(self, ring: Keyring):
+        self.ring = ring
+        self.digests = functools.lru_cache(maxsize=self.CACHED)(self._digests)
+
+    def _digests(self, kind: str, address: str) -> tuple[tuple[str, str], ...]:
+        """((kid, hex HMAC-SHA256 of "kind:address")) under each key, signing key first: an
+        address listed before a key rotation is still found while its key is kept."""
+        message = f"{kind}:{address}".encode()
+        return tuple((kid, hmac.digest(key, message, hashlib.sha256).hex())
+                     for kid, key in self.ring.keys)

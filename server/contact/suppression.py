@@ -1,0 +1,153 @@
+"""The global suppression list: addresses never to contact, by keyed hash, with why and when.
+
+Record `suppression  <kid>␟<hmac hex>` (`keys.suppression_key`) -> JSON {kind, reason,
+timestamp}: no user id and no plaintext address, so erasing a profile leaves it (`UserEraser`s
+never see this table: the one record the law lets a sender keep to honour a "never again").
+
+Three ways in: the RPCs (`add`, `remove`, `check`), tracked bounce and complaint events
+(`on_events`, an `EventListener`: the address is the user's `email` / `phone` profile
+attribute at that moment), and the decision path (`reason`: one hash and one LMDB get per key
+of the `suppression` keyring, in the caller's read snapshot or a new one).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from ..config import DEFAULT_LIMITS, Limits
+from ..interfaces import ProfileMetas
+from ..security.secrets import Keyring
+from ..security.userref import user_ref
+from ..store import Store, keys
+from ..validation import check_known, check_time
+from .addresses import CHANNEL_KIND, EMAIL, PHONE, AddressHasher, normalize
+from .errors import NotAnAddress
+from .logging import logger
+
+__all__ = ["REASONS", "SUPPRESSING_EVENTS", "SUPPRESSED_ADDRESS", "Suppression", "Suppressions"]
+
+REASONS = ("bounce", "complaint", "manual", "unsubscribe")
+SUPPRESSED_ADDRESS = "suppressed_address"
+SUPPRESSING_EVENTS: Mapping[str, tuple[str, str]] = {
+    "email_bounce": (EMAIL, "bounce"), "email_complaint": (EMAIL, "complaint"),
+    "sms_bounce": (PHONE, "bounce")}
+"""Tracked event type -> (kind of the user's address it suppresses, reason)."""
+
+
+@dataclass(frozen=True)
+class Suppression:
+    kind: str
+    reason: str
+    timestamp: float
+
+
+class Suppressions:
+    """The suppression list over `store`, hashing with `ring` (the `suppression` keyring);
+    `profiles` reads users' attributes for bounce and complaint events."""
+
+    def __init__(self, store: Store, ring: Keyring, profiles: ProfileMetas | None = None,
+                 limits: Limits = DEFAULT_LIMITS):
+        self.store, self.hasher, self.profiles, self.limits = store, AddressHasher(ring), profiles, limits
+        self._table = store.table("suppression")
+
+    def _keys(self, kind: str, address: str) -> list[bytes]:
+        """The entry's key under each key of the ring, signing key first."""
+        return [keys.suppression_key(kid, digest) for kid, digest in self.hasher.digests(kind, address)]
+
+    # -- the RPCs ----------------------------------------------------------------------------
+    async def add(self, kind: str, address: str, reason: str = "", timestamp: float = 0.0) -> Suppression:
+        """List `address` (refused unless it normalizes as `kind`); a listed one gets the new
+        reason and time."""
+        reason = check_known("reason", reason or "manual", REASONS)
+        ts = check_time("timestamp", timestamp, self.limits.latest_timestamp) or time.time()
+        entry = Suppression(kind, reason, ts)
+        key = self._keys(kind, self._normalize(kind, address))[0]
+        await asyncio.to_thread(self.store.put, "suppression", key, _encode(entry))
+        return entry
+
+    async def remove(self, kind: str, address: str) -> bool:
+        """Take `address` off the list (under every key of the ring); False if it was not on."""
+        found = self._keys(kind, self._normalize(kind, address))
+        table = self._table
+        removed = await asyncio.to_thread(
+            self.store.write, lambda txn: [table.delete(txn, k) for k in found])
+        return any(removed)
+
+    async def check(self, kind: str, address: str) -> Suppression | None:
+        return self._find(self._keys(kind, self._normalize(kind, address)))
+
+    def _normalize(self, kind: str, address: str) -> str:
+        return normalize(kind, address, self.limits.address_chars, f"address.{kind}")
+
+    def _find(self, found: Sequence[bytes], txn=None) -> Suppression | None:
+        if txn is None:
+            with self.store.read() as txn:
+                return self._find(found, txn)
+        for key in found:
+            raw = self._table.get(txn, key)
+            if raw is not None:
+                return _decode(raw)
+        return None
+
+    # -- the decision path -------------------------------------------------------------------
+    def reason(self, meta: Mapping | None, channel: str, txn=None) -> str | None:
+        """"suppressed_address" when the user's address for `channel` (profile attribute
+        `email` for email, `phone` for sms) is on the list, else None (also for channels
+        without an address, and for attributes that are no valid address). `txn`: the
+        caller's read snapshot, if it has one."""
+        kind = CHANNEL_KIND.get(channel)
+        value = meta.get("attributes", {}).get(kind) if kind and meta else None
+        if not value:
+            return None
+        try:
+            address = self._normalize(kind, value)
+        except NotAnAddress:  # not an address, so nothing to suppress
+            return None
+        return SUPPRESSED_ADDRESS if self._find(self._keys(kind, address), txn) else None
+
+    def covers(self, channel: str) -> bool:
+        return channel in CHANNEL_KIND
+
+    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str]) -> frozenset[str]:
+        """The `channels` whose address in `meta` is on the list (`SuppressedAddresses`)."""
+        attributes = meta.get("attributes") if meta else None
+        if not attributes or not any(CHANNEL_KIND.get(c) in attributes for c in channels):
+            return frozenset()  # no address to look up: no read
+        with self.store.read() as txn:
+            return frozenset(c for c in channels if self.reason(meta, c, txn))
+
+    # -- tracked events (EventListener) ------------------------------------------------------
+    async def on_events(self, events: Sequence) -> None:
+        """List the address of each bounce and complaint event's user (one write)."""
+        hits = [ev for ev in events if ev.type in SUPPRESSING_EVENTS]
+        if hits and self.profiles is not None:
+            await asyncio.to_thread(self._list_from_events, hits)
+
+    def _list_from_events(self, events: Sequence) -> None:
+        metas = self.profiles.metas([ev.user_id for ev in events])
+        items = []
+        for ev, meta in zip(events, metas):
+            kind, reason = SUPPRESSING_EVENTS[ev.type]
+            value = (meta or {}).get("attributes", {}).get(kind)
+            try:
+                address = self._normalize(kind, value or "")
+            except NotAnAddress:
+                logger.warning("%s event of %s: no valid %s attribute to suppress", ev.type,
+                               user_ref(ev.user_id), kind)
+                continue
+            items.append((self._keys(kind, address)[0], _encode(Suppression(kind, reason, ev.timestamp))))
+        if items:
+            self.store.put_many("suppression", items)
+
+
+def _encode(entry: Suppression) -> bytes:
+    return json.dumps({"kind": entry.kind, "reason": entry.reason, "timestamp": entry.timestamp},
+                      sort_keys=True).encode()
+
+
+def _decode(raw: bytes) -> Suppression:
+    d = json.loads(raw)
+    return Suppression(d["kind"], d["reason"], d["timestamp"])

@@ -1,0 +1,100 @@
+"""Consent per channel and purpose: the check the decision path uses (derived by hand), and
+the stored state and history through a real server."""
+import time
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.contact.consent import consent_reason, record_consent
+
+DEFAULTS = {"email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "none"}
+
+
+def state(opted_in: bool) -> dict:
+    return {"opted_in": opted_in, "source": "test", "timestamp": 1.0}
+
+
+@pytest.mark.parametrize("consent, channel, purpose, expected", [
+    (None, "email", "marketing", "no_consent"),           # opt_in channel, never asked
+    (None, "push", "marketing", None),                    # opt_out channel, never asked
+    (None, "sms", "marketing", "no_consent"),
+    (None, "app", "marketing", None),                     # not in the defaults: not checked
+    ({"web": {"marketing": state(False)}}, "web", "marketing", None),  # "none": not checked
+    (None, "email", "transactional", None),               # needs no marketing consent
+    ({"email": {"marketing": state(True)}}, "email", "marketing", None),
+    ({"email": {"marketing": state(False)}}, "email", "marketing", "no_consent"),
+    ({"push": {"marketing": state(False)}}, "push", "marketing", "no_consent"),
+    ({"email": {"marketing": state(False)}}, "email", "transactional", None),
+    ({"email": {"transactional": state(False)}}, "email", "transactional", "no_consent"),
+    ({"email": {"transactional": state(True)}}, "email", "marketing", "no_consent"),
+    ({"email": state(True)}, "email", "marketing", None),            # layout 1 record
+    ({"email": state(False)}, "email", "transactional", None),       # layout 1: marketing only
+])
+def test_consent_reason(consent, channel, purpose, expected):
+    meta = None if consent is None else {"attributes": {}, "consent": consent}
+    assert consent_reason(meta, channel, purpose, DEFAULTS) == expected
+
+
+def test_history_keeps_the_latest_changes_and_late_opt_ins_do_not_overwrite():
+    meta = {"consent": {}}
+    for i, (opted_in, ts) in enumerate([(True, 10.0), (False, 20.0), (True, 15.0), (False, 30.0)]):
+        record_consent(meta, "email", "marketing", opted_in, f"s{i}", ts, keep=3)
+    assert [c["source"] for c in meta["consent_history"]] == ["s1", "s2", "s3"]
+    assert meta["consent"]["email"]["marketing"] == {"opted_in": False, "source": "s3",
+                                                     "timestamp": 30.0}
+    record_consent(meta, "email", "marketing", True, "late", 25.0, keep=3)
+    assert meta["consent"]["email"]["marketing"]["source"] == "s3"  # 25 < 30: history only
+    assert meta["consent_history"][-1]["source"] == "late"
+    record_consent(meta, "email", "marketing", True, "again", 31.0, keep=3)
+    record_consent(meta, "email", "marketing", False, "late-out", 5.0, keep=3)
+    assert meta["consent"]["email"]["marketing"]["source"] == "late-out"  # opt-outs always hold
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from server.config import Limits, Settings
+    return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                    secrets_dir=tmp_path / "secrets", limits=Limits(consent_history=4))
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.ProfileServiceStub(channel)
+
+
+def consent(user, channel, opted_in, source, purpose="", ts=0.0):
+    return pb.SetConsentRequest(user_id=user, channel=channel, opted_in=opted_in, source=source,
+                                purpose=purpose, timestamp=ts)
+
+
+async def test_consent_by_purpose_with_history_through_the_server(stub):
+    t0 = time.time() - 100
+    await stub.SetConsent(consent("ida", "email", True, "signup", ts=t0))
+    await stub.SetConsent(consent("ida", "email", False, "prefs", "transactional", t0 + 1))
+    await stub.SetConsent(consent("ida", "sms", True, "checkout", "marketing", t0 + 2))
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="u1", user_id="ida", type="unsubscribe", channel="email", timestamp=t0 + 3)]))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="ida"))
+    current = {(c.channel, c.purpose): (c.opted_in, c.source) for c in profile.consents}
+    assert current == {("email", "marketing"): (False, "unsubscribe event"),
+                       ("email", "transactional"): (False, "prefs"),
+                       ("sms", "marketing"): (True, "checkout")}
+    assert {k: (v.opted_in, v.purpose) for k, v in profile.consent.items()} == \
+        {"email": (False, "marketing"), "sms": (True, "marketing")}
+    assert [(c.channel, c.purpose, c.opted_in) for c in profile.consent_history] == [
+        ("email", "marketing", True), ("email", "transactional", False),
+        ("sms", "marketing", True), ("email", "marketing", False)]
+    await stub.SetConsent(consent("ida", "push", True, "app", ts=t0 + 4))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="ida"))
+    assert len(profile.consent_history) == 4  # Limits.consent_history: the oldest went
+    assert profile.consent_history[0].source == "prefs"
+    assert profile.consent_history[-1].timestamp == pytest.approx(t0 + 4)
+
+
+async def test_an_unknown_purpose_is_invalid_naming_the_field(stub):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.SetConsent(consent("jo", "email", True, "x", "newsletter"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("purpose:")

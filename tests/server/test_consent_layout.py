@@ -1,0 +1,90 @@
+"""A data dir in the layouts before consent by purpose and the delivery event types opens,
+migrated once: consent states become marketing consent with a history, and feature states
+gain zero counts for the new types and keep everything else."""
+import json
+
+import lmdb
+import numpy as np
+
+from kernels import features as kf
+from server.contact.consent import consent_reason
+from server.profiles import ProfileSchema, TrackedEvent
+from server.profiles.codec import decode_states
+from server.profiles.repository import ProfileRepository
+from server.profiles.schema import EVENT_TYPES, EVENT_TYPES_V1
+from server.store import Store, keys
+from tests.server.test_store_layouts import fixture_records, v1_dir  # noqa: F401 (fixture)
+
+OLD_META = {"attributes": {"email": "gil@example.org"}, "created_at": 50.0, "updated_at": 200.0,
+            "consent": {"email": {"opted_in": False, "source": "unsubscribe event", "timestamp": 200.0},
+                        "sms": {"opted_in": True, "source": "signup", "timestamp": 100.0}}}
+
+
+def test_old_consent_becomes_marketing_consent_with_its_history(v1_dir):  # noqa: F811
+    env = lmdb.open(str(v1_dir), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(keys.profile_meta_key("gil"), json.dumps(OLD_META).encode(),
+                db=env.open_db(b"profiles", txn=txn))
+    env.close()
+    store = Store(v1_dir, sync=False)
+    assert store.migrated["profile_meta"] == 1
+    _, meta, _ = ProfileRepository(store, ProfileSchema().layout()).read("gil")
+    assert meta["consent"] == {"email": {"marketing": OLD_META["consent"]["email"]},
+                               "sms": {"marketing": OLD_META["consent"]["sms"]}}
+    assert [(c["channel"], c["timestamp"]) for c in meta["consent_history"]] == [
+        ("sms", 100.0), ("email", 200.0)]
+    assert meta["attributes"] == OLD_META["attributes"] and meta["created_at"] == 50.0
+    defaults = {"email": "opt_in", "sms": "opt_in"}
+    assert consent_reason(meta, "email", "marketing", defaults) == "no_consent"
+    assert consent_reason(meta, "sms", "marketing", defaults) is None
+    store.close()
+
+
+def test_old_feature_states_keep_their_features_and_count_new_types(v1_dir):  # noqa: F811
+    schema = ProfileSchema()
+    old_layout, layout = schema.layout(EVENT_TYPES_V1), schema.layout()
+    old_raw = fixture_records("profiles")[keys.feature_key("ann")]
+    old = kf.read_features(old_layout, decode_states(old_layout, [old_raw])[0], 2e9)
+    store = Store(v1_dir, sync=False)
+    assert store.migrated["profile_state"] == 1
+    repo = ProfileRepository(store, layout)
+    new = kf.read_features(layout, repo.states(["ann"])[0], 2e9)
+    t_old = len(EVENT_TYPES_V1)
+    for name in ("counts_all", "counts_decayed"):
+        np.testing.assert_array_equal(new[name][..., :t_old, :], old[name])
+        assert not new[name][..., t_old:, :].any()
+    for name in ("category_affinity", "hour_of_week", "monetary_decayed"):
+        np.testing.assert_array_equal(new[name], old[name])
+    assert (new["n_events"], new["last_ts"]) == (old["n_events"], old["last_ts"])
+    assert repo.ingest([TrackedEvent("b1", "ann", "email_bounce", "email", "", "", 0.0,
+                                     old["last_ts"] + 1, {})], [None]).accepted == [0]
+    after = kf.read_features(layout, repo.states(["ann"])[0], 2e9)
+    assert after["counts_all"][EVENT_TYPES.index("email_bounce"), layout.channel_code("email")] == 1
+    assert after["n_events"] == old["n_events"] + 1
+    store.close()
+
+
+def test_appended_types_move_records_as_fl_migrate_does():
+    from kernels import feature_layout as fl
+    from server.profiles.codec import AppendedTypes, update_records
+    schema = ProfileSchema()
+    old, new = schema.layout(EVENT_TYPES_V1), schema.layout()
+    rng = np.random.default_rng(3)
+    n = 400
+    events = kf.Events(type=rng.integers(0, len(EVENT_TYPES_V1), n).tolist(),
+                       channel=rng.integers(0, 5, n).tolist(), ts=(1.7e9 + np.arange(n)).tolist(),
+                       item=rng.integers(0, 10**6, n).tolist(),
+                       category=rng.integers(-1, 20, n).tolist(), value=rng.random(n).tolist())
+    records = update_records(old, [None] * 20, (np.arange(n) % 20).tolist(), events)
+    mover = AppendedTypes(old, new)
+    moved = decode_states(new, [mover.record(r) for r in records])
+    assert np.array_equal(moved, decode_states(new, [mover._dense(r) for r in records]))
+    for state, raw in zip(moved, records):
+        ref = fl.migrate(old, new, decode_states(old, [raw])[0])
+        got, want = new.views(state), new.views(ref)
+        for name in ("header", "counts", "decayed", "money", "category", "hour", "rc_w"):
+            np.testing.assert_array_equal(got[name], want[name])
+        k = int(state[fl.N_RECENT])  # fl.migrate sorts the recent items by time
+        order = np.argsort(got["rc_ts"][:k], kind="stable")
+        for name in ("rc_item", "rc_ts", "rc_amt"):
+            np.testing.assert_array_equal(got[name][:k][order], want[name][:k])

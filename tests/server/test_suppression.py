@@ -1,0 +1,155 @@
+"""The suppression list through a real server: keyed hashes only, E.164 phones, bounce and
+complaint events, erasure that leaves it, and no plaintext address anywhere in the data dir."""
+import time
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.contact.addresses import normalize
+from server.errors import InvalidArgument
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """No bundle: the suppression list needs none."""
+    from server.config import Settings
+    return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                    secrets_dir=tmp_path / "secrets")
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.ProfileServiceStub(channel)
+
+
+def email(address: str) -> pb.SuppressionAddress:
+    return pb.SuppressionAddress(email=address)
+
+
+def phone(number: str) -> pb.SuppressionAddress:
+    return pb.SuppressionAddress(phone=number)
+
+
+def event(event_id: str, user: str, type: str) -> pb.Event:
+    return pb.Event(event_id=event_id, user_id=user, type=type, timestamp=time.time() - 5)
+
+
+@pytest.mark.parametrize("kind, given, stored", [
+    ("email", "  Carol.Q+News@Example.ORG\n", "carol.q+news@example.org"),
+    ("phone", "+1 (555) 010-0199", "+15550100199"),
+    ("phone", " +44 7700.900123 ", "+447700900123"),
+])
+def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, stored):
+    assert normalize(kind, given, 254) == stored
+
+
+@pytest.mark.parametrize("kind, given", [
+    ("email", "no-at-sign"), ("email", "two@@example.org"), ("email", "a b@example.org"),
+    ("phone", "555-0100"), ("phone", "+0123456"), ("phone", "+1234567890123456"),
+    ("phone", "+1555x0100")])
+def test_what_is_no_address_is_refused_naming_the_field_not_the_value(kind, given):
+    with pytest.raises(InvalidArgument) as err:
+        normalize(kind, given, 254, f"address.{kind}")
+    assert err.value.field == f"address.{kind}" and given.strip() not in str(err.value)
+
+
+async def test_add_check_remove_by_email_and_e164_phone(stub):
+    added = await stub.AddSuppression(pb.AddSuppressionRequest(
+        address=email("  Carol.Q+News@Example.ORG "), reason="complaint"))
+    assert (added.suppressed, added.reason, added.kind) == (True, "complaint", "email")
+    found = await stub.CheckSuppression(email("carol.q+news@example.org"))
+    assert found.suppressed and found.reason == "complaint" and found.timestamp == added.timestamp
+    # Dots and +tags name other mailboxes: not suppressed.
+    assert not (await stub.CheckSuppression(email("carolq+news@example.org"))).suppressed
+    assert not (await stub.CheckSuppression(email("carol.q@example.org"))).suppressed
+
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=phone("+1 (555) 010-0199")))
+    found = await stub.CheckSuppression(phone("+15550100199"))
+    assert (found.suppressed, found.reason, found.kind) == (True, "manual", "phone")
+    assert (await stub.RemoveSuppression(phone("+1-555-010-0199"))).removed
+    assert not (await stub.RemoveSuppression(phone("+15550100199"))).removed
+    assert not (await stub.CheckSuppression(phone("+15550100199"))).suppressed
+
+
+@pytest.mark.parametrize("request_, field", [
+    (pb.AddSuppressionRequest(address=phone("555-0100")), "address.phone"),
+    (pb.AddSuppressionRequest(address=email("nobody")), "address.email"),
+    (pb.AddSuppressionRequest(), "address"),
+    (pb.AddSuppressionRequest(address=email("a@b.org"), reason="spite"), "reason"),
+    (pb.AddSuppressionRequest(address=email("a" * 300 + "@b.org")), "address.email"),
+])
+async def test_bad_suppression_requests_are_invalid_naming_the_field(stub, request_, field):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.AddSuppression(request_)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field + ":")
+    assert "555-0100" not in err.value.details()
+
+
+async def test_decision_path_reason_reads_the_users_address_attribute(stub, tailor_server):
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=email("eve@example.org")))
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=phone("+33612345678")))
+    reason = tailor_server.suppressions.reason
+    meta = {"attributes": {"email": " EVE@example.org", "phone": "+33 6 12 34 56 78"}}
+    assert reason(meta, "email") == "suppressed_address"
+    assert reason(meta, "sms") == "suppressed_address"
+    assert reason(meta, "push") is None and reason(None, "email") is None
+    assert reason({"attributes": {"email": "other@example.org"}}, "email") is None
+    assert reason({"attributes": {"phone": "06 12 34 56 78"}}, "sms") is None  # not E.164
+    with tailor_server.store.read() as txn:  # the caller's snapshot
+        assert reason(meta, "email", txn) == "suppressed_address"
+
+
+async def test_bounces_and_complaints_suppress_the_address_and_outlive_erasure(
+        stub, tailor_server, settings):
+    given = {"frank": ("Frank.Bounce+1@Example.net", "+49 151 2345 6789"),
+             "gina": ("gina.complains@example.com", "")}
+    for user, (mail, tel) in given.items():
+        await stub.UpsertAttributes(pb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": mail, **({"phone": tel} if tel else {})}))
+    added = "Added.Only@Example.org"
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=email(added), reason="bounce"))
+    reply = await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        event("b1", "frank", "email_bounce"), event("b2", "frank", "sms_bounce"),
+        event("c1", "gina", "email_complaint"), event("c2", "gina", "sms_bounce")]))
+    assert reply.accepted == 4 and not reply.rejected  # gina has no phone: nothing to list
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="frank"))
+    assert profile.features.counts["email_bounce/email"] == 1
+    assert profile.features.counts["sms_bounce/sms"] == 1
+    for user in given:
+        await stub.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+
+    checks = [(email("frank.bounce+1@example.net"), "bounce"), (phone("+4915123456789"), "bounce"),
+              (email("gina.complains@example.com"), "complaint"), (email(added), "bounce")]
+    for address, reason in checks:
+        found = await stub.CheckSuppression(address)
+        assert found.suppressed and found.reason == reason, address
+
+    await tailor_server.stop(grace=0.1)
+    from server.store.compaction import compact
+    compact(settings.data_dir)  # freed pages of the erased profiles go
+    texts = [t for mail, tel in given.values() for t in (mail, mail.lower(), tel) if t]
+    texts += [added, added.lower(), "+4915123456789", "151 2345 6789"]
+    needles = {t.encode(enc) for t in texts
+               for enc in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")}
+    files = [p for p in settings.data_dir.rglob("*") if p.is_file()]
+    assert any(p.name == "data.mdb" for p in files)
+    for path in files:
+        raw = path.read_bytes()
+        assert not [n for n in needles if n in raw], path
+
+
+async def test_a_restarted_server_still_finds_the_address(settings):
+    from server.app import TailorServer
+    for expected in (False, True):
+        server = TailorServer(settings)
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            s = pb_grpc.ProfileServiceStub(ch)
+            if not expected:
+                await s.AddSuppression(pb.AddSuppressionRequest(address=email("kept@example.org")))
+            else:
+                assert (await s.CheckSuppression(email("kept@example.org"))).suppressed
+        await server.stop(grace=0.1)
