@@ -15,6 +15,7 @@ from protos.tailor.v1 import (
     audit_pb2_grpc,
     campaign_pb2_grpc,
     diagnostics_pb2_grpc,
+    messaging_pb2_grpc,
     model_admin_pb2_grpc,
     profile_pb2_grpc,
     recommendation_pb2_grpc,
@@ -23,6 +24,8 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
+from .messages.compose import Composer
+from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
@@ -40,6 +43,7 @@ from .services.attribution import AttributionServicer
 from .services.audit import AuditServicer
 from .services.campaign import CampaignServicer
 from .services.diagnostics import DiagnosticsServicer
+from .services.messaging import MessagingServicer
 from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
@@ -96,6 +100,8 @@ class TailorServer:
                                    limits=s.limits)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
+        self.composer = Composer(s, self.campaigns, self.profiles, self.recommender,
+                                 UnsubscribeTokens(self.secrets["unsubscribe"]))
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -116,6 +122,8 @@ class TailorServer:
             (attribution_pb2_grpc.add_AttributionServiceServicer_to_server,
              AttributionServicer(self.attributor)),
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
+            (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
+             MessagingServicer(self.composer)),
         ]
 
     async def start(self, serving: bool = True) -> int:
