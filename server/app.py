@@ -24,6 +24,7 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
+from .http import PublicHttp, server_ssl_context
 from .messages.compose import Composer
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import MetricsInterceptor
@@ -66,6 +67,8 @@ class TailorServer:
         self.reloaders: list[Callable[[], object]] = []
         """Called in order on SIGHUP (`reload()`): auth config, certificates, ..."""
         self.tls: ServerTls | None = None
+        self.public: PublicHttp | None = None
+        """The public HTTP endpoint (unsubscribe, inbound SMS) when `public_http_port` is set."""
 
     def _options(self) -> list[tuple[str, int]]:
         size = self.settings.grpc_max_message_bytes
@@ -100,8 +103,8 @@ class TailorServer:
                                    limits=s.limits)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
-        self.composer = Composer(s, self.campaigns, self.profiles, self.recommender,
-                                 UnsubscribeTokens(self.secrets["unsubscribe"]))
+        self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
+        self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -160,10 +163,21 @@ class TailorServer:
         gc.freeze()
         await server.start()
         self._server = server
+        await self._start_public()
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
+
+    async def _start_public(self) -> None:
+        s = self.settings
+        if s.public_http_port is None:
+            return
+        ctx, reload = server_ssl_context(self.tls)
+        self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
+                                 ssl_context=ctx, reuse_port=s.workers > 1)
+        await self.public.start()
+        self.reloaders.append(reload)
 
     def reload(self) -> None:
         """SIGHUP: run every reloader; one failing does not stop the others."""
@@ -199,6 +213,8 @@ class TailorServer:
         self._sweeper.cancel()
         self._campaign_sweeper.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.public is not None:
+            await self.public.stop()
         await self.campaigns.close()
         await self.recommender.close()
         await self.profiles.close()

@@ -31,6 +31,11 @@ def check_exposure(settings) -> str | None:
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
+    public_url = getattr(settings, "public_url", "")
+    if public_url and not public_url.startswith("https://") and not is_loopback(settings.host) \
+            and not settings.insecure:
+        raise SystemExit("--public-url must be https:// (unsubscribe links carry a credential), "
+                         "or give --insecure")
     if tls and auth:
         return None
     missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth)) if not on)
