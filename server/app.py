@@ -24,8 +24,9 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
-from .http import PublicHttp, server_ssl_context
+from .http import PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
+from .messages.phones import PhoneIndex
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
@@ -104,12 +105,15 @@ class TailorServer:
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
-        self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens)
+        self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
+        self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
+                                 self.phones)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
             self.profiles.add_listener(domain)
             self.profiles.add_eraser(domain)
+        self.profiles.add_eraser(self.phones)
 
     def _servicers(self) -> list:
         return [
@@ -174,8 +178,10 @@ class TailorServer:
         if s.public_http_port is None:
             return
         ctx, reload = server_ssl_context(self.tls)
+        sms = SmsInbound(s.sms_webhook_secret, self.phones, self.profiles) \
+            if s.sms_webhook_secret else None
         self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
-                                 ssl_context=ctx, reuse_port=s.workers > 1)
+                                 ssl_context=ctx, reuse_port=s.workers > 1, sms=sms)
         await self.public.start()
         self.reloaders.append(reload)
 

@@ -6,6 +6,7 @@ attributed like any ChooseVariant (its decision id rides on the `*_sent`/`*_clic
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -17,6 +18,7 @@ from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
 from .errors import NotAMessageChannel
+from .phones import PhoneIndex
 from .templates import TemplateCache
 from .unsubscribe import UnsubscribeTokens
 
@@ -63,9 +65,11 @@ class Message:
 
 class Composer:
     def __init__(self, settings: Settings, campaigns: VariantChooser, profiles: ProfileReader,
-                 recommender: Recommendations, tokens: UnsubscribeTokens):
+                 recommender: Recommendations, tokens: UnsubscribeTokens,
+                 phones: PhoneIndex | None = None):
+        """`phones`: where SMS recipients' numbers are indexed (for STOP replies)."""
         self.settings, self.limits = settings, settings.limits
-        self.campaigns, self.profiles, self.tokens = campaigns, profiles, tokens
+        self.campaigns, self.profiles, self.tokens, self.phones = campaigns, profiles, tokens, phones
         self.context = MessageContext(recommender, settings.limits)
         self.templates = TemplateCache()
 
@@ -116,6 +120,9 @@ class Composer:
             return out
         recipient = await read_recipient(self.profiles, user_id)
         await self._render(out, campaign, recipient, user_id)
+        phone = recipient.attributes.get("phone")
+        if out.channel == "sms" and phone and self.phones is not None:
+            await asyncio.to_thread(self.phones.remember, user_id, phone)
         return out
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",

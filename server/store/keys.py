@@ -15,6 +15,8 @@ prefix ever matches them.
     meta       bundle/active, bundle/history    bundle pointer       BUNDLE_ACTIVE, BUNDLE_HISTORY
     meta       worker␟<pid>                     version a worker serves  worker_key
     meta       layout␟<record kind>             layout version       layout_key
+    meta       sms␟<phone digest>               -> user id           phone_key
+    meta       sms-user␟<user>                  -> phone digest      phone_user_key
     campaigns  <campaign>                       campaign             campaign_key
     bandit     <campaign>                       posterior            campaign_key
     bandit     ␟count␟<campaign>                counters             count_key
@@ -49,7 +51,8 @@ __all__ = [
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
-    "INDEX_PREFIX", "due_key", "DUE_PREFIX",
+    "INDEX_PREFIX", "due_key", "DUE_PREFIX", "phone_key", "PHONE_PREFIX", "phone_user_key",
+    "PHONE_USER_PREFIX",
 ]
 
 
@@ -185,3 +188,17 @@ def decision_index_key(decision_id: str) -> bytes:
 def due_key(deadline: float, decision_id: str) -> bytes:
     """The pending-window entry of a decision; `due_key(now, "")` bounds the ones due by now."""
     return DUE_PREFIX + ms_part(deadline) + SEP + decision_id.encode()
+
+
+PHONE_PREFIX = b"sms" + SEP
+PHONE_USER_PREFIX = b"sms-user" + SEP
+
+
+def phone_key(digest: str) -> bytes:
+    """Index of the phone numbers SMS went to: keyed hash of the number -> user id."""
+    return PHONE_PREFIX + digest.encode()
+
+
+def phone_user_key(user_id: str) -> bytes:
+    """The user's entry in that index (erasure finds the forward key through it)."""
+    return PHONE_USER_PREFIX + user_id.encode()

@@ -11,6 +11,7 @@ from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
+SMS_SECRET = "provider-shared-secret"
 EMAIL_HTML = """<p>Hi {{ first_name | default('there') }},</p>
 <ul>{% for it in recommend(4, category=interests[0] if interests else none) %}
 <li data-item="{{ it.item_id }}"><a href="{{ it.url }}">{{ it.title }}</a>
@@ -23,7 +24,7 @@ def settings(tmp_path, demo_bundle):
     from server.config import Settings
     return Settings(port=0, data_dir=tmp_path / "data", bundle=demo_bundle, grace_seconds=1.0,
                     lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp_path / "secrets",
-                    public_http_port=free_port())
+                    public_http_port=free_port(), sms_webhook_secret=SMS_SECRET)
 
 
 @pytest.fixture
