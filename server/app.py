@@ -26,7 +26,9 @@ from .campaigns import Campaigns
 from .config import Settings
 from .http import PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
+from .messages.delivery import EmailDelivery
 from .messages.phones import PhoneIndex
+from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
@@ -106,8 +108,10 @@ class TailorServer:
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
         self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
+        smtp = SmtpConfig.from_settings(s)
+        self.delivery = EmailDelivery(SmtpSender(smtp) if smtp else None, s.smtp_from, self.profiles)
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
-                                 self.phones)
+                                 self.phones, self.delivery)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -222,6 +226,7 @@ class TailorServer:
         if self.public is not None:
             await self.public.stop()
         await self.campaigns.close()
+        await self.delivery.close()
         await self.recommender.close()
         await self.profiles.close()
         await self.registry.stop()

@@ -233,6 +233,24 @@ class Settings(BaseSettings):
     `X-Tailor-Signature` header is the hex HMAC-SHA256 of the body under it. Empty: the
     webhook answers 404. Set it through `TAILOR_SMS_WEBHOOK_SECRET`, never on a command line."""
 
+    smtp_host: str = ""
+    """SMTP relay that `ComposeMessage(deliver=true)` sends email through; empty: no delivery."""
+    smtp_port: int = 587
+    """Port of the relay (587 submission with STARTTLS, 465 implicit TLS)."""
+    smtp_security: str = "starttls"
+    """`starttls` (upgrade, refused if the relay cannot), `tls` (implicit TLS) or `none`
+    (plain; a relay on loopback only)."""
+    smtp_username: str = ""
+    """Login at the relay (empty: none)."""
+    smtp_password: str = ""
+    """Password of `smtp_username`; set it through `TAILOR_SMTP_PASSWORD`."""
+    smtp_from: str = "Tailor <no-reply@tailor.invalid>"
+    """The From header of delivered email."""
+    smtp_timeout_seconds: float = Field(10.0, gt=0)
+    """Connect and command timeout at the relay."""
+    smtp_ca_file: Path | None = None
+    """PEM CA bundle the relay's certificate is checked against (default: the system's)."""
+
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,

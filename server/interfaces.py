@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .recommend import RecQuery, RecResult
 
 __all__ = ["BundleSource", "EventListener", "ProfileStates", "UserEraser", "ProfileReader",
-           "ConsentWriter", "VariantChooser", "Recommendations"]
+           "ConsentWriter", "VariantChooser", "Recommendations", "EventRecorder"]
 
 
 class BundleSource(Protocol):
@@ -90,3 +90,10 @@ class Recommendations(Protocol):
 
     async def recommend(self, query: RecQuery) -> RecResult:
         """Top-k rows of the active bundle for the query's user."""
+
+
+class EventRecorder(Protocol):
+    """Records tracked events (the profiles domain), e.g. `email_sent` after a delivery."""
+
+    async def track(self, events: Sequence[TrackedEvent], offset: int = 0):
+        """Store the valid events (duplicates by event id are no-ops)."""

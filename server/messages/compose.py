@@ -17,6 +17,7 @@ from ..interfaces import ProfileReader, Recommendations, VariantChooser
 from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
+from .delivery import EmailDelivery
 from .errors import NotAMessageChannel
 from .phones import PhoneIndex
 from .templates import TemplateCache
@@ -61,13 +62,16 @@ class Message:
     headers: dict[str, str] = field(default_factory=dict)
     unsubscribe_url: str = ""
     sms: dict = field(default_factory=dict)
+    delivered: bool = False
 
 
 class Composer:
     def __init__(self, settings: Settings, campaigns: VariantChooser, profiles: ProfileReader,
                  recommender: Recommendations, tokens: UnsubscribeTokens,
-                 phones: PhoneIndex | None = None):
-        """`phones`: where SMS recipients' numbers are indexed (for STOP replies)."""
+                 phones: PhoneIndex | None = None, delivery: EmailDelivery | None = None):
+        """`phones`: where SMS recipients' numbers are indexed (for STOP replies); `delivery`:
+        the adapter `deliver=True` hands messages to."""
+        self.delivery = delivery
         self.settings, self.limits = settings, settings.limits
         self.campaigns, self.profiles, self.tokens, self.phones = campaigns, profiles, tokens, phones
         self.context = MessageContext(recommender, settings.limits)
@@ -107,8 +111,8 @@ class Composer:
             raise NotAMessageChannel(campaign_id, campaign.spec.channel)
         return campaign
 
-    async def compose(self, campaign_id: str, user_id: str,
-                      context: Mapping[str, float]) -> Message:
+    async def compose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
+                      deliver: bool = False) -> Message:
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self._campaign(campaign_id)
         choice = await self.campaigns.choose(campaign_id, user_id, context)
@@ -123,6 +127,10 @@ class Composer:
         phone = recipient.attributes.get("phone")
         if out.channel == "sms" and phone and self.phones is not None:
             await asyncio.to_thread(self.phones.remember, user_id, phone)
+        if deliver:
+            if self.delivery is None:
+                raise FailedPrecondition("deliver: this server has no delivery adapter")
+            out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes)
         return out
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",

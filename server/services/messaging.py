@@ -16,7 +16,8 @@ class MessageConverter:
         out = pb.Message(campaign_id=m.campaign_id, decision_id=m.decision_id,
                          variant_id=m.variant_id, channel=m.channel, send_at=m.send_at,
                          suppressed=m.suppressed, reason=m.reason, holdout=m.holdout,
-                         parts=m.parts, headers=m.headers, unsubscribe_url=m.unsubscribe_url)
+                         parts=m.parts, headers=m.headers, unsubscribe_url=m.unsubscribe_url,
+                         delivered=m.delivered)
         if m.sms:
             out.sms.CopyFrom(pb.SmsLength(encoding=m.sms["sms_encoding"], units=m.sms["sms_units"],
                                           segments=m.sms["sms_segments"]))
@@ -30,7 +31,7 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     @grpc_errors
     async def ComposeMessage(self, request: pb.ComposeMessageRequest, context) -> pb.Message:
         message = await self.composer.compose(request.campaign_id, request.user_id,
-                                              request.context)
+                                              request.context, request.deliver)
         return MessageConverter.from_message(message)
 
     @grpc_errors

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ComposeMessageRequest(_message.Message):
-    __slots__ = ("campaign_id", "user_id", "context")
+    __slots__ = ("campaign_id", "user_id", "context", "deliver")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -18,10 +18,12 @@ class ComposeMessageRequest(_message.Message):
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     user_id: str
     context: _containers.ScalarMap[str, float]
-    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    deliver: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ..., deliver: _Optional[bool] = ...) -> None: ...
 
 class PreviewMessageRequest(_message.Message):
     __slots__ = ("campaign_id", "variant_id", "user_id", "sample_attributes", "sample_interests", "channel")
@@ -57,7 +59,7 @@ class SmsLength(_message.Message):
     def __init__(self, encoding: _Optional[str] = ..., units: _Optional[int] = ..., segments: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("campaign_id", "decision_id", "variant_id", "channel", "send_at", "suppressed", "reason", "holdout", "parts", "headers", "unsubscribe_url", "sms")
+    __slots__ = ("campaign_id", "decision_id", "variant_id", "channel", "send_at", "suppressed", "reason", "holdout", "parts", "headers", "unsubscribe_url", "sms", "delivered")
     class PartsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +86,7 @@ class Message(_message.Message):
     HEADERS_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_URL_FIELD_NUMBER: _ClassVar[int]
     SMS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     decision_id: str
     variant_id: str
@@ -96,4 +99,5 @@ class Message(_message.Message):
     headers: _containers.ScalarMap[str, str]
     unsubscribe_url: str
     sms: SmsLength
-    def __init__(self, campaign_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., holdout: _Optional[bool] = ..., parts: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., unsubscribe_url: _Optional[str] = ..., sms: _Optional[_Union[SmsLength, _Mapping]] = ...) -> None: ...
+    delivered: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., holdout: _Optional[bool] = ..., parts: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., unsubscribe_url: _Optional[str] = ..., sms: _Optional[_Union[SmsLength, _Mapping]] = ..., delivered: _Optional[bool] = ...) -> None: ...
