@@ -122,6 +122,8 @@ class Composer:
         if out.suppressed or out.holdout:
             out.variant_id = ""
             return out
+        if all(v.id != choice.variant_id for v in campaign.spec.variants):
+            campaign = await self._campaign(campaign_id)  # a variant appended meanwhile
         recipient = await read_recipient(self.profiles, user_id)
         await self._render(out, campaign, recipient, user_id)
         phone = recipient.attributes.get("phone")
