@@ -61,8 +61,9 @@ async def test_the_page_shows_one_button_whose_form_opts_the_user_out(compose, p
     assert await consent(profiles, "u1") is False
 
 
-async def test_one_click_post_is_immediate_and_idempotent(compose, profiles):
-    msg = await compose("u2")
+async def test_one_click_post_is_immediate_and_idempotent(compose, profiles, caplog):
+    caplog.set_level("INFO")
+    msg = await compose("user-two@example.com")
     url = msg.headers["List-Unsubscribe"].strip("<>")
     assert url == msg.unsubscribe_url
     async with aiohttp.ClientSession() as http:
@@ -70,7 +71,9 @@ async def test_one_click_post_is_immediate_and_idempotent(compose, profiles):
             async with http.post(url, data="List-Unsubscribe=One-Click", headers={
                     "Content-Type": "application/x-www-form-urlencoded"}) as res:
                 assert res.status == 200
-            assert await consent(profiles, "u2") is False
+            assert await consent(profiles, "user-two@example.com") is False
+    assert any("unsubscribed" in r.getMessage() for r in caplog.records)
+    assert not any("user-two" in r.getMessage() for r in caplog.records)  # user_ref only
 
 
 async def test_a_forged_or_bare_request_gets_400_and_changes_nothing(compose, profiles):
