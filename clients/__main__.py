@@ -119,7 +119,17 @@ def _path_line(n: int, line: str):
         raise ValueError(f"line {n}: {err}") from None
 
 
+def _message(client: TailorClient, args) -> dict:
+    if args.action == "compose":
+        return client.compose_message(args.campaign, args.user,
+                                      dict(_pair(kv) for kv in args.context or ()))
+    attrs = dict(kv.partition("=")[::2] for kv in args.attribute or ())
+    return client.preview_message(args.campaign, args.variant, args.user or "", attrs,
+                                  args.interest or (), args.channel)
+
+
 COMMANDS = {
+    "message": _message,
     "attribute": _attribute,
     "campaign": _campaign,
     "track": _track,
@@ -176,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="everything held about a user as one JSON document (right of access)")
     ex.add_argument("--user", required=True)
     _campaign_parser(sub, common)
+    _message_parser(sub, common)
     _attribute_parser(sub, common)
     au = sub.add_parser("audit", help="the audit log (role auditor)")
     au.add_subparsers(dest="action", required=True).add_parser(
@@ -217,6 +228,24 @@ def _attribute_parser(sub, common) -> None:
     at.add_argument("--end", default="", help="conversions before this time (default: no limit)")
     at.add_argument("--lookback-days", type=float, default=30.0)
     at.add_argument("--touch-type", action="append", help="touchpoint event type (repeatable)")
+
+
+def _message_parser(sub, common) -> None:
+    me = sub.add_parser("message", help="messages: compose (logged decision, rendered) or preview")
+    acts = me.add_subparsers(dest="action", required=True)
+    co = acts.add_parser("compose", parents=[common], help="the message a user gets now")
+    co.add_argument("--campaign", required=True)
+    co.add_argument("--user", required=True)
+    co.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
+    pv = acts.add_parser("preview", parents=[common], help="render a variant; no decision logged")
+    pv.add_argument("--campaign", required=True)
+    pv.add_argument("--variant", default="", help="default: the first variant")
+    pv.add_argument("--user", help="render for this user (default: the sample profile)")
+    pv.add_argument("--attribute", action="append", metavar="KEY=VALUE",
+                    help="sample profile attribute (repeatable)")
+    pv.add_argument("--interest", action="append", metavar="CATEGORY",
+                    help="sample profile interest (repeatable)")
+    pv.add_argument("--channel", default="", help="default: the campaign's channel")
 
 
 def _campaign_parser(sub, common) -> None:

@@ -31,6 +31,8 @@ from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as diag_pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
+from protos.tailor.v1 import messaging_pb2 as msg_pb
+from protos.tailor.v1 import messaging_pb2_grpc as msg_grpc
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
 from protos.tailor.v1 import profile_pb2 as prof_pb
@@ -111,6 +113,7 @@ class TailorClient:
         self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._audit = audit_grpc.AuditServiceStub(self._channel)
+        self._messaging = msg_grpc.MessagingServiceStub(self._channel)
 
     def __enter__(self):
         return self
@@ -306,6 +309,24 @@ class TailorClient:
         req = camp_pb.ChooseVariantRequest(campaign_id=campaign_id, user_id=user_id,
                                            context={k: float(v) for k, v in (context or {}).items()})
         return _to_dict(self._call(self._campaigns.ChooseVariant, req, timeout))
+
+    def compose_message(self, campaign_id: str, user_id: str,
+                        context: dict[str, float] | None = None,
+                        timeout: float | None = None) -> dict:
+        """{"decision_id", "variant_id", "channel", "send_at", "suppressed", "reason", "parts",
+        "headers", "unsubscribe_url", ...}: a logged decision, rendered."""
+        req = msg_pb.ComposeMessageRequest(campaign_id=campaign_id, user_id=user_id, context={
+            k: float(v) for k, v in (context or {}).items()})
+        return _to_dict(self._call(self._messaging.ComposeMessage, req, timeout))
+
+    def preview_message(self, campaign_id: str, variant_id: str = "", user_id: str = "",
+                        attributes: dict[str, str] | None = None, interests=(), channel: str = "",
+                        timeout: float | None = None) -> dict:
+        """A variant rendered for a user or a sample profile; no decision is logged."""
+        req = msg_pb.PreviewMessageRequest(
+            campaign_id=campaign_id, variant_id=variant_id, user_id=user_id,
+            sample_attributes=attributes or {}, sample_interests=list(interests), channel=channel)
+        return _to_dict(self._call(self._messaging.PreviewMessage, req, timeout))
 
     def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> dict:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)

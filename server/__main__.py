@@ -1,4 +1,5 @@
 """`python -m server [serve] --port P --data-dir D [--bundle B] [--workers N] [--metrics-port M]
+    [--public-http-port H --public-url URL]
     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--auth-config FILE] [--insecure]`
 `python -m server compact --data-dir D`
 `python -m server backup --data-dir D --out FILE`
@@ -26,6 +27,10 @@ def _serve_parser(sub) -> None:
     p.add_argument("--bundle", type=Path, help="bundle directory to serve at start")
     p.add_argument("--workers", type=int, help="server processes sharing the port")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics HTTP port")
+    p.add_argument("--public-http-port", type=int, help="public HTTP port: one-click "
+                   "unsubscribe /u/<token>, inbound SMS /sms/inbound (HTTPS when TLS is on)")
+    p.add_argument("--public-url", help="externally visible base URL of that port, used in "
+                   "unsubscribe links (https://...)")
     _security_arguments(p)
 
 

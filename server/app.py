@@ -16,6 +16,7 @@ from protos.tailor.v1 import (
     audit_pb2_grpc,
     campaign_pb2_grpc,
     diagnostics_pb2_grpc,
+    messaging_pb2_grpc,
     model_admin_pb2_grpc,
     profile_pb2_grpc,
     recommendation_pb2_grpc,
@@ -26,6 +27,12 @@ from .campaigns import Campaigns
 from .config import Settings
 from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
+from .http import PublicHttp, SmsInbound, server_ssl_context
+from .messages.compose import Composer
+from .messages.delivery import EmailDelivery
+from .messages.phones import PhoneIndex
+from .messages.smtp import SmtpConfig, SmtpSender
+from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
@@ -44,6 +51,7 @@ from .services.attribution import AttributionServicer
 from .services.audit import AuditServicer
 from .services.campaign import CampaignServicer
 from .services.diagnostics import DiagnosticsServicer
+from .services.messaging import MessagingServicer
 from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
@@ -66,6 +74,8 @@ class TailorServer:
         self.reloaders: list[Callable[[], object]] = []
         """Called in order on SIGHUP (`reload()`): auth config, certificates, ..."""
         self.tls: ServerTls | None = None
+        self.public: PublicHttp | None = None
+        """The public HTTP endpoint (unsubscribe, inbound SMS) when `public_http_port` is set."""
 
     def _options(self) -> list[tuple[str, int]]:
         size = self.settings.grpc_max_message_bytes
@@ -109,6 +119,12 @@ class TailorServer:
                                    suppressions=self.suppressions)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
+        self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
+        self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
+        smtp = SmtpConfig.from_settings(s)
+        self.delivery = EmailDelivery(SmtpSender(smtp) if smtp else None, s.smtp_from, self.profiles)
+        self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
+                                 self.phones, self.delivery)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -116,6 +132,7 @@ class TailorServer:
             self.profiles.add_eraser(domain)
             self.profiles.add_exporter(domain)
         self.profiles.add_listener(self.suppressions)
+        self.profiles.add_eraser(self.phones)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""
@@ -138,6 +155,8 @@ class TailorServer:
             (attribution_pb2_grpc.add_AttributionServiceServicer_to_server,
              AttributionServicer(self.attributor)),
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
+            (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
+             MessagingServicer(self.composer)),
         ]
 
     async def start(self, serving: bool = True) -> int:
@@ -174,10 +193,23 @@ class TailorServer:
         gc.freeze()
         await server.start()
         self._server = server
+        await self._start_public()
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
+
+    async def _start_public(self) -> None:
+        s = self.settings
+        if s.public_http_port is None:
+            return
+        ctx, reload = server_ssl_context(self.tls)
+        sms = SmsInbound(s.sms_webhook_secret, self.phones, self.profiles) \
+            if s.sms_webhook_secret else None
+        self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
+                                 ssl_context=ctx, reuse_port=s.workers > 1, sms=sms)
+        await self.public.start()
+        self.reloaders.append(reload)
 
     def reload(self) -> None:
         """SIGHUP: run every reloader; one failing does not stop the others."""
@@ -226,7 +258,10 @@ class TailorServer:
         self._sweeper.cancel()
         self._campaign_sweeper.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        if self.public is not None:
+            await self.public.stop()
         await self.campaigns.close()
+        await self.delivery.close()
         await self.recommender.close()
         await self.profiles.close()
         await self.registry.stop()

@@ -86,6 +86,20 @@ class Limits(BaseModel):
     frequency_cap_max: int = Field(100, ge=1)
     """Largest `max` of a frequency cap; also the most recent contacts kept per user."""
 
+    sms_segments: int = Field(4, ge=1, le=255)
+    """Most segments a rendered SMS may take (GSM-7: 160 characters in one, 153 per segment of
+    a longer one; UCS-2: 70, then 67); a longer text is refused (FAILED_PRECONDITION)."""
+    push_title_chars: int = Field(65, ge=1)
+    """Longest rendered push title (characters; iOS shows about this many)."""
+    push_body_chars: int = Field(240, ge=1)
+    """Longest rendered push body (characters; Android's expanded view shows about this many)."""
+    message_part_bytes: int = Field(256 * 1024, ge=1)
+    """Most UTF-8 bytes one rendered part (subject, html, ...) may take."""
+    message_recommend_k: int = Field(20, ge=1)
+    """Most items one `recommend(k)` call of a template may ask for."""
+    preview_attributes: int = 64
+    """Most sample attributes a PreviewMessage may carry."""
+
     attribution_seconds: float = Field(5.0, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
     past it the Markov model stops and answers RESOURCE_EXHAUSTED (DEADLINE_EXCEEDED for the
@@ -226,6 +240,43 @@ class Settings(BaseSettings):
         "city", "zip", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*", "dob", "ssn")
     """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns: their values are
     masked in profiles, events and exports for callers without the `pii-reader` role."""
+
+    # -- messages and the public HTTP endpoint (issue 16) ----------------------------------------
+    public_http_port: int | None = None
+    """Port of the public HTTP endpoint on `host` (one-click unsubscribe `/u/<token>`, inbound
+    SMS `/sms/inbound`); None disables it. HTTPS with the gRPC port's certificate when TLS is on
+    (no client certificate asked: mail providers and browsers call it). Workers share it."""
+    public_url: str = ""
+    """Externally visible base URL of the public endpoint, used in unsubscribe links (e.g.
+    `https://tailor.example.com`); https unless the server listens on loopback only. Empty:
+    `http(s)://<host>:<public_http_port>`."""
+    unsubscribe_mailto: str = ""
+    """Optional address for the `mailto:` alternative of List-Unsubscribe (RFC 2369), e.g.
+    `unsubscribe@example.com`; its subject carries the token. Empty: https link only."""
+    message_id_domain: str = "tailor.invalid"
+    """Right-hand side of the Message-ID of composed emails (`<decision id>@<domain>`)."""
+    sms_webhook_secret: str = ""
+    """Shared secret of the SMS provider: `/sms/inbound` takes only requests whose
+    `X-Tailor-Signature` header is the hex HMAC-SHA256 of the body under it. Empty: the
+    webhook answers 404. Set it through `TAILOR_SMS_WEBHOOK_SECRET`, never on a command line."""
+
+    smtp_host: str = ""
+    """SMTP relay that `ComposeMessage(deliver=true)` sends email through; empty: no delivery."""
+    smtp_port: int = 587
+    """Port of the relay (587 submission with STARTTLS, 465 implicit TLS)."""
+    smtp_security: str = "starttls"
+    """`starttls` (upgrade, refused if the relay cannot), `tls` (implicit TLS) or `none`
+    (plain; a relay on loopback only)."""
+    smtp_username: str = ""
+    """Login at the relay (empty: none)."""
+    smtp_password: str = ""
+    """Password of `smtp_username`; set it through `TAILOR_SMTP_PASSWORD`."""
+    smtp_from: str = "Tailor <no-reply@tailor.invalid>"
+    """The From header of delivered email."""
+    smtp_timeout_seconds: float = Field(10.0, gt=0)
+    """Connect and command timeout at the relay."""
+    smtp_ca_file: Path | None = None
+    """PEM CA bundle the relay's certificate is checked against (default: the system's)."""
 
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")

@@ -15,11 +15,15 @@ if TYPE_CHECKING:
 
     from kernels.feature_layout import FeatureLayout
 
+    from .campaigns import Campaign, Choice
     from .models import Bundle
+    from .profiles import ProfileView
     from .profiles.events import TrackedEvent
+    from .recommend import RecQuery, RecResult
 
-__all__ = ["BundleGate", "BundleSource", "EventListener", "ProfileMetas", "ProfileStates",
-           "SuppressedAddresses", "UserEraser", "UserExporter"]
+__all__ = ["BundleGate", "BundleSource", "ConsentWriter", "EventListener", "EventRecorder",
+           "ProfileMetas", "ProfileReader", "ProfileStates", "Recommendations",
+           "SuppressedAddresses", "UserEraser", "UserExporter", "VariantChooser"]
 
 
 class BundleSource(Protocol):
@@ -100,3 +104,42 @@ class UserExporter(Protocol):
     def export_user(self, user_id: str) -> dict[str, object]:
         """{section name: JSON-ready value} of everything held about `user_id` (empty values
         included, so the document says "none" rather than leaving a section out)."""
+
+
+class ProfileReader(Protocol):
+    """One user's stored profile (the profiles domain): what a message is rendered from."""
+
+    async def get(self, user_id: str, max_events: int = 0) -> ProfileView:
+        """Attributes, consent, decoded features; NotFound when the user has no profile."""
+
+
+class ConsentWriter(Protocol):
+    """Records a user's consent for a channel (the profiles domain): unsubscribe, STOP."""
+
+    async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
+                          timestamp: float = 0.0) -> None:
+        """Idempotent: setting the same consent again changes nothing but its time."""
+
+
+class VariantChooser(Protocol):
+    """Campaign definitions and logged decisions (the campaigns domain)."""
+
+    async def get(self, campaign_id: str) -> Campaign:
+        """The campaign; NotFound when there is none."""
+
+    async def choose(self, campaign_id: str, user_id: str, context) -> Choice:
+        """One logged decision for one user."""
+
+
+class Recommendations(Protocol):
+    """The Recommend pipeline (exclusions applied) for one query."""
+
+    async def recommend(self, query: RecQuery) -> RecResult:
+        """Top-k rows of the active bundle for the query's user."""
+
+
+class EventRecorder(Protocol):
+    """Records tracked events (the profiles domain), e.g. `email_sent` after a delivery."""
+
+    async def track(self, events: Sequence[TrackedEvent], offset: int = 0):
+        """Store the valid events (duplicates by event id are no-ops)."""

@@ -47,7 +47,8 @@ def _items_npz(path: Path, result) -> None:
              urls=cat.urls.astype(str), category=cat.category.astype(np.int32),
              category_names=cat.category_names.astype(str), price=cat.price.astype(np.float32),
              popularity=stage.popularity.astype(np.float32),
-             recency_days=stage.recency_days.astype(np.float32))
+             recency_days=stage.recency_days.astype(np.float32),
+             **({} if cat.images is None else {"images": cat.images.astype(str)}))
 
 
 def _users_npz(path: Path, result) -> None:

@@ -234,8 +234,10 @@ def _items_table(world: World, cfg: DemoConfig) -> pa.Table:
     noun = np.array(_NOUNS)[rng.integers(0, len(_NOUNS), cfg.n_items)]
     titles = [f"{a} {c} {n} {i}" for a, c, n, i in zip(adj, cats, noun, ids)]
     urls = [f"https://shop.example/p/{i}" for i in ids]
+    images = [f"https://shop.example/img/{i}.jpg" for i in ids]
     return pa.table({"id": ids, "title": titles, "category": cats,
-                     "price": np.round(world.price.astype(np.float64), 2), "url": urls})
+                     "price": np.round(world.price.astype(np.float64), 2), "url": urls,
+                     "image": images})
 
 
 def _events_table(events: dict) -> pa.Table:

@@ -74,6 +74,8 @@ class Catalog:
     category: np.ndarray
     category_names: np.ndarray
     price: np.ndarray
+    images: np.ndarray | None = None
+    """Image URLs ("" where unknown); None for catalogs read without them."""
     extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -25,7 +25,7 @@ __all__ = ["read_interactions", "read_items", "read_movielens", "build", "load"]
 logger = logging.getLogger("tailor.training.readers")
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "event", "value")
-ITEM_COLUMNS = ("id", "title", "category", "price", "url")
+ITEM_COLUMNS = ("id", "title", "category", "price", "url", "image")
 
 
 def _table(path: Path) -> tuple[pa.Table, int]:
@@ -152,13 +152,13 @@ def _ids(table: pa.Table, column: str) -> pa.Array:
 
 
 def read_items(path: str | Path) -> dict:
-    """Read an item catalog: ``id`` required; ``title, category, price, url`` optional."""
+    """Read an item catalog: ``id`` required; ``title, category, price, url, image`` optional."""
     path = Path(path)
     table, first = _table(path)
-    _require(path, table, ITEM_COLUMNS, optional=("title", "category", "price", "url"))
+    _require(path, table, ITEM_COLUMNS, optional=("title", "category", "price", "url", "image"))
     n = table.num_rows
     out = {"id": np.asarray(_ids(table, "id").to_numpy(zero_copy_only=False), dtype=str)}
-    for col in ("title", "category", "url"):
+    for col in ("title", "category", "url", "image"):
         out[col] = (np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=str)
                     if col in table.column_names else np.full(n, "", dtype=str))
     out["price"] = (_numbers(path, first, table, "price", np.float32)
@@ -243,6 +243,7 @@ def build(rows: dict, items: dict | None = None) -> tuple[Interactions, Catalog]
     catalog = Catalog(
         item_ids=item_ids,
         titles=_pad(items, "title", n_extra, ""), urls=_pad(items, "url", n_extra, ""),
+        images=_pad(items, "image", n_extra, ""),
         category=category.astype(np.int32), category_names=category_names,
         price=np.concatenate([items["price"], np.zeros(n_extra, np.float32)]).astype(np.float32)
         if items else np.zeros(n_extra, np.float32))

@@ -71,6 +71,11 @@ class CampaignSpec:
     send_window: SendWindow = SendWindow()
 
     @property
+    def message_channels(self) -> tuple[str, ...]:
+        """The channels a message of this campaign may go out on (`server.messages`)."""
+        return (self.channel, *getattr(self, "channels", ()))
+
+    @property
     def dim(self) -> int:
         """Context dimension of the linear policies: a bias plus the named features."""
         return len(self.context_features) + 1 if self.policy in B.LINEAR else 0
@@ -96,6 +101,8 @@ class CampaignSpec:
                                   f"must be in (0, {limits.reward_window_seconds:g}]")
         from .context import check_feature_names
         check_feature_names(self.context_features, limits.campaign_context_features)
+        from ..messages.templates import check_variants  # message parts are templates
+        check_variants([(v.id, v.content) for v in self.variants], self.message_channels)
         check_text("name", self.name, limits.campaign_name_chars)
         check_text("salt", self.salt, limits.campaign_salt_chars)
         return dataclasses.replace(self, reward_window_seconds=float(window),

@@ -26,6 +26,8 @@ logger = logging.getLogger("tailor.models.bundle")
 
 ITEM_ARRAYS = ("item_ids", "titles", "urls", "category", "category_names", "price", "popularity",
                "recency_days")
+OPTIONAL_ITEM_ARRAYS = ("images",)
+"""Item arrays a bundle may lack (written since issue 16; messages show "" without them)."""
 USER_ARRAYS = ("user_ids", "indptr", "items", "weights")
 SEEN_ARRAYS = ("seen_indptr", "seen_items", "seen_mask", "seen_last_ts")
 
@@ -112,8 +114,8 @@ def _load_arrays(path: Path, name: str, keys: tuple[str, ...]) -> dict[str, np.n
 
 
 def _check_arrays(items: dict, users: dict, n_items: int) -> None:
-    for key in ITEM_ARRAYS:
-        if key != "category_names" and len(items[key]) != n_items:
+    for key in (*ITEM_ARRAYS, *OPTIONAL_ITEM_ARRAYS):
+        if key != "category_names" and key in items and len(items[key]) != n_items:
             raise BundleInvalid("items.npz", f"{key} has {len(items[key])} rows, expected {n_items}")
     cat = items["category"]
     if n_items and (cat.min() < 0 or cat.max() >= len(items["category_names"])):

@@ -23,6 +23,7 @@ _CAMPAIGN = "/tailor.v1.CampaignService/"
 _MODEL = "/tailor.v1.ModelAdminService/"
 _ATTRIBUTION = "/tailor.v1.AttributionService/"
 _RECOMMEND = "/tailor.v1.RecommendationService/"
+_MESSAGING = "/tailor.v1.MessagingService/"
 AUDIT_PATTERN = "/tailor.v1.AuditService/*"
 
 RPC_ROLES: dict[str, tuple[str, ...]] = {
@@ -59,6 +60,10 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _ATTRIBUTION + "Attribute": ("analyst",),
     _ATTRIBUTION + "AttributeStream": ("analyst",),
     _ATTRIBUTION + "AttributeStored": ("analyst",),
+    # A composed message is a decision (like ChooseVariant) rendered with the user's
+    # attributes: deciders send it. Previews render any user's data: campaign authors only.
+    _MESSAGING + "ComposeMessage": ("decider",),
+    _MESSAGING + "PreviewMessage": ("admin",),
     # Ping runs the whole stack for benchmarks: any authenticated caller, so an anonymous one
     # cannot load the server through it; liveness without credentials is what health is for.
     "/tailor.v1.DiagnosticsService/Ping": (ANY_AUTHENTICATED,),

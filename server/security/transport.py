@@ -31,6 +31,7 @@ def check_exposure(settings) -> str | None:
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
+    _check_public_url(settings)
     if tls and auth:
         return None
     missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth)) if not on)
@@ -39,6 +40,19 @@ def check_exposure(settings) -> str | None:
                          "FILE --tls-key FILE [--tls-client-ca FILE] and --auth-config FILE, "
                          "or --insecure to serve anyway")
     return f"serving without {missing}" + ("" if auth else ": every caller is unauthenticated")
+
+
+def _check_public_url(settings) -> None:
+    """An exposed public HTTP port needs the https base URL its links are built on."""
+    if getattr(settings, "public_http_port", None) is None or is_loopback(settings.host):
+        return
+    url = settings.public_url
+    if not url:
+        raise SystemExit("--public-http-port on a non-loopback host needs --public-url (the "
+                         "externally visible https:// base of unsubscribe links)")
+    if not url.startswith("https://") and not settings.insecure:
+        raise SystemExit("--public-url must be https:// (unsubscribe links carry a credential), "
+                         "or give --insecure")
 
 
 class ServerTls:

@@ -17,6 +17,8 @@ prefix ever matches them.
     meta       layout␟<record kind>             layout version       layout_key
     meta       tombstone␟<kid>␟<hmac hex>       erasure time (JSON)  tombstone_key
     meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT
+    meta       sms␟<phone digest>               -> user id           phone_key
+    meta       sms-user␟<user>                  -> phone digest      phone_user_key
     campaigns  <campaign>                       campaign             campaign_key
     bandit     <campaign>                       posterior            campaign_key
     bandit     ␟count␟<campaign>                counters             count_key
@@ -56,6 +58,8 @@ __all__ = [
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key",
+    "INDEX_PREFIX", "due_key", "DUE_PREFIX", "phone_key", "PHONE_PREFIX", "phone_user_key",
+    "PHONE_USER_PREFIX",
 ]
 
 
@@ -220,3 +224,15 @@ def suppression_key(kid: str, digest: str) -> bytes:
     """An address's entry: the id of the key and the hex HMAC it was hashed with (no user in
     it: the list is global and outlives profiles)."""
     return join_key(kid, digest)
+PHONE_PREFIX = b"sms" + SEP
+PHONE_USER_PREFIX = b"sms-user" + SEP
+
+
+def phone_key(digest: str) -> bytes:
+    """Index of the phone numbers SMS went to: keyed hash of the number -> user id."""
+    return PHONE_PREFIX + digest.encode()
+
+
+def phone_user_key(user_id: str) -> bytes:
+    """The user's entry in that index (erasure finds the forward key through it)."""
+    return PHONE_USER_PREFIX + user_id.encode()

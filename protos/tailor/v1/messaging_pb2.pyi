@@ -1,0 +1,103 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ComposeMessageRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_id", "context", "deliver")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_id: str
+    context: _containers.ScalarMap[str, float]
+    deliver: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ..., deliver: _Optional[bool] = ...) -> None: ...
+
+class PreviewMessageRequest(_message.Message):
+    __slots__ = ("campaign_id", "variant_id", "user_id", "sample_attributes", "sample_interests", "channel")
+    class SampleAttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_INTERESTS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    variant_id: str
+    user_id: str
+    sample_attributes: _containers.ScalarMap[str, str]
+    sample_interests: _containers.RepeatedScalarFieldContainer[str]
+    channel: str
+    def __init__(self, campaign_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., user_id: _Optional[str] = ..., sample_attributes: _Optional[_Mapping[str, str]] = ..., sample_interests: _Optional[_Iterable[str]] = ..., channel: _Optional[str] = ...) -> None: ...
+
+class SmsLength(_message.Message):
+    __slots__ = ("encoding", "units", "segments")
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    encoding: str
+    units: int
+    segments: int
+    def __init__(self, encoding: _Optional[str] = ..., units: _Optional[int] = ..., segments: _Optional[int] = ...) -> None: ...
+
+class Message(_message.Message):
+    __slots__ = ("campaign_id", "decision_id", "variant_id", "channel", "send_at", "suppressed", "reason", "holdout", "parts", "headers", "unsubscribe_url", "sms", "delivered")
+    class PartsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class HeadersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    UNSUBSCRIBE_URL_FIELD_NUMBER: _ClassVar[int]
+    SMS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    decision_id: str
+    variant_id: str
+    channel: str
+    send_at: float
+    suppressed: bool
+    reason: str
+    holdout: bool
+    parts: _containers.ScalarMap[str, str]
+    headers: _containers.ScalarMap[str, str]
+    unsubscribe_url: str
+    sms: SmsLength
+    delivered: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., holdout: _Optional[bool] = ..., parts: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., unsubscribe_url: _Optional[str] = ..., sms: _Optional[_Union[SmsLength, _Mapping]] = ..., delivered: _Optional[bool] = ...) -> None: ...

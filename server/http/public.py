@@ -1,0 +1,106 @@
+"""The public HTTP endpoint (aiohttp): one-click unsubscribe (RFC 8058) and inbound SMS.
+
+    GET  /u/<token>      a page with one button (a form POSTing the same as a mail client)
+    POST /u/<token>      body `List-Unsubscribe=One-Click`: opts the user out of the token's
+                         channel at once, idempotently; no login, no confirmation step
+    POST /sms/inbound    the SMS provider's webhook (`sms.SmsInbound`)
+
+Anyone may call it: the token is the credential (`server.messages.unsubscribe`). A token that
+does not verify gets 400 and changes nothing. GET never changes anything (link scanners
+prefetch links). It shares the domain objects of the gRPC server, never its servicers, and runs
+in every worker (SO_REUSEPORT), over TLS with the gRPC port's certificate when TLS is on.
+"""
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+
+from aiohttp import web
+
+from ..interfaces import ConsentWriter
+from ..messages.unsubscribe import BadToken, UnsubscribeTokens
+from ..security.userref import user_ref
+from .pages import SECURITY_HEADERS, bad_token_page, confirm_page, done_page
+
+__all__ = ["PublicHttp", "ONE_CLICK"]
+
+logger = logging.getLogger("tailor.http")
+
+ONE_CLICK = "One-Click"
+MAX_BODY_BYTES = 16 * 1024
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8",
+                        headers=SECURITY_HEADERS)
+
+
+class PublicHttp:
+    """The aiohttp application and its listening site; `start()` binds, `stop()` closes."""
+
+    def __init__(self, tokens: UnsubscribeTokens, consent: ConsentWriter, *, host: str, port: int,
+                 ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
+                 sms=None):
+        self.tokens, self.consent = tokens, consent
+        self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app.router.add_get("/u/{token}", self.confirm)
+        self.app.router.add_post("/u/{token}", self.unsubscribe)
+        if sms is not None:
+            self.app.router.add_post("/sms/inbound", sms.handle)
+        self._runner: web.AppRunner | None = None
+
+    def _read(self, request: web.Request):
+        try:
+            return self.tokens.read(request.match_info["token"])
+        except BadToken:
+            raise web.HTTPBadRequest(text=bad_token_page(), content_type="text/html",
+                                     headers=SECURITY_HEADERS) from None
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        return _html(confirm_page(self._read(request).channel))
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        target = self._read(request)
+        form = await request.post()
+        if form.get("List-Unsubscribe") != ONE_CLICK:
+            raise web.HTTPBadRequest(text="body must be List-Unsubscribe=One-Click")
+        await self.consent.set_consent(target.user_id, target.channel, False,
+                                       f"one-click unsubscribe ({target.campaign_id})")
+        logger.info("unsubscribed %s from %s (campaign %s)", user_ref(target.user_id),
+                    target.channel, target.campaign_id)
+        return _html(done_page(target.channel))
+
+    async def start(self) -> int:
+        """Bind and serve; returns the bound port (0 in the settings picks a free one)."""
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context,
+                           reuse_port=self.reuse_port or None)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        logger.info("public HTTP%s on %s:%d", "S" if self.ssl_context else "", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def server_ssl_context(tls) -> tuple[ssl.SSLContext | None, Callable[[], None]]:
+    """An HTTPS context from the gRPC port's certificate (`ServerTls`) and its SIGHUP reloader;
+    no client certificate is asked for (mail providers and browsers call this endpoint)."""
+    if tls is None:
+        return None, lambda: None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert, tls.key)
+
+    def reload() -> None:
+        try:
+            ctx.load_cert_chain(tls.cert, tls.key)
+        except (OSError, ssl.SSLError) as err:
+            logger.error("TLS reload (public HTTP) failed, keeping the current certificate: %s", err)
+    return ctx, reload

@@ -1,0 +1,60 @@
+"""The SMS provider's inbound webhook: STOP / START replies change the user's SMS consent.
+
+    POST /sms/inbound   form fields `From` (the sender's number) and `Body` (the text)
+                        header `X-Tailor-Signature: sha256=<hex HMAC-SHA256 of the raw body
+                        under Settings.sms_webhook_secret>`
+
+A missing or wrong signature is 401 and changes nothing. The first word of the body decides:
+STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT opt the sender out of marketing SMS; START,
+UNSTOP, YES opt back in; anything else is ignored. A number no SMS went to is ignored too (200,
+so the provider does not retry). The sender is found through `PhoneIndex` (hashed numbers).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from ..interfaces import ConsentWriter
+from ..messages.phones import PhoneIndex
+from ..security.userref import user_ref
+
+__all__ = ["SmsInbound", "STOP_WORDS", "START_WORDS", "sign"]
+
+logger = logging.getLogger("tailor.http.sms")
+
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+SIGNATURE_HEADER = "X-Tailor-Signature"
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The signature header's value for `body` (what the provider sends; tests use it)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class SmsInbound:
+    def __init__(self, secret: str, phones: PhoneIndex, consent: ConsentWriter):
+        self._secret, self.phones, self.consent = secret, phones, consent
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not hmac.compare_digest(sign(self._secret, body), given):
+            raise web.HTTPUnauthorized(text="bad signature")
+        form = parse_qs(body.decode("utf-8", "replace"))
+        sender, text = form.get("From", [""])[0], form.get("Body", [""])[0]
+        word = text.strip().split(maxsplit=1)[0].upper().strip(".!") if text.strip() else ""
+        opted_in = False if word in STOP_WORDS else True if word in START_WORDS else None
+        if opted_in is None:
+            return web.Response(text="ignored")
+        user = await asyncio.to_thread(self.phones.lookup, sender)
+        if user is None:
+            return web.Response(text="unknown number")
+        await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}")
+        logger.info("sms %s from %s", word, user_ref(user))
+        return web.Response(text="ok")

@@ -1,0 +1,92 @@
+"""What each message channel is made of (its parts) and how long a part may be.
+
+SMS length is counted the way carriers bill it (3GPP TS 23.038 / 23.040): a text made only of
+GSM 03.38 characters is sent in GSM-7, where each character of the basic table takes one septet
+and each character of the extension table two (escape + code); 160 septets fit one SMS, and a
+concatenated SMS carries 153 per segment (the user-data header takes 7), an escape pair never
+split between two segments. Any other character switches the whole text to UCS-2: 70 UTF-16
+code units in one SMS, 67 per segment of a longer one, a surrogate pair never split.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..config import Limits
+from .errors import OverChannelLimit
+
+__all__ = ["PARTS", "ALL_PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "SmsLength", "sms_length",
+           "check_parts"]
+
+PARTS: Mapping[str, tuple[str, ...]] = {
+    "email": ("subject", "preheader", "html", "text"),
+    "sms": ("text",),
+    "push": ("title", "body", "url"),
+}
+"""The content keys of a variant that are templates, per channel (other keys are plain data,
+`content.<key>` in a template)."""
+MESSAGE_CHANNELS = tuple(PARTS)
+ALL_PARTS = frozenset(p for parts in PARTS.values() for p in parts)
+HTML_PARTS = frozenset({"html"})
+"""Parts rendered with HTML autoescaping."""
+
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà") - {"\x1b"}
+"""The GSM 03.38 default alphabet (127 characters; 0x1B is the escape to the extension table)."""
+GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+"""The extension table's characters: two septets each (escape + code)."""
+
+GSM7_SINGLE, GSM7_MULTI = 160, 153
+UCS2_SINGLE, UCS2_MULTI = 70, 67
+
+
+@dataclass(frozen=True)
+class SmsLength:
+    encoding: str  # "gsm7" or "ucs2"
+    units: int     # septets (gsm7) or UTF-16 code units (ucs2)
+    segments: int
+
+
+def _units(text: str) -> tuple[str, list[int]]:
+    """(encoding, size of each character in units of that encoding)."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+        return "gsm7", [2 if c in GSM7_EXTENSION else 1 for c in text]
+    return "ucs2", [2 if ord(c) > 0xFFFF else 1 for c in text]
+
+
+def sms_length(text: str) -> SmsLength:
+    """Encoding, units and segments of an SMS body (0 segments for an empty text)."""
+    encoding, sizes = _units(text)
+    total = sum(sizes)
+    single, multi = (GSM7_SINGLE, GSM7_MULTI) if encoding == "gsm7" else (UCS2_SINGLE, UCS2_MULTI)
+    if total == 0:
+        return SmsLength(encoding, 0, 0)
+    if total <= single:
+        return SmsLength(encoding, total, 1)
+    segments, used = 1, 0
+    for size in sizes:  # a character (escape pair, surrogate pair) never straddles two segments
+        if used + size > multi:
+            segments, used = segments + 1, 0
+        used += size
+    return SmsLength(encoding, total, segments)
+
+
+def check_parts(variant_id: str, channel: str, parts: Mapping[str, str], limits: Limits) -> dict:
+    """Refuse rendered parts over the channel's limits; returns what was measured (SMS)."""
+    for part, text in parts.items():
+        if len(text.encode()) > limits.message_part_bytes:
+            raise OverChannelLimit(variant_id, part, f"{len(text.encode())} bytes rendered, at most "
+                                   f"{limits.message_part_bytes}")
+    if channel == "sms":
+        sms = sms_length(parts.get("text", ""))
+        if sms.segments > limits.sms_segments:
+            raise OverChannelLimit(variant_id, "text", f"{sms.segments} SMS segments ({sms.units} "
+                                   f"{sms.encoding} units), at most {limits.sms_segments}")
+        return {"sms_encoding": sms.encoding, "sms_units": sms.units, "sms_segments": sms.segments}
+    if channel == "push":
+        for part, most in (("title", limits.push_title_chars), ("body", limits.push_body_chars)):
+            n = len(parts.get(part, ""))
+            if n > most:
+                raise OverChannelLimit(variant_id, part, f"{n} characters, at most {most}")
+    return {}

@@ -1,0 +1,184 @@
+"""Compose: decision (campaigns) → verdict (contact policy) → render → headers.
+
+`Composer.compose` makes one logged decision through the campaigns domain, so a message is
+attributed like any ChooseVariant (its decision id rides on the `*_sent`/`*_click` events).
+`Composer.preview` renders without deciding or logging anything.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from ..config import Settings
+from ..errors import FailedPrecondition, InvalidArgument
+from ..interfaces import ProfileReader, Recommendations, VariantChooser
+from ..validation import check_count, check_id, check_known, check_text, shown
+from .channels import MESSAGE_CHANNELS, PARTS, check_parts
+from .context import MessageContext, Recipient, read_recipient
+from .delivery import EmailDelivery
+from .errors import NotAMessageChannel
+from .phones import PhoneIndex
+from .templates import TemplateCache
+from .unsubscribe import UnsubscribeTokens
+
+__all__ = ["Message", "Composer", "Verdict", "verdict_of", "PREVIEW_USER"]
+
+PREVIEW_USER = "tailor-preview-sample"
+"""Whose recommendations a sample-profile preview shows (no profile: the popular items)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the contact policy said of a decision (issue 15): send, when, where, or not."""
+
+    suppressed: bool = False
+    reason: str = ""
+    channel: str = ""
+    send_at: float = 0.0
+
+
+def verdict_of(choice, default_channel: str) -> Verdict:
+    """THE seam where the contact policy is honoured: a decision carrying `suppressed`,
+    `reason`, `channel`, `send_at` (ChooseVariant's result once issue 15 lands) is obeyed;
+    one without them is sent now on the campaign's channel."""
+    return Verdict(bool(getattr(choice, "suppressed", False)), getattr(choice, "reason", "") or "",
+                   getattr(choice, "channel", "") or default_channel,
+                   float(getattr(choice, "send_at", 0.0) or 0.0))
+
+
+@dataclass
+class Message:
+    campaign_id: str
+    channel: str
+    decision_id: str = ""
+    variant_id: str = ""
+    send_at: float = 0.0
+    suppressed: bool = False
+    reason: str = ""
+    holdout: bool = False
+    parts: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    unsubscribe_url: str = ""
+    sms: dict = field(default_factory=dict)
+    delivered: bool = False
+
+
+class Composer:
+    def __init__(self, settings: Settings, campaigns: VariantChooser, profiles: ProfileReader,
+                 recommender: Recommendations, tokens: UnsubscribeTokens,
+                 phones: PhoneIndex | None = None, delivery: EmailDelivery | None = None):
+        """`phones`: where SMS recipients' numbers are indexed (for STOP replies); `delivery`:
+        the adapter `deliver=True` hands messages to."""
+        self.delivery = delivery
+        self.settings, self.limits = settings, settings.limits
+        self.campaigns, self.profiles, self.tokens, self.phones = campaigns, profiles, tokens, phones
+        self.context = MessageContext(recommender, settings.limits)
+        self.templates = TemplateCache()
+
+    # -- links and headers ----------------------------------------------------------------------
+    @property
+    def public_base(self) -> str:
+        s = self.settings
+        if s.public_url:
+            return s.public_url.rstrip("/")
+        if s.public_http_port:
+            scheme = "https" if s.tls_cert is not None else "http"
+            return f"{scheme}://{s.host}:{s.public_http_port}"
+        raise FailedPrecondition("messages need unsubscribe links: set --public-url (or "
+                                 "--public-http-port)")
+
+    def unsubscribe_url(self, user_id: str, channel: str, campaign_id: str) -> str:
+        token = self.tokens.issue(user_id, channel, campaign_id)
+        return f"{self.public_base}/u/{quote(token, safe='.-_~')}"
+
+    def email_headers(self, decision_id: str, url: str) -> dict[str, str]:
+        """RFC 8058 one-click headers and a Message-ID fixed by the decision (a resend after a
+        crash carries the same id, so receivers can drop it)."""
+        targets = [f"<{url}>"]
+        if self.settings.unsubscribe_mailto:
+            token = url.rsplit("/", 1)[1]
+            targets.append(f"<mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe%20{token}>")
+        return {"List-Unsubscribe": ", ".join(targets),
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                "Message-ID": f"<{decision_id}@{self.settings.message_id_domain}>"}
+
+    # -- compose and preview --------------------------------------------------------------------
+    async def _campaign(self, campaign_id: str):
+        campaign = await self.campaigns.get(campaign_id)
+        if campaign.spec.channel not in MESSAGE_CHANNELS:
+            raise NotAMessageChannel(campaign_id, campaign.spec.channel)
+        return campaign
+
+    async def compose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
+                      deliver: bool = False) -> Message:
+        check_id("user_id", user_id, self.limits.id_bytes)
+        campaign = await self._campaign(campaign_id)
+        choice = await self.campaigns.choose(campaign_id, user_id, context)
+        verdict = verdict_of(choice, campaign.spec.channel)
+        out = Message(campaign_id, verdict.channel, choice.decision_id, choice.variant_id,
+                      verdict.send_at, verdict.suppressed, verdict.reason, choice.arm < 0)
+        if out.suppressed or out.holdout:
+            out.variant_id = ""
+            return out
+        if all(v.id != choice.variant_id for v in campaign.spec.variants):
+            campaign = await self._campaign(campaign_id)  # a variant appended meanwhile
+        recipient = await read_recipient(self.profiles, user_id)
+        await self._render(out, campaign, recipient, user_id)
+        phone = recipient.attributes.get("phone")
+        if out.channel == "sms" and phone and self.phones is not None:
+            await asyncio.to_thread(self.phones.remember, user_id, phone)
+        if deliver:
+            if self.delivery is None:
+                raise FailedPrecondition("deliver: this server has no delivery adapter")
+            out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes)
+        return out
+
+    async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",
+                      attributes: Mapping[str, str] | None = None,
+                      interests: Sequence[str] = (), channel: str = "") -> Message:
+        campaign = await self._campaign(campaign_id)
+        spec = campaign.spec
+        channel = channel or spec.channel
+        check_known("channel", channel, spec.message_channels)
+        if variant_id and variant_id not in {v.id for v in spec.variants}:
+            raise InvalidArgument("variant_id", f"{shown(variant_id)} is not a variant of "
+                                  f"campaign {campaign_id!r}")
+        out = Message(campaign_id, channel, variant_id=variant_id or spec.variants[0].id)
+        if user_id:
+            check_id("user_id", user_id, self.limits.id_bytes)
+            recipient = await read_recipient(self.profiles, user_id)
+        else:
+            check_count("sample_interests", len(interests), self.limits.preview_attributes)
+            recipient = Recipient(PREVIEW_USER, self._sample(attributes or {}),
+                                  tuple(check_text("sample_interests", i, 256) for i in interests))
+        await self._render(out, campaign, recipient, user_id)
+        return out
+
+    def _sample(self, attributes: Mapping[str, str]) -> dict[str, str]:
+        lim = self.limits
+        check_count("sample_attributes", len(attributes), lim.preview_attributes)
+        for k, v in attributes.items():
+            check_text("sample_attributes key", k, lim.attribute_key_chars)
+            if len(v) > lim.attribute_value_chars:  # the value is not echoed: it may be PII
+                raise InvalidArgument(f"sample_attributes[{shown(k)}]", f"{len(v)} characters, "
+                                      f"at most {lim.attribute_value_chars}")
+        return dict(attributes)
+
+    async def _render(self, out: Message, campaign, recipient: Recipient, user_id: str) -> None:
+        spec = campaign.spec
+        variant = next(v for v in spec.variants if v.id == out.variant_id)
+        compiled = self.templates.get(spec.campaign_id, campaign.revision,
+                                      [(v.id, v.content) for v in spec.variants],
+                                      spec.message_channels)
+        if out.channel in ("email", "sms"):
+            out.unsubscribe_url = (self.unsubscribe_url(user_id, out.channel, spec.campaign_id)
+                                   if user_id else f"{self.public_base}/u/preview")
+        ctx = self.context.build(recipient, channel=out.channel, campaign=spec, variant=variant,
+                                 unsubscribe_url=out.unsubscribe_url)
+        rendered = await compiled.render(variant.id, ctx)
+        out.parts = {p: rendered[p] for p in PARTS[out.channel] if p in rendered}
+        out.sms = check_parts(variant.id, out.channel, out.parts, self.limits)
+        if out.channel == "email":
+            out.headers = self.email_headers(out.decision_id or "preview", out.unsubscribe_url)

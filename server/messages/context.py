@@ -1,0 +1,107 @@
+"""The template context of one message: who it is for and what it may show.
+
+    profile            the user's attributes ({} for a user without a profile)
+    first_name, ...    `templates.ATTRIBUTE_NAMES`, by bare name where the user has them
+    interests          category names, strongest first, from the profile's decayed affinities
+    content            the variant's content (every key, templates included, as written)
+    campaign           {"id", "name", "channel", "variant_id"}
+    channel            the channel the message goes out on
+    unsubscribe_url    the one-click unsubscribe link ("" in previews without a user)
+    recommend(k=4, category=None)
+                       items picked for the user by the Recommend pipeline (seen items and
+                       earlier calls' items excluded): dicts with item_id, title, url, price,
+                       image, category
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import Limits
+from ..errors import InvalidArgument, NotFound
+from ..interfaces import ProfileReader, Recommendations
+from ..recommend import RecQuery
+from .templates import ATTRIBUTE_NAMES
+
+__all__ = ["Recipient", "MessageContext", "read_recipient", "top_interests"]
+
+INTERESTS = 3
+"""How many categories `interests` lists at most."""
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the context needs of one user (`attributes` hold PII: never log them)."""
+
+    user_id: str
+    attributes: Mapping[str, str]
+    interests: tuple[str, ...]
+
+
+def top_interests(view, most: int = INTERESTS) -> tuple[str, ...]:
+    """Category names by affinity under the longest half-life, strongest first (> 0 only)."""
+    if view.features is None:
+        return ()
+    affinity = np.asarray(view.features["category_affinity"])[-1]
+    order = np.argsort(-affinity, kind="stable")[:most]
+    return tuple(view.category_names.get(int(c), f"code:{int(c)}") for c in order
+                 if affinity[c] > 0)
+
+
+async def read_recipient(profiles: ProfileReader, user_id: str) -> Recipient:
+    """The user's attributes and interests; an unknown user has neither."""
+    try:
+        view = await profiles.get(user_id)
+    except NotFound:
+        return Recipient(user_id, {}, ())
+    return Recipient(user_id, dict(view.attributes), top_interests(view))
+
+
+class MessageContext:
+    """Builds the mapping a template renders with; `recommend` calls run the pipeline."""
+
+    def __init__(self, recommender: Recommendations, limits: Limits):
+        self.recommender = recommender
+        self.limits = limits
+
+    def build(self, recipient: Recipient, *, channel: str, campaign, variant,
+              unsubscribe_url: str = "", rec_user: str | None = None) -> dict:
+        """`rec_user`: whose recommendations (default the recipient; previews of a sample
+        profile pass an id no profile has, which gets the popular items)."""
+        ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
+               if name in recipient.attributes}
+        ctx.update(profile=dict(recipient.attributes), interests=list(recipient.interests),
+                   content=dict(variant.content) if variant else {}, channel=channel,
+                   campaign={"id": campaign.campaign_id, "name": campaign.name,
+                             "channel": campaign.channel, "variant_id": variant.id if variant else ""},
+                   unsubscribe_url=unsubscribe_url,
+                   recommend=self._helper(rec_user or recipient.user_id, channel))
+        return ctx
+
+    def _helper(self, user_id: str, channel: str):
+        shown: list[str] = []  # items of earlier calls in this message are not repeated
+
+        async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
+            if not isinstance(k, int) or not 1 <= k <= self.limits.message_recommend_k:
+                raise InvalidArgument("recommend(k)", f"k must be an int in [1, "
+                                      f"{self.limits.message_recommend_k}]")
+            query = RecQuery(user_id=user_id, k=k, channel=channel,
+                             categories=(category,) if category else (),
+                             exclude_item_ids=tuple(shown))
+            items = _items(await self.recommender.recommend(query))
+            shown.extend(i["item_id"] for i in items)
+            return items
+        return recommend
+
+
+def _items(result) -> list[dict]:
+    """The result's rows as the dicts templates see (image "" when the bundle has none)."""
+    items, rows = result.bundle.items, result.rows
+    images = items["images"][rows].tolist() if "images" in items else [""] * len(rows)
+    return [{"item_id": i, "title": t, "url": u, "price": round(p, 2), "image": im, "category": c}
+            for i, t, u, p, im, c in zip(
+                items["item_ids"][rows].tolist(), items["titles"][rows].tolist(),
+                items["urls"][rows].tolist(), items["price"][rows].tolist(), images,
+                items["category_names"][items["category"][rows]].tolist())]

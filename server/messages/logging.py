@@ -1,0 +1,4 @@
+"""Logger of the messages package."""
+import logging
+
+logger = logging.getLogger("tailor.messages")

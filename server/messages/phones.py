@@ -1,0 +1,97 @@
+"""Which user a phone number belongs to, for replies (STOP/START) to the SMS we sent.
+
+Choice: an index of the numbers SMS were composed for, written by `Composer` when it composes
+an SMS (one read, and a write only when the user's number is new or changed). A reply can only
+come from a number we texted, so this covers every STOP we can receive, keeps the profiles
+domain's write path unchanged, and needs no backfill of existing profiles. Numbers are stored
+only as keyed hashes (HMAC-SHA256 under a key derived from the `unsubscribe` keyring, key id
+in the digest: `kid.hex`); lookups try every key of the ring, so a rotation keeps old entries
+usable. Erasing a profile drops its entry (`erase_user`, a `UserEraser`).
+
+Numbers are compared in a plain E.164-like form: punctuation and spaces dropped, a leading
+"00" read as "+". (The contact-consent branch's `server.contact.addresses` normalizes
+properly; switch to it once merged.)
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+from ..security.secrets import Keyring
+from ..store import Store
+from ..store.keys import phone_key, phone_user_key
+
+__all__ = ["normalize_phone", "PhoneIndex"]
+
+_PUNCTUATION = re.compile(r"[\s().\-/]")
+_NUMBER = re.compile(r"\+?[0-9]{6,15}")
+
+
+def normalize_phone(text: str) -> str | None:
+    """The number as `+digits` (or bare digits without a country prefix); None if not one."""
+    raw = _PUNCTUATION.sub("", text or "")
+    if raw.startswith("00"):
+        raw = "+" + raw[2:]
+    return raw if _NUMBER.fullmatch(raw) else None
+
+
+class PhoneIndex:
+    """Keyed-hash phone number -> user id, in the `meta` table (`server.store.keys`).
+
+    Writes are one `Store.write` transaction each (read-compare-write inside it, so two workers
+    racing for one user agree); reads use one read snapshot.
+    """
+
+    def __init__(self, store: Store, ring: Keyring):
+        self.store = store
+        self._meta = store.table("meta")
+        self._keys = [(kid, hmac.new(key, b"sms/phone", hashlib.sha256).digest())
+                      for kid, key in ring.keys]
+
+    def _digests(self, phone: str) -> list[str]:
+        """The number's digest under each key, the signing key's first."""
+        raw = phone.encode()
+        return [f"{kid}.{hmac.new(key, raw, hashlib.sha256).hexdigest()}" for kid, key in self._keys]
+
+    def remember(self, user_id: str, phone: str) -> bool:
+        """Index `phone` for `user_id` (replacing the user's previous number); True if written."""
+        number = normalize_phone(phone)
+        if number is None:
+            return False
+        digest = self._digests(number)[0]
+        if self.store.get("meta", phone_user_key(user_id)) == digest.encode():
+            return False  # the common case: known already, no write
+
+        def fn(txn):
+            old = self._meta.get(txn, phone_user_key(user_id))
+            if old is not None and old != digest.encode():
+                self._drop(txn, user_id, old.decode())
+            self._meta.put(txn, phone_key(digest), user_id.encode())
+            self._meta.put(txn, phone_user_key(user_id), digest.encode())
+        self.store.write(fn)
+        return True
+
+    def lookup(self, phone: str) -> str | None:
+        number = normalize_phone(phone)
+        if number is None:
+            return None
+        with self.store.read() as txn:
+            for digest in self._digests(number):
+                user = self._meta.get(txn, phone_key(digest))
+                if user is not None:
+                    return bytes(user).decode()
+        return None
+
+    def _drop(self, txn, user_id: str, digest: str) -> int:
+        key = phone_key(digest)
+        mine = self._meta.get(txn, key)
+        return int(mine is not None and bytes(mine) == user_id.encode() and self._meta.delete(txn, key))
+
+    def erase_user(self, txn, user_id: str) -> int:
+        """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""
+        old = self._meta.get(txn, phone_user_key(user_id))
+        if old is None:
+            return 0
+        removed = self._drop(txn, user_id, bytes(old).decode())
+        return removed + int(self._meta.delete(txn, phone_user_key(user_id)))

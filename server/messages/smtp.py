@@ -1,0 +1,117 @@
+"""Email delivery over SMTP (aiosmtplib): one reused connection, STARTTLS or implicit TLS.
+
+`build_email` turns a composed `Message` into a multipart/alternative MIME message (text, then
+HTML: the last part is the preferred one) with the composed headers (Message-ID,
+List-Unsubscribe, List-Unsubscribe-Post). `SmtpSender` keeps one authenticated connection open
+between sends (a lock orders them on it) and reconnects once when the server dropped it.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate
+from html import escape
+
+import aiosmtplib
+
+from ..errors import Unavailable
+from .logging import logger
+
+__all__ = ["SmtpSender", "build_email", "SmtpConfig"]
+
+
+class SmtpConfig:
+    """What `Settings` says about the relay (`smtp_*`)."""
+
+    def __init__(self, host: str, port: int, security: str = "starttls", username: str = "",
+                 password: str = "", sender: str = "", timeout: float = 10.0,
+                 ca_file: str | None = None):
+        if security not in ("starttls", "tls", "none"):
+            raise ValueError(f"smtp_security must be starttls, tls or none, not {security!r}")
+        self.host, self.port, self.security = host, port, security
+        self.username, self.password, self.sender, self.timeout = username, password, sender, timeout
+        self.ca_file = ca_file
+
+    @classmethod
+    def from_settings(cls, s) -> SmtpConfig | None:
+        if not s.smtp_host:
+            return None
+        return cls(s.smtp_host, s.smtp_port, s.smtp_security, s.smtp_username, s.smtp_password,
+                   s.smtp_from, s.smtp_timeout_seconds, str(s.smtp_ca_file) if s.smtp_ca_file else None)
+
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+def _with_preheader(html: str, preheader: str) -> str:
+    """The preheader as the hidden first text of the body (what inboxes show after the subject)."""
+    if not preheader:
+        return html
+    hidden = ('<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">'
+              f"{escape(preheader)}</div>")
+    at = html.lower().find("<body")
+    if at < 0:
+        return hidden + html
+    end = html.find(">", at) + 1
+    return html[:end] + hidden + html[end:]
+
+
+def build_email(message, to: str, sender: str) -> EmailMessage:
+    """multipart/alternative (text + HTML) with the composed headers."""
+    mail = EmailMessage()
+    mail["From"], mail["To"] = sender, to
+    mail["Subject"] = message.parts.get("subject", "")
+    mail["Date"] = formatdate(localtime=False)
+    for name, value in message.headers.items():
+        mail[name] = value
+    mail.set_content(message.parts.get("text", ""))
+    if message.parts.get("html"):
+        mail.add_alternative(_with_preheader(message.parts["html"], message.parts.get("preheader", "")),
+                             subtype="html")
+    return mail
+
+
+class SmtpSender:
+    def __init__(self, config: SmtpConfig):
+        self.config = config
+        self._client: aiosmtplib.SMTP | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        c = self.config
+        client = aiosmtplib.SMTP(
+            hostname=c.host, port=c.port, timeout=c.timeout, use_tls=c.security == "tls",
+            start_tls=c.security == "starttls",
+            tls_context=c.tls_context() if c.security != "none" else None)
+        await client.connect()
+        if c.username:
+            await client.login(c.username, c.password)
+        return client
+
+    async def send(self, mail: EmailMessage) -> None:
+        """Send on the open connection (opened on first use, reopened once if dropped)."""
+        async with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._client is None or not self._client.is_connected:
+                        self._client = await self._connect()
+                    await self._client.send_message(mail)
+                    return
+                except aiosmtplib.SMTPServerDisconnected:
+                    self._client = None
+                    if attempt == 2:
+                        raise Unavailable("SMTP relay closed the connection twice") from None
+                except (aiosmtplib.SMTPException, OSError) as err:
+                    self._client = None
+                    logger.warning("SMTP send failed: %s", type(err).__name__)
+                    raise Unavailable(f"SMTP relay refused or failed: {type(err).__name__}") from None
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._client is not None and self._client.is_connected:
+                try:
+                    await self._client.quit()
+                except aiosmtplib.SMTPException:
+                    self._client.close()
+            self._client = None

@@ -1,0 +1,143 @@
+"""Variant parts as Jinja2 templates: compiled and checked once per campaign revision, rendered
+per message.
+
+Templates run in Jinja2's `SandboxedEnvironment` (no attribute of Python internals, ranges
+capped) with `StrictUndefined`: a variable the context lacks is an error, never an empty string
+(`{{ first_name | default("there") }}` gives a fallback). HTML parts are autoescaped. Rendering is
+async, so the context's `recommend(...)` helper (a coroutine) is awaited where a template calls it.
+
+Checks at CreateCampaign/UpdateCampaign (`check_variants`): every part of the campaign's channels
+must compile and may only name variables the context defines (`CONTEXT_NAMES`); a failure is
+INVALID_ARGUMENT naming variant, part and line.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import SandboxedEnvironment
+
+from ..errors import TailorError
+from .channels import HTML_PARTS, MESSAGE_CHANNELS, PARTS
+from .errors import RenderFailed, TemplateInvalid
+
+__all__ = ["CONTEXT_NAMES", "ATTRIBUTE_NAMES", "CompiledCampaign", "TemplateCache",
+           "check_variants", "compile_variants", "template_parts"]
+
+ATTRIBUTE_NAMES = ("first_name", "last_name", "name", "city", "country", "language")
+"""Profile attributes also reachable by their bare name (`{{ first_name }}`); any attribute is
+`profile.<key>`. A user without one leaves it undefined: give templates a `default`."""
+CONTEXT_NAMES = frozenset({"profile", "interests", "content", "campaign", "recommend", "channel",
+                           "unsubscribe_url", *ATTRIBUTE_NAMES})
+"""Every top-level name a template may use (`server.messages.context` fills them)."""
+
+_TEXT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, enable_async=True)
+_HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, enable_async=True)
+
+
+def _env(part: str) -> SandboxedEnvironment:
+    return _HTML if part in HTML_PARTS else _TEXT
+
+
+def template_parts(channels: Iterable[str]) -> tuple[str, ...]:
+    """The content keys that are templates for a campaign on these channels."""
+    out: list[str] = []
+    for channel in channels:
+        out += [p for p in PARTS.get(channel, ()) if p not in out]
+    return tuple(out)
+
+
+def _unknown_name(ast: nodes.Template) -> tuple[str, int] | None:
+    """(name, line) of the first variable the context does not define, or None."""
+    unknown = meta.find_undeclared_variables(ast) - CONTEXT_NAMES
+    if not unknown:
+        return None
+    found = [(n.lineno, n.name) for n in ast.find_all(nodes.Name) if n.name in unknown]
+    line, name = min(found) if found else (0, sorted(unknown)[0])
+    return name, line
+
+
+def _compile(i: int, variant_id: str, part: str, source: str):
+    env = _env(part)
+    try:
+        ast = env.parse(source)
+        unknown = _unknown_name(ast)
+        if unknown is not None:
+            name, line = unknown
+            raise TemplateInvalid(i, variant_id, part, line, f"unknown variable {name!r} (known: "
+                                  f"{', '.join(sorted(CONTEXT_NAMES))})")
+        return env.from_string(ast)
+    except TemplateSyntaxError as err:
+        raise TemplateInvalid(i, variant_id, part, err.lineno, err.message or "syntax error") \
+            from None
+
+
+@dataclass(frozen=True)
+class CompiledCampaign:
+    """Per variant id, its compiled parts."""
+
+    parts: Mapping[str, Mapping[str, object]]
+
+    async def render(self, variant_id: str, context: Mapping[str, object]) -> dict[str, str]:
+        """Every part of the variant rendered with `context` (RenderFailed names part and line)."""
+        out = {}
+        for part, template in self.parts.get(variant_id, {}).items():
+            try:
+                out[part] = await template.render_async(context)
+            except (TemplateError, TailorError) as err:  # recommend(): bad k or category
+                raise RenderFailed(variant_id, part, _template_line(err.__traceback__),
+                                   _problem(err)) from None
+        return out
+
+
+def _problem(err: Exception) -> str:
+    """The error without echoed values: Jinja names the variable ('x' is undefined)."""
+    message = getattr(err, "message", None) or str(err)
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+
+
+def _template_line(tb) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def compile_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
+                     channels: Iterable[str]) -> CompiledCampaign:
+    """Compile the template parts of `(variant id, content)` pairs; TemplateInvalid on the first
+    bad one. Parts the variant does not have are skipped (rendered as absent)."""
+    names = template_parts(channels)
+    compiled = {}
+    for i, (variant_id, content) in enumerate(variants):
+        compiled[variant_id] = {part: _compile(i, variant_id, part, content[part])
+                                for part in names if part in content}
+    return CompiledCampaign(compiled)
+
+
+def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
+                   channels: Iterable[str]) -> None:
+    """The creation-time check: raise TemplateInvalid unless every part compiles cleanly."""
+    channels = [c for c in channels if c in MESSAGE_CHANNELS]
+    if channels:
+        compile_variants(variants, channels)
+
+
+class TemplateCache:
+    """Compiled campaigns keyed by (campaign id, revision): an update makes a new entry."""
+
+    def __init__(self, capacity: int = 256):
+        self.capacity = capacity
+        self._compiled: dict[tuple[str, int], CompiledCampaign] = {}
+
+    def get(self, campaign_id: str, revision: int, variants, channels) -> CompiledCampaign:
+        key = (campaign_id, revision)
+        found = self._compiled.get(key)
+        if found is None:
+            if len(self._compiled) >= self.capacity:
+                self._compiled.pop(next(iter(self._compiled)))
+            found = self._compiled[key] = compile_variants(variants, channels)
+        return found

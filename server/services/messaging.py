@@ -1,0 +1,42 @@
+"""tailor.v1.MessagingService."""
+from __future__ import annotations
+
+from protos.tailor.v1 import messaging_pb2 as pb
+from protos.tailor.v1 import messaging_pb2_grpc as pb_grpc
+
+from ..errors import grpc_errors
+from ..messages.compose import Composer, Message
+
+__all__ = ["MessagingServicer", "MessageConverter"]
+
+
+class MessageConverter:
+    @staticmethod
+    def from_message(m: Message) -> pb.Message:
+        out = pb.Message(campaign_id=m.campaign_id, decision_id=m.decision_id,
+                         variant_id=m.variant_id, channel=m.channel, send_at=m.send_at,
+                         suppressed=m.suppressed, reason=m.reason, holdout=m.holdout,
+                         parts=m.parts, headers=m.headers, unsubscribe_url=m.unsubscribe_url,
+                         delivered=m.delivered)
+        if m.sms:
+            out.sms.CopyFrom(pb.SmsLength(encoding=m.sms["sms_encoding"], units=m.sms["sms_units"],
+                                          segments=m.sms["sms_segments"]))
+        return out
+
+
+class MessagingServicer(pb_grpc.MessagingServiceServicer):
+    def __init__(self, composer: Composer):
+        self.composer = composer
+
+    @grpc_errors
+    async def ComposeMessage(self, request: pb.ComposeMessageRequest, context) -> pb.Message:
+        message = await self.composer.compose(request.campaign_id, request.user_id,
+                                              request.context, request.deliver)
+        return MessageConverter.from_message(message)
+
+    @grpc_errors
+    async def PreviewMessage(self, request: pb.PreviewMessageRequest, context) -> pb.Message:
+        message = await self.composer.preview(
+            request.campaign_id, request.variant_id, request.user_id,
+            dict(request.sample_attributes), tuple(request.sample_interests), request.channel)
+        return MessageConverter.from_message(message)

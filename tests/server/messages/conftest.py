@@ -1,0 +1,73 @@
+"""A real server with the public endpoint's port set, a demo bundle, and helpers."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from tests.conftest import free_port
+
+SMS_SECRET = "provider-shared-secret"
+EMAIL_HTML = """<p>Hi {{ first_name | default('there') }},</p>
+<ul>{% for it in recommend(4, category=interests[0] if interests else none) %}
+<li data-item="{{ it.item_id }}"><a href="{{ it.url }}">{{ it.title }}</a>
+ {{ '%.2f' | format(it.price) }} <img src="{{ it.image }}"></li>{% endfor %}</ul>
+<a href="{{ unsubscribe_url }}">Unsubscribe</a>"""
+
+
+@pytest.fixture
+def settings(tmp_path, demo_bundle):
+    from server.config import Settings
+    return Settings(port=0, data_dir=tmp_path / "data", bundle=demo_bundle, grace_seconds=1.0,
+                    lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp_path / "secrets",
+                    public_http_port=free_port(), sms_webhook_secret=SMS_SECRET)
+
+
+@pytest.fixture
+def campaigns(channel):
+    return campaign_pb2_grpc.CampaignServiceStub(channel)
+
+
+@pytest.fixture
+def profiles(channel):
+    return profile_pb2_grpc.ProfileServiceStub(channel)
+
+
+@pytest.fixture
+def messaging(channel):
+    return messaging_pb2_grpc.MessagingServiceStub(channel)
+
+
+@pytest.fixture
+def catalog(demo_bundle) -> dict:
+    with np.load(demo_bundle / "items.npz") as npz:
+        items = {k: npz[k] for k in npz.files}
+    names = items["category_names"][items["category"]]
+    return {"ids": items["item_ids"].tolist(), "category": dict(zip(items["item_ids"].tolist(),
+                                                                    names.tolist())),
+            "images": dict(zip(items["item_ids"].tolist(), items["images"].tolist()))}
+
+
+def email_spec(cid="mail", **content) -> cpb.CampaignSpec:
+    content = {"subject": "Hi {{ first_name | default('there') }}", "html": EMAIL_HTML,
+               "text": "Hi {{ first_name | default('there') }}: {{ unsubscribe_url }}", **content}
+    return cpb.CampaignSpec(campaign_id=cid, channel="email", policy="fixed",
+                            variants=[cpb.Variant(id="v1", content=content)])
+
+
+async def interested_user(profiles, catalog, user: str, category: str, n: int = 6,
+                          first_name: str | None = None) -> list[str]:
+    """Give `user` views of `n` items of `category` (their top interest); returns the items."""
+    items = [i for i in catalog["ids"] if catalog["category"][i] == category][:n]
+    now = time.time()
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
+        ppb.Event(event_id=f"{user}-{k}", user_id=user, type="view", item_id=item,
+                  timestamp=now - 60 + k) for k, item in enumerate(items)]))
+    if first_name is not None:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"first_name": first_name}))
+    return items

@@ -1,0 +1,120 @@
+"""MessagingService against a real server: compose (decision + render + headers), preview,
+template errors refused at creation, channel limits."""
+import re
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+
+from .conftest import email_spec, interested_user
+
+
+async def test_a_template_error_is_refused_at_creation_naming_variant_part_and_line(campaigns):
+    spec = email_spec(html="<p>ok</p>\n{% for it in recommend(2) %}{{ coupon }}{% endfor %}")
+    with pytest.raises(grpc.RpcError) as err:
+        await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "variant 'v1', part 'html', line 2: unknown variable 'coupon'" in err.value.details()
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    bad = email_spec(subject="{% if %}")
+    with pytest.raises(grpc.RpcError) as err:
+        await campaigns.UpdateCampaign(cpb.UpdateCampaignRequest(spec=bad))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "part 'subject', line 1" in err.value.details()
+
+
+async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_category(
+        campaigns, profiles, messaging, catalog, settings):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    category = catalog["category"][catalog["ids"][0]]
+    viewed = await interested_user(profiles, catalog, "u1", category, first_name="<Zoë & Co>")
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u1"))
+    assert (msg.channel, msg.variant_id, msg.suppressed, msg.holdout) == ("email", "v1", False, False)
+    assert msg.parts["subject"] == "Hi <Zoë & Co>"           # text parts are not escaped
+    assert "<p>Hi &lt;Zoë &amp; Co&gt;,</p>" in msg.parts["html"]
+    items = re.findall(r'data-item="([^"]+)"', msg.parts["html"])
+    assert len(items) == 4 and len(set(items)) == 4
+    assert {catalog["category"][i] for i in items} == {category}
+    assert not set(items) & set(viewed)                        # seen items are excluded
+    assert f'<img src="{catalog["images"][items[0]]}">' in msg.parts["html"]
+    assert catalog["images"][items[0]].startswith("https://")
+    base = f"http://127.0.0.1:{settings.public_http_port}/u/"
+    assert msg.unsubscribe_url.startswith(base) and msg.unsubscribe_url in msg.parts["text"]
+    assert msg.headers["List-Unsubscribe"] == f"<{msg.unsubscribe_url}>"
+    assert msg.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.headers["Message-ID"] == f"<{msg.decision_id}@tailor.invalid>"
+    assert "u1" not in msg.unsubscribe_url.rsplit("/", 1)[1]
+    logged = [r async for r in campaigns.ExportDecisions(
+        cpb.ExportDecisionsRequest(campaign_id="mail", include_pending=True))]
+    assert [(r.decision_id, r.user_id) for r in logged] == [(msg.decision_id, "u1")]
+
+
+async def test_a_user_without_profile_gets_the_defaults_and_popular_items(campaigns, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                   user_id="nobody"))
+    assert msg.parts["subject"] == "Hi there"
+    assert len(re.findall(r'data-item="', msg.parts["html"])) == 4
+
+
+async def test_a_strict_variable_missing_for_this_user_is_failed_precondition(campaigns, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(
+        subject="Hi\n{{ first_name }}")))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="x"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "variant 'v1', part 'subject', line 2" in err.value.details()
+
+
+async def test_sms_segments_are_reported_and_a_long_sms_is_refused(campaigns, messaging):
+    text = "Hi {{ first_name | default('there') }} " + "x" * 150 + "{{ unsubscribe_url }}"
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": text})])))
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id="u"))
+    n = len(msg.parts["text"])
+    assert (msg.sms.encoding, msg.sms.units) == ("gsm7", n)
+    assert msg.sms.segments == -(-n // 153) and msg.headers == {}
+    long = cpb.CampaignSpec(campaign_id="sms2", channel="sms", policy="fixed", variants=[
+        cpb.Variant(id="s", content={"text": "ç" * 300})])  # UCS-2: 5 segments of 67 > 4
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=long))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms2", user_id="u"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "5 SMS segments (300 ucs2 units), at most 4" in err.value.details()
+
+
+async def test_preview_renders_a_sample_profile_and_logs_no_decision(campaigns, messaging, catalog):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    category = catalog["category"][catalog["ids"][-1]]
+    msg = await messaging.PreviewMessage(mpb.PreviewMessageRequest(
+        campaign_id="mail", sample_attributes={"first_name": "Ann"}, sample_interests=[category]))
+    assert msg.parts["subject"] == "Hi Ann" and msg.decision_id == ""
+    items = re.findall(r'data-item="([^"]+)"', msg.parts["html"])
+    assert len(items) == 4 and {catalog["category"][i] for i in items} == {category}
+    logged = [r async for r in campaigns.ExportDecisions(
+        cpb.ExportDecisionsRequest(campaign_id="mail", include_pending=True))]
+    assert logged == []
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.PreviewMessage(mpb.PreviewMessageRequest(campaign_id="mail",
+                                                                 variant_id="nope"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_holdout_and_web_campaigns(campaigns, messaging):
+    spec = email_spec()
+    spec.params["holdout"] = 0.99
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    for user in ("u0", "u1", "u2"):  # each is held out with probability 0.99 (a fixed hash)
+        msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                       user_id=user))
+        if msg.holdout:
+            break
+    assert msg.holdout and msg.decision_id and not msg.parts and not msg.variant_id
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="web", variants=[cpb.Variant(id="a")])))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="web", user_id="u"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -1,0 +1,71 @@
+"""STOP/START replies through the signed inbound webhook, against a real server."""
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from server.http.sms import sign
+from tests.conftest import store_mentions
+
+from .conftest import SMS_SECRET
+
+
+async def sms_consent(profiles, user):
+    got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
+    return got.consent["sms"].opted_in if "sms" in got.consent else None
+
+
+@pytest.fixture
+async def texted(campaigns, profiles, messaging):
+    """A user with a phone number who was composed an SMS (so their number is indexed)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": "Hi {{ first_name|default('') }}"})])))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="u-sms", attributes={"phone": "+44 (7700) 900-123"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="u-sms", channel="sms", opted_in=True,
+                                                    source="signup"))
+    await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id="u-sms"))
+    return "u-sms"
+
+
+async def reply(settings, sender: str, text: str, secret: str = SMS_SECRET) -> int:
+    body = urlencode({"From": sender, "Body": text}).encode()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound", data=body,
+                             headers={"Content-Type": "application/x-www-form-urlencoded",
+                                      "X-Tailor-Signature": sign(secret, body)}) as res:
+            return res.status
+
+
+async def test_stop_and_start_replies_change_sms_consent(texted, profiles, settings):
+    assert await reply(settings, "004477009001 23", "stop please") == 200
+    assert await sms_consent(profiles, texted) is False
+    assert await reply(settings, "+447700900123", "START") == 200
+    assert await sms_consent(profiles, texted) is True
+    assert await reply(settings, "+447700900123", "hello") == 200  # not a keyword: ignored
+    assert await sms_consent(profiles, texted) is True
+
+
+async def test_an_unsigned_or_wrongly_signed_reply_changes_nothing(texted, profiles, settings):
+    assert await reply(settings, "+447700900123", "STOP", secret="guess") == 401
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound",
+                             data={"From": "+447700900123", "Body": "STOP"}) as res:
+            assert res.status == 401
+    assert await sms_consent(profiles, texted) is True
+
+
+async def test_the_index_holds_no_number_and_goes_with_the_profile(texted, profiles, settings,
+                                                                   tailor_server):
+    assert store_mentions(tailor_server.store, b"7700900123") == []  # no normalized number
+    hits = store_mentions(tailor_server.store, b"900-123")
+    assert [t for t, _ in hits] == ["profiles"]  # the attribute itself, nothing else
+    assert [t for t, _ in store_mentions(tailor_server.store, texted.encode())].count("meta") == 2
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))
+    assert store_mentions(tailor_server.store, texted.encode()) == []
+    assert await reply(settings, "+447700900123", "STOP") == 200  # unknown now: nothing happens
+    assert store_mentions(tailor_server.store, texted.encode()) == []

@@ -1,0 +1,57 @@
+"""Templates: checked at creation (variant, part, line), sandboxed, escaped, strict."""
+import pytest
+
+from server.messages.errors import RenderFailed, TemplateInvalid
+from server.messages.templates import TemplateCache, check_variants, compile_variants
+
+
+def test_a_syntax_error_names_variant_part_and_line():
+    content = {"subject": "Hi", "html": "<p>ok</p>\n<p>{{ first_name | default('x') }</p>"}
+    with pytest.raises(TemplateInvalid) as err:
+        check_variants([("a", {"subject": "ok"}), ("b", content)], ["email"])
+    assert err.value.field == "variants[1].content['html']"
+    assert "variant 'b', part 'html', line 2" in str(err.value)
+
+
+def test_an_unknown_variable_names_its_line():
+    with pytest.raises(TemplateInvalid, match=r"part 'text', line 3: unknown variable 'coupon'"):
+        check_variants([("a", {"text": "a\n{{ first_name | default('') }}\n{{ coupon }}"})], ["sms"])
+
+
+def test_locals_and_attributes_of_known_names_are_not_unknown():
+    check_variants([("a", {"text": "{% set n = 2 %}{% for it in recommend(n) %}{{ it.title }}"
+                                   "{{ loop.index }}{% endfor %}{{ profile.anything }}"})], ["sms"])
+
+
+def test_parts_of_other_channels_and_web_campaigns_are_plain_data():
+    check_variants([("a", {"html": "{{ nope }}", "text": "fine"})], ["sms"])
+    check_variants([("a", {"title": "{{ nope"})], ["web"])
+
+
+async def test_html_is_escaped_text_is_not_and_defaults_apply():
+    compiled = compile_variants([("a", {"html": "<p>Hi {{ first_name }}</p>",
+                                        "text": "Hi {{ first_name }}",
+                                        "subject": "{{ last_name | default('friend') }}"})], ["email"])
+    out = await compiled.render("a", {"first_name": "<Ann & Bob>"})
+    assert out == {"html": "<p>Hi &lt;Ann &amp; Bob&gt;</p>", "text": "Hi <Ann & Bob>",
+                   "subject": "friend"}
+
+
+async def test_a_missing_variable_fails_at_render_naming_part_and_line():
+    compiled = compile_variants([("a", {"text": "line one\nHi {{ first_name }}"})], ["sms"])
+    with pytest.raises(RenderFailed, match=r"variant 'a', part 'text', line 2: .*'first_name'"):
+        await compiled.render("a", {})
+
+
+async def test_the_sandbox_refuses_python_internals():
+    compiled = compile_variants([("a", {"text": "{{ content.__class__.__mro__ }}"})], ["sms"])
+    with pytest.raises(RenderFailed, match="SecurityError"):
+        await compiled.render("a", {"content": {}})
+
+
+def test_the_cache_compiles_once_per_revision():
+    cache = TemplateCache(capacity=2)
+    v1 = [("a", {"text": "one"})]
+    first = cache.get("c", 1, v1, ["sms"])
+    assert cache.get("c", 1, [("a", {"text": "{{ ignored"})], ["sms"]) is first
+    assert cache.get("c", 2, v1, ["sms"]) is not first

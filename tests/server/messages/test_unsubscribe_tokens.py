@@ -1,0 +1,45 @@
+"""Unsubscribe tokens: sealed (no user id in clear), signed with a key id, rotation-safe."""
+import base64
+
+import pytest
+
+from server.messages.unsubscribe import BadToken, Unsubscribe, UnsubscribeTokens
+from server.security.secrets import Keyring
+
+
+@pytest.fixture
+def ring() -> Keyring:
+    return Keyring.generate("unsubscribe", "k1")
+
+
+def test_a_token_names_user_channel_and_campaign_and_hides_them(ring):
+    tokens = UnsubscribeTokens(ring)
+    token = tokens.issue("alice@example.com", "email", "spring-sale")
+    assert tokens.read(token) == Unsubscribe("alice@example.com", "email", "spring-sale")
+    assert token.endswith(".k1") and token.startswith("1.")
+    body = base64.urlsafe_b64decode(token.split(".")[1] + "==")
+    for clear in (b"alice", b"example", b"spring", b"email"):
+        assert clear not in body and clear.decode() not in token
+    assert tokens.issue("alice@example.com", "email", "spring-sale") == token  # deterministic
+    assert tokens.issue("alice@example.com", "sms", "spring-sale") != token
+
+
+def test_forged_truncated_or_foreign_tokens_do_not_verify(ring):
+    tokens = UnsubscribeTokens(ring)
+    token = tokens.issue("u1", "email", "c")
+    version, body, tag, kid = token.split(".")
+    flipped = body[:5] + ("A" if body[5] != "A" else "B") + body[6:]
+    for bad in (f"{version}.{flipped}.{tag}.{kid}", token[:-1], token[:20], "", "x" * 5000,
+                f"2.{body}.{tag}.{kid}", f"{version}.{body}.{tag}.k2",
+                UnsubscribeTokens(Keyring.generate("unsubscribe", "k1")).issue("u1", "email", "c")):
+        with pytest.raises(BadToken):
+            tokens.read(bad)
+
+
+def test_tokens_of_a_rotated_key_keep_verifying_until_it_is_dropped(ring):
+    old = UnsubscribeTokens(ring).issue("u1", "sms", "c")
+    rotated = ring.rotated("k2")
+    assert UnsubscribeTokens(rotated).read(old).user_id == "u1"
+    assert UnsubscribeTokens(rotated).issue("u1", "sms", "c").endswith(".k2")
+    with pytest.raises(BadToken):
+        UnsubscribeTokens(Keyring("unsubscribe", rotated.keys[:1])).read(old)

@@ -1,0 +1,55 @@
+"""The one seam where the contact policy's verdict is honoured (issue 15's ChooseVariant
+result carries suppressed, reason, channel, send_at)."""
+from dataclasses import dataclass
+
+from server.campaigns import Campaign, CampaignSpec, Variant
+from server.config import Settings
+from server.messages.compose import Composer, Verdict, verdict_of
+from server.messages.unsubscribe import UnsubscribeTokens
+from server.security.secrets import Keyring
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    """ChooseVariant's result as the contact-decide branch shapes it."""
+
+    decision_id: str
+    arm: int
+    propensity: float
+    variant_id: str
+    content: dict
+    suppressed: bool = False
+    reason: str = ""
+    channel: str = ""
+    send_at: float = 0.0
+
+
+class Decided:
+    """A campaigns domain that answers one fixed decision (the contact policy's verdict)."""
+
+    def __init__(self, choice):
+        self.choice = choice
+        self.campaign = Campaign(CampaignSpec("c", channel="email", policy="fixed", variants=(
+            Variant("v", {"subject": "{{ first_name }}"}),)))  # would fail to render: no name
+
+    async def get(self, campaign_id):
+        return self.campaign
+
+    async def choose(self, campaign_id, user_id, context):
+        return self.choice
+
+
+def test_a_decision_without_a_verdict_is_sent_now_on_the_campaigns_channel():
+    assert verdict_of(object(), "email") == Verdict(False, "", "email", 0.0)
+    got = verdict_of(PolicyChoice("d", 0, 1.0, "v", {}, False, "", "sms", 1.7e9), "email")
+    assert got == Verdict(False, "", "sms", 1.7e9)
+
+
+async def test_a_suppressed_decision_comes_back_with_its_reason_and_nothing_rendered():
+    composer = Composer(Settings(public_url="https://t.example"),
+                        Decided(PolicyChoice("d1", 0, 1.0, "v", {}, True, "no_consent", "email")),
+                        profiles=None, recommender=None,
+                        tokens=UnsubscribeTokens(Keyring.generate("unsubscribe")))
+    msg = await composer.compose("c", "u", {})
+    assert (msg.suppressed, msg.reason, msg.decision_id) == (True, "no_consent", "d1")
+    assert msg.parts == {} and msg.headers == {} and msg.variant_id == ""
