@@ -43,7 +43,7 @@ async def test_each_kind_goes_after_its_own_retention_and_features_stay(tailor_s
         ev("c1", "click", now - DAY), ev("v-old", "view", now - 3 * DAY)]))
     assert reply.accepted == 3 and "2-day retention" in reply.rejected[0].reason  # the view's own
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
-        campaign_id="r", channel="email", policy="bernoulli_ts", reward_window_seconds=3600,
+        campaign_id="r", channel="push", policy="bernoulli_ts", reward_window_seconds=3600,
         variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])))
     choice = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="r", user_id="rita"))
     await campaigns.ReportReward(cpb.ReportRewardRequest(decision_id=choice.decision_id, reward=1.0))
