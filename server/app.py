@@ -23,12 +23,13 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
-from .metrics import MetricsInterceptor
+from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .recommend import Recommender
+from .rpc import RpcInterceptor
 from .security.audit import AuditLog
 from .security.guard import AuthGuard
 from .security.pii import PiiPolicy
@@ -127,7 +128,8 @@ class TailorServer:
         self._build_domain()
         await self.registry.start()
         await self.campaigns.start()
-        server = grpc.aio.server(interceptors=[self.auth.interceptor, MetricsInterceptor()],
+        # Outermost first: every call is counted and timed, refused ones too.
+        server = grpc.aio.server(interceptors=[RpcInterceptor(), self.auth.interceptor],
                                  options=self._options())
         names = register_services(server, self._servicers())
         self.health = health.aio.HealthServicer()
@@ -154,6 +156,7 @@ class TailorServer:
         self._server = server
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
+        self._store_reporter = asyncio.create_task(self._report_store())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
 
@@ -181,6 +184,15 @@ class TailorServer:
                 logger.exception("retention sweep failed")
             await asyncio.sleep(self.settings.retention_sweep_seconds)
 
+    async def _report_store(self) -> None:
+        """Refresh the LMDB size gauges (`tailor_store_*_bytes`) every few seconds."""
+        while True:
+            try:
+                report_store(**self.store.usage())
+            except Exception:  # keep serving; say why
+                logger.exception("reading the store's size failed")
+            await asyncio.sleep(self.settings.store_metrics_seconds)
+
     async def wait(self) -> None:
         await self._server.wait_for_termination()
 
@@ -190,6 +202,7 @@ class TailorServer:
         await self.health.enter_graceful_shutdown()
         self._sweeper.cancel()
         self._campaign_sweeper.cancel()
+        self._store_reporter.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.campaigns.close()
         await self.recommender.close()

@@ -184,6 +184,8 @@ class Settings(BaseSettings):
     """Bundle versions kept on disk (the active one and rollback targets)."""
     grace_seconds: float = 5.0
     """How long in-flight calls may finish at shutdown."""
+    store_metrics_seconds: float = Field(5.0, gt=0)
+    """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
     # -- security (issue 14) ---------------------------------------------------------------------
     auth_config: Path | None = None

@@ -21,6 +21,7 @@ import numpy as np
 from kernels import bandits as B
 from kernels.bandit_stats import campaign_stats
 
+from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
 from ..config import DEFAULT_LIMITS, Limits
 from ..ids import RandomIds
@@ -198,6 +199,7 @@ class Campaigns:
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
             0, variant.id if variant else "", PENDING, now + spec.reward_window_seconds,
             spec.dim > 0)))
+        metrics.CAMPAIGN_DECISIONS.labels(campaign_id, "variant" if variant else "holdout").inc()
         return Choice(decision_id, decision.arm, decision.propensity,
                       variant.id if variant else "", dict(variant.content) if variant else {})
 

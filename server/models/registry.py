@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .. import metrics
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
 from ..store import Store
@@ -129,7 +130,9 @@ class ModelRegistry:
     async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
         """Swap an already validated bundle in (one reference assignment)."""
         async with self._swap_lock:
-            self._active = bundle
+            previous, self._active = self._active, bundle
+            metrics.report_model(bundle.version, _format(bundle),
+                                 previous and previous.version, previous and _format(previous))
             if record:
                 self._record(bundle.version)
             self._report_loaded(bundle.version)
@@ -197,6 +200,10 @@ class ModelRegistry:
         for version in versions[self.settings.bundles_kept:]:
             if version not in keep:
                 shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+
+
+def _format(bundle: Bundle) -> str:
+    return str(bundle.manifest.raw.get("format", ""))
 
 
 def _alive(pid: int) -> bool:
