@@ -128,9 +128,9 @@ class TailorServer:
         self._build_domain()
         await self.registry.start()
         await self.campaigns.start()
-        # Outermost first: every call is counted and timed, refused ones too.
-        server = grpc.aio.server(interceptors=[RpcInterceptor(), self.auth.interceptor],
-                                 options=self._options())
+        # Outermost first: every call is identified, counted and timed, refused ones too.
+        interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
+        server = grpc.aio.server(interceptors=interceptors, options=self._options())
         names = register_services(server, self._servicers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,6 +111,14 @@ class Settings(BaseSettings):
     """A bundle directory to serve at start (copied under data_dir/bundles if it is elsewhere)."""
     workers: int = Field(1, ge=1, le=64)
     """Server processes sharing the port (SO_REUSEPORT)."""
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line (ts, level, logger, message, pid, request_id, trace_id,
+    parent_id, exc); `text`: a plain line with the request id in brackets."""
+    log_level: str = "INFO"
+    """Level of the root logger (DEBUG, INFO, WARNING, ...)."""
+    access_log: bool = False
+    """Log one line per RPC on `tailor.access`: method, status code and milliseconds (with the
+    request id and trace of the call, like every line logged during it)."""
     metrics_port: int | None = None
     """HTTP port for Prometheus metrics, on `host`; None disables the endpoint. Served over
     HTTPS with the gRPC port's certificate (and client CA) when TLS is on."""

@@ -44,14 +44,16 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
 
 
 def _worker_main(settings: Settings, all_up) -> None:
-    configure_logging()
+    configure_logging(settings.log_format, settings.log_level)
     asyncio.run(_serve_one(settings, all_up))
 
 
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker)."""
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until handled; spawned workers inherit it
-    configure_logging()
+    # Inherited by the spawned workers and their writer processes, which log the same way.
+    os.environ.update(TAILOR_LOG_FORMAT=settings.log_format, TAILOR_LOG_LEVEL=settings.log_level)
+    configure_logging(settings.log_format, settings.log_level)
     warning = check_exposure(settings)  # an exposed bind without TLS and auth stops here
     if warning:
         logger.warning(warning)
