@@ -65,10 +65,27 @@ class TailorServer:
         self.tls: ServerTls | None = None
 
     def _options(self) -> list[tuple[str, int]]:
-        size = self.settings.grpc_max_message_bytes
-        return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
-                ("grpc.so_reuseport", 1 if self.settings.workers > 1 else 0),
-                ("grpc.http2.max_pings_without_data", 0)]
+        """grpc.aio.server options from Settings (message sizes, keepalive, connection age)."""
+        s = self.settings
+
+        def ms(seconds: float) -> int:
+            return int(seconds * 1000)
+        options = [("grpc.max_receive_message_length", s.grpc_max_message_bytes),
+                   ("grpc.max_send_message_length", s.grpc_max_message_bytes),
+                   ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
+                   ("grpc.http2.max_pings_without_data", 0),
+                   ("grpc.keepalive_time_ms", ms(s.grpc_keepalive_seconds)),
+                   ("grpc.keepalive_timeout_ms", ms(s.grpc_keepalive_timeout_seconds)),
+                   ("grpc.keepalive_permit_without_calls", int(s.grpc_keepalive_permit_without_calls)),
+                   ("grpc.http2.min_ping_interval_without_data_ms",
+                    ms(s.grpc_min_ping_interval_seconds)),
+                   ("grpc.http2.max_ping_strikes", s.grpc_max_ping_strikes),
+                   ("grpc.max_concurrent_streams", s.grpc_max_concurrent_streams)]
+        if s.grpc_max_connection_age_seconds is not None:
+            options += [("grpc.max_connection_age_ms", ms(s.grpc_max_connection_age_seconds)),
+                        ("grpc.max_connection_age_grace_ms",
+                         ms(s.grpc_max_connection_age_grace_seconds))]
+        return options
 
     def _build_security(self) -> None:
         """Secrets first: log lines that name a user need the `user-id` key (`user_ref`)."""

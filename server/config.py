@@ -137,6 +137,29 @@ class Settings(BaseSettings):
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     """Transport limit per message (bundle chunks, large batches)."""
+    grpc_keepalive_seconds: float = Field(60.0, gt=0)
+    """How long a connection may stay silent before the server pings the client (a dead
+    peer is then found within `grpc_keepalive_timeout_seconds`)."""
+    grpc_keepalive_timeout_seconds: float = Field(20.0, gt=0)
+    """How long the server waits for the answer to its keepalive ping before closing."""
+    grpc_keepalive_permit_without_calls: bool = True
+    """Accept client keepalive pings on connections with no call in flight (pooled idle
+    connections behind a load balancer ping that way)."""
+    grpc_min_ping_interval_seconds: float = Field(1.0, ge=0)
+    """Shortest interval between client pings the server accepts; pings more frequent than this
+    count as strikes, and past `grpc_max_ping_strikes` the connection gets GOAWAY
+    `too_many_pings`. gRPC's own default is 300 s, which refuses a client pinging every 10 s."""
+    grpc_max_ping_strikes: int = Field(2, ge=0)
+    """Too-frequent pings tolerated before GOAWAY (0: any number)."""
+    grpc_max_connection_age_seconds: float | None = Field(300.0, gt=0)
+    """Connections older than this (±10% jitter) get GOAWAY and the client reconnects: with
+    several workers on one port (SO_REUSEPORT) and behind load balancers, long-lived connections
+    are spread again. None: connections live forever."""
+    grpc_max_connection_age_grace_seconds: float = Field(60.0, ge=0)
+    """How long calls in flight on a connection past its age may still finish (a long
+    PushBundle or export) before it is closed."""
+    grpc_max_concurrent_streams: int = Field(1000, ge=1)
+    """Most calls in flight on one connection; more wait for a free slot on the client."""
     limits: Limits = DEFAULT_LIMITS
     """Bounds on what one request may carry (see `Limits`)."""
 
