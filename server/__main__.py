@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
     if args.command == "serve":
+        import signal  # stop signals wait until the server handles them (server.workers)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
         from .workers import serve
         serve(Settings(**overrides))

@@ -214,9 +214,15 @@ class TailorServer:
         await self._server.wait_for_termination()
 
     async def stop(self, grace: float | None = None) -> None:
+        """Drain: health NOT_SERVING (load balancers and probes look elsewhere), new calls still
+        served for `drain_seconds`, then no new call is accepted while those in flight have
+        `grace` seconds (default `grace_seconds`) to finish; then the writers flush and the
+        store closes."""
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
+        if self.settings.drain_seconds:
+            await asyncio.sleep(self.settings.drain_seconds)
         self._sweeper.cancel()
         self._campaign_sweeper.cancel()
         self._store_reporter.cancel()

@@ -214,8 +214,13 @@ class Settings(BaseSettings):
     """How often a worker checks the store for a bundle activated by another worker."""
     bundles_kept: int = 5
     """Bundle versions kept on disk (the active one and rollback targets)."""
-    grace_seconds: float = 5.0
-    """How long in-flight calls may finish at shutdown."""
+    grace_seconds: float = Field(5.0, ge=0)
+    """How long in-flight calls may finish at shutdown (SIGTERM/SIGINT), once no new call is
+    accepted; calls still running then are cancelled."""
+    drain_seconds: float = Field(0.0, ge=0)
+    """At shutdown, how long health answers NOT_SERVING while new calls are still served, before
+    the listener closes (for load balancers that follow health checks; Kubernetes' preStop
+    sleep in deploy/k8s does the same for its Service endpoints)."""
     store_metrics_seconds: float = Field(5.0, gt=0)
     """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 

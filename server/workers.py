@@ -22,25 +22,39 @@ __all__ = ["serve"]
 logger = logging.getLogger("tailor.workers")
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> None:
-    """Serve until a signal. With `all_up` (a Barrier shared by the workers), health turns
-    SERVING only once every worker is listening, so a SERVING answer means the port is whole.
-    SIGHUP re-reads the TLS certificate and key (and calls `on_hup`)."""
+    """Serve until SIGINT/SIGTERM, then drain (`TailorServer.stop`). With `all_up` (a Barrier
+    shared by the workers), health turns SERVING only once every worker is listening, so a
+    SERVING answer means the port is whole. SIGHUP re-reads the TLS certificate and key (and
+    calls `on_hup`).
+
+    The stop signals arrive blocked (`serve` blocks them before anything else, and spawned
+    workers inherit the mask): they are unblocked only once handled, before the port listens,
+    so a signal at any moment of the start drains instead of killing the process."""
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop.set)
+    server.reloaders.append(on_hup)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    await _start(server, all_up)  # a stop signal meanwhile drains right after
+    await stop.wait()
+    logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
+    await server.stop()
+    logger.info("stopped")
+
+
+async def _start(server: TailorServer, all_up) -> None:
     await server.start(serving=all_up is None)
     if all_up is not None:
         await asyncio.get_running_loop().run_in_executor(None, all_up.wait, 300)
         await server.set_serving(True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    server.reloaders.append(on_hup)
-    loop.add_signal_handler(signal.SIGHUP, server.reload)
-    await stop.wait()
-    logger.info("shutting down (grace %.1fs)", settings.grace_seconds)
-    await server.stop()
 
 
 def _worker_main(settings: Settings, all_up) -> None:
@@ -50,7 +64,9 @@ def _worker_main(settings: Settings, all_up) -> None:
 
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker)."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until handled; spawned workers inherit it
+    # Until handled: stop signals wait (blocked), SIGHUP is ignored; spawned workers inherit both.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Inherited by the spawned workers and their writer processes, which log the same way.
     os.environ.update(TAILOR_LOG_FORMAT=settings.log_format, TAILOR_LOG_LEVEL=settings.log_level)
     configure_logging(settings.log_format, settings.log_level)
@@ -100,6 +116,7 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGHUP, forward_reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
     try:
         for proc in procs:
             proc.join()
