@@ -45,9 +45,18 @@ CHUNK_BYTES = 1 << 20
 
 
 class TailorError(Exception):
+    """A call ended with a gRPC status other than OK; `str()` is `CODE: message`."""
+
     def __init__(self, code: grpc.StatusCode, message: str):
         self.code = code
         super().__init__(f"{code.name}: {message}")
+
+    @classmethod
+    def named(cls, status: str, message: str) -> TailorError:
+        """For a status that is not a grpc.StatusCode (a health answer: NOT_SERVING)."""
+        err = cls(grpc.StatusCode.UNKNOWN, message)
+        err.args = (f"{status}: {message}",)
+        return err
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
+from .errors import FailedPrecondition
 from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
@@ -143,6 +144,13 @@ class TailorServer:
         self.auth = AuthGuard(self.settings, self.audit)  # a bad auth config stops here
         self.reloaders.append(self.auth.reload_auth)
         self._build_domain()
+        try:
+            return await self._start_serving(serving)
+        except BaseException:  # a bundle refused, a port in use: no writer process left behind
+            await self._close_domain()
+            raise
+
+    async def _start_serving(self, serving: bool) -> int:
         await self.registry.start()
         await self.campaigns.start()
         # Outermost first: every call is identified, counted and timed, refused ones too.
@@ -158,13 +166,17 @@ class TailorServer:
                 [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.settings.host}:{self.settings.port}"
         self.tls = ServerTls.from_settings(self.settings)
-        if self.tls is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, self.tls.credentials())
-            self.reloaders.append(self.tls.reload)
+        try:
+            if self.tls is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, self.tls.credentials())
+                self.reloaders.append(self.tls.reload)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise RuntimeError(f"could not bind {address}")
+            raise FailedPrecondition(f"could not listen on {address}: the port is in use, or the "
+                                     "host is not an address of this machine")
         # Startup objects (modules, the bundle's lookup tables) live as long as the process:
         # keep them out of every later full GC pass (10+ ms each, on the hot path otherwise).
         gc.collect()
@@ -227,10 +239,14 @@ class TailorServer:
         self._campaign_sweeper.cancel()
         self._store_reporter.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        self._server = None
+        await self._close_domain()
+
+    async def _close_domain(self) -> None:
+        """Flush the writers and close the store (after the last call, or a failed start)."""
         await self.campaigns.close()
         await self.recommender.close()
         await self.profiles.close()
         await self.registry.stop()
         self.store.close()
         self._lock.close()
-        self._server = None

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "Settings"]
+__all__ = ["DEFAULT_LIMITS", "Limits", "Settings", "load_settings", "settings_error"]
 
 
 class Limits(BaseModel):
@@ -295,3 +296,39 @@ class Settings(BaseSettings):
     @property
     def audit_dir(self) -> Path:
         return self.data_dir / "audit"
+
+
+def load_settings(config_file: Path | None = None, **flags) -> Settings:
+    """Settings from, in order of precedence: `flags` (the command line), `TAILOR_*` variables,
+    the TOML `config_file` (top-level keys are Settings fields, `[limits]` the Limits), defaults.
+    A key the file has but Settings does not is refused (ValueError naming it and the file)."""
+    if config_file is None:
+        return Settings(**flags)
+    try:
+        with open(config_file, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:  # its message names the line and column
+        raise ValueError(f"{config_file}: {err}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields)) + sorted(
+        f"limits.{k}" for k in set(data.get("limits") or {}) - set(Limits.model_fields))
+    if unknown:
+        raise ValueError(f"{config_file}: unknown setting {', '.join(unknown)}")
+    explicit = Settings(**flags)  # the environment and the flags
+    chosen = {name: getattr(explicit, name) for name in explicit.model_fields_set}
+    if "limits" in chosen and isinstance(data.get("limits"), dict):
+        limits = explicit.limits
+        chosen["limits"] = {**data["limits"], **{k: getattr(limits, k) for k in limits.model_fields_set}}
+    return Settings(**{**data, **chosen})
+
+
+def settings_error(err: ValidationError, config_file: Path | None = None) -> str:
+    """One line per refused value, naming where it can come from."""
+    lines = []
+    for problem in err.errors():
+        path = [str(p) for p in problem["loc"]]
+        env = "TAILOR_" + "__".join(path).upper()
+        flag = f"--{path[0].replace('_', '-')}" if len(path) == 1 else ""
+        where = ", ".join(x for x in (flag, env, f"'{'.'.join(path)}' in {config_file}"
+                                      if config_file else "") if x)
+        lines.append(f"{'.'.join(path)} ({where}): {problem['msg']} (got {problem.get('input')!r:.60})")
+    return "; ".join(lines)

@@ -9,10 +9,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 
 from .app import TailorServer
 from .config import Settings
-from .errors import FailedPrecondition
+from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
 from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
@@ -53,13 +54,22 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
 async def _start(server: TailorServer, all_up) -> None:
     await server.start(serving=all_up is None)
     if all_up is not None:
-        await asyncio.get_running_loop().run_in_executor(None, all_up.wait, 300)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, all_up.wait, 300)
+        except threading.BrokenBarrierError:  # the parent stops every worker (SIGTERM)
+            logger.error("another worker failed to start: not serving")
+            return
         await server.set_serving(True)
 
 
 def _worker_main(settings: Settings, all_up) -> None:
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(_serve_one(settings, all_up))
+    try:
+        asyncio.run(_serve_one(settings, all_up))
+    except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops
+        logger.error("%s", err)
+        all_up.abort()
+        raise SystemExit(2) from None
 
 
 def serve(settings: Settings) -> None:
@@ -117,11 +127,15 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGHUP, forward_reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
+    failed = 0
     try:
         for proc in procs:
             proc.join()
             if not stopping and proc.exitcode != 0:
                 logger.error("worker %s exited with %s; stopping the others", proc.name, proc.exitcode)
+                failed = failed or proc.exitcode
                 forward(signal.SIGTERM, None)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if failed:
+        raise SystemExit(2 if failed == 2 else 1)
