@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -169,8 +169,9 @@ class TailorClient:
 
     # -- model admin ---------------------------------------------------------------------
     def push_bundle(self, bundle_dir: str | Path, *, stage_only: bool = False,
-                    timeout: float = 600.0) -> dict:
-        """Upload a bundle directory; the server validates it and (unless stage_only) serves it."""
+                    timeout: float = 600.0, on_chunk: Callable[[int], object] | None = None) -> dict:
+        """Upload a bundle directory; the server validates it and (unless stage_only) serves it.
+        `on_chunk(n)` is called with the size of each chunk sent (a progress bar's `update`)."""
         root = Path(bundle_dir)
         if not (root / "manifest.json").is_file():
             raise FileNotFoundError(f"{root} has no manifest.json: not a bundle directory")
@@ -187,6 +188,8 @@ class TailorClient:
                             break
                         yield admin_pb.BundleChunk(stage_only=stage_only and first, path=path.name,
                                                    offset=offset, data=data)
+                        if on_chunk is not None:
+                            on_chunk(len(data))
                         first = False
                         offset += len(data)
                         if not data:

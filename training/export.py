@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from clients import TailorClient, TailorError
 
+    from .progress import progress
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
@@ -33,7 +35,7 @@ def run(args) -> int:
         out = csv.writer(fh)
         out.writerow(["user_id", "item_id", "timestamp", "event", "value"])
         try:
-            for ev in client.export_events(args.start, args.end):
+            for ev in progress(client.export_events(args.start, args.end), desc="export", unit=" events"):
                 if not ev.item_id:
                     skipped += 1  # interactions need an item; sends without one are not training rows
                     continue

@@ -38,7 +38,9 @@ async def test_status_reports_the_loaded_bundle(client, demo_manifest):
 
 async def test_push_swaps_and_rollback_returns(client, second_bundle, demo_manifest):
     new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
-    status = await asyncio.to_thread(client.push_bundle, second_bundle)
+    sent = []  # what a progress bar sees: every byte of every file, once
+    status = await asyncio.to_thread(client.push_bundle, second_bundle, on_chunk=sent.append)
+    assert sum(sent) == sum(f.stat().st_size for f in second_bundle.iterdir() if f.is_file())
     assert status["active"]["version"] == new_version
     assert status["previous_version"] == demo_manifest["version"]
     recs = await asyncio.to_thread(client.recommend, "1", 5)
