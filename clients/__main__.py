@@ -57,10 +57,10 @@ def _track(client: TailorClient, args) -> dict:
         lines = _EventLines(source, "stdin" if args.file in ("", "-") else args.file)
         reply = client.track(lines, batch_size=args.batch_size)
     if lines.bad:
-        raise UsageError(f"{lines.bad}; the {reply['accepted']} events before it were committed "
-                         f"({reply['duplicates']} duplicates, {len(reply.get('rejected', []))} rejected)")
-    return {"accepted": reply["accepted"], "duplicates": reply["duplicates"],
-            "rejected": len(reply.get("rejected", [])), "rejections": reply.get("rejected", [])[:100]}
+        raise UsageError(f"{lines.bad}; the {reply.accepted} events before it were committed "
+                         f"({reply.duplicates} duplicates, {len(reply.rejected)} rejected)")
+    return {"accepted": reply.accepted, "duplicates": reply.duplicates, "rejected": len(reply.rejected),
+            "rejections": [dataclasses.asdict(r) for r in reply.rejected[:100]]}
 
 
 def _campaign(client: TailorClient, args) -> dict:
@@ -74,9 +74,10 @@ def _campaign(client: TailorClient, args) -> dict:
     if args.action == "archive":
         return client.archive_campaign(args.campaign)
     if args.action == "choose":
-        return client.choose_variant(args.campaign, args.user, dict(_pair(kv) for kv in args.context or ()))
+        return dataclasses.asdict(client.choose_variant(args.campaign, args.user,
+                                                        dict(_pair(kv) for kv in args.context or ())))
     if args.action == "reward":
-        return client.report_reward(args.decision, args.reward)
+        return dataclasses.asdict(client.report_reward(args.decision, args.reward))
     if args.action == "sample-size":
         return client.sample_size(args.mde, baseline_rate=args.baseline_rate,
                                   baseline_mean=args.baseline_mean, variance=args.variance,

@@ -37,6 +37,7 @@ from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
+from .results import Choice, Reward, TrackResult
 from .transport import Connection
 
 __all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
@@ -217,9 +218,10 @@ class TailorClient:
 
 
     # -- profiles ----------------------------------------------------------------------------
-    def track(self, events: Iterable[dict], batch_size: int = 500, timeout: float = 300.0) -> dict:
+    def track(self, events: Iterable[dict], batch_size: int = 500,
+              timeout: float = 300.0) -> TrackResult:
         """Stream events (dicts with the Event fields; `timestamp` as epoch seconds or RFC 3339)
-        in batches; returns {"accepted", "duplicates", "rejected": [...]}."""
+        in batches (one TrackEventStream)."""
         def batches():
             batch = []
             for ev in events:
@@ -230,13 +232,11 @@ class TailorClient:
             if batch:
                 yield prof_pb.TrackEventsRequest(events=batch)
         # Not retried: a consumed iterator cannot be replayed (re-sending is safe: ids dedupe).
-        reply = _once(self._profiles.TrackEventStream, batches(), timeout)
-        return _to_dict(reply) | {"accepted": reply.accepted, "duplicates": reply.duplicates}
+        return TrackResult.from_pb(_once(self._profiles.TrackEventStream, batches(), timeout))
 
-    def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> dict:
+    def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> TrackResult:
         req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])
-        reply = self._call(self._profiles.TrackEvents, req, timeout)
-        return _to_dict(reply) | {"accepted": reply.accepted, "duplicates": reply.duplicates}
+        return TrackResult.from_pb(self._call(self._profiles.TrackEvents, req, timeout))
 
     def get_profile(self, user_id: str, max_events: int = 0, timeout: float | None = None) -> dict:
         """PII comes back unmasked only for a token whose principal has the `pii-reader` role."""
@@ -281,15 +281,14 @@ class TailorClient:
         return _to_dict(self._call(self._campaigns.ArchiveCampaign, req, timeout))
 
     def choose_variant(self, campaign_id: str, user_id: str, context: dict[str, float] | None = None,
-                       timeout: float | None = None) -> dict:
-        """{"decision_id", "variant_id", "arm", "propensity", "holdout", "content"}."""
+                       timeout: float | None = None) -> Choice:
         req = camp_pb.ChooseVariantRequest(campaign_id=campaign_id, user_id=user_id,
                                            context={k: float(v) for k, v in (context or {}).items()})
-        return _to_dict(self._call(self._campaigns.ChooseVariant, req, timeout))
+        return Choice.from_pb(self._call(self._campaigns.ChooseVariant, req, timeout))
 
-    def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> dict:
+    def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)
-        return _to_dict(self._call(self._campaigns.ReportReward, req, timeout))
+        return Reward.from_pb(self._call(self._campaigns.ReportReward, req, timeout))
 
     def campaign_stats(self, campaign_id: str, timeout: float | None = None) -> dict:
         req = camp_pb.GetCampaignStatsRequest(campaign_id=campaign_id)

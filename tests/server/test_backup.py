@@ -26,12 +26,12 @@ def backup_file(server_process, tmp_path, demo_bundle):
     served = server_process(tmp_path / "data", bundle=demo_bundle)
     t0 = time.time() - 3600
     with TailorClient(served.target, timeout=30) as client:
-        assert client.track_batch(_events("a", 30, "alice", t0))["accepted"] == 30
+        assert client.track_batch(_events("a", 30, "alice", t0)).accepted == 30
         client.create_campaign({"campaign_id": "spring", "policy": "gaussian_ts",
                                 "reward_window_seconds": 3600,
                                 "variants": [{"id": "red"}, {"id": "blue"}]})
         pick = client.choose_variant("spring", "alice")
-        client.report_reward(pick["decision_id"], 1.0)
+        client.report_reward(pick.decision_id, 1.0)
         version = client.model_status()["active"]["version"]
     stop, written = threading.Event(), []
 
@@ -39,7 +39,7 @@ def backup_file(server_process, tmp_path, demo_bundle):
         with TailorClient(served.target, timeout=30) as client:
             while not stop.is_set():
                 batch = _events(f"w{len(written)}", 50, "walker", t0 + len(written))
-                written.append(client.track_batch(batch)["accepted"])
+                written.append(client.track_batch(batch).accepted)
 
     writer = threading.Thread(target=keep_writing)
     writer.start()

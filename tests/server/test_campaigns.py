@@ -293,7 +293,7 @@ def test_no_lost_updates_under_concurrent_rewards_from_several_processes(server_
         picks = [client.choose_variant("c1", f"u{i}") for i in range(600)]
     rng = np.random.default_rng(5)
     rewards = rng.integers(0, 40, len(picks)) / 4.0  # exact in binary: sums are exact
-    jobs = [(p["decision_id"], float(r)) for p, r in zip(picks, rewards)]
+    jobs = [(p.decision_id, float(r)) for p, r in zip(picks, rewards)]
     procs = []
     for i in range(4):
         path = tmp_path / f"jobs{i}.json"
