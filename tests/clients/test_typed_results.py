@@ -49,3 +49,26 @@ def test_the_client_package_is_marked_typed():
     assert (ROOT / "clients" / "py.typed").is_file()
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "py.typed" in data["*"]
+
+
+async def test_the_asyncio_client_returns_the_same_types(target):
+    import grpc
+    import pytest
+
+    from clients import TailorError
+    from clients.aio import AsyncTailorClient
+    async with AsyncTailorClient(target, timeout=10) as client:
+        assert await client.health() == "SERVING"
+        tracked = await client.track_batch([{"event_id": "a1", "user_id": "u2", "type": "view",
+                                             "timestamp": time.time() - 60}])
+        assert tracked == TrackResult(1, 0, [], ["a1"])
+        assert (await client.get_profile("u2"))["user_id"] == "u2"
+        with pytest.raises(TailorError) as missing:
+            await client.get_profile("nobody")
+        assert missing.value.code == grpc.StatusCode.NOT_FOUND
+        with TailorClient(target) as blocking:  # the server runs on this loop: call from a thread
+            await asyncio.to_thread(blocking.create_campaign, {"campaign_id": "c2", "policy": "fixed",
+                                                               "variants": [{"id": "b"}]})
+        choice = await client.choose_variant("c2", "u2")
+        assert isinstance(choice, Choice) and choice.variant_id == "b"
+        assert await client.report_reward(choice.decision_id, 0.5) == Reward("c2", "b", False)
