@@ -302,7 +302,7 @@ def test_no_lost_updates_under_concurrent_rewards_from_several_processes(server_
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     with TailorClient(server.target, timeout=30) as client:
         st = client.campaign_stats("c1")
-    arms = np.array([p["arm"] for p in picks])
+    arms = np.array([p.arm for p in picks])
     got = {v["variant_id"]: v for v in st["variants"]}
     for a in range(3):
         assert got[f"v{a}"]["pulls"] == (arms == a).sum()
