@@ -37,7 +37,7 @@ from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
-from .results import Choice, Reward, TrackResult
+from .results import Choice, ModelStatus, Reward, TrackResult
 from .transport import Connection
 
 __all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
@@ -170,7 +170,7 @@ class TailorClient:
 
     # -- model admin ---------------------------------------------------------------------
     def push_bundle(self, bundle_dir: str | Path, *, stage_only: bool = False,
-                    timeout: float = 600.0, on_chunk: Callable[[int], object] | None = None) -> dict:
+                    timeout: float = 600.0, on_chunk: Callable[[int], object] | None = None) -> ModelStatus:
         """Upload a bundle directory; the server validates it and (unless stage_only) serves it.
         `on_chunk(n)` is called with the size of each chunk sent (a progress bar's `update`)."""
         root = Path(bundle_dir)
@@ -195,13 +195,15 @@ class TailorClient:
                         offset += len(data)
                         if not data:
                             break
-        return _to_dict(self._call(self._admin.PushBundle, chunks, timeout))
+        return ModelStatus.from_pb(self._call(self._admin.PushBundle, chunks, timeout))
 
-    def model_status(self, timeout: float | None = None) -> dict:
-        return _to_dict(self._call(self._admin.GetModelStatus, admin_pb.GetModelStatusRequest(), timeout))
+    def model_status(self, timeout: float | None = None) -> ModelStatus:
+        req = admin_pb.GetModelStatusRequest()
+        return ModelStatus.from_pb(self._call(self._admin.GetModelStatus, req, timeout))
 
-    def rollback(self, version: str = "", timeout: float | None = 120.0) -> dict:
-        return _to_dict(self._call(self._admin.Rollback, admin_pb.RollbackRequest(version=version), timeout))
+    def rollback(self, version: str = "", timeout: float | None = 120.0) -> ModelStatus:
+        req = admin_pb.RollbackRequest(version=version)
+        return ModelStatus.from_pb(self._call(self._admin.Rollback, req, timeout))
 
     def ping(self, timeout: float | None = None) -> None:
         self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protos.tailor.v1 import campaign_pb2 as camp_pb
+from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import profile_pb2 as prof_pb
 
-__all__ = ["Choice", "RejectedEvent", "Reward", "TrackResult"]
+__all__ = ["Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,36 @@ class Reward:
     @classmethod
     def from_pb(cls, msg: camp_pb.ReportRewardResponse) -> Reward:
         return cls(msg.campaign_id, msg.variant_id, msg.duplicate)
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """The bundle a server serves."""
+
+    version: str
+    index_type: str
+    n_items: int
+    dim: int
+    has_ranker: bool
+    metrics: dict[str, float]
+    """Evaluation figures from the manifest, e.g. `model.ndcg@10`."""
+    loaded_at: float
+
+    @classmethod
+    def from_pb(cls, msg: admin_pb.LoadedBundle) -> LoadedBundle:
+        return cls(msg.version, msg.index_type, msg.n_items, msg.dim, msg.has_ranker,
+                   dict(msg.metrics), msg.loaded_at)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What a server serves (`active`: None before any bundle), and what it could roll back to."""
+
+    active: LoadedBundle | None
+    previous_version: str
+    available_versions: list[str]
+
+    @classmethod
+    def from_pb(cls, msg: admin_pb.ModelStatus) -> ModelStatus:
+        active = LoadedBundle.from_pb(msg.active) if msg.HasField("active") else None
+        return cls(active, msg.previous_version, list(msg.available_versions))

@@ -6,6 +6,7 @@ a refused bundle prints the server's reason and exits 1 while the old version ke
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -42,5 +43,5 @@ def run(args) -> int:
         except TailorError as err:
             print(f"push refused: {err}", file=sys.stderr)
             return 1
-    print(json.dumps(status, indent=2))
+    print(json.dumps(dataclasses.asdict(status), indent=2))
     return 0

@@ -32,7 +32,7 @@ def backup_file(server_process, tmp_path, demo_bundle):
                                 "variants": [{"id": "red"}, {"id": "blue"}]})
         pick = client.choose_variant("spring", "alice")
         client.report_reward(pick.decision_id, 1.0)
-        version = client.model_status()["active"]["version"]
+        version = client.model_status().active.version
     stop, written = threading.Event(), []
 
     def keep_writing():
@@ -68,7 +68,7 @@ def test_restore_brings_back_profiles_campaigns_and_the_bundle(backup_file, serv
     assert reply["active_bundle"] == version
     served = server_process(fresh)  # no --bundle: it must serve what the backup held
     with TailorClient(served.target, timeout=30) as client:
-        assert client.model_status()["active"]["version"] == version
+        assert client.model_status().active.version == version
         assert _n_events(client, "alice") == 30
         stats = client.campaign_stats("spring")
         assert {v["variant_id"] for v in stats["variants"]} == {"red", "blue"}
