@@ -8,7 +8,7 @@ import sys
 from datetime import UTC
 
 from . import transport
-from .client import TailorClient, TailorError, path_from_dict
+from .client import TailorClient, TailorError, event_from_dict, path_from_dict
 
 
 def _recommend(client: TailorClient, args) -> dict:
@@ -17,26 +17,67 @@ def _recommend(client: TailorClient, args) -> dict:
     return dataclasses.asdict(recs)
 
 
+class UsageError(Exception):
+    """What the user gave is wrong (a file, a line of it, a flag): one line, exit 2."""
+
+
+class _EventLines:
+    """The events of a JSON-lines source, each checked before it is sent; the stream ends
+    cleanly at the first bad line (`bad` says which and why), so what came before is committed."""
+
+    def __init__(self, source, name: str):
+        self.source, self.name, self.bad = source, name, None
+
+    def __iter__(self):
+        for n, line in enumerate(self.source, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+                event_from_dict(record)
+            except Exception as err:  # noqa: BLE001 - JSON, protobuf ParseError, bad values
+                self.bad = f"{self.name} line {n}: {str(err).splitlines()[0] if str(err) else err!r}"
+                return
+            yield record
+
+
+def _open(path: str):
+    if not path or path == "-":
+        return sys.stdin
+    try:
+        return open(path)
+    except OSError as err:
+        raise UsageError(f"{path}: {err.strerror.lower()}") from None
+
+
 def _track(client: TailorClient, args) -> dict:
-    source = open(args.file) if args.file and args.file != "-" else sys.stdin
-    with source:
-        events = (json.loads(line) for line in source if line.strip())
-        reply = client.track(events, batch_size=args.batch_size)
-    return {"accepted": reply["accepted"], "duplicates": reply["duplicates"],
-            "rejected": len(reply.get("rejected", [])), "rejections": reply.get("rejected", [])[:100]}
+    with _open(args.file) as source:
+        lines = _EventLines(source, "stdin" if args.file in ("", "-") else args.file)
+        reply = client.track(lines, batch_size=args.batch_size)
+    if lines.bad:
+        raise UsageError(f"{lines.bad}; the {reply.accepted} events before it were committed "
+                         f"({reply.duplicates} duplicates, {len(reply.rejected)} rejected)")
+    return {"accepted": reply.accepted, "duplicates": reply.duplicates, "rejected": len(reply.rejected),
+            "rejections": [dataclasses.asdict(r) for r in reply.rejected[:100]]}
 
 
 def _campaign(client: TailorClient, args) -> dict:
     if args.action in ("create", "update"):
-        with open(args.file) as fh:
-            spec = json.load(fh)
+        with _open(args.file) as fh:
+            try:
+                spec = json.load(fh)
+            except ValueError as err:  # json.JSONDecodeError names the line and column
+                raise UsageError(f"{args.file}: {err}") from None
         return (client.create_campaign if args.action == "create" else client.update_campaign)(spec)
     if args.action == "archive":
         return client.archive_campaign(args.campaign)
     if args.action == "choose":
-        return client.choose_variant(args.campaign, args.user, dict(_pair(kv) for kv in args.context or ()))
+        return dataclasses.asdict(client.choose_variant(args.campaign, args.user,
+                                                        dict(_pair(kv) for kv in args.context or ())))
     if args.action == "reward":
-        return client.report_reward(args.decision, args.reward)
+        return dataclasses.asdict(client.report_reward(args.decision, args.reward))
     if args.action == "sample-size":
         return client.sample_size(args.mde, baseline_rate=args.baseline_rate,
                                   baseline_mean=args.baseline_mean, variance=args.variance,
@@ -62,7 +103,7 @@ def _health(client: TailorClient, args) -> dict:
     """Exit 0 only when the server (or --service) reports SERVING: container health checks."""
     status = client.health(args.service)
     if status != "SERVING":
-        raise SystemExit(json.dumps({"error": status, "message": "health check: not serving"}))
+        raise TailorError.named(status, "health check: not serving")
     return {"status": status}
 
 
@@ -85,7 +126,7 @@ def _attribute(client: TailorClient, args) -> dict:
     try:
         return _attribute_call(client, args)
     except ValueError as err:  # a bad model name or file line, before any call
-        raise SystemExit(f"attribute: {err}") from None
+        raise UsageError(f"attribute: {err}") from None
 
 
 def _attribute_call(client: TailorClient, args) -> dict:
@@ -98,9 +139,8 @@ def _attribute_call(client: TailorClient, args) -> dict:
                                        lookback_days=args.lookback_days,
                                        touch_types=args.touch_type or (), timeout=args.timeout, **spec)
     if not args.file:
-        raise SystemExit("attribute: give a path FILE ('-' for stdin) or --stored")
-    source = open(args.file) if args.file != "-" else sys.stdin
-    with source:
+        raise UsageError("attribute: give a path FILE ('-' for stdin) or --stored")
+    with _open(args.file) as source:
         paths = [_path_line(n, line.strip()) for n, line in enumerate(source, 1) if line.strip()]
     return client.attribute(paths, args.model, timeout=args.timeout, **spec)
 
@@ -140,8 +180,8 @@ COMMANDS = {
     "delete": lambda client, args: {"records_deleted": client.delete_profile(args.user)},
     "export-profile": lambda client, args: client.export_profile(args.user, args.timeout),
     "recommend": _recommend,
-    "status": lambda client, args: client.model_status(),
-    "rollback": lambda client, args: client.rollback(args.version),
+    "status": lambda client, args: dataclasses.asdict(client.model_status()),
+    "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version)),
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
     "audit": lambda client, args: {"lines": [json.loads(line) for line in client.audit_tail(args.n)]},
@@ -282,14 +322,19 @@ def _campaign_parser(sub, common) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the command's JSON answer and exit 0; a gRPC status prints `error: CODE: message`
+    and exits 1, a mistake in what the user gave `error: <what, where>` and exits 2."""
     args = build_parser().parse_args(argv)
-    with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
-                      key=args.key, token=args.token) as client:
-        try:
+    try:
+        with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
+                          key=args.key, token=args.token) as client:
             out = COMMANDS[args.command](client, args)
-        except TailorError as err:
-            print(json.dumps({"error": err.code.name, "message": str(err)}), file=sys.stderr)
-            return 1
+    except TailorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(out, indent=2))
     return 0
 

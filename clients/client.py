@@ -14,7 +14,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +40,7 @@ from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
+from .results import Choice, ModelStatus, Reward, TrackResult
 from .transport import Connection
 
 __all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
@@ -48,9 +49,18 @@ CHUNK_BYTES = 1 << 20
 
 
 class TailorError(Exception):
+    """A call ended with a gRPC status other than OK; `str()` is `CODE: message`."""
+
     def __init__(self, code: grpc.StatusCode, message: str):
         self.code = code
         super().__init__(f"{code.name}: {message}")
+
+    @classmethod
+    def named(cls, status: str, message: str) -> TailorError:
+        """For a status that is not a grpc.StatusCode (a health answer: NOT_SERVING)."""
+        err = cls(grpc.StatusCode.UNKNOWN, message)
+        err.args = (f"{status}: {message}",)
+        return err
 
 
 @dataclass(frozen=True)
@@ -164,8 +174,9 @@ class TailorClient:
 
     # -- model admin ---------------------------------------------------------------------
     def push_bundle(self, bundle_dir: str | Path, *, stage_only: bool = False,
-                    timeout: float = 600.0) -> dict:
-        """Upload a bundle directory; the server validates it and (unless stage_only) serves it."""
+                    timeout: float = 600.0, on_chunk: Callable[[int], object] | None = None) -> ModelStatus:
+        """Upload a bundle directory; the server validates it and (unless stage_only) serves it.
+        `on_chunk(n)` is called with the size of each chunk sent (a progress bar's `update`)."""
         root = Path(bundle_dir)
         if not (root / "manifest.json").is_file():
             raise FileNotFoundError(f"{root} has no manifest.json: not a bundle directory")
@@ -182,17 +193,21 @@ class TailorClient:
                             break
                         yield admin_pb.BundleChunk(stage_only=stage_only and first, path=path.name,
                                                    offset=offset, data=data)
+                        if on_chunk is not None:
+                            on_chunk(len(data))
                         first = False
                         offset += len(data)
                         if not data:
                             break
-        return _to_dict(self._call(self._admin.PushBundle, chunks, timeout))
+        return ModelStatus.from_pb(self._call(self._admin.PushBundle, chunks, timeout))
 
-    def model_status(self, timeout: float | None = None) -> dict:
-        return _to_dict(self._call(self._admin.GetModelStatus, admin_pb.GetModelStatusRequest(), timeout))
+    def model_status(self, timeout: float | None = None) -> ModelStatus:
+        req = admin_pb.GetModelStatusRequest()
+        return ModelStatus.from_pb(self._call(self._admin.GetModelStatus, req, timeout))
 
-    def rollback(self, version: str = "", timeout: float | None = 120.0) -> dict:
-        return _to_dict(self._call(self._admin.Rollback, admin_pb.RollbackRequest(version=version), timeout))
+    def rollback(self, version: str = "", timeout: float | None = 120.0) -> ModelStatus:
+        req = admin_pb.RollbackRequest(version=version)
+        return ModelStatus.from_pb(self._call(self._admin.Rollback, req, timeout))
 
     def ping(self, timeout: float | None = None) -> None:
         self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)
@@ -209,9 +224,10 @@ class TailorClient:
 
 
     # -- profiles ----------------------------------------------------------------------------
-    def track(self, events: Iterable[dict], batch_size: int = 500, timeout: float = 300.0) -> dict:
+    def track(self, events: Iterable[dict], batch_size: int = 500,
+              timeout: float = 300.0) -> TrackResult:
         """Stream events (dicts with the Event fields; `timestamp` as epoch seconds or RFC 3339)
-        in batches; returns {"accepted", "duplicates", "rejected": [...]}."""
+        in batches (one TrackEventStream)."""
         def batches():
             batch = []
             for ev in events:
@@ -222,13 +238,11 @@ class TailorClient:
             if batch:
                 yield prof_pb.TrackEventsRequest(events=batch)
         # Not retried: a consumed iterator cannot be replayed (re-sending is safe: ids dedupe).
-        reply = _once(self._profiles.TrackEventStream, batches(), timeout)
-        return _to_dict(reply) | {"accepted": reply.accepted, "duplicates": reply.duplicates}
+        return TrackResult.from_pb(_once(self._profiles.TrackEventStream, batches(), timeout))
 
-    def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> dict:
+    def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> TrackResult:
         req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])
-        reply = self._call(self._profiles.TrackEvents, req, timeout)
-        return _to_dict(reply) | {"accepted": reply.accepted, "duplicates": reply.duplicates}
+        return TrackResult.from_pb(self._call(self._profiles.TrackEvents, req, timeout))
 
     def get_profile(self, user_id: str, max_events: int = 0, timeout: float | None = None) -> dict:
         """PII comes back unmasked only for a token whose principal has the `pii-reader` role."""
@@ -304,11 +318,10 @@ class TailorClient:
         return _to_dict(self._call(self._campaigns.ArchiveCampaign, req, timeout))
 
     def choose_variant(self, campaign_id: str, user_id: str, context: dict[str, float] | None = None,
-                       timeout: float | None = None) -> dict:
-        """{"decision_id", "variant_id", "arm", "propensity", "holdout", "content"}."""
+                       timeout: float | None = None) -> Choice:
         req = camp_pb.ChooseVariantRequest(campaign_id=campaign_id, user_id=user_id,
                                            context={k: float(v) for k, v in (context or {}).items()})
-        return _to_dict(self._call(self._campaigns.ChooseVariant, req, timeout))
+        return Choice.from_pb(self._call(self._campaigns.ChooseVariant, req, timeout))
 
     def compose_message(self, campaign_id: str, user_id: str,
                         context: dict[str, float] | None = None,
@@ -328,9 +341,9 @@ class TailorClient:
             sample_attributes=attributes or {}, sample_interests=list(interests), channel=channel)
         return _to_dict(self._call(self._messaging.PreviewMessage, req, timeout))
 
-    def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> dict:
+    def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)
-        return _to_dict(self._call(self._campaigns.ReportReward, req, timeout))
+        return Reward.from_pb(self._call(self._campaigns.ReportReward, req, timeout))
 
     def campaign_stats(self, campaign_id: str, timeout: float | None = None) -> dict:
         req = camp_pb.GetCampaignStatsRequest(campaign_id=campaign_id)

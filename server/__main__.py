@@ -1,5 +1,5 @@
-"""`python -m server [serve] --port P --data-dir D [--bundle B] [--workers N] [--metrics-port M]
-    [--public-http-port H --public-url URL]
+"""`python -m server [serve] [--config FILE.toml] --port P --data-dir D [--bundle B] [--workers N]
+    [--metrics-port M] [--public-http-port H --public-url URL]
     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--auth-config FILE] [--insecure]`
 `python -m server compact --data-dir D`
 `python -m server backup --data-dir D --out FILE`
@@ -21,6 +21,8 @@ from .config import Settings
 
 def _serve_parser(sub) -> None:
     p = sub.add_parser("serve", help="serve gRPC (default command)")
+    p.add_argument("--config", type=Path, help="TOML file of settings (field = value, [limits]); "
+                   "TAILOR_* variables and flags override it")
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 = any free port)")
     p.add_argument("--data-dir", type=Path, help="LMDB store and bundles live here (default ./data)")
@@ -187,15 +189,41 @@ def main(argv: list[str] | None = None) -> None:
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-        from .workers import serve
-        serve(Settings(**overrides))
+        import signal  # stop signals wait until the server handles them (server.workers)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        _serve(args)
         return
     from .errors import FailedPrecondition
     try:
         COMMANDS[args.command](args)
     except (FailedPrecondition, FileNotFoundError) as err:
         raise SystemExit(f"{args.command}: {err}") from None
+
+
+def _serve(args) -> None:
+    """Serve; a setting refused, a config file unreadable, a port in use or a bundle refused at
+    start prints one `error:` line and exits 2 (no traceback)."""
+    from pydantic import ValidationError
+
+    from .config import load_settings, settings_error
+    from .errors import TailorError
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config") and v is not None}
+    try:
+        settings = load_settings(args.config, **overrides)
+    except ValidationError as err:
+        _user_error(settings_error(err, args.config))
+    except (OSError, ValueError) as err:
+        _user_error(str(err))
+    from .workers import serve
+    try:
+        serve(settings)
+    except TailorError as err:
+        _user_error(str(err))
+
+
+def _user_error(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -27,19 +27,21 @@ from .campaigns import Campaigns
 from .config import Settings
 from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
+from .errors import FailedPrecondition
 from .http import PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
 from .messages.delivery import EmailDelivery
 from .messages.phones import PhoneIndex
 from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
-from .metrics import MetricsInterceptor
+from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
 from .profiles.tombstones import Tombstones
 from .recommend import Recommender
+from .rpc import RpcInterceptor
 from .security.audit import AuditLog
 from .security.guard import AuthGuard
 from .security.pii import PiiPolicy
@@ -78,10 +80,27 @@ class TailorServer:
         """The public HTTP endpoint (unsubscribe, inbound SMS) when `public_http_port` is set."""
 
     def _options(self) -> list[tuple[str, int]]:
-        size = self.settings.grpc_max_message_bytes
-        return [("grpc.max_receive_message_length", size), ("grpc.max_send_message_length", size),
-                ("grpc.so_reuseport", 1 if self.settings.workers > 1 else 0),
-                ("grpc.http2.max_pings_without_data", 0)]
+        """grpc.aio.server options from Settings (message sizes, keepalive, connection age)."""
+        s = self.settings
+
+        def ms(seconds: float) -> int:
+            return int(seconds * 1000)
+        options = [("grpc.max_receive_message_length", s.grpc_max_message_bytes),
+                   ("grpc.max_send_message_length", s.grpc_max_message_bytes),
+                   ("grpc.so_reuseport", 1 if s.workers > 1 else 0),
+                   ("grpc.http2.max_pings_without_data", 0),
+                   ("grpc.keepalive_time_ms", ms(s.grpc_keepalive_seconds)),
+                   ("grpc.keepalive_timeout_ms", ms(s.grpc_keepalive_timeout_seconds)),
+                   ("grpc.keepalive_permit_without_calls", int(s.grpc_keepalive_permit_without_calls)),
+                   ("grpc.http2.min_ping_interval_without_data_ms",
+                    ms(s.grpc_min_ping_interval_seconds)),
+                   ("grpc.http2.max_ping_strikes", s.grpc_max_ping_strikes),
+                   ("grpc.max_concurrent_streams", s.grpc_max_concurrent_streams)]
+        if s.grpc_max_connection_age_seconds is not None:
+            options += [("grpc.max_connection_age_ms", ms(s.grpc_max_connection_age_seconds)),
+                        ("grpc.max_connection_age_grace_ms",
+                         ms(s.grpc_max_connection_age_grace_seconds))]
+        return options
 
     def _build_security(self) -> None:
         """Secrets first: log lines that name a user need the `user-id` key (`user_ref`)."""
@@ -166,10 +185,18 @@ class TailorServer:
         self.auth = AuthGuard(self.settings, self.audit)  # a bad auth config stops here
         self.reloaders.append(self.auth.reload_auth)
         self._build_domain()
+        try:
+            return await self._start_serving(serving)
+        except BaseException:  # a bundle refused, a port in use: no writer process left behind
+            await self._close_domain()
+            raise
+
+    async def _start_serving(self, serving: bool) -> int:
         await self.registry.start()
         await self.campaigns.start()
-        server = grpc.aio.server(interceptors=[self.auth.interceptor, MetricsInterceptor()],
-                                 options=self._options())
+        # Outermost first: every call is identified, counted and timed, refused ones too.
+        interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
+        server = grpc.aio.server(interceptors=interceptors, options=self._options())
         names = register_services(server, self._servicers())
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -180,13 +207,17 @@ class TailorServer:
                 [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         address = f"{self.settings.host}:{self.settings.port}"
         self.tls = ServerTls.from_settings(self.settings)
-        if self.tls is None:
-            self.port = server.add_insecure_port(address)
-        else:
-            self.port = server.add_secure_port(address, self.tls.credentials())
-            self.reloaders.append(self.tls.reload)
+        try:
+            if self.tls is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, self.tls.credentials())
+                self.reloaders.append(self.tls.reload)
+        except RuntimeError:
+            self.port = 0
         if not self.port:
-            raise RuntimeError(f"could not bind {address}")
+            raise FailedPrecondition(f"could not listen on {address}: the port is in use, or the "
+                                     "host is not an address of this machine")
         # Startup objects (modules, the bundle's lookup tables) live as long as the process:
         # keep them out of every later full GC pass (10+ ms each, on the hot path otherwise).
         gc.collect()
@@ -196,6 +227,7 @@ class TailorServer:
         await self._start_public()
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
+        self._store_reporter = asyncio.create_task(self._report_store())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
 
@@ -248,18 +280,39 @@ class TailorServer:
                 logger.exception("retention sweep failed")
             await asyncio.sleep(self.settings.retention_sweep_seconds)
 
+    async def _report_store(self) -> None:
+        """Refresh the LMDB size gauges (`tailor_store_*_bytes`) every few seconds."""
+        while True:
+            try:
+                report_store(**self.store.usage())
+            except Exception:  # keep serving; say why
+                logger.exception("reading the store's size failed")
+            await asyncio.sleep(self.settings.store_metrics_seconds)
+
     async def wait(self) -> None:
         await self._server.wait_for_termination()
 
     async def stop(self, grace: float | None = None) -> None:
+        """Drain: health NOT_SERVING (load balancers and probes look elsewhere), new calls still
+        served for `drain_seconds`, then no new call is accepted while those in flight have
+        `grace` seconds (default `grace_seconds`) to finish; then the writers flush and the
+        store closes."""
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
+        if self.settings.drain_seconds:
+            await asyncio.sleep(self.settings.drain_seconds)
         self._sweeper.cancel()
         self._campaign_sweeper.cancel()
+        self._store_reporter.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.public is not None:
             await self.public.stop()
+        self._server = None
+        await self._close_domain()
+
+    async def _close_domain(self) -> None:
+        """Flush the writers and close the store (after the last call, or a failed start)."""
         await self.campaigns.close()
         await self.delivery.close()
         await self.recommender.close()
@@ -267,4 +320,3 @@ class TailorServer:
         await self.registry.stop()
         self.store.close()
         self._lock.close()
-        self._server = None

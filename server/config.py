@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import math
+import tomllib
 import zoneinfo
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_LIMITS", "DEFAULT_CONSENT", "Limits", "Settings"]
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_CONSENT", "Limits", "Settings", "load_settings",
+           "settings_error"]
 
 DEFAULT_CONSENT = {"email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "none",
                    "app": "none"}
@@ -144,6 +147,14 @@ class Settings(BaseSettings):
     """A bundle directory to serve at start (copied under data_dir/bundles if it is elsewhere)."""
     workers: int = Field(1, ge=1, le=64)
     """Server processes sharing the port (SO_REUSEPORT)."""
+    log_format: Literal["text", "json"] = "text"
+    """`json`: one JSON object per log line (ts, level, logger, message, pid, request_id, trace_id,
+    parent_id, exc); `text`: a plain line with the request id in brackets."""
+    log_level: str = "INFO"
+    """Level of the root logger (DEBUG, INFO, WARNING, ...)."""
+    access_log: bool = False
+    """Log one line per RPC on `tailor.access`: method, status code and milliseconds (with the
+    request id and trace of the call, like every line logged during it)."""
     metrics_port: int | None = None
     """HTTP port for Prometheus metrics, on `host`; None disables the endpoint. Served over
     HTTPS with the gRPC port's certificate (and client CA) when TLS is on."""
@@ -159,6 +170,29 @@ class Settings(BaseSettings):
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     """Transport limit per message (bundle chunks, large batches)."""
+    grpc_keepalive_seconds: float = Field(60.0, gt=0)
+    """How long a connection may stay silent before the server pings the client (a dead
+    peer is then found within `grpc_keepalive_timeout_seconds`)."""
+    grpc_keepalive_timeout_seconds: float = Field(20.0, gt=0)
+    """How long the server waits for the answer to its keepalive ping before closing."""
+    grpc_keepalive_permit_without_calls: bool = True
+    """Accept client keepalive pings on connections with no call in flight (pooled idle
+    connections behind a load balancer ping that way)."""
+    grpc_min_ping_interval_seconds: float = Field(1.0, ge=0)
+    """Shortest interval between client pings the server accepts; pings more frequent than this
+    count as strikes, and past `grpc_max_ping_strikes` the connection gets GOAWAY
+    `too_many_pings`. gRPC's own default is 300 s, which refuses a client pinging every 10 s."""
+    grpc_max_ping_strikes: int = Field(2, ge=0)
+    """Too-frequent pings tolerated before GOAWAY (0: any number)."""
+    grpc_max_connection_age_seconds: float | None = Field(300.0, gt=0)
+    """Connections older than this (±10% jitter) get GOAWAY and the client reconnects: with
+    several workers on one port (SO_REUSEPORT) and behind load balancers, long-lived connections
+    are spread again. None: connections live forever."""
+    grpc_max_connection_age_grace_seconds: float = Field(60.0, ge=0)
+    """How long calls in flight on a connection past its age may still finish (a long
+    PushBundle or export) before it is closed."""
+    grpc_max_concurrent_streams: int = Field(1000, ge=1)
+    """Most calls in flight on one connection; more wait for a free slot on the client."""
     limits: Limits = DEFAULT_LIMITS
     """Bounds on what one request may carry (see `Limits`)."""
 
@@ -223,8 +257,15 @@ class Settings(BaseSettings):
     """How often a worker checks the store for a bundle activated by another worker."""
     bundles_kept: int = 5
     """Bundle versions kept on disk (the active one and rollback targets)."""
-    grace_seconds: float = 5.0
-    """How long in-flight calls may finish at shutdown."""
+    grace_seconds: float = Field(5.0, ge=0)
+    """How long in-flight calls may finish at shutdown (SIGTERM/SIGINT), once no new call is
+    accepted; calls still running then are cancelled."""
+    drain_seconds: float = Field(0.0, ge=0)
+    """At shutdown, how long health answers NOT_SERVING while new calls are still served, before
+    the listener closes (for load balancers that follow health checks; Kubernetes' preStop
+    sleep in deploy/k8s does the same for its Service endpoints)."""
+    store_metrics_seconds: float = Field(5.0, gt=0)
+    """How often each worker refreshes the LMDB size gauges (`tailor_store_*_bytes`)."""
 
     # -- security (issue 14) ---------------------------------------------------------------------
     auth_config: Path | None = None
@@ -386,3 +427,39 @@ class Settings(BaseSettings):
     @property
     def audit_dir(self) -> Path:
         return self.data_dir / "audit"
+
+
+def load_settings(config_file: Path | None = None, **flags) -> Settings:
+    """Settings from, in order of precedence: `flags` (the command line), `TAILOR_*` variables,
+    the TOML `config_file` (top-level keys are Settings fields, `[limits]` the Limits), defaults.
+    A key the file has but Settings does not is refused (ValueError naming it and the file)."""
+    if config_file is None:
+        return Settings(**flags)
+    try:
+        with open(config_file, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:  # its message names the line and column
+        raise ValueError(f"{config_file}: {err}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields)) + sorted(
+        f"limits.{k}" for k in set(data.get("limits") or {}) - set(Limits.model_fields))
+    if unknown:
+        raise ValueError(f"{config_file}: unknown setting {', '.join(unknown)}")
+    explicit = Settings(**flags)  # the environment and the flags
+    chosen = {name: getattr(explicit, name) for name in explicit.model_fields_set}
+    if "limits" in chosen and isinstance(data.get("limits"), dict):
+        limits = explicit.limits
+        chosen["limits"] = {**data["limits"], **{k: getattr(limits, k) for k in limits.model_fields_set}}
+    return Settings(**{**data, **chosen})
+
+
+def settings_error(err: ValidationError, config_file: Path | None = None) -> str:
+    """One line per refused value, naming where it can come from."""
+    lines = []
+    for problem in err.errors():
+        path = [str(p) for p in problem["loc"]]
+        env = "TAILOR_" + "__".join(path).upper()
+        flag = f"--{path[0].replace('_', '-')}" if len(path) == 1 else ""
+        where = ", ".join(x for x in (flag, env, f"'{'.'.join(path)}' in {config_file}"
+                                      if config_file else "") if x)
+        lines.append(f"{'.'.join(path)} ({where}): {problem['msg']} (got {problem.get('input')!r:.60})")
+    return "; ".join(lines)

@@ -1,12 +1,109 @@
-"""Log set-up shared by every process of the server (workers and writer processes)."""
+"""Log set-up shared by every process of the server (workers and writer processes), and the
+per-RPC context every log line carries: the request id and the W3C trace context.
+
+`TAILOR_LOG_FORMAT=json` writes one JSON object per line (`ts`, `level`, `logger`, `message`,
+`pid`, and `request_id`, `trace_id`, `parent_id` inside an RPC, `exc` for a traceback); `text`
+(the default) the classic line with `[request id]` after the logger name. `serve` exports both
+variables so the spawned workers and writer processes log the same way. Messages never hold a
+raw user id (`server.security.userref.user_ref`).
+"""
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import os
+import re
+import time
+from typing import NamedTuple
 
-__all__ = ["configure_logging"]
+__all__ = ["CallContext", "bind_call", "configure_logging", "current_call", "parse_traceparent",
+           "reset_call", "valid_request_id"]
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=os.environ.get("TAILOR_LOG_LEVEL", "INFO"),
-                        format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s")
+class CallContext(NamedTuple):
+    """What identifies the RPC being handled in its log lines."""
+
+    request_id: str
+    trace_id: str = ""
+    parent_id: str = ""
+
+
+_call: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("tailor_call", default=None)
+
+
+def current_call() -> CallContext | None:
+    """The context of the RPC being handled (None outside one, e.g. in a batch thread)."""
+    return _call.get()
+
+
+def bind_call(request_id: str, traceparent: str = "") -> tuple[CallContext, contextvars.Token]:
+    """Make this task's log lines carry `request_id` and the trace of `traceparent`."""
+    call = CallContext(request_id, *parse_traceparent(traceparent))
+    return call, _call.set(call)
+
+
+def reset_call(token: contextvars.Token) -> None:
+    try:
+        _call.reset(token)
+    except ValueError:  # a stream closed from another context: its task ends anyway
+        pass
+
+
+def parse_traceparent(value: str) -> tuple[str, str]:
+    """(trace id, parent span id) of a W3C `traceparent` header; ("", "") if it is not one
+    (an all-zero trace or parent id is invalid too)."""
+    match = _TRACEPARENT.fullmatch(value or "")
+    if not match or not int(match[1], 16) or not int(match[2], 16) or value.startswith("ff"):
+        return "", ""
+    return match[1], match[2]
+
+
+def valid_request_id(value: str) -> bool:
+    """A caller's `x-request-id` is kept if it is short and plain (it goes into every log line)."""
+    return bool(_REQUEST_ID.fullmatch(value or ""))
+
+
+class _CallFilter(logging.Filter):
+    """Adds `request_id`, `trace_id`, `parent_id` and `call` (" [request id]" or "") to records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        call = _call.get()
+        record.request_id, record.trace_id, record.parent_id = call or ("", "", "")
+        record.call = f" [{call.request_id}]" if call else ""
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; empty context fields are left out."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+               + f".{int(record.msecs):03d}Z",
+               "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+               "pid": record.process}
+        for key in ("request_id", "trace_id", "parent_id"):
+            value = getattr(record, key, "")
+            if value:
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
+    """Set the root logger up once per process; unset arguments come from `TAILOR_LOG_FORMAT`
+    and `TAILOR_LOG_LEVEL` (the writer processes inherit them)."""
+    log_format = log_format or os.environ.get("TAILOR_LOG_FORMAT", "text")
+    handler = logging.StreamHandler()
+    handler.addFilter(_CallFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s%(call)s: %(message)s"))
+    logging.basicConfig(level=level or os.environ.get("TAILOR_LOG_LEVEL", "INFO"), handlers=[handler],
+                        force=True)

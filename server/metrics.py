@@ -1,25 +1,46 @@
-"""Prometheus metrics: the per-RPC interceptor, domain histograms, and the HTTP endpoint.
+"""Prometheus metrics: per-RPC series under the go-grpc-prometheus names, Tailor's domain series,
+and the HTTP endpoint.
+
+Three places feed them (STYLE 13): `server.rpc.RpcInterceptor` counts and times every RPC, unary
+and streaming alike (`RpcSeries`); the domain code counts what it decides (events, decisions,
+bundle swaps); the batcher reports its batch sizes and queue depth.
 
 With several worker processes, `PROMETHEUS_MULTIPROC_DIR` is set by the parent before the
-workers start and the parent serves the merged view.
+workers start: each worker writes its samples to files there and the parent serves the merged
+view (counters and histograms summed over workers, gauges as their `multiprocess_mode` says).
 """
 from __future__ import annotations
 
 import os
-import time
 
-import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+    start_http_server,
+)
 
-__all__ = ["RPC_LATENCY", "RPC_TOTAL", "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH",
-           "MetricsInterceptor", "serve_metrics"]
+__all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
+           "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
+           "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
+           "RpcSeries", "count_events", "report_model", "report_store", "serve_metrics"]
+
+disable_created_metrics()  # no `_created` sample beside every counter and histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_RPC = ["grpc_type", "grpc_service", "grpc_method"]
 
-RPC_TOTAL = Counter("tailor_rpc_total", "RPCs handled, by method and status code.",
-                    ["method", "code"])
-RPC_LATENCY = Histogram("tailor_rpc_seconds", "Server-side RPC latency.", ["method"],
-                        buckets=_LATENCY_BUCKETS)
+GRPC_STARTED = Counter("grpc_server_started", "RPCs started on the server.", _RPC)
+GRPC_HANDLED = Counter("grpc_server_handled", "RPCs completed on the server, by status code.",
+                       [*_RPC, "grpc_code"])
+GRPC_SECONDS = Histogram("grpc_server_handling_seconds", "Time from an RPC's start to its end "
+                         "on the server (whole streams included).", _RPC, buckets=_LATENCY_BUCKETS)
+GRPC_RECEIVED = Counter("grpc_server_msg_received", "Request messages received.", _RPC)
+GRPC_SENT = Counter("grpc_server_msg_sent", "Response messages sent.", _RPC)
+
 STAGE_LATENCY = Histogram("tailor_recommend_stage_seconds",
                           "Time per Recommend pipeline stage, per batch.", ["stage"],
                           buckets=_LATENCY_BUCKETS)
@@ -28,45 +49,64 @@ BATCH_SIZE = Histogram("tailor_batch_size", "Calls per micro-batch.", ["batcher"
 QUEUE_DEPTH = Gauge("tailor_batch_queue_depth", "Calls waiting for a batch.", ["batcher"],
                     multiprocess_mode="livesum")
 
+MODEL_INFO = Gauge("tailor_model_info", "1 for the bundle a worker serves, 0 for one it served "
+                   "before (max over workers).", ["version", "format"], multiprocess_mode="max")
+MODEL_SWAPS = Counter("tailor_model_swaps", "Bundles swapped in (start, push, rollback, or "
+                      "following another worker).")
+CAMPAIGN_DECISIONS = Counter("tailor_campaign_decisions", "ChooseVariant decisions, by campaign "
+                             "and outcome (variant, holdout, or suppressed by the contact policy).",
+                             ["campaign", "outcome"])
+EVENTS = Counter("tailor_events", "Tracked events, by type and outcome (accepted, duplicate, "
+                 "rejected); types outside the vocabulary count as 'other'.", ["type", "outcome"])
+STORE_USED = Gauge("tailor_store_used_bytes", "LMDB pages in use times the page size.",
+                   multiprocess_mode="max")
+STORE_MAP = Gauge("tailor_store_map_bytes", "Current LMDB map size (grows by doubling).",
+                  multiprocess_mode="max")
+STORE_MAX_MAP = Gauge("tailor_store_max_map_bytes", "Ceiling of the LMDB map "
+                      "(TAILOR_LMDB_MAX_MAP_SIZE).", multiprocess_mode="max")
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every RPC by its full method name and final status code."""
 
-    def __init__(self):
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+class RpcSeries:
+    """The per-RPC series of one method, with their label children bound once (the
+    interceptor builds one per method at its first call)."""
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming RPCs: counted by their own services if needed
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is None:  # built once per method: the handlers are fixed at registration
-            wrapped = self._wrapped[method] = _timed_handler(method, handler)
-        return wrapped
+    def __init__(self, method: str, grpc_type: str):
+        service, _, name = method.lstrip("/").rpartition("/")
+        self._labels = (grpc_type, service, name)
+        self.started = GRPC_STARTED.labels(*self._labels)
+        self.seconds = GRPC_SECONDS.labels(*self._labels)
+        self.received = GRPC_RECEIVED.labels(*self._labels)
+        self.sent = GRPC_SENT.labels(*self._labels)
+        self._handled = {"OK": GRPC_HANDLED.labels(*self._labels, "OK")}
+
+    def handled(self, code: str, seconds: float) -> None:
+        """Count the RPC's end with its status code name and observe its duration."""
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = GRPC_HANDLED.labels(*self._labels, code)
+        child.inc()
+        self.seconds.observe(seconds)
 
 
-def _timed_handler(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    inner = handler.unary_unary
-    latency = RPC_LATENCY.labels(method)
-    ok = RPC_TOTAL.labels(method, "OK")
+def report_model(version: str, fmt: str, previous: str | None = None, previous_fmt: str = "") -> None:
+    """A bundle was swapped in: its info series goes to 1, the one it replaced to 0."""
+    if previous is not None and previous != version:
+        MODEL_INFO.labels(previous, previous_fmt).set(0)
+    MODEL_INFO.labels(version, fmt).set(1)
+    MODEL_SWAPS.inc()
 
-    async def timed(request, context):
-        started = time.perf_counter()
-        try:
-            reply = await inner(request, context)
-        except BaseException:
-            RPC_TOTAL.labels(method, (context.code() or grpc.StatusCode.UNKNOWN).name).inc()
-            raise
-        else:
-            ok.inc()
-            return reply
-        finally:
-            latency.observe(time.perf_counter() - started)
 
-    return grpc.unary_unary_rpc_method_handler(
-        timed, request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer)
+def count_events(outcome: str, types, known: frozenset[str]) -> None:
+    """Count tracked events of `types` (an iterable of type names) under `outcome`."""
+    for event_type in types:
+        EVENTS.labels(event_type if event_type in known else "other", outcome).inc()
+
+
+def report_store(used: int, map_size: int, max_map_size: int) -> None:
+    """The LMDB sizes (`Store.usage()`), refreshed by each worker every few seconds."""
+    STORE_USED.set(used)
+    STORE_MAP.set(map_size)
+    STORE_MAX_MAP.set(max_map_size)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):

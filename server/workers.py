@@ -9,10 +9,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 
 from .app import TailorServer
 from .config import Settings
-from .errors import FailedPrecondition
+from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
 from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
@@ -22,36 +23,63 @@ __all__ = ["serve"]
 logger = logging.getLogger("tailor.workers")
 
 
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> None:
-    """Serve until a signal. With `all_up` (a Barrier shared by the workers), health turns
-    SERVING only once every worker is listening, so a SERVING answer means the port is whole.
-    SIGHUP re-reads the TLS certificate and key (and calls `on_hup`)."""
+    """Serve until SIGINT/SIGTERM, then drain (`TailorServer.stop`). With `all_up` (a Barrier
+    shared by the workers), health turns SERVING only once every worker is listening, so a
+    SERVING answer means the port is whole. SIGHUP re-reads the TLS certificate and key (and
+    calls `on_hup`).
+
+    The stop signals arrive blocked (`serve` blocks them before anything else, and spawned
+    workers inherit the mask): they are unblocked only once handled, before the port listens,
+    so a signal at any moment of the start drains instead of killing the process."""
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     server = TailorServer(settings)
-    await server.start(serving=all_up is None)
-    if all_up is not None:
-        await asyncio.get_running_loop().run_in_executor(None, all_up.wait, 300)
-        await server.set_serving(True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    await _start(server, all_up)  # a stop signal meanwhile drains right after
     await stop.wait()
-    logger.info("shutting down (grace %.1fs)", settings.grace_seconds)
+    logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
     await server.stop()
+    logger.info("stopped")
+
+
+async def _start(server: TailorServer, all_up) -> None:
+    await server.start(serving=all_up is None)
+    if all_up is not None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, all_up.wait, 300)
+        except threading.BrokenBarrierError:  # the parent stops every worker (SIGTERM)
+            logger.error("another worker failed to start: not serving")
+            return
+        await server.set_serving(True)
 
 
 def _worker_main(settings: Settings, all_up) -> None:
-    configure_logging()
-    asyncio.run(_serve_one(settings, all_up))
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        asyncio.run(_serve_one(settings, all_up))
+    except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops
+        logger.error("%s", err)
+        all_up.abort()
+        raise SystemExit(2) from None
 
 
 def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker)."""
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until handled; spawned workers inherit it
-    configure_logging()
+    # Until handled: stop signals wait (blocked), SIGHUP is ignored; spawned workers inherit both.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Inherited by the spawned workers and their writer processes, which log the same way.
+    os.environ.update(TAILOR_LOG_FORMAT=settings.log_format, TAILOR_LOG_LEVEL=settings.log_level)
+    configure_logging(settings.log_format, settings.log_level)
     warning = check_exposure(settings)  # an exposed bind without TLS and auth stops here
     if warning:
         logger.warning(warning)
@@ -98,11 +126,16 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGHUP, forward_reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
+    failed = 0
     try:
         for proc in procs:
             proc.join()
             if not stopping and proc.exitcode != 0:
                 logger.error("worker %s exited with %s; stopping the others", proc.name, proc.exitcode)
+                failed = failed or proc.exitcode
                 forward(signal.SIGTERM, None)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    if failed:
+        raise SystemExit(2 if failed == 2 else 1)

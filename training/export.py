@@ -29,6 +29,8 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from clients import TailorClient, TailorError
 
+    from .progress import progress
+
     args.out.parent.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
@@ -40,7 +42,8 @@ def run(args) -> int:
             # Tombstones first: a user erased while the events stream is still dropped by train.
             erased = _write_tombstones(client, args.tombstones_out or
                                        args.out.with_name("tombstones.csv"))
-            for ev in client.export_events(args.start, args.end):
+            for ev in progress(client.export_events(args.start, args.end), desc="export",
+                               unit=" events"):
                 if not ev.item_id:
                     skipped += 1  # interactions need an item; sends without one are not training rows
                     continue

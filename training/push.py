@@ -6,6 +6,7 @@ a refused bundle prints the server's reason and exits 1 while the old version ke
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -30,12 +31,17 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from clients import TailorClient, TailorError
 
+    from .progress import progress
+
     with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
                       key=args.key, token=args.token) as client:
+        size = sum(f.stat().st_size for f in Path(args.bundle).glob("*") if f.is_file())
         try:
-            status = client.push_bundle(args.bundle, stage_only=args.stage_only, timeout=args.timeout)
+            with progress(desc="push", total=size, unit="B", unit_scale=True) as bar:
+                status = client.push_bundle(args.bundle, stage_only=args.stage_only,
+                                            timeout=args.timeout, on_chunk=bar.update)
         except TailorError as err:
             print(f"push refused: {err}", file=sys.stderr)
             return 1
-    print(json.dumps(status, indent=2))
+    print(json.dumps(dataclasses.asdict(status), indent=2))
     return 0

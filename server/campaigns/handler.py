@@ -21,6 +21,7 @@ import numpy as np
 from kernels import bandits as B
 from kernels.bandit_stats import campaign_stats
 
+from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
 from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
@@ -248,8 +249,10 @@ class Campaigns:
             spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
             verdict.channel_propensity, verdict.send_at_propensity)))
         if reason:  # over a frequency cap, found where the decision was logged
+            metrics.CAMPAIGN_DECISIONS.labels(campaign_id, "suppressed").inc()
             return Choice(decision_id, NO_ARM, 0.0, "", {}, True, reason, verdict.channel,
                           verdict.send_at)
+        metrics.CAMPAIGN_DECISIONS.labels(campaign_id, "variant" if variant else "holdout").inc()
         return Choice(decision_id, decision.arm, decision.propensity,
                       variant.id if variant else "", dict(variant.content) if variant else {},
                       False, "", verdict.channel, verdict.send_at)
@@ -261,6 +264,7 @@ class Campaigns:
         rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
                              [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
         await self._log.submit(tuple(rec.suppressed(verdict.reason)))
+        metrics.CAMPAIGN_DECISIONS.labels(spec.campaign_id, "suppressed").inc()
         return Choice(decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
                       verdict.send_at)
 

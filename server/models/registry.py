@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import metrics
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
 from ..store import Store
@@ -144,7 +145,9 @@ class ModelRegistry:
     async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
         """Swap an already validated bundle in (one reference assignment)."""
         async with self._swap_lock:
-            self._active = bundle
+            previous, self._active = self._active, bundle
+            metrics.report_model(bundle.version, _format(bundle),
+                                 previous and previous.version, previous and _format(previous))
             if record:
                 self._record(bundle.version)
             self._report_loaded(bundle.version)
@@ -212,6 +215,10 @@ class ModelRegistry:
         for version in versions[self.settings.bundles_kept:]:
             if version not in keep:
                 shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+
+
+def _format(bundle: Bundle) -> str:
+    return str(bundle.manifest.raw.get("format", ""))
 
 
 def _alive(pid: int) -> bool:

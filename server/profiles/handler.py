@@ -16,6 +16,7 @@ from contract.events import DEFAULT_HALF_LIFE_DAYS
 from kernels import feature_layout as fl
 from kernels import features as kf
 
+from .. import metrics
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..contact.consent import MARKETING, PURPOSES, current_consents, record_consent
 from ..contact.quiet_hours import TIMEZONE, zone
@@ -27,12 +28,15 @@ from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
-from .schema import CHANNELS, ProfileSchema, item_code
+from .schema import CHANNELS, EVENT_TYPES, ProfileSchema, item_code
 from .tombstones import Tombstone, Tombstones
 
 __all__ = ["AccessExport", "Profiles", "TrackResult", "ProfileView"]
 
 logger = logging.getLogger("tailor.profiles")
+
+_KNOWN_TYPES = frozenset(EVENT_TYPES)
+"""Event types counted by name in `tailor_events_total` (any other string is 'other')."""
 
 
 @dataclass
@@ -161,6 +165,10 @@ class Profiles:
                                            ev.timestamp, MARKETING)
             for listener in self._listeners:
                 await listener.on_events(accepted)
+            metrics.count_events("accepted", (ev.type for ev in accepted), _KNOWN_TYPES)
+            metrics.count_events("duplicate", (valid[i].type for i in stored.duplicates), _KNOWN_TYPES)
+        metrics.count_events("rejected", (events[i - offset].type for i, _, _ in result.rejected),
+                             _KNOWN_TYPES)
         return result
 
     # -- attributes, consent, erasure ----------------------------------------------------------

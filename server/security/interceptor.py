@@ -14,6 +14,7 @@ import inspect
 import grpc
 
 from ..errors import Unauthenticated
+from ..logging import current_call
 from .authn import Authenticator
 from .logging import logger
 from .principals import Principal
@@ -32,6 +33,10 @@ def current_principal() -> Principal:
 
 
 def _request_id(metadata) -> str:
+    """The call's request id (`server.rpc` binds it, from `x-request-id` or made up)."""
+    call = current_call()
+    if call is not None:
+        return call.request_id
     for key, value in metadata or ():
         if key == "x-request-id":
             return value

@@ -6,13 +6,10 @@ from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
 from ..config import Settings
 from ..errors import InvalidArgument, grpc_errors
-from ..ids import RandomIds
+from ..logging import current_call
 from ..recommend import Recommender, RecQuery, RecResult
 
 __all__ = ["RecommendationServicer", "RecommendConverter"]
-
-_request_id = RandomIds(8)
-
 
 class RecommendConverter:
     @staticmethod
@@ -21,9 +18,9 @@ class RecommendConverter:
                         categories=tuple(req.categories), exclude_item_ids=tuple(req.exclude_item_ids))
 
     @staticmethod
-    def from_result(res: RecResult) -> pb.RecommendResponse:
+    def from_result(res: RecResult, request_id: str = "") -> pb.RecommendResponse:
         items, rows = res.bundle.items, res.rows
-        out = pb.RecommendResponse(model_version=res.bundle.version, request_id=_request_id(),
+        out = pb.RecommendResponse(model_version=res.bundle.version, request_id=request_id,
                                    cold_start=res.cold_start)
         add = out.items.add
         # One vectorised gather + tolist() per column: no numpy scalars reach protobuf.
@@ -45,14 +42,22 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
     async def Recommend(self, request: pb.RecommendRequest, context) -> pb.RecommendResponse:
         _check_size(request, self.settings.limits.request_bytes)
         result = await self.recommender.recommend(RecommendConverter.to_query(request))
-        return RecommendConverter.from_result(result)
+        return RecommendConverter.from_result(result, _request_id())
 
     @grpc_errors
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> pb.RecommendBatchResponse:
         _check_size(request, self.settings.limits.batch_request_bytes)
         results = await self.recommender.recommend_many(
             [RecommendConverter.to_query(r) for r in request.requests])
-        return pb.RecommendBatchResponse(responses=[RecommendConverter.from_result(r) for r in results])
+        call_id = _request_id()
+        return pb.RecommendBatchResponse(responses=[RecommendConverter.from_result(r, f"{call_id}.{i}")
+                                                    for i, r in enumerate(results)])
+
+
+def _request_id() -> str:
+    """The call's request id (`x-request-id`, also in the trailing metadata)."""
+    call = current_call()
+    return call.request_id if call else ""
 
 
 def _check_size(request, limit: int) -> None:

@@ -178,6 +178,13 @@ class Store:
     def sync(self) -> None:
         self.env.sync(True)
 
+    def usage(self) -> dict[str, int]:
+        """Bytes up to the highest page written (`used`: free pages inside it count, until a
+        compaction), the current map size and its ceiling."""
+        info = self.env.info()
+        return {"used": (info["last_pgno"] + 1) * self.env.stat()["psize"],
+                "map_size": info["map_size"], "max_map_size": self.max_map_size}
+
     def close(self) -> None:
         self.env.close()
 

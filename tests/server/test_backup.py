@@ -26,20 +26,20 @@ def backup_file(server_process, tmp_path, demo_bundle):
     served = server_process(tmp_path / "data", bundle=demo_bundle)
     t0 = time.time() - 3600
     with TailorClient(served.target, timeout=30) as client:
-        assert client.track_batch(_events("a", 30, "alice", t0))["accepted"] == 30
+        assert client.track_batch(_events("a", 30, "alice", t0)).accepted == 30
         client.create_campaign({"campaign_id": "spring", "policy": "gaussian_ts",
                                 "reward_window_seconds": 3600,
                                 "variants": [{"id": "red"}, {"id": "blue"}]})
         pick = client.choose_variant("spring", "alice")
-        client.report_reward(pick["decision_id"], 1.0)
-        version = client.model_status()["active"]["version"]
+        client.report_reward(pick.decision_id, 1.0)
+        version = client.model_status().active.version
     stop, written = threading.Event(), []
 
     def keep_writing():
         with TailorClient(served.target, timeout=30) as client:
             while not stop.is_set():
                 batch = _events(f"w{len(written)}", 50, "walker", t0 + len(written))
-                written.append(client.track_batch(batch)["accepted"])
+                written.append(client.track_batch(batch).accepted)
 
     writer = threading.Thread(target=keep_writing)
     writer.start()
@@ -68,7 +68,7 @@ def test_restore_brings_back_profiles_campaigns_and_the_bundle(backup_file, serv
     assert reply["active_bundle"] == version
     served = server_process(fresh)  # no --bundle: it must serve what the backup held
     with TailorClient(served.target, timeout=30) as client:
-        assert client.model_status()["active"]["version"] == version
+        assert client.model_status().active.version == version
         assert _n_events(client, "alice") == 30
         stats = client.campaign_stats("spring")
         assert {v["variant_id"] for v in stats["variants"]} == {"red", "blue"}

@@ -295,7 +295,7 @@ def test_no_lost_updates_under_concurrent_rewards_from_several_processes(server_
         picks = [client.choose_variant("c1", f"u{i}") for i in range(600)]
     rng = np.random.default_rng(5)
     rewards = rng.integers(0, 40, len(picks)) / 4.0  # exact in binary: sums are exact
-    jobs = [(p["decision_id"], float(r)) for p, r in zip(picks, rewards)]
+    jobs = [(p.decision_id, float(r)) for p, r in zip(picks, rewards)]
     procs = []
     for i in range(4):
         path = tmp_path / f"jobs{i}.json"
@@ -304,7 +304,7 @@ def test_no_lost_updates_under_concurrent_rewards_from_several_processes(server_
     assert [p.wait(timeout=120) for p in procs] == [0] * 4
     with TailorClient(server.target, timeout=30) as client:
         st = client.campaign_stats("c1")
-    arms = np.array([p["arm"] for p in picks])
+    arms = np.array([p.arm for p in picks])
     got = {v["variant_id"]: v for v in st["variants"]}
     for a in range(3):
         assert got[f"v{a}"]["pulls"] == (arms == a).sum()

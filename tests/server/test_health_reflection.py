@@ -34,12 +34,13 @@ async def test_rpcs_are_counted_by_method_and_status(channel):
     from prometheus_client import REGISTRY
 
     from protos.tailor.v1 import recommendation_pb2, recommendation_pb2_grpc
-    method = "/tailor.v1.RecommendationService/Recommend"
+    labels = {"grpc_type": "unary", "grpc_service": "tailor.v1.RecommendationService",
+              "grpc_method": "Recommend"}
 
     def counts() -> tuple[float, float]:
-        """tailor_rpc_total of Recommend for OK and INVALID_ARGUMENT, as /metrics would show."""
-        return tuple(REGISTRY.get_sample_value("tailor_rpc_total", {"method": method, "code": code}) or 0.0
-                     for code in ("OK", "INVALID_ARGUMENT"))
+        """grpc_server_handled_total of Recommend for OK and INVALID_ARGUMENT, as /metrics shows."""
+        return tuple(REGISTRY.get_sample_value("grpc_server_handled_total", {**labels, "grpc_code": code})
+                     or 0.0 for code in ("OK", "INVALID_ARGUMENT"))
     before = counts()
     stub = recommendation_pb2_grpc.RecommendationServiceStub(channel)
     await stub.Recommend(recommendation_pb2.RecommendRequest(user_id="1", k=3))

@@ -29,4 +29,4 @@ async def test_wrongly_typed_manifest_is_a_failed_precondition(client, copy_bund
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert f"manifest.json: {key}" in str(err.value)
     status = await asyncio.to_thread(client.model_status)
-    assert status["active"]["version"] == demo_manifest["version"]
+    assert status.active.version == demo_manifest["version"]

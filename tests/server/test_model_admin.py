@@ -31,20 +31,22 @@ def _sha(path):
 
 async def test_status_reports_the_loaded_bundle(client, demo_manifest):
     status = await asyncio.to_thread(client.model_status)
-    assert status["active"]["version"] == demo_manifest["version"]
-    assert status["active"]["n_items"] == demo_manifest["data"]["n_items"]
-    assert "model.ndcg@10" in status["active"]["metrics"]
+    assert status.active.version == demo_manifest["version"]
+    assert status.active.n_items == demo_manifest["data"]["n_items"]
+    assert "model.ndcg@10" in status.active.metrics
 
 
 async def test_push_swaps_and_rollback_returns(client, second_bundle, demo_manifest):
     new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
-    status = await asyncio.to_thread(client.push_bundle, second_bundle)
-    assert status["active"]["version"] == new_version
-    assert status["previous_version"] == demo_manifest["version"]
+    sent = []  # what a progress bar sees: every byte of every file, once
+    status = await asyncio.to_thread(client.push_bundle, second_bundle, on_chunk=sent.append)
+    assert sum(sent) == sum(f.stat().st_size for f in second_bundle.iterdir() if f.is_file())
+    assert status.active.version == new_version
+    assert status.previous_version == demo_manifest["version"]
     recs = await asyncio.to_thread(client.recommend, "1", 5)
     assert recs.model_version == new_version
     back = await asyncio.to_thread(client.rollback)
-    assert back["active"]["version"] == demo_manifest["version"]
+    assert back.active.version == demo_manifest["version"]
     recs = await asyncio.to_thread(client.recommend, "1", 5)
     assert recs.model_version == demo_manifest["version"]
 
@@ -95,8 +97,8 @@ async def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
     assert expect in str(err.value)
     status = await asyncio.to_thread(client.model_status)
-    assert status["active"]["version"] == demo_manifest["version"]
-    assert not any(v.startswith("bad-") for v in status.get("available_versions", []))
+    assert status.active.version == demo_manifest["version"]
+    assert not any(v.startswith("bad-") for v in status.available_versions)
     recs = await asyncio.to_thread(client.recommend, "1", 3)
     assert recs.model_version == demo_manifest["version"]
 
@@ -125,4 +127,4 @@ async def test_a_bundle_over_the_upload_limit_is_refused_and_leaves_nothing(
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "4096-byte" in str(err.value)
     assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()] == [demo_manifest["version"]]
     status = await asyncio.to_thread(client.model_status)
-    assert status["active"]["version"] == demo_manifest["version"]
+    assert status.active.version == demo_manifest["version"]

@@ -27,7 +27,7 @@ def test_acknowledged_events_survive_kill_9(server_process, tmp_path, demo_bundl
     with TailorClient(server.target, timeout=30) as client:
         for b in range(5):
             reply = client.track_batch(events(f"k{b}", 400))
-            assert reply["accepted"] == 400
+            assert reply.accepted == 400
     server.kill()  # no shutdown, no flush: only what LMDB committed survives
     restarted = server_process(data)
     with TailorClient(restarted.target, timeout=30) as client:
@@ -43,7 +43,7 @@ def test_writes_from_several_workers_all_land(server_process, tmp_path, demo_bun
         try:  # one channel per writer: connections spread over the worker processes
             with TailorClient(server.target, timeout=60) as client:
                 for b in range(10):
-                    assert client.track_batch(events(f"w{w}-b{b}", 200))["accepted"] == 200
+                    assert client.track_batch(events(f"w{w}-b{b}", 200)).accepted == 200
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -68,7 +68,7 @@ def test_full_store_answers_resource_exhausted_and_keeps_accepted_events(server_
         with pytest.raises(TailorError) as err:
             for b in range(200):
                 batch = [dict(e, attributes=big) for e in events(f"f{b}", 100)]
-                accepted += client.track_batch(batch)["accepted"]
+                accepted += client.track_batch(batch).accepted
         assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "full" in str(err.value)
         assert accepted > 0 and count_events(client) == accepted

@@ -1,8 +1,15 @@
-"""`python -m server --help` shows every subcommand, and a bare flag still means `serve`."""
+"""`python -m server --help` shows every subcommand, and a bare flag still means `serve`; what the
+user got wrong prints one line and exits 2; `--config FILE` (TOML) sits below env and flags."""
 import argparse
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
 
 from server.__main__ import build_parser
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 
 
 def _subcommands() -> dict[str, str]:
@@ -21,3 +28,76 @@ def test_help_lists_every_subcommand_with_its_help():
 def test_flags_without_a_command_are_the_serve_command():
     out = run_module("server", "--port", "x", check=False)
     assert out.returncode == 2 and "serve: error" in out.stderr and "--port" in out.stderr
+
+
+# -- one line, exit 2, for what the user got wrong (issue 18) ------------------------------------
+def serve_fails(tmp_path, *args, env=None) -> str:
+    """`python -m server ...` that must refuse to serve: its one stderr line."""
+    proc = run_module("server", *args, check=False, timeout=120,
+                      env={**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"), **(env or {})})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr + proc.stdout
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error: ")]
+    return line
+
+
+def test_refused_settings_name_the_flag_and_the_variable(tmp_path):
+    line = serve_fails(tmp_path, "--workers", "0", "--data-dir", str(tmp_path / "d"))
+    assert "workers (--workers, TAILOR_WORKERS): Input should be greater than or equal to 1" in line
+    line = serve_fails(tmp_path, "--data-dir", str(tmp_path / "d"), env={"TAILOR_PORT": "notanint"})
+    assert "port (--port, TAILOR_PORT)" in line and "'notanint'" in line
+
+
+def test_a_port_in_use_and_a_missing_bundle_are_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = serve_fails(tmp_path, "--port", str(port), "--data-dir", str(tmp_path / "d"))
+    assert f"could not listen on 127.0.0.1:{port}: the port is in use" in line
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(tmp_path / "d"),
+                       "--bundle", str(tmp_path / "no-such-bundle"))
+    assert "bundle" in line and "manifest.json" in line
+
+
+def test_config_file_is_below_the_environment_and_the_flags(tmp_path):
+    from server.config import load_settings
+    config = tmp_path / "tailor.toml"
+    config.write_text('port = 7001\nworkers = 3\ngrace_seconds = 9.5\nlog_format = "json"\n'
+                      '[limits]\nrecommend_k = 50\nid_bytes = 64\n')
+    env = {"TAILOR_WORKERS": "2", "TAILOR_LIMITS__ID_BYTES": "100"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        s = load_settings(config, port=7002)
+    assert (s.port, s.workers, s.grace_seconds, s.log_format) == (7002, 2, 9.5, "json")
+    assert (s.limits.recommend_k, s.limits.id_bytes) == (50, 100)
+
+
+def test_a_bad_config_file_is_named_with_its_line(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('port = 7001\nwokers = 2\n[limits]\nrecomend_k = 3\n')
+    line = serve_fails(tmp_path, "--config", str(config))
+    assert line == f"error: {config}: unknown setting wokers, limits.recomend_k"
+    config.write_text('port = 7001\nworkers = = 2\n')
+    assert "(at line 2, column" in serve_fails(tmp_path, "--config", str(config))
+    config.write_text('workers = 0\n')
+    assert f"'workers' in {config}" in serve_fails(tmp_path, "--config", str(config))
+
+
+def test_serve_reads_its_config_file(tmp_path):
+    from tests.conftest import free_port
+    port = free_port()
+    config = tmp_path / "tailor.toml"
+    config.write_text(f'port = {port}\ndata_dir = "{tmp_path / "data"}"\nsecrets_dir = "{tmp_path / "s"}"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        while "serving on" not in line and proc.poll() is None:
+            line = proc.stdout.readline()
+        assert f"serving on 127.0.0.1:{port}" in line
+        assert (tmp_path / "data" / "store").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -47,10 +47,10 @@ def test_plaintext_client_is_refused_by_a_tls_server(server_process, ca, demo_bu
     with pytest.raises(TailorError) as err:
         _ping(server.target, Connection())
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
-    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca.cert)  # HTTPS, same cert
+    assert b"grpc_server_handled_total" in _fetch_metrics(server.metrics_port, ca.cert)  # HTTPS, same cert
     with pytest.raises(OSError):  # plain HTTP: the TLS listener resets it
         urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5)
-    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca.cert)  # still up
+    assert b"grpc_server_handled_total" in _fetch_metrics(server.metrics_port, ca.cert)  # still up
 
 
 def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(server_process, ca, demo_bundle,
@@ -112,7 +112,7 @@ def test_sighup_rotates_the_certificate_of_every_worker_and_of_metrics(server_pr
     shutil.copy(a.key, key)
     server = server_process(bundle=demo_bundle, workers=2, connection=Connection(tls_ca=ca_a.cert),
                             args=("--tls-cert", str(cert), "--tls-key", str(key)))
-    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca_a.cert)
+    assert b"grpc_server_handled_total" in _fetch_metrics(server.metrics_port, ca_a.cert)
     shutil.copy(b.cert, cert)
     shutil.copy(b.key, key)
     server.proc.send_signal(signal.SIGHUP)
@@ -130,7 +130,7 @@ def test_sighup_rotates_the_certificate_of_every_worker_and_of_metrics(server_pr
         _ping(server.target, trust_b)
         with pytest.raises(TailorError):
             _ping(server.target, Connection(tls_ca=ca_a.cert))
-    assert b"tailor_rpc_total" in _fetch_metrics(server.metrics_port, ca_b.cert)
+    assert b"grpc_server_handled_total" in _fetch_metrics(server.metrics_port, ca_b.cert)
     assert server.proc.poll() is None
 
 

@@ -1,0 +1,101 @@
+"""`AsyncTailorClient`: the asyncio twin of `TailorClient` for the hot calls (recommend, track,
+choose/reward, profile, health), over one `grpc.aio` channel. Retries of UNAVAILABLE are left to
+gRPC's service config (`RETRY_SERVICE_CONFIG`): the channel retries with backoff itself, within
+each call's deadline, and never after a reply has started."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.tailor.v1 import campaign_pb2 as camp_pb
+from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
+from protos.tailor.v1 import diagnostics_pb2 as diag_pb
+from protos.tailor.v1 import diagnostics_pb2_grpc as diag_grpc
+from protos.tailor.v1 import profile_pb2 as prof_pb
+from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
+from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
+
+from .client import Recommendations, TailorClient, TailorError, _to_dict, event_from_dict
+from .results import Choice, Reward, TrackResult
+from .transport import Connection
+
+__all__ = ["AsyncTailorClient", "RETRY_SERVICE_CONFIG"]
+
+RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
+    "name": [{"service": f"tailor.v1.{s}"} for s in (
+        "RecommendationService", "ProfileService", "CampaignService", "DiagnosticsService")],
+    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
+}]})
+"""What `RetryPolicy()` does for the blocking client, as gRPC's own retry configuration."""
+
+
+class AsyncTailorClient:
+    """`async with AsyncTailorClient("host:port") as client: await client.recommend("u1")`."""
+
+    def __init__(self, target: str, *, timeout: float = 2.0, tls_ca: str | Path | None = None,
+                 cert: str | Path | None = None, key: str | Path | None = None,
+                 token: str | None = None, max_message_bytes: int = 64 << 20):
+        self.target, self.timeout = target, timeout
+        connection = Connection(*(Path(p) if p else None for p in (tls_ca, cert, key)), token=token)
+        self._channel = connection.aio_channel(target, options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.enable_retries", 1), ("grpc.service_config", RETRY_SERVICE_CONFIG)])
+        self._rec = rec_grpc.RecommendationServiceStub(self._channel)
+        self._profiles = prof_grpc.ProfileServiceStub(self._channel)
+        self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
+        self._diag = diag_grpc.DiagnosticsServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def __aenter__(self) -> AsyncTailorClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, fn, request, timeout: float | None):
+        try:
+            return await fn(request, timeout=timeout or self.timeout)
+        except grpc.aio.AioRpcError as err:
+            raise TailorError(err.code(), err.details() or "") from None
+
+    async def recommend(self, user_id: str, k: int = 10, *, channel: str = "",
+                        categories: Sequence[str] = (), exclude: Sequence[str] = (),
+                        timeout: float | None = None) -> Recommendations:
+        req = TailorClient._request(user_id, k, channel, categories, exclude)
+        return Recommendations.from_pb(await self._call(self._rec.Recommend, req, timeout))
+
+    async def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> TrackResult:
+        req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])
+        return TrackResult.from_pb(await self._call(self._profiles.TrackEvents, req, timeout))
+
+    async def get_profile(self, user_id: str, max_events: int = 0, timeout: float | None = None) -> dict:
+        req = prof_pb.GetProfileRequest(user_id=user_id, max_events=max_events)
+        return _to_dict(await self._call(self._profiles.GetProfile, req, timeout))
+
+    async def choose_variant(self, campaign_id: str, user_id: str,
+                             context: dict[str, float] | None = None,
+                             timeout: float | None = None) -> Choice:
+        req = camp_pb.ChooseVariantRequest(campaign_id=campaign_id, user_id=user_id,
+                                           context={k: float(v) for k, v in (context or {}).items()})
+        return Choice.from_pb(await self._call(self._campaigns.ChooseVariant, req, timeout))
+
+    async def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
+        req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)
+        return Reward.from_pb(await self._call(self._campaigns.ReportReward, req, timeout))
+
+    async def ping(self, timeout: float | None = None) -> None:
+        await self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)
+
+    async def health(self, service: str = "", timeout: float | None = None) -> str:
+        """The server's (or `service`'s) status name: SERVING, NOT_SERVING, ..."""
+        reply = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

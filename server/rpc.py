@@ -1,0 +1,150 @@
+"""The one interceptor around every RPC, unary and streaming alike.
+
+For each call it
+- takes the caller's `x-request-id` (if short and plain) or makes one, and returns it in the
+  trailing metadata;
+- binds it, with the W3C `traceparent` the caller sent, to the task's log lines
+  (`server.logging.current_call`);
+- counts and times the call and its messages each way (`metrics.RpcSeries`);
+- with `access_log`, logs one line per call on `tailor.access` (method, status, milliseconds).
+
+It is the outermost interceptor (before authentication), so refused calls are counted, logged
+and carry a request id too. Handlers are wrapped once per method, at the method's first call.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+
+import grpc
+
+from .ids import RandomIds
+from .logging import bind_call, reset_call, valid_request_id
+from .metrics import RpcSeries
+
+__all__ = ["RpcInterceptor", "REQUEST_ID_KEY"]
+
+REQUEST_ID_KEY = "x-request-id"
+access_logger = logging.getLogger("tailor.access")
+_new_request_id = RandomIds(8)
+
+
+class RpcInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler so every call is identified, counted and timed."""
+
+    def __init__(self, access_log: bool = False):
+        self.access_log = access_log
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """The same kind of handler, each call observed."""
+        streams_in, streams_out = handler.request_streaming, handler.response_streaming
+        if streams_in and streams_out:
+            kind, inner, make = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        elif streams_in:
+            kind, inner, make = "client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        elif streams_out:
+            kind, inner, make = "server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        call = _Observed(method, RpcSeries(method, kind), streams_in, self.access_log)
+        if streams_out and inspect.isasyncgenfunction(inner):
+            behaviour = call.stream(inner)
+        else:  # a coroutine (a response stream written with context.write sends uncounted)
+            behaviour = call.unary(inner, counts_reply=not streams_out)
+        return make(behaviour, request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer)
+
+
+class _Observed:
+    """The per-call work around one method's handler."""
+
+    def __init__(self, method: str, series: RpcSeries, streams_in: bool, access_log: bool):
+        self.method, self.series, self.streams_in, self.access_log = method, series, streams_in, access_log
+
+    def begin(self, request, context):
+        """Start a call: (request as the handler reads it, log-context token, start time)."""
+        self.series.started.inc()
+        request_id = traceparent = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == REQUEST_ID_KEY:
+                request_id = value
+            elif key == "traceparent":
+                traceparent = value
+        if not valid_request_id(request_id):
+            request_id = _new_request_id()
+        context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+        _, token = bind_call(request_id, traceparent)
+        if self.streams_in:
+            request = _counted(request, self.series.received)
+        else:
+            self.series.received.inc()
+        return request, token, time.perf_counter()
+
+    def end(self, code: str, token, started: float) -> None:
+        seconds = time.perf_counter() - started
+        self.series.handled(code, seconds)
+        if self.access_log:
+            access_logger.info("%s %s %.2f ms", self.method, code, seconds * 1e3)
+        reset_call(token)
+
+    def unary(self, inner, counts_reply: bool):
+        async def call(request, context):
+            request, token, started = self.begin(request, context)
+            code = "OK"
+            try:
+                reply = await inner(request, context)
+                if counts_reply:
+                    self.series.sent.inc()
+                return reply
+            except BaseException as err:
+                code = _code(context, err)
+                raise
+            finally:
+                self.end(code, token, started)
+        return call
+
+    def stream(self, inner):
+        async def call(request, context):
+            request, token, started = self.begin(request, context)
+            code, sent = "OK", self.series.sent
+            try:
+                async for reply in inner(request, context):
+                    sent.inc()
+                    yield reply
+            except BaseException as err:
+                code = _code(context, err)
+                raise
+            finally:
+                self.end(code, token, started)
+        return call
+
+
+async def _counted(requests, counter):
+    async for request in requests:
+        counter.inc()
+        yield request
+
+
+def _code(context, err: BaseException) -> str:
+    """The status the call ends with: the one its handler aborted with, CANCELLED for a call
+    the client gave up on, UNKNOWN for anything else (what gRPC answers then)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(err, (asyncio.CancelledError, GeneratorExit)):
+        return "CANCELLED"
+    return "UNKNOWN"

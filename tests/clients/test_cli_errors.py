@@ -1,0 +1,55 @@
+"""`python -m clients` prints one `error:` line instead of a traceback: exit 1 with `CODE: message`
+for a gRPC status, exit 2 naming the file and line for what the user gave; `track` stops at a
+bad line and says how many events before it were committed."""
+import json
+import time
+
+import pytest
+
+from tests.conftest import free_port, run_module
+
+
+def cli(*args: str, expect: int) -> str:
+    proc = run_module("clients", *args, check=False, timeout=120)
+    assert proc.returncode == expect, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: ") and not proc.stdout
+    return proc.stderr.strip()
+
+
+@pytest.fixture
+def served(server_process, tmp_path):
+    return server_process(env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}).target
+
+
+def test_track_names_the_bad_line_and_what_was_committed_before_it(served, tmp_path):
+    now = time.time() - 60
+    good = [json.dumps({"event_id": f"t{i}", "user_id": f"u{i % 7}", "type": "view", "timestamp": now})
+            for i in range(2999)]
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(good + ['{"event_id": "t-last", "user_id": "u1", "type": "view",']) + "\n")
+    line = cli("track", str(events), "--server", served, "--batch-size", "500", expect=2)
+    assert line.startswith(f"error: {events} line 3000: ") and "Expecting" in line
+    assert line.endswith("the 2999 events before it were committed (0 duplicates, 0 rejected)")
+    again = tmp_path / "again.jsonl"
+    again.write_text("\n".join(good[:10] + ['{"event_id": "x", "timestamp": "not a time"}']) + "\n")
+    assert "line 11: " in cli("track", str(again), "--server", served, expect=2)
+    assert "the 0 events before it were committed (10 duplicates" in cli("track", str(again), "--server",
+                                                                        served, expect=2)
+
+
+def test_missing_and_malformed_files_are_named(served, tmp_path):
+    missing = tmp_path / "missing.jsonl"
+    assert cli("track", str(missing), "--server", served, expect=2) == \
+        f"error: {missing}: no such file or directory"
+    spec = tmp_path / "campaign.json"
+    spec.write_text('{"campaign_id": "c1",\n "variants": [}\n')
+    line = cli("campaign", "create", "--file", str(spec), "--server", served, expect=2)
+    assert line.startswith(f"error: {spec}: ") and "line 2 column" in line
+
+
+def test_grpc_statuses_are_one_line(served):
+    line = cli("profile", "--user", "nobody-here", "--server", served, expect=1)
+    assert line.startswith("error: NOT_FOUND: ") and "nobody-here" in line
+    line = cli("ping", "--server", f"127.0.0.1:{free_port()}", "--timeout", "1", expect=1)
+    assert line.startswith("error: UNAVAILABLE: ") or line.startswith("error: DEADLINE_EXCEEDED: ")

@@ -1,0 +1,74 @@
+"""TailorClient returns typed results (dataclasses) and the package ships `py.typed`."""
+import asyncio
+import time
+import tomllib
+
+import pytest_asyncio
+
+from clients import Choice, RejectedEvent, Reward, TailorClient, TrackResult
+from tests.conftest import ROOT
+
+
+@pytest_asyncio.fixture
+async def target(tmp_path):
+    from server.app import TailorServer
+    from server.config import Settings
+    server = TailorServer(Settings(port=0, data_dir=tmp_path / "data", lmdb_sync=False,
+                                   secrets_dir=tmp_path / "secrets"))
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(grace=0.5)
+
+
+def calls(target: str):
+    now = time.time() - 60
+    with TailorClient(target, timeout=10) as client:
+        events = [{"event_id": "e1", "user_id": "u1", "type": "view", "timestamp": now},
+                  {"event_id": "e2", "user_id": "", "type": "view", "timestamp": now}]
+        batch = client.track_batch(events)
+        stream = client.track(iter(events))
+        client.create_campaign({"campaign_id": "c1", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"subject": "hi"}}]})
+        choice = client.choose_variant("c1", "u1")
+        reward = client.report_reward(choice.decision_id, 1.0)
+    return batch, stream, choice, reward
+
+
+async def test_results_are_typed(target):
+    batch, stream, choice, reward = await asyncio.to_thread(calls, target)
+    assert isinstance(batch, TrackResult) and (batch.accepted, batch.duplicates) == (1, 0)
+    assert batch.accepted_ids == ["e1"] and len(batch.rejected) == 1
+    (rejected,) = batch.rejected
+    assert isinstance(rejected, RejectedEvent) and (rejected.index, rejected.event_id) == (1, "e2")
+    assert (stream.accepted, stream.duplicates, [r.index for r in stream.rejected]) == (0, 1, [1])
+    assert choice == Choice(choice.decision_id, "a", 0, 1.0, False, {"subject": "hi"})
+    assert reward == Reward("c1", "a", False)
+
+
+def test_the_client_package_is_marked_typed():
+    assert (ROOT / "clients" / "py.typed").is_file()
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in data["*"]
+
+
+async def test_the_asyncio_client_returns_the_same_types(target):
+    import grpc
+    import pytest
+
+    from clients import TailorError
+    from clients.aio import AsyncTailorClient
+    async with AsyncTailorClient(target, timeout=10) as client:
+        assert await client.health() == "SERVING"
+        tracked = await client.track_batch([{"event_id": "a1", "user_id": "u2", "type": "view",
+                                             "timestamp": time.time() - 60}])
+        assert tracked == TrackResult(1, 0, [], ["a1"])
+        assert (await client.get_profile("u2"))["user_id"] == "u2"
+        with pytest.raises(TailorError) as missing:
+            await client.get_profile("nobody")
+        assert missing.value.code == grpc.StatusCode.NOT_FOUND
+        with TailorClient(target) as blocking:  # the server runs on this loop: call from a thread
+            await asyncio.to_thread(blocking.create_campaign, {"campaign_id": "c2", "policy": "fixed",
+                                                               "variants": [{"id": "b"}]})
+        choice = await client.choose_variant("c2", "u2")
+        assert isinstance(choice, Choice) and choice.variant_id == "b"
+        assert await client.report_reward(choice.decision_id, 0.5) == Reward("c2", "b", False)

@@ -1,0 +1,102 @@
+"""/metrics of a real 2-worker `python -m server`: every RPC, unary and streaming, counted under the
+go-grpc-prometheus names and summed over the workers; the domain series the dashboard queries."""
+import time
+import urllib.request
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from tests.test_deploy_files import queried_metrics
+
+PROFILE = "tailor.v1.ProfileService"
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples, name: str, **labels) -> float:
+    """The sum of `name` over every sample whose labels include `labels`."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in samples.items() if n == name and want <= lab)
+
+
+def event(i: int, user: str, type_: str = "view") -> pb.Event:
+    return pb.Event(event_id=f"m-{i}", user_id=user, type=type_, item_id="", timestamp=time.time() - 60)
+
+
+def calls(target: str) -> dict:
+    """Unary and streaming calls over two connections (the two workers may both serve some);
+    returns what each should count."""
+    with grpc.insecure_channel(target) as one, grpc.insecure_channel(target) as two:
+        for ch in (one, two):
+            rpb_grpc.RecommendationServiceStub(ch).Recommend(rpb.RecommendRequest(user_id="u1", k=3))
+        profiles = pb_grpc.ProfileServiceStub(one)
+        reply = profiles.TrackEvents(pb.TrackEventsRequest(events=[
+            event(0, "a"), event(1, "a"), event(2, "a", "teleport")]))
+        assert reply.accepted == 2 and len(reply.rejected) == 1
+        batches = [pb.TrackEventsRequest(events=[event(10 + 2 * b + j, "b", "click") for j in range(2)])
+                   for b in range(3)]
+        assert pb_grpc.ProfileServiceStub(two).TrackEventStream(iter(batches)).accepted == 6
+        exported = list(profiles.ExportEvents(pb.ExportEventsRequest()))
+        assert len(exported) == 8
+        try:
+            profiles.GetProfile(pb.GetProfileRequest(user_id="nobody-here"))
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND
+        campaigns = cpb_grpc.CampaignServiceStub(two)
+        campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+            campaign_id="c1", channel="email", policy="bernoulli_ts",
+            variants=[cpb.Variant(id="v0"), cpb.Variant(id="v1")])))
+        for user in ("x", "y", "z"):
+            campaigns.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="c1", user_id=user))
+    return {"exported": len(exported)}
+
+
+def test_metrics_count_unary_and_streaming_rpcs_over_two_workers(server_process, demo_bundle,
+                                                                 demo_manifest):
+    server = server_process(bundle=demo_bundle, workers=2)
+    expected = calls(server.target)
+    time.sleep(0.2)  # the store gauges are set at start; nothing else is deferred
+    m = scrape(server.metrics_port)
+
+    def handled(method, code="OK", service=PROFILE):
+        return value(m, "grpc_server_handled_total", grpc_service=service, grpc_method=method,
+                     grpc_code=code)
+
+    rec = {"grpc_service": "tailor.v1.RecommendationService", "grpc_method": "Recommend"}
+    assert handled("Recommend", service=rec["grpc_service"]) == 2
+    assert value(m, "grpc_server_handling_seconds_count", **rec) == 2
+    assert value(m, "grpc_server_started_total", grpc_type="unary", **rec) == 2
+    assert handled("TrackEvents") == 1 and handled("TrackEventStream") == 1
+    stream = {"grpc_service": PROFILE, "grpc_method": "TrackEventStream"}
+    assert value(m, "grpc_server_started_total", grpc_type="client_stream", **stream) == 1
+    assert value(m, "grpc_server_msg_received_total", **stream) == 3
+    assert value(m, "grpc_server_msg_sent_total", **stream) == 1
+    export = {"grpc_service": PROFILE, "grpc_method": "ExportEvents", "grpc_type": "server_stream"}
+    assert value(m, "grpc_server_msg_sent_total", **export) == expected["exported"] == 8
+    assert value(m, "grpc_server_msg_received_total", **export) == 1
+    assert handled("GetProfile", "NOT_FOUND") == 1 and handled("GetProfile") == 0
+    for name in ("grpc_server_started_total", "grpc_server_handling_seconds_count"):
+        assert value(m, name) == value(m, "grpc_server_handled_total")  # nothing still running
+
+    assert value(m, "tailor_events_total", type="view", outcome="accepted") == 2
+    assert value(m, "tailor_events_total", type="click", outcome="accepted") == 6
+    assert value(m, "tailor_events_total", type="other", outcome="rejected") == 1
+    assert value(m, "tailor_campaign_decisions_total", campaign="c1") == 3
+    assert value(m, "tailor_model_info", version=demo_manifest["version"],
+                 format=demo_manifest["format"]) == 1
+    assert value(m, "tailor_store_max_map_bytes") == 1 << 40
+    assert 0 < value(m, "tailor_store_used_bytes") <= value(m, "tailor_store_map_bytes")
+
+    names = {name for name, _ in m}
+    assert not [n for n in names if n.endswith("_created")]
+    assert queried_metrics() <= names, "the dashboard or alerts query a metric not exported"

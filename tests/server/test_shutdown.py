@@ -1,0 +1,109 @@
+"""SIGTERM drains a real `python -m server`: health NOT_SERVING first (new calls still served for
+TAILOR_DRAIN_SECONDS), then new calls are refused while a call in flight finishes, its events
+are committed, and the process exits 0. A SIGTERM during the start drains too."""
+import os
+import signal
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.tailor.v1 import diagnostics_pb2 as dpb
+from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from tests.conftest import ROOT, free_port
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def event(eid: str) -> pb.Event:
+    return pb.Event(event_id=eid, user_id="drain-user", type="view", timestamp=time.time() - 5)
+
+
+def health(target: str):
+    """The health answer of a fresh connection, or the status code that refused it."""
+    with grpc.insecure_channel(target) as ch:
+        try:
+            return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+        except grpc.RpcError as err:
+            return err.code()
+
+
+def ping(target: str):
+    with grpc.insecure_channel(target) as ch:
+        try:
+            dpb_grpc.DiagnosticsServiceStub(ch).Ping(dpb.PingRequest(), timeout=2)
+            return grpc.StatusCode.OK
+        except grpc.RpcError as err:
+            return err.code()
+
+
+def wait_for(condition, what: str, timeout: float = 20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def received(metrics_port: int) -> bool:
+    """The server has the first message of the TrackEventStream (its /metrics says so)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return any(line.startswith("grpc_server_msg_received_total{") and 'grpc_method="TrackEventStream"'
+               in line and line.endswith(" 1.0") for line in text.splitlines())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(server_process, tmp_path, workers):
+    env = {"TAILOR_GRACE_SECONDS": "30", "TAILOR_DRAIN_SECONDS": "1.5",
+           "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    server = server_process(workers=workers, env=env)
+    release = threading.Event()
+
+    def batches():
+        yield pb.TrackEventsRequest(events=[event("d0")])
+        release.wait(30)
+        yield pb.TrackEventsRequest(events=[event("d1")])
+    with grpc.insecure_channel(server.target) as ch:
+        reply = pb_grpc.ProfileServiceStub(ch).TrackEventStream.future(batches(), timeout=60)
+        wait_for(lambda: received(server.metrics_port), "the first message")
+        os.kill(server.proc.pid, signal.SIGTERM)
+        wait_for(lambda: health(server.target) == NOT_SERVING, "health NOT_SERVING")
+        assert ping(server.target) == grpc.StatusCode.OK  # draining: still served
+        wait_for(lambda: ping(server.target) == grpc.StatusCode.UNAVAILABLE, "new calls refused")
+        assert server.proc.poll() is None  # still running: the stream is in flight
+        release.set()
+        assert reply.result().accepted == 2
+    assert server.proc.wait(timeout=30) == 0
+    log = server.stop()
+    assert "draining" in log
+
+    again = server_process(data_dir=tmp_path / "data", env=env)  # the writers flushed both
+    with grpc.insecure_channel(again.target) as ch:
+        exported = pb_grpc.ProfileServiceStub(ch).ExportEvents(pb.ExportEventsRequest())
+        assert sorted(e.event_id for e in exported) == ["d0", "d1"]
+
+
+@pytest.mark.parametrize("after", ["the first log line", "serving on"])
+def test_sigterm_during_the_start_drains_instead_of_killing(tmp_path, after):
+    """Signals arrive blocked until handled: a SIGTERM as soon as the server logs (in the middle
+    of its start) or right after its "serving on" line drains it; it never dies of it (-15)."""
+    import subprocess
+    import sys
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--data-dir", str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = [proc.stdout.readline()]
+    while after != "the first log line" and "serving on" not in lines[-1] and lines[-1]:
+        lines.append(proc.stdout.readline())
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + out[-2000:]
+    assert "draining" in out
