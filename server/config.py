@@ -71,6 +71,10 @@ class Limits(BaseModel):
     """Longest reward window a campaign may set."""
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
+    plan_batch_users: int = Field(10_000, ge=1)
+    """Most user ids in one PlanCampaign message (INVALID_ARGUMENT past it)."""
+    plan_stream_users: int = Field(10_000_000, ge=1)
+    """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it)."""
 
     attribution_seconds: float = Field(5.0, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):

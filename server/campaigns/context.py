@@ -82,12 +82,28 @@ class ContextBuilder:
             self._readers.append((source, rest if source == "request" else _profile_reader(rest)))
         self._needs_profile = any(s == "profile" for s, _ in self._readers)
 
+    @property
+    def needs_profile(self) -> bool:
+        """Whether any feature reads the user's profile state."""
+        return self._needs_profile
+
     def build(self, user_id: str, request: Mapping[str, float]) -> list[float]:
+        state = self._states([user_id])[0] if self._needs_profile else None
+        return self.from_state(state, request, time.time())
+
+    def build_batch(self, states: Sequence[np.ndarray | None], request: Mapping[str, float],
+                    now: float) -> list[list[float]]:
+        """`build` for a batch whose states the caller read (one snapshot, `ProfileStates`)."""
+        if not self.names:
+            return [[] for _ in states]
+        return [self.from_state(state, request, now) for state in states]
+
+    def from_state(self, state: np.ndarray | None, request: Mapping[str, float],
+                   now: float) -> list[float]:
+        """The features of one user from their profile state (None: no profile) at `now`."""
         feats = None
-        if self._needs_profile:
-            state = self._states([user_id])[0]
-            if state is not None:
-                feats = kf.read_features(self._layout, state, time.time())
+        if state is not None and self._needs_profile:
+            feats = kf.read_features(self._layout, state, now)
         out = []
         for source, reader in self._readers:
             if source == "request":

@@ -30,6 +30,7 @@ from ..validation import check_count, check_id, check_time
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
+from .plan import Planned, Planner, PlanRequest
 from .policy import DecisionMaker
 from .power import (
     SampleSizeAnswer,
@@ -42,6 +43,8 @@ from .repository import PENDING, CampaignRepository, RewardOutcome, RewardReques
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator
+
     from ..profiles import TrackedEvent
 
 __all__ = ["Campaigns", "Choice"]
@@ -102,6 +105,11 @@ class Campaigns:
                                     max_wait=0.0, name="decisions")
         self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
                                         max_wait=0.0, name="rewards")
+        # Whole PlanCampaign batches (up to `limits.plan_batch_users` decisions each).
+        self._plan_log = AdaptiveBatcher(runner=self._writer.runner("decision_batches"),
+                                         max_size=4, max_wait=0.0, name="plan_decisions")
+        self._planner = Planner(self, self._plan_log)
+        self.new_decision_id = _decision_id
 
     async def start(self) -> None:
         """Wait for the writer process (raises if it cannot start)."""
@@ -175,19 +183,28 @@ class Campaigns:
             self._entries[campaign_id] = entry
         return entry
 
+    def live(self, campaign_id: str) -> tuple[_Entry, bytes]:
+        """A campaign that takes decisions (its entry and posterior bytes), else the error."""
+        raw, blob = self._snapshot(campaign_id)
+        if raw is None:
+            raise CampaignNotFound(campaign_id)
+        entry = self._entry(campaign_id, raw)
+        if entry.campaign.archived:
+            raise CampaignArchived(campaign_id)
+        return entry, blob
+
+    def profile_states(self, user_ids: Sequence[str]) -> list:
+        """Feature states of a batch of users from one read snapshot (`ProfileStates`)."""
+        return self._profiles.states(user_ids)
+
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float]) -> Choice:
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
         if len(context) > lim.context_entries:  # compared inline: the hot path
             check_count("context", len(context), lim.context_entries)
-        raw, blob = self._snapshot(campaign_id)
-        if raw is None:
-            raise CampaignNotFound(campaign_id)
-        entry = self._entry(campaign_id, raw)
+        entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
-        if entry.campaign.archived:
-            raise CampaignArchived(campaign_id)
         ctx = entry.context.build(user_id, context)
         decision = self.decider.decide(spec, blob, user_id, ctx)
         now = time.time()
@@ -200,6 +217,10 @@ class Campaigns:
             spec.dim > 0)))
         return Choice(decision_id, decision.arm, decision.propensity,
                       variant.id if variant else "", dict(variant.content) if variant else {})
+
+    def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[list[Planned]]:
+        """PlanCampaign: one list of logged decisions per batch of user ids (`plan.Planner`)."""
+        return self._planner.plan(requests)
 
     # -- rewards ----------------------------------------------------------------------------------
     async def report(self, decision_id: str, reward: float) -> RewardOutcome:
@@ -267,5 +288,6 @@ class Campaigns:
 
     async def close(self) -> None:
         await self._log.close()
+        await self._plan_log.close()
         await self._rewards.close()
         await self._writer.close()

@@ -11,6 +11,8 @@ from ..campaigns import (
     Campaigns,
     CampaignSpec,
     Choice,
+    Planned,
+    PlanRequest,
     RewardRule,
     SampleSizeAnswer,
     SampleSizeQuery,
@@ -63,6 +65,18 @@ class CampaignConverter:
         return pb.ChooseVariantResponse(decision_id=c.decision_id, variant_id=c.variant_id,
                                         arm=c.arm, propensity=c.propensity, holdout=c.arm < 0,
                                         content=c.content)
+
+    @staticmethod
+    def to_plan_request(msg: pb.PlanCampaignRequest) -> PlanRequest:
+        return PlanRequest(msg.campaign_id, msg.user_ids, msg.context)
+
+    @staticmethod
+    def from_planned(batch: list[Planned]) -> pb.PlanCampaignResponse:
+        decision = pb.PlanDecision
+        return pb.PlanCampaignResponse(decisions=[decision(
+            user_id=p.user_id, decision_id=p.decision_id, variant_id=p.variant_id, arm=p.arm,
+            propensity=p.propensity, holdout=p.arm < 0 and not p.suppressed, channel=p.channel,
+            send_at=p.send_at, suppressed=p.suppressed, reason=p.reason) for p in batch])
 
     @staticmethod
     def from_stats(campaign: Campaign, st: dict, counters: dict) -> pb.CampaignStats:
@@ -175,6 +189,12 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                             context) -> pb.GetSampleSizeResponse:
         answer = await self.campaigns.sample_size(CampaignConverter.to_sample_size(request))
         return CampaignConverter.from_sample_size(answer)
+
+    @grpc_errors
+    async def PlanCampaign(self, request_iterator, context):
+        requests = (CampaignConverter.to_plan_request(r) async for r in request_iterator)
+        async for batch in self.campaigns.plan(requests):
+            yield CampaignConverter.from_planned(batch)
 
     @grpc_errors
     async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):

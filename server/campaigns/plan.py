@@ -1,0 +1,175 @@
+"""PlanCampaign: a campaign's decisions for a whole audience, batch by batch.
+
+A stream of `PlanRequest`s (the first names the campaign; each carries a batch of user ids) is
+answered by one list of `Planned` per batch, in order. Each batch is decided with one profile-state
+read (`ProfileStates.states`), one bandit draw (`DecisionMaker.decide_batch`) and one decision-log
+call (the campaigns writer process, function "decision_batches", through its own
+`AdaptiveBatcher`: batches of concurrent streams share a transaction). A batch is answered only
+once its decisions are committed, so whatever a client has received is in the decision log, even
+if the stream then breaks; batches already handed to the writer when a stream is cancelled may
+still be logged (pending, they close with the default reward like any unanswered decision).
+
+Reading runs ahead of answering by at most `READ_AHEAD` batches (a task reads and decides while
+the stream writes answers), so deciding batch n+1 overlaps logging batch n.
+
+Contact policy: `apply_verdicts` is the one place where a batch's `Verdict`s (whom, on which
+channel, when) meet its decisions; users it suppresses are not drawn for and are logged as
+suppressed.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kernels import bandits as B
+
+from ..errors import InvalidArgument, ResourceExhausted
+from ..validation import check_count, check_id
+from .records import DecisionRecord
+from .repository import PENDING
+
+if TYPE_CHECKING:
+    from .handler import Campaigns
+
+__all__ = ["PlanRequest", "Planned", "Planner", "READ_AHEAD", "apply_verdicts"]
+
+READ_AHEAD = 2
+"""Batches decided and handed to the writer ahead of the one being answered."""
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """One message of a PlanCampaign stream."""
+
+    campaign_id: str = ""
+    user_ids: Sequence[str] = ()
+    context: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One user's decision. `arm` is HOLDOUT for the holdout and for suppressed users."""
+
+    user_id: str
+    decision_id: str
+    arm: int
+    propensity: float
+    variant_id: str
+    channel: str
+    send_at: float = 0.0
+    suppressed: bool = False
+    reason: str = ""
+
+
+class PlanStreamTooLong(ResourceExhausted):
+    def __init__(self, most: int):
+        super().__init__(f"user_ids: more than {most} in one PlanCampaign stream "
+                         "(Limits.plan_stream_users); split the audience over several streams")
+
+
+def apply_verdicts(verdicts, n: int) -> np.ndarray:
+    """Indexes of the users a batch's contact verdicts let through (all when there are none).
+
+    The seam with the contact policy (`ContactPolicy.verdicts(campaign, contacts, now)`, one
+    `Verdict` per user): suppressed users get no draw and no variant.
+    """
+    if verdicts is None:
+        return np.arange(n)
+    return np.array([i for i, v in enumerate(verdicts) if not v.suppressed], np.int64)
+
+
+class Planner:
+    """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces)."""
+
+    def __init__(self, campaigns: Campaigns, log):
+        self.campaigns = campaigns
+        self.limits = campaigns.limits
+        self._log = log
+
+    async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[list[Planned]]:
+        """One list of decisions per request batch, in order, each after its commit."""
+        queue: asyncio.Queue = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.create_task(self._read(requests, queue))
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                planned, logged = item
+                yield self._outcome(planned, await logged)
+        finally:
+            reader.cancel()
+            while not queue.empty():
+                item = queue.get_nowait()
+                if isinstance(item, tuple):
+                    item[1].cancel()
+
+    async def _read(self, requests: AsyncIterable[PlanRequest], queue: asyncio.Queue) -> None:
+        """Reads, checks and decides each batch, hands it to the writer and queues it."""
+        first, total = None, 0
+        try:
+            async for req in requests:
+                if first is None:
+                    first = self._first(req)
+                elif req.campaign_id and req.campaign_id != first.campaign_id:
+                    raise InvalidArgument("campaign_id", "must be empty or the first message's "
+                                          "after the first message")
+                total += len(req.user_ids)
+                self._check_users(req.user_ids, total)
+                if req.user_ids:
+                    planned, rows = self._decide(first, req.user_ids, time.time())
+                    await queue.put((planned, asyncio.ensure_future(self._log.submit(rows))))
+            await queue.put(None)
+        except Exception as err:  # noqa: BLE001 - raised by `plan`, after the batches before it
+            await queue.put(err)
+
+    def _first(self, req: PlanRequest) -> PlanRequest:
+        if not req.campaign_id:
+            raise InvalidArgument("campaign_id", "is required on the first message")
+        check_id("campaign_id", req.campaign_id, self.limits.id_bytes)
+        check_count("context", len(req.context), self.limits.context_entries)
+        self.campaigns.live(req.campaign_id)  # NOT_FOUND / FAILED_PRECONDITION now
+        return req
+
+    def _check_users(self, user_ids: Sequence[str], total: int) -> None:
+        lim = self.limits
+        check_count("user_ids", len(user_ids), lim.plan_batch_users)
+        if total > lim.plan_stream_users:
+            raise PlanStreamTooLong(lim.plan_stream_users)
+        for i, user_id in enumerate(user_ids):
+            check_id("user_id", user_id, lim.id_bytes, f"user_ids[{i}].")
+
+    def _decide(self, first: PlanRequest, user_ids: Sequence[str],
+                now: float) -> tuple[list[Planned], list[tuple]]:
+        """A batch's decisions and their decision-log rows (one state read, one draw)."""
+        c = self.campaigns
+        entry, blob = c.live(first.campaign_id)
+        spec = entry.campaign.spec
+        states = c.profile_states(user_ids) if entry.context.needs_profile else [None] * len(user_ids)
+        contexts = entry.context.build_batch(states, first.context, now)
+        allowed = apply_verdicts(None, len(user_ids))
+        arms = np.full(len(user_ids), B.HOLDOUT, np.int64)
+        props = np.zeros(len(user_ids))
+        drawn = c.decider.decide_batch(spec, blob, [user_ids[i] for i in allowed],
+                                       [contexts[i] for i in allowed])
+        arms[allowed], props[allowed] = drawn.arms, drawn.propensities
+        variant_ids = [v.id for v in spec.variants]
+        deadline, linear, cid, new_id = now + spec.reward_window_seconds, spec.dim > 0, \
+            spec.campaign_id, c.new_decision_id
+        planned, rows = [], []
+        for user_id, arm, prop, ctx in zip(user_ids, arms.tolist(), props.tolist(), contexts):
+            decision_id, variant_id = new_id(), variant_ids[arm] if arm >= 0 else ""
+            planned.append(Planned(user_id, decision_id, arm, prop, variant_id, spec.channel))
+            rows.append(tuple(DecisionRecord(decision_id, cid, user_id, now, arm, prop, None, ctx,
+                                             0, variant_id, PENDING, deadline, linear)))
+        return planned, rows
+
+    @staticmethod
+    def _outcome(planned: list[Planned], results: Sequence) -> list[Planned]:
+        """The batch as logged: the writer answers None per decision (the cap check that may
+        suppress one at commit time comes with the contact policy)."""
+        return planned
