@@ -2,12 +2,14 @@
 propensity (ExportDecisions), fixed splits and holdouts as ChooseVariant decides them, bad input,
 and a stream cancelled half-way keeping everything it answered."""
 import asyncio
+import json
 
 import grpc
 import pytest
 
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+from tests.conftest import run_module
 from tests.server.test_campaigns import choose, code_of, create, stats
 
 
@@ -116,3 +118,19 @@ async def test_cancelled_stream_keeps_every_answered_decision(stub):
     assert len(answered) == 200
     assert all(log[d.decision_id].propensity == d.propensity for d in answered)
     assert len(log) in (200, 250)  # the third batch may or may not have reached the writer
+
+
+async def test_cli_writes_json_lines_in_order_with_progress(stub, tailor_server, tmp_path):
+    await create(stub)
+    audience = users(0, 120)
+    (tmp_path / "users.txt").write_text("\n".join(audience) + "\n")
+    out = await asyncio.to_thread(
+        run_module, "clients", "campaign", "plan", "--server", f"127.0.0.1:{tailor_server.port}",
+        "--campaign", "c1", "--users", str(tmp_path / "users.txt"), "--batch-size", "50")
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [d["user_id"] for d in lines] == audience
+    log = await logged(stub)
+    assert all(log[d["decision_id"]].propensity == d["propensity"] for d in lines)
+    assert "120/120" in out.stderr  # the progress bar, on stderr
+    summary = json.loads(out.stderr[out.stderr.index("{"):])
+    assert summary == {"decisions": 120, "suppressed": 0, "holdout": 0, "out": "-"}
