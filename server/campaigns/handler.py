@@ -30,7 +30,7 @@ from ..validation import check_count, check_id, check_time
 from .context import ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
-from .plan import Planned, Planner, PlanRequest
+from .plan import PlanBatch, Planner, PlanRequest
 from .policy import DecisionMaker
 from .power import (
     SampleSizeAnswer,
@@ -218,8 +218,8 @@ class Campaigns:
         return Choice(decision_id, decision.arm, decision.propensity,
                       variant.id if variant else "", dict(variant.content) if variant else {})
 
-    def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[list[Planned]]:
-        """PlanCampaign: one list of logged decisions per batch of user ids (`plan.Planner`)."""
+    def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
+        """PlanCampaign: one `PlanBatch` of logged decisions per batch of user ids (`plan.Planner`)."""
         return self._planner.plan(requests)
 
     # -- rewards ----------------------------------------------------------------------------------

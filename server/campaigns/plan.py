@@ -1,7 +1,7 @@
 """PlanCampaign: a campaign's decisions for a whole audience, batch by batch.
 
 A stream of `PlanRequest`s (the first names the campaign; each carries a batch of user ids) is
-answered by one list of `Planned` per batch, in order. Each batch is decided with one profile-state
+answered by one `PlanBatch` per batch, in order. Each batch is decided with one profile-state
 read (`ProfileStates.states`), one bandit draw (`DecisionMaker.decide_batch`) and one decision-log
 call (the campaigns writer process, function "decision_batches", through its own
 `AdaptiveBatcher`: batches of concurrent streams share a transaction). A batch is answered only
@@ -19,6 +19,7 @@ suppressed.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,16 +31,17 @@ from kernels import bandits as B
 
 from ..errors import InvalidArgument, ResourceExhausted
 from ..validation import check_count, check_id
-from .records import DecisionRecord
 from .repository import PENDING
 
 if TYPE_CHECKING:
     from .handler import Campaigns
 
-__all__ = ["PlanRequest", "Planned", "Planner", "READ_AHEAD", "apply_verdicts"]
+__all__ = ["PlanRequest", "PlanBatch", "Planner", "READ_AHEAD", "SUPPRESSED", "apply_verdicts"]
 
 READ_AHEAD = 2
 """Batches decided and handed to the writer ahead of the one being answered."""
+SUPPRESSED = "suppressed"
+"""Decision-log status of a suppressed decision (no variant, no exposure, no reward)."""
 
 
 @dataclass(frozen=True)
@@ -51,19 +53,22 @@ class PlanRequest:
     context: Mapping[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Planned:
-    """One user's decision. `arm` is HOLDOUT for the holdout and for suppressed users."""
+@dataclass
+class PlanBatch:
+    """One batch's decisions, column by column (index i: the batch's i-th user). `arms` holds
+    HOLDOUT for the holdout and for suppressed users; `reasons` is "" for users not suppressed."""
 
-    user_id: str
-    decision_id: str
-    arm: int
-    propensity: float
-    variant_id: str
-    channel: str
-    send_at: float = 0.0
-    suppressed: bool = False
-    reason: str = ""
+    user_ids: Sequence[str]
+    decision_ids: list[str]
+    arms: list[int]
+    propensities: list[float]
+    variant_ids: list[str]
+    channels: list[str]
+    send_at: list[float]
+    reasons: list[str]
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
 
 
 class PlanStreamTooLong(ResourceExhausted):
@@ -84,14 +89,15 @@ def apply_verdicts(verdicts, n: int) -> np.ndarray:
 
 
 class Planner:
-    """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces)."""
+    """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces); `log`
+    takes a batch's decision-log rows (`DecisionRecord` tuples) and answers once committed."""
 
     def __init__(self, campaigns: Campaigns, log):
         self.campaigns = campaigns
         self.limits = campaigns.limits
         self._log = log
 
-    async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[list[Planned]]:
+    async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """One list of decisions per request batch, in order, each after its commit."""
         queue: asyncio.Queue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(requests, queue))
@@ -144,32 +150,47 @@ class Planner:
             check_id("user_id", user_id, lim.id_bytes, f"user_ids[{i}].")
 
     def _decide(self, first: PlanRequest, user_ids: Sequence[str],
-                now: float) -> tuple[list[Planned], list[tuple]]:
+                now: float) -> tuple[PlanBatch, list[tuple]]:
         """A batch's decisions and their decision-log rows (one state read, one draw)."""
-        c = self.campaigns
+        c, n = self.campaigns, len(user_ids)
         entry, blob = c.live(first.campaign_id)
         spec = entry.campaign.spec
-        states = c.profile_states(user_ids) if entry.context.needs_profile else [None] * len(user_ids)
+        states = c.profile_states(user_ids) if entry.context.needs_profile else [None] * n
         contexts = entry.context.build_batch(states, first.context, now)
-        allowed = apply_verdicts(None, len(user_ids))
-        arms = np.full(len(user_ids), B.HOLDOUT, np.int64)
-        props = np.zeros(len(user_ids))
+        verdicts = None  # ContactPolicy.verdicts(spec, contacts, now) once the policy is wired
+        allowed = apply_verdicts(verdicts, n)
+        arms, props = np.full(n, B.HOLDOUT, np.int64), np.zeros(n)
         drawn = c.decider.decide_batch(spec, blob, [user_ids[i] for i in allowed],
                                        [contexts[i] for i in allowed])
         arms[allowed], props[allowed] = drawn.arms, drawn.propensities
-        variant_ids = [v.id for v in spec.variants]
-        deadline, linear, cid, new_id = now + spec.reward_window_seconds, spec.dim > 0, \
-            spec.campaign_id, c.new_decision_id
-        planned, rows = [], []
-        for user_id, arm, prop, ctx in zip(user_ids, arms.tolist(), props.tolist(), contexts):
-            decision_id, variant_id = new_id(), variant_ids[arm] if arm >= 0 else ""
-            planned.append(Planned(user_id, decision_id, arm, prop, variant_id, spec.channel))
-            rows.append(tuple(DecisionRecord(decision_id, cid, user_id, now, arm, prop, None, ctx,
-                                             0, variant_id, PENDING, deadline, linear)))
-        return planned, rows
+        names = [v.id for v in spec.variants] + [""]  # [-1]: the holdout's (none)
+        batch = PlanBatch(user_ids, _decision_ids(n), arms.tolist(), props.tolist(),
+                          [names[a] for a in arms.tolist()], [spec.channel] * n, [0.0] * n,
+                          [""] * n)
+        if verdicts is not None:
+            batch.channels = [v.channel or spec.channel for v in verdicts]
+            batch.send_at = [v.send_at for v in verdicts]
+            batch.reasons = [v.reason if v.suppressed else "" for v in verdicts]
+        return batch, _rows(spec, batch, contexts, now)
 
     @staticmethod
-    def _outcome(planned: list[Planned], results: Sequence) -> list[Planned]:
+    def _outcome(batch: PlanBatch, results: Sequence) -> PlanBatch:
         """The batch as logged: the writer answers None per decision (the cap check that may
         suppress one at commit time comes with the contact policy)."""
-        return planned
+        return batch
+
+
+def _decision_ids(n: int) -> list[str]:
+    """`n` random decision ids (12 bytes, hex, as ChooseVariant's) from one `os.urandom` call."""
+    hexes = os.urandom(12 * n).hex()
+    return [hexes[i:i + 24] for i in range(0, 24 * n, 24)]
+
+
+def _rows(spec, batch: PlanBatch, contexts: Sequence[list[float]], now: float) -> list[tuple]:
+    """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them);
+    a suppressed user's row has status SUPPRESSED and no variant."""
+    cid, deadline, linear = spec.campaign_id, now + spec.reward_window_seconds, spec.dim > 0
+    return [(d, cid, u, now, a, p, None, ctx, 0, v, SUPPRESSED if r else PENDING, deadline, linear)
+            for d, u, a, p, v, r, ctx in zip(batch.decision_ids, batch.user_ids, batch.arms,
+                                             batch.propensities, batch.variant_ids, batch.reasons,
+                                             contexts)]

@@ -11,7 +11,7 @@ from ..campaigns import (
     Campaigns,
     CampaignSpec,
     Choice,
-    Planned,
+    PlanBatch,
     PlanRequest,
     RewardRule,
     SampleSizeAnswer,
@@ -71,12 +71,13 @@ class CampaignConverter:
         return PlanRequest(msg.campaign_id, msg.user_ids, msg.context)
 
     @staticmethod
-    def from_planned(batch: list[Planned]) -> pb.PlanCampaignResponse:
+    def from_plan(b: PlanBatch) -> pb.PlanCampaignResponse:
         decision = pb.PlanDecision
         return pb.PlanCampaignResponse(decisions=[decision(
-            user_id=p.user_id, decision_id=p.decision_id, variant_id=p.variant_id, arm=p.arm,
-            propensity=p.propensity, holdout=p.arm < 0 and not p.suppressed, channel=p.channel,
-            send_at=p.send_at, suppressed=p.suppressed, reason=p.reason) for p in batch])
+            user_id=u, decision_id=d, variant_id=v, arm=a, propensity=p, holdout=a < 0 and not r,
+            channel=c, send_at=t, suppressed=bool(r), reason=r)
+            for u, d, v, a, p, c, t, r in zip(b.user_ids, b.decision_ids, b.variant_ids, b.arms,
+                                              b.propensities, b.channels, b.send_at, b.reasons)])
 
     @staticmethod
     def from_stats(campaign: Campaign, st: dict, counters: dict) -> pb.CampaignStats:
@@ -194,7 +195,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     async def PlanCampaign(self, request_iterator, context):
         requests = (CampaignConverter.to_plan_request(r) async for r in request_iterator)
         async for batch in self.campaigns.plan(requests):
-            yield CampaignConverter.from_planned(batch)
+            yield CampaignConverter.from_plan(batch)
 
     @grpc_errors
     async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):
