@@ -1,6 +1,6 @@
 """PlanCampaign throughput on an audience, with Recommend's latency measured during the run.
 
-    python -m loadtests.bench_plan [--audience 1000000] [--profiles 100000] [--batch 5000]
+    python -m loadtests.bench_plan [--audience 1000000] [--profiles 100000] [--batch 1000]
         [--items 100000] [--demo-users 100000] [--duration 15] [--server-src DIR]
 
 1. A demo bundle (`loadtests.bench.ensure_bundle`, cached under --work) and a data dir holding
@@ -12,7 +12,9 @@
    `lmdb_sync` on), a bernoulli_ts campaign of 10 arms with a warmed posterior; with
    --profile-features it also logs two profile context features (every batch then reads its
    users' feature states and decodes each one, as ChooseVariant does per call).
-3. Recommend max QPS (closed loop) and its p99 at half that rate alone (open loop).
+3. The plan alone on a fifth of the audience's size (other user ids): users/s and server CPU
+   per user (worker and decision-log writer); Recommend max QPS (closed loop) and its p99 at
+   half that rate alone (open loop).
 4. The audience planned in one PlanCampaign stream (batches of --batch ids), while a second
    load sends Recommend at the same half-max rate: users/s, server CPU per user, Recommend's p99
    during the run, and whether the plan outlasted the Recommend window. The decision count in
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--audience", type=int, default=1_000_000)
     p.add_argument("--profiles", type=int, default=100_000, help="audience users with a profile")
-    p.add_argument("--batch", type=int, default=5000, help="user ids per PlanCampaign message")
+    p.add_argument("--batch", type=int, default=1000, help="user ids per PlanCampaign message")
     p.add_argument("--items", type=int, default=100_000, help="demo catalog of the bundle")
     p.add_argument("--demo-users", type=int, default=100_000, help="demo world users (bundle)")
     p.add_argument("--days", type=int, default=30)
@@ -174,17 +176,21 @@ def main(argv=None) -> int:
         with np.load(bundle / "users.npz") as npz:
             recs = recommend_payloads([str(u) for u in npz["user_ids"][:20000]], k=10)
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
-        warm_n, warm_s = asyncio.run(plan(target, min(20_000, args.audience), args.batch,
-                                          start=10**9))  # warm-up, users outside the audience
+        warm_n, _ = asyncio.run(plan(target, min(20_000, args.audience), args.batch,
+                                     start=10**9))  # warm-up, users outside the audience
         idle = idle_cpu(server.pid)
+        cpu0 = tree_cpu_seconds(server.pid)  # alone: a fifth of the audience, other user ids
+        solo_n, solo_s = asyncio.run(plan(target, max(args.audience // 5, 1000), args.batch,
+                                          start=2 * 10**9))
+        solo_cpu = tree_cpu_seconds(server.pid) - cpu0
         load = dict(duration=args.duration, concurrency=args.concurrency, procs=1)
         top = measure("Recommend k=10 (max)", server.pid, target, RECOMMEND, recs, **load)
         rate = top.load.qps / 2
         alone = measure(f"Recommend @ {rate:.0f}/s alone", server.pid, target, RECOMMEND, recs,
                         rate=rate, **load)
         during, n, seconds, cpu, covered = plan_under_load(
-            target, server.pid, args, rate, recs, args.audience / (warm_n / warm_s))
-        logged = logged_decisions(target) - warm_n - 500
+            target, server.pid, args, rate, recs, args.audience / (solo_n / solo_s))
+        logged = logged_decisions(target) - warm_n - solo_n - 500
         share = min(args.profiles, args.audience) / args.audience
         print(f"\nserver: 1 worker, fsync on (durable decision log), source "
               f"{args.server_src or 'this tree'}; campaign context "
@@ -194,8 +200,10 @@ def main(argv=None) -> int:
         print_table([top, alone, during], idle=idle)
         print(f"\nPlanCampaign: {n} users ({share:.0%} with a profile) in {seconds:.1f}s = "
               f"{n / seconds:,.0f} users/s (target >= 20,000); batches of {args.batch}; "
-              f"server CPU {cpu / n * 1e6:.1f} us/user (Recommend load included); "
-              f"warm-up {warm_n / warm_s:,.0f} users/s alone")
+              f"server CPU {cpu / n * 1e6:.1f} us/user (Recommend load included)")
+        print(f"PlanCampaign alone (no other load): {solo_n} users in {solo_s:.1f}s = "
+              f"{solo_n / solo_s:,.0f} users/s, server CPU {solo_cpu / solo_n * 1e6:.1f} us/user "
+              f"(its whole process tree: worker and decision-log writer)")
         print(f"decisions logged (GetCampaignStats): {logged} of {n}")
         print(f"Recommend p99 during the plan: {during.load.p99_ms:.2f} ms (target <= 15), alone "
               f"{alone.load.p99_ms:.2f} ms; the plan {'outlasted' if covered else 'ended before the end of'} "

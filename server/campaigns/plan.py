@@ -127,6 +127,7 @@ class Planner:
                 total += len(req.user_ids)
                 self._check_users(req.user_ids, total)
                 if req.user_ids:
+                    await asyncio.sleep(0)  # other calls run between the check and the decisions
                     planned, rows = self._decide(first, req.user_ids, time.time())
                     await queue.put((planned, asyncio.ensure_future(self._log.submit(rows))))
             await queue.put(None)
