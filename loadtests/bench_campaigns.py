@@ -34,6 +34,8 @@ import numpy as np
 
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
 from .bench import _free_port, _wait_ready
 from .loadgen import PING, ping_payloads, run_load
@@ -42,10 +44,28 @@ from .measure import add_server_src_argument, compare, idle_cpu, measure, print_
 CHOOSE = "/tailor.v1.CampaignService/ChooseVariant"
 
 
-def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
+def bench_users(n: int = 4096) -> list[str]:
     rng = random.Random(7)
-    return [cpb.ChooseVariantRequest(campaign_id=campaign, user_id=f"u{rng.randrange(10**6)}")
-            .SerializeToString() for _ in range(n)]
+    return [f"u{rng.randrange(10**6)}" for _ in range(n)]
+
+
+def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
+    return [cpb.ChooseVariantRequest(campaign_id=campaign, user_id=u).SerializeToString()
+            for u in bench_users(n)]
+
+
+def grant_consent(target: str, users: list[str], channel: str = "email",
+                  attributes=None) -> None:
+    """Opt every user in to `channel` (email needs it by default), and set `attributes(i)`."""
+    with grpc.insecure_channel(target) as ch:
+        stub = pgrpc.ProfileServiceStub(ch)
+        calls = [stub.SetConsent.future(ppb.SetConsentRequest(
+            user_id=u, channel=channel, opted_in=True, source="bench"), timeout=60) for u in users]
+        if attributes is not None:
+            calls += [stub.UpsertAttributes.future(ppb.UpsertAttributesRequest(
+                user_id=u, attributes=attributes(i)), timeout=60) for i, u in enumerate(users)]
+        for call in calls:
+            call.result()
 
 
 def create_campaign(target: str, arms: int, policy: str) -> str:
@@ -56,6 +76,7 @@ def create_campaign(target: str, arms: int, policy: str) -> str:
                                 rewards=[cpb.RewardRule(event_type="email_click", value=1.0)])
         stub = cgrpc.CampaignServiceStub(ch)
         stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), timeout=10)
+        grant_consent(target, ["warm"])
         rng = np.random.default_rng(0)  # a non-trivial posterior: 50 rewarded pulls per arm
         for _ in range(50 * arms):
             d = stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="bench", user_id="warm"))
@@ -90,6 +111,7 @@ def main(argv=None) -> int:
         except RuntimeError:
             raise RuntimeError(f"server did not start; its log is {log.name}") from None
         campaign = create_campaign(target, args.arms, args.policy)
+        grant_consent(target, bench_users())  # an email campaign: users opted in first
         print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}, "
               f"source {args.server_src or 'this tree'}; campaign: {args.policy}, {args.arms} arms; "
               f"load: {args.procs} process(es), concurrency {args.concurrency}, "

@@ -23,6 +23,7 @@ from protos.tailor.v1 import (
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .config import Settings
+from .contact import ContactPolicy
 from .metrics import MetricsInterceptor
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
@@ -93,7 +94,7 @@ class TailorServer:
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds,
-                                   limits=s.limits)
+                                   limits=s.limits, contact=ContactPolicy.from_settings(s))
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
         self.pii = PiiPolicy(s.pii_keys)
         # Domains that follow tracked events or keep records about users join the profiles

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import math
+import zoneinfo
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["DEFAULT_LIMITS", "Limits", "Settings"]
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_CONSENT", "Limits", "Settings"]
+
+DEFAULT_CONSENT = {"email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "none",
+                   "app": "none"}
+"""Settings `consent_defaults` (also the contact policy of domain objects built without one)."""
 
 
 class Limits(BaseModel):
@@ -75,6 +80,13 @@ class Limits(BaseModel):
     """Most user ids in one PlanCampaign message (INVALID_ARGUMENT past it)."""
     plan_stream_users: int = Field(10_000_000, ge=1)
     """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it)."""
+    campaign_frequency_caps: int = 16
+    """Most frequency caps one campaign may set."""
+    frequency_cap_window_seconds: float = 366 * 86400.0
+    """Longest frequency-cap window (campaign or global); contacts older than this are
+    forgotten."""
+    frequency_cap_max: int = Field(100, ge=1)
+    """Largest `max` of a frequency cap; also the most recent contacts kept per user."""
 
     attribution_seconds: float = Field(5.0, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
@@ -248,6 +260,45 @@ class Settings(BaseSettings):
     """Most total weight the history before the session may carry in the encoder's input (a
     view weighs 1, a click 2, a purchase 8); heavier histories are scaled down to it, so a
     session's new interest is not drowned. 0: no cap."""
+
+    # -- contact policy (issue 15) -------------------------------------------------------------
+    consent_defaults: dict[str, str] = DEFAULT_CONSENT
+    """Consent each channel needs for marketing: `opt_in` (an explicit opt-in), `opt_out`
+    (allowed unless the user opted out) or `none` (not checked). Transactional campaigns skip
+    it. Env: `TAILOR_CONSENT_DEFAULTS='{"email": "opt_in", ...}'`."""
+    contact_default_timezone: str = "UTC"
+    """IANA time zone of users without a valid `timezone` profile attribute (quiet hours)."""
+    contact_frequency_caps: tuple[tuple[str, int, float], ...] = ()
+    """Global caps on marketing contacts per user, as (channel or "*", max, window seconds),
+    on top of each campaign's `frequency_caps`. Env:
+    `TAILOR_CONTACT_FREQUENCY_CAPS='[["*", 5, 86400]]'`."""
+
+    @field_validator("consent_defaults")
+    @classmethod
+    def _known_consent(cls, value: dict[str, str]) -> dict[str, str]:
+        for channel, need in value.items():
+            if need not in ("opt_in", "opt_out", "none"):
+                raise ValueError(f"consent_defaults[{channel!r}]: {need!r} is not opt_in, "
+                                 "opt_out or none")
+        return value
+
+    @field_validator("contact_frequency_caps")
+    @classmethod
+    def _sane_caps(cls, value):
+        for channel, most, window in value:
+            if channel not in ("*", "email", "sms", "push") or most < 1 or not window > 0:
+                raise ValueError(f"contact_frequency_caps: ({channel!r}, {most}, {window}) needs "
+                                 "a channel in email, sms, push or *, max >= 1 and window > 0")
+        return value
+
+    @field_validator("contact_default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown IANA time zone {value!r}") from err
+        return value
 
     @property
     def store_dir(self) -> Path:

@@ -39,6 +39,12 @@ class ProfileStates(Protocol):
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Each user's feature state from one read snapshot, None where there is none."""
 
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
+                        ) -> list[tuple[np.ndarray | None, dict | None]]:
+        """Each user's (feature state, meta record: attributes and consent) from one read
+        snapshot, None where there is none (the contact policy reads both); states are not
+        read (None) unless `with_states`."""
+
 
 class EventListener(Protocol):
     """Follows tracked events (e.g. campaign rewards from `decision_id` attributes)."""

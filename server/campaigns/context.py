@@ -28,7 +28,10 @@ from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES, ProfileSchema
 from ..validation import check_count
 
-__all__ = ["ContextBuilder", "check_feature_names"]
+__all__ = ["ContextBuilder", "check_feature_names", "UNREAD"]
+
+UNREAD = object()
+"""`ContextBuilder.build`'s state when the caller did not read it (the builder then does)."""
 
 _SCALARS = {
     "recency_days": lambda f: math.log1p(f["recency_s"] / 86400.0) if f["n_events"] else 0.0,
@@ -80,16 +83,13 @@ class ContextBuilder:
         for name in self.names:
             source, _, rest = name.partition(".")
             self._readers.append((source, rest if source == "request" else _profile_reader(rest)))
-        self._needs_profile = any(s == "profile" for s, _ in self._readers)
+        self.needs_profile = any(s == "profile" for s, _ in self._readers)
 
-    @property
-    def needs_profile(self) -> bool:
-        """Whether any feature reads the user's profile state."""
-        return self._needs_profile
-
-    def build(self, user_id: str, request: Mapping[str, float]) -> list[float]:
-        state = self._states([user_id])[0] if self._needs_profile else None
-        return self.from_state(state, request, time.time())
+    def build(self, user_id: str, request: Mapping[str, float], state=UNREAD) -> list[float]:
+        """The feature vector; `state` is the user's feature state if the caller read it."""
+        if self.needs_profile and state is UNREAD:
+            state = self._states([user_id])[0]
+        return self.from_state(None if state is UNREAD else state, request, time.time())
 
     def build_batch(self, states: Sequence[np.ndarray | None], request: Mapping[str, float],
                     now: float) -> list[list[float]]:
@@ -102,7 +102,7 @@ class ContextBuilder:
                    now: float) -> list[float]:
         """The features of one user from their profile state (None: no profile) at `now`."""
         feats = None
-        if state is not None and self._needs_profile:
+        if state is not None and self.needs_profile:
             feats = kf.read_features(self._layout, state, now)
         out = []
         for source, reader in self._readers:

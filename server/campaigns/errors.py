@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..errors import FailedPrecondition, NotFound
 
 __all__ = ["CampaignNotFound", "DecisionNotFound", "CampaignArchived", "CampaignExists",
-           "RewardConflict", "ImmutableField"]
+           "RewardConflict", "ImmutableField", "DecisionSuppressed"]
 
 
 class CampaignNotFound(NotFound):
@@ -36,3 +36,9 @@ class RewardConflict(FailedPrecondition):
 class ImmutableField(FailedPrecondition):
     def __init__(self, field: str, why: str):
         super().__init__(f"{field} cannot change on update: {why} (create a new campaign)")
+
+
+class DecisionSuppressed(FailedPrecondition):
+    def __init__(self, decision_id: str, reason: str):
+        super().__init__(f"decision {decision_id!r} was suppressed ({reason}): nothing was sent, "
+                         "so it takes no reward")

@@ -23,11 +23,12 @@ from kernels.bandit_stats import campaign_stats
 
 from ..batching import AdaptiveBatcher, WriterProcess
 from ..config import DEFAULT_LIMITS, Limits
+from ..contact import Contact, ContactPolicy, Verdict
 from ..ids import RandomIds
 from ..interfaces import ProfileStates
 from ..store import Store
 from ..validation import check_count, check_id, check_time
-from .context import ContextBuilder
+from .context import UNREAD, ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .plan import PlanBatch, Planner, PlanRequest
@@ -39,7 +40,14 @@ from .power import (
     seconds_to_significance,
 )
 from .records import DecisionRecord
-from .repository import PENDING, CampaignRepository, RewardOutcome, RewardRequest
+from .repository import (
+    NO_ARM,
+    PENDING,
+    CampaignRepository,
+    RewardOutcome,
+    RewardRequest,
+    suppressed_record,
+)
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
@@ -59,6 +67,14 @@ class Choice:
     propensity: float
     variant_id: str
     content: dict
+    suppressed: bool = False
+    reason: str = ""
+    channel: str = ""
+    send_at: float = 0.0
+
+    @property
+    def holdout(self) -> bool:
+        return self.arm == B.HOLDOUT
 
 
 @dataclass(frozen=True)
@@ -72,11 +88,16 @@ class _Snapshot:
 
 @dataclass
 class _Entry:
-    """A parsed campaign definition with its context builder, keyed by the stored bytes."""
+    """A parsed campaign definition with its context builder and what its contact checks need,
+    keyed by the stored bytes."""
 
     raw: bytes
     campaign: Campaign
     context: ContextBuilder
+    reads_profile: bool
+    """Whether the contact policy reads the user's profile (consent, quiet hours)."""
+    caps: dict[str, tuple]
+    """The frequency caps per channel (`ContactPolicy.caps`)."""
 
 
 class Campaigns:
@@ -85,9 +106,10 @@ class Campaigns:
 
     def __init__(self, store: Store, profiles: ProfileStates, *, propensity_refresh_s: float = 0.25,
                  state_refresh_s: float = 0.1, sweep_seconds: float = 1.0,
-                 limits: Limits = DEFAULT_LIMITS):
+                 limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None):
         self.repo = CampaignRepository(store)
         self.limits = limits
+        self.contact = contact or ContactPolicy()
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
         self.state_refresh_s = state_refresh_s
@@ -105,6 +127,8 @@ class Campaigns:
                                     max_wait=0.0, name="decisions")
         self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
                                         max_wait=0.0, name="rewards")
+        self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
+                                      max_wait=0.0, name="sends")
         # Whole PlanCampaign batches (up to `limits.plan_batch_users` decisions each).
         self._plan_log = AdaptiveBatcher(runner=self._writer.runner("decision_batches"),
                                          max_size=4, max_wait=0.0, name="plan_decisions")
@@ -177,9 +201,12 @@ class Campaigns:
         entry = self._entries.get(campaign_id)
         if entry is None or entry.raw != raw:
             campaign = self.repo.parse(raw)
-            entry = _Entry(raw, campaign, ContextBuilder(campaign.spec.context_features,
+            spec = campaign.spec
+            entry = _Entry(raw, campaign, ContextBuilder(spec.context_features,
                                                          self._profiles.states,
-                                                         self._profiles.layout))
+                                                         self._profiles.layout),
+                           self.contact.needs_profile(spec),
+                           {c: self.contact.caps(spec, c) for c in spec.channels or (spec.channel,)})
             self._entries[campaign_id] = entry
         return entry
 
@@ -193,11 +220,31 @@ class Campaigns:
             raise CampaignArchived(campaign_id)
         return entry, blob
 
-    def profile_states(self, user_ids: Sequence[str]) -> list:
-        """Feature states of a batch of users from one read snapshot (`ProfileStates`)."""
-        return self._profiles.states(user_ids)
+    def profile_reads(self, user_ids: Sequence[str], with_states: bool,
+                      with_meta: bool) -> tuple[list, list]:
+        """(feature states, meta records) of a batch of users from one read snapshot
+        (`ProfileStates`); None where there is none or where it was not asked for."""
+        if with_meta:
+            pairs = self._profiles.states_and_meta(user_ids, with_states)
+            return [s for s, _ in pairs], [m for _, m in pairs]
+        nothing = [None] * len(user_ids)
+        return (self._profiles.states(user_ids) if with_states else nothing), nothing
 
-    async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float]) -> Choice:
+    def _verdict(self, entry: _Entry, user_id: str, now: float):
+        """(contact verdict, feature state or `UNREAD`): one profile read for both when the
+        policy reads the profile; none when it has nothing to check."""
+        spec = entry.campaign.spec
+        if not entry.reads_profile:
+            return Verdict(False, "", spec.channel, 0.0), UNREAD
+        with_states = entry.context.needs_profile
+        state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
+        verdict = self.contact.verdicts(spec, [Contact(user_id, meta, state)], now)[0]
+        return verdict, state if with_states else UNREAD
+
+    async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
+                     now: float | None = None) -> Choice:
+        """One decision, logged before it returns; `now` (unix s) is the decision time (tests
+        fix it to check quiet hours; default: the clock)."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -205,18 +252,35 @@ class Campaigns:
             check_count("context", len(context), lim.context_entries)
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
-        ctx = entry.context.build(user_id, context)
+        now = time.time() if now is None else now
+        verdict, state = self._verdict(entry, user_id, now)
+        if verdict.suppressed:
+            return await self._log_suppressed(spec, user_id, now, verdict)
+        ctx = entry.context.build(user_id, context, state)
         decision = self.decider.decide(spec, blob, user_id, ctx)
-        now = time.time()
         decision_id = _decision_id()
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
         # Fields by position and sent as a plain tuple: as cheap as a dict (see records.py).
-        await self._log.submit(tuple(DecisionRecord(
+        reason = await self._log.submit(tuple(DecisionRecord(
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
             0, variant.id if variant else "", PENDING, now + spec.reward_window_seconds,
-            spec.dim > 0)))
+            spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel])))
+        if reason:  # over a frequency cap, found where the decision was logged
+            return Choice(decision_id, NO_ARM, 0.0, "", {}, True, reason, verdict.channel,
+                          verdict.send_at)
         return Choice(decision_id, decision.arm, decision.propensity,
-                      variant.id if variant else "", dict(variant.content) if variant else {})
+                      variant.id if variant else "", dict(variant.content) if variant else {},
+                      False, "", verdict.channel, verdict.send_at)
+
+    async def _log_suppressed(self, spec: CampaignSpec, user_id: str, now: float,
+                              verdict: Verdict) -> Choice:
+        """Log a decision the contact policy refused before any variant was chosen."""
+        decision_id = _decision_id()
+        rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
+                             [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
+        await self._log.submit(tuple(suppressed_record(rec, verdict.reason)))
+        return Choice(decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
+                      verdict.send_at)
 
     def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """PlanCampaign: one `PlanBatch` of logged decisions per batch of user ids (`plan.Planner`)."""
@@ -232,10 +296,16 @@ class Campaigns:
         reqs = [RewardRequest(ev.attributes["decision_id"], user_id=ev.user_id, event_type=ev.type,
                               event_value=ev.value)
                 for ev in events if ev.attributes.get("decision_id")]
+        sends = [(ev.user_id, ev.type[:-5], ev.timestamp, ev.attributes.get("decision_id", ""))
+                 for ev in events if ev.type.endswith("_sent")]
         try:
             await self._changing(asyncio.gather(*(self._rewards.submit(r) for r in reqs)))
         except Exception:  # never fail ingestion for a reward; say why
             logger.exception("rewarding %d decisions from tracked events failed", len(reqs))
+        try:
+            await asyncio.gather(*(self._sends.submit(s) for s in sends))
+        except Exception:  # never fail ingestion for a contact count; say why
+            logger.exception("counting %d sends as contacts failed", len(sends))
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the index entries of the user's decisions (the records themselves
@@ -276,12 +346,12 @@ class Campaigns:
         return await asyncio.to_thread(sample_size, query, self.limits.campaign_variants)
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
-               include_pending: bool = False):
+               include_pending: bool = False, include_suppressed: bool = False):
         if campaign_id:
             check_id("campaign_id", campaign_id, self.limits.id_bytes)
         check_time("start", start, self.limits.latest_timestamp)
         check_time("end", end, self.limits.latest_timestamp)
-        for rec in self.repo.export(campaign_id, start, end, include_pending):
+        for rec in self.repo.export(campaign_id, start, end, include_pending, include_suppressed):
             if rec["reward"] is None:
                 rec["reward"] = float(np.nan)
             yield rec
@@ -290,4 +360,5 @@ class Campaigns:
         await self._log.close()
         await self._plan_log.close()
         await self._rewards.close()
+        await self._sends.close()
         await self._writer.close()

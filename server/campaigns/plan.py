@@ -27,21 +27,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kernels import bandits as B
-
+from ..contact import Contact, Verdict
 from ..errors import InvalidArgument, ResourceExhausted
 from ..validation import check_count, check_id
-from .repository import PENDING
+from .repository import NO_ARM, PENDING, SUPPRESSED
 
 if TYPE_CHECKING:
     from .handler import Campaigns
 
-__all__ = ["PlanRequest", "PlanBatch", "Planner", "READ_AHEAD", "SUPPRESSED", "apply_verdicts"]
+__all__ = ["PlanRequest", "PlanBatch", "Planner", "READ_AHEAD", "apply_verdicts"]
 
 READ_AHEAD = 2
 """Batches decided and handed to the writer ahead of the one being answered."""
-SUPPRESSED = "suppressed"
-"""Decision-log status of a suppressed decision (no variant, no exposure, no reward)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +53,8 @@ class PlanRequest:
 @dataclass
 class PlanBatch:
     """One batch's decisions, column by column (index i: the batch's i-th user). `arms` holds
-    HOLDOUT for the holdout and for suppressed users; `reasons` is "" for users not suppressed."""
+    HOLDOUT for the holdout and NO_ARM for suppressed users; `reasons` is "" for users not
+    suppressed."""
 
     user_ids: Sequence[str]
     decision_ids: list[str]
@@ -77,8 +75,9 @@ class PlanStreamTooLong(ResourceExhausted):
                          "(Limits.plan_stream_users); split the audience over several streams")
 
 
-def apply_verdicts(verdicts, n: int) -> np.ndarray:
-    """Indexes of the users a batch's contact verdicts let through (all when there are none).
+def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
+    """Indexes of the users a batch's contact verdicts let through (all when there are none:
+    the campaign has nothing for the policy to check).
 
     The seam with the contact policy (`ContactPolicy.verdicts(campaign, contacts, now)`, one
     `Verdict` per user): suppressed users get no draw and no variant.
@@ -152,32 +151,41 @@ class Planner:
 
     def _decide(self, first: PlanRequest, user_ids: Sequence[str],
                 now: float) -> tuple[PlanBatch, list[tuple]]:
-        """A batch's decisions and their decision-log rows (one state read, one draw)."""
+        """A batch's decisions and their decision-log rows: one profile read (feature states
+        and, when the contact policy checks anything, meta records), one call of the policy,
+        one bandit draw for the users it lets through."""
         c, n = self.campaigns, len(user_ids)
         entry, blob = c.live(first.campaign_id)
         spec = entry.campaign.spec
-        states = c.profile_states(user_ids) if entry.context.needs_profile else [None] * n
-        contexts = entry.context.build_batch(states, first.context, now)
-        verdicts = None  # ContactPolicy.verdicts(spec, contacts, now) once the policy is wired
+        states, metas = c.profile_reads(user_ids, entry.context.needs_profile, entry.reads_profile)
+        verdicts = None
+        if entry.reads_profile:
+            verdicts = c.contact.verdicts(spec, [Contact(u, m, st) for u, m, st
+                                                 in zip(user_ids, metas, states)], now)
         allowed = apply_verdicts(verdicts, n)
-        arms, props = np.full(n, B.HOLDOUT, np.int64), np.zeros(n)
+        contexts = entry.context.build_batch(states, first.context, now)
+        arms, props = np.full(n, NO_ARM, np.int64), np.zeros(n)
         drawn = c.decider.decide_batch(spec, blob, [user_ids[i] for i in allowed],
                                        [contexts[i] for i in allowed])
         arms[allowed], props[allowed] = drawn.arms, drawn.propensities
-        names = [v.id for v in spec.variants] + [""]  # [-1]: the holdout's (none)
+        names = {a: v.id for a, v in enumerate(spec.variants)}
         batch = PlanBatch(user_ids, _decision_ids(n), arms.tolist(), props.tolist(),
-                          [names[a] for a in arms.tolist()], [spec.channel] * n, [0.0] * n,
-                          [""] * n)
+                          [names.get(a, "") for a in arms.tolist()], [spec.channel] * n,
+                          [0.0] * n, [""] * n)
         if verdicts is not None:
-            batch.channels = [v.channel or spec.channel for v in verdicts]
+            batch.channels = [v.channel for v in verdicts]
             batch.send_at = [v.send_at for v in verdicts]
             batch.reasons = [v.reason if v.suppressed else "" for v in verdicts]
-        return batch, _rows(spec, batch, contexts, now)
+        return batch, _rows(spec, entry.caps, batch, contexts, now)
 
     @staticmethod
-    def _outcome(batch: PlanBatch, results: Sequence) -> PlanBatch:
-        """The batch as logged: the writer answers None per decision (the cap check that may
-        suppress one at commit time comes with the contact policy)."""
+    def _outcome(batch: PlanBatch, reasons: Sequence[str]) -> PlanBatch:
+        """The batch as logged: the writer suppresses the decisions over a frequency cap (its
+        answer is each one's reason, "" when logged as decided)."""
+        for i, reason in enumerate(reasons):
+            if reason and not batch.reasons[i]:
+                batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
+                batch.reasons[i] = reason
         return batch
 
 
@@ -187,11 +195,15 @@ def _decision_ids(n: int) -> list[str]:
     return [hexes[i:i + 24] for i in range(0, 24 * n, 24)]
 
 
-def _rows(spec, batch: PlanBatch, contexts: Sequence[list[float]], now: float) -> list[tuple]:
-    """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them);
-    a suppressed user's row has status SUPPRESSED and no variant."""
+def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],
+          now: float) -> list[tuple]:
+    """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them,
+    with the caps the writer enforces); a suppressed user's row is what `suppressed_record`
+    makes of it: no arm, no variant, no propensity, no window, no context."""
     cid, deadline, linear = spec.campaign_id, now + spec.reward_window_seconds, spec.dim > 0
-    return [(d, cid, u, now, a, p, None, ctx, 0, v, SUPPRESSED if r else PENDING, deadline, linear)
-            for d, u, a, p, v, r, ctx in zip(batch.decision_ids, batch.user_ids, batch.arms,
-                                             batch.propensities, batch.variant_ids, batch.reasons,
-                                             contexts)]
+    return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, deadline, linear, ch, t, "", caps[ch])
+            if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
+                           ch, t, r, ())
+            for d, u, a, p, v, ch, t, r, ctx in zip(
+                batch.decision_ids, batch.user_ids, batch.arms, batch.propensities,
+                batch.variant_ids, batch.channels, batch.send_at, batch.reasons, contexts)]

@@ -11,6 +11,10 @@ Python-level `__getnewargs__`. Built with positional fields (keyword binding of 
 about 2 us), a record on the wire costs the event loop no more than the 13-key dict it replaced
 (build + pickle per decision, batches of 1/16/64: 6.8/3.8/3.7 us vs 9.5/3.9/3.8 us for the dict;
 pickled as itself, a NamedTuple costs 15/9.5/7.6 us) and about half the bytes.
+
+The contact-policy fields (channel, send_at, reason, caps) have defaults, so a record built with
+the first 13 fields stays valid; records stored before them lack those keys (readers use
+`.get`).
 """
 from __future__ import annotations
 
@@ -42,3 +46,11 @@ class DecisionRecord(NamedTuple):
     """Unix seconds at which the reward window closes."""
     linear: bool
     """Whether the policy is linear (rewards then update it with the context)."""
+    channel: str = ""
+    """The channel the contact policy chose."""
+    send_at: float = 0.0
+    """When to send (unix seconds; 0 = now)."""
+    reason: str = ""
+    """Why the decision is suppressed (`status` "suppressed"); "" otherwise."""
+    caps: tuple = ()
+    """Frequency caps the writer enforces (`contact.caps.Cap` tuples); not stored."""

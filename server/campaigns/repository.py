@@ -6,6 +6,12 @@
     decisions  decision_key(u, d)       decision record (`encode_decision`; the decision log)
     decisions  decision_index_key(d)    -> decision_key (lookup by id)
     decisions  due_key(deadline, d)     -> decision_key (pending ones)
+    contacts   contact_key(u)           the user's recent contacts (`contact.caps.ContactLog`)
+
+A suppressed decision (status "suppressed", with its reason) is stored with its index entry
+only: no due entry, no counters, no posterior change, so it takes no reward and stays out of
+stats and (by default) exports. Frequency caps are checked in the decisions' write transaction
+(`log_decisions`): a decision over a cap is stored as suppressed with `frequency_cap`.
 
 Index keys start with the separator, so erasing a user (prefix `<user>␟`) removes exactly that
 user's decisions; `erase_user` (registered on `ProfileRepository.erasers`) removes their index
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 
 from kernels import bandits as B
 
+from ..contact.caps import CONTACT_CHANNELS, FREQUENCY_CAP, Admission, ContactLog
 from ..store import Store
 from ..store.keys import (
     DUE_PREFIX,
@@ -35,14 +42,22 @@ from ..store.keys import (
     due_key,
     user_prefix,
 )
-from .errors import CampaignExists, CampaignNotFound, DecisionNotFound, RewardConflict
+from .errors import (
+    CampaignExists,
+    CampaignNotFound,
+    DecisionNotFound,
+    DecisionSuppressed,
+    RewardConflict,
+)
 from .records import DecisionRecord
 from .spec import Campaign
 
 __all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome", "writer_functions",
-           "encode_decision", "decode_decision"]
+           "encode_decision", "decode_decision", "suppressed_record"]
 
-PENDING, REWARDED, DEFAULT = "pending", "rewarded", "default"
+PENDING, REWARDED, DEFAULT, SUPPRESSED = "pending", "rewarded", "default", "suppressed"
+NO_ARM = -2
+"""The arm of a suppressed decision (no variant chosen or sent)."""
 
 
 def encode_decision(rec: dict) -> bytes:
@@ -52,6 +67,26 @@ def encode_decision(rec: dict) -> bytes:
 
 def decode_decision(raw: bytes) -> dict:
     return json.loads(raw)
+
+
+def suppressed_record(rec: DecisionRecord, reason: str) -> DecisionRecord:
+    """`rec` refused by the contact policy: no arm, no variant, no propensity, no window."""
+    return rec._replace(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
+                        reason=reason, caps=())
+
+
+def _stored(rec: DecisionRecord) -> bytes:
+    d = rec._asdict()
+    del d["caps"]
+    return encode_decision(d)
+
+
+def _admission(rec: DecisionRecord) -> Admission | None:
+    """What the caps check of a logged decision needs (None: not a contact, nothing to check)."""
+    if rec.status != PENDING or rec.channel not in CONTACT_CHANNELS:
+        return None
+    return Admission(rec.user_id, rec.channel, rec.send_at or rec.timestamp, rec.decision_id,
+                     rec.caps, counted=rec.arm != B.HOLDOUT)
 
 
 @dataclass(frozen=True)
@@ -77,6 +112,7 @@ class CampaignRepository:
         self.store = store
         self._c, self._b = store.table("campaigns"), store.table("bandit")
         self._d = store.table("decisions")
+        self.contacts = ContactLog(store)
         self._parsed: dict[bytes, Campaign] = {}
 
     def parse(self, raw: bytes) -> Campaign:
@@ -137,21 +173,36 @@ class CampaignRepository:
         return self.parse(raw), B.BanditState.from_bytes(blob), _counters(counts)
 
     # -- decisions ----------------------------------------------------------------------------
-    def log_decisions(self, records: Sequence[DecisionRecord]) -> list[None]:
-        """Store decision records (one transaction) with their indexes and counters."""
-        items, per_campaign = [], {}
-        for rec in records:  # outside the writer lock
-            pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
-            items += ((pkey, encode_decision(rec._asdict())), (decision_index_key(decision_id), pkey),
-                      (due_key(rec.deadline, decision_id), pkey))
-            per_campaign.setdefault(rec.campaign_id, []).append(rec.arm)
+    def log_decisions(self, records: Sequence[DecisionRecord]) -> list[str]:
+        """Store decision records (one transaction) with their indexes and counters; returns
+        each one's suppression reason ("" when logged as decided). Contact decisions over a
+        frequency cap are stored suppressed (`FREQUENCY_CAP`); the caps are checked and
+        counted in this transaction, so concurrent decisions cannot both pass a cap."""
+        checks = [(i, a) for i, a in enumerate(map(_admission, records)) if a is not None]
+        items = [_items(rec) for rec in records]  # outside the writer lock
 
         def fn(txn):
-            self._d.put_many(txn, items)
+            now = time.time()
+            recs, reasons = list(records), [""] * len(records)
+            passed = self.contacts.admit(txn, [a for _, a in checks], now) if checks else ()
+            for (i, _), ok in zip(checks, passed):
+                if not ok:
+                    recs[i], reasons[i] = suppressed_record(recs[i], FREQUENCY_CAP), FREQUENCY_CAP
+            flat, per_campaign = [], {}
+            for i, rec in enumerate(recs):
+                flat += items[i] if rec is records[i] else _items(rec)
+                if rec.status == PENDING:
+                    per_campaign.setdefault(rec.campaign_id, []).append(rec.arm)
+            self._d.put_many(txn, flat)
             for campaign_id, arms in per_campaign.items():
                 self._count(txn, campaign_id, arms=arms)
-            return [None] * len(records)
+            return [r or rec.reason for r, rec in zip(reasons, records)]
         return self.store.write(fn)
+
+    def log_sends(self, sends: Sequence[tuple[str, str, float, str]]) -> list[None]:
+        """Count `<channel>_sent` events as contacts (`ContactLog.add_sends`), one transaction."""
+        self.store.write(lambda txn: self.contacts.add_sends(txn, sends, time.time()))
+        return [None] * len(sends)
 
     def _count(self, txn, campaign_id: str, *, arms=(), resolved: dict | None = None,
                dropped: int = 0) -> None:
@@ -204,6 +255,8 @@ class CampaignRepository:
             reward = spec.check_reward("reward", req.reward)
         except Exception as err:  # noqa: BLE001 - InvalidArgument for this request only
             return err
+        if rec["status"] == SUPPRESSED:
+            return DecisionSuppressed(req.decision_id, rec.get("reason", ""))
         if rec["status"] != PENDING:
             if rec["reward"] == reward:
                 return RewardOutcome(rec["campaign_id"], rec["variant_id"], duplicate=True)
@@ -279,7 +332,7 @@ class CampaignRepository:
         return removed
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
-               include_pending: bool = False) -> Iterator[dict]:
+               include_pending: bool = False, include_suppressed: bool = False) -> Iterator[dict]:
         """Decision records (user by user) matching the filters, from one read snapshot."""
         with self.store.read() as txn:
             for key, raw in self._d.items(txn):
@@ -289,9 +342,19 @@ class CampaignRepository:
                 if (campaign_id and rec["campaign_id"] != campaign_id) \
                         or (start and rec["timestamp"] < start) \
                         or (end and rec["timestamp"] > end) \
-                        or (rec["status"] == PENDING and not include_pending):
+                        or (rec["status"] == PENDING and not include_pending) \
+                        or (rec["status"] == SUPPRESSED and not include_suppressed):
                     continue
                 yield rec
+
+
+def _items(rec: DecisionRecord) -> list[tuple[bytes, bytes]]:
+    """The decision's record and index entries (a due entry only while it waits for a reward)."""
+    pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
+    out = [(pkey, _stored(rec)), (decision_index_key(decision_id), pkey)]
+    if rec.status == PENDING:
+        out.append((due_key(rec.deadline, decision_id), pkey))
+    return out
 
 
 def _counters(raw: bytes | None) -> dict:
@@ -305,12 +368,13 @@ def writer_functions(store: Store) -> dict:
     repo = CampaignRepository(store)
     return {"decisions": lambda rows: repo.log_decisions([DecisionRecord._make(r) for r in rows]),
             "decision_batches": lambda batches: _log_batches(repo, batches),
-            "rewards": lambda requests: repo.apply_rewards(requests, time.time())}
+            "rewards": lambda requests: repo.apply_rewards(requests, time.time()),
+            "sends": repo.log_sends}
 
 
 def _log_batches(repo: CampaignRepository, batches: Sequence[Sequence[tuple]]) -> list[list]:
     """Several PlanCampaign batches of decision rows in one `log_decisions` transaction; the
-    per-record results split back per batch."""
+    per-record results (suppression reasons) split back per batch."""
     results = repo.log_decisions([DecisionRecord._make(r) for rows in batches for r in rows])
     out, start = [], 0
     for rows in batches:

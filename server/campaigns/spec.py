@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from kernels import bandits as B
 
 from ..config import DEFAULT_LIMITS, Limits
+from ..contact import PURPOSES, FrequencyCap, QuietHours, SendWindow
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES
 from ..validation import check_count, check_finite, check_id, check_known, check_text, shown
@@ -62,6 +63,12 @@ class CampaignSpec:
     default_reward: float = 0.0
     context_features: tuple[str, ...] = ()
     salt: str = ""
+    purpose: str = "marketing"
+    channels: tuple[str, ...] = ()
+    """Channels in order of preference; empty = (channel,)."""
+    frequency_caps: tuple[FrequencyCap, ...] = ()
+    quiet_hours: QuietHours = QuietHours()
+    send_window: SendWindow = SendWindow()
 
     @property
     def dim(self) -> int:
@@ -92,7 +99,25 @@ class CampaignSpec:
         check_text("name", self.name, limits.campaign_name_chars)
         check_text("salt", self.salt, limits.campaign_salt_chars)
         return dataclasses.replace(self, reward_window_seconds=float(window),
-                                   salt=self.salt or self.campaign_id)
+                                   salt=self.salt or self.campaign_id,
+                                   purpose=self.purpose or "marketing",
+                                   quiet_hours=self.quiet_hours.checked("quiet_hours"),
+                                   **self._checked_contact(limits))
+
+    def _checked_contact(self, limits: Limits) -> dict:
+        """The contact-policy fields, checked (purpose, channels, caps, send window)."""
+        check_known("purpose", self.purpose or "marketing", PURPOSES)
+        check_count("channels", len(self.channels), len(CHANNELS))
+        for i, c in enumerate(self.channels):
+            check_known(f"channels[{i}]", c, CHANNELS)
+        if len(set(self.channels)) != len(self.channels):
+            raise InvalidArgument("channels", "must be distinct")
+        if self.channels and self.channel not in self.channels:
+            raise InvalidArgument("channels", f"must include the campaign's channel {self.channel!r}")
+        check_count("frequency_caps", len(self.frequency_caps), limits.campaign_frequency_caps)
+        caps = tuple(c.checked(f"frequency_caps[{i}]", limits)
+                     for i, c in enumerate(self.frequency_caps))
+        return {"frequency_caps": caps, "send_window": self.send_window.checked("send_window")}
 
     def _check_variants(self, limits: Limits) -> None:
         if not self.variants:
@@ -206,7 +231,13 @@ class Campaign:
     def from_json(cls, raw: bytes) -> Campaign:
         d = json.loads(raw)
         s = d.pop("spec")
-        spec = CampaignSpec(**{**s, "variants": tuple(Variant(**v) for v in s["variants"]),
-                               "rewards": tuple(RewardRule(**r) for r in s["rewards"]),
-                               "context_features": tuple(s["context_features"])})
+        spec = CampaignSpec(**{
+            **s, "variants": tuple(Variant(**v) for v in s["variants"]),
+            "rewards": tuple(RewardRule(**r) for r in s["rewards"]),
+            "context_features": tuple(s["context_features"]),
+            # Fields added with the contact policy (absent from older records: defaults).
+            "channels": tuple(s.get("channels", ())),
+            "frequency_caps": tuple(FrequencyCap(**c) for c in s.get("frequency_caps", ())),
+            "quiet_hours": QuietHours(**s.get("quiet_hours", {})),
+            "send_window": SendWindow(**s.get("send_window", {}))})
         return cls(spec, **d)

@@ -17,6 +17,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..batching import AdaptiveBatcher, ThreadRunner
+from ..contact.quiet_hours import TIMEZONE, zone
 from ..errors import InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser
 from ..store import Store
@@ -140,6 +141,8 @@ class Profiles:
             if len(v) > lim.attribute_value_chars:  # the value is not echoed: it may be PII
                 raise InvalidArgument(f"attributes[{shown(k)}]", f"{len(v)} characters, at most "
                                       f"{lim.attribute_value_chars}")
+            if k == TIMEZONE and v:  # read by the contact policy (quiet hours)
+                zone(f"attributes[{TIMEZONE}]", v)
 
         def change(meta):
             for k, v in attributes.items():
@@ -219,6 +222,12 @@ class Profiles:
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Feature states of many users from one read snapshot (None where there is none)."""
         return self.repo.states(user_ids)
+
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
+                        ) -> list[tuple[np.ndarray | None, dict | None]]:
+        """(feature state or None unless `with_states`, meta record) of many users from one
+        read snapshot."""
+        return self.repo.states_and_meta(user_ids, with_states)
 
     def history_of(self, bundle, user_ids: Sequence[str], now: float | None = None):
         """Encoder input per user: the bundle's training history and the live profile's recent

@@ -167,6 +167,20 @@ class ProfileRepository:
             out[i] = decoded[j]
         return out
 
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
+                        ) -> list[tuple[np.ndarray | None, dict | None]]:
+        """(feature state, meta dict) of many users in one snapshot (None where there is none;
+        no states read unless `with_states`)."""
+        with self.store.read() as txn:
+            raws = (self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
+                    if with_states else [None] * len(user_ids))
+            metas = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
+        found = [i for i, r in enumerate(raws) if r]
+        states: list[np.ndarray | None] = [None] * len(raws)
+        for j, state in enumerate(decode_states(self.layout, [raws[i] for i in found])):
+            states[found[j]] = state
+        return [(st, json.loads(m) if m else None) for st, m in zip(states, metas)]
+
     def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
         """Live seen-sets in one snapshot (None: no profile). A profile older than seen records
         gets its recent items, of unknown type."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+from kernels.bandits import HOLDOUT
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 
@@ -19,6 +20,7 @@ from ..campaigns import (
     SampleSizeQuery,
     Variant,
 )
+from ..contact import FrequencyCap, QuietHours, SendWindow
 from ..errors import NotFound, grpc_errors
 from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
@@ -39,8 +41,15 @@ def _num(x) -> float:
 class CampaignConverter:
     @staticmethod
     def to_spec(msg: pb.CampaignSpec) -> CampaignSpec:
+        q, w = msg.quiet_hours, msg.send_window
         return CampaignSpec(
-            campaign_id=msg.campaign_id, name=msg.name, channel=msg.channel or "web",
+            campaign_id=msg.campaign_id, name=msg.name,
+            channel=msg.channel or (msg.channels[0] if msg.channels else "web"),
+            purpose=msg.purpose or "marketing", channels=tuple(msg.channels),
+            frequency_caps=tuple(FrequencyCap(c.channel, c.max, c.window_seconds)
+                                 for c in msg.frequency_caps),
+            quiet_hours=QuietHours(q.start, q.end, q.action or "defer"),
+            send_window=SendWindow(w.start_hour, w.end_hour),
             variants=tuple(Variant(v.id, dict(v.content), dict(v.features), v.weight)
                            for v in msg.variants),
             policy=msg.policy or "bernoulli_ts", params=dict(msg.params),
@@ -60,15 +69,24 @@ class CampaignConverter:
                       for v in s.variants],
             rewards=[pb.RewardRule(event_type=r.event_type, value=r.value,
                                    use_event_value=r.use_event_value, cap=r.cap)
-                     for r in s.rewards])
+                     for r in s.rewards],
+            purpose=s.purpose, channels=s.channels,
+            frequency_caps=[pb.FrequencyCap(channel=c.channel, max=c.max,
+                                            window_seconds=c.window_seconds)
+                            for c in s.frequency_caps],
+            quiet_hours=pb.QuietHours(start=s.quiet_hours.start, end=s.quiet_hours.end,
+                                      action=s.quiet_hours.action if s.quiet_hours.active else ""),
+            send_window=pb.SendWindow(start_hour=s.send_window.start_hour,
+                                      end_hour=s.send_window.end_hour))
         return pb.Campaign(spec=spec, archived=c.archived, created_at=c.created_at,
                            updated_at=c.updated_at, revision=c.revision)
 
     @staticmethod
     def from_choice(c: Choice) -> pb.ChooseVariantResponse:
         return pb.ChooseVariantResponse(decision_id=c.decision_id, variant_id=c.variant_id,
-                                        arm=c.arm, propensity=c.propensity, holdout=c.arm < 0,
-                                        content=c.content)
+                                        arm=c.arm, propensity=c.propensity, holdout=c.holdout,
+                                        content=c.content, suppressed=c.suppressed,
+                                        reason=c.reason, channel=c.channel, send_at=c.send_at)
 
     @staticmethod
     def to_plan_request(msg: pb.PlanCampaignRequest) -> PlanRequest:
@@ -79,7 +97,7 @@ class CampaignConverter:
         """The decisions of users lo..hi-1 of a PlanCampaign batch."""
         decision, cut = pb.PlanDecision, slice(lo, hi)
         return [decision(user_id=u, decision_id=d, variant_id=v, arm=a, propensity=p,
-                         holdout=a < 0 and not r, channel=c, send_at=t, suppressed=bool(r),
+                         holdout=a == HOLDOUT, channel=c, send_at=t, suppressed=bool(r),
                          reason=r)
                 for u, d, v, a, p, c, t, r in zip(b.user_ids[cut], b.decision_ids[cut],
                                                   b.variant_ids[cut], b.arms[cut],
@@ -132,7 +150,8 @@ class CampaignConverter:
             decision_id=rec["decision_id"], campaign_id=rec["campaign_id"], user_id=rec["user_id"],
             timestamp=rec["timestamp"], arm=rec["arm"], propensity=rec["propensity"],
             reward=rec["reward"] if rec["reward"] is not None else math.nan, context=rec["context"],
-            position=rec.get("position", 0), variant_id=rec["variant_id"], status=rec["status"])
+            position=rec.get("position", 0), variant_id=rec["variant_id"], status=rec["status"],
+            reason=rec.get("reason", ""))
 
 
 class CampaignServicer(pb_grpc.CampaignServiceServicer):
@@ -214,7 +233,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
         hidden: dict[str, range | list[int]] | None = (
             None if current_principal().has(PII_READER) else {})
         for rec in self.campaigns.export(request.campaign_id, request.start, request.end,
-                                         request.include_pending):
+                                         request.include_pending, request.include_suppressed):
             out = CampaignConverter.from_record(rec)
             if hidden is not None and out.context:
                 positions = hidden.get(out.campaign_id)

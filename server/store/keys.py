@@ -21,6 +21,7 @@ prefix ever matches them.
     decisions  <user>␟<decision>                decision record      decision_key
     decisions  ␟d␟<decision>                    -> decision key      decision_index_key
     decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
+    contacts   <user>␟contacts                  recent contacts      contact_key
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ _MS = b"%0" + str(MS_DIGITS).encode() + b"d"
 """The one millisecond key format (b"%016d")."""
 MS_MAX = b"9" * MS_DIGITS
 
-USER_TABLES = ("profiles", "events", "decisions")
+USER_TABLES = ("profiles", "events", "decisions", "contacts")
 """The tables holding `<user>␟...` records (erasure clears the user's prefix in these only)."""
 
 __all__ = [
@@ -49,7 +50,7 @@ __all__ = [
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
-    "INDEX_PREFIX", "due_key", "DUE_PREFIX",
+    "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
 ]
 
 
@@ -185,3 +186,12 @@ def decision_index_key(decision_id: str) -> bytes:
 def due_key(deadline: float, decision_id: str) -> bytes:
     """The pending-window entry of a decision; `due_key(now, "")` bounds the ones due by now."""
     return DUE_PREFIX + ms_part(deadline) + SEP + decision_id.encode()
+
+
+# -- contact policy ---------------------------------------------------------------------------------
+CONTACTS_SUFFIX = SEP + b"contacts"
+
+
+def contact_key(user_id: str) -> bytes:
+    """A user's recent contacts (frequency caps) in `contacts`."""
+    return user_id.encode() + CONTACTS_SUFFIX

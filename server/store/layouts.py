@@ -78,5 +78,8 @@ KINDS: tuple[RecordKind, ...] = (
                "the decision key"),
     RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),
                "the decision key"),
+    RecordKind("contact_history", "contacts", 1, lambda k: k.endswith(K.CONTACTS_SUFFIX),
+               "JSON list of a user's recent contacts [time, channel, decision id] "
+               "(contact.caps.ContactHistory)"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

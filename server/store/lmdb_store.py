@@ -32,7 +32,7 @@ __all__ = ["Store", "TABLES"]
 
 logger = logging.getLogger("tailor.store")
 
-TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns")
+TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns", "contacts")
 """Every named table. Add a table here; nothing else opens LMDB."""
 
 T = TypeVar("T")

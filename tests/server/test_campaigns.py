@@ -37,7 +37,9 @@ def spec(cid="c1", policy="bernoulli_ts", arms=3, **kw):
     kw.setdefault("variants", [pb.Variant(id=f"v{i}", content={"subject": f"s{i}"}) for i in range(arms)])
     kw.setdefault("rewards", [pb.RewardRule(event_type="email_open", value=0.1),
                               pb.RewardRule(event_type="email_click", value=1.0)])
-    return pb.CampaignSpec(campaign_id=cid, channel="email", policy=policy, **kw)
+    # push: its default consent (opt_out) lets users without a consent record be contacted
+    kw.setdefault("channel", "push")
+    return pb.CampaignSpec(campaign_id=cid, policy=policy, **kw)
 
 
 async def create(stub, *args, **kw) -> pb.Campaign:
@@ -424,7 +426,7 @@ async def test_a_worker_decides_on_a_copy_no_older_than_state_refresh(tmp_path):
     store = Store(tmp_path / "store", sync=False)
     no_bundle = SimpleNamespace(active=None)
     a, b = (Campaigns(store, Profiles(store, no_bundle), state_refresh_s=1.0) for _ in range(2))
-    await a.create(CampaignSpec("c1", channel="email", policy="egreedy", params={"epsilon": 0.0},
+    await a.create(CampaignSpec("c1", channel="push", policy="egreedy", params={"epsilon": 0.0},
                                 variants=(Variant("v0", {}), Variant("v1", {})),
                                 rewards=(RewardRule("email_click", 1.0),)))
     # greedy: untried arms tie at +inf (propensity 0.5 each); rewards are what makes an arm tried

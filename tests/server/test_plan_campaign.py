@@ -1,6 +1,7 @@
 """PlanCampaign through a real server: one decision per user in order, each logged with its
-propensity (ExportDecisions), fixed splits and holdouts as ChooseVariant decides them, bad input,
-and a stream cancelled half-way keeping everything it answered."""
+propensity (ExportDecisions), fixed splits and holdouts as ChooseVariant decides them, the
+contact policy (consent, frequency caps found by the writer), bad input, a stream cancelled
+half-way keeping everything it answered, and the CLI."""
 import asyncio
 import json
 
@@ -9,6 +10,8 @@ import pytest
 
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
 from tests.conftest import run_module
 from tests.server.test_campaigns import choose, code_of, create, stats
 
@@ -37,7 +40,7 @@ async def plan(stub, batches, cid="c1") -> list[pb.PlanCampaignResponse]:
 
 async def logged(stub, cid="c1") -> dict[str, pb.DecisionRecord]:
     return {r.decision_id: r async for r in stub.ExportDecisions(
-        pb.ExportDecisionsRequest(campaign_id=cid, include_pending=True))}
+        pb.ExportDecisionsRequest(campaign_id=cid, include_pending=True, include_suppressed=True))}
 
 
 async def test_one_logged_decision_per_user_in_order(stub):
@@ -53,7 +56,7 @@ async def test_one_logged_decision_per_user_in_order(stub):
         assert (rec.user_id, rec.arm, rec.variant_id, rec.status) == \
             (d.user_id, d.arm, d.variant_id, "pending")
         assert rec.propensity == d.propensity and 0 < d.propensity <= 1
-        assert d.variant_id == f"v{d.arm}" and d.channel == "email" and not d.suppressed
+        assert d.variant_id == f"v{d.arm}" and d.channel == "push" and not d.suppressed
     st = await stats(stub)
     assert sum(v.decisions for v in st.variants) == 141 and st.pending == 141
 
@@ -69,6 +72,38 @@ async def test_fixed_split_and_holdout_as_choose_variant_decides(stub):
         assert d.propensity == (0.25 if d.holdout else [0.25, 0.75][d.arm])
     held = sum(d.holdout for d in answers[0].decisions)
     assert 5 <= held <= 50  # 25 expected; hashes of u0..u99 are fixed, this cannot flake
+
+
+async def test_users_without_consent_are_suppressed_and_logged_as_such(stub, channel):
+    await create(stub, channel="email")  # email: an opt-in is required by default
+    profiles = ppb_grpc.ProfileServiceStub(channel)
+    for user, opted_in in (("u0", True), ("u1", False), ("u2", True)):
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
+                                                        opted_in=opted_in, source="test"))
+    got = (await plan(stub, [users(0, 4)]))[0].decisions
+    assert [(d.suppressed, d.reason) for d in got] == \
+        [(False, ""), (True, "no_consent"), (False, ""), (True, "no_consent")]
+    for d in got:
+        assert d.channel == "email" and (d.variant_id == "") == d.suppressed
+        assert not d.holdout and (d.propensity > 0) != d.suppressed
+    log = await logged(stub)
+    assert {d.user_id: (log[d.decision_id].status, log[d.decision_id].reason) for d in got} == {
+        "u0": ("pending", ""), "u1": ("suppressed", "no_consent"), "u2": ("pending", ""),
+        "u3": ("suppressed", "no_consent")}
+    st = await stats(stub)
+    assert sum(v.decisions for v in st.variants) == 2 and st.pending == 2
+
+
+async def test_a_frequency_cap_is_held_where_the_batch_is_logged(stub):
+    await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
+    got = (await plan(stub, [["a", "b", "a", "a"]]))[0].decisions
+    assert [(d.user_id, d.suppressed, d.reason) for d in got] == [
+        ("a", False, ""), ("b", False, ""), ("a", True, "frequency_cap"), ("a", True, "frequency_cap")]
+    assert all(d.variant_id == "" and d.propensity == 0 for d in got[2:])
+    log = await logged(stub)
+    assert [log[d.decision_id].status for d in got] == ["pending", "pending", "suppressed", "suppressed"]
+    again = (await plan(stub, [["b"]]))[0].decisions  # the cap holds across streams too
+    assert (again[0].suppressed, again[0].reason) == (True, "frequency_cap")
 
 
 async def test_unknown_campaign_is_not_found(stub):

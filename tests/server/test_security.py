@@ -214,7 +214,7 @@ async def test_denied_failed_and_sensitive_calls_reach_the_audit_hook(settings, 
 
 async def test_exported_decisions_hide_request_context_under_pii_keys(chan, auth):
     stub, t = cpb_grpc.CampaignServiceStub(chan), auth[1]
-    spec = cpb.CampaignSpec(campaign_id="c-pii", channel="email", policy="egreedy",
+    spec = cpb.CampaignSpec(campaign_id="c-pii", channel="push", policy="egreedy",
                             context_features=["request.phone", "request.basket"],
                             variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])
     await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), metadata=bearer(t["admin"]))

@@ -45,7 +45,7 @@ class RewardRule(_message.Message):
     def __init__(self, event_type: _Optional[str] = ..., value: _Optional[float] = ..., use_event_value: _Optional[bool] = ..., cap: _Optional[float] = ...) -> None: ...
 
 class CampaignSpec(_message.Message):
-    __slots__ = ("campaign_id", "name", "channel", "variants", "policy", "params", "rewards", "reward_window_seconds", "default_reward", "context_features", "salt")
+    __slots__ = ("campaign_id", "name", "channel", "variants", "policy", "params", "rewards", "reward_window_seconds", "default_reward", "context_features", "salt", "purpose", "channels", "frequency_caps", "quiet_hours", "send_window")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,11 @@ class CampaignSpec(_message.Message):
     DEFAULT_REWARD_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FEATURES_FIELD_NUMBER: _ClassVar[int]
     SALT_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    FREQUENCY_CAPS_FIELD_NUMBER: _ClassVar[int]
+    QUIET_HOURS_FIELD_NUMBER: _ClassVar[int]
+    SEND_WINDOW_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     name: str
     channel: str
@@ -75,7 +80,40 @@ class CampaignSpec(_message.Message):
     default_reward: float
     context_features: _containers.RepeatedScalarFieldContainer[str]
     salt: str
-    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., policy: _Optional[str] = ..., params: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Iterable[_Union[RewardRule, _Mapping]]] = ..., reward_window_seconds: _Optional[float] = ..., default_reward: _Optional[float] = ..., context_features: _Optional[_Iterable[str]] = ..., salt: _Optional[str] = ...) -> None: ...
+    purpose: str
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    frequency_caps: _containers.RepeatedCompositeFieldContainer[FrequencyCap]
+    quiet_hours: QuietHours
+    send_window: SendWindow
+    def __init__(self, campaign_id: _Optional[str] = ..., name: _Optional[str] = ..., channel: _Optional[str] = ..., variants: _Optional[_Iterable[_Union[Variant, _Mapping]]] = ..., policy: _Optional[str] = ..., params: _Optional[_Mapping[str, float]] = ..., rewards: _Optional[_Iterable[_Union[RewardRule, _Mapping]]] = ..., reward_window_seconds: _Optional[float] = ..., default_reward: _Optional[float] = ..., context_features: _Optional[_Iterable[str]] = ..., salt: _Optional[str] = ..., purpose: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., frequency_caps: _Optional[_Iterable[_Union[FrequencyCap, _Mapping]]] = ..., quiet_hours: _Optional[_Union[QuietHours, _Mapping]] = ..., send_window: _Optional[_Union[SendWindow, _Mapping]] = ...) -> None: ...
+
+class FrequencyCap(_message.Message):
+    __slots__ = ("channel", "max", "window_seconds")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    max: int
+    window_seconds: float
+    def __init__(self, channel: _Optional[str] = ..., max: _Optional[int] = ..., window_seconds: _Optional[float] = ...) -> None: ...
+
+class QuietHours(_message.Message):
+    __slots__ = ("start", "end", "action")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    start: str
+    end: str
+    action: str
+    def __init__(self, start: _Optional[str] = ..., end: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class SendWindow(_message.Message):
+    __slots__ = ("start_hour", "end_hour")
+    START_HOUR_FIELD_NUMBER: _ClassVar[int]
+    END_HOUR_FIELD_NUMBER: _ClassVar[int]
+    start_hour: int
+    end_hour: int
+    def __init__(self, start_hour: _Optional[int] = ..., end_hour: _Optional[int] = ...) -> None: ...
 
 class Campaign(_message.Message):
     __slots__ = ("spec", "archived", "created_at", "updated_at", "revision")
@@ -145,7 +183,7 @@ class ChooseVariantRequest(_message.Message):
     def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class ChooseVariantResponse(_message.Message):
-    __slots__ = ("decision_id", "variant_id", "arm", "propensity", "holdout", "content")
+    __slots__ = ("decision_id", "variant_id", "arm", "propensity", "holdout", "content", "suppressed", "reason", "channel", "send_at")
     class ContentEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -159,13 +197,21 @@ class ChooseVariantResponse(_message.Message):
     PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     HOLDOUT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     variant_id: str
     arm: int
     propensity: float
     holdout: bool
     content: _containers.ScalarMap[str, str]
-    def __init__(self, decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., holdout: _Optional[bool] = ..., content: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    suppressed: bool
+    reason: str
+    channel: str
+    send_at: float
+    def __init__(self, decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., holdout: _Optional[bool] = ..., content: _Optional[_Mapping[str, str]] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ...) -> None: ...
 
 class ReportRewardRequest(_message.Message):
     __slots__ = ("decision_id", "reward")
@@ -296,19 +342,21 @@ class GetSampleSizeResponse(_message.Message):
     def __init__(self, per_arm: _Optional[_Iterable[int]] = ..., total: _Optional[int] = ..., alpha_per_comparison: _Optional[float] = ..., test: _Optional[str] = ...) -> None: ...
 
 class ExportDecisionsRequest(_message.Message):
-    __slots__ = ("campaign_id", "start", "end", "include_pending")
+    __slots__ = ("campaign_id", "start", "end", "include_pending", "include_suppressed")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_PENDING_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     start: float
     end: float
     include_pending: bool
-    def __init__(self, campaign_id: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., include_pending: _Optional[bool] = ...) -> None: ...
+    include_suppressed: bool
+    def __init__(self, campaign_id: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., include_pending: _Optional[bool] = ..., include_suppressed: _Optional[bool] = ...) -> None: ...
 
 class DecisionRecord(_message.Message):
-    __slots__ = ("decision_id", "campaign_id", "user_id", "timestamp", "arm", "propensity", "reward", "context", "position", "variant_id", "status")
+    __slots__ = ("decision_id", "campaign_id", "user_id", "timestamp", "arm", "propensity", "reward", "context", "position", "variant_id", "status", "reason")
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -320,6 +368,7 @@ class DecisionRecord(_message.Message):
     POSITION_FIELD_NUMBER: _ClassVar[int]
     VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     decision_id: str
     campaign_id: str
     user_id: str
@@ -331,7 +380,8 @@ class DecisionRecord(_message.Message):
     position: int
     variant_id: str
     status: str
-    def __init__(self, decision_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., reward: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., position: _Optional[int] = ..., variant_id: _Optional[str] = ..., status: _Optional[str] = ...) -> None: ...
+    reason: str
+    def __init__(self, decision_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., reward: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., position: _Optional[int] = ..., variant_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PlanCampaignRequest(_message.Message):
     __slots__ = ("campaign_id", "user_ids", "context")

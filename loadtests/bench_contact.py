@@ -1,0 +1,127 @@
+"""ChooseVariant with every contact check on against the plain ChooseVariant, in one run.
+
+    python -m loadtests.bench_contact [--arms 10] [--duration 10] [--concurrency 32]
+        [--procs 1] [--workers 1] [--rounds 2] [--no-sync] [--server-src DIR]
+
+Starts `python -m server` on loopback, creates two campaigns over the same 4,096 users:
+- "plain": a web campaign with no contact rules: nothing to check, today's ChooseVariant path;
+- "checked": an email campaign (consent: opt-in required, every user opted in first), two
+  frequency caps (email 50/day, any channel 100/week: checked and counted in the decisions'
+  write transaction) and quiet hours 21:00-08:00 with `defer`, the users spread over eight time
+  zones (`timezone` attribute), so some decisions are deferred.
+Then, with the same driver (grpc.aio closed loop), alternates plain and checked `--rounds` times
+and prints the server CPU per call of each (its whole process tree, loadtests/measure.py) and
+their ratio (target <= 1.3), then the checked ChooseVariant in open loop at a quarter of its max
+QPS (target p99 <= 5 ms). The machine may be shared: read the ratio of one run, and the spread
+between rounds, not the absolute figures.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
+
+from .bench import _free_port, _wait_ready
+from .bench_campaigns import CHOOSE, bench_users, choose_payloads, grant_consent
+from .measure import add_server_src_argument, idle_cpu, measure, print_table, start_server
+
+ZONES = ("UTC", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",
+         "Australia/Sydney", "Asia/Kolkata", "America/Sao_Paulo")
+DAY = 86400.0
+
+
+def contact_spec(campaign_id: str, arms: int, checked: bool) -> cpb.CampaignSpec:
+    variants = [cpb.Variant(id=f"v{i}", content={"subject": f"subject {i}"}) for i in range(arms)]
+    if not checked:
+        return cpb.CampaignSpec(campaign_id=campaign_id, channel="web", variants=variants,
+                                rewards=[cpb.RewardRule(event_type="click", value=1.0)])
+    return cpb.CampaignSpec(
+        campaign_id=campaign_id, channel="email", variants=variants,
+        rewards=[cpb.RewardRule(event_type="email_click", value=1.0)],
+        frequency_caps=[cpb.FrequencyCap(channel="email", max=50, window_seconds=DAY),
+                        cpb.FrequencyCap(channel="*", max=100, window_seconds=7 * DAY)],
+        quiet_hours=cpb.QuietHours(start="21:00", end="08:00", action="defer"))
+
+
+def setup(target: str, arms: int) -> None:
+    """Both campaigns, their users' consent and zones, and a non-trivial posterior each."""
+    users = bench_users()
+    grant_consent(target, users, attributes=lambda i: {"timezone": ZONES[i % len(ZONES)]})
+    rng = np.random.default_rng(0)
+    with grpc.insecure_channel(target) as ch:
+        stub = cgrpc.CampaignServiceStub(ch)
+        for cid, checked in (("plain", False), ("checked", True)):
+            stub.CreateCampaign(cpb.CreateCampaignRequest(spec=contact_spec(cid, arms, checked)),
+                                timeout=10)
+            for i in range(20 * arms):  # rewarded pulls (users vary: the caps stay far)
+                d = stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id=cid, user_id=users[i]))
+                if not d.suppressed:
+                    stub.ReportReward(cpb.ReportRewardRequest(
+                        decision_id=d.decision_id, reward=float(rng.random() < 0.05 + 0.01 * d.arm)))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench_contact", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arms", type=int, default=10)
+    p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--procs", type=int, default=1, help="load generator processes")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
+    p.add_argument("--rounds", type=int, default=2, help="plain/checked pairs, alternated")
+    p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
+    add_server_src_argument(p)
+    args = p.parse_args(argv)
+
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-contact-"))
+    env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
+    log = open(f"{data_dir}.log", "w")
+    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--workers",
+                           str(args.workers)], args.server_src, env, stderr=log)
+    try:
+        try:
+            _wait_ready(target, server)
+        except RuntimeError:
+            raise RuntimeError(f"server did not start; its log is {log.name}") from None
+        setup(target, args.arms)
+        print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}; "
+              f"{args.arms} arms; load: {args.procs} process(es), concurrency {args.concurrency}, "
+              f"{args.duration:g}s per step", flush=True)
+        common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs)
+        plain, checked = choose_payloads("plain"), choose_payloads("checked")
+        idle = idle_cpu(server.pid)
+        rows, pairs = [], []
+        for r in range(args.rounds):
+            a = measure(f"plain ChooseVariant, round {r + 1}", server.pid, target, CHOOSE, plain, **common)
+            b = measure(f"checked ChooseVariant, round {r + 1}", server.pid, target, CHOOSE, checked,
+                        **common)
+            rows += [a, b]
+            pairs.append(b.cpu_us_per_call / a.cpu_us_per_call)
+        rate = 0.25 * np.mean([m.load.qps for m in rows[1::2]])
+        rows.append(measure(f"checked, open loop {rate:.0f}/s", server.pid, target, CHOOSE, checked,
+                            rate=rate, **common))
+        print_table(rows, None, idle)
+        print("checked / plain server CPU per call, per round: "
+              + ", ".join(f"x{x:.2f}" for x in pairs) + " (target <= 1.3)")
+        print(f"checked ChooseVariant p99 at a quarter of its max: {rows[-1].load.p99_ms:.2f} ms "
+              "(target <= 5 ms)")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

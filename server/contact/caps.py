@@ -1,0 +1,166 @@
+"""Frequency caps: at most `max` contacts per user on a channel (or any, "*") over a rolling
+window, counted over every campaign.
+
+A contact is a non-suppressed, non-holdout decision on a contact channel (email, sms, push),
+at its send time, or a `<channel>_sent` event. An event carrying a decision's id
+(attribute `decision_id`) is the same contact as that decision and counts once. Web and app
+decisions are placements, not contacts: they are neither capped nor counted.
+
+The caps are enforced where decisions are logged (`campaigns.repository.log_decisions`, one
+write transaction in the campaigns writer process; LMDB serializes write transactions across
+processes), against the user's `ContactHistory` record, so two concurrent decisions cannot
+both pass a cap of one.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..config import DEFAULT_LIMITS, Limits
+from ..errors import InvalidArgument
+from ..store import Store
+from ..store.keys import contact_key
+from ..validation import check_finite, check_known
+
+__all__ = ["FrequencyCap", "ContactHistory", "ContactLog", "Admission", "CONTACT_CHANNELS",
+           "FREQUENCY_CAP", "Cap", "effective_caps"]
+
+CONTACT_CHANNELS = ("email", "sms", "push")
+FREQUENCY_CAP = "frequency_cap"
+ANY = "*"
+Cap = tuple[str, int, float]
+"""(channel or "*", max, window seconds): a cap as the writer process receives it."""
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    channel: str
+    max: int
+    window_seconds: float
+
+    def checked(self, field: str, limits: Limits = DEFAULT_LIMITS) -> FrequencyCap:
+        check_known(f"{field}.channel", self.channel, (*CONTACT_CHANNELS, ANY))
+        if not 1 <= self.max <= limits.frequency_cap_max:
+            raise InvalidArgument(f"{field}.max", f"must be in 1..{limits.frequency_cap_max}")
+        window = check_finite(f"{field}.window_seconds", self.window_seconds)
+        if not 0 < window <= limits.frequency_cap_window_seconds:
+            raise InvalidArgument(f"{field}.window_seconds", "must be in (0, "
+                                  f"{limits.frequency_cap_window_seconds:g}]")
+        return self
+
+    def as_tuple(self) -> Cap:
+        return (self.channel, int(self.max), float(self.window_seconds))
+
+
+def effective_caps(channel: str, campaign_caps: Iterable[FrequencyCap],
+                   global_caps: Iterable[Cap]) -> tuple[Cap, ...]:
+    """The caps a decision on `channel` must pass: the campaign's and the global ones that name
+    the channel or "*" (none for a channel that is not a contact channel)."""
+    if channel not in CONTACT_CHANNELS:
+        return ()
+    mine = [c.as_tuple() for c in campaign_caps]
+    return tuple(c for c in (*mine, *global_caps) if c[0] in (channel, ANY))
+
+
+class ContactHistory:
+    """A user's recent contacts, [time, channel, decision id ("" for a send without one)].
+
+    Stored as JSON (record kind "contact_history"), pruned on every write to the longest cap
+    window and the `frequency_cap_max` newest entries, so it stays small.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self, entries: list | None = None):
+        self.entries = entries if entries is not None else []
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> ContactHistory:
+        return cls(json.loads(raw) if raw else None)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.entries, separators=(",", ":")).encode()
+
+    def blocked_by(self, caps: Sequence[Cap], now: float) -> bool:
+        """Whether one more contact now would break one of `caps`."""
+        for channel, most, window in caps:
+            since = now - window
+            n = sum(1 for ts, ch, _ in self.entries if ts > since and (channel == ANY or ch == channel))
+            if n >= most:
+                return True
+        return False
+
+    def add(self, ts: float, channel: str, decision_id: str = "") -> bool:
+        """Record a contact; False (nothing added) when `decision_id` is already counted."""
+        if decision_id and any(d == decision_id for _, _, d in self.entries):
+            return False
+        self.entries.append([ts, channel, decision_id])
+        return True
+
+    def prune(self, now: float, limits: Limits = DEFAULT_LIMITS) -> None:
+        since = now - limits.frequency_cap_window_seconds
+        kept = [e for e in self.entries if e[0] > since]
+        if len(kept) > limits.frequency_cap_max:
+            kept.sort(key=lambda e: e[0])
+            kept = kept[-limits.frequency_cap_max:]
+        self.entries = kept
+
+
+@dataclass(frozen=True)
+class Admission:
+    """One decision to check against its caps (and count, unless `counted` is False: a holdout
+    is checked, so it stays comparable with the treated users, but receives nothing)."""
+
+    user_id: str
+    channel: str
+    at: float
+    decision_id: str
+    caps: tuple[Cap, ...]
+    counted: bool = True
+
+
+class ContactLog:
+    """The `contacts` table: one `ContactHistory` per user. Every method runs inside the
+    caller's write transaction (`Store.write`), reading and writing only through it."""
+
+    def __init__(self, store: Store, limits: Limits = DEFAULT_LIMITS):
+        self._t = store.table("contacts")
+        self.limits = limits
+
+    def admit(self, txn, rows: Sequence[Admission], now: float) -> list[bool]:
+        """Whether each row passes its caps, in order; passing counted rows are recorded, so
+        a later row of the same user in the batch sees them."""
+        histories: dict[str, ContactHistory] = {}
+        out = []
+        for row in rows:
+            h = histories.get(row.user_id)
+            if h is None:
+                h = histories[row.user_id] = ContactHistory.decode(self._t.get(txn, contact_key(row.user_id)))
+            ok = not h.blocked_by(row.caps, row.at)
+            if ok and row.counted:
+                h.add(row.at, row.channel, row.decision_id)
+            out.append(ok)
+        self._save(txn, histories, now)
+        return out
+
+    def add_sends(self, txn, sends: Iterable[tuple[str, str, float, str]], now: float) -> int:
+        """Record `<channel>_sent` events (user, channel, time, decision id or ""); a send
+        naming an already counted decision adds nothing. Returns the contacts added."""
+        histories: dict[str, ContactHistory] = {}
+        added = 0
+        for user_id, channel, ts, decision_id in sends:
+            h = histories.get(user_id)
+            if h is None:
+                h = histories[user_id] = ContactHistory.decode(self._t.get(txn, contact_key(user_id)))
+            added += h.add(ts, channel, decision_id)
+        self._save(txn, histories, now)
+        return added
+
+    def history(self, txn, user_id: str) -> ContactHistory:
+        return ContactHistory.decode(self._t.get(txn, contact_key(user_id)))
+
+    def _save(self, txn, histories: dict[str, ContactHistory], now: float) -> None:
+        for user_id, h in histories.items():
+            h.prune(now, self.limits)
+            self._t.put(txn, contact_key(user_id), h.encode())

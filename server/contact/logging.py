@@ -1,0 +1,4 @@
+"""Logger of the contact package."""
+import logging
+
+logger = logging.getLogger("tailor.contact")

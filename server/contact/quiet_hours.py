@@ -1,0 +1,122 @@
+"""Quiet hours and send windows in the user's local time.
+
+A user's time zone is the profile attribute `timezone` (an IANA name, read with `zoneinfo`);
+users without one, or with a name `zoneinfo` does not know, get Settings
+`contact_default_timezone`. Local wall times are turned into instants by `zoneinfo`, so a
+deferred send lands on the wall-clock time asked for on both sides of a DST change (21:00 to
+08:00 over the spring-forward night is 10 local hours but 9 real ones). An end time that falls
+in a DST gap (02:30 on a spring-forward night) resolves with the offset before the change, i.e.
+as long after the gap as it would have been after 02:00.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from ..errors import InvalidArgument
+from ..validation import check_known
+from .errors import BadClockTime, UnknownTimeZone
+
+__all__ = ["QuietHours", "SendWindow", "zone", "zone_of", "quiet_until", "QUIET_HOURS",
+           "ACTIONS", "TIMEZONE"]
+
+QUIET_HOURS = "quiet_hours"
+TIMEZONE = "timezone"
+"""The profile attribute holding the user's IANA time zone (UpsertAttributes checks it)."""
+ACTIONS = ("defer", "suppress")
+_CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def _minutes(field: str, text: str) -> int:
+    m = _CLOCK.fullmatch(text)
+    if m is None:
+        raise BadClockTime(field, text)
+    return int(m[1]) * 60 + int(m[2])
+
+
+@functools.lru_cache(maxsize=1024)
+def _zone_or_none(name: str) -> zoneinfo.ZoneInfo | None:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def zone(field: str, name: str) -> zoneinfo.ZoneInfo:
+    """The named IANA zone; `UnknownTimeZone` naming `field` otherwise."""
+    found = _zone_or_none(name) if name else None
+    if found is None:
+        raise UnknownTimeZone(field, name)
+    return found
+
+
+def zone_of(meta: Mapping | None, default: zoneinfo.ZoneInfo) -> zoneinfo.ZoneInfo:
+    """The user's zone from their `timezone` attribute, else `default`."""
+    name = ((meta or {}).get("attributes") or {}).get(TIMEZONE)
+    return (_zone_or_none(name) or default) if name else default
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    """Local [start, end) in which nobody is contacted; start > end spans midnight."""
+
+    start: str = ""
+    end: str = ""
+    action: str = "defer"
+
+    @property
+    def active(self) -> bool:
+        return bool(self.start or self.end)
+
+    def checked(self, field: str = "quiet_hours") -> QuietHours:
+        if not self.active:
+            return QuietHours()
+        if _minutes(f"{field}.start", self.start) == _minutes(f"{field}.end", self.end):
+            raise InvalidArgument(f"{field}.end", "must differ from start")
+        check_known(f"{field}.action", self.action or "defer", ACTIONS)
+        return QuietHours(self.start, self.end, self.action or "defer")
+
+    @functools.cached_property
+    def span(self) -> tuple[int, int]:
+        """(start, end) in minutes after local midnight."""
+        return _minutes("quiet_hours.start", self.start), _minutes("quiet_hours.end", self.end)
+
+
+def quiet_until(quiet: QuietHours, tz: zoneinfo.ZoneInfo, now: float) -> float:
+    """0.0 when `now` is outside the quiet hours in `tz`, else the instant they end (unix s)."""
+    start, end = quiet.span
+    local = datetime.fromtimestamp(now, tz)
+    minute = local.hour * 60 + local.minute
+    if start < end:
+        if not start <= minute < end:
+            return 0.0
+        day = local.date()
+    elif end <= minute < start:
+        return 0.0
+    else:
+        day = local.date() + timedelta(days=1) if minute >= start else local.date()
+    wake = datetime(day.year, day.month, day.day, end // 60, end % 60, tzinfo=tz)
+    return wake.timestamp()
+
+
+@dataclass(frozen=True)
+class SendWindow:
+    """Local hours [start_hour, end_hour) a send may be scheduled in (send-time choice, which
+    `server.contact.send_time` makes); start_hour == end_hour: any hour."""
+
+    start_hour: int = 0
+    end_hour: int = 0
+
+    def checked(self, field: str = "send_window") -> SendWindow:
+        for name in ("start_hour", "end_hour"):
+            if not 0 <= getattr(self, name) <= 24:
+                raise InvalidArgument(f"{field}.{name}", "must be in 0..24")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.start_hour % 24 != self.end_hour % 24

@@ -1,0 +1,220 @@
+"""The contact policy through a real server: consent enforced at decision time, transactional
+campaigns, quiet hours in each user's zone, frequency caps held atomically across two worker
+processes, `<channel>_sent` events counted once, suppressed decisions kept out of stats and
+exports, and bad input named."""
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as pb
+from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """No bundle needed: campaigns do not use the recommender."""
+    from server.config import Settings
+    return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                    secrets_dir=tmp_path / "secrets")
+
+
+@pytest.fixture
+def stubs(channel):
+    return pb_grpc.CampaignServiceStub(channel), ppb_grpc.ProfileServiceStub(channel)
+
+
+def spec(cid="c1", channel="email", **kw) -> pb.CampaignSpec:
+    return pb.CampaignSpec(campaign_id=cid, channel=channel, policy="bernoulli_ts",
+                           variants=[pb.Variant(id="a", content={"s": "A"}), pb.Variant(id="b")],
+                           reward_window_seconds=3600, **kw)
+
+
+async def choose(stub, user, cid="c1") -> pb.ChooseVariantResponse:
+    return await stub.ChooseVariant(pb.ChooseVariantRequest(campaign_id=cid, user_id=user))
+
+
+async def consent(profiles, user, channel, opted_in):
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel=channel,
+                                                    opted_in=opted_in, source="test"))
+
+
+async def test_opted_out_users_are_suppressed_and_kept_out_of_stats_and_exports(stubs):
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec()))
+    await consent(profiles, "in", "email", True)
+    await consent(profiles, "out", "email", False)
+    ok, out, unknown = await choose(stub, "in"), await choose(stub, "out"), await choose(stub, "nobody")
+    assert not ok.suppressed and ok.variant_id in ("a", "b") and ok.channel == "email"
+    for d in (out, unknown):  # email needs an opt-in by default: none given is no consent
+        assert (d.suppressed, d.reason, d.variant_id, d.holdout, dict(d.content)) == \
+               (True, "no_consent", "", False, {})
+    st = await stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id="c1"))
+    assert sum(v.decisions for v in st.variants) == 1 and st.pending == 1
+    assert st.holdout_decisions == 0
+    code = await _code(stub.ReportReward(pb.ReportRewardRequest(decision_id=out.decision_id, reward=1)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION  # nothing was sent: no reward
+    exported = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(include_pending=True))]
+    assert [r.decision_id for r in exported] == [ok.decision_id]
+    every = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+        include_pending=True, include_suppressed=True))]
+    assert sorted((r.decision_id, r.status, r.reason) for r in every) == sorted([
+        (ok.decision_id, "pending", ""), (out.decision_id, "suppressed", "no_consent"),
+        (unknown.decision_id, "suppressed", "no_consent")])
+    st_after = await stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id="c1"))
+    assert [v.pulls for v in st_after.variants] == [0, 0]
+
+
+async def test_transactional_campaigns_skip_marketing_consent(stubs):
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(purpose="transactional")))
+    await consent(profiles, "out", "email", False)
+    d = await choose(stub, "out")
+    assert not d.suppressed and d.variant_id and d.channel == "email"
+
+
+async def test_the_first_channel_the_user_may_be_contacted_on_is_chosen(stubs):
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channels=["email", "push"])))
+    await consent(profiles, "pushed-out", "push", False)
+    assert (await choose(stub, "nobody")).channel == "push"  # no email opt-in; push: opt_out
+    await consent(profiles, "mailable", "email", True)
+    assert (await choose(stub, "mailable")).channel == "email"
+    d = await choose(stub, "pushed-out")
+    assert (d.suppressed, d.reason) == (True, "no_consent")
+
+
+async def test_quiet_hours_defer_to_the_next_local_morning_in_each_users_zone(stubs):
+    stub, profiles = stubs
+    now = datetime.now(UTC)
+    tokyo = now.astimezone(ZoneInfo("Asia/Tokyo"))
+    start, end = (tokyo - timedelta(hours=1)), (tokyo + timedelta(hours=2))
+    quiet = pb.QuietHours(start=start.strftime("%H:%M"), end=end.strftime("%H:%M"))
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel="push", quiet_hours=quiet)))
+    for user, tz in (("kenji", "Asia/Tokyo"), ("nina", "America/New_York")):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(user_id=user,
+                                                                    attributes={"timezone": tz}))
+    kenji, nina, nobody = await choose(stub, "kenji"), await choose(stub, "nina"), await choose(stub, "x")
+    # Tokyo has no DST: the quiet hours end at `end` minutes (seconds dropped by HH:MM)
+    wake = end.replace(second=0, microsecond=0).timestamp()
+    assert not kenji.suppressed and kenji.send_at == pytest.approx(wake)
+    assert (nina.suppressed, nina.send_at) == (False, 0.0)  # 13-14 h behind Tokyo: daytime
+    assert nobody.send_at == 0.0  # default zone UTC: 9 h behind Tokyo, outside a 3 h window
+    await stub.UpdateCampaign(pb.UpdateCampaignRequest(spec=spec(
+        channel="push", quiet_hours=pb.QuietHours(start=quiet.start, end=quiet.end,
+                                                  action="suppress"))))
+    d = await choose(stub, "kenji")
+    assert (d.suppressed, d.reason, d.variant_id) == (True, "quiet_hours", "")
+
+
+async def test_quiet_hours_defer_across_a_dst_change_through_the_domain(tmp_path):
+    """The decision time fixed through the domain layer: 2026-03-07 23:00 EST in New York."""
+    from types import SimpleNamespace
+
+    from server.campaigns import Campaigns
+    from server.campaigns.spec import CampaignSpec, Variant
+    from server.contact import QuietHours
+    from server.profiles import Profiles
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    profiles = Profiles(store, SimpleNamespace(active=None))
+    campaigns = Campaigns(store, profiles)
+    await campaigns.start()
+    try:
+        await campaigns.create(CampaignSpec("c1", channel="push", variants=(Variant("a"),),
+                                            quiet_hours=QuietHours("21:00", "08:00")))
+        await profiles.upsert_attributes("u", {"timezone": "America/New_York"})
+        now = datetime(2026, 3, 8, 4, tzinfo=UTC).timestamp()
+        d = await campaigns.choose("c1", "u", {}, now=now)
+        assert d.send_at == datetime(2026, 3, 8, 12, tzinfo=UTC).timestamp()  # 08:00 EDT
+    finally:
+        await campaigns.close()
+        store.close()
+
+
+async def test_a_send_event_with_the_decision_id_counts_once(stubs):
+    stub, profiles = stubs
+    caps = [pb.FrequencyCap(channel="push", max=2, window_seconds=DAY)]
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel="push", frequency_caps=caps)))
+    first = await choose(stub, "u")
+    now = time.time()
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="s1", user_id="u", type="push_sent", timestamp=now,
+        attributes={"decision_id": first.decision_id})]))
+    assert not (await choose(stub, "u")).suppressed  # the send was the first decision
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="s2", user_id="other", type="push_sent", timestamp=now)]))
+    await choose(stub, "other")
+    third = await choose(stub, "u")
+    assert (third.suppressed, third.reason) == (True, "frequency_cap")
+    assert (await choose(stub, "other")).reason == "frequency_cap"  # a send without a decision
+
+
+def _choose_many(target: str, n: int) -> list[pb.ChooseVariantResponse]:
+    """`n` concurrent calls over 8 channels, each its own connection (spread over workers)."""
+    chans = [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+             for _ in range(8)]
+    try:
+        stubs = [pb_grpc.CampaignServiceStub(c) for c in chans]
+        req = pb.ChooseVariantRequest(campaign_id="capped", user_id="u1")
+        with ThreadPoolExecutor(n) as pool:
+            calls = [pool.submit(stubs[i % 8].ChooseVariant, req, timeout=60) for i in range(n)]
+            return [c.result() for c in calls]
+    finally:
+        for c in chans:
+            c.close()
+
+
+def test_a_cap_of_one_a_day_holds_under_concurrent_calls_across_two_workers(server_process, tmp_path):
+    server = server_process(tmp_path / "data", workers=2, env={"TAILOR_LMDB_SYNC": "false"})
+    with grpc.insecure_channel(server.target) as ch:
+        pb_grpc.CampaignServiceStub(ch).CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+            "capped", channel="push",
+            frequency_caps=[pb.FrequencyCap(channel="push", max=1, window_seconds=DAY)])), timeout=30)
+    got = _choose_many(server.target, 64)
+    passed = [d for d in got if not d.suppressed]
+    assert len(passed) == 1 and passed[0].variant_id in ("a", "b")
+    assert {d.reason for d in got if d.suppressed} == {"frequency_cap"}
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(frequency_caps=[pb.FrequencyCap(channel="push", max=1, window_seconds=0)]),
+     "frequency_caps[0].window_seconds"),
+    (dict(frequency_caps=[pb.FrequencyCap(channel="push", max=0, window_seconds=DAY)]),
+     "frequency_caps[0].max"),
+    (dict(frequency_caps=[pb.FrequencyCap(channel="web", max=1, window_seconds=DAY)]),
+     "frequency_caps[0].channel"),
+    (dict(quiet_hours=pb.QuietHours(start="9pm", end="08:00")), "quiet_hours.start"),
+    (dict(quiet_hours=pb.QuietHours(start="21:00", end="24:00")), "quiet_hours.end"),
+    (dict(channels=["push", "fax"]), "channels[1]"),
+    (dict(purpose="promotional"), "purpose"),
+    (dict(send_window=pb.SendWindow(start_hour=25)), "send_window.start_hour"),
+])
+async def test_bad_contact_fields_are_invalid_arguments_naming_the_field(stubs, bad, field):
+    stub, _ = stubs
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel="push", **bad)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(field + ":"), err.value.details()
+
+
+async def test_an_unknown_time_zone_is_an_invalid_argument(stubs):
+    _, profiles = stubs
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id="u", attributes={"timezone": "Mars/Olympus_Mons"}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("attributes[timezone]:")
+
+
+async def _code(coro) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await coro
+    return err.value.code()

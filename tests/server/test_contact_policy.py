@@ -1,0 +1,99 @@
+"""The contact policy's pure parts: consent, quiet hours in local time (DST, several zones),
+frequency-cap counting, and the verdicts that combine them. Expected instants are worked out
+by hand from the zones' offsets (New York: EST UTC-5, EDT UTC-4 from 2026-03-08 02:00 local
+to 2026-11-01 02:00 local)."""
+from datetime import UTC, datetime
+
+import pytest
+
+from server.config import DEFAULT_CONSENT
+from server.contact import Contact, ContactHistory, ContactPolicy, FrequencyCap, QuietHours
+from server.contact.quiet_hours import quiet_until, zone
+from server.errors import InvalidArgument
+
+NY = zone("tz", "America/New_York")
+NIGHT = QuietHours("21:00", "08:00")
+
+
+def utc(*args) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()
+
+
+def test_consent_needs_an_opt_in_for_email_and_no_opt_out_for_push():
+    from server.contact import consent_reason
+    opted_in = {"consent": {"email": {"opted_in": True, "source": "form", "timestamp": 1.0}}}
+    opted_out = {"consent": {"push": {"opted_in": False, "source": "app", "timestamp": 1.0}}}
+    assert consent_reason(None, "email", "marketing", DEFAULT_CONSENT) == "no_consent"
+    assert consent_reason(opted_in, "email", "marketing", DEFAULT_CONSENT) is None
+    assert consent_reason(None, "push", "marketing", DEFAULT_CONSENT) is None
+    assert consent_reason(opted_out, "push", "marketing", DEFAULT_CONSENT) == "no_consent"
+    assert consent_reason(opted_out, "push", "transactional", DEFAULT_CONSENT) is None
+    assert consent_reason(None, "web", "marketing", DEFAULT_CONSENT) is None
+
+
+def test_deferral_over_the_spring_forward_night_is_one_real_hour_shorter():
+    # 2026-03-07 23:00 EST = 03-08 04:00 UTC; 08:00 EDT = 12:00 UTC: 8 real hours, not 9
+    assert quiet_until(NIGHT, NY, utc(2026, 3, 8, 4)) == utc(2026, 3, 8, 12)
+    # 2026-10-31 23:00 EDT = 11-01 03:00 UTC; 08:00 EST = 13:00 UTC: 10 real hours, not 9
+    assert quiet_until(NIGHT, NY, utc(2026, 11, 1, 3)) == utc(2026, 11, 1, 13)
+
+
+def test_quiet_hours_follow_each_users_zone():
+    now = utc(2026, 6, 15, 20)  # Paris 22:00 CEST (quiet), Los Angeles 13:00 PDT (not)
+    assert quiet_until(NIGHT, zone("tz", "Europe/Paris"), now) == utc(2026, 6, 16, 6)
+    assert quiet_until(NIGHT, zone("tz", "America/Los_Angeles"), now) == 0.0
+    # early morning is quiet too, until 08:00 the same day (Tokyo 07:00 JST = 22:00 UTC before)
+    assert quiet_until(NIGHT, zone("tz", "Asia/Tokyo"), utc(2026, 6, 15, 22)) == utc(2026, 6, 15, 23)
+
+
+def test_quiet_hours_within_a_day_and_their_bounds():
+    noon = QuietHours("12:00", "14:00")
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 16)) == utc(2026, 6, 1, 18)  # 12:00 EDT
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 18)) == 0.0  # end excluded
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 15, 59)) == 0.0
+
+
+@pytest.mark.parametrize("quiet, field", [
+    (QuietHours("25:00", "08:00"), "quiet_hours.start"), (QuietHours("21:00", "8"), "quiet_hours.end"),
+    (QuietHours("21:00", "21:00"), "quiet_hours.end"),
+    (QuietHours("21:00", "08:00", "skip"), "quiet_hours.action")])
+def test_bad_quiet_hours_name_the_field(quiet, field):
+    with pytest.raises(InvalidArgument) as err:
+        quiet.checked()
+    assert err.value.field == field
+
+
+def test_caps_count_a_decision_and_its_send_event_once():
+    h, day = ContactHistory(), 86400.0
+    caps = (("push", 2, day),)
+    assert h.add(100.0, "push", "d1")
+    assert not h.add(150.0, "push", "d1")  # push_sent naming d1: the same contact
+    assert not h.blocked_by(caps, 200.0)
+    assert h.add(200.0, "push", "")  # a send without a decision id counts
+    assert h.blocked_by(caps, 300.0)
+    assert not h.blocked_by(caps, 100.0 + day + 1)  # rolling window: the first one aged out
+    assert not h.blocked_by((("email", 1, day),), 300.0)
+    assert h.blocked_by((("*", 2, day),), 300.0)
+
+
+def test_verdicts_pick_the_first_consented_channel_then_apply_quiet_hours_and_caps():
+    class Spec:
+        purpose, channel, channels = "marketing", "email", ("email", "push")
+        frequency_caps = (FrequencyCap("push", 1, 86400.0),)
+        quiet_hours = NIGHT
+    policy = ContactPolicy(DEFAULT_CONSENT, "America/New_York")
+    paris = {"attributes": {"timezone": "Europe/Paris"}, "consent": {}}
+    now = utc(2026, 6, 15, 20)
+    seen = ContactHistory([[now - 3600, "push", "d0"]])
+    got = policy.verdicts(Spec, [Contact("a", None), Contact("b", paris), Contact("c", None, None, seen)],
+                          now)
+    assert [(v.suppressed, v.reason, v.channel, v.send_at) for v in got] == [
+        (False, "", "push", 0.0),  # New York 16:00: not quiet
+        (False, "", "push", utc(2026, 6, 16, 6)),  # Paris 22:00: deferred to 08:00 CEST
+        (True, "frequency_cap", "push", 0.0)]
+    Spec.quiet_hours = QuietHours("21:00", "08:00", "suppress")
+    assert policy.verdicts(Spec, [Contact("b", paris)], now)[0].reason == "quiet_hours"
+    Spec.channels = ("email",)
+    assert policy.verdicts(Spec, [Contact("a", None)], now)[0].reason == "no_consent"
+    Spec.purpose = "transactional"
+    assert not policy.verdicts(Spec, [Contact("a", None)], now)[0].suppressed
