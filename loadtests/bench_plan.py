@@ -9,7 +9,9 @@
    the demo users "0".."A-1" (generated ids past the demo world's users): the first P have a
    profile, the rest none (the share is printed).
 2. `python -m server` on loopback, one worker, the decision log durable (fsync per commit,
-   `lmdb_sync` on), a bernoulli_ts campaign of 10 arms with a warmed posterior; with
+   `lmdb_sync` on), a bernoulli_ts push campaign of 10 arms with a warmed posterior: the contact
+   policy reads every user's profile meta (push consent is opt-out by default, so users without
+   a consent record pass) and the writer counts every decision in the user's contact log; with
    --profile-features it also logs two profile context features (every batch then reads its
    users' feature states and decodes each one, as ChooseVariant does per call).
 3. The plan alone on a fifth of the audience's size (other user ids): users/s and server CPU
@@ -79,7 +81,7 @@ def create_campaign(target: str, features: tuple[str, ...], arms: int = 10) -> N
     """The campaign, its posterior warmed by 50 rewarded pulls per arm."""
     with grpc.insecure_channel(target) as ch:
         stub = cgrpc.CampaignServiceStub(ch)
-        spec = cpb.CampaignSpec(campaign_id=CAMPAIGN, channel="email", policy="bernoulli_ts",
+        spec = cpb.CampaignSpec(campaign_id=CAMPAIGN, channel="push", policy="bernoulli_ts",
                                 context_features=features,
                                 variants=[cpb.Variant(id=f"v{i}", content={"subject": f"s{i}"})
                                           for i in range(arms)],

@@ -30,6 +30,8 @@ from ..validation import check_count
 
 __all__ = ["ContextBuilder", "check_feature_names", "UNREAD"]
 
+_NO_FEATURES: list[float] = []
+"""The context of every user of a campaign without features (one list, never changed)."""
 UNREAD = object()
 """`ContextBuilder.build`'s state when the caller did not read it (the builder then does)."""
 
@@ -95,7 +97,7 @@ class ContextBuilder:
                     now: float) -> list[list[float]]:
         """`build` for a batch whose states the caller read (one snapshot, `ProfileStates`)."""
         if not self.names:
-            return [[] for _ in states]
+            return [_NO_FEATURES] * len(states)
         return [self.from_state(state, request, now) for state in states]
 
     def from_state(self, state: np.ndarray | None, request: Mapping[str, float],
