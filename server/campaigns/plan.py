@@ -1,10 +1,12 @@
 """PlanCampaign: a campaign's decisions for a whole audience, batch by batch.
 
 A stream of `PlanRequest`s (the first names the campaign; each carries a batch of user ids) is
-answered by one `PlanBatch` per batch, in order. Each batch is decided with one profile-state
-read (`ProfileStates.states`), one bandit draw (`DecisionMaker.decide_batch`) and one decision-log
-call (the campaigns writer process, function "decision_batches", through its own
-`AdaptiveBatcher`: batches of concurrent streams share a transaction). A batch is answered only
+answered by one `PlanBatch` per batch, in order. Each batch is decided with one profile read
+(feature states and meta records, `ProfileStates.states_and_meta`, when the contact policy or the
+campaign's context needs them), one `ContactPolicy.verdicts` call, one bandit draw
+(`DecisionMaker.decide_batch`) and one decision-log call (the campaigns writer process, function
+"decision_batches", through its own `AdaptiveBatcher`: batches of concurrent streams share a
+transaction, where the frequency caps are enforced as for ChooseVariant). A batch is answered only
 once its decisions are committed, so whatever a client has received is in the decision log, even
 if the stream then breaks; batches already handed to the writer when a stream is cancelled may
 still be logged (pending, they close with the default reward like any unanswered decision).
@@ -28,8 +30,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..contact import Contact, Verdict
-from ..errors import InvalidArgument, ResourceExhausted
+from ..errors import InvalidArgument
 from ..validation import check_count, check_id
+from .errors import PlanStreamTooLong
 from .repository import NO_ARM, PENDING, SUPPRESSED
 
 if TYPE_CHECKING:
@@ -69,12 +72,6 @@ class PlanBatch:
         return len(self.user_ids)
 
 
-class PlanStreamTooLong(ResourceExhausted):
-    def __init__(self, most: int):
-        super().__init__(f"user_ids: more than {most} in one PlanCampaign stream "
-                         "(Limits.plan_stream_users); split the audience over several streams")
-
-
 def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
     """Indexes of the users a batch's contact verdicts let through (all when there are none:
     the campaign has nothing for the policy to check).
@@ -97,7 +94,7 @@ class Planner:
         self._log = log
 
     async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
-        """One list of decisions per request batch, in order, each after its commit."""
+        """One `PlanBatch` per request batch, in order, each once its decisions are committed."""
         queue: asyncio.Queue = asyncio.Queue(READ_AHEAD)
         reader = asyncio.create_task(self._read(requests, queue))
         try:
