@@ -56,16 +56,20 @@ def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
 
 def grant_consent(target: str, users: list[str], channel: str = "email",
                   attributes=None) -> None:
-    """Opt every user in to `channel` (email needs it by default), and set `attributes(i)`."""
+    """Opt every user in to `channel` (email needs it by default), and set `attributes(i)`;
+    256 calls in flight (thousands at once get cancelled)."""
     with grpc.insecure_channel(target) as ch:
         stub = pgrpc.ProfileServiceStub(ch)
-        calls = [stub.SetConsent.future(ppb.SetConsentRequest(
-            user_id=u, channel=channel, opted_in=True, source="bench"), timeout=60) for u in users]
-        if attributes is not None:
-            calls += [stub.UpsertAttributes.future(ppb.UpsertAttributesRequest(
-                user_id=u, attributes=attributes(i)), timeout=60) for i, u in enumerate(users)]
-        for call in calls:
-            call.result()
+        for lo in range(0, len(users), 256):
+            calls = [stub.SetConsent.future(ppb.SetConsentRequest(
+                user_id=u, channel=channel, opted_in=True, source="bench"), timeout=60)
+                for u in users[lo:lo + 256]]
+            if attributes is not None:
+                calls += [stub.UpsertAttributes.future(ppb.UpsertAttributesRequest(
+                    user_id=u, attributes=attributes(lo + i)), timeout=60)
+                    for i, u in enumerate(users[lo:lo + 256])]
+            for call in calls:
+                call.result()
 
 
 def create_campaign(target: str, arms: int, policy: str) -> str:

@@ -39,15 +39,8 @@ from .power import (
     sample_size,
     seconds_to_significance,
 )
-from .records import DecisionRecord
-from .repository import (
-    NO_ARM,
-    PENDING,
-    CampaignRepository,
-    RewardOutcome,
-    RewardRequest,
-    suppressed_record,
-)
+from .records import NO_ARM, PENDING, DecisionRecord
+from .repository import CampaignRepository, RewardOutcome, RewardRequest
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
@@ -235,7 +228,7 @@ class Campaigns:
         policy reads the profile; none when it has nothing to check."""
         spec = entry.campaign.spec
         if not entry.reads_profile:
-            return Verdict(False, "", spec.channel, 0.0), UNREAD
+            return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
         with_states = entry.context.needs_profile
         state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
         verdict = self.contact.verdicts(spec, [Contact(user_id, meta, state)], now)[0]
@@ -278,7 +271,7 @@ class Campaigns:
         decision_id = _decision_id()
         rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
                              [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
-        await self._log.submit(tuple(suppressed_record(rec, verdict.reason)))
+        await self._log.submit(tuple(rec.suppressed(verdict.reason)))
         return Choice(decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
                       verdict.send_at)
 

@@ -18,9 +18,20 @@ the first 13 fields stays valid; records stored before them lack those keys (rea
 """
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
-__all__ = ["DecisionRecord"]
+from kernels.bandits import HOLDOUT
+
+from ..contact.caps import CONTACT_CHANNELS, Admission
+
+__all__ = ["DecisionRecord", "PENDING", "REWARDED", "DEFAULT", "SUPPRESSED", "NO_ARM"]
+
+PENDING, REWARDED, DEFAULT, SUPPRESSED = "pending", "rewarded", "default", "suppressed"
+"""A decision's status: waiting for its reward, rewarded, closed with the default reward, or
+refused by the contact policy (which takes no reward)."""
+NO_ARM = -2
+"""The arm of a suppressed decision (no variant chosen or sent)."""
 
 
 class DecisionRecord(NamedTuple):
@@ -41,7 +52,7 @@ class DecisionRecord(NamedTuple):
     variant_id: str
     """"" for a holdout."""
     status: str
-    """`repository.PENDING` when logged."""
+    """`PENDING` when logged (`SUPPRESSED` when the contact policy refused it)."""
     deadline: float
     """Unix seconds at which the reward window closes."""
     linear: bool
@@ -54,3 +65,21 @@ class DecisionRecord(NamedTuple):
     """Why the decision is suppressed (`status` "suppressed"); "" otherwise."""
     caps: tuple = ()
     """Frequency caps the writer enforces (`contact.caps.Cap` tuples); not stored."""
+
+    def suppressed(self, reason: str) -> DecisionRecord:
+        """This decision refused by the contact policy: no arm, variant or propensity."""
+        return self._replace(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
+                             reason=reason, caps=())
+
+    def to_json(self) -> bytes:
+        """The stored bytes (record kind "decision"): the JSON object of the fields but caps."""
+        d = self._asdict()
+        del d["caps"]
+        return json.dumps(d).encode()
+
+    def admission(self) -> Admission | None:
+        """What the frequency-cap check of this decision needs (None: not a contact)."""
+        if self.status != PENDING or self.channel not in CONTACT_CHANNELS:
+            return None
+        return Admission(self.user_id, self.channel, self.send_at or self.timestamp,
+                         self.decision_id, self.caps, counted=self.arm != HOLDOUT)

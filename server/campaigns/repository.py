@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from kernels import bandits as B
 
-from ..contact.caps import CONTACT_CHANNELS, FREQUENCY_CAP, Admission, ContactLog
+from ..config import DEFAULT_LIMITS, Limits, Settings
+from ..contact.caps import FREQUENCY_CAP, ContactLog
 from ..store import Store
 from ..store.keys import (
     DUE_PREFIX,
@@ -49,15 +50,11 @@ from .errors import (
     DecisionSuppressed,
     RewardConflict,
 )
-from .records import DecisionRecord
+from .records import DEFAULT, PENDING, REWARDED, SUPPRESSED, DecisionRecord
 from .spec import Campaign
 
 __all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome", "writer_functions",
-           "encode_decision", "decode_decision", "suppressed_record"]
-
-PENDING, REWARDED, DEFAULT, SUPPRESSED = "pending", "rewarded", "default", "suppressed"
-NO_ARM = -2
-"""The arm of a suppressed decision (no variant chosen or sent)."""
+           "encode_decision", "decode_decision", "PENDING", "REWARDED", "DEFAULT", "SUPPRESSED"]
 
 
 def encode_decision(rec: dict) -> bytes:
@@ -67,26 +64,6 @@ def encode_decision(rec: dict) -> bytes:
 
 def decode_decision(raw: bytes) -> dict:
     return json.loads(raw)
-
-
-def suppressed_record(rec: DecisionRecord, reason: str) -> DecisionRecord:
-    """`rec` refused by the contact policy: no arm, no variant, no propensity, no window."""
-    return rec._replace(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
-                        reason=reason, caps=())
-
-
-def _stored(rec: DecisionRecord) -> bytes:
-    d = rec._asdict()
-    del d["caps"]
-    return encode_decision(d)
-
-
-def _admission(rec: DecisionRecord) -> Admission | None:
-    """What the caps check of a logged decision needs (None: not a contact, nothing to check)."""
-    if rec.status != PENDING or rec.channel not in CONTACT_CHANNELS:
-        return None
-    return Admission(rec.user_id, rec.channel, rec.send_at or rec.timestamp, rec.decision_id,
-                     rec.caps, counted=rec.arm != B.HOLDOUT)
 
 
 @dataclass(frozen=True)
@@ -108,11 +85,11 @@ class RewardOutcome:
 
 
 class CampaignRepository:
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, limits: Limits = DEFAULT_LIMITS):
         self.store = store
         self._c, self._b = store.table("campaigns"), store.table("bandit")
         self._d = store.table("decisions")
-        self.contacts = ContactLog(store)
+        self.contacts = ContactLog(store, limits)
         self._parsed: dict[bytes, Campaign] = {}
 
     def parse(self, raw: bytes) -> Campaign:
@@ -178,7 +155,7 @@ class CampaignRepository:
         each one's suppression reason ("" when logged as decided). Contact decisions over a
         frequency cap are stored suppressed (`FREQUENCY_CAP`); the caps are checked and
         counted in this transaction, so concurrent decisions cannot both pass a cap."""
-        checks = [(i, a) for i, a in enumerate(map(_admission, records)) if a is not None]
+        checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
         items = [_items(rec) for rec in records]  # outside the writer lock
 
         def fn(txn):
@@ -187,7 +164,7 @@ class CampaignRepository:
             passed = self.contacts.admit(txn, [a for _, a in checks], now) if checks else ()
             for (i, _), ok in zip(checks, passed):
                 if not ok:
-                    recs[i], reasons[i] = suppressed_record(recs[i], FREQUENCY_CAP), FREQUENCY_CAP
+                    recs[i], reasons[i] = recs[i].suppressed(FREQUENCY_CAP), FREQUENCY_CAP
             flat, per_campaign = [], {}
             for i, rec in enumerate(recs):
                 flat += items[i] if rec is records[i] else _items(rec)
@@ -351,7 +328,7 @@ class CampaignRepository:
 def _items(rec: DecisionRecord) -> list[tuple[bytes, bytes]]:
     """The decision's record and index entries (a due entry only while it waits for a reward)."""
     pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
-    out = [(pkey, _stored(rec)), (decision_index_key(decision_id), pkey)]
+    out = [(pkey, rec.to_json()), (decision_index_key(decision_id), pkey)]
     if rec.status == PENDING:
         out.append((due_key(rec.deadline, decision_id), pkey))
     return out
@@ -364,8 +341,10 @@ def _counters(raw: bytes | None) -> dict:
 
 
 def writer_functions(store: Store) -> dict:
-    """The batch functions of the campaigns writer process (`server.batching.WriterProcess`)."""
-    repo = CampaignRepository(store)
+    """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
+    Its limits (how long contacts are kept) come from the environment the server shares with
+    it (`TAILOR_LIMITS__*`; limits have no command-line flags)."""
+    repo = CampaignRepository(store, Settings().limits)
     return {"decisions": lambda rows: repo.log_decisions([DecisionRecord._make(r) for r in rows]),
             "decision_batches": lambda batches: _log_batches(repo, batches),
             "rewards": lambda requests: repo.apply_rewards(requests, time.time()),

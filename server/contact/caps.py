@@ -85,8 +85,10 @@ class ContactHistory:
     def blocked_by(self, caps: Sequence[Cap], now: float) -> bool:
         """Whether one more contact now would break one of `caps`."""
         for channel, most, window in caps:
-            since = now - window
-            n = sum(1 for ts, ch, _ in self.entries if ts > since and (channel == ANY or ch == channel))
+            since, n = now - window, 0
+            for ts, ch, _ in self.entries:
+                if ts > since and (ch == channel or channel == ANY):
+                    n += 1
             if n >= most:
                 return True
         return False
@@ -132,16 +134,16 @@ class ContactLog:
         """Whether each row passes its caps, in order; passing counted rows are recorded, so
         a later row of the same user in the batch sees them."""
         histories: dict[str, ContactHistory] = {}
-        out = []
+        changed, out = set(), []
         for row in rows:
             h = histories.get(row.user_id)
             if h is None:
                 h = histories[row.user_id] = ContactHistory.decode(self._t.get(txn, contact_key(row.user_id)))
             ok = not h.blocked_by(row.caps, row.at)
-            if ok and row.counted:
-                h.add(row.at, row.channel, row.decision_id)
+            if ok and row.counted and h.add(row.at, row.channel, row.decision_id):
+                changed.add(row.user_id)
             out.append(ok)
-        self._save(txn, histories, now)
+        self._save(txn, {u: histories[u] for u in changed}, now)
         return out
 
     def add_sends(self, txn, sends: Iterable[tuple[str, str, float, str]], now: float) -> int:

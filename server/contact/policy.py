@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..config import DEFAULT_CONSENT
 from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_caps
-from .consent import TRANSACTIONAL, consent_reason
+from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason
 from .quiet_hours import QUIET_HOURS, QuietHours, quiet_until, zone, zone_of
 
 if TYPE_CHECKING:
@@ -94,11 +94,13 @@ class ContactPolicy:
         return [self._verdict(campaign, c, now) for c in contacts]
 
     def _verdict(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
-        channels = _channels(campaign)
-        channel = next((c for c in channels if consent_reason(
-            contact.meta, c, campaign.purpose, self.consent_defaults) is None), None)
+        channels, channel = _channels(campaign), None
+        for c in channels:
+            if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is None:
+                channel = c
+                break
         if channel is None:
-            return Verdict(True, "no_consent", channels[0], 0.0)
+            return Verdict(True, NO_CONSENT, channels[0], 0.0)
         send_at = 0.0
         if campaign.quiet_hours.active:
             send_at = quiet_until(campaign.quiet_hours, zone_of(contact.meta, self.default_zone), now)

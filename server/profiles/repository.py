@@ -177,9 +177,10 @@ class ProfileRepository:
             metas = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
         found = [i for i, r in enumerate(raws) if r]
         states: list[np.ndarray | None] = [None] * len(raws)
-        for j, state in enumerate(decode_states(self.layout, [raws[i] for i in found])):
-            states[found[j]] = state
-        return [(st, json.loads(m) if m else None) for st, m in zip(states, metas)]
+        if found:  # decoding costs even with nothing to decode: skipped on the contact path
+            for j, state in enumerate(decode_states(self.layout, [raws[i] for i in found])):
+                states[found[j]] = state
+        return [(st, json.loads(m.decode()) if m else None) for st, m in zip(states, metas)]
 
     def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
         """Live seen-sets in one snapshot (None: no profile). A profile older than seen records

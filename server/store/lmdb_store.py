@@ -60,14 +60,24 @@ class Store:
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
                              sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
                              readahead=False)
-        self._tables = {name: Table(name, self.env.open_db(name.encode(), create=not readonly))
-                        for name in TABLES}
+        self._tables = {name: Table(name, db) for name in TABLES
+                        if (db := self._open_db(name, readonly)) is not None}
         try:
             self.migrated = open_layouts(self, layouts, readonly)
         except BaseException:
             self.env.close()
             raise
         """{record kind: layout version its records were migrated from} by this open."""
+
+    def _open_db(self, name: str, readonly: bool):
+        """The named table; None when a read-only open finds a data dir written before the
+        table was added (the first writable open creates it)."""
+        try:
+            return self.env.open_db(name.encode(), create=not readonly)
+        except lmdb.NotFoundError:
+            if readonly:
+                return None
+            raise
 
     def table(self, name: str) -> Table:
         try:

@@ -218,3 +218,20 @@ async def _code(coro) -> grpc.StatusCode:
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await coro
     return err.value.code()
+
+
+def test_a_data_dir_from_before_the_contacts_table_opens_read_only_then_gains_it(tmp_path):
+    import lmdb
+
+    from server.store import TABLES, Store
+    env = lmdb.open(str(tmp_path / "store"), max_dbs=len(TABLES) + 4)
+    for name in TABLES:
+        if name != "contacts":
+            env.open_db(name.encode())
+    env.close()
+    old = Store(tmp_path / "store", readonly=True)
+    assert old.get("profiles", b"x") is None
+    old.close()
+    store = Store(tmp_path / "store", sync=False)
+    assert store.get("contacts", b"u\x1fcontacts") is None
+    store.close()

@@ -97,3 +97,26 @@ def test_verdicts_pick_the_first_consented_channel_then_apply_quiet_hours_and_ca
     assert policy.verdicts(Spec, [Contact("a", None)], now)[0].reason == "no_consent"
     Spec.purpose = "transactional"
     assert not policy.verdicts(Spec, [Contact("a", None)], now)[0].suppressed
+
+
+def test_global_caps_join_the_campaigns_except_for_transactional_ones():
+    class Spec:
+        purpose, channel, channels = "marketing", "sms", ()
+        frequency_caps = (FrequencyCap("sms", 1, 3600.0), FrequencyCap("email", 9, 60.0))
+        quiet_hours = QuietHours()
+    policy = ContactPolicy(DEFAULT_CONSENT, "UTC", [("*", 5, 86400.0), ("push", 2, 60.0)])
+    assert policy.caps(Spec, "sms") == (("sms", 1, 3600.0), ("*", 5, 86400.0))
+    assert policy.caps(Spec, "web") == ()  # placements are neither capped nor counted
+    Spec.purpose = "transactional"
+    assert policy.caps(Spec, "sms") == (("sms", 1, 3600.0),)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("consent_defaults", {"email": "maybe"}), ("contact_default_timezone", "Nowhere/City"),
+    ("contact_frequency_caps", [("web", 1, 60.0)]), ("contact_frequency_caps", [("*", 0, 60.0)])])
+def test_bad_contact_settings_are_refused(field, value):
+    from pydantic import ValidationError
+
+    from server.config import Settings
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: value})
