@@ -33,7 +33,7 @@ from ..contact import Contact, Verdict
 from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .errors import PlanStreamTooLong
-from .repository import NO_ARM, PENDING, SUPPRESSED
+from .records import NO_ARM, PENDING, SUPPRESSED
 
 if TYPE_CHECKING:
     from .handler import Campaigns
@@ -167,7 +167,8 @@ class Planner:
         arms[allowed], props[allowed] = drawn.arms, drawn.propensities
         names = {a: v.id for a, v in enumerate(spec.variants)}
         batch = PlanBatch(user_ids, _decision_ids(n), arms.tolist(), props.tolist(),
-                          [names.get(a, "") for a in arms.tolist()], [spec.channel] * n,
+                          [names.get(a, "") for a in arms.tolist()],
+                          [(spec.channels or (spec.channel,))[0]] * n,
                           [0.0] * n, [""] * n)
         if verdicts is not None:
             batch.channels = [v.channel for v in verdicts]
@@ -195,8 +196,8 @@ def _decision_ids(n: int) -> list[str]:
 def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],
           now: float) -> list[tuple]:
     """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them,
-    with the caps the writer enforces); a suppressed user's row is what `suppressed_record`
-    makes of it: no arm, no variant, no propensity, no window, no context."""
+    with the caps the writer enforces); a suppressed user's row is what
+    `DecisionRecord.suppressed` makes of it: no arm, variant, propensity, window or context."""
     cid, deadline, linear = spec.campaign_id, now + spec.reward_window_seconds, spec.dim > 0
     return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, deadline, linear, ch, t, "", caps[ch])
             if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
