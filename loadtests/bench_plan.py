@@ -1,6 +1,6 @@
 """PlanCampaign throughput on an audience, with Recommend's latency measured during the run.
 
-    python -m loadtests.bench_plan [--audience 1000000] [--profiles 100000] [--batch 1000]
+    python -m loadtests.bench_plan [--audience 1000000] [--profiles 100000] [--batch 250]
         [--items 100000] [--demo-users 100000] [--duration 15] [--server-src DIR]
 
 1. A demo bundle (`loadtests.bench.ensure_bundle`, cached under --work) and a data dir holding
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--audience", type=int, default=1_000_000)
     p.add_argument("--profiles", type=int, default=100_000, help="audience users with a profile")
-    p.add_argument("--batch", type=int, default=1000, help="user ids per PlanCampaign message")
+    p.add_argument("--batch", type=int, default=250, help="user ids per PlanCampaign message")
     p.add_argument("--items", type=int, default=100_000, help="demo catalog of the bundle")
     p.add_argument("--demo-users", type=int, default=100_000, help="demo world users (bundle)")
     p.add_argument("--days", type=int, default=30)
