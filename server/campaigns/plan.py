@@ -154,11 +154,7 @@ class Planner:
         c, n = self.campaigns, len(user_ids)
         entry, blob = c.live(first.campaign_id)
         spec = entry.campaign.spec
-        states, metas = c.profile_reads(user_ids, entry.context.needs_profile, entry.reads_profile)
-        verdicts = None
-        if entry.reads_profile:
-            verdicts = c.contact.verdicts(spec, [Contact(u, m, st) for u, m, st
-                                                 in zip(user_ids, metas, states)], now)
+        states, verdicts = self._profiles(entry, user_ids, now)
         allowed = apply_verdicts(verdicts, n)
         contexts = entry.context.build_batch(states, first.context, now)
         arms, props = np.full(n, NO_ARM, np.int64), np.zeros(n)
@@ -175,6 +171,17 @@ class Planner:
             batch.send_at = [v.send_at for v in verdicts]
             batch.reasons = [v.reason if v.suppressed else "" for v in verdicts]
         return batch, _rows(spec, entry.caps, batch, contexts, now)
+
+    def _profiles(self, entry, user_ids: Sequence[str],
+                  now: float) -> tuple[list, Sequence[Verdict] | None]:
+        """(feature states, contact verdicts or None when the policy has nothing to check)
+        from one profile read."""
+        c = self.campaigns
+        states, metas = c.profile_reads(user_ids, entry.context.needs_profile, entry.reads_profile)
+        if not entry.reads_profile:
+            return states, None
+        contacts = [Contact(u, m, st) for u, m, st in zip(user_ids, metas, states)]
+        return states, c.contact.verdicts(entry.campaign.spec, contacts, now)
 
     @staticmethod
     def _outcome(batch: PlanBatch, reasons: Sequence[str]) -> PlanBatch:
