@@ -83,6 +83,8 @@ def _campaign(client: TailorClient, args) -> dict:
                                   baseline_mean=args.baseline_mean, variance=args.variance,
                                   alpha=args.alpha, power=args.power, arms=args.arms,
                                   allocation=args.allocation or ())
+    if args.action == "plan":
+        return _plan(client, args)
     if args.action == "export":
         with open(args.out, "w") as fh:
             n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
@@ -97,6 +99,34 @@ def _suppression(client: TailorClient, args) -> dict:
     if args.action == "remove":
         return {"removed": client.remove_suppression(**address)}
     return client.check_suppression(**address)
+
+
+def _plan(client: TailorClient, args) -> dict:
+    """Decisions for the user ids of a file (one a line; '-' = stdin) as JSON lines on stdout or
+    in --out, with a progress bar on stderr; returns the counts."""
+    from tqdm import tqdm  # the `client` extra
+
+    source = open(args.users) if args.users != "-" else sys.stdin
+    total = None
+    if args.users != "-":
+        with open(args.users, "rb") as fh:
+            total = sum(1 for line in fh if line.strip())
+    out = open(args.out, "w") if args.out and args.out != "-" else sys.stdout
+    counts = {"decisions": 0, "suppressed": 0, "holdout": 0}
+    with source, tqdm(total=total, unit="user", file=sys.stderr, disable=args.quiet) as bar:
+        users = (line.strip() for line in source if line.strip())
+        try:
+            for d in client.plan_campaign(args.campaign, users, batch_size=args.batch_size,
+                                          context=dict(_pair(kv) for kv in args.context or ())):
+                out.write(json.dumps(d) + "\n")
+                counts["decisions"] += 1
+                counts["suppressed"] += d["suppressed"]
+                counts["holdout"] += d["holdout"]
+                bar.update()
+        finally:
+            if out is not sys.stdout:
+                out.close()
+    return counts | {"out": args.out or "-"}
 
 
 def _health(client: TailorClient, args) -> dict:
@@ -290,7 +320,7 @@ def _message_parser(sub, common) -> None:
 
 def _campaign_parser(sub, common) -> None:
     ca = sub.add_parser("campaign", help="campaigns: create/update/archive, choose, reward, stats, "
-                        "sample-size, export")
+                        "sample-size, plan, export")
     acts = ca.add_subparsers(dest="action", required=True)
     for name in ("create", "update"):
         p = acts.add_parser(name, parents=[common], help=f"{name} from a CampaignSpec JSON file")
@@ -316,6 +346,15 @@ def _campaign_parser(sub, common) -> None:
     ss.add_argument("--arms", type=int, default=0, help="arms including the control (default 2)")
     ss.add_argument("--allocation", type=float, action="append", metavar="WEIGHT",
                     help="traffic weight of each arm, control first (repeat; default equal)")
+    pl = acts.add_parser("plan", parents=[common], help="decisions for an audience (PlanCampaign): "
+                         "JSON lines, one per user id, with progress on stderr")
+    pl.add_argument("--campaign", required=True)
+    pl.add_argument("--users", required=True, help="user ids, one a line ('-' for stdin)")
+    pl.add_argument("--out", default="", help="JSON-lines file (default stdout)")
+    pl.add_argument("--batch-size", type=int, default=1000, help="user ids per message")
+    pl.add_argument("--context", action="append", metavar="KEY=NUMBER",
+                    help="request context for every user (repeatable)")
+    pl.add_argument("--quiet", action="store_true", help="no progress bar")
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
     ex.add_argument("--campaign", default="")
     ex.add_argument("--out", required=True)
@@ -335,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(out, indent=2))
+    # A command writing JSON lines to stdout (campaign plan without --out) reports on stderr.
+    lines_on_stdout = args.command == "campaign" and args.action == "plan" and args.out in ("", "-")
+    print(json.dumps(out, indent=2), file=sys.stderr if lines_on_stdout else sys.stdout)
     return 0
 
 

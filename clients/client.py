@@ -380,6 +380,31 @@ class TailorClient:
         except grpc.RpcError as err:
             raise TailorError(err.code(), err.details() or "") from None
 
+    def plan_campaign(self, campaign_id: str, user_ids: Iterable[str], *, batch_size: int = 1000,
+                      context: dict[str, float] | None = None,
+                      timeout: float = 3600.0) -> Iterator[dict]:
+        """Decisions for an audience (PlanCampaign), one dict per user in the order of
+        `user_ids` (read lazily, sent `batch_size` at a time): {"user_id", "decision_id",
+        "variant_id", "arm", "propensity", "holdout", "channel", "send_at", "suppressed",
+        "reason"}. Not retried: every decision answered is already logged."""
+        def requests():
+            first, batch = True, []
+            for user_id in user_ids:
+                batch.append(user_id)
+                if len(batch) == batch_size:
+                    yield _plan_request(campaign_id if first else "", batch, context if first else None)
+                    first, batch = False, []
+            if batch or first:
+                yield _plan_request(campaign_id if first else "", batch, context if first else None)
+        try:
+            for answer in self._campaigns.PlanCampaign(requests(), timeout=timeout):
+                for d in answer.decisions:
+                    yield {"user_id": d.user_id, "decision_id": d.decision_id,
+                           "variant_id": d.variant_id, "arm": d.arm, "propensity": d.propensity,
+                           "holdout": d.holdout, "channel": d.channel, "send_at": d.send_at,
+                           "suppressed": d.suppressed, "reason": d.reason}
+        except grpc.RpcError as err:
+            raise TailorError(err.code(), err.details() or "") from None
 
     # -- attribution -------------------------------------------------------------------------
     def attribute(self, paths: Iterable[dict | str | attr_pb.Path], model: str, *,
@@ -481,6 +506,12 @@ def _number(x, key: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise ValueError(f"key {key!r}: expected a number, got {x!r}")
     return float(x)
+
+
+def _plan_request(campaign_id: str, user_ids: list[str],
+                  context: dict[str, float] | None) -> camp_pb.PlanCampaignRequest:
+    return camp_pb.PlanCampaignRequest(campaign_id=campaign_id, user_ids=user_ids,
+                                       context={k: float(v) for k, v in (context or {}).items()})
 
 
 def _once(fn, request, timeout):

@@ -26,7 +26,8 @@ from kernels import _bandits, _rng
 
 __all__ = [
     "HOLDOUT", "POLICIES", "Params", "BanditState", "Decision", "new_state", "new_rng", "update",
-    "update_bytes", "choose", "hash64", "hash_unit", "posterior_params",
+    "update_bytes", "choose", "choose_batch", "BatchDecision", "sample_arms", "hash64",
+    "hash_unit", "posterior_params",
 ]
 
 HOLDOUT = -1
@@ -319,6 +320,64 @@ def choose(state: BanditState, rng, x=None, *, user_id=None, salt: str = "", n_m
         else:
             arm = _ts_numpy(kind, post, rng, n_mc, probs)
     return Decision(int(arm), float(probs[arm]), probs)
+
+
+class BatchDecision(NamedTuple):
+    """One decision per user of a batch: `arms` (int64, HOLDOUT for the holdout) and the
+    probability the policy had of choosing each (`propensities`, float64)."""
+
+    arms: np.ndarray
+    propensities: np.ndarray
+
+
+def sample_arms(probs: np.ndarray, rng, n: int) -> np.ndarray:
+    """`n` arms drawn independently from the distribution `probs` (one `rng.random` call)."""
+    cum = np.cumsum(probs)
+    arms = np.searchsorted(cum, rng.random(n) * cum[-1], side="right")
+    return np.minimum(arms, probs.size - 1).astype(np.int64)
+
+
+def choose_batch(state: BanditState, rng, user_ids, X=None, *, salt: str = "", n_mc: int = 256,
+                 probs=None, use_native: bool = True) -> BatchDecision:
+    """Pick an arm for each user of a batch, as `choose` would for each one alone.
+
+    The arm distribution of the context-free policies (ucb1, egreedy, Thompson) depends only on
+    the state, so it is computed once (or taken from `probs`, e.g. a cached Thompson estimate)
+    and every arm is drawn from it with one `rng.random(n)` call: the propensity logged is
+    exactly the probability of the draw. ``fixed`` and the holdout hash each user id; the linear
+    policies depend on each row of ``X`` (n, d) and fall back to `choose` per row.
+
+    Parameters
+    ----------
+    state, rng, salt, n_mc, use_native : as for `choose`.
+    user_ids : sequence of str, the batch.
+    X : (n, d) float64 contexts; required by linucb / lints.
+    probs : (K,) arm probabilities to draw from instead of computing them (context-free only).
+    """
+    n, p = len(user_ids), state.params
+    arms, props = np.empty(n, np.int64), np.empty(n)
+    rest = np.ones(n, bool)
+    if p.holdout > 0.0:
+        rest = np.array([hash_unit(salt, u, "holdout", use_native) >= p.holdout
+                         for u in user_ids], bool)
+        arms[~rest], props[~rest] = HOLDOUT, p.holdout
+        state = dataclasses.replace(state, params=dataclasses.replace(p, holdout=0.0))
+    idx = np.flatnonzero(rest)
+    if state.policy == "fixed":
+        u = np.array([hash_unit(salt, user_ids[i], "split", use_native) for i in idx])
+        arms[idx] = np.minimum(np.searchsorted(np.cumsum(state.weights), u, side="right"),
+                               state.n_arms - 1)
+        props[idx] = state.weights[arms[idx]]
+    elif state.policy in LINEAR:
+        for i in idx:
+            d = choose(state, rng, X[i], n_mc=n_mc, use_native=use_native)
+            arms[i], props[i] = d.arm, d.propensity
+    else:
+        if probs is None:
+            probs = choose(state, rng, n_mc=max(n_mc, 1), use_native=use_native).probs
+        arms[idx] = sample_arms(np.asarray(probs, np.float64), rng, idx.size)
+        props[idx] = np.asarray(probs)[arms[idx]]
+    return BatchDecision(arms, props)
 
 
 def _choose_native(state, x, rng, probs) -> int:

@@ -81,6 +81,10 @@ class Limits(BaseModel):
     """Longest reward window a campaign may set."""
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
+    plan_batch_users: int = Field(10_000, ge=1)
+    """Most user ids in one PlanCampaign message (INVALID_ARGUMENT past it)."""
+    plan_stream_users: int = Field(10_000_000, ge=1)
+    """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it)."""
     campaign_frequency_caps: int = 16
     """Most frequency caps one campaign may set."""
     frequency_cap_window_seconds: float = 366 * 86400.0

@@ -1,8 +1,9 @@
 """Campaigns: variants chosen by bandit policies or fixed splits, logged decisions, rewards."""
 from .handler import Campaigns, Choice
+from .plan import PlanBatch, PlanRequest
 from .power import SampleSizeAnswer, SampleSizeQuery
 from .repository import RewardOutcome
 from .spec import Campaign, CampaignSpec, RewardRule, Variant
 
 __all__ = ["Campaigns", "Choice", "Campaign", "CampaignSpec", "RewardRule", "Variant",
-           "RewardOutcome", "SampleSizeQuery", "SampleSizeAnswer"]
+           "RewardOutcome", "SampleSizeQuery", "SampleSizeAnswer", "PlanBatch", "PlanRequest"]

@@ -30,6 +30,8 @@ from ..validation import check_count
 
 __all__ = ["ContextBuilder", "check_feature_names", "UNREAD"]
 
+_NO_FEATURES: list[float] = []
+"""The context of every user of a campaign without features (one list, never changed)."""
 UNREAD = object()
 """`ContextBuilder.build`'s state when the caller did not read it (the builder then does)."""
 
@@ -87,12 +89,23 @@ class ContextBuilder:
 
     def build(self, user_id: str, request: Mapping[str, float], state=UNREAD) -> list[float]:
         """The feature vector; `state` is the user's feature state if the caller read it."""
+        if self.needs_profile and state is UNREAD:
+            state = self._states([user_id])[0]
+        return self.from_state(None if state is UNREAD else state, request, time.time())
+
+    def build_batch(self, states: Sequence[np.ndarray | None], request: Mapping[str, float],
+                    now: float) -> list[list[float]]:
+        """`build` for a batch whose states the caller read (one snapshot, `ProfileStates`)."""
+        if not self.names:
+            return [_NO_FEATURES] * len(states)
+        return [self.from_state(state, request, now) for state in states]
+
+    def from_state(self, state: np.ndarray | None, request: Mapping[str, float],
+                   now: float) -> list[float]:
+        """The features of one user from their profile state (None: no profile) at `now`."""
         feats = None
-        if self.needs_profile:
-            if state is UNREAD:
-                state = self._states([user_id])[0]
-            if state is not None:
-                feats = kf.read_features(self._layout, state, time.time())
+        if state is not None and self.needs_profile:
+            feats = kf.read_features(self._layout, state, now)
         out = []
         for source, reader in self._readers:
             if source == "request":

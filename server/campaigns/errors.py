@@ -1,10 +1,10 @@
 """Campaign errors: each names what went wrong; `server.errors` maps them to gRPC statuses."""
 from __future__ import annotations
 
-from ..errors import FailedPrecondition, NotFound
+from ..errors import FailedPrecondition, NotFound, ResourceExhausted
 
 __all__ = ["CampaignNotFound", "DecisionNotFound", "CampaignArchived", "CampaignExists",
-           "RewardConflict", "ImmutableField", "DecisionSuppressed"]
+           "RewardConflict", "ImmutableField", "DecisionSuppressed", "PlanStreamTooLong"]
 
 
 class CampaignNotFound(NotFound):
@@ -42,3 +42,9 @@ class DecisionSuppressed(FailedPrecondition):
     def __init__(self, decision_id: str, reason: str):
         super().__init__(f"decision {decision_id!r} was suppressed ({reason}): nothing was sent, "
                          "so it takes no reward")
+
+
+class PlanStreamTooLong(ResourceExhausted):
+    def __init__(self, most: int):
+        super().__init__(f"user_ids: more than {most} in one PlanCampaign stream "
+                         "(Limits.plan_stream_users); split the audience over several streams")

@@ -32,6 +32,7 @@ from ..validation import check_count, check_id, check_time
 from .context import UNREAD, ContextBuilder
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
+from .plan import PlanBatch, Planner, PlanRequest
 from .policy import DecisionMaker
 from .power import (
     SampleSizeAnswer,
@@ -44,6 +45,8 @@ from .repository import CampaignRepository, RewardOutcome, RewardRequest
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, AsyncIterator
+
     from ..profiles import TrackedEvent
 
 __all__ = ["Campaigns", "Choice"]
@@ -122,6 +125,11 @@ class Campaigns:
                                         max_wait=0.0, name="rewards")
         self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
                                       max_wait=0.0, name="sends")
+        # Whole PlanCampaign batches (up to `limits.plan_batch_users` decisions each).
+        self._plan_log = AdaptiveBatcher(runner=self._writer.runner("decision_batches"),
+                                         max_size=4, max_wait=0.0, name="plan_decisions")
+        self._planner = Planner(self, self._plan_log)
+        self.new_decision_id = _decision_id
 
     async def start(self) -> None:
         """Wait for the writer process (raises if it cannot start); fit the contact prior."""
@@ -204,6 +212,35 @@ class Campaigns:
         sup = self._suppressions
         return sup is not None and any(sup.covers(c) for c in spec.channels or (spec.channel,))
 
+    def contacts_of(self, spec: CampaignSpec, user_ids: Sequence[str], metas: Sequence,
+                    states: Sequence) -> list[Contact]:
+        """The contact policy's input for a batch: what was read about each user, with the
+        campaign's channels whose address (email, phone) is on the suppression list."""
+        sup, channels = self._suppressions, spec.channels or (spec.channel,)
+        return [Contact(u, m, st, suppressed=frozenset() if sup is None
+                        else sup.suppressed_channels(m, channels))
+                for u, m, st in zip(user_ids, metas, states)]
+
+    def live(self, campaign_id: str) -> tuple[_Entry, bytes]:
+        """A campaign that takes decisions (its entry and posterior bytes), else the error."""
+        raw, blob = self._snapshot(campaign_id)
+        if raw is None:
+            raise CampaignNotFound(campaign_id)
+        entry = self._entry(campaign_id, raw)
+        if entry.campaign.archived:
+            raise CampaignArchived(campaign_id)
+        return entry, blob
+
+    def profile_reads(self, user_ids: Sequence[str], with_states: bool,
+                      with_meta: bool) -> tuple[list, list]:
+        """(feature states, meta records) of a batch of users from one read snapshot
+        (`ProfileStates`); None where there is none or where it was not asked for."""
+        if with_meta:
+            pairs = self._profiles.states_and_meta(user_ids, with_states)
+            return [s for s, _ in pairs], [m for _, m in pairs]
+        nothing = [None] * len(user_ids)
+        return (self._profiles.states(user_ids) if with_states else nothing), nothing
+
     def _verdict(self, entry: _Entry, user_id: str, now: float):
         """(contact verdict, feature state or `UNREAD`): one profile read for both when the
         policy reads the profile; none when it has nothing to check."""
@@ -212,10 +249,8 @@ class Campaigns:
             return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
         with_states = entry.context.needs_profile or self.contact.needs_state(spec)
         state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
-        suppressed = frozenset() if self._suppressions is None else \
-            self._suppressions.suppressed_channels(meta, spec.channels or (spec.channel,))
-        verdict = self.contact.verdicts(spec, [Contact(user_id, meta, state,
-                                                       suppressed=suppressed)], now)[0]
+        verdict = self.contact.verdicts(spec, self.contacts_of(spec, [user_id], [meta], [state]),
+                                        now)[0]
         return verdict, state if with_states else UNREAD
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
@@ -227,13 +262,8 @@ class Campaigns:
         check_id("user_id", user_id, lim.id_bytes)
         if len(context) > lim.context_entries:  # compared inline: the hot path
             check_count("context", len(context), lim.context_entries)
-        raw, blob = self._snapshot(campaign_id)
-        if raw is None:
-            raise CampaignNotFound(campaign_id)
-        entry = self._entry(campaign_id, raw)
+        entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
-        if entry.campaign.archived:
-            raise CampaignArchived(campaign_id)
         now = time.time() if now is None else now
         verdict, state = self._verdict(entry, user_id, now)
         if verdict.suppressed:
@@ -267,6 +297,10 @@ class Campaigns:
         metrics.CAMPAIGN_DECISIONS.labels(spec.campaign_id, "suppressed").inc()
         return Choice(decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
                       verdict.send_at)
+
+    def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
+        """PlanCampaign: one `PlanBatch` of logged decisions per batch of user ids (`plan.Planner`)."""
+        return self._planner.plan(requests)
 
     # -- rewards ----------------------------------------------------------------------------------
     async def report(self, decision_id: str, reward: float) -> RewardOutcome:
@@ -350,6 +384,7 @@ class Campaigns:
 
     async def close(self) -> None:
         await self._log.close()
+        await self._plan_log.close()
         await self._rewards.close()
         await self._sends.close()
         await self._writer.close()

@@ -74,6 +74,20 @@ class DecisionMaker:
         return B.choose(state, self.rng, ContextBuilder.policy_x(context, spec.dim),
                         user_id=user_id, salt=spec.salt, n_mc=CONTEXTUAL_DRAWS)
 
+    def decide_batch(self, spec: CampaignSpec, blob: bytes, user_ids: Sequence[str],
+                     contexts: Sequence[Sequence[float]]) -> B.BatchDecision:
+        """`decide` for every user of a batch with one `kernels.bandits.choose_batch` call:
+        the Thompson policies draw every arm from the same cached probability vector."""
+        state = B.BanditState.from_bytes(blob)
+        probs = self._thompson(spec.campaign_id, blob).probs if spec.policy in _CACHED else None
+        x = None
+        if spec.dim:  # the linear policies' input: a bias then the context, per user
+            x = np.ones((len(user_ids), spec.dim))
+            if spec.dim > 1:
+                x[:, 1:] = contexts
+        return B.choose_batch(state, self.rng, user_ids, x, salt=spec.salt,
+                              n_mc=CONTEXTUAL_DRAWS, probs=probs)
+
     def _thompson(self, campaign_id: str, blob: bytes) -> _Probs:
         entry = self._cache.get(campaign_id)
         now = time.monotonic()

@@ -376,5 +376,17 @@ def writer_functions(store: Store) -> dict:
     it (`TAILOR_LIMITS__*`; limits have no command-line flags)."""
     repo = CampaignRepository(store, Settings().limits)
     return {"decisions": lambda rows: repo.log_decisions([DecisionRecord._make(r) for r in rows]),
+            "decision_batches": lambda batches: _log_batches(repo, batches),
             "rewards": lambda requests: repo.apply_rewards(requests, time.time()),
             "sends": repo.log_sends}
+
+
+def _log_batches(repo: CampaignRepository, batches: Sequence[Sequence[tuple]]) -> list[list]:
+    """Several PlanCampaign batches of decision rows in one `log_decisions` transaction; the
+    per-record results (suppression reasons) split back per batch."""
+    results = repo.log_decisions([DecisionRecord._make(r) for rows in batches for r in rows])
+    out, start = [], 0
+    for rows in batches:
+        out.append(results[start:start + len(rows)])
+        start += len(rows)
+    return out

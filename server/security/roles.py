@@ -40,6 +40,7 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _CAMPAIGN + "ExportDecisions": ("analyst", PII_READER),
     _CAMPAIGN + "ChooseVariant": ("decider",),
     _CAMPAIGN + "ReportReward": ("decider",),
+    _CAMPAIGN + "PlanCampaign": ("decider",),
     _RECOMMEND + "Recommend": ("decider",),
     _RECOMMEND + "RecommendBatch": ("decider",),
     _PROFILE + "TrackEvents": ("tracker",),

@@ -1,8 +1,10 @@
 """tailor.v1.CampaignService."""
 from __future__ import annotations
 
+import asyncio
 import math
 
+from kernels.bandits import HOLDOUT
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 
@@ -11,6 +13,8 @@ from ..campaigns import (
     Campaigns,
     CampaignSpec,
     Choice,
+    PlanBatch,
+    PlanRequest,
     RewardRule,
     SampleSizeAnswer,
     SampleSizeQuery,
@@ -25,6 +29,9 @@ from ..security.roles import PII_READER
 __all__ = ["CampaignServicer", "CampaignConverter"]
 
 _NAN = float("nan")
+_PLAN_SLICE = 500
+"""PlanCampaign decisions converted between two turns of the event loop (a batch may hold
+`Limits.plan_batch_users`: converted at once, it would hold up every other call meanwhile)."""
 
 
 def _num(x) -> float:
@@ -80,6 +87,22 @@ class CampaignConverter:
                                         arm=c.arm, propensity=c.propensity, holdout=c.holdout,
                                         content=c.content, suppressed=c.suppressed,
                                         reason=c.reason, channel=c.channel, send_at=c.send_at)
+
+    @staticmethod
+    def to_plan_request(msg: pb.PlanCampaignRequest) -> PlanRequest:
+        return PlanRequest(msg.campaign_id, msg.user_ids, msg.context)
+
+    @staticmethod
+    def plan_decisions(b: PlanBatch, lo: int, hi: int) -> list[pb.PlanDecision]:
+        """The decisions of users lo..hi-1 of a PlanCampaign batch."""
+        decision, cut = pb.PlanDecision, slice(lo, hi)
+        return [decision(user_id=u, decision_id=d, variant_id=v, arm=a, propensity=p,
+                         holdout=a == HOLDOUT, channel=c, send_at=t, suppressed=bool(r),
+                         reason=r)
+                for u, d, v, a, p, c, t, r in zip(b.user_ids[cut], b.decision_ids[cut],
+                                                  b.variant_ids[cut], b.arms[cut],
+                                                  b.propensities[cut], b.channels[cut],
+                                                  b.send_at[cut], b.reasons[cut])]
 
     @staticmethod
     def from_stats(campaign: Campaign, st: dict, counters: dict) -> pb.CampaignStats:
@@ -196,6 +219,17 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                             context) -> pb.GetSampleSizeResponse:
         answer = await self.campaigns.sample_size(CampaignConverter.to_sample_size(request))
         return CampaignConverter.from_sample_size(answer)
+
+    @grpc_errors
+    async def PlanCampaign(self, request_iterator, context):
+        requests = (CampaignConverter.to_plan_request(r) async for r in request_iterator)
+        async for batch in self.campaigns.plan(requests):
+            out = pb.PlanCampaignResponse()
+            for lo in range(0, len(batch), _PLAN_SLICE):  # other calls run between slices
+                if lo:
+                    await asyncio.sleep(0)
+                out.decisions.extend(CampaignConverter.plan_decisions(batch, lo, lo + _PLAN_SLICE))
+            yield out
 
     @grpc_errors
     async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):

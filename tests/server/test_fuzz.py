@@ -225,6 +225,7 @@ def _seeds(item: str, version: str) -> dict:
         "CreateCampaign": c.CreateCampaignRequest(spec=spec),
         "UpdateCampaign": c.UpdateCampaignRequest(spec=spec),
         "ChooseVariant": c.ChooseVariantRequest(campaign_id="fz-c", user_id="fz-u"),
+        "PlanCampaign": c.PlanCampaignRequest(campaign_id="fz-c", user_ids=["fz-u", "u1"]),
         "GetCampaignStats": c.GetCampaignStatsRequest(campaign_id="fz-c"),
         "GetSampleSize": c.GetSampleSizeRequest(baseline_rate=0.1, minimum_detectable_effect=0.02),
         "ExportDecisions": c.ExportDecisionsRequest(campaign_id="fz-c", start=now - 3600),
@@ -317,8 +318,12 @@ async def _call(channel, method: d.MethodDescriptor, fuzzer: Fuzzer, manifest: d
     else:
         requests = one()
     if method.client_streaming and method.server_streaming:
-        raise AssertionError(f"{path}: bidirectional methods are not fuzzed yet")
-    if method.client_streaming:
+        n = 0
+        async for _ in channel.stream_stream(path, **kw)(iter(requests), timeout=CALL_TIMEOUT):
+            n += 1
+            if n >= 200:
+                break
+    elif method.client_streaming:
         await channel.stream_unary(path, **kw)(iter(requests), timeout=CALL_TIMEOUT)
     elif method.server_streaming:
         n = 0
@@ -328,6 +333,15 @@ async def _call(channel, method: d.MethodDescriptor, fuzzer: Fuzzer, manifest: d
                 break
     else:
         await channel.unary_unary(path, **kw)(requests, timeout=CALL_TIMEOUT)
+
+
+def _aio_write_after_close(method, err: grpc.aio.AioRpcError) -> bool:
+    """The grpc.aio client's own error when it still writes to a bidirectional stream the server
+    has already ended (it reports INTERNAL instead of the server's status: grpc/grpc#36066, fix
+    in grpc/grpc#43486); the server's answer is not observable then."""
+    return (method.client_streaming and method.server_streaming
+            and err.code() == grpc.StatusCode.INTERNAL
+            and err.details() == "Internal error from Core")
 
 
 async def test_fuzz_every_rpc(channel, demo_bundle, demo_manifest):
@@ -357,6 +371,9 @@ async def test_fuzz_every_rpc(channel, demo_bundle, demo_manifest):
             code = grpc.StatusCode.OK
         except grpc.aio.AioRpcError as err:
             code = err.code()
+            if _aio_write_after_close(method, err):
+                counts[method.name]["INTERNAL (grpc#36066)"] += 1
+                continue
             if code in FORBIDDEN or (code == grpc.StatusCode.RESOURCE_EXHAUSTED
                                      and "Stream removed" in (err.details() or "")):
                 failures.append((method.name, code.name, (err.details() or "")[:200]))

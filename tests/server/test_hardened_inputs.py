@@ -199,7 +199,9 @@ async def test_a_megabyte_in_any_string_field_yields_a_short_message(channel):
         kw = dict(request_serializer=lambda m: m.SerializeToString(),
                   response_deserializer=resp_cls.FromString)
         for req in _with_a_huge_string(req_cls):
-            if method.client_streaming:
+            if method.client_streaming and method.server_streaming:
+                call = _drain(channel.stream_stream(path, **kw)(iter([req]), timeout=30))
+            elif method.client_streaming:
                 call = channel.stream_unary(path, **kw)(iter([req]), timeout=30)
             elif method.server_streaming:
                 call = _drain(channel.unary_stream(path, **kw)(req, timeout=30))

@@ -390,3 +390,50 @@ class DecisionRecord(_message.Message):
     channel_propensity: float
     send_at_propensity: float
     def __init__(self, decision_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., reward: _Optional[float] = ..., context: _Optional[_Iterable[float]] = ..., position: _Optional[int] = ..., variant_id: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., channel_propensity: _Optional[float] = ..., send_at_propensity: _Optional[float] = ...) -> None: ...
+
+class PlanCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_ids", "context")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    context: _containers.ScalarMap[str, float]
+    def __init__(self, campaign_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class PlanDecision(_message.Message):
+    __slots__ = ("user_id", "decision_id", "variant_id", "arm", "propensity", "holdout", "channel", "send_at", "suppressed", "reason")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    HOLDOUT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    decision_id: str
+    variant_id: str
+    arm: int
+    propensity: float
+    holdout: bool
+    channel: str
+    send_at: float
+    suppressed: bool
+    reason: str
+    def __init__(self, user_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., holdout: _Optional[bool] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PlanCampaignResponse(_message.Message):
+    __slots__ = ("decisions",)
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    decisions: _containers.RepeatedCompositeFieldContainer[PlanDecision]
+    def __init__(self, decisions: _Optional[_Iterable[_Union[PlanDecision, _Mapping]]] = ...) -> None: ...

@@ -86,6 +86,11 @@ class CampaignServiceStub:
                 request_serializer=tailor_dot_v1_dot_campaign__pb2.ExportDecisionsRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_campaign__pb2.DecisionRecord.FromString,
                 _registered_method=True)
+        self.PlanCampaign = channel.stream_stream(
+                '/tailor.v1.CampaignService/PlanCampaign',
+                request_serializer=tailor_dot_v1_dot_campaign__pb2.PlanCampaignRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_campaign__pb2.PlanCampaignResponse.FromString,
+                _registered_method=True)
 
 
 class CampaignServiceServicer:
@@ -163,6 +168,16 @@ class CampaignServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanCampaign(self, request_iterator, context):
+        """Decisions for a whole audience. The first message names the campaign; every message
+        (the first too) carries a batch of user ids. Each batch is answered, in order, by one
+        message with one decision per user (in the batch's order), once its decisions are logged
+        (with their propensities, through the same decision log as ChooseVariant).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CampaignServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +230,11 @@ def add_CampaignServiceServicer_to_server(servicer, server):
                     servicer.ExportDecisions,
                     request_deserializer=tailor_dot_v1_dot_campaign__pb2.ExportDecisionsRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_campaign__pb2.DecisionRecord.SerializeToString,
+            ),
+            'PlanCampaign': grpc.stream_stream_rpc_method_handler(
+                    servicer.PlanCampaign,
+                    request_deserializer=tailor_dot_v1_dot_campaign__pb2.PlanCampaignRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_campaign__pb2.PlanCampaignResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +509,33 @@ class CampaignService:
             '/tailor.v1.CampaignService/ExportDecisions',
             tailor_dot_v1_dot_campaign__pb2.ExportDecisionsRequest.SerializeToString,
             tailor_dot_v1_dot_campaign__pb2.DecisionRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanCampaign(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tailor.v1.CampaignService/PlanCampaign',
+            tailor_dot_v1_dot_campaign__pb2.PlanCampaignRequest.SerializeToString,
+            tailor_dot_v1_dot_campaign__pb2.PlanCampaignResponse.FromString,
             options,
             channel_credentials,
             insecure,

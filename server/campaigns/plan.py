@@ -1,0 +1,223 @@
+"""PlanCampaign: a campaign's decisions for a whole audience, batch by batch.
+
+A stream of `PlanRequest`s (the first names the campaign; each carries a batch of user ids) is
+answered by one `PlanBatch` per batch, in order. Each batch is decided with one profile read
+(feature states and meta records, `ProfileStates.states_and_meta`, when the contact policy or the
+campaign's context needs them), one `ContactPolicy.verdicts` call, one bandit draw
+(`DecisionMaker.decide_batch`) and one decision-log call (the campaigns writer process, function
+"decision_batches", through its own `AdaptiveBatcher`: batches of concurrent streams share a
+transaction, where the frequency caps are enforced as for ChooseVariant). A batch is answered only
+once its decisions are committed, so whatever a client has received is in the decision log, even
+if the stream then breaks; batches already handed to the writer when a stream is cancelled may
+still be logged (pending, they close with the default reward like any unanswered decision).
+
+Reading runs ahead of answering by at most `READ_AHEAD` batches (a task reads and decides while
+the stream writes answers), so deciding batch n+1 overlaps logging batch n.
+
+Contact policy: `apply_verdicts` is the one place where a batch's `Verdict`s (whom, on which
+channel, when) meet its decisions; users it suppresses are not drawn for and are logged as
+suppressed.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..contact import Verdict
+from ..errors import InvalidArgument
+from ..validation import check_count, check_id
+from .errors import PlanStreamTooLong
+from .records import NO_ARM, PENDING, SUPPRESSED
+
+if TYPE_CHECKING:
+    from .handler import Campaigns
+
+__all__ = ["PlanRequest", "PlanBatch", "Planner", "READ_AHEAD", "apply_verdicts"]
+
+READ_AHEAD = 2
+"""Batches decided and handed to the writer ahead of the one being answered."""
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """One message of a PlanCampaign stream."""
+
+    campaign_id: str = ""
+    user_ids: Sequence[str] = ()
+    context: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class PlanBatch:
+    """One batch's decisions, column by column (index i: the batch's i-th user). `arms` holds
+    HOLDOUT for the holdout and NO_ARM for suppressed users; `reasons` is "" for users not
+    suppressed."""
+
+    user_ids: Sequence[str]
+    decision_ids: list[str]
+    arms: list[int]
+    propensities: list[float]
+    variant_ids: list[str]
+    channels: list[str]
+    send_at: list[float]
+    reasons: list[str]
+    channel_propensities: list[float] | None = None
+    """Per user, the probability the contact policy had of its channel (None: 1 for all)."""
+    send_at_propensities: list[float] | None = None
+    """Per user, the probability the contact policy had of its send-time slot (None: 1)."""
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+
+def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
+    """Indexes of the users a batch's contact verdicts let through (all when there are none:
+    the campaign has nothing for the policy to check).
+
+    The seam with the contact policy (`ContactPolicy.verdicts(campaign, contacts, now)`, one
+    `Verdict` per user): suppressed users get no draw and no variant.
+    """
+    if verdicts is None:
+        return np.arange(n)
+    return np.array([i for i, v in enumerate(verdicts) if not v.suppressed], np.int64)
+
+
+class Planner:
+    """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces); `log`
+    takes a batch's decision-log rows (`DecisionRecord` tuples) and answers once committed."""
+
+    def __init__(self, campaigns: Campaigns, log):
+        self.campaigns = campaigns
+        self.limits = campaigns.limits
+        self._log = log
+
+    async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
+        """One `PlanBatch` per request batch, in order, each once its decisions are committed."""
+        queue: asyncio.Queue = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.create_task(self._read(requests, queue))
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                planned, logged = item
+                yield self._outcome(planned, await logged)
+        finally:
+            reader.cancel()
+            while not queue.empty():
+                item = queue.get_nowait()
+                if isinstance(item, tuple):
+                    item[1].cancel()
+
+    async def _read(self, requests: AsyncIterable[PlanRequest], queue: asyncio.Queue) -> None:
+        """Reads, checks and decides each batch, hands it to the writer and queues it."""
+        first, total = None, 0
+        try:
+            async for req in requests:
+                if first is None:
+                    first = self._first(req)
+                elif req.campaign_id and req.campaign_id != first.campaign_id:
+                    raise InvalidArgument("campaign_id", "must be empty or the first message's "
+                                          "after the first message")
+                total += len(req.user_ids)
+                self._check_users(req.user_ids, total)
+                if req.user_ids:
+                    await asyncio.sleep(0)  # other calls run between the check and the decisions
+                    planned, rows = self._decide(first, req.user_ids, time.time())
+                    await queue.put((planned, asyncio.ensure_future(self._log.submit(rows))))
+            await queue.put(None)
+        except Exception as err:  # noqa: BLE001 - raised by `plan`, after the batches before it
+            await queue.put(err)
+
+    def _first(self, req: PlanRequest) -> PlanRequest:
+        if not req.campaign_id:
+            raise InvalidArgument("campaign_id", "is required on the first message")
+        check_id("campaign_id", req.campaign_id, self.limits.id_bytes)
+        check_count("context", len(req.context), self.limits.context_entries)
+        self.campaigns.live(req.campaign_id)  # NOT_FOUND / FAILED_PRECONDITION now
+        return req
+
+    def _check_users(self, user_ids: Sequence[str], total: int) -> None:
+        lim = self.limits
+        check_count("user_ids", len(user_ids), lim.plan_batch_users)
+        if total > lim.plan_stream_users:
+            raise PlanStreamTooLong(lim.plan_stream_users)
+        for i, user_id in enumerate(user_ids):
+            check_id("user_id", user_id, lim.id_bytes, f"user_ids[{i}].")
+
+    def _decide(self, first: PlanRequest, user_ids: Sequence[str],
+                now: float) -> tuple[PlanBatch, list[tuple]]:
+        """A batch's decisions and their decision-log rows: one profile read (feature states
+        and, when the contact policy checks anything, meta records), one call of the policy,
+        one bandit draw for the users it lets through."""
+        c, n = self.campaigns, len(user_ids)
+        entry, blob = c.live(first.campaign_id)
+        spec = entry.campaign.spec
+        states, verdicts = self._profiles(entry, user_ids, now)
+        allowed = apply_verdicts(verdicts, n)
+        contexts = entry.context.build_batch(states, first.context, now)
+        arms, props = np.full(n, NO_ARM, np.int64), np.zeros(n)
+        drawn = c.decider.decide_batch(spec, blob, [user_ids[i] for i in allowed],
+                                       [contexts[i] for i in allowed])
+        arms[allowed], props[allowed] = drawn.arms, drawn.propensities
+        names = {a: v.id for a, v in enumerate(spec.variants)}
+        batch = PlanBatch(user_ids, _decision_ids(n), arms.tolist(), props.tolist(),
+                          [names.get(a, "") for a in arms.tolist()],
+                          [(spec.channels or (spec.channel,))[0]] * n,
+                          [0.0] * n, [""] * n)
+        if verdicts is not None:
+            batch.channels = [v.channel for v in verdicts]
+            batch.send_at = [v.send_at for v in verdicts]
+            batch.reasons = [v.reason if v.suppressed else "" for v in verdicts]
+            batch.channel_propensities = [v.channel_propensity for v in verdicts]
+            batch.send_at_propensities = [v.send_at_propensity for v in verdicts]
+        return batch, _rows(spec, entry.caps, batch, contexts, now)
+
+    def _profiles(self, entry, user_ids: Sequence[str],
+                  now: float) -> tuple[list, Sequence[Verdict] | None]:
+        """(feature states, contact verdicts or None when the policy has nothing to check)
+        from one profile read."""
+        c, spec = self.campaigns, entry.campaign.spec
+        with_states = entry.context.needs_profile or c.contact.needs_state(spec)
+        states, metas = c.profile_reads(user_ids, with_states, entry.reads_profile)
+        if not entry.reads_profile:
+            return states, None
+        return states, c.contact.verdicts(spec, c.contacts_of(spec, user_ids, metas, states), now)
+
+    @staticmethod
+    def _outcome(batch: PlanBatch, reasons: Sequence[str]) -> PlanBatch:
+        """The batch as logged: the writer suppresses the decisions over a frequency cap (its
+        answer is each one's reason, "" when logged as decided)."""
+        for i, reason in enumerate(reasons):
+            if reason and not batch.reasons[i]:
+                batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
+                batch.reasons[i] = reason
+        return batch
+
+
+def _decision_ids(n: int) -> list[str]:
+    """`n` random decision ids (12 bytes, hex, as ChooseVariant's) from one `os.urandom` call."""
+    hexes = os.urandom(12 * n).hex()
+    return [hexes[i:i + 24] for i in range(0, 24 * n, 24)]
+
+
+def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],
+          now: float) -> list[tuple]:
+    """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them,
+    with the caps the writer enforces); a suppressed user's row is what
+    `DecisionRecord.suppressed` makes of it: no arm, variant, propensity, window or context."""
+    cid, deadline, linear = spec.campaign_id, now + spec.reward_window_seconds, spec.dim > 0
+    ones = [1.0] * len(batch)
+    return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, deadline, linear, ch, t, "", caps[ch],
+             pc, pt)
+            if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
+                           ch, t, r, (), pc, pt)
+            for d, u, a, p, v, ch, t, r, ctx, pc, pt in zip(
+                batch.decision_ids, batch.user_ids, batch.arms, batch.propensities,
+                batch.variant_ids, batch.channels, batch.send_at, batch.reasons, contexts,
+                batch.channel_propensities or ones, batch.send_at_propensities or ones)]

@@ -1,0 +1,171 @@
+"""PlanCampaign through a real server: one decision per user in order, each logged with its
+propensity (ExportDecisions), fixed splits and holdouts as ChooseVariant decides them, the
+contact policy (consent, frequency caps found by the writer), bad input, a stream cancelled
+half-way keeping everything it answered, and the CLI."""
+import asyncio
+import json
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as pb
+from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from tests.conftest import run_module
+from tests.server.test_campaigns import choose, code_of, create, stats
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from server.config import Limits, Settings
+    return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                    limits=Limits(plan_batch_users=100, plan_stream_users=250))
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.CampaignServiceStub(channel)
+
+
+def users(start, n):
+    return [f"u{i}" for i in range(start, start + n)]
+
+
+async def plan(stub, batches, cid="c1") -> list[pb.PlanCampaignResponse]:
+    msgs = [pb.PlanCampaignRequest(campaign_id=cid if i == 0 else "", user_ids=b)
+            for i, b in enumerate(batches)]
+    return [r async for r in stub.PlanCampaign(iter(msgs))]
+
+
+async def logged(stub, cid="c1") -> dict[str, pb.DecisionRecord]:
+    return {r.decision_id: r async for r in stub.ExportDecisions(
+        pb.ExportDecisionsRequest(campaign_id=cid, include_pending=True, include_suppressed=True))}
+
+
+async def test_one_logged_decision_per_user_in_order(stub):
+    await create(stub)
+    batches = [users(0, 100), users(100, 1), users(101, 40)]
+    answers = await plan(stub, batches)
+    assert [[d.user_id for d in a.decisions] for a in answers] == batches
+    decisions = [d for a in answers for d in a.decisions]
+    log = await logged(stub)
+    assert len(log) == len(decisions) == 141
+    for d in decisions:
+        rec = log[d.decision_id]
+        assert (rec.user_id, rec.arm, rec.variant_id, rec.status) == \
+            (d.user_id, d.arm, d.variant_id, "pending")
+        assert rec.propensity == d.propensity and 0 < d.propensity <= 1
+        assert d.variant_id == f"v{d.arm}" and d.channel == "push" and not d.suppressed
+    st = await stats(stub)
+    assert sum(v.decisions for v in st.variants) == 141 and st.pending == 141
+
+
+async def test_fixed_split_and_holdout_as_choose_variant_decides(stub):
+    await create(stub, policy="fixed", arms=2, params={"holdout": 0.25},
+                 variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=3)])
+    answers = await plan(stub, [users(0, 100)])
+    for d in answers[0].decisions:
+        single = await choose(stub, d.user_id)
+        assert (d.arm, d.variant_id, d.holdout) == (single.arm, single.variant_id, single.holdout)
+        # By hand: the holdout's share, else the arm's weight (1/4, 3/4).
+        assert d.propensity == (0.25 if d.holdout else [0.25, 0.75][d.arm])
+    held = sum(d.holdout for d in answers[0].decisions)
+    assert 5 <= held <= 50  # 25 expected; hashes of u0..u99 are fixed, this cannot flake
+
+
+async def test_users_without_consent_are_suppressed_and_logged_as_such(stub, channel):
+    await create(stub, channel="email")  # email: an opt-in is required by default
+    profiles = ppb_grpc.ProfileServiceStub(channel)
+    for user, opted_in in (("u0", True), ("u1", False), ("u2", True)):
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
+                                                        opted_in=opted_in, source="test"))
+    got = (await plan(stub, [users(0, 4)]))[0].decisions
+    assert [(d.suppressed, d.reason) for d in got] == \
+        [(False, ""), (True, "no_consent"), (False, ""), (True, "no_consent")]
+    for d in got:
+        assert d.channel == "email" and (d.variant_id == "") == d.suppressed
+        assert not d.holdout and (d.propensity > 0) != d.suppressed
+    log = await logged(stub)
+    assert {d.user_id: (log[d.decision_id].status, log[d.decision_id].reason) for d in got} == {
+        "u0": ("pending", ""), "u1": ("suppressed", "no_consent"), "u2": ("pending", ""),
+        "u3": ("suppressed", "no_consent")}
+    st = await stats(stub)
+    assert sum(v.decisions for v in st.variants) == 2 and st.pending == 2
+
+
+async def test_a_frequency_cap_is_held_where_the_batch_is_logged(stub):
+    await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
+    got = (await plan(stub, [["a", "b", "a", "a"]]))[0].decisions
+    assert [(d.user_id, d.suppressed, d.reason) for d in got] == [
+        ("a", False, ""), ("b", False, ""), ("a", True, "frequency_cap"), ("a", True, "frequency_cap")]
+    assert all(d.variant_id == "" and d.propensity == 0 for d in got[2:])
+    log = await logged(stub)
+    assert [log[d.decision_id].status for d in got] == ["pending", "pending", "suppressed", "suppressed"]
+    again = (await plan(stub, [["b"]]))[0].decisions  # the cap holds across streams too
+    assert (again[0].suppressed, again[0].reason) == (True, "frequency_cap")
+
+
+async def test_unknown_campaign_is_not_found(stub):
+    code, details = await code_of(plan(stub, [users(0, 3)], cid="nope"))
+    assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
+
+
+async def test_first_message_without_campaign_is_invalid(stub):
+    await create(stub)
+    code, details = await code_of(plan(stub, [users(0, 3)], cid=""))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("campaign_id")
+
+
+async def test_bad_batches_fail_after_the_ones_before_them(stub):
+    await create(stub)
+    call = stub.PlanCampaign(iter([pb.PlanCampaignRequest(campaign_id="c1", user_ids=users(0, 5)),
+                                   pb.PlanCampaignRequest(user_ids=users(5, 101))]))
+    got = []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for answer in call:
+            got.append(answer)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "user_ids: 101 entries, at most 100" in err.value.details()
+    assert [len(a.decisions) for a in got] == [5]
+    code, details = await code_of(plan(stub, [users(0, 3), ["ok", "bad\x1fid"]]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("user_ids[1].user_id")
+
+
+async def test_too_many_users_in_one_stream_is_resource_exhausted(stub):
+    await create(stub)
+    code, details = await code_of(plan(stub, [users(0, 100), users(100, 100), users(200, 51)]))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "250" in details
+
+
+async def test_cancelled_stream_keeps_every_answered_decision(stub):
+    await create(stub)
+    call = stub.PlanCampaign()
+    answered = []
+    for start in (0, 100):
+        await call.write(pb.PlanCampaignRequest(campaign_id="c1" if start == 0 else "",
+                                                user_ids=users(start, 100)))
+        answered += (await call.read()).decisions
+    await call.write(pb.PlanCampaignRequest(user_ids=users(200, 50)))
+    call.cancel()
+    await asyncio.sleep(0.3)
+    log = await logged(stub)
+    assert len(answered) == 200
+    assert all(log[d.decision_id].propensity == d.propensity for d in answered)
+    assert len(log) in (200, 250)  # the third batch may or may not have reached the writer
+
+
+async def test_cli_writes_json_lines_in_order_with_progress(stub, tailor_server, tmp_path):
+    await create(stub)
+    audience = users(0, 120)
+    (tmp_path / "users.txt").write_text("\n".join(audience) + "\n")
+    out = await asyncio.to_thread(
+        run_module, "clients", "campaign", "plan", "--server", f"127.0.0.1:{tailor_server.port}",
+        "--campaign", "c1", "--users", str(tmp_path / "users.txt"), "--batch-size", "50")
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [d["user_id"] for d in lines] == audience
+    log = await logged(stub)
+    assert all(log[d["decision_id"]].propensity == d["propensity"] for d in lines)
+    assert "120/120" in out.stderr  # the progress bar, on stderr
+    summary = json.loads(out.stderr[out.stderr.index("{"):])
+    assert summary == {"decisions": 120, "suppressed": 0, "holdout": 0, "out": "-"}
