@@ -108,8 +108,9 @@ class TailorServer:
         self.registry.add_check(self.profiles.check_bundle)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
-        # The suppression list follows bounce and complaint events (a listener below); it is
-        # no eraser: it outlives the profiles whose addresses it holds (by keyed hash only).
+        # The suppression list follows bounce and complaint events (a listener below) and
+        # exports whether a user's addresses are listed; it is no eraser: it outlives the
+        # profiles whose addresses it holds (by keyed hash only).
         self.suppressions = Suppressions(self.store, self.secrets["suppression"], self.profiles,
                                          s.limits)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
@@ -132,6 +133,7 @@ class TailorServer:
             self.profiles.add_eraser(domain)
             self.profiles.add_exporter(domain)
         self.profiles.add_listener(self.suppressions)
+        self.profiles.add_exporter(self.suppressions)
         self.profiles.add_eraser(self.phones)
 
     def _contact_policy(self) -> ContactPolicy:

@@ -295,8 +295,11 @@ class Campaigns:
         return await asyncio.to_thread(self.repo.drop_decisions_before, cutoff)
 
     def export_user(self, user_id: str) -> dict[str, object]:
-        """`UserExporter`: the user's decisions, each with its campaign, variant and status."""
-        return {"decisions": self.repo.decisions_of(user_id)}
+        """`UserExporter`: the user's decisions, each with its campaign, variant and status,
+        and their recent contacts (the frequency caps' `ContactHistory`, which the campaigns
+        writer keeps)."""
+        return {"decisions": self.repo.decisions_of(user_id),
+                "contacts": self.repo.contacts_of(user_id)}
 
     async def sweep_forever(self) -> None:
         """Give the default (or best event) reward to decisions whose window closed."""

@@ -338,6 +338,11 @@ class CampaignRepository:
         with self.store.read() as txn:
             return [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
 
+    def contacts_of(self, user_id: str) -> list[dict]:
+        """The user's recent contacts as the frequency caps count them, oldest first."""
+        with self.store.read() as txn:
+            return self.contacts.history(txn, user_id).exported()
+
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False, include_suppressed: bool = False) -> Iterator[dict]:
         """Decision records (user by user) matching the filters, from one read snapshot."""
