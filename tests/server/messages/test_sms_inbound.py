@@ -69,3 +69,14 @@ async def test_the_index_holds_no_number_and_goes_with_the_profile(texted, profi
     assert store_mentions(tailor_server.store, texted.encode()) == []
     assert await reply(settings, "+447700900123", "STOP") == 200  # unknown now: nothing happens
     assert store_mentions(tailor_server.store, texted.encode()) == []
+
+
+@pytest.mark.parametrize("given, number", [
+    ("+44 (7700) 900-123", "+447700900123"), ("004477009001 23", "+447700900123"),
+    ("07700 900123", None), ("+0123456", None), ("", None)])
+def test_replies_match_numbers_as_the_suppression_list_normalizes_them(given, number):
+    from server.contact.addresses import PHONE, normalize
+    from server.messages.phones import normalize_phone
+    assert normalize_phone(given) == number
+    if number is not None:
+        assert normalize(PHONE, given, 254) == number
