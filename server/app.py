@@ -206,8 +206,8 @@ class TailorServer:
         if s.public_http_port is None:
             return
         ctx, reload = server_ssl_context(self.tls)
-        sms = SmsInbound(s.sms_webhook_secret, self.phones, self.profiles) \
-            if s.sms_webhook_secret else None
+        ring = self.secrets.get("sms-webhook")
+        sms = SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
         self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
                                  ssl_context=ctx, reuse_port=s.workers > 1, sms=sms)
         await self.public.start()

@@ -8,7 +8,8 @@ and the lookup are `contract.keyring`'s, which training reads the `erasure` keyr
 - the file `<secrets_dir>/<name>.keys` (one entry a line, `#` comments allowed).
 
 On a loopback host a missing keyring is generated into `secrets_dir` (development: `make
-serve`); any other host refuses to start without it, naming what to provide.
+serve`); any other host refuses to start without it, naming what to provide. An optional
+keyring (`OPTIONAL_KEYRINGS`) turns a feature on: loaded when present, never generated.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 from ..errors import FailedPrecondition
 from .hosts import is_loopback
 
-__all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
+__all__ = ["KEYRINGS", "OPTIONAL_KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
 
 logger = logging.getLogger("tailor.security")
 
@@ -38,6 +39,11 @@ keyed hashes of erased users' ids in tombstones (which training needs too: a key
 so training can match tombstones without being able to read log references), and keyed hashes
 of suppressed addresses (`server.contact.addresses`; rotate it with every old key kept: entries
 hashed under a dropped key are no longer found)."""
+OPTIONAL_KEYRINGS = ("sms-webhook",)
+"""Keyrings of features that are off without them: `sms-webhook`, the secret the SMS provider
+signs inbound requests with (`server.http.sms`; its key bytes are the provider's secret, base64
+in the entry; every key verifies, so a new provider secret can be added before the old one is
+dropped)."""
 
 KEY_BYTES = 32
 
@@ -124,9 +130,14 @@ class Secrets:
 
     @classmethod
     def load(cls, secrets_dir: Path | None, *, generate: bool, names: tuple[str, ...] = KEYRINGS,
-             environ: dict[str, str] | None = None) -> Secrets:
-        """Read the keyrings `names`; with `generate`, write missing ones to `secrets_dir` first."""
+             environ: dict[str, str] | None = None, optional: tuple[str, ...] = ()) -> Secrets:
+        """Read the keyrings `names`; with `generate`, write missing ones to `secrets_dir` first.
+        The `optional` ones are read when present (`get`), never generated."""
         rings = {}
+        for name in optional:
+            text = keyring_text(name, secrets_dir, environ)
+            if text is not None:
+                rings[name] = Keyring.parse(name, text)
         for name in names:
             path = keyring_path(name, secrets_dir)
             text = keyring_text(name, secrets_dir, environ)
@@ -141,10 +152,15 @@ class Secrets:
     @classmethod
     def for_server(cls, settings) -> Secrets:
         """The keyrings of a server with these `Settings`; generated only on a loopback host."""
-        return cls.load(settings.secrets_dir, generate=is_loopback(settings.host))
+        return cls.load(settings.secrets_dir, generate=is_loopback(settings.host),
+                        optional=OPTIONAL_KEYRINGS)
 
     def __getitem__(self, name: str) -> Keyring:
         return self._rings[name]
+
+    def get(self, name: str) -> Keyring | None:
+        """An optional keyring, None when it was not provided."""
+        return self._rings.get(name)
 
     def rotate(self, name: str, keep: int | None = None) -> Keyring:
         """Put a new signing key in front of `name`'s file keyring; returns the new ring."""
