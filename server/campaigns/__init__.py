@@ -1,7 +1,7 @@
 """Campaigns: variants chosen by bandit policies or fixed splits, logged decisions, rewards."""
 from .handler import Campaigns, Choice
 from .power import SampleSizeAnswer, SampleSizeQuery
-from .repository import RewardOutcome
+from .records import RewardOutcome
 from .spec import Campaign, CampaignSpec, RewardRule, Variant
 
 __all__ = ["Campaigns", "Choice", "Campaign", "CampaignSpec", "RewardRule", "Variant",
