@@ -5,7 +5,7 @@ under key `kid` of the `erasure` keyring, `erased_at` unix seconds. The server w
 DeleteProfile (`server.profiles.tombstones`); `training export` writes the list to a CSV with
 `TOMBSTONE_COLUMNS`, and training drops every row of a matching user from before `erased_at`
 (later rows are the user's new, consented activity). Raw ids of erased users never travel: the
-training side hashes its own rows with the same keyring (`server.security.secrets`, `erasure`).
+training side hashes its own rows with the same keyring (`contract.keyring`, `erasure`).
 """
 from __future__ import annotations
 

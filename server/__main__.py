@@ -164,14 +164,15 @@ def _audit(args) -> None:
 
 
 def _secrets(args) -> None:
-    from .security.secrets import KEYRINGS, Secrets
+    from .security.secrets import KEYRINGS, OPTIONAL_KEYRINGS, Secrets
     if args.action == "init":
         rings = Secrets.load(_secrets_dir(args), generate=True, environ={})
         print(json.dumps({"secrets_dir": str(_secrets_dir(args)),
                           "signing": {name: rings[name].kid for name in KEYRINGS}}))
         return
-    if args.name not in KEYRINGS:
-        raise SystemExit(f"secrets: unknown keyring {args.name!r} (known: {', '.join(KEYRINGS)})")
+    if args.name not in KEYRINGS + OPTIONAL_KEYRINGS:
+        raise SystemExit(f"secrets: unknown keyring {args.name!r} "
+                         f"(known: {', '.join(KEYRINGS + OPTIONAL_KEYRINGS)})")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,),
                         environ={}).rotate(args.name, keep=args.keep)
     print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))

@@ -127,8 +127,9 @@ class TailorServer:
         self.registry.add_check(self.profiles.check_bundle)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
-        # The suppression list follows bounce and complaint events (a listener below); it is
-        # no eraser: it outlives the profiles whose addresses it holds (by keyed hash only).
+        # The suppression list follows bounce and complaint events (a listener below) and
+        # exports whether a user's addresses are listed; it is no eraser: it outlives the
+        # profiles whose addresses it holds (by keyed hash only).
         self.suppressions = Suppressions(self.store, self.secrets["suppression"], self.profiles,
                                          s.limits)
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
@@ -151,6 +152,7 @@ class TailorServer:
             self.profiles.add_eraser(domain)
             self.profiles.add_exporter(domain)
         self.profiles.add_listener(self.suppressions)
+        self.profiles.add_exporter(self.suppressions)
         self.profiles.add_eraser(self.phones)
 
     def _contact_policy(self) -> ContactPolicy:
@@ -236,8 +238,8 @@ class TailorServer:
         if s.public_http_port is None:
             return
         ctx, reload = server_ssl_context(self.tls)
-        sms = SmsInbound(s.sms_webhook_secret, self.phones, self.profiles) \
-            if s.sms_webhook_secret else None
+        ring = self.secrets.get("sms-webhook")
+        sms = SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
         self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
                                  ssl_context=ctx, reuse_port=s.workers > 1, sms=sms)
         await self.public.start()

@@ -300,10 +300,6 @@ class Settings(BaseSettings):
     `unsubscribe@example.com`; its subject carries the token. Empty: https link only."""
     message_id_domain: str = "tailor.invalid"
     """Right-hand side of the Message-ID of composed emails (`<decision id>@<domain>`)."""
-    sms_webhook_secret: str = ""
-    """Shared secret of the SMS provider: `/sms/inbound` takes only requests whose
-    `X-Tailor-Signature` header is the hex HMAC-SHA256 of the body under it. Empty: the
-    webhook answers 404. Set it through `TAILOR_SMS_WEBHOOK_SECRET`, never on a command line."""
 
     smtp_host: str = ""
     """SMTP relay that `ComposeMessage(deliver=true)` sends email through; empty: no delivery."""
@@ -326,11 +322,12 @@ class Settings(BaseSettings):
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
-    `encryption`, `erasure`, `suppression`), one `kid:base64key` line per key, the signing key
-    first; keep it outside the data dir (backups copy the data dir).
+    `encryption`, `erasure`, `suppression`; optional: `sms-webhook`), one `kid:base64key` line
+    per key, the signing key first; keep it outside the data dir (backups copy the data dir).
     `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`) overrides a file. A missing keyring
     is generated here only when `host` is a loopback address; any other host refuses to start
-    without it. None: the environment only."""
+    without it (an optional one is never generated: without it its feature is off). None: the
+    environment only."""
     audit_max_bytes: int = Field(16 << 20, ge=1)
     """Size at which the audit log moves on to its next file (`data_dir/audit/audit-NNNNNN.jsonl`);
     the new file's first line chains to the last line of the previous one."""

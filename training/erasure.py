@@ -3,7 +3,7 @@
 `training export` writes the server's tombstones (keyed hashes and times, `contract.erasure`)
 beside the interactions; `train` reads them (``--tombstones``, by default ``tombstones.csv``
 beside ``--interactions``) and hashes its own user ids with the `erasure` keyring, which it
-loads through the server's secrets module (``--secrets-dir`` or ``TAILOR_SECRET_ERASURE``), so
+reads with `contract.keyring` (``--secrets-dir`` or ``TAILOR_SECRET_ERASURE``), so
 no raw id of an erased user travels. Rows after the erasure are the user's new activity and stay.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from contract.erasure import erased_at, keys_in_use
+from contract.keyring import read_keys
 
 __all__ = ["drop_erased", "erasure_keys", "tombstones_for"]
 
@@ -32,9 +33,9 @@ def tombstones_for(interactions: Path, given: Path | None) -> Path | None:
 
 
 def erasure_keys(secrets_dir: Path | None) -> tuple[tuple[str, bytes], ...]:
-    """Every key of the `erasure` keyring (environment first, then `secrets_dir`)."""
-    from server.security.secrets import Secrets
-    return Secrets.load(secrets_dir, generate=False, names=("erasure",))["erasure"].keys
+    """Every key of the `erasure` keyring (environment first, then `secrets_dir`); ValueError
+    names what to provide when it is missing."""
+    return read_keys("erasure", secrets_dir)
 
 
 def drop_erased(rows: dict, tombstones: Mapping[tuple[str, str], float],

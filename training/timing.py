@@ -5,7 +5,7 @@ Steps (`evaluate_timing`):
 1. The demo world's contact ground truth (`training.demo_contact`) for ``n_users`` users.
 2. Their history before ``now``: past sends on each channel (engaged per the truth) and their
    own engagement events, in local time, applied to real feature states (`kernels.features`).
-   The population prior is fitted from those states (`server.contact.population`).
+   The population prior is fitted from those states (`kernels.contact_population`).
 3. Two logs of one send per user, each made by a known uniform logging policy: the send-time
    log (email, a uniform slot of the next ``window_hours``, propensity 1/m) and the channel
    log (a uniform allowed channel, propensity 1/k; uniform slot too). Rewards are drawn from
@@ -28,8 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract.events import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES
+from kernels import channel_choice as C
 from kernels import feature_layout as FL
 from kernels import features as F
+from kernels import send_time as S
+from kernels.contact_population import fit_population, user_hours
 from training import demo_contact as D
 from training.ope import LoggedBandit, estimate
 
@@ -119,9 +122,6 @@ def _rounds(truth, cfg: TimingConfig) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _send_time(truth, lay, states, pop, cfg: TimingConfig, rng) -> dict:
-    from server.contact import send_time as S
-    from server.contact.population import user_hours
-
     users, start = _rounds(truth, cfg)
     n = users.shape[0]
     cand = S.slots(start, start + cfg.window_hours * 3600.0, truth.tz_offset_min[users])
@@ -146,8 +146,6 @@ def _send_time(truth, lay, states, pop, cfg: TimingConfig, rng) -> dict:
 
 
 def _channel(truth, lay, states, pop, cfg: TimingConfig, rng) -> dict:
-    from server.contact import channel as C
-
     k = len(D.CHANNELS)
     allowed = rng.random((len(truth), k)) < ALLOWED_SHARE[None, :]
     allowed[:, 0] = True
@@ -182,8 +180,6 @@ def _channel(truth, lay, states, pop, cfg: TimingConfig, rng) -> dict:
 def evaluate_timing(cfg: TimingConfig = TimingConfig()) -> dict:
     """Run the evaluation; returns {"send_time": {policy: row}, "channel": {...}, "prior": ...}
     with rows {"ips": {value, ci_low, ci_high}, "snips": {...}, "truth": float}."""
-    from server.contact.population import fit_population
-
     truth = D.contact_truth(cfg.n_users, cfg.seed)
     lay = layout()
     rng = np.random.default_rng([cfg.seed, 4])

@@ -2,7 +2,7 @@
 from .handler import Campaigns, Choice
 from .plan import PlanBatch, PlanRequest
 from .power import SampleSizeAnswer, SampleSizeQuery
-from .repository import RewardOutcome
+from .records import RewardOutcome
 from .spec import Campaign, CampaignSpec, RewardRule, Variant
 
 __all__ = ["Campaigns", "Choice", "Campaign", "CampaignSpec", "RewardRule", "Variant",

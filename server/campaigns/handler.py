@@ -29,7 +29,8 @@ from ..ids import RandomIds
 from ..interfaces import ProfileStates, SuppressedAddresses
 from ..store import Store
 from ..validation import check_count, check_id, check_time
-from .context import UNREAD, ContextBuilder
+from .cache import CampaignCache, Entry
+from .context import UNREAD
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .plan import PlanBatch, Planner, PlanRequest
@@ -40,8 +41,8 @@ from .power import (
     sample_size,
     seconds_to_significance,
 )
-from .records import NO_ARM, PENDING, DecisionRecord
-from .repository import CampaignRepository, RewardOutcome, RewardRequest
+from .records import NO_ARM, PENDING, DecisionRecord, RewardOutcome, RewardRequest
+from .repository import CampaignRepository
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
@@ -71,32 +72,10 @@ class Choice:
         return self.arm == B.HOLDOUT
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """A campaign's stored bytes (definition, posterior) as read at `at` (monotonic)."""
-
-    at: float
-    raw: bytes
-    blob: bytes
-
-
-@dataclass
-class _Entry:
-    """A parsed campaign definition with its context builder and what its contact checks need,
-    keyed by the stored bytes."""
-
-    raw: bytes
-    campaign: Campaign
-    context: ContextBuilder
-    reads_profile: bool
-    """Whether the contact policy reads the user's profile (consent, quiet hours)."""
-    caps: dict[str, tuple]
-    """The frequency caps per channel (`ContactPolicy.caps`)."""
-
-
 class Campaigns:
     """Reads profile states through `ProfileStates`; is an `EventListener` (rewards from tracked
-    events) and a `UserEraser` (its decision indexes) for the profiles domain (`server.app`)."""
+    events), a `UserEraser` (its decision indexes) and a `UserExporter` (decisions, contacts) for
+    the profiles domain (`server.app`). Campaign reads on the decision path: `cache`."""
 
     def __init__(self, store: Store, profiles: ProfileStates, *, propensity_refresh_s: float = 0.25,
                  state_refresh_s: float = 0.1, sweep_seconds: float = 1.0,
@@ -108,15 +87,14 @@ class Campaigns:
         self._suppressions = suppressions
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
-        self.state_refresh_s = state_refresh_s
-        self._snapshots: dict[str, _Snapshot] = {}
+        self._cache = CampaignCache(self.repo, profiles, self.contact, suppressions,
+                                    state_refresh_s)
         seed = int.from_bytes(os.urandom(8), "little")
         # Decisions use one generator owned by the event-loop thread; stats run in worker
         # threads and use their own (under a lock): the native Rng is not thread-safe.
         self.decider = DecisionMaker(B.new_rng(seed), propensity_refresh_s)
         self._stats_rng = B.new_rng(seed ^ 0x5DEECE66D)
         self._stats_lock = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
         self._writer = WriterProcess("server.campaigns.repository:writer_functions", store,
                                      name="campaigns")
         self._log = AdaptiveBatcher(runner=self._writer.runner("decisions"), max_size=512,
@@ -174,43 +152,12 @@ class Campaigns:
         return [c for c in found if include_archived or not c.archived]
 
     # -- decisions ------------------------------------------------------------------------------
-    def _snapshot(self, campaign_id: str) -> tuple[bytes | None, bytes | None]:
-        """(campaign bytes, posterior bytes), read from the store at most every
-        `state_refresh_s` per campaign: ChooseVariant then makes no LMDB call of its own
-        (each one hands the GIL over). Changes made through this worker drop the copies at
-        once (`_changing`); other workers' changes show within `state_refresh_s`."""
-        snap, now = self._snapshots.get(campaign_id), time.monotonic()
-        if snap is None or now - snap.at >= self.state_refresh_s:
-            raw, blob = self.repo.snapshot(campaign_id)
-            if raw is None:
-                return None, None
-            snap = self._snapshots[campaign_id] = _Snapshot(now, raw, blob)
-        return snap.raw, snap.blob
-
     async def _changing(self, write):
         """Await a write to campaigns or posteriors, then drop the cached snapshots."""
         try:
             return await write
         finally:
-            self._snapshots.clear()
-
-    def _entry(self, campaign_id: str, raw: bytes) -> _Entry:
-        entry = self._entries.get(campaign_id)
-        if entry is None or entry.raw != raw:
-            campaign = self.repo.parse(raw)
-            spec = campaign.spec
-            entry = _Entry(raw, campaign, ContextBuilder(spec.context_features,
-                                                         self._profiles.states,
-                                                         self._profiles.layout),
-                           self.contact.needs_profile(spec) or self._checks_addresses(spec),
-                           {c: self.contact.caps(spec, c) for c in spec.channels or (spec.channel,)})
-            self._entries[campaign_id] = entry
-        return entry
-
-    def _checks_addresses(self, spec: CampaignSpec) -> bool:
-        """Whether a decision of `spec` reads the profile for its address (suppression)."""
-        sup = self._suppressions
-        return sup is not None and any(sup.covers(c) for c in spec.channels or (spec.channel,))
+            self._cache.clear()
 
     def contacts_of(self, spec: CampaignSpec, user_ids: Sequence[str], metas: Sequence,
                     states: Sequence) -> list[Contact]:
@@ -221,12 +168,12 @@ class Campaigns:
                         else sup.suppressed_channels(m, channels))
                 for u, m, st in zip(user_ids, metas, states)]
 
-    def live(self, campaign_id: str) -> tuple[_Entry, bytes]:
+    def live(self, campaign_id: str) -> tuple[Entry, bytes]:
         """A campaign that takes decisions (its entry and posterior bytes), else the error."""
-        raw, blob = self._snapshot(campaign_id)
+        raw, blob = self._cache.snapshot(campaign_id)
         if raw is None:
             raise CampaignNotFound(campaign_id)
-        entry = self._entry(campaign_id, raw)
+        entry = self._cache.entry(campaign_id, raw)
         if entry.campaign.archived:
             raise CampaignArchived(campaign_id)
         return entry, blob
@@ -241,7 +188,7 @@ class Campaigns:
         nothing = [None] * len(user_ids)
         return (self._profiles.states(user_ids) if with_states else nothing), nothing
 
-    def _verdict(self, entry: _Entry, user_id: str, now: float):
+    def _verdict(self, entry: Entry, user_id: str, now: float):
         """(contact verdict, feature state or `UNREAD`): one profile read for both when the
         policy reads the profile; none when it has nothing to check."""
         spec = entry.campaign.spec
@@ -330,11 +277,14 @@ class Campaigns:
 
     async def drop_expired_decisions(self, cutoff: float) -> int:
         """Retention: decision records closed and made before `cutoff` go (their counters stay)."""
-        return await asyncio.to_thread(self.repo.drop_decisions_before, cutoff)
+        return await asyncio.to_thread(self.repo.log.drop_before, cutoff)
 
     def export_user(self, user_id: str) -> dict[str, object]:
-        """`UserExporter`: the user's decisions, each with its campaign, variant and status."""
-        return {"decisions": self.repo.decisions_of(user_id)}
+        """`UserExporter`: the user's decisions, each with its campaign, variant and status,
+        and their recent contacts (the frequency caps' `ContactHistory`, which the campaigns
+        writer keeps)."""
+        return {"decisions": self.repo.log.of_user(user_id),
+                "contacts": self.repo.contacts_of(user_id)}
 
     async def sweep_forever(self) -> None:
         """Give the default (or best event) reward to decisions whose window closed."""
@@ -377,7 +327,7 @@ class Campaigns:
             check_id("campaign_id", campaign_id, self.limits.id_bytes)
         check_time("start", start, self.limits.latest_timestamp)
         check_time("end", end, self.limits.latest_timestamp)
-        for rec in self.repo.export(campaign_id, start, end, include_pending, include_suppressed):
+        for rec in self.repo.log.export(campaign_id, start, end, include_pending, include_suppressed):
             if rec["reward"] is None:
                 rec["reward"] = float(np.nan)
             yield rec

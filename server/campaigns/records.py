@@ -15,17 +15,22 @@ pickled as itself, a NamedTuple costs 15/9.5/7.6 us) and about half the bytes.
 The contact-policy fields (channel, send_at, reason, caps) have defaults, so a record built with
 the first 13 fields stays valid; records stored before them lack those keys (readers use
 `.get`).
+
+`RewardRequest` / `RewardOutcome`: a reward on its way to the same writer process, and what it
+resolved.
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from kernels.bandits import HOLDOUT
 
 from ..contact.caps import CONTACT_CHANNELS, Admission
 
-__all__ = ["DecisionRecord", "PENDING", "REWARDED", "DEFAULT", "SUPPRESSED", "NO_ARM"]
+__all__ = ["DecisionRecord", "RewardRequest", "RewardOutcome", "PENDING", "REWARDED", "DEFAULT",
+           "SUPPRESSED", "NO_ARM"]
 
 PENDING, REWARDED, DEFAULT, SUPPRESSED = "pending", "rewarded", "default", "suppressed"
 """A decision's status: waiting for its reward, rewarded, closed with the default reward, or
@@ -87,3 +92,21 @@ class DecisionRecord(NamedTuple):
             return None
         return Admission(self.user_id, self.channel, self.send_at or self.timestamp,
                          self.decision_id, self.caps, counted=self.arm != HOLDOUT)
+
+
+@dataclass(frozen=True)
+class RewardRequest:
+    """An explicit reward (`event_type` empty) or a tracked event naming a decision."""
+
+    decision_id: str
+    reward: float = 0.0
+    user_id: str = ""
+    event_type: str = ""
+    event_value: float = 0.0
+
+
+@dataclass(frozen=True)
+class RewardOutcome:
+    campaign_id: str
+    variant_id: str
+    duplicate: bool = False

@@ -3,9 +3,7 @@
     campaigns  campaign_key(c)          Campaign JSON (spec, archived, revision)
     bandit     campaign_key(c)          kernels.bandits state bytes (posterior)
     bandit     count_key(c)             JSON counters (decisions per arm, holdout, ...)
-    decisions  decision_key(u, d)       decision record (`encode_decision`; the decision log)
-    decisions  decision_index_key(d)    -> decision_key (lookup by id)
-    decisions  due_key(deadline, d)     -> decision_key (pending ones)
+    decisions  the decision log: records and their id and due indexes (`decision_log`)
     contacts   contact_key(u)           the user's recent contacts (`contact.caps.ContactLog`)
 
 A suppressed decision (status "suppressed", with its reason) is stored with its index entry
@@ -15,7 +13,8 @@ stats and (by default) exports. Frequency caps are checked in the decisions' wri
 
 Index keys start with the separator, so erasing a user (prefix `<user>␟`) removes exactly that
 user's decisions; `erase_user` (registered on `ProfileRepository.erasers`) removes their index
-entries in the same transaction.
+entries in the same transaction. The decision log's codec and its scans (export, a user's
+records, retention) are `decision_log.DecisionLog` (`repo.log`).
 
 Every write is one `Store.write` transaction whose function reads and writes only through the
 transaction (it may run twice): posterior updates are read-modify-write under LMDB's writer
@@ -25,8 +24,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from kernels import bandits as B
 
@@ -35,14 +33,13 @@ from ..contact.caps import FREQUENCY_CAP, ContactLog
 from ..store import Store
 from ..store.keys import (
     DUE_PREFIX,
-    SEP,
     campaign_key,
     count_key,
     decision_index_key,
-    decision_key,
     due_key,
     user_prefix,
 )
+from .decision_log import DecisionLog, decision_items, decode_decision, encode_decision
 from .errors import (
     CampaignExists,
     CampaignNotFound,
@@ -50,38 +47,19 @@ from .errors import (
     DecisionSuppressed,
     RewardConflict,
 )
-from .records import DEFAULT, PENDING, REWARDED, SUPPRESSED, DecisionRecord
+from .records import (
+    DEFAULT,
+    PENDING,
+    REWARDED,
+    SUPPRESSED,
+    DecisionRecord,
+    RewardOutcome,
+    RewardRequest,
+)
 from .spec import Campaign
 
-__all__ = ["CampaignRepository", "RewardRequest", "RewardOutcome", "writer_functions",
-           "encode_decision", "decode_decision", "PENDING", "REWARDED", "DEFAULT", "SUPPRESSED"]
-
-
-def encode_decision(rec: dict) -> bytes:
-    """A decision record's stored bytes (layout: `server.store.layouts`, kind "decision")."""
-    return json.dumps(rec).encode()
-
-
-def decode_decision(raw: bytes) -> dict:
-    return json.loads(raw)
-
-
-@dataclass(frozen=True)
-class RewardRequest:
-    """An explicit reward (`event_type` empty) or a tracked event naming a decision."""
-
-    decision_id: str
-    reward: float = 0.0
-    user_id: str = ""
-    event_type: str = ""
-    event_value: float = 0.0
-
-
-@dataclass(frozen=True)
-class RewardOutcome:
-    campaign_id: str
-    variant_id: str
-    duplicate: bool = False
+__all__ = ["CampaignRepository", "writer_functions", "PENDING", "REWARDED", "DEFAULT",
+           "SUPPRESSED"]
 
 
 class CampaignRepository:
@@ -89,6 +67,7 @@ class CampaignRepository:
         self.store = store
         self._c, self._b = store.table("campaigns"), store.table("bandit")
         self._d = store.table("decisions")
+        self.log = DecisionLog(store)
         self.contacts = ContactLog(store, limits)
         self._parsed: dict[bytes, Campaign] = {}
 
@@ -156,7 +135,7 @@ class CampaignRepository:
         frequency cap are stored suppressed (`FREQUENCY_CAP`); the caps are checked and
         counted in this transaction, so concurrent decisions cannot both pass a cap."""
         checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
-        items = [_items(rec) for rec in records]  # outside the writer lock
+        items = [decision_items(rec) for rec in records]  # outside the writer lock
 
         def fn(txn):
             now = time.time()
@@ -167,7 +146,7 @@ class CampaignRepository:
                     recs[i], reasons[i] = recs[i].suppressed(FREQUENCY_CAP), FREQUENCY_CAP
             flat, per_campaign = [], {}
             for i, rec in enumerate(recs):
-                flat += items[i] if rec is records[i] else _items(rec)
+                flat += items[i] if rec is records[i] else decision_items(rec)
                 if rec.status == PENDING:
                     per_campaign.setdefault(rec.campaign_id, []).append(rec.arm)
             self._d.put_many(txn, flat)
@@ -308,60 +287,10 @@ class CampaignRepository:
                 self._count(txn, rec["campaign_id"], dropped=1)
         return removed
 
-    def drop_decisions_before(self, cutoff: float, batch: int = 10_000) -> int:
-        """Retention: delete closed decision records made before `cutoff` and their index
-        entries (pending ones wait for their window to close); counters and posteriors stay."""
-        total = 0
-        while True:
-            n = self.store.write(lambda txn: self._drop_decisions(txn, cutoff, batch), erasure=True)
-            total += n
-            if n < batch:
-                return total
-
-    def _drop_decisions(self, txn, cutoff: float, batch: int) -> int:
-        doomed = []
-        for key, raw in self._d.items(txn):
-            if key.startswith(SEP):
-                continue
-            rec = decode_decision(raw)
-            if rec["status"] != PENDING and rec["timestamp"] < cutoff:
-                doomed.append((key, rec["decision_id"]))
-                if len(doomed) >= batch:
-                    break
-        for key, decision_id in doomed:
-            self._d.delete(txn, key)
-            self._d.delete(txn, decision_index_key(decision_id))
-        return len(doomed)
-
-    def decisions_of(self, user_id: str) -> list[dict]:
-        """Every decision record of one user (pending ones included), oldest key first."""
+    def contacts_of(self, user_id: str) -> list[dict]:
+        """The user's recent contacts as the frequency caps count them, oldest first."""
         with self.store.read() as txn:
-            return [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
-
-    def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
-               include_pending: bool = False, include_suppressed: bool = False) -> Iterator[dict]:
-        """Decision records (user by user) matching the filters, from one read snapshot."""
-        with self.store.read() as txn:
-            for key, raw in self._d.items(txn):
-                if key.startswith(SEP):
-                    continue
-                rec = decode_decision(raw)
-                if (campaign_id and rec["campaign_id"] != campaign_id) \
-                        or (start and rec["timestamp"] < start) \
-                        or (end and rec["timestamp"] > end) \
-                        or (rec["status"] == PENDING and not include_pending) \
-                        or (rec["status"] == SUPPRESSED and not include_suppressed):
-                    continue
-                yield rec
-
-
-def _items(rec: DecisionRecord) -> list[tuple[bytes, bytes]]:
-    """The decision's record and index entries (a due entry only while it waits for a reward)."""
-    pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
-    out = [(pkey, rec.to_json()), (decision_index_key(decision_id), pkey)]
-    if rec.status == PENDING:
-        out.append((due_key(rec.deadline, decision_id), pkey))
-    return out
+            return self.contacts.history(txn, user_id).exported()
 
 
 def _counters(raw: bytes | None) -> dict:

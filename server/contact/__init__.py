@@ -1,8 +1,10 @@
 """The contact policy: whom to contact, on which channel, when (consent, suppression, frequency
 caps, quiet hours, send-time and channel choice), applied to every campaign decision.
 
-Send time (`send_time`), channel choice (`channel`) and their population prior (`population`,
-served by `prior`) are pure functions of feature states; see each module.
+Send time, channel choice and their population prior are pure functions of feature states and
+live in kernels/ (`kernels.send_time`, `kernels.channel_choice`, `kernels.contact_population`),
+shared with the offline evaluation (`training.timing`); here `prior` serves the prior fitted on
+stored profiles and `choice` applies both choices to a batch of contacts.
 """
 from .caps import CONTACT_CHANNELS, ContactHistory, FrequencyCap
 from .consent import PURPOSES, consent_reason

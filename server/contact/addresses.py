@@ -6,10 +6,13 @@ Normalization decides which strings are the same address:
   only; no mail provider treats it so. Dots and `+tags` are kept: Gmail ignores them, most
   other providers do not, so folding them would suppress other people's mailboxes; and an
   address is suppressed as it was given (a bounce names the exact address that bounced).
-- phone: E.164, `+` then 2 to 15 digits, the first not 0. Spaces, dashes, dots and
-  parentheses are dropped first ("+1 (555) 010-0000" is "+15550100000"); anything else
-  (a national number without its country code) is refused: guessing the country would
-  suppress the wrong number.
+- phone: E.164, `+` then 2 to 15 digits, the first not 0. Spaces, dashes, dots, slashes and
+  parentheses are dropped first ("+1 (555) 010-0000" is "+15550100000"), and a leading
+  "00" (the ITU international prefix; no national number starts with it) is read as "+"
+  ("0044 7700 900123" is "+447700900123"); anything else (a national number without its
+  country code) is refused: guessing the country would suppress the wrong number.
+
+The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
 Only `AddressHasher.digests` of a normalized address is ever stored: HMAC-SHA256 under the
 `suppression` keyring (`server.security.secrets`), so the store holds no plaintext address,
@@ -36,7 +39,7 @@ CHANNEL_KIND = {"email": EMAIL, "sms": PHONE}
 
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 _PHONE = re.compile(r"\+[1-9][0-9]{1,14}")
-_PHONE_PUNCTUATION = str.maketrans("", "", " -.()\t")
+_PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\t")
 
 
 def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
@@ -51,6 +54,8 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
             raise NotAnAddress(field, "is not an email address (name@domain)")
         return out
     out = value.strip().translate(_PHONE_PUNCTUATION)
+    if out.startswith("00"):
+        out = "+" + out[2:]
     if not _PHONE.fullmatch(out):
         raise NotAnAddress(field, "is not an E.164 phone number (+ country code and number, "
                               "at most 15 digits)")

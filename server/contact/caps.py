@@ -82,6 +82,11 @@ class ContactHistory:
     def encode(self) -> bytes:
         return json.dumps(self.entries, separators=(",", ":")).encode()
 
+    def exported(self) -> list[dict]:
+        """The entries as the access export shows them, oldest first."""
+        return [{"timestamp": ts, "channel": ch, "decision_id": d}
+                for ts, ch, d in sorted(self.entries, key=lambda e: e[0])]
+
     def blocked_by(self, caps: Sequence[Cap], now: float) -> bool:
         """Whether one more contact now would break one of `caps`."""
         for channel, most, window in caps:

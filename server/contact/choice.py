@@ -2,8 +2,9 @@
 
 `ContactPolicy.verdicts` hands over what it knows per contact (feature state or None, the
 consented channels, the send window as unix seconds or None); `choose` returns per contact
-(channel, its propensity, send_at or 0 = now, its propensity) from `channel.thompson` over the
-rows with several allowed channels and `send_time.choose_slots` over the rows with a window.
+(channel, its propensity, send_at or 0 = now, its propensity) from `kernels.channel_choice`
+`thompson` over the rows with several allowed channels and `kernels.send_time` `choose_slots`
+over the rows with a window.
 Rows without a choice get the first allowed channel / now, with propensity 1.
 """
 from __future__ import annotations
@@ -12,11 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kernels.channel_choice import posteriors, thompson
+from kernels.contact_population import Population, user_hours
 from kernels.feature_layout import FeatureLayout, new_states
-
-from .channel import posteriors, thompson
-from .population import Population, user_hours
-from .send_time import choose_slots, slots
+from kernels.send_time import choose_slots, slots
 
 __all__ = ["choose"]
 

@@ -199,7 +199,7 @@ class ContactPolicy:
     @staticmethod
     def _window(window: SendWindow, tz: zoneinfo.ZoneInfo, now: float) -> tuple[float, float]:
         """The send window's next (or current) occurrence in `tz`, at its UTC offset at `now`."""
-        from .send_time import daily_window
+        from kernels.send_time import daily_window
 
         offset = datetime.fromtimestamp(now, tz).utcoffset()
         return daily_window(now, int(offset.total_seconds() // 60) if offset else 0,

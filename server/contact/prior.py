@@ -3,12 +3,13 @@
 Why not a bundle member: the prior must be in the serving states' units (local-time hours from
 the events' UTC offsets, decayed, per channel of the live vocabulary); training data has no time
 zones, and a bundle ages with the recommendation model. The profile store holds exactly those
-states, so `PriorSource` fits `population.fit_population` on up to `sample_size` of them (read
-in one snapshot by `ProfileRepository.sample_states`, successive samples walking the store
-round-robin) and refits when the fit is older than `max_age_s`. The decision path only reads
-`current` (no I/O); `refresh` is the one call that reads the store: run it off the event loop
-(e.g. ``await asyncio.to_thread(source.refresh, time.time())``) at start and on a timer. Until
-the first refresh, and for an empty store, the prior is `Population.uninformed`.
+states, so `PriorSource` fits `kernels.contact_population.fit_population` on up to
+`sample_size` of them (read in one snapshot by `ProfileRepository.sample_states`, successive
+samples walking the store round-robin) and refits when the fit is older than `max_age_s`. The
+decision path only reads `current` (no I/O); `refresh` is the one call that reads the store:
+run it off the event loop (e.g. ``await asyncio.to_thread(source.refresh, time.time())``) at
+start and on a timer. Until the first refresh, and for an empty store, the prior is
+`Population.uninformed`.
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from kernels.contact_population import Population, fit_population
 from kernels.feature_layout import FeatureLayout
-
-from .population import Population, fit_population
 
 __all__ = ["PriorSource"]
 

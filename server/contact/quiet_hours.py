@@ -106,7 +106,7 @@ def quiet_until(quiet: QuietHours, tz: zoneinfo.ZoneInfo, now: float) -> float:
 @dataclass(frozen=True)
 class SendWindow:
     """Local hours [start_hour, end_hour) a send may be scheduled in (send-time choice, which
-    `server.contact.send_time` makes); start_hour == end_hour: any hour."""
+    `kernels.send_time` makes); start_hour == end_hour: any hour."""
 
     start_hour: int = 0
     end_hour: int = 0

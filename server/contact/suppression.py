@@ -7,7 +7,8 @@ never see this table: the one record the law lets a sender keep to honour a "nev
 Three ways in: the RPCs (`add`, `remove`, `check`), tracked bounce and complaint events
 (`on_events`, an `EventListener`: the address is the user's `email` / `phone` profile
 attribute at that moment), and the decision path (`reason`: one hash and one LMDB get per key
-of the `suppression` keyring, in the caller's read snapshot or a new one).
+of the `suppression` keyring, in the caller's read snapshot or a new one). One way out about a
+user: `export_user` (a `UserExporter`), whether the user's own addresses are listed.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..store import Store, keys
 from ..validation import check_known, check_time
-from .addresses import CHANNEL_KIND, EMAIL, PHONE, AddressHasher, normalize
+from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, AddressHasher, normalize
 from .errors import NotAnAddress
 from .logging import logger
 
@@ -118,6 +119,26 @@ class Suppressions:
             return frozenset()  # no address to look up: no read
         with self.store.read() as txn:
             return frozenset(c for c in channels if self.reason(meta, c, txn))
+
+    # -- the access export (UserExporter) ----------------------------------------------------
+    def export_user(self, user_id: str) -> dict[str, object]:
+        """{"suppression": [{kind, reason, timestamp}]}: the user's own addresses (profile
+        attributes `email`, `phone`) that are on the list; never the address itself (the
+        profile section shows it) nor anything about other users' entries."""
+        meta = self.profiles.metas([user_id])[0] if self.profiles is not None else None
+        attributes = (meta or {}).get("attributes", {})
+        listed = []
+        with self.store.read() as txn:
+            for kind in KINDS:
+                try:
+                    address = self._normalize(kind, attributes.get(kind) or "")
+                except NotAnAddress:
+                    continue
+                entry = self._find(self._keys(kind, address), txn)
+                if entry is not None:
+                    listed.append({"kind": entry.kind, "reason": entry.reason,
+                                   "timestamp": entry.timestamp})
+        return {"suppression": listed}
 
     # -- tracked events (EventListener) ------------------------------------------------------
     async def on_events(self, events: Sequence) -> None:

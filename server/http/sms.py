@@ -2,8 +2,11 @@
 
     POST /sms/inbound   form fields `From` (the sender's number) and `Body` (the text)
                         header `X-Tailor-Signature: sha256=<hex HMAC-SHA256 of the raw body
-                        under Settings.sms_webhook_secret>`
+                        under a key of the `sms-webhook` keyring>`
 
+The endpoint exists only when the optional `sms-webhook` keyring is provided
+(`TAILOR_SECRET_SMS_WEBHOOK` or `<secrets_dir>/sms-webhook.keys`, `server.security.secrets`);
+every key of it verifies, so the provider's secret can change without dropping replies.
 A missing or wrong signature is 401 and changes nothing. The first word of the body decides:
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT opt the sender out of marketing SMS; START,
 UNSTOP, YES opt back in; anything else is ignored. A number no SMS went to is ignored too (200,
@@ -21,6 +24,7 @@ from aiohttp import web
 
 from ..interfaces import ConsentWriter
 from ..messages.phones import PhoneIndex
+from ..security.secrets import Keyring
 from ..security.userref import user_ref
 
 __all__ = ["SmsInbound", "STOP_WORDS", "START_WORDS", "sign"]
@@ -32,19 +36,23 @@ START_WORDS = frozenset({"START", "UNSTOP", "YES"})
 SIGNATURE_HEADER = "X-Tailor-Signature"
 
 
-def sign(secret: str, body: bytes) -> str:
+def sign(key: bytes, body: bytes) -> str:
     """The signature header's value for `body` (what the provider sends; tests use it)."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
 class SmsInbound:
-    def __init__(self, secret: str, phones: PhoneIndex, consent: ConsentWriter):
-        self._secret, self.phones, self.consent = secret, phones, consent
+    def __init__(self, ring: Keyring, phones: PhoneIndex, consent: ConsentWriter):
+        self._ring, self.phones, self.consent = ring, phones, consent
+
+    def signed(self, body: bytes, given: str) -> bool:
+        """Whether `given` is `body`'s signature under any key of the ring (every key is
+        tried: the time taken does not tell which one matched)."""
+        return any([hmac.compare_digest(sign(key, body), given) for _, key in self._ring.keys])
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        given = request.headers.get(SIGNATURE_HEADER, "")
-        if not hmac.compare_digest(sign(self._secret, body), given):
+        if not self.signed(body, request.headers.get(SIGNATURE_HEADER, "")):
             raise web.HTTPUnauthorized(text="bad signature")
         form = parse_qs(body.decode("utf-8", "replace"))
         sender, text = form.get("From", [""])[0], form.get("Body", [""])[0]

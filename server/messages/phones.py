@@ -8,32 +8,30 @@ only as keyed hashes (HMAC-SHA256 under a key derived from the `unsubscribe` key
 in the digest: `kid.hex`); lookups try every key of the ring, so a rotation keeps old entries
 usable. Erasing a profile drops its entry (`erase_user`, a `UserEraser`).
 
-Numbers are compared in a plain E.164-like form: punctuation and spaces dropped, a leading
-"00" read as "+". (The contact-consent branch's `server.contact.addresses` normalizes
-properly; switch to it once merged.)
+Numbers are compared in E.164 form, normalized as the suppression list does
+(`server.contact.addresses.normalize`: punctuation and spaces dropped, a leading "00" read as
+"+"); a number without its country code is not indexed (and matches no reply).
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 
+from ..config import DEFAULT_LIMITS
+from ..contact.addresses import PHONE, normalize
+from ..contact.errors import NotAnAddress
 from ..security.secrets import Keyring
 from ..store import Store
 from ..store.keys import phone_key, phone_user_key
 
 __all__ = ["normalize_phone", "PhoneIndex"]
 
-_PUNCTUATION = re.compile(r"[\s().\-/]")
-_NUMBER = re.compile(r"\+?[0-9]{6,15}")
-
-
 def normalize_phone(text: str) -> str | None:
-    """The number as `+digits` (or bare digits without a country prefix); None if not one."""
-    raw = _PUNCTUATION.sub("", text or "")
-    if raw.startswith("00"):
-        raw = "+" + raw[2:]
-    return raw if _NUMBER.fullmatch(raw) else None
+    """The number in E.164 (`+digits`, `server.contact.addresses`); None if it is not one."""
+    try:
+        return normalize(PHONE, text or "", DEFAULT_LIMITS.address_chars)
+    except NotAnAddress:
+        return None
 
 
 class PhoneIndex:

@@ -1,13 +1,15 @@
 """The server's secrets: one keyring per purpose, from the environment or a file, with rotation.
 
 A keyring is a list of `kid:base64key` entries. The first entry signs; every entry verifies, so
-a value signed before a rotation still verifies after it. Sources, first match wins:
+a value signed before a rotation still verifies after it. Sources, first match wins (the format
+and the lookup are `contract.keyring`'s, which training reads the `erasure` keyring with):
 
 - the environment variable `TAILOR_SECRET_<NAME>` (entries separated by commas or newlines),
 - the file `<secrets_dir>/<name>.keys` (one entry a line, `#` comments allowed).
 
 On a loopback host a missing keyring is generated into `secrets_dir` (development: `make
-serve`); any other host refuses to start without it, naming what to provide.
+serve`); any other host refuses to start without it, naming what to provide. An optional
+keyring (`OPTIONAL_KEYRINGS`) turns a feature on: loaded when present, never generated.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
+
 from ..errors import FailedPrecondition
 from .hosts import is_loopback
 
-__all__ = ["KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
+__all__ = ["KEYRINGS", "OPTIONAL_KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
 
 logger = logging.getLogger("tailor.security")
 
@@ -35,9 +39,13 @@ keyed hashes of erased users' ids in tombstones (which training needs too: a key
 so training can match tombstones without being able to read log references), and keyed hashes
 of suppressed addresses (`server.contact.addresses`; rotate it with every old key kept: entries
 hashed under a dropped key are no longer found)."""
+OPTIONAL_KEYRINGS = ("sms-webhook",)
+"""Keyrings of features that are off without them: `sms-webhook`, the secret the SMS provider
+signs inbound requests with (`server.http.sms`; its key bytes are the provider's secret, base64
+in the entry; every key verifies, so a new provider secret can be added before the old one is
+dropped)."""
 
 KEY_BYTES = 32
-MIN_KEY_BYTES = 16
 
 
 class MissingSecret(FailedPrecondition):
@@ -45,10 +53,6 @@ class MissingSecret(FailedPrecondition):
         where = f" or write {path} (one 'kid:base64key' line per key, signing key first)" if path else ""
         super().__init__(f"secret {name!r} is missing: set {env_name(name)}{where}. Development "
                          "secrets are generated only when the server listens on a loopback address")
-
-
-def env_name(name: str) -> str:
-    return "TAILOR_SECRET_" + name.upper().replace("-", "_")
 
 
 @dataclass(frozen=True)
@@ -60,25 +64,10 @@ class Keyring:
 
     @classmethod
     def parse(cls, name: str, text: str) -> Keyring:
-        keys = []
-        for n, raw in enumerate(text.replace(",", "\n").splitlines(), 1):
-            entry = raw.split("#", 1)[0].strip()
-            if not entry:
-                continue
-            kid, sep, b64 = entry.partition(":")
-            try:
-                key = base64.b64decode(b64.strip(), validate=True) if sep else b""
-            except ValueError:
-                key = b""
-            if not kid.strip() or len(key) < MIN_KEY_BYTES:
-                raise FailedPrecondition(f"secret {name!r}, entry {n}: expected 'kid:base64key' "
-                                         f"with at least {MIN_KEY_BYTES} key bytes")
-            keys.append((kid.strip(), key))
-        if not keys:
-            raise FailedPrecondition(f"secret {name!r} holds no key")
-        if len({kid for kid, _ in keys}) != len(keys):
-            raise FailedPrecondition(f"secret {name!r} names a key id twice")
-        return cls(name, tuple(keys))
+        try:
+            return cls(name, parse_keys(name, text))
+        except ValueError as err:
+            raise FailedPrecondition(str(err)) from None
 
     @classmethod
     def generate(cls, name: str, kid: str | None = None) -> Keyring:
@@ -141,16 +130,19 @@ class Secrets:
 
     @classmethod
     def load(cls, secrets_dir: Path | None, *, generate: bool, names: tuple[str, ...] = KEYRINGS,
-             environ: dict[str, str] | None = None) -> Secrets:
-        """Read the keyrings `names`; with `generate`, write missing ones to `secrets_dir` first."""
-        env = os.environ if environ is None else environ
+             environ: dict[str, str] | None = None, optional: tuple[str, ...] = ()) -> Secrets:
+        """Read the keyrings `names`; with `generate`, write missing ones to `secrets_dir` first.
+        The `optional` ones are read when present (`get`), never generated."""
         rings = {}
+        for name in optional:
+            text = keyring_text(name, secrets_dir, environ)
+            if text is not None:
+                rings[name] = Keyring.parse(name, text)
         for name in names:
-            path = secrets_dir / f"{name}.keys" if secrets_dir else None
-            if env.get(env_name(name), "").strip():
-                rings[name] = Keyring.parse(name, env[env_name(name)])
-            elif path is not None and path.exists():
-                rings[name] = Keyring.parse(name, path.read_text())
+            path = keyring_path(name, secrets_dir)
+            text = keyring_text(name, secrets_dir, environ)
+            if text is not None:
+                rings[name] = Keyring.parse(name, text)
             elif generate and path is not None:
                 rings[name] = _create(path, Keyring.generate(name))
             else:
@@ -160,10 +152,15 @@ class Secrets:
     @classmethod
     def for_server(cls, settings) -> Secrets:
         """The keyrings of a server with these `Settings`; generated only on a loopback host."""
-        return cls.load(settings.secrets_dir, generate=is_loopback(settings.host))
+        return cls.load(settings.secrets_dir, generate=is_loopback(settings.host),
+                        optional=OPTIONAL_KEYRINGS)
 
     def __getitem__(self, name: str) -> Keyring:
         return self._rings[name]
+
+    def get(self, name: str) -> Keyring | None:
+        """An optional keyring, None when it was not provided."""
+        return self._rings.get(name)
 
     def rotate(self, name: str, keep: int | None = None) -> Keyring:
         """Put a new signing key in front of `name`'s file keyring; returns the new ring."""

@@ -114,7 +114,7 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("campaign_counters", "bandit", 1, lambda k: k.startswith(K.COUNT_PREFIX),
                "JSON counters (decisions per arm, holdout, pending, ...)"),
     RecordKind("decision", "decisions", 1, lambda k: not k.startswith(K.SEP),
-               "decision record JSON (campaigns.repository.encode_decision)"),
+               "decision record JSON (campaigns.decision_log.encode_decision)"),
     RecordKind("decision_index", "decisions", 1, lambda k: k.startswith(K.INDEX_PREFIX),
                "the decision key"),
     RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),

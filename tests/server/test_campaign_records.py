@@ -30,7 +30,7 @@ def test_records_sent_as_tuples_are_logged_as_the_json_of_their_fields(tmp_path)
     records = [_record(i, now) for i in range(3)]
     wire = pickle.loads(pickle.dumps([tuple(r) for r in records], pickle.HIGHEST_PROTOCOL))
     assert writer_functions(store)["decisions"](wire) == [""] * 3  # none suppressed
-    logged = list(repo.export("c", include_pending=True))
+    logged = list(repo.log.export("c", include_pending=True))
     assert [list(rec) for rec in logged] == [LOGGED_KEYS] * 3
     stored = [{k: v for k, v in r._asdict().items() if k != "caps"} for r in records]
     assert logged == json.loads(json.dumps(stored))
@@ -57,7 +57,7 @@ async def test_choose_logs_the_record_of_its_decision(tmp_path):
                                         context_features=("request.age",)))
     before = time.time()
     choice = await campaigns.choose("c", "u7", {"age": 3.5})
-    [logged] = campaigns.repo.export("c", include_pending=True)
+    [logged] = campaigns.repo.log.export("c", include_pending=True)
     assert logged == {
         "decision_id": choice.decision_id, "campaign_id": "c", "user_id": "u7",
         "timestamp": logged["timestamp"], "arm": choice.arm, "propensity": choice.propensity,

@@ -5,11 +5,11 @@ import time
 
 import pytest
 
+from kernels.channel_choice import win_probability_2
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
-from server.contact.channel import win_probability_2
 
 H, DAY = 3600.0, 86400.0
 EPSILON = 0.1

@@ -85,10 +85,36 @@ async def test_export_profile_holds_everything_and_only_a_pii_reader_gets_it(sec
     assert doc["events_held"] == doc["events_listed"] == 3
     assert profile["features"]["counts"] == {"view/web": 3.0}
     assert [(d["campaign_id"], d["variant_id"]) for d in doc["decisions"]] == [("welcome", variant)]
+    decision = doc["decisions"][0]
+    assert doc["contacts"] == [{"timestamp": decision["timestamp"], "channel": "email",
+                                "decision_id": decision["decision_id"]}]
+    assert doc["suppression"] == []
     assert doc["erased_at"] is None
     # Not a pii-reader: refused, whoever else it is.
     proc = await asyncio.to_thread(_export_cli, secured, toks["analyst"], USER)
     assert proc.returncode != 0 and "PERMISSION_DENIED" in proc.stdout + proc.stderr
+
+
+async def test_export_shows_which_of_the_users_own_addresses_are_suppressed(secured, chan, auth):
+    toks = auth[1]
+    profiles, track = pb_grpc.ProfileServiceStub(chan), bearer(toks["tracker"])
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id=USER, attributes={"email": EMAIL.upper(), "phone": "+1 (555) 010-0000"}),
+        metadata=track)
+    listed = [(pb.SuppressionAddress(email=f" {EMAIL} "), "complaint", 1_700_000_000.0),
+              (pb.SuppressionAddress(phone="+15550100000"), "bounce", 1_700_000_100.0),
+              (pb.SuppressionAddress(email="someone-else@example.org"), "manual", 0.0)]
+    for address, reason, ts in listed:
+        await profiles.AddSuppression(pb.AddSuppressionRequest(address=address, reason=reason,
+                                                               timestamp=ts), metadata=track)
+    doc = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER),
+                                                   metadata=bearer(toks["reader"]))).document)
+    # the same addresses once normalized; the other user's entry is not shown
+    assert sorted(doc["suppression"], key=lambda e: e["kind"]) == [
+        {"kind": "email", "reason": "complaint", "timestamp": 1_700_000_000.0},
+        {"kind": "phone", "reason": "bounce", "timestamp": 1_700_000_100.0}]
+    assert "someone-else" not in json.dumps(doc)
+    assert doc["contacts"] == [] and doc["decisions"] == []
 
 
 async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured, chan, auth, caplog):
@@ -107,6 +133,7 @@ async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured,
     doc = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER),
                                                    metadata=reader)).document)
     assert doc["decisions"] == [] and doc["profile"]["attributes"] == {}
+    assert doc["contacts"] == [] and doc["suppression"] == []
     assert [e["event_id"] for e in doc["profile"]["events"]] == ["back"]
     assert doc["erased_at"] is not None and doc["erased_at"] <= time.time()
     assert USER not in caplog.text and EMAIL not in caplog.text  # the log names nobody

@@ -40,6 +40,7 @@ def event(event_id: str, user: str, type: str) -> pb.Event:
     ("email", "  Carol.Q+News@Example.ORG\n", "carol.q+news@example.org"),
     ("phone", "+1 (555) 010-0199", "+15550100199"),
     ("phone", " +44 7700.900123 ", "+447700900123"),
+    ("phone", "0044 7700/900123", "+447700900123"),  # "00": the international prefix
 ])
 def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, stored):
     assert normalize(kind, given, 254) == stored

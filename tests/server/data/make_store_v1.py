@@ -10,7 +10,8 @@ import sys
 import tempfile
 from types import SimpleNamespace
 
-from server.campaigns.repository import CampaignRepository, RewardRequest
+from server.campaigns.records import RewardRequest
+from server.campaigns.repository import CampaignRepository
 from server.campaigns.spec import Campaign, CampaignSpec, RewardRule, Variant
 from server.models.registry import ModelRegistry
 from server.profiles import ProfileSchema, TrackedEvent

@@ -1,6 +1,7 @@
 """A real server with the public endpoint's port set, a demo bundle, and helpers."""
 from __future__ import annotations
 
+import base64
 import time
 
 import numpy as np
@@ -11,7 +12,7 @@ from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
-SMS_SECRET = "provider-shared-secret"
+SMS_KEY, SMS_OLD_KEY = b"provider-shared-secret", b"the-providers-previous-one"
 EMAIL_HTML = """<p>Hi {{ first_name | default('there') }},</p>
 <ul>{% for it in recommend(4, category=interests[0] if interests else none) %}
 <li data-item="{{ it.item_id }}"><a href="{{ it.url }}">{{ it.title }}</a>
@@ -21,10 +22,15 @@ EMAIL_HTML = """<p>Hi {{ first_name | default('there') }},</p>
 
 @pytest.fixture
 def settings(tmp_path, demo_bundle):
+    """The `sms-webhook` keyring holds the provider's secret and the one it had before."""
     from server.config import Settings
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "sms-webhook.keys").write_text("".join(
+        f"{kid}:{base64.b64encode(key).decode()}\n" for kid, key in (("new", SMS_KEY),
+                                                                     ("old", SMS_OLD_KEY))))
     return Settings(port=0, data_dir=tmp_path / "data", bundle=demo_bundle, grace_seconds=1.0,
                     lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp_path / "secrets",
-                    public_http_port=free_port(), sms_webhook_secret=SMS_SECRET)
+                    public_http_port=free_port())
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from server.http.sms import sign
 from tests.conftest import store_mentions
 
-from .conftest import SMS_SECRET
+from .conftest import SMS_KEY, SMS_OLD_KEY
 
 
 async def sms_consent(profiles, user):
@@ -32,26 +32,26 @@ async def texted(campaigns, profiles, messaging):
     return "u-sms"
 
 
-async def reply(settings, sender: str, text: str, secret: str = SMS_SECRET) -> int:
+async def reply(settings, sender: str, text: str, key: bytes = SMS_KEY) -> int:
     body = urlencode({"From": sender, "Body": text}).encode()
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound", data=body,
                              headers={"Content-Type": "application/x-www-form-urlencoded",
-                                      "X-Tailor-Signature": sign(secret, body)}) as res:
+                                      "X-Tailor-Signature": sign(key, body)}) as res:
             return res.status
 
 
 async def test_stop_and_start_replies_change_sms_consent(texted, profiles, settings):
     assert await reply(settings, "004477009001 23", "stop please") == 200
     assert await sms_consent(profiles, texted) is False
-    assert await reply(settings, "+447700900123", "START") == 200
+    assert await reply(settings, "+447700900123", "START", key=SMS_OLD_KEY) == 200  # rotation
     assert await sms_consent(profiles, texted) is True
     assert await reply(settings, "+447700900123", "hello") == 200  # not a keyword: ignored
     assert await sms_consent(profiles, texted) is True
 
 
 async def test_an_unsigned_or_wrongly_signed_reply_changes_nothing(texted, profiles, settings):
-    assert await reply(settings, "+447700900123", "STOP", secret="guess") == 401
+    assert await reply(settings, "+447700900123", "STOP", key=b"guess") == 401
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound",
                              data={"From": "+447700900123", "Body": "STOP"}) as res:
@@ -69,3 +69,26 @@ async def test_the_index_holds_no_number_and_goes_with_the_profile(texted, profi
     assert store_mentions(tailor_server.store, texted.encode()) == []
     assert await reply(settings, "+447700900123", "STOP") == 200  # unknown now: nothing happens
     assert store_mentions(tailor_server.store, texted.encode()) == []
+
+
+@pytest.mark.parametrize("given, number", [
+    ("+44 (7700) 900-123", "+447700900123"), ("004477009001 23", "+447700900123"),
+    ("07700 900123", None), ("+0123456", None), ("", None)])
+def test_replies_match_numbers_as_the_suppression_list_normalizes_them(given, number):
+    from server.contact.addresses import PHONE, normalize
+    from server.messages.phones import normalize_phone
+    assert normalize_phone(given) == number
+    if number is not None:
+        assert normalize(PHONE, given, 254) == number
+
+
+async def test_without_the_sms_webhook_keyring_there_is_no_endpoint(settings, tmp_path):
+    from server.app import TailorServer
+    (settings.secrets_dir / "sms-webhook.keys").unlink()
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        assert await reply(settings, "+447700900123", "STOP") == 404
+        assert not (settings.secrets_dir / "sms-webhook.keys").exists()  # never generated
+    finally:
+        await server.stop(grace=0.5)

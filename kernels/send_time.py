@@ -4,12 +4,12 @@ A window [start, end) (unix seconds) is cut into slots at the user's local hour 
 slot 0 sends at `start`, slot j >= 1 at the j-th local hour start after it, while < `end`
 (at most `MAX_SLOTS`). Each slot has a local hour of week b (Monday 00:00 = 0, the feature
 state's `TZ_OFFSET_MIN` giving local time). Its score is the posterior mean of the user's share
-of engagement in bin b (`population` docs), whose argmax is that of
+of engagement in bin b (`contact_population` docs), whose argmax is that of
 
     score_b = x_ub + alpha p_b
 
 x_u the user's hour-of-week histogram decayed to `now` in effective counts
-(`population.user_hours`), (p, alpha) the population's fitted
+(`contact_population.user_hours`), (p, alpha) the population's fitted
 Dirichlet prior: a user without history gets the population's best hour, a heavy user their
 own. Exploration is epsilon-greedy: with probability `epsilon` a uniform slot, so the logged
 propensity of slot j is (1 - epsilon) [j = best] + epsilon / m, exact (ties go to the earliest
@@ -23,7 +23,7 @@ import numpy as np
 
 from kernels.feature_layout import HOURS_PER_WEEK, FeatureLayout
 
-from .population import Population, user_hours
+from .contact_population import Population, user_hours
 
 __all__ = ["MAX_SLOTS", "SendTimes", "slots", "slot_probs", "choose_slots", "choose_send_at",
            "daily_window"]

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
+from kernels import contact_population as P
 from kernels import feature_layout as FL
 from kernels import features as F
 from kernels.features import Events
-from server.contact import population as P
-from server.profiles.schema import ProfileSchema
 
-LAYOUT = ProfileSchema().layout()
+from .profile_layout import LAYOUT
+
 T0 = 1.7e9
 
 

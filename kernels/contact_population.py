@@ -35,8 +35,9 @@ event (header FIRST_TS, REF_TS), decayed to `now`:
 
 (one event: its weight; a long steady history: 1/2). `effective_scale` computes it.
 
-Where the prior comes from at serving time: `server.contact.prior` (a fit on a sample of the
-stored profiles, refreshed periodically); `save` / `load` are an npz codec for it.
+Pure numpy over feature states (no I/O): the server fits it on a sample of stored profiles
+(`server.contact.prior`, refreshed periodically), the offline evaluation on simulated ones
+(`training.timing`); `save` / `load` are an npz codec for it.
 """
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def fit_population(layout: FeatureLayout, states, now: float, half_life: int | N
 
     `half_life`: which decayed counts give the channel rates (index into
     `layout.half_lives_s`, default the last = longest; None = all-time counts), the same the
-    serving side must read (`channel.posteriors`).
+    serving side must read (`channel_choice.posteriors`).
     """
     states = np.asarray(states, np.float64).reshape(-1, layout.size)
     hour_p, hour_alpha = fit_dirichlet(user_hours(layout, states, now)[0], smoothing)

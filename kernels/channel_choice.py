@@ -1,14 +1,13 @@
 """Channel choice: Thompson sampling on per-user Beta posteriors of engagement per send.
 
 User u's engagement rate on channel c (opens per send; clicks per send where the channel has no
-open event, see `population.engagement`) has the posterior
+open event, see `contact_population.engagement`) has the posterior
 
     Beta(a_c + s_uc, b_c + n_uc - s_uc)
 
-from the population prior Beta(a_c, b_c) (`population.fit_population`, method of moments) and
-the user's decayed sends n_uc and engagements s_uc read as of `now`, as effective counts
-(`population` docs). One draw per allowed
-channel; the largest wins.
+from the population prior Beta(a_c, b_c) (`contact_population.fit_population`, method of
+moments) and the user's decayed sends n_uc and engagements s_uc read as of `now`, as effective
+counts (`contact_population` docs). One draw per allowed channel; the largest wins.
 
 Propensity: the probability that the channel wins a fresh draw,
 
@@ -31,7 +30,7 @@ import numpy as np
 
 from kernels.feature_layout import FeatureLayout
 
-from .population import Population, user_channels
+from .contact_population import Population, user_channels
 
 __all__ = ["posteriors", "thompson", "win_probabilities", "mc_probabilities", "choose_channels",
            "choose_channel", "win_probability_2"]

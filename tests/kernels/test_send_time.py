@@ -6,12 +6,12 @@ import pytest
 
 from kernels import feature_layout as FL
 from kernels import features as F
+from kernels import send_time as S
+from kernels.contact_population import Population
 from kernels.features import Events
-from server.contact import send_time as S
-from server.contact.population import Population
-from server.profiles.schema import ProfileSchema
 
-LAYOUT = ProfileSchema().layout()
+from .profile_layout import LAYOUT
+
 MONDAY = dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()  # Monday 00:00 UTC = bin 0
 H = 3600.0
 

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 
+from kernels import channel_choice as C
 from kernels import feature_layout as FL
 from kernels import features as F
+from kernels.contact_population import Population
 from kernels.features import Events
-from server.contact import channel as C
-from server.contact.population import Population
-from server.profiles.schema import ProfileSchema
 
-LAYOUT = ProfileSchema().layout()
+from .profile_layout import LAYOUT
+
 T0 = 1.7e9
 POP = Population(np.full(168, 1 / 168), 1.0, LAYOUT.channels, np.full(5, 1.0), np.full(5, 9.0))
 

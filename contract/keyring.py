@@ -1,0 +1,77 @@
+"""The keyring format, shared by the server (every keyring) and training (the `erasure` one).
+
+A keyring is a list of `kid:base64key` entries, newest first (the first signs, every one
+verifies). Sources, first match wins: the environment variable `TAILOR_SECRET_<NAME>` (entries
+separated by commas or newlines), then the file `<secrets_dir>/<name>.keys` (one entry a line,
+`#` comments allowed). The server's `server.security.secrets` adds generation, rotation and
+signing on top; training reads the keys with `read_keys` alone.
+"""
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["MIN_KEY_BYTES", "env_name", "keyring_path", "keyring_text", "parse_keys",
+           "read_keys"]
+
+MIN_KEY_BYTES = 16
+
+Keys = tuple[tuple[str, bytes], ...]
+
+
+def env_name(name: str) -> str:
+    """The environment variable of keyring `name` (``erasure`` -> ``TAILOR_SECRET_ERASURE``)."""
+    return "TAILOR_SECRET_" + name.upper().replace("-", "_")
+
+
+def keyring_path(name: str, secrets_dir: Path | None) -> Path | None:
+    """The file of keyring `name` under `secrets_dir` (None without one)."""
+    return Path(secrets_dir) / f"{name}.keys" if secrets_dir else None
+
+
+def keyring_text(name: str, secrets_dir: Path | None,
+                 environ: Mapping[str, str] | None = None) -> str | None:
+    """The text of keyring `name`: its (non-blank) environment variable, else its file, else
+    None."""
+    env = os.environ if environ is None else environ
+    if env.get(env_name(name), "").strip():
+        return env[env_name(name)]
+    path = keyring_path(name, secrets_dir)
+    return path.read_text() if path is not None and path.exists() else None
+
+
+def parse_keys(name: str, text: str) -> Keys:
+    """(kid, key) entries of a keyring's text; ValueError names the keyring and the entry."""
+    keys = []
+    for n, raw in enumerate(text.replace(",", "\n").splitlines(), 1):
+        entry = raw.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        kid, sep, b64 = entry.partition(":")
+        try:
+            key = base64.b64decode(b64.strip(), validate=True) if sep else b""
+        except ValueError:
+            key = b""
+        if not kid.strip() or len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"secret {name!r}, entry {n}: expected 'kid:base64key' "
+                             f"with at least {MIN_KEY_BYTES} key bytes")
+        keys.append((kid.strip(), key))
+    if not keys:
+        raise ValueError(f"secret {name!r} holds no key")
+    if len({kid for kid, _ in keys}) != len(keys):
+        raise ValueError(f"secret {name!r} names a key id twice")
+    return tuple(keys)
+
+
+def read_keys(name: str, secrets_dir: Path | None,
+              environ: Mapping[str, str] | None = None) -> Keys:
+    """The keys of keyring `name`; ValueError when it is missing (naming what to provide) or
+    malformed."""
+    text = keyring_text(name, secrets_dir, environ)
+    if text is None:
+        path = keyring_path(name, secrets_dir)
+        where = f" or write {path}" if path is not None else ""
+        raise ValueError(f"secret {name!r} is missing: set {env_name(name)}{where}")
+    return parse_keys(name, text)

@@ -1,0 +1,88 @@
+"""What the decision path knows about a campaign without an LMDB call of its own.
+
+Two per-process caches, keyed by campaign id: the stored bytes (definition and posterior, read
+in one snapshot at most every `state_refresh_s`: each LMDB call hands the GIL over), and the
+parsed definition with what its decisions need (context builder, whether the contact policy
+reads the profile, the frequency caps per channel), rebuilt only when the stored definition's
+bytes change. Changes made through this worker `clear` the bytes at once; other workers'
+changes show within `state_refresh_s`.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..contact import ContactPolicy
+from ..interfaces import ProfileStates, SuppressedAddresses
+from .context import ContextBuilder
+from .repository import CampaignRepository
+from .spec import Campaign, CampaignSpec
+
+__all__ = ["CampaignCache", "Entry"]
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A campaign's stored bytes (definition, posterior) as read at `at` (monotonic)."""
+
+    at: float
+    raw: bytes
+    blob: bytes
+
+
+@dataclass
+class Entry:
+    """A parsed campaign definition with its context builder and what its contact checks need,
+    keyed by the stored bytes."""
+
+    raw: bytes
+    campaign: Campaign
+    context: ContextBuilder
+    reads_profile: bool
+    """Whether the contact policy reads the user's profile (consent, quiet hours)."""
+    caps: dict[str, tuple]
+    """The frequency caps per channel (`ContactPolicy.caps`)."""
+
+
+class CampaignCache:
+    def __init__(self, repo: CampaignRepository, profiles: ProfileStates, contact: ContactPolicy,
+                 suppressions: SuppressedAddresses | None, state_refresh_s: float):
+        self.repo, self._profiles, self.contact = repo, profiles, contact
+        self._suppressions = suppressions
+        self.state_refresh_s = state_refresh_s
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._entries: dict[str, Entry] = {}
+
+    def snapshot(self, campaign_id: str) -> tuple[bytes | None, bytes | None]:
+        """(campaign bytes, posterior bytes), read from the store at most every
+        `state_refresh_s` per campaign; (None, None) for an unknown campaign."""
+        snap, now = self._snapshots.get(campaign_id), time.monotonic()
+        if snap is None or now - snap.at >= self.state_refresh_s:
+            raw, blob = self.repo.snapshot(campaign_id)
+            if raw is None:
+                return None, None
+            snap = self._snapshots[campaign_id] = _Snapshot(now, raw, blob)
+        return snap.raw, snap.blob
+
+    def clear(self) -> None:
+        """Drop the stored bytes (after a write through this worker)."""
+        self._snapshots.clear()
+
+    def entry(self, campaign_id: str, raw: bytes) -> Entry:
+        """The parsed definition of the stored bytes `raw`."""
+        entry = self._entries.get(campaign_id)
+        if entry is None or entry.raw != raw:
+            campaign = self.repo.parse(raw)
+            spec = campaign.spec
+            entry = Entry(raw, campaign, ContextBuilder(spec.context_features,
+                                                        self._profiles.states,
+                                                        self._profiles.layout),
+                          self.contact.needs_profile(spec) or self._checks_addresses(spec),
+                          {c: self.contact.caps(spec, c) for c in spec.channels or (spec.channel,)})
+            self._entries[campaign_id] = entry
+        return entry
+
+    def _checks_addresses(self, spec: CampaignSpec) -> bool:
+        """Whether a decision of `spec` reads the profile for its address (suppression)."""
+        sup = self._suppressions
+        return sup is not None and any(sup.covers(c) for c in spec.channels or (spec.channel,))

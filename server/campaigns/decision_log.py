@@ -1,0 +1,95 @@
+"""The decision log in the `decisions` table (key layouts: `server.store.keys`):
+
+    decisions  decision_key(u, d)       decision record (`encode_decision`)
+    decisions  decision_index_key(d)    -> decision_key (lookup by id)
+    decisions  due_key(deadline, d)     -> decision_key (pending ones)
+
+Here: the record codec, the entries one decision writes (`decision_items`) and the scans of
+the log that serve no decision (`DecisionLog`: the export, one user's records, retention).
+What changes a record (logging with caps, rewards, the sweep, erasure) is
+`repository.CampaignRepository`'s. Index keys start with the separator, so every scan of user
+records skips them.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from ..store import Store
+from ..store.keys import SEP, decision_index_key, decision_key, due_key, user_prefix
+from .records import PENDING, SUPPRESSED, DecisionRecord
+
+__all__ = ["DecisionLog", "decision_items", "decode_decision", "encode_decision"]
+
+
+def encode_decision(rec: dict) -> bytes:
+    """A decision record's stored bytes (layout: `server.store.layouts`, kind "decision")."""
+    return json.dumps(rec).encode()
+
+
+def decode_decision(raw: bytes) -> dict:
+    return json.loads(raw)
+
+
+def decision_items(rec: DecisionRecord) -> list[tuple[bytes, bytes]]:
+    """The decision's record and index entries (a due entry only while it waits for a reward)."""
+    pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
+    out = [(pkey, rec.to_json()), (decision_index_key(decision_id), pkey)]
+    if rec.status == PENDING:
+        out.append((due_key(rec.deadline, decision_id), pkey))
+    return out
+
+
+class DecisionLog:
+    """Reads of the decision log from one snapshot each; retention deletes in batches of one
+    write transaction."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._d = store.table("decisions")
+
+    def of_user(self, user_id: str) -> list[dict]:
+        """Every decision record of one user (pending ones included), oldest key first."""
+        with self.store.read() as txn:
+            return [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
+
+    def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
+               include_pending: bool = False, include_suppressed: bool = False) -> Iterator[dict]:
+        """Decision records (user by user) matching the filters, from one read snapshot."""
+        with self.store.read() as txn:
+            for key, raw in self._d.items(txn):
+                if key.startswith(SEP):
+                    continue
+                rec = decode_decision(raw)
+                if (campaign_id and rec["campaign_id"] != campaign_id) \
+                        or (start and rec["timestamp"] < start) \
+                        or (end and rec["timestamp"] > end) \
+                        or (rec["status"] == PENDING and not include_pending) \
+                        or (rec["status"] == SUPPRESSED and not include_suppressed):
+                    continue
+                yield rec
+
+    def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
+        """Retention: delete closed decision records made before `cutoff` and their index
+        entries (pending ones wait for their window to close); counters and posteriors stay."""
+        total = 0
+        while True:
+            n = self.store.write(lambda txn: self._drop(txn, cutoff, batch), erasure=True)
+            total += n
+            if n < batch:
+                return total
+
+    def _drop(self, txn, cutoff: float, batch: int) -> int:
+        doomed = []
+        for key, raw in self._d.items(txn):
+            if key.startswith(SEP):
+                continue
+            rec = decode_decision(raw)
+            if rec["status"] != PENDING and rec["timestamp"] < cutoff:
+                doomed.append((key, rec["decision_id"]))
+                if len(doomed) >= batch:
+                    break
+        for key, decision_id in doomed:
+            self._d.delete(txn, key)
+            self._d.delete(txn, decision_index_key(decision_id))
+        return len(doomed)
