@@ -14,7 +14,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
-from .conftest import email_spec
+from .conftest import email_spec, opt_in
 
 
 class Sink:
@@ -94,9 +94,10 @@ async def test_delivered_email_has_both_parts_headers_and_a_working_unsubscribe_
 
 
 async def test_deliver_without_an_email_attribute_is_failed_precondition(smtp_sink, campaigns,
-                                                                         messaging):
+                                                                         profiles, messaging):
     import grpc
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await opt_in(profiles, "noaddr")  # may be emailed, but has no address
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
                                                                  user_id="noaddr", deliver=True))
