@@ -41,7 +41,7 @@ class Verdict:
 
 def verdict_of(choice, default_channel: str) -> Verdict:
     """THE seam where the contact policy is honoured: a decision carrying `suppressed`,
-    `reason`, `channel`, `send_at` (ChooseVariant's result once issue 15 lands) is obeyed;
+    `reason`, `channel`, `send_at` (ChooseVariant's result, `campaigns.Choice`) is obeyed;
     one without them is sent now on the campaign's channel."""
     return Verdict(bool(getattr(choice, "suppressed", False)), getattr(choice, "reason", "") or "",
                    getattr(choice, "channel", "") or default_channel,
@@ -117,8 +117,10 @@ class Composer:
         campaign = await self._campaign(campaign_id)
         choice = await self.campaigns.choose(campaign_id, user_id, context)
         verdict = verdict_of(choice, campaign.spec.channel)
+        # A suppressed decision has no arm either (arm < 0) but is not the holdout.
+        held_out = not verdict.suppressed and choice.arm < 0
         out = Message(campaign_id, verdict.channel, choice.decision_id, choice.variant_id,
-                      verdict.send_at, verdict.suppressed, verdict.reason, choice.arm < 0)
+                      verdict.send_at, verdict.suppressed, verdict.reason, held_out)
         if out.suppressed or out.holdout:
             out.variant_id = ""
             return out

@@ -54,8 +54,8 @@ class MessagingServiceServicer:
     """
 
     def ComposeMessage(self, request, context):
-        """Decide (a logged ChooseVariant decision, the contact policy included once it lands) and
-        render. A suppressed decision or the holdout comes back without parts. A template that
+        """Decide (a logged ChooseVariant decision, the contact policy included) and render. A
+        suppressed decision (with the policy's reason) or the holdout comes back without parts. A template that
         cannot render for this user, or a part over its channel's limits, is FAILED_PRECONDITION
         naming variant and part.
         """

@@ -77,3 +77,9 @@ async def interested_user(profiles, catalog, user: str, category: str, n: int = 
         await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
             user_id=user, attributes={"first_name": first_name}))
     return items
+
+
+async def opt_in(profiles, user: str, channel: str = "email") -> None:
+    """`user` opts in to marketing on `channel` (email and SMS need it: `consent_defaults`)."""
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel=channel, opted_in=True,
+                                                    source="signup", purpose="marketing"))

@@ -5,11 +5,12 @@ import json
 from protos.tailor.v1 import campaign_pb2 as cpb
 from tests.conftest import run_module
 
-from .conftest import email_spec
+from .conftest import email_spec, opt_in
 
 
-async def test_the_cli_composes_and_previews(campaigns, tailor_server):
+async def test_the_cli_composes_and_previews(campaigns, profiles, tailor_server):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await opt_in(profiles, "cli-user")  # opted in, no first_name: the default greets them
     server = ["--server", f"127.0.0.1:{tailor_server.port}", "--timeout", "30"]
     out = await asyncio.to_thread(run_module, "clients", "message", "preview", *server,
                                   "--campaign", "mail", "--attribute", "first_name=Ann")

@@ -7,8 +7,9 @@ import pytest
 
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
 
-from .conftest import email_spec, interested_user
+from .conftest import email_spec, interested_user, opt_in
 
 
 async def test_a_template_error_is_refused_at_creation_naming_variant_part_and_line(campaigns):
@@ -30,6 +31,7 @@ async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_cat
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     category = catalog["category"][catalog["ids"][0]]
     viewed = await interested_user(profiles, catalog, "u1", category, first_name="<Zoë & Co>")
+    await opt_in(profiles, "u1")
     msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u1"))
     assert (msg.channel, msg.variant_id, msg.suppressed, msg.holdout) == ("email", "v1", False, False)
     assert msg.parts["subject"] == "Hi <Zoë & Co>"           # text parts are not escaped
@@ -51,24 +53,43 @@ async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_cat
     assert [(r.decision_id, r.user_id) for r in logged] == [(msg.decision_id, "u1")]
 
 
-async def test_a_user_without_profile_gets_the_defaults_and_popular_items(campaigns, messaging):
+async def test_a_user_without_profile_gets_no_marketing_but_a_transactional_message_with_defaults(
+        campaigns, messaging, profiles):
+    """Without a profile there is no opt-in, so a marketing email is suppressed (email needs
+    one: `consent_defaults`); a transactional one (a receipt) needs none and renders with the
+    defaults and the popular items."""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
                                                                    user_id="nobody"))
+    assert (msg.suppressed, msg.reason, msg.holdout) == (True, "no_consent", False)
+    assert msg.decision_id and not msg.variant_id and not msg.parts and not msg.headers
+    assert not msg.unsubscribe_url
+    receipt = email_spec("receipt")
+    receipt.purpose = "transactional"
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=receipt))
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="receipt",
+                                                                   user_id="nobody"))
+    assert (msg.suppressed, msg.reason, msg.variant_id) == (False, "", "v1")
     assert msg.parts["subject"] == "Hi there"
     assert len(re.findall(r'data-item="', msg.parts["html"])) == 4
+    with pytest.raises(grpc.RpcError) as err:  # still no profile: the compose created none
+        await profiles.GetProfile(ppb.GetProfileRequest(user_id="nobody"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_a_strict_variable_missing_for_this_user_is_failed_precondition(campaigns, messaging):
+async def test_a_strict_variable_missing_for_this_user_is_failed_precondition(campaigns, messaging,
+                                                                              profiles):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(
         subject="Hi\n{{ first_name }}")))
+    await opt_in(profiles, "x")  # opted in, but no first_name
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="x"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "variant 'v1', part 'subject', line 2" in err.value.details()
 
 
-async def test_sms_segments_are_reported_and_a_long_sms_is_refused(campaigns, messaging):
+async def test_sms_segments_are_reported_and_a_long_sms_is_refused(campaigns, messaging, profiles):
+    await opt_in(profiles, "u", "sms")
     text = "Hi {{ first_name | default('there') }} " + "x" * 150 + "{{ unsubscribe_url }}"
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
         campaign_id="sms", channel="sms", policy="fixed",
@@ -103,16 +124,18 @@ async def test_preview_renders_a_sample_profile_and_logs_no_decision(campaigns, 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_holdout_and_web_campaigns(campaigns, messaging):
+async def test_holdout_and_web_campaigns(campaigns, messaging, profiles):
     spec = email_spec()
     spec.params["holdout"] = 0.99
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
     for user in ("u0", "u1", "u2"):  # each is held out with probability 0.99 (a fixed hash)
+        await opt_in(profiles, user)  # else suppressed (no_consent), which is not the holdout
         msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
                                                                        user_id=user))
         if msg.holdout:
             break
     assert msg.holdout and msg.decision_id and not msg.parts and not msg.variant_id
+    assert not msg.suppressed and msg.reason == ""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
         campaign_id="web", variants=[cpb.Variant(id="a")])))
     with pytest.raises(grpc.RpcError) as err:

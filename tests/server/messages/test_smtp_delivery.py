@@ -14,7 +14,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
-from .conftest import email_spec
+from .conftest import email_spec, opt_in
 
 
 class Sink:
@@ -94,11 +94,39 @@ async def test_delivered_email_has_both_parts_headers_and_a_working_unsubscribe_
 
 
 async def test_deliver_without_an_email_attribute_is_failed_precondition(smtp_sink, campaigns,
-                                                                         messaging):
+                                                                         profiles, messaging):
     import grpc
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await opt_in(profiles, "noaddr")  # may be emailed, but has no address
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
                                                                  user_id="noaddr", deliver=True))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "email" in err.value.details() and smtp_sink[0].received == []
+
+
+async def test_an_address_on_the_suppression_list_is_suppressed_and_nothing_is_sent(
+        smtp_sink, campaigns, profiles, messaging):
+    sink = smtp_sink[0]
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    for user in ("listed", "clear"):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": f"{user.title()}@Example.com"}))
+        await opt_in(profiles, user)
+    await profiles.AddSuppression(ppb.AddSuppressionRequest(  # normalized: trimmed, lower-cased
+        address=ppb.SuppressionAddress(email=" listed@example.com"), reason="bounce"))
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="listed", deliver=True))
+    assert (msg.suppressed, msg.reason, msg.channel) == (True, "suppressed_address", "email")
+    assert not msg.delivered and not msg.parts and not msg.headers and not msg.holdout
+    ok = await messaging.ComposeMessage(mpb.ComposeMessageRequest(  # the sink does receive
+        campaign_id="mail", user_id="clear", deliver=True))
+    assert ok.delivered and not ok.suppressed
+    assert [r["rcpt"] for r in sink.received] == [["Clear@Example.com"]]
+    events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+              if e.type == "email_sent"]
+    assert [e.attributes["decision_id"] for e in events] == [ok.decision_id]
+    logged = {r.decision_id: (r.user_id, r.status, r.reason) async for r in campaigns.ExportDecisions(
+        cpb.ExportDecisionsRequest(campaign_id="mail", include_pending=True,
+                                   include_suppressed=True))}
+    assert logged[msg.decision_id] == ("listed", "suppressed", "suppressed_address")

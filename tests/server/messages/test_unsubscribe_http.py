@@ -90,3 +90,33 @@ async def test_a_forged_or_bare_request_gets_400_and_changes_nothing(compose, pr
         async with http.post(url, data={"other": "x"}) as res:  # a valid token without the body
             assert res.status == 400
     assert await consent(profiles, "u3") is True
+
+
+async def test_after_a_one_click_post_the_next_compose_is_suppressed_and_a_forged_one_changes_nothing(
+        compose, messaging):
+    """Issue 16's acceptance: the unsubscribe POST opts the user out and the next
+    ComposeMessage for that user and campaign is suppressed (no_consent); a forged token
+    changes nothing."""
+    async def again() -> mpb.Message:  # no new opt-in, unlike `compose`
+        return await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                        user_id="u4"))
+
+    first = await compose("u4")
+    assert not first.suppressed and first.parts["subject"] == "Hi there"
+    url = first.headers["List-Unsubscribe"].strip("<>")
+    base, token = url.rsplit("/", 1)
+    version, body, tag, kid = token.split(".")
+    forged = f"{base}/{version}.{body}.{tag[:-2] + ('AA' if tag[-2:] != 'AA' else 'BB')}.{kid}"
+    one_click = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(forged, data="List-Unsubscribe=One-Click", headers=one_click) as res:
+            assert res.status == 400
+        still = await again()
+        assert (still.suppressed, still.reason, still.variant_id) == (False, "", "v1")
+        assert still.parts["subject"] == "Hi there" and still.decision_id != first.decision_id
+        async with http.post(url, data="List-Unsubscribe=One-Click", headers=one_click) as res:
+            assert res.status == 200
+    after = await again()
+    assert (after.suppressed, after.reason, after.holdout) == (True, "no_consent", False)
+    assert after.decision_id and not after.variant_id and not after.parts and not after.headers
+    assert not after.unsubscribe_url

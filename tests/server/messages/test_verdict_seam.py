@@ -3,6 +3,7 @@ result carries suppressed, reason, channel, send_at)."""
 from dataclasses import dataclass
 
 from server.campaigns import Campaign, CampaignSpec, Variant
+from server.campaigns.records import NO_ARM
 from server.config import Settings
 from server.messages.compose import Composer, Verdict, verdict_of
 from server.messages.unsubscribe import UnsubscribeTokens
@@ -52,4 +53,9 @@ async def test_a_suppressed_decision_comes_back_with_its_reason_and_nothing_rend
                         tokens=UnsubscribeTokens(Keyring.generate("unsubscribe")))
     msg = await composer.compose("c", "u", {})
     assert (msg.suppressed, msg.reason, msg.decision_id) == (True, "no_consent", "d1")
-    assert msg.parts == {} and msg.headers == {} and msg.variant_id == ""
+    assert msg.parts == {} and msg.headers == {} and msg.variant_id == "" and not msg.holdout
+    composer.campaigns = Decided(PolicyChoice("d2", NO_ARM, 0.0, "", {}, True, "suppressed_address",
+                                              "email"))  # as Campaigns.choose gives it
+    msg = await composer.compose("c", "u", {})
+    assert (msg.suppressed, msg.reason, msg.holdout, msg.parts) == (
+        True, "suppressed_address", False, {})
