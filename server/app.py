@@ -30,7 +30,9 @@ from .contact.prior import PriorSource
 from .http import PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
 from .messages.delivery import EmailDelivery
+from .messages.jobs import SendJobs
 from .messages.phones import PhoneIndex
+from .messages.sends import SendRecords
 from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import MetricsInterceptor
@@ -125,6 +127,7 @@ class TailorServer:
         self.delivery = EmailDelivery(SmtpSender(smtp) if smtp else None, s.smtp_from, self.profiles)
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery)
+        self.sends = SendJobs(s, SendRecords(self.store), self.composer, self.delivery)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -156,7 +159,7 @@ class TailorServer:
              AttributionServicer(self.attributor)),
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
             (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
-             MessagingServicer(self.composer)),
+             MessagingServicer(self.composer, self.sends)),
         ]
 
     async def start(self, serving: bool = True) -> int:
@@ -194,6 +197,7 @@ class TailorServer:
         await server.start()
         self._server = server
         await self._start_public()
+        await self.sends.resume()  # unfinished SendCampaign jobs whose process is gone
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
@@ -261,6 +265,7 @@ class TailorServer:
         if self.public is not None:
             await self.public.stop()
         await self.campaigns.close()
+        await self.sends.close()
         await self.delivery.close()
         await self.recommender.close()
         await self.profiles.close()

@@ -32,11 +32,17 @@ class EmailDelivery:
         to = attributes.get("email", "")
         if not to:
             raise FailedPrecondition("deliver: the user has no `email` attribute")
+        await self.send_email(message, user_id, to)
+        return True
+
+    async def send_email(self, message, user_id: str, to: str) -> None:
+        """Hand `message` to the relay now and record its `email_sent` event."""
+        if self.smtp is None:
+            raise FailedPrecondition("deliver: no SMTP relay configured (--smtp-host)")
         await self.smtp.send(build_email(message, to, self.sender))
         await self.events.track([TrackedEvent(
             f"sent-{message.decision_id}", user_id, "email_sent", "email", message.campaign_id, "",
             0.0, time.time(), {"decision_id": message.decision_id})])
-        return True
 
     async def close(self) -> None:
         if self.smtp is not None:
