@@ -26,6 +26,12 @@ def _track(client: TailorClient, args) -> dict:
             "rejected": len(reply.get("rejected", [])), "rejections": reply.get("rejected", [])[:100]}
 
 
+def _user_file(path: str) -> list[str]:
+    """One user id a line; blank lines and `#` comments skipped."""
+    with open(path, encoding="utf-8") as fh:
+        return [s for line in fh if (s := line.strip()) and not s.startswith("#")]
+
+
 def _campaign(client: TailorClient, args) -> dict:
     if args.action in ("create", "update"):
         with open(args.file) as fh:
@@ -42,6 +48,11 @@ def _campaign(client: TailorClient, args) -> dict:
                                   baseline_mean=args.baseline_mean, variance=args.variance,
                                   alpha=args.alpha, power=args.power, arms=args.arms,
                                   allocation=args.allocation or ())
+    if args.action == "send":
+        return client.send_campaign(args.campaign, _user_file(args.users), rate=args.rate,
+                                    context=dict(_pair(kv) for kv in args.context or ()))
+    if args.action == "progress":
+        return client.send_progress(args.send)
     if args.action == "export":
         with open(args.out, "w") as fh:
             n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
@@ -250,7 +261,7 @@ def _message_parser(sub, common) -> None:
 
 def _campaign_parser(sub, common) -> None:
     ca = sub.add_parser("campaign", help="campaigns: create/update/archive, choose, reward, stats, "
-                        "sample-size, export")
+                        "sample-size, send, progress, export")
     acts = ca.add_subparsers(dest="action", required=True)
     for name in ("create", "update"):
         p = acts.add_parser(name, parents=[common], help=f"{name} from a CampaignSpec JSON file")
@@ -276,6 +287,14 @@ def _campaign_parser(sub, common) -> None:
     ss.add_argument("--arms", type=int, default=0, help="arms including the control (default 2)")
     ss.add_argument("--allocation", type=float, action="append", metavar="WEIGHT",
                     help="traffic weight of each arm, control first (repeat; default equal)")
+    se = acts.add_parser("send", parents=[common], help="send a message campaign to an audience "
+                         "(a background job: prints its send id; see `progress`)")
+    se.add_argument("--campaign", required=True)
+    se.add_argument("--users", required=True, metavar="FILE", help="one user id a line")
+    se.add_argument("--rate", type=float, help="emails per second (default: the server's)")
+    se.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
+    pr = acts.add_parser("progress", parents=[common], help="counts of a send job")
+    pr.add_argument("--send", required=True, metavar="SEND_ID")
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
     ex.add_argument("--campaign", default="")
     ex.add_argument("--out", required=True)

@@ -1,6 +1,7 @@
 """SendCampaign to a real SMTP server on loopback: who gets what, counts by reason, the
 `email_sent` events, the rate, and bad input."""
 import asyncio
+import json
 import time
 
 import grpc
@@ -10,7 +11,7 @@ from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from tests.conftest import free_port
+from tests.conftest import free_port, run_module
 
 from .conftest import email_spec
 
@@ -112,3 +113,26 @@ async def test_bad_input_is_refused_with_the_field(tailor_server, campaigns, mes
     with pytest.raises(grpc.RpcError) as err:
         await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id="send-unknown"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_cli_sends_and_reports_progress(sink, tailor_server, campaigns, profiles,
+                                                  tmp_path):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["c1", "c2"])
+    users = tmp_path / "users.txt"
+    users.write_text("# audience\nc1\n\nc2\nnocons\n")
+    server = ["--server", f"127.0.0.1:{tailor_server.port}", "--timeout", "30"]
+    out = await asyncio.to_thread(run_module, "clients", "campaign", "send", *server,
+                                  "--campaign", "mail", "--users", str(users), "--rate", "100")
+    started = json.loads(out.stdout)
+    assert started["total"] == 3 and started["send_id"].startswith("send-")
+    deadline = time.time() + 30
+    while True:
+        out = await asyncio.to_thread(run_module, "clients", "campaign", "progress", *server,
+                                      "--send", started["send_id"])
+        progress = json.loads(out.stdout)
+        if progress["done"] or time.time() > deadline:
+            break
+    assert (progress["sent"], progress["suppressed"], progress["pending"]) == (2, 1, 0)
+    assert progress["suppressed_by_reason"] == {"no_consent": 1}
+    assert sorted(r[0] for _, r, _ in sink.arrived) == ["c1@example.com", "c2@example.com"]
