@@ -1,14 +1,16 @@
 """A real SMTP server (aiosmtpd) on loopback that keeps what arrives: recipients, Message-IDs,
 arrival times. Used by the SendCampaign tests and `bench_send`.
 
-`hold_mail_at=n`: the (n+1)-th transaction stalls at MAIL FROM (the n messages before it have
-arrived, this one has not), so a test can kill the sender "between messages" at a known point.
+`hold_mail_at=n`: once n messages have arrived, every new transaction stalls at MAIL FROM
+(what arrived is settled, nothing more arrives), so a test can kill a sender of several
+connections "between messages" at a known point.
 `hold_data_at=n`: the (n+1)-th message is kept but its 250 is not answered (a kill then falls
 inside the SMTP transaction).
 """
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from email import message_from_bytes, policy
@@ -17,26 +19,33 @@ from aiosmtpd.controller import Controller
 
 __all__ = ["SmtpSink"]
 
+_MESSAGE_ID = re.compile(rb"^Message-ID: *(<[^>]*>)", re.IGNORECASE | re.MULTILINE)
+
 
 class _Handler:
     def __init__(self, sink: SmtpSink):
         self.sink = sink
 
     async def handle_MAIL(self, server, session, envelope, address, options):
-        if self.sink.hold_mail_at is not None and len(self.sink.arrived) == self.sink.hold_mail_at:
-            self.sink.hold_mail_at = None
-            self.sink.holding.set()
-            await asyncio.sleep(3600)
+        s = self.sink
+        if s.hold_mail_at is not None and len(s.arrived) >= s.hold_mail_at:
+            s.holding.set()
+            while s.hold_mail_at is not None:
+                await asyncio.sleep(0.05)
         envelope.mail_from = address
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         s = self.sink
-        head = envelope.content.split(b"\r\n\r\n", 1)[0] if s.headers_only else envelope.content
-        mail = message_from_bytes(head, policy=policy.default)
+        if s.keep_mails:
+            mail = message_from_bytes(envelope.content, policy=policy.default)
+            message_id = mail["Message-ID"]
+        else:  # the bench: no MIME parsing, only the header it counts
+            mail, found = None, _MESSAGE_ID.search(envelope.content)
+            message_id = found.group(1).decode() if found else None
         with s.lock:
-            s.arrived.append((time.monotonic(), list(envelope.rcpt_tos), mail["Message-ID"]))
-            s.mails.append(mail if s.keep_mails else None)
+            s.arrived.append((time.monotonic(), list(envelope.rcpt_tos), message_id))
+            s.mails.append(mail)
         if s.hold_data_at is not None and len(s.arrived) == s.hold_data_at + 1:
             s.hold_data_at = None
             s.holding.set()
@@ -51,7 +60,7 @@ class SmtpSink:
         self.mails: list = []
         self.lock = threading.Lock()
         self.hold_mail_at, self.hold_data_at = hold_mail_at, hold_data_at
-        self.keep_mails, self.headers_only = keep_mails, not keep_mails
+        self.keep_mails = keep_mails
         self.holding = threading.Event()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port)
 
@@ -61,6 +70,10 @@ class SmtpSink:
 
     def __exit__(self, *exc) -> None:
         self.controller.stop()
+
+    def release(self) -> None:
+        """Stop holding (the sessions held so far are dead by then: a new sender connects)."""
+        self.hold_mail_at = self.hold_data_at = None
 
     @property
     def message_ids(self) -> list[str]:

@@ -286,6 +286,8 @@ class Settings(BaseSettings):
     request names none for the channel."""
     send_compose_ahead: int = Field(32, ge=1, le=1024)
     """How many users a send job composes at once, ahead of delivery."""
+    send_connections: int = Field(4, ge=1, le=64)
+    """SMTP connections a send job delivers over at once (each one message at a time)."""
 
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")

@@ -113,7 +113,7 @@ class SendJobs:
     # -- running -----------------------------------------------------------------------------------
     def _run(self, send_id: str, job: dict) -> None:
         runner = SendJob(send_id, job, self.records, self.composer, self.delivery,
-                         self.settings.send_compose_ahead)
+                         self.settings.send_compose_ahead, self.settings.send_connections)
         task = asyncio.create_task(runner.run())
         self._tasks[send_id] = task
         task.add_done_callback(lambda t: self._done(send_id, t))

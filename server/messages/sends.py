@@ -4,9 +4,9 @@ A job (`send_job_key`) holds its campaign, context, rates, owner process and cou
 recipient (`send_user_key`, in audience order) holds a state:
 
     pending    nothing composed yet
-    ready      composed: the decision id, send_at and the rendered message are stored, and the
-               message may be on its way (written BEFORE delivery, so a restart re-sends this
-               very message, with its Message-ID, rather than composing a new one)
+    ready      composed: the decision id, send_at and the flattened message are stored, and
+               the message may be on its way (written BEFORE delivery, so a restart re-sends
+               these very bytes, with their Message-ID, rather than composing a new one)
     sent / suppressed / failed   settled (the message is dropped from the record)
 
 Transaction rules: `create` writes the job and every recipient in one transaction; every
@@ -27,7 +27,6 @@ from ..store.keys import SEND_JOB_PREFIX, send_job_key, send_user_key, send_user
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
-OPEN = (PENDING, READY)
 
 
 @dataclass
@@ -39,11 +38,12 @@ class Recipient:
     reason: str = ""
     send_at: float = 0.0
     message: dict = field(default_factory=dict)
-    """channel, to, parts, headers of a ready message."""
+    """Of a ready message: `to` and `raw`, the flattened message (bytes as latin-1 text)."""
+    sent_at: float = 0.0
 
     def encode(self) -> bytes:
         out = {"user": self.user, "state": self.state, "decision": self.decision,
-               "reason": self.reason, "send_at": self.send_at}
+               "reason": self.reason, "send_at": self.send_at, "sent_at": self.sent_at}
         if self.state == READY:
             out["message"] = self.message
         return json.dumps(out, separators=(",", ":")).encode()
@@ -52,7 +52,7 @@ class Recipient:
     def decode(cls, seq: int, raw: bytes) -> Recipient:
         d = json.loads(bytes(raw))
         return cls(seq, d["user"], d["state"], d["decision"], d["reason"], d["send_at"],
-                   d.get("message", {}))
+                   d.get("message", {}), d["sent_at"])
 
 
 def _count(job: dict, r: Recipient) -> None:
@@ -103,11 +103,11 @@ class SendRecords:
             return job
         return self.store.write(fn)
 
-    def open_recipients(self, send_id: str) -> list[Recipient]:
+    def recipients(self, send_id: str) -> list[Recipient]:
+        """Every recipient of an unfinished job, in audience order."""
         prefix = send_user_prefix(send_id)
-        out = [Recipient.decode(int(bytes(k)[len(prefix):]), v)
-               for k, v in self.store.scan("sends", prefix)]
-        return [r for r in out if r.state in OPEN]
+        return [Recipient.decode(int(bytes(k)[len(prefix):]), v)
+                for k, v in self.store.scan("sends", prefix)]
 
     def update(self, send_id: str, recipients: list[Recipient]) -> None:
         """Write the recipients' new states and count the settled ones, in one transaction."""

@@ -56,35 +56,42 @@ def until_done(target: str, send_id: str, timeout: float = 60.0) -> mpb.SendProg
     raise AssertionError(f"not done: {got}")
 
 
-def kill_and_resume(server_process, tmp_path, demo_bundle, **hold) -> tuple[SmtpSink, list]:
+def kill_and_resume(server_process, tmp_path, demo_bundle, connections: int,
+                    **hold) -> tuple[SmtpSink, list]:
     data = tmp_path / "data"
     with SmtpSink(free_port(), **hold) as sink:
-        env = server_env(tmp_path, sink.controller.port)
+        env = {**server_env(tmp_path, sink.controller.port),
+               "TAILOR_SEND_CONNECTIONS": str(connections)}
         server = server_process(data, bundle=demo_bundle, env=env)
         send_id = start_send(server.target)
         assert sink.holding.wait(60), "the sink never reached the hold"
+        time.sleep(0.5)  # the other connections reach the hold too
         before = progress(server.target, send_id)
+        arrived = len(sink.arrived)
         server.kill()
+        sink.release()
         restarted = server_process(data, env=env)
         done = until_done(restarted.target, send_id)
         assert (done.sent, done.failed, done.suppressed, done.pending) == (len(USERS), 0, 0, 0)
-        return sink, [before]
+        return sink, [before, arrived]
 
 
 def test_a_kill_between_messages_resends_nothing_that_arrived(server_process, tmp_path,
                                                               demo_bundle):
-    sink, (before,) = kill_and_resume(server_process, tmp_path, demo_bundle,
-                                      hold_mail_at=ARRIVED_BEFORE_KILL)
-    assert before.sent == ARRIVED_BEFORE_KILL  # settled before the next transaction began
+    sink, (before, arrived) = kill_and_resume(server_process, tmp_path, demo_bundle, 4,
+                                              hold_mail_at=ARRIVED_BEFORE_KILL)
+    assert before.sent == arrived >= ARRIVED_BEFORE_KILL  # settled before the next transaction
+    assert arrived < len(USERS)
     assert sorted(r[0] for _, r, _ in sink.arrived) == [f"{u}@example.com" for u in USERS]
     assert len(sink.message_ids) == len(USERS) == len(set(sink.message_ids))
 
 
 def test_a_kill_inside_a_transaction_resends_that_message_with_its_message_id(
         server_process, tmp_path, demo_bundle):
-    sink, (before,) = kill_and_resume(server_process, tmp_path, demo_bundle,
-                                      hold_data_at=ARRIVED_BEFORE_KILL)
-    assert before.sent == ARRIVED_BEFORE_KILL  # the held one was kept, but not answered
+    # one connection, so nothing else is in flight while the held transaction waits
+    sink, (before, arrived) = kill_and_resume(server_process, tmp_path, demo_bundle, 1,
+                                              hold_data_at=ARRIVED_BEFORE_KILL)
+    assert before.sent == arrived - 1  # the held one was kept, but not answered
     assert sorted({r[0] for _, r, _ in sink.arrived}) == [f"{u}@example.com" for u in USERS]
     twice = [m for m, n in Counter(sink.message_ids).items() if n > 1]
     assert len(sink.message_ids) == len(USERS) + 1 and len(twice) == 1
