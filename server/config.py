@@ -284,7 +284,7 @@ class Settings(BaseSettings):
     send_rate_per_second: dict[str, float] = {"email": 50.0, "sms": 10.0, "push": 100.0}
     """SendCampaign's delivery rate per channel (messages per second, a token bucket) when the
     request names none for the channel."""
-    send_compose_ahead: int = Field(32, ge=1, le=1024)
+    send_compose_ahead: int = Field(128, ge=1, le=1024)
     """How many users a send job composes at once, ahead of delivery."""
     send_connections: int = Field(4, ge=1, le=64)
     """SMTP connections a send job delivers over at once (each one message at a time)."""

@@ -40,6 +40,9 @@ logger = logging.getLogger("tailor.messages.send")
 
 DEFAULT_RATE = 50.0
 """Emails per second when neither the request nor `send_rate_per_second` names email."""
+BURST_SECONDS = 0.5
+"""Tokens saved up while a job falls behind (a stall: GC, a slow relay reply, a busy CPU), in
+seconds of its rate: it catches up, so the rate over a minute holds."""
 MAX_IDLE_WAIT = 60.0
 """Longest single sleep while waiting for a deferred message's send_at."""
 
@@ -50,11 +53,12 @@ class TokenBucket:
 
     def __init__(self, rate: float, burst: float = 1.0):
         self.interval, self.burst = 1.0 / rate, burst
-        self._next = time.monotonic()
+        self._next: float | None = None  # the first take starts the schedule (no saved burst)
 
     async def take(self) -> None:
         now = time.monotonic()
-        at = self._next = max(self._next, now - (self.burst - 1) * self.interval)
+        start = now if self._next is None else self._next
+        at = self._next = max(start, now - (self.burst - 1) * self.interval)
         self._next += self.interval  # reserved before sleeping: concurrent takers queue up
         if at > now:
             await asyncio.sleep(at - now)
@@ -66,7 +70,8 @@ class SendJob:
         """`ahead`: users composed at once; `lanes`: SMTP connections delivering at once."""
         self.send_id, self.job, self.records = send_id, job, records
         self.composer, self.delivery, self.ahead, self.lanes = composer, delivery, ahead, lanes
-        self.bucket = TokenBucket(job["rates"].get("email", DEFAULT_RATE))
+        rate = job["rates"].get("email", DEFAULT_RATE)
+        self.bucket = TokenBucket(rate, burst=max(1.0, rate * BURST_SECONDS))
         """Email's (the one channel with an adapter so far)."""
         self._sent: list[Recipient] = []
         """Settled `sent`, their events not yet recorded."""

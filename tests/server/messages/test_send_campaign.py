@@ -3,6 +3,7 @@
 import asyncio
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -136,3 +137,27 @@ async def test_the_cli_sends_and_reports_progress(sink, tailor_server, campaigns
     assert (progress["sent"], progress["suppressed"], progress["pending"]) == (2, 1, 0)
     assert progress["suppressed_by_reason"] == {"no_consent": 1}
     assert sorted(r[0] for _, r, _ in sink.arrived) == ["c1@example.com", "c2@example.com"]
+
+
+async def test_a_message_deferred_by_quiet_hours_waits_for_its_send_at(sink, campaigns, profiles,
+                                                                       messaging):
+    now = datetime.now(UTC)
+    quiet = cpb.QuietHours(start=(now - timedelta(hours=1)).strftime("%H:%M"),
+                           end=(now + timedelta(hours=1)).strftime("%H:%M"), action="defer")
+    spec = email_spec()
+    spec.quiet_hours.CopyFrom(quiet)  # in UTC now; in Dhaka (UTC+6, no DST) it is day
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    awake = ["d1", "d2", "d3"]
+    await audience(profiles, [*awake, "sleeper"])
+    for u in awake:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=u, attributes={"timezone": "Asia/Dhaka"}))
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=[*awake, "sleeper"], rate_per_second={"email": 1000}))
+    deadline = time.time() + 30
+    while len(sink.arrived) < 3 and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    got = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=started.send_id))
+    assert (got.sent, got.pending, got.done) == (3, 1, False)
+    assert sorted(r[0] for _, r, _ in sink.arrived) == [f"{u}@example.com" for u in awake]
