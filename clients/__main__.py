@@ -63,6 +63,12 @@ def _track(client: TailorClient, args) -> dict:
             "rejections": [dataclasses.asdict(r) for r in reply.rejected[:100]]}
 
 
+def _user_file(path: str) -> list[str]:
+    """One user id a line; blank lines and `#` comments skipped."""
+    with open(path, encoding="utf-8") as fh:
+        return [s for line in fh if (s := line.strip()) and not s.startswith("#")]
+
+
 def _campaign(client: TailorClient, args) -> dict:
     if args.action in ("create", "update"):
         with _open(args.file) as fh:
@@ -85,6 +91,11 @@ def _campaign(client: TailorClient, args) -> dict:
                                   allocation=args.allocation or ())
     if args.action == "plan":
         return _plan(client, args)
+    if args.action == "send":
+        return client.send_campaign(args.campaign, _user_file(args.users), rate=args.rate,
+                                    context=dict(_pair(kv) for kv in args.context or ()))
+    if args.action == "progress":
+        return client.send_progress(args.send)
     if args.action == "export":
         with open(args.out, "w") as fh:
             n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
@@ -320,7 +331,7 @@ def _message_parser(sub, common) -> None:
 
 def _campaign_parser(sub, common) -> None:
     ca = sub.add_parser("campaign", help="campaigns: create/update/archive, choose, reward, stats, "
-                        "sample-size, plan, export")
+                        "sample-size, plan, send, progress, export")
     acts = ca.add_subparsers(dest="action", required=True)
     for name in ("create", "update"):
         p = acts.add_parser(name, parents=[common], help=f"{name} from a CampaignSpec JSON file")
@@ -355,6 +366,14 @@ def _campaign_parser(sub, common) -> None:
     pl.add_argument("--context", action="append", metavar="KEY=NUMBER",
                     help="request context for every user (repeatable)")
     pl.add_argument("--quiet", action="store_true", help="no progress bar")
+    se = acts.add_parser("send", parents=[common], help="send a message campaign to an audience "
+                         "(a background job: prints its send id; see `progress`)")
+    se.add_argument("--campaign", required=True)
+    se.add_argument("--users", required=True, metavar="FILE", help="one user id a line")
+    se.add_argument("--rate", type=float, help="emails per second (default: the server's)")
+    se.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
+    pr = acts.add_parser("progress", parents=[common], help="counts of a send job")
+    pr.add_argument("--send", required=True, metavar="SEND_ID")
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
     ex.add_argument("--campaign", default="")
     ex.add_argument("--out", required=True)

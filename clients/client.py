@@ -341,6 +341,23 @@ class TailorClient:
             sample_attributes=attributes or {}, sample_interests=list(interests), channel=channel)
         return _to_dict(self._call(self._messaging.PreviewMessage, req, timeout))
 
+    def send_campaign(self, campaign_id: str, user_ids, rate: float | None = None,
+                      context: dict[str, float] | None = None,
+                      timeout: float | None = None) -> dict:
+        """Start a send job to `user_ids` (email at `rate` messages/s, default the server's);
+        returns its progress: {"send_id", "total", "sent", ...}."""
+        req = msg_pb.SendCampaignRequest(
+            campaign_id=campaign_id, user_ids=list(user_ids),
+            rate_per_second={} if rate is None else {"email": float(rate)},
+            context={k: float(v) for k, v in (context or {}).items()})
+        return _progress(self._call(self._messaging.SendCampaign, req, timeout))
+
+    def send_progress(self, send_id: str, timeout: float | None = None) -> dict:
+        """Counts of a send job: total, sent, suppressed (by reason), failed (by reason),
+        pending, done."""
+        req = msg_pb.GetSendProgressRequest(send_id=send_id)
+        return _progress(self._call(self._messaging.GetSendProgress, req, timeout))
+
     def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)
         return Reward.from_pb(self._call(self._campaigns.ReportReward, req, timeout))
@@ -541,6 +558,16 @@ def _address(email: str, phone: str) -> prof_pb.SuppressionAddress:
     """The one of `email` and `phone` given (neither: the server names the missing field)."""
     return prof_pb.SuppressionAddress(email=email) if email else \
         prof_pb.SuppressionAddress(phone=phone) if phone else prof_pb.SuppressionAddress()
+
+
+def _progress(msg) -> dict:
+    """A SendProgress as a dict with its counts as numbers (JSON mapping makes int64 strings)."""
+    out = _to_dict(msg)
+    for name in ("total", "sent", "suppressed", "failed", "pending"):
+        out[name] = int(out[name])
+    for name in ("suppressed_by_reason", "failed_by_reason"):
+        out[name] = {k: int(v) for k, v in out[name].items()}
+    return out
 
 
 def _to_dict(msg) -> dict:

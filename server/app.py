@@ -31,7 +31,9 @@ from .errors import FailedPrecondition
 from .http import PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
 from .messages.delivery import EmailDelivery
+from .messages.jobs import SendJobs
 from .messages.phones import PhoneIndex
+from .messages.sends import SendRecords
 from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import report_store
@@ -145,6 +147,7 @@ class TailorServer:
         self.delivery = EmailDelivery(SmtpSender(smtp) if smtp else None, s.smtp_from, self.profiles)
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery)
+        self.sends = SendJobs(s, SendRecords(self.store), self.composer, self.delivery)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -177,7 +180,7 @@ class TailorServer:
              AttributionServicer(self.attributor)),
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
             (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
-             MessagingServicer(self.composer)),
+             MessagingServicer(self.composer, self.sends)),
         ]
 
     async def start(self, serving: bool = True) -> int:
@@ -227,6 +230,7 @@ class TailorServer:
         await server.start()
         self._server = server
         await self._start_public()
+        await self.sends.resume()  # unfinished SendCampaign jobs whose process is gone
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         self._store_reporter = asyncio.create_task(self._report_store())
@@ -316,6 +320,7 @@ class TailorServer:
     async def _close_domain(self) -> None:
         """Flush the writers and close the store (after the last call, or a failed start)."""
         await self.campaigns.close()
+        await self.sends.close()
         await self.delivery.close()
         await self.recommender.close()
         await self.profiles.close()

@@ -106,6 +106,10 @@ class Limits(BaseModel):
     """Most items one `recommend(k)` call of a template may ask for."""
     preview_attributes: int = 64
     """Most sample attributes a PreviewMessage may carry."""
+    send_audience: int = Field(100_000, ge=1)
+    """Most user ids one SendCampaign may name (the job's records are written at once)."""
+    send_rate_per_second: float = Field(10_000.0, gt=0)
+    """Highest rate per channel a SendCampaign may ask for (messages per second)."""
 
     attribution_seconds: float = Field(5.0, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
@@ -318,6 +322,13 @@ class Settings(BaseSettings):
     """Connect and command timeout at the relay."""
     smtp_ca_file: Path | None = None
     """PEM CA bundle the relay's certificate is checked against (default: the system's)."""
+    send_rate_per_second: dict[str, float] = {"email": 50.0, "sms": 10.0, "push": 100.0}
+    """SendCampaign's delivery rate per channel (messages per second, a token bucket) when the
+    request names none for the channel."""
+    send_compose_ahead: int = Field(128, ge=1, le=1024)
+    """How many users a send job composes at once, ahead of delivery."""
+    send_connections: int = Field(4, ge=1, le=64)
+    """SMTP connections a send job delivers over at once (each one message at a time)."""
 
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")

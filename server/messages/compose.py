@@ -105,7 +105,7 @@ class Composer:
                 "Message-ID": f"<{decision_id}@{self.settings.message_id_domain}>"}
 
     # -- compose and preview --------------------------------------------------------------------
-    async def _campaign(self, campaign_id: str):
+    async def message_campaign(self, campaign_id: str):
         campaign = await self.campaigns.get(campaign_id)
         if campaign.spec.channel not in MESSAGE_CHANNELS:
             raise NotAMessageChannel(campaign_id, campaign.spec.channel)
@@ -113,8 +113,19 @@ class Composer:
 
     async def compose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                       deliver: bool = False) -> Message:
+        out, recipient = await self.decide_and_render(campaign_id, user_id, context)
+        if deliver and recipient is not None:
+            if self.delivery is None:
+                raise FailedPrecondition("deliver: this server has no delivery adapter")
+            out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes)
+        return out
+
+    async def decide_and_render(self, campaign_id: str, user_id: str,
+                                context: Mapping[str, float]) -> tuple[Message, Recipient | None]:
+        """One logged decision, the contact policy's verdict, and (unless suppressed or in the
+        holdout, where the recipient is None) the rendered message with its recipient."""
         check_id("user_id", user_id, self.limits.id_bytes)
-        campaign = await self._campaign(campaign_id)
+        campaign = await self.message_campaign(campaign_id)
         choice = await self.campaigns.choose(campaign_id, user_id, context)
         verdict = verdict_of(choice, campaign.spec.channel)
         # A suppressed decision has no arm either (arm < 0) but is not the holdout.
@@ -123,24 +134,20 @@ class Composer:
                       verdict.send_at, verdict.suppressed, verdict.reason, held_out)
         if out.suppressed or out.holdout:
             out.variant_id = ""
-            return out
+            return out, None
         if all(v.id != choice.variant_id for v in campaign.spec.variants):
-            campaign = await self._campaign(campaign_id)  # a variant appended meanwhile
+            campaign = await self.message_campaign(campaign_id)  # a variant appended meanwhile
         recipient = await read_recipient(self.profiles, user_id)
         await self._render(out, campaign, recipient, user_id)
         phone = recipient.attributes.get("phone")
         if out.channel == "sms" and phone and self.phones is not None:
             await asyncio.to_thread(self.phones.remember, user_id, phone)
-        if deliver:
-            if self.delivery is None:
-                raise FailedPrecondition("deliver: this server has no delivery adapter")
-            out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes)
-        return out
+        return out, recipient
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",
                       attributes: Mapping[str, str] | None = None,
                       interests: Sequence[str] = (), channel: str = "") -> Message:
-        campaign = await self._campaign(campaign_id)
+        campaign = await self.message_campaign(campaign_id)
         spec = campaign.spec
         channel = channel or spec.channel
         check_known("channel", channel, spec.message_channels)

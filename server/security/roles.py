@@ -65,6 +65,9 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     # attributes: deciders send it. Previews render any user's data: campaign authors only.
     _MESSAGING + "ComposeMessage": ("decider",),
     _MESSAGING + "PreviewMessage": ("admin",),
+    # Sending to an audience is a campaign operation (like creating one); progress is a stat.
+    _MESSAGING + "SendCampaign": ("admin",),
+    _MESSAGING + "GetSendProgress": ("admin", "analyst"),
     # Ping runs the whole stack for benchmarks: any authenticated caller, so an anonymous one
     # cannot load the server through it; liveness without credentials is what health is for.
     "/tailor.v1.DiagnosticsService/Ping": (ANY_AUTHENTICATED,),

@@ -6,6 +6,7 @@ from protos.tailor.v1 import messaging_pb2_grpc as pb_grpc
 
 from ..errors import grpc_errors
 from ..messages.compose import Composer, Message
+from ..messages.jobs import SendJobs, SendProgress
 
 __all__ = ["MessagingServicer", "MessageConverter"]
 
@@ -23,10 +24,18 @@ class MessageConverter:
                                           segments=m.sms["sms_segments"]))
         return out
 
+    @staticmethod
+    def from_progress(p: SendProgress) -> pb.SendProgress:
+        return pb.SendProgress(
+            send_id=p.send_id, campaign_id=p.campaign_id, total=p.total, sent=p.sent,
+            suppressed=sum(p.suppressed.values()), suppressed_by_reason=p.suppressed,
+            failed=sum(p.failed.values()), failed_by_reason=p.failed, pending=p.pending,
+            done=p.finished_at > 0, started_at=p.started_at, finished_at=p.finished_at)
+
 
 class MessagingServicer(pb_grpc.MessagingServiceServicer):
-    def __init__(self, composer: Composer):
-        self.composer = composer
+    def __init__(self, composer: Composer, sends: SendJobs):
+        self.composer, self.sends = composer, sends
 
     @grpc_errors
     async def ComposeMessage(self, request: pb.ComposeMessageRequest, context) -> pb.Message:
@@ -40,3 +49,14 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
             request.campaign_id, request.variant_id, request.user_id,
             dict(request.sample_attributes), tuple(request.sample_interests), request.channel)
         return MessageConverter.from_message(message)
+
+    @grpc_errors
+    async def SendCampaign(self, request: pb.SendCampaignRequest, context) -> pb.SendProgress:
+        progress = await self.sends.start(request.campaign_id, list(request.user_ids),
+                                          dict(request.rate_per_second), dict(request.context))
+        return MessageConverter.from_progress(progress)
+
+    @grpc_errors
+    async def GetSendProgress(self, request: pb.GetSendProgressRequest,
+                              context) -> pb.SendProgress:
+        return MessageConverter.from_progress(await self.sends.progress(request.send_id))

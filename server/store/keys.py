@@ -27,6 +27,8 @@ prefix ever matches them.
     decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
     contacts   <user>␟contacts                  recent contacts      contact_key
     suppression <kid>␟<hmac hex>                suppressed address   suppression_key
+    sends      j␟<send id>                      send job             send_job_key
+    sends      u␟<send id>␟<8-digit seq>        one recipient's send send_user_key
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ __all__ = [
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "phone_key", "PHONE_PREFIX", "phone_user_key",
-    "PHONE_USER_PREFIX",
+    "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
+    "SEND_USER_PREFIX",
 ]
 
 
@@ -236,3 +239,23 @@ def phone_key(digest: str) -> bytes:
 def phone_user_key(user_id: str) -> bytes:
     """The user's entry in that index (erasure finds the forward key through it)."""
     return PHONE_USER_PREFIX + user_id.encode()
+
+
+# -- send jobs (SendCampaign) ----------------------------------------------------------------------
+SEND_JOB_PREFIX = b"j" + SEP
+SEND_USER_PREFIX = b"u" + SEP
+
+
+def send_job_key(send_id: str) -> bytes:
+    """A send job: campaign, rates, counts, owner."""
+    return SEND_JOB_PREFIX + send_id.encode()
+
+
+def send_user_prefix(send_id: str) -> bytes:
+    return SEND_USER_PREFIX + send_id.encode() + SEP
+
+
+def send_user_key(send_id: str, seq: int) -> bytes:
+    """One recipient of a job, by position in the audience (the user id is in the value, so
+    the job's records scan in audience order)."""
+    return send_user_prefix(send_id) + b"%08d" % seq

@@ -125,5 +125,11 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("suppression", "suppression", 1, _any,
                "JSON {kind, reason, timestamp} of an address on the suppression list, keyed by "
                "its HMAC (contact.suppression)"),
+    RecordKind("send_job", "sends", 1, lambda k: k.startswith(K.SEND_JOB_PREFIX),
+               "JSON {campaign, context, rates, total, counts, owner, started, finished} "
+               "(messages.sends)"),
+    RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),
+               "JSON {user, state, decision, reason, send_at, message} of one recipient of a "
+               "send job (messages.sends)"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

@@ -24,13 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tailor/v1/messaging.proto\x12\ttailor.v1\"\xbe\x01\n\x15\x43omposeMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12>\n\x07\x63ontext\x18\x03 \x03(\x0b\x32-.tailor.v1.ComposeMessageRequest.ContextEntry\x12\x0f\n\x07\x64\x65liver\x18\x04 \x01(\x08\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x02\n\x15PreviewMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nvariant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12Q\n\x11sample_attributes\x18\x04 \x03(\x0b\x32\x36.tailor.v1.PreviewMessageRequest.SampleAttributesEntry\x12\x18\n\x10sample_interests\x18\x05 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x1a\x37\n\x15SampleAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\tSmsLength\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x05\x12\x10\n\x08segments\x18\x03 \x01(\x05\"\xab\x03\n\x07Message\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x12\n\nvariant_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0f\n\x07send_at\x18\x05 \x01(\x01\x12\x12\n\nsuppressed\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07holdout\x18\x08 \x01(\x08\x12,\n\x05parts\x18\t \x03(\x0b\x32\x1d.tailor.v1.Message.PartsEntry\x12\x30\n\x07headers\x18\n \x03(\x0b\x32\x1f.tailor.v1.Message.HeadersEntry\x12\x17\n\x0funsubscribe_url\x18\x0b \x01(\t\x12!\n\x03sms\x18\x0c \x01(\x0b\x32\x14.tailor.v1.SmsLength\x12\x11\n\tdelivered\x18\r \x01(\x08\x1a,\n\nPartsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xa2\x01\n\x10MessagingService\x12\x46\n\x0e\x43omposeMessage\x12 .tailor.v1.ComposeMessageRequest\x1a\x12.tailor.v1.Message\x12\x46\n\x0ePreviewMessage\x12 .tailor.v1.PreviewMessageRequest\x1a\x12.tailor.v1.Messageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tailor/v1/messaging.proto\x12\ttailor.v1\"\xac\x02\n\x13SendCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12J\n\x0frate_per_second\x18\x03 \x03(\x0b\x32\x31.tailor.v1.SendCampaignRequest.RatePerSecondEntry\x12<\n\x07\x63ontext\x18\x04 \x03(\x0b\x32+.tailor.v1.SendCampaignRequest.ContextEntry\x1a\x34\n\x12RatePerSecondEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\")\n\x16GetSendProgressRequest\x12\x0f\n\x07send_id\x18\x01 \x01(\t\"\xc5\x03\n\x0cSendProgress\x12\x0f\n\x07send_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0c\n\x04sent\x18\x04 \x01(\x03\x12\x12\n\nsuppressed\x18\x05 \x01(\x03\x12M\n\x14suppressed_by_reason\x18\x06 \x03(\x0b\x32/.tailor.v1.SendProgress.SuppressedByReasonEntry\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x45\n\x10\x66\x61iled_by_reason\x18\x08 \x03(\x0b\x32+.tailor.v1.SendProgress.FailedByReasonEntry\x12\x0f\n\x07pending\x18\t \x01(\x03\x12\x0c\n\x04\x64one\x18\n \x01(\x08\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\x01\x1a\x39\n\x17SuppressedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13\x46\x61iledByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xbe\x01\n\x15\x43omposeMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12>\n\x07\x63ontext\x18\x03 \x03(\x0b\x32-.tailor.v1.ComposeMessageRequest.ContextEntry\x12\x0f\n\x07\x64\x65liver\x18\x04 \x01(\x08\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x02\n\x15PreviewMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nvariant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12Q\n\x11sample_attributes\x18\x04 \x03(\x0b\x32\x36.tailor.v1.PreviewMessageRequest.SampleAttributesEntry\x12\x18\n\x10sample_interests\x18\x05 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x1a\x37\n\x15SampleAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\tSmsLength\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x05\x12\x10\n\x08segments\x18\x03 \x01(\x05\"\xab\x03\n\x07Message\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x12\n\nvariant_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0f\n\x07send_at\x18\x05 \x01(\x01\x12\x12\n\nsuppressed\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07holdout\x18\x08 \x01(\x08\x12,\n\x05parts\x18\t \x03(\x0b\x32\x1d.tailor.v1.Message.PartsEntry\x12\x30\n\x07headers\x18\n \x03(\x0b\x32\x1f.tailor.v1.Message.HeadersEntry\x12\x17\n\x0funsubscribe_url\x18\x0b \x01(\t\x12!\n\x03sms\x18\x0c \x01(\x0b\x32\x14.tailor.v1.SmsLength\x12\x11\n\tdelivered\x18\r \x01(\x08\x1a,\n\nPartsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xba\x02\n\x10MessagingService\x12\x46\n\x0e\x43omposeMessage\x12 .tailor.v1.ComposeMessageRequest\x1a\x12.tailor.v1.Message\x12\x46\n\x0ePreviewMessage\x12 .tailor.v1.PreviewMessageRequest\x1a\x12.tailor.v1.Message\x12G\n\x0cSendCampaign\x12\x1e.tailor.v1.SendCampaignRequest\x1a\x17.tailor.v1.SendProgress\x12M\n\x0fGetSendProgress\x12!.tailor.v1.GetSendProgressRequest\x1a\x17.tailor.v1.SendProgressb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tailor.v1.messaging_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._loaded_options = None
+  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._serialized_options = b'8\001'
+  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._loaded_options = None
+  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._loaded_options = None
+  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._serialized_options = b'8\001'
+  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._loaded_options = None
+  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._serialized_options = b'8\001'
   _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._loaded_options = None
   _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._loaded_options = None
@@ -39,22 +47,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MESSAGE_PARTSENTRY']._serialized_options = b'8\001'
   _globals['_MESSAGE_HEADERSENTRY']._loaded_options = None
   _globals['_MESSAGE_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_COMPOSEMESSAGEREQUEST']._serialized_start=41
-  _globals['_COMPOSEMESSAGEREQUEST']._serialized_end=231
-  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_start=185
-  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_end=231
-  _globals['_PREVIEWMESSAGEREQUEST']._serialized_start=234
-  _globals['_PREVIEWMESSAGEREQUEST']._serialized_end=498
-  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_start=443
-  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_end=498
-  _globals['_SMSLENGTH']._serialized_start=500
-  _globals['_SMSLENGTH']._serialized_end=562
-  _globals['_MESSAGE']._serialized_start=565
-  _globals['_MESSAGE']._serialized_end=992
-  _globals['_MESSAGE_PARTSENTRY']._serialized_start=900
-  _globals['_MESSAGE_PARTSENTRY']._serialized_end=944
-  _globals['_MESSAGE_HEADERSENTRY']._serialized_start=946
-  _globals['_MESSAGE_HEADERSENTRY']._serialized_end=992
-  _globals['_MESSAGINGSERVICE']._serialized_start=995
-  _globals['_MESSAGINGSERVICE']._serialized_end=1157
+  _globals['_SENDCAMPAIGNREQUEST']._serialized_start=41
+  _globals['_SENDCAMPAIGNREQUEST']._serialized_end=341
+  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._serialized_start=241
+  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._serialized_end=293
+  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._serialized_start=295
+  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._serialized_end=341
+  _globals['_GETSENDPROGRESSREQUEST']._serialized_start=343
+  _globals['_GETSENDPROGRESSREQUEST']._serialized_end=384
+  _globals['_SENDPROGRESS']._serialized_start=387
+  _globals['_SENDPROGRESS']._serialized_end=840
+  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._serialized_start=728
+  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._serialized_end=785
+  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._serialized_start=787
+  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._serialized_end=840
+  _globals['_COMPOSEMESSAGEREQUEST']._serialized_start=843
+  _globals['_COMPOSEMESSAGEREQUEST']._serialized_end=1033
+  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_start=295
+  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_end=341
+  _globals['_PREVIEWMESSAGEREQUEST']._serialized_start=1036
+  _globals['_PREVIEWMESSAGEREQUEST']._serialized_end=1300
+  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_start=1245
+  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_end=1300
+  _globals['_SMSLENGTH']._serialized_start=1302
+  _globals['_SMSLENGTH']._serialized_end=1364
+  _globals['_MESSAGE']._serialized_start=1367
+  _globals['_MESSAGE']._serialized_end=1794
+  _globals['_MESSAGE_PARTSENTRY']._serialized_start=1702
+  _globals['_MESSAGE_PARTSENTRY']._serialized_end=1746
+  _globals['_MESSAGE_HEADERSENTRY']._serialized_start=1748
+  _globals['_MESSAGE_HEADERSENTRY']._serialized_end=1794
+  _globals['_MESSAGINGSERVICE']._serialized_start=1797
+  _globals['_MESSAGINGSERVICE']._serialized_end=2111
 # @@protoc_insertion_point(module_scope)

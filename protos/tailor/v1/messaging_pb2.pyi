@@ -6,6 +6,80 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SendCampaignRequest(_message.Message):
+    __slots__ = ("campaign_id", "user_ids", "rate_per_second", "context")
+    class RatePerSecondEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    user_ids: _containers.RepeatedScalarFieldContainer[str]
+    rate_per_second: _containers.ScalarMap[str, float]
+    context: _containers.ScalarMap[str, float]
+    def __init__(self, campaign_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., rate_per_second: _Optional[_Mapping[str, float]] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class GetSendProgressRequest(_message.Message):
+    __slots__ = ("send_id",)
+    SEND_ID_FIELD_NUMBER: _ClassVar[int]
+    send_id: str
+    def __init__(self, send_id: _Optional[str] = ...) -> None: ...
+
+class SendProgress(_message.Message):
+    __slots__ = ("send_id", "campaign_id", "total", "sent", "suppressed", "suppressed_by_reason", "failed", "failed_by_reason", "pending", "done", "started_at", "finished_at")
+    class SuppressedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class FailedByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SEND_ID_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SENT_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    send_id: str
+    campaign_id: str
+    total: int
+    sent: int
+    suppressed: int
+    suppressed_by_reason: _containers.ScalarMap[str, int]
+    failed: int
+    failed_by_reason: _containers.ScalarMap[str, int]
+    pending: int
+    done: bool
+    started_at: float
+    finished_at: float
+    def __init__(self, send_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., suppressed: _Optional[int] = ..., suppressed_by_reason: _Optional[_Mapping[str, int]] = ..., failed: _Optional[int] = ..., failed_by_reason: _Optional[_Mapping[str, int]] = ..., pending: _Optional[int] = ..., done: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+
 class ComposeMessageRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "context", "deliver")
     class ContextEntry(_message.Message):

@@ -46,6 +46,16 @@ class MessagingServiceStub:
                 request_serializer=tailor_dot_v1_dot_messaging__pb2.PreviewMessageRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_messaging__pb2.Message.FromString,
                 _registered_method=True)
+        self.SendCampaign = channel.unary_unary(
+                '/tailor.v1.MessagingService/SendCampaign',
+                request_serializer=tailor_dot_v1_dot_messaging__pb2.SendCampaignRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
+                _registered_method=True)
+        self.GetSendProgress = channel.unary_unary(
+                '/tailor.v1.MessagingService/GetSendProgress',
+                request_serializer=tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -70,6 +80,24 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SendCampaign(self, request, context):
+        """Start a background send job: for each user, compose (the contact policy decides: a
+        suppressed user gets nothing and is counted by reason) and deliver at the configured rate
+        per channel, each message at its send_at. Returns at once with the job's send id and
+        counts. The job survives restarts (a record per user is written before delivery); the
+        Message-ID is fixed by the decision, so a resend after a crash is recognisable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSendProgress(self, request, context):
+        """Counts of a send job (NOT_FOUND for an unknown send id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -82,6 +110,16 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.PreviewMessage,
                     request_deserializer=tailor_dot_v1_dot_messaging__pb2.PreviewMessageRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_messaging__pb2.Message.SerializeToString,
+            ),
+            'SendCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendCampaign,
+                    request_deserializer=tailor_dot_v1_dot_messaging__pb2.SendCampaignRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.SerializeToString,
+            ),
+            'GetSendProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSendProgress,
+                    request_deserializer=tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +178,60 @@ class MessagingService:
             '/tailor.v1.MessagingService/PreviewMessage',
             tailor_dot_v1_dot_messaging__pb2.PreviewMessageRequest.SerializeToString,
             tailor_dot_v1_dot_messaging__pb2.Message.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.MessagingService/SendCampaign',
+            tailor_dot_v1_dot_messaging__pb2.SendCampaignRequest.SerializeToString,
+            tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSendProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.MessagingService/GetSendProgress',
+            tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.SerializeToString,
+            tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,88 @@
+"""A real SMTP server (aiosmtpd) on loopback that keeps what arrives: recipients, Message-IDs,
+arrival times. Used by the SendCampaign tests and `bench_send`.
+
+`hold_mail_at=n`: once n messages have arrived, every new transaction stalls at MAIL FROM
+(what arrived is settled, nothing more arrives), so a test can kill a sender of several
+connections "between messages" at a known point.
+`hold_data_at=n`: the (n+1)-th message is kept but its 250 is not answered (a kill then falls
+inside the SMTP transaction).
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from email import message_from_bytes, policy
+
+from aiosmtpd.controller import Controller
+
+__all__ = ["SmtpSink"]
+
+_MESSAGE_ID = re.compile(rb"^Message-ID: *(<[^>]*>)", re.IGNORECASE | re.MULTILINE)
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink):
+        self.sink = sink
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        s = self.sink
+        if s.hold_mail_at is not None and len(s.arrived) >= s.hold_mail_at:
+            s.holding.set()
+            while s.hold_mail_at is not None:
+                await asyncio.sleep(0.05)
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        s = self.sink
+        if s.keep_mails:
+            mail = message_from_bytes(envelope.content, policy=policy.default)
+            message_id = mail["Message-ID"]
+        else:  # the bench: no MIME parsing, only the header it counts
+            mail, found = None, _MESSAGE_ID.search(envelope.content)
+            message_id = found.group(1).decode() if found else None
+        with s.lock:
+            s.arrived.append((time.monotonic(), list(envelope.rcpt_tos), message_id))
+            s.mails.append(mail)
+        if s.hold_data_at is not None and len(s.arrived) == s.hold_data_at + 1:
+            s.hold_data_at = None
+            s.holding.set()
+            await asyncio.sleep(3600)
+        return "250 OK"
+
+
+class SmtpSink:
+    def __init__(self, port: int, hold_mail_at: int | None = None,
+                 hold_data_at: int | None = None, keep_mails: bool = True):
+        self.arrived: list[tuple[float, list[str], str]] = []
+        self.mails: list = []
+        self.lock = threading.Lock()
+        self.hold_mail_at, self.hold_data_at = hold_mail_at, hold_data_at
+        self.keep_mails = keep_mails
+        self.holding = threading.Event()
+        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port)
+
+    def __enter__(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.controller.stop()
+
+    def release(self) -> None:
+        """Stop holding (the sessions held so far are dead by then: a new sender connects)."""
+        self.hold_mail_at = self.hold_data_at = None
+
+    @property
+    def message_ids(self) -> list[str]:
+        with self.lock:
+            return [m for _, _, m in self.arrived]
+
+    def wait_for(self, n: int, timeout: float = 30.0) -> None:
+        deadline = time.time() + timeout
+        while len(self.arrived) < n:
+            if time.time() > deadline:
+                raise TimeoutError(f"{len(self.arrived)} of {n} messages arrived")
+            time.sleep(0.01)

@@ -1,0 +1,142 @@
+"""SendCampaign's jobs in this process: start (validated), progress, resume after a restart.
+
+A job is run by the process that created it (`owner`, a pid in its record). On start every
+server process calls `resume()`: it claims each unfinished job whose owner is no longer
+alive (one transaction per claim, so of several workers one wins) and runs it from its
+records (`sending.SendJob`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..config import Settings
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
+from .channels import MESSAGE_CHANNELS
+from .compose import Composer
+from .delivery import EmailDelivery
+from .sending import SendJob
+from .sends import FAILED, SUPPRESSED, SendRecords
+
+__all__ = ["SendJobs", "SendProgress"]
+
+logger = logging.getLogger("tailor.messages.send")
+
+
+@dataclass
+class SendProgress:
+    send_id: str
+    campaign_id: str
+    total: int
+    sent: int
+    suppressed: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+    @property
+    def pending(self) -> int:
+        return self.total - self.sent - sum(self.suppressed.values()) - sum(self.failed.values())
+
+    @classmethod
+    def of(cls, send_id: str, job: dict) -> SendProgress:
+        return cls(send_id, job["campaign"], job["total"], job["sent"], dict(job[SUPPRESSED]),
+                   dict(job[FAILED]), job["started"], job["finished"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SendJobs:
+    def __init__(self, settings: Settings, records: SendRecords, composer: Composer,
+                 delivery: EmailDelivery):
+        self.settings, self.limits = settings, settings.limits
+        self.records, self.composer, self.delivery = records, composer, delivery
+        self._tasks: dict[str, asyncio.Task] = {}
+
+    # -- checks ------------------------------------------------------------------------------------
+    def _users(self, user_ids: Sequence[str]) -> list[str]:
+        if not user_ids:
+            raise InvalidArgument("user_ids", "the audience is empty")
+        check_count("user_ids", len(user_ids), self.limits.send_audience)
+        seen: set[str] = set()
+        for i, u in enumerate(user_ids):
+            check_id(f"user_ids[{i}]", u, self.limits.id_bytes)
+            if u in seen:
+                raise InvalidArgument(f"user_ids[{i}]", f"{shown(u)} is named twice")
+            seen.add(u)
+        return list(user_ids)
+
+    def _rates(self, asked: Mapping[str, float]) -> dict[str, float]:
+        rates = dict(self.settings.send_rate_per_second)
+        for channel, rate in asked.items():
+            check_known("rate_per_second", channel, MESSAGE_CHANNELS)
+            check_finite(f"rate_per_second[{channel}]", rate)
+            check_range(f"rate_per_second[{channel}]", rate, 1e-3, self.limits.send_rate_per_second)
+            rates[channel] = float(rate)
+        return rates
+
+    # -- the RPCs ----------------------------------------------------------------------------------
+    async def start(self, campaign_id: str, user_ids: Sequence[str],
+                    rates: Mapping[str, float], context: Mapping[str, float]) -> SendProgress:
+        await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message channel
+        users, rates = self._users(user_ids), self._rates(rates)
+        check_count("context", len(context), self.limits.context_entries)
+        context = {k: check_finite(f"context[{shown(k)}]", v) for k, v in context.items()}
+        if self.delivery.smtp is None:
+            raise FailedPrecondition("SendCampaign: no SMTP relay configured (--smtp-host)")
+        send_id = "send-" + secrets.token_hex(8)
+        job = await asyncio.to_thread(self.records.create, send_id, campaign_id, users, rates,
+                                      context, os.getpid())
+        self._run(send_id, job)
+        return SendProgress.of(send_id, job)
+
+    async def progress(self, send_id: str) -> SendProgress:
+        check_id("send_id", send_id, self.limits.id_bytes)
+        job = await asyncio.to_thread(self.records.job, send_id)
+        if job is None:
+            raise NotFound("send", send_id)
+        return SendProgress.of(send_id, job)
+
+    # -- running -----------------------------------------------------------------------------------
+    def _run(self, send_id: str, job: dict) -> None:
+        runner = SendJob(send_id, job, self.records, self.composer, self.delivery,
+                         self.settings.send_compose_ahead, self.settings.send_connections)
+        task = asyncio.create_task(runner.run())
+        self._tasks[send_id] = task
+        task.add_done_callback(lambda t: self._done(send_id, t))
+
+    def _done(self, send_id: str, task: asyncio.Task) -> None:
+        self._tasks.pop(send_id, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("send %s stopped: %r (resumes at the next start)", send_id,
+                         task.exception())
+
+    async def resume(self) -> list[str]:
+        """Run every unfinished job no live process runs; their send ids."""
+        resumed = []
+        for send_id in await asyncio.to_thread(self.records.unfinished):
+            job = await asyncio.to_thread(self.records.claim, send_id, os.getpid(), _alive)
+            if job is not None:
+                self._run(send_id, job)
+                resumed.append(send_id)
+        if resumed:
+            logger.info("resumed %d send job(s)", len(resumed))
+        return resumed
+
+    async def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)

@@ -1,0 +1,197 @@
+"""SendCampaign: a background job per audience that composes and delivers, and survives restarts.
+
+A job runs two stages in its server process:
+
+- compose: `send_compose_ahead` users at a time through `Composer.decide_and_render` (a logged
+  decision, the contact policy's verdict, the rendering), then ONE write of their records:
+  suppressed (by the policy's reason, or `holdout`) and failed users are settled, the others
+  become `ready` with the decision id and the rendered message;
+- deliver: `send_connections` lanes, each one message at a time on its own SMTP connection,
+  after a token from the channel's bucket (shared by the lanes), at the message's `send_at`:
+  a message the contact policy deferred waits in a heap (in memory, bounded by the audience;
+  its `ready` record is on disk, so a restart finds it again), the others go at once. After the relay
+  accepts a message its record is settled `sent` before that lane's next message starts; the
+  `email_sent` events (event id `sent-<decision id>`) are recorded in batches of
+  `send_compose_ahead`, and again for every `sent` record when a job resumes (recording is
+  idempotent by event id), so a crash loses none.
+
+Crash semantics: a record is `ready` before its message is handed to the relay, and `sent` only
+after the relay said 250, so a restart sends every `ready` message again, the stored one with
+the same Message-ID (`<decision id@domain>`). A kill while no lane is inside an SMTP
+transaction re-sends nothing that arrived; a kill inside a transaction after the relay kept the
+message but before its record said `sent` re-sends that message (at most one per lane), with
+the same Message-ID (receivers may drop it).
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+
+from ..errors import TailorError
+from .compose import Composer
+from .delivery import EmailDelivery, sent_event
+from .sends import FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
+
+__all__ = ["TokenBucket", "SendJob"]
+
+logger = logging.getLogger("tailor.messages.send")
+
+DEFAULT_RATE = 50.0
+"""Emails per second when neither the request nor `send_rate_per_second` names email."""
+BURST_SECONDS = 0.5
+"""Tokens saved up while a job falls behind (a stall: GC, a slow relay reply, a busy CPU), in
+seconds of its rate: it catches up, so the rate over a minute holds."""
+MAX_IDLE_WAIT = 60.0
+"""Longest single sleep while waiting for a deferred message's send_at."""
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up: `take()` waits for one. Tokens are
+    handed out on a fixed schedule (`1/rate` apart), so the achieved rate does not drift."""
+
+    def __init__(self, rate: float, burst: float = 1.0):
+        self.interval, self.burst = 1.0 / rate, burst
+        self._next: float | None = None  # the first take starts the schedule (no saved burst)
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        start = now if self._next is None else self._next
+        at = self._next = max(start, now - (self.burst - 1) * self.interval)
+        self._next += self.interval  # reserved before sleeping: concurrent takers queue up
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class SendJob:
+    def __init__(self, send_id: str, job: dict, records: SendRecords, composer: Composer,
+                 delivery: EmailDelivery, ahead: int, lanes: int = 1):
+        """`ahead`: users composed at once; `lanes`: SMTP connections delivering at once."""
+        self.send_id, self.job, self.records = send_id, job, records
+        self.composer, self.delivery, self.ahead, self.lanes = composer, delivery, ahead, lanes
+        rate = job["rates"].get("email", DEFAULT_RATE)
+        self.bucket = TokenBucket(rate, burst=max(1.0, rate * BURST_SECONDS))
+        """Email's (the one channel with an adapter so far)."""
+        self._sent: list[Recipient] = []
+        """Settled `sent`, their events not yet recorded."""
+
+    async def run(self) -> None:
+        todo = await asyncio.to_thread(self.records.recipients, self.send_id)
+        self._sent = [r for r in todo if r.state == SENT]  # a resumed job records them again
+        await self._record_sent()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.ahead)
+        later = [(r.send_at, r.seq, r) for r in todo if r.state == READY]
+        heapq.heapify(later)
+        composing = asyncio.create_task(self._compose_all([r for r in todo if r.state == PENDING],
+                                                          queue))
+        try:
+            await self._deliver_all(queue, later)
+            await composing
+        finally:
+            composing.cancel()
+        await self._record_sent()
+        await asyncio.to_thread(self.records.finish, self.send_id)
+        logger.info("send %s finished", self.send_id)
+
+    # -- compose -----------------------------------------------------------------------------------
+    async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
+        for at in range(0, len(todo), self.ahead):
+            chunk = todo[at:at + self.ahead]
+            await asyncio.gather(*(self._compose(r) for r in chunk))
+            await asyncio.to_thread(self.records.update, self.send_id, chunk)
+            for r in chunk:
+                if r.state == READY:
+                    await queue.put(r)
+        await queue.put(None)
+
+    async def _compose(self, r: Recipient) -> None:
+        try:
+            msg, recipient = await self.composer.decide_and_render(
+                self.job["campaign"], r.user, self.job["context"])
+        except TailorError as err:
+            r.state, r.reason = FAILED, type(err).__name__
+            return
+        except Exception:  # one user's failure must not stop the job; say why
+            logger.exception("send %s: composing failed", self.send_id)
+            r.state, r.reason = FAILED, "error"
+            return
+        r.decision, r.send_at = msg.decision_id, msg.send_at
+        if recipient is None:
+            r.state, r.reason = SUPPRESSED, msg.reason or ("holdout" if msg.holdout else "")
+        elif msg.channel != "email":
+            r.state, r.reason = FAILED, f"no {msg.channel} adapter"
+        elif not recipient.attributes.get("email"):
+            r.state, r.reason = FAILED, "no email address"
+        else:
+            to = recipient.attributes["email"]
+            r.state = READY
+            r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
+
+    # -- deliver -----------------------------------------------------------------------------------
+    async def _deliver_all(self, queue: asyncio.Queue, later: list) -> None:
+        """Due messages go to `lanes` senders, each on its own SMTP connection."""
+        due: asyncio.Queue = asyncio.Queue(maxsize=self.lanes)
+        lanes = [asyncio.create_task(self._lane(due)) for _ in range(self.lanes)]
+        try:
+            await self._dispatch(queue, later, due)
+            for _ in lanes:
+                await due.put(None)
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+
+    async def _dispatch(self, queue: asyncio.Queue, later: list, due: asyncio.Queue) -> None:
+        """Composed messages to the lanes now, or to the heap until their send_at."""
+        composing = True
+        while composing or later:
+            if later and later[0][0] <= time.time():
+                await due.put(heapq.heappop(later)[2])
+                continue
+            wait = min(later[0][0] - time.time(), MAX_IDLE_WAIT) if later else None
+            if not composing:
+                await asyncio.sleep(wait)
+                continue
+            try:
+                r = await asyncio.wait_for(queue.get(), wait)
+            except TimeoutError:
+                continue
+            if r is None:
+                composing = False
+            elif r.send_at > time.time():
+                heapq.heappush(later, (r.send_at, r.seq, r))
+            else:
+                await due.put(r)
+
+    async def _lane(self, due: asyncio.Queue) -> None:
+        smtp = self.delivery.connection()
+        try:
+            while True:
+                if due.empty() or len(self._sent) >= self.ahead:
+                    await self._record_sent()  # idle this instant, or a batch is full
+                r = await due.get()
+                if r is None:
+                    return
+                await self._deliver(r, smtp)
+        finally:
+            await smtp.close()
+
+    async def _deliver(self, r: Recipient, smtp) -> None:
+        """Relay, then settle the record (before this lane's next message starts)."""
+        await self.bucket.take()
+        try:
+            await self.delivery.relay(r.message["to"], r.message["raw"].encode("latin-1"), smtp)
+            r.state, r.sent_at = SENT, time.time()
+        except TailorError as err:
+            r.state, r.reason = FAILED, f"relay: {type(err).__name__}"
+        await asyncio.to_thread(self.records.update, self.send_id, [r])
+        if r.state == SENT:
+            self._sent.append(r)
+
+    async def _record_sent(self) -> None:
+        if self._sent:
+            done, self._sent = self._sent, []
+            await self.delivery.record_sent(
+                [sent_event(self.job["campaign"], r.decision, r.user, r.sent_at) for r in done],
+                self.ahead)

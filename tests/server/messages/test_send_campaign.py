@@ -1,0 +1,163 @@
+"""SendCampaign to a real SMTP server on loopback: who gets what, counts by reason, the
+`email_sent` events, the rate, and bad input."""
+import asyncio
+import json
+import time
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from loadtests.smtp_sink import SmtpSink
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from tests.conftest import free_port, run_module
+
+from .conftest import email_spec
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink(free_port()) as s:
+        yield s
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
+                                       "smtp_security": "none"})
+
+
+async def audience(profiles, users, consent=True, address=True):
+    for u in users:
+        if address:
+            await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+                user_id=u, attributes={"first_name": u.upper(), "email": f"{u}@example.com"}))
+        if consent:
+            await profiles.SetConsent(ppb.SetConsentRequest(user_id=u, channel="email",
+                                                            opted_in=True, source="signup"))
+
+
+async def until_done(messaging, send_id, timeout=30.0) -> mpb.SendProgress:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=send_id))
+        if got.done:
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"send not done: {got}")
+
+
+async def test_send_reaches_the_consenting_counts_the_rest_and_records_events(
+        sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    ok = [f"s{i}" for i in range(6)]
+    await audience(profiles, ok)
+    await audience(profiles, ["nocons"], consent=False)
+    await audience(profiles, ["noaddr"], address=False)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=[*ok, "nocons", "noaddr"], rate_per_second={"email": 1000}))
+    assert started.send_id.startswith("send-") and started.total == 8 and not started.done
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.suppressed, done.failed, done.pending) == (6, 1, 1, 0)
+    assert dict(done.suppressed_by_reason) == {"no_consent": 1}
+    assert dict(done.failed_by_reason) == {"no email address": 1}
+    assert sorted(r[0] for _, r, _ in sink.arrived) == sorted(f"{u}@example.com" for u in ok)
+    assert len(set(sink.message_ids)) == 6
+    assert {m["Subject"] for m in sink.mails} == {f"Hi {u.upper()}" for u in ok}
+    events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+              if e.type == "email_sent"]
+    assert sorted(f"<{e.attributes['decision_id']}@tailor.invalid>" for e in events) == \
+        sorted(sink.message_ids)
+    assert sorted(e.user_id for e in events) == ok
+
+
+async def test_the_rate_spaces_the_messages(sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = [f"r{i}" for i in range(6)]
+    await audience(profiles, users)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 10}))
+    await until_done(messaging, started.send_id)
+    times = [t for t, _, _ in sink.arrived]
+    assert times[-1] - times[0] >= 5 * 0.1 * 0.9  # 6 messages at 10/s: 5 gaps of 100 ms
+
+
+BAD = [
+    ({"user_ids": []}, grpc.StatusCode.INVALID_ARGUMENT, "user_ids"),
+    ({"user_ids": ["a", "a"]}, grpc.StatusCode.INVALID_ARGUMENT, "user_ids[1]"),
+    ({"user_ids": ["a"], "rate_per_second": {"email": 0}}, grpc.StatusCode.INVALID_ARGUMENT,
+     "rate_per_second[email]"),
+    ({"user_ids": ["a"], "rate_per_second": {"fax": 1}}, grpc.StatusCode.INVALID_ARGUMENT,
+     "rate_per_second"),
+    ({"user_ids": ["a"], "context": {"x": float("nan")}}, grpc.StatusCode.INVALID_ARGUMENT,
+     "context['x']"),
+    ({"user_ids": ["a"], "campaign_id": "nope"}, grpc.StatusCode.NOT_FOUND, "nope"),
+]
+
+
+async def test_bad_input_is_refused_with_the_field(tailor_server, campaigns, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    for request_kw, code, field in BAD:
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging.SendCampaign(mpb.SendCampaignRequest(**{"campaign_id": "mail",
+                                                                    **request_kw}))
+        assert err.value.code() == code and field in err.value.details(), request_kw
+    # limits.send_audience, and an unknown send id
+    most = tailor_server.settings.limits.send_audience
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.SendCampaign(mpb.SendCampaignRequest(
+            campaign_id="mail", user_ids=[f"u{i}" for i in range(most + 1)]))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{most + 1} entries, at most {most}" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id="send-unknown"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_cli_sends_and_reports_progress(sink, tailor_server, campaigns, profiles,
+                                                  tmp_path):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["c1", "c2"])
+    users = tmp_path / "users.txt"
+    users.write_text("# audience\nc1\n\nc2\nnocons\n")
+    server = ["--server", f"127.0.0.1:{tailor_server.port}", "--timeout", "30"]
+    out = await asyncio.to_thread(run_module, "clients", "campaign", "send", *server,
+                                  "--campaign", "mail", "--users", str(users), "--rate", "100")
+    started = json.loads(out.stdout)
+    assert started["total"] == 3 and started["send_id"].startswith("send-")
+    deadline = time.time() + 30
+    while True:
+        out = await asyncio.to_thread(run_module, "clients", "campaign", "progress", *server,
+                                      "--send", started["send_id"])
+        progress = json.loads(out.stdout)
+        if progress["done"] or time.time() > deadline:
+            break
+    assert (progress["sent"], progress["suppressed"], progress["pending"]) == (2, 1, 0)
+    assert progress["suppressed_by_reason"] == {"no_consent": 1}
+    assert sorted(r[0] for _, r, _ in sink.arrived) == ["c1@example.com", "c2@example.com"]
+
+
+async def test_a_message_deferred_by_quiet_hours_waits_for_its_send_at(sink, campaigns, profiles,
+                                                                       messaging):
+    now = datetime.now(UTC)
+    quiet = cpb.QuietHours(start=(now - timedelta(hours=1)).strftime("%H:%M"),
+                           end=(now + timedelta(hours=1)).strftime("%H:%M"), action="defer")
+    spec = email_spec()
+    spec.quiet_hours.CopyFrom(quiet)  # in UTC now; in Dhaka (UTC+6, no DST) it is day
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    awake = ["d1", "d2", "d3"]
+    await audience(profiles, [*awake, "sleeper"])
+    for u in awake:
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=u, attributes={"timezone": "Asia/Dhaka"}))
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=[*awake, "sleeper"], rate_per_second={"email": 1000}))
+    deadline = time.time() + 30
+    while len(sink.arrived) < 3 and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    got = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=started.send_id))
+    assert (got.sent, got.pending, got.done) == (3, 1, False)
+    assert sorted(r[0] for _, r, _ in sink.arrived) == [f"{u}@example.com" for u in awake]
