@@ -99,6 +99,7 @@ class Campaigns:
                  limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None,
                  suppressions: SuppressedAddresses | None = None):
         self.repo = CampaignRepository(store)
+        self._store = store
         self.limits = limits
         self.contact = contact or ContactPolicy()
         self._suppressions = suppressions
@@ -204,15 +205,17 @@ class Campaigns:
         return sup is not None and any(sup.covers(c) for c in spec.channels or (spec.channel,))
 
     def _verdict(self, entry: _Entry, user_id: str, now: float):
-        """(contact verdict, feature state or `UNREAD`): one profile read for both when the
-        policy reads the profile; none when it has nothing to check."""
+        """(contact verdict, feature state or `UNREAD`): one read snapshot for the profile and
+        the suppression list when the policy reads the profile; none when it has nothing to
+        check."""
         spec = entry.campaign.spec
         if not entry.reads_profile:
             return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
         with_states = entry.context.needs_profile or self.contact.needs_state(spec)
-        state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
-        suppressed = frozenset() if self._suppressions is None else \
-            self._suppressions.suppressed_channels(meta, spec.channels or (spec.channel,))
+        with self._store.read() as txn:  # one snapshot for the profile and the list
+            state, meta = self._profiles.states_and_meta([user_id], with_states, txn)[0]
+            suppressed = frozenset() if self._suppressions is None else \
+                self._suppressions.suppressed_channels(meta, spec.channels or (spec.channel,), txn)
         verdict = self.contact.verdicts(spec, [Contact(user_id, meta, state,
                                                        suppressed=suppressed)], now)[0]
         return verdict, state if with_states else UNREAD
