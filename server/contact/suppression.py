@@ -115,7 +115,7 @@ class Suppressions:
 
     def _address_keys_of(self, meta: Mapping | None, channel: str) -> tuple[bytes, ...]:
         kind = CHANNEL_KIND.get(channel)
-        value = meta.get("attributes", {}).get(kind) if kind and meta else None
+        value = (meta.get("attributes") or {}).get(kind) if kind and meta else None
         return self._address_keys(kind, value) if value else ()
 
     def covers(self, channel: str) -> bool:
