@@ -122,6 +122,16 @@ def _pair(label: str, round_: int, server, common: dict) -> tuple[Measurement, M
                     choose_payloads("checked"), **common))
 
 
+def _ratios(pairs: list[tuple[Measurement, Measurement]]) -> str:
+    """Checked / plain CPU per call of each round, their median, and pooled over the rounds
+    (all checked CPU per call over all plain: the steadier figure on a shared machine)."""
+    per = [b.cpu_us_per_call / a.cpu_us_per_call for a, b in pairs]
+    cpu = [sum(m.cpu_seconds for m in side) / sum(m.load.calls for m in side)
+           for side in zip(*pairs)]
+    return (", ".join(f"x{x:.2f}" for x in per)
+            + f" (median x{np.median(per):.2f}, pooled x{cpu[1] / cpu[0]:.2f})")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_contact", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,12 +162,10 @@ def main(argv=None) -> int:
         rows, pairs, base_pairs = [], [], []
         for r in range(args.rounds):
             if base is not None:
-                a, b = _pair("baseline ", r + 1, base, common)
-                rows += [a, b]
-                base_pairs.append(b.cpu_us_per_call / a.cpu_us_per_call)
-            a, b = _pair("", r + 1, server, common)
-            rows += [a, b]
-            pairs.append(b.cpu_us_per_call / a.cpu_us_per_call)
+                base_pairs.append(_pair("baseline ", r + 1, base, common))
+                rows += base_pairs[-1]
+            pairs.append(_pair("", r + 1, server, common))
+            rows += pairs[-1]
         checked_rows = [m for m in rows if m.name.startswith("checked")]
         rate = 0.25 * np.mean([m.load.qps for m in checked_rows])
         target, pid = server
@@ -166,12 +174,10 @@ def main(argv=None) -> int:
         rows.append(measure(f"plain, open loop {rate:.0f}/s (baseline)", pid, target, CHOOSE,
                             choose_payloads("plain"), rate=rate, **common))
         print_table(rows, None, idle)
-        print("checked / plain server CPU per call, per round: "
-              + ", ".join(f"x{x:.2f}" for x in pairs)
-              + f" (median x{np.median(pairs):.2f}; target <= 1.3)")
+        print("checked / plain server CPU per call, per round: " + _ratios(pairs)
+              + " (target <= 1.3)")
         if base_pairs:
-            print("baseline server, per round: " + ", ".join(f"x{x:.2f}" for x in base_pairs)
-                  + f" (median x{np.median(base_pairs):.2f})")
+            print("baseline server, per round: " + _ratios(base_pairs))
         print(f"checked ChooseVariant p99 at a quarter of its max: {rows[-2].load.p99_ms:.2f} ms "
               f"(target <= 5 ms; plain at the same rate: {rows[-1].load.p99_ms:.2f} ms)")
     return 0
