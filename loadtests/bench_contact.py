@@ -2,6 +2,7 @@
 
     python -m loadtests.bench_contact [--arms 10] [--duration 10] [--concurrency 32]
         [--procs 1] [--workers 1] [--rounds 2] [--no-sync] [--server-src DIR]
+        [--baseline-src DIR]
 
 Starts `python -m server` on loopback, creates two campaigns over the same 4,096 users:
 - "plain": a web campaign with no contact rules: nothing to check, today's ChooseVariant path;
@@ -15,10 +16,16 @@ and prints the server CPU per call of each (its whole process tree, loadtests/me
 their ratio (target <= 1.3), then the checked ChooseVariant in open loop at a quarter of its max
 QPS (target p99 <= 5 ms), beside the plain one at the same rate. The machine may be shared:
 read the ratio of one run, and the spread between rounds, not the absolute figures.
+
+`--baseline-src DIR` starts a second server from another source tree (e.g. a worktree of the
+commit before a change), set up the same way, and measures it in each round too (its plain and
+checked runs beside this server's), so before and after come from one run: each round then
+prints both ratios, and the run their medians.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -34,7 +41,14 @@ from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
 from .bench import _free_port, _wait_ready
 from .bench_campaigns import CHOOSE, bench_users, choose_payloads, grant_consent
-from .measure import add_server_src_argument, idle_cpu, measure, print_table, start_server
+from .measure import (
+    Measurement,
+    add_server_src_argument,
+    idle_cpu,
+    measure,
+    print_table,
+    start_server,
+)
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",
          "Australia/Sydney", "Asia/Kolkata", "America/Sao_Paulo")
@@ -76,6 +90,48 @@ def setup(target: str, arms: int) -> None:
                         decision_id=d.decision_id, reward=float(rng.random() < 0.05 + 0.01 * d.arm)))
 
 
+@contextlib.contextmanager
+def _server(args, src: Path | None, env: dict):
+    """A set-up server from `src` (default: this tree): (target, pid)."""
+    port = _free_port()
+    target = f"127.0.0.1:{port}"
+    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-contact-"))
+    log = open(f"{data_dir}.log", "w")
+    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--workers",
+                           str(args.workers)], src, env, stderr=log)
+    try:
+        try:
+            _wait_ready(target, server)
+        except RuntimeError:
+            raise RuntimeError(f"server did not start; its log is {log.name}") from None
+        setup(target, args.arms)
+        yield target, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _pair(label: str, round_: int, server, common: dict) -> tuple[Measurement, Measurement]:
+    """(plain, checked) on one server, one after the other."""
+    target, pid = server
+    return (measure(f"{label}plain ChooseVariant, round {round_}", pid, target, CHOOSE,
+                    choose_payloads("plain"), **common),
+            measure(f"{label}checked ChooseVariant, round {round_}", pid, target, CHOOSE,
+                    choose_payloads("checked"), **common))
+
+
+def _ratios(pairs: list[tuple[Measurement, Measurement]]) -> str:
+    """Checked / plain CPU per call of each round, their median, and pooled over the rounds
+    (all checked CPU per call over all plain: the steadier figure on a shared machine)."""
+    per = [b.cpu_us_per_call / a.cpu_us_per_call for a, b in pairs]
+    cpu = [sum(m.cpu_seconds for m in side) / sum(m.load.calls for m in side)
+           for side in zip(*pairs)]
+    return (", ".join(f"x{x:.2f}" for x in per)
+            + f" (median x{np.median(per):.2f}, pooled x{cpu[1] / cpu[0]:.2f})")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_contact", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,49 +143,43 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="plain/checked pairs, alternated")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
     add_server_src_argument(p)
+    p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+                   help="also measure a server from this source tree in every round (before/after "
+                        "in one run)")
     args = p.parse_args(argv)
 
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
-    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-contact-"))
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
-    log = open(f"{data_dir}.log", "w")
-    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--workers",
-                           str(args.workers)], args.server_src, env, stderr=log)
-    try:
-        try:
-            _wait_ready(target, server)
-        except RuntimeError:
-            raise RuntimeError(f"server did not start; its log is {log.name}") from None
-        setup(target, args.arms)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(_server(args, args.server_src, env))
+        base = (stack.enter_context(_server(args, args.baseline_src, env))
+                if args.baseline_src is not None else None)
         print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}; "
               f"{args.arms} arms; load: {args.procs} process(es), concurrency {args.concurrency}, "
-              f"{args.duration:g}s per step", flush=True)
+              f"{args.duration:g}s per step"
+              + (f"; baseline server from {args.baseline_src}" if base else ""), flush=True)
         common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs)
-        plain, checked = choose_payloads("plain"), choose_payloads("checked")
-        idle = idle_cpu(server.pid)
-        rows, pairs = [], []
+        idle = idle_cpu(server[1])
+        rows, pairs, base_pairs = [], [], []
         for r in range(args.rounds):
-            a = measure(f"plain ChooseVariant, round {r + 1}", server.pid, target, CHOOSE, plain, **common)
-            b = measure(f"checked ChooseVariant, round {r + 1}", server.pid, target, CHOOSE, checked,
-                        **common)
-            rows += [a, b]
-            pairs.append(b.cpu_us_per_call / a.cpu_us_per_call)
-        rate = 0.25 * np.mean([m.load.qps for m in rows[1::2]])
-        rows.append(measure(f"checked, open loop {rate:.0f}/s", server.pid, target, CHOOSE, checked,
-                            rate=rate, **common))
-        rows.append(measure(f"plain, open loop {rate:.0f}/s (baseline)", server.pid, target, CHOOSE,
-                            plain, rate=rate, **common))
+            if base is not None:
+                base_pairs.append(_pair("baseline ", r + 1, base, common))
+                rows += base_pairs[-1]
+            pairs.append(_pair("", r + 1, server, common))
+            rows += pairs[-1]
+        checked_rows = [m for m in rows if m.name.startswith("checked")]
+        rate = 0.25 * np.mean([m.load.qps for m in checked_rows])
+        target, pid = server
+        rows.append(measure(f"checked, open loop {rate:.0f}/s", pid, target, CHOOSE,
+                            choose_payloads("checked"), rate=rate, **common))
+        rows.append(measure(f"plain, open loop {rate:.0f}/s (baseline)", pid, target, CHOOSE,
+                            choose_payloads("plain"), rate=rate, **common))
         print_table(rows, None, idle)
-        print("checked / plain server CPU per call, per round: "
-              + ", ".join(f"x{x:.2f}" for x in pairs) + " (target <= 1.3)")
+        print("checked / plain server CPU per call, per round: " + _ratios(pairs)
+              + " (target <= 1.3)")
+        if base_pairs:
+            print("baseline server, per round: " + _ratios(base_pairs))
         print(f"checked ChooseVariant p99 at a quarter of its max: {rows[-2].load.p99_ms:.2f} ms "
               f"(target <= 5 ms; plain at the same rate: {rows[-1].load.p99_ms:.2f} ms)")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

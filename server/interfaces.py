@@ -44,11 +44,12 @@ class ProfileStates(Protocol):
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Each user's feature state from one read snapshot, None where there is none."""
 
-    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None
                         ) -> list[tuple[np.ndarray | None, dict | None]]:
         """Each user's (feature state, meta record: attributes and consent) from one read
-        snapshot, None where there is none (the contact policy reads both); states are not
-        read (None) unless `with_states`."""
+        snapshot (`txn`, a `Store.read` the caller holds, or a new one), None where there is
+        none (the contact policy reads both); states are not read (None) unless
+        `with_states`."""
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` stored feature states from key `start` on, and the key to continue
@@ -69,9 +70,10 @@ class SuppressedAddresses(Protocol):
     def covers(self, channel: str) -> bool:
         """Whether messages on `channel` go to an address the list may hold."""
 
-    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str]) -> frozenset[str]:
+    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str],
+                            txn=None) -> frozenset[str]:
         """The `channels` on which the user's address (from the profile meta record) is
-        suppressed (one read snapshot)."""
+        suppressed (one read snapshot: `txn`, a `Store.read` the caller holds, or a new one)."""
 
 
 class EventListener(Protocol):

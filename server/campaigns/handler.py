@@ -82,6 +82,7 @@ class Campaigns:
                  limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None,
                  suppressions: SuppressedAddresses | None = None):
         self.repo = CampaignRepository(store)
+        self._store = store
         self.limits = limits
         self.contact = contact or ContactPolicy()
         self._suppressions = suppressions
@@ -160,12 +161,13 @@ class Campaigns:
             self._cache.clear()
 
     def contacts_of(self, spec: CampaignSpec, user_ids: Sequence[str], metas: Sequence,
-                    states: Sequence) -> list[Contact]:
+                    states: Sequence, txn=None) -> list[Contact]:
         """The contact policy's input for a batch: what was read about each user, with the
-        campaign's channels whose address (email, phone) is on the suppression list."""
+        campaign's channels whose address (email, phone) is on the suppression list (looked up
+        in `txn`, the caller's read snapshot, when given)."""
         sup, channels = self._suppressions, spec.channels or (spec.channel,)
         return [Contact(u, m, st, suppressed=frozenset() if sup is None
-                        else sup.suppressed_channels(m, channels))
+                        else sup.suppressed_channels(m, channels, txn))
                 for u, m, st in zip(user_ids, metas, states)]
 
     def live(self, campaign_id: str) -> tuple[Entry, bytes]:
@@ -189,15 +191,17 @@ class Campaigns:
         return (self._profiles.states(user_ids) if with_states else nothing), nothing
 
     def _verdict(self, entry: Entry, user_id: str, now: float):
-        """(contact verdict, feature state or `UNREAD`): one profile read for both when the
-        policy reads the profile; none when it has nothing to check."""
+        """(contact verdict, feature state or `UNREAD`): one read snapshot for the profile and
+        the suppression list when the policy reads the profile; none when it has nothing to
+        check."""
         spec = entry.campaign.spec
         if not entry.reads_profile:
             return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
         with_states = entry.context.needs_profile or self.contact.needs_state(spec)
-        state, meta = self._profiles.states_and_meta([user_id], with_states)[0]
-        verdict = self.contact.verdicts(spec, self.contacts_of(spec, [user_id], [meta], [state]),
-                                        now)[0]
+        with self._store.read() as txn:  # one snapshot for the profile and the list
+            state, meta = self._profiles.states_and_meta([user_id], with_states, txn)[0]
+            contacts = self.contacts_of(spec, [user_id], [meta], [state], txn)
+        verdict = self.contact.verdicts(spec, contacts, now)[0]
         return verdict, state if with_states else UNREAD
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],

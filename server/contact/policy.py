@@ -133,8 +133,9 @@ class ContactPolicy:
     def verdicts(self, campaign: Contactable, contacts: Sequence[Contact],
                  now: float) -> list[Verdict]:
         """One verdict per contact, in order (send times and channels chosen in one batch)."""
-        choosing = self.needs_state(campaign)
-        allowed = [self._allowed(campaign, c, choosing) for c in contacts]
+        if not self.needs_state(campaign):  # nothing to choose: no batch to build
+            return [self._verdict_now(campaign, c, now) for c in contacts]
+        allowed = [self._allowed(campaign, c, True) for c in contacts]
         zones = [zone_of(c.meta, self.default_zone) for c in contacts]
         picks = self._choices(campaign, contacts, [a for a, _ in allowed], zones, now)
         return [self._verdict(campaign, c, a, z, p, now)
@@ -157,9 +158,18 @@ class ContactPolicy:
                 break
         return out, listed
 
+    def _verdict_now(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
+        """The verdict on one contact of a campaign without a channel or send time to choose:
+        its first allowed channel, now (what `_choices` picks then)."""
+        allowed = self._allowed(campaign, contact, False)
+        pick = (allowed[0][0] if allowed[0] else "", 1.0, 0.0, 1.0)
+        return self._verdict(campaign, contact, allowed, None, pick, now)
+
     def _verdict(self, campaign: Contactable, contact: Contact,
-                 allowed: tuple[list[str], str | None], tz: zoneinfo.ZoneInfo, pick: tuple,
+                 allowed: tuple[list[str], str | None], tz: zoneinfo.ZoneInfo | None, pick: tuple,
                  now: float) -> Verdict:
+        """The verdict on one contact; `tz`: the user's zone (None: read from its meta record
+        when quiet hours need it)."""
         channels, listed = allowed
         if not channels:
             if listed is not None:  # consent given, but every such address is suppressed
@@ -167,6 +177,7 @@ class ContactPolicy:
             return Verdict(True, NO_CONSENT, _channels(campaign)[0], 0.0)
         channel, p_channel, send_at, p_time = pick
         if campaign.quiet_hours.active:
+            tz = tz or zone_of(contact.meta, self.default_zone)
             wake = quiet_until(campaign.quiet_hours, tz, send_at or now)
             if wake and campaign.quiet_hours.action == "suppress":
                 return Verdict(True, QUIET_HOURS, channel, 0.0, p_channel, p_time)

@@ -86,10 +86,35 @@ class QuietHours:
         return _minutes("quiet_hours.start", self.start), _minutes("quiet_hours.end", self.end)
 
 
+_RECENT: dict[tuple[tuple[int, int], zoneinfo.ZoneInfo], tuple[float, float]] = {}
+"""(quiet span, zone) -> (UTC minute, `quiet_until` answer) of the latest call: the decision
+path asks the same question for every user of a zone within a minute."""
+_RECENT_MAX = 4096
+
+
 def quiet_until(quiet: QuietHours, tz: zoneinfo.ZoneInfo, now: float) -> float:
-    """0.0 when `now` is outside the quiet hours in `tz`, else the instant they end (unix s)."""
-    start, end = quiet.span
+    """0.0 when `now` is outside the quiet hours in `tz`, else the instant they end (unix s).
+
+    The answer depends on the local wall minute alone, which is the same all through a UTC
+    minute where the zone's offset is whole minutes: then it is kept for the rest of that
+    minute (`_RECENT`; an offset with seconds, as some zones had before 1972, is never kept).
+    """
+    key, minute = (quiet.span, tz), now // 60
+    recent = _RECENT.get(key)
+    if recent is not None and recent[0] == minute:
+        return recent[1]
     local = datetime.fromtimestamp(now, tz)
+    wake = _wake(quiet.span, tz, local)
+    if local.second == int(now - minute * 60):  # local minutes start with UTC ones
+        if len(_RECENT) >= _RECENT_MAX:
+            _RECENT.clear()
+        _RECENT[key] = (minute, wake)
+    return wake
+
+
+def _wake(span: tuple[int, int], tz: zoneinfo.ZoneInfo, local: datetime) -> float:
+    """`quiet_until` at the local time `local` in `tz`."""
+    start, end = span
     minute = local.hour * 60 + local.minute
     if start < end:
         if not start <= minute < end:

@@ -6,13 +6,16 @@ never see this table: the one record the law lets a sender keep to honour a "nev
 
 Three ways in: the RPCs (`add`, `remove`, `check`), tracked bounce and complaint events
 (`on_events`, an `EventListener`: the address is the user's `email` / `phone` profile
-attribute at that moment), and the decision path (`reason`: one hash and one LMDB get per key
-of the `suppression` keyring, in the caller's read snapshot or a new one). One way out about a
-user: `export_user` (a `UserExporter`), whether the user's own addresses are listed.
+attribute at that moment), and the decision path (`suppressed_channels`: one LMDB get per key
+of the `suppression` keyring, in the caller's read snapshot or a new one; the keys of the
+latest `AddressHasher.CACHED` attribute values are kept, so a user met again costs no
+normalization and no hash). One way out about a user: `export_user` (a `UserExporter`),
+whether the user's own addresses are listed.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -53,6 +56,7 @@ class Suppressions:
                  limits: Limits = DEFAULT_LIMITS):
         self.store, self.hasher, self.profiles, self.limits = store, AddressHasher(ring), profiles, limits
         self._table = store.table("suppression")
+        self._address_keys = functools.lru_cache(maxsize=AddressHasher.CACHED)(self._keys_of_value)
 
     def _keys(self, kind: str, address: str) -> list[bytes]:
         """The entry's key under each key of the ring, signing key first."""
@@ -80,6 +84,14 @@ class Suppressions:
     async def check(self, kind: str, address: str) -> Suppression | None:
         return self._find(self._keys(kind, self._normalize(kind, address)))
 
+    def _keys_of_value(self, kind: str, value: str) -> tuple[bytes, ...]:
+        """The keys of a profile attribute's address; () when it is no valid address (then
+        there is nothing to suppress)."""
+        try:
+            return tuple(self._keys(kind, self._normalize(kind, value)))
+        except NotAnAddress:
+            return ()
+
     def _normalize(self, kind: str, address: str) -> str:
         return normalize(kind, address, self.limits.address_chars, f"address.{kind}")
 
@@ -99,26 +111,28 @@ class Suppressions:
         `email` for email, `phone` for sms) is on the list, else None (also for channels
         without an address, and for attributes that are no valid address). `txn`: the
         caller's read snapshot, if it has one."""
+        found = self._address_keys_of(meta, channel)
+        return SUPPRESSED_ADDRESS if found and self._find(found, txn) else None
+
+    def _address_keys_of(self, meta: Mapping | None, channel: str) -> tuple[bytes, ...]:
         kind = CHANNEL_KIND.get(channel)
-        value = meta.get("attributes", {}).get(kind) if kind and meta else None
-        if not value:
-            return None
-        try:
-            address = self._normalize(kind, value)
-        except NotAnAddress:  # not an address, so nothing to suppress
-            return None
-        return SUPPRESSED_ADDRESS if self._find(self._keys(kind, address), txn) else None
+        value = (meta.get("attributes") or {}).get(kind) if kind and meta else None
+        return self._address_keys(kind, value) if value else ()
 
     def covers(self, channel: str) -> bool:
         return channel in CHANNEL_KIND
 
-    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str]) -> frozenset[str]:
-        """The `channels` whose address in `meta` is on the list (`SuppressedAddresses`)."""
-        attributes = meta.get("attributes") if meta else None
-        if not attributes or not any(CHANNEL_KIND.get(c) in attributes for c in channels):
+    def suppressed_channels(self, meta: Mapping | None, channels: Sequence[str],
+                            txn=None) -> frozenset[str]:
+        """The `channels` whose address in `meta` is on the list (`SuppressedAddresses`), in
+        the caller's read snapshot `txn` or a new one (none when there is no address)."""
+        found = [(c, ks) for c in channels if (ks := self._address_keys_of(meta, c))]
+        if not found:
             return frozenset()  # no address to look up: no read
-        with self.store.read() as txn:
-            return frozenset(c for c in channels if self.reason(meta, c, txn))
+        if txn is None:
+            with self.store.read() as txn:
+                return frozenset(c for c, ks in found if self._find(ks, txn))
+        return frozenset(c for c, ks in found if self._find(ks, txn))
 
     # -- the access export (UserExporter) ----------------------------------------------------
     def export_user(self, user_id: str) -> dict[str, object]:

@@ -292,11 +292,11 @@ class Profiles:
         """Feature states of many users from one read snapshot (None where there is none)."""
         return self.repo.states(user_ids)
 
-    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None
                         ) -> list[tuple[np.ndarray | None, dict | None]]:
         """(feature state or None unless `with_states`, meta record) of many users from one
-        read snapshot."""
-        return self.repo.states_and_meta(user_ids, with_states)
+        read snapshot (the caller's `txn`, if it has one)."""
+        return self.repo.states_and_meta(user_ids, with_states, txn)
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` stored feature states from key `start` on, and the next start key

@@ -211,14 +211,16 @@ class ProfileRepository:
                     raws.append(bytes(value))
         return decode_states(self.layout, raws), after
 
-    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None
                         ) -> list[tuple[np.ndarray | None, dict | None]]:
-        """(feature state, meta dict) of many users in one snapshot (None where there is none;
-        no states read unless `with_states`)."""
-        with self.store.read() as txn:
-            raws = (self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
-                    if with_states else [None] * len(user_ids))
-            metas = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
+        """(feature state, meta dict) of many users in one snapshot, the caller's `txn` or a
+        new one (None where there is none; no states read unless `with_states`)."""
+        if txn is None:
+            with self.store.read() as txn:
+                return self.states_and_meta(user_ids, with_states, txn)
+        raws = (self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
+                if with_states else [None] * len(user_ids))
+        metas = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
         found = [i for i, r in enumerate(raws) if r]
         states: list[np.ndarray | None] = [None] * len(raws)
         if found:  # decoding costs even with nothing to decode: skipped on the contact path

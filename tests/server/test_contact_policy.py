@@ -60,6 +60,27 @@ def test_quiet_hours_within_a_day_and_their_bounds():
     assert quiet_until(noon, NY, utc(2026, 6, 1, 15, 59)) == 0.0
 
 
+def test_quiet_hours_answers_change_at_the_minute_they_should():
+    """`quiet_until` keeps its answer for the rest of a UTC minute: a call in the next minute,
+    or back in an earlier one, is answered afresh."""
+    noon = QuietHours("12:00", "14:00")
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 15, 59, 59)) == 0.0  # 11:59:59 EDT
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 16)) == utc(2026, 6, 1, 18)
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 16, 0, 59)) == utc(2026, 6, 1, 18)
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 15, 59, 30)) == 0.0
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 17, 59, 59)) == utc(2026, 6, 1, 18)
+    assert quiet_until(noon, NY, utc(2026, 6, 1, 18)) == 0.0
+
+
+def test_quiet_hours_in_a_zone_whose_offset_has_seconds():
+    # Monrovia was UTC-0:44:30 until 1972: its local minutes start at 30 s past UTC ones, so
+    # 12:44:29 UTC (11:59:59 local) and 12:44:30 UTC (12:00:00 local) get different answers
+    monrovia, noon = zone("tz", "Africa/Monrovia"), QuietHours("12:00", "14:00")
+    assert quiet_until(noon, monrovia, utc(1970, 6, 1, 12, 44, 29)) == 0.0
+    assert quiet_until(noon, monrovia, utc(1970, 6, 1, 12, 44, 30)) == utc(1970, 6, 1, 14, 44, 30)
+    assert quiet_until(noon, monrovia, utc(1970, 6, 1, 12, 44, 29)) == 0.0
+
+
 @pytest.mark.parametrize("quiet, field", [
     (QuietHours("25:00", "08:00"), "quiet_hours.start"), (QuietHours("21:00", "8"), "quiet_hours.end"),
     (QuietHours("21:00", "21:00"), "quiet_hours.end"),

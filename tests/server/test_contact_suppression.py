@@ -79,3 +79,17 @@ async def test_a_listed_email_falls_back_to_sms_and_then_is_refused(stubs):
         address=ppb.SuppressionAddress(phone="+1 555 010 0111")))
     d = await choose(stub, "multi", "both")
     assert (d.suppressed, d.reason, d.channel) == (True, "suppressed_address", "email")
+
+
+async def test_listing_and_unlisting_a_user_already_decided_on_shows_at_once(stubs):
+    """The decision path keeps an address's keys, never the list's answer: a user decided on
+    before their address is listed is refused on the next call, and allowed once it is off."""
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec("promo")))
+    await user(profiles, "dana", email="dana@example.org")
+    address = ppb.SuppressionAddress(email="DANA@example.org ")
+    assert not (await choose(stub, "promo", "dana")).suppressed
+    await profiles.AddSuppression(ppb.AddSuppressionRequest(address=address))
+    assert (await choose(stub, "promo", "dana")).reason == "suppressed_address"
+    assert (await profiles.RemoveSuppression(address)).removed
+    assert not (await choose(stub, "promo", "dana")).suppressed
