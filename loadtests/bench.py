@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -64,70 +65,97 @@ def ensure_bundle(work: Path, items: int, users: int, days: int) -> Path:
     return sorted(bundles.glob("*/manifest.json"))[-1].parent
 
 
-def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 600) -> None:
+def _wait_ready(target: str, proc: subprocess.Popen, timeout: float = 600, connection=None) -> None:
+    """Poll the health service until SERVING; `connection` (clients.transport.Connection) for TLS
+    or a token, plaintext if None."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     deadline = time.time() + timeout
-    with grpc.insecure_channel(target) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                    return
-            except grpc.RpcError:
-                time.sleep(0.5)
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with (connection.channel(target) if connection else grpc.insecure_channel(target)) as ch:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            time.sleep(0.5)
     raise TimeoutError("server did not become ready")
 
 
+@dataclass(frozen=True)
+class Served:
+    """A running `python -m server` (see `serving`)."""
+
+    target: str
+    """host:port to call."""
+    process: subprocess.Popen
+    """The server's main process (its pid for loadtests/measure.py)."""
+    data_dir: Path
+    log: Path
+    """The server's stderr, next to the data dir; kept after the data dir is removed."""
+
+
 @contextlib.contextmanager
-def serving(bundle: Path, prefix: str = "tailor-"):
-    """`python -m server` serving `bundle` on a free loopback port from a temporary data dir;
-    yields its target and removes the data dir once the server stopped."""
-    port, work = _free_port(), Path(tempfile.mkdtemp(prefix=prefix))
-    server = start_server(["--port", str(port), "--data-dir", str(work),
-                           "--bundle", str(Path(bundle).resolve())])
-    try:
-        _wait_ready(f"127.0.0.1:{port}", server)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+def serving(bundle: Path | None = None, prefix: str = "tailor-", *, flags=(), workers: int | None = None,
+            server_src: Path | None = None, env: dict | None = None, data_dir: Path | None = None,
+            stop_timeout: float = 30, connection=None):
+    """`python -m server` on a free loopback port, serving `bundle` if given; yields `Served` once
+    it is ready, and stops it and removes its data dir on the way out.
+
+    Parameters
+    ----------
+    flags : extra server arguments (paths in them absolute).
+    workers : `--workers`, the server's default if None.
+    server_src, env : as `loadtests.measure.start_server`.
+    data_dir : the data dir (created if missing; it may hold data already); default a new
+        temporary directory named `prefix`*. Removed at the end either way.
+    stop_timeout : seconds to wait for the server to exit after SIGTERM.
+    connection : `clients.transport.Connection` for the readiness check (TLS, token).
+    """
+    port = _free_port()
+    if data_dir is None:
+        data_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["--port", str(port), "--data-dir", str(data_dir)]
+    if bundle is not None:
+        argv += ["--bundle", str(Path(bundle).resolve())]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    log_path = Path(f"{data_dir}.log")
+    with open(log_path, "w") as log:  # never an unread PIPE: it can fill and block the server
+        server = start_server([*argv, *flags], server_src, env, stderr=log)
+        try:
+            try:
+                _wait_ready(f"127.0.0.1:{port}", server, connection=connection)
+            except RuntimeError:
+                raise RuntimeError(f"server did not start; its log is {log_path}") from None
+            yield Served(f"127.0.0.1:{port}", server, data_dir, log_path)
+        finally:
+            server.terminate()
+            server.wait(timeout=stop_timeout)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def bench_catalog(bundle: Path, args) -> dict:
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
-    data_dir = bundle.parent.parent / f"serve-{port}"
-    argv = ["--port", str(port), "--data-dir", str(data_dir.resolve()), "--bundle", str(bundle.resolve()),
-            "--workers", str(args.workers)]
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(data_dir.parent / f"serve-{port}.log", "w")  # never an unread PIPE: it can fill
-    server = start_server(argv, args.server_src, stderr=log)
-    try:
-        try:
-            _wait_ready(target, server)
-        except RuntimeError:
-            raise RuntimeError(f"server did not start; its log is {log.name}") from None
+    # the data dir beside the bundle, not in /tmp: it holds a copy of the bundle (~1 GB at 1M)
+    work = Path(tempfile.mkdtemp(prefix="serve-", dir=bundle.parent.parent))
+    with serving(bundle, workers=args.workers, server_src=args.server_src, data_dir=work) as srv:
+        target, pid = srv.target, srv.process.pid
         with np.load(bundle / "users.npz") as npz:
             users = [str(u) for u in npz["user_ids"][:20000]]
         load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency)
         recs, pings = recommend_payloads(users, k=10), ping_payloads()
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
-        idle = idle_cpu(server.pid)
-        pair = compare("Recommend k=10 (max)", server.pid, target, RECOMMEND, recs, **load)
+        idle = idle_cpu(pid)
+        pair = compare("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
         # Open loop at a fixed rate needs no parallel generators; extra ones only take the
         # server's CPU, so latency runs use --latency-procs (default 1).
         paced = dict(load, procs=args.latency_procs, rate=pair.method.load.qps / 2)
-        half = measure("Recommend @ half max", server.pid, target, RECOMMEND, recs, **paced)
+        half = measure("Recommend @ half max", pid, target, RECOMMEND, recs, **paced)
         # the stack's own latency floor at that arrival rate (same generator, empty RPC)
-        ping_half = measure("Ping @ same rate", server.pid, target, PING, pings, **paced)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)  # holds a copy of the bundle (~1 GB at 1M)
+        ping_half = measure("Ping @ same rate", pid, target, PING, pings, **paced)
     manifest = json.loads((bundle / "manifest.json").read_text())
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
             "index_recall@10": manifest["index"].get("recall_at_10"),

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -37,9 +34,9 @@ from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
-from .bench import _free_port, _wait_ready
+from .bench import serving
 from .loadgen import PING, ping_payloads, run_load
-from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table, start_server
+from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table
 
 CHOOSE = "/tailor.v1.CampaignService/ChooseVariant"
 
@@ -102,18 +99,10 @@ def main(argv=None) -> int:
     add_server_src_argument(p)
     args = p.parse_args(argv)
 
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
-    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-campaigns-"))
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
-    log = open(f"{data_dir}.log", "w")  # never an unread PIPE: it can fill and block the server
-    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--workers", str(args.workers)],
-                          args.server_src, env, stderr=log)
-    try:
-        try:
-            _wait_ready(target, server)
-        except RuntimeError:
-            raise RuntimeError(f"server did not start; its log is {log.name}") from None
+    with serving(prefix="tailor-bench-campaigns-", workers=args.workers, server_src=args.server_src,
+                 env=env, stop_timeout=60) as srv:
+        target, pid = srv.target, srv.process.pid
         campaign = create_campaign(target, args.arms, args.policy)
         grant_consent(target, bench_users())  # an email campaign: users opted in first
         print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}, "
@@ -123,22 +112,17 @@ def main(argv=None) -> int:
         common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs)
         chooses, pings = choose_payloads(campaign), ping_payloads()
         run_load(target, CHOOSE, chooses, concurrency=8, duration=2)  # warm-up
-        idle = idle_cpu(server.pid)
-        pair = compare("ChooseVariant, closed loop (max QPS)", server.pid, target, CHOOSE, chooses, **common)
+        idle = idle_cpu(pid)
+        pair = compare("ChooseVariant, closed loop (max QPS)", pid, target, CHOOSE, chooses, **common)
         rows = [pair.ping, pair.method]
         for frac in (0.25, 0.5, 0.8):
             rate = frac * pair.method.load.qps
-            rows.append(measure(f"ChooseVariant, open loop {rate:.0f}/s", server.pid, target, CHOOSE,
+            rows.append(measure(f"ChooseVariant, open loop {rate:.0f}/s", pid, target, CHOOSE,
                                 chooses, rate=rate, **common))
-            rows.append(measure(f"Ping, open loop {rate:.0f}/s (baseline)", server.pid, target, PING,
+            rows.append(measure(f"Ping, open loop {rate:.0f}/s (baseline)", pid, target, PING,
                                 pings, rate=rate, **common))
         print_table(rows, pair, idle)
         print(f"ChooseVariant / Ping QPS = {pair.qps_ratio:.2f} (target >= 0.5)")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

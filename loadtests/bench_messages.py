@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,9 +32,9 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
-from .bench import _free_port, _wait_ready, ensure_bundle
+from .bench import _free_port, ensure_bundle, serving
 from .loadgen import RECOMMEND, recommend_payloads, run_load
-from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table, start_server
+from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table
 
 COMPOSE = "/tailor.v1.MessagingService/ComposeMessage"
 HTML = """<p>Hi {{ first_name | default('there') }},</p><ul>
@@ -93,38 +91,28 @@ def main(argv=None) -> int:
     add_server_src_argument(p)
     args = p.parse_args(argv)
     bundle = ensure_bundle(args.work, args.items, args.users, args.days)
-    port, http_port = _free_port(), _free_port()
-    target = f"127.0.0.1:{port}"
-    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-messages-"))
-    log = open(f"{data_dir}.log", "w")  # never an unread PIPE: it can fill and block the server
-    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--bundle",
-                           str(bundle.resolve()), "--public-http-port", str(http_port),
-                           "--public-url", "https://bench.example"], args.server_src, stderr=log)
-    try:
-        _wait_ready(target, server)
+    flags = ["--public-http-port", str(_free_port()), "--public-url", "https://bench.example"]
+    with serving(bundle, "tailor-bench-messages-", flags=flags, server_src=args.server_src,
+                 stop_timeout=60) as srv:
+        target, pid = srv.target, srv.process.pid
         users = setup(target, bundle)
         composes, recs = compose_payloads(users), recommend_payloads(users, k=4)
         print(f"bundle {bundle.name}: {args.items} items; load: concurrency {args.concurrency}, "
               f"{args.duration:g}s per step", flush=True)
         run_load(target, COMPOSE, composes, concurrency=8, duration=2)  # warm-up
-        idle = idle_cpu(server.pid)
+        idle = idle_cpu(pid)
         common = dict(concurrency=args.concurrency, duration=args.duration)
-        pair = compare("ComposeMessage email (max)", server.pid, target, COMPOSE, composes, **common)
-        rec_max = measure("Recommend k=4 (max)", server.pid, target, RECOMMEND, recs, **common)
+        pair = compare("ComposeMessage email (max)", pid, target, COMPOSE, composes, **common)
+        rec_max = measure("Recommend k=4 (max)", pid, target, RECOMMEND, recs, **common)
         rate = pair.method.load.qps / 2
-        half = measure(f"ComposeMessage @ half max {rate:.0f}/s", server.pid, target, COMPOSE,
+        half = measure(f"ComposeMessage @ half max {rate:.0f}/s", pid, target, COMPOSE,
                        composes, rate=rate, **common)
-        rec_half = measure(f"Recommend k=4 @ {rate:.0f}/s", server.pid, target, RECOMMEND, recs,
+        rec_half = measure(f"Recommend k=4 @ {rate:.0f}/s", pid, target, RECOMMEND, recs,
                            rate=rate, **common)
         print_table([pair.ping, pair.method, rec_max, half, rec_half], pair, idle)
         print(f"ComposeMessage p99 at half max: {half.load.p99_ms:.2f} ms (target <= 15); server "
               f"CPU per call {half.cpu_us_per_call:.0f} us vs Recommend k=4 "
               f"{rec_half.cpu_us_per_call:.0f} us (x{half.cpu_us_per_call / rec_half.cpu_us_per_call:.2f})")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

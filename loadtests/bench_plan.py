@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
 import tempfile
 import threading
@@ -43,7 +42,7 @@ import numpy as np
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 
-from .bench import _free_port, _wait_ready, ensure_bundle
+from .bench import ensure_bundle, serving
 from .loadgen import RECOMMEND, recommend_payloads, run_load
 from .measure import (
     Measurement,
@@ -51,7 +50,6 @@ from .measure import (
     idle_cpu,
     measure,
     print_table,
-    start_server,
     tree_cpu_seconds,
 )
 
@@ -173,41 +171,33 @@ def main(argv=None) -> int:
 
     bundle = ensure_bundle(args.work, args.items, args.demo_users, args.days)
     data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-plan-"))
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
     t0 = time.perf_counter()
     populate(data_dir, args.profiles)
     print(f"stored {args.profiles} profiles in {time.perf_counter() - t0:.0f}s", flush=True)
     env = {"TAILOR_LMDB_SYNC": "true", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
-    log = open(f"{data_dir}.log", "w")  # never an unread PIPE: it can fill and block the server
-    server = start_server(["--port", str(port), "--data-dir", str(data_dir.resolve()),
-                           "--bundle", str(bundle.resolve()), "--workers", "1"],
-                          args.server_src, env, stderr=log)
-    try:
-        try:
-            _wait_ready(target, server)
-        except RuntimeError:
-            raise RuntimeError(f"server did not start; its log is {log.name}") from None
+    with serving(bundle, workers=1, server_src=args.server_src, env=env, data_dir=data_dir,
+                 stop_timeout=120) as srv:
+        target, pid = srv.target, srv.process.pid
         create_campaign(target, FEATURES if args.profile_features else ())
         with np.load(bundle / "users.npz") as npz:
             recs = recommend_payloads([str(u) for u in npz["user_ids"][:20000]], k=10)
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
         warm_n, _ = asyncio.run(plan(target, min(20_000, args.audience), args.batch,
                                      start=10**9))  # warm-up, users outside the audience
-        idle = idle_cpu(server.pid)
+        idle = idle_cpu(pid)
         # alone: a fifth of the audience, other user ids
-        cpu0, writer0 = tree_cpu_seconds(server.pid), writer_cpu_seconds()
+        cpu0, writer0 = tree_cpu_seconds(pid), writer_cpu_seconds()
         solo_n, solo_s = asyncio.run(plan(target, max(args.audience // 5, 1000), args.batch,
                                           start=2 * 10**9))
-        solo_cpu = tree_cpu_seconds(server.pid) - cpu0
+        solo_cpu = tree_cpu_seconds(pid) - cpu0
         solo_writer = writer_cpu_seconds() - writer0
         load = dict(duration=args.duration, concurrency=args.concurrency, procs=1)
-        top = measure("Recommend k=10 (max)", server.pid, target, RECOMMEND, recs, **load)
+        top = measure("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
         rate = top.load.qps / 2
-        alone = measure(f"Recommend @ {rate:.0f}/s alone", server.pid, target, RECOMMEND, recs,
+        alone = measure(f"Recommend @ {rate:.0f}/s alone", pid, target, RECOMMEND, recs,
                         rate=rate, **load)
         during, n, seconds, cpu, covered = plan_under_load(
-            target, server.pid, args, rate, recs, args.audience / (solo_n / solo_s))
+            target, pid, args, rate, recs, args.audience / (solo_n / solo_s))
         logged = logged_decisions(target) - warm_n - solo_n - 500
         share = min(args.profiles, args.audience) / args.audience
         print(f"\nserver: 1 worker, fsync on (durable decision log), source "
@@ -227,11 +217,6 @@ def main(argv=None) -> int:
         print(f"Recommend p99 during the plan: {during.load.p99_ms:.2f} ms (target <= 15), alone "
               f"{alone.load.p99_ms:.2f} ms; the plan {'outlasted' if covered else 'ended before the end of'} "
               f"the Recommend window")
-    finally:
-        server.terminate()
-        server.wait(timeout=120)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

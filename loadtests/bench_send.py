@@ -18,9 +18,7 @@ shared machine, with whatever else runs): the figures are a floor.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,8 +31,8 @@ from protos.tailor.v1 import messaging_pb2_grpc as mgrpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
-from .bench import _free_port, _wait_ready, ensure_bundle
-from .measure import add_server_src_argument, start_server, tree_cpu_seconds
+from .bench import _free_port, ensure_bundle, serving
+from .measure import add_server_src_argument, tree_cpu_seconds
 from .smtp_sink import SmtpSink
 
 UNTHROTTLED = 10_000.0
@@ -97,23 +95,18 @@ def main(argv=None) -> int:
     rated = int(args.rate * args.seconds) + 1
     fast = [f"bench-{i}" for i in range(args.users)]
     slow = [f"bench-r{i}" for i in range(rated)]
-    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-send-"))
-    log = open(f"{data_dir}.log", "w")  # never an unread PIPE: it can fill and block the server
     with SmtpSink(_free_port(), keep_mails=False) as sink:
-        port = _free_port()
-        target = f"127.0.0.1:{port}"
         env = {"TAILOR_SMTP_HOST": "127.0.0.1", "TAILOR_SMTP_PORT": str(sink.controller.port),
                "TAILOR_SMTP_SECURITY": "none", "TAILOR_PUBLIC_URL": "https://bench.example"}
-        server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--bundle",
-                               str(bundle.resolve())], args.server_src, env=env, stderr=log)
-        try:
-            _wait_ready(target, server)
+        with serving(bundle, "tailor-bench-send-", server_src=args.server_src, env=env,
+                     stop_timeout=60) as srv:
+            target, pid = srv.target, srv.process.pid
             setup(target, fast + slow)
             print("SendCampaign to aiosmtpd on loopback (plain SMTP, fsync on); machine shared "
                   "with other jobs, sink in the bench process", flush=True)
-            cpu0 = tree_cpu_seconds(server.pid)
+            cpu0 = tree_cpu_seconds(pid)
             span, total = send(target, sink, fast, UNTHROTTLED)
-            cpu = tree_cpu_seconds(server.pid) - cpu0
+            cpu = tree_cpu_seconds(pid) - cpu0
             print(f"unthrottled: {len(fast)} emails, {(len(fast) - 1) / span:.0f} emails/s "
                   f"first->last arrival, {len(fast) / total:.0f}/s call->done (target >= 300); "
                   f"server CPU {cpu / len(fast) * 1e3:.2f} ms/email", flush=True)
@@ -121,11 +114,6 @@ def main(argv=None) -> int:
             achieved = (rated - 1) / span
             print(f"rate {args.rate:g}/s over {span:.1f} s: achieved {achieved:.2f}/s "
                   f"({(achieved / args.rate - 1) * 100:+.2f}%, target within +-5%)")
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-            log.close()
-            shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 

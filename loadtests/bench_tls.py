@@ -22,60 +22,32 @@ Recommend batches, so this closed-loop ratio mixes TLS cost with batch size (iss
 from __future__ import annotations
 
 import argparse
-import shutil
 import tempfile
-import time
 from pathlib import Path
 
-import grpc
 import numpy as np
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.transport import Connection
 
-from .bench import _free_port, ensure_bundle
+from .bench import ensure_bundle, serving
 from .certs import CertificateAuthority
 from .loadgen import RECOMMEND, recommend_payloads, run_load
-from .measure import compare, print_table, start_server
+from .measure import compare, print_table
 
 BUDGET = 1.15
 
 
-def _wait_ready(target: str, connection: Connection, proc, timeout: float = 600) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with connection.channel(target) as ch:
-                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            time.sleep(0.5)
-    raise TimeoutError("server did not become ready")
-
-
 def _run_mode(bundle: Path, flags: list[str], connection: Connection, users: list[str], args):
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
-    data_dir = (bundle.parent.parent / f"serve-{port}").resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log = open(data_dir.parent / f"serve-{port}.log", "w")
-    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--bundle",
-                           str(bundle.resolve()), "--workers", str(args.workers), *flags], stderr=log)
-    try:
-        _wait_ready(target, connection, server)
+    # the data dir beside the bundle, not in /tmp: it holds a copy of the bundle
+    work = Path(tempfile.mkdtemp(prefix="serve-", dir=bundle.parent.parent))
+    with serving(bundle, flags=flags, workers=args.workers, data_dir=work,
+                 connection=connection) as srv:
+        target, pid = srv.target, srv.process.pid
         recs = recommend_payloads(users, k=10)
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2, connection=connection)  # warm-up
-        return compare("Recommend k=10 (max)", server.pid, target, RECOMMEND, recs, connection=connection,
+        return compare("Recommend k=10 (max)", pid, target, RECOMMEND, recs, connection=connection,
                        duration=args.duration, procs=args.procs, concurrency=args.concurrency,
                        rate=args.rate)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def main(argv=None) -> None:

@@ -103,8 +103,8 @@ def main(argv=None) -> None:
     p.add_argument("--data", type=Path, required=True, help="demo data the bundle was trained on")
     p.add_argument("--users", type=int, default=20)
     args = p.parse_args(argv)
-    with serving(args.bundle, prefix="interest-") as target:
-        result = measure(target, args.data, args.users)
+    with serving(args.bundle, prefix="interest-") as served:
+        result = measure(served.target, args.data, args.users)
     print(f"share of the new category in the top-20 ({args.users} users, mean [min..max])")
     print(f"{'user':>10} " + " ".join(f"{n:>2} click{'s' if n > 1 else ' '}        " for n in CLICKS))
     for kind, rows in result.items():

@@ -54,8 +54,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeatable", nargs="*", default=["grocery"],
                    help="categories counted apart (type*: items outside them)")
     args = p.parse_args(argv)
-    with serving(args.bundle, prefix="seen-share-") as target:
-        shares = measure(target, args.data, args.bundle, args.users,
+    with serving(args.bundle, prefix="seen-share-") as served:
+        shares = measure(served.target, args.data, args.bundle, args.users,
                          frozenset(args.repeatable))
     print(f"share of top-10 items the user had an event of this type on ({args.users} users)")
     for kind, share in shares.items():

@@ -76,7 +76,7 @@ class _Observed:
         self.method, self.series, self.streams_in, self.access_log = method, series, streams_in, access_log
 
     def begin(self, request, context):
-        """Start a call: (request as the handler reads it, log-context token, start time)."""
+        """Start a call: (request as the handler reads it, the `_Ending` to leave when it ends)."""
         self.series.started.inc()
         request_id = traceparent = ""
         for key, value in context.invocation_metadata() or ():
@@ -92,7 +92,7 @@ class _Observed:
             request = _counted(request, self.series.received)
         else:
             self.series.received.inc()
-        return request, token, time.perf_counter()
+        return request, _Ending(self, context, token, time.perf_counter())
 
     def end(self, code: str, token, started: float) -> None:
         seconds = time.perf_counter() - started
@@ -103,34 +103,40 @@ class _Observed:
 
     def unary(self, inner, counts_reply: bool):
         async def call(request, context):
-            request, token, started = self.begin(request, context)
-            code = "OK"
-            try:
+            request, ending = self.begin(request, context)
+            with ending:
                 reply = await inner(request, context)
                 if counts_reply:
                     self.series.sent.inc()
                 return reply
-            except BaseException as err:
-                code = _code(context, err)
-                raise
-            finally:
-                self.end(code, token, started)
         return call
 
     def stream(self, inner):
         async def call(request, context):
-            request, token, started = self.begin(request, context)
-            code, sent = "OK", self.series.sent
-            try:
+            request, ending = self.begin(request, context)
+            sent = self.series.sent
+            with ending:
                 async for reply in inner(request, context):
                     sent.inc()
                     yield reply
-            except BaseException as err:
-                code = _code(context, err)
-                raise
-            finally:
-                self.end(code, token, started)
         return call
+
+
+class _Ending:
+    """Leaving it ends the call (`_Observed.end`) with the status it ended with (`_code`);
+    whatever ended it propagates."""
+
+    __slots__ = ("observed", "context", "token", "started")
+
+    def __init__(self, observed: _Observed, context, token, started: float):
+        self.observed, self.context, self.token, self.started = observed, context, token, started
+
+    def __enter__(self) -> _Ending:
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        code = "OK" if err is None else _code(self.context, err)
+        self.observed.end(code, self.token, self.started)
 
 
 async def _counted(requests, counter):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..processes import pid_alive
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
@@ -48,15 +49,6 @@ class SendProgress:
         return cls(send_id, job["campaign"], job["total"], job["sent"], dict(job[SUPPRESSED]),
                    dict(job[FAILED]), job["started"], job["finished"])
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SendJobs:
@@ -128,7 +120,7 @@ class SendJobs:
         """Run every unfinished job no live process runs; their send ids."""
         resumed = []
         for send_id in await asyncio.to_thread(self.records.unfinished):
-            job = await asyncio.to_thread(self.records.claim, send_id, os.getpid(), _alive)
+            job = await asyncio.to_thread(self.records.claim, send_id, os.getpid(), pid_alive)
             if job is not None:
                 self._run(send_id, job)
                 resumed.append(send_id)

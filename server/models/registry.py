@@ -20,6 +20,7 @@ from pathlib import Path
 from .. import metrics
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
+from ..processes import pid_alive
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..validation import check_version
@@ -188,7 +189,7 @@ class ModelRegistry:
             lagging = []
             for key, value in self.store.scan("meta", WORKER_PREFIX):
                 pid = worker_pid(key)
-                if not _alive(pid):
+                if not pid_alive(pid):
                     self.store.delete("meta", key)
                 elif value.decode() != version:
                     lagging.append(pid)
@@ -220,12 +221,3 @@ class ModelRegistry:
 def _format(bundle: Bundle) -> str:
     return str(bundle.manifest.raw.get("format", ""))
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_LIMITS, Limits
 from ..errors import FailedPrecondition, InvalidArgument
+from ..processes import pid_alive
 from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
@@ -33,7 +34,7 @@ def sweep_leftovers(bundles_dir: Path, now: float | None = None) -> list[str]:
         if not path.name.startswith((".staging-", ".import-")) or not path.is_dir():
             continue
         match = _LEFTOVER.fullmatch(path.name)
-        owner_alive = match is not None and _alive(int(match.group(2)))
+        owner_alive = match is not None and pid_alive(int(match.group(2)))
         try:
             old = now - path.stat().st_mtime > STALE_SECONDS
         except FileNotFoundError:
@@ -46,17 +47,6 @@ def sweep_leftovers(bundles_dir: Path, now: float | None = None) -> list[str]:
         logger.info("removed %d leftover upload directories: %s", len(removed), removed[:5])
     return removed
 
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 class BundleStaging:
