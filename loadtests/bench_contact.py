@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import grpc
@@ -39,7 +37,7 @@ from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
-from .bench import _free_port, _wait_ready
+from .bench import serving
 from .bench_campaigns import CHOOSE, bench_users, choose_payloads, grant_consent
 from .measure import (
     Measurement,
@@ -47,7 +45,6 @@ from .measure import (
     idle_cpu,
     measure,
     print_table,
-    start_server,
 )
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",
@@ -93,24 +90,10 @@ def setup(target: str, arms: int) -> None:
 @contextlib.contextmanager
 def _server(args, src: Path | None, env: dict):
     """A set-up server from `src` (default: this tree): (target, pid)."""
-    port = _free_port()
-    target = f"127.0.0.1:{port}"
-    data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-contact-"))
-    log = open(f"{data_dir}.log", "w")
-    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--workers",
-                           str(args.workers)], src, env, stderr=log)
-    try:
-        try:
-            _wait_ready(target, server)
-        except RuntimeError:
-            raise RuntimeError(f"server did not start; its log is {log.name}") from None
-        setup(target, args.arms)
-        yield target, server.pid
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    with serving(prefix="tailor-bench-contact-", workers=args.workers, server_src=src, env=env,
+                 stop_timeout=60) as served:
+        setup(served.target, args.arms)
+        yield served.target, served.process.pid
 
 
 def _pair(label: str, round_: int, server, common: dict) -> tuple[Measurement, Measurement]:
