@@ -13,7 +13,7 @@ import io
 import re
 from pathlib import Path
 
-__all__ = ["METHODS", "HEADLINE", "figure_png", "metrics_chart", "curves_chart",
+__all__ = ["METHODS", "HEADLINE", "pyplot", "figure_png", "metrics_chart", "curves_chart",
            "coverage_chart", "timings_chart", "table_html", "render", "write_report"]
 
 METHODS = ("model", "retrieval", "popularity")
@@ -23,7 +23,8 @@ SIZE = (7.0, 3.6)   # inches; at DPI the PNGs are 700 x 360 pixels
 DPI = 100
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,7 +37,7 @@ def figure_png(fig) -> bytes:
     """The figure as PNG bytes (then closed)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return buf.getvalue()
 
 
@@ -46,7 +47,7 @@ def _methods(metrics: dict) -> list[str]:
 
 def metrics_chart(metrics: dict) -> bytes:
     """Grouped bars: each headline metric at k = 10 for the model and its baselines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE)
     methods = _methods(metrics)
     width = 0.8 / max(len(methods), 1)
@@ -72,7 +73,7 @@ def curve_points(values: dict, metric: str) -> tuple[list[int], list[float]]:
 
 def curves_chart(metrics: dict) -> bytes:
     """Recall@k and NDCG@k against k, one line per method (two panels)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=SIZE)
     for ax, metric in zip(axes, ("recall", "ndcg")):
         for name in _methods(metrics):
@@ -89,7 +90,7 @@ def curves_chart(metrics: dict) -> bytes:
 
 def coverage_chart(metrics: dict) -> bytes:
     """Catalog coverage (distinct recommended items / catalog) of each method's top 10."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE)
     methods = _methods(metrics)
     bars = ax.barh(methods, [metrics[m]["coverage"] for m in methods],
@@ -105,7 +106,7 @@ def coverage_chart(metrics: dict) -> bytes:
 
 def timings_chart(timings: dict) -> bytes:
     """Seconds per training stage (horizontal bars; the total in the title)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE)
     stages = [k for k in timings if k != "total_s"]
     bars = ax.barh([s.removesuffix("_s") for s in stages], [timings[s] for s in stages],
