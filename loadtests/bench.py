@@ -6,10 +6,12 @@ For each catalog size: make demo data and train a bundle (cached under --work), 
 `python -m server` on a free loopback port, then with the same generator measure
   1. Ping (empty RPC) max throughput (closed loop),
   2. Recommend k=10 max throughput (closed loop),
-  3. Recommend latency at half its max throughput (open loop, Poisson arrivals),
+  3. Recommend latency at half its max throughput (open loop, Poisson arrivals; other fractions
+     with --load-fractions, each beside Ping at the same rate),
 and print QPS, p50, p99, the server's CPU per call (its whole process tree, read by
 loadtests/measure.py, the one measurement every bench uses) and the Recommend/Ping ratios of QPS
-and of CPU per call.
+and of CPU per call. `--plot FILE.png` also draws p50/p99 latency against achieved QPS per RPC
+(loadtests/plot.py; matplotlib, the bench extra).
 
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there), so before/after figures of two commits come from one machine and one generator:
@@ -36,7 +38,17 @@ import grpc
 import numpy as np
 
 from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
-from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table, start_server
+from .measure import (
+    add_plot_argument,
+    add_server_src_argument,
+    by_rpc,
+    compare,
+    idle_cpu,
+    measure,
+    print_table,
+    start_server,
+    write_latency_plot,
+)
 
 
 def _free_port() -> int:
@@ -152,14 +164,17 @@ def bench_catalog(bundle: Path, args) -> dict:
         pair = compare("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
         # Open loop at a fixed rate needs no parallel generators; extra ones only take the
         # server's CPU, so latency runs use --latency-procs (default 1).
-        paced = dict(load, procs=args.latency_procs, rate=pair.method.load.qps / 2)
-        half = measure("Recommend @ half max", pid, target, RECOMMEND, recs, **paced)
-        # the stack's own latency floor at that arrival rate (same generator, empty RPC)
-        ping_half = measure("Ping @ same rate", pid, target, PING, pings, **paced)
+        paced = []
+        for frac in args.load_fractions:
+            rate = dict(load, procs=args.latency_procs, rate=pair.method.load.qps * frac)
+            label = "half max" if frac == 0.5 else f"{frac:g} x max"
+            paced.append(measure(f"Recommend @ {label}", pid, target, RECOMMEND, recs, **rate))
+            # the stack's own latency floor at that arrival rate (same generator, empty RPC)
+            paced.append(measure("Ping @ same rate", pid, target, PING, pings, **rate))
     manifest = json.loads((bundle / "manifest.json").read_text())
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
             "index_recall@10": manifest["index"].get("recall_at_10"),
-            "pair": pair, "runs": [pair.ping, pair.method, half, ping_half], "idle": idle}
+            "pair": pair, "runs": [pair.ping, pair.method, *paced], "idle": idle}
 
 
 def main(argv=None) -> None:
@@ -175,7 +190,11 @@ def main(argv=None) -> None:
                    help="load generator processes for the fixed-rate (latency) runs")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
+    p.add_argument("--load-fractions", type=float, nargs="+", default=[0.5], metavar="F",
+                   help="fixed-rate (latency) runs at these fractions of Recommend's max QPS, "
+                        "each with Ping at the same rate (more points for --plot)")
     add_server_src_argument(p)
+    add_plot_argument(p)
     args = p.parse_args(argv)
     rows = [bench_catalog(ensure_bundle(args.work, n, args.users, args.days), args) for n in args.items]
     print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
@@ -185,6 +204,9 @@ def main(argv=None) -> None:
         print(f"\ncatalog {r['items']} items, index {r['index']}, "
               f"index recall@10 vs exact = {r['index_recall@10']}")
         print_table(r["runs"], r["pair"], r["idle"])
+    if args.plot is not None:
+        series = {k: v for r in rows for k, v in by_rpc(r["runs"], f" ({r['items']} items)").items()}
+        write_latency_plot(series, args.plot, f"Latency vs load, workers={args.workers}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ Starting the server from another source tree (`--server-src DIR` in every bench)
 `python -m server` with cwd and PYTHONPATH set to DIR, so one run can take before/after figures
 of two commits (e.g. a `git worktree` of the old commit, kernels built there with
 `python setup.py build_ext --inplace`); the load generator and this module stay the current ones.
+
+`--plot FILE.png` (`add_plot_argument`, `write_latency_plot`) draws p50/p99 latency against
+achieved QPS per RPC from the same rows (`loadtests.plot`; matplotlib, imported only then).
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ from pathlib import Path
 from .loadgen import PING, LoadResult, ping_payloads, run_load
 
 __all__ = ["tree_cpu_seconds", "idle_cpu", "Measurement", "measure", "Comparison", "compare",
-           "add_server_src_argument", "start_server", "print_table"]
+           "add_server_src_argument", "start_server", "print_table", "by_rpc",
+           "add_plot_argument", "write_latency_plot"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -80,6 +84,8 @@ class Measurement:
     name: str
     load: LoadResult
     cpu_seconds: float
+    rpc: str = ""
+    """The method's name (the last part of its path), for grouping runs by RPC."""
 
     @property
     def cpu_us_per_call(self) -> float:
@@ -91,7 +97,7 @@ def measure(name: str, server_pid: int, target: str, path: str, payloads: list[b
     """`run_load(target, path, payloads, **load)` with the server tree's CPU read around it."""
     before = tree_cpu_seconds(server_pid)
     result = run_load(target, path, payloads, **load)
-    return Measurement(name, result, tree_cpu_seconds(server_pid) - before)
+    return Measurement(name, result, tree_cpu_seconds(server_pid) - before, path.rsplit("/", 1)[-1])
 
 
 @dataclass
@@ -139,6 +145,29 @@ def print_table(rows: list[Measurement], comparison: Comparison | None = None,
               flush=True)
     if idle is not None:
         print(f"idle server: {idle * 1e3:.1f} ms CPU per second (included in the windows above)")
+
+
+def by_rpc(rows: list[Measurement], suffix: str = "") -> dict[str, list[Measurement]]:
+    """The runs grouped by RPC (``name + suffix`` keys, in first-seen order)."""
+    out: dict[str, list[Measurement]] = {}
+    for m in rows:
+        out.setdefault((m.rpc or m.name) + suffix, []).append(m)
+    return out
+
+
+def add_plot_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="also draw p50/p99 latency vs achieved QPS per RPC to FILE.png "
+                             "(needs matplotlib, the bench extra)")
+
+
+def write_latency_plot(series: dict[str, list[Measurement]], path: Path, title: str) -> Path:
+    """Draw ``series`` (name -> runs, e.g. `by_rpc`) to the PNG ``path``; prints where."""
+    from .plot import save
+
+    out = save(series, path, title)
+    print(f"latency vs load plot: {out}", flush=True)
+    return out
 
 
 def add_server_src_argument(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,10 @@
 """`attribute` subcommand: multi-touch attribution of a path file.
 
     python -m training attribute FILE --model markov --order 2 \
-        [--format channelattribution] [--json]
+        [--format channelattribution] [--json] [--plot credits.png]
+
+``--plot FILE.png`` also draws every model's credit per channel side by side
+(`training.attribution_plot`; matplotlib, the ``train`` extra), with the same options.
 
 Formats
 -------
@@ -54,6 +57,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         metavar=("FIRST", "LAST"))
     parser.add_argument("--half-life-days", type=float, default=7.0)
     parser.add_argument("--direct", default="direct", help="channel skipped by last_non_direct")
+    parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png",
+                        help="also draw the credit per channel of every model to FILE.png")
     parser.add_argument("--python", action="store_true",
                         help="use the numpy/pure-Python reference instead of the kernels")
 
@@ -96,6 +101,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = _as_json(args, paths, res) if args.json else _as_table(args, paths, res)
     print(out)
+    return _plot(args, paths) if args.plot is not None else 0
+
+
+def _plot(args: argparse.Namespace, paths: Paths) -> int:
+    """Write ``--plot``; models that cannot run on these paths are named on stderr."""
+    from training.attribution_plot import write_plot
+
+    try:
+        skipped = write_plot(paths, args.plot, order=args.order, shapley_form=args.shapley_form,
+                             samples=args.samples, position_shares=tuple(args.position_shares),
+                             half_life=args.half_life_days * DAY, direct=args.direct,
+                             use_native=not args.python)
+    except (ValueError, OSError) as err:
+        print(f"error: --plot: {err}", file=sys.stderr)
+        return 2
+    for model, reason in skipped.items():
+        print(f"--plot: {model} left out: {reason}", file=sys.stderr)
     return 0
 
 

@@ -1,7 +1,8 @@
 """Temporal hold-out evaluation of the full pipeline, retrieval alone and a popularity baseline.
 
 All three see the same users (those with at least one test item), exclude the same training
-items and are scored with `training.metrics.ranking_metrics` at k = 10.
+items and are scored with `training.metrics.ranking_metrics` at k = 10 (recall and NDCG also at
+the smaller cut-offs of ``CURVE_KS``, for the report's curves).
 """
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from training.events import Interactions
 from training.metrics import ranking_metrics
 from training.split import distinct_items
 
-__all__ = ["evaluate", "rerank", "popular_unseen", "format_table"]
+__all__ = ["CURVE_KS", "evaluate", "rerank", "popular_unseen", "format_table"]
 
 logger = logging.getLogger("tailor.training.evaluate")
 
 K = 10
+CURVE_KS = (1, 3, 5)
+"""Cut-offs below K whose recall and NDCG are also kept (the report's recall@k / NDCG@k curves)."""
 
 
 def rerank(session, feats: np.ndarray, cand: np.ndarray, k: int = K) -> np.ndarray:
@@ -80,8 +83,18 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
         m = ranking_metrics(r, indptr, items, users, n_items, K)
         out[name] = {key: round(m[key], 6)
                      for key in ("recall@10", "ndcg@10", "map@10", "coverage")}
+        out[name].update(_curve_points(r, indptr, items, users, n_items))
     out["n_eval_users"] = int(users.shape[0])
     logger.info("evaluated %d users in %.1fs", users.shape[0], time.perf_counter() - t0)
+    return out
+
+
+def _curve_points(recs, indptr, items, users, n_items) -> dict:
+    """``recall@k`` and ``ndcg@k`` of the same lists cut at each k of CURVE_KS."""
+    out = {}
+    for k in CURVE_KS:
+        m = ranking_metrics(recs, indptr, items, users, n_items, k)
+        out[f"recall@{k}"], out[f"ndcg@{k}"] = round(m[f"recall@{k}"], 6), round(m[f"ndcg@{k}"], 6)
     return out
 
 

@@ -60,3 +60,23 @@ def test_a_process_that_is_gone_is_an_error():
     proc.wait()
     with pytest.raises(ProcessLookupError):
         tree_cpu_seconds(proc.pid)
+
+
+def test_latency_plot_of_real_runs_against_a_server(server_process, tmp_path):
+    """Ping measured at two loads against a real server: the plot has one line pair for Ping."""
+    from loadtests.loadgen import PING, ping_payloads
+    from loadtests.measure import by_rpc, measure, write_latency_plot
+    from loadtests.plot import points
+    from tests.pictures import check_png
+
+    server = server_process()
+    runs = [measure("Ping closed", server.proc.pid, server.target, PING, ping_payloads(),
+                    concurrency=2, duration=0.5),
+            measure("Ping @ 40/s", server.proc.pid, server.target, PING, ping_payloads(),
+                    rate=40.0, duration=0.5)]
+    series = by_rpc(runs)
+    assert list(series) == ["Ping"] and len(series["Ping"]) == 2
+    qps, p50, p99 = points(series["Ping"])
+    assert qps == sorted(m.load.qps for m in runs) and all(a <= b for a, b in zip(p50, p99))
+    out = write_latency_plot(series, tmp_path / "latency.png", "test")
+    check_png(out.read_bytes(), (800, 450))

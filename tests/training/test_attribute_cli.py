@@ -72,3 +72,31 @@ def test_bad_input_exits_2_with_message(ca_file, args, message):
     out = cli([ca_file, *args])
     assert out.returncode == 2
     assert message in out.stderr
+
+
+def test_plot_draws_every_model_that_can_run(ca_file, tmp_path):
+    from tests.pictures import check_png
+
+    png = tmp_path / "credits.png"
+    out = cli([ca_file, "--model", "markov", "--plot", png], ("-m", "training", "attribute"))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0].split()[0] == "channel"   # the table is still printed
+    assert "--plot: time_decay left out: " in out.stderr        # no timestamps in this format
+    check_png(png.read_bytes(), (900, 450))
+
+
+def test_plot_credits_are_each_models_conversions(ca_file):
+    from training.attribute import read_paths
+    from training.attribution_plot import all_credits
+
+    credits, skipped = all_credits(read_paths(ca_file))
+    assert set(skipped) == {"time_decay"}
+    assert credits["first"] == {"a": 1.0, "b": 1.0}     # a > b converts once, b once
+    assert credits["last"] == {"a": 0.0, "b": 2.0}
+    assert credits["linear"] == pytest.approx({"a": 0.5, "b": 1.5})
+    assert credits["markov"] == pytest.approx({"a": 0.8, "b": 1.2})
+
+
+def test_plot_to_an_unwritable_place_exits_2(ca_file, tmp_path):
+    out = cli([ca_file, "--model", "first", "--plot", tmp_path / "missing" / "c.png"])
+    assert out.returncode == 2 and "error: --plot:" in out.stderr

@@ -33,6 +33,7 @@ def bundle(world_dir, tmp_path_factory):
                "--items", str(world_dir / "items.csv"), "--out", str(root), "--factors", "32")
     path = Path(out.strip().splitlines()[-1])
     assert "ndcg@10" in out and path.parent == root
+    assert f"report: {root / 'report.html'}" in out and (root / "report.html").is_file()
     return path
 
 
@@ -43,7 +44,9 @@ def test_manifest_follows_the_contract(bundle):
         assert hashlib.sha256((bundle / name).read_bytes()).hexdigest() == digest
     assert set(m["files"]) == {p.name for p in bundle.iterdir()} - {"manifest.json"}
     for method in ("model", "retrieval", "popularity"):
-        assert set(m["metrics"][method]) == {"recall@10", "ndcg@10", "map@10", "coverage"}
+        assert set(m["metrics"][method]) == {"recall@10", "ndcg@10", "map@10", "coverage",
+                                             "recall@1", "ndcg@1", "recall@3", "ndcg@3",
+                                             "recall@5", "ndcg@5"}
     assert m["metrics"]["n_eval_users"] > 0 and len(m["data"]["fingerprint"]) == 64
     assert m["ranker"] is None or m["ranker"]["features"] == list(FEATURES)
     assert not [p for p in bundle.parent.iterdir() if p.name.startswith(".tmp")]

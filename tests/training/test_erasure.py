@@ -67,7 +67,7 @@ async def test_export_hands_tombstones_to_training_which_drops_the_erased_user(
     assert "user-7," not in (tmp_path / "new" / "i.csv").read_text()
     assert "user-7," in (tmp_path / "old.csv").read_text()
     assert "50 rows dropped" in proc.stdout
-    (bundle,) = (tmp_path / "b").iterdir()
+    (bundle,) = [p for p in (tmp_path / "b").iterdir() if p.is_dir()]   # beside it: report.html
     with np.load(bundle / "users.npz") as npz:
         users = set(npz["user_ids"].tolist())
     assert "user-7" not in users and {"user-6", "user-8"} <= users

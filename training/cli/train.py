@@ -1,6 +1,11 @@
-"""``train``: read data, train, evaluate, print the metrics table, write a bundle."""
+"""``train``: read data, train, evaluate, print the metrics table, write a bundle and its report.
+
+The report (`training.report`) is ``OUT/report.html``, beside the bundle directory (which holds
+only the files its manifest lists); each run replaces it. ``--no-report`` skips it.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -32,6 +37,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--secrets-dir", type=Path,
                    default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
                    help="where the server's `erasure` keyring is (or TAILOR_SECRET_ERASURE)")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write OUT/report.html (pictures of the metrics and timings)")
     add_training_options(p)
     p.set_defaults(func=run)
 
@@ -62,6 +69,11 @@ def run(args) -> int:
     print(f"fits: evaluation {result.fits['evaluation']['rows']} rows, served "
           f"{result.fits['served']['rows']} rows (refit={result.fits['served']['refit']})")
     path = write_bundle(result, args.out)
+    if not args.no_report:
+        from training.report import write_report
+
+        manifest = json.loads((path / "manifest.json").read_text())
+        print(f"report: {write_report(manifest, path.parent / 'report.html')}")
     if args.backtest:
         from training.backtest import format_backtest, run_backtest
 
