@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A command writing JSON lines to stdout (campaign plan without --out) reports on stderr.
     lines_on_stdout = args.command == "campaign" and args.action == "plan" and args.out in ("", "-")
+    if dataclasses.is_dataclass(out):  # a typed result; a message the reply lacks is left out
+        out = dataclasses.asdict(out, dict_factory=lambda kv: {k: v for k, v in kv if v is not None})
     print(json.dumps(out, indent=2), file=sys.stderr if lines_on_stdout else sys.stdout)
     return 0
 
