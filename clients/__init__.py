@@ -1,6 +1,23 @@
 """Typed Python client for Tailor's gRPC services, and its CLI (`python -m clients`)."""
+from .attribution_results import Attribution, ChannelCredit, PathCredit, StoredPath, TransitionMatrix
+from .campaign_results import (
+           AbRow,
+           Campaign,
+           CampaignStats,
+           Message,
+           SampleSize,
+           SendProgress,
+           SmsLength,
+           VariantStats,
+)
 from .client import Recommendations, RecommendedItem, TailorClient, TailorError
+from .profile_results import ChannelRates, Consent, Event, Features, Profile, RecentItem, Suppression
 from .results import Choice, LoadedBundle, ModelStatus, RejectedEvent, Reward, TrackResult
+from .retry import RetryPolicy
 
-__all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem", "Choice",
-           "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult"]
+__all__ = ["TailorClient", "TailorError", "RetryPolicy", "Recommendations", "RecommendedItem",
+           "Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult",
+           "Profile", "Features", "Consent", "RecentItem", "ChannelRates", "Event", "Suppression",
+           "Campaign", "CampaignStats", "VariantStats", "AbRow", "SampleSize", "Message",
+           "SmsLength", "SendProgress", "Attribution", "ChannelCredit", "PathCredit",
+           "TransitionMatrix", "StoredPath"]

@@ -1,4 +1,5 @@
-"""`python -m clients COMMAND --server HOST:PORT ...` — every command prints JSON."""
+"""`python -m clients COMMAND --server HOST:PORT ...` — every command prints JSON (a command
+returns a dict or a typed result from `clients.TailorClient`, printed as its dataclass fields)."""
 from __future__ import annotations
 
 import argparse
@@ -69,7 +70,7 @@ def _user_file(path: str) -> list[str]:
         return [s for line in fh if (s := line.strip()) and not s.startswith("#")]
 
 
-def _campaign(client: TailorClient, args) -> dict:
+def _campaign(client: TailorClient, args) -> object:
     if args.action in ("create", "update"):
         with _open(args.file) as fh:
             try:
@@ -103,7 +104,7 @@ def _campaign(client: TailorClient, args) -> dict:
     return client.campaign_stats(args.campaign)
 
 
-def _suppression(client: TailorClient, args) -> dict:
+def _suppression(client: TailorClient, args) -> object:
     address = {"email": args.email or "", "phone": args.phone or ""}
     if args.action == "add":
         return client.add_suppression(**address, reason=args.reason)
@@ -163,14 +164,14 @@ def _epoch(text: str) -> float:
         return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
-def _attribute(client: TailorClient, args) -> dict:
+def _attribute(client: TailorClient, args) -> object:
     try:
         return _attribute_call(client, args)
     except ValueError as err:  # a bad model name or file line, before any call
         raise UsageError(f"attribute: {err}") from None
 
 
-def _attribute_call(client: TailorClient, args) -> dict:
+def _attribute_call(client: TailorClient, args) -> object:
     spec = {"order": args.order, "shapley_form": args.shapley_form,
             "shapley_samples": args.samples, "path_credits": args.path_credits,
             "transition_matrix": args.transition_matrix}
@@ -200,7 +201,7 @@ def _path_line(n: int, line: str):
         raise ValueError(f"line {n}: {err}") from None
 
 
-def _message(client: TailorClient, args) -> dict:
+def _message(client: TailorClient, args) -> object:
     if args.action == "compose":
         return client.compose_message(args.campaign, args.user,
                                       dict(_pair(kv) for kv in args.context or ()))
@@ -395,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # A command writing JSON lines to stdout (campaign plan without --out) reports on stderr.
     lines_on_stdout = args.command == "campaign" and args.action == "plan" and args.out in ("", "-")
+    if dataclasses.is_dataclass(out):  # a typed result; a message the reply lacks is left out
+        out = dataclasses.asdict(out, dict_factory=lambda kv: {k: v for k, v in kv if v is not None})
     print(json.dumps(out, indent=2), file=sys.stderr if lines_on_stdout else sys.stdout)
     return 0
 

@@ -1,10 +1,8 @@
 """`AsyncTailorClient`: the asyncio twin of `TailorClient` for the hot calls (recommend, track,
 choose/reward, profile, health), over one `grpc.aio` channel. Retries of UNAVAILABLE are left to
-gRPC's service config (`RETRY_SERVICE_CONFIG`): the channel retries with backoff itself, within
-each call's deadline, and never after a reply has started."""
+gRPC's service config, as in the blocking client (`clients.retry`)."""
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,33 +17,25 @@ from protos.tailor.v1 import profile_pb2 as prof_pb
 from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
-from .client import Recommendations, TailorClient, TailorError, _to_dict, event_from_dict
+from .client import Recommendations, TailorClient, TailorError, event_from_dict
+from .profile_results import Profile
 from .results import Choice, Reward, TrackResult
+from .retry import RetryPolicy, channel_options
 from .transport import Connection
 
-__all__ = ["AsyncTailorClient", "RETRY_SERVICE_CONFIG"]
-
-RETRY_SERVICE_CONFIG = json.dumps({"methodConfig": [{
-    "name": [{"service": f"tailor.v1.{s}"} for s in (
-        "RecommendationService", "ProfileService", "CampaignService", "DiagnosticsService")],
-    "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.05s", "maxBackoff": "1s",
-                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-}]})
-"""What `RetryPolicy()` does for the blocking client, as gRPC's own retry configuration."""
-
+__all__ = ["AsyncTailorClient"]
 
 class AsyncTailorClient:
     """`async with AsyncTailorClient("host:port") as client: await client.recommend("u1")`."""
 
     def __init__(self, target: str, *, timeout: float = 2.0, tls_ca: str | Path | None = None,
                  cert: str | Path | None = None, key: str | Path | None = None,
-                 token: str | None = None, max_message_bytes: int = 64 << 20):
+                 token: str | None = None, max_message_bytes: int = 64 << 20,
+                 retry: RetryPolicy | None = None):
         self.target, self.timeout = target, timeout
         connection = Connection(*(Path(p) if p else None for p in (tls_ca, cert, key)), token=token)
-        self._channel = connection.aio_channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.enable_retries", 1), ("grpc.service_config", RETRY_SERVICE_CONFIG)])
+        self._channel = connection.aio_channel(
+            target, options=channel_options(retry or RetryPolicy(), max_message_bytes))
         self._rec = rec_grpc.RecommendationServiceStub(self._channel)
         self._profiles = prof_grpc.ProfileServiceStub(self._channel)
         self._campaigns = camp_grpc.CampaignServiceStub(self._channel)
@@ -77,9 +67,10 @@ class AsyncTailorClient:
         req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])
         return TrackResult.from_pb(await self._call(self._profiles.TrackEvents, req, timeout))
 
-    async def get_profile(self, user_id: str, max_events: int = 0, timeout: float | None = None) -> dict:
+    async def get_profile(self, user_id: str, max_events: int = 0,
+                          timeout: float | None = None) -> Profile:
         req = prof_pb.GetProfileRequest(user_id=user_id, max_events=max_events)
-        return _to_dict(await self._call(self._profiles.GetProfile, req, timeout))
+        return Profile.from_pb(await self._call(self._profiles.GetProfile, req, timeout))
 
     async def choose_variant(self, campaign_id: str, user_id: str,
                              context: dict[str, float] | None = None,

@@ -1,4 +1,4 @@
-"""A typed, blocking client: per-call deadlines, retries on UNAVAILABLE only (with backoff).
+"""A typed, blocking client: per-call deadlines; gRPC retries UNAVAILABLE (`clients.retry`).
 
     client = TailorClient("127.0.0.1:50051")
     client = TailorClient("tailor.internal:50051", tls_ca="ca.pem", cert="me.pem", key="me.key",
@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -40,7 +38,11 @@ from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
+from .attribution_results import Attribution
+from .campaign_results import Campaign, CampaignStats, Message, SampleSize, SendProgress
+from .profile_results import Profile, Suppression
 from .results import Choice, ModelStatus, Reward, TrackResult
+from .retry import RetryPolicy, channel_options
 from .transport import Connection
 
 __all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
@@ -92,14 +94,6 @@ class Recommendations:
         return [i.item_id for i in self.items]
 
 
-@dataclass
-class RetryPolicy:
-    attempts: int = 4
-    initial_backoff: float = 0.05
-    max_backoff: float = 1.0
-    retry_on: frozenset = field(default_factory=lambda: frozenset({grpc.StatusCode.UNAVAILABLE}))
-
-
 class TailorClient:
     def __init__(self, target: str, *, timeout: float = 2.0, retry: RetryPolicy | None = None,
                  max_message_bytes: int = 64 << 20, tls_ca: str | Path | None = None,
@@ -112,9 +106,8 @@ class TailorClient:
         self.retry = retry or RetryPolicy()
         self.connection = Connection(*(Path(p) if p else None for p in (tls_ca, cert, key)),
                                      token=token, tls=tls)
-        self._channel = self.connection.channel(target, options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
+        self._channel = self.connection.channel(
+            target, options=channel_options(self.retry, max_message_bytes))
         self._rec = rec_grpc.RecommendationServiceStub(self._channel)
         self._admin = admin_grpc.ModelAdminServiceStub(self._channel)
         self._diag = diag_grpc.DiagnosticsServiceStub(self._channel)
@@ -135,22 +128,11 @@ class TailorClient:
         self._channel.close()
 
     def _call(self, fn, request, timeout: float | None, metadata=None):
-        """Call with a deadline; retry UNAVAILABLE with jittered exponential backoff."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        backoff = self.retry.initial_backoff
-        for attempt in range(1, self.retry.attempts + 1):
-            remaining = deadline - time.monotonic()
-            try:
-                req = request() if callable(request) else request
-                return fn(req, timeout=max(remaining, 0.001), metadata=metadata)
-            except grpc.RpcError as err:
-                code = err.code()
-                last = attempt == self.retry.attempts or code not in self.retry.retry_on
-                sleep = random.uniform(0, backoff)
-                if last or time.monotonic() + sleep >= deadline:
-                    raise TailorError(code, err.details() or "") from None
-                time.sleep(sleep)
-                backoff = min(backoff * 2, self.retry.max_backoff)
+        """Call with a deadline (the channel retries UNAVAILABLE within it)."""
+        try:
+            return fn(request, timeout=timeout or self.timeout, metadata=metadata)
+        except grpc.RpcError as err:
+            raise TailorError(err.code(), err.details() or "") from None
 
     # -- recommendations --------------------------------------------------------------------
     @staticmethod
@@ -199,7 +181,7 @@ class TailorClient:
                         offset += len(data)
                         if not data:
                             break
-        return ModelStatus.from_pb(self._call(self._admin.PushBundle, chunks, timeout))
+        return ModelStatus.from_pb(self._call(self._admin.PushBundle, chunks(), timeout))
 
     def model_status(self, timeout: float | None = None) -> ModelStatus:
         req = admin_pb.GetModelStatusRequest()
@@ -237,46 +219,47 @@ class TailorClient:
                     batch = []
             if batch:
                 yield prof_pb.TrackEventsRequest(events=batch)
-        # Not retried: a consumed iterator cannot be replayed (re-sending is safe: ids dedupe).
-        return TrackResult.from_pb(_once(self._profiles.TrackEventStream, batches(), timeout))
+        # Not retried (clients.retry): re-sending is safe, though, ids dedupe.
+        return TrackResult.from_pb(self._call(self._profiles.TrackEventStream, batches(), timeout))
 
     def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> TrackResult:
         req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])
         return TrackResult.from_pb(self._call(self._profiles.TrackEvents, req, timeout))
 
-    def get_profile(self, user_id: str, max_events: int = 0, timeout: float | None = None) -> dict:
+    def get_profile(self, user_id: str, max_events: int = 0, timeout: float | None = None) -> Profile:
         """PII comes back unmasked only for a token whose principal has the `pii-reader` role."""
         req = prof_pb.GetProfileRequest(user_id=user_id, max_events=max_events)
-        return _to_dict(self._call(self._profiles.GetProfile, req, timeout))
+        return Profile.from_pb(self._call(self._profiles.GetProfile, req, timeout))
 
     def upsert_attributes(self, user_id: str, attributes: dict[str, str],
-                          timeout: float | None = None) -> dict:
+                          timeout: float | None = None) -> Profile:
         req = prof_pb.UpsertAttributesRequest(user_id=user_id, attributes=attributes)
-        return _to_dict(self._call(self._profiles.UpsertAttributes, req, timeout))
+        return Profile.from_pb(self._call(self._profiles.UpsertAttributes, req, timeout))
 
     def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str = "",
                     timestamp: float = 0.0, timeout: float | None = None,
-                    purpose: str = "") -> dict:
+                    purpose: str = "") -> Profile:
         """`purpose`: marketing (default) or transactional."""
         req = prof_pb.SetConsentRequest(user_id=user_id, channel=channel, opted_in=opted_in,
                                         source=source, timestamp=timestamp, purpose=purpose)
-        return _to_dict(self._call(self._profiles.SetConsent, req, timeout))
+        return Profile.from_pb(self._call(self._profiles.SetConsent, req, timeout))
 
     def add_suppression(self, email: str = "", phone: str = "", reason: str = "",
-                        timestamp: float = 0.0, timeout: float | None = None) -> dict:
+                        timestamp: float = 0.0, timeout: float | None = None) -> Suppression:
         """List an email address or an E.164 phone number (reason: bounce, complaint, manual,
         unsubscribe; default manual)."""
         req = prof_pb.AddSuppressionRequest(address=_address(email, phone), reason=reason,
                                             timestamp=timestamp)
-        return _to_dict(self._call(self._profiles.AddSuppression, req, timeout))
+        return Suppression.from_pb(self._call(self._profiles.AddSuppression, req, timeout))
 
     def remove_suppression(self, email: str = "", phone: str = "",
                            timeout: float | None = None) -> bool:
         return self._call(self._profiles.RemoveSuppression, _address(email, phone), timeout).removed
 
     def check_suppression(self, email: str = "", phone: str = "",
-                          timeout: float | None = None) -> dict:
-        return _to_dict(self._call(self._profiles.CheckSuppression, _address(email, phone), timeout))
+                          timeout: float | None = None) -> Suppression:
+        reply = self._call(self._profiles.CheckSuppression, _address(email, phone), timeout)
+        return Suppression.from_pb(reply)
 
     def delete_profile(self, user_id: str, timeout: float | None = None) -> int:
         req = prof_pb.DeleteProfileRequest(user_id=user_id)
@@ -304,18 +287,18 @@ class TailorClient:
             raise TailorError(err.code(), err.details() or "") from None
 
     # -- campaigns -----------------------------------------------------------------------------
-    def create_campaign(self, spec: dict, timeout: float | None = None) -> dict:
+    def create_campaign(self, spec: dict, timeout: float | None = None) -> Campaign:
         """`spec`: a tailor.v1.CampaignSpec as a dict (campaign_id, variants, policy, ...)."""
         req = camp_pb.CreateCampaignRequest(spec=json_format.ParseDict(spec, camp_pb.CampaignSpec()))
-        return _to_dict(self._call(self._campaigns.CreateCampaign, req, timeout))
+        return Campaign.from_pb(self._call(self._campaigns.CreateCampaign, req, timeout))
 
-    def update_campaign(self, spec: dict, timeout: float | None = None) -> dict:
+    def update_campaign(self, spec: dict, timeout: float | None = None) -> Campaign:
         req = camp_pb.UpdateCampaignRequest(spec=json_format.ParseDict(spec, camp_pb.CampaignSpec()))
-        return _to_dict(self._call(self._campaigns.UpdateCampaign, req, timeout))
+        return Campaign.from_pb(self._call(self._campaigns.UpdateCampaign, req, timeout))
 
-    def archive_campaign(self, campaign_id: str, timeout: float | None = None) -> dict:
+    def archive_campaign(self, campaign_id: str, timeout: float | None = None) -> Campaign:
         req = camp_pb.ArchiveCampaignRequest(campaign_id=campaign_id)
-        return _to_dict(self._call(self._campaigns.ArchiveCampaign, req, timeout))
+        return Campaign.from_pb(self._call(self._campaigns.ArchiveCampaign, req, timeout))
 
     def choose_variant(self, campaign_id: str, user_id: str, context: dict[str, float] | None = None,
                        timeout: float | None = None) -> Choice:
@@ -325,53 +308,52 @@ class TailorClient:
 
     def compose_message(self, campaign_id: str, user_id: str,
                         context: dict[str, float] | None = None,
-                        timeout: float | None = None) -> dict:
-        """{"decision_id", "variant_id", "channel", "send_at", "suppressed", "reason", "parts",
-        "headers", "unsubscribe_url", ...}: a logged decision, rendered."""
+                        timeout: float | None = None) -> Message:
+        """A logged decision, rendered (a suppressed decision or the holdout: no parts)."""
         req = msg_pb.ComposeMessageRequest(campaign_id=campaign_id, user_id=user_id, context={
             k: float(v) for k, v in (context or {}).items()})
-        return _to_dict(self._call(self._messaging.ComposeMessage, req, timeout))
+        return Message.from_pb(self._call(self._messaging.ComposeMessage, req, timeout))
 
     def preview_message(self, campaign_id: str, variant_id: str = "", user_id: str = "",
                         attributes: dict[str, str] | None = None, interests=(), channel: str = "",
-                        timeout: float | None = None) -> dict:
+                        timeout: float | None = None) -> Message:
         """A variant rendered for a user or a sample profile; no decision is logged."""
         req = msg_pb.PreviewMessageRequest(
             campaign_id=campaign_id, variant_id=variant_id, user_id=user_id,
             sample_attributes=attributes or {}, sample_interests=list(interests), channel=channel)
-        return _to_dict(self._call(self._messaging.PreviewMessage, req, timeout))
+        return Message.from_pb(self._call(self._messaging.PreviewMessage, req, timeout))
 
     def send_campaign(self, campaign_id: str, user_ids, rate: float | None = None,
                       context: dict[str, float] | None = None,
-                      timeout: float | None = None) -> dict:
+                      timeout: float | None = None) -> SendProgress:
         """Start a send job to `user_ids` (email at `rate` messages/s, default the server's);
-        returns its progress: {"send_id", "total", "sent", ...}."""
+        returns its progress (`send_id`, counts)."""
         req = msg_pb.SendCampaignRequest(
             campaign_id=campaign_id, user_ids=list(user_ids),
             rate_per_second={} if rate is None else {"email": float(rate)},
             context={k: float(v) for k, v in (context or {}).items()})
-        return _progress(self._call(self._messaging.SendCampaign, req, timeout))
+        return SendProgress.from_pb(self._call(self._messaging.SendCampaign, req, timeout))
 
-    def send_progress(self, send_id: str, timeout: float | None = None) -> dict:
+    def send_progress(self, send_id: str, timeout: float | None = None) -> SendProgress:
         """Counts of a send job: total, sent, suppressed (by reason), failed (by reason),
         pending, done."""
         req = msg_pb.GetSendProgressRequest(send_id=send_id)
-        return _progress(self._call(self._messaging.GetSendProgress, req, timeout))
+        return SendProgress.from_pb(self._call(self._messaging.GetSendProgress, req, timeout))
 
     def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)
         return Reward.from_pb(self._call(self._campaigns.ReportReward, req, timeout))
 
-    def campaign_stats(self, campaign_id: str, timeout: float | None = None) -> dict:
+    def campaign_stats(self, campaign_id: str, timeout: float | None = None) -> CampaignStats:
         req = camp_pb.GetCampaignStatsRequest(campaign_id=campaign_id)
-        return _to_dict(self._call(self._campaigns.GetCampaignStats, req, timeout))
+        return CampaignStats.from_pb(self._call(self._campaigns.GetCampaignStats, req, timeout))
 
     def sample_size(self, minimum_detectable_effect: float, *, baseline_rate: float | None = None,
                     baseline_mean: float | None = None, variance: float = 0.0, alpha: float = 0.0,
                     power: float = 0.0, arms: int = 0, allocation: Sequence[float] = (),
-                    timeout: float | None = None) -> dict:
+                    timeout: float | None = None) -> SampleSize:
         """Observations per arm of an A/B/n test (GetSampleSize): give `baseline_rate`, or
-        `baseline_mean` with `variance`. {"per_arm", "total", "alpha_per_comparison", "test"}."""
+        `baseline_mean` with `variance`."""
         req = camp_pb.GetSampleSizeRequest(
             minimum_detectable_effect=minimum_detectable_effect, variance=variance, alpha=alpha,
             power=power, arms=arms, allocation=allocation)
@@ -379,8 +361,7 @@ class TailorClient:
             req.baseline_rate = baseline_rate
         if baseline_mean is not None:
             req.baseline_mean = baseline_mean
-        reply = self._call(self._campaigns.GetSampleSize, req, timeout)
-        return _to_dict(reply) | {"per_arm": list(reply.per_arm), "total": reply.total}
+        return SampleSize.from_pb(self._call(self._campaigns.GetSampleSize, req, timeout))
 
     def export_decisions(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                          include_pending: bool = False, timeout: float = 3600.0) -> Iterator[dict]:
@@ -425,7 +406,7 @@ class TailorClient:
 
     # -- attribution -------------------------------------------------------------------------
     def attribute(self, paths: Iterable[dict | str | attr_pb.Path], model: str, *,
-                  chunk: int = 10_000, timeout: float = 600.0, **options) -> dict:
+                  chunk: int = 10_000, timeout: float = 600.0, **options) -> Attribution:
         """Attribute paths, streamed `chunk` at a time (AttributeStream). A path is a dict
         ({"path": ["a", "b"] | "a > b", "conversions": 1, "value": 0, "nulls": 0,
         "timestamps": [...]}), a tailor.v1.Path, or a ChannelAttribution row
@@ -449,12 +430,12 @@ class TailorClient:
                     spec=spec if start == 0 else None,
                     paths=[p for p in part if isinstance(p, attr_pb.Path)],
                     channelattribution_rows=[p for p in part if isinstance(p, str)])
-        return _to_dict(_once(self._attribution.AttributeStream, requests(), timeout))
+        return Attribution.from_pb(self._call(self._attribution.AttributeStream, requests(), timeout))
 
     def attribute_stored(self, model: str, *, by: str = "channel", start: float = 0,
                          end: float = 0, lookback_days: float = 30.0,
                          touch_types: Sequence[str] = (), exclude_nulls: bool = False,
-                         timeout: float = 600.0, **options) -> dict:
+                         timeout: float = 600.0, **options) -> Attribution:
         """Attribute journeys built by the server from stored events (purchases from `start`
         to `end`, touches at most `lookback_days` before each), by channel or campaign."""
         req = attr_pb.AttributeStoredRequest(
@@ -462,7 +443,7 @@ class TailorClient:
             lookback_seconds=round(lookback_days * 86400),
             group_by=attr_pb.Grouping.Value(by.upper()),
             touch_types=touch_types, exclude_nulls=exclude_nulls)
-        return _to_dict(self._call(self._attribution.AttributeStored, req, timeout))
+        return Attribution.from_pb(self._call(self._attribution.AttributeStored, req, timeout))
 
 
 ATTRIBUTION_MODELS = {"first": "FIRST_TOUCH", "last": "LAST_TOUCH",
@@ -531,13 +512,6 @@ def _plan_request(campaign_id: str, user_ids: list[str],
                                        context={k: float(v) for k, v in (context or {}).items()})
 
 
-def _once(fn, request, timeout):
-    try:
-        return fn(request, timeout=timeout)
-    except grpc.RpcError as err:
-        raise TailorError(err.code(), err.details() or "") from None
-
-
 def event_from_dict(ev: dict) -> prof_pb.Event:
     """A tailor.v1.Event from a JSON-lines record (timestamp: epoch seconds or RFC 3339)."""
     ev = dict(ev)
@@ -558,18 +532,3 @@ def _address(email: str, phone: str) -> prof_pb.SuppressionAddress:
     """The one of `email` and `phone` given (neither: the server names the missing field)."""
     return prof_pb.SuppressionAddress(email=email) if email else \
         prof_pb.SuppressionAddress(phone=phone) if phone else prof_pb.SuppressionAddress()
-
-
-def _progress(msg) -> dict:
-    """A SendProgress as a dict with its counts as numbers (JSON mapping makes int64 strings)."""
-    out = _to_dict(msg)
-    for name in ("total", "sent", "suppressed", "failed", "pending"):
-        out[name] = int(out[name])
-    for name in ("suppressed_by_reason", "failed_by_reason"):
-        out[name] = {k: int(v) for k, v in out[name].items()}
-    return out
-
-
-def _to_dict(msg) -> dict:
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)

@@ -1,14 +1,58 @@
 """Typed results of `TailorClient` calls: frozen dataclasses built from the replies, so callers
-read attributes a type checker knows instead of dict keys (`dataclasses.asdict` gives the dict)."""
+read attributes a type checker knows instead of dict keys (`dataclasses.asdict` gives the dict).
+
+Most are built by `from_message`, which reads each dataclass field from the reply's field of the
+same name, following the field's annotation: a nested result, `X | None` (None when the reply
+lacks the message), lists and maps of either, an enum as its name, a plain `dict` annotation
+as the message's JSON mapping (names as in the .proto)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import profile_pb2 as prof_pb
 
-__all__ = ["Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult"]
+__all__ = ["Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult",
+           "from_message"]
+
+T = typing.TypeVar("T")
+
+
+def from_message(cls: type[T], msg: Message) -> T:
+    """An instance of the dataclass `cls` from the protobuf `msg` (see the module docstring)."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: _value(hints[f.name], msg, f.name) for f in fields(cls)})
+
+
+def _value(hint, msg: Message, name: str):
+    value = getattr(msg, name)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `Result | None`
+        inner = next(a for a in typing.get_args(hint) if a is not type(None))
+        return from_message(inner, value) if msg.HasField(name) else None
+    enum = msg.DESCRIPTOR.fields_by_name[name].enum_type
+    if enum is not None:
+        return enum.values_by_number[value].name
+    return _convert(hint, value)
+
+
+def _convert(hint, value):
+    if is_dataclass(hint):
+        return from_message(hint, value)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is list:
+        return [_convert(args[0], v) for v in value]
+    if origin is dict:
+        return {k: _convert(args[1], v) for k, v in value.items()}
+    if hint is dict and isinstance(value, Message):
+        return json_format.MessageToDict(value, preserving_proto_field_name=True,
+                                          always_print_fields_with_no_presence=True)
+    return value
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """TailorClient returns typed results (dataclasses) and the package ships `py.typed`."""
 import asyncio
+import json
 import time
 import tomllib
 
@@ -62,7 +63,7 @@ async def test_the_asyncio_client_returns_the_same_types(target):
         tracked = await client.track_batch([{"event_id": "a1", "user_id": "u2", "type": "view",
                                              "timestamp": time.time() - 60}])
         assert tracked == TrackResult(1, 0, [], ["a1"])
-        assert (await client.get_profile("u2"))["user_id"] == "u2"
+        assert (await client.get_profile("u2")).user_id == "u2"
         with pytest.raises(TailorError) as missing:
             await client.get_profile("nobody")
         assert missing.value.code == grpc.StatusCode.NOT_FOUND
@@ -72,3 +73,49 @@ async def test_the_asyncio_client_returns_the_same_types(target):
         choice = await client.choose_variant("c2", "u2")
         assert isinstance(choice, Choice) and choice.variant_id == "b"
         assert await client.report_reward(choice.decision_id, 0.5) == Reward("c2", "b", False)
+
+
+def more_calls(target: str):
+    with TailorClient(target, timeout=10) as client:
+        client.track_batch([{"event_id": "p1", "user_id": "u3", "type": "purchase", "value": 12.5,
+                             "timestamp": time.time() - 60}])
+        consented = client.set_consent("u3", "email", True, "form")
+        profile = client.get_profile("u3")
+        listed = client.add_suppression(email="a@example.com", reason="bounce")
+        checked = client.check_suppression(email="b@example.com")
+        made = client.create_campaign({"campaign_id": "c3", "policy": "fixed",
+                                       "variants": [{"id": "a"}, {"id": "b"}]})
+        client.choose_variant("c3", "u3")
+        stats = client.campaign_stats("c3")
+        size = client.sample_size(0.02, baseline_rate=0.1, allocation=[1, 3])
+    return consented, profile, listed, checked, made, stats, size
+
+
+async def test_profile_campaign_and_suppression_results_are_typed(target):
+    from clients import Campaign, CampaignStats, Profile, SampleSize, Suppression
+    from kernels import abtest
+    consented, profile, listed, checked, made, stats, size = await asyncio.to_thread(more_calls, target)
+    assert isinstance(consented, Profile) and consented.consent["email"].opted_in is True
+    assert consented.consent["email"].source == "form"
+    assert isinstance(profile.features.n_events, int) and profile.features.n_events == 1
+    assert profile.features.monetary == 12.5 and [e.event_id for e in profile.events] == ["p1"]
+    assert listed == Suppression(True, "bounce", listed.timestamp, "email") and listed.timestamp > 0
+    assert isinstance(checked, Suppression) and not checked.suppressed
+    assert isinstance(made, Campaign) and made.revision == 1 and made.spec["campaign_id"] == "c3"
+    assert isinstance(stats, CampaignStats) and [v.variant_id for v in stats.variants] == ["a", "b"]
+    assert sum(v.decisions for v in stats.variants) == 1 and stats.pending == 1
+    want = abtest.sample_size(0.02, baseline_rate=0.1, allocation=[1, 3])
+    assert isinstance(size, SampleSize) and tuple(size.per_arm) == want.per_arm
+    assert size.total == sum(want.per_arm)
+
+
+async def test_the_cli_prints_a_typed_result_as_json(target):
+    from tests.conftest import run_module
+    await asyncio.to_thread(more_calls, target)
+    out = await asyncio.to_thread(run_module, "clients", "profile", "--server", target, "--user", "u3")
+    prof = json.loads(out.stdout)
+    assert prof["user_id"] == "u3" and prof["features"]["monetary"] == 12.5
+    assert prof["consent"]["email"]["opted_in"] is True and prof["events"][0]["event_id"] == "p1"
+    out = await asyncio.to_thread(run_module, "clients", "profile", "--server", target, "--user", "u9",
+                                  check=False)
+    assert out.returncode == 1  # NOT_FOUND

@@ -418,9 +418,9 @@ async def test_client_and_cli_attribute(attribution_server, tracked, tmp_path):
                                                                  "nulls": 3}], "linear", chunk=2)
         stored_last = await asyncio.to_thread(client.attribute_stored, "last", by="campaign",
                                               start=START, end=END, lookback_days=30)
-    assert {c["channel"]: c["conversions"] for c in got["credits"]} == approx(
+    assert {c.channel: c.conversions for c in got.credits} == approx(
         {k: v[0] for k, v in HAND[pb.LINEAR].items()})
-    assert {c["channel"]: c["value"] for c in stored_last["credits"]}["(web)"] == 90
+    assert {c.channel: c.value for c in stored_last.credits}["(web)"] == 90
     path_file = tmp_path / "paths.txt"
     path_file.write_text("\n".join(rows) + "\n")
     proc = await asyncio.create_subprocess_exec(

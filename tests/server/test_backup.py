@@ -17,7 +17,7 @@ def _events(prefix, n, user, t0):
 
 
 def _n_events(client, user):
-    return int(client.get_profile(user)["features"]["n_events"])
+    return client.get_profile(user).features.n_events
 
 
 @pytest.fixture
@@ -71,8 +71,8 @@ def test_restore_brings_back_profiles_campaigns_and_the_bundle(backup_file, serv
         assert client.model_status().active.version == version
         assert _n_events(client, "alice") == 30
         stats = client.campaign_stats("spring")
-        assert {v["variant_id"] for v in stats["variants"]} == {"red", "blue"}
-        assert sum(float(v.get("rewards", 0)) for v in stats["variants"]) == 1.0
+        assert {v.variant_id for v in stats.variants} == {"red", "blue"}
+        assert sum(v.rewards for v in stats.variants) == 1.0
         # one instant: the walker's feature counter agrees with its raw events in the copy
         walker_events = sum(1 for ev in client.export_events() if ev.user_id == "walker")
         assert walker_events > 0 and walker_events % 50 == 0

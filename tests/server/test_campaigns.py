@@ -305,11 +305,11 @@ def test_no_lost_updates_under_concurrent_rewards_from_several_processes(server_
     with TailorClient(server.target, timeout=30) as client:
         st = client.campaign_stats("c1")
     arms = np.array([p.arm for p in picks])
-    got = {v["variant_id"]: v for v in st["variants"]}
+    got = {v.variant_id: v for v in st.variants}
     for a in range(3):
-        assert got[f"v{a}"]["pulls"] == (arms == a).sum()
-        assert got[f"v{a}"]["rewards"] == rewards[arms == a].sum()
-    assert int(st["pending"]) == 0
+        assert got[f"v{a}"].pulls == (arms == a).sum()
+        assert got[f"v{a}"].rewards == rewards[arms == a].sum()
+    assert st.pending == 0
 
 
 # -- erasure and export -------------------------------------------------------------------------

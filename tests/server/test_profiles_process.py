@@ -32,7 +32,7 @@ def test_acknowledged_events_survive_kill_9(server_process, tmp_path, demo_bundl
     restarted = server_process(data)
     with TailorClient(restarted.target, timeout=30) as client:
         assert count_events(client) == 2000
-        assert client.get_profile("3")["features"]["n_events"] == "40"
+        assert client.get_profile("3").features.n_events == 40
 
 
 def test_writes_from_several_workers_all_land(server_process, tmp_path, demo_bundle):
@@ -55,8 +55,8 @@ def test_writes_from_several_workers_all_land(server_process, tmp_path, demo_bun
     assert not errors
     with TailorClient(server.target, timeout=60) as client:
         assert count_events(client) == 6 * 10 * 200
-        seen = {client.get_profile(str(u))["features"]["n_events"] for u in range(50)}
-        assert seen == {str(6 * 10 * 200 // 50)}
+        seen = {client.get_profile(str(u)).features.n_events for u in range(50)}
+        assert seen == {6 * 10 * 200 // 50}
 
 
 def test_full_store_answers_resource_exhausted_and_keeps_accepted_events(server_process, tmp_path):

@@ -1,0 +1,48 @@
+"""Retries of UNAVAILABLE, done by gRPC itself from the channel's service config: the channel
+retries with jittered exponential backoff within each call's deadline, and never once a reply
+has started (so a call the server answered is never repeated). Streaming calls from the client
+(PushBundle, TrackEventStream, AttributeStream, PlanCampaign) are not retried: gRPC could replay
+only the first 256 KiB it buffers, and a plan answered in part is already logged."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import grpc
+
+__all__ = ["RetryPolicy", "channel_options"]
+
+SERVICES = ("RecommendationService", "ModelAdminService", "DiagnosticsService", "ProfileService",
+            "AttributionService", "CampaignService", "AuditService", "MessagingService")
+NOT_RETRIED = (("ModelAdminService", "PushBundle"), ("ProfileService", "TrackEventStream"),
+               ("AttributionService", "AttributeStream"), ("CampaignService", "PlanCampaign"))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 4
+    """Calls in all, the first included (gRPC allows at most 5)."""
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+    retry_on: frozenset = field(default_factory=lambda: frozenset({grpc.StatusCode.UNAVAILABLE}))
+
+    def service_config(self) -> str:
+        """The policy as a gRPC service config (JSON) for every Tailor service and health."""
+        names = [{"service": f"tailor.v1.{s}"} for s in SERVICES] + [{"service": "grpc.health.v1.Health"}]
+        retry = {"name": names, "retryPolicy": {
+            "maxAttempts": self.attempts, "initialBackoff": f"{self.initial_backoff}s",
+            "maxBackoff": f"{self.max_backoff}s", "backoffMultiplier": 2,
+            "retryableStatusCodes": sorted(code.name for code in self.retry_on)}}
+        # a method named on its own overrides its service's entry: these get no retryPolicy
+        once = {"name": [{"service": f"tailor.v1.{s}", "method": m} for s, m in NOT_RETRIED]}
+        return json.dumps({"methodConfig": [retry, once]})
+
+
+def channel_options(policy: RetryPolicy | None, max_message_bytes: int) -> list[tuple[str, object]]:
+    """Channel options for a client: message size limits and the retry service config (`policy`
+    None: no retries)."""
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", max_message_bytes)]
+    if policy is None or policy.attempts <= 1:
+        return [*options, ("grpc.enable_retries", 0)]
+    return [*options, ("grpc.enable_retries", 1), ("grpc.service_config", policy.service_config())]

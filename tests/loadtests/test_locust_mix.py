@@ -1,0 +1,38 @@
+"""The mixed-workload locustfile against a real server: it passes loose SLOs and fails an
+impossible one (exit code), and every method of the mix is called."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+LOCUST = [sys.executable, "-m", "locust", "-f", "loadtests/locust_mix.py", "--headless",
+          "-u", "4", "-r", "4", "-t", "4s", "--only-summary", "--stop-timeout", "2",
+          "--user-count", "1500", "--item-count", "600", "--compose-users", "20", "--batch", "5"]
+
+
+@pytest.fixture
+def server(server_process, demo_bundle, tmp_path):
+    return server_process(bundle=demo_bundle, args=("--public-url", "https://loadtest.example"))
+
+
+def run(server, *args):
+    return subprocess.run([*LOCUST, "--host", server.target, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_loose_slos_pass_and_every_method_is_called(server):
+    proc = run(server, "--slo", "*=5000")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    for method in ("Recommend", "ChooseVariant", "TrackEvents", "GetProfile", "ComposeMessage"):
+        assert f"/{method}" in out, f"{method} never called:\n{out[-4000:]}"
+
+
+def test_an_impossible_slo_fails_the_run(server):
+    proc = run(server, "--slo", "*=5000,Recommend=0.001")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-4000:]
+    assert "SLO missed: Recommend" in out
+    assert "SLO missed: GetProfile" not in out
