@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +27,10 @@ import numpy as np
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import profile_pb2 as ppb
 
-from .bench import _free_port, _wait_ready, ensure_bundle
+from .bench import _free_port, ensure_bundle, serving
 from .bench_messages import COMPOSE, compose_payloads, setup
 from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads
-from .measure import Measurement, add_server_src_argument, idle_cpu, measure, start_server
+from .measure import Measurement, add_server_src_argument, idle_cpu, measure
 
 __all__ = ["Row", "render_table", "update_file", "main"]
 
@@ -133,24 +131,19 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     bundle = ensure_bundle(args.work, args.items, args.users, args.days)
     caption = _caption(args, bundle)
-    port, http_port = _free_port(), _free_port()
-    target = f"127.0.0.1:{port}"
-    data_dir = Path(tempfile.mkdtemp(prefix="tailor-capacity-"))
-    log = open(f"{data_dir}.log", "w")  # never an unread PIPE: it can fill and block the server
-    server = start_server(["--port", str(port), "--data-dir", str(data_dir), "--workers", "1",
-                           "--bundle", str(bundle.resolve()), "--public-http-port", str(http_port),
-                           "--public-url", "https://capacity.example"], args.server_src, stderr=log)
-    try:
-        _wait_ready(target, server)
+    flags = ["--public-http-port", str(_free_port()), "--public-url", "https://capacity.example"]
+    with serving(bundle, "tailor-capacity-", flags=flags, workers=1, server_src=args.server_src,
+                 stop_timeout=60) as served:
+        target, pid = served.target, served.process.pid
         live = setup(target, bundle)
         with np.load(bundle / "users.npz") as npz:
             users = [str(u) for u in npz["user_ids"]]
         with np.load(bundle / "items.npz") as npz:
             items = [str(i) for i in npz["item_ids"]]
-        idle = idle_cpu(server.pid)
+        idle = idle_cpu(pid)
         rows = []
         for name, path, body in payloads(users, live, items):
-            m = measure(name, server.pid, target, path, body, concurrency=args.concurrency,
+            m = measure(name, pid, target, path, body, concurrency=args.concurrency,
                         duration=args.duration)
             if m.load.errors:
                 raise RuntimeError(f"{name}: {m.load.errors} calls failed")
@@ -159,11 +152,6 @@ def main(argv=None) -> int:
         print(table)
         if args.update:
             print(f"{args.update}: {'updated' if update_file(args.update, table) else 'unchanged'}")
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
     return 0
 
 
