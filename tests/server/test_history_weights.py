@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from server.store.keys import feature_key
+from server.store.keys import feature_key, layout_key
 from tests.conftest import train_bundle
 
 DAY = 86400.0
@@ -42,6 +42,9 @@ async def server(tmp_path, reweighted_bundle):
                         grace_seconds=1.0, lmdb_sync=False, bundle_poll_seconds=0.1)
     store = Store(settings.store_dir)
     store.put("profiles", feature_key("legacy"), V1_RECORD.read_bytes())
+    # The record predates the appended event types too (layout 1 of the `profile_state` kind):
+    # stamp the store so, as with a real data dir of that time, opening it migrates the record.
+    store.put("meta", layout_key("profile_state"), b"1")
     store.close()
     tailor = TailorServer(settings)
     await tailor.start()
