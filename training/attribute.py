@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from kernels.attribution import DAY, MODELS, Paths, attribute, parse_channelattribution
+from training.progress import progress
 
 __all__ = ["add_parser", "run", "read_paths"]
 
@@ -72,7 +73,7 @@ def read_paths(file: Path, fmt: str = "auto") -> Paths:
     if fmt == "channelattribution":
         return parse_channelattribution(lines)
     rows = []
-    for lineno, line in enumerate(lines, 1):
+    for lineno, line in enumerate(progress(lines, desc="paths", unit=" lines"), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))

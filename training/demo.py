@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from training.progress import progress
+
 __all__ = ["DemoConfig", "World", "make_world", "start_for_end", "user_events", "write_demo"]
 
 logger = logging.getLogger("tailor.training.demo")
@@ -276,7 +278,7 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     n_chunks = -(-cfg.n_users // cfg.chunk_users)
     with pacsv.CSVWriter(out / "interactions.csv", _events_table(
             {k: np.zeros(0, np.int64) for k in EVENT_COLUMNS}).schema) as writer:
-        for chunk in range(n_chunks):
+        for chunk in progress(range(n_chunks), desc="demo-data", unit=" chunks"):
             users, events = user_events(cfg, world, chunk)
             writer.write_table(_events_table(events))
             n_rows += events["user_id"].shape[0]

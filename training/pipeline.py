@@ -24,6 +24,7 @@ from training.als import ALSParams
 from training.evaluate import evaluate
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
 from training.index import IndexParams, build_index
+from training.progress import progress
 from training.ranker import RankerParams, to_onnx, train_ranker
 from training.retrieval import encoder_session
 from training.split import temporal_split
@@ -88,24 +89,28 @@ def train(inter: Interactions, catalog: Catalog,
           config: TrainConfig = TrainConfig()) -> TrainResult:
     """Run the whole pipeline on ``inter`` (with ``catalog`` aligned to its item codes)."""
     timings, t0 = {}, time.perf_counter()
+    bar = progress(desc="train", total=3 + bool(config.refit), unit=" stages")
     rows = inter.subset(event_weights(inter, config.event_weights) > 0)
     tr, te = temporal_split(rows, config.test_frac)
     train_rows, test = rows.subset(tr), rows.subset(te)
     fit = partial(_fit, catalog=catalog, als=config.als, weights=config.event_weights)
     stage = fit(train_rows)
     timings["retrieval_s"] = round(time.perf_counter() - t0, 1)
+    bar.update()
     ranker, info = None, {"disabled": True}
     if config.use_ranker:
         ranker, info, metrics = _ranker(train_rows, catalog, fit, config, stage, test)
     else:
         metrics = evaluate(stage, test)
     timings["ranker_and_eval_s"] = round(time.perf_counter() - t0 - timings["retrieval_s"], 1)
+    bar.update()
     fits = {"evaluation": _fit_info(train_rows, stage, test, config, metrics)}
     served_rows = rows if config.refit else train_rows
     if config.refit:
         t1 = time.perf_counter()
         stage = fit(rows)
         timings["refit_s"] = round(time.perf_counter() - t1, 1)
+        bar.update()
     fits["served"] = {"rows": len(served_rows), "refit": bool(config.refit),
                       "cutoff": int(stage.cutoff), "first_ts": _first_ts(served_rows),
                       "ranker_fit": "evaluation"}
@@ -115,6 +120,8 @@ def train(inter: Interactions, catalog: Catalog,
     index, index_info = build_index(stage.item_factors, config.index, sample)
     timings["index_s"] = round(time.perf_counter() - t1, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
+    bar.update()
+    bar.close()
     return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
                        index_info, timings, fits)
 
