@@ -385,8 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     and exits 1, a mistake in what the user gave `error: <what, where>` and exits 2."""
     args = build_parser().parse_args(argv)
     try:
-        with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
-                          key=args.key, token=args.token) as client:
+        client = TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca,
+                              cert=args.cert, key=args.key, token=args.token)
+    except ValueError as err:  # connection flags that do not go together (--cert without --key)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        with client:
             out = COMMANDS[args.command](client, args)
     except TailorError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -53,3 +53,10 @@ def test_grpc_statuses_are_one_line(served):
     assert line.startswith("error: NOT_FOUND: ") and "nobody-here" in line
     line = cli("ping", "--server", f"127.0.0.1:{free_port()}", "--timeout", "1", expect=1)
     assert line.startswith("error: UNAVAILABLE: ") or line.startswith("error: DEADLINE_EXCEEDED: ")
+
+
+def test_connection_flags_that_do_not_go_together_are_one_line(tmp_path):
+    cert = tmp_path / "client.pem"
+    cert.write_text("not read: refused before any connection")
+    line = cli("ping", "--server", f"127.0.0.1:{free_port()}", "--cert", str(cert), expect=2)
+    assert line == "error: a client certificate needs its key: give both --cert and --key"
