@@ -160,16 +160,6 @@ class Campaigns:
         finally:
             self._cache.clear()
 
-    def contacts_of(self, spec: CampaignSpec, user_ids: Sequence[str], metas: Sequence,
-                    states: Sequence, txn=None) -> list[Contact]:
-        """The contact policy's input for a batch: what was read about each user, with the
-        campaign's channels whose address (email, phone) is on the suppression list (looked up
-        in `txn`, the caller's read snapshot, when given)."""
-        sup, channels = self._suppressions, spec.channels or (spec.channel,)
-        return [Contact(u, m, st, suppressed=frozenset() if sup is None
-                        else sup.suppressed_channels(m, channels, txn))
-                for u, m, st in zip(user_ids, metas, states)]
-
     def live(self, campaign_id: str) -> tuple[Entry, bytes]:
         """A campaign that takes decisions (its entry and posterior bytes), else the error."""
         raw, blob = self._cache.snapshot(campaign_id)
@@ -180,15 +170,22 @@ class Campaigns:
             raise CampaignArchived(campaign_id)
         return entry, blob
 
-    def profile_reads(self, user_ids: Sequence[str], with_states: bool,
-                      with_meta: bool) -> tuple[list, list]:
-        """(feature states, meta records) of a batch of users from one read snapshot
-        (`ProfileStates`); None where there is none or where it was not asked for."""
-        if with_meta:
-            pairs = self._profiles.states_and_meta(user_ids, with_states)
-            return [s for s, _ in pairs], [m for _, m in pairs]
-        nothing = [None] * len(user_ids)
-        return (self._profiles.states(user_ids) if with_states else nothing), nothing
+    def read_contacts(self, spec: CampaignSpec, user_ids: Sequence[str],
+                      with_states: bool) -> tuple[list, list[Contact]]:
+        """(feature states, the contact policy's inputs) of a batch of users from one read
+        snapshot: feature states (None unless `with_states`), meta records, and the campaign's
+        channels whose address (email, phone) is on the suppression list."""
+        sup, channels = self._suppressions, spec.channels or (spec.channel,)
+        with self._store.read() as txn:
+            pairs = self._profiles.states_and_meta(user_ids, with_states, txn)
+            return [st for st, _ in pairs], [
+                Contact(u, m, st, suppressed=frozenset() if sup is None
+                        else sup.suppressed_channels(m, channels, txn))
+                for u, (st, m) in zip(user_ids, pairs)]
+
+    def profile_states(self, user_ids: Sequence[str], with_states: bool) -> list:
+        """Feature states of a batch of users (None where there is none or none was asked for)."""
+        return self._profiles.states(user_ids) if with_states else [None] * len(user_ids)
 
     def _verdict(self, entry: Entry, user_id: str, now: float):
         """(contact verdict, feature state or `UNREAD`): one read snapshot for the profile and
@@ -198,11 +195,9 @@ class Campaigns:
         if not entry.reads_profile:
             return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
         with_states = entry.context.needs_profile or self.contact.needs_state(spec)
-        with self._store.read() as txn:  # one snapshot for the profile and the list
-            state, meta = self._profiles.states_and_meta([user_id], with_states, txn)[0]
-            contacts = self.contacts_of(spec, [user_id], [meta], [state], txn)
+        states, contacts = self.read_contacts(spec, [user_id], with_states)
         verdict = self.contact.verdicts(spec, contacts, now)[0]
-        return verdict, state if with_states else UNREAD
+        return verdict, states[0] if with_states else UNREAD
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                      now: float | None = None) -> Choice:

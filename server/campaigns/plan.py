@@ -184,10 +184,10 @@ class Planner:
         from one profile read."""
         c, spec = self.campaigns, entry.campaign.spec
         with_states = entry.context.needs_profile or c.contact.needs_state(spec)
-        states, metas = c.profile_reads(user_ids, with_states, entry.reads_profile)
         if not entry.reads_profile:
-            return states, None
-        return states, c.contact.verdicts(spec, c.contacts_of(spec, user_ids, metas, states), now)
+            return c.profile_states(user_ids, with_states), None
+        states, contacts = c.read_contacts(spec, user_ids, with_states)
+        return states, c.contact.verdicts(spec, contacts, now)
 
     @staticmethod
     def _outcome(batch: PlanBatch, reasons: Sequence[str]) -> PlanBatch:
