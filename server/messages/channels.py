@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..config import Limits
 from .errors import OverChannelLimit
 
-__all__ = ["PARTS", "ALL_PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "SmsLength", "sms_length",
+__all__ = ["PARTS", "MESSAGE_CHANNELS", "HTML_PARTS", "SmsLength", "sms_length",
            "check_parts"]
 
 PARTS: Mapping[str, tuple[str, ...]] = {
@@ -26,7 +26,6 @@ PARTS: Mapping[str, tuple[str, ...]] = {
 """The content keys of a variant that are templates, per channel (other keys are plain data,
 `content.<key>` in a template)."""
 MESSAGE_CHANNELS = tuple(PARTS)
-ALL_PARTS = frozenset(p for parts in PARTS.values() for p in parts)
 HTML_PARTS = frozenset({"html"})
 """Parts rendered with HTML autoescaping."""
 

@@ -51,10 +51,9 @@ class EmailDelivery:
         return True
 
     async def send_email(self, message, user_id: str, to: str) -> None:
-        """Hand `message` to the relay now and record its `email_sent` event."""
-        if self.smtp is None:
-            raise FailedPrecondition("deliver: no SMTP relay configured (--smtp-host)")
-        await self.smtp.send_bytes(parseaddr(self.sender)[1], to, self.flatten(message, to))
+        """Hand `message` to the relay now and record its `email_sent` event (`deliver` has
+        checked that there is a relay)."""
+        await self.relay(to, self.flatten(message, to), self.smtp)
         await self.events.track([sent_event(message.campaign_id, message.decision_id, user_id,
                                             time.time())])
 

@@ -100,10 +100,6 @@ class SmtpSender:
             await client.login(c.username, c.password)
         return client
 
-    async def send(self, mail: MimeMessage) -> None:
-        """Send on the open connection (opened on first use, reopened once if dropped)."""
-        await self._on_connection(lambda client: client.send_message(mail))
-
     async def send_bytes(self, sender: str, to: str, data: bytes) -> None:
         """Send a message already flattened (envelope sender and recipient given)."""
         await self._on_connection(lambda client: client.sendmail(sender, [to], data))

@@ -103,10 +103,9 @@ class Keyring:
     def verify(self, message: bytes, signature: str) -> bool:
         """True when `signature` (from `sign`) is valid under any key of the ring."""
         kid, _, mac = signature.rpartition(".")
-        key = self.key_of(kid)
-        if key is None:
+        if self.key_of(kid) is None:
             return False
-        return hmac.compare_digest(hmac.new(key, message, hashlib.sha256).hexdigest(), mac)
+        return hmac.compare_digest(self.mac(message, kid), mac)
 
     def rotated(self, kid: str | None = None, keep: int | None = None) -> Keyring:
         """A new signing key in front; the old keys stay for verifying (the newest `keep` of them)."""
@@ -167,7 +166,7 @@ class Secrets:
         if self.secrets_dir is None:
             raise FailedPrecondition("no secrets_dir: rotate environment secrets where they are set")
         ring = self._rings[name].rotated(keep=keep)
-        _replace(self.secrets_dir / f"{name}.keys", ring.text())
+        _replace(keyring_path(name, self.secrets_dir), ring.text())
         self._rings[name] = ring
         return ring
 

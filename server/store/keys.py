@@ -59,8 +59,7 @@ __all__ = [
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
-    "suppression_key",
-    "INDEX_PREFIX", "due_key", "DUE_PREFIX", "phone_key", "PHONE_PREFIX", "phone_user_key",
+    "suppression_key", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX",
 ]
@@ -227,6 +226,9 @@ def suppression_key(kid: str, digest: str) -> bytes:
     """An address's entry: the id of the key and the hex HMAC it was hashed with (no user in
     it: the list is global and outlives profiles)."""
     return join_key(kid, digest)
+
+
+# -- SMS replies --------------------------------------------------------------------------------
 PHONE_PREFIX = b"sms" + SEP
 PHONE_USER_PREFIX = b"sms-user" + SEP
 
