@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..contact import ContactPolicy
+from ..contact import ContactPolicy, channels_of
 from ..interfaces import ProfileStates, SuppressedAddresses
 from .context import ContextBuilder
 from .repository import CampaignRepository
-from .spec import Campaign, CampaignSpec
+from .spec import Campaign
 
 __all__ = ["CampaignCache", "Entry"]
 
@@ -42,6 +42,11 @@ class Entry:
     """Whether the contact policy reads the user's profile (consent, quiet hours)."""
     caps: dict[str, tuple]
     """The frequency caps per channel (`ContactPolicy.caps`)."""
+    channels: tuple[str, ...]
+    """The channels the campaign may contact on (`contact.channels_of`)."""
+    with_states: bool
+    """Whether a decision reads the user's feature state (context features, or a channel or
+    send time to choose)."""
 
 
 class CampaignCache:
@@ -73,16 +78,17 @@ class CampaignCache:
         entry = self._entries.get(campaign_id)
         if entry is None or entry.raw != raw:
             campaign = self.repo.parse(raw)
-            spec = campaign.spec
-            entry = Entry(raw, campaign, ContextBuilder(spec.context_features,
-                                                        self._profiles.states,
-                                                        self._profiles.layout),
-                          self.contact.needs_profile(spec) or self._checks_addresses(spec),
-                          {c: self.contact.caps(spec, c) for c in spec.channels or (spec.channel,)})
+            spec, channels = campaign.spec, channels_of(campaign.spec)
+            context = ContextBuilder(spec.context_features, self._profiles.states,
+                                     self._profiles.layout)
+            entry = Entry(raw, campaign, context,
+                          self.contact.needs_profile(spec) or self._checks_addresses(channels),
+                          {c: self.contact.caps(spec, c) for c in channels}, channels,
+                          context.needs_profile or self.contact.needs_state(spec))
             self._entries[campaign_id] = entry
         return entry
 
-    def _checks_addresses(self, spec: CampaignSpec) -> bool:
-        """Whether a decision of `spec` reads the profile for its address (suppression)."""
+    def _checks_addresses(self, channels: tuple[str, ...]) -> bool:
+        """Whether a decision on `channels` reads the profile for its address (suppression)."""
         sup = self._suppressions
-        return sup is not None and any(sup.covers(c) for c in spec.channels or (spec.channel,))
+        return sup is not None and any(sup.covers(c) for c in channels)

@@ -170,14 +170,13 @@ class Campaigns:
             raise CampaignArchived(campaign_id)
         return entry, blob
 
-    def read_contacts(self, spec: CampaignSpec, user_ids: Sequence[str],
-                      with_states: bool) -> tuple[list, list[Contact]]:
+    def read_contacts(self, entry: Entry, user_ids: Sequence[str]) -> tuple[list, list[Contact]]:
         """(feature states, the contact policy's inputs) of a batch of users from one read
-        snapshot: feature states (None unless `with_states`), meta records, and the campaign's
-        channels whose address (email, phone) is on the suppression list."""
-        sup, channels = self._suppressions, spec.channels or (spec.channel,)
+        snapshot: feature states (None unless the campaign's decisions read them), meta records,
+        and the campaign's channels whose address (email, phone) is on the suppression list."""
+        sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
-            pairs = self._profiles.states_and_meta(user_ids, with_states, txn)
+            pairs = self._profiles.states_and_meta(user_ids, entry.with_states, txn)
             return [st for st, _ in pairs], [
                 Contact(u, m, st, suppressed=frozenset() if sup is None
                         else sup.suppressed_channels(m, channels, txn))
@@ -191,13 +190,11 @@ class Campaigns:
         """(contact verdict, feature state or `UNREAD`): one read snapshot for the profile and
         the suppression list when the policy reads the profile; none when it has nothing to
         check."""
-        spec = entry.campaign.spec
         if not entry.reads_profile:
-            return Verdict(False, "", (spec.channels or (spec.channel,))[0], 0.0), UNREAD
-        with_states = entry.context.needs_profile or self.contact.needs_state(spec)
-        states, contacts = self.read_contacts(spec, [user_id], with_states)
-        verdict = self.contact.verdicts(spec, contacts, now)[0]
-        return verdict, states[0] if with_states else UNREAD
+            return Verdict(False, "", entry.channels[0], 0.0), UNREAD
+        states, contacts = self.read_contacts(entry, [user_id])
+        verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
+        return verdict, states[0] if entry.with_states else UNREAD
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                      now: float | None = None) -> Choice:

@@ -168,7 +168,7 @@ class Planner:
         names = {a: v.id for a, v in enumerate(spec.variants)}
         batch = PlanBatch(user_ids, _decision_ids(n), arms.tolist(), props.tolist(),
                           [names.get(a, "") for a in arms.tolist()],
-                          [(spec.channels or (spec.channel,))[0]] * n,
+                          [entry.channels[0]] * n,
                           [0.0] * n, [""] * n)
         if verdicts is not None:
             batch.channels = [v.channel for v in verdicts]
@@ -182,12 +182,11 @@ class Planner:
                   now: float) -> tuple[list, Sequence[Verdict] | None]:
         """(feature states, contact verdicts or None when the policy has nothing to check)
         from one profile read."""
-        c, spec = self.campaigns, entry.campaign.spec
-        with_states = entry.context.needs_profile or c.contact.needs_state(spec)
+        c = self.campaigns
         if not entry.reads_profile:
-            return c.profile_states(user_ids, with_states), None
-        states, contacts = c.read_contacts(spec, user_ids, with_states)
-        return states, c.contact.verdicts(spec, contacts, now)
+            return c.profile_states(user_ids, entry.with_states), None
+        states, contacts = c.read_contacts(entry, user_ids)
+        return states, c.contact.verdicts(entry.campaign.spec, contacts, now)
 
     @staticmethod
     def _outcome(batch: PlanBatch, reasons: Sequence[str]) -> PlanBatch:

@@ -8,10 +8,10 @@ stored profiles and `choice` applies both choices to a batch of contacts.
 """
 from .caps import CONTACT_CHANNELS, ContactHistory, FrequencyCap
 from .consent import PURPOSES, consent_reason
-from .policy import Contact, ContactPolicy, Verdict
+from .policy import Contact, ContactPolicy, Verdict, channels_of
 from .quiet_hours import QuietHours, SendWindow
 from .suppression import Suppressions
 
-__all__ = ["Contact", "ContactPolicy", "Verdict", "FrequencyCap", "ContactHistory",
+__all__ = ["Contact", "ContactPolicy", "Verdict", "channels_of", "FrequencyCap", "ContactHistory",
            "QuietHours", "SendWindow", "consent_reason", "PURPOSES", "CONTACT_CHANNELS",
            "Suppressions"]

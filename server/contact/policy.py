@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from ..config import Settings
 
-__all__ = ["Verdict", "Contact", "ContactPolicy", "Contactable"]
+__all__ = ["Verdict", "Contact", "ContactPolicy", "Contactable", "channels_of"]
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,14 @@ class ContactPolicy:
         """Whether verdicts on `campaign` read the profile (consent, quiet hours, send time or
         channel to choose)."""
         needs_consent = campaign.purpose != TRANSACTIONAL and any(
-            self.consent_defaults.get(c, "none") != "none" for c in _channels(campaign))
+            self.consent_defaults.get(c, "none") != "none" for c in channels_of(campaign))
         return needs_consent or campaign.quiet_hours.active or self.needs_state(campaign)
 
     def needs_state(self, campaign: Contactable) -> bool:
         """Whether verdicts on `campaign` read the feature state (a send time or channel to
         choose)."""
         return self.layout is not None and (
-            len(_channels(campaign)) > 1 or campaign.send_window.active)
+            len(channels_of(campaign)) > 1 or campaign.send_window.active)
 
     def refresh_prior(self, now: float) -> None:
         """Refit the population prior if it is stale (reads the store: off the event loop)."""
@@ -147,7 +147,7 @@ class ContactPolicy:
         the suppression list): all of them when a channel is to be chosen (`every`), else the
         first only; and the first channel refused only because its address is suppressed."""
         out, listed = [], None
-        for c in _channels(campaign):
+        for c in channels_of(campaign):
             if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is not None:
                 continue
             if c in contact.suppressed:
@@ -174,7 +174,7 @@ class ContactPolicy:
         if not channels:
             if listed is not None:  # consent given, but every such address is suppressed
                 return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
-            return Verdict(True, NO_CONSENT, _channels(campaign)[0], 0.0)
+            return Verdict(True, NO_CONSENT, channels_of(campaign)[0], 0.0)
         channel, p_channel, send_at, p_time = pick
         if campaign.quiet_hours.active:
             tz = tz or zone_of(contact.meta, self.default_zone)
@@ -189,10 +189,8 @@ class ContactPolicy:
 
     def _choices(self, campaign: Contactable, contacts: Sequence[Contact],
                  allowed: list[list[str]], zones: list[zoneinfo.ZoneInfo], now: float):
-        """(channel, propensity, send_at, propensity) per contact: the first allowed channel
-        and now, unless the campaign asks for a choice (`choice.choose`, one batch)."""
-        if not self.needs_state(campaign):
-            return [(a[0] if a else "", 1.0, 0.0, 1.0) for a in allowed]
+        """(channel, propensity, send_at, propensity) per contact, chosen in one batch
+        (`choice.choose`) for a campaign that asks for a choice (`needs_state`)."""
         from .choice import choose
 
         window = campaign.send_window
@@ -217,5 +215,7 @@ class ContactPolicy:
                             window.start_hour % 24, window.end_hour % 24)
 
 
-def _channels(campaign: Contactable) -> tuple[str, ...]:
+def channels_of(campaign: Contactable) -> tuple[str, ...]:
+    """The channels a campaign may contact on, in its order of preference (`channels`, or its
+    one `channel`)."""
     return campaign.channels or (campaign.channel,)

@@ -131,7 +131,7 @@ class Suppressions:
             return frozenset()  # no address to look up: no read
         if txn is None:
             with self.store.read() as txn:
-                return frozenset(c for c, ks in found if self._find(ks, txn))
+                return self.suppressed_channels(meta, channels, txn)
         return frozenset(c for c, ks in found if self._find(ks, txn))
 
     # -- the access export (UserExporter) ----------------------------------------------------
