@@ -26,7 +26,7 @@ from kernels import _bandits, _rng
 
 __all__ = [
     "HOLDOUT", "POLICIES", "Params", "BanditState", "Decision", "new_state", "new_rng", "update",
-    "update_bytes", "choose", "choose_batch", "BatchDecision", "sample_arms", "hash64",
+    "update_bytes", "choose", "choose_batch", "BatchDecision", "fixed_arms", "sample_arms", "hash64",
     "hash_unit", "posterior_params",
 ]
 
@@ -306,7 +306,7 @@ def choose(state: BanditState, rng, x=None, *, user_id=None, salt: str = "", n_m
             return Decision(HOLDOUT, p.holdout, None)
     if state.policy == "fixed":
         u = hash_unit(salt, user_id, "split", use_native)
-        arm = min(int(np.searchsorted(np.cumsum(state.weights), u, side="right")), state.n_arms - 1)
+        arm = int(fixed_arms(state, u))
         return Decision(arm, float(state.weights[arm]), state.weights.copy())
     probs = np.full(state.n_arms, np.nan)
     if state.policy in ("ucb1", "egreedy", "linucb"):
@@ -328,6 +328,12 @@ class BatchDecision(NamedTuple):
 
     arms: np.ndarray
     propensities: np.ndarray
+
+
+def fixed_arms(state: BanditState, u):
+    """The arm(s) a fixed split gives the user hash(es) `u` in [0, 1): the first arm whose
+    cumulative weight exceeds `u` (the last arm for rounding at the top)."""
+    return np.minimum(np.searchsorted(np.cumsum(state.weights), u, side="right"), state.n_arms - 1)
 
 
 def sample_arms(probs: np.ndarray, rng, n: int) -> np.ndarray:
@@ -365,8 +371,7 @@ def choose_batch(state: BanditState, rng, user_ids, X=None, *, salt: str = "", n
     idx = np.flatnonzero(rest)
     if state.policy == "fixed":
         u = np.array([hash_unit(salt, user_ids[i], "split", use_native) for i in idx])
-        arms[idx] = np.minimum(np.searchsorted(np.cumsum(state.weights), u, side="right"),
-                               state.n_arms - 1)
+        arms[idx] = fixed_arms(state, u)
         props[idx] = state.weights[arms[idx]]
     elif state.policy in LINEAR:
         for i in idx:
