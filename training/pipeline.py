@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from training.als import ALSParams
+from training.content import ContentParams, fit_content
 from training.evaluate import evaluate
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
 from training.index import IndexParams, build_index
@@ -42,6 +43,7 @@ class TrainConfig:
     als: ALSParams = ALSParams()
     ranker: RankerParams = RankerParams()
     index: IndexParams = IndexParams()
+    content: ContentParams = ContentParams()
     event_weights: dict = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     test_frac: float = 0.2
     use_ranker: bool = True
@@ -66,6 +68,8 @@ class TrainResult:
     index_info: dict
     timings: dict
     fits: dict = field(default_factory=dict)
+    content: tuple | None = None
+    """(kernels.content.ContentSpace, manifest entry) of the served fit, or None."""
 
 
 def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
@@ -119,11 +123,13 @@ def train(inter: Interactions, catalog: Catalog,
         stage.user_factors.shape[0])[:config.index.n_queries]]
     index, index_info = build_index(stage.item_factors, config.index, sample)
     timings["index_s"] = round(time.perf_counter() - t1, 1)
+    content = (fit_content(catalog, stage.item_factors, stage.popularity, config.content)
+               if config.content.enabled else None)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     bar.update()
     bar.close()
     return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
-                       index_info, timings, fits)
+                       index_info, timings, fits, content)
 
 
 def _first_ts(rows: Interactions) -> int:
