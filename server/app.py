@@ -25,6 +25,7 @@ from protos.tailor.v1 import (
 
 from .attribution import Attributor
 from .campaigns import Campaigns
+from .catalog import Catalog
 from .config import Settings
 from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
@@ -37,7 +38,6 @@ from .messages.phones import PhoneIndex
 from .messages.sends import SendRecords
 from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
-from .catalog import Catalog
 from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
 from .profiles import EventRules, Profiles
