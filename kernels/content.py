@@ -107,3 +107,4 @@ def features(categories: np.ndarray, prices: np.ndarray, titles: Sequence[str],
             tf = np.bincount(cols, minlength=len(idf)) * idf
             out[i, c + b:] = tf / np.linalg.norm(tf)
     return out
+
