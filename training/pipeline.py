@@ -28,6 +28,7 @@ from training.index import IndexParams, build_index
 from training.progress import progress
 from training.ranker import RankerParams, to_onnx, train_ranker
 from training.retrieval import encoder_session
+from training.segments import user_segments
 from training.split import temporal_split
 from training.stage import Stage, fit_stage
 
@@ -77,7 +78,8 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
     booster, info = train_ranker(train, catalog, fit, config.ranker)
     model = to_onnx(booster)
     session = encoder_session(model.SerializeToString(), config.ranker.threads)
-    metrics = evaluate(stage, test, session, config.ranker.n_candidates)
+    metrics = evaluate(stage, test, session, config.ranker.n_candidates,
+                       segments=user_segments(train, stage.cutoff))
     gain = metrics["model"]["ndcg@10"] - metrics["retrieval"]["ndcg@10"]
     info["ndcg_gain"] = round(gain, 6)
     if gain <= 0:
@@ -85,6 +87,8 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
                        metrics["model"]["ndcg@10"], metrics["retrieval"]["ndcg@10"])
         info["dropped"] = True
         metrics["model"] = dict(metrics["retrieval"])
+        for segment in metrics.get("segments", {}).values():
+            segment["model"] = dict(segment["retrieval"])
         return None, info, metrics
     return model, info, metrics
 
@@ -105,7 +109,7 @@ def train(inter: Interactions, catalog: Catalog,
     if config.use_ranker:
         ranker, info, metrics = _ranker(train_rows, catalog, fit, config, stage, test)
     else:
-        metrics = evaluate(stage, test)
+        metrics = evaluate(stage, test, segments=user_segments(train_rows, stage.cutoff))
     timings["ranker_and_eval_s"] = round(time.perf_counter() - t0 - timings["retrieval_s"], 1)
     bar.update()
     fits = {"evaluation": _fit_info(train_rows, stage, test, config, metrics)}
