@@ -125,3 +125,35 @@ async def test_bad_upserts_name_the_field(channel):
         await stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=["a"] * 1001))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "item_ids" in err.value.details()
+
+
+def _category_lists(target: str, cat: str, n: int = 10) -> list[set[str]]:
+    """A new user's whole-category list (popularity order, every item of `cat`) over `n`
+    separate connections, which land on the different worker processes."""
+    out = []
+    for _ in range(n):
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            reply = rgrpc.RecommendationServiceStub(ch).Recommend(
+                rpb.RecommendRequest(user_id="someone-new", k=1000, categories=[cat]))
+            out.append({i.item_id for i in reply.items})
+    return out
+
+
+def test_every_worker_serves_upserts_and_removals_and_after_restart(server_process, demo_bundle,
+                                                                    tmp_path):
+    import time
+    env = {"TAILOR_BUNDLE_POLL_SECONDS": "0.2"}
+    server = server_process(tmp_path / "data", bundle=demo_bundle, workers=2, env=env)
+    with grpc.insecure_channel(server.target) as ch:
+        stub = cgrpc.CatalogServiceStub(ch)
+        stub.UpsertItems(cpb.UpsertItemsRequest(items=[
+            cpb.CatalogItem(item_id="fresh-1", title="eco books set", category="books", price=9.0),
+            cpb.CatalogItem(item_id="fresh-2", title="mini books kit", category="books", price=5.0)]))
+        stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=["fresh-2"]))
+    time.sleep(1.0)  # five poll intervals
+    for seen in _category_lists(server.target, "books"):
+        assert "fresh-1" in seen and "fresh-2" not in seen
+    server.stop()
+    again = server_process(tmp_path / "data", bundle=demo_bundle, workers=2, env=env)
+    for seen in _category_lists(again.target, "books"):
+        assert "fresh-1" in seen and "fresh-2" not in seen
