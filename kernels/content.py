@@ -20,10 +20,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-__all__ = ["ARRAYS", "ContentSpace", "features", "price_band", "tokenize"]
+__all__ = ["ARRAYS", "ContentSpace", "feature_entries", "features", "price_band", "tokenize"]
 
 ARRAYS = ("vocabulary", "idf", "price_edges", "ridge", "bias")
 """The arrays of a bundle's ``content.npz`` (docs/bundle.md)."""
@@ -75,15 +76,50 @@ class ContentSpace:
         if not all(np.all(np.isfinite(a)) for a in (self.idf, self.price_edges, self.ridge, self.bias)):
             raise ValueError("arrays hold non-finite values")
 
-    def embed(self, categories: np.ndarray, prices: np.ndarray, titles: Sequence[str]) -> np.ndarray:
-        """float32 [N, dim]: the ridge map of each item's `features`."""
-        x = features(categories, prices, titles, self)
-        return (x @ self.ridge.astype(np.float64) + self.bias).astype(np.float32)
+    @cached_property
+    def column(self) -> dict[str, int]:
+        """Token -> its TF-IDF column (0-based within the block)."""
+        return {str(t): j for j, t in enumerate(self.vocabulary.tolist())}
+
+    def embed(self, categories: np.ndarray, prices: np.ndarray, titles: Sequence[str],
+              chunk: int = 4096) -> np.ndarray:
+        """float32 [N, dim]: ``features(...) @ ridge + bias``, summed over each item's non-zero
+        features only, `chunk` items at a time (no dense [N, F] matrix: real vocabularies are
+        large)."""
+        categories, prices = np.asarray(categories), np.asarray(prices)
+        out = np.empty((len(titles), len(self.bias)), np.float32)
+        for lo in range(0, len(titles), chunk):
+            hi = min(lo + chunk, len(titles))
+            rows, cols, vals = feature_entries(categories[lo:hi], prices[lo:hi], titles[lo:hi],
+                                               self)
+            order = np.argsort(rows, kind="stable")  # every item has entries (its category)
+            rows, cols, vals = rows[order], cols[order], vals[order]
+            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            out[lo:hi] = np.add.reduceat(vals[:, None] * self.ridge[cols], starts) + self.bias
+        return out
 
 
-def features(categories: np.ndarray, prices: np.ndarray, titles: Sequence[str],
-             space: ContentSpace) -> np.ndarray:
-    """float64 [N, F]: one-hot category, one-hot price band, L2-normalised TF-IDF of the title.
+def _tfidf(titles: Sequence[str], space: ContentSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, value) of the non-zero TF-IDF entries, rows ascending."""
+    column, v = space.column, max(len(space.vocabulary), 1)
+    rows, cols = [], []
+    for i, title in enumerate(titles):
+        for token in tokenize(title):
+            j = column.get(token)
+            if j is not None:
+                rows.append(i)
+                cols.append(j)
+    keys, counts = np.unique(np.asarray(rows, np.int64) * v + np.asarray(cols, np.int64),
+                             return_counts=True)
+    r, c = keys // v, keys % v
+    vals = counts * np.asarray(space.idf, np.float64)[c]
+    norms = np.sqrt(np.bincount(r, vals * vals, minlength=len(titles)))
+    return r, c, vals / norms[r] if len(r) else vals
+
+
+def feature_entries(categories: np.ndarray, prices: np.ndarray, titles: Sequence[str],
+                    space: ContentSpace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, value) of every non-zero entry of `features` (a sparse matrix's triplets).
 
     Parameters
     ----------
@@ -95,16 +131,19 @@ def features(categories: np.ndarray, prices: np.ndarray, titles: Sequence[str],
         Only ``vocabulary``, ``idf``, ``price_edges`` and ``n_categories`` are read.
     """
     n, c, b = len(titles), space.n_categories, space.n_bands
-    out = np.zeros((n, space.n_features), np.float64)
-    rows = np.arange(n)
-    out[rows, np.asarray(categories, np.int64)] = 1.0
-    out[rows, c + price_band(prices, space.price_edges)] = 1.0
-    column = {str(t): j for j, t in enumerate(space.vocabulary.tolist())}
-    idf = np.asarray(space.idf, np.float64)
-    for i, title in enumerate(titles):
-        cols = [column[t] for t in tokenize(title) if t in column]
-        if cols:
-            tf = np.bincount(cols, minlength=len(idf)) * idf
-            out[i, c + b:] = tf / np.linalg.norm(tf)
-    return out
+    r, col, vals = _tfidf(titles, space)
+    items = np.arange(n)
+    return (np.concatenate([items, items, r]),
+            np.concatenate([np.asarray(categories, np.int64), c + price_band(prices, space.price_edges),
+                            c + b + col]),
+            np.concatenate([np.ones(2 * n), vals]))
 
+
+def features(categories: np.ndarray, prices: np.ndarray, titles: Sequence[str],
+             space: ContentSpace) -> np.ndarray:
+    """float64 [N, F], dense: one-hot category, one-hot price band, L2-normalised TF-IDF of the
+    title (`feature_entries` scattered; for small N, the tests and the module docstring)."""
+    out = np.zeros((len(titles), space.n_features), np.float64)
+    rows, cols, vals = feature_entries(categories, prices, titles, space)
+    out[rows, cols] = vals
+    return out

@@ -3,9 +3,9 @@
 Fitted on the warm items of a fit (those with interactions): scikit-learn's ``TfidfVectorizer``
 learns the vocabulary and idf with the shared tokenizer (`kernels.content.tokenize`), the price
 bands are quantiles of the warm prices, and a ``Ridge`` regression maps the shared features
-(`kernels.content.features`) to the items' ALS factors. The bundle carries the fitted arrays as
-``content.npz`` (docs/bundle.md), so the server embeds items that arrive between trainings
-without scikit-learn.
+(`kernels.content.feature_entries`, as a sparse matrix) to the items' ALS factors. The bundle
+carries the fitted arrays as ``content.npz`` (docs/bundle.md), so the server embeds items that
+arrive between trainings without scikit-learn.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.content import ContentSpace, features, tokenize
+from kernels.content import ContentSpace, feature_entries, tokenize
 
 __all__ = ["ContentParams", "content_manifest", "fit_content", "write_content"]
 
@@ -56,6 +56,7 @@ def fit_content(catalog, item_factors: np.ndarray, popularity: np.ndarray,
     (ContentSpace, dict)
         The arrays and the manifest's ``content`` entry (sizes, fit R²).
     """
+    from scipy.sparse import csr_matrix
     from sklearn.linear_model import Ridge
     warm = np.flatnonzero(np.asarray(popularity) > 0)
     if len(warm) < 2:
@@ -68,7 +69,8 @@ def fit_content(catalog, item_factors: np.ndarray, popularity: np.ndarray,
     dim = item_factors.shape[1]
     space = ContentSpace(vocabulary, idf, edges, np.zeros((0, dim), np.float32),
                          np.zeros(dim, np.float32), len(catalog.category_names))
-    x = features(catalog.category[warm], prices, titles, space)
+    rows, cols, vals = feature_entries(catalog.category[warm], prices, titles, space)
+    x = csr_matrix((vals, (rows, cols)), shape=(len(warm), space.n_features))
     y = np.asarray(item_factors, np.float64)[warm]
     model = Ridge(alpha=params.alpha, fit_intercept=True).fit(x, y)
     space = dataclasses.replace(space, ridge=model.coef_.T.astype(np.float32),

@@ -19,6 +19,7 @@ events on a new item do not enter encoder histories until a training includes it
 """
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -65,11 +66,29 @@ def _category_means(trained: Bundle) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _vectors(trained: Bundle, new: Sequence[CatalogItem], codes: np.ndarray) -> np.ndarray:
+_EMBEDDED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per trained bundle: {(item id, seq): vector} of the updates it has embedded (an update is
+embedded once, not at every later update)."""
+
+
+def _embed(trained: Bundle, new: Sequence[CatalogItem], codes: np.ndarray) -> np.ndarray:
     prices = np.array([i.price for i in new], np.float64)
     if trained.content is not None:
         return trained.content.embed(codes, prices, [i.title for i in new])
     return _category_means(trained)[codes]
+
+
+def _vectors(trained: Bundle, new: Sequence[CatalogItem], codes: np.ndarray) -> np.ndarray:
+    """[len(new), dim] vectors of the new items, embedding only those not embedded before."""
+    cache = _EMBEDDED.setdefault(trained, {})
+    missing = [j for j, i in enumerate(new) if (i.item_id, i.seq) not in cache]
+    if missing:
+        fresh = _embed(trained, [new[j] for j in missing], codes[missing])
+        cache.update({(new[j].item_id, new[j].seq): v for j, v in zip(missing, fresh)})
+    keys = {(i.item_id, i.seq) for i in new}
+    for key in [k for k in cache if k not in keys]:  # superseded or removed since
+        del cache[key]
+    return np.stack([cache[(i.item_id, i.seq)] for i in new]).astype(np.float32, copy=False)
 
 
 def _put(arr: np.ndarray, rows: list[int], values: list) -> np.ndarray:

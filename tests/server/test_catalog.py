@@ -30,7 +30,7 @@ def world(demo_bundle):
         counts = np.bincount(cats[items[indptr[row]:indptr[row + 1]]], minlength=len(names))
         if counts.sum() >= 5 and counts.max() >= 0.6 * counts.sum():
             users.setdefault(str(names[counts.argmax()]), []).append(uid)
-    return {"users": {c: u[:20] for c, u in users.items() if len(u) >= 10},
+    return {"users": {c: u[:8] for c, u in users.items() if len(u) >= 8},
             "price": {str(n): float(np.median(price[cats == c])) for c, n in enumerate(names)},
             "top": {str(n): str(item_ids[cats == c][np.argmax(pop[cats == c])])
                     for c, n in enumerate(names) if (cats == c).any()}}
