@@ -3,9 +3,11 @@
 Imports nothing of Tailor's. Training fits the vocabulary and idf with scikit-learn's
 ``TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None)`` and the ridge map
 from these features to the item-embedding space; both sides then compute the features with
-`features` below, so a new item served between trainings is featurised exactly as the warm
-items the map was fitted on. The bundle carries the fitted arrays (`ContentSpace`), so serving
-needs no scikit-learn.
+`feature_entries` below (training fits on them as a sparse matrix, the server's
+`ContentSpace.embed` sums the ridge rows of each item's entries; `features` is the same as a
+dense matrix), so a new item served between trainings is featurised exactly as the warm items
+the map was fitted on. The bundle carries the fitted arrays (`ContentSpace`), so serving needs
+no scikit-learn.
 
 A row of `features` is three blocks, in this order:
 
