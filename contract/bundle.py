@@ -70,6 +70,8 @@ class Manifest:
     metrics: Mapping
     cutoff: float
     raw: Mapping = field(repr=False)
+    content_file: str | None = None
+    """The content map's arrays (`content`: items that arrive between trainings), or None."""
 
     @property
     def index_type(self) -> str:
@@ -129,6 +131,13 @@ def _ranker(raw: Mapping) -> tuple[str | None, tuple[str, ...]]:
     return _file_of(raw, "ranker", "ranker.onnx"), tuple(features)
 
 
+def _content(raw: Mapping) -> str | None:
+    """The optional `content` key: the content map's file (bundles without one stay valid)."""
+    if not raw.get("content"):
+        return None
+    return _file_of(raw, "content", "content.npz")
+
+
 def _history(raw: Mapping) -> History:
     """The `history` key; bundles without it were weighted with the defaults."""
     spec = raw.get("history", {})
@@ -171,7 +180,7 @@ def parse_manifest(raw) -> Manifest:
                     index=_index(raw), encoder_file=_file_of(raw, "encoder", "encoder.onnx"),
                     ranker_file=ranker_file, ranker_features=features, history=_history(raw),
                     metrics=_key(raw, "metrics", dict, "an object"), cutoff=_cutoff(raw),
-                    raw=raw)
+                    raw=raw, content_file=_content(raw))
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -200,6 +209,8 @@ def check_files(path: str | Path, manifest: Manifest) -> None:
     needed = {*REQUIRED_FILES, manifest.encoder_file}
     if manifest.ranker_file:
         needed.add(manifest.ranker_file)
+    if manifest.content_file:
+        needed.add(manifest.content_file)
     for name in sorted(needed - set(manifest.files)):
         raise BundleError("manifest.json: files", f"does not list {name!r}")
     root = path.resolve()

@@ -15,6 +15,7 @@ from protos.tailor.v1 import (
     attribution_pb2_grpc,
     audit_pb2_grpc,
     campaign_pb2_grpc,
+    catalog_pb2_grpc,
     diagnostics_pb2_grpc,
     messaging_pb2_grpc,
     model_admin_pb2_grpc,
@@ -24,6 +25,7 @@ from protos.tailor.v1 import (
 
 from .attribution import Attributor
 from .campaigns import Campaigns
+from .catalog import Catalog
 from .config import Settings
 from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
@@ -54,6 +56,7 @@ from .services import register_services
 from .services.attribution import AttributionServicer
 from .services.audit import AuditServicer
 from .services.campaign import CampaignServicer
+from .services.catalog import CatalogServicer
 from .services.diagnostics import DiagnosticsServicer
 from .services.messaging import MessagingServicer
 from .services.model_admin import ModelAdminServicer
@@ -127,6 +130,8 @@ class TailorServer:
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
         self.registry.add_check(self.profiles.check_bundle)
+        self.catalog = Catalog(s, self.store, self.registry)
+        self.registry.add_amender(self.catalog.amend_bundle)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
         # The suppression list follows bounce and complaint events (a listener below) and
@@ -181,6 +186,7 @@ class TailorServer:
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
             (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
              MessagingServicer(self.composer, self.sends)),
+            (catalog_pb2_grpc.add_CatalogServiceServicer_to_server, CatalogServicer(self.catalog)),
         ]
 
     async def start(self, serving: bool = True) -> int:
@@ -198,6 +204,7 @@ class TailorServer:
 
     async def _start_serving(self, serving: bool) -> int:
         await self.registry.start()
+        await self.catalog.start()
         await self.campaigns.start()
         # Outermost first: every call is identified, counted and timed, refused ones too.
         interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
@@ -324,6 +331,7 @@ class TailorServer:
         await self.delivery.close()
         await self.recommender.close()
         await self.profiles.close()
+        await self.catalog.stop()
         await self.registry.stop()
         self.store.close()
         self._lock.close()

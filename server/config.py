@@ -136,6 +136,13 @@ class Limits(BaseModel):
     '.', '_' and '-', not starting with '.'."""
     bundle_path_chars: int = 128
     """Longest file name in a PushBundle chunk."""
+    upsert_items: int = Field(1000, ge=1)
+    """Most items in one UpsertItems or RemoveItems."""
+    catalog_items: int = Field(100_000, ge=1)
+    """Most items the catalog keeps updates for between trainings (RESOURCE_EXHAUSTED beyond;
+    each worker rebuilds its served catalog from all of them on every update)."""
+    item_text_chars: int = Field(2048, ge=16)
+    """Longest item title, URL or image URL in UpsertItems."""
 
 
 DEFAULT_LIMITS = Limits()

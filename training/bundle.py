@@ -21,6 +21,7 @@ import onnx
 from contract import FORMAT, Manifest, check_files, read_manifest, sha256_file
 from contract.bundle import check_named
 from kernels.ranking import FEATURES
+from training.content import content_manifest, write_content
 from training.events import Interactions
 from training.split import sorted_order
 from training.stage import SEEN_EVENT_TYPES, seen_table
@@ -73,7 +74,8 @@ def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> 
         "encoder": {"file": "encoder.onnx", "inputs": {"items": "int64[B,L]",
                                                        "weights": "float32[B,L]"},
                     "output": "user_vec"},
-        "ranker": ranker, "metrics": result.metrics, "metrics_fit": "evaluation",
+        "ranker": ranker, "content": content_manifest(result),
+        "metrics": result.metrics, "metrics_fit": "evaluation",
         "fits": getattr(result, "fits", {}),
         "data": {"fingerprint": fp, "n_rows": len(rows), "n_users": rows.n_users,
                  "n_items": rows.n_items, "cutoff": int(stage.cutoff)},
@@ -104,6 +106,8 @@ def write_bundle(result, root: str | Path) -> Path:
         onnx.save(result.stage.encoder, str(tmp / "encoder.onnx"))
         if result.ranker is not None:
             onnx.save(result.ranker, str(tmp / "ranker.onnx"))
+        if getattr(result, "content", None) is not None:
+            write_content(tmp / "content.npz", result.content[0])
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         manifest = _manifest(result, version, fp, files, created)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False))

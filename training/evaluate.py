@@ -15,7 +15,7 @@ from training.events import Interactions
 from training.metrics import ranking_metrics
 from training.split import distinct_items
 
-__all__ = ["CURVE_KS", "evaluate", "rerank", "popular_unseen", "format_table"]
+__all__ = ["CURVE_KS", "evaluate", "rerank", "popular_unseen", "format_table", "segment_metrics"]
 
 logger = logging.getLogger("tailor.training.evaluate")
 
@@ -50,8 +50,9 @@ def popular_unseen(by_pop: np.ndarray, users: np.ndarray, seen: tuple, k: int = 
 
 
 def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
-             batch: int = 8192) -> dict:
-    """Metrics for ``model``, ``retrieval`` and ``popularity`` plus ``n_eval_users``.
+             batch: int = 8192, segments: dict[str, np.ndarray] | None = None) -> dict:
+    """Metrics for ``model``, ``retrieval`` and ``popularity`` plus ``n_eval_users`` (and
+    ``segments``, when given: `segment_metrics`).
 
     Parameters
     ----------
@@ -61,6 +62,8 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
         Held-out rows (same code tables).
     ranker : onnxruntime.InferenceSession, optional
         Without it ``model`` equals ``retrieval``.
+    segments : dict of str to bool array over user codes, optional
+        `training.segments.user_segments`.
     """
     t0 = time.perf_counter()
     indptr, items = distinct_items(test.user, test.item, test.n_users)
@@ -78,14 +81,31 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
         recs["model"] = recs["retrieval"]
     n_items = stage.item_factors.shape[0]
     out = {}
-    for name, parts in recs.items():
-        r = np.concatenate(parts) if parts else np.zeros((0, K), np.int64)
+    lists = {name: np.concatenate(parts) if parts else np.zeros((0, K), np.int64)
+             for name, parts in recs.items()}
+    for name, r in lists.items():
         m = ranking_metrics(r, indptr, items, users, n_items, K)
         out[name] = {key: round(m[key], 6)
                      for key in ("recall@10", "ndcg@10", "map@10", "coverage")}
         out[name].update(_curve_points(r, indptr, items, users, n_items))
     out["n_eval_users"] = int(users.shape[0])
+    if segments:
+        out["segments"] = segment_metrics(lists, (indptr, items), users, n_items, segments)
     logger.info("evaluated %d users in %.1fs", users.shape[0], time.perf_counter() - t0)
+    return out
+
+
+def segment_metrics(lists: dict[str, np.ndarray], test_csr: tuple, users: np.ndarray,
+                    n_items: int, segments: dict[str, np.ndarray]) -> dict:
+    """Per segment: ``n_users`` and, per method, recall@10 and NDCG@10 over its users."""
+    out = {}
+    for segment, member in segments.items():
+        keep = member[users]
+        entry: dict = {"n_users": int(keep.sum())}
+        for name, r in lists.items():
+            m = ranking_metrics(r[keep], *test_csr, users[keep], n_items, K)
+            entry[name] = {"recall@10": round(m["recall@10"], 6), "ndcg@10": round(m["ndcg@10"], 6)}
+        out[segment] = entry
     return out
 
 
@@ -106,4 +126,10 @@ def format_table(metrics: dict) -> str:
         if name in metrics:
             lines.append(f"{name:<12}" + "".join(f"{metrics[name][c]:>11.4f}" for c in cols))
     lines.append(f"n_eval_users = {metrics.get('n_eval_users', 0)}")
+    if metrics.get("segments"):
+        lines.append(f"{'segment (ndcg@10)':<18}{'users':>7}" + "".join(
+            f"{n:>12}" for n in ("model", "retrieval", "popularity")))
+        for segment, m in metrics["segments"].items():
+            lines.append(f"{segment:<18}{m['n_users']:>7}" + "".join(
+                f"{m[n]['ndcg@10']:>12.4f}" for n in ("model", "retrieval", "popularity") if n in m))
     return "\n".join(lines)

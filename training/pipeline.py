@@ -21,12 +21,14 @@ import numpy as np
 import onnx
 
 from training.als import ALSParams
+from training.content import ContentParams, fit_content
 from training.evaluate import evaluate
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
 from training.index import IndexParams, build_index
 from training.progress import progress
 from training.ranker import RankerParams, to_onnx, train_ranker
 from training.retrieval import encoder_session
+from training.segments import user_segments
 from training.split import temporal_split
 from training.stage import Stage, fit_stage
 
@@ -42,6 +44,7 @@ class TrainConfig:
     als: ALSParams = ALSParams()
     ranker: RankerParams = RankerParams()
     index: IndexParams = IndexParams()
+    content: ContentParams = ContentParams()
     event_weights: dict = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     test_frac: float = 0.2
     use_ranker: bool = True
@@ -66,6 +69,8 @@ class TrainResult:
     index_info: dict
     timings: dict
     fits: dict = field(default_factory=dict)
+    content: tuple | None = None
+    """(kernels.content.ContentSpace, manifest entry) of the served fit, or None."""
 
 
 def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
@@ -73,7 +78,8 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
     booster, info = train_ranker(train, catalog, fit, config.ranker)
     model = to_onnx(booster)
     session = encoder_session(model.SerializeToString(), config.ranker.threads)
-    metrics = evaluate(stage, test, session, config.ranker.n_candidates)
+    metrics = evaluate(stage, test, session, config.ranker.n_candidates,
+                       segments=user_segments(train, stage.cutoff))
     gain = metrics["model"]["ndcg@10"] - metrics["retrieval"]["ndcg@10"]
     info["ndcg_gain"] = round(gain, 6)
     if gain <= 0:
@@ -81,6 +87,8 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
                        metrics["model"]["ndcg@10"], metrics["retrieval"]["ndcg@10"])
         info["dropped"] = True
         metrics["model"] = dict(metrics["retrieval"])
+        for segment in metrics.get("segments", {}).values():
+            segment["model"] = dict(segment["retrieval"])
         return None, info, metrics
     return model, info, metrics
 
@@ -101,7 +109,7 @@ def train(inter: Interactions, catalog: Catalog,
     if config.use_ranker:
         ranker, info, metrics = _ranker(train_rows, catalog, fit, config, stage, test)
     else:
-        metrics = evaluate(stage, test)
+        metrics = evaluate(stage, test, segments=user_segments(train_rows, stage.cutoff))
     timings["ranker_and_eval_s"] = round(time.perf_counter() - t0 - timings["retrieval_s"], 1)
     bar.update()
     fits = {"evaluation": _fit_info(train_rows, stage, test, config, metrics)}
@@ -119,11 +127,13 @@ def train(inter: Interactions, catalog: Catalog,
         stage.user_factors.shape[0])[:config.index.n_queries]]
     index, index_info = build_index(stage.item_factors, config.index, sample)
     timings["index_s"] = round(time.perf_counter() - t1, 1)
+    content = (fit_content(catalog, stage.item_factors, stage.popularity, config.content)
+               if config.content.enabled else None)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     bar.update()
     bar.close()
     return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
-                       index_info, timings, fits)
+                       index_info, timings, fits, content)
 
 
 def _first_ts(rows: Interactions) -> int:

@@ -13,6 +13,8 @@ import io
 import re
 from pathlib import Path
 
+from training.segments import NEW_USER_DAYS
+
 __all__ = ["METHODS", "HEADLINE", "pyplot", "figure_png", "metrics_chart", "curves_chart",
            "coverage_chart", "timings_chart", "table_html", "render", "write_report"]
 
@@ -138,6 +140,17 @@ def _metrics_table(metrics: dict) -> str:
                       [[m, *(float(metrics[m][k]) for k in keys)] for m in methods])
 
 
+def _segments_table(metrics: dict) -> str:
+    """NDCG@10 and recall@10 per user segment (new/returning, activity) and method."""
+    segments = metrics.get("segments") or {}
+    methods = [m for m in METHODS if any(m in v for v in segments.values())]
+    header = ["segment", "users", *(f"{m} {k}" for m in methods for k in ("ndcg@10", "recall@10"))]
+    rows = [[name, int(v["n_users"]), *(float(v[m][k]) for m in methods
+                                       for k in ("ndcg@10", "recall@10"))]
+            for name, v in segments.items()]
+    return table_html(header, rows)
+
+
 def _img(title: str, png: bytes) -> str:
     data = base64.b64encode(png).decode("ascii")
     return (f"<h2>{html.escape(title)}</h2>"
@@ -156,6 +169,10 @@ def render(manifest: dict) -> str:
              _img("Recall@k and NDCG@k", curves_chart(metrics)),
              _img("Item coverage", coverage_chart(metrics)),
              "<h2>Metrics</h2>", _metrics_table(metrics)]
+    if metrics.get("segments"):
+        parts += ["<h2>Metrics by user segment</h2>",
+                  f"<p>New users: first training event less than {NEW_USER_DAYS:g} days before "
+                  "the cutoff; activity: training rows per user.</p>", _segments_table(metrics)]
     if timings:
         parts += [_img("Training timings", timings_chart(timings)), "<h2>Timings</h2>",
                   table_html(["stage", "seconds"], [[k, float(v)] for k, v in timings.items()])]

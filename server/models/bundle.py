@@ -17,6 +17,8 @@ import onnxruntime as ort
 
 import contract
 from kernels import ranking
+from kernels.content import ARRAYS as CONTENT_ARRAYS
+from kernels.content import ContentSpace
 
 from ..errors import FailedPrecondition
 
@@ -53,6 +55,14 @@ class Bundle:
     encoder: ort.InferenceSession
     ranker: ort.InferenceSession | None
     loaded_at: float = field(default_factory=time.time)
+    content: ContentSpace | None = None
+    """The content map (content.npz), None for bundles without one."""
+    removed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Sorted rows never to recommend (items removed between trainings, `server.catalog`)."""
+    base: Bundle | None = None
+    """The bundle as trained, when this one adds catalog updates to it (`server.catalog`)."""
+    catalog_seq: int = 0
+    """The catalog update sequence number this bundle reflects (0: none applied)."""
 
     def __post_init__(self):
         self.dim = self.manifest.dim
@@ -77,6 +87,12 @@ class Bundle:
     @property
     def index_type(self) -> str:
         return self.manifest.index_type
+
+    @property
+    def trained(self) -> Bundle:
+        """The bundle as trained: what its encoder, histories and seen-sets know (rows below
+        `trained.n_items`); itself unless catalog updates were added to it."""
+        return self if self.base is None else self.base
 
     def history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The training-time history of a known user (items oldest first, weights)."""
@@ -143,6 +159,24 @@ def _check_seen(users: dict, n_items: int) -> None:
         raise BundleInvalid("users.npz", "seen_mask/seen_last_ts length differs from seen_items")
     if len(rows) and (rows.min() < 0 or rows.max() >= n_items):
         raise BundleInvalid("users.npz", "seen rows outside the catalog")
+
+
+def _load_content(path: Path, manifest: contract.Manifest, n_categories: int,
+                  dim: int) -> ContentSpace | None:
+    """The optional content map (docs/bundle.md), checked against the catalog and dim."""
+    name = manifest.content_file
+    if name is None:
+        return None
+    arrays = _load_arrays(path, name, CONTENT_ARRAYS)
+    space = ContentSpace(arrays["vocabulary"].astype(str), arrays["idf"], arrays["price_edges"],
+                         arrays["ridge"], arrays["bias"], n_categories)
+    try:
+        space.check()
+    except ValueError as err:
+        raise BundleInvalid(name, str(err)) from None
+    if space.bias.shape != (dim,):
+        raise BundleInvalid(name, f"bias has shape {space.bias.shape}, manifest dim {dim}")
+    return space
 
 
 def _load_index(path: Path, manifest: contract.Manifest, n_items: int, dim: int) -> faiss.Index:
@@ -233,9 +267,10 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     if manifest.ranker_file:
         ranker = _session(path, manifest.ranker_file, threads)
         _check_ranker(ranker, manifest.ranker_file, manifest.ranker_features)
+    content = _load_content(path, manifest, len(items["category_names"]), dim)
     bundle = Bundle(version=manifest.version, path=path, manifest=manifest, items=items,
                     users=users, index=index, vectors=np.ascontiguousarray(vectors, np.float32),
-                    encoder=encoder, ranker=ranker)
+                    encoder=encoder, ranker=ranker, content=content)
     logger.info("loaded bundle %s (%d items, %s index) in %.2fs", bundle.version, n_items,
                 bundle.index_type, time.perf_counter() - started)
     return bundle

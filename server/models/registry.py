@@ -42,6 +42,7 @@ class ModelRegistry:
         self._swap_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
         self._checks: list[Callable[[Bundle], None]] = []
+        self._amenders: list[Callable[[Bundle], Bundle]] = []
 
     # -- reading -------------------------------------------------------------------------
     def current(self) -> Bundle:
@@ -78,6 +79,11 @@ class ModelRegistry:
         before it serves: it raises FailedPrecondition to refuse the bundle (erasure: a bundle
         that still holds erased users, `server.interfaces.BundleGate`)."""
         self._checks.append(check)
+
+    def add_amender(self, amend: Callable[[Bundle], Bundle]) -> None:
+        """`amend(bundle)` returns the bundle to serve in its place (blocking; run in an
+        executor before every swap): catalog updates between trainings, `server.catalog`."""
+        self._amenders.append(amend)
 
     def load(self, path: Path, threads: int | None = None) -> Bundle:
         """`load_bundle` and every check (blocking: run it in an executor)."""
@@ -145,6 +151,8 @@ class ModelRegistry:
 
     async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
         """Swap an already validated bundle in (one reference assignment)."""
+        for amend in self._amenders:
+            bundle = await asyncio.get_running_loop().run_in_executor(None, amend, bundle)
         async with self._swap_lock:
             previous, self._active = self._active, bundle
             metrics.report_model(bundle.version, _format(bundle),
@@ -155,6 +163,15 @@ class ModelRegistry:
         logger.info("serving bundle %s", bundle.version)
         self._prune()
         return bundle
+
+    async def swap(self, served: Bundle, amended: Bundle) -> bool:
+        """Serve `amended` (the same version) instead of `served`, unless another bundle took
+        its place meanwhile; True when it did."""
+        async with self._swap_lock:
+            if self._active is not served:
+                return False
+            self._active = amended
+        return True
 
     async def rollback(self, version: str = "") -> Bundle:
         """Serve `version` again (default: the previous one). Only a version this server itself

@@ -283,6 +283,7 @@ class Profiles:
         return out
 
     def _of(self, bundle) -> _BundleDerived:
+        bundle = bundle.trained  # catalog updates add items the encoder does not know
         derived = self._derived.get(bundle)
         if derived is None:
             derived = self._derived[bundle] = _BundleDerived(bundle, self.layout, self.history)

@@ -73,8 +73,10 @@ def _category_codes(bundle: Bundle, names: tuple[str, ...]) -> np.ndarray | None
 
 
 def _requested(bundle: Bundle, q: RecQuery) -> np.ndarray:
-    rows = [bundle.item_row[i] for i in q.exclude_item_ids if i in bundle.item_row]
-    return np.asarray(rows, np.int64)
+    rows = np.asarray([bundle.item_row[i] for i in q.exclude_item_ids if i in bundle.item_row],
+                      np.int64)
+    # items removed between trainings (`server.catalog`) are excluded for everyone
+    return np.concatenate([rows, bundle.removed]) if len(bundle.removed) else rows
 
 
 def _popular(bundle: Bundle, cats: np.ndarray | None, k: int, blocked: np.ndarray,

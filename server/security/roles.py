@@ -24,6 +24,7 @@ _MODEL = "/tailor.v1.ModelAdminService/"
 _ATTRIBUTION = "/tailor.v1.AttributionService/"
 _RECOMMEND = "/tailor.v1.RecommendationService/"
 _MESSAGING = "/tailor.v1.MessagingService/"
+_CATALOG = "/tailor.v1.CatalogService/"
 AUDIT_PATTERN = "/tailor.v1.AuditService/*"
 
 RPC_ROLES: dict[str, tuple[str, ...]] = {
@@ -71,6 +72,9 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     # Ping runs the whole stack for benchmarks: any authenticated caller, so an anonymous one
     # cannot load the server through it; liveness without credentials is what health is for.
     "/tailor.v1.DiagnosticsService/Ping": (ANY_AUTHENTICATED,),
+    # The catalog changes what every user is recommended, like a bundle push: admins.
+    _CATALOG + "UpsertItems": ("admin",),
+    _CATALOG + "RemoveItems": ("admin",),
     "/tailor.v1.AuditService/TailAudit": ("auditor",),  # the audit log's room (server/security/audit)
 }
 """Every Tailor RPC → the roles that may call it (built-in roles; the auth config may redefine
@@ -86,6 +90,7 @@ SENSITIVE = frozenset({
     _PROFILE + "SetConsent", _PROFILE + "DeleteProfile",
     _PROFILE + "AddSuppression", _PROFILE + "RemoveSuppression",
     _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions", _PROFILE + "ExportProfile",
+    _CATALOG + "UpsertItems", _CATALOG + "RemoveItems",
 })
 """Methods whose every call goes to the audit log with its final status. Unmasked reads
 (GetProfile, UpsertAttributes by a `pii-reader`) are audited too (`interceptor`)."""

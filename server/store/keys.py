@@ -29,6 +29,8 @@ prefix ever matches them.
     suppression <kid>␟<hmac hex>                suppressed address   suppression_key
     sends      j␟<send id>                      send job             send_job_key
     sends      u␟<send id>␟<8-digit seq>        one recipient's send send_user_key
+    catalog    <item id>                        catalog update       catalog_item_key
+    meta       catalog-seq                      last update's seq    CATALOG_SEQ
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ __all__ = [
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
-    "SEND_USER_PREFIX",
+    "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ",
 ]
 
 
@@ -261,3 +263,13 @@ def send_user_key(send_id: str, seq: int) -> bytes:
     """One recipient of a job, by position in the audience (the user id is in the value, so
     the job's records scan in audience order)."""
     return send_user_prefix(send_id) + b"%08d" % seq
+
+
+# -- catalog updates between trainings (UpsertItems, RemoveItems) ---------------------------------
+CATALOG_SEQ = b"catalog-seq"
+"""meta: the sequence number of the latest catalog update (workers poll it)."""
+
+
+def catalog_item_key(item_id: str) -> bytes:
+    """An item's latest update (one record per item: a newer update replaces it)."""
+    return item_id.encode()

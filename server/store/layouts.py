@@ -131,5 +131,10 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),
                "JSON {user, state, decision, reason, send_at, message} of one recipient of a "
                "send job (messages.sends)"),
+    RecordKind("catalog_item", "catalog", 1, _any,
+               "JSON {seq, at, removed, title, category, price, url, image} of an item's latest "
+               "update between trainings (server.catalog.records)"),
+    RecordKind("catalog_seq", "meta", 1, lambda k: k == K.CATALOG_SEQ,
+               "ASCII integer: the latest catalog update's sequence number"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

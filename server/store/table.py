@@ -75,6 +75,10 @@ class Table:
         if cur.set_range(start):
             yield from cur
 
+    def count(self, txn) -> int:
+        """How many records the table holds (in `txn`'s snapshot)."""
+        return int(txn.stat(self.db)["entries"])
+
     def keys(self, txn) -> Iterator[bytes]:
         """Every key, in order."""
         return txn.cursor(db=self.db).iternext(values=False)

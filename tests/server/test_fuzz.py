@@ -23,6 +23,7 @@ from protos.tailor.v1 import (
     attribution_pb2,
     campaign_pb2,
     campaign_pb2_grpc,
+    catalog_pb2,
     diagnostics_pb2,
     model_admin_pb2,
     profile_pb2,
@@ -31,8 +32,8 @@ from protos.tailor.v1 import (
     recommendation_pb2_grpc,
 )
 
-MODULES = [attribution_pb2, campaign_pb2, diagnostics_pb2, model_admin_pb2, profile_pb2,
-           recommendation_pb2]
+MODULES = [attribution_pb2, campaign_pb2, catalog_pb2, diagnostics_pb2, model_admin_pb2,
+           profile_pb2, recommendation_pb2]
 SEED = 1414
 PER_METHOD = 100          # 26 methods -> 2,600 requests
 BUDGET_SECONDS = 60.0

@@ -21,6 +21,7 @@ COMMANDS = (
     "training.cli.bootstrap",
     "training.cli.backtest",
     "training.cli.timing",
+    "training.cli.cold_items",
     "training.push",
     "training.export",
     "training.ope",

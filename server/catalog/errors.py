@@ -1,0 +1,19 @@
+"""Catalog errors: each names what went wrong; `server.errors` maps them to gRPC statuses."""
+from __future__ import annotations
+
+from ..errors import InvalidArgument, ResourceExhausted
+
+__all__ = ["CatalogFull", "UnknownCategory"]
+
+
+class CatalogFull(ResourceExhausted):
+    def __init__(self, held: int, adding: int, most: int):
+        super().__init__(f"the catalog holds updates for {held} items and this call adds {adding}: "
+                         f"at most {most} (limits.catalog_items) until the next training")
+
+
+class UnknownCategory(InvalidArgument):
+    def __init__(self, field: str, name: str, known: list[str]):
+        shown_known = ", ".join(sorted(known)[:20])
+        super().__init__(field, f"unknown category {name[:64]!r} (the served bundle knows: "
+                                f"{shown_known})")

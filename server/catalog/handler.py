@@ -1,0 +1,134 @@
+"""Transport-agnostic UpsertItems and RemoveItems, and every worker's served catalog.
+
+A call is validated whole (nothing is stored when one item is bad), stored in one write
+transaction (`repository`), then applied to this process's served bundle before the call
+returns. Other worker processes of the data dir poll `catalog-seq` every `bundle_poll_seconds`
+(as they follow the active bundle pointer) and apply what is new. Every bundle the registry
+swaps in (push, rollback, restart, another worker's push) gets the stored updates first
+(`amend_bundle`, the registry's `BundleAmender`), so updates survive restarts and new bundles.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..config import Settings
+from ..errors import InvalidArgument
+from ..models import Bundle, ModelRegistry
+from ..store import Store
+from ..validation import check_count, check_id, check_range, check_text
+from .errors import UnknownCategory
+from .logging import logger
+from .overlay import amend
+from .records import CatalogItem
+from .repository import CatalogRecords
+
+__all__ = ["Catalog", "CatalogChange"]
+
+MAX_PRICE = 1e12
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    accepted: int
+    sequence: int
+    """The update's sequence number (the last one it stored)."""
+    model_version: str
+    new_items: int
+    """Items of the call the served bundle was not trained on (embedded from content)."""
+
+
+class Catalog:
+    def __init__(self, settings: Settings, store: Store, registry: ModelRegistry):
+        self.limits = settings.limits
+        self.poll_s = settings.bundle_poll_seconds
+        self.records = CatalogRecords(store, self.limits.catalog_items)
+        self.registry = registry
+        self._lock = asyncio.Lock()
+        self._follower: asyncio.Task | None = None
+
+    # -- validation ------------------------------------------------------------------------
+    def _check_items(self, items: Sequence[CatalogItem], field: str) -> None:
+        if not items:
+            raise InvalidArgument(field, "must not be empty")
+        check_count(field, len(items), self.limits.upsert_items)
+        for i, item in enumerate(items):
+            check_id("item_id", item.item_id, self.limits.id_bytes, f"{field}[{i}].")
+
+    def _check_content(self, bundle: Bundle, items: Sequence[CatalogItem]) -> None:
+        chars = self.limits.item_text_chars
+        for i, item in enumerate(items):
+            where = f"items[{i}]."
+            for name in ("title", "url", "image"):
+                check_text(name, getattr(item, name), chars, where)
+            if item.category not in bundle.category_code:
+                raise UnknownCategory(where + "category", item.category, list(bundle.category_code))
+            if not math.isfinite(item.price):
+                raise InvalidArgument(where + "price", f"must be a finite number, got {item.price}")
+            check_range("price", item.price, 0.0, MAX_PRICE, where)
+
+    # -- calls -----------------------------------------------------------------------------
+    async def upsert(self, items: Sequence[CatalogItem]) -> CatalogChange:
+        """Add or update `items`; they serve in this process when the call returns."""
+        self._check_items(items, "items")
+        bundle = self.registry.current()  # categories are the served bundle's
+        self._check_content(bundle, items)
+        stored = [CatalogItem(i.item_id, i.title, i.category, float(i.price), i.url, i.image)
+                  for i in items]
+        return await self._store(stored, bundle)
+
+    async def remove(self, item_ids: Sequence[str]) -> CatalogChange:
+        """Never recommend `item_ids` again (until they are upserted again)."""
+        items = [CatalogItem(item_id=i, removed=True) for i in item_ids]
+        self._check_items(items, "item_ids")
+        return await self._store(items, self.registry.current())
+
+    async def _store(self, items: list[CatalogItem], bundle: Bundle) -> CatalogChange:
+        loop = asyncio.get_running_loop()
+        seq = await loop.run_in_executor(None, self.records.write, items)
+        await self.refresh()
+        trained = bundle.trained.item_row
+        new = len({i.item_id for i in items if not i.removed and i.item_id not in trained})
+        served = self.registry.active
+        return CatalogChange(len(items), seq, served.version if served else "", new)
+
+    # -- following the store ---------------------------------------------------------------
+    def amend_bundle(self, bundle: Bundle) -> Bundle:
+        """`bundle`'s trained version with every stored update (blocking: an executor's)."""
+        seq, items = self.records.read_all()
+        return amend(bundle.trained, items, seq) if items else bundle.trained
+
+    async def refresh(self) -> None:
+        """Apply the stored updates to the served bundle if it lags behind the store."""
+        async with self._lock:
+            active = self.registry.active
+            if active is None or active.catalog_seq == self.records.sequence():
+                return
+            loop = asyncio.get_running_loop()
+            served = await loop.run_in_executor(None, self.amend_bundle, active)
+            if await self.registry.swap(active, served):
+                logger.info("catalog updates up to %d serve with bundle %s (%d items)",
+                            served.catalog_seq, served.version, served.n_items)
+
+    async def start(self) -> None:
+        self._follower = asyncio.create_task(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                await self.refresh()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving what is served; say why
+                logger.exception("could not apply catalog updates")
+
+    async def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            try:
+                await self._follower
+            except asyncio.CancelledError:
+                pass

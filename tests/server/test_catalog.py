@@ -1,0 +1,159 @@
+"""CatalogService through a real server: items upserted between trainings are recommended to
+the users of their category without retraining, removed items never are, and both survive a
+restart."""
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+
+from protos.tailor.v1 import catalog_pb2 as cpb
+from protos.tailor.v1 import catalog_pb2_grpc as cgrpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rgrpc
+from server.app import TailorServer
+
+K = 50
+
+
+@pytest.fixture(scope="module")
+def world(demo_bundle):
+    """Users whose training history is at least 60% one category (5+ items), by category; the
+    median price per category; the most popular item of each category."""
+    with np.load(demo_bundle / "users.npz") as npz:
+        ids, indptr, items = npz["user_ids"], npz["indptr"], npz["items"]
+    with np.load(demo_bundle / "items.npz") as npz:
+        item_ids, cats, names = npz["item_ids"], npz["category"], npz["category_names"]
+        price, pop = npz["price"], npz["popularity"]
+    users: dict[str, list[str]] = {}
+    for row, uid in enumerate(ids.tolist()):
+        counts = np.bincount(cats[items[indptr[row]:indptr[row + 1]]], minlength=len(names))
+        if counts.sum() >= 5 and counts.max() >= 0.6 * counts.sum():
+            users.setdefault(str(names[counts.argmax()]), []).append(uid)
+    return {"users": {c: u[:8] for c, u in users.items() if len(u) >= 8},
+            "price": {str(n): float(np.median(price[cats == c])) for c, n in enumerate(names)},
+            "top": {str(n): str(item_ids[cats == c][np.argmax(pop[cats == c])])
+                    for c, n in enumerate(names) if (cats == c).any()}}
+
+
+def _new_items(world) -> list[cpb.CatalogItem]:
+    return [cpb.CatalogItem(item_id=f"new-{cat}", title=f"smart {cat} kit", category=cat,
+                            price=world["price"][cat], url=f"https://shop.example/new/{cat}")
+            for cat in sorted(world["users"])]
+
+
+async def _lists(server: TailorServer, world) -> dict[str, list[str]]:
+    """Each test user's top-K item ids (by `category␟user`), and a cold-start user's."""
+    out = {}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        stub = rgrpc.RecommendationServiceStub(ch)
+        for cat, users in world["users"].items():
+            for uid in users:
+                reply = await stub.Recommend(rpb.RecommendRequest(user_id=uid, k=K))
+                out[f"{cat}\x1f{uid}"] = [i.item_id for i in reply.items]
+        reply = await stub.Recommend(rpb.RecommendRequest(user_id="nobody-new", k=K))
+        out["cold"] = [i.item_id for i in reply.items]
+    return out
+
+
+def _hit_rates(lists: dict[str, list[str]], cats: list[str]) -> tuple[float, float]:
+    """(share of users shown their category's new item, share of (user, other category) pairs
+    shown that category's new item)."""
+    own, other = [], []
+    for key, ids in lists.items():
+        if key == "cold":
+            continue
+        cat = key.split("\x1f")[0]
+        own.append(f"new-{cat}" in ids)
+        other += [f"new-{c}" in ids for c in cats if c != cat]
+    return float(np.mean(own)), float(np.mean(other))
+
+
+async def test_upserted_items_serve_by_category_removed_never_and_both_survive_restart(
+        settings, world):
+    cats = sorted(world["users"])
+    assert len(cats) >= 5, "the demo world has several categories with focused users"
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        before = await _lists(server, world)
+        assert not any(i.startswith("new-") for ids in before.values() for i in ids)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = cgrpc.CatalogServiceStub(ch)
+            change = await stub.UpsertItems(cpb.UpsertItemsRequest(items=_new_items(world)))
+            assert (change.accepted, change.new_items) == (len(cats), len(cats))
+            after = await _lists(server, world)
+            own, other = _hit_rates(after, cats)
+            assert own >= 0.5 and other <= 0.05, (own, other)
+            # remove one new item and the most popular item of every category
+            gone = [f"new-{cats[0]}", *world["top"].values()]
+            assert any(g in ids for g in gone for ids in after.values())
+            await stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=gone))
+        removed = await _lists(server, world)
+        assert not {i for ids in removed.values() for i in ids} & set(gone)
+        assert all(len(ids) == K for ids in removed.values())
+        assert _hit_rates(removed, cats[1:])[0] >= 0.5
+    finally:
+        await server.stop(grace=0.5)
+    restarted = TailorServer(settings)
+    await restarted.start()
+    try:
+        assert await _lists(restarted, world) == removed
+    finally:
+        await restarted.stop(grace=0.5)
+
+
+async def test_bad_upserts_name_the_field(channel):
+    stub = cgrpc.CatalogServiceStub(channel)
+    bad = [
+        (cpb.UpsertItemsRequest(), "items"),
+        (cpb.UpsertItemsRequest(items=[cpb.CatalogItem(item_id="x", category="no-such")]),
+         "items[0].category"),
+        (cpb.UpsertItemsRequest(items=[cpb.CatalogItem(item_id="", category="books")]),
+         "items[0].item_id"),
+        (cpb.UpsertItemsRequest(items=[cpb.CatalogItem(item_id="x", category="books",
+                                                       price=float("nan"))]), "items[0].price"),
+        (cpb.UpsertItemsRequest(items=[cpb.CatalogItem(item_id="x", category="books",
+                                                       price=-1.0)]), "items[0].price"),
+    ]
+    for request, field in bad:
+        with pytest.raises(grpc.RpcError) as err:
+            await stub.UpsertItems(request)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        await stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=["a"] * 1001))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "item_ids" in err.value.details()
+
+
+def _category_lists(target: str, cat: str, n: int = 10) -> list[set[str]]:
+    """A new user's whole-category list (popularity order, every item of `cat`) over `n`
+    separate connections, which land on the different worker processes."""
+    out = []
+    for _ in range(n):
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            reply = rgrpc.RecommendationServiceStub(ch).Recommend(
+                rpb.RecommendRequest(user_id="someone-new", k=1000, categories=[cat]))
+            out.append({i.item_id for i in reply.items})
+    return out
+
+
+def test_every_worker_serves_upserts_and_removals_and_after_restart(server_process, demo_bundle,
+                                                                    tmp_path):
+    import time
+    env = {"TAILOR_BUNDLE_POLL_SECONDS": "0.2"}
+    server = server_process(tmp_path / "data", bundle=demo_bundle, workers=2, env=env)
+    with grpc.insecure_channel(server.target) as ch:
+        stub = cgrpc.CatalogServiceStub(ch)
+        stub.UpsertItems(cpb.UpsertItemsRequest(items=[
+            cpb.CatalogItem(item_id="fresh-1", title="eco books set", category="books", price=9.0),
+            cpb.CatalogItem(item_id="fresh-2", title="mini books kit", category="books", price=5.0)]))
+        stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=["fresh-2"]))
+    time.sleep(1.0)  # five poll intervals
+    for seen in _category_lists(server.target, "books"):
+        assert "fresh-1" in seen and "fresh-2" not in seen
+    server.stop()
+    again = server_process(tmp_path / "data", bundle=demo_bundle, workers=2, env=env)
+    for seen in _category_lists(again.target, "books"):
+        assert "fresh-1" in seen and "fresh-2" not in seen
