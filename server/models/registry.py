@@ -5,6 +5,11 @@ server (they share the data dir) follows it: the worker that receives a push or 
 validates and swaps first, then moves the pointer; the others poll it and swap within
 `bundle_poll_seconds`. A swap is one reference assignment: a batch that already took the old
 bundle finishes on it, the next batch takes the new one.
+
+A canary (`canary.CanarySplit`) is a second slot agreed the same way: its record in `meta`
+names the version and the share of users it serves; every worker loads that bundle and splits
+users by the canary's keyed hash. Promoting moves the active pointer to the canary and ends it
+in one write transaction; aborting ends it; a new active version (push, rollback) ends it too.
 """
 from __future__ import annotations
 
@@ -22,9 +27,19 @@ from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
 from ..processes import pid_alive
 from ..store import Store
-from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
+from ..store.keys import (
+    BUNDLE_ACTIVE,
+    BUNDLE_CANARY,
+    BUNDLE_HISTORY,
+    CANARY_REPORT_PREFIX,
+    WORKER_PREFIX,
+    canary_report_key,
+    worker_key,
+    worker_pid,
+)
 from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
+from .canary import Canary, CanarySplit
 from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
@@ -39,6 +54,7 @@ class ModelRegistry:
         self.bundles_dir = settings.bundles_dir
         self.bundles_dir.mkdir(parents=True, exist_ok=True)
         self._active: Bundle | None = None
+        self._canary: Canary | None = None
         self._swap_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
         self._checks: list[Callable[[Bundle], None]] = []
@@ -54,6 +70,16 @@ class ModelRegistry:
     @property
     def active(self) -> Bundle | None:
         return self._active
+
+    @property
+    def canary(self) -> Canary | None:
+        """The canary this worker serves (None when none runs)."""
+        return self._canary
+
+    def canary_record(self) -> CanarySplit | None:
+        """The running canary as the store says (every worker follows it)."""
+        raw = self.store.get("meta", BUNDLE_CANARY)
+        return CanarySplit.decode(raw) if raw else None
 
     def history(self) -> list[str]:
         raw = self.store.get("meta", BUNDLE_HISTORY)
@@ -106,6 +132,8 @@ class ModelRegistry:
         if self._active is None:
             logger.warning("no valid bundle under %s: Recommend answers FAILED_PRECONDITION "
                            "until one is pushed", self.bundles_dir)
+        else:
+            await self._follow_canary_logged()
         self._poller = asyncio.create_task(self._follow_pointer())
 
     async def stop(self) -> None:
@@ -116,6 +144,7 @@ class ModelRegistry:
             except asyncio.CancelledError:
                 pass
         self.store.delete("meta", worker_key(os.getpid()))
+        self.store.delete("meta", canary_report_key(os.getpid()))
 
     def _import_dir(self, src: Path) -> Path:
         manifest = read_manifest(src)
@@ -139,6 +168,9 @@ class ModelRegistry:
             raise NotFound("bundle version", version)
         if self._active is not None and self._active.version == version:
             return await self.install(self._active, record)
+        canary = self._canary
+        if canary is not None and canary.bundle.version == version:  # promoted elsewhere
+            return await self.install(canary.bundle, record)
         loop = asyncio.get_running_loop()
         bundle = await loop.run_in_executor(None, self.load, path)
         return await self.install(bundle, record)
@@ -151,6 +183,7 @@ class ModelRegistry:
                                  previous and previous.version, previous and _format(previous))
             if record:
                 self._record(bundle.version)
+                self._canary = None  # a new active version ends a canary (`_record`)
             self._report_loaded(bundle.version)
         logger.info("serving bundle %s", bundle.version)
         self._prune()
@@ -169,21 +202,97 @@ class ModelRegistry:
         return await self.activate(target)
 
     def _record(self, version: str) -> None:
+        self.store.write(lambda txn: self._record_txn(txn, version))
+
+    def _record_txn(self, txn, version: str) -> None:
+        """Point at `version`, append it to the history, and end any canary."""
+        meta = self.store.table("meta")
+        raw = meta.get(txn, BUNDLE_HISTORY)
+        history = [v for v in (json.loads(raw) if raw else []) if v != version]
+        history.append(version)
+        meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
+        meta.put(txn, BUNDLE_ACTIVE, version.encode())
+        meta.delete(txn, BUNDLE_CANARY)
+
+    # -- the canary slot --------------------------------------------------------------------
+    async def start_canary(self, bundle: Bundle, share: float) -> CanarySplit:
+        """Serve the validated `bundle` to `share` (0..1) of users besides the active version."""
+        stable = self.current()
+        if bundle.version == stable.version:
+            raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
+        split = CanarySplit.new(bundle.version, stable.version, share)
         meta = self.store.table("meta")
 
         def txn_fn(txn):
-            raw = meta.get(txn, BUNDLE_HISTORY)
-            history = [v for v in (json.loads(raw) if raw else []) if v != version]
-            history.append(version)
-            meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
-            meta.put(txn, BUNDLE_ACTIVE, version.encode())
+            running = meta.get(txn, BUNDLE_CANARY)
+            if running is not None:
+                raise FailedPrecondition(f"canary {CanarySplit.decode(running).version!r} is "
+                                         "running: promote or abort it first")
+            for key, _ in meta.scan_prefix(txn, CANARY_REPORT_PREFIX):  # the last one's tallies
+                meta.delete(txn, key)
+            meta.put(txn, BUNDLE_CANARY, split.encode())
         self.store.write(txn_fn)
+        self._adopt(Canary(split, bundle))
+        return split
+
+    async def end_canary(self, promote: bool, version: str = "", canary_id: str = "") -> CanarySplit:
+        """Promote or abort the running canary (the one of `version` / `canary_id`, when given):
+        one write transaction that refuses when none runs, so it never ends twice."""
+        meta = self.store.table("meta")
+
+        def txn_fn(txn):
+            raw = meta.get(txn, BUNDLE_CANARY)
+            if raw is None:
+                raise FailedPrecondition("no canary is running")
+            split = CanarySplit.decode(raw)
+            if (version and version != split.version) or (canary_id and canary_id != split.id):
+                raise FailedPrecondition(f"the running canary is {split.version!r} "
+                                         f"({split.id}), not {version or canary_id!r}")
+            meta.delete(txn, BUNDLE_CANARY)
+            if promote:
+                self._record_txn(txn, split.version)
+            return split
+        split = self.store.write(txn_fn)
+        if promote:
+            await self.activate(split.version, record=False)
+        self._canary = None
+        logger.info("canary %s %s", split.version, "promoted" if promote else "aborted")
+        return split
+
+    def _adopt(self, canary: Canary | None) -> None:
+        self._canary = canary
+        if canary is not None:
+            self.store.put("meta", canary_report_key(os.getpid()),
+                           json.dumps({"id": canary.split.id, "versions": {}}).encode())
+            logger.info("serving canary %s to %.1f%% of users", canary.split.version,
+                        100 * canary.split.share)
+
+    async def _follow_canary(self) -> None:
+        split, local = self.canary_record(), self._canary
+        if split is None or self._active is None or split.stable != self._active.version:
+            if local is not None:
+                self._adopt(None)
+            return
+        if local is None or local.split.id != split.id:
+            loop = asyncio.get_running_loop()
+            bundle = await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
+            self._adopt(Canary(split, bundle))
+
+    async def _follow_canary_logged(self) -> None:
+        try:
+            await self._follow_canary()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # serve the active version to everyone; say why
+            logger.exception("could not follow the running canary")
 
     def _report_loaded(self, version: str) -> None:
         self.store.put("meta", worker_key(os.getpid()), version.encode())
 
-    async def wait_for_workers(self, version: str, timeout: float = 60.0) -> bool:
-        """Wait until every live worker process of this data dir reports serving `version`."""
+    async def wait_for_workers(self, version: str, timeout: float = 60.0,
+                               canary_id: str = "") -> bool:
+        """Wait until every live worker process of this data dir reports serving `version`
+        (and, given `canary_id`, that canary)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             lagging = []
@@ -191,7 +300,7 @@ class ModelRegistry:
                 pid = worker_pid(key)
                 if not pid_alive(pid):
                     self.store.delete("meta", key)
-                elif value.decode() != version:
+                elif value.decode() != version or (canary_id and not self._has_canary(pid, canary_id)):
                     lagging.append(pid)
             if not lagging:
                 return True
@@ -205,17 +314,25 @@ class ModelRegistry:
                 pointer = self.store.get("meta", BUNDLE_ACTIVE)
                 if pointer and (self._active is None or pointer.decode() != self._active.version):
                     await self.activate(pointer.decode(), record=False)
+                await self._follow_canary()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep serving the old bundle; say why
                 logger.exception("could not follow the active bundle pointer")
 
     def _prune(self) -> None:
-        keep = {self._active.version if self._active else "", self.previous_version()}
+        split = self.canary_record()
+        keep = {self._active.version if self._active else "", self.previous_version(),
+                split.version if split else ""}
         versions = self.available_versions()
         for version in versions[self.settings.bundles_kept:]:
             if version not in keep:
                 shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+
+
+    def _has_canary(self, pid: int, canary_id: str) -> bool:
+        raw = self.store.get("meta", canary_report_key(pid))
+        return raw is not None and json.loads(raw).get("id") == canary_id
 
 
 def _format(bundle: Bundle) -> str:
