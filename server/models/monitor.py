@@ -106,8 +106,10 @@ class CanaryMonitor:
         if split is None:
             active = self.registry.active
             return [VersionFigures(active.version, 1.0, Counts())] if active else []
-        counts = Tally.merge((raw for _, raw in self.registry.store.scan("meta", CANARY_REPORT_PREFIX)),
-                             split.id)
+        own = canary_report_key(os.getpid())  # this worker's live tally, the others' last report
+        raws = [raw for key, raw in self.registry.store.scan("meta", CANARY_REPORT_PREFIX)
+                if key != own]
+        counts = Tally.merge([*raws, self.tally.encode()], split.id)
         out = []
         for version, share in ((split.stable, 1.0 - split.share), (split.version, split.share)):
             shown = self.outcomes(version) if self.outcomes is not None else (0, 0)
