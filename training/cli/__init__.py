@@ -25,6 +25,7 @@ COMMANDS = (
     "training.export",
     "training.ope",
     "training.attribute",
+    "training.retrain",
 )
 
 
