@@ -181,9 +181,8 @@ class ModelRegistry:
             previous, self._active = self._active, bundle
             metrics.report_model(bundle.version, _format(bundle),
                                  previous and previous.version, previous and _format(previous))
-            if record:
-                self._record(bundle.version)
-                self._canary = None  # a new active version ends a canary (`_record`)
+            if record and self._record(bundle.version):
+                self._canary = None  # a new active version ended the canary
             self._report_loaded(bundle.version)
         logger.info("serving bundle %s", bundle.version)
         self._prune()
@@ -201,18 +200,20 @@ class ModelRegistry:
             raise FailedPrecondition("no previous bundle version to roll back to")
         return await self.activate(target)
 
-    def _record(self, version: str) -> None:
-        self.store.write(lambda txn: self._record_txn(txn, version))
+    def _record(self, version: str) -> bool:
+        return self.store.write(lambda txn: self._record_txn(txn, version))
 
-    def _record_txn(self, txn, version: str) -> None:
-        """Point at `version`, append it to the history, and end any canary."""
+    def _record_txn(self, txn, version: str) -> bool:
+        """Point at `version` and append it to the history; a new active version (not the same
+        one recorded again, as a restarted worker does) ends a running canary: True if so."""
         meta = self.store.table("meta")
         raw = meta.get(txn, BUNDLE_HISTORY)
         history = [v for v in (json.loads(raw) if raw else []) if v != version]
         history.append(version)
         meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
+        changed = meta.get(txn, BUNDLE_ACTIVE) != version.encode()
         meta.put(txn, BUNDLE_ACTIVE, version.encode())
-        meta.delete(txn, BUNDLE_CANARY)
+        return changed and meta.delete(txn, BUNDLE_CANARY)
 
     # -- the canary slot --------------------------------------------------------------------
     async def start_canary(self, bundle: Bundle, share: float) -> CanarySplit:

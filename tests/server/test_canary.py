@@ -221,3 +221,15 @@ async def test_a_canary_no_worse_is_promoted_by_the_guardrails(guarded, client, 
     lines = [json.loads(line) for line in await asyncio.to_thread(client.audit_tail)]
     promotes = [ln for ln in lines if ln["method"] == "canary/promote"]
     assert len(promotes) == 1 and "no worse" in promotes[0]["status"]
+
+
+async def test_a_new_active_version_ends_a_running_canary(client, tailor_server, failing_bundle,
+                                                          second_bundle):
+    await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
+    status = await asyncio.to_thread(client.push_bundle, second_bundle)  # a plain push
+    assert status.active.version == _version(second_bundle) and status.canary is None
+    assert tailor_server.registry.canary_record() is None
+    # a worker recording the same active version again (a restart) leaves a canary running
+    await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
+    await tailor_server.registry.activate(_version(second_bundle))
+    assert tailor_server.registry.canary_record().version == _version(failing_bundle)
