@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import FailedPrecondition
-from ..store.keys import CANARY_REPORT_PREFIX, canary_report_key
 from .canary import CanarySplit
 from .guardrails import ABORT, PROMOTE, GuardrailPolicy, Guardrails, Verdict
 from .registry import ModelRegistry
@@ -88,7 +87,7 @@ class CanaryMonitor:
             return None
         split = canary.split
         if self.tally.canary_id == split.id:
-            self.registry.store.put("meta", canary_report_key(os.getpid()), self.tally.encode())
+            self.registry.canaries.report(self.tally.encode())
         figures = self.figures(split)
         outcomes = None
         if self.outcomes is not None:
@@ -106,9 +105,8 @@ class CanaryMonitor:
         if split is None:
             active = self.registry.active
             return [VersionFigures(active.version, 1.0, Counts())] if active else []
-        own = canary_report_key(os.getpid())  # this worker's live tally, the others' last report
-        raws = [raw for key, raw in self.registry.store.scan("meta", CANARY_REPORT_PREFIX)
-                if key != own]
+        # this worker's live tally, the others' last reports
+        raws = self.registry.canaries.tallies(skip_pid=os.getpid())
         counts = Tally.merge([*raws, self.tally.encode()], split.id)
         out = []
         for version, share in ((split.stable, 1.0 - split.share), (split.version, split.share)):

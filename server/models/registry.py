@@ -27,19 +27,11 @@ from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
 from ..processes import pid_alive
 from ..store import Store
-from ..store.keys import (
-    BUNDLE_ACTIVE,
-    BUNDLE_CANARY,
-    BUNDLE_HISTORY,
-    CANARY_REPORT_PREFIX,
-    WORKER_PREFIX,
-    canary_report_key,
-    worker_key,
-    worker_pid,
-)
+from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
+from .canary_records import CanaryRecords
 from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
@@ -55,6 +47,7 @@ class ModelRegistry:
         self.bundles_dir.mkdir(parents=True, exist_ok=True)
         self._active: Bundle | None = None
         self._canary: Canary | None = None
+        self.canaries = CanaryRecords(store)
         self._swap_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
         self._checks: list[Callable[[Bundle], None]] = []
@@ -78,8 +71,7 @@ class ModelRegistry:
 
     def canary_record(self) -> CanarySplit | None:
         """The running canary as the store says (every worker follows it)."""
-        raw = self.store.get("meta", BUNDLE_CANARY)
-        return CanarySplit.decode(raw) if raw else None
+        return self.canaries.running()
 
     def history(self) -> list[str]:
         raw = self.store.get("meta", BUNDLE_HISTORY)
@@ -144,7 +136,7 @@ class ModelRegistry:
             except asyncio.CancelledError:
                 pass
         self.store.delete("meta", worker_key(os.getpid()))
-        self.store.delete("meta", canary_report_key(os.getpid()))
+        self.canaries.forget(os.getpid())
 
     def _import_dir(self, src: Path) -> Path:
         manifest = read_manifest(src)
@@ -213,7 +205,7 @@ class ModelRegistry:
         meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
         changed = meta.get(txn, BUNDLE_ACTIVE) != version.encode()
         meta.put(txn, BUNDLE_ACTIVE, version.encode())
-        return changed and meta.delete(txn, BUNDLE_CANARY)
+        return changed and self.canaries.end_in(txn)
 
     # -- the canary slot --------------------------------------------------------------------
     async def start_canary(self, bundle: Bundle, share: float) -> CanarySplit:
@@ -222,38 +214,16 @@ class ModelRegistry:
         if bundle.version == stable.version:
             raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
         split = CanarySplit.new(bundle.version, stable.version, share)
-        meta = self.store.table("meta")
-
-        def txn_fn(txn):
-            running = meta.get(txn, BUNDLE_CANARY)
-            if running is not None:
-                raise FailedPrecondition(f"canary {CanarySplit.decode(running).version!r} is "
-                                         "running: promote or abort it first")
-            for key, _ in meta.scan_prefix(txn, CANARY_REPORT_PREFIX):  # the last one's tallies
-                meta.delete(txn, key)
-            meta.put(txn, BUNDLE_CANARY, split.encode())
-        self.store.write(txn_fn)
+        self.canaries.start(split)
         self._adopt(Canary(split, bundle))
         return split
 
     async def end_canary(self, promote: bool, version: str = "", canary_id: str = "") -> CanarySplit:
         """Promote or abort the running canary (the one of `version` / `canary_id`, when given):
         one write transaction that refuses when none runs, so it never ends twice."""
-        meta = self.store.table("meta")
-
-        def txn_fn(txn):
-            raw = meta.get(txn, BUNDLE_CANARY)
-            if raw is None:
-                raise FailedPrecondition("no canary is running")
-            split = CanarySplit.decode(raw)
-            if (version and version != split.version) or (canary_id and canary_id != split.id):
-                raise FailedPrecondition(f"the running canary is {split.version!r} "
-                                         f"({split.id}), not {version or canary_id!r}")
-            meta.delete(txn, BUNDLE_CANARY)
-            if promote:
-                self._record_txn(txn, split.version)
-            return split
-        split = self.store.write(txn_fn)
+        def moved(txn, split: CanarySplit) -> None:
+            self._record_txn(txn, split.version)
+        split = self.canaries.end(version, canary_id, moved if promote else None)
         if promote:
             await self.activate(split.version, record=False)
         self._canary = None
@@ -263,8 +233,7 @@ class ModelRegistry:
     def _adopt(self, canary: Canary | None) -> None:
         self._canary = canary
         if canary is not None:
-            self.store.put("meta", canary_report_key(os.getpid()),
-                           json.dumps({"id": canary.split.id, "versions": {}}).encode())
+            self.canaries.adopted(canary.split.id)
             logger.info("serving canary %s to %.1f%% of users", canary.split.version,
                         100 * canary.split.share)
 
@@ -301,7 +270,7 @@ class ModelRegistry:
                 pid = worker_pid(key)
                 if not pid_alive(pid):
                     self.store.delete("meta", key)
-                elif value.decode() != version or (canary_id and not self._has_canary(pid, canary_id)):
+                elif value.decode() != version or (canary_id and not self.canaries.has(pid, canary_id)):
                     lagging.append(pid)
             if not lagging:
                 return True
@@ -330,10 +299,6 @@ class ModelRegistry:
             if version not in keep:
                 shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
 
-
-    def _has_canary(self, pid: int, canary_id: str) -> bool:
-        raw = self.store.get("meta", canary_report_key(pid))
-        return raw is not None and json.loads(raw).get("id") == canary_id
 
 
 def _format(bundle: Bundle) -> str:
