@@ -224,6 +224,8 @@ COMMANDS = {
     "recommend": _recommend,
     "status": lambda client, args: dataclasses.asdict(client.model_status()),
     "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version)),
+    "model": lambda client, args: dataclasses.asdict(
+        (client.promote_canary if args.action == "promote" else client.abort_canary)(args.version)),
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
     "audit": lambda client, args: {"lines": [json.loads(line) for line in client.audit_tail(args.n)]},
@@ -243,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--channel", default="")
     rec.add_argument("--category", action="append", help="only this category (repeatable)")
     rec.add_argument("--exclude", action="append", help="never this item id (repeatable)")
-    sub.add_parser("status", parents=[common], help="what the server has loaded")
+    sub.add_parser("status", parents=[common], help="what the server has loaded (and the canary, "
+                   "its share and guardrail figures, while one runs)")
     rb = sub.add_parser("rollback", parents=[common], help="serve the previous bundle version (or --version)")
     rb.add_argument("--version", default="")
     sub.add_parser("ping", parents=[common], help="an empty RPC")
@@ -267,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export-profile", parents=[common],
                         help="everything held about a user as one JSON document (right of access)")
     ex.add_argument("--user", required=True)
+    _model_parser(sub, common)
     _campaign_parser(sub, common)
     _message_parser(sub, common)
     _attribute_parser(sub, common)
@@ -275,6 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
         "tail", parents=[common], help="the newest audit lines, oldest first").add_argument(
         "-n", type=int, default=0, help="lines, 1..1000 (default 100)")
     return parser
+
+
+def _model_parser(sub, common) -> None:
+    mo = sub.add_parser("model", help="the running canary: promote or abort it")
+    acts = mo.add_subparsers(dest="action", required=True)
+    for name, what in (("promote", "serve the canary to every user"),
+                       ("abort", "stop the canary; every user gets the active version")):
+        acts.add_parser(name, parents=[common], help=what).add_argument(
+            "--version", default="", help="the canary version meant (refused if another runs)")
 
 
 def _suppression_parser(sub, common) -> None:

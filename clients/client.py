@@ -156,8 +156,10 @@ class TailorClient:
 
     # -- model admin ---------------------------------------------------------------------
     def push_bundle(self, bundle_dir: str | Path, *, stage_only: bool = False,
-                    timeout: float = 600.0, on_chunk: Callable[[int], object] | None = None) -> ModelStatus:
-        """Upload a bundle directory; the server validates it and (unless stage_only) serves it.
+                    timeout: float = 600.0, on_chunk: Callable[[int], object] | None = None,
+                    canary_percent: float = 0.0) -> ModelStatus:
+        """Upload a bundle directory; the server validates it and (unless stage_only) serves it,
+        to `canary_percent` of users as a canary when that is given (0 < p < 100).
         `on_chunk(n)` is called with the size of each chunk sent (a progress bar's `update`)."""
         root = Path(bundle_dir)
         if not (root / "manifest.json").is_file():
@@ -174,7 +176,8 @@ class TailorClient:
                         if not data and offset:
                             break
                         yield admin_pb.BundleChunk(stage_only=stage_only and first, path=path.name,
-                                                   offset=offset, data=data)
+                                                   offset=offset, data=data,
+                                                   canary_percent=canary_percent if first else 0.0)
                         if on_chunk is not None:
                             on_chunk(len(data))
                         first = False
@@ -190,6 +193,16 @@ class TailorClient:
     def rollback(self, version: str = "", timeout: float | None = 120.0) -> ModelStatus:
         req = admin_pb.RollbackRequest(version=version)
         return ModelStatus.from_pb(self._call(self._admin.Rollback, req, timeout))
+
+    def promote_canary(self, version: str = "", timeout: float | None = 120.0) -> ModelStatus:
+        """Serve the running canary (`version`, if given, must be it) to every user."""
+        req = admin_pb.CanaryRequest(version=version)
+        return ModelStatus.from_pb(self._call(self._admin.PromoteCanary, req, timeout))
+
+    def abort_canary(self, version: str = "", timeout: float | None = None) -> ModelStatus:
+        """Stop the running canary (`version`, if given, must be it)."""
+        req = admin_pb.CanaryRequest(version=version)
+        return ModelStatus.from_pb(self._call(self._admin.AbortCanary, req, timeout))
 
     def ping(self, timeout: float | None = None) -> None:
         self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)

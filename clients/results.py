@@ -19,7 +19,7 @@ from protos.tailor.v1 import model_admin_pb2 as admin_pb
 from protos.tailor.v1 import profile_pb2 as prof_pb
 
 __all__ = ["Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult",
-           "from_message"]
+           "VersionShare", "from_message"]
 
 T = typing.TypeVar("T")
 
@@ -130,14 +130,39 @@ class LoadedBundle:
 
 
 @dataclass(frozen=True)
+class VersionShare:
+    """A serving version's share of users and the guardrails' figures since the canary began."""
+
+    version: str
+    share: float
+    requests: int
+    errors: int
+    p99_ms: float
+    impressions: int
+    clicks: int
+
+    @classmethod
+    def from_pb(cls, msg: admin_pb.VersionShare) -> VersionShare:
+        return cls(msg.version, msg.share, msg.requests, msg.errors, msg.p99_ms, msg.impressions,
+                   msg.clicks)
+
+
+@dataclass(frozen=True)
 class ModelStatus:
-    """What a server serves (`active`: None before any bundle), and what it could roll back to."""
+    """What a server serves (`active`: None before any bundle; `canary` while one runs, with
+    each version's share in `shares`), and what it could roll back to."""
 
     active: LoadedBundle | None
     previous_version: str
     available_versions: list[str]
+    canary: LoadedBundle | None = None
+    shares: list[VersionShare] = field(default_factory=list)
+    guardrail: str = ""
+    """The guardrails' latest verdict on the canary ("" when none runs)."""
 
     @classmethod
     def from_pb(cls, msg: admin_pb.ModelStatus) -> ModelStatus:
         active = LoadedBundle.from_pb(msg.active) if msg.HasField("active") else None
-        return cls(active, msg.previous_version, list(msg.available_versions))
+        canary = LoadedBundle.from_pb(msg.canary) if msg.HasField("canary") else None
+        return cls(active, msg.previous_version, list(msg.available_versions), canary,
+                   [VersionShare.from_pb(s) for s in msg.shares], msg.guardrail)

@@ -40,6 +40,8 @@ from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
+from .models.guardrails import GuardrailPolicy
+from .models.monitor import CanaryMonitor
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
@@ -134,6 +136,9 @@ class TailorServer:
         self.registry.add_amender(self.catalog.amend_bundle)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets)
+        self.canary_monitor = CanaryMonitor(self.registry, self.recommender.tally,
+                                            GuardrailPolicy.from_settings(s),
+                                            s.canary_check_seconds, audit=self.audit)
         # The suppression list follows bounce and complaint events (a listener below) and
         # exports whether a user's addresses are listed; it is no eraser: it outlives the
         # profiles whose addresses it holds (by keyed hash only).
@@ -175,7 +180,7 @@ class TailorServer:
             (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
-             ModelAdminServicer(self.registry, self.pusher)),
+             ModelAdminServicer(self.registry, self.pusher, self.canary_monitor)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
@@ -241,6 +246,7 @@ class TailorServer:
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         self._store_reporter = asyncio.create_task(self._report_store())
+        self._canary_guard = asyncio.create_task(self.canary_monitor.run_forever())
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
 
@@ -318,6 +324,7 @@ class TailorServer:
         self._sweeper.cancel()
         self._campaign_sweeper.cancel()
         self._store_reporter.cancel()
+        self._canary_guard.cancel()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.public is not None:
             await self.public.stop()

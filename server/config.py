@@ -272,6 +272,34 @@ class Settings(BaseSettings):
     """How often a worker checks the store for a bundle activated by another worker."""
     bundles_kept: int = 5
     """Bundle versions kept on disk (the active one and rollback targets)."""
+
+    # -- canary guardrails (issue 19; server/models/guardrails.py) -------------------------------
+    canary_check_seconds: float = Field(5.0, gt=0)
+    """How often each worker checks the running canary's guardrails (and publishes its counts)."""
+    canary_auto_promote: bool = True
+    """Promote a canary that is no worse after the minimum sample; off: wait for PromoteCanary.
+    A failing guardrail always aborts at once."""
+    canary_min_requests: int = Field(1000, ge=1)
+    """Recommend calls each version (active and canary) must serve before a promotion."""
+    canary_guard_min_requests: int = Field(50, ge=1)
+    """Canary calls (and impressions, for the CTR) before a guardrail may abort it."""
+    canary_max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    """Abort when the canary's server-error rate exceeds the active version's by more than this."""
+    canary_max_p99_ratio: float = Field(1.5, ge=1)
+    """Abort when the canary's p99 latency exceeds the active one's times this plus the slack."""
+    canary_p99_slack_ms: float = Field(5.0, ge=0)
+    """Milliseconds added to the p99 threshold (short calls jitter by more than any ratio)."""
+    canary_min_impressions: int = Field(1000, ge=1)
+    """Impressions each version must show before a promotion, when the impression log reports
+    outcomes."""
+    canary_ctr_alpha: float = Field(0.05, gt=0, lt=1)
+    """Level of the always-valid (mSPRT) CTR test: abort when the canary's CTR is below at this
+    level; promotion needs the lower confidence bound above -`canary_ctr_margin`."""
+    canary_ctr_tau: float = Field(0.0, ge=0)
+    """Standard deviation of the mSPRT mixture (the CTR difference you care about); 0: 10% of
+    the active CTR, as the campaigns' tests use."""
+    canary_ctr_margin: float = Field(0.005, ge=0)
+    """Largest CTR loss (absolute) still called "not worse" for a promotion."""
     grace_seconds: float = Field(5.0, ge=0)
     """How long in-flight calls may finish at shutdown (SIGTERM/SIGINT), once no new call is
     accepted; calls still running then are cancelled."""

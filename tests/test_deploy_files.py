@@ -88,6 +88,8 @@ def commands() -> list[list[str]]:
            docker_args(health.split(" CMD ", 1)[1])]
     out += [s["command"] for s in compose()["services"].values()
             if isinstance(s.get("command"), list) and "-m" in s["command"]]
+    out += [c["command"] for job in k8s("CronJob")
+            for c in job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]]
     return out
 
 

@@ -2,6 +2,8 @@
 
 The server validates it (manifest, sha256, ONNX signatures, index dimension) and swaps it in;
 a refused bundle prints the server's reason and exits 1 while the old version keeps serving.
+With `--canary P` it serves the bundle to P% of users only (a stable hash of the user id) while
+the guardrails compare it with the active version (docs/operations.md, "Canary releases").
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ def add_parser(subparsers) -> None:
     add_arguments(p)
     p.add_argument("--stage-only", action="store_true",
                    help="validate and store, keep serving the current one")
+    p.add_argument("--canary", type=float, default=0.0, metavar="PERCENT",
+                   help="serve it to this percentage of users as a canary (0 < P < 100)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for upload + validation")
     p.set_defaults(func=run)
 
@@ -39,7 +43,8 @@ def run(args) -> int:
         try:
             with progress(desc="push", total=size, unit="B", unit_scale=True) as bar:
                 status = client.push_bundle(args.bundle, stage_only=args.stage_only,
-                                            timeout=args.timeout, on_chunk=bar.update)
+                                            timeout=args.timeout, on_chunk=bar.update,
+                                            canary_percent=args.canary)
         except TailorError as err:
             print(f"push refused: {err}", file=sys.stderr)
             return 1

@@ -1,5 +1,5 @@
 """The push workflow: stage an uploaded bundle, validate it, publish it, and (unless staged
-only) swap it in and wait for every worker to follow."""
+only) swap it in, or start it as a canary, and wait for every worker to follow."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +7,8 @@ import logging
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
-from ..errors import InvalidArgument
+from ..errors import FailedPrecondition, InvalidArgument
+from ..validation import check_range
 from .bundle import Bundle
 from .registry import ModelRegistry
 from .staging import BundleStaging
@@ -16,15 +17,20 @@ __all__ = ["BundleChunk", "BundlePusher"]
 
 logger = logging.getLogger("tailor.models.admin")
 
+MIN_CANARY_PERCENT = 0.01
+"""Smallest canary share in percent (and 100 minus it the largest: a full push serves all)."""
+
 
 @dataclass(frozen=True, slots=True)
 class BundleChunk:
-    """Bytes of one bundle file at `offset`; `stage_only` counts in the first chunk only."""
+    """Bytes of one bundle file at `offset`; `stage_only` and `canary_percent` (0: none) count
+    in the first chunk only."""
 
     path: str
     offset: int
     data: bytes
     stage_only: bool = False
+    canary_percent: float = 0.0
 
 
 class BundlePusher:
@@ -40,10 +46,10 @@ class BundlePusher:
         staging = BundleStaging(self.registry.bundles_dir, self.max_bytes,
                                 self.registry.settings.limits)
         try:
-            stage_only = None
+            stage_only, canary = None, 0.0
             async for chunk in chunks:
                 if stage_only is None:
-                    stage_only = chunk.stage_only
+                    stage_only, canary = chunk.stage_only, self._canary_share(chunk)
                 staging.write(chunk.path, chunk.offset, chunk.data)
             if stage_only is None:
                 raise InvalidArgument("chunks", "the stream carried no bundle file")
@@ -55,8 +61,28 @@ class BundlePusher:
         except BaseException:
             staging.discard()
             raise
-        if not stage_only:
+        if canary:
+            split = await self.registry.start_canary(bundle, canary)
+            if not await self.registry.wait_for_workers(split.stable, canary_id=split.id):
+                logger.warning("not every worker reported canary %s in time", bundle.version)
+        elif not stage_only:
             await self.registry.install(bundle)
             if not await self.registry.wait_for_workers(bundle.version):
                 logger.warning("not every worker reported bundle %s in time", bundle.version)
         return bundle
+
+    def _canary_share(self, first: BundleChunk) -> float:
+        """The share of users (0..1) the first chunk asks the bundle to serve as a canary; a
+        running canary refuses another before any byte is stored."""
+        if not first.canary_percent:
+            return 0.0
+        check_range("canary_percent", first.canary_percent, MIN_CANARY_PERCENT,
+                    100.0 - MIN_CANARY_PERCENT)
+        if first.stage_only:
+            raise InvalidArgument("canary_percent", "a stage-only push cannot start a canary")
+        running = self.registry.canary_record()
+        if running is not None:
+            raise FailedPrecondition(f"canary {running.version!r} is running: promote or abort "
+                                     "it first")
+        self.registry.current()  # a canary needs an active version to compare with
+        return first.canary_percent / 100.0

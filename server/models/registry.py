@@ -5,6 +5,11 @@ server (they share the data dir) follows it: the worker that receives a push or 
 validates and swaps first, then moves the pointer; the others poll it and swap within
 `bundle_poll_seconds`. A swap is one reference assignment: a batch that already took the old
 bundle finishes on it, the next batch takes the new one.
+
+A canary (`canary.CanarySplit`) is a second slot agreed the same way: its record in `meta`
+names the version and the share of users it serves; every worker loads that bundle and splits
+users by the canary's keyed hash. Promoting moves the active pointer to the canary and ends it
+in one write transaction; aborting ends it; a new active version (push, rollback) ends it too.
 """
 from __future__ import annotations
 
@@ -25,6 +30,8 @@ from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
+from .canary import Canary, CanarySplit
+from .canary_records import CanaryRecords
 from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
@@ -39,6 +46,8 @@ class ModelRegistry:
         self.bundles_dir = settings.bundles_dir
         self.bundles_dir.mkdir(parents=True, exist_ok=True)
         self._active: Bundle | None = None
+        self._canary: Canary | None = None
+        self.canaries = CanaryRecords(store)
         self._swap_lock = asyncio.Lock()
         self._poller: asyncio.Task | None = None
         self._checks: list[Callable[[Bundle], None]] = []
@@ -55,6 +64,15 @@ class ModelRegistry:
     @property
     def active(self) -> Bundle | None:
         return self._active
+
+    @property
+    def canary(self) -> Canary | None:
+        """The canary this worker serves (None when none runs)."""
+        return self._canary
+
+    def canary_record(self) -> CanarySplit | None:
+        """The running canary as the store says (every worker follows it)."""
+        return self.canaries.running()
 
     def history(self) -> list[str]:
         raw = self.store.get("meta", BUNDLE_HISTORY)
@@ -112,6 +130,8 @@ class ModelRegistry:
         if self._active is None:
             logger.warning("no valid bundle under %s: Recommend answers FAILED_PRECONDITION "
                            "until one is pushed", self.bundles_dir)
+        else:
+            await self._follow_canary_logged()
         self._poller = asyncio.create_task(self._follow_pointer())
 
     async def stop(self) -> None:
@@ -122,6 +142,7 @@ class ModelRegistry:
             except asyncio.CancelledError:
                 pass
         self.store.delete("meta", worker_key(os.getpid()))
+        self.canaries.forget(os.getpid())
 
     def _import_dir(self, src: Path) -> Path:
         manifest = read_manifest(src)
@@ -145,6 +166,9 @@ class ModelRegistry:
             raise NotFound("bundle version", version)
         if self._active is not None and self._active.version == version:
             return await self.install(self._active, record)
+        canary = self._canary
+        if canary is not None and canary.bundle.version == version:  # promoted elsewhere
+            return await self.install(canary.bundle, record)
         loop = asyncio.get_running_loop()
         bundle = await loop.run_in_executor(None, self.load, path)
         return await self.install(bundle, record)
@@ -157,8 +181,8 @@ class ModelRegistry:
             previous, self._active = self._active, bundle
             metrics.report_model(bundle.version, _format(bundle),
                                  previous and previous.version, previous and _format(previous))
-            if record:
-                self._record(bundle.version)
+            if record and self._record(bundle.version):
+                self._canary = None  # a new active version ended the canary
             self._report_loaded(bundle.version)
         logger.info("serving bundle %s", bundle.version)
         self._prune()
@@ -185,22 +209,77 @@ class ModelRegistry:
             raise FailedPrecondition("no previous bundle version to roll back to")
         return await self.activate(target)
 
-    def _record(self, version: str) -> None:
-        meta = self.store.table("meta")
+    def _record(self, version: str) -> bool:
+        return self.store.write(lambda txn: self._record_txn(txn, version))
 
-        def txn_fn(txn):
-            raw = meta.get(txn, BUNDLE_HISTORY)
-            history = [v for v in (json.loads(raw) if raw else []) if v != version]
-            history.append(version)
-            meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
-            meta.put(txn, BUNDLE_ACTIVE, version.encode())
-        self.store.write(txn_fn)
+    def _record_txn(self, txn, version: str) -> bool:
+        """Point at `version` and append it to the history; a new active version (not the same
+        one recorded again, as a restarted worker does) ends a running canary: True if so."""
+        meta = self.store.table("meta")
+        raw = meta.get(txn, BUNDLE_HISTORY)
+        history = [v for v in (json.loads(raw) if raw else []) if v != version]
+        history.append(version)
+        meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
+        changed = meta.get(txn, BUNDLE_ACTIVE) != version.encode()
+        meta.put(txn, BUNDLE_ACTIVE, version.encode())
+        return changed and self.canaries.end_in(txn)
+
+    # -- the canary slot --------------------------------------------------------------------
+    async def start_canary(self, bundle: Bundle, share: float) -> CanarySplit:
+        """Serve the validated `bundle` to `share` (0..1) of users besides the active version."""
+        stable = self.current()
+        if bundle.version == stable.version:
+            raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
+        split = CanarySplit.new(bundle.version, stable.version, share)
+        self.canaries.start(split)
+        self._adopt(Canary(split, bundle))
+        return split
+
+    async def end_canary(self, promote: bool, version: str = "", canary_id: str = "") -> CanarySplit:
+        """Promote or abort the running canary (the one of `version` / `canary_id`, when given):
+        one write transaction that refuses when none runs, so it never ends twice."""
+        def moved(txn, split: CanarySplit) -> None:
+            self._record_txn(txn, split.version)
+        split = self.canaries.end(version, canary_id, moved if promote else None)
+        if promote:
+            await self.activate(split.version, record=False)
+        self._canary = None
+        logger.info("canary %s %s", split.version, "promoted" if promote else "aborted")
+        return split
+
+    def _adopt(self, canary: Canary | None) -> None:
+        self._canary = canary
+        if canary is not None:
+            self.canaries.adopted(canary.split.id)
+            logger.info("serving canary %s to %.1f%% of users", canary.split.version,
+                        100 * canary.split.share)
+
+    async def _follow_canary(self) -> None:
+        split, local = self.canary_record(), self._canary
+        if split is None or self._active is None or split.stable != self._active.version:
+            if local is not None:
+                self._adopt(None)
+            return
+        if local is None or local.split.id != split.id:
+            loop = asyncio.get_running_loop()
+            bundle = await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
+            self._adopt(Canary(split, bundle))
+
+    async def _follow_canary_logged(self) -> None:
+        try:
+            await self._follow_canary()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # serve the active version to everyone; say why
+            logger.exception("could not follow the running canary")
 
     def _report_loaded(self, version: str) -> None:
         self.store.put("meta", worker_key(os.getpid()), version.encode())
 
-    async def wait_for_workers(self, version: str, timeout: float = 60.0) -> bool:
-        """Wait until every live worker process of this data dir reports serving `version`."""
+    async def wait_for_workers(self, version: str, timeout: float = 60.0,
+                               canary_id: str = "") -> bool:
+        """Wait until every live worker process of this data dir reports serving `version`
+        (and, given `canary_id`, that canary)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             lagging = []
@@ -208,7 +287,7 @@ class ModelRegistry:
                 pid = worker_pid(key)
                 if not pid_alive(pid):
                     self.store.delete("meta", key)
-                elif value.decode() != version:
+                elif value.decode() != version or (canary_id and not self.canaries.has(pid, canary_id)):
                     lagging.append(pid)
             if not lagging:
                 return True
@@ -222,17 +301,21 @@ class ModelRegistry:
                 pointer = self.store.get("meta", BUNDLE_ACTIVE)
                 if pointer and (self._active is None or pointer.decode() != self._active.version):
                     await self.activate(pointer.decode(), record=False)
+                await self._follow_canary()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep serving the old bundle; say why
                 logger.exception("could not follow the active bundle pointer")
 
     def _prune(self) -> None:
-        keep = {self._active.version if self._active else "", self.previous_version()}
+        split = self.canary_record()
+        keep = {self._active.version if self._active else "", self.previous_version(),
+                split.version if split else ""}
         versions = self.available_versions()
         for version in versions[self.settings.bundles_kept:]:
             if version not in keep:
                 shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+
 
 
 def _format(bundle: Bundle) -> str:

@@ -1,15 +1,23 @@
-"""Transport-agnostic Recommend handler: validation, micro-batching, the pipeline."""
+"""Transport-agnostic Recommend handler: validation, micro-batching, the pipeline.
+
+While a canary runs, a batch runs once per version group (`_run_split`) and every call is
+counted per version (`tally`: requests, server-side errors, latency) for the guardrails.
+"""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 
 import faiss
+import numpy as np
 
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..config import Settings
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, TailorError
 from ..models import Bundle, ModelRegistry
+from ..models.canary import Canary
+from ..models.tally import Tally
 from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
 from ..validation import SEP, check_count, check_id, check_known, check_range, shown
@@ -35,6 +43,8 @@ class Recommender:
         self.seen_of = seen_of
         """Live seen-sets per user (None: only the bundle's seen-sets count)."""
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
+        self.tally = Tally()
+        """Counts per version while a canary runs (read by `models.monitor.CanaryMonitor`)."""
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
                          thread_init=self._init_compute_thread),
@@ -68,15 +78,63 @@ class Recommender:
         return q
 
     def _run_batch(self, queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:
-        bundle = self.registry.current()  # one version for the whole batch
+        bundle = self.registry.current()  # one version for the whole batch (or per group)
+        canary = self.registry.canary
+        if canary is not None:
+            return self._run_split(bundle, canary, queries)
+        return self._run(bundle, queries)
+
+    def _run(self, bundle: Bundle, queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:
         return recommend_batch(bundle, queries, self.history_of,
                                ranker_candidates=self.settings.ranker_candidates,
                                policy=self.policy, seen_of=self.seen_of,
                                overfetch_max=self.settings.seen_overfetch_max)
 
+    def _run_split(self, stable: Bundle, canary: Canary,
+                   queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:
+        """One pipeline run per version group; a group that fails fails only its queries."""
+        mask = canary.split.mask([q.user_id for q in queries])
+        results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
+        for bundle, rows in ((stable, np.flatnonzero(~mask)), (canary.bundle, np.flatnonzero(mask))):
+            if not len(rows):
+                continue
+            try:
+                out = self._run(bundle, [queries[i] for i in rows])
+            except Exception as err:  # the batcher would fail every query of the batch
+                out = [err] * len(rows)
+            for i, res in zip(rows.tolist(), out):
+                results[i] = res
+        return results
+
     async def recommend(self, query: RecQuery) -> RecResult:
         self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
-        return await self.batcher.submit(self.validate(query))
+        query = self.validate(query)
+        if self.registry.canary is None:
+            return await self.batcher.submit(query)
+        return await self._counted(query)
+
+    async def _counted(self, query: RecQuery) -> RecResult:
+        """Submit and count the call for its version; bad input is no error of the model."""
+        canary = self.registry.canary
+        started = time.perf_counter()
+        try:
+            result = await self.batcher.submit(query)
+        except TailorError:
+            raise
+        except Exception:
+            if canary is not None:
+                version = (canary.bundle.version if canary.split.in_canary(query.user_id)
+                           else self.registry.current().version)
+                self._observe(canary, version, time.perf_counter() - started, True)
+            raise
+        if canary is not None:
+            self._observe(canary, result.bundle.version, time.perf_counter() - started, False)
+        return result
+
+    def _observe(self, canary: Canary, version: str, seconds: float, failed: bool) -> None:
+        if self.tally.canary_id != canary.split.id:
+            self.tally.reset(canary.split.id)
+        self.tally.observe(version, seconds, failed)
 
     async def recommend_many(self, queries: Sequence[RecQuery]) -> list[RecResult]:
         if not queries:
@@ -85,7 +143,8 @@ class Recommender:
         for i, q in enumerate(queries):
             self.validate(q, f"requests[{i}].")
         self.registry.current()
-        return list(await asyncio.gather(*(self.batcher.submit(q) for q in queries)))
+        submit = self.batcher.submit if self.registry.canary is None else self._counted
+        return list(await asyncio.gather(*(submit(q) for q in queries)))
 
     async def close(self) -> None:
         await self.batcher.close()

@@ -31,6 +31,8 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _MODEL + "PushBundle": ("admin",),
     _MODEL + "Rollback": ("admin",),
     _MODEL + "GetModelStatus": ("admin", "analyst"),
+    _MODEL + "PromoteCanary": ("admin",),
+    _MODEL + "AbortCanary": ("admin",),
     _CAMPAIGN + "CreateCampaign": ("admin",),
     _CAMPAIGN + "UpdateCampaign": ("admin",),
     _CAMPAIGN + "ArchiveCampaign": ("admin",),
@@ -85,7 +87,7 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 `Settings.reflection` can turn off)."""
 
 SENSITIVE = frozenset({
-    _MODEL + "PushBundle", _MODEL + "Rollback",
+    _MODEL + "PushBundle", _MODEL + "Rollback", _MODEL + "PromoteCanary", _MODEL + "AbortCanary",
     _CAMPAIGN + "CreateCampaign", _CAMPAIGN + "UpdateCampaign", _CAMPAIGN + "ArchiveCampaign",
     _PROFILE + "SetConsent", _PROFILE + "DeleteProfile",
     _PROFILE + "AddSuppression", _PROFILE + "RemoveSuppression",

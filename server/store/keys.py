@@ -14,6 +14,8 @@ prefix ever matches them.
     meta       category-count                   codes handed out     CATEGORY_COUNT
     meta       bundle/active, bundle/history    bundle pointer       BUNDLE_ACTIVE, BUNDLE_HISTORY
     meta       worker␟<pid>                     version a worker serves  worker_key
+    meta       bundle/canary                    running canary (JSON) BUNDLE_CANARY
+    meta       canary␟<pid>                     a worker's canary tally  canary_report_key
     meta       layout␟<record kind>             layout version       layout_key
     meta       tombstone␟<kid>␟<hmac hex>       erasure time (JSON)  tombstone_key
     meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT
@@ -58,6 +60,7 @@ __all__ = [
     "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
+    "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
@@ -154,6 +157,8 @@ CATEGORY_COUNT = b"category-count"
 BUNDLE_ACTIVE = b"bundle/active"
 BUNDLE_HISTORY = b"bundle/history"
 WORKER_PREFIX = b"worker" + SEP
+BUNDLE_CANARY = b"bundle/canary"
+CANARY_REPORT_PREFIX = b"canary" + SEP
 LAYOUT_PREFIX = b"layout" + SEP
 TOMBSTONE_PREFIX = b"tombstone" + SEP
 TOMBSTONE_COUNT = b"tombstone-count"
@@ -169,6 +174,10 @@ def worker_key(pid: int) -> bytes:
 
 def worker_pid(key: bytes) -> int:
     return int(key[len(WORKER_PREFIX):])
+
+
+def canary_report_key(pid: int) -> bytes:
+    return CANARY_REPORT_PREFIX + str(pid).encode()
 
 
 def layout_key(kind: str) -> bytes:

@@ -99,6 +99,12 @@ KINDS: tuple[RecordKind, ...] = (
                "JSON list of bundle versions, oldest first"),
     RecordKind("worker_report", "meta", 1, lambda k: k.startswith(K.WORKER_PREFIX),
                "UTF-8 bundle version a worker process serves"),
+    RecordKind("bundle_canary", "meta", 1, lambda k: k == K.BUNDLE_CANARY,
+               "JSON {id, version, share, stable, started} of the running canary "
+               "(models.canary.CanarySplit)"),
+    RecordKind("canary_report", "meta", 1, lambda k: k.startswith(K.CANARY_REPORT_PREFIX),
+               "JSON {id, versions: {version: tally}}: a worker's Recommend counts per version "
+               "since the canary started (models.tally)"),
     RecordKind("tombstone", "meta", 1, lambda k: k.startswith(K.TOMBSTONE_PREFIX),
                "JSON {at}: when the user whose keyed hash the key holds was erased "
                "(profiles.tombstones)"),

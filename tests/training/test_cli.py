@@ -9,7 +9,7 @@ from training.compare_als import main as compare_main
 def test_every_listed_module_registers_one_subcommand_with_a_handler(capsys):
     """COMMANDS is the whole CLI: each module adds exactly one subcommand that has a handler."""
     expected = ["demo-data", "train", "bootstrap", "backtest", "evaluate-timing", "cold-items",
-                "push", "export", "ope", "attribute"]
+                "push", "export", "ope", "attribute", "retrain"]
     assert len(COMMANDS) == len(expected)
     parser = build_parser()
     for name in expected:

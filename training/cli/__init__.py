@@ -26,6 +26,7 @@ COMMANDS = (
     "training.export",
     "training.ope",
     "training.attribute",
+    "training.retrain",
 )
 
 

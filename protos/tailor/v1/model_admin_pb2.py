@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/model_admin.proto\x12\ttailor.v1\"M\n\x0b\x42undleChunk\x12\x12\n\nstage_only\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x17\n\x15GetModelStatusRequest\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xdf\x01\n\x0cLoadedBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07n_items\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x12\n\nhas_ranker\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.tailor.v1.LoadedBundle.MetricsEntry\x12\x11\n\tloaded_at\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"l\n\x0bModelStatus\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.tailor.v1.LoadedBundle\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t2\xdf\x01\n\x11ModelAdminService\x12>\n\nPushBundle\x12\x16.tailor.v1.BundleChunk\x1a\x16.tailor.v1.ModelStatus(\x01\x12J\n\x0eGetModelStatus\x12 .tailor.v1.GetModelStatusRequest\x1a\x16.tailor.v1.ModelStatus\x12>\n\x08Rollback\x12\x1a.tailor.v1.RollbackRequest\x1a\x16.tailor.v1.ModelStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/model_admin.proto\x12\ttailor.v1\"e\n\x0b\x42undleChunk\x12\x12\n\nstage_only\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x16\n\x0e\x63\x61nary_percent\x18\x05 \x01(\x01\"\x17\n\x15GetModelStatusRequest\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\" \n\rCanaryRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xdf\x01\n\x0cLoadedBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07n_items\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x12\n\nhas_ranker\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.tailor.v1.LoadedBundle.MetricsEntry\x12\x11\n\tloaded_at\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xd1\x01\n\x0bModelStatus\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.tailor.v1.LoadedBundle\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t\x12\'\n\x06\x63\x61nary\x18\x04 \x01(\x0b\x32\x17.tailor.v1.LoadedBundle\x12\'\n\x06shares\x18\x05 \x03(\x0b\x32\x17.tailor.v1.VersionShare\x12\x11\n\tguardrail\x18\x06 \x01(\t\"\x85\x01\n\x0cVersionShare\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\r\n\x05share\x18\x02 \x01(\x01\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12\x0e\n\x06p99_ms\x18\x05 \x01(\x01\x12\x13\n\x0bimpressions\x18\x06 \x01(\x03\x12\x0e\n\x06\x63licks\x18\x07 \x01(\x03\x32\xe3\x02\n\x11ModelAdminService\x12>\n\nPushBundle\x12\x16.tailor.v1.BundleChunk\x1a\x16.tailor.v1.ModelStatus(\x01\x12J\n\x0eGetModelStatus\x12 .tailor.v1.GetModelStatusRequest\x1a\x16.tailor.v1.ModelStatus\x12>\n\x08Rollback\x12\x1a.tailor.v1.RollbackRequest\x1a\x16.tailor.v1.ModelStatus\x12\x41\n\rPromoteCanary\x12\x18.tailor.v1.CanaryRequest\x1a\x16.tailor.v1.ModelStatus\x12?\n\x0b\x41\x62ortCanary\x12\x18.tailor.v1.CanaryRequest\x1a\x16.tailor.v1.ModelStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,17 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOADEDBUNDLE_METRICSENTRY']._loaded_options = None
   _globals['_LOADEDBUNDLE_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_BUNDLECHUNK']._serialized_start=42
-  _globals['_BUNDLECHUNK']._serialized_end=119
-  _globals['_GETMODELSTATUSREQUEST']._serialized_start=121
-  _globals['_GETMODELSTATUSREQUEST']._serialized_end=144
-  _globals['_ROLLBACKREQUEST']._serialized_start=146
-  _globals['_ROLLBACKREQUEST']._serialized_end=180
-  _globals['_LOADEDBUNDLE']._serialized_start=183
-  _globals['_LOADEDBUNDLE']._serialized_end=406
-  _globals['_LOADEDBUNDLE_METRICSENTRY']._serialized_start=360
-  _globals['_LOADEDBUNDLE_METRICSENTRY']._serialized_end=406
-  _globals['_MODELSTATUS']._serialized_start=408
-  _globals['_MODELSTATUS']._serialized_end=516
-  _globals['_MODELADMINSERVICE']._serialized_start=519
-  _globals['_MODELADMINSERVICE']._serialized_end=742
+  _globals['_BUNDLECHUNK']._serialized_end=143
+  _globals['_GETMODELSTATUSREQUEST']._serialized_start=145
+  _globals['_GETMODELSTATUSREQUEST']._serialized_end=168
+  _globals['_ROLLBACKREQUEST']._serialized_start=170
+  _globals['_ROLLBACKREQUEST']._serialized_end=204
+  _globals['_CANARYREQUEST']._serialized_start=206
+  _globals['_CANARYREQUEST']._serialized_end=238
+  _globals['_LOADEDBUNDLE']._serialized_start=241
+  _globals['_LOADEDBUNDLE']._serialized_end=464
+  _globals['_LOADEDBUNDLE_METRICSENTRY']._serialized_start=418
+  _globals['_LOADEDBUNDLE_METRICSENTRY']._serialized_end=464
+  _globals['_MODELSTATUS']._serialized_start=467
+  _globals['_MODELSTATUS']._serialized_end=676
+  _globals['_VERSIONSHARE']._serialized_start=679
+  _globals['_VERSIONSHARE']._serialized_end=812
+  _globals['_MODELADMINSERVICE']._serialized_start=815
+  _globals['_MODELADMINSERVICE']._serialized_end=1170
 # @@protoc_insertion_point(module_scope)

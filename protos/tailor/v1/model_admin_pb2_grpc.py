@@ -50,6 +50,16 @@ class ModelAdminServiceStub:
                 request_serializer=tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
                 _registered_method=True)
+        self.PromoteCanary = channel.unary_unary(
+                '/tailor.v1.ModelAdminService/PromoteCanary',
+                request_serializer=tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
+                _registered_method=True)
+        self.AbortCanary = channel.unary_unary(
+                '/tailor.v1.ModelAdminService/AbortCanary',
+                request_serializer=tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServiceServicer:
@@ -78,6 +88,20 @@ class ModelAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PromoteCanary(self, request, context):
+        """Serve the running canary to every user (it becomes the active version).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AbortCanary(self, request, context):
+        """Stop the running canary: every user gets the active version again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +118,16 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
             'Rollback': grpc.unary_unary_rpc_method_handler(
                     servicer.Rollback,
                     request_deserializer=tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'PromoteCanary': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteCanary,
+                    request_deserializer=tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'AbortCanary': grpc.unary_unary_rpc_method_handler(
+                    servicer.AbortCanary,
+                    request_deserializer=tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.SerializeToString,
             ),
     }
@@ -178,6 +212,60 @@ class ModelAdminService:
             target,
             '/tailor.v1.ModelAdminService/Rollback',
             tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.SerializeToString,
+            tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteCanary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ModelAdminService/PromoteCanary',
+            tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.SerializeToString,
+            tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AbortCanary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ModelAdminService/AbortCanary',
+            tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.SerializeToString,
             tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
             options,
             channel_credentials,

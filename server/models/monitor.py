@@ -1,0 +1,135 @@
+"""The canary guardrails as a background task of every worker process.
+
+Every `interval` seconds each worker writes its own Recommend tally (`tally.Tally`, tagged with
+the canary id) to the store, sums every worker's tally of the running canary, asks the
+`guardrails.Guardrails` for a verdict and acts on it: promote or abort go through
+`ModelRegistry.end_canary`, one write transaction that refuses a canary already ended, so when
+two workers decide at once only one acts, logs it and writes the audit line.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import FailedPrecondition
+from .canary import CanarySplit
+from .guardrails import ABORT, PROMOTE, GuardrailPolicy, Guardrails, Verdict
+from .registry import ModelRegistry
+from .tally import Counts, Tally
+
+__all__ = ["AUDIT_PRINCIPAL", "CanaryMonitor", "Outcomes", "VersionFigures"]
+
+logger = logging.getLogger("tailor.models.monitor")
+
+Outcomes = Callable[[str], tuple[int, int]]
+"""model version -> (impressions, impressions with a click), from the impression log."""
+
+AUDIT_PRINCIPAL = "tailor/canary-guardrails"
+"""The principal of the audit lines the automatic policy writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class VersionFigures:
+    """One serving version: its share of users and what the guardrails count of it."""
+
+    version: str
+    share: float
+    counts: Counts
+    impressions: int = 0
+    clicks: int = 0
+
+
+class CanaryMonitor:
+    """Checks the running canary every `interval` seconds (`run_forever`) or on `check()`.
+
+    Parameters
+    ----------
+    registry : ModelRegistry
+    tally : Tally
+        This worker's counts (the Recommender's).
+    policy : GuardrailPolicy
+    interval : float
+        Seconds between checks.
+    audit : object with ``record(principal, method, target, status, request_id)``, optional
+    outcomes : Outcomes, optional
+        Online outcomes per version; without it only the error and latency guardrails and the
+        minimum sample decide. May be set after construction (`monitor.outcomes = ...`).
+    """
+
+    def __init__(self, registry: ModelRegistry, tally: Tally, policy: GuardrailPolicy,
+                 interval: float = 5.0, audit=None, outcomes: Outcomes | None = None):
+        self.registry = registry
+        self.tally = tally
+        self.guardrails = Guardrails(policy)
+        self.interval = interval
+        self.audit = audit
+        self.outcomes = outcomes
+        self.last: tuple[str, Verdict] | None = None
+        """(canary id, verdict) of this worker's latest check."""
+
+    async def run_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep serving and checking; say why
+                logger.exception("canary guardrail check failed")
+
+    async def check(self) -> Verdict | None:
+        """Publish this worker's tally, judge the running canary on every worker's, and act."""
+        canary = self.registry.canary
+        if canary is None:
+            return None
+        split = canary.split
+        if self.tally.canary_id == split.id:
+            self.registry.canaries.report(self.tally.encode())
+        figures = self.figures(split)
+        outcomes = None
+        if self.outcomes is not None:
+            outcomes = tuple((f.impressions, f.clicks) for f in figures)
+        verdict = self.guardrails.judge(split.id, figures[0].counts, figures[1].counts, outcomes)
+        self.last = (split.id, verdict)
+        if verdict.action in (ABORT, PROMOTE):
+            await self._act(split, verdict)
+        return verdict
+
+    def figures(self, split: CanarySplit | None = None) -> list[VersionFigures]:
+        """Active version first, then the canary (when one runs): shares, counts summed over
+        workers since the canary started, and outcomes when the impression log reports them."""
+        split = split or (self.registry.canary.split if self.registry.canary else None)
+        if split is None:
+            active = self.registry.active
+            return [VersionFigures(active.version, 1.0, Counts())] if active else []
+        # this worker's live tally, the others' last reports
+        raws = self.registry.canaries.tallies(skip_pid=os.getpid())
+        counts = Tally.merge([*raws, self.tally.encode()], split.id)
+        out = []
+        for version, share in ((split.stable, 1.0 - split.share), (split.version, split.share)):
+            shown = self.outcomes(version) if self.outcomes is not None else (0, 0)
+            out.append(VersionFigures(version, share, counts.get(version, Counts()), *shown))
+        return out
+
+    def verdict_text(self) -> str:
+        canary = self.registry.canary
+        if canary is None:
+            return ""
+        if self.last is None or self.last[0] != canary.split.id:
+            return "waiting for the first check"
+        return f"{self.last[1].action}: {self.last[1].reason}"
+
+    async def _act(self, split: CanarySplit, verdict: Verdict) -> None:
+        try:
+            await self.registry.end_canary(promote=verdict.action == PROMOTE, canary_id=split.id)
+        except FailedPrecondition:  # another worker or an operator ended it first
+            return
+        log = logger.warning if verdict.action == ABORT else logger.info
+        log("guardrails: canary %s %s: %s", split.version,
+            "aborted" if verdict.action == ABORT else "promoted", verdict.reason)
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.record, AUDIT_PRINCIPAL, f"canary/{verdict.action}",
+                                    "", f"{split.version}: {verdict.reason}", "")

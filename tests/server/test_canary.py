@@ -1,0 +1,235 @@
+"""Canary releases through the real client against real servers: the split, the RPCs and the
+guardrails that promote or abort on their own."""
+import asyncio
+import hashlib
+import json
+import time
+from collections import Counter
+
+import grpc
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from clients import TailorClient, TailorError
+from clients.__main__ import main as cli_main
+from protos.tailor.v1 import recommendation_pb2 as pb
+from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+from tests.conftest import run_module
+
+USERS = [str(i) for i in range(2000)]  # the demo world's 1,500 users, then 500 unknown ones
+
+
+def _version(bundle) -> str:
+    return json.loads((bundle / "manifest.json").read_text())["version"]
+
+
+@pytest.fixture
+def client(tailor_server):
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as c:
+        yield c
+
+
+def _batch_versions(target: str, users: list[str]) -> dict[str, str]:
+    """Each user's model version, through RecommendBatch (500 users a call)."""
+    out = {}
+    with grpc.insecure_channel(target) as ch:
+        stub = pb_grpc.RecommendationServiceStub(ch)
+        for lo in range(0, len(users), 500):
+            part = users[lo:lo + 500]
+            reply = stub.RecommendBatch(pb.RecommendBatchRequest(
+                requests=[pb.RecommendRequest(user_id=u, k=3) for u in part]), timeout=60)
+            out.update({u: r.model_version for u, r in zip(part, reply.responses)})
+    return out
+
+
+async def test_a_20_percent_canary_serves_a_stable_fifth_of_users(client, tailor_server,
+                                                                   second_bundle, demo_manifest):
+    stable, canary = demo_manifest["version"], _version(second_bundle)
+    status = await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=20)
+    assert (status.active.version, status.canary.version) == (stable, canary)
+    assert [(s.version, s.share) for s in status.shares] == [(stable, 0.8), (canary, 0.2)]
+    target = f"127.0.0.1:{tailor_server.port}"
+    first = await asyncio.to_thread(_batch_versions, target, USERS)
+    counts = Counter(first.values())
+    assert set(counts) == {stable, canary}  # batches of both versions' users ran per group
+    assert abs(counts[canary] / len(USERS) - 0.20) <= 0.03, counts
+    again = await asyncio.to_thread(_batch_versions, target, USERS[::-1])  # other batch mixes
+    assert again == first
+    for user in USERS[:100]:  # single calls agree with the batches
+        reply = await asyncio.to_thread(client.recommend, user, 3)
+        assert reply.model_version == first[user]
+    status = await asyncio.to_thread(client.model_status)
+    served = {s.version: s.requests for s in status.shares}
+    assert served == {stable: 2 * counts[stable] + sum(first[u] == stable for u in USERS[:100]),
+                      canary: 2 * counts[canary] + sum(first[u] == canary for u in USERS[:100])}
+
+
+def test_two_workers_split_users_the_same_way(server_process, demo_bundle, second_bundle):
+    served = server_process(bundle=demo_bundle, workers=2)
+    out = run_module("training", "push", str(second_bundle), "--server", served.target,
+                     "--canary", "20")  # returns once both workers follow
+    shares = {s["version"]: s["share"] for s in json.loads(out.stdout)["shares"]}
+    assert shares[_version(second_bundle)] == pytest.approx(0.2)
+    users = USERS[:200]
+    answers = []
+    for _ in range(6):  # separate channels land on different worker processes
+        with grpc.insecure_channel(served.target, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            reply = pb_grpc.RecommendationServiceStub(ch).RecommendBatch(pb.RecommendBatchRequest(
+                requests=[pb.RecommendRequest(user_id=u, k=3) for u in users]), timeout=60)
+            answers.append([r.model_version for r in reply.responses])
+    assert all(a == answers[0] for a in answers)
+    share = sum(v == _version(second_bundle) for v in answers[0]) / len(users)
+    assert 0.12 <= share <= 0.28  # 200 users: binomial sd 0.028
+
+
+# -- the RPCs and the CLI -----------------------------------------------------------------------
+@pytest.fixture
+def manual(settings):
+    settings.canary_auto_promote = False
+
+
+async def test_promote_and_abort_by_hand(manual, client, tailor_server, second_bundle,
+                                         demo_manifest):
+    stable, canary = demo_manifest["version"], _version(second_bundle)
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.abort_canary)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "no canary" in str(err.value)
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=10)
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=10)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "running" in str(err.value)
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.promote_canary, stable)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and canary in str(err.value)
+    target = f"127.0.0.1:{tailor_server.port}"
+    code = await asyncio.to_thread(cli_main, ["model", "abort", "--server", target])
+    assert code == 0
+    status = await asyncio.to_thread(client.model_status)
+    assert status.canary is None and status.active.version == stable
+    assert set((await asyncio.to_thread(_batch_versions, target, USERS[:500])).values()) == {stable}
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=10)
+    status = await asyncio.to_thread(client.promote_canary, canary)
+    assert (status.active.version, status.canary, status.previous_version) == (canary, None, stable)
+    assert set((await asyncio.to_thread(_batch_versions, target, USERS[:500])).values()) == {canary}
+    lines = [json.loads(line) for line in await asyncio.to_thread(client.audit_tail)]
+    audited = [(ln["method"].rsplit("/", 1)[1], ln["status"]) for ln in lines
+               if "Canary" in ln["method"]]
+    assert audited == [("AbortCanary", "FAILED_PRECONDITION"), ("PromoteCanary", "FAILED_PRECONDITION"),
+                       ("AbortCanary", "OK"), ("PromoteCanary", "OK")]
+
+
+@pytest.mark.parametrize("percent", [100.0, -5.0, float("nan")])
+async def test_a_canary_share_outside_0_100_is_invalid(client, second_bundle, percent):
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=percent)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "canary_percent" in str(err.value)
+
+
+# -- the guardrails --------------------------------------------------------------------------
+@pytest.fixture
+def guarded(settings):
+    """Fast checks and a small sample; latency judged loosely (a shared test machine)."""
+    settings.canary_check_seconds = 0.1
+    settings.canary_guard_min_requests = 20
+    settings.canary_min_requests = 60
+    settings.canary_max_p99_ratio = 20.0
+    settings.canary_p99_slack_ms = 500.0
+
+
+def _failing_ranker(n_features: int) -> bytes:
+    """A ranker that scores like a sum of its features but fails at run time whenever any
+    feature is non-zero (a Gather out of bounds): the load-time smoke run (all zeros) passes,
+    every warm user's request fails; cold users never reach the ranker."""
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, n_features])
+    y = helper.make_tensor_value_info("score", TensorProto.FLOAT, [None])
+    const = helper.make_tensor
+    nodes = [
+        helper.make_node("Abs", ["features"], ["abs"]),
+        helper.make_node("ReduceSum", ["abs"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["nonzero"]),
+        helper.make_node("Cast", ["nonzero"], ["flag"], to=TensorProto.INT64),
+        helper.make_node("Mul", ["flag", "five"], ["index"]),
+        helper.make_node("Gather", ["table", "index"], ["picked"]),
+        helper.make_node("ReduceSum", ["features", "axis1"], ["row_sum"], keepdims=0),
+        helper.make_node("Mul", ["picked", "zero"], ["nothing"]),
+        helper.make_node("Add", ["row_sum", "nothing"], ["score"]),
+    ]
+    inits = [const("zero", TensorProto.FLOAT, [], [0.0]), const("five", TensorProto.INT64, [], [5]),
+             const("table", TensorProto.FLOAT, [2], [1.0, 2.0]),
+             const("axis1", TensorProto.INT64, [1], [1])]
+    graph = helper.make_graph(nodes, "failing_ranker", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+@pytest.fixture
+def failing_bundle(copy_bundle, second_bundle):
+    bundle = copy_bundle(second_bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    ranker = manifest["ranker"].get("file", "ranker.onnx")
+    n_features = len(manifest["ranker"]["features"])
+    (bundle / ranker).write_bytes(_failing_ranker(n_features))
+    manifest["files"][ranker] = hashlib.sha256((bundle / ranker).read_bytes()).hexdigest()
+    manifest["version"] = manifest["version"] + "-failing-ranker"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+async def _traffic_until(client, done, users, seconds: float = 30.0) -> Counter:
+    """Recommend for `users` round and round until `done(status)`; count the outcomes."""
+    seen: Counter = Counter()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for user in users:
+            try:
+                seen[(await asyncio.to_thread(client.recommend, user, 3)).model_version] += 1
+            except TailorError as err:
+                seen[err.code.name] += 1
+        if done(await asyncio.to_thread(client.model_status)):
+            return seen
+    raise AssertionError(f"the guardrails did not act within {seconds}s: {seen}")
+
+
+async def test_a_canary_that_fails_is_aborted_by_the_guardrails(guarded, client, tailor_server,
+                                                                failing_bundle, demo_manifest):
+    stable = demo_manifest["version"]
+    await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=50)
+    users = [str(u) for u in np.random.default_rng(3).choice(2000, 60, replace=False)]
+    seen = await _traffic_until(client, lambda s: s.canary is None, users)
+    assert seen["INTERNAL"] > 0 and seen[stable] > 0
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == stable and status.guardrail == ""
+    target = f"127.0.0.1:{tailor_server.port}"
+    assert set((await asyncio.to_thread(_batch_versions, target, users)).values()) == {stable}
+    lines = [json.loads(line) for line in await asyncio.to_thread(client.audit_tail)]
+    aborts = [ln for ln in lines if ln["method"] == "canary/abort"]
+    assert len(aborts) == 1 and "error rate" in aborts[0]["status"]
+    assert aborts[0]["principal"] == "tailor/canary-guardrails"
+
+
+async def test_a_canary_no_worse_is_promoted_by_the_guardrails(guarded, client, second_bundle,
+                                                               demo_manifest):
+    stable, canary = demo_manifest["version"], _version(second_bundle)
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+    users = [str(u) for u in np.random.default_rng(4).choice(2000, 60, replace=False)]
+    seen = await _traffic_until(client, lambda s: s.canary is None, users)
+    assert set(seen) <= {stable, canary} and seen[canary] > 0
+    status = await asyncio.to_thread(client.model_status)
+    assert (status.active.version, status.previous_version) == (canary, stable)
+    lines = [json.loads(line) for line in await asyncio.to_thread(client.audit_tail)]
+    promotes = [ln for ln in lines if ln["method"] == "canary/promote"]
+    assert len(promotes) == 1 and "no worse" in promotes[0]["status"]
+
+
+async def test_a_new_active_version_ends_a_running_canary(client, tailor_server, failing_bundle,
+                                                          second_bundle):
+    await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
+    status = await asyncio.to_thread(client.push_bundle, second_bundle)  # a plain push
+    assert status.active.version == _version(second_bundle) and status.canary is None
+    assert tailor_server.registry.canary_record() is None
+    # a worker recording the same active version again (a restart) leaves a canary running
+    await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
+    await tailor_server.registry.activate(_version(second_bundle))
+    assert tailor_server.registry.canary_record().version == _version(failing_bundle)

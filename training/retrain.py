@@ -1,0 +1,154 @@
+"""`python -m training retrain --server HOST:PORT --work-dir W`: the retraining loop.
+
+1. Ask the server what it serves (a running canary stops here: exit 1).
+2. Export its tracked events (`training export`) to ``W/interactions.csv``.
+3. Compare on the same hold-out: the rows after the serving bundle's data cutoff (events it never
+   saw). A candidate is trained on the rows up to that cutoff with this run's options; the
+   serving bundle (``--serving-bundle``, default ``W/bundles/<serving version>``: the loop keeps
+   every bundle it pushed) and the candidate are each served by a real server on a loopback port
+   (`training.backtest.serve_recommendations`) and scored on the later items of the same users
+   (`training.backtest.score`, NDCG@10).
+4. Not worse (candidate NDCG@10 >= serving NDCG@10 - ``--tolerance``): train on every row, write
+   the bundle under ``W/bundles`` and push it as a canary (``--canary`` percent); the server's
+   guardrails promote or abort it. Worse: push nothing and exit 3.
+
+Exit codes: 0 pushed, 1 a server or data problem, 2 no serving bundle to compare with, 3 the
+candidate was worse (nothing pushed). Runs from cron or a Kubernetes CronJob
+(docs/operations.md, "Retraining loop").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from clients.transport import add_arguments
+
+__all__ = ["add_parser", "compare", "run"]
+
+K = 10
+
+
+def add_parser(subparsers) -> None:
+    from training.cli.options import add_training_options
+
+    p = subparsers.add_parser("retrain", help="export, train, compare with the serving bundle, "
+                              "push as a canary if not worse", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
+    add_arguments(p)
+    p.add_argument("--work-dir", type=Path, required=True,
+                   help="exports and bundles of the loop (kept between runs)")
+    p.add_argument("--items", type=Path, help="item catalog CSV/Parquet (optional)")
+    p.add_argument("--serving-bundle", type=Path,
+                   help="the serving bundle's directory (default W/bundles/<serving version>)")
+    p.add_argument("--canary", type=float, default=10.0, metavar="PERCENT",
+                   help="share of users the new bundle starts with (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="NDCG@10 the candidate may lose and still count as not worse")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per server call")
+    p.add_argument("--secrets-dir", type=Path, default=Path("var/secrets"),
+                   help="where the server's `erasure` keyring is (tombstones)")
+    add_training_options(p)
+    p.set_defaults(func=run)
+
+
+def compare(inter, catalog, config, serving: Path, workdir: Path) -> dict:
+    """NDCG@10 (and the rest of `backtest.score`) of the serving bundle and of a candidate
+    trained with `config` on the rows up to the serving bundle's cutoff, on the rows after it."""
+    from training.backtest import score, serve_recommendations, split_rows
+    from training.bundle import write_bundle
+    from training.pipeline import train
+    from training.split import distinct_items
+
+    cutoff = int(json.loads((serving / "manifest.json").read_text())["data"]["cutoff"]) + 1
+    before, after = split_rows(inter, cutoff=cutoff, weights=config.event_weights)
+    if len(after) == 0 or len(before) == 0:
+        raise ValueError(f"no events on both sides of the serving bundle's cutoff {cutoff}: "
+                         f"{len(before)} before, {len(after)} after; nothing to compare on")
+    test = distinct_items(after.user, after.item, after.n_users)
+    seen = distinct_items(before.user, before.item, before.n_users)
+    users = np.flatnonzero(np.diff(test[0]) > 0)
+    ids = inter.user_ids[users].tolist()
+    item_row = defaultdict(lambda: -1, {iid: i for i, iid in enumerate(inter.item_ids.tolist())})
+    out = {"cutoff": cutoff, "rows_before": len(before), "rows_after": len(after),
+           "users_scored": len(ids)}
+    with tempfile.TemporaryDirectory(prefix="tailor-retrain-", dir=workdir) as tmp:
+        candidate = write_bundle(train(before, catalog, config), Path(tmp) / "candidate")
+        for name, bundle in (("serving", serving), ("candidate", candidate)):
+            data_dir = Path(tmp) / f"serve-{name}"  # a server's data dir per bundle
+            data_dir.mkdir()
+            recs, _ = serve_recommendations(data_dir, bundle, ids, item_row, K)
+            out[name] = score(recs, users, test, seen, inter.n_items)
+    return out
+
+
+def _serving(args, client) -> tuple[str, Path] | int:
+    """(serving version, its bundle directory), or the exit code of why there is none."""
+    status = client.model_status(timeout=args.timeout)
+    if status.canary is not None:
+        print(f"canary {status.canary.version} is running: promote or abort it first",
+              file=sys.stderr)
+        return 1
+    if status.active is None:
+        print("the server serves no bundle: push one first", file=sys.stderr)
+        return 2
+    path = args.serving_bundle or args.work_dir / "bundles" / status.active.version
+    if not (path / "manifest.json").is_file():
+        print(f"no copy of the serving bundle {status.active.version} at {path}: pass "
+              "--serving-bundle DIR", file=sys.stderr)
+        return 2
+    return status.active.version, path
+
+
+def run(args) -> int:
+    from clients import TailorClient, TailorError
+    from training import export
+    from training.bundle import write_bundle
+    from training.cli.options import config_from_args
+    from training.cli.train import _without_erased
+    from training.pipeline import train
+    from training.readers import load
+
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = args.work_dir / "interactions.csv"
+    with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
+                      key=args.key, token=args.token) as client:
+        try:
+            serving = _serving(args, client)
+        except TailorError as err:
+            print(f"retrain: {err}", file=sys.stderr)
+            return 1
+    if isinstance(serving, int):
+        return serving
+    version, serving_dir = serving
+    exported = export.run(argparse.Namespace(**{**vars(args), "out": csv_path, "start": 0.0,
+                                                "end": 0.0, "tombstones_out": None}))
+    if exported:
+        return exported
+    keep = _without_erased(argparse.Namespace(interactions=csv_path, tombstones=None,
+                                              secrets_dir=args.secrets_dir))
+    inter, catalog = load(csv_path, args.items, keep=keep)
+    config = config_from_args(args)
+    try:
+        report = compare(inter, catalog, config, serving_dir, args.work_dir)
+    except ValueError as err:
+        print(f"retrain: {err}", file=sys.stderr)
+        return 1
+    served, cand = report["serving"]["ndcg@10"], report["candidate"]["ndcg@10"]
+    print(json.dumps({"serving_version": version, **report}, indent=2))
+    if cand < served - args.tolerance:
+        print(f"refused: candidate NDCG@10 {cand:.4f} < serving {served:.4f} - {args.tolerance:g} "
+              "on the same hold-out; nothing pushed", file=sys.stderr)
+        return 3
+    bundle = write_bundle(train(inter, catalog, config), args.work_dir / "bundles")
+    print(f"not worse (NDCG@10 {cand:.4f} vs {served:.4f}): pushing {bundle.name} as a "
+          f"{args.canary:g}% canary")
+    push_args = argparse.Namespace(**{**vars(args), "bundle": bundle, "stage_only": False})
+    from training import push
+    return push.run(push_args)
