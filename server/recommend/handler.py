@@ -15,6 +15,7 @@ from ..profiles.seen import SeenSet
 from ..validation import SEP, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
+from .user_cache import UserCache
 
 __all__ = ["Recommender", "bundle_histories"]
 
@@ -35,6 +36,8 @@ class Recommender:
         self.seen_of = seen_of
         """Live seen-sets per user (None: only the bundle's seen-sets count)."""
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
+        self.cache = UserCache(settings.user_cache_size) if settings.user_cache_size else None
+        """Recent users' encoder output and candidates (None: off)."""
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
                          thread_init=self._init_compute_thread),
@@ -72,7 +75,7 @@ class Recommender:
         return recommend_batch(bundle, queries, self.history_of,
                                ranker_candidates=self.settings.ranker_candidates,
                                policy=self.policy, seen_of=self.seen_of,
-                               overfetch_max=self.settings.seen_overfetch_max)
+                               overfetch_max=self.settings.seen_overfetch_max, cache=self.cache)
 
     async def recommend(self, query: RecQuery) -> RecResult:
         self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded

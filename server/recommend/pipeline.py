@@ -20,6 +20,7 @@ from ..errors import InvalidArgument
 from ..models import Bundle
 from ..profiles.seen import SeenSet
 from .exclusion import SeenPolicy, excluded_rows
+from .user_cache import CachedUser, UserCache
 
 __all__ = ["RecQuery", "RecResult", "History", "recommend_batch"]
 
@@ -118,16 +119,48 @@ def _history_arrays(bundle: Bundle, histories: list[History]) -> tuple[np.ndarra
     return items, weights
 
 
-def _retrieve(bundle: Bundle, users: np.ndarray, cats: list[np.ndarray | None], depth: list[int]):
-    """Candidate rows and inner-product scores per warm query, best first."""
+def _encode(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], user_ids: list[str],
+            cache: UserCache | None) -> tuple[np.ndarray, list[CachedUser | None]]:
+    """User vectors [B, d] (the cached ones where the input still matches) and cache entries."""
+    entries = cache.lookup(bundle, user_ids, *hist) if cache is not None else [None] * len(user_ids)
+    miss = [j for j, e in enumerate(entries) if e is None]
+    if len(miss) == len(user_ids):
+        users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
+    else:
+        users = np.empty((len(user_ids), bundle.dim), np.float32)
+        users[[j for j, e in enumerate(entries) if e is not None]] = \
+            np.stack([e.vector for e in entries if e is not None])
+        if miss:
+            users[miss] = bundle.encoder.run(["user_vec"], {"items": hist[0][miss],
+                                                            "weights": hist[1][miss]})[0]
+    if cache is not None:
+        for j in miss:
+            entries[j] = cache.store(bundle, user_ids[j], hist[0][j], hist[1][j], users[j])
+    return users, entries
+
+
+def _retrieve(bundle: Bundle, users: np.ndarray, cats: list[np.ndarray | None], depth: list[int],
+              entries: list[CachedUser | None] | None = None):
+    """Candidate rows and inner-product scores per warm query, best first; free searches come
+    from (and go to) the users' cache `entries` when given."""
     out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(users)  # type: ignore[list-item]
-    free = [i for i, c in enumerate(cats) if c is None]
+    entries = entries or [None] * len(users)
+    free = []
+    for i, c in enumerate(cats):
+        if c is None:
+            hit = entries[i].candidates(depth[i]) if entries[i] is not None else None
+            if hit is None:
+                free.append(i)
+            else:
+                out[i] = hit
     if free:
         kk = min(bundle.n_items, max(depth[i] for i in free))
         scores, rows = bundle.index.search(np.ascontiguousarray(users[free]), kk)
         for j, i in enumerate(free):
-            ok = rows[j] >= 0
-            out[i] = (rows[j][ok].astype(np.int64), scores[j][ok])
+            ok = rows[j, :depth[i]] >= 0
+            out[i] = (rows[j, :depth[i]][ok].astype(np.int64), scores[j, :depth[i]][ok])
+            if entries[i] is not None:
+                entries[i].keep(depth[i], out[i])
     for i, c in enumerate(cats):
         if c is None:
             continue
@@ -166,12 +199,13 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                     ranker_candidates: int = 100, policy: SeenPolicy | None = None,
                     seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
                     overfetch_max: int = 50, now: float | None = None,
-                    ) -> list[RecResult | BaseException]:
+                    cache: UserCache | None = None) -> list[RecResult | BaseException]:
     """Answer every query of the batch with `bundle`; a bad query yields its own exception.
 
     With a `policy`, items the users have seen (bundle seen-set and `seen_of`'s live sets)
     are excluded as it says at `now` (default: the current time); without one, only each
-    query's `exclude_item_ids` are.
+    query's `exclude_item_ids` are. With a `cache`, users whose encoder input has not changed
+    reuse their vector and free-search candidates (`user_cache`).
     """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
@@ -193,12 +227,12 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     if warm:
         with _STAGES["encode"]:
             hist = _history_arrays(bundle, [histories[i] for i in warm])
-            users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
+            users, entries = _encode(bundle, hist, [user_ids[i] for i in warm], cache)
         # deeper by every requested exclusion and by at most `overfetch_max` seen items
         depth = [max(queries[i].k, ranker_candidates)
                  + min(len(blocked[i]), len(requested[i]) + overfetch_max) for i in warm]
         with _STAGES["retrieve"]:
-            found = _retrieve(bundle, users, [cats[i] for i in warm], depth)
+            found = _retrieve(bundle, users, [cats[i] for i in warm], depth, entries)
         keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
         cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
