@@ -178,10 +178,26 @@ def _dot_blocks(bundle: Bundle, pool: np.ndarray, user: np.ndarray) -> np.ndarra
                            for s in range(0, len(pool), 50_000)])
 
 
-def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]]):
-    """Ranker scores per candidate list (or the retrieval scores when there is no ranker)."""
+def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]],
+          entries: list[CachedUser | None] | None = None):
+    """Ranker scores per candidate list (or the retrieval scores when there is no ranker); the
+    users' cache `entries` give (and keep) the scores of a list ranked before."""
     if bundle.ranker is None or not cands:
         return [s for _, s in cands]
+    entries = entries or [None] * len(cands)
+    out = [e.scores_for(c[0]) if e is not None else None for e, c in zip(entries, cands)]
+    todo = [j for j, s in enumerate(out) if s is None]
+    if todo:
+        part = hist if len(todo) == len(cands) else (hist[0][todo], hist[1][todo])
+        for j, s in zip(todo, _run_ranker(bundle, part, [cands[j] for j in todo])):
+            out[j] = s
+            if entries[j] is not None:
+                entries[j].keep_scores(cands[j][0], s)
+    return out
+
+
+def _run_ranker(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray],
+                cands: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
     lengths = [len(r) for r, _ in cands]
     width = max(max(lengths), 1)
     rows = np.full((len(cands), width), -1, np.int64)
@@ -236,7 +252,7 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
         cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
-            final = _rank(bundle, hist, cands)
+            final = _rank(bundle, hist, cands, entries)
         with _STAGES["assemble"]:
             for j, i in enumerate(warm):
                 results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])

@@ -40,13 +40,18 @@ def test_oldest_entries_go_first_and_zero_keeps_none():
     assert off.lookup(key, ["a"], items, w) == [None]
 
 
-def test_candidates_are_kept_per_depth():
+def test_candidates_are_kept_per_depth_and_scores_per_list():
     cache, key = UserCache(1), _Key()
     items, w = _input([1.0, 1.0, 0.0])
     entry = cache.store(key, "a", items[0], w[0], np.zeros(4, np.float32))
     found = (np.array([7, 9]), np.array([0.5, 0.4], np.float32))
     entry.keep(150, found)
     assert entry.candidates(150) is found and entry.candidates(120) is None
+    scores = np.array([0.9, 0.1], np.float32)
+    assert entry.scores_for(found[0]) is None
+    entry.keep_scores(found[0], scores)
+    assert entry.scores_for(np.array([7, 9])) is scores
+    assert entry.scores_for(np.array([7])) is None and entry.scores_for(np.array([9, 7])) is None
 
 
 @pytest.fixture
