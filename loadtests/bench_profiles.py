@@ -141,9 +141,10 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
     p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
     p.add_argument("--work", type=Path, default=Path(".bench/profiles"))
-    p.add_argument("--parts", nargs="*", default=["attributes", "consent", "features"],
-                   help="GetProfile `parts` of the second read run (the first asks for every part); "
-                        "none: skip that run (servers before `parts` existed return every part)")
+    p.add_argument("--parts", nargs="*", default=["attributes,consent", "attributes,consent,features"],
+                   metavar="P1,P2", help="GetProfile `parts` of further read runs, one comma list each "
+                        "(the first run asks for every part); none: no such run (servers before "
+                        "`parts` existed return every part)")
     add_server_src_argument(p)
     args = p.parse_args(argv)
     sync = not args.no_sync
@@ -174,11 +175,9 @@ def main(argv=None) -> None:
         idle = idle_cpu(proc.pid)
         pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
         reads, floor = pair.method.load, pair.ping.load
-        parted = None
-        if args.parts:
-            parted = Comparison(measure(f"GetProfile parts={','.join(args.parts)}", proc.pid, target,
-                                        GET_PROFILE, read_payloads(args.profiles, parts=tuple(args.parts)),
-                                        **load), pair.ping)
+        parted = [Comparison(measure(f"GetProfile parts={parts}", proc.pid, target, GET_PROFILE,
+                                     read_payloads(args.profiles, parts=tuple(parts.split(","))),
+                                     **load), pair.ping) for parts in args.parts]
     finally:
         proc.terminate()
         proc.wait()
@@ -196,10 +195,10 @@ def main(argv=None) -> None:
           f"= x{per_batch / ping_us:.1f} a Ping ({ping_us:.1f} us/call, same server, "
           f"concurrency {args.streams})")
     print(f"server CPU, reads ({args.read_seconds:g}s each, concurrency {args.read_concurrency}):")
-    print_table([pair.ping, pair.method, *([parted.method] if parted else [])], pair, idle)
-    if parted is not None:
-        print(f"{parted.method.name} / Ping: server CPU per call {parted.method.cpu_us_per_call:.1f} / "
-              f"{parted.ping.cpu_us_per_call:.1f} us = x{parted.cpu_ratio:.2f}")
+    print_table([pair.ping, pair.method, *(c.method for c in parted)], pair, idle)
+    for c in parted:
+        print(f"{c.method.name} / Ping: server CPU per call {c.method.cpu_us_per_call:.1f} / "
+              f"{c.ping.cpu_us_per_call:.1f} us = x{c.cpu_ratio:.2f}")
 
 
 if __name__ == "__main__":

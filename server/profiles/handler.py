@@ -233,18 +233,18 @@ class Profiles:
         if state is None and meta is None:
             raise NotFound("profile", user_id, personal=True)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
-        feats, recent, names = None, [], {}
-        if state is not None and ("features" in want or not meta.get("created_at")):
+        feats, recent, names, first = None, [], {}, 0.0
+        if state is not None and "features" in want:
             feats = kf.read_features(self.layout, state, time.time())
+            names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
         if state is not None and "recent_items" in want:
             recent = self._recent_ids(state)
-        if feats is not None and "features" in want:
-            names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
-        first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
+        if state is not None and state[fl.N_EVENTS] and np.isfinite(state[fl.FIRST_TS]):
+            first = float(state[fl.FIRST_TS])  # what read_features calls first_ts
         consent = "consent" in want
         return ProfileView(user_id, dict(meta["attributes"]) if "attributes" in want else {},
                            current_consents(meta) if consent else [],
-                           feats if "features" in want else None, recent, events,
+                           feats, recent, events,
                            meta.get("created_at") or first, meta.get("updated_at", 0.0), names,
                            {k: v for k, v in meta.items() if k not in _META_FIELDS},
                            meta.get("consent_history", []) if consent else [])
