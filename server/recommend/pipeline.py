@@ -198,6 +198,7 @@ def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple
 
 def _run_ranker(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray],
                 cands: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """One ranker run over every candidate list (histories `hist` row by row)."""
     lengths = [len(r) for r, _ in cands]
     width = max(max(lengths), 1)
     rows = np.full((len(cands), width), -1, np.int64)
@@ -221,7 +222,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     With a `policy`, items the users have seen (bundle seen-set and `seen_of`'s live sets)
     are excluded as it says at `now` (default: the current time); without one, only each
     query's `exclude_item_ids` are. With a `cache`, users whose encoder input has not changed
-    reuse their vector and free-search candidates (`user_cache`).
+    reuse their vector, free-search candidates and, for an unchanged candidate list, the
+    ranker's scores (`user_cache`).
     """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
