@@ -8,8 +8,9 @@
    `server.store.baseline` — the ceiling for comparison.
 2. End to end: `python -m server` on loopback, events streamed with TrackEventStream in batches
    of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit).
-3. GetProfile latency (p50/p99) with `--profiles` stored profiles (loaded through the server's
-   own repository with fsync off to save time; reads do not depend on how records were written),
+3. GetProfile latency (p50/p99), every part and then only `--parts`, with `--profiles` stored
+   profiles (loaded through the server's own repository with fsync off to save time; reads do not
+   depend on how records were written),
    beside Ping with the same driver and concurrency (the latency floor of the gRPC stack).
 
 Server CPU (its whole process tree) is read around each step by loadtests/measure.py, the one
@@ -36,6 +37,7 @@ from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from .bench import _free_port, _wait_ready
 from .loadgen import PING, ping_payloads, run_load
 from .measure import (
+    Comparison,
     add_server_src_argument,
     compare,
     idle_cpu,
@@ -110,9 +112,10 @@ def populate(data_dir: Path, profiles: int) -> None:
     store.close()
 
 
-def read_payloads(profiles: int, n: int = 4096) -> list[bytes]:
+def read_payloads(profiles: int, n: int = 4096, parts: tuple[str, ...] = ()) -> list[bytes]:
     rng = np.random.default_rng(5)
-    return [pb.GetProfileRequest(user_id=f"u{u}").SerializeToString() for u in rng.integers(0, profiles, n)]
+    return [pb.GetProfileRequest(user_id=f"u{u}", parts=parts).SerializeToString()
+            for u in rng.integers(0, profiles, n)]
 
 
 def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None
@@ -138,6 +141,10 @@ def main(argv=None) -> None:
     p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
     p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
     p.add_argument("--work", type=Path, default=Path(".bench/profiles"))
+    p.add_argument("--parts", nargs="*", default=["attributes,consent", "attributes,consent,features"],
+                   metavar="P1,P2", help="GetProfile `parts` of further read runs, one comma list each "
+                        "(the first run asks for every part); none: no such run (servers before "
+                        "`parts` existed return every part)")
     add_server_src_argument(p)
     args = p.parse_args(argv)
     sync = not args.no_sync
@@ -168,6 +175,9 @@ def main(argv=None) -> None:
         idle = idle_cpu(proc.pid)
         pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
         reads, floor = pair.method.load, pair.ping.load
+        parted = [Comparison(measure(f"GetProfile parts={parts}", proc.pid, target, GET_PROFILE,
+                                     read_payloads(args.profiles, parts=tuple(parts.split(","))),
+                                     **load), pair.ping) for parts in args.parts]
     finally:
         proc.terminate()
         proc.wait()
@@ -185,7 +195,10 @@ def main(argv=None) -> None:
           f"= x{per_batch / ping_us:.1f} a Ping ({ping_us:.1f} us/call, same server, "
           f"concurrency {args.streams})")
     print(f"server CPU, reads ({args.read_seconds:g}s each, concurrency {args.read_concurrency}):")
-    print_table([pair.ping, pair.method], pair, idle)
+    print_table([pair.ping, pair.method, *(c.method for c in parted)], pair, idle)
+    for c in parted:
+        print(f"{c.method.name} / Ping: server CPU per call {c.method.cpu_us_per_call:.1f} / "
+              f"{c.ping.cpu_us_per_call:.1f} us = x{c.cpu_ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -223,6 +223,10 @@ class Settings(BaseSettings):
     worker process: on 2 cores a second batch thread only fights the event loop (-25% QPS)."""
     ranker_candidates: int = 100
     """Candidates retrieved per request for the ranker to re-score."""
+    user_cache_size: int = Field(20_000, ge=0)
+    """Users per worker whose encoder output and retrieval candidates are kept and reused while
+    their history is unchanged (weights within 1e-4: the clock's decay refreshes an entry every
+    few minutes, a new event at once); about 2 KB each. 0: encode and search on every call."""
     exclude_history: bool = True
     """Drop items the user has seen from recommendations, as `seen_exclusion_days` and
     `repeatable_categories` say (bundle seen-set and live events, not only the history window)."""

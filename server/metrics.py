@@ -11,6 +11,7 @@ view (counters and histograms summed over workers, gauges as their `multiprocess
 """
 from __future__ import annotations
 
+import collections
 import os
 
 from prometheus_client import (
@@ -98,8 +99,9 @@ def report_model(version: str, fmt: str, previous: str | None = None, previous_f
 
 def count_events(outcome: str, types, known: frozenset[str]) -> None:
     """Count tracked events of `types` (an iterable of type names) under `outcome`."""
-    for event_type in types:
-        EVENTS.labels(event_type if event_type in known else "other", outcome).inc()
+    counts = collections.Counter(types)  # one labelled series per type, not per event
+    for event_type, n in counts.items():
+        EVENTS.labels(event_type if event_type in known else "other", outcome).inc(n)
 
 
 def report_store(used: int, map_size: int, max_map_size: int) -> None:

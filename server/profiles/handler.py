@@ -31,7 +31,10 @@ from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, EVENT_TYPES, ProfileSchema, item_code
 from .tombstones import Tombstone, Tombstones
 
-__all__ = ["AccessExport", "Profiles", "TrackResult", "ProfileView"]
+__all__ = ["AccessExport", "Profiles", "TrackResult", "ProfileView", "PROFILE_PARTS"]
+
+PROFILE_PARTS = ("attributes", "consent", "features", "recent_items", "events")
+"""What GetProfile may be asked for (`Profiles.get` `parts`); none named: all of them."""
 
 logger = logging.getLogger("tailor.profiles")
 
@@ -220,25 +223,31 @@ class Profiles:
                                        by_type=by_type)
 
     # -- reads ------------------------------------------------------------------------------
-    async def get(self, user_id: str, max_events: int = 0) -> ProfileView:
+    async def get(self, user_id: str, max_events: int = 0, parts: Sequence[str] = ()) -> ProfileView:
         """Everything stored about one user, PII included: the transport masks it for callers
-        who may not read it (`server.security.pii`)."""
+        who may not read it (`server.security.pii`). `parts` (of `PROFILE_PARTS`; none: all)
+        leaves the others empty, and unread when they are events or features."""
         check_id("user_id", user_id, self.limits.id_bytes)
-        state, meta, events = self.repo.read(user_id, max_events)  # µs: an LMDB read snapshot
+        want = _wanted_parts(parts)
+        state, meta, events = self.repo.read(user_id, max_events, "events" in want)
         if state is None and meta is None:
             raise NotFound("profile", user_id, personal=True)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
-        attrs = dict(meta["attributes"])
-        feats, recent, names = None, [], {}
-        if state is not None:
+        feats, recent, names, first = None, [], {}, 0.0
+        if state is not None and "features" in want:
             feats = kf.read_features(self.layout, state, time.time())
-            recent = self._recent_ids(state)
             names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
-        first = feats["first_ts"] if feats and np.isfinite(feats["first_ts"]) else 0.0
-        extra = {k: v for k, v in meta.items() if k not in _META_FIELDS}
-        return ProfileView(user_id, attrs, current_consents(meta), feats, recent, events,
+        if state is not None and "recent_items" in want:
+            recent = self._recent_ids(state)
+        if state is not None and state[fl.N_EVENTS] and np.isfinite(state[fl.FIRST_TS]):
+            first = float(state[fl.FIRST_TS])  # what read_features calls first_ts
+        consent = "consent" in want
+        return ProfileView(user_id, dict(meta["attributes"]) if "attributes" in want else {},
+                           current_consents(meta) if consent else [],
+                           feats, recent, events,
                            meta.get("created_at") or first, meta.get("updated_at", 0.0), names,
-                           extra, meta.get("consent_history", []))
+                           {k: v for k, v in meta.items() if k not in _META_FIELDS},
+                           meta.get("consent_history", []) if consent else [])
 
     async def export_user(self, user_id: str) -> AccessExport:
         """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is."""
@@ -397,6 +406,14 @@ class Profiles:
 
     async def close(self) -> None:
         await self._writer.close()
+
+
+def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:
+    """The named parts (each checked), or every part when none is named."""
+    if not parts:
+        return frozenset(PROFILE_PARTS)
+    check_count("parts", len(parts), len(PROFILE_PARTS))
+    return frozenset(check_known("parts", p, PROFILE_PARTS) for p in parts)
 
 
 _META_FIELDS = frozenset({"attributes", "consent", "consent_history", "created_at", "updated_at"})

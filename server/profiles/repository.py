@@ -160,12 +160,14 @@ class ProfileRepository:
         return len(doomed)
 
     # -- reads -----------------------------------------------------------------------------
-    def read(self, user_id: str, max_events: int = 0):
-        """(state or None, meta dict or None, [raw event bytes newest first]) in one snapshot."""
+    def read(self, user_id: str, max_events: int = 0, with_events: bool = True):
+        """(state or None, meta dict or None, [raw event bytes newest first]) in one snapshot;
+        no events (an empty list) unless `with_events`."""
         with self.store.read() as txn:
             state = self._profiles.get(txn, keys.feature_key(user_id))
             meta = self._profiles.get(txn, keys.profile_meta_key(user_id))
-            events = [v for _, v in self._events.scan_prefix(txn, keys.user_prefix(user_id))]
+            events = ([v for _, v in self._events.scan_prefix(txn, keys.user_prefix(user_id))]
+                      if with_events else [])
         events.reverse()  # newest first
         if max_events:
             events = events[:max_events]

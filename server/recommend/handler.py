@@ -23,6 +23,7 @@ from ..profiles.seen import SeenSet
 from ..validation import SEP, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
+from .user_cache import UserCache
 
 __all__ = ["Recommender", "bundle_histories"]
 
@@ -45,6 +46,8 @@ class Recommender:
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
         self.tally = Tally()
         """Counts per version while a canary runs (read by `models.monitor.CanaryMonitor`)."""
+        self.cache = UserCache(settings.user_cache_size) if settings.user_cache_size else None
+        """Recent users' encoder output and candidates (None: off)."""
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
                          thread_init=self._init_compute_thread),
@@ -88,7 +91,7 @@ class Recommender:
         return recommend_batch(bundle, queries, self.history_of,
                                ranker_candidates=self.settings.ranker_candidates,
                                policy=self.policy, seen_of=self.seen_of,
-                               overfetch_max=self.settings.seen_overfetch_max)
+                               overfetch_max=self.settings.seen_overfetch_max, cache=self.cache)
 
     def _run_split(self, stable: Bundle, canary: Canary,
                    queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:

@@ -20,6 +20,7 @@ from ..errors import InvalidArgument
 from ..models import Bundle
 from ..profiles.seen import SeenSet
 from .exclusion import SeenPolicy, excluded_rows
+from .user_cache import CachedUser, UserCache
 
 __all__ = ["RecQuery", "RecResult", "History", "recommend_batch"]
 
@@ -120,16 +121,48 @@ def _history_arrays(bundle: Bundle, histories: list[History]) -> tuple[np.ndarra
     return items, weights
 
 
-def _retrieve(bundle: Bundle, users: np.ndarray, cats: list[np.ndarray | None], depth: list[int]):
-    """Candidate rows and inner-product scores per warm query, best first."""
+def _encode(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], user_ids: list[str],
+            cache: UserCache | None) -> tuple[np.ndarray, list[CachedUser | None]]:
+    """User vectors [B, d] (the cached ones where the input still matches) and cache entries."""
+    entries = cache.lookup(bundle, user_ids, *hist) if cache is not None else [None] * len(user_ids)
+    miss = [j for j, e in enumerate(entries) if e is None]
+    if len(miss) == len(user_ids):
+        users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
+    else:
+        users = np.empty((len(user_ids), bundle.dim), np.float32)
+        users[[j for j, e in enumerate(entries) if e is not None]] = \
+            np.stack([e.vector for e in entries if e is not None])
+        if miss:
+            users[miss] = bundle.encoder.run(["user_vec"], {"items": hist[0][miss],
+                                                            "weights": hist[1][miss]})[0]
+    if cache is not None:
+        for j in miss:
+            entries[j] = cache.store(bundle, user_ids[j], hist[0][j], hist[1][j], users[j])
+    return users, entries
+
+
+def _retrieve(bundle: Bundle, users: np.ndarray, cats: list[np.ndarray | None], depth: list[int],
+              entries: list[CachedUser | None] | None = None):
+    """Candidate rows and inner-product scores per warm query, best first; free searches come
+    from (and go to) the users' cache `entries` when given."""
     out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(users)  # type: ignore[list-item]
-    free = [i for i, c in enumerate(cats) if c is None]
+    entries = entries or [None] * len(users)
+    free = []
+    for i, c in enumerate(cats):
+        if c is None:
+            hit = entries[i].candidates(depth[i]) if entries[i] is not None else None
+            if hit is None:
+                free.append(i)
+            else:
+                out[i] = hit
     if free:
         kk = min(bundle.n_items, max(depth[i] for i in free))
         scores, rows = bundle.index.search(np.ascontiguousarray(users[free]), kk)
         for j, i in enumerate(free):
-            ok = rows[j] >= 0
-            out[i] = (rows[j][ok].astype(np.int64), scores[j][ok])
+            ok = rows[j, :depth[i]] >= 0
+            out[i] = (rows[j, :depth[i]][ok].astype(np.int64), scores[j, :depth[i]][ok])
+            if entries[i] is not None:
+                entries[i].keep(depth[i], out[i])
     for i, c in enumerate(cats):
         if c is None:
             continue
@@ -147,10 +180,27 @@ def _dot_blocks(bundle: Bundle, pool: np.ndarray, user: np.ndarray) -> np.ndarra
                            for s in range(0, len(pool), 50_000)])
 
 
-def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]]):
-    """Ranker scores per candidate list (or the retrieval scores when there is no ranker)."""
+def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]],
+          entries: list[CachedUser | None] | None = None):
+    """Ranker scores per candidate list (or the retrieval scores when there is no ranker); the
+    users' cache `entries` give (and keep) the scores of a list ranked before."""
     if bundle.ranker is None or not cands:
         return [s for _, s in cands]
+    entries = entries or [None] * len(cands)
+    out = [e.scores_for(c[0]) if e is not None else None for e, c in zip(entries, cands)]
+    todo = [j for j, s in enumerate(out) if s is None]
+    if todo:
+        part = hist if len(todo) == len(cands) else (hist[0][todo], hist[1][todo])
+        for j, s in zip(todo, _run_ranker(bundle, part, [cands[j] for j in todo])):
+            out[j] = s
+            if entries[j] is not None:
+                entries[j].keep_scores(cands[j][0], s)
+    return out
+
+
+def _run_ranker(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray],
+                cands: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """One ranker run over every candidate list (histories `hist` row by row)."""
     lengths = [len(r) for r, _ in cands]
     width = max(max(lengths), 1)
     rows = np.full((len(cands), width), -1, np.int64)
@@ -168,12 +218,14 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                     ranker_candidates: int = 100, policy: SeenPolicy | None = None,
                     seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
                     overfetch_max: int = 50, now: float | None = None,
-                    ) -> list[RecResult | BaseException]:
+                    cache: UserCache | None = None) -> list[RecResult | BaseException]:
     """Answer every query of the batch with `bundle`; a bad query yields its own exception.
 
     With a `policy`, items the users have seen (bundle seen-set and `seen_of`'s live sets)
     are excluded as it says at `now` (default: the current time); without one, only each
-    query's `exclude_item_ids` are.
+    query's `exclude_item_ids` are. With a `cache`, users whose encoder input has not changed
+    reuse their vector, free-search candidates and, for an unchanged candidate list, the
+    ranker's scores (`user_cache`).
     """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
@@ -195,16 +247,16 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     if warm:
         with _STAGES["encode"]:
             hist = _history_arrays(bundle, [histories[i] for i in warm])
-            users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
+            users, entries = _encode(bundle, hist, [user_ids[i] for i in warm], cache)
         # deeper by every requested exclusion and by at most `overfetch_max` seen items
         depth = [max(queries[i].k, ranker_candidates)
                  + min(len(blocked[i]), len(requested[i]) + overfetch_max) for i in warm]
         with _STAGES["retrieve"]:
-            found = _retrieve(bundle, users, [cats[i] for i in warm], depth)
+            found = _retrieve(bundle, users, [cats[i] for i in warm], depth, entries)
         keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
         cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
-            final = _rank(bundle, hist, cands)
+            final = _rank(bundle, hist, cands, entries)
         with _STAGES["assemble"]:
             for j, i in enumerate(warm):
                 results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])

@@ -136,8 +136,8 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         total, accepted = await track_stream(self.profiles, batches)
         return ProfileConverter.from_track(total, accepted)
 
-    async def _profile(self, user_id: str, max_events: int, context) -> pb.Profile:
-        view = await self.profiles.get(user_id, max_events)
+    async def _profile(self, user_id: str, max_events: int, context, parts=()) -> pb.Profile:
+        view = await self.profiles.get(user_id, max_events, parts)
         out = ProfileConverter.from_view(view, self.profiles.layout)
         if not current_principal().has(PII_READER):
             out.pii_masked = self.pii.mask_message(out)
@@ -145,7 +145,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def GetProfile(self, request: pb.GetProfileRequest, context) -> pb.Profile:
-        return await self._profile(request.user_id, request.max_events, context)
+        return await self._profile(request.user_id, request.max_events, context, request.parts)
 
     @grpc_errors
     async def UpsertAttributes(self, request: pb.UpsertAttributesRequest, context) -> pb.Profile:

@@ -8,6 +8,7 @@ from ..config import Settings
 from ..errors import InvalidArgument, grpc_errors
 from ..logging import current_call
 from ..recommend import Recommender, RecQuery, RecResult
+from .recommend_wire import batch_bytes, response_bytes
 
 __all__ = ["RecommendationServicer", "RecommendConverter"]
 
@@ -38,20 +39,21 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
         self.settings = settings
         self.recommender = recommender
 
+    # Both answer with the response's bytes (`recommend_wire`: items pre-serialized per bundle;
+    # `registration` passes bytes through), which parse as `RecommendConverter.from_result`.
     @grpc_errors
-    async def Recommend(self, request: pb.RecommendRequest, context) -> pb.RecommendResponse:
+    async def Recommend(self, request: pb.RecommendRequest, context) -> bytes:
         _check_size(request, self.settings.limits.request_bytes)
         result = await self.recommender.recommend(RecommendConverter.to_query(request))
-        return RecommendConverter.from_result(result, _request_id())
+        return response_bytes(result, _request_id())
 
     @grpc_errors
-    async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> pb.RecommendBatchResponse:
+    async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> bytes:
         _check_size(request, self.settings.limits.batch_request_bytes)
         results = await self.recommender.recommend_many(
             [RecommendConverter.to_query(r) for r in request.requests])
         call_id = _request_id()
-        return pb.RecommendBatchResponse(responses=[RecommendConverter.from_result(r, f"{call_id}.{i}")
-                                                    for i, r in enumerate(results)])
+        return batch_bytes([response_bytes(r, f"{call_id}.{i}") for i, r in enumerate(results)])
 
 
 def _request_id() -> str:

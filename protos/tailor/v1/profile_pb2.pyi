@@ -64,12 +64,14 @@ class TrackEventsResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[RejectedEvent, _Mapping]]] = ..., accepted_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetProfileRequest(_message.Message):
-    __slots__ = ("user_id", "max_events")
+    __slots__ = ("user_id", "max_events", "parts")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     max_events: int
-    def __init__(self, user_id: _Optional[str] = ..., max_events: _Optional[int] = ...) -> None: ...
+    parts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, user_id: _Optional[str] = ..., max_events: _Optional[int] = ..., parts: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Consent(_message.Message):
     __slots__ = ("opted_in", "source", "timestamp", "purpose", "channel")

@@ -1,0 +1,124 @@
+"""Each recent user's encoder output and retrieval candidates, reused while the history holds.
+
+A Recommend call for a user spends most of its compute in the encoder (one ALS fold-in) and the
+FAISS search; both are pure functions of the encoder's input (item rows and weights) and the
+bundle. `UserCache` keeps, per bundle, the last input it saw for a user with the vector it gave
+and the candidates of the free (uncategorised) search at the depth asked. An entry is reused only
+while the new input matches it: the same item rows, and every weight within `rtol` (relative) of
+the cached one. So a new event (a new row or a weight that jumps) misses and refreshes the entry,
+with no invalidation to wire; and the clock's slow decay of the weights (a 30-day half-life moves
+them by 2e-5 a minute) refreshes it every few minutes. Exclusions are applied to the candidates
+on every call, as without the cache; a list that differs from the ranked one is ranked again.
+
+At most `max_users` entries per bundle (the oldest inserted go first); a new bundle starts empty
+and an old one's entries go with it. Safe from several batch threads (one lock around writes).
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..models import Bundle
+
+__all__ = ["UserCache", "CachedUser"]
+
+Candidates = tuple[np.ndarray, np.ndarray]
+"""(item rows, inner-product scores) of one search, best first."""
+
+
+class CachedUser:
+    """One user's encoder input and output, the last free search's candidates, and the ranker's
+    scores of the last candidate list it was given."""
+
+    __slots__ = ("items", "weights", "vector", "depth", "found", "ranked", "scores")
+
+    def __init__(self, items: np.ndarray, weights: np.ndarray, vector: np.ndarray):
+        self.items = items
+        self.weights = weights
+        self.vector = vector
+        self.depth = 0
+        """The search depth `found` was taken at (0: none yet)."""
+        self.found: Candidates | None = None
+        self.ranked: np.ndarray | None = None
+        """The candidate rows `scores` belong to."""
+        self.scores: np.ndarray | None = None
+
+    def candidates(self, depth: int) -> Candidates | None:
+        """The cached candidates if they were searched at exactly `depth`."""
+        return self.found if self.depth == depth else None
+
+    def keep(self, depth: int, found: Candidates) -> None:
+        self.found, self.depth = found, depth
+
+    def scores_for(self, rows: np.ndarray) -> np.ndarray | None:
+        """The ranker's scores if they were computed for exactly these candidate `rows` (the
+        same history and rows give the same features)."""
+        if self.ranked is None or len(self.ranked) != len(rows) or not (self.ranked == rows).all():
+            return None
+        return self.scores
+
+    def keep_scores(self, rows: np.ndarray, scores: np.ndarray) -> None:
+        self.ranked, self.scores = rows, scores
+
+
+class UserCache:
+    """Per bundle, up to `max_users` users' `CachedUser`, matched by content (see module doc).
+
+    Parameters
+    ----------
+    max_users : int
+        Entries per bundle; 0 keeps none (every lookup misses).
+    rtol : float
+        Largest relative difference of a weight from the cached one that still counts as the
+        same input.
+    """
+
+    def __init__(self, max_users: int, rtol: float = 1e-4):
+        if max_users < 0 or not rtol >= 0:
+            raise ValueError("max_users and rtol must be >= 0")
+        self.max_users = max_users
+        self.rtol = rtol
+        self._tables: weakref.WeakKeyDictionary[Bundle, dict[str, CachedUser]] = \
+            weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def lookup(self, bundle: Bundle, user_ids: Sequence[str], items: np.ndarray,
+               weights: np.ndarray) -> list[CachedUser | None]:
+        """The entry of each user whose input (row j of `items`, `weights`) still matches it."""
+        table = self._tables.get(bundle)
+        if not table:
+            return [None] * len(user_ids)
+        found = [table.get(u) for u in user_ids]
+        at = [j for j, e in enumerate(found) if e is not None]
+        if not at:
+            return found
+        cached_items = np.stack([found[j].items for j in at])
+        cached_w = np.stack([found[j].weights for j in at])
+        same = (cached_items == items[at]).all(axis=1)
+        same &= (np.abs(weights[at] - cached_w) <= self.rtol * cached_w).all(axis=1)
+        for j, ok in zip(at, same.tolist()):
+            if not ok:
+                found[j] = None
+        return found
+
+    def store(self, bundle: Bundle, user_id: str, items: np.ndarray, weights: np.ndarray,
+              vector: np.ndarray) -> CachedUser:
+        """A new entry for `user_id` (copies of the rows given), replacing any older one."""
+        entry = CachedUser(items.copy(), weights.copy(), vector.copy())
+        if not self.max_users:
+            return entry
+        with self._lock:
+            table = self._tables.get(bundle)
+            if table is None:
+                table = self._tables[bundle] = {}
+            table.pop(user_id, None)
+            while len(table) >= self.max_users:
+                del table[next(iter(table))]
+            table[user_id] = entry
+        return entry
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._tables.values())

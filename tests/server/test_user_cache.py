@@ -1,0 +1,82 @@
+"""UserCache: reuse of a user's encoder output and candidates while the history is unchanged."""
+import numpy as np
+import pytest
+
+from server.recommend import RecQuery
+from server.recommend.handler import bundle_histories
+from server.recommend.pipeline import recommend_batch
+from server.recommend.user_cache import UserCache
+
+
+class _Key:
+    """Stands for a bundle: the cache only needs a weakly referenceable key."""
+
+
+def _input(weights):
+    return np.array([[3, 5, 0]], np.int64), np.array([weights], np.float32)
+
+
+def test_same_input_hits_and_changed_input_misses():
+    cache, key = UserCache(10, rtol=1e-4), _Key()
+    items, w = _input([1.0, 2.0, 0.0])
+    stored = cache.store(key, "u", items[0], w[0], np.ones(4, np.float32))
+    assert cache.lookup(key, ["u"], items, w) == [stored]
+    assert cache.lookup(key, ["u"], items, w * (1 + 5e-5)) == [stored]   # the clock's decay
+    assert cache.lookup(key, ["u"], items, w * (1 + 2e-4)) == [None]     # a weight that moved
+    assert cache.lookup(key, ["u"], *_input([1.0, 2.0, 1.0])) == [None]  # a new item
+    assert cache.lookup(key, ["v"], items, w) == [None]
+    assert cache.lookup(_Key(), ["u"], items, w) == [None]               # another bundle
+
+
+def test_oldest_entries_go_first_and_zero_keeps_none():
+    cache, key = UserCache(2), _Key()
+    items, w = _input([1.0, 1.0, 0.0])
+    for u in ("a", "b", "c"):
+        cache.store(key, u, items[0], w[0], np.zeros(4, np.float32))
+    hits = [cache.lookup(key, [u], items, w)[0] is not None for u in ("a", "b", "c")]
+    assert hits == [False, True, True] and len(cache) == 2
+    off = UserCache(0)
+    off.store(key, "a", items[0], w[0], np.zeros(4, np.float32))
+    assert off.lookup(key, ["a"], items, w) == [None]
+
+
+def test_candidates_are_kept_per_depth_and_scores_per_list():
+    cache, key = UserCache(1), _Key()
+    items, w = _input([1.0, 1.0, 0.0])
+    entry = cache.store(key, "a", items[0], w[0], np.zeros(4, np.float32))
+    found = (np.array([7, 9]), np.array([0.5, 0.4], np.float32))
+    entry.keep(150, found)
+    assert entry.candidates(150) is found and entry.candidates(120) is None
+    scores = np.array([0.9, 0.1], np.float32)
+    assert entry.scores_for(found[0]) is None
+    entry.keep_scores(found[0], scores)
+    assert entry.scores_for(np.array([7, 9])) is scores
+    assert entry.scores_for(np.array([7])) is None and entry.scores_for(np.array([9, 7])) is None
+
+
+@pytest.fixture
+def bundle(tailor_server):
+    return tailor_server.registry.current()
+
+
+def _answers(results):
+    return [(r.rows.tolist(), np.round(r.scores, 5).tolist()) for r in results]
+
+
+def test_cached_answers_match_uncached_ones_and_follow_a_new_event(bundle):
+    users = [str(u) for u in bundle.users["user_ids"][:40]]
+    queries = [RecQuery(u, 10) for u in users]
+    cache = UserCache(100)
+    uncached = _answers(recommend_batch(bundle, queries, bundle_histories))
+    first = _answers(recommend_batch(bundle, queries, bundle_histories, cache=cache))
+    again = _answers(recommend_batch(bundle, queries[:7], bundle_histories, cache=cache))
+    assert first == uncached and again == uncached[:7] and len(cache) == len(users)
+
+    def with_new_item(b, ids):  # every user just looked at the first result it was given
+        out = []
+        for h, r in zip(bundle_histories(b, ids), uncached):
+            out.append((np.append(h[0], r[0][0]), np.append(h[1], np.float32(8.0))))
+        return out
+    fresh = _answers(recommend_batch(bundle, queries, with_new_item))
+    assert _answers(recommend_batch(bundle, queries, with_new_item, cache=cache)) == fresh
+    assert fresh != uncached
