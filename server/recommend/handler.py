@@ -9,10 +9,11 @@ import faiss
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..config import Settings
 from ..errors import InvalidArgument
+from ..interfaces import ImpressionSink
 from ..models import Bundle, ModelRegistry
 from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
-from ..validation import SEP, check_count, check_id, check_known, check_range, shown
+from ..validation import SEP, check_context, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 
@@ -27,8 +28,11 @@ def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | 
 class Recommender:
     def __init__(self, settings: Settings, registry: ModelRegistry,
                  history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories,
-                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None):
+                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
+                 impressions: ImpressionSink | None = None):
         self.settings = settings
+        self.impressions = impressions
+        """Where every answer is recorded (`record(request_id, query, result)`), if anywhere."""
         self.limits = settings.limits
         self.registry = registry
         self.history_of = history_of
@@ -56,6 +60,8 @@ class Recommender:
             check_range("k", q.k, 1, lim.recommend_k, where)
         if q.channel and q.channel not in CHANNELS:  # empty: no channel given
             check_known("channel", q.channel, CHANNELS, where)
+        if q.context and sum(len(k) + len(v) for k, v in q.context) > lim.recommend_context_bytes >> 2:
+            check_context(q.context, lim.recommend_context_bytes, where)
         if len(q.exclude_item_ids) > lim.exclude_items:
             check_count("exclude_item_ids", len(q.exclude_item_ids), lim.exclude_items, where)
         if q.categories:
@@ -74,18 +80,28 @@ class Recommender:
                                policy=self.policy, seen_of=self.seen_of,
                                overfetch_max=self.settings.seen_overfetch_max)
 
-    async def recommend(self, query: RecQuery) -> RecResult:
+    async def recommend(self, query: RecQuery, request_id: str = "") -> RecResult:
+        """Top-k for one query; the answer is recorded as request `request_id`'s impression."""
         self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
-        return await self.batcher.submit(self.validate(query))
+        result = await self.batcher.submit(self.validate(query))
+        if self.impressions is not None:
+            self.impressions.record(request_id, query, result)
+        return result
 
-    async def recommend_many(self, queries: Sequence[RecQuery]) -> list[RecResult]:
+    async def recommend_many(self, queries: Sequence[RecQuery],
+                             request_ids: Sequence[str] = ()) -> list[RecResult]:
+        """Answers in query order; answer i is recorded as request `request_ids[i]`'s."""
         if not queries:
             raise InvalidArgument("requests", "must not be empty")
         check_count("requests", len(queries), self.limits.batch_users)
         for i, q in enumerate(queries):
             self.validate(q, f"requests[{i}].")
         self.registry.current()
-        return list(await asyncio.gather(*(self.batcher.submit(q) for q in queries)))
+        results = list(await asyncio.gather(*(self.batcher.submit(q) for q in queries)))
+        if self.impressions is not None:
+            for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
+                self.impressions.record(rid, q, res)
+        return results
 
     async def close(self) -> None:
         await self.batcher.close()

@@ -1,10 +1,12 @@
-"""tailor.v1.ModelAdminService: push, status, rollback (the push workflow: `models.admin`)."""
+"""tailor.v1.ModelAdminService: push, status, rollback (the push workflow: `models.admin`), and
+the online metrics per version (`server.impressions`)."""
 from __future__ import annotations
 
 from protos.tailor.v1 import model_admin_pb2 as pb
 from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
 
 from ..errors import grpc_errors
+from ..impressions import Impressions, ModelStatsRow, Rate
 from ..models import Bundle, BundleChunk, BundlePusher, ModelRegistry
 
 __all__ = ["ModelAdminConverter", "ModelAdminServicer"]
@@ -38,10 +40,27 @@ class ModelAdminConverter:
                               available_versions=registry.available_versions())
 
 
+    @staticmethod
+    def from_rate(rate: Rate) -> pb.Rate:
+        return pb.Rate(value=rate.value, low=rate.low, high=rate.high, k=rate.k)
+
+    @staticmethod
+    def from_stats(rows: list[ModelStatsRow]) -> pb.ModelStats:
+        rate = ModelAdminConverter.from_rate
+        return pb.ModelStats(rows=[pb.ModelChannelStats(
+            model_version=r.model_version, channel=r.channel, impressions=r.impressions,
+            cold_start=r.cold_start, clicked=r.clicked, clicks=r.clicks, carted=r.carted,
+            conversions=r.conversions, revenue=r.revenue, ctr=[rate(c) for c in r.ctr],
+            conversion_rate=rate(r.conversion_rate), revenue_per_mille=rate(r.revenue_per_mille),
+            first_seen=r.first_seen, last_seen=r.last_seen) for r in rows])
+
+
 class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
-    def __init__(self, registry: ModelRegistry, pusher: BundlePusher):
+    def __init__(self, registry: ModelRegistry, pusher: BundlePusher, stats: Impressions | None = None):
         self.registry = registry
         self.pusher = pusher
+        self.stats = stats
+        """The online metrics (GetModelStats); None: none are kept (empty answers)."""
 
     @grpc_errors
     async def PushBundle(self, request_iterator, context) -> pb.ModelStatus:
@@ -56,3 +75,11 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
     async def Rollback(self, request: pb.RollbackRequest, context) -> pb.ModelStatus:
         await self.registry.rollback(request.version)
         return ModelAdminConverter.status(self.registry)
+
+    @grpc_errors
+    async def GetModelStats(self, request: pb.GetModelStatsRequest, context) -> pb.ModelStats:
+        if self.stats is None:
+            return pb.ModelStats()
+        rows = await self.stats.model_stats(request.model_version, request.channel,
+                                            list(request.ks), request.confidence)
+        return ModelAdminConverter.from_stats(rows)

@@ -15,7 +15,8 @@ class RecommendConverter:
     @staticmethod
     def to_query(req: pb.RecommendRequest) -> RecQuery:
         return RecQuery(user_id=req.user_id, k=req.k, channel=req.channel,
-                        categories=tuple(req.categories), exclude_item_ids=tuple(req.exclude_item_ids))
+                        categories=tuple(req.categories), exclude_item_ids=tuple(req.exclude_item_ids),
+                        context=tuple(c.items()) if (c := req.context) else ())
 
     @staticmethod
     def from_result(res: RecResult, request_id: str = "") -> pb.RecommendResponse:
@@ -41,17 +42,19 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
     @grpc_errors
     async def Recommend(self, request: pb.RecommendRequest, context) -> pb.RecommendResponse:
         _check_size(request, self.settings.limits.request_bytes)
-        result = await self.recommender.recommend(RecommendConverter.to_query(request))
-        return RecommendConverter.from_result(result, _request_id())
+        request_id = _request_id()
+        result = await self.recommender.recommend(RecommendConverter.to_query(request), request_id)
+        return RecommendConverter.from_result(result, request_id)
 
     @grpc_errors
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> pb.RecommendBatchResponse:
         _check_size(request, self.settings.limits.batch_request_bytes)
-        results = await self.recommender.recommend_many(
-            [RecommendConverter.to_query(r) for r in request.requests])
         call_id = _request_id()
-        return pb.RecommendBatchResponse(responses=[RecommendConverter.from_result(r, f"{call_id}.{i}")
-                                                    for i, r in enumerate(results)])
+        ids = [f"{call_id}.{i}" for i in range(len(request.requests))]
+        results = await self.recommender.recommend_many(
+            [RecommendConverter.to_query(r) for r in request.requests], ids)
+        return pb.RecommendBatchResponse(responses=[RecommendConverter.from_result(r, rid)
+                                                    for r, rid in zip(results, ids)])
 
 
 def _request_id() -> str:

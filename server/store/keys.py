@@ -29,6 +29,12 @@ prefix ever matches them.
     suppression <kid>␟<hmac hex>                suppressed address   suppression_key
     sends      j␟<send id>                      send job             send_job_key
     sends      u␟<send id>␟<8-digit seq>        one recipient's send send_user_key
+    impressions <kid>␟<user hash>␟<ms>␟<request id>  impression       impression_key
+    impressions ␟count␟<version>␟<channel>      online counters      impression_count_key
+
+The impressions table is keyed by a keyed hash of the user (HMAC-SHA256 under key `kid` of the
+`user-id` keyring, 32 hex characters), never the id: erasure deletes the user's prefix under
+every key of the ring (`impression_user_prefix`).
 """
 from __future__ import annotations
 
@@ -61,7 +67,8 @@ __all__ = [
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
-    "SEND_USER_PREFIX",
+    "SEND_USER_PREFIX", "impression_key", "impression_user_prefix", "impression_ms",
+    "impression_count_key", "IMPRESSION_COUNT_PREFIX",
 ]
 
 
@@ -261,3 +268,27 @@ def send_user_key(send_id: str, seq: int) -> bytes:
     """One recipient of a job, by position in the audience (the user id is in the value, so
     the job's records scan in audience order)."""
     return send_user_prefix(send_id) + b"%08d" % seq
+
+
+# -- impressions (server.impressions) ---------------------------------------------------------------
+IMPRESSION_COUNT_PREFIX = SEP + b"count" + SEP
+
+
+def impression_user_prefix(kid: str, digest: str) -> bytes:
+    """Every impression of one user hashed under key `kid`: `<kid>␟<hex digest>␟`."""
+    return kid.encode() + SEP + digest.encode() + SEP
+
+
+def impression_key(prefix: bytes, ts: float, request_id: str) -> bytes:
+    """An impression: the user's prefix, the time in ms, the request id."""
+    return prefix + ms_part(ts) + SEP + request_id.encode()
+
+
+def impression_ms(key: bytes) -> int:
+    """The time (ms) part of an impression key."""
+    return int(key.split(SEP, 3)[2])
+
+
+def impression_count_key(version: str, channel: str) -> bytes:
+    """The counters of one model version on one channel (no user in it)."""
+    return IMPRESSION_COUNT_PREFIX + join_key(version, channel)

@@ -131,5 +131,11 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),
                "JSON {user, state, decision, reason, send_at, message} of one recipient of a "
                "send job (messages.sends)"),
+    RecordKind("impression", "impressions", 1, lambda k: not k.startswith(K.SEP),
+               "packed impression: fixed struct head (time, outcomes, lengths), model version, "
+               "context, item codes int64[n], scores float32[n] (impressions.records)"),
+    RecordKind("impression_counters", "impressions", 1,
+               lambda k: k.startswith(K.IMPRESSION_COUNT_PREFIX),
+               "packed float64 counters of one model version and channel (impressions.records)"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

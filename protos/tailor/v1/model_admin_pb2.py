@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/model_admin.proto\x12\ttailor.v1\"M\n\x0b\x42undleChunk\x12\x12\n\nstage_only\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x17\n\x15GetModelStatusRequest\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xdf\x01\n\x0cLoadedBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07n_items\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x12\n\nhas_ranker\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.tailor.v1.LoadedBundle.MetricsEntry\x12\x11\n\tloaded_at\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"l\n\x0bModelStatus\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.tailor.v1.LoadedBundle\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t2\xdf\x01\n\x11ModelAdminService\x12>\n\nPushBundle\x12\x16.tailor.v1.BundleChunk\x1a\x16.tailor.v1.ModelStatus(\x01\x12J\n\x0eGetModelStatus\x12 .tailor.v1.GetModelStatusRequest\x1a\x16.tailor.v1.ModelStatus\x12>\n\x08Rollback\x12\x1a.tailor.v1.RollbackRequest\x1a\x16.tailor.v1.ModelStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/model_admin.proto\x12\ttailor.v1\"M\n\x0b\x42undleChunk\x12\x12\n\nstage_only\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x17\n\x15GetModelStatusRequest\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xdf\x01\n\x0cLoadedBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07n_items\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x12\n\nhas_ranker\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.tailor.v1.LoadedBundle.MetricsEntry\x12\x11\n\tloaded_at\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"l\n\x0bModelStatus\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.tailor.v1.LoadedBundle\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t\"^\n\x14GetModelStatsRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\n\n\x02ks\x18\x03 \x03(\x05\x12\x12\n\nconfidence\x18\x04 \x01(\x01\";\n\x04Rate\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x0b\n\x03low\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\t\n\x01k\x18\x04 \x01(\x05\"\xd6\x02\n\x11ModelChannelStats\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x13\n\x0bimpressions\x18\x03 \x01(\x03\x12\x12\n\ncold_start\x18\x04 \x01(\x03\x12\x0f\n\x07\x63licked\x18\x05 \x01(\x03\x12\x0e\n\x06\x63licks\x18\x06 \x01(\x03\x12\x0e\n\x06\x63\x61rted\x18\x07 \x01(\x03\x12\x13\n\x0b\x63onversions\x18\x08 \x01(\x03\x12\x0f\n\x07revenue\x18\t \x01(\x01\x12\x1c\n\x03\x63tr\x18\n \x03(\x0b\x32\x0f.tailor.v1.Rate\x12(\n\x0f\x63onversion_rate\x18\x0b \x01(\x0b\x32\x0f.tailor.v1.Rate\x12*\n\x11revenue_per_mille\x18\x0c \x01(\x0b\x32\x0f.tailor.v1.Rate\x12\x12\n\nfirst_seen\x18\r \x01(\x01\x12\x11\n\tlast_seen\x18\x0e \x01(\x01\"8\n\nModelStats\x12*\n\x04rows\x18\x01 \x03(\x0b\x32\x1c.tailor.v1.ModelChannelStats2\xa8\x02\n\x11ModelAdminService\x12>\n\nPushBundle\x12\x16.tailor.v1.BundleChunk\x1a\x16.tailor.v1.ModelStatus(\x01\x12J\n\x0eGetModelStatus\x12 .tailor.v1.GetModelStatusRequest\x1a\x16.tailor.v1.ModelStatus\x12>\n\x08Rollback\x12\x1a.tailor.v1.RollbackRequest\x1a\x16.tailor.v1.ModelStatus\x12G\n\rGetModelStats\x12\x1f.tailor.v1.GetModelStatsRequest\x1a\x15.tailor.v1.ModelStatsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOADEDBUNDLE_METRICSENTRY']._serialized_end=406
   _globals['_MODELSTATUS']._serialized_start=408
   _globals['_MODELSTATUS']._serialized_end=516
-  _globals['_MODELADMINSERVICE']._serialized_start=519
-  _globals['_MODELADMINSERVICE']._serialized_end=742
+  _globals['_GETMODELSTATSREQUEST']._serialized_start=518
+  _globals['_GETMODELSTATSREQUEST']._serialized_end=612
+  _globals['_RATE']._serialized_start=614
+  _globals['_RATE']._serialized_end=673
+  _globals['_MODELCHANNELSTATS']._serialized_start=676
+  _globals['_MODELCHANNELSTATS']._serialized_end=1018
+  _globals['_MODELSTATS']._serialized_start=1020
+  _globals['_MODELSTATS']._serialized_end=1076
+  _globals['_MODELADMINSERVICE']._serialized_start=1079
+  _globals['_MODELADMINSERVICE']._serialized_end=1375
 # @@protoc_insertion_point(module_scope)

@@ -62,3 +62,65 @@ class ModelStatus(_message.Message):
     previous_version: str
     available_versions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, active: _Optional[_Union[LoadedBundle, _Mapping]] = ..., previous_version: _Optional[str] = ..., available_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetModelStatsRequest(_message.Message):
+    __slots__ = ("model_version", "channel", "ks", "confidence")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    KS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    channel: str
+    ks: _containers.RepeatedScalarFieldContainer[int]
+    confidence: float
+    def __init__(self, model_version: _Optional[str] = ..., channel: _Optional[str] = ..., ks: _Optional[_Iterable[int]] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class Rate(_message.Message):
+    __slots__ = ("value", "low", "high", "k")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    low: float
+    high: float
+    k: int
+    def __init__(self, value: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., k: _Optional[int] = ...) -> None: ...
+
+class ModelChannelStats(_message.Message):
+    __slots__ = ("model_version", "channel", "impressions", "cold_start", "clicked", "clicks", "carted", "conversions", "revenue", "ctr", "conversion_rate", "revenue_per_mille", "first_seen", "last_seen")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    CLICKED_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    CARTED_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_FIELD_NUMBER: _ClassVar[int]
+    CTR_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_RATE_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_PER_MILLE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    channel: str
+    impressions: int
+    cold_start: int
+    clicked: int
+    clicks: int
+    carted: int
+    conversions: int
+    revenue: float
+    ctr: _containers.RepeatedCompositeFieldContainer[Rate]
+    conversion_rate: Rate
+    revenue_per_mille: Rate
+    first_seen: float
+    last_seen: float
+    def __init__(self, model_version: _Optional[str] = ..., channel: _Optional[str] = ..., impressions: _Optional[int] = ..., cold_start: _Optional[int] = ..., clicked: _Optional[int] = ..., clicks: _Optional[int] = ..., carted: _Optional[int] = ..., conversions: _Optional[int] = ..., revenue: _Optional[float] = ..., ctr: _Optional[_Iterable[_Union[Rate, _Mapping]]] = ..., conversion_rate: _Optional[_Union[Rate, _Mapping]] = ..., revenue_per_mille: _Optional[_Union[Rate, _Mapping]] = ..., first_seen: _Optional[float] = ..., last_seen: _Optional[float] = ...) -> None: ...
+
+class ModelStats(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[ModelChannelStats]
+    def __init__(self, rows: _Optional[_Iterable[_Union[ModelChannelStats, _Mapping]]] = ...) -> None: ...

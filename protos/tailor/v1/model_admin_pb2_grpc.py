@@ -50,6 +50,11 @@ class ModelAdminServiceStub:
                 request_serializer=tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
                 _registered_method=True)
+        self.GetModelStats = channel.unary_unary(
+                '/tailor.v1.ModelAdminService/GetModelStats',
+                request_serializer=tailor_dot_v1_dot_model__admin__pb2.GetModelStatsRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStats.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServiceServicer:
@@ -78,6 +83,14 @@ class ModelAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelStats(self, request, context):
+        """Online metrics per model version and channel from the impression log and its joined
+        events: impressions, CTR@k, conversion rate, revenue per 1,000 impressions, with intervals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'GetModelStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelStats,
+                    request_deserializer=tailor_dot_v1_dot_model__admin__pb2.GetModelStatsRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class ModelAdminService:
             '/tailor.v1.ModelAdminService/Rollback',
             tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.SerializeToString,
             tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ModelAdminService/GetModelStats',
+            tailor_dot_v1_dot_model__admin__pb2.GetModelStatsRequest.SerializeToString,
+            tailor_dot_v1_dot_model__admin__pb2.ModelStats.FromString,
             options,
             channel_credentials,
             insecure,
