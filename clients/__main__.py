@@ -223,6 +223,8 @@ COMMANDS = {
     "export-profile": lambda client, args: client.export_profile(args.user, args.timeout),
     "recommend": _recommend,
     "status": lambda client, args: dataclasses.asdict(client.model_status()),
+    "model": lambda client, args: client.model_stats(args.version, args.channel, args.k or (),
+                                                     args.confidence),
     "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version)),
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
@@ -269,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--user", required=True)
     _campaign_parser(sub, common)
     _message_parser(sub, common)
+    _model_parser(sub, common)
     _attribute_parser(sub, common)
     au = sub.add_parser("audit", help="the audit log (role auditor)")
     au.add_subparsers(dest="action", required=True).add_parser(
@@ -328,6 +331,19 @@ def _message_parser(sub, common) -> None:
     pv.add_argument("--interest", action="append", metavar="CATEGORY",
                     help="sample profile interest (repeatable)")
     pv.add_argument("--channel", default="", help="default: the campaign's channel")
+
+
+def _model_parser(sub, common) -> None:
+    mo = sub.add_parser("model", help="models in production: online metrics per version")
+    acts = mo.add_subparsers(dest="action", required=True)
+    st = acts.add_parser("stats", parents=[common], help="impressions, CTR@k, conversion rate and "
+                         "revenue per 1,000 impressions per model version and channel, with intervals")
+    st.add_argument("--version", default="", help="only this model version (default: every one)")
+    st.add_argument("--channel", default="", help="only this channel (web, app, email, sms, push, "
+                    "unspecified, all)")
+    st.add_argument("-k", type=int, action="append", help="a CTR@k cut-off (repeatable; default "
+                    "1, 5, 10)")
+    st.add_argument("--confidence", type=float, default=0.0, help="of the intervals (default 0.95)")
 
 
 def _campaign_parser(sub, common) -> None:

@@ -13,6 +13,11 @@ loadtests/measure.py, the one measurement every bench uses) and the Recommend/Pi
 and of CPU per call. `--plot FILE.png` also draws p50/p99 latency against achieved QPS per RPC
 (loadtests/plot.py; matplotlib, the bench extra).
 
+`--impressions on|off|both` serves with the impression log on (the default server), off, or
+both in one run: one server with the log off, then one with it on, the same bundle and
+generator, every fixed-rate run of both at the rates taken from the first server's max; then the
+p99 and server CPU per call of on vs off side by side.
+
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there), so before/after figures of two commits come from one machine and one generator:
 
@@ -150,31 +155,69 @@ def serving(bundle: Path | None = None, prefix: str = "tailor-", *, flags=(), wo
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def bench_catalog(bundle: Path, args) -> dict:
+IMPRESSION_MODES = {"on": ("on",), "off": ("off",), "both": ("off", "on")}
+"""`--impressions`: the impression log setting of each server a catalog is measured on, in order."""
+
+
+def _serve_and_measure(bundle: Path, args, users: list[str], mode: str | None,
+                       max_qps: float | None) -> dict:
+    """One server (impression log `mode`, the server's default if None): max QPS beside Ping,
+    then the fixed-rate runs at fractions of `max_qps` (of this server's max if None)."""
     # the data dir beside the bundle, not in /tmp: it holds a copy of the bundle (~1 GB at 1M)
     work = Path(tempfile.mkdtemp(prefix="serve-", dir=bundle.parent.parent))
-    with serving(bundle, workers=args.workers, server_src=args.server_src, data_dir=work) as srv:
+    env = None if mode is None else {"TAILOR_IMPRESSION_LOG": "true" if mode == "on" else "false"}
+    tag = "" if mode is None else f" [log {mode}]"
+    with serving(bundle, workers=args.workers, server_src=args.server_src, data_dir=work,
+                 env=env) as srv:
         target, pid = srv.target, srv.process.pid
-        with np.load(bundle / "users.npz") as npz:
-            users = [str(u) for u in npz["user_ids"][:20000]]
         load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency)
         recs, pings = recommend_payloads(users, k=10), ping_payloads()
         run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
         idle = idle_cpu(pid)
-        pair = compare("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
+        pair = compare(f"Recommend k=10 (max){tag}", pid, target, RECOMMEND, recs, **load)
+        base = pair.method.load.qps if max_qps is None else max_qps
         # Open loop at a fixed rate needs no parallel generators; extra ones only take the
         # server's CPU, so latency runs use --latency-procs (default 1).
         paced = []
         for frac in args.load_fractions:
-            rate = dict(load, procs=args.latency_procs, rate=pair.method.load.qps * frac)
+            rate = dict(load, procs=args.latency_procs, rate=base * frac)
             label = "half max" if frac == 0.5 else f"{frac:g} x max"
-            paced.append(measure(f"Recommend @ {label}", pid, target, RECOMMEND, recs, **rate))
+            paced.append(measure(f"Recommend @ {label}{tag}", pid, target, RECOMMEND, recs, **rate))
             # the stack's own latency floor at that arrival rate (same generator, empty RPC)
-            paced.append(measure("Ping @ same rate", pid, target, PING, pings, **rate))
+            paced.append(measure(f"Ping @ same rate{tag}", pid, target, PING, pings, **rate))
+    return {"mode": mode, "pair": pair, "paced": paced, "idle": idle, "max_qps": base}
+
+
+def bench_catalog(bundle: Path, args) -> dict:
+    with np.load(bundle / "users.npz") as npz:
+        users = [str(u) for u in npz["user_ids"][:20000]]
+    servers, max_qps = [], None
+    modes = IMPRESSION_MODES[args.impressions] if args.impressions else (None,)
+    for mode in modes:
+        servers.append(_serve_and_measure(bundle, args, users, mode, max_qps))
+        max_qps = servers[0]["max_qps"]  # every later server runs at the first one's rates
     manifest = json.loads((bundle / "manifest.json").read_text())
+    runs = [m for s in servers for m in (s["pair"].ping, s["pair"].method, *s["paced"])]
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
-            "index_recall@10": manifest["index"].get("recall_at_10"),
-            "pair": pair, "runs": [pair.ping, pair.method, *paced], "idle": idle}
+            "index_recall@10": manifest["index"].get("recall_at_10"), "servers": servers,
+            "pair": servers[-1]["pair"], "runs": runs, "idle": servers[-1]["idle"]}
+
+
+def print_impression_cost(servers: list[dict]) -> None:
+    """On vs off, from one run: Recommend's p99 at each fixed rate and its CPU per call."""
+    by = {s["mode"]: s for s in servers}
+    if set(by) != {"on", "off"}:
+        return
+    on, off = by["on"], by["off"]
+    print("impression log on vs off (same bundle, generator and rates):")
+    cpu_on, cpu_off = on["pair"].method.cpu_us_per_call, off["pair"].method.cpu_us_per_call
+    print(f"  Recommend max: QPS {on['pair'].method.load.qps:.0f} vs {off['pair'].method.load.qps:.0f}; "
+          f"server CPU per call {cpu_on:.1f} vs {cpu_off:.1f} us (x{cpu_on / cpu_off:.3f})")
+    for a, b in zip(on["paced"][::2], off["paced"][::2]):
+        print(f"  {a.name}: p99 {a.load.p99_ms:.2f} vs {b.load.p99_ms:.2f} ms "
+              f"({a.load.p99_ms - b.load.p99_ms:+.2f} ms), p50 {a.load.p50_ms:.2f} vs "
+              f"{b.load.p50_ms:.2f} ms, CPU per call {a.cpu_us_per_call:.1f} vs "
+              f"{b.cpu_us_per_call:.1f} us at {a.load.qps:.0f}/s", flush=True)
 
 
 def main(argv=None) -> None:
@@ -193,6 +236,9 @@ def main(argv=None) -> None:
     p.add_argument("--load-fractions", type=float, nargs="+", default=[0.5], metavar="F",
                    help="fixed-rate (latency) runs at these fractions of Recommend's max QPS, "
                         "each with Ping at the same rate (more points for --plot)")
+    p.add_argument("--impressions", choices=sorted(IMPRESSION_MODES), default=None,
+                   help="impression log on, off, or both (two servers, one run); default: the "
+                        "server's own setting")
     add_server_src_argument(p)
     add_plot_argument(p)
     args = p.parse_args(argv)
@@ -204,6 +250,7 @@ def main(argv=None) -> None:
         print(f"\ncatalog {r['items']} items, index {r['index']}, "
               f"index recall@10 vs exact = {r['index_recall@10']}")
         print_table(r["runs"], r["pair"], r["idle"])
+        print_impression_cost(r["servers"])
     if args.plot is not None:
         series = {k: v for r in rows for k, v in by_rpc(r["runs"], f" ({r['items']} items)").items()}
         write_latency_plot(series, args.plot, f"Latency vs load, workers={args.workers}")

@@ -129,7 +129,8 @@ class TailorServer:
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
         self.registry.add_check(self.profiles.check_bundle)
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],
-                                       erased_at=self.tombstones.erased_at)
+                                       erased_at=self.tombstones.erased_at, bundles=self.registry,
+                                       user_ids=self.profiles.user_ids)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets,
                                        impressions=self.impressions.sink)
@@ -176,7 +177,7 @@ class TailorServer:
             (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
-             ModelAdminServicer(self.registry, self.pusher, stats=self.impressions)),
+             ModelAdminServicer(self.registry, self.pusher, stats=self.impressions, pii=self.pii)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..config import Settings
 from ..errors import InvalidArgument
+from ..interfaces import BundleSource
 from ..profiles.schema import CHANNELS
 from ..security.secrets import Keyring
 from ..store import Store
-from ..validation import check_count, check_id, check_known, check_range
+from ..validation import check_count, check_id, check_known, check_range, check_time
+from .export import ExportedImpression, ImpressionExport
 from .join import ImpressionJoin
 from .log import ImpressionLog
 from .logging import logger
@@ -29,13 +31,18 @@ MAX_KS = 16
 
 
 class Impressions:
-    def __init__(self, settings: Settings, store: Store, ring: Keyring, erased_at=None):
+    def __init__(self, settings: Settings, store: Store, ring: Keyring, erased_at=None,
+                 bundles: BundleSource | None = None,
+                 user_ids: Callable[[], Iterable[str]] = tuple):
+        """`erased_at`: the tombstones' lookup; `bundles`, `user_ids`: what the export names
+        items and users by (the registry; the profiles' ids)."""
         self.settings = settings
         self.enabled = settings.impression_log
         self.log = ImpressionLog(store, ring, flush_seconds=settings.impression_flush_seconds,
                                  flush_records=settings.impression_flush_records,
                                  buffer_max=settings.impression_buffer_max, erased_at=erased_at)
         self.join = ImpressionJoin(self.log, settings.attribution_window_seconds)
+        self.exporter = ImpressionExport(self.log, bundles, user_ids) if bundles else None
         self.stats = ModelStats(store)
         """`stats.counts(version)`: (impressions, impressions with a click) for the canary."""
         self._tasks: list[asyncio.Task] = []
@@ -88,6 +95,14 @@ class Impressions:
             await asyncio.to_thread(self.log.flush)  # this worker's latest answers count too
         return await asyncio.to_thread(self.stats.rows, model_version, channel,
                                        tuple(ks) or DEFAULT_KS, confidence or 0.95)
+
+    def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
+        """The log with joined outcomes, items and users named (ExportImpressions)."""
+        check_time("start", start, self.settings.limits.latest_timestamp)
+        check_time("end", end, self.settings.limits.latest_timestamp)
+        if self.exporter is None:
+            return iter(())
+        return self.exporter.rows(start, end)
 
     async def close(self) -> None:
         for task in self._tasks:

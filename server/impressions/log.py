@@ -18,6 +18,7 @@ import functools
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -57,7 +58,9 @@ class ImpressionLog:
         self.flush_seconds, self.flush_records, self.buffer_max = (flush_seconds, flush_records,
                                                                    buffer_max)
         self._t = store.table("impressions")
-        self._buf: list[tuple] = []
+        self._buf: deque[tuple] = deque()
+        """Answers waiting to be written: appended by the event loop, drained by the flush
+        thread (deque append and popleft are atomic: no lock on the serving path)."""
         self.lock = threading.Lock()
         """Held by every write of the table from this process (flushes and joins)."""
         self._wake: asyncio.Event | None = None
@@ -89,13 +92,12 @@ class ImpressionLog:
         return codes
 
     def _encoded(self, group: list[tuple]) -> list[tuple[bytes, bytes]]:
-        """(key, value) of each impression, in key order."""
+        """(key, value) of each impression, in group order."""
         items = []
         for ts, rid, uid, channel, context, bundle, rows, scores, cold in group:
             codes = self._codes_of(bundle)[rows]
             key = keys.impression_key(self.user_prefix(uid), ts, rid or _new_id())
             items.append((key, encode(ts, bundle.version, channel, context, codes, scores, cold)))
-        items.sort()
         return items
 
     @staticmethod
@@ -116,17 +118,21 @@ class ImpressionLog:
     def flush(self) -> int:
         """Write every buffered impression (one write transaction); returns how many."""
         with self.lock:
-            group, self._buf = self._buf, []
+            take = self._buf.popleft
+            group = [take() for _ in range(len(self._buf))]
             if not group:
                 return 0
             counts = self._counted(group)  # every answer shown counts; erased users' go unwritten
             group = self._not_erased(group, self._erased_before(group))
+            encoded = self._encoded(group)  # before the write lock: other writers wait less
 
             def fn(txn):  # erasures of this process that committed meanwhile win
-                kept = self._not_erased(group, self._erased)
-                self._t.put_many(txn, self._encoded(kept))
+                erased = self._erased
+                items = sorted(kv for g, kv in zip(group, encoded)
+                               if g[0] > erased.get(g[2], -1.0)) if erased else sorted(encoded)
+                self._t.put_many(txn, items)
                 add_counters(self._t, txn, counts)
-                return len(kept)
+                return len(items)
             n = self.store.write(fn)
             self._erased = {}
         metrics.IMPRESSIONS_WRITTEN.inc(n)

@@ -3,7 +3,7 @@ kinds "impression" and "impression_counters").
 
 An impression is one packed record, no JSON:
 
-    head      struct `HEAD` (44 bytes, little-endian):
+    head      struct `HEAD` (36 bytes, little-endian):
               time f64, flags u8 (bit 0: cold start), channel u8 (index in `CHANNEL_CODES`),
               items u16, first click position i16 (-1: none; `UNKNOWN_POSITION`: clicked, position
               unknown), clicks u16, add-to-carts u16, purchases u16, revenue f64, version bytes
@@ -12,11 +12,14 @@ An impression is one packed record, no JSON:
     context   (u16 length, UTF-8 key, u16 length, UTF-8 value) per entry
     items     int64[n] stable item codes (`profiles.schema.item_code`), in position order
     scores    float32[n]
+    outcomes  uint8[n] per position, bits `ITEM_BITS` (clicked, carted, purchased)
 
-Positions are 0-based indexes into `items`. The outcome fields (first click, counts, revenue)
-are the only part a join rewrites (`with_outcome`). Counters are float64[`N_COUNTERS`]: the named
-slots of `C`, then the first-click position histogram (`POSITIONS` buckets, the last one for
-positions at or past it and unknown ones), from which CTR@k is read for k <= `POSITIONS` - 1.
+Positions are 0-based indexes into `items`. The outcome fields (first click, counts, revenue,
+the per-position bits) are the only part a join rewrites (`with_outcome`).
+
+Counters are float64[`N_COUNTERS`]: the named slots of `C`, then the first-click position
+histogram (`POSITIONS` buckets, the last one for positions at or past it and unknown ones), from
+which CTR@k is read for k <= `POSITIONS` - 1.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ from ..profiles.schema import CHANNELS
 
 __all__ = ["HEAD", "CHANNEL_CODES", "UNKNOWN_POSITION", "POSITIONS", "C", "N_COUNTERS",
            "CLICK", "CART", "PURCHASE", "Impression", "encode", "decode", "with_outcome",
-           "new_counters", "item_codes_of"]
+           "new_counters", "item_codes_of", "ITEM_BITS", "head_of"]
 
 HEAD = struct.Struct("<dBBHhHHHdHHI")
 CHANNEL_CODES = ("", *CHANNELS)
@@ -43,6 +46,8 @@ _MAX_COUNT = 65535
 
 CLICK, CART, PURCHASE = "click", "add_to_cart", "purchase"
 """The outcomes a joined event adds to an impression."""
+ITEM_BITS = {CLICK: 1, CART: 2, PURCHASE: 4}
+"""Bit of each outcome in a position's outcome byte."""
 
 
 class C:
@@ -69,6 +74,8 @@ class Impression:
     """int64 item codes, position order."""
     scores: np.ndarray
     cold_start: bool
+    outcomes: np.ndarray | None = None
+    """uint8 outcome bits per position (`ITEM_BITS`)."""
     first_click: int = -1
     clicks: int = 0
     add_to_carts: int = 0
@@ -109,7 +116,7 @@ def encode(ts: float, version: str, channel: str, context, codes: np.ndarray, sc
     head = HEAD.pack(ts, int(cold_start), _CHANNEL.get(channel, 0), len(codes), -1, 0, 0, 0, 0.0,
                      len(v), len(ctx), 0)
     return b"".join((head, v, ctx, codes.astype("<i8", copy=False).tobytes(),
-                     scores.astype("<f4", copy=False).tobytes()))
+                     scores.astype("<f4", copy=False).tobytes(), bytes(len(codes))))
 
 
 def decode(raw: bytes) -> Impression:
@@ -121,8 +128,9 @@ def decode(raw: bytes) -> Impression:
     pos += nc
     items = np.frombuffer(raw, "<i8", n, pos)
     scores = np.frombuffer(raw, "<f4", n, pos + 8 * n)
+    outcomes = np.frombuffer(raw, np.uint8, n, pos + 12 * n)
     return Impression(ts, version, CHANNEL_CODES[ch], context, items, scores, bool(flags & 1),
-                      first, clicks, carts, buys, revenue)
+                      outcomes, first, clicks, carts, buys, revenue)
 
 
 def head_of(raw: bytes) -> tuple:
@@ -173,4 +181,7 @@ def with_outcome(raw: bytes, outcome: str, position: int, value: float,
         delta[C.REVENUE_SQ] += (revenue + value) ** 2 - revenue ** 2
         buys, revenue = min(buys + 1, _MAX_COUNT), revenue + value
     head = HEAD.pack(ts, flags, ch, n, first, clicks, carts, buys, revenue, nv, nc, res)
-    return head + raw[HEAD.size:]
+    body = bytearray(raw[HEAD.size:])
+    if position < n:
+        body[nv + nc + 12 * n + position] |= ITEM_BITS[outcome]
+    return head + bytes(body)

@@ -5,9 +5,15 @@ from __future__ import annotations
 from protos.tailor.v1 import model_admin_pb2 as pb
 from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
 
+from ..config import Settings
 from ..errors import grpc_errors
 from ..impressions import Impressions, ModelStatsRow, Rate
+from ..impressions.export import ExportedImpression
+from ..impressions.records import UNKNOWN_POSITION
 from ..models import Bundle, BundleChunk, BundlePusher, ModelRegistry
+from ..security.interceptor import current_principal
+from ..security.pii import PiiPolicy
+from ..security.roles import PII_READER
 
 __all__ = ["ModelAdminConverter", "ModelAdminServicer"]
 
@@ -54,13 +60,35 @@ class ModelAdminConverter:
             conversion_rate=rate(r.conversion_rate), revenue_per_mille=rate(r.revenue_per_mille),
             first_seen=r.first_seen, last_seen=r.last_seen) for r in rows])
 
+    @staticmethod
+    def from_impression(row: ExportedImpression) -> pb.Impression:
+        imp = row.impression
+        first = imp.first_click
+        out = pb.Impression(
+            request_id=row.request_id, user_ref=row.user_ref, user_id=row.user_id,
+            timestamp=imp.timestamp, model_version=imp.model_version, channel=imp.channel,
+            context=imp.context, cold_start=imp.cold_start,
+            first_click=0 if first < 0 else -1 if first == UNKNOWN_POSITION else first + 1,
+            clicks=imp.clicks, add_to_carts=imp.add_to_carts, purchases=imp.purchases,
+            revenue=imp.revenue)
+        add = out.items.add
+        for pos, (item_id, score, bits) in enumerate(zip(row.item_ids, imp.scores.tolist(),
+                                                         imp.outcomes.tolist())):
+            add(item_id=item_id, position=pos + 1, score=score, clicked=bool(bits & 1),
+                carted=bool(bits & 2), purchased=bool(bits & 4))
+        return out
+
 
 class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
-    def __init__(self, registry: ModelRegistry, pusher: BundlePusher, stats: Impressions | None = None):
+    def __init__(self, registry: ModelRegistry, pusher: BundlePusher, stats: Impressions | None = None,
+                 pii: PiiPolicy | None = None):
         self.registry = registry
         self.pusher = pusher
         self.stats = stats
-        """The online metrics (GetModelStats); None: none are kept (empty answers)."""
+        """The impression log and its metrics (GetModelStats, ExportImpressions); None: none
+        are kept (empty answers)."""
+        self.pii = pii or PiiPolicy(Settings.model_fields["pii_keys"].default)
+        """Masks PII values of logged Recommend contexts for callers without `pii-reader`."""
 
     @grpc_errors
     async def PushBundle(self, request_iterator, context) -> pb.ModelStatus:
@@ -83,3 +111,14 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         rows = await self.stats.model_stats(request.model_version, request.channel,
                                             list(request.ks), request.confidence)
         return ModelAdminConverter.from_stats(rows)
+
+    @grpc_errors
+    async def ExportImpressions(self, request: pb.ExportImpressionsRequest, context):
+        if self.stats is None:
+            return
+        masked = not current_principal().has(PII_READER)
+        for row in self.stats.export(request.start, request.end):
+            msg = ModelAdminConverter.from_impression(row)
+            if masked and msg.context:
+                self.pii.mask_map(msg.context)
+            yield msg

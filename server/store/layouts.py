@@ -133,7 +133,8 @@ KINDS: tuple[RecordKind, ...] = (
                "send job (messages.sends)"),
     RecordKind("impression", "impressions", 1, lambda k: not k.startswith(K.SEP),
                "packed impression: fixed struct head (time, outcomes, lengths), model version, "
-               "context, item codes int64[n], scores float32[n] (impressions.records)"),
+               "context, item codes int64[n], scores float32[n], outcome bits uint8[n] "
+               "(impressions.records)"),
     RecordKind("impression_counters", "impressions", 1,
                lambda k: k.startswith(K.IMPRESSION_COUNT_PREFIX),
                "packed float64 counters of one model version and channel (impressions.records)"),

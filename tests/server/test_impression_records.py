@@ -33,7 +33,8 @@ def test_a_record_decodes_to_what_was_encoded_and_stays_compact():
     assert imp.scores.tolist() == pytest.approx(np.linspace(1, 0, 5).tolist())
     assert (imp.first_click, imp.clicks, imp.purchases, imp.revenue) == (-1, 0, 0, 0.0)
     # head + "v1" + context (4 length prefixes + 4 + 4 + 2 + 2 bytes) + 5 * (8 + 4)
-    assert len(raw) == HEAD.size + 2 + (8 + 12) + 60
+    assert len(raw) == HEAD.size + 2 + (8 + 12) + 5 * (8 + 4 + 1)
+    assert imp.outcomes.tolist() == [0] * 5
 
 
 def test_clicks_keep_the_first_position_and_move_the_histogram():
@@ -45,6 +46,7 @@ def test_clicks_keep_the_first_position_and_move_the_histogram():
     raw = with_outcome(raw, CLICK, 1, 0.0, delta)  # higher up: the impression moves buckets
     assert decode(raw).first_click == 1 and delta[C.HIST + 3] == 0 and delta[C.HIST + 1] == 1
     assert delta[C.CLICKED] == 1 and decode(raw).clicks == 3
+    assert decode(raw).outcomes.tolist() == [0, 1, 0, 1, 1]
     other = with_outcome(_record(), CLICK, UNKNOWN_POSITION, 0.0, delta)
     assert decode(other).first_click == UNKNOWN_POSITION and delta[-1] == 1  # the last bucket
 
@@ -60,6 +62,7 @@ def test_purchases_and_carts_count_each_impression_once_and_sum_revenue():
     assert (delta[C.CONVERTED], delta[C.PURCHASES], delta[C.REVENUE], delta[C.CARTED]) == (1, 2, 12, 1)
     assert delta[C.REVENUE_SQ] == 144.0  # one impression worth 12: its square, not 10² + 2²
     assert imp.items.tolist() == decode(_record()).items.tolist()  # the rest is untouched
+    assert imp.outcomes.tolist() == [4, 6, 2, 0, 0]  # purchased at 0, 1; carted at 1, 2
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (1, 4), (37, 1000)])

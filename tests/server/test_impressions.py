@@ -158,6 +158,11 @@ async def test_stats_are_per_model_version(tailor_server, stubs, second_bundle):
     assert (rows[(old.model_version, "all")].impressions, rows[(old.model_version, "all")].clicked) == (1, 0)
     assert tailor_server.impressions.stats.counts(new.model_version) == (1, 1)
     assert tailor_server.impressions.stats.counts("never-served") == (0, 0)
+    from prometheus_client import REGISTRY
+    tailor_server.impressions.stats.report()
+    labels = {"version": new.model_version, "channel": "all"}
+    assert REGISTRY.get_sample_value("tailor_model_impressions", labels) == 1
+    assert REGISTRY.get_sample_value("tailor_model_ctr", {**labels, "k": "1"}) == 1.0
 
 
 async def test_delete_profile_erases_the_users_impressions(tailor_server, stubs):
@@ -220,3 +225,33 @@ async def test_the_switch_turns_the_log_off(log_off, tailor_server, stubs):
         event("q1", "quiet", "click", reply.items[0].item_id, request_id=reply.request_id)]))
     assert impressions_of(tailor_server, "quiet") == {}
     assert (await admin.GetModelStats(apb.GetModelStatsRequest())).rows == []
+
+
+async def test_cli_stats_and_training_export_of_the_log(tailor_server, stubs, tmp_path):
+    import json
+
+    from tests.conftest import run_module
+    rec, profiles, _ = stubs
+    known = await recommend(rec, "exp", channel="push", context={"email": "e@x.org", "page": "p"})
+    await recommend(rec, "anon")
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("e1", "exp", "click", known.items[1].item_id, request_id=known.request_id)]))
+    target = f"127.0.0.1:{tailor_server.port}"
+    out = await asyncio.to_thread(run_module, "clients", "model", "stats", "--server", target,
+                                  "--channel", "push", "-k", "2", "--timeout", "30")
+    (row,) = json.loads(out.stdout)["rows"]
+    assert (row["channel"], row["impressions"], row["clicked"]) == ("push", 1, 1)
+    assert [(r["k"], r["value"]) for r in row["ctr"]] == [(2, 1.0)]
+    await asyncio.to_thread(run_module, "training", "export", "--server", target, "--out",
+                            str(tmp_path / "x" / "interactions.csv"), "--impressions")
+    lines = (tmp_path / "x" / "impressions.jsonl").read_text().splitlines()
+    rows = {r["request_id"]: r for r in map(json.loads, lines)}
+    assert len(rows) == 2
+    exp = rows[known.request_id]
+    assert exp["user_id"] == "exp" and exp["user_ref"] and exp["channel"] == "push"
+    assert exp["first_click"] == 2 and exp["clicks"] == 1
+    assert exp["context"]["page"] == "p" and "e@x.org" not in lines[0] + lines[1]  # masked: no pii-reader
+    assert [i["item_id"] for i in exp["items"]] == [i.item_id for i in known.items]
+    assert [i["clicked"] for i in exp["items"]] == [False, True] + [False] * 8
+    (anon,) = [r for r in rows.values() if r is not exp]
+    assert anon["user_id"] == "" and anon["user_ref"] != exp["user_ref"]  # no profile: hash only
