@@ -32,7 +32,7 @@ from ..profiles.schema import CHANNELS
 
 __all__ = ["HEAD", "CHANNEL_CODES", "UNKNOWN_POSITION", "POSITIONS", "C", "N_COUNTERS",
            "CLICK", "CART", "PURCHASE", "Impression", "encode", "decode", "with_outcome",
-           "new_counters", "item_codes_of", "ITEM_BITS", "head_of"]
+           "new_counters", "item_codes_of", "ITEM_BITS", "head_of", "encode_many"]
 
 HEAD = struct.Struct("<dBBHhHHHdHHI")
 CHANNEL_CODES = ("", *CHANNELS)
@@ -117,6 +117,30 @@ def encode(ts: float, version: str, channel: str, context, codes: np.ndarray, sc
                      len(v), len(ctx), 0)
     return b"".join((head, v, ctx, codes.astype("<i8", copy=False).tobytes(),
                      scores.astype("<f4", copy=False).tobytes(), bytes(len(codes))))
+
+
+_HEAD_DTYPE = np.dtype([("ts", "<f8"), ("flags", "u1"), ("channel", "u1"), ("n", "<u2"),
+                        ("first", "<i2"), ("clicks", "<u2"), ("carts", "<u2"), ("buys", "<u2"),
+                        ("revenue", "<f8"), ("nv", "<u2"), ("nc", "<u2"), ("reserved", "<u4")])
+assert _HEAD_DTYPE.itemsize == HEAD.size
+
+
+def encode_many(ts: np.ndarray, version: str, channels: list[str], codes: np.ndarray,
+                scores: np.ndarray, cold: np.ndarray) -> list[bytes]:
+    """`encode` of m answers of one version with n items each and no context, at once:
+    `codes`, `scores` are [m, n]; the bytes are the same as `encode`'s, record by record."""
+    m, n = codes.shape
+    v = version.encode()
+    head = np.zeros(m, _HEAD_DTYPE)
+    head["ts"], head["flags"], head["n"], head["first"], head["nv"] = ts, cold, n, -1, len(v)
+    head["channel"] = [_CHANNEL.get(c, 0) for c in channels]
+    cut = np.cumsum([HEAD.size, len(v), 8 * n, 4 * n])
+    buf = np.zeros((m, cut[-1] + n), np.uint8)
+    buf[:, :cut[0]] = head.view(np.uint8).reshape(m, HEAD.size)
+    buf[:, cut[0]:cut[1]] = np.frombuffer(v, np.uint8)
+    buf[:, cut[1]:cut[2]] = codes.astype("<i8", copy=False).view(np.uint8).reshape(m, 8 * n)
+    buf[:, cut[2]:cut[3]] = scores.astype("<f4", copy=False).view(np.uint8).reshape(m, 4 * n)
+    return [row.tobytes() for row in buf]
 
 
 def decode(raw: bytes) -> Impression:

@@ -78,3 +78,15 @@ def test_wilson_by_hand_and_without_data():
     half = z * ((0.25 * 0.75 / 4 + z * z / 64) ** 0.5) / (1 + z * z / 4)
     assert wilson(1, 4) == pytest.approx((centre - half, centre + half))
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_packing_many_answers_at_once_gives_each_ones_bytes():
+    from server.impressions.records import encode_many
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 1 << 53, (4, 7))
+    scores = rng.random((4, 7)).astype(np.float32)
+    ts, cold, channels = np.array([1.5, 2.5, 3.5, 4.5]), np.array([True, False, False, True]), \
+        ["web", "", "push", "email"]
+    many = encode_many(ts, "ver-9", channels, codes, scores, cold)
+    assert many == [encode(ts[i], "ver-9", channels[i], (), codes[i], scores[i], cold[i])
+                    for i in range(4)]
