@@ -135,9 +135,12 @@ class ModelStats:
                     out.append(_row(version, ch, c, ks, confidence))
         return out
 
-    def report(self, ks: Sequence[int] = DEFAULT_KS) -> None:
-        """Set the Prometheus gauges of every (version, channel) row."""
-        for row in self.rows(ks=ks):
+    def report(self, ks: Sequence[int] = DEFAULT_KS, versions: int = 10) -> None:
+        """Set the Prometheus gauges of every (version, channel) row of the `versions` most
+        recently served versions (older ones stay in GetModelStats only)."""
+        rows = self.rows(ks=ks)
+        recent = list(dict.fromkeys(r.model_version for r in rows))[:versions]
+        for row in (r for r in rows if r.model_version in recent):
             metrics.report_model_stats(row.model_version, row.channel, row.impressions,
                                        {r.k: r.value for r in row.ctr}, row.conversion_rate.value,
                                        row.revenue_per_mille.value)
