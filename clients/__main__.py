@@ -104,6 +104,13 @@ def _campaign(client: TailorClient, args) -> object:
     return client.campaign_stats(args.campaign)
 
 
+def _model(client: TailorClient, args):
+    if args.action == "stats":
+        return client.model_stats(args.version, args.channel, args.k or (), args.confidence)
+    end = client.promote_canary if args.action == "promote" else client.abort_canary
+    return dataclasses.asdict(end(args.version))
+
+
 def _suppression(client: TailorClient, args) -> object:
     address = {"email": args.email or "", "phone": args.phone or ""}
     if args.action == "add":
@@ -224,8 +231,7 @@ COMMANDS = {
     "recommend": _recommend,
     "status": lambda client, args: dataclasses.asdict(client.model_status()),
     "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version)),
-    "model": lambda client, args: dataclasses.asdict(
-        (client.promote_canary if args.action == "promote" else client.abort_canary)(args.version)),
+    "model": _model,
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
     "audit": lambda client, args: {"lines": [json.loads(line) for line in client.audit_tail(args.n)]},
@@ -281,15 +287,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_parser(sub, common) -> None:
-    mo = sub.add_parser("model", help="the running canary: promote or abort it")
-    acts = mo.add_subparsers(dest="action", required=True)
-    for name, what in (("promote", "serve the canary to every user"),
-                       ("abort", "stop the canary; every user gets the active version")):
-        acts.add_parser(name, parents=[common], help=what).add_argument(
-            "--version", default="", help="the canary version meant (refused if another runs)")
-
-
 def _suppression_parser(sub, common) -> None:
     su = sub.add_parser("suppression", help="the global suppression list (addresses never to "
                         "contact; stored as keyed hashes only)")
@@ -341,6 +338,24 @@ def _message_parser(sub, common) -> None:
     pv.add_argument("--interest", action="append", metavar="CATEGORY",
                     help="sample profile interest (repeatable)")
     pv.add_argument("--channel", default="", help="default: the campaign's channel")
+
+
+def _model_parser(sub, common) -> None:
+    mo = sub.add_parser("model", help="models in production: online metrics per version, and "
+                        "the running canary (promote or abort it)")
+    acts = mo.add_subparsers(dest="action", required=True)
+    for name, what in (("promote", "serve the canary to every user"),
+                       ("abort", "stop the canary; every user gets the active version")):
+        acts.add_parser(name, parents=[common], help=what).add_argument(
+            "--version", default="", help="the canary version meant (refused if another runs)")
+    st = acts.add_parser("stats", parents=[common], help="impressions, CTR@k, conversion rate and "
+                         "revenue per 1,000 impressions per model version and channel, with intervals")
+    st.add_argument("--version", default="", help="only this model version (default: every one)")
+    st.add_argument("--channel", default="", help="only this channel (web, app, email, sms, push, "
+                    "unspecified, all)")
+    st.add_argument("-k", type=int, action="append", help="a CTR@k cut-off (repeatable; default "
+                    "1, 5, 10)")
+    st.add_argument("--confidence", type=float, default=0.0, help="of the intervals (default 0.95)")
 
 
 def _campaign_parser(sub, common) -> None:

@@ -40,6 +40,7 @@ from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
 from .attribution_results import Attribution
 from .campaign_results import Campaign, CampaignStats, Message, SampleSize, SendProgress
+from .model_results import ModelStats
 from .profile_results import Profile, Suppression
 from .results import Choice, ModelStatus, Reward, TrackResult
 from .retry import RetryPolicy, channel_options
@@ -203,6 +204,22 @@ class TailorClient:
         """Stop the running canary (`version`, if given, must be it)."""
         req = admin_pb.CanaryRequest(version=version)
         return ModelStatus.from_pb(self._call(self._admin.AbortCanary, req, timeout))
+    def model_stats(self, model_version: str = "", channel: str = "", ks: Sequence[int] = (),
+                    confidence: float = 0.0, timeout: float | None = None) -> ModelStats:
+        """Online metrics per model version and channel (impressions, CTR@k, conversion rate,
+        revenue per 1,000 impressions, with intervals); "" = every version / channel."""
+        req = admin_pb.GetModelStatsRequest(model_version=model_version, channel=channel,
+                                            ks=list(ks), confidence=confidence)
+        return ModelStats.from_pb(self._call(self._admin.GetModelStats, req, timeout))
+
+    def export_impressions(self, start: float = 0.0, end: float = 0.0, timeout: float = 3600.0):
+        """Yield every retained impression (tailor.v1.Impression, outcomes joined) shown with
+        start <= timestamp <= end."""
+        try:
+            yield from self._admin.ExportImpressions(
+                admin_pb.ExportImpressionsRequest(start=start, end=end), timeout=timeout)
+        except grpc.RpcError as err:
+            raise TailorError(err.code(), err.details() or "") from None
 
     def ping(self, timeout: float | None = None) -> None:
         self._call(self._diag.Ping, diag_pb.PingRequest(), timeout)

@@ -13,6 +13,11 @@ loadtests/measure.py, the one measurement every bench uses) and the Recommend/Pi
 and of CPU per call. `--plot FILE.png` also draws p50/p99 latency against achieved QPS per RPC
 (loadtests/plot.py; matplotlib, the bench extra).
 
+`--impressions on|off|both` serves with the impression log on (the default server), off, or
+both in one run: a server with the log off and one with it on, up together, the same bundle and
+generator; the fixed-rate runs alternate between them (`--rounds N` times) at the rates taken from
+the first server's max; then the p99 and server CPU per call of on vs off, paired by round.
+
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there), so before/after figures of two commits come from one machine and one generator:
 
@@ -150,36 +155,87 @@ def serving(bundle: Path | None = None, prefix: str = "tailor-", *, flags=(), wo
             shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def bench_catalog(bundle: Path, args) -> dict:
+IMPRESSION_MODES = {"on": ("on",), "off": ("off",), "both": ("off", "on")}
+"""`--impressions`: the impression log setting of each server a catalog is measured on, in order."""
+
+
+def _start(stack: contextlib.ExitStack, bundle: Path, args, mode: str | None) -> Served:
+    """A server with the impression log `mode` (the server's default if None), warmed up."""
     # the data dir beside the bundle, not in /tmp: it holds a copy of the bundle (~1 GB at 1M)
     work = Path(tempfile.mkdtemp(prefix="serve-", dir=bundle.parent.parent))
-    with serving(bundle, workers=args.workers, server_src=args.server_src, data_dir=work) as srv:
-        target, pid = srv.target, srv.process.pid
-        with np.load(bundle / "users.npz") as npz:
-            users = [str(u) for u in npz["user_ids"][:20000]]
-        load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency)
-        recs, pings = recommend_payloads(users, k=10), ping_payloads()
-        run_load(target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
-        idle = idle_cpu(pid)
-        # On a shared machine one pair can be off either way: alternate Ping and Recommend
-        # `--repeat` times and report the pair of the median CPU ratio (every ratio printed).
-        pairs = sorted((compare("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
-                        for _ in range(args.repeat)), key=lambda c: c.cpu_ratio)
-        pair = pairs[len(pairs) // 2]
+    env = None if mode is None else {"TAILOR_IMPRESSION_LOG": "true" if mode == "on" else "false"}
+    return stack.enter_context(serving(bundle, workers=args.workers, server_src=args.server_src,
+                                       data_dir=work, env=env))
+
+
+def bench_catalog(bundle: Path, args) -> dict:
+    """Every server of `--impressions` up at once; max QPS of each beside Ping, then `--rounds`
+    rounds of the fixed-rate runs, the servers alternating within each round, all at the rates
+    taken from the first server's max (so on and off meet the same load and the same noise)."""
+    with np.load(bundle / "users.npz") as npz:
+        users = [str(u) for u in npz["user_ids"][:20000]]
+    modes = IMPRESSION_MODES[args.impressions] if args.impressions else (None,)
+    load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency)
+    recs, pings = recommend_payloads(users, k=10), ping_payloads()
+    with contextlib.ExitStack() as stack:
+        servers = [{"mode": m, "srv": _start(stack, bundle, args, m), "paced": []} for m in modes]
+        for s in servers:
+            s["tag"] = "" if s["mode"] is None else f" [log {s['mode']}]"
+            run_load(s["srv"].target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
+        for s in servers:
+            pid, target = s["srv"].process.pid, s["srv"].target
+            s["idle"] = idle_cpu(pid)
+            # On a shared machine one pair can be off either way: alternate Ping and Recommend
+            # `--repeat` times and keep the pair of the median CPU ratio (every ratio printed).
+            pairs = sorted((compare(f"Recommend k=10 (max){s['tag']}", pid, target, RECOMMEND,
+                                    recs, **load) for _ in range(args.repeat)),
+                           key=lambda c: c.cpu_ratio)
+            s["pair"], s["ratios"] = pairs[len(pairs) // 2], [c.cpu_ratio for c in pairs]
+        base = servers[0]["pair"].method.load.qps
         # Open loop at a fixed rate needs no parallel generators; extra ones only take the
         # server's CPU, so latency runs use --latency-procs (default 1).
-        paced = []
-        for frac in args.load_fractions:
-            rate = dict(load, procs=args.latency_procs, rate=pair.method.load.qps * frac)
-            label = "half max" if frac == 0.5 else f"{frac:g} x max"
-            paced.append(measure(f"Recommend @ {label}", pid, target, RECOMMEND, recs, **rate))
-            # the stack's own latency floor at that arrival rate (same generator, empty RPC)
-            paced.append(measure("Ping @ same rate", pid, target, PING, pings, **rate))
+        for _ in range(args.rounds):
+            for frac in args.load_fractions:
+                rate = dict(load, procs=args.latency_procs, rate=base * frac)
+                label = "half max" if frac == 0.5 else f"{frac:g} x max"
+                for s in servers:
+                    pid, target = s["srv"].process.pid, s["srv"].target
+                    s["paced"].append(measure(f"Recommend @ {label}{s['tag']}", pid, target,
+                                              RECOMMEND, recs, **rate))
+                    # the stack's own latency floor at that arrival rate (same generator, empty RPC)
+                    s["paced"].append(measure(f"Ping @ same rate{s['tag']}", pid, target, PING,
+                                              pings, **rate))
     manifest = json.loads((bundle / "manifest.json").read_text())
+    runs = [m for s in servers for m in (s["pair"].ping, s["pair"].method, *s["paced"])]
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
-            "index_recall@10": manifest["index"].get("recall_at_10"),
-            "pair": pair, "runs": [pair.ping, pair.method, *paced], "idle": idle,
-            "ratios": [c.cpu_ratio for c in pairs]}
+            "index_recall@10": manifest["index"].get("recall_at_10"), "servers": servers,
+            "ratios": servers[-1]["ratios"],
+            "pair": servers[-1]["pair"], "runs": runs, "idle": servers[-1]["idle"]}
+
+
+def print_impression_cost(servers: list[dict]) -> None:
+    """On vs off, from one run: Recommend's p99 per fixed-rate run (paired by round) and the
+    median difference, and server CPU per call."""
+    by = {s["mode"]: s for s in servers}
+    if set(by) != {"on", "off"}:
+        return
+    on, off = by["on"], by["off"]
+    print("impression log on vs off (same bundle, generator and rates; runs alternated):")
+    cpu_on, cpu_off = on["pair"].method.cpu_us_per_call, off["pair"].method.cpu_us_per_call
+    print(f"  Recommend max: QPS {on['pair'].method.load.qps:.0f} vs {off['pair'].method.load.qps:.0f}; "
+          f"server CPU per call {cpu_on:.1f} vs {cpu_off:.1f} us (x{cpu_on / cpu_off:.3f})")
+    recs_on, recs_off = on["paced"][::2], off["paced"][::2]
+    for a, b in zip(recs_on, recs_off):
+        print(f"  {a.name}: p99 {a.load.p99_ms:.2f} vs {b.load.p99_ms:.2f} ms "
+              f"({a.load.p99_ms - b.load.p99_ms:+.2f}), p50 {a.load.p50_ms:.2f} vs "
+              f"{b.load.p50_ms:.2f} ms, CPU per call {a.cpu_us_per_call:.1f} vs "
+              f"{b.cpu_us_per_call:.1f} us at {a.load.qps:.0f}/s", flush=True)
+    if len(recs_on) > 1:
+        dp99 = np.median([a.load.p99_ms - b.load.p99_ms for a, b in zip(recs_on, recs_off)])
+        cpu = (np.median([a.cpu_us_per_call for a in recs_on]),
+               np.median([b.cpu_us_per_call for b in recs_off]))
+        print(f"  median over {len(recs_on)} paired runs: p99 {dp99:+.2f} ms; CPU per call "
+              f"{cpu[0]:.1f} vs {cpu[1]:.1f} us (x{cpu[0] / cpu[1]:.3f})", flush=True)
 
 
 def main(argv=None) -> None:
@@ -200,6 +256,11 @@ def main(argv=None) -> None:
     p.add_argument("--load-fractions", type=float, nargs="+", default=[0.5], metavar="F",
                    help="fixed-rate (latency) runs at these fractions of Recommend's max QPS, "
                         "each with Ping at the same rate (more points for --plot)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="fixed-rate runs per load fraction and server (alternating servers)")
+    p.add_argument("--impressions", choices=sorted(IMPRESSION_MODES), default=None,
+                   help="impression log on, off, or both (two servers, one run); default: the "
+                        "server's own setting")
     add_server_src_argument(p)
     add_plot_argument(p)
     args = p.parse_args(argv)
@@ -214,6 +275,7 @@ def main(argv=None) -> None:
         if len(r["ratios"]) > 1:
             print("server CPU ratio of each pair: " + ", ".join(f"x{x:.2f}" for x in r["ratios"])
                   + " (the table shows the median pair)")
+        print_impression_cost(r["servers"])
     if args.plot is not None:
         series = {k: v for r in rows for k, v in by_rpc(r["runs"], f" ({r['items']} items)").items()}
         write_latency_plot(series, args.plot, f"Latency vs load, workers={args.workers}")

@@ -31,6 +31,7 @@ from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
 from .errors import FailedPrecondition
 from .http import PublicHttp, SmsInbound, server_ssl_context
+from .impressions import Impressions
 from .messages.compose import Composer
 from .messages.delivery import EmailDelivery
 from .messages.jobs import SendJobs
@@ -134,11 +135,16 @@ class TailorServer:
         self.registry.add_check(self.profiles.check_bundle)
         self.catalog = Catalog(s, self.store, self.registry)
         self.registry.add_amender(self.catalog.amend_bundle)
+        self.impressions = Impressions(s, self.store, self.secrets["user-id"],
+                                       erased_at=self.tombstones.erased_at, bundles=self.registry,
+                                       user_ids=self.profiles.user_ids)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
-                                       seen_of=self.profiles.seen_sets)
+                                       seen_of=self.profiles.seen_sets,
+                                       impressions=self.impressions.sink)
         self.canary_monitor = CanaryMonitor(self.registry, self.recommender.tally,
                                             GuardrailPolicy.from_settings(s),
-                                            s.canary_check_seconds, audit=self.audit)
+                                            s.canary_check_seconds, audit=self.audit,
+                                            outcomes=self.impressions.stats.counts)
         # The suppression list follows bounce and complaint events (a listener below) and
         # exports whether a user's addresses are listed; it is no eraser: it outlives the
         # profiles whose addresses it holds (by keyed hash only).
@@ -167,6 +173,8 @@ class TailorServer:
         self.profiles.add_listener(self.suppressions)
         self.profiles.add_exporter(self.suppressions)
         self.profiles.add_eraser(self.phones)
+        self.profiles.add_listener(self.impressions)
+        self.profiles.add_eraser(self.impressions)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""
@@ -180,7 +188,8 @@ class TailorServer:
             (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
-             ModelAdminServicer(self.registry, self.pusher, self.canary_monitor)),
+             ModelAdminServicer(self.registry, self.pusher, self.canary_monitor,
+                                stats=self.impressions, pii=self.pii)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
@@ -211,6 +220,7 @@ class TailorServer:
         await self.registry.start()
         await self.catalog.start()
         await self.campaigns.start()
+        self.impressions.start()
         # Outermost first: every call is identified, counted and timed, refused ones too.
         interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())
@@ -278,11 +288,12 @@ class TailorServer:
 
     async def sweep_retention(self, now: float | None = None) -> dict[str, int]:
         """One retention pass as of `now`: raw events (per type), closed decision records,
-        audit files; returns how many of each went."""
+        impressions, audit files; returns how many of each went."""
         s, now = self.settings, time.time() if now is None else now
         dropped = {"events": await self.profiles.drop_expired_events(now),
                    "decisions": await self.campaigns.drop_expired_decisions(
                        now - s.decision_retention_days * 86400.0),
+                   "impressions": await self.impressions.drop_expired(now),
                    "audit_files": 0}
         if s.audit_retention_days > 0:
             dropped["audit_files"] = await asyncio.to_thread(
@@ -337,6 +348,7 @@ class TailorServer:
         await self.sends.close()
         await self.delivery.close()
         await self.recommender.close()
+        await self.impressions.close()
         await self.profiles.close()
         await self.catalog.stop()
         await self.registry.stop()

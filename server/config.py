@@ -38,6 +38,9 @@ class Limits(BaseModel):
     """Most items one Recommend may ask for (k)."""
     exclude_items: int = 1000
     """Most exclude_item_ids in one Recommend."""
+    recommend_context_bytes: int = Field(1024, ge=0, le=16384)
+    """Most UTF-8 bytes of one Recommend's `context` keys and values together (the impression
+    log records them)."""
 
     events_per_batch: int = 10_000
     """Most events in one TrackEvents request (or one message of a TrackEventStream)."""
@@ -261,7 +264,29 @@ class Settings(BaseSettings):
     event_future_tolerance_s: float = 300.0
     """Events stamped further in the future than this are rejected."""
     retention_sweep_seconds: float = 3600.0
-    """How often a worker drops expired raw events, decision records and audit files."""
+    """How often a worker drops expired raw events, decision records, impressions and audit
+    files."""
+
+    impression_log: bool = True
+    """Log every Recommend and RecommendBatch answer (request id, time, model version, keyed
+    hash of the user, channel, context, items with positions and scores, cold start) in the
+    `impressions` table, and join clicks, add-to-carts and purchases to it (`server.impressions`,
+    docs/impressions.md). Off: nothing is logged and GetModelStats has nothing new to count."""
+    impression_retention_days: float = Field(90.0, gt=0)
+    """Impressions older than this are dropped by the retention sweep; the per-version counters
+    behind GetModelStats, which hold no user, stay."""
+    impression_flush_seconds: float = Field(0.5, gt=0)
+    """How often a worker writes the impressions it buffered (one write transaction per group,
+    off the Recommend path); a group is also written as soon as `impression_flush_records`
+    are waiting."""
+    impression_flush_records: int = Field(2048, ge=1)
+    """Buffered impressions that start a write before `impression_flush_seconds` is up."""
+    impression_buffer_max: int = Field(100_000, ge=1)
+    """Most impressions a worker buffers while its writes lag (the store full or slow); past it
+    new ones are dropped and counted (`tailor_impressions_dropped`), never waited for."""
+    attribution_window_seconds: float = Field(86400.0, gt=0)
+    """An event without `request_id` joins the user's latest impression containing its item
+    shown at most this long before it."""
 
     campaign_sweep_seconds: float = 1.0
     """How often a worker gives the default reward to decisions whose reward window closed."""

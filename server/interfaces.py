@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .recommend import RecQuery, RecResult
 
 __all__ = ["BundleGate", "BundleSource", "ConsentWriter", "EventListener", "EventRecorder",
+           "ImpressionSink",
            "ProfileMetas", "ProfileReader", "ProfileStates", "Recommendations",
            "SuppressedAddresses", "UserEraser", "UserExporter", "VariantChooser"]
 
@@ -145,3 +146,11 @@ class EventRecorder(Protocol):
 
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0):
         """Store the valid events (duplicates by event id are no-ops)."""
+
+
+class ImpressionSink(Protocol):
+    """Where the Recommend path records its answers (the impression log)."""
+
+    def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
+        """Take the answer for later writing; must cost the serving path next to nothing (no
+        I/O, no hashing) and never raise."""

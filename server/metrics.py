@@ -27,7 +27,10 @@ from prometheus_client import (
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
-           "RpcSeries", "count_events", "report_model", "report_store", "serve_metrics"]
+           "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
+           "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE",
+           "RpcSeries", "count_events", "report_model", "report_model_stats", "report_store",
+           "serve_metrics"]
 
 disable_created_metrics()  # no `_created` sample beside every counter and histogram
 
@@ -65,6 +68,23 @@ STORE_MAP = Gauge("tailor_store_map_bytes", "Current LMDB map size (grows by dou
                   multiprocess_mode="max")
 STORE_MAX_MAP = Gauge("tailor_store_max_map_bytes", "Ceiling of the LMDB map "
                       "(TAILOR_LMDB_MAX_MAP_SIZE).", multiprocess_mode="max")
+
+IMPRESSIONS_WRITTEN = Counter("tailor_impressions_written", "Recommend answers written to the "
+                              "impression log.")
+IMPRESSIONS_DROPPED = Counter("tailor_impressions_dropped", "Recommend answers not logged: the "
+                              "worker's buffer was full (writes lagging).")
+IMPRESSION_JOINS = Counter("tailor_impression_joins", "Clicks, add-to-carts and purchases joined "
+                           "to an impression, or unmatched.", ["outcome"])
+_MODEL_LABELS = ["version", "channel"]
+MODEL_IMPRESSIONS = Gauge("tailor_model_impressions", "Impressions logged per model version and "
+                          "channel ('all': every channel).", _MODEL_LABELS, multiprocess_mode="max")
+MODEL_CTR = Gauge("tailor_model_ctr", "CTR@k per model version and channel: impressions with a "
+                  "joined click at a position < k, over impressions.", [*_MODEL_LABELS, "k"],
+                  multiprocess_mode="max")
+MODEL_CONVERSION = Gauge("tailor_model_conversion_rate", "Impressions with a joined purchase, "
+                         "over impressions.", _MODEL_LABELS, multiprocess_mode="max")
+MODEL_REVENUE_PER_MILLE = Gauge("tailor_model_revenue_per_mille", "Joined purchase value per "
+                                "1,000 impressions.", _MODEL_LABELS, multiprocess_mode="max")
 
 
 class RpcSeries:
@@ -109,6 +129,16 @@ def report_store(used: int, map_size: int, max_map_size: int) -> None:
     STORE_USED.set(used)
     STORE_MAP.set(map_size)
     STORE_MAX_MAP.set(max_map_size)
+
+
+def report_model_stats(version: str, channel: str, impressions: int, ctr: dict[int, float],
+                       conversion: float, revenue_per_mille: float) -> None:
+    """The online metrics of one model version and channel (`server.impressions.stats`)."""
+    MODEL_IMPRESSIONS.labels(version, channel).set(impressions)
+    for k, rate in ctr.items():
+        MODEL_CTR.labels(version, channel, str(k)).set(rate)
+    MODEL_CONVERSION.labels(version, channel).set(conversion)
+    MODEL_REVENUE_PER_MILLE.labels(version, channel).set(revenue_per_mille)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):

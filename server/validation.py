@@ -15,7 +15,7 @@ from collections.abc import Collection
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
-__all__ = ["SEP", "check_count", "check_finite", "check_id", "check_known", "check_range",
+__all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_known", "check_range",
            "check_text", "check_time", "check_version", "has_control", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -81,6 +81,13 @@ def check_count(field: str, n: int, most: int, where: str = "") -> None:
     """A list or map of `n` entries holds at most `most`."""
     if n > most:
         raise InvalidArgument(where + field, f"{n} entries, at most {most}")
+
+
+def check_context(context, max_bytes: int, where: str = "") -> None:
+    """A Recommend context: (key, value) pairs of at most `max_bytes` UTF-8 bytes together."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in context)
+    if size > max_bytes:
+        raise InvalidArgument(where + "context", f"{size} bytes of keys and values, at most {max_bytes}")
 
 
 def check_range(field: str, value: float, low: float, high: float, where: str = ""):

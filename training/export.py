@@ -2,7 +2,10 @@
 from a running server (ProfileService/ExportEvents) as a training interactions file, closing the
 loop: track → export → train → push. The server's tombstones (erased users as keyed hashes,
 ExportTombstones) go to ``tombstones.csv`` beside it, where `train` finds them
-(`training.erasure`)."""
+(`training.erasure`). With ``--impressions`` the impression log (ModelAdminService/
+ExportImpressions: every Recommend answer with its items, scores and joined clicks, add-to-carts
+and purchases) goes to ``impressions.jsonl`` beside it, one JSON object per impression
+(`IMPRESSION_FIELDS`, docs/impressions.md)."""
 from __future__ import annotations
 
 import csv
@@ -23,6 +26,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--end", type=float, default=0.0, help="unix seconds, inclusive (0 = unbounded)")
     p.add_argument("--tombstones-out", type=Path, default=None,
                    help="where the erased users' tombstones go (default: tombstones.csv beside --out)")
+    p.add_argument("--impressions", action="store_true",
+                   help="also write the impression log with joined outcomes (impressions.jsonl)")
+    p.add_argument("--impressions-out", type=Path, default=None,
+                   help="where it goes (default: impressions.jsonl beside --out)")
     p.set_defaults(func=run)
 
 
@@ -49,13 +56,43 @@ def run(args) -> int:
                     continue
                 out.writerow([ev.user_id, ev.item_id, int(ev.timestamp), ev.type, ev.value])
                 written += 1
+            shown = (_write_impressions(client, args.impressions_out or
+                                        args.out.with_name("impressions.jsonl"), args.start, args.end)
+                     if args.impressions else None)
         except TailorError as err:
             print(f"export failed: {err}", file=sys.stderr)
             return 1
     tmp.replace(args.out)
+    also = "" if shown is None else f" and {shown} impressions"
     print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped)"
-          f" and {erased} tombstones beside it")
+          f", {erased} tombstones{also} beside it")
     return 0
+
+
+IMPRESSION_FIELDS = ("request_id", "user_ref", "user_id", "timestamp", "model_version", "channel",
+                     "context", "cold_start", "items", "first_click", "clicks", "add_to_carts",
+                     "purchases", "revenue")
+"""Keys of each impressions.jsonl object (tailor.v1.Impression; `items`: item_id, position
+(1-based), score, clicked, carted, purchased each; `first_click`: 1-based, 0 none, -1 unknown)."""
+
+
+def _write_impressions(client, path: Path, start: float, end: float) -> int:
+    import json
+
+    from google.protobuf import json_format
+
+    from .progress import progress
+    tmp, n = path.with_suffix(path.suffix + ".tmp"), 0
+    with open(tmp, "w") as fh:
+        for imp in progress(client.export_impressions(start, end), desc="impressions",
+                            unit=" impressions"):
+            row = json_format.MessageToDict(imp, preserving_proto_field_name=True,
+                                            always_print_fields_with_no_presence=True)
+            fh.write(json.dumps({k: row[k] for k in IMPRESSION_FIELDS}, separators=(",", ":")))
+            fh.write("\n")
+            n += 1
+    tmp.replace(path)
+    return n
 
 
 def _write_tombstones(client, path: Path) -> int:

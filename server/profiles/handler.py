@@ -399,6 +399,10 @@ class Profiles:
         """Every tombstone (keyed hashes and times), oldest erasure first."""
         return self.tombstones.listing() if self.tombstones is not None else []
 
+    def user_ids(self) -> list[str]:
+        """Every user with a profile (the impression export names users by them)."""
+        return self.repo.user_ids()
+
     def export(self, start: float = 0.0, end: float = 0.0):
         check_time("start", start, self.limits.latest_timestamp)
         check_time("end", end, self.limits.latest_timestamp)

@@ -246,6 +246,17 @@ class ProfileRepository:
                 out[i] = seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
         return out
 
+    def user_ids(self) -> list[str]:
+        """The id of every user with a profile record (one snapshot, keys only)."""
+        out, last = [], None
+        with self.store.read() as txn:
+            for key in self._profiles.keys(txn):
+                user = key.rsplit(keys.SEP, 1)[0]
+                if user != last:
+                    out.append(user.decode())
+                    last = user
+        return out
+
     def export(self, start: float = 0.0, end: float = 0.0):
         """Yield raw event bytes with start <= ts <= end (0 = unbounded), user by user."""
         lo, hi = keys.ms_part(start), keys.ms_part(end) if end else keys.MS_MAX

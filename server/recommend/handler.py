@@ -15,12 +15,13 @@ import numpy as np
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..config import Settings
 from ..errors import InvalidArgument, TailorError
+from ..interfaces import ImpressionSink
 from ..models import Bundle, ModelRegistry
 from ..models.canary import Canary
 from ..models.tally import Tally
 from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
-from ..validation import SEP, check_count, check_id, check_known, check_range, shown
+from ..validation import SEP, check_context, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
 from .pipeline import History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
@@ -36,8 +37,11 @@ def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | 
 class Recommender:
     def __init__(self, settings: Settings, registry: ModelRegistry,
                  history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories,
-                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None):
+                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
+                 impressions: ImpressionSink | None = None):
         self.settings = settings
+        self.impressions = impressions
+        """Where every answer is recorded (`record(request_id, query, result)`), if anywhere."""
         self.limits = settings.limits
         self.registry = registry
         self.history_of = history_of
@@ -69,6 +73,8 @@ class Recommender:
             check_range("k", q.k, 1, lim.recommend_k, where)
         if q.channel and q.channel not in CHANNELS:  # empty: no channel given
             check_known("channel", q.channel, CHANNELS, where)
+        if q.context and sum(len(k) + len(v) for k, v in q.context) > lim.recommend_context_bytes >> 2:
+            check_context(q.context, lim.recommend_context_bytes, where)
         if len(q.exclude_item_ids) > lim.exclude_items:
             check_count("exclude_item_ids", len(q.exclude_item_ids), lim.exclude_items, where)
         if q.categories:
@@ -109,12 +115,17 @@ class Recommender:
                 results[i] = res
         return results
 
-    async def recommend(self, query: RecQuery) -> RecResult:
+    async def recommend(self, query: RecQuery, request_id: str = "") -> RecResult:
+        """Top-k for one query; the answer is recorded as request `request_id`'s impression."""
         self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
         query = self.validate(query)
         if self.registry.canary is None:
-            return await self.batcher.submit(query)
-        return await self._counted(query)
+            result = await self.batcher.submit(query)
+        else:
+            result = await self._counted(query)
+        if self.impressions is not None:
+            self.impressions.record(request_id, query, result)
+        return result
 
     async def _counted(self, query: RecQuery) -> RecResult:
         """Submit and count the call for its version; bad input is no error of the model."""
@@ -139,7 +150,9 @@ class Recommender:
             self.tally.reset(canary.split.id)
         self.tally.observe(version, seconds, failed)
 
-    async def recommend_many(self, queries: Sequence[RecQuery]) -> list[RecResult]:
+    async def recommend_many(self, queries: Sequence[RecQuery],
+                             request_ids: Sequence[str] = ()) -> list[RecResult]:
+        """Answers in query order; answer i is recorded as request `request_ids[i]`'s."""
         if not queries:
             raise InvalidArgument("requests", "must not be empty")
         check_count("requests", len(queries), self.limits.batch_users)
@@ -147,7 +160,11 @@ class Recommender:
             self.validate(q, f"requests[{i}].")
         self.registry.current()
         submit = self.batcher.submit if self.registry.canary is None else self._counted
-        return list(await asyncio.gather(*(submit(q) for q in queries)))
+        results = list(await asyncio.gather(*(submit(q) for q in queries)))
+        if self.impressions is not None:
+            for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
+                self.impressions.record(rid, q, res)
+        return results
 
     async def close(self) -> None:
         await self.batcher.close()

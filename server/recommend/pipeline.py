@@ -35,6 +35,8 @@ class RecQuery:
     channel: str = ""
     categories: tuple[str, ...] = ()
     exclude_item_ids: tuple[str, ...] = ()
+    context: tuple[tuple[str, str], ...] = ()
+    """The request's context entries (recorded by the impression log, not used for ranking)."""
 
 
 @dataclass(slots=True)

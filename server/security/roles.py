@@ -33,6 +33,8 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _MODEL + "GetModelStatus": ("admin", "analyst"),
     _MODEL + "PromoteCanary": ("admin",),
     _MODEL + "AbortCanary": ("admin",),
+    _MODEL + "GetModelStats": ("admin", "analyst"),  # counts per version: no user in them
+    _MODEL + "ExportImpressions": ("analyst", PII_READER),  # like ExportEvents
     _CAMPAIGN + "CreateCampaign": ("admin",),
     _CAMPAIGN + "UpdateCampaign": ("admin",),
     _CAMPAIGN + "ArchiveCampaign": ("admin",),
@@ -93,6 +95,7 @@ SENSITIVE = frozenset({
     _PROFILE + "AddSuppression", _PROFILE + "RemoveSuppression",
     _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions", _PROFILE + "ExportProfile",
     _CATALOG + "UpsertItems", _CATALOG + "RemoveItems",
+    _MODEL + "ExportImpressions",
 })
 """Methods whose every call goes to the audit log with its final status. Unmasked reads
 (GetProfile, UpsertAttributes by a `pii-reader`) are audited too (`interceptor`)."""

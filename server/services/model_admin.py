@@ -1,13 +1,21 @@
 """tailor.v1.ModelAdminService: push, status, rollback, canary promote/abort (the push workflow:
-`models.admin`; the canary guardrails: `models.monitor`)."""
+`models.admin`; the canary guardrails: `models.monitor`), and the online metrics per version
+(`server.impressions`)."""
 from __future__ import annotations
 
 from protos.tailor.v1 import model_admin_pb2 as pb
 from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
 
+from ..config import Settings
 from ..errors import grpc_errors
+from ..impressions import Impressions, ModelStatsRow, Rate
+from ..impressions.export import ExportedImpression
+from ..impressions.records import UNKNOWN_POSITION
 from ..models import Bundle, BundleChunk, BundlePusher, ModelRegistry
 from ..models.monitor import CanaryMonitor, VersionFigures
+from ..security.interceptor import current_principal
+from ..security.pii import PiiPolicy
+from ..security.roles import PII_READER
 from ..validation import check_version
 
 __all__ = ["ModelAdminConverter", "ModelAdminServicer"]
@@ -51,11 +59,50 @@ class ModelAdminConverter:
                               guardrail=monitor.verdict_text())
 
 
+    @staticmethod
+    def from_rate(rate: Rate) -> pb.Rate:
+        return pb.Rate(value=rate.value, low=rate.low, high=rate.high, k=rate.k)
+
+    @staticmethod
+    def from_stats(rows: list[ModelStatsRow]) -> pb.ModelStats:
+        rate = ModelAdminConverter.from_rate
+        return pb.ModelStats(rows=[pb.ModelChannelStats(
+            model_version=r.model_version, channel=r.channel, impressions=r.impressions,
+            cold_start=r.cold_start, clicked=r.clicked, clicks=r.clicks, carted=r.carted,
+            conversions=r.conversions, revenue=r.revenue, ctr=[rate(c) for c in r.ctr],
+            conversion_rate=rate(r.conversion_rate), revenue_per_mille=rate(r.revenue_per_mille),
+            first_seen=r.first_seen, last_seen=r.last_seen) for r in rows])
+
+    @staticmethod
+    def from_impression(row: ExportedImpression) -> pb.Impression:
+        imp = row.impression
+        first = imp.first_click
+        out = pb.Impression(
+            request_id=row.request_id, user_ref=row.user_ref, user_id=row.user_id,
+            timestamp=imp.timestamp, model_version=imp.model_version, channel=imp.channel,
+            context=imp.context, cold_start=imp.cold_start,
+            first_click=0 if first < 0 else -1 if first == UNKNOWN_POSITION else first + 1,
+            clicks=imp.clicks, add_to_carts=imp.add_to_carts, purchases=imp.purchases,
+            revenue=imp.revenue)
+        add = out.items.add
+        for pos, (item_id, score, bits) in enumerate(zip(row.item_ids, imp.scores.tolist(),
+                                                         imp.outcomes.tolist())):
+            add(item_id=item_id, position=pos + 1, score=score, clicked=bool(bits & 1),
+                carted=bool(bits & 2), purchased=bool(bits & 4))
+        return out
+
+
 class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
-    def __init__(self, registry: ModelRegistry, pusher: BundlePusher, monitor: CanaryMonitor):
+    def __init__(self, registry: ModelRegistry, pusher: BundlePusher, monitor: CanaryMonitor,
+                 stats: Impressions | None = None, pii: PiiPolicy | None = None):
         self.registry = registry
         self.pusher = pusher
         self.monitor = monitor
+        self.stats = stats
+        """The impression log and its metrics (GetModelStats, ExportImpressions); None: none
+        are kept (empty answers)."""
+        self.pii = pii or PiiPolicy(Settings.model_fields["pii_keys"].default)
+        """Masks PII values of logged Recommend contexts for callers without `pii-reader`."""
 
     @grpc_errors
     async def PushBundle(self, request_iterator, context) -> pb.ModelStatus:
@@ -88,3 +135,22 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
 
     def _status(self) -> pb.ModelStatus:
         return ModelAdminConverter.status(self.registry, self.monitor)
+
+    @grpc_errors
+    async def GetModelStats(self, request: pb.GetModelStatsRequest, context) -> pb.ModelStats:
+        if self.stats is None:
+            return pb.ModelStats()
+        rows = await self.stats.model_stats(request.model_version, request.channel,
+                                            list(request.ks), request.confidence)
+        return ModelAdminConverter.from_stats(rows)
+
+    @grpc_errors
+    async def ExportImpressions(self, request: pb.ExportImpressionsRequest, context):
+        if self.stats is None:
+            return
+        masked = not current_principal().has(PII_READER)
+        for row in self.stats.export(request.start, request.end):
+            msg = ModelAdminConverter.from_impression(row)
+            if masked and msg.context:
+                self.pii.mask_map(msg.context)
+            yield msg

@@ -25,7 +25,8 @@ class ProfileConverter:
     @staticmethod
     def to_events(msg: pb.TrackEventsRequest) -> list[TrackedEvent]:
         return [TrackedEvent(e.event_id, e.user_id, e.type, e.channel, e.campaign_id, e.item_id,
-                             e.value, e.timestamp, dict(a) if (a := e.attributes) else {}, e)
+                             e.value, e.timestamp, dict(a) if (a := e.attributes) else {}, e,
+                             e.request_id, e.position)
                 for e in msg.events]  # most events have no attributes: skip copying the map
 
     @staticmethod

@@ -16,7 +16,8 @@ class RecommendConverter:
     @staticmethod
     def to_query(req: pb.RecommendRequest) -> RecQuery:
         return RecQuery(user_id=req.user_id, k=req.k, channel=req.channel,
-                        categories=tuple(req.categories), exclude_item_ids=tuple(req.exclude_item_ids))
+                        categories=tuple(req.categories), exclude_item_ids=tuple(req.exclude_item_ids),
+                        context=tuple(c.items()) if (c := req.context) else ())
 
     @staticmethod
     def from_result(res: RecResult, request_id: str = "") -> pb.RecommendResponse:
@@ -44,16 +45,18 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
     @grpc_errors
     async def Recommend(self, request: pb.RecommendRequest, context) -> bytes:
         _check_size(request, self.settings.limits.request_bytes)
-        result = await self.recommender.recommend(RecommendConverter.to_query(request))
-        return response_bytes(result, _request_id())
+        request_id = _request_id()
+        result = await self.recommender.recommend(RecommendConverter.to_query(request), request_id)
+        return response_bytes(result, request_id)
 
     @grpc_errors
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> bytes:
         _check_size(request, self.settings.limits.batch_request_bytes)
-        results = await self.recommender.recommend_many(
-            [RecommendConverter.to_query(r) for r in request.requests])
         call_id = _request_id()
-        return batch_bytes([response_bytes(r, f"{call_id}.{i}") for i, r in enumerate(results)])
+        ids = [f"{call_id}.{i}" for i in range(len(request.requests))]
+        results = await self.recommender.recommend_many(
+            [RecommendConverter.to_query(r) for r in request.requests], ids)
+        return batch_bytes([response_bytes(r, rid) for r, rid in zip(results, ids)])
 
 
 def _request_id() -> str:

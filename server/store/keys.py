@@ -33,6 +33,12 @@ prefix ever matches them.
     sends      u␟<send id>␟<8-digit seq>        one recipient's send send_user_key
     catalog    <item id>                        catalog update       catalog_item_key
     meta       catalog-seq                      last update's seq    CATALOG_SEQ
+    impressions <kid>␟<user hash>␟<ms>␟<request id>  impression       impression_key
+    impressions ␟count␟<version>␟<channel>      online counters      impression_count_key
+
+The impressions table is keyed by a keyed hash of the user (HMAC-SHA256 under key `kid` of the
+`user-id` keyring, 32 hex characters), never the id: erasure deletes the user's prefix under
+every key of the ring (`impression_user_prefix`).
 """
 from __future__ import annotations
 
@@ -67,6 +73,8 @@ __all__ = [
     "suppression_key", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ",
+    "SEND_USER_PREFIX", "impression_key", "impression_user_prefix", "impression_ms",
+    "impression_count_key", "IMPRESSION_COUNT_PREFIX",
 ]
 
 
@@ -282,3 +290,25 @@ CATALOG_SEQ = b"catalog-seq"
 def catalog_item_key(item_id: str) -> bytes:
     """An item's latest update (one record per item: a newer update replaces it)."""
     return item_id.encode()
+# -- impressions (server.impressions) ---------------------------------------------------------------
+IMPRESSION_COUNT_PREFIX = SEP + b"count" + SEP
+
+
+def impression_user_prefix(kid: str, digest: str) -> bytes:
+    """Every impression of one user hashed under key `kid`: `<kid>␟<hex digest>␟`."""
+    return kid.encode() + SEP + digest.encode() + SEP
+
+
+def impression_key(prefix: bytes, ts: float, request_id: str) -> bytes:
+    """An impression: the user's prefix, the time in ms, the request id."""
+    return prefix + ms_part(ts) + SEP + request_id.encode()
+
+
+def impression_ms(key: bytes) -> int:
+    """The time (ms) part of an impression key."""
+    return int(key.split(SEP, 3)[2])
+
+
+def impression_count_key(version: str, channel: str) -> bytes:
+    """The counters of one model version on one channel (no user in it)."""
+    return IMPRESSION_COUNT_PREFIX + join_key(version, channel)

@@ -142,5 +142,12 @@ KINDS: tuple[RecordKind, ...] = (
                "update between trainings (server.catalog.records)"),
     RecordKind("catalog_seq", "meta", 1, lambda k: k == K.CATALOG_SEQ,
                "ASCII integer: the latest catalog update's sequence number"),
+    RecordKind("impression", "impressions", 1, lambda k: not k.startswith(K.SEP),
+               "packed impression: fixed struct head (time, outcomes, lengths), model version, "
+               "context, item codes int64[n], scores float32[n], outcome bits uint8[n] "
+               "(impressions.records)"),
+    RecordKind("impression_counters", "impressions", 1,
+               lambda k: k.startswith(K.IMPRESSION_COUNT_PREFIX),
+               "packed float64 counters of one model version and channel (impressions.records)"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

@@ -94,3 +94,128 @@ class VersionShare(_message.Message):
     impressions: int
     clicks: int
     def __init__(self, version: _Optional[str] = ..., share: _Optional[float] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., p99_ms: _Optional[float] = ..., impressions: _Optional[int] = ..., clicks: _Optional[int] = ...) -> None: ...
+
+class GetModelStatsRequest(_message.Message):
+    __slots__ = ("model_version", "channel", "ks", "confidence")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    KS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    channel: str
+    ks: _containers.RepeatedScalarFieldContainer[int]
+    confidence: float
+    def __init__(self, model_version: _Optional[str] = ..., channel: _Optional[str] = ..., ks: _Optional[_Iterable[int]] = ..., confidence: _Optional[float] = ...) -> None: ...
+
+class Rate(_message.Message):
+    __slots__ = ("value", "low", "high", "k")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    low: float
+    high: float
+    k: int
+    def __init__(self, value: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., k: _Optional[int] = ...) -> None: ...
+
+class ModelChannelStats(_message.Message):
+    __slots__ = ("model_version", "channel", "impressions", "cold_start", "clicked", "clicks", "carted", "conversions", "revenue", "ctr", "conversion_rate", "revenue_per_mille", "first_seen", "last_seen")
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    CLICKED_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    CARTED_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_FIELD_NUMBER: _ClassVar[int]
+    CTR_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_RATE_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_PER_MILLE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    model_version: str
+    channel: str
+    impressions: int
+    cold_start: int
+    clicked: int
+    clicks: int
+    carted: int
+    conversions: int
+    revenue: float
+    ctr: _containers.RepeatedCompositeFieldContainer[Rate]
+    conversion_rate: Rate
+    revenue_per_mille: Rate
+    first_seen: float
+    last_seen: float
+    def __init__(self, model_version: _Optional[str] = ..., channel: _Optional[str] = ..., impressions: _Optional[int] = ..., cold_start: _Optional[int] = ..., clicked: _Optional[int] = ..., clicks: _Optional[int] = ..., carted: _Optional[int] = ..., conversions: _Optional[int] = ..., revenue: _Optional[float] = ..., ctr: _Optional[_Iterable[_Union[Rate, _Mapping]]] = ..., conversion_rate: _Optional[_Union[Rate, _Mapping]] = ..., revenue_per_mille: _Optional[_Union[Rate, _Mapping]] = ..., first_seen: _Optional[float] = ..., last_seen: _Optional[float] = ...) -> None: ...
+
+class ModelStats(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[ModelChannelStats]
+    def __init__(self, rows: _Optional[_Iterable[_Union[ModelChannelStats, _Mapping]]] = ...) -> None: ...
+
+class ExportImpressionsRequest(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: float
+    end: float
+    def __init__(self, start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
+
+class ShownItem(_message.Message):
+    __slots__ = ("item_id", "position", "score", "clicked", "carted", "purchased")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    CLICKED_FIELD_NUMBER: _ClassVar[int]
+    CARTED_FIELD_NUMBER: _ClassVar[int]
+    PURCHASED_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    position: int
+    score: float
+    clicked: bool
+    carted: bool
+    purchased: bool
+    def __init__(self, item_id: _Optional[str] = ..., position: _Optional[int] = ..., score: _Optional[float] = ..., clicked: _Optional[bool] = ..., carted: _Optional[bool] = ..., purchased: _Optional[bool] = ...) -> None: ...
+
+class Impression(_message.Message):
+    __slots__ = ("request_id", "user_ref", "user_id", "timestamp", "model_version", "channel", "context", "cold_start", "items", "first_click", "clicks", "add_to_carts", "purchases", "revenue")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_REF_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_CLICK_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    ADD_TO_CARTS_FIELD_NUMBER: _ClassVar[int]
+    PURCHASES_FIELD_NUMBER: _ClassVar[int]
+    REVENUE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_ref: str
+    user_id: str
+    timestamp: float
+    model_version: str
+    channel: str
+    context: _containers.ScalarMap[str, str]
+    cold_start: bool
+    items: _containers.RepeatedCompositeFieldContainer[ShownItem]
+    first_click: int
+    clicks: int
+    add_to_carts: int
+    purchases: int
+    revenue: float
+    def __init__(self, request_id: _Optional[str] = ..., user_ref: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., model_version: _Optional[str] = ..., channel: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., cold_start: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[ShownItem, _Mapping]]] = ..., first_click: _Optional[int] = ..., clicks: _Optional[int] = ..., add_to_carts: _Optional[int] = ..., purchases: _Optional[int] = ..., revenue: _Optional[float] = ...) -> None: ...

@@ -60,6 +60,16 @@ class ModelAdminServiceStub:
                 request_serializer=tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
                 _registered_method=True)
+        self.GetModelStats = channel.unary_unary(
+                '/tailor.v1.ModelAdminService/GetModelStats',
+                request_serializer=tailor_dot_v1_dot_model__admin__pb2.GetModelStatsRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStats.FromString,
+                _registered_method=True)
+        self.ExportImpressions = channel.unary_stream(
+                '/tailor.v1.ModelAdminService/ExportImpressions',
+                request_serializer=tailor_dot_v1_dot_model__admin__pb2.ExportImpressionsRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_model__admin__pb2.Impression.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServiceServicer:
@@ -102,6 +112,23 @@ class ModelAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelStats(self, request, context):
+        """Online metrics per model version and channel from the impression log and its joined
+        events: impressions, CTR@k, conversion rate, revenue per 1,000 impressions, with intervals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportImpressions(self, request, context):
+        """The impression log with its joined outcomes, oldest key first per user (`python -m training
+        export --impressions` writes it beside the events). Users are keyed hashes; `user_id` is
+        filled for those who still have a profile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +156,16 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
                     servicer.AbortCanary,
                     request_deserializer=tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'GetModelStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelStats,
+                    request_deserializer=tailor_dot_v1_dot_model__admin__pb2.GetModelStatsRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStats.SerializeToString,
+            ),
+            'ExportImpressions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportImpressions,
+                    request_deserializer=tailor_dot_v1_dot_model__admin__pb2.ExportImpressionsRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_model__admin__pb2.Impression.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +304,60 @@ class ModelAdminService:
             '/tailor.v1.ModelAdminService/AbortCanary',
             tailor_dot_v1_dot_model__admin__pb2.CanaryRequest.SerializeToString,
             tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ModelAdminService/GetModelStats',
+            tailor_dot_v1_dot_model__admin__pb2.GetModelStatsRequest.SerializeToString,
+            tailor_dot_v1_dot_model__admin__pb2.ModelStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportImpressions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tailor.v1.ModelAdminService/ExportImpressions',
+            tailor_dot_v1_dot_model__admin__pb2.ExportImpressionsRequest.SerializeToString,
+            tailor_dot_v1_dot_model__admin__pb2.Impression.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "user_id", "type", "channel", "campaign_id", "item_id", "value", "timestamp", "attributes")
+    __slots__ = ("event_id", "user_id", "type", "channel", "campaign_id", "item_id", "value", "timestamp", "attributes", "request_id", "position")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,8 @@ class Event(_message.Message):
     VALUE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     user_id: str
     type: str
@@ -33,7 +35,9 @@ class Event(_message.Message):
     value: float
     timestamp: float
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., type: _Optional[str] = ..., channel: _Optional[str] = ..., campaign_id: _Optional[str] = ..., item_id: _Optional[str] = ..., value: _Optional[float] = ..., timestamp: _Optional[float] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    request_id: str
+    position: int
+    def __init__(self, event_id: _Optional[str] = ..., user_id: _Optional[str] = ..., type: _Optional[str] = ..., channel: _Optional[str] = ..., campaign_id: _Optional[str] = ..., item_id: _Optional[str] = ..., value: _Optional[float] = ..., timestamp: _Optional[float] = ..., attributes: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
 
 class TrackEventsRequest(_message.Message):
     __slots__ = ("events",)

@@ -1,0 +1,110 @@
+"""Transport-agnostic impressions domain: the log, the feedback join and the online metrics.
+
+`Impressions` is what `server.app` wires: the Recommend path's sink (`log.record`), an
+`EventListener` (the join), a `UserEraser`, the retention sweep's `drop_expired`, and the
+GetModelStats query.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from ..config import Settings
+from ..errors import InvalidArgument
+from ..interfaces import BundleSource
+from ..profiles.schema import CHANNELS
+from ..security.secrets import Keyring
+from ..store import Store
+from ..validation import check_count, check_id, check_known, check_range, check_time
+from .export import ExportedImpression, ImpressionExport
+from .join import ImpressionJoin
+from .log import ImpressionLog
+from .logging import logger
+from .records import POSITIONS
+from .stats import ALL, DEFAULT_KS, UNSPECIFIED, ModelStats, ModelStatsRow
+
+__all__ = ["Impressions"]
+
+MAX_KS = 16
+"""Most cut-offs one GetModelStats may ask CTR@k for."""
+
+
+class Impressions:
+    def __init__(self, settings: Settings, store: Store, ring: Keyring, erased_at=None,
+                 bundles: BundleSource | None = None,
+                 user_ids: Callable[[], Iterable[str]] = tuple):
+        """`erased_at`: the tombstones' lookup; `bundles`, `user_ids`: what the export names
+        items and users by (the registry; the profiles' ids)."""
+        self.settings = settings
+        self.enabled = settings.impression_log
+        self.log = ImpressionLog(store, ring, flush_seconds=settings.impression_flush_seconds,
+                                 flush_records=settings.impression_flush_records,
+                                 buffer_max=settings.impression_buffer_max, erased_at=erased_at)
+        self.join = ImpressionJoin(self.log, settings.attribution_window_seconds)
+        self.exporter = ImpressionExport(self.log, bundles, user_ids) if bundles else None
+        self.stats = ModelStats(store)
+        """`stats.counts(version)`: (impressions, impressions with a click) for the canary."""
+        self._tasks: list[asyncio.Task] = []
+
+    @property
+    def sink(self) -> ImpressionLog | None:
+        """What the Recommend path records answers into (None when the log is off)."""
+        return self.log if self.enabled else None
+
+    def start(self) -> None:
+        if self.enabled:
+            self._tasks.append(asyncio.create_task(self.log.run()))
+        self._tasks.append(asyncio.create_task(self._report_forever()))
+
+    async def _report_forever(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.stats.report)
+            except Exception:  # keep serving; say why
+                logger.exception("reporting model stats failed")
+            await asyncio.sleep(self.settings.store_metrics_seconds)
+
+    # -- EventListener, UserEraser, retention ------------------------------------------------
+    async def on_events(self, events: Sequence) -> None:
+        if self.enabled:
+            await self.join.on_events(events)
+
+    def erase_user(self, txn, user_id: str) -> int:
+        return self.log.erase_user(txn, user_id)
+
+    async def drop_expired(self, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        cutoff = now - self.settings.impression_retention_days * 86400.0
+        return await asyncio.to_thread(self.log.drop_before, cutoff)
+
+    # -- GetModelStats -------------------------------------------------------------------------
+    async def model_stats(self, model_version: str = "", channel: str = "",
+                          ks: Sequence[int] = (), confidence: float = 0.0) -> list[ModelStatsRow]:
+        """Rows per version and channel (validated query; `ks` default 1, 5, 10)."""
+        check_count("ks", len(ks), MAX_KS)
+        for k in ks:
+            check_range("ks", k, 1, POSITIONS - 1)
+        if confidence and not 0.5 <= confidence < 1.0:
+            raise InvalidArgument("confidence", f"{confidence:g} is not in [0.5, 1)")
+        if model_version:
+            check_id("model_version", model_version, self.settings.limits.id_bytes)
+        if channel:
+            check_known("channel", channel, (ALL, UNSPECIFIED, *CHANNELS))
+        if self.enabled:
+            await asyncio.to_thread(self.log.flush)  # this worker's latest answers count too
+        return await asyncio.to_thread(self.stats.rows, model_version, channel,
+                                       tuple(ks) or DEFAULT_KS, confidence or 0.95)
+
+    def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
+        """The log with joined outcomes, items and users named (ExportImpressions)."""
+        check_time("start", start, self.settings.limits.latest_timestamp)
+        check_time("end", end, self.settings.limits.latest_timestamp)
+        if self.exporter is None:
+            return iter(())
+        return self.exporter.rows(start, end)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await self.log.close()

@@ -1,0 +1,107 @@
+"""The feedback join: clicks, add-to-carts and purchases find the impression that led to them.
+
+Rules (docs/impressions.md):
+
+- an event with `request_id` joins the impression of that request for the same user (its key
+  ends with the request id); position: the event's `position` (1-based) if given, else the
+  item's position in the impression, else unknown;
+- an event without one joins the user's latest impression containing its item, shown at most
+  `window_s` before the event (and not after it); position: the item's;
+- anything else joins nothing (counted as unmatched).
+
+Each joined event adds its outcome to the impression record and to the counters of the
+impression's model version and channel, in one write transaction per TrackEvents batch (after it
+commits: `EventListener`), so GetModelStats and the log agree.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import numpy as np
+
+from .. import metrics
+from ..profiles.schema import item_code
+from ..store import keys
+from .log import ImpressionLog, add_counters
+from .logging import logger
+from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
+
+__all__ = ["ImpressionJoin", "OUTCOME_OF"]
+
+OUTCOME_OF = {"click": CLICK, "email_click": CLICK, "sms_click": CLICK, "push_click": CLICK,
+              "add_to_cart": CART, "purchase": PURCHASE}
+"""Event type -> the outcome it adds to its impression."""
+
+
+class ImpressionJoin:
+    """`EventListener` that joins tracked events to the impression log."""
+
+    def __init__(self, log: ImpressionLog, window_s: float = 86400.0):
+        self.log, self.window_s = log, window_s
+        self._t = log.store.table("impressions")
+
+    async def on_events(self, events: Sequence) -> None:
+        joinable = [ev for ev in events if ev.type in OUTCOME_OF and ev.item_id]
+        if not joinable:
+            return
+        try:
+            await asyncio.to_thread(self.join, joinable)
+        except Exception:  # ingestion succeeded; the join is lost for these events: say so
+            logger.exception("joining %d events to impressions failed", len(joinable))
+
+    def join(self, events: Sequence) -> int:
+        """Join `events` (TrackedEvent-like) in one write transaction; returns how many joined."""
+        self.log.flush()  # this worker's buffered impressions first
+        with self.log.lock:
+            joined = self.log.store.write(lambda txn: self._join(txn, events))
+        metrics.IMPRESSION_JOINS.labels("joined").inc(joined)
+        metrics.IMPRESSION_JOINS.labels("unmatched").inc(len(events) - joined)
+        return joined
+
+    def _join(self, txn, events: Sequence) -> int:
+        counts: dict[bytes, np.ndarray] = {}
+        joined = 0
+        for ev in events:
+            found = self._find(txn, ev)
+            if found is None:
+                continue
+            key, raw, position = found
+            _, version, channel, *_ = head_of(raw)
+            ck = keys.impression_count_key(version, channel)
+            delta = counts.get(ck)
+            if delta is None:
+                delta = counts[ck] = new_counters()
+            self._t.put(txn, key, with_outcome(raw, OUTCOME_OF[ev.type], position, ev.value, delta))
+            joined += 1
+        add_counters(self._t, txn, counts)
+        return joined
+
+    def _find(self, txn, ev) -> tuple[bytes, bytes, int] | None:
+        """(key, record, 0-based position) of the impression `ev` joins, None if none."""
+        prefix = self.log.user_prefix(ev.user_id)
+        code = item_code(ev.item_id)
+        if ev.request_id:
+            suffix = keys.SEP + ev.request_id.encode()
+            for key, raw in self._t.scan_prefix(txn, prefix):
+                if key.endswith(suffix):
+                    at = _position_of(raw, code)
+                    position = ev.position - 1 if ev.position > 0 else at
+                    return key, raw, UNKNOWN_POSITION if position is None else position
+            return None
+        start = prefix + keys.ms_part(ev.timestamp - self.window_s)
+        end = prefix + keys.ms_part(ev.timestamp) + keys.SEP + b"\xff"
+        best = None
+        for key, raw in self._t.items(txn, start):
+            if key > end:
+                break
+            at = _position_of(raw, code)
+            if at is not None:
+                best = (key, raw, at)  # keys in time order: the last one is the latest
+        return best
+
+
+def _position_of(raw: bytes, code: int) -> int | None:
+    items = head_of(raw)[3]
+    hit = np.flatnonzero(items == code)
+    return int(hit[0]) if len(hit) else None

@@ -1,0 +1,4 @@
+"""Logger of the impressions package."""
+import logging
+
+logger = logging.getLogger("tailor.impressions")

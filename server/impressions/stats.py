@@ -1,0 +1,146 @@
+"""Online metrics per model version and channel, from the counters the log and the join keep.
+
+Per (version, channel): impressions, CTR@k (impressions whose first joined click was at a
+position < k, over impressions) and conversion rate (impressions with a joined purchase, over
+impressions), each with a Wilson score interval; revenue per 1,000 impressions with a normal
+interval from the per-impression revenue's mean and variance. A row with channel "all" sums a
+version's channels; "unspecified" is Recommend without a channel.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import stats as sps
+
+from .. import metrics
+from ..store import Store, keys
+from .records import POSITIONS, C
+
+__all__ = ["ModelStats", "ModelStatsRow", "Rate", "wilson", "ALL", "UNSPECIFIED", "DEFAULT_KS"]
+
+ALL, UNSPECIFIED = "all", "unspecified"
+DEFAULT_KS = (1, 5, 10)
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ((0, 1) when n is 0)."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Rate:
+    value: float
+    low: float
+    high: float
+    k: int = 0
+    """The cut-off of a CTR@k (0 for other rates)."""
+
+
+@dataclass(frozen=True)
+class ModelStatsRow:
+    model_version: str
+    channel: str
+    impressions: int
+    cold_start: int
+    clicked: int
+    """Impressions with at least one joined click."""
+    clicks: int
+    carted: int
+    conversions: int
+    """Impressions with at least one joined purchase."""
+    revenue: float
+    ctr: list[Rate] = field(default_factory=list)
+    conversion_rate: Rate = Rate(0.0, 0.0, 1.0)
+    revenue_per_mille: Rate = Rate(0.0, 0.0, 0.0)
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+
+
+def _row(version: str, channel: str, c: np.ndarray, ks: Sequence[int], confidence: float
+         ) -> ModelStatsRow:
+    n = int(c[C.IMPRESSIONS])
+    hist = np.cumsum(c[C.HIST:C.HIST + POSITIONS])
+    ctr = []
+    for k in ks:
+        hits = int(hist[min(k, POSITIONS - 1) - 1])
+        ctr.append(Rate(hits / n if n else 0.0, *wilson(hits, n, confidence), k=k))
+    conv = int(c[C.CONVERTED])
+    mean = c[C.REVENUE] / n if n else 0.0
+    var = max(c[C.REVENUE_SQ] / n - mean * mean, 0.0) if n else 0.0
+    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    half = z * math.sqrt(var / n) if n else 0.0
+    rpm = Rate(1000 * mean, 1000 * max(mean - half, 0.0), 1000 * (mean + half))
+    return ModelStatsRow(version, channel, n, int(c[C.COLD_START]), int(c[C.CLICKED]),
+                         int(c[C.CLICKS]), int(c[C.CARTED]), conv, float(c[C.REVENUE]), ctr,
+                         Rate(conv / n if n else 0.0, *wilson(conv, n, confidence)), rpm,
+                         float(c[C.FIRST]), float(c[C.LAST]))
+
+
+class ModelStats:
+    """Reads the counters (one snapshot per call); `counts` is the canary guardrail's input."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._t = store.table("impressions")
+
+    def counters(self) -> dict[tuple[str, str], np.ndarray]:
+        """{(version, channel or UNSPECIFIED): counters} of every version ever logged."""
+        with self.store.read() as txn:
+            found = self._t.scan_prefix(txn, keys.IMPRESSION_COUNT_PREFIX)
+        out = {}
+        for key, raw in found:
+            version, channel = keys.split_key(key[len(keys.IMPRESSION_COUNT_PREFIX):])
+            out[(version, channel or UNSPECIFIED)] = np.frombuffer(raw, np.float64)
+        return out
+
+    def counts(self, model_version: str) -> tuple[int, int]:
+        """(impressions, impressions with at least one click) of `model_version`, all channels
+        together, as stored now (every worker's flushed impressions and joined clicks): the
+        numbers of a CTR comparison between two versions. (0, 0) for a version never logged."""
+        total = self._sum(model_version, self.counters())
+        return int(total[C.IMPRESSIONS]), int(total[C.CLICKED])
+
+    @staticmethod
+    def _sum(version: str, counters: dict) -> np.ndarray:
+        parts = [c for (v, _), c in counters.items() if v == version]
+        total = np.sum(parts, axis=0) if parts else np.zeros(C.HIST + POSITIONS)
+        if parts:
+            total[C.FIRST] = min(c[C.FIRST] for c in parts)
+            total[C.LAST] = max(c[C.LAST] for c in parts)
+        return total
+
+    def rows(self, model_version: str = "", channel: str = "", ks: Sequence[int] = DEFAULT_KS,
+             confidence: float = 0.95) -> list[ModelStatsRow]:
+        """One row per (version, channel) and an "all" row per version, newest version first;
+        `model_version`, `channel` ("" = every one) filter them."""
+        counters = self.counters()
+        versions = sorted({v for v, _ in counters}, key=lambda v: -self._sum(v, counters)[C.LAST])
+        out = []
+        for version in versions:
+            if model_version and version != model_version:
+                continue
+            if not channel or channel == ALL:
+                out.append(_row(version, ALL, self._sum(version, counters), ks, confidence))
+            for (v, ch), c in sorted(counters.items()):
+                if v == version and channel in ("", ch):
+                    out.append(_row(version, ch, c, ks, confidence))
+        return out
+
+    def report(self, ks: Sequence[int] = DEFAULT_KS, versions: int = 10) -> None:
+        """Set the Prometheus gauges of every (version, channel) row of the `versions` most
+        recently served versions (older ones stay in GetModelStats only)."""
+        rows = self.rows(ks=ks)
+        recent = list(dict.fromkeys(r.model_version for r in rows))[:versions]
+        for row in (r for r in rows if r.model_version in recent):
+            metrics.report_model_stats(row.model_version, row.channel, row.impressions,
+                                       {r.k: r.value for r in row.ctr}, row.conversion_rate.value,
+                                       row.revenue_per_mille.value)

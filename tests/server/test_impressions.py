@@ -1,0 +1,257 @@
+"""The impression log against a real server: Recommend answers recorded under their request id,
+clicks and purchases joined with and without it, GetModelStats per version and channel, erasure
+with DeleteProfile, retention, and the switch that turns it off."""
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import model_admin_pb2 as apb
+from protos.tailor.v1 import model_admin_pb2_grpc as apb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.impressions import wilson
+from tests.conftest import store_mentions
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def stubs(channel):
+    return (rpb_grpc.RecommendationServiceStub(channel), pb_grpc.ProfileServiceStub(channel),
+            apb_grpc.ModelAdminServiceStub(channel))
+
+
+async def recommend(rec, user, channel="web", k=10, **kw):
+    call = rec.Recommend(rpb.RecommendRequest(user_id=user, k=k, channel=channel, **kw))
+    reply = await call
+    trailing = dict(await call.trailing_metadata())
+    assert reply.request_id and reply.request_id == trailing["x-request-id"]
+    return reply
+
+
+def event(eid, user, type, item, request_id="", position=0, value=0.0, ts=None):
+    return pb.Event(event_id=eid, user_id=user, type=type, item_id=item, request_id=request_id,
+                    position=position, value=value, timestamp=ts or time.time())
+
+
+async def stats(admin, **kw):
+    reply = await admin.GetModelStats(apb.GetModelStatsRequest(**kw))
+    return {(r.model_version, r.channel): r for r in reply.rows}
+
+
+def impressions_of(server, user):
+    """The user's stored impressions (request id -> record), read by their keyed-hash prefix."""
+    log = server.impressions.log
+    log.flush()
+    with log.store.read() as txn:
+        found = log.store.table("impressions").scan_prefix(txn, log.user_prefix(user))
+    from server.impressions.records import decode
+    return {k.rsplit(b"\x1f", 1)[1].decode(): decode(v) for k, v in found}
+
+
+async def test_answers_are_logged_under_their_request_id(tailor_server, stubs):
+    rec, _, _ = stubs
+    reply = await recommend(rec, "u1", context={"page": "home"})
+    logged = impressions_of(tailor_server, "u1")
+    imp = logged[reply.request_id]
+    assert imp.model_version == reply.model_version and imp.channel == "web"
+    assert imp.context == {"page": "home"} and imp.cold_start == reply.cold_start
+    assert imp.scores.tolist() == pytest.approx([i.score for i in reply.items])
+    from server.profiles.schema import item_code
+    assert imp.items.tolist() == [item_code(i.item_id) for i in reply.items]
+    batch = await rec.RecommendBatch(rpb.RecommendBatchRequest(requests=[
+        rpb.RecommendRequest(user_id="u2", k=3), rpb.RecommendRequest(user_id="u3", k=3)]))
+    ids = [r.request_id for r in batch.responses]
+    call_id = ids[0][:-2]
+    assert ids == [f"{call_id}.0", f"{call_id}.1"]
+    assert list(impressions_of(tailor_server, "u3")) == [ids[1]]
+    assert store_mentions(tailor_server.store, b"u1") == []  # keyed hashes only, never the id
+
+
+async def test_click_with_request_id_joins_its_impression_at_its_position(tailor_server, stubs):
+    rec, profiles, admin = stubs
+    first = await recommend(rec, "ann")
+    await asyncio.sleep(0.01)
+    second = await recommend(rec, "ann")
+    item = first.items[3].item_id
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("c1", "ann", "click", item, request_id=first.request_id)]))
+    assert reply.accepted == 1
+    logged = impressions_of(tailor_server, "ann")
+    assert (logged[first.request_id].first_click, logged[first.request_id].clicks) == (3, 1)
+    assert logged[second.request_id].clicks == 0  # the older answer, named by its id, got it
+    # an explicit position wins over the item's; a later click further down keeps the first
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("c2", "ann", "click", item, request_id=second.request_id, position=1),
+        event("c3", "ann", "click", second.items[5].item_id, request_id=second.request_id)]))
+    got = impressions_of(tailor_server, "ann")[second.request_id]
+    assert (got.first_click, got.clicks) == (0, 2)
+    row = (await stats(admin, channel="web"))[(first.model_version, "web")]
+    assert (row.impressions, row.clicked, row.clicks) == (2, 2, 3)
+    ctr = {r.k: r.value for r in row.ctr}
+    assert ctr == {1: 0.5, 5: 1.0, 10: 1.0}  # first clicks at positions 3 and 0 (0-based)
+
+
+async def test_without_request_id_the_latest_impression_holding_the_item_joins(
+        tailor_server, stubs):
+    rec, profiles, _ = stubs
+    older = await recommend(rec, "bo")
+    await asyncio.sleep(0.01)
+    newer = await recommend(rec, "bo", channel="app")
+    item = newer.items[2].item_id
+    assert item in [i.item_id for i in older.items]  # same user, same answer
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[event("b1", "bo", "click", item)]))
+    logged = impressions_of(tailor_server, "bo")
+    assert logged[newer.request_id].first_click == 2 and logged[older.request_id].clicks == 0
+    # outside the attribution window (a day by default), or an item never shown: no join
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("b2", "bo", "click", item, ts=time.time() - 2 * DAY + 60),
+        event("b3", "bo", "click", "not-shown-item")]))
+    logged = impressions_of(tailor_server, "bo")
+    assert logged[newer.request_id].clicks == 1 and logged[older.request_id].clicks == 0
+
+
+async def test_purchases_give_conversion_and_revenue_per_mille_with_intervals(tailor_server, stubs):
+    rec, profiles, admin = stubs
+    replies = [await recommend(rec, f"buyer{i}", channel="email") for i in range(4)]
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("p1", "buyer0", "purchase", replies[0].items[0].item_id,
+              request_id=replies[0].request_id, value=10.0),
+        event("p2", "buyer0", "purchase", replies[0].items[1].item_id,
+              request_id=replies[0].request_id, value=2.0),
+        event("a1", "buyer1", "add_to_cart", replies[1].items[0].item_id)]))
+    rows = await stats(admin, model_version=replies[0].model_version)
+    row = rows[(replies[0].model_version, "email")]
+    assert (row.impressions, row.conversions, row.carted, row.revenue) == (4, 1, 1, 12.0)
+    assert row.conversion_rate.value == 0.25
+    low, high = wilson(1, 4)  # by hand: centre (0.25 + 0.960) / 1.960, half-width 0.4135
+    assert (row.conversion_rate.low, row.conversion_rate.high) == pytest.approx((low, high))
+    assert (low, high) == pytest.approx((0.0456, 0.6994), abs=1e-4)
+    # revenue per impression [12, 0, 0, 0]: mean 3, variance 27, half-width 1.96 * sqrt(27 / 4)
+    rpm = row.revenue_per_mille
+    assert rpm.value == pytest.approx(3000.0)
+    assert rpm.high == pytest.approx(1000 * (3 + 1.959964 * (27 / 4) ** 0.5), rel=1e-5)
+    assert rpm.low == 0.0
+    total = rows[(replies[0].model_version, "all")]
+    assert total.impressions >= 4 and total.conversions == 1
+    assert tailor_server.impressions.stats.counts(replies[0].model_version) == (
+        total.impressions, total.clicked)
+
+
+async def test_stats_are_per_model_version(tailor_server, stubs, second_bundle):
+    from clients import TailorClient
+    rec, profiles, admin = stubs
+    old = await recommend(rec, "vera")
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as client:
+        await asyncio.to_thread(client.push_bundle, second_bundle)
+    new = await recommend(rec, "vera")
+    assert new.model_version != old.model_version
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("v1", "vera", "click", new.items[0].item_id, request_id=new.request_id)]))
+    rows = await stats(admin, channel="all")
+    assert [v for v, _ in rows] == [new.model_version, old.model_version]  # newest first
+    assert (rows[(new.model_version, "all")].impressions, rows[(new.model_version, "all")].clicked) == (1, 1)
+    assert (rows[(old.model_version, "all")].impressions, rows[(old.model_version, "all")].clicked) == (1, 0)
+    assert tailor_server.impressions.stats.counts(new.model_version) == (1, 1)
+    assert tailor_server.impressions.stats.counts("never-served") == (0, 0)
+    from prometheus_client import REGISTRY
+    tailor_server.impressions.stats.report()
+    labels = {"version": new.model_version, "channel": "all"}
+    assert REGISTRY.get_sample_value("tailor_model_impressions", labels) == 1
+    assert REGISTRY.get_sample_value("tailor_model_ctr", {**labels, "k": "1"}) == 1.0
+
+
+async def test_delete_profile_erases_the_users_impressions(tailor_server, stubs):
+    rec, profiles, admin = stubs
+    shown = await recommend(rec, "gone")
+    await recommend(rec, "kept")
+    assert len(impressions_of(tailor_server, "gone")) == 1  # written
+    buffered = await recommend(rec, "gone")  # still in the buffer when the erasure runs
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="gone"))
+    assert impressions_of(tailor_server, "gone") == {}
+    assert len(impressions_of(tailor_server, "kept")) == 1
+    row = (await stats(admin, channel="web"))[(shown.model_version, "web")]
+    assert row.impressions == 3  # counters hold no user and stay
+    assert buffered.request_id
+    back = await recommend(rec, "gone")  # a user who comes back starts a new log
+    assert list(impressions_of(tailor_server, "gone")) == [back.request_id]
+
+
+async def test_retention_drops_old_impressions_and_keeps_the_counters(tailor_server, stubs):
+    rec, _, admin = stubs
+    reply = await recommend(rec, "old")
+    assert impressions_of(tailor_server, "old")
+    days = tailor_server.settings.impression_retention_days
+    now = time.time()
+    assert (await tailor_server.sweep_retention(now + (days - 1) * DAY))["impressions"] == 0
+    assert (await tailor_server.sweep_retention(now + (days + 1) * DAY))["impressions"] == 1
+    assert impressions_of(tailor_server, "old") == {}
+    assert (await stats(admin))[(reply.model_version, "all")].impressions == 1
+
+
+async def test_bad_inputs_name_their_field(tailor_server, stubs):
+    rec, profiles, admin = stubs
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("x1", "u", "click", "i", request_id="bad id!"),
+        event("x2", "u", "click", "i", position=100_000)]))
+    assert [r.reason.split(" ")[0] for r in reply.rejected] == ["request_id", "position"]
+    for req, field in ((apb.GetModelStatsRequest(ks=[0]), "ks"),
+                       (apb.GetModelStatsRequest(channel="fax"), "channel"),
+                       (apb.GetModelStatsRequest(confidence=1.5), "confidence")):
+        with pytest.raises(grpc.RpcError) as err:
+            await admin.GetModelStats(req)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(field)
+    with pytest.raises(grpc.RpcError) as err:
+        await rec.Recommend(rpb.RecommendRequest(user_id="u", k=3, context={"x": "y" * 2000}))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("context")
+
+
+@pytest.fixture
+def log_off(settings):
+    settings.impression_log = False
+    return settings
+
+
+async def test_the_switch_turns_the_log_off(log_off, tailor_server, stubs):
+    rec, profiles, admin = stubs
+    reply = await recommend(rec, "quiet")
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("q1", "quiet", "click", reply.items[0].item_id, request_id=reply.request_id)]))
+    assert impressions_of(tailor_server, "quiet") == {}
+    assert (await admin.GetModelStats(apb.GetModelStatsRequest())).rows == []
+
+
+async def test_cli_stats_and_training_export_of_the_log(tailor_server, stubs, tmp_path):
+    import json
+
+    from tests.conftest import run_module
+    rec, profiles, _ = stubs
+    known = await recommend(rec, "exp", channel="push", context={"email": "e@x.org", "page": "p"})
+    await recommend(rec, "anon")
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("e1", "exp", "click", known.items[1].item_id, request_id=known.request_id)]))
+    target = f"127.0.0.1:{tailor_server.port}"
+    out = await asyncio.to_thread(run_module, "clients", "model", "stats", "--server", target,
+                                  "--channel", "push", "-k", "2", "--timeout", "30")
+    (row,) = json.loads(out.stdout)["rows"]
+    assert (row["channel"], row["impressions"], row["clicked"]) == ("push", 1, 1)
+    assert [(r["k"], r["value"]) for r in row["ctr"]] == [(2, 1.0)]
+    await asyncio.to_thread(run_module, "training", "export", "--server", target, "--out",
+                            str(tmp_path / "x" / "interactions.csv"), "--impressions")
+    lines = (tmp_path / "x" / "impressions.jsonl").read_text().splitlines()
+    rows = {r["request_id"]: r for r in map(json.loads, lines)}
+    assert len(rows) == 2
+    exp = rows[known.request_id]
+    assert exp["user_id"] == "exp" and exp["user_ref"] and exp["channel"] == "push"
+    assert exp["first_click"] == 2 and exp["clicks"] == 1
+    assert exp["context"]["page"] == "p" and "e@x.org" not in lines[0] + lines[1]  # masked: no pii-reader
+    assert [i["item_id"] for i in exp["items"]] == [i.item_id for i in known.items]
+    assert [i["clicked"] for i in exp["items"]] == [False, True] + [False] * 8
+    (anon,) = [r for r in rows.values() if r is not exp]
+    assert anon["user_id"] == "" and anon["user_ref"] != exp["user_ref"]  # no profile: hash only
