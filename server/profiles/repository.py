@@ -100,7 +100,7 @@ class ProfileRepository:
     def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
         """Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
         keys; `erasers` drop the records that mention the user elsewhere, in the same
-        transaction."""
+        transaction, which also destroys the user's data key (`Store.shred`)."""
         prefix = keys.user_prefix(user_id)
 
         def fn(txn):
@@ -111,6 +111,7 @@ class ProfileRepository:
                 removed += eraser.erase_user(txn, user_id)
             for table in self._user_tables:
                 removed += table.delete_prefix(txn, prefix)
+            self.store.shred(txn, user_id)  # last: erasers above may read the user's records
             return removed
         return self.store.write(fn, erasure=True)
 

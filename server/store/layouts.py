@@ -131,5 +131,20 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),
                "JSON {user, state, decision, reason, send_at, message} of one recipient of a "
                "send job (messages.sends)"),
+    # Encryption at rest (store.datakeys, store.rekey). With it on, every per-user record of
+    # keys.USER_TABLES above is sealed as a whole (store.sealed: version, nonce, AES-GCM).
+    RecordKind("data_key", "datakeys", 1, _any,
+               "a user's wrapped data key half: slot, master key id, nonce, AES-GCM "
+               "(store.datakeys)"),
+    RecordKind("keyslot_count", "meta", 1, lambda k: k == b"keyslot-count",
+               "ASCII integer: pad slots handed out in the keyslots file"),
+    RecordKind("datakey_kid", "meta", 1, lambda k: k == b"datakey-kid",
+               "UTF-8 master key id new data keys are wrapped under (rotate-key)"),
+    RecordKind("key_version", "meta", 1, lambda k: k == b"key-version",
+               "ASCII integer: 2 = ids in keys are keyed hashes (store.rekey)"),
+    RecordKind("sealed_flag", "meta", 1, lambda k: k == b"sealed",
+               "b'1' once per-user records are encrypted"),
+    RecordKind("store_id_check", "meta", 1, lambda k: k == b"store-id-check",
+               "check value of the store-id key the keys were hashed with"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

@@ -1,0 +1,94 @@
+"""`SealedTable`: a `Table` whose per-user records are AES-GCM ciphertext under the user's data
+key (`datakeys`), opened and sealed at the table boundary, so repositories read and write plain
+bytes as before.
+
+A record is per-user when its key starts with a user token and the separator
+(`keys.user_prefix`); other keys of the table (the decision index, `␟d␟...`) stay plain.
+Sealed value: ``version (1 byte) | nonce (12) | ciphertext and tag``; the associated data is
+``"tailor" | version | table | key``, so a value moved to another key, another table or
+read as another layout fails to open. A record whose user has no data key in the snapshot
+(shredded) reads as absent.
+"""
+from __future__ import annotations
+
+import os
+
+from .datakeys import DataKeys
+from .keys import SEP
+from .table import Table
+from .tokens import TOKEN_CHARS
+
+__all__ = ["SealedTable", "SEALED_VERSION", "is_user_key"]
+
+SEALED_VERSION = 1
+_HEAD = bytes([SEALED_VERSION])
+_NONCE = 12
+
+
+def is_user_key(key: bytes) -> bool:
+    return len(key) > TOKEN_CHARS and key[TOKEN_CHARS] == SEP[0]
+
+
+class SealedTable(Table):
+    """`Table` with per-user values sealed; point reads, scans and writes as in `Table`."""
+
+    __slots__ = ("keys", "_aad")
+
+    def __init__(self, name: str, db, datakeys: DataKeys):
+        super().__init__(name, db)
+        self.keys = datakeys
+        self._aad = b"tailor" + _HEAD + name.encode() + b"\x00"
+
+    def seal(self, txn, key: bytes, value: bytes, ciphers: dict | None = None) -> bytes:
+        if not is_user_key(key):
+            return value
+        token = key[:TOKEN_CHARS]
+        aead = ciphers.get(token) if ciphers is not None else None
+        if aead is None:
+            aead = self.keys.cipher(txn, token, create=True)
+            if ciphers is not None:
+                ciphers[token] = aead
+        nonce = os.urandom(_NONCE)
+        return _HEAD + nonce + aead.encrypt(nonce, value, self._aad + key)
+
+    def open(self, txn, key: bytes, value: bytes | None) -> bytes | None:
+        if value is None or not is_user_key(key):
+            return value
+        aead = self.keys.cipher(txn, key[:TOKEN_CHARS])
+        if aead is None:
+            return None
+        return aead.decrypt(value[1:1 + _NONCE], value[1 + _NONCE:], self._aad + key)
+
+    # -- Table, sealed ---------------------------------------------------------------------------
+    def get(self, txn, key: bytes) -> bytes | None:
+        return self.open(txn, key, txn.get(key, db=self.db))
+
+    def get_many(self, txn, keys):
+        return [self.open(txn, k, v) for k, v in zip(keys, super().get_many(txn, keys))]
+
+    def put(self, txn, key: bytes, value: bytes) -> None:
+        txn.put(key, self.seal(txn, key, value), db=self.db)
+
+    def put_many(self, txn, items) -> None:
+        ciphers: dict = {}
+        super().put_many(txn, [(k, self.seal(txn, k, v, ciphers)) for k, v in items])
+
+    def scan_prefix(self, txn, prefix: bytes):
+        return self._opened(txn, super().scan_prefix(txn, prefix))
+
+    def items(self, txn, start: bytes = b""):
+        for key, value in super().items(txn, start):
+            opened = self.open(txn, key, value)
+            if opened is not None:
+                yield key, opened
+
+    def present(self, txn, keys):
+        return self._opened(txn, super().present(txn, keys))
+
+    def _opened(self, txn, pairs):
+        out = []
+        for key, value in pairs:
+            opened = self.open(txn, key, value)
+            if opened is not None:
+                out.append((key, opened))
+        return out
