@@ -32,11 +32,11 @@ def is_user_key(key: bytes) -> bool:
 class SealedTable(Table):
     """`Table` with per-user values sealed; point reads, scans and writes as in `Table`."""
 
-    __slots__ = ("keys", "_aad")
+    __slots__ = ("datakeys", "_aad")
 
     def __init__(self, name: str, db, datakeys: DataKeys):
         super().__init__(name, db)
-        self.keys = datakeys
+        self.datakeys = datakeys
         self._aad = b"tailor" + _HEAD + name.encode() + b"\x00"
 
     def seal(self, txn, key: bytes, value: bytes, ciphers: dict | None = None) -> bytes:
@@ -45,7 +45,7 @@ class SealedTable(Table):
         token = key[:TOKEN_CHARS]
         aead = ciphers.get(token) if ciphers is not None else None
         if aead is None:
-            aead = self.keys.cipher(txn, token, create=True)
+            aead = self.datakeys.cipher(txn, token, create=True)
             if ciphers is not None:
                 ciphers[token] = aead
         nonce = os.urandom(_NONCE)
@@ -54,7 +54,7 @@ class SealedTable(Table):
     def open(self, txn, key: bytes, value: bytes | None) -> bytes | None:
         if value is None or not is_user_key(key):
             return value
-        aead = self.keys.cipher(txn, key[:TOKEN_CHARS])
+        aead = self.datakeys.cipher(txn, key[:TOKEN_CHARS])
         if aead is None:
             return None
         return aead.decrypt(value[1:1 + _NONCE], value[1 + _NONCE:], self._aad + key)
