@@ -32,9 +32,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .errors import StoreKeyMissing
 
-__all__ = ["DataKeys", "SLOT_BYTES", "SLOT_COUNT_KEY"]
+__all__ = ["DataKeys", "SLOT_BYTES", "SLOT_COUNT_KEY", "SLOTS_FILE", "WRAP_KID_KEY", "copy_slots"]
 
 SLOT_BYTES = 32
+SLOTS_FILE = "keyslots"
 SLOT_COUNT_KEY = b"keyslot-count"
 """`meta`: slots handed out (the next user's slot)."""
 WRAP_KID_KEY = b"datakey-kid"
@@ -62,7 +63,7 @@ class DataKeys:
         self._cache: OrderedDict[bytes, AESGCM] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
-        self.path = Path(store_dir) / "keyslots"
+        self.path = Path(store_dir) / SLOTS_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def close(self) -> None:
@@ -161,3 +162,15 @@ class DataKeys:
         os.pwrite(self._fd, data, slot * SLOT_BYTES)
         if self.sync:
             os.fsync(self._fd)
+
+
+def copy_slots(store_dir: Path, dest_dir: Path) -> None:
+    """Copy the pad file beside a copy of `data.mdb` (compaction, backups), fsynced. Copied after
+    the LMDB copy: every slot its snapshot refers to was written before that snapshot."""
+    src = Path(store_dir) / SLOTS_FILE
+    if src.exists():
+        dest = Path(dest_dir) / SLOTS_FILE
+        with open(src, "rb") as fin, open(dest, "wb") as fout:
+            fout.write(fin.read())
+            fout.flush()
+            os.fsync(fout.fileno())
