@@ -48,7 +48,7 @@ def rotate_data_keys(store, secrets: Secrets, chunk: int = 1000,
         logger.info("new data keys are wrapped under master key %s", ring.kid)
     n, start, chunks = 0, b"", 0
     while start is not None and (max_chunks is None or chunks < max_chunks):
-        done, start = store.write(lambda txn: _rewrap_chunk(store, txn, start, chunk, ring.kid))
+        done, start = store.write(lambda txn, at=start: _rewrap_chunk(store, txn, at, chunk, ring.kid))
         n, chunks = n + done, chunks + 1
     kids = kids_in_use(store)
     return {"kid": ring.kid, "resumed": bool(resumed), "rewrapped": n,

@@ -13,7 +13,6 @@ The key must stay for the life of the store (rotating it would rename every reco
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 
 __all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "user_token", "event_token",

@@ -109,7 +109,8 @@ def test_key_layouts_byte_for_byte(store_id_key):
     assert keys.event_keys(["ann", "bo"], [1764000000.1239, -5.0], [b"e1", b"e2"]) == \
         [ann + b"\x1f0001764000000123\x1f" + e1, bo + b"\x1f0000000000000000\x1f" + e2]
     assert keys.dedupe_key("e1") == b"e\x1f" + e1 == keys.dedupe_key_of_event(ann + b"\x1f0001\x1f" + e1)
-    assert (keys.feature_key("ann"), keys.profile_meta_key("ann")) == (ann + b"\x1ffeatures", ann + b"\x1fmeta")
+    assert (keys.feature_key("ann"), keys.profile_meta_key("ann")) == \
+        (ann + b"\x1ffeatures", ann + b"\x1fmeta")
     assert keys.due_key(4e9, "d2") == b"\x1fw\x1f0004000000000000\x1fd2"
     assert keys.decision_key("bo", "d2") == bo + b"\x1fd2"
     assert keys.decision_index_key("d2") == b"\x1fd\x1fd2"

@@ -13,9 +13,9 @@ from server.errors import FailedPrecondition
 from server.profiles import ProfileSchema, TrackedEvent
 from server.profiles.repository import ProfileRepository
 from server.store import KINDS, RecordKind, Store, keys, tokens
-from tests.conftest import store_mentions
 from server.store import migrate as store_migrate
 from server.store.migrate import stored_versions
+from tests.conftest import store_mentions
 
 FIXTURE = Path(__file__).parent / "data" / "store_v1.json"
 """Every record of a small store as main wrote it before layouts had versions (make_store_v1.py)."""
