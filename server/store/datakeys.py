@@ -65,6 +65,7 @@ class DataKeys:
         self._lock = threading.Lock()
         self.path = Path(store_dir) / SLOTS_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._dirty = False
 
     def close(self) -> None:
         os.close(self._fd)
@@ -160,8 +161,15 @@ class DataKeys:
 
     def _write_slot(self, slot: int, data: bytes) -> None:
         os.pwrite(self._fd, data, slot * SLOT_BYTES)
-        if self.sync:
-            os.fsync(self._fd)
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Make the pads written by this transaction durable before it commits (`Store.write`
+        calls it): one fsync per write transaction that wrote any, not one per user."""
+        if self._dirty:
+            self._dirty = False
+            if self.sync:
+                os.fsync(self._fd)
 
 
 def copy_slots(store_dir: Path, dest_dir: Path) -> None:

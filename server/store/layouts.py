@@ -105,7 +105,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("tombstone_count", "meta", 1, lambda k: k == K.TOMBSTONE_COUNT,
                "ASCII integer: tombstones written, so workers see new ones with one read"),
     RecordKind("phone_index", "meta", 1, lambda k: k.startswith(K.PHONE_PREFIX),
-               "UTF-8 user id of a hashed phone number (server.messages.phones)"),
+               "user id of a hashed phone number (server.messages.phones), sealed under the "
+               "user's data key with encryption on (Store.seal_for_user: token, sealed)"),
     RecordKind("phone_user", "meta", 1, lambda k: k.startswith(K.PHONE_USER_PREFIX),
                "ASCII phone digest `kid.hex` of the user's last texted number"),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),

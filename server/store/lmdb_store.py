@@ -34,9 +34,9 @@ from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
 from .migrate import open_layouts
 from .rekey import holds_old_keys, open_format
-from .sealed import SealedTable
+from .sealed import SealedTable, seal, unseal
 from .table import Table
-from .tokens import user_token
+from .tokens import TOKEN_CHARS, user_token
 
 __all__ = ["Store", "TABLES"]
 
@@ -125,6 +125,21 @@ class Store:
         copy of their ciphertext becomes unreadable); False without encryption or key."""
         return self.datakeys is not None and self.datakeys.shred(txn, user_token(user_id))
 
+    def seal_for_user(self, txn, user_id: str, key: bytes, value: bytes) -> bytes:
+        """`value` of record `key` outside the per-user tables (an index entry naming the user),
+        sealed under the user's data key: `token | sealed`; as is without encryption."""
+        if self.datakeys is None:
+            return value
+        token = user_token(user_id)
+        return token + seal(self.datakeys.cipher(txn, token, create=True), b"aux\x00" + key, value)
+
+    def open_for_user(self, txn, key: bytes, stored: bytes | None) -> bytes | None:
+        """What `seal_for_user` sealed (None: absent, or its user's key is shredded)."""
+        if stored is None or self.datakeys is None:
+            return stored
+        aead = self.datakeys.cipher(txn, bytes(stored[:TOKEN_CHARS]))
+        return None if aead is None else unseal(aead, b"aux\x00" + key, bytes(stored[TOKEN_CHARS:]))
+
     def table(self, name: str) -> Table:
         try:
             return self._tables[name]
@@ -162,7 +177,10 @@ class Store:
             while True:
                 try:
                     with self.env.begin(write=True) as txn:
-                        return fn(txn)
+                        result = fn(txn)
+                        if self.datakeys is not None:
+                            self.datakeys.flush()  # new or zeroed pads on disk before the commit
+                        return result
                 except lmdb.MapResizedError:
                     self.env.set_mapsize(0)
                 except lmdb.MapFullError:

@@ -8,7 +8,8 @@ transaction each, only when a stamp says it is needed (every later open: one rea
   event tokens, and the values that hold such keys (dedupe entries, the decision index and
   pending-window entries) follow. The phone index's user entry is re-keyed too.
 - `sealed` absent with encryption on: every per-user value of `keys.USER_TABLES` is sealed
-  under its user's (new) data key (`sealed.SealedTable`).
+  under its user's (new) data key (`sealed.SealedTable`), and so is the user id in each phone
+  index entry (`Store.seal_for_user`).
 
 The `store-id` key's check value is stamped at the first open with encryption configured, and
 a store stamped under another key is refused (its records would not be found). An encrypted
@@ -140,4 +141,9 @@ def _seal(store, txn) -> int:
         for key in doomed:
             sealed.put(txn, key, raw.get(txn, key))
         n += len(doomed)
+    meta = store.raw_table("meta")  # the phone index: user ids in values (messages.phones)
+    for key in [bytes(k) for k, _ in meta.scan_prefix(txn, K.PHONE_PREFIX)]:
+        user = meta.get(txn, key)
+        meta.put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
+        n += 1
     return n

@@ -18,11 +18,20 @@ from .keys import SEP
 from .table import Table
 from .tokens import TOKEN_CHARS
 
-__all__ = ["SealedTable", "SEALED_VERSION", "is_user_key"]
+__all__ = ["SealedTable", "SEALED_VERSION", "is_user_key", "seal", "unseal"]
 
 SEALED_VERSION = 1
 _HEAD = bytes([SEALED_VERSION])
 _NONCE = 12
+
+
+def seal(aead, aad: bytes, value: bytes) -> bytes:
+    nonce = os.urandom(_NONCE)
+    return _HEAD + nonce + aead.encrypt(nonce, value, aad)
+
+
+def unseal(aead, aad: bytes, sealed: bytes) -> bytes:
+    return aead.decrypt(sealed[1:1 + _NONCE], sealed[1 + _NONCE:], aad)
 
 
 def is_user_key(key: bytes) -> bool:
@@ -48,8 +57,7 @@ class SealedTable(Table):
             aead = self.datakeys.cipher(txn, token, create=True)
             if ciphers is not None:
                 ciphers[token] = aead
-        nonce = os.urandom(_NONCE)
-        return _HEAD + nonce + aead.encrypt(nonce, value, self._aad + key)
+        return seal(aead, self._aad + key, value)
 
     def open(self, txn, key: bytes, value: bytes | None) -> bytes | None:
         if value is None or not is_user_key(key):
@@ -57,7 +65,7 @@ class SealedTable(Table):
         aead = self.datakeys.cipher(txn, key[:TOKEN_CHARS])
         if aead is None:
             return None
-        return aead.decrypt(value[1:1 + _NONCE], value[1 + _NONCE:], self._aad + key)
+        return unseal(aead, self._aad + key, value)
 
     # -- Table, sealed ---------------------------------------------------------------------------
     def get(self, txn, key: bytes) -> bytes | None:

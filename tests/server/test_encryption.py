@@ -32,7 +32,7 @@ def store(tmp_path, crypto):
 
 
 def _event(i: int, user: str = "ann") -> TrackedEvent:
-    return TrackedEvent(f"e{i}", user, "view", "web", "", f"i{i}", 0.0, 1764000000.0 + i,
+    return TrackedEvent(f"evt-{i}-q", user, "view", "web", "", f"i{i}", 0.0, 1764000000.0 + i,
                         {"note": "secret-note"})
 
 
@@ -40,7 +40,7 @@ def test_records_are_ciphertext_on_disk_and_plain_through_the_store(store):
     repo = ProfileRepository(store, ProfileSchema().layout())
     repo.ingest([_event(1), _event(2)], [None, None])
     repo.update_meta("ann", lambda m: m["attributes"].update(email="ann@example.org"))
-    for needle in (b"ann", b"secret-note", b"ann@example.org", b"e1"):
+    for needle in (b"ann", b"secret-note", b"ann@example.org", b"evt-1-q"):
         assert store_mentions(store, needle) == []
     state, meta, events = repo.read("ann")
     assert meta["attributes"] == {"email": "ann@example.org"} and len(events) == 2
