@@ -63,6 +63,8 @@ class DataKeys:
         self._cache: OrderedDict[bytes, AESGCM] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+        self._local = threading.local()
+        """`txn` and `memo` {token: AESGCM or None} of this thread's current transaction."""
         self.path = Path(store_dir) / SLOTS_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._dirty = False
@@ -73,7 +75,18 @@ class DataKeys:
     # -- the hot path ----------------------------------------------------------------------
     def cipher(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
         """The user's data key as an AESGCM; None when they have none (never written, or
-        shredded) unless `create` (a write transaction) makes one."""
+        shredded) unless `create` (a write transaction) makes one. Memoized per transaction
+        (in this thread): a batch reads and writes several records of each user."""
+        local = self._local
+        if getattr(local, "txn", None) is not txn:
+            local.txn, local.memo = txn, {}
+        memo = local.memo
+        found = memo.get(token)
+        if found is None:
+            found = memo[token] = self._lookup(txn, token, create)
+        return found
+
+    def _lookup(self, txn, token: bytes, create: bool) -> AESGCM | None:
         wrapped = self.table.get(txn, token)
         if wrapped is None:
             return self._create(txn, token) if create else None
@@ -147,6 +160,8 @@ class DataKeys:
             return False
         self.table.delete(txn, token)
         self._write_slot(int.from_bytes(wrapped[:8], "big"), _ZERO)
+        if getattr(self._local, "txn", None) is txn:
+            self._local.memo.pop(token, None)
         with self._lock:
             self._cache.pop(wrapped, None)
         return True
