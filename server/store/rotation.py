@@ -6,7 +6,7 @@
    kid yet re-reads the keyring, `DataKeys._kek`).
 2. The `datakeys` table is walked in key order, `chunk` entries per write transaction, each
    entry under another kid re-wrapped (its pad and its data key unchanged: no record is
-   touched, and cached keys stay valid).
+   touched; a worker unwraps the new entry once, on its next use).
 
 Interrupted, the command resumes: when `datakey-kid` is already the keyring's newest kid and
 some entry is still under another kid, it finishes step 2 with that kid instead of making a new
