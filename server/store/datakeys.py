@@ -90,10 +90,11 @@ class DataKeys:
         wrapped = self.table.get(txn, token)
         if wrapped is None:
             return self._create(txn, token) if create else None
-        found = self._cache.get(wrapped)
-        if found is not None:
-            self._cache.move_to_end(wrapped)
-            return found
+        with self._lock:  # threads share the LRU (an eviction between get and move would race)
+            found = self._cache.get(wrapped)
+            if found is not None:
+                self._cache.move_to_end(wrapped)
+                return found
         return self._remember(wrapped, self._unwrap(token, wrapped))
 
     def _remember(self, wrapped: bytes, key: bytes | None) -> AESGCM | None:
