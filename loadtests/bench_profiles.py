@@ -231,6 +231,7 @@ def compare_encryption(args, sync: bool) -> None:
             got = ingest(args, events, sync, encrypt)
             pair, _ = reads(args, sync, encrypt)
             got.update(per_event=got["cpu"] / len(events) * 1e6, p50=pair.method.load.p50_ms,
+                       ingest_ping=got["ping"].cpu_us_per_call, read_vs_ping=pair.cpu_ratio,
                        p99=pair.method.load.p99_ms, qps=pair.method.load.qps,
                        read_cpu=pair.method.cpu_us_per_call, read_ping=pair.ping.cpu_us_per_call)
             rows[encrypt].append(got)
@@ -239,7 +240,10 @@ def compare_encryption(args, sync: bool) -> None:
                   f"{got['p99']:.2f} ms, {got['read_cpu']:.1f} us CPU/call (Ping "
                   f"{got['read_ping']:.1f})", flush=True)
     med = {e: {k: float(np.median([g[k] for g in rows[e]]))
-               for k in ("rate", "per_event", "p50", "p99", "qps", "read_cpu")} for e in rows}
+               for k in ("rate", "per_event", "p50", "p99", "qps", "read_cpu", "read_vs_ping")}
+           for e in rows}
+    for e in rows:  # CPU per event in Pings of the same server (contention moves both alike)
+        med[e]["event_vs_ping"] = float(np.median([g["per_event"] / g["ingest_ping"] for g in rows[e]]))
     on, off = med[True], med[False]
     print(f"\nencryption on / off, medians of {args.rounds} round(s) ({args.events} events, "
           f"{args.profiles:,} profiles, {'fsync' if sync else 'no fsync'}):")
@@ -253,6 +257,11 @@ def compare_encryption(args, sync: bool) -> None:
           f"x{on['p99'] / off['p99']:.3f}")
     print(f"  GetProfile CPU/call    {on['read_cpu']:>9.1f} / {off['read_cpu']:>9.1f} us = "
           f"x{on['read_cpu'] / off['read_cpu']:.3f}")
+    print("  in Pings of the same server (a loaded machine inflates both alike):")
+    print(f"  CPU per event / Ping   {on['event_vs_ping']:>9.3f} / {off['event_vs_ping']:>9.3f} = "
+          f"x{on['event_vs_ping'] / off['event_vs_ping']:.3f}")
+    print(f"  GetProfile / Ping CPU  {on['read_vs_ping']:>9.3f} / {off['read_vs_ping']:>9.3f} = "
+          f"x{on['read_vs_ping'] / off['read_vs_ping']:.3f}")
 
 
 if __name__ == "__main__":
