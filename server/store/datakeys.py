@@ -77,13 +77,21 @@ class DataKeys:
         """The user's data key as an AESGCM; None when they have none (never written, or
         shredded) unless `create` (a write transaction) makes one. Memoized per transaction
         (in this thread): a batch reads and writes several records of each user."""
+        found = self.memo(txn).get(token)
+        return found if found is not None else self.lookup(txn, token, create)
+
+    def memo(self, txn) -> dict:
+        """{token: AESGCM} of the keys `txn` used so far in this thread (batches read it first)."""
         local = self._local
         if getattr(local, "txn", None) is not txn:
             local.txn, local.memo = txn, {}
-        memo = local.memo
-        found = memo.get(token)
-        if found is None:
-            found = memo[token] = self._lookup(txn, token, create)
+        return local.memo
+
+    def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
+        """`cipher` past the memo; remembers a key found or made in it."""
+        found = self._lookup(txn, token, create)
+        if found is not None:
+            self._local.memo[token] = found
         return found
 
     def _lookup(self, txn, token: bytes, create: bool) -> AESGCM | None:
