@@ -33,7 +33,7 @@ from .datakeys import DataKeys
 from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
 from .migrate import open_layouts
-from .rekey import holds_old_keys, open_format
+from .rekey import format_first, open_format
 from .sealed import SealedTable, seal, unseal
 from .table import Table
 from .tokens import TOKEN_CHARS, user_token
@@ -84,11 +84,11 @@ class Store:
         try:
             if crypto is not None and crypto.encrypt:
                 self._seal_tables(crypto, sync)
-            old_keys = holds_old_keys(self)  # re-keyed first: layout steps read new keys
-            if old_keys:
+            first = format_first(self)  # layout steps read re-keyed, sealed records
+            if first:
                 open_format(self, readonly)
             self.migrated = open_layouts(self, layouts, readonly)
-            if not old_keys:
+            if not first:
                 open_format(self, readonly)
         except BaseException:
             self.close()

@@ -25,7 +25,7 @@ from .errors import StoreEncrypted, StoreKeyMismatch
 from .sealed import is_user_key
 from .tokens import event_token, key_check, user_token
 
-__all__ = ["open_format", "holds_old_keys", "KEY_VERSION", "KEY_VERSION_KEY", "SEALED_KEY", "KEY_CHECK_KEY"]
+__all__ = ["open_format", "format_first", "KEY_VERSION", "KEY_VERSION_KEY", "SEALED_KEY", "KEY_CHECK_KEY"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -59,11 +59,14 @@ def open_format(store, readonly: bool) -> None:
     store.write(lambda txn: _migrate(store, txn, encrypt))
 
 
-def holds_old_keys(store) -> bool:
-    """Records keyed by raw ids (key version 1): re-key them before any layout step."""
+def format_first(store) -> bool:
+    """Records keyed by raw ids (key version 1), or plaintext records to seal: re-key and seal
+    them before any layout step (the steps read records through the sealed tables)."""
+    meta = store.raw_table("meta")
     with store.read() as txn:
-        return (store.raw_table("meta").get(txn, KEY_VERSION_KEY) is None
-                and not _empty(store, txn))
+        pending = (meta.get(txn, KEY_VERSION_KEY) is None
+                   or (store.datakeys is not None and meta.get(txn, SEALED_KEY) is None))
+        return pending and not _empty(store, txn)
 
 
 def _empty(store, txn) -> bool:
