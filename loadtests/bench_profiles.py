@@ -1,7 +1,7 @@
 """Profile ingestion and read benchmark, in one run on one machine.
 
     python -m loadtests.bench_profiles [--events 200000] [--profiles 1000000] [--no-sync]
-        [--server-src DIR]
+        [--server-src DIR] [--encryption on|off|both] [--rounds N]
 
 1. Raw LMDB: the same records (events keys, serialized events) put in batches of 500 per write
    transaction, with the same durability setting (fsync per commit unless --no-sync), through
@@ -16,6 +16,10 @@
 Server CPU (its whole process tree) is read around each step by loadtests/measure.py, the one
 measurement every bench uses: CPU per ingested event and per streamed batch beside Ping's CPU
 per call on the same server, and GetProfile's CPU per call beside Ping's, with their ratios.
+`--encryption both` runs steps 2 and 3 with encryption at rest on and off (`encrypt_at_rest`;
+each read store populated in its own mode), alternating, `--rounds` times, in one run, and prints
+the ratios on/off of ingestion throughput, server CPU per event, GetProfile p50/p99 and server
+CPU per call (medians over the rounds). The keyrings are generated into `--work`/secrets.
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there) to take before/after figures of two commits with one driver (see loadtests/bench.py).
 """
@@ -93,13 +97,17 @@ async def stream_ingest(target: str, events: list[pb.Event], streams: int = 1) -
     return len(events) / seconds, sum(r.accepted for r in replies)
 
 
-def populate(data_dir: Path, profiles: int) -> None:
-    """Store `profiles` users (5 events each) through the server's own repository, fsync off."""
+def populate(data_dir: Path, profiles: int, secrets_dir: Path, encrypt: bool) -> None:
+    """Store `profiles` users (5 events each) through the server's own repository, fsync off,
+    keyed and (if `encrypt`) sealed with the keyrings the bench server reads."""
     from server.profiles import ProfileSchema
     from server.profiles.events import TrackedEvent
     from server.profiles.repository import ProfileRepository
+    from server.security.secrets import Secrets
     from server.store import Store
-    store = Store(data_dir / "store", map_size=16 << 30, sync=False)
+    from server.store.crypto import StoreCrypto
+    crypto = StoreCrypto.from_secrets(Secrets.load(secrets_dir, generate=True), encrypt=encrypt)
+    store = Store(data_dir / "store", map_size=16 << 30, sync=False, crypto=crypto)
     repo = ProfileRepository(store, ProfileSchema().layout())
     now = time.time()
     chunk = 20_000
@@ -118,15 +126,59 @@ def read_payloads(profiles: int, n: int = 4096, parts: tuple[str, ...] = ()) -> 
             for u in rng.integers(0, profiles, n)]
 
 
-def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None
-          ) -> tuple[subprocess.Popen, str]:
+def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None,
+          secrets_dir: Path | None = None, encrypt: bool = True) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = {"TAILOR_LMDB_SYNC": "true" if sync else "false", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
+    env = {"TAILOR_LMDB_SYNC": "true" if sync else "false", "TAILOR_LMDB_MAP_SIZE": str(16 << 30),
+           "TAILOR_ENCRYPT_AT_REST": "true" if encrypt else "false"}
+    if secrets_dir is not None:
+        env["TAILOR_SECRETS_DIR"] = str(secrets_dir.resolve())
     argv = ["--port", str(port), "--data-dir", str(data_dir.resolve()), "--workers", str(workers)]
     proc = start_server(argv, src, env)
     target = f"127.0.0.1:{port}"
     _wait_ready(target, proc)
     return proc, target
+
+
+def ingest(args, events, sync: bool, encrypt: bool) -> dict:
+    """Step 2 on a fresh data dir: events/s, server CPU per event, Ping's CPU per call."""
+    ingest_dir = args.work / f"ingest-{'on' if encrypt else 'off'}"
+    shutil.rmtree(ingest_dir, ignore_errors=True)
+    proc, target = serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt)
+    try:
+        cpu_before = tree_cpu_seconds(proc.pid)
+        e2e, accepted = asyncio.run(stream_ingest(target, events, args.streams))
+        ingest_cpu = tree_cpu_seconds(proc.pid) - cpu_before
+        ping = measure("Ping (empty RPC)", proc.pid, target, PING, ping_payloads(),
+                       concurrency=args.streams, duration=args.read_seconds / 3)
+    finally:
+        proc.terminate()
+        proc.wait()
+    assert accepted == len(events), f"only {accepted} of {len(events)} accepted"
+    return {"rate": e2e, "cpu": ingest_cpu, "ping": ping}
+
+
+def reads(args, sync: bool, encrypt: bool, parts: list[str] = ()):
+    """Step 3: (GetProfile-vs-Ping comparison, idle CPU, a comparison per `parts` entry)."""
+    read_dir = args.work / f"read-{args.profiles}-{'on' if encrypt else 'off'}"
+    if not (read_dir / "store" / "data.mdb").exists():
+        print(f"populating {args.profiles} profiles (encryption {'on' if encrypt else 'off'}) ...",
+              flush=True)
+        populate(read_dir, args.profiles, args.secrets, encrypt)
+    proc, target = serve(read_dir, sync, src=args.server_src, secrets_dir=args.secrets,
+                         encrypt=encrypt)
+    try:
+        load = dict(concurrency=args.read_concurrency, duration=args.read_seconds)
+        run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)  # warm
+        idle = idle_cpu(proc.pid)
+        pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
+        parted = [Comparison(measure(f"GetProfile parts={p}", proc.pid, target, GET_PROFILE,
+                                     read_payloads(args.profiles, parts=tuple(p.split(","))),
+                                     **load), pair.ping) for p in parts]
+    finally:
+        proc.terminate()
+        proc.wait()
+    return pair, idle, parted
 
 
 def main(argv=None) -> None:
@@ -140,6 +192,9 @@ def main(argv=None) -> None:
     p.add_argument("--streams", type=int, default=1, help="concurrent TrackEventStream connections")
     p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
     p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
+    p.add_argument("--encryption", choices=("on", "off", "both"), default="on",
+                   help="encryption at rest of the server (both: on and off in one run, with ratios)")
+    p.add_argument("--rounds", type=int, default=1, help="with --encryption both: on/off pairs")
     p.add_argument("--work", type=Path, default=Path(".bench/profiles"))
     p.add_argument("--parts", nargs="*", default=["attributes,consent", "attributes,consent,features"],
                    metavar="P1,P2", help="GetProfile `parts` of further read runs, one comma list each "
@@ -149,44 +204,23 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     sync = not args.no_sync
     args.work.mkdir(parents=True, exist_ok=True)
+    args.secrets = args.work / "secrets"
+    if args.encryption == "both":
+        return compare_encryption(args, sync)
+    encrypt = args.encryption == "on"
     events = make_events(args.events, args.users)
     raw = raw_lmdb(events, sync)
-    ingest_dir = args.work / "ingest"
-    shutil.rmtree(ingest_dir, ignore_errors=True)
-    proc, target = serve(ingest_dir, sync, args.workers, args.server_src)
-    try:
-        cpu_before = tree_cpu_seconds(proc.pid)
-        e2e, accepted = asyncio.run(stream_ingest(target, events, args.streams))
-        ingest_cpu = tree_cpu_seconds(proc.pid) - cpu_before
-        ingest_ping = measure("Ping (empty RPC)", proc.pid, target, PING, ping_payloads(),
-                              concurrency=args.streams, duration=args.read_seconds / 3)
-    finally:
-        proc.terminate()
-        proc.wait()
-    assert accepted == len(events), f"only {accepted} of {len(events)} accepted"
-    read_dir = args.work / f"read-{args.profiles}"
-    if not (read_dir / "store" / "data.mdb").exists():
-        print(f"populating {args.profiles} profiles ...", flush=True)
-        populate(read_dir, args.profiles)
-    proc, target = serve(read_dir, sync, src=args.server_src)
-    try:
-        load = dict(concurrency=args.read_concurrency, duration=args.read_seconds)
-        run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)  # warm
-        idle = idle_cpu(proc.pid)
-        pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
-        reads, floor = pair.method.load, pair.ping.load
-        parted = [Comparison(measure(f"GetProfile parts={parts}", proc.pid, target, GET_PROFILE,
-                                     read_payloads(args.profiles, parts=tuple(parts.split(","))),
-                                     **load), pair.ping) for parts in args.parts]
-    finally:
-        proc.terminate()
-        proc.wait()
-    print(f"\ndurability: {'fsync per commit' if sync else 'no fsync (crash-safe)'}; batches of {BATCH}")
+    got = ingest(args, events, sync, encrypt)
+    e2e, ingest_cpu, ingest_ping = got["rate"], got["cpu"], got["ping"]
+    pair, idle, parted = reads(args, sync, encrypt, args.parts)
+    reads_, floor = pair.method.load, pair.ping.load
+    print(f"\ndurability: {'fsync per commit' if sync else 'no fsync (crash-safe)'}; batches of {BATCH}; "
+          f"encryption at rest {args.encryption}")
     print(f"raw LMDB batched puts      {raw:>10,.0f} records/s  ({len(events)} records)")
     print(f"TrackEventStream end to end {e2e:>9,.0f} events/s   = {e2e / raw:.0%} of raw "
           f"({args.streams} stream(s), {args.workers} server worker(s))")
-    print(f"GetProfile on {args.profiles:,} profiles: p50 {reads.p50_ms:.2f} ms, p99 {reads.p99_ms:.2f} ms "
-          f"({reads.qps:.0f} calls/s at concurrency {args.read_concurrency})")
+    print(f"GetProfile on {args.profiles:,} profiles: p50 {reads_.p50_ms:.2f} ms, p99 {reads_.p99_ms:.2f} ms "
+          f"({reads_.qps:.0f} calls/s at concurrency {args.read_concurrency})")
     print(f"Ping, same driver and concurrency:  p50 {floor.p50_ms:.2f} ms, p99 {floor.p99_ms:.2f} ms "
           f"({floor.qps:.0f} calls/s) — the gRPC stack's own floor")
     per_event, per_batch = ingest_cpu / len(events) * 1e6, ingest_cpu / -(-len(events) // BATCH) * 1e6
@@ -199,6 +233,48 @@ def main(argv=None) -> None:
     for c in parted:
         print(f"{c.method.name} / Ping: server CPU per call {c.method.cpu_us_per_call:.1f} / "
               f"{c.ping.cpu_us_per_call:.1f} us = x{c.cpu_ratio:.2f}")
+
+
+def compare_encryption(args, sync: bool) -> None:
+    """Steps 2 and 3 with encryption on and off, alternating, `args.rounds` times; ratios."""
+    rows: dict[bool, list[dict]] = {True: [], False: []}
+    for r in range(args.rounds):
+        for encrypt in ((True, False) if r % 2 == 0 else (False, True)):
+            events = make_events(args.events, args.users, prefix=f"r{r}")
+            got = ingest(args, events, sync, encrypt)
+            pair, _, _ = reads(args, sync, encrypt)
+            got.update(per_event=got["cpu"] / len(events) * 1e6, p50=pair.method.load.p50_ms,
+                       ingest_ping=got["ping"].cpu_us_per_call, read_vs_ping=pair.cpu_ratio,
+                       p99=pair.method.load.p99_ms, qps=pair.method.load.qps,
+                       read_cpu=pair.method.cpu_us_per_call, read_ping=pair.ping.cpu_us_per_call)
+            rows[encrypt].append(got)
+            print(f"round {r} encryption {'on ' if encrypt else 'off'}: {got['rate']:,.0f} events/s, "
+                  f"{got['per_event']:.1f} us CPU/event; GetProfile p50 {got['p50']:.2f} ms p99 "
+                  f"{got['p99']:.2f} ms, {got['read_cpu']:.1f} us CPU/call (Ping "
+                  f"{got['read_ping']:.1f})", flush=True)
+    med = {e: {k: float(np.median([g[k] for g in rows[e]]))
+               for k in ("rate", "per_event", "p50", "p99", "qps", "read_cpu", "read_vs_ping")}
+           for e in rows}
+    for e in rows:  # CPU per event in Pings of the same server (contention moves both alike)
+        med[e]["event_vs_ping"] = float(np.median([g["per_event"] / g["ingest_ping"] for g in rows[e]]))
+    on, off = med[True], med[False]
+    print(f"\nencryption on / off, medians of {args.rounds} round(s) ({args.events} events, "
+          f"{args.profiles:,} profiles, {'fsync' if sync else 'no fsync'}):")
+    print(f"  ingestion throughput   {on['rate']:>9,.0f} / {off['rate']:>9,.0f} events/s = "
+          f"x{on['rate'] / off['rate']:.3f} ({1 - on['rate'] / off['rate']:+.1%} slower)")
+    print(f"  server CPU per event   {on['per_event']:>9.1f} / {off['per_event']:>9.1f} us = "
+          f"x{on['per_event'] / off['per_event']:.3f}")
+    print(f"  GetProfile p50         {on['p50']:>9.2f} / {off['p50']:>9.2f} ms = "
+          f"x{on['p50'] / off['p50']:.3f}")
+    print(f"  GetProfile p99         {on['p99']:>9.2f} / {off['p99']:>9.2f} ms = "
+          f"x{on['p99'] / off['p99']:.3f}")
+    print(f"  GetProfile CPU/call    {on['read_cpu']:>9.1f} / {off['read_cpu']:>9.1f} us = "
+          f"x{on['read_cpu'] / off['read_cpu']:.3f}")
+    print("  in Pings of the same server (a loaded machine inflates both alike):")
+    print(f"  CPU per event / Ping   {on['event_vs_ping']:>9.3f} / {off['event_vs_ping']:>9.3f} = "
+          f"x{on['event_vs_ping'] / off['event_vs_ping']:.3f}")
+    print(f"  GetProfile / Ping CPU  {on['read_vs_ping']:>9.3f} / {off['read_vs_ping']:>9.3f} = "
+          f"x{on['read_vs_ping'] / off['read_vs_ping']:.3f}")
 
 
 if __name__ == "__main__":

@@ -94,6 +94,12 @@ def _security_parsers(sub) -> None:
     r.add_argument("name", help="user-id, audit, unsubscribe, encryption or suppression")
     r.add_argument("--secrets-dir", type=Path)
     r.add_argument("--keep", type=int, help="old keys kept for verifying (default: all)")
+    k = sub.add_parser("rotate-key", help="new encryption master key; re-wrap every data key "
+                       "under it while servers run (resumes if interrupted)")
+    k.add_argument("--data-dir", type=Path, default=Path("data"))
+    k.add_argument("--secrets-dir", type=Path, help="keyring files (the `encryption` file is "
+                   "rewritten: environment keyrings cannot be rotated here)")
+    k.add_argument("--chunk", type=int, default=1000, help="data keys per write transaction")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,7 +184,25 @@ def _secrets(args) -> None:
     print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))
 
 
-COMMANDS = {"audit": _audit, "secrets": _secrets,
+def _rotate_key(args) -> None:
+    from .security.secrets import Secrets
+    from .store import Store, lock_data_dir
+    from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    from .store.rotation import rotate_data_keys
+    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING),
+                           environ={})
+    lock = lock_data_dir(args.data_dir, exclusive=False)  # beside servers; not during compaction
+    try:
+        store = Store(args.data_dir / "store", crypto=StoreCrypto.from_secrets(secrets))
+        try:
+            print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
+        finally:
+            store.close()
+    finally:
+        lock.close()
+
+
+COMMANDS = {"audit": _audit, "secrets": _secrets, "rotate-key": _rotate_key,
             "compact": _compact, "backup": _backup, "restore": _restore, "config-doc": _config_doc,
             "token": _token}
 """Every subcommand but `serve`; a refusal or a missing file exits non-zero with the reason."""

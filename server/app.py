@@ -66,6 +66,7 @@ from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
 from .store import Store, lock_data_dir
+from .store.crypto import StoreCrypto, check_secrets_outside
 
 __all__ = ["TailorServer"]
 
@@ -121,8 +122,10 @@ class TailorServer:
 
     def _build_domain(self) -> None:
         s = self.settings
+        check_secrets_outside(s.secrets_dir, s.data_dir)
         self.store = Store(s.store_dir, map_size=s.lmdb_map_size, max_map_size=s.lmdb_max_map_size,
-                           sync=s.lmdb_sync)
+                           sync=s.lmdb_sync, crypto=StoreCrypto.from_secrets(
+                               self.secrets, encrypt=s.encrypt_at_rest))
         self.registry = ModelRegistry(s, self.store)
         self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,

@@ -5,6 +5,7 @@ Archive layout (format 1), one tar file (gzip-compressed when its name ends in .
     tailor-backup.json    {"format": 1, "created": epoch s, "active_bundle": V or null,
                            "bundles": [versions], "store_bytes": N}
     store/data.mdb        a compacted copy of the LMDB store: one committed state
+    store/keyslots        the pads of the data keys (encryption at rest), copied after it
     bundles/<version>/    every bundle version on disk, the active one always among them
 
 The store copy is one LMDB read transaction (`server.store.backup`), so profiles, events,
@@ -25,6 +26,7 @@ from pathlib import Path
 from .errors import FailedPrecondition
 from .store import lock_data_dir
 from .store.backup import read_value, snapshot_store
+from .store.datakeys import SLOTS_FILE
 from .store.keys import BUNDLE_ACTIVE
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
@@ -120,6 +122,8 @@ def _write_tar(staging: Path, out: Path) -> None:
     with tarfile.open(partial, mode) as tar:
         tar.add(staging / MANIFEST, arcname=MANIFEST)
         tar.add(staging / "store" / "data.mdb", arcname="store/data.mdb")
+        if (staging / "store" / SLOTS_FILE).exists():  # the data keys' pads (store.datakeys)
+            tar.add(staging / "store" / SLOTS_FILE, arcname=f"store/{SLOTS_FILE}")
         tar.add(staging / "bundles", arcname="bundles")
     with open(partial, "rb") as fh:
         os.fsync(fh.fileno())

@@ -397,12 +397,18 @@ class Settings(BaseSettings):
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
-    `encryption`, `erasure`, `suppression`; optional: `sms-webhook`), one `kid:base64key` line
-    per key, the signing key first; keep it outside the data dir (backups copy the data dir).
+    `encryption`, `erasure`, `suppression`, `store-id`; optional: `sms-webhook`), one
+    `kid:base64key` line per key, the signing key first; it must be outside the data dir (the
+    server refuses to start otherwise: the data dir must reveal nothing without the keys).
     `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`) overrides a file. A missing keyring
     is generated here only when `host` is a loopback address; any other host refuses to start
     without it (an optional one is never generated: without it its feature is off). None: the
     environment only."""
+    encrypt_at_rest: bool = True
+    """Encrypt profile attributes, consent, events, features, decisions and contacts at rest
+    (AES-GCM under per-user data keys wrapped by the `encryption` master key; docs/privacy.md).
+    Off exists to measure its cost (`loadtests.bench_profiles --encryption both`); a store once
+    encrypted refuses to open with it off. Ids in store keys are keyed hashes either way."""
     audit_max_bytes: int = Field(16 << 20, ge=1)
     """Size at which the audit log moves on to its next file (`data_dir/audit/audit-NNNNNN.jsonl`);
     the new file's first line chains to the last line of the previous one."""

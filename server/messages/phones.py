@@ -65,7 +65,8 @@ class PhoneIndex:
             old = self._meta.get(txn, phone_user_key(user_id))
             if old is not None and old != digest.encode():
                 self._drop(txn, user_id, old.decode())
-            self._meta.put(txn, phone_key(digest), user_id.encode())
+            key = phone_key(digest)  # the user id sealed under their data key (store.sealed)
+            self._meta.put(txn, key, self.store.seal_for_user(txn, user_id, key, user_id.encode()))
             self._meta.put(txn, phone_user_key(user_id), digest.encode())
         self.store.write(fn)
         return True
@@ -76,14 +77,15 @@ class PhoneIndex:
             return None
         with self.store.read() as txn:
             for digest in self._digests(number):
-                user = self._meta.get(txn, phone_key(digest))
+                key = phone_key(digest)
+                user = self.store.open_for_user(txn, key, self._meta.get(txn, key))
                 if user is not None:
                     return bytes(user).decode()
         return None
 
     def _drop(self, txn, user_id: str, digest: str) -> int:
         key = phone_key(digest)
-        mine = self._meta.get(txn, key)
+        mine = self.store.open_for_user(txn, key, self._meta.get(txn, key))
         return int(mine is not None and bytes(mine) == user_id.encode() and self._meta.delete(txn, key))
 
     def erase_user(self, txn, user_id: str) -> int:

@@ -13,7 +13,9 @@ Transaction rules: `create` writes the job and every recipient in one transactio
 state change is written with the job's counts in the same transaction (`update`), so the
 counts always match the records; `claim` reads and sets the owner in one transaction, so of
 several workers starting at once one resumes a job. `finish` stamps the job and drops its
-recipients' records (they name users; the counts stay).
+recipients' records (they name users; the counts stay). A recipient's record is sealed under
+their data key (`Store.seal_for_user`): after DeleteProfile it reads as absent (not sent), and
+its bytes on freed pages stay closed.
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class SendRecords:
 
         def fn(txn):
             self._t.put(txn, send_job_key(send_id), json.dumps(job).encode())
-            self._t.put_many(txn, [(send_user_key(send_id, i), Recipient(i, u).encode())
+            self._t.put_many(txn, [self._sealed(txn, send_id, Recipient(i, u))
                                    for i, u in enumerate(users)])
         self.store.write(fn)
         return job
@@ -105,9 +107,19 @@ class SendRecords:
 
     def recipients(self, send_id: str) -> list[Recipient]:
         """Every recipient of an unfinished job, in audience order."""
-        prefix = send_user_prefix(send_id)
-        return [Recipient.decode(int(bytes(k)[len(prefix):]), v)
-                for k, v in self.store.scan("sends", prefix)]
+        prefix, out = send_user_prefix(send_id), []
+        with self.store.read() as txn:
+            for key, stored in self._t.scan_prefix(txn, prefix):
+                raw = self.store.open_for_user(txn, bytes(key), stored)
+                if raw is not None:  # None: the recipient was erased meanwhile (key shredded)
+                    out.append(Recipient.decode(int(bytes(key)[len(prefix):]), raw))
+        return out
+
+    def _sealed(self, txn, send_id: str, r: Recipient) -> tuple[bytes, bytes]:
+        """A recipient's record, sealed under their data key (it names them and may hold the
+        composed message): erasing them makes it unreadable at once (`Store.seal_for_user`)."""
+        key = send_user_key(send_id, r.seq)
+        return key, self.store.seal_for_user(txn, r.user, key, r.encode())
 
     def update(self, send_id: str, recipients: list[Recipient]) -> None:
         """Write the recipients' new states and count the settled ones, in one transaction."""
@@ -117,8 +129,7 @@ class SendRecords:
             for r in recipients:
                 _count(job, r)
             self._t.put(txn, key, json.dumps(job).encode())
-            self._t.put_many(txn, [(send_user_key(send_id, r.seq), r.encode())
-                                   for r in recipients])
+            self._t.put_many(txn, [self._sealed(txn, send_id, r) for r in recipients])
         self.store.write(fn)
 
     def finish(self, send_id: str) -> None:

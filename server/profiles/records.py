@@ -20,7 +20,7 @@ from ..store import keys
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES, item_code
 
-__all__ = ["EventRecords", "event_type", "raw_event"]
+__all__ = ["EventRecords", "event_type", "event_user", "raw_event"]
 
 _TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
 _CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
@@ -42,6 +42,11 @@ def raw_event(ev: TrackedEvent) -> bytes:
 def event_type(raw: bytes) -> str:
     """The type of a stored raw event (retention by type decodes only those it must)."""
     return pb.Event.FromString(raw).type
+
+
+def event_user(raw: bytes) -> str:
+    """The user id of a stored raw event (store keys hold only its keyed hash)."""
+    return pb.Event.FromString(raw).user_id
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ from ..store import Store, keys
 from . import seen
 from .codec import decode_states, update_records
 from .events import TrackedEvent
-from .records import EventRecords, event_type
+from .records import EventRecords, event_type, event_user
 
 __all__ = ["ProfileRepository", "IngestResult"]
 
@@ -100,7 +100,7 @@ class ProfileRepository:
     def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
         """Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
         keys; `erasers` drop the records that mention the user elsewhere, in the same
-        transaction."""
+        transaction, which also destroys the user's data key (`Store.shred`)."""
         prefix = keys.user_prefix(user_id)
 
         def fn(txn):
@@ -111,6 +111,7 @@ class ProfileRepository:
                 removed += eraser.erase_user(txn, user_id)
             for table in self._user_tables:
                 removed += table.delete_prefix(txn, prefix)
+            self.store.shred(txn, user_id)  # last: erasers above may read the user's records
             return removed
         return self.store.write(fn, erasure=True)
 
@@ -247,13 +248,14 @@ class ProfileRepository:
         return out
 
     def user_ids(self) -> list[str]:
-        """The id of every user with a profile record (one snapshot, keys only)."""
+        """The id of every user with a stored event (one snapshot). Store keys hold only keyed
+        hashes of ids (`store.tokens`), so each id is read from the user's first event."""
         out, last = [], None
         with self.store.read() as txn:
-            for key in self._profiles.keys(txn):
-                user = key.rsplit(keys.SEP, 1)[0]
+            for key, value in self._events.items(txn):
+                user = keys.event_parts(key)[0]
                 if user != last:
-                    out.append(user.decode())
+                    out.append(event_user(bytes(value)))
                     last = user
         return out
 

@@ -32,13 +32,15 @@ __all__ = ["KEYRINGS", "OPTIONAL_KEYRINGS", "Keyring", "MissingSecret", "Secrets
 
 logger = logging.getLogger("tailor.security")
 
-KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption", "erasure", "suppression")
+KEYRINGS = ("user-id", "audit", "unsubscribe", "encryption", "erasure", "suppression", "store-id")
 """Every keyring the server loads: keyed hashes of user ids in logs and audit lines, the audit
 chain's MACs, unsubscribe-token signatures, the master key that encryption derives from, the
 keyed hashes of erased users' ids in tombstones (which training needs too: a key of its own,
 so training can match tombstones without being able to read log references), and keyed hashes
 of suppressed addresses (`server.contact.addresses`; rotate it with every old key kept: entries
-hashed under a dropped key are no longer found)."""
+hashed under a dropped key are no longer found), and the key of the keyed hashes that stand for
+user and event ids in store keys (`server.store.tokens`; never rotated: the store is keyed by
+it)."""
 OPTIONAL_KEYRINGS = ("sms-webhook",)
 """Keyrings of features that are off without them: `sms-webhook`, the secret the SMS provider
 signs inbound requests with (`server.http.sms`; its key bytes are the provider's secret, base64

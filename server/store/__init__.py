@@ -1,11 +1,11 @@
 """The one place that touches LMDB: an environment with named tables, key layouts, record
 layouts and their migrations, transactions, growth."""
-from . import keys
+from . import keys, tokens
 from .keys import join_key, split_key
 from .layouts import KINDS, RecordKind
 from .lmdb_store import TABLES, Store
 from .lock import lock_data_dir
 from .table import Table
 
-__all__ = ["Store", "Table", "TABLES", "KINDS", "RecordKind", "keys", "join_key", "split_key",
+__all__ = ["Store", "Table", "TABLES", "KINDS", "RecordKind", "keys", "tokens", "join_key", "split_key",
            "lock_data_dir"]

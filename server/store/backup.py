@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lmdb
 
+from .datakeys import copy_slots
 from .lmdb_store import TABLES
 
 __all__ = ["snapshot_store", "read_value"]
@@ -41,6 +42,7 @@ def snapshot_store(store_dir: Path, dest_dir: Path) -> int:
     copy = dest_dir / "data.mdb"
     with open(copy, "rb") as fh:
         os.fsync(fh.fileno())
+    copy_slots(store_dir, dest_dir)
     return copy.stat().st_size
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lmdb
 
+from .datakeys import copy_slots
 from .lmdb_store import TABLES
 from .lock import lock_data_dir
 
@@ -37,6 +38,7 @@ def compact(data_dir: Path) -> tuple[int, int]:
             env.close()
         with open(fresh / "data.mdb", "rb") as fh:
             os.fsync(fh.fileno())
+        copy_slots(store, fresh)
         os.replace(store, old)
         os.replace(fresh, store)
         _fsync_dir(data_dir)

@@ -1,6 +1,8 @@
-"""Every key layout of every table (key version 1), and nothing else.
+"""Every key layout of every table (key version 2), and nothing else.
 
 Keys are UTF-8 parts joined by 0x1F (unit separator, shown ␟), which no valid id may contain.
+`<user>` below is `tokens.user_token(user id)` and `<event>` `tokens.event_token(event id)`:
+keyed hashes, so no key holds a raw id (version 1 held the ids; `migrate` rewrites them).
 Timestamps in keys are milliseconds since the epoch, 16 zero-padded digits, so byte order is
 time order. Records keyed by a user start with `<user>␟` (only in `USER_TABLES`), so a prefix
 scan finds exactly one user's records; index keys start with the separator, so no user's
@@ -8,8 +10,8 @@ prefix ever matches them.
 
     profiles   <user>␟features                  feature state        feature_key
     profiles   <user>␟meta                      attributes, consent  profile_meta_key
-    events     <user>␟<ms>␟<event id>           raw event            event_key
-    dedupe     e␟<event id>                     -> events key        dedupe_key
+    events     <user>␟<ms>␟<event>              raw event            event_key
+    dedupe     e␟<event>                        -> events key        dedupe_key
     meta       category␟<name>                  category code        category_key
     meta       category-count                   codes handed out     CATEGORY_COUNT
     meta       bundle/active, bundle/history    bundle pointer       BUNDLE_ACTIVE, BUNDLE_HISTORY
@@ -39,12 +41,15 @@ prefix ever matches them.
 The impressions table is keyed by a keyed hash of the user (HMAC-SHA256 under key `kid` of the
 `user-id` keyring, 32 hex characters), never the id: erasure deletes the user's prefix under
 every key of the ring (`impression_user_prefix`).
+    datakeys   <user>                           wrapped data key     (server.store.datakeys)
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+
+from .tokens import event_token, user_token
 
 SEP_CHAR = "\x1f"
 """The one separator of key parts, which no id may contain (validation checks ids against it)."""
@@ -117,41 +122,42 @@ DEDUPE_PREFIX = b"e" + SEP
 
 
 def user_prefix(user_id: str) -> bytes:
-    return user_id.encode() + SEP
+    return user_token(user_id) + SEP
 
 
 def feature_key(user_id: str) -> bytes:
-    return user_id.encode() + FEATURES_SUFFIX
+    return user_token(user_id) + FEATURES_SUFFIX
 
 
 def profile_meta_key(user_id: str) -> bytes:
-    return user_id.encode() + PROFILE_META_SUFFIX
+    return user_token(user_id) + PROFILE_META_SUFFIX
 
 
 def seen_key(user_id: str) -> bytes:
-    return user_id.encode() + SEEN_SUFFIX
+    return user_token(user_id) + SEEN_SUFFIX
 
 
 def event_key(user_id: str, ts: float, event_id: str) -> bytes:
-    return _EVENT % (user_id.encode(), millis(ts), event_id.encode())
+    return _EVENT % (user_token(user_id), millis(ts), event_token(event_id.encode()))
 
 
 def event_keys(user_ids: Sequence[str], ts: Sequence[float], event_ids: Sequence[bytes]) -> list[bytes]:
     """`event_key` of every event at once (event ids already encoded)."""
-    return [_EVENT % (u.encode(), m, i) for u, m, i in zip(user_ids, millis_many(ts), event_ids)]
+    return [_EVENT % (user_token(u), m, event_token(i))
+            for u, m, i in zip(user_ids, millis_many(ts), event_ids)]
 
 
 def event_parts(key: bytes) -> list[bytes]:
-    """[user, ms part, event id] of an events key."""
+    """[user token, ms part, event token] of an events key."""
     return key.split(SEP)
 
 
 def dedupe_key(event_id: str) -> bytes:
-    return DEDUPE_PREFIX + event_id.encode()
+    return DEDUPE_PREFIX + event_token(event_id.encode())
 
 
 def dedupe_keys(event_ids: Sequence[bytes]) -> list[bytes]:
-    return [DEDUPE_PREFIX + i for i in event_ids]
+    return [DEDUPE_PREFIX + event_token(i) for i in event_ids]
 
 
 def dedupe_key_of_event(key: bytes) -> bytes:
@@ -219,7 +225,7 @@ def count_key(campaign_id: str) -> bytes:
 
 
 def decision_key(user_id: str, decision_id: str) -> bytes:
-    return join_key(user_id, decision_id)
+    return join_key(user_token(user_id), decision_id)
 
 
 def decision_index_key(decision_id: str) -> bytes:
@@ -237,7 +243,7 @@ CONTACTS_SUFFIX = SEP + b"contacts"
 
 def contact_key(user_id: str) -> bytes:
     """A user's recent contacts (frequency caps) in `contacts`."""
-    return user_id.encode() + CONTACTS_SUFFIX
+    return user_token(user_id) + CONTACTS_SUFFIX
 
 
 # -- suppression list ------------------------------------------------------------------------------
@@ -259,7 +265,7 @@ def phone_key(digest: str) -> bytes:
 
 def phone_user_key(user_id: str) -> bytes:
     """The user's entry in that index (erasure finds the forward key through it)."""
-    return PHONE_USER_PREFIX + user_id.encode()
+    return PHONE_USER_PREFIX + user_token(user_id)
 
 
 # -- send jobs (SendCampaign) ----------------------------------------------------------------------

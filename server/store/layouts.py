@@ -111,7 +111,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("tombstone_count", "meta", 1, lambda k: k == K.TOMBSTONE_COUNT,
                "ASCII integer: tombstones written, so workers see new ones with one read"),
     RecordKind("phone_index", "meta", 1, lambda k: k.startswith(K.PHONE_PREFIX),
-               "UTF-8 user id of a hashed phone number (server.messages.phones)"),
+               "user id of a hashed phone number (server.messages.phones), sealed under the "
+               "user's data key with encryption on (Store.seal_for_user: token, sealed)"),
     RecordKind("phone_user", "meta", 1, lambda k: k.startswith(K.PHONE_USER_PREFIX),
                "ASCII phone digest `kid.hex` of the user's last texted number"),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),
@@ -149,5 +150,20 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("impression_counters", "impressions", 1,
                lambda k: k.startswith(K.IMPRESSION_COUNT_PREFIX),
                "packed float64 counters of one model version and channel (impressions.records)"),
+    # Encryption at rest (store.datakeys, store.rekey). With it on, every per-user record of
+    # keys.USER_TABLES above is sealed as a whole (store.sealed: version, nonce, AES-GCM).
+    RecordKind("data_key", "datakeys", 1, _any,
+               "a user's wrapped data key half: slot, master key id, nonce, AES-GCM "
+               "(store.datakeys)"),
+    RecordKind("keyslot_count", "meta", 1, lambda k: k == b"keyslot-count",
+               "ASCII integer: pad slots handed out in the keyslots file"),
+    RecordKind("datakey_kid", "meta", 1, lambda k: k == b"datakey-kid",
+               "UTF-8 master key id new data keys are wrapped under (rotate-key)"),
+    RecordKind("key_version", "meta", 1, lambda k: k == b"key-version",
+               "ASCII integer: 2 = ids in keys are keyed hashes (store.rekey)"),
+    RecordKind("sealed_flag", "meta", 1, lambda k: k == b"sealed",
+               "b'1' once per-user records are encrypted"),
+    RecordKind("store_id_check", "meta", 1, lambda k: k == b"store-id-check",
+               "check value of the store-id key the keys were hashed with"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

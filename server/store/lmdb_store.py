@@ -7,10 +7,14 @@ erasure (DeleteProfile, retention): ordinary writes stop short of them, so a ful
 still forget a person. Several processes may open the same directory: LMDB serialises
 writers across processes and readers never block.
 
+With a `StoreCrypto`, the per-user tables (`keys.USER_TABLES`) are `SealedTable`s: their
+records are AES-GCM ciphertext under per-user data keys (`datakeys`), sealed and opened at the
+table boundary; `shred` destroys a user's key (erasure). Keys are keyed hashes of ids (`tokens`).
+
 Repositories hold `Table`s (`store.table(name)`) and hand them the transaction `read()` yields
 or `write(fn)` passes to `fn`; they never call the transaction themselves, so every LMDB call
 is in this package. Keys come from `keys`, record layouts and their versions from `layouts`;
-opening a store migrates older layouts first (`migrate`).
+opening a store migrates older key versions and layouts first (`rekey`, `migrate`).
 """
 from __future__ import annotations
 
@@ -24,16 +28,22 @@ from typing import TypeVar
 import lmdb
 
 from ..errors import ResourceExhausted
+from .crypto import StoreCrypto
+from .datakeys import DataKeys
+from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
 from .migrate import open_layouts
+from .rekey import format_first, open_format
+from .sealed import SealedTable, seal, unseal
 from .table import Table
+from .tokens import TOKEN_CHARS, user_token
 
 __all__ = ["Store", "TABLES"]
 
 logger = logging.getLogger("tailor.store")
 
 TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns", "contacts",
-          "suppression", "sends", "catalog", "impressions")
+          "suppression", "sends", "catalog", "impressions", "datakeys")
 """Every named table. Add a table here; nothing else opens LMDB."""
 
 T = TypeVar("T")
@@ -47,7 +57,7 @@ class Store:
 
     def __init__(self, path: Path | str, map_size: int = 1 << 30, max_map_size: int = 1 << 40,
                  sync: bool = True, readonly: bool = False,
-                 layouts: Sequence[RecordKind] = KINDS):
+                 layouts: Sequence[RecordKind] = KINDS, crypto: StoreCrypto | dict | None = None):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.max_map_size = max_map_size
@@ -57,16 +67,31 @@ class Store:
         self.open_args = {"path": str(self.path), "map_size": map_size,
                           "max_map_size": max_map_size, "sync": sync}
         """How another process opens this same store: `Store(**open_args)`."""
+        if isinstance(crypto, dict):  # from another process's open_args
+            crypto = StoreCrypto.from_spec(crypto)
+        self.crypto = crypto
+        if crypto is not None:
+            crypto.install()
+            self.open_args["crypto"] = crypto.spec()
         self._resize_lock = threading.Lock()
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
                              sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
                              readahead=False)
-        self._tables = {name: Table(name, db) for name in TABLES
-                        if (db := self._open_db(name, readonly)) is not None}
+        self._raw = {name: Table(name, db) for name in TABLES
+                     if (db := self._open_db(name, readonly)) is not None}
+        self._tables = dict(self._raw)
+        self.datakeys: DataKeys | None = None
         try:
+            if crypto is not None and crypto.encrypt:
+                self._seal_tables(crypto, sync)
+            first = format_first(self)  # layout steps read re-keyed, sealed records
+            if first:
+                open_format(self, readonly)
             self.migrated = open_layouts(self, layouts, readonly)
+            if not first:
+                open_format(self, readonly)
         except BaseException:
-            self.env.close()
+            self.close()
             raise
         """{record kind: layout version its records were migrated from} by this open."""
 
@@ -79,6 +104,41 @@ class Store:
             if readonly:
                 return None
             raise
+
+    def _seal_tables(self, crypto: StoreCrypto, sync: bool) -> None:
+        self.datakeys = DataKeys(self.path, self._raw["datakeys"], self._raw["meta"], crypto.master,
+                                 sync=sync, cache_size=crypto.cache_size,
+                                 reload_master=crypto.reload_master)
+        for name in USER_TABLES:
+            if name in self._raw:
+                self._tables[name] = SealedTable(name, self._raw[name].db, self.datakeys)
+
+    def raw_table(self, name: str) -> Table:
+        """`table(name)` without sealing (migrations, rotation, tests of what is on disk)."""
+        try:
+            return self._raw[name]
+        except KeyError:
+            raise KeyError(f"unknown table {name!r}; tables: {', '.join(TABLES)}") from None
+
+    def shred(self, txn, user_id: str) -> bool:
+        """Destroy the user's data key in erasure transaction `txn` (crypto-shredding: every
+        copy of their ciphertext becomes unreadable); False without encryption or key."""
+        return self.datakeys is not None and self.datakeys.shred(txn, user_token(user_id))
+
+    def seal_for_user(self, txn, user_id: str, key: bytes, value: bytes) -> bytes:
+        """`value` of record `key` outside the per-user tables (an index entry naming the user),
+        sealed under the user's data key: `token | sealed`; as is without encryption."""
+        if self.datakeys is None:
+            return value
+        token = user_token(user_id)
+        return token + seal(self.datakeys.cipher(txn, token, create=True), b"aux\x00" + key, value)
+
+    def open_for_user(self, txn, key: bytes, stored: bytes | None) -> bytes | None:
+        """What `seal_for_user` sealed (None: absent, or its user's key is shredded)."""
+        if stored is None or self.datakeys is None:
+            return stored
+        aead = self.datakeys.cipher(txn, bytes(stored[:TOKEN_CHARS]))
+        return None if aead is None else unseal(aead, b"aux\x00" + key, bytes(stored[TOKEN_CHARS:]))
 
     def table(self, name: str) -> Table:
         try:
@@ -117,7 +177,10 @@ class Store:
             while True:
                 try:
                     with self.env.begin(write=True) as txn:
-                        return fn(txn)
+                        result = fn(txn)
+                        if self.datakeys is not None:
+                            self.datakeys.flush()  # new or zeroed pads on disk before the commit
+                        return result
                 except lmdb.MapResizedError:
                     self.env.set_mapsize(0)
                 except lmdb.MapFullError:
@@ -186,5 +249,7 @@ class Store:
                 "map_size": info["map_size"], "max_map_size": self.max_map_size}
 
     def close(self) -> None:
+        if self.datakeys is not None:
+            self.datakeys.close()
         self.env.close()
 

@@ -17,6 +17,7 @@ from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from server.store import keys
 from tests.conftest import ROOT, run_module, store_mentions
 
 
@@ -323,10 +324,12 @@ async def test_delete_profile_removes_the_users_decisions(stub, channel, tailor_
     await reward(stub, mine[0].decision_id, 1.0)
     await profiles.TrackEvents(ppb.TrackEventsRequest(
         events=[event("z1", user, "email_open", mine[1].decision_id)]))
-    assert store_mentions(tailor_server.store, user.encode())
+    token = keys.user_token(user)  # keys name the user by keyed hash; values are encrypted
+    assert store_mentions(tailor_server.store, token) and not store_mentions(tailor_server.store,
+                                                                             user.encode())
     deleted = await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
     assert deleted.records_deleted >= 4 + 4 + 3  # records, id index entries, pending entries
-    assert store_mentions(tailor_server.store, user.encode()) == []
+    assert store_mentions(tailor_server.store, token) == []
     assert (await code_of(reward(stub, mine[2].decision_id, 1.0)))[0] == grpc.StatusCode.NOT_FOUND
     st = await stats(stub)
     assert st.pending == 1 and sum(v.pulls for v in st.variants) == 1  # learning is kept

@@ -23,7 +23,7 @@ OLD_META = {"attributes": {"email": "gil@example.org"}, "created_at": 50.0, "upd
 def test_old_consent_becomes_marketing_consent_with_its_history(v1_dir):  # noqa: F811
     env = lmdb.open(str(v1_dir), max_dbs=16)
     with env.begin(write=True) as txn:
-        txn.put(keys.profile_meta_key("gil"), json.dumps(OLD_META).encode(),
+        txn.put(b"gil\x1fmeta", json.dumps(OLD_META).encode(),  # key version 1: the raw id
                 db=env.open_db(b"profiles", txn=txn))
     env.close()
     store = Store(v1_dir, sync=False)
@@ -43,7 +43,7 @@ def test_old_consent_becomes_marketing_consent_with_its_history(v1_dir):  # noqa
 def test_old_feature_states_keep_their_features_and_count_new_types(v1_dir):  # noqa: F811
     schema = ProfileSchema()
     old_layout, layout = schema.layout(EVENT_TYPES_V1), schema.layout()
-    old_raw = fixture_records("profiles")[keys.feature_key("ann")]
+    old_raw = fixture_records("profiles")[b"ann" + keys.FEATURES_SUFFIX]  # key version 1
     old = kf.read_features(old_layout, decode_states(old_layout, [old_raw])[0], 2e9)
     store = Store(v1_dir, sync=False)
     assert store.migrated["profile_state"] == 1

@@ -5,13 +5,14 @@ import time
 from pathlib import Path
 
 import grpc
+import lmdb
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from server.store.keys import feature_key, layout_key
+from server.store.keys import FEATURES_SUFFIX, layout_key
 from tests.conftest import train_bundle
 
 DAY = 86400.0
@@ -37,15 +38,18 @@ def reweighted_bundle(demo_data, tmp_path_factory) -> Path:
 async def server(tmp_path, reweighted_bundle):
     from server.app import TailorServer
     from server.config import Settings
-    from server.store import Store
     settings = Settings(port=0, data_dir=tmp_path / "data", bundle=reweighted_bundle,
-                        grace_seconds=1.0, lmdb_sync=False, bundle_poll_seconds=0.1)
-    store = Store(settings.store_dir)
-    store.put("profiles", feature_key("legacy"), V1_RECORD.read_bytes())
-    # The record predates the appended event types too (layout 1 of the `profile_state` kind):
-    # stamp the store so, as with a real data dir of that time, opening it migrates the record.
-    store.put("meta", layout_key("profile_state"), b"1")
-    store.close()
+                        grace_seconds=1.0, lmdb_sync=False, bundle_poll_seconds=0.1,
+                        secrets_dir=tmp_path / "secrets")
+    # A data dir of that time: the record under the raw id (key version 1, re-keyed and
+    # encrypted at open), in layout 1 of the `profile_state` kind (it predates the appended
+    # event types too), stamped so opening it migrates the record.
+    settings.store_dir.mkdir(parents=True)
+    env = lmdb.open(str(settings.store_dir), max_dbs=16)
+    with env.begin(write=True) as txn:
+        txn.put(b"legacy" + FEATURES_SUFFIX, V1_RECORD.read_bytes(), db=env.open_db(b"profiles", txn=txn))
+        txn.put(layout_key("profile_state"), b"1", db=env.open_db(b"meta", txn=txn))
+    env.close()
     tailor = TailorServer(settings)
     await tailor.start()
     yield tailor

@@ -10,6 +10,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.store import keys
 from tests.conftest import store_mentions
 
 
@@ -122,10 +123,11 @@ async def test_erasure_leaves_no_trace_even_in_freed_pages(stub, tailor_server, 
     await stub.TrackEvents(pb.TrackEventsRequest(events=[
         ev(f"{user}-ev{i}", user=user, item=f"i{i}", type="click") for i in range(30)]))
     await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("other-1", user="frank", item="i1")]))
-    assert store_mentions(tailor_server.store, user.encode())
+    assert tailor_server.store.scan("events", keys.user_prefix(user))
+    assert store_mentions(tailor_server.store, user.encode()) == []  # encrypted at rest
     reply = await stub.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
     assert reply.records_deleted >= 31
-    assert store_mentions(tailor_server.store, user.encode()) == []
+    assert all(tailor_server.store.scan(t, keys.user_prefix(user)) == [] for t in keys.USER_TABLES)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetProfile(pb.GetProfileRequest(user_id=user))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
@@ -138,7 +140,7 @@ async def test_erasure_leaves_no_trace_even_in_freed_pages(stub, tailor_server, 
     compact(settings.data_dir)
     raw = (settings.data_dir / "store" / "data.mdb").read_bytes()
     assert user.encode() not in raw and email not in raw
-    assert b"frank" in raw  # the other user is still there
+    assert keys.user_token("frank") in raw  # the other user is still there
 
 
 async def test_compaction_refuses_a_data_dir_in_use(tailor_server, settings):

@@ -1,12 +1,14 @@
 """The LMDB store on a real environment: tables, snapshots, growth, the full-map error, key
 layouts, and the boundary (nothing outside server/store/ knows LMDB or key bytes)."""
+import hashlib
+import hmac
 import re
 from pathlib import Path
 
 import pytest
 
 from server.errors import ResourceExhausted
-from server.store import Store, join_key, keys, split_key
+from server.store import Store, join_key, keys, split_key, tokens
 
 
 @pytest.fixture
@@ -86,14 +88,31 @@ def test_a_fresh_store_stamps_every_record_kind_with_its_layout(store):
 
 # -- key layouts ----------------------------------------------------------------------------------
 
-def test_key_layouts_byte_for_byte():
-    assert keys.event_key("ann", 1764000000.1239, "e1") == b"ann\x1f0001764000000123\x1fe1"
+@pytest.fixture
+def store_id_key():
+    """A known `store-id` key for this test (the process's one put back after it)."""
+    old = tokens._key
+    tokens.use_key(b"k" * 32)
+    yield b"k" * 32
+    tokens.use_key(old)
+
+
+def _hmac32(key: bytes, domain: bytes, raw: bytes) -> bytes:
+    return hmac.new(key, domain + b"\x00" + raw, hashlib.sha256).hexdigest()[:32].encode()
+
+
+def test_key_layouts_byte_for_byte(store_id_key):
+    ann, bo = _hmac32(store_id_key, b"u", b"ann"), _hmac32(store_id_key, b"u", b"bo")
+    e1, e2 = _hmac32(store_id_key, b"e", b"e1"), _hmac32(store_id_key, b"e", b"e2")
+    assert len(ann) == 32 and b"ann" not in ann
+    assert keys.event_key("ann", 1764000000.1239, "e1") == ann + b"\x1f0001764000000123\x1f" + e1
     assert keys.event_keys(["ann", "bo"], [1764000000.1239, -5.0], [b"e1", b"e2"]) == \
-        [b"ann\x1f0001764000000123\x1fe1", b"bo\x1f0000000000000000\x1fe2"]
-    assert keys.dedupe_key("e1") == b"e\x1fe1" == keys.dedupe_key_of_event(b"ann\x1f0001\x1fe1")
-    assert (keys.feature_key("ann"), keys.profile_meta_key("ann")) == (b"ann\x1ffeatures", b"ann\x1fmeta")
+        [ann + b"\x1f0001764000000123\x1f" + e1, bo + b"\x1f0000000000000000\x1f" + e2]
+    assert keys.dedupe_key("e1") == b"e\x1f" + e1 == keys.dedupe_key_of_event(ann + b"\x1f0001\x1f" + e1)
+    assert (keys.feature_key("ann"), keys.profile_meta_key("ann")) == \
+        (ann + b"\x1ffeatures", ann + b"\x1fmeta")
     assert keys.due_key(4e9, "d2") == b"\x1fw\x1f0004000000000000\x1fd2"
-    assert keys.decision_key("bo", "d2") == b"bo\x1fd2"
+    assert keys.decision_key("bo", "d2") == bo + b"\x1fd2"
     assert keys.decision_index_key("d2") == b"\x1fd\x1fd2"
     assert keys.count_key("c1") == b"\x1fcount\x1fc1"
     assert (keys.category_key("shoes"), keys.worker_key(42)) == (b"category\x1fshoes", b"worker\x1f42")

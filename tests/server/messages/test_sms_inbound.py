@@ -8,6 +8,7 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from server.http.sms import sign
+from server.store import keys
 from tests.conftest import store_mentions
 
 from .conftest import SMS_KEY, SMS_OLD_KEY
@@ -62,11 +63,14 @@ async def test_an_unsigned_or_wrongly_signed_reply_changes_nothing(texted, profi
 async def test_the_index_holds_no_number_and_goes_with_the_profile(texted, profiles, settings,
                                                                    tailor_server):
     assert store_mentions(tailor_server.store, b"7700900123") == []  # no normalized number
-    hits = store_mentions(tailor_server.store, b"900-123")
-    assert [t for t, _ in hits] == ["profiles"]  # the attribute itself, nothing else
-    assert [t for t, _ in store_mentions(tailor_server.store, texted.encode())].count("meta") == 2
-    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))
+    # The attribute is encrypted at rest, and so is the user id the index entry leads to.
+    assert store_mentions(tailor_server.store, b"900-123") == []
     assert store_mentions(tailor_server.store, texted.encode()) == []
+    index = [tailor_server.store.scan("meta", p) for p in (keys.PHONE_PREFIX, keys.PHONE_USER_PREFIX)]
+    assert [len(entries) for entries in index] == [1, 1]
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))
+    assert [tailor_server.store.scan("meta", p) for p in (keys.PHONE_PREFIX, keys.PHONE_USER_PREFIX)] \
+        == [[], []]
     assert await reply(settings, "+447700900123", "STOP") == 200  # unknown now: nothing happens
     assert store_mentions(tailor_server.store, texted.encode()) == []
 

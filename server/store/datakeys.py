@@ -1,0 +1,208 @@
+"""Per-user data keys: created on a user's first write, destroyed by erasure (crypto-shredding).
+
+A user's data key K (AES-256) is the XOR of two random halves kept apart:
+
+- the *wrapped* half W, in table `datakeys` under the user's token: AES-GCM under a key
+  encryption key derived (HKDF-SHA256) from the `encryption` master key `kid`, with the token as
+  associated data. Layout: ``slot (8 bytes) | len(kid) (1) | kid | nonce (12) | ciphertext``.
+- the *pad* P, 32 bytes at ``slot * 32`` of the file `keyslots` beside `data.mdb`.
+
+Erasure (`shred`) deletes the `datakeys` entry and overwrites the pad with zeros in place.
+LMDB never overwrites a page in place (a deleted entry's bytes stay on a free page until the
+page is reused), so W alone may survive on disk; without P it is a random string, even to
+whoever holds the master key. The pad file is written in place, so the zeros replace P on disk.
+Slots are never reused (one per user ever: 32 bytes each).
+
+Every lookup reads the `datakeys` entry in the caller's transaction, so a worker never uses a
+key its snapshot no longer holds; unwrapping (one AES-GCM and one file read) happens only on a
+miss of the per-process LRU of ready `AESGCM` objects, keyed by the wrapped entry.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import StoreKeyMissing
+
+__all__ = ["DataKeys", "SLOT_BYTES", "SLOT_COUNT_KEY", "SLOTS_FILE", "WRAP_KID_KEY", "copy_slots"]
+
+SLOT_BYTES = 32
+SLOTS_FILE = "keyslots"
+SLOT_COUNT_KEY = b"keyslot-count"
+"""`meta`: slots handed out (the next user's slot)."""
+WRAP_KID_KEY = b"datakey-kid"
+"""`meta`: the master key id new data keys are wrapped under (`rotate-key` moves it)."""
+_ZERO = bytes(SLOT_BYTES)
+_NONCE = 12
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(SLOT_BYTES, "big")
+
+
+class DataKeys:
+    """Data keys of one store; `cipher(txn, token)` is the one hot-path call."""
+
+    def __init__(self, store_dir: Path, table, meta, master: Sequence[tuple[str, bytes]],
+                 sync: bool = True, cache_size: int = 65536,
+                 reload_master=None):
+        self.table, self.meta, self.sync = table, meta, sync
+        self._master = dict(master)
+        self._newest = master[0][0]
+        self._reload = reload_master
+        """() -> [(kid, key)]: read the keyring again (a kid written by `rotate-key`)."""
+        self._keks: dict[str, AESGCM] = {}
+        self._cache: OrderedDict[bytes, AESGCM] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        """`txn` and `memo` {token: AESGCM or None} of this thread's current transaction."""
+        self.path = Path(store_dir) / SLOTS_FILE
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._dirty = False
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    # -- the hot path ----------------------------------------------------------------------
+    def cipher(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
+        """The user's data key as an AESGCM; None when they have none (never written, or
+        shredded) unless `create` (a write transaction) makes one. Memoized per transaction
+        (in this thread): a batch reads and writes several records of each user."""
+        found = self.memo(txn).get(token)
+        return found if found is not None else self.lookup(txn, token, create)
+
+    def memo(self, txn) -> dict:
+        """{token: AESGCM} of the keys `txn` used so far in this thread (batches read it first)."""
+        local = self._local
+        if getattr(local, "txn", None) is not txn:
+            local.txn, local.memo = txn, {}
+        return local.memo
+
+    def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
+        """`cipher` past the memo; remembers a key found or made in it."""
+        found = self._lookup(txn, token, create)
+        if found is not None:
+            self._local.memo[token] = found
+        return found
+
+    def _lookup(self, txn, token: bytes, create: bool) -> AESGCM | None:
+        wrapped = self.table.get(txn, token)
+        if wrapped is None:
+            return self._create(txn, token) if create else None
+        with self._lock:  # threads share the LRU (an eviction between get and move would race)
+            found = self._cache.get(wrapped)
+            if found is not None:
+                self._cache.move_to_end(wrapped)
+                return found
+        return self._remember(wrapped, self._unwrap(token, wrapped))
+
+    def _remember(self, wrapped: bytes, key: bytes | None) -> AESGCM | None:
+        if key is None:
+            return None
+        aead = AESGCM(key)
+        with self._lock:
+            self._cache[wrapped] = aead
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return aead
+
+    # -- creating, unwrapping ------------------------------------------------------------------
+    def _create(self, txn, token: bytes) -> AESGCM:
+        slot = int(self.meta.get(txn, SLOT_COUNT_KEY) or b"0")
+        pad, half = secrets.token_bytes(SLOT_BYTES), secrets.token_bytes(SLOT_BYTES)
+        self._write_slot(slot, pad)
+        self.meta.put(txn, SLOT_COUNT_KEY, str(slot + 1).encode())
+        kid = (self.meta.get(txn, WRAP_KID_KEY) or self._newest.encode()).decode()
+        wrapped = self.wrap(token, slot, half, kid)
+        self.table.put(txn, token, wrapped)
+        return self._remember(wrapped, _xor(pad, half))
+
+    def wrap(self, token: bytes, slot: int, half: bytes, kid: str) -> bytes:
+        nonce = secrets.token_bytes(_NONCE)
+        sealed = self._kek(kid).encrypt(nonce, half, b"datakey\x00" + token)
+        raw_kid = kid.encode()
+        return slot.to_bytes(8, "big") + bytes([len(raw_kid)]) + raw_kid + nonce + sealed
+
+    def unwrap_half(self, token: bytes, wrapped: bytes) -> tuple[int, str, bytes]:
+        """(slot, kid, wrapped half) of an entry."""
+        slot, n = int.from_bytes(wrapped[:8], "big"), wrapped[8]
+        kid = wrapped[9:9 + n].decode()
+        nonce, sealed = wrapped[9 + n:9 + n + _NONCE], wrapped[9 + n + _NONCE:]
+        return slot, kid, self._kek(kid).decrypt(nonce, sealed, b"datakey\x00" + token)
+
+    def _unwrap(self, token: bytes, wrapped: bytes) -> bytes | None:
+        slot, _, half = self.unwrap_half(token, wrapped)
+        pad = os.pread(self._fd, SLOT_BYTES, slot * SLOT_BYTES)
+        if len(pad) != SLOT_BYTES or pad == _ZERO:
+            return None  # shredded (an erasure committing while this snapshot was open)
+        return _xor(pad, half)
+
+    def _kek(self, kid: str) -> AESGCM:
+        kek = self._keks.get(kid)
+        if kek is None:
+            master = self._master.get(kid)
+            if master is None and self._reload is not None:
+                self._master.update(self._reload())
+                master = self._master.get(kid)
+            if master is None:
+                raise StoreKeyMissing(kid)
+            derived = HKDF(hashes.SHA256(), 32, salt=None,
+                           info=b"tailor data-key wrap v1").derive(master)
+            kek = self._keks[kid] = AESGCM(derived)
+        return kek
+
+    # -- erasure and rotation ----------------------------------------------------------------------
+    def shred(self, txn, token: bytes) -> bool:
+        """Destroy the user's data key (write transaction `txn`): their ciphertext, wherever a
+        copy of it lies, can no longer be read. True if they had one."""
+        wrapped = self.table.get(txn, token)
+        if wrapped is None:
+            return False
+        self.table.delete(txn, token)
+        self._write_slot(int.from_bytes(wrapped[:8], "big"), _ZERO)
+        if getattr(self._local, "txn", None) is txn:
+            self._local.memo.pop(token, None)
+        with self._lock:
+            self._cache.pop(wrapped, None)
+        return True
+
+    def rewrap(self, txn, token: bytes, wrapped: bytes, kid: str) -> bool:
+        """Wrap the entry's half under master key `kid` (False: it already is)."""
+        slot, old, half = self.unwrap_half(token, wrapped)
+        if old == kid:
+            return False
+        self.table.put(txn, token, self.wrap(token, slot, half, kid))
+        return True
+
+    def _write_slot(self, slot: int, data: bytes) -> None:
+        os.pwrite(self._fd, data, slot * SLOT_BYTES)
+        self._dirty = True
+
+    def flush(self) -> None:
+        """Make the pads written by this transaction durable before it commits (`Store.write`
+        calls it): one fsync per write transaction that wrote any, not one per user."""
+        if self._dirty:
+            self._dirty = False
+            if self.sync:
+                os.fsync(self._fd)
+
+
+def copy_slots(store_dir: Path, dest_dir: Path) -> None:
+    """Copy the pad file beside a copy of `data.mdb` (compaction, backups), fsynced. Copied after
+    the LMDB copy: every slot its snapshot refers to was written before that snapshot."""
+    src = Path(store_dir) / SLOTS_FILE
+    if src.exists():
+        dest = Path(dest_dir) / SLOTS_FILE
+        with open(src, "rb") as fin, open(dest, "wb") as fout:
+            fout.write(fin.read())
+            fout.flush()
+            os.fsync(fout.fileno())

@@ -1,0 +1,123 @@
+"""Encryption at rest: per-user AES-GCM data keys, sealing bound to the key, crypto-shredding,
+an old plaintext data dir encrypted at open, and `rotate-key` while a server runs."""
+import json
+import os
+
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.profiles import ProfileSchema, TrackedEvent
+from server.profiles.repository import ProfileRepository
+from server.security.secrets import Keyring, Secrets
+from server.store import Store, keys
+from server.store.crypto import StoreCrypto
+from server.store.errors import StoreEncrypted, StoreKeyMismatch
+from server.store.rotation import kids_in_use, rotate_data_keys
+from tests.conftest import run_module, store_mentions
+from tests.server.test_store_layouts import v1_dir  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def crypto() -> StoreCrypto:
+    return StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
+
+
+@pytest.fixture
+def store(tmp_path, crypto):
+    s = Store(tmp_path / "store", sync=False, crypto=crypto)
+    yield s
+    s.close()
+
+
+def _event(i: int, user: str = "ann") -> TrackedEvent:
+    return TrackedEvent(f"evt-{i}-q", user, "view", "web", "", f"i{i}", 0.0, 1764000000.0 + i,
+                        {"note": "secret-note"})
+
+
+def test_records_are_ciphertext_on_disk_and_plain_through_the_store(store):
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(1), _event(2)], [None, None])
+    repo.update_meta("ann", lambda m: m["attributes"].update(email="ann@example.org"))
+    for needle in (b"ann", b"secret-note", b"ann@example.org", b"evt-1-q"):
+        assert store_mentions(store, needle) == []
+    state, meta, events = repo.read("ann")
+    assert meta["attributes"] == {"email": "ann@example.org"} and len(events) == 2
+    assert pb.Event.FromString(events[0]).attributes["note"] == "secret-note"
+    assert repo.ingest([_event(1)], [None]).duplicates == [0]  # dedupe by the event's token
+
+
+def test_a_sealed_value_opens_only_under_its_own_key(store):
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(1), _event(2, user="bo")], [None, None])
+    raw, sealed = store.raw_table("profiles"), store.table("profiles")
+    ann, bo = keys.feature_key("ann"), keys.feature_key("bo")
+    with store.read() as txn:
+        moved = raw.get(txn, ann)
+        with pytest.raises(InvalidTag):  # bound to the key (and to bo's data key)
+            sealed.open(txn, bo, moved)
+        with pytest.raises(InvalidTag):  # bound to the table
+            store.table("events").open(txn, ann, moved)
+        assert sealed.open(txn, ann, moved) is not None
+
+
+def test_erasure_shreds_the_data_key(store):
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(1)], [None])
+    key = keys.feature_key("ann")
+    kept = store.get("profiles", key)
+    old = store.raw_table("profiles")
+    with store.read() as txn:
+        copy = old.get(txn, key)  # what a freed page keeps
+    assert kept is not None
+    repo.delete_user("ann")
+    assert store.scan("datakeys") == [] and repo.read("ann") == (None, None, [])
+    with store.read() as txn:
+        assert store.table("profiles").open(txn, key, copy) is None  # no key to open it with
+    repo.ingest([_event(3)], [None])  # a returning user gets a new key and starts fresh
+    assert len(repo.read("ann")[2]) == 1
+
+
+def test_an_old_plaintext_data_dir_is_encrypted_at_open(v1_dir, crypto):  # noqa: F811
+    assert b"ann" in (v1_dir / "data.mdb").read_bytes() and b"gold" in (v1_dir / "data.mdb").read_bytes()
+    store = Store(v1_dir, sync=False, crypto=crypto)
+    assert store.migrated == {"profile_state": 1, "profile_meta": 1}
+    # ("ann" is in the campaign's "channel" too: only the users' records count)
+    assert [t for t, _ in store_mentions(store, b"ann") if t != "campaigns"] == []
+    assert store_mentions(store, b"gold") == []
+    _, meta, events = ProfileRepository(store, ProfileSchema().layout()).read("ann")
+    assert meta["attributes"] == {"tier": "gold"} and len(events) == 2
+    store.close()
+    Store(v1_dir, sync=False, crypto=crypto).close()  # stamped: nothing again
+    with pytest.raises(StoreEncrypted):
+        Store(v1_dir, sync=False, crypto=StoreCrypto(crypto.master, crypto.store_id_key, False))
+    with pytest.raises(StoreKeyMismatch):
+        Store(v1_dir, sync=False, crypto=StoreCrypto(crypto.master, os.urandom(32)))
+
+
+async def test_rotate_key_rewraps_every_data_key_while_the_server_runs(tailor_server, channel,
+                                                                        settings):
+    stub = pb_grpc.ProfileServiceStub(channel)
+    users = [f"rot-{i}" for i in range(7)]
+    await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id=users[0], attributes={"a": "1"}))
+    for user in users[1:]:
+        await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id=user, attributes={"a": "1"}))
+    first = Secrets.load(settings.secrets_dir, generate=False, environ={})["encryption"].kid
+    assert kids_in_use(tailor_server.store) == {first: 7}
+    # Interrupted after one chunk of two: a new key in front, two data keys under it.
+    secrets = Secrets.load(settings.secrets_dir, generate=False, environ={})
+    part = rotate_data_keys(tailor_server.store, secrets, chunk=2, max_chunks=1)
+    assert part["rewrapped"] == 2 and part["remaining"] == 5 and part["kid"] != first
+    # The server wraps a new user's key under the new master key (reading the keyring again).
+    await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="rot-new", attributes={"a": "2"}))
+    args = ["server", "rotate-key", "--data-dir", str(settings.data_dir), "--secrets-dir",
+            str(settings.secrets_dir), "--chunk", "3"]
+    done = json.loads(run_module(*args).stdout)
+    assert (done["resumed"], done["kid"], done["rewrapped"], done["remaining"]) == \
+        (True, part["kid"], 5, 0)
+    assert kids_in_use(tailor_server.store) == {part["kid"]: 8}
+    for user in [*users, "rot-new"]:  # every profile still opens, served by the running server
+        assert (await stub.GetProfile(pb.GetProfileRequest(user_id=user))).attributes["a"]
+    again = json.loads(run_module(*args).stdout)  # finished: the next run rotates anew
+    assert not again["resumed"] and again["kid"] != part["kid"] and again["rewrapped"] == 8

@@ -1,0 +1,142 @@
+"""Erasure on disk while serving, and encryption at rest, against `python -m server` as a user
+runs it: after DeleteProfile returns, no file under the data dir and no log line holds the
+user id, their email or a unique event value (UTF-8, UTF-16 and UTF-32 both ways, inside
+npz/zip members too); a copy of the data dir taken before the erasure reveals none of them
+without the master key, and after it the user's ciphertext stays closed even with it."""
+import io
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import grpc
+import lmdb
+import numpy as np
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.security.secrets import Secrets
+from server.store import TABLES, keys, tokens
+from server.store.datakeys import SLOT_BYTES, SLOTS_FILE, DataKeys
+
+USER, EMAIL, UNIQUE = "zoe-91c2f7", "zoe.91c2f7@example.org", "note-4be1d0a7"
+ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
+
+
+def _blobs(path: Path):
+    """(name, bytes) of a file and, for a zip/npz, of each member (numpy stores str as UTF-32)."""
+    raw = path.read_bytes()
+    yield str(path), raw
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            for member in zf.namelist():
+                yield f"{path}!{member}", zf.read(member)
+
+
+def hits(root: Path, needles=(USER, EMAIL, UNIQUE), text: str | None = None) -> list[tuple[str, str, str]]:
+    """(where, needle, encoding) of every occurrence under `root` (and in `text`)."""
+    patterns = [(n, enc, n.encode(enc)) for n in needles for enc in ENCODINGS]
+    blobs = [b for p in sorted(root.rglob("*")) if p.is_file() for b in _blobs(p)]
+    if text is not None:
+        blobs.append(("log", text.encode()))
+    return [(where, n, enc) for where, raw in blobs for n, enc, pat in patterns if pat in raw]
+
+
+def test_hits_finds_each_encoding_and_npz_members(tmp_path):
+    np.savez_compressed(tmp_path / "u.npz", user_ids=np.array([USER]))
+    (tmp_path / "f").write_bytes(UNIQUE.encode("utf-16-be"))
+    assert {(Path(w).name, n, e) for w, n, e in hits(tmp_path)} == {
+        ("u.npz!user_ids.npy", USER, "utf-32-le"), ("f", UNIQUE, "utf-16-be")}
+
+
+def _hold_things_about(ch, items: list[str]) -> str:
+    """Attributes (with the email), consent, events carrying UNIQUE, one decision; its id."""
+    profiles, campaigns = pb_grpc.ProfileServiceStub(ch), cpb_grpc.CampaignServiceStub(ch)
+    profiles.UpsertAttributes(pb.UpsertAttributesRequest(user_id=USER, attributes={"email": EMAIL}))
+    profiles.SetConsent(pb.SetConsentRequest(user_id=USER, channel="email", opted_in=True,
+                                             source="signup"))
+    now = time.time()
+    profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        pb.Event(event_id=f"{USER}-{i}", user_id=USER, type="view", item_id=item,
+                 timestamp=now - 60 + i, attributes={"note": UNIQUE})
+        for i, item in enumerate(items)]))
+    profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="other-1", user_id="other-user", type="view", item_id=items[0], timestamp=now)]))
+    campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="welcome", channel="email", policy="bernoulli_ts",
+        variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])))
+    choice = campaigns.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="welcome", user_id=USER))
+    return choice.decision_id
+
+
+def _sealed_record_and_key(data_dir: Path) -> tuple[bytes, bytes, bytes]:
+    """(events key, sealed value, wrapped data key) of USER in a copy of the data dir."""
+    env = lmdb.open(str(data_dir / "store"), readonly=True, lock=False, max_dbs=len(TABLES) + 4)
+    try:
+        with env.begin() as txn:
+            events = env.open_db(b"events", txn=txn)
+            key, value = next((k, v) for k, v in txn.cursor(db=events)
+                              if k.startswith(keys.user_prefix(USER)))
+            wrapped = txn.get(tokens.user_token(USER), db=env.open_db(b"datakeys", txn=txn))
+    finally:
+        env.close()
+    return bytes(key), bytes(value), bytes(wrapped)
+
+
+def test_delete_profile_leaves_no_byte_of_the_user_while_serving(server_process, demo_bundle,
+                                                                  tmp_path):
+    secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
+    served = server_process(data, bundle=demo_bundle, env={"TAILOR_SECRETS_DIR": str(secrets_dir)})
+    with np.load(demo_bundle / "items.npz") as npz:
+        items = [str(i) for i in npz["item_ids"][:5]]
+    with grpc.insecure_channel(served.target) as ch:
+        decision = _hold_things_about(ch, items)
+        assert decision
+        recs = rpb_grpc.RecommendationServiceStub(ch)
+        assert not recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+        before = tmp_path / "copy-before"
+        shutil.copytree(data, before)
+        assert hits(before) == []  # encrypted at rest: the copy holds no value, and no id
+        started = time.perf_counter()
+        pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id=USER))
+        erased_in = time.perf_counter() - started
+        assert hits(data) == [], "erasure left bytes of the user on disk"
+        after = tmp_path / "copy-after"
+        shutil.copytree(data, after)
+        # Still serving: the user is a cold start, the other user is there.
+        assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+        other = pb_grpc.ProfileServiceStub(ch).GetProfile(pb.GetProfileRequest(user_id="other-user"))
+        assert len(other.events) == 1
+    log = served.stop()
+    assert hits(data, text=log) == []
+    assert erased_in < 60  # the configured bound is 0 s: the key is gone when the call returns
+    _ciphertext_stays_closed_with_the_master_key(secrets_dir, before, after)
+
+
+def _ciphertext_stays_closed_with_the_master_key(secrets_dir: Path, before: Path, after: Path):
+    """Everything a thief could hold: the copy from before (ciphertext, wrapped key), the copy
+    from after (the pad file), the master key. The data key cannot be rebuilt."""
+    secrets = Secrets.load(secrets_dir, generate=False, environ={})
+    tokens.use_key(secrets["store-id"].key)
+    key, sealed, wrapped = _sealed_record_and_key(before)
+    slot = int.from_bytes(wrapped[:8], "big")
+    pad = (after / "store" / SLOTS_FILE).read_bytes()[slot * SLOT_BYTES:(slot + 1) * SLOT_BYTES]
+    assert pad == bytes(SLOT_BYTES)  # overwritten in place
+    keys_ = DataKeys(tmp := after / "store", None, None, secrets["encryption"].keys, sync=False)
+    try:
+        _, kid, half = keys_.unwrap_half(tokens.user_token(USER), wrapped)  # the master key works
+        assert kid == secrets["encryption"].kid and tmp.exists()
+    finally:
+        keys_.close()
+    old_pad = (before / "store" / SLOTS_FILE).read_bytes()[slot * SLOT_BYTES:(slot + 1) * SLOT_BYTES]
+    aad = b"tailor\x01events\x00" + key
+    AESGCM(bytes(a ^ b for a, b in zip(old_pad, half))).decrypt(sealed[1:13], sealed[13:], aad)
+    with pytest.raises(InvalidTag):  # ... but only with the pad the erasure destroyed
+        AESGCM(bytes(a ^ b for a, b in zip(pad, half))).decrypt(sealed[1:13], sealed[13:], aad)
