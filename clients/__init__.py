@@ -11,6 +11,7 @@ from .campaign_results import (
            VariantStats,
 )
 from .client import Recommendations, RecommendedItem, TailorClient, TailorError
+from .drift_results import DriftReport, FeatureDrift
 from .profile_results import ChannelRates, Consent, Event, Features, Profile, RecentItem, Suppression
 from .results import Choice, LoadedBundle, ModelStatus, RejectedEvent, Reward, TrackResult
 from .retry import RetryPolicy
@@ -20,4 +21,4 @@ __all__ = ["TailorClient", "TailorError", "RetryPolicy", "Recommendations", "Rec
            "Profile", "Features", "Consent", "RecentItem", "ChannelRates", "Event", "Suppression",
            "Campaign", "CampaignStats", "VariantStats", "AbRow", "SampleSize", "Message",
            "SmsLength", "SendProgress", "Attribution", "ChannelCredit", "PathCredit",
-           "TransitionMatrix", "StoredPath"]
+           "TransitionMatrix", "StoredPath", "DriftReport", "FeatureDrift"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from datetime import UTC
 
@@ -141,6 +142,13 @@ def _plan(client: TailorClient, args) -> dict:
     return counts | {"out": args.out or "-"}
 
 
+def _model(client: TailorClient, args) -> dict:
+    report = dataclasses.asdict(client.drift_report())  # the only action so far: drift
+    for f in report["features"]:  # JSON has no NaN: a feature without live values has no PSI
+        f["psi"] = None if math.isnan(f["psi"]) else f["psi"]
+    return report
+
+
 def _health(client: TailorClient, args) -> dict:
     """Exit 0 only when the server (or --service) reports SERVING: container health checks."""
     status = client.health(args.service)
@@ -223,6 +231,7 @@ COMMANDS = {
     "export-profile": lambda client, args: client.export_profile(args.user, args.timeout),
     "recommend": _recommend,
     "status": lambda client, args: dataclasses.asdict(client.model_status()),
+    "model": _model,
     "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version)),
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
@@ -268,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="everything held about a user as one JSON document (right of access)")
     ex.add_argument("--user", required=True)
     _campaign_parser(sub, common)
+    _model_parser(sub, common)
     _message_parser(sub, common)
     _attribute_parser(sub, common)
     au = sub.add_parser("audit", help="the audit log (role auditor)")
@@ -275,6 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
         "tail", parents=[common], help="the newest audit lines, oldest first").add_argument(
         "-n", type=int, default=0, help="lines, 1..1000 (default 100)")
     return parser
+
+
+def _model_parser(sub, common) -> None:
+    mo = sub.add_parser("model", help="the served model bundle")
+    actions = mo.add_subparsers(dest="action", required=True)
+    actions.add_parser("drift", parents=[common],
+                       help="PSI per feature of live traffic against the bundle's training "
+                            "reference (exit 0 whatever it says)")
 
 
 def _suppression_parser(sub, common) -> None:

@@ -70,6 +70,8 @@ class Manifest:
     metrics: Mapping
     cutoff: float
     raw: Mapping = field(repr=False)
+    drift: Mapping | None = field(default=None, repr=False)
+    """Reference histograms by feature name (`contract.drift.FeatureReference`), or None."""
 
     @property
     def index_type(self) -> str:
@@ -157,6 +159,11 @@ def _cutoff(raw: Mapping) -> float:
     return float(cutoff)
 
 
+def _drift(raw: Mapping) -> Mapping | None:
+    from .drift import parse_drift  # drift.py raises BundleError: imported once both exist
+    return parse_drift(raw)
+
+
 def parse_manifest(raw) -> Manifest:
     """Check the decoded manifest.json and type it; BundleError names the first bad key."""
     if not isinstance(raw, dict):
@@ -171,7 +178,7 @@ def parse_manifest(raw) -> Manifest:
                     index=_index(raw), encoder_file=_file_of(raw, "encoder", "encoder.onnx"),
                     ranker_file=ranker_file, ranker_features=features, history=_history(raw),
                     metrics=_key(raw, "metrics", dict, "an object"), cutoff=_cutoff(raw),
-                    raw=raw)
+                    raw=raw, drift=_drift(raw))
 
 
 def read_manifest(path: str | Path) -> Manifest:

@@ -27,6 +27,7 @@ from .campaigns import Campaigns
 from .config import Settings
 from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
+from .drift import DriftMonitor
 from .errors import FailedPrecondition
 from .http import PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
@@ -127,8 +128,10 @@ class TailorServer:
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
         self.registry.add_check(self.profiles.check_bundle)
+        self.drift = DriftMonitor.from_settings(s, self.registry)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
-                                       seen_of=self.profiles.seen_sets)
+                                       seen_of=self.profiles.seen_sets,
+                                       observe=self.drift.observe if s.drift_enabled else None)
         # The suppression list follows bounce and complaint events (a listener below) and
         # exports whether a user's addresses are listed; it is no eraser: it outlives the
         # profiles whose addresses it holds (by keyed hash only).
@@ -170,7 +173,7 @@ class TailorServer:
             (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
-             ModelAdminServicer(self.registry, self.pusher)),
+             ModelAdminServicer(self.registry, self.pusher, self.drift)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions)),
             (diagnostics_pb2_grpc.add_DiagnosticsServiceServicer_to_server, DiagnosticsServicer()),
@@ -234,6 +237,8 @@ class TailorServer:
         self._sweeper = asyncio.create_task(self._sweep_retention())
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         self._store_reporter = asyncio.create_task(self._report_store())
+        if self.settings.drift_enabled:
+            self.drift.start()
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
 
@@ -311,6 +316,7 @@ class TailorServer:
         self._sweeper.cancel()
         self._campaign_sweeper.cancel()
         self._store_reporter.cancel()
+        await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.public is not None:
             await self.public.stop()

@@ -26,7 +26,8 @@ from prometheus_client import (
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
-           "RpcSeries", "count_events", "report_model", "report_store", "serve_metrics"]
+           "DRIFT_PSI", "RpcSeries", "count_events", "report_drift", "report_model",
+           "report_store", "serve_metrics"]
 
 disable_created_metrics()  # no `_created` sample beside every counter and histogram
 
@@ -64,6 +65,9 @@ STORE_MAP = Gauge("tailor_store_map_bytes", "Current LMDB map size (grows by dou
                   multiprocess_mode="max")
 STORE_MAX_MAP = Gauge("tailor_store_max_map_bytes", "Ceiling of the LMDB map "
                       "(TAILOR_LMDB_MAX_MAP_SIZE).", multiprocess_mode="max")
+DRIFT_PSI = Gauge("tailor_drift_psi", "PSI of live Recommend traffic against the bundle's training "
+                  "reference, per feature, over the rolling drift windows (max over workers).",
+                  ["version", "feature"], multiprocess_mode="max")
 
 
 class RpcSeries:
@@ -107,6 +111,11 @@ def report_store(used: int, map_size: int, max_map_size: int) -> None:
     STORE_USED.set(used)
     STORE_MAP.set(map_size)
     STORE_MAX_MAP.set(max_map_size)
+
+
+def report_drift(version: str, feature: str, psi: float) -> None:
+    """A drift check's PSI of one feature (`server.drift.DriftMonitor`)."""
+    DRIFT_PSI.labels(version, feature).set(psi)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):

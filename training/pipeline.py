@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from training.als import ALSParams
+from training.drift import drift_reference
 from training.evaluate import evaluate
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
 from training.index import IndexParams, build_index
@@ -46,6 +47,8 @@ class TrainConfig:
     test_frac: float = 0.2
     use_ranker: bool = True
     refit: bool = True
+    drift_users: int = 2000
+    """Users sampled for the manifest's drift reference (`training.drift`); 0 writes none."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +69,7 @@ class TrainResult:
     index_info: dict
     timings: dict
     fits: dict = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)
 
 
 def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
@@ -119,11 +123,14 @@ def train(inter: Interactions, catalog: Catalog,
         stage.user_factors.shape[0])[:config.index.n_queries]]
     index, index_info = build_index(stage.item_factors, config.index, sample)
     timings["index_s"] = round(time.perf_counter() - t1, 1)
+    t1 = time.perf_counter()
+    drift = drift_reference(stage, ranker, config.drift_users, config.ranker.n_candidates)
+    timings["drift_s"] = round(time.perf_counter() - t1, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     bar.update()
     bar.close()
     return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
-                       index_info, timings, fits)
+                       index_info, timings, fits, drift)
 
 
 def _first_ts(rows: Interactions) -> int:

@@ -14,7 +14,7 @@ from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
 from ..validation import SEP, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
-from .pipeline import History, RecQuery, RecResult, recommend_batch
+from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 
 __all__ = ["Recommender", "bundle_histories"]
 
@@ -27,13 +27,16 @@ def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | 
 class Recommender:
     def __init__(self, settings: Settings, registry: ModelRegistry,
                  history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories,
-                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None):
+                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
+                 observe: Callable[[BatchValues], None] | None = None):
         self.settings = settings
         self.limits = settings.limits
         self.registry = registry
         self.history_of = history_of
         self.seen_of = seen_of
         """Live seen-sets per user (None: only the bundle's seen-sets count)."""
+        self.observe = observe
+        """Receives each batch's values (drift histograms, `server.drift`), if given."""
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
@@ -72,7 +75,8 @@ class Recommender:
         return recommend_batch(bundle, queries, self.history_of,
                                ranker_candidates=self.settings.ranker_candidates,
                                policy=self.policy, seen_of=self.seen_of,
-                               overfetch_max=self.settings.seen_overfetch_max)
+                               overfetch_max=self.settings.seen_overfetch_max,
+                               observe=self.observe)
 
     async def recommend(self, query: RecQuery) -> RecResult:
         self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded

@@ -21,7 +21,7 @@ from ..models import Bundle
 from ..profiles.seen import SeenSet
 from .exclusion import SeenPolicy, excluded_rows
 
-__all__ = ["RecQuery", "RecResult", "History", "recommend_batch"]
+__all__ = ["BatchValues", "RecQuery", "RecResult", "History", "recommend_batch"]
 
 History = tuple[np.ndarray, np.ndarray]
 """(item rows oldest first, weights) — the encoder's input for one user."""
@@ -43,6 +43,24 @@ class RecResult:
     retrieval_scores: np.ndarray
     cold_start: bool
     bundle: Bundle
+
+
+@dataclass(frozen=True, slots=True)
+class BatchValues:
+    """What one batch computed for its warm queries, handed to `recommend_batch`'s `observe`
+    (read-only: drift histograms, `server.drift`)."""
+
+    bundle: Bundle
+    hist: tuple[np.ndarray, np.ndarray]
+    """The encoder's input: item rows and weights [W, L] (weight 0 = padding)."""
+    cands: list[tuple[np.ndarray, np.ndarray]]
+    """Per warm query: candidate rows and retrieval scores, best first."""
+    feats: np.ndarray | None
+    """Ranker features [W, width, F] (`kernels.ranking.FEATURES` order; rows past a query's
+    candidates are padding), None without a ranker."""
+    scores: list[np.ndarray]
+    """Per warm query: the ranker's (or retrieval) score of each candidate."""
+    results: list[RecResult]
 
 
 class _Stage:
@@ -146,9 +164,10 @@ def _dot_blocks(bundle: Bundle, pool: np.ndarray, user: np.ndarray) -> np.ndarra
 
 
 def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]]):
-    """Ranker scores per candidate list (or the retrieval scores when there is no ranker)."""
+    """Ranker scores per candidate list (or the retrieval scores when there is no ranker), and
+    the feature tensor [B, width, F] they came from (None without a ranker)."""
     if bundle.ranker is None or not cands:
-        return [s for _, s in cands]
+        return [s for _, s in cands], None
     lengths = [len(r) for r, _ in cands]
     width = max(max(lengths), 1)
     rows = np.full((len(cands), width), -1, np.int64)
@@ -156,9 +175,9 @@ def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple
     for i, (r, s) in enumerate(cands):
         rows[i, :len(r)], scores[i, :len(s)] = r, s
     feats = ranking.features(hist[0], hist[1], rows, scores, bundle.item_table)
-    flat = feats.reshape(-1, feats.shape[-1])
-    out = bundle.ranker.run(["score"], {"features": flat})[0].reshape(len(cands), width)
-    return [out[i, :n] for i, n in enumerate(lengths)]
+    out = bundle.ranker.run(["score"], {"features": bundle.ranker_input(feats)})[0]
+    out = out.reshape(len(cands), width)
+    return [out[i, :n] for i, n in enumerate(lengths)], feats
 
 
 def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
@@ -166,12 +185,13 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                     ranker_candidates: int = 100, policy: SeenPolicy | None = None,
                     seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
                     overfetch_max: int = 50, now: float | None = None,
+                    observe: Callable[[BatchValues], None] | None = None,
                     ) -> list[RecResult | BaseException]:
     """Answer every query of the batch with `bundle`; a bad query yields its own exception.
 
     With a `policy`, items the users have seen (bundle seen-set and `seen_of`'s live sets)
     are excluded as it says at `now` (default: the current time); without one, only each
-    query's `exclude_item_ids` are.
+    query's `exclude_item_ids` are. `observe` receives the warm queries' values (drift).
     """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
@@ -202,10 +222,12 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
         cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
-            final = _rank(bundle, hist, cands)
+            final, feats = _rank(bundle, hist, cands)
         with _STAGES["assemble"]:
             for j, i in enumerate(warm):
                 results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])
+        if observe is not None:
+            observe(BatchValues(bundle, hist, cands, feats, final, [results[i] for i in warm]))
     for i, q in enumerate(queries):
         if results[i] is None:
             rows = _popular(bundle, cats[i], q.k, blocked[i])

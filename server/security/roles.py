@@ -30,6 +30,7 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _MODEL + "PushBundle": ("admin",),
     _MODEL + "Rollback": ("admin",),
     _MODEL + "GetModelStatus": ("admin", "analyst"),
+    _MODEL + "GetDriftReport": ("admin", "analyst"),
     _CAMPAIGN + "CreateCampaign": ("admin",),
     _CAMPAIGN + "UpdateCampaign": ("admin",),
     _CAMPAIGN + "ArchiveCampaign": ("admin",),

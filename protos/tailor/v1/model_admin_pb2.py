@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/model_admin.proto\x12\ttailor.v1\"M\n\x0b\x42undleChunk\x12\x12\n\nstage_only\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x17\n\x15GetModelStatusRequest\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xdf\x01\n\x0cLoadedBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07n_items\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x12\n\nhas_ranker\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.tailor.v1.LoadedBundle.MetricsEntry\x12\x11\n\tloaded_at\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"l\n\x0bModelStatus\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.tailor.v1.LoadedBundle\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t2\xdf\x01\n\x11ModelAdminService\x12>\n\nPushBundle\x12\x16.tailor.v1.BundleChunk\x1a\x16.tailor.v1.ModelStatus(\x01\x12J\n\x0eGetModelStatus\x12 .tailor.v1.GetModelStatusRequest\x1a\x16.tailor.v1.ModelStatus\x12>\n\x08Rollback\x12\x1a.tailor.v1.RollbackRequest\x1a\x16.tailor.v1.ModelStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btailor/v1/model_admin.proto\x12\ttailor.v1\"M\n\x0b\x42undleChunk\x12\x12\n\nstage_only\x18\x01 \x01(\x08\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"\x17\n\x15GetModelStatusRequest\"\"\n\x0fRollbackRequest\x12\x0f\n\x07version\x18\x01 \x01(\t\"\xdf\x01\n\x0cLoadedBundle\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x12\n\nindex_type\x18\x02 \x01(\t\x12\x0f\n\x07n_items\x18\x03 \x01(\x05\x12\x0b\n\x03\x64im\x18\x04 \x01(\x05\x12\x12\n\nhas_ranker\x18\x05 \x01(\x08\x12\x35\n\x07metrics\x18\x06 \x03(\x0b\x32$.tailor.v1.LoadedBundle.MetricsEntry\x12\x11\n\tloaded_at\x18\x07 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"l\n\x0bModelStatus\x12\'\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x17.tailor.v1.LoadedBundle\x12\x18\n\x10previous_version\x18\x02 \x01(\t\x12\x1a\n\x12\x61vailable_versions\x18\x03 \x03(\t\"\x17\n\x15GetDriftReportRequest\"\xb7\x01\n\x0c\x46\x65\x61tureDrift\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03psi\x18\x02 \x01(\x01\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\nlive_count\x18\x04 \x01(\x03\x12\x17\n\x0freference_count\x18\x05 \x01(\x03\x12\x13\n\x0b\x63\x61tegorical\x18\x06 \x01(\x08\x12\r\n\x05\x65\x64ges\x18\x07 \x03(\x01\x12\x17\n\x0freference_share\x18\x08 \x03(\x01\x12\x12\n\nlive_share\x18\t \x03(\x01\"\xb7\x01\n\x0b\x44riftReport\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x11\n\tmin_count\x18\x04 \x01(\x03\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07windows\x18\x06 \x01(\x05\x12\r\n\x05since\x18\x07 \x01(\x01\x12)\n\x08\x66\x65\x61tures\x18\x08 \x03(\x0b\x32\x17.tailor.v1.FeatureDrift2\xab\x02\n\x11ModelAdminService\x12>\n\nPushBundle\x12\x16.tailor.v1.BundleChunk\x1a\x16.tailor.v1.ModelStatus(\x01\x12J\n\x0eGetModelStatus\x12 .tailor.v1.GetModelStatusRequest\x1a\x16.tailor.v1.ModelStatus\x12>\n\x08Rollback\x12\x1a.tailor.v1.RollbackRequest\x1a\x16.tailor.v1.ModelStatus\x12J\n\x0eGetDriftReport\x12 .tailor.v1.GetDriftReportRequest\x1a\x16.tailor.v1.DriftReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,6 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOADEDBUNDLE_METRICSENTRY']._serialized_end=406
   _globals['_MODELSTATUS']._serialized_start=408
   _globals['_MODELSTATUS']._serialized_end=516
-  _globals['_MODELADMINSERVICE']._serialized_start=519
-  _globals['_MODELADMINSERVICE']._serialized_end=742
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_start=518
+  _globals['_GETDRIFTREPORTREQUEST']._serialized_end=541
+  _globals['_FEATUREDRIFT']._serialized_start=544
+  _globals['_FEATUREDRIFT']._serialized_end=727
+  _globals['_DRIFTREPORT']._serialized_start=730
+  _globals['_DRIFTREPORT']._serialized_end=913
+  _globals['_MODELADMINSERVICE']._serialized_start=916
+  _globals['_MODELADMINSERVICE']._serialized_end=1215
 # @@protoc_insertion_point(module_scope)

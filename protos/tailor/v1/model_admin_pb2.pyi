@@ -62,3 +62,49 @@ class ModelStatus(_message.Message):
     previous_version: str
     available_versions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, active: _Optional[_Union[LoadedBundle, _Mapping]] = ..., previous_version: _Optional[str] = ..., available_versions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetDriftReportRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("name", "psi", "status", "live_count", "reference_count", "categorical", "edges", "reference_share", "live_share")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    psi: float
+    status: str
+    live_count: int
+    reference_count: int
+    categorical: bool
+    edges: _containers.RepeatedScalarFieldContainer[float]
+    reference_share: _containers.RepeatedScalarFieldContainer[float]
+    live_share: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., psi: _Optional[float] = ..., status: _Optional[str] = ..., live_count: _Optional[int] = ..., reference_count: _Optional[int] = ..., categorical: _Optional[bool] = ..., edges: _Optional[_Iterable[float]] = ..., reference_share: _Optional[_Iterable[float]] = ..., live_share: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DriftReport(_message.Message):
+    __slots__ = ("version", "status", "threshold", "min_count", "window_seconds", "windows", "since", "features")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    status: str
+    threshold: float
+    min_count: int
+    window_seconds: float
+    windows: int
+    since: float
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    def __init__(self, version: _Optional[str] = ..., status: _Optional[str] = ..., threshold: _Optional[float] = ..., min_count: _Optional[int] = ..., window_seconds: _Optional[float] = ..., windows: _Optional[int] = ..., since: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ...) -> None: ...

@@ -50,6 +50,11 @@ class ModelAdminServiceStub:
                 request_serializer=tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
                 _registered_method=True)
+        self.GetDriftReport = channel.unary_unary(
+                '/tailor.v1.ModelAdminService/GetDriftReport',
+                request_serializer=tailor_dot_v1_dot_model__admin__pb2.GetDriftReportRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_model__admin__pb2.DriftReport.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServiceServicer:
@@ -78,6 +83,14 @@ class ModelAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDriftReport(self, request, context):
+        """Drift of this worker's live Recommend traffic against the served bundle's training
+        reference: PSI per feature over the rolling windows (docs/operations.md "Drift").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_model__admin__pb2.ModelStatus.SerializeToString,
+            ),
+            'GetDriftReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDriftReport,
+                    request_deserializer=tailor_dot_v1_dot_model__admin__pb2.GetDriftReportRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_model__admin__pb2.DriftReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,33 @@ class ModelAdminService:
             '/tailor.v1.ModelAdminService/Rollback',
             tailor_dot_v1_dot_model__admin__pb2.RollbackRequest.SerializeToString,
             tailor_dot_v1_dot_model__admin__pb2.ModelStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDriftReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ModelAdminService/GetDriftReport',
+            tailor_dot_v1_dot_model__admin__pb2.GetDriftReportRequest.SerializeToString,
+            tailor_dot_v1_dot_model__admin__pb2.DriftReport.FromString,
             options,
             channel_credentials,
             insecure,
