@@ -76,7 +76,8 @@ def bin_columns(values, edges: np.ndarray) -> np.ndarray:
     v = np.asarray(values)
     if v.ndim != 2 or edges.ndim != 2 or v.shape[1] != edges.shape[0]:
         raise ValueError(f"values [N, F] and edges [F, E] must agree, got {v.shape} and {edges.shape}")
-    return (v[:, :, None] >= edges[None, :, :]).sum(axis=2, dtype=np.int64)
+    # [E, N, F] planes summed over the leading axis: E vector adds, not N * F short reductions
+    return (v[None, :, :] >= edges.T[:, :, None].transpose(0, 2, 1)).sum(axis=0, dtype=np.int64)
 
 
 def psi(expected, actual, floor: float = PSI_FLOOR) -> np.ndarray:

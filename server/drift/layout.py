@@ -69,12 +69,16 @@ class DriftLayout:
             self.reference[s.start:s.start + s.ref.n_bins] = s.ref.counts
         self._by_name = {s.ref.name: s for s in self.slots if not s.skipped}
         self._edges = {n: pad_edges([s.ref.edges]) for n, s in self._by_name.items()}
-        cand = [s for s in self.slots if not s.skipped and (s.ref.name in _COLUMN
-                                                            or s.ref.name == RANKER_SCORE)]
+        # candidate values: the ranker features (columns of the feature tensor), then the score
+        cand = [s for s in self.slots if not s.skipped and s.ref.name in _COLUMN]
+        cand += [s for s in self.slots if not s.skipped and s.ref.name == RANKER_SCORE]
         self._cand = cand
-        self._cand_cols = np.asarray([_COLUMN.get(s.ref.name, -1) for s in cand], np.int64)
+        self._feat_cols = np.asarray([_COLUMN[s.ref.name] for s in cand if s.ref.name in _COLUMN],
+                                     np.int64)
+        self._with_score = bool(cand) and cand[-1].ref.name == RANKER_SCORE
         self._cand_edges = pad_edges([s.ref.edges for s in cand])
         self._cand_start = np.asarray([s.start for s in cand], np.int64)
+        self._retrieval = self._by_name.get("retrieval_score")
 
     def count(self, v: BatchValues) -> np.ndarray:
         """Counts of the batch's values per bin: int64 [size]."""
@@ -106,15 +110,15 @@ class DriftLayout:
         """Every candidate's ranker features and score, binned in one call."""
         if not self._cand or not v.cands:
             return np.zeros(0, np.int64)
-        scores = np.concatenate(v.scores).astype(np.float32)
+        scores = np.concatenate(v.scores) if len(v.scores) > 1 else v.scores[0]
         if v.feats is None:  # no ranker: only the retrieval scores (`scores` are those)
-            cols = [scores if s.ref.name == "retrieval_score" else None for s in self._cand]
-        else:
-            lengths = np.asarray([len(r) for r, _ in v.cands])
-            valid = np.arange(v.feats.shape[1])[None, :] < lengths[:, None]
-            flat = v.feats[valid]
-            cols = [scores if c < 0 else flat[:, c] for c in self._cand_cols]
-        keep = [i for i, c in enumerate(cols) if c is not None]
-        mat = np.stack([cols[i] for i in keep], axis=1)
-        bins = bin_columns(mat, self._cand_edges[keep]) + self._cand_start[keep]
-        return bins.ravel()
+            return self._binned("retrieval_score", scores) if self._retrieval else np.zeros(0, np.int64)
+        lengths = np.fromiter((len(r) for r, _ in v.cands), np.int64, len(v.cands))
+        flat = v.feats.reshape(-1, v.feats.shape[-1])
+        if lengths.min() < v.feats.shape[1]:  # drop the padding rows of shorter lists
+            flat = flat[(np.arange(v.feats.shape[1])[None, :] < lengths[:, None]).ravel()]
+        mat = np.empty((len(flat), len(self._cand)), np.float32)
+        mat[:, :len(self._feat_cols)] = flat[:, self._feat_cols]
+        if self._with_score:
+            mat[:, -1] = scores
+        return (bin_columns(mat, self._cand_edges) + self._cand_start).ravel()
