@@ -2,8 +2,8 @@
 feature (docs/operations.md "Drift")."""
 from .layout import DriftLayout
 from .monitor import DriftMonitor
-from .report import NO_REFERENCE, DriftReport, FeatureDrift, build_report
+from .report import DISABLED, NO_REFERENCE, DriftReport, FeatureDrift, build_report
 from .window import RollingCounts
 
-__all__ = ["NO_REFERENCE", "DriftLayout", "DriftMonitor", "DriftReport", "FeatureDrift",
+__all__ = ["DISABLED", "NO_REFERENCE", "DriftLayout", "DriftMonitor", "DriftReport", "FeatureDrift",
            "RollingCounts", "build_report"]

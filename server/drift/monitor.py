@@ -21,7 +21,7 @@ from .. import metrics
 from ..errors import FailedPrecondition
 from .layout import DriftLayout
 from .logging import logger
-from .report import NO_REFERENCE, DriftReport, build_report
+from .report import DISABLED, NO_REFERENCE, DriftReport, build_report
 from .window import RollingCounts
 
 if TYPE_CHECKING:
@@ -44,8 +44,9 @@ class _Track:
 class DriftMonitor:
     def __init__(self, source: BundleSource, *, window_seconds: float = 300.0, windows: int = 12,
                  threshold: float = 0.2, min_count: int = 500, check_seconds: float = 30.0,
-                 clock=time.time):
+                 enabled: bool = True, clock=time.time):
         self.source = source
+        self.enabled = enabled
         self.window_seconds, self.windows = float(window_seconds), int(windows)
         self.threshold, self.min_count = float(threshold), int(min_count)
         self.check_seconds = float(check_seconds)
@@ -54,12 +55,14 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self._drifting: set[tuple[str, str]] = set()
         self._task: asyncio.Task | None = None
+        self._failed_at = -math.inf
 
     @classmethod
     def from_settings(cls, settings: Settings, source: BundleSource) -> DriftMonitor:
         return cls(source, window_seconds=settings.drift_window_seconds,
                    windows=settings.drift_windows, threshold=settings.drift_psi_warning,
-                   min_count=settings.drift_min_count, check_seconds=settings.drift_check_seconds)
+                   min_count=settings.drift_min_count, check_seconds=settings.drift_check_seconds,
+                   enabled=settings.drift_enabled)
 
     def _track(self, bundle: Bundle) -> _Track:
         track = self._tracks.get(bundle.version)
@@ -67,25 +70,36 @@ class DriftMonitor:
             return track
         refs = bundle.manifest.drift
         layout = DriftLayout(refs, len(bundle.category_code)) if refs else None
-        track = _Track(layout, RollingCounts(layout.size, self.window_seconds, self.windows)
-                       if layout else None)
+        new = _Track(layout, RollingCounts(layout.size, self.window_seconds, self.windows)
+                     if layout else None)
+        with self._lock:  # the served bundle and the one before it (a batch may still use it)
+            track = self._tracks.get(bundle.version)
+            if track is not None:  # another thread made it meanwhile
+                return track
+            self._tracks = {v: t for v, t in self._tracks.items()
+                            if v == getattr(self.source.active, "version", None)}
+            self._tracks[bundle.version] = track = new
         for skipped in [s for s in layout.slots if s.skipped] if layout else ():
             logger.warning("bundle %s: drift of %s not tracked (%s)", bundle.version,
                            skipped.ref.name, skipped.skipped)
-        with self._lock:  # the served bundle and the one before it (a batch may still use it)
-            self._tracks = {v: t for v, t in self._tracks.items()
-                            if v == getattr(self.source.active, "version", None)}
-            self._tracks[bundle.version] = track
         return track
 
     def observe(self, values: BatchValues) -> None:
-        """Count one batch's values (the pipeline's hook; any thread)."""
-        track = self._track(values.bundle)
-        if track.layout is None:
-            return
-        counts = track.layout.count(values)
-        with self._lock:
-            track.windows.add(counts, self.clock())
+        """Count one batch's values (the pipeline's hook; any thread). Never raises: a failure
+        here must not fail the batch it watches."""
+        try:
+            track = self._track(values.bundle)
+            if track.layout is None:
+                return
+            counts = track.layout.count(values)
+            with self._lock:
+                track.windows.add(counts, self.clock())
+        except Exception:  # keep answering; say why, at most once a minute
+            now = time.monotonic()
+            if now - self._failed_at > 60.0:
+                self._failed_at = now
+                logger.exception("counting a batch for drift failed (bundle %s)",
+                                 values.bundle.version)
 
     def report(self) -> DriftReport:
         """The served bundle's drift over the rolling windows; also refreshes gauges and logs."""
@@ -93,8 +107,9 @@ class DriftMonitor:
         if bundle is None:
             raise FailedPrecondition("no model bundle is loaded: nothing to report drift for")
         track = self._track(bundle)
-        if track.layout is None:
-            return DriftReport(bundle.version, NO_REFERENCE, self.threshold, self.min_count,
+        if track.layout is None or not self.enabled:
+            status = NO_REFERENCE if self.enabled else DISABLED
+            return DriftReport(bundle.version, status, self.threshold, self.min_count,
                                self.window_seconds, self.windows, self.clock())
         with self._lock:
             live, since = track.windows.total(self.clock())

@@ -10,10 +10,12 @@ from kernels.drift import psi
 
 from .layout import DriftLayout
 
-__all__ = ["DriftReport", "FeatureDrift", "NO_REFERENCE", "build_report"]
+__all__ = ["DISABLED", "DriftReport", "FeatureDrift", "NO_REFERENCE", "build_report"]
 
 NO_REFERENCE = "no reference"
 """Report status of a bundle trained without a drift reference."""
+DISABLED = "disabled"
+"""Report status of a server that counts no traffic (`drift_enabled` off)."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class FeatureDrift:
 
 @dataclass(frozen=True)
 class DriftReport:
-    """`status`: "ok", "drift" (some feature drifted) or `NO_REFERENCE`."""
+    """`status`: "ok", "drift" (some feature drifted), `NO_REFERENCE` or `DISABLED`."""
 
     version: str
     status: str

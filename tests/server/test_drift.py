@@ -8,9 +8,11 @@ decayed far below training's weights, and their retrieval scores really have dri
 import asyncio
 import json
 import logging
+import shutil
 import time
 from datetime import UTC, datetime
 
+import grpc
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
@@ -21,6 +23,7 @@ from protos.tailor.v1 import profile_pb2 as prof_pb
 from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
+from server.app import TailorServer
 from server.config import Settings
 from tests.conftest import SMALL_WORLD, run_module, train_bundle
 
@@ -124,3 +127,26 @@ async def test_one_category_histories_raise_psi_above_the_threshold(
                                   f"127.0.0.1:{tailor_server.port}")
     printed = json.loads(out.stdout)
     assert printed["status"] == "drift" and printed["version"] == report.version
+
+
+@pytest.mark.parametrize("strip, enabled, status", [(True, True, "no reference"),
+                                                    (False, False, "disabled")])
+async def test_a_bundle_without_a_reference_still_serves_and_says_so(
+        tmp_path, todays_bundle, catalog, strip, enabled, status):
+    bundle = tmp_path / "bundles" / todays_bundle.name
+    shutil.copytree(todays_bundle, bundle)
+    if strip:  # a bundle written before drift references (the manifest lists no hash of itself)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        del manifest["drift"]
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+    server = TailorServer(Settings(port=0, data_dir=tmp_path / "data", bundle=bundle,
+                                   grace_seconds=1.0, lmdb_sync=False,
+                                   secrets_dir=tmp_path / "secrets", drift_enabled=enabled))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            await _recommend(channel, catalog["users"][:20])
+            report = await _report(channel)
+    finally:
+        await server.stop(grace=0.5)
+    assert report.status == status and not report.features
