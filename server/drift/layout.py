@@ -6,8 +6,9 @@ of vectorised numpy calls (one `bincount` in the end), whatever the number of fe
 
 - ``history_len``, ``history_category``: from the encoder's input (weights > 0);
 - ``recommendation_category``: the rows answered to warm queries;
-- ranker features (`kernels.ranking.FEATURES` names) and ``ranker_score``: every candidate,
-  binned together by `kernels.drift.bin_columns` (without a ranker only ``retrieval_score``).
+- ranker features (`kernels.ranking.FEATURES` names) and ``ranker_score``: the candidates (up to
+  `MAX_CANDIDATES` per batch, a strided sample beyond), binned together by
+  `kernels.drift.bin_columns` (without a ranker only ``retrieval_score``).
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ HISTORY_LEN, HISTORY_CATEGORY = "history_len", "history_category"
 RECOMMENDATION_CATEGORY, RANKER_SCORE = "recommendation_category", "ranker_score"
 _CATEGORICAL = (HISTORY_CATEGORY, RECOMMENDATION_CATEGORY)
 _COLUMN = {f: i for i, f in enumerate(ranking.FEATURES)}
+MAX_CANDIDATES = 256
+"""Candidates of one batch whose features are counted (a strided sample beyond that): the
+cost per batch stays bounded, and the rotating offset samples every rank alike over time."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class DriftLayout:
         self._cand_edges = pad_edges([s.ref.edges for s in cand])
         self._cand_start = np.asarray([s.start for s in cand], np.int64)
         self._retrieval = self._by_name.get("retrieval_score")
+        self._tick = 0
 
     def count(self, v: BatchValues) -> np.ndarray:
         """Counts of the batch's values per bin: int64 [size]."""
@@ -107,18 +112,30 @@ class DriftLayout:
         return self._binned(RECOMMENDATION_CATEGORY, v.bundle.item_category[rows])
 
     def _candidates(self, v: BatchValues) -> np.ndarray:
-        """Every candidate's ranker features and score, binned in one call."""
+        """The ranker features and score of at most `MAX_CANDIDATES` of the batch's candidates,
+        binned in one call."""
         if not self._cand or not v.cands:
             return np.zeros(0, np.int64)
         scores = np.concatenate(v.scores) if len(v.scores) > 1 else v.scores[0]
+        take = self._sample(len(scores))
         if v.feats is None:  # no ranker: only the retrieval scores (`scores` are those)
-            return self._binned("retrieval_score", scores) if self._retrieval else np.zeros(0, np.int64)
+            return (self._binned("retrieval_score", scores[take]) if self._retrieval
+                    else np.zeros(0, np.int64))
         lengths = np.fromiter((len(r) for r, _ in v.cands), np.int64, len(v.cands))
         flat = v.feats.reshape(-1, v.feats.shape[-1])
-        if lengths.min() < v.feats.shape[1]:  # drop the padding rows of shorter lists
-            flat = flat[(np.arange(v.feats.shape[1])[None, :] < lengths[:, None]).ravel()]
+        if lengths.min() < v.feats.shape[1]:  # rows of candidates, not of the padding
+            flat = flat[np.flatnonzero((np.arange(v.feats.shape[1])[None, :]
+                                        < lengths[:, None]).ravel())[take]]
+        else:
+            flat = flat[take]
         mat = np.empty((len(flat), len(self._cand)), np.float32)
         mat[:, :len(self._feat_cols)] = flat[:, self._feat_cols]
         if self._with_score:
-            mat[:, -1] = scores
+            mat[:, -1] = scores[take]
         return (bin_columns(mat, self._cand_edges) + self._cand_start).ravel()
+
+    def _sample(self, n: int) -> slice:
+        """Every candidate, or every s-th from a rotating offset: a uniform sample over time."""
+        stride = -(-n // MAX_CANDIDATES)
+        self._tick += 1
+        return slice(self._tick % stride, None, stride) if stride > 1 else slice(None)

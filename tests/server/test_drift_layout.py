@@ -92,3 +92,20 @@ def test_rolling_windows_sum_the_last_ones_and_reuse_old_rows():
     rolling.add(np.array([5, 5]), now=260)     # takes window 0's row
     assert rolling.total(now=260)[0].tolist() == [5, 7]
     assert rolling.total(now=1000)[0].tolist() == [0, 0]
+
+
+def test_large_batches_count_a_strided_sample_that_covers_every_candidate_over_time():
+    from server.drift.layout import MAX_CANDIDATES
+    n = 3 * MAX_CANDIDATES - 10  # stride 3
+    rank = FEATURES.index("retrieval_rank")
+    feats = np.zeros((1, n, len(FEATURES)), np.float32)
+    feats[0, :, rank] = np.arange(n)
+    values = BatchValues(BUNDLE, (np.zeros((1, 1), int), np.zeros((1, 1), np.float32)),
+                         [(np.arange(n), np.zeros(n, np.float32))], feats,
+                         [np.zeros(n, np.float32)], [])
+    refs = {"retrieval_rank": FeatureReference("retrieval_rank", (1, 1), (n / 2,))}
+    layout = DriftLayout(refs, n_categories=3)
+    one = layout.count(values)
+    assert one.sum() <= MAX_CANDIDATES
+    three = one + layout.count(values) + layout.count(values)  # offsets cycle through 0, 1, 2
+    assert three.tolist() == [n // 2, n - n // 2]  # ranks below n/2 and the rest, all counted once
