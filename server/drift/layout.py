@@ -7,7 +7,7 @@ of vectorised numpy calls (one `bincount` in the end), whatever the number of fe
 - ``history_len``, ``history_category``: from the encoder's input (weights > 0);
 - ``recommendation_category``: the rows answered to warm queries;
 - ranker features (`kernels.ranking.FEATURES` names) and ``ranker_score``: the candidates (up to
-  `MAX_CANDIDATES` per batch, a strided sample beyond), binned together by
+  `MAX_CANDIDATES` per batch, a uniform sample beyond), binned together by
   `kernels.drift.bin_columns` (without a ranker only ``retrieval_score``).
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ RECOMMENDATION_CATEGORY, RANKER_SCORE = "recommendation_category", "ranker_score
 _CATEGORICAL = (HISTORY_CATEGORY, RECOMMENDATION_CATEGORY)
 _COLUMN = {f: i for i, f in enumerate(ranking.FEATURES)}
 MAX_CANDIDATES = 256
-"""Candidates of one batch whose features are counted (a strided sample beyond that): the
-cost per batch stays bounded, and the rotating offset samples every rank alike over time."""
+"""Candidates of one batch whose features are counted (a uniform sample beyond that): the cost
+per batch stays bounded, and every candidate is as likely to be counted."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class DriftLayout:
         self._cand_edges = pad_edges([s.ref.edges for s in cand])
         self._cand_start = np.asarray([s.start for s in cand], np.int64)
         self._retrieval = self._by_name.get("retrieval_score")
-        self._tick = 0
+        self._rng = np.random.default_rng(0)
 
     def count(self, v: BatchValues) -> np.ndarray:
         """Counts of the batch's values per bin: int64 [size]."""
@@ -112,7 +112,7 @@ class DriftLayout:
         return self._binned(RECOMMENDATION_CATEGORY, v.bundle.item_category[rows])
 
     def _candidates(self, v: BatchValues) -> np.ndarray:
-        """The ranker features and score of at most `MAX_CANDIDATES` of the batch's candidates,
+        """The ranker features and score of the batch's candidates (at most `MAX_CANDIDATES`),
         binned in one call."""
         if not self._cand or not v.cands:
             return np.zeros(0, np.int64)
@@ -134,8 +134,9 @@ class DriftLayout:
             mat[:, -1] = scores[take]
         return (bin_columns(mat, self._cand_edges) + self._cand_start).ravel()
 
-    def _sample(self, n: int) -> slice:
-        """Every candidate, or every s-th from a rotating offset: a uniform sample over time."""
-        stride = -(-n // MAX_CANDIDATES)
-        self._tick += 1
-        return slice(self._tick % stride, None, stride) if stride > 1 else slice(None)
+    def _sample(self, n: int) -> slice | np.ndarray:
+        """Every candidate, or `MAX_CANDIDATES` drawn uniformly with replacement (a stride
+        would follow the lists' period: always the same ranks)."""
+        if n <= MAX_CANDIDATES:
+            return slice(None)
+        return np.sort(self._rng.integers(0, n, MAX_CANDIDATES))
