@@ -11,6 +11,7 @@ from .campaign_results import (
            VariantStats,
 )
 from .client import Recommendations, RecommendedItem, TailorClient, TailorError
+from .drift_results import DriftReport, FeatureDrift
 from .model_results import ModelChannelStats, ModelStats, Rate
 from .profile_results import ChannelRates, Consent, Event, Features, Profile, RecentItem, Suppression
 from .results import Choice, LoadedBundle, ModelStatus, RejectedEvent, Reward, TrackResult
@@ -21,4 +22,5 @@ __all__ = ["TailorClient", "TailorError", "RetryPolicy", "Recommendations", "Rec
            "Profile", "Features", "Consent", "RecentItem", "ChannelRates", "Event", "Suppression",
            "Campaign", "CampaignStats", "VariantStats", "AbRow", "SampleSize", "Message",
            "SmsLength", "SendProgress", "Attribution", "ChannelCredit", "PathCredit",
-           "TransitionMatrix", "StoredPath", "ModelStats", "ModelChannelStats", "Rate"]
+           "TransitionMatrix", "StoredPath", "ModelStats", "ModelChannelStats", "Rate",
+           "DriftReport", "FeatureDrift"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from datetime import UTC
 
@@ -107,6 +108,11 @@ def _campaign(client: TailorClient, args) -> object:
 def _model(client: TailorClient, args):
     if args.action == "stats":
         return client.model_stats(args.version, args.channel, args.k or (), args.confidence)
+    if args.action == "drift":
+        report = dataclasses.asdict(client.drift_report())
+        for f in report["features"]:  # JSON has no NaN: a feature without live values has no PSI
+            f["psi"] = None if math.isnan(f["psi"]) else f["psi"]
+        return report
     end = client.promote_canary if args.action == "promote" else client.abort_canary
     return dataclasses.asdict(end(args.version))
 
@@ -341,9 +347,12 @@ def _message_parser(sub, common) -> None:
 
 
 def _model_parser(sub, common) -> None:
-    mo = sub.add_parser("model", help="models in production: online metrics per version, and "
-                        "the running canary (promote or abort it)")
+    mo = sub.add_parser("model", help="models in production: online metrics per version, drift, "
+                        "and the running canary (promote or abort it)")
     acts = mo.add_subparsers(dest="action", required=True)
+    acts.add_parser("drift", parents=[common],
+                    help="PSI per feature of live traffic against the bundle's training "
+                         "reference (exit 0 whatever it says)")
     for name, what in (("promote", "serve the canary to every user"),
                        ("abort", "stop the canary; every user gets the active version")):
         acts.add_parser(name, parents=[common], help=what).add_argument(

@@ -40,6 +40,7 @@ from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
 from .attribution_results import Attribution
 from .campaign_results import Campaign, CampaignStats, Message, SampleSize, SendProgress
+from .drift_results import DriftReport
 from .model_results import ModelStats
 from .profile_results import Profile, Suppression
 from .results import Choice, ModelStatus, Reward, TrackResult
@@ -190,6 +191,11 @@ class TailorClient:
     def model_status(self, timeout: float | None = None) -> ModelStatus:
         req = admin_pb.GetModelStatusRequest()
         return ModelStatus.from_pb(self._call(self._admin.GetModelStatus, req, timeout))
+
+    def drift_report(self, timeout: float | None = None) -> DriftReport:
+        """PSI per feature of the served bundle's live traffic (the worker that answers)."""
+        req = admin_pb.GetDriftReportRequest()
+        return DriftReport.from_pb(self._call(self._admin.GetDriftReport, req, timeout))
 
     def rollback(self, version: str = "", timeout: float | None = 120.0) -> ModelStatus:
         req = admin_pb.RollbackRequest(version=version)

@@ -72,6 +72,8 @@ class Manifest:
     raw: Mapping = field(repr=False)
     content_file: str | None = None
     """The content map's arrays (`content`: items that arrive between trainings), or None."""
+    drift: Mapping | None = field(default=None, repr=False)
+    """Reference histograms by feature name (`contract.drift.FeatureReference`), or None."""
 
     @property
     def index_type(self) -> str:
@@ -166,6 +168,11 @@ def _cutoff(raw: Mapping) -> float:
     return float(cutoff)
 
 
+def _drift(raw: Mapping) -> Mapping | None:
+    from .drift import parse_drift  # drift.py raises BundleError: imported once both exist
+    return parse_drift(raw)
+
+
 def parse_manifest(raw) -> Manifest:
     """Check the decoded manifest.json and type it; BundleError names the first bad key."""
     if not isinstance(raw, dict):
@@ -180,7 +187,7 @@ def parse_manifest(raw) -> Manifest:
                     index=_index(raw), encoder_file=_file_of(raw, "encoder", "encoder.onnx"),
                     ranker_file=ranker_file, ranker_features=features, history=_history(raw),
                     metrics=_key(raw, "metrics", dict, "an object"), cutoff=_cutoff(raw),
-                    raw=raw, content_file=_content(raw))
+                    raw=raw, content_file=_content(raw), drift=_drift(raw))
 
 
 def read_manifest(path: str | Path) -> Manifest:

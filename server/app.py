@@ -29,6 +29,7 @@ from .catalog import Catalog
 from .config import Settings
 from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
+from .drift import DriftMonitor
 from .errors import FailedPrecondition
 from .http import PublicHttp, SmsInbound, server_ssl_context
 from .impressions import Impressions
@@ -141,9 +142,11 @@ class TailorServer:
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],
                                        erased_at=self.tombstones.erased_at, bundles=self.registry,
                                        user_ids=self.profiles.user_ids)
+        self.drift = DriftMonitor.from_settings(s, self.registry)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        seen_of=self.profiles.seen_sets,
-                                       impressions=self.impressions.sink)
+                                       impressions=self.impressions.sink,
+                                       observe=self.drift.observe if s.drift_enabled else None)
         self.canary_monitor = CanaryMonitor(self.registry, self.recommender.tally,
                                             GuardrailPolicy.from_settings(s),
                                             s.canary_check_seconds, audit=self.audit,
@@ -191,7 +194,7 @@ class TailorServer:
             (recommendation_pb2_grpc.add_RecommendationServiceServicer_to_server,
              RecommendationServicer(self.settings, self.recommender)),
             (model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server,
-             ModelAdminServicer(self.registry, self.pusher, self.canary_monitor,
+             ModelAdminServicer(self.registry, self.pusher, self.canary_monitor, self.drift,
                                 stats=self.impressions, pii=self.pii)),
             (profile_pb2_grpc.add_ProfileServiceServicer_to_server,
              ProfileServicer(self.profiles, self.pii, self.suppressions)),
@@ -260,6 +263,8 @@ class TailorServer:
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         self._store_reporter = asyncio.create_task(self._report_store())
         self._canary_guard = asyncio.create_task(self.canary_monitor.run_forever())
+        if self.settings.drift_enabled:
+            self.drift.start()
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
         return self.port
 
@@ -339,6 +344,7 @@ class TailorServer:
         self._campaign_sweeper.cancel()
         self._store_reporter.cancel()
         self._canary_guard.cancel()
+        await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.public is not None:
             await self.public.stop()

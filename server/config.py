@@ -447,6 +447,23 @@ class Settings(BaseSettings):
     view weighs 1, a click 2, a purchase 8); heavier histories are scaled down to it, so a
     session's new interest is not drowned. 0: no cap."""
 
+    # -- drift (issue 19) ------------------------------------------------------------------------
+    drift_enabled: bool = True
+    """Count live Recommend traffic into histograms for drift reports (GetDriftReport, the
+    `tailor_drift_psi` gauges), against the bundle's training reference (docs/operations.md)."""
+    drift_window_seconds: float = Field(300.0, gt=0)
+    """Length of one drift window; the report sums the last `drift_windows` of them."""
+    drift_windows: int = Field(12, ge=1, le=10_000)
+    """Rolling windows a drift report sums (12 x 300 s: the last hour)."""
+    drift_psi_warning: float = Field(0.2, gt=0)
+    """PSI at or above which a feature counts as drifted: a warning is logged when it crosses
+    (0.1-0.25 is read as a moderate shift, above 0.25 as a major one)."""
+    drift_min_count: int = Field(500, ge=1)
+    """Live values a feature needs in the windows before its PSI can count as drift (fewer give
+    noisy PSI: with m bins, sampling alone gives about (m - 1) / n)."""
+    drift_check_seconds: float = Field(30.0, gt=0)
+    """How often each worker recomputes the PSI for the gauges and the warning."""
+
     # -- contact policy (issue 15) -------------------------------------------------------------
     consent_defaults: dict[str, str] = DEFAULT_CONSENT
     """Consent each channel needs for marketing: `opt_in` (an explicit opt-in), `opt_out`

@@ -28,9 +28,9 @@ __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRP
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
-           "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE",
-           "RpcSeries", "count_events", "report_model", "report_model_stats", "report_store",
-           "serve_metrics"]
+           "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
+           "RpcSeries", "count_events", "report_drift", "report_model", "report_model_stats",
+           "report_store", "serve_metrics"]
 
 disable_created_metrics()  # no `_created` sample beside every counter and histogram
 
@@ -68,6 +68,9 @@ STORE_MAP = Gauge("tailor_store_map_bytes", "Current LMDB map size (grows by dou
                   multiprocess_mode="max")
 STORE_MAX_MAP = Gauge("tailor_store_max_map_bytes", "Ceiling of the LMDB map "
                       "(TAILOR_LMDB_MAX_MAP_SIZE).", multiprocess_mode="max")
+DRIFT_PSI = Gauge("tailor_drift_psi", "PSI of live Recommend traffic against the bundle's training "
+                  "reference, per feature, over the rolling drift windows (max over workers).",
+                  ["version", "feature"], multiprocess_mode="max")
 
 IMPRESSIONS_WRITTEN = Counter("tailor_impressions_written", "Recommend answers written to the "
                               "impression log.")
@@ -139,6 +142,11 @@ def report_model_stats(version: str, channel: str, impressions: int, ctr: dict[i
         MODEL_CTR.labels(version, channel, str(k)).set(rate)
     MODEL_CONVERSION.labels(version, channel).set(conversion)
     MODEL_REVENUE_PER_MILLE.labels(version, channel).set(revenue_per_mille)
+
+
+def report_drift(version: str, feature: str, psi: float) -> None:
+    """A drift check's PSI of one feature (`server.drift.DriftMonitor`)."""
+    DRIFT_PSI.labels(version, feature).set(psi)
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):

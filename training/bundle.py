@@ -81,6 +81,7 @@ def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> 
                  "n_items": rows.n_items, "cutoff": int(stage.cutoff)},
         "params": {**cfg.as_dict(), "ranker_info": result.ranker_info,
                    "timings": result.timings},
+        **({"drift": result.drift} if getattr(result, "drift", None) else {}),
     }
 
 

@@ -22,6 +22,7 @@ import onnx
 
 from training.als import ALSParams
 from training.content import ContentParams, fit_content
+from training.drift import drift_reference
 from training.evaluate import evaluate
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
 from training.index import IndexParams, build_index
@@ -49,6 +50,8 @@ class TrainConfig:
     test_frac: float = 0.2
     use_ranker: bool = True
     refit: bool = True
+    drift_users: int = 2000
+    """Users sampled for the manifest's drift reference (`training.drift`); 0 writes none."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +74,7 @@ class TrainResult:
     fits: dict = field(default_factory=dict)
     content: tuple | None = None
     """(kernels.content.ContentSpace, manifest entry) of the served fit, or None."""
+    drift: dict = field(default_factory=dict)
 
 
 def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
@@ -129,11 +133,14 @@ def train(inter: Interactions, catalog: Catalog,
     timings["index_s"] = round(time.perf_counter() - t1, 1)
     content = (fit_content(catalog, stage.item_factors, stage.popularity, config.content)
                if config.content.enabled else None)
+    t1 = time.perf_counter()
+    drift = drift_reference(stage, ranker, config.drift_users, config.ranker.n_candidates)
+    timings["drift_s"] = round(time.perf_counter() - t1, 1)
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     bar.update()
     bar.close()
     return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
-                       index_info, timings, fits, content)
+                       index_info, timings, fits, content, drift)
 
 
 def _first_ts(rows: Interactions) -> int:

@@ -65,6 +65,8 @@ class Bundle:
     """The catalog update sequence number this bundle reflects (0: none applied)."""
 
     def __post_init__(self):
+        self.ranker_columns = (ranker_columns(self.manifest.ranker_file, self.manifest.ranker_features)
+                               if self.ranker is not None else None)
         self.dim = self.manifest.dim
         self.history_len = self.manifest.history_len
         self.n_items = len(self.items["item_ids"])
@@ -93,6 +95,11 @@ class Bundle:
         """The bundle as trained: what its encoder, histories and seen-sets know (rows below
         `trained.n_items`); itself unless catalog updates were added to it."""
         return self if self.base is None else self.base
+    def ranker_input(self, feats: np.ndarray) -> np.ndarray:
+        """The ranker's ``features`` [N, F'] from the server's feature tensor [..., F]: the
+        columns the manifest lists, in its order (`ranker_columns`)."""
+        flat = feats.reshape(-1, feats.shape[-1])
+        return flat if self.ranker_columns is None else flat[:, self.ranker_columns]
 
     def history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The training-time history of a known user (items oldest first, weights)."""
@@ -237,10 +244,22 @@ def _check_encoder(sess, name: str, dim: int, hist_len: int) -> None:
         raise BundleInvalid(name, f"smoke run gave shape {out.shape} (want (2, {dim})) or non-finite values")
 
 
+def ranker_columns(name: str, features: tuple[str, ...]) -> np.ndarray | None:
+    """Columns of `kernels.ranking.FEATURES` the ranker reads, in its order (None: all of them,
+    in that order). A bundle trained before a feature was added lists fewer: the server computes
+    every feature it knows and hands the ranker the ones its manifest lists."""
+    known = {f: i for i, f in enumerate(ranking.FEATURES)}
+    unknown = [f for f in features if f not in known]
+    if unknown or not features or len(set(features)) != len(features):
+        raise BundleInvalid(name, f"features {list(features)} must be distinct names this server "
+                                  f"computes ({list(ranking.FEATURES)}); unknown: {unknown}")
+    if tuple(features) == tuple(ranking.FEATURES):
+        return None
+    return np.asarray([known[f] for f in features], np.int64)
+
+
 def _check_ranker(sess, name: str, features: tuple[str, ...]) -> None:
-    if features != tuple(ranking.FEATURES):
-        raise BundleInvalid(name, f"features {list(features)} differ from this server's "
-                                  f"{list(ranking.FEATURES)}")
+    ranker_columns(name, features)
     _expect_io(sess, name, {"features": ("tensor(float)", 2)}, "score")
     out = sess.run(["score"], {"features": np.zeros((3, len(features)), np.float32)})[0]
     if out.reshape(-1).shape != (3,):

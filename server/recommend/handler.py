@@ -23,7 +23,7 @@ from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
 from ..validation import SEP, check_context, check_count, check_id, check_known, check_range, shown
 from .exclusion import SeenPolicy
-from .pipeline import History, RecQuery, RecResult, recommend_batch
+from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
 
 __all__ = ["Recommender", "bundle_histories"]
@@ -38,7 +38,8 @@ class Recommender:
     def __init__(self, settings: Settings, registry: ModelRegistry,
                  history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories,
                  seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
-                 impressions: ImpressionSink | None = None):
+                 impressions: ImpressionSink | None = None,
+                 observe: Callable[[BatchValues], None] | None = None):
         self.settings = settings
         self.impressions = impressions
         """Where every answer is recorded (`record(request_id, query, result)`), if anywhere."""
@@ -47,6 +48,8 @@ class Recommender:
         self.history_of = history_of
         self.seen_of = seen_of
         """Live seen-sets per user (None: only the bundle's seen-sets count)."""
+        self.observe = observe
+        """Receives each batch's values (drift histograms, `server.drift`), if given."""
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
         self.tally = Tally()
         """Counts per version while a canary runs (read by `models.monitor.CanaryMonitor`)."""
@@ -97,7 +100,8 @@ class Recommender:
         return recommend_batch(bundle, queries, self.history_of,
                                ranker_candidates=self.settings.ranker_candidates,
                                policy=self.policy, seen_of=self.seen_of,
-                               overfetch_max=self.settings.seen_overfetch_max, cache=self.cache)
+                               overfetch_max=self.settings.seen_overfetch_max, cache=self.cache,
+                               observe=self.observe)
 
     def _run_split(self, stable: Bundle, canary: Canary,
                    queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:

@@ -22,7 +22,7 @@ from ..profiles.seen import SeenSet
 from .exclusion import SeenPolicy, excluded_rows
 from .user_cache import CachedUser, UserCache
 
-__all__ = ["RecQuery", "RecResult", "History", "recommend_batch"]
+__all__ = ["BatchValues", "RecQuery", "RecResult", "History", "recommend_batch"]
 
 History = tuple[np.ndarray, np.ndarray]
 """(item rows oldest first, weights) — the encoder's input for one user."""
@@ -46,6 +46,25 @@ class RecResult:
     retrieval_scores: np.ndarray
     cold_start: bool
     bundle: Bundle
+
+
+@dataclass(frozen=True, slots=True)
+class BatchValues:
+    """What one batch computed for its warm queries, handed to `recommend_batch`'s `observe`
+    (read-only: drift histograms, `server.drift`)."""
+
+    bundle: Bundle
+    hist: tuple[np.ndarray, np.ndarray]
+    """The encoder's input: item rows and weights [W, L] (weight 0 = padding)."""
+    cands: list[tuple[np.ndarray, np.ndarray]]
+    """Per warm query whose list was ranked in this batch (not taken from the user cache):
+    candidate rows and retrieval scores, best first."""
+    feats: np.ndarray | None
+    """Ranker features [len(cands), width, F] (`kernels.ranking.FEATURES` order; rows past a
+    query's candidates are padding), None without a ranker or when no list was ranked."""
+    scores: list[np.ndarray]
+    """Per list of `cands`: the ranker's (or retrieval) score of each candidate."""
+    results: list[RecResult]
 
 
 class _Stage:
@@ -185,24 +204,29 @@ def _dot_blocks(bundle: Bundle, pool: np.ndarray, user: np.ndarray) -> np.ndarra
 def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]],
           entries: list[CachedUser | None] | None = None):
     """Ranker scores per candidate list (or the retrieval scores when there is no ranker); the
-    users' cache `entries` give (and keep) the scores of a list ranked before."""
+    users' cache `entries` give (and keep) the scores of a list ranked before. Also returns the
+    indices of the lists the ranker ran on and their feature tensor [len, width, F] (None
+    without a ranker, or when every list came from the cache)."""
     if bundle.ranker is None or not cands:
-        return [s for _, s in cands]
+        return [s for _, s in cands], None, list(range(len(cands)))
     entries = entries or [None] * len(cands)
     out = [e.scores_for(c[0]) if e is not None else None for e, c in zip(entries, cands)]
     todo = [j for j, s in enumerate(out) if s is None]
+    feats = None
     if todo:
         part = hist if len(todo) == len(cands) else (hist[0][todo], hist[1][todo])
-        for j, s in zip(todo, _run_ranker(bundle, part, [cands[j] for j in todo])):
+        scores, feats = _run_ranker(bundle, part, [cands[j] for j in todo])
+        for j, s in zip(todo, scores):
             out[j] = s
             if entries[j] is not None:
                 entries[j].keep_scores(cands[j][0], s)
-    return out
+    return out, feats, todo
 
 
 def _run_ranker(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray],
-                cands: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-    """One ranker run over every candidate list (histories `hist` row by row)."""
+                cands: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
+    """One ranker run over every candidate list (histories `hist` row by row): the scores per
+    list and the feature tensor [B, width, F] they came from."""
     lengths = [len(r) for r, _ in cands]
     width = max(max(lengths), 1)
     rows = np.full((len(cands), width), -1, np.int64)
@@ -210,9 +234,9 @@ def _run_ranker(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray],
     for i, (r, s) in enumerate(cands):
         rows[i, :len(r)], scores[i, :len(s)] = r, s
     feats = ranking.features(hist[0], hist[1], rows, scores, bundle.item_table)
-    flat = feats.reshape(-1, feats.shape[-1])
-    out = bundle.ranker.run(["score"], {"features": flat})[0].reshape(len(cands), width)
-    return [out[i, :n] for i, n in enumerate(lengths)]
+    out = bundle.ranker.run(["score"], {"features": bundle.ranker_input(feats)})[0]
+    out = out.reshape(len(cands), width)
+    return [out[i, :n] for i, n in enumerate(lengths)], feats
 
 
 def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
@@ -220,7 +244,9 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                     ranker_candidates: int = 100, policy: SeenPolicy | None = None,
                     seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
                     overfetch_max: int = 50, now: float | None = None,
-                    cache: UserCache | None = None) -> list[RecResult | BaseException]:
+                    cache: UserCache | None = None,
+                    observe: Callable[[BatchValues], None] | None = None,
+                    ) -> list[RecResult | BaseException]:
     """Answer every query of the batch with `bundle`; a bad query yields its own exception.
 
     With a `policy`, items the users have seen (bundle seen-set and `seen_of`'s live sets)
@@ -228,6 +254,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     query's `exclude_item_ids` are. With a `cache`, users whose encoder input has not changed
     reuse their vector, free-search candidates and, for an unchanged candidate list, the
     ranker's scores (`user_cache`).
+    `observe` receives the warm queries' values (drift; lists ranked from the cache are left
+    out of its candidates).
     """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
@@ -258,10 +286,13 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
         cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
-            final = _rank(bundle, hist, cands, entries)
+            final, feats, ranked = _rank(bundle, hist, cands, entries)
         with _STAGES["assemble"]:
             for j, i in enumerate(warm):
                 results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])
+        if observe is not None:
+            observe(BatchValues(bundle, hist, [cands[j] for j in ranked], feats,
+                                [final[j] for j in ranked], [results[i] for i in warm]))
     for i, q in enumerate(queries):
         if results[i] is None:
             rows = _popular(bundle, cats[i], q.k, blocked[i])

@@ -35,6 +35,7 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _MODEL + "AbortCanary": ("admin",),
     _MODEL + "GetModelStats": ("admin", "analyst"),  # counts per version: no user in them
     _MODEL + "ExportImpressions": ("analyst", PII_READER),  # like ExportEvents
+    _MODEL + "GetDriftReport": ("admin", "analyst"),
     _CAMPAIGN + "CreateCampaign": ("admin",),
     _CAMPAIGN + "UpdateCampaign": ("admin",),
     _CAMPAIGN + "ArchiveCampaign": ("admin",),

@@ -1,12 +1,13 @@
 """tailor.v1.ModelAdminService: push, status, rollback, canary promote/abort (the push workflow:
-`models.admin`; the canary guardrails: `models.monitor`), and the online metrics per version
-(`server.impressions`)."""
+`models.admin`; the canary guardrails: `models.monitor`), drift reports (`server.drift`), and the
+online metrics per version (`server.impressions`)."""
 from __future__ import annotations
 
 from protos.tailor.v1 import model_admin_pb2 as pb
 from protos.tailor.v1 import model_admin_pb2_grpc as pb_grpc
 
 from ..config import Settings
+from ..drift import DriftMonitor, DriftReport
 from ..errors import grpc_errors
 from ..impressions import Impressions, ModelStatsRow, Rate
 from ..impressions.export import ExportedImpression
@@ -91,13 +92,26 @@ class ModelAdminConverter:
                 carted=bool(bits & 2), purchased=bool(bits & 4))
         return out
 
+    @staticmethod
+    def from_drift(report: DriftReport) -> pb.DriftReport:
+        features = [pb.FeatureDrift(name=f.name, psi=f.psi, status=f.status,
+                                    live_count=f.live_count, reference_count=f.reference_count,
+                                    categorical=f.categorical, edges=f.edges,
+                                    reference_share=f.reference_share, live_share=f.live_share)
+                    for f in report.features]
+        return pb.DriftReport(version=report.version, status=report.status,
+                              threshold=report.threshold, min_count=report.min_count,
+                              window_seconds=report.window_seconds, windows=report.windows,
+                              since=report.since, features=features)
+
 
 class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
     def __init__(self, registry: ModelRegistry, pusher: BundlePusher, monitor: CanaryMonitor,
-                 stats: Impressions | None = None, pii: PiiPolicy | None = None):
+                 drift: DriftMonitor, stats: Impressions | None = None, pii: PiiPolicy | None = None):
         self.registry = registry
         self.pusher = pusher
         self.monitor = monitor
+        self.drift = drift
         self.stats = stats
         """The impression log and its metrics (GetModelStats, ExportImpressions); None: none
         are kept (empty answers)."""
@@ -154,3 +168,7 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
             if masked and msg.context:
                 self.pii.mask_map(msg.context)
             yield msg
+
+    @grpc_errors
+    async def GetDriftReport(self, request: pb.GetDriftReportRequest, context) -> pb.DriftReport:
+        return ModelAdminConverter.from_drift(self.drift.report())

@@ -51,6 +51,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--ranker-objective", choices=("lambdarank", "binary"), default=_R.objective)
     r.add_argument("--tree-tolerance", type=float, default=_R.tree_tolerance,
                    help="keep the fewest trees within this fraction of the best validation score")
+    p.add_argument("--drift-users", type=int, default=TrainConfig.drift_users,
+                   help="users sampled for the manifest's drift reference (0: none)")
     i = p.add_argument_group("index (FAISS)")
     i.add_argument("--index", choices=("auto", "flat", "hnsw", "ivf"), default=_I.kind)
     i.add_argument("--flat-threshold", type=int, default=_I.flat_threshold)
@@ -70,4 +72,4 @@ def config_from_args(args) -> TrainConfig:
     weights = check_event_weights(dict(args.event_weight))
     return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
                        test_frac=args.test_frac, use_ranker=not args.no_ranker,
-                       refit=not args.no_refit)
+                       refit=not args.no_refit, drift_users=args.drift_users)

@@ -219,3 +219,49 @@ class Impression(_message.Message):
     purchases: int
     revenue: float
     def __init__(self, request_id: _Optional[str] = ..., user_ref: _Optional[str] = ..., user_id: _Optional[str] = ..., timestamp: _Optional[float] = ..., model_version: _Optional[str] = ..., channel: _Optional[str] = ..., context: _Optional[_Mapping[str, str]] = ..., cold_start: _Optional[bool] = ..., items: _Optional[_Iterable[_Union[ShownItem, _Mapping]]] = ..., first_click: _Optional[int] = ..., clicks: _Optional[int] = ..., add_to_carts: _Optional[int] = ..., purchases: _Optional[int] = ..., revenue: _Optional[float] = ...) -> None: ...
+
+class GetDriftReportRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FeatureDrift(_message.Message):
+    __slots__ = ("name", "psi", "status", "live_count", "reference_count", "categorical", "edges", "reference_share", "live_share")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LIVE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    psi: float
+    status: str
+    live_count: int
+    reference_count: int
+    categorical: bool
+    edges: _containers.RepeatedScalarFieldContainer[float]
+    reference_share: _containers.RepeatedScalarFieldContainer[float]
+    live_share: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., psi: _Optional[float] = ..., status: _Optional[str] = ..., live_count: _Optional[int] = ..., reference_count: _Optional[int] = ..., categorical: _Optional[bool] = ..., edges: _Optional[_Iterable[float]] = ..., reference_share: _Optional[_Iterable[float]] = ..., live_share: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DriftReport(_message.Message):
+    __slots__ = ("version", "status", "threshold", "min_count", "window_seconds", "windows", "since", "features")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MIN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    status: str
+    threshold: float
+    min_count: int
+    window_seconds: float
+    windows: int
+    since: float
+    features: _containers.RepeatedCompositeFieldContainer[FeatureDrift]
+    def __init__(self, version: _Optional[str] = ..., status: _Optional[str] = ..., threshold: _Optional[float] = ..., min_count: _Optional[int] = ..., window_seconds: _Optional[float] = ..., windows: _Optional[int] = ..., since: _Optional[float] = ..., features: _Optional[_Iterable[_Union[FeatureDrift, _Mapping]]] = ...) -> None: ...

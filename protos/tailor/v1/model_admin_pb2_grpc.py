@@ -70,6 +70,11 @@ class ModelAdminServiceStub:
                 request_serializer=tailor_dot_v1_dot_model__admin__pb2.ExportImpressionsRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_model__admin__pb2.Impression.FromString,
                 _registered_method=True)
+        self.GetDriftReport = channel.unary_unary(
+                '/tailor.v1.ModelAdminService/GetDriftReport',
+                request_serializer=tailor_dot_v1_dot_model__admin__pb2.GetDriftReportRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_model__admin__pb2.DriftReport.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServiceServicer:
@@ -129,6 +134,14 @@ class ModelAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDriftReport(self, request, context):
+        """Drift of this worker's live Recommend traffic against the served bundle's training
+        reference: PSI per feature over the rolling windows (docs/operations.md "Drift").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +179,11 @@ def add_ModelAdminServiceServicer_to_server(servicer, server):
                     servicer.ExportImpressions,
                     request_deserializer=tailor_dot_v1_dot_model__admin__pb2.ExportImpressionsRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_model__admin__pb2.Impression.SerializeToString,
+            ),
+            'GetDriftReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDriftReport,
+                    request_deserializer=tailor_dot_v1_dot_model__admin__pb2.GetDriftReportRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_model__admin__pb2.DriftReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +376,33 @@ class ModelAdminService:
             '/tailor.v1.ModelAdminService/ExportImpressions',
             tailor_dot_v1_dot_model__admin__pb2.ExportImpressionsRequest.SerializeToString,
             tailor_dot_v1_dot_model__admin__pb2.Impression.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDriftReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.ModelAdminService/GetDriftReport',
+            tailor_dot_v1_dot_model__admin__pb2.GetDriftReportRequest.SerializeToString,
+            tailor_dot_v1_dot_model__admin__pb2.DriftReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,4 @@
+"""Logger of the drift package (warnings name bundle versions and features, never users)."""
+import logging
+
+logger = logging.getLogger("tailor.drift")

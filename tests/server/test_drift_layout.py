@@ -1,0 +1,112 @@
+"""server.drift's counting: one batch's values into the reference's bins, rolling windows, and
+the report's statuses, against counts worked out by hand."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from contract.drift import FeatureReference
+from kernels.ranking import FEATURES
+from server.drift import DriftLayout, RollingCounts, build_report
+from server.recommend.pipeline import BatchValues
+
+REFS = {r.name: r for r in [
+    FeatureReference("history_len", (1, 1, 1), (2.0, 5.0)),
+    FeatureReference("history_category", (1, 1, 1), categorical=True),
+    FeatureReference("recommendation_category", (1, 1, 1), categorical=True),
+    FeatureReference("retrieval_score", (1, 1), (0.5,)),
+    FeatureReference("log_price", (1, 1), (1.0,)),
+    FeatureReference("ranker_score", (1, 1), (0.0,)),
+    FeatureReference("channel_affinity", (1, 1), (0.0,)),  # a feature this server lacks
+]}
+BUNDLE = SimpleNamespace(item_category=np.array([0, 1, 2]), version="v1")
+
+
+def batch(with_ranker: bool = True) -> BatchValues:
+    hist = (np.array([[0, 1, 2, 0], [2, 2, 0, 0]]), np.array([[1, 1, 1, 0], [1, 1, 0, 0]], np.float32))
+    cands = [(np.array([0, 1]), np.array([0.9, 0.2], np.float32)),
+             (np.array([2]), np.array([0.6], np.float32))]
+    feats = np.full((2, 2, len(FEATURES)), 99.0, np.float32)  # row [1, 1] is padding
+    feats[0, :, 0], feats[1, 0, 0] = [0.9, 0.2], 0.6
+    lp = FEATURES.index("log_price")
+    feats[0, :, lp], feats[1, 0, lp] = [0.5, 1.5], 2.0
+    scores = [np.array([-1.0, 1.0], np.float32), np.array([0.0], np.float32)]
+    results = [SimpleNamespace(rows=np.array([2, 1])), SimpleNamespace(rows=np.array([0]))]
+    if not with_ranker:
+        feats, scores = None, [s for _, s in cands]
+    return BatchValues(BUNDLE, hist, cands, feats, scores, results)
+
+
+def per_feature(layout: DriftLayout, counts: np.ndarray) -> dict:
+    return {s.ref.name: counts[s.start:s.start + s.ref.n_bins].tolist() for s in layout.slots}
+
+
+def test_a_batch_lands_in_the_bins_worked_out_by_hand():
+    layout = DriftLayout(REFS, n_categories=3)
+    assert per_feature(layout, layout.count(batch())) == {
+        "history_len": [0, 2, 0],               # 3 and 2 items: 2 <= both < 5
+        "history_category": [1, 1, 3],          # items 0 1 2 | 2 2
+        "recommendation_category": [1, 1, 1],   # rows 2 1 | 0
+        "retrieval_score": [1, 2],              # 0.2 | 0.9 0.6 (padding row left out)
+        "log_price": [1, 2],                    # 0.5 | 1.5 2.0
+        "ranker_score": [1, 2],                 # -1 | 1 0 (0 is on the edge: upper bin)
+        "channel_affinity": [0, 0]}
+
+
+def test_without_a_ranker_only_retrieval_scores_are_counted_of_the_candidates():
+    layout = DriftLayout(REFS, n_categories=3)
+    got = per_feature(layout, layout.count(batch(with_ranker=False)))
+    assert got["retrieval_score"] == [1, 2] and got["log_price"] == got["ranker_score"] == [0, 0]
+
+
+def test_the_report_has_psi_statuses_and_says_what_is_not_computed():
+    layout = DriftLayout(REFS, n_categories=3)
+    report = build_report("v1", layout, layout.count(batch()), 0.0, threshold=0.2, min_count=3,
+                          window_seconds=60, windows=2)
+    rows = {f.name: f for f in report.features}
+    # history_len: p = (1/3, 1/3, 1/3), q = (floor, 1, floor)
+    third, floor = 1 / 3, 1e-4
+    expected = 2 * (floor - third) * math.log(floor / third) + (1 - third) * math.log(1 / third)
+    assert rows["history_len"].psi == pytest.approx(expected)
+    assert rows["history_len"].status == "few values"  # 2 users < min_count 3
+    assert rows["history_category"].status == "drift" and report.status == "drift"
+    assert rows["channel_affinity"].status.startswith("not computed")
+    assert math.isnan(rows["channel_affinity"].psi)
+
+
+def test_a_categorical_reference_of_another_catalog_is_not_computed():
+    layout = DriftLayout(REFS, n_categories=4)
+    skipped = {s.ref.name for s in layout.slots if s.skipped}
+    assert skipped == {"history_category", "recommendation_category", "channel_affinity"}
+
+
+def test_rolling_windows_sum_the_last_ones_and_reuse_old_rows():
+    rolling = RollingCounts(size=2, window_seconds=100, windows=2)
+    rolling.add(np.array([1, 0]), now=50)      # window 0
+    rolling.add(np.array([0, 2]), now=150)     # window 1
+    total, since = rolling.total(now=199)
+    assert total.tolist() == [1, 2] and since == 0
+    total, since = rolling.total(now=250)      # window 2: window 0 is out
+    assert total.tolist() == [0, 2] and since == 100
+    rolling.add(np.array([5, 5]), now=260)     # takes window 0's row
+    assert rolling.total(now=260)[0].tolist() == [5, 7]
+    assert rolling.total(now=1000)[0].tolist() == [0, 0]
+
+
+def test_large_batches_count_a_uniform_sample_of_their_candidates():
+    from server.drift.layout import MAX_CANDIDATES
+    width, users = 100, 30  # a stride through 3000 rows would see a few ranks only
+    rank = FEATURES.index("retrieval_rank")
+    feats = np.zeros((users, width, len(FEATURES)), np.float32)
+    feats[:, :, rank] = np.arange(width)
+    values = BatchValues(BUNDLE, (np.zeros((users, 1), int), np.zeros((users, 1), np.float32)),
+                         [(np.arange(width), np.zeros(width, np.float32))] * users, feats,
+                         [np.zeros(width, np.float32)] * users, [])
+    edges = tuple(float(e) for e in range(10, width, 10))  # ten bins of ten ranks
+    refs = {"retrieval_rank": FeatureReference("retrieval_rank", (1,) * 10, edges)}
+    layout = DriftLayout(refs, n_categories=3)
+    assert layout.count(values).sum() == MAX_CANDIDATES
+    total = sum(layout.count(values) for _ in range(200))
+    # 51,200 draws: each bin's share is 0.1 with a standard deviation of 0.0013
+    assert np.abs(total / total.sum() - 0.1).max() < 0.01
