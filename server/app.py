@@ -30,11 +30,10 @@ from .contact.prior import PriorSource
 from .errors import FailedPrecondition
 from .http import PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
-from .messages.delivery import EmailDelivery
+from .messages.delivery import Delivery
 from .messages.jobs import SendJobs
 from .messages.phones import PhoneIndex
 from .messages.sends import SendRecords
-from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
@@ -143,8 +142,8 @@ class TailorServer:
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
         self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
-        smtp = SmtpConfig.from_settings(s)
-        self.delivery = EmailDelivery(SmtpSender(smtp) if smtp else None, s.smtp_from, self.profiles)
+        self.delivery = Delivery.from_settings(s, self.profiles, self.store,
+                                               self.secrets.get("delivery-webhook"))
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery)
         self.sends = SendJobs(s, SendRecords(self.store), self.composer, self.delivery)
@@ -157,6 +156,7 @@ class TailorServer:
         self.profiles.add_listener(self.suppressions)
         self.profiles.add_exporter(self.suppressions)
         self.profiles.add_eraser(self.phones)
+        self.profiles.add_eraser(self.delivery.dead)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""
@@ -180,7 +180,7 @@ class TailorServer:
              AttributionServicer(self.attributor)),
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
             (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
-             MessagingServicer(self.composer, self.sends)),
+             MessagingServicer(self.composer, self.sends, self.delivery)),
         ]
 
     async def start(self, serving: bool = True) -> int:

@@ -30,8 +30,9 @@ import logging
 import time
 
 from ..errors import TailorError
+from .channels import MESSAGE_CHANNELS
 from .compose import Composer
-from .delivery import EmailDelivery, sent_event
+from .delivery import ADDRESS, MISSING_ADDRESS, UNDELIVERED, Delivery, sent_event
 from .sends import FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
 
 __all__ = ["TokenBucket", "SendJob"]
@@ -66,13 +67,15 @@ class TokenBucket:
 
 class SendJob:
     def __init__(self, send_id: str, job: dict, records: SendRecords, composer: Composer,
-                 delivery: EmailDelivery, ahead: int, lanes: int = 1):
-        """`ahead`: users composed at once; `lanes`: SMTP connections delivering at once."""
+                 delivery: Delivery, ahead: int, lanes: int = 1):
+        """`ahead`: users composed at once; `lanes`: messages delivering at once (each lane
+        with its own SMTP connection)."""
         self.send_id, self.job, self.records = send_id, job, records
         self.composer, self.delivery, self.ahead, self.lanes = composer, delivery, ahead, lanes
-        rate = job["rates"].get("email", DEFAULT_RATE)
-        self.bucket = TokenBucket(rate, burst=max(1.0, rate * BURST_SECONDS))
-        """Email's (the one channel with an adapter so far)."""
+        rates = {ch: job["rates"].get(ch, DEFAULT_RATE) for ch in MESSAGE_CHANNELS}
+        self.buckets = {ch: TokenBucket(r, burst=max(1.0, r * BURST_SECONDS))
+                        for ch, r in rates.items()}
+        """One per channel, shared by the lanes."""
         self._sent: list[Recipient] = []
         """Settled `sent`, their events not yet recorded."""
 
@@ -116,15 +119,15 @@ class SendJob:
             logger.exception("send %s: composing failed", self.send_id)
             r.state, r.reason = FAILED, "error"
             return
-        r.decision, r.send_at = msg.decision_id, msg.send_at
+        r.decision, r.send_at, r.channel = msg.decision_id, msg.send_at, msg.channel
+        to = recipient.attributes.get(ADDRESS[msg.channel]) if recipient is not None else None
         if recipient is None:
             r.state, r.reason = SUPPRESSED, msg.reason or ("holdout" if msg.holdout else "")
-        elif msg.channel != "email":
+        elif not self.delivery.has_adapter(msg.channel):
             r.state, r.reason = FAILED, f"no {msg.channel} adapter"
-        elif not recipient.attributes.get("email"):
-            r.state, r.reason = FAILED, "no email address"
+        elif not to:
+            r.state, r.reason = FAILED, MISSING_ADDRESS[msg.channel]
         else:
-            to = recipient.attributes["email"]
             r.state = READY
             r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
 
@@ -165,7 +168,7 @@ class SendJob:
                 await due.put(r)
 
     async def _lane(self, due: asyncio.Queue) -> None:
-        smtp = self.delivery.connection()
+        smtp = self.delivery.connection() if self.delivery.has_adapter("email") else None
         try:
             while True:
                 if due.empty() or len(self._sent) >= self.ahead:
@@ -175,16 +178,22 @@ class SendJob:
                     return
                 await self._deliver(r, smtp)
         finally:
-            await smtp.close()
+            if smtp is not None:
+                await smtp.close()
 
     async def _deliver(self, r: Recipient, smtp) -> None:
-        """Relay, then settle the record (before this lane's next message starts)."""
-        await self.bucket.take()
+        """Hand over (retrying transient failures; a message that does not go becomes a dead
+        letter), then settle the record (before this lane's next message starts)."""
+        await self.buckets[r.channel].take()
         try:
-            await self.delivery.relay(r.message["to"], r.message["raw"].encode("latin-1"), smtp)
+            await self.delivery.send_or_bury(
+                r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
+                campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
             r.state, r.sent_at = SENT, time.time()
-        except TailorError as err:
-            r.state, r.reason = FAILED, f"relay: {type(err).__name__}"
+        except UNDELIVERED as err:
+            r.state, r.reason = FAILED, err.reason
+        except TailorError as err:  # no adapter any more (a restart with other settings)
+            r.state, r.reason = FAILED, f"no {r.channel} adapter: {type(err).__name__}"
         await asyncio.to_thread(self.records.update, self.send_id, [r])
         if r.state == SENT:
             self._sent.append(r)
@@ -193,5 +202,6 @@ class SendJob:
         if self._sent:
             done, self._sent = self._sent, []
             await self.delivery.record_sent(
-                [sent_event(self.job["campaign"], r.decision, r.user, r.sent_at) for r in done],
+                [sent_event(r.channel, self.job["campaign"], r.decision, r.user, r.sent_at)
+                 for r in done],
                 self.ahead)

@@ -38,12 +38,17 @@ class Recipient:
     reason: str = ""
     send_at: float = 0.0
     message: dict = field(default_factory=dict)
-    """Of a ready message: `to` and `raw`, the flattened message (bytes as latin-1 text)."""
+    """Of a ready message: `to` and `raw`, the flattened message (the email, or the webhook's
+    JSON body; bytes as latin-1 text)."""
     sent_at: float = 0.0
+    channel: str = "email"
+    """The channel the contact policy chose (records written before SMS and push had
+    adapters hold none: email)."""
 
     def encode(self) -> bytes:
         out = {"user": self.user, "state": self.state, "decision": self.decision,
-               "reason": self.reason, "send_at": self.send_at, "sent_at": self.sent_at}
+               "reason": self.reason, "send_at": self.send_at, "sent_at": self.sent_at,
+               "channel": self.channel}
         if self.state == READY:
             out["message"] = self.message
         return json.dumps(out, separators=(",", ":")).encode()
@@ -52,7 +57,7 @@ class Recipient:
     def decode(cls, seq: int, raw: bytes) -> Recipient:
         d = json.loads(bytes(raw))
         return cls(seq, d["user"], d["state"], d["decision"], d["reason"], d["send_at"],
-                   d.get("message", {}), d["sent_at"])
+                   d.get("message", {}), d["sent_at"], d.get("channel", "email"))
 
 
 def _count(job: dict, r: Recipient) -> None:

@@ -29,6 +29,7 @@ prefix ever matches them.
     suppression <kid>␟<hmac hex>                suppressed address   suppression_key
     sends      j␟<send id>                      send job             send_job_key
     sends      u␟<send id>␟<8-digit seq>        one recipient's send send_user_key
+    sends      d␟<letter id: ms.hex>            a dead letter        dead_letter_key
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ __all__ = [
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
-    "SEND_USER_PREFIX",
+    "SEND_USER_PREFIX", "DEAD_LETTER_PREFIX", "dead_letter_key",
 ]
 
 
@@ -261,3 +262,12 @@ def send_user_key(send_id: str, seq: int) -> bytes:
     """One recipient of a job, by position in the audience (the user id is in the value, so
     the job's records scan in audience order)."""
     return send_user_prefix(send_id) + b"%08d" % seq
+
+
+DEAD_LETTER_PREFIX = b"d" + SEP
+
+
+def dead_letter_key(letter_id: str) -> bytes:
+    """A message no adapter could deliver; its id starts with the time in 16-digit
+    milliseconds, so the letters scan in time order (`messages.deadletters`)."""
+    return DEAD_LETTER_PREFIX + letter_id.encode()

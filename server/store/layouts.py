@@ -131,5 +131,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),
                "JSON {user, state, decision, reason, send_at, message} of one recipient of a "
                "send job (messages.sends)"),
+    RecordKind("dead_letter", "sends", 1, lambda k: k.startswith(K.DEAD_LETTER_PREFIX),
+               "JSON {channel, campaign, decision, user, to, reason, attempts, at, data} of a "
+               "message no adapter could deliver (messages.deadletters)"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""
