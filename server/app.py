@@ -28,7 +28,7 @@ from .config import Settings
 from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
 from .errors import FailedPrecondition
-from .http import PublicHttp, SmsInbound, server_ssl_context
+from .http import DeliveryEvents, PublicHttp, SmsInbound, server_ssl_context
 from .messages.compose import Composer
 from .messages.delivery import Delivery
 from .messages.jobs import SendJobs
@@ -244,8 +244,12 @@ class TailorServer:
         ctx, reload = server_ssl_context(self.tls)
         ring = self.secrets.get("sms-webhook")
         sms = SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
+        reports = self.secrets.get("delivery-events")
+        reports = reports and DeliveryEvents(reports, self.campaigns, self.profiles,
+                                             self.suppressions, s.limits)
         self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
-                                 ssl_context=ctx, reuse_port=s.workers > 1, sms=sms)
+                                 ssl_context=ctx, reuse_port=s.workers > 1, sms=sms,
+                                 delivery_events=reports)
         await self.public.start()
         self.reloaders.append(reload)
 

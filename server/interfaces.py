@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from .profiles.events import TrackedEvent
     from .recommend import RecQuery, RecResult
 
-__all__ = ["BundleGate", "BundleSource", "ConsentWriter", "EventListener", "EventRecorder",
-           "ProfileMetas", "ProfileReader", "ProfileStates", "Recommendations",
+__all__ = ["BundleGate", "BundleSource", "ConsentWriter", "DecisionOwners", "EventListener",
+           "EventRecorder", "ProfileMetas", "ProfileReader", "ProfileStates", "Recommendations",
            "SuppressedAddresses", "UserEraser", "UserExporter", "VariantChooser"]
 
 
@@ -138,6 +138,14 @@ class Recommendations(Protocol):
 
     async def recommend(self, query: RecQuery) -> RecResult:
         """Top-k rows of the active bundle for the query's user."""
+
+
+class DecisionOwners(Protocol):
+    """Whose a logged decision is (the campaigns domain): delivery reports name a message by
+    its Message-ID, which carries the decision id."""
+
+    async def decision_owner(self, decision_id: str) -> tuple[str, str] | None:
+        """(user id, campaign id) of the decision, None if it is unknown."""
 
 
 class EventRecorder(Protocol):
