@@ -55,6 +55,8 @@ class _Handler:
         with s.lock:
             s.arrived.append((time.monotonic(), list(envelope.rcpt_tos), message_id))
             s.mails.append(mail)
+            if s.keep_mails:
+                s.raw.append(envelope.original_content or envelope.content)
         if s.hold_data_at is not None and len(s.arrived) == s.hold_data_at + 1:
             s.hold_data_at = None
             s.holding.set()
@@ -71,6 +73,8 @@ class SmtpSink:
         self.hold_mail_at, self.hold_data_at = hold_mail_at, hold_data_at
         self.keep_mails = keep_mails
         self.rcpt_replies: dict[str, list[str]] = {}
+        self.raw: list[bytes] = []
+        """The bytes of each message as they arrived (with `keep_mails`)."""
         self.holding = threading.Event()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port)
 
