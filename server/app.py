@@ -146,7 +146,8 @@ class TailorServer:
                                                self.secrets.get("delivery-webhook"))
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery)
-        self.sends = SendJobs(s, SendRecords(self.store), self.composer, self.delivery)
+        send_records = SendRecords(self.store)
+        self.sends = SendJobs(s, send_records, self.composer, self.delivery)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -157,6 +158,7 @@ class TailorServer:
         self.profiles.add_exporter(self.suppressions)
         self.profiles.add_eraser(self.phones)
         self.profiles.add_eraser(self.delivery.dead)
+        self.profiles.add_eraser(send_records)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""

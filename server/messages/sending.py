@@ -81,7 +81,8 @@ class SendJob:
 
     async def run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id)
-        self._sent = [r for r in todo if r.state == SENT]  # a resumed job records them again
+        # A resumed job records them again (not those erased since: their user id is gone).
+        self._sent = [r for r in todo if r.state == SENT and r.user]
         await self._record_sent()
         queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.ahead)
         later = [(r.send_at, r.seq, r) for r in todo if r.state == READY]
@@ -100,13 +101,20 @@ class SendJob:
     # -- compose -----------------------------------------------------------------------------------
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
-            chunk = todo[at:at + self.ahead]
+            chunk = await self._not_erased(todo[at:at + self.ahead])
             await asyncio.gather(*(self._compose(r) for r in chunk))
             await asyncio.to_thread(self.records.update, self.send_id, chunk)
             for r in chunk:
                 if r.state == READY:
                     await queue.put(r)
         await queue.put(None)
+
+    async def _not_erased(self, recipients: list[Recipient]) -> list[Recipient]:
+        """Those whose profile was not deleted since the job read them (DeleteProfile settled
+        the others' records; composing would log a decision for an erased user again)."""
+        gone = await asyncio.to_thread(self.records.erased, self.send_id,
+                                       [r.seq for r in recipients])
+        return [r for r in recipients if r.seq not in gone]
 
     async def _compose(self, r: Recipient) -> None:
         try:
@@ -185,6 +193,8 @@ class SendJob:
         """Hand over (retrying transient failures; a message that does not go becomes a dead
         letter), then settle the record (before this lane's next message starts)."""
         await self.buckets[r.channel].take()
+        if not await self._not_erased([r]):
+            return  # deleted meanwhile: nothing goes, the record is settled already
         try:
             await self.delivery.send_or_bury(
                 r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
@@ -201,6 +211,7 @@ class SendJob:
     async def _record_sent(self) -> None:
         if self._sent:
             done, self._sent = self._sent, []
+            done = await self._not_erased(done)
             await self.delivery.record_sent(
                 [sent_event(r.channel, self.job["campaign"], r.decision, r.user, r.sent_at)
                  for r in done],

@@ -13,7 +13,9 @@ Transaction rules: `create` writes the job and every recipient in one transactio
 state change is written with the job's counts in the same transaction (`update`), so the
 counts always match the records; `claim` reads and sets the owner in one transaction, so of
 several workers starting at once one resumes a job. `finish` stamps the job and drops its
-recipients' records (they name users; the counts stay).
+recipients' records (they name users; the counts stay). DeleteProfile reaches the records of
+unfinished jobs (`erase_user`, a `UserEraser`): the user id goes, an unsettled recipient is
+settled suppressed `erased`, and `update` never writes an erased record back.
 """
 from __future__ import annotations
 
@@ -22,11 +24,14 @@ import time
 from dataclasses import dataclass, field
 
 from ..store import Store
-from ..store.keys import SEND_JOB_PREFIX, send_job_key, send_user_key, send_user_prefix
+from ..store.keys import SEND_JOB_PREFIX, SEND_USER_PREFIX, SEP, send_job_key, send_user_key, send_user_prefix
 
-__all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED"]
+__all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
+           "ERASED"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
+ERASED = "erased"
+"""The suppressed reason of a recipient whose profile was deleted before the message went."""
 
 
 @dataclass
@@ -58,6 +63,14 @@ class Recipient:
         d = json.loads(bytes(raw))
         return cls(seq, d["user"], d["state"], d["decision"], d["reason"], d["send_at"],
                    d.get("message", {}), d["sent_at"], d.get("channel", "email"))
+
+
+def _erased(raw: bytes) -> bool:
+    return bytes(raw).startswith(_ERASED_USER)
+
+
+_ERASED_USER = b'{"user":"",'
+"""How an erased recipient's record starts (`Recipient.encode` writes the user first)."""
 
 
 def _count(job: dict, r: Recipient) -> None:
@@ -115,16 +128,55 @@ class SendRecords:
                 for k, v in self.store.scan("sends", prefix)]
 
     def update(self, send_id: str, recipients: list[Recipient]) -> None:
-        """Write the recipients' new states and count the settled ones, in one transaction."""
+        """Write the recipients' new states and count the settled ones, in one transaction. A
+        recipient erased meanwhile (`erase_user`) is not written back: it is marked erased in
+        memory too, so the caller skips it."""
         def fn(txn):
             key = send_job_key(send_id)
             job = json.loads(bytes(self._t.get(txn, key)))
-            for r in recipients:
+            keys = [send_user_key(send_id, r.seq) for r in recipients]
+            items = []
+            for r, k, old in zip(recipients, keys, self._t.get_many(txn, keys)):
+                if old is not None and _erased(old):
+                    r.user, r.state, r.reason, r.message = "", SUPPRESSED, ERASED, {}
+                    continue
                 _count(job, r)
+                items.append((k, r.encode()))
             self._t.put(txn, key, json.dumps(job).encode())
-            self._t.put_many(txn, [(send_user_key(send_id, r.seq), r.encode())
-                                   for r in recipients])
+            self._t.put_many(txn, items)
         self.store.write(fn)
+
+    def erased(self, send_id: str, seqs: list[int]) -> set[int]:
+        """Which of these recipients were erased since the job read them (one read snapshot)."""
+        keys = [send_user_key(send_id, seq) for seq in seqs]
+        with self.store.read() as txn:
+            raws = self._t.get_many(txn, keys)
+        return {seq for seq, raw in zip(seqs, raws) if raw is not None and _erased(raw)}
+
+    def erase_user(self, txn, user_id: str) -> int:
+        """`UserEraser`: the user's records in every unfinished job lose the user id (and the
+        message); one not yet settled counts as suppressed `erased`, so the counts still add
+        up and a running or resumed job skips it. Inside the profile erasure's transaction.
+        Scans the unfinished jobs' records (raw bytes first; a job's records are dropped when
+        it finishes)."""
+        marker = b'"user":' + json.dumps(user_id).encode() + b","
+        found = [(k, Recipient.decode(0, v)) for k, v in self._t.scan_prefix(txn, SEND_USER_PREFIX)
+                 if marker in bytes(v)]
+        mine = [(k, r) for k, r in found if r.user == user_id]
+        for key, r in mine:
+            if r.state in (PENDING, READY):
+                send_id = bytes(key)[len(SEND_USER_PREFIX):].rsplit(SEP, 1)[0].decode()
+                r.state, r.reason = SUPPRESSED, ERASED
+                self._count_erased(txn, send_id, r)
+            r.user, r.decision, r.message = "", "", {}
+            self._t.put(txn, key, r.encode())
+        return len(mine)
+
+    def _count_erased(self, txn, send_id: str, r: Recipient) -> None:
+        key = send_job_key(send_id)
+        job = json.loads(bytes(self._t.get(txn, key)))
+        _count(job, r)
+        self._t.put(txn, key, json.dumps(job).encode())
 
     def finish(self, send_id: str) -> None:
         def fn(txn):
