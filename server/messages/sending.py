@@ -5,15 +5,21 @@ A job runs two stages in its server process:
 - compose: `send_compose_ahead` users at a time through `Composer.decide_and_render` (a logged
   decision, the contact policy's verdict, the rendering), then ONE write of their records:
   suppressed (by the policy's reason, or `holdout`) and failed users are settled, the others
-  become `ready` with the decision id and the rendered message;
-- deliver: `send_connections` lanes, each one message at a time on its own SMTP connection,
-  after a token from the channel's bucket (shared by the lanes), at the message's `send_at`:
-  a message the contact policy deferred waits in a heap (in memory, bounded by the audience;
-  its `ready` record is on disk, so a restart finds it again), the others go at once. After the relay
-  accepts a message its record is settled `sent` before that lane's next message starts; the
-  `email_sent` events (event id `sent-<decision id>`) are recorded in batches of
-  `send_compose_ahead`, and again for every `sent` record when a job resumes (recording is
-  idempotent by event id), so a crash loses none.
+  become `ready` with the decision id and the rendered message (an email, or a webhook body);
+- deliver: `send_connections` lanes, each one message at a time (email on the lane's own SMTP
+  connection, SMS and push through the webhook; transient failures retried with backoff, a
+  message that does not go becomes a dead letter), after a token from the channel's bucket
+  (shared by the lanes), at the message's `send_at`: a message the contact policy deferred
+  waits in a heap (in memory, bounded by the audience; its `ready` record is on disk, so a
+  restart finds it again), the others go at once. After the adapter accepts a message its
+  record is settled `sent` before that lane's next message starts; the `<channel>_sent` events
+  (event id `sent-<decision id>`) are recorded in batches of `send_compose_ahead`, and again for
+  every `sent` record when a job resumes (recording is idempotent by event id), so a crash
+  loses none.
+
+Erasure: DeleteProfile settles the user's records at once (`SendRecords.erase_user`); the job
+re-reads its recipients' records before composing a batch, before each delivery and before
+recording events, and skips the erased ones.
 
 Crash semantics: a record is `ready` before its message is handed to the relay, and `sent` only
 after the relay said 250, so a restart sends every `ready` message again, the stored one with
