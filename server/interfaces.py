@@ -114,6 +114,11 @@ class ProfileReader(Protocol):
     async def get(self, user_id: str, max_events: int = 0) -> ProfileView:
         """Attributes, consent, decoded features; NotFound when the user has no profile."""
 
+    def attributes_and_interests(self, user_id: str, most: int
+                                 ) -> tuple[dict[str, str], tuple[str, ...]] | None:
+        """The user's attributes and up to `most` category names by affinity, strongest first
+        (what a message is rendered from, without decoding every feature); None: no profile."""
+
 
 class ConsentWriter(Protocol):
     """Records a user's consent for a channel (the profiles domain): unsubscribe, STOP."""
