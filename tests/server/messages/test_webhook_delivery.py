@@ -1,6 +1,7 @@
 """SMS and push through the provider's webhook (a real aiohttp server on loopback): signed JSON,
 retries of 5xx with backoff, dead letters listed and retried, `<channel>_sent` events, and
 SendCampaign on SMS."""
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -13,6 +14,7 @@ import pytest_asyncio
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
+from tests.conftest import run_module
 
 from .provider import Provider
 from .test_send_campaign import until_done
@@ -127,6 +129,27 @@ async def test_every_attempt_failing_is_unavailable_and_a_dead_letter(
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=0))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit" in err.value.details()
+
+
+
+async def test_the_cli_lists_and_retries_dead_letters(provider, campaigns, profiles, messaging,
+                                                      tailor_server):
+    await sms_user(campaigns, profiles)
+    provider.answer(404)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose())
+    server = ["--server", f"127.0.0.1:{tailor_server.port}", "--timeout", "30"]
+    out = await asyncio.to_thread(run_module, "clients", "message", "dead-letters", *server,
+                                  "--channel", "sms")
+    [letter] = json.loads(out.stdout)["letters"]
+    assert (letter["reason"], letter["attempts"], letter["channel"]) == ("webhook 404", 1, "sms")
+    provider.answer(202)
+    out = await asyncio.to_thread(run_module, "clients", "message", "retry", *server,
+                                  "--id", letter["id"])
+    assert json.loads(out.stdout)["id"] == letter["id"]
+    assert len(provider.requests) == 2
+    out = await asyncio.to_thread(run_module, "clients", "message", "dead-letters", *server)
+    assert json.loads(out.stdout)["letters"] == []
 
 
 async def test_send_campaign_delivers_sms_through_the_webhook(
