@@ -18,6 +18,11 @@ from .test_send_campaign import audience, until_done
 USERS = ["era-a", "era-b", "era-c", "era-d", "era-e"]
 
 
+def ready(server, user: str) -> bool:
+    """Whether a send record holds a message to `user` (the profile holds the address too)."""
+    return any(t == "sends" for t, _ in store_mentions(server.store, f"{user}@example.com".encode()))
+
+
 @pytest.fixture
 def sink():
     with SmtpSink(free_port(), hold_mail_at=1) as s:  # the second message stalls at MAIL FROM
@@ -41,9 +46,9 @@ async def test_deleting_a_recipient_mid_send_erases_their_records_and_skips_them
     # The others are composed (ready messages on disk) while delivery is held. (A composition
     # still in flight when the profile goes may log its decision after the erasure: docs.)
     deadline = time.time() + 10
-    while (not all(store_mentions(tailor_server.store, f"{u}@example.com".encode())
-                   for u in ("era-d", "era-e")) and time.time() < deadline):
+    while not all(ready(tailor_server, u) for u in ("era-d", "era-e")) and time.time() < deadline:
         await asyncio.sleep(0.05)
+    assert ready(tailor_server, "era-d") and ready(tailor_server, "era-e")
     for user in ("era-d", "era-e"):
         await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
         assert [t for t, _ in store_mentions(tailor_server.store, user.encode())
