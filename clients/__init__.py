@@ -4,6 +4,7 @@ from .campaign_results import (
            AbRow,
            Campaign,
            CampaignStats,
+           DeadLetter,
            Message,
            SampleSize,
            SendProgress,
@@ -21,6 +22,6 @@ __all__ = ["TailorClient", "TailorError", "RetryPolicy", "Recommendations", "Rec
            "Choice", "LoadedBundle", "ModelStatus", "RejectedEvent", "Reward", "TrackResult",
            "Profile", "Features", "Consent", "RecentItem", "ChannelRates", "Event", "Suppression",
            "Campaign", "CampaignStats", "VariantStats", "AbRow", "SampleSize", "Message",
-           "SmsLength", "SendProgress", "Attribution", "ChannelCredit", "PathCredit",
+           "SmsLength", "SendProgress", "DeadLetter", "Attribution", "ChannelCredit", "PathCredit",
            "TransitionMatrix", "StoredPath", "ModelStats", "ModelChannelStats", "Rate",
            "DriftReport", "FeatureDrift"]

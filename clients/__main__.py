@@ -215,6 +215,11 @@ def _path_line(n: int, line: str):
 
 
 def _message(client: TailorClient, args) -> object:
+    if args.action == "dead-letters":
+        return {"letters": [dataclasses.asdict(d)
+                            for d in client.dead_letters(args.limit, args.channel)]}
+    if args.action == "retry":
+        return client.retry_dead_letter(args.id)
     if args.action == "compose":
         return client.compose_message(args.campaign, args.user,
                                       dict(_pair(kv) for kv in args.context or ()))
@@ -329,7 +334,8 @@ def _attribute_parser(sub, common) -> None:
 
 
 def _message_parser(sub, common) -> None:
-    me = sub.add_parser("message", help="messages: compose (logged decision, rendered) or preview")
+    me = sub.add_parser("message", help="messages: compose (logged decision, rendered), preview, "
+                        "dead-letters, retry")
     acts = me.add_subparsers(dest="action", required=True)
     co = acts.add_parser("compose", parents=[common], help="the message a user gets now")
     co.add_argument("--campaign", required=True)
@@ -344,6 +350,12 @@ def _message_parser(sub, common) -> None:
     pv.add_argument("--interest", action="append", metavar="CATEGORY",
                     help="sample profile interest (repeatable)")
     pv.add_argument("--channel", default="", help="default: the campaign's channel")
+    dl = acts.add_parser("dead-letters", parents=[common],
+                         help="messages no adapter could deliver, newest first")
+    dl.add_argument("--limit", type=int, default=100)
+    dl.add_argument("--channel", default="", help="email, sms or push (default: all)")
+    rt = acts.add_parser("retry", parents=[common], help="send a dead letter again")
+    rt.add_argument("--id", required=True, metavar="LETTER_ID")
 
 
 def _model_parser(sub, common) -> None:

@@ -10,7 +10,7 @@ from protos.tailor.v1 import messaging_pb2 as msg_pb
 from .results import from_message
 
 __all__ = ["Campaign", "VariantStats", "AbRow", "CampaignStats", "SampleSize", "SmsLength",
-           "Message", "SendProgress"]
+           "Message", "SendProgress", "DeadLetter"]
 
 
 @dataclass(frozen=True)
@@ -139,4 +139,22 @@ class SendProgress:
 
     @classmethod
     def from_pb(cls, msg: msg_pb.SendProgress) -> SendProgress:
+        return from_message(cls, msg)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message no adapter could deliver (the user as a keyed reference only)."""
+
+    id: str
+    channel: str
+    campaign_id: str
+    decision_id: str
+    user_ref: str
+    reason: str
+    attempts: int
+    at: float
+
+    @classmethod
+    def from_pb(cls, msg: msg_pb.DeadLetter) -> DeadLetter:
         return from_message(cls, msg)

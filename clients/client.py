@@ -39,7 +39,7 @@ from protos.tailor.v1 import recommendation_pb2 as rec_pb
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
 from .attribution_results import Attribution
-from .campaign_results import Campaign, CampaignStats, Message, SampleSize, SendProgress
+from .campaign_results import Campaign, CampaignStats, DeadLetter, Message, SampleSize, SendProgress
 from .drift_results import DriftReport
 from .model_results import ModelStats
 from .profile_results import Profile, Suppression
@@ -375,6 +375,18 @@ class TailorClient:
         pending, done."""
         req = msg_pb.GetSendProgressRequest(send_id=send_id)
         return SendProgress.from_pb(self._call(self._messaging.GetSendProgress, req, timeout))
+
+    def dead_letters(self, limit: int = 100, channel: str = "",
+                     timeout: float | None = None) -> list[DeadLetter]:
+        """Messages no adapter could deliver, newest first (of `channel`, if given)."""
+        req = msg_pb.ListDeadLettersRequest(limit=limit, channel=channel)
+        reply = self._call(self._messaging.ListDeadLetters, req, timeout)
+        return [DeadLetter.from_pb(d) for d in reply.letters]
+
+    def retry_dead_letter(self, letter_id: str, timeout: float | None = None) -> DeadLetter:
+        """Send a dead letter again; it is dropped when it goes."""
+        req = msg_pb.RetryDeadLetterRequest(id=letter_id)
+        return DeadLetter.from_pb(self._call(self._messaging.RetryDeadLetter, req, timeout))
 
     def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:
         req = camp_pb.ReportRewardRequest(decision_id=decision_id, reward=reward)

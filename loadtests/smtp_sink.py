@@ -6,6 +6,8 @@ arrival times. Used by the SendCampaign tests and `bench_send`.
 connections "between messages" at a known point.
 `hold_data_at=n`: the (n+1)-th message is kept but its 250 is not answered (a kill then falls
 inside the SMTP transaction).
+`rcpt_replies[address]`: the replies to RCPT TO of that address, in turn (the last one
+repeats), e.g. `["451 4.7.1 try later", "250 OK"]` (greylisting) or `["550 5.1.1 no such user"]`.
 """
 from __future__ import annotations
 
@@ -35,6 +37,13 @@ class _Handler:
         envelope.mail_from = address
         return "250 OK"
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        replies = self.sink.rcpt_replies.get(address) or ["250 OK"]
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        if reply.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return reply
+
     async def handle_DATA(self, server, session, envelope):
         s = self.sink
         if s.keep_mails:
@@ -46,6 +55,8 @@ class _Handler:
         with s.lock:
             s.arrived.append((time.monotonic(), list(envelope.rcpt_tos), message_id))
             s.mails.append(mail)
+            if s.keep_mails:
+                s.raw.append(envelope.original_content or envelope.content)
         if s.hold_data_at is not None and len(s.arrived) == s.hold_data_at + 1:
             s.hold_data_at = None
             s.holding.set()
@@ -61,6 +72,9 @@ class SmtpSink:
         self.lock = threading.Lock()
         self.hold_mail_at, self.hold_data_at = hold_mail_at, hold_data_at
         self.keep_mails = keep_mails
+        self.rcpt_replies: dict[str, list[str]] = {}
+        self.raw: list[bytes] = []
+        """The bytes of each message as they arrived (with `keep_mails`)."""
         self.holding = threading.Event()
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=port)
 

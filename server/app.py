@@ -31,14 +31,13 @@ from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
 from .drift import DriftMonitor
 from .errors import FailedPrecondition
-from .http import PublicHttp, SmsInbound, server_ssl_context
+from .http import DeliveryEvents, PublicHttp, SmsInbound, server_ssl_context
 from .impressions import Impressions
 from .messages.compose import Composer
-from .messages.delivery import EmailDelivery
+from .messages.delivery import Delivery
 from .messages.jobs import SendJobs
 from .messages.phones import PhoneIndex
 from .messages.sends import SendRecords
-from .messages.smtp import SmtpConfig, SmtpSender
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
@@ -165,11 +164,12 @@ class TailorServer:
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
         self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
-        smtp = SmtpConfig.from_settings(s)
-        self.delivery = EmailDelivery(SmtpSender(smtp) if smtp else None, s.smtp_from, self.profiles)
+        self.delivery = Delivery.from_settings(s, self.profiles, self.store,
+                                               self.secrets.get("delivery-webhook"))
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery)
-        self.sends = SendJobs(s, SendRecords(self.store), self.composer, self.delivery)
+        send_records = SendRecords(self.store)
+        self.sends = SendJobs(s, send_records, self.composer, self.delivery)
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):
@@ -181,6 +181,8 @@ class TailorServer:
         self.profiles.add_eraser(self.phones)
         self.profiles.add_listener(self.impressions)
         self.profiles.add_eraser(self.impressions)
+        self.profiles.add_eraser(self.delivery.dead)
+        self.profiles.add_eraser(send_records)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""
@@ -205,7 +207,7 @@ class TailorServer:
              AttributionServicer(self.attributor)),
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
             (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
-             MessagingServicer(self.composer, self.sends)),
+             MessagingServicer(self.composer, self.sends, self.delivery)),
             (catalog_pb2_grpc.add_CatalogServiceServicer_to_server, CatalogServicer(self.catalog)),
         ]
 
@@ -275,8 +277,12 @@ class TailorServer:
         ctx, reload = server_ssl_context(self.tls)
         ring = self.secrets.get("sms-webhook")
         sms = SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
+        reports = self.secrets.get("delivery-events")
+        reports = reports and DeliveryEvents(reports, self.campaigns, self.profiles,
+                                             self.suppressions, s.limits)
         self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
-                                 ssl_context=ctx, reuse_port=s.workers > 1, sms=sms)
+                                 ssl_context=ctx, reuse_port=s.workers > 1, sms=sms,
+                                 delivery_events=reports)
         await self.public.start()
         self.reloaders.append(reload)
 

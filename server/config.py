@@ -113,6 +113,8 @@ class Limits(BaseModel):
     """Most user ids one SendCampaign may name (the job's records are written at once)."""
     send_rate_per_second: float = Field(10_000.0, gt=0)
     """Highest rate per channel a SendCampaign may ask for (messages per second)."""
+    dead_letters_listed: int = Field(1000, ge=1)
+    """Most dead letters one ListDeadLetters returns."""
 
     attribution_seconds: float = Field(5.0, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
@@ -393,17 +395,38 @@ class Settings(BaseSettings):
     """How many users a send job composes at once, ahead of delivery."""
     send_connections: int = Field(4, ge=1, le=64)
     """SMTP connections a send job delivers over at once (each one message at a time)."""
+    sms_webhook_url: str = ""
+    """The SMS provider's webhook that SMS are POSTed to as signed JSON (`server.messages.webhook`;
+    needs the `delivery-webhook` keyring); empty: no SMS delivery."""
+    push_webhook_url: str = ""
+    """The push provider's webhook (as `sms_webhook_url`); empty: no push delivery."""
+    webhook_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest wait for a webhook's reply (a timeout is retried)."""
+    delivery_attempts: int = Field(4, ge=1, le=10)
+    """Attempts per message (SMTP and webhooks) before it becomes a dead letter; only transient
+    failures (SMTP 4xx, HTTP 5xx/408/429, timeouts, connection errors) are retried."""
+    delivery_backoff_seconds: float = Field(0.5, gt=0, le=60)
+    """Wait after the first transient failure; doubled after each further one."""
+    delivery_backoff_max_seconds: float = Field(30.0, gt=0, le=600)
+    """Longest wait between two attempts."""
+    dkim_key_file: Path | None = None
+    """PEM RSA private key that outgoing email is DKIM-signed with (with `dkim_selector` and
+    `dkim_domain`); unset: no signature."""
+    dkim_selector: str = ""
+    """DKIM selector: the public key is the TXT record `<selector>._domainkey.<dkim_domain>`."""
+    dkim_domain: str = ""
+    """The signing domain (`d=`), normally the domain of `smtp_from`."""
 
     # -- secrets and the audit log (issue 14) ---------------------------------------------------
     secrets_dir: Path | None = Path("var/secrets")
     """Directory of the keyring files `<name>.keys` (`user-id`, `audit`, `unsubscribe`,
-    `encryption`, `erasure`, `suppression`, `store-id`; optional: `sms-webhook`), one
-    `kid:base64key` line per key, the signing key first; it must be outside the data dir (the
-    server refuses to start otherwise: the data dir must reveal nothing without the keys).
-    `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`) overrides a file. A missing keyring
-    is generated here only when `host` is a loopback address; any other host refuses to start
-    without it (an optional one is never generated: without it its feature is off). None: the
-    environment only."""
+    `encryption`, `erasure`, `suppression`, `store-id`; optional: `sms-webhook`,
+    `delivery-webhook`, `delivery-events`), one `kid:base64key` line per key, the signing key
+    first; it must be outside the data dir (the server refuses to start otherwise: the data dir
+    must reveal nothing without the keys). `TAILOR_SECRET_<NAME>` (e.g. `TAILOR_SECRET_USER_ID`)
+    overrides a file. A missing keyring is generated here only when `host` is a loopback
+    address; any other host refuses to start without it (an optional one is never generated:
+    without it its feature is off). None: the environment only."""
     encrypt_at_rest: bool = True
     """Encrypt profile attributes, consent, events, features, decisions and contacts at rest
     (AES-GCM under per-user data keys wrapped by the `encryption` master key; docs/privacy.md).

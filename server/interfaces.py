@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from .profiles.events import TrackedEvent
     from .recommend import RecQuery, RecResult
 
-__all__ = ["BundleGate", "BundleSource", "ConsentWriter", "EventListener", "EventRecorder",
-           "ImpressionSink",
-           "ProfileMetas", "ProfileReader", "ProfileStates", "Recommendations",
+__all__ = ["BundleGate", "BundleSource", "ConsentWriter", "DecisionOwners", "EventListener",
+           "EventRecorder", "ImpressionSink", "ProfileMetas", "ProfileReader", "ProfileStates",
+           "Recommendations",
            "SuppressedAddresses", "UserEraser", "UserExporter", "VariantChooser"]
 
 
@@ -115,6 +115,11 @@ class ProfileReader(Protocol):
     async def get(self, user_id: str, max_events: int = 0) -> ProfileView:
         """Attributes, consent, decoded features; NotFound when the user has no profile."""
 
+    def attributes_and_interests(self, user_id: str, most: int
+                                 ) -> tuple[dict[str, str], tuple[str, ...]] | None:
+        """The user's attributes and up to `most` category names by affinity, strongest first
+        (what a message is rendered from, without decoding every feature); None: no profile."""
+
 
 class ConsentWriter(Protocol):
     """Records a user's consent for a channel (the profiles domain): unsubscribe, STOP."""
@@ -139,6 +144,14 @@ class Recommendations(Protocol):
 
     async def recommend(self, query: RecQuery) -> RecResult:
         """Top-k rows of the active bundle for the query's user."""
+
+
+class DecisionOwners(Protocol):
+    """Whose a logged decision is (the campaigns domain): delivery reports name a message by
+    its Message-ID, which carries the decision id."""
+
+    async def decision_owner(self, decision_id: str) -> tuple[str, str] | None:
+        """(user id, campaign id) of the decision, None if it is unknown."""
 
 
 class EventRecorder(Protocol):

@@ -48,6 +48,16 @@ class DecisionLog:
         self.store = store
         self._d = store.table("decisions")
 
+    def owner(self, decision_id: str) -> tuple[str, str] | None:
+        """(user id, campaign id) of a logged decision, None if it is unknown (or gone)."""
+        with self.store.read() as txn:
+            pkey = self._d.get(txn, decision_index_key(decision_id))
+            raw = None if pkey is None else self._d.get(txn, bytes(pkey))
+        if raw is None:
+            return None
+        rec = decode_decision(bytes(raw))
+        return rec["user_id"], rec["campaign_id"]
+
     def of_user(self, user_id: str) -> list[dict]:
         """Every decision record of one user (pending ones included), oldest key first."""
         with self.store.read() as txn:

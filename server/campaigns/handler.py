@@ -271,6 +271,10 @@ class Campaigns:
         are keyed `<user>␟...` and go with the profile's erasure)."""
         return self.repo.erase_user(txn, user_id)
 
+    async def decision_owner(self, decision_id: str) -> tuple[str, str] | None:
+        """`DecisionOwners`: (user id, campaign id) of a logged decision, or None."""
+        return await asyncio.to_thread(self.repo.log.owner, decision_id)
+
     async def drop_expired_decisions(self, cutoff: float) -> int:
         """Retention: decision records closed and made before `cutoff` go (their counters stay)."""
         return await asyncio.to_thread(self.repo.log.drop_before, cutoff)

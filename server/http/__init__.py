@@ -1,5 +1,7 @@
-"""The public HTTP endpoints (one-click unsubscribe, inbound SMS) on their own port."""
+"""The public HTTP endpoints (one-click unsubscribe, inbound SMS, delivery reports) on their own
+port."""
+from .delivery_events import DeliveryEvents
 from .public import PublicHttp, server_ssl_context
 from .sms import SmsInbound
 
-__all__ = ["PublicHttp", "SmsInbound", "server_ssl_context"]
+__all__ = ["DeliveryEvents", "PublicHttp", "SmsInbound", "server_ssl_context"]

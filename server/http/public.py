@@ -1,9 +1,12 @@
-"""The public HTTP endpoint (aiohttp): one-click unsubscribe (RFC 8058) and inbound SMS.
+"""The public HTTP endpoint (aiohttp): one-click unsubscribe (RFC 8058), inbound SMS, delivery
+reports.
 
     GET  /u/<token>      a page with one button (a form POSTing the same as a mail client)
     POST /u/<token>      body `List-Unsubscribe=One-Click`: opts the user out of the token's
                          channel at once, idempotently; no login, no confirmation step
     POST /sms/inbound    the SMS provider's webhook (`sms.SmsInbound`)
+    POST /delivery/events  the email provider's bounce and complaint reports
+                         (`delivery_events.DeliveryEvents`)
 
 Anyone may call it: the token is the credential (`server.messages.unsubscribe`). A token that
 does not verify gets 400 and changes nothing. GET never changes anything (link scanners
@@ -41,7 +44,7 @@ class PublicHttp:
 
     def __init__(self, tokens: UnsubscribeTokens, consent: ConsentWriter, *, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
-                 sms=None):
+                 sms=None, delivery_events=None):
         self.tokens, self.consent = tokens, consent
         self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -49,6 +52,8 @@ class PublicHttp:
         self.app.router.add_post("/u/{token}", self.unsubscribe)
         if sms is not None:
             self.app.router.add_post("/sms/inbound", sms.handle)
+        if delivery_events is not None:
+            self.app.router.add_post("/delivery/events", delivery_events.handle)
         self._runner: web.AppRunner | None = None
 
     def _read(self, request: web.Request):

@@ -27,7 +27,7 @@ from ..messages.phones import PhoneIndex
 from ..security.secrets import Keyring
 from ..security.userref import user_ref
 
-__all__ = ["SmsInbound", "STOP_WORDS", "START_WORDS", "sign"]
+__all__ = ["SmsInbound", "STOP_WORDS", "START_WORDS", "sign", "signed_by", "SIGNATURE_HEADER"]
 
 logger = logging.getLogger("tailor.http.sms")
 
@@ -41,14 +41,18 @@ def sign(key: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
 
 
+def signed_by(ring: Keyring, body: bytes, given: str) -> bool:
+    """Whether `given` is `body`'s signature under any key of `ring` (every key is tried: the
+    time taken does not tell which one matched)."""
+    return any([hmac.compare_digest(sign(key, body), given) for _, key in ring.keys])
+
+
 class SmsInbound:
     def __init__(self, ring: Keyring, phones: PhoneIndex, consent: ConsentWriter):
         self._ring, self.phones, self.consent = ring, phones, consent
 
     def signed(self, body: bytes, given: str) -> bool:
-        """Whether `given` is `body`'s signature under any key of the ring (every key is
-        tried: the time taken does not tell which one matched)."""
-        return any([hmac.compare_digest(sign(key, body), given) for _, key in self._ring.keys])
+        return signed_by(self._ring, body, given)
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -17,7 +17,7 @@ from ..interfaces import ProfileReader, Recommendations, VariantChooser
 from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
-from .delivery import EmailDelivery
+from .delivery import Delivery
 from .errors import NotAMessageChannel
 from .phones import PhoneIndex
 from .templates import TemplateCache
@@ -68,7 +68,7 @@ class Message:
 class Composer:
     def __init__(self, settings: Settings, campaigns: VariantChooser, profiles: ProfileReader,
                  recommender: Recommendations, tokens: UnsubscribeTokens,
-                 phones: PhoneIndex | None = None, delivery: EmailDelivery | None = None):
+                 phones: PhoneIndex | None = None, delivery: Delivery | None = None):
         """`phones`: where SMS recipients' numbers are indexed (for STOP replies); `delivery`:
         the adapter `deliver=True` hands messages to."""
         self.delivery = delivery

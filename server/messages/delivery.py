@@ -1,80 +1,181 @@
-"""Hand a composed message to its channel's adapter and record the send.
+"""Hand a composed message to its channel's adapter, retry, keep dead letters, record the send.
 
-Only email has an adapter (SMTP, `smtp.SmtpSender`). Each delivered message records an
-`email_sent` event carrying the decision id (event id `sent-<decision id>`, so a repeated
-delivery of one decision is recorded once), which caps, rewards and attribution read.
-SendCampaign uses the parts separately: `flatten` (at composition), `relay` (the bytes stored
-before delivery), and `record_sent` (its events, in batches).
+Adapters: email over SMTP (`smtp.SmtpSender`, optionally DKIM-signed by `dkim.DkimSigner`),
+SMS and push through the provider's HTTP webhook (`webhook.WebhookSender`). Every attempt's
+failure is transient or permanent; `retry.Retry` retries the transient ones with backoff, and a
+message that still did not go is kept as a dead letter (`deadletters.DeadLetters`) with its
+bytes, to be listed (`ListDeadLetters`) and retried (`RetryDeadLetter`).
+
+Each delivered message records a `<channel>_sent` event carrying the decision id (event id
+`sent-<decision id>`, so a repeated delivery of one decision is recorded once), which caps,
+rewards and attribution read. SendCampaign uses the parts separately: `flatten` (at
+composition), `send_or_bury` (the bytes stored before delivery), and `record_sent` (its
+events, in batches).
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from email.policy import compat32
 from email.utils import parseaddr
 
+from contract.keyring import keyring_path
+
+from ..config import DEFAULT_LIMITS, Limits
 from ..errors import FailedPrecondition
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
-from .smtp import SmtpSender, build_email
+from ..security.secrets import MissingSecret
+from ..validation import check_id, check_known, check_range
+from .channels import MESSAGE_CHANNELS
+from .deadletters import DeadLetter, DeadLetters
+from .dkim_signer import DkimSigner
+from .errors import DeadLetterNotFound, DeliveryRefused, DeliveryUnavailable
+from .retry import Retry
+from .smtp import SmtpConfig, SmtpSender, build_email
+from .webhook import WebhookSender, webhook_body
 
-__all__ = ["EmailDelivery", "sent_event"]
+__all__ = ["Delivery", "sent_event", "ADDRESS", "MISSING_ADDRESS", "UNDELIVERED"]
 
 _WIRE = compat32.clone(linesep="\r\n", max_line_length=998)
 """CRLF lines; headers folded only past RFC 5322's hard limit (a List-Unsubscribe link folded
 at 78 would come back with a leading space from some parsers)."""
+ADDRESS = {"email": "email", "sms": "phone", "push": "push_token"}
+"""The profile attribute each channel's messages go to."""
+MISSING_ADDRESS = {"email": "no email address", "sms": "no phone number",
+                   "push": "no push token"}
+"""SendCampaign's failure reason for a user without that attribute."""
+UNDELIVERED = (DeliveryRefused, DeliveryUnavailable)
+"""What a message that did not go raises (it is a dead letter by then)."""
 
 
-def sent_event(campaign_id: str, decision_id: str, user_id: str, at: float) -> TrackedEvent:
-    """The `email_sent` event of a delivered message (its id fixed by the decision)."""
-    return TrackedEvent(f"sent-{decision_id}", user_id, "email_sent", "email", campaign_id, "",
-                        0.0, at, {"decision_id": decision_id})
+def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
+               at: float) -> TrackedEvent:
+    """The `<channel>_sent` event of a delivered message (its id fixed by the decision)."""
+    return TrackedEvent(f"sent-{decision_id}", user_id, f"{channel}_sent", channel, campaign_id,
+                        "", 0.0, at, {"decision_id": decision_id})
 
 
-class EmailDelivery:
-    def __init__(self, smtp: SmtpSender | None, sender: str, events: EventRecorder):
-        self.smtp, self.sender, self.events = smtp, sender, events
+class Delivery:
+    def __init__(self, smtp: SmtpSender | None, sender: str, events: EventRecorder, *,
+                 webhooks: WebhookSender | None = None, retry: Retry | None = None,
+                 dead: DeadLetters | None = None, dkim=None, limits: Limits = DEFAULT_LIMITS):
+        self.smtp, self.sender, self.events, self.webhooks = smtp, sender, events, webhooks
+        self.retry, self.dead, self.dkim = retry or Retry(), dead, dkim
+        self.limits = limits
 
-    async def deliver(self, message, user_id: str, attributes) -> bool:
-        """Send `message` now; False (nothing sent) when it is scheduled for later."""
-        if message.channel != "email":
-            raise FailedPrecondition(f"deliver: no delivery adapter for {message.channel} yet "
-                                     "(email only)")
-        if self.smtp is None:
+    @classmethod
+    def from_settings(cls, s, events: EventRecorder, store, ring) -> Delivery:
+        """The adapters `Settings` configure; `ring`: the optional `delivery-webhook` keyring
+        (a webhook URL without it refuses to start)."""
+        if (s.sms_webhook_url or s.push_webhook_url) and ring is None:
+            raise MissingSecret("delivery-webhook", keyring_path("delivery-webhook", s.secrets_dir))
+        smtp = SmtpConfig.from_settings(s)
+        return cls(SmtpSender(smtp) if smtp else None, s.smtp_from, events,
+                   webhooks=WebhookSender.from_settings(s, ring), retry=Retry.from_settings(s),
+                   dead=DeadLetters(store), dkim=DkimSigner.from_settings(s), limits=s.limits)
+
+    # -- adapters ------------------------------------------------------------------------------
+    def check_adapter(self, channel: str) -> None:
+        if channel == "email" and self.smtp is None:
             raise FailedPrecondition("deliver: no SMTP relay configured (--smtp-host)")
-        if message.send_at > time.time():
-            return False  # the contact policy deferred it (quiet hours): not now
-        to = attributes.get("email", "")
-        if not to:
-            raise FailedPrecondition("deliver: the user has no `email` attribute")
-        await self.send_email(message, user_id, to)
+        if channel != "email" and (self.webhooks is None or channel not in self.webhooks.urls):
+            raise FailedPrecondition(f"deliver: no {channel} webhook configured "
+                                     f"(--{channel}-webhook-url and the delivery-webhook keyring)")
+
+    def has_adapter(self, channel: str) -> bool:
+        try:
+            self.check_adapter(channel)
+        except FailedPrecondition:
+            return False
         return True
 
-    async def send_email(self, message, user_id: str, to: str) -> None:
-        """Hand `message` to the relay now and record its `email_sent` event (`deliver` has
-        checked that there is a relay)."""
-        await self.relay(to, self.flatten(message, to), self.smtp)
-        await self.events.track([sent_event(message.campaign_id, message.decision_id, user_id,
-                                            time.time())])
-
     def flatten(self, message, to: str) -> bytes:
-        """The message as the bytes the relay gets."""
-        return build_email(message, to, self.sender).as_bytes(policy=_WIRE)
+        """The message as the bytes its adapter gets: the email (DKIM-signed when a key is
+        configured) or the webhook's JSON body."""
+        if message.channel != "email":
+            return webhook_body(message, to)
+        data = build_email(message, to, self.sender).as_bytes(policy=_WIRE)
+        return data if self.dkim is None else self.dkim.sign(data)
 
     def connection(self) -> SmtpSender:
         """Another connection to the relay (SendCampaign's lanes; the caller closes it)."""
-        if self.smtp is None:
-            raise FailedPrecondition("deliver: no SMTP relay configured (--smtp-host)")
+        self.check_adapter("email")
         return SmtpSender(self.smtp.config)
 
-    async def relay(self, to: str, data: bytes, via: SmtpSender) -> None:
-        """Hand flattened bytes to the relay over `via` (no event: see `record_sent`)."""
-        await via.send_bytes(parseaddr(self.sender)[1], to, data)
+    # -- sending -------------------------------------------------------------------------------
+    async def deliver(self, message, user_id: str, attributes) -> bool:
+        """ComposeMessage's `deliver`: send `message` now; False (nothing sent) when it is
+        scheduled for later."""
+        self.check_adapter(message.channel)
+        if message.send_at > time.time():
+            return False  # the contact policy deferred it (quiet hours): not now
+        to = attributes.get(ADDRESS[message.channel], "")
+        if not to:
+            raise FailedPrecondition(f"deliver: the user has no `{ADDRESS[message.channel]}` "
+                                     "attribute")
+        await self.send_or_bury(message.channel, to, self.flatten(message, to),
+                                campaign=message.campaign_id, decision=message.decision_id,
+                                user=user_id)
+        await self.events.track([sent_event(message.channel, message.campaign_id,
+                                            message.decision_id, user_id, time.time())])
+        return True
+
+    async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None) -> int:
+        """Hand flattened bytes to `channel`'s adapter (SMTP over `via` or the shared
+        connection), retrying transient failures; the attempts it took. No event: see
+        `record_sent`."""
+        if channel == "email":
+            smtp = via or self.smtp
+            envelope = parseaddr(self.sender)[1]
+            return await self.retry.run(channel, lambda: smtp.send_bytes(envelope, to, data))
+        return await self.retry.run(channel, lambda: self.webhooks.post(channel, data))
+
+    async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
+                           decision: str, user: str, via: SmtpSender | None = None) -> int:
+        """`send`; a message that did not go is kept as a dead letter, and the error raised."""
+        try:
+            return await self.send(channel, to, data, via)
+        except UNDELIVERED as err:
+            if self.dead is not None:
+                letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
+                                    err.reason, err.attempts)
+                await asyncio.to_thread(self.dead.add, letter)
+            raise
 
     async def record_sent(self, events: Sequence[TrackedEvent], batch: int) -> None:
         for at in range(0, len(events), batch):
             await self.events.track(events[at:at + batch])
 
+    # -- dead letters --------------------------------------------------------------------------
+    async def dead_letters(self, limit: int, channel: str = "") -> list[DeadLetter]:
+        check_range("limit", limit, 1, self.limits.dead_letters_listed)
+        if channel:
+            check_known("channel", channel, MESSAGE_CHANNELS)
+        return await asyncio.to_thread(self.dead.list, limit, channel)
+
+    async def retry_dead_letter(self, letter_id: str) -> DeadLetter:
+        """Send a dead letter again (every attempt of `retry`); on success it is dropped and its
+        `<channel>_sent` event recorded, otherwise it stays with the new reason."""
+        check_id("id", letter_id, self.limits.id_bytes)
+        letter = await asyncio.to_thread(self.dead.get, letter_id)
+        if letter is None:
+            raise DeadLetterNotFound(letter_id)
+        self.check_adapter(letter.channel)
+        try:
+            await self.send(letter.channel, letter.to, letter.data.encode("latin-1"))
+        except UNDELIVERED as err:
+            letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
+            await asyncio.to_thread(self.dead.replace, letter)
+            raise
+        await asyncio.to_thread(self.dead.drop, letter_id)
+        await self.events.track([sent_event(letter.channel, letter.campaign, letter.decision,
+                                            letter.user, time.time())])
+        return letter
+
     async def close(self) -> None:
         if self.smtp is not None:
             await self.smtp.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()

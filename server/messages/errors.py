@@ -1,9 +1,10 @@
 """Message errors: each names what went wrong; `server.errors` maps them to gRPC statuses."""
 from __future__ import annotations
 
-from ..errors import FailedPrecondition, InvalidArgument
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
-__all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel"]
+__all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
+           "Transient", "Permanent", "DeliveryRefused", "DeliveryUnavailable", "DeadLetterNotFound"]
 
 
 class TemplateInvalid(InvalidArgument):
@@ -36,3 +37,41 @@ class NotAMessageChannel(FailedPrecondition):
     def __init__(self, campaign_id: str, channel: str):
         super().__init__(f"campaign {campaign_id!r} is on channel {channel!r}: messages are "
                          "composed for email, sms and push campaigns only")
+
+
+class Transient(Exception):
+    """An adapter's failure worth retrying (an SMTP 4xx reply, a webhook's 5xx or 429, a
+    timeout, a refused or dropped connection). `reason` is short and names no one."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Permanent(Exception):
+    """An adapter's failure that a retry would not change (an SMTP 5xx reply, a webhook's 4xx)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeliveryRefused(FailedPrecondition):
+    """The relay or provider refused the message for good; it is kept as a dead letter."""
+
+    def __init__(self, channel: str, reason: str, attempts: int):
+        self.reason, self.attempts = reason, attempts
+        super().__init__(f"deliver: the {channel} adapter refused the message ({reason})")
+
+
+class DeliveryUnavailable(Unavailable):
+    """Every attempt failed transiently; the message is kept as a dead letter."""
+
+    def __init__(self, channel: str, reason: str, attempts: int):
+        self.reason, self.attempts = reason, attempts
+        super().__init__(f"deliver: the {channel} adapter failed {attempts} time(s), last: {reason}")
+
+
+class DeadLetterNotFound(NotFound):
+    def __init__(self, letter_id: str):
+        super().__init__("dead letter", letter_id)

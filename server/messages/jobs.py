@@ -15,12 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..config import Settings
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import InvalidArgument, NotFound
 from ..processes import pid_alive
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
-from .delivery import EmailDelivery
+from .delivery import Delivery
 from .sending import SendJob
 from .sends import FAILED, SUPPRESSED, SendRecords
 
@@ -53,7 +53,7 @@ class SendProgress:
 
 class SendJobs:
     def __init__(self, settings: Settings, records: SendRecords, composer: Composer,
-                 delivery: EmailDelivery):
+                 delivery: Delivery):
         self.settings, self.limits = settings, settings.limits
         self.records, self.composer, self.delivery = records, composer, delivery
         self._tasks: dict[str, asyncio.Task] = {}
@@ -83,12 +83,11 @@ class SendJobs:
     # -- the RPCs ----------------------------------------------------------------------------------
     async def start(self, campaign_id: str, user_ids: Sequence[str],
                     rates: Mapping[str, float], context: Mapping[str, float]) -> SendProgress:
-        await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message channel
+        campaign = await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message one
         users, rates = self._users(user_ids), self._rates(rates)
         check_count("context", len(context), self.limits.context_entries)
         context = {k: check_finite(f"context[{shown(k)}]", v) for k, v in context.items()}
-        if self.delivery.smtp is None:
-            raise FailedPrecondition("SendCampaign: no SMTP relay configured (--smtp-host)")
+        self.delivery.check_adapter(campaign.spec.channel)  # FAILED_PRECONDITION without one
         send_id = "send-" + secrets.token_hex(8)
         job = await asyncio.to_thread(self.records.create, send_id, campaign_id, users, rates,
                                       context, os.getpid())

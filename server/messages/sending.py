@@ -5,15 +5,21 @@ A job runs two stages in its server process:
 - compose: `send_compose_ahead` users at a time through `Composer.decide_and_render` (a logged
   decision, the contact policy's verdict, the rendering), then ONE write of their records:
   suppressed (by the policy's reason, or `holdout`) and failed users are settled, the others
-  become `ready` with the decision id and the rendered message;
-- deliver: `send_connections` lanes, each one message at a time on its own SMTP connection,
-  after a token from the channel's bucket (shared by the lanes), at the message's `send_at`:
-  a message the contact policy deferred waits in a heap (in memory, bounded by the audience;
-  its `ready` record is on disk, so a restart finds it again), the others go at once. After the relay
-  accepts a message its record is settled `sent` before that lane's next message starts; the
-  `email_sent` events (event id `sent-<decision id>`) are recorded in batches of
-  `send_compose_ahead`, and again for every `sent` record when a job resumes (recording is
-  idempotent by event id), so a crash loses none.
+  become `ready` with the decision id and the rendered message (an email, or a webhook body);
+- deliver: `send_connections` lanes, each one message at a time (email on the lane's own SMTP
+  connection, SMS and push through the webhook; transient failures retried with backoff, a
+  message that does not go becomes a dead letter), after a token from the channel's bucket
+  (shared by the lanes), at the message's `send_at`: a message the contact policy deferred
+  waits in a heap (in memory, bounded by the audience; its `ready` record is on disk, so a
+  restart finds it again), the others go at once. After the adapter accepts a message its
+  record is settled `sent` before that lane's next message starts; the `<channel>_sent` events
+  (event id `sent-<decision id>`) are recorded in batches of `send_compose_ahead`, and again for
+  every `sent` record when a job resumes (recording is idempotent by event id), so a crash
+  loses none.
+
+Erasure: DeleteProfile settles the user's records at once (`SendRecords.erase_user`); the job
+re-reads its recipients' records before composing a batch, before each delivery and before
+recording events, and skips the erased ones.
 
 Crash semantics: a record is `ready` before its message is handed to the relay, and `sent` only
 after the relay said 250, so a restart sends every `ready` message again, the stored one with
@@ -30,8 +36,9 @@ import logging
 import time
 
 from ..errors import TailorError
+from .channels import MESSAGE_CHANNELS
 from .compose import Composer
-from .delivery import EmailDelivery, sent_event
+from .delivery import ADDRESS, MISSING_ADDRESS, UNDELIVERED, Delivery, sent_event
 from .sends import FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
 
 __all__ = ["TokenBucket", "SendJob"]
@@ -66,19 +73,22 @@ class TokenBucket:
 
 class SendJob:
     def __init__(self, send_id: str, job: dict, records: SendRecords, composer: Composer,
-                 delivery: EmailDelivery, ahead: int, lanes: int = 1):
-        """`ahead`: users composed at once; `lanes`: SMTP connections delivering at once."""
+                 delivery: Delivery, ahead: int, lanes: int = 1):
+        """`ahead`: users composed at once; `lanes`: messages delivering at once (each lane
+        with its own SMTP connection)."""
         self.send_id, self.job, self.records = send_id, job, records
         self.composer, self.delivery, self.ahead, self.lanes = composer, delivery, ahead, lanes
-        rate = job["rates"].get("email", DEFAULT_RATE)
-        self.bucket = TokenBucket(rate, burst=max(1.0, rate * BURST_SECONDS))
-        """Email's (the one channel with an adapter so far)."""
+        rates = {ch: job["rates"].get(ch, DEFAULT_RATE) for ch in MESSAGE_CHANNELS}
+        self.buckets = {ch: TokenBucket(r, burst=max(1.0, r * BURST_SECONDS))
+                        for ch, r in rates.items()}
+        """One per channel, shared by the lanes."""
         self._sent: list[Recipient] = []
         """Settled `sent`, their events not yet recorded."""
 
     async def run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id)
-        self._sent = [r for r in todo if r.state == SENT]  # a resumed job records them again
+        # A resumed job records them again (not those erased since: their user id is gone).
+        self._sent = [r for r in todo if r.state == SENT and r.user]
         await self._record_sent()
         queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.ahead)
         later = [(r.send_at, r.seq, r) for r in todo if r.state == READY]
@@ -97,13 +107,20 @@ class SendJob:
     # -- compose -----------------------------------------------------------------------------------
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
-            chunk = todo[at:at + self.ahead]
+            chunk = await self._not_erased(todo[at:at + self.ahead])
             await asyncio.gather(*(self._compose(r) for r in chunk))
             await asyncio.to_thread(self.records.update, self.send_id, chunk)
             for r in chunk:
                 if r.state == READY:
                     await queue.put(r)
         await queue.put(None)
+
+    async def _not_erased(self, recipients: list[Recipient]) -> list[Recipient]:
+        """Those whose profile was not deleted since the job read them (DeleteProfile settled
+        the others' records; composing would log a decision for an erased user again)."""
+        gone = await asyncio.to_thread(self.records.erased, self.send_id,
+                                       [r.seq for r in recipients])
+        return [r for r in recipients if r.seq not in gone]
 
     async def _compose(self, r: Recipient) -> None:
         try:
@@ -116,15 +133,15 @@ class SendJob:
             logger.exception("send %s: composing failed", self.send_id)
             r.state, r.reason = FAILED, "error"
             return
-        r.decision, r.send_at = msg.decision_id, msg.send_at
+        r.decision, r.send_at, r.channel = msg.decision_id, msg.send_at, msg.channel
+        to = recipient.attributes.get(ADDRESS[msg.channel]) if recipient is not None else None
         if recipient is None:
             r.state, r.reason = SUPPRESSED, msg.reason or ("holdout" if msg.holdout else "")
-        elif msg.channel != "email":
+        elif not self.delivery.has_adapter(msg.channel):
             r.state, r.reason = FAILED, f"no {msg.channel} adapter"
-        elif not recipient.attributes.get("email"):
-            r.state, r.reason = FAILED, "no email address"
+        elif not to:
+            r.state, r.reason = FAILED, MISSING_ADDRESS[msg.channel]
         else:
-            to = recipient.attributes["email"]
             r.state = READY
             r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
 
@@ -165,7 +182,7 @@ class SendJob:
                 await due.put(r)
 
     async def _lane(self, due: asyncio.Queue) -> None:
-        smtp = self.delivery.connection()
+        smtp = self.delivery.connection() if self.delivery.has_adapter("email") else None
         try:
             while True:
                 if due.empty() or len(self._sent) >= self.ahead:
@@ -175,16 +192,24 @@ class SendJob:
                     return
                 await self._deliver(r, smtp)
         finally:
-            await smtp.close()
+            if smtp is not None:
+                await smtp.close()
 
     async def _deliver(self, r: Recipient, smtp) -> None:
-        """Relay, then settle the record (before this lane's next message starts)."""
-        await self.bucket.take()
+        """Hand over (retrying transient failures; a message that does not go becomes a dead
+        letter), then settle the record (before this lane's next message starts)."""
+        await self.buckets[r.channel].take()
+        if not await self._not_erased([r]):
+            return  # deleted meanwhile: nothing goes, the record is settled already
         try:
-            await self.delivery.relay(r.message["to"], r.message["raw"].encode("latin-1"), smtp)
+            await self.delivery.send_or_bury(
+                r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
+                campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
             r.state, r.sent_at = SENT, time.time()
-        except TailorError as err:
-            r.state, r.reason = FAILED, f"relay: {type(err).__name__}"
+        except UNDELIVERED as err:
+            r.state, r.reason = FAILED, err.reason
+        except TailorError as err:  # no adapter any more (a restart with other settings)
+            r.state, r.reason = FAILED, f"no {r.channel} adapter: {type(err).__name__}"
         await asyncio.to_thread(self.records.update, self.send_id, [r])
         if r.state == SENT:
             self._sent.append(r)
@@ -192,6 +217,8 @@ class SendJob:
     async def _record_sent(self) -> None:
         if self._sent:
             done, self._sent = self._sent, []
+            done = await self._not_erased(done)
             await self.delivery.record_sent(
-                [sent_event(self.job["campaign"], r.decision, r.user, r.sent_at) for r in done],
+                [sent_event(r.channel, self.job["campaign"], r.decision, r.user, r.sent_at)
+                 for r in done],
                 self.ahead)

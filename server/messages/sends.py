@@ -14,8 +14,11 @@ state change is written with the job's counts in the same transaction (`update`)
 counts always match the records; `claim` reads and sets the owner in one transaction, so of
 several workers starting at once one resumes a job. `finish` stamps the job and drops its
 recipients' records (they name users; the counts stay). A recipient's record is sealed under
-their data key (`Store.seal_for_user`): after DeleteProfile it reads as absent (not sent), and
-its bytes on freed pages stay closed.
+their data key (`Store.seal_for_user`), so its bytes on freed pages stay closed once the user's
+key is shredded. DeleteProfile reaches the records of unfinished jobs (`erase_user`, a
+`UserEraser`, run before the shred): an unsettled recipient is counted suppressed `erased` and
+the record is deleted; a missing or unreadable record is an erased recipient, which `update`
+never writes back.
 """
 from __future__ import annotations
 
@@ -24,11 +27,14 @@ import time
 from dataclasses import dataclass, field
 
 from ..store import Store
-from ..store.keys import SEND_JOB_PREFIX, send_job_key, send_user_key, send_user_prefix
+from ..store.keys import SEND_JOB_PREFIX, SEND_USER_PREFIX, SEP, send_job_key, send_user_key, send_user_prefix
 
-__all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED"]
+__all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
+           "ERASED"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
+ERASED = "erased"
+"""The suppressed reason of a recipient whose profile was deleted before the message went."""
 
 
 @dataclass
@@ -40,12 +46,17 @@ class Recipient:
     reason: str = ""
     send_at: float = 0.0
     message: dict = field(default_factory=dict)
-    """Of a ready message: `to` and `raw`, the flattened message (bytes as latin-1 text)."""
+    """Of a ready message: `to` and `raw`, the flattened message (the email, or the webhook's
+    JSON body; bytes as latin-1 text)."""
     sent_at: float = 0.0
+    channel: str = "email"
+    """The channel the contact policy chose (records written before SMS and push had
+    adapters hold none: email)."""
 
     def encode(self) -> bytes:
         out = {"user": self.user, "state": self.state, "decision": self.decision,
-               "reason": self.reason, "send_at": self.send_at, "sent_at": self.sent_at}
+               "reason": self.reason, "send_at": self.send_at, "sent_at": self.sent_at,
+               "channel": self.channel}
         if self.state == READY:
             out["message"] = self.message
         return json.dumps(out, separators=(",", ":")).encode()
@@ -54,7 +65,7 @@ class Recipient:
     def decode(cls, seq: int, raw: bytes) -> Recipient:
         d = json.loads(bytes(raw))
         return cls(seq, d["user"], d["state"], d["decision"], d["reason"], d["send_at"],
-                   d.get("message", {}), d["sent_at"])
+                   d.get("message", {}), d["sent_at"], d.get("channel", "email"))
 
 
 def _count(job: dict, r: Recipient) -> None:
@@ -122,15 +133,60 @@ class SendRecords:
         return key, self.store.seal_for_user(txn, r.user, key, r.encode())
 
     def update(self, send_id: str, recipients: list[Recipient]) -> None:
-        """Write the recipients' new states and count the settled ones, in one transaction."""
+        """Write the recipients' new states and count the settled ones, in one transaction. A
+        recipient erased meanwhile (`erase_user`) is not written back: it is marked erased in
+        memory too, so the caller skips it."""
         def fn(txn):
             key = send_job_key(send_id)
             job = json.loads(bytes(self._t.get(txn, key)))
-            for r in recipients:
+            keys = [send_user_key(send_id, r.seq) for r in recipients]
+            items = []
+            for r, k, old in zip(recipients, keys, self._t.get_many(txn, keys)):
+                if self._gone(txn, k, old):
+                    r.user, r.state, r.reason, r.message = "", SUPPRESSED, ERASED, {}
+                    continue
                 _count(job, r)
+                items.append(self._sealed(txn, send_id, r))
             self._t.put(txn, key, json.dumps(job).encode())
-            self._t.put_many(txn, [self._sealed(txn, send_id, r) for r in recipients])
+            self._t.put_many(txn, items)
         self.store.write(fn)
+
+    def erased(self, send_id: str, seqs: list[int]) -> set[int]:
+        """Which of these recipients were erased since the job read them (one read snapshot)."""
+        keys = [send_user_key(send_id, seq) for seq in seqs]
+        with self.store.read() as txn:
+            return {seq for seq, key, raw in zip(seqs, keys, self._t.get_many(txn, keys))
+                    if self._gone(txn, key, raw)}
+
+    def _gone(self, txn, key: bytes, stored: bytes | None) -> bool:
+        """Whether a recipient was erased: every recipient has a record from the job's start,
+        and erasure deletes it (or, for one written after, shreds the key it is sealed under)."""
+        return self.store.open_for_user(txn, key, stored) is None
+
+    def erase_user(self, txn, user_id: str) -> int:
+        """`UserEraser`: the user's records in every unfinished job are deleted; one not yet
+        settled counts as suppressed `erased` first, so the counts still add up and a running or
+        resumed job skips it. Inside the profile erasure's transaction, before the user's data
+        key is shredded (the records are read through it). Scans the unfinished jobs' records (a
+        job's records are dropped when it finishes)."""
+        mine = []
+        for key, stored in self._t.scan_prefix(txn, SEND_USER_PREFIX):
+            raw = self.store.open_for_user(txn, bytes(key), stored)
+            if raw is not None and Recipient.decode(0, raw).user == user_id:
+                mine.append((bytes(key), Recipient.decode(0, raw)))
+        for key, r in mine:
+            if r.state in (PENDING, READY):
+                send_id = key[len(SEND_USER_PREFIX):].rsplit(SEP, 1)[0].decode()
+                r.state, r.reason = SUPPRESSED, ERASED
+                self._count_erased(txn, send_id, r)
+            self._t.delete(txn, key)
+        return len(mine)
+
+    def _count_erased(self, txn, send_id: str, r: Recipient) -> None:
+        key = send_job_key(send_id)
+        job = json.loads(bytes(self._t.get(txn, key)))
+        _count(job, r)
+        self._t.put(txn, key, json.dumps(job).encode())
 
     def finish(self, send_id: str) -> None:
         def fn(txn):

@@ -6,7 +6,9 @@ List-Unsubscribe, List-Unsubscribe-Post). It uses the `email.mime` (compat32) cl
 times cheaper than `EmailMessage` (0.6 ms against 3.4 ms a message here, which SendCampaign's
 rate feels); the subject is an RFC 2047 encoded word, the parts quoted-printable UTF-8.
 `SmtpSender` keeps one authenticated connection open
-between sends (a lock orders them on it) and reconnects once when the server dropped it.
+between sends (a lock orders them on it) and reconnects once when the server dropped it; each
+send is one attempt, its failure classified transient or permanent (`classify`) for
+`retry.Retry`.
 """
 from __future__ import annotations
 
@@ -22,10 +24,23 @@ from html import escape
 
 import aiosmtplib
 
-from ..errors import Unavailable
+from .errors import Permanent, Transient
 from .logging import logger
 
-__all__ = ["SmtpSender", "build_email", "SmtpConfig"]
+__all__ = ["SmtpSender", "build_email", "SmtpConfig", "classify"]
+
+
+def classify(err: Exception) -> Transient | Permanent:
+    """A relay's 4xx reply, a timeout or a connection error is transient; a 5xx is permanent
+    (RFC 5321 4.2.1). A refused recipient counts by its own reply code."""
+    if isinstance(err, aiosmtplib.SMTPRecipientsRefused) and err.recipients:
+        err = err.recipients[0]
+    code = getattr(err, "code", 0)
+    if isinstance(err, aiosmtplib.SMTPResponseException) and 400 <= code < 600:
+        return (Transient if code < 500 else Permanent)(f"smtp {code}")
+    if isinstance(err, aiosmtplib.SMTPNotSupported):
+        return Permanent("smtp NotSupported")  # e.g. no STARTTLS where it is required
+    return Transient(f"smtp {type(err).__name__}")
 
 
 class SmtpConfig:
@@ -105,6 +120,8 @@ class SmtpSender:
         await self._on_connection(lambda client: client.sendmail(sender, [to], data))
 
     async def _on_connection(self, call) -> None:
+        """One attempt, reconnecting once when the relay dropped an idle connection; raises
+        `Transient` or `Permanent` (`classify`) for `retry.Retry` to act on."""
         async with self._lock:
             for attempt in (1, 2):
                 try:
@@ -113,13 +130,18 @@ class SmtpSender:
                     await call(self._client)
                     return
                 except aiosmtplib.SMTPServerDisconnected:
-                    self._client = None
+                    self._drop()
                     if attempt == 2:
-                        raise Unavailable("SMTP relay closed the connection twice") from None
+                        raise Transient("smtp disconnected") from None
                 except (aiosmtplib.SMTPException, OSError) as err:
-                    self._client = None
+                    self._drop()  # a fresh session for the next message, whatever state this one is in
                     logger.warning("SMTP send failed: %s", type(err).__name__)
-                    raise Unavailable(f"SMTP relay refused or failed: {type(err).__name__}") from None
+                    raise classify(err) from None
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
 
     async def close(self) -> None:
         async with self._lock:

@@ -249,6 +249,23 @@ class Profiles:
                            {k: v for k, v in meta.items() if k not in _META_FIELDS},
                            meta.get("consent_history", []) if consent else [])
 
+    def attributes_and_interests(self, user_id: str, most: int
+                                 ) -> tuple[dict[str, str], tuple[str, ...]] | None:
+        """Attributes and up to `most` category names by affinity under the longest half-life
+        (strongest first, > 0 only) from one read snapshot; None when there is no profile.
+        Decay scales every category of one half-life alike, so the stored values rank them as
+        `get`'s decayed `category_affinity` does, without decoding the other features."""
+        [(state, meta)] = self.repo.states_and_meta([user_id], True)
+        if state is None and meta is None:
+            return None
+        attrs = dict((meta or {}).get("attributes", {}))
+        if state is None:
+            return attrs, ()
+        affinity = self.layout.views(state)["category"][-1]
+        codes = [int(c) for c in np.argsort(-affinity, kind="stable")[:most] if affinity[c] > 0]
+        names = self._names_of(codes)
+        return attrs, tuple(names[c] for c in codes)
+
     async def export_user(self, user_id: str) -> AccessExport:
         """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is."""
         check_id("user_id", user_id, self.limits.id_bytes)

@@ -74,6 +74,8 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     # Sending to an audience is a campaign operation (like creating one); progress is a stat.
     _MESSAGING + "SendCampaign": ("admin",),
     _MESSAGING + "GetSendProgress": ("admin", "analyst"),
+    _MESSAGING + "ListDeadLetters": ("admin",),
+    _MESSAGING + "RetryDeadLetter": ("admin",),
     # Ping runs the whole stack for benchmarks: any authenticated caller, so an anonymous one
     # cannot load the server through it; liveness without credentials is what health is for.
     "/tailor.v1.DiagnosticsService/Ping": (ANY_AUTHENTICATED,),

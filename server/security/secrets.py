@@ -41,11 +41,14 @@ of suppressed addresses (`server.contact.addresses`; rotate it with every old ke
 hashed under a dropped key are no longer found), and the key of the keyed hashes that stand for
 user and event ids in store keys (`server.store.tokens`; never rotated: the store is keyed by
 it)."""
-OPTIONAL_KEYRINGS = ("sms-webhook",)
+OPTIONAL_KEYRINGS = ("sms-webhook", "delivery-webhook", "delivery-events")
 """Keyrings of features that are off without them: `sms-webhook`, the secret the SMS provider
 signs inbound requests with (`server.http.sms`; its key bytes are the provider's secret, base64
 in the entry; every key verifies, so a new provider secret can be added before the old one is
-dropped)."""
+dropped); `delivery-webhook`, the secret outgoing SMS and push webhook requests are signed with
+(`server.messages.webhook`; the first key signs, its id is sent along); `delivery-events`, the
+secret bounce and complaint reports to `/delivery/events` are signed with
+(`server.http.delivery_events`; every key verifies)."""
 
 KEY_BYTES = 32
 

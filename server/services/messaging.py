@@ -6,7 +6,10 @@ from protos.tailor.v1 import messaging_pb2_grpc as pb_grpc
 
 from ..errors import grpc_errors
 from ..messages.compose import Composer, Message
+from ..messages.deadletters import DeadLetter
+from ..messages.delivery import Delivery
 from ..messages.jobs import SendJobs, SendProgress
+from ..security.userref import user_ref
 
 __all__ = ["MessagingServicer", "MessageConverter"]
 
@@ -33,9 +36,16 @@ class MessageConverter:
             done=p.finished_at > 0, started_at=p.started_at, finished_at=p.finished_at)
 
 
+    @staticmethod
+    def from_dead_letter(d: DeadLetter) -> pb.DeadLetter:
+        return pb.DeadLetter(id=d.id, channel=d.channel, campaign_id=d.campaign,
+                             decision_id=d.decision, user_ref=user_ref(d.user), reason=d.reason,
+                             attempts=d.attempts, at=d.at)
+
+
 class MessagingServicer(pb_grpc.MessagingServiceServicer):
-    def __init__(self, composer: Composer, sends: SendJobs):
-        self.composer, self.sends = composer, sends
+    def __init__(self, composer: Composer, sends: SendJobs, delivery: Delivery):
+        self.composer, self.sends, self.delivery = composer, sends, delivery
 
     @grpc_errors
     async def ComposeMessage(self, request: pb.ComposeMessageRequest, context) -> pb.Message:
@@ -60,3 +70,15 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def GetSendProgress(self, request: pb.GetSendProgressRequest,
                               context) -> pb.SendProgress:
         return MessageConverter.from_progress(await self.sends.progress(request.send_id))
+
+    @grpc_errors
+    async def ListDeadLetters(self, request: pb.ListDeadLettersRequest,
+                              context) -> pb.ListDeadLettersResponse:
+        letters = await self.delivery.dead_letters(request.limit, request.channel)
+        return pb.ListDeadLettersResponse(
+            letters=[MessageConverter.from_dead_letter(d) for d in letters])
+
+    @grpc_errors
+    async def RetryDeadLetter(self, request: pb.RetryDeadLetterRequest, context) -> pb.DeadLetter:
+        return MessageConverter.from_dead_letter(
+            await self.delivery.retry_dead_letter(request.id))

@@ -37,11 +37,12 @@ prefix ever matches them.
     meta       catalog-seq                      last update's seq    CATALOG_SEQ
     impressions <kid>␟<user hash>␟<ms>␟<request id>  impression       impression_key
     impressions ␟count␟<version>␟<channel>      online counters      impression_count_key
+    datakeys   <user>                           wrapped data key     (server.store.datakeys)
+    sends      d␟<letter id: ms.hex>            a dead letter        dead_letter_key
 
 The impressions table is keyed by a keyed hash of the user (HMAC-SHA256 under key `kid` of the
 `user-id` keyring, 32 hex characters), never the id: erasure deletes the user's prefix under
 every key of the ring (`impression_user_prefix`).
-    datakeys   <user>                           wrapped data key     (server.store.datakeys)
 """
 from __future__ import annotations
 
@@ -77,9 +78,9 @@ __all__ = [
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
-    "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ",
-    "SEND_USER_PREFIX", "impression_key", "impression_user_prefix", "impression_ms",
-    "impression_count_key", "IMPRESSION_COUNT_PREFIX",
+    "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
+    "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
+    "DEAD_LETTER_PREFIX", "dead_letter_key",
 ]
 
 
@@ -296,6 +297,8 @@ CATALOG_SEQ = b"catalog-seq"
 def catalog_item_key(item_id: str) -> bytes:
     """An item's latest update (one record per item: a newer update replaces it)."""
     return item_id.encode()
+
+
 # -- impressions (server.impressions) ---------------------------------------------------------------
 IMPRESSION_COUNT_PREFIX = SEP + b"count" + SEP
 
@@ -318,3 +321,12 @@ def impression_ms(key: bytes) -> int:
 def impression_count_key(version: str, channel: str) -> bytes:
     """The counters of one model version on one channel (no user in it)."""
     return IMPRESSION_COUNT_PREFIX + join_key(version, channel)
+
+
+DEAD_LETTER_PREFIX = b"d" + SEP
+
+
+def dead_letter_key(letter_id: str) -> bytes:
+    """A message no adapter could deliver; its id starts with the time in 16-digit
+    milliseconds, so the letters scan in time order (`messages.deadletters`)."""
+    return DEAD_LETTER_PREFIX + letter_id.encode()

@@ -165,5 +165,8 @@ KINDS: tuple[RecordKind, ...] = (
                "b'1' once per-user records are encrypted"),
     RecordKind("store_id_check", "meta", 1, lambda k: k == b"store-id-check",
                "check value of the store-id key the keys were hashed with"),
+    RecordKind("dead_letter", "sends", 1, lambda k: k.startswith(K.DEAD_LETTER_PREFIX),
+               "JSON {channel, campaign, decision, user, to, reason, attempts, at, data} of a "
+               "message no adapter could deliver (messages.deadletters)"),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

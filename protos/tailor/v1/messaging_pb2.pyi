@@ -6,6 +6,46 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("limit", "channel")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    channel: str
+    def __init__(self, limit: _Optional[int] = ..., channel: _Optional[str] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("id", "channel", "campaign_id", "decision_id", "user_ref", "reason", "attempts", "at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_REF_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    channel: str
+    campaign_id: str
+    decision_id: str
+    user_ref: str
+    reason: str
+    attempts: int
+    at: float
+    def __init__(self, id: _Optional[str] = ..., channel: _Optional[str] = ..., campaign_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., user_ref: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., at: _Optional[float] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("letters",)
+    LETTERS_FIELD_NUMBER: _ClassVar[int]
+    letters: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    def __init__(self, letters: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ...) -> None: ...
+
+class RetryDeadLetterRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
 class SendCampaignRequest(_message.Message):
     __slots__ = ("campaign_id", "user_ids", "rate_per_second", "context")
     class RatePerSecondEntry(_message.Message):

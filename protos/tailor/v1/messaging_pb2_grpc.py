@@ -56,6 +56,16 @@ class MessagingServiceStub:
                 request_serializer=tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/tailor.v1.MessagingService/ListDeadLetters',
+                request_serializer=tailor_dot_v1_dot_messaging__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_messaging__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.RetryDeadLetter = channel.unary_unary(
+                '/tailor.v1.MessagingService/RetryDeadLetter',
+                request_serializer=tailor_dot_v1_dot_messaging__pb2.RetryDeadLetterRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_messaging__pb2.DeadLetter.FromString,
+                _registered_method=True)
 
 
 class MessagingServiceServicer:
@@ -98,6 +108,22 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Messages no adapter could deliver (refused for good, or every retry failed), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryDeadLetter(self, request, context):
+        """Send a dead letter again (with retries); on success it is dropped and its `<channel>_sent`
+        event recorded. NOT_FOUND for an unknown id; UNAVAILABLE / FAILED_PRECONDITION when it
+        fails again (it stays, with the new reason).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessagingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -120,6 +146,16 @@ def add_MessagingServiceServicer_to_server(servicer, server):
                     servicer.GetSendProgress,
                     request_deserializer=tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=tailor_dot_v1_dot_messaging__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_messaging__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RetryDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryDeadLetter,
+                    request_deserializer=tailor_dot_v1_dot_messaging__pb2.RetryDeadLetterRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_messaging__pb2.DeadLetter.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -232,6 +268,60 @@ class MessagingService:
             '/tailor.v1.MessagingService/GetSendProgress',
             tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.SerializeToString,
             tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.MessagingService/ListDeadLetters',
+            tailor_dot_v1_dot_messaging__pb2.ListDeadLettersRequest.SerializeToString,
+            tailor_dot_v1_dot_messaging__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.MessagingService/RetryDeadLetter',
+            tailor_dot_v1_dot_messaging__pb2.RetryDeadLetterRequest.SerializeToString,
+            tailor_dot_v1_dot_messaging__pb2.DeadLetter.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,3 +83,7 @@ async def opt_in(profiles, user: str, channel: str = "email") -> None:
     """`user` opts in to marketing on `channel` (email and SMS need it: `consent_defaults`)."""
     await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel=channel, opted_in=True,
                                                     source="signup", purpose="marketing"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "relay_down: the SMTP relay's port has nothing listening")

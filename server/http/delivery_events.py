@@ -1,0 +1,96 @@
+"""Bounce and complaint reports from the email provider: they feed the suppression list.
+
+    POST /delivery/events   JSON {"type": "bounce" | "complaint",
+                                  "address": <the address that bounced or complained>,
+                                  "message_id": "<decision id@message_id_domain>"
+                                  (or "decision_id": ...)}
+                            header `X-Tailor-Signature: sha256=<hex HMAC-SHA256 of the raw
+                            body under a key of the `delivery-events` keyring>`
+
+The endpoint exists only with the optional `delivery-events` keyring; every key verifies. A
+missing or wrong signature is 401, a malformed report 400 naming the field; both change nothing.
+
+The user is found through the message: its Message-ID carries the decision id, and the decision
+log knows whose decision it is. Then an `email_bounce` / `email_complaint` event is recorded for
+that user (event id `<type>-<decision id>`, so a report delivered twice counts once, with the
+`decision_id` attribute): the suppression list follows it (`contact.suppression`, the user's
+`email` attribute), as do caps and attribution. The reported address itself is listed too, by
+its keyed hash (it may differ from the profile's address by now). A report naming no known
+message lists the address alone. Each report answers 200 with what happened, so the provider
+does not retry it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from aiohttp import web
+
+from ..config import Limits
+from ..contact.addresses import EMAIL
+from ..errors import InvalidArgument, TailorError
+from ..interfaces import DecisionOwners, EventRecorder
+from ..profiles import TrackedEvent
+from ..security.secrets import Keyring
+from ..security.userref import user_ref
+from ..validation import check_id, check_known, check_text
+from .sms import SIGNATURE_HEADER, signed_by
+
+__all__ = ["DeliveryEvents", "REPORT_TYPES"]
+
+logger = logging.getLogger("tailor.http.delivery")
+
+REPORT_TYPES = {"bounce": "email_bounce", "complaint": "email_complaint"}
+"""Report type -> the tracked event type it records."""
+
+
+def decision_of(report: dict, limits: Limits) -> str:
+    """The decision id a report names (`decision_id`, or the local part of `message_id`)."""
+    given = report.get("decision_id") or ""
+    if not given and report.get("message_id"):
+        message_id = check_text("message_id", str(report["message_id"]), limits.address_chars)
+        given = message_id.strip().strip("<>").rsplit("@", 1)[0]
+    return check_id("decision_id", str(given), limits.id_bytes) if given else ""
+
+
+class DeliveryEvents:
+    def __init__(self, ring: Keyring, owners: DecisionOwners, events: EventRecorder,
+                 suppressions, limits: Limits):
+        """`suppressions`: the suppression list (`contact.Suppressions.add`)."""
+        self._ring, self.owners, self.events = ring, owners, events
+        self.suppressions, self.limits = suppressions, limits
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if not signed_by(self._ring, body, request.headers.get(SIGNATURE_HEADER, "")):
+            raise web.HTTPUnauthorized(text="bad signature")
+        try:
+            report = json.loads(body)
+            if not isinstance(report, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            raise web.HTTPBadRequest(text=f"body: not a JSON report ({err})") from None
+        try:
+            return web.json_response(await self.apply(report))
+        except TailorError as err:
+            raise web.HTTPBadRequest(text=str(err)) from None
+
+    async def apply(self, report: dict) -> dict:
+        """Record the report; what happened (`user_found`, `address_listed`)."""
+        kind = check_known("type", str(report.get("type", "")), tuple(REPORT_TYPES))
+        decision = decision_of(report, self.limits)
+        address = str(report.get("address") or "")
+        if not decision and not address:
+            raise InvalidArgument("address", "a report names a message_id (or decision_id), an "
+                                  "address, or both")
+        owner = await self.owners.decision_owner(decision) if decision else None
+        if owner is not None:
+            user, campaign = owner
+            await self.events.track([TrackedEvent(
+                f"{REPORT_TYPES[kind]}-{decision}", user, REPORT_TYPES[kind], "email", campaign,
+                "", 0.0, time.time(), {"decision_id": decision})])
+            logger.info("%s of %s (decision %s)", kind, user_ref(user), decision)
+        if address:
+            await self.suppressions.add(EMAIL, address, kind)
+        return {"user_found": owner is not None, "address_listed": bool(address)}

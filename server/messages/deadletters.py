@@ -1,0 +1,90 @@
+"""Dead letters: messages no adapter could deliver, kept in LMDB to be listed and retried.
+
+A message becomes a dead letter when its adapter refused it for good (an SMTP 5xx reply, a
+webhook's 4xx) or every attempt failed transiently (`retry.Retry`). The record (table `sends`,
+`keys.dead_letter_key`, kind `dead_letter`) holds what a retry needs: the channel, the address,
+the bytes as they were handed to the adapter (the flattened email, the webhook's JSON body), the
+campaign, decision and user, the last reason and the attempts. Its id is
+`<16-digit ms>.<8 hex>`, so the letters scan oldest first.
+
+Transaction rules: `add` and `drop` write one record each; `erase_user` runs inside the profile
+erasure's transaction (a `UserEraser`) and drops every letter of the user (a scan of the
+letters: they are few, or the adapter is down and an operator is looking at them).
+`ListDeadLetters` shows a keyed reference of the user (`user_ref`), never the id or address.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+from ..store import Store
+from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, millis
+
+__all__ = ["DeadLetter", "DeadLetters"]
+
+
+@dataclass
+class DeadLetter:
+    channel: str
+    campaign: str
+    decision: str
+    user: str
+    to: str
+    data: str
+    """The bytes handed to the adapter: the email as latin-1 text, or the webhook's JSON."""
+    reason: str = ""
+    attempts: int = 0
+    at: float = 0.0
+    id: str = ""
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> DeadLetter:
+        return cls(**json.loads(bytes(raw)))
+
+
+def _user_marker(user_id: str) -> bytes:
+    """The bytes `encode` writes for `user` (a quick filter before decoding)."""
+    return b'"user":' + json.dumps(user_id).encode() + b","
+
+
+class DeadLetters:
+    def __init__(self, store: Store):
+        self.store = store
+        self._t = store.table("sends")
+
+    def add(self, letter: DeadLetter) -> str:
+        """Keep `letter` (its time and id are set here); its id."""
+        letter.at = letter.at or time.time()
+        letter.id = f"{millis(letter.at):016d}.{secrets.token_hex(4)}"
+        self.store.put("sends", dead_letter_key(letter.id), letter.encode())
+        return letter.id
+
+    def list(self, limit: int, channel: str = "") -> list[DeadLetter]:
+        """The newest `limit` letters (of `channel`, if given), newest first."""
+        letters = [DeadLetter.decode(v) for _, v in self.store.scan("sends", DEAD_LETTER_PREFIX)]
+        if channel:
+            letters = [d for d in letters if d.channel == channel]
+        return letters[::-1][:limit]
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        raw = self.store.get("sends", dead_letter_key(letter_id))
+        return None if raw is None else DeadLetter.decode(raw)
+
+    def replace(self, letter: DeadLetter) -> None:
+        """Write `letter` back under its id (after a failed retry: new reason, attempts)."""
+        self.store.put("sends", dead_letter_key(letter.id), letter.encode())
+
+    def drop(self, letter_id: str) -> bool:
+        return self.store.delete("sends", dead_letter_key(letter_id))
+
+    def erase_user(self, txn, user_id: str) -> int:
+        """`UserEraser`: the user's letters, inside the profile erasure's transaction."""
+        marker = _user_marker(user_id)
+        mine = [k for k, v in self._t.scan_prefix(txn, DEAD_LETTER_PREFIX)
+                if marker in bytes(v) and DeadLetter.decode(v).user == user_id]
+        return sum(int(self._t.delete(txn, k)) for k in mine)

@@ -1,0 +1,47 @@
+"""Retries with exponential backoff for delivery adapters (SMTP and the webhooks).
+
+An adapter call raises `Transient` (worth another try) or `Permanent` (not). `Retry.run` tries
+at most `attempts` times, sleeping `base * 2**(n-1)` seconds (at most `cap`) after the n-th
+transient failure, and turns the outcome into a domain error: `DeliveryRefused` at the first
+permanent failure, `DeliveryUnavailable` when every attempt failed transiently. Bounded on both
+sides (`Settings.delivery_attempts`, `delivery_backoff_seconds`, `delivery_backoff_max_seconds`),
+so a SendCampaign lane stalls at most the sum of the delays for one message.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from .errors import DeliveryRefused, DeliveryUnavailable, Permanent, Transient
+from .logging import logger
+
+__all__ = ["Retry"]
+
+
+class Retry:
+    def __init__(self, attempts: int = 4, base: float = 0.5, cap: float = 30.0):
+        self.attempts, self.base, self.cap = attempts, base, cap
+
+    @classmethod
+    def from_settings(cls, s) -> Retry:
+        return cls(s.delivery_attempts, s.delivery_backoff_seconds, s.delivery_backoff_max_seconds)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after the `attempt`-th (1-based) transient failure."""
+        return min(self.cap, self.base * 2 ** (attempt - 1))
+
+    async def run(self, channel: str, call: Callable[[], Awaitable[None]]) -> int:
+        """Call until it succeeds; the number of attempts it took."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await call()
+                return attempt
+            except Permanent as err:
+                raise DeliveryRefused(channel, err.reason, attempt) from None
+            except Transient as err:
+                if attempt == self.attempts:
+                    raise DeliveryUnavailable(channel, err.reason, attempt) from None
+                logger.info("%s delivery attempt %d failed (%s); retrying in %.2fs", channel,
+                            attempt, err.reason, self.delay(attempt))
+                await asyncio.sleep(self.delay(attempt))
+        raise AssertionError("unreachable: attempts >= 1")

@@ -1,0 +1,83 @@
+"""SMS and push delivery through the provider's HTTP webhook (aiohttp client).
+
+One JSON POST per message to the channel's URL (`sms_webhook_url`, `push_webhook_url`):
+
+    {"id": <decision id>, "channel": "sms" | "push", "to": <phone number | push token>,
+     "campaign_id": ..., "parts": {"text": ...} | {"title": ..., "body": ..., "url": ...},
+     "send_at": <unix seconds>}
+
+signed like the inbound SMS webhook: `X-Tailor-Signature: sha256=<hex HMAC-SHA256 of the raw
+body>` under the signing key of the `delivery-webhook` keyring, whose key id rides in
+`X-Tailor-Key-Id` (so a provider can hold the old and the new secret during a rotation). The
+`id` is fixed by the decision: a retried or resent message carries the same one, so the provider
+can drop a duplicate. A 2xx reply is success; 5xx, 408, 429, a timeout (`webhook_timeout_seconds`)
+or a connection error is transient (retried by `retry.Retry`); any other reply is permanent.
+"""
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+from ..security.secrets import Keyring
+from .errors import Permanent, Transient
+
+__all__ = ["WebhookSender", "webhook_body", "SIGNATURE_HEADER", "KEY_ID_HEADER", "RETRIED_STATUSES"]
+
+SIGNATURE_HEADER = "X-Tailor-Signature"
+KEY_ID_HEADER = "X-Tailor-Key-Id"
+RETRIED_STATUSES = frozenset({408, 429})
+"""Besides every 5xx: replies that say "later"."""
+
+
+def webhook_body(message, to: str) -> bytes:
+    """The JSON body of a composed SMS or push `message` to `to`."""
+    return json.dumps({"id": message.decision_id, "channel": message.channel, "to": to,
+                       "campaign_id": message.campaign_id, "parts": message.parts,
+                       "send_at": message.send_at}, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+
+
+class WebhookSender:
+    """POSTs signed bodies to each channel's URL over one aiohttp session (made lazily, in the
+    running loop; `close()` ends it)."""
+
+    def __init__(self, urls: dict[str, str], ring: Keyring, timeout: float = 10.0):
+        self.urls = {channel: url for channel, url in urls.items() if url}
+        self.ring, self.timeout = ring, aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_settings(cls, s, ring: Keyring | None) -> WebhookSender | None:
+        urls = {"sms": s.sms_webhook_url, "push": s.push_webhook_url}
+        if not any(urls.values()) or ring is None:
+            return None
+        return cls(urls, ring, s.webhook_timeout_seconds)
+
+    def headers(self, body: bytes) -> dict[str, str]:
+        return {"Content-Type": "application/json", KEY_ID_HEADER: self.ring.kid,
+                SIGNATURE_HEADER: "sha256=" + self.ring.mac(body)}
+
+    async def post(self, channel: str, body: bytes) -> None:
+        """One attempt: returns on 2xx, raises `Transient` or `Permanent` otherwise."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        try:
+            async with self._session.post(self.urls[channel], data=body,
+                                          headers=self.headers(body)) as reply:
+                status = reply.status
+                await reply.read()
+        except TimeoutError:
+            raise Transient("webhook timeout") from None
+        except aiohttp.ClientError as err:
+            raise Transient(f"webhook {type(err).__name__}") from None
+        if 200 <= status < 300:
+            return
+        if status >= 500 or status in RETRIED_STATUSES:
+            raise Transient(f"webhook {status}")
+        raise Permanent(f"webhook {status}")
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -1,0 +1,44 @@
+"""A real HTTP server on loopback standing in for an SMS / push provider (aiohttp): it keeps every
+request and answers with the statuses it is told, in order (the last one repeats)."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from tests.conftest import free_port
+
+
+class Provider:
+    def __init__(self):
+        self.port = free_port()
+        self.requests: list[dict] = []
+        self.statuses: list[int] = [200]
+        self.delay = 0.0
+        self._runner: web.AppRunner | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+    def answer(self, *statuses: int) -> None:
+        self.statuses = list(statuses)
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append({"path": request.path, "headers": dict(request.headers),
+                              "raw": body, "json": json.loads(body)})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return web.Response(status=status, text="ok" if status < 300 else "no")
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{channel}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        await self._runner.cleanup()

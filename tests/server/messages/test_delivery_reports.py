@@ -1,0 +1,102 @@
+"""Bounce and complaint reports on the public endpoint, end to end: an email delivered to a real
+SMTP sink, its Message-ID reported as bounced in a signed POST, the address suppressed, the
+user's next message suppressed."""
+import base64
+import json
+
+import aiohttp
+import pytest
+
+from loadtests.smtp_sink import SmtpSink
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from server.http.sms import sign
+from tests.conftest import free_port
+
+from .conftest import email_spec
+from .test_send_campaign import audience
+
+REPORT_KEY, OLD_REPORT_KEY = b"email-provider-report-secret", b"its-previous-secret"
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink(free_port()) as s:
+        yield s
+
+
+@pytest.fixture
+def settings(settings, sink):
+    (settings.secrets_dir / "delivery-events.keys").write_text("".join(
+        f"{kid}:{base64.b64encode(key).decode()}\n"
+        for kid, key in (("r2", REPORT_KEY), ("r1", OLD_REPORT_KEY))))
+    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
+                                       "smtp_security": "none"})
+
+
+async def report(settings, body: dict, key: bytes = REPORT_KEY) -> tuple[int, str]:
+    raw = json.dumps(body).encode()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{settings.public_http_port}/delivery/events",
+                             data=raw, headers={"Content-Type": "application/json",
+                                                "X-Tailor-Signature": sign(key, raw)}) as res:
+            return res.status, await res.text()
+
+
+async def listed(profiles, address: str) -> ppb.Suppression:
+    return await profiles.CheckSuppression(ppb.SuppressionAddress(email=address))
+
+
+async def delivered(messaging, user: str) -> str:
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, deliver=True))
+    assert msg.delivered
+    return msg.decision_id
+
+
+async def test_a_bounce_by_message_id_suppresses_the_address_and_the_next_message(
+        settings, sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["b1"])
+    decision = await delivered(messaging, "b1")
+    [message_id] = sink.message_ids
+    status, text = await report(settings, {"type": "bounce", "message_id": message_id,
+                                           "address": "b1@example.com"})
+    assert (status, json.loads(text)) == (200, {"user_found": True, "address_listed": True})
+    got = await listed(profiles, "B1@Example.com")
+    assert (got.suppressed, got.reason) == (True, "bounce")
+    events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+              if e.type == "email_bounce"]
+    assert [(e.user_id, e.attributes["decision_id"]) for e in events] == [("b1", decision)]
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="b1", deliver=True))
+    assert (again.suppressed, again.reason, again.delivered) == (True, "suppressed_address", False)
+    assert len(sink.message_ids) == 1  # nothing more went out
+
+
+async def test_a_complaint_naming_only_the_message_lists_the_users_address(
+        settings, sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["c1"])
+    decision = await delivered(messaging, "c1")
+    assert not (await listed(profiles, "c1@example.com")).suppressed
+    status, text = await report(settings, {"type": "complaint", "decision_id": decision},
+                                key=OLD_REPORT_KEY)  # every key of the ring verifies
+    assert (status, json.loads(text)["user_found"]) == (200, True)
+    got = await listed(profiles, "c1@example.com")
+    assert (got.suppressed, got.reason) == (True, "complaint")
+
+
+async def test_an_address_alone_is_listed_and_bad_reports_change_nothing(settings, profiles):
+    assert (await report(settings, {"type": "bounce", "address": "x@example.com"},
+                         key=b"forged"))[0] == 401
+    status, text = await report(settings, {"type": "delivered", "address": "x@example.com"})
+    assert status == 400 and "type" in text
+    assert (await report(settings, {"type": "bounce", "address": "not an address"}))[0] == 400
+    assert (await report(settings, {"type": "bounce"}))[0] == 400
+    assert not (await listed(profiles, "x@example.com")).suppressed
+    status, text = await report(settings, {"type": "bounce", "address": "x@example.com",
+                                           "message_id": "<unknown-decision@tailor.invalid>"})
+    assert (status, json.loads(text)) == (200, {"user_found": False, "address_listed": True})
+    assert (await listed(profiles, "x@example.com")).reason == "bounce"

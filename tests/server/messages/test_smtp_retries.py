@@ -1,0 +1,94 @@
+"""SMTP retries against a real relay on loopback (aiosmtpd): a 4xx reply or a relay that is down
+is retried with backoff, a 5xx is not; what did not go is a dead letter, in ComposeMessage and
+in SendCampaign."""
+import grpc
+import pytest
+
+from loadtests.smtp_sink import SmtpSink
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from tests.conftest import free_port
+
+from .conftest import email_spec
+from .test_send_campaign import audience, until_done
+
+GREYLIST = ["451 4.7.1 greylisted, try later", "451 4.7.1 greylisted, try later", "250 OK"]
+NO_SUCH_USER = ["550 5.1.1 no such user"]
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink(free_port()) as s:
+        yield s
+
+
+@pytest.fixture
+def settings(settings, sink, request):
+    """The sink's port, or (a test marked `relay_down`) a port nothing listens on."""
+    down = request.node.get_closest_marker("relay_down") is not None
+    return settings.model_copy(update={
+        "smtp_host": "127.0.0.1", "smtp_port": free_port() if down else sink.controller.port,
+        "smtp_security": "none", "delivery_attempts": 3, "delivery_backoff_seconds": 0.01})
+
+
+async def letters(messaging):
+    return list((await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=50))).letters)
+
+
+async def test_a_greylisted_email_goes_on_the_third_attempt(sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["g1"])
+    sink.rcpt_replies["g1@example.com"] = list(GREYLIST)
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="g1", deliver=True))
+    assert msg.delivered
+    assert sink.message_ids == [f"<{msg.decision_id}@tailor.invalid>"]  # once, after two 451s
+    assert sink.rcpt_replies["g1@example.com"] == ["250 OK"]  # both 451s were consumed
+    assert await letters(messaging) == []
+
+
+async def test_a_5xx_is_not_retried_and_becomes_a_dead_letter(sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["bad"])
+    sink.rcpt_replies["bad@example.com"] = list(NO_SUCH_USER)
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="bad", deliver=True))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "smtp 550" in err.value.details()
+    [letter] = await letters(messaging)
+    assert (letter.channel, letter.reason, letter.attempts) == ("email", "smtp 550", 1)
+    sink.rcpt_replies["bad@example.com"] = ["250 OK"]  # the mailbox exists now
+    await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert sink.message_ids == [f"<{letter.decision_id}@tailor.invalid>"]
+    assert await letters(messaging) == []
+
+
+async def test_send_campaign_retries_transient_and_settles_permanent_failures(
+        sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = ["a", "grey", "gone", "b"]
+    await audience(profiles, users)
+    sink.rcpt_replies["grey@example.com"] = list(GREYLIST)
+    sink.rcpt_replies["gone@example.com"] = list(NO_SUCH_USER)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 200}))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.failed, done.pending) == (3, 1, 0)
+    assert dict(done.failed_by_reason) == {"smtp 550": 1}
+    assert sorted(r[0] for _, r, _ in sink.arrived) == [
+        "a@example.com", "b@example.com", "grey@example.com"]
+    [letter] = await letters(messaging)
+    assert (letter.reason, letter.attempts, letter.campaign_id) == ("smtp 550", 1, "mail")
+
+
+@pytest.mark.relay_down
+async def test_a_relay_that_is_down_is_retried_then_unavailable(campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d1"])
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="d1", deliver=True))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    [letter] = await letters(messaging)
+    assert letter.attempts == 3 and letter.reason.startswith("smtp SMTPConnect")

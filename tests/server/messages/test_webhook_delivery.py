@@ -1,0 +1,176 @@
+"""SMS and push through the provider's webhook (a real aiohttp server on loopback): signed JSON,
+retries of 5xx with backoff, dead letters listed and retried, `<channel>_sent` events, and
+SendCampaign on SMS."""
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from tests.conftest import run_module
+
+from .provider import Provider
+from .test_send_campaign import until_done
+
+HOOK_KEY = b"the-secret-we-share-with-the-provider"
+
+
+@pytest_asyncio.fixture
+async def provider():
+    p = Provider()
+    await p.start()
+    yield p
+    await p.stop()
+
+
+@pytest.fixture
+def settings(settings, provider):
+    (settings.secrets_dir / "delivery-webhook.keys").write_text(
+        f"hook1:{base64.b64encode(HOOK_KEY).decode()}\n")
+    return settings.model_copy(update={
+        "sms_webhook_url": provider.url("sms"), "push_webhook_url": provider.url("push"),
+        "delivery_attempts": 3, "delivery_backoff_seconds": 0.01})
+
+
+async def sms_user(campaigns, profiles, user="t1", phone="+447700900123"):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": "Hi {{ first_name | default('') }}"})])))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=user, attributes={"phone": phone, "first_name": "Ann"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms", opted_in=True,
+                                                    source="signup"))
+
+
+async def sent_events(profiles, type_):
+    return [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest()) if e.type == type_]
+
+
+def compose(user="t1", campaign="sms"):
+    return mpb.ComposeMessageRequest(campaign_id=campaign, user_id=user, deliver=True)
+
+
+async def test_a_signed_sms_goes_after_two_503s_and_records_sms_sent(
+        provider, campaigns, profiles, messaging):
+    await sms_user(campaigns, profiles)
+    provider.answer(503, 503, 200)
+    msg = await messaging.ComposeMessage(compose())
+    assert msg.delivered
+    assert len(provider.requests) == 3  # two transient failures, then success
+    assert len({r["raw"] for r in provider.requests}) == 1  # the same body each time
+    req = provider.requests[0]
+    assert req["path"] == "/sms"
+    assert req["json"] == {"id": msg.decision_id, "channel": "sms", "to": "+447700900123",
+                           "campaign_id": "sms", "parts": {"text": "Hi Ann"}, "send_at": 0.0}
+    expected = "sha256=" + hmac.new(HOOK_KEY, req["raw"], hashlib.sha256).hexdigest()
+    assert req["headers"]["X-Tailor-Signature"] == expected
+    assert req["headers"]["X-Tailor-Key-Id"] == "hook1"
+    [event] = await sent_events(profiles, "sms_sent")
+    assert (event.user_id, event.attributes["decision_id"]) == ("t1", msg.decision_id)
+    listed = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))
+    assert list(listed.letters) == []
+
+
+async def test_a_refused_push_is_a_dead_letter_that_can_be_listed_and_retried(
+        provider, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="push", channel="push", policy="fixed",
+        variants=[cpb.Variant(id="p", content={"title": "New", "body": "For you"})])))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="p1", attributes={"push_token": "tok-123"}))
+    provider.answer(400)
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose("p1", "push"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "webhook 400" in err.value.details()
+    assert len(provider.requests) == 1  # a 4xx is not retried
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
+    assert (letter.channel, letter.campaign_id, letter.reason, letter.attempts) == \
+        ("push", "push", "webhook 400", 1)
+    assert letter.user_ref.startswith("u:") and "p1" not in str(letter)
+    assert await sent_events(profiles, "push_sent") == []
+    provider.answer(200)
+    again = await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert again.decision_id == letter.decision_id
+    assert provider.requests[1]["raw"] == provider.requests[0]["raw"]
+    assert (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters == []
+    [event] = await sent_events(profiles, "push_sent")
+    assert event.attributes["decision_id"] == letter.decision_id
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_every_attempt_failing_is_unavailable_and_a_dead_letter(
+        provider, campaigns, profiles, messaging):
+    await sms_user(campaigns, profiles)
+    provider.answer(502)
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(provider.requests) == 3  # delivery_attempts
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(
+        limit=5, channel="sms"))).letters
+    assert (letter.reason, letter.attempts) == ("webhook 502", 3)
+    with pytest.raises(grpc.RpcError) as err:  # still failing: it stays, attempts add up
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
+    assert letter.attempts == 6
+    assert (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(
+        limit=5, channel="email"))).letters == []
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=0))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit" in err.value.details()
+
+
+
+async def test_the_cli_lists_and_retries_dead_letters(provider, campaigns, profiles, messaging,
+                                                      tailor_server):
+    await sms_user(campaigns, profiles)
+    provider.answer(404)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose())
+    server = ["--server", f"127.0.0.1:{tailor_server.port}", "--timeout", "30"]
+    out = await asyncio.to_thread(run_module, "clients", "message", "dead-letters", *server,
+                                  "--channel", "sms")
+    [letter] = json.loads(out.stdout)["letters"]
+    assert (letter["reason"], letter["attempts"], letter["channel"]) == ("webhook 404", 1, "sms")
+    provider.answer(202)
+    out = await asyncio.to_thread(run_module, "clients", "message", "retry", *server,
+                                  "--id", letter["id"])
+    assert json.loads(out.stdout)["id"] == letter["id"]
+    assert len(provider.requests) == 2
+    out = await asyncio.to_thread(run_module, "clients", "message", "dead-letters", *server)
+    assert json.loads(out.stdout)["letters"] == []
+
+
+async def test_send_campaign_delivers_sms_through_the_webhook(
+        provider, campaigns, profiles, messaging):
+    await sms_user(campaigns, profiles, "t0", "+447700900100")
+    for i in (1, 2):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=f"t{i}", attributes={"phone": f"+44770090010{i}", "first_name": f"N{i}"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=f"t{i}", channel="sms",
+                                                        opted_in=True, source="signup"))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="nophone", channel="sms",
+                                                    opted_in=True, source="signup"))
+    provider.answer(503, 200)  # the first message needs a retry
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="sms", user_ids=["t0", "t1", "t2", "nophone"], rate_per_second={"sms": 100}))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.failed, done.pending) == (3, 1, 0)
+    assert dict(done.failed_by_reason) == {"no phone number": 1}
+    bodies = {json.loads(r["raw"])["to"]: json.loads(r["raw"]) for r in provider.requests}
+    assert sorted(bodies) == ["+447700900100", "+447700900101", "+447700900102"]
+    assert bodies["+447700900102"]["parts"] == {"text": "Hi N2"}
+    events = await sent_events(profiles, "sms_sent")
+    assert sorted(e.attributes["decision_id"] for e in events) == sorted(
+        b["id"] for b in bodies.values())
