@@ -7,9 +7,13 @@ the bytes as they were handed to the adapter (the flattened email, the webhook's
 campaign, decision and user, the last reason and the attempts. Its id is
 `<16-digit ms>.<8 hex>`, so the letters scan oldest first.
 
+Each record is sealed under its user's data key (`Store.seal_for_user`: it names them and holds
+their address and message), so once the user is erased its bytes on freed pages stay closed.
+
 Transaction rules: `add` and `drop` write one record each; `erase_user` runs inside the profile
-erasure's transaction (a `UserEraser`) and drops every letter of the user (a scan of the
-letters: they are few, or the adapter is down and an operator is looking at them).
+erasure's transaction (a `UserEraser`, before the user's key is shredded) and drops every letter
+of the user (a scan of the letters: they are few, or the adapter is down and an operator is
+looking at them).
 `ListDeadLetters` shows a keyed reference of the user (`user_ref`), never the id or address.
 """
 from __future__ import annotations
@@ -47,11 +51,6 @@ class DeadLetter:
         return cls(**json.loads(bytes(raw)))
 
 
-def _user_marker(user_id: str) -> bytes:
-    """The bytes `encode` writes for `user` (a quick filter before decoding)."""
-    return b'"user":' + json.dumps(user_id).encode() + b","
-
-
 class DeadLetters:
     def __init__(self, store: Store):
         self.store = store
@@ -61,30 +60,41 @@ class DeadLetters:
         """Keep `letter` (its time and id are set here); its id."""
         letter.at = letter.at or time.time()
         letter.id = f"{millis(letter.at):016d}.{secrets.token_hex(4)}"
-        self.store.put("sends", dead_letter_key(letter.id), letter.encode())
+        self.replace(letter)
         return letter.id
 
     def list(self, limit: int, channel: str = "") -> list[DeadLetter]:
         """The newest `limit` letters (of `channel`, if given), newest first."""
-        letters = [DeadLetter.decode(v) for _, v in self.store.scan("sends", DEAD_LETTER_PREFIX)]
+        with self.store.read() as txn:
+            letters = [d for _, d in self._letters(txn)]
         if channel:
             letters = [d for d in letters if d.channel == channel]
         return letters[::-1][:limit]
 
     def get(self, letter_id: str) -> DeadLetter | None:
-        raw = self.store.get("sends", dead_letter_key(letter_id))
+        key = dead_letter_key(letter_id)
+        with self.store.read() as txn:
+            raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
         return None if raw is None else DeadLetter.decode(raw)
 
     def replace(self, letter: DeadLetter) -> None:
-        """Write `letter` back under its id (after a failed retry: new reason, attempts)."""
-        self.store.put("sends", dead_letter_key(letter.id), letter.encode())
+        """Write `letter` under its id, sealed under its user's key (also after a failed retry:
+        new reason, attempts)."""
+        key = dead_letter_key(letter.id)
+        self.store.write(lambda txn: self._t.put(
+            txn, key, self.store.seal_for_user(txn, letter.user, key, letter.encode())))
 
     def drop(self, letter_id: str) -> bool:
         return self.store.delete("sends", dead_letter_key(letter_id))
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's letters, inside the profile erasure's transaction."""
-        marker = _user_marker(user_id)
-        mine = [k for k, v in self._t.scan_prefix(txn, DEAD_LETTER_PREFIX)
-                if marker in bytes(v) and DeadLetter.decode(v).user == user_id]
+        mine = [k for k, d in self._letters(txn) if d.user == user_id]
         return sum(int(self._t.delete(txn, k)) for k in mine)
+
+    def _letters(self, txn):
+        """(key, letter) of every readable letter, oldest first (an erased user's are not)."""
+        for key, stored in self._t.scan_prefix(txn, DEAD_LETTER_PREFIX):
+            raw = self.store.open_for_user(txn, bytes(key), stored)
+            if raw is not None:
+                yield bytes(key), DeadLetter.decode(raw)
