@@ -41,6 +41,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=_A.threads)
     g.add_argument("--test-frac", type=float, default=0.2,
                    help="per-user share of the latest rows held out for the evaluation fit")
+    g.add_argument("--eval-users", type=int, default=TrainConfig.eval_users,
+                   help="score a seeded sample of this many hold-out users (0: all); the "
+                        "manifest records how many of how many, and the bootstrap SE")
     g.add_argument("--no-refit", action="store_true",
                    help="serve the evaluation fit (trained without the hold-out) instead of "
                         "refitting on all rows")
@@ -70,4 +73,4 @@ def config_from_args(args) -> TrainConfig:
     weights = check_event_weights(dict(args.event_weight))
     return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
                        test_frac=args.test_frac, use_ranker=not args.no_ranker,
-                       refit=not args.no_refit)
+                       refit=not args.no_refit, eval_users=args.eval_users)
