@@ -26,6 +26,17 @@ def _weight(text: str) -> tuple[str, float]:
     return name.strip(), weight
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval (implicit ALS)")
     g.add_argument("--factors", type=int, default=_A.factors)
@@ -41,7 +52,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=_A.threads)
     g.add_argument("--test-frac", type=float, default=0.2,
                    help="per-user share of the latest rows held out for the evaluation fit")
-    g.add_argument("--eval-users", type=int, default=TrainConfig.eval_users,
+    g.add_argument("--eval-users", type=_count, default=TrainConfig.eval_users,
                    help="score a seeded sample of this many hold-out users (0: all); the "
                         "manifest records how many of how many, and the bootstrap SE")
     g.add_argument("--no-refit", action="store_true",
