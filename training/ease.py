@@ -50,6 +50,7 @@ class EASE:
         b = p / -np.diag(p)[None, :]
         b[np.diag_indices_from(b)] = 0.0
         self.weights = np.ascontiguousarray(b, np.float32)
+        self._columns = np.ascontiguousarray(self.weights.T)   # item j's vector: column j of B
         logger.info("EASE lambda=%g on %d items in %.1fs", regularization, g.shape[0],
                     time.perf_counter() - t0)
 
@@ -59,5 +60,5 @@ class EASE:
         for start in range(0, users.shape[0], batch):
             rows = users[start:start + batch]
             vecs = self.x[rows].toarray()
-            out.append(top_k(vecs, self.weights.T, rows, self.seen, k)[0])
+            out.append(top_k(vecs, self._columns, rows, self.seen, k)[0])
         return np.concatenate(out) if out else np.zeros((0, k), np.int64)

@@ -1,8 +1,11 @@
 """Temporal hold-out evaluation of the full pipeline, retrieval alone and a popularity baseline.
 
-All three see the same users (those with at least one test item), exclude the same training
-items and are scored with `training.metrics.ranking_metrics` at k = 10 (recall and NDCG also at
-the smaller cut-offs of ``CURVE_KS``, for the report's curves).
+All three see the same users (those with at least one test item, or a seeded uniform sample of
+``max_users`` of them), exclude the same training items and are scored with
+`training.metrics.ranking_metrics` at k = 10 (recall and NDCG also at the smaller cut-offs of
+``CURVE_KS``, for the report's curves). Retrieval is exact (`training.retrieval.top_k`). The
+bootstrap standard error of each method's recall@10 and NDCG@10 over the evaluated users goes in
+``se``, so a change between two runs can be judged against the sampling noise.
 """
 from __future__ import annotations
 
@@ -12,10 +15,11 @@ import time
 import numpy as np
 
 from training.events import Interactions
-from training.metrics import ranking_metrics
+from training.metrics import bootstrap_se, per_user_metrics, ranking_metrics
 from training.split import distinct_items
 
-__all__ = ["CURVE_KS", "evaluate", "rerank", "popular_unseen", "format_table", "segment_metrics"]
+__all__ = ["CURVE_KS", "eval_users", "evaluate", "rerank", "popular_unseen", "format_table",
+           "segment_metrics"]
 
 logger = logging.getLogger("tailor.training.evaluate")
 
@@ -49,10 +53,31 @@ def popular_unseen(by_pop: np.ndarray, users: np.ndarray, seen: tuple, k: int = 
     return np.pad(out, ((0, 0), (0, k - out.shape[1])), constant_values=-1)
 
 
+def eval_users(test: Interactions, max_users: int = 0, seed: int = 0):
+    """CSR of the test items and the users to evaluate: every user with a test item, or a
+    uniform sample of ``max_users`` of them without replacement (``seed``), in code order.
+
+    Returns
+    -------
+    indptr, items : ndarray
+        `training.split.distinct_items` of the test rows.
+    users : ndarray of int64
+    n_test_users : int
+        How many users had a test item (the population sampled from).
+    """
+    indptr, items = distinct_items(test.user, test.item, test.n_users)
+    users = np.flatnonzero(np.diff(indptr) > 0)
+    n_test_users = int(users.shape[0])
+    if 0 < max_users < n_test_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    return indptr, items, users, n_test_users
+
+
 def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
-             batch: int = 8192, segments: dict[str, np.ndarray] | None = None) -> dict:
-    """Metrics for ``model``, ``retrieval`` and ``popularity`` plus ``n_eval_users`` (and
-    ``segments``, when given: `segment_metrics`).
+             batch: int = 8192, segments: dict[str, np.ndarray] | None = None,
+             max_users: int = 0, seed: int = 0) -> dict:
+    """Metrics for ``model``, ``retrieval`` and ``popularity``, their ``se``, and who was scored
+    (and ``segments``, when given: `segment_metrics`).
 
     Parameters
     ----------
@@ -64,10 +89,18 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
         Without it ``model`` equals ``retrieval``.
     segments : dict of str to bool array over user codes, optional
         `training.segments.user_segments`.
+    max_users, seed : int
+        Evaluate a seeded sample of this many users with test items (0: all of them).
+
+    Returns
+    -------
+    dict
+        Per method ``recall@10``, ``ndcg@10``, ``map@10``, ``coverage`` (and the curve points);
+        ``se`` (per method, bootstrap SE of recall@10 and ndcg@10); ``n_eval_users``,
+        ``n_test_users`` and ``eval`` (how the users were chosen and scored).
     """
     t0 = time.perf_counter()
-    indptr, items = distinct_items(test.user, test.item, test.n_users)
-    users = np.flatnonzero(np.diff(indptr) > 0)
+    indptr, items, users, n_test_users = eval_users(test, max_users, seed)
     recs = {"model": [], "retrieval": [], "popularity": []}
     by_pop = np.argsort(-stage.popularity, kind="stable")
     for start in range(0, users.shape[0], batch):
@@ -80,7 +113,7 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
     if ranker is None:
         recs["model"] = recs["retrieval"]
     n_items = stage.item_factors.shape[0]
-    out = {}
+    out, se = {}, {}
     lists = {name: np.concatenate(parts) if parts else np.zeros((0, K), np.int64)
              for name, parts in recs.items()}
     for name, r in lists.items():
@@ -88,9 +121,18 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
         out[name] = {key: round(m[key], 6)
                      for key in ("recall@10", "ndcg@10", "map@10", "coverage")}
         out[name].update(_curve_points(r, indptr, items, users, n_items))
+        per = per_user_metrics(r, indptr, items, users, K)
+        se[name] = {key: round(bootstrap_se(per[key]), 6) for key in ("recall@10", "ndcg@10")}
+    out["se"] = se
     out["n_eval_users"] = int(users.shape[0])
     if segments:
         out["segments"] = segment_metrics(lists, (indptr, items), users, n_items, segments)
+    out["n_test_users"] = n_test_users
+    out["eval"] = {"users": int(users.shape[0]), "of_test_users": n_test_users,
+                   "sample": ("all users with a test item" if users.shape[0] == n_test_users else
+                              f"uniform without replacement, seed {seed}"),
+                   "top_k": "exact inner product over every item (FAISS brute force)",
+                   "se": "bootstrap over the evaluated users, 1000 resamples"}
     logger.info("evaluated %d users in %.1fs", users.shape[0], time.perf_counter() - t0)
     return out
 
@@ -122,10 +164,16 @@ def format_table(metrics: dict) -> str:
     """Fixed-width table of the metric dict, one row per method."""
     cols = ("recall@10", "ndcg@10", "map@10", "coverage")
     lines = [f"{'method':<12}" + "".join(f"{c:>11}" for c in cols)]
+    se = metrics.get("se", {})
     for name in ("model", "retrieval", "popularity"):
         if name in metrics:
             lines.append(f"{name:<12}" + "".join(f"{metrics[name][c]:>11.4f}" for c in cols))
-    lines.append(f"n_eval_users = {metrics.get('n_eval_users', 0)}")
+        if name in se:
+            lines.append(f"{'  (SE)':<12}" + "".join(
+                f"{se[name][c]:>11.4f}" if c in se[name] else f"{'':>11}" for c in cols).rstrip())
+    lines.append(f"n_eval_users = {metrics.get('n_eval_users', 0)}"
+                 + (f" of {metrics['n_test_users']} users with test items"
+                    if "n_test_users" in metrics else ""))
     if metrics.get("segments"):
         lines.append(f"{'segment (ndcg@10)':<18}{'users':>7}" + "".join(
             f"{n:>12}" for n in ("model", "retrieval", "popularity")))

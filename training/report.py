@@ -107,17 +107,18 @@ def coverage_chart(metrics: dict) -> bytes:
 
 
 def timings_chart(timings: dict) -> bytes:
-    """Seconds per training stage (horizontal bars; the total in the title)."""
+    """Wall seconds per training stage (horizontal bars; the totals, wall and CPU, in the title)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=SIZE)
-    stages = [k for k in timings if k != "total_s"]
+    stages = [k for k in timings if k != "total_s" and not k.endswith("_cpu_s")]
     bars = ax.barh([s.removesuffix("_s") for s in stages], [timings[s] for s in stages],
                    color="#2ca02c")
     ax.bar_label(bars, fmt="%.1f s", fontsize=8)
     ax.margins(x=0.12)
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
-    ax.set_title(f"Training timings (total {timings.get('total_s', 0)} s)")
+    ax.set_title(f"Training timings (total {timings.get('total_s', 0)} s, "
+                 f"CPU {timings.get('total_cpu_s', '?')} s)")
     fig.tight_layout()
     return figure_png(fig)
 

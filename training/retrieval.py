@@ -1,12 +1,13 @@
 """Batched retrieval as the server performs it: encode histories, score items, drop seen items.
 
-Scoring is exact (user vectors times all item vectors, in batches); the FAISS index is tuned
-separately to reproduce this top-k at recall >= 0.95.
+Scoring is exact (user vectors against all item vectors by FAISS brute force, in batches); the
+served FAISS index is tuned separately to reproduce this top-k at recall >= 0.95.
 """
 from __future__ import annotations
 
 import logging
 
+import faiss
 import numpy as np
 import onnxruntime as ort
 
@@ -18,9 +19,13 @@ logger = logging.getLogger("tailor.training.retrieval")
 
 
 def encoder_session(model_bytes: bytes, threads: int = 2) -> ort.InferenceSession:
-    """ONNX Runtime CPU session with ``threads`` intra-op threads."""
+    """ONNX Runtime CPU session with ``threads`` intra-op threads.
+
+    The threads sleep between runs instead of spinning: training runs large batches, and on a
+    shared machine spinning threads burn CPU that the other stages' threads need."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
@@ -44,11 +49,13 @@ def seen_csr(user: np.ndarray, item: np.ndarray, n_users: int) -> tuple[np.ndarr
 
 
 def top_k(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, seen: tuple,
-          k: int, batch: int = 2048, max_cells: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` unseen items per user by inner product.
+          k: int, batch: int = 4096, threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` unseen items per user by inner product (exact).
 
-    At most ``max_cells`` user x item scores are held at once (batch shrinks for big catalogs:
-    2048 users x 1M items would need 8 GB, twice).
+    FAISS's brute-force inner-product search (blocked BLAS and per-query heaps, no users x items
+    score matrix) fetches each batch's best ``k + s`` items, ``s`` being the largest seen-set of
+    the batch; dropping the user's seen items from that list leaves exactly their ``k`` best
+    unseen items (up to the order of equal scores).
 
     Returns
     -------
@@ -56,29 +63,38 @@ def top_k(user_vecs: np.ndarray, item_vecs: np.ndarray, users: np.ndarray, seen:
         -1 where fewer than k items are left.
     scores : ndarray of float32 [U, k]
     """
-    indptr, seen_items = seen
+    indptr = seen[0]
     n_items = item_vecs.shape[0]
-    k_eff = min(k, n_items)
     out_i = np.full((users.shape[0], k), -1, np.int64)
     out_s = np.full((users.shape[0], k), -np.inf, np.float32)
-    batch = max(1, min(batch, max_cells // max(n_items, 1)))
+    if n_items == 0 or k == 0:
+        return out_i, out_s
+    items = np.ascontiguousarray(item_vecs, np.float32)
+    counts = indptr[users + 1] - indptr[users]
+    faiss.omp_set_num_threads(threads)
     for start in range(0, users.shape[0], batch):
-        rows = users[start:start + batch]
-        scores = user_vecs[start:start + batch] @ item_vecs.T
-        counts = indptr[rows + 1] - indptr[rows]
-        owner = np.repeat(np.arange(rows.shape[0]), counts)
-        pos = (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-               + np.repeat(indptr[rows], counts))
-        cols = seen_items[pos]
-        scores[owner, cols] = -np.inf
-        part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-        part_s = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_s, axis=1, kind="stable")
-        top_i, top_s = np.take_along_axis(part, order, 1), np.take_along_axis(part_s, order, 1)
-        top_i = np.where(np.isfinite(top_s), top_i, -1)
-        out_i[start:start + rows.shape[0], :k_eff] = top_i
-        out_s[start:start + rows.shape[0], :k_eff] = top_s
+        rows, stop = users[start:start + batch], start + batch
+        width = int(min(n_items, k + counts[start:stop].max(initial=0)))
+        query = np.ascontiguousarray(user_vecs[start:stop], np.float32)
+        scores, found = faiss.knn(query, items, width, metric=faiss.METRIC_INNER_PRODUCT)
+        drop = (found < 0) | _seen_mask(rows, found, seen, n_items)
+        pick = np.argsort(drop, axis=1, kind="stable")[:, :k]
+        keep = ~np.take_along_axis(drop, pick, axis=1)
+        n = pick.shape[1]
+        out_i[start:stop, :n] = np.where(keep, np.take_along_axis(found, pick, axis=1), -1)
+        out_s[start:stop, :n] = np.where(keep, np.take_along_axis(scores, pick, axis=1), -np.inf)
     return out_i, out_s
+
+
+def _seen_mask(rows: np.ndarray, found: np.ndarray, seen: tuple, n_items: int) -> np.ndarray:
+    """Boolean like ``found``: is ``found[u, j]`` in the seen set of ``rows[u]``."""
+    indptr, seen_items = seen
+    counts = indptr[rows + 1] - indptr[rows]
+    owner = np.repeat(np.arange(rows.shape[0], dtype=np.int64), counts)
+    pos = (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+           + np.repeat(indptr[rows], counts))
+    keys = np.arange(rows.shape[0], dtype=np.int64)[:, None] * n_items + found
+    return np.isin(keys, owner * n_items + seen_items[pos])
 
 
 def item_stats(item: np.ndarray, ts: np.ndarray,

@@ -33,3 +33,10 @@ def test_rows_weigh_their_type_and_ratings_their_value():
     rows = make_interactions([("u", "a", 1, "purchase"), ("u", "b", 2, "rating", 4.0),
                               ("u", "c", 3, "sms_click"), ("u", "d", 4, "email_sent")])
     np.testing.assert_array_equal(event_weights(rows, {"rating": 0.5}), [8.0, 2.0, 2.0, 0.0])
+
+
+def test_eval_users_defaults_to_a_sample_and_refuses_negatives():
+    assert parse().eval_users == 20_000 and parse("--eval-users", "0").eval_users == 0
+    for bad in ("-1", "many"):
+        with pytest.raises(argparse.ArgumentError, match="whole number"):
+            parse("--eval-users", bad)

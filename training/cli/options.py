@@ -26,6 +26,17 @@ def _weight(text: str) -> tuple[str, float]:
     return name.strip(), weight
 
 
+def _count(text: str) -> int:
+    """A whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval (implicit ALS)")
     g.add_argument("--factors", type=int, default=_A.factors)
@@ -41,6 +52,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=_A.threads)
     g.add_argument("--test-frac", type=float, default=0.2,
                    help="per-user share of the latest rows held out for the evaluation fit")
+    g.add_argument("--eval-users", type=_count, default=TrainConfig.eval_users,
+                   help="score a seeded sample of this many hold-out users (0: all); the "
+                        "manifest records how many of how many, and the bootstrap SE")
     g.add_argument("--no-refit", action="store_true",
                    help="serve the evaluation fit (trained without the hold-out) instead of "
                         "refitting on all rows")
@@ -72,4 +86,5 @@ def config_from_args(args) -> TrainConfig:
     weights = check_event_weights(dict(args.event_weight))
     return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
                        test_frac=args.test_frac, use_ranker=not args.no_ranker,
-                       refit=not args.no_refit, drift_users=args.drift_users)
+                       refit=not args.no_refit, drift_users=args.drift_users,
+                       eval_users=args.eval_users)
