@@ -1,6 +1,6 @@
-"""DeleteProfile during a running SendCampaign: the user's send records lose their id at once
-(not when the job ends), the job skips them, the counts still add up, and nothing is sent to
-or recorded for them afterwards."""
+"""DeleteProfile during a running SendCampaign: the user's send records go at once (not when the
+job ends), the job skips them, the counts still add up, and nothing is sent to or recorded for
+them afterwards."""
 import asyncio
 import time
 
@@ -10,6 +10,7 @@ from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
+from server.messages.sends import READY
 from tests.conftest import free_port, store_mentions
 
 from .conftest import email_spec
@@ -18,9 +19,11 @@ from .test_send_campaign import audience, until_done
 USERS = ["era-a", "era-b", "era-c", "era-d", "era-e"]
 
 
-def ready(server, user: str) -> bool:
-    """Whether a send record holds a message to `user` (the profile holds the address too)."""
-    return any(t == "sends" for t, _ in store_mentions(server.store, f"{user}@example.com".encode()))
+def ready(server, send_id: str, user: str) -> bool:
+    """Whether `user`'s send record holds a composed message (records are sealed under the
+    user's data key: read through `SendRecords`)."""
+    return any(r.user == user and r.state == READY
+               for r in server.sends.records.recipients(send_id))
 
 
 @pytest.fixture
@@ -46,13 +49,14 @@ async def test_deleting_a_recipient_mid_send_erases_their_records_and_skips_them
     # The others are composed (ready messages on disk) while delivery is held. (A composition
     # still in flight when the profile goes may log its decision after the erasure: docs.)
     deadline = time.time() + 10
-    while not all(ready(tailor_server, u) for u in ("era-d", "era-e")) and time.time() < deadline:
+    while (not all(ready(tailor_server, started.send_id, u) for u in ("era-d", "era-e"))
+           and time.time() < deadline):
         await asyncio.sleep(0.05)
-    assert ready(tailor_server, "era-d") and ready(tailor_server, "era-e")
+    assert all(ready(tailor_server, started.send_id, u) for u in ("era-d", "era-e"))
     for user in ("era-d", "era-e"):
         await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
-        assert [t for t, _ in store_mentions(tailor_server.store, user.encode())
-                if t == "sends"] == []  # gone now, while the job still runs
+        assert not any(r.user == user for r in tailor_server.sends.records.recipients(
+            started.send_id))  # gone now, while the job still runs
     got = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=started.send_id))
     assert dict(got.suppressed_by_reason) == {"erased": 2} and not got.done
     sink.release()
