@@ -76,9 +76,9 @@ class Bundle:
         self.item_row = {iid: i for i, iid in enumerate(self.items["item_ids"].tolist())}
         # Row of each bundle user by `tokens.user_token` of the id (`row_of`): hashed here
         # when the file holds raw ids (training's output, before `pseudonyms` rewrote it).
-        ids = self.users["user_ids"].tolist()
-        self.user_row = dict(zip(ids if ids_hashed(self.manifest) else tokens.user_tokens(ids),
-                                 range(len(ids))))
+        ids = self.users["user_ids"]
+        keys = ids.tolist() if ids_hashed(self.manifest) else tokens.user_tokens(ids.astype(str).tolist())
+        self.user_row = dict(zip(keys, range(len(ids))))
         self.category_code = {c: i for i, c in enumerate(self.items["category_names"].tolist())}
         self.item_table = ranking.ItemTable.from_arrays(
             self.items["category"], self.items["price"], self.items["popularity"],

@@ -77,7 +77,7 @@ def _rewrite(path: Path, manifest: contract.Manifest, users: dict[str, np.ndarra
              ) -> tuple[contract.Manifest, dict[str, np.ndarray]]:
     """Write users.npz with tokens for ids and the marked manifest; the new (manifest, users)."""
     hashed = dict(users)
-    hashed["user_ids"] = np.array(tokens.user_tokens(users["user_ids"].tolist()),
+    hashed["user_ids"] = np.array(tokens.user_tokens(users["user_ids"].astype(str).tolist()),
                                   dtype=f"S{tokens.TOKEN_CHARS}")
     staged = path / ".users.npz.next"
     _write_npz(staged, hashed)
