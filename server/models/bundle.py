@@ -21,8 +21,10 @@ from kernels.content import ARRAYS as CONTENT_ARRAYS
 from kernels.content import ContentSpace
 
 from ..errors import FailedPrecondition
+from ..store import tokens
 
-__all__ = ["Bundle", "BundleInvalid", "load_bundle", "read_manifest"]
+__all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "ids_hashed", "ids_marker", "load_bundle",
+           "read_manifest"]
 
 logger = logging.getLogger("tailor.models.bundle")
 
@@ -32,6 +34,9 @@ OPTIONAL_ITEM_ARRAYS = ("images",)
 """Item arrays a bundle may lack (written since issue 16; messages show "" without them)."""
 USER_ARRAYS = ("user_ids", "indptr", "items", "weights")
 SEEN_ARRAYS = ("seen_indptr", "seen_items", "seen_mask", "seen_last_ts")
+HASHED_IDS = "user_ids"
+"""Manifest key of a bundle whose users.npz names users by `tokens.user_token` (the server's
+copy under the data dir, `server.models.pseudonyms`); training's bundles lack it."""
 
 
 class BundleInvalid(FailedPrecondition):
@@ -71,7 +76,11 @@ class Bundle:
         self.history_len = self.manifest.history_len
         self.n_items = len(self.items["item_ids"])
         self.item_row = {iid: i for i, iid in enumerate(self.items["item_ids"].tolist())}
-        self.user_row = {uid: i for i, uid in enumerate(self.users["user_ids"].tolist())}
+        # Row of each bundle user by `tokens.user_token` of the id (`row_of`): hashed here
+        # when the file holds raw ids (training's output, before `pseudonyms` rewrote it).
+        ids = self.users["user_ids"]
+        keys = ids.tolist() if ids_hashed(self.manifest) else tokens.user_tokens(ids.astype(str).tolist())
+        self.user_row = dict(zip(keys, range(len(ids))))
         self.category_code = {c: i for i, c in enumerate(self.items["category_names"].tolist())}
         self.item_table = ranking.ItemTable.from_arrays(
             self.items["category"], self.items["price"], self.items["popularity"],
@@ -101,9 +110,22 @@ class Bundle:
         flat = feats.reshape(-1, feats.shape[-1])
         return flat if self.ranker_columns is None else flat[:, self.ranker_columns]
 
+    def row_of(self, user_id: str) -> int | None:
+        """The user's row in users.npz (None: unknown or masked): looked up by keyed hash."""
+        return self.user_row.get(tokens.user_token(user_id))
+
+    def forget(self, user_id: str) -> None:
+        """Never use the user's row again (an erasure after the bundle's data cutoff)."""
+        self.user_row.pop(tokens.user_token(user_id), None)
+
+    @property
+    def ids_hashed(self) -> bool:
+        """True when users.npz holds keyed hashes (the server's copy), not user ids."""
+        return ids_hashed(self.manifest)
+
     def history(self, user_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """The training-time history of a known user (items oldest first, weights)."""
-        row = self.user_row.get(user_id)
+        row = self.row_of(user_id)
         if row is None:
             return None
         lo, hi = self.users["indptr"][row], self.users["indptr"][row + 1]
@@ -116,6 +138,29 @@ def read_manifest(path: Path) -> contract.Manifest:
         return contract.read_manifest(path)
     except contract.BundleError as err:
         raise BundleInvalid(err.where, err.problem) from None
+
+
+def ids_marker() -> dict:
+    """The manifest's `user_ids` value for ids hashed with this server's `store-id` key."""
+    return {"hash": "hmac-sha256", "keyring": "store-id", "key_check": tokens.key_check().decode()}
+
+
+def ids_hashed(manifest: contract.Manifest) -> bool:
+    """True when the bundle's users.npz holds keyed hashes, not user ids."""
+    return HASHED_IDS in manifest.raw
+
+
+def _check_id_key(manifest: contract.Manifest) -> None:
+    if ids_hashed(manifest) and manifest.raw[HASHED_IDS] != ids_marker():
+        raise BundleInvalid("manifest.json: user_ids", "user ids hashed under another key than "
+                            "this server's store-id key: push the bundle training wrote")
+
+
+def _check_hashed_ids(users: dict, manifest: contract.Manifest) -> None:
+    ids = users["user_ids"]
+    if ids_hashed(manifest) and ids.dtype != np.dtype(f"S{tokens.TOKEN_CHARS}"):
+        raise BundleInvalid("users.npz", f"user_ids is {ids.dtype}, the manifest says keyed "
+                            f"hashes (S{tokens.TOKEN_CHARS})")
 
 
 def _check_files(path: Path, manifest: contract.Manifest) -> None:
@@ -278,6 +323,8 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     users = _load_arrays(path, "users.npz", USER_ARRAYS)
     n_items = len(items["item_ids"])
     _check_arrays(items, users, n_items)
+    _check_id_key(manifest)
+    _check_hashed_ids(users, manifest)
     index = _load_index(path, manifest, n_items, dim)
     vectors = index.reconstruct_n(0, n_items) if n_items else np.zeros((0, dim), np.float32)
     encoder = _session(path, manifest.encoder_file, threads)

@@ -32,6 +32,7 @@ from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
+from .pseudonyms import hash_bundle, hash_stored
 from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
@@ -104,11 +105,12 @@ class ModelRegistry:
         self._amenders.append(amend)
 
     def load(self, path: Path, threads: int | None = None) -> Bundle:
-        """`load_bundle` and every check (blocking: run it in an executor)."""
+        """`load_bundle`, every check, then user ids replaced by keyed hashes on disk, where
+        they are not already (`pseudonyms`; blocking: run it in an executor)."""
         bundle = load_bundle(path, self.settings.compute_threads if threads is None else threads)
         for check in self._checks:
             check(bundle)
-        return bundle
+        return hash_bundle(bundle, self.bundles_dir)
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +123,7 @@ class ModelRegistry:
             candidates = [(pointer.decode(), False)] if pointer else []
             candidates += [(v, True) for v in self.available_versions()
                            if not pointer or v != pointer.decode()]
+        await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir)
         for version, record in candidates:
             try:
                 await self.activate(version, record=record)

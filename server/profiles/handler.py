@@ -347,7 +347,7 @@ class Profiles:
         out = []
         for uid, state in zip(user_ids, states):
             if state is None:  # the common case: a bundle user without live events, or unknown
-                row = bundle.user_row.get(uid)
+                row = bundle.row_of(uid)
                 if row is None:
                     out.append(None)
                     continue
@@ -355,7 +355,7 @@ class Profiles:
                 out.append(blend.blend_trained(uniq_rows[lo:hi], uniq_w[lo:hi], trained_ts[row],
                                                now, bundle.history_len))
                 continue
-            row = bundle.user_row.get(uid)  # once: an erasure may drop it meanwhile
+            row = bundle.row_of(uid)  # once: an erasure may drop it meanwhile
             rows, w, ts = [], [], []
             if row is not None:
                 lo, hi = bundle.users["indptr"][row], bundle.users["indptr"][row + 1]
@@ -381,18 +381,23 @@ class Profiles:
         if self.tombstones is None:
             return
         tombs = self.tombstones.current()  # one read while no tombstone was added
-        known = [u for u in user_ids if u in bundle.user_row] if tombs else []
+        known = [u for u in user_ids if bundle.row_of(u) is not None] if tombs else []
         if known:
             cutoff = bundle.manifest.cutoff
             for uid, at in zip(known, self.tombstones.erased_at(known, tombs)):
                 if at is not None and at >= cutoff:
-                    bundle.user_row.pop(uid, None)
+                    bundle.forget(uid)
 
     def check_bundle(self, bundle) -> None:
         """`BundleGate`: refuse a bundle trained after an erasure that still holds the erased
         user (unless they came back: a live profile, built after the erasure); mask the users
-        erased after its cutoff. Hashes every bundle user once when there are tombstones."""
-        if self.tombstones is None:
+        erased after its cutoff. Hashes every bundle user once when there are tombstones.
+
+        Only a bundle with user ids can be checked (training's, pushed or imported: checked
+        before `server.models.pseudonyms` hashes them); the server's hashed copy passed this
+        check when it was first loaded, and serving masks its erased users on first sight
+        (`_mask_erased`, by the queried id)."""
+        if self.tombstones is None or bundle.ids_hashed:
             return
         erased = self.tombstones.matches(bundle.users["user_ids"].tolist())
         cutoff = bundle.manifest.cutoff
@@ -402,7 +407,7 @@ class Profiles:
             raise HoldsErasedUsers(bundle.version, len(stale), cutoff)
         for uid, at in erased.items():
             if at >= cutoff:
-                bundle.user_row.pop(uid, None)
+                bundle.forget(uid)
 
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
         """Meta records (attributes, consent) of many users from one read snapshot."""

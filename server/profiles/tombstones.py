@@ -9,7 +9,7 @@ What a tombstone decides (docs/privacy.md):
 
 - serving: a bundle trained on data up to its cutoff still holds a user erased after it; that
   user's bundle row (training history, seen-set) is never used again (`Profiles.history_of`
-  drops it from `bundle.user_row` on first sight). A bundle whose cutoff is after an erasure and
+  drops it, `Bundle.forget`, on first sight). A bundle whose cutoff is after an erasure and
   that still holds the user (who did not come back) is refused at load (`check_bundle`).
 - re-creation: a tombstone does not block new activity. A user who comes back after erasure
   starts from nothing (every record went with the erasure); only the old bundle row stays masked.

@@ -150,7 +150,7 @@ def _ranges(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
 
 
 def _add_bundle_seen(t: _BundleSeen, bundle: Bundle, user_ids, now, parts_rows, parts_user):
-    found = [(j, r) for j, r in enumerate(bundle.user_row.get(u) for u in user_ids) if r is not None]
+    found = [(j, r) for j, r in enumerate(bundle.row_of(u) for u in user_ids) if r is not None]
     if not found:
         return
     owners = np.asarray([j for j, _ in found], np.int64)

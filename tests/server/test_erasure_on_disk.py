@@ -1,9 +1,11 @@
 """Erasure on disk while serving, and encryption at rest, against `python -m server` as a user
-runs it: after DeleteProfile returns, no file under the data dir and no log line holds the
-user id, their email or a unique event value (UTF-8, UTF-16 and UTF-32 both ways, inside
-npz/zip members too); a copy of the data dir taken before the erasure reveals none of them
-without the master key, and after it the user's ciphertext stays closed even with it."""
+runs it: after DeleteProfile returns, no file under the data dir (the served bundle included)
+and no log line holds the user id, their email or a unique event value (UTF-8, UTF-16 and
+UTF-32 both ways, inside npz/zip members too); a copy of the data dir taken before the erasure
+reveals none of them without the master key, and after it the user's ciphertext stays closed
+even with it."""
 import io
+import json
 import shutil
 import time
 import zipfile
@@ -16,6 +18,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from contract import sha256_file
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
@@ -56,6 +59,22 @@ def test_hits_finds_each_encoding_and_npz_members(tmp_path):
         ("u.npz!user_ids.npy", USER, "utf-32-le"), ("f", UNIQUE, "utf-16-be")}
 
 
+def _bundle_trained_on_user(demo_bundle: Path, dest: Path) -> Path:
+    """A copy of the demo bundle as training writes it, its most active user renamed USER (the
+    demo's ids are short numbers that item ids and other bytes would match by chance)."""
+    shutil.copytree(demo_bundle, dest)
+    with np.load(dest / "users.npz") as npz:
+        users = {k: npz[k] for k in npz.files}
+    ids = users["user_ids"].astype(object)
+    ids[int(np.argmax(np.diff(users["indptr"])))] = USER
+    users["user_ids"] = ids.astype(str)
+    np.savez(dest / "users.npz", **users)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["files"]["users.npz"] = sha256_file(dest / "users.npz")
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
 def _hold_things_about(ch, items: list[str]) -> str:
     """Attributes (with the email), consent, events carrying UNIQUE, one decision; its id."""
     profiles, campaigns = pb_grpc.ProfileServiceStub(ch), cpb_grpc.CampaignServiceStub(ch)
@@ -93,14 +112,19 @@ def _sealed_record_and_key(data_dir: Path) -> tuple[bytes, bytes, bytes]:
 def test_delete_profile_leaves_no_byte_of_the_user_while_serving(server_process, demo_bundle,
                                                                   tmp_path):
     secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
-    served = server_process(data, bundle=demo_bundle, env={"TAILOR_SECRETS_DIR": str(secrets_dir)})
+    trained = _bundle_trained_on_user(demo_bundle, tmp_path / "training-output")
+    assert {n for _, n, _ in hits(trained)} == {USER}  # training's own output keeps the raw id
+    served = server_process(data, bundle=trained, env={"TAILOR_SECRETS_DIR": str(secrets_dir)})
     with np.load(demo_bundle / "items.npz") as npz:
         items = [str(i) for i in npz["item_ids"][:5]]
     with grpc.insecure_channel(served.target) as ch:
+        recs = rpb_grpc.RecommendationServiceStub(ch)
+        # Known to the bundle alone (no profile yet): found by the keyed hash of the id.
+        assert not recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
         decision = _hold_things_about(ch, items)
         assert decision
-        recs = rpb_grpc.RecommendationServiceStub(ch)
         assert not recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+        assert list(data.glob("bundles/*/users.npz"))  # the scans below cover the bundle
         before = tmp_path / "copy-before"
         shutil.copytree(data, before)
         assert hits(before) == []  # encrypted at rest: the copy holds no value, and no id

@@ -7,9 +7,15 @@ from server.services.recommend_wire import batch_bytes, response_bytes
 from server.services.recommendation import RecommendConverter
 
 
-def test_bytes_parse_as_the_message_built_answer(tailor_server):
+def _trained_users(demo_bundle, n: int) -> list[str]:
+    """Ids of the bundle's users (training's output: the server's copy holds keyed hashes)."""
+    with np.load(demo_bundle / "users.npz") as npz:
+        return [str(u) for u in npz["user_ids"][:n]]
+
+
+def test_bytes_parse_as_the_message_built_answer(tailor_server, demo_bundle):
     bundle = tailor_server.registry.current()
-    users = [str(u) for u in bundle.users["user_ids"][:30]]
+    users = _trained_users(demo_bundle, 30)
     queries = [RecQuery(u, 7) for u in users] + [RecQuery("never-seen", 5, categories=(
         bundle.items["category_names"][0],))]
     results = tailor_server.recommender._run_batch(queries)
@@ -23,9 +29,8 @@ def test_bytes_parse_as_the_message_built_answer(tailor_server):
     assert np.allclose([it.score for it in again.items], results[0].scores)
 
 
-def test_batch_bytes_hold_each_response(tailor_server):
-    bundle = tailor_server.registry.current()
-    results = tailor_server.recommender._run_batch([RecQuery(str(u), 3)
-                                                    for u in bundle.users["user_ids"][:3]])
+def test_batch_bytes_hold_each_response(tailor_server, demo_bundle):
+    results = tailor_server.recommender._run_batch([RecQuery(u, 3)
+                                                    for u in _trained_users(demo_bundle, 3)])
     parsed = pb.RecommendBatchResponse.FromString(batch_bytes([response_bytes(r, "x") for r in results]))
     assert list(parsed.responses) == [RecommendConverter.from_result(r, "x") for r in results]

@@ -1,0 +1,150 @@
+"""The server's copy of a bundle names users by keyed hash only (docs/bundle.md, privacy.md).
+
+Training writes users.npz with the user ids it trained on; its output directory (outside the
+data dir) may keep them. Under the data dir, `user_ids` holds `tokens.user_token(id)` instead:
+the HMAC-SHA256 under the `store-id` keyring that store keys name users by, so one lookup
+scheme serves both, erasure leaves no id in a bundle, and a copy of the data dir names nobody.
+Every lookup hashes the queried id (`Bundle.row_of`).
+
+The rewrite runs where the server first holds a bundle: a pushed one in its staging directory,
+after the checks and before it is published (`ModelRegistry.load`); bundles stored before this
+(or imported with `--bundle`) at start (`hash_stored`). It replaces users.npz (written
+deterministically, so a re-push of the same bundle gives the same manifest) and manifest.json
+(the new sha256, and the `user_ids` marker that makes the rewrite idempotent).
+
+Crash safety: the new manifest is first written beside the old one (`.manifest.next`), then
+users.npz, then manifest.json are replaced by rename; a start that finds `.manifest.next`
+finishes the swap when users.npz already matches it (`_finish_interrupted`). Worker processes
+of one data dir lock the bundles directory around a rewrite, so two never rewrite one bundle
+at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+import contract
+
+from ..store import tokens
+from .bundle import HASHED_IDS, Bundle, BundleInvalid, ids_hashed, ids_marker, read_manifest
+
+__all__ = ["hash_bundle", "hash_stored"]
+
+logger = logging.getLogger("tailor.models.pseudonyms")
+
+_NEXT = ".manifest.next"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+"""Every npz member's zip time: the same arrays give the same bytes (and sha256)."""
+
+
+@contextmanager
+def _locked(bundles_dir: Path):
+    """An exclusive lock on the bundles directory itself (flock on its descriptor: no file)."""
+    fd = os.open(bundles_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    """`np.savez_compressed`, deterministic: fixed member times, the arrays' order."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
+    _fsync(tmp)
+    os.replace(tmp, target)
+
+
+def _rewrite(path: Path, manifest: contract.Manifest, users: dict[str, np.ndarray]
+             ) -> tuple[contract.Manifest, dict[str, np.ndarray]]:
+    """Write users.npz with tokens for ids and the marked manifest; the new (manifest, users)."""
+    hashed = dict(users)
+    hashed["user_ids"] = np.array(tokens.user_tokens(users["user_ids"].astype(str).tolist()),
+                                  dtype=f"S{tokens.TOKEN_CHARS}")
+    staged = path / ".users.npz.next"
+    _write_npz(staged, hashed)
+    raw = dict(manifest.raw)
+    raw["files"] = {**raw["files"], "users.npz": contract.sha256_file(staged)}
+    raw[HASHED_IDS] = ids_marker()
+    (path / _NEXT).write_text(json.dumps(raw, indent=2) + "\n")
+    _fsync(path / _NEXT)
+    os.replace(staged, path / "users.npz")
+    os.replace(path / _NEXT, path / "manifest.json")
+    logger.info("bundle %s: %d user ids replaced by keyed hashes", manifest.version,
+                len(hashed["user_ids"]))
+    return contract.parse_manifest(raw), hashed
+
+
+def hash_bundle(bundle: Bundle, bundles_dir: Path) -> Bundle:
+    """Rewrite the loaded (and checked) `bundle`'s files, and its arrays in memory, to keyed
+    hashes; nothing to do when its manifest says they are."""
+    if ids_hashed(bundle.manifest):
+        return bundle
+    with _locked(bundles_dir):
+        bundle.manifest, bundle.users = _rewrite(bundle.path, bundle.manifest, bundle.users)
+    return bundle
+
+
+def _finish_interrupted(path: Path) -> None:
+    """Complete a rewrite a crash cut between the two renames (or drop its leftovers)."""
+    pending = path / _NEXT
+    if not pending.exists():
+        return
+    expected = json.loads(pending.read_text())["files"].get("users.npz")
+    if contract.sha256_file(path / "users.npz") == expected:
+        os.replace(pending, path / "manifest.json")
+    else:
+        pending.unlink()
+
+
+def _hash_stored_one(path: Path) -> bool:
+    """Rewrite one stored bundle unless it is hashed; False when its users.npz does not match
+    its manifest (left as it is: loading refuses it)."""
+    _finish_interrupted(path)
+    manifest = read_manifest(path)
+    if ids_hashed(manifest):
+        return True
+    if contract.sha256_file(path / "users.npz") != manifest.files.get("users.npz"):
+        return False
+    with np.load(path / "users.npz", allow_pickle=False) as npz:
+        users = {k: npz[k] for k in npz.files}
+    _rewrite(path, manifest, users)
+    return True
+
+
+def hash_stored(bundles_dir: Path) -> list[str]:
+    """At start: rewrite every stored bundle that still holds raw user ids (idempotent); the
+    versions that could not be (named in the log, refused when loaded)."""
+    failed = []
+    with _locked(bundles_dir):
+        for path in sorted(p for p in bundles_dir.iterdir() if p.is_dir()):
+            if path.name.startswith(".") or not (path / "manifest.json").exists():
+                continue
+            try:
+                ok = _hash_stored_one(path)
+            except (BundleInvalid, OSError, ValueError, KeyError) as err:
+                logger.warning("bundle %s: user ids not rewritten (%s)", path.name, err)
+                ok = False
+            if not ok:
+                failed.append(path.name)
+    if failed:
+        logger.warning("bundles whose user ids stay as written (refused at load): %s", failed)
+    return failed
