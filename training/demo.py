@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from kernels.context import CHANNELS
 from training.demo_tastes import ContextTastes
 from training.progress import progress
 
@@ -260,12 +261,16 @@ def _events_table(events: dict) -> pa.Table:
     from training.events import EVENTS
 
     names = pa.array(list(EVENTS)).take(pa.array(events["event"].astype(np.int32)))
-    return pa.table({"user_id": events["user_id"], "item_id": events["item_id"].astype(np.int64),
-                     "timestamp": events["timestamp"], "event": names,
-                     "value": np.round(events["value"].astype(np.float64), 2)})
+    cols = {"user_id": events["user_id"], "item_id": events["item_id"].astype(np.int64),
+            "timestamp": events["timestamp"], "event": names,
+            "value": np.round(events["value"].astype(np.float64), 2)}
+    if "channel" in events:
+        cols["channel"] = pa.array(list(CHANNELS)).take(pa.array(events["channel"].astype(np.int32)))
+    return pa.table(cols)
 
 
-def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False) -> dict:
+def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False,
+               context_tastes: float = 0.0) -> dict:
     """Write ``interactions.csv``, ``items.csv`` and ``ground_truth.npz`` into ``out``.
 
     Parameters
@@ -276,6 +281,9 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     contact : bool
         Also write ``contact_truth.npz``: time zones, preferred hours and channels per user
         (`training.demo_contact`, its own random stream: the other files do not change).
+    context_tastes : float
+        > 0: channel- and daypart-dependent tastes of this strength (`training.demo_tastes`) and
+        a ``channel`` column in ``interactions.csv``; 0 (default) is the default world.
 
     Returns
     -------
@@ -290,10 +298,11 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     taste, mix, sens = [], [], []
     n_rows = 0
     n_chunks = -(-cfg.n_users // cfg.chunk_users)
+    columns = EVENT_COLUMNS + (("channel",) if context_tastes > 0 else ())
     with pacsv.CSVWriter(out / "interactions.csv", _events_table(
-            {k: np.zeros(0, np.int64) for k in EVENT_COLUMNS}).schema) as writer:
+            {k: np.zeros(0, np.int64) for k in columns}).schema) as writer:
         for chunk in progress(range(n_chunks), desc="demo-data", unit=" chunks"):
-            users, events = user_events(cfg, world, chunk)
+            users, events = user_events(cfg, world, chunk, context_tastes)
             writer.write_table(_events_table(events))
             n_rows += events["user_id"].shape[0]
             taste.append(users["taste"]), mix.append(users["mix"]), sens.append(users["price_sens"])

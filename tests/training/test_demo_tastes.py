@@ -35,3 +35,20 @@ def test_context_tilts_categories_the_way_the_world_says():
     part_true = truth.part - truth.part.mean(axis=0)
     assert np.corrcoef(part_true.ravel(), fitted.daypart_lift.ravel())[0, 1] > 0.5
     assert daypart(ev["timestamp"]).max() < 8
+
+
+def test_write_demo_adds_a_channel_column_only_when_on(tmp_path):
+    import pyarrow.csv as pacsv
+
+    from training.demo import write_demo
+    from training.readers import load
+
+    tiny = DemoConfig(n_users=200, n_items=100, n_days=14, seed=3, chunk_users=200)
+    write_demo(tmp_path / "off", tiny)
+    write_demo(tmp_path / "on", tiny, context_tastes=1.0)
+    off = pacsv.read_csv(tmp_path / "off" / "interactions.csv")
+    on = pacsv.read_csv(tmp_path / "on" / "interactions.csv")
+    assert "channel" not in off.column_names
+    assert set(on.column("channel").to_pylist()) == {"web", "app", "email"}
+    inter, _ = load(tmp_path / "on" / "interactions.csv", tmp_path / "on" / "items.csv")
+    assert len(inter) == on.num_rows   # the trainer reads the file (and ignores the column)
