@@ -102,8 +102,12 @@ def context_features(table: ContextTable, cand_category, channel, part) -> np.nd
     if cat.ndim != 2 or channel.shape != (cat.shape[0],) or part.shape != (cat.shape[0],):
         raise ValueError(f"cand_category {cat.shape} must be [B, K] with channel {channel.shape} "
                          f"and part {part.shape} of shape (B,)")
+    n_cat = table.channel_lift.shape[1]
     out = np.empty(cat.shape + (2,), np.float32)
-    ch = table.channel_lift[np.maximum(channel, 0)[:, None], cat]
-    out[..., 0] = np.where(channel[:, None] >= 0, ch, 0.0)
-    out[..., 1] = table.daypart_lift[part[:, None], cat]
+    known = channel >= 0
+    rows = (np.where(known, channel, 0) * n_cat)[:, None] + cat
+    np.take(table.channel_lift.ravel(), rows, out=out[..., 0])
+    if not known.all():
+        out[~known, :, 0] = 0.0
+    np.take(table.daypart_lift.ravel(), (part * n_cat)[:, None] + cat, out=out[..., 1])
     return out
