@@ -3,7 +3,7 @@
 Per call, in process: `kernels.ranking.features` (the 9 history/candidate features, native
 kernel) and, on the same candidates, `kernels.context.context_features` plus the category gather
 and the concatenation the server would add. 5,000 items, 16 categories, histories of 50,
-100 candidates; batch sizes 1 and 64. Prints microseconds per call and the ratio.
+100 candidates; batch sizes 1 and 64. Prints median microseconds per call and the ratio.
 """
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ from .ranking import ItemTable, features
 
 
 def _time(fn, repeat: int) -> float:
+    """Median microseconds per call (the median, not the mean: the machine is shared)."""
     fn()
-    t0 = time.perf_counter()
-    for _ in range(repeat):
+    laps = np.empty(repeat)
+    for i in range(repeat):
+        t0 = time.perf_counter()
         fn()
-    return (time.perf_counter() - t0) / repeat * 1e6
+        laps[i] = time.perf_counter() - t0
+    return float(np.median(laps)) * 1e6
 
 
 def _case(rng, table: ItemTable, ctx: ContextTable, b: int, n: int, hist: int, k: int) -> str:
