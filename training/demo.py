@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from kernels.context import CHANNELS
+from training.demo_tastes import ContextTastes
 from training.progress import progress
 
 __all__ = ["DemoConfig", "World", "make_world", "start_for_end", "user_events", "write_demo"]
@@ -132,10 +134,12 @@ def _users(rng: np.random.Generator, n: int, world: World, cfg: DemoConfig) -> d
 
 
 def _pick_items(rng, world: World, cfg: DemoConfig, users: dict, who: np.ndarray,
-                explore: float) -> np.ndarray:
-    """One item per entry of ``who``: category from the user's mix, best of popular candidates."""
+                explore: float, tilt: np.ndarray | None = None) -> np.ndarray:
+    """One item per entry of ``who``: category from the user's mix (times ``tilt`` [n, C], the
+    context tastes, when given), best of popular candidates."""
     n, n_cats = who.shape[0], world.centroids.shape[0]
-    cum = np.cumsum(users["mix"][who], axis=1)
+    mix = users["mix"][who]
+    cum = np.cumsum(mix if tilt is None else mix * tilt, axis=1)
     cat = (cum < rng.random(n)[:, None] * cum[:, -1:]).sum(axis=1).clip(0, n_cats - 1)
     wander = rng.random(n) < explore
     cat[wander] = world.category[rng.integers(0, world.category.shape[0], wander.sum())]
@@ -205,8 +209,13 @@ def _emails(rng, world: World, cfg: DemoConfig, users: dict, n_users: int) -> li
     return out
 
 
-def user_events(cfg: DemoConfig, world: World, chunk: int) -> tuple[dict, dict]:
-    """Users ``[chunk*chunk_users, ...)``: their ground truth and events sorted by (user, ts)."""
+def user_events(cfg: DemoConfig, world: World, chunk: int,
+                context_tastes: float = 0.0) -> tuple[dict, dict]:
+    """Users ``[chunk*chunk_users, ...)``: their ground truth and events sorted by (user, ts).
+
+    ``context_tastes > 0`` tilts shop views by channel and daypart (`training.demo_tastes`) and
+    adds a ``channel`` column (`kernels.context.CHANNELS` codes); 0 is the default world.
+    """
     first = chunk * cfg.chunk_users
     n = min(cfg.chunk_users, cfg.n_users - first)
     rng = np.random.default_rng([cfg.seed, 1, chunk])
@@ -218,13 +227,19 @@ def user_events(cfg: DemoConfig, world: World, chunk: int) -> tuple[dict, dict]:
     start = np.repeat(_session_times(rng, cfg, sess_user.shape[0]), n_views)
     offset = np.arange(who.shape[0]) - np.repeat(np.cumsum(n_views) - n_views, n_views)
     ts = start + offset * 90 + rng.integers(0, 60, who.shape[0])
-    item = _pick_items(rng, world, cfg, users, who, explore=0.1)
+    tastes = (ContextTastes(cfg.seed, world.centroids.shape[0], context_tastes)
+              if context_tastes > 0 else None)
+    tilt = None if tastes is None else tastes.tilt(who + first, start)
+    item = _pick_items(rng, world, cfg, users, who, explore=0.1, tilt=tilt)
     parts = _funnel(rng, world, users, who, item, ts) + _emails(rng, world, cfg, users, n)
     cols = [np.concatenate([p[k] for p in parts]) for k in range(5)]
     order = np.lexsort((cols[3], cols[2], cols[0]))
     events = {name: col[order] for name, col in zip(EVENT_COLUMNS, cols)}
     events["user_id"] = events["user_id"].astype(np.int64) + first
     events["timestamp"] = events["timestamp"].astype(np.int64)
+    if tastes is not None:
+        events["channel"] = tastes.channels(events["user_id"], events["timestamp"],
+                                            events["event"])
     return users, events
 
 
@@ -246,12 +261,16 @@ def _events_table(events: dict) -> pa.Table:
     from training.events import EVENTS
 
     names = pa.array(list(EVENTS)).take(pa.array(events["event"].astype(np.int32)))
-    return pa.table({"user_id": events["user_id"], "item_id": events["item_id"].astype(np.int64),
-                     "timestamp": events["timestamp"], "event": names,
-                     "value": np.round(events["value"].astype(np.float64), 2)})
+    cols = {"user_id": events["user_id"], "item_id": events["item_id"].astype(np.int64),
+            "timestamp": events["timestamp"], "event": names,
+            "value": np.round(events["value"].astype(np.float64), 2)}
+    if "channel" in events:
+        cols["channel"] = pa.array(list(CHANNELS)).take(pa.array(events["channel"].astype(np.int32)))
+    return pa.table(cols)
 
 
-def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False) -> dict:
+def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False,
+               context_tastes: float = 0.0) -> dict:
     """Write ``interactions.csv``, ``items.csv`` and ``ground_truth.npz`` into ``out``.
 
     Parameters
@@ -262,6 +281,9 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     contact : bool
         Also write ``contact_truth.npz``: time zones, preferred hours and channels per user
         (`training.demo_contact`, its own random stream: the other files do not change).
+    context_tastes : float
+        > 0: channel- and daypart-dependent tastes of this strength (`training.demo_tastes`) and
+        a ``channel`` column in ``interactions.csv``; 0 (default) is the default world.
 
     Returns
     -------
@@ -276,10 +298,11 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     taste, mix, sens = [], [], []
     n_rows = 0
     n_chunks = -(-cfg.n_users // cfg.chunk_users)
+    columns = EVENT_COLUMNS + (("channel",) if context_tastes > 0 else ())
     with pacsv.CSVWriter(out / "interactions.csv", _events_table(
-            {k: np.zeros(0, np.int64) for k in EVENT_COLUMNS}).schema) as writer:
+            {k: np.zeros(0, np.int64) for k in columns}).schema) as writer:
         for chunk in progress(range(n_chunks), desc="demo-data", unit=" chunks"):
-            users, events = user_events(cfg, world, chunk)
+            users, events = user_events(cfg, world, chunk, context_tastes)
             writer.write_table(_events_table(events))
             n_rows += events["user_id"].shape[0]
             taste.append(users["taste"]), mix.append(users["mix"]), sens.append(users["price_sens"])

@@ -24,6 +24,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--contact-truth", action="store_true",
                    help="also write contact_truth.npz (time zones, preferred hours and channels "
                         "per user; the other files are unchanged)")
+    p.add_argument("--context-tastes", type=float, default=0.0, metavar="STRENGTH",
+                   help="tastes depend on channel and time of week with this strength (e.g. 1.0; "
+                        "adds a channel column); default 0: the default world")
     p.set_defaults(func=run)
 
 
@@ -42,7 +45,8 @@ def config_from_args(args) -> DemoConfig:
 
 
 def run(args) -> int:
-    info = write_demo(args.out, config_from_args(args), contact=args.contact_truth)
+    info = write_demo(args.out, config_from_args(args), contact=args.contact_truth,
+                      context_tastes=args.context_tastes)
     print(f"wrote {info['n_rows']} interactions to {info['interactions']}")
     print(f"wrote {info['items']} and {info['ground_truth']}")
     if "contact_truth" in info:
