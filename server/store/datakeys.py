@@ -49,7 +49,8 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 class DataKeys:
-    """Data keys of one store; `cipher(txn, token)` is the one hot-path call."""
+    """Data keys of one store; `cipher(txn, token)` and `ciphers(txn, tokens)` (batches) are
+    the hot-path calls."""
 
     def __init__(self, store_dir: Path, table, meta, master: Sequence[tuple[str, bytes]],
                  sync: bool = True, cache_size: int = 65536,
@@ -86,6 +87,29 @@ class DataKeys:
         if getattr(local, "txn", None) is not txn:
             local.txn, local.memo = txn, {}
         return local.memo
+
+    def ciphers(self, txn, tokens, create: bool = False) -> dict:
+        """`cipher` of many users at once (a batch's hot path): {token: AESGCM} of the tokens
+        that have a data key (or were given one, with `create`). The tokens the memo lacks are
+        read with one cursor and matched against the LRU under one lock."""
+        memo = self.memo(txn)
+        missing = [t for t in dict.fromkeys(tokens) if t not in memo]
+        if not missing:
+            return memo
+        found = self.table.get_many(txn, missing)
+        unknown = []
+        with self._lock:
+            cache = self._cache
+            for token, wrapped in zip(missing, found):
+                aead = None if wrapped is None else cache.get(wrapped)
+                if aead is not None:
+                    cache.move_to_end(wrapped)
+                    memo[token] = aead
+                elif wrapped is not None or create:
+                    unknown.append(token)
+        for token in unknown:
+            self.lookup(txn, token, create)
+        return memo
 
     def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
         """`cipher` past the memo; remembers a key found or made in it."""
