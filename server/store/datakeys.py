@@ -97,7 +97,7 @@ class DataKeys:
         if not missing:
             return memo
         found = self.table.get_many(txn, missing)
-        unknown = []
+        unknown, new = [], []
         with self._lock:
             cache = self._cache
             for token, wrapped in zip(missing, found):
@@ -105,10 +105,14 @@ class DataKeys:
                 if aead is not None:
                     cache.move_to_end(wrapped)
                     memo[token] = aead
-                elif wrapped is not None or create:
+                elif wrapped is not None:
                     unknown.append(token)
+                elif create:
+                    new.append(token)
         for token in unknown:
-            self.lookup(txn, token, create)
+            self.lookup(txn, token)
+        if new:
+            memo.update(self._create_many(txn, new))
         return memo
 
     def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
@@ -149,6 +153,25 @@ class DataKeys:
         wrapped = self.wrap(token, slot, half, kid)
         self.table.put(txn, token, wrapped)
         return self._remember(wrapped, _xor(pad, half))
+
+    def _create_many(self, txn, tokens: list[bytes]) -> dict:
+        """`_create` for several users: consecutive slots, one random draw, one pad write."""
+        first = int(self.meta.get(txn, SLOT_COUNT_KEY) or b"0")
+        n = len(tokens)
+        rand = secrets.token_bytes(2 * SLOT_BYTES * n)
+        pads, halves = rand[:SLOT_BYTES * n], rand[SLOT_BYTES * n:]
+        os.pwrite(self._fd, pads, first * SLOT_BYTES)
+        self._dirty = True
+        self.meta.put(txn, SLOT_COUNT_KEY, str(first + n).encode())
+        kid = (self.meta.get(txn, WRAP_KID_KEY) or self._newest.encode()).decode()
+        out, entries = {}, []
+        for i, token in enumerate(tokens):
+            at = slice(i * SLOT_BYTES, (i + 1) * SLOT_BYTES)
+            wrapped = self.wrap(token, first + i, halves[at], kid)
+            entries.append((token, wrapped))
+            out[token] = self._remember(wrapped, _xor(pads[at], halves[at]))
+        self.table.put_many(txn, entries)
+        return out
 
     def wrap(self, token: bytes, slot: int, half: bytes, kid: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE)
