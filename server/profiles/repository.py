@@ -55,9 +55,9 @@ class ProfileRepository:
                           category=self._category_codes(txn, new.categories), value=new.value)
         profiles = self._profiles
         states = update_records(self.layout, profiles.get_many(txn, fkeys), rows, batch)
-        profiles.put_many(txn, list(zip(fkeys, states)))
-        profiles.put_many(txn, seen.merge_updates(lambda k: profiles.get(txn, k), new.user_ids,
-                                                  new.item, new.type, new.ts))
+        seens = seen.merge_updates(lambda ks: profiles.get_many(txn, ks), new.user_ids,
+                                   new.item, new.type, new.ts)
+        profiles.put_many(txn, list(zip(fkeys, states)) + seens)  # one put (one seal) pass
         self._events.put_many(txn, list(zip(new.event_keys, new.payloads)))
         self._dedupe.put_many(txn, list(zip(new.dedupe_keys, new.event_keys)))
         return IngestResult(fresh, dups)

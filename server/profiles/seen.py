@@ -114,12 +114,12 @@ def _check(raw: bytes) -> int:
     return n
 
 
-def merge_updates(get: Callable[[bytes], bytes | None], user_ids: Sequence[str],
+def merge_updates(get_many: Callable[[list[bytes]], list[bytes | None]], user_ids: Sequence[str],
                   items: Sequence[int], types: Sequence[int], ts: Sequence[float]
                   ) -> list[tuple[bytes, bytes]]:
     """(key, record) to put for every user with item events among the given event columns
-    (`items[i] < 0`: event i has no item; `types[i]` indexes EVENT_TYPES); `get` reads the
-    current record within the caller's write transaction."""
+    (`items[i] < 0`: event i has no item; `types[i]` indexes EVENT_TYPES); `get_many` reads the
+    current records (in order) within the caller's write transaction."""
     item = np.asarray(items, np.int64)
     has = np.flatnonzero(item >= 0)
     if not len(has):
@@ -127,7 +127,7 @@ def merge_updates(get: Callable[[bytes], bytes | None], user_ids: Sequence[str],
     users = [user_ids[i] for i in has.tolist()]
     row = {u: j for j, u in enumerate(dict.fromkeys(users))}
     keys = [seen_key(u) for u in row]
-    merged = _merge_many([get(k) for k in keys],
+    merged = _merge_many(get_many(keys),
                          np.fromiter((row[u] for u in users), np.int64, len(users)), item[has],
                          np.left_shift(np.uint32(1), np.asarray(types, np.uint32)[has]),
                          np.asarray(ts, np.float64)[has])

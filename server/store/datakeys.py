@@ -49,7 +49,8 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 class DataKeys:
-    """Data keys of one store; `cipher(txn, token)` is the one hot-path call."""
+    """Data keys of one store; `cipher(txn, token)` and `ciphers(txn, tokens)` (batches) are
+    the hot-path calls."""
 
     def __init__(self, store_dir: Path, table, meta, master: Sequence[tuple[str, bytes]],
                  sync: bool = True, cache_size: int = 65536,
@@ -86,6 +87,33 @@ class DataKeys:
         if getattr(local, "txn", None) is not txn:
             local.txn, local.memo = txn, {}
         return local.memo
+
+    def ciphers(self, txn, tokens, create: bool = False) -> dict:
+        """`cipher` of many users at once (a batch's hot path): {token: AESGCM} of the tokens
+        that have a data key (or were given one, with `create`). The tokens the memo lacks are
+        read with one cursor and matched against the LRU under one lock."""
+        memo = self.memo(txn)
+        missing = [t for t in dict.fromkeys(tokens) if t not in memo]
+        if not missing:
+            return memo
+        found = self.table.get_many(txn, missing)
+        unknown, new = [], []
+        with self._lock:
+            cache = self._cache
+            for token, wrapped in zip(missing, found):
+                aead = None if wrapped is None else cache.get(wrapped)
+                if aead is not None:
+                    cache.move_to_end(wrapped)
+                    memo[token] = aead
+                elif wrapped is not None:
+                    unknown.append(token)
+                elif create:
+                    new.append(token)
+        for token in unknown:
+            self.lookup(txn, token)
+        if new:
+            memo.update(self._create_many(txn, new))
+        return memo
 
     def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
         """`cipher` past the memo; remembers a key found or made in it."""
@@ -125,6 +153,25 @@ class DataKeys:
         wrapped = self.wrap(token, slot, half, kid)
         self.table.put(txn, token, wrapped)
         return self._remember(wrapped, _xor(pad, half))
+
+    def _create_many(self, txn, tokens: list[bytes]) -> dict:
+        """`_create` for several users: consecutive slots, one random draw, one pad write."""
+        first = int(self.meta.get(txn, SLOT_COUNT_KEY) or b"0")
+        n = len(tokens)
+        rand = secrets.token_bytes(2 * SLOT_BYTES * n)
+        pads, halves = rand[:SLOT_BYTES * n], rand[SLOT_BYTES * n:]
+        os.pwrite(self._fd, pads, first * SLOT_BYTES)
+        self._dirty = True
+        self.meta.put(txn, SLOT_COUNT_KEY, str(first + n).encode())
+        kid = (self.meta.get(txn, WRAP_KID_KEY) or self._newest.encode()).decode()
+        out, entries = {}, []
+        for i, token in enumerate(tokens):
+            at = slice(i * SLOT_BYTES, (i + 1) * SLOT_BYTES)
+            wrapped = self.wrap(token, first + i, halves[at], kid)
+            entries.append((token, wrapped))
+            out[token] = self._remember(wrapped, _xor(pads[at], halves[at]))
+        self.table.put_many(txn, entries)
+        return out
 
     def wrap(self, token: bytes, slot: int, half: bytes, kid: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE)
