@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..store import Store
-from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, millis
+from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, ms_part
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
@@ -59,7 +59,7 @@ class DeadLetters:
     def add(self, letter: DeadLetter) -> str:
         """Keep `letter` (its time and id are set here); its id."""
         letter.at = letter.at or time.time()
-        letter.id = f"{millis(letter.at):016d}.{secrets.token_hex(4)}"
+        letter.id = f"{ms_part(letter.at).decode()}.{secrets.token_hex(4)}"
         self.replace(letter)
         return letter.id
 
