@@ -138,10 +138,10 @@ def _scrub_one(path: Path, erased: set[bytes]) -> int:
     if not ids_hashed(manifest) or manifest.raw[HASHED_IDS] != ids_marker():
         return 0  # raw ids, or another key's hashes (both refused at load): nothing to match
     with np.load(path / "users.npz", allow_pickle=False) as npz:
+        if not np.isin(npz["user_ids"], np.asarray(list(erased), dtype="S")).any():
+            return 0  # read user_ids alone: a bundle without them is not rewritten
         users = {k: npz[k] for k in npz.files}
     scrubbed = scrub_users(users, erased)
-    if scrubbed is None:
-        return 0
     _swap_users(path, manifest, scrubbed)
     return int(np.count_nonzero(scrubbed["user_ids"] == VOID)
                - np.count_nonzero(users["user_ids"] == VOID))
