@@ -137,7 +137,9 @@ class TailorServer:
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
         self.registry.add_check(self.profiles.check_bundle)
-        self.profiles.add_eraser(ScrubQueue(s.bundles_dir))
+        scrub_queue = ScrubQueue(s.bundles_dir, matches=self.tombstones.matches)
+        self.profiles.add_eraser(scrub_queue)
+        self.registry.add_check(scrub_queue.check_bundle)
         self.catalog = Catalog(s, self.store, self.registry)
         self.registry.add_amender(self.catalog.amend_bundle)
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],

@@ -7,7 +7,10 @@ test a guessed id and read them. The scrub removes them from every stored bundle
 
 Tombstones name users under the `erasure` keyring, which cannot be matched against the
 bundles' `store-id` hashes, so the erasure also queues the user's bundle hash (`ScrubQueue`, an
-eraser): one line appended to `bundles/.erased`. Every `bundle_scrub_seconds` one worker (the
+eraser): one line (hash, erasure time) appended to `bundles/.erased`; so does a bundle loaded
+with user ids after the erasure that still holds the user (`ScrubQueue.check_bundle`). A row
+is scrubbed from bundles whose data cutoff is before the erasure (a later bundle's row of a
+user who came back is their new activity). Every `bundle_scrub_seconds` one worker (the
 bundles directory lock of `pseudonyms`, so no rewrite overlaps another) takes the queue
 (renamed to `.erased.taking`), rewrites each stored bundle that holds a queued hash, then
 deletes the queue: after that no file under the data dir holds the hash.
@@ -26,7 +29,8 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Collection
+import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -50,21 +54,38 @@ _CSR = (("indptr", ("items", "weights")),
 class ScrubQueue:
     """`UserEraser`: queue the erased user's bundle hash for the next scrub (`scrub_stored`)."""
 
-    def __init__(self, bundles_dir: Path):
-        self.path = bundles_dir / QUEUE
+    def __init__(self, bundles_dir: Path, clock: Callable[[], float] = time.time,
+                 matches: Callable[[list[str]], dict[str, float]] | None = None):
+        self.path, self.clock, self.matches = bundles_dir / QUEUE, clock, matches
 
     def erase_user(self, txn, user_id: str) -> int:
-        """Append `user_token(user_id)` (one write, under the queue file's lock: a scrub that
-        renamed the file meanwhile is seen by its inode, and the line goes to a new one)."""
-        line = tokens.user_token(user_id) + b"\n"
+        """Queue the user, erased now."""
+        self._append(tokens.user_token(user_id) + b" %r\n" % self.clock())
+        return 0  # nothing removed from the store
+
+    def check_bundle(self, bundle) -> None:
+        """`ModelRegistry.add_check`: a bundle loaded with user ids (pushed, imported) that
+        holds users erased after its cutoff (`matches`: the tombstones) queues them too, so a
+        bundle trained before an erasure and pushed after the scrub loses their rows as well."""
+        if self.matches is None or bundle.ids_hashed:
+            return
+        erased = self.matches(bundle.users["user_ids"].astype(str).tolist())
+        lines = [tokens.user_token(u) + b" %r\n" % at for u, at in erased.items()
+                 if at >= bundle.manifest.cutoff]
+        if lines:
+            self._append(b"".join(lines))
+
+    def _append(self, lines: bytes) -> None:
+        """One write under the queue file's lock (a scrub that took the file meanwhile is seen
+        by its inode, and the lines go to a new one)."""
         while True:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if _same_file(fd, self.path):
-                    os.write(fd, line)
+                    os.write(fd, lines)
                     os.fsync(fd)
-                    return 0  # nothing removed from the store
+                    return
             finally:
                 os.close(fd)
 
@@ -76,9 +97,9 @@ def _same_file(fd: int, path: Path) -> bool:
         return False
 
 
-def _take_queue(bundles_dir: Path) -> set[bytes]:
-    """Move `.erased` aside (under its lock) and read every hash queued there or left by an
-    interrupted scrub."""
+def _take_queue(bundles_dir: Path) -> dict[bytes, float]:
+    """Move `.erased` aside (under its lock) and read every {hash: latest erasure time}
+    queued there or left by an interrupted scrub."""
     queue, taking = bundles_dir / QUEUE, bundles_dir / _TAKING
     if queue.exists():
         fd = os.open(queue, os.O_RDONLY)
@@ -92,8 +113,11 @@ def _take_queue(bundles_dir: Path) -> set[bytes]:
         finally:
             os.close(fd)
     if not taking.exists():
-        return set()
-    return {t for t in taking.read_bytes().split(b"\n") if t}
+        return {}
+    erased: dict[bytes, float] = {}
+    for token, at in (line.split(b" ") for line in taking.read_bytes().split(b"\n") if line):
+        erased[token] = max(float(at), erased.get(token, 0.0))
+    return erased
 
 
 def scrub_users(users: dict[str, np.ndarray], erased: Collection[bytes]
@@ -131,12 +155,16 @@ def _empty_rows(users, ptr: str, columns: tuple[str, ...], rows: np.ndarray) -> 
     return {ptr: new_ptr, **{c: users[c][keep] for c in columns}}
 
 
-def _scrub_one(path: Path, erased: set[bytes]) -> int:
-    """Rewrite one stored bundle without the `erased` users' rows; how many rows went."""
+def _scrub_one(path: Path, queued: dict[bytes, float]) -> int:
+    """Rewrite one stored bundle without the rows of the `queued` users erased after its
+    cutoff (an older erasure: the row is their activity since they came back); rows removed."""
     _finish_interrupted(path)
     manifest = read_manifest(path)
     if not ids_hashed(manifest) or manifest.raw[HASHED_IDS] != ids_marker():
         return 0  # raw ids, or another key's hashes (both refused at load): nothing to match
+    erased = {t for t, at in queued.items() if at >= manifest.cutoff}
+    if not erased:
+        return 0
     with np.load(path / "users.npz", allow_pickle=False) as npz:
         if not np.isin(npz["user_ids"], np.asarray(list(erased), dtype="S")).any():
             return 0  # read user_ids alone: a bundle without them is not rewritten

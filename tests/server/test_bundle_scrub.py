@@ -32,10 +32,11 @@ def test_scrub_of_users_a_bundle_lacks_is_none():
 
 
 def test_queue_is_taken_with_what_an_interrupted_scrub_left(tmp_path):
-    queue = ScrubQueue(tmp_path)
+    queue = ScrubQueue(tmp_path, clock=lambda: 9.5)
     queue.erase_user(None, "u1")
-    (tmp_path / ".erased.taking").write_bytes(tokens.user_token("u0") + b"\n")
-    assert _take_queue(tmp_path) == {tokens.user_token("u0"), tokens.user_token("u1")}
+    (tmp_path / ".erased.taking").write_bytes(tokens.user_token("u0") + b" 5.0\n")
+    queue.erase_user(None, "u0")  # erased again, later: the latest time counts
+    assert _take_queue(tmp_path) == {tokens.user_token("u0"): 9.5, tokens.user_token("u1"): 9.5}
     assert not (tmp_path / QUEUE).exists()
     queue.erase_user(None, "u2")  # after the take: a new queue file
-    assert (tmp_path / QUEUE).read_bytes() == tokens.user_token("u2") + b"\n"
+    assert (tmp_path / QUEUE).read_bytes() == tokens.user_token("u2") + b" 9.5\n"

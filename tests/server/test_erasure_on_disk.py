@@ -18,6 +18,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from clients.client import TailorClient
 from contract import sha256_file
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
@@ -236,3 +237,30 @@ def _rows_gone(before: dict, after: dict, row: int) -> None:
         assert after[ptr][-1] == before[ptr][-1] - (hi - lo)
         for c in cols:
             assert (after[c] == np.concatenate([before[c][:lo], before[c][hi:]])).all()
+
+
+
+def test_bundle_pushed_after_the_erasure_is_scrubbed_too(server_process, demo_bundle, tmp_path):
+    """A bundle trained before an erasure and pushed after it (the queue already scrubbed)
+    loses the user's row at the next scrub as well."""
+    secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
+    env = {"TAILOR_SECRETS_DIR": str(secrets_dir), "TAILOR_BUNDLE_SCRUB_SECONDS": "1"}
+    served = server_process(data, env=env)
+    with grpc.insecure_channel(served.target) as ch:
+        pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id=USER))
+    deadline = time.monotonic() + 15
+    while (data / "bundles" / ".erased").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (data / "bundles" / ".erased").exists()  # taken by a scrub, no bundle stored
+    trained = _bundle_trained_on_user(demo_bundle, tmp_path / "training-output")
+    with TailorClient(served.target, timeout=60) as client:
+        client.push_bundle(trained)
+    tokens.use_key(Secrets.load(secrets_dir, generate=False, environ={})["store-id"].key)
+    token = tokens.user_token(USER)
+    deadline = time.monotonic() + 15
+    while _token_hits(data / "bundles", token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _token_hits(data, token) == []  # the check at push queued the user again
+    with grpc.insecure_channel(served.target) as ch:
+        recs = rpb_grpc.RecommendationServiceStub(ch)
+        assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
