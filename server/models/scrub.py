@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store import tokens
-from .bundle import HASHED_IDS, ids_hashed, ids_marker, read_manifest
+from .bundle import HASHED_IDS, BundleInvalid, ids_hashed, ids_marker, read_manifest
 from .pseudonyms import _finish_interrupted, _locked, _swap_users
 
 __all__ = ["QUEUE", "VOID", "ScrubQueue", "scrub_stored", "scrub_users"]
@@ -106,8 +106,8 @@ def _take_queue(bundles_dir: Path) -> dict[bytes, float]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if _same_file(fd, queue):
-                with open(taking, "ab") as out:
-                    out.write(os.read(fd, os.fstat(fd).st_size) if os.fstat(fd).st_size else b"")
+                with open(taking, "ab") as out, os.fdopen(os.dup(fd), "rb") as src:
+                    out.write(src.read())
                     os.fsync(out.fileno())
                 queue.unlink()
         finally:
@@ -182,12 +182,17 @@ def scrub_stored(bundles_dir: Path) -> int | None:
         erased = _take_queue(bundles_dir)
         if not erased:
             return None
-        removed = 0
+        removed, failed = 0, []
         for path in sorted(p for p in bundles_dir.iterdir() if p.is_dir()):
             if path.name.startswith(".") or not (path / "manifest.json").exists():
                 continue
-            removed += _scrub_one(path, erased)  # an error keeps the queue for the next try
-        (bundles_dir / _TAKING).unlink()
+            try:
+                removed += _scrub_one(path, erased)
+            except (BundleInvalid, OSError, ValueError, KeyError) as err:
+                logger.warning("bundle %s: not scrubbed (%s)", path.name, err)
+                failed.append(path.name)
+        if not failed:  # else the queue stays for the next pass
+            (bundles_dir / _TAKING).unlink()
     logger.info("bundle scrub: %d erased users queued, %d bundle rows removed",
                 len(erased), removed)
     return removed
