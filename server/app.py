@@ -43,6 +43,7 @@ from .metrics import report_store
 from .models import BundlePusher, ModelRegistry
 from .models.guardrails import GuardrailPolicy
 from .models.monitor import CanaryMonitor
+from .models.scrub import ScrubQueue, scrub_stored
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
@@ -136,6 +137,9 @@ class TailorServer:
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
         self.registry.add_check(self.profiles.check_bundle)
+        scrub_queue = ScrubQueue(s.bundles_dir, matches=self.tombstones.matches)
+        self.profiles.add_eraser(scrub_queue)
+        self.registry.add_check(scrub_queue.check_bundle)
         self.catalog = Catalog(s, self.store, self.registry)
         self.registry.add_amender(self.catalog.amend_bundle)
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],
@@ -265,6 +269,7 @@ class TailorServer:
         self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
         self._store_reporter = asyncio.create_task(self._report_store())
         self._canary_guard = asyncio.create_task(self.canary_monitor.run_forever())
+        self._bundle_scrubber = asyncio.create_task(self._scrub_bundles())
         if self.settings.drift_enabled:
             self.drift.start()
         logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
@@ -324,6 +329,16 @@ class TailorServer:
                 logger.exception("retention sweep failed")
             await asyncio.sleep(self.settings.retention_sweep_seconds)
 
+    async def _scrub_bundles(self) -> None:
+        """Remove erased users from the stored bundles (`server.models.scrub`) every
+        `bundle_scrub_seconds`; the bundles lock keeps it to one worker at a time."""
+        while True:
+            await asyncio.sleep(self.settings.bundle_scrub_seconds)
+            try:
+                await asyncio.to_thread(scrub_stored, self.settings.bundles_dir)
+            except Exception:  # keep serving; the queue stays for the next pass
+                logger.exception("bundle scrub failed")
+
     async def _report_store(self) -> None:
         """Refresh the LMDB size gauges (`tailor_store_*_bytes`) every few seconds."""
         while True:
@@ -350,6 +365,7 @@ class TailorServer:
         self._campaign_sweeper.cancel()
         self._store_reporter.cancel()
         self._canary_guard.cancel()
+        self._bundle_scrubber.cancel()
         await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         if self.public is not None:

@@ -268,6 +268,10 @@ class Settings(BaseSettings):
     retention_sweep_seconds: float = 3600.0
     """How often a worker drops expired raw events, decision records, impressions and audit
     files."""
+    bundle_scrub_seconds: float = Field(30.0, gt=0, le=60)
+    """How often one worker removes the users erased since the last pass from the stored
+    bundles' users.npz (their hash, history, seen-set; `server.models.scrub`): the bound on
+    how long a copy of the data dir still holds them."""
 
     impression_log: bool = True
     """Log every Recommend and RecommendBatch answer (request id, time, model version, keyed

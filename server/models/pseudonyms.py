@@ -79,18 +79,26 @@ def _rewrite(path: Path, manifest: contract.Manifest, users: dict[str, np.ndarra
     hashed = dict(users)
     hashed["user_ids"] = np.array(tokens.user_tokens(users["user_ids"].astype(str).tolist()),
                                   dtype=f"S{tokens.TOKEN_CHARS}")
+    marked = contract.parse_manifest({**manifest.raw, HASHED_IDS: ids_marker()})
+    new_manifest = _swap_users(path, marked, hashed)
+    logger.info("bundle %s: %d user ids replaced by keyed hashes", manifest.version,
+                len(hashed["user_ids"]))
+    return new_manifest, hashed
+
+
+def _swap_users(path: Path, manifest: contract.Manifest, users: dict[str, np.ndarray]
+                ) -> contract.Manifest:
+    """Replace the bundle's users.npz by `users` and its manifest by `manifest` with the new
+    file's sha256 (the crash-safe order above); the new manifest. Call it under `_locked`."""
     staged = path / ".users.npz.next"
-    _write_npz(staged, hashed)
+    _write_npz(staged, users)
     raw = dict(manifest.raw)
     raw["files"] = {**raw["files"], "users.npz": contract.sha256_file(staged)}
-    raw[HASHED_IDS] = ids_marker()
     (path / _NEXT).write_text(json.dumps(raw, indent=2) + "\n")
     _fsync(path / _NEXT)
     os.replace(staged, path / "users.npz")
     os.replace(path / _NEXT, path / "manifest.json")
-    logger.info("bundle %s: %d user ids replaced by keyed hashes", manifest.version,
-                len(hashed["user_ids"]))
-    return contract.parse_manifest(raw), hashed
+    return contract.parse_manifest(raw)
 
 
 def hash_bundle(bundle: Bundle, bundles_dir: Path) -> Bundle:

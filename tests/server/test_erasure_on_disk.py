@@ -18,6 +18,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from clients.client import TailorClient
 from contract import sha256_file
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
@@ -164,3 +165,102 @@ def _ciphertext_stays_closed_with_the_master_key(secrets_dir: Path, before: Path
     AESGCM(bytes(a ^ b for a, b in zip(old_pad, half))).decrypt(sealed[1:13], sealed[13:], aad)
     with pytest.raises(InvalidTag):  # ... but only with the pad the erasure destroyed
         AESGCM(bytes(a ^ b for a, b in zip(pad, half))).decrypt(sealed[1:13], sealed[13:], aad)
+
+
+def _users_npz(data: Path) -> dict[str, np.ndarray]:
+    (path,) = data.glob("bundles/*/users.npz")
+    with np.load(path) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _token_hits(root: Path, token: bytes) -> list[str]:
+    return [where for p in sorted(root.rglob("*")) if p.is_file()
+            for where, raw in _blobs(p) if token in raw]
+
+
+def test_bundle_scrub_removes_the_erased_users_rows(server_process, demo_bundle, tmp_path):
+    """After DeleteProfile and one scrub period (1 s here), no file under the data dir holds
+    the user's keyed hash; their history and seen-set rows are gone from users.npz, the other
+    users' rows are as they were; a restarted worker loads the scrubbed bundle."""
+    secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
+    trained = _bundle_trained_on_user(demo_bundle, tmp_path / "training-output")
+    env = {"TAILOR_SECRETS_DIR": str(secrets_dir), "TAILOR_BUNDLE_SCRUB_SECONDS": "1"}
+    served = server_process(data, bundle=trained, env=env)
+    with np.load(trained / "users.npz") as npz:
+        row = int(np.flatnonzero(npz["user_ids"].astype(str) == USER)[0])
+        other = str(npz["user_ids"][(row + 1) % len(npz["user_ids"])])
+    with grpc.insecure_channel(served.target) as ch:
+        recs = rpb_grpc.RecommendationServiceStub(ch)
+        assert not recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+        other_before = _item_ids(recs, other)
+        before = _users_npz(data)
+        pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id=USER))
+        secrets = Secrets.load(secrets_dir, generate=False, environ={})
+        tokens.use_key(secrets["store-id"].key)
+        token = tokens.user_token(USER)
+        assert before["user_ids"][row] == token
+        deadline = time.monotonic() + 15
+        while _users_npz(data)["user_ids"][row] == token and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)  # the queue file goes right after the rewrite
+        assert _token_hits(data / "bundles", token) == []
+        after = _users_npz(data)
+        assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+        assert _item_ids(recs, other) == other_before
+    served.stop()
+    _rows_gone(before, after, row)
+    assert _token_hits(data, token) == [], "a file under the data dir holds the user's hash"
+    restarted = server_process(data, env=env)  # a worker that reloads gets the scrubbed file
+    with grpc.insecure_channel(restarted.target) as ch:
+        recs = rpb_grpc.RecommendationServiceStub(ch)
+        assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+        assert _item_ids(recs, other) == other_before
+
+
+def _item_ids(recs, user_id: str) -> list[str]:
+    reply = recs.Recommend(rpb.RecommendRequest(user_id=user_id, k=5))
+    assert not reply.cold_start
+    return [i.item_id for i in reply.items]
+
+
+def _rows_gone(before: dict, after: dict, row: int) -> None:
+    """Row `row` is empty in every CSR and holds no hash; every other row is unchanged."""
+    assert after["user_ids"][row] not in set(before["user_ids"].tolist())
+    keep = np.arange(len(before["user_ids"])) != row
+    assert (after["user_ids"][keep] == before["user_ids"][keep]).all()
+    for ptr, cols in (("indptr", ("items", "weights")),
+                      ("seen_indptr", ("seen_items", "seen_mask", "seen_last_ts"))):
+        if ptr not in before:
+            continue
+        lo, hi = before[ptr][row], before[ptr][row + 1]
+        assert after[ptr][row] == after[ptr][row + 1]
+        assert after[ptr][-1] == before[ptr][-1] - (hi - lo)
+        for c in cols:
+            assert (after[c] == np.concatenate([before[c][:lo], before[c][hi:]])).all()
+
+
+
+def test_bundle_pushed_after_the_erasure_is_scrubbed_too(server_process, demo_bundle, tmp_path):
+    """A bundle trained before an erasure and pushed after it (the queue already scrubbed)
+    loses the user's row at the next scrub as well."""
+    secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
+    env = {"TAILOR_SECRETS_DIR": str(secrets_dir), "TAILOR_BUNDLE_SCRUB_SECONDS": "1"}
+    served = server_process(data, env=env)
+    with grpc.insecure_channel(served.target) as ch:
+        pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id=USER))
+    deadline = time.monotonic() + 15
+    while (data / "bundles" / ".erased").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (data / "bundles" / ".erased").exists()  # taken by a scrub, no bundle stored
+    trained = _bundle_trained_on_user(demo_bundle, tmp_path / "training-output")
+    with TailorClient(served.target, timeout=60) as client:
+        client.push_bundle(trained)
+    tokens.use_key(Secrets.load(secrets_dir, generate=False, environ={})["store-id"].key)
+    token = tokens.user_token(USER)
+    deadline = time.monotonic() + 15
+    while _token_hits(data / "bundles", token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _token_hits(data, token) == []  # the check at push queued the user again
+    with grpc.insecure_channel(served.target) as ch:
+        recs = rpb_grpc.RecommendationServiceStub(ch)
+        assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
