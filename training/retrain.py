@@ -127,8 +127,11 @@ def run(args) -> int:
     if isinstance(serving, int):
         return serving
     version, serving_dir = serving
+    # Events and the impression log (impressions.jsonl beside the events: the record of what
+    # was served; the ranker does not train on it yet).
     exported = export.run(argparse.Namespace(**{**vars(args), "out": csv_path, "start": 0.0,
-                                                "end": 0.0, "tombstones_out": None}))
+                                                "end": 0.0, "tombstones_out": None,
+                                                "impressions": True, "impressions_out": None}))
     if exported:
         return exported
     keep = _without_erased(argparse.Namespace(interactions=csv_path, tombstones=None,
