@@ -1,6 +1,7 @@
 """Profile records in the store (key layouts: `server.store.keys`); each write is one transaction."""
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -97,23 +98,46 @@ class ProfileRepository:
             return meta
         return self.store.write(fn)
 
+    ERASE_CHUNK = 128
+    """Events deleted per transaction before the final erasure transaction (`delete_user`)."""
+
     def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
         """Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
-        keys; `erasers` drop the records that mention the user elsewhere, in the same
-        transaction, which also destroys the user's data key (`Store.shred`)."""
+        keys; `erasers` drop the records that mention the user elsewhere, in the last
+        transaction, which also destroys the user's data key (`Store.shred`).
+
+        The events go first, `ERASE_CHUNK` per transaction: their dedupe keys are keyed hashes
+        spread over the whole dedupe table, so deleting thousands in one transaction copies as
+        many pages, more than a full store's erasure reserve holds; each commit frees its pages
+        for the next. A failure in between leaves fewer events and the erasure still to do
+        (asked again, it goes on where it stopped)."""
         prefix = keys.user_prefix(user_id)
+        removed = 0
+        while True:
+            n = self.store.write(lambda txn: self._drop_user_events(txn, prefix), erasure=True)
+            removed += n
+            if n < 2 * self.ERASE_CHUNK:  # an event and its dedupe key each
+                break
 
         def fn(txn):
-            removed = 0
-            for key, _ in self._events.scan_prefix(txn, prefix):
-                removed += self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
+            gone = 0
             for eraser in erasers:
-                removed += eraser.erase_user(txn, user_id)
+                gone += eraser.erase_user(txn, user_id)
             for table in self._user_tables:
-                removed += table.delete_prefix(txn, prefix)
+                gone += table.delete_prefix(txn, prefix)
             self.store.shred(txn, user_id)  # last: erasers above may read the user's records
-            return removed
-        return self.store.write(fn, erasure=True)
+            return gone
+        return removed + self.store.write(fn, erasure=True)
+
+    def _drop_user_events(self, txn, prefix: bytes) -> int:
+        """Up to `ERASE_CHUNK` of the user's events with their dedupe keys; records deleted."""
+        mine = itertools.takewhile(lambda k: k.startswith(prefix), self._events.keys_from(txn, prefix))
+        doomed = list(itertools.islice(mine, self.ERASE_CHUNK))
+        removed = 0
+        for key in doomed:
+            removed += self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
+            removed += self._events.delete(txn, key)
+        return removed
 
     def drop_events_before(self, cutoff: float, batch: int = 10_000,
                            by_type: Mapping[str, float] | None = None) -> int:

@@ -83,6 +83,12 @@ class Table:
         """Every key, in order."""
         return txn.cursor(db=self.db).iternext(values=False)
 
+    def keys_from(self, txn, start: bytes) -> Iterator[bytes]:
+        """Every key >= `start`, in order (values are not read)."""
+        cur = txn.cursor(db=self.db)
+        if cur.set_range(start):
+            yield from cur.iternext(values=False)
+
     def first_key(self, txn, start: bytes) -> bytes | None:
         """The first key >= `start`, None past the end."""
         cur = txn.cursor(db=self.db)
