@@ -120,6 +120,9 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
 def train(inter: Interactions, catalog: Catalog,
           config: TrainConfig = TrainConfig()) -> TrainResult:
     """Run the whole pipeline on ``inter`` (with ``catalog`` aligned to its item codes)."""
+    if config.context_features and (not config.use_ranker or inter.channel is None):
+        raise ValueError("context features need the ranker and a `channel` column in the "
+                         "interactions (e.g. `training demo-data --context-tastes 1`)")
     clock = _Clock()
     bar = progress(desc="train", total=3 + bool(config.refit), unit=" stages")
     rows = inter.subset(event_weights(inter, config.event_weights) > 0)
@@ -129,9 +132,6 @@ def train(inter: Interactions, catalog: Catalog,
     stage = fit(train_rows)
     clock.lap("retrieval", bar)
     ranker, info = None, {"disabled": True}
-    if config.context_features and (not config.use_ranker or rows.channel is None):
-        raise ValueError("context features need the ranker and a `channel` column in the "
-                         "interactions")
     if config.use_ranker:
         ranker, info, metrics = _ranker(train_rows, catalog, fit, config, stage, test)
     else:

@@ -19,10 +19,11 @@ from training.demo import CATEGORIES
 from training.demo_tastes import ContextTastes
 
 SEED, STRENGTH = 7, 1.5
-TASTES_WORLD = ["--users", "1200", "--items", "300", "--days", "30", "--seed", str(SEED),
+TASTES_WORLD = ["--users", "2500", "--items", "200", "--days", "30", "--seed", str(SEED),
                 "--context-tastes", str(STRENGTH)]
-FAST = ["--factors", "16", "--ranker-users", "3000", "--eval-users", "3000", "--drift-users",
-        "200", "--no-report", "--context-features"]
+# small and fast; the ranker must still beat retrieval on the hold-out or training drops it
+FAST = ["--factors", "16", "--candidates", "50", "--ranker-users", "6000", "--eval-users", "3000",
+        "--drift-users", "200", "--no-report", "--context-features"]
 MONDAY_9H, SATURDAY_21H = 1_701_680_400, 1_702_155_600  # 2023-12-04 09:00, 2023-12-09 21:00 UTC
 
 
@@ -73,17 +74,16 @@ def test_the_fitted_channel_lift_follows_the_worlds_tastes(tastes_bundle, tastes
 
 def test_channel_changes_the_order_towards_that_channels_categories(tastes_bundle, tastes):
     bundle = load_bundle(tastes_bundle)
-    cat = bundle.item_category
+    cat, tilt = bundle.item_category, tastes[0] - tastes[1]  # > 0: the world favours it on web
     changed, shift = 0, []
-    for user in _users(bundle):
+    for user in _users(bundle, 200):
         web, app = _rows(bundle, user, "web"), _rows(bundle, user, "app")
         changed += web != app
-        only_web, only_app = set(web) - set(app), set(app) - set(web)
-        if only_web and only_app:  # items the channel swapped in: their categories' web tilt
-            tilt = tastes[0] - tastes[1]
-            shift.append(tilt[cat[list(only_web)]].mean() - tilt[cat[list(only_app)]].mean())
-    assert changed >= 20
-    assert len(shift) >= 10 and np.mean(shift) > 0 and np.mean(np.asarray(shift) > 0) > 0.7
+        shift.append(tilt[cat[web]].mean() - tilt[cat[app]].mean())
+    shift = np.asarray(shift)
+    assert changed >= 50
+    # a channel the ranker ignored, or read backwards, would give as many users < 0 as > 0
+    assert (shift > 0).sum() >= 20 and (shift > 0).sum() >= 5 * (shift < 0).sum()
 
 
 def test_the_hour_of_week_changes_the_order(tastes_bundle):
@@ -158,3 +158,14 @@ def test_context_tables_that_do_not_fit_the_catalog_are_refused(tastes_bundle, t
     (dst / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleInvalid, match="channel_lift"):
         load_bundle(dst)
+
+
+def test_cached_scores_are_kept_with_their_context_key():
+    from server.recommend.user_cache import CachedUser
+    entry = CachedUser(np.zeros(3, np.int64), np.ones(3, np.float32), np.zeros(4, np.float32))
+    rows, scores = np.array([4, 2, 9]), np.array([0.3, 0.2, 0.1], np.float32)
+    entry.keep_scores(rows, scores, (0, 1))
+    assert entry.scores_for(rows, (0, 1)) is scores
+    assert entry.scores_for(rows, (1, 1)) is None and entry.scores_for(rows, None) is None
+    entry.keep_scores(rows, scores)  # a bundle without context features: key None
+    assert entry.scores_for(rows) is scores
