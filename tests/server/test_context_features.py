@@ -169,3 +169,23 @@ def test_cached_scores_are_kept_with_their_context_key():
     assert entry.scores_for(rows, (1, 1)) is None and entry.scores_for(rows, None) is None
     entry.keep_scores(rows, scores)  # a bundle without context features: key None
     assert entry.scores_for(rows) is scores
+
+
+async def test_served_recommend_of_a_bundle_without_context_ignores_the_channel(settings,
+                                                                               demo_bundle):
+    import grpc
+
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"bundle": demo_bundle}))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = pb_grpc.RecommendationServiceStub(ch)
+            for user in _users(load_bundle(demo_bundle), 10):
+                replies = [await stub.Recommend(pb.RecommendRequest(user_id=user, k=10, channel=c))
+                           for c in ("web", "app", "email", "")]
+                assert not replies[0].cold_start
+                lists = [[(i.item_id, i.score) for i in r.items] for r in replies]
+                assert lists[1:] == lists[:1] * 3
+    finally:
+        await server.stop(grace=0.5)
