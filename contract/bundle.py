@@ -74,6 +74,8 @@ class Manifest:
     """The content map's arrays (`content`: items that arrive between trainings), or None."""
     drift: Mapping | None = field(default=None, repr=False)
     """Reference histograms by feature name (`contract.drift.FeatureReference`), or None."""
+    context_file: str | None = None
+    """The request-context tables (`context`: the ranker's channel/daypart features), or None."""
 
     @property
     def index_type(self) -> str:
@@ -140,6 +142,13 @@ def _content(raw: Mapping) -> str | None:
     return _file_of(raw, "content", "content.npz")
 
 
+def _context(raw: Mapping) -> str | None:
+    """The optional `context` key: the request-context tables' file (absent: none)."""
+    if not raw.get("context"):
+        return None
+    return _file_of(raw, "context", "context.npz")
+
+
 def _history(raw: Mapping) -> History:
     """The `history` key; bundles without it were weighted with the defaults."""
     spec = raw.get("history", {})
@@ -187,7 +196,8 @@ def parse_manifest(raw) -> Manifest:
                     index=_index(raw), encoder_file=_file_of(raw, "encoder", "encoder.onnx"),
                     ranker_file=ranker_file, ranker_features=features, history=_history(raw),
                     metrics=_key(raw, "metrics", dict, "an object"), cutoff=_cutoff(raw),
-                    raw=raw, content_file=_content(raw), drift=_drift(raw))
+                    raw=raw, content_file=_content(raw), drift=_drift(raw),
+                    context_file=_context(raw))
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -218,6 +228,8 @@ def check_files(path: str | Path, manifest: Manifest) -> None:
         needed.add(manifest.ranker_file)
     if manifest.content_file:
         needed.add(manifest.content_file)
+    if manifest.context_file:
+        needed.add(manifest.context_file)
     for name in sorted(needed - set(manifest.files)):
         raise BundleError("manifest.json: files", f"does not list {name!r}")
     root = path.resolve()

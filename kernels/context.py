@@ -9,6 +9,10 @@ a timestamp, hold per category the log lift of its share in one context over its
 - ``daypart_lift[d, c]``: the same over the 8 dayparts of `daypart` (weekday/weekend x 6-hour
   block of the local hour of week).
 
+`request_codes` turns requests (channel names, unix times) into the codes both take: the server
+calls it per Recommend batch, training and `training.context_eval` per hold-out request, so what
+is evaluated is what is served. Dayparts are of the UTC hour of week, as the tables are fitted.
+
 `context_features` looks up the candidates' categories in both tables: one gather per candidate,
 O(B * K) time, no [B, C] temporaries. An unknown channel (code < 0) gives lift 0.
 """
@@ -18,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CHANNELS", "CONTEXT_FEATURES", "N_DAYPARTS", "ContextTable", "channel_code",
-           "daypart", "context_features"]
+__all__ = ["ARRAYS", "CHANNELS", "CONTEXT_FEATURES", "N_DAYPARTS", "ContextTable",
+           "channel_code", "daypart", "request_codes", "context_features"]
 
 CHANNELS = ("web", "app", "email")
 CONTEXT_FEATURES = (
@@ -27,6 +31,8 @@ CONTEXT_FEATURES = (
     "daypart_lift",   # log lift of the candidate's category in the request's daypart
 )
 N_DAYPARTS = 8
+ARRAYS = ("channel_lift", "daypart_lift")
+"""The arrays of a bundle's ``context.npz`` (`ContextTable` fields)."""
 
 
 def channel_code(channel: str) -> int:
@@ -45,6 +51,14 @@ def daypart(ts, utc_offset_s=0) -> np.ndarray:
     local = np.asarray(ts, np.int64) + np.asarray(utc_offset_s, np.int64)
     day, hour = local // 86_400, (local % 86_400) // 3_600
     return (4 * ((day + 3) % 7 >= 5) + hour // 6).astype(np.int64)
+
+
+def request_codes(channels, ts) -> tuple[np.ndarray, np.ndarray]:
+    """Channel codes and UTC dayparts (int64 [B] each) of requests on ``channels`` (names;
+    unknown or empty: -1) at unix seconds ``ts`` (one time or one per request)."""
+    codes = np.fromiter((channel_code(c) for c in channels), np.int64)
+    part = np.broadcast_to(daypart(ts), codes.shape)
+    return codes, np.ascontiguousarray(part)
 
 
 def _lift(keys: np.ndarray, category: np.ndarray, n_keys: int, n_cat: int,
@@ -77,6 +91,17 @@ class ContextTable:
         return cls(_lift(channel[known], category[known], len(CHANNELS), n_categories, smoothing),
                    _lift(daypart(ts, utc_offset_s), category, N_DAYPARTS, n_categories,
                          smoothing))
+
+
+    def check(self, n_categories: int) -> None:
+        """ValueError unless both tables are finite float arrays of [contexts, n_categories]."""
+        for name, rows in zip(ARRAYS, (len(CHANNELS), N_DAYPARTS)):
+            arr = getattr(self, name)
+            if arr.shape != (rows, n_categories) or arr.dtype.kind != "f":
+                raise ValueError(f"{name} is {arr.dtype}{list(arr.shape)}, expected float "
+                                 f"[{rows}, {n_categories}] (contexts x categories)")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} has non-finite values")
 
 
 def context_features(table: ContextTable, cand_category, channel, part) -> np.ndarray:

@@ -20,6 +20,7 @@ import onnx
 
 from contract import FORMAT, Manifest, check_files, read_manifest, sha256_file
 from contract.bundle import check_named
+from kernels.context import CHANNELS, CONTEXT_FEATURES
 from kernels.ranking import FEATURES
 from training.content import content_manifest, write_content
 from training.events import Interactions
@@ -61,8 +62,10 @@ def _users_npz(path: Path, result) -> None:
 
 def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> dict:
     cfg, rows, stage = result.config, result.train_rows, result.stage
+    context = getattr(result, "context", None)
     ranker = None if result.ranker is None else {
-        "file": "ranker.onnx", "input": "features", "output": "score", "features": list(FEATURES)}
+        "file": "ranker.onnx", "input": "features", "output": "score",
+        "features": list(FEATURES) + (list(CONTEXT_FEATURES) if context is not None else [])}
     return {
         "format": FORMAT, "version": version,
         "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -75,6 +78,7 @@ def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> 
                                                        "weights": "float32[B,L]"},
                     "output": "user_vec"},
         "ranker": ranker, "content": content_manifest(result),
+        **({} if context is None else {"context": _context_manifest(context)}),
         "metrics": result.metrics, "metrics_fit": "evaluation",
         "fits": getattr(result, "fits", {}),
         "data": {"fingerprint": fp, "n_rows": len(rows), "n_users": rows.n_users,
@@ -83,6 +87,12 @@ def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> 
                    "timings": result.timings},
         **({"drift": result.drift} if getattr(result, "drift", None) else {}),
     }
+
+
+def _context_manifest(table) -> dict:
+    return {"file": "context.npz", "features": list(CONTEXT_FEATURES), "channels": list(CHANNELS),
+            "dayparts": "4 * weekend + utc_hour // 6 (kernels.context.daypart)",
+            "n_categories": int(table.channel_lift.shape[1])}
 
 
 def write_bundle(result, root: str | Path) -> Path:
@@ -109,6 +119,9 @@ def write_bundle(result, root: str | Path) -> Path:
             onnx.save(result.ranker, str(tmp / "ranker.onnx"))
         if getattr(result, "content", None) is not None:
             write_content(tmp / "content.npz", result.content[0])
+        if getattr(result, "context", None) is not None:
+            np.savez(tmp / "context.npz", channel_lift=result.context.channel_lift,
+                     daypart_lift=result.context.daypart_lift)
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         manifest = _manifest(result, version, fp, files, created)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False))

@@ -11,26 +11,29 @@ temporally (last 20% held out), and compares on the hold-out:
 A *request* is one (user, channel, daypart) of the hold-out: the request carries that channel and
 daypart as context, and its relevant items are the user's hold-out items in that context (so each
 hold-out interaction is scored with its own channel and hour). Both rankers are trained the same
-way on the inner split of the training rows (`training.ranker`'s scheme, grouped per request), and
-the context tables are fitted on the rows the retrieval stage saw. Trained from the events'
-channel and time (the demo world has no served impressions to export).
+way on the inner split of the training rows (`training.context_ranker.train_context_ranker`, the
+one ``training train --context-features`` uses), and the context tables are fitted on the rows the
+retrieval stage saw. Features come from `training.context_ranker.request_features`, which calls
+the kernel the server calls (`kernels.context.context_features`). Trained from the events'
+channel and time (`training.context_ranker` says why). The same comparison through the server's
+own pipeline, on bundles: ``python -m loadtests.context_ndcg``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
-import lightgbm as lgb
 import numpy as np
 
-from kernels.context import CONTEXT_FEATURES, ContextTable, context_features, daypart
-from kernels.ranking import FEATURES
+from kernels.context import ContextTable
 from training.als import ALSParams
+from training.context_ranker import fit_table, request_features, requests, train_context_ranker
 from training.demo import CATEGORIES, DemoConfig, make_world, user_events
 from training.events import DEFAULT_EVENT_WEIGHTS, EVENTS, Catalog, Interactions, event_weights
-from training.metrics import hits, ranking_metrics
-from training.ranker import RankerParams, _params
-from training.split import distinct_items, temporal_split
+from training.metrics import ranking_metrics
+from training.ranker import RankerParams
+from training.split import temporal_split
 from training.stage import fit_stage
 
 __all__ = ["demo_rows", "requests", "request_features", "run"]
@@ -56,63 +59,16 @@ def demo_rows(cfg: DemoConfig, strength: float) -> tuple[Interactions, Catalog, 
     return inter.subset(keep), catalog, channel[keep]
 
 
-def requests(rows: Interactions, channel: np.ndarray) -> tuple:
-    """One request per distinct (user, channel, daypart): user, channel, daypart arrays and the
-    CSR of its distinct items."""
-    part = daypart(rows.ts)
-    key = (rows.user.astype(np.int64) * 4 + (channel + 1)) * 8 + part
-    uniq, inv = np.unique(key, return_inverse=True)
-    indptr, items = distinct_items(inv, rows.item, uniq.shape[0])
-    return uniq // 32, (uniq // 8) % 4 - 1, uniq % 8, (indptr, items)
-
-
-def request_features(stage, table: ContextTable, req, n_candidates: int, context: bool):
-    """Candidates [R, C] and features [R, C, F (+2)] of requests ``req`` (`requests` output)."""
-    users, channel, part = req[:3]
-    cand, scores = stage.candidates(users, n_candidates)
-    feats = stage.features(users, cand, scores)
-    if context:
-        cat = stage.table.category[np.maximum(cand, 0)]
-        feats = np.concatenate([feats, context_features(table, cat, channel, part)], axis=2)
-    return cand, feats
-
-
-def _dataset(stage, table, req, p: RankerParams, context: bool):
-    cand, feats = request_features(stage, table, req, p.n_candidates, context)
-    y = hits(cand, *req[3], np.arange(cand.shape[0]))
-    keep = y.any(axis=1)
-    valid = cand[keep] >= 0
-    return feats[keep][valid], y[keep][valid].astype(np.int32), valid.sum(axis=1)
-
-
-def _subset(req, idx):
-    indptr, items = req[3]
-    sizes = indptr[idx + 1] - indptr[idx]
-    pos = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in idx]) if len(idx) else []
-    return (req[0][idx], req[1][idx], req[2][idx],
-            (np.concatenate([[0], np.cumsum(sizes)]), items[np.asarray(pos, np.int64)]))
-
-
 def _train(train, channel, catalog, als, p: RankerParams, context: bool, max_requests: int):
-    inner_tr, inner_lab = temporal_split(train, 0.2)
-    stage1 = fit_stage(train.subset(inner_tr), catalog, als, DEFAULT_EVENT_WEIGHTS)
-    table = _table(train.subset(inner_tr), channel[inner_tr], catalog)
-    req = requests(train.subset(inner_lab), channel[inner_lab])
-    rng = np.random.default_rng(p.seed)
-    pick = np.sort(rng.permutation(req[0].shape[0])[:max_requests])
-    n_valid = int(pick.shape[0] * p.valid_frac)
-    parts = [_dataset(stage1, table, _subset(req, np.sort(idx)), p, context)
-             for idx in (pick[n_valid:], pick[:n_valid])]
-    names = list(FEATURES) + (list(CONTEXT_FEATURES) if context else [])
-    dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=names)
-    dvalid = lgb.Dataset(parts[1][0], parts[1][1], group=parts[1][2], reference=dtrain)
-    return lgb.train(_params(p), dtrain, p.n_estimators, valid_sets=[dvalid],
-                     callbacks=[lgb.early_stopping(p.early_stopping, verbose=False)])
+    rows = replace(train, channel=channel)
+    booster, _ = train_context_ranker(rows, catalog,
+                                      lambda r: fit_stage(r, catalog, als, DEFAULT_EVENT_WEIGHTS),
+                                      replace(p, max_users=max_requests), context)
+    return booster
 
 
 def _table(rows: Interactions, channel: np.ndarray, catalog: Catalog) -> ContextTable:
-    return ContextTable.fit(catalog.category[rows.item], channel, rows.ts,
-                            len(catalog.category_names))
+    return fit_table(replace(rows, channel=channel), catalog)
 
 
 def _metrics(recs, req, n_items) -> dict:

@@ -50,6 +50,10 @@ def _ranker_scores(ranker: onnx.ModelProto | None, feats: np.ndarray) -> np.ndar
     if ranker is None:
         return None
     session = encoder_session(ranker.SerializeToString(), 1)
+    width = session.get_inputs()[0].shape[1]
+    if isinstance(width, int) and width > feats.shape[2]:  # context features: lift 0 (none given)
+        feats = np.concatenate([feats, np.zeros(feats.shape[:2] + (width - feats.shape[2],),
+                                                np.float32)], axis=2)
     u, c, f = feats.shape
     return session.run(["score"], {"features": feats.reshape(u * c, f)})[0].reshape(u, c)
 

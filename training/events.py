@@ -37,6 +37,9 @@ class Interactions:
         Index into `EVENTS` per row.
     value : ndarray of float32
         Order amount, rating, or 0.
+    channel : ndarray of int8, optional
+        `kernels.context.CHANNELS` code per row (-1: unknown), when the file has a ``channel``
+        column (the ranker's context features, ``--context-features``); else None.
     """
 
     user_ids: np.ndarray
@@ -46,6 +49,7 @@ class Interactions:
     ts: np.ndarray
     event: np.ndarray
     value: np.ndarray
+    channel: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
@@ -61,7 +65,8 @@ class Interactions:
     def subset(self, mask: np.ndarray) -> Interactions:
         """Rows selected by a boolean mask or index array; id tables are kept."""
         return replace(self, user=self.user[mask], item=self.item[mask], ts=self.ts[mask],
-                       event=self.event[mask], value=self.value[mask])
+                       event=self.event[mask], value=self.value[mask],
+                       channel=None if self.channel is None else self.channel[mask])
 
 
 @dataclass

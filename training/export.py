@@ -1,5 +1,6 @@
 """`python -m training export --server HOST:PORT --out interactions.csv`: read tracked events back
-from a running server (ProfileService/ExportEvents) as a training interactions file, closing the
+from a running server (ProfileService/ExportEvents) as a training interactions file (with each
+event's channel, for `train --context-features`), closing the
 loop: track → export → train → push. The server's tombstones (erased users as keyed hashes,
 ExportTombstones) go to ``tombstones.csv`` beside it, where `train` finds them
 (`training.erasure`). With ``--impressions`` the impression log (ModelAdminService/
@@ -44,7 +45,8 @@ def run(args) -> int:
     with TailorClient(args.server, tls_ca=args.tls_ca, cert=args.cert, key=args.key,
                       token=args.token) as client, open(tmp, "w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["user_id", "item_id", "timestamp", "event", "value"])
+        # channel: what `train --context-features` fits its context tables from
+        out.writerow(["user_id", "item_id", "timestamp", "event", "value", "channel"])
         try:
             # Tombstones first: a user erased while the events stream is still dropped by train.
             erased = _write_tombstones(client, args.tombstones_out or
@@ -54,7 +56,8 @@ def run(args) -> int:
                 if not ev.item_id:
                     skipped += 1  # interactions need an item; sends without one are not training rows
                     continue
-                out.writerow([ev.user_id, ev.item_id, int(ev.timestamp), ev.type, ev.value])
+                out.writerow([ev.user_id, ev.item_id, int(ev.timestamp), ev.type, ev.value,
+                              ev.channel])
                 written += 1
             shown = (_write_impressions(client, args.impressions_out or
                                         args.out.with_name("impressions.jsonl"), args.start, args.end)

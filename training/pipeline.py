@@ -22,6 +22,7 @@ import onnx
 
 from training.als import ALSParams
 from training.content import ContentParams, fit_content
+from training.context_ranker import evaluate_requests, fit_table, train_context_ranker
 from training.drift import drift_reference
 from training.evaluate import evaluate
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
@@ -49,6 +50,9 @@ class TrainConfig:
     event_weights: dict = field(default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS))
     test_frac: float = 0.2
     use_ranker: bool = True
+    context_features: bool = False
+    """Train the ranker with the request-context features too (`training.context_ranker`: needs
+    a ``channel`` per row); the bundle then carries context.npz. Off: bundles as before."""
     refit: bool = True
     drift_users: int = 2000
     """Users sampled for the manifest's drift reference (`training.drift`); 0 writes none."""
@@ -79,16 +83,26 @@ class TrainResult:
     content: tuple | None = None
     """(kernels.content.ContentSpace, manifest entry) of the served fit, or None."""
     drift: dict = field(default_factory=dict)
+    context: object | None = None
+    """The served fit's `kernels.context.ContextTable` (``context_features``), or None."""
 
 
 def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
     """Train the ranker; keep it only if it beats retrieval alone on NDCG@10."""
-    booster, info = train_ranker(train, catalog, fit, config.ranker)
+    if config.context_features:
+        booster, info = train_context_ranker(train, catalog, fit, config.ranker)
+    else:
+        booster, info = train_ranker(train, catalog, fit, config.ranker)
     model = to_onnx(booster)
     session = encoder_session(model.SerializeToString(), config.ranker.threads)
-    metrics = evaluate(stage, test, session, config.ranker.n_candidates,
-                       segments=user_segments(train, stage.cutoff),
-                       max_users=config.eval_users, seed=config.als.seed)
+    if config.context_features:
+        metrics = evaluate_requests(stage, fit_table(train, catalog), test, session,
+                                    config.ranker.n_candidates, config.eval_users,
+                                    config.als.seed)
+    else:
+        metrics = evaluate(stage, test, session, config.ranker.n_candidates,
+                           segments=user_segments(train, stage.cutoff),
+                           max_users=config.eval_users, seed=config.als.seed)
     gain = metrics["model"]["ndcg@10"] - metrics["retrieval"]["ndcg@10"]
     info["ndcg_gain"] = round(gain, 6)
     if gain <= 0:
@@ -106,6 +120,9 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
 def train(inter: Interactions, catalog: Catalog,
           config: TrainConfig = TrainConfig()) -> TrainResult:
     """Run the whole pipeline on ``inter`` (with ``catalog`` aligned to its item codes)."""
+    if config.context_features and (not config.use_ranker or inter.channel is None):
+        raise ValueError("context features need the ranker and a `channel` column in the "
+                         "interactions (e.g. `training demo-data --context-tastes 1`)")
     clock = _Clock()
     bar = progress(desc="train", total=3 + bool(config.refit), unit=" stages")
     rows = inter.subset(event_weights(inter, config.event_weights) > 0)
@@ -136,11 +153,13 @@ def train(inter: Interactions, catalog: Catalog,
     content = (fit_content(catalog, stage.item_factors, stage.popularity, config.content)
                if config.content.enabled else None)
     drift = drift_reference(stage, ranker, config.drift_users, config.ranker.n_candidates)
+    context = (fit_table(served_rows, catalog)
+               if config.context_features and ranker is not None else None)
     clock.lap("content_and_drift")
     timings = clock.total()
     bar.close()
     return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
-                       index_info, timings, fits, content, drift)
+                       index_info, timings, fits, content, drift, context)
 
 
 class _Clock:

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from kernels.context import channel_code
 from training.events import EVENTS, Catalog, Interactions
 
 __all__ = ["read_interactions", "read_items", "read_movielens", "build", "load"]
@@ -142,8 +143,19 @@ def read_interactions(path: str | Path) -> dict:
     code = np.array([EVENTS.index(n) for n in names], np.int8)[inverse]
     value = (_numbers(path, first, table, "value", np.float32) if "value" in table.column_names
              else np.zeros(len(code), np.float32))
-    return {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
-            "timestamp": _timestamps(path, first, table), "event": code, "value": value}
+    out = {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
+           "timestamp": _timestamps(path, first, table), "event": code, "value": value}
+    if "channel" in table.column_names:
+        out["channel"] = _channels(table)
+    return out
+
+
+def _channels(table: pa.Table) -> np.ndarray:
+    """int8 `kernels.context.CHANNELS` codes of the optional ``channel`` column (-1: unknown)."""
+    enc = pc.dictionary_encode(table["channel"].cast(pa.string())).combine_chunks()
+    names = [str(n or "").strip().lower() for n in enc.dictionary.to_pylist()]
+    codes = np.array([channel_code(n) for n in names] + [-1], np.int8)
+    return codes[enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
 
 
 def _ids(table: pa.Table, column: str) -> pa.Array:
@@ -235,7 +247,8 @@ def build(rows: dict, items: dict | None = None) -> tuple[Interactions, Catalog]
     item_ids = np.concatenate([known, extra]).astype(str)
     inter = Interactions(user_ids, item_ids, _codes(rows["user_id"], user_ids),
                          _codes(rows["item_id"], item_ids), rows["timestamp"].astype(np.int64),
-                         rows["event"].astype(np.int8), rows["value"].astype(np.float32))
+                         rows["event"].astype(np.int8), rows["value"].astype(np.float32),
+                         rows.get("channel"))
     n_extra = extra.shape[0]
     cats = np.concatenate([items["category"], np.full(n_extra, "unknown")]) if items else \
         np.full(n_extra, "unknown")

@@ -19,6 +19,8 @@ import contract
 from kernels import ranking
 from kernels.content import ARRAYS as CONTENT_ARRAYS
 from kernels.content import ContentSpace
+from kernels.context import ARRAYS as CONTEXT_ARRAYS
+from kernels.context import CONTEXT_FEATURES, ContextTable
 
 from ..errors import FailedPrecondition
 from ..store import tokens
@@ -68,8 +70,13 @@ class Bundle:
     """The bundle as trained, when this one adds catalog updates to it (`server.catalog`)."""
     catalog_seq: int = 0
     """The catalog update sequence number this bundle reflects (0: none applied)."""
+    context: ContextTable | None = None
+    """The request-context tables (context.npz) when the ranker reads a context feature, else
+    None (`server.recommend.context`); a catalog overlay takes its trained bundle's."""
 
     def __post_init__(self):
+        if self.context is None and self.base is not None:
+            self.context = self.base.context
         self.ranker_columns = (ranker_columns(self.manifest.ranker_file, self.manifest.ranker_features)
                                if self.ranker is not None else None)
         self.dim = self.manifest.dim
@@ -231,6 +238,26 @@ def _load_content(path: Path, manifest: contract.Manifest, n_categories: int,
     return space
 
 
+def _load_context(path: Path, manifest: contract.Manifest,
+                  n_categories: int) -> ContextTable | None:
+    """The context tables (docs/bundle.md) when the ranker lists a context feature: refused
+    without them or when they do not fit the catalog's categories."""
+    used = [f for f in manifest.ranker_features if f in CONTEXT_FEATURES]
+    if not used:
+        return None
+    if manifest.context_file is None:
+        raise BundleInvalid("manifest.json: context", f"the ranker reads {used} but the "
+                            "manifest names no context file")
+    arrays = _load_arrays(path, manifest.context_file, CONTEXT_ARRAYS)
+    table = ContextTable(*(arrays[k] for k in CONTEXT_ARRAYS))
+    try:
+        table.check(n_categories)
+    except ValueError as err:
+        raise BundleInvalid(manifest.context_file, str(err)) from None
+    return ContextTable(*(np.ascontiguousarray(a, np.float32) for a in
+                          (table.channel_lift, table.daypart_lift)))
+
+
 def _load_index(path: Path, manifest: contract.Manifest, n_items: int, dim: int) -> faiss.Index:
     try:
         index = faiss.read_index(str(path / "index.faiss"))
@@ -290,14 +317,16 @@ def _check_encoder(sess, name: str, dim: int, hist_len: int) -> None:
 
 
 def ranker_columns(name: str, features: tuple[str, ...]) -> np.ndarray | None:
-    """Columns of `kernels.ranking.FEATURES` the ranker reads, in its order (None: all of them,
-    in that order). A bundle trained before a feature was added lists fewer: the server computes
-    every feature it knows and hands the ranker the ones its manifest lists."""
-    known = {f: i for i, f in enumerate(ranking.FEATURES)}
+    """Columns of `kernels.ranking.FEATURES` (then `kernels.context.CONTEXT_FEATURES`, which the
+    server appends only for a bundle that lists one) the ranker reads, in its order (None: all
+    of `FEATURES`, in that order). A bundle trained before a feature was added lists fewer: the
+    server computes every feature it knows and hands the ranker the ones its manifest lists."""
+    known = {f: i for i, f in enumerate(ranking.FEATURES + CONTEXT_FEATURES)}
     unknown = [f for f in features if f not in known]
     if unknown or not features or len(set(features)) != len(features):
         raise BundleInvalid(name, f"features {list(features)} must be distinct names this server "
-                                  f"computes ({list(ranking.FEATURES)}); unknown: {unknown}")
+                                  f"computes ({list(ranking.FEATURES + CONTEXT_FEATURES)}); "
+                                  f"unknown: {unknown}")
     if tuple(features) == tuple(ranking.FEATURES):
         return None
     return np.asarray([known[f] for f in features], np.int64)
@@ -334,9 +363,10 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
         ranker = _session(path, manifest.ranker_file, threads)
         _check_ranker(ranker, manifest.ranker_file, manifest.ranker_features)
     content = _load_content(path, manifest, len(items["category_names"]), dim)
+    context = _load_context(path, manifest, len(items["category_names"]))
     bundle = Bundle(version=manifest.version, path=path, manifest=manifest, items=items,
                     users=users, index=index, vectors=np.ascontiguousarray(vectors, np.float32),
-                    encoder=encoder, ranker=ranker, content=content)
+                    encoder=encoder, ranker=ranker, content=content, context=context)
     logger.info("loaded bundle %s (%d items, %s index) in %.2fs", bundle.version, n_items,
                 bundle.index_type, time.perf_counter() - started)
     return bundle

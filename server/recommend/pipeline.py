@@ -19,6 +19,7 @@ from .. import metrics
 from ..errors import InvalidArgument
 from ..models import Bundle
 from ..profiles.seen import SeenSet
+from .context import RequestContext, request_context, with_context
 from .exclusion import SeenPolicy, excluded_rows
 from .user_cache import CachedUser, UserCache
 
@@ -202,31 +203,37 @@ def _dot_blocks(bundle: Bundle, pool: np.ndarray, user: np.ndarray) -> np.ndarra
 
 
 def _rank(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], cands: list[tuple[np.ndarray, np.ndarray]],
-          entries: list[CachedUser | None] | None = None):
+          entries: list[CachedUser | None] | None = None, ctx: RequestContext | None = None):
     """Ranker scores per candidate list (or the retrieval scores when there is no ranker); the
-    users' cache `entries` give (and keep) the scores of a list ranked before. Also returns the
+    users' cache `entries` give (and keep) the scores of a list ranked before (in the same
+    request context `ctx`, for a bundle that reads one). Also returns the
     indices of the lists the ranker ran on and their feature tensor [len, width, F] (None
     without a ranker, or when every list came from the cache)."""
     if bundle.ranker is None or not cands:
         return [s for _, s in cands], None, list(range(len(cands)))
     entries = entries or [None] * len(cands)
-    out = [e.scores_for(c[0]) if e is not None else None for e, c in zip(entries, cands)]
+    keys = ctx.keys if ctx is not None else (None,) * len(cands)
+    out = [e.scores_for(c[0], key) if e is not None else None
+           for e, c, key in zip(entries, cands, keys)]
     todo = [j for j, s in enumerate(out) if s is None]
     feats = None
     if todo:
         part = hist if len(todo) == len(cands) else (hist[0][todo], hist[1][todo])
-        scores, feats = _run_ranker(bundle, part, [cands[j] for j in todo])
+        part_ctx = None if ctx is None else ctx if len(todo) == len(cands) else ctx.take(todo)
+        scores, feats = _run_ranker(bundle, part, [cands[j] for j in todo], part_ctx)
         for j, s in zip(todo, scores):
             out[j] = s
             if entries[j] is not None:
-                entries[j].keep_scores(cands[j][0], s)
+                entries[j].keep_scores(cands[j][0], s, keys[j])
     return out, feats, todo
 
 
 def _run_ranker(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray],
-                cands: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[np.ndarray], np.ndarray]:
-    """One ranker run over every candidate list (histories `hist` row by row): the scores per
-    list and the feature tensor [B, width, F] they came from."""
+                cands: list[tuple[np.ndarray, np.ndarray]], ctx: RequestContext | None = None,
+                ) -> tuple[list[np.ndarray], np.ndarray]:
+    """One ranker run over every candidate list (histories `hist` row by row, request context
+    `ctx` when the bundle reads one): the scores per list and the `FEATURES` tensor
+    [B, width, F] they came from."""
     lengths = [len(r) for r, _ in cands]
     width = max(max(lengths), 1)
     rows = np.full((len(cands), width), -1, np.int64)
@@ -234,7 +241,8 @@ def _run_ranker(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray],
     for i, (r, s) in enumerate(cands):
         rows[i, :len(r)], scores[i, :len(s)] = r, s
     feats = ranking.features(hist[0], hist[1], rows, scores, bundle.item_table)
-    out = bundle.ranker.run(["score"], {"features": bundle.ranker_input(feats)})[0]
+    full = feats if ctx is None else with_context(bundle, feats, rows, ctx)
+    out = bundle.ranker.run(["score"], {"features": bundle.ranker_input(full)})[0]
     out = out.reshape(len(cands), width)
     return [out[i, :n] for i, n in enumerate(lengths)], feats
 
@@ -286,7 +294,10 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
         cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:
-            final, feats, ranked = _rank(bundle, hist, cands, entries)
+            ctx = (request_context(bundle, [queries[i].channel for i in warm],
+                                   time.time() if now is None else now)
+                   if bundle.context is not None else None)
+            final, feats, ranked = _rank(bundle, hist, cands, entries, ctx)
         with _STAGES["assemble"]:
             for j, i in enumerate(warm):
                 results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])

@@ -8,7 +8,8 @@ while the new input matches it: the same item rows, and every weight within `rto
 the cached one. So a new event (a new row or a weight that jumps) misses and refreshes the entry,
 with no invalidation to wire; and the clock's slow decay of the weights (a 30-day half-life moves
 them by 2e-5 a minute) refreshes it every few minutes. Exclusions are applied to the candidates
-on every call, as without the cache; a list that differs from the ranked one is ranked again.
+on every call, as without the cache; a list that differs from the ranked one, or was ranked in
+another request context (a bundle with context features, `context`), is ranked again.
 
 At most `max_users` entries per bundle (the oldest inserted go first); a new bundle starts empty
 and an old one's entries go with it. Safe from several batch threads (one lock around writes).
@@ -33,7 +34,7 @@ class CachedUser:
     """One user's encoder input and output, the last free search's candidates, and the ranker's
     scores of the last candidate list it was given."""
 
-    __slots__ = ("items", "weights", "vector", "depth", "found", "ranked", "scores")
+    __slots__ = ("items", "weights", "vector", "depth", "found", "ranked", "scores", "ctx")
 
     def __init__(self, items: np.ndarray, weights: np.ndarray, vector: np.ndarray):
         self.items = items
@@ -45,6 +46,8 @@ class CachedUser:
         self.ranked: np.ndarray | None = None
         """The candidate rows `scores` belong to."""
         self.scores: np.ndarray | None = None
+        self.ctx = None
+        """The request-context key `scores` were computed in (None: a bundle without one)."""
 
     def candidates(self, depth: int) -> Candidates | None:
         """The cached candidates if they were searched at exactly `depth`."""
@@ -53,15 +56,16 @@ class CachedUser:
     def keep(self, depth: int, found: Candidates) -> None:
         self.found, self.depth = found, depth
 
-    def scores_for(self, rows: np.ndarray) -> np.ndarray | None:
-        """The ranker's scores if they were computed for exactly these candidate `rows` (the
-        same history and rows give the same features)."""
-        if self.ranked is None or len(self.ranked) != len(rows) or not (self.ranked == rows).all():
+    def scores_for(self, rows: np.ndarray, ctx=None) -> np.ndarray | None:
+        """The ranker's scores if they were computed for exactly these candidate `rows` in
+        request context `ctx` (the same history, rows and context give the same features)."""
+        if (self.ranked is None or self.ctx != ctx or len(self.ranked) != len(rows)
+                or not (self.ranked == rows).all()):
             return None
         return self.scores
 
-    def keep_scores(self, rows: np.ndarray, scores: np.ndarray) -> None:
-        self.ranked, self.scores = rows, scores
+    def keep_scores(self, rows: np.ndarray, scores: np.ndarray, ctx=None) -> None:
+        self.ranked, self.scores, self.ctx = rows, scores, ctx
 
 
 class UserCache:

@@ -9,6 +9,7 @@ from kernels.context import (
     channel_code,
     context_features,
     daypart,
+    request_codes,
 )
 
 
@@ -63,3 +64,21 @@ def test_features_reject_bad_shapes():
     table = ContextTable(np.zeros((3, 2), np.float32), np.zeros((8, 2), np.float32))
     with pytest.raises(ValueError, match="cand_category"):
         context_features(table, np.zeros((2, 3), int), np.zeros(3, int), np.zeros(2, int))
+
+
+def test_request_codes_by_hand():
+    monday_9h, saturday_21h = 4 * 86_400 + 9 * 3600, 2 * 86_400 + 21 * 3600
+    codes, part = request_codes(["web", "app", "email", "sms", ""], monday_9h)
+    assert codes.tolist() == [0, 1, 2, -1, -1] and part.tolist() == [1] * 5
+    assert request_codes(["app"], saturday_21h)[1].tolist() == [4 + 3]
+
+
+def test_check_names_the_table_that_does_not_fit():
+    table = ContextTable(np.zeros((len(CHANNELS), 4), np.float32),
+                         np.zeros((N_DAYPARTS, 4), np.float32))
+    table.check(4)
+    with pytest.raises(ValueError, match="channel_lift"):
+        table.check(5)
+    bad = ContextTable(table.channel_lift, np.full((N_DAYPARTS, 4), np.nan, np.float32))
+    with pytest.raises(ValueError, match="daypart_lift has non-finite"):
+        bad.check(4)

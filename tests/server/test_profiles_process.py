@@ -103,7 +103,7 @@ def test_export_closes_the_loop_into_training(server_process, tmp_path, demo_dat
     out = tmp_path / "exported" / "interactions.csv"
     run_module("training", "export", "--server", server.target, "--out", str(out))
     rows = out.read_text().splitlines()
-    assert rows[0] == "user_id,item_id,timestamp,event,value" and len(rows) == 3001
+    assert rows[0] == "user_id,item_id,timestamp,event,value,channel" and len(rows) == 3001
     bundles = tmp_path / "bundles"
     run_module("training", "train", "--interactions", str(out), "--items", str(demo_data / "items.csv"),
                "--out", str(bundles))

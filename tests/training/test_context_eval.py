@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from kernels.context import daypart
 from training.als import ALSParams
@@ -28,3 +29,34 @@ def test_run_scores_all_three_methods_on_the_same_requests():
     for name in ("retrieval", "ranker", "ranker+context"):
         assert 0 < out[name]["recall@10"] <= 1 and 0 < out[name]["ndcg@10"] <= 1
     assert np.isfinite(out["ranker+context"]["trees"])
+
+
+def test_context_features_need_a_channel_per_row():
+    from dataclasses import replace
+
+    from training.pipeline import TrainConfig, train
+    rows, catalog, channel = demo_rows(TINY, 1.0)
+    with pytest.raises(ValueError, match="channel"):
+        train(rows, catalog, TrainConfig(context_features=True))
+    with pytest.raises(ValueError, match="ranker"):
+        train(replace(rows, channel=channel), catalog,
+              TrainConfig(context_features=True, use_ranker=False))
+
+
+def test_evaluate_requests_scores_each_request_in_its_context():
+    from dataclasses import replace
+
+    from training.context_ranker import evaluate_requests, fit_table, requests
+    from training.events import DEFAULT_EVENT_WEIGHTS
+    from training.split import temporal_split
+    from training.stage import fit_stage
+    rows, catalog, channel = demo_rows(TINY, 1.0)
+    rows = replace(rows, channel=channel)
+    tr, te = temporal_split(rows, 0.2)
+    stage = fit_stage(rows.subset(tr), catalog, ALSParams(factors=8, iterations=3),
+                      DEFAULT_EVENT_WEIGHTS)
+    out = evaluate_requests(stage, fit_table(rows.subset(tr), catalog), rows.subset(te),
+                            n_candidates=20)
+    assert out["n_eval_users"] == requests(rows.subset(te))[0].shape[0] > 0
+    assert out["model"] == out["retrieval"]  # no ranker: the retrieval lists
+    assert 0 < out["retrieval"]["ndcg@10"] <= 1 and out["se"]["retrieval"]["ndcg@10"] > 0

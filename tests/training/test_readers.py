@@ -102,3 +102,13 @@ def test_duplicate_item_ids_rejected(tmp_path):
     f = _write(tmp_path / "items.csv", "id,title\na,x\na,y\n")
     with pytest.raises(ValueError, match="duplicate item id 'a'"):
         read_items(f)
+
+
+def test_an_optional_channel_column_becomes_codes(tmp_path):
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value,channel\n"
+               "u,a,1,view,0,web\nu,b,2,view,0,App\nv,a,3,view,0,fax\nv,b,4,view,0,\n")
+    inter, _ = load(f)
+    assert inter.channel.tolist() == [0, 1, -1, -1]          # kernels.context.CHANNELS codes
+    assert inter.subset(inter.channel >= 0).channel.tolist() == [0, 1]
+    plain = _write(tmp_path / "p.csv", "user_id,item_id,timestamp,event\nu,a,1,view\n")
+    assert load(plain)[0].channel is None

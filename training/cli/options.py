@@ -63,6 +63,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--candidates", type=int, default=_R.n_candidates)
     r.add_argument("--ranker-users", type=int, default=_R.max_users)
     r.add_argument("--ranker-objective", choices=("lambdarank", "binary"), default=_R.objective)
+    r.add_argument("--context-features", action="store_true",
+                   help="also train the ranker on the request's channel and UTC daypart "
+                        "(needs a `channel` column; the bundle gets context.npz)")
     r.add_argument("--tree-tolerance", type=float, default=_R.tree_tolerance,
                    help="keep the fewest trees within this fraction of the best validation score")
     p.add_argument("--drift-users", type=int, default=TrainConfig.drift_users,
@@ -87,4 +90,5 @@ def config_from_args(args) -> TrainConfig:
     return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
                        test_frac=args.test_frac, use_ranker=not args.no_ranker,
                        refit=not args.no_refit, drift_users=args.drift_users,
-                       eval_users=args.eval_users)
+                       eval_users=args.eval_users,
+                       context_features=getattr(args, "context_features", False))

@@ -1,0 +1,113 @@
+"""NDCG@10 of the Recommend pipeline with vs without context features, in process (issue 19).
+
+    python -m loadtests.context_ndcg [--users 4000] [--items 800] [--days 60] [--strength 1.0]
+
+Draws the demo tastes world (`training demo-data --context-tastes STRENGTH`, read back through
+the training reader), holds out each user's last 20% of rows (`training.backtest.split_rows`),
+trains two bundles on the rest with `training train`'s pipeline, identical but for
+``--context-features``, loads each as the server does (`server.models.load_bundle`) and answers
+every hold-out request through `server.recommend.pipeline.recommend_batch` (seen items excluded
+for good, as the served backtest does). A request is one (user, channel, UTC daypart) of the
+hold-out: it is sent with that ``channel`` and a request time in that daypart, and its relevant
+items are the user's hold-out items in that context. So both bundles are scored on the same
+requests, with the features the server computes. Printed: NDCG@10 and recall@10 per bundle with
+bootstrap SE over the requests, and the paired difference with its bootstrap SE.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from contract.events import EVENT_TYPES
+from kernels.context import CHANNELS
+from server.models.bundle import load_bundle
+from server.recommend.exclusion import SeenPolicy
+from server.recommend.handler import bundle_histories
+from server.recommend.pipeline import RecQuery, recommend_batch
+from training.als import ALSParams
+from training.backtest import split_rows
+from training.bundle import write_bundle
+from training.context_ranker import requests
+from training.demo import DemoConfig, write_demo
+from training.metrics import bootstrap_se, per_user_metrics
+from training.pipeline import TrainConfig, train
+from training.readers import load
+
+K = 10
+MONDAY = 1_701_648_000  # 2023-12-04 00:00 UTC
+
+
+def request_time(part: int) -> int:
+    """A unix time in UTC daypart ``part`` (`kernels.context.daypart`): the middle of its block."""
+    day = 5 if part >= 4 else 0
+    return MONDAY + day * 86_400 + (part % 4) * 6 * 3_600 + 3 * 3_600
+
+
+def served(bundle, user_ids: np.ndarray, req, batch: int = 256) -> np.ndarray:
+    """Item rows [R, K] the pipeline answers for each request (-1: fewer than K)."""
+    users, channel, part = req[:3]
+    policy = SeenPolicy({t: float("inf") for t in EVENT_TYPES})
+    out = np.full((users.shape[0], K), -1, np.int64)
+    for p in np.unique(part):
+        idx = np.flatnonzero(part == p)
+        for start in range(0, idx.shape[0], batch):
+            chunk = idx[start:start + batch]
+            queries = [RecQuery(str(user_ids[users[j]]), K,
+                                channel=CHANNELS[channel[j]] if channel[j] >= 0 else "")
+                       for j in chunk]
+            results = recommend_batch(bundle, queries, bundle_histories, policy=policy,
+                                      now=request_time(int(p)))
+            for j, r in zip(chunk, results):
+                out[j, :len(r.rows)] = r.rows[:K]
+    return out
+
+
+def run(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="tailor-context-") as tmp:
+        cfg = DemoConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=args.seed,
+                         chunk_users=min(args.users, 25_000))
+        write_demo(Path(tmp) / "data", cfg, context_tastes=args.strength)
+        inter, catalog = load(Path(tmp) / "data" / "interactions.csv",
+                              Path(tmp) / "data" / "items.csv")
+        before, after = split_rows(inter, test_frac=0.2)
+        req = requests(after.subset(after.channel >= 0))
+        ids = np.arange(req[0].shape[0])
+        out = {"world": {"users": args.users, "items": args.items, "days": args.days,
+                         "strength": args.strength}, "n_requests": int(ids.shape[0])}
+        per = {}
+        for name, context in (("without context", False), ("with context", True)):
+            config = TrainConfig(als=ALSParams(seed=args.seed), context_features=context)
+            result = train(before, catalog, config)
+            bundle = load_bundle(write_bundle(result, Path(tmp) / "bundles"))
+            m = per_user_metrics(served(bundle, inter.user_ids, req), *req[3], ids, K)
+            per[name] = m
+            out[name] = {"ndcg@10": round(float(m["ndcg@10"].mean()), 4),
+                         "ndcg@10_se": round(bootstrap_se(m["ndcg@10"]), 4),
+                         "recall@10": round(float(m["recall@10"].mean()), 4),
+                         "ranker_features": list(bundle.manifest.ranker_features)}
+        diff = per["with context"]["ndcg@10"] - per["without context"]["ndcg@10"]
+        out["ndcg@10 difference"] = {"mean": round(float(diff.mean()), 4),
+                                     "se (paired bootstrap)": round(bootstrap_se(diff), 4),
+                                     "relative": round(float(diff.mean()) / max(
+                                         out["without context"]["ndcg@10"], 1e-12), 4)}
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m loadtests.context_ndcg", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=4000)
+    ap.add_argument("--items", type=int, default=800)
+    ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--strength", type=float, default=1.0,
+                    help="context_tastes of the demo world (0: the default world)")
+    ap.add_argument("--seed", type=int, default=0)
+    print(json.dumps(run(ap.parse_args(argv)), indent=1))
+
+
+if __name__ == "__main__":
+    main()
