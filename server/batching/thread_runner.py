@@ -1,10 +1,10 @@
 """`ThreadRunner`: batches run on a few dedicated threads (the default for read batches).
 
 Each thread takes batches from one `queue.SimpleQueue` (a C queue: one put and one get per batch)
-and hands the outcome back with `loop.call_soon_threadsafe`. That is the whole hand-off: about
-33 us of CPU per batch against 52-58 us through a `ThreadPoolExecutor` (its Future, work item,
-locks and done callbacks), measured round trip with an empty batch; Recommend's batches are
-small (1-2 calls under a closed-loop load), so the hand-off is paid about once per call.
+and hands the outcome back with `loop.call_soon_threadsafe`. That is the whole hand-off: 23-32 us
+of process CPU per round trip of an empty batch, against 42-58 us through a `ThreadPoolExecutor`
+(its Future, work item, locks and done callbacks); Recommend's batches are small (1-2 calls
+under a closed-loop load), so the hand-off is paid about once per call.
 """
 from __future__ import annotations
 
