@@ -18,6 +18,10 @@ both in one run: a server with the log off and one with it on, up together, the 
 generator; the fixed-rate runs alternate between them (`--rounds N` times) at the rates taken from
 the first server's max; then the p99 and server CPU per call of on vs off, paired by round.
 
+`--tls` serves over TLS with a bearer token the server checks (a throwaway CA and certificate,
+`loadtests/certs.py`, and an auth config with one minted token of the `decider` role), and every
+RPC, Ping included, is called that way: the production setting the issue's targets name.
+
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there), so before/after figures of two commits come from one machine and one generator:
 
@@ -41,6 +45,8 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+
+from clients.transport import Connection
 
 from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
 from .measure import (
@@ -159,13 +165,37 @@ IMPRESSION_MODES = {"on": ("on",), "off": ("off",), "both": ("off", "on")}
 """`--impressions`: the impression log setting of each server a catalog is measured on, in order."""
 
 
-def _start(stack: contextlib.ExitStack, bundle: Path, args, mode: str | None) -> Served:
+@dataclass(frozen=True)
+class Secured:
+    """How the servers listen and the generator calls: server flags and the client side."""
+
+    flags: tuple[str, ...] = ()
+    connection: Connection = Connection()
+
+
+def secured(folder: Path) -> Secured:
+    """TLS with a throwaway CA and certificate, and an auth config holding one bearer token (role
+    `decider`, which Recommend needs; Ping takes any authenticated caller), under `folder`."""
+    from server.security import tokens
+
+    from .certs import CertificateAuthority
+    ca = CertificateAuthority(folder)
+    cert = ca.issue("server")
+    auth = folder / "auth.toml"
+    token = tokens.mint(auth, "bench", ["decider"])
+    flags = ("--tls-cert", str(cert.cert), "--tls-key", str(cert.key), "--auth-config", str(auth))
+    return Secured(flags, Connection(tls_ca=ca.cert, token=token))
+
+
+def _start(stack: contextlib.ExitStack, bundle: Path, args, mode: str | None,
+           secure: Secured) -> Served:
     """A server with the impression log `mode` (the server's default if None), warmed up."""
     # the data dir beside the bundle, not in /tmp: it holds a copy of the bundle (~1 GB at 1M)
     work = Path(tempfile.mkdtemp(prefix="serve-", dir=bundle.parent.parent))
     env = None if mode is None else {"TAILOR_IMPRESSION_LOG": "true" if mode == "on" else "false"}
     return stack.enter_context(serving(bundle, workers=args.workers, server_src=args.server_src,
-                                       data_dir=work, env=env))
+                                       data_dir=work, env=env, flags=secure.flags,
+                                       connection=secure.connection))
 
 
 def bench_catalog(bundle: Path, args) -> dict:
@@ -175,13 +205,20 @@ def bench_catalog(bundle: Path, args) -> dict:
     with np.load(bundle / "users.npz") as npz:
         users = [str(u) for u in npz["user_ids"][:20000]]
     modes = IMPRESSION_MODES[args.impressions] if args.impressions else (None,)
-    load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency)
     recs, pings = recommend_payloads(users, k=10), ping_payloads()
     with contextlib.ExitStack() as stack:
-        servers = [{"mode": m, "srv": _start(stack, bundle, args, m), "paced": []} for m in modes]
+        secure = Secured()
+        if args.tls:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tailor-bench-tls-")))
+            secure = secured(folder)
+        load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency,
+                    connection=secure.connection)
+        servers = [{"mode": m, "srv": _start(stack, bundle, args, m, secure), "paced": []}
+                   for m in modes]
         for s in servers:
             s["tag"] = "" if s["mode"] is None else f" [log {s['mode']}]"
-            run_load(s["srv"].target, RECOMMEND, recs, concurrency=8, duration=2)  # warm-up
+            run_load(s["srv"].target, RECOMMEND, recs, concurrency=8, duration=2,
+                     connection=secure.connection)  # warm-up
         for s in servers:
             pid, target = s["srv"].process.pid, s["srv"].target
             s["idle"] = idle_cpu(pid)
@@ -261,13 +298,16 @@ def main(argv=None) -> None:
     p.add_argument("--impressions", choices=sorted(IMPRESSION_MODES), default=None,
                    help="impression log on, off, or both (two servers, one run); default: the "
                         "server's own setting")
+    p.add_argument("--tls", action="store_true",
+                   help="serve over TLS with a bearer token the server checks (auth config), and "
+                        "call every RPC that way")
     add_server_src_argument(p)
     add_plot_argument(p)
     args = p.parse_args(argv)
     rows = [bench_catalog(ensure_bundle(args.work, n, args.users, args.days), args) for n in args.items]
     print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
           f"concurrency={args.concurrency} duration={args.duration}s "
-          f"server source={args.server_src or 'this tree'}")
+          f"{'TLS + token ' if args.tls else ''}server source={args.server_src or 'this tree'}")
     for r in rows:
         print(f"\ncatalog {r['items']} items, index {r['index']}, "
               f"index recall@10 vs exact = {r['index_recall@10']}")

@@ -218,10 +218,10 @@ class ProfileRepository:
         with self.store.read() as txn:
             raws = self._profiles.get_many(txn, [feature_key(u) for u in user_ids])
         found = [i for i, r in enumerate(raws) if r]
-        decoded = decode_states(self.layout, [raws[i] for i in found])
         out: list[np.ndarray | None] = [None] * len(raws)
-        for j, i in enumerate(found):
-            out[i] = decoded[j]
+        if found:  # decoding costs even with nothing to decode (Recommend's bundle-only users)
+            for j, state in enumerate(decode_states(self.layout, [raws[i] for i in found])):
+                out[found[j]] = state
         return out
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:

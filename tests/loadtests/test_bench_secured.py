@@ -1,0 +1,13 @@
+"""`loadtests.bench.secured`: the TLS + token setting `bench --tls` serves and calls with."""
+from loadtests.bench import secured
+from server.security.principals import load_auth_config, token_hash
+
+
+def test_secured_flags_name_the_files_and_the_token_is_a_decider(tmp_path):
+    secure = secured(tmp_path)
+    flags = dict(zip(secure.flags[::2], secure.flags[1::2]))
+    assert set(flags) == {"--tls-cert", "--tls-key", "--auth-config"}
+    config = load_auth_config(flags["--auth-config"])
+    principal = config.by_token[token_hash(secure.connection.token)]
+    assert "decider" in principal.roles  # Recommend's role; Ping takes any authenticated caller
+    assert secure.connection.secure and secure.connection.tls_ca.exists()
