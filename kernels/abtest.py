@@ -4,14 +4,15 @@ Every test takes sufficient statistics (counts, sums, sums of squares) so it run
 `kernels.bandits.BanditState` (``n``, ``s``, ``ss``): two-proportion z-test, Welch t-test,
 Bayesian probability to beat control, sample-ratio-mismatch chi-square, an always-valid mSPRT
 with a normal mixture prior (peeking-safe) and sample-size calculators.
+
+scipy is imported by the functions that use it: the campaign writer processes import this module
+(through `server.campaigns`) and would otherwise pay for scipy.stats at every start.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy as np
-from scipy import integrate, optimize
-from scipy import stats as sps
 
 __all__ = [
     "TestResult", "two_proportion_ztest", "welch_ttest", "prob_beat_control", "srm_check",
@@ -38,6 +39,7 @@ def _check_n(*ns) -> None:
 
 def two_proportion_ztest(x_c, n_c, x_t, n_t, level: float = 0.95) -> TestResult:
     """Pooled-variance z-test of p_t - p_c; unpooled Wald interval. Vectorised over inputs."""
+    from scipy import stats as sps
     _check_n(n_c, n_t)
     pc, pt = np.asarray(x_c) / n_c, np.asarray(x_t) / n_t
     pool = (np.asarray(x_c) + x_t) / (np.asarray(n_c) + n_t)
@@ -65,6 +67,7 @@ def welch_ttest(n_c, s_c, ss_c, n_t, s_t, ss_t, level: float = 0.95,
     observation (no variance estimate; scipy answers NaN) and zero-variance pairs (t = 0, p = 1)
     take the reference formulas, as does the interval.
     """
+    from scipy import stats as sps
     _check_n(n_c, n_t)
     mc, vc = _mean_var(n_c, s_c, ss_c)
     mt, vt = _mean_var(n_t, s_t, ss_t)
@@ -91,6 +94,8 @@ def prob_beat_control(x_c, n_c, x_t, n_t, prior=(1.0, 1.0)) -> float:
 
     Exact up to quadrature error (~1e-8): integral of pdf_t(p) * cdf_c(p) dp.
     """
+    from scipy import integrate
+    from scipy import stats as sps
     _check_n(n_c, n_t)
     a0, b0 = prior
     post_c = sps.beta(a0 + x_c, b0 + n_c - x_c)
@@ -111,6 +116,7 @@ class SrmResult(NamedTuple):
 
 def srm_check(counts, weights, alpha: float = 0.001) -> SrmResult:
     """Chi-square goodness of fit of observed assignment counts to the configured weights."""
+    from scipy import stats as sps
     counts = np.asarray(counts, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     if counts.shape != w.shape or counts.size < 2 or (w <= 0).any():
@@ -155,6 +161,7 @@ class SampleSize(NamedTuple):
 def _n_control_proportions(p_c, p_t, alpha, power, ratio=1.0) -> float:
     """Control n (treatment: ratio * n) of a two-sided two-proportion z-test, pooled null
     variance (Fleiss), not rounded."""
+    from scipy import stats as sps
     za, zb = sps.norm.ppf(1 - alpha / 2), sps.norm.ppf(power)
     pbar = (p_c + ratio * p_t) / (1 + ratio)
     num = (za * np.sqrt(pbar * (1 - pbar) * (1 + 1 / ratio))
@@ -165,6 +172,9 @@ def _n_control_proportions(p_c, p_t, alpha, power, ratio=1.0) -> float:
 def _n_control_means(d, alpha, power, ratio=1.0) -> float:
     """Control n (treatment: ratio * n) of a two-sided two-sample t-test at standardised
     effect d, exact (noncentral t), not rounded."""
+    from scipy import optimize
+    from scipy import stats as sps
+
     def shortfall(n):
         df = n * (1 + ratio) - 2
         crit = sps.t.ppf(1 - alpha / 2, df)

@@ -1,14 +1,14 @@
 """Posterior statistics of a campaign's bandit state: intervals, P(best), expected loss, A/B.
 
 Kept apart from `kernels.bandits` (the decision path) because it needs scipy: the writer
-processes and the decision path import the policies without it.
+processes and the decision path import the policies without it. `server.campaigns` imports this
+module in every process, writers included, so scipy is imported when the statistics are asked for.
 """
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
-from scipy import stats as sps
 
 from kernels import _bandits, abtest
 from kernels.bandits import KIND_BETA, BanditState, _draw_numpy, posterior_params
@@ -25,6 +25,7 @@ def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bo
     view of the same rewards. Fixed splits add ``ab``: `kernels.abtest.ab_analysis` rows
     (every variant against arm 0: z-test or Welch, P(beat control), mSPRT p-value, SRM).
     """
+    from scipy import stats as sps
     kind, post = posterior_params(state) if state.policy != "lints" else \
         posterior_params(dataclasses.replace(state, policy="ucb1"))
     if kind == KIND_BETA:

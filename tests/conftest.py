@@ -64,13 +64,15 @@ def demo_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_bundle(demo_data, tmp_path_factory) -> Path:
-    return train_bundle(tmp_path_factory.mktemp("bundles"), demo_data)
+    # No report.html: no test reads this one's (tests/training/test_bundle.py checks the report).
+    return train_bundle(tmp_path_factory.mktemp("bundles"), demo_data, "--no-report")
 
 
 @pytest.fixture(scope="session")
 def second_bundle(demo_data, tmp_path_factory) -> Path:
     """Another valid version of the same catalog (different factors)."""
-    return train_bundle(tmp_path_factory.mktemp("bundles2"), demo_data, "--factors", "24")
+    return train_bundle(tmp_path_factory.mktemp("bundles2"), demo_data, "--factors", "24",
+                        "--no-report")
 
 
 @pytest.fixture(scope="session")

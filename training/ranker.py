@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import onnx
 import onnx.numpy_helper
@@ -20,6 +20,9 @@ from kernels.ranking import FEATURES
 from training.events import Interactions
 from training.metrics import hits
 from training.split import distinct_items, temporal_split
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 __all__ = ["RankerParams", "ranker_dataset", "fewest_trees", "train_ranker", "to_onnx"]
 
@@ -97,6 +100,9 @@ def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = Rank
     info : dict
         Sizes and the validation NDCG@10 of the booster.
     """
+    import lightgbm as lgb  # here, not with the module: every `python -m training` command
+    # imports this one for its defaults, and lightgbm (with sklearn) takes seconds to load
+
     t0 = time.perf_counter()
     inner_tr, inner_lab = temporal_split(train, 0.2)
     stage1 = fit_stage(train.subset(inner_tr))

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats as sps
 
 from .. import metrics
 from ..store import Store, keys
@@ -25,11 +24,18 @@ ALL, UNSPECIFIED = "all", "unspecified"
 DEFAULT_KS = (1, 5, 10)
 
 
+def _z(confidence: float) -> float:
+    """The two-sided normal quantile. scipy is imported here, not with the module: every server
+    process imports this one at start, and scipy.stats costs about a second of CPU to load."""
+    from scipy import stats as sps
+    return float(sps.norm.ppf(0.5 + confidence / 2))
+
+
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion ((0, 1) when n is 0)."""
     if n <= 0:
         return 0.0, 1.0
-    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    z = _z(confidence)
     p, z2 = successes / n, z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
@@ -76,7 +82,7 @@ def _row(version: str, channel: str, c: np.ndarray, ks: Sequence[int], confidenc
     conv = int(c[C.CONVERTED])
     mean = c[C.REVENUE] / n if n else 0.0
     var = max(c[C.REVENUE_SQ] / n - mean * mean, 0.0) if n else 0.0
-    z = float(sps.norm.ppf(0.5 + confidence / 2))
+    z = _z(confidence)
     half = z * math.sqrt(var / n) if n else 0.0
     rpm = Rate(1000 * mean, 1000 * max(mean - half, 0.0), 1000 * (mean + half))
     return ModelStatsRow(version, channel, n, int(c[C.COLD_START]), int(c[C.CLICKED]),

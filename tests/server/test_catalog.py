@@ -139,6 +139,10 @@ def _category_lists(target: str, cat: str, n: int = 10) -> list[set[str]]:
     return out
 
 
+def _followed(seen: set[str]) -> bool:
+    return "fresh-1" in seen and "fresh-2" not in seen
+
+
 def test_every_worker_serves_upserts_and_removals_and_after_restart(server_process, demo_bundle,
                                                                     tmp_path):
     import time
@@ -150,9 +154,12 @@ def test_every_worker_serves_upserts_and_removals_and_after_restart(server_proce
             cpb.CatalogItem(item_id="fresh-1", title="eco books set", category="books", price=9.0),
             cpb.CatalogItem(item_id="fresh-2", title="mini books kit", category="books", price=5.0)]))
         stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=["fresh-2"]))
-    time.sleep(1.0)  # five poll intervals
+    deadline = time.monotonic() + 5.0  # 25 poll intervals; the check below is the same as ever
+    while not all(map(_followed, _category_lists(server.target, "books", n=4))):
+        assert time.monotonic() < deadline, "a worker did not follow the catalog within 5 s"
+        time.sleep(0.1)
     for seen in _category_lists(server.target, "books"):
-        assert "fresh-1" in seen and "fresh-2" not in seen
+        assert _followed(seen)
     server.stop()
     again = server_process(tmp_path / "data", bundle=demo_bundle, workers=2, env=env)
     for seen in _category_lists(again.target, "books"):

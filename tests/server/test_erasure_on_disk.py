@@ -199,10 +199,9 @@ def test_bundle_scrub_removes_the_erased_users_rows(server_process, demo_bundle,
         tokens.use_key(secrets["store-id"].key)
         token = tokens.user_token(USER)
         assert before["user_ids"][row] == token
-        deadline = time.monotonic() + 15
-        while _users_npz(data)["user_ids"][row] == token and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)  # the queue file goes right after the rewrite
+        deadline = time.monotonic() + 15  # the rewrite, then the queue file goes right after it
+        while _token_hits(data / "bundles", token) and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert _token_hits(data / "bundles", token) == []
         after = _users_npz(data)
         assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
