@@ -70,3 +70,26 @@ def test_view_probabilities_follow_the_users_categories():
     in_mix = users["mix"][np.arange(5)][:, world.category] > 0
     # 10% of views explore; the rest stay in the user's own categories
     assert (prob * in_mix).sum(axis=1).min() > 0.85
+
+
+def test_item_item_stage_appends_the_columns_to_the_stage_features():
+    from kernels.ranking import FEATURES
+    from training.als import ALSParams
+    from training.item_item_eval import ItemItemStage, world_rows
+    from training.stage import fit_stage
+
+    cfg = DemoConfig(n_users=300, n_items=150, n_days=14, seed=2, chunk_users=300)
+    inter, catalog, _, truth = world_rows(cfg)
+    assert truth["taste"].shape == (300, cfg.dim)
+    stage = fit_stage(inter, catalog, ALSParams(factors=8, iterations=2, history_len=10))
+    table = neighbour_table(inter, "ease", m=10)
+    users = np.arange(5)
+    cand, scores = stage.candidates(users, 20)
+    got = ItemItemStage(stage, table).features(users, cand, scores)
+    assert got.shape == (5, 20, len(FEATURES) + len(ITEM_ITEM_FEATURES))
+    np.testing.assert_array_equal(got[..., :len(FEATURES)], stage.features(users, cand, scores))
+    # the EASE sum of a candidate is the sum of its weights from the user's window items
+    items = stage.hist[1]
+    lo, hi = stage.hist[0][0], stage.hist[0][1]
+    want = sum(table.lookup(np.array(h), np.array(cand[0, 0])) for h in items[lo:hi])
+    assert got[0, 0, len(FEATURES)] == pytest.approx(float(want), rel=1e-5)
