@@ -83,7 +83,8 @@ def fewest_trees(curve, tolerance: float) -> int:
     return int(np.argmax(curve >= curve.max() * (1.0 - tolerance))) + 1
 
 
-def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = RankerParams()):
+def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = RankerParams(),
+                 feature_names: tuple[str, ...] = FEATURES):
     """Fit stage 1 on the inner split of ``train`` and a booster on its candidates.
 
     Parameters
@@ -93,6 +94,8 @@ def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = Rank
     catalog : training.events.Catalog
     fit_stage : callable
         ``rows -> Stage`` with the pipeline's retrieval parameters.
+    feature_names : tuple of str
+        The columns of the stage's features, in order (experiments add columns).
 
     Returns
     -------
@@ -114,7 +117,7 @@ def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = Rank
     perm = rng.permutation(users.shape[0])
     parts = [ranker_dataset(stage1, labels, np.sort(users[idx]), p.n_candidates)
              for idx in (perm[n_valid:], perm[:n_valid])]
-    dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=list(FEATURES))
+    dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=list(feature_names))
     dvalid = lgb.Dataset(parts[1][0], parts[1][1], group=parts[1][2], reference=dtrain)
     record: dict = {}
     booster = lgb.train(_params(p), dtrain, p.n_estimators, valid_sets=[dvalid],
