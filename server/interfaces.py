@@ -148,10 +148,6 @@ class Recommendations(Protocol):
     def recommend_inline(self, query: RecQuery) -> RecResult:
         """The same, run in the calling thread (no batching, no thread hop)."""
 
-    @property
-    def idle(self) -> bool:
-        """No batch of the pipeline waiting or running."""
-
 
 class DecisionOwners(Protocol):
     """Whose a logged decision is (the campaigns domain): delivery reports name a message by

@@ -69,11 +69,6 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._batch_size = metrics.BATCH_SIZE.labels(self.name)
         self._queue_depth = metrics.QUEUE_DEPTH.labels(self.name)
 
-    @property
-    def idle(self) -> bool:
-        """No call waiting and no batch running (a caller may run its own in line instead)."""
-        return not self._pending and not self._active
-
     async def submit(self, query: Q) -> R:
         if self._closed:
             raise BatcherClosed(self.name)

@@ -12,12 +12,11 @@
                        earlier calls' items excluded): dicts with item_id, title, url, price,
                        image, category
 
-A message composed on its own (ComposeMessage, PreviewMessage) runs `recommend` in line while
-the Recommend batcher is idle: the pipeline as a batch of one on the event loop, about a
-millisecond, instead of a hop to the batch thread and back (each hop a thread wake-up, which a
-busy machine can delay by milliseconds). With batches waiting or running it joins them (one
-batch costs less than competing with it for the GIL). SendCampaign composes many messages at
-once and always uses the batcher, which runs their calls as one batch.
+A message composed on its own (ComposeMessage, PreviewMessage) runs `recommend` in line: the
+pipeline as a batch of one on the event loop, about a millisecond, instead of a hop to the batch
+threads and back (each hop a thread wake-up, which a busy machine can delay by milliseconds).
+SendCampaign composes many messages at once and keeps the batcher, which runs their calls as
+one batch.
 """
 from __future__ import annotations
 
@@ -64,7 +63,7 @@ class MessageContext:
               inline: bool = False) -> dict:
         """`rec_user`: whose recommendations (default the recipient; previews of a sample
         profile pass an id no profile has, which gets the popular items); `inline`: run
-        `recommend` in line while the batcher is idle (see the module's docstring)."""
+        `recommend` in line rather than through the batcher (see the module's docstring)."""
         ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
                if name in recipient.attributes}
         ctx.update(profile=dict(recipient.attributes), interests=list(recipient.interests),
@@ -91,12 +90,12 @@ class MessageContext:
             shown.extend(i["item_id"] for i in items)
             return items
 
+        def recommend_inline(k: int = 4, category: str | None = None) -> list[dict]:
+            return picked(self.recommender.recommend_inline(query(k, category)))
+
         async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
-            q, rec = query(k, category), self.recommender
-            if inline and rec.idle:
-                return picked(rec.recommend_inline(q))
-            return picked(await rec.recommend(q))
-        return recommend
+            return picked(await self.recommender.recommend(query(k, category)))
+        return recommend_inline if inline else recommend
 
 
 def _items(result) -> list[dict]:

@@ -170,11 +170,6 @@ class Recommender:
                 self.impressions.record(rid, q, res)
         return results
 
-    @property
-    def idle(self) -> bool:
-        """No Recommend batch waiting or running (`recommend_inline` competes with none)."""
-        return self.batcher.idle
-
     def recommend_inline(self, query: RecQuery, request_id: str = "") -> RecResult:
         """`recommend` run in the calling thread as a batch of one: no batcher, no thread hop
         each way (a composed message's template call, already on its own). Validated, counted
