@@ -145,9 +145,6 @@ class Recommendations(Protocol):
     async def recommend(self, query: RecQuery) -> RecResult:
         """Top-k rows of the active bundle for the query's user."""
 
-    def recommend_inline(self, query: RecQuery) -> RecResult:
-        """The same, run in the calling thread (no batching, no thread hop)."""
-
 
 class DecisionOwners(Protocol):
     """Whose a logged decision is (the campaigns domain): delivery reports name a message by

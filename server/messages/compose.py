@@ -113,7 +113,7 @@ class Composer:
 
     async def compose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                       deliver: bool = False) -> Message:
-        out, recipient = await self.decide_and_render(campaign_id, user_id, context, inline=True)
+        out, recipient = await self.decide_and_render(campaign_id, user_id, context)
         if deliver and recipient is not None:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
@@ -121,12 +121,9 @@ class Composer:
         return out
 
     async def decide_and_render(self, campaign_id: str, user_id: str,
-                                context: Mapping[str, float], inline: bool = False
-                                ) -> tuple[Message, Recipient | None]:
+                                context: Mapping[str, float]) -> tuple[Message, Recipient | None]:
         """One logged decision, the contact policy's verdict, and (unless suppressed or in the
-        holdout, where the recipient is None) the rendered message with its recipient.
-        `inline`: the template's `recommend` calls run in line (a message composed on its own;
-        `context.MessageContext`), else through the batcher (many composed at once)."""
+        holdout, where the recipient is None) the rendered message with its recipient."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
         choice = await self.campaigns.choose(campaign_id, user_id, context)
@@ -141,7 +138,7 @@ class Composer:
         if all(v.id != choice.variant_id for v in campaign.spec.variants):
             campaign = await self.message_campaign(campaign_id)  # a variant appended meanwhile
         recipient = await read_recipient(self.profiles, user_id)
-        await self._render(out, campaign, recipient, user_id, inline)
+        await self._render(out, campaign, recipient, user_id)
         phone = recipient.attributes.get("phone")
         if out.channel == "sms" and phone and self.phones is not None:
             await asyncio.to_thread(self.phones.remember, user_id, phone)
@@ -165,7 +162,7 @@ class Composer:
             check_count("sample_interests", len(interests), self.limits.preview_attributes)
             recipient = Recipient(PREVIEW_USER, self._sample(attributes or {}),
                                   tuple(check_text("sample_interests", i, 256) for i in interests))
-        await self._render(out, campaign, recipient, user_id, inline=True)
+        await self._render(out, campaign, recipient, user_id)
         return out
 
     def _sample(self, attributes: Mapping[str, str]) -> dict[str, str]:
@@ -178,8 +175,7 @@ class Composer:
                                       f"at most {lim.attribute_value_chars}")
         return dict(attributes)
 
-    async def _render(self, out: Message, campaign, recipient: Recipient, user_id: str,
-                      inline: bool = False) -> None:
+    async def _render(self, out: Message, campaign, recipient: Recipient, user_id: str) -> None:
         spec = campaign.spec
         variant = next(v for v in spec.variants if v.id == out.variant_id)
         compiled = self.templates.get(spec.campaign_id, campaign.revision,
@@ -189,7 +185,7 @@ class Composer:
             out.unsubscribe_url = (self.unsubscribe_url(user_id, out.channel, spec.campaign_id)
                                    if user_id else f"{self.public_base}/u/preview")
         ctx = self.context.build(recipient, channel=out.channel, campaign=spec, variant=variant,
-                                 unsubscribe_url=out.unsubscribe_url, inline=inline)
+                                 unsubscribe_url=out.unsubscribe_url)
         rendered = await compiled.render(variant.id, ctx)
         out.parts = {p: rendered[p] for p in PARTS[out.channel] if p in rendered}
         out.sms = check_parts(variant.id, out.channel, out.parts, self.limits)

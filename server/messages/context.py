@@ -11,12 +11,6 @@
                        items picked for the user by the Recommend pipeline (seen items and
                        earlier calls' items excluded): dicts with item_id, title, url, price,
                        image, category
-
-A message composed on its own (ComposeMessage, PreviewMessage) runs `recommend` in line: the
-pipeline as a batch of one on the event loop, about a millisecond, instead of a hop to the batch
-threads and back (each hop a thread wake-up, which a busy machine can delay by milliseconds).
-SendCampaign composes many messages at once and keeps the batcher, which runs their calls as
-one batch.
 """
 from __future__ import annotations
 
@@ -59,11 +53,9 @@ class MessageContext:
         self.limits = limits
 
     def build(self, recipient: Recipient, *, channel: str, campaign, variant,
-              unsubscribe_url: str = "", rec_user: str | None = None,
-              inline: bool = False) -> dict:
+              unsubscribe_url: str = "", rec_user: str | None = None) -> dict:
         """`rec_user`: whose recommendations (default the recipient; previews of a sample
-        profile pass an id no profile has, which gets the popular items); `inline`: run
-        `recommend` in line rather than through the batcher (see the module's docstring)."""
+        profile pass an id no profile has, which gets the popular items)."""
         ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
                if name in recipient.attributes}
         ctx.update(profile=dict(recipient.attributes), interests=list(recipient.interests),
@@ -71,31 +63,23 @@ class MessageContext:
                    campaign={"id": campaign.campaign_id, "name": campaign.name,
                              "channel": campaign.channel, "variant_id": variant.id if variant else ""},
                    unsubscribe_url=unsubscribe_url,
-                   recommend=self._helper(rec_user or recipient.user_id, channel, inline))
+                   recommend=self._helper(rec_user or recipient.user_id, channel))
         return ctx
 
-    def _helper(self, user_id: str, channel: str, inline: bool):
+    def _helper(self, user_id: str, channel: str):
         shown: list[str] = []  # items of earlier calls in this message are not repeated
 
-        def query(k: int, category: str | None) -> RecQuery:
+        async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
             if not isinstance(k, int) or not 1 <= k <= self.limits.message_recommend_k:
                 raise InvalidArgument("recommend(k)", f"k must be an int in [1, "
                                       f"{self.limits.message_recommend_k}]")
-            return RecQuery(user_id=user_id, k=k, channel=channel,
-                            categories=(category,) if category else (),
-                            exclude_item_ids=tuple(shown))
-
-        def picked(result) -> list[dict]:
-            items = _items(result)
+            query = RecQuery(user_id=user_id, k=k, channel=channel,
+                             categories=(category,) if category else (),
+                             exclude_item_ids=tuple(shown))
+            items = _items(await self.recommender.recommend(query))
             shown.extend(i["item_id"] for i in items)
             return items
-
-        def recommend_inline(k: int = 4, category: str | None = None) -> list[dict]:
-            return picked(self.recommender.recommend_inline(query(k, category)))
-
-        async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
-            return picked(await self.recommender.recommend(query(k, category)))
-        return recommend_inline if inline else recommend
+        return recommend
 
 
 def _items(result) -> list[dict]:

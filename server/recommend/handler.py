@@ -170,31 +170,5 @@ class Recommender:
                 self.impressions.record(rid, q, res)
         return results
 
-    def recommend_inline(self, query: RecQuery, request_id: str = "") -> RecResult:
-        """`recommend` run in the calling thread as a batch of one: no batcher, no thread hop
-        each way (a composed message's template call, already on its own). Validated, counted
-        for a canary and recorded like `recommend`."""
-        self.registry.current()
-        query = self.validate(query)
-        self._init_compute_thread()  # per calling thread, a C call: FAISS's threads stay few
-        canary, started = self.registry.canary, time.perf_counter()
-        try:
-            [result] = self._run_batch([query])
-            if isinstance(result, BaseException):
-                raise result
-        except TailorError:
-            raise
-        except Exception:  # as `_counted`: a failure of the model, counted for its version
-            if canary is not None:
-                version = (canary.bundle.version if canary.split.in_canary(query.user_id)
-                           else self.registry.current().version)
-                self._observe(canary, version, time.perf_counter() - started, True)
-            raise
-        if canary is not None:
-            self._observe(canary, result.bundle.version, time.perf_counter() - started, False)
-        if self.impressions is not None:
-            self.impressions.record(request_id, query, result)
-        return result
-
     async def close(self) -> None:
         await self.batcher.close()
