@@ -57,8 +57,9 @@ async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_cat
 
 async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profiles, messaging,
                                                                 catalog, channel):
-    """ComposeMessage runs the template's recommend() in line (no batcher): the same pipeline,
-    so the same items, in the same order, as a Recommend call through the batcher."""
+    """The template's recommend(4, category=...) is the Recommend pipeline for the recipient:
+    the same items, in the same order, as a Recommend call with the same k, channel and
+    category."""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     category = catalog["category"][catalog["ids"][0]]
     await interested_user(profiles, catalog, "u2", category)
