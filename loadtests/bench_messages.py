@@ -19,8 +19,9 @@ two caps and quiet hours are not configured here yet.)
 
 `--baseline-src DIR` starts a second server from another source tree (e.g. a worktree of the
 commit before a change, kernels built there), set up the same way; each round then also runs
-ComposeMessage on it at the same rate, right before this server's, so before and after come
-from one run on the same noise.
+ComposeMessage on it at the same rate, before this server's in odd rounds and after it in even
+ones (the second of two back-to-back runs was seen to fare worse), so before and after
+come from one run on the same noise: take several rounds.
 
 Every composed message waits for its decision's durable write (the caps are checked in that
 transaction): with fsync on, an LMDB commit syncs data and meta pages, so the disk's fsync time
@@ -138,13 +139,19 @@ def main(argv=None) -> int:
         rate = pair.method.load.qps / 2
         halves, base_halves, rec_halves, ping_halves = [], [], [], []
         for r in range(1, args.rounds + 1):
-            if base is not None:
+            def base_run(r=r):
                 b_target, b_pid, b_users = base
                 base_halves.append(measure(f"baseline ComposeMessage @ {rate:.0f}/s, r{r}", b_pid,
                                            b_target, COMPOSE, compose_payloads(b_users), rate=rate,
                                            **common))
+            # The baseline first in odd rounds, second in even ones: of two back-to-back runs the
+            # second was seen to fare worse (the first one's writes still reaching the disk?).
+            if base is not None and r % 2:
+                base_run()
             halves.append(measure(f"ComposeMessage @ half max {rate:.0f}/s, r{r}", pid, target,
                                   COMPOSE, composes, rate=rate, **common))
+            if base is not None and not r % 2:
+                base_run()
             rec_halves.append(measure(f"Recommend k=4 @ {rate:.0f}/s, r{r}", pid, target,
                                       RECOMMEND, recs, rate=rate, **common))
             ping_halves.append(measure(f"Ping @ {rate:.0f}/s, r{r}", pid, target, PING,
