@@ -1,7 +1,8 @@
 """ComposeMessage (email, 4 recommended items) against Recommend and an empty RPC, in one run.
 
     python -m loadtests.bench_messages [--items 20000] [--users 20000] [--duration 10]
-        [--concurrency 16] [--work .bench] [--server-src DIR]
+        [--concurrency 16] [--rounds 1] [--no-sync] [--work .bench] [--server-src DIR]
+        [--baseline-src DIR]
 
 Trains (or reuses, under --work) a demo bundle, starts `python -m server` on loopback (fsync on)
 with its public endpoint, creates an email campaign whose HTML shows
@@ -9,15 +10,28 @@ with its public endpoint, creates an email campaign whose HTML shows
 a first name and an email opt-in (marketing email needs one: without it every compose would be
 a suppressed decision), then measures with one generator, composing for those 500:
 1. Ping, ComposeMessage and Recommend k=4 max QPS (closed loop),
-2. ComposeMessage at half its max QPS (open loop): p99 (target <= 15 ms), beside Recommend k=4
-   at the same rate, and the server CPU per call of each (loadtests/measure.py).
+2. `--rounds` times, at half of ComposeMessage's max QPS (open loop): ComposeMessage (p99
+   target <= 15 ms), Recommend k=4 and Ping at the same rate, each with its server CPU per call
+   (loadtests/measure.py).
 A composed message is a logged decision plus a Recommend plus rendering, so its CPU per call
-is read against Recommend's. (The speed target's two caps and quiet hours are not configured
-here yet.)
+is read against Recommend's; Ping's is what any call costs at that rate. (The speed target's
+two caps and quiet hours are not configured here yet.)
+
+`--baseline-src DIR` starts a second server from another source tree (e.g. a worktree of the
+commit before a change, kernels built there), set up the same way; each round then also runs
+ComposeMessage on it at the same rate, before this server's in odd rounds and after it in even
+ones (the second of two back-to-back runs was seen to fare worse), so before and after
+come from one run on the same noise: take several rounds.
+
+Every composed message waits for its decision's durable write (the caps are checked in that
+transaction): with fsync on, an LMDB commit syncs data and meta pages, so the disk's fsync time
+is part of ComposeMessage's latency. `--no-sync` runs the servers without fsync per commit
+(`TAILOR_LMDB_SYNC=false`, commits still survive a process crash) to read the rest apart.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import time
@@ -33,7 +47,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
 from .bench import _free_port, ensure_bundle, serving
-from .loadgen import RECOMMEND, recommend_payloads, run_load
+from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
 from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table
 
 COMPOSE = "/tailor.v1.MessagingService/ComposeMessage"
@@ -79,6 +93,17 @@ def compose_payloads(users: list[str], n: int = 4096) -> list[bytes]:
             .SerializeToString() for _ in range(n)]
 
 
+@contextlib.contextmanager
+def _server(bundle: Path, src: Path | None, env: dict):
+    """A server (from `src` if given) with the campaign and users set up: (target, pid, users)."""
+    flags = ["--public-http-port", str(_free_port()), "--public-url", "https://bench.example"]
+    with serving(bundle, "tailor-bench-messages-", flags=flags, server_src=src, env=env,
+                 stop_timeout=60) as srv:
+        users = setup(srv.target, bundle)
+        run_load(srv.target, COMPOSE, compose_payloads(users), concurrency=8, duration=2)  # warm-up
+        yield srv.target, srv.process.pid, users
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_messages", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,33 +112,68 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=1, help="fixed-rate rounds (step 2)")
+    p.add_argument("--no-sync", action="store_true", help="servers without fsync per commit")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
     add_server_src_argument(p)
+    p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+                   help="also compose on a server from this source tree in every round "
+                        "(before/after in one run)")
     args = p.parse_args(argv)
     bundle = ensure_bundle(args.work, args.items, args.users, args.days)
-    flags = ["--public-http-port", str(_free_port()), "--public-url", "https://bench.example"]
-    with serving(bundle, "tailor-bench-messages-", flags=flags, server_src=args.server_src,
-                 stop_timeout=60) as srv:
-        target, pid = srv.target, srv.process.pid
-        users = setup(target, bundle)
+    env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
+    with contextlib.ExitStack() as stack:
+        target, pid, users = stack.enter_context(_server(bundle, args.server_src, env))
+        base = (stack.enter_context(_server(bundle, args.baseline_src, env))
+                if args.baseline_src is not None else None)
         composes, recs = compose_payloads(users), recommend_payloads(users, k=4)
-        print(f"bundle {bundle.name}: {args.items} items; load: concurrency {args.concurrency}, "
-              f"{args.duration:g}s per step", flush=True)
-        run_load(target, COMPOSE, composes, concurrency=8, duration=2)  # warm-up
+        print(f"bundle {bundle.name}: {args.items} items; fsync {'off' if args.no_sync else 'on'}; "
+              f"load: concurrency {args.concurrency}, "
+              f"{args.duration:g}s per step"
+              + (f"; baseline server from {args.baseline_src}" if base else ""), flush=True)
         idle = idle_cpu(pid)
         common = dict(concurrency=args.concurrency, duration=args.duration)
         pair = compare("ComposeMessage email (max)", pid, target, COMPOSE, composes, **common)
-        rec_max = measure("Recommend k=4 (max)", pid, target, RECOMMEND, recs, **common)
+        rows = [pair.ping, pair.method,
+                measure("Recommend k=4 (max)", pid, target, RECOMMEND, recs, **common)]
         rate = pair.method.load.qps / 2
-        half = measure(f"ComposeMessage @ half max {rate:.0f}/s", pid, target, COMPOSE,
-                       composes, rate=rate, **common)
-        rec_half = measure(f"Recommend k=4 @ {rate:.0f}/s", pid, target, RECOMMEND, recs,
-                           rate=rate, **common)
-        print_table([pair.ping, pair.method, rec_max, half, rec_half], pair, idle)
-        print(f"ComposeMessage p99 at half max: {half.load.p99_ms:.2f} ms (target <= 15); server "
-              f"CPU per call {half.cpu_us_per_call:.0f} us vs Recommend k=4 "
-              f"{rec_half.cpu_us_per_call:.0f} us (x{half.cpu_us_per_call / rec_half.cpu_us_per_call:.2f})")
+        halves, base_halves, rec_halves, ping_halves = [], [], [], []
+        for r in range(1, args.rounds + 1):
+            def base_run(r=r):
+                b_target, b_pid, b_users = base
+                base_halves.append(measure(f"baseline ComposeMessage @ {rate:.0f}/s, r{r}", b_pid,
+                                           b_target, COMPOSE, compose_payloads(b_users), rate=rate,
+                                           **common))
+            # The baseline first in odd rounds, second in even ones: of two back-to-back runs the
+            # second was seen to fare worse (the first one's writes still reaching the disk?).
+            if base is not None and r % 2:
+                base_run()
+            halves.append(measure(f"ComposeMessage @ half max {rate:.0f}/s, r{r}", pid, target,
+                                  COMPOSE, composes, rate=rate, **common))
+            if base is not None and not r % 2:
+                base_run()
+            rec_halves.append(measure(f"Recommend k=4 @ {rate:.0f}/s, r{r}", pid, target,
+                                      RECOMMEND, recs, rate=rate, **common))
+            ping_halves.append(measure(f"Ping @ {rate:.0f}/s, r{r}", pid, target, PING,
+                                       ping_payloads(), rate=rate, **common))
+            rows += [*base_halves[-1:], halves[-1], rec_halves[-1], ping_halves[-1]]
+        print_table(rows, pair, idle)
+        for r, (half, rec, ping) in enumerate(zip(halves, rec_halves, ping_halves), 1):
+            print(f"round {r}: ComposeMessage p99 at half max {half.load.p99_ms:.2f} ms (target "
+                  f"<= 15); server CPU per call {half.cpu_us_per_call:.0f} us vs Recommend k=4 "
+                  f"{rec.cpu_us_per_call:.0f} us (x{half.cpu_us_per_call / rec.cpu_us_per_call:.2f})"
+                  f", Ping {ping.cpu_us_per_call:.0f} us"
+                  + (f"; baseline p99 {base_halves[r - 1].load.p99_ms:.2f} ms, CPU per call "
+                     f"{base_halves[r - 1].cpu_us_per_call:.0f} us" if base_halves else ""))
+        print("median over the rounds: ComposeMessage " + _medians(halves)
+              + (", baseline " + _medians(base_halves) if base_halves else "")
+              + ", Recommend " + _medians(rec_halves) + ", Ping " + _medians(ping_halves))
     return 0
+
+
+def _medians(runs: list) -> str:
+    return (f"p99 {np.median([m.load.p99_ms for m in runs]):.2f} ms, CPU "
+            f"{np.median([m.cpu_us_per_call for m in runs]):.0f} us/call")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
+import threading
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -57,9 +57,30 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _ctr(key: bytes, iv: bytes, data: bytes) -> bytes:
-    c = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
-    return c.update(data) + c.finalize()
+class _Ctr:
+    """AES-256-CTR under one key, the same bytes as `modes.CTR(iv)`: the keystream is the ECB
+    encryption of the counter blocks iv, iv + 1, ... (mod 2**128). One ECB context is kept per
+    key (setting up a CTR context costs more than a token's few blocks); the lock serialises its
+    use across threads."""
+
+    def __init__(self, key: bytes):
+        self._ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+        self._lock = threading.Lock()
+
+    def apply(self, iv: bytes, data: bytes) -> bytes:
+        start, n = int.from_bytes(iv, "big"), -(-len(data) // 16)
+        counters = b"".join(((start + i) & _BLOCK_MASK).to_bytes(16, "big") for i in range(n))
+        with self._lock:
+            stream = self._ecb.update(counters)
+        mixed = int.from_bytes(data, "big") ^ int.from_bytes(stream[:len(data)], "big")
+        return mixed.to_bytes(len(data), "big")
+
+
+_BLOCK_MASK = (1 << 128) - 1
+
+
+def _mac(key: bytes, data: bytes) -> bytes:
+    return hmac.digest(key, data, "sha256")
 
 
 class UnsubscribeTokens:
@@ -70,17 +91,15 @@ class UnsubscribeTokens:
         self._kid = ring.kid
 
     @staticmethod
-    def _derive(key: bytes) -> tuple[bytes, bytes]:
-        return (hmac.new(key, b"unsubscribe/enc", hashlib.sha256).digest(),
-                hmac.new(key, b"unsubscribe/mac", hashlib.sha256).digest())
+    def _derive(key: bytes) -> tuple[_Ctr, bytes]:
+        return _Ctr(_mac(key, b"unsubscribe/enc")), _mac(key, b"unsubscribe/mac")
 
     def issue(self, user_id: str, channel: str, campaign_id: str) -> str:
         enc, mac = self._keys[self._kid]
         payload = SEP.join((user_id, channel, campaign_id)).encode()
-        iv = hmac.new(mac, b"iv" + payload, hashlib.sha256).digest()[:16]
-        body = _b64(iv + _ctr(enc, iv, payload))
-        signed = f"{VERSION}.{body}.{self._kid}"
-        tag = _b64(hmac.new(mac, signed.encode(), hashlib.sha256).digest())
+        iv = _mac(mac, b"iv" + payload)[:16]
+        body = _b64(iv + enc.apply(iv, payload))
+        tag = _b64(_mac(mac, f"{VERSION}.{body}.{self._kid}".encode()))
         return f"{VERSION}.{body}.{tag}.{self._kid}"
 
     def read(self, token: str) -> Unsubscribe:
@@ -98,10 +117,10 @@ class UnsubscribeTokens:
             raw, given = _unb64(body), _unb64(tag)
         except (binascii.Error, ValueError):
             raise BadToken() from None
-        want = hmac.new(mac, f"{VERSION}.{body}.{kid}".encode(), hashlib.sha256).digest()
+        want = _mac(mac, f"{VERSION}.{body}.{kid}".encode())
         if len(raw) < 17 or not hmac.compare_digest(want, given):
             raise BadToken()
-        parts = _ctr(enc, raw[:16], raw[16:]).decode("utf-8", "replace").split(SEP)
+        parts = enc.apply(raw[:16], raw[16:]).decode("utf-8", "replace").split(SEP)
         if len(parts) != 3:
             raise BadToken()
         return Unsubscribe(*parts)

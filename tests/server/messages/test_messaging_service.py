@@ -8,6 +8,8 @@ import pytest
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc
 
 from .conftest import email_spec, interested_user, opt_in
 
@@ -51,6 +53,21 @@ async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_cat
     logged = [r async for r in campaigns.ExportDecisions(
         cpb.ExportDecisionsRequest(campaign_id="mail", include_pending=True))]
     assert [(r.decision_id, r.user_id) for r in logged] == [(msg.decision_id, "u1")]
+
+
+async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profiles, messaging,
+                                                                catalog, channel):
+    """The template's recommend(4, category=...) is the Recommend pipeline for the recipient:
+    the same items, in the same order, as a Recommend call with the same k, channel and
+    category."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    category = catalog["category"][catalog["ids"][0]]
+    await interested_user(profiles, catalog, "u2", category)
+    await opt_in(profiles, "u2")
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u2"))
+    answer = await recommendation_pb2_grpc.RecommendationServiceStub(channel).Recommend(
+        rpb.RecommendRequest(user_id="u2", k=4, channel="email", categories=[category]))
+    assert re.findall(r'data-item="([^"]+)"', msg.parts["html"]) == [i.item_id for i in answer.items]
 
 
 async def test_a_user_without_profile_gets_no_marketing_but_a_transactional_message_with_defaults(
