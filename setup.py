@@ -50,6 +50,19 @@ class BuildProtos(Command):
             print(f"generated {path.relative_to(ROOT)}")
 
 
+LIBRARIES = {"_aead": ["crypto"]}
+"""Libraries a kernel links against (OpenSSL's libcrypto: headers from libssl-dev)."""
+HEADERS = {"_aead": "openssl/evp.h"}
+"""A header a kernel needs: without it the kernel is skipped (`kernels.aead` then runs its
+reference, `cryptography`)."""
+
+
+def _has_header(name: str) -> bool:
+    dirs = ["/usr/include", "/usr/local/include", os.path.join(sys.prefix, "include"),
+            *os.environ.get("C_INCLUDE_PATH", "").split(os.pathsep)]
+    return any(d and os.path.exists(os.path.join(d, name)) for d in dirs)
+
+
 def kernel_extensions() -> list[Extension]:
     wanted = {k for k in os.environ.get("TAILOR_KERNELS", "").split(",") if k}
     exts = []
@@ -57,11 +70,15 @@ def kernel_extensions() -> list[Extension]:
         name = Path(pyx).stem
         if wanted and name not in wanted:
             continue
+        if name in HEADERS and not _has_header(HEADERS[name]):
+            print(f"skipping kernels.{name}: {HEADERS[name]} not found", file=sys.stderr)
+            continue
         exts.append(Extension(
             f"kernels.{name}", [pyx],
             include_dirs=[np.get_include(), "kernels"],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
             extra_compile_args=["-O3"] if sys.platform != "win32" else [],
+            libraries=LIBRARIES.get(name, []),
         ))
     return cythonize(exts, compiler_directives=COMPILER_DIRECTIVES, quiet=True)
 

@@ -140,6 +140,7 @@ class TailorServer:
         scrub_queue = ScrubQueue(s.bundles_dir, matches=self.tombstones.matches)
         self.profiles.add_eraser(scrub_queue)
         self.registry.add_check(scrub_queue.check_bundle)
+        self.registry.add_ids_check(scrub_queue.check_ids)
         self.catalog = Catalog(s, self.store, self.registry)
         self.registry.add_amender(self.catalog.amend_bundle)
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],
@@ -185,6 +186,7 @@ class TailorServer:
         self.profiles.add_eraser(self.phones)
         self.profiles.add_listener(self.impressions)
         self.profiles.add_eraser(self.impressions)
+        self.profiles.add_exporter(self.impressions)
         self.profiles.add_eraser(self.delivery.dead)
         self.profiles.add_eraser(send_records)
 

@@ -1,4 +1,5 @@
-"""ExportImpressions: the log with its joined outcomes, as training reads it back.
+"""ExportImpressions: the log with its joined outcomes, as training reads it back; and one
+user's impressions as their access export lists them (`user_section`, ExportProfile).
 
 Stored impressions hold item codes and keyed hashes of users. The export names items by the
 active bundle's catalog (items it no longer holds as "code:<n>") and users by id when a profile
@@ -14,9 +15,9 @@ import numpy as np
 
 from ..interfaces import BundleSource
 from .log import ImpressionLog, user_hash
-from .records import Impression, item_codes_of
+from .records import ITEM_BITS, Impression, item_codes_of
 
-__all__ = ["ExportedImpression", "ImpressionExport"]
+__all__ = ["ExportedImpression", "ImpressionExport", "impression_document"]
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,26 @@ class ImpressionExport:
         for ref, rid, imp in self.log.export(start, end):
             ids = [catalog.get(c) or f"code:{c}" for c in np.asarray(imp.items).tolist()]
             yield ExportedImpression(rid, ref, users.get(ref, ""), ids, imp)
+
+    def user_section(self, user_id: str) -> list[dict]:
+        """Every impression held about `user_id` (`impression_document` each), oldest first."""
+        catalog = self._catalog()
+        rows = [impression_document(rid, imp, catalog) for rid, imp in self.log.of_user(user_id)]
+        return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"]))
+
+
+def impression_document(request_id: str, imp: Impression, catalog: dict[int, str]) -> dict:
+    """One impression as JSON-ready values: what was shown (items by id, `catalog` naming the
+    codes; "code:<n>" where it does not), when, by which model on which channel, and what the
+    feedback join added (outcomes per position)."""
+    outcomes = imp.outcomes if imp.outcomes is not None else np.zeros(len(imp.items), np.uint8)
+    items = [{"position": p, "item_id": catalog.get(c) or f"code:{c}", "score": s,
+              "outcomes": [name for name, bit in ITEM_BITS.items() if o & bit]}
+             for p, (c, s, o) in enumerate(zip(np.asarray(imp.items).tolist(),
+                                               np.asarray(imp.scores).tolist(),
+                                               np.asarray(outcomes).tolist()))]
+    return {"request_id": request_id, "timestamp": imp.timestamp,
+            "model_version": imp.model_version, "channel": imp.channel, "context": imp.context,
+            "cold_start": imp.cold_start, "items": items,
+            "first_click_position": imp.first_click, "clicks": imp.clicks,
+            "add_to_carts": imp.add_to_carts, "purchases": imp.purchases, "revenue": imp.revenue}

@@ -1,8 +1,8 @@
 """Transport-agnostic impressions domain: the log, the feedback join and the online metrics.
 
 `Impressions` is what `server.app` wires: the Recommend path's sink (`log.record`), an
-`EventListener` (the join), a `UserEraser`, the retention sweep's `drop_expired`, and the
-GetModelStats query.
+`EventListener` (the join), a `UserEraser`, a `UserExporter` (ExportProfile), the retention
+sweep's `drop_expired`, and the GetModelStats query.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ..profiles.schema import CHANNELS
 from ..security.secrets import Keyring
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_range, check_time
-from .export import ExportedImpression, ImpressionExport
+from .export import ExportedImpression, ImpressionExport, impression_document
 from .join import ImpressionJoin
 from .log import ImpressionLog
 from .logging import logger
@@ -65,13 +65,21 @@ class Impressions:
                 logger.exception("reporting model stats failed")
             await asyncio.sleep(self.settings.store_metrics_seconds)
 
-    # -- EventListener, UserEraser, retention ------------------------------------------------
+    # -- EventListener, UserEraser, UserExporter, retention ------------------------------------------------
     async def on_events(self, events: Sequence) -> None:
         if self.enabled:
             await self.join.on_events(events)
 
     def erase_user(self, txn, user_id: str) -> int:
         return self.log.erase_user(txn, user_id)
+
+    def export_user(self, user_id: str) -> dict[str, object]:
+        """`UserExporter`: {"impressions": [...]}, every answer shown to the user that the log
+        holds (`export.impression_document`), the log switched off or not."""
+        if self.exporter is None:
+            return {"impressions": [impression_document(rid, imp, {})
+                                    for rid, imp in self.log.of_user(user_id)]}
+        return {"impressions": self.exporter.user_section(user_id)}
 
     async def drop_expired(self, now: float | None = None) -> int:
         now = time.time() if now is None else now

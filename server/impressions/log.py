@@ -213,6 +213,16 @@ class ImpressionLog:
             self._t.delete(txn, key)
         return len(doomed)
 
+    def of_user(self, user_id: str) -> list[tuple[str, object]]:
+        """(request id, `records.Impression`) of every impression of one user held under any key
+        of the ring, oldest first per key, from one read snapshot (what was buffered is written
+        first: the access export lists it too)."""
+        self.flush()
+        with self.store.read() as txn:
+            found = [kv for kid, _ in self.ring.keys
+                     for kv in self._t.scan_prefix(txn, self.user_prefix(user_id, kid))]
+        return [(keys.split_key(k)[-1], decode(bytes(v))) for k, v in found]
+
     def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[tuple[str, str, object]]:
         """(user hash `kid:digest`, request id, `records.Impression`) of every impression shown
         in [start, end] (0: open), from one read snapshot."""

@@ -8,7 +8,8 @@ Every lookup hashes the queried id (`Bundle.row_of`).
 
 The rewrite runs where the server first holds a bundle: a pushed one in its staging directory,
 after the checks and before it is published (`ModelRegistry.load`); bundles stored before this
-(or imported with `--bundle`) at start (`hash_stored`). It replaces users.npz (written
+(or imported with `--bundle`) at start (`hash_stored`, which shows each one's raw ids to
+`before` first: the erasure's scrub queue matches them against the tombstones). It replaces users.npz (written
 deterministically, so a re-push of the same bundle gives the same manifest) and manifest.json
 (the new sha256, and the `user_ids` marker that makes the rewrite idempotent).
 
@@ -25,6 +26,7 @@ import json
 import logging
 import os
 import zipfile
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,7 +37,7 @@ import contract
 from ..store import tokens
 from .bundle import HASHED_IDS, Bundle, BundleInvalid, ids_hashed, ids_marker, read_manifest
 
-__all__ = ["hash_bundle", "hash_stored"]
+__all__ = ["RawIds", "hash_bundle", "hash_stored"]
 
 logger = logging.getLogger("tailor.models.pseudonyms")
 
@@ -123,7 +125,11 @@ def _finish_interrupted(path: Path) -> None:
         pending.unlink()
 
 
-def _hash_stored_one(path: Path) -> bool:
+RawIds = Callable[[contract.Manifest, list[str]], None]
+"""Called with a stored bundle's manifest and raw user ids just before they are hashed."""
+
+
+def _hash_stored_one(path: Path, before: RawIds | None = None) -> bool:
     """Rewrite one stored bundle unless it is hashed; False when its users.npz does not match
     its manifest (left as it is: loading refuses it)."""
     _finish_interrupted(path)
@@ -134,20 +140,23 @@ def _hash_stored_one(path: Path) -> bool:
         return False
     with np.load(path / "users.npz", allow_pickle=False) as npz:
         users = {k: npz[k] for k in npz.files}
+    if before is not None:
+        before(manifest, users["user_ids"].astype(str).tolist())
     _rewrite(path, manifest, users)
     return True
 
 
-def hash_stored(bundles_dir: Path) -> list[str]:
-    """At start: rewrite every stored bundle that still holds raw user ids (idempotent); the
-    versions that could not be (named in the log, refused when loaded)."""
+def hash_stored(bundles_dir: Path, before: RawIds | None = None) -> list[str]:
+    """At start: rewrite every stored bundle that still holds raw user ids (idempotent), each
+    shown to `before` first; the versions that could not be (named in the log, refused when
+    loaded)."""
     failed = []
     with _locked(bundles_dir):
         for path in sorted(p for p in bundles_dir.iterdir() if p.is_dir()):
             if path.name.startswith(".") or not (path / "manifest.json").exists():
                 continue
             try:
-                ok = _hash_stored_one(path)
+                ok = _hash_stored_one(path, before)
             except (BundleInvalid, OSError, ValueError, KeyError) as err:
                 logger.warning("bundle %s: user ids not rewritten (%s)", path.name, err)
                 ok = False

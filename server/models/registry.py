@@ -32,7 +32,7 @@ from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
-from .pseudonyms import hash_bundle, hash_stored
+from .pseudonyms import RawIds, hash_bundle, hash_stored
 from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
@@ -53,6 +53,7 @@ class ModelRegistry:
         self._poller: asyncio.Task | None = None
         self._checks: list[Callable[[Bundle], None]] = []
         self._amenders: list[Callable[[Bundle], Bundle]] = []
+        self._id_checks: list[RawIds] = []
 
     # -- reading -------------------------------------------------------------------------
     def current(self) -> Bundle:
@@ -99,6 +100,16 @@ class ModelRegistry:
         that still holds erased users, `server.interfaces.BundleGate`)."""
         self._checks.append(check)
 
+    def add_ids_check(self, check: RawIds) -> None:
+        """`check(manifest, user_ids)` sees the raw ids of every stored bundle (one imported
+        with `--bundle`) that the start rewrites to keyed hashes (`pseudonyms.hash_stored`),
+        before they are gone: erasure queues the erased users it holds for the scrub."""
+        self._id_checks.append(check)
+
+    def _ids_seen(self, manifest, user_ids: list[str]) -> None:
+        for check in self._id_checks:
+            check(manifest, user_ids)
+
     def add_amender(self, amend: Callable[[Bundle], Bundle]) -> None:
         """`amend(bundle)` returns the bundle to serve in its place (blocking; run in an
         executor before every swap): catalog updates between trainings, `server.catalog`."""
@@ -123,7 +134,8 @@ class ModelRegistry:
             candidates = [(pointer.decode(), False)] if pointer else []
             candidates += [(v, True) for v in self.available_versions()
                            if not pointer or v != pointer.decode()]
-        await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir)
+        await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir,
+                                                         self._ids_seen)
         for version, record in candidates:
             try:
                 await self.activate(version, record=record)

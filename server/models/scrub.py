@@ -8,7 +8,8 @@ test a guessed id and read them. The scrub removes them from every stored bundle
 Tombstones name users under the `erasure` keyring, which cannot be matched against the
 bundles' `store-id` hashes, so the erasure also queues the user's bundle hash (`ScrubQueue`, an
 eraser): one line (hash, erasure time) appended to `bundles/.erased`; so does a bundle loaded
-with user ids after the erasure that still holds the user (`ScrubQueue.check_bundle`). A row
+with user ids after the erasure that still holds the user (`ScrubQueue.check_bundle`), and
+one stored with user ids (`--bundle`) that the start hashes (`ScrubQueue.check_ids`). A row
 is scrubbed from bundles whose data cutoff is before the erasure (a later bundle's row of a
 user who came back is their new activity). Every `bundle_scrub_seconds` one worker (the
 bundles directory lock of `pseudonyms`, so no rewrite overlaps another) takes the queue
@@ -67,11 +68,18 @@ class ScrubQueue:
         """`ModelRegistry.add_check`: a bundle loaded with user ids (pushed, imported) that
         holds users erased after its cutoff (`matches`: the tombstones) queues them too, so a
         bundle trained before an erasure and pushed after the scrub loses their rows as well."""
-        if self.matches is None or bundle.ids_hashed:
+        if not bundle.ids_hashed:
+            self.check_ids(bundle.manifest, bundle.users["user_ids"].astype(str).tolist())
+
+    def check_ids(self, manifest, user_ids: list[str]) -> None:
+        """`pseudonyms.hash_stored`'s `before`: queue the users of a stored bundle (imported
+        with `--bundle`, or stored before bundles were hashed) erased after its cutoff, from
+        its raw ids, which the start rewrites to keyed hashes right after."""
+        if self.matches is None:
             return
-        erased = self.matches(bundle.users["user_ids"].astype(str).tolist())
+        erased = self.matches(user_ids)
         lines = [tokens.user_token(u) + b" %r\n" % at for u, at in erased.items()
-                 if at >= bundle.manifest.cutoff]
+                 if at >= manifest.cutoff]
         if lines:
             self._append(b"".join(lines))
 

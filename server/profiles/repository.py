@@ -55,8 +55,11 @@ class ProfileRepository:
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value)
         profiles = self._profiles
-        states = update_records(self.layout, profiles.get_many(txn, fkeys), rows, batch)
-        seens = seen.merge_updates(lambda ks: profiles.get_many(txn, ks), new.user_ids,
+        skeys = [keys.seen_key(u) for u in dict.fromkeys(new.user_ids)]  # fkeys' order
+        raws = profiles.get_many(txn, fkeys + skeys)  # one read (one open) pass for both
+        held = dict(zip(skeys, raws[len(fkeys):]))
+        states = update_records(self.layout, raws[:len(fkeys)], rows, batch)
+        seens = seen.merge_updates(lambda ks: [held[k] for k in ks], new.user_ids,
                                    new.item, new.type, new.ts)
         profiles.put_many(txn, list(zip(fkeys, states)) + seens)  # one put (one seal) pass
         self._events.put_many(txn, list(zip(new.event_keys, new.payloads)))

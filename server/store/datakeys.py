@@ -13,9 +13,13 @@ page is reused), so W alone may survive on disk; without P it is a random string
 whoever holds the master key. The pad file is written in place, so the zeros replace P on disk.
 Slots are never reused (one per user ever: 32 bytes each).
 
-Every lookup reads the `datakeys` entry in the caller's transaction, so a worker never uses a
-key its snapshot no longer holds; unwrapping (one AES-GCM and one file read) happens only on a
-miss of the per-process LRU of ready `AESGCM` objects, keyed by the wrapped entry.
+A worker never uses a key its snapshot no longer holds. Each shred adds one to the shred
+count (`meta` `SHRED_COUNT_KEY`, written in the erasure's transaction); a process keeps the
+ciphers it used, by token, for as long as the count it read them under is the newest it has
+seen, and a transaction whose snapshot holds that count takes them from there without reading
+the `datakeys` entries (a batch of users: no cursor read per user). Any other transaction reads
+the entries; unwrapping (one AES-GCM and one file read) happens only on a miss of the
+per-process LRU of ready ciphers (`kernels.aead.AesGcm`), keyed by the wrapped entry.
 """
 from __future__ import annotations
 
@@ -26,13 +30,18 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from kernels import aead
+from kernels.aead import AesGcm
+
 from .errors import StoreKeyMissing
 
-__all__ = ["DataKeys", "SLOT_BYTES", "SLOT_COUNT_KEY", "SLOTS_FILE", "WRAP_KID_KEY", "copy_slots"]
+__all__ = ["DataKeys", "SHRED_COUNT_KEY", "SLOT_BYTES", "SLOT_COUNT_KEY", "SLOTS_FILE",
+           "WRAP_KID_KEY", "copy_slots"]
 
 SLOT_BYTES = 32
 SLOTS_FILE = "keyslots"
@@ -40,6 +49,9 @@ SLOT_COUNT_KEY = b"keyslot-count"
 """`meta`: slots handed out (the next user's slot)."""
 WRAP_KID_KEY = b"datakey-kid"
 """`meta`: the master key id new data keys are wrapped under (`rotate-key` moves it)."""
+SHRED_COUNT_KEY = b"datakey-shreds"
+"""`meta`: data keys destroyed so far (ASCII integer): ciphers kept by token are valid while
+a snapshot shows the count they were kept under."""
 _ZERO = bytes(SLOT_BYTES)
 _NONCE = 12
 
@@ -65,7 +77,11 @@ class DataKeys:
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._local = threading.local()
-        """`txn` and `memo` {token: AESGCM or None} of this thread's current transaction."""
+        """`txn`, `memo` {token: AESGCM or None} and `known` (the by-token ciphers, or None
+        when its snapshot shows another shred count) of this thread's current transaction."""
+        self._known: dict[bytes, AESGCM] = {}
+        """Ciphers by token, valid in snapshots whose shred count is `_known_count`."""
+        self._known_count = -1
         self.path = Path(store_dir) / SLOTS_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._dirty = False
@@ -85,8 +101,35 @@ class DataKeys:
         """{token: AESGCM} of the keys `txn` used so far in this thread (batches read it first)."""
         local = self._local
         if getattr(local, "txn", None) is not txn:
-            local.txn, local.memo = txn, {}
+            local.txn, local.memo, local.known = txn, {}, self._known_for(txn)
+            local.made = {}
         return local.memo
+
+    def committed(self, txn) -> None:
+        """`Store.write` after `txn` committed: the keys it made are kept by token too (never
+        before: a transaction that aborts leaves no data key behind)."""
+        local = self._local
+        if getattr(local, "txn", None) is txn and local.made:
+            self._keep(local.made)
+            local.made = {}
+
+    def _known_for(self, txn) -> dict | None:
+        """The by-token ciphers valid in `txn` (renewed, empty, on a newer shred count)."""
+        count = int(self.meta.get(txn, SHRED_COUNT_KEY) or b"0")
+        if count != self._known_count:
+            with self._lock:
+                if count > self._known_count:
+                    self._known, self._known_count = {}, count
+        return self._known if count == self._known_count else None
+
+    def _keep(self, found: dict) -> None:
+        """Keep {token: cipher} found in this thread's transaction, by token, if it may."""
+        known = self._local.known
+        if known is None:
+            return
+        known.update(found)
+        while len(known) > self._cache_size:
+            known.pop(next(iter(known)), None)
 
     def ciphers(self, txn, tokens, create: bool = False) -> dict:
         """`cipher` of many users at once (a batch's hot path): {token: AESGCM} of the tokens
@@ -94,6 +137,16 @@ class DataKeys:
         read with one cursor and matched against the LRU under one lock."""
         memo = self.memo(txn)
         missing = [t for t in dict.fromkeys(tokens) if t not in memo]
+        known = self._local.known
+        if missing and known:
+            rest = []
+            for token in missing:
+                aead = known.get(token)
+                if aead is None:
+                    rest.append(token)
+                else:
+                    memo[token] = aead
+            missing = rest
         if not missing:
             return memo
         found = self.table.get_many(txn, missing)
@@ -112,31 +165,38 @@ class DataKeys:
         for token in unknown:
             self.lookup(txn, token)
         if new:
-            memo.update(self._create_many(txn, new))
+            made = self._create_many(txn, new)
+            memo.update(made)
+            self._local.made.update(made)
+        self._keep({t: memo[t] for t in missing if t in memo and t not in self._local.made})
         return memo
 
     def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
-        """`cipher` past the memo; remembers a key found or made in it."""
-        found = self._lookup(txn, token, create)
+        """`cipher` past the memo (after `memo(txn)`); remembers a key found or made in it."""
+        wrapped = self.table.get(txn, token)
+        if wrapped is None:
+            if not create:
+                return None
+            found = self._local.made[token] = self._create(txn, token)
+        else:
+            found = self._cached(wrapped) or self._remember(wrapped, self._unwrap(token, wrapped))
+            if found is not None:
+                self._keep({token: found})
         if found is not None:
             self._local.memo[token] = found
         return found
 
-    def _lookup(self, txn, token: bytes, create: bool) -> AESGCM | None:
-        wrapped = self.table.get(txn, token)
-        if wrapped is None:
-            return self._create(txn, token) if create else None
+    def _cached(self, wrapped: bytes) -> AESGCM | None:
         with self._lock:  # threads share the LRU (an eviction between get and move would race)
             found = self._cache.get(wrapped)
             if found is not None:
                 self._cache.move_to_end(wrapped)
-                return found
-        return self._remember(wrapped, self._unwrap(token, wrapped))
+            return found
 
     def _remember(self, wrapped: bytes, key: bytes | None) -> AESGCM | None:
         if key is None:
             return None
-        aead = AESGCM(key)
+        aead = AesGcm(key)
         with self._lock:
             self._cache[wrapped] = aead
             while len(self._cache) > self._cache_size:
@@ -155,23 +215,31 @@ class DataKeys:
         return self._remember(wrapped, _xor(pad, half))
 
     def _create_many(self, txn, tokens: list[bytes]) -> dict:
-        """`_create` for several users: consecutive slots, one random draw, one pad write."""
+        """`_create` for several users: consecutive slots, one random draw, one pad write, the
+        halves wrapped in one kernel call (`kernels.aead`), the LRU updated under one lock."""
         first = int(self.meta.get(txn, SLOT_COUNT_KEY) or b"0")
-        n = len(tokens)
-        rand = secrets.token_bytes(2 * SLOT_BYTES * n)
-        pads, halves = rand[:SLOT_BYTES * n], rand[SLOT_BYTES * n:]
-        os.pwrite(self._fd, pads, first * SLOT_BYTES)
+        n, size = len(tokens), SLOT_BYTES
+        rand = secrets.token_bytes((2 * size + _NONCE) * n)
+        pads, halves, nonces = rand[:size * n], rand[size * n:2 * size * n], rand[2 * size * n:]
+        os.pwrite(self._fd, pads, first * size)
         self._dirty = True
         self.meta.put(txn, SLOT_COUNT_KEY, str(first + n).encode())
         kid = (self.meta.get(txn, WRAP_KID_KEY) or self._newest.encode()).decode()
-        out, entries = {}, []
-        for i, token in enumerate(tokens):
-            at = slice(i * SLOT_BYTES, (i + 1) * SLOT_BYTES)
-            wrapped = self.wrap(token, first + i, halves[at], kid)
-            entries.append((token, wrapped))
-            out[token] = self._remember(wrapped, _xor(pads[at], halves[at]))
-        self.table.put_many(txn, entries)
-        return out
+        raw_kid = kid.encode()
+        kek, head = self._kek(kid), bytes([len(raw_kid)]) + raw_kid
+        sealed = aead.seal_records([kek] * n, tokens, [halves[i * size:(i + 1) * size]
+                                                       for i in range(n)],
+                                   b"", b"datakey\x00", nonces)
+        wrapped = [(first + i).to_bytes(8, "big") + head + w for i, w in enumerate(sealed)]
+        keys = (np.frombuffer(pads, np.uint8) ^ np.frombuffer(halves, np.uint8)).tobytes()
+        ciphers = [AesGcm(keys[i * size:(i + 1) * size]) for i in range(n)]
+        with self._lock:
+            cache = self._cache
+            cache.update(zip(wrapped, ciphers))
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
+        self.table.put_many(txn, list(zip(tokens, wrapped)))
+        return dict(zip(tokens, ciphers))
 
     def wrap(self, token: bytes, slot: int, half: bytes, kid: str) -> bytes:
         nonce = secrets.token_bytes(_NONCE)
@@ -204,7 +272,7 @@ class DataKeys:
                 raise StoreKeyMissing(kid)
             derived = HKDF(hashes.SHA256(), 32, salt=None,
                            info=b"tailor data-key wrap v1").derive(master)
-            kek = self._keks[kid] = AESGCM(derived)
+            kek = self._keks[kid] = AesGcm(derived)
         return kek
 
     # -- erasure and rotation ----------------------------------------------------------------------
@@ -216,10 +284,13 @@ class DataKeys:
             return False
         self.table.delete(txn, token)
         self._write_slot(int.from_bytes(wrapped[:8], "big"), _ZERO)
+        count = int(self.meta.get(txn, SHRED_COUNT_KEY) or b"0")
+        self.meta.put(txn, SHRED_COUNT_KEY, str(count + 1).encode())
         if getattr(self._local, "txn", None) is txn:
             self._local.memo.pop(token, None)
         with self._lock:
             self._cache.pop(wrapped, None)
+            self._known.pop(token, None)
         return True
 
     def rewrap(self, txn, token: bytes, wrapped: bytes, kid: str) -> bool:

@@ -159,6 +159,8 @@ KINDS: tuple[RecordKind, ...] = (
                "ASCII integer: pad slots handed out in the keyslots file"),
     RecordKind("datakey_kid", "meta", 1, lambda k: k == b"datakey-kid",
                "UTF-8 master key id new data keys are wrapped under (rotate-key)"),
+    RecordKind("datakey_shreds", "meta", 1, lambda k: k == b"datakey-shreds",
+               "ASCII integer: data keys destroyed so far (store.datakeys)"),
     RecordKind("key_version", "meta", 1, lambda k: k == b"key-version",
                "ASCII integer: 2 = ids in keys are keyed hashes (store.rekey)"),
     RecordKind("sealed_flag", "meta", 1, lambda k: k == b"sealed",

@@ -180,7 +180,9 @@ class Store:
                         result = fn(txn)
                         if self.datakeys is not None:
                             self.datakeys.flush()  # new or zeroed pads on disk before the commit
-                        return result
+                    if self.datakeys is not None:
+                        self.datakeys.committed(txn)
+                    return result
                 except lmdb.MapResizedError:
                     self.env.set_mapsize(0)
                 except lmdb.MapFullError:

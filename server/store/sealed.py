@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 
+from kernels import aead
+
 from .datakeys import DataKeys
 from .keys import SEP
 from .table import Table
@@ -71,41 +73,32 @@ class SealedTable(Table):
         return self.open(txn, key, txn.get(key, db=self.db))
 
     def get_many(self, txn, keys):
-        """As `Table.get_many`; the users' keys looked up together, then one tight loop (a
-        batch's hot path: the user-key test is written out)."""
+        """As `Table.get_many`; the users' keys looked up together, then every value opened in
+        one kernel call (`kernels.aead`; a batch's hot path: the user-key test is written out)."""
+        keys = list(keys)
         values = super().get_many(txn, keys)
         tokens = [k[:TOKEN_CHARS] if v is not None and len(k) > TOKEN_CHARS
                   and k[TOKEN_CHARS] == _SEP else None for k, v in zip(keys, values)]
-        memo, aad = self.datakeys.ciphers(txn, [t for t in tokens if t is not None]), self._aad
-        out = []
-        for key, token, value in zip(keys, tokens, values):
-            if token is not None:
-                aead = memo.get(token)
-                value = None if aead is None else aead.decrypt(
-                    value[1:_BODY], value[_BODY:], aad + key)
-            out.append(value)
-        return out
+        memo = self.datakeys.ciphers(txn, [t for t in tokens if t is not None])
+        ciphers = [memo.get(t) if t is not None else None for t in tokens]
+        opened = aead.open_records(ciphers, keys, values, _BODY, self._aad)
+        return [o if t is not None else v for o, t, v in zip(opened, tokens, values)]
 
     def put(self, txn, key: bytes, value: bytes) -> None:
         txn.put(key, self.seal(txn, key, value), db=self.db)
 
     def put_many(self, txn, items) -> None:
         """As `Table.put_many`: the users' keys looked up (or made) together, one draw of
-        random nonces for the batch."""
+        random nonces for the batch, every value sealed in one kernel call."""
         items = list(items)
         tokens = [k[:TOKEN_CHARS] if len(k) > TOKEN_CHARS and k[TOKEN_CHARS] == _SEP else None
                   for k, _ in items]
         memo = self.datakeys.ciphers(txn, [t for t in tokens if t is not None], True)
-        aad, out, head = self._aad, [], _HEAD
-        nonces = os.urandom(_NONCE * len(tokens))
-        at = 0
-        for (key, value), token in zip(items, tokens):
-            if token is not None:
-                nonce = nonces[at:at + _NONCE]
-                value = head + nonce + memo[token].encrypt(nonce, value, aad + key)
-            at += _NONCE
-            out.append((key, value))
-        super().put_many(txn, out)
+        keys = [k for k, _ in items]
+        sealed = aead.seal_records([memo[t] if t is not None else None for t in tokens], keys,
+                                   [v for _, v in items], _HEAD, self._aad,
+                                   os.urandom(_NONCE * len(tokens)))
+        super().put_many(txn, list(zip(keys, sealed)))
 
     def scan_prefix(self, txn, prefix: bytes):
         return self._opened(txn, super().scan_prefix(txn, prefix))

@@ -121,3 +121,45 @@ async def test_rotate_key_rewraps_every_data_key_while_the_server_runs(tailor_se
         assert (await stub.GetProfile(pb.GetProfileRequest(user_id=user))).attributes["a"]
     again = json.loads(run_module(*args).stdout)  # finished: the next run rotates anew
     assert not again["resumed"] and again["kid"] != part["kid"] and again["rewrapped"] == 8
+
+
+_ELSEWHERE = """
+import sys
+from protos.tailor.v1 import profile_pb2 as pb
+from server.profiles import ProfileSchema
+from server.profiles.repository import ProfileRepository
+from server.store import Store
+from server.store.crypto import StoreCrypto
+kid, master, store_id = sys.argv[2], bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
+store = Store(sys.argv[1], sync=False, crypto=StoreCrypto(((kid, master),), store_id))
+repo = ProfileRepository(store, ProfileSchema().layout())
+if sys.argv[5] == "erase":
+    repo.delete_user("ann")
+else:
+    state, _, events = repo.read("ann")
+    print(state is not None, *[pb.Event.FromString(e).event_id for e in events])
+store.close()
+"""
+
+
+def _elsewhere(store, crypto, what: str) -> str:
+    """Run `what` (erase ann, or read her) in another process on the same store."""
+    import subprocess
+    import sys
+    (kid, master), = crypto.master
+    return subprocess.run([sys.executable, "-c", _ELSEWHERE, str(store.path), kid, master.hex(),
+                           crypto.store_id_key.hex(), what], check=True, cwd=os.getcwd(),
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_a_key_kept_across_transactions_is_dropped_when_another_process_shreds(store, crypto):
+    """This process keeps ann's cipher by token; another process erases ann (her key shredded,
+    the shred count moved); ann's next events here get a new data key, which every process
+    finds, not the kept one, whose pad is gone."""
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(1)], [None])
+    repo.ingest([_event(2)], [None])  # the key now comes from the by-token cache
+    _elsewhere(store, crypto, "erase")
+    assert repo.read("ann")[0] is None
+    repo.ingest([_event(3)], [None])
+    assert _elsewhere(store, crypto, "read") == "True evt-3-q"  # a process that kept nothing

@@ -26,6 +26,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.models.scrub import VOID
 from server.security.secrets import Secrets
 from server.store import TABLES, keys, tokens
 from server.store.datakeys import SLOT_BYTES, SLOTS_FILE, DataKeys
@@ -263,3 +264,35 @@ def test_bundle_pushed_after_the_erasure_is_scrubbed_too(server_process, demo_bu
     with grpc.insecure_channel(served.target) as ch:
         recs = rpb_grpc.RecommendationServiceStub(ch)
         assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+
+
+def test_bundle_imported_after_the_erasure_is_scrubbed_too(server_process, demo_bundle, tmp_path):
+    """A bundle that holds an erased user, imported with `--bundle` by a later start (hashed
+    at start, before any check saw its ids), loses the user's row at the first scrub."""
+    secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
+    env = {"TAILOR_SECRETS_DIR": str(secrets_dir), "TAILOR_BUNDLE_SCRUB_SECONDS": "1"}
+    served = server_process(data, env=env)
+    with grpc.insecure_channel(served.target) as ch:
+        pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id=USER))
+    deadline = time.monotonic() + 15
+    while (data / "bundles" / ".erased").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not (data / "bundles" / ".erased").exists()  # taken by a scrub, no bundle stored
+    served.stop()
+    trained = _bundle_trained_on_user(demo_bundle, tmp_path / "training-output")
+    with np.load(trained / "users.npz") as npz:
+        row = int(np.flatnonzero(npz["user_ids"].astype(str) == USER)[0])
+    served = server_process(data, bundle=trained, env=env)
+    tokens.use_key(Secrets.load(secrets_dir, generate=False, environ={})["store-id"].key)
+    token = tokens.user_token(USER)
+    deadline = time.monotonic() + 15
+    while _token_hits(data / "bundles", token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the queue file goes right after the rewrite
+    assert _token_hits(data, token) == [], "the imported bundle keeps the erased user's hash"
+    assert _users_npz(data)["user_ids"][row] == VOID
+    with grpc.insecure_channel(served.target) as ch:
+        recs = rpb_grpc.RecommendationServiceStub(ch)
+        assert recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5)).cold_start
+    served.stop()
+    assert hits(data) == []

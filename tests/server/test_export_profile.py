@@ -13,6 +13,8 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
 from server.security import tokens
 from tests.conftest import run_module
 
@@ -67,6 +69,22 @@ async def _hold_things_about(chan, toks) -> str:
     return choice.variant_id
 
 
+async def _recommend_to(chan, toks) -> list:
+    """Two Recommend answers shown to USER (the impression log holds them); the replies."""
+    recs = rpb_grpc.RecommendationServiceStub(chan)
+    return [await recs.Recommend(rpb.RecommendRequest(user_id=USER, k=k, channel=channel),
+                                 metadata=bearer(toks["decider"]))
+            for k, channel in ((3, "web"), (2, "email"))]
+
+
+def _as_listed(reply) -> dict:
+    """What the export must say of one Recommend reply."""
+    return {"request_id": reply.request_id, "model_version": reply.model_version,
+            "cold_start": reply.cold_start,
+            "items": [(p, i.item_id, pytest.approx(i.score, rel=1e-6))
+                      for p, i in enumerate(reply.items)]}
+
+
 def _export_cli(server, token: str, user: str):
     return run_module("clients", "export-profile", "--server", f"127.0.0.1:{server.port}",
                       "--token", token, "--user", user, check=False)
@@ -75,6 +93,7 @@ def _export_cli(server, token: str, user: str):
 async def test_export_profile_holds_everything_and_only_a_pii_reader_gets_it(secured, chan, auth):
     toks = auth[1]
     variant = await _hold_things_about(chan, toks)
+    shown = await _recommend_to(chan, toks)
     proc = await asyncio.to_thread(_export_cli, secured, toks["reader"], USER)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -90,6 +109,14 @@ async def test_export_profile_holds_everything_and_only_a_pii_reader_gets_it(sec
                                 "decision_id": decision["decision_id"]}]
     assert doc["suppression"] == []
     assert doc["erased_at"] is None
+    listed = doc["impressions"]
+    assert [i["channel"] for i in listed] == ["web", "email"]
+    assert [{"request_id": i["request_id"], "model_version": i["model_version"],
+             "cold_start": i["cold_start"],
+             "items": [(e["position"], e["item_id"], e["score"]) for e in i["items"]]}
+            for i in listed] == [_as_listed(r) for r in shown]
+    assert [len(i["items"]) for i in listed] == [3, 2]
+    assert all(0 < i["timestamp"] <= time.time() for i in listed)
     # Not a pii-reader: refused, whoever else it is.
     proc = await asyncio.to_thread(_export_cli, secured, toks["analyst"], USER)
     assert proc.returncode != 0 and "PERMISSION_DENIED" in proc.stdout + proc.stderr
@@ -121,6 +148,7 @@ async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured,
     caplog.set_level(logging.DEBUG, logger="tailor")
     toks = auth[1]
     await _hold_things_about(chan, toks)
+    await _recommend_to(chan, toks)
     profiles = pb_grpc.ProfileServiceStub(chan)
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=USER), metadata=bearer(toks["admin"]))
     reader = bearer(toks["reader"])
@@ -133,7 +161,7 @@ async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured,
     doc = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER),
                                                    metadata=reader)).document)
     assert doc["decisions"] == [] and doc["profile"]["attributes"] == {}
-    assert doc["contacts"] == [] and doc["suppression"] == []
+    assert doc["contacts"] == [] and doc["suppression"] == [] and doc["impressions"] == []
     assert [e["event_id"] for e in doc["profile"]["events"]] == ["back"]
     assert doc["erased_at"] is not None and doc["erased_at"] <= time.time()
     assert USER not in caplog.text and EMAIL not in caplog.text  # the log names nobody

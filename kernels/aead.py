@@ -1,0 +1,62 @@
+"""AES-256-GCM of many small records, each under its own key (per-user data keys at rest).
+
+`AesGcm(key)` has the interface of `cryptography`'s `AESGCM` (`encrypt(nonce, data, aad)`,
+`decrypt(nonce, data, aad)`, the same bytes: ciphertext then the 16-byte tag; `InvalidTag` on a
+forged value), and `seal_records` / `open_records` do a whole batch in one call. The native
+kernel (`kernels._aead`, OpenSSL's libcrypto through EVP) makes a key object 32 bytes (no cipher
+context per key: ~0.05 µs to build where `AESGCM` takes ~1 µs) and a record ~0.6 µs where a
+Python loop over `AESGCM` takes ~1.5 µs. With ``use_native=False`` (or when the kernel was not
+built: no libcrypto headers) the same functions run on `cryptography`'s `AESGCM`, which is the
+reference the tests compare the kernel with.
+"""
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+try:
+    from . import _aead
+except ImportError:  # built without libcrypto's headers: the reference serves
+    _aead = None
+
+__all__ = ["AesGcm", "NATIVE", "open_records", "seal_records"]
+
+NATIVE = _aead is not None
+"""Whether the kernel is built (else every call runs the reference)."""
+NONCE = 12
+
+
+def AesGcm(key: bytes, use_native: bool = True):  # noqa: N802 (a class, from the caller's side)
+    """A cipher of one 256-bit key."""
+    if len(key) != 32:
+        raise ValueError(f"key: {len(key)} bytes, AES-256-GCM takes 32")
+    return _aead.AesGcm(key) if NATIVE and use_native else AESGCM(key)
+
+
+def seal_records(ciphers: list, keys: list[bytes], values: list[bytes], head: bytes, aad: bytes,
+                 nonces: bytes) -> list[bytes]:
+    """For each i: ``head | nonce_i | AES-GCM(values[i])`` under ciphers[i] with associated
+    data ``aad | keys[i]`` (nonce_i: bytes 12 i to 12 i + 12 of `nonces`); the value as it is
+    where ciphers[i] is None. Native unless a cipher is a reference one."""
+    if NATIVE:
+        try:
+            return _aead.seal_records(ciphers, keys, values, head, aad, nonces)
+        except TypeError:  # a reference cipher among them
+            pass
+    out = []
+    for i, (c, key, value) in enumerate(zip(ciphers, keys, values)):
+        nonce = nonces[NONCE * i:NONCE * (i + 1)]
+        out.append(value if c is None else head + nonce + c.encrypt(nonce, value, aad + key))
+    return out
+
+
+def open_records(ciphers: list, keys: list[bytes], values: list, body: int, aad: bytes) -> list:
+    """Inverse of `seal_records` (`body`: len(head) + 12, where the ciphertext starts): None
+    where values[i] or ciphers[i] is None; `InvalidTag` on a forged or misplaced value."""
+    if NATIVE:
+        try:
+            return _aead.open_records(ciphers, keys, values, body, aad)
+        except TypeError:  # a reference cipher among them
+            pass
+    return [None if c is None or v is None
+            else c.decrypt(bytes(v[body - NONCE:body]), bytes(v[body:]), aad + key)
+            for c, key, v in zip(ciphers, keys, values)]

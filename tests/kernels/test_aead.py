@@ -1,0 +1,48 @@
+"""`kernels.aead`: the OpenSSL kernel against `cryptography`'s AESGCM (the reference), byte for
+byte both ways, and forged or misplaced values refused."""
+import os
+
+import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from kernels import aead
+
+pytestmark = pytest.mark.skipif(not aead.NATIVE, reason="kernels._aead not built (no libcrypto)")
+
+
+@pytest.mark.parametrize("size", [0, 1, 15, 16, 17, 300, 4096])
+def test_one_record_is_the_references_bytes_both_ways(size):
+    key, nonce, data, aad = os.urandom(32), os.urandom(12), os.urandom(size), os.urandom(size % 41)
+    native, ref = aead.AesGcm(key), AESGCM(key)
+    sealed = native.encrypt(nonce, data, aad)
+    assert sealed == ref.encrypt(nonce, data, aad) and len(sealed) == size + 16
+    assert native.decrypt(nonce, sealed, aad) == data == ref.decrypt(nonce, sealed, aad)
+    for forged in (sealed[:-1] + bytes([sealed[-1] ^ 1]), sealed[:8], b""):
+        with pytest.raises(InvalidTag):
+            native.decrypt(nonce, forged, aad)
+    with pytest.raises(InvalidTag):
+        native.decrypt(nonce, sealed, aad + b"x")
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_records_seal_and_open_as_one_call_per_record_would(use_native):
+    keys = [os.urandom(32) for _ in range(3)]
+    ciphers = [aead.AesGcm(k, use_native) for k in keys] + [None]
+    ids = [b"k0", b"k1", b"k2", b"plain"]
+    values = [b"alpha", b"", os.urandom(500), b"left as it is"]
+    nonces = os.urandom(12 * 4)
+    sealed = aead.seal_records(ciphers, ids, values, b"\x01", b"tailor\x00", nonces)
+    for i, key in enumerate(keys):  # head | nonce | AES-GCM with aad | key
+        assert sealed[i][:13] == b"\x01" + nonces[12 * i:12 * i + 12]
+        assert AESGCM(key).decrypt(sealed[i][1:13], sealed[i][13:], b"tailor\x00" + ids[i]) == values[i]
+    assert sealed[3] == values[3]
+    opened = aead.open_records(ciphers, ids, sealed[:3] + [None], 13, b"tailor\x00")
+    assert opened == values[:3] + [None]
+    with pytest.raises(InvalidTag):  # a value moved to another key
+        aead.open_records(ciphers[:1], [b"k1"], sealed[:1], 13, b"tailor\x00")
+
+
+def test_key_of_the_wrong_size_is_refused():
+    with pytest.raises(ValueError, match="32"):
+        aead.AesGcm(b"short")
