@@ -5,7 +5,8 @@
 
 1. A demo bundle (`loadtests.bench.ensure_bundle`, cached under --work) and a data dir holding
    `--profiles` profiles (demo users "0".."P-1", 5 events each, stored through the server's own
-   repository with fsync off: reads do not depend on how records were written). The audience is
+   repository with fsync off: reads do not depend on how records were written; with
+   --server-src, that tree's code stores them, in its own record layouts). The audience is
    the demo users "0".."A-1" (generated ids past the demo world's users): the first P have a
    profile, the rest none (the share is printed).
 2. `python -m server` on loopback, one worker, the decision log durable (fsync per commit,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -75,6 +77,20 @@ def populate(data_dir: Path, profiles: int) -> None:
         repo.ingest(evs, [None] * len(evs))
     store.sync()
     store.close()
+
+
+def populate_from(src: Path | None, data_dir: Path, profiles: int) -> None:
+    """`populate` run by the server's own source tree (`--server-src`): records are stored in
+    the layouts of the code that will serve them (an older tree refuses a store stamped with
+    newer layouts)."""
+    if src is None:
+        populate(data_dir, profiles)
+        return
+    src = Path(src).resolve()
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from loadtests.bench_plan import populate; "
+                    "populate(Path(sys.argv[1]), int(sys.argv[2]))", str(data_dir), str(profiles)],
+                   cwd=src, env={**os.environ, "PYTHONPATH": str(src)}, check=True)
 
 
 def create_campaign(target: str, features: tuple[str, ...], arms: int = 10) -> None:
@@ -172,7 +188,7 @@ def main(argv=None) -> int:
     bundle = ensure_bundle(args.work, args.items, args.demo_users, args.days)
     data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-plan-"))
     t0 = time.perf_counter()
-    populate(data_dir, args.profiles)
+    populate_from(args.server_src, data_dir, args.profiles)
     print(f"stored {args.profiles} profiles in {time.perf_counter() - t0:.0f}s", flush=True)
     env = {"TAILOR_LMDB_SYNC": "true", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
     with serving(bundle, workers=1, server_src=args.server_src, env=env, data_dir=data_dir,
