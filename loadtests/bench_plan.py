@@ -124,12 +124,14 @@ async def plan(target: str, audience: int, batch: int, start: int = 0) -> tuple[
         return n, time.perf_counter() - t0
 
 
-def writer_cpu_seconds() -> float:
-    """CPU seconds used so far by the campaigns writer process (the decision log's writer)."""
+def writer_cpu_seconds(data_dir: Path) -> float:
+    """CPU seconds used so far by the campaigns writer process (the decision log's writer) of
+    the server on `data_dir` (other servers' writers may run on the same machine)."""
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if WRITER.encode() in fh.read():
+                cmdline = fh.read()
+                if WRITER.encode() in cmdline and str(data_dir).encode() in cmdline:
                     return tree_cpu_seconds(int(entry))
         except (FileNotFoundError, ProcessLookupError, NotADirectoryError, PermissionError):
             continue
@@ -202,11 +204,11 @@ def main(argv=None) -> int:
                                      start=10**9))  # warm-up, users outside the audience
         idle = idle_cpu(pid)
         # alone: a fifth of the audience, other user ids
-        cpu0, writer0 = tree_cpu_seconds(pid), writer_cpu_seconds()
+        cpu0, writer0 = tree_cpu_seconds(pid), writer_cpu_seconds(srv.data_dir)
         solo_n, solo_s = asyncio.run(plan(target, max(args.audience // 5, 1000), args.batch,
                                           start=2 * 10**9))
         solo_cpu = tree_cpu_seconds(pid) - cpu0
-        solo_writer = writer_cpu_seconds() - writer0
+        solo_writer = writer_cpu_seconds(srv.data_dir) - writer0
         load = dict(duration=args.duration, concurrency=args.concurrency, procs=1)
         top = measure("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
         rate = top.load.qps / 2
