@@ -5,7 +5,8 @@
 
 1. A demo bundle (`loadtests.bench.ensure_bundle`, cached under --work) and a data dir holding
    `--profiles` profiles (demo users "0".."P-1", 5 events each, stored through the server's own
-   repository with fsync off: reads do not depend on how records were written). The audience is
+   repository with fsync off: reads do not depend on how records were written; with
+   --server-src, that tree's code stores them, in its own record layouts). The audience is
    the demo users "0".."A-1" (generated ids past the demo world's users): the first P have a
    profile, the rest none (the share is printed).
 2. `python -m server` on loopback, one worker, the decision log durable (fsync per commit,
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -77,6 +79,20 @@ def populate(data_dir: Path, profiles: int) -> None:
     store.close()
 
 
+def populate_from(src: Path | None, data_dir: Path, profiles: int) -> None:
+    """`populate` run by the server's own source tree (`--server-src`): records are stored in
+    the layouts of the code that will serve them (an older tree refuses a store stamped with
+    newer layouts)."""
+    if src is None:
+        populate(data_dir, profiles)
+        return
+    src = Path(src).resolve()
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from loadtests.bench_plan import populate; "
+                    "populate(Path(sys.argv[1]), int(sys.argv[2]))", str(data_dir), str(profiles)],
+                   cwd=src, env={**os.environ, "PYTHONPATH": str(src)}, check=True)
+
+
 def create_campaign(target: str, features: tuple[str, ...], arms: int = 10) -> None:
     """The campaign, its posterior warmed by 50 rewarded pulls per arm."""
     with grpc.insecure_channel(target) as ch:
@@ -108,12 +124,14 @@ async def plan(target: str, audience: int, batch: int, start: int = 0) -> tuple[
         return n, time.perf_counter() - t0
 
 
-def writer_cpu_seconds() -> float:
-    """CPU seconds used so far by the campaigns writer process (the decision log's writer)."""
+def writer_cpu_seconds(data_dir: Path) -> float:
+    """CPU seconds used so far by the campaigns writer process (the decision log's writer) of
+    the server on `data_dir` (other servers' writers may run on the same machine)."""
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if WRITER.encode() in fh.read():
+                cmdline = fh.read()
+                if WRITER.encode() in cmdline and str(data_dir).encode() in cmdline:
                     return tree_cpu_seconds(int(entry))
         except (FileNotFoundError, ProcessLookupError, NotADirectoryError, PermissionError):
             continue
@@ -172,7 +190,7 @@ def main(argv=None) -> int:
     bundle = ensure_bundle(args.work, args.items, args.demo_users, args.days)
     data_dir = Path(tempfile.mkdtemp(prefix="tailor-bench-plan-"))
     t0 = time.perf_counter()
-    populate(data_dir, args.profiles)
+    populate_from(args.server_src, data_dir, args.profiles)
     print(f"stored {args.profiles} profiles in {time.perf_counter() - t0:.0f}s", flush=True)
     env = {"TAILOR_LMDB_SYNC": "true", "TAILOR_LMDB_MAP_SIZE": str(16 << 30)}
     with serving(bundle, workers=1, server_src=args.server_src, env=env, data_dir=data_dir,
@@ -186,11 +204,11 @@ def main(argv=None) -> int:
                                      start=10**9))  # warm-up, users outside the audience
         idle = idle_cpu(pid)
         # alone: a fifth of the audience, other user ids
-        cpu0, writer0 = tree_cpu_seconds(pid), writer_cpu_seconds()
+        cpu0, writer0 = tree_cpu_seconds(pid), writer_cpu_seconds(srv.data_dir)
         solo_n, solo_s = asyncio.run(plan(target, max(args.audience // 5, 1000), args.batch,
                                           start=2 * 10**9))
         solo_cpu = tree_cpu_seconds(pid) - cpu0
-        solo_writer = writer_cpu_seconds() - writer0
+        solo_writer = writer_cpu_seconds(srv.data_dir) - writer0
         load = dict(duration=args.duration, concurrency=args.concurrency, procs=1)
         top = measure("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
         rate = top.load.qps / 2

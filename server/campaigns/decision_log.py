@@ -12,29 +12,31 @@ records skips them.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from ..store import Store
 from ..store.keys import SEP, decision_index_key, decision_key, due_key, user_prefix
+from . import decision_codec
 from .records import PENDING, SUPPRESSED, DecisionRecord
 
 __all__ = ["DecisionLog", "decision_items", "decode_decision", "encode_decision"]
 
 
 def encode_decision(rec: dict) -> bytes:
-    """A decision record's stored bytes (layout: `server.store.layouts`, kind "decision")."""
-    return json.dumps(rec).encode()
+    """A decision record's stored bytes (layout: `server.store.layouts`, kind "decision"; the
+    codec is `decision_codec`)."""
+    return decision_codec.encode(rec)
 
 
 def decode_decision(raw: bytes) -> dict:
-    return json.loads(raw)
+    """A decision record dict from its stored bytes (either layout)."""
+    return decision_codec.decode(raw)
 
 
 def decision_items(rec: DecisionRecord) -> list[tuple[bytes, bytes]]:
     """The decision's record and index entries (a due entry only while it waits for a reward)."""
     pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
-    out = [(pkey, rec.to_json()), (decision_index_key(decision_id), pkey)]
+    out = [(pkey, rec.to_bytes()), (decision_index_key(decision_id), pkey)]
     if rec.status == PENDING:
         out.append((due_key(rec.deadline, decision_id), pkey))
     return out

@@ -72,6 +72,9 @@ class Choice:
         return self.arm == B.HOLDOUT
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class Campaigns:
     """Reads profile states through `ProfileStates`; is an `EventListener` (rewards from tracked
     events), a `UserEraser` (its decision indexes) and a `UserExporter` (decisions, contacts) for
@@ -178,7 +181,7 @@ class Campaigns:
         with self._store.read() as txn:
             pairs = self._profiles.states_and_meta(user_ids, entry.with_states, txn)
             return [st for st, _ in pairs], [
-                Contact(u, m, st, suppressed=frozenset() if sup is None
+                Contact(u, m, st, None, _NONE if sup is None
                         else sup.suppressed_channels(m, channels, txn))
                 for u, (st, m) in zip(user_ids, pairs)]
 

@@ -1,7 +1,7 @@
 """`DecisionRecord`: one ChooseVariant decision, as the handler logs it.
 
 The handler builds it; the campaigns writer process writes it (`CampaignRepository.log_decisions`,
-through `encode_decision`) as the JSON object of its fields, in field order: the decision log,
+through `decision_codec.encode_record`) packed, every field but the caps: the decision log,
 which the reward paths and `export` read back as a dict (with the `rewarded_at` / `event_reward`
 they add).
 
@@ -21,13 +21,13 @@ resolved.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from kernels.bandits import HOLDOUT
 
 from ..contact.caps import CONTACT_CHANNELS, Admission
+from .decision_codec import encode_record
 
 __all__ = ["DecisionRecord", "RewardRequest", "RewardOutcome", "PENDING", "REWARDED", "DEFAULT",
            "SUPPRESSED", "NO_ARM"]
@@ -80,11 +80,9 @@ class DecisionRecord(NamedTuple):
         return self._replace(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
                              reason=reason, caps=())
 
-    def to_json(self) -> bytes:
-        """The stored bytes (record kind "decision"): the JSON object of the fields but caps."""
-        d = self._asdict()
-        del d["caps"]
-        return json.dumps(d).encode()
+    def to_bytes(self) -> bytes:
+        """The stored bytes (record kind "decision", `decision_codec`): the fields but caps."""
+        return encode_record(self)
 
     def admission(self) -> Admission | None:
         """What the frequency-cap check of this decision needs (None: not a contact)."""

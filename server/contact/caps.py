@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument
@@ -63,6 +64,10 @@ def effective_caps(channel: str, campaign_caps: Iterable[FrequencyCap],
     return tuple(c for c in (*mine, *global_caps) if c[0] in (channel, ANY))
 
 
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+"""`json.dumps(..., separators=...)` without building an encoder per call."""
+
+
 class ContactHistory:
     """A user's recent contacts, [time, channel, decision id ("" for a send without one)].
 
@@ -80,7 +85,7 @@ class ContactHistory:
         return cls(json.loads(raw) if raw else None)
 
     def encode(self) -> bytes:
-        return json.dumps(self.entries, separators=(",", ":")).encode()
+        return _compact_json(self.entries).encode()
 
     def exported(self) -> list[dict]:
         """The entries as the access export shows them, oldest first."""
@@ -100,7 +105,7 @@ class ContactHistory:
 
     def add(self, ts: float, channel: str, decision_id: str = "") -> bool:
         """Record a contact; False (nothing added) when `decision_id` is already counted."""
-        if decision_id and any(d == decision_id for _, _, d in self.entries):
+        if decision_id and self.entries and any(d == decision_id for _, _, d in self.entries):
             return False
         self.entries.append([ts, channel, decision_id])
         return True
@@ -114,10 +119,10 @@ class ContactHistory:
         self.entries = kept
 
 
-@dataclass(frozen=True)
-class Admission:
+class Admission(NamedTuple):
     """One decision to check against its caps (and count, unless `counted` is False: a holdout
-    is checked, so it stays comparable with the treated users, but receives nothing)."""
+    is checked, so it stays comparable with the treated users, but receives nothing). A
+    NamedTuple: the writer builds one per logged decision."""
 
     user_id: str
     channel: str
@@ -137,13 +142,12 @@ class ContactLog:
 
     def admit(self, txn, rows: Sequence[Admission], now: float) -> list[bool]:
         """Whether each row passes its caps, in order; passing counted rows are recorded, so
-        a later row of the same user in the batch sees them."""
-        histories: dict[str, ContactHistory] = {}
+        a later row of the same user in the batch sees them. One read of each user's history
+        and one write of each changed one, for the whole batch."""
+        histories = self._read(txn, [row.user_id for row in rows])
         changed, out = set(), []
         for row in rows:
-            h = histories.get(row.user_id)
-            if h is None:
-                h = histories[row.user_id] = ContactHistory.decode(self._t.get(txn, contact_key(row.user_id)))
+            h = histories[row.user_id]
             ok = not h.blocked_by(row.caps, row.at)
             if ok and row.counted and h.add(row.at, row.channel, row.decision_id):
                 changed.add(row.user_id)
@@ -154,20 +158,29 @@ class ContactLog:
     def add_sends(self, txn, sends: Iterable[tuple[str, str, float, str]], now: float) -> int:
         """Record `<channel>_sent` events (user, channel, time, decision id or ""); a send
         naming an already counted decision adds nothing. Returns the contacts added."""
-        histories: dict[str, ContactHistory] = {}
+        sends = list(sends)
+        histories = self._read(txn, [user_id for user_id, _, _, _ in sends])
         added = 0
         for user_id, channel, ts, decision_id in sends:
-            h = histories.get(user_id)
-            if h is None:
-                h = histories[user_id] = ContactHistory.decode(self._t.get(txn, contact_key(user_id)))
-            added += h.add(ts, channel, decision_id)
+            added += histories[user_id].add(ts, channel, decision_id)
         self._save(txn, histories, now)
         return added
 
     def history(self, txn, user_id: str) -> ContactHistory:
         return ContactHistory.decode(self._t.get(txn, contact_key(user_id)))
 
+    def _read(self, txn, user_ids: Sequence[str]) -> dict[str, ContactHistory]:
+        """{user: history} of `user_ids` (each once), read together (`Table.get_many`)."""
+        users = list(dict.fromkeys(user_ids))
+        raws = self._t.get_many(txn, [contact_key(u) for u in users])
+        return {u: ContactHistory.decode(raw) for u, raw in zip(users, raws)}
+
     def _save(self, txn, histories: dict[str, ContactHistory], now: float) -> None:
+        """Each history pruned and written, all in one `put_many` (one cursor; with
+        encryption, the users' data keys looked up or made together)."""
+        items = []
         for user_id, h in histories.items():
             h.prune(now, self.limits)
-            self._t.put(txn, contact_key(user_id), h.encode())
+            items.append((contact_key(user_id), h.encode()))
+        if items:
+            self._t.put_many(txn, items)

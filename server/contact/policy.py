@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -39,8 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["Verdict", "Contact", "ContactPolicy", "Contactable", "channels_of"]
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """The contact policy's answer for one user (a NamedTuple: one per user of every batch)."""
+
     suppressed: bool
     reason: str
     """"" when allowed; else no_consent, suppressed_address, frequency_cap or quiet_hours."""
@@ -54,9 +54,9 @@ class Verdict:
     """Probability the policy had of choosing `send_at`'s slot (1: no send window)."""
 
 
-@dataclass(frozen=True)
-class Contact:
-    """What the caller read about one user (one read transaction for a batch)."""
+class Contact(NamedTuple):
+    """What the caller read about one user (one read transaction for a batch; a NamedTuple:
+    one per user of every batch)."""
 
     user_id: str
     meta: Mapping | None = None

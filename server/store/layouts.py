@@ -78,6 +78,12 @@ def _state_delivery_types(raw: bytes) -> bytes:
 _STATE_MOVERS: dict[int, object] = {}
 
 
+def _decision_packed(raw: bytes) -> bytes:
+    """decision 1 -> 2: the JSON object packed (campaigns.decision_codec), every key kept."""
+    from ..campaigns.decision_codec import from_json  # campaigns imports the store
+    return from_json(raw)
+
+
 KINDS: tuple[RecordKind, ...] = (
     RecordKind("profile_state", "profiles", 2, lambda k: k.endswith(K.FEATURES_SUFFIX),
                "kernels.sparse record of a feature state (its own FORMAT_VERSION and layout "
@@ -120,8 +126,9 @@ KINDS: tuple[RecordKind, ...] = (
                "kernels.bandits state bytes (posterior)"),
     RecordKind("campaign_counters", "bandit", 1, lambda k: k.startswith(K.COUNT_PREFIX),
                "JSON counters (decisions per arm, holdout, pending, ...)"),
-    RecordKind("decision", "decisions", 1, lambda k: not k.startswith(K.SEP),
-               "decision record JSON (campaigns.decision_log.encode_decision)"),
+    RecordKind("decision", "decisions", 2, lambda k: not k.startswith(K.SEP),
+               "decision record (campaigns.decision_codec): 1 JSON; 2 packed struct head, "
+               "strings, float64 context", steps={1: _decision_packed}),
     RecordKind("decision_index", "decisions", 1, lambda k: k.startswith(K.INDEX_PREFIX),
                "the decision key"),
     RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),

@@ -8,6 +8,7 @@ import lmdb
 import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
+from server.campaigns.decision_log import decode_decision, encode_decision
 from server.campaigns.repository import CampaignRepository
 from server.errors import FailedPrecondition
 from server.profiles import ProfileSchema, TrackedEvent
@@ -63,10 +64,30 @@ def records(store: Store, table: str) -> dict[bytes, bytes]:
     return dict(store.scan(table))
 
 
+def decisions_read(rows: dict[bytes, bytes]) -> dict[bytes, dict | bytes]:
+    """Decision records as dicts (either layout; the channel default of layout 2 dropped, as
+    layout 1 had none), index entries as they are."""
+    out = {}
+    for key, value in rows.items():
+        if key.startswith(keys.SEP):
+            out[key] = value
+        else:
+            rec = decode_decision(value)
+            out[key] = {k: v for k, v in rec.items() if k not in LAYOUT2_DEFAULTS
+                        or LAYOUT2_DEFAULTS[k] != v}
+    return out
+
+
+LAYOUT2_DEFAULTS = {"channel": "", "send_at": 0.0, "reason": "", "channel_propensity": 1.0,
+                    "send_at_propensity": 1.0}
+"""The contact-policy fields of a decision record, at their defaults (layout 2 stores them
+always; layout-1 records written before the contact policy lack them)."""
+
+
 def add_channel(raw: bytes) -> bytes:
     """A layout step for the test (applied twice, it would show: "emailemail")."""
-    rec = json.loads(raw)
-    return json.dumps({**rec, "channel": rec.get("channel", "") + "email"}).encode()
+    rec = decode_decision(raw)
+    return encode_decision({**rec, "channel": rec.get("channel", "") + "email"})
 
 
 def bumped(kind_name: str, step) -> tuple[RecordKind, ...]:
@@ -79,11 +100,17 @@ def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     store = Store(v1_dir, sync=False)
     # Since then: consent by purpose with a history, three more event types in feature states
     # (tests/server/test_consent_layout.py checks those records).
-    assert store.migrated == {"profile_state": 1, "profile_meta": 1}
+    # and packed decision records
+    assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1}
     with store.read() as txn:
         assert stored_versions(store, txn, KINDS) == {k.name: k.version for k in KINDS}
-    for table in ("events", "dedupe", "campaigns", "bandit", "decisions"):
+    for table in ("events", "dedupe", "campaigns", "bandit"):
         assert records(store, table) == rekeyed(table, fixture_records(table))
+    old, new = rekeyed("decisions", fixture_records("decisions")), records(store, "decisions")
+    assert new.keys() == old.keys()
+    assert all(new[k] == v for k, v in old.items() if k.startswith(keys.SEP))
+    assert all(new[k][0] == 2 and old[k][:1] == b"{" for k in old if not k.startswith(keys.SEP))
+    assert decisions_read(new) == decisions_read(old)
     # no raw id in any key left (values: tests/server/test_encryption.py, with encryption on)
     assert [(t, k) for t, k in store_mentions(store, b"ann") if b"ann" in k] == []
     profiles = ProfileRepository(store, ProfileSchema().layout())
@@ -112,12 +139,14 @@ def test_a_layout_bump_rewrites_that_kind_once_at_open(v1_dir, monkeypatch):
     store.close()
     kinds = bumped("decision", add_channel)
     store = Store(v1_dir, sync=False, layouts=kinds)
-    assert store.migrated == {"decision": 1}
+    assert store.migrated == {"decision": 2}
     old, new = rekeyed("decisions", fixture_records("decisions")), records(store, "decisions")
     assert new.keys() == old.keys()
     for key in old:
-        expected = add_channel(old[key]) if not key.startswith(keys.SEP) else old[key]
-        assert new[key] == expected
+        expected = decode_decision(add_channel(old[key])) if not key.startswith(keys.SEP) \
+            else old[key]
+        assert (decode_decision(new[key]) if not key.startswith(keys.SEP) else new[key]) == \
+            expected
     for table in ("profiles", "events", "dedupe", "campaigns", "bandit"):
         assert records(store, table) == today[table]
     exported = list(CampaignRepository(store).log.export(include_pending=True))
@@ -137,16 +166,18 @@ def test_a_store_with_a_newer_layout_is_refused(v1_dir):
 
 def test_a_failing_migration_writes_nothing(v1_dir):
     def broken(raw: bytes) -> bytes:
-        if b'"d2"' in raw:
+        if decode_decision(raw)["decision_id"] == "d2":
             raise ValueError("cannot migrate")
         return add_channel(raw)
 
     with pytest.raises(ValueError, match="cannot migrate"):
         Store(v1_dir, sync=False, layouts=bumped("decision", broken))
-    store = Store(v1_dir, sync=False)
-    assert store.migrated == {"profile_state": 1, "profile_meta": 1}  # nothing was stamped
+    store = Store(v1_dir, sync=False, layouts=())  # nothing was stamped or rewritten
     # (the re-keying before the layout steps is a migration of its own, committed first)
     assert records(store, "decisions") == rekeyed("decisions", fixture_records("decisions"))
+    store.close()
+    store = Store(v1_dir, sync=False)
+    assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1}
     store.close()
 
 

@@ -1,0 +1,106 @@
+"""The decision-log writer alone: CPU per logged decision, in process, before/after in one run.
+
+    python -m loadtests.bench_decision_log [--mode plan|choose|both] [--rounds 3]
+        [--server-src DIR]
+
+Calls the campaigns writer's batch functions (`server.campaigns.repository.writer_functions`,
+as the writer child process calls them) on a new store with fsync and encryption at rest on, and
+prints this process's CPU seconds per decision after a fifth of the calls as warm-up:
+- plan: PlanCampaign transactions, 4 batches of 250 new users each ("decision_batches"), push,
+  no caps (every user gets a data key, a decision record and a contact history);
+- choose: ChooseVariant-sized transactions of 16 decisions ("decisions") over 4,096 users on
+  email with two caps (email 50/day, any 100/week), so contact histories grow as under
+  `bench_contact`.
+No gRPC and no load generator: steadier than the server benches on a shared machine. With
+`--server-src DIR`, every round runs that tree's writer too (a subprocess with PYTHONPATH=DIR),
+alternating with this tree's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CAPS = (("email", 50, 86400.0), ("*", 100, 7 * 86400.0))
+
+
+def _ids(n: int) -> list[str]:
+    raw = os.urandom(12 * n).hex()
+    return [raw[24 * i:24 * i + 24] for i in range(n)]
+
+
+def _row(decision_id: str, user: str, now: float, i: int, channel: str, caps: tuple) -> tuple:
+    return (decision_id, "bench", user, now, i % 10, 0.1, None, [], 0, f"v{i % 10}", "pending",
+            now + 86400, False, channel, 0.0, "", caps, 1.0, 1.0)
+
+
+def run(mode: str) -> float:
+    """CPU microseconds per decision of this process's code (its `server` package)."""
+    from server.campaigns.repository import writer_functions
+    from server.security.secrets import Secrets
+    from server.store import Store
+    from server.store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    root = Path(tempfile.mkdtemp(prefix="tailor-bench-decision-log-"))
+    secrets = Secrets.load(root / "secrets", generate=True, names=(MASTER_RING, STORE_ID_RING))
+    store = Store(root / "store", map_size=4 << 30, sync=True,
+                  crypto=StoreCrypto.from_secrets(secrets))
+    fns = writer_functions(store)
+    users = [f"u{i}" for i in range(4096)]
+
+    def plan(k: int) -> int:
+        now = time.time()
+        fns["decision_batches"]([[_row(d, str(k * 1000 + j * 250 + i), now, i, "push", ())
+                                  for i, d in enumerate(_ids(250))] for j in range(4)])
+        return 1000
+
+    def choose(k: int) -> int:
+        now = time.time()
+        fns["decisions"]([_row(d, users[(k * 16 + i) % 4096], now, i, "email", CAPS)
+                          for i, d in enumerate(_ids(16))])
+        return 16
+    call, calls = (plan, 120) if mode == "plan" else (choose, 2500)
+    for k in range(calls // 5):
+        call(k)
+    cpu0, n = time.process_time(), 0
+    for k in range(calls // 5, calls):
+        n += call(k)
+    store.close()
+    return 1e6 * (time.process_time() - cpu0) / n
+
+
+def _in(src: Path | None, mode: str) -> float:
+    if src is None:
+        return run(mode)
+    # this file's `run` with the other tree's `server` (that tree may not have this bench)
+    out = subprocess.run([sys.executable, "-c", "import runpy, sys; print(runpy.run_path("
+                          "sys.argv[1])['run'](sys.argv[2]))", __file__, mode], cwd=src,
+                         check=True, env={**os.environ, "PYTHONPATH": str(Path(src).resolve())},
+                         capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
+
+
+def main(argv=None) -> int:
+    from .measure import add_server_src_argument
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench_decision_log", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", choices=("plan", "choose", "both"), default="both")
+    p.add_argument("--rounds", type=int, default=3)
+    add_server_src_argument(p)
+    args = p.parse_args(argv)
+    modes = ("plan", "choose") if args.mode == "both" else (args.mode,)
+    for r in range(1, args.rounds + 1):
+        for mode in modes:
+            for label, src in ((("before", args.server_src),) if args.server_src else ()) + (
+                    ("this tree", None),):
+                load = os.getloadavg()[0]
+                print(f"round {r} {mode:6s} {label:9s}: {_in(src, mode):6.1f} us CPU per "
+                      f"decision (load average {load:.1f})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
