@@ -20,46 +20,28 @@ from protos.tailor.v1 import model_admin_pb2 as mpb
 from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from tests.conftest import serving
 
 MB = 1024 * 1024
 _unique = itertools.count()  # ids of their own for tests that write to the shared server
 
 
 @pytest.fixture(scope="module")
-def shared_settings(tmp_path_factory, demo_bundle):
-    from server.config import Settings
-    tmp = tmp_path_factory.mktemp("hardened")
-    return Settings(port=0, data_dir=tmp / "data", bundle=demo_bundle, grace_seconds=1.0,
-                    lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp / "secrets")
-
-
-@pytest_asyncio.fixture(scope="module")
-async def tailor_server(shared_settings):
+def tailor_server(module_server):
     """One real server for the module's tests that leave its settings alone."""
-    from server.app import TailorServer
-    server = TailorServer(shared_settings)
-    await server.start()
-    yield server
-    await server.stop(grace=0.5)
+    return module_server[0]
 
 
-@pytest_asyncio.fixture(scope="module")
-async def channel(tailor_server):
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
-        yield ch
+@pytest.fixture(scope="module")
+def channel(module_server):
+    return module_server[1]
 
 
 @pytest_asyncio.fixture
 async def own_channel(settings):
     """A channel to a fresh server of its own, for tests that change `settings` first."""
-    from server.app import TailorServer
-    server = TailorServer(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            yield ch
-    finally:
-        await server.stop(grace=0.5)
+    async with serving(settings) as (_, ch):
+        yield ch
 
 
 @pytest.fixture(scope="module")
