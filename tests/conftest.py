@@ -1,6 +1,7 @@
 """Shared fixtures: a small demo bundle trained by the real training job, and real servers."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -14,6 +15,11 @@ import pytest
 import pytest_asyncio
 
 ROOT = Path(__file__).resolve().parents[1]
+# OpenMP threads (LightGBM, FAISS) that wait for work sleep instead of spinning: on a busy 2-core
+# machine a spinning thread takes the core its partner needs (a tastes-bundle training: 21-26 s
+# wall with spinning, 5-7 s without, the same bundle). Set before any test imports those
+# libraries; training and server subprocesses inherit it. Results do not depend on it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SMALL_WORLD = ["--users", "1500", "--items", "600", "--days", "30", "--seed", "7"]
 
 
@@ -80,11 +86,29 @@ def demo_manifest(demo_bundle) -> dict:
     return json.loads((demo_bundle / "manifest.json").read_text())
 
 
+def server_settings(tmp: Path, bundle: Path):
+    """The tests' server settings: data and secrets under `tmp`, serving `bundle`."""
+    from server.config import Settings
+    return Settings(port=0, data_dir=tmp / "data", bundle=bundle, grace_seconds=1.0,
+                    lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp / "secrets")
+
+
+@contextlib.asynccontextmanager
+async def serving(settings):
+    """A real in-process server on a free loopback port and a channel to it."""
+    from server.app import TailorServer
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            yield server, ch
+    finally:
+        await server.stop(grace=0.5)
+
+
 @pytest.fixture
 def settings(tmp_path, demo_bundle):
-    from server.config import Settings
-    return Settings(port=0, data_dir=tmp_path / "data", bundle=demo_bundle, grace_seconds=1.0,
-                    lmdb_sync=False, bundle_poll_seconds=0.1, secrets_dir=tmp_path / "secrets")
+    return server_settings(tmp_path, demo_bundle)
 
 
 @pytest_asyncio.fixture
@@ -100,6 +124,14 @@ async def tailor_server(settings):
 async def channel(tailor_server):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
         yield ch
+
+
+@pytest_asyncio.fixture(scope="module")
+async def module_server(tmp_path_factory, demo_bundle):
+    """(server, channel): one real server serving the demo bundle, shared by a module's tests
+    (for modules whose tests do not change settings and do not write to each other's ids)."""
+    async with serving(server_settings(tmp_path_factory.mktemp("module-server"), demo_bundle)) as pair:
+        yield pair
 
 
 @pytest.fixture

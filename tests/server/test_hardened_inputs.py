@@ -1,9 +1,11 @@
 """Issue 14: every field of every request is bounded; client input never yields INTERNAL or
 UNKNOWN, never reaches the file system as a path, and error messages echo a short prefix only.
-Each test runs against a real server."""
+Each test runs against a real server: one shared by the module (tests that write use user and
+event ids of their own), or a fresh one where a test changes the settings or fills the store."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import shutil
@@ -11,24 +13,49 @@ import time
 
 import grpc
 import pytest
+import pytest_asyncio
 from google.protobuf.message_factory import GetMessageClass
 
 from protos.tailor.v1 import model_admin_pb2 as mpb
 from protos.tailor.v1 import model_admin_pb2_grpc as mpb_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from tests.conftest import serving
 
 MB = 1024 * 1024
+_unique = itertools.count()  # ids of their own for tests that write to the shared server
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def tailor_server(module_server):
+    """One real server for the module's tests that leave its settings alone."""
+    return module_server[0]
+
+
+@pytest.fixture(scope="module")
+def channel(module_server):
+    return module_server[1]
+
+
+@pytest_asyncio.fixture
+async def own_channel(settings):
+    """A channel to a fresh server of its own, for tests that change `settings` first."""
+    async with serving(settings) as (_, ch):
+        yield ch
+
+
+@pytest.fixture(scope="module")
 def admin(channel):
     return mpb_grpc.ModelAdminServiceStub(channel)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def profiles(channel):
     return ppb_grpc.ProfileServiceStub(channel)
+
+
+def _bundle_dir_names(server) -> list[str]:
+    return sorted(p.name for p in server.settings.bundles_dir.iterdir())
 
 
 async def _code(call) -> tuple[grpc.StatusCode, str]:
@@ -90,11 +117,11 @@ async def _drain(stream):
 
 
 async def test_export_events_with_ordinary_bounds_still_exports(profiles):
-    now = time.time()
+    when = time.time() - 3600  # an hour no other test of the shared server writes to
     await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
-        event_id="e1", user_id="u1", type="view", item_id="i1", timestamp=now - 5)]))
+        event_id="e1", user_id="u1", type="view", item_id="i1", timestamp=when)]))
     got = [e.event_id async for e in profiles.ExportEvents(ppb.ExportEventsRequest(
-        start=now - 60, end=now + 60))]
+        start=when - 60, end=when + 60))]
     assert got == ["e1"]
 
 
@@ -103,11 +130,12 @@ async def test_export_events_with_ordinary_bounds_still_exports(profiles):
                                     {"timestamp": -5.0}, {"timestamp": math.inf},
                                     {"source": "s" * MB}])
 async def test_set_consent_refuses_bad_times_and_huge_sources_and_stores_nothing(profiles, change):
-    req = dict(user_id="c1", channel="email", opted_in=True, source="form", timestamp=0.0)
+    user = f"c1-{next(_unique)}"
+    req = dict(user_id=user, channel="email", opted_in=True, source="form", timestamp=0.0)
     req.update(change)
     code, details = await _code(profiles.SetConsent(ppb.SetConsentRequest(**req)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 200, (code, details[:300])
-    code, _ = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id="c1")))
+    code, _ = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id=user)))
     assert code == grpc.StatusCode.NOT_FOUND
 
 
@@ -131,10 +159,11 @@ def _chunks(bundle, manifest: dict | None = None, extra: dict | None = None):
                                   "tab\there"])
 async def test_push_with_a_bad_chunk_path_is_invalid_and_leaves_nothing(
         admin, tailor_server, demo_manifest, path):
+    before = _bundle_dir_names(tailor_server)
+    assert demo_manifest["version"] in before
     code, details = await _code(admin.PushBundle(iter([mpb.BundleChunk(path=path, data=b"x")])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and len(details) < 200, (code, details[:300])
-    names = [p.name for p in tailor_server.settings.bundles_dir.iterdir()]
-    assert names == [demo_manifest["version"]]
+    assert _bundle_dir_names(tailor_server) == before
 
 
 @pytest.mark.parametrize("change", [{"version": "v\x00x"}, {"version": "v" * 300},
@@ -143,11 +172,12 @@ async def test_push_with_a_bad_chunk_path_is_invalid_and_leaves_nothing(
                                     {"index": {"type": "flat", "search_params": {"efSearch": 2 ** 40}}}])
 async def test_push_with_a_malformed_manifest_is_a_failed_precondition(
         admin, tailor_server, demo_bundle, demo_manifest, change):
+    before = _bundle_dir_names(tailor_server)
+    assert demo_manifest["version"] in before
     manifest = {**demo_manifest, "version": "bad-manifest", **change}
     code, details = await _code(admin.PushBundle(iter(_chunks(demo_bundle, manifest))))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and len(details) < 300, (code, details[:300])
-    names = [p.name for p in tailor_server.settings.bundles_dir.iterdir()]
-    assert names == [demo_manifest["version"]]
+    assert _bundle_dir_names(tailor_server) == before
 
 
 async def test_files_the_manifest_does_not_list_are_not_kept(admin, tailor_server, demo_bundle,
@@ -256,8 +286,10 @@ def _with_a_huge_string(cls, depth: int = 0):
                                     {"event_id": "e\x00"}, {"item_id": "i\x7f"},
                                     {"campaign_id": "c\n"}])
 async def test_track_events_rejects_out_of_bound_values_and_control_characters(profiles, change):
-    base = dict(event_id="e-ok", user_id="tu", type="view", item_id="i1", timestamp=time.time() - 5)
-    bad = {**base, "event_id": "e-bad", **change}
+    n = next(_unique)
+    base = dict(event_id=f"e-ok-{n}", user_id=f"tu-{n}", type="view", item_id="i1",
+                timestamp=time.time() - 5)
+    bad = {**base, "event_id": f"e-bad-{n}", **change}
     reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(**base),
                                                                       ppb.Event(**bad)]))
     assert reply.accepted == 1 and [r.index for r in reply.rejected] == [1], reply
@@ -297,7 +329,8 @@ def tiny_store(settings):
     settings.lmdb_max_map_size = 4 << 20
 
 
-async def test_delete_profile_works_when_the_store_is_full(tiny_store, profiles):
+async def test_delete_profile_works_when_the_store_is_full(tiny_store, own_channel):
+    profiles = ppb_grpc.ProfileServiceStub(own_channel)
     now, n, size = time.time(), 0, 100
     for batch in range(2000):  # fill until not even one event fits
         events = [ppb.Event(event_id=f"f{batch}-{i}", user_id=f"full{i % 20}", type="view",
@@ -347,9 +380,9 @@ def short_attribution_budget(settings):
 
 
 async def test_attribute_stops_at_its_budget_and_names_the_limit(short_attribution_budget,
-                                                                  channel):
+                                                                  own_channel):
     from protos.tailor.v1 import attribution_pb2_grpc as apb_grpc
-    stub = apb_grpc.AttributionServiceStub(channel)
+    stub = apb_grpc.AttributionServiceStub(own_channel)
     started = time.monotonic()
     code, details = await _code(stub.Attribute(_heavy_markov_request(), timeout=60))
     elapsed = time.monotonic() - started

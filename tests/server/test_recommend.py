@@ -1,4 +1,5 @@
-"""RecommendationService through a real server and real stubs."""
+"""RecommendationService through a real server and real stubs: one server shared by the module
+(its tests only read), and a fresh one where a test needs a cold server."""
 import json
 
 import grpc
@@ -8,9 +9,20 @@ import pytest
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 from server.config import Settings
+from tests.conftest import serving
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def tailor_server(module_server):
+    return module_server[0]
+
+
+@pytest.fixture(scope="module")
+def channel(module_server):
+    return module_server[1]
+
+
+@pytest.fixture(scope="module")
 def stub(channel):
     return pb_grpc.RecommendationServiceStub(channel)
 
@@ -133,9 +145,11 @@ async def test_malformed_bytes_get_invalid_argument(channel):
     assert "RecommendRequest" in err.value.details() or "Recommend request" in err.value.details()
 
 
-async def test_concurrent_calls_are_answered_consistently(stub, users):
+async def test_concurrent_calls_are_answered_consistently(settings, users):
     import asyncio
-    replies = await asyncio.gather(*(stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=5))
-                                     for _ in range(50)))
+    async with serving(settings) as (_, ch):  # a server of its own: no call answered before
+        stub = pb_grpc.RecommendationServiceStub(ch)
+        replies = await asyncio.gather(*(stub.Recommend(pb.RecommendRequest(
+            user_id=users["heavy"], k=5)) for _ in range(50)))
     first = [i.item_id for i in replies[0].items]
     assert all([i.item_id for i in r.items] == first for r in replies)
