@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import time
 
-import lightgbm as lgb
 import numpy as np
 
 from kernels.context import CONTEXT_FEATURES, ContextTable, context_features, daypart
@@ -30,7 +29,7 @@ from kernels.ranking import FEATURES
 from training.evaluate import K, _curve_points, popular_unseen, rerank
 from training.events import Catalog, Interactions
 from training.metrics import bootstrap_se, hits, per_user_metrics, ranking_metrics
-from training.ranker import RankerParams, _params, fewest_trees
+from training.ranker import RankerParams, fit_booster
 from training.split import distinct_items, temporal_split
 
 __all__ = ["fit_table", "requests", "request_features", "train_context_ranker",
@@ -113,20 +112,9 @@ def train_context_ranker(train: Interactions, catalog: Catalog, fit_stage,
     parts = [_dataset(stage1, table, subset(req, np.sort(idx)), p, context)
              for idx in (pick[n_valid:], pick[:n_valid])]
     names = list(FEATURES) + (list(CONTEXT_FEATURES) if context else [])
-    dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=names)
-    dvalid = lgb.Dataset(parts[1][0], parts[1][1], group=parts[1][2], reference=dtrain)
-    record: dict = {}
-    booster = lgb.train(_params(p), dtrain, p.n_estimators, valid_sets=[dvalid],
-                        callbacks=[lgb.early_stopping(p.early_stopping, verbose=False),
-                                   lgb.record_evaluation(record)])
-    curve = next(iter(record["valid_0"].values()))[:booster.best_iteration]
-    keep = fewest_trees(curve, p.tree_tolerance)
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=keep))
-    info = {"train_rows": int(parts[0][0].shape[0]), "train_groups": int(parts[0][2].shape[0]),
-            "positives": int(parts[0][1].sum()), "trees": int(booster.num_trees()),
-            "best_trees": int(len(curve)), "valid_score": round(float(curve[keep - 1]), 5),
-            "best_valid_score": round(float(max(curve)), 5), "requests": int(req[0].shape[0]),
-            "features": names, "seconds": round(time.perf_counter() - t0, 1)}
+    booster, info = fit_booster(parts, names, p)
+    info.update(requests=int(req[0].shape[0]), features=names,
+                seconds=round(time.perf_counter() - t0, 1))
     logger.info("context ranker trained: %s", info)
     return booster, info
 

@@ -24,7 +24,7 @@ from training.split import distinct_items, temporal_split
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-__all__ = ["RankerParams", "ranker_dataset", "fewest_trees", "train_ranker", "to_onnx"]
+__all__ = ["RankerParams", "ranker_dataset", "fewest_trees", "fit_booster", "train_ranker", "to_onnx"]
 
 logger = logging.getLogger("tailor.training.ranker")
 
@@ -83,6 +83,34 @@ def fewest_trees(curve, tolerance: float) -> int:
     return int(np.argmax(curve >= curve.max() * (1.0 - tolerance))) + 1
 
 
+def fit_booster(parts, feature_names, p: RankerParams) -> tuple:
+    """A lambdarank booster on ``parts`` (``[(X, y, group sizes) of training, of validation]``),
+    early-stopped on the validation NDCG and cut to its fewest good trees (`fewest_trees`).
+
+    Returns
+    -------
+    booster : lightgbm.Booster
+    info : dict
+        Sizes and the validation NDCG@10 of the booster.
+    """
+    import lightgbm as lgb  # here, not with the module: every `python -m training` command
+    # imports this one for its defaults, and lightgbm (with sklearn) takes seconds to load
+
+    dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=list(feature_names))
+    dvalid = lgb.Dataset(parts[1][0], parts[1][1], group=parts[1][2], reference=dtrain)
+    record: dict = {}
+    booster = lgb.train(_params(p), dtrain, p.n_estimators, valid_sets=[dvalid],
+                        callbacks=[lgb.early_stopping(p.early_stopping, verbose=False),
+                                   lgb.record_evaluation(record)])
+    curve = next(iter(record["valid_0"].values()))[:booster.best_iteration]
+    keep = fewest_trees(curve, p.tree_tolerance)
+    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=keep))
+    return booster, {"train_rows": int(parts[0][0].shape[0]), "train_groups": int(parts[0][2].shape[0]),
+                     "positives": int(parts[0][1].sum()), "trees": int(booster.num_trees()),
+                     "best_trees": int(len(curve)), "valid_score": round(float(curve[keep - 1]), 5),
+                     "best_valid_score": round(float(max(curve)), 5)}
+
+
 def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = RankerParams(),
                  feature_names: tuple[str, ...] = FEATURES):
     """Fit stage 1 on the inner split of ``train`` and a booster on its candidates.
@@ -103,9 +131,6 @@ def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = Rank
     info : dict
         Sizes and the validation NDCG@10 of the booster.
     """
-    import lightgbm as lgb  # here, not with the module: every `python -m training` command
-    # imports this one for its defaults, and lightgbm (with sklearn) takes seconds to load
-
     t0 = time.perf_counter()
     inner_tr, inner_lab = temporal_split(train, 0.2)
     stage1 = fit_stage(train.subset(inner_tr))
@@ -117,20 +142,8 @@ def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = Rank
     perm = rng.permutation(users.shape[0])
     parts = [ranker_dataset(stage1, labels, np.sort(users[idx]), p.n_candidates)
              for idx in (perm[n_valid:], perm[:n_valid])]
-    dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=list(feature_names))
-    dvalid = lgb.Dataset(parts[1][0], parts[1][1], group=parts[1][2], reference=dtrain)
-    record: dict = {}
-    booster = lgb.train(_params(p), dtrain, p.n_estimators, valid_sets=[dvalid],
-                        callbacks=[lgb.early_stopping(p.early_stopping, verbose=False),
-                                   lgb.record_evaluation(record)])
-    curve = next(iter(record["valid_0"].values()))[:booster.best_iteration]
-    keep = fewest_trees(curve, p.tree_tolerance)
-    booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=keep))
-    info = {"train_rows": int(parts[0][0].shape[0]), "train_groups": int(parts[0][2].shape[0]),
-            "positives": int(parts[0][1].sum()), "trees": int(booster.num_trees()),
-            "best_trees": int(len(curve)), "valid_score": round(float(curve[keep - 1]), 5),
-            "best_valid_score": round(float(max(curve)), 5),
-            "seconds": round(time.perf_counter() - t0, 1)}
+    booster, info = fit_booster(parts, feature_names, p)
+    info["seconds"] = round(time.perf_counter() - t0, 1)
     logger.info("ranker trained: %s", info)
     return booster, info
 
