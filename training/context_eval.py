@@ -29,7 +29,7 @@ import numpy as np
 from kernels.context import ContextTable
 from training.als import ALSParams
 from training.context_ranker import fit_table, request_features, requests, train_context_ranker
-from training.demo import CATEGORIES, DemoConfig, make_world, user_events
+from training.demo import DemoConfig, in_memory, make_world, user_events
 from training.events import DEFAULT_EVENT_WEIGHTS, EVENTS, Catalog, Interactions, event_weights
 from training.metrics import ranking_metrics
 from training.ranker import RankerParams
@@ -48,12 +48,7 @@ def demo_rows(cfg: DemoConfig, strength: float) -> tuple[Interactions, Catalog, 
               for c in range(-(-cfg.n_users // cfg.chunk_users))]
     ev = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     channel = ev.get("channel", np.full(ev["user_id"].shape[0], -1))
-    ids = np.arange(cfg.n_items).astype(str)
-    inter = Interactions(np.arange(cfg.n_users).astype(str), ids, ev["user_id"].astype(np.int32),
-                         ev["item_id"].astype(np.int32), ev["timestamp"], ev["event"],
-                         ev["value"].astype(np.float32))
-    catalog = Catalog(ids, ids, ids, world.category.astype(np.int32), np.array(CATEGORIES),
-                      world.price.astype(np.float32))
+    inter, catalog = in_memory(cfg, world, ev)
     keep = event_weights(inter, DEFAULT_EVENT_WEIGHTS) > 0
     assert len(EVENTS) > 6
     return inter.subset(keep), catalog, channel[keep]

@@ -28,9 +28,11 @@ import pyarrow.csv as pacsv
 
 from kernels.context import CHANNELS
 from training.demo_tastes import ContextTastes
+from training.events import Catalog, Interactions
 from training.progress import progress
 
-__all__ = ["DemoConfig", "World", "make_world", "start_for_end", "user_events", "write_demo"]
+__all__ = ["DemoConfig", "World", "in_memory", "make_world", "start_for_end", "user_events",
+           "write_demo"]
 
 logger = logging.getLogger("tailor.training.demo")
 
@@ -241,6 +243,18 @@ def user_events(cfg: DemoConfig, world: World, chunk: int,
         events["channel"] = tastes.channels(events["user_id"], events["timestamp"],
                                             events["event"])
     return users, events
+
+
+def in_memory(cfg: DemoConfig, world: World, ev: dict) -> tuple[Interactions, Catalog]:
+    """The world's events (`user_events` columns, chunks concatenated) as training's rows and
+    catalog, without the CSV round trip (ids are the codes as strings; the offline experiments)."""
+    ids = np.arange(cfg.n_items).astype(str)
+    inter = Interactions(np.arange(cfg.n_users).astype(str), ids, ev["user_id"].astype(np.int32),
+                         ev["item_id"].astype(np.int32), ev["timestamp"], ev["event"],
+                         ev["value"].astype(np.float32))
+    catalog = Catalog(ids, ids, ids, world.category.astype(np.int32), np.array(CATEGORIES),
+                      world.price.astype(np.float32))
+    return inter, catalog
 
 
 def _items_table(world: World, cfg: DemoConfig) -> pa.Table:

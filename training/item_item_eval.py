@@ -25,7 +25,7 @@ from kernels.ranking import FEATURES
 from training.als import ALSParams
 from training.backtest import EASE_GRID, _als, _ease, _tune, score, split_rows
 from training.ceiling import oracle_recommendations, view_probabilities
-from training.demo import CATEGORIES, DemoConfig, make_world, user_events
+from training.demo import DemoConfig, in_memory, make_world, user_events
 from training.encoder import pad_histories
 from training.evaluate import rerank
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions
@@ -65,12 +65,7 @@ def world_rows(cfg: DemoConfig) -> tuple[Interactions, Catalog, object, dict]:
     parts = [user_events(cfg, world, c) for c in range(-(-cfg.n_users // cfg.chunk_users))]
     ev = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
     users = {k: np.concatenate([p[0][k] for p in parts]) for k in ("mix", "taste", "price_sens")}
-    ids = np.arange(cfg.n_items).astype(str)
-    inter = Interactions(np.arange(cfg.n_users).astype(str), ids, ev["user_id"].astype(np.int32),
-                         ev["item_id"].astype(np.int32), ev["timestamp"], ev["event"],
-                         ev["value"].astype(np.float32))
-    catalog = Catalog(ids, ids, ids, world.category.astype(np.int32), np.array(CATEGORIES),
-                      world.price.astype(np.float32))
+    inter, catalog = in_memory(cfg, world, ev)
     return inter, catalog, world, users
 
 
