@@ -240,11 +240,8 @@ def _rows_gone(before: dict, after: dict, row: int) -> None:
 
 
 
-def test_bundle_pushed_after_the_erasure_is_scrubbed_too(server_process, demo_bundle, tmp_path):
-    """A bundle trained before an erasure and pushed after it (the queue already scrubbed)
-    loses the user's row at the next scrub as well."""
-    secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
-    env = {"TAILOR_SECRETS_DIR": str(secrets_dir), "TAILOR_BUNDLE_SCRUB_SECONDS": "1"}
+def _erase_before_any_bundle(server_process, data, env):
+    """A server with no bundle; USER erased and the scrub queue taken (no bundle to scrub)."""
     served = server_process(data, env=env)
     with grpc.insecure_channel(served.target) as ch:
         pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id=USER))
@@ -252,6 +249,15 @@ def test_bundle_pushed_after_the_erasure_is_scrubbed_too(server_process, demo_bu
     while (data / "bundles" / ".erased").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not (data / "bundles" / ".erased").exists()  # taken by a scrub, no bundle stored
+    return served
+
+
+def test_bundle_pushed_after_the_erasure_is_scrubbed_too(server_process, demo_bundle, tmp_path):
+    """A bundle trained before an erasure and pushed after it (the queue already scrubbed)
+    loses the user's row at the next scrub as well."""
+    secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
+    env = {"TAILOR_SECRETS_DIR": str(secrets_dir), "TAILOR_BUNDLE_SCRUB_SECONDS": "1"}
+    served = _erase_before_any_bundle(server_process, data, env)
     trained = _bundle_trained_on_user(demo_bundle, tmp_path / "training-output")
     with TailorClient(served.target, timeout=60) as client:
         client.push_bundle(trained)
@@ -271,13 +277,7 @@ def test_bundle_imported_after_the_erasure_is_scrubbed_too(server_process, demo_
     at start, before any check saw its ids), loses the user's row at the first scrub."""
     secrets_dir, data = tmp_path / "secrets", tmp_path / "data"
     env = {"TAILOR_SECRETS_DIR": str(secrets_dir), "TAILOR_BUNDLE_SCRUB_SECONDS": "1"}
-    served = server_process(data, env=env)
-    with grpc.insecure_channel(served.target) as ch:
-        pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id=USER))
-    deadline = time.monotonic() + 15
-    while (data / "bundles" / ".erased").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not (data / "bundles" / ".erased").exists()  # taken by a scrub, no bundle stored
+    served = _erase_before_any_bundle(server_process, data, env)
     served.stop()
     trained = _bundle_trained_on_user(demo_bundle, tmp_path / "training-output")
     with np.load(trained / "users.npz") as npz:
