@@ -197,55 +197,51 @@ class DataKeys:
         if key is None:
             return None
         aead = AesGcm(key)
-        with self._lock:
-            self._cache[wrapped] = aead
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._remember_many([(wrapped, aead)])
         return aead
+
+    def _remember_many(self, pairs) -> None:
+        """Put (wrapped entry, cipher) pairs in the LRU under one lock."""
+        with self._lock:
+            cache = self._cache
+            cache.update(pairs)
+            while len(cache) > self._cache_size:
+                cache.popitem(last=False)
 
     # -- creating, unwrapping ------------------------------------------------------------------
     def _create(self, txn, token: bytes) -> AESGCM:
-        slot = int(self.meta.get(txn, SLOT_COUNT_KEY) or b"0")
-        pad, half = secrets.token_bytes(SLOT_BYTES), secrets.token_bytes(SLOT_BYTES)
-        self._write_slot(slot, pad)
-        self.meta.put(txn, SLOT_COUNT_KEY, str(slot + 1).encode())
-        kid = (self.meta.get(txn, WRAP_KID_KEY) or self._newest.encode()).decode()
-        wrapped = self.wrap(token, slot, half, kid)
-        self.table.put(txn, token, wrapped)
-        return self._remember(wrapped, _xor(pad, half))
+        return self._create_many(txn, [token])[token]
 
     def _create_many(self, txn, tokens: list[bytes]) -> dict:
-        """`_create` for several users: consecutive slots, one random draw, one pad write, the
-        halves wrapped in one kernel call (`kernels.aead`), the LRU updated under one lock."""
+        """Data keys for users who have none: consecutive slots, one random draw, one pad write,
+        the halves wrapped in one kernel call (`kernels.aead`), the LRU updated under one lock."""
         first = int(self.meta.get(txn, SLOT_COUNT_KEY) or b"0")
         n, size = len(tokens), SLOT_BYTES
         rand = secrets.token_bytes((2 * size + _NONCE) * n)
         pads, halves, nonces = rand[:size * n], rand[size * n:2 * size * n], rand[2 * size * n:]
-        os.pwrite(self._fd, pads, first * size)
-        self._dirty = True
+        self._write_slot(first, pads)  # the n pads, consecutive
         self.meta.put(txn, SLOT_COUNT_KEY, str(first + n).encode())
         kid = (self.meta.get(txn, WRAP_KID_KEY) or self._newest.encode()).decode()
-        raw_kid = kid.encode()
-        kek, head = self._kek(kid), bytes([len(raw_kid)]) + raw_kid
-        sealed = aead.seal_records([kek] * n, tokens, [halves[i * size:(i + 1) * size]
-                                                       for i in range(n)],
-                                   b"", b"datakey\x00", nonces)
-        wrapped = [(first + i).to_bytes(8, "big") + head + w for i, w in enumerate(sealed)]
+        wrapped = self._wrap_many(tokens, first, [halves[i * size:(i + 1) * size] for i in range(n)],
+                                  kid, nonces)
         keys = (np.frombuffer(pads, np.uint8) ^ np.frombuffer(halves, np.uint8)).tobytes()
         ciphers = [AesGcm(keys[i * size:(i + 1) * size]) for i in range(n)]
-        with self._lock:
-            cache = self._cache
-            cache.update(zip(wrapped, ciphers))
-            while len(cache) > self._cache_size:
-                cache.popitem(last=False)
+        self._remember_many(zip(wrapped, ciphers))
         self.table.put_many(txn, list(zip(tokens, wrapped)))
         return dict(zip(tokens, ciphers))
 
     def wrap(self, token: bytes, slot: int, half: bytes, kid: str) -> bytes:
-        nonce = secrets.token_bytes(_NONCE)
-        sealed = self._kek(kid).encrypt(nonce, half, b"datakey\x00" + token)
+        return self._wrap_many([token], slot, [half], kid, secrets.token_bytes(_NONCE))[0]
+
+    def _wrap_many(self, tokens: list[bytes], first_slot: int, halves: list[bytes], kid: str,
+                   nonces: bytes) -> list[bytes]:
+        """The `datakeys` entries of users in slots `first_slot`, `first_slot` + 1, ...:
+        ``slot (8 bytes) | len(kid) | kid | nonce | AES-GCM(half)`` under the master key `kid`."""
         raw_kid = kid.encode()
-        return slot.to_bytes(8, "big") + bytes([len(raw_kid)]) + raw_kid + nonce + sealed
+        head = bytes([len(raw_kid)]) + raw_kid
+        sealed = aead.seal_records([self._kek(kid)] * len(tokens), tokens, halves, b"",
+                                   b"datakey\x00", nonces)
+        return [(first_slot + i).to_bytes(8, "big") + head + w for i, w in enumerate(sealed)]
 
     def unwrap_half(self, token: bytes, wrapped: bytes) -> tuple[int, str, bytes]:
         """(slot, kid, wrapped half) of an entry."""
