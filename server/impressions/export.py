@@ -17,7 +17,7 @@ from ..interfaces import BundleSource
 from .log import ImpressionLog, user_hash
 from .records import ITEM_BITS, Impression, item_codes_of
 
-__all__ = ["ExportedImpression", "ImpressionExport", "impression_document"]
+__all__ = ["ExportedImpression", "ImpressionExport", "impression_document", "user_impressions"]
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,14 @@ class ImpressionExport:
             yield ExportedImpression(rid, ref, users.get(ref, ""), ids, imp)
 
     def user_section(self, user_id: str) -> list[dict]:
-        """Every impression held about `user_id` (`impression_document` each), oldest first."""
-        catalog = self._catalog()
-        rows = [impression_document(rid, imp, catalog) for rid, imp in self.log.of_user(user_id)]
-        return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"]))
+        """`user_impressions` with items named by the active bundle's catalog."""
+        return user_impressions(self.log, user_id, self._catalog())
+
+
+def user_impressions(log: ImpressionLog, user_id: str, catalog: dict[int, str]) -> list[dict]:
+    """Every impression `log` holds about `user_id` (`impression_document` each), oldest first."""
+    rows = [impression_document(rid, imp, catalog) for rid, imp in log.of_user(user_id)]
+    return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"]))
 
 
 def impression_document(request_id: str, imp: Impression, catalog: dict[int, str]) -> dict:

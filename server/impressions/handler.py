@@ -17,7 +17,7 @@ from ..profiles.schema import CHANNELS
 from ..security.secrets import Keyring
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_range, check_time
-from .export import ExportedImpression, ImpressionExport, impression_document
+from .export import ExportedImpression, ImpressionExport, user_impressions
 from .join import ImpressionJoin
 from .log import ImpressionLog
 from .logging import logger
@@ -65,7 +65,7 @@ class Impressions:
                 logger.exception("reporting model stats failed")
             await asyncio.sleep(self.settings.store_metrics_seconds)
 
-    # -- EventListener, UserEraser, UserExporter, retention ------------------------------------------------
+    # -- EventListener, UserEraser, UserExporter, retention --------------------------------
     async def on_events(self, events: Sequence) -> None:
         if self.enabled:
             await self.join.on_events(events)
@@ -76,9 +76,8 @@ class Impressions:
     def export_user(self, user_id: str) -> dict[str, object]:
         """`UserExporter`: {"impressions": [...]}, every answer shown to the user that the log
         holds (`export.impression_document`), the log switched off or not."""
-        if self.exporter is None:
-            return {"impressions": [impression_document(rid, imp, {})
-                                    for rid, imp in self.log.of_user(user_id)]}
+        if self.exporter is None:  # no bundle source: items named by their codes
+            return {"impressions": user_impressions(self.log, user_id, {})}
         return {"impressions": self.exporter.user_section(user_id)}
 
     async def drop_expired(self, now: float | None = None) -> int:
