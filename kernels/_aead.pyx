@@ -8,7 +8,7 @@
 # `cryptography.hazmat.primitives.ciphers.aead.AESGCM` (ciphertext then the 16-byte tag, 12-byte
 # nonces), which is the reference (`kernels.aead`).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, qsort
 from libc.string cimport memcpy
 
 from cryptography.exceptions import InvalidTag
@@ -108,21 +108,44 @@ cdef struct Job:
     unsigned char* out
 
 
-cdef int _run(Job* jobs, Py_ssize_t count, const unsigned char* aad, int na, bint seal) except -1:
-    """`_seal` or `_open` every job, without the GIL when there are `NOGIL_RECORDS` or more (on
-    a context of the call's own), else on the module's context. Raises for the first failure."""
-    cdef EVP_CIPHER_CTX* ctx
+cdef int _by_key(const void* a, const void* b) noexcept nogil:
+    """qsort order of jobs: by the address of their key (one address per cipher object)."""
+    cdef size_t x = <size_t>(<const Job*>a).key, y = <size_t>(<const Job*>b).key
+    return (x > y) - (x < y)
+
+
+cdef int _run_all(EVP_CIPHER_CTX* ctx, Job* jobs, Py_ssize_t count, const unsigned char* aad,
+                  int na, bint seal) noexcept nogil:
+    """Every job in order of key (jobs are independent: each writes its own output), the
+    context re-keyed only when the key changes (a user's records of a batch share one cipher
+    object); the first failure's code, or 0."""
     cdef Py_ssize_t i
     cdef int rc = 0
+    cdef const unsigned char* last = NULL
+    cdef const unsigned char* key
+    qsort(jobs, count, sizeof(Job), _by_key)
+    for i in range(count):
+        key = jobs[i].key
+        if key == last:
+            key = NULL  # same key: only the nonce is set
+        else:
+            last = key
+        rc = _seal(ctx, key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
+                   jobs[i].aad2, jobs[i].n2, jobs[i].out) if seal else \
+            _open(ctx, key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
+                  jobs[i].aad2, jobs[i].n2, jobs[i].out)
+        if rc:
+            break
+    return rc
+
+
+cdef int _run(Job* jobs, Py_ssize_t count, const unsigned char* aad, int na, bint seal) except -1:
+    """`_run_all`, without the GIL when there are `NOGIL_RECORDS` jobs or more (on a context of
+    the call's own), else on the module's context. Raises for the first failure."""
+    cdef EVP_CIPHER_CTX* ctx
+    cdef int rc = 0
     if count < NOGIL_RECORDS:
-        for i in range(count):
-            rc = _seal(_enc, jobs[i].key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
-                       jobs[i].aad2, jobs[i].n2, jobs[i].out) if seal else \
-                _open(_dec, jobs[i].key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
-                      jobs[i].aad2, jobs[i].n2, jobs[i].out)
-            if rc:
-                break
-        return _check(rc)
+        return _check(_run_all(_enc if seal else _dec, jobs, count, aad, na, seal))
     ctx = EVP_CIPHER_CTX_new()
     if ctx == NULL:
         raise MemoryError("EVP_CIPHER_CTX_new")
@@ -131,13 +154,7 @@ cdef int _run(Job* jobs, Py_ssize_t count, const unsigned char* aad, int na, bin
                 EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL)) != 1:
             raise RuntimeError("AES-256-GCM is not available in this libcrypto")
         with nogil:
-            for i in range(count):
-                rc = _seal(ctx, jobs[i].key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
-                           jobs[i].aad2, jobs[i].n2, jobs[i].out) if seal else \
-                    _open(ctx, jobs[i].key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
-                          jobs[i].aad2, jobs[i].n2, jobs[i].out)
-                if rc:
-                    break
+            rc = _run_all(ctx, jobs, count, aad, na, seal)
         return _check(rc)
     finally:
         EVP_CIPHER_CTX_free(ctx)
