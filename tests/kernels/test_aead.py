@@ -50,15 +50,17 @@ def test_key_of_the_wrong_size_is_refused():
 
 @pytest.mark.parametrize("use_native", [True, False])
 def test_a_batch_sealed_without_the_gil_is_what_one_call_per_record_gives(use_native):
-    """64 records (past the kernel's threshold for releasing the GIL) under 8 keys, interleaved
-    (the kernel groups a key's records and re-keys once per group), memoryview values on the
-    way back, one forged record refused."""
+    """64 records (past the kernel's threshold for releasing the GIL) under 8 keys in runs of 4
+    (the kernel re-keys only when the key changes), one record's associated data longer than
+    the kernel joins in one buffer, memoryview values on the way back, one forged record
+    refused."""
     n = 64
     distinct = [os.urandom(32) for _ in range(8)]
     shared = [aead.AesGcm(k, use_native) for k in distinct]
-    keys = [distinct[i % 8] for i in range(n)]
-    ciphers = [shared[i % 8] for i in range(n)]
+    keys = [distinct[i // 4 % 8] for i in range(n)]
+    ciphers = [shared[i // 4 % 8] for i in range(n)]
     ids = [b"user%03d" % i for i in range(n)]
+    ids[5] = b"k" * 300
     values = [os.urandom(i * 7 % 300) for i in range(n)]
     nonces = os.urandom(12 * n)
     sealed = aead.seal_records(ciphers, ids, values, b"\x01", b"t\x00", nonces)
