@@ -1,11 +1,14 @@
 # AES-256-GCM through OpenSSL's EVP interface (libcrypto), one call per record or per batch.
 #
-# Each call re-keys one cipher context of this module (AES-NI key expansion: tens of ns), so a
-# key object is 32 bytes, not a context; the GIL is held throughout, so the contexts are never
-# used by two threads at once. Output and input formats are those of
+# Each call re-keys a cipher context (AES-NI key expansion: tens of ns), so a key object is 32
+# bytes, not a context. Single records use this module's two contexts with the GIL held (never
+# two threads at once); a batch of at least `NOGIL_RECORDS` records is prepared with the GIL
+# (output objects, pointers), then sealed or opened without it on a context of its own, so other
+# threads (the event loop parsing the next batch) run meanwhile. Output and input formats are those of
 # `cryptography.hazmat.primitives.ciphers.aead.AESGCM` (ciphertext then the 16-byte tag, 12-byte
 # nonces), which is the reference (`kernels.aead`).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from cryptography.exceptions import InvalidTag
@@ -19,6 +22,7 @@ cdef extern from "openssl/evp.h" nogil:
     ctypedef struct ENGINE:
         pass
     EVP_CIPHER_CTX* EVP_CIPHER_CTX_new()
+    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX* ctx)
     const EVP_CIPHER* EVP_aes_256_gcm()
     int EVP_EncryptInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
                            const unsigned char* key, const unsigned char* iv)
@@ -38,6 +42,10 @@ cdef enum:
     KEY = 32
     NONCE = 12
     TAG = 16
+    FAILED = -1
+    FORGED = -2
+    NOGIL_RECORDS = 32
+    AAD_JOINED = 256
 
 cdef EVP_CIPHER_CTX* _enc = EVP_CIPHER_CTX_new()
 cdef EVP_CIPHER_CTX* _dec = EVP_CIPHER_CTX_new()
@@ -49,36 +57,110 @@ if EVP_EncryptInit_ex(_enc, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 \
 cdef unsigned char _empty[1]
 
 
-cdef int _seal(const unsigned char* key, const unsigned char* nonce, const unsigned char* data,
-               int n, const unsigned char* aad1, int n1, const unsigned char* aad2, int n2,
-               unsigned char* out) except -1:
-    """AES-GCM of `data` under `key` with associated data aad1 | aad2: n bytes then the tag."""
+cdef int _seal(EVP_CIPHER_CTX* ctx, const unsigned char* key, const unsigned char* nonce,
+               const unsigned char* data, int n, const unsigned char* aad1, int n1,
+               const unsigned char* aad2, int n2, unsigned char* out) noexcept nogil:
+    """AES-GCM of `data` under `key` with associated data aad1 | aad2: n bytes then the tag.
+    0, or FAILED."""
     cdef int outl = 0, fin = 0
-    if EVP_EncryptInit_ex(_enc, NULL, NULL, key, nonce) != 1 \
-            or (n1 and EVP_EncryptUpdate(_enc, NULL, &outl, aad1, n1) != 1) \
-            or (n2 and EVP_EncryptUpdate(_enc, NULL, &outl, aad2, n2) != 1) \
-            or EVP_EncryptUpdate(_enc, out, &outl, data if n else _empty, n) != 1 \
-            or EVP_EncryptFinal_ex(_enc, out + outl, &fin) != 1 \
-            or EVP_CIPHER_CTX_ctrl(_enc, EVP_CTRL_GCM_GET_TAG, TAG, out + n) != 1:
-        raise RuntimeError("AES-GCM encryption failed")
+    cdef unsigned char joined[AAD_JOINED]
+    if n1 and n2 and n1 + n2 <= AAD_JOINED:  # one EVP call for the associated data, not two
+        memcpy(joined, aad1, n1)
+        memcpy(joined + n1, aad2, n2)
+        aad1, n1, n2 = joined, n1 + n2, 0
+    if EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 \
+            or (n1 and EVP_EncryptUpdate(ctx, NULL, &outl, aad1, n1) != 1) \
+            or (n2 and EVP_EncryptUpdate(ctx, NULL, &outl, aad2, n2) != 1) \
+            or EVP_EncryptUpdate(ctx, out, &outl, data if n else _empty, n) != 1 \
+            or EVP_EncryptFinal_ex(ctx, out + outl, &fin) != 1 \
+            or EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG, out + n) != 1:
+        return FAILED
     return 0
 
 
-cdef int _open(const unsigned char* key, const unsigned char* nonce, const unsigned char* sealed,
-               int n, const unsigned char* aad1, int n1, const unsigned char* aad2, int n2,
-               unsigned char* out) except -1:
-    """Inverse of `_seal` (`n`: ciphertext bytes, the tag after them); InvalidTag if forged."""
+cdef int _open(EVP_CIPHER_CTX* ctx, const unsigned char* key, const unsigned char* nonce,
+               const unsigned char* sealed, int n, const unsigned char* aad1, int n1,
+               const unsigned char* aad2, int n2, unsigned char* out) noexcept nogil:
+    """Inverse of `_seal` (`n`: ciphertext bytes, the tag after them). 0, FAILED or FORGED."""
     cdef int outl = 0, fin = 0
-    if EVP_DecryptInit_ex(_dec, NULL, NULL, key, nonce) != 1 \
-            or (n1 and EVP_DecryptUpdate(_dec, NULL, &outl, aad1, n1) != 1) \
-            or (n2 and EVP_DecryptUpdate(_dec, NULL, &outl, aad2, n2) != 1) \
-            or EVP_DecryptUpdate(_dec, out, &outl, sealed if n else _empty, n) != 1 \
-            or EVP_CIPHER_CTX_ctrl(_dec, EVP_CTRL_GCM_SET_TAG, TAG,
+    cdef unsigned char joined[AAD_JOINED]
+    if n1 and n2 and n1 + n2 <= AAD_JOINED:
+        memcpy(joined, aad1, n1)
+        memcpy(joined + n1, aad2, n2)
+        aad1, n1, n2 = joined, n1 + n2, 0
+    if EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 \
+            or (n1 and EVP_DecryptUpdate(ctx, NULL, &outl, aad1, n1) != 1) \
+            or (n2 and EVP_DecryptUpdate(ctx, NULL, &outl, aad2, n2) != 1) \
+            or EVP_DecryptUpdate(ctx, out, &outl, sealed if n else _empty, n) != 1 \
+            or EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG,
                                    <void*>(sealed + n)) != 1:
-        raise RuntimeError("AES-GCM decryption failed")
-    if EVP_DecryptFinal_ex(_dec, out + outl, &fin) != 1:
-        raise InvalidTag()
+        return FAILED
+    if EVP_DecryptFinal_ex(ctx, out + outl, &fin) != 1:
+        return FORGED
     return 0
+
+
+cdef int _check(int rc) except -1:
+    """Raise for a `_seal`/`_open` result."""
+    if rc == FORGED:
+        raise InvalidTag()
+    if rc != 0:
+        raise RuntimeError("AES-GCM failed in libcrypto")
+    return 0
+
+
+cdef struct Job:
+    const unsigned char* key
+    const unsigned char* nonce
+    const unsigned char* data
+    int n
+    const unsigned char* aad2
+    int n2
+    unsigned char* out
+
+
+cdef int _run_all(EVP_CIPHER_CTX* ctx, Job* jobs, Py_ssize_t count, const unsigned char* aad,
+                  int na, bint seal) noexcept nogil:
+    """Every job in order, the context re-keyed only when the key changes (consecutive records
+    of one user share its cipher object); the first failure's code, or 0."""
+    cdef Py_ssize_t i
+    cdef int rc = 0
+    cdef const unsigned char* last = NULL
+    cdef const unsigned char* key
+    for i in range(count):
+        key = jobs[i].key
+        if key == last:
+            key = NULL  # same key: only the nonce is set
+        else:
+            last = key
+        rc = _seal(ctx, key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
+                   jobs[i].aad2, jobs[i].n2, jobs[i].out) if seal else \
+            _open(ctx, key, jobs[i].nonce, jobs[i].data, jobs[i].n, aad, na,
+                  jobs[i].aad2, jobs[i].n2, jobs[i].out)
+        if rc:
+            break
+    return rc
+
+
+cdef int _run(Job* jobs, Py_ssize_t count, const unsigned char* aad, int na, bint seal) except -1:
+    """`_run_all`, without the GIL when there are `NOGIL_RECORDS` jobs or more (on a context of
+    the call's own), else on the module's context. Raises for the first failure."""
+    cdef EVP_CIPHER_CTX* ctx
+    cdef int rc = 0
+    if count < NOGIL_RECORDS:
+        return _check(_run_all(_enc if seal else _dec, jobs, count, aad, na, seal))
+    ctx = EVP_CIPHER_CTX_new()
+    if ctx == NULL:
+        raise MemoryError("EVP_CIPHER_CTX_new")
+    try:
+        if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) if seal else
+                EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL)) != 1:
+            raise RuntimeError("AES-256-GCM is not available in this libcrypto")
+        with nogil:
+            rc = _run_all(ctx, jobs, count, aad, na, seal)
+        return _check(rc)
+    finally:
+        EVP_CIPHER_CTX_free(ctx)
 
 
 cdef class AesGcm:
@@ -95,11 +177,11 @@ cdef class AesGcm:
         _check_nonce(nonce)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         out = PyBytes_FromStringAndSize(NULL, n + TAG)
-        _seal(<const unsigned char*>PyBytes_AS_STRING(self.key),
-              <const unsigned char*>PyBytes_AS_STRING(nonce),
-              <const unsigned char*>PyBytes_AS_STRING(data), <int>n,
-              <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
-              NULL, 0, <unsigned char*>PyBytes_AS_STRING(out))
+        _check(_seal(_enc, <const unsigned char*>PyBytes_AS_STRING(self.key),
+                     <const unsigned char*>PyBytes_AS_STRING(nonce),
+                     <const unsigned char*>PyBytes_AS_STRING(data), <int>n,
+                     <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
+                     NULL, 0, <unsigned char*>PyBytes_AS_STRING(out)))
         return out
 
     def decrypt(self, bytes nonce, bytes data, bytes aad):
@@ -108,11 +190,11 @@ cdef class AesGcm:
         if n < 0:
             raise InvalidTag()
         out = PyBytes_FromStringAndSize(NULL, n)
-        _open(<const unsigned char*>PyBytes_AS_STRING(self.key),
-              <const unsigned char*>PyBytes_AS_STRING(nonce),
-              <const unsigned char*>PyBytes_AS_STRING(data), <int>n,
-              <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
-              NULL, 0, <unsigned char*>PyBytes_AS_STRING(out))
+        _check(_open(_dec, <const unsigned char*>PyBytes_AS_STRING(self.key),
+                     <const unsigned char*>PyBytes_AS_STRING(nonce),
+                     <const unsigned char*>PyBytes_AS_STRING(data), <int>n,
+                     <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
+                     NULL, 0, <unsigned char*>PyBytes_AS_STRING(out)))
         return out
 
 
@@ -120,6 +202,34 @@ cdef inline int _check_nonce(bytes nonce) except -1:
     if PyBytes_GET_SIZE(nonce) != NONCE:
         raise ValueError(f"nonce: {PyBytes_GET_SIZE(nonce)} bytes, {NONCE} expected")
     return 0
+
+
+def user_tokens(list keys, Py_ssize_t size, unsigned char sep, list values=None):
+    """keys[i][:size] where byte `size` of keys[i] is `sep` (a per-user record key) and, given
+    `values`, values[i] is not None; else None."""
+    cdef Py_ssize_t i, m = len(keys)
+    cdef bytes key
+    if values is not None and len(values) != m:
+        raise ValueError("user_tokens: keys and values must line up")
+    result = [None] * m
+    for i in range(m):
+        key = keys[i]
+        if PyBytes_GET_SIZE(key) > size and (<unsigned char*>PyBytes_AS_STRING(key))[size] == sep \
+                and (values is None or values[i] is not None):
+            result[i] = PyBytes_FromStringAndSize(PyBytes_AS_STRING(key), size)
+    return result
+
+
+def pick(dict memo, list tokens, plain, bint strict):
+    """memo[tokens[i]] (KeyError if memo lacks it and `strict`, else None); `plain` where
+    tokens[i] is None."""
+    cdef Py_ssize_t i, m = len(tokens)
+    result = [plain] * m
+    for i in range(m):
+        token = tokens[i]
+        if token is not None:
+            result[i] = memo[token] if strict else memo.get(token)
+    return result
 
 
 def seal_records(list ciphers, list keys, list values, bytes head, bytes aad, bytes nonces):
@@ -130,55 +240,80 @@ def seal_records(list ciphers, list keys, list values, bytes head, bytes aad, by
     if len(ciphers) != m or len(keys) != m or PyBytes_GET_SIZE(nonces) < NONCE * m:
         raise ValueError("seal_records: ciphers, keys, values and nonces must line up")
     cdef const unsigned char* pn = <const unsigned char*>PyBytes_AS_STRING(nonces)
-    cdef const unsigned char* pa = <const unsigned char*>PyBytes_AS_STRING(aad)
-    cdef int na = <int>PyBytes_GET_SIZE(aad)
     cdef unsigned char* po
     cdef bytes value, key, out
     cdef AesGcm c
+    cdef Py_ssize_t count = 0
+    cdef Job* jobs = <Job*>malloc(max(m, 1) * sizeof(Job))
+    if jobs == NULL:
+        raise MemoryError()
     result = [None] * m
-    for i in range(m):
-        value = values[i]
-        if ciphers[i] is None:
-            result[i] = value
-            continue
-        c, key, n = ciphers[i], keys[i], PyBytes_GET_SIZE(value)
-        out = PyBytes_FromStringAndSize(NULL, h + NONCE + n + TAG)
-        po = <unsigned char*>PyBytes_AS_STRING(out)
-        memcpy(po, <const unsigned char*>PyBytes_AS_STRING(head), h)
-        memcpy(po + h, pn + NONCE * i, NONCE)
-        _seal(<const unsigned char*>PyBytes_AS_STRING(c.key), pn + NONCE * i,
-              <const unsigned char*>PyBytes_AS_STRING(value), <int>n, pa, na,
-              <const unsigned char*>PyBytes_AS_STRING(key), <int>PyBytes_GET_SIZE(key),
-              po + h + NONCE)
-        result[i] = out
+    try:
+        for i in range(m):
+            value = values[i]
+            if ciphers[i] is None:
+                result[i] = value
+                continue
+            c, key, n = ciphers[i], keys[i], PyBytes_GET_SIZE(value)
+            out = PyBytes_FromStringAndSize(NULL, h + NONCE + n + TAG)
+            result[i] = out  # holds `out` (and the lists hold the rest) while the jobs run
+            po = <unsigned char*>PyBytes_AS_STRING(out)
+            memcpy(po, <const unsigned char*>PyBytes_AS_STRING(head), h)
+            memcpy(po + h, pn + NONCE * i, NONCE)
+            jobs[count] = Job(<const unsigned char*>PyBytes_AS_STRING(c.key), pn + NONCE * i,
+                              <const unsigned char*>PyBytes_AS_STRING(value), <int>n,
+                              <const unsigned char*>PyBytes_AS_STRING(key),
+                              <int>PyBytes_GET_SIZE(key), po + h + NONCE)
+            count += 1
+        _run(jobs, count, <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
+             True)
+    finally:
+        free(jobs)
     return result
 
 
-def open_records(list ciphers, list keys, list values, Py_ssize_t body, bytes aad):
+def open_records(list ciphers, list keys, list values, Py_ssize_t body, bytes aad,
+                 plain=None):
     """Inverse of `seal_records` (`body` = len(head) + 12: where the ciphertext starts; the
     nonce is the 12 bytes before it): values[i] opened under ciphers[i] with associated data
     `aad | keys[i]`; None where values[i] or ciphers[i] is None. InvalidTag on a forged or
-    misplaced value."""
+    misplaced value. Where ciphers[i] is `plain` (not None), values[i] as it is."""
     cdef Py_ssize_t i, m = len(values), n
     if len(ciphers) != m or len(keys) != m or body < NONCE:
         raise ValueError("open_records: ciphers, keys and values must line up")
-    cdef const unsigned char* pa = <const unsigned char*>PyBytes_AS_STRING(aad)
-    cdef int na = <int>PyBytes_GET_SIZE(aad)
     cdef const unsigned char* pv
     cdef bytes value, key, out
     cdef AesGcm c
-    result = [None] * m
-    for i in range(m):
-        if values[i] is None or ciphers[i] is None:
-            continue
-        value = bytes(values[i]) if type(values[i]) is not bytes else values[i]
-        c, key, n = ciphers[i], keys[i], PyBytes_GET_SIZE(value) - body - TAG
-        if n < 0:
-            raise InvalidTag()
-        pv = <const unsigned char*>PyBytes_AS_STRING(value)
-        out = PyBytes_FromStringAndSize(NULL, n)
-        _open(<const unsigned char*>PyBytes_AS_STRING(c.key), pv + body - NONCE, pv + body,
-              <int>n, pa, na, <const unsigned char*>PyBytes_AS_STRING(key),
-              <int>PyBytes_GET_SIZE(key), <unsigned char*>PyBytes_AS_STRING(out))
-        result[i] = out
+    cdef Py_ssize_t count = 0
+    cdef Job* jobs = <Job*>malloc(max(m, 1) * sizeof(Job))
+    if jobs == NULL:
+        raise MemoryError()
+    result, held = [None] * m, []
+    try:
+        for i in range(m):
+            if values[i] is None or ciphers[i] is None:
+                continue
+            if plain is not None and ciphers[i] is plain:
+                result[i] = values[i]
+                continue
+            raw = values[i]
+            if type(raw) is bytes:
+                value = raw
+            else:
+                value = bytes(raw)
+                held.append(value)  # alive while the jobs run
+            c, key, n = ciphers[i], keys[i], PyBytes_GET_SIZE(value) - body - TAG
+            if n < 0:
+                raise InvalidTag()
+            pv = <const unsigned char*>PyBytes_AS_STRING(value)
+            out = PyBytes_FromStringAndSize(NULL, n)
+            result[i] = out
+            jobs[count] = Job(<const unsigned char*>PyBytes_AS_STRING(c.key), pv + body - NONCE,
+                              pv + body, <int>n, <const unsigned char*>PyBytes_AS_STRING(key),
+                              <int>PyBytes_GET_SIZE(key), <unsigned char*>PyBytes_AS_STRING(out))
+            count += 1
+        _run(jobs, count, <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
+             False)
+    finally:
+        free(jobs)
     return result

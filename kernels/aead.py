@@ -18,11 +18,13 @@ try:
 except ImportError:  # built without libcrypto's headers: the reference serves
     _aead = None
 
-__all__ = ["AesGcm", "NATIVE", "open_records", "seal_records"]
+__all__ = ["AesGcm", "NATIVE", "PLAIN", "open_records", "pick", "seal_records", "user_tokens"]
 
 NATIVE = _aead is not None
 """Whether the kernel is built (else every call runs the reference)."""
 NONCE = 12
+PLAIN = object()
+"""`pick`'s cipher for a record that is not per-user: `open_records` passes its value through."""
 
 
 def AesGcm(key: bytes, use_native: bool = True):  # noqa: N802 (a class, from the caller's side)
@@ -30,6 +32,28 @@ def AesGcm(key: bytes, use_native: bool = True):  # noqa: N802 (a class, from th
     if len(key) != 32:
         raise ValueError(f"key: {len(key)} bytes, AES-256-GCM takes 32")
     return _aead.AesGcm(key) if NATIVE and use_native else AESGCM(key)
+
+
+def user_tokens(keys: list[bytes], size: int, sep: int, values: list | None = None
+                ) -> list[bytes | None]:
+    """keys[i][:size] where byte `size` of keys[i] is `sep` (a per-user record key) and, given
+    `values`, values[i] is not None; else None."""
+    if NATIVE:
+        try:
+            return _aead.user_tokens(keys, size, sep, values)
+        except TypeError:  # a key that is not bytes
+            pass
+    return [k[:size] if len(k) > size and k[size] == sep and (values is None or values[i] is not None)
+            else None for i, k in enumerate(keys)]
+
+
+def pick(memo: dict, tokens: list[bytes | None], plain=None, strict: bool = False) -> list:
+    """The cipher of each token in `memo` (None when it lacks one; KeyError if `strict`),
+    `plain` where a token is None: `pick(memo, tokens, strict=True)` for `seal_records` (every
+    user has a key), `pick(memo, tokens, PLAIN)` for `open_records` (shredded: None)."""
+    if NATIVE:
+        return _aead.pick(memo, tokens, plain, strict)
+    return [plain if t is None else memo[t] if strict else memo.get(t) for t in tokens]
 
 
 def seal_records(ciphers: list, keys: list[bytes], values: list[bytes], head: bytes, aad: bytes,
@@ -51,12 +75,13 @@ def seal_records(ciphers: list, keys: list[bytes], values: list[bytes], head: by
 
 def open_records(ciphers: list, keys: list[bytes], values: list, body: int, aad: bytes) -> list:
     """Inverse of `seal_records` (`body`: len(head) + 12, where the ciphertext starts): None
-    where values[i] or ciphers[i] is None; `InvalidTag` on a forged or misplaced value."""
+    where values[i] or ciphers[i] is None, values[i] as it is where ciphers[i] is `PLAIN`;
+    `InvalidTag` on a forged or misplaced value."""
     if NATIVE:
         try:
-            return _aead.open_records(ciphers, keys, values, body, aad)
+            return _aead.open_records(ciphers, keys, values, body, aad, PLAIN)
         except TypeError:  # a reference cipher among them
             pass
-    return [None if c is None or v is None
+    return [None if c is None or v is None else v if c is PLAIN
             else c.decrypt(bytes(v[body - NONCE:body]), bytes(v[body:]), aad + key)
             for c, key, v in zip(ciphers, keys, values)]

@@ -1,8 +1,15 @@
-"""Storage encoding of feature states: sparse records (`kernels.sparse`).
+"""Storage encoding of feature states: sparse records (`kernels.sparse`), and the profile state
+record that holds one with the user's seen-set.
 
 A state has ~800 float64 slots but a typical user touches a few dozen, and every byte written
 under fsync costs; records keep only the nonzero slots, exactly (values copied bit for bit),
 which shrinks a fresh user's 6.5 KB state ~15x.
+
+The record under `keys.feature_key(user)` (layout 3 of `profile_state`) is
+``n (uint32 little-endian) | feature state (n bytes, sparse) | seen-set (`seen` record, or
+nothing)``: ingestion updates both in the same transaction and Recommend reads both, so one
+record means one read, one write (and, encrypted at rest, one seal and one open) where two
+were. A state without a seen part belongs to a profile written before seen-sets existed.
 """
 from __future__ import annotations
 
@@ -15,7 +22,8 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 from kernels import sparse
 
-__all__ = ["encode_states", "decode_states", "update_records", "AppendedTypes"]
+__all__ = ["encode_states", "decode_states", "update_records", "AppendedTypes", "join_state",
+           "split_state", "split_states"]
 
 CHUNK_USERS = 256
 """Users decoded at a time by `update_records`: their dense states (~1.6 MB) stay in cache and
@@ -25,6 +33,29 @@ are reused, where a whole transaction's (thousands of users) would fault in fres
 def encode_states(states: np.ndarray) -> list[bytes]:
     """One record per row of `states` ([n, size] float64)."""
     return sparse.encode_rows(states)
+
+
+def join_state(state: bytes, seen: bytes | None) -> bytes:
+    """The profile state record of a feature state record and a seen record (None: none)."""
+    return b"".join((len(state).to_bytes(4, "little"), state, seen or b""))
+
+
+def split_state(raw: bytes) -> tuple[bytes, bytes | None]:
+    """(feature state record, seen record or None) of a profile state record."""
+    n = int.from_bytes(raw[:4], "little")
+    if len(raw) < 4 + n:
+        raise ValueError(f"profile state record: {len(raw)} bytes, its state part says {n}")
+    return raw[4:4 + n], (raw[4 + n:] if len(raw) > 4 + n else None)
+
+
+def split_states(raws: Sequence[bytes | None]) -> tuple[list[bytes | None], list[bytes | None]]:
+    """`split_state` of each record (None: no record, no parts)."""
+    states: list[bytes | None] = [None] * len(raws)
+    seens: list[bytes | None] = [None] * len(raws)
+    for i, raw in enumerate(raws):
+        if raw:
+            states[i], seens[i] = split_state(raw)
+    return states, seens
 
 
 def decode_states(layout: fl.FeatureLayout, records: Sequence[bytes | None],

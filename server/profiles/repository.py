@@ -15,7 +15,7 @@ from kernels import features as kf
 from ..interfaces import UserEraser
 from ..store import Store, keys
 from . import seen
-from .codec import decode_states, update_records
+from .codec import decode_states, join_state, split_state, split_states, update_records
 from .events import TrackedEvent
 from .records import EventRecords, event_type, event_user
 
@@ -54,14 +54,13 @@ class ProfileRepository:
         fkeys, rows = new.users()
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value)
-        profiles = self._profiles
-        skeys = [keys.seen_key(u) for u in dict.fromkeys(new.user_ids)]  # fkeys' order
-        raws = profiles.get_many(txn, fkeys + skeys)  # one read (one open) pass for both
-        held = dict(zip(skeys, raws[len(fkeys):]))
-        states = update_records(self.layout, raws[:len(fkeys)], rows, batch)
-        seens = seen.merge_updates(lambda ks: [held[k] for k in ks], new.user_ids,
-                                   new.item, new.type, new.ts)
-        profiles.put_many(txn, list(zip(fkeys, states)) + seens)  # one put (one seal) pass
+        users = list(dict.fromkeys(new.user_ids))  # fkeys' order
+        old_states, old_seens = split_states(self._profiles.get_many(txn, fkeys))
+        states = update_records(self.layout, old_states, rows, batch)
+        seens = seen.merge_updates(dict(zip(users, old_seens)), new.user_ids, new.item,
+                                   new.type, new.ts)
+        self._profiles.put_many(txn, [(k, join_state(st, seens.get(u, old)))
+                                      for k, st, u, old in zip(fkeys, states, users, old_seens)])
         self._events.put_many(txn, list(zip(new.event_keys, new.payloads)))
         self._dedupe.put_many(txn, list(zip(new.dedupe_keys, new.event_keys)))
         return IngestResult(fresh, dups)
@@ -199,7 +198,7 @@ class ProfileRepository:
         events.reverse()  # newest first
         if max_events:
             events = events[:max_events]
-        return (decode_states(self.layout, [state])[0] if state else None,
+        return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,
                 json.loads(meta) if meta else None, events)
 
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
@@ -220,10 +219,15 @@ class ProfileRepository:
         feature_key = keys.feature_key
         with self.store.read() as txn:
             raws = self._profiles.get_many(txn, [feature_key(u) for u in user_ids])
+        return self._decoded(raws)
+
+    def _decoded(self, raws: Sequence[bytes | None]) -> list[np.ndarray | None]:
+        """The feature state of each profile state record (None where there is none)."""
         found = [i for i, r in enumerate(raws) if r]
         out: list[np.ndarray | None] = [None] * len(raws)
         if found:  # decoding costs even with nothing to decode (Recommend's bundle-only users)
-            for j, state in enumerate(decode_states(self.layout, [raws[i] for i in found])):
+            parts = [split_state(raws[i])[0] for i in found]
+            for j, state in enumerate(decode_states(self.layout, parts)):
                 out[found[j]] = state
         return out
 
@@ -238,7 +242,7 @@ class ProfileRepository:
                     after = bytes(key)
                     break
                 if key.endswith(suffix):
-                    raws.append(bytes(value))
+                    raws.append(split_state(bytes(value))[0])
         return decode_states(self.layout, raws), after
 
     def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None
@@ -251,27 +255,25 @@ class ProfileRepository:
         raws = (self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
                 if with_states else [None] * len(user_ids))
         metas = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
-        found = [i for i, r in enumerate(raws) if r]
-        states: list[np.ndarray | None] = [None] * len(raws)
-        if found:  # decoding costs even with nothing to decode: skipped on the contact path
-            for j, state in enumerate(decode_states(self.layout, [raws[i] for i in found])):
-                states[found[j]] = state
+        states = self._decoded(raws)  # nothing to decode (None) on the contact path: free
         return [(st, json.loads(m.decode()) if m else None) for st, m in zip(states, metas)]
 
     def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
-        """Live seen-sets in one snapshot (None: no profile). A profile older than seen records
+        """Live seen-sets in one snapshot (None: no profile). A profile older than seen-sets
         gets its recent items, of unknown type."""
-        profiles = self._profiles
         with self.store.read() as txn:
-            raws = profiles.get_many(txn, [keys.seen_key(u) for u in user_ids])
-            legacy = {i: profiles.get(txn, keys.feature_key(u))
-                      for i, u in enumerate(user_ids) if raws[i] is None}
-        out = [seen.decode(r) if r else None for r in raws]
-        for i, raw in legacy.items():
-            if raw:
-                state = decode_states(self.layout, [raw])[0]
-                v, n = self.layout.views(state), int(state[fl.N_RECENT])
-                out[i] = seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
+            raws = self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
+        out: list[seen.SeenSet | None] = [None] * len(raws)
+        for i, raw in enumerate(raws):
+            if not raw:
+                continue
+            state, part = split_state(raw)
+            if part is not None:
+                out[i] = seen.decode(part)
+                continue
+            state = decode_states(self.layout, [state])[0]
+            v, n = self.layout.views(state), int(state[fl.N_RECENT])
+            out[i] = seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
         return out
 
     def user_ids(self) -> list[str]:

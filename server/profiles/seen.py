@@ -1,6 +1,8 @@
-"""A user's live seen-set: every item they had an event on, uncapped, one LMDB record.
+"""A user's live seen-set: every item they had an event on, uncapped.
 
-Record `profiles  <user>␟seen` (erased with the user's other `<user>␟...` records)::
+Stored as the seen part of the user's profile state record (`codec.join_state`, under
+`<user>␟features`, erased with the user's other `<user>␟...` records; until layout 3 of
+`profile_state` it was a record of its own, `<user>␟seen`)::
 
     byte 0      layout version (1)
     bytes 1-3   reserved (0)
@@ -10,18 +12,17 @@ Record `profiles  <user>␟seen` (erased with the user's other `<user>␟...` re
                                    bit 31 (`UNKNOWN_BIT`): seen before this record existed
                 ts     float64[n]  unix seconds of the latest event on that item
 
-It is updated in the same write transaction as the feature state (`merge_updates`), so the
-two never disagree. Unlike the state's recent-items window it keeps every item: a record
+It is updated with the feature state, in the same record (`merge_updates`), so the two never
+disagree. Unlike the state's recent-items window it keeps every item: a record
 costs 16 bytes per distinct item the user touched.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..store.keys import seen_key
 from .schema import EVENT_TYPES
 
 __all__ = ["SeenSet", "LAYOUT_VERSION", "UNKNOWN_BIT", "encode", "decode",
@@ -114,24 +115,23 @@ def _check(raw: bytes) -> int:
     return n
 
 
-def merge_updates(get_many: Callable[[list[bytes]], list[bytes | None]], user_ids: Sequence[str],
-                  items: Sequence[int], types: Sequence[int], ts: Sequence[float]
-                  ) -> list[tuple[bytes, bytes]]:
-    """(key, record) to put for every user with item events among the given event columns
-    (`items[i] < 0`: event i has no item; `types[i]` indexes EVENT_TYPES); `get_many` reads the
-    current records (in order) within the caller's write transaction."""
+def merge_updates(current: Mapping[str, bytes | None], user_ids: Sequence[str],
+                  items: Sequence[int], types: Sequence[int], ts: Sequence[float]) -> dict[str, bytes]:
+    """{user: record} for every user with item events among the given event columns
+    (`items[i] < 0`: event i has no item; `types[i]` indexes EVENT_TYPES), each merged into
+    `current[user]` (their record as stored in the caller's write transaction; None or absent:
+    none yet)."""
     item = np.asarray(items, np.int64)
     has = np.flatnonzero(item >= 0)
     if not len(has):
-        return []
+        return {}
     users = [user_ids[i] for i in has.tolist()]
     row = {u: j for j, u in enumerate(dict.fromkeys(users))}
-    keys = [seen_key(u) for u in row]
-    merged = _merge_many(get_many(keys),
+    merged = _merge_many([current.get(u) for u in row],
                          np.fromiter((row[u] for u in users), np.int64, len(users)), item[has],
                          np.left_shift(np.uint32(1), np.asarray(types, np.uint32)[has]),
                          np.asarray(ts, np.float64)[has])
-    return list(zip(keys, merged))
+    return dict(zip(row, merged))
 
 
 def from_recent(codes: np.ndarray, ts: np.ndarray) -> SeenSet:

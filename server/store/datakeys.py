@@ -134,9 +134,12 @@ class DataKeys:
     def ciphers(self, txn, tokens, create: bool = False) -> dict:
         """`cipher` of many users at once (a batch's hot path): {token: AESGCM} of the tokens
         that have a data key (or were given one, with `create`). The tokens the memo lacks are
-        read with one cursor and matched against the LRU under one lock."""
+        read with one cursor and matched against the LRU under one lock. None among `tokens`
+        (a record that is not per-user) is skipped."""
         memo = self.memo(txn)
-        missing = [t for t in dict.fromkeys(tokens) if t not in memo]
+        wanted = dict.fromkeys(tokens)
+        wanted.pop(None, None)
+        missing = [t for t in wanted if t not in memo]
         known = self._local.known
         if missing and known:
             rest = []

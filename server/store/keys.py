@@ -8,7 +8,7 @@ time order. Records keyed by a user start with `<user>␟` (only in `USER_TABLES
 scan finds exactly one user's records; index keys start with the separator, so no user's
 prefix ever matches them.
 
-    profiles   <user>␟features                  feature state        feature_key
+    profiles   <user>␟features                  feature state, seen  feature_key
     profiles   <user>␟meta                      attributes, consent  profile_meta_key
     events     <user>␟<ms>␟<event>              raw event            event_key
     dedupe     e␟<event>                        -> events key        dedupe_key
@@ -67,7 +67,7 @@ __all__ = [
     "SEP", "SEP_CHAR", "MS_DIGITS", "MS_MAX", "USER_TABLES", "join_key", "split_key",
     "millis", "millis_many", "ms_part", "user_prefix",
     "feature_key", "FEATURES_SUFFIX", "profile_meta_key", "PROFILE_META_SUFFIX",
-    "seen_key", "SEEN_SUFFIX",
+    "SEEN_SUFFIX",
     "event_key", "event_keys", "event_parts",
     "dedupe_key", "dedupe_keys", "dedupe_key_of_event", "DEDUPE_PREFIX",
     "category_key", "CATEGORY_PREFIX", "CATEGORY_COUNT", "BUNDLE_ACTIVE", "BUNDLE_HISTORY",
@@ -118,6 +118,7 @@ def ms_part(ts: float) -> bytes:
 FEATURES_SUFFIX = SEP + b"features"
 PROFILE_META_SUFFIX = SEP + b"meta"
 SEEN_SUFFIX = SEP + b"seen"
+"""Seen records of their own, until layout 3 of `profile_state` folded them in (migration only)."""
 _EVENT = SEP.join([b"%s", _MS, b"%s"])  # user, ts in ms, event id
 DEDUPE_PREFIX = b"e" + SEP
 
@@ -132,10 +133,6 @@ def feature_key(user_id: str) -> bytes:
 
 def profile_meta_key(user_id: str) -> bytes:
     return user_token(user_id) + PROFILE_META_SUFFIX
-
-
-def seen_key(user_id: str) -> bytes:
-    return user_token(user_id) + SEEN_SUFFIX
 
 
 def event_key(user_id: str, ts: float, event_id: str) -> bytes:

@@ -12,8 +12,9 @@ A data dir written before versions were stored has no stamps: its records are in
 `first` layout (1 for every kind below: the layouts of key version 1 in `keys`). A kind added
 later declares the version it starts at as `first`.
 
-To change a layout: bump `version`, add `steps[old] = fn(old bytes) -> new bytes`, keep the
-readers on the new layout only, and add a test that opens a data dir in the old layout.
+To change a layout: bump `version`, add `steps[old] = fn(old bytes) -> new bytes` (or a `Fold`
+when another record of the same user joins this one), keep the readers on the new layout
+only, and add a test that opens a data dir in the old layout.
 """
 from __future__ import annotations
 
@@ -23,11 +24,31 @@ from dataclasses import dataclass, field
 
 from . import keys as K
 
-__all__ = ["RecordKind", "KINDS"]
+__all__ = ["RecordKind", "Fold", "KINDS"]
 
 
 def _any(key: bytes) -> bool:
     return True
+
+
+@dataclass(frozen=True)
+class Fold:
+    """A step that folds the record of the same user under another suffix (same table) into
+    this one, and deletes it: `fn(this record, that record or None)` gives this record in the
+    next layout."""
+
+    own: bytes
+    """The key suffix of this kind's records."""
+    other: bytes
+    """The key suffix of the record folded in."""
+    fn: Callable[[bytes, bytes | None], bytes]
+
+    def apply(self, table, txn, key: bytes, value: bytes) -> bytes:
+        other_key = key[:len(key) - len(self.own)] + self.other
+        other = table.get(txn, other_key)
+        if other is not None:
+            table.delete(txn, other_key)
+        return self.fn(value, other)
 
 
 @dataclass(frozen=True)
@@ -38,7 +59,7 @@ class RecordKind:
     owns: Callable[[bytes], bool]
     """Which keys of `table` hold records of this kind."""
     what: str
-    steps: Mapping[int, Callable[[bytes], bytes]] = field(default_factory=dict)
+    steps: Mapping[int, Callable[[bytes], bytes] | Fold] = field(default_factory=dict)
     """steps[v] turns a record in layout v into layout v + 1."""
     first: int = 1
     """The layout of records stored before this kind's version was stamped."""
@@ -78,6 +99,13 @@ def _state_delivery_types(raw: bytes) -> bytes:
 _STATE_MOVERS: dict[int, object] = {}
 
 
+def _state_with_seen(state: bytes, seen: bytes | None) -> bytes:
+    """profile_state 2 -> 3: the user's seen record (`<user>␟seen`, its own kind until now)
+    joins the feature state in one record (profiles.codec.join_state)."""
+    from ..profiles.codec import join_state  # profiles imports the store
+    return join_state(state, seen)
+
+
 def _decision_packed(raw: bytes) -> bytes:
     """decision 1 -> 2: the JSON object packed (campaigns.decision_codec), every key kept."""
     from ..campaigns.decision_codec import from_json  # campaigns imports the store
@@ -85,16 +113,17 @@ def _decision_packed(raw: bytes) -> bytes:
 
 
 KINDS: tuple[RecordKind, ...] = (
-    RecordKind("profile_state", "profiles", 2, lambda k: k.endswith(K.FEATURES_SUFFIX),
-               "kernels.sparse record of a feature state (its own FORMAT_VERSION and layout "
-               "fingerprint inside, checked by profiles.codec); 2: three more event types",
-               steps={1: _state_delivery_types}),
+    RecordKind("profile_state", "profiles", 3, lambda k: k.endswith(K.FEATURES_SUFFIX),
+               "profiles.codec state record: uint32 n, a kernels.sparse feature state of n "
+               "bytes (its own FORMAT_VERSION and layout fingerprint inside), then the "
+               "profiles.seen record of every item the user touched (or nothing); 2: three "
+               "more event types; 3: the seen record (`<user>␟seen` until then) inside",
+               steps={1: _state_delivery_types,
+                      2: Fold(K.FEATURES_SUFFIX, K.SEEN_SUFFIX, _state_with_seen)}),
     RecordKind("profile_meta", "profiles", 2, lambda k: k.endswith(K.PROFILE_META_SUFFIX),
                "JSON {attributes, consent: {channel: {purpose: state}}, consent_history, "
                "created_at, updated_at} (server.contact.consent)",
                steps={1: _meta_consent_by_purpose}),
-    RecordKind("seen_items", "profiles", 1, lambda k: k.endswith(K.SEEN_SUFFIX),
-               "profiles.seen record: every item a user had an event on (its own header byte)"),
     RecordKind("event", "events", 1, _any, "tailor.v1.Event bytes"),
     RecordKind("dedupe", "dedupe", 1, _any, "the events key of the event"),
     RecordKind("category_code", "meta", 1, lambda k: k.startswith(K.CATEGORY_PREFIX),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import FailedPrecondition
 from .keys import layout_key
-from .layouts import RecordKind
+from .layouts import Fold, RecordKind
 
 __all__ = ["open_layouts", "stored_versions"]
 
@@ -101,7 +101,8 @@ def _rewrite(table, txn, kind: RecordKind, old: int) -> int:
         for key, value in chunk:
             if kind.owns(key):
                 for step in steps:
-                    value = step(value)
+                    value = step.apply(table, txn, key, value) if isinstance(step, Fold) \
+                        else step(value)
                 table.put(txn, key, value)
                 n += 1
         if len(chunk) < CHUNK:

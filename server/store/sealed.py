@@ -74,15 +74,14 @@ class SealedTable(Table):
 
     def get_many(self, txn, keys):
         """As `Table.get_many`; the users' keys looked up together, then every value opened in
-        one kernel call (`kernels.aead`; a batch's hot path: the user-key test is written out)."""
-        keys = list(keys)
+        one kernel call (`kernels.aead`: tokens, ciphers and records a list each, no Python loop
+        per record)."""
+        keys = keys if type(keys) is list else list(keys)
         values = super().get_many(txn, keys)
-        tokens = [k[:TOKEN_CHARS] if v is not None and len(k) > TOKEN_CHARS
-                  and k[TOKEN_CHARS] == _SEP else None for k, v in zip(keys, values)]
-        memo = self.datakeys.ciphers(txn, [t for t in tokens if t is not None])
-        ciphers = [memo.get(t) if t is not None else None for t in tokens]
-        opened = aead.open_records(ciphers, keys, values, _BODY, self._aad)
-        return [o if t is not None else v for o, t, v in zip(opened, tokens, values)]
+        tokens = aead.user_tokens(keys, TOKEN_CHARS, _SEP, values)
+        memo = self.datakeys.ciphers(txn, tokens)
+        return aead.open_records(aead.pick(memo, tokens, aead.PLAIN), keys, values, _BODY,
+                                 self._aad)
 
     def put(self, txn, key: bytes, value: bytes) -> None:
         txn.put(key, self.seal(txn, key, value), db=self.db)
@@ -90,14 +89,11 @@ class SealedTable(Table):
     def put_many(self, txn, items) -> None:
         """As `Table.put_many`: the users' keys looked up (or made) together, one draw of
         random nonces for the batch, every value sealed in one kernel call."""
-        items = list(items)
-        tokens = [k[:TOKEN_CHARS] if len(k) > TOKEN_CHARS and k[TOKEN_CHARS] == _SEP else None
-                  for k, _ in items]
-        memo = self.datakeys.ciphers(txn, [t for t in tokens if t is not None], True)
-        keys = [k for k, _ in items]
-        sealed = aead.seal_records([memo[t] if t is not None else None for t in tokens], keys,
-                                   [v for _, v in items], _HEAD, self._aad,
-                                   os.urandom(_NONCE * len(tokens)))
+        keys, values = [k for k, _ in items], [v for _, v in items]
+        tokens = aead.user_tokens(keys, TOKEN_CHARS, _SEP)
+        memo = self.datakeys.ciphers(txn, tokens, True)
+        sealed = aead.seal_records(aead.pick(memo, tokens, strict=True), keys, values, _HEAD, self._aad,
+                                   os.urandom(_NONCE * len(keys)))
         super().put_many(txn, list(zip(keys, sealed)))
 
     def scan_prefix(self, txn, prefix: bytes):

@@ -46,3 +46,44 @@ def test_records_seal_and_open_as_one_call_per_record_would(use_native):
 def test_key_of_the_wrong_size_is_refused():
     with pytest.raises(ValueError, match="32"):
         aead.AesGcm(b"short")
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_a_batch_sealed_without_the_gil_is_what_one_call_per_record_gives(use_native):
+    """64 records (past the kernel's threshold for releasing the GIL) under 8 keys in runs of 4
+    (the kernel re-keys only when the key changes), one record's associated data longer than
+    the kernel joins in one buffer, memoryview values on the way back, one forged record
+    refused."""
+    n = 64
+    distinct = [os.urandom(32) for _ in range(8)]
+    shared = [aead.AesGcm(k, use_native) for k in distinct]
+    keys = [distinct[i // 4 % 8] for i in range(n)]
+    ciphers = [shared[i // 4 % 8] for i in range(n)]
+    ids = [b"user%03d" % i for i in range(n)]
+    ids[5] = b"k" * 300
+    values = [os.urandom(i * 7 % 300) for i in range(n)]
+    nonces = os.urandom(12 * n)
+    sealed = aead.seal_records(ciphers, ids, values, b"\x01", b"t\x00", nonces)
+    for i in range(n):
+        assert sealed[i] == b"\x01" + nonces[12 * i:12 * i + 12] + AESGCM(keys[i]).encrypt(
+            nonces[12 * i:12 * i + 12], values[i], b"t\x00" + ids[i])
+    assert aead.open_records(ciphers, ids, [memoryview(s) for s in sealed], 13, b"t\x00") == values
+    forged = list(sealed)
+    forged[40] = forged[40][:-1] + bytes([forged[40][-1] ^ 1])
+    with pytest.raises(InvalidTag):
+        aead.open_records(ciphers, ids, forged, 13, b"t\x00")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_user_tokens_and_pick_kernel_and_reference(native, monkeypatch):
+    monkeypatch.setattr(aead, "NATIVE", native)
+    keys = [b"abcd|features", b"abc", b"abcd", b"wxyz|x", b"plain-key", b"abcd|seen"]
+    values = [b"v", b"v", b"v", None, b"v", b"v"]
+    assert aead.user_tokens(keys, 4, ord("|"), values) == [b"abcd", None, None, None, None, b"abcd"]
+    assert aead.user_tokens(keys, 4, ord("|")) == [b"abcd", None, None, b"wxyz", None, b"abcd"]
+    memo, plain = {b"abcd": "cipher"}, object()
+    tokens = [b"abcd", None, b"gone"]
+    assert aead.pick(memo, tokens, plain) == ["cipher", plain, None]
+    with pytest.raises(KeyError):  # sealing: every user must have a key
+        aead.pick(memo, tokens, strict=True)
+    assert aead.pick(memo, tokens[:2], strict=True) == ["cipher", None]

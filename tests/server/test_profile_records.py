@@ -58,7 +58,7 @@ def test_erasing_a_user_leaves_records_of_others_that_share_the_name_as_a_key_pa
     """Users named like a meta key prefix ("category", "worker") own nothing in meta."""
     repo.ingest([tracked("c1", user="category", item="i1"), tracked("a1", item="i2")], [None, "shoes"])
     repo.store.put("meta", keys.worker_key(1), b"v1")
-    assert repo.delete_user("category") == 4  # feature state, seen record, raw event, its dedupe key
+    assert repo.delete_user("category") == 3  # state record (with its seen-set), raw event, its dedupe key
     assert repo.store.get("meta", keys.category_key("shoes")) == b"0"
     assert repo.store.get("meta", keys.worker_key(1)) == b"v1"
     assert repo.read("category") == (None, None, [])

@@ -12,6 +12,7 @@ from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 from server.config import Settings
 from server.models.bundle import load_bundle
 from server.profiles import seen
+from server.profiles.codec import join_state, split_state
 from server.profiles.schema import EVENT_TYPES, item_code
 from server.recommend.exclusion import SeenPolicy, excluded_rows
 from server.store import keys
@@ -192,8 +193,8 @@ async def test_bundle_users_get_no_excluded_seen_item_in_their_top_10(stubs, loa
 async def test_seen_record_is_erased_with_the_user(stubs, tailor_server, loaded):
     profiles, _ = stubs
     await _track(profiles, "erase-me", [(str(loaded.items["item_ids"][0]), "purchase", 1)])
-    key = keys.seen_key("erase-me")
-    assert tailor_server.store.get("profiles", key) is not None
+    key = keys.feature_key("erase-me")
+    assert split_state(tailor_server.store.get("profiles", key))[1] is not None
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="erase-me"))
     assert tailor_server.store.get("profiles", key) is None
     assert not store_mentions(tailor_server.store, b"erase-me")
@@ -218,7 +219,8 @@ def test_live_record_is_uncapped_and_legacy_profiles_fall_back_to_recent_items(t
     assert got[0].codes.tolist() == sorted(got[0].codes.tolist())
     by_code = dict(zip(got[0].codes.tolist(), got[0].mask.tolist()))
     assert by_code[item_code("item-4")] == BIT["purchase"] and by_code[item_code("item-5")] == BIT["view"]
-    store.delete("profiles", keys.seen_key("u1"))
+    key = keys.feature_key("u1")
+    store.put("profiles", key, join_state(split_state(store.get("profiles", key))[0], None))
     legacy = repo.seen_sets(["u1"])[0]
     assert len(legacy) == 50 and set(legacy.mask.tolist()) == {int(seen.UNKNOWN_BIT)}
     assert set(legacy.codes.tolist()) == {item_code(f"item-{n}") for n in range(250, 300)}

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import lmdb
+import numpy as np
 import pytest
 
 from protos.tailor.v1 import profile_pb2 as pb
@@ -12,6 +13,7 @@ from server.campaigns.decision_log import decode_decision, encode_decision
 from server.campaigns.repository import CampaignRepository
 from server.errors import FailedPrecondition
 from server.profiles import ProfileSchema, TrackedEvent
+from server.profiles import seen as seen_module
 from server.profiles.repository import ProfileRepository
 from server.store import KINDS, RecordKind, Store, keys, tokens
 from server.store import migrate as store_migrate
@@ -202,4 +204,48 @@ def test_every_stored_record_belongs_to_exactly_one_kind(v1_dir):
             owners = [k.name for k in KINDS if k.table == table and k.owns(key)]
             expected = 0 if key.startswith(keys.LAYOUT_PREFIX) else 1
             assert len(owners) == expected, (table, key, owners)
+    store.close()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_seen_records_fold_into_the_profile_state_at_layout_3(tmp_path, encrypted):
+    """A store at profile_state layout 2 (the feature state alone, the seen-set a record of its
+    own under `<user>␟seen`) opens with one record per user holding both, the seen records
+    gone, every seen-set and state as before; a user without a seen record keeps its
+    recent-items fallback. With encryption on, the records are opened and sealed again."""
+    import os
+
+    from server.profiles.codec import split_state
+    from server.security.secrets import Keyring
+    from server.store.crypto import StoreCrypto
+    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32)) if encrypted else None
+    path, now = tmp_path / "store", 1.7e9
+    store = Store(path, sync=False, crypto=crypto)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([TrackedEvent(f"e{n}", f"u{n % 3}", "purchase" if n % 4 else "view", "web", "",
+                              f"item-{n}", 0.0, now + n) for n in range(30)], [None] * 30)
+    users = ["u0", "u1", "u2"]
+    seen_before, states_before = repo.seen_sets(users), repo.states(users)
+    for user in users:  # back to layout 2: two records per user (u2 without its seen record)
+        key = keys.feature_key(user)
+        state, part = split_state(store.get("profiles", key))
+        store.put("profiles", key, state)
+        if user != "u2":
+            store.put("profiles", key[:-len(keys.FEATURES_SUFFIX)] + keys.SEEN_SUFFIX, part)
+    store.put("meta", keys.layout_key("profile_state"), b"2")
+    store.close()
+
+    store = Store(path, sync=False, crypto=crypto)
+    assert store.migrated == {"profile_state": 2}
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    assert not [k for k, _ in store.scan("profiles") if k.endswith(keys.SEEN_SUFFIX)]
+    after = repo.seen_sets(users)
+    for before, got in zip(seen_before[:2], after[:2]):
+        assert got.codes.tolist() == before.codes.tolist() and got.mask.tolist() == before.mask.tolist()
+        assert got.ts.tolist() == before.ts.tolist()
+    recent = after[2]  # no seen part: its recent items, of unknown type
+    assert set(recent.mask.tolist()) == {int(seen_module.UNKNOWN_BIT)}
+    assert set(recent.codes.tolist()) == set(seen_before[2].codes.tolist())
+    for before, got in zip(states_before, repo.states(users)):
+        assert np.array_equal(before, got)
     store.close()
