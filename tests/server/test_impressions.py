@@ -255,3 +255,29 @@ async def test_cli_stats_and_training_export_of_the_log(tailor_server, stubs, tm
     assert [i["clicked"] for i in exp["items"]] == [False, True] + [False] * 8
     (anon,) = [r for r in rows.values() if r is not exp]
     assert anon["user_id"] == "" and anon["user_ref"] != exp["user_ref"]  # no profile: hash only
+
+
+@pytest.fixture
+def slow_flush(settings):
+    settings.impression_flush_seconds = 3600.0
+    return settings
+
+
+async def test_buffered_answers_hold_nothing_the_garbage_collector_tracks(slow_flush, tailor_server,
+                                                                          stubs):
+    """A buffered answer that stays tracked is promoted to the oldest generation and sets off
+    full collections that stop every thread (docs/performance.md, "Tail latency")."""
+    import gc
+    rec, _, _ = stubs
+    replies = [await recommend(rec, f"gc{i}", **kw)
+               for i, kw in enumerate([{}, {"context": {"page": "home"}}])]
+    log = tailor_server.impressions.log
+    assert len(log._buf) == 2
+    for _ in range(2):  # a collection untracks each tuple holding only untracked objects; one
+        gc.collect()    # pass may see an answer before its context tuple
+    assert [gc.is_tracked(answer) for answer in log._buf] == [False, False]
+    from server.profiles.schema import item_code
+    for i, reply in enumerate(replies):  # written as before: the id finds the bundle again
+        imp = impressions_of(tailor_server, f"gc{i}")[reply.request_id]
+        assert imp.model_version == reply.model_version != ""
+        assert imp.items.tolist() == [item_code(it.item_id) for it in reply.items]
