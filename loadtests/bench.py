@@ -314,7 +314,7 @@ def _compared(args) -> str:
     return " ".join([*(args.compare_env or ()), *src])
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -350,7 +350,11 @@ def main(argv=None) -> None:
                         "call every RPC that way")
     add_server_src_argument(p)
     add_plot_argument(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     rows = [bench_catalog(ensure_bundle(args.work, n, args.users, args.days), args) for n in args.items]
     print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
           f"concurrency={args.concurrency} duration={args.duration}s "
