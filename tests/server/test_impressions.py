@@ -281,3 +281,23 @@ async def test_buffered_answers_hold_nothing_the_garbage_collector_tracks(slow_f
         imp = impressions_of(tailor_server, f"gc{i}")[reply.request_id]
         assert imp.model_version == reply.model_version != ""
         assert imp.items.tolist() == [item_code(it.item_id) for it in reply.items]
+
+
+async def test_a_replaced_bundle_is_let_go_once_its_answers_are_written(tailor_server, stubs,
+                                                                       second_bundle):
+    from clients import TailorClient
+    rec, _, _ = stubs
+    log = tailor_server.impressions.log
+    before = await recommend(rec, "swap")
+    old = tailor_server.registry.current()
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as client:
+        await asyncio.to_thread(client.push_bundle, second_bundle)
+    after = await recommend(rec, "swap")
+    assert before.model_version != after.model_version
+    deadline = time.time() + 10
+    while any(b is old for b in log._bundles.values()) and time.time() < deadline:
+        await asyncio.sleep(0.1)  # flushed every 0.5 s, then forgotten
+    assert not any(b is old for b in log._bundles.values()) and len(log._bundles) <= 1
+    logged = impressions_of(tailor_server, "swap")
+    assert [logged[r.request_id].model_version for r in (before, after)] == [
+        before.model_version, after.model_version]
