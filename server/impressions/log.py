@@ -10,9 +10,9 @@ and counted.
 
 The tuple names its bundle by `id` (`_bundles` maps it back), so it holds no object the garbage
 collector tracks: CPython untracks it at its first young collection. A tuple holding the Bundle
-stayed tracked through its 0.5 s in the buffer, was promoted to the oldest generation and, at a
-few hundred calls a second, set off a full collection (25-45 ms, every thread stopped) every
-20-30 s: that was Recommend's p99 with the log on (docs/performance.md, "Tail latency").
+stayed tracked while buffered, and those alive at a young collection were promoted toward the
+oldest generation, whose growth starts the full collections that stop every thread
+(docs/performance.md, "Tail latency").
 
 Transactions: `flush` and the joins (`join.ImpressionJoin`) run under one lock, a join after
 flushing what this worker buffered, so an event never misses an impression of its own worker.
