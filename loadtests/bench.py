@@ -18,6 +18,11 @@ both in one run: a server with the log off and one with it on, up together, the 
 generator; the fixed-rate runs alternate between them (`--rounds N` times) at the rates taken from
 the first server's max; then the p99 and server CPU per call of on vs off, paired by round.
 
+`--compare-env NAME=VALUE ...` and `--compare-src DIR` are the same pairing for any setting or
+commit: server A as usual and server B with these TAILOR_* variables set and/or run from the
+source tree DIR, up together, runs alternated, then B minus A paired by round
+(`--server-env NAME=VALUE ...` sets variables on every server of the run).
+
 `--tls` serves over TLS with a bearer token the server checks (a throwaway CA and certificate,
 `loadtests/certs.py`, and an auth config with one minted token of the `decider` role), and every
 RPC, Ping included, is called that way: the production setting the issue's targets name.
@@ -187,14 +192,38 @@ def secured(folder: Path) -> Secured:
     return Secured(flags, Connection(tls_ca=ca.cert, token=token))
 
 
-def _start(stack: contextlib.ExitStack, bundle: Path, args, mode: str | None,
-           secure: Secured) -> Served:
-    """A server with the impression log `mode` (the server's default if None), warmed up."""
+def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
+    """`NAME=VALUE` arguments as a dict."""
+    out = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"expected NAME=VALUE, got {pair!r}")
+        out[name] = value
+    return out
+
+
+def server_variants(args) -> list[tuple[str | None, dict[str, str], Path | None]]:
+    """(mode, environment, source tree) of each server a catalog is measured on, in order: the
+    impression log's modes (`--impressions`), or A then B (`--compare-env`, `--compare-src`);
+    `--server-env` in all."""
+    common, src = _env_pairs(args.server_env), args.server_src
+    if args.compare_env or args.compare_src:
+        return [("A", common, src), ("B", {**common, **_env_pairs(args.compare_env)},
+                                     args.compare_src or src)]
+    if not args.impressions:
+        return [(None, common, src)]
+    return [(m, {**common, "TAILOR_IMPRESSION_LOG": "true" if m == "on" else "false"}, src)
+            for m in IMPRESSION_MODES[args.impressions]]
+
+
+def _start(stack: contextlib.ExitStack, bundle: Path, args, env: dict[str, str],
+           src: Path | None, secure: Secured) -> Served:
+    """A server with `env` added to its environment, run from the source tree `src`."""
     # the data dir beside the bundle, not in /tmp: it holds a copy of the bundle (~1 GB at 1M)
     work = Path(tempfile.mkdtemp(prefix="serve-", dir=bundle.parent.parent))
-    env = None if mode is None else {"TAILOR_IMPRESSION_LOG": "true" if mode == "on" else "false"}
-    return stack.enter_context(serving(bundle, workers=args.workers, server_src=args.server_src,
-                                       data_dir=work, env=env, flags=secure.flags,
+    return stack.enter_context(serving(bundle, workers=args.workers, server_src=src,
+                                       data_dir=work, env=env or None, flags=secure.flags,
                                        connection=secure.connection))
 
 
@@ -204,7 +233,6 @@ def bench_catalog(bundle: Path, args) -> dict:
     taken from the first server's max (so on and off meet the same load and the same noise)."""
     with np.load(bundle / "users.npz") as npz:
         users = [str(u) for u in npz["user_ids"][:20000]]
-    modes = IMPRESSION_MODES[args.impressions] if args.impressions else (None,)
     recs, pings = recommend_payloads(users, k=10), ping_payloads()
     with contextlib.ExitStack() as stack:
         secure = Secured()
@@ -213,10 +241,11 @@ def bench_catalog(bundle: Path, args) -> dict:
             secure = secured(folder)
         load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency,
                     connection=secure.connection)
-        servers = [{"mode": m, "srv": _start(stack, bundle, args, m, secure), "paced": []}
-                   for m in modes]
+        servers = [{"mode": m, "srv": _start(stack, bundle, args, env, src, secure), "paced": []}
+                   for m, env, src in server_variants(args)]
         for s in servers:
-            s["tag"] = "" if s["mode"] is None else f" [log {s['mode']}]"
+            s["tag"] = ("" if s["mode"] is None else f" [log {s['mode']}]" if args.impressions
+                        else f" [{s['mode']}]")
             run_load(s["srv"].target, RECOMMEND, recs, concurrency=8, duration=2,
                      connection=secure.connection)  # warm-up
         for s in servers:
@@ -250,14 +279,18 @@ def bench_catalog(bundle: Path, args) -> dict:
             "pair": servers[-1]["pair"], "runs": runs, "idle": servers[-1]["idle"]}
 
 
-def print_impression_cost(servers: list[dict]) -> None:
-    """On vs off, from one run: Recommend's p99 per fixed-rate run (paired by round) and the
-    median difference, and server CPU per call."""
+def print_impression_cost(servers: list[dict], compared: str = "") -> None:
+    """On vs off (or B vs A of `--compare-env`/`--compare-src`), from one run: Recommend's p99
+    per fixed-rate run (paired by round) and the median difference, and server CPU per call."""
     by = {s["mode"]: s for s in servers}
-    if set(by) != {"on", "off"}:
+    if set(by) == {"A", "B"}:
+        on, off = by["B"], by["A"]
+        print(f"B ({compared}) vs A, same bundle, generator and rates; runs alternated:")
+    elif set(by) == {"on", "off"}:
+        on, off = by["on"], by["off"]
+        print("impression log on vs off (same bundle, generator and rates; runs alternated):")
+    else:
         return
-    on, off = by["on"], by["off"]
-    print("impression log on vs off (same bundle, generator and rates; runs alternated):")
     cpu_on, cpu_off = on["pair"].method.cpu_us_per_call, off["pair"].method.cpu_us_per_call
     print(f"  Recommend max: QPS {on['pair'].method.load.qps:.0f} vs {off['pair'].method.load.qps:.0f}; "
           f"server CPU per call {cpu_on:.1f} vs {cpu_off:.1f} us (x{cpu_on / cpu_off:.3f})")
@@ -275,7 +308,13 @@ def print_impression_cost(servers: list[dict]) -> None:
               f"{cpu[0]:.1f} vs {cpu[1]:.1f} us (x{cpu[0] / cpu[1]:.3f})", flush=True)
 
 
-def main(argv=None) -> None:
+def _compared(args) -> str:
+    """What server B changes, in words."""
+    src = [f"source {args.compare_src}"] if args.compare_src else []
+    return " ".join([*(args.compare_env or ()), *src])
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -298,12 +337,24 @@ def main(argv=None) -> None:
     p.add_argument("--impressions", choices=sorted(IMPRESSION_MODES), default=None,
                    help="impression log on, off, or both (two servers, one run); default: the "
                         "server's own setting")
+    p.add_argument("--compare-env", nargs="+", metavar="NAME=VALUE",
+                   help="two servers, one run: the defaults (A) and one with these variables "
+                        "set (B), runs alternated, B vs A paired by round")
+    p.add_argument("--compare-src", type=Path, metavar="DIR",
+                   help="two servers, one run: A from this tree (or --server-src), B from DIR "
+                        "(with --compare-env too, if given), runs alternated, B vs A paired")
+    p.add_argument("--server-env", nargs="+", metavar="NAME=VALUE",
+                   help="environment variables set on every server of the run")
     p.add_argument("--tls", action="store_true",
                    help="serve over TLS with a bearer token the server checks (auth config), and "
                         "call every RPC that way")
     add_server_src_argument(p)
     add_plot_argument(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     rows = [bench_catalog(ensure_bundle(args.work, n, args.users, args.days), args) for n in args.items]
     print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
           f"concurrency={args.concurrency} duration={args.duration}s "
@@ -315,7 +366,7 @@ def main(argv=None) -> None:
         if len(r["ratios"]) > 1:
             print("server CPU ratio of each pair: " + ", ".join(f"x{x:.2f}" for x in r["ratios"])
                   + " (the table shows the median pair)")
-        print_impression_cost(r["servers"])
+        print_impression_cost(r["servers"], _compared(args))
     if args.plot is not None:
         series = {k: v for r in rows for k, v in by_rpc(r["runs"], f" ({r['items']} items)").items()}
         write_latency_plot(series, args.plot, f"Latency vs load, workers={args.workers}")

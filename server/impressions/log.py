@@ -8,6 +8,12 @@ each (model version, channel) it touched (`records.C`), so GetModelStats always 
 log. Writes lag rather than block: past `buffer_max` waiting impressions, new ones are dropped
 and counted.
 
+The tuple names its bundle by `id` (`_bundles` maps it back), so it holds no object the garbage
+collector tracks: CPython untracks it at its first young collection. A tuple holding the Bundle
+stayed tracked while buffered, and those alive at a young collection were promoted toward the
+oldest generation, whose growth starts the full collections that stop every thread
+(docs/performance.md, "Tail latency").
+
 Transactions: `flush` and the joins (`join.ImpressionJoin`) run under one lock, a join after
 flushing what this worker buffered, so an event never misses an impression of its own worker.
 """
@@ -20,6 +26,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -64,6 +71,10 @@ class ImpressionLog:
         self.lock = threading.Lock()
         """Held by every write of the table from this process (flushes and joins)."""
         self._wake: asyncio.Event | None = None
+        self._bundles: dict[int, object] = {}
+        """Each bundle a buffered answer names, by `id` (a catalog update makes a new bundle of
+        the same version): set by `record` and pruned by `_forget_bundles`, both on the event
+        loop; read by `flush` under `lock`. Held here, an id cannot be reused meanwhile."""
         self._codes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         """Per bundle, the int64 codes of its items (row order)."""
 
@@ -74,8 +85,13 @@ class ImpressionLog:
         if len(buf) >= self.buffer_max:
             metrics.IMPRESSIONS_DROPPED.inc()
             return
-        buf.append((time.time(), request_id, query.user_id, query.channel, query.context,
-                    result.bundle, result.rows, result.scores, result.cold_start))
+        bundle, context = result.bundle, query.context
+        if self._bundles.get(ref := id(bundle)) is not bundle:
+            self._bundles[ref] = bundle
+        if context:  # flat: CPython untracks a tuple of tuples a collection later than its pairs
+            context = tuple(chain.from_iterable(context))
+        buf.append((time.time(), request_id, query.user_id, query.channel, context,
+                    ref, result.rows, result.scores, result.cold_start))
         if len(buf) == self.flush_records and self._wake is not None:
             self._wake.set()
 
@@ -94,22 +110,23 @@ class ImpressionLog:
     def _encoded(self, group: list[tuple]) -> list[tuple[bytes, bytes]]:
         """(key, value) of each impression, in group order. Answers without context are packed
         together per (bundle, k) (`records.encode_many`): a few µs of CPU each."""
-        kid, key = self.ring.kid, self.ring.key
+        kid, key, bundles = self.ring.kid, self.ring.key, self._bundles
         prefixes: dict[str, bytes] = {}
         keys_out, values = [], [b""] * len(group)
         batches: dict[tuple, list[int]] = {}
-        for i, (ts, rid, uid, _, context, bundle, rows, scores, cold) in enumerate(group):
+        for i, (ts, rid, uid, _, context, ref, rows, scores, cold) in enumerate(group):
             prefix = prefixes.get(uid)
             if prefix is None:
                 prefix = prefixes[uid] = keys.impression_user_prefix(kid, user_hash(key, uid))
             keys_out.append(keys.impression_key(prefix, ts, rid or _new_id()))
             if context or len(rows) != len(scores):
-                values[i] = encode(ts, bundle.version, group[i][3], context,
+                bundle = bundles[ref]
+                values[i] = encode(ts, bundle.version, group[i][3], zip(context[::2], context[1::2]),
                                    self._codes_of(bundle)[rows], scores, cold)
             else:
-                batches.setdefault((bundle, len(rows)), []).append(i)
-        for (bundle, _), idx in batches.items():
-            part = [group[i] for i in idx]
+                batches.setdefault((ref, len(rows)), []).append(i)
+        for (ref, _), idx in batches.items():
+            part, bundle = [group[i] for i in idx], bundles[ref]
             packed = encode_many(np.array([g[0] for g in part]), bundle.version,
                                  [g[3] for g in part], self._codes_of(bundle)[np.stack([g[6] for g in part])],
                                  np.stack([g[7] for g in part]), np.array([g[8] for g in part]))
@@ -117,14 +134,15 @@ class ImpressionLog:
                 values[i] = raw
         return list(zip(keys_out, values))
 
-    @staticmethod
-    def _counted(group: list[tuple]) -> dict[bytes, np.ndarray]:
+    def _counted(self, group: list[tuple]) -> dict[bytes, np.ndarray]:
         """The counter increments of the group per count key."""
         counts: dict[tuple, np.ndarray] = {}
-        for ts, _, _, channel, _, bundle, _, _, cold in group:
-            delta = counts.get((bundle.version, channel))
+        bundles = self._bundles
+        for ts, _, _, channel, _, ref, _, _, cold in group:
+            version = bundles[ref].version
+            delta = counts.get((version, channel))
             if delta is None:
-                delta = counts[(bundle.version, channel)] = new_counters()
+                delta = counts[(version, channel)] = new_counters()
                 delta[C.FIRST] = ts
             delta[C.IMPRESSIONS] += 1
             delta[C.COLD_START] += cold
@@ -181,6 +199,20 @@ class ImpressionLog:
                     await asyncio.to_thread(self.flush)
                 except Exception:  # the store full or gone: keep serving, say why
                     logger.exception("writing impressions failed")
+            self._forget_bundles()
+
+    def _forget_bundles(self) -> None:
+        """On the event loop (where `record` runs, so the buffer cannot grow meanwhile) and
+        only while no flush holds `lock`: drop the bundles no buffered answer names, so a
+        replaced bundle is not kept alive."""
+        if len(self._bundles) < 2 or not self.lock.acquire(blocking=False):
+            return
+        try:
+            named = {g[5] for g in self._buf}
+            for ref in [r for r in self._bundles if r not in named]:
+                del self._bundles[ref]
+        finally:
+            self.lock.release()
 
     # -- erasure, retention, export ------------------------------------------------------------
     def erase_user(self, txn, user_id: str) -> int:

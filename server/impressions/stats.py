@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -25,10 +26,11 @@ DEFAULT_KS = (1, 5, 10)
 
 
 def _z(confidence: float) -> float:
-    """The two-sided normal quantile. scipy is imported here, not with the module: every server
-    process imports this one at start, and scipy.stats costs about a second of CPU to load."""
-    from scipy import stats as sps
-    return float(sps.norm.ppf(0.5 + confidence / 2))
+    """The two-sided normal quantile (the standard library's, the same as scipy's to 1e-15).
+    Not scipy: the first gauge report imported scipy.stats into every worker after start, ~570
+    modules and 40,000 objects left out of `gc.freeze` (server/app.py), so every later full
+    collection walked them (15-100 ms with every thread stopped: docs/performance.md)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
 def wilson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -255,3 +255,49 @@ async def test_cli_stats_and_training_export_of_the_log(tailor_server, stubs, tm
     assert [i["clicked"] for i in exp["items"]] == [False, True] + [False] * 8
     (anon,) = [r for r in rows.values() if r is not exp]
     assert anon["user_id"] == "" and anon["user_ref"] != exp["user_ref"]  # no profile: hash only
+
+
+@pytest.fixture
+def slow_flush(settings):
+    settings.impression_flush_seconds = 3600.0
+    return settings
+
+
+async def test_buffered_answers_hold_nothing_the_garbage_collector_tracks(slow_flush, tailor_server,
+                                                                          stubs):
+    """A buffered answer that stays tracked is promoted to the oldest generation and sets off
+    full collections that stop every thread (docs/performance.md, "Tail latency")."""
+    import gc
+    rec, _, _ = stubs
+    replies = [await recommend(rec, f"gc{i}", **kw)
+               for i, kw in enumerate([{}, {"context": {"page": "home"}}])]
+    log = tailor_server.impressions.log
+    assert len(log._buf) == 2
+    for _ in range(2):  # a collection untracks each tuple holding only untracked objects; one
+        gc.collect()    # pass may see an answer before its context tuple
+    assert [gc.is_tracked(answer) for answer in log._buf] == [False, False]
+    from server.profiles.schema import item_code
+    for i, reply in enumerate(replies):  # written as before: the id finds the bundle again
+        imp = impressions_of(tailor_server, f"gc{i}")[reply.request_id]
+        assert imp.model_version == reply.model_version != ""
+        assert imp.items.tolist() == [item_code(it.item_id) for it in reply.items]
+
+
+async def test_a_replaced_bundle_is_let_go_once_its_answers_are_written(tailor_server, stubs,
+                                                                       second_bundle):
+    from clients import TailorClient
+    rec, _, _ = stubs
+    log = tailor_server.impressions.log
+    before = await recommend(rec, "swap")
+    old = tailor_server.registry.current()
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as client:
+        await asyncio.to_thread(client.push_bundle, second_bundle)
+    after = await recommend(rec, "swap")
+    assert before.model_version != after.model_version
+    deadline = time.time() + 10
+    while any(b is old for b in log._bundles.values()) and time.time() < deadline:
+        await asyncio.sleep(0.1)  # flushed every 0.5 s, then forgotten
+    assert not any(b is old for b in log._bundles.values()) and len(log._bundles) <= 1
+    logged = impressions_of(tailor_server, "swap")
+    assert [logged[r.request_id].model_version for r in (before, after)] == [
+        before.model_version, after.model_version]

@@ -1,0 +1,1 @@
+"""`python -m loadtests.gcstats PREFIX`: print the figures `gcstats/sitecustomize.py` wrote."""

@@ -1,0 +1,42 @@
+"""The bench's paired servers (`--compare-env`, `--compare-src`, `--impressions`) and the
+`loadtests/gcstats` hook against a real `python -m server`."""
+import json
+import os
+from pathlib import Path
+
+from loadtests import bench
+from loadtests.gcstats.__main__ import summary
+from loadtests.loadgen import PING, ping_payloads, run_load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def variants(*argv: str):
+    return bench.server_variants(bench.build_parser().parse_args(list(argv)))
+
+
+def test_compare_env_pairs_defaults_with_the_variables_and_server_env_goes_to_both(tmp_path):
+    assert variants("--compare-env", "TAILOR_X=5", "--server-env", "TAILOR_Y=1",
+                    "--server-src", str(tmp_path)) == [
+        ("A", {"TAILOR_Y": "1"}, tmp_path), ("B", {"TAILOR_Y": "1", "TAILOR_X": "5"}, tmp_path)]
+
+
+def test_compare_src_runs_b_from_the_other_tree_and_impressions_keep_their_modes(tmp_path):
+    assert variants("--compare-src", str(tmp_path)) == [("A", {}, None), ("B", {}, tmp_path)]
+    assert [(m, env["TAILOR_IMPRESSION_LOG"]) for m, env, _ in variants("--impressions", "both")] \
+        == [("off", "false"), ("on", "true")]
+    assert variants() == [(None, {}, None)]
+
+
+def test_gcstats_writes_a_real_servers_collections_at_its_exit(tmp_path):
+    prefix = tmp_path / "gc"
+    env = {"TAILOR_GC_STATS": str(prefix),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "loadtests" / "gcstats"), str(ROOT)])}
+    with bench.serving(data_dir=tmp_path / "data", env=env) as served:
+        run_load(served.target, PING, ping_payloads(), concurrency=4, duration=1.0)
+        path = Path(f"{prefix}.{served.process.pid}.json")
+        assert not path.exists()  # written at exit
+    stats = json.loads(path.read_text())
+    assert stats["seconds"] > 0 and isinstance(stats["late_modules"], list)
+    assert stats["runs"] and all(gen in (0, 1, 2) and cpu >= 0 for gen, cpu, _, _ in stats["runs"])
+    assert summary(str(path)).startswith(f"{path}: ")
