@@ -101,8 +101,11 @@ class Campaigns:
         self._stats_lock = threading.Lock()
         self._writer = WriterProcess("server.campaigns.repository:writer_functions", store,
                                      name="campaigns")
-        self._log = AdaptiveBatcher(runner=self._writer.runner("decisions"), max_size=512,
-                                    max_wait=0.0, name="decisions")
+        # One decision batch in flight: the calls that arrive while it commits all go into the
+        # next (two in flight split them into a big and a small batch, each with its commit
+        # and fsync: the commit's CPU, mostly the kernel's, is the writer's largest cost).
+        self._log = AdaptiveBatcher(runner=self._writer.runner("decisions", concurrency=1),
+                                    max_size=512, max_wait=0.0, name="decisions")
         self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
                                         max_wait=0.0, name="rewards")
         self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
