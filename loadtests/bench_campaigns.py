@@ -1,7 +1,8 @@
 """ChooseVariant against an empty RPC, in one run against one server.
 
     python -m loadtests.bench_campaigns [--arms 10] [--duration 10] [--concurrency 32]
-        [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--server-src DIR]
+        [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--rounds 1]
+        [--server-src DIR] [--baseline-src DIR]
 
 Starts `python -m server` on loopback (fsync per commit unless --no-sync), creates a campaign,
 then with the same driver (grpc.aio closed loop, `--procs` client processes):
@@ -12,19 +13,33 @@ then with the same driver (grpc.aio closed loop, `--procs` client processes):
    each beside Ping at the same rate (what the machine and the gRPC stack alone cost at that load).
 Every run also reports the server's CPU per call (its whole process tree, loadtests/measure.py),
 and the closed-loop pair prints ChooseVariant/Ping ratios of QPS and of CPU per call.
-Targets (issue 5): ChooseVariant QPS >= 0.5x Ping QPS; p99 <= 5 ms under load.
+Targets (issue 5): ChooseVariant QPS >= 0.5x Ping QPS; p99 <= 5 ms under load; (issue 20)
+ChooseVariant server CPU per call <= 1.6x Ping's.
+
+`--rounds N` repeats step 1 N times, Ping first in odd rounds and second in even ones (of two
+back-to-back runs on a shared machine the second often meets other load), and prints each
+round's CPU ratio, their median, and the pooled ratio (all ChooseVariant CPU over all its calls,
+against Ping's likewise): the figures to quote on a busy machine.
 
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built), so before/after figures of two commits come from one run of the same driver:
 
     git worktree add /tmp/before HEAD~1 && (cd /tmp/before && python setup.py build_ext --inplace)
     python -m loadtests.bench_campaigns --server-src /tmp/before; python -m loadtests.bench_campaigns
+
+`--baseline-src DIR` starts a second server from another source tree, set up the same way, and
+measures it in every round and at every open-loop rate too, beside this server's runs (the
+rates from this server's max), so before and after come from one run on the same noise:
+
+    python -m loadtests.bench_campaigns --rounds 4 --baseline-src /tmp/before
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -36,7 +51,14 @@ from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
 from .bench import serving
 from .loadgen import PING, ping_payloads, run_load
-from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table
+from .measure import (
+    Comparison,
+    Measurement,
+    add_server_src_argument,
+    idle_cpu,
+    measure,
+    print_table,
+)
 
 CHOOSE = "/tailor.v1.CampaignService/ChooseVariant"
 
@@ -86,6 +108,51 @@ def create_campaign(target: str, arms: int, policy: str) -> str:
     return "bench"
 
 
+@contextlib.contextmanager
+def _server(args, src: Path | None, env: dict):
+    """A server from `src` (default: this tree) with the bench campaign and its users opted in:
+    (target, pid, campaign)."""
+    with serving(prefix="tailor-bench-campaigns-", workers=args.workers, server_src=src,
+                 env=env, stop_timeout=60) as srv:
+        campaign = create_campaign(srv.target, args.arms, args.policy)
+        grant_consent(srv.target, bench_users())  # an email campaign: users opted in first
+        run_load(srv.target, CHOOSE, choose_payloads(campaign), concurrency=8, duration=2)  # warm-up
+        yield srv.target, srv.process.pid, campaign
+
+
+def _pair(label: str, round_: int, server, common: dict) -> Comparison:
+    """Ping and ChooseVariant closed loop on one server; Ping second in even rounds."""
+    target, pid, campaign = server
+    runs = [lambda: measure(f"{label}Ping (empty RPC), round {round_}", pid, target, PING,
+                            ping_payloads(), **common),
+            lambda: measure(f"{label}ChooseVariant (max QPS), round {round_}", pid, target,
+                            CHOOSE, choose_payloads(campaign), **common)]
+    if round_ % 2 == 0:
+        method, ping = runs[1](), runs[0]()
+    else:
+        ping, method = runs[0](), runs[1]()
+    return Comparison(method, ping)
+
+
+def _ratios(pairs: list[Comparison]) -> str:
+    """ChooseVariant / Ping CPU per call of each round, their median, and pooled."""
+    per = [c.cpu_ratio for c in pairs]
+    pooled = [sum(m.cpu_seconds for m in side) / sum(m.load.calls for m in side)
+              for side in ([c.method for c in pairs], [c.ping for c in pairs])]
+    return (", ".join(f"x{x:.2f}" for x in per)
+            + f" (median x{np.median(per):.2f}, pooled x{pooled[0] / pooled[1]:.2f}: "
+              f"{pooled[0] * 1e6:.1f} / {pooled[1] * 1e6:.1f} us)")
+
+
+def _paced(label: str, server, rate: float, common: dict) -> list[Measurement]:
+    """ChooseVariant then Ping in open loop at `rate` on one server."""
+    target, pid, campaign = server
+    return [measure(f"{label}ChooseVariant, open loop {rate:.0f}/s", pid, target, CHOOSE,
+                    choose_payloads(campaign), rate=rate, **common),
+            measure(f"{label}Ping, open loop {rate:.0f}/s (baseline)", pid, target, PING,
+                    ping_payloads(), rate=rate, **common)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_campaigns", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,33 +163,44 @@ def main(argv=None) -> int:
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
+    p.add_argument("--rounds", type=int, default=1, help="Ping/ChooseVariant pairs, alternated")
     add_server_src_argument(p)
+    p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+                   help="also measure a server from this source tree in every round and at "
+                        "every rate (before/after in one run)")
     args = p.parse_args(argv)
 
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
-    with serving(prefix="tailor-bench-campaigns-", workers=args.workers, server_src=args.server_src,
-                 env=env, stop_timeout=60) as srv:
-        target, pid = srv.target, srv.process.pid
-        campaign = create_campaign(target, args.arms, args.policy)
-        grant_consent(target, bench_users())  # an email campaign: users opted in first
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(_server(args, args.server_src, env))
+        base = (stack.enter_context(_server(args, args.baseline_src, env))
+                if args.baseline_src is not None else None)
         print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}, "
               f"source {args.server_src or 'this tree'}; campaign: {args.policy}, {args.arms} arms; "
               f"load: {args.procs} process(es), concurrency {args.concurrency}, "
-              f"{args.duration:g}s per step", flush=True)
+              f"{args.duration:g}s per step"
+              + (f"; baseline server from {args.baseline_src}" if base else ""), flush=True)
         common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs)
-        chooses, pings = choose_payloads(campaign), ping_payloads()
-        run_load(target, CHOOSE, chooses, concurrency=8, duration=2)  # warm-up
-        idle = idle_cpu(pid)
-        pair = compare("ChooseVariant, closed loop (max QPS)", pid, target, CHOOSE, chooses, **common)
-        rows = [pair.ping, pair.method]
+        idle = idle_cpu(server[1])
+        rows, pairs, base_pairs = [], [], []
+        for r in range(1, args.rounds + 1):
+            if base is not None:
+                base_pairs.append(_pair("baseline ", r, base, common))
+                rows += [base_pairs[-1].ping, base_pairs[-1].method]
+            pairs.append(_pair("", r, server, common))
+            rows += [pairs[-1].ping, pairs[-1].method]
+        max_qps = float(np.median([c.method.load.qps for c in pairs]))
         for frac in (0.25, 0.5, 0.8):
-            rate = frac * pair.method.load.qps
-            rows.append(measure(f"ChooseVariant, open loop {rate:.0f}/s", pid, target, CHOOSE,
-                                chooses, rate=rate, **common))
-            rows.append(measure(f"Ping, open loop {rate:.0f}/s (baseline)", pid, target, PING,
-                                pings, rate=rate, **common))
-        print_table(rows, pair, idle)
-        print(f"ChooseVariant / Ping QPS = {pair.qps_ratio:.2f} (target >= 0.5)")
+            if base is not None:
+                rows += _paced("baseline ", base, frac * max_qps, common)
+            rows += _paced("", server, frac * max_qps, common)
+        print_table(rows, pairs[0] if len(pairs) == 1 else None, idle)
+        print("ChooseVariant / Ping server CPU per call, per round: " + _ratios(pairs)
+              + " (target <= 1.6)")
+        if base_pairs:
+            print("baseline server, per round: " + _ratios(base_pairs))
+        print(f"ChooseVariant / Ping QPS = "
+              f"{np.median([c.qps_ratio for c in pairs]):.2f} (median; target >= 0.5)")
     return 0
 
 
