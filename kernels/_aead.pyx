@@ -34,6 +34,8 @@ cdef extern from "openssl/evp.h" nogil:
     int EVP_DecryptUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
                           const unsigned char* inp, int inl)
     int EVP_DecryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
+    int EVP_CipherUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
+                         const unsigned char* inp, int inl)
     int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX* ctx, int type, int arg, void* ptr)
     int EVP_CTRL_GCM_GET_TAG
     int EVP_CTRL_GCM_SET_TAG
@@ -57,20 +59,29 @@ if EVP_EncryptInit_ex(_enc, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 \
 cdef unsigned char _empty[1]
 
 
+cdef int _aad(EVP_CIPHER_CTX* ctx, const unsigned char* aad1, int n1, const unsigned char* aad2,
+              int n2) noexcept nogil:
+    """The associated data aad1 | aad2 into an initialised context, in one EVP call when it fits
+    `AAD_JOINED` bytes (each call costs ~0.1 us of OpenSSL 3's dispatch). 0, or FAILED."""
+    cdef int outl = 0
+    cdef unsigned char joined[AAD_JOINED]
+    if n1 and n2 and n1 + n2 <= AAD_JOINED:
+        memcpy(joined, aad1, n1)
+        memcpy(joined + n1, aad2, n2)
+        aad1, n1, n2 = joined, n1 + n2, 0
+    if (n1 and EVP_CipherUpdate(ctx, NULL, &outl, aad1, n1) != 1) \
+            or (n2 and EVP_CipherUpdate(ctx, NULL, &outl, aad2, n2) != 1):
+        return FAILED
+    return 0
+
+
 cdef int _seal(EVP_CIPHER_CTX* ctx, const unsigned char* key, const unsigned char* nonce,
                const unsigned char* data, int n, const unsigned char* aad1, int n1,
                const unsigned char* aad2, int n2, unsigned char* out) noexcept nogil:
     """AES-GCM of `data` under `key` with associated data aad1 | aad2: n bytes then the tag.
     0, or FAILED."""
     cdef int outl = 0, fin = 0
-    cdef unsigned char joined[AAD_JOINED]
-    if n1 and n2 and n1 + n2 <= AAD_JOINED:  # one EVP call for the associated data, not two
-        memcpy(joined, aad1, n1)
-        memcpy(joined + n1, aad2, n2)
-        aad1, n1, n2 = joined, n1 + n2, 0
-    if EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 \
-            or (n1 and EVP_EncryptUpdate(ctx, NULL, &outl, aad1, n1) != 1) \
-            or (n2 and EVP_EncryptUpdate(ctx, NULL, &outl, aad2, n2) != 1) \
+    if EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 or _aad(ctx, aad1, n1, aad2, n2) \
             or EVP_EncryptUpdate(ctx, out, &outl, data if n else _empty, n) != 1 \
             or EVP_EncryptFinal_ex(ctx, out + outl, &fin) != 1 \
             or EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG, out + n) != 1:
@@ -83,14 +94,7 @@ cdef int _open(EVP_CIPHER_CTX* ctx, const unsigned char* key, const unsigned cha
                const unsigned char* aad2, int n2, unsigned char* out) noexcept nogil:
     """Inverse of `_seal` (`n`: ciphertext bytes, the tag after them). 0, FAILED or FORGED."""
     cdef int outl = 0, fin = 0
-    cdef unsigned char joined[AAD_JOINED]
-    if n1 and n2 and n1 + n2 <= AAD_JOINED:
-        memcpy(joined, aad1, n1)
-        memcpy(joined + n1, aad2, n2)
-        aad1, n1, n2 = joined, n1 + n2, 0
-    if EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 \
-            or (n1 and EVP_DecryptUpdate(ctx, NULL, &outl, aad1, n1) != 1) \
-            or (n2 and EVP_DecryptUpdate(ctx, NULL, &outl, aad2, n2) != 1) \
+    if EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 or _aad(ctx, aad1, n1, aad2, n2) \
             or EVP_DecryptUpdate(ctx, out, &outl, sealed if n else _empty, n) != 1 \
             or EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG,
                                    <void*>(sealed + n)) != 1:
