@@ -22,6 +22,9 @@ the ratios on/off of ingestion throughput, server CPU per event, GetProfile p50/
 CPU per call (medians over the rounds). The keyrings are generated into `--work`/secrets.
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there) to take before/after figures of two commits with one driver (see loadtests/bench.py).
+`--encryption both --compare-src DIR` takes step 2 only, for this tree's server and DIR's,
+encryption on and off, the four alternated in every round: each tree's on/off ratios from one
+run (the spread between runs on a shared VM is larger than a change of a few percent).
 """
 from __future__ import annotations
 
@@ -201,12 +204,15 @@ def main(argv=None) -> None:
                         "(the first run asks for every part); none: no such run (servers before "
                         "`parts` existed return every part)")
     add_server_src_argument(p)
+    p.add_argument("--compare-src", type=Path, default=None, metavar="DIR",
+                   help="with --encryption both: ingestion only, this tree's server and DIR's, "
+                        "alternated in every round")
     args = p.parse_args(argv)
     sync = not args.no_sync
     args.work.mkdir(parents=True, exist_ok=True)
     args.secrets = args.work / "secrets"
     if args.encryption == "both":
-        return compare_encryption(args, sync)
+        return compare_trees(args, sync) if args.compare_src else compare_encryption(args, sync)
     encrypt = args.encryption == "on"
     events = make_events(args.events, args.users)
     raw = raw_lmdb(events, sync)
@@ -275,6 +281,34 @@ def compare_encryption(args, sync: bool) -> None:
           f"x{on['event_vs_ping'] / off['event_vs_ping']:.3f}")
     print(f"  GetProfile / Ping CPU  {on['read_vs_ping']:>9.3f} / {off['read_vs_ping']:>9.3f} = "
           f"x{on['read_vs_ping'] / off['read_vs_ping']:.3f}")
+
+
+def compare_trees(args, sync: bool) -> None:
+    """Step 2 with encryption on and off for this tree's server (or `--server-src`'s) and
+    `--compare-src`'s, the four runs of a round in a rotating order; each tree's ratios."""
+    trees = {"A": args.server_src, "B": args.compare_src}
+    runs = [(t, e) for t in trees for e in (True, False)]
+    got: dict[tuple[str, bool], list[tuple[float, float]]] = {run: [] for run in runs}
+    root = args.work
+    for r in range(args.rounds):
+        events = make_events(args.events, args.users, prefix=f"r{r}")
+        for tree, encrypt in runs[r % 4:] + runs[:r % 4]:
+            args.server_src, args.work = trees[tree], root / tree
+            args.work.mkdir(parents=True, exist_ok=True)
+            out = ingest(args, events, sync, encrypt)
+            got[tree, encrypt].append((out["rate"], out["cpu"] / len(events) * 1e6))
+            print(f"round {r} {tree} encryption {'on ' if encrypt else 'off'}: {out['rate']:,.0f} "
+                  f"events/s, {got[tree, encrypt][-1][1]:.1f} us CPU/event", flush=True)
+    print(f"\nencryption on / off per tree, {args.rounds} round(s) of {args.events} events "
+          f"(A: {trees['A'] or 'this tree'}, B: {trees['B']}):")
+    for tree in trees:
+        on, off = np.array(got[tree, True]), np.array(got[tree, False])
+        rate = np.median(on[:, 0]) / np.median(off[:, 0])
+        print(f"  {tree}: throughput {np.median(on[:, 0]):,.0f} / {np.median(off[:, 0]):,.0f} "
+              f"events/s = x{rate:.3f} ({1 - rate:+.1%} slower; median of the rounds' ratios "
+              f"x{np.median(on[:, 0] / off[:, 0]):.3f}); CPU per event "
+              f"{np.median(on[:, 1]):.1f} / {np.median(off[:, 1]):.1f} us = "
+              f"x{np.median(on[:, 1]) / np.median(off[:, 1]):.3f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,22 @@
+"""`bench_profiles --encryption both --compare-src`: both trees' servers ingest, encrypted and
+plain, in every round, and each tree's ratios are printed (real `python -m server`s)."""
+import re
+from pathlib import Path
+
+from loadtests import bench_profiles
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compare_src_ingests_with_both_trees_in_both_modes(tmp_path, capsys):
+    bench_profiles.main(["--encryption", "both", "--compare-src", str(ROOT), "--events", "600",
+                         "--users", "50", "--rounds", "1", "--read-seconds", "0.6", "--no-sync",
+                         "--work", str(tmp_path)])
+    out = capsys.readouterr().out
+    runs = re.findall(r"round 0 ([AB]) encryption (on |off): ([\d,]+) events/s", out)
+    assert sorted((t, e.strip()) for t, e, _ in runs) == [("A", "off"), ("A", "on"),
+                                                           ("B", "off"), ("B", "on")]
+    assert all(int(rate.replace(",", "")) > 0 for _, _, rate in runs)
+    for tree in "AB":
+        assert re.search(rf"  {tree}: throughput [\d,]+ / [\d,]+ events/s = x\d", out)
+    assert {p.name for p in tmp_path.iterdir()} >= {"A", "B"}
