@@ -146,6 +146,14 @@ cdef int _run_all(EVP_CIPHER_CTX* ctx, Job* jobs, Py_ssize_t count, const unsign
     return rc
 
 
+cdef Job* _new_jobs(Py_ssize_t m) except NULL:
+    """Room for `m` jobs (the caller frees it)."""
+    cdef Job* jobs = <Job*>malloc(max(m, 1) * sizeof(Job))
+    if jobs == NULL:
+        raise MemoryError()
+    return jobs
+
+
 cdef int _run(Job* jobs, Py_ssize_t count, const unsigned char* aad, int na, bint seal) except -1:
     """`_run_all`, without the GIL when there are `NOGIL_RECORDS` jobs or more (on a context of
     the call's own), else on the module's context. Raises for the first failure."""
@@ -178,28 +186,29 @@ cdef class AesGcm:
         self.key = key
 
     def encrypt(self, bytes nonce, bytes data, bytes aad):
-        _check_nonce(nonce)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
         out = PyBytes_FromStringAndSize(NULL, n + TAG)
-        _check(_seal(_enc, <const unsigned char*>PyBytes_AS_STRING(self.key),
-                     <const unsigned char*>PyBytes_AS_STRING(nonce),
-                     <const unsigned char*>PyBytes_AS_STRING(data), <int>n,
-                     <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
-                     NULL, 0, <unsigned char*>PyBytes_AS_STRING(out)))
+        self._one(nonce, data, n, aad, out, True)
         return out
 
     def decrypt(self, bytes nonce, bytes data, bytes aad):
-        _check_nonce(nonce)
         cdef Py_ssize_t n = PyBytes_GET_SIZE(data) - TAG
         if n < 0:
             raise InvalidTag()
         out = PyBytes_FromStringAndSize(NULL, n)
-        _check(_open(_dec, <const unsigned char*>PyBytes_AS_STRING(self.key),
-                     <const unsigned char*>PyBytes_AS_STRING(nonce),
-                     <const unsigned char*>PyBytes_AS_STRING(data), <int>n,
-                     <const unsigned char*>PyBytes_AS_STRING(aad), <int>PyBytes_GET_SIZE(aad),
-                     NULL, 0, <unsigned char*>PyBytes_AS_STRING(out)))
+        self._one(nonce, data, n, aad, out, False)
         return out
+
+    cdef int _one(self, bytes nonce, bytes data, Py_ssize_t n, bytes aad, bytes out,
+                  bint seal) except -1:
+        """One record, sealed or opened as a batch of one (`_run`, on the module's context)."""
+        _check_nonce(nonce)
+        cdef Job job = Job(<const unsigned char*>PyBytes_AS_STRING(self.key),
+                           <const unsigned char*>PyBytes_AS_STRING(nonce),
+                           <const unsigned char*>PyBytes_AS_STRING(data), <int>n, NULL, 0,
+                           <unsigned char*>PyBytes_AS_STRING(out))
+        return _run(&job, 1, <const unsigned char*>PyBytes_AS_STRING(aad),
+                    <int>PyBytes_GET_SIZE(aad), seal)
 
 
 cdef inline int _check_nonce(bytes nonce) except -1:
@@ -248,9 +257,7 @@ def seal_records(list ciphers, list keys, list values, bytes head, bytes aad, by
     cdef bytes value, key, out
     cdef AesGcm c
     cdef Py_ssize_t count = 0
-    cdef Job* jobs = <Job*>malloc(max(m, 1) * sizeof(Job))
-    if jobs == NULL:
-        raise MemoryError()
+    cdef Job* jobs = _new_jobs(m)
     result = [None] * m
     try:
         for i in range(m):
@@ -289,9 +296,7 @@ def open_records(list ciphers, list keys, list values, Py_ssize_t body, bytes aa
     cdef bytes value, key, out
     cdef AesGcm c
     cdef Py_ssize_t count = 0
-    cdef Job* jobs = <Job*>malloc(max(m, 1) * sizeof(Job))
-    if jobs == NULL:
-        raise MemoryError()
+    cdef Job* jobs = _new_jobs(m)
     result, held = [None] * m, []
     try:
         for i in range(m):
