@@ -63,8 +63,8 @@ class EventRecords:
     item: list[int]
     value: list[float]
     categories: list[str | None]
-    _users: tuple[list[bytes], list[int]] | None = field(default=None, init=False, repr=False,
-                                                          compare=False)
+    _users: tuple[list[str], list[bytes], list[int]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> EventRecords:
@@ -93,12 +93,14 @@ class EventRecords:
     def __len__(self) -> int:
         return len(self.dedupe_keys)
 
-    def users(self) -> tuple[list[bytes], list[int]]:
-        """(feature keys of the distinct users, the row of each event's user among them)."""
+    def users(self) -> tuple[list[str], list[bytes], list[int]]:
+        """(the distinct users in order of first event, their feature keys, the row of each
+        event's user among them)."""
         if self._users is None:
             distinct = list(dict.fromkeys(self.user_ids))
             row_of = {u: j for j, u in enumerate(distinct)}
-            self._users = [keys.feature_key(u) for u in distinct], [row_of[u] for u in self.user_ids]
+            self._users = (distinct, [keys.feature_key(u) for u in distinct],
+                           [row_of[u] for u in self.user_ids])
         return self._users
 
 

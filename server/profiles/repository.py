@@ -51,10 +51,9 @@ class ProfileRepository:
         if not fresh:
             return IngestResult([], dups)
         new = records if not dups else records.take(fresh)
-        fkeys, rows = new.users()
+        users, fkeys, rows = new.users()
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value)
-        users = list(dict.fromkeys(new.user_ids))  # fkeys' order
         old_states, old_seens = split_states(self._profiles.get_many(txn, fkeys))
         states = update_records(self.layout, old_states, rows, batch)
         seens = seen.merge_updates(dict(zip(users, old_seens)), new.user_ids, new.item,

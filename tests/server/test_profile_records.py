@@ -31,7 +31,7 @@ def test_records_use_the_stored_key_conventions_and_the_filled_channel():
     rec = EventRecords.build(events, [None, "shoes"])
     assert rec.event_keys == [event_key(e.user_id, e.timestamp, e.event_id) for e in events]
     assert rec.dedupe_keys == [dedupe_key("e1"), dedupe_key("e2")]
-    assert rec.users() == ([feature_key("ann"), feature_key("bo")], [0, 1])
+    assert rec.users() == (["ann", "bo"], [feature_key("ann"), feature_key("bo")], [0, 1])
     assert rec.item == [item_code("i9"), -1] and rec.categories == [None, "shoes"]
     assert pb.Event.FromString(rec.payloads[0]).channel == "web"
 
@@ -43,7 +43,7 @@ def test_concat_and_take_keep_columns_aligned():
     assert len(both) == 3 and both.categories == [None, None, "toys"]
     picked = both.take([2, 0])
     assert picked.dedupe_keys == [dedupe_key("b1"), dedupe_key("a1")]
-    assert picked.users() == ([feature_key("cy"), feature_key("ann")], [0, 1])
+    assert picked.users() == (["cy", "ann"], [feature_key("cy"), feature_key("ann")], [0, 1])
 
 
 def test_a_repeated_id_in_one_batch_is_a_duplicate_and_touches_no_other_profile(repo):
