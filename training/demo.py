@@ -283,8 +283,36 @@ def _events_table(events: dict) -> pa.Table:
     return pa.table(cols)
 
 
+class _ImpressionWriter:
+    """impressions.jsonl of `training.demo_impressions`, chunk by chunk (a no-op when off)."""
+
+    def __init__(self, out: Path, cfg: DemoConfig, world: World, strength: float,
+                 per_user: float):
+        self.cfg, self.world, self.per_user, self.n = cfg, world, per_user, 0
+        self.path = out / "impressions.jsonl"
+        self.fh = open(self.path, "w") if per_user > 0 else None
+        self.tastes = (ContextTastes(cfg.seed, len(CATEGORIES), strength)
+                       if per_user > 0 else None)
+
+    def chunk(self, users: dict, events: dict, chunk: int) -> dict:
+        if self.fh is None:
+            return events
+        from training import demo_impressions as di
+
+        sim = di.simulate(self.cfg, self.world, users, chunk * self.cfg.chunk_users, self.tastes,
+                          self.per_user, chunk)
+        self.n += di.write_lines(self.fh, sim, self.cfg.seed)
+        return di.with_clicks(events, sim)
+
+    def close(self) -> dict:
+        if self.fh is None:
+            return {}
+        self.fh.close()
+        return {"impressions": str(self.path), "n_impressions": self.n}
+
+
 def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False,
-               context_tastes: float = 0.0) -> dict:
+               context_tastes: float = 0.0, impressions_per_user: float = 0.0) -> dict:
     """Write ``interactions.csv``, ``items.csv`` and ``ground_truth.npz`` into ``out``.
 
     Parameters
@@ -298,6 +326,10 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     context_tastes : float
         > 0: channel- and daypart-dependent tastes of this strength (`training.demo_tastes`) and
         a ``channel`` column in ``interactions.csv``; 0 (default) is the default world.
+    impressions_per_user : float
+        > 0 (needs ``context_tastes`` > 0): also ``impressions.jsonl``, a context-blind model's
+        log of this many requests per user on average with clicks from the world's context
+        tastes (`training.demo_impressions`); the clicks are added to ``interactions.csv``.
 
     Returns
     -------
@@ -305,9 +337,12 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
         Paths written and row counts.
     """
     t0 = time.perf_counter()
+    if impressions_per_user > 0 and context_tastes <= 0:
+        raise ValueError("an impression log needs context tastes (context_tastes > 0)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     world = make_world(cfg)
+    log = _ImpressionWriter(out, cfg, world, context_tastes, impressions_per_user)
     pacsv.write_csv(_items_table(world, cfg), out / "items.csv")
     taste, mix, sens = [], [], []
     n_rows = 0
@@ -317,6 +352,7 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
             {k: np.zeros(0, np.int64) for k in columns}).schema) as writer:
         for chunk in progress(range(n_chunks), desc="demo-data", unit=" chunks"):
             users, events = user_events(cfg, world, chunk, context_tastes)
+            events = log.chunk(users, events, chunk)
             writer.write_table(_events_table(events))
             n_rows += events["user_id"].shape[0]
             taste.append(users["taste"]), mix.append(users["mix"]), sens.append(users["price_sens"])
@@ -328,7 +364,8 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
              user_price_sensitivity=np.concatenate(sens),
              config=np.array(repr(asdict(cfg))))
     written = {"interactions": str(out / "interactions.csv"), "items": str(out / "items.csv"),
-               "ground_truth": str(out / "ground_truth.npz"), "n_rows": n_rows}
+               "ground_truth": str(out / "ground_truth.npz"), "n_rows": n_rows,
+               **log.close()}
     if contact:
         from training.demo_contact import contact_truth
 

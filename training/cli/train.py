@@ -37,6 +37,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--secrets-dir", type=Path,
                    default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
                    help="where the server's `erasure` keyring is (or TAILOR_SECRET_ERASURE)")
+    p.add_argument("--impressions", type=Path, default=None, metavar="FILE",
+                   help="impressions.jsonl (`training export --impressions`): with "
+                        "--context-features, fit the context tables and the ranker's context "
+                        "columns from what was shown and taken (docs/impressions.md) instead of "
+                        "the events' channel and time")
     p.add_argument("--no-report", action="store_true",
                    help="do not write OUT/report.html (pictures of the metrics and timings)")
     add_training_options(p)
@@ -60,7 +65,15 @@ def _without_erased(args):
 
 def run(args) -> int:
     inter, catalog = load(args.interactions, args.items, args.format, keep=_without_erased(args))
-    result = train(inter, catalog, config_from_args(args))
+    imps = None
+    if args.impressions is not None:
+        from training.impression_log import read_impressions
+
+        imps = read_impressions(args.impressions, inter.user_ids, inter.item_ids)
+        print(f"impressions: {len(imps)} requests, {imps.item.shape[0]} shown catalog items, "
+              f"{int(imps.positive.sum())} taken, {int((imps.user < 0).sum())} requests of "
+              f"users without events (tables only)")
+    result = train(inter, catalog, config_from_args(args), imps)
     print(format_table(result.metrics))
     if result.ranker is None and result.config.use_ranker:
         print("ranker dropped: it did not beat retrieval alone on NDCG@10 (manifest ranker = null)")
