@@ -18,22 +18,20 @@ Lift tables (`fit_rates`), for the channel table and the daypart table alike, wi
 The rate in a context is relative to the same category's rate over all contexts, so a category
 the serving model showed more on the app than on the web gets no lift from being shown more.
 
-The ranker (`train_context_ranker`) reads the impression tables in every row it learns from,
-and learns from two kinds of groups, each request's candidates and features being exactly those
-the server computes (`training.context_ranker.request_features`, with the request's channel and
-UTC daypart):
+The ranker (`train_context_ranker`) reads the impression tables in every row it learns from.
+Its groups are the events' requests of each user's inner label period (after the inner split's
+per-user cutoff; stage 1 and the tables see only what came before it), as
+`training.context_ranker` builds them: a request's candidates and features are exactly those the
+server computes (`training.context_ranker.request_features`, with the request's channel and UTC
+daypart), 1 where the user took the candidate in that context.
 
-- *shown* groups: the impressions of each user's inner label period (after the inner split's
-  per-user cutoff; stage 1 and the tables see only what came before it), one group per request,
-  its candidates that were shown: 1 if taken, 0 if shown and not taken. Unshown candidates carry
-  no label and are left out; shown items outside the candidates are ones the ranker never orders;
-- *event* groups: the events' requests of the same period, as `training.context_ranker` builds
-  them (1: the user took the candidate in that context).
-
-Why both: the shown groups alone teach what is taken *among what was shown* (on the demo world a
-ranker trained on them alone loses half the hold-out NDCG@10 of retrieval: it unlearns
-popularity, which decides what users come across); the event groups teach the rest, the shown
-groups add negatives in context that the events never hold (docs/impressions.md, "Training").
+``shown_groups`` (``train --impression-groups``) adds the impressions of the same period, one
+group per request with the request's own channel and hour, its candidates that were shown: 1 if
+taken, 0 if shown and not taken (unshown candidates carry no label and are left out; shown items
+outside the candidates are ones the ranker never orders). Off by default: these groups teach
+what is taken *among what was shown*, which is not what the hold-out asks (what users take of
+everything they come across), and on the demo world they cost most of the context gain
+(``python -m loadtests.context_ndcg``, docs/impressions.md "Training from the log").
 """
 from __future__ import annotations
 
@@ -137,18 +135,20 @@ def _shown_parts(stage, table, imps: ImpressionRows, p: RankerParams, context: b
 
 
 def train_context_ranker(train: Interactions, imps: ImpressionRows, catalog: Catalog, fit_stage,
-                         p: RankerParams | None = None, context: bool = True):
-    """As `training.context_ranker.train_context_ranker`, with the impression tables and both
-    kinds of groups (module doc): at most ``p.max_users`` requests of each kind (seeded),
-    ``p.valid_frac`` of them for validation."""
+                         p: RankerParams | None = None, context: bool = True,
+                         shown_groups: bool = False):
+    """As `training.context_ranker.train_context_ranker`, with the impression tables, on the
+    event groups and (``shown_groups``) the shown groups too (module doc): at most
+    ``p.max_users`` requests of each kind (seeded), ``p.valid_frac`` of them for validation."""
     t0, p = time.perf_counter(), p or RankerParams()
     inner_tr, inner_lab = temporal_split(train, 0.2)
     stage1 = fit_stage(train.subset(inner_tr))
     before = before_cutoffs(imps, user_cutoffs(train, inner_lab))
     table = fit_rates(imps.subset(before), catalog.category, len(catalog.category_names))
-    shown = _shown_parts(stage1, table, imps.subset(~before), p, context)
     events = request_parts(stage1, table, requests(train.subset(inner_lab)), p, context)
-    parts = [tuple(np.concatenate([a[k], b[k]]) for k in range(3)) for a, b in zip(shown, events)]
+    shown = (_shown_parts(stage1, table, imps.subset(~before), p, context) if shown_groups
+             else [(a[0][:0], a[1][:0], a[2][:0]) for a in events])
+    parts = [tuple(np.concatenate([a[k], b[k]]) for k in range(3)) for a, b in zip(events, shown)]
     names = list(FEATURES) + (list(CONTEXT_FEATURES) if context else [])
     booster, info = fit_booster(parts, names, p)
     info.update(requests=int(len(imps) - before.sum()), shown_groups=int(shown[0][2].shape[0]),

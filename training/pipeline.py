@@ -60,6 +60,9 @@ class TrainConfig:
     context_features: bool = False
     """Train the ranker with the request-context features too (`training.context_ranker`: needs
     a ``channel`` per row); the bundle then carries context.npz. Off: bundles as before."""
+    impression_groups: bool = False
+    """With an impression log: also train the ranker on its requests' shown candidates (taken
+    vs shown and not taken; `training.context_impressions`)."""
     refit: bool = True
     drift_users: int = 2000
     """Users sampled for the manifest's drift reference (`training.drift`); 0 writes none."""
@@ -111,8 +114,8 @@ def _context_table(rows: Interactions, imps: ImpressionRows | None, catalog: Cat
 def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test, imps=None):
     """Train the ranker; keep it only if it beats retrieval alone on NDCG@10."""
     if imps is not None:
-        booster, info = context_impressions.train_context_ranker(train, imps, catalog, fit,
-                                                                 config.ranker)
+        booster, info = context_impressions.train_context_ranker(
+            train, imps, catalog, fit, config.ranker, shown_groups=config.impression_groups)
     elif config.context_features:
         booster, info = train_context_ranker(train, catalog, fit, config.ranker)
     else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from contract.erasure import read_tombstones
@@ -42,6 +43,10 @@ def add_parser(subparsers) -> None:
                         "--context-features, fit the context tables and the ranker's context "
                         "columns from what was shown and taken (docs/impressions.md) instead of "
                         "the events' channel and time")
+    p.add_argument("--impression-groups", action="store_true",
+                   help="with --impressions: also train the ranker on the impressions' shown "
+                        "candidates, taken vs shown and not taken (off: it lowers hold-out "
+                        "NDCG@10 on the demo world, docs/impressions.md)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write OUT/report.html (pictures of the metrics and timings)")
     add_training_options(p)
@@ -73,7 +78,8 @@ def run(args) -> int:
         print(f"impressions: {len(imps)} requests, {imps.item.shape[0]} shown catalog items, "
               f"{int(imps.positive.sum())} taken, {int((imps.user < 0).sum())} requests of "
               f"users without events (tables only)")
-    result = train(inter, catalog, config_from_args(args), imps)
+    config = replace(config_from_args(args), impression_groups=args.impression_groups)
+    result = train(inter, catalog, config, imps)
     print(format_table(result.metrics))
     if result.ranker is None and result.config.use_ranker:
         print("ranker dropped: it did not beat retrieval alone on NDCG@10 (manifest ranker = null)")
