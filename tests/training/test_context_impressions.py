@@ -114,3 +114,10 @@ def test_the_demo_log_is_deterministic_and_read_like_an_export(tmp_path):
     # every click is an event too; the world's own rows are unchanged
     plain, _ = load(tmp_path / "plain" / "interactions.csv", tmp_path / "plain" / "items.csv")
     assert len(inter) - len(plain) == imps.positive.sum()
+
+
+def test_impressions_without_context_features_are_refused(hand_log):
+    from training.pipeline import TrainConfig, train
+    rows = make_interactions([("ann", "i0", 10), ("bob", "i1", 20)])
+    with pytest.raises(ValueError, match="--context-features"):
+        train(rows, None, TrainConfig(), impressions=hand_log)
