@@ -1,15 +1,13 @@
 """The ranker with request-context features (``train --context-features``): training and hold-out.
 
 The context features (`kernels.context.CONTEXT_FEATURES`: the candidate category's lift on the
-request's channel and in its UTC daypart) are appended to `kernels.ranking.FEATURES`. Their
+request's channel and in its UTC daypart) are appended to `kernels.ranking.FEATURES`. Here their
 tables are fitted from training rows that carry a channel and a time: the *events' own*
-``channel`` column with their timestamps. Why not the impression log (`training export
---impressions`)? An impression records the context of an answer the server gave; joined to the
-clicks it shows which shown items were taken in which context, a signal biased by what was shown
-(by the serving ranker itself) and present only once a context bundle has been served. The event
-log has every interaction with its channel and time, served or not (web, app, email), which is
-what the tables describe: where a category is bought. The demo tastes world
-(`training.demo_tastes`) writes such a column.
+``channel`` column with their timestamps. This is the fallback source: ``train --impressions``
+fits them from the impression log instead (`training.context_impressions`, which says why that
+is better: the request's own context, and the shown items not taken as negatives). Events are
+the only source before a context bundle has been served and logged, and for data from elsewhere.
+The demo tastes world (`training.demo_tastes`) writes such a column.
 
 A *request* is one (user, channel, daypart) of the rows, as the server sees one: its relevant
 items are the user's items in that context. The ranker is trained like `training.ranker`
