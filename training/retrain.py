@@ -81,6 +81,7 @@ def compare(inter, catalog, config, serving: Path, workdir: Path, imps=None) -> 
            "users_scored": len(ids)}
     with tempfile.TemporaryDirectory(prefix="tailor-retrain-", dir=workdir) as tmp:
         early = None if imps is None else imps.subset(imps.ts < cutoff)
+        early = early if early is not None and early.positive.any() else None  # events then
         candidate = write_bundle(train(before, catalog, config, early), Path(tmp) / "candidate")
         for name, bundle in (("serving", serving), ("candidate", candidate)):
             data_dir = Path(tmp) / f"serve-{name}"  # a server's data dir per bundle
