@@ -121,3 +121,13 @@ def test_impressions_without_context_features_are_refused(hand_log):
     rows = make_interactions([("ann", "i0", 10), ("bob", "i1", 20)])
     with pytest.raises(ValueError, match="--context-features"):
         train(rows, None, TrainConfig(), impressions=hand_log)
+
+
+def test_retrain_takes_the_log_only_when_something_in_it_was_taken(tmp_path, capsys):
+    from training.retrain import _impressions
+    rows = make_interactions([("ann", "i0", 10), ("ann", "i1", 20)], item_ids=ITEMS.tolist())
+    path = tmp_path / "impressions.jsonl"
+    path.write_text(_line("ann", "web", MONDAY_9H, [("i0", False), ("i1", False)]) + "\n")
+    assert _impressions(path, rows) is None and "from the events" in capsys.readouterr().err
+    path.write_text(_line("ann", "web", MONDAY_9H, [("i0", False), ("i1", True)]) + "\n")
+    assert _impressions(path, rows).positive.tolist() == [False, True]
