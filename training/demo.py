@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from kernels.context import CHANNELS
+from training.demo_impressions import LogWriter
 from training.demo_tastes import ContextTastes
 from training.events import Catalog, Interactions
 from training.progress import progress
@@ -283,34 +284,6 @@ def _events_table(events: dict) -> pa.Table:
     return pa.table(cols)
 
 
-class _ImpressionWriter:
-    """impressions.jsonl of `training.demo_impressions`, chunk by chunk (a no-op when off)."""
-
-    def __init__(self, out: Path, cfg: DemoConfig, world: World, strength: float,
-                 per_user: float):
-        self.cfg, self.world, self.per_user, self.n = cfg, world, per_user, 0
-        self.path = out / "impressions.jsonl"
-        self.fh = open(self.path, "w") if per_user > 0 else None
-        self.tastes = (ContextTastes(cfg.seed, len(CATEGORIES), strength)
-                       if per_user > 0 else None)
-
-    def chunk(self, users: dict, events: dict, chunk: int) -> dict:
-        if self.fh is None:
-            return events
-        from training import demo_impressions as di
-
-        sim = di.simulate(self.cfg, self.world, users, chunk * self.cfg.chunk_users, self.tastes,
-                          self.per_user, chunk)
-        self.n += di.write_lines(self.fh, sim, self.cfg.seed)
-        return di.with_clicks(events, sim)
-
-    def close(self) -> dict:
-        if self.fh is None:
-            return {}
-        self.fh.close()
-        return {"impressions": str(self.path), "n_impressions": self.n}
-
-
 def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False,
                context_tastes: float = 0.0, impressions_per_user: float = 0.0) -> dict:
     """Write ``interactions.csv``, ``items.csv`` and ``ground_truth.npz`` into ``out``.
@@ -342,7 +315,7 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     world = make_world(cfg)
-    log = _ImpressionWriter(out, cfg, world, context_tastes, impressions_per_user)
+    log = LogWriter(out, cfg, world, context_tastes, impressions_per_user)
     pacsv.write_csv(_items_table(world, cfg), out / "items.csv")
     taste, mix, sens = [], [], []
     n_rows = 0

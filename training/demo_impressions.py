@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 
 from kernels.context import CHANNELS, daypart
 from training.demo_tastes import ContextTastes, session_channel
 
-__all__ = ["K_SHOWN", "EXPLORE", "simulate", "write_lines", "with_clicks"]
+__all__ = ["K_SHOWN", "EXPLORE", "LogWriter", "simulate", "write_lines", "with_clicks"]
 
 K_SHOWN = 10
 EXPLORE = 0.3
@@ -113,3 +114,28 @@ def with_clicks(events: dict, sim: dict) -> dict:
     cols = {k: np.concatenate([events[k], add[k].astype(events[k].dtype)]) for k in events}
     order = np.lexsort((cols["event"], cols["timestamp"], cols["user_id"]))
     return {k: v[order] for k, v in cols.items()}
+
+
+class LogWriter:
+    """The world's impressions.jsonl (`simulate`), written chunk by chunk; a no-op when off."""
+
+    def __init__(self, out: Path, cfg, world, strength: float, per_user: float):
+        self.cfg, self.world, self.per_user, self.n = cfg, world, per_user, 0
+        self.path = out / "impressions.jsonl"
+        self.fh = open(self.path, "w") if per_user > 0 else None
+        self.tastes = (ContextTastes(cfg.seed, world.centroids.shape[0], strength)
+                       if per_user > 0 else None)
+
+    def chunk(self, users: dict, events: dict, chunk: int) -> dict:
+        if self.fh is None:
+            return events
+        sim = simulate(self.cfg, self.world, users, chunk * self.cfg.chunk_users, self.tastes,
+                       self.per_user, chunk)
+        self.n += write_lines(self.fh, sim, self.cfg.seed)
+        return with_clicks(events, sim)
+
+    def close(self) -> dict:
+        if self.fh is None:
+            return {}
+        self.fh.close()
+        return {"impressions": str(self.path), "n_impressions": self.n}
