@@ -69,6 +69,9 @@ def _without_erased(args):
 
 
 def run(args) -> int:
+    if args.impressions is not None and not args.context_features:
+        print("--impressions trains the context features: add --context-features")
+        return 2
     inter, catalog = load(args.interactions, args.items, args.format, keep=_without_erased(args))
     imps = None
     if args.impressions is not None:
