@@ -78,7 +78,7 @@ def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> 
                                                        "weights": "float32[B,L]"},
                     "output": "user_vec"},
         "ranker": ranker, "content": content_manifest(result),
-        **({} if context is None else {"context": _context_manifest(context)}),
+        **({} if context is None else {"context": _context_manifest(context, result)}),
         "metrics": result.metrics, "metrics_fit": "evaluation",
         "fits": getattr(result, "fits", {}),
         "data": {"fingerprint": fp, "n_rows": len(rows), "n_users": rows.n_users,
@@ -89,10 +89,13 @@ def _manifest(result, version: str, fp: str, files: dict, created: datetime) -> 
     }
 
 
-def _context_manifest(table) -> dict:
+def _context_manifest(table, result) -> dict:
+    """The context entry; ``source``: what the tables and the ranker's context columns were
+    fitted from (``events`` or ``impressions``, `training.pipeline`)."""
+    source = getattr(result, "context_source", None) or {"source": "events"}
     return {"file": "context.npz", "features": list(CONTEXT_FEATURES), "channels": list(CHANNELS),
             "dayparts": "4 * weekend + utc_hour // 6 (kernels.context.daypart)",
-            "n_categories": int(table.channel_lift.shape[1])}
+            "n_categories": int(table.channel_lift.shape[1]), **source}
 
 
 def write_bundle(result, root: str | Path) -> Path:

@@ -1,15 +1,13 @@
 """The ranker with request-context features (``train --context-features``): training and hold-out.
 
 The context features (`kernels.context.CONTEXT_FEATURES`: the candidate category's lift on the
-request's channel and in its UTC daypart) are appended to `kernels.ranking.FEATURES`. Their
+request's channel and in its UTC daypart) are appended to `kernels.ranking.FEATURES`. Here their
 tables are fitted from training rows that carry a channel and a time: the *events' own*
-``channel`` column with their timestamps. Why not the impression log (`training export
---impressions`)? An impression records the context of an answer the server gave; joined to the
-clicks it shows which shown items were taken in which context, a signal biased by what was shown
-(by the serving ranker itself) and present only once a context bundle has been served. The event
-log has every interaction with its channel and time, served or not (web, app, email), which is
-what the tables describe: where a category is bought. The demo tastes world
-(`training.demo_tastes`) writes such a column.
+``channel`` column with their timestamps. This is the fallback source: ``train --impressions``
+fits them from the impression log instead (`training.context_impressions`, which says why that
+is better: the request's own context, and the shown items not taken as negatives). Events are
+the only source before a context bundle has been served and logged, and for data from elsewhere.
+The demo tastes world (`training.demo_tastes`) writes such a column.
 
 A *request* is one (user, channel, daypart) of the rows, as the server sees one: its relevant
 items are the user's items in that context. The ranker is trained like `training.ranker`
@@ -32,7 +30,7 @@ from training.metrics import bootstrap_se, hits, per_user_metrics, ranking_metri
 from training.ranker import RankerParams, fit_booster
 from training.split import distinct_items, temporal_split
 
-__all__ = ["fit_table", "requests", "request_features", "train_context_ranker",
+__all__ = ["fit_table", "requests", "request_features", "request_parts", "train_context_ranker",
            "evaluate_requests"]
 
 logger = logging.getLogger("tailor.training.context_ranker")
@@ -90,6 +88,15 @@ def _dataset(stage, table, req, p: RankerParams, context: bool):
     return feats[keep][valid], y[keep][valid].astype(np.int32), valid.sum(axis=1)
 
 
+def request_parts(stage, table: ContextTable, req, p: RankerParams, context: bool) -> list:
+    """``[(X, y, group sizes) of training, of validation]`` of at most ``p.max_users`` requests
+    ``req`` (`requests` output; seeded pick, ``p.valid_frac`` of them for validation)."""
+    pick = np.random.default_rng(p.seed).permutation(req[0].shape[0])[:p.max_users]
+    n_valid = int(pick.shape[0] * p.valid_frac)
+    return [_dataset(stage, table, subset(req, np.sort(idx)), p, context)
+            for idx in (pick[n_valid:], pick[:n_valid])]
+
+
 def train_context_ranker(train: Interactions, catalog: Catalog, fit_stage,
                          p: RankerParams | None = None, context: bool = True):
     """A booster over `FEATURES` (+ `CONTEXT_FEATURES` with ``context``) grouped per request of
@@ -106,11 +113,7 @@ def train_context_ranker(train: Interactions, catalog: Catalog, fit_stage,
     fit_rows = train.subset(inner_tr)
     stage1, table = fit_stage(fit_rows), fit_table(fit_rows, catalog)
     req = requests(train.subset(inner_lab))
-    rng = np.random.default_rng(p.seed)
-    pick = rng.permutation(req[0].shape[0])[:p.max_users]
-    n_valid = int(pick.shape[0] * p.valid_frac)
-    parts = [_dataset(stage1, table, subset(req, np.sort(idx)), p, context)
-             for idx in (pick[n_valid:], pick[:n_valid])]
+    parts = request_parts(stage1, table, req, p, context)
     names = list(FEATURES) + (list(CONTEXT_FEATURES) if context else [])
     booster, info = fit_booster(parts, names, p)
     info.update(requests=int(req[0].shape[0]), features=names,

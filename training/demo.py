@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from kernels.context import CHANNELS
+from training.demo_impressions import LogWriter
 from training.demo_tastes import ContextTastes
 from training.events import Catalog, Interactions
 from training.progress import progress
@@ -284,7 +285,7 @@ def _events_table(events: dict) -> pa.Table:
 
 
 def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = False,
-               context_tastes: float = 0.0) -> dict:
+               context_tastes: float = 0.0, impressions_per_user: float = 0.0) -> dict:
     """Write ``interactions.csv``, ``items.csv`` and ``ground_truth.npz`` into ``out``.
 
     Parameters
@@ -298,6 +299,10 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
     context_tastes : float
         > 0: channel- and daypart-dependent tastes of this strength (`training.demo_tastes`) and
         a ``channel`` column in ``interactions.csv``; 0 (default) is the default world.
+    impressions_per_user : float
+        > 0 (needs ``context_tastes`` > 0): also ``impressions.jsonl``, a context-blind model's
+        log of this many requests per user on average with clicks from the world's context
+        tastes (`training.demo_impressions`); the clicks are added to ``interactions.csv``.
 
     Returns
     -------
@@ -305,9 +310,12 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
         Paths written and row counts.
     """
     t0 = time.perf_counter()
+    if impressions_per_user > 0 and context_tastes <= 0:
+        raise ValueError("an impression log needs context tastes (context_tastes > 0)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     world = make_world(cfg)
+    log = LogWriter(out, cfg, world, context_tastes, impressions_per_user)
     pacsv.write_csv(_items_table(world, cfg), out / "items.csv")
     taste, mix, sens = [], [], []
     n_rows = 0
@@ -317,6 +325,7 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
             {k: np.zeros(0, np.int64) for k in columns}).schema) as writer:
         for chunk in progress(range(n_chunks), desc="demo-data", unit=" chunks"):
             users, events = user_events(cfg, world, chunk, context_tastes)
+            events = log.chunk(users, events, chunk)
             writer.write_table(_events_table(events))
             n_rows += events["user_id"].shape[0]
             taste.append(users["taste"]), mix.append(users["mix"]), sens.append(users["price_sens"])
@@ -328,7 +337,8 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
              user_price_sensitivity=np.concatenate(sens),
              config=np.array(repr(asdict(cfg))))
     written = {"interactions": str(out / "interactions.csv"), "items": str(out / "items.csv"),
-               "ground_truth": str(out / "ground_truth.npz"), "n_rows": n_rows}
+               "ground_truth": str(out / "ground_truth.npz"), "n_rows": n_rows,
+               **log.close()}
     if contact:
         from training.demo_contact import contact_truth
 

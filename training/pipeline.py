@@ -9,6 +9,11 @@ seen sets, item statistics, index) is then refitted with the same parameters on 
 so the bundle knows every user's latest interactions. The ranker is trained once, on the
 evaluation fit's rows (its features are computed from whichever stage serves). ``refit=False``
 serves the evaluation fit itself (the behaviour before issue 21, for experiments).
+
+Context features (``context_features``) are fitted from the impression log when ``train`` is
+given one (`training.context_impressions`), else from the events' channel and time
+(`training.context_ranker`); the evaluation fit sees only impressions shown before each user's
+hold-out, the served tables every impression.
 """
 from __future__ import annotations
 
@@ -20,12 +25,14 @@ from functools import partial
 import numpy as np
 import onnx
 
+from training import context_impressions
 from training.als import ALSParams
 from training.content import ContentParams, fit_content
 from training.context_ranker import evaluate_requests, fit_table, train_context_ranker
 from training.drift import drift_reference
 from training.evaluate import evaluate
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
+from training.impression_log import ImpressionRows, user_cutoffs
 from training.index import IndexParams, build_index
 from training.progress import progress
 from training.ranker import RankerParams, to_onnx, train_ranker
@@ -53,6 +60,9 @@ class TrainConfig:
     context_features: bool = False
     """Train the ranker with the request-context features too (`training.context_ranker`: needs
     a ``channel`` per row); the bundle then carries context.npz. Off: bundles as before."""
+    impression_groups: bool = False
+    """With an impression log: also train the ranker on its requests' shown candidates (taken
+    vs shown and not taken; `training.context_impressions`)."""
     refit: bool = True
     drift_users: int = 2000
     """Users sampled for the manifest's drift reference (`training.drift`); 0 writes none."""
@@ -85,20 +95,37 @@ class TrainResult:
     drift: dict = field(default_factory=dict)
     context: object | None = None
     """The served fit's `kernels.context.ContextTable` (``context_features``), or None."""
+    context_source: dict = field(default_factory=dict)
+    """Where the context tables and the ranker's context columns came from (the manifest's
+    ``context.source``): ``{"source": "events", ...}`` or ``{"source": "impressions", ...}``."""
 
 
-def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
+def _context_table(rows: Interactions, imps: ImpressionRows | None, catalog: Catalog):
+    """(ContextTable, source info) from the impressions if given, else from the events' rows."""
+    if imps is None:
+        return fit_table(rows, catalog), {"source": "events", "rows": len(rows)}
+    table = context_impressions.fit_rates(imps, catalog.category, len(catalog.category_names))
+    return table, {"source": "impressions", "requests": len(imps),
+                   "shown": int(imps.item.shape[0]), "taken": int(imps.positive.sum()),
+                   "prior_shows": context_impressions.PRIOR_SHOWS,
+                   "rate": "clicked, carted or purchased over shown (server join)"}
+
+
+def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test, imps=None):
     """Train the ranker; keep it only if it beats retrieval alone on NDCG@10."""
-    if config.context_features:
+    if imps is not None:
+        booster, info = context_impressions.train_context_ranker(
+            train, imps, catalog, fit, config.ranker, shown_groups=config.impression_groups)
+    elif config.context_features:
         booster, info = train_context_ranker(train, catalog, fit, config.ranker)
     else:
         booster, info = train_ranker(train, catalog, fit, config.ranker)
     model = to_onnx(booster)
     session = encoder_session(model.SerializeToString(), config.ranker.threads)
     if config.context_features:
-        metrics = evaluate_requests(stage, fit_table(train, catalog), test, session,
-                                    config.ranker.n_candidates, config.eval_users,
-                                    config.als.seed)
+        table = _context_table(train, imps, catalog)[0]
+        metrics = evaluate_requests(stage, table, test, session, config.ranker.n_candidates,
+                                    config.eval_users, config.als.seed)
     else:
         metrics = evaluate(stage, test, session, config.ranker.n_candidates,
                            segments=user_segments(train, stage.cutoff),
@@ -117,23 +144,31 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test):
     return model, info, metrics
 
 
-def train(inter: Interactions, catalog: Catalog,
-          config: TrainConfig = TrainConfig()) -> TrainResult:
-    """Run the whole pipeline on ``inter`` (with ``catalog`` aligned to its item codes)."""
+def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConfig(),
+          impressions: ImpressionRows | None = None) -> TrainResult:
+    """Run the whole pipeline on ``inter`` (with ``catalog`` aligned to its item codes);
+    ``impressions`` (`training.impression_log.read_impressions` with ``inter``'s id tables):
+    the source of the context features."""
+    if impressions is not None and not config.context_features:
+        raise ValueError("impressions train the context features: add --context-features")
     if config.context_features and (not config.use_ranker or inter.channel is None):
         raise ValueError("context features need the ranker and a `channel` column in the "
-                         "interactions (e.g. `training demo-data --context-tastes 1`)")
+                         "interactions (e.g. `training demo-data --context-tastes 1`; the "
+                         "hold-out requests are the events' contexts)")
     clock = _Clock()
     bar = progress(desc="train", total=3 + bool(config.refit), unit=" stages")
     rows = inter.subset(event_weights(inter, config.event_weights) > 0)
     tr, te = temporal_split(rows, config.test_frac)
     train_rows, test = rows.subset(tr), rows.subset(te)
+    imps_before = (None if impressions is None else impressions.subset(
+        context_impressions.before_cutoffs(impressions, user_cutoffs(rows, te))))
     fit = partial(_fit, catalog=catalog, als=config.als, weights=config.event_weights)
     stage = fit(train_rows)
     clock.lap("retrieval", bar)
     ranker, info = None, {"disabled": True}
     if config.use_ranker:
-        ranker, info, metrics = _ranker(train_rows, catalog, fit, config, stage, test)
+        ranker, info, metrics = _ranker(train_rows, catalog, fit, config, stage, test,
+                                        imps_before)
     else:
         metrics = evaluate(stage, test, segments=user_segments(train_rows, stage.cutoff),
                            max_users=config.eval_users, seed=config.als.seed)
@@ -153,13 +188,14 @@ def train(inter: Interactions, catalog: Catalog,
     content = (fit_content(catalog, stage.item_factors, stage.popularity, config.content)
                if config.content.enabled else None)
     drift = drift_reference(stage, ranker, config.drift_users, config.ranker.n_candidates)
-    context = (fit_table(served_rows, catalog)
-               if config.context_features and ranker is not None else None)
+    context, source = (_context_table(served_rows, impressions if config.refit else imps_before,
+                                      catalog)
+                       if config.context_features and ranker is not None else (None, {}))
     clock.lap("content_and_drift")
     timings = clock.total()
     bar.close()
     return TrainResult(config, served_rows, catalog, stage, ranker, info, metrics, index,
-                       index_info, timings, fits, content, drift, context)
+                       index_info, timings, fits, content, drift, context, source)
 
 
 class _Clock:

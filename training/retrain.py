@@ -58,9 +58,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def compare(inter, catalog, config, serving: Path, workdir: Path) -> dict:
+def compare(inter, catalog, config, serving: Path, workdir: Path, imps=None) -> dict:
     """NDCG@10 (and the rest of `backtest.score`) of the serving bundle and of a candidate
-    trained with `config` on the rows up to the serving bundle's cutoff, on the rows after it."""
+    trained with `config` (and the impressions ``imps`` shown before the cutoff) on the rows up
+    to the serving bundle's cutoff, on the rows after it."""
     from training.backtest import score, serve_recommendations, split_rows
     from training.bundle import write_bundle
     from training.pipeline import train
@@ -79,7 +80,9 @@ def compare(inter, catalog, config, serving: Path, workdir: Path) -> dict:
     out = {"cutoff": cutoff, "rows_before": len(before), "rows_after": len(after),
            "users_scored": len(ids)}
     with tempfile.TemporaryDirectory(prefix="tailor-retrain-", dir=workdir) as tmp:
-        candidate = write_bundle(train(before, catalog, config), Path(tmp) / "candidate")
+        early = None if imps is None else imps.subset(imps.ts < cutoff)
+        early = early if early is not None and early.positive.any() else None  # events then
+        candidate = write_bundle(train(before, catalog, config, early), Path(tmp) / "candidate")
         for name, bundle in (("serving", serving), ("candidate", candidate)):
             data_dir = Path(tmp) / f"serve-{name}"  # a server's data dir per bundle
             data_dir.mkdir()
@@ -106,6 +109,18 @@ def _serving(args, client) -> tuple[str, Path] | int:
     return status.active.version, path
 
 
+def _impressions(path: Path, inter):
+    """The exported log for the context features, or None (events then) when nothing in it
+    was taken."""
+    from training.impression_log import read_impressions
+
+    imps = read_impressions(path, inter.user_ids, inter.item_ids)
+    if not imps.positive.any():
+        print(f"{path}: no shown item was taken; context tables from the events", file=sys.stderr)
+        return None
+    return imps
+
+
 def run(args) -> int:
     from clients import TailorClient, TailorError
     from training import export
@@ -128,7 +143,7 @@ def run(args) -> int:
         return serving
     version, serving_dir = serving
     # Events and the impression log (impressions.jsonl beside the events: the record of what
-    # was served; the ranker does not train on it yet).
+    # was served; with --context-features the context tables are fitted from it).
     exported = export.run(argparse.Namespace(**{**vars(args), "out": csv_path, "start": 0.0,
                                                 "end": 0.0, "tombstones_out": None,
                                                 "impressions": True, "impressions_out": None}))
@@ -138,8 +153,9 @@ def run(args) -> int:
                                               secrets_dir=args.secrets_dir))
     inter, catalog = load(csv_path, args.items, keep=keep)
     config = config_from_args(args)
+    imps = _impressions(args.work_dir / "impressions.jsonl", inter) if config.context_features else None
     try:
-        report = compare(inter, catalog, config, serving_dir, args.work_dir)
+        report = compare(inter, catalog, config, serving_dir, args.work_dir, imps)
     except ValueError as err:
         print(f"retrain: {err}", file=sys.stderr)
         return 1
@@ -149,7 +165,7 @@ def run(args) -> int:
         print(f"refused: candidate NDCG@10 {cand:.4f} < serving {served:.4f} - {args.tolerance:g} "
               "on the same hold-out; nothing pushed", file=sys.stderr)
         return 3
-    bundle = write_bundle(train(inter, catalog, config), args.work_dir / "bundles")
+    bundle = write_bundle(train(inter, catalog, config, imps), args.work_dir / "bundles")
     print(f"not worse (NDCG@10 {cand:.4f} vs {served:.4f}): pushing {bundle.name} as a "
           f"{args.canary:g}% canary")
     push_args = argparse.Namespace(**{**vars(args), "bundle": bundle, "stage_only": False})

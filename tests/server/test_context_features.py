@@ -189,3 +189,78 @@ async def test_served_recommend_of_a_bundle_without_context_ignores_the_channel(
                 assert lists[1:] == lists[:1] * 3
     finally:
         await server.stop(grace=0.5)
+
+
+# --- trained from the impression log (`train --context-features --impressions`) ---------------
+
+@pytest.fixture(scope="session")
+def impressions_bundle(tmp_path_factory):
+    data = tmp_path_factory.mktemp("impressions-data")
+    run_module("training", "demo-data", "--out", str(data), *TASTES_WORLD,
+               "--impressions-per-user", "6")
+    return train_bundle(tmp_path_factory.mktemp("impressions-bundles"), data, *FAST,
+                        "--impressions", str(data / "impressions.jsonl"))
+
+
+def test_a_bundle_trained_from_impressions_names_its_source(impressions_bundle, tastes_bundle):
+    manifest = json.loads((impressions_bundle / "manifest.json").read_text())
+    assert manifest["context"]["source"] == "impressions"
+    assert manifest["context"]["shown"] > manifest["context"]["taken"] > 0
+    assert manifest["ranker"]["features"][-2:] == ["channel_lift", "daypart_lift"]
+    assert json.loads((tastes_bundle / "manifest.json").read_text())["context"]["source"] == "events"
+
+
+def test_the_impression_channel_lift_follows_the_worlds_tastes(impressions_bundle, tastes):
+    lift = load_bundle(impressions_bundle).context.channel_lift
+    assert np.corrcoef(lift[0] - lift[1], tastes[0] - tastes[1])[0, 1] > 0.8
+    assert np.abs(lift[2]).max() < 1e-6  # the simulated log has no email requests: lift 0
+
+
+async def test_the_server_serves_a_bundle_trained_from_impressions(impressions_bundle, tmp_path):
+    from tests.conftest import server_settings, serving
+    users = _users(load_bundle(impressions_bundle), 30)
+    async with serving(server_settings(tmp_path, impressions_bundle)) as (_, ch):
+        stub = pb_grpc.RecommendationServiceStub(ch)
+        changed = 0
+        for user in users:
+            replies = [await stub.Recommend(pb.RecommendRequest(user_id=user, k=10, channel=c))
+                       for c in ("web", "app")]
+            assert all(len(r.items) == 10 and not r.cold_start for r in replies)
+            changed += [i.item_id for i in replies[0].items] != [i.item_id for i in replies[1].items]
+    assert changed >= 8
+
+
+async def test_training_reads_the_servers_join_with_and_without_request_id(tailor_server, channel,
+                                                                           tastes_bundle, tmp_path):
+    """The labels training learns from are the server's feedback join, exported: a click naming
+    its request joins that answer at its position; one without joins the latest answer that
+    showed the item (both answers show the same list)."""
+    import asyncio
+    import time
+
+    from protos.tailor.v1 import profile_pb2 as ppb
+    from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+    from training.impression_log import read_impressions
+    rec, profiles = pb_grpc.RecommendationServiceStub(channel), ppb_grpc.ProfileServiceStub(channel)
+    bundle = load_bundle(tastes_bundle)
+    user = _users(bundle, 1)[0]
+    first = await rec.Recommend(pb.RecommendRequest(user_id=user, k=10, channel="web"))
+    await asyncio.sleep(0.01)
+    second = await rec.Recommend(pb.RecommendRequest(user_id=user, k=10, channel="app"))
+    shown = [i.item_id for i in first.items]
+    assert shown == [i.item_id for i in second.items]
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
+        ppb.Event(event_id="j1", user_id=user, type="click", item_id=shown[2],
+                  request_id=first.request_id, timestamp=time.time()),
+        ppb.Event(event_id="j2", user_id=user, type="click", item_id=shown[4],
+                  timestamp=time.time())]))
+    out = tmp_path / "export" / "interactions.csv"
+    await asyncio.to_thread(run_module, "training", "export", "--server",
+                            f"127.0.0.1:{tailor_server.port}", "--out", str(out), "--impressions")
+    items = bundle.items["item_ids"].astype(str)
+    imps = read_impressions(out.parent / "impressions.jsonl", np.array([user]), items)
+    order = np.argsort(imps.ts, kind="stable")
+    assert imps.channel[order].tolist() == [CHANNELS.index("web"), CHANNELS.index("app")]
+    labels = [imps.positive[imps.indptr[r]:imps.indptr[r + 1]].tolist() for r in order]
+    assert labels == [[p == 2 for p in range(10)], [p == 4 for p in range(10)]]
+    assert [items[i] for i in imps.item[imps.indptr[order[0]]:imps.indptr[order[0] + 1]]] == shown

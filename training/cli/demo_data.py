@@ -27,6 +27,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--context-tastes", type=float, default=0.0, metavar="STRENGTH",
                    help="tastes depend on channel and time of week with this strength (e.g. 1.0; "
                         "adds a channel column); default 0: the default world")
+    p.add_argument("--impressions-per-user", type=float, default=0.0, metavar="R",
+                   help="with --context-tastes: also write impressions.jsonl, a context-blind "
+                        "model's log of about R requests per user with clicks drawn from the "
+                        "world's context tastes (training.demo_impressions; the clicks join "
+                        "interactions.csv); default 0: none")
     p.set_defaults(func=run)
 
 
@@ -45,10 +50,16 @@ def config_from_args(args) -> DemoConfig:
 
 
 def run(args) -> int:
+    if args.impressions_per_user > 0 and args.context_tastes <= 0:
+        print("--impressions-per-user needs --context-tastes STRENGTH > 0")
+        return 2
     info = write_demo(args.out, config_from_args(args), contact=args.contact_truth,
-                      context_tastes=args.context_tastes)
+                      context_tastes=args.context_tastes,
+                      impressions_per_user=args.impressions_per_user)
     print(f"wrote {info['n_rows']} interactions to {info['interactions']}")
     print(f"wrote {info['items']} and {info['ground_truth']}")
+    if "impressions" in info:
+        print(f"wrote {info['n_impressions']} impressions to {info['impressions']}")
     if "contact_truth" in info:
         print(f"wrote {info['contact_truth']}")
     return 0

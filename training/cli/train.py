@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from contract.erasure import read_tombstones
@@ -37,6 +38,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--secrets-dir", type=Path,
                    default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
                    help="where the server's `erasure` keyring is (or TAILOR_SECRET_ERASURE)")
+    p.add_argument("--impressions", type=Path, default=None, metavar="FILE",
+                   help="impressions.jsonl (`training export --impressions`): with "
+                        "--context-features, fit the context tables and the ranker's context "
+                        "columns from what was shown and taken (docs/impressions.md) instead of "
+                        "the events' channel and time")
+    p.add_argument("--impression-groups", action="store_true",
+                   help="with --impressions: also train the ranker on the impressions' shown "
+                        "candidates, taken vs shown and not taken (off: it lowers hold-out "
+                        "NDCG@10 on the demo world, docs/impressions.md)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write OUT/report.html (pictures of the metrics and timings)")
     add_training_options(p)
@@ -59,8 +69,20 @@ def _without_erased(args):
 
 
 def run(args) -> int:
+    if args.impressions is not None and not args.context_features:
+        print("--impressions trains the context features: add --context-features")
+        return 2
     inter, catalog = load(args.interactions, args.items, args.format, keep=_without_erased(args))
-    result = train(inter, catalog, config_from_args(args))
+    imps = None
+    if args.impressions is not None:
+        from training.impression_log import read_impressions
+
+        imps = read_impressions(args.impressions, inter.user_ids, inter.item_ids)
+        print(f"impressions: {len(imps)} requests, {imps.item.shape[0]} shown catalog items, "
+              f"{int(imps.positive.sum())} taken, {int((imps.user < 0).sum())} requests of "
+              f"users without events (tables only)")
+    config = replace(config_from_args(args), impression_groups=args.impression_groups)
+    result = train(inter, catalog, config, imps)
     print(format_table(result.metrics))
     if result.ranker is None and result.config.use_ranker:
         print("ranker dropped: it did not beat retrieval alone on NDCG@10 (manifest ranker = null)")
