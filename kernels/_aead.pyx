@@ -233,15 +233,18 @@ def user_tokens(list keys, Py_ssize_t size, unsigned char sep, list values=None)
     return result
 
 
-def pick(dict memo, list tokens, plain, bint strict):
-    """memo[tokens[i]] (KeyError if memo lacks it and `strict`, else None); `plain` where
-    tokens[i] is None."""
+def pick(dict memo, list tokens, plain, bint strict, list missing=None):
+    """memo[tokens[i]] (KeyError if memo lacks it and `strict`, else None, and the token is
+    appended to `missing` when given); `plain` where tokens[i] is None."""
     cdef Py_ssize_t i, m = len(tokens)
     result = [plain] * m
     for i in range(m):
         token = tokens[i]
         if token is not None:
-            result[i] = memo[token] if strict else memo.get(token)
+            found = memo[token] if strict else memo.get(token)
+            result[i] = found
+            if found is None and missing is not None:
+                missing.append(token)
     return result
 
 
