@@ -52,7 +52,7 @@ class BuildProtos(Command):
 
 LIBRARIES = {"_aead": ["crypto"]}
 """Libraries a kernel links against (OpenSSL's libcrypto: headers from libssl-dev)."""
-HEADERS = {"_aead": "openssl/evp.h"}
+HEADERS = {"_aead": "openssl/core_dispatch.h"}
 """A header a kernel needs: without it the kernel is skipped (`kernels.aead` then runs its
 reference, `cryptography`)."""
 

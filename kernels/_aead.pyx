@@ -1,4 +1,10 @@
-# AES-256-GCM through OpenSSL's EVP interface (libcrypto), one call per record or per batch.
+# AES-256-GCM through OpenSSL 3's default provider (libcrypto), one call per record or per batch.
+#
+# The provider's AES-256-GCM functions are taken from its dispatch table once
+# (`OSSL_PROVIDER_query_operation`, public since OpenSSL 3.0) and called directly: they are
+# the functions the EVP interface calls, without EVP's per-call bookkeeping (each
+# `EVP_EncryptInit_ex` asks the provider for the key and IV lengths through named parameters,
+# each tag through `EVP_CIPHER_CTX_ctrl`: about half of a small record's cost in OpenSSL 3.0).
 #
 # Each call re-keys a cipher context (AES-NI key expansion: tens of ns), so a key object is 32
 # bytes, not a context. Single records use this module's two contexts with the GIL held (never
@@ -9,36 +15,59 @@
 # nonces), which is the reference (`kernels.aead`).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, strncmp
 
 from cryptography.exceptions import InvalidTag
 
 
-cdef extern from "openssl/evp.h" nogil:
-    ctypedef struct EVP_CIPHER_CTX:
+ctypedef void (*ossl_fn)() noexcept nogil
+
+cdef extern from "openssl/core.h" nogil:
+    ctypedef struct OSSL_DISPATCH:
+        int function_id
+        ossl_fn function
+    ctypedef struct OSSL_ALGORITHM:
+        const char* algorithm_names
+        const char* property_definition
+        const OSSL_DISPATCH* implementation
+        const char* algorithm_description
+    ctypedef struct OSSL_PARAM:
         pass
-    ctypedef struct EVP_CIPHER:
+
+cdef extern from "openssl/core_dispatch.h" nogil:
+    int OSSL_OP_CIPHER
+    int OSSL_FUNC_CIPHER_NEWCTX
+    int OSSL_FUNC_CIPHER_ENCRYPT_INIT
+    int OSSL_FUNC_CIPHER_DECRYPT_INIT
+    int OSSL_FUNC_CIPHER_UPDATE
+    int OSSL_FUNC_CIPHER_FINAL
+    int OSSL_FUNC_CIPHER_FREECTX
+    int OSSL_FUNC_CIPHER_GET_CTX_PARAMS
+    int OSSL_FUNC_CIPHER_SET_CTX_PARAMS
+
+cdef extern from "openssl/params.h" nogil:
+    OSSL_PARAM OSSL_PARAM_construct_octet_string(const char* key, void* buf, size_t bsize)
+    OSSL_PARAM OSSL_PARAM_construct_end()
+
+cdef extern from "openssl/provider.h" nogil:
+    ctypedef struct OSSL_PROVIDER:
         pass
-    ctypedef struct ENGINE:
+    ctypedef struct OSSL_LIB_CTX:
         pass
-    EVP_CIPHER_CTX* EVP_CIPHER_CTX_new()
-    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX* ctx)
-    const EVP_CIPHER* EVP_aes_256_gcm()
-    int EVP_EncryptInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
-                           const unsigned char* key, const unsigned char* iv)
-    int EVP_EncryptUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
-                          const unsigned char* inp, int inl)
-    int EVP_EncryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
-    int EVP_DecryptInit_ex(EVP_CIPHER_CTX* ctx, const EVP_CIPHER* cipher, ENGINE* impl,
-                           const unsigned char* key, const unsigned char* iv)
-    int EVP_DecryptUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
-                          const unsigned char* inp, int inl)
-    int EVP_DecryptFinal_ex(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl)
-    int EVP_CipherUpdate(EVP_CIPHER_CTX* ctx, unsigned char* out, int* outl,
-                         const unsigned char* inp, int inl)
-    int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX* ctx, int type, int arg, void* ptr)
-    int EVP_CTRL_GCM_GET_TAG
-    int EVP_CTRL_GCM_SET_TAG
+    OSSL_PROVIDER* OSSL_PROVIDER_load(OSSL_LIB_CTX* libctx, const char* name)
+    const OSSL_ALGORITHM* OSSL_PROVIDER_query_operation(const OSSL_PROVIDER* prov,
+                                                        int operation_id, int* no_cache)
+    void* OSSL_PROVIDER_get0_provider_ctx(const OSSL_PROVIDER* prov)
+
+ctypedef void* (*newctx_f)(void* provctx) noexcept nogil
+ctypedef int (*init_f)(void* ctx, const unsigned char* key, size_t keylen,
+                       const unsigned char* iv, size_t ivlen,
+                       const OSSL_PARAM* params) noexcept nogil
+ctypedef int (*update_f)(void* ctx, unsigned char* out, size_t* outl, size_t outsize,
+                         const unsigned char* inp, size_t inl) noexcept nogil
+ctypedef int (*final_f)(void* ctx, unsigned char* out, size_t* outl, size_t outsize) noexcept nogil
+ctypedef int (*params_f)(void* ctx, OSSL_PARAM* params) noexcept nogil
+ctypedef void (*free_f)(void* ctx) noexcept nogil
 
 cdef enum:
     KEY = 32
@@ -49,57 +78,124 @@ cdef enum:
     NOGIL_RECORDS = 32
     AAD_JOINED = 256
 
-cdef EVP_CIPHER_CTX* _enc = EVP_CIPHER_CTX_new()
-cdef EVP_CIPHER_CTX* _dec = EVP_CIPHER_CTX_new()
-if _enc == NULL or _dec == NULL:
-    raise MemoryError("EVP_CIPHER_CTX_new")
-if EVP_EncryptInit_ex(_enc, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 \
-        or EVP_DecryptInit_ex(_dec, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1:
-    raise RuntimeError("AES-256-GCM is not available in this libcrypto")
-cdef unsigned char _empty[1]
+cdef struct Gcm:
+    void* provctx
+    newctx_f newctx
+    init_f einit
+    init_f dinit
+    update_f update
+    final_f final
+    params_f get_params
+    params_f set_params
+    free_f freectx
+
+cdef Gcm _gcm
+cdef const char* _NAME = b"AES-256-GCM:"
+cdef char* _TAG_PARAM = b"tag"
 
 
-cdef int _aad(EVP_CIPHER_CTX* ctx, const unsigned char* aad1, int n1, const unsigned char* aad2,
-              int n2) noexcept nogil:
-    """The associated data aad1 | aad2 into an initialised context, in one EVP call when it fits
-    `AAD_JOINED` bytes (each call costs ~0.1 us of OpenSSL 3's dispatch). 0, or FAILED."""
-    cdef int outl = 0
+cdef int _load() except -1:
+    """Fill `_gcm` from the default provider's AES-256-GCM dispatch table."""
+    cdef OSSL_PROVIDER* prov = OSSL_PROVIDER_load(NULL, b"default")
+    cdef int no_cache = 0
+    cdef const OSSL_ALGORITHM* alg
+    cdef const OSSL_DISPATCH* fn
+    if prov == NULL:
+        raise RuntimeError("OpenSSL's default provider is not available")
+    alg = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER, &no_cache)
+    while alg != NULL and alg.algorithm_names != NULL \
+            and strncmp(alg.algorithm_names, _NAME, 12) != 0:
+        alg += 1
+    if alg == NULL or alg.algorithm_names == NULL:
+        raise RuntimeError("AES-256-GCM is not in OpenSSL's default provider")
+    _gcm.provctx = OSSL_PROVIDER_get0_provider_ctx(prov)
+    fn = alg.implementation
+    while fn.function_id != 0:
+        if fn.function_id == OSSL_FUNC_CIPHER_NEWCTX:
+            _gcm.newctx = <newctx_f>fn.function
+        elif fn.function_id == OSSL_FUNC_CIPHER_ENCRYPT_INIT:
+            _gcm.einit = <init_f>fn.function
+        elif fn.function_id == OSSL_FUNC_CIPHER_DECRYPT_INIT:
+            _gcm.dinit = <init_f>fn.function
+        elif fn.function_id == OSSL_FUNC_CIPHER_UPDATE:
+            _gcm.update = <update_f>fn.function
+        elif fn.function_id == OSSL_FUNC_CIPHER_FINAL:
+            _gcm.final = <final_f>fn.function
+        elif fn.function_id == OSSL_FUNC_CIPHER_GET_CTX_PARAMS:
+            _gcm.get_params = <params_f>fn.function
+        elif fn.function_id == OSSL_FUNC_CIPHER_SET_CTX_PARAMS:
+            _gcm.set_params = <params_f>fn.function
+        elif fn.function_id == OSSL_FUNC_CIPHER_FREECTX:
+            _gcm.freectx = <free_f>fn.function
+        fn += 1
+    if not (_gcm.newctx and _gcm.einit and _gcm.dinit and _gcm.update and _gcm.final
+            and _gcm.get_params and _gcm.set_params and _gcm.freectx):
+        raise RuntimeError("OpenSSL's AES-256-GCM lacks a cipher function")
+    return 0
+
+
+cdef void* _new_ctx() except NULL:
+    cdef void* ctx = _gcm.newctx(_gcm.provctx)
+    if ctx == NULL:
+        raise MemoryError("AES-256-GCM context")
+    return ctx
+
+
+_load()
+cdef void* _enc = _new_ctx()
+cdef void* _dec = _new_ctx()
+
+
+cdef int _aad(void* ctx, const unsigned char* aad1, size_t n1, const unsigned char* aad2,
+              size_t n2) noexcept nogil:
+    """The associated data aad1 | aad2 into an initialised context, in one call when it fits
+    `AAD_JOINED` bytes. 0, or FAILED."""
+    cdef size_t outl = 0
     cdef unsigned char joined[AAD_JOINED]
     if n1 and n2 and n1 + n2 <= AAD_JOINED:
         memcpy(joined, aad1, n1)
         memcpy(joined + n1, aad2, n2)
         aad1, n1, n2 = joined, n1 + n2, 0
-    if (n1 and EVP_CipherUpdate(ctx, NULL, &outl, aad1, n1) != 1) \
-            or (n2 and EVP_CipherUpdate(ctx, NULL, &outl, aad2, n2) != 1):
+    if (n1 and _gcm.update(ctx, NULL, &outl, n1, aad1, n1) != 1) \
+            or (n2 and _gcm.update(ctx, NULL, &outl, n2, aad2, n2) != 1):
         return FAILED
     return 0
 
 
-cdef int _seal(EVP_CIPHER_CTX* ctx, const unsigned char* key, const unsigned char* nonce,
+cdef inline int _tag(void* ctx, unsigned char* tag, bint get) noexcept nogil:
+    """The context's tag into `tag` (`get`, after sealing) or `tag` into the context (before
+    the final call of an open): 1 on success."""
+    cdef OSSL_PARAM params[2]
+    params[0] = OSSL_PARAM_construct_octet_string(_TAG_PARAM, tag, TAG)
+    params[1] = OSSL_PARAM_construct_end()
+    return _gcm.get_params(ctx, params) if get else _gcm.set_params(ctx, params)
+
+
+cdef int _seal(void* ctx, const unsigned char* key, const unsigned char* nonce,
                const unsigned char* data, int n, const unsigned char* aad1, int n1,
                const unsigned char* aad2, int n2, unsigned char* out) noexcept nogil:
-    """AES-GCM of `data` under `key` with associated data aad1 | aad2: n bytes then the tag.
-    0, or FAILED."""
-    cdef int outl = 0, fin = 0
-    if EVP_EncryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 or _aad(ctx, aad1, n1, aad2, n2) \
-            or EVP_EncryptUpdate(ctx, out, &outl, data if n else _empty, n) != 1 \
-            or EVP_EncryptFinal_ex(ctx, out + outl, &fin) != 1 \
-            or EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG, out + n) != 1:
+    """AES-GCM of `data` under `key` (NULL: the context's key) with associated data aad1 |
+    aad2: n bytes then the tag. 0, or FAILED."""
+    cdef size_t outl = 0, fin = 0
+    if _gcm.einit(ctx, key, KEY if key != NULL else 0, nonce, NONCE, NULL) != 1 \
+            or _aad(ctx, aad1, n1, aad2, n2) \
+            or (n and _gcm.update(ctx, out, &outl, n, data, n) != 1) \
+            or _gcm.final(ctx, out + outl, &fin, 0) != 1 or _tag(ctx, out + n, True) != 1:
         return FAILED
     return 0
 
 
-cdef int _open(EVP_CIPHER_CTX* ctx, const unsigned char* key, const unsigned char* nonce,
+cdef int _open(void* ctx, const unsigned char* key, const unsigned char* nonce,
                const unsigned char* sealed, int n, const unsigned char* aad1, int n1,
                const unsigned char* aad2, int n2, unsigned char* out) noexcept nogil:
     """Inverse of `_seal` (`n`: ciphertext bytes, the tag after them). 0, FAILED or FORGED."""
-    cdef int outl = 0, fin = 0
-    if EVP_DecryptInit_ex(ctx, NULL, NULL, key, nonce) != 1 or _aad(ctx, aad1, n1, aad2, n2) \
-            or EVP_DecryptUpdate(ctx, out, &outl, sealed if n else _empty, n) != 1 \
-            or EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG,
-                                   <void*>(sealed + n)) != 1:
+    cdef size_t outl = 0, fin = 0
+    if _gcm.dinit(ctx, key, KEY if key != NULL else 0, nonce, NONCE, NULL) != 1 \
+            or _aad(ctx, aad1, n1, aad2, n2) \
+            or (n and _gcm.update(ctx, out, &outl, n, sealed, n) != 1) \
+            or _tag(ctx, <unsigned char*>(sealed + n), False) != 1:
         return FAILED
-    if EVP_DecryptFinal_ex(ctx, out + outl, &fin) != 1:
+    if _gcm.final(ctx, out + outl, &fin, 0) != 1:
         return FORGED
     return 0
 
@@ -123,7 +219,7 @@ cdef struct Job:
     unsigned char* out
 
 
-cdef int _run_all(EVP_CIPHER_CTX* ctx, Job* jobs, Py_ssize_t count, const unsigned char* aad,
+cdef int _run_all(void* ctx, Job* jobs, Py_ssize_t count, const unsigned char* aad,
                   int na, bint seal) noexcept nogil:
     """Every job in order, the context re-keyed only when the key changes (consecutive records
     of one user share its cipher object); the first failure's code, or 0."""
@@ -157,22 +253,17 @@ cdef Job* _new_jobs(Py_ssize_t m) except NULL:
 cdef int _run(Job* jobs, Py_ssize_t count, const unsigned char* aad, int na, bint seal) except -1:
     """`_run_all`, without the GIL when there are `NOGIL_RECORDS` jobs or more (on a context of
     the call's own), else on the module's context. Raises for the first failure."""
-    cdef EVP_CIPHER_CTX* ctx
+    cdef void* ctx
     cdef int rc = 0
     if count < NOGIL_RECORDS:
         return _check(_run_all(_enc if seal else _dec, jobs, count, aad, na, seal))
-    ctx = EVP_CIPHER_CTX_new()
-    if ctx == NULL:
-        raise MemoryError("EVP_CIPHER_CTX_new")
+    ctx = _new_ctx()
     try:
-        if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL) if seal else
-                EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, NULL, NULL)) != 1:
-            raise RuntimeError("AES-256-GCM is not available in this libcrypto")
         with nogil:
             rc = _run_all(ctx, jobs, count, aad, na, seal)
         return _check(rc)
     finally:
-        EVP_CIPHER_CTX_free(ctx)
+        _gcm.freectx(ctx)
 
 
 cdef class AesGcm:
@@ -233,15 +324,18 @@ def user_tokens(list keys, Py_ssize_t size, unsigned char sep, list values=None)
     return result
 
 
-def pick(dict memo, list tokens, plain, bint strict):
-    """memo[tokens[i]] (KeyError if memo lacks it and `strict`, else None); `plain` where
-    tokens[i] is None."""
+def pick(dict memo, list tokens, plain, bint strict, list missing=None):
+    """memo[tokens[i]] (KeyError if memo lacks it and `strict`, else None, and the token is
+    appended to `missing` when given); `plain` where tokens[i] is None."""
     cdef Py_ssize_t i, m = len(tokens)
     result = [plain] * m
     for i in range(m):
         token = tokens[i]
         if token is not None:
-            result[i] = memo[token] if strict else memo.get(token)
+            found = memo[token] if strict else memo.get(token)
+            result[i] = found
+            if found is None and missing is not None:
+                missing.append(token)
     return result
 
 

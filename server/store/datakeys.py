@@ -131,36 +131,43 @@ class DataKeys:
         while len(known) > self._cache_size:
             known.pop(next(iter(known)), None)
 
-    def ciphers(self, txn, tokens, create: bool = False) -> dict:
-        """`cipher` of many users at once (a batch's hot path): {token: AESGCM} of the tokens
-        that have a data key (or were given one, with `create`). The tokens the memo lacks are
-        read with one cursor and matched against the LRU under one lock. None among `tokens`
-        (a record that is not per-user) is skipped."""
-        memo = self.memo(txn)
-        wanted = dict.fromkeys(tokens)
-        wanted.pop(None, None)
-        missing = [t for t in wanted if t not in memo]
+    def ciphers(self, txn, tokens: list, create: bool = False, plain=None) -> list:
+        """`cipher` of many users at once (a batch's hot path), aligned with `tokens`: `plain`
+        where a token is None (a record that is not per-user), None where the user has no data
+        key (never written, or shredded) unless `create` gave them one. One kernel pass over
+        the memo (`kernels.aead.pick`); only the tokens it lacks go to `_resolve`."""
+        memo, missing = self.memo(txn), []
+        picked = aead.pick(memo, tokens, plain, False, missing)
+        if missing:
+            self._resolve(txn, memo, list(dict.fromkeys(missing)), create)
+            picked = aead.pick(memo, tokens, plain, create)
+        return picked
+
+    def _resolve(self, txn, memo: dict, missing: list, create: bool) -> None:
+        """Put in `memo` the ciphers of `missing` (distinct tokens it lacks): from the ciphers
+        kept by token when the snapshot allows, else their `datakeys` entries (one cursor) and
+        the LRU (one lock), unwrapping or (`create`) making the rest."""
         known = self._local.known
-        if missing and known:
+        if known:
             rest = []
             for token in missing:
-                aead = known.get(token)
-                if aead is None:
+                kept = known.get(token)
+                if kept is None:
                     rest.append(token)
                 else:
-                    memo[token] = aead
+                    memo[token] = kept
             missing = rest
         if not missing:
-            return memo
+            return
         found = self.table.get_many(txn, missing)
         unknown, new = [], []
         with self._lock:
             cache = self._cache
             for token, wrapped in zip(missing, found):
-                aead = None if wrapped is None else cache.get(wrapped)
-                if aead is not None:
+                cached = None if wrapped is None else cache.get(wrapped)
+                if cached is not None:
                     cache.move_to_end(wrapped)
-                    memo[token] = aead
+                    memo[token] = cached
                 elif wrapped is not None:
                     unknown.append(token)
                 elif create:
@@ -172,7 +179,6 @@ class DataKeys:
             memo.update(made)
             self._local.made.update(made)
         self._keep({t: memo[t] for t in missing if t in memo and t not in self._local.made})
-        return memo
 
     def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
         """`cipher` past the memo (after `memo(txn)`); remembers a key found or made in it."""

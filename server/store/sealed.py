@@ -79,9 +79,8 @@ class SealedTable(Table):
         keys = keys if type(keys) is list else list(keys)
         values = super().get_many(txn, keys)
         tokens = aead.user_tokens(keys, TOKEN_CHARS, _SEP, values)
-        memo = self.datakeys.ciphers(txn, tokens)
-        return aead.open_records(aead.pick(memo, tokens, aead.PLAIN), keys, values, _BODY,
-                                 self._aad)
+        return aead.open_records(self.datakeys.ciphers(txn, tokens, plain=aead.PLAIN), keys,
+                                 values, _BODY, self._aad)
 
     def put(self, txn, key: bytes, value: bytes) -> None:
         txn.put(key, self.seal(txn, key, value), db=self.db)
@@ -91,9 +90,8 @@ class SealedTable(Table):
         random nonces for the batch, every value sealed in one kernel call."""
         keys, values = [k for k, _ in items], [v for _, v in items]
         tokens = aead.user_tokens(keys, TOKEN_CHARS, _SEP)
-        memo = self.datakeys.ciphers(txn, tokens, True)
-        sealed = aead.seal_records(aead.pick(memo, tokens, strict=True), keys, values, _HEAD, self._aad,
-                                   os.urandom(_NONCE * len(keys)))
+        sealed = aead.seal_records(self.datakeys.ciphers(txn, tokens, True), keys, values, _HEAD,
+                                   self._aad, os.urandom(_NONCE * len(keys)))
         super().put_many(txn, list(zip(keys, sealed)))
 
     def scan_prefix(self, txn, prefix: bytes):

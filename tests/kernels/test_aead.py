@@ -87,3 +87,7 @@ def test_user_tokens_and_pick_kernel_and_reference(native, monkeypatch):
     with pytest.raises(KeyError):  # sealing: every user must have a key
         aead.pick(memo, tokens, strict=True)
     assert aead.pick(memo, tokens[:2], strict=True) == ["cipher", None]
+    missing: list = []  # the tokens the memo lacks, in order, repeats kept; None never
+    assert aead.pick(memo, tokens + [b"gone", b"new"], None, False, missing) == \
+        ["cipher", None, None, None, None]
+    assert missing == [b"gone", b"gone", b"new"]
