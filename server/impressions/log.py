@@ -1,12 +1,20 @@
 """The impression log: every Recommend answer, buffered on the serving path and written in groups.
 
 `record` is all the Recommend path pays: one tuple appended to a list (no hashing, no encoding,
-no I/O). A background task (`run`) hands the buffer to a thread every `flush_seconds`, or as soon
-as `flush_records` are waiting, and the thread writes the whole group in one write transaction:
-each impression under its user's keyed hash (`store.keys.impression_key`), and the counters of
-each (model version, channel) it touched (`records.C`), so GetModelStats always agrees with the
-log. Writes lag rather than block: past `buffer_max` waiting impressions, new ones are dropped
-and counted.
+no I/O). A background task (`run`) takes the buffer every `flush_seconds`, or as soon as
+`flush_records` are waiting, and writes the whole group in one write transaction: each
+impression under its user's keyed hash (`store.keys.impression_key`), and the counters of each
+(model version, channel) it touched (`records.C`), so GetModelStats always agrees with the log.
+Writes lag rather than block: past `buffer_max` waiting impressions, new ones are dropped and
+counted.
+
+The group's encoding (keys, records, counters: Python, ~10-20 µs an answer) runs on the event
+loop, `slice_records` answers at a time with the loop free between slices; only the write
+(sealing-free LMDB puts and the commit's fsync, C that mostly releases the GIL) runs in a
+thread. Encoded by a thread, a group of 300 held the GIL ~5 ms in all, and the event loop,
+which takes the GIL again after every gRPC and LMDB call, waited a switch interval each time:
++3 ms on Recommend's p99 at half max load (docs/performance.md, "Tail latency"). A slice delays
+the answers that arrive during it by at most its own length (< 1 ms).
 
 The tuple names its bundle by `id` (`_bundles` maps it back), so it holds no object the garbage
 collector tracks: CPython untracks it at its first young collection. A tuple holding the Bundle
@@ -16,6 +24,9 @@ oldest generation, whose growth starts the full collections that stop every thre
 
 Transactions: `flush` and the joins (`join.ImpressionJoin`) run under one lock, a join after
 flushing what this worker buffered, so an event never misses an impression of its own worker.
+`run` takes the lock (without waiting: a join or export holding it writes the buffer itself)
+from the moment it takes the buffer until its thread has committed the group, so a group being
+encoded is never missed either; stopped meanwhile, it puts the group back for `close`.
 """
 from __future__ import annotations
 
@@ -42,6 +53,8 @@ from .records import C, decode, encode, encode_many, item_codes_of, new_counters
 __all__ = ["ImpressionLog", "user_hash"]
 
 _DIGEST_CHARS = 32
+SLICE_RECORDS = 32
+"""Answers `run` encodes on the event loop before letting it serve again (~0.5 ms)."""
 _cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
 _new_id = RandomIds(8)
 
@@ -56,14 +69,17 @@ class ImpressionLog:
 
     def __init__(self, store: Store, ring: Keyring, *, flush_seconds: float = 0.5,
                  flush_records: int = 2048, buffer_max: int = 100_000,
-                 erased_at: Callable[[Sequence[str]], list[float | None]] | None = None):
+                 erased_at: Callable[[Sequence[str]], list[float | None]] | None = None,
+                 slice_records: int = SLICE_RECORDS):
         """`erased_at`: each user's last erasure time, None if never (the tombstones): buffered
-        impressions shown before their user's erasure are not written."""
+        impressions shown before their user's erasure are not written. `slice_records`: answers
+        `run` encodes on the event loop at a time."""
         self.store, self.ring, self.erased_at = store, ring, erased_at
         self._erased: dict[str, float] = {}
         """Users erased by this process since its last flush began, and when."""
         self.flush_seconds, self.flush_records, self.buffer_max = (flush_seconds, flush_records,
                                                                    buffer_max)
+        self.slice_records = slice_records
         self._t = store.table("impressions")
         self._buf: deque[tuple] = deque()
         """Answers waiting to be written: appended by the event loop, drained by the flush
@@ -152,25 +168,77 @@ class ImpressionLog:
     def flush(self) -> int:
         """Write every buffered impression (one write transaction); returns how many."""
         with self.lock:
-            take = self._buf.popleft
-            group = [take() for _ in range(len(self._buf))]
+            group = self._take()
             if not group:
                 return 0
-            counts = self._counted(group)  # every answer shown counts; erased users' go unwritten
-            group = self._not_erased(group, self._erased_before(group))
-            encoded = self._encoded(group)  # before the write lock: other writers wait less
-
-            def fn(txn):  # erasures of this process that committed meanwhile win
-                erased = self._erased
-                items = sorted(kv for g, kv in zip(group, encoded)
-                               if g[0] > erased.get(g[2], -1.0)) if erased else sorted(encoded)
-                self._t.put_many(txn, items)
-                add_counters(self._t, txn, counts)
-                return len(items)
-            n = self.store.write(fn)
-            self._erased = {}
+            n = self._write(group, self._encoded(group), self._counted(group))
         metrics.IMPRESSIONS_WRITTEN.inc(n)
         return n
+
+    def _take(self) -> list[tuple]:
+        take = self._buf.popleft
+        return [take() for _ in range(len(self._buf))]
+
+    def _write(self, group: list[tuple], encoded: list[tuple[bytes, bytes]],
+               counts: dict[bytes, np.ndarray]) -> int:
+        """Write `encoded` (the group's (key, value) pairs, in group order) and `counts` (every
+        answer shown counts; erased users' go unwritten), under `lock`; returns how many."""
+        erased = self._erased_before(group)
+        if erased:
+            encoded = [kv for g, kv in zip(group, encoded) if g[0] > erased.get(g[2], -1.0)]
+            group = self._not_erased(group, erased)
+
+        def fn(txn):  # erasures of this process that committed meanwhile win
+            erased = self._erased
+            items = sorted(kv for g, kv in zip(group, encoded)
+                           if g[0] > erased.get(g[2], -1.0)) if erased else sorted(encoded)
+            self._t.put_many(txn, items)
+            add_counters(self._t, txn, counts)
+            return len(items)
+        n = self.store.write(fn)
+        self._erased = {}
+        return n
+
+    async def _flush_sliced(self) -> None:
+        """`flush` as `run` does it: the group encoded on the event loop in slices of
+        `slice_records` (no thread holding the GIL against the loop meanwhile), then written
+        by a thread. Skipped while a join or export holds `lock` (they write the buffer)."""
+        if not self.lock.acquire(blocking=False):
+            return
+        group: list[tuple] = []
+        try:
+            group = self._take()
+            await self._prepare_codes(group)
+            encoded, counts = [], {}
+            for start in range(0, len(group), self.slice_records):
+                part = group[start:start + self.slice_records]
+                encoded += self._encoded(part)
+                _merge_counts(counts, self._counted(part))
+                await asyncio.sleep(0)
+        except asyncio.CancelledError:  # stopped before writing: back for `close` to write
+            self._buf.extendleft(reversed(group))
+            self.lock.release()
+            raise
+        except BaseException:  # lost, as a failed write's group is
+            self.lock.release()
+            raise
+        await asyncio.shield(asyncio.to_thread(self._write_and_release, group, encoded, counts))
+
+    def _write_and_release(self, group, encoded, counts) -> None:
+        """`_write` in the flush thread, then `lock` released (`run` stopped meanwhile or not:
+        `close` waits for the lock, so the group is written before it)."""
+        try:
+            metrics.IMPRESSIONS_WRITTEN.inc(self._write(group, encoded, counts))
+        finally:
+            self.lock.release()
+
+    async def _prepare_codes(self, group: list[tuple]) -> None:
+        """The item codes of each bundle the group names, made in a thread when missing (a
+        new bundle's catalog: ~1 µs an item, too long for the loop)."""
+        bundles = {id(b): b for b in (self._bundles[g[5]] for g in group)}
+        for bundle in bundles.values():
+            if bundle not in self._codes:
+                await asyncio.to_thread(self._codes_of, bundle)
 
     def _erased_before(self, group: list[tuple]) -> dict[str, float]:
         """{user: erasure time} of the group's users erased by any process (tombstones)."""
@@ -196,7 +264,7 @@ class ImpressionLog:
             self._wake.clear()
             if self._buf:
                 try:
-                    await asyncio.to_thread(self.flush)
+                    await self._flush_sliced()
                 except Exception:  # the store full or gone: keep serving, say why
                     logger.exception("writing impressions failed")
             self._forget_bundles()
@@ -269,6 +337,18 @@ class ImpressionLog:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.flush)
+
+
+def _merge_counts(into: dict[bytes, np.ndarray], counts: dict[bytes, np.ndarray]) -> None:
+    """Add the counter increments of one slice to those of the slices before it."""
+    for ck, delta in counts.items():
+        total = into.get(ck)
+        if total is None:
+            into[ck] = delta
+            continue
+        first, last = min(total[C.FIRST], delta[C.FIRST]), max(total[C.LAST], delta[C.LAST])
+        total += delta
+        total[C.FIRST], total[C.LAST] = first, last
 
 
 def add_counters(table, txn, counts: dict[bytes, np.ndarray]) -> None:
