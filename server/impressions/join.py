@@ -23,7 +23,8 @@ import numpy as np
 from .. import metrics
 from ..profiles.schema import item_code
 from ..store import keys
-from .log import ImpressionLog, add_counters
+from .counters import add_counters
+from .log import ImpressionLog
 from .logging import logger
 from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
 

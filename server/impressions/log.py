@@ -24,9 +24,10 @@ oldest generation, whose growth starts the full collections that stop every thre
 
 Transactions: `flush` and the joins (`join.ImpressionJoin`) run under one lock, a join after
 flushing what this worker buffered, so an event never misses an impression of its own worker.
-`run` takes the lock (without waiting: a join or export holding it writes the buffer itself)
-from the moment it takes the buffer until its thread has committed the group, so a group being
-encoded is never missed either; stopped meanwhile, it puts the group back for `close`.
+The group `run` is encoding on the loop stays `_pending` until its thread writes it (under the
+lock): a flush meanwhile (a join, an export, `close` after `run` was stopped) takes it over and
+writes it with the buffer, so it is never missed, never written twice, and the loop never waits
+for the lock.
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ from .. import metrics
 from ..ids import RandomIds
 from ..security.secrets import Keyring
 from ..store import Store, keys
+from .counters import add_counters, count_group, merge_counts
 from .logging import logger
-from .records import C, decode, encode, encode_many, item_codes_of, new_counters
+from .records import decode, encode, encode_many, item_codes_of
 
 __all__ = ["ImpressionLog", "user_hash"]
 
@@ -87,6 +89,8 @@ class ImpressionLog:
         self.lock = threading.Lock()
         """Held by every write of the table from this process (flushes and joins)."""
         self._wake: asyncio.Event | None = None
+        self._pending: list[tuple] | None = None
+        """The group `run` is encoding (taken from the buffer), until written."""
         self._bundles: dict[int, object] = {}
         """Each bundle a buffered answer names, by `id` (a catalog update makes a new bundle of
         the same version): set by `record` and pruned by `_forget_bundles`, both on the event
@@ -150,28 +154,15 @@ class ImpressionLog:
                 values[i] = raw
         return list(zip(keys_out, values))
 
-    def _counted(self, group: list[tuple]) -> dict[bytes, np.ndarray]:
-        """The counter increments of the group per count key."""
-        counts: dict[tuple, np.ndarray] = {}
-        bundles = self._bundles
-        for ts, _, _, channel, _, ref, _, _, cold in group:
-            version = bundles[ref].version
-            delta = counts.get((version, channel))
-            if delta is None:
-                delta = counts[(version, channel)] = new_counters()
-                delta[C.FIRST] = ts
-            delta[C.IMPRESSIONS] += 1
-            delta[C.COLD_START] += cold
-            delta[C.LAST] = ts
-        return {keys.impression_count_key(v, ch): d for (v, ch), d in counts.items()}
-
     def flush(self) -> int:
-        """Write every buffered impression (one write transaction); returns how many."""
+        """Write every buffered impression (one write transaction); returns how many. A group
+        `run` is encoding is taken over and written here (`run` drops it)."""
         with self.lock:
-            group = self._take()
+            group = [*(self._pending or ()), *self._take()]
+            self._pending = None
             if not group:
                 return 0
-            n = self._write(group, self._encoded(group), self._counted(group))
+            n = self._write(group, self._encoded(group), count_group(group, self._bundles))
         metrics.IMPRESSIONS_WRITTEN.inc(n)
         return n
 
@@ -201,36 +192,50 @@ class ImpressionLog:
 
     async def _flush_sliced(self) -> None:
         """`flush` as `run` does it: the group encoded on the event loop in slices of
-        `slice_records` (no thread holding the GIL against the loop meanwhile), then written
-        by a thread. Skipped while a join or export holds `lock` (they write the buffer)."""
+        `slice_records` (no thread holds the GIL against the loop meanwhile), then written by a
+        thread. The group is `_pending` until written: a `flush` meanwhile (a join, an export,
+        `close`) takes it over, and this one stops."""
         if not self.lock.acquire(blocking=False):
-            return
-        group: list[tuple] = []
+            return  # a flush is writing the buffer; what it leaves waits for the next tick
         try:
-            group = self._take()
-            await self._prepare_codes(group)
-            encoded, counts = [], {}
-            for start in range(0, len(group), self.slice_records):
-                part = group[start:start + self.slice_records]
-                encoded += self._encoded(part)
-                _merge_counts(counts, self._counted(part))
-                await asyncio.sleep(0)
-        except asyncio.CancelledError:  # stopped before writing: back for `close` to write
-            self._buf.extendleft(reversed(group))
-            self.lock.release()
-            raise
-        except BaseException:  # lost, as a failed write's group is
-            self.lock.release()
-            raise
-        await asyncio.shield(asyncio.to_thread(self._write_and_release, group, encoded, counts))
-
-    def _write_and_release(self, group, encoded, counts) -> None:
-        """`_write` in the flush thread, then `lock` released (`run` stopped meanwhile or not:
-        `close` waits for the lock, so the group is written before it)."""
-        try:
-            metrics.IMPRESSIONS_WRITTEN.inc(self._write(group, encoded, counts))
+            group = self._pending = self._take() or None
         finally:
             self.lock.release()
+        if group is None:
+            return
+        try:
+            encoded, counts = await self._encoded_sliced(group)
+        except Exception:  # lost, as the group of a failed write is (never retried forever)
+            if self._pending is group:
+                self._pending = None
+            raise
+        if encoded is not None:
+            await asyncio.to_thread(self._write_pending, group, encoded, counts)
+
+    async def _encoded_sliced(self, group: list[tuple]) -> tuple:
+        """(`_encoded`, `_counted`) of `group`, `slice_records` answers at a time with the loop
+        free between slices; (None, None) once a `flush` has taken the group over."""
+        await self._prepare_codes(group)
+        encoded, counts = [], {}
+        for start in range(0, len(group), self.slice_records):
+            if self._pending is not group:
+                return None, None
+            part = group[start:start + self.slice_records]
+            encoded += self._encoded(part)
+            merge_counts(counts, count_group(part, self._bundles))
+            await asyncio.sleep(0)
+        return encoded, counts
+
+    def _write_pending(self, group, encoded, counts) -> None:
+        """`_write` of `run`'s group, in the flush thread, unless a `flush` took it over."""
+        with self.lock:
+            if self._pending is not group:
+                return
+            try:
+                n = self._write(group, encoded, counts)
+            finally:
+                self._pending = None
+        metrics.IMPRESSIONS_WRITTEN.inc(n)
 
     async def _prepare_codes(self, group: list[tuple]) -> None:
         """The item codes of each bundle the group names, made in a thread when missing (a
@@ -276,7 +281,7 @@ class ImpressionLog:
         if len(self._bundles) < 2 or not self.lock.acquire(blocking=False):
             return
         try:
-            named = {g[5] for g in self._buf}
+            named = {g[5] for g in chain(self._buf, self._pending or ())}
             for ref in [r for r in self._bundles if r not in named]:
                 del self._bundles[ref]
         finally:
@@ -337,33 +342,3 @@ class ImpressionLog:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.flush)
-
-
-def _merge_counts(into: dict[bytes, np.ndarray], counts: dict[bytes, np.ndarray]) -> None:
-    """Add the counter increments of one slice to those of the slices before it."""
-    for ck, delta in counts.items():
-        total = into.get(ck)
-        if total is None:
-            into[ck] = delta
-            continue
-        first, last = min(total[C.FIRST], delta[C.FIRST]), max(total[C.LAST], delta[C.LAST])
-        total += delta
-        total[C.FIRST], total[C.LAST] = first, last
-
-
-def add_counters(table, txn, counts: dict[bytes, np.ndarray]) -> None:
-    """Add each increment to its stored counters (first and last times kept as min and max)."""
-    for ck, delta in counts.items():
-        raw = table.get(txn, ck)
-        if raw is None:
-            table.put(txn, ck, delta.tobytes())
-            continue
-        total = np.frombuffer(raw, np.float64).copy()
-        first, last = total[C.FIRST], total[C.LAST]
-        total += delta
-        if delta[C.FIRST]:
-            total[C.FIRST] = min(first, delta[C.FIRST]) if first else delta[C.FIRST]
-        else:
-            total[C.FIRST] = first
-        total[C.LAST] = max(last, delta[C.LAST])
-        table.put(txn, ck, total.tobytes())
