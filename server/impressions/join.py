@@ -23,8 +23,7 @@ import numpy as np
 from .. import metrics
 from ..profiles.schema import item_code
 from ..store import keys
-from .counters import add_counters
-from .log import ImpressionLog
+from .log import ImpressionLog, add_counters
 from .logging import logger
 from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
 

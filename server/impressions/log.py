@@ -1,20 +1,12 @@
 """The impression log: every Recommend answer, buffered on the serving path and written in groups.
 
 `record` is all the Recommend path pays: one tuple appended to a list (no hashing, no encoding,
-no I/O). A background task (`run`) takes the buffer every `flush_seconds`, or as soon as
-`flush_records` are waiting, and writes the whole group in one write transaction: each
-impression under its user's keyed hash (`store.keys.impression_key`), and the counters of each
-(model version, channel) it touched (`records.C`), so GetModelStats always agrees with the log.
-Writes lag rather than block: past `buffer_max` waiting impressions, new ones are dropped and
-counted.
-
-The group's encoding (keys, records, counters: Python, ~10-20 µs an answer) runs on the event
-loop, `slice_records` answers at a time with the loop free between slices; only the write
-(sealing-free LMDB puts and the commit's fsync, C that mostly releases the GIL) runs in a
-thread. Encoded by a thread, a group of 300 held the GIL ~5 ms in all, and the event loop,
-which takes the GIL again after every gRPC and LMDB call, waited a switch interval each time:
-+3 ms on Recommend's p99 at half max load (docs/performance.md, "Tail latency"). A slice delays
-the answers that arrive during it by at most its own length (< 1 ms).
+no I/O). A background task (`run`) hands the buffer to a thread every `flush_seconds`, or as soon
+as `flush_records` are waiting, and the thread writes the whole group in one write transaction:
+each impression under its user's keyed hash (`store.keys.impression_key`), and the counters of
+each (model version, channel) it touched (`records.C`), so GetModelStats always agrees with the
+log. Writes lag rather than block: past `buffer_max` waiting impressions, new ones are dropped
+and counted.
 
 The tuple names its bundle by `id` (`_bundles` maps it back), so it holds no object the garbage
 collector tracks: CPython untracks it at its first young collection. A tuple holding the Bundle
@@ -24,10 +16,6 @@ oldest generation, whose growth starts the full collections that stop every thre
 
 Transactions: `flush` and the joins (`join.ImpressionJoin`) run under one lock, a join after
 flushing what this worker buffered, so an event never misses an impression of its own worker.
-The group `run` is encoding on the loop stays `_pending` until its thread writes it (under the
-lock): a flush meanwhile (a join, an export, `close` after `run` was stopped) takes it over and
-writes it with the buffer, so it is never missed, never written twice, and the loop never waits
-for the lock.
 """
 from __future__ import annotations
 
@@ -48,15 +36,12 @@ from .. import metrics
 from ..ids import RandomIds
 from ..security.secrets import Keyring
 from ..store import Store, keys
-from .counters import add_counters, count_group, merge_counts
 from .logging import logger
-from .records import decode, encode, encode_many, item_codes_of
+from .records import C, decode, encode, encode_many, item_codes_of, new_counters
 
 __all__ = ["ImpressionLog", "user_hash"]
 
 _DIGEST_CHARS = 32
-SLICE_RECORDS = 32
-"""Answers `run` encodes on the event loop before letting it serve again (~0.5 ms)."""
 _cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
 _new_id = RandomIds(8)
 
@@ -71,17 +56,14 @@ class ImpressionLog:
 
     def __init__(self, store: Store, ring: Keyring, *, flush_seconds: float = 0.5,
                  flush_records: int = 2048, buffer_max: int = 100_000,
-                 erased_at: Callable[[Sequence[str]], list[float | None]] | None = None,
-                 slice_records: int = SLICE_RECORDS):
+                 erased_at: Callable[[Sequence[str]], list[float | None]] | None = None):
         """`erased_at`: each user's last erasure time, None if never (the tombstones): buffered
-        impressions shown before their user's erasure are not written. `slice_records`: answers
-        `run` encodes on the event loop at a time."""
+        impressions shown before their user's erasure are not written."""
         self.store, self.ring, self.erased_at = store, ring, erased_at
         self._erased: dict[str, float] = {}
         """Users erased by this process since its last flush began, and when."""
         self.flush_seconds, self.flush_records, self.buffer_max = (flush_seconds, flush_records,
                                                                    buffer_max)
-        self.slice_records = slice_records
         self._t = store.table("impressions")
         self._buf: deque[tuple] = deque()
         """Answers waiting to be written: appended by the event loop, drained by the flush
@@ -89,8 +71,6 @@ class ImpressionLog:
         self.lock = threading.Lock()
         """Held by every write of the table from this process (flushes and joins)."""
         self._wake: asyncio.Event | None = None
-        self._pending: list[tuple] | None = None
-        """The group `run` is encoding (taken from the buffer), until written."""
         self._bundles: dict[int, object] = {}
         """Each bundle a buffered answer names, by `id` (a catalog update makes a new bundle of
         the same version): set by `record` and pruned by `_forget_bundles`, both on the event
@@ -128,23 +108,22 @@ class ImpressionLog:
         return codes
 
     def _encoded(self, group: list[tuple]) -> list[tuple[bytes, bytes]]:
-        """(key, value) of each impression, in group order. Answers without context are packed
-        together per (bundle, k) (`records.encode_many`): a few µs of CPU each."""
+        """(key, value) of each impression, in group order. Keys are made together (each user
+        hashed once), answers without context packed together per (bundle, k)
+        (`records.encode_many`): a few µs of CPU each, with no Python call per answer (this
+        thread's Python holds the GIL the event loop and the batch thread wait for)."""
         kid, key, bundles = self.ring.kid, self.ring.key, self._bundles
-        prefixes: dict[str, bytes] = {}
-        keys_out, values = [], [b""] * len(group)
+        prefixes = {uid: keys.impression_user_prefix(kid, user_hash(key, uid))
+                    for uid in {g[2] for g in group}}
+        keys_out = keys.impression_keys([prefixes[g[2]] for g in group], [g[0] for g in group],
+                                        [g[1] or _new_id() for g in group])
+        values = [b""] * len(group)
         batches: dict[tuple, list[int]] = {}
-        for i, (ts, rid, uid, _, context, ref, rows, scores, cold) in enumerate(group):
-            prefix = prefixes.get(uid)
-            if prefix is None:
-                prefix = prefixes[uid] = keys.impression_user_prefix(kid, user_hash(key, uid))
-            keys_out.append(keys.impression_key(prefix, ts, rid or _new_id()))
-            if context or len(rows) != len(scores):
-                bundle = bundles[ref]
-                values[i] = encode(ts, bundle.version, group[i][3], zip(context[::2], context[1::2]),
-                                   self._codes_of(bundle)[rows], scores, cold)
+        for i, g in enumerate(group):
+            if g[4] or len(g[6]) != len(g[7]):  # context: one at a time
+                values[i] = self._encoded_one(g)
             else:
-                batches.setdefault((ref, len(rows)), []).append(i)
+                batches.setdefault((g[5], len(g[6])), []).append(i)
         for (ref, _), idx in batches.items():
             part, bundle = [group[i] for i in idx], bundles[ref]
             packed = encode_many(np.array([g[0] for g in part]), bundle.version,
@@ -154,96 +133,53 @@ class ImpressionLog:
                 values[i] = raw
         return list(zip(keys_out, values))
 
+    def _encoded_one(self, answer: tuple) -> bytes:
+        ts, _, _, channel, context, ref, rows, scores, cold = answer
+        bundle = self._bundles[ref]
+        return encode(ts, bundle.version, channel, zip(context[::2], context[1::2]),
+                      self._codes_of(bundle)[rows], scores, cold)
+
+    def _counted(self, group: list[tuple]) -> dict[bytes, np.ndarray]:
+        """The counter increments of the group per count key (answers taken together per
+        bundle and channel: no numpy call per answer)."""
+        parts: dict[tuple, list[tuple]] = {}
+        for g in group:
+            parts.setdefault((g[5], g[3]), []).append(g)
+        counts: dict[tuple, np.ndarray] = {}
+        for (ref, channel), part in parts.items():
+            version = self._bundles[ref].version
+            delta = counts.get((version, channel))
+            if delta is None:
+                delta = counts[(version, channel)] = new_counters()
+                delta[C.FIRST] = part[0][0]
+            delta[C.IMPRESSIONS] += len(part)
+            delta[C.COLD_START] += sum([g[8] for g in part])
+            delta[C.FIRST] = min(delta[C.FIRST], part[0][0])
+            delta[C.LAST] = max(delta[C.LAST], part[-1][0])
+        return {keys.impression_count_key(v, ch): d for (v, ch), d in counts.items()}
+
     def flush(self) -> int:
-        """Write every buffered impression (one write transaction); returns how many. A group
-        `run` is encoding is taken over and written here (`run` drops it)."""
+        """Write every buffered impression (one write transaction); returns how many."""
         with self.lock:
-            group = [*(self._pending or ()), *self._take()]
-            self._pending = None
+            take = self._buf.popleft
+            group = [take() for _ in range(len(self._buf))]
             if not group:
                 return 0
-            n = self._write(group, self._encoded(group), count_group(group, self._bundles))
+            counts = self._counted(group)  # every answer shown counts; erased users' go unwritten
+            group = self._not_erased(group, self._erased_before(group))
+            encoded = self._encoded(group)  # before the write lock: other writers wait less
+
+            def fn(txn):  # erasures of this process that committed meanwhile win
+                erased = self._erased
+                items = sorted(kv for g, kv in zip(group, encoded)
+                               if g[0] > erased.get(g[2], -1.0)) if erased else sorted(encoded)
+                self._t.put_many(txn, items)
+                add_counters(self._t, txn, counts)
+                return len(items)
+            n = self.store.write(fn)
+            self._erased = {}
         metrics.IMPRESSIONS_WRITTEN.inc(n)
         return n
-
-    def _take(self) -> list[tuple]:
-        take = self._buf.popleft
-        return [take() for _ in range(len(self._buf))]
-
-    def _write(self, group: list[tuple], encoded: list[tuple[bytes, bytes]],
-               counts: dict[bytes, np.ndarray]) -> int:
-        """Write `encoded` (the group's (key, value) pairs, in group order) and `counts` (every
-        answer shown counts; erased users' go unwritten), under `lock`; returns how many."""
-        erased = self._erased_before(group)
-        if erased:
-            encoded = [kv for g, kv in zip(group, encoded) if g[0] > erased.get(g[2], -1.0)]
-            group = self._not_erased(group, erased)
-
-        def fn(txn):  # erasures of this process that committed meanwhile win
-            erased = self._erased
-            items = sorted(kv for g, kv in zip(group, encoded)
-                           if g[0] > erased.get(g[2], -1.0)) if erased else sorted(encoded)
-            self._t.put_many(txn, items)
-            add_counters(self._t, txn, counts)
-            return len(items)
-        n = self.store.write(fn)
-        self._erased = {}
-        return n
-
-    async def _flush_sliced(self) -> None:
-        """`flush` as `run` does it: the group encoded on the event loop in slices of
-        `slice_records` (no thread holds the GIL against the loop meanwhile), then written by a
-        thread. The group is `_pending` until written: a `flush` meanwhile (a join, an export,
-        `close`) takes it over, and this one stops."""
-        if not self.lock.acquire(blocking=False):
-            return  # a flush is writing the buffer; what it leaves waits for the next tick
-        try:
-            group = self._pending = self._take() or None
-        finally:
-            self.lock.release()
-        if group is None:
-            return
-        try:
-            encoded, counts = await self._encoded_sliced(group)
-        except Exception:  # lost, as the group of a failed write is (never retried forever)
-            if self._pending is group:
-                self._pending = None
-            raise
-        if encoded is not None:
-            await asyncio.to_thread(self._write_pending, group, encoded, counts)
-
-    async def _encoded_sliced(self, group: list[tuple]) -> tuple:
-        """(`_encoded`, `_counted`) of `group`, `slice_records` answers at a time with the loop
-        free between slices; (None, None) once a `flush` has taken the group over."""
-        await self._prepare_codes(group)
-        encoded, counts = [], {}
-        for start in range(0, len(group), self.slice_records):
-            if self._pending is not group:
-                return None, None
-            part = group[start:start + self.slice_records]
-            encoded += self._encoded(part)
-            merge_counts(counts, count_group(part, self._bundles))
-            await asyncio.sleep(0)
-        return encoded, counts
-
-    def _write_pending(self, group, encoded, counts) -> None:
-        """`_write` of `run`'s group, in the flush thread, unless a `flush` took it over."""
-        with self.lock:
-            if self._pending is not group:
-                return
-            try:
-                n = self._write(group, encoded, counts)
-            finally:
-                self._pending = None
-        metrics.IMPRESSIONS_WRITTEN.inc(n)
-
-    async def _prepare_codes(self, group: list[tuple]) -> None:
-        """The item codes of each bundle the group names, made in a thread when missing (a
-        new bundle's catalog: ~1 µs an item, too long for the loop)."""
-        bundles = {id(b): b for b in (self._bundles[g[5]] for g in group)}
-        for bundle in bundles.values():
-            if bundle not in self._codes:
-                await asyncio.to_thread(self._codes_of, bundle)
 
     def _erased_before(self, group: list[tuple]) -> dict[str, float]:
         """{user: erasure time} of the group's users erased by any process (tombstones)."""
@@ -269,7 +205,7 @@ class ImpressionLog:
             self._wake.clear()
             if self._buf:
                 try:
-                    await self._flush_sliced()
+                    await asyncio.to_thread(self.flush)
                 except Exception:  # the store full or gone: keep serving, say why
                     logger.exception("writing impressions failed")
             self._forget_bundles()
@@ -281,7 +217,7 @@ class ImpressionLog:
         if len(self._bundles) < 2 or not self.lock.acquire(blocking=False):
             return
         try:
-            named = {g[5] for g in chain(self._buf, self._pending or ())}
+            named = {g[5] for g in self._buf}
             for ref in [r for r in self._bundles if r not in named]:
                 del self._bundles[ref]
         finally:
@@ -342,3 +278,21 @@ class ImpressionLog:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.flush)
+
+
+def add_counters(table, txn, counts: dict[bytes, np.ndarray]) -> None:
+    """Add each increment to its stored counters (first and last times kept as min and max)."""
+    for ck, delta in counts.items():
+        raw = table.get(txn, ck)
+        if raw is None:
+            table.put(txn, ck, delta.tobytes())
+            continue
+        total = np.frombuffer(raw, np.float64).copy()
+        first, last = total[C.FIRST], total[C.LAST]
+        total += delta
+        if delta[C.FIRST]:
+            total[C.FIRST] = min(first, delta[C.FIRST]) if first else delta[C.FIRST]
+        else:
+            total[C.FIRST] = first
+        total[C.LAST] = max(last, delta[C.LAST])
+        table.put(txn, ck, total.tobytes())
