@@ -21,7 +21,9 @@ the first server's max; then the p99 and server CPU per call of on vs off, paire
 `--compare-env NAME=VALUE ...` and `--compare-src DIR` are the same pairing for any setting or
 commit: server A as usual and server B with these TAILOR_* variables set and/or run from the
 source tree DIR, up together, runs alternated, then B minus A paired by round
-(`--server-env NAME=VALUE ...` sets variables on every server of the run).
+(`--server-env NAME=VALUE ...` sets variables on every server of the run). With
+`--impressions both` too, four servers (A and B, each with the log off and on), runs alternated,
+and the on vs off figures of A and of B: what a change does to the log's cost, from one run.
 
 `--tls` serves over TLS with a bearer token the server checks (a throwaway CA and certificate,
 `loadtests/certs.py`, and an auth config with one minted token of the `decider` role), and every
@@ -208,13 +210,15 @@ def server_variants(args) -> list[tuple[str | None, dict[str, str], Path | None]
     impression log's modes (`--impressions`), or A then B (`--compare-env`, `--compare-src`);
     `--server-env` in all."""
     common, src = _env_pairs(args.server_env), args.server_src
+    trees = [(None, common, src)]
     if args.compare_env or args.compare_src:
-        return [("A", common, src), ("B", {**common, **_env_pairs(args.compare_env)},
-                                     args.compare_src or src)]
-    if not args.impressions:
-        return [(None, common, src)]
-    return [(m, {**common, "TAILOR_IMPRESSION_LOG": "true" if m == "on" else "false"}, src)
-            for m in IMPRESSION_MODES[args.impressions]]
+        trees = [("A", common, src), ("B", {**common, **_env_pairs(args.compare_env)},
+                                      args.compare_src or src)]
+    if not args.impressions or (len(trees) == 2 and args.impressions != "both"):
+        return trees
+    return [(" ".join(filter(None, (t, m))),
+             {**env, "TAILOR_IMPRESSION_LOG": "true" if m == "on" else "false"}, tree_src)
+            for t, env, tree_src in trees for m in IMPRESSION_MODES[args.impressions]]
 
 
 def _start(stack: contextlib.ExitStack, bundle: Path, args, env: dict[str, str],
@@ -244,8 +248,8 @@ def bench_catalog(bundle: Path, args) -> dict:
         servers = [{"mode": m, "srv": _start(stack, bundle, args, env, src, secure), "paced": []}
                    for m, env, src in server_variants(args)]
         for s in servers:
-            s["tag"] = ("" if s["mode"] is None else f" [log {s['mode']}]" if args.impressions
-                        else f" [{s['mode']}]")
+            s["tag"] = ("" if s["mode"] is None else f" [log {s['mode']}]"
+                        if s["mode"] in IMPRESSION_MODES else f" [{s['mode']}]")
             run_load(s["srv"].target, RECOMMEND, recs, concurrency=8, duration=2,
                      connection=secure.connection)  # warm-up
         for s in servers:
@@ -284,13 +288,20 @@ def print_impression_cost(servers: list[dict], compared: str = "") -> None:
     per fixed-rate run (paired by round) and the median difference, and server CPU per call."""
     by = {s["mode"]: s for s in servers}
     if set(by) == {"A", "B"}:
-        on, off = by["B"], by["A"]
         print(f"B ({compared}) vs A, same bundle, generator and rates; runs alternated:")
+        _print_pair(by["B"], by["A"])
     elif set(by) == {"on", "off"}:
-        on, off = by["on"], by["off"]
         print("impression log on vs off (same bundle, generator and rates; runs alternated):")
-    else:
-        return
+        _print_pair(by["on"], by["off"])
+    elif set(by) == {"A off", "A on", "B off", "B on"}:
+        for tree, name in (("A", "A"), ("B", f"B ({compared})")):
+            print(f"{name}: impression log on vs off (same bundle, generator and rates; the four "
+                  "servers' runs alternated):")
+            _print_pair(by[f"{tree} on"], by[f"{tree} off"])
+
+
+def _print_pair(on: dict, off: dict) -> None:
+    """`print_impression_cost` of one pair of servers."""
     cpu_on, cpu_off = on["pair"].method.cpu_us_per_call, off["pair"].method.cpu_us_per_call
     print(f"  Recommend max: QPS {on['pair'].method.load.qps:.0f} vs {off['pair'].method.load.qps:.0f}; "
           f"server CPU per call {cpu_on:.1f} vs {cpu_off:.1f} us (x{cpu_on / cpu_off:.3f})")

@@ -108,23 +108,22 @@ class ImpressionLog:
         return codes
 
     def _encoded(self, group: list[tuple]) -> list[tuple[bytes, bytes]]:
-        """(key, value) of each impression, in group order. Answers without context are packed
-        together per (bundle, k) (`records.encode_many`): a few µs of CPU each."""
+        """(key, value) of each impression, in group order. Keys are made together (each user
+        hashed once), answers without context packed together per (bundle, k)
+        (`records.encode_many`): a few µs of CPU each, with no Python call per answer (this
+        thread's Python holds the GIL the event loop and the batch thread wait for)."""
         kid, key, bundles = self.ring.kid, self.ring.key, self._bundles
-        prefixes: dict[str, bytes] = {}
-        keys_out, values = [], [b""] * len(group)
+        prefixes = {uid: keys.impression_user_prefix(kid, user_hash(key, uid))
+                    for uid in {g[2] for g in group}}
+        keys_out = keys.impression_keys([prefixes[g[2]] for g in group], [g[0] for g in group],
+                                        [g[1] or _new_id() for g in group])
+        values = [b""] * len(group)
         batches: dict[tuple, list[int]] = {}
-        for i, (ts, rid, uid, _, context, ref, rows, scores, cold) in enumerate(group):
-            prefix = prefixes.get(uid)
-            if prefix is None:
-                prefix = prefixes[uid] = keys.impression_user_prefix(kid, user_hash(key, uid))
-            keys_out.append(keys.impression_key(prefix, ts, rid or _new_id()))
-            if context or len(rows) != len(scores):
-                bundle = bundles[ref]
-                values[i] = encode(ts, bundle.version, group[i][3], zip(context[::2], context[1::2]),
-                                   self._codes_of(bundle)[rows], scores, cold)
+        for i, g in enumerate(group):
+            if g[4] or len(g[6]) != len(g[7]):  # context: one at a time
+                values[i] = self._encoded_one(g)
             else:
-                batches.setdefault((ref, len(rows)), []).append(i)
+                batches.setdefault((g[5], len(g[6])), []).append(i)
         for (ref, _), idx in batches.items():
             part, bundle = [group[i] for i in idx], bundles[ref]
             packed = encode_many(np.array([g[0] for g in part]), bundle.version,
@@ -134,19 +133,29 @@ class ImpressionLog:
                 values[i] = raw
         return list(zip(keys_out, values))
 
+    def _encoded_one(self, answer: tuple) -> bytes:
+        ts, _, _, channel, context, ref, rows, scores, cold = answer
+        bundle = self._bundles[ref]
+        return encode(ts, bundle.version, channel, zip(context[::2], context[1::2]),
+                      self._codes_of(bundle)[rows], scores, cold)
+
     def _counted(self, group: list[tuple]) -> dict[bytes, np.ndarray]:
-        """The counter increments of the group per count key."""
+        """The counter increments of the group per count key (answers taken together per
+        bundle and channel: no numpy call per answer)."""
+        parts: dict[tuple, list[tuple]] = {}
+        for g in group:
+            parts.setdefault((g[5], g[3]), []).append(g)
         counts: dict[tuple, np.ndarray] = {}
-        bundles = self._bundles
-        for ts, _, _, channel, _, ref, _, _, cold in group:
-            version = bundles[ref].version
+        for (ref, channel), part in parts.items():
+            version = self._bundles[ref].version
             delta = counts.get((version, channel))
             if delta is None:
                 delta = counts[(version, channel)] = new_counters()
-                delta[C.FIRST] = ts
-            delta[C.IMPRESSIONS] += 1
-            delta[C.COLD_START] += cold
-            delta[C.LAST] = ts
+                delta[C.FIRST] = part[0][0]
+            delta[C.IMPRESSIONS] += len(part)
+            delta[C.COLD_START] += sum([g[8] for g in part])
+            delta[C.FIRST] = min(delta[C.FIRST], part[0][0])
+            delta[C.LAST] = max(delta[C.LAST], part[-1][0])
         return {keys.impression_count_key(v, ch): d for (v, ch), d in counts.items()}
 
     def flush(self) -> int:

@@ -28,6 +28,13 @@ def test_compare_src_runs_b_from_the_other_tree_and_impressions_keep_their_modes
     assert variants() == [(None, {}, None)]
 
 
+def test_compare_src_with_impressions_both_runs_each_tree_with_the_log_off_and_on(tmp_path):
+    found = variants("--compare-src", str(tmp_path), "--impressions", "both")
+    assert [(m, env["TAILOR_IMPRESSION_LOG"], src) for m, env, src in found] == [
+        ("A off", "false", None), ("A on", "true", None),
+        ("B off", "false", tmp_path), ("B on", "true", tmp_path)]
+
+
 def test_gcstats_writes_a_real_servers_collections_at_its_exit(tmp_path):
     prefix = tmp_path / "gc"
     env = {"TAILOR_GC_STATS": str(prefix),

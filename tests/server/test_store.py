@@ -127,6 +127,14 @@ def test_millisecond_keys_sort_in_time_order():
     assert keys.millis_many(stamps) == [keys.millis(ts) for ts in stamps]
 
 
+def test_impression_keys_of_a_group_are_each_impression_key():
+    prefixes = [keys.impression_user_prefix("k1", "ab" * 16), keys.impression_user_prefix("k1", "cd" * 16)]
+    stamps, rids = [1764000000.1239, 0.0009], ["r1", "ré"]
+    assert keys.impression_keys(prefixes, stamps, rids) == [
+        prefixes[0] + b"0001764000000123\x1fr1", prefixes[1] + b"0000000000000000\x1fr\xc3\xa9"] == [
+        keys.impression_key(p, ts, r) for p, ts, r in zip(prefixes, stamps, rids)]
+
+
 # -- the boundary: LMDB and key literals stay in server/store ------------------------------------
 
 ROOT = Path(__file__).resolve().parents[2]
