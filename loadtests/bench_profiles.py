@@ -19,7 +19,10 @@ per call on the same server, and GetProfile's CPU per call beside Ping's, with t
 `--encryption both` runs steps 2 and 3 with encryption at rest on and off (`encrypt_at_rest`;
 each read store populated in its own mode), alternating, `--rounds` times, in one run, and prints
 the ratios on/off of ingestion throughput, server CPU per event, GetProfile p50/p99 and server
-CPU per call (medians over the rounds). The keyrings are generated into `--work`/secrets.
+CPU per call (medians over the rounds). Both read servers stay up for the whole run and each
+round reads them in `--read-slices` alternated slices, so a burst of the shared machine's load
+falls on both modes alike rather than on one mode's whole read window. The keyrings are
+generated into `--work`/secrets.
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there) to take before/after figures of two commits with one driver (see loadtests/bench.py).
 `--encryption both --compare-src DIR` takes step 2 only, for this tree's server and DIR's,
@@ -163,12 +166,7 @@ def ingest(args, events, sync: bool, encrypt: bool) -> dict:
 
 def reads(args, sync: bool, encrypt: bool, parts: list[str] = ()):
     """Step 3: (GetProfile-vs-Ping comparison, idle CPU, a comparison per `parts` entry)."""
-    read_dir = args.work / f"read-{args.profiles}-{'on' if encrypt else 'off'}"
-    if not (read_dir / "store" / "data.mdb").exists():
-        print(f"populating {args.profiles} profiles (encryption {'on' if encrypt else 'off'}) ...",
-              flush=True)
-        populate(read_dir, args.profiles, args.secrets, encrypt)
-    proc, target = serve(read_dir, sync, src=args.server_src, secrets_dir=args.secrets,
+    proc, target = serve(read_store(args, encrypt), sync, src=args.server_src, secrets_dir=args.secrets,
                          encrypt=encrypt)
     try:
         load = dict(concurrency=args.read_concurrency, duration=args.read_seconds)
@@ -192,6 +190,8 @@ def main(argv=None) -> None:
     p.add_argument("--profiles", type=int, default=1_000_000, help="stored profiles for the read test")
     p.add_argument("--read-seconds", type=float, default=15.0)
     p.add_argument("--read-concurrency", type=int, default=4)
+    p.add_argument("--read-slices", type=int, default=3,
+                   help="with --encryption both: GetProfile runs per server and round, alternated")
     p.add_argument("--streams", type=int, default=1, help="concurrent TrackEventStream connections")
     p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
     p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
@@ -241,25 +241,75 @@ def main(argv=None) -> None:
               f"{c.ping.cpu_us_per_call:.1f} us = x{c.cpu_ratio:.2f}")
 
 
+def read_store(args, encrypt: bool) -> Path:
+    """The data dir of step 3 in one mode (populated on first use, then reused)."""
+    read_dir = args.work / f"read-{args.profiles}-{'on' if encrypt else 'off'}"
+    if not (read_dir / "store" / "data.mdb").exists():
+        print(f"populating {args.profiles} profiles (encryption {'on' if encrypt else 'off'}) ...",
+              flush=True)
+        populate(read_dir, args.profiles, args.secrets, encrypt)
+    return read_dir
+
+
+def paired_reads(servers: dict, args, first: bool) -> dict[bool, dict]:
+    """Step 3 on both read servers ({encrypt: (proc, target)}, both up): Ping on each, then
+    GetProfile in `args.read_slices` slices of `args.read_seconds` / slices per server,
+    alternated (`first`'s server leads), so both modes meet the same moments of a shared
+    machine. Per mode: the slices' median p50 and p99 and the CPU per call over all of them."""
+    slice_s = args.read_seconds / args.read_slices
+    load = dict(concurrency=args.read_concurrency, duration=slice_s)
+    out: dict[bool, dict] = {}
+    for encrypt, (proc, target) in servers.items():
+        ping = measure("Ping", proc.pid, target, PING, ping_payloads(), **load)
+        out[encrypt] = {"ping": ping.cpu_us_per_call, "p50": [], "p99": [], "cpu": 0.0, "calls": 0}
+    order = (first, not first)
+    for s in range(args.read_slices):
+        for encrypt in order if s % 2 == 0 else order[::-1]:
+            proc, target = servers[encrypt]
+            got = measure("GetProfile", proc.pid, target, GET_PROFILE,
+                          read_payloads(args.profiles), **load)
+            row = out[encrypt]
+            row["p50"].append(got.load.p50_ms)
+            row["p99"].append(got.load.p99_ms)
+            row["cpu"] += got.cpu_seconds
+            row["calls"] += got.load.calls
+    for row in out.values():
+        row.update(p50=float(np.median(row["p50"])), p99=float(np.median(row["p99"])),
+                   read_cpu=row["cpu"] / max(row["calls"], 1) * 1e6)
+        row["read_vs_ping"] = row["read_cpu"] / row["ping"] if row["ping"] else float("nan")
+    return out
+
+
 def compare_encryption(args, sync: bool) -> None:
-    """Steps 2 and 3 with encryption on and off, alternating, `args.rounds` times; ratios."""
+    """Steps 2 and 3 with encryption on and off, alternating, `args.rounds` times; ratios.
+    Both read servers stay up for the whole run and are read in alternated slices
+    (`paired_reads`); each ingestion runs on a fresh data dir."""
     rows: dict[bool, list[dict]] = {True: [], False: []}
-    for r in range(args.rounds):
-        for encrypt in ((True, False) if r % 2 == 0 else (False, True)):
+    servers = {e: serve(read_store(args, e), sync, src=args.server_src,
+                        secrets_dir=args.secrets, encrypt=e) for e in (True, False)}
+    try:
+        for _, target in servers.values():  # warm: page cache, keys, interpreter
+            run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)
+        for r in range(args.rounds):
+            order = (True, False) if r % 2 == 0 else (False, True)
             events = make_events(args.events, args.users, prefix=f"r{r}")
-            got = ingest(args, events, sync, encrypt)
-            pair, _, _ = reads(args, sync, encrypt)
-            got.update(per_event=got["cpu"] / len(events) * 1e6, p50=pair.method.load.p50_ms,
-                       ingest_ping=got["ping"].cpu_us_per_call, read_vs_ping=pair.cpu_ratio,
-                       p99=pair.method.load.p99_ms, qps=pair.method.load.qps,
-                       read_cpu=pair.method.cpu_us_per_call, read_ping=pair.ping.cpu_us_per_call)
-            rows[encrypt].append(got)
-            print(f"round {r} encryption {'on ' if encrypt else 'off'}: {got['rate']:,.0f} events/s, "
-                  f"{got['per_event']:.1f} us CPU/event; GetProfile p50 {got['p50']:.2f} ms p99 "
-                  f"{got['p99']:.2f} ms, {got['read_cpu']:.1f} us CPU/call (Ping "
-                  f"{got['read_ping']:.1f})", flush=True)
+            got = {e: ingest(args, events, sync, e) for e in order}
+            read = paired_reads(servers, args, order[0])
+            for encrypt in order:
+                g = got[encrypt]
+                g.update(read[encrypt], per_event=g["cpu"] / len(events) * 1e6,
+                         ingest_ping=g["ping"].cpu_us_per_call)
+                rows[encrypt].append(g)
+                print(f"round {r} encryption {'on ' if encrypt else 'off'}: {g['rate']:,.0f} "
+                      f"events/s, {g['per_event']:.1f} us CPU/event; GetProfile p50 {g['p50']:.2f} "
+                      f"ms p99 {g['p99']:.2f} ms, {g['read_cpu']:.1f} us CPU/call (Ping "
+                      f"{g['ping']:.1f})", flush=True)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait()
     med = {e: {k: float(np.median([g[k] for g in rows[e]]))
-               for k in ("rate", "per_event", "p50", "p99", "qps", "read_cpu", "read_vs_ping")}
+               for k in ("rate", "per_event", "p50", "p99", "read_cpu", "read_vs_ping")}
            for e in rows}
     for e in rows:  # CPU per event in Pings of the same server (contention moves both alike)
         med[e]["event_vs_ping"] = float(np.median([g["per_event"] / g["ingest_ping"] for g in rows[e]]))
