@@ -261,7 +261,8 @@ def paired_reads(servers: dict, args, first: bool) -> dict[bool, dict]:
     out: dict[bool, dict] = {}
     for encrypt, (proc, target) in servers.items():
         ping = measure("Ping", proc.pid, target, PING, ping_payloads(), **load)
-        out[encrypt] = {"ping": ping.cpu_us_per_call, "p50": [], "p99": [], "cpu": 0.0, "calls": 0}
+        out[encrypt] = {"read_ping": ping.cpu_us_per_call, "p50": [], "p99": [], "cpu": 0.0,
+                        "calls": 0}
     order = (first, not first)
     for s in range(args.read_slices):
         for encrypt in order if s % 2 == 0 else order[::-1]:
@@ -276,7 +277,8 @@ def paired_reads(servers: dict, args, first: bool) -> dict[bool, dict]:
     for row in out.values():
         row.update(p50=float(np.median(row["p50"])), p99=float(np.median(row["p99"])),
                    read_cpu=row["cpu"] / max(row["calls"], 1) * 1e6)
-        row["read_vs_ping"] = row["read_cpu"] / row["ping"] if row["ping"] else float("nan")
+        row["read_vs_ping"] = (row["read_cpu"] / row["read_ping"] if row["read_ping"]
+                               else float("nan"))
     return out
 
 
@@ -303,7 +305,7 @@ def compare_encryption(args, sync: bool) -> None:
                 print(f"round {r} encryption {'on ' if encrypt else 'off'}: {g['rate']:,.0f} "
                       f"events/s, {g['per_event']:.1f} us CPU/event; GetProfile p50 {g['p50']:.2f} "
                       f"ms p99 {g['p99']:.2f} ms, {g['read_cpu']:.1f} us CPU/call (Ping "
-                      f"{g['ping']:.1f})", flush=True)
+                      f"{g['read_ping']:.1f})", flush=True)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
