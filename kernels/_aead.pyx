@@ -15,7 +15,7 @@
 # nonces), which is the reference (`kernels.aead`).
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
-from libc.string cimport memcpy, strncmp
+from libc.string cimport memcpy, strlen, strncmp
 
 from cryptography.exceptions import InvalidTag
 
@@ -90,8 +90,14 @@ cdef struct Gcm:
     free_f freectx
 
 cdef Gcm _gcm
-cdef const char* _NAME = b"AES-256-GCM:"
+cdef const char* _NAME = b"AES-256-GCM"
 cdef char* _TAG_PARAM = b"tag"
+
+
+cdef bint _named(const char* names) noexcept:
+    """Whether the first of an algorithm's ':'-separated names is `_NAME`."""
+    cdef size_t n = strlen(_NAME)
+    return strncmp(names, _NAME, n) == 0 and (names[n] == b':' or names[n] == 0)
 
 
 cdef int _load() except -1:
@@ -103,8 +109,7 @@ cdef int _load() except -1:
     if prov == NULL:
         raise RuntimeError("OpenSSL's default provider is not available")
     alg = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER, &no_cache)
-    while alg != NULL and alg.algorithm_names != NULL \
-            and strncmp(alg.algorithm_names, _NAME, 12) != 0:
+    while alg != NULL and alg.algorithm_names != NULL and not _named(alg.algorithm_names):
         alg += 1
     if alg == NULL or alg.algorithm_names == NULL:
         raise RuntimeError("AES-256-GCM is not in OpenSSL's default provider")
