@@ -41,7 +41,8 @@ from training.backtest import split_rows
 from training.bundle import write_bundle
 from training.context_impressions import before_cutoffs
 from training.context_ranker import requests
-from training.demo import DemoConfig, write_demo
+from training.demo import DemoConfig
+from training.demo_files import write_demo
 from training.impression_log import read_impressions, user_cutoffs
 from training.metrics import bootstrap_se, per_user_metrics
 from training.pipeline import TrainConfig, train

@@ -10,7 +10,7 @@ __all__ = ["Catalog", "DemoConfig", "Interactions", "TrainConfig", "TrainResult"
            "train", "validate_bundle", "write_bundle", "write_demo"]
 
 _HOME = {"Catalog": "events", "Interactions": "events", "DemoConfig": "demo",
-         "write_demo": "demo", "TrainConfig": "pipeline", "TrainResult": "pipeline",
+         "write_demo": "demo_files", "TrainConfig": "pipeline", "TrainResult": "pipeline",
          "train": "pipeline", "load": "readers", "validate_bundle": "bundle",
          "write_bundle": "bundle"}
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from training.als import ALSParams
-from training.demo import DemoConfig, write_demo
+from training.demo import DemoConfig
+from training.demo_files import write_demo
 from training.events import EVENTS, Interactions
 from training.pipeline import TrainConfig, train
 from training.ranker import RankerParams

@@ -8,7 +8,8 @@ import pytest
 
 from tests.training.conftest import make_interactions
 from training.context_impressions import _labels, before_cutoffs, fit_rates
-from training.demo import DemoConfig, write_demo
+from training.demo import DemoConfig
+from training.demo_files import write_demo
 from training.impression_log import ImpressionRows, read_impressions, user_cutoffs
 from training.readers import load
 

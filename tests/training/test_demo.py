@@ -4,7 +4,8 @@ from datetime import UTC
 import numpy as np
 import pyarrow.csv as pacsv
 
-from training.demo import CATEGORIES, DemoConfig, write_demo
+from training.demo import CATEGORIES, DemoConfig
+from training.demo_files import write_demo
 from training.events import EVENTS
 
 TINY = DemoConfig(n_users=400, n_items=300, n_days=14, seed=3, chunk_users=150)

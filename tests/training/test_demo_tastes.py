@@ -40,7 +40,7 @@ def test_context_tilts_categories_the_way_the_world_says():
 def test_write_demo_adds_a_channel_column_only_when_on(tmp_path):
     import pyarrow.csv as pacsv
 
-    from training.demo import write_demo
+    from training.demo_files import write_demo
     from training.readers import load
 
     tiny = DemoConfig(n_users=200, n_items=100, n_days=14, seed=3, chunk_users=200)

@@ -19,7 +19,8 @@ def test_a_bar_on_a_terminal_and_nothing_in_a_pipe():
 
 
 def test_demo_data_shows_its_chunks_on_a_terminal(tmp_path, monkeypatch):
-    from training.demo import DemoConfig, write_demo
+    from training.demo import DemoConfig
+    from training.demo_files import write_demo
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     write_demo(tmp_path, DemoConfig(n_users=300, n_items=200, n_days=7, seed=1, chunk_users=100))

@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from training.bundle import find_bundles, write_bundle
-from training.demo import DemoConfig, start_for_end, write_demo
+from training.demo import DemoConfig, start_for_end
+from training.demo_files import write_demo
 from training.evaluate import format_table
 from training.pipeline import TrainConfig, train
 from training.readers import load

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from training.demo import DemoConfig, start_for_end, write_demo
+from training.demo import DemoConfig, start_for_end
+from training.demo_files import write_demo
 
 _DEFAULT = DemoConfig()
 
