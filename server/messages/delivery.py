@@ -61,6 +61,8 @@ class Delivery:
         self.smtp, self.sender, self.events, self.webhooks = smtp, sender, events, webhooks
         self.retry, self.dead, self.dkim = retry or Retry(), dead, dkim
         self.limits = limits
+        self.envelope = parseaddr(sender)[1]
+        """The envelope sender (MAIL FROM): the address of `sender`."""
 
     @classmethod
     def from_settings(cls, s, events: EventRecorder, store, ring) -> Delivery:
@@ -125,8 +127,7 @@ class Delivery:
         `record_sent`."""
         if channel == "email":
             smtp = via or self.smtp
-            envelope = parseaddr(self.sender)[1]
-            return await self.retry.run(channel, lambda: smtp.send_bytes(envelope, to, data))
+            return await self.retry.run(channel, lambda: smtp.send_bytes(self.envelope, to, data))
         return await self.retry.run(channel, lambda: self.webhooks.post(channel, data))
 
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
