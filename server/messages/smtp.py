@@ -99,6 +99,21 @@ def build_email(message, to: str, sender: str, date: str | None = None) -> MimeM
     return mail
 
 
+async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, data: bytes) -> None:
+    """One mail transaction: MAIL (with RFC 1870's SIZE when offered), RCPT, DATA. What
+    `client.sendmail` does for one recipient, without its second parse of both addresses and
+    its extra pass over the message; a refusal raises the command's error (`classify` reads
+    its code), and the caller drops the session."""
+    options = [f"size={len(data)}"] if client.supports_extension("size") else []
+    await client.mail(sender, options=options)
+    try:
+        await client.rcpt(to)
+    except ValueError:  # an address SMTP cannot carry (checked by aiosmtplib): close the envelope
+        await client.rset()
+        raise
+    await client.data(data)
+
+
 class SmtpSender:
     def __init__(self, config: SmtpConfig):
         self.config = config
@@ -117,8 +132,8 @@ class SmtpSender:
         return client
 
     async def send_bytes(self, sender: str, to: str, data: bytes) -> None:
-        """Send a message already flattened (envelope sender and recipient given)."""
-        await self._on_connection(lambda client: client.sendmail(sender, [to], data))
+        """Send a message already flattened, CRLF lines (envelope sender and recipient given)."""
+        await self._on_connection(lambda client: _transaction(client, sender, to, data))
 
     async def _on_connection(self, call) -> None:
         """One attempt, reconnecting once when the relay dropped an idle connection; raises
