@@ -174,8 +174,8 @@ class SendJob:
             if not composing:
                 await asyncio.sleep(wait)
                 continue
-            try:
-                r = await asyncio.wait_for(queue.get(), wait)
+            try:  # (no deferred message: no timer per message)
+                r = await (queue.get() if wait is None else asyncio.wait_for(queue.get(), wait))
             except TimeoutError:
                 continue
             if r is None:
