@@ -108,7 +108,8 @@ class SendJob:
             composing.cancel()
         await self._record_sent()
         await asyncio.to_thread(self.records.finish, self.send_id)
-        logger.info("send %s finished", self.send_id)
+        logger.info("send %s finished (deliveries settled: %d records in %d transactions)",
+                    self.send_id, self.settler.settled, self.settler.writes)
 
     # -- compose -----------------------------------------------------------------------------------
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:

@@ -26,8 +26,8 @@ class Settler:
         self._write = write
         self._waiting: list[tuple[Recipient, asyncio.Future]] = []
         self._writer: asyncio.Task | None = None
-        self.writes = 0
-        """Transactions written so far (for tests and logs)."""
+        self.writes = self.settled = 0
+        """Transactions written so far, and the records in them (for tests and logs)."""
 
     async def settle(self, r: Recipient) -> None:
         done = asyncio.get_running_loop().create_future()
@@ -44,6 +44,7 @@ class Settler:
                 try:
                     await asyncio.to_thread(self._write, [r for r, _ in group])
                     self.writes += 1
+                    self.settled += len(group)
                 except Exception as err:
                     _resolve(group, err)
                     continue

@@ -41,7 +41,7 @@ async def test_records_settled_together_share_one_transaction(records):
     settler = Settler(write)
     todo = records.recipients("s1")[:4]
     await asyncio.gather(*(settler.settle(settled(records, r)) for r in todo))
-    assert groups == [USERS[:4]] and settler.writes == 1
+    assert groups == [USERS[:4]] and (settler.writes, settler.settled) == (1, 4)
     assert on_disk(records) == {u: SENT if u in USERS[:4] else "pending" for u in USERS}
     assert records.job("s1")["sent"] == 4
 
