@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from email.utils import parseaddr
 
 from contract.keyring import keyring_path
@@ -121,26 +121,20 @@ class Delivery:
                                             message.decision_id, user_id, time.time())])
         return True
 
-    async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None,
-                   before: Awaitable | None = None) -> int:
+    async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None) -> int:
         """Hand flattened bytes to `channel`'s adapter (SMTP over `via` or the shared
-        connection), retrying transient failures; the attempts it took. `before` (a future):
-        what must be done before the message's content goes (SMTP: before DATA; the webhook:
-        before the POST). No event: see `record_sent`."""
+        connection), retrying transient failures; the attempts it took. No event: see
+        `record_sent`."""
         if channel == "email":
             smtp = via or self.smtp
-            return await self.retry.run(
-                channel, lambda: smtp.send_bytes(self.envelope, to, data, before))
-        if before is not None:
-            await before
+            return await self.retry.run(channel, lambda: smtp.send_bytes(self.envelope, to, data))
         return await self.retry.run(channel, lambda: self.webhooks.post(channel, data))
 
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
-                           decision: str, user: str, via: SmtpSender | None = None,
-                           before: Awaitable | None = None) -> int:
+                           decision: str, user: str, via: SmtpSender | None = None) -> int:
         """`send`; a message that did not go is kept as a dead letter, and the error raised."""
         try:
-            return await self.send(channel, to, data, via, before)
+            return await self.send(channel, to, data, via)
         except UNDELIVERED as err:
             if self.dead is not None:
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),

@@ -12,9 +12,8 @@ A job runs two stages in its server process:
   (shared by the lanes), at the message's `send_at`: a message the contact policy deferred
   waits in a heap (in memory, bounded by the audience; its `ready` record is on disk, so a
   restart finds it again), the others go at once. After the adapter accepts a message its
-  record is settled `sent` before the content of that lane's next message goes (the next
-  MAIL and RCPT overlap the commit, its DATA waits for it; the lanes' records settled meanwhile
-  share one transaction: `settling.Settler`); the `<channel>_sent` events
+  record is settled `sent` before that lane's next message starts (the lanes' records settled
+  meanwhile share one transaction: `settling.Settler`); the `<channel>_sent` events
   (event id `sent-<decision id>`) are recorded in batches of `send_compose_ahead`, and again for
   every `sent` record when a job resumes (recording is idempotent by event id), so a crash
   loses none.
@@ -26,10 +25,9 @@ recording events, and skips the erased ones.
 Crash semantics: a record is `ready` before its message is handed to the relay, and `sent` only
 after the relay said 250, so a restart sends every `ready` message again, the stored one with
 the same Message-ID (`<decision id@domain>`). A kill while no lane is inside an SMTP
-transaction re-sends nothing that arrived; a kill inside a transaction (from its MAIL, which
-may overlap the previous message's commit) re-sends at most one message per lane that
-arrived: the one the relay kept whose record did not say `sent` yet, with the same Message-ID
-(receivers may drop it).
+transaction re-sends nothing that arrived; a kill inside a transaction after the relay kept the
+message but before its record said `sent` re-sends that message (at most one per lane), with
+the same Message-ID (receivers may drop it).
 """
 from __future__ import annotations
 
@@ -190,46 +188,33 @@ class SendJob:
 
     async def _lane(self, due: asyncio.Queue) -> None:
         smtp = self.delivery.connection() if self.delivery.has_adapter("email") else None
-        settling: asyncio.Task | None = None
-        """The previous message's settle, on disk before this lane's next message's content."""
         try:
             while True:
                 if due.empty() or len(self._sent) >= self.ahead:
                     await self._record_sent()  # idle this instant, or a batch is full
                 r = await due.get()
                 if r is None:
-                    break
-                settling = await self._deliver(r, smtp, settling)
-            if settling is not None:
-                await settling
+                    return
+                await self._deliver(r, smtp)
         finally:
             if smtp is not None:
                 await smtp.close()
 
-    async def _deliver(self, r: Recipient, smtp, settling: asyncio.Task | None) -> asyncio.Task | None:
+    async def _deliver(self, r: Recipient, smtp) -> None:
         """Hand over (retrying transient failures; a message that does not go becomes a dead
-        letter), then start settling its record: the settle of this lane's next message (or
-        the previous one's if this one was erased). The previous record (`settling`) is on disk
-        before this message's content goes: over SMTP its MAIL and RCPT overlap that commit,
-        its DATA waits for it."""
+        letter), then settle the record (before this lane's next message starts)."""
         await self.buckets[r.channel].take()
         if self.records.erased(self.send_id, [r.seq]):  # one read snapshot, µs: on the loop
-            return settling  # deleted meanwhile: nothing goes, the record is settled already
+            return  # deleted meanwhile: nothing goes, the record is settled already
         try:
             await self.delivery.send_or_bury(
                 r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
-                campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp,
-                before=settling)
+                campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
             r.state, r.sent_at = SENT, time.time()
         except UNDELIVERED as err:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:  # no adapter any more (a restart with other settings)
             r.state, r.reason = FAILED, f"no {r.channel} adapter: {type(err).__name__}"
-        if settling is not None:
-            await settling  # (a message refused before its DATA did not wait for it)
-        return asyncio.create_task(self._settle(r))
-
-    async def _settle(self, r: Recipient) -> None:
         await self.settler.settle(r)
         if r.state == SENT:
             self._sent.append(r)

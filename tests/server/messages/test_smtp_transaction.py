@@ -1,8 +1,6 @@
 """`SmtpSender` against a real relay on loopback (aiosmtpd): one connection carries transaction
 after transaction, a refused recipient raises its reply's class, and an address SMTP cannot
-carry, or a failed `before_data`, leaves no envelope open on the connection."""
-import asyncio
-
+carry leaves no envelope open on the connection."""
 import pytest
 
 from loadtests.smtp_sink import SmtpSink
@@ -60,21 +58,3 @@ async def test_an_address_smtp_cannot_carry_leaves_the_connection_clean(sink, se
         await sender.send_bytes(SENDER, bad, mail(1))
     await sender.send_bytes(SENDER, "u2@x.example", mail(2))  # no "nested MAIL" refusal
     assert [r for _, r, _ in sink.arrived] == [["u0@x.example"], ["u2@x.example"]]
-
-
-async def test_data_waits_for_before_data_and_a_failed_one_sends_nothing(sink, sender):
-    loop = asyncio.get_running_loop()
-    before = loop.create_future()
-    sending = asyncio.create_task(sender.send_bytes(SENDER, "u0@x.example", mail(0), before))
-    await asyncio.sleep(0.3)
-    assert not sending.done() and sink.arrived == []  # MAIL and RCPT went; DATA waits
-    before.set_result(None)
-    await sending
-    assert sink.message_ids == ["<m0@t.example>"]
-
-    failed = loop.create_future()
-    failed.set_exception(KeyError("the previous record was not written"))
-    with pytest.raises(KeyError):
-        await sender.send_bytes(SENDER, "u1@x.example", mail(1), failed)
-    await sender.send_bytes(SENDER, "u2@x.example", mail(2))  # the envelope was reset
-    assert sink.message_ids == ["<m0@t.example>", "<m2@t.example>"]
