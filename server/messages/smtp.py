@@ -4,11 +4,12 @@
 HTML: the last part is the preferred one) with the composed headers (Message-ID,
 List-Unsubscribe, List-Unsubscribe-Post). It uses the `email.mime` (compat32) classes: six
 times cheaper than `EmailMessage` (0.6 ms against 3.4 ms a message here, which SendCampaign's
-rate feels); the subject is an RFC 2047 encoded word, the parts quoted-printable UTF-8.
+rate feels); the subject is an RFC 2047 encoded word, the parts quoted-printable UTF-8. It is
+the reference `wire.email_bytes` matches byte for byte (and falls back to) at 0.02 ms.
 `SmtpSender` keeps one authenticated connection open
-between sends (a lock orders them on it) and reconnects once when the server dropped it; each
-send is one attempt, its failure classified transient or permanent (`classify`) for
-`retry.Retry`.
+between sends (a lock orders them on it), one transaction after another on it (MAIL, RCPT,
+DATA), and reconnects once when the server dropped it; each send is one attempt, its failure
+classified transient or permanent (`classify`) for `retry.Retry`.
 """
 from __future__ import annotations
 
