@@ -23,6 +23,7 @@ import time
 from email.policy import compat32
 from email.quoprimime import body_encode, header_encode
 from email.utils import formatdate
+from functools import lru_cache
 
 from .smtp import build_email, with_preheader
 
@@ -38,6 +39,12 @@ _PART = ('Content-Type: text/{}; charset="utf-8"\r\nMIME-Version: 1.0\r\n'
          "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
+
+
+@lru_cache(maxsize=4)
+def _date(second: int) -> str:
+    """The Date header's value for a second (RFC 5322, UTC as -0000): one format a second."""
+    return formatdate(second, localtime=False)
 
 
 def _boundary(parts: str) -> str:
@@ -82,7 +89,7 @@ def email_bytes(message, to: str, sender: str, *, date: str | None = None,
                 boundary: str | None = None) -> bytes:
     """The flattened email of a composed `message` to `to` (what the reference writes).
     `date` (RFC 5322, default now) and `boundary` (default random) are for tests."""
-    date = date or formatdate(time.time(), localtime=False)
+    date = date or _date(int(time.time()))
     headers = _headers(message, to, sender, date)
     if headers is None:
         mail = build_email(message, to, sender, date=date)
