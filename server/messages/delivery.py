@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from email.policy import compat32
 from email.utils import parseaddr
 
 from contract.keyring import keyring_path
@@ -33,14 +32,12 @@ from .deadletters import DeadLetter, DeadLetters
 from .dkim_signer import DkimSigner
 from .errors import DeadLetterNotFound, DeliveryRefused, DeliveryUnavailable
 from .retry import Retry
-from .smtp import SmtpConfig, SmtpSender, build_email
+from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
+from .wire import email_bytes
 
 __all__ = ["Delivery", "sent_event", "ADDRESS", "MISSING_ADDRESS", "UNDELIVERED"]
 
-_WIRE = compat32.clone(linesep="\r\n", max_line_length=998)
-"""CRLF lines; headers folded only past RFC 5322's hard limit (a List-Unsubscribe link folded
-at 78 would come back with a leading space from some parsers)."""
 ADDRESS = {"email": "email", "sms": "phone", "push": "push_token"}
 """The profile attribute each channel's messages go to."""
 MISSING_ADDRESS = {"email": "no email address", "sms": "no phone number",
@@ -64,6 +61,8 @@ class Delivery:
         self.smtp, self.sender, self.events, self.webhooks = smtp, sender, events, webhooks
         self.retry, self.dead, self.dkim = retry or Retry(), dead, dkim
         self.limits = limits
+        self.envelope = parseaddr(sender)[1]
+        """The envelope sender (MAIL FROM): the address of `sender`."""
 
     @classmethod
     def from_settings(cls, s, events: EventRecorder, store, ring) -> Delivery:
@@ -96,7 +95,7 @@ class Delivery:
         configured) or the webhook's JSON body."""
         if message.channel != "email":
             return webhook_body(message, to)
-        data = build_email(message, to, self.sender).as_bytes(policy=_WIRE)
+        data = email_bytes(message, to, self.sender)
         return data if self.dkim is None else self.dkim.sign(data)
 
     def connection(self) -> SmtpSender:
@@ -128,8 +127,7 @@ class Delivery:
         `record_sent`."""
         if channel == "email":
             smtp = via or self.smtp
-            envelope = parseaddr(self.sender)[1]
-            return await self.retry.run(channel, lambda: smtp.send_bytes(envelope, to, data))
+            return await self.retry.run(channel, lambda: smtp.send_bytes(self.envelope, to, data))
         return await self.retry.run(channel, lambda: self.webhooks.post(channel, data))
 
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,

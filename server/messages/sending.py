@@ -12,7 +12,8 @@ A job runs two stages in its server process:
   (shared by the lanes), at the message's `send_at`: a message the contact policy deferred
   waits in a heap (in memory, bounded by the audience; its `ready` record is on disk, so a
   restart finds it again), the others go at once. After the adapter accepts a message its
-  record is settled `sent` before that lane's next message starts; the `<channel>_sent` events
+  record is settled `sent` before that lane's next message starts (the lanes' records settled
+  meanwhile share one transaction: `settling.Settler`); the `<channel>_sent` events
   (event id `sent-<decision id>`) are recorded in batches of `send_compose_ahead`, and again for
   every `sent` record when a job resumes (recording is idempotent by event id), so a crash
   loses none.
@@ -40,6 +41,7 @@ from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import ADDRESS, MISSING_ADDRESS, UNDELIVERED, Delivery, sent_event
 from .sends import FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
+from .settling import Settler
 
 __all__ = ["TokenBucket", "SendJob"]
 
@@ -84,6 +86,8 @@ class SendJob:
         """One per channel, shared by the lanes."""
         self._sent: list[Recipient] = []
         """Settled `sent`, their events not yet recorded."""
+        self.settler = Settler(lambda done: records.update(send_id, done))
+        """Writes the lanes' settled records, in groups."""
 
     async def run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id)
@@ -102,7 +106,8 @@ class SendJob:
             composing.cancel()
         await self._record_sent()
         await asyncio.to_thread(self.records.finish, self.send_id)
-        logger.info("send %s finished", self.send_id)
+        logger.info("send %s finished (deliveries settled: %d records in %d transactions)",
+                    self.send_id, self.settler.settled, self.settler.writes)
 
     # -- compose -----------------------------------------------------------------------------------
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
@@ -170,8 +175,8 @@ class SendJob:
             if not composing:
                 await asyncio.sleep(wait)
                 continue
-            try:
-                r = await asyncio.wait_for(queue.get(), wait)
+            try:  # (no deferred message: no timer per message)
+                r = await (queue.get() if wait is None else asyncio.wait_for(queue.get(), wait))
             except TimeoutError:
                 continue
             if r is None:
@@ -199,7 +204,7 @@ class SendJob:
         """Hand over (retrying transient failures; a message that does not go becomes a dead
         letter), then settle the record (before this lane's next message starts)."""
         await self.buckets[r.channel].take()
-        if not await self._not_erased([r]):
+        if self.records.erased(self.send_id, [r.seq]):  # one read snapshot, µs: on the loop
             return  # deleted meanwhile: nothing goes, the record is settled already
         try:
             await self.delivery.send_or_bury(
@@ -210,7 +215,7 @@ class SendJob:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:  # no adapter any more (a restart with other settings)
             r.state, r.reason = FAILED, f"no {r.channel} adapter: {type(err).__name__}"
-        await asyncio.to_thread(self.records.update, self.send_id, [r])
+        await self.settler.settle(r)
         if r.state == SENT:
             self._sent.append(r)
 

@@ -4,11 +4,12 @@
 HTML: the last part is the preferred one) with the composed headers (Message-ID,
 List-Unsubscribe, List-Unsubscribe-Post). It uses the `email.mime` (compat32) classes: six
 times cheaper than `EmailMessage` (0.6 ms against 3.4 ms a message here, which SendCampaign's
-rate feels); the subject is an RFC 2047 encoded word, the parts quoted-printable UTF-8.
+rate feels); the subject is an RFC 2047 encoded word, the parts quoted-printable UTF-8. It is
+the reference `wire.email_bytes` matches byte for byte (and falls back to) at 0.02 ms.
 `SmtpSender` keeps one authenticated connection open
-between sends (a lock orders them on it) and reconnects once when the server dropped it; each
-send is one attempt, its failure classified transient or permanent (`classify`) for
-`retry.Retry`.
+between sends (a lock orders them on it), one transaction after another on it (MAIL, RCPT,
+DATA), and reconnects once when the server dropped it; each send is one attempt, its failure
+classified transient or permanent (`classify`) for `retry.Retry`.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import aiosmtplib
 from .errors import Permanent, Transient
 from .logging import logger
 
-__all__ = ["SmtpSender", "build_email", "SmtpConfig", "classify"]
+__all__ = ["SmtpSender", "build_email", "SmtpConfig", "classify", "with_preheader"]
 
 
 def classify(err: Exception) -> Transient | Permanent:
@@ -66,7 +67,7 @@ class SmtpConfig:
         return ssl.create_default_context(cafile=self.ca_file)
 
 
-def _with_preheader(html: str, preheader: str) -> str:
+def with_preheader(html: str, preheader: str) -> str:
     """The preheader as the hidden first text of the body (what inboxes show after the subject)."""
     if not preheader:
         return html
@@ -83,19 +84,35 @@ _UTF8 = charset.Charset("utf-8")
 _UTF8.header_encoding = _UTF8.body_encoding = charset.QP
 
 
-def build_email(message, to: str, sender: str) -> MimeMessage:
-    """multipart/alternative (text + HTML) with the composed headers."""
+def build_email(message, to: str, sender: str, date: str | None = None) -> MimeMessage:
+    """multipart/alternative (text + HTML) with the composed headers; `date` default now.
+    (SendCampaign flattens through `wire.email_bytes`, which writes the same bytes faster.)"""
     mail = MIMEMultipart("alternative")
     mail["From"], mail["To"] = sender, to
     mail["Subject"] = Header(message.parts.get("subject", ""), _UTF8)
-    mail["Date"] = formatdate(localtime=False)
+    mail["Date"] = date or formatdate(localtime=False)
     for name, value in message.headers.items():
         mail[name] = value
     mail.attach(MIMEText(message.parts.get("text", ""), "plain", _UTF8))
     if message.parts.get("html"):
-        html = _with_preheader(message.parts["html"], message.parts.get("preheader", ""))
+        html = with_preheader(message.parts["html"], message.parts.get("preheader", ""))
         mail.attach(MIMEText(html, "html", _UTF8))
     return mail
+
+
+async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, data: bytes) -> None:
+    """One mail transaction: MAIL (with RFC 1870's SIZE when offered), RCPT, DATA. What
+    `client.sendmail` does for one recipient, without its second parse of both addresses and
+    its extra pass over the message; a refusal raises the command's error (`classify` reads
+    its code), and the caller drops the session."""
+    options = [f"size={len(data)}"] if client.supports_extension("size") else []
+    await client.mail(sender, options=options)
+    try:
+        await client.rcpt(to)
+    except ValueError:  # an address SMTP cannot carry (checked by aiosmtplib): close the envelope
+        await client.rset()
+        raise
+    await client.data(data)
 
 
 class SmtpSender:
@@ -116,8 +133,8 @@ class SmtpSender:
         return client
 
     async def send_bytes(self, sender: str, to: str, data: bytes) -> None:
-        """Send a message already flattened (envelope sender and recipient given)."""
-        await self._on_connection(lambda client: client.sendmail(sender, [to], data))
+        """Send a message already flattened, CRLF lines (envelope sender and recipient given)."""
+        await self._on_connection(lambda client: _transaction(client, sender, to, data))
 
     async def _on_connection(self, call) -> None:
         """One attempt, reconnecting once when the relay dropped an idle connection; raises
