@@ -32,7 +32,7 @@ from contract.erasure import digest, keys_in_use
 
 from ..ids import RandomIds
 from ..store import Store, keys
-from .group import Group
+from .group import Group, split
 from .records import C, encode, encode_many, new_counters
 
 __all__ = ["ImpressionWriter", "add_counters", "user_hash", "writer_functions"]
@@ -83,10 +83,12 @@ class ImpressionWriter:
         """Keys, values, user ids and times of a group's impressions (each user hashed once)."""
         values, users, ts, rids = [], [], [], []
         for b in g.batches:
-            values += encode_many(b.ts, b.version, b.channels, b.codes, b.scores, b.cold)
-            users += b.user_ids
+            m = len(b.ts)
+            values += encode_many(b.ts, b.version, split(b.channels, m), b.codes, b.scores,
+                                  b.cold)
+            users += split(b.user_ids, m)
             ts += b.ts.tolist()
-            rids += b.request_ids
+            rids += split(b.request_ids, m)
         for s in g.singles:
             values.append(encode(s.ts, s.version, s.channel, zip(s.context[::2], s.context[1::2]),
                                  s.codes, s.scores, s.cold))
@@ -115,8 +117,9 @@ class ImpressionWriter:
             delta[C.LAST] = max(delta[C.LAST], ts.max())
         for g in groups:
             for b in g.batches:
-                channels = np.array(b.channels)
-                for channel in set(b.channels):
+                names = split(b.channels, len(b.ts))
+                channels = np.array(names)
+                for channel in set(names):
                     mask = channels == channel
                     add(b.version, channel, b.ts[mask], b.cold[mask])
             for s in g.singles:

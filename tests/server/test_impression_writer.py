@@ -100,3 +100,41 @@ def test_the_writer_reads_tombstones_in_its_transaction(tmp_path):
                   [])
     assert writer.write([later]) == [1]  # x's after its erasure; y's both before
     store.close()
+
+
+class _Bundle:
+    def __init__(self, version: str, items: int):
+        self.version, self.items = version, {"item_ids": np.array([f"i{n}" for n in range(items)])}
+
+
+def test_a_group_of_mixed_answers_is_written_as_each_answer_alone_would_be(tmp_path):
+    """Two bundles, two k, context, rows and scores of different lengths, an id holding the
+    column separator: each stored record has `encode`'s bytes for its own answer."""
+    from server.impressions.group import group_of
+    from server.impressions.records import encode, item_codes_of
+    a, b = _Bundle("va", 50), _Bundle("vb", 40)
+    codes = {id(x): item_codes_of(x.items["item_ids"].tolist()) for x in (a, b)}
+    rows = [np.array(r) for r in ([1, 2, 3], [4, 5, 6], [7, 8], [9, 10, 11], [3, 2, 1], [0, 1])]
+    answers = [(100.0 + i, f"r{i}", user, "web" if i % 2 else "email", ctx, id(bundle), r,
+                np.linspace(1, 0, n_scores, dtype=np.float32), i == 4)
+               for i, (user, ctx, bundle, r, n_scores) in enumerate([
+                   ("u1", (), a, rows[0], 3), ("u2", (), a, rows[1], 3), ("u1", (), a, rows[2], 2),
+                   ("u3", ("page", "home"), a, rows[3], 3), ("u\x1f4", (), b, rows[4], 3),
+                   ("u2", (), b, rows[5], 1)])]
+    ring = Keyring.generate("user-id")
+    group = group_of(answers, {id(a): a, id(b): b}, lambda x: codes[id(x)], ring.kid, ring.key)
+    assert sorted((bt.version, *bt.codes.shape) for bt in group.batches) == [
+        ("va", 1, 2), ("va", 2, 3), ("vb", 1, 3)]
+    assert [bt.user_ids for bt in group.batches if bt.version == "vb"] == [["u\x1f4"]]  # a list
+    assert group.size == 6 and len(group.singles) == 2  # the context, the short scores
+    store = Store(tmp_path / "store", sync=False)
+    assert ImpressionWriter(store).write([group]) == [6]
+    with store.read() as txn:
+        table = store.table("impressions")
+        for ts, rid, user, channel, ctx, ref, r, scores, cold in answers:
+            prefix = keys.impression_user_prefix(ring.kid, user_hash(ring.key, user))
+            bundle = a if ref == id(a) else b
+            want = encode(ts, bundle.version, channel, zip(ctx[::2], ctx[1::2]), codes[ref][r],
+                          scores, cold)
+            assert table.get(txn, keys.impression_key(prefix, ts, rid)) == want
+    store.close()
