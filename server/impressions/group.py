@@ -16,9 +16,12 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..store.keys import SEP_CHAR
+
 __all__ = ["Batch", "Single", "Group", "group_of", "split"]
 
-SEP = "\x1f"
+SEP = SEP_CHAR
+"""The column separator: the store's key separator, which no id may hold."""
 
 
 class Batch(NamedTuple):
@@ -112,8 +115,8 @@ def _pick(col: tuple, idx: list[int] | None) -> Sequence:
 
 
 def _joined(strings: Sequence[str]) -> str | list[str]:
-    """The strings joined by 0x1F, which no id, request id or channel holds (one string
-    pickles in a µs; 300 short ones take ~60 µs); a list if one does hold it."""
+    """The strings joined by `SEP` (one string pickles in a µs, 300 short ones in ~60 µs); a
+    list if one of them holds it."""
     out = SEP.join(strings)
     return out if out.count(SEP) == len(strings) - 1 else list(strings)
 
