@@ -125,12 +125,14 @@ class ImpressionLog:
         committed, how many were written (raises if its group failed). On the event loop."""
         group = self._take()
         if self.writer is None:  # no writer process: in a thread of this one
-            n = (await asyncio.to_thread(self._local.write, [group]))[0] if group else 0
-        else:
-            mine = self._send(group) if group is not None else None
-            if self._sent:
-                await asyncio.wait(set(self._sent))  # not cancelled with the caller
-            n = mine.result() if mine is not None else 0
+            return await asyncio.to_thread(self._write_here, group)
+        mine = self._send(group) if group is not None else None
+        if self._sent:
+            await asyncio.wait(set(self._sent))  # not cancelled with the caller
+        return mine.result() if mine is not None else 0
+
+    def _write_here(self, group: Group | None) -> int:
+        n = self._local.write([group])[0] if group is not None else 0
         metrics.IMPRESSIONS_WRITTEN.inc(n)
         return n
 
@@ -145,14 +147,15 @@ class ImpressionLog:
                 sent.set_exception(result)
                 sent.exception()  # retrieved: the caller raises it, or `run` logs it
             else:
+                metrics.IMPRESSIONS_WRITTEN.inc(result)
                 sent.set_result(result)
         self.writer.start(self.loop, "impressions", [group], done)
         return sent
 
     def flush(self) -> int:
         """`flushed` from another thread (joins, exports, tests): blocks until committed."""
-        if self.loop is None:
-            return self._local.write([g])[0] if (g := self._take()) is not None else 0
+        if self.loop is None:  # no writer process (nor, then, an event loop of the log's)
+            return self._write_here(self._take())
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:

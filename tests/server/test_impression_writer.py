@@ -38,6 +38,11 @@ def stored(log, user: str) -> dict:
     return {k.rsplit(b"\x1f", 1)[1].decode(): decode(v) for k, v in found}
 
 
+def written_total() -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("tailor_impressions_written_total") or 0.0
+
+
 def counted(log) -> float:
     with log.store.read() as txn:
         found = log.store.table("impressions").scan_prefix(txn, keys.IMPRESSION_COUNT_PREFIX)
@@ -54,7 +59,9 @@ async def test_buffered_answers_of_an_erased_user_are_never_written(slow_flush, 
         await recommend(channel, "gone")
     assert len(log._buf) == 3  # all still buffered when the erasure commits
     await pb_grpc.ProfileServiceStub(channel).DeleteProfile(pb.DeleteProfileRequest(user_id="gone"))
+    before = written_total()
     assert await log.flushed() == 1
+    assert written_total() == before + 1  # what the child answered
     assert stored(log, "gone") == {} and list(stored(log, "kept")) == [kept]
     assert counted(log) == 3  # every answer shown counts
     back = await recommend(channel, "gone")  # shown after the erasure: a new log
