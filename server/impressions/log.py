@@ -2,8 +2,8 @@
 
 `record` is all the Recommend path pays: one tuple appended to a list (no hashing, no encoding,
 no I/O). A background task (`run`) takes the buffer every `flush_seconds`, or as soon as
-`flush_records` are waiting, turns it into a few columns (`group.group_of`: arrays and short
-lists, a few hundred µs of the event loop's time per 300 answers) and sends them to the
+`flush_records` are waiting, turns it into a few columns (`group.group_of`: arrays and joined
+strings, a few hundred µs of the event loop's time per 300 answers) and sends them to the
 impressions writer process (`server.batching.WriterProcess`), which does everything else with
 its own GIL: keyed hashes of the user ids, record bytes, counters, the tombstone check and one
 write transaction (`writer.ImpressionWriter`). Writes lag rather than block: past `buffer_max`
