@@ -144,7 +144,7 @@ class TailorServer:
         self.catalog = Catalog(s, self.store, self.registry)
         self.registry.add_amender(self.catalog.amend_bundle)
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],
-                                       erased_at=self.tombstones.erased_at, bundles=self.registry,
+                                       erasure=self.tombstones.ring, bundles=self.registry,
                                        user_ids=self.profiles.user_ids)
         self.drift = DriftMonitor.from_settings(s, self.registry)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
@@ -234,7 +234,7 @@ class TailorServer:
         await self.registry.start()
         await self.catalog.start()
         await self.campaigns.start()
-        self.impressions.start()
+        await self.impressions.start()
         # Outermost first: every call is identified, counted and timed, refused ones too.
         interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())

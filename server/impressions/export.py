@@ -49,8 +49,8 @@ class ImpressionExport:
         return dict(zip(item_codes_of(ids).tolist(), map(str, ids)))
 
     def rows(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
-        """Every impression shown in [start, end] (0: unbounded), one read snapshot."""
-        self.log.flush()
+        """Every impression shown in [start, end] (0: unbounded), one read snapshot (what is
+        still buffered is not in it: `Impressions.export` writes it first)."""
         users, catalog = self._users(), self._catalog()
         for ref, rid, imp in self.log.export(start, end):
             ids = [catalog.get(c) or f"code:{c}" for c in np.asarray(imp.items).tolist()]

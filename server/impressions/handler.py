@@ -31,16 +31,17 @@ MAX_KS = 16
 
 
 class Impressions:
-    def __init__(self, settings: Settings, store: Store, ring: Keyring, erased_at=None,
-                 bundles: BundleSource | None = None,
+    def __init__(self, settings: Settings, store: Store, ring: Keyring,
+                 erasure: Keyring | None = None, bundles: BundleSource | None = None,
                  user_ids: Callable[[], Iterable[str]] = tuple):
-        """`erased_at`: the tombstones' lookup; `bundles`, `user_ids`: what the export names
-        items and users by (the registry; the profiles' ids)."""
+        """`erasure`: the tombstones' keyring (buffered impressions of users erased since are
+        not written); `bundles`, `user_ids`: what the export names items and users by (the
+        registry; the profiles' ids)."""
         self.settings = settings
         self.enabled = settings.impression_log
         self.log = ImpressionLog(store, ring, flush_seconds=settings.impression_flush_seconds,
                                  flush_records=settings.impression_flush_records,
-                                 buffer_max=settings.impression_buffer_max, erased_at=erased_at)
+                                 buffer_max=settings.impression_buffer_max, erasure=erasure)
         self.join = ImpressionJoin(self.log, settings.attribution_window_seconds)
         self.exporter = ImpressionExport(self.log, bundles, user_ids) if bundles else None
         self.stats = ModelStats(store)
@@ -52,8 +53,10 @@ class Impressions:
         """What the Recommend path records answers into (None when the log is off)."""
         return self.log if self.enabled else None
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the writer process and the flushes (the log on), and the stats reports."""
         if self.enabled:
+            await self.log.start()
             self._tasks.append(asyncio.create_task(self.log.run()))
         self._tasks.append(asyncio.create_task(self._report_forever()))
 
@@ -99,16 +102,19 @@ class Impressions:
         if channel:
             check_known("channel", channel, (ALL, UNSPECIFIED, *CHANNELS))
         if self.enabled:
-            await asyncio.to_thread(self.log.flush)  # this worker's latest answers count too
+            await self.log.flushed()  # this worker's latest answers count too
         return await asyncio.to_thread(self.stats.rows, model_version, channel,
                                        tuple(ks) or DEFAULT_KS, confidence or 0.95)
 
-    def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
-        """The log with joined outcomes, items and users named (ExportImpressions)."""
+    async def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
+        """The log with joined outcomes, items and users named (ExportImpressions), this
+        worker's buffered answers written first."""
         check_time("start", start, self.settings.limits.latest_timestamp)
         check_time("end", end, self.settings.limits.latest_timestamp)
         if self.exporter is None:
             return iter(())
+        if self.enabled:
+            await self.log.flushed()
         return self.exporter.rows(start, end)
 
     async def close(self) -> None:

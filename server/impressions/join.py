@@ -23,9 +23,10 @@ import numpy as np
 from .. import metrics
 from ..profiles.schema import item_code
 from ..store import keys
-from .log import ImpressionLog, add_counters
+from .log import ImpressionLog
 from .logging import logger
 from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
+from .writer import add_counters
 
 __all__ = ["ImpressionJoin", "OUTCOME_OF"]
 
@@ -52,9 +53,8 @@ class ImpressionJoin:
 
     def join(self, events: Sequence) -> int:
         """Join `events` (TrackedEvent-like) in one write transaction; returns how many joined."""
-        self.log.flush()  # this worker's buffered impressions first
-        with self.log.lock:
-            joined = self.log.store.write(lambda txn: self._join(txn, events))
+        self.log.flush()  # returns once this worker's buffered impressions are committed
+        joined = self.log.store.write(lambda txn: self._join(txn, events))
         metrics.IMPRESSION_JOINS.labels("joined").inc(joined)
         metrics.IMPRESSION_JOINS.labels("unmatched").inc(len(events) - joined)
         return joined

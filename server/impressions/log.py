@@ -1,54 +1,49 @@
 """The impression log: every Recommend answer, buffered on the serving path and written in groups.
 
 `record` is all the Recommend path pays: one tuple appended to a list (no hashing, no encoding,
-no I/O). A background task (`run`) hands the buffer to a thread every `flush_seconds`, or as soon
-as `flush_records` are waiting, and the thread writes the whole group in one write transaction:
-each impression under its user's keyed hash (`store.keys.impression_key`), and the counters of
-each (model version, channel) it touched (`records.C`), so GetModelStats always agrees with the
-log. Writes lag rather than block: past `buffer_max` waiting impressions, new ones are dropped
-and counted.
+no I/O). A background task (`run`) takes the buffer every `flush_seconds`, or as soon as
+`flush_records` are waiting, turns it into a few columns (`group.group_of`: arrays and joined
+strings, a few hundred µs of the event loop's time per 300 answers) and sends them to the
+impressions writer process (`server.batching.WriterProcess`), which does everything else with
+its own GIL: keyed hashes of the user ids, record bytes, counters, the tombstone check and one
+write transaction (`writer.ImpressionWriter`). Writes lag rather than block: past `buffer_max`
+waiting impressions, new ones are dropped and counted. If the writer process dies, the groups
+it held are lost (logged) and the next flush starts a new one; serving goes on.
 
-The tuple names its bundle by `id` (`_bundles` maps it back), so it holds no object the garbage
-collector tracks: CPython untracks it at its first young collection. A tuple holding the Bundle
-stayed tracked while buffered, and those alive at a young collection were promoted toward the
-oldest generation, whose growth starts the full collections that stop every thread
-(docs/performance.md, "Tail latency").
+The tuple names its bundle by `id` (`_bundles` maps it back until the flush takes it), so it
+holds no object the garbage collector tracks: CPython untracks it at its first young
+collection. A tuple holding the Bundle stayed tracked while buffered, and those alive at a young
+collection were promoted toward the oldest generation, whose growth starts the full collections
+that stop every thread (docs/performance.md, "Tail latency").
 
-Transactions: `flush` and the joins (`join.ImpressionJoin`) run under one lock, a join after
-flushing what this worker buffered, so an event never misses an impression of its own worker.
+Ordering: groups are taken and sent on the event loop only, and the child commits them in the
+order sent, so `flushed()` returns once every impression buffered before it is committed (or its
+group has failed). `join.ImpressionJoin`, the access export and GetModelStats call it (`flush`
+from their threads) before they read, so they see this worker's latest answers.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
-import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from itertools import chain
 
 import numpy as np
 
-from contract.erasure import digest
-
 from .. import metrics
-from ..ids import RandomIds
+from ..batching import WriterProcess
 from ..security.secrets import Keyring
 from ..store import Store, keys
+from .group import Group, group_of
 from .logging import logger
-from .records import C, decode, encode, encode_many, item_codes_of, new_counters
+from .records import decode, item_codes_of
+from .writer import ImpressionWriter, user_hash
 
 __all__ = ["ImpressionLog", "user_hash"]
 
-_DIGEST_CHARS = 32
-_cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
-_new_id = RandomIds(8)
-
-
-def user_hash(key: bytes, user_id: str) -> str:
-    """The user's part of impression keys under `key`: 32 hex characters of HMAC-SHA256."""
-    return _cached_digest(key, user_id)[:_DIGEST_CHARS]
+WRITER = "server.impressions.writer:writer_functions"
+"""The batch functions of the impressions writer process."""
 
 
 class ImpressionLog:
@@ -56,31 +51,33 @@ class ImpressionLog:
 
     def __init__(self, store: Store, ring: Keyring, *, flush_seconds: float = 0.5,
                  flush_records: int = 2048, buffer_max: int = 100_000,
-                 erased_at: Callable[[Sequence[str]], list[float | None]] | None = None):
-        """`erased_at`: each user's last erasure time, None if never (the tombstones): buffered
-        impressions shown before their user's erasure are not written."""
-        self.store, self.ring, self.erased_at = store, ring, erased_at
-        self._erased: dict[str, float] = {}
-        """Users erased by this process since its last flush began, and when."""
+                 erasure: Keyring | None = None):
+        """`ring`: the `user-id` keyring impressions are filed under; `erasure`: the keyring of
+        the tombstones (None: no tombstone check), so the impressions a user was shown before
+        their erasure are never written."""
+        self.store, self.ring = store, ring
+        self.erasure_keys = erasure.keys if erasure is not None else ()
         self.flush_seconds, self.flush_records, self.buffer_max = (flush_seconds, flush_records,
                                                                    buffer_max)
         self._t = store.table("impressions")
-        self._buf: deque[tuple] = deque()
-        """Answers waiting to be written: appended by the event loop, drained by the flush
-        thread (deque append and popleft are atomic: no lock on the serving path)."""
-        self.lock = threading.Lock()
-        """Held by every write of the table from this process (flushes and joins)."""
+        self._buf: list[tuple] = []
+        """Answers waiting to be written; appended and taken on the event loop only."""
         self._wake: asyncio.Event | None = None
         self._bundles: dict[int, object] = {}
         """Each bundle a buffered answer names, by `id` (a catalog update makes a new bundle of
-        the same version): set by `record` and pruned by `_forget_bundles`, both on the event
-        loop; read by `flush` under `lock`. Held here, an id cannot be reused meanwhile."""
+        the same version); taken with the buffer. Held here, an id cannot be reused meanwhile."""
         self._codes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         """Per bundle, the int64 codes of its items (row order)."""
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.writer: WriterProcess | None = None
+        """The writer process (started by `start`); without it `flushed` writes in-process."""
+        self._local = ImpressionWriter(store)
+        self._sent: set[asyncio.Future] = set()
+        """Groups sent to the writer process and not answered yet."""
 
     # -- the serving path ----------------------------------------------------------------------
     def record(self, request_id: str, query, result) -> None:
-        """Buffer one answer (`RecQuery`, `RecResult`) of request `request_id`."""
+        """Buffer one answer (`RecQuery`, `RecResult`) of request `request_id` (on the loop)."""
         buf = self._buf
         if len(buf) >= self.buffer_max:
             metrics.IMPRESSIONS_DROPPED.inc()
@@ -96,6 +93,13 @@ class ImpressionLog:
             self._wake.set()
 
     # -- writing -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the writer process (on the event loop that records and flushes) and wait
+        until it has opened the store (raises if it cannot)."""
+        self.loop = asyncio.get_running_loop()
+        self.writer = WriterProcess(WRITER, self.store, name="impressions")
+        await self.writer.ready()
+
     def user_prefix(self, user_id: str, kid: str | None = None) -> bytes:
         kid = kid or self.ring.kid
         key = self.ring.key_of(kid)
@@ -107,92 +111,58 @@ class ImpressionLog:
             codes = self._codes[bundle] = item_codes_of(bundle.items["item_ids"].tolist())
         return codes
 
-    def _encoded(self, group: list[tuple]) -> list[tuple[bytes, bytes]]:
-        """(key, value) of each impression, in group order. Keys are made together (each user
-        hashed once), answers without context packed together per (bundle, k)
-        (`records.encode_many`): a few µs of CPU each, with no Python call per answer (this
-        thread's Python holds the GIL the event loop and the batch thread wait for)."""
-        kid, key, bundles = self.ring.kid, self.ring.key, self._bundles
-        prefixes = {uid: keys.impression_user_prefix(kid, user_hash(key, uid))
-                    for uid in {g[2] for g in group}}
-        keys_out = keys.impression_keys([prefixes[g[2]] for g in group], [g[0] for g in group],
-                                        [g[1] or _new_id() for g in group])
-        values = [b""] * len(group)
-        batches: dict[tuple, list[int]] = {}
-        for i, g in enumerate(group):
-            if g[4] or len(g[6]) != len(g[7]):  # context: one at a time
-                values[i] = self._encoded_one(g)
-            else:
-                batches.setdefault((g[5], len(g[6])), []).append(i)
-        for (ref, _), idx in batches.items():
-            part, bundle = [group[i] for i in idx], bundles[ref]
-            packed = encode_many(np.array([g[0] for g in part]), bundle.version,
-                                 [g[3] for g in part], self._codes_of(bundle)[np.stack([g[6] for g in part])],
-                                 np.stack([g[7] for g in part]), np.array([g[8] for g in part]))
-            for i, raw in zip(idx, packed):
-                values[i] = raw
-        return list(zip(keys_out, values))
+    def _take(self) -> Group | None:
+        """Every buffered answer, as one `Group` (on the loop: nothing is recorded meanwhile)."""
+        if not self._buf:
+            return None
+        answers, self._buf = self._buf, []
+        bundles, self._bundles = self._bundles, {}
+        return group_of(answers, bundles, self._codes_of, self.ring.kid, self.ring.key,
+                        self.erasure_keys)
 
-    def _encoded_one(self, answer: tuple) -> bytes:
-        ts, _, _, channel, context, ref, rows, scores, cold = answer
-        bundle = self._bundles[ref]
-        return encode(ts, bundle.version, channel, zip(context[::2], context[1::2]),
-                      self._codes_of(bundle)[rows], scores, cold)
+    async def flushed(self) -> int:
+        """Write every buffered impression; return, once it and every group sent before it are
+        committed, how many were written (raises if its group failed). On the event loop."""
+        group = self._take()
+        if self.writer is None:  # no writer process: in a thread of this one
+            return await asyncio.to_thread(self._write_here, group)
+        mine = self._send(group) if group is not None else None
+        if self._sent:
+            await asyncio.wait(set(self._sent))  # not cancelled with the caller
+        return mine.result() if mine is not None else 0
 
-    def _counted(self, group: list[tuple]) -> dict[bytes, np.ndarray]:
-        """The counter increments of the group per count key (answers taken together per
-        bundle and channel: no numpy call per answer)."""
-        parts: dict[tuple, list[tuple]] = {}
-        for g in group:
-            parts.setdefault((g[5], g[3]), []).append(g)
-        counts: dict[tuple, np.ndarray] = {}
-        for (ref, channel), part in parts.items():
-            version = self._bundles[ref].version
-            delta = counts.get((version, channel))
-            if delta is None:
-                delta = counts[(version, channel)] = new_counters()
-                delta[C.FIRST] = part[0][0]
-            delta[C.IMPRESSIONS] += len(part)
-            delta[C.COLD_START] += sum([g[8] for g in part])
-            delta[C.FIRST] = min(delta[C.FIRST], part[0][0])
-            delta[C.LAST] = max(delta[C.LAST], part[-1][0])
-        return {keys.impression_count_key(v, ch): d for (v, ch), d in counts.items()}
-
-    def flush(self) -> int:
-        """Write every buffered impression (one write transaction); returns how many."""
-        with self.lock:
-            take = self._buf.popleft
-            group = [take() for _ in range(len(self._buf))]
-            if not group:
-                return 0
-            counts = self._counted(group)  # every answer shown counts; erased users' go unwritten
-            group = self._not_erased(group, self._erased_before(group))
-            encoded = self._encoded(group)  # before the write lock: other writers wait less
-
-            def fn(txn):  # erasures of this process that committed meanwhile win
-                erased = self._erased
-                items = sorted(kv for g, kv in zip(group, encoded)
-                               if g[0] > erased.get(g[2], -1.0)) if erased else sorted(encoded)
-                self._t.put_many(txn, items)
-                add_counters(self._t, txn, counts)
-                return len(items)
-            n = self.store.write(fn)
-            self._erased = {}
+    def _write_here(self, group: Group | None) -> int:
+        n = self._local.write([group])[0] if group is not None else 0
         metrics.IMPRESSIONS_WRITTEN.inc(n)
         return n
 
-    def _erased_before(self, group: list[tuple]) -> dict[str, float]:
-        """{user: erasure time} of the group's users erased by any process (tombstones)."""
-        if self.erased_at is None:
-            return {}
-        users = list({g[2] for g in group})
-        return {u: at for u, at in zip(users, self.erased_at(users)) if at is not None}
+    def _send(self, group: Group) -> asyncio.Future:
+        sent = self.loop.create_future()
+        self._sent.add(sent)
 
-    @staticmethod
-    def _not_erased(group: list[tuple], erased: dict[str, float]) -> list[tuple]:
-        if not erased:
-            return group
-        return [g for g in group if g[0] > erased.get(g[2], -1.0)]
+        def done(results) -> None:
+            self._sent.discard(sent)
+            (result,) = results
+            if isinstance(result, BaseException):
+                sent.set_exception(result)
+                sent.exception()  # retrieved: the caller raises it, or `run` logs it
+            else:
+                metrics.IMPRESSIONS_WRITTEN.inc(result)
+                sent.set_result(result)
+        self.writer.start(self.loop, "impressions", [group], done)
+        return sent
+
+    def flush(self) -> int:
+        """`flushed` from another thread (joins, exports, tests): blocks until committed."""
+        if self.loop is None:  # no writer process (nor, then, an event loop of the log's)
+            return self._write_here(self._take())
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            raise RuntimeError("ImpressionLog.flush blocks: on the event loop, await flushed()")
+        return asyncio.run_coroutine_threadsafe(self.flushed(), self.loop).result()
 
     async def run(self) -> None:
         """Flush forever: every `flush_seconds`, or at once when `flush_records` wait."""
@@ -205,29 +175,14 @@ class ImpressionLog:
             self._wake.clear()
             if self._buf:
                 try:
-                    await asyncio.to_thread(self.flush)
-                except Exception:  # the store full or gone: keep serving, say why
+                    await self.flushed()
+                except Exception:  # the store full or gone, the writer dead: keep serving
                     logger.exception("writing impressions failed")
-            self._forget_bundles()
-
-    def _forget_bundles(self) -> None:
-        """On the event loop (where `record` runs, so the buffer cannot grow meanwhile) and
-        only while no flush holds `lock`: drop the bundles no buffered answer names, so a
-        replaced bundle is not kept alive."""
-        if len(self._bundles) < 2 or not self.lock.acquire(blocking=False):
-            return
-        try:
-            named = {g[5] for g in self._buf}
-            for ref in [r for r in self._bundles if r not in named]:
-                del self._bundles[ref]
-        finally:
-            self.lock.release()
 
     # -- erasure, retention, export ------------------------------------------------------------
     def erase_user(self, txn, user_id: str) -> int:
-        """`UserEraser`: the user's impressions under every key of the ring (in `txn`). Those
-        still buffered are never written (`flush` drops impressions shown before an erasure)."""
-        self._erased[user_id] = time.time()
+        """`UserEraser`: the user's impressions under every key of the ring (in `txn`, with the
+        tombstone). Those still buffered are never written: the writer finds the tombstone."""
         return sum(self._t.delete_prefix(txn, self.user_prefix(user_id, kid))
                    for kid, _ in self.ring.keys)
 
@@ -277,22 +232,11 @@ class ImpressionLog:
                 yield f"{kid}:{dig}", rid, decode(raw)
 
     async def close(self) -> None:
-        await asyncio.to_thread(self.flush)
+        """Write what is buffered, then stop the writer process."""
+        try:
+            await self.flushed()
+        except Exception:
+            logger.exception("writing impressions failed")
+        if self.writer is not None:
+            await self.writer.close()
 
-
-def add_counters(table, txn, counts: dict[bytes, np.ndarray]) -> None:
-    """Add each increment to its stored counters (first and last times kept as min and max)."""
-    for ck, delta in counts.items():
-        raw = table.get(txn, ck)
-        if raw is None:
-            table.put(txn, ck, delta.tobytes())
-            continue
-        total = np.frombuffer(raw, np.float64).copy()
-        first, last = total[C.FIRST], total[C.LAST]
-        total += delta
-        if delta[C.FIRST]:
-            total[C.FIRST] = min(first, delta[C.FIRST]) if first else delta[C.FIRST]
-        else:
-            total[C.FIRST] = first
-        total[C.LAST] = max(last, delta[C.LAST])
-        table.put(txn, ck, total.tobytes())

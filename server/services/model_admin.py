@@ -163,7 +163,7 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         if self.stats is None:
             return
         masked = not current_principal().has(PII_READER)
-        for row in self.stats.export(request.start, request.end):
+        for row in await self.stats.export(request.start, request.end):
             msg = ModelAdminConverter.from_impression(row)
             if masked and msg.context:
                 self.pii.mask_map(msg.context)

@@ -43,10 +43,11 @@ async def stats(admin, **kw):
     return {(r.model_version, r.channel): r for r in reply.rows}
 
 
-def impressions_of(server, user):
-    """The user's stored impressions (request id -> record), read by their keyed-hash prefix."""
+async def impressions_of(server, user):
+    """The user's stored impressions (request id -> record), read by their keyed-hash prefix
+    once the writer process has committed what the log buffered."""
     log = server.impressions.log
-    log.flush()
+    await log.flushed()
     with log.store.read() as txn:
         found = log.store.table("impressions").scan_prefix(txn, log.user_prefix(user))
     from server.impressions.records import decode
@@ -56,7 +57,7 @@ def impressions_of(server, user):
 async def test_answers_are_logged_under_their_request_id(tailor_server, stubs):
     rec, _, _ = stubs
     reply = await recommend(rec, "u1", context={"page": "home"})
-    logged = impressions_of(tailor_server, "u1")
+    logged = await impressions_of(tailor_server, "u1")
     imp = logged[reply.request_id]
     assert imp.model_version == reply.model_version and imp.channel == "web"
     assert imp.context == {"page": "home"} and imp.cold_start == reply.cold_start
@@ -68,7 +69,7 @@ async def test_answers_are_logged_under_their_request_id(tailor_server, stubs):
     ids = [r.request_id for r in batch.responses]
     call_id = ids[0][:-2]
     assert ids == [f"{call_id}.0", f"{call_id}.1"]
-    assert list(impressions_of(tailor_server, "u3")) == [ids[1]]
+    assert list(await impressions_of(tailor_server, "u3")) == [ids[1]]
     assert store_mentions(tailor_server.store, b"u1") == []  # keyed hashes only, never the id
 
 
@@ -81,14 +82,14 @@ async def test_click_with_request_id_joins_its_impression_at_its_position(tailor
     reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
         event("c1", "ann", "click", item, request_id=first.request_id)]))
     assert reply.accepted == 1
-    logged = impressions_of(tailor_server, "ann")
+    logged = await impressions_of(tailor_server, "ann")
     assert (logged[first.request_id].first_click, logged[first.request_id].clicks) == (3, 1)
     assert logged[second.request_id].clicks == 0  # the older answer, named by its id, got it
     # an explicit position wins over the item's; a later click further down keeps the first
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[
         event("c2", "ann", "click", item, request_id=second.request_id, position=1),
         event("c3", "ann", "click", second.items[5].item_id, request_id=second.request_id)]))
-    got = impressions_of(tailor_server, "ann")[second.request_id]
+    got = (await impressions_of(tailor_server, "ann"))[second.request_id]
     assert (got.first_click, got.clicks) == (0, 2)
     row = (await stats(admin, channel="web"))[(first.model_version, "web")]
     assert (row.impressions, row.clicked, row.clicks) == (2, 2, 3)
@@ -105,13 +106,13 @@ async def test_without_request_id_the_latest_impression_holding_the_item_joins(
     item = newer.items[2].item_id
     assert item in [i.item_id for i in older.items]  # same user, same answer
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[event("b1", "bo", "click", item)]))
-    logged = impressions_of(tailor_server, "bo")
+    logged = await impressions_of(tailor_server, "bo")
     assert logged[newer.request_id].first_click == 2 and logged[older.request_id].clicks == 0
     # outside the attribution window (a day by default), or an item never shown: no join
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[
         event("b2", "bo", "click", item, ts=time.time() - 2 * DAY + 60),
         event("b3", "bo", "click", "not-shown-item")]))
-    logged = impressions_of(tailor_server, "bo")
+    logged = await impressions_of(tailor_server, "bo")
     assert logged[newer.request_id].clicks == 1 and logged[older.request_id].clicks == 0
 
 
@@ -169,27 +170,27 @@ async def test_delete_profile_erases_the_users_impressions(tailor_server, stubs)
     rec, profiles, admin = stubs
     shown = await recommend(rec, "gone")
     await recommend(rec, "kept")
-    assert len(impressions_of(tailor_server, "gone")) == 1  # written
+    assert len(await impressions_of(tailor_server, "gone")) == 1  # written
     buffered = await recommend(rec, "gone")  # still in the buffer when the erasure runs
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="gone"))
-    assert impressions_of(tailor_server, "gone") == {}
-    assert len(impressions_of(tailor_server, "kept")) == 1
+    assert await impressions_of(tailor_server, "gone") == {}
+    assert len(await impressions_of(tailor_server, "kept")) == 1
     row = (await stats(admin, channel="web"))[(shown.model_version, "web")]
     assert row.impressions == 3  # counters hold no user and stay
     assert buffered.request_id
     back = await recommend(rec, "gone")  # a user who comes back starts a new log
-    assert list(impressions_of(tailor_server, "gone")) == [back.request_id]
+    assert list(await impressions_of(tailor_server, "gone")) == [back.request_id]
 
 
 async def test_retention_drops_old_impressions_and_keeps_the_counters(tailor_server, stubs):
     rec, _, admin = stubs
     reply = await recommend(rec, "old")
-    assert impressions_of(tailor_server, "old")
+    assert await impressions_of(tailor_server, "old")
     days = tailor_server.settings.impression_retention_days
     now = time.time()
     assert (await tailor_server.sweep_retention(now + (days - 1) * DAY))["impressions"] == 0
     assert (await tailor_server.sweep_retention(now + (days + 1) * DAY))["impressions"] == 1
-    assert impressions_of(tailor_server, "old") == {}
+    assert await impressions_of(tailor_server, "old") == {}
     assert (await stats(admin))[(reply.model_version, "all")].impressions == 1
 
 
@@ -223,7 +224,7 @@ async def test_the_switch_turns_the_log_off(log_off, tailor_server, stubs):
     reply = await recommend(rec, "quiet")
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[
         event("q1", "quiet", "click", reply.items[0].item_id, request_id=reply.request_id)]))
-    assert impressions_of(tailor_server, "quiet") == {}
+    assert await impressions_of(tailor_server, "quiet") == {}
     assert (await admin.GetModelStats(apb.GetModelStatsRequest())).rows == []
 
 
@@ -278,7 +279,7 @@ async def test_buffered_answers_hold_nothing_the_garbage_collector_tracks(slow_f
     assert [gc.is_tracked(answer) for answer in log._buf] == [False, False]
     from server.profiles.schema import item_code
     for i, reply in enumerate(replies):  # written as before: the id finds the bundle again
-        imp = impressions_of(tailor_server, f"gc{i}")[reply.request_id]
+        imp = (await impressions_of(tailor_server, f"gc{i}"))[reply.request_id]
         assert imp.model_version == reply.model_version != ""
         assert imp.items.tolist() == [item_code(it.item_id) for it in reply.items]
 
@@ -298,6 +299,6 @@ async def test_a_replaced_bundle_is_let_go_once_its_answers_are_written(tailor_s
     while any(b is old for b in log._bundles.values()) and time.time() < deadline:
         await asyncio.sleep(0.1)  # flushed every 0.5 s, then forgotten
     assert not any(b is old for b in log._bundles.values()) and len(log._bundles) <= 1
-    logged = impressions_of(tailor_server, "swap")
+    logged = await impressions_of(tailor_server, "swap")
     assert [logged[r.request_id].model_version for r in (before, after)] == [
         before.model_version, after.model_version]

@@ -1,0 +1,168 @@
+"""The impression log's writes: what the impressions writer process runs for every flush.
+
+    WriterProcess("server.impressions.writer:writer_functions", store, name="impressions")
+
+`ImpressionWriter.write` takes the `group.Group`s of one or more flushes (the child runs the
+frames that queued while it committed as one call) and writes them in one write transaction:
+each impression under its user's keyed hash (`store.keys.impression_key`, the hash keyed by the
+`user-id` key the group names), and the counters of each (model version, channel) it touched
+(`records.C`), so GetModelStats always agrees with the log. Every answer shown counts; only
+the impressions of erased users are left unwritten.
+
+Erasure: the tombstones are read inside the write transaction. LMDB serialises writers across
+processes, so an erasure (its tombstone and the deletion of the user's impressions by prefix are
+one transaction, `ProfileRepository.delete_user`) either committed before this write, which then
+sees its tombstone and skips the user's impressions shown up to the erasure, or commits after
+it and deletes what this write put. Either way none shown before the erasure remains.
+
+The keys come with each group (the server's keyring, loaded once by the server): the child reads
+no secret of its own and logs none. The server also calls `write` in its own thread when no
+writer process runs (an `ImpressionLog` used without `run`, the flush benchmark's in-process
+arm).
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from contract.erasure import digest, keys_in_use
+
+from ..ids import RandomIds
+from ..store import Store, keys
+from .group import Group, split
+from .records import C, encode, encode_many, new_counters
+
+__all__ = ["ImpressionWriter", "add_counters", "user_hash", "writer_functions"]
+
+_DIGEST_CHARS = 32
+_cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
+_new_id = RandomIds(8)
+
+
+def user_hash(key: bytes, user_id: str) -> str:
+    """The user's part of impression keys under `key`: 32 hex characters of HMAC-SHA256."""
+    return _cached_digest(key, user_id)[:_DIGEST_CHARS]
+
+
+def writer_functions(store: Store) -> dict:
+    """The batch functions of the impressions writer process (`server.batching.WriterProcess`)."""
+    return {"impressions": ImpressionWriter(store).write}
+
+
+class ImpressionWriter:
+    """Writes groups of impressions and their counters; reads tombstones as it writes."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._t, self._meta = store.table("impressions"), store.table("meta")
+        self._tomb_count, self._tombs = -1, {}
+        """The tombstones as of the `TOMBSTONE_COUNT` they were read at."""
+
+    def write(self, groups: Sequence[Group]) -> list[int]:
+        """Write `groups` in one transaction; how many impressions of each were written."""
+        encoded = [self._encoded(g) for g in groups]  # before the write lock: others wait less
+        counts = self._counted(groups)
+
+        def fn(txn):
+            tombs, items, written = self._tombstones(txn), [], []
+            for g, (ks, vs, users, ts) in zip(groups, encoded):
+                erased = _erased(set(users), tombs, keys_in_use(tombs, g.erasure_keys))
+                kept = [kv for kv, u, t in zip(zip(ks, vs), users, ts)
+                        if t > erased.get(u, -1.0)] if erased else list(zip(ks, vs))
+                items += kept
+                written.append(len(kept))
+            self._t.put_many(txn, sorted(items))
+            add_counters(self._t, txn, counts)
+            return written
+        return self.store.write(fn)
+
+    def _encoded(self, g: Group) -> tuple[list[bytes], list[bytes], list[str], list[float]]:
+        """Keys, values, user ids and times of a group's impressions (each user hashed once)."""
+        values, users, ts, rids = [], [], [], []
+        for b in g.batches:
+            m = len(b.ts)
+            values += encode_many(b.ts, b.version, split(b.channels, m), b.codes, b.scores,
+                                  b.cold)
+            users += split(b.user_ids, m)
+            ts += b.ts.tolist()
+            rids += split(b.request_ids, m)
+        for s in g.singles:
+            values.append(encode(s.ts, s.version, s.channel, zip(s.context[::2], s.context[1::2]),
+                                 s.codes, s.scores, s.cold))
+            users.append(s.user_id)
+            ts.append(s.ts)
+            rids.append(s.request_id)
+        prefixes = {u: keys.impression_user_prefix(g.kid, user_hash(g.key, u)) for u in set(users)}
+        keys_out = keys.impression_keys([prefixes[u] for u in users], ts,
+                                        [r or _new_id() for r in rids])
+        return keys_out, values, users, ts
+
+    @staticmethod
+    def _counted(groups: Sequence[Group]) -> dict[bytes, np.ndarray]:
+        """The counter increments of the groups per count key."""
+        counts: dict[bytes, np.ndarray] = {}
+
+        def add(version, channel, ts, cold):
+            ck = keys.impression_count_key(version, channel)
+            delta = counts.get(ck)
+            if delta is None:
+                delta = counts[ck] = new_counters()
+                delta[C.FIRST] = ts.min()
+            delta[C.IMPRESSIONS] += len(ts)
+            delta[C.COLD_START] += cold.sum()
+            delta[C.FIRST] = min(delta[C.FIRST], ts.min())
+            delta[C.LAST] = max(delta[C.LAST], ts.max())
+        for g in groups:
+            for b in g.batches:
+                names = split(b.channels, len(b.ts))
+                channels = np.array(names)
+                for channel in set(names):
+                    mask = channels == channel
+                    add(b.version, channel, b.ts[mask], b.cold[mask])
+            for s in g.singles:
+                add(s.version, s.channel, np.array([s.ts]), np.array([s.cold]))
+        return counts
+
+    def _tombstones(self, txn) -> dict[tuple[str, str], float]:
+        """{(kid, digest): erasure time} as `txn` sees them (reread when one was added)."""
+        count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
+        if count != self._tomb_count:
+            found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
+            self._tombs = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
+            self._tomb_count = count
+        return self._tombs
+
+
+def _erased(users: set[str], tombs: dict, ring: list[tuple[str, bytes]]) -> dict[str, float]:
+    """{user: erasure time} of the erased users among `users` (`server.profiles.tombstones`)."""
+    out = {}
+    if not tombs or not ring:
+        return out
+    for uid in users:
+        for kid, key in ring:
+            at = tombs.get((kid, _cached_digest(key, uid)))
+            if at is not None:
+                out[uid] = at
+                break
+    return out
+
+
+def add_counters(table, txn, counts: dict[bytes, np.ndarray]) -> None:
+    """Add each increment to its stored counters (first and last times kept as min and max)."""
+    for ck, delta in counts.items():
+        raw = table.get(txn, ck)
+        if raw is None:
+            table.put(txn, ck, delta.tobytes())
+            continue
+        total = np.frombuffer(raw, np.float64).copy()
+        first, last = total[C.FIRST], total[C.LAST]
+        total += delta
+        if delta[C.FIRST]:
+            total[C.FIRST] = min(first, delta[C.FIRST]) if first else delta[C.FIRST]
+        else:
+            total[C.FIRST] = first
+        total[C.LAST] = max(last, delta[C.LAST])
+        table.put(txn, ck, total.tobytes())

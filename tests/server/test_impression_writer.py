@@ -1,0 +1,147 @@
+"""The impression log's writer process: groups are written by the child, not the server; a
+buffered answer of a user erased before its group commits is never written (the tombstone is
+read in the child's write transaction); a dead child loses its group and the next flush starts
+a new one while serving goes on."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from protos.tailor.v1 import recommendation_pb2 as rpb
+from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
+from server.errors import Unavailable
+from server.impressions.group import Batch, Group
+from server.impressions.records import C, decode
+from server.impressions.writer import ImpressionWriter, user_hash
+from server.profiles.tombstones import Tombstones
+from server.security.secrets import Keyring
+from server.store import Store, keys
+
+
+@pytest.fixture
+def slow_flush(settings):
+    settings.impression_flush_seconds = 3600.0  # the tests flush
+    return settings
+
+
+async def recommend(channel, user: str) -> str:
+    stub = rpb_grpc.RecommendationServiceStub(channel)
+    return (await stub.Recommend(rpb.RecommendRequest(user_id=user, k=5, channel="web"))).request_id
+
+
+def stored(log, user: str) -> dict:
+    with log.store.read() as txn:
+        found = log.store.table("impressions").scan_prefix(txn, log.user_prefix(user))
+    return {k.rsplit(b"\x1f", 1)[1].decode(): decode(v) for k, v in found}
+
+
+def written_total() -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("tailor_impressions_written_total") or 0.0
+
+
+def counted(log) -> float:
+    with log.store.read() as txn:
+        found = log.store.table("impressions").scan_prefix(txn, keys.IMPRESSION_COUNT_PREFIX)
+    return sum(np.frombuffer(v, np.float64)[C.IMPRESSIONS] for _, v in found)
+
+
+async def test_buffered_answers_of_an_erased_user_are_never_written(slow_flush, tailor_server,
+                                                                    channel):
+    log = tailor_server.impressions.log
+    assert log.writer.pid not in (None, os.getpid())
+    os.kill(log.writer.pid, 0)  # a live child process
+    kept = await recommend(channel, "kept")
+    for _ in range(2):
+        await recommend(channel, "gone")
+    assert len(log._buf) == 3  # all still buffered when the erasure commits
+    await pb_grpc.ProfileServiceStub(channel).DeleteProfile(pb.DeleteProfileRequest(user_id="gone"))
+    before = written_total()
+    assert await log.flushed() == 1
+    assert written_total() == before + 1  # what the child answered
+    assert stored(log, "gone") == {} and list(stored(log, "kept")) == [kept]
+    assert counted(log) == 3  # every answer shown counts
+    back = await recommend(channel, "gone")  # shown after the erasure: a new log
+    assert await log.flushed() == 1
+    assert list(stored(log, "gone")) == [back]
+
+
+async def test_a_dead_writer_loses_its_group_and_the_next_flush_starts_a_new_one(
+        slow_flush, tailor_server, channel):
+    log = tailor_server.impressions.log
+    first = log.writer.pid
+    lost = await recommend(channel, "w")
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(Unavailable):  # sent to the dying child: never answered
+        await log.flushed()
+    written = await recommend(channel, "w")  # serving goes on
+    assert await log.flushed() == 1
+    assert log.writer.pid not in (None, first, os.getpid())
+    assert list(stored(log, "w")) == [written] and lost != written
+
+
+def test_the_writer_reads_tombstones_in_its_transaction(tmp_path):
+    """Hand-made group: x shown before and after x's erasure, y once; x's first is dropped."""
+    store = Store(tmp_path / "store", sync=False)
+    ring, erasure = Keyring.generate("user-id"), Keyring.generate("erasure")
+    tombstones = Tombstones(store, erasure, clock=lambda: 1000.0)
+    writer = ImpressionWriter(store)
+    store.write(lambda txn: tombstones.erase_user(txn, "x"))
+    batch = Batch("v1", np.array([999.0, 1001.0, 999.5]), ["r1", "r2", "r3"], ["x", "x", "y"],
+                  ["web", "web", "email"], np.arange(6, dtype=np.int64).reshape(3, 2),
+                  np.ones((3, 2), np.float32), np.array([False, True, False]))
+    group = Group(ring.kid, ring.key, erasure.keys, [batch], [])
+    assert writer.write([group]) == [2]
+    with store.read() as txn:
+        table = store.table("impressions")
+        rows = {u: [k.rsplit(b"\x1f", 1)[1] for k, _ in table.scan_prefix(
+            txn, keys.impression_user_prefix(ring.kid, user_hash(ring.key, u)))] for u in "xy"}
+        web = np.frombuffer(table.get(txn, keys.impression_count_key("v1", "web")), np.float64)
+    assert rows == {"x": [b"r2"], "y": [b"r3"]}
+    assert (web[C.IMPRESSIONS], web[C.COLD_START], web[C.FIRST], web[C.LAST]) == (2, 1, 999, 1001)
+    store.write(lambda txn: tombstones.erase_user(txn, "y"))  # a later erasure: reread
+    later = Group(ring.kid, ring.key, erasure.keys, [batch._replace(request_ids=["a", "b", "c"])],
+                  [])
+    assert writer.write([later]) == [1]  # x's after its erasure; y's both before
+    store.close()
+
+
+class _Bundle:
+    def __init__(self, version: str, items: int):
+        self.version, self.items = version, {"item_ids": np.array([f"i{n}" for n in range(items)])}
+
+
+def test_a_group_of_mixed_answers_is_written_as_each_answer_alone_would_be(tmp_path):
+    """Two bundles, two k, context, rows and scores of different lengths, an id holding the
+    column separator: each stored record has `encode`'s bytes for its own answer."""
+    from server.impressions.group import group_of
+    from server.impressions.records import encode, item_codes_of
+    a, b = _Bundle("va", 50), _Bundle("vb", 40)
+    codes = {id(x): item_codes_of(x.items["item_ids"].tolist()) for x in (a, b)}
+    rows = [np.array(r) for r in ([1, 2, 3], [4, 5, 6], [7, 8], [9, 10, 11], [3, 2, 1], [0, 1])]
+    answers = [(100.0 + i, f"r{i}", user, "web" if i % 2 else "email", ctx, id(bundle), r,
+                np.linspace(1, 0, n_scores, dtype=np.float32), i == 4)
+               for i, (user, ctx, bundle, r, n_scores) in enumerate([
+                   ("u1", (), a, rows[0], 3), ("u2", (), a, rows[1], 3), ("u1", (), a, rows[2], 2),
+                   ("u3", ("page", "home"), a, rows[3], 3), ("u\x1f4", (), b, rows[4], 3),
+                   ("u2", (), b, rows[5], 1)])]
+    ring = Keyring.generate("user-id")
+    group = group_of(answers, {id(a): a, id(b): b}, lambda x: codes[id(x)], ring.kid, ring.key)
+    assert sorted((bt.version, *bt.codes.shape) for bt in group.batches) == [
+        ("va", 1, 2), ("va", 2, 3), ("vb", 1, 3)]
+    assert [bt.user_ids for bt in group.batches if bt.version == "vb"] == [["u\x1f4"]]  # a list
+    assert group.size == 6 and len(group.singles) == 2  # the context, the short scores
+    store = Store(tmp_path / "store", sync=False)
+    assert ImpressionWriter(store).write([group]) == [6]
+    with store.read() as txn:
+        table = store.table("impressions")
+        for ts, rid, user, channel, ctx, ref, r, scores, cold in answers:
+            prefix = keys.impression_user_prefix(ring.kid, user_hash(ring.key, user))
+            bundle = a if ref == id(a) else b
+            want = encode(ts, bundle.version, channel, zip(ctx[::2], ctx[1::2]), codes[ref][r],
+                          scores, cold)
+            assert table.get(txn, keys.impression_key(prefix, ts, rid)) == want
+    store.close()
