@@ -1,4 +1,5 @@
-"""The contract between `training/` and `server/`: the bundle format and the event vocabulary.
+"""The contract between `training/` and `server/`: the bundle format, the event vocabulary and
+the stable item codes (`contract.items`).
 
 Both sides import it; it imports only the standard library (docs/bundle.md).
 """

@@ -45,8 +45,8 @@ def _synthetic_seen(bundle, per_user: int, rng) -> None:
 
 
 def _live(bundle, n_users: int, per_user: int, now: float, rng):
+    from contract.items import item_code
     from server.profiles import seen
-    from server.profiles.schema import item_code
     ids = bundle.items["item_ids"]
     out = []
     for _ in range(n_users):

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.items import item_code
 from server.config import Settings
 from server.ids import RandomIds
 from server.impressions import ImpressionLog
@@ -44,10 +45,11 @@ WRITERS = ("thread", "process")
 
 
 class Catalog:
-    """What the log reads of a bundle: its version and item ids."""
+    """What the log reads of a bundle: its version, item ids and their codes."""
 
     def __init__(self, items: int):
         self.version, self.items = "bench", {"item_ids": np.array([f"i{n}" for n in range(items)])}
+        self.item_codes = np.array([item_code(f"i{n}") for n in range(items)], np.int64)
 
 
 async def _probe(marks: list, stop: asyncio.Event) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..interfaces import BundleSource
 from .log import ImpressionLog, user_hash
-from .records import ITEM_BITS, Impression, item_codes_of
+from .records import ITEM_BITS, Impression
 
 __all__ = ["ExportedImpression", "ImpressionExport", "impression_document", "user_impressions"]
 
@@ -46,7 +46,7 @@ class ImpressionExport:
         if bundle is None:
             return {}
         ids = bundle.items["item_ids"].tolist()
-        return dict(zip(item_codes_of(ids).tolist(), map(str, ids)))
+        return dict(zip(bundle.item_codes.tolist(), map(str, ids)))
 
     def rows(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
         """Every impression shown in [start, end] (0: unbounded), one read snapshot (what is

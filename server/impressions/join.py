@@ -20,8 +20,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from contract.items import item_code
+
 from .. import metrics
-from ..profiles.schema import item_code
 from ..store import keys
 from .log import ImpressionLog
 from .logging import logger

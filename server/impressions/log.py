@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import Iterator
 from itertools import chain
 
@@ -37,7 +36,7 @@ from ..security.secrets import Keyring
 from ..store import Store, keys
 from .group import Group, group_of
 from .logging import logger
-from .records import decode, item_codes_of
+from .records import decode
 from .writer import ImpressionWriter, user_hash
 
 __all__ = ["ImpressionLog", "user_hash"]
@@ -66,8 +65,6 @@ class ImpressionLog:
         self._bundles: dict[int, object] = {}
         """Each bundle a buffered answer names, by `id` (a catalog update makes a new bundle of
         the same version); taken with the buffer. Held here, an id cannot be reused meanwhile."""
-        self._codes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        """Per bundle, the int64 codes of its items (row order)."""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.writer: WriterProcess | None = None
         """The writer process (started by `start`); without it `flushed` writes in-process."""
@@ -105,19 +102,13 @@ class ImpressionLog:
         key = self.ring.key_of(kid)
         return keys.impression_user_prefix(kid, user_hash(key, user_id))
 
-    def _codes_of(self, bundle) -> np.ndarray:
-        codes = self._codes.get(bundle)
-        if codes is None:
-            codes = self._codes[bundle] = item_codes_of(bundle.items["item_ids"].tolist())
-        return codes
-
     def _take(self) -> Group | None:
         """Every buffered answer, as one `Group` (on the loop: nothing is recorded meanwhile)."""
         if not self._buf:
             return None
         answers, self._buf = self._buf, []
         bundles, self._bundles = self._bundles, {}
-        return group_of(answers, bundles, self._codes_of, self.ring.kid, self.ring.key,
+        return group_of(answers, bundles, _item_codes, self.ring.kid, self.ring.key,
                         self.erasure_keys)
 
     async def flushed(self) -> int:
@@ -240,3 +231,7 @@ class ImpressionLog:
         if self.writer is not None:
             await self.writer.close()
 
+
+def _item_codes(bundle) -> np.ndarray:
+    """A bundle's item codes (made once, when it was loaded: never on the event loop here)."""
+    return bundle.item_codes

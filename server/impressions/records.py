@@ -10,7 +10,7 @@ An impression is one packed record, no JSON:
               u16, context bytes u16, reserved u32
     version   UTF-8 model version
     context   (u16 length, UTF-8 key, u16 length, UTF-8 value) per entry
-    items     int64[n] stable item codes (`profiles.schema.item_code`), in position order
+    items     int64[n] stable item codes (`contract.items.item_code`), in position order
     scores    float32[n]
     outcomes  uint8[n] per position, bits `ITEM_BITS` (clicked, carted, purchased)
 
@@ -32,7 +32,7 @@ from ..profiles.schema import CHANNELS
 
 __all__ = ["HEAD", "CHANNEL_CODES", "UNKNOWN_POSITION", "POSITIONS", "C", "N_COUNTERS",
            "CLICK", "CART", "PURCHASE", "Impression", "encode", "decode", "with_outcome",
-           "new_counters", "item_codes_of", "ITEM_BITS", "head_of", "encode_many"]
+           "new_counters", "ITEM_BITS", "head_of", "encode_many"]
 
 HEAD = struct.Struct("<dBBHhHHHdHHI")
 CHANNEL_CODES = ("", *CHANNELS)
@@ -81,12 +81,6 @@ class Impression:
     add_to_carts: int = 0
     purchases: int = 0
     revenue: float = 0.0
-
-
-def item_codes_of(item_ids) -> np.ndarray:
-    """Stable int64 codes of item ids (a bundle's catalog, once per bundle)."""
-    from ..profiles.schema import item_code
-    return np.fromiter((item_code(str(i)) for i in item_ids), np.int64, len(item_ids))
 
 
 def _pack_context(context) -> bytes:

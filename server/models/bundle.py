@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 import contract
+from contract.items import item_code
 from kernels import ranking
 from kernels.content import ARRAYS as CONTENT_ARRAYS
 from kernels.content import ContentSpace
@@ -83,6 +84,10 @@ class Bundle:
         self.history_len = self.manifest.history_len
         self.n_items = len(self.items["item_ids"])
         self.item_row = {iid: i for i, iid in enumerate(self.items["item_ids"].tolist())}
+        self.item_codes = np.fromiter(map(item_code, self.items["item_ids"].astype(str).tolist()),
+                                      np.int64, self.n_items)
+        """int64 stable code of each item (row order), made here in the loading thread: the
+        impression log, seen-set exclusion and live histories map codes and rows with it."""
         # Row of each bundle user by `tokens.user_token` of the id (`row_of`): hashed here
         # when the file holds raw ids (training's output, before `pseudonyms` rewrote it).
         ids = self.users["user_ids"]

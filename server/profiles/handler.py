@@ -28,7 +28,7 @@ from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
-from .schema import CHANNELS, EVENT_TYPES, ProfileSchema, item_code
+from .schema import CHANNELS, EVENT_TYPES, ProfileSchema
 from .tombstones import Tombstone, Tombstones
 
 __all__ = ["AccessExport", "Profiles", "TrackResult", "ProfileView", "PROFILE_PARTS"]
@@ -475,7 +475,7 @@ class _BundleDerived:
 
     @functools.cached_property
     def code_row(self) -> dict[int, int]:
-        return {item_code(i): r for r, i in enumerate(self.bundle.items["item_ids"].tolist())}
+        return dict(zip(self.bundle.item_codes.tolist(), range(self.bundle.n_items)))
 
     @functools.cached_property
     def unique_histories(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

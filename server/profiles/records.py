@@ -14,11 +14,12 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
+from contract.items import item_code
 from protos.tailor.v1 import profile_pb2 as pb
 
 from ..store import keys
 from .events import TrackedEvent
-from .schema import CHANNELS, EVENT_TYPES, item_code
+from .schema import CHANNELS, EVENT_TYPES
 
 __all__ = ["EventRecords", "event_type", "event_user", "raw_event"]
 

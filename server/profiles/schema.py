@@ -4,14 +4,12 @@ Event types and their default weights are the bundle contract's (`contract.event
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 from contract.events import DEFAULT_EVENT_WEIGHTS, EVENT_TYPES, VALUED_TYPES
 from kernels.feature_layout import DAY, FeatureLayout
 
-__all__ = ["EVENT_TYPES", "EVENT_TYPES_V1", "CHANNELS", "DEFAULT_CHANNEL", "ProfileSchema",
-           "item_code"]
+__all__ = ["EVENT_TYPES", "EVENT_TYPES_V1", "CHANNELS", "DEFAULT_CHANNEL", "ProfileSchema"]
 
 EVENT_TYPES_V1 = EVENT_TYPES[:14]
 """The vocabulary of layout 1 of stored feature states (before the delivery outcomes)."""
@@ -21,14 +19,6 @@ DEFAULT_CHANNEL = {"email_sent": "email", "email_open": "email", "email_click": 
                    "sms_sent": "sms", "sms_click": "sms", "push_sent": "push", "push_open": "push",
                    "push_click": "push", "email_bounce": "email", "email_complaint": "email",
                    "sms_bounce": "sms"}
-
-_CODE_MASK = (1 << 53) - 1
-
-
-def item_code(item_id: str) -> int:
-    """A stable 53-bit code for an item id (exact in float64; same in every process/bundle)."""
-    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "big") & _CODE_MASK
-
 
 @dataclass(frozen=True)
 class ProfileSchema:

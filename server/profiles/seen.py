@@ -7,7 +7,7 @@ Stored as the seen part of the user's profile state record (`codec.join_state`, 
     byte 0      layout version (1)
     bytes 1-3   reserved (0)
     bytes 4-7   n, uint32 little-endian
-    then        codes  int64[n]    item codes (`schema.item_code`), ascending
+    then        codes  int64[n]    item codes (`contract.items.item_code`), ascending
                 mask   uint32[n]   bit i set: an event of type `EVENT_TYPES[i]` on that item;
                                    bit 31 (`UNKNOWN_BIT`): seen before this record existed
                 ts     float64[n]  unix seconds of the latest event on that item

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..models import Bundle
-from ..profiles.schema import EVENT_TYPES, item_code
+from ..profiles.schema import EVENT_TYPES
 from ..profiles.seen import UNKNOWN_BIT, SeenSet
 
 __all__ = ["SeenPolicy", "excluded_rows"]
@@ -98,8 +98,7 @@ class _BundleSeen:
             cutoff = float(bundle.manifest.cutoff)
             self.ts = np.full(len(self.items), cutoff)
             self.bits = policy.compile(())
-        codes = np.fromiter((item_code(i) for i in bundle.items["item_ids"].tolist()), np.int64,
-                            bundle.n_items)
+        codes = bundle.item_codes
         self.code_order = np.argsort(codes, kind="stable")
         self.codes_sorted = codes[self.code_order]
         cats = [bundle.category_code[c] for c in policy.repeatable if c in bundle.category_code]

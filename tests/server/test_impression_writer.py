@@ -117,10 +117,11 @@ class _Bundle:
 def test_a_group_of_mixed_answers_is_written_as_each_answer_alone_would_be(tmp_path):
     """Two bundles, two k, context, rows and scores of different lengths, an id holding the
     column separator: each stored record has `encode`'s bytes for its own answer."""
+    from contract.items import item_code
     from server.impressions.group import group_of
-    from server.impressions.records import encode, item_codes_of
+    from server.impressions.records import encode
     a, b = _Bundle("va", 50), _Bundle("vb", 40)
-    codes = {id(x): item_codes_of(x.items["item_ids"].tolist()) for x in (a, b)}
+    codes = {id(x): np.array([item_code(str(i)) for i in x.items["item_ids"]]) for x in (a, b)}
     rows = [np.array(r) for r in ([1, 2, 3], [4, 5, 6], [7, 8], [9, 10, 11], [3, 2, 1], [0, 1])]
     answers = [(100.0 + i, f"r{i}", user, "web" if i % 2 else "email", ctx, id(bundle), r,
                 np.linspace(1, 0, n_scores, dtype=np.float32), i == 4)

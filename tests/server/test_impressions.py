@@ -62,7 +62,7 @@ async def test_answers_are_logged_under_their_request_id(tailor_server, stubs):
     assert imp.model_version == reply.model_version and imp.channel == "web"
     assert imp.context == {"page": "home"} and imp.cold_start == reply.cold_start
     assert imp.scores.tolist() == pytest.approx([i.score for i in reply.items])
-    from server.profiles.schema import item_code
+    from contract.items import item_code
     assert imp.items.tolist() == [item_code(i.item_id) for i in reply.items]
     batch = await rec.RecommendBatch(rpb.RecommendBatchRequest(requests=[
         rpb.RecommendRequest(user_id="u2", k=3), rpb.RecommendRequest(user_id="u3", k=3)]))
@@ -277,7 +277,7 @@ async def test_buffered_answers_hold_nothing_the_garbage_collector_tracks(slow_f
     for _ in range(2):  # a collection untracks each tuple holding only untracked objects; one
         gc.collect()    # pass may see an answer before its context tuple
     assert [gc.is_tracked(answer) for answer in log._buf] == [False, False]
-    from server.profiles.schema import item_code
+    from contract.items import item_code
     for i, reply in enumerate(replies):  # written as before: the id finds the bundle again
         imp = (await impressions_of(tailor_server, f"gc{i}"))[reply.request_id]
         assert imp.model_version == reply.model_version != ""

@@ -3,11 +3,11 @@ import time
 
 import pytest
 
+from contract.items import item_code
 from protos.tailor.v1 import profile_pb2 as pb
 from server.profiles import ProfileSchema, TrackedEvent
 from server.profiles.records import EventRecords
 from server.profiles.repository import ProfileRepository
-from server.profiles.schema import item_code
 from server.store import Store, keys
 from server.store.keys import dedupe_key, event_key, feature_key
 

@@ -5,6 +5,7 @@ import time
 import numpy as np
 import pytest
 
+from contract.items import item_code
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
 from protos.tailor.v1 import recommendation_pb2 as pb
@@ -13,7 +14,7 @@ from server.config import Settings
 from server.models.bundle import load_bundle
 from server.profiles import seen
 from server.profiles.codec import join_state, split_state
-from server.profiles.schema import EVENT_TYPES, item_code
+from server.profiles.schema import EVENT_TYPES
 from server.recommend.exclusion import SeenPolicy, excluded_rows
 from server.store import keys
 from tests.conftest import store_mentions
