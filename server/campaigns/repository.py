@@ -39,7 +39,7 @@ from ..store.keys import (
     due_key,
     user_prefix,
 )
-from .decision_log import DecisionLog, decision_items, decode_decision, encode_decision
+from .decision_log import DecisionLog, decision_parts, decode_decision, encode_decision
 from .errors import (
     CampaignExists,
     CampaignNotFound,
@@ -135,21 +135,22 @@ class CampaignRepository:
         frequency cap are stored suppressed (`FREQUENCY_CAP`); the caps are checked and
         counted in this transaction, so concurrent decisions cannot both pass a cap."""
         checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
-        items = [decision_items(rec) for rec in records]  # outside the writer lock
+        parts = decision_parts(records)  # outside the writer lock
 
         def fn(txn):
             now = time.time()
             recs, reasons = list(records), [""] * len(records)
             passed = self.contacts.admit(txn, [a for _, a in checks], now) if checks else ()
+            entries, index, dues = (list(p) for p in parts)
             for (i, _), ok in zip(checks, passed):
                 if not ok:
                     recs[i], reasons[i] = recs[i].suppressed(FREQUENCY_CAP), FREQUENCY_CAP
-            flat, per_campaign = [], {}
-            for i, rec in enumerate(recs):
-                flat += items[i] if rec is records[i] else decision_items(rec)
+                    (entries[i],), (index[i],), (dues[i],) = decision_parts([recs[i]])
+            per_campaign = {}
+            for rec in recs:
                 if rec.status == PENDING:
                     per_campaign.setdefault(rec.campaign_id, []).append(rec.arm)
-            self._d.put_many(txn, flat)
+            self._d.put_many(txn, entries + index + [d for d in dues if d is not None])
             for campaign_id, arms in per_campaign.items():
                 self._count(txn, campaign_id, arms=arms)
             return [r or rec.reason for r, rec in zip(reasons, records)]
