@@ -22,6 +22,7 @@ lock, so concurrent rewards from several worker processes are never lost.
 """
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Sequence
@@ -300,11 +301,24 @@ def _counters(raw: bytes | None) -> dict:
     return base if raw is None else {**base, **json.loads(raw)}
 
 
+WRITER_GC_THRESHOLD = (10_000, 10, 10)
+"""The writer process's `gc.set_threshold`: a PlanCampaign transaction allocates a few tuples
+per decision (rows, records, entries), so the default 700 ran a young collection every ~70
+decisions and an old one (every object the process holds, its 65,536-entry key caches
+included) every ~7,000; with these, and the objects made at start-up frozen (`gc.freeze`),
+collection and traversal cost ~1.4k instead of ~13k instructions a decision (callgrind, 8,000
+decisions). The process makes few reference cycles."""
+
+
 def writer_functions(store: Store) -> dict:
     """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
     Its limits (how long contacts are kept) come from the environment the server shares with
-    it (`TAILOR_LIMITS__*`; limits have no command-line flags)."""
+    it (`TAILOR_LIMITS__*`; limits have no command-line flags). Sets the process's garbage
+    collection (`WRITER_GC_THRESHOLD`)."""
     repo = CampaignRepository(store, Settings().limits)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*WRITER_GC_THRESHOLD)
     return {"decisions": lambda rows: repo.log_decisions([DecisionRecord._make(r) for r in rows]),
             "decision_batches": lambda batches: _log_batches(repo, batches),
             "rewards": lambda requests: repo.apply_rewards(requests, time.time()),
