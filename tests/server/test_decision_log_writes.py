@@ -106,3 +106,18 @@ def test_a_batch_writes_its_records_index_due_and_contacts_and_erasure_removes_t
     for d in (ids[0], ids[3]):
         assert store_mentions(store, d.encode()) == []
 
+
+
+def test_the_keys_kept_by_token_stay_bounded_and_keep_the_newest(tmp_path):
+    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32), cache_size=8)
+    store = Store(tmp_path / "store", sync=False, crypto=crypto)
+    contacts = store.table("contacts")
+    users = [f"user-{i}" for i in range(30)]
+    for i in range(0, 30, 3):  # ten transactions of three new users
+        store.write(lambda txn, i=i: contacts.put_many(
+            txn, [(keys.contact_key(u), b"[]") for u in users[i:i + 3]]))
+    kept = store.datakeys._known
+    assert list(kept) == [keys.user_token(u) for u in users[-8:]]
+    with store.read() as txn:  # every user's record still opens (kept or read back)
+        assert contacts.get_many(txn, [keys.contact_key(u) for u in users]) == [b"[]"] * 30
+    store.close()
