@@ -67,7 +67,7 @@ def effective_caps(channel: str, campaign_caps: Iterable[FrequencyCap],
 
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 """`json.dumps(..., separators=...)` without building an encoder per call."""
-_PLAIN = re.compile(r'["\\\x00-\x1f\x7f]').search
+_PLAIN = re.compile(r'["\\\u0000-\u001f\u007f]').search
 """Finds a character JSON would escape in an ASCII string (None: the string is written as is)."""
 
 
