@@ -33,6 +33,16 @@ def _ids(n: int) -> list[str]:
     return [raw[24 * i:24 * i + 24] for i in range(n)]
 
 
+def _tree_ids():
+    """n -> decision ids as the tree's server makes them (time-ordered since plan-speed; random
+    before)."""
+    try:
+        from server.campaigns.decision_ids import decision_ids
+    except ImportError:
+        return _ids
+    return lambda n: decision_ids(n, time.time())
+
+
 def _row(decision_id: str, user: str, now: float, i: int, channel: str, caps: tuple) -> tuple:
     return (decision_id, "bench", user, now, i % 10, 0.1, None, [], 0, f"v{i % 10}", "pending",
             now + 86400, False, channel, 0.0, "", caps, 1.0, 1.0)
@@ -50,17 +60,18 @@ def run(mode: str) -> float:
                   crypto=StoreCrypto.from_secrets(secrets))
     fns = writer_functions(store)
     users = [f"u{i}" for i in range(4096)]
+    ids = _tree_ids()
 
     def plan(k: int) -> int:
         now = time.time()
         fns["decision_batches"]([[_row(d, str(k * 1000 + j * 250 + i), now, i, "push", ())
-                                  for i, d in enumerate(_ids(250))] for j in range(4)])
+                                  for i, d in enumerate(ids(250))] for j in range(4)])
         return 1000
 
     def choose(k: int) -> int:
         now = time.time()
         fns["decisions"]([_row(d, users[(k * 16 + i) % 4096], now, i, "email", CAPS)
-                          for i, d in enumerate(_ids(16))])
+                          for i, d in enumerate(ids(16))])
         return 16
     call, calls = (plan, 120) if mode == "plan" else (choose, 2500)
     for k in range(calls // 5):

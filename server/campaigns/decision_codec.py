@@ -47,6 +47,17 @@ def encode_record(rec: Sequence) -> bytes:
     (decision_id, campaign_id, user_id, timestamp, arm, propensity, reward, context, position,
      variant_id, status, deadline, linear, channel, send_at, reason, _caps, channel_propensity,
      send_at_propensity) = rec
+    code = _STATUS_CODE.get(status)
+    text = decision_id + campaign_id + user_id + variant_id + channel + reason
+    if reward is None and code is not None and text.isascii():
+        # The common record, packed without `_pack`'s generality: characters are bytes.
+        n = len(context)
+        head = _HEAD.pack(LAYOUT_TAG, LINEAR if linear else 0, code, arm, position, n,
+                          len(decision_id), len(campaign_id), len(user_id), len(variant_id),
+                          len(channel), len(reason), timestamp, propensity, _NAN, deadline,
+                          send_at, channel_propensity, send_at_propensity, _NAN, _NAN)
+        return head + text.encode() + struct.pack(f"<{n}d", *context) if n \
+            else head + text.encode()
     return _pack(decision_id, campaign_id, user_id, timestamp, arm, propensity, reward, context,
                  position, variant_id, status, deadline, linear, channel, send_at, reason,
                  channel_propensity, send_at_propensity, None, None, None)

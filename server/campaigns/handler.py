@@ -25,12 +25,12 @@ from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
 from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
-from ..ids import RandomIds
 from ..interfaces import ProfileStates, SuppressedAddresses
 from ..store import Store
 from ..validation import check_count, check_id, check_time
 from .cache import CampaignCache, Entry
 from .context import UNREAD
+from .decision_ids import TimedIds
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .plan import PlanBatch, Planner, PlanRequest
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Campaigns", "Choice"]
 
-_decision_id = RandomIds(12)
+_decision_id = TimedIds()
 
 
 class Choice(NamedTuple):
@@ -222,7 +222,7 @@ class Campaigns:
             return await self._log_suppressed(spec, user_id, now, verdict)
         ctx = entry.context.build(user_id, context, state)
         decision = self.decider.decide(spec, blob, user_id, ctx)
-        decision_id = _decision_id()
+        decision_id = _decision_id(now)
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
         # Fields by position and sent as a plain tuple: as cheap as a dict (see records.py).
         reason = await self._log.submit(tuple(DecisionRecord(
@@ -251,7 +251,7 @@ class Campaigns:
     async def _log_suppressed(self, spec: CampaignSpec, user_id: str, now: float,
                               verdict: Verdict) -> Choice:
         """Log a decision the contact policy refused before any variant was chosen."""
-        decision_id = _decision_id()
+        decision_id = _decision_id(now)
         rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
                              [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
         await self._log.submit(tuple(rec.suppressed(verdict.reason)))

@@ -21,7 +21,6 @@ suppressed.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import numpy as np
 from ..contact import Verdict
 from ..errors import InvalidArgument
 from ..validation import check_count, check_id
+from .decision_ids import decision_ids
 from .errors import PlanStreamTooLong
 from .records import NO_ARM, PENDING, SUPPRESSED
 
@@ -166,7 +166,7 @@ class Planner:
                                        [contexts[i] for i in allowed])
         arms[allowed], props[allowed] = drawn.arms, drawn.propensities
         names = {a: v.id for a, v in enumerate(spec.variants)}
-        batch = PlanBatch(user_ids, _decision_ids(n), arms.tolist(), props.tolist(),
+        batch = PlanBatch(user_ids, decision_ids(n, now), arms.tolist(), props.tolist(),
                           [names.get(a, "") for a in arms.tolist()],
                           [entry.channels[0]] * n,
                           [0.0] * n, [""] * n)
@@ -197,12 +197,6 @@ class Planner:
                 batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
                 batch.reasons[i] = reason
         return batch
-
-
-def _decision_ids(n: int) -> list[str]:
-    """`n` random decision ids (12 bytes, hex, as ChooseVariant's) from one `os.urandom` call."""
-    hexes = os.urandom(12 * n).hex()
-    return [hexes[i:i + 24] for i in range(0, 24 * n, 24)]
 
 
 def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],

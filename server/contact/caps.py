@@ -14,6 +14,7 @@ both pass a cap of one.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -66,6 +67,8 @@ def effective_caps(channel: str, campaign_caps: Iterable[FrequencyCap],
 
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 """`json.dumps(..., separators=...)` without building an encoder per call."""
+_PLAIN = re.compile(r'["\\\u0000-\u001f\u007f]').search
+"""Finds a character JSON would escape in an ASCII string (None: the string is written as is)."""
 
 
 class ContactHistory:
@@ -85,7 +88,14 @@ class ContactHistory:
         return cls(json.loads(raw) if raw else None)
 
     def encode(self) -> bytes:
-        return _compact_json(self.entries).encode()
+        """Compact JSON; entries of plain ASCII strings (every decision's, most sends') are
+        written directly, a fifth of `json.dumps`'s time (the same bytes: floats by `repr`)."""
+        entries = self.entries
+        if all(type(ts) is float and ts - ts == 0.0 and (ch + d).isascii()
+               and _PLAIN(ch + d) is None for ts, ch, d in entries):
+            return ("[" + ",".join([f'[{ts!r},"{ch}","{d}"]' for ts, ch, d in entries])
+                    + "]").encode()
+        return _compact_json(entries).encode()
 
     def exported(self) -> list[dict]:
         """The entries as the access export shows them, oldest first."""
@@ -145,14 +155,14 @@ class ContactLog:
         a later row of the same user in the batch sees them. One read of each user's history
         and one write of each changed one, for the whole batch."""
         histories = self._read(txn, [row.user_id for row in rows])
-        changed, out = set(), []
+        changed, out = {}, []
         for row in rows:
             h = histories[row.user_id]
-            ok = not h.blocked_by(row.caps, row.at)
+            ok = not row.caps or not h.blocked_by(row.caps, row.at)
             if ok and row.counted and h.add(row.at, row.channel, row.decision_id):
-                changed.add(row.user_id)
+                changed[row.user_id] = h
             out.append(ok)
-        self._save(txn, {u: histories[u] for u in changed}, now)
+        self._save(txn, changed, now)
         return out
 
     def add_sends(self, txn, sends: Iterable[tuple[str, str, float, str]], now: float) -> int:

@@ -81,6 +81,7 @@ __all__ = [
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
     "DEAD_LETTER_PREFIX", "dead_letter_key",
+    "decision_keys_many",
 ]
 
 
@@ -233,6 +234,17 @@ def decision_index_key(decision_id: str) -> bytes:
 def due_key(deadline: float, decision_id: str) -> bytes:
     """The pending-window entry of a decision; `due_key(now, "")` bounds the ones due by now."""
     return DUE_PREFIX + ms_part(deadline) + SEP + decision_id.encode()
+
+
+def decision_keys_many(user_ids: Sequence[str], decision_ids: Sequence[str]
+                       ) -> tuple[list[bytes], list[bytes]]:
+    """(`decision_key`, `decision_index_key`) of many decisions, aligned: one separator check
+    for all the ids (the tokens are hex) instead of `join_key`'s per part."""
+    if SEP_CHAR in "".join(decision_ids):
+        raise ValueError("a decision id contains the 0x1F separator")
+    ids = [d.encode() for d in decision_ids]
+    pkeys = [user_token(u) + SEP + d for u, d in zip(user_ids, ids)]
+    return pkeys, [INDEX_PREFIX + d for d in ids]
 
 
 # -- contact policy ---------------------------------------------------------------------------------

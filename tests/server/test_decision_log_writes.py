@@ -1,0 +1,123 @@
+"""How the campaigns writer lays a batch of decisions down: time-ordered decision ids, the
+entries a batch writes (records, then the id index, then the due entries), the record packed
+directly, contact histories written as the JSON they were, and erasure still removing every
+entry of a user."""
+import json
+import os
+import time
+
+import pytest
+
+from server.campaigns import decision_codec as codec
+from server.campaigns.decision_ids import TimedIds, decision_ids
+from server.campaigns.records import DecisionRecord
+from server.campaigns.repository import CampaignRepository, writer_functions
+from server.campaigns.spec import Campaign, CampaignSpec, Variant
+from server.contact.caps import ContactHistory
+from server.security.secrets import Keyring
+from server.store import Store, keys
+from server.store.crypto import StoreCrypto
+from tests.conftest import store_mentions
+
+NOW = 1764000000.123
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store", sync=False,
+              crypto=StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32)))
+    yield s
+    s.close()
+
+
+def _row(decision_id: str, user: str, now: float, status: str = "pending") -> tuple:
+    if status == "suppressed":
+        return (decision_id, "c", user, now, -2, 0.0, None, [], 0, "", "suppressed", now, False,
+                "push", 0.0, "no_consent", (), 1.0, 1.0)
+    return (decision_id, "c", user, now, 1, 0.5, None, [], 0, "b", "pending", now + 60.0, False,
+            "push", 0.0, "", (), 1.0, 1.0)
+
+
+def test_decision_ids_start_with_their_millisecond_and_sort_by_time():
+    ids = decision_ids(500, NOW)
+    assert ids == sorted(ids) and len(set(ids)) == 500
+    assert all(len(d) == 24 and int(d, 16) >= 0 for d in ids)
+    assert {d[:11] for d in ids} == {f"{1764000000123:011x}"}
+    new = TimedIds(batch=4)
+    made = [new(NOW + i * 0.002) for i in range(10)]  # past one draw of random digits
+    assert made == sorted(made) and len(set(made)) == 10
+
+
+def test_the_common_record_packs_as_the_general_packer_does():
+    rec = DecisionRecord("ab" * 12, "spring", "u-1", NOW, 3, 0.125, None, [0.5, -2.0], 0, "v3",
+                         "pending", NOW + 60, True, "email", NOW + 5, "", (), 0.75, 0.5)
+    for r in (rec, rec._replace(context=[], linear=False),
+              rec._replace(status="suppressed", arm=-2, reason="frequency_cap")):
+        general = codec._pack(*r[:16], r.channel_propensity, r.send_at_propensity, None, None,
+                              None)
+        assert codec.encode_record(r) == general
+        assert codec.decode(general)["user_id"] == "u-1"
+
+
+def test_contact_histories_are_written_as_compact_json():
+    cases = {
+        (): "[]",
+        ((1.5, "push", "d1"),): '[[1.5,"push","d1"]]',
+        ((2.0, "email", ""), (1e20, "sms", "x")): '[[2.0,"email",""],[1e+20,"sms","x"]]',
+        ((3.25, "email", 'a"b\\c'),): '[[3.25,"email","a\\"b\\\\c"]]',
+        ((4.0, "push", "é"),): '[[4.0,"push","\\u00e9"]]',
+        ((5, "push", "x"),): '[[5,"push","x"]]',
+    }
+    for entries, expected in cases.items():
+        raw = ContactHistory([list(e) for e in entries]).encode()
+        assert raw == expected.encode()
+        assert json.loads(raw) == [list(e) for e in entries]
+
+
+def test_a_batch_writes_its_records_index_due_and_contacts_and_erasure_removes_them(store):
+    spec = CampaignSpec("c", variants=(Variant("a"), Variant("b")), channel="push")
+    repo = CampaignRepository(store)
+    repo.create(Campaign(spec.validated()), spec.validated().new_state())
+    now = time.time()
+    ids = decision_ids(6, now)
+    users = ["ann", "bob", "cy", "ann", "dee", "eve"]
+    rows = [_row(d, u, now, "suppressed" if u == "eve" else "pending")
+            for d, u in zip(ids, users)]
+    assert writer_functions(store)["decision_batches"]([rows[:3], rows[3:]]) == [
+        ["", "", ""], ["", "", "no_consent"]]
+    with store.read() as txn:
+        index = [k for k, _ in store.table("decisions").items(txn, keys.INDEX_PREFIX)
+                 if k.startswith(keys.INDEX_PREFIX)]
+        due = list(store.table("decisions").scan_prefix(txn, keys.DUE_PREFIX))
+    assert index == [keys.decision_index_key(d) for d in ids]  # by time: the ids' order
+    assert sorted(k[-24:].decode() for k, _ in due) == ids[:5]  # eve's is suppressed
+    assert [r["decision_id"] for r in repo.log.of_user("ann")] == sorted([ids[0], ids[3]])
+    assert [c["decision_id"] for c in repo.contacts_of("ann")] == [ids[0], ids[3]]
+    assert repo.contacts_of("eve") == []
+    assert repo.log.owner(ids[1]) == ("bob", "c")
+
+    def erase(txn):
+        removed = repo.erase_user(txn, "ann")
+        store.table("decisions").delete_prefix(txn, keys.user_prefix("ann"))
+        return removed
+    assert store.write(erase, erasure=True) == 4  # two index and two due entries
+    assert repo.log.owner(ids[0]) is None and repo.log.owner(ids[3]) is None
+    assert repo.log.of_user("ann") == [] and repo.log.owner(ids[4]) == ("dee", "c")
+    for d in (ids[0], ids[3]):
+        assert store_mentions(store, d.encode()) == []
+
+
+
+def test_the_keys_kept_by_token_stay_bounded_and_keep_the_newest(tmp_path):
+    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32), cache_size=8)
+    store = Store(tmp_path / "store", sync=False, crypto=crypto)
+    contacts = store.table("contacts")
+    users = [f"user-{i}" for i in range(30)]
+    for i in range(0, 30, 3):  # ten transactions of three new users
+        store.write(lambda txn, i=i: contacts.put_many(
+            txn, [(keys.contact_key(u), b"[]") for u in users[i:i + 3]]))
+    kept = store.datakeys._known
+    assert list(kept) == [keys.user_token(u) for u in users[-8:]]
+    with store.read() as txn:  # every user's record still opens (kept or read back)
+        assert contacts.get_many(txn, [keys.contact_key(u) for u in users]) == [b"[]"] * 30
+    store.close()
