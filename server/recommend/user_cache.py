@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -85,7 +86,7 @@ class UserCache:
             raise ValueError("max_users and rtol must be >= 0")
         self.max_users = max_users
         self.rtol = rtol
-        self._tables: weakref.WeakKeyDictionary[Bundle, dict[str, CachedUser]] = \
+        self._tables: weakref.WeakKeyDictionary[Bundle, OrderedDict[str, CachedUser]] = \
             weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
@@ -117,10 +118,10 @@ class UserCache:
         with self._lock:
             table = self._tables.get(bundle)
             if table is None:
-                table = self._tables[bundle] = {}
+                table = self._tables[bundle] = OrderedDict()
             table.pop(user_id, None)
-            while len(table) >= self.max_users:
-                del table[next(iter(table))]
+            while len(table) >= self.max_users:  # oldest first, O(1) (a dict's first key is
+                table.popitem(last=False)       # found by scanning past the deleted ones)
             table[user_id] = entry
         return entry
 
