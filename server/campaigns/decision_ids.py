@@ -16,7 +16,8 @@ whatever its shape.
 from __future__ import annotations
 
 import os
-import threading
+
+from ..ids import RandomIds
 
 __all__ = ["TimedIds", "decision_ids", "RANDOM_HEX", "TIME_HEX"]
 
@@ -38,19 +39,11 @@ def decision_ids(n: int, now: float) -> list[str]:
 
 
 class TimedIds:
-    """One id at a time (ChooseVariant), the random digits cut from one `os.urandom` call per
-    `batch` ids (as `server.ids.RandomIds`: no system call per id on the event loop)."""
+    """One id at a time (ChooseVariant): the random digits come from `server.ids.RandomIds`
+    (cut from one `os.urandom` call per `batch` ids: no system call per id on the event loop)."""
 
     def __init__(self, batch: int = 256):
-        self._draw = _RANDOM_BYTES * batch
-        self._lock = threading.Lock()
-        self._buf = ""
-        self._pos = 0
+        self._random = RandomIds(_RANDOM_BYTES, batch)
 
     def __call__(self, now: float) -> str:
-        with self._lock:
-            if self._pos >= len(self._buf):
-                self._buf, self._pos = os.urandom(self._draw).hex(), 0
-            start = self._pos
-            self._pos += 2 * _RANDOM_BYTES
-        return _prefix(now) + self._buf[start:start + RANDOM_HEX]
+        return _prefix(now) + self._random()[:RANDOM_HEX]
