@@ -48,10 +48,19 @@ class ImpressionExport:
         ids = bundle.items["item_ids"].tolist()
         return dict(zip(bundle.item_codes.tolist(), map(str, ids)))
 
-    def rows(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
+    def names(self) -> tuple[dict[str, str], dict[int, str]]:
+        """({`kid:hex`: user id}, {item code: item id}) for `rows`: every profile's id hashed
+        under every key, the catalog's codes (seconds for a million profiles: call it in a
+        thread, not on the event loop)."""
+        return self._users(), self._catalog()
+
+    def rows(self, start: float = 0.0, end: float = 0.0,
+             names: tuple[dict[str, str], dict[int, str]] | None = None
+             ) -> Iterator[ExportedImpression]:
         """Every impression shown in [start, end] (0: unbounded), one read snapshot (what is
-        still buffered is not in it: `Impressions.export` writes it first)."""
-        users, catalog = self._users(), self._catalog()
+        still buffered is not in it: `Impressions.export` writes it first); users and items
+        named by `names` (made here if None)."""
+        users, catalog = names if names is not None else self.names()
         for ref, rid, imp in self.log.export(start, end):
             ids = [catalog.get(c) or f"code:{c}" for c in np.asarray(imp.items).tolist()]
             yield ExportedImpression(rid, ref, users.get(ref, ""), ids, imp)

@@ -115,7 +115,7 @@ class Impressions:
             return iter(())
         if self.enabled:
             await self.log.flushed()
-        return self.exporter.rows(start, end)
+        return self.exporter.rows(start, end, await asyncio.to_thread(self.exporter.names))
 
     async def close(self) -> None:
         for task in self._tasks:
