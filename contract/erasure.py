@@ -55,9 +55,9 @@ def keys_in_use(tombstones: Mapping[tuple[str, str], float],
 
 
 def erased_at(user_ids: Sequence[str], tombstones: Mapping[tuple[str, str], float],
-              keys: Sequence[tuple[str, bytes]]) -> list[float | None]:
+              keys: Sequence[tuple[str, bytes]], digest_of=digest) -> list[float | None]:
     """Each user's erasure time (None: never erased), hashing with every key of `keys` (pass
-    `keys_in_use`'s: one HMAC per user and key)."""
+    `keys_in_use`'s: one HMAC per user and key); `digest_of` is `digest` or a cached copy of it."""
     if not tombstones:
         return [None] * len(user_ids)
     ring = keys
@@ -65,7 +65,7 @@ def erased_at(user_ids: Sequence[str], tombstones: Mapping[tuple[str, str], floa
     for uid in user_ids:
         at = None
         for kid, key in ring:
-            at = tombstones.get((kid, digest(key, uid)))
+            at = tombstones.get((kid, digest_of(key, uid)))
             if at is not None:
                 break
         out.append(at)

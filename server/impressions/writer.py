@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from contract.erasure import digest, keys_in_use
+from contract.erasure import digest, erased_at, keys_in_use
 
 from ..ids import RandomIds
 from ..store import Store, keys
@@ -138,16 +138,9 @@ class ImpressionWriter:
 
 def _erased(users: set[str], tombs: dict, ring: list[tuple[str, bytes]]) -> dict[str, float]:
     """{user: erasure time} of the erased users among `users` (`server.profiles.tombstones`)."""
-    out = {}
-    if not tombs or not ring:
-        return out
-    for uid in users:
-        for kid, key in ring:
-            at = tombs.get((kid, _cached_digest(key, uid)))
-            if at is not None:
-                out[uid] = at
-                break
-    return out
+    ids = list(users)
+    return {u: at for u, at in zip(ids, erased_at(ids, tombs, ring, _cached_digest))
+            if at is not None}
 
 
 def add_counters(table, txn, counts: dict[bytes, np.ndarray]) -> None:

@@ -93,17 +93,7 @@ class Tombstones:
         """Each user's erasure time, None if never erased (the serving path: a user's HMAC is
         computed once per process while it stays in a small cache)."""
         tombs = self.current() if tombs is None else tombs
-        if not tombs:
-            return [None] * len(user_ids)
-        ring, out = self._keys, []
-        for uid in user_ids:
-            at = None
-            for kid, key in ring:
-                at = tombs.get((kid, _cached_digest(key, uid)))
-                if at is not None:
-                    break
-            out.append(at)
-        return out
+        return erased_at(user_ids, tombs, self._keys, _cached_digest)
 
     def matches(self, user_ids: Iterable[str]) -> dict[str, float]:
         """{user id: erasure time} of the erased users among `user_ids` (a bundle's, at load)."""
