@@ -116,7 +116,6 @@ class Campaigns:
         self._plan_log = AdaptiveBatcher(runner=self._writer.runner("decision_batches"),
                                          max_size=4, max_wait=0.0, name="plan_decisions")
         self._planner = Planner(self, self._plan_log)
-        self.new_decision_id = _decision_id
         self._decision_counters: dict[tuple[str, str], object] = {}
 
     async def start(self) -> None:
