@@ -7,7 +7,9 @@
    transaction, with the same durability setting (fsync per commit unless --no-sync), through
    `server.store.baseline` — the ceiling for comparison.
 2. End to end: `python -m server` on loopback, events streamed with TrackEventStream in batches
-   of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit).
+   of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit), into an
+   empty data dir, or with `--ingest-into stored` into a copy of one holding `--profiles` users
+   (the steady state: events of known users, whose data keys exist).
 3. GetProfile latency (p50/p99), every part and then only `--parts`, with `--profiles` stored
    profiles (loaded through the server's own repository with fsync off to save time; reads do not
    depend on how records were written),
@@ -147,9 +149,12 @@ def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None,
 
 
 def ingest(args, events, sync: bool, encrypt: bool) -> dict:
-    """Step 2 on a fresh data dir: events/s, server CPU per event, Ping's CPU per call."""
+    """Step 2 on a fresh data dir, or (`--ingest-into stored`) on a copy of a store already
+    holding `--profiles` users: events/s, server CPU per event, Ping's CPU per call."""
     ingest_dir = args.work / f"ingest-{'on' if encrypt else 'off'}"
     shutil.rmtree(ingest_dir, ignore_errors=True)
+    if args.ingest_into == "stored":
+        shutil.copytree(stored_base(args, encrypt), ingest_dir)
     proc, target = serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt)
     try:
         cpu_before = tree_cpu_seconds(proc.pid)
@@ -194,6 +199,10 @@ def main(argv=None) -> None:
                    help="with --encryption both: GetProfile runs per server and round, alternated")
     p.add_argument("--streams", type=int, default=1, help="concurrent TrackEventStream connections")
     p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
+    p.add_argument("--ingest-into", choices=("fresh", "stored"), default="fresh",
+                   help="step 2's data dir: empty (every user's first event makes their data key), "
+                        "or a copy of a store holding --profiles users (events of known users, "
+                        "the steady state; users below --profiles are known)")
     p.add_argument("--no-sync", action="store_true", help="no fsync per commit (crash-safe, not power-safe)")
     p.add_argument("--encryption", choices=("on", "off", "both"), default="on",
                    help="encryption at rest of the server (both: on and off in one run, with ratios)")
@@ -251,6 +260,18 @@ def read_store(args, encrypt: bool) -> Path:
     return read_dir
 
 
+def stored_base(args, encrypt: bool) -> Path:
+    """The data dir every `--ingest-into stored` ingestion starts from (a copy of it): the
+    read store's `--profiles` users, 5 events each, populated once in its own directory (no
+    server ever opens it, so copying its files is a consistent copy)."""
+    base = args.work / f"ingest-base-{args.profiles}-{'on' if encrypt else 'off'}"
+    if not (base / "store" / "data.mdb").exists():
+        print(f"populating the ingestion base, {args.profiles} profiles "
+              f"(encryption {'on' if encrypt else 'off'}) ...", flush=True)
+        populate(base, args.profiles, args.secrets, encrypt)
+    return base
+
+
 def paired_reads(servers: dict, args, first: bool) -> dict[bool, dict]:
     """Step 3 on both read servers ({encrypt: (proc, target)}, both up): Ping on each, then
     GetProfile in `args.read_slices` slices of `args.read_seconds` / slices per server,
@@ -285,7 +306,7 @@ def paired_reads(servers: dict, args, first: bool) -> dict[bool, dict]:
 def compare_encryption(args, sync: bool) -> None:
     """Steps 2 and 3 with encryption on and off, alternating, `args.rounds` times; ratios.
     Both read servers stay up for the whole run and are read in alternated slices
-    (`paired_reads`); each ingestion runs on a fresh data dir."""
+    (`paired_reads`); each ingestion runs on a fresh data dir (`ingest`)."""
     rows: dict[bool, list[dict]] = {True: [], False: []}
     servers = {e: serve(read_store(args, e), sync, src=args.server_src,
                         secrets_dir=args.secrets, encrypt=e) for e in (True, False)}
@@ -316,8 +337,9 @@ def compare_encryption(args, sync: bool) -> None:
     for e in rows:  # CPU per event in Pings of the same server (contention moves both alike)
         med[e]["event_vs_ping"] = float(np.median([g["per_event"] / g["ingest_ping"] for g in rows[e]]))
     on, off = med[True], med[False]
-    print(f"\nencryption on / off, medians of {args.rounds} round(s) ({args.events} events, "
-          f"{args.profiles:,} profiles, {'fsync' if sync else 'no fsync'}):")
+    print(f"\nencryption on / off, medians of {args.rounds} round(s) ({args.events} events of "
+          f"{args.users:,} users into a {args.ingest_into} store, {args.profiles:,} profiles, "
+          f"{'fsync' if sync else 'no fsync'}):")
     print(f"  ingestion throughput   {on['rate']:>9,.0f} / {off['rate']:>9,.0f} events/s = "
           f"x{on['rate'] / off['rate']:.3f} ({1 - on['rate'] / off['rate']:+.1%} slower)")
     print(f"  server CPU per event   {on['per_event']:>9.1f} / {off['per_event']:>9.1f} us = "
