@@ -194,6 +194,12 @@ class FeatureLayout:
         put(self, "size", pos)
         put(self, "fingerprint", self._fingerprint(FORMAT_VERSION))
         put(self, "_fingerprint_v1", self._fingerprint(1))
+        # For `read_features`: the type rows of (purchase, send, open, click) events, and
+        # `half_lives_s` as an array.
+        rows = lambda names: np.array([self.event_types.index(n) for n in names], np.intp)  # noqa: E731
+        put(self, "read_rows", tuple(rows(getattr(self, f"{k}_types"))
+                                     for k in ("purchase", "send", "open", "click")))
+        put(self, "half_lives", np.array(hls))
 
     def _fingerprint(self, version: int) -> int:
         """crc32 of what a record depends on; version 1 records did not depend on valued_types."""

@@ -309,7 +309,8 @@ def recent_items(layout: FeatureLayout, state: np.ndarray, half_life_s: float,
     return layout.views(state)["rc_item"][order].astype(np.int64), out
 
 
-def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
+def read_features(layout: FeatureLayout, state: np.ndarray, now: float,
+                  recent: bool = True) -> dict:
     """Human-readable features as of `now` (decayed to `now`, state untouched).
 
     A `now` before the latest event reads at the latest event (no un-decaying). Keys:
@@ -317,9 +318,9 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
     is no event / purchase), counts_all [T, C], counts_decayed [H, T, C], frequency_all,
     frequency_decayed [H], monetary_all, monetary_decayed [H], category_affinity [H, K],
     hour_of_week [168] (Monday 00:00 local first), tz_offset_min, sends/opens/clicks_all [C],
-    open_rate_all / click_rate_all [C], open_rate_decayed / click_rate_decayed [H, C],
-    recent_items / recent_ts / recent_weights (oldest first, raw summed weights under the layout's
-    event weights, see `recent_weights`), half_lives_s.
+    open_rate_all / click_rate_all [C], open_rate_decayed / click_rate_decayed [H, C], and
+    unless `recent` is False, recent_items / recent_ts / recent_weights (oldest first, raw
+    summed weights under the layout's event weights, see `recent_weights`), half_lives_s.
     """
     if not np.isfinite(now):
         raise ValueError(f"now: must be finite, got {now}")
@@ -328,34 +329,24 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
     n_events = int(state[N_EVENTS])
     ref = state[REF_TS]
     dt = max(float(now) - ref, 0.0) if n_events else 0.0
-    f = np.exp2(-dt / np.asarray(layout.half_lives_s))
+    f = np.exp2(-dt / layout.half_lives)
     f_hour = np.exp2(-dt / layout.hour_half_life_s)
     counts = v["counts"].copy()
     decayed = v["decayed"] * f[:, None, None]
-
-    def rows_of(names):
-        return [layout.type_code(n) for n in names]
-
-    purchase = rows_of(layout.purchase_types)
+    purchase, send, open_, click = layout.read_rows
     a, b = layout.rate_prior
-    sends_all = counts[rows_of(layout.send_types)].sum(axis=0)
-    opens_all = counts[rows_of(layout.open_types)].sum(axis=0)
-    clicks_all = counts[rows_of(layout.click_types)].sum(axis=0)
-    sends_dec = decayed[:, rows_of(layout.send_types)].sum(axis=1)
-    opens_dec = decayed[:, rows_of(layout.open_types)].sum(axis=1)
-    clicks_dec = decayed[:, rows_of(layout.click_types)].sum(axis=1)
+    sends_all, opens_all, clicks_all = (counts[rows].sum(axis=0) for rows in (send, open_, click))
+    sends_dec, opens_dec, clicks_dec = (decayed[:, rows].sum(axis=1) for rows in (send, open_, click))
     last_p = state[LAST_PURCHASE_TS]
-    n = int(state[N_RECENT])
-    order = np.argsort(v["rc_ts"][:n], kind="stable")
     nan = float("nan")
-    return {
+    out = {
         "n_events": n_events,
         "first_ts": float(state[FIRST_TS]) if n_events else nan,
         "last_ts": float(ref) if n_events else nan,
         "recency_s": max(float(now) - float(ref), 0.0) if n_events else nan,
         "last_purchase_ts": float(last_p) if np.isfinite(last_p) else nan,
         "purchase_recency_s": max(float(now) - float(last_p), 0.0) if np.isfinite(last_p) else nan,
-        "half_lives_s": np.asarray(layout.half_lives_s),
+        "half_lives_s": layout.half_lives.copy(),
         "counts_all": counts,
         "counts_decayed": decayed,
         "frequency_all": float(counts[purchase].sum()),
@@ -370,10 +361,14 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float) -> dict:
         "click_rate_all": (clicks_all + a) / (sends_all + a + b),
         "open_rate_decayed": (opens_dec + a) / (sends_dec + a + b),
         "click_rate_decayed": (clicks_dec + a) / (sends_dec + a + b),
-        "recent_items": v["rc_item"][:n][order].astype(np.int64),
-        "recent_ts": v["rc_ts"][:n][order].copy(),
-        "recent_weights": recent_weights(layout, state)[order],
     }
+    if recent:
+        n = int(state[N_RECENT])
+        order = np.argsort(v["rc_ts"][:n], kind="stable")
+        out.update(recent_items=v["rc_item"][:n][order].astype(np.int64),
+                   recent_ts=v["rc_ts"][:n][order].copy(),
+                   recent_weights=recent_weights(layout, state)[order])
+    return out
 
 
 def _decay_to(states: np.ndarray, now: float, half_life_s: float) -> np.ndarray:

@@ -105,7 +105,7 @@ class ContextBuilder:
         """The features of one user from their profile state (None: no profile) at `now`."""
         feats = None
         if state is not None and self.needs_profile:
-            feats = kf.read_features(self._layout, state, now)
+            feats = kf.read_features(self._layout, state, now, recent=False)
         out = []
         for source, reader in self._readers:
             if source == "request":

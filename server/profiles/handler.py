@@ -235,7 +235,7 @@ class Profiles:
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
         feats, recent, names, first = None, [], {}, 0.0
         if state is not None and "features" in want:
-            feats = kf.read_features(self.layout, state, time.time())
+            feats = kf.read_features(self.layout, state, time.time(), recent=False)
             names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
         if state is not None and "recent_items" in want:
             recent = self._recent_ids(state)

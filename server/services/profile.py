@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import NamedTuple
 
 import numpy as np
 from google.protobuf import json_format
@@ -46,8 +47,7 @@ class ProfileConverter:
                 out.consent[c.channel].CopyFrom(c)
         out.consent_history.extend(pb.Consent(**c) for c in view.consent_history)
         if view.features is not None:
-            out.features.CopyFrom(ProfileConverter._features(view.features, layout,
-                                                              view.category_names))
+            ProfileConverter._features(view.features, layout, view.category_names, out.features)
         out.recent_items.extend(pb.RecentItem(item_id=i, weight=w, timestamp=t)
                                 for i, w, t in view.recent_items)
         out.events.extend(pb.Event.FromString(raw) for raw in view.events)
@@ -83,27 +83,56 @@ class ProfileConverter:
                               kind=entry.kind)
 
     @staticmethod
-    def _features(f: dict, layout, category_names: dict[int, str]) -> pb.Features:
-        days = [f"{h / 86400:g}d" for h in layout.half_lives_s]
-        T, C = layout.event_types, layout.channels
-        msg = pb.Features(recency_seconds=_num(f["recency_s"]), frequency=f["frequency_all"],
-                          monetary=f["monetary_all"], first_seen=_num(f["first_ts"]),
-                          last_seen=_num(f["last_ts"]), n_events=f["n_events"],
-                          hour_of_week=f["hour_of_week"].tolist())
-        for (t, c), v in _nonzero(f["counts_all"]):
-            msg.counts[f"{T[t]}/{C[c]}"] = v
-        for (h, t, c), v in _nonzero(f["counts_decayed"]):
-            msg.decayed_counts[f"{T[t]}/{C[c]}/{days[h]}"] = v
-        for h, v in enumerate(f["monetary_decayed"].tolist()):
-            msg.monetary_decayed[days[h]] = v
-        for (h, k), v in _nonzero(f["category_affinity"]):
-            msg.category_affinity[f"{category_names.get(k, f'code:{k}')}/{days[h]}"] = v
-        for c, name in enumerate(C):
-            if f["sends_all"][c] or f["opens_all"][c] or f["clicks_all"][c]:
-                msg.channel_rates[name].CopyFrom(pb.ChannelRates(
-                    open_rate=f["open_rate_all"][c], click_rate=f["click_rate_all"][c],
-                    sends=f["sends_all"][c]))
+    def _features(f: dict, layout, category_names: dict[int, str],
+                  msg: pb.Features | None = None) -> pb.Features:
+        """`read_features` output as `Features` (filled into `msg` when given): only nonzero
+        counts and affinities, keyed by name."""
+        msg = pb.Features() if msg is None else msg
+        keys = _feature_keys(layout)
+        msg.recency_seconds, msg.frequency = _num(f["recency_s"]), f["frequency_all"]
+        msg.monetary, msg.n_events = f["monetary_all"], f["n_events"]
+        msg.first_seen, msg.last_seen = _num(f["first_ts"]), _num(f["last_ts"])
+        msg.hour_of_week.extend(f["hour_of_week"].tolist())
+        msg.counts.update(_nonzero(f["counts_all"], keys.counts))
+        msg.decayed_counts.update(_nonzero(f["counts_decayed"], keys.decayed))
+        msg.monetary_decayed.update(zip(keys.days, f["monetary_decayed"].tolist()))
+        affinity = f["category_affinity"]
+        at = np.flatnonzero(affinity)
+        if at.shape[0]:
+            k = affinity.shape[1]
+            msg.category_affinity.update(
+                (f"{category_names.get(i % k, f'code:{i % k}')}/{keys.days[i // k]}", v)
+                for i, v in zip(at.tolist(), affinity.ravel()[at].tolist()))
+        for c in np.flatnonzero(f["sends_all"] + f["opens_all"] + f["clicks_all"]).tolist():
+            msg.channel_rates[layout.channels[c]].CopyFrom(pb.ChannelRates(
+                open_rate=f["open_rate_all"][c], click_rate=f["click_rate_all"][c],
+                sends=f["sends_all"][c]))
         return msg
+
+
+class _FeatureKeys(NamedTuple):
+    """Map keys of `Features`, flat in the order of `read_features`' arrays."""
+
+    counts: list[str]
+    """counts_all [T, C]: "type/channel"."""
+    decayed: list[str]
+    """counts_decayed [H, T, C]: "type/channel/half_life_days"."""
+    days: list[str]
+    """Per half-life: "7d"."""
+
+
+_KEYS: dict[int, _FeatureKeys] = {}
+
+
+def _feature_keys(layout) -> _FeatureKeys:
+    """The layout's `_FeatureKeys`, made once per layout (by fingerprint)."""
+    keys = _KEYS.get(layout.fingerprint)
+    if keys is None:
+        days = [f"{h / 86400:g}d" for h in layout.half_lives_s]
+        pairs = [f"{t}/{c}" for t in layout.event_types for c in layout.channels]
+        keys = _KEYS[layout.fingerprint] = _FeatureKeys(
+            pairs, [f"{p}/{d}" for d in days for p in pairs], days)
+    return keys
 
 
 def _jsonable(x):
@@ -115,10 +144,11 @@ def _num(x: float) -> float:
     return 0.0 if not math.isfinite(x) else float(x)
 
 
-def _nonzero(arr):
-    """((index tuple), value) for every nonzero entry of `arr`."""
-    idx = np.nonzero(arr)
-    return zip(zip(*(i.tolist() for i in idx)), arr[idx].tolist())
+def _nonzero(arr: np.ndarray, keys: list[str]) -> dict[str, float]:
+    """{keys[i]: value} of every nonzero entry of `arr`, `keys` in its flat (C) order."""
+    flat = arr.ravel()
+    at = np.flatnonzero(flat)
+    return dict(zip([keys[i] for i in at.tolist()], flat[at].tolist()))
 
 
 class ProfileServicer(pb_grpc.ProfileServiceServicer):
