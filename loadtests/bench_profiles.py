@@ -312,7 +312,8 @@ def compare_encryption(args, sync: bool) -> None:
                         secrets_dir=args.secrets, encrypt=e) for e in (True, False)}
     try:
         for _, target in servers.values():  # warm: page cache, keys, interpreter
-            run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)
+            run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1,
+                     duration=min(2.0, args.read_seconds))
         for r in range(args.rounds):
             order = (True, False) if r % 2 == 0 else (False, True)
             events = make_events(args.events, args.users, prefix=f"r{r}")
