@@ -194,11 +194,12 @@ class FeatureLayout:
         put(self, "size", pos)
         put(self, "fingerprint", self._fingerprint(FORMAT_VERSION))
         put(self, "_fingerprint_v1", self._fingerprint(1))
-        # For `read_features`: the type rows of (purchase, send, open, click) events, and
-        # `half_lives_s` as an array.
-        rows = lambda names: np.array([self.event_types.index(n) for n in names], np.intp)  # noqa: E731
-        put(self, "read_rows", tuple(rows(getattr(self, f"{k}_types"))
-                                     for k in ("purchase", "send", "open", "click")))
+        # For `read_features`: which types are (purchase, send, open, click) events, a 0/1
+        # row each, and `half_lives_s` as an array.
+        put(self, "read_selector", np.array([[n in getattr(self, f"{k}_types")
+                                              for n in self.event_types]
+                                             for k in ("purchase", "send", "open", "click")],
+                                            np.float64))
         put(self, "half_lives", np.array(hls))
 
     def _fingerprint(self, version: int) -> int:

@@ -333,10 +333,11 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float,
     f_hour = np.exp2(-dt / layout.hour_half_life_s)
     counts = v["counts"].copy()
     decayed = v["decayed"] * f[:, None, None]
-    purchase, send, open_, click = layout.read_rows
     a, b = layout.rate_prior
-    sends_all, opens_all, clicks_all = (counts[rows].sum(axis=0) for rows in (send, open_, click))
-    sends_dec, opens_dec, clicks_dec = (decayed[:, rows].sum(axis=1) for rows in (send, open_, click))
+    # per channel, summed over the purchase, send, open and click types: [4, C] and [H, 4, C]
+    purchases_all, sends_all, opens_all, clicks_all = layout.read_selector @ counts
+    by_kind = layout.read_selector @ decayed
+    sends_dec, opens_dec, clicks_dec = by_kind[:, 1], by_kind[:, 2], by_kind[:, 3]
     last_p = state[LAST_PURCHASE_TS]
     nan = float("nan")
     out = {
@@ -349,8 +350,8 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float,
         "half_lives_s": layout.half_lives.copy(),
         "counts_all": counts,
         "counts_decayed": decayed,
-        "frequency_all": float(counts[purchase].sum()),
-        "frequency_decayed": decayed[:, purchase].sum(axis=(1, 2)),
+        "frequency_all": float(purchases_all.sum()),
+        "frequency_decayed": by_kind[:, 0].sum(axis=1),
         "monetary_all": float(state[MONETARY_ALL]),
         "monetary_decayed": v["money"] * f,
         "category_affinity": v["category"] * f[:, None],
