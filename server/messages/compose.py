@@ -1,7 +1,9 @@
 """Compose: decision (campaigns) → verdict (contact policy) → render → headers.
 
 `Composer.compose` makes one logged decision through the campaigns domain, so a message is
-attributed like any ChooseVariant (its decision id rides on the `*_sent`/`*_click` events).
+attributed like any ChooseVariant (its decision id rides on the `*_sent`/`*_click` events). The
+message is rendered while the decision's record commits (`VariantChooser.decide`) and answered
+once the commit is done, so the answer waits for the longer of the two, not for their sum.
 `Composer.preview` renders without deciding or logging anything.
 """
 from __future__ import annotations
@@ -133,6 +135,7 @@ class Composer:
         campaign = await self.message_campaign(campaign_id)
         pending = self.campaigns.decide(campaign_id, user_id, context)
         try:
+            await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
             drafted = await self._draft(campaign, pending.choice, user_id)
         except asyncio.CancelledError:
             pending.cancel()
