@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from kernels.feature_layout import FeatureLayout
 
-    from .campaigns import Campaign, Choice
+    from .campaigns import Campaign, Choice, PendingChoice
     from .models import Bundle
     from .profiles import ProfileView
     from .profiles.events import TrackedEvent
@@ -137,6 +137,11 @@ class VariantChooser(Protocol):
 
     async def choose(self, campaign_id: str, user_id: str, context) -> Choice:
         """One logged decision for one user."""
+
+    def decide(self, campaign_id: str, user_id: str, context) -> PendingChoice:
+        """One decision for one user, its record queued for the decision log: `.choice` is
+        known at once (work on it may overlap the commit); await `.logged()` (the commit,
+        which may find it over a frequency cap: suppressed) before answering, or `.cancel()`."""
 
 
 class Recommendations(Protocol):

@@ -70,6 +70,12 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._queue_depth = metrics.QUEUE_DEPTH.labels(self.name)
 
     async def submit(self, query: Q) -> R:
+        return await self.enqueue(query)
+
+    def enqueue(self, query: Q) -> asyncio.Future:
+        """Queue `query` now and return the future of its result (`submit` awaits it; a
+        caller may do other work before awaiting it). Cancelling the future before its batch
+        starts leaves the query out of the batch."""
         if self._closed:
             raise BatcherClosed(self.name)
         loop = asyncio.get_running_loop()
@@ -78,7 +84,7 @@ class AdaptiveBatcher(Generic[Q, R]):
         if not self._scheduled:  # calls submitted in the same loop turn join one batch
             self._scheduled = True
             loop.call_soon(self._dispatch, loop)
-        return await future
+        return future
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start batches while slots are free; the oldest call may wait up to `max_wait`."""

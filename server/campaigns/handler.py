@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from ..interfaces import ProfileStates, SuppressedAddresses
 from ..store import Store
 from ..validation import check_count, check_id, check_time
 from .cache import CampaignCache, Entry
+from .choice import Choice, PendingChoice
 from .context import UNREAD
 from .decision_ids import TimedIds
 from .errors import CampaignArchived, CampaignNotFound
@@ -50,28 +51,9 @@ if TYPE_CHECKING:
 
     from ..profiles import TrackedEvent
 
-__all__ = ["Campaigns", "Choice"]
+__all__ = ["Campaigns", "Choice", "PendingChoice"]
 
 _decision_id = TimedIds()
-
-
-class Choice(NamedTuple):
-    """One decision as the servicer answers it (a NamedTuple: one per ChooseVariant call, built
-    in a third of a frozen dataclass's time)."""
-
-    decision_id: str
-    arm: int
-    propensity: float
-    variant_id: str
-    content: dict
-    suppressed: bool = False
-    reason: str = ""
-    channel: str = ""
-    send_at: float = 0.0
-
-    @property
-    def holdout(self) -> bool:
-        return self.arm == B.HOLDOUT
 
 
 _NONE: frozenset[str] = frozenset()
@@ -208,6 +190,12 @@ class Campaigns:
                      now: float | None = None) -> Choice:
         """One decision, logged before it returns; `now` (unix s) is the decision time (tests
         fix it to check quiet hours; default: the clock)."""
+        return await self.decide(campaign_id, user_id, context, now).logged()
+
+    def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
+               now: float | None = None) -> PendingChoice:
+        """One decision, its record queued for the decision log: the caller awaits
+        `logged()` (the commit, which may find it over a frequency cap) before it answers."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -218,25 +206,21 @@ class Campaigns:
         now = time.time() if now is None else now
         verdict, state = self._verdict(entry, user_id, now)
         if verdict.suppressed:
-            return await self._log_suppressed(spec, user_id, now, verdict)
+            return self._log_suppressed(spec, user_id, now, verdict)
         ctx = entry.context.build(user_id, context, state)
         decision = self.decider.decide(spec, blob, user_id, ctx)
         decision_id = _decision_id(now)
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
         # Fields by position and sent as a plain tuple: as cheap as a dict (see records.py).
-        reason = await self._log.submit(tuple(DecisionRecord(
+        committed = self._log.enqueue(tuple(DecisionRecord(
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
             0, variant.id if variant else "", PENDING, now + spec.reward_window_seconds,
             spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
             verdict.channel_propensity, verdict.send_at_propensity)))
-        if reason:  # over a frequency cap, found where the decision was logged
-            self._counted(campaign_id, "suppressed")
-            return Choice(decision_id, NO_ARM, 0.0, "", {}, True, reason, verdict.channel,
-                          verdict.send_at)
-        self._counted(campaign_id, "variant" if variant else "holdout")
-        return Choice(decision_id, decision.arm, decision.propensity,
-                      variant.id if variant else "", dict(variant.content) if variant else {},
-                      False, "", verdict.channel, verdict.send_at)
+        return PendingChoice(campaign_id, Choice(
+            decision_id, decision.arm, decision.propensity, variant.id if variant else "",
+            dict(variant.content) if variant else {}, False, "", verdict.channel,
+            verdict.send_at), committed, "variant" if variant else "holdout", self._counted)
 
     def _counted(self, campaign_id: str, outcome: str) -> None:
         """Count a decision (`metrics.CAMPAIGN_DECISIONS`); the label children are kept per
@@ -247,16 +231,16 @@ class Campaigns:
                 metrics.CAMPAIGN_DECISIONS.labels(campaign_id, outcome)
         counter.inc()
 
-    async def _log_suppressed(self, spec: CampaignSpec, user_id: str, now: float,
-                              verdict: Verdict) -> Choice:
+    def _log_suppressed(self, spec: CampaignSpec, user_id: str, now: float,
+                        verdict: Verdict) -> PendingChoice:
         """Log a decision the contact policy refused before any variant was chosen."""
         decision_id = _decision_id(now)
         rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
                              [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
-        await self._log.submit(tuple(rec.suppressed(verdict.reason)))
-        self._counted(spec.campaign_id, "suppressed")
-        return Choice(decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
-                      verdict.send_at)
+        committed = self._log.enqueue(tuple(rec.suppressed(verdict.reason)))
+        return PendingChoice(spec.campaign_id, Choice(
+            decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
+            verdict.send_at), committed, "suppressed", self._counted)
 
     def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """PlanCampaign: one `PlanBatch` of logged decisions per batch of user ids (`plan.Planner`)."""

@@ -1,7 +1,9 @@
 """Compose: decision (campaigns) → verdict (contact policy) → render → headers.
 
 `Composer.compose` makes one logged decision through the campaigns domain, so a message is
-attributed like any ChooseVariant (its decision id rides on the `*_sent`/`*_click` events).
+attributed like any ChooseVariant (its decision id rides on the `*_sent`/`*_click` events). The
+message is rendered while the decision's record commits (`VariantChooser.decide`) and answered
+once the commit is done, so the answer waits for the longer of the two, not for their sum.
 `Composer.preview` renders without deciding or logging anything.
 """
 from __future__ import annotations
@@ -123,25 +125,43 @@ class Composer:
     async def decide_and_render(self, campaign_id: str, user_id: str,
                                 context: Mapping[str, float]) -> tuple[Message, Recipient | None]:
         """One logged decision, the contact policy's verdict, and (unless suppressed or in the
-        holdout, where the recipient is None) the rendered message with its recipient."""
+        holdout, where the recipient is None) the rendered message with its recipient.
+
+        The message is rendered while the decision's record is being committed (the variant is
+        known before; only a frequency cap's refusal comes from the commit), and the answer
+        waits for the commit: a decision it finds over a cap drops the render and is answered
+        suppressed, as is a render error (raised only for a decision that stands)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
-        choice = await self.campaigns.choose(campaign_id, user_id, context)
-        verdict = verdict_of(choice, campaign.spec.channel)
-        # A suppressed decision has no arm either (arm < 0) but is not the holdout.
-        held_out = not verdict.suppressed and choice.arm < 0
-        out = Message(campaign_id, verdict.channel, choice.decision_id, choice.variant_id,
-                      verdict.send_at, verdict.suppressed, verdict.reason, held_out)
+        pending = self.campaigns.decide(campaign_id, user_id, context)
+        try:
+            await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
+            drafted = await self._draft(campaign, pending.choice, user_id)
+        except asyncio.CancelledError:
+            pending.cancel()
+            raise
+        except Exception as err:  # raised once the commit says the decision stands
+            drafted = err
+        out = _message(campaign, await pending.logged())
         if out.suppressed or out.holdout:
-            out.variant_id = ""
             return out, None
-        if all(v.id != choice.variant_id for v in campaign.spec.variants):
-            campaign = await self.message_campaign(campaign_id)  # a variant appended meanwhile
-        recipient = await read_recipient(self.profiles, user_id)
-        await self._render(out, campaign, recipient, user_id)
+        if isinstance(drafted, Exception):
+            raise drafted
+        out, recipient = drafted
         phone = recipient.attributes.get("phone")
         if out.channel == "sms" and phone and self.phones is not None:
             await asyncio.to_thread(self.phones.remember, user_id, phone)
+        return out, recipient
+
+    async def _draft(self, campaign, choice, user_id: str) -> tuple[Message, Recipient] | None:
+        """The rendered message of a decision not yet committed (None: nothing to render)."""
+        out = _message(campaign, choice)
+        if out.suppressed or out.holdout:
+            return None
+        if all(v.id != choice.variant_id for v in campaign.spec.variants):
+            campaign = await self.message_campaign(campaign.spec.campaign_id)  # a new variant
+        recipient = await read_recipient(self.profiles, user_id)
+        await self._render(out, campaign, recipient, user_id)
         return out, recipient
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",
@@ -191,3 +211,15 @@ class Composer:
         out.sms = check_parts(variant.id, out.channel, out.parts, self.limits)
         if out.channel == "email":
             out.headers = self.email_headers(out.decision_id or "preview", out.unsubscribe_url)
+
+
+def _message(campaign, choice) -> Message:
+    """The unrendered message of a decision, as the contact policy's verdict has it."""
+    verdict = verdict_of(choice, campaign.spec.channel)
+    # A suppressed decision has no arm either (arm < 0) but is not the holdout.
+    held_out = not verdict.suppressed and choice.arm < 0
+    out = Message(campaign.spec.campaign_id, verdict.channel, choice.decision_id,
+                  choice.variant_id, verdict.send_at, verdict.suppressed, verdict.reason, held_out)
+    if out.suppressed or out.holdout:
+        out.variant_id = ""
+    return out

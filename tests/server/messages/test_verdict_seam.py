@@ -2,10 +2,13 @@
 result carries suppressed, reason, channel, send_at)."""
 from dataclasses import dataclass
 
+import pytest
+
 from server.campaigns import Campaign, CampaignSpec, Variant
 from server.campaigns.records import NO_ARM
 from server.config import Settings
 from server.messages.compose import Composer, Verdict, verdict_of
+from server.messages.errors import RenderFailed
 from server.messages.unsubscribe import UnsubscribeTokens
 from server.security.secrets import Keyring
 
@@ -39,6 +42,30 @@ class Decided:
     async def choose(self, campaign_id, user_id, context):
         return self.choice
 
+    def decide(self, campaign_id, user_id, context):
+        return Pending(self.choice, self.choice)
+
+
+class Pending:
+    """A decision whose commit gives `logged` (which may be the decision capped)."""
+
+    def __init__(self, choice, logged):
+        self.choice, self._logged, self.awaited = choice, logged, False
+
+    async def logged(self):
+        self.awaited = True
+        return self._logged
+
+    def cancel(self):
+        pass
+
+
+class NoNames:
+    """A profiles domain whose users have no attributes (a `{{ first_name }}` cannot render)."""
+
+    def attributes_and_interests(self, user_id, most):
+        return {}, ()
+
 
 def test_a_decision_without_a_verdict_is_sent_now_on_the_campaigns_channel():
     assert verdict_of(object(), "email") == Verdict(False, "", "email", 0.0)
@@ -59,3 +86,24 @@ async def test_a_suppressed_decision_comes_back_with_its_reason_and_nothing_rend
     msg = await composer.compose("c", "u", {})
     assert (msg.suppressed, msg.reason, msg.holdout, msg.parts) == (
         True, "suppressed_address", False, {})
+
+
+async def test_a_decision_the_commit_caps_is_suppressed_and_its_render_dropped():
+    """The render runs while the decision's record commits; a cap found in the commit wins over
+    what the render did (here: failed), and a render error of a decision that stands is raised
+    only once its commit is done."""
+    chosen = PolicyChoice("d3", 0, 1.0, "v", {}, False, "", "email")
+    capped = PolicyChoice("d3", NO_ARM, 0.0, "", {}, True, "frequency_cap", "email")
+    domain = Decided(chosen)
+    composer = Composer(Settings(public_url="https://t.example"), domain, profiles=NoNames(),
+                        recommender=None, tokens=UnsubscribeTokens(Keyring.generate("unsubscribe")))
+    domain.decide = lambda *args: Pending(chosen, capped)
+    msg = await composer.compose("c", "u", {})
+    assert (msg.suppressed, msg.reason, msg.decision_id, msg.variant_id) == (
+        True, "frequency_cap", "d3", "")
+    assert msg.parts == {} and msg.headers == {} and not msg.unsubscribe_url
+    pending = Pending(chosen, chosen)
+    domain.decide = lambda *args: pending
+    with pytest.raises(RenderFailed):
+        await composer.compose("c", "u", {})
+    assert pending.awaited

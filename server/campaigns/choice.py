@@ -1,0 +1,79 @@
+"""A decision as callers see it (`Choice`), and one whose record is still being committed
+(`PendingChoice`).
+
+A decision is answered only after its record is committed (fsync on): the frequency caps are
+checked in that write transaction, so a decision over a cap comes back from the commit as
+suppressed, with the cap as its reason. Everything else about the decision (id, arm, variant,
+channel, send time) is known before the commit. `Campaigns.decide` queues the record and returns
+a `PendingChoice` at once, so a caller with work to do on the chosen variant (ComposeMessage
+renders it) does that work while the commit is in flight, then awaits `logged()` before it
+answers; `Campaigns.choose` (ChooseVariant) is `decide(...)` then `logged()` at once.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import NamedTuple
+
+from kernels import bandits as B
+
+from .records import NO_ARM
+
+__all__ = ["Choice", "PendingChoice"]
+
+
+class Choice(NamedTuple):
+    """One decision as the servicer answers it (a NamedTuple: one per ChooseVariant call, built
+    in a third of a frozen dataclass's time)."""
+
+    decision_id: str
+    arm: int
+    propensity: float
+    variant_id: str
+    content: dict
+    suppressed: bool = False
+    reason: str = ""
+    channel: str = ""
+    send_at: float = 0.0
+
+    @property
+    def holdout(self) -> bool:
+        return self.arm == B.HOLDOUT
+
+    def capped(self, reason: str) -> Choice:
+        """This decision refused by a frequency cap (`reason`): no arm, no variant."""
+        return Choice(self.decision_id, NO_ARM, 0.0, "", {}, True, reason, self.channel,
+                      self.send_at)
+
+
+class PendingChoice:
+    """A decision whose record is queued for the decision log (see the module docstring).
+
+    `choice` is the decision as it stands before the commit: final unless the commit finds it
+    over a frequency cap (a decision the contact policy already suppressed stays as it is).
+    `logged()` waits for the commit and returns the final `Choice`; the decision is counted
+    (`count(campaign_id, outcome)`) then. A caller that gives up before awaiting it calls
+    `cancel()` (the record is then left out if its batch has not started yet).
+    """
+
+    __slots__ = ("campaign_id", "choice", "_committed", "_outcome", "_count")
+
+    def __init__(self, campaign_id: str, choice: Choice, committed: asyncio.Future,
+                 outcome: str, count: Callable[[str, str], None]):
+        self.campaign_id, self.choice = campaign_id, choice
+        self._committed, self._outcome, self._count = committed, outcome, count
+
+    async def logged(self) -> Choice:
+        """The decision once its record is committed (suppressed if over a cap)."""
+        reason = await self._committed
+        choice = self.choice
+        if reason and not choice.suppressed:  # over a frequency cap, found where it was logged
+            self._count(self.campaign_id, "suppressed")
+            return choice.capped(reason)
+        self._count(self.campaign_id, self._outcome)
+        return choice
+
+    def cancel(self) -> None:
+        """Give up on the decision (e.g. the caller was cancelled before awaiting `logged`)."""
+        if not self._committed.cancel() and not self._committed.cancelled():
+            self._committed.exception()  # done already: a failed commit is not left unread

@@ -1,0 +1,37 @@
+"""ComposeMessage under a frequency cap, against a real server: the message is rendered while
+its decision's record commits, and the cap, checked in that commit, decides what is answered."""
+import asyncio
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+
+from .conftest import email_spec, interested_user, opt_in
+
+DAY = 86400
+
+
+async def test_composes_over_a_cap_come_back_suppressed_with_nothing_rendered(
+        campaigns, profiles, messaging, catalog):
+    """A cap of one email a day and 16 concurrent composes for one user: one message, rendered;
+    15 suppressed by the cap with no parts, headers or link; every answer's decision logged."""
+    spec = email_spec()
+    spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=DAY))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await interested_user(profiles, catalog, "u1", catalog["category"][catalog["ids"][0]],
+                          first_name="Ann")
+    await opt_in(profiles, "u1")
+    got = await asyncio.gather(*(messaging.ComposeMessage(
+        mpb.ComposeMessageRequest(campaign_id="mail", user_id="u1")) for _ in range(16)))
+    sent = [m for m in got if not m.suppressed]
+    assert len(sent) == 1 and sent[0].parts["subject"] == "Hi Ann" and sent[0].headers
+    capped = [m for m in got if m.suppressed]
+    assert {m.reason for m in capped} == {"frequency_cap"} and len(capped) == 15
+    assert all(not (m.parts or m.headers or m.unsubscribe_url or m.variant_id or m.holdout)
+               for m in capped)
+    logged = {r.decision_id: r for r in [r async for r in campaigns.ExportDecisions(
+        cpb.ExportDecisionsRequest(campaign_id="mail", include_pending=True,
+                                   include_suppressed=True))]}
+    assert set(logged) == {m.decision_id for m in got}
+    assert logged[sent[0].decision_id].variant_id == "v1"
+    assert {(logged[m.decision_id].variant_id, logged[m.decision_id].reason)
+            for m in capped} == {("", "frequency_cap")}
