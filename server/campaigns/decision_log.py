@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from ..store import Store
+from ..store import Store, sweep
 from ..store.keys import (
     DUE_PREFIX,
     SEP,
@@ -29,6 +29,9 @@ from . import decision_codec
 from .records import PENDING, SUPPRESSED, DecisionRecord
 
 __all__ = ["DecisionLog", "decision_items", "decision_parts", "decode_decision", "encode_decision"]
+
+_PAST_INDEX = bytes([SEP[0] + 1])
+"""The first key after every index entry (theirs start with the separator)."""
 
 
 def encode_decision(rec: dict) -> bytes:
@@ -111,25 +114,27 @@ class DecisionLog:
 
     def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
         """Retention: delete closed decision records made before `cutoff` and their index
-        entries (pending ones wait for their window to close); counters and posteriors stay."""
-        total = 0
-        while True:
-            n = self.store.write(lambda txn: self._drop(txn, cutoff, batch), erasure=True)
-            total += n
-            if n < batch:
-                return total
+        entries (pending ones wait for their window to close); counters and posteriors stay.
+        The records are walked in read snapshots of `batch` keys (`store.sweep`), past the
+        index entries (their keys start with the separator), each snapshot's picks deleted in
+        one short write transaction."""
+        table = self._d
 
-    def _drop(self, txn, cutoff: float, batch: int) -> int:
-        doomed = []
-        for key, raw in self._d.items(txn):
-            if key.startswith(SEP):
-                continue
+        def closed(txn, key: bytes) -> tuple[bytes, str] | None:
+            raw = table.get(txn, key)
+            if raw is None or key.startswith(SEP):
+                return None
             rec = decode_decision(raw)
             if rec["status"] != PENDING and rec["timestamp"] < cutoff:
-                doomed.append((key, rec["decision_id"]))
-                if len(doomed) >= batch:
-                    break
-        for key, decision_id in doomed:
-            self._d.delete(txn, key)
-            self._d.delete(txn, decision_index_key(decision_id))
-        return len(doomed)
+                return key, rec["decision_id"]
+            return None
+
+        def drop(txn, doomed: list[tuple[bytes, str]]) -> int:
+            dropped = 0
+            for key, decision_id in doomed:
+                if table.delete(txn, key):
+                    dropped += 1
+                    table.delete(txn, decision_index_key(decision_id))
+            return dropped
+
+        return sweep(self.store, table, closed, drop, start=_PAST_INDEX, chunk=batch)

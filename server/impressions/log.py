@@ -33,7 +33,7 @@ import numpy as np
 from .. import metrics
 from ..batching import WriterProcess
 from ..security.secrets import Keyring
-from ..store import Store, keys
+from ..store import Store, keys, sweep
 from .group import Group, group_of
 from .logging import logger
 from .records import decode
@@ -178,27 +178,18 @@ class ImpressionLog:
                    for kid, _ in self.ring.keys)
 
     def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
-        """Retention: delete impressions shown before `cutoff` (keys only are read); the
-        counters stay."""
-        total, cut = 0, keys.millis(cutoff)
-        while True:
-            n = self.store.write(lambda txn: self._drop(txn, cut, batch), erasure=True)
-            total += n
-            if n < batch:
-                return total
+        """Retention: delete impressions shown before `cutoff` (keys only are read; the
+        counters, whose keys start with the separator, stay), walked in read snapshots of
+        `batch` keys, each one's picks deleted in one short write transaction (`store.sweep`)."""
+        cut, table = keys.millis(cutoff), self._t
 
-    def _drop(self, txn, cut_ms: int, batch: int) -> int:
-        doomed = []
-        for key in self._t.keys(txn):
-            if key.startswith(keys.SEP):  # the counters (0x1F sorts before every kid)
-                continue
-            if keys.impression_ms(key) < cut_ms:
-                doomed.append(key)
-                if len(doomed) >= batch:
-                    break
-        for key in doomed:
-            self._t.delete(txn, key)
-        return len(doomed)
+        def expired(txn, key: bytes) -> bytes | None:
+            return key if not key.startswith(keys.SEP) and keys.impression_ms(key) < cut else None
+
+        def drop(txn, doomed: list[bytes]) -> int:
+            return sum(table.delete(txn, key) for key in doomed)
+
+        return sweep(self.store, table, expired, drop, chunk=batch)
 
     def of_user(self, user_id: str) -> list[tuple[str, object]]:
         """(request id, `records.Impression`) of every impression of one user held under any key

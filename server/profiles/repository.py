@@ -13,7 +13,7 @@ from kernels import feature_layout as fl
 from kernels import features as kf
 
 from ..interfaces import UserEraser
-from ..store import Store, keys
+from ..store import Store, keys, sweep
 from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
 from .events import TrackedEvent
@@ -143,47 +143,34 @@ class ProfileRepository:
     def drop_events_before(self, cutoff: float, batch: int = 10_000,
                            by_type: Mapping[str, float] | None = None) -> int:
         """Retention: delete raw events (and their dedupe keys) older than `cutoff`, or than
-        `by_type[type]` for the types it lists (their events are decoded only between the
-        earliest and the latest of the cutoffs)."""
-        total = 0
-        while True:
-            n = self.store.write(lambda txn: self._drop_some(txn, cutoff, batch, by_type or {}),
-                                 erasure=True)
-            total += n
-            if n < batch:
-                return total
-
-    def _drop_some(self, txn, cutoff: float, batch: int, by_type: Mapping[str, float]) -> int:
-        limit, doomed = keys.ms_part(cutoff), []
-        if by_type:
-            return self._drop_some_by_type(txn, cutoff, batch, by_type)
-        for key in self._events.keys(txn):
-            if keys.event_parts(key)[1] < limit:
-                doomed.append(key)
-                if len(doomed) >= batch:
-                    break
-        return self._drop_keys(txn, doomed)
-
-    def _drop_some_by_type(self, txn, cutoff: float, batch: int, by_type: Mapping[str, float]) -> int:
-        limits = {t: keys.ms_part(c) for t, c in by_type.items()}
+        `by_type[type]` for the types it lists (an event's type is read only when its time
+        falls between the earliest and the latest of the cutoffs). The events are walked in
+        read snapshots of `batch` keys, each one's expired events deleted in one short write
+        transaction (`store.sweep`), so ingestion is never held up for a walk of every event."""
+        limits = {t: keys.ms_part(c) for t, c in (by_type or {}).items()}
         default = keys.ms_part(cutoff)
-        lo, hi = min(default, *limits.values()), max(default, *limits.values())
-        doomed = []
-        for key, value in self._events.items(txn):
+        bounds = [default, *limits.values()]
+        lo, hi = min(bounds), max(bounds)
+        events = self._events
+
+        def expired(txn, key: bytes) -> bytes | None:
             ms = keys.event_parts(key)[1]
+            if ms < lo:
+                return key
             if ms >= hi:
-                continue
-            if ms < lo or ms < limits.get(event_type(value), default):
-                doomed.append(key)
-                if len(doomed) >= batch:
-                    break
-        return self._drop_keys(txn, doomed)
+                return None
+            raw = events.get(txn, key)  # None: its user's data key is gone (erased)
+            return key if raw is not None and ms < limits.get(event_type(raw), default) else None
+
+        return sweep(self.store, events, expired, self._drop_keys, chunk=batch)
 
     def _drop_keys(self, txn, doomed: list[bytes]) -> int:
+        dropped = 0
         for key in doomed:
-            self._events.delete(txn, key)
-            self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
-        return len(doomed)
+            if self._events.delete(txn, key):
+                dropped += 1
+                self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
+        return dropped
 
     # -- reads -----------------------------------------------------------------------------
     def read(self, user_id: str, max_events: int = 0, with_events: bool = True):
