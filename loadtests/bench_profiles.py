@@ -13,7 +13,9 @@
 3. GetProfile latency (p50/p99), every part and then only `--parts`, with `--profiles` stored
    profiles (loaded through the server's own repository with fsync off to save time; reads do not
    depend on how records were written),
-   beside Ping with the same driver and concurrency (the latency floor of the gRPC stack).
+   beside Ping with the same driver and concurrency (the latency floor of the gRPC stack),
+   once the read server's start-up work is done (`measure.settle`: a retention pass over a
+   large store takes seconds).
 
 Server CPU (its whole process tree) is read around each step by loadtests/measure.py, the one
 measurement every bench uses: CPU per ingested event and per streamed batch beside Ping's CPU
@@ -55,6 +57,7 @@ from .measure import (
     idle_cpu,
     measure,
     print_table,
+    settle,
     start_server,
     tree_cpu_seconds,
 )
@@ -175,6 +178,7 @@ def reads(args, sync: bool, encrypt: bool, parts: list[str] = ()):
                          encrypt=encrypt)
     try:
         load = dict(concurrency=args.read_concurrency, duration=args.read_seconds)
+        settle(proc.pid)  # start-up work done (a retention pass over a large store)
         run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)  # warm
         idle = idle_cpu(proc.pid)
         pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
@@ -311,7 +315,8 @@ def compare_encryption(args, sync: bool) -> None:
     servers = {e: serve(read_store(args, e), sync, src=args.server_src,
                         secrets_dir=args.secrets, encrypt=e) for e in (True, False)}
     try:
-        for _, target in servers.values():  # warm: page cache, keys, interpreter
+        for proc, target in servers.values():  # settled, then warm: page cache, keys
+            settle(proc.pid)
             run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1,
                      duration=min(2.0, args.read_seconds))
         for r in range(args.rounds):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .loadgen import PING, LoadResult, ping_payloads, run_load
 
-__all__ = ["tree_cpu_seconds", "idle_cpu", "Measurement", "measure", "Comparison", "compare",
+__all__ = ["tree_cpu_seconds", "idle_cpu", "settle", "Measurement", "measure", "Comparison", "compare",
            "add_server_src_argument", "start_server", "print_table", "by_rpc",
            "add_plot_argument", "write_latency_plot"]
 
@@ -75,6 +75,17 @@ def idle_cpu(pid: int, seconds: float = 1.0) -> float:
     before = tree_cpu_seconds(pid)
     time.sleep(seconds)
     return (tree_cpu_seconds(pid) - before) / seconds
+
+
+def settle(pid: int, below: float = 0.05, seconds: float = 1.0, timeout: float = 120.0) -> float:
+    """Wait until the server tree burns less than `below` of a core over `seconds` with no
+    calls (its start-up work done: a retention pass over a large store takes seconds), at
+    most `timeout`; returns the last window's CPU seconds per second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = idle_cpu(pid, seconds)
+        if busy < below or time.monotonic() >= deadline:
+            return busy
 
 
 @dataclass
