@@ -56,6 +56,12 @@ _ZERO = bytes(SLOT_BYTES)
 _NONCE = 12
 
 
+def _entry_parts(wrapped: bytes) -> tuple[int, str, int]:
+    """(slot, master key id, where the nonce starts) of a `datakeys` entry."""
+    at = 9 + wrapped[8]
+    return int.from_bytes(wrapped[:8], "big"), wrapped[9:at].decode(), at
+
+
 def _xor(a: bytes, b: bytes) -> bytes:
     return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(SLOT_BYTES, "big")
 
@@ -191,7 +197,7 @@ class DataKeys:
                 return None
             found = self._local.made[token] = self._create(txn, token)
         else:
-            found = self._cached(wrapped) or self._remember(wrapped, self._unwrap(token, wrapped))
+            found = self._cached(wrapped) or self._unwrap_many([(token, wrapped)]).get(token)
             if found is not None:
                 self._keep({token: found})
         if found is not None:
@@ -204,13 +210,6 @@ class DataKeys:
             if found is not None:
                 self._cache.move_to_end(wrapped)
             return found
-
-    def _remember(self, wrapped: bytes, key: bytes | None) -> AESGCM | None:
-        if key is None:
-            return None
-        aead = AesGcm(key)
-        self._remember_many([(wrapped, aead)])
-        return aead
 
     def _remember_many(self, pairs) -> None:
         """Put (wrapped entry, cipher) pairs in the LRU under one lock."""
@@ -257,32 +256,25 @@ class DataKeys:
 
     def unwrap_half(self, token: bytes, wrapped: bytes) -> tuple[int, str, bytes]:
         """(slot, kid, wrapped half) of an entry."""
-        slot, n = int.from_bytes(wrapped[:8], "big"), wrapped[8]
-        kid = wrapped[9:9 + n].decode()
-        nonce, sealed = wrapped[9 + n:9 + n + _NONCE], wrapped[9 + n + _NONCE:]
+        slot, kid, at = _entry_parts(wrapped)
+        nonce, sealed = wrapped[at:at + _NONCE], wrapped[at + _NONCE:]
         return slot, kid, self._kek(kid).decrypt(nonce, sealed, b"datakey\x00" + token)
-
-    def _unwrap(self, token: bytes, wrapped: bytes) -> bytes | None:
-        slot, _, half = self.unwrap_half(token, wrapped)
-        pad = os.pread(self._fd, SLOT_BYTES, slot * SLOT_BYTES)
-        if len(pad) != SLOT_BYTES or pad == _ZERO:
-            return None  # shredded (an erasure committing while this snapshot was open)
-        return _xor(pad, half)
 
     def _unwrap_many(self, pairs: list[tuple[bytes, bytes]]) -> dict:
         """{token: cipher} of (token, `datakeys` entry) pairs the LRU lacks: the halves opened
         in one kernel call per master key, the pads read, the LRU updated under one lock; a
-        user whose pad is zeros (shredded meanwhile) gets none."""
+        user whose pad is zeros (shredded by an erasure committing while this snapshot was
+        open) gets none."""
         by_kid: dict[str, list] = {}
         for token, wrapped in pairs:
-            at = 9 + wrapped[8]
-            by_kid.setdefault(wrapped[9:at].decode(), []).append((token, wrapped, at))
+            slot, kid, at = _entry_parts(wrapped)
+            by_kid.setdefault(kid, []).append((token, wrapped, slot, at))
         found = []
         for kid, group in by_kid.items():
-            halves = aead.open_records([self._kek(kid)] * len(group), [t for t, _, _ in group],
-                                       [w[at:] for _, w, at in group], _NONCE, b"datakey\x00")
-            for (token, wrapped, _), half in zip(group, halves):
-                pad = os.pread(self._fd, SLOT_BYTES, int.from_bytes(wrapped[:8], "big") * SLOT_BYTES)
+            halves = aead.open_records([self._kek(kid)] * len(group), [t for t, *_ in group],
+                                       [w[at:] for _, w, _, at in group], _NONCE, b"datakey\x00")
+            for (token, wrapped, slot, _), half in zip(group, halves):
+                pad = os.pread(self._fd, SLOT_BYTES, slot * SLOT_BYTES)
                 if len(pad) == SLOT_BYTES and pad != _ZERO:
                     found.append((token, wrapped, AesGcm(_xor(pad, half))))
         self._remember_many([(w, c) for _, w, c in found])
