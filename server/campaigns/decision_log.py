@@ -4,7 +4,7 @@
     decisions  decision_index_key(d)    -> decision_key (lookup by id)
     decisions  due_key(deadline, d)     -> decision_key (pending ones)
 
-Here: the record codec, the entries one decision writes (`decision_items`) and the scans of
+Here: the record codec, the entries decisions write (`decision_parts`) and the scans of
 the log that serve no decision (`DecisionLog`: the export, one user's records, retention).
 What changes a record (logging with caps, rewards, the sweep, erasure) is
 `repository.CampaignRepository`'s. Index keys start with the separator, so every scan of user
@@ -15,20 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from ..store import Store, sweep
-from ..store.keys import (
-    DUE_PREFIX,
-    SEP,
-    decision_index_key,
-    decision_key,
-    decision_keys_many,
-    due_key,
-    ms_part,
-    user_prefix,
-)
+from ..store.keys import SEP, decision_index_key, decision_keys_many, due_keys_many, user_prefix
 from . import decision_codec
 from .records import PENDING, SUPPRESSED, DecisionRecord
 
-__all__ = ["DecisionLog", "decision_items", "decision_parts", "decode_decision", "encode_decision"]
+__all__ = ["DecisionLog", "decision_parts", "decode_decision", "encode_decision"]
 
 _PAST_INDEX = bytes([SEP[0] + 1])
 """The first key after every index entry (theirs start with the separator)."""
@@ -46,31 +37,21 @@ def decode_decision(raw: bytes) -> dict:
 
 
 def decision_parts(records: Sequence[DecisionRecord]) -> tuple[list, list, list]:
-    """`decision_items` of many decisions, as three lists aligned with `records`: the record
-    entries, the id index entries, the due entries (None for a decision not pending). Written
-    in that order (one `put_many`), the index and due entries, whose keys start with the
-    decision's time (`decision_ids`, a deadline), go to a few adjacent pages in turn."""
+    """The entries the decisions write, as three lists aligned with `records`: the record
+    entries, the id index entries, the due entries (None for a decision not pending: a due entry
+    exists only while it waits for a reward). Written in that order (one `put_many`), the index
+    and due entries, whose keys start with the decision's time (`decision_ids`, a deadline), go
+    to a few adjacent pages in turn."""
     pkeys, index_keys = decision_keys_many([r.user_id for r in records],
                                            [r.decision_id for r in records])
-    dues, last, part = [], None, b""
-    for rec, pkey in zip(records, pkeys):
-        if rec.status != PENDING:
-            dues.append(None)
-            continue
-        if rec.deadline != last:
-            last, part = rec.deadline, DUE_PREFIX + ms_part(rec.deadline) + SEP
-        dues.append((part + rec.decision_id.encode(), pkey))
+    pending = [j for j, r in enumerate(records) if r.status == PENDING]
+    due_keys = due_keys_many([records[j].deadline for j in pending],
+                             [records[j].decision_id for j in pending])
+    dues: list = [None] * len(records)
+    for j, key in zip(pending, due_keys):
+        dues[j] = (key, pkeys[j])
     encode = decision_codec.encode_record
     return list(zip(pkeys, [encode(r) for r in records])), list(zip(index_keys, pkeys)), dues
-
-
-def decision_items(rec: DecisionRecord) -> list[tuple[bytes, bytes]]:
-    """The decision's record and index entries (a due entry only while it waits for a reward)."""
-    pkey, decision_id = decision_key(rec.user_id, rec.decision_id), rec.decision_id
-    out = [(pkey, rec.to_bytes()), (decision_index_key(decision_id), pkey)]
-    if rec.status == PENDING:
-        out.append((due_key(rec.deadline, decision_id), pkey))
-    return out
 
 
 class DecisionLog:
@@ -121,8 +102,8 @@ class DecisionLog:
         table = self._d
 
         def closed(txn, key: bytes) -> tuple[bytes, str] | None:
-            raw = table.get(txn, key)
-            if raw is None or key.startswith(SEP):
+            raw = None if key.startswith(SEP) else table.get(txn, key)
+            if raw is None:
                 return None
             rec = decode_decision(raw)
             if rec["status"] != PENDING and rec["timestamp"] < cutoff:

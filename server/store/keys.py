@@ -81,7 +81,7 @@ __all__ = [
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
     "DEAD_LETTER_PREFIX", "dead_letter_key",
-    "decision_keys_many",
+    "decision_keys_many", "due_keys_many",
 ]
 
 
@@ -233,7 +233,22 @@ def decision_index_key(decision_id: str) -> bytes:
 
 def due_key(deadline: float, decision_id: str) -> bytes:
     """The pending-window entry of a decision; `due_key(now, "")` bounds the ones due by now."""
-    return DUE_PREFIX + ms_part(deadline) + SEP + decision_id.encode()
+    return _due_prefix(deadline) + decision_id.encode()
+
+
+def _due_prefix(deadline: float) -> bytes:
+    return DUE_PREFIX + ms_part(deadline) + SEP
+
+
+def due_keys_many(deadlines: Sequence[float], decision_ids: Sequence[str]) -> list[bytes]:
+    """`due_key` of many decisions, aligned; decisions of the same deadline in a row share
+    its prefix (made once)."""
+    out, last, part = [], None, b""
+    for deadline, decision_id in zip(deadlines, decision_ids):
+        if deadline != last:
+            last, part = deadline, _due_prefix(deadline)
+        out.append(part + decision_id.encode())
+    return out
 
 
 def decision_keys_many(user_ids: Sequence[str], decision_ids: Sequence[str]
