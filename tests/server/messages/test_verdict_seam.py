@@ -1,31 +1,14 @@
 """The one seam where the contact policy's verdict is honoured (issue 15's ChooseVariant
 result carries suppressed, reason, channel, send_at)."""
-from dataclasses import dataclass
-
 import pytest
 
-from server.campaigns import Campaign, CampaignSpec, Variant
+from server.campaigns import Campaign, CampaignSpec, Choice, Variant
 from server.campaigns.records import NO_ARM
 from server.config import Settings
 from server.messages.compose import Composer, Verdict, verdict_of
 from server.messages.errors import RenderFailed
 from server.messages.unsubscribe import UnsubscribeTokens
 from server.security.secrets import Keyring
-
-
-@dataclass(frozen=True)
-class PolicyChoice:
-    """ChooseVariant's result as the contact-decide branch shapes it."""
-
-    decision_id: str
-    arm: int
-    propensity: float
-    variant_id: str
-    content: dict
-    suppressed: bool = False
-    reason: str = ""
-    channel: str = ""
-    send_at: float = 0.0
 
 
 class Decided:
@@ -69,19 +52,19 @@ class NoNames:
 
 def test_a_decision_without_a_verdict_is_sent_now_on_the_campaigns_channel():
     assert verdict_of(object(), "email") == Verdict(False, "", "email", 0.0)
-    got = verdict_of(PolicyChoice("d", 0, 1.0, "v", {}, False, "", "sms", 1.7e9), "email")
+    got = verdict_of(Choice("d", 0, 1.0, "v", {}, False, "", "sms", 1.7e9), "email")
     assert got == Verdict(False, "", "sms", 1.7e9)
 
 
 async def test_a_suppressed_decision_comes_back_with_its_reason_and_nothing_rendered():
     composer = Composer(Settings(public_url="https://t.example"),
-                        Decided(PolicyChoice("d1", 0, 1.0, "v", {}, True, "no_consent", "email")),
+                        Decided(Choice("d1", 0, 1.0, "v", {}, True, "no_consent", "email")),
                         profiles=None, recommender=None,
                         tokens=UnsubscribeTokens(Keyring.generate("unsubscribe")))
     msg = await composer.compose("c", "u", {})
     assert (msg.suppressed, msg.reason, msg.decision_id) == (True, "no_consent", "d1")
     assert msg.parts == {} and msg.headers == {} and msg.variant_id == "" and not msg.holdout
-    composer.campaigns = Decided(PolicyChoice("d2", NO_ARM, 0.0, "", {}, True, "suppressed_address",
+    composer.campaigns = Decided(Choice("d2", NO_ARM, 0.0, "", {}, True, "suppressed_address",
                                               "email"))  # as Campaigns.choose gives it
     msg = await composer.compose("c", "u", {})
     assert (msg.suppressed, msg.reason, msg.holdout, msg.parts) == (
@@ -92,8 +75,8 @@ async def test_a_decision_the_commit_caps_is_suppressed_and_its_render_dropped()
     """The render runs while the decision's record commits; a cap found in the commit wins over
     what the render did (here: failed), and a render error of a decision that stands is raised
     only once its commit is done."""
-    chosen = PolicyChoice("d3", 0, 1.0, "v", {}, False, "", "email")
-    capped = PolicyChoice("d3", NO_ARM, 0.0, "", {}, True, "frequency_cap", "email")
+    chosen = Choice("d3", 0, 1.0, "v", {}, False, "", "email")
+    capped = Choice("d3", NO_ARM, 0.0, "", {}, True, "frequency_cap", "email")
     domain = Decided(chosen)
     composer = Composer(Settings(public_url="https://t.example"), domain, profiles=NoNames(),
                         recommender=None, tokens=UnsubscribeTokens(Keyring.generate("unsubscribe")))
