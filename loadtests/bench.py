@@ -25,6 +25,11 @@ source tree DIR, up together, runs alternated, then B minus A paired by round
 `--impressions both` too, four servers (A and B, each with the log off and on), runs alternated,
 and the on vs off figures of A and of B: what a change does to the log's cost, from one run.
 
+`--interleave SECONDS` (with two servers) replaces the separate fixed-rate runs: one schedule at
+each rate whose windows of SECONDS go to the two servers in turn (`--window-pairs` pairs), and
+B's pooled p99 against A's with a bootstrap interval over the pairs (`loadtests/interleave.py`):
+the tail compared on the same seconds of the machine, which separate runs cannot do here.
+
 `--tls` serves over TLS with a bearer token the server checks (a throwaway CA and certificate,
 `loadtests/certs.py`, and an auth config with one minted token of the `decider` role), and every
 RPC, Ping included, is called that way: the production setting the issue's targets name.
@@ -55,7 +60,8 @@ import numpy as np
 
 from clients.transport import Connection
 
-from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
+from .interleave import paired_windows
+from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load, run_windows
 from .measure import (
     add_plot_argument,
     add_server_src_argument,
@@ -65,6 +71,7 @@ from .measure import (
     measure,
     print_table,
     start_server,
+    tree_cpu_seconds,
     write_latency_plot,
 )
 
@@ -262,9 +269,12 @@ def bench_catalog(bundle: Path, args) -> dict:
                            key=lambda c: c.cpu_ratio)
             s["pair"], s["ratios"] = pairs[len(pairs) // 2], [c.cpu_ratio for c in pairs]
         base = servers[0]["pair"].method.load.qps
+        if args.interleave:
+            interleaved = [interleave_pair(servers, RECOMMEND, recs, base * frac, args, secure)
+                           for frac in args.load_fractions]
         # Open loop at a fixed rate needs no parallel generators; extra ones only take the
         # server's CPU, so latency runs use --latency-procs (default 1).
-        for _ in range(args.rounds):
+        for _ in range(0 if args.interleave else args.rounds):
             for frac in args.load_fractions:
                 rate = dict(load, procs=args.latency_procs, rate=base * frac)
                 label = "half max" if frac == 0.5 else f"{frac:g} x max"
@@ -280,7 +290,44 @@ def bench_catalog(bundle: Path, args) -> dict:
     return {"items": manifest["data"]["n_items"], "index": manifest["index"]["type"],
             "index_recall@10": manifest["index"].get("recall_at_10"), "servers": servers,
             "ratios": servers[-1]["ratios"],
-            "pair": servers[-1]["pair"], "runs": runs, "idle": servers[-1]["idle"]}
+            "pair": servers[-1]["pair"], "runs": runs, "idle": servers[-1]["idle"],
+            "interleaved": interleaved if args.interleave else []}
+
+
+def interleave_pair(servers: list[dict], path: str, payloads: list[bytes], rate: float, args,
+                    secure: Secured) -> dict:
+    """The second server against the first at `rate`, window by window (`loadtests.interleave`),
+    with each server tree's CPU per call over the run (its idle windows included)."""
+    if len(servers) != 2:
+        raise SystemExit("--interleave compares two servers: use it with --impressions both, "
+                         "--compare-env or --compare-src")
+    pids = [s["srv"].process.pid for s in servers]
+    before = [tree_cpu_seconds(p) for p in pids]
+    per_target, lag, errors = run_windows([s["srv"].target for s in servers], path, payloads,
+                                          rate=rate, window=args.interleave,
+                                          windows=2 * args.window_pairs,
+                                          connection=secure.connection)
+    cpu = [tree_cpu_seconds(p) - b for p, b in zip(pids, before)]
+    calls = [sum(len(w) for w in wins) for wins in per_target]
+    return {"rate": rate, "names": [s["tag"].strip(" []") or "A" for s in servers],
+            "result": paired_windows(per_target[1], per_target[0]),
+            "cpu_us": [c / n * 1e6 if n else float("nan") for c, n in zip(cpu, calls)],
+            "lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if len(lag) else float("nan"),
+            "errors": errors}
+
+
+def print_interleaved(runs: list[dict], window: float) -> None:
+    """`--interleave`: B against A at each rate, from pooled windows."""
+    for run in runs:
+        r, (a, b) = run["result"], run["names"]
+        print(f"interleaved at {run['rate']:.0f}/s, {r.windows} pairs of {window:g} s windows: "
+              f"{b} vs {a}: p99 {r.p99_ms[0]:.2f} vs {r.p99_ms[1]:.2f} ms, difference "
+              f"{r.diff_p99_ms:+.2f} ms ({r.confidence:.0%} interval {r.ci_ms[0]:+.2f} to "
+              f"{r.ci_ms[1]:+.2f}); p50 {r.p50_ms[0]:.2f} vs {r.p50_ms[1]:.2f} ms; calls "
+              f"{r.calls[0]} vs {r.calls[1]}; server CPU per call {run['cpu_us'][1]:.1f} vs "
+              f"{run['cpu_us'][0]:.1f} us (idle windows included); generator lag p99 "
+              f"{run['lag_p99_ms']:.2f} ms; errors {run['errors'][1]} vs {run['errors'][0]}",
+              flush=True)
 
 
 def print_impression_cost(servers: list[dict], compared: str = "") -> None:
@@ -345,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "each with Ping at the same rate (more points for --plot)")
     p.add_argument("--rounds", type=int, default=1,
                    help="fixed-rate runs per load fraction and server (alternating servers)")
+    p.add_argument("--interleave", type=float, default=0.0, metavar="SECONDS",
+                   help="two servers (--impressions both, --compare-env/--compare-src): instead of "
+                        "separate fixed-rate runs, one schedule whose windows of SECONDS go to "
+                        "each server in turn; pooled p99s and the difference's bootstrap interval")
+    p.add_argument("--window-pairs", type=int, default=30,
+                   help="pairs of windows per fixed rate with --interleave")
     p.add_argument("--impressions", choices=sorted(IMPRESSION_MODES), default=None,
                    help="impression log on, off, or both (two servers, one run); default: the "
                         "server's own setting")
@@ -378,6 +431,7 @@ def main(argv=None) -> None:
             print("server CPU ratio of each pair: " + ", ".join(f"x{x:.2f}" for x in r["ratios"])
                   + " (the table shows the median pair)")
         print_impression_cost(r["servers"], _compared(args))
+        print_interleaved(r["interleaved"], args.interleave)
     if args.plot is not None:
         series = {k: v for r in rows for k, v in by_rpc(r["runs"], f" ({r['items']} items)").items()}
         write_latency_plot(series, args.plot, f"Latency vs load, workers={args.workers}")

@@ -21,7 +21,8 @@ import numpy as np
 from clients.transport import Connection
 from protos.tailor.v1 import diagnostics_pb2, recommendation_pb2
 
-__all__ = ["LoadResult", "run_load", "PING", "RECOMMEND", "ping_payloads", "recommend_payloads"]
+__all__ = ["LoadResult", "run_load", "run_windows", "PING", "RECOMMEND", "ping_payloads",
+           "recommend_payloads"]
 
 PING = "/tailor.v1.DiagnosticsService/Ping"
 RECOMMEND = "/tailor.v1.RecommendationService/Recommend"
@@ -152,3 +153,77 @@ def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int 
         lag_p99, sched_p99 = np.percentile(lag, 99) * 1000, np.percentile(lat + lag, 99) * 1000
     return LoadResult(int(len(lat)), sum(p[2] for p in parts), seconds, float(p50), float(p99),
                       float(lag_p99), float(sched_p99))
+
+
+def _window_target(w: int, n: int) -> int:
+    """Which of `n` targets window `w` goes to: for two, each pair of windows is A,B or B,A in
+    turn (A B B A A B ...), so neither always follows the other; for more, round robin."""
+    return (w + (w // 2) % 2) % 2 if n == 2 else w % n
+
+
+async def _drive_windows(targets, path, payloads, rate, window, windows, seed, connection):
+    channels = [[connection.aio_channel(t, options=[("grpc.use_local_subchannel_pool", 1)])
+                 for _ in range(CONNECTIONS)] for t in targets]
+    try:
+        calls = [[ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+                  for ch in chans] for chans in channels]
+        for per_target in calls:
+            for call in per_target:
+                await call(payloads[0], timeout=30)  # warm the connections
+        lat = [[[] for _ in range(windows)] for _ in targets]
+        lag: list[float] = []
+        errors = [0] * len(targets)
+
+        async def one(i, w, who, scheduled):
+            t0 = time.perf_counter()
+            try:
+                await calls[who][i % CONNECTIONS](payloads[i % len(payloads)], timeout=10)
+                lat[who][w].append(time.perf_counter() - t0)
+                lag.append(t0 - scheduled)
+            except grpc.aio.AioRpcError:
+                errors[who] += 1
+
+        rng = random.Random(seed)
+        pending, i = set(), 0
+        start = time.perf_counter()
+        t_next = start
+        while t_next < start + window * windows:
+            w = int((t_next - start) // window)
+            who = _window_target(w, len(targets))
+            delay = t_next - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(i, w, who, t_next))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            i += 1
+            t_next += rng.expovariate(rate)
+        await asyncio.gather(*pending)
+        mine = [[np.asarray(lat[t][w], np.float64) for w in range(windows)
+                 if _window_target(w, len(targets)) == t] for t in range(len(targets))]
+        return mine, np.asarray(lag, np.float64), errors
+    finally:
+        for chans in channels:
+            for ch in chans:
+                await ch.close()
+
+
+def _windows_proc(args, queue):
+    queue.put(asyncio.run(_drive_windows(*args)))
+
+
+def run_windows(targets: list[str], path: str, payloads: list[bytes], *, rate: float,
+                window: float, windows: int, connection: Connection = PLAINTEXT, seed: int = 11):
+    """One open-loop schedule at `rate` calls/s over `windows` windows of `window` seconds, each
+    window's calls sent to one of `targets` in turn (for two: A B B A A B ...), from one generator
+    process: the targets meet the same load and, window by window, the same machine. Returns
+    (per target, the latency arrays in seconds of the windows it was sent, in order; the
+    generator's lag behind its schedule in seconds; errors per target)."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_windows_proc, args=((targets, path, payloads, rate, window, windows,
+                                                    seed, connection), queue))
+    proc.start()
+    out = queue.get(timeout=window * windows + 120)
+    proc.join()
+    return out
