@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import TailorError
 from ..logging import configure_logging
-from .frames import HEADER, READY, frame, take_frames
+from .frames import HEADER, READY, PipeReader, frame, take_frames
 from .logging import child_logger as logger
 
 __all__ = ["main"]
@@ -34,22 +34,20 @@ class _Inbox:
     """Frames from the server: wait for one, then take every other one already there."""
 
     def __init__(self, fd: int):
-        self.fd = fd
-        self.buf = bytearray()
+        self.reader = PipeReader(fd)
         self.eof = False
 
     def next(self) -> list | None:
         """The frames to run next; None once stdin is closed and every frame is taken."""
-        frames = take_frames(self.buf)
+        reader = self.reader
+        frames = take_frames(reader.buf)
         # Read (blocking) while there is no whole frame yet, then only while more is waiting.
-        while not self.eof and (not frames or select.select([self.fd], [], [], 0)[0]):
-            chunk = os.read(self.fd, 1 << 20)
-            self.eof = not chunk
-            self.buf += chunk
-            frames += take_frames(self.buf)
-        if self.eof and self.buf:
-            logger.error("stdin closed inside a frame: %d bytes dropped", len(self.buf))
-            self.buf.clear()
+        while not self.eof and (not frames or select.select([reader.fd], [], [], 0)[0]):
+            self.eof = not reader.fill()
+            frames += take_frames(reader.buf)
+        if self.eof and reader.buf:
+            logger.error("stdin closed inside a frame: %d bytes dropped", len(reader.buf))
+            reader.buf.clear()
         return frames or None
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from ..errors import Unavailable
 from .adaptive import Done
 from .errors import BatcherClosed
-from .frames import READY, frame, take_frames
+from .frames import READY, PipeReader, frame, take_frames
 from .logging import process_logger as logger
 
 __all__ = ["WriterProcess"]
@@ -132,7 +132,7 @@ class _Child:
         self.to_child, self.from_child = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)
-        self.inbox, self.outbox = bytearray(), bytearray()
+        self.inbox, self.outbox = PipeReader(self.from_child), bytearray()
         self.waiting: dict[int, tuple[int, Done]] = {}
         self.ready = self.loop.create_future()
         self.gone = self.loop.create_future()
@@ -164,19 +164,17 @@ class _Child:
 
     def _on_readable(self) -> None:
         try:
-            chunk = os.read(self.from_child, 1 << 20)
+            if not self.inbox.fill():
+                self._on_exit()
+                return
         except BlockingIOError:
             return
-        if not chunk:
-            self._on_exit()
-            return
-        self.inbox += chunk
         try:
-            answers = take_frames(self.inbox)
+            answers = take_frames(self.inbox.buf)
         except Exception:  # noqa: BLE001 - a broken answer: stop the child, fail its batches
             logger.exception("the %s writer process sent an unreadable answer; stopping it",
                              self.writer.name)
-            self.inbox.clear()
+            self.inbox.buf.clear()
             self.proc.kill()
             return
         for seq, results in answers:
