@@ -120,6 +120,9 @@ class ProfileReader(Protocol):
         """The user's attributes and up to `most` category names by affinity, strongest first
         (what a message is rendered from, without decoding every feature); None: no profile."""
 
+    def recipient_of(self, state, meta, most: int) -> tuple[dict[str, str], tuple[str, ...]] | None:
+        """The same from a feature state and meta record already read (one snapshot)."""
+
 
 class ConsentWriter(Protocol):
     """Records a user's consent for a channel (the profiles domain): unsubscribe, STOP."""
@@ -138,10 +141,12 @@ class VariantChooser(Protocol):
     async def choose(self, campaign_id: str, user_id: str, context) -> Choice:
         """One logged decision for one user."""
 
-    def decide(self, campaign_id: str, user_id: str, context) -> PendingChoice:
+    def decide(self, campaign_id: str, user_id: str, context, profile: bool = False
+               ) -> PendingChoice:
         """One decision for one user, its record queued for the decision log: `.choice` is
         known at once (work on it may overlap the commit); await `.logged()` (the commit,
-        which may find it over a frequency cap: suppressed) before answering, or `.cancel()`."""
+        which may find it over a frequency cap: suppressed) before answering, or `.cancel()`.
+        `profile`: `.profile` carries the (state, meta) the contact policy read, if it read any."""
 
 
 class Recommendations(Protocol):

@@ -53,14 +53,16 @@ class PendingChoice:
     over a frequency cap (a decision the contact policy already suppressed stays as it is).
     `logged()` waits for the commit and returns the final `Choice`; the decision is counted
     (`count(campaign_id, outcome)`) then. A caller that gives up before awaiting it calls
-    `cancel()` (the record is then left out if its batch has not started yet).
+    `cancel()` (the record is then left out if its batch has not started yet). `profile`:
+    (feature state, meta record) of the user as the contact policy read them, when the caller
+    asked for them (`Campaigns.decide(profile=True)`) and the policy read the profile; else None.
     """
 
-    __slots__ = ("campaign_id", "choice", "_committed", "_outcome", "_count")
+    __slots__ = ("campaign_id", "choice", "profile", "_committed", "_outcome", "_count")
 
     def __init__(self, campaign_id: str, choice: Choice, committed: asyncio.Future,
-                 outcome: str, count: Callable[[str, str], None]):
-        self.campaign_id, self.choice = campaign_id, choice
+                 outcome: str, count: Callable[[str, str], None], profile: tuple | None = None):
+        self.campaign_id, self.choice, self.profile = campaign_id, choice, profile
         self._committed, self._outcome, self._count = committed, outcome, count
 
     async def logged(self) -> Choice:

@@ -160,13 +160,15 @@ class Campaigns:
             raise CampaignArchived(campaign_id)
         return entry, blob
 
-    def read_contacts(self, entry: Entry, user_ids: Sequence[str]) -> tuple[list, list[Contact]]:
+    def read_contacts(self, entry: Entry, user_ids: Sequence[str], with_states: bool = False
+                      ) -> tuple[list, list[Contact]]:
         """(feature states, the contact policy's inputs) of a batch of users from one read
-        snapshot: feature states (None unless the campaign's decisions read them), meta records,
-        and the campaign's channels whose address (email, phone) is on the suppression list."""
+        snapshot: feature states (None unless the campaign's decisions read them, or
+        `with_states`), meta records, and the campaign's channels whose address (email, phone)
+        is on the suppression list."""
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
-            pairs = self._profiles.states_and_meta(user_ids, entry.with_states, txn)
+            pairs = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn)
             return [st for st, _ in pairs], [
                 Contact(u, m, st, None, _NONE if sup is None
                         else sup.suppressed_channels(m, channels, txn))
@@ -176,15 +178,16 @@ class Campaigns:
         """Feature states of a batch of users (None where there is none or none was asked for)."""
         return self._profiles.states(user_ids) if with_states else [None] * len(user_ids)
 
-    def _verdict(self, entry: Entry, user_id: str, now: float):
-        """(contact verdict, feature state or `UNREAD`): one read snapshot for the profile and
-        the suppression list when the policy reads the profile; none when it has nothing to
-        check."""
+    def _verdict(self, entry: Entry, user_id: str, now: float, profile: bool = False):
+        """(contact verdict, feature state or `UNREAD`, (state, meta) if `profile` else None):
+        one read snapshot for the profile and the suppression list when the policy reads the
+        profile; none when it has nothing to check (the profile is then None too)."""
         if not entry.reads_profile:
-            return Verdict(False, "", entry.channels[0], 0.0), UNREAD
-        states, contacts = self.read_contacts(entry, [user_id])
+            return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None
+        states, contacts = self.read_contacts(entry, [user_id], profile)
         verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
-        return verdict, states[0] if entry.with_states else UNREAD
+        read = (contacts[0].state, contacts[0].meta) if profile else None
+        return verdict, states[0] if entry.with_states else UNREAD, read
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                      now: float | None = None) -> Choice:
@@ -193,9 +196,12 @@ class Campaigns:
         return await self.decide(campaign_id, user_id, context, now).logged()
 
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
-               now: float | None = None) -> PendingChoice:
+               now: float | None = None, profile: bool = False) -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
-        `logged()` (the commit, which may find it over a frequency cap) before it answers."""
+        `logged()` (the commit, which may find it over a frequency cap) before it answers.
+        `profile`: the contact policy's read takes the user's feature state too, and the
+        pending choice carries (state, meta) of that snapshot (`PendingChoice.profile`) for a
+        caller that renders from the profile (ComposeMessage), so it need not read it again."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -204,7 +210,7 @@ class Campaigns:
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
         now = time.time() if now is None else now
-        verdict, state = self._verdict(entry, user_id, now)
+        verdict, state, read = self._verdict(entry, user_id, now, profile)
         if verdict.suppressed:
             return self._log_suppressed(spec, user_id, now, verdict)
         ctx = entry.context.build(user_id, context, state)
@@ -220,7 +226,8 @@ class Campaigns:
         return PendingChoice(campaign_id, Choice(
             decision_id, decision.arm, decision.propensity, variant.id if variant else "",
             dict(variant.content) if variant else {}, False, "", verdict.channel,
-            verdict.send_at), committed, "variant" if variant else "holdout", self._counted)
+            verdict.send_at), committed, "variant" if variant else "holdout", self._counted,
+            read)
 
     def _counted(self, campaign_id: str, outcome: str) -> None:
         """Count a decision (`metrics.CAMPAIGN_DECISIONS`); the label children are kept per

@@ -133,10 +133,10 @@ class Composer:
         suppressed, as is a render error (raised only for a decision that stands)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
-        pending = self.campaigns.decide(campaign_id, user_id, context)
+        pending = self.campaigns.decide(campaign_id, user_id, context, profile=True)
         try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
-            drafted = await self._draft(campaign, pending.choice, user_id)
+            drafted = await self._draft(campaign, pending, user_id)
         except asyncio.CancelledError:
             pending.cancel()
             raise
@@ -153,14 +153,16 @@ class Composer:
             await asyncio.to_thread(self.phones.remember, user_id, phone)
         return out, recipient
 
-    async def _draft(self, campaign, choice, user_id: str) -> tuple[Message, Recipient] | None:
-        """The rendered message of a decision not yet committed (None: nothing to render)."""
+    async def _draft(self, campaign, pending, user_id: str) -> tuple[Message, Recipient] | None:
+        """The rendered message of a decision not yet committed (None: nothing to render), from
+        the profile the contact policy read for it (read here if it read none)."""
+        choice = pending.choice
         out = _message(campaign, choice)
         if out.suppressed or out.holdout:
             return None
         if all(v.id != choice.variant_id for v in campaign.spec.variants):
             campaign = await self.message_campaign(campaign.spec.campaign_id)  # a new variant
-        recipient = await read_recipient(self.profiles, user_id)
+        recipient = await read_recipient(self.profiles, user_id, pending.profile)
         await self._render(out, campaign, recipient, user_id)
         return out, recipient
 

@@ -38,10 +38,12 @@ class Recipient:
     interests: tuple[str, ...]
 
 
-async def read_recipient(profiles: ProfileReader, user_id: str) -> Recipient:
-    """The user's attributes and interests (one LMDB read snapshot, µs: on the loop); an
-    unknown user has neither."""
-    found = profiles.attributes_and_interests(user_id, INTERESTS)
+async def read_recipient(profiles: ProfileReader, user_id: str, read: tuple | None = None
+                         ) -> Recipient:
+    """The user's attributes and interests (one LMDB read snapshot, µs: on the loop), or from
+    `read`, the (feature state, meta) already read; an unknown user has neither."""
+    found = (profiles.attributes_and_interests(user_id, INTERESTS) if read is None
+             else profiles.recipient_of(*read, INTERESTS))
     return Recipient(user_id, *found) if found is not None else Recipient(user_id, {}, ())
 
 

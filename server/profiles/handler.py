@@ -255,7 +255,11 @@ class Profiles:
         (strongest first, > 0 only) from one read snapshot; None when there is no profile.
         Decay scales every category of one half-life alike, so the stored values rank them as
         `get`'s decayed `category_affinity` does, without decoding the other features."""
-        [(state, meta)] = self.repo.states_and_meta([user_id], True)
+        return self.recipient_of(*self.repo.states_and_meta([user_id], True)[0], most)
+
+    def recipient_of(self, state: np.ndarray | None, meta: dict | None, most: int
+                     ) -> tuple[dict[str, str], tuple[str, ...]] | None:
+        """`attributes_and_interests` of a profile already read (`states_and_meta`)."""
         if state is None and meta is None:
             return None
         attrs = dict((meta or {}).get("attributes", {}))

@@ -25,7 +25,7 @@ class Decided:
     async def choose(self, campaign_id, user_id, context):
         return self.choice
 
-    def decide(self, campaign_id, user_id, context):
+    def decide(self, campaign_id, user_id, context, profile=False):
         return Pending(self.choice, self.choice)
 
 
@@ -34,6 +34,7 @@ class Pending:
 
     def __init__(self, choice, logged):
         self.choice, self._logged, self.awaited = choice, logged, False
+        self.profile = None  # the contact policy read no profile: the composer reads it
 
     async def logged(self):
         self.awaited = True
@@ -80,13 +81,13 @@ async def test_a_decision_the_commit_caps_is_suppressed_and_its_render_dropped()
     domain = Decided(chosen)
     composer = Composer(Settings(public_url="https://t.example"), domain, profiles=NoNames(),
                         recommender=None, tokens=UnsubscribeTokens(Keyring.generate("unsubscribe")))
-    domain.decide = lambda *args: Pending(chosen, capped)
+    domain.decide = lambda *args, **kw: Pending(chosen, capped)
     msg = await composer.compose("c", "u", {})
     assert (msg.suppressed, msg.reason, msg.decision_id, msg.variant_id) == (
         True, "frequency_cap", "d3", "")
     assert msg.parts == {} and msg.headers == {} and not msg.unsubscribe_url
     pending = Pending(chosen, chosen)
-    domain.decide = lambda *args: pending
+    domain.decide = lambda *args, **kw: pending
     with pytest.raises(RenderFailed):
         await composer.compose("c", "u", {})
     assert pending.awaited
