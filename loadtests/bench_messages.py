@@ -1,8 +1,8 @@
 """ComposeMessage (email, 4 recommended items) against Recommend and an empty RPC, in one run.
 
     python -m loadtests.bench_messages [--items 20000] [--users 20000] [--duration 10]
-        [--concurrency 16] [--rounds 1] [--no-sync] [--work .bench] [--server-src DIR]
-        [--baseline-src DIR]
+        [--concurrency 16] [--rounds 1] [--workers 1] [--no-sync] [--work .bench]
+        [--server-src DIR] [--baseline-src DIR]
 
 Trains (or reuses, under --work) a demo bundle, starts `python -m server` on loopback (fsync on)
 with its public endpoint, creates an email campaign whose HTML shows
@@ -94,11 +94,12 @@ def compose_payloads(users: list[str], n: int = 4096) -> list[bytes]:
 
 
 @contextlib.contextmanager
-def _server(bundle: Path, src: Path | None, env: dict):
-    """A server (from `src` if given) with the campaign and users set up: (target, pid, users)."""
+def _server(bundle: Path, src: Path | None, env: dict, workers: int = 1):
+    """A server (from `src` if given, `workers` processes) with the campaign and users set up:
+    (target, pid, users)."""
     flags = ["--public-http-port", str(_free_port()), "--public-url", "https://bench.example"]
     with serving(bundle, "tailor-bench-messages-", flags=flags, server_src=src, env=env,
-                 stop_timeout=60) as srv:
+                 workers=workers, stop_timeout=60) as srv:
         users = setup(srv.target, bundle)
         run_load(srv.target, COMPOSE, compose_payloads(users), concurrency=8, duration=2)  # warm-up
         yield srv.target, srv.process.pid, users
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--rounds", type=int, default=1, help="fixed-rate rounds (step 2)")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="servers without fsync per commit")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
     add_server_src_argument(p)
@@ -123,11 +125,12 @@ def main(argv=None) -> int:
     bundle = ensure_bundle(args.work, args.items, args.users, args.days)
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
     with contextlib.ExitStack() as stack:
-        target, pid, users = stack.enter_context(_server(bundle, args.server_src, env))
-        base = (stack.enter_context(_server(bundle, args.baseline_src, env))
+        target, pid, users = stack.enter_context(_server(bundle, args.server_src, env, args.workers))
+        base = (stack.enter_context(_server(bundle, args.baseline_src, env, args.workers))
                 if args.baseline_src is not None else None)
         composes, recs = compose_payloads(users), recommend_payloads(users, k=4)
-        print(f"bundle {bundle.name}: {args.items} items; fsync {'off' if args.no_sync else 'on'}; "
+        print(f"bundle {bundle.name}: {args.items} items; {args.workers} worker(s); "
+              f"fsync {'off' if args.no_sync else 'on'}; "
               f"load: concurrency {args.concurrency}, "
               f"{args.duration:g}s per step"
               + (f"; baseline server from {args.baseline_src}" if base else ""), flush=True)
