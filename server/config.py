@@ -287,6 +287,10 @@ class Settings(BaseSettings):
     are waiting."""
     impression_flush_records: int = Field(2048, ge=1)
     """Buffered impressions that start a write before `impression_flush_seconds` is up."""
+    impression_writer_nice: int = Field(10, ge=0, le=19)
+    """Niceness the impressions writer process runs with above the server's: when the 2 cores
+    are busy, serving gets them before the log's writes (nobody waits for those; a group that
+    waits grows). 0: the same priority as serving."""
     impression_buffer_max: int = Field(100_000, ge=1)
     """Most impressions a worker buffers while its writes lag (the store full or slow); past it
     new ones are dropped and counted (`tailor_impressions_dropped`), never waited for."""

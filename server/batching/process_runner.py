@@ -45,10 +45,13 @@ class WriterProcess:
     `factory` is "module:function"; the function takes a `Store` opened like `store` and returns
     {name: batch function}. `runner(name)` is an `AdaptiveBatcher` runner for one of them.
     Create it on the event loop that will use it; `close()` it after the batchers that use it.
+    `nice`: added to the server's niceness for the child (a writer whose callers do not wait
+    for it, such as the impression log's, yields the CPU to serving when both want it).
     """
 
-    def __init__(self, factory: str, store, *, name: str):
+    def __init__(self, factory: str, store, *, name: str, nice: int = 0):
         self.name = name
+        self.nice = nice
         self.argv = [sys.executable, "-m", "server.batching.child", factory,
                      json.dumps(store.open_args)]
         self.loop = asyncio.get_running_loop()
@@ -119,6 +122,15 @@ class WriterProcess:
             await child.close(timeout)
 
 
+def _lower_priority(pid: int, nice: int, name: str) -> None:
+    """Give the child `nice` more niceness than this process (at most 19), before it has
+    opened the store; a child already gone is left to its end of file."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    except (ProcessLookupError, PermissionError) as err:
+        logger.warning("could not lower the %s writer's priority: %s", name, err)
+
+
 class _Child:
     """One child process and its two pipes, driven by callbacks on the writer's event loop."""
 
@@ -129,6 +141,8 @@ class _Child:
             p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
         self.proc = subprocess.Popen(writer.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      bufsize=0, env=env, start_new_session=True)
+        if writer.nice:
+            _lower_priority(self.proc.pid, writer.nice, writer.name)
         self.to_child, self.from_child = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         os.set_blocking(self.to_child, False)
         os.set_blocking(self.from_child, False)

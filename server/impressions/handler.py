@@ -41,7 +41,8 @@ class Impressions:
         self.enabled = settings.impression_log
         self.log = ImpressionLog(store, ring, flush_seconds=settings.impression_flush_seconds,
                                  flush_records=settings.impression_flush_records,
-                                 buffer_max=settings.impression_buffer_max, erasure=erasure)
+                                 buffer_max=settings.impression_buffer_max, erasure=erasure,
+                                 writer_nice=settings.impression_writer_nice)
         self.join = ImpressionJoin(self.log, settings.attribution_window_seconds)
         self.exporter = ImpressionExport(self.log, bundles, user_ids) if bundles else None
         self.stats = ModelStats(store)

@@ -50,14 +50,15 @@ class ImpressionLog:
 
     def __init__(self, store: Store, ring: Keyring, *, flush_seconds: float = 0.5,
                  flush_records: int = 2048, buffer_max: int = 100_000,
-                 erasure: Keyring | None = None):
+                 erasure: Keyring | None = None, writer_nice: int = 0):
         """`ring`: the `user-id` keyring impressions are filed under; `erasure`: the keyring of
         the tombstones (None: no tombstone check), so the impressions a user was shown before
-        their erasure are never written."""
+        their erasure are never written; `writer_nice`: the writer process's added niceness."""
         self.store, self.ring = store, ring
         self.erasure_keys = erasure.keys if erasure is not None else ()
         self.flush_seconds, self.flush_records, self.buffer_max = (flush_seconds, flush_records,
                                                                    buffer_max)
+        self.writer_nice = writer_nice
         self._t = store.table("impressions")
         self._buf: list[tuple] = []
         """Answers waiting to be written; appended and taken on the event loop only."""
@@ -94,7 +95,7 @@ class ImpressionLog:
         """Start the writer process (on the event loop that records and flushes) and wait
         until it has opened the store (raises if it cannot)."""
         self.loop = asyncio.get_running_loop()
-        self.writer = WriterProcess(WRITER, self.store, name="impressions")
+        self.writer = WriterProcess(WRITER, self.store, name="impressions", nice=self.writer_nice)
         await self.writer.ready()
 
     def user_prefix(self, user_id: str, kid: str | None = None) -> bytes:

@@ -73,6 +73,9 @@ async def test_a_dead_writer_loses_its_group_and_the_next_flush_starts_a_new_one
         slow_flush, tailor_server, channel):
     log = tailor_server.impressions.log
     first = log.writer.pid
+    nice = min(19, os.getpriority(os.PRIO_PROCESS, 0) + tailor_server.settings.impression_writer_nice)
+    assert tailor_server.settings.impression_writer_nice > 0  # the log yields the CPU to serving
+    assert os.getpriority(os.PRIO_PROCESS, first) == nice
     lost = await recommend(channel, "w")
     os.kill(first, signal.SIGKILL)
     with pytest.raises(Unavailable):  # sent to the dying child: never answered
@@ -80,6 +83,7 @@ async def test_a_dead_writer_loses_its_group_and_the_next_flush_starts_a_new_one
     written = await recommend(channel, "w")  # serving goes on
     assert await log.flushed() == 1
     assert log.writer.pid not in (None, first, os.getpid())
+    assert os.getpriority(os.PRIO_PROCESS, log.writer.pid) == nice  # the new child too
     assert list(stored(log, "w")) == [written] and lost != written
 
 

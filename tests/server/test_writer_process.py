@@ -242,3 +242,16 @@ def test_the_child_imports_none_of_the_servers_batching_side():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+async def test_a_writer_with_nice_runs_its_child_at_that_much_lower_priority(tmp_path):
+    store = Store(tmp_path / "store", sync=False)
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    low, plain = (WriterProcess(FACTORY, store, name=n, nice=k) for n, k in (("low", 7), ("plain", 0)))
+    try:
+        await asyncio.gather(low.ready(), plain.ready())
+        assert os.getpriority(os.PRIO_PROCESS, low.pid) == min(19, base + 7)
+        assert os.getpriority(os.PRIO_PROCESS, plain.pid) == base
+    finally:
+        await asyncio.gather(low.close(), plain.close())
+        store.close()
