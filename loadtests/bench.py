@@ -323,7 +323,9 @@ def print_interleaved(runs: list[dict], window: float) -> None:
         print(f"interleaved at {run['rate']:.0f}/s, {r.windows} pairs of {window:g} s windows: "
               f"{b} vs {a}: p99 {r.p99_ms[0]:.2f} vs {r.p99_ms[1]:.2f} ms, difference "
               f"{r.diff_p99_ms:+.2f} ms ({r.confidence:.0%} interval {r.ci_ms[0]:+.2f} to "
-              f"{r.ci_ms[1]:+.2f}); p50 {r.p50_ms[0]:.2f} vs {r.p50_ms[1]:.2f} ms; calls "
+              f"{r.ci_ms[1]:+.2f}); per-window p99 shift, median over pairs {r.window_shift_ms:+.2f} "
+              f"ms ({r.window_ci_ms[0]:+.2f} to {r.window_ci_ms[1]:+.2f}); p50 {r.p50_ms[0]:.2f} "
+              f"vs {r.p50_ms[1]:.2f} ms; calls "
               f"{r.calls[0]} vs {r.calls[1]}; server CPU per call {run['cpu_us'][1]:.1f} vs "
               f"{run['cpu_us'][0]:.1f} us (idle windows included); generator lag p99 "
               f"{run['lag_p99_ms']:.2f} ms; errors {run['errors'][1]} vs {run['errors'][0]}",

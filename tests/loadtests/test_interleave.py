@@ -24,6 +24,8 @@ def test_a_constant_shift_of_b_is_the_difference_and_every_resample_agrees():
     assert abs(r.diff_p99_ms - 2.0) < 1e-9
     assert abs(r.ci_ms[0] - 2.0) < 1e-9 and abs(r.ci_ms[1] - 2.0) < 1e-9
     assert abs(r.p50_ms[0] - r.p50_ms[1] - 2.0) < 1e-9
+    assert abs(r.window_shift_ms - 2.0) < 1e-9  # every window's p99 moved by 2 ms
+    assert abs(r.window_ci_ms[0] - 2.0) < 1e-9 and abs(r.window_ci_ms[1] - 2.0) < 1e-9
 
 
 def test_one_slow_pair_widens_the_interval_to_cover_no_difference():
@@ -36,6 +38,8 @@ def test_one_slow_pair_widens_the_interval_to_cover_no_difference():
     r = paired_windows(b, a, resamples=500)
     assert r.diff_p99_ms > 1.0
     assert r.ci_ms[0] <= 0.0 + 1e-9 < r.ci_ms[1]
+    # 29 of 30 windows' p99s are equal: the typical window did not move at all
+    assert r.window_shift_ms == 0.0 and r.window_ci_ms == (0.0, 0.0)
 
 
 def test_run_windows_sends_each_window_to_one_target_and_returns_them_in_order(tmp_path):
