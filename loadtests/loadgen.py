@@ -64,10 +64,24 @@ leave a worker idle, and a few split unevenly (4 over 2 workers: 3:1 or worse in
 16 keep it near even (12:4 or worse in 8% of runs)."""
 
 
-async def _drive(target, path, payloads, concurrency, duration, rate, seed, connection):
+def _channels(target, connection):
     # a local subchannel pool per channel: otherwise channels to one target share a connection
-    channels = [connection.aio_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(CONNECTIONS)]
+    return [connection.aio_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(CONNECTIONS)]
+
+
+async def _warm_calls(channels, path, payload):
+    """One multi-callable per channel, each called once (the connections warmed); replies
+    stay raw bytes: every RPC is measured without client-side parsing."""
+    calls = [ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+             for ch in channels]
+    for call in calls:
+        await call(payload, timeout=30)
+    return calls
+
+
+async def _drive(target, path, payloads, concurrency, duration, rate, seed, connection):
+    channels = _channels(target, connection)
     try:
         return await _drive_on(channels, path, payloads, concurrency, duration, rate, seed)
     finally:
@@ -76,11 +90,7 @@ async def _drive(target, path, payloads, concurrency, duration, rate, seed, conn
 
 
 async def _drive_on(channels, path, payloads, concurrency, duration, rate, seed):
-    # replies stay raw bytes: every RPC is measured without client-side parsing
-    calls = [ch.unary_unary(path, request_serializer=None, response_deserializer=None)
-             for ch in channels]
-    for call in calls:
-        await call(payloads[0], timeout=30)  # warm the connections
+    calls = await _warm_calls(channels, path, payloads[0])
     lat: list[float] = []
     lag: list[float] = []
     errors = 0
@@ -162,14 +172,9 @@ def _window_target(w: int, n: int) -> int:
 
 
 async def _drive_windows(targets, path, payloads, rate, window, windows, seed, connection):
-    channels = [[connection.aio_channel(t, options=[("grpc.use_local_subchannel_pool", 1)])
-                 for _ in range(CONNECTIONS)] for t in targets]
+    channels = [_channels(t, connection) for t in targets]
     try:
-        calls = [[ch.unary_unary(path, request_serializer=None, response_deserializer=None)
-                  for ch in chans] for chans in channels]
-        for per_target in calls:
-            for call in per_target:
-                await call(payloads[0], timeout=30)  # warm the connections
+        calls = [await _warm_calls(chans, path, payloads[0]) for chans in channels]
         lat = [[[] for _ in range(windows)] for _ in targets]
         lag: list[float] = []
         errors = [0] * len(targets)
