@@ -27,8 +27,9 @@ and the on vs off figures of A and of B: what a change does to the log's cost, f
 
 `--interleave SECONDS` (with two servers) replaces the separate fixed-rate runs: one schedule at
 each rate whose windows of SECONDS go to the two servers in turn (`--window-pairs` pairs), and
-B's pooled p99 against A's with a bootstrap interval over the pairs (`loadtests/interleave.py`):
-the tail compared on the same seconds of the machine, which separate runs cannot do here.
+B's pooled p99 against A's with a bootstrap interval over the pairs, and the median over pairs
+of the per-window p99 difference (`loadtests/interleave.py`): the tail compared on the same
+seconds of the machine, which separate runs cannot do here.
 
 `--tls` serves over TLS with a bearer token the server checks (a throwaway CA and certificate,
 `loadtests/certs.py`, and an auth config with one minted token of the `decider` role), and every
@@ -298,9 +299,6 @@ def interleave_pair(servers: list[dict], path: str, payloads: list[bytes], rate:
                     secure: Secured) -> dict:
     """The second server against the first at `rate`, window by window (`loadtests.interleave`),
     with each server tree's CPU per call over the run (its idle windows included)."""
-    if len(servers) != 2:
-        raise SystemExit("--interleave compares two servers: use it with --impressions both, "
-                         "--compare-env or --compare-src")
     pids = [s["srv"].process.pid for s in servers]
     before = [tree_cpu_seconds(p) for p in pids]
     per_target, lag, errors = run_windows([s["srv"].target for s in servers], path, payloads,
@@ -421,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
+    if args.interleave and len(server_variants(args)) != 2:
+        raise SystemExit("--interleave compares two servers: use it with --impressions both, "
+                         "--compare-env or --compare-src")
     rows = [bench_catalog(ensure_bundle(args.work, n, args.users, args.days), args) for n in args.items]
     print(f"\nworkers={args.workers} loadgen procs={args.procs} (latency runs {args.latency_procs}) "
           f"concurrency={args.concurrency} duration={args.duration}s "
