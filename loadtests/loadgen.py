@@ -107,19 +107,8 @@ async def _drive_on(channels, path, payloads, concurrency, duration, rate, seed)
         except grpc.aio.AioRpcError:
             errors += 1
 
-    if rate:  # open loop: Poisson arrivals at `rate`/s
-        pending, t_next, i = set(), start, 0
-        rng = random.Random(seed)
-        while t_next < stop_at:
-            delay = t_next - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(i, t_next))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            i += 1
-            t_next += rng.expovariate(rate)
-        await asyncio.gather(*pending)
+    if rate:  # open loop
+        await _poisson(rate, start, stop_at, seed, one)
     else:  # closed loop: `concurrency` callers back to back
         async def worker(offset):
             i = offset
@@ -128,6 +117,24 @@ async def _drive_on(channels, path, payloads, concurrency, duration, rate, seed)
                 i += concurrency
         await asyncio.gather(*(worker(j) for j in range(concurrency)))
     return lat, lag, errors, time.perf_counter() - start
+
+
+async def _poisson(rate, start, stop_at, seed, call):
+    """Open loop: Poisson arrivals at `rate`/s from `start` until `stop_at`, each one
+    `call(i, scheduled time)` as its own task (a late reply never delays the next send); returns
+    once every call has."""
+    pending, t_next, i = set(), start, 0
+    rng = random.Random(seed)
+    while t_next < stop_at:
+        delay = t_next - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(call(i, t_next))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        i += 1
+        t_next += rng.expovariate(rate)
+    await asyncio.gather(*pending)
 
 
 def _proc(args, queue):
@@ -179,7 +186,9 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
         lag: list[float] = []
         errors = [0] * len(targets)
 
-        async def one(i, w, who, scheduled):
+        async def one(i, scheduled):
+            w = int((scheduled - start) // window)
+            who = _window_target(w, len(targets))
             t0 = time.perf_counter()
             try:
                 await calls[who][i % CONNECTIONS](payloads[i % len(payloads)], timeout=10)
@@ -188,22 +197,8 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
             except grpc.aio.AioRpcError:
                 errors[who] += 1
 
-        rng = random.Random(seed)
-        pending, i = set(), 0
         start = time.perf_counter()
-        t_next = start
-        while t_next < start + window * windows:
-            w = int((t_next - start) // window)
-            who = _window_target(w, len(targets))
-            delay = t_next - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(i, w, who, t_next))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            i += 1
-            t_next += rng.expovariate(rate)
-        await asyncio.gather(*pending)
+        await _poisson(rate, start, start + window * windows, seed, one)
         mine = [[np.asarray(lat[t][w], np.float64) for w in range(windows)
                  if _window_target(w, len(targets)) == t] for t in range(len(targets))]
         return mine, np.asarray(lag, np.float64), errors
