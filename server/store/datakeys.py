@@ -225,7 +225,10 @@ class DataKeys:
 
     def _create_many(self, txn, tokens: list[bytes]) -> dict:
         """Data keys for users who have none: consecutive slots, one random draw, one pad write,
-        the halves wrapped in one kernel call (`kernels.aead`), the LRU updated under one lock."""
+        the halves wrapped in one kernel call (`kernels.aead`). They go to the by-token ciphers
+        once committed (`committed`), not to the LRU: a new user's key is found by token until
+        the next shred, and its entry unwrapped once after it (inserting every new key into the
+        LRU cost more, in a batch of new users, than those later unwraps)."""
         first = int(self.meta.get(txn, SLOT_COUNT_KEY) or b"0")
         n, size = len(tokens), SLOT_BYTES
         rand = secrets.token_bytes((2 * size + _NONCE) * n)
@@ -237,7 +240,6 @@ class DataKeys:
                                   kid, nonces)
         keys = (np.frombuffer(pads, np.uint8) ^ np.frombuffer(halves, np.uint8)).tobytes()
         ciphers = [AesGcm(keys[i * size:(i + 1) * size]) for i in range(n)]
-        self._remember_many(zip(wrapped, ciphers))
         self.table.put_many(txn, list(zip(tokens, wrapped)))
         return dict(zip(tokens, ciphers))
 

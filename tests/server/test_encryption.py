@@ -11,7 +11,7 @@ from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.profiles import ProfileSchema, TrackedEvent
 from server.profiles.repository import ProfileRepository
 from server.security.secrets import Keyring, Secrets
-from server.store import Store, keys
+from server.store import Store, keys, tokens
 from server.store.crypto import StoreCrypto
 from server.store.errors import StoreEncrypted, StoreKeyMismatch
 from server.store.rotation import kids_in_use, rotate_data_keys
@@ -163,3 +163,41 @@ def test_a_key_kept_across_transactions_is_dropped_when_another_process_shreds(s
     assert repo.read("ann")[0] is None
     repo.ingest([_event(3)], [None])
     assert _elsewhere(store, crypto, "read") == "True evt-3-q"  # a process that kept nothing
+
+
+class _CountingEntries:
+    """The real `datakeys` table, counting the entries looked up."""
+
+    def __init__(self, table):
+        self.table, self.looked_up = table, []
+
+    def get(self, txn, key):
+        self.looked_up.append(key)
+        return self.table.get(txn, key)
+
+    def get_many(self, txn, keys):
+        self.looked_up += keys
+        return self.table.get_many(txn, keys)
+
+    def __getattr__(self, name):
+        return getattr(self.table, name)
+
+
+def test_new_users_keys_are_kept_by_token_then_unwrapped_again_after_a_shred(store):
+    """Keys made in a batch serve the next batches by token (no entry looked up); a shred
+    elsewhere in the store drops them, and each user's entry is then looked up and unwrapped
+    once (new keys never went to the LRU) and their records still open."""
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    entries = store.datakeys.table = _CountingEntries(store.datakeys.table)
+    users = ["ann", "bo", "cy"]
+    repo.ingest([_event(i, u) for i, u in enumerate(users)], [None] * 3)
+    assert len(store.datakeys._cache) == 0
+    entries.looked_up.clear()
+    repo.ingest([_event(10 + i, u) for i, u in enumerate(users)], [None] * 3)
+    assert entries.looked_up == []
+    repo.ingest([_event(20, "dee")], [None])
+    repo.delete_user("dee", ())
+    entries.looked_up.clear()
+    assert [len(repo.read(u)[2]) for u in users] == [2, 2, 2]
+    assert sorted(set(entries.looked_up)) == sorted(tokens.user_token(u) for u in users)
+    assert len(store.datakeys._cache) == 3
