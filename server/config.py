@@ -290,7 +290,8 @@ class Settings(BaseSettings):
     impression_writer_nice: int = Field(10, ge=0, le=19)
     """Niceness the impressions writer process runs with above the server's: when the 2 cores
     are busy, serving gets them before the log's writes (nobody waits for those; a group that
-    waits grows). 0: the same priority as serving."""
+    waits grows). Above 0 the writer also runs under `SCHED_BATCH`, so its wake-ups do not
+    preempt serving. 0: the same priority and policy as serving."""
     impression_buffer_max: int = Field(100_000, ge=1)
     """Most impressions a worker buffers while its writes lag (the store full or slow); past it
     new ones are dropped and counted (`tailor_impressions_dropped`), never waited for."""

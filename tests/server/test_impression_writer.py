@@ -84,6 +84,7 @@ async def test_a_dead_writer_loses_its_group_and_the_next_flush_starts_a_new_one
     assert await log.flushed() == 1
     assert log.writer.pid not in (None, first, os.getpid())
     assert os.getpriority(os.PRIO_PROCESS, log.writer.pid) == nice  # the new child too
+    assert os.sched_getscheduler(log.writer.pid) == os.SCHED_BATCH
     assert list(stored(log, "w")) == [written] and lost != written
 
 

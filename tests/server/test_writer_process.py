@@ -244,7 +244,7 @@ def test_the_child_imports_none_of_the_servers_batching_side():
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-async def test_a_writer_with_nice_runs_its_child_at_that_much_lower_priority(tmp_path):
+async def test_a_writer_with_nice_runs_its_child_at_that_much_lower_priority_in_batch(tmp_path):
     store = Store(tmp_path / "store", sync=False)
     base = os.getpriority(os.PRIO_PROCESS, 0)
     low, plain = (WriterProcess(FACTORY, store, name=n, nice=k) for n, k in (("low", 7), ("plain", 0)))
@@ -252,6 +252,8 @@ async def test_a_writer_with_nice_runs_its_child_at_that_much_lower_priority(tmp
         await asyncio.gather(low.ready(), plain.ready())
         assert os.getpriority(os.PRIO_PROCESS, low.pid) == min(19, base + 7)
         assert os.getpriority(os.PRIO_PROCESS, plain.pid) == base
+        assert os.sched_getscheduler(low.pid) == os.SCHED_BATCH  # no preempting on waking
+        assert os.sched_getscheduler(plain.pid) == os.sched_getscheduler(0)
     finally:
         await asyncio.gather(low.close(), plain.close())
         store.close()
