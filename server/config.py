@@ -281,10 +281,14 @@ class Settings(BaseSettings):
     impression_retention_days: float = Field(90.0, gt=0)
     """Impressions older than this are dropped by the retention sweep; the per-version counters
     behind GetModelStats, which hold no user, stay."""
-    impression_flush_seconds: float = Field(0.5, gt=0)
+    impression_flush_seconds: float = Field(2.0, gt=0)
     """How often a worker writes the impressions it buffered (one write transaction per group,
     off the Recommend path); a group is also written as soon as `impression_flush_records`
-    are waiting."""
+    are waiting, and whenever a join, an export or GetModelStats needs it. Fewer, larger
+    groups cost the writer less per answer (its commit's fsync and upper tree pages shared),
+    which is what moves Recommend's tail at half of max (docs/performance.md, stop 21); an
+    answer still buffered is lost if the worker crashes, and with several workers a click
+    that reaches another worker first joins on a retry two intervals later."""
     impression_flush_records: int = Field(2048, ge=1)
     """Buffered impressions that start a write before `impression_flush_seconds` is up."""
     impression_writer_nice: int = Field(10, ge=0, le=19)

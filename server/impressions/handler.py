@@ -30,6 +30,13 @@ MAX_KS = 16
 """Most cut-offs one GetModelStats may ask CTR@k for."""
 
 
+def join_retry_seconds(settings: Settings) -> float:
+    """When an unmatched event is tried again: with several workers, after another worker has
+    had time to write what it buffered (two of its flush intervals); with one, never (a join
+    writes this worker's buffer first)."""
+    return 2 * settings.impression_flush_seconds if settings.workers > 1 else 0.0
+
+
 class Impressions:
     def __init__(self, settings: Settings, store: Store, ring: Keyring,
                  erasure: Keyring | None = None, bundles: BundleSource | None = None,
@@ -43,7 +50,8 @@ class Impressions:
                                  flush_records=settings.impression_flush_records,
                                  buffer_max=settings.impression_buffer_max, erasure=erasure,
                                  writer_nice=settings.impression_writer_nice)
-        self.join = ImpressionJoin(self.log, settings.attribution_window_seconds)
+        self.join = ImpressionJoin(self.log, settings.attribution_window_seconds,
+                                   retry_s=join_retry_seconds(settings))
         self.exporter = ImpressionExport(self.log, bundles, user_ids) if bundles else None
         self.stats = ModelStats(store)
         """`stats.counts(version)`: (impressions, impressions with a click) for the canary."""
@@ -121,4 +129,5 @@ class Impressions:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.join.close()
         await self.log.close()

@@ -9,6 +9,10 @@ Rules (docs/impressions.md):
   `window_s` before the event (and not after it); position: the item's;
 - anything else joins nothing (counted as unmatched).
 
+With several workers, the impression an event names may still be buffered in another worker
+(for up to its flush interval): the events a batch left unmatched are then tried once more
+`retry_s` later, in the background, and counted as unmatched only if that fails too.
+
 Each joined event adds its outcome to the impression record and to the counters of the
 impression's model version and channel, in one write transaction per TrackEvents batch (after it
 commits: `EventListener`), so GetModelStats and the log agree.
@@ -39,33 +43,57 @@ OUTCOME_OF = {"click": CLICK, "email_click": CLICK, "sms_click": CLICK, "push_cl
 class ImpressionJoin:
     """`EventListener` that joins tracked events to the impression log."""
 
-    def __init__(self, log: ImpressionLog, window_s: float = 86400.0):
-        self.log, self.window_s = log, window_s
+    def __init__(self, log: ImpressionLog, window_s: float = 86400.0, retry_s: float = 0.0):
+        """`retry_s`: how long after a batch its unmatched events are tried once more (0: never;
+        the server sets it when several workers buffer answers)."""
+        self.log, self.window_s, self.retry_s = log, window_s, retry_s
         self._t = log.store.table("impressions")
+        self._retries: set[asyncio.Task] = set()
 
     async def on_events(self, events: Sequence) -> None:
         joinable = [ev for ev in events if ev.type in OUTCOME_OF and ev.item_id]
         if not joinable:
             return
+        final = not self.retry_s
         try:
-            await asyncio.to_thread(self.join, joinable)
+            unmatched = await asyncio.to_thread(self.join, joinable, final)
         except Exception:  # ingestion succeeded; the join is lost for these events: say so
             logger.exception("joining %d events to impressions failed", len(joinable))
+            return
+        if unmatched and not final:
+            task = asyncio.create_task(self._retry(unmatched))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
 
-    def join(self, events: Sequence) -> int:
-        """Join `events` (TrackedEvent-like) in one write transaction; returns how many joined."""
+    async def _retry(self, events: list) -> None:
+        await asyncio.sleep(self.retry_s)
+        try:
+            await asyncio.to_thread(self.join, events)
+        except Exception:
+            logger.exception("joining %d events to impressions failed", len(events))
+
+    def join(self, events: Sequence, final: bool = True) -> list:
+        """Join `events` (TrackedEvent-like) in one write transaction; returns those that
+        joined nothing (counted as unmatched if `final`)."""
         self.log.flush()  # returns once this worker's buffered impressions are committed
-        joined = self.log.store.write(lambda txn: self._join(txn, events))
-        metrics.IMPRESSION_JOINS.labels("joined").inc(joined)
-        metrics.IMPRESSION_JOINS.labels("unmatched").inc(len(events) - joined)
-        return joined
+        unmatched = self.log.store.write(lambda txn: self._join(txn, events))
+        metrics.IMPRESSION_JOINS.labels("joined").inc(len(events) - len(unmatched))
+        if final:
+            metrics.IMPRESSION_JOINS.labels("unmatched").inc(len(unmatched))
+        return unmatched
 
-    def _join(self, txn, events: Sequence) -> int:
+    def close(self) -> None:
+        """Drop the retries still waiting (shutting down: their events stay unjoined)."""
+        for task in self._retries:
+            task.cancel()
+
+    def _join(self, txn, events: Sequence) -> list:
         counts: dict[bytes, np.ndarray] = {}
-        joined = 0
+        unmatched = []
         for ev in events:
             found = self._find(txn, ev)
             if found is None:
+                unmatched.append(ev)
                 continue
             key, raw, position = found
             _, version, channel, *_ = head_of(raw)
@@ -74,9 +102,8 @@ class ImpressionJoin:
             if delta is None:
                 delta = counts[ck] = new_counters()
             self._t.put(txn, key, with_outcome(raw, OUTCOME_OF[ev.type], position, ev.value, delta))
-            joined += 1
         add_counters(self._t, txn, counts)
-        return joined
+        return unmatched
 
     def _find(self, txn, ev) -> tuple[bytes, bytes, int] | None:
         """(key, record, 0-based position) of the impression `ev` joins, None if none."""
