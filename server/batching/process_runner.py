@@ -136,8 +136,9 @@ def _lower_priority(pid: int, nice: int, name: str) -> None:
     holding the store's write lock is not starved (which `SCHED_IDLE` would risk)."""
     try:
         os.setpriority(os.PRIO_PROCESS, pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
-        os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
-    except (ProcessLookupError, PermissionError) as err:
+        if hasattr(os, "SCHED_BATCH"):  # Linux
+            os.sched_setscheduler(pid, os.SCHED_BATCH, os.sched_param(0))
+    except OSError as err:  # gone already, or not allowed
         logger.warning("could not lower the %s writer's priority: %s", name, err)
 
 
