@@ -31,10 +31,11 @@ async def test_a_template_error_is_refused_at_creation_naming_variant_part_and_l
 async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_category(
         campaigns, profiles, messaging, catalog, settings):
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    user = "user-0451"  # long enough that no random token holds it by chance ("u1" did, 1 in 40)
     category = catalog["category"][catalog["ids"][0]]
-    viewed = await interested_user(profiles, catalog, "u1", category, first_name="<Zoë & Co>")
-    await opt_in(profiles, "u1")
-    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u1"))
+    viewed = await interested_user(profiles, catalog, user, category, first_name="<Zoë & Co>")
+    await opt_in(profiles, user)
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id=user))
     assert (msg.channel, msg.variant_id, msg.suppressed, msg.holdout) == ("email", "v1", False, False)
     assert msg.parts["subject"] == "Hi <Zoë & Co>"           # text parts are not escaped
     assert "<p>Hi &lt;Zoë &amp; Co&gt;,</p>" in msg.parts["html"]
@@ -49,10 +50,10 @@ async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_cat
     assert msg.headers["List-Unsubscribe"] == f"<{msg.unsubscribe_url}>"
     assert msg.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg.headers["Message-ID"] == f"<{msg.decision_id}@tailor.invalid>"
-    assert "u1" not in msg.unsubscribe_url.rsplit("/", 1)[1]
+    assert user not in msg.unsubscribe_url.rsplit("/", 1)[1]
     logged = [r async for r in campaigns.ExportDecisions(
         cpb.ExportDecisionsRequest(campaign_id="mail", include_pending=True))]
-    assert [(r.decision_id, r.user_id) for r in logged] == [(msg.decision_id, "u1")]
+    assert [(r.decision_id, r.user_id) for r in logged] == [(msg.decision_id, user)]
 
 
 async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profiles, messaging,
