@@ -54,23 +54,23 @@ class ImpressionJoin:
         joinable = [ev for ev in events if ev.type in OUTCOME_OF and ev.item_id]
         if not joinable:
             return
-        final = not self.retry_s
-        try:
-            unmatched = await asyncio.to_thread(self.join, joinable, final)
-        except Exception:  # ingestion succeeded; the join is lost for these events: say so
-            logger.exception("joining %d events to impressions failed", len(joinable))
-            return
-        if unmatched and not final:
+        unmatched = await self._join_off_loop(joinable, final=not self.retry_s)
+        if unmatched and self.retry_s:
             task = asyncio.create_task(self._retry(unmatched))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
 
     async def _retry(self, events: list) -> None:
         await asyncio.sleep(self.retry_s)
+        await self._join_off_loop(events, final=True)
+
+    async def _join_off_loop(self, events: Sequence, final: bool) -> list:
+        """`join` in a thread; the events left unmatched (none when it failed)."""
         try:
-            await asyncio.to_thread(self.join, events)
-        except Exception:
+            return await asyncio.to_thread(self.join, events, final)
+        except Exception:  # ingestion succeeded; the join is lost for these events: say so
             logger.exception("joining %d events to impressions failed", len(events))
+            return []
 
     def join(self, events: Sequence, final: bool = True) -> list:
         """Join `events` (TrackedEvent-like) in one write transaction; returns those that
