@@ -23,6 +23,9 @@
    during the run, and whether the plan outlasted the Recommend window. The decision count in
    GetCampaignStats is checked against the audience.
 
+`--recommend-rate R` fixes Recommend's rate (alone and during the plan) instead of half of the max
+measured in the run, so runs of two settings on a shared machine load Recommend alike.
+
 Targets (issue 15): >= 20,000 users/s; Recommend p99 <= 15 ms during the run. Use small sizes
 (--audience 50000 --items 20000 --demo-users 20000 --profiles 20000) for a quick run.
 """
@@ -179,6 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--duration-during", type=float, default=0.0,
                    help="seconds of the Recommend run during the plan (default 0.7x its expected time)")
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--recommend-rate", type=float, default=0.0,
+                   help="Recommend calls/s beside the plan (default: half of the max measured in "
+                        "this run; fix it to compare runs on a shared machine)")
     p.add_argument("--profile-features", action="store_true",
                    help="the campaign logs profile features (reads and decodes every state)")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
@@ -211,7 +217,7 @@ def main(argv=None) -> int:
         solo_writer = writer_cpu_seconds(srv.data_dir) - writer0
         load = dict(duration=args.duration, concurrency=args.concurrency, procs=1)
         top = measure("Recommend k=10 (max)", pid, target, RECOMMEND, recs, **load)
-        rate = top.load.qps / 2
+        rate = args.recommend_rate or top.load.qps / 2
         alone = measure(f"Recommend @ {rate:.0f}/s alone", pid, target, RECOMMEND, recs,
                         rate=rate, **load)
         during, n, seconds, cpu, covered = plan_under_load(
