@@ -11,8 +11,10 @@ once its decisions are committed, so whatever a client has received is in the de
 if the stream then breaks; batches already handed to the writer when a stream is cancelled may
 still be logged (pending, they close with the default reward like any unanswered decision).
 
-Reading runs ahead of answering by at most `READ_AHEAD` batches (a task reads and decides while
-the stream writes answers), so deciding batch n+1 overlaps logging batch n.
+Reading runs ahead of answering by at most `limits.plan_read_ahead_users` users (a task reads
+and decides while the stream writes answers; a batch larger than that is read alone), so deciding
+the next batches overlaps logging this one, and the writer finds several batches waiting when a
+commit ends (one transaction for them).
 
 Contact policy: `apply_verdicts` is the one place where a batch's `Verdict`s (whom, on which
 channel, when) meet its decisions; users it suppresses are not drawn for and are logged as
@@ -38,10 +40,7 @@ from .records import NO_ARM, PENDING, SUPPRESSED
 if TYPE_CHECKING:
     from .handler import Campaigns
 
-__all__ = ["PlanRequest", "PlanBatch", "Planner", "READ_AHEAD", "apply_verdicts"]
-
-READ_AHEAD = 2
-"""Batches decided and handed to the writer ahead of the one being answered."""
+__all__ = ["PlanRequest", "PlanBatch", "Planner", "apply_verdicts"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,26 @@ class PlanBatch:
         return len(self.user_ids)
 
 
+class _ReadAhead:
+    """Users of a stream decided but not yet answered: `take` waits while `most` would be
+    exceeded (a batch larger than `most` goes alone, once nothing else is held)."""
+
+    def __init__(self, most: int):
+        self.most, self.held = most, 0
+        self._freed = asyncio.Event()
+
+    async def take(self, n: int) -> None:
+        await asyncio.sleep(0)  # other calls run between a batch's check and its decisions
+        while self.held and self.held + n > self.most:
+            self._freed.clear()
+            await self._freed.wait()
+        self.held += n
+
+    def release(self, n: int) -> None:
+        self.held -= n
+        self._freed.set()
+
+
 def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
     """Indexes of the users a batch's contact verdicts let through (all when there are none:
     the campaign has nothing for the policy to check).
@@ -99,14 +118,17 @@ class Planner:
 
     async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """One `PlanBatch` per request batch, in order, each once its decisions are committed."""
-        queue: asyncio.Queue = asyncio.Queue(READ_AHEAD)
-        reader = asyncio.create_task(self._read(requests, queue))
+        queue: asyncio.Queue = asyncio.Queue()
+        ahead = _ReadAhead(self.limits.plan_read_ahead_users)
+        reader = asyncio.create_task(self._read(requests, queue, ahead))
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
                 planned, logged = item
-                yield self._outcome(planned, await logged)
+                outcome = self._outcome(planned, await logged)
+                ahead.release(len(planned))
+                yield outcome
         finally:
             reader.cancel()
             while not queue.empty():
@@ -114,8 +136,10 @@ class Planner:
                 if isinstance(item, tuple):
                     item[1].cancel()
 
-    async def _read(self, requests: AsyncIterable[PlanRequest], queue: asyncio.Queue) -> None:
-        """Reads, checks and decides each batch, hands it to the writer and queues it."""
+    async def _read(self, requests: AsyncIterable[PlanRequest], queue: asyncio.Queue,
+                    ahead: _ReadAhead) -> None:
+        """Reads, checks and decides each batch, hands it to the writer and queues it (once
+        `ahead` has room for its users)."""
         first, total = None, 0
         try:
             async for req in requests:
@@ -127,7 +151,7 @@ class Planner:
                 total += len(req.user_ids)
                 self._check_users(req.user_ids, total)
                 if req.user_ids:
-                    await asyncio.sleep(0)  # other calls run between the check and the decisions
+                    await ahead.take(len(req.user_ids))  # other calls run here too
                     planned, rows = self._decide(first, req.user_ids, time.time())
                     await queue.put((planned, asyncio.ensure_future(self._log.submit(rows))))
             await queue.put(None)
