@@ -94,6 +94,47 @@ async def test_users_without_consent_are_suppressed_and_logged_as_such(stub, cha
     assert sum(v.decisions for v in st.variants) == 2 and st.pending == 2
 
 
+async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, channel,
+                                                                         monkeypatch):
+    from server.campaigns import plan as planning
+    sizes = []
+    decide = planning.Planner._decide
+
+    def spy(self, first, user_ids, now):
+        sizes.append(len(user_ids))
+        return decide(self, first, user_ids, now)
+    monkeypatch.setattr(planning, "DECIDE_SLICE", 3)
+    monkeypatch.setattr(planning.Planner, "_decide", spy)
+    await create(stub, channel="email")
+    profiles = ppb_grpc.ProfileServiceStub(channel)
+    for i in range(0, 10, 2):  # even users opted in; odd ones have no consent
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=f"u{i}", channel="email",
+                                                        opted_in=True, source="test"))
+    answers = await plan(stub, [users(0, 10), users(10, 2)])
+    assert sizes == [3, 3, 3, 1, 2]
+    assert [[d.user_id for d in a.decisions] for a in answers] == [users(0, 10), users(10, 2)]
+    got = answers[0].decisions
+    assert [(d.suppressed, d.reason) for d in got] == \
+        [(False, ""), (True, "no_consent")] * 5
+    log = await logged(stub)
+    assert [log[d.decision_id].status for d in got] == ["pending", "suppressed"] * 5
+    assert all(log[d.decision_id].user_id == d.user_id and log[d.decision_id].propensity == d.propensity
+               for d in got)
+    assert len({d.decision_id for d in got}) == 10
+
+
+async def test_a_sliced_message_gets_the_writers_cap_reasons_in_order(stub, monkeypatch):
+    from server.campaigns import plan as planning
+    monkeypatch.setattr(planning, "DECIDE_SLICE", 2)  # slices [a b] [a a] [b], logged apart
+    await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
+    got = (await plan(stub, [["a", "b", "a", "a", "b"]]))[0].decisions
+    assert [(d.user_id, d.suppressed, d.reason) for d in got] == [
+        ("a", False, ""), ("b", False, ""), ("a", True, "frequency_cap"),
+        ("a", True, "frequency_cap"), ("b", True, "frequency_cap")]
+    log = await logged(stub)
+    assert [log[d.decision_id].status for d in got] == ["pending"] * 2 + ["suppressed"] * 3
+
+
 async def test_a_frequency_cap_is_held_where_the_batch_is_logged(stub):
     await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
     got = (await plan(stub, [["a", "b", "a", "a"]]))[0].decisions
