@@ -90,7 +90,8 @@ class Limits(BaseModel):
     """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it)."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
-    answered (a batch larger than this is read alone). More feeds the log's writer bigger
+    answered (a batch that does not fit waits for earlier answers; one larger than this is read
+    alone). More feeds the log's writer bigger
     transactions, at the expense of other calls: on the 1M-user bench (batches of 250, Recommend
     at 600/s beside the plan) 4,000 planned 14,322 users/s alone and 8,135 beside Recommend,
     against 10,505 and 6,496 at 1,000, but Recommend's p99 beside the plan was 193 ms against

@@ -1,20 +1,23 @@
 """PlanCampaign: a campaign's decisions for a whole audience, batch by batch.
 
 A stream of `PlanRequest`s (the first names the campaign; each carries a batch of user ids) is
-answered by one `PlanBatch` per batch, in order. A batch is decided `DECIDE_SLICE` users at a
-time (other calls run in between), each slice with one profile read (feature states and meta
-records, `ProfileStates.states_and_meta`, when the contact policy or the campaign's context needs
-them), one `ContactPolicy.verdicts` call, one bandit draw (`DecisionMaker.decide_batch`) and one
-decision-log call (the campaigns writer process, function "decision_batches", through its own
-`AdaptiveBatcher`: slices of concurrent streams share a transaction, where the frequency caps are
-enforced as for ChooseVariant). A batch is answered only once all its decisions are committed, so whatever a client has received is in the decision log, even
-if the stream then breaks; batches already handed to the writer when a stream is cancelled may
-still be logged (pending, they close with the default reward like any unanswered decision).
+answered by one `PlanBatch` per batch, in order. A batch is decided from one read of the live
+campaign, `DECIDE_SLICE` users at a time (other calls run in between), each slice with one
+profile read (feature states and meta records, `ProfileStates.states_and_meta`, when the contact
+policy or the campaign's context needs them), one `ContactPolicy.verdicts` call, one bandit draw
+(`DecisionMaker.decide_batch`) and one decision-log call (the campaigns writer process, function
+"decision_batches", through its own `AdaptiveBatcher`: slices of concurrent streams share a
+transaction, where the frequency caps are enforced as for ChooseVariant). A batch is answered
+only once all its decisions are committed, so whatever a client has received is in the decision
+log, even if the stream then breaks; slices already handed to the writer when a stream is
+cancelled or fails may still be logged (pending, they close with the default reward like any
+unanswered decision), and a batch whose slice failed may be partly logged.
 
 Reading runs ahead of answering by at most `limits.plan_read_ahead_users` users (a task reads
-and decides while the stream writes answers; a batch larger than that is read alone), so deciding
-the next batches overlaps logging this one, and the writer finds several batches waiting when a
-commit ends (one transaction for them).
+and decides while the stream writes answers), so deciding the next batches overlaps logging this
+one when batches are small beside that bound. A batch that does not fit beside those already
+held waits until they are answered (larger than the bound, it is read alone); within a batch,
+the writer starts on each slice while the next is decided.
 
 Contact policy: `apply_verdicts` is the one place where a batch's `Verdict`s (whom, on which
 channel, when) meet its decisions; users it suppresses are not drawn for and are logged as
@@ -200,23 +203,29 @@ class Planner:
         between, each slice handed to the decision log as soon as it is decided (the writer
         starts on it while the next is decided, and its transactions stay small); returns the
         batch and the future of its suppression reasons, once every slice is committed."""
-        now = time.time()
+        now, live = time.time(), self.campaigns.live(first.campaign_id)
         batches, logged = [], []
-        for lo in range(0, len(user_ids), DECIDE_SLICE):
-            if lo:
-                await asyncio.sleep(0)
-            batch, rows = self._decide(first, user_ids[lo:lo + DECIDE_SLICE], now)
-            batches.append(batch)
-            logged.append(asyncio.ensure_future(self._log.submit(rows)))
+        try:
+            for lo in range(0, len(user_ids), DECIDE_SLICE):
+                if lo:
+                    await asyncio.sleep(0)
+                batch, rows = self._decide(first, live, user_ids[lo:lo + DECIDE_SLICE], now)
+                batches.append(batch)
+                logged.append(asyncio.ensure_future(self._log.submit(rows)))
+        except BaseException:
+            for part in logged:  # those not yet started stay out of the log
+                part.cancel()
+            raise
         return PlanBatch.concat(batches), asyncio.ensure_future(_all_logged(logged))
 
-    def _decide(self, first: PlanRequest, user_ids: Sequence[str],
+    def _decide(self, first: PlanRequest, live: tuple, user_ids: Sequence[str],
                 now: float) -> tuple[PlanBatch, list[tuple]]:
-        """A batch's decisions and their decision-log rows: one profile read (feature states
-        and, when the contact policy checks anything, meta records), one call of the policy,
-        one bandit draw for the users it lets through."""
+        """A slice's decisions and their decision-log rows under `live` (`Campaigns.live`: the
+        campaign's entry and posterior): one profile read (feature states and, when the contact
+        policy checks anything, meta records), one call of the policy, one bandit draw for the
+        users it lets through."""
         c, n = self.campaigns, len(user_ids)
-        entry, blob = c.live(first.campaign_id)
+        entry, blob = live
         spec = entry.campaign.spec
         states, verdicts = self._profiles(entry, user_ids, now)
         allowed = apply_verdicts(verdicts, n)

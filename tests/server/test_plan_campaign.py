@@ -20,7 +20,8 @@ from tests.server.test_campaigns import choose, code_of, create, stats
 def settings(tmp_path):
     from server.config import Limits, Settings
     return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
-                    limits=Limits(plan_batch_users=100, plan_stream_users=250))
+                    limits=Limits(plan_batch_users=100, plan_stream_users=250,
+                                  plan_read_ahead_users=60))  # streams here outgrow it
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def users(start, n):
 async def plan(stub, batches, cid="c1") -> list[pb.PlanCampaignResponse]:
     msgs = [pb.PlanCampaignRequest(campaign_id=cid if i == 0 else "", user_ids=b)
             for i, b in enumerate(batches)]
-    return [r async for r in stub.PlanCampaign(iter(msgs))]
+    return [r async for r in stub.PlanCampaign(iter(msgs), timeout=60)]
 
 
 async def logged(stub, cid="c1") -> dict[str, pb.DecisionRecord]:
@@ -100,9 +101,9 @@ async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, ch
     sizes = []
     decide = planning.Planner._decide
 
-    def spy(self, first, user_ids, now):
+    def spy(self, first, live, user_ids, now):
         sizes.append(len(user_ids))
-        return decide(self, first, user_ids, now)
+        return decide(self, first, live, user_ids, now)
     monkeypatch.setattr(planning, "DECIDE_SLICE", 3)
     monkeypatch.setattr(planning.Planner, "_decide", spy)
     await create(stub, channel="email")
@@ -125,14 +126,45 @@ async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, ch
 
 async def test_a_sliced_message_gets_the_writers_cap_reasons_in_order(stub, monkeypatch):
     from server.campaigns import plan as planning
+    sizes = []
+    decide = planning.Planner._decide
+
+    def spy(self, first, live, user_ids, now):
+        sizes.append(len(user_ids))
+        return decide(self, first, live, user_ids, now)
+    monkeypatch.setattr(planning.Planner, "_decide", spy)
     monkeypatch.setattr(planning, "DECIDE_SLICE", 2)  # slices [a b] [a a] [b], logged apart
     await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
     got = (await plan(stub, [["a", "b", "a", "a", "b"]]))[0].decisions
+    assert sizes == [2, 2, 1]
     assert [(d.user_id, d.suppressed, d.reason) for d in got] == [
         ("a", False, ""), ("b", False, ""), ("a", True, "frequency_cap"),
         ("a", True, "frequency_cap"), ("b", True, "frequency_cap")]
     log = await logged(stub)
     assert [log[d.decision_id].status for d in got] == ["pending"] * 2 + ["suppressed"] * 3
+
+
+async def test_a_message_failing_part_way_fails_the_stream_and_logs_no_later_slice(
+        stub, monkeypatch):
+    from server.campaigns import plan as planning
+    decide, calls = planning.Planner._decide, []
+
+    def failing(self, first, live, user_ids, now):
+        calls.append(list(user_ids))
+        if len(calls) == 2:
+            raise ValueError("a slice failed")
+        return decide(self, first, live, user_ids, now)
+    monkeypatch.setattr(planning, "DECIDE_SLICE", 4)
+    monkeypatch.setattr(planning.Planner, "_decide", failing)
+    await create(stub)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await plan(stub, [users(0, 10)])
+    assert err.value.code() == grpc.StatusCode.INTERNAL and len(calls) == 2
+    logged_users = {r.user_id for r in (await logged(stub)).values()}
+    assert logged_users <= set(users(0, 4))  # the first slice at most; never a later one
+    monkeypatch.setattr(planning.Planner, "_decide", decide)
+    again = await plan(stub, [users(20, 5)])  # the planner still serves
+    assert [d.user_id for d in again[0].decisions] == users(20, 5)
 
 
 async def test_a_frequency_cap_is_held_where_the_batch_is_logged(stub):
