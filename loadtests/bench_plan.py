@@ -23,6 +23,8 @@
    during the run, and whether the plan outlasted the Recommend window. The decision count in
    GetCampaignStats is checked against the audience.
 
+`--choose-rate R` also sends ChooseVariant on the plan's campaign at R/s, alone and beside the
+plan (the third load: its decisions go through the same decision-log writer as the plan's).
 `--recommend-rate R` fixes Recommend's rate (alone and during the plan) instead of half of the max
 measured in the run, so runs of two settings on a shared machine load Recommend alike.
 
@@ -48,7 +50,8 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 
 from .bench import ensure_bundle, serving
-from .loadgen import RECOMMEND, recommend_payloads, run_load
+from .bench_campaigns import CHOOSE, choose_payloads
+from .loadgen import CONNECTIONS, RECOMMEND, recommend_payloads, run_load
 from .measure import (
     Measurement,
     add_server_src_argument,
@@ -149,24 +152,35 @@ def logged_decisions(target: str) -> int:
 
 
 def plan_under_load(target: str, pid: int, args, rate: float, recs: list[bytes],
-                    expected_s: float) -> tuple[Measurement, int, float, float, bool]:
-    """The audience planned while Recommend runs at `rate` in a second load; returns the
-    Recommend measurement, decisions, seconds, server CPU seconds of the plan, and whether the
-    plan outlasted the Recommend window."""
+                    expected_s: float) -> tuple[Measurement, Measurement | None, int, float,
+                                                float, bool]:
+    """The audience planned while Recommend runs at `rate` in a second load (and, with
+    `--choose-rate`, ChooseVariant in a third); returns the Recommend measurement, the
+    ChooseVariant one (None without it), decisions, seconds, server CPU seconds of the plan,
+    and whether the plan outlasted the Recommend window."""
     out: dict = {}
+    duration = args.duration_during or max(2.0, 0.7 * expected_s)
 
     def recommend_load():
         out["rec"] = measure(f"Recommend @ {rate:.0f}/s during plan", pid, target, RECOMMEND, recs,
-                             rate=rate, duration=args.duration_during or max(2.0, 0.7 * expected_s),
-                             concurrency=args.concurrency, procs=1)
+                             rate=rate, duration=duration, concurrency=args.concurrency, procs=1)
         out["rec_done"] = time.perf_counter()
-    loader = threading.Thread(target=recommend_load)
+
+    def choose_load():
+        out["choose"] = measure(f"ChooseVariant @ {args.choose_rate:.0f}/s during plan", pid,
+                                target, CHOOSE, choose_payloads(CAMPAIGN), rate=args.choose_rate,
+                                duration=duration, concurrency=args.concurrency, procs=1)
+    loaders = [threading.Thread(target=recommend_load)]
+    if args.choose_rate:
+        loaders.append(threading.Thread(target=choose_load))
     cpu0 = tree_cpu_seconds(pid)
-    loader.start()
+    for loader in loaders:
+        loader.start()
     n, seconds = asyncio.run(plan(target, args.audience, args.batch, start=0))
     plan_done, cpu = time.perf_counter(), tree_cpu_seconds(pid) - cpu0
-    loader.join()
-    return out["rec"], n, seconds, cpu, out["rec_done"] <= plan_done
+    for loader in loaders:
+        loader.join()
+    return out["rec"], out.get("choose"), n, seconds, cpu, out["rec_done"] <= plan_done
 
 
 def main(argv=None) -> int:
@@ -182,6 +196,9 @@ def main(argv=None) -> int:
     p.add_argument("--duration-during", type=float, default=0.0,
                    help="seconds of the Recommend run during the plan (default 0.7x its expected time)")
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--choose-rate", type=float, default=0.0,
+                   help="also ChooseVariant on the plan's campaign at this rate, alone and beside "
+                        "the plan (its decisions share the plan's decision-log writer)")
     p.add_argument("--recommend-rate", type=float, default=0.0,
                    help="Recommend calls/s beside the plan (default: half of the max measured in "
                         "this run; fix it to compare runs on a shared machine)")
@@ -220,16 +237,21 @@ def main(argv=None) -> int:
         rate = args.recommend_rate or top.load.qps / 2
         alone = measure(f"Recommend @ {rate:.0f}/s alone", pid, target, RECOMMEND, recs,
                         rate=rate, **load)
-        during, n, seconds, cpu, covered = plan_under_load(
+        choose_alone = (measure(f"ChooseVariant @ {args.choose_rate:.0f}/s alone", pid, target,
+                                CHOOSE, choose_payloads(CAMPAIGN), rate=args.choose_rate, **load)
+                        if args.choose_rate else None)
+        during, choose_during, n, seconds, cpu, covered = plan_under_load(
             target, pid, args, rate, recs, args.audience / (solo_n / solo_s))
-        logged = logged_decisions(target) - warm_n - solo_n - 500
+        chosen = sum(m.load.calls + CONNECTIONS for m in (choose_alone, choose_during) if m)
+        logged = logged_decisions(target) - warm_n - solo_n - 500 - chosen
         share = min(args.profiles, args.audience) / args.audience
         print(f"\nserver: 1 worker, fsync on (durable decision log), source "
               f"{args.server_src or 'this tree'}; campaign context "
               f"{', '.join(FEATURES) if args.profile_features else 'none'}; "
               f"bundle {bundle.name} ({args.items} items); "
               f"machine shared with other jobs (figures vary run to run)")
-        print_table([top, alone, during], idle=idle)
+        print_table([top, alone, during] + [m for m in (choose_alone, choose_during) if m],
+                    idle=idle)
         print(f"\nPlanCampaign: {n} users ({share:.0%} with a profile) in {seconds:.1f}s = "
               f"{n / seconds:,.0f} users/s (target >= 20,000); batches of {args.batch}; "
               f"server CPU {cpu / n * 1e6:.1f} us/user (Recommend load included)")
@@ -241,6 +263,9 @@ def main(argv=None) -> int:
         print(f"Recommend p99 during the plan: {during.load.p99_ms:.2f} ms (target <= 15), alone "
               f"{alone.load.p99_ms:.2f} ms; the plan {'outlasted' if covered else 'ended before the end of'} "
               f"the Recommend window")
+        if choose_during is not None:
+            print(f"ChooseVariant p99 during the plan (its log shares the plan's writer): "
+                  f"{choose_during.load.p99_ms:.2f} ms, alone {choose_alone.load.p99_ms:.2f} ms")
     return 0
 
 
