@@ -29,6 +29,19 @@ def stub(channel):
     return pb_grpc.CampaignServiceStub(channel)
 
 
+@pytest.fixture
+def sizes(monkeypatch) -> list[int]:
+    """The size of every slice the planner decides (its `_decide` calls, run as they are)."""
+    from server.campaigns.plan import Planner
+    seen, decide = [], Planner._decide
+
+    def spy(self, first, live, user_ids, now):
+        seen.append(len(user_ids))
+        return decide(self, first, live, user_ids, now)
+    monkeypatch.setattr(Planner, "_decide", spy)
+    return seen
+
+
 def users(start, n):
     return [f"u{i}" for i in range(start, start + n)]
 
@@ -95,17 +108,10 @@ async def test_users_without_consent_are_suppressed_and_logged_as_such(stub, cha
     assert sum(v.decisions for v in st.variants) == 2 and st.pending == 2
 
 
-async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, channel,
+async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, channel, sizes,
                                                                          monkeypatch):
     from server.campaigns import plan as planning
-    sizes = []
-    decide = planning.Planner._decide
-
-    def spy(self, first, live, user_ids, now):
-        sizes.append(len(user_ids))
-        return decide(self, first, live, user_ids, now)
     monkeypatch.setattr(planning, "DECIDE_SLICE", 3)
-    monkeypatch.setattr(planning.Planner, "_decide", spy)
     await create(stub, channel="email")
     profiles = ppb_grpc.ProfileServiceStub(channel)
     for i in range(0, 10, 2):  # even users opted in; odd ones have no consent
@@ -124,15 +130,8 @@ async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, ch
     assert len({d.decision_id for d in got}) == 10
 
 
-async def test_a_sliced_message_gets_the_writers_cap_reasons_in_order(stub, monkeypatch):
+async def test_a_sliced_message_gets_the_writers_cap_reasons_in_order(stub, sizes, monkeypatch):
     from server.campaigns import plan as planning
-    sizes = []
-    decide = planning.Planner._decide
-
-    def spy(self, first, live, user_ids, now):
-        sizes.append(len(user_ids))
-        return decide(self, first, live, user_ids, now)
-    monkeypatch.setattr(planning.Planner, "_decide", spy)
     monkeypatch.setattr(planning, "DECIDE_SLICE", 2)  # slices [a b] [a a] [b], logged apart
     await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
     got = (await plan(stub, [["a", "b", "a", "a", "b"]]))[0].decisions
