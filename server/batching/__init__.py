@@ -12,14 +12,16 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .adaptive import AdaptiveBatcher, Done, Runner
+    from .bulk import Bulk
     from .errors import BatcherClosed
     from .process_runner import WriterProcess
     from .thread_runner import ThreadRunner
 
-__all__ = ["AdaptiveBatcher", "BatcherClosed", "Done", "Runner", "ThreadRunner", "WriterProcess"]
+__all__ = ["AdaptiveBatcher", "BatcherClosed", "Bulk", "Done", "Runner", "ThreadRunner",
+           "WriterProcess"]
 
 _MODULES = {"AdaptiveBatcher": "adaptive", "Done": "adaptive", "Runner": "adaptive",
-            "BatcherClosed": "errors", "ThreadRunner": "thread_runner",
+            "BatcherClosed": "errors", "Bulk": "bulk", "ThreadRunner": "thread_runner",
             "WriterProcess": "process_runner"}
 
 

@@ -3,17 +3,19 @@
     python -m server.batching.child MODULE:FACTORY STORE_JSON   (started by WriterProcess only)
 
 Frames (`server.batching.frames`) carry `(seq, function, queries)` in and `(seq, results)` out;
-a `READY` frame says the store is open. The child waits for a frame, takes every other frame
-already in the pipe, and runs each run of consecutive frames for the same function as one call,
-so batches that queued while it committed share the next transaction and fsync (and one query
-that fails the call fails all of them). Each call's answers are written as soon as it returns.
+a `READY` frame says the store is open. The child keeps the frames it has read in arrival
+order. Before each call it takes every frame already in the pipe (waiting for one only when it
+holds none), then runs consecutive frames for the same function as one call, so batches that
+queued while it committed share the next transaction and fsync (and one query that fails the
+call fails all of them). Frames of a `Bulk` function wait while any other frame does, and run
+at most `per_call` queries a call (`bulk.next_run`). Each call's answers are written as soon as
+it returns.
 
 It ignores SIGINT and SIGTERM and exits when its stdin closes: the server closed it or died.
 """
 from __future__ import annotations
 
 import importlib
-import itertools
 import json
 import os
 import pickle
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import TailorError
 from ..logging import configure_logging
+from .bulk import next_run
 from .frames import HEADER, READY, PipeReader, frame, take_frames
 from .logging import child_logger as logger
 
@@ -37,18 +40,19 @@ class _Inbox:
         self.reader = PipeReader(fd)
         self.eof = False
 
-    def next(self) -> list | None:
-        """The frames to run next; None once stdin is closed and every frame is taken."""
+    def take(self, wait: bool) -> list:
+        """The frames the pipe holds now; with `wait`, at least one unless stdin is closed."""
         reader = self.reader
         frames = take_frames(reader.buf)
-        # Read (blocking) while there is no whole frame yet, then only while more is waiting.
-        while not self.eof and (not frames or select.select([reader.fd], [], [], 0)[0]):
+        # Read (blocking, if asked to wait) while there is no whole frame yet, then only while
+        # more is waiting.
+        while not self.eof and ((wait and not frames) or select.select([reader.fd], [], [], 0)[0]):
             self.eof = not reader.fill()
             frames += take_frames(reader.buf)
         if self.eof and reader.buf:
             logger.error("stdin closed inside a frame: %d bytes dropped", len(reader.buf))
             reader.buf.clear()
-        return frames or None
+        return frames
 
 
 def _run(fn: Callable[[Sequence], Sequence], frames: list) -> list[tuple[int, list]]:
@@ -122,11 +126,12 @@ def main(argv: Sequence[str]) -> None:
     module, _, attr = factory.partition(":")
     functions = getattr(importlib.import_module(module), attr)(Store(**json.loads(store_args)))
     _write_all(out, frame((READY, None)))
-    inbox = _Inbox(sys.stdin.fileno())
-    while (frames := inbox.next()) is not None:
-        for function, group in itertools.groupby(frames, key=lambda f: f[1]):
-            answers = _run(functions.get(function) or _unknown(function, factory), list(group))
-            _write_all(out, b"".join(_portable(a) for a in answers))
+    inbox, waiting = _Inbox(sys.stdin.fileno()), []
+    while waiting := waiting + inbox.take(wait=not waiting):
+        run, waiting = next_run(waiting, functions)
+        function = run[0][1]
+        answers = _run(functions.get(function) or _unknown(function, factory), run)
+        _write_all(out, b"".join(_portable(a) for a in answers))
 
 
 if __name__ == "__main__":

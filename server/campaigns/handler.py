@@ -94,9 +94,10 @@ class Campaigns:
                                         max_wait=0.0, name="rewards")
         self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
                                       max_wait=0.0, name="sends")
-        # Whole PlanCampaign batches (up to `limits.plan_batch_users` decisions each).
+        # PlanCampaign slices, one a frame: the writer child takes them `PLAN_SLICES_A_COMMIT`
+        # a transaction, after any other batch waiting (`Bulk`); two in flight keep it busy.
         self._plan_log = AdaptiveBatcher(runner=self._writer.runner("decision_batches"),
-                                         max_size=4, max_wait=0.0, name="plan_decisions")
+                                         max_size=1, max_wait=0.0, name="plan_decisions")
         self._planner = Planner(self, self._plan_log)
         self._decision_counters: dict[tuple[str, str], object] = {}
 

@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from server.batching import AdaptiveBatcher, BatcherClosed, WriterProcess
+from server.batching import AdaptiveBatcher, BatcherClosed, Bulk, WriterProcess
 from server.errors import NotFound, ResourceExhausted, Unavailable
 from server.store import Store
 
@@ -57,8 +57,11 @@ def functions(store):
     def odd_results(queries):
         return [TwoArgs("a", "b"), PickyError("no"), len(queries[0])]
 
+    def call_size(queries):
+        return [len(queries)] * len(queries)
+
     return {"put": put, "crash": crash, "slow_crash": slow_crash, "slow": slow,
-            "odd_results": odd_results}
+            "odd_results": odd_results, "bulk": Bulk(call_size, per_call=2)}
 
 
 class TwoArgs(Exception):
