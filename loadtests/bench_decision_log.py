@@ -1,13 +1,15 @@
 """The decision-log writer alone: CPU per logged decision, in process, before/after in one run.
 
     python -m loadtests.bench_decision_log [--mode plan|choose|both] [--rounds 3]
-        [--server-src DIR]
+        [--slices 1 4] [--server-src DIR]
 
 Calls the campaigns writer's batch functions (`server.campaigns.repository.writer_functions`,
 as the writer child process calls them) on a new store with fsync and encryption at rest on, and
 prints this process's CPU seconds per decision after a fifth of the calls as warm-up:
-- plan: PlanCampaign transactions, 4 batches of 250 new users each ("decision_batches"), push,
-  no caps (every user gets a data key, a decision record and a contact history);
+- plan: PlanCampaign transactions of `--slices` slices of 250 new users each
+  ("decision_batches"; the server commits `PLAN_SLICES_A_COMMIT` = 1 a transaction, 4 before
+  stop 23), push, no caps (every user gets a data key, a decision record and a contact
+  history); each `--slices` value is a line of its own;
 - choose: ChooseVariant-sized transactions of 16 decisions ("decisions") over 4,096 users on
   email with two caps (email 50/day, any 100/week), so contact histories grow as under
   `bench_contact`.
@@ -48,8 +50,9 @@ def _row(decision_id: str, user: str, now: float, i: int, channel: str, caps: tu
             now + 86400, False, channel, 0.0, "", caps, 1.0, 1.0)
 
 
-def run(mode: str) -> float:
-    """CPU microseconds per decision of this process's code (its `server` package)."""
+def run(mode: str, slices: int = 4) -> float:
+    """CPU microseconds per decision of this process's code (its `server` package); plan
+    transactions of `slices` slices of 250."""
     from server.campaigns.repository import writer_functions
     from server.security.secrets import Secrets
     from server.store import Store
@@ -65,15 +68,15 @@ def run(mode: str) -> float:
     def plan(k: int) -> int:
         now = time.time()
         fns["decision_batches"]([[_row(d, str(k * 1000 + j * 250 + i), now, i, "push", ())
-                                  for i, d in enumerate(ids(250))] for j in range(4)])
-        return 1000
+                                  for i, d in enumerate(ids(250))] for j in range(slices)])
+        return 250 * slices
 
     def choose(k: int) -> int:
         now = time.time()
         fns["decisions"]([_row(d, users[(k * 16 + i) % 4096], now, i, "email", CAPS)
                           for i, d in enumerate(ids(16))])
         return 16
-    call, calls = (plan, 120) if mode == "plan" else (choose, 2500)
+    call, calls = (plan, 480 // slices) if mode == "plan" else (choose, 2500)
     for k in range(calls // 5):
         call(k)
     cpu0, n = time.process_time(), 0
@@ -83,12 +86,13 @@ def run(mode: str) -> float:
     return 1e6 * (time.process_time() - cpu0) / n
 
 
-def _in(src: Path | None, mode: str) -> float:
+def _in(src: Path | None, mode: str, slices: int) -> float:
     if src is None:
-        return run(mode)
+        return run(mode, slices)
     # this file's `run` with the other tree's `server` (that tree may not have this bench)
     out = subprocess.run([sys.executable, "-c", "import runpy, sys; print(runpy.run_path("
-                          "sys.argv[1])['run'](sys.argv[2]))", __file__, mode], cwd=src,
+                          "sys.argv[1])['run'](sys.argv[2], int(sys.argv[3])))", __file__, mode,
+                          str(slices)], cwd=src,
                          check=True, env={**os.environ, "PYTHONPATH": str(Path(src).resolve())},
                          capture_output=True, text=True)
     return float(out.stdout.split()[-1])
@@ -100,15 +104,22 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("plan", "choose", "both"), default="both")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--slices", type=int, nargs="+", default=None,
+                   help="slices of 250 per plan transaction (default: the server's)")
     add_server_src_argument(p)
     args = p.parse_args(argv)
-    modes = ("plan", "choose") if args.mode == "both" else (args.mode,)
+    if args.slices is None:
+        from server.campaigns.repository import PLAN_SLICES_A_COMMIT
+        args.slices = [PLAN_SLICES_A_COMMIT]
+    modes = [("plan", n) for n in args.slices] if args.mode != "choose" else []
+    modes += [("choose", 0)] if args.mode != "plan" else []
     for r in range(1, args.rounds + 1):
-        for mode in modes:
+        for mode, slices in modes:
+            name = f"plan x{slices}" if slices else mode
             for label, src in ((("before", args.server_src),) if args.server_src else ()) + (
                     ("this tree", None),):
                 load = os.getloadavg()[0]
-                print(f"round {r} {mode:6s} {label:9s}: {_in(src, mode):6.1f} us CPU per "
+                print(f"round {r} {name:8s} {label:9s}: {_in(src, mode, slices):6.1f} us CPU per "
                       f"decision (load average {load:.1f})", flush=True)
     return 0
 

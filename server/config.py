@@ -91,11 +91,12 @@ class Limits(BaseModel):
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read
-    alone). More feeds the log's writer bigger
-    transactions, at the expense of other calls: on the 1M-user bench (batches of 250, Recommend
-    at 600/s beside the plan) 4,000 planned 14,322 users/s alone and 8,135 beside Recommend,
-    against 10,505 and 6,496 at 1,000, but Recommend's p99 beside the plan was 193 ms against
-    52 ms (docs/performance.md). Raise it for audiences planned off-peak."""
+    alone). More decides further ahead of the log's writer (which commits a slice of 250 a
+    transaction), at the expense of other calls on the worker: on the 1M-user bench (batches of
+    250, Recommend at 600/s beside the plan, when the writer took up to 8 slices a transaction)
+    4,000 planned 14,322 users/s alone and 8,135 beside Recommend, against 10,505 and 6,496 at
+    1,000, but Recommend's p99 beside the plan was 193 ms against 52 ms (docs/performance.md).
+    Raise it for audiences planned off-peak."""
     campaign_frequency_caps: int = 16
     """Most frequency caps one campaign may set."""
     frequency_cap_window_seconds: float = 366 * 86400.0

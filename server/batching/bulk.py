@@ -2,55 +2,89 @@
 
 A writer process serves interactive callers (ChooseVariant waits for its decision's commit)
 and bulk ones (PlanCampaign's slices of an audience) through one child, one transaction at a
-time. Frames of a `Bulk` function run only when no other function's frame is waiting, and at
-most `per_call` queries a transaction (whole frames), the pipe read again between calls: an
-interactive frame that arrives behind queued bulk ones waits for at most the bulk call already
-running, not for everything queued before it.
+time. `Waiting` holds the frames the child has read and picks each call's: frames of a `Bulk`
+function run when no other function's frame waits, or once other calls have passed them over
+`PASSED_OVER` times in a row (steady rewards or sends cannot hold a plan up for good), and at
+most `per_call` queries a call (a larger frame runs whole, alone). The child reads the pipe
+again before every call, so an interactive frame that arrives behind queued bulk ones waits for
+the bulk call already running, not for everything queued before it.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bulk", "next_run"]
+__all__ = ["Bulk", "PASSED_OVER", "Waiting"]
+
+PASSED_OVER = 4
+"""Calls of other functions that may run, in a row, while a `Bulk` frame waits."""
 
 
 @dataclass(frozen=True)
 class Bulk:
-    """A batch function for `WriterProcess`'s factory dict, run after every waiting frame of
-    the others, `per_call` queries (at least one whole frame) a call."""
+    """A batch function for `WriterProcess`'s factory dict that gives way to the others, run
+    `per_call` queries (at least one whole frame) a call."""
 
     fn: Callable[[Sequence], Sequence]
     per_call: int = 1
+
+    def __post_init__(self):
+        if self.per_call < 1:
+            raise ValueError(f"per_call must be >= 1, got {self.per_call}")
 
     def __call__(self, queries: Sequence) -> Sequence:
         return self.fn(queries)
 
 
-def next_run(frames: list, functions: dict) -> tuple[list, list]:
-    """(the frames the next call runs, the frames left waiting), from the waiting `frames`
-    `(seq, function, queries)` in arrival order.
+class Waiting:
+    """The frames `(seq, function, queries)` a writer child holds, in arrival order; `take()`
+    removes and returns the next call's. Order is kept within a function, not across."""
 
-    The next call runs the first frame of another function than a `Bulk` one, with the frames
-    of the same function that follow it among those (a reward between two decisions splits
-    them: order is kept within a function, not across). With only bulk frames waiting, it runs
-    the first one and those of its function right after it, up to its `per_call` queries."""
-    urgent = [f for f in frames if not isinstance(functions.get(f[1]), Bulk)]
-    if urgent:
-        run = _leading(urgent, lambda f, total: True)
-        taken = {id(f) for f in run}
-        return run, [f for f in frames if id(f) not in taken]
-    limit = functions[frames[0][1]].per_call
-    run = _leading(frames, lambda f, total: total + len(f[2]) <= limit)
-    return run, frames[len(run):]
+    def __init__(self, functions: dict, passed_over: int = PASSED_OVER):
+        self.functions = functions
+        self.passed_over = passed_over
+        self.frames: list = []
+        self.skipped = 0
+        """Calls of other functions run in a row while a bulk frame waited."""
+
+    def __bool__(self) -> bool:
+        return bool(self.frames)
+
+    def add(self, frames: list) -> None:
+        self.frames += frames
+
+    def take(self) -> list:
+        """The next call's frames: the first frame of a function that is not `Bulk` with the
+        frames of that function following it among those (their queries in one call); else,
+        or when bulk frames were passed over `passed_over` times, the first bulk frame with
+        those of its function following it among the bulk ones, up to its `per_call`."""
+        bulk, urgent = [], []
+        for f in self.frames:
+            (urgent if self._bulk(f[1]) is None else bulk).append(f)
+        if urgent and not (bulk and self.skipped >= self.passed_over):
+            run = _leading(urgent)
+            self.skipped = self.skipped + 1 if bulk else 0
+        else:
+            run = _leading(bulk, self._bulk(bulk[0][1]).per_call)
+            self.skipped = 0
+        if run[-1] is self.frames[len(run) - 1]:  # the usual case: the run leads the list
+            del self.frames[:len(run)]
+        else:
+            taken = {id(f) for f in run}
+            self.frames = [f for f in self.frames if id(f) not in taken]
+        return run
+
+    def _bulk(self, function: str) -> Bulk | None:
+        fn = self.functions.get(function)
+        return fn if isinstance(fn, Bulk) else None
 
 
-def _leading(frames: list, fits: Callable[[tuple, int], bool]) -> list:
-    """The first frame and the ones right after it for the same function while `fits(frame,
-    queries so far)`."""
+def _leading(frames: list, limit: int | None = None) -> list:
+    """The first frame and the ones right after it for the same function, while their queries
+    add up to at most `limit` (any number without one)."""
     run, total = [frames[0]], len(frames[0][2])
     for f in frames[1:]:
-        if f[1] != run[0][1] or not fits(f, total):
+        if f[1] != run[0][1] or (limit is not None and total + len(f[2]) > limit):
             break
         run.append(f)
         total += len(f[2])

@@ -4,12 +4,12 @@
 
 Frames (`server.batching.frames`) carry `(seq, function, queries)` in and `(seq, results)` out;
 a `READY` frame says the store is open. The child keeps the frames it has read in arrival
-order. Before each call it takes every frame already in the pipe (waiting for one only when it
-holds none), then runs consecutive frames for the same function as one call, so batches that
-queued while it committed share the next transaction and fsync (and one query that fails the
-call fails all of them). Frames of a `Bulk` function wait while any other frame does, and run
-at most `per_call` queries a call (`bulk.next_run`). Each call's answers are written as soon as
-it returns.
+order (`bulk.Waiting`). Before each call it takes every frame already in the pipe (waiting for
+one only when it holds none), then runs the waiting frames of one function as one call, so
+batches that queued while it committed share the next transaction and fsync (and one query that
+fails the call fails all of them). Frames of a `Bulk` function give way to the others (a
+bounded number of calls) and run at most `per_call` queries a call. Each call's answers are
+written as soon as it returns; at end of file it answers every frame it holds, then exits.
 
 It ignores SIGINT and SIGTERM and exits when its stdin closes: the server closed it or died.
 """
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import TailorError
 from ..logging import configure_logging
-from .bulk import next_run
+from .bulk import Waiting
 from .frames import HEADER, READY, PipeReader, frame, take_frames
 from .logging import child_logger as logger
 
@@ -126,9 +126,12 @@ def main(argv: Sequence[str]) -> None:
     module, _, attr = factory.partition(":")
     functions = getattr(importlib.import_module(module), attr)(Store(**json.loads(store_args)))
     _write_all(out, frame((READY, None)))
-    inbox, waiting = _Inbox(sys.stdin.fileno()), []
-    while waiting := waiting + inbox.take(wait=not waiting):
-        run, waiting = next_run(waiting, functions)
+    inbox, waiting = _Inbox(sys.stdin.fileno()), Waiting(functions)
+    while True:
+        waiting.add(inbox.take(wait=not waiting))
+        if not waiting:
+            break  # stdin closed and every frame answered
+        run = waiting.take()
         function = run[0][1]
         answers = _run(functions.get(function) or _unknown(function, factory), run)
         _write_all(out, b"".join(_portable(a) for a in answers))

@@ -60,8 +60,13 @@ def functions(store):
     def call_size(queries):
         return [len(queries)] * len(queries)
 
+    def slow_call_size(queries):
+        time.sleep(0.3)
+        return call_size(queries)
+
     return {"put": put, "crash": crash, "slow_crash": slow_crash, "slow": slow,
-            "odd_results": odd_results, "bulk": Bulk(call_size, per_call=2)}
+            "odd_results": odd_results, "bulk": Bulk(call_size, per_call=2),
+            "slow_bulk": Bulk(slow_call_size, per_call=1)}
 
 
 class TwoArgs(Exception):
