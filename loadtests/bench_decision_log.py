@@ -5,7 +5,9 @@
 
 Calls the campaigns writer's batch functions (`server.campaigns.repository.writer_functions`,
 as the writer child process calls them) on a new store with fsync and encryption at rest on, and
-prints this process's CPU seconds per decision after a fifth of the calls as warm-up:
+prints this process's CPU time and the bytes it sent to storage (`/proc/self/io`: with
+fsync, what the page cache wrote back for it) per decision, after a fifth of the calls as
+warm-up:
 - plan: PlanCampaign transactions of `--slices` slices of 250 new users each
   ("decision_batches"; the server commits `PLAN_SLICES_A_COMMIT` = 1 a transaction, 4 before
   stop 23), push, no caps (every user gets a data key, a decision record and a contact
@@ -50,9 +52,18 @@ def _row(decision_id: str, user: str, now: float, i: int, channel: str, caps: tu
             now + 86400, False, channel, 0.0, "", caps, 1.0, 1.0)
 
 
-def run(mode: str, slices: int = 4) -> float:
-    """CPU microseconds per decision of this process's code (its `server` package); plan
-    transactions of `slices` slices of 250."""
+def _written() -> int:
+    """Bytes this process sent to storage so far (`write_bytes` of /proc/self/io; 0 elsewhere)."""
+    try:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("write_bytes"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def run(mode: str, slices: int = 4) -> tuple[float, float]:
+    """(CPU microseconds, KiB sent to storage) per decision of this process's code (its
+    `server` package); plan transactions of `slices` slices of 250."""
     from server.campaigns.repository import writer_functions
     from server.security.secrets import Secrets
     from server.store import Store
@@ -79,23 +90,25 @@ def run(mode: str, slices: int = 4) -> float:
     call, calls = (plan, 480 // slices) if mode == "plan" else (choose, 2500)
     for k in range(calls // 5):
         call(k)
-    cpu0, n = time.process_time(), 0
+    cpu0, disk0, n = time.process_time(), _written(), 0
     for k in range(calls // 5, calls):
         n += call(k)
+    cpu, disk = time.process_time() - cpu0, _written() - disk0
     store.close()
-    return 1e6 * (time.process_time() - cpu0) / n
+    return 1e6 * cpu / n, disk / 1024 / n
 
 
-def _in(src: Path | None, mode: str, slices: int) -> float:
+def _in(src: Path | None, mode: str, slices: int) -> tuple[float, float]:
     if src is None:
         return run(mode, slices)
     # this file's `run` with the other tree's `server` (that tree may not have this bench)
     out = subprocess.run([sys.executable, "-c", "import runpy, sys; print(runpy.run_path("
-                          "sys.argv[1])['run'](sys.argv[2], int(sys.argv[3])))", __file__, mode,
+                          "sys.argv[1])['run'](sys.argv[2], int(sys.argv[3]))[:2])", __file__, mode,
                           str(slices)], cwd=src,
                          check=True, env={**os.environ, "PYTHONPATH": str(Path(src).resolve())},
                          capture_output=True, text=True)
-    return float(out.stdout.split()[-1])
+    us, kib = out.stdout.split("\n")[-2].strip("()").split(",")
+    return float(us), float(kib)
 
 
 def main(argv=None) -> int:
@@ -119,8 +132,9 @@ def main(argv=None) -> int:
             for label, src in ((("before", args.server_src),) if args.server_src else ()) + (
                     ("this tree", None),):
                 load = os.getloadavg()[0]
-                print(f"round {r} {name:8s} {label:9s}: {_in(src, mode, slices):6.1f} us CPU per "
-                      f"decision (load average {load:.1f})", flush=True)
+                us, kib = _in(src, mode, slices)
+                print(f"round {r} {name:8s} {label:9s}: {us:6.1f} us CPU, {kib:6.1f} KiB to "
+                      f"storage per decision (load average {load:.1f})", flush=True)
     return 0
 
 

@@ -30,6 +30,7 @@ import lmdb
 from ..errors import ResourceExhausted
 from .crypto import StoreCrypto
 from .datakeys import DataKeys
+from .growth import GrowthFill
 from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
 from .migrate import open_layouts
@@ -77,6 +78,7 @@ class Store:
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
                              sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
                              readahead=False)
+        self._fill = None if readonly else GrowthFill(self.path, self.env.stat()["psize"])
         self._raw = {name: Table(name, db) for name in TABLES
                      if (db := self._open_db(name, readonly)) is not None}
         self._tables = dict(self._raw)
@@ -177,6 +179,8 @@ class Store:
             while True:
                 try:
                     with self.env.begin(write=True) as txn:
+                        if self._fill is not None:
+                            self._fill.before_write(self.env)
                         result = fn(txn)
                         if self.datakeys is not None:
                             self.datakeys.flush()  # new or zeroed pads on disk before the commit
@@ -253,5 +257,7 @@ class Store:
     def close(self) -> None:
         if self.datakeys is not None:
             self.datakeys.close()
+        if self._fill is not None:
+            self._fill.close()
         self.env.close()
 

@@ -1,0 +1,65 @@
+"""The data file is extended ahead of LMDB's growth with zeros, one page per write, so the
+page cache holds it in single-page folios.
+
+Since Linux 6.16, ext4 keeps a file's page cache in large folios (XFS did before), sized by
+the writes and reads that fill it. LMDB writes the pages a commit adds at the end of the file in
+runs (one `pwritev` of up to 64 pages), so the cache holds most of a grown file in folios of
+many pages; a later commit that rewrites one page of such a folio (a random insert, reusing a
+freed page) dirties the whole folio, and the fsync writes it all back. Measured on this project's
+machines (ext4, 6.18): 5.7x the bytes LMDB wrote for random puts, 148 against 26 KiB a
+PlanCampaign decision, and about 9% of the writer's CPU. Writes into pages already cached keep
+their folios, so once the file ahead of LMDB is filled page by page, LMDB's commits land in
+single-page folios and write back what they changed.
+
+The fill runs in a write transaction before its first change (`Store.write`): LMDB's write
+lock keeps every other writer out, and no page of the transaction is on disk yet, so nothing
+past the last page in use (`last_pgno`) holds data. Readers never look past it either. The
+zeros reach the disk with the commit's fsync, once. A fill that fails (a full disk) is skipped:
+it only saves work, and a full store must still be able to erase.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+__all__ = ["GrowthFill"]
+
+logger = logging.getLogger("tailor.store")
+
+MIN_AHEAD = 256 << 10
+"""Bytes kept filled past the last page in use, at least (a new store: a small file)."""
+MAX_AHEAD = 8 << 20
+"""At most: 2,048 one-page writes (a few milliseconds, once per 8 MiB the store grows)."""
+
+
+class GrowthFill:
+    """Keeps `data.mdb` filled, page by page, an eighth of its size (`MIN_AHEAD` to
+    `MAX_AHEAD`) past the last page LMDB uses; `before_write(env)` at the start of every
+    write transaction."""
+
+    def __init__(self, store_dir: Path, page_size: int):
+        self.page = page_size
+        self._zero = bytes(page_size)
+        self._fd = os.open(Path(store_dir) / "data.mdb", os.O_WRONLY)
+        self._failed = False
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def before_write(self, env) -> None:
+        """Fill when less than half the margin is left (the caller holds the write lock and
+        has changed nothing yet)."""
+        used = (env.info()["last_pgno"] + 1) * self.page
+        ahead = max(MIN_AHEAD, min(MAX_AHEAD, used // 8))
+        size = os.fstat(self._fd).st_size
+        if size - used >= ahead // 2:
+            return
+        start = -(-max(size, used) // self.page) * self.page
+        try:
+            for offset in range(start, used + ahead, self.page):
+                os.pwrite(self._fd, self._zero, offset)
+        except OSError as err:  # a full disk: LMDB's own writes will say so
+            if not self._failed:
+                logger.warning("could not extend the store's data file ahead of use: %s", err)
+            self._failed = True
