@@ -9,9 +9,10 @@ prints this process's CPU time and the bytes it sent to storage (`/proc/self/io`
 fsync, what the page cache wrote back for it) per decision, after a fifth of the calls as
 warm-up:
 - plan: PlanCampaign transactions of `--slices` slices of 250 new users each
-  ("decision_batches"; the server commits `PLAN_SLICES_A_COMMIT` = 1 a transaction, 4 before
-  stop 23), push, no caps (every user gets a data key, a decision record and a contact
-  history); each `--slices` value is a line of its own;
+  ("decision_batches"; the server commits `PLAN_SLICES_A_COMMIT` = 1 a transaction beside
+  other writes, `PLAN_SLICES_ALONE` = 4 alone, up to 8 before stop 23), push, no caps (every
+  user gets a data key, a decision record and a contact history); each `--slices` value is a
+  line of its own;
 - choose: ChooseVariant-sized transactions of 16 decisions ("decisions") over 4,096 users on
   email with two caps (email 50/day, any 100/week), so contact histories grow as under
   `bench_contact`.
@@ -118,12 +119,12 @@ def main(argv=None) -> int:
     p.add_argument("--mode", choices=("plan", "choose", "both"), default="both")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--slices", type=int, nargs="+", default=None,
-                   help="slices of 250 per plan transaction (default: the server's)")
+                   help="slices of 250 per plan transaction (default: the server's two)")
     add_server_src_argument(p)
     args = p.parse_args(argv)
     if args.slices is None:
-        from server.campaigns.repository import PLAN_SLICES_A_COMMIT
-        args.slices = [PLAN_SLICES_A_COMMIT]
+        from server.campaigns.repository import PLAN_SLICES_A_COMMIT, PLAN_SLICES_ALONE
+        args.slices = [PLAN_SLICES_A_COMMIT, PLAN_SLICES_ALONE]
     modes = [("plan", n) for n in args.slices] if args.mode != "choose" else []
     modes += [("choose", 0)] if args.mode != "plan" else []
     for r in range(1, args.rounds + 1):

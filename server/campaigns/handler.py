@@ -43,7 +43,7 @@ from .power import (
     seconds_to_significance,
 )
 from .records import NO_ARM, PENDING, DecisionRecord, RewardOutcome, RewardRequest
-from .repository import PLAN_SLICES_A_COMMIT, CampaignRepository
+from .repository import PLAN_SLICES_ALONE, CampaignRepository
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
@@ -95,9 +95,10 @@ class Campaigns:
         self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
                                       max_wait=0.0, name="sends")
         # PlanCampaign slices, one a frame: the writer child commits up to `PLAN_SLICES_A_COMMIT`
-        # a transaction, giving way to other batches (`Bulk`); one more in flight keeps it busy.
+        # (`PLAN_SLICES_ALONE` when nothing else comes) a transaction, giving way to other
+        # batches (`Bulk`); one more in flight keeps it busy.
         self._plan_log = AdaptiveBatcher(
-            runner=self._writer.runner("decision_batches", concurrency=PLAN_SLICES_A_COMMIT + 1),
+            runner=self._writer.runner("decision_batches", concurrency=PLAN_SLICES_ALONE + 1),
             max_size=1, max_wait=0.0, name="plan_decisions")
         self._planner = Planner(self, self._plan_log)
         self._decision_counters: dict[tuple[str, str], object] = {}

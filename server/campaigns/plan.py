@@ -7,9 +7,10 @@ profile read (feature states and meta records, `ProfileStates.states_and_meta`, 
 policy or the campaign's context needs them), one `ContactPolicy.verdicts` call, one bandit draw
 (`DecisionMaker.decide_batch`) and one decision-log call (the campaigns writer process, function
 "decision_batches", through its own `AdaptiveBatcher`, a slice a frame; the frequency caps are
-enforced there as for ChooseVariant). That function is `Bulk`: the writer commits
-`repository.PLAN_SLICES_A_COMMIT` slices a transaction, after any other batch waiting (a
-ChooseVariant beside a plan waits for at most the slice being committed). A batch is answered
+enforced there as for ChooseVariant). That function is `Bulk`: the writer commits up to
+`repository.PLAN_SLICES_A_COMMIT` slices a transaction (`PLAN_SLICES_ALONE` when no other batch
+comes), after any other batch waiting (a ChooseVariant beside a plan waits for at most the
+slice being committed). A batch is answered
 only once all its decisions are committed, so whatever a client has received is in the decision
 log, even if the stream then breaks; slices already handed to the writer when a stream is
 cancelled or fails may still be logged (pending, they close with the default reward like any

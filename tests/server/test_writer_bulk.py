@@ -57,6 +57,18 @@ def test_bulk_frames_run_after_being_passed_over_a_bounded_number_of_calls():
     assert ran == ["reward", "reward", "plan", "reward", "reward", "plan"]
 
 
+def test_bulk_calls_grow_to_per_call_alone_once_other_frames_stop_coming():
+    now = [100.0]
+    fns = {"decide": len, "plan": Bulk(len, per_call=1, per_call_alone=3)}
+    waiting = Waiting(fns, quiet=1.0, clock=lambda: now[0])
+    waiting.add(_frames(("decide", 1), ("plan", 1), ("plan", 1), ("plan", 1), ("plan", 1)))
+    assert _seqs(waiting.take()) == [1]
+    assert _seqs(waiting.take()) == [2]  # a decision came just now: one slice a call
+    now[0] += 1.0
+    assert _seqs(waiting.take()) == [3, 4, 5]  # quiet for a second: up to three
+    assert Bulk(len, per_call=2).per_call_alone == 2
+
+
 def test_unknown_functions_are_not_bulk():
     waiting = _waiting(("plan", 1), ("nope", 1))
     assert _seqs(waiting.take()) == [2]
