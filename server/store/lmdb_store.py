@@ -78,12 +78,14 @@ class Store:
         self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
                              sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
                              readahead=False)
-        self._fill = None if readonly else GrowthFill(self.path, self.env.stat()["psize"])
-        self._raw = {name: Table(name, db) for name in TABLES
-                     if (db := self._open_db(name, readonly)) is not None}
-        self._tables = dict(self._raw)
+        self._fill: GrowthFill | None = None
         self.datakeys: DataKeys | None = None
         try:
+            if not readonly and GrowthFill.supported():
+                self._fill = GrowthFill(self.path, self.env.stat()["psize"])
+            self._raw = {name: Table(name, db) for name in TABLES
+                         if (db := self._open_db(name, readonly)) is not None}
+            self._tables = dict(self._raw)
             if crypto is not None and crypto.encrypt:
                 self._seal_tables(crypto, sync)
             first = format_first(self)  # layout steps read re-keyed, sealed records
@@ -259,5 +261,6 @@ class Store:
             self.datakeys.close()
         if self._fill is not None:
             self._fill.close()
+            self._fill = None
         self.env.close()
 
