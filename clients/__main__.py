@@ -9,6 +9,8 @@ import math
 import sys
 from datetime import UTC
 
+from google.protobuf import json_format
+
 from . import transport
 from .client import TailorClient, TailorError, event_from_dict, path_from_dict
 
@@ -78,7 +80,11 @@ def _campaign(client: TailorClient, args) -> object:
                 spec = json.load(fh)
             except ValueError as err:  # json.JSONDecodeError names the line and column
                 raise UsageError(f"{args.file}: {err}") from None
-        return (client.create_campaign if args.action == "create" else client.update_campaign)(spec)
+        make = client.create_campaign if args.action == "create" else client.update_campaign
+        try:
+            return make(spec)
+        except json_format.ParseError as err:  # valid JSON, not a CampaignSpec: it names the field
+            raise UsageError(f"{args.file}: {err}") from None
     if args.action == "archive":
         return client.archive_campaign(args.campaign)
     if args.action == "choose":

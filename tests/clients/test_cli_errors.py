@@ -46,6 +46,9 @@ def test_missing_and_malformed_files_are_named(served, tmp_path):
     spec.write_text('{"campaign_id": "c1",\n "variants": [}\n')
     line = cli("campaign", "create", "--file", str(spec), "--server", served, expect=2)
     assert line.startswith(f"error: {spec}: ") and "line 2 column" in line
+    spec.write_text('{"campaign_id": "c1", "variants": [{"id": "a", "content": "A"}]}')
+    line = cli("campaign", "create", "--file", str(spec), "--server", served, expect=2)
+    assert line.startswith(f"error: {spec}: ") and "variants[0].content" in line
 
 
 def test_grpc_statuses_are_one_line(served):
