@@ -17,7 +17,7 @@ A worker never uses a key its snapshot no longer holds. Each shred adds one to t
 count (`meta` `SHRED_COUNT_KEY`, written in the erasure's transaction); a process keeps the
 ciphers it used, by token, for as long as the count it read them under is the newest it has
 seen, and a transaction whose snapshot holds that count takes them from there without reading
-the `datakeys` entries (a batch of users: no cursor read per user). Any other transaction reads
+the `datakeys` entries (one user or a batch: no cursor read per user). Any other transaction reads
 the entries; unwrapping (one AES-GCM and one file read) happens only on a miss of the
 per-process LRU of ready ciphers (`kernels.aead.AesGcm`), keyed by the wrapped entry.
 """
@@ -190,7 +190,14 @@ class DataKeys:
         self._keep({t: memo[t] for t in missing if t in memo and t not in self._local.made})
 
     def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
-        """`cipher` past the memo (after `memo(txn)`); remembers a key found or made in it."""
+        """`cipher` past the memo (after `memo(txn)`): from the ciphers kept by token when the
+        snapshot allows (as `_resolve`), else the user's `datakeys` entry; remembers a key
+        found or made in it."""
+        known = self._local.known
+        found = known.get(token) if known else None
+        if found is not None:
+            self._local.memo[token] = found
+            return found
         wrapped = self.table.get(txn, token)
         if wrapped is None:
             if not create:

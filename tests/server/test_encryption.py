@@ -201,3 +201,21 @@ def test_new_users_keys_are_kept_by_token_then_unwrapped_again_after_a_shred(sto
     assert [len(repo.read(u)[2]) for u in users] == [2, 2, 2]
     assert sorted(set(entries.looked_up)) == sorted(tokens.user_token(u) for u in users)
     assert len(store.datakeys._cache) == 3
+
+
+def test_one_users_reads_take_the_key_kept_by_token(store):
+    """A one-user read (`DataKeys.cipher`, as GetProfile's) finds a key kept by token without
+    looking up the user's entry, as batches do; after a shred elsewhere in the store it looks
+    the entry up again (once) and the records still open."""
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    entries = store.datakeys.table = _CountingEntries(store.datakeys.table)
+    repo.ingest([_event(1, "ann")], [None])
+    entries.looked_up.clear()
+    assert len(repo.read("ann")[2]) == 1
+    assert entries.looked_up == []
+    repo.ingest([_event(2, "dee")], [None])
+    repo.delete_user("dee", ())
+    entries.looked_up.clear()
+    assert len(repo.read("ann")[2]) == 1
+    assert len(repo.read("ann")[2]) == 1
+    assert entries.looked_up == [tokens.user_token("ann")]
