@@ -29,6 +29,10 @@ falls on both modes alike rather than on one mode's whole read window. The keyri
 generated into `--work`/secrets.
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there) to take before/after figures of two commits with one driver (see loadtests/bench.py).
+With `--ingest-chunks K` (K > 1) step 2 runs both modes' servers at once and sends each round's
+events in K chunks, to one server and then the other, the order swapped every chunk: a burst of
+the machine's load then falls on both modes alike rather than on one mode's whole ingestion, and
+the per-chunk ratios (median and quartiles) show how far one run's figure can be trusted.
 `--encryption both --compare-src DIR` takes step 2 only, for this tree's server and DIR's,
 encryption on and off, the four alternated in every round: each tree's on/off ratios from one
 run (the spread between runs on a shared VM is larger than a change of a few percent).
@@ -151,14 +155,19 @@ def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None,
     return proc, target
 
 
-def ingest(args, events, sync: bool, encrypt: bool) -> dict:
-    """Step 2 on a fresh data dir, or (`--ingest-into stored`) on a copy of a store already
-    holding `--profiles` users: events/s, server CPU per event, Ping's CPU per call."""
+def ingest_server(args, sync: bool, encrypt: bool) -> tuple[subprocess.Popen, str]:
+    """A server for step 2 on a fresh data dir, or (`--ingest-into stored`) on a copy of a
+    store already holding `--profiles` users."""
     ingest_dir = args.work / f"ingest-{'on' if encrypt else 'off'}"
     shutil.rmtree(ingest_dir, ignore_errors=True)
     if args.ingest_into == "stored":
         shutil.copytree(stored_base(args, encrypt), ingest_dir)
-    proc, target = serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt)
+    return serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt)
+
+
+def ingest(args, events, sync: bool, encrypt: bool) -> dict:
+    """Step 2 (`ingest_server`): events/s, server CPU per event, Ping's CPU per call."""
+    proc, target = ingest_server(args, sync, encrypt)
     try:
         cpu_before = tree_cpu_seconds(proc.pid)
         e2e, accepted = asyncio.run(stream_ingest(target, events, args.streams))
@@ -170,6 +179,38 @@ def ingest(args, events, sync: bool, encrypt: bool) -> dict:
         proc.wait()
     assert accepted == len(events), f"only {accepted} of {len(events)} accepted"
     return {"rate": e2e, "cpu": ingest_cpu, "ping": ping}
+
+
+def ingest_interleaved(args, events, sync: bool, first: bool) -> dict[bool, dict]:
+    """Step 2 on both modes' servers at once, the events sent in `args.ingest_chunks` chunks,
+    each chunk to one server and then the other (`first`'s leads, the order swapped every
+    chunk), so both modes meet the same moments of a shared machine: per mode as `ingest`,
+    plus `chunks`, each chunk's (seconds, CPU seconds)."""
+    servers = {e: ingest_server(args, sync, e) for e in (first, not first)}
+    size = -(-len(events) // args.ingest_chunks)
+    got: dict[bool, dict] = {e: {"chunks": [], "accepted": 0} for e in servers}
+    try:
+        for c, lo in enumerate(range(0, len(events), size)):
+            for encrypt in (first, not first) if c % 2 == 0 else (not first, first):
+                proc, target = servers[encrypt]
+                cpu_before = tree_cpu_seconds(proc.pid)
+                rate, accepted = asyncio.run(stream_ingest(target, events[lo:lo + size], args.streams))
+                cpu = tree_cpu_seconds(proc.pid) - cpu_before
+                got[encrypt]["chunks"].append((len(events[lo:lo + size]) / rate, cpu))
+                got[encrypt]["accepted"] += accepted
+        for encrypt, (proc, target) in servers.items():
+            got[encrypt]["ping"] = measure("Ping (empty RPC)", proc.pid, target, PING,
+                                           ping_payloads(), concurrency=args.streams,
+                                           duration=args.read_seconds / 3)
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait()
+    for g in got.values():
+        assert g["accepted"] == len(events), f"only {g['accepted']} of {len(events)} accepted"
+        g["rate"] = len(events) / sum(s for s, _ in g["chunks"])
+        g["cpu"] = sum(c for _, c in g["chunks"])
+    return got
 
 
 def reads(args, sync: bool, encrypt: bool, parts: list[str] = ()):
@@ -211,6 +252,10 @@ def main(argv=None) -> None:
     p.add_argument("--encryption", choices=("on", "off", "both"), default="on",
                    help="encryption at rest of the server (both: on and off in one run, with ratios)")
     p.add_argument("--rounds", type=int, default=1, help="with --encryption both: on/off pairs")
+    p.add_argument("--ingest-chunks", type=int, default=1,
+                   help="with --encryption both: both modes' ingestion servers up at once, each "
+                        "round's events sent in this many chunks, alternating between them (1: "
+                        "one server after the other)")
     p.add_argument("--work", type=Path, default=Path(".bench/profiles"))
     p.add_argument("--parts", nargs="*", default=["attributes,consent", "attributes,consent,features"],
                    metavar="P1,P2", help="GetProfile `parts` of further read runs, one comma list each "
@@ -221,6 +266,10 @@ def main(argv=None) -> None:
                    help="with --encryption both: ingestion only, this tree's server and DIR's, "
                         "alternated in every round")
     args = p.parse_args(argv)
+    if args.ingest_chunks < 1:
+        p.error("--ingest-chunks: at least 1")
+    if args.ingest_chunks > 1 and (args.encryption != "both" or args.compare_src):
+        p.error("--ingest-chunks: only with --encryption both (without --compare-src)")
     sync = not args.no_sync
     args.work.mkdir(parents=True, exist_ok=True)
     args.secrets = args.work / "secrets"
@@ -312,6 +361,7 @@ def compare_encryption(args, sync: bool) -> None:
     Both read servers stay up for the whole run and are read in alternated slices
     (`paired_reads`); each ingestion runs on a fresh data dir (`ingest`)."""
     rows: dict[bool, list[dict]] = {True: [], False: []}
+    chunks: list[tuple[float, float]] = []
     servers = {e: serve(read_store(args, e), sync, src=args.server_src,
                         secrets_dir=args.secrets, encrypt=e) for e in (True, False)}
     try:
@@ -322,7 +372,11 @@ def compare_encryption(args, sync: bool) -> None:
         for r in range(args.rounds):
             order = (True, False) if r % 2 == 0 else (False, True)
             events = make_events(args.events, args.users, prefix=f"r{r}")
-            got = {e: ingest(args, events, sync, e) for e in order}
+            if args.ingest_chunks > 1:
+                got = ingest_interleaved(args, events, sync, order[0])
+                chunks.extend(_chunk_ratios(got))
+            else:
+                got = {e: ingest(args, events, sync, e) for e in order}
             read = paired_reads(servers, args, order[0])
             for encrypt in order:
                 g = got[encrypt]
@@ -350,6 +404,17 @@ def compare_encryption(args, sync: bool) -> None:
           f"x{on['rate'] / off['rate']:.3f} ({1 - on['rate'] / off['rate']:+.1%} slower)")
     print(f"  server CPU per event   {on['per_event']:>9.1f} / {off['per_event']:>9.1f} us = "
           f"x{on['per_event'] / off['per_event']:.3f}")
+    if chunks:
+        pooled = {e: (sum(g["per_event"] for g in rows[e]),  # every round ingests as many events
+                      len(rows[e]) / sum(1 / g["rate"] for g in rows[e])) for e in rows}
+        slow, cpu = np.array([c[0] for c in chunks]), np.array([c[1] for c in chunks])
+        print(f"  pooled over the rounds: throughput x{pooled[True][1] / pooled[False][1]:.3f} "
+              f"({1 - pooled[True][1] / pooled[False][1]:+.1%} slower), CPU per event "
+              f"x{pooled[True][0] / pooled[False][0]:.3f}")
+        print(f"  {len(chunks)} interleaved chunk pairs: slower by median {np.median(slow):+.1%} "
+              f"(quartiles {np.percentile(slow, 25):+.1%} to {np.percentile(slow, 75):+.1%}), "
+              f"CPU per event x{np.median(cpu):.3f} (x{np.percentile(cpu, 25):.3f} to "
+              f"x{np.percentile(cpu, 75):.3f})")
     print(f"  GetProfile p50         {on['p50']:>9.2f} / {off['p50']:>9.2f} ms = "
           f"x{on['p50'] / off['p50']:.3f}")
     print(f"  GetProfile p99         {on['p99']:>9.2f} / {off['p99']:>9.2f} ms = "
@@ -361,6 +426,12 @@ def compare_encryption(args, sync: bool) -> None:
           f"x{on['event_vs_ping'] / off['event_vs_ping']:.3f}")
     print(f"  GetProfile / Ping CPU  {on['read_vs_ping']:>9.3f} / {off['read_vs_ping']:>9.3f} = "
           f"x{on['read_vs_ping'] / off['read_vs_ping']:.3f}")
+
+
+def _chunk_ratios(got: dict[bool, dict]) -> list[tuple[float, float]]:
+    """Per chunk pair of `ingest_interleaved`: (how much slower encryption on was, on/off CPU)."""
+    return [(1 - off_s / on_s, on_cpu / off_cpu)
+            for (on_s, on_cpu), (off_s, off_cpu) in zip(got[True]["chunks"], got[False]["chunks"])]
 
 
 def compare_trees(args, sync: bool) -> None:

@@ -3,6 +3,8 @@ plain, in every round, and each tree's ratios are printed (real `python -m serve
 import re
 from pathlib import Path
 
+import pytest
+
 from loadtests import bench_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,3 +39,25 @@ def test_encryption_both_reads_both_servers_in_alternated_slices(tmp_path, capsy
     # the ingestions started from copies of stores already holding the 40 profiles
     assert {p.name for p in tmp_path.iterdir()} >= {"read-40-on", "read-40-off",
                                                      "ingest-base-40-on", "ingest-base-40-off"}
+
+
+def test_ingest_chunks_alternate_between_both_modes_servers(tmp_path, capsys):
+    bench_profiles.main(["--encryption", "both", "--events", "900", "--users", "50",
+                         "--profiles", "40", "--rounds", "1", "--read-seconds", "0.6",
+                         "--read-slices", "1", "--ingest-chunks", "3", "--no-sync",
+                         "--work", str(tmp_path)])
+    out = capsys.readouterr().out
+    rounds = re.findall(r"round 0 encryption (on |off): ([\d,]+) events/s", out)
+    assert sorted(e.strip() for e, _ in rounds) == ["off", "on"]
+    pooled = re.search(r"pooled over the rounds: throughput x([\d.]+) \([+-][\d.]+% slower\), "
+                       r"CPU per event x([\d.]+)", out)
+    median = re.search(r"ingestion throughput .* = x([\d.]+) .*\n  server CPU per event .* = x([\d.]+)",
+                       out)
+    assert pooled and median and pooled.groups() == median.groups()  # one round: the same ratios
+    # three chunks, each sent to both servers: three on/off pairs
+    assert re.search(r"  3 interleaved chunk pairs: slower by median [+-][\d.]+% \(quartiles ", out)
+
+
+def test_ingest_chunks_need_both_modes(tmp_path):
+    with pytest.raises(SystemExit):
+        bench_profiles.main(["--encryption", "on", "--ingest-chunks", "3", "--work", str(tmp_path)])
