@@ -85,12 +85,12 @@ class DataKeys:
         self._local = threading.local()
         """`txn`, `memo` {token: AESGCM or None} and `known` (the by-token ciphers, or None
         when its snapshot shows another shred count) of this thread's current transaction."""
-        self._known: OrderedDict[bytes, AESGCM] = OrderedDict()
-        """Ciphers by token, valid in snapshots whose shred count is `_known_count`, oldest
-        first (an OrderedDict: dropping the oldest of a full plain dict, `next(iter(d))`,
-        scans the slots of every entry dropped before it, ~28 us a new user once 65,536 are
-        kept, where `popitem(last=False)` takes ~1 us)."""
-        self._known_count = -1
+        self._kept: tuple[int, OrderedDict[bytes, AESGCM]] = (-1, OrderedDict())
+        """(shred count, ciphers by token valid in snapshots that show that count), replaced
+        as one tuple under the lock and read once, so a thread never pairs one count with
+        another count's ciphers. Oldest first (an OrderedDict: dropping the oldest of a full
+        plain dict, `next(iter(d))`, scans the slots of every entry dropped before it, ~28 us
+        a new user once 65,536 are kept, where `popitem(last=False)` takes ~1 us)."""
         self.path = Path(store_dir) / SLOTS_FILE
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         self._dirty = False
@@ -125,11 +125,13 @@ class DataKeys:
     def _known_for(self, txn) -> dict | None:
         """The by-token ciphers valid in `txn` (renewed, empty, on a newer shred count)."""
         count = int(self.meta.get(txn, SHRED_COUNT_KEY) or b"0")
-        if count != self._known_count:
+        kept_count, kept = self._kept
+        if count > kept_count:
             with self._lock:
-                if count > self._known_count:
-                    self._known, self._known_count = OrderedDict(), count
-        return self._known if count == self._known_count else None
+                if count > self._kept[0]:
+                    self._kept = (count, OrderedDict())
+                kept_count, kept = self._kept
+        return kept if count == kept_count else None
 
     def _keep(self, found: dict) -> None:
         """Keep {token: cipher} found in this thread's transaction, by token, if it may."""
@@ -318,7 +320,7 @@ class DataKeys:
             self._local.memo.pop(token, None)
         with self._lock:
             self._cache.pop(wrapped, None)
-            self._known.pop(token, None)
+            self._kept[1].pop(token, None)
         return True
 
     def rewrap(self, txn, token: bytes, wrapped: bytes, kid: str) -> bool:

@@ -116,7 +116,7 @@ def test_the_keys_kept_by_token_stay_bounded_and_keep_the_newest(tmp_path):
     for i in range(0, 30, 3):  # ten transactions of three new users
         store.write(lambda txn, i=i: contacts.put_many(
             txn, [(keys.contact_key(u), b"[]") for u in users[i:i + 3]]))
-    kept = store.datakeys._known
+    kept = store.datakeys._kept[1]
     assert list(kept) == [keys.user_token(u) for u in users[-8:]]
     with store.read() as txn:  # every user's record still opens (kept or read back)
         assert contacts.get_many(txn, [keys.contact_key(u) for u in users]) == [b"[]"] * 30

@@ -2,6 +2,7 @@
 an old plaintext data dir encrypted at open, and `rotate-key` while a server runs."""
 import json
 import os
+from collections import OrderedDict
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -13,6 +14,7 @@ from server.profiles.repository import ProfileRepository
 from server.security.secrets import Keyring, Secrets
 from server.store import Store, keys, tokens
 from server.store.crypto import StoreCrypto
+from server.store.datakeys import DataKeys
 from server.store.errors import StoreEncrypted, StoreKeyMismatch
 from server.store.rotation import kids_in_use, rotate_data_keys
 from tests.conftest import run_module, store_mentions
@@ -219,3 +221,46 @@ def test_one_users_reads_take_the_key_kept_by_token(store):
     assert len(repo.read("ann")[2]) == 1
     assert len(repo.read("ann")[2]) == 1
     assert entries.looked_up == [tokens.user_token("ann")]
+
+
+class _SnapshotMeta:
+    """A `meta` table whose shred count is the transaction's own (a dict stands for a txn)."""
+
+    def get(self, txn, key):
+        return str(txn["shreds"]).encode()
+
+
+class _RenewedRightAfterRead(DataKeys):
+    """`_kept` renewed for the next shred count, as another thread would, right after its
+    first read once `armed`."""
+
+    armed = False
+
+    @property
+    def _kept(self):
+        pair = self.__dict__["_pair"]
+        if self.armed:
+            self.armed = False
+            self.__dict__["_pair"] = (pair[0] + 1, OrderedDict())
+        return pair
+
+    @_kept.setter
+    def _kept(self, pair):
+        self.__dict__["_pair"] = pair
+
+
+def test_a_snapshot_never_takes_the_keys_kept_for_a_newer_shred_count(tmp_path):
+    """The (shred count, kept ciphers) pair is read once: a thread whose snapshot shows count 0
+    keeps count 0's ciphers even when another thread renews the pair for count 1 right after
+    that read (else it would put keys of its older snapshot, a shredded one's among them, where
+    count 1's snapshots take them from)."""
+    datakeys = _RenewedRightAfterRead(tmp_path, None, _SnapshotMeta(), [("k", bytes(32))])
+    datakeys.memo({"shreds": 0})
+    count_0 = datakeys._local.known
+    datakeys.armed = True
+    datakeys.memo({"shreds": 0})  # another transaction of the same snapshot
+    assert datakeys._local.known is count_0
+    assert datakeys.__dict__["_pair"][0] == 1  # the renewal did happen
+    datakeys.memo({"shreds": 1})
+    assert datakeys._local.known is datakeys.__dict__["_pair"][1] is not count_0
+    datakeys.close()
