@@ -1,7 +1,7 @@
 """Profile ingestion and read benchmark, in one run on one machine.
 
     python -m loadtests.bench_profiles [--events 200000] [--profiles 1000000] [--no-sync]
-        [--server-src DIR] [--encryption on|off|both] [--rounds N]
+        [--server-src DIR] [--encryption on|off|both] [--rounds N] [--ingest-chunks K]
 
 1. Raw LMDB: the same records (events keys, serialized events) put in batches of 500 per write
    transaction, with the same durability setting (fsync per commit unless --no-sync), through
@@ -186,17 +186,21 @@ def ingest_interleaved(args, events, sync: bool, first: bool) -> dict[bool, dict
     each chunk to one server and then the other (`first`'s leads, the order swapped every
     chunk), so both modes meet the same moments of a shared machine: per mode as `ingest`,
     plus `chunks`, each chunk's (seconds, CPU seconds)."""
-    servers = {e: ingest_server(args, sync, e) for e in (first, not first)}
-    size = -(-len(events) // args.ingest_chunks)
-    got: dict[bool, dict] = {e: {"chunks": [], "accepted": 0} for e in servers}
+    servers: dict[bool, tuple[subprocess.Popen, str]] = {}
+    k = args.ingest_chunks
+    bounds = [len(events) * c // k for c in range(k + 1)]  # k chunks, sizes within one event
+    got: dict[bool, dict] = {e: {"chunks": [], "accepted": 0} for e in (first, not first)}
     try:
-        for c, lo in enumerate(range(0, len(events), size)):
+        for encrypt in (first, not first):  # each kept as soon as it runs: stopped below
+            servers[encrypt] = ingest_server(args, sync, encrypt)
+        for c in range(k):
+            chunk = events[bounds[c]:bounds[c + 1]]
             for encrypt in (first, not first) if c % 2 == 0 else (not first, first):
                 proc, target = servers[encrypt]
                 cpu_before = tree_cpu_seconds(proc.pid)
-                rate, accepted = asyncio.run(stream_ingest(target, events[lo:lo + size], args.streams))
+                rate, accepted = asyncio.run(stream_ingest(target, chunk, args.streams))
                 cpu = tree_cpu_seconds(proc.pid) - cpu_before
-                got[encrypt]["chunks"].append((len(events[lo:lo + size]) / rate, cpu))
+                got[encrypt]["chunks"].append((len(chunk) / rate, cpu))
                 got[encrypt]["accepted"] += accepted
         for encrypt, (proc, target) in servers.items():
             got[encrypt]["ping"] = measure("Ping (empty RPC)", proc.pid, target, PING,
@@ -270,6 +274,8 @@ def main(argv=None) -> None:
         p.error("--ingest-chunks: at least 1")
     if args.ingest_chunks > 1 and (args.encryption != "both" or args.compare_src):
         p.error("--ingest-chunks: only with --encryption both (without --compare-src)")
+    if args.ingest_chunks > args.events:
+        p.error(f"--ingest-chunks: at most --events ({args.events})")
     sync = not args.no_sync
     args.work.mkdir(parents=True, exist_ok=True)
     args.secrets = args.work / "secrets"
@@ -359,7 +365,9 @@ def paired_reads(servers: dict, args, first: bool) -> dict[bool, dict]:
 def compare_encryption(args, sync: bool) -> None:
     """Steps 2 and 3 with encryption on and off, alternating, `args.rounds` times; ratios.
     Both read servers stay up for the whole run and are read in alternated slices
-    (`paired_reads`); each ingestion runs on a fresh data dir (`ingest`)."""
+    (`paired_reads`); each round's ingestions start from a new data dir (`ingest_server`), one
+    server after the other (`ingest`) or both at once in alternated chunks
+    (`ingest_interleaved`, `--ingest-chunks`)."""
     rows: dict[bool, list[dict]] = {True: [], False: []}
     chunks: list[tuple[float, float]] = []
     servers = {e: serve(read_store(args, e), sync, src=args.server_src,

@@ -58,6 +58,13 @@ def test_ingest_chunks_alternate_between_both_modes_servers(tmp_path, capsys):
     assert re.search(r"  3 interleaved chunk pairs: slower by median [+-][\d.]+% \(quartiles ", out)
 
 
-def test_ingest_chunks_need_both_modes(tmp_path):
+@pytest.mark.parametrize("argv", [
+    ["--encryption", "on", "--ingest-chunks", "3"],  # one mode: nothing to alternate with
+    ["--encryption", "both", "--compare-src", str(ROOT), "--ingest-chunks", "3"],
+    ["--encryption", "both", "--ingest-chunks", "0"],
+    ["--encryption", "both", "--events", "2", "--ingest-chunks", "3"],  # an empty chunk
+])
+def test_ingest_chunks_are_refused_where_they_cannot_apply(tmp_path, argv, capsys):
     with pytest.raises(SystemExit):
-        bench_profiles.main(["--encryption", "on", "--ingest-chunks", "3", "--work", str(tmp_path)])
+        bench_profiles.main([*argv, "--work", str(tmp_path)])
+    assert "--ingest-chunks" in capsys.readouterr().err
