@@ -24,12 +24,17 @@ def test_compare_src_ingests_with_both_trees_in_both_modes(tmp_path, capsys):
     assert {p.name for p in tmp_path.iterdir()} >= {"A", "B"}
 
 
+def _both_modes(tmp_path, capsys, *argv: str) -> str:
+    """The output of one `--encryption both` round over 50 users' events, 40 stored profiles,
+    fsync off, its data under `tmp_path`."""
+    bench_profiles.main(["--encryption", "both", "--users", "50", "--profiles", "40",
+                         "--rounds", "1", "--no-sync", "--work", str(tmp_path), *argv])
+    return capsys.readouterr().out
+
+
 def test_encryption_both_reads_both_servers_in_alternated_slices(tmp_path, capsys):
-    bench_profiles.main(["--encryption", "both", "--events", "600", "--users", "50",
-                         "--profiles", "40", "--rounds", "1", "--read-seconds", "0.9",
-                         "--read-slices", "3", "--no-sync", "--ingest-into", "stored",
-                         "--work", str(tmp_path)])
-    out = capsys.readouterr().out
+    out = _both_modes(tmp_path, capsys, "--events", "600", "--read-seconds", "0.9",
+                      "--read-slices", "3", "--ingest-into", "stored")
     rounds = re.findall(r"round (\d) encryption (on |off): [\d,]+ events/s, [\d.]+ us CPU/event; "
                         r"GetProfile p50 ([\d.]+) ms p99 ([\d.]+) ms", out)
     assert sorted((r, e.strip()) for r, e, _, _ in rounds) == [("0", "off"), ("0", "on")]
@@ -42,11 +47,8 @@ def test_encryption_both_reads_both_servers_in_alternated_slices(tmp_path, capsy
 
 
 def test_ingest_chunks_alternate_between_both_modes_servers(tmp_path, capsys):
-    bench_profiles.main(["--encryption", "both", "--events", "900", "--users", "50",
-                         "--profiles", "40", "--rounds", "1", "--read-seconds", "0.6",
-                         "--read-slices", "1", "--ingest-chunks", "3", "--no-sync",
-                         "--work", str(tmp_path)])
-    out = capsys.readouterr().out
+    out = _both_modes(tmp_path, capsys, "--events", "900", "--read-seconds", "0.6",
+                      "--read-slices", "1", "--ingest-chunks", "3")
     rounds = re.findall(r"round 0 encryption (on |off): ([\d,]+) events/s", out)
     assert sorted(e.strip() for e, _ in rounds) == ["off", "on"]
     pooled = re.search(r"pooled over the rounds: throughput x([\d.]+) \([+-][\d.]+% slower\), "
