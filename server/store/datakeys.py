@@ -103,8 +103,12 @@ class DataKeys:
         """The user's data key as an AESGCM; None when they have none (never written, or
         shredded) unless `create` (a write transaction) makes one. Memoized per transaction
         (in this thread): a batch reads and writes several records of each user."""
-        found = self.memo(txn).get(token)
-        return found if found is not None else self.lookup(txn, token, create)
+        memo = self.memo(txn)
+        found = memo.get(token)
+        if found is None:  # as a batch of one: kept by token, entry, LRU, unwrap or `create`
+            self._resolve(txn, memo, [token], create)
+            found = memo.get(token)
+        return found
 
     def memo(self, txn) -> dict:
         """{token: AESGCM} of the keys `txn` used so far in this thread (batches read it first)."""
@@ -191,35 +195,6 @@ class DataKeys:
             self._local.made.update(made)
         self._keep({t: memo[t] for t in missing if t in memo and t not in self._local.made})
 
-    def lookup(self, txn, token: bytes, create: bool = False) -> AESGCM | None:
-        """`cipher` past the memo (after `memo(txn)`): from the ciphers kept by token when the
-        snapshot allows (as `_resolve`), else the user's `datakeys` entry; remembers a key
-        found or made in it."""
-        known = self._local.known
-        found = known.get(token) if known else None
-        if found is not None:
-            self._local.memo[token] = found
-            return found
-        wrapped = self.table.get(txn, token)
-        if wrapped is None:
-            if not create:
-                return None
-            found = self._local.made[token] = self._create(txn, token)
-        else:
-            found = self._cached(wrapped) or self._unwrap_many([(token, wrapped)]).get(token)
-            if found is not None:
-                self._keep({token: found})
-        if found is not None:
-            self._local.memo[token] = found
-        return found
-
-    def _cached(self, wrapped: bytes) -> AESGCM | None:
-        with self._lock:  # threads share the LRU (an eviction between get and move would race)
-            found = self._cache.get(wrapped)
-            if found is not None:
-                self._cache.move_to_end(wrapped)
-            return found
-
     def _remember_many(self, pairs) -> None:
         """Put (wrapped entry, cipher) pairs in the LRU under one lock."""
         with self._lock:
@@ -229,9 +204,6 @@ class DataKeys:
                 cache.popitem(last=False)
 
     # -- creating, unwrapping ------------------------------------------------------------------
-    def _create(self, txn, token: bytes) -> AESGCM:
-        return self._create_many(txn, [token])[token]
-
     def _create_many(self, txn, tokens: list[bytes]) -> dict:
         """Data keys for users who have none: consecutive slots, one random draw, one pad write,
         the halves wrapped in one kernel call (`kernels.aead`). They go to the by-token ciphers
