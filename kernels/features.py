@@ -16,6 +16,8 @@ which runs `reference_update_many`, the plain-numpy version of the same computat
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .feature_layout import (
@@ -273,11 +275,15 @@ def recent_weights(layout: FeatureLayout, state: np.ndarray, weights=None) -> np
     """Summed (undecayed) weight of each recent item, in slot order: its amount per event type
     times `weights` (aligned with `layout.event_types`; default `layout.event_weights`), plus
     the weight a version-1 state carried over (`rc_w`)."""
+    return _summed(layout, layout.views(state), int(state[N_RECENT]), weights)
+
+
+def _summed(layout: FeatureLayout, v: dict, n: int, weights) -> np.ndarray:
+    """`recent_weights` from the state's `views` and its recent-item count `n`."""
     w = np.asarray(layout.event_weights if weights is None else weights, np.float64)
-    if w.shape != (len(layout.event_types),) or not np.all(np.isfinite(w) & (w >= 0)):
+    # One Python pass over the few types: NaN, inf and negatives all fail `0 <= x < inf`.
+    if w.shape != (len(layout.event_types),) or not all(0.0 <= x < math.inf for x in w.tolist()):
         raise ValueError(f"weights: {len(layout.event_types)} finite values >= 0, one per type")
-    v = layout.views(state)
-    n = int(state[N_RECENT])
     return v["rc_w"][:n] + v["rc_amt"][:n] @ w
 
 
@@ -292,21 +298,31 @@ def recent_items(layout: FeatureLayout, state: np.ndarray, half_life_s: float,
     event weights summed, its latest ts. Items of weight 0 under `weights` are left out before
     the `length` most recent are taken (as training drops events of weight 0).
     """
-    if not (np.isfinite(half_life_s) and half_life_s > 0):
+    items, out, _ = recent_entries(layout, state, half_life_s, length, now, weights)
+    return items, out
+
+
+def recent_entries(layout: FeatureLayout, state: np.ndarray, half_life_s: float,
+                   length: int | None = None, now: float | None = None, weights=None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`recent_items` and each item's latest event time: (items, weights, ts)."""
+    if not (math.isfinite(half_life_s) and half_life_s > 0):
         raise ValueError(f"half_life_s: must be finite > 0, got {half_life_s}")
     if length is not None and length < 0:
         raise ValueError(f"length: must be >= 0, got {length}")
-    summed = recent_weights(layout, state, weights)
-    ts = layout.views(state)["rc_ts"][:summed.shape[0]]
+    v = layout.views(state)
+    summed = _summed(layout, v, int(state[N_RECENT]), weights)
+    ts = v["rc_ts"][:summed.shape[0]]
     kept = np.flatnonzero(summed > 0)
     order = kept[np.argsort(ts[kept], kind="stable")]
     if length is not None:
         order = order[max(order.shape[0] - length, 0):]
     if order.shape[0] == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        return np.zeros(0, np.int64), np.zeros(0, np.float64), np.zeros(0, np.float64)
     t_last = ts.max() if now is None else max(float(now), ts.max())
-    out = summed[order] * np.exp2(-(t_last - ts[order]) / half_life_s)
-    return layout.views(state)["rc_item"][order].astype(np.int64), out
+    at = ts[order]
+    out = summed[order] * np.exp2(-(t_last - at) / half_life_s)
+    return v["rc_item"][order].astype(np.int64), out, at
 
 
 def read_features(layout: FeatureLayout, state: np.ndarray, now: float,
@@ -339,6 +355,7 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float,
     by_kind = layout.read_selector @ decayed
     sends_dec, opens_dec, clicks_dec = by_kind[:, 1], by_kind[:, 2], by_kind[:, 3]
     last_p = state[LAST_PURCHASE_TS]
+    per_send, per_send_dec = sends_all + a + b, sends_dec + a + b
     nan = float("nan")
     out = {
         "n_events": n_events,
@@ -358,10 +375,10 @@ def read_features(layout: FeatureLayout, state: np.ndarray, now: float,
         "hour_of_week": v["hour"] * f_hour,
         "tz_offset_min": int(state[TZ_OFFSET_MIN]),
         "sends_all": sends_all, "opens_all": opens_all, "clicks_all": clicks_all,
-        "open_rate_all": (opens_all + a) / (sends_all + a + b),
-        "click_rate_all": (clicks_all + a) / (sends_all + a + b),
-        "open_rate_decayed": (opens_dec + a) / (sends_dec + a + b),
-        "click_rate_decayed": (clicks_dec + a) / (sends_dec + a + b),
+        "open_rate_all": (opens_all + a) / per_send,
+        "click_rate_all": (clicks_all + a) / per_send,
+        "open_rate_decayed": (opens_dec + a) / per_send_dec,
+        "click_rate_decayed": (clicks_dec + a) / per_send_dec,
     }
     if recent:
         n = int(state[N_RECENT])

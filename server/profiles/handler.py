@@ -302,14 +302,12 @@ class Profiles:
         else:
             d = self._of(bundle)
             weights, half_life_s, rows = d.weights, d.half_life_s, d.code_row
-        codes, w = kf.recent_items(self.layout, state, half_life_s, weights=weights)
+        codes, w, ts = kf.recent_entries(self.layout, state, half_life_s, weights=weights)
         ids = bundle.items["item_ids"] if bundle is not None else None
-        v, n = self.layout.views(state), int(state[fl.N_RECENT])
-        ts = dict(zip(v["rc_item"][:n].tolist(), v["rc_ts"][:n].tolist()))
         out = []
-        for code, wi in zip(codes.tolist(), w.tolist()):
+        for code, wi, t in zip(codes.tolist(), w.tolist(), ts.tolist()):
             row = rows.get(code)
-            out.append((str(ids[row]) if row is not None else f"code:{code}", wi, ts[code]))
+            out.append((str(ids[row]) if row is not None else f"code:{code}", wi, t))
         return out
 
     def _of(self, bundle) -> _BundleDerived:

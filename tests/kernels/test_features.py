@@ -257,6 +257,11 @@ def test_recent_items_merge_repeats_when_nothing_is_evicted(data, use_native):
         ts = f["recent_ts"][-3:]
         np.testing.assert_allclose(
             weights, f["recent_weights"][-3:] * np.exp2(-(ts.max() - ts) / (7 * DAY)), rtol=1e-12)
+    # the same entries with each item's latest event time (GetProfile's recent items)
+    e_items, e_weights, e_ts = F.recent_entries(LAYOUT, state, half_life_s=7 * DAY, length=3)
+    np.testing.assert_array_equal(e_items, items)
+    np.testing.assert_array_equal(e_weights, weights)
+    assert e_ts.tolist() == [expected[i][1] for i in items.tolist()]
 
 
 @NATIVE
@@ -421,6 +426,9 @@ def test_a_valued_type_adds_its_value(use_native):
     assert F.recent_items(layout, state, DAY, weights=zero)[0].tolist() == []  # weight 0: left out
     with pytest.raises(ValueError, match="weights"):
         F.recent_weights(layout, state, zero[1:])
+    for bad in (np.nan, np.inf, -1.0):
+        with pytest.raises(ValueError, match="weights"):
+            F.recent_items(layout, state, DAY, weights=np.r_[zero[1:], bad])
 
 
 def test_upgrade_reads_version_1_records_and_keeps_their_weights():
