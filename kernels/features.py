@@ -36,7 +36,7 @@ from .feature_layout import (
 
 __all__ = [
     "Events", "update", "update_many", "reference_update_many", "read_features",
-    "recent_items", "recent_weights", "hour_of_week_many", "channel_counts_many",
+    "recent_items", "recent_entries", "recent_weights", "hour_of_week_many", "channel_counts_many",
 ]
 
 MAX_ITEM_CODE = 2 ** 53
@@ -305,7 +305,9 @@ def recent_items(layout: FeatureLayout, state: np.ndarray, half_life_s: float,
 def recent_entries(layout: FeatureLayout, state: np.ndarray, half_life_s: float,
                    length: int | None = None, now: float | None = None, weights=None
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`recent_items` and each item's latest event time: (items, weights, ts)."""
+    """`recent_items` and each item's time: (items, weights, ts), ts its slot's `rc_ts`, the
+    latest of its events of a type the layout weighs above 0 (also when `weights` gives that
+    type 0, as long as the item's weight under `weights` is above 0)."""
     if not (math.isfinite(half_life_s) and half_life_s > 0):
         raise ValueError(f"half_life_s: must be finite > 0, got {half_life_s}")
     if length is not None and length < 0:

@@ -262,6 +262,12 @@ def test_recent_items_merge_repeats_when_nothing_is_evicted(data, use_native):
     np.testing.assert_array_equal(e_items, items)
     np.testing.assert_array_equal(e_weights, weights)
     assert e_ts.tolist() == [expected[i][1] for i in items.tolist()]
+    no_views = np.asarray(LAYOUT.event_weights) * (np.arange(len(TYPES)) != TYPES.index("view"))
+    c_items, c_weights = F.recent_items(LAYOUT, state, 7 * DAY, weights=no_views)
+    e_items, e_weights, e_ts = F.recent_entries(LAYOUT, state, 7 * DAY, weights=no_views)
+    np.testing.assert_array_equal(e_items, c_items)
+    np.testing.assert_array_equal(e_weights, c_weights)
+    assert e_ts.tolist() == [expected[i][1] for i in c_items.tolist()]
 
 
 @NATIVE
