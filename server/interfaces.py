@@ -152,8 +152,10 @@ class VariantChooser(Protocol):
 class Recommendations(Protocol):
     """The Recommend pipeline (exclusions applied) for one query."""
 
-    async def recommend(self, query: RecQuery) -> RecResult:
-        """Top-k rows of the active bundle for the query's user."""
+    async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False
+                        ) -> RecResult:
+        """Top-k rows of the active bundle for the query's user (`on_loop`: computed on the
+        event loop, not handed to a batch thread)."""
 
 
 class DecisionOwners(Protocol):

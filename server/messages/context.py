@@ -78,7 +78,7 @@ class MessageContext:
             query = RecQuery(user_id=user_id, k=k, channel=channel,
                              categories=(category,) if category else (),
                              exclude_item_ids=tuple(shown))
-            items = _items(await self.recommender.recommend(query))
+            items = _items(await self.recommender.recommend(query, on_loop=True))
             shown.extend(i["item_id"] for i in items)
             return items
         return recommend

@@ -6,6 +6,7 @@ counted per version (`tally`: requests, server-side errors, latency) for the gua
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -55,6 +56,8 @@ class Recommender:
         """Counts per version while a canary runs (read by `models.monitor.CanaryMonitor`)."""
         self.cache = UserCache(settings.user_cache_size) if settings.user_cache_size else None
         """Recent users' encoder output and candidates (None: off)."""
+        self._loop_ready: int | None = None
+        """The thread `_on_loop` set FAISS's thread count in (the event loop's)."""
         self.batcher: AdaptiveBatcher[RecQuery, RecResult] = AdaptiveBatcher(
             ThreadRunner(self._run_batch, concurrency=settings.batch_concurrency, name="recommend",
                          thread_init=self._init_compute_thread),
@@ -119,24 +122,41 @@ class Recommender:
                 results[i] = res
         return results
 
-    async def recommend(self, query: RecQuery, request_id: str = "") -> RecResult:
-        """Top-k for one query; the answer is recorded as request `request_id`'s impression."""
+    async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False
+                        ) -> RecResult:
+        """Top-k for one query; the answer is recorded as request `request_id`'s impression.
+
+        `on_loop`: compute it here, on the event loop, as a batch of one, rather than in the
+        batch thread. For callers that hold the loop for their own work around the call (a
+        composed message: its decision and rendering): the batch thread would then wait for
+        the GIL after each ONNX Runtime, FAISS and LMDB call, and the loop for it. Measured on
+        ComposeMessage at half max (docs/performance.md, stop 36): p99 24.8 against 41.1 ms."""
         self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
         query = self.validate(query)
+        submit = self._on_loop if on_loop else self.batcher.submit
         if self.registry.canary is None:
-            result = await self.batcher.submit(query)
+            result = await submit(query)
         else:
-            result = await self._counted(query)
+            result = await self._counted(query, submit)
         if self.impressions is not None:
             self.impressions.record(request_id, query, result)
         return result
 
-    async def _counted(self, query: RecQuery) -> RecResult:
+    async def _on_loop(self, query: RecQuery) -> RecResult:
+        if self._loop_ready != threading.get_ident():  # FAISS's OpenMP threads, as a batch thread's
+            self._init_compute_thread()
+            self._loop_ready = threading.get_ident()
+        result = self._run_batch([query])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _counted(self, query: RecQuery, submit) -> RecResult:
         """Submit and count the call for its version; bad input is no error of the model."""
         canary = self.registry.canary
         started = time.perf_counter()
         try:
-            result = await self.batcher.submit(query)
+            result = await submit(query)
         except TailorError:
             raise
         except Exception:
@@ -163,8 +183,11 @@ class Recommender:
         for i, q in enumerate(queries):
             self.validate(q, f"requests[{i}].")
         self.registry.current()
-        submit = self.batcher.submit if self.registry.canary is None else self._counted
-        results = list(await asyncio.gather(*(submit(q) for q in queries)))
+        if self.registry.canary is None:
+            results = list(await asyncio.gather(*(self.batcher.submit(q) for q in queries)))
+        else:
+            results = list(await asyncio.gather(*(self._counted(q, self.batcher.submit)
+                                                  for q in queries)))
         if self.impressions is not None:
             for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
                 self.impressions.record(rid, q, res)

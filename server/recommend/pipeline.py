@@ -7,6 +7,7 @@ the batch) → top-k. Users without history get popularity (within the requested
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -69,14 +70,18 @@ class BatchValues:
 
 
 class _Stage:
+    """Times one stage into its histogram. Batches may run in several threads at once (the
+    batch threads, and the event loop for `recommend(on_loop=True)`): the start is per thread."""
+
     def __init__(self, name: str):
         self.hist = metrics.STAGE_LATENCY.labels(name)
+        self.started = threading.local()
 
     def __enter__(self):
-        self.t = time.perf_counter()
+        self.started.t = time.perf_counter()
 
     def __exit__(self, *exc):
-        self.hist.observe(time.perf_counter() - self.t)
+        self.hist.observe(time.perf_counter() - self.started.t)
 
 
 _STAGES = {n: _Stage(n) for n in ("history", "exclude", "encode", "retrieve", "rank", "assemble")}

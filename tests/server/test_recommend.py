@@ -71,6 +71,72 @@ async def test_exclusions_and_category_filter(stub, users):
     assert {users["category_of"][i.item_id] for i in reply.items} == {cat}
 
 
+async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_server, users):
+    """`recommend(on_loop=True)` (a composed message's picks) runs the same pipeline on the
+    event loop's thread; the default goes to the batch thread. Same answers either way."""
+    import threading
+
+    from server.errors import InvalidArgument
+    from server.recommend import RecQuery
+    rec, ran_in = tailor_server.recommender, []
+    run_batch = rec._run_batch
+
+    def recording(queries):
+        ran_in.append(threading.get_ident())
+        return run_batch(queries)
+
+    rec._run_batch = rec.batcher.runner.fn = recording
+    try:
+        item_ids = tailor_server.registry.current().items["item_ids"]
+        for q in (RecQuery(users["heavy"], 6), RecQuery("never-seen-before", 5),
+                  RecQuery(users["heavy"], 4, categories=(users["names"][1],))):
+            threaded = await rec.recommend(q)
+            here = await rec.recommend(q, on_loop=True)
+            assert ran_in[-2] != threading.get_ident() and ran_in[-1] == threading.get_ident()
+            np.testing.assert_array_equal(here.rows, threaded.rows)
+            np.testing.assert_allclose(here.scores, threaded.scores, rtol=1e-6)
+            assert here.cold_start == (q.user_id == "never-seen-before") == threaded.cold_start
+            assert not {str(item_ids[r]) for r in here.rows} & users["history"]
+        with pytest.raises(InvalidArgument, match="categories"):
+            await rec.recommend(RecQuery(users["heavy"], 3, categories=("no-such-category",)),
+                                on_loop=True)
+    finally:
+        rec._run_batch = rec.batcher.runner.fn = run_batch
+
+
+def test_overlapping_batches_time_their_own_stages():
+    """Two threads in one stage at once (a batch thread and a batch on the loop): each
+    observation runs from its own thread's start."""
+    import threading
+    import time
+
+    from server import metrics
+    from server.recommend.pipeline import _STAGES
+
+    def total() -> float:
+        return sum(s.value for family in metrics.STAGE_LATENCY.collect() for s in family.samples
+                   if s.name.endswith("_sum") and s.labels.get("stage") == "assemble")
+
+    before, inside = total(), threading.Barrier(2)
+
+    def long():
+        with _STAGES["assemble"]:
+            inside.wait()
+            time.sleep(0.3)
+
+    def short():
+        inside.wait()
+        time.sleep(0.1)
+        with _STAGES["assemble"]:  # starts 0.1 s after `long` did, ends before it
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=f) for f in (long, short)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 0.31 <= total() - before < 0.5  # 0.3 + 0.01 (one shared start: 0.2 + 0.01)
+
 async def test_unknown_user_gets_popularity_cold_start(stub, users):
     reply = await stub.Recommend(pb.RecommendRequest(user_id="never-seen-before", k=7))
     assert reply.cold_start and len(reply.items) == 7
@@ -153,3 +219,4 @@ async def test_concurrent_calls_are_answered_consistently(settings, users):
             user_id=users["heavy"], k=5)) for _ in range(50)))
     first = [i.item_id for i in replies[0].items]
     assert all([i.item_id for i in r.items] == first for r in replies)
+
