@@ -115,7 +115,7 @@ class Composer:
 
     async def compose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                       deliver: bool = False) -> Message:
-        out, recipient = await self.decide_and_render(campaign_id, user_id, context)
+        out, recipient = await self.decide_and_render(campaign_id, user_id, context, on_loop=True)
         if deliver and recipient is not None:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
@@ -123,9 +123,13 @@ class Composer:
         return out
 
     async def decide_and_render(self, campaign_id: str, user_id: str,
-                                context: Mapping[str, float]) -> tuple[Message, Recipient | None]:
+                                context: Mapping[str, float], on_loop: bool = False
+                                ) -> tuple[Message, Recipient | None]:
         """One logged decision, the contact policy's verdict, and (unless suppressed or in the
         holdout, where the recipient is None) the rendered message with its recipient.
+        `on_loop`: the template's `recommend()` calls run on the event loop (one message asked
+        for, ComposeMessage), not in the batch thread (SendCampaign's many at once share its
+        batches; `Recommender.recommend`).
 
         The message is rendered while the decision's record is being committed (the variant is
         known before; only a frequency cap's refusal comes from the commit), and the answer
@@ -136,7 +140,7 @@ class Composer:
         pending = self.campaigns.decide(campaign_id, user_id, context, profile=True)
         try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
-            drafted = await self._draft(campaign, pending, user_id)
+            drafted = await self._draft(campaign, pending, user_id, on_loop)
         except asyncio.CancelledError:
             pending.cancel()
             raise
@@ -153,7 +157,8 @@ class Composer:
             await asyncio.to_thread(self.phones.remember, user_id, phone)
         return out, recipient
 
-    async def _draft(self, campaign, pending, user_id: str) -> tuple[Message, Recipient] | None:
+    async def _draft(self, campaign, pending, user_id: str, on_loop: bool = False
+                     ) -> tuple[Message, Recipient] | None:
         """The rendered message of a decision not yet committed (None: nothing to render), from
         the profile the contact policy read for it (read here if it read none)."""
         choice = pending.choice
@@ -163,7 +168,7 @@ class Composer:
         if all(v.id != choice.variant_id for v in campaign.spec.variants):
             campaign = await self.message_campaign(campaign.spec.campaign_id)  # a new variant
         recipient = await read_recipient(self.profiles, user_id, pending.profile)
-        await self._render(out, campaign, recipient, user_id)
+        await self._render(out, campaign, recipient, user_id, on_loop)
         return out, recipient
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",
@@ -197,7 +202,8 @@ class Composer:
                                       f"at most {lim.attribute_value_chars}")
         return dict(attributes)
 
-    async def _render(self, out: Message, campaign, recipient: Recipient, user_id: str) -> None:
+    async def _render(self, out: Message, campaign, recipient: Recipient, user_id: str,
+                      on_loop: bool = False) -> None:
         spec = campaign.spec
         variant = next(v for v in spec.variants if v.id == out.variant_id)
         compiled = self.templates.get(spec.campaign_id, campaign.revision,
@@ -207,7 +213,7 @@ class Composer:
             out.unsubscribe_url = (self.unsubscribe_url(user_id, out.channel, spec.campaign_id)
                                    if user_id else f"{self.public_base}/u/preview")
         ctx = self.context.build(recipient, channel=out.channel, campaign=spec, variant=variant,
-                                 unsubscribe_url=out.unsubscribe_url)
+                                 unsubscribe_url=out.unsubscribe_url, on_loop=on_loop)
         rendered = await compiled.render(variant.id, ctx)
         out.parts = {p: rendered[p] for p in PARTS[out.channel] if p in rendered}
         out.sms = check_parts(variant.id, out.channel, out.parts, self.limits)

@@ -55,9 +55,11 @@ class MessageContext:
         self.limits = limits
 
     def build(self, recipient: Recipient, *, channel: str, campaign, variant,
-              unsubscribe_url: str = "", rec_user: str | None = None) -> dict:
+              unsubscribe_url: str = "", rec_user: str | None = None, on_loop: bool = False
+              ) -> dict:
         """`rec_user`: whose recommendations (default the recipient; previews of a sample
-        profile pass an id no profile has, which gets the popular items)."""
+        profile pass an id no profile has, which gets the popular items); `on_loop`: computed
+        on the event loop (`Recommender.recommend`)."""
         ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
                if name in recipient.attributes}
         ctx.update(profile=dict(recipient.attributes), interests=list(recipient.interests),
@@ -65,10 +67,10 @@ class MessageContext:
                    campaign={"id": campaign.campaign_id, "name": campaign.name,
                              "channel": campaign.channel, "variant_id": variant.id if variant else ""},
                    unsubscribe_url=unsubscribe_url,
-                   recommend=self._helper(rec_user or recipient.user_id, channel))
+                   recommend=self._helper(rec_user or recipient.user_id, channel, on_loop))
         return ctx
 
-    def _helper(self, user_id: str, channel: str):
+    def _helper(self, user_id: str, channel: str, on_loop: bool):
         shown: list[str] = []  # items of earlier calls in this message are not repeated
 
         async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
@@ -78,7 +80,7 @@ class MessageContext:
             query = RecQuery(user_id=user_id, k=k, channel=channel,
                              categories=(category,) if category else (),
                              exclude_item_ids=tuple(shown))
-            items = _items(await self.recommender.recommend(query, on_loop=True))
+            items = _items(await self.recommender.recommend(query, on_loop=on_loop))
             shown.extend(i["item_id"] for i in items)
             return items
         return recommend

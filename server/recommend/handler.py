@@ -27,7 +27,12 @@ from .exclusion import SeenPolicy
 from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
 
-__all__ = ["Recommender", "bundle_histories"]
+__all__ = ["Recommender", "bundle_histories", "ON_LOOP_ROWS"]
+
+ON_LOOP_ROWS = 20_000
+"""Most items a category-filtered `recommend(on_loop=True)` may score exactly on the event loop
+(a gather and a dot product of about 1 ms at 64 factors); a larger pool goes to the batch
+thread, where that work does not stop the loop."""
 
 
 def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
@@ -127,13 +132,17 @@ class Recommender:
         """Top-k for one query; the answer is recorded as request `request_id`'s impression.
 
         `on_loop`: compute it here, on the event loop, as a batch of one, rather than in the
-        batch thread. For callers that hold the loop for their own work around the call (a
-        composed message: its decision and rendering): the batch thread would then wait for
-        the GIL after each ONNX Runtime, FAISS and LMDB call, and the loop for it. Measured on
-        ComposeMessage at half max (docs/performance.md, stop 36): p99 24.8 against 41.1 ms."""
-        self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
+        batch thread, if its category filter scores at most `ON_LOOP_ROWS` items exactly. For
+        a caller that holds the loop for its own work around one call (ComposeMessage: its
+        decision and rendering): the batch thread would then wait for the GIL after each ONNX
+        Runtime, FAISS and LMDB call, and the loop for it. ComposeMessage at half max
+        (docs/performance.md, stop 36): p99 24.8 against 41.1 ms. Not for many calls at once:
+        they share the batch thread's batches."""
+        bundle = self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
         query = self.validate(query)
-        submit = self._on_loop if on_loop else self.batcher.submit
+        small = not query.categories or sum(
+            len(bundle.category_items[bundle.category_code[c]]) for c in query.categories) <= ON_LOOP_ROWS
+        submit = self._on_loop if on_loop and small else self.batcher.submit
         if self.registry.canary is None:
             result = await submit(query)
         else:

@@ -12,7 +12,8 @@ on every call, as without the cache; a list that differs from the ranked one, or
 another request context (a bundle with context features, `context`), is ranked again.
 
 At most `max_users` entries per bundle (the oldest inserted go first); a new bundle starts empty
-and an old one's entries go with it. Safe from several batch threads (one lock around writes).
+and an old one's entries go with it. Safe from several threads (one lock around the table's
+writes; an entry's parts are swapped whole, `CachedUser`).
 """
 from __future__ import annotations
 
@@ -33,40 +34,44 @@ Candidates = tuple[np.ndarray, np.ndarray]
 
 class CachedUser:
     """One user's encoder input and output, the last free search's candidates, and the ranker's
-    scores of the last candidate list it was given."""
+    scores of the last candidate list it was given.
 
-    __slots__ = ("items", "weights", "vector", "depth", "found", "ranked", "scores", "ctx")
+    Two pipelines may use one entry at once (batch threads, and the event loop for
+    `Recommender.recommend(on_loop=True)`): what goes together is kept in one tuple, replaced
+    and read as a whole, so a reader never pairs one call's candidates or scores with
+    another's depth or rows."""
+
+    __slots__ = ("items", "weights", "vector", "_found", "_ranked")
 
     def __init__(self, items: np.ndarray, weights: np.ndarray, vector: np.ndarray):
         self.items = items
         self.weights = weights
         self.vector = vector
-        self.depth = 0
-        """The search depth `found` was taken at (0: none yet)."""
-        self.found: Candidates | None = None
-        self.ranked: np.ndarray | None = None
-        """The candidate rows `scores` belong to."""
-        self.scores: np.ndarray | None = None
-        self.ctx = None
-        """The request-context key `scores` were computed in (None: a bundle without one)."""
+        self._found: tuple[int, Candidates] | None = None
+        """(search depth, the candidates found at it)."""
+        self._ranked: tuple[np.ndarray, np.ndarray, object] | None = None
+        """(candidate rows, the ranker's scores of them, the request-context key they were
+        computed in: None for a bundle without one)."""
 
     def candidates(self, depth: int) -> Candidates | None:
         """The cached candidates if they were searched at exactly `depth`."""
-        return self.found if self.depth == depth else None
+        found = self._found
+        return found[1] if found is not None and found[0] == depth else None
 
     def keep(self, depth: int, found: Candidates) -> None:
-        self.found, self.depth = found, depth
+        self._found = (depth, found)
 
     def scores_for(self, rows: np.ndarray, ctx=None) -> np.ndarray | None:
         """The ranker's scores if they were computed for exactly these candidate `rows` in
         request context `ctx` (the same history, rows and context give the same features)."""
-        if (self.ranked is None or self.ctx != ctx or len(self.ranked) != len(rows)
-                or not (self.ranked == rows).all()):
+        ranked = self._ranked
+        if (ranked is None or ranked[2] != ctx or len(ranked[0]) != len(rows)
+                or not (ranked[0] == rows).all()):
             return None
-        return self.scores
+        return ranked[1]
 
     def keep_scores(self, rows: np.ndarray, scores: np.ndarray, ctx=None) -> None:
-        self.ranked, self.scores, self.ctx = rows, scores, ctx
+        self._ranked = (rows, scores, ctx)
 
 
 class UserCache:

@@ -71,13 +71,15 @@ async def test_exclusions_and_category_filter(stub, users):
     assert {users["category_of"][i.item_id] for i in reply.items} == {cat}
 
 
-async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_server, users):
-    """`recommend(on_loop=True)` (a composed message's picks) runs the same pipeline on the
-    event loop's thread; the default goes to the batch thread. Same answers either way."""
+async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_server, users,
+                                                                          monkeypatch):
+    """`recommend(on_loop=True)` (ComposeMessage's picks) runs the same pipeline on the event
+    loop's thread, unless its category pool is over `ON_LOOP_ROWS`; the default goes to the
+    batch thread. Same answers either way (the user cache off: each call computes)."""
     import threading
 
     from server.errors import InvalidArgument
-    from server.recommend import RecQuery
+    from server.recommend import RecQuery, handler
     rec, ran_in = tailor_server.recommender, []
     run_batch = rec._run_batch
 
@@ -85,23 +87,28 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
         ran_in.append(threading.get_ident())
         return run_batch(queries)
 
-    rec._run_batch = rec.batcher.runner.fn = recording
-    try:
-        item_ids = tailor_server.registry.current().items["item_ids"]
-        for q in (RecQuery(users["heavy"], 6), RecQuery("never-seen-before", 5),
-                  RecQuery(users["heavy"], 4, categories=(users["names"][1],))):
-            threaded = await rec.recommend(q)
-            here = await rec.recommend(q, on_loop=True)
-            assert ran_in[-2] != threading.get_ident() and ran_in[-1] == threading.get_ident()
-            np.testing.assert_array_equal(here.rows, threaded.rows)
-            np.testing.assert_allclose(here.scores, threaded.scores, rtol=1e-6)
-            assert here.cold_start == (q.user_id == "never-seen-before") == threaded.cold_start
-            assert not {str(item_ids[r]) for r in here.rows} & users["history"]
-        with pytest.raises(InvalidArgument, match="categories"):
-            await rec.recommend(RecQuery(users["heavy"], 3, categories=("no-such-category",)),
-                                on_loop=True)
-    finally:
-        rec._run_batch = rec.batcher.runner.fn = run_batch
+    monkeypatch.setattr(rec, "_run_batch", recording)
+    monkeypatch.setattr(rec.batcher.runner, "fn", recording)
+    monkeypatch.setattr(rec, "cache", None)
+    item_ids = tailor_server.registry.current().items["item_ids"]
+    cat = (users["names"][1],)
+    for q in (RecQuery(users["heavy"], 6), RecQuery("never-seen-before", 5),
+              RecQuery(users["heavy"], 4, categories=cat)):
+        here = await rec.recommend(q, on_loop=True)
+        threaded = await rec.recommend(q)
+        assert ran_in[-2] == threading.get_ident() and ran_in[-1] != threading.get_ident()
+        np.testing.assert_array_equal(here.rows, threaded.rows)
+        np.testing.assert_allclose(here.scores, threaded.scores, rtol=1e-6)
+        assert here.cold_start == (q.user_id == "never-seen-before") == threaded.cold_start
+        assert not {str(item_ids[r]) for r in here.rows} & users["history"]
+    monkeypatch.setattr(handler, "ON_LOOP_ROWS", 0)  # every category pool is too large now
+    await rec.recommend(RecQuery(users["heavy"], 4, categories=cat), on_loop=True)
+    assert ran_in[-1] != threading.get_ident()
+    await rec.recommend(RecQuery(users["heavy"], 4), on_loop=True)  # no filter: still here
+    assert ran_in[-1] == threading.get_ident()
+    monkeypatch.setattr(rec, "_run_batch", lambda queries: [InvalidArgument("k", "bad")])
+    with pytest.raises(InvalidArgument, match="bad"):  # a query's own error, raised
+        await rec.recommend(RecQuery(users["heavy"], 3), on_loop=True)
 
 
 def test_overlapping_batches_time_their_own_stages():

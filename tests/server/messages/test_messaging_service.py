@@ -57,18 +57,30 @@ async def test_compose_renders_the_users_name_escaped_and_items_of_their_top_cat
 
 
 async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profiles, messaging,
-                                                                catalog, channel):
+                                                                catalog, channel, tailor_server,
+                                                                monkeypatch):
     """The template's recommend(4, category=...) is the Recommend pipeline for the recipient:
     the same items, in the same order, as a Recommend call with the same k, channel and
-    category."""
+    category. ComposeMessage computes them on the event loop; SendCampaign's composes (many at
+    once) through the batch thread."""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     category = catalog["category"][catalog["ids"][0]]
     await interested_user(profiles, catalog, "u2", category)
     await opt_in(profiles, "u2")
+    rec, calls = tailor_server.recommender, []
+    recommend = rec.recommend
+
+    async def recording(query, request_id="", on_loop=False):
+        calls.append(on_loop)
+        return await recommend(query, request_id, on_loop)
+
+    monkeypatch.setattr(rec, "recommend", recording)
     msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u2"))
     answer = await recommendation_pb2_grpc.RecommendationServiceStub(channel).Recommend(
         rpb.RecommendRequest(user_id="u2", k=4, channel="email", categories=[category]))
     assert re.findall(r'data-item="([^"]+)"', msg.parts["html"]) == [i.item_id for i in answer.items]
+    await tailor_server.composer.decide_and_render("mail", "u2", {})  # SendCampaign's call
+    assert calls == [True, False, False]  # ComposeMessage, the Recommend RPC, SendCampaign's
 
 
 async def test_a_user_without_profile_gets_no_marketing_but_a_transactional_message_with_defaults(
