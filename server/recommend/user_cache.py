@@ -53,6 +53,12 @@ class CachedUser:
         """(candidate rows, the ranker's scores of them, the request-context key they were
         computed in: None for a bundle without one)."""
 
+    @property
+    def ranked(self) -> tuple[np.ndarray, np.ndarray, object] | None:
+        """(candidate rows, the ranker's scores of them, their context key) of the last list
+        ranked, or None."""
+        return self._ranked
+
     def candidates(self, depth: int) -> Candidates | None:
         """The cached candidates if they were searched at exactly `depth`."""
         found = self._found

@@ -108,7 +108,8 @@ def test_a_bundle_without_context_features_ignores_channel_and_hour(demo_bundle)
     user = _users(bundle, 1)[0]
     first = _rows(bundle, user, "web", MONDAY_9H, cache)
     entry = cache.lookup(bundle, [user], *_hist(bundle, user))[0]
-    assert entry.ctx is None and entry.scores is not None  # cached without a context key
+    rows, scores, ctx = entry.ranked
+    assert ctx is None and entry.scores_for(rows) is scores  # cached without a context key
     for channel, now in (("app", MONDAY_9H), ("email", SATURDAY_21H), ("", SATURDAY_21H)):
         assert _rows(bundle, user, channel, now) == first
 
