@@ -35,6 +35,12 @@ ON_LOOP_ROWS = 20_000
 thread, where that work does not stop the loop."""
 
 
+def _fits_on_loop(bundle: Bundle, query: RecQuery) -> bool:
+    """Whether the query's category filter (if any) scores at most `ON_LOOP_ROWS` items."""
+    return not query.categories or sum(
+        len(bundle.category_items[bundle.category_code[c]]) for c in query.categories) <= ON_LOOP_ROWS
+
+
 def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
     """Histories known to the bundle itself (training-time), None for unknown users."""
     return [bundle.history(u) for u in user_ids]
@@ -140,9 +146,8 @@ class Recommender:
         Not for many calls at once: they share the batch thread's batches."""
         bundle = self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
         query = self.validate(query)
-        small = not query.categories or sum(
-            len(bundle.category_items[bundle.category_code[c]]) for c in query.categories) <= ON_LOOP_ROWS
-        submit = self._on_loop if on_loop and small else self.batcher.submit
+        submit = (self._on_loop if on_loop and _fits_on_loop(bundle, query)
+                  else self.batcher.submit)
         if self.registry.canary is None:
             result = await submit(query)
         else:
@@ -160,12 +165,13 @@ class Recommender:
             raise result
         return result
 
-    async def _counted(self, query: RecQuery, submit) -> RecResult:
-        """Submit and count the call for its version; bad input is no error of the model."""
+    async def _counted(self, query: RecQuery, submit=None) -> RecResult:
+        """Submit (to the batcher unless `submit` says where) and count the call for its
+        version; bad input is no error of the model."""
         canary = self.registry.canary
         started = time.perf_counter()
         try:
-            result = await submit(query)
+            result = await (submit or self.batcher.submit)(query)
         except TailorError:
             raise
         except Exception:
@@ -192,11 +198,8 @@ class Recommender:
         for i, q in enumerate(queries):
             self.validate(q, f"requests[{i}].")
         self.registry.current()
-        if self.registry.canary is None:
-            results = list(await asyncio.gather(*(self.batcher.submit(q) for q in queries)))
-        else:
-            results = list(await asyncio.gather(*(self._counted(q, self.batcher.submit)
-                                                  for q in queries)))
+        submit = self.batcher.submit if self.registry.canary is None else self._counted
+        results = list(await asyncio.gather(*(submit(q) for q in queries)))
         if self.impressions is not None:
             for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
                 self.impressions.record(rid, q, res)

@@ -144,6 +144,7 @@ def test_overlapping_batches_time_their_own_stages():
         t.join()
     assert 0.31 <= total() - before < 0.5  # 0.3 + 0.01 (one shared start: 0.2 + 0.01)
 
+
 async def test_unknown_user_gets_popularity_cold_start(stub, users):
     reply = await stub.Recommend(pb.RecommendRequest(user_id="never-seen-before", k=7))
     assert reply.cold_start and len(reply.items) == 7
@@ -226,4 +227,3 @@ async def test_concurrent_calls_are_answered_consistently(settings, users):
             user_id=users["heavy"], k=5)) for _ in range(50)))
     first = [i.item_id for i in replies[0].items]
     assert all([i.item_id for i in r.items] == first for r in replies)
-
