@@ -116,7 +116,12 @@ def excluded_rows(policy: SeenPolicy | None, bundle: Bundle, user_ids: Sequence[
                   live: Sequence[SeenSet | None], requested: Sequence[np.ndarray], now: float
                   ) -> list[np.ndarray]:
     """Per user, the sorted unique rows not to recommend: the `requested` rows plus the seen
-    items (bundle seen-set and `live`) that `policy` excludes at `now` (none without a policy)."""
+    items (bundle seen-set and `live`) that `policy` excludes at `now` (none without a policy).
+
+    One user (Recommend's usual batch under load) takes slices of the tables and one
+    `np.unique`; several are done together, as one sorted array of (user, row) keys."""
+    if len(user_ids) == 1:
+        return [_one_user(policy, bundle, user_ids[0], live[0], requested[0], now)]
     parts_rows, parts_user = [], []
     _add(parts_rows, parts_user, list(range(len(requested))), list(requested))
     if policy is not None:
@@ -131,6 +136,40 @@ def excluded_rows(policy: SeenPolicy | None, bundle: Bundle, user_ids: Sequence[
         keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
     bounds = np.searchsorted(keys, np.arange(len(user_ids) + 1, dtype=np.int64) * n)
     return [keys[bounds[j]:bounds[j + 1]] - j * n for j in range(len(user_ids))]
+
+
+def _one_user(policy: SeenPolicy | None, bundle: Bundle, user_id: str, live: SeenSet | None,
+              requested: np.ndarray, now: float) -> np.ndarray:
+    """`excluded_rows` of one user."""
+    parts = [requested.astype(np.int64, copy=False)] if len(requested) else []
+    if policy is not None:
+        t = policy.tables(bundle)
+        row = bundle.row_of(user_id)
+        if row is not None:
+            lo, hi = int(t.indptr[row]), int(t.indptr[row + 1])
+            parts.append(_bundle_kept(t, slice(lo, hi), now)[0])
+        if live is not None and len(live):
+            parts.append(_live_kept(t, policy, live.codes, live.mask, live.ts, now)[0])
+    if not parts:
+        return np.zeros(0, np.int64)
+    return np.unique(np.concatenate(parts) if len(parts) > 1 else parts[0])
+
+
+def _bundle_kept(t: _BundleSeen, at: slice | np.ndarray, now: float) -> np.ndarray:
+    """(rows excluded at `now`, which entries they are) of the bundle seen-set entries `at`."""
+    rows = t.items[at]
+    keep = t.bits.excluded(t.mask[at], t.ts[at], now) & ~t.repeatable[rows]
+    return rows[keep], keep
+
+
+def _live_kept(t: _BundleSeen, policy: SeenPolicy, codes: np.ndarray, mask: np.ndarray,
+               ts: np.ndarray, now: float) -> tuple[np.ndarray, np.ndarray]:
+    """(rows excluded at `now`, which entries they are) of live seen-set entries: items of
+    this bundle's catalog whose events exclude them."""
+    rows = t.rows_of_codes(codes)
+    keep = policy.live.excluded(mask, ts, now) & (rows >= 0)
+    keep &= ~t.repeatable[np.maximum(rows, 0)]
+    return rows[keep], keep
 
 
 def _add(parts_rows: list, parts_user: list, owners: list[int], arrays: list[np.ndarray]) -> None:
@@ -156,9 +195,8 @@ def _add_bundle_seen(t: _BundleSeen, bundle: Bundle, user_ids, now, parts_rows, 
     at = np.asarray([r for _, r in found], np.int64)
     lo, hi = t.indptr[at], t.indptr[at + 1]
     idx = _ranges(lo, hi)
-    rows = t.items[idx]
-    keep = t.bits.excluded(t.mask[idx], t.ts[idx], now) & ~t.repeatable[rows]
-    parts_rows.append(rows[keep])
+    rows, keep = _bundle_kept(t, idx, now)
+    parts_rows.append(rows)
     parts_user.append(np.repeat(owners, hi - lo)[keep])
 
 
@@ -166,12 +204,9 @@ def _add_live_seen(t: _BundleSeen, policy: SeenPolicy, live, now, parts_rows, pa
     sets = [(j, s) for j, s in enumerate(live) if s is not None and len(s)]
     if not sets:
         return
-    codes = np.concatenate([s.codes for _, s in sets])
-    mask = np.concatenate([s.mask for _, s in sets])
-    ts = np.concatenate([s.ts for _, s in sets])
     owner = np.repeat(np.asarray([j for j, _ in sets], np.int64), [len(s) for _, s in sets])
-    rows = t.rows_of_codes(codes)
-    keep = policy.live.excluded(mask, ts, now) & (rows >= 0)
-    keep &= ~t.repeatable[np.maximum(rows, 0)]
-    parts_rows.append(rows[keep])
+    rows, keep = _live_kept(t, policy, np.concatenate([s.codes for _, s in sets]),
+                            np.concatenate([s.mask for _, s in sets]),
+                            np.concatenate([s.ts for _, s in sets]), now)
+    parts_rows.append(rows)
     parts_user.append(owner[keep])

@@ -153,6 +153,8 @@ def _encode(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], user_ids: list[
     """User vectors [B, d] (the cached ones where the input still matches) and cache entries."""
     entries = cache.lookup(bundle, user_ids, *hist) if cache is not None else [None] * len(user_ids)
     miss = [j for j, e in enumerate(entries) if e is None]
+    if not miss:
+        return np.stack([e.vector for e in entries]), entries
     if len(miss) == len(user_ids):
         users = bundle.encoder.run(["user_vec"], {"items": hist[0], "weights": hist[1]})[0]
     else:

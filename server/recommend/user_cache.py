@@ -111,10 +111,16 @@ class UserCache:
         at = [j for j, e in enumerate(found) if e is not None]
         if not at:
             return found
-        cached_items = np.stack([found[j].items for j in at])
-        cached_w = np.stack([found[j].weights for j in at])
-        same = (cached_items == items[at]).all(axis=1)
-        same &= (np.abs(weights[at] - cached_w) <= self.rtol * cached_w).all(axis=1)
+        if len(at) == 1:  # most batches under load: views of the one entry, no copies
+            j = at[0]
+            cached_items, cached_w = found[j].items[None], found[j].weights[None]
+            items, weights = items[j:j + 1], weights[j:j + 1]
+        else:
+            cached_items = np.stack([found[j].items for j in at])
+            cached_w = np.stack([found[j].weights for j in at])
+            items, weights = items[at], weights[at]
+        same = (cached_items == items).all(axis=1)
+        same &= (np.abs(weights - cached_w) <= self.rtol * cached_w).all(axis=1)
         for j, ok in zip(at, same.tolist()):
             if not ok:
                 found[j] = None

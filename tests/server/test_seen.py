@@ -109,6 +109,28 @@ def test_bundle_seen_set_counts_every_training_row(loaded, demo_data):
         assert out[j].tolist() == sorted(r for r in rows.tolist() if loaded.item_category[r] != grocery)
 
 
+def test_one_user_alone_gets_what_the_batch_gives_them(loaded):
+    """`excluded_rows` of one user (slices) against the batch (one array of keys): the same rows
+    for bundle users with live sets, requested rows, duplicates, and unknown users."""
+    policy = SeenPolicy.from_settings(Settings())
+    rng = np.random.default_rng(3)
+    users = loaded.users["user_ids"][:40].tolist() + ["new-user", "other-new-user"]
+    n, cutoff = loaded.n_items, float(loaded.manifest.cutoff)
+    types = list(BIT)
+    live = [None if j % 4 == 0 else _live(loaded, [
+        (int(r), types[int(t)], float(a)) for r, t, a in zip(
+            rng.integers(0, n, 6), rng.integers(0, len(types), 6), rng.uniform(0, 60, 6))])
+        for j in range(len(users))]
+    requested = [rng.integers(0, n, j % 3).astype(np.int64) for j in range(len(users))]
+    for now in (cutoff, NOW):
+        together = excluded_rows(policy, loaded, users, live, requested, now)
+        assert sum(len(r) for r in together) > len(users)  # something excluded besides requests
+        for j, user in enumerate(users):
+            alone = excluded_rows(policy, loaded, [user], [live[j]], [requested[j]], now)[0]
+            assert alone.dtype == together[j].dtype == np.int64
+            np.testing.assert_array_equal(alone, together[j])
+
+
 def test_bundle_without_seen_arrays_excludes_its_history_for_good(demo_bundle, tmp_path):
     old = load_bundle(without_seen_arrays(demo_bundle, tmp_path / demo_bundle.name))
     assert "seen_indptr" not in old.users

@@ -26,6 +26,15 @@ def test_same_input_hits_and_changed_input_misses():
     assert cache.lookup(key, ["u"], *_input([1.0, 2.0, 1.0])) == [None]  # a new item
     assert cache.lookup(key, ["v"], items, w) == [None]
     assert cache.lookup(_Key(), ["u"], items, w) == [None]               # another bundle
+    # several entries found in one batch (compared together) and one found in a batch of three
+    other = cache.store(key, "o", items[0], w[0] * 2, np.ones(4, np.float32))
+    rows, ws = np.repeat(items, 3, axis=0), np.stack([w[0], w[0] * 2, w[0] * 2])
+    assert cache.lookup(key, ["u", "o", "v"], rows, ws) == [stored, other, None]
+    ws[1, 0] *= 1 + 2e-4
+    assert cache.lookup(key, ["u", "o", "v"], rows, ws) == [stored, None, None]
+    assert cache.lookup(key, ["v", "o", "x"], rows, np.stack([w[0] * 2] * 3)) == [None, other, None]
+    rows[1, 1] = 4
+    assert cache.lookup(key, ["v", "o", "x"], rows, np.stack([w[0] * 2] * 3)) == [None, None, None]
 
 
 def test_oldest_entries_go_first_and_zero_keeps_none():
