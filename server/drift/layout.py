@@ -12,7 +12,7 @@ of vectorised numpy calls (one `bincount` in the end), whatever the number of fe
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,7 +87,20 @@ class DriftLayout:
 
     def count(self, v: BatchValues) -> np.ndarray:
         """Counts of the batch's values per bin: int64 [size]."""
-        keys = [self._history(v), self._recommended(v), self._candidates(v)]
+        return self.count_many([v])
+
+    def count_many(self, batches: Sequence[BatchValues]) -> np.ndarray:
+        """Counts of several batches' values per bin, int64 [size]: their histories and answers
+        binned together, the candidates batch by batch (each batch's own sample)."""
+        bundle = batches[0].bundle
+        if len(batches) == 1:
+            items, weights = batches[0].hist
+        else:
+            items = np.concatenate([b.hist[0] for b in batches])
+            weights = np.concatenate([b.hist[1] for b in batches])
+        keys = [self._history(bundle, items, weights),
+                self._recommended(bundle, [r for b in batches for r in b.results]),
+                *(self._candidates(b) for b in batches)]
         return np.bincount(np.concatenate(keys), minlength=self.size)
 
     def _binned(self, name: str, values: np.ndarray) -> np.ndarray:
@@ -98,18 +111,17 @@ class DriftLayout:
             return slot.start + values.astype(np.int64)
         return slot.start + bin_columns(values.reshape(-1, 1), self._edges[name])[:, 0]
 
-    def _history(self, v: BatchValues) -> np.ndarray:
-        items, weights = v.hist
+    def _history(self, bundle, items: np.ndarray, weights: np.ndarray) -> np.ndarray:
         mask = weights > 0
-        cats = v.bundle.item_category[items[mask]] if HISTORY_CATEGORY in self._by_name else ()
+        cats = bundle.item_category[items[mask]] if HISTORY_CATEGORY in self._by_name else ()
         return np.concatenate([self._binned(HISTORY_LEN, mask.sum(axis=1)),
                                self._binned(HISTORY_CATEGORY, np.asarray(cats, np.int64))])
 
-    def _recommended(self, v: BatchValues) -> np.ndarray:
-        if RECOMMENDATION_CATEGORY not in self._by_name or not v.results:
+    def _recommended(self, bundle, results: list) -> np.ndarray:
+        if RECOMMENDATION_CATEGORY not in self._by_name or not results:
             return np.zeros(0, np.int64)
-        rows = np.concatenate([r.rows for r in v.results])
-        return self._binned(RECOMMENDATION_CATEGORY, v.bundle.item_category[rows])
+        rows = np.concatenate([r.rows for r in results])
+        return self._binned(RECOMMENDATION_CATEGORY, bundle.item_category[rows])
 
     def _candidates(self, v: BatchValues) -> np.ndarray:
         """The ranker features and score of the batch's candidates (at most `MAX_CANDIDATES`),

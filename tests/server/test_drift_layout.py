@@ -54,6 +54,57 @@ def test_a_batch_lands_in_the_bins_worked_out_by_hand():
         "channel_affinity": [0, 0]}
 
 
+def test_batches_counted_together_give_the_sum_of_their_counts():
+    """`count_many`: histories and answers binned together, candidates per batch; a batch of
+    another history width or without a ranker mixes in."""
+    layout = DriftLayout(REFS, n_categories=3)
+    one, plain = batch(), batch(with_ranker=False)
+    expected = 2 * layout.count(one) + layout.count(plain)
+    np.testing.assert_array_equal(layout.count_many([one, plain, one]), expected)
+    assert layout.count_many([one, plain, one]).sum() == expected.sum() > 0
+
+
+def test_the_monitor_counts_waiting_batches_by_queries_time_and_report():
+    """`DriftMonitor.observe` keeps batches until `PENDING_QUERIES` queries or
+    `PENDING_SECONDS` have come, and `report` counts whatever waits; a batch of another
+    `Bundle` object of the same version (an amended copy) is counted apart."""
+    from server.drift import monitor as dm
+
+    now = [1000.0]
+    bundle = SimpleNamespace(item_category=np.array([0, 1, 2]), version="v1",
+                             category_code={"a": 0, "b": 1, "c": 2},
+                             manifest=SimpleNamespace(drift=REFS))
+    source = SimpleNamespace(active=bundle)
+    mon = dm.DriftMonitor(source, window_seconds=100, windows=2, min_count=1, clock=lambda: now[0])
+
+    def of(b):
+        v = batch()
+        return BatchValues(b, v.hist, v.cands, v.feats, v.scores, v.results)
+
+    def counted() -> int:
+        track = mon._tracks["v1"]
+        return int(track.windows.total(now[0])[0].sum())
+
+    per_batch = int(mon._track(bundle).layout.count(of(bundle)).sum())
+    for _ in range(dm.PENDING_QUERIES // 2 - 1):  # two queries a batch: one short of the count
+        mon.observe(of(bundle))
+    assert counted() == 0
+    mon.observe(of(bundle))
+    assert counted() == dm.PENDING_QUERIES // 2 * per_batch
+    mon.observe(of(bundle))
+    now[0] += dm.PENDING_SECONDS  # light traffic: the next batch takes both
+    mon.observe(of(bundle))
+    assert counted() == (dm.PENDING_QUERIES // 2 + 2) * per_batch
+    mon.observe(of(bundle))
+    copy = SimpleNamespace(**vars(bundle))
+    mon.observe(of(copy))  # the waiting batch is counted, the copy's waits
+    assert counted() == (dm.PENDING_QUERIES // 2 + 3) * per_batch
+    report = mon.report()
+    assert counted() == (dm.PENDING_QUERIES // 2 + 4) * per_batch
+    assert sum(f.live_count for f in report.features if f.name == "history_len") == \
+        (dm.PENDING_QUERIES // 2 + 4) * 2
+
+
 def test_without_a_ranker_only_retrieval_scores_are_counted_of_the_candidates():
     layout = DriftLayout(REFS, n_categories=3)
     got = per_feature(layout, layout.count(batch(with_ranker=False)))
