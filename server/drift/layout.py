@@ -91,7 +91,9 @@ class DriftLayout:
 
     def count_many(self, batches: Sequence[BatchValues]) -> np.ndarray:
         """Counts of several batches' values per bin, int64 [size]: their histories and answers
-        binned together, the candidates batch by batch (each batch's own sample)."""
+        binned together, the candidates batch by batch (each batch's own sample). The batches
+        are of one `Bundle` object (the first one's categories are read for all), so their
+        histories have one width."""
         bundle = batches[0].bundle
         if len(batches) == 1:
             items, weights = batches[0].hist

@@ -40,8 +40,9 @@ PENDING_QUERIES = 32
 most Recommend batches hold one or two calls, and counting each alone cost about 45 us of
 numpy calls, mostly fixed."""
 PENDING_SECONDS = 1.0
-"""Longest a waiting batch goes uncounted while traffic is light (checked as batches come;
-`report` counts whatever waits)."""
+"""A waiting batch is counted with the next batch to come after this long; `report` and the
+periodic `run` (every `check_seconds`) count whatever waits. Counts go to the window of the
+time the first waiting batch came."""
 
 
 @dataclass
@@ -100,33 +101,33 @@ class DriftMonitor:
         return track
 
     def observe(self, values: BatchValues) -> None:
-        """Count one batch's values (the pipeline's hook; any thread). Never raises: a failure
-        here must not fail the batch it watches."""
+        """Keep one batch's values (the pipeline's hook; any thread), and count the track's
+        waiting batches once they hold `PENDING_QUERIES` queries or the first of them has
+        waited `PENDING_SECONDS`. Never raises: a failure here must not fail the batch it
+        watches."""
         try:
             track = self._track(values.bundle)
-            if track.layout is None:
-                return
-            now, apart, batches = self.clock(), [], []
-            with self._lock:
-                if track.pending and track.pending[0].bundle is not values.bundle:
-                    apart = self._take(track)  # an amended copy of the bundle: counted apart
-                if not track.pending:
-                    track.since = now
-                track.pending.append(values)
-                track.queries += len(values.results)
-                if track.queries >= PENDING_QUERIES or now - track.since >= PENDING_SECONDS:
-                    batches = self._take(track)
-            self._count(track, apart, now)
-            self._count(track, batches, now)
-        except Exception:  # keep answering; say why, at most once a minute
-            now = time.monotonic()
-            if now - self._failed_at > 60.0:
-                self._failed_at = now
-                logger.exception("counting a batch for drift failed (bundle %s)",
-                                 values.bundle.version)
+        except Exception:  # keep answering
+            self._failed(values.bundle.version)
+            return
+        if track.layout is None:
+            return
+        now, apart, due = self.clock(), None, None
+        with self._lock:
+            if track.pending and track.pending[0].bundle is not values.bundle:
+                apart = self._take(track)  # an amended copy of the bundle: counted apart
+            if not track.pending:
+                track.since = now
+            track.pending.append(values)
+            track.queries += len(values.results)
+            if track.queries >= PENDING_QUERIES or now - track.since >= PENDING_SECONDS:
+                due = self._take(track)
+        self._count(track, apart)
+        self._count(track, due)
 
     def report(self) -> DriftReport:
-        """The served bundle's drift over the rolling windows; also refreshes gauges and logs."""
+        """The served bundle's drift over the rolling windows (every waiting batch counted
+        first); also refreshes gauges and logs."""
         bundle = self.source.active
         if bundle is None:
             raise FailedPrecondition("no model bundle is loaded: nothing to report drift for")
@@ -135,30 +136,53 @@ class DriftMonitor:
             status = NO_REFERENCE if self.enabled else DISABLED
             return DriftReport(bundle.version, status, self.threshold, self.min_count,
                                self.window_seconds, self.windows, self.clock())
-        now = self.clock()
+        self.flush()
         with self._lock:
-            batches = self._take(track)
-        self._count(track, batches, now)
-        with self._lock:
-            live, since = track.windows.total(now)
+            live, since = track.windows.total(self.clock())
         report = build_report(bundle.version, track.layout, live, since, threshold=self.threshold,
                               min_count=self.min_count, window_seconds=self.window_seconds,
                               windows=self.windows)
         self._publish(report)
         return report
 
-    @staticmethod
-    def _take(track: _Track) -> list:
-        """The track's waiting batches, taken (the caller holds the lock)."""
-        batches, track.pending, track.queries = track.pending, [], 0
-        return batches
+    def flush(self) -> None:
+        """Count the waiting batches of every track (`report` and the periodic `run` do): no
+        batch waits longer than `check_seconds`, nor keeps a retired bundle referenced."""
+        with self._lock:
+            taken = [(t, self._take(t)) for t in self._tracks.values() if t.pending]
+        for track, waiting in taken:
+            self._count(track, waiting)
 
-    def _count(self, track: _Track, batches: list, now: float) -> None:
-        """Add `batches` (taken from `track`) to the window of `now`."""
-        if batches:
+    @staticmethod
+    def _take(track: _Track) -> tuple[list, float] | None:
+        """(the track's waiting batches, when the first of them came), taken; None if none
+        waits. The caller holds the lock."""
+        if not track.pending:
+            return None
+        waiting = (track.pending, track.since)
+        track.pending, track.queries = [], 0
+        return waiting
+
+    def _count(self, track: _Track, waiting: tuple[list, float] | None) -> None:
+        """Add batches taken from `track` to the window of the time the first of them came.
+        Never raises (a failure is logged, and those batches are not counted)."""
+        if waiting is None:
+            return
+        batches, since = waiting
+        try:
             counts = track.layout.count_many(batches)
-            with self._lock:
-                track.windows.add(counts, now)
+        except Exception:
+            self._failed(batches[0].bundle.version)
+            return
+        with self._lock:
+            track.windows.add(counts, since)
+
+    def _failed(self, version: str) -> None:
+        """Log the exception being handled, at most once a minute."""
+        now = time.monotonic()
+        if now - self._failed_at > 60.0:
+            self._failed_at = now
+            logger.exception("counting batches for drift failed (bundle %s)", version)
 
     def _publish(self, report: DriftReport) -> None:
         for f in report.features:
@@ -179,6 +203,7 @@ class DriftMonitor:
         while True:
             await asyncio.sleep(self.check_seconds)
             try:
+                self.flush()
                 if self.source.active is not None:
                     self.report()
             except Exception:  # keep monitoring; say why

@@ -22,8 +22,9 @@ class RollingCounts:
         return int(now // self.window_seconds)
 
     def add(self, counts: np.ndarray, now: float) -> None:
-        """Add one batch's counts to the window of `now`."""
-        epoch = self._epoch(now)
+        """Add counts to the window of `now`, or to the newest window if a newer one than
+        `now`'s was started meanwhile (late counts never clear a newer window's row)."""
+        epoch = max(self._epoch(now), int(self.epochs.max()))
         slot = epoch % len(self.epochs)
         if self.epochs[slot] != epoch:
             self.counts[slot] = 0

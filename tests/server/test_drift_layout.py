@@ -55,8 +55,8 @@ def test_a_batch_lands_in_the_bins_worked_out_by_hand():
 
 
 def test_batches_counted_together_give_the_sum_of_their_counts():
-    """`count_many`: histories and answers binned together, candidates per batch; a batch of
-    another history width or without a ranker mixes in."""
+    """`count_many`: histories and answers binned together, candidates per batch; a batch
+    without a ranker mixes in."""
     layout = DriftLayout(REFS, n_categories=3)
     one, plain = batch(), batch(with_ranker=False)
     expected = 2 * layout.count(one) + layout.count(plain)
@@ -67,42 +67,61 @@ def test_batches_counted_together_give_the_sum_of_their_counts():
 def test_the_monitor_counts_waiting_batches_by_queries_time_and_report():
     """`DriftMonitor.observe` keeps batches until `PENDING_QUERIES` queries or
     `PENDING_SECONDS` have come, and `report` counts whatever waits; a batch of another
-    `Bundle` object of the same version (an amended copy) is counted apart."""
+    `Bundle` object of the same version (an amended copy) is counted apart, with its own
+    categories."""
     from server.drift import monitor as dm
 
     now = [1000.0]
     bundle = SimpleNamespace(item_category=np.array([0, 1, 2]), version="v1",
                              category_code={"a": 0, "b": 1, "c": 2},
                              manifest=SimpleNamespace(drift=REFS))
-    source = SimpleNamespace(active=bundle)
-    mon = dm.DriftMonitor(source, window_seconds=100, windows=2, min_count=1, clock=lambda: now[0])
+    mon = dm.DriftMonitor(SimpleNamespace(active=bundle), window_seconds=100, windows=2,
+                          min_count=1, clock=lambda: now[0])
 
     def of(b):
         v = batch()
         return BatchValues(b, v.hist, v.cands, v.feats, v.scores, v.results)
 
-    def counted() -> int:
+    def counted() -> dict:
         track = mon._tracks["v1"]
-        return int(track.windows.total(now[0])[0].sum())
+        return per_feature(track.layout, track.windows.total(now[0])[0])
 
-    per_batch = int(mon._track(bundle).layout.count(of(bundle)).sum())
-    for _ in range(dm.PENDING_QUERIES // 2 - 1):  # two queries a batch: one short of the count
+    def recommended(n: int, copies: int = 0) -> list:  # rows 2 1 | 0 a batch; the copy: all "c"
+        return [n, n, n + 3 * copies]
+
+    half = dm.PENDING_QUERIES // 2  # two queries a batch
+    for _ in range(half - 1):
         mon.observe(of(bundle))
-    assert counted() == 0
+    assert counted()["recommendation_category"] == recommended(0)
     mon.observe(of(bundle))
-    assert counted() == dm.PENDING_QUERIES // 2 * per_batch
+    assert counted()["recommendation_category"] == recommended(half)
     mon.observe(of(bundle))
     now[0] += dm.PENDING_SECONDS  # light traffic: the next batch takes both
     mon.observe(of(bundle))
-    assert counted() == (dm.PENDING_QUERIES // 2 + 2) * per_batch
+    assert counted()["recommendation_category"] == recommended(half + 2)
     mon.observe(of(bundle))
-    copy = SimpleNamespace(**vars(bundle))
+    copy = SimpleNamespace(**{**vars(bundle), "item_category": np.array([2, 2, 2])})
     mon.observe(of(copy))  # the waiting batch is counted, the copy's waits
-    assert counted() == (dm.PENDING_QUERIES // 2 + 3) * per_batch
+    assert counted()["recommendation_category"] == recommended(half + 3)
     report = mon.report()
-    assert counted() == (dm.PENDING_QUERIES // 2 + 4) * per_batch
-    assert sum(f.live_count for f in report.features if f.name == "history_len") == \
-        (dm.PENDING_QUERIES // 2 + 4) * 2
+    assert counted()["recommendation_category"] == recommended(half + 3, copies=1)
+    n = half + 3  # batches of the bundle (items 0 1 2 | 2 2), then the copy's (all "c")
+    assert counted()["history_category"] == [n, n, 3 * n + 5]
+    rows = {f.name: f for f in report.features}
+    assert rows["history_len"].live_count == (half + 4) * 2
+    # counts go to the window of the first waiting batch's time (epoch 11 here, not 12)
+    now[0] = 1199.5
+    mon.observe(of(bundle))
+    now[0] = 1200.0 + dm.PENDING_SECONDS
+    mon.observe(of(bundle))
+    windows = mon._tracks["v1"].windows
+    assert windows.epochs.max() == 11 and windows.counts[11 % 2].sum() > 0
+    # a canary's (another version's) waiting batch is counted by the next report too
+    canary = SimpleNamespace(**{**vars(bundle), "version": "v2"})
+    mon.observe(of(canary))
+    assert mon._tracks["v2"].pending
+    mon.report()
+    assert not mon._tracks["v2"].pending and mon._tracks["v2"].windows.counts.sum() > 0
 
 
 def test_without_a_ranker_only_retrieval_scores_are_counted_of_the_candidates():
@@ -142,6 +161,8 @@ def test_rolling_windows_sum_the_last_ones_and_reuse_old_rows():
     assert total.tolist() == [0, 2] and since == 100
     rolling.add(np.array([5, 5]), now=260)     # takes window 0's row
     assert rolling.total(now=260)[0].tolist() == [5, 7]
+    rolling.add(np.array([1, 1]), now=50)      # late counts: the newest window, nothing cleared
+    assert rolling.total(now=260)[0].tolist() == [6, 8]
     assert rolling.total(now=1000)[0].tolist() == [0, 0]
 
 
