@@ -155,7 +155,8 @@ def _one_user(policy: SeenPolicy | None, bundle: Bundle, user_id: str, live: See
     return np.unique(np.concatenate(parts) if len(parts) > 1 else parts[0])
 
 
-def _bundle_kept(t: _BundleSeen, at: slice | np.ndarray, now: float) -> np.ndarray:
+def _bundle_kept(t: _BundleSeen, at: slice | np.ndarray, now: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(rows excluded at `now`, which entries they are) of the bundle seen-set entries `at`."""
     rows = t.items[at]
     keep = t.bits.excluded(t.mask[at], t.ts[at], now) & ~t.repeatable[rows]

@@ -161,9 +161,8 @@ def _encode(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], user_ids: list[
         users = np.empty((len(user_ids), bundle.dim), np.float32)
         users[[j for j, e in enumerate(entries) if e is not None]] = \
             np.stack([e.vector for e in entries if e is not None])
-        if miss:
-            users[miss] = bundle.encoder.run(["user_vec"], {"items": hist[0][miss],
-                                                            "weights": hist[1][miss]})[0]
+        users[miss] = bundle.encoder.run(["user_vec"], {"items": hist[0][miss],
+                                                        "weights": hist[1][miss]})[0]
     if cache is not None:
         for j in miss:
             entries[j] = cache.store(bundle, user_ids[j], hist[0][j], hist[1][j], users[j])

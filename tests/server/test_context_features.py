@@ -247,8 +247,10 @@ async def test_training_reads_the_servers_join_with_and_without_request_id(tailo
     # a heavy user whose list the channel does not change (asked of the server's pipeline, which
     # records no impression: the export below must hold the two answers only)
     run = tailor_server.recommender._run_batch
-    user = next(u for u in _users(bundle) if np.array_equal(
-        run([RecQuery(u, 10, channel="web")])[0].rows, run([RecQuery(u, 10, channel="app")])[0].rows))
+    user = next((u for u in _users(bundle) if np.array_equal(
+        run([RecQuery(u, 10, channel="web")])[0].rows, run([RecQuery(u, 10, channel="app")])[0].rows)),
+        None)
+    assert user is not None, "every heavy user's list changes with the channel"
     first = await rec.Recommend(pb.RecommendRequest(user_id=user, k=10, channel="web"))
     await asyncio.sleep(0.01)
     second = await rec.Recommend(pb.RecommendRequest(user_id=user, k=10, channel="app"))

@@ -111,24 +111,30 @@ def test_bundle_seen_set_counts_every_training_row(loaded, demo_data):
 
 def test_one_user_alone_gets_what_the_batch_gives_them(loaded):
     """`excluded_rows` of one user (slices) against the batch (one array of keys): the same rows
-    for bundle users with live sets, requested rows, duplicates, and unknown users."""
-    policy = SeenPolicy.from_settings(Settings())
+    for bundle users with live sets, requested rows (some already seen: duplicates), live codes
+    outside the catalog, unknown users, and no policy."""
     rng = np.random.default_rng(3)
     users = loaded.users["user_ids"][:40].tolist() + ["new-user", "other-new-user"]
-    n, cutoff = loaded.n_items, float(loaded.manifest.cutoff)
+    n, cutoff, u = loaded.n_items, float(loaded.manifest.cutoff), loaded.users
     types = list(BIT)
-    live = [None if j % 4 == 0 else _live(loaded, [
+    outside = (np.array([item_code("no-such-item")]), np.array([BIT["purchase"]], np.uint32),
+               np.array([NOW]))
+    live = [None if j % 4 == 0 else seen.merge(_live(loaded, [
         (int(r), types[int(t)], float(a)) for r, t, a in zip(
-            rng.integers(0, n, 6), rng.integers(0, len(types), 6), rng.uniform(0, 60, 6))])
+            rng.integers(0, n, 6), rng.integers(0, len(types), 6), rng.uniform(0, 60, 6))]), *outside)
         for j in range(len(users))]
-    requested = [rng.integers(0, n, j % 3).astype(np.int64) for j in range(len(users))]
-    for now in (cutoff, NOW):
-        together = excluded_rows(policy, loaded, users, live, requested, now)
-        assert sum(len(r) for r in together) > len(users)  # something excluded besides requests
-        for j, user in enumerate(users):
-            alone = excluded_rows(policy, loaded, [user], [live[j]], [requested[j]], now)[0]
-            assert alone.dtype == together[j].dtype == np.int64
-            np.testing.assert_array_equal(alone, together[j])
+    requested = [np.concatenate([rng.integers(0, n, j % 3),
+                                 u["seen_items"][u["seen_indptr"][j]:u["seen_indptr"][j] + 2]
+                                 if j < 40 else []]).astype(np.int64) for j in range(len(users))]
+    for policy in (SeenPolicy.from_settings(Settings()), None):
+        for now in (cutoff, NOW):
+            together = excluded_rows(policy, loaded, users, live, requested, now)
+            assert sum(len(r) for r in together) > (3 * len(users) if policy else 0)
+            for j, user in enumerate(users):
+                alone = excluded_rows(policy, loaded, [user], [live[j]], [requested[j]], now)[0]
+                assert alone.dtype == together[j].dtype == np.int64
+                np.testing.assert_array_equal(alone, together[j])
+                assert len(np.unique(alone)) == len(alone)
 
 
 def test_bundle_without_seen_arrays_excludes_its_history_for_good(demo_bundle, tmp_path):
