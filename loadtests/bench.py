@@ -430,9 +430,9 @@ def main(argv=None) -> None:
         print(f"\ncatalog {r['items']} items, index {r['index']}, "
               f"index recall@10 vs exact = {r['index_recall@10']}")
         print_table(r["runs"], r["pair"], r["idle"])
-        if len(r["ratios"]) > 1:
-            print("server CPU ratio of each pair: " + ", ".join(f"x{x:.2f}" for x in r["ratios"])
-                  + " (the table shows the median pair)")
+        for s in r["servers"] if len(r["ratios"]) > 1 else ():
+            print(f"server CPU ratio of each pair{s['tag']}: "
+                  + ", ".join(f"x{x:.2f}" for x in s["ratios"]) + " (the table shows the median pair)")
         print_impression_cost(r["servers"], _compared(args))
         print_interleaved(r["interleaved"], args.interleave)
     if args.plot is not None:
