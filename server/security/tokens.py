@@ -71,9 +71,11 @@ def _write(path: Path, doc: dict) -> None:
 
 def mint(path: Path, name: str, roles: list[str]) -> str:
     """A new random token for principal `name` with `roles` (replacing its previous token);
-    returns the token, which is stored nowhere."""
+    returns the token, which is stored nowhere. It never starts with "-": one in 64 of
+    `token_urlsafe`'s would, and a command line (`--token T`) would read it as an option."""
     doc = _read(path)
-    token = secrets.token_urlsafe(32)
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
     entry = {k: v for k, v in doc.get("principals", {}).get(name, {}).items()
              if k not in ("roles", "token_sha256")}
     doc.setdefault("principals", {})[name] = {"roles": roles, "token_sha256": token_hash(token), **entry}

@@ -71,6 +71,15 @@ def test_principals_come_from_tokens_and_certificate_names(tmp_path):
             auth.principal(metadata, ctx)
 
 
+def test_minted_tokens_pass_as_a_command_line_value(tmp_path):
+    """No token starts with "-" (`--token T` would read it as an option: one in 64 of random
+    url-safe tokens would; 1 - (63/64)^400 = 99.8% that one of these 400 would)."""
+    path = tmp_path / "auth.toml"
+    minted = [tokens.mint(path, f"p{i % 4}", ["tracker"]) for i in range(400)]
+    assert not [t for t in minted if t.startswith("-")]
+    assert len(set(minted)) == 400 and min(len(t) for t in minted) >= 43
+
+
 def test_a_bad_auth_config_is_refused_with_its_reason(tmp_path):
     path = tmp_path / "auth.toml"
     for text, reason in (('[principals.x]\nroles = ["root"]\ntoken_sha256 = "00"\n', "unknown roles"),
