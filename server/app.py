@@ -233,8 +233,12 @@ class TailorServer:
     async def _start_serving(self, serving: bool) -> int:
         await self.registry.start()
         await self.catalog.start()
-        await self.campaigns.start()
-        await self.impressions.start()
+        # Both writer processes load side by side (a few hundred ms each); both have finished
+        # starting, or failed, before an error goes up to `start` (which closes them).
+        for outcome in await asyncio.gather(self.campaigns.start(), self.impressions.start(),
+                                            return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
         # Outermost first: every call is identified, counted and timed, refused ones too.
         interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())

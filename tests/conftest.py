@@ -134,6 +134,17 @@ async def module_server(tmp_path_factory, demo_bundle):
         yield pair
 
 
+@pytest_asyncio.fixture(scope="module")
+async def module_bare_server(tmp_path_factory):
+    """(server, channel): one real server with no bundle, shared by a module's tests whose calls
+    are all refused (bad input changes nothing, so each case needs no server of its own)."""
+    from server.config import Settings
+    tmp = tmp_path_factory.mktemp("bare-server")
+    async with serving(Settings(port=0, data_dir=tmp / "data", grace_seconds=1.0, lmdb_sync=False,
+                                secrets_dir=tmp / "secrets")) as pair:
+        yield pair
+
+
 @pytest.fixture
 def copy_bundle(tmp_path):
     def copy(src: Path) -> Path:

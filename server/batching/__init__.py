@@ -7,8 +7,9 @@ metrics and asyncio they pull in (about half its start-up time).
 """
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..lazy import exports
 
 if TYPE_CHECKING:
     from .adaptive import AdaptiveBatcher, Done, Runner
@@ -20,14 +21,11 @@ if TYPE_CHECKING:
 __all__ = ["AdaptiveBatcher", "BatcherClosed", "Bulk", "Done", "Runner", "ThreadRunner",
            "WriterProcess"]
 
-_MODULES = {"AdaptiveBatcher": "adaptive", "Done": "adaptive", "Runner": "adaptive",
-            "BatcherClosed": "errors", "Bulk": "bulk", "ThreadRunner": "thread_runner",
-            "WriterProcess": "process_runner"}
-
-
-def __getattr__(name: str):
-    if name not in _MODULES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = exports(
+    __name__,
+    adaptive=("AdaptiveBatcher", "Done", "Runner"),
+    bulk=("Bulk",),
+    errors=("BatcherClosed",),
+    process_runner=("WriterProcess",),
+    thread_runner=("ThreadRunner",),
+)

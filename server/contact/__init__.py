@@ -6,12 +6,28 @@ live in kernels/ (`kernels.send_time`, `kernels.channel_choice`, `kernels.contac
 shared with the offline evaluation (`training.timing`); here `prior` serves the prior fitted on
 stored profiles and `choice` applies both choices to a batch of contacts.
 """
-from .caps import CONTACT_CHANNELS, ContactHistory, FrequencyCap
-from .consent import PURPOSES, consent_reason
-from .policy import Contact, ContactPolicy, Verdict, channels_of
-from .quiet_hours import QuietHours, SendWindow
-from .suppression import Suppressions
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..lazy import exports
+
+if TYPE_CHECKING:
+    from .caps import CONTACT_CHANNELS, ContactHistory, FrequencyCap
+    from .consent import PURPOSES, consent_reason
+    from .policy import Contact, ContactPolicy, Verdict, channels_of
+    from .quiet_hours import QuietHours, SendWindow
+    from .suppression import Suppressions
 
 __all__ = ["Contact", "ContactPolicy", "Verdict", "channels_of", "FrequencyCap", "ContactHistory",
            "QuietHours", "SendWindow", "consent_reason", "PURPOSES", "CONTACT_CHANNELS",
            "Suppressions"]
+
+__getattr__ = exports(
+    __name__,
+    caps=("CONTACT_CHANNELS", "ContactHistory", "FrequencyCap"),
+    consent=("PURPOSES", "consent_reason"),
+    policy=("Contact", "ContactPolicy", "Verdict", "channels_of"),
+    quiet_hours=("QuietHours", "SendWindow"),
+    suppression=("Suppressions",),
+)

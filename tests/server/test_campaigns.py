@@ -113,9 +113,10 @@ async def test_create_get_list_update_archive(stub):
     (dict(default_reward=2.0), "default_reward"),
     (dict(campaign_id="bad\x1fid"), "campaign_id"),
 ])
-async def test_invalid_specs_name_the_field(stub, bad, field):
+async def test_invalid_specs_name_the_field(module_bare_server, bad, field):
     kw = {"cid": bad.pop("campaign_id")} if "campaign_id" in bad else {}
-    code, details = await code_of(create(stub, **kw, **bad))
+    code, details = await code_of(create(pb_grpc.CampaignServiceStub(module_bare_server[1]),
+                                         **kw, **bad))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), details
 
 

@@ -198,8 +198,9 @@ def test_a_cap_of_one_a_day_holds_under_concurrent_calls_across_two_workers(serv
     (dict(purpose="promotional"), "purpose"),
     (dict(send_window=pb.SendWindow(start_hour=25)), "send_window.start_hour"),
 ])
-async def test_bad_contact_fields_are_invalid_arguments_naming_the_field(stubs, bad, field):
-    stub, _ = stubs
+async def test_bad_contact_fields_are_invalid_arguments_naming_the_field(module_bare_server, bad,
+                                                                        field):
+    stub = pb_grpc.CampaignServiceStub(module_bare_server[1])
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel="push", **bad)))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
