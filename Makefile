@@ -41,8 +41,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	PATH="$(BIN):$$PATH" cython-lint kernels/*.pyx kernels/*.pxd
 
+# Two test processes, one per core, each taking whole files (module fixtures, such as a shared
+# server, are set up once): most tests wait on servers and subprocesses starting.
 test: build lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 clean:
 	rm -rf build kernels/*.so kernels/*.c *.egg-info
