@@ -23,6 +23,7 @@ from protos.tailor.v1 import (
     recommendation_pb2_grpc,
 )
 
+from . import http as public_endpoints  # loaded only with a public port (`server.lazy`)
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .catalog import Catalog
@@ -31,7 +32,6 @@ from .contact import ContactPolicy, Suppressions
 from .contact.prior import PriorSource
 from .drift import DriftMonitor
 from .errors import FailedPrecondition
-from .http import DeliveryEvents, PublicHttp, SmsInbound, server_ssl_context
 from .impressions import Impressions
 from .messages.compose import Composer
 from .messages.delivery import Delivery
@@ -86,7 +86,7 @@ class TailorServer:
         self.reloaders: list[Callable[[], object]] = []
         """Called in order on SIGHUP (`reload()`): auth config, certificates, ..."""
         self.tls: ServerTls | None = None
-        self.public: PublicHttp | None = None
+        self.public: public_endpoints.PublicHttp | None = None
         """The public HTTP endpoint (unsubscribe, inbound SMS) when `public_http_port` is set."""
 
     def _options(self) -> list[tuple[str, int]]:
@@ -285,13 +285,14 @@ class TailorServer:
         s = self.settings
         if s.public_http_port is None:
             return
-        ctx, reload = server_ssl_context(self.tls)
+        web = public_endpoints
+        ctx, reload = web.server_ssl_context(self.tls)
         ring = self.secrets.get("sms-webhook")
-        sms = SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
+        sms = web.SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
         reports = self.secrets.get("delivery-events")
-        reports = reports and DeliveryEvents(reports, self.campaigns, self.profiles,
-                                             self.suppressions, s.limits)
-        self.public = PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
+        reports = reports and web.DeliveryEvents(reports, self.campaigns, self.profiles,
+                                                 self.suppressions, s.limits)
+        self.public = web.PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
                                  ssl_context=ctx, reuse_port=s.workers > 1, sms=sms,
                                  delivery_events=reports)
         await self.public.start()

@@ -76,3 +76,13 @@ def test_runtime_dependencies_are_what_the_server_and_client_import():
     imported = set(json.loads(proc.stdout)) | _imported_in_source()
     unused = [dist for dist, modules in runtime.items() if not modules & imported]
     assert not unused, f"declared runtime dependencies nothing imports: {unused}"
+
+
+def test_the_server_loads_the_http_stack_and_dkim_only_when_configured():
+    """`python -m server` with the defaults serves no public port, webhook or DKIM key: it
+    imports neither aiohttp nor dkimpy (a third of a second of every start)."""
+    script = ("import sys, server.app; "
+              "print(sorted(m for m in ('aiohttp', 'dkim', 'dns') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dkim
-
 from ..errors import FailedPrecondition
 
 __all__ = ["DkimSigner", "SIGNED_HEADERS"]
@@ -41,6 +39,8 @@ class DkimSigner:
 
     def sign(self, message: bytes) -> bytes:
         """`message` with its DKIM-Signature header in front."""
+        import dkim  # here: only a server with a DKIM key loads dkimpy (and dnspython)
+
         try:
             header = dkim.sign(message, self.selector, self.domain, self.key,
                                canonicalize=(b"relaxed", b"relaxed"),

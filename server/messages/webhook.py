@@ -16,11 +16,13 @@ or a connection error is transient (retried by `retry.Retry`); any other reply i
 from __future__ import annotations
 
 import json
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from ..security.secrets import Keyring
 from .errors import Permanent, Transient
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["WebhookSender", "webhook_body", "SIGNATURE_HEADER", "KEY_ID_HEADER", "RETRIED_STATUSES"]
 
@@ -43,6 +45,8 @@ class WebhookSender:
     running loop; `close()` ends it)."""
 
     def __init__(self, urls: dict[str, str], ring: Keyring, timeout: float = 10.0):
+        import aiohttp  # here: a server without webhook URLs never loads the HTTP client
+
         self.urls = {channel: url for channel, url in urls.items() if url}
         self.ring, self.timeout = ring, aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -60,6 +64,8 @@ class WebhookSender:
 
     async def post(self, channel: str, body: bytes) -> None:
         """One attempt: returns on 2xx, raises `Transient` or `Permanent` otherwise."""
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         try:
