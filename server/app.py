@@ -234,11 +234,14 @@ class TailorServer:
         await self.registry.start()
         await self.catalog.start()
         # Both writer processes load side by side (a few hundred ms each); both have finished
-        # starting, or failed, before an error goes up to `start` (which closes them).
-        for outcome in await asyncio.gather(self.campaigns.start(), self.impressions.start(),
-                                            return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
+        # starting, or failed, before the first error goes up to `start` (which closes them).
+        failed = [outcome for outcome in await asyncio.gather(
+            self.campaigns.start(), self.impressions.start(), return_exceptions=True)
+            if isinstance(outcome, BaseException)]
+        for other in failed[1:]:
+            logger.error("the impressions writer failed to start too: %s", other)
+        if failed:
+            raise failed[0]
         # Outermost first: every call is identified, counted and timed, refused ones too.
         interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -20,13 +21,28 @@ ROOT = Path(__file__).resolve().parents[1]
 # wall with spinning, 5-7 s without, the same bundle). Set before any test imports those
 # libraries; training and server subprocesses inherit it. Results do not depend on it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_PORTS = random.Random()
 SMALL_WORLD = ["--users", "1500", "--items", "600", "--days", "30", "--seed", "7"]
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now. Under `make test` (two pytest processes) each process draws
+    from its own range below the kernel's ephemeral ports (32768 and up), so neither the other
+    process nor an outgoing connection can take the port between this check and its use."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not (worker.startswith("gw") and worker[2:].isdigit()):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    low = 20000 + 6000 * (int(worker[2:]) % 2)
+    while True:
+        port = _PORTS.randrange(low, low + 6000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use (or lingering): draw again
+                continue
+        return port
 
 
 def run_module(*args: str, timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess:
