@@ -23,7 +23,7 @@ from protos.tailor.v1 import (
     recommendation_pb2_grpc,
 )
 
-from . import http as public_endpoints  # loaded only with a public port (`server.lazy`)
+from . import http as public_http  # loaded only with a public port (`server.lazy`)
 from .attribution import Attributor
 from .campaigns import Campaigns
 from .catalog import Catalog
@@ -86,7 +86,7 @@ class TailorServer:
         self.reloaders: list[Callable[[], object]] = []
         """Called in order on SIGHUP (`reload()`): auth config, certificates, ..."""
         self.tls: ServerTls | None = None
-        self.public: public_endpoints.PublicHttp | None = None
+        self.public: public_http.PublicHttp | None = None
         """The public HTTP endpoint (unsubscribe, inbound SMS) when `public_http_port` is set."""
 
     def _options(self) -> list[tuple[str, int]]:
@@ -288,16 +288,15 @@ class TailorServer:
         s = self.settings
         if s.public_http_port is None:
             return
-        web = public_endpoints
-        ctx, reload = web.server_ssl_context(self.tls)
+        ctx, reload = public_http.server_ssl_context(self.tls)
         ring = self.secrets.get("sms-webhook")
-        sms = web.SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
+        sms = public_http.SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
         reports = self.secrets.get("delivery-events")
-        reports = reports and web.DeliveryEvents(reports, self.campaigns, self.profiles,
-                                                 self.suppressions, s.limits)
-        self.public = web.PublicHttp(self.tokens, self.profiles, host=s.host, port=s.public_http_port,
-                                 ssl_context=ctx, reuse_port=s.workers > 1, sms=sms,
-                                 delivery_events=reports)
+        reports = reports and public_http.DeliveryEvents(reports, self.campaigns, self.profiles,
+                                                         self.suppressions, s.limits)
+        self.public = public_http.PublicHttp(
+            self.tokens, self.profiles, host=s.host, port=s.public_http_port, ssl_context=ctx,
+            reuse_port=s.workers > 1, sms=sms, delivery_events=reports)
         await self.public.start()
         self.reloaders.append(reload)
 

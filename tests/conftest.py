@@ -45,6 +45,17 @@ def free_port() -> int:
         return port
 
 
+def loaded_modules(imports: str, watched: tuple[str, ...]) -> list[str]:
+    """The modules of `watched` that a fresh interpreter has loaded after `import <imports>`
+    (from the repo root): what a process pays for at start."""
+    script = (f"import json, sys, {imports}; "
+              f"print(json.dumps(sorted(m for m in sys.modules if m in {tuple(watched)!r})))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout)
+
+
 def run_module(*args: str, timeout: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess:
     """Run `python -m ...` from the repo root, as a user would."""
     proc = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True,

@@ -13,6 +13,7 @@ import pytest
 from server.batching import AdaptiveBatcher, BatcherClosed, Bulk, WriterProcess
 from server.errors import NotFound, ResourceExhausted, Unavailable
 from server.store import Store
+from tests.conftest import loaded_modules
 
 FACTORY = "tests.server.test_writer_process:functions"
 
@@ -245,24 +246,16 @@ def test_the_child_exits_when_the_server_dies(tmp_path):
 
 def test_the_child_imports_none_of_the_servers_batching_side():
     """`python -m server.batching.child` imports the package first: it must stay light."""
-    script = ("import sys, server.batching.child; print(sorted(m for m in sys.modules if m in "
-              "('server.metrics', 'server.batching.adaptive', 'server.batching.process_runner')))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
-
+    assert loaded_modules("server.batching.child", (
+        "server.metrics", "server.batching.adaptive", "server.batching.process_runner")) == []
 
 
 def test_the_writers_functions_load_without_the_serving_side():
     """Every server start waits for its writer children: importing their factories must not load
     the handlers, metrics and HTTP stack through the package `__init__`s (`server.lazy`)."""
-    script = ("import sys, server.campaigns.repository, server.impressions.writer; "
-              "print(sorted(m for m in sys.modules if m in ('server.metrics', 'aiohttp', "
-              "'server.campaigns.handler', 'server.profiles.handler', 'server.contact.policy', "
-              "'server.impressions.handler', 'prometheus_client')))")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
-    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert loaded_modules("server.campaigns.repository, server.impressions.writer", (
+        "server.metrics", "aiohttp", "server.campaigns.handler", "server.profiles.handler",
+        "server.contact.policy", "server.impressions.handler", "prometheus_client")) == []
 
 
 def test_lazy_package_names_are_the_modules_own_and_unknown_ones_fail():
@@ -273,6 +266,7 @@ def test_lazy_package_names_are_the_modules_own_and_unknown_ones_fail():
     assert all(getattr(campaigns, name) is not None for name in campaigns.__all__)
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         campaigns.Nope  # noqa: B018
+
 
 async def test_a_writer_with_nice_runs_its_child_at_that_much_lower_priority_in_batch(tmp_path):
     store = Store(tmp_path / "store", sync=False)
