@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract.events import DEFAULT_HALF_LIFE_DAYS
+from kernels.history import blend as kernel_blend
 
 __all__ = ["DEFAULT_BLEND", "HistoryBlend", "unique_histories"]
 
@@ -45,26 +46,11 @@ class HistoryBlend:
 
     def blend(self, rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float,
               length: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows oldest first, float32 weights), one entry per row, at most `length`."""
-        if not len(rows):
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        age = np.maximum(now - ts, 0.0)
-        w = weights * (np.exp2(-age / self.half_life_s) + np.exp2(-age / self.long_half_life_s))
-        uniq, inv = np.unique(rows, return_inverse=True)
-        summed = np.bincount(inv, weights=w, minlength=len(uniq))
-        latest = np.full(len(uniq), -np.inf)
-        np.maximum.at(latest, inv, ts)
-        if self.background_mass > 0:
-            old = latest < now - self.session_s
-            mass = summed[old].sum()
-            if mass > self.background_mass:
-                summed[old] *= self.background_mass / mass
-        keep = np.flatnonzero(summed > 0)
-        if len(keep) > length:
-            keep = keep[np.argsort(-summed[keep], kind="stable")[:length]]
-        keep = keep[np.argsort(latest[keep], kind="stable")]
-        return uniq[keep].astype(np.int64), summed[keep].astype(np.float32)
-
+        """(rows oldest first, float32 weights), one entry per row, at most `length`
+        (`kernels.history.blend`)."""
+        return kernel_blend(rows, weights, ts, now, length, half_life_s=self.half_life_s,
+                            long_half_life_s=self.long_half_life_s, session_s=self.session_s,
+                            background_mass=self.background_mass)
 
     def blend_trained(self, rows: np.ndarray, weights: np.ndarray, ts: float, now: float,
                       length: int) -> tuple[np.ndarray, np.ndarray]:

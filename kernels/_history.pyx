@@ -1,0 +1,116 @@
+# The encoder's history blend at request time
+# (semantics and the numpy reference: kernels/history.py).
+from libc.math cimport exp2
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc, qsort
+
+import numpy as np
+
+from kernels._types cimport float32_t, float64_t, intp_t
+
+
+cdef struct Entry:
+    int64_t row
+    intp_t order    # the tie-breaker: the entry's position before the sort
+    double w        # decayed weight (summed per row once grouped)
+    double latest   # latest event time (per row once grouped)
+
+
+cdef int _by_row(const void* a, const void* b) noexcept nogil:
+    cdef const Entry* x = <const Entry*>a
+    cdef const Entry* y = <const Entry*>b
+    if x.row != y.row:
+        return -1 if x.row < y.row else 1
+    return -1 if x.order < y.order else (1 if x.order > y.order else 0)
+
+
+cdef int _heaviest_first(const void* a, const void* b) noexcept nogil:
+    cdef const Entry* x = <const Entry*>a
+    cdef const Entry* y = <const Entry*>b
+    if x.w != y.w:
+        return -1 if x.w > y.w else 1
+    return -1 if x.order < y.order else (1 if x.order > y.order else 0)
+
+
+cdef int _oldest_first(const void* a, const void* b) noexcept nogil:
+    cdef const Entry* x = <const Entry*>a
+    cdef const Entry* y = <const Entry*>b
+    if x.latest != y.latest:
+        return -1 if x.latest < y.latest else 1
+    return -1 if x.order < y.order else (1 if x.order > y.order else 0)
+
+
+cdef intp_t _blend(const int64_t[::1] rows, const float64_t[::1] weights,
+                   const float64_t[::1] ts, double now, intp_t length, double half_life,
+                   double long_half_life, double session, double background_mass,
+                   Entry* e) noexcept nogil:
+    """Fill `e` with the kept entries, oldest first; returns how many."""
+    cdef intp_t n = rows.shape[0], i, g = 0, k = 0
+    cdef double age, mass = 0.0, scale, old_before = now - session
+    for i in range(n):
+        age = now - ts[i]
+        if age < 0.0:
+            age = 0.0
+        e[i].row = rows[i]
+        e[i].order = i
+        e[i].w = weights[i] * (exp2(-age / half_life) + exp2(-age / long_half_life))
+        e[i].latest = ts[i]
+    qsort(e, n, sizeof(Entry), _by_row)  # equal rows keep their input order: sums as bincount's
+    for i in range(n):
+        if g and e[g - 1].row == e[i].row:
+            e[g - 1].w += e[i].w
+            if e[i].latest > e[g - 1].latest:
+                e[g - 1].latest = e[i].latest
+        else:
+            e[g] = e[i]
+            g += 1
+    if background_mass > 0.0:
+        for i in range(g):
+            if e[i].latest < old_before:
+                mass += e[i].w
+        if mass > background_mass:
+            scale = background_mass / mass
+            for i in range(g):
+                if e[i].latest < old_before:
+                    e[i].w *= scale
+    for i in range(g):  # keep positive weights, rows ascending
+        if e[i].w > 0.0:
+            e[k] = e[i]
+            e[k].order = k
+            k += 1
+    if k > length:
+        qsort(e, k, sizeof(Entry), _heaviest_first)
+        k = length
+        for i in range(k):
+            e[i].order = i
+    qsort(e, k, sizeof(Entry), _oldest_first)
+    return k
+
+
+def blend(const int64_t[::1] rows, const float64_t[::1] weights, const float64_t[::1] ts,
+          double now, intp_t length, double half_life, double long_half_life, double session,
+          double background_mass):
+    cdef intp_t n = rows.shape[0], k, i
+    if weights.shape[0] != n or ts.shape[0] != n:
+        raise ValueError(f"rows, weights, ts: lengths {n}, {weights.shape[0]}, {ts.shape[0]}")
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    cdef Entry* e = <Entry*>malloc(max(n, 1) * sizeof(Entry))
+    if e == NULL:
+        raise MemoryError()
+    try:
+        k = _blend(rows, weights, ts, now, length, half_life, long_half_life, session,
+                   background_mass, e)
+        out_rows = np.empty(k, np.int64)
+        out_w = np.empty(k, np.float32)
+        _copy_out(e, k, out_rows, out_w)
+        return out_rows, out_w
+    finally:
+        free(e)
+
+
+cdef void _copy_out(const Entry* e, intp_t k, int64_t[::1] rows, float32_t[::1] w) noexcept:
+    cdef intp_t i
+    for i in range(k):
+        rows[i] = e[i].row
+        w[i] = <float32_t>e[i].w

@@ -1,0 +1,64 @@
+"""The encoder's history of one user blended at request time: one entry per item row.
+
+Each entry (row, event weight w, time t) weighs, at request time `now`,
+
+    w * (2^(-age/half_life) + 2^(-age/long_half_life)),   age = max(now - t, 0)
+
+summed per row, with the row's latest time. Rows whose latest time is before the session
+(`now - session`) are scaled down together to carry at most `background_mass` when they carry
+more (0: no cap). Rows of positive weight are kept, the `length` heaviest if there are more
+(equal weights: the lower row first), and returned oldest first (equal times: in that order),
+as (int64 rows, float32 weights). Why these terms: `server/profiles/history.py`.
+
+`blend` runs the Cython kernel (`kernels._history`, one pass and three small sorts, no numpy
+temporaries) unless ``use_native=False``, which runs the numpy reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["blend"]
+
+_I64, _F64 = np.dtype(np.int64), np.dtype(np.float64)
+
+
+def _contiguous(arr, dtype: np.dtype) -> np.ndarray:
+    if type(arr) is np.ndarray and arr.dtype is dtype and arr.flags.c_contiguous:
+        return arr
+    return np.ascontiguousarray(arr, dtype)
+
+
+def blend(rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float, length: int, *,
+          half_life_s: float, long_half_life_s: float, session_s: float,
+          background_mass: float, use_native: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(rows oldest first, float32 weights), one entry per row, at most `length`."""
+    if use_native:
+        from . import _history
+        return _history.blend(_contiguous(rows, _I64), _contiguous(weights, _F64),
+                              _contiguous(ts, _F64), float(now), int(length), float(half_life_s),
+                              float(long_half_life_s), float(session_s), float(background_mass))
+    return _reference(np.asarray(rows, np.int64), np.asarray(weights, np.float64),
+                      np.asarray(ts, np.float64), now, length, half_life_s, long_half_life_s,
+                      session_s, background_mass)
+
+
+def _reference(rows, weights, ts, now, length, half_life_s, long_half_life_s, session_s,
+               background_mass):
+    if not len(rows):
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    age = np.maximum(now - ts, 0.0)
+    w = weights * (np.exp2(-age / half_life_s) + np.exp2(-age / long_half_life_s))
+    uniq, inv = np.unique(rows, return_inverse=True)
+    summed = np.bincount(inv, weights=w, minlength=len(uniq))
+    latest = np.full(len(uniq), -np.inf)
+    np.maximum.at(latest, inv, ts)
+    if background_mass > 0:
+        old = latest < now - session_s
+        mass = summed[old].sum()
+        if mass > background_mass:
+            summed[old] *= background_mass / mass
+    keep = np.flatnonzero(summed > 0)
+    if len(keep) > length:
+        keep = keep[np.argsort(-summed[keep], kind="stable")[:length]]
+    keep = keep[np.argsort(latest[keep], kind="stable")]
+    return uniq[keep].astype(np.int64), summed[keep].astype(np.float32)
