@@ -45,12 +45,12 @@ class ProfileStates(Protocol):
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Each user's feature state from one read snapshot, None where there is none."""
 
-    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None
-                        ) -> list[tuple[np.ndarray | None, dict | None]]:
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None,
+                        with_seen: bool = False) -> list[tuple]:
         """Each user's (feature state, meta record: attributes and consent) from one read
         snapshot (`txn`, a `Store.read` the caller holds, or a new one), None where there is
         none (the contact policy reads both); states are not read (None) unless
-        `with_states`."""
+        `with_states`; with `with_seen` too, each has the user's live seen-set third."""
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` stored feature states from key `start` on, and the key to continue
@@ -146,16 +146,18 @@ class VariantChooser(Protocol):
         """One decision for one user, its record queued for the decision log: `.choice` is
         known at once (work on it may overlap the commit); await `.logged()` (the commit,
         which may find it over a frequency cap: suppressed) before answering, or `.cancel()`.
-        `profile`: `.profile` carries the (state, meta) the contact policy read, if it read any."""
+        `profile`: `.profile` carries the (state, meta, live seen-set) the contact policy read,
+        if it read any."""
 
 
 class Recommendations(Protocol):
     """The Recommend pipeline (exclusions applied) for one query."""
 
-    async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False
-                        ) -> RecResult:
+    async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False,
+                        read: tuple | None = None) -> RecResult:
         """Top-k rows of the active bundle for the query's user (`on_loop`: computed on the
-        event loop, not handed to a batch thread)."""
+        event loop, not handed to a batch thread; `read`: the user's (feature state, live
+        seen-set) as the caller read them, used instead of a new read)."""
 
 
 class DecisionOwners(Protocol):

@@ -168,14 +168,16 @@ class Campaigns:
         """(feature states, the contact policy's inputs) of a batch of users from one read
         snapshot: feature states (None unless the campaign's decisions read them, or
         `with_states`), meta records, and the campaign's channels whose address (email, phone)
-        is on the suppression list."""
+        is on the suppression list; with `with_states`, the live seen-sets too."""
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
-            pairs = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn)
-            return [st for st, _ in pairs], [
-                Contact(u, m, st, None, _NONE if sup is None
-                        else sup.suppressed_channels(m, channels, txn))
-                for u, (st, m) in zip(user_ids, pairs)]
+            read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
+                                                  with_seen=with_states)
+            return [r[0] for r in read], [
+                Contact(u, r[1], r[0], None, _NONE if sup is None
+                        else sup.suppressed_channels(r[1], channels, txn),
+                        r[2] if with_states else None)
+                for u, r in zip(user_ids, read)]
 
     def profile_states(self, user_ids: Sequence[str], with_states: bool) -> list:
         """Feature states of a batch of users (None where there is none or none was asked for)."""
@@ -189,7 +191,7 @@ class Campaigns:
             return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None
         states, contacts = self.read_contacts(entry, [user_id], profile)
         verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
-        read = (contacts[0].state, contacts[0].meta) if profile else None
+        read = (contacts[0].state, contacts[0].meta, contacts[0].seen) if profile else None
         return verdict, states[0] if entry.with_states else UNREAD, read
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
@@ -202,9 +204,10 @@ class Campaigns:
                now: float | None = None, profile: bool = False) -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
         `logged()` (the commit, which may find it over a frequency cap) before it answers.
-        `profile`: the contact policy's read takes the user's feature state too, and the
-        pending choice carries (state, meta) of that snapshot (`PendingChoice.profile`) for a
-        caller that renders from the profile (ComposeMessage), so it need not read it again."""
+        `profile`: the contact policy's read takes the user's feature state and live seen-set
+        too, and the pending choice carries (state, meta, seen-set) of that snapshot
+        (`PendingChoice.profile`) for a caller that renders from the profile and recommends
+        for it (ComposeMessage), so it need not read it again."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)

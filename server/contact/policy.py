@@ -68,6 +68,9 @@ class Contact(NamedTuple):
     suppressed: frozenset[str] = frozenset()
     """Channels whose address (the profile's `email` / `phone`) is on the suppression list,
     as the caller read them (`suppression.Suppressions.suppressed_channels`)."""
+    seen: object = None
+    """The live seen-set (`profiles.seen.SeenSet`), when the caller read it for a message's
+    recommendations (no policy check reads it)."""
 
 
 class Contactable(Protocol):

@@ -168,7 +168,7 @@ class Composer:
         if all(v.id != choice.variant_id for v in campaign.spec.variants):
             campaign = await self.message_campaign(campaign.spec.campaign_id)  # a new variant
         recipient = await read_recipient(self.profiles, user_id, pending.profile)
-        await self._render(out, campaign, recipient, user_id, on_loop)
+        await self._render(out, campaign, recipient, user_id, on_loop, pending.profile)
         return out, recipient
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",
@@ -203,7 +203,7 @@ class Composer:
         return dict(attributes)
 
     async def _render(self, out: Message, campaign, recipient: Recipient, user_id: str,
-                      on_loop: bool = False) -> None:
+                      on_loop: bool = False, read: tuple | None = None) -> None:
         spec = campaign.spec
         variant = next(v for v in spec.variants if v.id == out.variant_id)
         compiled = self.templates.get(spec.campaign_id, campaign.revision,
@@ -213,7 +213,7 @@ class Composer:
             out.unsubscribe_url = (self.unsubscribe_url(user_id, out.channel, spec.campaign_id)
                                    if user_id else f"{self.public_base}/u/preview")
         ctx = self.context.build(recipient, channel=out.channel, campaign=spec, variant=variant,
-                                 unsubscribe_url=out.unsubscribe_url, on_loop=on_loop)
+                                 unsubscribe_url=out.unsubscribe_url, on_loop=on_loop, read=read)
         rendered = await compiled.render(variant.id, ctx)
         out.parts = {p: rendered[p] for p in PARTS[out.channel] if p in rendered}
         out.sms = check_parts(variant.id, out.channel, out.parts, self.limits)

@@ -41,9 +41,9 @@ class Recipient:
 async def read_recipient(profiles: ProfileReader, user_id: str, read: tuple | None = None
                          ) -> Recipient:
     """The user's attributes and interests (one LMDB read snapshot, µs: on the loop), or from
-    `read`, the (feature state, meta) already read; an unknown user has neither."""
+    `read`, the (feature state, meta, ...) already read; an unknown user has neither."""
     found = (profiles.attributes_and_interests(user_id, INTERESTS) if read is None
-             else profiles.recipient_of(*read, INTERESTS))
+             else profiles.recipient_of(read[0], read[1], INTERESTS))
     return Recipient(user_id, *found) if found is not None else Recipient(user_id, {}, ())
 
 
@@ -55,11 +55,13 @@ class MessageContext:
         self.limits = limits
 
     def build(self, recipient: Recipient, *, channel: str, campaign, variant,
-              unsubscribe_url: str = "", rec_user: str | None = None, on_loop: bool = False
-              ) -> dict:
+              unsubscribe_url: str = "", rec_user: str | None = None, on_loop: bool = False,
+              read: tuple | None = None) -> dict:
         """`rec_user`: whose recommendations (default the recipient; previews of a sample
         profile pass an id no profile has, which gets the popular items); `on_loop`: computed
-        on the event loop (`Recommender.recommend`)."""
+        on the event loop (`Recommender.recommend`); `read`: the recipient's (feature state,
+        meta, live seen-set) as the message's decision read them, which recommendations
+        computed on the loop use instead of reading the profile again."""
         ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
                if name in recipient.attributes}
         ctx.update(profile=dict(recipient.attributes), interests=list(recipient.interests),
@@ -67,10 +69,12 @@ class MessageContext:
                    campaign={"id": campaign.campaign_id, "name": campaign.name,
                              "channel": campaign.channel, "variant_id": variant.id if variant else ""},
                    unsubscribe_url=unsubscribe_url,
-                   recommend=self._helper(rec_user or recipient.user_id, channel, on_loop))
+                   recommend=self._helper(rec_user or recipient.user_id, channel, on_loop,
+                                          (read[0], read[2]) if read and on_loop and not rec_user
+                                          else None))
         return ctx
 
-    def _helper(self, user_id: str, channel: str, on_loop: bool):
+    def _helper(self, user_id: str, channel: str, on_loop: bool, read: tuple | None):
         shown: list[str] = []  # items of earlier calls in this message are not repeated
 
         async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
@@ -80,7 +84,7 @@ class MessageContext:
             query = RecQuery(user_id=user_id, k=k, channel=channel,
                              categories=(category,) if category else (),
                              exclude_item_ids=tuple(shown))
-            items = _items(await self.recommender.recommend(query, on_loop=on_loop))
+            items = _items(await self.recommender.recommend(query, on_loop=on_loop, read=read))
             shown.extend(i["item_id"] for i in items)
             return items
         return recommend

@@ -255,7 +255,7 @@ class Profiles:
         (strongest first, > 0 only) from one read snapshot; None when there is no profile.
         Decay scales every category of one half-life alike, so the stored values rank them as
         `get`'s decayed `category_affinity` does, without decoding the other features."""
-        return self.recipient_of(*self.repo.states_and_meta([user_id], True)[0], most)
+        return self.recipient_of(*self.repo.states_and_meta([user_id], True)[0][:2], most)
 
     def recipient_of(self, state: np.ndarray | None, meta: dict | None, most: int
                      ) -> tuple[dict[str, str], tuple[str, ...]] | None:
@@ -321,27 +321,29 @@ class Profiles:
         """Feature states of many users from one read snapshot (None where there is none)."""
         return self.repo.states(user_ids)
 
-    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None
-                        ) -> list[tuple[np.ndarray | None, dict | None]]:
-        """(feature state or None unless `with_states`, meta record) of many users from one
-        read snapshot (the caller's `txn`, if it has one)."""
-        return self.repo.states_and_meta(user_ids, with_states, txn)
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None,
+                        with_seen: bool = False) -> list[tuple]:
+        """(feature state or None unless `with_states`, meta record[, live seen-set if
+        `with_seen`]) of many users from one read snapshot (the caller's `txn`, if it has one)."""
+        return self.repo.states_and_meta(user_ids, with_states, txn, with_seen)
 
     def sample_states(self, limit: int, start: bytes = b"") -> tuple[np.ndarray, bytes]:
         """Up to `limit` stored feature states from key `start` on, and the next start key
         (`ProfileRepository.sample_states`; the contact policy's population prior)."""
         return self.repo.sample_states(limit, start)
 
-    def history_of(self, bundle, user_ids: Sequence[str], now: float | None = None):
+    def history_of(self, bundle, user_ids: Sequence[str], now: float | None = None,
+                   states: Sequence | None = None):
         """Encoder input per user: the bundle's training history and the live profile's recent
         items, blended into short- and long-term interest as of `now` (`history.HistoryBlend`).
 
         Live items are weighted with the event weights the bundle was trained with (manifest
-        `history`), and the blend's short-term half-life is the bundle's.
+        `history`), and the blend's short-term half-life is the bundle's. `states`: the users'
+        feature states as the caller read them (default: read now).
         """
         now = time.time() if now is None else now
         self._mask_erased(bundle, user_ids)
-        states = self.repo.states(user_ids)
+        states = self.repo.states(user_ids) if states is None else states
         d = self._of(bundle)
         rows_of = d.code_row if any(s is not None for s in states) else {}
         trained_ts, weights, blend = d.trained_ts, d.weights, d.blend

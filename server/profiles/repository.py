@@ -231,36 +231,42 @@ class ProfileRepository:
                     raws.append(split_state(bytes(value))[0])
         return decode_states(self.layout, raws), after
 
-    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None
-                        ) -> list[tuple[np.ndarray | None, dict | None]]:
+    def states_and_meta(self, user_ids: Sequence[str], with_states: bool = True, txn=None,
+                        with_seen: bool = False) -> list[tuple]:
         """(feature state, meta dict) of many users in one snapshot, the caller's `txn` or a
-        new one (None where there is none; no states read unless `with_states`)."""
+        new one (None where there is none; no states read unless `with_states`); with
+        `with_seen` (and `with_states`), (state, meta, live seen-set as `seen_sets` has it)."""
         if txn is None:
             with self.store.read() as txn:
-                return self.states_and_meta(user_ids, with_states, txn)
+                return self.states_and_meta(user_ids, with_states, txn, with_seen)
         raws = (self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
                 if with_states else [None] * len(user_ids))
         metas = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
         states = self._decoded(raws)  # nothing to decode (None) on the contact path: free
-        return [(st, json.loads(m.decode()) if m else None) for st, m in zip(states, metas)]
+        metas = [json.loads(m.decode()) if m else None for m in metas]
+        if with_seen:
+            return list(zip(states, metas, map(self._seen, raws, states)))
+        return list(zip(states, metas))
 
     def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
         """Live seen-sets in one snapshot (None: no profile). A profile older than seen-sets
         gets its recent items, of unknown type."""
         with self.store.read() as txn:
             raws = self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
-        out: list[seen.SeenSet | None] = [None] * len(raws)
-        for i, raw in enumerate(raws):
-            if not raw:
-                continue
-            state, part = split_state(raw)
-            if part is not None:
-                out[i] = seen.decode(part)
-                continue
-            state = decode_states(self.layout, [state])[0]
-            v, n = self.layout.views(state), int(state[fl.N_RECENT])
-            out[i] = seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
-        return out
+        return [self._seen(raw) for raw in raws]
+
+    def _seen(self, raw: bytes | None, state: np.ndarray | None = None) -> seen.SeenSet | None:
+        """The live seen-set of a profile state record (`state`: its feature state, if
+        decoded already)."""
+        if not raw:
+            return None
+        packed, part = split_state(raw)
+        if part is not None:
+            return seen.decode(part)
+        if state is None:
+            state = decode_states(self.layout, [packed])[0]
+        v, n = self.layout.views(state), int(state[fl.N_RECENT])
+        return seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
 
     def user_ids(self) -> list[str]:
         """The id of every user with a stored event (one snapshot). Store keys hold only keyed

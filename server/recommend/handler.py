@@ -6,6 +6,7 @@ counted per version (`tally`: requests, server-side errors, latency) for the gua
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,8 +42,9 @@ def _fits_on_loop(bundle: Bundle, query: RecQuery) -> bool:
         len(bundle.category_items[bundle.category_code[c]]) for c in query.categories) <= ON_LOOP_ROWS
 
 
-def bundle_histories(bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
-    """Histories known to the bundle itself (training-time), None for unknown users."""
+def bundle_histories(bundle: Bundle, user_ids: Sequence[str], states=None) -> list[History | None]:
+    """Histories known to the bundle itself (training-time), None for unknown users (a server
+    without profiles: no live `states`)."""
     return [bundle.history(u) for u in user_ids]
 
 
@@ -58,6 +60,8 @@ class Recommender:
         self.limits = settings.limits
         self.registry = registry
         self.history_of = history_of
+        """Encoder inputs per user (`history_of(bundle, user_ids, states=None)`; `states`: the
+        users' feature states as a caller read them, else read there)."""
         self.seen_of = seen_of
         """Live seen-sets per user (None: only the bundle's seen-sets count)."""
         self.observe = observe
@@ -103,22 +107,31 @@ class Recommender:
                                           f"unknown category {shown(name)} (known: {known})")
         return q
 
-    def _run_batch(self, queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:
+    def _run_batch(self, queries: Sequence[RecQuery], read: tuple | None = None
+                   ) -> list[RecResult | BaseException]:
         bundle = self.registry.current()  # one version for the whole batch (or per group)
         canary = self.registry.canary
         if canary is not None:
-            return self._run_split(bundle, canary, queries)
-        return self._run(bundle, queries)
+            return self._run_split(bundle, canary, queries, read)
+        return self._run(bundle, queries, read)
 
-    def _run(self, bundle: Bundle, queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:
-        return recommend_batch(bundle, queries, self.history_of,
+    def _run(self, bundle: Bundle, queries: Sequence[RecQuery], read: tuple | None = None
+             ) -> list[RecResult | BaseException]:
+        """`read`: (feature state, live seen-set) of a batch of one query's user, as its caller
+        read them (`recommend(read=...)`)."""
+        history_of, seen_of = self.history_of, self.seen_of
+        if read is not None:
+            state, seen = read
+            history_of = functools.partial(self.history_of, states=[state])
+            seen_of = (lambda _: [seen]) if seen_of is not None else None
+        return recommend_batch(bundle, queries, history_of,
                                ranker_candidates=self.settings.ranker_candidates,
-                               policy=self.policy, seen_of=self.seen_of,
+                               policy=self.policy, seen_of=seen_of,
                                overfetch_max=self.settings.seen_overfetch_max, cache=self.cache,
                                observe=self.observe)
 
-    def _run_split(self, stable: Bundle, canary: Canary,
-                   queries: Sequence[RecQuery]) -> list[RecResult | BaseException]:
+    def _run_split(self, stable: Bundle, canary: Canary, queries: Sequence[RecQuery],
+                   read: tuple | None = None) -> list[RecResult | BaseException]:
         """One pipeline run per version group; a group that fails fails only its queries."""
         mask = canary.split.mask([q.user_id for q in queries])
         results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
@@ -126,15 +139,15 @@ class Recommender:
             if not len(rows):
                 continue
             try:
-                out = self._run(bundle, [queries[i] for i in rows])
+                out = self._run(bundle, [queries[i] for i in rows], read)
             except Exception as err:  # the batcher would fail every query of the batch
                 out = [err] * len(rows)
             for i, res in zip(rows.tolist(), out):
                 results[i] = res
         return results
 
-    async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False
-                        ) -> RecResult:
+    async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False,
+                        read: tuple | None = None) -> RecResult:
         """Top-k for one query; the answer is recorded as request `request_id`'s impression.
 
         `on_loop`: compute it here, on the event loop, as a batch of one, rather than in the
@@ -143,11 +156,17 @@ class Recommender:
         decision and rendering): the batch thread would then wait for the GIL after each ONNX
         Runtime, FAISS and LMDB call, and the loop for it. ComposeMessage at half max
         (docs/performance.md, stop 36): p99 lower in 12 rounds of 16, CPU per call 2-8% lower.
-        Not for many calls at once: they share the batch thread's batches."""
+        Not for many calls at once: they share the batch thread's batches.
+
+        `read`: the user's (feature state, live seen-set) from the caller's own read of the
+        profile (ComposeMessage's decision read them for the contact policy), used on the loop
+        instead of reading them again."""
         bundle = self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded
         query = self.validate(query)
-        submit = (self._on_loop if on_loop and _fits_on_loop(bundle, query)
-                  else self.batcher.submit)
+        if on_loop and _fits_on_loop(bundle, query):
+            submit = functools.partial(self._on_loop, read=read)
+        else:
+            submit = self.batcher.submit
         if self.registry.canary is None:
             result = await submit(query)
         else:
@@ -156,11 +175,11 @@ class Recommender:
             self.impressions.record(request_id, query, result)
         return result
 
-    async def _on_loop(self, query: RecQuery) -> RecResult:
+    async def _on_loop(self, query: RecQuery, read: tuple | None = None) -> RecResult:
         if self._loop_ready != threading.get_ident():  # FAISS's OpenMP threads, as a batch thread's
             self._init_compute_thread()
             self._loop_ready = threading.get_ident()
-        result = self._run_batch([query])[0]
+        result = self._run_batch([query], read)[0]
         if isinstance(result, BaseException):
             raise result
         return result

@@ -83,9 +83,9 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
     rec, ran_in = tailor_server.recommender, []
     run_batch = rec._run_batch
 
-    def recording(queries):
+    def recording(queries, read=None):
         ran_in.append(threading.get_ident())
-        return run_batch(queries)
+        return run_batch(queries, read)
 
     monkeypatch.setattr(rec, "_run_batch", recording)
     monkeypatch.setattr(rec.batcher.runner, "fn", recording)
@@ -106,7 +106,7 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
     assert ran_in[-1] != threading.get_ident()
     await rec.recommend(RecQuery(users["heavy"], 4), on_loop=True)  # no filter: still here
     assert ran_in[-1] == threading.get_ident()
-    monkeypatch.setattr(rec, "_run_batch", lambda queries: [InvalidArgument("k", "bad")])
+    monkeypatch.setattr(rec, "_run_batch", lambda queries, read=None: [InvalidArgument("k", "bad")])
     with pytest.raises(InvalidArgument, match="bad"):  # a query's own error, raised
         await rec.recommend(RecQuery(users["heavy"], 3), on_loop=True)
 

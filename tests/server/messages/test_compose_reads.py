@@ -11,11 +11,21 @@ async def test_a_message_is_rendered_from_the_profile_read_for_its_contact_check
     repo, reads = tailor_server.profiles.repo, []
     original = repo.states_and_meta
 
-    def counted(user_ids, with_states=True, txn=None):
-        reads.append((list(user_ids), with_states))
-        return original(user_ids, with_states, txn)
+    def counted(user_ids, with_states=True, txn=None, with_seen=False):
+        reads.append((list(user_ids), with_states, with_seen))
+        return original(user_ids, with_states, txn, with_seen)
+
+    def other_read(name):
+        read = getattr(repo, name)
+
+        def counted_read(user_ids):
+            reads.append((name, list(user_ids)))
+            return read(user_ids)
+        return counted_read
 
     monkeypatch.setattr(repo, "states_and_meta", counted)
+    for name in ("states", "seen_sets"):  # the Recommend pipeline's reads
+        monkeypatch.setattr(repo, name, other_read(name))
     spec = email_spec(subject="Hi {{ first_name }}, {{ interests[0] }}")
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
     category = catalog["category"][catalog["ids"][0]]
@@ -24,4 +34,7 @@ async def test_a_message_is_rendered_from_the_profile_read_for_its_contact_check
     reads.clear()
     msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u1"))
     assert not msg.suppressed and msg.parts["subject"] == f"Hi Ann, {category}"
-    assert reads == [(["u1"], True)]  # the contact checks' read, states included; no second one
+    # the contact checks' read, states and seen-set included; the template's recommend()
+    # reads no profile again
+    assert reads == [(["u1"], True, True)]
+    assert msg.parts["html"].count("data-item=") == 4

@@ -61,8 +61,8 @@ async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profi
                                                                 monkeypatch):
     """The template's recommend(4, category=...) is the Recommend pipeline for the recipient:
     the same items, in the same order, as a Recommend call with the same k, channel and
-    category. ComposeMessage computes them on the event loop; SendCampaign's composes (many at
-    once) through the batch thread."""
+    category. ComposeMessage computes them on the event loop, from the profile its decision
+    read; SendCampaign's composes (many at once) through the batch thread."""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     category = catalog["category"][catalog["ids"][0]]
     await interested_user(profiles, catalog, "u2", category)
@@ -70,9 +70,9 @@ async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profi
     rec, calls = tailor_server.recommender, []
     recommend = rec.recommend
 
-    async def recording(query, request_id="", on_loop=False):
-        calls.append(on_loop)
-        return await recommend(query, request_id, on_loop)
+    async def recording(query, request_id="", on_loop=False, read=None):
+        calls.append((on_loop, read is not None))
+        return await recommend(query, request_id, on_loop, read)
 
     monkeypatch.setattr(rec, "recommend", recording)
     msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u2"))
@@ -80,7 +80,9 @@ async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profi
         rpb.RecommendRequest(user_id="u2", k=4, channel="email", categories=[category]))
     assert re.findall(r'data-item="([^"]+)"', msg.parts["html"]) == [i.item_id for i in answer.items]
     await tailor_server.composer.decide_and_render("mail", "u2", {})  # SendCampaign's call
-    assert calls == [True, False, False]  # ComposeMessage, the Recommend RPC, SendCampaign's
+    # ComposeMessage (on the loop, from its decision's profile read), the Recommend RPC,
+    # SendCampaign's (the batch thread reads the profiles of its batches)
+    assert calls == [(True, True), (False, False), (False, False)]
 
 
 async def test_a_user_without_profile_gets_no_marketing_but_a_transactional_message_with_defaults(
