@@ -14,6 +14,11 @@ Starting the server from another source tree (`--server-src DIR` in every bench)
 of two commits (e.g. a `git worktree` of the old commit, kernels built there with
 `python setup.py build_ext --inplace`); the load generator and this module stay the current ones.
 
+Each run also reads the machine's own counters (`/proc/stat`, all CPUs): `steal%`, the share of
+the window's CPU time the hypervisor gave to other guests (a virtual machine on a shared host
+runs slower then, and every figure of that run with it), printed in the table so runs taken on
+a stolen machine can be told apart from the code's own changes.
+
 `--plot FILE.png` (`add_plot_argument`, `write_latency_plot`) draws p50/p99 latency against
 achieved QPS per RPC from the same rows (`loadtests.plot`; matplotlib, imported only then).
 """
@@ -29,8 +34,8 @@ from pathlib import Path
 
 from .loadgen import PING, LoadResult, ping_payloads, run_load
 
-__all__ = ["tree_cpu_seconds", "idle_cpu", "settle", "Measurement", "measure", "Comparison", "compare",
-           "add_server_src_argument", "start_server", "print_table", "by_rpc",
+__all__ = ["tree_cpu_seconds", "machine_ticks", "idle_cpu", "settle", "Measurement", "measure",
+           "Comparison", "compare", "add_server_src_argument", "start_server", "print_table", "by_rpc",
            "add_plot_argument", "write_latency_plot"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,6 +75,14 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / CLOCK_TICKS
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(steal, total) clock ticks of every CPU since boot (`/proc/stat`, first line: user nice
+    system idle iowait irq softirq steal ...; guest time is counted in user already)."""
+    with open("/proc/stat", "rb") as fh:
+        fields = [int(f) for f in fh.readline().split()[1:9]]
+    return fields[7], sum(fields)
+
+
 def idle_cpu(pid: int, seconds: float = 1.0) -> float:
     """CPU seconds per second the server tree burns with no calls (timers, sweeps, polling)."""
     before = tree_cpu_seconds(pid)
@@ -97,6 +110,8 @@ class Measurement:
     cpu_seconds: float
     rpc: str = ""
     """The method's name (the last part of its path), for grouping runs by RPC."""
+    steal: float = 0.0
+    """Share of the machine's CPU time stolen by the hypervisor during the run (0-1)."""
 
     @property
     def cpu_us_per_call(self) -> float:
@@ -106,9 +121,12 @@ class Measurement:
 def measure(name: str, server_pid: int, target: str, path: str, payloads: list[bytes],
             **load) -> Measurement:
     """`run_load(target, path, payloads, **load)` with the server tree's CPU read around it."""
-    before = tree_cpu_seconds(server_pid)
+    before, (steal, total) = tree_cpu_seconds(server_pid), machine_ticks()
     result = run_load(target, path, payloads, **load)
-    return Measurement(name, result, tree_cpu_seconds(server_pid) - before, path.rsplit("/", 1)[-1])
+    cpu = tree_cpu_seconds(server_pid) - before
+    steal_after, total_after = machine_ticks()
+    return Measurement(name, result, cpu, path.rsplit("/", 1)[-1],
+                       (steal_after - steal) / max(1, total_after - total))
 
 
 @dataclass
@@ -140,11 +158,12 @@ def compare(name: str, server_pid: int, target: str, path: str, payloads: list[b
 def print_table(rows: list[Measurement], comparison: Comparison | None = None,
                 idle: float | None = None) -> None:
     """QPS, latency and server CPU per call of each run; then the method/Ping ratios."""
-    print(f"{'rpc':<38} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/call':>11} {'errors':>6}")
+    print(f"{'rpc':<38} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/call':>11} {'errors':>6}"
+          f" {'steal%':>6}")
     for m in rows:
         r = m.load
         print(f"{m.name:<38} {r.qps:8.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {m.cpu_us_per_call:11.1f} "
-              f"{r.errors:6d}", flush=True)
+              f"{r.errors:6d} {100 * m.steal:6.1f}", flush=True)
     for m in rows:
         if m.load.sched_p99_ms:  # open loop: how late the generator ran behind its schedule
             print(f"{m.name:<38} generator lag p99 {m.load.lag_p99_ms:.2f} ms; "

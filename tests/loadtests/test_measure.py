@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from loadtests.measure import tree_cpu_seconds
+from loadtests.measure import machine_ticks, tree_cpu_seconds
 
 # Waits for "go", then: a forked child burns 0.3 s of CPU and is reaped, another burns 0.2 s and
 # stays alive, the process itself burns 0.1 s; prints "done" and waits for stdin to close.
@@ -80,3 +80,10 @@ def test_latency_plot_of_real_runs_against_a_server(server_process, tmp_path):
     assert qps == sorted(m.load.qps for m in runs) and all(a <= b for a, b in zip(p50, p99))
     out = write_latency_plot(series, tmp_path / "latency.png", "test")
     check_png(out.read_bytes(), (800, 450))
+
+
+def test_machine_ticks_count_up_and_steal_is_a_part_of_them():
+    steal, total = machine_ticks()
+    sum(range(3_000_000))  # some CPU time passes
+    steal2, total2 = machine_ticks()
+    assert 0 <= steal <= total and 0 <= steal2 - steal <= total2 - total and total2 > total
