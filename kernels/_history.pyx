@@ -90,11 +90,8 @@ cdef intp_t _blend(const int64_t[::1] rows, const float64_t[::1] weights,
 def blend(const int64_t[::1] rows, const float64_t[::1] weights, const float64_t[::1] ts,
           double now, intp_t length, double half_life, double long_half_life, double session,
           double background_mass):
-    cdef intp_t n = rows.shape[0], k, i
-    if weights.shape[0] != n or ts.shape[0] != n:
-        raise ValueError(f"rows, weights, ts: lengths {n}, {weights.shape[0]}, {ts.shape[0]}")
-    if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
+    """The kernel of `kernels.history.blend` (inputs checked there)."""
+    cdef intp_t n = rows.shape[0], k
     cdef Entry* e = <Entry*>malloc(max(n, 1) * sizeof(Entry))
     if e == NULL:
         raise MemoryError()

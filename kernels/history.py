@@ -31,15 +31,41 @@ def _contiguous(arr, dtype: np.dtype) -> np.ndarray:
 def blend(rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float, length: int, *,
           half_life_s: float, long_half_life_s: float, session_s: float,
           background_mass: float, use_native: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """(rows oldest first, float32 weights), one entry per row, at most `length`."""
+    """One entry per item row of a user's history, at most `length`, oldest first.
+
+    Parameters
+    ----------
+    rows, weights, ts : array-like, shape (n,)
+        Each event's item row, event weight and unix time (rows may repeat).
+    now : float
+        The request time the weights decay to.
+    length : int
+        Most entries returned (the heaviest; >= 0).
+    half_life_s, long_half_life_s : float
+        Half-lives of the recent and the long-term part, seconds (> 0).
+    session_s, background_mass : float
+        Rows last seen more than `session_s` before `now` carry at most `background_mass`
+        together (0: no cap).
+    use_native : bool
+        The Cython kernel (default) or the numpy reference.
+
+    Returns
+    -------
+    (rows, weights) : int64 and float32 arrays of the kept entries, oldest first.
+    """
+    rows, weights, ts = _contiguous(rows, _I64), _contiguous(weights, _F64), _contiguous(ts, _F64)
+    if not (rows.ndim == weights.ndim == ts.ndim == 1 and len(rows) == len(weights) == len(ts)):
+        raise ValueError(f"rows, weights, ts: must be 1-d of one length, got shapes {rows.shape}, "
+                         f"{weights.shape}, {ts.shape}")
+    if length < 0 or not (half_life_s > 0 and long_half_life_s > 0):
+        raise ValueError(f"length must be >= 0 and the half-lives > 0, got {length}, "
+                         f"{half_life_s}, {long_half_life_s}")
     if use_native:
         from . import _history
-        return _history.blend(_contiguous(rows, _I64), _contiguous(weights, _F64),
-                              _contiguous(ts, _F64), float(now), int(length), float(half_life_s),
+        return _history.blend(rows, weights, ts, float(now), int(length), float(half_life_s),
                               float(long_half_life_s), float(session_s), float(background_mass))
-    return _reference(np.asarray(rows, np.int64), np.asarray(weights, np.float64),
-                      np.asarray(ts, np.float64), now, length, half_life_s, long_half_life_s,
-                      session_s, background_mass)
+    return _reference(rows, weights, ts, now, length, half_life_s, long_half_life_s, session_s,
+                      background_mass)
 
 
 def _reference(rows, weights, ts, now, length, half_life_s, long_half_life_s, session_s,

@@ -47,6 +47,6 @@ def test_by_hand():
 
 
 def test_refuses_mismatched_lengths():
-    with pytest.raises(ValueError, match="lengths"):
+    with pytest.raises(ValueError, match="one length"):
         blend(np.array([1, 2]), np.array([1.0]), np.array([NOW, NOW]), NOW, 5,
               background_mass=0.0, **TERMS)
