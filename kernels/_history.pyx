@@ -1,6 +1,6 @@
 # The encoder's history blend at request time
 # (semantics and the numpy reference: kernels/history.py).
-from libc.math cimport exp2
+from libc.math cimport exp2, isfinite
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc, qsort
 
@@ -9,53 +9,52 @@ import numpy as np
 from kernels._types cimport float32_t, float64_t, intp_t
 
 
+NOT_FINITE = "ts, weights: every value must be finite"
+
+
 cdef struct Entry:
     int64_t row
-    intp_t order    # the tie-breaker: the entry's position before the sort
     double w        # decayed weight (summed per row once grouped)
     double latest   # latest event time (per row once grouped)
+    double key      # what the next sort orders by (rows are item rows, exact below 2^53)
+    intp_t order    # its tie-breaker: the entry's position before that sort
 
 
-cdef int _by_row(const void* a, const void* b) noexcept nogil:
+cdef int _by_key(const void* a, const void* b) noexcept nogil:
     cdef const Entry* x = <const Entry*>a
     cdef const Entry* y = <const Entry*>b
-    if x.row != y.row:
-        return -1 if x.row < y.row else 1
+    if x.key != y.key:
+        return -1 if x.key < y.key else 1
     return -1 if x.order < y.order else (1 if x.order > y.order else 0)
 
 
-cdef int _heaviest_first(const void* a, const void* b) noexcept nogil:
-    cdef const Entry* x = <const Entry*>a
-    cdef const Entry* y = <const Entry*>b
-    if x.w != y.w:
-        return -1 if x.w > y.w else 1
-    return -1 if x.order < y.order else (1 if x.order > y.order else 0)
-
-
-cdef int _oldest_first(const void* a, const void* b) noexcept nogil:
-    cdef const Entry* x = <const Entry*>a
-    cdef const Entry* y = <const Entry*>b
-    if x.latest != y.latest:
-        return -1 if x.latest < y.latest else 1
-    return -1 if x.order < y.order else (1 if x.order > y.order else 0)
+cdef void _sort(Entry* e, intp_t n, int by) noexcept nogil:
+    """Stable sort of `e[:n]` by row (by=0), heaviest first (1) or oldest first (2)."""
+    cdef intp_t i
+    for i in range(n):
+        e[i].order = i
+        e[i].key = <double>e[i].row if by == 0 else (-e[i].w if by == 1 else e[i].latest)
+    qsort(e, n, sizeof(Entry), _by_key)
 
 
 cdef intp_t _blend(const int64_t[::1] rows, const float64_t[::1] weights,
                    const float64_t[::1] ts, double now, intp_t length, double half_life,
                    double long_half_life, double session, double background_mass,
                    Entry* e) noexcept nogil:
-    """Fill `e` with the kept entries, oldest first; returns how many."""
+    """Fill `e` with the kept entries, oldest first; returns how many (-1: a time or weight
+    is not finite, which no order can sort)."""
     cdef intp_t n = rows.shape[0], i, g = 0, k = 0
     cdef double age, mass = 0.0, scale, old_before = now - session
     for i in range(n):
+        if not (isfinite(ts[i]) and isfinite(weights[i])):
+            return -1
         age = now - ts[i]
         if age < 0.0:
             age = 0.0
         e[i].row = rows[i]
-        e[i].order = i
         e[i].w = weights[i] * (exp2(-age / half_life) + exp2(-age / long_half_life))
         e[i].latest = ts[i]
-    qsort(e, n, sizeof(Entry), _by_row)  # equal rows keep their input order: sums as bincount's
+    _sort(e, n, 0)  # equal rows keep their input order: summed as bincount sums them
     for i in range(n):
         if g and e[g - 1].row == e[i].row:
             e[g - 1].w += e[i].w
@@ -76,14 +75,11 @@ cdef intp_t _blend(const int64_t[::1] rows, const float64_t[::1] weights,
     for i in range(g):  # keep positive weights, rows ascending
         if e[i].w > 0.0:
             e[k] = e[i]
-            e[k].order = k
             k += 1
     if k > length:
-        qsort(e, k, sizeof(Entry), _heaviest_first)
+        _sort(e, k, 1)
         k = length
-        for i in range(k):
-            e[i].order = i
-    qsort(e, k, sizeof(Entry), _oldest_first)
+    _sort(e, k, 2)
     return k
 
 
@@ -98,6 +94,8 @@ def blend(const int64_t[::1] rows, const float64_t[::1] weights, const float64_t
     try:
         k = _blend(rows, weights, ts, now, length, half_life, long_half_life, session,
                    background_mass, e)
+        if k < 0:
+            raise ValueError(NOT_FINITE)
         out_rows = np.empty(k, np.int64)
         out_w = np.empty(k, np.float32)
         _copy_out(e, k, out_rows, out_w)

@@ -64,6 +64,8 @@ def blend(rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float, len
         from . import _history
         return _history.blend(rows, weights, ts, float(now), int(length), float(half_life_s),
                               float(long_half_life_s), float(session_s), float(background_mass))
+    if not (np.isfinite(ts).all() and np.isfinite(weights).all()):
+        raise ValueError("ts, weights: every value must be finite")
     return _reference(rows, weights, ts, now, length, half_life_s, long_half_life_s, session_s,
                       background_mass)
 

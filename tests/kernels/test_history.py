@@ -46,7 +46,12 @@ def test_by_hand():
     np.testing.assert_allclose(w, [d(2, 2) * 5 / old, 8.0], rtol=1e-6)
 
 
-def test_refuses_mismatched_lengths():
+@pytest.mark.parametrize("native", [True, False])
+def test_refuses_mismatched_lengths_and_values_no_order_can_sort(native):
     with pytest.raises(ValueError, match="one length"):
         blend(np.array([1, 2]), np.array([1.0]), np.array([NOW, NOW]), NOW, 5,
-              background_mass=0.0, **TERMS)
+              background_mass=0.0, use_native=native, **TERMS)
+    for w, ts in (([1.0, np.nan], [NOW, NOW]), ([1.0, 1.0], [NOW, np.inf])):
+        with pytest.raises(ValueError, match="finite"):
+            blend(np.array([1, 2]), np.array(w), np.array(ts), NOW, 5, background_mass=0.0,
+                  use_native=native, **TERMS)
