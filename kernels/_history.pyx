@@ -9,14 +9,14 @@ import numpy as np
 from kernels._types cimport float32_t, float64_t, intp_t
 
 
-NOT_FINITE = "ts, weights: every value must be finite"
+cdef int64_t MAX_EXACT = 9007199254740992  # 2^53
 
 
 cdef struct Entry:
     int64_t row
     double w        # decayed weight (summed per row once grouped)
     double latest   # latest event time (per row once grouped)
-    double key      # what the next sort orders by (rows are item rows, exact below 2^53)
+    double key      # what the next sort orders by (rows: checked to be exact, |row| < 2^53)
     intp_t order    # its tie-breaker: the entry's position before that sort
 
 
@@ -41,13 +41,15 @@ cdef intp_t _blend(const int64_t[::1] rows, const float64_t[::1] weights,
                    const float64_t[::1] ts, double now, intp_t length, double half_life,
                    double long_half_life, double session, double background_mass,
                    Entry* e) noexcept nogil:
-    """Fill `e` with the kept entries, oldest first; returns how many (-1: a time or weight
-    is not finite, which no order can sort)."""
+    """Fill `e` with the kept entries, oldest first; returns how many, or -1 when a time or
+    weight is not finite, -2 when a row is beyond 2^53 (not exact as a sort key)."""
     cdef intp_t n = rows.shape[0], i, g = 0, k = 0
     cdef double age, mass = 0.0, scale, old_before = now - session
     for i in range(n):
         if not (isfinite(ts[i]) and isfinite(weights[i])):
             return -1
+        if rows[i] >= MAX_EXACT or rows[i] <= -MAX_EXACT:
+            return -2
         age = now - ts[i]
         if age < 0.0:
             age = 0.0
@@ -86,8 +88,11 @@ cdef intp_t _blend(const int64_t[::1] rows, const float64_t[::1] weights,
 def blend(const int64_t[::1] rows, const float64_t[::1] weights, const float64_t[::1] ts,
           double now, intp_t length, double half_life, double long_half_life, double session,
           double background_mass):
-    """The kernel of `kernels.history.blend` (inputs checked there)."""
+    """The kernel of `kernels.history.blend`: (rows, float32 weights), or the error code of
+    `_blend` (-1, -2) for the wrapper to word."""
     cdef intp_t n = rows.shape[0], k
+    if weights.shape[0] != n or ts.shape[0] != n or length < 0:
+        raise ValueError("rows, weights, ts: one length; length >= 0")
     cdef Entry* e = <Entry*>malloc(max(n, 1) * sizeof(Entry))
     if e == NULL:
         raise MemoryError()
@@ -95,7 +100,7 @@ def blend(const int64_t[::1] rows, const float64_t[::1] weights, const float64_t
         k = _blend(rows, weights, ts, now, length, half_life, long_half_life, session,
                    background_mass, e)
         if k < 0:
-            raise ValueError(NOT_FINITE)
+            return k
         out_rows = np.empty(k, np.int64)
         out_w = np.empty(k, np.float32)
         _copy_out(e, k, out_rows, out_w)

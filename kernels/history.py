@@ -7,8 +7,11 @@ Each entry (row, event weight w, time t) weighs, at request time `now`,
 summed per row, with the row's latest time. Rows whose latest time is before the session
 (`now - session`) are scaled down together to carry at most `background_mass` when they carry
 more (0: no cap). Rows of positive weight are kept, the `length` heaviest if there are more
-(equal weights: the lower row first), and returned oldest first (equal times: in that order),
-as (int64 rows, float32 weights). Why these terms: `server/profiles/history.py`.
+(equal weights: the lower row first), and returned oldest first; rows of equal times keep the
+order before (the lower row first when none was cut, else the heavier first). Returned as (int64
+rows, float32 weights). The kernel equals the reference up to float64 rounding (numpy's `exp2`
+and its pairwise sums against the C library's and a plain loop): rows and their order agree
+unless two weights tie to the last bit. Why these terms: `server/profiles/history.py`.
 
 `blend` runs the Cython kernel (`kernels._history`, one pass and three small sorts, no numpy
 temporaries) unless ``use_native=False``, which runs the numpy reference.
@@ -18,6 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["blend"]
+
+_REFUSED = {-1: "ts, weights: every value must be finite",
+            -2: "rows: every value must be below 2^53 in magnitude"}
 
 _I64, _F64 = np.dtype(np.int64), np.dtype(np.float64)
 
@@ -62,10 +68,15 @@ def blend(rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float, len
                          f"{half_life_s}, {long_half_life_s}")
     if use_native:
         from . import _history
-        return _history.blend(rows, weights, ts, float(now), int(length), float(half_life_s),
-                              float(long_half_life_s), float(session_s), float(background_mass))
+        out = _history.blend(rows, weights, ts, float(now), int(length), float(half_life_s),
+                             float(long_half_life_s), float(session_s), float(background_mass))
+        if isinstance(out, int):
+            raise ValueError(_REFUSED[out])
+        return out
     if not (np.isfinite(ts).all() and np.isfinite(weights).all()):
-        raise ValueError("ts, weights: every value must be finite")
+        raise ValueError(_REFUSED[-1])
+    if len(rows) and np.abs(rows).max() >= 2 ** 53:
+        raise ValueError(_REFUSED[-2])
     return _reference(rows, weights, ts, now, length, half_life_s, long_half_life_s, session_s,
                       background_mass)
 

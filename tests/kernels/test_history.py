@@ -16,14 +16,16 @@ def _both(rows, w, ts, length, mass):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_kernel_equals_reference(seed):
-    """Repeated rows, equal weights and times (ties), zero weights, future times, a
-    background over and under the cap, histories longer and shorter than `length`."""
+    """Repeated rows, equal weights and times (ties), zero and negative weights, future
+    times, times on the session's edge, a background over and under the cap, histories longer
+    and shorter than `length`."""
     rng = np.random.default_rng(seed)
     for _ in range(300):
         n = int(rng.integers(0, 120))
         rows = rng.integers(0, max(1, n // 2 + 1), n)
-        w = rng.choice([0.0, 1.0, 2.0, 4.0, rng.uniform(0, 9)], n)
-        ts = NOW - rng.choice([0.0, -30.0, 60.0, 3 * DAY, 90 * DAY, rng.uniform(0, 400 * DAY)], n)
+        w = rng.choice([0.0, -1.0, 1.0, 2.0, 4.0, rng.uniform(0, 9)], n)
+        ts = NOW - rng.choice([0.0, -30.0, 60.0, 1800.0, 3 * DAY, 90 * DAY,  # 1800: the session's edge
+                               rng.uniform(0, 400 * DAY)], n)
         length, mass = int(rng.integers(0, 60)), float(rng.choice([0.0, 5.0, 16.0, 1e9]))
         (k_rows, k_w), (r_rows, r_w) = _both(rows, w, ts, length, mass)
         assert k_rows.dtype == np.int64 and k_w.dtype == np.float32
@@ -55,3 +57,6 @@ def test_refuses_mismatched_lengths_and_values_no_order_can_sort(native):
         with pytest.raises(ValueError, match="finite"):
             blend(np.array([1, 2]), np.array(w), np.array(ts), NOW, 5, background_mass=0.0,
                   use_native=native, **TERMS)
+    with pytest.raises(ValueError, match="2\\^53"):
+        blend(np.array([1, 2 ** 53]), np.ones(2), np.full(2, NOW), NOW, 5, background_mass=0.0,
+              use_native=native, **TERMS)
