@@ -141,13 +141,13 @@ class VariantChooser(Protocol):
     async def choose(self, campaign_id: str, user_id: str, context) -> Choice:
         """One logged decision for one user."""
 
-    def decide(self, campaign_id: str, user_id: str, context, profile: bool = False
-               ) -> PendingChoice:
+    def decide(self, campaign_id: str, user_id: str, context, profile: bool = False,
+               seen: bool = False) -> PendingChoice:
         """One decision for one user, its record queued for the decision log: `.choice` is
         known at once (work on it may overlap the commit); await `.logged()` (the commit,
         which may find it over a frequency cap: suppressed) before answering, or `.cancel()`.
-        `profile`: `.profile` carries the (state, meta, live seen-set) the contact policy read,
-        if it read any."""
+        `profile`: `.profile` carries the (state, meta, live seen-set if `seen` else None) the
+        contact policy read, if it read any."""
 
 
 class Recommendations(Protocol):
@@ -156,8 +156,8 @@ class Recommendations(Protocol):
     async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False,
                         read: tuple | None = None) -> RecResult:
         """Top-k rows of the active bundle for the query's user (`on_loop`: computed on the
-        event loop, not handed to a batch thread; `read`: the user's (feature state, live
-        seen-set) as the caller read them, used instead of a new read)."""
+        event loop, not handed to a batch thread; `read`: (user id, feature state, live
+        seen-set) as the caller read them, used on the loop instead of a new read)."""
 
 
 class DecisionOwners(Protocol):

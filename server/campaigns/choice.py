@@ -54,8 +54,9 @@ class PendingChoice:
     `logged()` waits for the commit and returns the final `Choice`; the decision is counted
     (`count(campaign_id, outcome)`) then. A caller that gives up before awaiting it calls
     `cancel()` (the record is then left out if its batch has not started yet). `profile`:
-    (feature state, meta record, live seen-set) of the user as the contact policy read them, when the caller
-    asked for them (`Campaigns.decide(profile=True)`) and the policy read the profile; else None.
+    (feature state, meta record, live seen-set or None) of the user as the contact policy read
+    them, when the caller asked for them (`Campaigns.decide(profile=True)`, `seen=True` for the
+    seen-set) and the policy read the profile; else None.
     """
 
     __slots__ = ("campaign_id", "choice", "profile", "_committed", "_outcome", "_count")

@@ -163,33 +163,36 @@ class Campaigns:
             raise CampaignArchived(campaign_id)
         return entry, blob
 
-    def read_contacts(self, entry: Entry, user_ids: Sequence[str], with_states: bool = False
-                      ) -> tuple[list, list[Contact]]:
+    def read_contacts(self, entry: Entry, user_ids: Sequence[str], with_states: bool = False,
+                      with_seen: bool = False) -> tuple[list, list[Contact]]:
         """(feature states, the contact policy's inputs) of a batch of users from one read
         snapshot: feature states (None unless the campaign's decisions read them, or
         `with_states`), meta records, and the campaign's channels whose address (email, phone)
-        is on the suppression list; with `with_states`, the live seen-sets too."""
+        is on the suppression list; with `with_seen` (and `with_states`), the live seen-sets
+        too (`Contact.seen`)."""
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
             read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
-                                                  with_seen=with_states)
+                                                  with_seen=with_seen)
             return [r[0] for r in read], [
                 Contact(u, r[1], r[0], None, _NONE if sup is None
                         else sup.suppressed_channels(r[1], channels, txn),
-                        r[2] if with_states else None)
+                        r[2] if with_seen else None)
                 for u, r in zip(user_ids, read)]
 
     def profile_states(self, user_ids: Sequence[str], with_states: bool) -> list:
         """Feature states of a batch of users (None where there is none or none was asked for)."""
         return self._profiles.states(user_ids) if with_states else [None] * len(user_ids)
 
-    def _verdict(self, entry: Entry, user_id: str, now: float, profile: bool = False):
-        """(contact verdict, feature state or `UNREAD`, (state, meta) if `profile` else None):
-        one read snapshot for the profile and the suppression list when the policy reads the
-        profile; none when it has nothing to check (the profile is then None too)."""
+    def _verdict(self, entry: Entry, user_id: str, now: float, profile: bool = False,
+                 seen: bool = False):
+        """(contact verdict, feature state or `UNREAD`, (state, meta, seen-set if `seen` else
+        None) if `profile` else None): one read snapshot for the profile and the suppression
+        list when the policy reads the profile; none when it has nothing to check (the profile
+        is then None too)."""
         if not entry.reads_profile:
             return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None
-        states, contacts = self.read_contacts(entry, [user_id], profile)
+        states, contacts = self.read_contacts(entry, [user_id], profile, profile and seen)
         verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
         read = (contacts[0].state, contacts[0].meta, contacts[0].seen) if profile else None
         return verdict, states[0] if entry.with_states else UNREAD, read
@@ -201,13 +204,15 @@ class Campaigns:
         return await self.decide(campaign_id, user_id, context, now).logged()
 
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
-               now: float | None = None, profile: bool = False) -> PendingChoice:
+               now: float | None = None, profile: bool = False, seen: bool = False
+               ) -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
         `logged()` (the commit, which may find it over a frequency cap) before it answers.
-        `profile`: the contact policy's read takes the user's feature state and live seen-set
-        too, and the pending choice carries (state, meta, seen-set) of that snapshot
-        (`PendingChoice.profile`) for a caller that renders from the profile and recommends
-        for it (ComposeMessage), so it need not read it again."""
+        `profile`: the contact policy's read takes the user's feature state too, and the
+        pending choice carries (state, meta, None) of that snapshot (`PendingChoice.profile`)
+        for a caller that renders from the profile (ComposeMessage), so it need not read it
+        again; `seen`: the live seen-set in the third place, for a caller that recommends for
+        the user on the loop from the same read."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -216,7 +221,7 @@ class Campaigns:
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
         now = time.time() if now is None else now
-        verdict, state, read = self._verdict(entry, user_id, now, profile)
+        verdict, state, read = self._verdict(entry, user_id, now, profile, seen)
         if verdict.suppressed:
             return self._log_suppressed(spec, user_id, now, verdict)
         ctx = entry.context.build(user_id, context, state)

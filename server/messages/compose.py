@@ -137,7 +137,7 @@ class Composer:
         suppressed, as is a render error (raised only for a decision that stands)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
-        pending = self.campaigns.decide(campaign_id, user_id, context, profile=True)
+        pending = self.campaigns.decide(campaign_id, user_id, context, profile=True, seen=on_loop)
         try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
             drafted = await self._draft(campaign, pending, user_id, on_loop)

@@ -70,8 +70,8 @@ class MessageContext:
                              "channel": campaign.channel, "variant_id": variant.id if variant else ""},
                    unsubscribe_url=unsubscribe_url,
                    recommend=self._helper(rec_user or recipient.user_id, channel, on_loop,
-                                          (read[0], read[2]) if read and on_loop and not rec_user
-                                          else None))
+                                          (recipient.user_id, read[0], read[2])
+                                          if read and on_loop and not rec_user else None))
         return ctx
 
     def _helper(self, user_id: str, channel: str, on_loop: bool, read: tuple | None):

@@ -255,7 +255,7 @@ class Profiles:
         (strongest first, > 0 only) from one read snapshot; None when there is no profile.
         Decay scales every category of one half-life alike, so the stored values rank them as
         `get`'s decayed `category_affinity` does, without decoding the other features."""
-        return self.recipient_of(*self.repo.states_and_meta([user_id], True)[0][:2], most)
+        return self.recipient_of(*self.repo.states_and_meta([user_id], True)[0], most)
 
     def recipient_of(self, state: np.ndarray | None, meta: dict | None, most: int
                      ) -> tuple[dict[str, str], tuple[str, ...]] | None:

@@ -31,13 +31,12 @@ DAY = 86400.0
 @dataclass(frozen=True)
 class HistoryBlend:
     half_life_s: float = DEFAULT_HALF_LIFE_DAYS * DAY
+    """The recent part's half-life: each bundle's `history.half_life_days` replaces it
+    (`Profiles.history_of`)."""
     long_half_life_s: float = 365 * DAY
     session_s: float = 1800.0
     background_mass: float = 16.0
     """0: no cap."""
-
-    """The recent part's half-life: each bundle's `history.half_life_days` replaces it
-    (`Profiles.history_of`)."""
 
     @classmethod
     def from_settings(cls, s) -> HistoryBlend:

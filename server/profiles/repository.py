@@ -236,6 +236,8 @@ class ProfileRepository:
         """(feature state, meta dict) of many users in one snapshot, the caller's `txn` or a
         new one (None where there is none; no states read unless `with_states`); with
         `with_seen` (and `with_states`), (state, meta, live seen-set as `seen_sets` has it)."""
+        if with_seen and not with_states:
+            raise ValueError("with_seen: the seen-sets are read with the states (with_states)")
         if txn is None:
             with self.store.read() as txn:
                 return self.states_and_meta(user_ids, with_states, txn, with_seen)

@@ -117,11 +117,11 @@ class Recommender:
 
     def _run(self, bundle: Bundle, queries: Sequence[RecQuery], read: tuple | None = None
              ) -> list[RecResult | BaseException]:
-        """`read`: (feature state, live seen-set) of a batch of one query's user, as its caller
-        read them (`recommend(read=...)`)."""
+        """`read`: (user id, feature state, live seen-set) of a batch of one query's user, as its
+        caller read them (`recommend(read=...)`); ignored for any other batch."""
         history_of, seen_of = self.history_of, self.seen_of
-        if read is not None:
-            state, seen = read
+        if read is not None and len(queries) == 1 and queries[0].user_id == read[0]:
+            _, state, seen = read
             history_of = functools.partial(self.history_of, states=[state])
             seen_of = (lambda _: [seen]) if seen_of is not None else None
         return recommend_batch(bundle, queries, history_of,
@@ -158,7 +158,7 @@ class Recommender:
         (docs/performance.md, stop 36): p99 lower in 12 rounds of 16, CPU per call 2-8% lower.
         Not for many calls at once: they share the batch thread's batches.
 
-        `read`: the user's (feature state, live seen-set) from the caller's own read of the
+        `read`: (user id, feature state, live seen-set) from the caller's own read of the
         profile (ComposeMessage's decision read them for the contact policy), used on the loop
         instead of reading them again."""
         bundle = self.registry.current()  # fail fast with FAILED_PRECONDITION when nothing is loaded

@@ -111,6 +111,28 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
         await rec.recommend(RecQuery(users["heavy"], 3), on_loop=True)
 
 
+async def test_a_callers_profile_read_serves_only_its_own_user(tailor_server, users, monkeypatch):
+    """`recommend(read=(user, state, seen))` on the loop takes the caller's read instead of
+    reading the profile again, for that user only: a read naming another user is ignored."""
+    from server.recommend import RecQuery
+    rec, given = tailor_server.recommender, []
+    history_of = rec.history_of
+
+    def recording(bundle, user_ids, states=None):
+        given.append(states)
+        return history_of(bundle, user_ids, states=states)
+
+    monkeypatch.setattr(rec, "history_of", recording)
+    monkeypatch.setattr(rec, "cache", None)
+    q = RecQuery(users["heavy"], 5)
+    own = await rec.recommend(q, on_loop=True)
+    other = await rec.recommend(q, on_loop=True, read=("someone-else", None, None))
+    same = await rec.recommend(q, on_loop=True, read=(users["heavy"], None, None))
+    assert given == [None, None, [None]]  # read, ignored, taken
+    for answer in (other, same):  # the heavy user has no live profile: the same answer
+        np.testing.assert_array_equal(answer.rows, own.rows)
+
+
 def test_overlapping_batches_time_their_own_stages():
     """Two threads in one stage at once (a batch thread and a batch on the loop): each
     observation runs from its own thread's start."""
