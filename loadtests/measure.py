@@ -34,8 +34,9 @@ from pathlib import Path
 
 from .loadgen import PING, LoadResult, ping_payloads, run_load
 
-__all__ = ["tree_cpu_seconds", "machine_ticks", "idle_cpu", "settle", "Measurement", "measure",
-           "Comparison", "compare", "add_server_src_argument", "start_server", "print_table", "by_rpc",
+__all__ = ["tree_cpu_seconds", "machine_ticks", "cpu_line_ticks", "idle_cpu", "settle",
+           "Measurement", "measure", "Comparison", "compare", "add_server_src_argument",
+           "start_server", "print_table", "by_rpc",
            "add_plot_argument", "write_latency_plot"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -76,10 +77,15 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def machine_ticks() -> tuple[int, int]:
-    """(steal, total) clock ticks of every CPU since boot (`/proc/stat`, first line: user nice
-    system idle iowait irq softirq steal ...; guest time is counted in user already)."""
+    """(steal, total) clock ticks of every CPU since boot (`/proc/stat`'s first line)."""
     with open("/proc/stat", "rb") as fh:
-        fields = [int(f) for f in fh.readline().split()[1:9]]
+        return cpu_line_ticks(fh.readline())
+
+
+def cpu_line_ticks(line: bytes) -> tuple[int, int]:
+    """(steal, total) of a `/proc/stat` "cpu" line: user nice system idle iowait irq softirq
+    steal [guest guest_nice], the total without the guest fields (counted in user already)."""
+    fields = [int(f) for f in line.split()[1:9]]
     return fields[7], sum(fields)
 
 
@@ -120,7 +126,8 @@ class Measurement:
 
 def measure(name: str, server_pid: int, target: str, path: str, payloads: list[bytes],
             **load) -> Measurement:
-    """`run_load(target, path, payloads, **load)` with the server tree's CPU read around it."""
+    """`run_load(target, path, payloads, **load)` with the server tree's CPU and the machine's
+    steal read around it."""
     before, (steal, total) = tree_cpu_seconds(server_pid), machine_ticks()
     result = run_load(target, path, payloads, **load)
     cpu = tree_cpu_seconds(server_pid) - before
@@ -157,7 +164,8 @@ def compare(name: str, server_pid: int, target: str, path: str, payloads: list[b
 
 def print_table(rows: list[Measurement], comparison: Comparison | None = None,
                 idle: float | None = None) -> None:
-    """QPS, latency and server CPU per call of each run; then the method/Ping ratios."""
+    """QPS, latency, server CPU per call and the machine's steal share of each run; then the
+    method/Ping ratios."""
     print(f"{'rpc':<38} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/call':>11} {'errors':>6}"
           f" {'steal%':>6}")
     for m in rows:

@@ -3,10 +3,11 @@ child, and a child it has already reaped (a measurement check, not a speed targe
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
-from loadtests.measure import machine_ticks, tree_cpu_seconds
+from loadtests.measure import cpu_line_ticks, machine_ticks, tree_cpu_seconds
 
 # Waits for "go", then: a forked child burns 0.3 s of CPU and is reaped, another burns 0.2 s and
 # stays alive, the process itself burns 0.1 s; prints "done" and waits for stdin to close.
@@ -82,8 +83,15 @@ def test_latency_plot_of_real_runs_against_a_server(server_process, tmp_path):
     check_png(out.read_bytes(), (800, 450))
 
 
-def test_machine_ticks_count_up_and_steal_is_a_part_of_them():
+def test_the_steal_field_and_the_total_of_a_cpu_line():
+    """user nice system idle iowait irq softirq steal guest guest_nice: steal is the 8th, the
+    guest fields are in user already."""
+    assert cpu_line_ticks(b"cpu  1 2 3 4 5 6 7 8 9 10\n") == (8, 36)
+    assert cpu_line_ticks(b"cpu 10 0 5 100 0 0 0 0") == (0, 115)
+
+
+def test_machine_ticks_count_up():
     steal, total = machine_ticks()
-    sum(range(3_000_000))  # some CPU time passes
+    time.sleep(0.05)  # the idle ticks go on
     steal2, total2 = machine_ticks()
     assert 0 <= steal <= total and 0 <= steal2 - steal <= total2 - total and total2 > total
