@@ -22,6 +22,7 @@ from ..contact.consent import MARKETING, PURPOSES, current_consents, record_cons
 from ..contact.quiet_hours import TIMEZONE, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
+from ..security.userref import user_ref
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_text, check_time, shown
 from .events import EventRules, TrackedEvent, check_event
@@ -375,8 +376,12 @@ class Profiles:
                 rows.append(np.asarray([r for r, _ in keep], np.int64))
                 w.append(summed[idx])
                 ts.append(v["rc_ts"][:n][idx])
-            out.append(blend.blend(np.concatenate(rows), np.concatenate(w), np.concatenate(ts),
-                                   now, bundle.history_len))
+            try:
+                out.append(blend.blend(np.concatenate(rows), np.concatenate(w), np.concatenate(ts),
+                                       now, bundle.history_len))
+            except ValueError as err:  # a damaged record fails its user, not the whole batch
+                logger.error("history of %s not blended: %s", user_ref(uid), err)
+                out.append(None)  # no history: the popular items
         return out
 
     def _mask_erased(self, bundle, user_ids: Sequence[str]) -> None:

@@ -254,3 +254,19 @@ def test_live_record_is_uncapped_and_legacy_profiles_fall_back_to_recent_items(t
     assert len(legacy) == 50 and set(legacy.mask.tolist()) == {int(seen.UNKNOWN_BIT)}
     assert set(legacy.codes.tolist()) == {item_code(f"item-{n}") for n in range(250, 300)}
     store.close()
+
+
+async def test_a_damaged_profile_fails_its_own_history_only(stubs, loaded, tailor_server):
+    """A live state whose recent times are not finite (a damaged record) gives its user no
+    history (the popular items), and the other users of the batch theirs."""
+    profiles, _ = stubs
+    ids = loaded.items["item_ids"]
+    await _track(profiles, "damaged", [(str(ids[r]), "view", 1) for r in loaded.popular[:3]])
+    await _track(profiles, "fine", [(str(ids[r]), "view", 1) for r in loaded.popular[3:6]])
+    p = tailor_server.profiles
+    bad, good = p.states(["damaged", "fine"])
+    bad = bad.copy()
+    p.layout.views(bad)["rc_ts"][:] = np.nan
+    bundle = tailor_server.registry.current()
+    hist = p.history_of(bundle, ["damaged", "fine"], states=[bad, good])
+    assert hist[0] is None and len(hist[1][0]) == 3
