@@ -52,6 +52,14 @@ ZONES = ("UTC", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia
 DAY = 86400.0
 
 
+def contact_rules() -> dict:
+    """The checked campaign's contact rules (CampaignSpec fields): two frequency caps (email
+    50/day, any channel 100/week) and quiet hours 21:00-08:00 with `defer`."""
+    return dict(frequency_caps=[cpb.FrequencyCap(channel="email", max=50, window_seconds=DAY),
+                                cpb.FrequencyCap(channel="*", max=100, window_seconds=7 * DAY)],
+                quiet_hours=cpb.QuietHours(start="21:00", end="08:00", action="defer"))
+
+
 def contact_spec(campaign_id: str, arms: int, checked: bool) -> cpb.CampaignSpec:
     variants = [cpb.Variant(id=f"v{i}", content={"subject": f"subject {i}"}) for i in range(arms)]
     if not checked:
@@ -59,10 +67,7 @@ def contact_spec(campaign_id: str, arms: int, checked: bool) -> cpb.CampaignSpec
                                 rewards=[cpb.RewardRule(event_type="click", value=1.0)])
     return cpb.CampaignSpec(
         campaign_id=campaign_id, channel="email", variants=variants,
-        rewards=[cpb.RewardRule(event_type="email_click", value=1.0)],
-        frequency_caps=[cpb.FrequencyCap(channel="email", max=50, window_seconds=DAY),
-                        cpb.FrequencyCap(channel="*", max=100, window_seconds=7 * DAY)],
-        quiet_hours=cpb.QuietHours(start="21:00", end="08:00", action="defer"))
+        rewards=[cpb.RewardRule(event_type="email_click", value=1.0)], **contact_rules())
 
 
 def setup(target: str, arms: int) -> None:

@@ -6,16 +6,18 @@
 
 Trains (or reuses, under --work) a demo bundle, starts `python -m server` on loopback (fsync on)
 with its public endpoint, creates an email campaign whose HTML shows
-`recommend(4, category=interests[0] if interests else none)`, gives 500 users a few live views,
-a first name and an email opt-in (marketing email needs one: without it every compose would be
-a suppressed decision), then measures with one generator, composing for those 500:
+`recommend(4, category=interests[0] if interests else none)`, with the speed target's contact
+rules (`bench_contact.contact_rules`: two frequency caps, checked and counted in every
+decision's write transaction, and quiet hours), gives 2,000 users (or as many as the bundle has)
+a few live views, a first name and an email opt-in (marketing email needs one: without it every
+compose would be a suppressed decision), then measures with one generator, composing for them
+(about ten messages a user in a run with the defaults: the caps are checked, not met):
 1. Ping, ComposeMessage and Recommend k=4 max QPS (closed loop),
 2. `--rounds` times, at half of ComposeMessage's max QPS (open loop): ComposeMessage (p99
    target <= 15 ms), Recommend k=4 and Ping at the same rate, each with its server CPU per call
    (loadtests/measure.py).
 A composed message is a logged decision plus a Recommend plus rendering, so its CPU per call
-is read against Recommend's; Ping's is what any call costs at that rate. (The speed target's
-two caps and quiet hours are not configured here yet.)
+is read against Recommend's; Ping's is what any call costs at that rate.
 
 `--baseline-src DIR` starts a second server from another source tree (e.g. a worktree of the
 commit before a change, kernels built there), set up the same way; each round then also runs
@@ -47,6 +49,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
 from .bench import _free_port, ensure_bundle, serving
+from .bench_contact import contact_rules
 from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
 from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table
 
@@ -58,7 +61,7 @@ HTML = """<p>Hi {{ first_name | default('there') }},</p><ul>
 <p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>"""
 
 
-def setup(target: str, bundle: Path, n_live: int = 500) -> list[str]:
+def setup(target: str, bundle: Path, n_live: int = 2000) -> list[str]:
     """The campaign, live profiles for `n_live` bundle users, opted in to email; returns them
     (the users to compose for)."""
     with np.load(bundle / "users.npz") as npz:
@@ -72,7 +75,7 @@ def setup(target: str, bundle: Path, n_live: int = 500) -> list[str]:
                 cpb.Variant(id=f"v{i}", content={"subject": f"{i}: picked for {{{{ first_name | "
                                                  "default('you') }}", "html": HTML,
                                                  "text": "{{ unsubscribe_url }}"})
-                for i in range(3)])), timeout=30)
+                for i in range(3)], **contact_rules())), timeout=30)
         prof = pgrpc.ProfileServiceStub(ch)
         now = time.time()
         for n, user in enumerate(users[:n_live]):
