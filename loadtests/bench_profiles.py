@@ -416,13 +416,15 @@ def compare_encryption(args, sync: bool) -> None:
         pooled = {e: (sum(g["per_event"] for g in rows[e]),  # every round ingests as many events
                       len(rows[e]) / sum(1 / g["rate"] for g in rows[e])) for e in rows}
         slow, cpu = np.array([c[0] for c in chunks]), np.array([c[1] for c in chunks])
+        cpu = cpu[np.isfinite(cpu)]
         print(f"  pooled over the rounds: throughput x{pooled[True][1] / pooled[False][1]:.3f} "
               f"({1 - pooled[True][1] / pooled[False][1]:+.1%} slower), CPU per event "
               f"x{pooled[True][0] / pooled[False][0]:.3f}")
         print(f"  {len(chunks)} interleaved chunk pairs: slower by median {np.median(slow):+.1%} "
               f"(quartiles {np.percentile(slow, 25):+.1%} to {np.percentile(slow, 75):+.1%}), "
-              f"CPU per event x{np.median(cpu):.3f} (x{np.percentile(cpu, 25):.3f} to "
-              f"x{np.percentile(cpu, 75):.3f})")
+              + (f"CPU per event x{np.median(cpu):.3f} (x{np.percentile(cpu, 25):.3f} to "
+                 f"x{np.percentile(cpu, 75):.3f}, {len(cpu)} pairs over a clock tick)" if len(cpu)
+                 else "CPU per event: every chunk under a clock tick"))
     print(f"  GetProfile p50         {on['p50']:>9.2f} / {off['p50']:>9.2f} ms = "
           f"x{on['p50'] / off['p50']:.3f}")
     print(f"  GetProfile p99         {on['p99']:>9.2f} / {off['p99']:>9.2f} ms = "
@@ -437,8 +439,9 @@ def compare_encryption(args, sync: bool) -> None:
 
 
 def _chunk_ratios(got: dict[bool, dict]) -> list[tuple[float, float]]:
-    """Per chunk pair of `ingest_interleaved`: (how much slower encryption on was, on/off CPU)."""
-    return [(1 - off_s / on_s, on_cpu / off_cpu)
+    """Per chunk pair of `ingest_interleaved`: (how much slower encryption on was, on/off CPU;
+    NaN when the off chunk's CPU was under one clock tick, as a small chunk's can be)."""
+    return [(1 - off_s / on_s, on_cpu / off_cpu if off_cpu > 0 else float("nan"))
             for (on_s, on_cpu), (off_s, off_cpu) in zip(got[True]["chunks"], got[False]["chunks"])]
 
 

@@ -1,5 +1,6 @@
 """`bench_profiles --encryption both --compare-src`: both trees' servers ingest, encrypted and
 plain, in every round, and each tree's ratios are printed (real `python -m server`s)."""
+import math
 import re
 from pathlib import Path
 
@@ -70,3 +71,12 @@ def test_ingest_chunks_are_refused_where_they_cannot_apply(tmp_path, argv, capsy
     with pytest.raises(SystemExit):
         bench_profiles.main([*argv, "--work", str(tmp_path)])
     assert "--ingest-chunks" in capsys.readouterr().err
+
+
+def test_a_chunk_under_one_clock_tick_has_no_cpu_ratio():
+    """A small chunk may burn less CPU than one clock tick (read as 0 s): its CPU ratio is
+    NaN, left out of the quartiles, not a division by zero."""
+    got = {True: {"chunks": [(2.0, 0.02), (1.0, 0.01)]},
+           False: {"chunks": [(1.0, 0.0), (1.0, 0.01)]}}
+    (slower, cpu), second = bench_profiles._chunk_ratios(got)
+    assert slower == 0.5 and math.isnan(cpu) and second == (0.0, 1.0)
