@@ -20,19 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrays import F64, I64, contiguous
+
 __all__ = ["blend"]
 
 _REFUSED = {-1: "ts, weights: every value must be finite",
             -2: "rows: every value must be below 2^53 in magnitude"}
-
-_I64, _F64 = np.dtype(np.int64), np.dtype(np.float64)
-
-
-def _contiguous(arr, dtype: np.dtype) -> np.ndarray:
-    if type(arr) is np.ndarray and arr.dtype is dtype and arr.flags.c_contiguous:
-        return arr
-    return np.ascontiguousarray(arr, dtype)
-
 
 def blend(rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float, length: int, *,
           half_life_s: float, long_half_life_s: float, session_s: float,
@@ -59,7 +52,7 @@ def blend(rows: np.ndarray, weights: np.ndarray, ts: np.ndarray, now: float, len
     -------
     (rows, weights) : int64 and float32 arrays of the kept entries, oldest first.
     """
-    rows, weights, ts = _contiguous(rows, _I64), _contiguous(weights, _F64), _contiguous(ts, _F64)
+    rows, weights, ts = contiguous(rows, I64), contiguous(weights, F64), contiguous(ts, F64)
     if not (rows.ndim == weights.ndim == ts.ndim == 1 and len(rows) == len(weights) == len(ts)):
         raise ValueError(f"rows, weights, ts: must be 1-d of one length, got shapes {rows.shape}, "
                          f"{weights.shape}, {ts.shape}")

@@ -1,6 +1,7 @@
 """Ranker features per (user, candidate), shared by training and the server hot path.
 
-Imports nothing of Tailor's but its own kernel. Two numpy steps, both batched and vectorised:
+Imports nothing of Tailor's but its own kernel and `kernels.arrays`. Two numpy steps, both batched
+and vectorised:
 
 1. `user_context` summarises each user's weighted history (the encoder's input: item rows and
    weights, 0 = padding) into category shares, weighted mean log price and history length.
@@ -21,6 +22,8 @@ from functools import cached_property
 
 import numpy as np
 
+from .arrays import F32, F64, I64, contiguous
+
 __all__ = ["FEATURES", "ItemTable", "UserContext", "user_context", "candidate_features",
            "features"]
 
@@ -35,16 +38,6 @@ FEATURES = (
     "price_gap",            # |log_price - the user's weighted mean log_price|
     "log_history_len",      # log1p(number of non-padding history items)
 )
-
-
-_I64, _F32, _F64 = np.dtype(np.int64), np.dtype(np.float32), np.dtype(np.float64)
-
-
-def _contiguous(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """`arr` itself when it is already C-contiguous `dtype` (the server's case), else a copy."""
-    if type(arr) is np.ndarray and arr.dtype is dtype and arr.flags.c_contiguous:
-        return arr
-    return np.ascontiguousarray(arr, dtype)
 
 
 @dataclass(frozen=True)
@@ -89,8 +82,8 @@ class ItemTable:
             if np.shape(getattr(self, name)) != (n,):
                 raise ValueError(f"table.{name} must have shape ({n},) like table.category, "
                                  f"got {np.shape(getattr(self, name))}")
-        return (_contiguous(self.category, _I64), _contiguous(self.log_price, _F32),
-                _contiguous(self.log_popularity, _F32), _contiguous(self.log_recency, _F32),
+        return (contiguous(self.category, I64), contiguous(self.log_price, F32),
+                contiguous(self.log_popularity, F32), contiguous(self.log_recency, F32),
                 int(self.n_categories))
 
 
@@ -184,9 +177,9 @@ def candidate_features(ctx: UserContext, cand_items, scores, table: ItemTable) -
 
 def _native_rows(arr: np.ndarray, n: int) -> np.ndarray:
     """int64 item rows; uint64 rows are first capped at n - 1, as the reference's clip does."""
-    if arr.dtype is not _I64 and arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+    if arr.dtype is not I64 and arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
         arr = np.minimum(arr, n - 1)
-    return _contiguous(arr, _I64)
+    return contiguous(arr, I64)
 
 
 def features(hist_items, hist_weights, cand_items, scores, table: ItemTable,
@@ -225,8 +218,8 @@ def features(hist_items, hist_weights, cand_items, scores, table: ItemTable,
     n = columns[0].shape[0]
     out = np.empty((c_items.shape[0], c_items.shape[1], len(FEATURES)), np.float32)
     bad = _ranking.features(_native_rows(h_items, n),
-                            _contiguous(h_weights, _F64 if h_weights.dtype.itemsize >= 8 else _F32),
-                            _native_rows(c_items, n), _contiguous(c_scores, _F32), *columns, out)
+                            contiguous(h_weights, F64 if h_weights.dtype.itemsize >= 8 else F32),
+                            _native_rows(c_items, n), contiguous(c_scores, F32), *columns, out)
     if bad >= 0:
         raise ValueError(f"table.category[{bad}] = {table.category[bad]} is outside "
                          f"[0, {table.n_categories})")
