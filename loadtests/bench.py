@@ -188,16 +188,17 @@ class Secured:
     connection: Connection = Connection()
 
 
-def secured(folder: Path) -> Secured:
-    """TLS with a throwaway CA and certificate, and an auth config holding one bearer token (role
-    `decider`, which Recommend needs; Ping takes any authenticated caller), under `folder`."""
+def secured(folder: Path, roles: tuple[str, ...] = ("decider",)) -> Secured:
+    """TLS with a throwaway CA and certificate, and an auth config holding one bearer token with
+    `roles` (default `decider`, which Recommend needs; Ping takes any authenticated caller),
+    under `folder`. A bench that also sets up its server over RPC names the roles that needs."""
     from server.security import tokens
 
     from .certs import CertificateAuthority
     ca = CertificateAuthority(folder)
     cert = ca.issue("server")
     auth = folder / "auth.toml"
-    token = tokens.mint(auth, "bench", ["decider"])
+    token = tokens.mint(auth, "bench", list(roles))
     flags = ("--tls-cert", str(cert.cert), "--tls-key", str(cert.key), "--auth-config", str(auth))
     return Secured(flags, Connection(tls_ca=ca.cert, token=token))
 

@@ -1,7 +1,7 @@
 """ChooseVariant against an empty RPC, in one run against one server.
 
     python -m loadtests.bench_campaigns [--arms 10] [--duration 10] [--concurrency 32]
-        [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--rounds 1]
+        [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--rounds 1] [--tls]
         [--server-src DIR] [--baseline-src DIR]
 
 Starts `python -m server` on loopback (fsync per commit unless --no-sync), creates a campaign,
@@ -21,6 +21,10 @@ back-to-back runs on a shared machine the second often meets other load), and pr
 round's CPU ratio, their median, and the pooled ratio (all ChooseVariant CPU over all its calls,
 against Ping's likewise): the figures to quote on a busy machine.
 
+`--tls` serves over TLS with a bearer token the server checks, and makes every call that way,
+Ping included (`bench.secured`; the token also holds the roles the set-up calls need: `admin`
+creates the campaign, `tracker` sets consent): the setting issue 20's targets name.
+
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built), so before/after figures of two commits come from one run of the same driver:
 
@@ -39,17 +43,18 @@ import argparse
 import contextlib
 import random
 import sys
+import tempfile
 from pathlib import Path
 
-import grpc
 import numpy as np
 
+from clients.transport import Connection
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
-from .bench import serving
+from .bench import Secured, secured, serving
 from .loadgen import PING, ping_payloads, run_load
 from .measure import (
     Comparison,
@@ -74,10 +79,10 @@ def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
 
 
 def grant_consent(target: str, users: list[str], channel: str = "email",
-                  attributes=None) -> None:
+                  attributes=None, connection: Connection | None = None) -> None:
     """Opt every user in to `channel` (email needs it by default), and set `attributes(i)`;
     256 calls in flight (thousands at once get cancelled)."""
-    with grpc.insecure_channel(target) as ch:
+    with (connection or Connection()).channel(target) as ch:
         stub = pgrpc.ProfileServiceStub(ch)
         for lo in range(0, len(users), 256):
             calls = [stub.SetConsent.future(ppb.SetConsentRequest(
@@ -91,15 +96,16 @@ def grant_consent(target: str, users: list[str], channel: str = "email",
                 call.result()
 
 
-def create_campaign(target: str, arms: int, policy: str) -> str:
-    with grpc.insecure_channel(target) as ch:
+def create_campaign(target: str, arms: int, policy: str,
+                    connection: Connection | None = None) -> str:
+    with (connection or Connection()).channel(target) as ch:
         spec = cpb.CampaignSpec(campaign_id="bench", channel="email", policy=policy,
                                 variants=[cpb.Variant(id=f"v{i}", content={"subject": f"subject {i}"})
                                           for i in range(arms)],
                                 rewards=[cpb.RewardRule(event_type="email_click", value=1.0)])
         stub = cgrpc.CampaignServiceStub(ch)
         stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), timeout=10)
-        grant_consent(target, ["warm"])
+        grant_consent(target, ["warm"], connection=connection)
         rng = np.random.default_rng(0)  # a non-trivial posterior: 50 rewarded pulls per arm
         for _ in range(50 * arms):
             d = stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="bench", user_id="warm"))
@@ -108,15 +114,21 @@ def create_campaign(target: str, arms: int, policy: str) -> str:
     return "bench"
 
 
+SETUP_ROLES = ("decider", "admin", "tracker")
+"""What `--tls`'s token holds: ChooseVariant and ReportReward, CreateCampaign, SetConsent."""
+
+
 @contextlib.contextmanager
-def _server(args, src: Path | None, env: dict):
+def _server(args, src: Path | None, env: dict, secure: Secured):
     """A server from `src` (default: this tree) with the bench campaign and its users opted in:
     (target, pid, campaign)."""
+    conn = secure.connection
     with serving(prefix="tailor-bench-campaigns-", workers=args.workers, server_src=src,
-                 env=env, stop_timeout=60) as srv:
-        campaign = create_campaign(srv.target, args.arms, args.policy)
-        grant_consent(srv.target, bench_users())  # an email campaign: users opted in first
-        run_load(srv.target, CHOOSE, choose_payloads(campaign), concurrency=8, duration=2)  # warm-up
+                 env=env, stop_timeout=60, flags=secure.flags, connection=conn) as srv:
+        campaign = create_campaign(srv.target, args.arms, args.policy, conn)
+        grant_consent(srv.target, bench_users(), connection=conn)  # email: users opted in first
+        run_load(srv.target, CHOOSE, choose_payloads(campaign), concurrency=8, duration=2,
+                 connection=conn)  # warm-up
         yield srv.target, srv.process.pid, campaign
 
 
@@ -164,6 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
     p.add_argument("--rounds", type=int, default=1, help="Ping/ChooseVariant pairs, alternated")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS and a checked bearer token on every call, Ping included")
     add_server_src_argument(p)
     p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
                    help="also measure a server from this source tree in every round and at "
@@ -172,15 +186,20 @@ def main(argv=None) -> int:
 
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(_server(args, args.server_src, env))
-        base = (stack.enter_context(_server(args, args.baseline_src, env))
+        secure = Secured()
+        if args.tls:
+            secure = secured(Path(stack.enter_context(tempfile.TemporaryDirectory(
+                prefix="tailor-bench-tls-"))), SETUP_ROLES)
+        server = stack.enter_context(_server(args, args.server_src, env, secure))
+        base = (stack.enter_context(_server(args, args.baseline_src, env, secure))
                 if args.baseline_src is not None else None)
         print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}, "
               f"source {args.server_src or 'this tree'}; campaign: {args.policy}, {args.arms} arms; "
               f"load: {args.procs} process(es), concurrency {args.concurrency}, "
-              f"{args.duration:g}s per step"
+              f"{args.duration:g}s per step{'; TLS + token' if args.tls else ''}"
               + (f"; baseline server from {args.baseline_src}" if base else ""), flush=True)
-        common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs)
+        common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs,
+                      connection=secure.connection)
         idle = idle_cpu(server[1])
         rows, pairs, base_pairs = [], [], []
         for r in range(1, args.rounds + 1):
