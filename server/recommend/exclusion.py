@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
+
+from kernels.exclusion import Rule, one_user
 
 from ..models import Bundle
 from ..profiles.schema import EVENT_TYPES
@@ -24,20 +25,6 @@ __all__ = ["SeenPolicy", "excluded_rows"]
 
 DAY = 86400.0
 _FOREVER = math.inf
-
-
-@dataclass(frozen=True)
-class _Bits:
-    """A policy compiled for one type vocabulary: forever bits and (window seconds, bits)."""
-
-    forever: np.uint32
-    windows: tuple[tuple[float, np.uint32], ...]
-
-    def excluded(self, mask: np.ndarray, ts: np.ndarray, now: float) -> np.ndarray:
-        out = (mask & self.forever) != 0
-        for window, bits in self.windows:
-            out |= ((mask & bits) != 0) & (ts > now - window)
-        return out
 
 
 class SeenPolicy:
@@ -62,15 +49,16 @@ class SeenPolicy:
     def from_settings(cls, s) -> SeenPolicy:
         return cls(s.seen_exclusion_days, s.seen_unknown_type_days, s.repeatable_categories)
 
-    def compile(self, types: Sequence[str]) -> _Bits:
-        """Bit i of a mask stands for `types[i]`; bit 31 for an unknown type."""
+    def compile(self, types: Sequence[str]) -> Rule:
+        """The policy as a `kernels.exclusion.Rule` over type bit masks: bit i of a mask stands
+        for `types[i]`; bit 31 for an unknown type."""
         by_days: dict[float, int] = {}
         for i, name in enumerate(types):
             if name in self.days:
                 by_days[self.days[name]] = by_days.get(self.days[name], 0) | (1 << i)
         by_days[self.unknown_days] = by_days.get(self.unknown_days, 0) | int(UNKNOWN_BIT)
-        forever = np.uint32(by_days.pop(_FOREVER, 0))
-        return _Bits(forever, tuple((d * DAY, np.uint32(b)) for d, b in sorted(by_days.items())))
+        forever = by_days.pop(_FOREVER, 0)
+        return Rule.of(forever, [(d * DAY, b) for d, b in sorted(by_days.items())])
 
     def tables(self, bundle: Bundle) -> _BundleSeen:
         tables = self._per_bundle.get(bundle)
@@ -140,19 +128,20 @@ def excluded_rows(policy: SeenPolicy | None, bundle: Bundle, user_ids: Sequence[
 
 def _one_user(policy: SeenPolicy | None, bundle: Bundle, user_id: str, live: SeenSet | None,
               requested: np.ndarray, now: float) -> np.ndarray:
-    """`excluded_rows` of one user."""
-    parts = [requested.astype(np.int64, copy=False)] if len(requested) else []
-    if policy is not None:
-        t = policy.tables(bundle)
-        row = bundle.row_of(user_id)
-        if row is not None:
-            lo, hi = int(t.indptr[row]), int(t.indptr[row + 1])
-            parts.append(_bundle_kept(t, slice(lo, hi), now)[0])
-        if live is not None and len(live):
-            parts.append(_live_kept(t, policy, live.codes, live.mask, live.ts, now)[0])
-    if not parts:
-        return np.zeros(0, np.int64)
-    return np.unique(np.concatenate(parts) if len(parts) > 1 else parts[0])
+    """`excluded_rows` of one user, by the `kernels.exclusion` kernel."""
+    if policy is None:
+        return np.unique(requested.astype(np.int64, copy=False))
+    t = policy.tables(bundle)
+    row = bundle.row_of(user_id)
+    seen = slice(int(t.indptr[row]), int(t.indptr[row + 1])) if row is not None else slice(0, 0)
+    if live is None:
+        live = _NO_LIVE
+    return one_user(requested, t.items[seen], t.mask[seen], t.ts[seen], t.bits, live.codes,
+                    live.mask, live.ts, policy.live, t.codes_sorted, t.code_order, t.repeatable,
+                    now)
+
+
+_NO_LIVE = SeenSet(np.zeros(0, np.int64), np.zeros(0, np.uint32), np.zeros(0, np.float64))
 
 
 def _bundle_kept(t: _BundleSeen, at: slice | np.ndarray, now: float
