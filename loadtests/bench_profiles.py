@@ -1,6 +1,6 @@
 """Profile ingestion and read benchmark, in one run on one machine.
 
-    python -m loadtests.bench_profiles [--events 200000] [--profiles 1000000] [--no-sync]
+    python -m loadtests.bench_profiles [--events 200000] [--profiles 1000000] [--no-sync] [--tls]
         [--server-src DIR] [--encryption on|off|both] [--rounds N] [--ingest-chunks K]
 
 1. Raw LMDB: the same records (events keys, serialized events) put in batches of 500 per write
@@ -27,6 +27,8 @@ CPU per call (medians over the rounds). Both read servers stay up for the whole 
 round reads them in `--read-slices` alternated slices, so a burst of the shared machine's load
 falls on both modes alike rather than on one mode's whole read window. The keyrings are
 generated into `--work`/secrets.
+`--tls` serves over TLS with a bearer token the server checks (`bench.secured`), and every
+call, Ping included, goes that way: the setting issue 20's targets name.
 `--server-src DIR` runs the server from another source tree (cwd and PYTHONPATH=DIR, its kernels
 built there) to take before/after figures of two commits with one driver (see loadtests/bench.py).
 With `--ingest-chunks K` (K > 1) step 2 runs both modes' servers at once and sends each round's
@@ -46,13 +48,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 
+from clients.transport import Connection
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 
-from .bench import _free_port, _wait_ready
+from .bench import Secured, _free_port, _wait_ready, secured
 from .loadgen import PING, ping_payloads, run_load
 from .measure import (
     Comparison,
@@ -69,6 +71,9 @@ from .measure import (
 GET_PROFILE = "/tailor.v1.ProfileService/GetProfile"
 
 BATCH = 500
+TLS_ROLES = ("tracker", "analyst")
+"""`--tls`'s token: TrackEventStream, and GetProfile with PII masked (a `pii-reader` would have
+every read audited)."""
 TYPES = ("view", "click", "add_to_cart", "purchase", "email_open", "email_sent")
 
 
@@ -91,10 +96,13 @@ def raw_lmdb(events: list[pb.Event], sync: bool) -> float:
     return batched_put_rate(items, BATCH, sync)
 
 
-async def stream_ingest(target: str, events: list[pb.Event], streams: int = 1) -> tuple[float, int]:
-    """Events/s through TrackEventStream, batches of 500 spread over `streams` connections."""
+async def stream_ingest(target: str, events: list[pb.Event], streams: int = 1,
+                        connection: Connection | None = None) -> tuple[float, int]:
+    """Events/s through TrackEventStream, batches of 500 spread over `streams` connections
+    (`connection`: TLS and token, plaintext if None)."""
     batches = [pb.TrackEventsRequest(events=events[i:i + BATCH]) for i in range(0, len(events), BATCH)]
-    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+    connection = connection or Connection()
+    channels = [connection.aio_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
                 for _ in range(streams)]
 
     async def one(ch, mine):
@@ -142,16 +150,20 @@ def read_payloads(profiles: int, n: int = 4096, parts: tuple[str, ...] = ()) -> 
 
 
 def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None,
-          secrets_dir: Path | None = None, encrypt: bool = True) -> tuple[subprocess.Popen, str]:
+          secrets_dir: Path | None = None, encrypt: bool = True, secure: Secured | None = None
+          ) -> tuple[subprocess.Popen, str]:
+    """`python -m server` on `data_dir` (`secure`: its TLS and auth flags, and how to reach it;
+    plaintext and no auth if None)."""
+    secure = secure or Secured()
     port = _free_port()
     env = {"TAILOR_LMDB_SYNC": "true" if sync else "false", "TAILOR_LMDB_MAP_SIZE": str(16 << 30),
            "TAILOR_ENCRYPT_AT_REST": "true" if encrypt else "false"}
     if secrets_dir is not None:
         env["TAILOR_SECRETS_DIR"] = str(secrets_dir.resolve())
     argv = ["--port", str(port), "--data-dir", str(data_dir.resolve()), "--workers", str(workers)]
-    proc = start_server(argv, src, env)
+    proc = start_server([*argv, *secure.flags], src, env)
     target = f"127.0.0.1:{port}"
-    _wait_ready(target, proc)
+    _wait_ready(target, proc, connection=secure.connection)
     return proc, target
 
 
@@ -162,7 +174,7 @@ def ingest_server(args, sync: bool, encrypt: bool) -> tuple[subprocess.Popen, st
     shutil.rmtree(ingest_dir, ignore_errors=True)
     if args.ingest_into == "stored":
         shutil.copytree(stored_base(args, encrypt), ingest_dir)
-    return serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt)
+    return serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt, args.secure)
 
 
 def ingest(args, events, sync: bool, encrypt: bool) -> dict:
@@ -170,10 +182,11 @@ def ingest(args, events, sync: bool, encrypt: bool) -> dict:
     proc, target = ingest_server(args, sync, encrypt)
     try:
         cpu_before = tree_cpu_seconds(proc.pid)
-        e2e, accepted = asyncio.run(stream_ingest(target, events, args.streams))
+        e2e, accepted = asyncio.run(stream_ingest(target, events, args.streams, args.conn))
         ingest_cpu = tree_cpu_seconds(proc.pid) - cpu_before
         ping = measure("Ping (empty RPC)", proc.pid, target, PING, ping_payloads(),
-                       concurrency=args.streams, duration=args.read_seconds / 3)
+                       concurrency=args.streams, duration=args.read_seconds / 3,
+                       connection=args.conn)
     finally:
         proc.terminate()
         proc.wait()
@@ -198,14 +211,14 @@ def ingest_interleaved(args, events, sync: bool, first: bool) -> dict[bool, dict
             for encrypt in (first, not first) if c % 2 == 0 else (not first, first):
                 proc, target = servers[encrypt]
                 cpu_before = tree_cpu_seconds(proc.pid)
-                rate, accepted = asyncio.run(stream_ingest(target, chunk, args.streams))
+                rate, accepted = asyncio.run(stream_ingest(target, chunk, args.streams, args.conn))
                 cpu = tree_cpu_seconds(proc.pid) - cpu_before
                 got[encrypt]["chunks"].append((len(chunk) / rate, cpu))
                 got[encrypt]["accepted"] += accepted
         for encrypt, (proc, target) in servers.items():
             got[encrypt]["ping"] = measure("Ping (empty RPC)", proc.pid, target, PING,
                                            ping_payloads(), concurrency=args.streams,
-                                           duration=args.read_seconds / 3)
+                                           duration=args.read_seconds / 3, connection=args.conn)
     finally:
         for proc, _ in servers.values():
             proc.terminate()
@@ -220,11 +233,13 @@ def ingest_interleaved(args, events, sync: bool, first: bool) -> dict[bool, dict
 def reads(args, sync: bool, encrypt: bool, parts: list[str] = ()):
     """Step 3: (GetProfile-vs-Ping comparison, idle CPU, a comparison per `parts` entry)."""
     proc, target = serve(read_store(args, encrypt), sync, src=args.server_src, secrets_dir=args.secrets,
-                         encrypt=encrypt)
+                         encrypt=encrypt, secure=args.secure)
     try:
-        load = dict(concurrency=args.read_concurrency, duration=args.read_seconds)
+        load = dict(concurrency=args.read_concurrency, duration=args.read_seconds,
+                    connection=args.conn)
         settle(proc.pid)  # start-up work done (a retention pass over a large store)
-        run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2)  # warm
+        run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1, duration=2,
+                 connection=args.conn)  # warm
         idle = idle_cpu(proc.pid)
         pair = compare("GetProfile", proc.pid, target, GET_PROFILE, read_payloads(args.profiles), **load)
         parted = [Comparison(measure(f"GetProfile parts={p}", proc.pid, target, GET_PROFILE,
@@ -265,6 +280,9 @@ def main(argv=None) -> None:
                    metavar="P1,P2", help="GetProfile `parts` of further read runs, one comma list each "
                         "(the first run asks for every part); none: no such run (servers before "
                         "`parts` existed return every part)")
+    p.add_argument("--tls", action="store_true",
+                   help="TLS and a checked bearer token (roles tracker and analyst) on every "
+                        "call, Ping included")
     add_server_src_argument(p)
     p.add_argument("--compare-src", type=Path, default=None, metavar="DIR",
                    help="with --encryption both: ingestion only, this tree's server and DIR's, "
@@ -279,6 +297,10 @@ def main(argv=None) -> None:
     sync = not args.no_sync
     args.work.mkdir(parents=True, exist_ok=True)
     args.secrets = args.work / "secrets"
+    if args.tls:
+        (args.work / "tls").mkdir(exist_ok=True)
+    args.secure = secured(args.work / "tls", TLS_ROLES) if args.tls else Secured()
+    args.conn = args.secure.connection
     if args.encryption == "both":
         return compare_trees(args, sync) if args.compare_src else compare_encryption(args, sync)
     encrypt = args.encryption == "on"
@@ -289,7 +311,8 @@ def main(argv=None) -> None:
     pair, idle, parted = reads(args, sync, encrypt, args.parts)
     reads_, floor = pair.method.load, pair.ping.load
     print(f"\ndurability: {'fsync per commit' if sync else 'no fsync (crash-safe)'}; batches of {BATCH}; "
-          f"encryption at rest {args.encryption}")
+          f"encryption at rest {args.encryption}; "
+          f"{'TLS + checked token' if args.tls else 'plaintext, no auth'} on every call")
     print(f"raw LMDB batched puts      {raw:>10,.0f} records/s  ({len(events)} records)")
     print(f"TrackEventStream end to end {e2e:>9,.0f} events/s   = {e2e / raw:.0%} of raw "
           f"({args.streams} stream(s), {args.workers} server worker(s))")
@@ -337,7 +360,7 @@ def paired_reads(servers: dict, args, first: bool) -> dict[bool, dict]:
     alternated (`first`'s server leads), so both modes meet the same moments of a shared
     machine. Per mode: the slices' median p50 and p99 and the CPU per call over all of them."""
     slice_s = args.read_seconds / args.read_slices
-    load = dict(concurrency=args.read_concurrency, duration=slice_s)
+    load = dict(concurrency=args.read_concurrency, duration=slice_s, connection=args.conn)
     out: dict[bool, dict] = {}
     for encrypt, (proc, target) in servers.items():
         ping = measure("Ping", proc.pid, target, PING, ping_payloads(), **load)
@@ -371,12 +394,13 @@ def compare_encryption(args, sync: bool) -> None:
     rows: dict[bool, list[dict]] = {True: [], False: []}
     chunks: list[tuple[float, float]] = []
     servers = {e: serve(read_store(args, e), sync, src=args.server_src,
-                        secrets_dir=args.secrets, encrypt=e) for e in (True, False)}
+                        secrets_dir=args.secrets, encrypt=e, secure=args.secure)
+               for e in (True, False)}
     try:
         for proc, target in servers.values():  # settled, then warm: page cache, keys
             settle(proc.pid)
             run_load(target, GET_PROFILE, read_payloads(args.profiles), concurrency=1,
-                     duration=min(2.0, args.read_seconds))
+                     duration=min(2.0, args.read_seconds), connection=args.conn)
         for r in range(args.rounds):
             order = (True, False) if r % 2 == 0 else (False, True)
             events = make_events(args.events, args.users, prefix=f"r{r}")

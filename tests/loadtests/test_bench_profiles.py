@@ -80,3 +80,14 @@ def test_a_chunk_under_one_clock_tick_has_no_cpu_ratio():
            False: {"chunks": [(1.0, 0.0), (1.0, 0.01)]}}
     (slower, cpu), second = bench_profiles._chunk_ratios(got)
     assert slower == 0.5 and math.isnan(cpu) and second == (0.0, 1.0)
+
+
+def test_tls_streams_and_reads_with_a_checked_token(tmp_path, capsys):
+    """`--tls`: the servers take TLS and check the token on every call (TrackEventStream,
+    GetProfile, Ping); the run completes, so every call was allowed with the token's roles."""
+    bench_profiles.main(["--tls", "--events", "600", "--users", "50", "--profiles", "40",
+                         "--read-seconds", "0.6", "--no-sync", "--parts", "attributes,consent",
+                         "--work", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "TLS + checked token on every call" in out
+    assert re.search(r"GetProfile / Ping: QPS x[\d.]+, server CPU per call", out)
