@@ -148,7 +148,7 @@ class TailorServer:
                                        user_ids=self.profiles.user_ids)
         self.drift = DriftMonitor.from_settings(s, self.registry)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
-                                       seen_of=self.profiles.seen_sets,
+                                       live_of=self.profiles.states_and_seen,
                                        impressions=self.impressions.sink,
                                        observe=self.drift.observe if s.drift_enabled else None)
         self.canary_monitor = CanaryMonitor(self.registry, self.recommender.tally,

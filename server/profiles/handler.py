@@ -426,6 +426,11 @@ class Profiles:
         """Every item each user had an event on (live, uncapped); None: no profile."""
         return self.repo.seen_sets(user_ids)
 
+    def states_and_seen(self, user_ids: Sequence[str]) -> list[tuple]:
+        """(feature state, live seen-set) of many users from one read snapshot, each profile
+        record opened once (what Recommend reads of its users; None: no profile)."""
+        return self.repo.states_and_seen(user_ids)
+
     def erased(self) -> list[Tombstone]:
         """Every tombstone (keyed hashes and times), oldest erasure first."""
         return self.tombstones.listing() if self.tombstones is not None else []

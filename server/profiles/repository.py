@@ -202,10 +202,20 @@ class ProfileRepository:
 
     def states(self, user_ids: Sequence[str]) -> list[np.ndarray | None]:
         """Feature states for many users in one snapshot (None where there is none)."""
-        feature_key = keys.feature_key
+        return self._decoded(self._state_records(user_ids))
+
+    def states_and_seen(self, user_ids: Sequence[str]
+                        ) -> list[tuple[np.ndarray | None, seen.SeenSet | None]]:
+        """(feature state, live seen-set as `seen_sets` has it) of many users from one snapshot,
+        each record read and opened once (Recommend's reads; None where there is no profile)."""
+        raws = self._state_records(user_ids)
+        states = self._decoded(raws)
+        return list(zip(states, map(self._seen, raws, states)))
+
+    def _state_records(self, user_ids: Sequence[str]) -> list[bytes | None]:
+        """The users' profile state records (feature state and seen-set) from one snapshot."""
         with self.store.read() as txn:
-            raws = self._profiles.get_many(txn, [feature_key(u) for u in user_ids])
-        return self._decoded(raws)
+            return self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
 
     def _decoded(self, raws: Sequence[bytes | None]) -> list[np.ndarray | None]:
         """The feature state of each profile state record (None where there is none)."""
@@ -253,9 +263,7 @@ class ProfileRepository:
     def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
         """Live seen-sets in one snapshot (None: no profile). A profile older than seen-sets
         gets its recent items, of unknown type."""
-        with self.store.read() as txn:
-            raws = self._profiles.get_many(txn, [keys.feature_key(u) for u in user_ids])
-        return [self._seen(raw) for raw in raws]
+        return [self._seen(raw) for raw in self._state_records(user_ids)]
 
     def _seen(self, raw: bytes | None, state: np.ndarray | None = None) -> seen.SeenSet | None:
         """The live seen-set of a profile state record (`state`: its feature state, if

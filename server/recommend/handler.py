@@ -48,10 +48,31 @@ def bundle_histories(bundle: Bundle, user_ids: Sequence[str], states=None) -> li
     return [bundle.history(u) for u in user_ids]
 
 
+class _LiveRead:
+    """One batch's profile reads: its users' states and live seen-sets read together, once
+    (`live_of`), when the pipeline first asks for either (its "history" stage, which times
+    it), or taken from a caller's read (`given`)."""
+
+    def __init__(self, history_of, live_of, given: list[tuple] | None = None):
+        self._history_of, self._live_of, self._live = history_of, live_of, given
+
+    def _read(self, user_ids: Sequence[str]) -> list[tuple]:
+        if self._live is None:
+            self._live = self._live_of(user_ids)
+        return self._live
+
+    def history_of(self, bundle: Bundle, user_ids: Sequence[str]) -> list[History | None]:
+        return self._history_of(bundle, user_ids, states=[s for s, _ in self._read(user_ids)])
+
+    def seen_of(self, user_ids: Sequence[str]) -> list[SeenSet | None]:
+        return [seen for _, seen in self._read(user_ids)]
+
+
 class Recommender:
     def __init__(self, settings: Settings, registry: ModelRegistry,
                  history_of: Callable[[Bundle, Sequence[str]], list[History | None]] = bundle_histories,
-                 seen_of: Callable[[Sequence[str]], list[SeenSet | None]] | None = None,
+                 live_of: Callable[[Sequence[str]], list[tuple[np.ndarray | None, SeenSet | None]]]
+                 | None = None,
                  impressions: ImpressionSink | None = None,
                  observe: Callable[[BatchValues], None] | None = None):
         self.settings = settings
@@ -62,8 +83,9 @@ class Recommender:
         self.history_of = history_of
         """Encoder inputs per user (`history_of(bundle, user_ids, states=None)`; `states`: the
         users' feature states as a caller read them, else read there)."""
-        self.seen_of = seen_of
-        """Live seen-sets per user (None: only the bundle's seen-sets count)."""
+        self.live_of = live_of
+        """(feature state, live seen-set) per user from one read (None: no profiles; only the
+        bundle's histories and seen-sets count)."""
         self.observe = observe
         """Receives each batch's values (drift histograms, `server.drift`), if given."""
         self.policy = SeenPolicy.from_settings(settings) if settings.exclude_history else None
@@ -118,12 +140,13 @@ class Recommender:
     def _run(self, bundle: Bundle, queries: Sequence[RecQuery], read: tuple | None = None
              ) -> list[RecResult | BaseException]:
         """`read`: (user id, feature state, live seen-set) of a batch of one query's user, as its
-        caller read them (`recommend(read=...)`); ignored for any other batch."""
-        history_of, seen_of = self.history_of, self.seen_of
-        if read is not None and len(queries) == 1 and queries[0].user_id == read[0]:
-            _, state, seen = read
-            history_of = functools.partial(self.history_of, states=[state])
-            seen_of = (lambda _: [seen]) if seen_of is not None else None
+        caller read them (`recommend(read=...)`); ignored for any other batch, whose users'
+        states and seen-sets are read here in one snapshot (`live_of`)."""
+        history_of, seen_of = self.history_of, None
+        if self.live_of is not None:
+            taken = (read is not None and len(queries) == 1 and queries[0].user_id == read[0])
+            live = _LiveRead(self.history_of, self.live_of, [read[1:]] if taken else None)
+            history_of, seen_of = live.history_of, live.seen_of
         return recommend_batch(bundle, queries, history_of,
                                ranker_candidates=self.settings.ranker_candidates,
                                policy=self.policy, seen_of=seen_of,

@@ -113,22 +113,29 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
 
 async def test_a_callers_profile_read_serves_only_its_own_user(tailor_server, users, monkeypatch):
     """`recommend(read=(user, state, seen))` on the loop takes the caller's read instead of
-    reading the profile again, for that user only: a read naming another user is ignored."""
+    reading the profile again, for that user only: a read naming another user is ignored, and
+    the profile is read once (`live_of`: state and seen-set together)."""
     from server.recommend import RecQuery
-    rec, given = tailor_server.recommender, []
-    history_of = rec.history_of
+    rec, reads, given = tailor_server.recommender, [], []
+    history_of, live_of = rec.history_of, rec.live_of
 
     def recording(bundle, user_ids, states=None):
         given.append(states)
         return history_of(bundle, user_ids, states=states)
 
+    def reading(user_ids):
+        reads.append(list(user_ids))
+        return live_of(user_ids)
+
     monkeypatch.setattr(rec, "history_of", recording)
+    monkeypatch.setattr(rec, "live_of", reading)
     monkeypatch.setattr(rec, "cache", None)
     q = RecQuery(users["heavy"], 5)
     own = await rec.recommend(q, on_loop=True)
     other = await rec.recommend(q, on_loop=True, read=("someone-else", None, None))
     same = await rec.recommend(q, on_loop=True, read=(users["heavy"], None, None))
-    assert given == [None, None, [None]]  # read, ignored, taken
+    assert reads == [[users["heavy"]]] * 2  # read, ignored (read again), taken (not read)
+    assert given == [[None]] * 3  # the heavy user has no live profile
     for answer in (other, same):  # the heavy user has no live profile: the same answer
         np.testing.assert_array_equal(answer.rows, own.rows)
 
