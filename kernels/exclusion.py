@@ -31,7 +31,7 @@ __all__ = ["Rule", "one_user"]
 U32, BOOL = np.dtype(np.uint32), np.dtype(np.bool_)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compared and hashed by identity
 class Rule:
     """Which event-type bits exclude an item for good, and which for a window (seconds)."""
 
