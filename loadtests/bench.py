@@ -276,11 +276,13 @@ def bench_catalog(bundle: Path, args) -> dict:
                            for frac in args.load_fractions]
         # Open loop at a fixed rate needs no parallel generators; extra ones only take the
         # server's CPU, so latency runs use --latency-procs (default 1).
-        for _ in range(0 if args.interleave else args.rounds):
+        for r in range(0 if args.interleave else args.rounds):
             for frac in args.load_fractions:
                 rate = dict(load, procs=args.latency_procs, rate=base * frac)
                 label = "half max" if frac == 0.5 else f"{frac:g} x max"
-                for s in servers:
+                # the first server in odd rounds, the last in even ones: the first run of a
+                # round was seen to fare worse, Ping's included (docs/performance.md, stop 40)
+                for s in (servers if r % 2 == 0 else servers[::-1]):
                     pid, target = s["srv"].process.pid, s["srv"].target
                     s["paced"].append(measure(f"Recommend @ {label}{s['tag']}", pid, target,
                                               RECOMMEND, recs, **rate))
