@@ -203,6 +203,16 @@ def secured(folder: Path, roles: tuple[str, ...] = ("decider",)) -> Secured:
     return Secured(flags, Connection(tls_ca=ca.cert, token=token))
 
 
+def secured_if(tls: bool, stack: contextlib.ExitStack, roles: tuple[str, ...] = ("decider",)
+               ) -> Secured:
+    """`secured` in a temporary folder that `stack` removes when it closes, if `tls`; else
+    plaintext and no auth (a bench's `--tls`)."""
+    if not tls:
+        return Secured()
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tailor-bench-tls-")))
+    return secured(folder, roles)
+
+
 def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
     """`NAME=VALUE` arguments as a dict."""
     out = {}
@@ -248,10 +258,7 @@ def bench_catalog(bundle: Path, args) -> dict:
         users = [str(u) for u in npz["user_ids"][:20000]]
     recs, pings = recommend_payloads(users, k=10), ping_payloads()
     with contextlib.ExitStack() as stack:
-        secure = Secured()
-        if args.tls:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tailor-bench-tls-")))
-            secure = secured(folder)
+        secure = secured_if(args.tls, stack)
         load = dict(duration=args.duration, procs=args.procs, concurrency=args.concurrency,
                     connection=secure.connection)
         servers = [{"mode": m, "srv": _start(stack, bundle, args, env, src, secure), "paced": []}

@@ -43,7 +43,6 @@ import argparse
 import contextlib
 import random
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +53,7 @@ from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 
-from .bench import Secured, secured, serving
+from .bench import Secured, secured_if, serving
 from .loadgen import PING, ping_payloads, run_load
 from .measure import (
     Comparison,
@@ -186,10 +185,7 @@ def main(argv=None) -> int:
 
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
     with contextlib.ExitStack() as stack:
-        secure = Secured()
-        if args.tls:
-            secure = secured(Path(stack.enter_context(tempfile.TemporaryDirectory(
-                prefix="tailor-bench-tls-"))), SETUP_ROLES)
+        secure = secured_if(args.tls, stack, SETUP_ROLES)
         server = stack.enter_context(_server(args, args.server_src, env, secure))
         base = (stack.enter_context(_server(args, args.baseline_src, env, secure))
                 if args.baseline_src is not None else None)
