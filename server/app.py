@@ -163,6 +163,8 @@ class TailorServer:
         self.campaigns = Campaigns(self.store, self.profiles, sweep_seconds=s.campaign_sweep_seconds,
                                    propensity_refresh_s=s.campaign_propensity_refresh_seconds,
                                    state_refresh_s=s.campaign_state_refresh_seconds,
+                                   group_commit=(s.decision_group_commit_ms / 1000.0,
+                                                 s.decision_group_commit_from),
                                    limits=s.limits, contact=self._contact_policy(),
                                    suppressions=self.suppressions)
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)

@@ -3,7 +3,11 @@ one FAISS search per Recommend batch, one LMDB transaction and fsync per write b
 
 A batch starts as soon as a slot is free; while every slot is busy, arriving calls queue up and
 go together into the next batch. `max_wait` lets the oldest queued call wait a little for company
-even when a slot is free (0 disables that). A failed batch fails every call in it with the same
+even when a slot is free (0 disables that). `linger` does the same only under load, when recent
+batches held `linger_from` calls or more on average: a group commit's delay (PostgreSQL's
+`commit_delay` with `commit_siblings`). A writer whose every batch pays a fixed cost (a commit and
+its fsyncs) then spends it on more calls at high rates, while a call arriving alone at low rates
+never waits for company that is not coming. A failed batch fails every call in it with the same
 error; a per-call error (returned as an exception in the results) fails only that call. Callers
 that gave up (cancelled) before their batch started are left out of it.
 
@@ -28,6 +32,9 @@ Q = TypeVar("Q")
 R = TypeVar("R")
 
 
+_TYPICAL_OVER = 8
+"""Batches `linger`'s moving average of batch sizes spans, about."""
+
 Done = Callable[[Sequence], None]
 """Called on the event loop with one result (or exception) per query of a batch."""
 
@@ -48,16 +55,24 @@ class Runner(Protocol):
 class AdaptiveBatcher(Generic[Q, R]):
     """Batches of at most `max_size` calls, run by `runner` (up to `runner.concurrency` at once).
 
-    `name` labels the batch metrics (the runner's name by default).
+    `name` labels the batch metrics (the runner's name by default). `max_wait` and `linger`
+    (seconds) count from the oldest queued call's arrival, so a call that already waited that
+    long behind a running batch is not held back again.
     """
 
     def __init__(self, runner: Runner, *, max_size: int = 64, max_wait: float = 0.001,
-                 name: str | None = None):
-        if max_size < 1 or runner.concurrency < 1 or max_wait < 0:
-            raise ValueError("max_size and concurrency must be >= 1 and max_wait >= 0")
+                 linger: float = 0.0, linger_from: int = 2, name: str | None = None):
+        if max_size < 1 or runner.concurrency < 1 or linger_from < 1:
+            raise ValueError("max_size, concurrency and linger_from must be >= 1")
+        if max_wait < 0 or linger < 0:
+            raise ValueError("max_wait and linger must be >= 0")
         self.runner = runner
         self.max_size = max_size
         self.max_wait = max_wait
+        self.linger = linger
+        self.linger_from = linger_from
+        self._typical = 0.0
+        """Batch size, moving average over about the last `_TYPICAL_OVER` batches."""
         self.concurrency = runner.concurrency
         self.name = runner.name if name is None else name
         self._pending: collections.deque[tuple[Q, asyncio.Future, float]] = collections.deque()
@@ -87,15 +102,23 @@ class AdaptiveBatcher(Generic[Q, R]):
         return future
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start batches while slots are free; the oldest call may wait up to `max_wait`."""
+        """Start batches while slots are free; the oldest call may wait up to `_patience()`."""
         self._scheduled = False
         while self._pending and self._active < self.concurrency:
-            wait = self._pending[0][2] + self.max_wait - loop.time()
+            wait = self._pending[0][2] + self._patience() - loop.time()
             if wait > 0 and len(self._pending) < self.max_size:
                 if self._timer is None:
                     self._timer = loop.call_later(wait, self._on_timer, loop)
                 return
             self._start(loop)
+
+    def _patience(self) -> float:
+        """How long the oldest call may wait for company: `linger` while recent batches held
+        `linger_from` calls or more on average, else `max_wait`. An average, not the last batch:
+        at low rates a chance burst must not make the next calls wait."""
+        if self._typical >= self.linger_from:
+            return max(self.linger, self.max_wait)
+        return self.max_wait
 
     def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
@@ -110,6 +133,7 @@ class AdaptiveBatcher(Generic[Q, R]):
         if not batch:
             return
         self._active += 1
+        self._typical += (len(batch) - self._typical) / _TYPICAL_OVER
         self._batch_size.observe(len(batch))
         self._queue_depth.set(len(self._pending))
         self.runner.start(loop, [q for q, _, _ in batch],

@@ -67,7 +67,8 @@ class Campaigns:
     def __init__(self, store: Store, profiles: ProfileStates, *, propensity_refresh_s: float = 0.25,
                  state_refresh_s: float = 0.1, sweep_seconds: float = 1.0,
                  limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None,
-                 suppressions: SuppressedAddresses | None = None):
+                 suppressions: SuppressedAddresses | None = None,
+                 group_commit: tuple[float, int] = (0.0, 1)):
         self.repo = CampaignRepository(store)
         self._store = store
         self.limits = limits
@@ -88,8 +89,11 @@ class Campaigns:
         # One decision batch in flight: the calls that arrive while it commits all go into the
         # next (two in flight split them into a big and a small batch, each with its commit
         # and fsync: the commit's CPU, mostly the kernel's, is the writer's largest cost).
+        # `group_commit` (seconds, decisions): under load a batch also waits a little for more.
+        linger, linger_from = group_commit
         self._log = AdaptiveBatcher(runner=self._writer.runner("decisions", concurrency=1),
-                                    max_size=512, max_wait=0.0, name="decisions")
+                                    max_size=512, max_wait=0.0, linger=linger,
+                                    linger_from=linger_from, name="decisions")
         self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
                                         max_wait=0.0, name="rewards")
         self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,

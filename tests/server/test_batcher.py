@@ -45,6 +45,41 @@ async def test_max_wait_groups_calls_arriving_close_together():
     await batcher.close()
 
 
+async def test_linger_waits_for_company_only_while_batches_have_some():
+    sizes = []
+    batcher = _batcher(lambda b: sizes.append(len(b)) or list(b), max_size=64, max_wait=0.0,
+                       linger=0.05, linger_from=3, concurrency=1)
+
+    async def spaced(n, step):
+        async def later(i):
+            await asyncio.sleep(step * i)
+            return await batcher.submit(i)
+        return await asyncio.gather(*(later(i) for i in range(n)))
+
+    # quiet: calls 10 ms apart, no batch has had company, so none waits for any
+    assert await spaced(3, 0.01) == [0, 1, 2]
+    assert max(sizes) < 3
+    # one burst of 8 in a loop turn is one batch, not yet a load (the average of sizes is)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(8))) == list(range(8))
+    del sizes[:]
+    assert await spaced(3, 0.01) == [0, 1, 2]
+    assert max(sizes) < 3
+    # bursts of 8, one after another: the batcher is under load
+    for _ in range(10):
+        await asyncio.gather(*(batcher.submit(i) for i in range(8)))
+    # now calls 5 ms apart wait (the oldest up to 50 ms) for each other: one batch
+    del sizes[:]
+    assert await spaced(5, 0.005) == list(range(5))
+    assert sizes == [5]
+    # the load gone, lone calls bring the average down within a few batches; then none waits
+    for i in range(12):
+        assert await batcher.submit(i) == i
+    del sizes[:]
+    assert await spaced(3, 0.01) == [0, 1, 2]
+    assert max(sizes) < 3
+    await batcher.close()
+
+
 async def test_per_call_exception_fails_only_that_call():
     batcher = _batcher(lambda b: [ValueError(f"bad {q}") if q == 3 else q for q in b],
                        max_size=8, max_wait=0.01)
@@ -75,6 +110,10 @@ def test_rejects_bad_limits():
         _batcher(list, max_size=0)
     with pytest.raises(ValueError):
         _batcher(list, max_wait=-1.0)
+    with pytest.raises(ValueError):
+        _batcher(list, linger=-0.001)
+    with pytest.raises(ValueError):
+        _batcher(list, linger_from=0)
     with pytest.raises(ValueError):
         ThreadRunner(list, concurrency=0, name="test")
 

@@ -272,6 +272,46 @@ async def test_campaigns_survive_a_restart(settings):
         await server.stop(grace=0.1)
 
 
+async def test_decisions_under_load_share_commits_and_a_quiet_one_commits_alone(settings):
+    """Settings' group commit reaches the decision log: once commits carry company on average,
+    decisions arriving a few ms apart wait for each other and commit together."""
+    from server import metrics
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"decision_group_commit_ms": 100.0,
+                                                      "decision_group_commit_from": 2,
+                                                      "lmdb_sync": True}))
+    await server.start()
+    sizes = metrics.BATCH_SIZE.labels("decisions")
+
+    def commits():
+        return sizes._sum.get(), sum(b.get() for b in sizes._buckets)
+
+    async def spaced(users, step):
+        async def later(i, u):
+            await asyncio.sleep(step * i)
+            return await choose(s, u)
+        return await asyncio.gather(*(later(i, u) for i, u in enumerate(users)))
+
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            s = pb_grpc.CampaignServiceStub(ch)
+            await create(s)
+            before = commits()
+            await choose(s, "quiet")  # no load yet: committed at once, alone
+            assert commits() == (before[0] + 1, before[1] + 1)
+            before = commits()
+            for wave in range(12):  # load: 12 waves of 32 at once
+                await asyncio.gather(*(choose(s, f"w{wave}-{i}") for i in range(32)))
+            loaded = commits()
+            assert 12 * 32 / (loaded[1] - before[1]) >= 4  # calls arriving in a commit share the next
+            before = loaded
+            made = await spaced([f"late{i}" for i in range(4)], 0.01)
+            assert len({d.decision_id for d in made}) == 4
+            assert commits() == (before[0] + 4, before[1] + 1)  # four decisions, one commit
+    finally:
+        await server.stop(grace=0.1)
+
+
 REWARDER = """
 import json, sys, threading, grpc
 from protos.tailor.v1 import campaign_pb2 as pb, campaign_pb2_grpc as g
