@@ -156,11 +156,16 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._dispatch(loop)
 
     async def close(self) -> None:
-        """Finish the running batches; calls not started yet fail with BatcherClosed."""
+        """Finish the running batches and start the calls that were only waiting for company
+        (`max_wait`, `linger`) in free slots; calls queued behind busy ones fail with
+        BatcherClosed."""
         self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        loop = asyncio.get_running_loop()
+        while self._pending and self._active < self.concurrency:
+            self._start(loop)
         while self._pending:
             _, future, _ = self._pending.popleft()
             if not future.done():

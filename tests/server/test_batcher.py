@@ -80,6 +80,18 @@ async def test_linger_waits_for_company_only_while_batches_have_some():
     await batcher.close()
 
 
+async def test_close_starts_the_calls_waiting_only_for_company():
+    batcher = _batcher(list, max_size=3, max_wait=0.0, linger=10.0, linger_from=2,
+                       concurrency=1)
+    for _ in range(20):  # full batches (no wait), one after another: 3 on average
+        await asyncio.gather(*(batcher.submit(i) for i in range(3)))
+    waiting = asyncio.create_task(batcher.submit(7))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # lingering (for up to 10 s) with a free slot
+    await asyncio.wait_for(batcher.close(), 2.0)
+    assert await waiting == 7  # started by close, not failed
+
+
 async def test_per_call_exception_fails_only_that_call():
     batcher = _batcher(lambda b: [ValueError(f"bad {q}") if q == 3 else q for q in b],
                        max_size=8, max_wait=0.01)
