@@ -9,7 +9,9 @@ batches held `linger_from` calls or more on average: a group commit's delay (Pos
 its fsyncs) then spends it on more calls at high rates, while a call arriving alone at low rates
 never waits for company that is not coming. A failed batch fails every call in it with the same
 error; a per-call error (returned as an exception in the results) fails only that call. Callers
-that gave up (cancelled) before their batch started are left out of it.
+that gave up (cancelled) before their batch started are left out of it. Closing finishes the
+running batches and starts the calls waiting only for company; calls queued behind busy slots
+fail with `BatcherClosed`.
 
 Everything is driven by callbacks on the event loop (no dispatcher task, no queue): calls
 submitted in the same loop turn join one batch, and a batch costs one hand-off to its runner and

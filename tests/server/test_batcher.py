@@ -48,7 +48,7 @@ async def test_max_wait_groups_calls_arriving_close_together():
 async def test_linger_waits_for_company_only_while_batches_have_some():
     sizes = []
     batcher = _batcher(lambda b: sizes.append(len(b)) or list(b), max_size=64, max_wait=0.0,
-                       linger=0.05, linger_from=3, concurrency=1)
+                       linger=0.08, linger_from=3, concurrency=1)
 
     async def spaced(n, step):
         async def later(i):
@@ -67,9 +67,9 @@ async def test_linger_waits_for_company_only_while_batches_have_some():
     # bursts of 8, one after another: the batcher is under load
     for _ in range(10):
         await asyncio.gather(*(batcher.submit(i) for i in range(8)))
-    # now calls 5 ms apart wait (the oldest up to 50 ms) for each other: one batch
+    # now calls 3 ms apart wait (the oldest up to 80 ms) for each other: one batch
     del sizes[:]
-    assert await spaced(5, 0.005) == list(range(5))
+    assert await spaced(5, 0.003) == list(range(5))
     assert sizes == [5]
     # the load gone, lone calls bring the average down within a few batches; then none waits
     for i in range(12):
