@@ -422,10 +422,6 @@ class Profiles:
         """Meta records (attributes, consent) of many users from one read snapshot."""
         return self.repo.metas(user_ids)
 
-    def seen_sets(self, user_ids: Sequence[str]):
-        """Every item each user had an event on (live, uncapped); None: no profile."""
-        return self.repo.seen_sets(user_ids)
-
     def states_and_seen(self, user_ids: Sequence[str]) -> list[tuple]:
         """(feature state, live seen-set) of many users from one read snapshot, each profile
         record opened once (what Recommend reads of its users; None: no profile)."""

@@ -206,8 +206,10 @@ class ProfileRepository:
 
     def states_and_seen(self, user_ids: Sequence[str]
                         ) -> list[tuple[np.ndarray | None, seen.SeenSet | None]]:
-        """(feature state, live seen-set as `seen_sets` has it) of many users from one snapshot,
-        each record read and opened once (Recommend's reads; None where there is no profile)."""
+        """(feature state, live seen-set) of many users from one snapshot, each record read and
+        opened once (Recommend's reads; None where there is no profile). The seen-set holds every
+        item the user had an event on (live, uncapped); a profile older than seen-sets gets its
+        recent items, of unknown type."""
         raws = self._state_records(user_ids)
         states = self._decoded(raws)
         return list(zip(states, map(self._seen, raws, states)))
@@ -245,7 +247,7 @@ class ProfileRepository:
                         with_seen: bool = False) -> list[tuple]:
         """(feature state, meta dict) of many users in one snapshot, the caller's `txn` or a
         new one (None where there is none; no states read unless `with_states`); with
-        `with_seen` (and `with_states`), (state, meta, live seen-set as `seen_sets` has it)."""
+        `with_seen` (and `with_states`), (state, meta, live seen-set as `states_and_seen` has it)."""
         if with_seen and not with_states:
             raise ValueError("with_seen: the seen-sets are read with the states (with_states)")
         if txn is None:
@@ -259,11 +261,6 @@ class ProfileRepository:
         if with_seen:
             return list(zip(states, metas, map(self._seen, raws, states)))
         return list(zip(states, metas))
-
-    def seen_sets(self, user_ids: Sequence[str]) -> list[seen.SeenSet | None]:
-        """Live seen-sets in one snapshot (None: no profile). A profile older than seen-sets
-        gets its recent items, of unknown type."""
-        return [self._seen(raw) for raw in self._state_records(user_ids)]
 
     def _seen(self, raw: bytes | None, state: np.ndarray | None = None) -> seen.SeenSet | None:
         """The live seen-set of a profile state record (`state`: its feature state, if

@@ -242,7 +242,7 @@ def test_live_record_is_uncapped_and_legacy_profiles_fall_back_to_recent_items(t
     events = [TrackedEvent(f"e{n}", "u1", "view" if n % 2 else "purchase", "web", "", f"item-{n}",
                            0.0, now - 1000 + n) for n in range(300)]
     repo.ingest(events, [None] * 300)
-    got = repo.seen_sets(["u1", "nobody"])
+    got = [s for _, s in repo.states_and_seen(["u1", "nobody"])]
     assert got[1] is None
     assert sorted(got[0].codes.tolist()) == sorted(item_code(f"item-{n}") for n in range(300))
     assert got[0].codes.tolist() == sorted(got[0].codes.tolist())
@@ -250,7 +250,7 @@ def test_live_record_is_uncapped_and_legacy_profiles_fall_back_to_recent_items(t
     assert by_code[item_code("item-4")] == BIT["purchase"] and by_code[item_code("item-5")] == BIT["view"]
     key = keys.feature_key("u1")
     store.put("profiles", key, join_state(split_state(store.get("profiles", key))[0], None))
-    legacy = repo.seen_sets(["u1"])[0]
+    legacy = repo.states_and_seen(["u1"])[0][1]
     assert len(legacy) == 50 and set(legacy.mask.tolist()) == {int(seen.UNKNOWN_BIT)}
     assert set(legacy.codes.tolist()) == {item_code(f"item-{n}") for n in range(250, 300)}
     store.close()

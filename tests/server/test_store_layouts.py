@@ -225,7 +225,7 @@ def test_seen_records_fold_into_the_profile_state_at_layout_3(tmp_path, encrypte
     repo.ingest([TrackedEvent(f"e{n}", f"u{n % 3}", "purchase" if n % 4 else "view", "web", "",
                               f"item-{n}", 0.0, now + n) for n in range(30)], [None] * 30)
     users = ["u0", "u1", "u2"]
-    seen_before, states_before = repo.seen_sets(users), repo.states(users)
+    seen_before, states_before = [s for _, s in repo.states_and_seen(users)], repo.states(users)
     for user in users:  # back to layout 2: two records per user (u2 without its seen record)
         key = keys.feature_key(user)
         state, part = split_state(store.get("profiles", key))
@@ -239,7 +239,7 @@ def test_seen_records_fold_into_the_profile_state_at_layout_3(tmp_path, encrypte
     assert store.migrated == {"profile_state": 2}
     repo = ProfileRepository(store, ProfileSchema().layout())
     assert not [k for k, _ in store.scan("profiles") if k.endswith(keys.SEEN_SUFFIX)]
-    after = repo.seen_sets(users)
+    after = [s for _, s in repo.states_and_seen(users)]
     for before, got in zip(seen_before[:2], after[:2]):
         assert got.codes.tolist() == before.codes.tolist() and got.mask.tolist() == before.mask.tolist()
         assert got.ts.tolist() == before.ts.tolist()

@@ -24,7 +24,7 @@ async def test_a_message_is_rendered_from_the_profile_read_for_its_contact_check
         return counted_read
 
     monkeypatch.setattr(repo, "states_and_meta", counted)
-    for name in ("states", "seen_sets", "states_and_seen"):  # the Recommend pipeline's reads
+    for name in ("states", "states_and_seen"):  # the Recommend pipeline's reads
         monkeypatch.setattr(repo, name, other_read(name))
     spec = email_spec(subject="Hi {{ first_name }}, {{ interests[0] }}")
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
