@@ -20,7 +20,11 @@ read the ratio of one run, and the spread between rounds, not the absolute figur
 `--baseline-src DIR` starts a second server from another source tree (e.g. a worktree of the
 commit before a change), set up the same way, and measures it in each round too (its plain and
 checked runs beside this server's), so before and after come from one run: each round then
-prints both ratios, and the run their medians.
+prints both ratios, and the run their medians. With `--baseline-plain`, the baseline runs the
+plain campaign only (a tree from before the contact policy, which has neither contact rules nor
+a suppression list): each round then also prints this server's checked ChooseVariant against
+the baseline's plain one, the issue's "1.3x today's ChooseVariant" read as the code of the day
+it was filed.
 """
 from __future__ import annotations
 
@@ -70,19 +74,20 @@ def contact_spec(campaign_id: str, arms: int, checked: bool) -> cpb.CampaignSpec
         rewards=[cpb.RewardRule(event_type="email_click", value=1.0)], **contact_rules())
 
 
-def setup(target: str, arms: int) -> None:
-    """Both campaigns, their users' consent and zones, and a non-trivial posterior each."""
+def setup(target: str, arms: int, plain_only: bool = False) -> None:
+    """Both campaigns (the plain one only, with `plain_only`), their users' consent and zones,
+    and a non-trivial posterior each."""
     users = bench_users()
     grant_consent(target, users, attributes=lambda i: {"timezone": ZONES[i % len(ZONES)],
                                                        "email": f"{users[i]}@bench.example"})
     rng = np.random.default_rng(0)
     with grpc.insecure_channel(target) as ch:
         profiles = pgrpc.ProfileServiceStub(ch)
-        for u in users[::16]:
+        for u in () if plain_only else users[::16]:
             profiles.AddSuppression(ppb.AddSuppressionRequest(
                 address=ppb.SuppressionAddress(email=f"{u}@bench.example")), timeout=10)
         stub = cgrpc.CampaignServiceStub(ch)
-        for cid, checked in (("plain", False), ("checked", True)):
+        for cid, checked in (("plain", False),) + (() if plain_only else (("checked", True),)):
             stub.CreateCampaign(cpb.CreateCampaignRequest(spec=contact_spec(cid, arms, checked)),
                                 timeout=10)
             for i in range(20 * arms):  # rewarded pulls (users vary: the caps stay far)
@@ -93,21 +98,21 @@ def setup(target: str, arms: int) -> None:
 
 
 @contextlib.contextmanager
-def _server(args, src: Path | None, env: dict):
+def _server(args, src: Path | None, env: dict, plain_only: bool = False):
     """A set-up server from `src` (default: this tree): (target, pid)."""
     with serving(prefix="tailor-bench-contact-", workers=args.workers, server_src=src, env=env,
                  stop_timeout=60) as served:
-        setup(served.target, args.arms)
+        setup(served.target, args.arms, plain_only)
         yield served.target, served.process.pid
 
 
-def _pair(label: str, round_: int, server, common: dict) -> tuple[Measurement, Measurement]:
-    """(plain, checked) on one server, one after the other."""
+def _pair(label: str, round_: int, server, common: dict, plain_only: bool = False
+          ) -> tuple[Measurement, ...]:
+    """(plain, checked) on one server, one after the other ((plain,) with `plain_only`)."""
     target, pid = server
-    return (measure(f"{label}plain ChooseVariant, round {round_}", pid, target, CHOOSE,
-                    choose_payloads("plain"), **common),
-            measure(f"{label}checked ChooseVariant, round {round_}", pid, target, CHOOSE,
-                    choose_payloads("checked"), **common))
+    return tuple(measure(f"{label}{cid} ChooseVariant, round {round_}", pid, target, CHOOSE,
+                         choose_payloads(cid), **common)
+                 for cid in ("plain",) + (() if plain_only else ("checked",)))
 
 
 def _ratios(pairs: list[tuple[Measurement, Measurement]]) -> str:
@@ -134,12 +139,17 @@ def main(argv=None) -> int:
     p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
                    help="also measure a server from this source tree in every round (before/after "
                         "in one run)")
+    p.add_argument("--baseline-plain", action="store_true",
+                   help="the baseline runs the plain campaign only (a tree without the contact "
+                        "policy); rounds also print checked here / plain there")
     args = p.parse_args(argv)
+    if args.baseline_plain and args.baseline_src is None:
+        p.error("--baseline-plain: needs --baseline-src")
 
     env = {"TAILOR_LMDB_SYNC": "false"} if args.no_sync else {}
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(_server(args, args.server_src, env))
-        base = (stack.enter_context(_server(args, args.baseline_src, env))
+        base = (stack.enter_context(_server(args, args.baseline_src, env, args.baseline_plain))
                 if args.baseline_src is not None else None)
         print(f"server: {args.workers} worker(s), fsync {'off' if args.no_sync else 'on'}; "
               f"{args.arms} arms; load: {args.procs} process(es), concurrency {args.concurrency}, "
@@ -150,7 +160,7 @@ def main(argv=None) -> int:
         rows, pairs, base_pairs = [], [], []
         for r in range(args.rounds):
             if base is not None:
-                base_pairs.append(_pair("baseline ", r + 1, base, common))
+                base_pairs.append(_pair("baseline ", r + 1, base, common, args.baseline_plain))
                 rows += base_pairs[-1]
             pairs.append(_pair("", r + 1, server, common))
             rows += pairs[-1]
@@ -164,7 +174,10 @@ def main(argv=None) -> int:
         print_table(rows, None, idle)
         print("checked / plain server CPU per call, per round: " + _ratios(pairs)
               + " (target <= 1.3)")
-        if base_pairs:
+        if base_pairs and args.baseline_plain:
+            print("checked here / the baseline's plain, per round: "
+                  + _ratios([(b[0], c) for b, (_, c) in zip(base_pairs, pairs)]) + " (target <= 1.3)")
+        elif base_pairs:
             print("baseline server, per round: " + _ratios(base_pairs))
         print(f"checked ChooseVariant p99 at a quarter of its max: {rows[-2].load.p99_ms:.2f} ms "
               f"(target <= 5 ms; plain at the same rate: {rows[-1].load.p99_ms:.2f} ms)")

@@ -116,10 +116,14 @@ def create_campaign(target: str, features: tuple[str, ...], arms: int = 10) -> N
                 decision_id=d.decision_id, reward=float(rng.random() < 0.05 + 0.01 * d.arm)))
 
 
-async def plan(target: str, audience: int, batch: int, start: int = 0) -> tuple[int, float]:
-    """(decisions answered, seconds) for users str(start)..str(start + audience - 1)."""
+async def plan(target: str, audience: int, batch: int, start: int = 0,
+               rate: float = 0.0) -> tuple[int, float]:
+    """(decisions answered, seconds) for users str(start)..str(start + audience - 1); with
+    `rate`, batches are sent at that many users a second (paced from the stream's start)."""
     async def requests():
         for lo in range(start, start + audience, batch):
+            if rate:
+                await asyncio.sleep(max(0.0, t0 + (lo - start) / rate - time.perf_counter()))
             yield cpb.PlanCampaignRequest(campaign_id=CAMPAIGN if lo == start else "",
                                           user_ids=[str(u) for u in range(lo, min(lo + batch,
                                                                                    start + audience))])
@@ -176,7 +180,8 @@ def plan_under_load(target: str, pid: int, args, rate: float, recs: list[bytes],
     cpu0 = tree_cpu_seconds(pid)
     for loader in loaders:
         loader.start()
-    n, seconds = asyncio.run(plan(target, args.audience, args.batch, start=0))
+    n, seconds = asyncio.run(plan(target, args.audience, args.batch, start=0,
+                                  rate=args.plan_rate))
     plan_done, cpu = time.perf_counter(), tree_cpu_seconds(pid) - cpu0
     for loader in loaders:
         loader.join()
@@ -202,6 +207,9 @@ def main(argv=None) -> int:
     p.add_argument("--recommend-rate", type=float, default=0.0,
                    help="Recommend calls/s beside the plan (default: half of the max measured in "
                         "this run; fix it to compare runs on a shared machine)")
+    p.add_argument("--plan-rate", type=float, default=0.0,
+                   help="users/s the audience is sent at beside Recommend (default: as fast as "
+                        "the server answers); the plan alone always runs flat out")
     p.add_argument("--profile-features", action="store_true",
                    help="the campaign logs profile features (reads and decodes every state)")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
@@ -241,7 +249,8 @@ def main(argv=None) -> int:
                                 CHOOSE, choose_payloads(CAMPAIGN), rate=args.choose_rate, **load)
                         if args.choose_rate else None)
         during, choose_during, n, seconds, cpu, covered = plan_under_load(
-            target, pid, args, rate, recs, args.audience / (solo_n / solo_s))
+            target, pid, args, rate, recs,
+            args.audience / min(solo_n / solo_s, args.plan_rate or float("inf")))
         chosen = sum(m.load.calls + CONNECTIONS for m in (choose_alone, choose_during) if m)
         logged = logged_decisions(target) - warm_n - solo_n - 500 - chosen
         share = min(args.profiles, args.audience) / args.audience
