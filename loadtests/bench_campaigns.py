@@ -2,7 +2,7 @@
 
     python -m loadtests.bench_campaigns [--arms 10] [--duration 10] [--concurrency 32]
         [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--rounds 1] [--tls]
-        [--server-src DIR] [--baseline-src DIR]
+        [--rewards] [--server-src DIR] [--baseline-src DIR]
 
 Starts `python -m server` on loopback (fsync per commit unless --no-sync), creates a campaign,
 then with the same driver (grpc.aio closed loop, `--procs` client processes):
@@ -30,6 +30,11 @@ built), so before/after figures of two commits come from one run of the same dri
 
     git worktree add /tmp/before HEAD~1 && (cd /tmp/before && python setup.py build_ext --inplace)
     python -m loadtests.bench_campaigns --server-src /tmp/before; python -m loadtests.bench_campaigns
+
+`--rewards` also runs ReportReward on each server after the rounds, each call rewarding one of
+`--reward-decisions` decisions planned just before (PlanCampaign): closed loop, then open loop
+at a quarter and at half of its max QPS; it prints its CPU per call against the same server's
+Ping.
 
 `--baseline-src DIR` starts a second server from another source tree, set up the same way, and
 measures it in every round and at every open-loop rate too, beside this server's runs (the
@@ -65,6 +70,7 @@ from .measure import (
 )
 
 CHOOSE = "/tailor.v1.CampaignService/ChooseVariant"
+REWARD = "/tailor.v1.CampaignService/ReportReward"
 
 
 def bench_users(n: int = 4096) -> list[str]:
@@ -111,6 +117,43 @@ def create_campaign(target: str, arms: int, policy: str,
             stub.ReportReward(cpb.ReportRewardRequest(decision_id=d.decision_id,
                                                       reward=float(rng.random() < 0.05 + 0.01 * d.arm)))
     return "bench"
+
+
+def reward_payloads(target: str, campaign: str, n: int, connection: Connection | None = None,
+                    seed: int = 0) -> list[bytes]:
+    """ReportReward requests (reward 0 or 1) for `n` new decisions, planned for the bench
+    users over and over through PlanCampaign: each decision is rewarded once (a second reward
+    of a decision writes nothing, so a run must not outlast its payloads)."""
+    users, rng = bench_users(), np.random.default_rng(seed)
+    audience = [users[i % len(users)] for i in range(n)]
+    batches = [audience[lo:lo + 1000] for lo in range(0, n, 1000)]
+    requests = (cpb.PlanCampaignRequest(campaign_id=campaign if i == 0 else "", user_ids=b)
+                for i, b in enumerate(batches))
+    with (connection or Connection()).channel(target) as ch:
+        ids = [d.decision_id for answer in cgrpc.CampaignServiceStub(ch).PlanCampaign(
+            requests, timeout=600) for d in answer.decisions if not d.suppressed]
+    return [cpb.ReportRewardRequest(decision_id=d, reward=float(r)).SerializeToString()
+            for d, r in zip(ids, rng.random(len(ids)) < 0.1)]
+
+
+def _rewarded(label: str, server, common: dict, n: int, seed: int) -> list[Measurement]:
+    """ReportReward on one server, for `n` decisions planned just before: closed loop on 60% of
+    them, then open loop at a quarter and at half of that max QPS on the rest. Fails if a run
+    made more calls than it had decisions (the rest would be repeats, which write nothing)."""
+    target, pid, campaign = server
+    payloads = reward_payloads(target, campaign, n, common["connection"], seed)
+    parts = np.split(np.array(payloads, dtype=object), [int(0.6 * n), int(0.75 * n)])
+    runs = [measure(f"{label}ReportReward (max QPS)", pid, target, REWARD, list(parts[0]),
+                    **common)]
+    for frac, part in zip((0.25, 0.5), parts[1:]):
+        rate = frac * runs[0].load.qps
+        runs.append(measure(f"{label}ReportReward, open loop {rate:.0f}/s", pid, target, REWARD,
+                            list(part), rate=rate, **common))
+    for m, part in zip(runs, parts):
+        if m.load.calls > len(part):
+            raise SystemExit(f"ReportReward: {m.load.calls} calls for {len(part)} decisions: "
+                             "raise --reward-decisions")
+    return runs
 
 
 SETUP_ROLES = ("decider", "admin", "tracker")
@@ -178,6 +221,11 @@ def main(argv=None) -> int:
     p.add_argument("--tls", action="store_true",
                    help="TLS and a checked bearer token on every call, Ping included")
     add_server_src_argument(p)
+    p.add_argument("--rewards", action="store_true",
+                   help="also ReportReward at max QPS (each server, after the rounds), against "
+                        "Ping's CPU per call of the same server")
+    p.add_argument("--reward-decisions", type=int, default=100_000,
+                   help="decisions planned for --rewards (each rewarded once)")
     p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
                    help="also measure a server from this source tree in every round and at "
                         "every rate (before/after in one run)")
@@ -204,6 +252,13 @@ def main(argv=None) -> int:
                 rows += [base_pairs[-1].ping, base_pairs[-1].method]
             pairs.append(_pair("", r, server, common))
             rows += [pairs[-1].ping, pairs[-1].method]
+        rewards = []
+        if args.rewards:
+            for label, srv, its in (("baseline ", base, base_pairs), ("", server, pairs)):
+                if srv is not None:
+                    runs = _rewarded(label, srv, common, args.reward_decisions, len(rewards))
+                    rewards.append((label, runs[0], its))
+                    rows += runs
         max_qps = float(np.median([c.method.load.qps for c in pairs]))
         for frac in (0.25, 0.5, 0.8):
             if base is not None:
@@ -214,6 +269,10 @@ def main(argv=None) -> int:
               + " (target <= 1.6)")
         if base_pairs:
             print("baseline server, per round: " + _ratios(base_pairs))
+        for label, m, its in rewards:
+            ping = sum(c.ping.cpu_seconds for c in its) / sum(c.ping.load.calls for c in its)
+            print(f"{label or 'this '}server: ReportReward / Ping server CPU per call "
+                  f"{m.cpu_us_per_call:.1f} / {ping * 1e6:.1f} us = x{m.cpu_us_per_call / (ping * 1e6):.2f}")
         print(f"ChooseVariant / Ping QPS = "
               f"{np.median([c.qps_ratio for c in pairs]):.2f} (median; target >= 0.5)")
     return 0

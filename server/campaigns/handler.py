@@ -90,12 +90,12 @@ class Campaigns:
         # next (two in flight split them into a big and a small batch, each with its commit
         # and fsync: the commit's CPU, mostly the kernel's, is the writer's largest cost).
         # `group_commit` (seconds, decisions): under load a batch also waits a little for more.
+        # Rewards, which close decision records, commit the same way.
         linger, linger_from = group_commit
-        self._log = AdaptiveBatcher(runner=self._writer.runner("decisions", concurrency=1),
-                                    max_size=512, max_wait=0.0, linger=linger,
-                                    linger_from=linger_from, name="decisions")
-        self._rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"), max_size=512,
-                                        max_wait=0.0, name="rewards")
+        self._log, self._rewards = (
+            AdaptiveBatcher(runner=self._writer.runner(name, concurrency=1), max_size=512,
+                            max_wait=0.0, linger=linger, linger_from=linger_from, name=name)
+            for name in ("decisions", "rewards"))
         self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
                                       max_wait=0.0, name="sends")
         # PlanCampaign slices, one a frame: the writer child commits up to `PLAN_SLICES_A_COMMIT`

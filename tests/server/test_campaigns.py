@@ -272,44 +272,57 @@ async def test_campaigns_survive_a_restart(settings):
         await server.stop(grace=0.1)
 
 
-async def test_decisions_under_load_share_commits_and_a_quiet_one_commits_alone(settings):
-    """Settings' group commit reaches the decision log: once commits carry company on average,
-    decisions arriving a few ms apart wait for each other and commit together."""
+async def test_decisions_and_rewards_under_load_share_commits_and_quiet_ones_commit_alone(
+        settings):
+    """Settings' group commit reaches the decision log, for decisions and for the rewards that
+    close them: once commits carry company on average, calls arriving a few ms apart wait for
+    each other and commit together; before that, a lone call commits at once."""
     from server import metrics
     from server.app import TailorServer
     server = TailorServer(settings.model_copy(update={"decision_group_commit_ms": 100.0,
                                                       "decision_group_commit_from": 2,
                                                       "lmdb_sync": True}))
     await server.start()
-    sizes = metrics.BATCH_SIZE.labels("decisions")
 
-    def commits():
+    def commits(batcher):
+        sizes = metrics.BATCH_SIZE.labels(batcher)
         return sizes._sum.get(), sum(b.get() for b in sizes._buckets)
 
-    async def spaced(users, step):
-        async def later(i, u):
+    async def spaced(calls, step):
+        async def later(i, call):
             await asyncio.sleep(step * i)
-            return await choose(s, u)
-        return await asyncio.gather(*(later(i, u) for i, u in enumerate(users)))
+            return await call
+        return await asyncio.gather(*(later(i, c) for i, c in enumerate(calls)))
+
+    async def check(batcher, quiet, waves, late):
+        """`quiet` alone, then `waves` (lists of calls at once), then `late` 4 ms apart."""
+        before, started = commits(batcher), time.perf_counter()
+        await quiet  # no load yet: committed at once, alone
+        assert time.perf_counter() - started < 0.08  # it did not wait out the 100 ms
+        assert commits(batcher) == (before[0] + 1, before[1] + 1)
+        before = commits(batcher)
+        made = [await asyncio.gather(*wave) for wave in waves]
+        loaded = commits(batcher)
+        # the premise: commits carried at least `decision_group_commit_from` calls on average
+        assert sum(map(len, waves)) / (loaded[1] - before[1]) >= 2
+        made.append(await spaced(late, 0.004))
+        assert commits(batcher) == (loaded[0] + 4, loaded[1] + 1)  # four calls, one commit
+        return made
 
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             s = pb_grpc.CampaignServiceStub(ch)
             await create(s)
-            before, started = commits(), time.perf_counter()
-            await choose(s, "quiet")  # no load yet: committed at once, alone
-            assert time.perf_counter() - started < 0.08  # it did not wait out the 100 ms
-            assert commits() == (before[0] + 1, before[1] + 1)
-            before = commits()
-            for wave in range(12):  # load: 12 waves of 32 at once
-                await asyncio.gather(*(choose(s, f"w{wave}-{i}") for i in range(32)))
-            loaded = commits()
-            # the premise (one batch in flight: calls arriving during a commit share the next)
-            assert 12 * 32 / (loaded[1] - before[1]) >= 4
-            before = loaded
-            made = await spaced([f"late{i}" for i in range(4)], 0.004)
-            assert len({d.decision_id for d in made}) == 4
-            assert commits() == (before[0] + 4, before[1] + 1)  # four decisions, one commit
+            waves = [[choose(s, f"w{wave}-{i}") for i in range(32)] for wave in range(12)]
+            made = await check("decisions", choose(s, "quiet"), waves,
+                               [choose(s, f"late{i}") for i in range(4)])
+            ids = [d.decision_id for wave in made for d in wave]
+            assert len(set(ids)) == len(ids) == 12 * 32 + 4
+            pending = (await stats(s)).pending
+            waves = [[reward(s, d, 1.0) for d in ids[lo:lo + 32]] for lo in range(0, 352, 32)]
+            await check("rewards", reward(s, ids[352], 1.0), waves,
+                        [reward(s, d, 0.0) for d in ids[353:357]])
+            assert (await stats(s)).pending == pending - 357  # every reward closed its decision
     finally:
         await server.stop(grace=0.1)
 
