@@ -222,8 +222,8 @@ def main(argv=None) -> int:
                    help="TLS and a checked bearer token on every call, Ping included")
     add_server_src_argument(p)
     p.add_argument("--rewards", action="store_true",
-                   help="also ReportReward at max QPS (each server, after the rounds), against "
-                        "Ping's CPU per call of the same server")
+                   help="also ReportReward (each server, after the rounds): at max QPS, against "
+                        "Ping's CPU per call of the same server, then at a quarter and half of it")
     p.add_argument("--reward-decisions", type=int, default=100_000,
                    help="decisions planned for --rewards (each rewarded once)")
     p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
