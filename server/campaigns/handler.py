@@ -90,12 +90,16 @@ class Campaigns:
         # next (two in flight split them into a big and a small batch, each with its commit
         # and fsync: the commit's CPU, mostly the kernel's, is the writer's largest cost).
         # `group_commit` (seconds, decisions): under load a batch also waits a little for more.
-        # Rewards, which close decision records, commit the same way.
+        # ReportReward's rewards, which close decision records, commit the same way. Rewards
+        # from tracked events come a group at a time (one ingestion batch's) and wait for no
+        # company: they go through a batcher of their own, to the same writer function.
         linger, linger_from = group_commit
         self._log, self._rewards = (
-            AdaptiveBatcher(runner=self._writer.runner(name, concurrency=1), max_size=512,
-                            max_wait=0.0, linger=linger, linger_from=linger_from, name=name)
-            for name in ("decisions", "rewards"))
+            AdaptiveBatcher(runner=self._writer.runner(function, concurrency=1), max_size=512,
+                            max_wait=0.0, linger=linger, linger_from=linger_from, name=function)
+            for function in ("decisions", "rewards"))
+        self._event_rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"),
+                                              max_size=512, max_wait=0.0, name="event_rewards")
         self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
                                       max_wait=0.0, name="sends")
         # PlanCampaign slices, one a frame: the writer child commits up to `PLAN_SLICES_A_COMMIT`
@@ -281,7 +285,7 @@ class Campaigns:
         sends = [(ev.user_id, ev.type[:-5], ev.timestamp, ev.attributes.get("decision_id", ""))
                  for ev in events if ev.type.endswith("_sent")]
         try:
-            await self._changing(asyncio.gather(*(self._rewards.submit(r) for r in reqs)))
+            await self._changing(asyncio.gather(*(self._event_rewards.submit(r) for r in reqs)))
         except Exception:  # never fail ingestion for a reward; say why
             logger.exception("rewarding %d decisions from tracked events failed", len(reqs))
         try:
@@ -359,5 +363,6 @@ class Campaigns:
         await self._log.close()
         await self._plan_log.close()
         await self._rewards.close()
+        await self._event_rewards.close()
         await self._sends.close()
         await self._writer.close()

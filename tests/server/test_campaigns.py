@@ -323,6 +323,13 @@ async def test_decisions_and_rewards_under_load_share_commits_and_quiet_ones_com
             await check("rewards", reward(s, ids[352], 1.0), waves,
                         [reward(s, d, 0.0) for d in ids[353:357]])
             assert (await stats(s)).pending == pending - 357  # every reward closed its decision
+            # rewards from tracked events come as a group already: they do not wait for company
+            profiles, started = ppb_grpc.ProfileServiceStub(ch), time.perf_counter()
+            await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
+                event(f"click{k}", f"w{k // 32}-{k % 32}", "email_click", ids[k])
+                for k in range(360, 368)]))
+            assert time.perf_counter() - started < 0.08
+            assert (await stats(s)).pending == pending - 365
     finally:
         await server.stop(grace=0.1)
 
