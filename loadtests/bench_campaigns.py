@@ -137,12 +137,14 @@ def reward_payloads(target: str, campaign: str, n: int, connection: Connection |
 
 
 def _rewarded(label: str, server, common: dict, n: int, seed: int) -> list[Measurement]:
-    """ReportReward on one server, for `n` decisions planned just before: closed loop on 60% of
-    them, then open loop at a quarter and at half of that max QPS on the rest. Fails if a run
-    made more calls than it had decisions (the rest would be repeats, which write nothing)."""
+    """ReportReward on one server, for the `n` decisions planned just before (the suppressed
+    ones left out): closed loop on 60% of them, then open loop at a quarter and at half of that
+    max QPS on the rest. Fails if a run made more calls than it had decisions (the rest would be
+    repeats, which write nothing)."""
     target, pid, campaign = server
     payloads = reward_payloads(target, campaign, n, common["connection"], seed)
-    parts = np.split(np.array(payloads, dtype=object), [int(0.6 * n), int(0.75 * n)])
+    parts = np.split(np.array(payloads, dtype=object),
+                     [int(0.6 * len(payloads)), int(0.75 * len(payloads))])
     runs = [measure(f"{label}ReportReward (max QPS)", pid, target, REWARD, list(parts[0]),
                     **common)]
     for frac, part in zip((0.25, 0.5), parts[1:]):
@@ -188,11 +190,16 @@ def _pair(label: str, round_: int, server, common: dict) -> Comparison:
     return Comparison(method, ping)
 
 
+def _pooled(runs: list[Measurement]) -> float:
+    """Server CPU seconds a call over all `runs` together (the steadier figure on a shared
+    machine than any one run's)."""
+    return sum(m.cpu_seconds for m in runs) / sum(m.load.calls for m in runs)
+
+
 def _ratios(pairs: list[Comparison]) -> str:
     """ChooseVariant / Ping CPU per call of each round, their median, and pooled."""
     per = [c.cpu_ratio for c in pairs]
-    pooled = [sum(m.cpu_seconds for m in side) / sum(m.load.calls for m in side)
-              for side in ([c.method for c in pairs], [c.ping for c in pairs])]
+    pooled = [_pooled([c.method for c in pairs]), _pooled([c.ping for c in pairs])]
     return (", ".join(f"x{x:.2f}" for x in per)
             + f" (median x{np.median(per):.2f}, pooled x{pooled[0] / pooled[1]:.2f}: "
               f"{pooled[0] * 1e6:.1f} / {pooled[1] * 1e6:.1f} us)")
@@ -270,7 +277,7 @@ def main(argv=None) -> int:
         if base_pairs:
             print("baseline server, per round: " + _ratios(base_pairs))
         for label, m, its in rewards:
-            ping = sum(c.ping.cpu_seconds for c in its) / sum(c.ping.load.calls for c in its)
+            ping = _pooled([c.ping for c in its])
             print(f"{label or 'this '}server: ReportReward / Ping server CPU per call "
                   f"{m.cpu_us_per_call:.1f} / {ping * 1e6:.1f} us = x{m.cpu_us_per_call / (ping * 1e6):.2f}")
         print(f"ChooseVariant / Ping QPS = "
