@@ -22,27 +22,33 @@ ROOT = Path(__file__).resolve().parents[1]
 # libraries; training and server subprocesses inherit it. Results do not depend on it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _PORTS = random.Random()
+_HANDED_OUT: set[int] = set()
+"""Ports `free_port` gave this process: a port is free until its user binds it, so a second call
+before then (a server's port and then its metrics port) could otherwise get the same one."""
 SMALL_WORLD = ["--users", "1500", "--items", "600", "--days", "30", "--seed", "7"]
 
 
 def free_port() -> int:
-    """A loopback port free now. Under `make test` (two pytest processes) each process draws
-    from its own range below the kernel's ephemeral ports (32768 and up), so neither the other
-    process nor an outgoing connection can take the port between this check and its use."""
+    """A loopback port free now and not handed out recently in this process. Under `make test`
+    (two pytest processes) each process draws from its own range below the kernel's ephemeral
+    ports (32768 and up), so neither the other process nor an outgoing connection can take the
+    port between this check and its use."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not (worker.startswith("gw") and worker[2:].isdigit()):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return s.getsockname()[1]
-    low = 20000 + 6000 * (int(worker[2:]) % 2)
+    ours = worker.startswith("gw") and worker[2:].isdigit()
+    low = 20000 + 6000 * (int(worker[2:]) % 2) if ours else 0
     while True:
-        port = _PORTS.randrange(low, low + 6000)
+        port = _PORTS.randrange(low, low + 6000) if ours else 0
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:  # in use (or lingering): draw again
                 continue
-        return port
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) >= 4000:  # long since bound or done with: start over
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+            return port
 
 
 def loaded_modules(imports: str, watched: tuple[str, ...]) -> list[str]:
