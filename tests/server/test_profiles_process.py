@@ -78,9 +78,10 @@ def test_full_store_answers_resource_exhausted_and_keeps_accepted_events(server_
 def test_cli_track_profile_consent_delete(server_process, tmp_path):
     server = server_process(tmp_path / "data")
     lines = tmp_path / "events.jsonl"
+    # an ISO 8601 time, three days back: inside the retention window whatever the date
+    iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 3 * 86400))
     lines.write_text("\n".join(json.dumps(e) for e in events("cli", 30, users=3) + [
-        {"event_id": "cli-ts", "user_id": "0", "type": "purchase", "value": 12.5,
-         "timestamp": "2026-01-02T03:04:05Z"},
+        {"event_id": "cli-ts", "user_id": "0", "type": "purchase", "value": 12.5, "timestamp": iso},
         {"event_id": "cli-bad", "user_id": "0", "type": "warp", "timestamp": time.time()}]))
     out = json.loads(run_module("clients", "track", "--server", server.target, str(lines)).stdout)
     assert (out["accepted"], out["rejected"]) == (31, 1)
