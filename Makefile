@@ -8,7 +8,7 @@ PORT   ?= 50051
 METRICS_PORT ?= 9100
 WORKERS ?= 1
 
-.PHONY: serve test build protos lint demo-bundle bench clean
+.PHONY: serve test test-at build protos lint demo-bundle bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,16 @@ lint: $(STAMP)
 # server, are set up once): most tests wait on servers and subprocesses starting.
 test: build lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+
+# The suite with every process's clock shifted so that it starts at AT (UTC), to find tests and
+# code that depend on the date: `make test-at AT="2027-03-28 00:57:30"` (a DST change, a year's
+# end, a leap day). Needs Debian's `faketime`; not part of `make test` or CI. The monotonic clock
+# is shifted too: with it left alone, libfaketime 0.9.10 makes Python's time.sleep fail (EINVAL).
+test-at: build lint
+	@test -n "$(AT)" || { echo 'AT="YYYY-MM-DD HH:MM:SS" (UTC) is required'; exit 2; }
+	off=$$(( $$(date -u -d "$(AT)" +%s) - $$(date -u +%s) )); \
+	FAKETIME_DONT_FAKE_MONOTONIC=0 faketime -f "$$([ $$off -ge 0 ] && echo +)$${off}s" \
+		$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 clean:
 	rm -rf build kernels/*.so kernels/*.c *.egg-info
