@@ -63,3 +63,18 @@ def test_connection_flags_that_do_not_go_together_are_one_line(tmp_path):
     cert.write_text("not read: refused before any connection")
     line = cli("ping", "--server", f"127.0.0.1:{free_port()}", "--cert", str(cert), expect=2)
     assert line == "error: a client certificate needs its key: give both --cert and --key"
+
+
+
+def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(served):
+    """`python -m clients model stats | head -1`: the reader closes the pipe, the CLI stops
+    quietly (exit 1, nothing on stderr)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    proc = subprocess.Popen([sys.executable, "-m", "clients", "model", "stats", "--server", served],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the CLI writes: every write to stdout fails with EPIPE
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and err == b"", err.decode()[-2000:]
