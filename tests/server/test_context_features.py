@@ -251,17 +251,24 @@ async def test_training_reads_the_servers_join_with_and_without_request_id(tailo
     second = await rec.Recommend(pb.RecommendRequest(user_id=user, k=10, channel="web"))
     shown = [i.item_id for i in first.items]
     assert shown == [i.item_id for i in second.items] and first.request_id != second.request_id
+    other = _users(bundle, 2)[1]  # one answer on another channel: each record keeps its own
+    await rec.Recommend(pb.RecommendRequest(user_id=other, k=10, channel="app"))
     await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
         ppb.Event(event_id="j1", user_id=user, type="click", item_id=shown[2],
                   request_id=first.request_id, timestamp=time.time()),
         ppb.Event(event_id="j2", user_id=user, type="click", item_id=shown[4],
+                  timestamp=time.time()),
+        # a profile, so the export names `other` by id (a view joins nothing)
+        ppb.Event(event_id="j3", user_id=other, type="view", item_id=shown[0],
                   timestamp=time.time())]))
     out = tmp_path / "export" / "interactions.csv"
     await asyncio.to_thread(run_module, "training", "export", "--server",
                             f"127.0.0.1:{tailor_server.port}", "--out", str(out), "--impressions")
     items = bundle.items["item_ids"].astype(str)
-    imps = read_impressions(out.parent / "impressions.jsonl", np.array([user]), items)
+    imps = read_impressions(out.parent / "impressions.jsonl", np.array([user, other]), items)
+    assert imps.channel[imps.user == 1].tolist() == [CHANNELS.index("app")]
     order = np.argsort(imps.ts, kind="stable")
+    order = order[imps.user[order] == 0]  # the joined user's two answers, oldest first
     assert imps.channel[order].tolist() == [CHANNELS.index("web")] * 2
     labels = [imps.positive[imps.indptr[r]:imps.indptr[r + 1]].tolist() for r in order]
     assert labels == [[p == 2 for p in range(10)], [p == 4 for p in range(10)]]
