@@ -2,11 +2,13 @@
 for a gRPC status, exit 2 naming the file and line for what the user gave; `track` stops at a
 bad line and says how many events before it were committed."""
 import json
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.conftest import free_port, run_module
+from tests.conftest import ROOT, free_port, run_module
 
 
 def cli(*args: str, expect: int) -> str:
@@ -65,14 +67,9 @@ def test_connection_flags_that_do_not_go_together_are_one_line(tmp_path):
     assert line == "error: a client certificate needs its key: give both --cert and --key"
 
 
-
 def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(served):
     """`python -m clients model stats | head -1`: the reader closes the pipe, the CLI stops
     quietly (exit 1, nothing on stderr)."""
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
     proc = subprocess.Popen([sys.executable, "-m", "clients", "model", "stats", "--server", served],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # before the CLI writes: every write to stdout fails with EPIPE
