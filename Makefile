@@ -43,8 +43,10 @@ lint: $(STAMP)
 
 # Two test processes, one per core, each taking whole files (module fixtures, such as a shared
 # server, are set up once): most tests wait on servers and subprocesses starting.
+SUITE = $(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+
 test: build lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	$(SUITE)
 
 # The suite with every process's clock shifted so that it starts at AT (UTC), to find tests and
 # code that depend on the date: `make test-at AT="2027-03-28 00:57:30"` (a DST change, a year's
@@ -53,8 +55,7 @@ test: build lint
 test-at: build lint
 	@test -n "$(AT)" || { echo 'AT="YYYY-MM-DD HH:MM:SS" (UTC) is required'; exit 2; }
 	off=$$(( $$(date -u -d "$(AT)" +%s) - $$(date -u +%s) )); \
-	FAKETIME_DONT_FAKE_MONOTONIC=0 faketime -f "$$([ $$off -ge 0 ] && echo +)$${off}s" \
-		$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
+	FAKETIME_DONT_FAKE_MONOTONIC=0 faketime -f "$$([ $$off -ge 0 ] && echo +)$${off}s" $(SUITE)
 
 clean:
 	rm -rf build kernels/*.so kernels/*.c *.egg-info
