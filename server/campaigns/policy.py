@@ -83,7 +83,7 @@ class DecisionMaker:
         x = None
         if spec.dim:  # the linear policies' input: a bias then the context, per user
             x = np.ones((len(user_ids), spec.dim))
-            if spec.dim > 1:
+            if spec.dim > 1 and user_ids:  # none: every user of the slice was suppressed
                 x[:, 1:] = contexts
         return B.choose_batch(state, self.rng, user_ids, x, salt=spec.salt,
                               n_mc=CONTEXTUAL_DRAWS, probs=probs)

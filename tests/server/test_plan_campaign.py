@@ -108,6 +108,15 @@ async def test_users_without_consent_are_suppressed_and_logged_as_such(stub, cha
     assert sum(v.decisions for v in st.variants) == 2 and st.pending == 2
 
 
+@pytest.mark.parametrize("policy", ["linucb", "lints"])
+async def test_a_linear_campaign_answers_a_slice_whose_users_are_all_suppressed(stub, policy):
+    await create(stub, policy=policy, channel="email", context_features=["request.x"])
+    msgs = [pb.PlanCampaignRequest(campaign_id="c1", user_ids=users(0, 2), context={"x": 1.0})]
+    got = [d async for a in stub.PlanCampaign(iter(msgs), timeout=60) for d in a.decisions]
+    assert [(d.user_id, d.suppressed, d.reason) for d in got] == \
+        [("u0", True, "no_consent"), ("u1", True, "no_consent")]
+
+
 async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, channel, sizes,
                                                                          monkeypatch):
     from server.campaigns import plan as planning
