@@ -111,8 +111,10 @@ class ContactPolicy:
 
     def needs_profile(self, campaign: Contactable) -> bool:
         """Whether verdicts on `campaign` read the profile (consent, quiet hours, send time or
-        channel to choose)."""
-        needs_consent = campaign.purpose != TRANSACTIONAL and any(
+        channel to choose). Transactional campaigns always do: an explicit transactional
+        opt-out may be stored on any channel, whatever its marketing default; only marketing
+        on channels whose default is `none` needs no consent read."""
+        needs_consent = campaign.purpose == TRANSACTIONAL or any(
             self.consent_defaults.get(c, "none") != "none" for c in channels_of(campaign))
         return needs_consent or campaign.quiet_hours.active or self.needs_state(campaign)
 

@@ -80,6 +80,21 @@ async def test_transactional_campaigns_skip_marketing_consent(stubs):
     assert not d.suppressed and d.variant_id and d.channel == "email"
 
 
+@pytest.mark.parametrize("medium", ["push", "web", "app", "email"])
+async def test_transactional_campaigns_stop_at_an_explicit_transactional_opt_out(stubs, medium):
+    stub, profiles = stubs  # no quiet hours, window or context: nothing else reads the profile
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel=medium,
+                                                                 purpose="transactional")))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="out", channel=medium, opted_in=False,
+                                                    source="test", purpose="transactional"))
+    d = await choose(stub, "out")
+    assert (d.suppressed, d.reason, d.variant_id) == (True, "no_consent", "")
+    planned = [x async for a in stub.PlanCampaign(iter([pb.PlanCampaignRequest(
+        campaign_id="c1", user_ids=["out", "other"])])) for x in a.decisions]
+    assert [(x.user_id, x.suppressed, x.reason) for x in planned] == \
+        [("out", True, "no_consent"), ("other", False, "")]
+
+
 async def test_only_channels_the_user_may_be_contacted_on_are_chosen(stubs):
     stub, profiles = stubs
     await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channels=["email", "push"])))
