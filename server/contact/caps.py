@@ -1,8 +1,10 @@
-"""Frequency caps: at most `max` contacts per user on a channel (or any, "*") over a rolling
-window, counted over every campaign.
+"""Frequency caps: at most `max` contacts per user on a channel (or any, "*") within a window
+of each contact's time, counted over every campaign.
 
 A contact is a non-suppressed, non-holdout decision on a contact channel (email, sms, push),
-at its send time, or a `<channel>_sent` event. An event carrying a decision's id
+at its send time, or a `<channel>_sent` event. A decision counts the contacts within the cap's
+window on either side of its own send time: a send deferred to tomorrow morning limits the
+contacts around tomorrow morning, not those of today. An event carrying a decision's id
 (attribute `decision_id`) is the same contact as that decision and counts once. Web and app
 decisions are placements, not contacts: they are neither capped nor counted.
 
@@ -102,12 +104,14 @@ class ContactHistory:
         return [{"timestamp": ts, "channel": ch, "decision_id": d}
                 for ts, ch, d in sorted(self.entries, key=lambda e: e[0])]
 
-    def blocked_by(self, caps: Sequence[Cap], now: float) -> bool:
-        """Whether one more contact now would break one of `caps`."""
+    def blocked_by(self, caps: Sequence[Cap], at: float) -> bool:
+        """Whether one more contact at `at` would break one of `caps`: the contacts within a
+        cap's window of `at`, before or after it (`|ts - at| < window`; entries after `at` are
+        deferred or scheduled sends), are already `max` or more."""
         for channel, most, window in caps:
-            since, n = now - window, 0
+            n = 0
             for ts, ch, _ in self.entries:
-                if ts > since and (ch == channel or channel == ANY):
+                if abs(ts - at) < window and (ch == channel or channel == ANY):
                     n += 1
             if n >= most:
                 return True

@@ -130,6 +130,25 @@ async def test_quiet_hours_defer_to_the_next_local_morning_in_each_users_zone(st
     assert (d.suppressed, d.reason, d.variant_id) == (True, "quiet_hours", "")
 
 
+async def test_a_send_deferred_hours_ahead_leaves_a_contact_now_under_a_cap(stubs):
+    stub, _ = stubs
+    now = datetime.now(UTC)  # users without a zone: UTC; quiet from an hour ago to 10 h ahead
+    night = pb.QuietHours(start=(now - timedelta(hours=1)).strftime("%H:%M"),
+                          end=(now + timedelta(hours=10)).strftime("%H:%M"))
+    cap = [pb.FrequencyCap(channel="push", max=1, window_seconds=3600)]
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+        "night", channel="push", quiet_hours=night, frequency_caps=cap)))
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+        "now", channel="push", frequency_caps=cap)))
+    deferred = await choose(stub, "u", "night")
+    assert not deferred.suppressed and deferred.send_at > time.time() + 9 * 3600
+    planned = [d async for a in stub.PlanCampaign(iter([pb.PlanCampaignRequest(
+        campaign_id="now", user_ids=["u"])])) for d in a.decisions]
+    assert (planned[0].suppressed, planned[0].send_at) == (False, 0.0)
+    again = await choose(stub, "u", "now")  # the planned push, now, is within the hour
+    assert (again.suppressed, again.reason) == (True, "frequency_cap")
+
+
 async def test_quiet_hours_defer_across_a_dst_change_through_the_domain(tmp_path):
     """The decision time fixed through the domain layer: 2026-03-07 23:00 EST in New York."""
     from types import SimpleNamespace

@@ -104,6 +104,17 @@ def test_caps_count_a_decision_and_its_send_event_once():
     assert h.blocked_by((("*", 2, day),), 300.0)
 
 
+def test_caps_count_contacts_within_the_window_on_either_side_of_the_decision():
+    hour = 3600.0
+    h = ContactHistory([[1000.0 + 17 * hour, "push", "deferred"]])  # sent tomorrow morning
+    caps = (("push", 1, hour),)
+    assert not h.blocked_by(caps, 1000.0)  # now: 17 h before it, outside a 1 h window
+    assert h.blocked_by(caps, 1000.0 + 16.5 * hour)  # half an hour before it
+    assert h.blocked_by(caps, 1000.0 + 17.5 * hour)  # half an hour after it
+    assert not h.blocked_by(caps, 1000.0 + 16 * hour)  # exactly a window away: outside
+    assert not h.blocked_by(caps, 1000.0 + 18 * hour)
+
+
 def test_verdicts_pick_the_first_consented_channel_then_apply_quiet_hours_and_caps():
     class Spec:
         purpose, channel, channels = "marketing", "email", ("email", "push")
