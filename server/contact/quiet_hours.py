@@ -6,7 +6,8 @@ users without one, or with a name `zoneinfo` does not know, get Settings
 deferred send lands on the wall-clock time asked for on both sides of a DST change (21:00 to
 08:00 over the spring-forward night is 10 local hours but 9 real ones). An end time that falls
 in a DST gap (02:30 on a spring-forward night) resolves with the offset before the change, i.e.
-as long after the gap as it would have been after 02:00.
+as long after the gap as it would have been after 02:00. One in the hour a fall-back night
+repeats is its first pass, or its second when the first is already past.
 """
 from __future__ import annotations
 
@@ -125,7 +126,10 @@ def _wake(span: tuple[int, int], tz: zoneinfo.ZoneInfo, local: datetime) -> floa
     else:
         day = local.date() + timedelta(days=1) if minute >= start else local.date()
     wake = datetime(day.year, day.month, day.day, end // 60, end % 60, tzinfo=tz)
-    return wake.timestamp()
+    at = wake.timestamp()
+    if at <= local.timestamp():  # in the repeated hour of a fall-back night, after its first
+        at = wake.replace(fold=1).timestamp()  # pass: the end's second pass
+    return at
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,16 @@ def test_deferral_over_the_spring_forward_night_is_one_real_hour_shorter():
     assert quiet_until(NIGHT, NY, utc(2026, 11, 1, 3)) == utc(2026, 11, 1, 13)
 
 
+def test_deferral_in_the_repeated_fall_back_hour_ends_at_its_second_pass():
+    # 2026-11-01 01:00-01:59 comes twice: EDT (05:xx UTC), then EST (06:xx UTC)
+    late = QuietHours("22:00", "01:30")
+    assert quiet_until(late, NY, utc(2026, 11, 1, 5, 15)) == utc(2026, 11, 1, 5, 30)  # EDT
+    assert quiet_until(late, NY, utc(2026, 11, 1, 6, 15)) == utc(2026, 11, 1, 6, 30)  # EST
+    short = QuietHours("01:00", "01:30")
+    assert quiet_until(short, NY, utc(2026, 11, 1, 6, 10)) == utc(2026, 11, 1, 6, 30)
+    assert quiet_until(short, NY, utc(2026, 11, 1, 6, 40)) == 0.0
+
+
 def test_quiet_hours_follow_each_users_zone():
     now = utc(2026, 6, 15, 20)  # Paris 22:00 CEST (quiet), Los Angeles 13:00 PDT (not)
     assert quiet_until(NIGHT, zone("tz", "Europe/Paris"), now) == utc(2026, 6, 16, 6)
