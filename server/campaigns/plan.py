@@ -1,16 +1,16 @@
 """PlanCampaign: a campaign's decisions for a whole audience, batch by batch.
 
 A stream of `PlanRequest`s (the first names the campaign; each carries a batch of user ids) is
-answered by one `PlanBatch` per batch, in order. A batch is decided from one read of the live
-campaign, `DECIDE_SLICE` users at a time (other calls run in between), each slice with one
-profile read (feature states and meta records, `ProfileStates.states_and_meta`, when the contact
-policy or the campaign's context needs them), one `ContactPolicy.verdicts` call, one bandit draw
-(`DecisionMaker.decide_batch`) and one decision-log call (the campaigns writer process, function
-"decision_batches", through its own `AdaptiveBatcher`, a slice a frame; the frequency caps are
-enforced there as for ChooseVariant). That function is `Bulk`: the writer commits up to
-`repository.PLAN_SLICES_A_COMMIT` slices a transaction (`PLAN_SLICES_ALONE` when no other batch
-comes), after any other batch waiting (a ChooseVariant beside a plan waits for at most the
-slice being committed). A batch is answered
+answered by one `PlanBatch` per batch, in order (an empty batch by an empty one). A batch is
+decided from one read of the live campaign, `DECIDE_SLICE` users at a time (other calls run in
+between), each slice with one profile read (feature states and meta records,
+`ProfileStates.states_and_meta`, when the contact policy or the campaign's context needs them),
+one `ContactPolicy.verdicts` call, one bandit draw (`DecisionMaker.decide_batch`) and one
+decision-log call (the campaigns writer process, function "decision_batches", through its own
+`AdaptiveBatcher`, a slice a frame; the frequency caps are enforced there as for ChooseVariant).
+That function is `Bulk`: the writer commits up to `repository.PLAN_SLICES_A_COMMIT` slices a
+transaction (`PLAN_SLICES_ALONE` when no other batch comes), after any other batch waiting (a
+ChooseVariant beside a plan waits for at most the slice being committed). A batch is answered
 only once all its decisions are committed, so whatever a client has received is in the decision
 log, even if the stream then breaks; slices already handed to the writer when a stream is
 cancelled or fails may still be logged (pending, they close with the default reward like any
@@ -180,6 +180,8 @@ class Planner:
                 if req.user_ids:
                     await ahead.take(len(req.user_ids))  # other calls run here too
                     await queue.put(await self._decide_and_log(first, req.user_ids))
+                else:  # answered too, in its turn (one answer a message), with no decisions
+                    await queue.put((PlanBatch([], [], [], [], [], [], [], []), _nothing_logged()))
             await queue.put(None)
         except Exception as err:  # noqa: BLE001 - raised by `plan`, after the batches before it
             await queue.put(err)
@@ -269,6 +271,13 @@ class Planner:
                 batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
                 batch.reasons[i] = reason
         return batch
+
+
+def _nothing_logged() -> asyncio.Future:
+    """The logged future of a message without users: done, no suppression reasons."""
+    done = asyncio.get_running_loop().create_future()
+    done.set_result([])
+    return done
 
 
 async def _all_logged(parts: Sequence[asyncio.Future]) -> list[str]:

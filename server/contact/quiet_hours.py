@@ -67,7 +67,8 @@ class QuietHours:
 
     start: str = ""
     end: str = ""
-    action: str = "defer"
+    action: str = ""
+    """One of `ACTIONS`; "" = defer."""
 
     @property
     def active(self) -> bool:
@@ -75,6 +76,10 @@ class QuietHours:
 
     def checked(self, field: str = "quiet_hours") -> QuietHours:
         if not self.active:
+            if self.action:  # an action on no quiet hours: times left out by mistake
+                check_known(f"{field}.action", self.action, ACTIONS)
+                raise InvalidArgument(f"{field}.start", "is required when action is set (quiet "
+                                      "hours need a start and an end)")
             return QuietHours()
         if _minutes(f"{field}.start", self.start) == _minutes(f"{field}.end", self.end):
             raise InvalidArgument(f"{field}.end", "must differ from start")

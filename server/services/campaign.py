@@ -48,7 +48,7 @@ class CampaignConverter:
             purpose=msg.purpose or "marketing", channels=tuple(msg.channels),
             frequency_caps=tuple(FrequencyCap(c.channel, c.max, c.window_seconds)
                                  for c in msg.frequency_caps),
-            quiet_hours=QuietHours(q.start, q.end, q.action or "defer"),
+            quiet_hours=QuietHours(q.start, q.end, q.action),
             send_window=SendWindow(w.start_hour, w.end_hour),
             variants=tuple(Variant(v.id, dict(v.content), dict(v.features), v.weight)
                            for v in msg.variants),

@@ -187,6 +187,12 @@ async def test_a_frequency_cap_is_held_where_the_batch_is_logged(stub):
     assert (again[0].suppressed, again[0].reason) == (True, "frequency_cap")
 
 
+async def test_a_message_without_users_is_answered_in_its_turn_with_no_decisions(stub):
+    await create(stub)
+    answers = await plan(stub, [[], ["a", "b"], [], ["c"]])
+    assert [[d.user_id for d in a.decisions] for a in answers] == [[], ["a", "b"], [], ["c"]]
+
+
 async def test_unknown_campaign_is_not_found(stub):
     code, details = await code_of(plan(stub, [users(0, 3)], cid="nope"))
     assert code == grpc.StatusCode.NOT_FOUND and "nope" in details
