@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
@@ -212,12 +212,23 @@ class ContactPolicy:
 
     @staticmethod
     def _window(window: SendWindow, tz: zoneinfo.ZoneInfo, now: float) -> tuple[float, float]:
-        """The send window's next (or current) occurrence in `tz`, at its UTC offset at `now`."""
-        from kernels.send_time import daily_window
+        """The (active) send window's next or current occurrence in `tz`, [start, end) as
+        unix seconds (from `now` when inside it): its local wall hours turned into instants by
+        `zoneinfo`, so they stay right across a DST change (an hour in a gap resolves as
+        `quiet_hours` does)."""
+        first, last = window.start_hour % 24, window.end_hour % 24
+        today, one = datetime.fromtimestamp(now, tz).date(), timedelta(days=1)
 
-        offset = datetime.fromtimestamp(now, tz).utcoffset()
-        return daily_window(now, int(offset.total_seconds() // 60) if offset else 0,
-                            window.start_hour % 24, window.end_hour % 24)
+        def starting(day: date) -> tuple[float, float]:  # ends the next day if it wraps
+            return _local(day, first, tz), _local(day + one if last <= first else day, last, tz)
+        start, end = next(w for w in map(starting, (today - one, today, today + one))
+                          if now < w[1])
+        return max(start, now), end
+
+
+def _local(day: date, hour: int, tz: zoneinfo.ZoneInfo) -> float:
+    """The instant of `hour`:00 local time on `day` in `tz`."""
+    return datetime(day.year, day.month, day.day, hour, tzinfo=tz).timestamp()
 
 
 def channels_of(campaign: Contactable) -> tuple[str, ...]:

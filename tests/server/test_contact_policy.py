@@ -55,6 +55,21 @@ def test_deferral_in_the_repeated_fall_back_hour_ends_at_its_second_pass():
     assert quiet_until(short, NY, utc(2026, 11, 1, 6, 40)) == 0.0
 
 
+def test_send_windows_keep_their_local_hours_across_a_dst_change():
+    window = SendWindow(9, 11)
+    # 2026-03-07 20:00 EST, the evening before spring forward: 09:00-11:00 EDT the next day
+    assert ContactPolicy._window(window, NY, utc(2026, 3, 8, 1)) == \
+        (utc(2026, 3, 8, 13), utc(2026, 3, 8, 15))
+    # 2026-10-31 20:00 EDT, the evening before fall back: 09:00-11:00 EST the next day
+    assert ContactPolicy._window(window, NY, utc(2026, 11, 1)) == \
+        (utc(2026, 11, 1, 14), utc(2026, 11, 1, 16))
+    # inside a window over midnight (22-06) at 01:00 EST: from now to 06:00 EDT
+    assert ContactPolicy._window(SendWindow(22, 6), NY, utc(2026, 3, 8, 6)) == \
+        (utc(2026, 3, 8, 6), utc(2026, 3, 8, 10))
+    assert ContactPolicy._window(window, NY, utc(2026, 6, 1, 14)) == \
+        (utc(2026, 6, 1, 14), utc(2026, 6, 1, 15))  # 10:00 EDT: inside, until 11:00
+
+
 def test_quiet_hours_follow_each_users_zone():
     now = utc(2026, 6, 15, 20)  # Paris 22:00 CEST (quiet), Los Angeles 13:00 PDT (not)
     assert quiet_until(NIGHT, zone("tz", "Europe/Paris"), now) == utc(2026, 6, 16, 6)
