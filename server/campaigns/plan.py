@@ -13,8 +13,9 @@ transaction (`PLAN_SLICES_ALONE` when no other batch comes), after any other bat
 ChooseVariant beside a plan waits for at most the slice being committed). A batch is answered
 only once all its decisions are committed, so whatever a client has received is in the decision
 log, even if the stream then breaks; slices already handed to the writer when a stream is
-cancelled or fails may still be logged (pending, they close with the default reward like any
-unanswered decision), and a batch whose slice failed may be partly logged.
+cancelled or fails may still be logged (pending, they count toward the users' frequency caps
+and close with the default reward like any unanswered decision), and a batch whose slice failed
+may be partly logged.
 
 Reading runs ahead of answering by at most `limits.plan_read_ahead_users` users (a task reads
 and decides while the stream writes answers), so deciding the next batches overlaps logging this
