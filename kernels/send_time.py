@@ -25,8 +25,7 @@ from kernels.feature_layout import HOURS_PER_WEEK, FeatureLayout
 
 from .contact_population import Population, user_hours
 
-__all__ = ["MAX_SLOTS", "SendTimes", "slots", "slot_probs", "choose_slots", "choose_send_at",
-           "daily_window"]
+__all__ = ["MAX_SLOTS", "SendTimes", "slots", "slot_probs", "choose_slots", "choose_send_at"]
 
 MAX_SLOTS = HOURS_PER_WEEK
 _EPOCH_HOUR_OF_WEEK = 72  # 1970-01-01 00:00 was a Thursday: hour 72 of a Monday-based week
@@ -107,23 +106,3 @@ def choose_send_at(state, window: tuple[float, float], now: float, rng: np.rando
     at, prop, _ = choose_slots(hist, slots([start], [end], tz), population, rng, epsilon)
     return float(at[0]), float(prop[0])
 
-
-def daily_window(now: float, tz_offset_min: int, start_hour: int, end_hour: int
-                 ) -> tuple[float, float]:
-    """The next (or current) local daily window [start_hour, end_hour) as unix seconds.
-
-    `end_hour` <= `start_hour` wraps past midnight (22 -> 6); equal hours mean all day (24 h
-    from now). Inside the window, it starts at `now`.
-    """
-    if not (0 <= start_hour < 24 and 0 <= end_hour <= 24):
-        raise ValueError("window: hours must be in [0, 24)")
-    if start_hour == end_hour:
-        return float(now), float(now) + 86400.0
-    length = ((end_hour - start_hour) % 24) * 3600.0
-    tz = 60.0 * tz_offset_min
-    day = float(np.floor((now + tz) / 86400.0)) * 86400.0 - tz  # local midnight today, as UTC
-    for start in (day - 86400.0 + start_hour * 3600.0, day + start_hour * 3600.0):
-        if now < start + length:
-            return max(start, float(now)), start + length
-    start = day + 86400.0 + start_hour * 3600.0
-    return start, start + length

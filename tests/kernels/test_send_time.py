@@ -91,17 +91,3 @@ def test_choose_send_at_reads_local_engagement_from_the_state():
                                      layout=LAYOUT, epsilon=0.1)
     assert send_at == MONDAY + 9 * H and prop == pytest.approx(0.9 + 0.1 / 24)
 
-
-@pytest.mark.parametrize("now_h, tz, hours, expected", [
-    (8, 0, (9, 17), (9, 17)),          # before today's window
-    (10, 0, (9, 17), (10, 17)),        # inside it: from now
-    (18, 0, (9, 17), (33, 41)),        # after it: tomorrow's
-    (23, 0, (22, 6), (23, 30)),        # wrapping past midnight, inside
-    (3, 0, (22, 6), (3, 6)),           # inside, after midnight (started yesterday)
-    (8, 120, (9, 17), (8, 15)),        # 10:00 local at +02:00: inside, until 15:00 UTC
-    (16, 120, (9, 17), (31, 39)),      # 18:00 local: tomorrow 09:00 local = 07:00 UTC
-    (5, 0, (7, 7), (5, 29)),           # all day
-])
-def test_daily_window(now_h, tz, hours, expected):
-    start, end = S.daily_window(MONDAY + now_h * H, tz, *hours)
-    assert ((start - MONDAY) / H, (end - MONDAY) / H) == expected
