@@ -15,6 +15,7 @@ events, in batches).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from email.utils import parseaddr
@@ -30,13 +31,13 @@ from ..validation import check_id, check_known, check_range
 from .channels import MESSAGE_CHANNELS
 from .deadletters import DeadLetter, DeadLetters
 from .dkim_signer import DkimSigner
-from .errors import DeadLetterNotFound, DeliveryRefused, DeliveryUnavailable
+from .errors import BadAddress, DeadLetterNotFound, DeliveryRefused, DeliveryUnavailable
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
 from .wire import email_bytes
 
-__all__ = ["Delivery", "sent_event", "ADDRESS", "MISSING_ADDRESS", "UNDELIVERED"]
+__all__ = ["Delivery", "sent_event", "address_of", "ADDRESS", "MISSING_ADDRESS", "UNDELIVERED"]
 
 ADDRESS = {"email": "email", "sms": "phone", "push": "push_token"}
 """The profile attribute each channel's messages go to."""
@@ -45,6 +46,21 @@ MISSING_ADDRESS = {"email": "no email address", "sms": "no phone number",
 """SendCampaign's failure reason for a user without that attribute."""
 UNDELIVERED = (DeliveryRefused, DeliveryUnavailable)
 """What a message that did not go raises (it is a dead letter by then)."""
+_EMAIL_PART = r"[^\x00-\x20\x7f-\U0010ffff()<>\[\]:;@\\,\"]+"
+_EMAIL = re.compile(f"{_EMAIL_PART}@{_EMAIL_PART}")
+"""An address SMTP carries without SMTPUTF8 (not asked for), one that also stays one header
+value: printable ASCII, no whitespace, no `<>"` or other specials of RFC 5322, one `@`."""
+
+
+def address_of(channel: str, attributes) -> str:
+    """The address a message on `channel` goes to: the user's `ADDRESS[channel]` attribute,
+    surrounding whitespace dropped; "" when there is none; `BadAddress` when it is no address
+    the adapter can carry (checked before flattening: a CR/LF or non-ASCII address breaks
+    the email, or the relay's RCPT)."""
+    to = (attributes.get(ADDRESS[channel]) or "").strip()
+    if to and channel == "email" and not _EMAIL.fullmatch(to):
+        raise BadAddress(channel, ADDRESS[channel])
+    return to
 
 
 def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
@@ -110,7 +126,7 @@ class Delivery:
         self.check_adapter(message.channel)
         if message.send_at > time.time():
             return False  # the contact policy deferred it (quiet hours): not now
-        to = attributes.get(ADDRESS[message.channel], "")
+        to = address_of(message.channel, attributes)
         if not to:
             raise FailedPrecondition(f"deliver: the user has no `{ADDRESS[message.channel]}` "
                                      "attribute")

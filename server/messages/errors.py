@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
-           "Transient", "Permanent", "DeliveryRefused", "DeliveryUnavailable", "DeadLetterNotFound"]
+           "Transient", "Permanent", "DeliveryRefused", "DeliveryUnavailable", "DeadLetterNotFound",
+           "BadAddress"]
 
 
 class TemplateInvalid(InvalidArgument):
@@ -37,6 +38,18 @@ class NotAMessageChannel(FailedPrecondition):
     def __init__(self, campaign_id: str, channel: str):
         super().__init__(f"campaign {campaign_id!r} is on channel {channel!r}: messages are "
                          "composed for email, sms and push campaigns only")
+
+
+class BadAddress(FailedPrecondition):
+    """The user's address attribute is no address its channel can carry (an email address
+    SMTP cannot: non-ASCII, whitespace, control characters, or none of name@domain).
+    `reason` (SendCampaign's failure reason) and the message never echo the address."""
+
+    def __init__(self, channel: str, attribute: str):
+        self.reason = f"bad {attribute} address"
+        super().__init__(f"deliver: the user's `{attribute}` attribute is not an address the "
+                         f"{channel} adapter can carry (ASCII name@domain, no spaces or control "
+                         "characters)")
 
 
 class Transient(Exception):

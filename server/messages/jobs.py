@@ -112,8 +112,8 @@ class SendJobs:
     def _done(self, send_id: str, task: asyncio.Task) -> None:
         self._tasks.pop(send_id, None)
         if not task.cancelled() and task.exception() is not None:
-            logger.error("send %s stopped: %r (resumes at the next start)", send_id,
-                         task.exception())
+            logger.error("send %s stopped: %s (resumes at the next start)", send_id,
+                         _kinds(task.exception()))
 
     async def resume(self) -> list[str]:
         """Run every unfinished job no live process runs; their send ids."""
@@ -131,3 +131,10 @@ class SendJobs:
         for task in list(self._tasks.values()):
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+
+def _kinds(err: BaseException) -> str:
+    """The class names of an error (of each in a group): its text may carry an address."""
+    if isinstance(err, BaseExceptionGroup):
+        return ", ".join(_kinds(e) for e in err.exceptions)
+    return type(err).__name__

@@ -39,7 +39,8 @@ import time
 from ..errors import TailorError
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
-from .delivery import ADDRESS, MISSING_ADDRESS, UNDELIVERED, Delivery, sent_event
+from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
+from .errors import BadAddress
 from .sends import FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
 from .settling import Settler
 
@@ -95,15 +96,16 @@ class SendJob:
         self._sent = [r for r in todo if r.state == SENT and r.user]
         await self._record_sent()
         queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.ahead)
+        due: asyncio.Queue = asyncio.Queue(maxsize=self.lanes)
         later = [(r.send_at, r.seq, r) for r in todo if r.state == READY]
         heapq.heapify(later)
-        composing = asyncio.create_task(self._compose_all([r for r in todo if r.state == PENDING],
-                                                          queue))
-        try:
-            await self._deliver_all(queue, later)
-            await composing
-        finally:
-            composing.cancel()
+        # One task failing (a store write, a bug) cancels the others and ends the job with its
+        # error (it resumes at the next start), rather than leaving the rest waiting forever.
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._compose_all([r for r in todo if r.state == PENDING], queue))
+            tasks.create_task(self._deliver_all(queue, later, due))
+            for _ in range(self.lanes):
+                tasks.create_task(self._lane(due))
         await self._record_sent()
         await asyncio.to_thread(self.records.finish, self.send_id)
         logger.info("send %s finished (deliveries settled: %d records in %d transactions)",
@@ -128,41 +130,35 @@ class SendJob:
         return [r for r in recipients if r.seq not in gone]
 
     async def _compose(self, r: Recipient) -> None:
+        """Settle `r` (suppressed, failed with the reason) or make it `ready` with its message;
+        one user's failure never stops the job."""
         try:
             msg, recipient = await self.composer.decide_and_render(
                 self.job["campaign"], r.user, self.job["context"])
+            r.decision, r.send_at, r.channel = msg.decision_id, msg.send_at, msg.channel
+            if recipient is None:
+                r.state, r.reason = SUPPRESSED, msg.reason or ("holdout" if msg.holdout else "")
+            elif not self.delivery.has_adapter(msg.channel):
+                r.state, r.reason = FAILED, f"no {msg.channel} adapter"
+            elif not (to := address_of(msg.channel, recipient.attributes)):
+                r.state, r.reason = FAILED, MISSING_ADDRESS[msg.channel]
+            else:
+                r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
+                r.state = READY
+        except BadAddress as err:
+            r.state, r.reason = FAILED, err.reason
         except TailorError as err:
             r.state, r.reason = FAILED, type(err).__name__
-            return
-        except Exception:  # one user's failure must not stop the job; say why
-            logger.exception("send %s: composing failed", self.send_id)
+        except Exception as err:  # noqa: BLE001 - settled with a reason; the text may hold PII
+            logger.error("send %s: composing failed: %s", self.send_id, type(err).__name__)
             r.state, r.reason = FAILED, "error"
-            return
-        r.decision, r.send_at, r.channel = msg.decision_id, msg.send_at, msg.channel
-        to = recipient.attributes.get(ADDRESS[msg.channel]) if recipient is not None else None
-        if recipient is None:
-            r.state, r.reason = SUPPRESSED, msg.reason or ("holdout" if msg.holdout else "")
-        elif not self.delivery.has_adapter(msg.channel):
-            r.state, r.reason = FAILED, f"no {msg.channel} adapter"
-        elif not to:
-            r.state, r.reason = FAILED, MISSING_ADDRESS[msg.channel]
-        else:
-            r.state = READY
-            r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
 
     # -- deliver -----------------------------------------------------------------------------------
-    async def _deliver_all(self, queue: asyncio.Queue, later: list) -> None:
-        """Due messages go to `lanes` senders, each on its own SMTP connection."""
-        due: asyncio.Queue = asyncio.Queue(maxsize=self.lanes)
-        lanes = [asyncio.create_task(self._lane(due)) for _ in range(self.lanes)]
-        try:
-            await self._dispatch(queue, later, due)
-            for _ in lanes:
-                await due.put(None)
-            await asyncio.gather(*lanes)
-        finally:
-            for lane in lanes:
-                lane.cancel()
+    async def _deliver_all(self, queue: asyncio.Queue, later: list, due: asyncio.Queue) -> None:
+        """Due messages to the lanes (each on its own SMTP connection), then their end."""
+        await self._dispatch(queue, later, due)
+        for _ in range(self.lanes):
+            await due.put(None)
 
     async def _dispatch(self, queue: asyncio.Queue, later: list, due: asyncio.Queue) -> None:
         """Composed messages to the lanes now, or to the heap until their send_at."""
@@ -215,6 +211,9 @@ class SendJob:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:  # no adapter any more (a restart with other settings)
             r.state, r.reason = FAILED, f"no {r.channel} adapter: {type(err).__name__}"
+        except Exception as err:  # noqa: BLE001 - one record never stops the job; no PII logged
+            logger.error("send %s: delivering failed: %s", self.send_id, type(err).__name__)
+            r.state, r.reason = FAILED, "error"
         await self.settler.settle(r)
         if r.state == SENT:
             self._sent.append(r)

@@ -109,9 +109,9 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, data: byte
     await client.mail(sender, options=options)
     try:
         await client.rcpt(to)
-    except ValueError:  # an address SMTP cannot carry (checked by aiosmtplib): close the envelope
-        await client.rset()
-        raise
+    except ValueError:  # an address SMTP cannot carry (checked by aiosmtplib; its text holds
+        await client.rset()  # the address): close the envelope; no retry changes it
+        raise Permanent("smtp bad address") from None
     await client.data(data)
 
 

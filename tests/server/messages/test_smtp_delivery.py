@@ -105,6 +105,23 @@ async def test_deliver_without_an_email_attribute_is_failed_precondition(smtp_si
     assert "email" in err.value.details() and smtp_sink[0].received == []
 
 
+@pytest.mark.parametrize("bad", ["jos\u00e9@example.com", "a b@example.com",
+                                 "x@example.com\nBcc: evil@example.org"])
+async def test_deliver_to_an_address_smtp_cannot_carry_is_failed_precondition(
+        smtp_sink, campaigns, profiles, messaging, caplog, bad):
+    import grpc
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(user_id="odd",
+                                                                attributes={"email": bad}))
+    await opt_in(profiles, "odd")
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                 user_id="odd", deliver=True))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "`email` attribute" in err.value.details() and bad not in err.value.details()
+    assert smtp_sink[0].received == [] and bad.split("@")[0] not in caplog.text
+
+
 async def test_an_address_on_the_suppression_list_is_suppressed_and_nothing_is_sent(
         smtp_sink, campaigns, profiles, messaging):
     sink = smtp_sink[0]

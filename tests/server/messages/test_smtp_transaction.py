@@ -54,7 +54,7 @@ async def test_refused_recipients_raise_by_their_reply_code(sink, sender):
 @pytest.mark.parametrize("bad", ["a b@x.example", "zoë@x.example"])  # a space; not ASCII
 async def test_an_address_smtp_cannot_carry_leaves_the_connection_clean(sink, sender, bad):
     await sender.send_bytes(SENDER, "u0@x.example", mail(0))
-    with pytest.raises(ValueError):
+    with pytest.raises(Permanent, match="smtp bad address"):  # no retry; a dead letter
         await sender.send_bytes(SENDER, bad, mail(1))
     await sender.send_bytes(SENDER, "u2@x.example", mail(2))  # no "nested MAIL" refusal
     assert [r for _, r, _ in sink.arrived] == [["u0@x.example"], ["u2@x.example"]]
