@@ -35,6 +35,7 @@ from .errors import FailedPrecondition
 from .impressions import Impressions
 from .messages.compose import Composer
 from .messages.delivery import Delivery
+from .messages.gate import SendGate
 from .messages.jobs import SendJobs
 from .messages.phones import PhoneIndex
 from .messages.sends import SendRecords
@@ -171,8 +172,9 @@ class TailorServer:
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
         self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
-        self.delivery = Delivery.from_settings(s, self.profiles, self.store,
-                                               self.secrets.get("delivery-webhook"))
+        self.delivery = Delivery.from_settings(
+            s, self.profiles, self.store, self.secrets.get("delivery-webhook"),
+            gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions))
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery)
         send_records = SendRecords(self.store)

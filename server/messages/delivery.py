@@ -10,7 +10,8 @@ Each delivered message records a `<channel>_sent` event carrying the decision id
 `sent-<decision id>`, so a repeated delivery of one decision is recorded once), which caps,
 rewards and attribution read. SendCampaign uses the parts separately: `flatten` (at
 composition), `send_or_bury` (the bytes stored before delivery), and `record_sent` (its
-events, in batches).
+events, in batches). A stored message (SendCampaign's, a dead letter) is held against the
+contact policy's consent and suppression list again just before it goes (`refusal`).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from email.utils import parseaddr
 from contract.keyring import keyring_path
 
 from ..config import DEFAULT_LIMITS, Limits
+from ..contact.consent import MARKETING
 from ..errors import FailedPrecondition
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
@@ -31,7 +33,8 @@ from ..validation import check_id, check_known, check_range
 from .channels import MESSAGE_CHANNELS
 from .deadletters import DeadLetter, DeadLetters
 from .dkim_signer import DkimSigner
-from .errors import BadAddress, DeadLetterNotFound, DeliveryRefused, DeliveryUnavailable
+from .errors import BadAddress, DeadLetterNotFound, DeliveryRefused, DeliveryUnavailable, NoLongerAllowed
+from .gate import SendGate
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
@@ -73,15 +76,18 @@ def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
 class Delivery:
     def __init__(self, smtp: SmtpSender | None, sender: str, events: EventRecorder, *,
                  webhooks: WebhookSender | None = None, retry: Retry | None = None,
-                 dead: DeadLetters | None = None, dkim=None, limits: Limits = DEFAULT_LIMITS):
+                 dead: DeadLetters | None = None, dkim=None, limits: Limits = DEFAULT_LIMITS,
+                 gate: SendGate | None = None):
+        """`gate`: asks the contact policy again before a stored message goes (none: not)."""
         self.smtp, self.sender, self.events, self.webhooks = smtp, sender, events, webhooks
-        self.retry, self.dead, self.dkim = retry or Retry(), dead, dkim
+        self.retry, self.dead, self.dkim, self.gate = retry or Retry(), dead, dkim, gate
         self.limits = limits
         self.envelope = parseaddr(sender)[1]
         """The envelope sender (MAIL FROM): the address of `sender`."""
 
     @classmethod
-    def from_settings(cls, s, events: EventRecorder, store, ring) -> Delivery:
+    def from_settings(cls, s, events: EventRecorder, store, ring,
+                      gate: SendGate | None = None) -> Delivery:
         """The adapters `Settings` configure; `ring`: the optional `delivery-webhook` keyring
         (a webhook URL without it refuses to start)."""
         if (s.sms_webhook_url or s.push_webhook_url) and ring is None:
@@ -89,7 +95,8 @@ class Delivery:
         smtp = SmtpConfig.from_settings(s)
         return cls(SmtpSender(smtp) if smtp else None, s.smtp_from, events,
                    webhooks=WebhookSender.from_settings(s, ring), retry=Retry.from_settings(s),
-                   dead=DeadLetters(store), dkim=DkimSigner.from_settings(s), limits=s.limits)
+                   dead=DeadLetters(store), dkim=DkimSigner.from_settings(s), limits=s.limits,
+                   gate=gate)
 
     # -- adapters ------------------------------------------------------------------------------
     def check_adapter(self, channel: str) -> None:
@@ -162,6 +169,14 @@ class Delivery:
         for at in range(0, len(events), batch):
             await self.events.track(events[at:at + batch])
 
+    def refusal(self, user: str, channel: str, purpose: str, to: str) -> str | None:
+        """Why a stored message (composed earlier) may not go now: `gate.SendGate.refusal`."""
+        return None if self.gate is None else self.gate.refusal(user, channel, purpose, to)
+
+    async def purpose(self, campaign: str) -> str:
+        """The campaign's purpose, as `refusal` asks for it."""
+        return MARKETING if self.gate is None else await self.gate.purpose(campaign)
+
     # -- dead letters --------------------------------------------------------------------------
     async def dead_letters(self, limit: int, channel: str = "") -> list[DeadLetter]:
         check_range("limit", limit, 1, self.limits.dead_letters_listed)
@@ -177,6 +192,12 @@ class Delivery:
         if letter is None:
             raise DeadLetterNotFound(letter_id)
         self.check_adapter(letter.channel)
+        refused = self.refusal(letter.user, letter.channel, await self.purpose(letter.campaign),
+                               letter.to)
+        if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)
+            letter.reason = refused
+            await asyncio.to_thread(self.dead.replace, letter)
+            raise NoLongerAllowed(refused)
         try:
             await self.send(letter.channel, letter.to, letter.data.encode("latin-1"))
         except UNDELIVERED as err:

@@ -5,7 +5,7 @@ from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
            "Transient", "Permanent", "DeliveryRefused", "DeliveryUnavailable", "DeadLetterNotFound",
-           "BadAddress"]
+           "BadAddress", "NoLongerAllowed"]
 
 
 class TemplateInvalid(InvalidArgument):
@@ -50,6 +50,15 @@ class BadAddress(FailedPrecondition):
         super().__init__(f"deliver: the user's `{attribute}` attribute is not an address the "
                          f"{channel} adapter can carry (ASCII name@domain, no spaces or control "
                          "characters)")
+
+
+class NoLongerAllowed(FailedPrecondition):
+    """A stored message the contact policy refuses now (the user opted out, or the address was
+    put on the suppression list, since it was composed): it does not go."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"deliver: the contact policy refuses this message now ({reason})")
 
 
 class Transient(Exception):

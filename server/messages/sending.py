@@ -18,6 +18,10 @@ A job runs two stages in its server process:
   every `sent` record when a job resumes (recording is idempotent by event id), so a crash
   loses none.
 
+Consent and the suppression list: the contact policy is asked again just before each delivery
+(`Delivery.refusal`): a user who opted out, or whose address was listed, since their message was
+composed is settled suppressed with that reason, and nothing goes.
+
 Erasure: DeleteProfile settles the user's records at once (`SendRecords.erase_user`); the job
 re-reads its recipients' records before composing a batch, before each delivery and before
 recording events, and skips the erased ones.
@@ -89,9 +93,12 @@ class SendJob:
         """Settled `sent`, their events not yet recorded."""
         self.settler = Settler(lambda done: records.update(send_id, done))
         """Writes the lanes' settled records, in groups."""
+        self.purpose = ""
+        """The campaign's purpose (consent is asked for it again before each delivery)."""
 
     async def run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id)
+        self.purpose = await self.delivery.purpose(self.job["campaign"])
         # A resumed job records them again (not those erased since: their user id is gone).
         self._sent = [r for r in todo if r.state == SENT and r.user]
         await self._record_sent()
@@ -203,10 +210,14 @@ class SendJob:
         if self.records.erased(self.send_id, [r.seq]):  # one read snapshot, µs: on the loop
             return  # deleted meanwhile: nothing goes, the record is settled already
         try:
-            await self.delivery.send_or_bury(
-                r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
-                campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
-            r.state, r.sent_at = SENT, time.time()
+            refused = self.delivery.refusal(r.user, r.channel, self.purpose, r.message["to"])
+            if refused is not None:  # opted out or suppressed since it was composed
+                r.state, r.reason = SUPPRESSED, refused
+            else:
+                await self.delivery.send_or_bury(
+                    r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
+                    campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
+                r.state, r.sent_at = SENT, time.time()
         except UNDELIVERED as err:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:  # no adapter any more (a restart with other settings)

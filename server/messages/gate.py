@@ -1,0 +1,58 @@
+"""The contact policy's standing refusals, checked again just before a stored message goes.
+
+A message is composed under the policy's verdict of that moment, and may wait long before it
+goes: SendCampaign's rate backlog, a quiet-hours deferral (hours), a resume after a restart, a
+dead letter retried days later. Meanwhile the user may opt out, or their address may be put on
+the suppression list (a complaint, a bounce). `SendGate.refusal` asks again what may have
+changed, from the user's profile meta record and the suppression list: consent for the
+message's channel and the campaign's purpose (`contact.consent.consent_reason`), and whether
+the address the message goes to is listed. Caps and quiet hours are not asked again: the
+decision being delivered is the one they counted and timed. Erasure is the send records'
+business (`SendRecords.erased`) and the dead letters' (DeleteProfile drops them).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..contact.consent import MARKETING, NO_CONSENT, consent_reason
+from ..contact.suppression import SUPPRESSED_ADDRESS
+from ..errors import TailorError
+from ..interfaces import SuppressedAddresses, VariantChooser
+
+__all__ = ["SendGate"]
+
+ADDRESS_ATTRIBUTE = {"email": "email", "sms": "phone"}
+"""The profile attribute (and suppression list kind) of the channels the list covers."""
+
+
+class SendGate:
+    def __init__(self, campaigns: VariantChooser, profiles, suppressions: SuppressedAddresses | None,
+                 consent_defaults: Mapping[str, str]):
+        """`profiles`: reads meta records (`states_and_meta`); `consent_defaults`: Settings'."""
+        self.campaigns, self.profiles, self.suppressions = campaigns, profiles, suppressions
+        self.defaults = dict(consent_defaults)
+
+    @classmethod
+    def from_settings(cls, s, campaigns, profiles, suppressions) -> SendGate:
+        return cls(campaigns, profiles, suppressions, s.consent_defaults)
+
+    def refusal(self, user_id: str, channel: str, purpose: str, to: str) -> str | None:
+        """`no_consent` or `suppressed_address` when a message of `purpose` on `channel` to `to`
+        may no longer go to `user_id`; None when it may. Two reads of a few µs (the meta
+        record, the list's keys of `to`), on the loop like the other per-message checks."""
+        meta = self.profiles.states_and_meta([user_id], with_states=False)[0][1]
+        if consent_reason(meta, channel, purpose, self.defaults) is not None:
+            return NO_CONSENT
+        attribute = ADDRESS_ATTRIBUTE.get(channel)
+        if attribute and self.suppressions is not None and self.suppressions.suppressed_channels(
+                {"attributes": {attribute: to}}, [channel]):
+            return SUPPRESSED_ADDRESS  # the address it goes to (the profile's may be newer)
+        return None
+
+    async def purpose(self, campaign_id: str) -> str:
+        """The campaign's purpose (read once per job: parsing the campaign costs more than
+        the checks); marketing, the stricter, when it is gone."""
+        try:
+            return (await self.campaigns.get(campaign_id)).spec.purpose or MARKETING
+        except TailorError:
+            return MARKETING
