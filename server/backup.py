@@ -23,11 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import lmdb
+
 from .errors import FailedPrecondition
 from .store import lock_data_dir
-from .store.backup import read_value, snapshot_store
+from .store.backup import add_missing, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
-from .store.keys import BUNDLE_ACTIVE
+from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
 
@@ -66,7 +68,10 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
     """Put the backup `archive` into `data_dir`; returns its manifest.
 
     Refused while a server (or a compaction) holds `data_dir`, and when `data_dir` already has
-    content unless `force`, which replaces its `store/` and `bundles/` (nothing else).
+    content unless `force`, which replaces its `store/` and `bundles/` (nothing else). The
+    replaced store's tombstones that the backup lacks (users erased after it was taken) are
+    carried into the restored store (`_carry_erasures`), and the manifest returned says how many
+    (`erasures_after_backup`): their data is back with the backup, to be erased again.
     """
     if not archive.is_file():
         raise FileNotFoundError(f"no backup file {archive}")
@@ -80,12 +85,29 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             manifest = _extract(archive, staging)
+            manifest["erasures_after_backup"] = _carry_erasures(data_dir / "store", staging / "store")
             _swap_in(staging, data_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
     finally:
         lock.close()
+
+
+def _carry_erasures(live: Path, restored: Path) -> int | None:
+    """Copy the tombstones of the store being replaced (`live`) that the `restored` copy lacks:
+    users erased after the backup. Their records come back with the backup (only their ids,
+    which the tombstones do not hold, could find them), but the tombstones keep what they decide
+    (old bundle rows masked, training filtered; docs/privacy.md) until the users are erased
+    again. The count added; 0 without a live store; None when it cannot be read (then nothing
+    is carried: a damaged store is what restores are for)."""
+    if not (live / "data.mdb").exists():
+        return 0
+    try:
+        tombstones = read_prefix(live, "meta", TOMBSTONE_PREFIX)
+    except lmdb.Error:
+        return None
+    return len(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT))
 
 
 def _active_version(store_dir: Path) -> str | None:

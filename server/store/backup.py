@@ -15,7 +15,7 @@ import lmdb
 from .datakeys import copy_slots
 from .lmdb_store import TABLES
 
-__all__ = ["snapshot_store", "read_value"]
+__all__ = ["snapshot_store", "read_value", "read_prefix", "add_missing"]
 
 _ATTEMPTS = 3
 
@@ -58,6 +58,49 @@ def read_value(store_dir: Path, table: str, key: bytes) -> bytes | None:
             return None
         with env.begin(db=db) as txn:
             return txn.get(key)
+    finally:
+        env.close()
+
+
+def read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    """Every (key, value) of `table` whose key starts with `prefix`, from one read snapshot of
+    the store under `store_dir` (safe while servers write; [] when the table does not exist)."""
+    if table not in TABLES:
+        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    env = _open_readonly(store_dir)
+    try:
+        try:
+            db = env.open_db(table.encode(), create=False)
+        except lmdb.NotFoundError:
+            return []
+        with env.begin(db=db) as txn:
+            cursor = txn.cursor()
+            if not cursor.set_range(prefix):
+                return []
+            found = []
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    break
+                found.append((bytes(key), bytes(value)))
+            return found
+    finally:
+        env.close()
+
+
+def add_missing(store_dir: Path, table: str, items: list[tuple[bytes, bytes]],
+                counter: bytes | None = None) -> list[bytes]:
+    """Put the `items` whose key `table` lacks into the store under `store_dir` (no server may
+    hold it: a restore's staging copy), in one transaction; `counter`, a decimal count in the
+    same table, grows by the number added. Returns the keys added."""
+    env = lmdb.open(str(store_dir), max_dbs=len(TABLES) + 4, readahead=False,
+                    map_size=(store_dir / "data.mdb").stat().st_size + (64 << 20))
+    try:
+        db = env.open_db(table.encode())
+        with env.begin(write=True, db=db) as txn:
+            added = [key for key, value in items if txn.put(key, value, overwrite=False)]
+            if counter is not None and added:
+                txn.put(counter, str(int(txn.get(counter) or b"0") + len(added)).encode())
+        return added
     finally:
         env.close()
 

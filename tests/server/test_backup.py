@@ -138,3 +138,27 @@ def test_a_plain_tar_name_gives_an_uncompressed_backup(tmp_path):
     run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
     with tarfile.open(out, "r:") as tar:  # raises ReadError if compressed
         assert json.load(tar.extractfile("tailor-backup.json"))["active_bundle"] is None
+
+
+def test_restore_over_a_store_keeps_the_erasures_made_after_the_backup(server_process, tmp_path):
+    """Users erased after the backup come back with it (their ids are needed to find their
+    records), but their tombstones are carried over, and the restore says how many."""
+    data, out = tmp_path / "data", tmp_path / "tailor.tar"
+    served = server_process(data)
+    t0 = time.time() - 3600
+    with TailorClient(served.target, timeout=30) as client:
+        for user in ("alice", "bob"):
+            assert client.track_batch(_events(user, 3, user, t0)).accepted == 3
+        client.delete_profile("bob")  # before the backup: its tombstone is in it
+        run_module("server", "backup", "--data-dir", str(data), "--out", str(out))
+        client.delete_profile("alice")  # after: only the live store knows
+        before = sorted(client.export_tombstones())
+    served.stop()
+    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
+                                  "--force").stdout)
+    assert reply["erasures_after_backup"] == 1
+    served = server_process(data)
+    with TailorClient(served.target, timeout=30) as client:
+        assert sorted(client.export_tombstones()) == before and len(before) == 2
+        assert _n_events(client, "alice") == 3  # back with the backup, to be erased again
+        assert client.delete_profile("alice") > 0
