@@ -102,6 +102,8 @@ class Profiles:
         """Per bundle, its `_BundleDerived` (computed on first use, dropped with the bundle)."""
         self._category_names: dict[int, str] = {}  # codes never change once assigned
         self._listeners: list[EventListener] = []
+        self._landing: set[asyncio.Future] = set()
+        """`_commit` tasks not yet done (`close` waits for them)."""
         self._erasers: list[UserEraser] = []
         self._exporters: list[UserExporter] = []
         self.tombstones = tombstones
@@ -159,21 +161,40 @@ class Profiles:
                 valid.append(ev)
         if valid:
             records = EventRecords.build(valid, self._categories(valid))
-            stored = await self._writer.submit(records)
+            # Shielded: once the batch is submitted, its commit and effects happen whatever
+            # becomes of the call (a deadline or disconnect cancels it; the retry is a duplicate).
+            landing = asyncio.ensure_future(self._commit(records, valid))
+            self._landing.add(landing)
+            landing.add_done_callback(self._landed)
+            stored = await asyncio.shield(landing)
             result.accepted_ids = [valid[i].event_id for i in stored.accepted]
             result.duplicates = len(stored.duplicates)
-            accepted = [valid[i] for i in stored.accepted]
-            for ev in accepted:
-                if ev.type == "unsubscribe":
-                    await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event",
-                                           ev.timestamp, MARKETING)
-            for listener in self._listeners:
-                await listener.on_events(accepted)
-            metrics.count_events("accepted", (ev.type for ev in accepted), _KNOWN_TYPES)
-            metrics.count_events("duplicate", (valid[i].type for i in stored.duplicates), _KNOWN_TYPES)
         metrics.count_events("rejected", (events[i - offset].type for i, _, _ in result.rejected),
                              _KNOWN_TYPES)
         return result
+
+    async def _commit(self, records: EventRecords, valid: Sequence[TrackedEvent]) -> IngestResult:
+        """Store `records` (built from `valid`), then apply what the newly accepted events change
+        elsewhere: an unsubscribe's consent, the listeners (suppression, rewards, impression
+        join). Runs as a task of its own (`_landing`), so the effects of a committed batch are
+        never lost with a cancelled caller."""
+        stored = await self._writer.submit(records)
+        accepted = [valid[i] for i in stored.accepted]
+        for ev in accepted:
+            if ev.type == "unsubscribe":
+                await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event",
+                                       ev.timestamp, MARKETING)
+        for listener in self._listeners:
+            await listener.on_events(accepted)
+        metrics.count_events("accepted", (ev.type for ev in accepted), _KNOWN_TYPES)
+        metrics.count_events("duplicate", (valid[i].type for i in stored.duplicates), _KNOWN_TYPES)
+        return stored
+
+    def _landed(self, task: asyncio.Future) -> None:
+        """A `_commit` task ended: forget it; log its failure (its caller may be gone)."""
+        self._landing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a TrackEvents batch or its effects failed: %s", type(task.exception()).__name__)
 
     # -- attributes, consent, erasure ----------------------------------------------------------
     async def upsert_attributes(self, user_id: str, attributes: dict[str, str]) -> None:
@@ -441,7 +462,10 @@ class Profiles:
         return self.repo.export(start, end)
 
     async def close(self) -> None:
+        """Finish the submitted batches and their effects (the listeners' domains must still
+        be open)."""
         await self._writer.close()
+        await asyncio.gather(*list(self._landing), return_exceptions=True)
 
 
 def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:

@@ -19,7 +19,7 @@ async def track_stream(profiles: Profiles,
     Batches are submitted as they arrive, so consecutive batches share transactions; reading
     pauses while more than `limits.stream_read_ahead_events` events wait for their commit.
     Rejected events are indexed from the start of the stream. If the stream fails, batches not
-    yet committed are cancelled.
+    yet submitted are dropped; submitted ones still commit with their effects (`Profiles.track`).
     """
     read_ahead, most = profiles.limits.stream_read_ahead_events, profiles.limits.events_per_batch
     pending: list[asyncio.Task] = []

@@ -1,5 +1,7 @@
 """ProfileService through a real server: ingestion, access, consent, erasure, compaction,
 retention, and recommendations that follow the user."""
+import asyncio
+import threading
 import time
 
 import grpc
@@ -105,6 +107,37 @@ async def test_unsubscribe_event_opts_the_channel_out(stub):
         events=[ev("u1", user="dan", type="unsubscribe", channel="email")]))
     profile = await stub.GetProfile(pb.GetProfileRequest(user_id="dan"))
     assert not profile.consent["email"].opted_in and "unsubscribe" in profile.consent["email"].source
+
+
+async def test_unsubscribe_committed_after_the_calls_deadline_still_opts_out(stub, tailor_server):
+    """The caller's deadline expires while its batch waits for the write lock; the batch commits
+    afterwards, and its effect (the consent change) follows without the caller."""
+    await stub.SetConsent(pb.SetConsentRequest(user_id="eve", channel="email", opted_in=True,
+                                               source="signup"))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(txn):
+        holding.set()
+        release.wait(10)
+    held = asyncio.ensure_future(asyncio.to_thread(tailor_server.store.write, hold))
+    assert await asyncio.to_thread(holding.wait, 10)
+    request = pb.TrackEventsRequest(events=[ev("late-unsub", user="eve", type="unsubscribe",
+                                               channel="email")])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.TrackEvents(request, timeout=0.3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    release.set()
+    await held
+    deadline = time.monotonic() + 10
+    while True:
+        profile = await stub.GetProfile(pb.GetProfileRequest(user_id="eve", parts=["consent", "events"]))
+        if not profile.consent["email"].opted_in or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert [e.event_id for e in profile.events] == ["late-unsub"]
+    assert not profile.consent["email"].opted_in
+    retry = await stub.TrackEvents(request)
+    assert retry.duplicates == 1
 
 
 async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(stub):
