@@ -73,16 +73,17 @@ def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:
 def record_consent(meta: dict, channel: str, purpose: str, opted_in: bool, source: str,
                    timestamp: float, keep: int) -> None:
     """Add a change to `meta` (layout 2) in place: appended to the history (the oldest beyond
-    `keep` dropped), and made the current state if it is an opt-out, or an opt-in no older
-    than the current state. Changes may arrive out of order (replayed webhooks, clocks that
-    disagree): an opt-out is honoured whenever it arrives, a stale opt-in never re-opens a
-    channel the user closed later."""
+    `keep` dropped), and made the current state if it is no older than the current state, or
+    an opt-out replacing an opt-in. Changes may arrive out of order (replayed webhooks, clocks
+    that disagree): an opt-out is honoured whenever it arrives, but never replaces a later
+    opt-out, so a stale opt-in never re-opens a channel the user closed later."""
     change = {"opted_in": bool(opted_in), "source": source, "timestamp": float(timestamp)}
     history = meta.setdefault("consent_history", [])
     history.append({"channel": channel, "purpose": purpose, **change})
     del history[:max(len(history) - keep, 0)]
     current = meta.setdefault("consent", {}).setdefault(channel, {})
-    if not opted_in or purpose not in current or current[purpose]["timestamp"] <= timestamp:
+    held = current.get(purpose)
+    if held is None or held["timestamp"] <= timestamp or (not opted_in and held["opted_in"]):
         current[purpose] = change
 
 

@@ -1,5 +1,6 @@
 """Consent per channel and purpose: the check the decision path uses (derived by hand), and
 the stored state and history through a real server."""
+import itertools
 import time
 
 import grpc
@@ -50,6 +51,20 @@ def test_history_keeps_the_latest_changes_and_late_opt_ins_do_not_overwrite():
     record_consent(meta, "email", "marketing", True, "again", 31.0, keep=3)
     record_consent(meta, "email", "marketing", False, "late-out", 5.0, keep=3)
     assert meta["consent"]["email"]["marketing"]["source"] == "late-out"  # opt-outs always hold
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_replayed_changes_never_reopen_a_channel_closed_later(order):
+    """After an opt-in at 0 the user opts out at 3; an opt-out from 1 and an opt-in from 2
+    arrive late, in any order around the real opt-out: the channel stays closed by it."""
+    meta = {"consent": {}}
+    record_consent(meta, "email", "marketing", True, "signup", 0.0, keep=10)
+    changes = [(False, "unsubscribe", 3.0), (False, "replayed out", 1.0), (True, "replayed in", 2.0)]
+    for i in order:
+        opted_in, source, ts = changes[i]
+        record_consent(meta, "email", "marketing", opted_in, source, ts, keep=10)
+    assert meta["consent"]["email"]["marketing"] == {"opted_in": False, "source": "unsubscribe",
+                                                     "timestamp": 3.0}
 
 
 @pytest.fixture
