@@ -56,6 +56,11 @@ class Limits(BaseModel):
     """Most UTF-8 bytes of one event's attribute keys and values together."""
     profile_attributes: int = 64
     """Most attributes one UpsertAttributes call may set."""
+    profile_attributes_total: int = Field(256, ge=1)
+    """Most attributes one profile holds (RESOURCE_EXHAUSTED for a call that would add more)."""
+    profile_attributes_bytes: int = Field(65_536, ge=1)
+    """Most UTF-8 bytes of attribute keys and values one profile holds (RESOURCE_EXHAUSTED for
+    a call that would add more)."""
     attribute_key_chars: int = 64
     """Longest profile attribute key."""
     attribute_value_chars: int = 1024

@@ -25,6 +25,7 @@ from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
 from ..security.userref import user_ref
 from ..store import Store
 from ..validation import check_count, check_id, check_known, check_text, check_time, shown
+from .errors import ProfileAttributesFull
 from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
 from .records import EventRecords
@@ -210,11 +211,14 @@ class Profiles:
                 zone(f"attributes[{TIMEZONE}]", v)
 
         def change(meta):
+            held = meta["attributes"]
+            before = _attributes_size(held)
             for k, v in attributes.items():
                 if v:
-                    meta["attributes"][k] = v
+                    held[k] = v
                 else:
-                    meta["attributes"].pop(k, None)
+                    held.pop(k, None)
+            _check_attributes_total(before, _attributes_size(held), lim)
         await asyncio.to_thread(self.repo.update_meta, user_id, change)
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
@@ -474,6 +478,22 @@ def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:
         return frozenset(PROFILE_PARTS)
     check_count("parts", len(parts), len(PROFILE_PARTS))
     return frozenset(check_known("parts", p, PROFILE_PARTS) for p in parts)
+
+
+def _attributes_size(attributes: dict[str, str]) -> tuple[int, int]:
+    """(count, UTF-8 bytes of keys and values) of a profile's attributes."""
+    return len(attributes), sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
+
+
+def _check_attributes_total(before: tuple[int, int], after: tuple[int, int], lim) -> None:
+    """ProfileAttributesFull when a change grows the attributes beyond the profile's limits (a
+    profile already beyond them may still shrink or keep its size)."""
+    if after[0] > lim.profile_attributes_total and after[0] > before[0]:
+        raise ProfileAttributesFull("entries", after[0], lim.profile_attributes_total,
+                                    "profile_attributes_total")
+    if after[1] > lim.profile_attributes_bytes and after[1] > before[1]:
+        raise ProfileAttributesFull("bytes", after[1], lim.profile_attributes_bytes,
+                                    "profile_attributes_bytes")
 
 
 _META_FIELDS = frozenset({"attributes", "consent", "consent_history", "created_at", "updated_at"})

@@ -88,7 +88,8 @@ class ProfileRepository:
         return codes
 
     def update_meta(self, user_id: str, change) -> dict:
-        """Read-modify-write the user's meta record with `change(meta)` in one transaction."""
+        """Read-modify-write the user's meta record with `change(meta)` in one transaction (an
+        exception from `change` aborts it: nothing is written)."""
         def fn(txn):
             key = keys.profile_meta_key(user_id)
             raw = self._profiles.get(txn, key)

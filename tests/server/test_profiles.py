@@ -140,6 +140,31 @@ async def test_unsubscribe_committed_after_the_calls_deadline_still_opts_out(stu
     assert retry.duplicates == 1
 
 
+@pytest.fixture
+def small_profiles(settings):
+    settings.limits = settings.limits.model_copy(update={"profile_attributes_total": 3,
+                                                         "profile_attributes_bytes": 40})
+
+
+async def test_attributes_across_calls_are_bounded_and_nothing_accepted_is_lost(small_profiles, stub):
+    async def upsert(**attributes):
+        await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="fay", attributes=attributes))
+    await upsert(a="1", b="2")
+    await upsert(c="3")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await upsert(d="4")
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "4 entries" in err.value.details() and "profile_attributes_total" in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await upsert(c="x" * 40)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "profile_attributes_bytes" in err.value.details()
+    await upsert(a="", d="4")  # a replacement within the limits
+    await upsert(b="22")
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="fay", parts=["attributes"]))
+    assert dict(profile.attributes) == {"b": "22", "c": "3", "d": "4"}
+
+
 async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(stub):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetProfile(pb.GetProfileRequest(user_id="nobody-here"))
