@@ -15,8 +15,9 @@ from collections.abc import Collection
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
-__all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_known", "check_range",
-           "check_text", "check_time", "check_version", "has_control", "id_problem", "shown"]
+__all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
+           "check_not_negative", "check_range", "check_text", "check_time", "check_version",
+           "has_control", "id_problem", "shown"]
 
 SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
@@ -64,6 +65,17 @@ def check_text(field: str, value: str, max_chars: int, where: str = "") -> str:
     return value
 
 
+def check_key(field: str, value: str, max_chars: int, where: str = "") -> str:
+    """A map key (a profile attribute's): 1..max_chars characters, no control character."""
+    if not value:
+        raise InvalidArgument(where + field, "is empty")
+    check_text(field, value, max_chars, where)
+    if has_control(value):
+        raise InvalidArgument(where + field, f"{shown(value)} contains a control character "
+                              "(0x00-0x1F or 0x7F)", "contains a control character (0x00-0x1F or 0x7F)")
+    return value
+
+
 def check_known(field: str, value: str, known: Collection[str], where: str = "") -> str:
     if value not in known:
         raise InvalidArgument(where + field, f"{shown(value)} is unknown (known: {', '.join(known)})",
@@ -81,6 +93,13 @@ def check_count(field: str, n: int, most: int, where: str = "") -> None:
     """A list or map of `n` entries holds at most `most`."""
     if n > most:
         raise InvalidArgument(where + field, f"{n} entries, at most {most}")
+
+
+def check_not_negative(field: str, n: int, where: str = "") -> int:
+    """A count the caller asks for (0 often meaning "all") is not negative."""
+    if n < 0:
+        raise InvalidArgument(where + field, f"{n} is negative")
+    return n
 
 
 def check_context(context, max_bytes: int, where: str = "") -> None:

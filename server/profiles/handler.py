@@ -24,7 +24,16 @@ from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
 from ..security.userref import user_ref
 from ..store import Store
-from ..validation import check_count, check_id, check_known, check_text, check_time, shown
+from ..validation import (
+    check_count,
+    check_id,
+    check_key,
+    check_known,
+    check_not_negative,
+    check_text,
+    check_time,
+    shown,
+)
 from .errors import ProfileAttributesFull
 from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
@@ -203,7 +212,10 @@ class Profiles:
         check_id("user_id", user_id, lim.id_bytes)
         check_count("attributes", len(attributes), lim.profile_attributes)
         for k, v in attributes.items():
-            check_text("attributes key", k, lim.attribute_key_chars)
+            if v:  # a key stored before keys were checked may still be removed
+                check_key("attributes key", k, lim.attribute_key_chars)
+            else:
+                check_text("attributes key", k, lim.attribute_key_chars)
             if len(v) > lim.attribute_value_chars:  # the value is not echoed: it may be PII
                 raise InvalidArgument(f"attributes[{shown(k)}]", f"{len(v)} characters, at most "
                                       f"{lim.attribute_value_chars}")
@@ -254,6 +266,7 @@ class Profiles:
         who may not read it (`server.security.pii`). `parts` (of `PROFILE_PARTS`; none: all)
         leaves the others empty, and unread when they are events or features."""
         check_id("user_id", user_id, self.limits.id_bytes)
+        check_not_negative("max_events", max_events)
         want = _wanted_parts(parts)
         state, meta, events = self.repo.read(user_id, max_events, "events" in want)
         if state is None and meta is None:

@@ -145,6 +145,23 @@ async def test_set_consent_with_an_ordinary_request_is_stored(profiles):
     assert profile.consent["email"].timestamp == 1_700_000_000.0
 
 
+# -- UpsertAttributes and GetProfile: usable keys, a count that is not negative -----------------
+@pytest.mark.parametrize("key", ["", "a\x00b", "tab\there", "del\x7f"])
+async def test_upsert_attributes_refuses_empty_keys_and_control_characters(profiles, key):
+    user = f"a1-{next(_unique)}"
+    code, details = await _code(profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=user, attributes={"ok": "1", key: "v"})))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "attributes key" in details, (code, details)
+    code, _ = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id=user)))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_get_profile_with_a_negative_max_events_is_invalid(profiles):
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(user_id="a2", attributes={"k": "v"}))
+    code, details = await _code(profiles.GetProfile(ppb.GetProfileRequest(user_id="a2", max_events=-1)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "max_events" in details, (code, details)
+
+
 # -- PushBundle: plain file names, usable versions, nothing unlisted kept ------------------------
 def _chunks(bundle, manifest: dict | None = None, extra: dict | None = None):
     files = {p.name: p.read_bytes() for p in sorted(bundle.iterdir()) if p.is_file()}
