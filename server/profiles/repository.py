@@ -125,6 +125,10 @@ class ProfileRepository:
             gone = 0
             for eraser in erasers:
                 gone += eraser.erase_user(txn, user_id)
+            # Events committed since the last chunk (by the ingestion) go with their dedupe
+            # keys too: `delete_prefix` below would leave those keys for good.
+            while n := self._drop_user_events(txn, prefix):
+                gone += n
             for table in self._user_tables:
                 gone += table.delete_prefix(txn, prefix)
             self.store.shred(txn, user_id)  # last: erasers above may read the user's records

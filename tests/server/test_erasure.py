@@ -132,3 +132,28 @@ def test_another_worker_sees_a_new_tombstone_on_its_next_read(tmp_path):
     assert rotated.erased_at(["x", "y"]) == [100.0, 200.0]  # the old kid still matches
     assert Tombstones(store, Keyring.generate("erasure")).erased_at(["x", "y"]) == [None, None]
     store.close()
+
+
+async def test_an_event_committed_just_before_the_final_erasure_leaves_no_dedupe_key(
+        profiles, tailor_server, monkeypatch):
+    """An event of the user committed between the erasure's event chunks and its final
+    transaction goes with its dedupe key: the same event id is new again afterwards."""
+    from server.profiles import TrackedEvent
+    store, repo = tailor_server.store, tailor_server.profiles.repo
+    late = TrackedEvent("late-1", "rae", "view", "web", "", "i1", 0.0, time.time() - 60, {})
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="early-1", user_id="rae", type="view", item_id="i1", timestamp=time.time() - 60)]))
+    write, erasures = store.write, []
+
+    def racing_write(fn, erasure=False):
+        erasures.append(erasure)
+        if erasure and erasures.count(True) == 2:  # the final transaction: the ingestion got in first
+            repo.ingest([late], [None])
+        return write(fn, erasure)
+    monkeypatch.setattr(store, "write", racing_write)
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="rae"))
+    monkeypatch.undo()
+    assert erasures.count(True) == 2
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="late-1", user_id="rae", type="view", item_id="i1", timestamp=time.time() - 60)]))
+    assert (reply.accepted, reply.duplicates) == (1, 0)
