@@ -9,7 +9,7 @@ transaction each, only when a stamp says it is needed (every later open: one rea
   pending-window entries) follow. The phone index's user entry is re-keyed too.
 - `sealed` absent with encryption on: every per-user value of `keys.USER_TABLES` is sealed
   under its user's (new) data key (`sealed.SealedTable`), and so is the user id in each phone
-  index entry (`Store.seal_for_user`).
+  index entry, and each send recipient and dead letter (`Store.seal_for_user`).
 
 The `store-id` key's check value is stamped at the first open with encryption configured, and
 a store stamped under another key is refused (its records would not be found). An encrypted
@@ -17,6 +17,7 @@ store opened without encryption is refused too.
 """
 from __future__ import annotations
 
+import json
 import logging
 
 from ..errors import FailedPrecondition
@@ -149,4 +150,10 @@ def _seal(store, txn) -> int:
         user = meta.get(txn, key)
         meta.put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
         n += 1
+    sends = store.raw_table("sends")  # send recipients and dead letters: JSON naming the user
+    for prefix in (K.SEND_USER_PREFIX, K.DEAD_LETTER_PREFIX):
+        for key in [bytes(k) for k, _ in sends.scan_prefix(txn, prefix)]:
+            value = bytes(sends.get(txn, key))
+            sends.put(txn, key, store.seal_for_user(txn, json.loads(value)["user"], key, value))
+            n += 1
     return n

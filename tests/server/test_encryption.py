@@ -98,6 +98,28 @@ def test_an_old_plaintext_data_dir_is_encrypted_at_open(v1_dir, crypto):  # noqa
         Store(v1_dir, sync=False, crypto=StoreCrypto(crypto.master, os.urandom(32)))
 
 
+def test_send_records_of_a_plaintext_store_are_sealed_when_encryption_is_turned_on(tmp_path, crypto):
+    """A send job left unfinished and a dead letter, written without encryption: opened with
+    it, they are sealed under their users' keys, still readable, and erasable."""
+    from server.messages.deadletters import DeadLetter, DeadLetters
+    from server.messages.sends import SendRecords
+    plain = Store(tmp_path / "store", sync=False)
+    SendRecords(plain).create("job1", "camp", ["ann-user", "bob-user"], {}, {}, owner=1)
+    letter_id = DeadLetters(plain).add(DeadLetter("email", "camp", "d1", "ann-user", "a@x", "body"))
+    plain.close()
+    store = Store(tmp_path / "store", sync=False, crypto=crypto)
+    try:
+        assert store_mentions(store, b"ann-user") == []
+        sends, letters = SendRecords(store), DeadLetters(store)
+        assert [r.user for r in sends.recipients("job1")] == ["ann-user", "bob-user"]
+        assert letters.get(letter_id).user == "ann-user"
+        store.write(lambda txn: (sends.erase_user(txn, "ann-user"), letters.erase_user(txn, "ann-user")))
+        assert [r.user for r in sends.recipients("job1")] == ["bob-user"]
+        assert letters.get(letter_id) is None
+    finally:
+        store.close()
+
+
 async def test_rotate_key_rewraps_every_data_key_while_the_server_runs(tailor_server, channel,
                                                                         settings):
     stub = pb_grpc.ProfileServiceStub(channel)
