@@ -179,16 +179,19 @@ class ProfileRepository:
 
     # -- reads -----------------------------------------------------------------------------
     def read(self, user_id: str, max_events: int = 0, with_events: bool = True):
-        """(state or None, meta dict or None, [raw event bytes newest first]) in one snapshot;
-        no events (an empty list) unless `with_events`."""
+        """(state or None, meta dict or None, [raw event bytes newest first, the newest
+        `max_events` if > 0]) in one snapshot; no events (an empty list) unless `with_events`.
+        Older events than those asked for are not read (a walk back from the newest)."""
+        prefix = keys.user_prefix(user_id)
         with self.store.read() as txn:
             state = self._profiles.get(txn, keys.feature_key(user_id))
             meta = self._profiles.get(txn, keys.profile_meta_key(user_id))
-            events = ([v for _, v in self._events.scan_prefix(txn, keys.user_prefix(user_id))]
-                      if with_events else [])
-        events.reverse()  # newest first
-        if max_events:
-            events = events[:max_events]
+            if not with_events:
+                events = []
+            elif max_events:
+                events = [v for _, v in self._events.scan_prefix_last(txn, prefix, max_events)]
+            else:
+                events = [v for _, v in self._events.scan_prefix(txn, prefix)][::-1]  # newest first
         return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,
                 json.loads(meta) if meta else None, events)
 

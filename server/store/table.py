@@ -59,6 +59,19 @@ class Table:
                 out.append((key, value))
         return out
 
+    def scan_prefix_last(self, txn, prefix: bytes, most: int) -> list[tuple[bytes, bytes]]:
+        """The last `most` (key, value) whose key starts with `prefix`, in reverse key order
+        (a walk back from the prefix's end: the records before those are not read)."""
+        cur, out = txn.cursor(db=self.db), []
+        end = _prefix_end(prefix)
+        found = cur.prev() if end is not None and cur.set_range(end) else cur.last()
+        if found:
+            for key, value in cur.iterprev():
+                if len(out) == most or not key.startswith(prefix):
+                    break
+                out.append((key, value))
+        return out
+
     def delete_prefix(self, txn, prefix: bytes) -> int:
         """Delete every key starting with `prefix` (write transaction); returns how many."""
         cur, n = txn.cursor(db=self.db), 0
@@ -93,3 +106,9 @@ class Table:
         """The first key >= `start`, None past the end."""
         cur = txn.cursor(db=self.db)
         return cur.key() if cur.set_range(start) else None
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The least key after every key starting with `prefix` (None: no such key, all 0xFF)."""
+    stem = prefix.rstrip(b"\xff")
+    return stem[:-1] + bytes([stem[-1] + 1]) if stem else None

@@ -98,6 +98,18 @@ def test_an_old_plaintext_data_dir_is_encrypted_at_open(v1_dir, crypto):  # noqa
         Store(v1_dir, sync=False, crypto=StoreCrypto(crypto.master, os.urandom(32)))
 
 
+def test_a_read_of_the_newest_events_opens_no_older_one(store):
+    """`read(user, n)` walks back from the newest event: an older record, even one that would
+    not open, is never read (GetProfile with max_events, the UpsertAttributes reply)."""
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(i) for i in range(5)], [None] * 5)
+    repo.ingest([_event(9, "bob")], [None])
+    oldest = next(k for k, _ in store.scan("events", keys.user_prefix("ann")))
+    store.write(lambda txn: store.raw_table("events").put(txn, oldest, b"not a sealed record"))
+    newest = [pb.Event.FromString(e).item_id for e in repo.read("ann", 2)[2]]
+    assert newest == ["i4", "i3"]
+
+
 def test_send_records_of_a_plaintext_store_are_sealed_when_encryption_is_turned_on(tmp_path, crypto):
     """A send job left unfinished and a dead letter, written without encryption: opened with
     it, they are sealed under their users' keys, still readable, and erasable."""

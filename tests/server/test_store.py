@@ -160,3 +160,19 @@ def test_the_separator_and_the_millisecond_format_are_spelled_once():
             if literal in text:
                 spelled.setdefault(literal, []).append(str(p.relative_to(ROOT)))
     assert spelled == {r"\x1f": ["server/store/keys.py"], "016d": ["server/store/keys.py"]}
+
+
+@pytest.mark.parametrize("prefix, expected", [
+    (b"a\x1f", [b"a\x1f3", b"a\x1f2"]),     # followed by other keys
+    (b"b\x1f", [b"b\x1f\xff\xff", b"b\x1f1"]),  # the table's last keys
+    (b"ab", []), (b"c", []),
+    (b"\xff", [b"\xff\xff"]),                 # no key sorts after the prefix's keys
+])
+def test_scan_prefix_last_walks_back_from_the_prefixs_end(store, prefix, expected):
+    t = store.table("events")
+    store.write(lambda txn: t.put_many(txn, [(k, k) for k in [
+        b"a\x1f1", b"a\x1f2", b"a\x1f3", b"a\x20", b"b\x1f1", b"b\x1f\xff\xff"]]))
+    store.write(lambda txn: t.put(txn, b"\xff\xff", b"x"))
+    with store.read() as txn:
+        assert [k for k, _ in t.scan_prefix_last(txn, prefix, 2)] == expected
+        assert t.scan_prefix_last(txn, b"a\x1f", 5) == [(k, k) for k in (b"a\x1f3", b"a\x1f2", b"a\x1f1")]
