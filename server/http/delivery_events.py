@@ -69,7 +69,7 @@ class DeliveryEvents:
             report = json.loads(body)
             if not isinstance(report, dict):
                 raise ValueError("not a JSON object")
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: nested too deep
             raise web.HTTPBadRequest(text=f"body: not a JSON report ({err})") from None
         try:
             return web.json_response(await self.apply(report))

@@ -43,8 +43,11 @@ def sign(key: bytes, body: bytes) -> str:
 
 def signed_by(ring: Keyring, body: bytes, given: str) -> bool:
     """Whether `given` is `body`'s signature under any key of `ring` (every key is tried: the
-    time taken does not tell which one matched)."""
-    return any([hmac.compare_digest(sign(key, body), given) for _, key in ring.keys])
+    time taken does not tell which one matched). Compared as bytes: a header that is not ASCII
+    is simply no match (`compare_digest` refuses non-ASCII str with a TypeError)."""
+    given_bytes = given.encode("utf-8", "surrogateescape")
+    return any([hmac.compare_digest(sign(key, body).encode(), given_bytes)
+                for _, key in ring.keys])
 
 
 class SmsInbound:

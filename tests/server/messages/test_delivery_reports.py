@@ -3,6 +3,7 @@ SMTP sink, its Message-ID reported as bounced in a signed POST, the address supp
 user's next message suppressed."""
 import base64
 import json
+import logging
 
 import aiohttp
 import pytest
@@ -35,12 +36,15 @@ def settings(settings, sink):
                                        "smtp_security": "none"})
 
 
-async def report(settings, body: dict, key: bytes = REPORT_KEY) -> tuple[int, str]:
-    raw = json.dumps(body).encode()
+async def report(settings, body: dict | bytes, key: bytes = REPORT_KEY,
+                 signature: str | None = None) -> tuple[int, str]:
+    """POST a report (a dict as JSON, or raw bytes) signed under `key` (or with `signature`)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{settings.public_http_port}/delivery/events",
                              data=raw, headers={"Content-Type": "application/json",
-                                                "X-Tailor-Signature": sign(key, raw)}) as res:
+                                                "X-Tailor-Signature": signature or sign(key, raw)}
+                             ) as res:
             return res.status, await res.text()
 
 
@@ -100,3 +104,14 @@ async def test_an_address_alone_is_listed_and_bad_reports_change_nothing(setting
                                            "message_id": "<unknown-decision@tailor.invalid>"})
     assert (status, json.loads(text)) == (200, {"user_found": False, "address_listed": True})
     assert (await listed(profiles, "x@example.com")).reason == "bounce"
+
+
+async def test_a_non_ascii_signature_is_401_and_deep_nesting_400_never_a_server_error(
+        settings, profiles, caplog):
+    status, _ = await report(settings, {"type": "bounce", "address": "n@example.com"},
+                             signature="sha256=\u00e9")
+    assert status == 401
+    status, text = await report(settings, b"[" * 5000 + b"]" * 5000)  # signed, but absurd
+    assert status == 400 and "not a JSON report" in text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not (await listed(profiles, "n@example.com")).suppressed

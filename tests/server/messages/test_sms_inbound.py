@@ -1,4 +1,5 @@
 """STOP/START replies through the signed inbound webhook, against a real server."""
+import logging
 from urllib.parse import urlencode
 
 import aiohttp
@@ -33,12 +34,14 @@ async def texted(campaigns, profiles, messaging):
     return "u-sms"
 
 
-async def reply(settings, sender: str, text: str, key: bytes = SMS_KEY) -> int:
+async def reply(settings, sender: str, text: str, key: bytes = SMS_KEY,
+                signature: str | None = None) -> int:
+    """POST a reply signed under `key` (or with the given `signature` header); the status."""
     body = urlencode({"From": sender, "Body": text}).encode()
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound", data=body,
                              headers={"Content-Type": "application/x-www-form-urlencoded",
-                                      "X-Tailor-Signature": sign(key, body)}) as res:
+                                      "X-Tailor-Signature": signature or sign(key, body)}) as res:
             return res.status
 
 
@@ -58,6 +61,13 @@ async def test_an_unsigned_or_wrongly_signed_reply_changes_nothing(texted, profi
                              data={"From": "+447700900123", "Body": "STOP"}) as res:
             assert res.status == 401
     assert await sms_consent(profiles, texted) is True
+
+
+async def test_a_signature_that_is_not_ascii_is_401_not_a_server_error(texted, profiles, settings,
+                                                                       caplog):
+    assert await reply(settings, "+447700900123", "STOP", signature="sha256=\u00e9") == 401
+    assert await sms_consent(profiles, texted) is True
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_the_index_holds_no_number_and_goes_with_the_profile(texted, profiles, settings,
