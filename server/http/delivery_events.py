@@ -28,7 +28,7 @@ import time
 from aiohttp import web
 
 from ..config import Limits
-from ..contact.addresses import EMAIL
+from ..contact.addresses import EMAIL, normalize
 from ..errors import InvalidArgument, TailorError
 from ..interfaces import DecisionOwners, EventRecorder
 from ..profiles import TrackedEvent
@@ -76,14 +76,22 @@ class DeliveryEvents:
         except TailorError as err:
             raise web.HTTPBadRequest(text=str(err)) from None
 
-    async def apply(self, report: dict) -> dict:
-        """Record the report; what happened (`user_found`, `address_listed`)."""
+    def checked(self, report: dict) -> tuple[str, str, str]:
+        """The report's type, decision id and address, every field checked: a bad one is
+        refused before anything is recorded (a 400 changes nothing)."""
         kind = check_known("type", str(report.get("type", "")), tuple(REPORT_TYPES))
         decision = decision_of(report, self.limits)
         address = str(report.get("address") or "")
         if not decision and not address:
             raise InvalidArgument("address", "a report names a message_id (or decision_id), an "
                                   "address, or both")
+        if address:
+            normalize(EMAIL, address, self.limits.address_chars, f"address.{EMAIL}")
+        return kind, decision, address
+
+    async def apply(self, report: dict) -> dict:
+        """Record the report; what happened (`user_found`, `address_listed`)."""
+        kind, decision, address = self.checked(report)
         owner = await self.owners.decision_owner(decision) if decision else None
         if owner is not None:
             user, campaign = owner

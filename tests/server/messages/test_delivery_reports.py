@@ -106,6 +106,22 @@ async def test_an_address_alone_is_listed_and_bad_reports_change_nothing(setting
     assert (await listed(profiles, "x@example.com")).reason == "bounce"
 
 
+async def test_a_report_with_a_bad_address_records_nothing_for_its_user(
+        settings, sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["p1"])
+    decision = await delivered(messaging, "p1")
+    status, text = await report(settings, {"type": "bounce", "decision_id": decision,
+                                           "address": "not an address"})
+    assert status == 400 and "address.email" in text
+    assert [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+            if e.type == "email_bounce"] == []
+    assert not (await listed(profiles, "p1@example.com")).suppressed
+    status, text = await report(settings, {"type": "bounce", "decision_id": decision,
+                                           "address": "p1@example.com"})  # the provider's fix
+    assert (status, json.loads(text)) == (200, {"user_found": True, "address_listed": True})
+
+
 async def test_a_non_ascii_signature_is_401_and_deep_nesting_400_never_a_server_error(
         settings, profiles, caplog):
     status, _ = await report(settings, {"type": "bounce", "address": "n@example.com"},
