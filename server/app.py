@@ -293,9 +293,8 @@ class TailorServer:
         if s.public_http_port is None:
             return
         ctx, reload = public_http.server_ssl_context(self.tls)
-        ring = self.secrets.get("sms-webhook")
-        sms = public_http.SmsInbound(ring, self.phones, self.profiles) if ring is not None else None
-        reports = self.secrets.get("delivery-events")
+        sms, reports = self._signed("sms-webhook"), self._signed("delivery-events")
+        sms = sms and public_http.SmsInbound(sms, self.phones, self.profiles)
         reports = reports and public_http.DeliveryEvents(reports, self.campaigns, self.profiles,
                                                          self.suppressions, s.limits)
         self.public = public_http.PublicHttp(
@@ -303,6 +302,14 @@ class TailorServer:
             reuse_port=s.workers > 1, sms=sms, delivery_events=reports)
         await self.public.start()
         self.reloaders.append(reload)
+
+    def _signed(self, keyring: str):
+        """The checker of webhook requests signed under `keyring`; None without the keyring."""
+        ring, s = self.secrets.get(keyring), self.settings
+        if ring is None:
+            return None
+        return public_http.SignedRequests(ring, s.webhook_tolerance_seconds,
+                                          s.limits.webhook_signatures)
 
     def reload(self) -> None:
         """SIGHUP: run every reloader; one failing does not stop the others."""

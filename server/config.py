@@ -150,6 +150,10 @@ class Limits(BaseModel):
     address_chars: int = Field(254, ge=16)
     """Longest email address or phone number a suppression request may name (RFC 5321 paths
     hold at most 254 characters)."""
+    webhook_signatures: int = Field(100_000, ge=1)
+    """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
+    within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check
+    still refuses them once stale)."""
     bundle_version_chars: int = 128
     """Longest bundle version (a manifest's `version`, a Rollback target): letters, digits,
     '.', '_' and '-', not starting with '.'."""
@@ -412,6 +416,10 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str = ""
     """Optional address for the `mailto:` alternative of List-Unsubscribe (RFC 2369), e.g.
     `unsubscribe@example.com`; its subject carries the token. Empty: https link only."""
+    webhook_tolerance_seconds: float = Field(300.0, gt=0)
+    """How far the signed `X-Tailor-Timestamp` of an inbound webhook request (`/sms/inbound`,
+    `/delivery/events`) may be from now; older (a captured request sent again) or further ahead
+    is 401. A replay within it is refused by its signature (remembered per process)."""
     message_id_domain: str = "tailor.invalid"
     """Right-hand side of the Message-ID of composed emails (`<decision id>@<domain>`)."""
 

@@ -10,13 +10,15 @@ from ..lazy import exports
 if TYPE_CHECKING:
     from .delivery_events import DeliveryEvents
     from .public import PublicHttp, server_ssl_context
+    from .signing import SignedRequests
     from .sms import SmsInbound
 
-__all__ = ["DeliveryEvents", "PublicHttp", "SmsInbound", "server_ssl_context"]
+__all__ = ["DeliveryEvents", "PublicHttp", "SignedRequests", "SmsInbound", "server_ssl_context"]
 
 __getattr__ = exports(
     __name__,
     delivery_events=("DeliveryEvents",),
     public=("PublicHttp", "server_ssl_context"),
+    signing=("SignedRequests",),
     sms=("SmsInbound",),
 )

@@ -4,11 +4,12 @@
                                   "address": <the address that bounced or complained>,
                                   "message_id": "<decision id@message_id_domain>"
                                   (or "decision_id": ...)}
-                            header `X-Tailor-Signature: sha256=<hex HMAC-SHA256 of the raw
-                            body under a key of the `delivery-events` keyring>`
+                            signed under a key of the `delivery-events` keyring (headers
+                            `X-Tailor-Timestamp`, `X-Tailor-Signature`: `server.http.signing`)
 
 The endpoint exists only with the optional `delivery-events` keyring; every key verifies. A
-missing or wrong signature is 401, a malformed report 400 naming the field; both change nothing.
+missing, wrong or stale signature is 401, a replayed one 409, a malformed report 400 naming the
+field; none changes anything.
 
 The user is found through the message: its Message-ID carries the decision id, and the decision
 log knows whose decision it is. Then an `email_bounce` / `email_complaint` event is recorded for
@@ -32,10 +33,9 @@ from ..contact.addresses import EMAIL, normalize
 from ..errors import InvalidArgument, TailorError
 from ..interfaces import DecisionOwners, EventRecorder
 from ..profiles import TrackedEvent
-from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..validation import check_id, check_known, check_text
-from .sms import SIGNATURE_HEADER, signed_by
+from .signing import SignedRequests
 
 __all__ = ["DeliveryEvents", "REPORT_TYPES"]
 
@@ -55,16 +55,14 @@ def decision_of(report: dict, limits: Limits) -> str:
 
 
 class DeliveryEvents:
-    def __init__(self, ring: Keyring, owners: DecisionOwners, events: EventRecorder,
+    def __init__(self, signed: SignedRequests, owners: DecisionOwners, events: EventRecorder,
                  suppressions, limits: Limits):
         """`suppressions`: the suppression list (`contact.Suppressions.add`)."""
-        self._ring, self.owners, self.events = ring, owners, events
+        self.signed, self.owners, self.events = signed, owners, events
         self.suppressions, self.limits = suppressions, limits
 
     async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        if not signed_by(self._ring, body, request.headers.get(SIGNATURE_HEADER, "")):
-            raise web.HTTPUnauthorized(text="bad signature")
+        body, _ = await self.signed.read(request)
         try:
             report = json.loads(body)
             if not isinstance(report, dict):

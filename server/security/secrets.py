@@ -43,12 +43,13 @@ user and event ids in store keys (`server.store.tokens`; never rotated: the stor
 it)."""
 OPTIONAL_KEYRINGS = ("sms-webhook", "delivery-webhook", "delivery-events")
 """Keyrings of features that are off without them: `sms-webhook`, the secret the SMS provider
-signs inbound requests with (`server.http.sms`; its key bytes are the provider's secret, base64
-in the entry; every key verifies, so a new provider secret can be added before the old one is
-dropped); `delivery-webhook`, the secret outgoing SMS and push webhook requests are signed with
-(`server.messages.webhook`; the first key signs, its id is sent along); `delivery-events`, the
-secret bounce and complaint reports to `/delivery/events` are signed with
-(`server.http.delivery_events`; every key verifies)."""
+signs inbound requests with (`server.http.sms`, signed as `server.http.signing` says; its key
+bytes are the provider's secret, base64 in the entry; every key verifies, so a new provider
+secret can be added before the old one is dropped); `delivery-webhook`, the secret outgoing SMS
+and push webhook requests are signed with (`server.messages.webhook`; the first key signs, its
+id is sent along); `delivery-events`, the secret bounce and complaint reports to
+`/delivery/events` are signed with (`server.http.delivery_events`, the same scheme; every key
+verifies)."""
 
 KEY_BYTES = 32
 

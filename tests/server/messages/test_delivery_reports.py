@@ -4,6 +4,7 @@ user's next message suppressed."""
 import base64
 import json
 import logging
+import time
 
 import aiohttp
 import pytest
@@ -12,7 +13,7 @@ from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from server.http.sms import sign
+from server.http.signing import sign
 from tests.conftest import free_port
 
 from .conftest import email_spec
@@ -40,11 +41,13 @@ async def report(settings, body: dict | bytes, key: bytes = REPORT_KEY,
                  signature: str | None = None) -> tuple[int, str]:
     """POST a report (a dict as JSON, or raw bytes) signed under `key` (or with `signature`)."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    timestamp = str(int(time.time()))
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{settings.public_http_port}/delivery/events",
                              data=raw, headers={"Content-Type": "application/json",
-                                                "X-Tailor-Signature": signature or sign(key, raw)}
-                             ) as res:
+                                                "X-Tailor-Timestamp": timestamp,
+                                                "X-Tailor-Signature": signature or sign(
+                                                    key, raw, timestamp)}) as res:
             return res.status, await res.text()
 
 

@@ -1,5 +1,6 @@
 """STOP/START replies through the signed inbound webhook, against a real server."""
 import logging
+import time
 from urllib.parse import urlencode
 
 import aiohttp
@@ -8,7 +9,7 @@ import pytest
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from server.http.sms import sign
+from server.http.signing import sign
 from server.store import keys
 from tests.conftest import store_mentions
 
@@ -34,15 +35,28 @@ async def texted(campaigns, profiles, messaging):
     return "u-sms"
 
 
-async def reply(settings, sender: str, text: str, key: bytes = SMS_KEY,
-                signature: str | None = None) -> int:
-    """POST a reply signed under `key` (or with the given `signature` header); the status."""
-    body = urlencode({"From": sender, "Body": text}).encode()
+def signed(body: bytes, key: bytes = SMS_KEY, age: float = 0.0) -> dict:
+    """The headers of `body` signed under `key`, `age` seconds ago."""
+    timestamp = str(int(time.time() - age))
+    return {"X-Tailor-Timestamp": timestamp, "X-Tailor-Signature": sign(key, body, timestamp)}
+
+
+async def post(settings, body: bytes, headers: dict) -> int:
     async with aiohttp.ClientSession() as http:
         async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound", data=body,
                              headers={"Content-Type": "application/x-www-form-urlencoded",
-                                      "X-Tailor-Signature": signature or sign(key, body)}) as res:
+                                      **headers}) as res:
             return res.status
+
+
+def form(sender: str, text: str) -> bytes:
+    return urlencode({"From": sender, "Body": text}).encode()
+
+
+async def reply(settings, sender: str, text: str, key: bytes = SMS_KEY, age: float = 0.0) -> int:
+    """POST a reply signed under `key`, `age` seconds ago; the status."""
+    body = form(sender, text)
+    return await post(settings, body, signed(body, key, age))
 
 
 async def test_stop_and_start_replies_change_sms_consent(texted, profiles, settings):
@@ -65,9 +79,35 @@ async def test_an_unsigned_or_wrongly_signed_reply_changes_nothing(texted, profi
 
 async def test_a_signature_that_is_not_ascii_is_401_not_a_server_error(texted, profiles, settings,
                                                                        caplog):
-    assert await reply(settings, "+447700900123", "STOP", signature="sha256=\u00e9") == 401
+    body = form("+447700900123", "STOP")
+    assert await post(settings, body, {**signed(body), "X-Tailor-Signature": "sha256=\u00e9"}) \
+        == 401
     assert await sms_consent(profiles, texted) is True
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_replayed_or_stale_reply_changes_nothing(texted, profiles, settings):
+    start = form("+447700900123", "START")
+    captured = signed(start)
+    assert await post(settings, start, captured) == 200
+    assert await reply(settings, "+447700900123", "STOP") == 200
+    assert await post(settings, start, captured) == 409  # the same request again: refused
+    assert await reply(settings, "+447700900123", "START", age=301) == 401  # too old
+    assert await reply(settings, "+447700900123", "START", age=-301) == 401  # too far ahead
+    assert await post(settings, start, {"X-Tailor-Signature": captured["X-Tailor-Signature"]}) \
+        == 401  # no timestamp
+    redated = {**captured, "X-Tailor-Timestamp": str(int(captured["X-Tailor-Timestamp"]) - 1)}
+    assert await post(settings, start, redated) == 401  # the timestamp is signed
+
+    assert await sms_consent(profiles, texted) is False
+
+
+async def test_a_start_signed_before_a_later_stop_does_not_reopen_sms(texted, profiles, settings):
+    assert await reply(settings, "+447700900123", "STOP", age=5) == 200
+    assert await reply(settings, "+447700900123", "START", age=60) == 200  # delivered late
+    assert await sms_consent(profiles, texted) is False
+    assert await reply(settings, "+447700900123", "START") == 200
+    assert await sms_consent(profiles, texted) is True
 
 
 async def test_the_index_holds_no_number_and_goes_with_the_profile(texted, profiles, settings,
