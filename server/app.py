@@ -388,6 +388,7 @@ class TailorServer:
         self._bundle_scrubber.cancel()
         await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        await self.auth.interceptor.close()  # failed authentication counted, not yet audited
         if self.public is not None:
             await self.public.stop()
         self._server = None

@@ -150,6 +150,9 @@ class Limits(BaseModel):
     address_chars: int = Field(254, ge=16)
     """Longest email address or phone number a suppression request may name (RFC 5321 paths
     hold at most 254 characters)."""
+    audit_failure_pairs: int = Field(256, ge=1)
+    """Most (peer, reason) pairs of failed authentication counted apart per
+    `audit_failure_seconds`; failures of further pairs are counted together (peer `*`)."""
     webhook_signatures: int = Field(100_000, ge=1)
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check
@@ -487,6 +490,10 @@ class Settings(BaseSettings):
     audit_max_bytes: int = Field(16 << 20, ge=1)
     """Size at which the audit log moves on to its next file (`data_dir/audit/audit-NNNNNN.jsonl`);
     the new file's first line chains to the last line of the previous one."""
+    audit_failure_seconds: float = Field(60.0, gt=0)
+    """Failed authentication is audited once per (peer, reason) at once, the rest of this
+    interval's failures of that pair as one line with their `count` (anyone can fail
+    authentication: one line each would let them fill the disk)."""
     audit_keep_files: int = Field(0, ge=0)
     """Audit files kept, oldest dropped first (`audit.head` records where the chain continues).
     0 keeps every file."""

@@ -1,7 +1,8 @@
 """The audit log: one JSON line per privileged or sensitive call, chained by MACs.
 
 Files: `<data_dir>/audit/audit-NNNNNN.jsonl`. Each line is canonical JSON (sorted keys) of
-`ts, principal, method, target, status, request_id, kid` plus `mac`, the hex HMAC-SHA256 under
+`ts, principal, method, target, status, request_id, kid` (failed authentication adds `peer`,
+`reason` and `count`: `failures.FailedAuthDigest`) plus `mac`, the hex HMAC-SHA256 under
 the audit key `kid` of the previous line's MAC, a newline, and the line's own canonical JSON
 without `mac`. Editing, dropping or reordering a line breaks every later MAC, and rebuilding the
 chain needs the audit key (a plain hash chain anyone could recompute).
@@ -100,9 +101,12 @@ class AuditLog:
         self._thread_lock = threading.Lock()
         self._lock_path = self.directory / "audit.lock"
 
-    def record(self, principal: str, method: str, target: str, status: str, request_id: str) -> dict:
-        """Append one line; `target` (a user id or other key) is stored as its keyed hash."""
-        entry = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+    def record(self, principal: str, method: str, target: str, status: str, request_id: str,
+               **details: str | int) -> dict:
+        """Append one line; `target` (a user id or other key) is stored as its keyed hash;
+        `details` (failed authentication's `peer`, `reason`, `count`) are added as they are."""
+        entry = {**{k: v[:FIELD_CHARS] if isinstance(v, str) else v for k, v in details.items()},
+                 "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                  "principal": principal[:FIELD_CHARS], "method": method[:FIELD_CHARS],
                  "target": user_ref(target) if target else "", "status": status[:FIELD_CHARS],
                  "request_id": request_id[:FIELD_CHARS], "kid": self.ring.kid}

@@ -14,6 +14,12 @@ from .roles import RoleTable
 __all__ = ["AuthGuard"]
 
 
+def _failure_bounds(settings: Settings) -> dict:
+    """How failed authentication is collapsed in the audit log (`failures.FailedAuthDigest`)."""
+    return {"failure_seconds": settings.audit_failure_seconds,
+            "failure_pairs": settings.limits.audit_failure_pairs}
+
+
 class AuthGuard:
     """Reads `settings.auth_config` (raises `AuthConfigInvalid` if unusable) and holds the
     interceptor; `audit` is the optional audit log the interceptor reports to."""
@@ -21,13 +27,15 @@ class AuthGuard:
     def __init__(self, settings: Settings, audit=None):
         self.path = settings.auth_config
         if self.path is None:
-            self.interceptor = AuthInterceptor(Authenticator(None), RoleTable(), audit)
+            self.interceptor = AuthInterceptor(Authenticator(None), RoleTable(), audit,
+                                               **_failure_bounds(settings))
             where = "loopback only" if is_loopback(settings.host) else f"NOT loopback: {settings.host}"
             logger.warning("UNAUTHENTICATED server (no --auth-config, %s): every call is allowed, "
                            "PII stays masked", where)
             return
         config = load_auth_config(self.path)
-        self.interceptor = AuthInterceptor(Authenticator(config), config.roles, audit)
+        self.interceptor = AuthInterceptor(Authenticator(config), config.roles, audit,
+                                           **_failure_bounds(settings))
         self._log_loaded(config, "loaded")
 
     def reload_auth(self) -> bool:

@@ -2,8 +2,9 @@
 against the roles the auth config grants; the handler finds the caller in `current_principal()`.
 
 It sits before the metrics interceptor and the error mapping. Health and reflection stay open.
-Failed authentication, denied calls and calls to sensitive methods (`roles.SENSITIVE`, and
-unmasked reads) go to the optional audit log with their final status.
+Denied calls and calls to sensitive methods (`roles.SENSITIVE`, and unmasked reads) go to the
+optional audit log with their final status; failed authentication too, collapsed per (peer,
+reason) and interval (`failures.FailedAuthDigest`: anyone can fail, nobody may fill the disk).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import grpc
 from ..errors import Unauthenticated
 from ..logging import current_call
 from .authn import Authenticator
+from .failures import FailedAuthDigest
 from .logging import logger
 from .principals import Principal
 from .roles import ANY_AUTHENTICATED, OPEN_PREFIXES, PII_READER, SENSITIVE, UNMASKED_READS, RoleTable
@@ -50,17 +52,27 @@ def _target(request) -> str:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """`authenticator` says who calls; `roles` who may call what; `audit` (optional) has
-    `record(principal, method, target, status, request_id)` (sync or async)."""
+    `record(principal, method, target, status, request_id, **details)` (sync or async; details
+    only for failed authentication: `peer`, `reason`, `count`); failed authentication is
+    collapsed per (peer, reason) over `failure_seconds`, at most `failure_pairs` pairs."""
 
-    def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None):
+    def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None,
+                 *, failure_seconds: float = 60.0, failure_pairs: int = 256):
         self.authenticator = authenticator
         self.roles = roles or RoleTable()
         self.audit = audit
+        self.failures = (FailedAuthDigest(audit, failure_seconds, failure_pairs)
+                         if audit is not None else None)
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def replace(self, authenticator: Authenticator, roles: RoleTable) -> None:
         """Use a new auth config from the next call on (SIGHUP reload)."""
         self.authenticator, self.roles = authenticator, roles
+
+    async def close(self) -> None:
+        """Write the failed authentication counted but not yet audited (server stop)."""
+        if self.failures is not None:
+            await self.failures.close()
 
     async def intercept_service(self, continuation, handler_call_details):
         method = handler_call_details.method
@@ -80,12 +92,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             principal = self.authenticator.principal(metadata, context.auth_context)
         except Unauthenticated as err:
-            await self._record("unauthenticated", method, "", "UNAUTHENTICATED", metadata)
+            await self._failed(method, str(err), context, metadata)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
         except Exception:  # a credential we failed to read is no credential; say why in the log
             logger.exception("authentication failed for %s", method)
-            await self._record("unauthenticated", method, "", "UNAUTHENTICATED", metadata)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "credentials could not be verified")
+            reason = "credentials could not be verified"
+            await self._failed(method, reason, context, metadata)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
         allowed = self.roles.allowed(method)
         if principal.roles.isdisjoint(allowed) and ANY_AUTHENTICATED not in allowed:
             await self._record(principal.name, method, "", "PERMISSION_DENIED", metadata)
@@ -93,6 +106,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"{principal.name} lacks the role {needed} for {method}")
         return principal
+
+    async def _failed(self, method: str, reason: str, context, metadata) -> None:
+        if self.failures is not None:
+            await self.failures.failed(context.peer(), method, reason, _request_id(metadata))
 
     async def _record(self, principal: str, method: str, target: str, status: str, metadata) -> None:
         if self.audit is None:

@@ -176,7 +176,7 @@ class AuditRecords:
     def __init__(self):
         self.rows = []
 
-    def record(self, principal, method, target, status, request_id):
+    def record(self, principal, method, target, status, request_id, **details):
         self.rows.append((principal, method.rsplit("/", 1)[1], target, status, request_id))
 
 
