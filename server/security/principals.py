@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from .errors import AuthConfigInvalid
 from .roles import ROLE_NAMES, RoleTable
 
 __all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_hash"]
+
+TOKEN_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @dataclass(frozen=True)
@@ -77,9 +80,28 @@ def _strings(path, where: str, value) -> list[str]:
     return value
 
 
+def _table(path, where: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise AuthConfigInvalid(path, f"{where} must be a table")
+    return value
+
+
+def _text(path, where: str, value) -> str:
+    if not isinstance(value, str) or not value:
+        raise AuthConfigInvalid(path, f"{where} must be a non-empty string")
+    return value
+
+
+def _token_sha256(path, name: str, value) -> str:
+    """The token hash as stored (lower-case hex); anything else could never match a token."""
+    if not isinstance(value, str) or not TOKEN_SHA256.fullmatch(value):
+        raise AuthConfigInvalid(path, f"principals.{name}.token_sha256 must be 64 hex digits "
+                                      "(the SHA-256 of the token: `python -m server token`)")
+    return value.lower()
+
+
 def _principal(path, name: str, entry, known_roles: Iterable[str]) -> Principal:
-    if not isinstance(entry, dict):
-        raise AuthConfigInvalid(path, f"principals.{name} must be a table")
+    entry = _table(path, f"principals.{name}", entry)
     roles = frozenset(_strings(path, f"principals.{name}.roles", entry.get("roles", [])))
     unknown = roles - set(known_roles)
     if unknown:
@@ -89,18 +111,28 @@ def _principal(path, name: str, entry, known_roles: Iterable[str]) -> Principal:
     return Principal(name, roles)
 
 
+def _leeway(path, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise AuthConfigInvalid(path, "jwt.leeway_seconds must be a number of seconds (>= 0)")
+    return float(value)
+
+
 def _jwt(path: Path, raw) -> JwtSettings | None:
     if raw is None:
         return None
-    try:
-        keys = tuple(path.parent / k for k in _strings(path, "jwt.public_keys", raw.get("public_keys", [])))
-        jwks = path.parent / raw["jwks"] if raw.get("jwks") else None
-        out = JwtSettings(issuer=raw["issuer"], audience=raw["audience"], key_files=keys,
-                          jwks_file=jwks, roles_claim=raw.get("roles_claim", "roles"),
-                          algorithms=tuple(raw.get("algorithms", ("RS256", "ES256"))),
-                          leeway_seconds=float(raw.get("leeway_seconds", 0.0)))
-    except KeyError as err:
-        raise AuthConfigInvalid(path, f"jwt.{err.args[0]} is required") from None
+    raw = _table(path, "jwt", raw)
+    for required in ("issuer", "audience"):
+        if required not in raw:
+            raise AuthConfigInvalid(path, f"jwt.{required} is required")
+    keys = tuple(path.parent / k for k in _strings(path, "jwt.public_keys", raw.get("public_keys", [])))
+    jwks = path.parent / _text(path, "jwt.jwks", raw["jwks"]) if "jwks" in raw else None
+    out = JwtSettings(issuer=_text(path, "jwt.issuer", raw["issuer"]),
+                      audience=_text(path, "jwt.audience", raw["audience"]), key_files=keys,
+                      jwks_file=jwks, roles_claim=_text(path, "jwt.roles_claim",
+                                                        raw.get("roles_claim", "roles")),
+                      algorithms=tuple(_strings(path, "jwt.algorithms",
+                                                raw.get("algorithms", ["RS256", "ES256"]))),
+                      leeway_seconds=_leeway(path, raw.get("leeway_seconds", 0.0)))
     if not keys and jwks is None:
         raise AuthConfigInvalid(path, "jwt needs public_keys or jwks")
     if not out.algorithms or any(a[:2] not in ("RS", "PS", "ES") for a in out.algorithms):
@@ -114,13 +146,14 @@ def load_auth_config(path: Path) -> AuthConfig:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise AuthConfigInvalid(path, str(err)) from None
-    overrides = {r: _strings(path, f"roles.{r}", p) for r, p in raw.get("roles", {}).items()}
+    overrides = {r: _strings(path, f"roles.{r}", p)
+                 for r, p in _table(path, "roles", raw.get("roles", {})).items()}
     known = ROLE_NAMES | set(overrides)
     by_token, by_cert = {}, {}
-    for name, entry in raw.get("principals", {}).items():
+    for name, entry in _table(path, "principals", raw.get("principals", {})).items():
         principal = _principal(path, name, entry, known)
         if "token_sha256" in entry:
-            by_token[str(entry["token_sha256"]).lower()] = principal
+            by_token[_token_sha256(path, name, entry["token_sha256"])] = principal
         if "cert_subject" in entry:
-            by_cert[str(entry["cert_subject"])] = principal
+            by_cert[_text(path, f"principals.{name}.cert_subject", entry["cert_subject"])] = principal
     return AuthConfig(Path(path), by_token, by_cert, RoleTable(overrides), _jwt(Path(path), raw.get("jwt")))

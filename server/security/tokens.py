@@ -53,7 +53,12 @@ def dumps(doc: dict, path: Path | str = "auth config", prefix: str = "") -> str:
 
 
 def _read(path: Path) -> dict:
-    return tomllib.loads(path.read_text()) if path.exists() else {}
+    """The file as a TOML document, once it loads as an auth config (`AuthConfigInvalid`
+    naming the field otherwise: a broken file is fixed by hand, not rewritten)."""
+    if not path.exists():
+        return {}
+    load_auth_config(path)
+    return tomllib.loads(path.read_text())
 
 
 def _write(path: Path, doc: dict) -> None:

@@ -92,6 +92,30 @@ def test_a_bad_auth_config_is_refused_with_its_reason(tmp_path):
             load_auth_config(path)
 
 
+JWT = '[jwt]\nissuer = "i"\naudience = "a"\njwks = "k.json"\n'
+
+
+@pytest.mark.parametrize("text, field", [
+    ('roles = "admin"\n', "roles must be a table"),
+    ('principals = ["a"]\n', "principals must be a table"),
+    ('[principals.x]\nroles = ["admin"]\ntoken_sha256 = "changeme"\n', "x.token_sha256 must be 64 hex"),
+    ('[principals.x]\nroles = ["admin"]\ncert_subject = 7\n', "x.cert_subject must be"),
+    ('jwt = "x"\n', "jwt must be a table"),
+    (JWT + 'leeway_seconds = "soon"\n', "jwt.leeway_seconds"),
+    (JWT + "algorithms = [256]\n", "jwt.algorithms must be a list of strings"),
+    (JWT + 'algorithms = "RS256"\n', "jwt.algorithms must be a list of strings"),
+    ('[jwt]\nissuer = ""\naudience = "a"\njwks = "k.json"\n', "jwt.issuer must be"),
+    ('[jwt]\nissuer = "i"\naudience = ["a"]\njwks = "k.json"\n', "jwt.audience must be")])
+def test_a_malformed_field_is_named_not_a_traceback(tmp_path, text, field):
+    """At start-up, on SIGHUP and in `server token` alike (all read the file the same way)."""
+    path = tmp_path / "auth.toml"
+    path.write_text(text)
+    with pytest.raises(AuthConfigInvalid, match=field):
+        load_auth_config(path)
+    with pytest.raises(AuthConfigInvalid, match=field):
+        tokens.mint(path, "ingest", ["tracker"])
+
+
 def test_pii_policy_is_case_insensitive_and_declared_in_settings():
     policy = PiiPolicy(Settings().pii_keys)
     values = {"EMAIL": "bob@x.org", "billing_address": "2 Main St", "Mobile_Phone": "+3360000",
