@@ -99,6 +99,8 @@ SENSITIVE = frozenset({
     _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions", _PROFILE + "ExportProfile",
     _CATALOG + "UpsertItems", _CATALOG + "RemoveItems",
     _MODEL + "ExportImpressions",
+    # A mass send, re-sending a failed message, rendering any user's data into a preview.
+    _MESSAGING + "SendCampaign", _MESSAGING + "RetryDeadLetter", _MESSAGING + "PreviewMessage",
 })
 """Methods whose every call goes to the audit log with its final status. Unmasked reads
 (GetProfile, UpsertAttributes by a `pii-reader`) are audited too (`interceptor`)."""

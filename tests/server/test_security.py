@@ -289,3 +289,26 @@ async def test_the_audit_log_records_what_the_interceptor_decides_and_verifies(s
     out = run_module("server", "audit", "verify", "--data-dir", str(secured.settings.data_dir),
                      "--secrets-dir", str(secured.settings.secrets_dir))
     assert json.loads(out.stdout)["ok"] is True
+
+
+async def test_sends_retries_and_previews_are_audited_with_their_status(settings, auth):
+    from protos.tailor.v1 import messaging_pb2 as mspb
+    from protos.tailor.v1 import messaging_pb2_grpc as mspb_grpc
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
+    server.audit = audit = AuditRecords()
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            messaging, admin = mspb_grpc.MessagingServiceStub(ch), bearer(auth[1]["admin"])
+            await _code(messaging.SendCampaign(mspb.SendCampaignRequest(
+                campaign_id="nope", user_ids=["u1"]), metadata=admin))
+            await _code(messaging.RetryDeadLetter(mspb.RetryDeadLetterRequest(id="nope"),
+                                                  metadata=admin))
+            await _code(messaging.PreviewMessage(mspb.PreviewMessageRequest(
+                campaign_id="nope", user_id="u1"), metadata=admin))
+    finally:
+        await server.stop(grace=0.5)
+    assert [row[:2] + row[3:4] for row in audit.rows] == [
+        ("admin", "SendCampaign", "NOT_FOUND"), ("admin", "RetryDeadLetter", "NOT_FOUND"),
+        ("admin", "PreviewMessage", "NOT_FOUND")]

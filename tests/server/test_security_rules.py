@@ -2,6 +2,7 @@
 the PII policy; the token command and the SIGHUP reload of a running `python -m server`."""
 import importlib
 import pkgutil
+import re
 import signal
 import time
 
@@ -19,7 +20,7 @@ from server.security.errors import AuthConfigInvalid
 from server.security.pii import PiiPolicy
 from server.security.principals import load_auth_config
 from server.security.roles import ANY_AUTHENTICATED, RPC_ROLES, SENSITIVE, RoleTable
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 
 
 def _all_rpcs() -> set[str]:
@@ -44,6 +45,28 @@ def test_every_rpc_is_in_the_role_table():
     assert SENSITIVE <= rpcs
     table = RoleTable()
     assert all(table.allowed(m) for m in rpcs)
+
+
+def _doc_table() -> dict[str, str]:
+    """docs/auth.md's role table: role (`*` for any authenticated) -> what its row says."""
+    text = (ROOT / "docs" / "auth.md").read_text()
+    rows = text.split("| role | may call |", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
+    cells = [row.strip("|").split("|") for row in rows]
+    return {c[0].strip().strip("`").replace("any authenticated", ANY_AUTHENTICATED): c[1]
+            for c in cells}
+
+
+def test_the_docs_role_table_names_every_rpc_under_each_of_its_roles():
+    table = _doc_table()
+    missing = [(method, role) for method, roles in RPC_ROLES.items() for role in roles
+               if not re.search(rf"\b{method.rsplit('/', 1)[1]}\b", table.get(role, ""))]
+    assert not missing, f"docs/auth.md's role table misses (method, role): {missing}"
+
+
+def test_the_docs_name_every_audited_method():
+    audit = (ROOT / "docs" / "auth.md").read_text().split("## Audit hook", 1)[1].split("##", 1)[0]
+    missing = [m for m in SENSITIVE if not re.search(rf"\b{m.rsplit('/', 1)[1]}\b", audit)]
+    assert not missing, f"docs/auth.md's Audit hook misses: {missing}"
 
 
 def test_role_overrides_replace_a_builtin_role_and_unknown_methods_are_nobodys():
