@@ -6,8 +6,9 @@ One JSON POST per message to the channel's URL (`sms_webhook_url`, `push_webhook
      "campaign_id": ..., "parts": {"text": ...} | {"title": ..., "body": ..., "url": ...},
      "send_at": <unix seconds>}
 
-signed like the inbound SMS webhook: `X-Tailor-Signature: sha256=<hex HMAC-SHA256 of the raw
-body>` under the signing key of the `delivery-webhook` keyring, whose key id rides in
+signed as the webhooks Tailor receives are (`server.http.signing`): `X-Tailor-Timestamp` (Unix
+seconds, at each attempt) and `X-Tailor-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw
+body>">` under the signing key of the `delivery-webhook` keyring, whose key id rides in
 `X-Tailor-Key-Id` (so a provider can hold the old and the new secret during a rotation). The
 `id` is fixed by the decision: a retried or resent message carries the same one, so the provider
 can drop a duplicate. A 2xx reply is success; 5xx, 408, 429, a timeout (`webhook_timeout_seconds`)
@@ -16,6 +17,7 @@ or a connection error is transient (retried by `retry.Retry`); any other reply i
 from __future__ import annotations
 
 import json
+import time
 from typing import TYPE_CHECKING
 
 from ..security.secrets import Keyring
@@ -24,9 +26,8 @@ from .errors import Permanent, Transient
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["WebhookSender", "webhook_body", "SIGNATURE_HEADER", "KEY_ID_HEADER", "RETRIED_STATUSES"]
+__all__ = ["WebhookSender", "webhook_body", "KEY_ID_HEADER", "RETRIED_STATUSES"]
 
-SIGNATURE_HEADER = "X-Tailor-Signature"
 KEY_ID_HEADER = "X-Tailor-Key-Id"
 RETRIED_STATUSES = frozenset({408, 429})
 """Besides every 5xx: replies that say "later"."""
@@ -59,8 +60,11 @@ class WebhookSender:
         return cls(urls, ring, s.webhook_timeout_seconds)
 
     def headers(self, body: bytes) -> dict[str, str]:
+        from ..http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign  # loads aiohttp.web
+
+        timestamp = str(int(time.time()))
         return {"Content-Type": "application/json", KEY_ID_HEADER: self.ring.kid,
-                SIGNATURE_HEADER: "sha256=" + self.ring.mac(body)}
+                TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(self.ring.key, body, timestamp)}
 
     async def post(self, channel: str, body: bytes) -> None:
         """One attempt: returns on 2xx, raises `Transient` or `Permanent` otherwise."""

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 
 import grpc
 import pytest
@@ -69,7 +70,9 @@ async def test_a_signed_sms_goes_after_two_503s_and_records_sms_sent(
     assert req["path"] == "/sms"
     assert req["json"] == {"id": msg.decision_id, "channel": "sms", "to": "+447700900123",
                            "campaign_id": "sms", "parts": {"text": "Hi Ann"}, "send_at": 0.0}
-    expected = "sha256=" + hmac.new(HOOK_KEY, req["raw"], hashlib.sha256).hexdigest()
+    signed = req["headers"]["X-Tailor-Timestamp"].encode() + b"." + req["raw"]
+    assert abs(int(req["headers"]["X-Tailor-Timestamp"]) - time.time()) < 60
+    expected = "sha256=" + hmac.new(HOOK_KEY, signed, hashlib.sha256).hexdigest()
     assert req["headers"]["X-Tailor-Signature"] == expected
     assert req["headers"]["X-Tailor-Key-Id"] == "hook1"
     [event] = await sent_events(profiles, "sms_sent")
