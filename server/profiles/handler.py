@@ -93,6 +93,10 @@ class AccessExport:
     """When the user was last erased (a tombstone), if ever: they came back after it."""
 
 
+ERASED_SINCE = "the user was erased after this event's time (DeleteProfile); it is not stored"
+"""The reason a TrackEvents rejection gives for an event from before its user's erasure."""
+
+
 class Profiles:
     """Implements `ProfileStates` for other domains; `add_listener`/`add_eraser` join theirs."""
 
@@ -100,7 +104,8 @@ class Profiles:
                  rules: EventRules = EventRules(), history: HistoryBlend = DEFAULT_BLEND,
                  tombstones: Tombstones | None = None):
         self.layout = schema.layout()
-        self.repo = ProfileRepository(store, self.layout)
+        self.repo = ProfileRepository(store, self.layout,
+                                      tombstones.before_erasure if tombstones is not None else None)
         self.bundles = bundles
         self.rules = rules
         self.history = history
@@ -147,13 +152,15 @@ class Profiles:
 
     def _ingest_many(self, batches: Sequence[EventRecords]) -> list[IngestResult]:
         result = self.repo.write_events(EventRecords.concat(batches))
-        if not result.duplicates:
+        if not result.duplicates and not result.erased:
             return [IngestResult(list(range(len(b))), []) for b in batches]
-        out, start, acc, dup = [], 0, set(result.accepted), set(result.duplicates)
+        out, start = [], 0
+        acc, dup, gone = set(result.accepted), set(result.duplicates), set(result.erased)
         for batch in batches:
             idx = range(start, start + len(batch))
             out.append(IngestResult([i - start for i in idx if i in acc],
-                                    [i - start for i in idx if i in dup]))
+                                    [i - start for i in idx if i in dup],
+                                    [i - start for i in idx if i in gone]))
             start += len(batch)
         return out
 
@@ -162,13 +169,14 @@ class Profiles:
         `offset` is added to the indices of rejected events (batches of a stream)."""
         check_count("events", len(events), self.limits.events_per_batch)
         now = time.time()
-        result, valid = TrackResult(), []
+        result, valid, where = TrackResult(), [], []
         for i, ev in enumerate(events):
             problem = check_event(ev, self.rules, now)
             if problem:
                 result.rejected.append((offset + i, ev.event_id, problem))
             else:
                 valid.append(ev)
+                where.append(offset + i)
         if valid:
             records = EventRecords.build(valid, self._categories(valid))
             # Shielded: once the batch is submitted, its commit and effects happen whatever
@@ -179,6 +187,10 @@ class Profiles:
             stored = await asyncio.shield(landing)
             result.accepted_ids = [valid[i].event_id for i in stored.accepted]
             result.duplicates = len(stored.duplicates)
+            if stored.erased:  # retried or late events of a user erased since: not stored
+                result.rejected.extend((where[i], valid[i].event_id, ERASED_SINCE)
+                                       for i in stored.erased)
+                result.rejected.sort()
         metrics.count_events("rejected", (events[i - offset].type for i, _, _ in result.rejected),
                              _KNOWN_TYPES)
         return result

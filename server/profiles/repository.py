@@ -5,7 +5,7 @@ import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,12 +26,17 @@ __all__ = ["ProfileRepository", "IngestResult"]
 class IngestResult:
     accepted: list[int]
     duplicates: list[int]
+    erased: list[int] = field(default_factory=list)
+    """Events from before their user's erasure, refused (`Tombstones.before_erasure`)."""
 
 
 class ProfileRepository:
-    def __init__(self, store: Store, layout: fl.FeatureLayout):
+    def __init__(self, store: Store, layout: fl.FeatureLayout, before_erasure=None):
+        """`before_erasure(txn, user_ids, ts)`: indices of events to refuse because their user
+        was erased after them (`Tombstones.before_erasure`; None: no check)."""
         self.store = store
         self.layout = layout
+        self._before_erasure = before_erasure
         self._profiles, self._events = store.table("profiles"), store.table("events")
         self._dedupe, self._meta = store.table("dedupe"), store.table("meta")
         self._user_tables = [store.table(t) for t in keys.USER_TABLES]
@@ -47,6 +52,17 @@ class ProfileRepository:
         return self.store.write(lambda txn: self._ingest(txn, records))
 
     def _ingest(self, txn, records: EventRecords) -> IngestResult:
+        late = (self._before_erasure(txn, records.user_ids, records.ts)
+                if self._before_erasure is not None else [])
+        if not late:
+            return self._ingest_fresh(txn, records)
+        gone = set(late)
+        keep = [i for i in range(len(records)) if i not in gone]
+        part = self._ingest_fresh(txn, records.take(keep)) if keep else IngestResult([], [])
+        return IngestResult([keep[i] for i in part.accepted], [keep[i] for i in part.duplicates],
+                            late)
+
+    def _ingest_fresh(self, txn, records: EventRecords) -> IngestResult:
         fresh, dups = _fresh(records.dedupe_keys, self._dedupe.present(txn, records.dedupe_keys))
         if not fresh:
             return IngestResult([], dups)

@@ -13,6 +13,8 @@ What a tombstone decides (docs/privacy.md):
   that still holds the user (who did not come back) is refused at load (`check_bundle`).
 - re-creation: a tombstone does not block new activity. A user who comes back after erasure
   starts from nothing (every record went with the erasure); only the old bundle row stays masked.
+  Events timestamped at or before the user's erasure (a retried or late batch) are refused at
+  ingestion (`before_erasure`): they would bring the erased profile back.
 - training: `training export` receives the list (kid, hash, time) and training drops the events
   of those users from before their erasure (`training.tombstones`).
 
@@ -58,6 +60,8 @@ class Tombstones:
         self._by_digest: dict[tuple[str, str], float] = {}
         self._keys: list[tuple[str, bytes]] = []
         """The ring's keys some tombstone names (one HMAC per key per lookup)."""
+        self._latest = 0.0
+        """The latest erasure time (no event after it can be from before an erasure)."""
         self._lock = threading.Lock()
 
     # -- writing (UserEraser) ----------------------------------------------------------------
@@ -71,18 +75,34 @@ class Tombstones:
         return 0  # a record written, none removed
 
     # -- reading -------------------------------------------------------------------------------
-    def current(self) -> dict[tuple[str, str], float]:
-        """{(kid, digest): erasure time} of every tombstone (one read unless one was added)."""
-        with self.store.read() as txn:
-            count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
-            if count == self._count:
-                return self._by_digest
-            found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
+    def current(self, txn=None) -> dict[tuple[str, str], float]:
+        """{(kid, digest): erasure time} of every tombstone (one read unless one was added),
+        read in `txn` if given (a write transaction: what it sees is exact until it commits)."""
+        if txn is None:
+            with self.store.read() as txn:
+                return self.current(txn)
+        count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
+        if count == self._count:
+            return self._by_digest
+        found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
         by_digest = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
         with self._lock:
             self._keys = keys_in_use(by_digest, self.ring.keys)
+            self._latest = max(by_digest.values(), default=0.0)
             self._by_digest, self._count = by_digest, count
         return by_digest
+
+    def before_erasure(self, txn, user_ids: Sequence[str], ts: Sequence[float]) -> list[int]:
+        """Indices of the events (user, timestamp) from before their user's erasure: late or
+        replayed events, which would bring an erased user back. Read in the ingestion's write
+        transaction `txn`, so no erasure commits between this check and the events' write.
+        Events newer than the latest erasure are not looked up (the usual case: no HMAC)."""
+        tombs = self.current(txn)
+        late = [i for i, t in enumerate(ts) if t <= self._latest] if tombs else []
+        if not late:
+            return []
+        at = self.erased_at([user_ids[i] for i in late], tombs)
+        return [i for i, a in zip(late, at) if a is not None and ts[i] <= a]
 
     def listing(self) -> list[Tombstone]:
         """Every tombstone, oldest erasure first (what `training export` receives)."""

@@ -71,12 +71,32 @@ async def test_an_erased_bundle_user_is_cold_start_at_once_and_a_returning_one_s
     # New consented activity after the erasure counts, from nothing: the old bundle row does not.
     item = str(tailor_server.registry.active.items["item_ids"][0])
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
-        event_id="back-1", user_id=user, type="purchase", item_id=item, timestamp=time.time() - 5)]))
+        event_id="back-1", user_id=user, type="purchase", item_id=item, timestamp=time.time())]))
     assert not await _cold(recs, user)
     trained, _ = tailor_server.registry.active.history(user) or (None, None)
     assert trained is None  # the row stays masked
     profile = await profiles.GetProfile(pb.GetProfileRequest(user_id=user))
     assert len(profile.events) == 1
+
+
+async def test_a_retried_or_late_event_from_before_the_erasure_does_not_bring_the_user_back(
+        profiles):
+    """The client's retry of a batch acknowledged before the erasure (or a late replay) is
+    refused event by event, with the reason; the same user's activity after it is stored."""
+    old = time.time() - 7200
+    batch = [pb.Event(event_id="order-1", user_id="ann", type="purchase", value=99.0,
+                      timestamp=old),
+             pb.Event(event_id="view-1", user_id="bob", type="view", item_id="i1", timestamp=old)]
+    assert (await profiles.TrackEvents(pb.TrackEventsRequest(events=batch))).accepted == 2
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="ann"))
+    again = await profiles.TrackEvents(pb.TrackEventsRequest(events=batch + [pb.Event(
+        event_id="order-2", user_id="ann", type="purchase", value=5.0, timestamp=time.time())]))
+    assert (again.accepted, again.duplicates, list(again.accepted_ids)) == (1, 1, ["order-2"])
+    [refused] = again.rejected
+    assert (refused.index, refused.event_id) == (0, "order-1") and "erased" in refused.reason
+    profile = await profiles.GetProfile(pb.GetProfileRequest(user_id="ann"))
+    assert [e.event_id for e in profile.events] == ["order-2"]
+    assert profile.features.monetary == pytest.approx(5.0)
 
 
 async def test_a_bundle_trained_after_an_erasure_that_holds_the_user_is_refused(
@@ -110,7 +130,7 @@ async def test_a_returning_user_does_not_block_a_bundle_trained_on_their_new_act
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
     item = str(tailor_server.registry.active.items["item_ids"][0])
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
-        event_id="new-1", user_id=user, type="view", item_id=item, timestamp=time.time() - 1)]))
+        event_id="new-1", user_id=user, type="view", item_id=item, timestamp=time.time())]))
     later = _with_cutoff(copy_bundle, demo_bundle, time.time() + 3600, "retrained")
     await asyncio.to_thread(client.push_bundle, later)
     assert tailor_server.registry.active.version == "retrained"
@@ -154,6 +174,6 @@ async def test_an_event_committed_just_before_the_final_erasure_leaves_no_dedupe
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="rae"))
     monkeypatch.undo()
     assert erasures.count(True) == 2
-    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
-        event_id="late-1", user_id="rae", type="view", item_id="i1", timestamp=time.time() - 60)]))
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(  # after the erasure
+        event_id="late-1", user_id="rae", type="view", item_id="i1", timestamp=time.time())]))
     assert (reply.accepted, reply.duplicates) == (1, 0)

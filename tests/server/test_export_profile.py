@@ -156,7 +156,7 @@ async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured,
         await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER), metadata=reader)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
-        event_id="back", user_id=USER, type="view", item_id="i9", timestamp=time.time() - 1)]),
+        event_id="back", user_id=USER, type="view", item_id="i9", timestamp=time.time())]),
         metadata=bearer(toks["tracker"]))
     doc = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER),
                                                    metadata=reader)).document)
