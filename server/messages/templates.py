@@ -8,14 +8,16 @@ async, so the context's `recommend(...)` helper (a coroutine) is awaited where a
 
 Checks at CreateCampaign/UpdateCampaign (`check_variants`): every part of the campaign's channels
 must compile and may only name variables the context defines (`CONTEXT_NAMES`); a failure is
-INVALID_ARGUMENT naming variant, part and line.
+INVALID_ARGUMENT naming variant, part and line. A part that fails for one user's data at render
+(any error: undefined, `ZeroDivisionError`, `TypeError`...) is RenderFailed naming variant, part,
+line and the kind of error, never the user's data (`_problem`).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import TailorError
@@ -32,8 +34,32 @@ CONTEXT_NAMES = frozenset({"profile", "interests", "content", "campaign", "recom
                            "unsubscribe_url", *ATTRIBUTE_NAMES})
 """Every top-level name a template may use (`server.messages.context` fills them)."""
 
-_TEXT = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, enable_async=True)
-_HTML = SandboxedEnvironment(undefined=StrictUndefined, autoescape=True, enable_async=True)
+
+
+class _LookedUp(str):
+    """An undefined error's message that remembers the name looked up (`name`), so `_problem`
+    can tell a name written in the template from one taken from the user's data."""
+
+    name: object
+
+    def __new__(cls, message: str, name: object):
+        out = super().__new__(cls, message)
+        out.name = name
+        return out
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined whose error messages are `_LookedUp`."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        return _LookedUp(super()._undefined_message, self._undefined_name)
+
+
+_TEXT = SandboxedEnvironment(undefined=_Undefined, autoescape=False, enable_async=True)
+_HTML = SandboxedEnvironment(undefined=_Undefined, autoescape=True, enable_async=True)
 
 
 def _env(part: str) -> SandboxedEnvironment:
@@ -67,34 +93,69 @@ def _compile(i: int, variant_id: str, part: str, source: str):
             name, line = unknown
             raise TemplateInvalid(i, variant_id, part, line, f"unknown variable {name!r} (known: "
                                   f"{', '.join(sorted(CONTEXT_NAMES))})")
-        return env.from_string(ast)
+        return _Part(env.from_string(ast), _literals(ast))
     except TemplateSyntaxError as err:
         raise TemplateInvalid(i, variant_id, part, err.lineno, err.message or "syntax error") \
             from None
+
+
+_WRITTEN = ((nodes.Name, "name"), (nodes.Getattr, "attr"), (nodes.Const, "value"),
+            (nodes.Keyword, "key"))
+"""The nodes whose text is a name or key a lookup may use, and the field holding it."""
+
+
+def _literals(ast: nodes.Template) -> frozenset:
+    """Every name, attribute, keyword and str/int constant written in the template's text."""
+    found = (getattr(node, field) for kind, field in _WRITTEN for node in ast.find_all(kind))
+    return frozenset(v for v in found if isinstance(v, (str, int)))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A compiled part and what its text names (`_literals`)."""
+
+    template: object
+    literals: frozenset
 
 
 @dataclass(frozen=True)
 class CompiledCampaign:
     """Per variant id, its compiled parts."""
 
-    parts: Mapping[str, Mapping[str, object]]
+    parts: Mapping[str, Mapping[str, _Part]]
 
     async def render(self, variant_id: str, context: Mapping[str, object]) -> dict[str, str]:
-        """Every part of the variant rendered with `context` (RenderFailed names part and line)."""
+        """Every part of the variant rendered with `context`; any error (a template failing on
+        this user's data, recommend()'s bad k or category) is RenderFailed naming part and line."""
         out = {}
-        for part, template in self.parts.get(variant_id, {}).items():
+        for name, part in self.parts.get(variant_id, {}).items():
             try:
-                out[part] = await template.render_async(context)
-            except (TemplateError, TailorError) as err:  # recommend(): bad k or category
-                raise RenderFailed(variant_id, part, _template_line(err.__traceback__),
-                                   _problem(err)) from None
+                out[name] = await part.template.render_async(context)
+            except Exception as err:  # not CancelledError: that is a BaseException
+                raise RenderFailed(variant_id, name, _template_line(err.__traceback__),
+                                   _problem(err, part.literals)) from None
         return out
 
 
-def _problem(err: Exception) -> str:
-    """The error without echoed values: Jinja names the variable ('x' is undefined)."""
-    message = getattr(err, "message", None) or str(err)
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+def _problem(err: Exception, literals: frozenset) -> str:
+    """The kind of error without the user's data: Jinja's undefined message only when what it
+    names is written in the template ('x' is undefined, 'dict object' has no attribute 'x'), an
+    InvalidArgument's field, otherwise the exception's type (its message may hold the data)."""
+    kind = type(err).__name__
+    said = err.args[0] if err.args else None
+    if isinstance(said, _LookedUp):
+        if said.name is None or _written(said.name, literals):
+            return f"{kind}: {said}"
+        return f"{kind}: a key or attribute taken from the data is undefined"
+    field = getattr(err, "field", None) if isinstance(err, TailorError) else None
+    return f"{kind}: {field}" if field else kind
+
+
+def _written(name: object, literals: frozenset) -> bool:
+    try:
+        return name in literals
+    except TypeError:  # unhashable: not from the template's text
+        return False
 
 
 def _template_line(tb) -> int | None:

@@ -120,6 +120,25 @@ async def test_a_strict_variable_missing_for_this_user_is_failed_precondition(ca
     assert "variant 'v1', part 'subject', line 2" in err.value.details()
 
 
+@pytest.mark.parametrize("text, attributes, problem", [
+    ("{{ 100 // (profile.orders | int) }}", {"orders": "0"}, "ZeroDivisionError"),
+    ("{{ profile.points + 1 }}", {"points": "12"}, "TypeError"),
+    ('{{ {"en": "Hi"}[language] }}', {"language": "fr-secret"},
+     "UndefinedError: a key or attribute taken from the data is undefined")])
+async def test_a_template_failing_on_this_users_data_is_failed_precondition_without_the_data(
+        campaigns, messaging, profiles, text, attributes, problem):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(
+        text="{{ unsubscribe_url }}\n" + text)))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(user_id="x", attributes=attributes))
+    await opt_in(profiles, "x")
+    for call, request in ((messaging.ComposeMessage, mpb.ComposeMessageRequest),
+                          (messaging.PreviewMessage, mpb.PreviewMessageRequest)):
+        with pytest.raises(grpc.RpcError) as err:
+            await call(request(campaign_id="mail", user_id="x"))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert err.value.details() == f"variant 'v1', part 'text', line 2: {problem}"
+
+
 async def test_sms_segments_are_reported_and_a_long_sms_is_refused(campaigns, messaging, profiles):
     await opt_in(profiles, "u", "sms")
     text = "Hi {{ first_name | default('there') }} " + "x" * 150 + "{{ unsubscribe_url }}"
