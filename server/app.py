@@ -217,7 +217,7 @@ class TailorServer:
              AttributionServicer(self.attributor)),
             (audit_pb2_grpc.add_AuditServiceServicer_to_server, AuditServicer(self.audit)),
             (messaging_pb2_grpc.add_MessagingServiceServicer_to_server,
-             MessagingServicer(self.composer, self.sends, self.delivery)),
+             MessagingServicer(self.composer, self.sends, self.delivery, self.pii)),
             (catalog_pb2_grpc.add_CatalogServiceServicer_to_server, CatalogServicer(self.catalog)),
         ]
 

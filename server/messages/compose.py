@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
 from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument
 from ..interfaces import ProfileReader, Recommendations, VariantChooser
+from ..security.pii import PiiPolicy
 from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
@@ -173,7 +174,10 @@ class Composer:
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",
                       attributes: Mapping[str, str] | None = None,
-                      interests: Sequence[str] = (), channel: str = "") -> Message:
+                      interests: Sequence[str] = (), channel: str = "",
+                      pii: PiiPolicy | None = None) -> Message:
+        """The variant rendered for `user_id` or a sample profile, deciding nothing. `pii`: mask
+        the user's PII attributes with it before rendering (a caller without `pii-reader`)."""
         campaign = await self.message_campaign(campaign_id)
         spec = campaign.spec
         channel = channel or spec.channel
@@ -185,6 +189,10 @@ class Composer:
         if user_id:
             check_id("user_id", user_id, self.limits.id_bytes)
             recipient = await read_recipient(self.profiles, user_id)
+            if pii is not None:
+                attributes = dict(recipient.attributes)
+                pii.mask_map(attributes)
+                recipient = replace(recipient, attributes=attributes)
         else:
             check_count("sample_interests", len(interests), self.limits.preview_attributes)
             recipient = Recipient(PREVIEW_USER, self._sample(attributes or {}),

@@ -9,6 +9,9 @@ from ..messages.compose import Composer, Message
 from ..messages.deadletters import DeadLetter
 from ..messages.delivery import Delivery
 from ..messages.jobs import SendJobs, SendProgress
+from ..security.interceptor import current_principal
+from ..security.pii import PiiPolicy
+from ..security.roles import PII_READER
 from ..security.userref import user_ref
 
 __all__ = ["MessagingServicer", "MessageConverter"]
@@ -44,8 +47,10 @@ class MessageConverter:
 
 
 class MessagingServicer(pb_grpc.MessagingServiceServicer):
-    def __init__(self, composer: Composer, sends: SendJobs, delivery: Delivery):
-        self.composer, self.sends, self.delivery = composer, sends, delivery
+    def __init__(self, composer: Composer, sends: SendJobs, delivery: Delivery, pii: PiiPolicy):
+        """`pii`: how a preview masks a real user's attributes for a caller without `pii-reader`
+        (a composed message carries them unmasked: it is what the user receives)."""
+        self.composer, self.sends, self.delivery, self.pii = composer, sends, delivery, pii
 
     @grpc_errors
     async def ComposeMessage(self, request: pb.ComposeMessageRequest, context) -> pb.Message:
@@ -57,7 +62,8 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def PreviewMessage(self, request: pb.PreviewMessageRequest, context) -> pb.Message:
         message = await self.composer.preview(
             request.campaign_id, request.variant_id, request.user_id,
-            dict(request.sample_attributes), tuple(request.sample_interests), request.channel)
+            dict(request.sample_attributes), tuple(request.sample_interests), request.channel,
+            None if current_principal().has(PII_READER) else self.pii)
         return MessageConverter.from_message(message)
 
     @grpc_errors
