@@ -48,13 +48,26 @@ class _EventLines:
             yield record
 
 
-def _open(path: str):
+def _open(path: str, binary: bool = False):
+    """The file to read (stdin for '' or '-'); UsageError naming it if it cannot be opened."""
     if not path or path == "-":
-        return sys.stdin
+        return sys.stdin.buffer if binary else sys.stdin
     try:
-        return open(path)
+        return open(path, "rb") if binary else open(path, encoding="utf-8")
     except OSError as err:
-        raise UsageError(f"{path}: {err.strerror.lower()}") from None
+        raise UsageError(_file_error(path, err)) from None
+
+
+def _create(path: str):
+    """The file to write; UsageError naming it if it cannot be created."""
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as err:
+        raise UsageError(_file_error(path, err)) from None
+
+
+def _file_error(path: str, err: OSError) -> str:
+    return f"{path}: {(err.strerror or str(err)).lower()}"
 
 
 def _track(client: TailorClient, args) -> dict:
@@ -68,10 +81,32 @@ def _track(client: TailorClient, args) -> dict:
             "rejections": [dataclasses.asdict(r) for r in reply.rejected[:100]]}
 
 
+class _UserIds:
+    """The user ids of a file read in binary, one a line (blank lines skipped, and `#` comments
+    with `comments`); it ends at the first line that is not UTF-8 text, and `bad` says which."""
+
+    def __init__(self, source, name: str, comments: bool = False):
+        self.source, self.name, self.comments, self.bad = source, name, comments, None
+
+    def __iter__(self):
+        for n, raw in enumerate(self.source, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                self.bad = f"{self.name} line {n}: not UTF-8 text"
+                return
+            if line and not (self.comments and line.startswith("#")):
+                yield line
+
+
 def _user_file(path: str) -> list[str]:
     """One user id a line; blank lines and `#` comments skipped."""
-    with open(path, encoding="utf-8") as fh:
-        return [s for line in fh if (s := line.strip()) and not s.startswith("#")]
+    with _open(path, binary=True) as fh:
+        ids = _UserIds(fh, path or "stdin", comments=True)
+        users = list(ids)
+    if ids.bad:
+        raise UsageError(ids.bad)
+    return users
 
 
 def _campaign(client: TailorClient, args) -> object:
@@ -106,7 +141,7 @@ def _campaign(client: TailorClient, args) -> object:
     if args.action == "progress":
         return client.send_progress(args.send)
     if args.action == "export":
-        with open(args.out, "w") as fh:
+        with _create(args.out) as fh:
             n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
         return {"decisions": n, "out": args.out}
     return client.campaign_stats(args.campaign)
@@ -138,15 +173,19 @@ def _plan(client: TailorClient, args) -> dict:
     in --out, with a progress bar on stderr; returns the counts."""
     from tqdm import tqdm  # the `client` extra
 
-    source = open(args.users) if args.users != "-" else sys.stdin
+    name = "stdin" if args.users == "-" else args.users
     total = None
-    if args.users != "-":
-        with open(args.users, "rb") as fh:
-            total = sum(1 for line in fh if line.strip())
-    out = open(args.out, "w") if args.out and args.out != "-" else sys.stdout
+    if args.users != "-":  # counted for the bar; a file that is not text is refused before a call
+        with _open(args.users, binary=True) as fh:
+            ids = _UserIds(fh, name)
+            total = sum(1 for _ in ids)
+        if ids.bad:
+            raise UsageError(ids.bad)
+    out = _create(args.out) if args.out and args.out != "-" else sys.stdout
+    source = _open(args.users, binary=True)
     counts = {"decisions": 0, "suppressed": 0, "holdout": 0}
     with source, tqdm(total=total, unit="user", file=sys.stderr, disable=args.quiet) as bar:
-        users = (line.strip() for line in source if line.strip())
+        users = _UserIds(source, name)
         try:
             for d in client.plan_campaign(args.campaign, users, batch_size=args.batch_size,
                                           context=dict(_pair(kv) for kv in args.context or ())):
@@ -158,6 +197,8 @@ def _plan(client: TailorClient, args) -> dict:
         finally:
             if out is not sys.stdout:
                 out.close()
+    if users.bad:
+        raise UsageError(f"{users.bad}; the {counts['decisions']} users before it were planned")
     return counts | {"out": args.out or "-"}
 
 
@@ -170,8 +211,14 @@ def _health(client: TailorClient, args) -> dict:
 
 
 def _pair(kv: str) -> tuple[str, float]:
-    key, _, value = kv.partition("=")
-    return key, float(value)
+    """A `--context KEY=NUMBER`."""
+    key, sep, value = kv.partition("=")
+    try:
+        if not key or not sep:
+            raise ValueError(kv)
+        return key, float(value)
+    except ValueError:
+        raise UsageError(f"--context: expected KEY=NUMBER, got {kv!r}") from None
 
 
 def _epoch(text: str) -> float:
@@ -427,7 +474,8 @@ def _campaign_parser(sub, common) -> None:
                          "(a background job: prints its send id; see `progress`)")
     se.add_argument("--campaign", required=True)
     se.add_argument("--users", required=True, metavar="FILE", help="one user id a line")
-    se.add_argument("--rate", type=float, help="emails per second (default: the server's)")
+    se.add_argument("--rate", type=float, help="messages per second on each channel the "
+                    "campaign sends on (default: the server's)")
     se.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
     pr = acts.add_parser("progress", parents=[common], help="counts of a send job")
     pr.add_argument("--send", required=True, metavar="SEND_ID")
@@ -443,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         client = TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca,
                               cert=args.cert, key=args.key, token=args.token)
-    except ValueError as err:  # connection flags that do not go together (--cert without --key)
+    except ValueError as err:  # connection flags that do not go together, a TLS file not read
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

@@ -50,6 +50,8 @@ from .transport import Connection
 __all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
 
 CHUNK_BYTES = 1 << 20
+MESSAGE_CHANNELS = ("email", "sms", "push")
+"""The channels a send job has rates for (`send_campaign`)."""
 
 
 class TailorError(Exception):
@@ -362,13 +364,21 @@ class TailorClient:
     def send_campaign(self, campaign_id: str, user_ids, rate: float | None = None,
                       context: dict[str, float] | None = None,
                       timeout: float | None = None) -> SendProgress:
-        """Start a send job to `user_ids` (email at `rate` messages/s, default the server's);
-        returns its progress (`send_id`, counts)."""
+        """Start a send job to `user_ids` (`rate` messages/s on each channel the campaign
+        sends on, default the server's); returns its progress (`send_id`, counts)."""
+        rates = {} if rate is None else dict.fromkeys(
+            self._message_channels(campaign_id, timeout), float(rate))
         req = msg_pb.SendCampaignRequest(
-            campaign_id=campaign_id, user_ids=list(user_ids),
-            rate_per_second={} if rate is None else {"email": float(rate)},
+            campaign_id=campaign_id, user_ids=list(user_ids), rate_per_second=rates,
             context={k: float(v) for k, v in (context or {}).items()})
         return SendProgress.from_pb(self._call(self._messaging.SendCampaign, req, timeout))
+
+    def _message_channels(self, campaign_id: str, timeout: float | None) -> list[str]:
+        """The message channels a campaign may send on (GetCampaign): its channel, then its
+        `channels`; none for a web campaign (SendCampaign refuses it)."""
+        spec = self._call(self._campaigns.GetCampaign,
+                          camp_pb.GetCampaignRequest(campaign_id=campaign_id), timeout).spec
+        return [c for c in dict.fromkeys([spec.channel, *spec.channels]) if c in MESSAGE_CHANNELS]
 
     def send_progress(self, send_id: str, timeout: float | None = None) -> SendProgress:
         """Counts of a send job: total, sent, suppressed (by reason), failed (by reason),

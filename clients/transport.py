@@ -49,9 +49,9 @@ class Connection:
         return self.tls or self.tls_ca is not None or self.cert is not None
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def read(path):
-            return Path(path).read_bytes() if path is not None else None
-        creds = grpc.ssl_channel_credentials(read(self.tls_ca), read(self.key), read(self.cert))
+        """TLS credentials from the PEM files (ValueError naming the flag of one not read)."""
+        creds = grpc.ssl_channel_credentials(_read("--tls-ca", self.tls_ca),
+                                             _read("--key", self.key), _read("--cert", self.cert))
         if self.token:
             creds = grpc.composite_channel_credentials(
                 creds, grpc.access_token_call_credentials(self.token))
@@ -68,6 +68,15 @@ class Connection:
             return grpc.aio.secure_channel(target, self.credentials(), options=list(options))
         interceptors = [_AioBearerToken(self.token)] if self.token else None
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
+
+
+def _read(flag: str, path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: {(err.strerror or str(err)).lower()}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

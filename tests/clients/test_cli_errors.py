@@ -75,3 +75,45 @@ def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(served)
     proc.stdout.close()  # before the CLI writes: every write to stdout fails with EPIPE
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and err == b"", err.decode()[-2000:]
+
+
+def test_bad_files_context_and_tls_flags_are_one_line_before_any_call(tmp_path):
+    """Refused before the (unreachable) server is called: exit 2 naming the file or flag."""
+    binary = tmp_path / "users.bin"
+    binary.write_bytes(b"u1\n\xff\xfe\n")
+    missing, server = tmp_path / "missing", ["--server", f"127.0.0.1:{free_port()}"]
+    cases = {
+        ("campaign", "send", "--campaign", "c", "--users", str(missing)):
+            f"{missing}: no such file or directory",
+        ("campaign", "send", "--campaign", "c", "--users", str(tmp_path)):
+            f"{tmp_path}: is a directory",
+        ("campaign", "send", "--campaign", "c", "--users", str(binary)):
+            f"{binary} line 2: not UTF-8 text",
+        ("campaign", "plan", "--campaign", "c", "--users", str(binary)):
+            f"{binary} line 2: not UTF-8 text",
+        ("campaign", "plan", "--campaign", "c", "--users", str(missing)):
+            f"{missing}: no such file or directory",
+        ("campaign", "export", "--out", str(missing / "x.jsonl")):
+            f"{missing / 'x.jsonl'}: no such file or directory",
+        ("message", "compose", "--campaign", "c", "--user", "u", "--context", "foo"):
+            "--context: expected KEY=NUMBER, got 'foo'",
+        ("campaign", "choose", "--campaign", "c", "--user", "u", "--context", "a=x"):
+            "--context: expected KEY=NUMBER, got 'a=x'",
+        ("ping", "--tls-ca", str(missing)): f"--tls-ca {missing}: no such file or directory",
+        ("ping", "--cert", str(missing), "--key", str(tmp_path)): f"--key {tmp_path}: is a directory",
+    }
+    for args, said in cases.items():
+        assert cli(*args, *server, expect=2) == f"error: {said}"
+
+
+def test_send_rate_applies_to_the_campaigns_channel(served, tmp_path):
+    """`--rate` goes to the SMS campaign's channel: the server's range check names it."""
+    spec = tmp_path / "sms.json"
+    spec.write_text(json.dumps({"campaign_id": "s", "channel": "sms", "policy": "fixed", "variants": [
+        {"id": "a", "content": {"text": "Hi {{ first_name | default('there') }} {{ unsubscribe_url }}"}}]}))
+    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    users = tmp_path / "users.txt"
+    users.write_text("u1\n")
+    line = cli("campaign", "send", "--campaign", "s", "--users", str(users), "--rate", "1e9",
+               "--server", served, expect=1)
+    assert line.startswith("error: INVALID_ARGUMENT: rate_per_second[sms]: "), line
