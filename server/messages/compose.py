@@ -78,7 +78,7 @@ class Composer:
         self.settings, self.limits = settings, settings.limits
         self.campaigns, self.profiles, self.tokens, self.phones = campaigns, profiles, tokens, phones
         self.context = MessageContext(recommender, settings.limits)
-        self.templates = TemplateCache()
+        self.templates = TemplateCache(limits=settings.limits)
 
     # -- links and headers ----------------------------------------------------------------------
     @property

@@ -18,11 +18,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
 
+from ..config import Limits
 from ..errors import TailorError
 from .channels import HTML_PARTS, MESSAGE_CHANNELS, PARTS
 from .errors import RenderFailed, TemplateInvalid
+from .sandbox import BoundedSandbox, Budget, OverRenderBudget, count_loops, spending
 
 __all__ = ["CONTEXT_NAMES", "ATTRIBUTE_NAMES", "CompiledCampaign", "TemplateCache",
            "check_variants", "compile_variants", "template_parts"]
@@ -58,11 +59,14 @@ class _Undefined(StrictUndefined):
         return _LookedUp(super()._undefined_message, self._undefined_name)
 
 
-_TEXT = SandboxedEnvironment(undefined=_Undefined, autoescape=False, enable_async=True)
-_HTML = SandboxedEnvironment(undefined=_Undefined, autoescape=True, enable_async=True)
+DEFAULT_LIMITS = Limits()
+"""The render bounds of templates compiled without the server's settings (creation checks)."""
+
+_TEXT = BoundedSandbox(undefined=_Undefined, autoescape=False, enable_async=True)
+_HTML = BoundedSandbox(undefined=_Undefined, autoescape=True, enable_async=True)
 
 
-def _env(part: str) -> SandboxedEnvironment:
+def _env(part: str) -> BoundedSandbox:
     return _HTML if part in HTML_PARTS else _TEXT
 
 
@@ -93,7 +97,7 @@ def _compile(i: int, variant_id: str, part: str, source: str):
             name, line = unknown
             raise TemplateInvalid(i, variant_id, part, line, f"unknown variable {name!r} (known: "
                                   f"{', '.join(sorted(CONTEXT_NAMES))})")
-        return _Part(env.from_string(ast), _literals(ast))
+        return _Part(env.from_string(count_loops(ast)), _literals(ast))
     except TemplateSyntaxError as err:
         raise TemplateInvalid(i, variant_id, part, err.lineno, err.message or "syntax error") \
             from None
@@ -123,17 +127,20 @@ class CompiledCampaign:
     """Per variant id, its compiled parts."""
 
     parts: Mapping[str, Mapping[str, _Part]]
+    limits: Limits = DEFAULT_LIMITS
 
     async def render(self, variant_id: str, context: Mapping[str, object]) -> dict[str, str]:
-        """Every part of the variant rendered with `context`; any error (a template failing on
-        this user's data, recommend()'s bad k or category) is RenderFailed naming part and line."""
+        """Every part of the variant rendered with `context`, within one `Budget` of `limits`;
+        any error (a template failing on this user's data, recommend()'s bad k or category,
+        the budget spent) is RenderFailed naming part and line."""
         out = {}
-        for name, part in self.parts.get(variant_id, {}).items():
-            try:
-                out[name] = await part.template.render_async(context)
-            except Exception as err:  # not CancelledError: that is a BaseException
-                raise RenderFailed(variant_id, name, _template_line(err.__traceback__),
-                                   _problem(err, part.literals)) from None
+        with spending(Budget.of(self.limits)):
+            for name, part in self.parts.get(variant_id, {}).items():
+                try:
+                    out[name] = await part.template.environment.generate(part.template, context)
+                except Exception as err:  # not CancelledError: that is a BaseException
+                    raise RenderFailed(variant_id, name, _template_line(err.__traceback__),
+                                       _problem(err, part.literals)) from None
         return out
 
 
@@ -142,6 +149,8 @@ def _problem(err: Exception, literals: frozenset) -> str:
     names is written in the template ('x' is undefined, 'dict object' has no attribute 'x'), an
     InvalidArgument's field, otherwise the exception's type (its message may hold the data)."""
     kind = type(err).__name__
+    if isinstance(err, OverRenderBudget):
+        return f"{kind}: {err}"
     said = err.args[0] if err.args else None
     if isinstance(said, _LookedUp):
         if said.name is None or _written(said.name, literals):
@@ -168,15 +177,16 @@ def _template_line(tb) -> int | None:
 
 
 def compile_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
-                     channels: Iterable[str]) -> CompiledCampaign:
+                     channels: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> CompiledCampaign:
     """Compile the template parts of `(variant id, content)` pairs; TemplateInvalid on the first
-    bad one. Parts the variant does not have are skipped (rendered as absent)."""
+    bad one. Parts the variant does not have are skipped (rendered as absent). `limits`: the
+    bounds of a render (`sandbox.Budget`)."""
     names = template_parts(channels)
     compiled = {}
     for i, (variant_id, content) in enumerate(variants):
         compiled[variant_id] = {part: _compile(i, variant_id, part, content[part])
                                 for part in names if part in content}
-    return CompiledCampaign(compiled)
+    return CompiledCampaign(compiled, limits)
 
 
 def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
@@ -190,8 +200,8 @@ def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
 class TemplateCache:
     """Compiled campaigns keyed by (campaign id, revision): an update makes a new entry."""
 
-    def __init__(self, capacity: int = 256):
-        self.capacity = capacity
+    def __init__(self, capacity: int = 256, limits: Limits = DEFAULT_LIMITS):
+        self.capacity, self.limits = capacity, limits
         self._compiled: dict[tuple[str, int], CompiledCampaign] = {}
 
     def get(self, campaign_id: str, revision: int, variants, channels) -> CompiledCampaign:
@@ -200,5 +210,5 @@ class TemplateCache:
         if found is None:
             if len(self._compiled) >= self.capacity:
                 self._compiled.pop(next(iter(self._compiled)))
-            found = self._compiled[key] = compile_variants(variants, channels)
+            found = self._compiled[key] = compile_variants(variants, channels, self.limits)
         return found

@@ -1,6 +1,10 @@
-"""Templates: checked at creation (variant, part, line), sandboxed, escaped, strict."""
+"""Templates: checked at creation (variant, part, line), sandboxed, bounded, escaped, strict."""
+import asyncio
+import re
+
 import pytest
 
+from server.config import Limits
 from server.messages.errors import RenderFailed, TemplateInvalid
 from server.messages.templates import TemplateCache, check_variants, compile_variants
 
@@ -55,3 +59,38 @@ def test_the_cache_compiles_once_per_revision():
     first = cache.get("c", 1, v1, ["sms"])
     assert cache.get("c", 1, [("a", {"text": "{{ ignored"})], ["sms"]) is first
     assert cache.get("c", 2, v1, ["sms"]) is not first
+
+
+@pytest.mark.parametrize("source, over", [
+    ('{{ "x" * 50000000 }}', "a repeated value of more than 262144 characters"),
+    ("{{ 7 ** 10000000 }}", "a power of more than 262144 characters"),
+    ('{% set ns = namespace(s="x") %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}'
+     "{% endfor %}", "a value of more than 262144 characters"),
+    ("{% for i in range(100000) %}{% for j in range(300) %}{% endfor %}{% endfor %}done",
+     "more than 100000 loop items, range() elements and calls"),
+    ("{% for a in content.s %}{% for b in content.s %}{% endfor %}{% endfor %}",
+     "more than 100000 loop items"),
+    ("{% for i in range(2) recursive %}{{ loop(range(2)) if loop.depth < 40 }}{% endfor %}",
+     "more than 100000 loop items"),
+    ("{% for i in range(30000) %}0123456789{% endfor %}", "output of more than 262144 characters"),
+])
+async def test_a_render_is_bounded_in_size_and_steps(source, over):
+    """What the sandbox alone allows: 50 MB strings, seconds of loops on the event loop."""
+    compiled = compile_variants([("a", {"text": source})], ["sms"])
+    with pytest.raises(RenderFailed, match=f"part 'text'.*OverRenderBudget: {re.escape(over)}"):
+        await asyncio.wait_for(compiled.render("a", {"content": {"s": "x" * 1000}}), 2)
+
+
+async def test_the_bounds_are_the_limits_and_ordinary_loops_fit_them():
+    source = ("{% for i in range(3) %}{{ loop.index }}{% endfor %}"
+              "{% for x in content.rows | map(attribute='a') %}{{ x }}{{ loop.length }}{% endfor %}")
+    content = {"rows": [{"a": "p"}, {"a": "q"}]}
+    out = await compile_variants([("a", {"text": source})], ["sms"]).render("a", {"content": content})
+    assert out == {"text": "123p2q2"}
+    tight = compile_variants([("a", {"text": source})], ["sms"],
+                             Limits(message_render_steps=6, message_part_bytes=5))
+    with pytest.raises(RenderFailed, match="more than 6 loop items"):
+        await tight.render("a", {"content": content})
+    tight = compile_variants([("a", {"text": "{{ 'x' * 6 }}"})], ["sms"], Limits(message_part_bytes=5))
+    with pytest.raises(RenderFailed, match="a repeated value of more than 5 characters"):
+        await tight.render("a", {})
