@@ -27,8 +27,9 @@ class UsageError(Exception):
 
 
 class _EventLines:
-    """The events of a JSON-lines source, each checked before it is sent; the stream ends
-    cleanly at the first bad line (`bad` says which and why), so what came before is committed."""
+    """The events of a JSON-lines source (read in binary), each checked before it is sent; the
+    stream ends cleanly at the first bad line (`bad` says which and why: a line that is not
+    UTF-8 too), so what came before is committed."""
 
     def __init__(self, source, name: str):
         self.source, self.name, self.bad = source, name, None
@@ -38,7 +39,7 @@ class _EventLines:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line.decode("utf-8"))
                 if not isinstance(record, dict):
                     raise ValueError(f"expected a JSON object, got {type(record).__name__}")
                 event_from_dict(record)
@@ -71,7 +72,7 @@ def _file_error(path: str, err: OSError) -> str:
 
 
 def _track(client: TailorClient, args) -> dict:
-    with _open(args.file) as source:
+    with _open(args.file, binary=True) as source:
         lines = _EventLines(source, "stdin" if args.file in ("", "-") else args.file)
         reply = client.track(lines, batch_size=args.batch_size)
     if lines.bad:

@@ -38,6 +38,9 @@ def test_track_names_the_bad_line_and_what_was_committed_before_it(served, tmp_p
     assert "line 11: " in cli("track", str(again), "--server", served, expect=2)
     assert "the 0 events before it were committed (10 duplicates" in cli("track", str(again), "--server",
                                                                         served, expect=2)
+    again.write_bytes(("\n".join(good[:3]) + "\n").encode() + b"\xff\xfe\n")  # not text
+    line = cli("track", str(again), "--server", served, expect=2)
+    assert line.startswith(f"error: {again} line 4: ") and "can't decode byte 0xff" in line
 
 
 def test_missing_and_malformed_files_are_named(served, tmp_path):
