@@ -177,7 +177,9 @@ class Composer:
                       interests: Sequence[str] = (), channel: str = "",
                       pii: PiiPolicy | None = None) -> Message:
         """The variant rendered for `user_id` or a sample profile, deciding nothing. `pii`: mask
-        the user's PII attributes with it before rendering (a caller without `pii-reader`)."""
+        the user's PII attributes with it before rendering (a caller without `pii-reader`). The
+        unsubscribe link is the placeholder `<public url>/u/preview` either way: a working one
+        would let whoever previews opt the user out."""
         campaign = await self.message_campaign(campaign_id)
         spec = campaign.spec
         channel = channel or spec.channel
@@ -197,7 +199,7 @@ class Composer:
             check_count("sample_interests", len(interests), self.limits.preview_attributes)
             recipient = Recipient(PREVIEW_USER, self._sample(attributes or {}),
                                   tuple(check_text("sample_interests", i, 256) for i in interests))
-        await self._render(out, campaign, recipient, user_id)
+        await self._render(out, campaign, recipient, "")  # a preview's link unsubscribes nobody
         return out
 
     def _sample(self, attributes: Mapping[str, str]) -> dict[str, str]:

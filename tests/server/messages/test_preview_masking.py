@@ -47,3 +47,17 @@ async def test_a_preview_of_a_user_is_masked_without_pii_reader(campaigns, profi
     sample = {"email": "ann@example.com", "phone": "+1", "last_name": "Lee", "tier": "new"}
     assert await preview_text(messaging, auth["author"], sample_attributes=sample) == \
         "ann@example.com +1 Lee new"
+
+
+async def test_a_preview_of_a_user_holds_no_working_unsubscribe_link(campaigns, profiles,
+                                                                     messaging, auth):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(text=TEXT)),
+                                   metadata=auth["author"])
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="dave", attributes={"email": "dave@example.com", "phone": "+1", "last_name": "Day",
+                                    "tier": "new"}), metadata=auth["ingest"])
+    msg = await messaging.PreviewMessage(mpb.PreviewMessageRequest(
+        campaign_id="mail", user_id="dave"), metadata=auth["reader"])
+    assert msg.unsubscribe_url.endswith("/u/preview")
+    assert msg.parts["text"].split("\n", 1)[0] == msg.unsubscribe_url
+    assert "/u/preview" in msg.headers["List-Unsubscribe"]
