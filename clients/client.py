@@ -304,9 +304,18 @@ class TailorClient:
         return self._call(self._profiles.DeleteProfile, req, timeout).records_deleted
 
     def export_profile(self, user_id: str, timeout: float | None = 60.0) -> dict:
-        """Everything the server holds about one user (role pii-reader), as one JSON document."""
-        req = prof_pb.ExportProfileRequest(user_id=user_id)
-        return json.loads(self._call(self._profiles.ExportProfile, req, timeout).document)
+        """Everything the server holds about one user (role pii-reader), as one JSON document:
+        the server's pages of events (`events_next`) joined into the first page's document."""
+        def page(offset: int) -> dict:
+            req = prof_pb.ExportProfileRequest(user_id=user_id, events_offset=offset)
+            return json.loads(self._call(self._profiles.ExportProfile, req, timeout).document)
+        doc = page(0)
+        while doc.get("events_next"):
+            more = page(doc["events_next"])
+            doc["profile"]["events"].extend(more["profile"]["events"])
+            doc["events_listed"] += more["events_listed"]
+            doc["events_next"] = more["events_next"]
+        return doc
 
     def export_tombstones(self, timeout: float = 600.0):
         """(kid, digest, erased_at) of every erased user (keyed hashes, never ids)."""

@@ -66,7 +66,12 @@ class Limits(BaseModel):
     attribute_value_chars: int = 1024
     """Longest profile attribute value."""
     profile_export_events: int = Field(100_000, ge=1)
-    """Most events one ExportProfile document lists (the newest; it says how many are held)."""
+    """Most events one ExportProfile document lists (a page, newest first; it says how many are
+    held and where the next page starts)."""
+    profile_export_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
+    """Most stored bytes of the events one ExportProfile page lists (their JSON is up to about
+    twice that; a page holds at least one event): pages keep each document under the message
+    size limit."""
 
     campaign_variants: int = 1000
     """Most variants in one campaign."""

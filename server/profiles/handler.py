@@ -88,9 +88,13 @@ class AccessExport:
     profile: ProfileView | None
     sections: dict
     events_held: int
-    """Events stored for the user; `profile.events` holds the newest `Limits.profile_export_events`."""
+    """Events stored for the user; `profile.events` holds a page of them (`events_page`)."""
     erased_at: float | None
     """When the user was last erased (a tombstone), if ever: they came back after it."""
+    events_offset: int = 0
+    """Newest events skipped before this page."""
+    events_next: int | None = None
+    """The offset of the next page; None when this one holds the oldest event."""
 
 
 ERASED_SINCE = "the user was erased after this event's time (DeleteProfile); it is not stored"
@@ -321,23 +325,26 @@ class Profiles:
         names = self._names_of(codes)
         return attrs, tuple(names[c] for c in codes)
 
-    async def export_user(self, user_id: str) -> AccessExport:
-        """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is."""
+    async def export_user(self, user_id: str, events_offset: int = 0) -> AccessExport:
+        """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is.
+        The events come a page at a time from `events_offset` (`events_page`); the other
+        domains' sections with the first page only."""
         check_id("user_id", user_id, self.limits.id_bytes)
+        check_not_negative("events_offset", events_offset)
         try:
             view = await self.get(user_id)
         except NotFound:
             view = None
-        held = len(view.events) if view else 0
+        held, after = len(view.events) if view else 0, None
         if view is not None:
-            view.events = view.events[:self.limits.profile_export_events]
+            view.events, after = events_page(view.events, events_offset, self.limits)
         sections: dict = {}
-        for exporter in self._exporters:
+        for exporter in self._exporters if not events_offset else ():
             sections.update(await asyncio.to_thread(exporter.export_user, user_id))
         if view is None and not any(sections.values()):
             raise NotFound("profile", user_id, personal=True)
         erased = self.tombstones.erased_at([user_id])[0] if self.tombstones else None
-        return AccessExport(user_id, view, sections, held, erased)
+        return AccessExport(user_id, view, sections, held, erased, events_offset, after)
 
     def _names_of(self, codes: list[int]) -> dict[int, str]:
         """Category names of stored codes (re-read when another worker assigned new codes)."""
@@ -495,6 +502,20 @@ class Profiles:
         be open)."""
         await self._writer.close()
         await asyncio.gather(*list(self._landing), return_exceptions=True)
+
+
+def events_page(events: Sequence[bytes], offset: int, lim) -> tuple[list[bytes], int | None]:
+    """(the stored events of one ExportProfile page from `offset`, the next page's offset or
+    None): at most `lim.profile_export_events` of them and `lim.profile_export_bytes` of their
+    stored bytes, at least one while any is left."""
+    page, size = [], 0
+    for raw in events[offset:offset + lim.profile_export_events]:
+        size += len(raw)
+        if page and size > lim.profile_export_bytes:
+            break
+        page.append(raw)
+    end = offset + len(page)
+    return page, end if end < len(events) else None
 
 
 def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:

@@ -55,10 +55,12 @@ class ProfileConverter:
 
     @staticmethod
     def to_document(export: AccessExport, profile: pb.Profile | None) -> str:
-        """The ExportProfile JSON: the profile as GetProfile shows it (every event, up to the
-        limit), then each domain's sections; sorted keys, so equal holdings give equal text."""
+        """The ExportProfile JSON: the profile as GetProfile shows it (a page of its events),
+        then each domain's sections (first page only); sorted keys, so equal holdings give
+        equal text."""
         doc = {"user_id": export.user_id, "exported_at": time.time(), "profile": None,
-               "events_held": export.events_held, "erased_at": export.erased_at}
+               "events_held": export.events_held, "erased_at": export.erased_at,
+               "events_offset": export.events_offset, "events_next": export.events_next}
         if profile is not None:
             doc["profile"] = json_format.MessageToDict(profile, preserving_proto_field_name=True,
                                                        always_print_fields_with_no_presence=True)
@@ -195,7 +197,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def ExportProfile(self, request: pb.ExportProfileRequest, context) -> pb.ExportProfileResponse:
-        export = await self.profiles.export_user(request.user_id)
+        export = await self.profiles.export_user(request.user_id, request.events_offset)
         profile = None
         if export.profile is not None:
             profile = ProfileConverter.from_view(export.profile, self.profiles.layout)

@@ -165,3 +165,54 @@ async def test_export_after_erasure_is_not_found_and_a_return_is_marked(secured,
     assert [e["event_id"] for e in doc["profile"]["events"]] == ["back"]
     assert doc["erased_at"] is not None and doc["erased_at"] <= time.time()
     assert USER not in caplog.text and EMAIL not in caplog.text  # the log names nobody
+
+
+@pytest_asyncio.fixture
+async def paged(settings, auth):
+    """A server whose ExportProfile pages hold three events."""
+    from server.app import TailorServer
+    limits = settings.limits.model_copy(update={"profile_export_events": 3})
+    server = TailorServer(settings.model_copy(update={"limits": limits, "auth_config": auth[0]}))
+    await server.start()
+    yield server
+    await server.stop(grace=0.5)
+
+
+async def test_events_that_do_not_fit_one_document_come_in_pages_the_client_joins(paged, auth):
+    from clients import TailorClient
+    now, toks = time.time(), auth[1]
+    reader = bearer(toks["reader"])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{paged.port}") as ch:
+        profiles = pb_grpc.ProfileServiceStub(ch)
+        await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+            event_id=f"e{i}", user_id=USER, type="view", item_id="i1", timestamp=now - 100 + i)
+            for i in range(7)]), metadata=bearer(toks["tracker"]))
+        first = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(
+            user_id=USER), metadata=reader)).document)
+        assert (first["events_held"], first["events_listed"], first["events_next"]) == (7, 3, 3)
+        assert [e["event_id"] for e in first["profile"]["events"]] == ["e6", "e5", "e4"]
+        last = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(
+            user_id=USER, events_offset=6), metadata=reader)).document)
+        assert ([e["event_id"] for e in last["profile"]["events"]], last["events_next"]) == (["e0"], None)
+        assert "decisions" in first and "decisions" not in last  # other sections: first page only
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await profiles.ExportProfile(pb.ExportProfileRequest(user_id=USER, events_offset=-1),
+                                         metadata=reader)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "events_offset" in err.value.details()
+    with TailorClient(f"127.0.0.1:{paged.port}", timeout=30, token=toks["reader"]) as client:
+        doc = await asyncio.to_thread(client.export_profile, USER)
+    assert [e["event_id"] for e in doc["profile"]["events"]] == [f"e{i}" for i in range(6, -1, -1)]
+    assert (doc["events_listed"], doc["events_next"]) == (7, None)
+
+
+def test_a_page_stops_at_its_byte_budget_but_always_holds_one_event():
+    from server.config import Limits
+    from server.profiles.handler import events_page
+    lim = Limits(profile_export_events=10, profile_export_bytes=1 << 16)
+    events = [b"x" * (30 << 10)] * 5  # 30 KiB each: two fit 64 KiB
+    assert [len(p) for p in events_page(events, 0, lim)[0]] == [30 << 10] * 2
+    assert events_page(events, 0, lim)[1] == 2 and events_page(events, 4, lim)[1] is None
+    huge = [b"x" * (100 << 10), b"y"]
+    assert events_page(huge, 0, lim) == ([huge[0]], 1)
+    assert events_page([], 0, lim) == ([], None)

@@ -266,10 +266,12 @@ class ExportEventsRequest(_message.Message):
     def __init__(self, start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
 
 class ExportProfileRequest(_message.Message):
-    __slots__ = ("user_id",)
+    __slots__ = ("user_id", "events_offset")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_OFFSET_FIELD_NUMBER: _ClassVar[int]
     user_id: str
-    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+    events_offset: int
+    def __init__(self, user_id: _Optional[str] = ..., events_offset: _Optional[int] = ...) -> None: ...
 
 class ExportProfileResponse(_message.Message):
     __slots__ = ("document",)

@@ -150,7 +150,8 @@ class ProfileServiceServicer:
 
     def ExportProfile(self, request, context):
         """Right of access and portability (GDPR Art. 15/20): everything held about one user as one
-        JSON document (role pii-reader; docs/privacy.md lists its sections).
+        JSON document (role pii-reader; docs/privacy.md lists its sections), its events in pages
+        when they do not fit one message (`events_offset`, the document's `events_next`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
