@@ -12,14 +12,22 @@ Ids stay unguessable in what matters: 52 random bits among the ids of one millis
 reveals when the decision was made, which its record (and the answer that carried it) holds
 anyway. Ids made before this layout (96 random bits) stay valid: the index key is the id,
 whatever its shape.
+
+A SendCampaign job fixes its recipients' ids in advance (`fixed_decision_id`): the job's start
+time, then 13 hex digits of sha256 of the send id (random, 64 bits, known to its caller) and the
+recipient's position. A job resumed after a crash thus finds the decisions it logged before the
+crash (`Campaigns.logged_decisions`) and reuses them instead of deciding again. Such an id tells
+when the job started, not when the decision was made; a job's ids share that prefix, so its
+index entries stay together.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 from ..ids import RandomIds
 
-__all__ = ["TimedIds", "decision_ids", "RANDOM_HEX", "TIME_HEX"]
+__all__ = ["TimedIds", "decision_ids", "fixed_decision_id", "RANDOM_HEX", "TIME_HEX"]
 
 TIME_HEX = 11
 RANDOM_HEX = 13
@@ -36,6 +44,12 @@ def decision_ids(n: int, now: float) -> list[str]:
     hexes, head = os.urandom(_RANDOM_BYTES * n).hex(), _prefix(now)
     step = 2 * _RANDOM_BYTES
     return sorted([head + hexes[i:i + RANDOM_HEX] for i in range(0, step * n, step)])
+
+
+def fixed_decision_id(now: float, key: str) -> str:
+    """The id of a decision made for `key` (unique in the system: a send id and a position) by
+    a job started at `now`, the same every time it is asked."""
+    return _prefix(now) + hashlib.sha256(key.encode()).hexdigest()[:RANDOM_HEX]
 
 
 class TimedIds:

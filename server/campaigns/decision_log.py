@@ -72,6 +72,17 @@ class DecisionLog:
         rec = decode_decision(bytes(raw))
         return rec["user_id"], rec["campaign_id"]
 
+    def by_ids(self, decision_ids: Sequence[str]) -> list[dict | None]:
+        """The records of these decisions (None for one unknown or gone), one read snapshot."""
+        with self.store.read() as txn:
+            pkeys = self._d.get_many(txn, [decision_index_key(d) for d in decision_ids])
+            found = [(i, bytes(p)) for i, p in enumerate(pkeys) if p is not None]
+            raws = self._d.get_many(txn, [p for _, p in found]) if found else []
+            out: list[dict | None] = [None] * len(decision_ids)
+            for (i, _), raw in zip(found, raws):
+                out[i] = None if raw is None else decode_decision(bytes(raw))
+        return out
+
     def of_user(self, user_id: str) -> list[dict]:
         """Every decision record of one user (pending ones included), oldest key first."""
         with self.store.read() as txn:

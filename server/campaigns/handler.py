@@ -31,7 +31,7 @@ from ..validation import check_count, check_id, check_time
 from .cache import CampaignCache, Entry
 from .choice import Choice, PendingChoice
 from .context import UNREAD
-from .decision_ids import TimedIds
+from .decision_ids import TimedIds, fixed_decision_id
 from .errors import CampaignArchived, CampaignNotFound
 from .logging import logger
 from .plan import PlanBatch, Planner, PlanRequest
@@ -42,7 +42,7 @@ from .power import (
     sample_size,
     seconds_to_significance,
 )
-from .records import NO_ARM, PENDING, DecisionRecord, RewardOutcome, RewardRequest
+from .records import NO_ARM, PENDING, SUPPRESSED, DecisionRecord, RewardOutcome, RewardRequest
 from .repository import PLAN_SLICES_ALONE, CampaignRepository
 from .spec import Campaign, CampaignSpec
 
@@ -212,15 +212,16 @@ class Campaigns:
         return await self.decide(campaign_id, user_id, context, now).logged()
 
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
-               now: float | None = None, profile: bool = False, seen: bool = False
-               ) -> PendingChoice:
+               now: float | None = None, profile: bool = False, seen: bool = False,
+               decision_id: str = "") -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
         `logged()` (the commit, which may find it over a frequency cap) before it answers.
         `profile`: the contact policy's read takes the user's feature state too, and the
         pending choice carries (state, meta, None) of that snapshot (`PendingChoice.profile`)
         for a caller that renders from the profile (ComposeMessage), so it need not read it
         again; `seen`: the live seen-set in the third place, for a caller that recommends for
-        the user on the loop from the same read."""
+        the user on the loop from the same read; `decision_id`: the id the caller fixed in
+        advance (`fixed_decision_id`; default: a new one)."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -230,11 +231,11 @@ class Campaigns:
         spec = entry.campaign.spec
         now = time.time() if now is None else now
         verdict, state, read = self._verdict(entry, user_id, now, profile, seen)
+        decision_id = decision_id or _decision_id(now)
         if verdict.suppressed:
-            return self._log_suppressed(spec, user_id, now, verdict)
+            return self._log_suppressed(spec, user_id, now, verdict, decision_id)
         ctx = entry.context.build(user_id, context, state)
         decision = self.decider.decide(spec, blob, user_id, ctx)
-        decision_id = _decision_id(now)
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
         # Fields by position and sent as a plain tuple: as cheap as a dict (see records.py).
         committed = self._log.enqueue(tuple(DecisionRecord(
@@ -258,15 +259,32 @@ class Campaigns:
         counter.inc()
 
     def _log_suppressed(self, spec: CampaignSpec, user_id: str, now: float,
-                        verdict: Verdict) -> PendingChoice:
+                        verdict: Verdict, decision_id: str) -> PendingChoice:
         """Log a decision the contact policy refused before any variant was chosen."""
-        decision_id = _decision_id(now)
         rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
                              [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
         committed = self._log.enqueue(tuple(rec.suppressed(verdict.reason)))
         return PendingChoice(spec.campaign_id, Choice(
             decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
             verdict.send_at), committed, "suppressed", self._counted)
+
+    @staticmethod
+    def fixed_decision_id(started: float, key: str) -> str:
+        """The decision id a job started at `started` gives the decision it makes for `key`
+        (a send id and a recipient's position): the same every time (`decision_ids`)."""
+        return fixed_decision_id(started, key)
+
+    def logged_decisions(self, campaign_id: str, wanted: Sequence[tuple[str, str]]
+                         ) -> dict[str, Choice]:
+        """{decision id: the decision as logged} of those of `wanted` ((user id, decision id)
+        pairs) logged for that user in this campaign, from one read snapshot (blocking: call it
+        in a thread). A job resumed after a crash reuses them: deciding again would log a second
+        contact, which the frequency caps would count against the first."""
+        campaign = self.repo.get(campaign_id)
+        content = {} if campaign is None else {v.id: v.content for v in campaign.spec.variants}
+        found = self.repo.log.by_ids([d for _, d in wanted])
+        return {d: _logged_choice(rec, content) for (u, d), rec in zip(wanted, found)
+                if rec is not None and rec["user_id"] == u and rec["campaign_id"] == campaign_id}
 
     def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """PlanCampaign: one `PlanBatch` of logged decisions per batch of user ids (`plan.Planner`)."""
@@ -366,3 +384,15 @@ class Campaigns:
         await self._event_rewards.close()
         await self._sends.close()
         await self._writer.close()
+
+
+def _logged_choice(rec: dict, content: Mapping[str, Mapping[str, str]]) -> Choice:
+    """A stored decision record as the `Choice` it was answered with (`content`: the campaign's
+    variants' contents, by variant id)."""
+    if rec["status"] == SUPPRESSED:
+        return Choice(rec["decision_id"], NO_ARM, 0.0, "", {}, True, rec.get("reason", ""),
+                      rec.get("channel", ""), rec.get("send_at", 0.0))
+    variant = rec["variant_id"]
+    return Choice(rec["decision_id"], rec["arm"], rec["propensity"], variant,
+                  dict(content.get(variant, {})), False, "", rec.get("channel", ""),
+                  rec.get("send_at", 0.0))

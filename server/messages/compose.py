@@ -124,13 +124,14 @@ class Composer:
         return out
 
     async def decide_and_render(self, campaign_id: str, user_id: str,
-                                context: Mapping[str, float], on_loop: bool = False
-                                ) -> tuple[Message, Recipient | None]:
+                                context: Mapping[str, float], on_loop: bool = False,
+                                decision_id: str = "") -> tuple[Message, Recipient | None]:
         """One logged decision, the contact policy's verdict, and (unless suppressed or in the
         holdout, where the recipient is None) the rendered message with its recipient.
         `on_loop`: the template's `recommend()` calls run on the event loop (one message asked
         for, ComposeMessage), not in the batch thread (SendCampaign's many at once share its
-        batches; `Recommender.recommend`).
+        batches; `Recommender.recommend`). `decision_id`: the id the caller fixed for the
+        decision (SendCampaign's, so that a resumed job finds it: `render_logged`).
 
         The message is rendered while the decision's record is being committed (the variant is
         known before; only a frequency cap's refusal comes from the commit), and the answer
@@ -138,10 +139,12 @@ class Composer:
         suppressed, as is a render error (raised only for a decision that stands)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
-        pending = self.campaigns.decide(campaign_id, user_id, context, profile=True, seen=on_loop)
+        pending = self.campaigns.decide(campaign_id, user_id, context, profile=True, seen=on_loop,
+                                        decision_id=decision_id)
         try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
-            drafted = await self._draft(campaign, pending, user_id, on_loop)
+            drafted = await self._draft(campaign, pending.choice, user_id, on_loop,
+                                        pending.profile)
         except asyncio.CancelledError:
             pending.cancel()
             raise
@@ -152,24 +155,39 @@ class Composer:
             return out, None
         if isinstance(drafted, Exception):
             raise drafted
-        out, recipient = drafted
+        return await self._addressed(*drafted, user_id)
+
+    async def render_logged(self, campaign_id: str, user_id: str, choice
+                            ) -> tuple[Message, Recipient | None]:
+        """As `decide_and_render`, for a decision logged before (`choice`, as the campaigns
+        domain stored it: `VariantChooser.logged_decisions`): a SendCampaign job resumed after a
+        crash renders the decision it logged for the user before the crash rather than decide
+        again (a second decision would count as a second contact against the caps)."""
+        campaign = await self.message_campaign(campaign_id)
+        drafted = await self._draft(campaign, choice, user_id)
+        if drafted is None:
+            return _message(campaign, choice), None
+        return await self._addressed(*drafted, user_id)
+
+    async def _addressed(self, out: Message, recipient: Recipient, user_id: str
+                         ) -> tuple[Message, Recipient]:
+        """A rendered message about to go: an SMS recipient's number is indexed (STOP replies)."""
         phone = recipient.attributes.get("phone")
         if out.channel == "sms" and phone and self.phones is not None:
             await asyncio.to_thread(self.phones.remember, user_id, phone)
         return out, recipient
 
-    async def _draft(self, campaign, pending, user_id: str, on_loop: bool = False
-                     ) -> tuple[Message, Recipient] | None:
-        """The rendered message of a decision not yet committed (None: nothing to render), from
-        the profile the contact policy read for it (read here if it read none)."""
-        choice = pending.choice
+    async def _draft(self, campaign, choice, user_id: str, on_loop: bool = False,
+                     profile: tuple | None = None) -> tuple[Message, Recipient] | None:
+        """The rendered message of a decision (None: nothing to render), from the profile the
+        contact policy read for it (`profile`; read here if it read none)."""
         out = _message(campaign, choice)
         if out.suppressed or out.holdout:
             return None
         if all(v.id != choice.variant_id for v in campaign.spec.variants):
             campaign = await self.message_campaign(campaign.spec.campaign_id)  # a new variant
-        recipient = await read_recipient(self.profiles, user_id, pending.profile)
-        await self._render(out, campaign, recipient, user_id, on_loop, pending.profile)
+        recipient = await read_recipient(self.profiles, user_id, profile)
+        await self._render(out, campaign, recipient, user_id, on_loop, profile)
         return out, recipient
 
     async def preview(self, campaign_id: str, variant_id: str = "", user_id: str = "",

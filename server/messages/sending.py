@@ -26,7 +26,14 @@ Erasure: DeleteProfile settles the user's records at once (`SendRecords.erase_us
 re-reads its recipients' records before composing a batch, before each delivery and before
 recording events, and skips the erased ones.
 
-Crash semantics: a record is `ready` before its message is handed to the relay, and `sent` only
+Crash semantics: each recipient's decision id is fixed by the job (its start time, its send id
+and the recipient's position: `VariantChooser.fixed_decision_id`), and before composing a batch
+the job reads which of them are logged already: a kill after a batch's decisions were logged but
+before its records were written leaves them `pending`, and the resumed job renders those
+decisions as logged (their variant, channel, send_at, or suppression) instead of deciding again,
+which would log a second contact that the frequency caps count against the first.
+
+A record is `ready` before its message is handed to the relay, and `sent` only
 after the relay said 250, so a restart sends every `ready` message again, the stored one with
 the same Message-ID (`<decision id@domain>`). A kill while no lane is inside an SMTP
 transaction re-sends nothing that arrived; a kill inside a transaction after the relay kept the
@@ -122,7 +129,9 @@ class SendJob:
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
             chunk = await self._not_erased(todo[at:at + self.ahead])
-            await asyncio.gather(*(self._compose(r) for r in chunk))
+            logged = await self._logged(chunk)
+            await asyncio.gather(*(self._compose(r, logged.get(self._decision_id(r)))
+                                   for r in chunk))
             await asyncio.to_thread(self.records.update, self.send_id, chunk)
             for r in chunk:
                 if r.state == READY:
@@ -136,12 +145,30 @@ class SendJob:
                                        [r.seq for r in recipients])
         return [r for r in recipients if r.seq not in gone]
 
-    async def _compose(self, r: Recipient) -> None:
-        """Settle `r` (suppressed, failed with the reason) or make it `ready` with its message;
-        one user's failure never stops the job."""
+    def _decision_id(self, r: Recipient) -> str:
+        """The id of the decision for `r`, fixed by the job (the same after a restart)."""
+        return self.composer.campaigns.fixed_decision_id(self.job["started"],
+                                                         f"{self.send_id}:{r.seq}")
+
+    async def _logged(self, recipients: list[Recipient]) -> dict:
+        """{decision id: decision} of those already decided (a kill after their decisions were
+        logged, before their records said `ready`): one read snapshot."""
+        return await asyncio.to_thread(self.composer.campaigns.logged_decisions,
+                                       self.job["campaign"],
+                                       [(r.user, self._decision_id(r)) for r in recipients])
+
+    async def _compose(self, r: Recipient, logged=None) -> None:
+        """Settle `r` (suppressed, failed with the reason) or make it `ready` with its message,
+        from a new decision or the one `logged` before a crash; one user's failure never stops
+        the job."""
         try:
-            msg, recipient = await self.composer.decide_and_render(
-                self.job["campaign"], r.user, self.job["context"])
+            if logged is None:
+                msg, recipient = await self.composer.decide_and_render(
+                    self.job["campaign"], r.user, self.job["context"],
+                    decision_id=self._decision_id(r))
+            else:
+                msg, recipient = await self.composer.render_logged(self.job["campaign"], r.user,
+                                                                   logged)
             r.decision, r.send_at, r.channel = msg.decision_id, msg.send_at, msg.channel
             if recipient is None:
                 r.state, r.reason = SUPPRESSED, msg.reason or ("holdout" if msg.holdout else "")

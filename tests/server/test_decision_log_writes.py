@@ -9,7 +9,7 @@ import time
 import pytest
 
 from server.campaigns import decision_codec as codec
-from server.campaigns.decision_ids import TimedIds, decision_ids
+from server.campaigns.decision_ids import TimedIds, decision_ids, fixed_decision_id
 from server.campaigns.records import DecisionRecord
 from server.campaigns.repository import CampaignRepository, writer_functions
 from server.campaigns.spec import Campaign, CampaignSpec, Variant
@@ -46,6 +46,14 @@ def test_decision_ids_start_with_their_millisecond_and_sort_by_time():
     new = TimedIds(batch=4)
     made = [new(NOW + i * 0.002) for i in range(10)]  # past one draw of random digits
     assert made == sorted(made) and len(set(made)) == 10
+
+
+def test_a_fixed_decision_id_is_the_same_every_time_and_starts_with_the_jobs_millisecond():
+    ids = [fixed_decision_id(NOW, f"send-0123456789abcdef:{seq}") for seq in range(500)]
+    assert ids == [fixed_decision_id(NOW, f"send-0123456789abcdef:{seq}") for seq in range(500)]
+    assert len(set(ids)) == 500 and all(len(d) == 24 and int(d, 16) >= 0 for d in ids)
+    assert {d[:11] for d in ids} == {f"{1764000000123:011x}"}
+    assert fixed_decision_id(NOW, "send-fedcba9876543210:0") != ids[0]
 
 
 def test_the_common_record_packs_as_the_general_packer_does():

@@ -35,3 +35,32 @@ async def test_composes_over_a_cap_come_back_suppressed_with_nothing_rendered(
     assert logged[sent[0].decision_id].variant_id == "v1"
     assert {(logged[m.decision_id].variant_id, logged[m.decision_id].reason)
             for m in capped} == {("", "frequency_cap")}
+
+
+async def test_a_decision_logged_before_is_rendered_as_logged_not_decided_again(
+        campaigns, profiles, catalog, tailor_server):
+    """SendCampaign's resume path: a decision with a fixed id is found by that id and rendered
+    from its record (variant, channel, Message-ID); one the cap suppressed stays suppressed."""
+    spec = email_spec()
+    spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=DAY))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await interested_user(profiles, catalog, "u1", catalog["category"][catalog["ids"][0]],
+                          first_name="Ann")
+    await opt_in(profiles, "u1")
+    composer, chooser = tailor_server.composer, tailor_server.composer.campaigns
+    first, second = (chooser.fixed_decision_id(1.7e9, f"send-x:{seq}") for seq in (0, 1))
+    decided, _ = await composer.decide_and_render("mail", "u1", {}, decision_id=first)
+    capped, _ = await composer.decide_and_render("mail", "u1", {}, decision_id=second)
+    assert (decided.decision_id, capped.decision_id, capped.reason) == (first, second,
+                                                                        "frequency_cap")
+    logged = await asyncio.to_thread(chooser.logged_decisions, "mail", [
+        ("u1", first), ("u1", second), ("u2", first), ("u1", chooser.fixed_decision_id(1.7e9, "y"))])
+    assert set(logged) == {first, second}  # another user's, or an unknown id: not found
+    again, recipient = await composer.render_logged("mail", "u1", logged[first])
+    assert recipient is not None and (again.variant_id, again.channel) == ("v1", "email")
+    assert again.parts["subject"] == "Hi Ann" and first in again.headers["Message-ID"]
+    still, nobody = await composer.render_logged("mail", "u1", logged[second])
+    assert nobody is None and (still.suppressed, still.reason) == (True, "frequency_cap")
+    exported = [r async for r in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
+        campaign_id="mail", include_pending=True, include_suppressed=True))]
+    assert sorted(r.decision_id for r in exported) == sorted([first, second])  # none added

@@ -6,12 +6,15 @@ import time
 from collections import Counter
 
 import grpc
+import lmdb
 
 from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
+from server.store import TABLES
+from server.store.keys import INDEX_PREFIX
 from tests.conftest import free_port
 
 from .conftest import email_spec
@@ -97,3 +100,71 @@ def test_a_kill_inside_a_transaction_resends_that_message_with_its_message_id(
     assert len(sink.message_ids) == len(USERS) + 1 and len(twice) == 1
     assert sink.message_ids.index(twice[0]) == ARRIVED_BEFORE_KILL  # the one in flight
 
+
+
+CAPPED_USERS = [f"c{i:03d}" for i in range(400)]
+
+
+def start_capped_send(target: str) -> str:
+    """An email campaign with a frequency cap of one email a day, sent to `CAPPED_USERS`."""
+    with grpc.insecure_channel(target) as ch:
+        spec = email_spec()
+        spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=86400))
+        campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+        for u in CAPPED_USERS:
+            profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+                user_id=u, attributes={"email": f"{u}@example.com"}))
+            profiles.SetConsent(ppb.SetConsentRequest(user_id=u, channel="email", opted_in=True,
+                                                      source="signup"))
+        return messaging_pb2_grpc.MessagingServiceStub(ch).SendCampaign(mpb.SendCampaignRequest(
+            campaign_id="mail", user_ids=CAPPED_USERS, rate_per_second={"email": 1000})).send_id
+
+
+def logged_decisions(target: str) -> list:
+    """The campaign's decision records (suppressed ones included)."""
+    with grpc.insecure_channel(target) as ch:
+        return list(campaign_pb2_grpc.CampaignServiceStub(ch).ExportDecisions(
+            cpb.ExportDecisionsRequest(campaign_id="mail", include_pending=True,
+                                       include_suppressed=True), timeout=10))
+
+
+def until_decisions_logged(data, timeout: float = 30.0) -> None:
+    """Wait until the store holds a decision (read from the data dir: the server's event loop,
+    busy rendering the batch, would answer an RPC only once the batch is done)."""
+    env = lmdb.open(str(data / "store"), readonly=True, max_dbs=len(TABLES) + 4)
+    try:
+        decisions, deadline = env.open_db(b"decisions"), time.time() + timeout
+        while True:
+            with env.begin(db=decisions) as txn:
+                cursor = txn.cursor()
+                if cursor.set_range(INDEX_PREFIX) and cursor.key().startswith(INDEX_PREFIX):
+                    return
+            assert time.time() < deadline, "no decision was logged"
+            time.sleep(0.005)
+    finally:
+        env.close()
+
+
+def test_a_kill_after_decisions_were_logged_reuses_them_rather_than_meet_the_cap(
+        server_process, tmp_path, demo_bundle):
+    """All the audience is one batch (`send_compose_ahead` 1024): the kill comes once its first
+    decisions are logged, while the batch renders, before any record says `ready`. The resumed
+    job renders the logged decisions; deciding again would meet the cap of one a day that the
+    first decisions filled, and those users would get nothing (`frequency_cap`)."""
+    data = tmp_path / "data"
+    with SmtpSink(free_port(), keep_mails=False) as sink:
+        env = {**server_env(tmp_path, sink.controller.port), "TAILOR_SEND_COMPOSE_AHEAD": "1024"}
+        server = server_process(data, bundle=demo_bundle, env=env)
+        send_id = start_capped_send(server.target)
+        until_decisions_logged(data)
+        server.kill()
+        assert not sink.arrived  # nothing composed was written yet (nothing could go)
+        restarted = server_process(data, env=env)
+        done = until_done(restarted.target, send_id)
+        assert (done.sent, dict(done.suppressed_by_reason), done.failed) == (len(CAPPED_USERS), {}, 0)
+        assert sorted(r[0] for _, r, _ in sink.arrived) == [f"{u}@example.com"
+                                                            for u in CAPPED_USERS]
+        logged = logged_decisions(restarted.target)  # one each, none suppressed
+        assert sorted(d.user_id for d in logged) == CAPPED_USERS
+        assert {d.status for d in logged} == {"pending"}

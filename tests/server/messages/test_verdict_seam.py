@@ -25,7 +25,7 @@ class Decided:
     async def choose(self, campaign_id, user_id, context):
         return self.choice
 
-    def decide(self, campaign_id, user_id, context, profile=False, seen=False):
+    def decide(self, campaign_id, user_id, context, profile=False, seen=False, decision_id=""):
         return Pending(self.choice, self.choice)
 
 
