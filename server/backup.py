@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import lmdb
-
 from .errors import FailedPrecondition
 from .store import lock_data_dir
 from .store.backup import add_missing, read_prefix, read_value, snapshot_store
@@ -103,9 +101,8 @@ def _carry_erasures(live: Path, restored: Path) -> int | None:
     is carried: a damaged store is what restores are for)."""
     if not (live / "data.mdb").exists():
         return 0
-    try:
-        tombstones = read_prefix(live, "meta", TOMBSTONE_PREFIX)
-    except lmdb.Error:
+    tombstones = read_prefix(live, "meta", TOMBSTONE_PREFIX)
+    if tombstones is None:
         return None
     return len(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT))
 

@@ -62,11 +62,19 @@ def read_value(store_dir: Path, table: str, key: bytes) -> bytes | None:
         env.close()
 
 
-def read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
+def read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes, bytes]] | None:
     """Every (key, value) of `table` whose key starts with `prefix`, from one read snapshot of
-    the store under `store_dir` (safe while servers write; [] when the table does not exist)."""
+    the store under `store_dir` (safe while servers write; [] when the table does not exist);
+    None when the store cannot be read (damaged)."""
     if table not in TABLES:
         raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    try:
+        return _read_prefix(store_dir, table, prefix)
+    except lmdb.Error:
+        return None
+
+
+def _read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
     env = _open_readonly(store_dir)
     try:
         try:
