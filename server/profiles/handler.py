@@ -109,7 +109,8 @@ class Profiles:
                  tombstones: Tombstones | None = None):
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout,
-                                      tombstones.before_erasure if tombstones is not None else None)
+                                      tombstones.before_erasure if tombstones is not None else None,
+                                      seen_items=rules.limits.seen_items)
         self.bundles = bundles
         self.rules = rules
         self.history = history

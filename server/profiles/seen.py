@@ -1,4 +1,4 @@
-"""A user's live seen-set: every item they had an event on, uncapped.
+"""A user's live seen-set: every item they had an event on, up to a bound.
 
 Stored as the seen part of the user's profile state record (`codec.join_state`, under
 `<user>␟features`, erased with the user's other `<user>␟...` records; until layout 3 of
@@ -13,8 +13,9 @@ Stored as the seen part of the user's profile state record (`codec.join_state`, 
                 ts     float64[n]  unix seconds of the latest event on that item
 
 It is updated with the feature state, in the same record (`merge_updates`), so the two never
-disagree. Unlike the state's recent-items window it keeps every item: a record
-costs 16 bytes per distinct item the user touched.
+disagree. Unlike the state's recent-items window it keeps every item, up to
+`Limits.seen_items` (then the latest): a record costs 20 bytes per distinct item the user
+touched.
 """
 from __future__ import annotations
 
@@ -75,9 +76,10 @@ def merge(old: SeenSet, codes: np.ndarray, mask: np.ndarray, ts: np.ndarray) -> 
 
 
 def _merge_many(raws: Sequence[bytes | None], owner: np.ndarray, codes: np.ndarray,
-                mask: np.ndarray, ts: np.ndarray) -> list[bytes]:
+                mask: np.ndarray, ts: np.ndarray, most: int = 0) -> list[bytes]:
     """Records raws[j] (None: empty) plus the events with owner j, for every j at once: one
-    sort for the whole batch, byte slices per record (no per-record numpy work)."""
+    sort for the whole batch, byte slices per record (no per-record numpy work). `most` > 0:
+    a record keeps at most that many items, the latest (`_newest`)."""
     lens, parts = [], ([], [], [])
     for raw in raws:
         n = _check(raw) if raw else 0
@@ -98,11 +100,29 @@ def _merge_many(raws: Sequence[bytes | None], owner: np.ndarray, codes: np.ndarr
     first = np.flatnonzero(np.concatenate([[True], (codes[1:] != codes[:-1]) | (owner[1:] != owner[:-1])]))
     codes, owner = codes[first], owner[first]
     mask, ts = np.bitwise_or.reduceat(mask, first), np.maximum.reduceat(ts, first)
-    bounds = np.searchsorted(owner, np.arange(len(raws) + 1)).tolist()
+    bounds = np.searchsorted(owner, np.arange(len(raws) + 1))
+    if most and len(codes) > most and np.diff(bounds).max() > most:
+        keep = _newest(bounds, ts, most)
+        codes, mask, ts, bounds = codes[keep], mask[keep], ts[keep], np.searchsorted(
+            owner[keep], np.arange(len(raws) + 1))
+    bounds = bounds.tolist()
     c, m, t = codes.astype("<i8").tobytes(), mask.astype("<u4").tobytes(), ts.astype("<f8").tobytes()
     return [b"".join((bytes([LAYOUT_VERSION, 0, 0, 0]), (b - a).to_bytes(4, "little"),
                       c[8 * a:8 * b], m[4 * a:4 * b], t[8 * a:8 * b]))
             for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _newest(bounds: np.ndarray, ts: np.ndarray, most: int) -> np.ndarray:
+    """Indices to keep, ascending: every entry of a record of at most `most` entries, the
+    `most` latest (by ts) of a longer one (an item id stream that never repeats must not grow a
+    record rewritten by every later batch of its user)."""
+    keep = []
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if b - a <= most:
+            keep.append(np.arange(a, b))
+        else:
+            keep.append(a + np.sort(np.argpartition(-ts[a:b], most - 1)[:most]))
+    return np.concatenate(keep)
 
 
 def _check(raw: bytes) -> int:
@@ -116,11 +136,12 @@ def _check(raw: bytes) -> int:
 
 
 def merge_updates(current: Mapping[str, bytes | None], user_ids: Sequence[str],
-                  items: Sequence[int], types: Sequence[int], ts: Sequence[float]) -> dict[str, bytes]:
+                  items: Sequence[int], types: Sequence[int], ts: Sequence[float],
+                  most: int = 0) -> dict[str, bytes]:
     """{user: record} for every user with item events among the given event columns
     (`items[i] < 0`: event i has no item; `types[i]` indexes EVENT_TYPES), each merged into
     `current[user]` (their record as stored in the caller's write transaction; None or absent:
-    none yet)."""
+    none yet); `most` > 0: at most that many items a record, the latest kept."""
     item = np.asarray(items, np.int64)
     has = np.flatnonzero(item >= 0)
     if not len(has):
@@ -130,7 +151,7 @@ def merge_updates(current: Mapping[str, bytes | None], user_ids: Sequence[str],
     merged = _merge_many([current.get(u) for u in row],
                          np.fromiter((row[u] for u in users), np.int64, len(users)), item[has],
                          np.left_shift(np.uint32(1), np.asarray(types, np.uint32)[has]),
-                         np.asarray(ts, np.float64)[has])
+                         np.asarray(ts, np.float64)[has], most)
     return dict(zip(row, merged))
 
 

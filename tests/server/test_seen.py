@@ -52,6 +52,19 @@ def test_record_round_trips_and_merges_one_entry_per_item():
     assert more.codes.tolist() == [3, 9, 2**52 + 1]
 
 
+def test_a_record_past_its_bound_keeps_the_latest_items_in_code_order():
+    """Two users in one merge: the one past `most` keeps its latest items, the other all."""
+    old = seen._merge_many([None, None], np.array([0, 0, 0, 0, 1]), np.array([5, 1, 9, 3, 7]),
+                           np.full(5, 1, np.uint32), np.array([50.0, 10.0, 90.0, 30.0, 1.0]),
+                           most=3)
+    kept = seen.decode(old[0])
+    assert kept.codes.tolist() == [3, 5, 9] and kept.ts.tolist() == [30.0, 50.0, 90.0]
+    assert seen.decode(old[1]).codes.tolist() == [7]
+    again = seen._merge_many([old[0]], np.array([0]), np.array([2]), np.full(1, 2, np.uint32),
+                             np.array([95.0]), most=3)  # a new item pushes the oldest out
+    assert seen.decode(again[0]).codes.tolist() == [2, 5, 9]
+
+
 def test_record_with_another_layout_version_is_refused():
     raw = bytearray(seen.encode(seen.EMPTY))
     raw[0] = 2
@@ -270,3 +283,19 @@ async def test_a_damaged_profile_fails_its_own_history_only(stubs, loaded, tailo
     bundle = tailor_server.registry.current()
     hist = p.history_of(bundle, ["damaged", "fine"], states=[bad, good])
     assert hist[0] is None and len(hist[1][0]) == 3
+
+
+def test_ingestion_keeps_a_live_record_within_its_bound(tmp_path):
+    from server.profiles.events import TrackedEvent
+    from server.profiles.repository import ProfileRepository
+    from server.profiles.schema import ProfileSchema
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    repo = ProfileRepository(store, ProfileSchema().layout(), seen_items=100)
+    now = time.time()
+    for start in (0, 150):  # two batches: the bound holds across them
+        repo.ingest([TrackedEvent(f"e{n}", "u1", "view", "web", "", f"item-{n}", 0.0, now - 1000 + n)
+                     for n in range(start, start + 150)], [None] * 150)
+    got = repo.states_and_seen(["u1"])[0][1]
+    assert sorted(got.codes.tolist()) == sorted(item_code(f"item-{n}") for n in range(200, 300))
+    store.close()
