@@ -58,6 +58,12 @@ def catalog(demo_bundle) -> dict:
             "images": dict(zip(items["item_ids"].tolist(), items["images"].tolist()))}
 
 
+def relayed(settings, sink, **more):
+    """`settings` sending email through the test SMTP `sink` (plain, on loopback), plus `more`."""
+    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
+                                       "smtp_security": "none", **more})
+
+
 def email_spec(cid="mail", **content) -> cpb.CampaignSpec:
     content = {"subject": "Hi {{ first_name | default('there') }}", "html": EMAIL_HTML,
                "text": "Hi {{ first_name | default('there') }}: {{ unsubscribe_url }}", **content}

@@ -16,7 +16,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from server.http.signing import sign
 from tests.conftest import free_port
 
-from .conftest import email_spec
+from .conftest import email_spec, relayed
 from .test_send_campaign import audience
 
 REPORT_KEY, OLD_REPORT_KEY = b"email-provider-report-secret", b"its-previous-secret"
@@ -33,8 +33,7 @@ def settings(settings, sink):
     (settings.secrets_dir / "delivery-events.keys").write_text("".join(
         f"{kid}:{base64.b64encode(key).decode()}\n"
         for kid, key in (("r2", REPORT_KEY), ("r1", OLD_REPORT_KEY))))
-    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
-                                       "smtp_security": "none"})
+    return relayed(settings, sink)
 
 
 async def report(settings, body: dict | bytes, key: bytes = REPORT_KEY,

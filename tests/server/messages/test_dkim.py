@@ -13,7 +13,7 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from tests.conftest import free_port
 
-from .conftest import email_spec
+from .conftest import email_spec, relayed
 from .test_send_campaign import audience
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -40,10 +40,8 @@ def settings(settings, sink, tmp_path):
     pem.write_bytes(KEY.private_bytes(serialization.Encoding.PEM,
                                       serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
-    return settings.model_copy(update={
-        "smtp_host": "127.0.0.1", "smtp_port": sink.controller.port, "smtp_security": "none",
-        "smtp_from": "Shop <news@shop.example>", "dkim_key_file": pem,
-        "dkim_selector": "mail2026", "dkim_domain": "shop.example"})
+    return relayed(settings, sink, smtp_from="Shop <news@shop.example>", dkim_key_file=pem,
+                   dkim_selector="mail2026", dkim_domain="shop.example")
 
 
 async def test_a_delivered_email_verifies_and_signs_the_unsubscribe_headers(

@@ -11,7 +11,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
-from .conftest import email_spec, opt_in
+from .conftest import email_spec, opt_in, relayed
 from .test_send_campaign import audience, until_done
 
 BAD = {"eai": "jos\u00e9@example.com", "space": "a b@example.com",
@@ -26,8 +26,7 @@ def sink():
 
 @pytest.fixture
 def settings(settings, sink):
-    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
-                                       "smtp_security": "none", "send_connections": 1})
+    return relayed(settings, sink, send_connections=1)
 
 
 async def test_bad_addresses_fail_alone_and_the_job_finishes(sink, campaigns, profiles,

@@ -14,7 +14,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port, run_module
 
-from .conftest import email_spec
+from .conftest import email_spec, relayed
 
 
 @pytest.fixture
@@ -25,8 +25,7 @@ def sink():
 
 @pytest.fixture
 def settings(settings, sink):
-    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
-                                       "smtp_security": "none"})
+    return relayed(settings, sink)
 
 
 async def audience(profiles, users, consent=True, address=True):

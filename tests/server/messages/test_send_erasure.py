@@ -13,7 +13,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from server.messages.sends import READY
 from tests.conftest import free_port, store_mentions
 
-from .conftest import email_spec
+from .conftest import email_spec, relayed
 from .test_send_campaign import audience, until_done
 
 USERS = ["era-a", "era-b", "era-c", "era-d", "era-e"]
@@ -34,9 +34,7 @@ def sink():
 
 @pytest.fixture
 def settings(settings, sink):
-    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
-                                       "smtp_security": "none", "send_connections": 1,
-                                       "send_compose_ahead": 2})
+    return relayed(settings, sink, send_connections=1, send_compose_ahead=2)
 
 
 async def test_deleting_a_recipient_mid_send_erases_their_records_and_skips_them(

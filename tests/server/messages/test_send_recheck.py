@@ -14,7 +14,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from tests.conftest import free_port
 
-from .conftest import email_spec
+from .conftest import email_spec, relayed
 from .test_send_campaign import audience, until_done
 from .test_send_erasure import ready
 
@@ -29,9 +29,7 @@ def sink():
 
 @pytest.fixture
 def settings(settings, sink):
-    return settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": sink.controller.port,
-                                       "smtp_security": "none", "send_connections": 1,
-                                       "delivery_attempts": 1})
+    return relayed(settings, sink, send_connections=1, delivery_attempts=1)
 
 
 async def opt_out_and_list(profiles, opted_out: str, listed: str) -> None:
