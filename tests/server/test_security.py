@@ -1,4 +1,5 @@
 """Authentication, roles and PII masking through a real server with an auth config (issue 14)."""
+import contextlib
 import json
 import re
 import time
@@ -180,29 +181,37 @@ class AuditRecords:
         self.rows.append((principal, method.rsplit("/", 1)[1], target, status, request_id))
 
 
-async def test_denied_failed_and_sensitive_calls_reach_the_audit_hook(settings, auth):
+@contextlib.asynccontextmanager
+async def audited(settings, auth):
+    """(channel, the audit hook's records) of a server with the auth config; it is stopped on
+    leaving, which writes the failed authentication still being counted."""
     from server.app import TailorServer
     server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
     server.audit = audit = AuditRecords()
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            profiles, t = pb_grpc.ProfileServiceStub(ch), auth[1]
-            rid = ("x-request-id", "r-42")
-            await _code(profiles.GetProfile(pb.GetProfileRequest(user_id="u9")))
-            await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
-                                               metadata=bearer(t["decider"], rid)))
-            await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
-                user_id="u9", attributes={"phone": "+33 6"}), metadata=bearer(t["tracker"]))
-            await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["analyst"]))
-            await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["reader"]))
-            await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
-                                         metadata=bearer(t["admin"], rid))
-            await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="bad\x1fid"),
-                                               metadata=bearer(t["admin"])))
-            [e async for e in profiles.ExportEvents(pb.ExportEventsRequest(), metadata=bearer(t["analyst"]))]
+            yield ch, audit
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_denied_failed_and_sensitive_calls_reach_the_audit_hook(settings, auth):
+    async with audited(settings, auth) as (ch, audit):
+        profiles, t = pb_grpc.ProfileServiceStub(ch), auth[1]
+        rid = ("x-request-id", "r-42")
+        await _code(profiles.GetProfile(pb.GetProfileRequest(user_id="u9")))
+        await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
+                                           metadata=bearer(t["decider"], rid)))
+        await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+            user_id="u9", attributes={"phone": "+33 6"}), metadata=bearer(t["tracker"]))
+        await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["analyst"]))
+        await profiles.GetProfile(pb.GetProfileRequest(user_id="u9"), metadata=bearer(t["reader"]))
+        await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="u9"),
+                                     metadata=bearer(t["admin"], rid))
+        await _code(profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="bad\x1fid"),
+                                           metadata=bearer(t["admin"])))
+        [e async for e in profiles.ExportEvents(pb.ExportEventsRequest(), metadata=bearer(t["analyst"]))]
     # a call without x-request-id is audited under the id the server made for it (16 hex digits)
     made = [re.fullmatch(r"[0-9a-f]{16}", row[4]) is not None for row in audit.rows]
     assert [row[:4] + ("" if m else row[4],) for row, m in zip(audit.rows, made)] == [
@@ -294,21 +303,14 @@ async def test_the_audit_log_records_what_the_interceptor_decides_and_verifies(s
 async def test_sends_retries_and_previews_are_audited_with_their_status(settings, auth):
     from protos.tailor.v1 import messaging_pb2 as mspb
     from protos.tailor.v1 import messaging_pb2_grpc as mspb_grpc
-    from server.app import TailorServer
-    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
-    server.audit = audit = AuditRecords()
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
-            messaging, admin = mspb_grpc.MessagingServiceStub(ch), bearer(auth[1]["admin"])
-            await _code(messaging.SendCampaign(mspb.SendCampaignRequest(
-                campaign_id="nope", user_ids=["u1"]), metadata=admin))
-            await _code(messaging.RetryDeadLetter(mspb.RetryDeadLetterRequest(id="nope"),
-                                                  metadata=admin))
-            await _code(messaging.PreviewMessage(mspb.PreviewMessageRequest(
-                campaign_id="nope", user_id="u1"), metadata=admin))
-    finally:
-        await server.stop(grace=0.5)
+    async with audited(settings, auth) as (ch, audit):
+        messaging, admin = mspb_grpc.MessagingServiceStub(ch), bearer(auth[1]["admin"])
+        await _code(messaging.SendCampaign(mspb.SendCampaignRequest(
+            campaign_id="nope", user_ids=["u1"]), metadata=admin))
+        await _code(messaging.RetryDeadLetter(mspb.RetryDeadLetterRequest(id="nope"),
+                                              metadata=admin))
+        await _code(messaging.PreviewMessage(mspb.PreviewMessageRequest(
+            campaign_id="nope", user_id="u1"), metadata=admin))
     assert [row[:2] + row[3:4] for row in audit.rows] == [
         ("admin", "SendCampaign", "NOT_FOUND"), ("admin", "RetryDeadLetter", "NOT_FOUND"),
         ("admin", "PreviewMessage", "NOT_FOUND")]

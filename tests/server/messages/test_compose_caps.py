@@ -10,16 +10,21 @@ from .conftest import email_spec, interested_user, opt_in
 DAY = 86400
 
 
-async def test_composes_over_a_cap_come_back_suppressed_with_nothing_rendered(
-        campaigns, profiles, messaging, catalog):
-    """A cap of one email a day and 16 concurrent composes for one user: one message, rendered;
-    15 suppressed by the cap with no parts, headers or link; every answer's decision logged."""
+async def capped_mail_to_u1(campaigns, profiles, catalog) -> None:
+    """Campaign "mail" capped at one email a day, and "u1" (Ann, opted in) to send it to."""
     spec = email_spec()
     spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=DAY))
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
     await interested_user(profiles, catalog, "u1", catalog["category"][catalog["ids"][0]],
                           first_name="Ann")
     await opt_in(profiles, "u1")
+
+
+async def test_composes_over_a_cap_come_back_suppressed_with_nothing_rendered(
+        campaigns, profiles, messaging, catalog):
+    """A cap of one email a day and 16 concurrent composes for one user: one message, rendered;
+    15 suppressed by the cap with no parts, headers or link; every answer's decision logged."""
+    await capped_mail_to_u1(campaigns, profiles, catalog)
     got = await asyncio.gather(*(messaging.ComposeMessage(
         mpb.ComposeMessageRequest(campaign_id="mail", user_id="u1")) for _ in range(16)))
     sent = [m for m in got if not m.suppressed]
@@ -41,12 +46,7 @@ async def test_a_decision_logged_before_is_rendered_as_logged_not_decided_again(
         campaigns, profiles, catalog, tailor_server):
     """SendCampaign's resume path: a decision with a fixed id is found by that id and rendered
     from its record (variant, channel, Message-ID); one the cap suppressed stays suppressed."""
-    spec = email_spec()
-    spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=DAY))
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
-    await interested_user(profiles, catalog, "u1", catalog["category"][catalog["ids"][0]],
-                          first_name="Ann")
-    await opt_in(profiles, "u1")
+    await capped_mail_to_u1(campaigns, profiles, catalog)
     composer, chooser = tailor_server.composer, tailor_server.composer.campaigns
     first, second = (chooser.fixed_decision_id(1.7e9, f"send-x:{seq}") for seq in (0, 1))
     decided, _ = await composer.decide_and_render("mail", "u1", {}, decision_id=first)

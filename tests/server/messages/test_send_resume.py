@@ -29,18 +29,22 @@ def server_env(tmp_path, sink_port: int) -> dict:
             "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
 
 
-def start_send(target: str) -> str:
+def start_send(target: str, users=USERS, rate: float = 200, capped: bool = False) -> str:
+    """An email campaign sent to `users` (opted in, with addresses); `capped`: with a frequency
+    cap of one email a day."""
     with grpc.insecure_channel(target) as ch:
-        campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(
-            cpb.CreateCampaignRequest(spec=email_spec()))
+        spec = email_spec()
+        if capped:
+            spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=86400))
+        campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
         profiles = profile_pb2_grpc.ProfileServiceStub(ch)
-        for u in USERS:
+        for u in users:
             profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
                 user_id=u, attributes={"email": f"{u}@example.com"}))
             profiles.SetConsent(ppb.SetConsentRequest(user_id=u, channel="email", opted_in=True,
                                                       source="signup"))
         return messaging_pb2_grpc.MessagingServiceStub(ch).SendCampaign(mpb.SendCampaignRequest(
-            campaign_id="mail", user_ids=USERS, rate_per_second={"email": 200})).send_id
+            campaign_id="mail", user_ids=users, rate_per_second={"email": rate})).send_id
 
 
 def progress(target: str, send_id: str) -> mpb.SendProgress:
@@ -105,22 +109,6 @@ def test_a_kill_inside_a_transaction_resends_that_message_with_its_message_id(
 CAPPED_USERS = [f"c{i:03d}" for i in range(400)]
 
 
-def start_capped_send(target: str) -> str:
-    """An email campaign with a frequency cap of one email a day, sent to `CAPPED_USERS`."""
-    with grpc.insecure_channel(target) as ch:
-        spec = email_spec()
-        spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=86400))
-        campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
-        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
-        for u in CAPPED_USERS:
-            profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-                user_id=u, attributes={"email": f"{u}@example.com"}))
-            profiles.SetConsent(ppb.SetConsentRequest(user_id=u, channel="email", opted_in=True,
-                                                      source="signup"))
-        return messaging_pb2_grpc.MessagingServiceStub(ch).SendCampaign(mpb.SendCampaignRequest(
-            campaign_id="mail", user_ids=CAPPED_USERS, rate_per_second={"email": 1000})).send_id
-
-
 def logged_decisions(target: str) -> list:
     """The campaign's decision records (suppressed ones included)."""
     with grpc.insecure_channel(target) as ch:
@@ -156,7 +144,7 @@ def test_a_kill_after_decisions_were_logged_reuses_them_rather_than_meet_the_cap
     with SmtpSink(free_port(), keep_mails=False) as sink:
         env = {**server_env(tmp_path, sink.controller.port), "TAILOR_SEND_COMPOSE_AHEAD": "1024"}
         server = server_process(data, bundle=demo_bundle, env=env)
-        send_id = start_capped_send(server.target)
+        send_id = start_send(server.target, CAPPED_USERS, rate=1000, capped=True)
         until_decisions_logged(data)
         server.kill()
         assert not sink.arrived  # nothing composed was written yet (nothing could go)
