@@ -77,8 +77,13 @@ class FailedAuthDigest:
         await self.flush()
 
     async def _flush_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)  # a timer: the interval's end
-        await self.flush()
+        """The interval's timer; it runs on while pairs are counted (failures that came while
+        a flush was writing began the next interval's pairs, with no timer of their own)."""
+        while True:
+            await asyncio.sleep(delay)
+            await self.flush()
+            if not self._pairs:  # no await from here to the task's end: the next failure
+                return           # sees this timer done and starts one
 
     async def _write(self, pair: tuple[str, str], method: str, request_id: str, count: int) -> None:
         peer, reason = pair

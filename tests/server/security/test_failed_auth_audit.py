@@ -83,3 +83,33 @@ async def test_beyond_the_bound_further_peers_share_one_pair():
     assert [r["peer"] for r in rows.rows] == ["ipv4:10.0.0.0", "ipv4:10.0.0.1", OVERFLOW[0],
                                               OVERFLOW[0]]
     assert sum(r["count"] for r in rows.rows) == 50
+
+
+async def test_failures_that_come_while_a_flush_writes_are_written_without_a_new_pair():
+    """A steady stream from one client: the interval's timer runs on, so every failure reaches
+    the log within an interval or two, not only when another client fails or the server stops."""
+    import asyncio
+    import time
+
+    from server.security.failures import FailedAuthDigest
+
+    class SlowRows:
+        def __init__(self):
+            self.counts = []
+
+        async def record(self, principal, method, target, status, request_id, **details):
+            await asyncio.sleep(0.01)  # the file's I/O: failures arrive meanwhile
+            self.counts.append(details["count"])
+
+    rows = SlowRows()
+    digest = FailedAuthDigest(rows, interval=0.05, max_pairs=8)
+    sent, end = 0, time.monotonic() + 0.4
+    while time.monotonic() < end:
+        await digest.failed("ipv4:10.0.0.9:4", "/m", "no credentials", "")
+        sent += 1
+        await asyncio.sleep(0.002)
+    deadline = time.monotonic() + 2.0
+    while sum(rows.counts) < sent and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert sum(rows.counts) == sent and len(rows.counts) < sent / 4
+    await digest.close()
