@@ -396,9 +396,9 @@ class TailorServer:
 
     async def _close_domain(self) -> None:
         """Flush the writers and close the store (after the last call, or a failed start)."""
-        await self.profiles.close()  # first: a batch's effects still reach the other domains
+        await self.sends.close()  # first: no message goes once shutting down (a job resumes)
+        await self.profiles.close()  # then: a batch's effects still reach the other domains
         await self.campaigns.close()
-        await self.sends.close()
         await self.delivery.close()
         await self.recommender.close()
         await self.impressions.close()

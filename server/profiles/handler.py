@@ -501,8 +501,8 @@ class Profiles:
     async def close(self) -> None:
         """Finish the submitted batches and their effects (the listeners' domains must still
         be open)."""
-        await self._writer.close()
         await asyncio.gather(*list(self._landing), return_exceptions=True)
+        await self._writer.close()
 
 
 def events_page(events: Sequence[bytes], offset: int, lim) -> tuple[list[bytes], int | None]:
