@@ -101,8 +101,9 @@ class Tombstones:
         late = [i for i, t in enumerate(ts) if t <= self._latest] if tombs else []
         if not late:
             return []
-        at = self.erased_at([user_ids[i] for i in late], tombs)
-        return [i for i, a in zip(late, at) if a is not None and ts[i] <= a]
+        users = list(dict.fromkeys(user_ids[i] for i in late))  # one lookup a user
+        at = dict(zip(users, self.erased_at(users, tombs)))
+        return [i for i in late if (a := at[user_ids[i]]) is not None and ts[i] <= a]
 
     def listing(self) -> list[Tombstone]:
         """Every tombstone, oldest erasure first (what `training export` receives)."""
