@@ -312,8 +312,10 @@ class TailorClient:
         doc = page(0)
         while doc.get("events_next"):
             more = page(doc["events_next"])
-            doc["profile"]["events"].extend(more["profile"]["events"])
-            doc["events_listed"] += more["events_listed"]
+            listed = {e["event_id"] for e in doc["profile"]["events"]}  # an event tracked between
+            new = [e for e in more["profile"]["events"] if e["event_id"] not in listed]  # pages
+            doc["profile"]["events"].extend(new)  # shifts the offsets: one may come twice
+            doc["events_listed"] += len(new)
             doc["events_next"] = more["events_next"]
         return doc
 

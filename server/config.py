@@ -71,10 +71,10 @@ class Limits(BaseModel):
     profile_export_events: int = Field(100_000, ge=1)
     """Most events one ExportProfile document lists (a page, newest first; it says how many are
     held and where the next page starts)."""
-    profile_export_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
-    """Most stored bytes of the events one ExportProfile page lists (their JSON is up to about
-    twice that; a page holds at least one event): pages keep each document under the message
-    size limit."""
+    profile_export_bytes: int = Field(8 << 20, ge=1 << 16, le=16 << 20)
+    """Most stored bytes of the events one ExportProfile page lists (their JSON, field names
+    spelled out, is up to about four times that; a page holds at least one event): pages keep
+    each document under the 64 MiB message limit."""
 
     campaign_variants: int = 1000
     """Most variants in one campaign."""

@@ -67,7 +67,8 @@ class ProfileConverter:
             doc["profile"].update(export.profile.extra)  # stored meta entries GetProfile does not show
             doc["events_listed"] = len(profile.events)
         doc.update(export.sections)
-        return json.dumps(doc, sort_keys=True, default=_jsonable)
+        # UTF-8 as is: \u escapes made a page of accented text three times its stored size
+        return json.dumps(doc, sort_keys=True, default=_jsonable, ensure_ascii=False)
 
     @staticmethod
     def to_address(msg: pb.SuppressionAddress) -> tuple[str, str]:
