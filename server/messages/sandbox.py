@@ -5,30 +5,44 @@ huge values or looping for long: `{{ "x" * 50000000 }}` builds 50 MB, and two ne
 `range()` run for seconds on the event loop. `BoundedSandbox` keeps a `Budget` per render
 (`spending`, set by `CompiledCampaign.render`):
 
-- steps (`limits.message_render_steps`): every loop item, `range()` element and call spends one;
-  loops are counted by wrapping each `{% for %}`'s iterable (`count_loops`, at compile time);
+- steps (`limits.message_render_steps`): every loop item, `range()` element and call spends one,
+  a filter one plus the items of the list, tuple or dict it is given (`|sort` of 90,000 items
+  costs 90,001); loops are counted by wrapping each `{% for %}`'s iterable (`bound`, at compile
+  time);
 - characters (`limits.message_part_bytes`, in characters: a part of more characters has at least
-  as many bytes): no `*`, `**` or `+` builds a longer value, and output stops past it.
+  as many bytes): no `*`, `**`, `+`, `~` (also rewritten at compile time), call or filter
+  returns a longer value, a widening string method or filter given a width past it, or a
+  `replace` that would build one, is refused before it runs (`"x".ljust(10**9)`,
+  `|center(10**9)`), and output stops past it.
+
+`lipsum` (paragraphs of filler on demand) is not among the globals.
 
 Over either: `OverRenderBudget`, whose message names the limit only (RenderFailed).
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from jinja2 import nodes
+from jinja2 import Environment, nodes
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from ..config import Limits
 
-__all__ = ["BoundedSandbox", "Budget", "OverRenderBudget", "count_loops", "spending"]
+__all__ = ["BoundedSandbox", "Budget", "OverRenderBudget", "bound", "spending"]
 
 LOOP = "tailor_loop"
 """The global each `{% for %}`'s iterable is passed through (not a context name: templates
 cannot write it, `templates.CONTEXT_NAMES`)."""
+CONCAT = "tailor_concat"
+"""The global each `~` is rewritten to (the same: no template writes it)."""
 
 
 class OverRenderBudget(Exception):
@@ -74,12 +88,10 @@ def spending(budget: Budget):
 
 
 def _budget() -> Budget:
-    """The render's budget (a render outside `spending` gets the default limits)."""
+    """The render's budget; outside `spending` (constant folding when a template compiles) a
+    fresh one of the default limits each time, so nothing outside a render accumulates."""
     budget = _BUDGET.get()
-    if budget is None:
-        budget = Budget.of(Limits())
-        _BUDGET.set(budget)
-    return budget
+    return Budget.of(Limits()) if budget is None else budget
 
 
 def _size(value) -> int:
@@ -95,6 +107,58 @@ def _check_binop(budget: Budget, operator: str, left, right) -> None:
     elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
         digits = right * abs(left).bit_length() * 0.302  # decimal digits of the result, about
         budget.check_size(int(digits), "a power")
+
+
+def _collection_size(value) -> int:
+    return len(value) if isinstance(value, (list, tuple, dict)) else 0
+
+
+_WIDENING = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs", "indent"})
+"""String methods and filters whose int arguments are the width of what they build."""
+
+
+def _check_widths(budget: Budget, name: str, obj, args) -> None:
+    """Refuse, before it runs, a widening string method or filter given a width over the bound
+    (`"x".ljust(10**9)`, `|center(10**9)`), and a `str.replace` whose result would be."""
+    if name in _WIDENING:
+        for arg in args:
+            if isinstance(arg, int) and not isinstance(arg, bool):
+                budget.check_size(arg, "a width for a string")
+    elif name == "replace" and isinstance(obj, str) and len(args) >= 2 and args[0] \
+            and isinstance(args[0], str) and isinstance(args[1], str):
+        budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")
+
+
+def _bounded_filter(name: str, function):
+    """Filter `name` spending its steps (one, and one an item of a list, tuple or dict it is
+    given) and checking its widths and its result's size."""
+    @functools.wraps(function)  # keeps `jinja_pass_arg` (context, environment arguments)
+    def bounded(*args, **kwargs):
+        budget, rest = _budget(), list(args)
+        while rest and isinstance(rest[0], (Context, Environment, EvalContext)):
+            rest.pop(0)  # what `jinja_pass_arg` passes first
+        value = rest[0] if rest else None
+        budget.spend(1 + _collection_size(value))
+        _check_widths(budget, name, value, rest[1:] + list(kwargs.values()))
+        out = function(*args, **kwargs)
+        if inspect.isawaitable(out):  # the async variant of a filter (join, sum, map, ...)
+            return _checked(out, budget)
+        budget.check_size(_size(out), "a filter's value")
+        return out
+    return bounded
+
+
+async def _checked(pending, budget: Budget):
+    out = await pending
+    budget.check_size(_size(out), "a filter's value")
+    return out
+
+
+def _concat(items) -> str:
+    """A `~` chain, joined as Jinja joins it, its result under the size bound."""
+    joined = (markup_join if any(hasattr(x, "__html__") for x in items) else str_join)(items)
+    _budget().check_size(len(joined), "a joined value")
+    return joined
 
 
 def _range(*args) -> range:
@@ -129,7 +193,9 @@ class BoundedSandbox(SandboxedEnvironment):
 
     def __init__(self, **options):
         super().__init__(**options)
-        self.globals.update({"range": _range, LOOP: _loop})
+        self.globals.pop("lipsum", None)
+        self.globals.update({"range": _range, LOOP: _loop, CONCAT: _concat})
+        self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
 
     def call_binop(self, context, operator: str, left, right):
         budget = _budget()
@@ -139,8 +205,13 @@ class BoundedSandbox(SandboxedEnvironment):
         return out
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's signature
-        _budget().spend(1)
-        return super().call(__context, __obj, *args, **kwargs)
+        budget = _budget()
+        budget.spend(1)
+        if isinstance(getattr(__obj, "__self__", None), str):  # a string's method
+            _check_widths(budget, __obj.__name__, __obj.__self__, list(args) + list(kwargs.values()))
+        out = super().call(__context, __obj, *args, **kwargs)
+        budget.check_size(_size(out), "a value")
+        return out
 
     async def generate(self, template, context) -> str:
         """`template` rendered with `context`, stopped once the output is over the bound."""
@@ -152,9 +223,23 @@ class BoundedSandbox(SandboxedEnvironment):
         return self.concat(out)
 
 
-def count_loops(ast: nodes.Template) -> nodes.Template:
-    """Pass every `{% for %}`'s iterable through `LOOP` (in place; returns `ast`)."""
-    for loop in ast.find_all(nodes.For):
-        loop.iter = nodes.Call(nodes.Name(LOOP, "load", lineno=loop.lineno), [loop.iter], [],
-                               None, None, lineno=loop.lineno)
-    return ast
+def bound(ast: nodes.Template) -> nodes.Template:
+    """Pass every `{% for %}`'s iterable through `LOOP` and every `~` chain through `CONCAT`
+    (returns the rewritten `ast`)."""
+    return _Bound().visit(ast)
+
+
+class _Bound(NodeTransformer):
+    def visit_For(self, node: nodes.For) -> nodes.For:
+        self.generic_visit(node)
+        node.iter = _call(LOOP, node.iter, node.lineno)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Call:
+        self.generic_visit(node)
+        return _call(CONCAT, nodes.List(node.nodes, lineno=node.lineno), node.lineno)
+
+
+def _call(name: str, arg: nodes.Expr, lineno: int) -> nodes.Call:
+    return nodes.Call(nodes.Name(name, "load", lineno=lineno), [arg], [], None, None,
+                      lineno=lineno)

@@ -23,7 +23,7 @@ from ..config import Limits
 from ..errors import TailorError
 from .channels import HTML_PARTS, MESSAGE_CHANNELS, PARTS
 from .errors import RenderFailed, TemplateInvalid
-from .sandbox import BoundedSandbox, Budget, OverRenderBudget, count_loops, spending
+from .sandbox import BoundedSandbox, Budget, OverRenderBudget, bound, spending
 
 __all__ = ["CONTEXT_NAMES", "ATTRIBUTE_NAMES", "CompiledCampaign", "TemplateCache",
            "check_variants", "compile_variants", "template_parts"]
@@ -97,7 +97,7 @@ def _compile(i: int, variant_id: str, part: str, source: str):
             name, line = unknown
             raise TemplateInvalid(i, variant_id, part, line, f"unknown variable {name!r} (known: "
                                   f"{', '.join(sorted(CONTEXT_NAMES))})")
-        return _Part(env.from_string(count_loops(ast)), _literals(ast))
+        return _Part(env.from_string(bound(ast)), _literals(ast))
     except TemplateSyntaxError as err:
         raise TemplateInvalid(i, variant_id, part, err.lineno, err.message or "syntax error") \
             from None

@@ -73,12 +73,25 @@ def test_the_cache_compiles_once_per_revision():
     ("{% for i in range(2) recursive %}{{ loop(range(2)) if loop.depth < 40 }}{% endfor %}",
      "more than 100000 loop items"),
     ("{% for i in range(30000) %}0123456789{% endfor %}", "output of more than 262144 characters"),
+    ('{% set ns = namespace(s="x") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}'
+     "{% endfor %}", "a joined value of more than 262144 characters"),
+    ('{{ "x".ljust(20000000) }}', "a width for a string of more than 262144 characters"),
+    ('{{ content.s | center(20000000) }}', "a width for a string of more than 262144 characters"),
+    ('{{ ("ab" * 100000).replace("a", "a" * 100) | length }}', "a replaced string of more"),
+    ('{{ "{:>20000000}".format(1) | length }}', "a value of more than 262144 characters"),
+    ('{{ range(10) | join("y" * 60000) | length }}', "a filter's value of more than 262144"),
+    ("{{ range(90000) | list | sort | sort | length }}", "more than 100000 loop items"),
 ])
 async def test_a_render_is_bounded_in_size_and_steps(source, over):
     """What the sandbox alone allows: 50 MB strings, seconds of loops on the event loop."""
     compiled = compile_variants([("a", {"text": source})], ["sms"])
     with pytest.raises(RenderFailed, match=f"part 'text'.*OverRenderBudget: {re.escape(over)}"):
         await asyncio.wait_for(compiled.render("a", {"content": {"s": "x" * 1000}}), 2)
+
+
+def test_lipsum_is_not_among_the_templates_globals():
+    with pytest.raises(TemplateInvalid, match="unknown variable 'lipsum'"):
+        compile_variants([("a", {"text": "{{ lipsum(3000) }}"})], ["sms"])
 
 
 async def test_the_bounds_are_the_limits_and_ordinary_loops_fit_them():
