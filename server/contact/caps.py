@@ -125,11 +125,14 @@ class ContactHistory:
         return True
 
     def prune(self, now: float, limits: Limits = DEFAULT_LIMITS) -> None:
+        """Drop the contacts no window can reach from now on; past `frequency_cap_max` (no cap
+        counts more), keep those nearest to now: sends scheduled far ahead must not push out
+        the contacts of the last hours, which the next decisions count."""
         since = now - limits.frequency_cap_window_seconds
         kept = [e for e in self.entries if e[0] > since]
         if len(kept) > limits.frequency_cap_max:
-            kept.sort(key=lambda e: e[0])
-            kept = kept[-limits.frequency_cap_max:]
+            kept.sort(key=lambda e: abs(e[0] - now))
+            kept = sorted(kept[:limits.frequency_cap_max], key=lambda e: e[0])
         self.entries = kept
 
 

@@ -140,6 +140,18 @@ def test_caps_count_contacts_within_the_window_on_either_side_of_the_decision():
     assert not h.blocked_by(caps, 1000.0 + 18 * hour)
 
 
+def test_pruning_past_the_bound_keeps_the_contacts_nearest_to_now():
+    """Sends scheduled a day ahead do not push out the contacts of the last hour."""
+    from server.config import Limits
+    hour, now = 3600.0, 1_000_000.0
+    recent = [[now - 60.0 * i, "email", f"r{i}"] for i in range(3)]
+    ahead = [[now + 24 * hour + i, "email", f"a{i}"] for i in range(5)]
+    h = ContactHistory(recent + ahead)
+    h.prune(now, Limits(frequency_cap_max=4))
+    assert [e[2] for e in h.entries] == ["r2", "r1", "r0", "a0"]
+    assert h.blocked_by((("email", 3, hour),), now)
+
+
 def test_verdicts_pick_the_first_consented_channel_then_apply_quiet_hours_and_caps():
     class Spec:
         purpose, channel, channels = "marketing", "email", ("email", "push")
