@@ -22,15 +22,13 @@ Over either: `OverRenderBudget`, whose message names the limit only (RenderFaile
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from jinja2 import Environment, nodes
-from jinja2.nodes import EvalContext
-from jinja2.runtime import Context, markup_join, str_join
+from jinja2 import nodes
+from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
@@ -132,18 +130,22 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
 def _bounded_filter(name: str, function):
     """Filter `name` spending its steps (one, and one an item of a list, tuple or dict it is
     given) and checking its widths and its result's size."""
-    @functools.wraps(function)  # keeps `jinja_pass_arg` (context, environment arguments)
+    skip = 0 if getattr(function, "jinja_pass_arg", None) is None else 1  # context, env first
+    widening = name in _WIDENING or name == "replace"
+    maybe_async = getattr(function, "jinja_async_variant", False)  # join, sum, map, ...
+
+    @functools.wraps(function)  # keeps `jinja_pass_arg`
     def bounded(*args, **kwargs):
-        budget, rest = _budget(), list(args)
-        while rest and isinstance(rest[0], (Context, Environment, EvalContext)):
-            rest.pop(0)  # what `jinja_pass_arg` passes first
-        value = rest[0] if rest else None
+        budget = _budget()
+        value = args[skip] if len(args) > skip else None
         budget.spend(1 + _collection_size(value))
-        _check_widths(budget, name, value, rest[1:] + list(kwargs.values()))
+        if widening:
+            _check_widths(budget, name, value, list(args[skip + 1:]) + list(kwargs.values()))
         out = function(*args, **kwargs)
-        if inspect.isawaitable(out):  # the async variant of a filter (join, sum, map, ...)
+        if maybe_async and hasattr(out, "__await__"):
             return _checked(out, budget)
-        budget.check_size(_size(out), "a filter's value")
+        if _size(out) > budget.chars:
+            budget.check_size(_size(out), "a filter's value")
         return out
     return bounded
 
@@ -214,12 +216,18 @@ class BoundedSandbox(SandboxedEnvironment):
         return out
 
     async def generate(self, template, context) -> str:
-        """`template` rendered with `context`, stopped once the output is over the bound."""
+        """`template` rendered with `context` (as `render_async`), stopped once the output is
+        over the bound."""
         budget, out, size = _budget(), [], 0
-        async for piece in template.generate_async(context):
-            size += len(piece)
-            budget.check_size(size, "output")
-            out.append(piece)
+        most = budget.chars
+        try:
+            async for piece in template.root_render_func(template.new_context(context)):
+                size += len(piece)
+                if size > most:
+                    budget.check_size(size, "output")
+                out.append(piece)
+        except Exception:  # noqa: BLE001 - Jinja's own: the traceback points at template lines
+            self.handle_exception()
         return self.concat(out)
 
 
