@@ -125,7 +125,8 @@ def _jwt(path: Path, raw) -> JwtSettings | None:
         if required not in raw:
             raise AuthConfigInvalid(path, f"jwt.{required} is required")
     keys = tuple(path.parent / k for k in _strings(path, "jwt.public_keys", raw.get("public_keys", [])))
-    jwks = path.parent / _text(path, "jwt.jwks", raw["jwks"]) if "jwks" in raw else None
+    jwks = (path.parent / _text(path, "jwt.jwks", raw["jwks"])
+            if raw.get("jwks", "") != "" else None)  # "" or absent: no JWKS file, as before
     out = JwtSettings(issuer=_text(path, "jwt.issuer", raw["issuer"]),
                       audience=_text(path, "jwt.audience", raw["audience"]), key_files=keys,
                       jwks_file=jwks, roles_claim=_text(path, "jwt.roles_claim",
