@@ -174,7 +174,8 @@ class TailorServer:
         self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
         self.delivery = Delivery.from_settings(
             s, self.profiles, self.store, self.secrets.get("delivery-webhook"),
-            gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions))
+            gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions,
+                                        self.store))
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery)
         send_records = SendRecords(self.store)

@@ -27,26 +27,29 @@ ADDRESS_ATTRIBUTE = {"email": "email", "sms": "phone"}
 
 class SendGate:
     def __init__(self, campaigns: VariantChooser, profiles, suppressions: SuppressedAddresses | None,
-                 consent_defaults: Mapping[str, str]):
-        """`profiles`: reads meta records (`states_and_meta`); `consent_defaults`: Settings'."""
+                 consent_defaults: Mapping[str, str], store):
+        """`profiles`: reads meta records (`states_and_meta`); `consent_defaults`: Settings';
+        `store`: both reads of a check share one snapshot of it."""
         self.campaigns, self.profiles, self.suppressions = campaigns, profiles, suppressions
-        self.defaults = dict(consent_defaults)
+        self.defaults, self.store = dict(consent_defaults), store
 
     @classmethod
-    def from_settings(cls, s, campaigns, profiles, suppressions) -> SendGate:
-        return cls(campaigns, profiles, suppressions, s.consent_defaults)
+    def from_settings(cls, s, campaigns, profiles, suppressions, store) -> SendGate:
+        return cls(campaigns, profiles, suppressions, s.consent_defaults, store)
 
     def refusal(self, user_id: str, channel: str, purpose: str, to: str) -> str | None:
         """`no_consent` or `suppressed_address` when a message of `purpose` on `channel` to `to`
-        may no longer go to `user_id`; None when it may. Two reads of a few µs (the meta
-        record, the list's keys of `to`), on the loop like the other per-message checks."""
-        meta = self.profiles.states_and_meta([user_id], with_states=False)[0][1]
-        if consent_reason(meta, channel, purpose, self.defaults) is not None:
-            return NO_CONSENT
-        attribute = ADDRESS_ATTRIBUTE.get(channel)
-        if attribute and self.suppressions is not None and self.suppressions.suppressed_channels(
-                {"attributes": {attribute: to}}, [channel]):
-            return SUPPRESSED_ADDRESS  # the address it goes to (the profile's may be newer)
+        may no longer go to `user_id`; None when it may. One read snapshot (the meta record,
+        the list's keys of `to`), a few µs on the loop like the other per-message checks."""
+        with self.store.read() as txn:
+            meta = self.profiles.states_and_meta([user_id], False, txn)[0][1]
+            if consent_reason(meta, channel, purpose, self.defaults) is not None:
+                return NO_CONSENT
+            attribute = ADDRESS_ATTRIBUTE.get(channel)
+            if attribute and self.suppressions is not None and \
+                    self.suppressions.suppressed_channels({"attributes": {attribute: to}},
+                                                          [channel], txn):
+                return SUPPRESSED_ADDRESS  # the address it goes to (the profile's may be newer)
         return None
 
     async def purpose(self, campaign_id: str) -> str:
