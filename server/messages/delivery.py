@@ -33,7 +33,14 @@ from ..validation import check_id, check_known, check_range
 from .channels import MESSAGE_CHANNELS
 from .deadletters import DeadLetter, DeadLetters
 from .dkim_signer import DkimSigner
-from .errors import BadAddress, DeadLetterNotFound, DeliveryRefused, DeliveryUnavailable, NoLongerAllowed
+from .errors import (
+    BadAddress,
+    DeadLetterBusy,
+    DeadLetterNotFound,
+    DeliveryRefused,
+    DeliveryUnavailable,
+    NoLongerAllowed,
+)
 from .gate import SendGate
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
@@ -82,6 +89,8 @@ class Delivery:
         self.smtp, self.sender, self.events, self.webhooks = smtp, sender, events, webhooks
         self.retry, self.dead, self.dkim, self.gate = retry or Retry(), dead, dkim, gate
         self.limits = limits
+        self._retrying: set[str] = set()
+        """Dead letters a RetryDeadLetter of this process is sending (one at a time each)."""
         self.envelope = parseaddr(sender)[1]
         """The envelope sender (MAIL FROM): the address of `sender`."""
 
@@ -186,8 +195,20 @@ class Delivery:
 
     async def retry_dead_letter(self, letter_id: str) -> DeadLetter:
         """Send a dead letter again (every attempt of `retry`); on success it is dropped and its
-        `<channel>_sent` event recorded, otherwise it stays with the new reason."""
+        `<channel>_sent` event recorded, otherwise it stays with the new reason. A second retry
+        of the letter while one runs in this process is refused (`DeadLetterBusy`); across
+        workers the message's fixed id (Message-ID, webhook `id`) lets the receiver drop a
+        duplicate."""
         check_id("id", letter_id, self.limits.id_bytes)
+        if letter_id in self._retrying:
+            raise DeadLetterBusy(letter_id)
+        self._retrying.add(letter_id)
+        try:
+            return await self._retry(letter_id)
+        finally:
+            self._retrying.discard(letter_id)
+
+    async def _retry(self, letter_id: str) -> DeadLetter:
         letter = await asyncio.to_thread(self.dead.get, letter_id)
         if letter is None:
             raise DeadLetterNotFound(letter_id)

@@ -5,7 +5,7 @@ from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
            "Transient", "Permanent", "DeliveryRefused", "DeliveryUnavailable", "DeadLetterNotFound",
-           "BadAddress", "NoLongerAllowed"]
+           "BadAddress", "DeadLetterBusy", "NoLongerAllowed"]
 
 
 class TemplateInvalid(InvalidArgument):
@@ -50,6 +50,15 @@ class BadAddress(FailedPrecondition):
         super().__init__(f"deliver: the user's `{attribute}` attribute is not an address the "
                          f"{channel} adapter can carry (ASCII name@domain, no spaces or control "
                          "characters)")
+
+
+class DeadLetterBusy(FailedPrecondition):
+    """Another RetryDeadLetter of the same letter is running in this process: a second one
+    would send the message twice."""
+
+    def __init__(self, letter_id: str):
+        super().__init__(f"dead letter {letter_id!r} is being retried by another call; list the "
+                         "dead letters once it is done")
 
 
 class NoLongerAllowed(FailedPrecondition):

@@ -111,6 +111,23 @@ async def test_a_refused_push_is_a_dead_letter_that_can_be_listed_and_retried(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_two_retries_of_one_dead_letter_at_once_send_it_once(
+        provider, campaigns, profiles, messaging):
+    await sms_user(campaigns, profiles)
+    provider.answer(400)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose())
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
+    provider.answer(200)
+    provider.delay = 0.3  # the first retry is still sending when the second arrives
+    got = await asyncio.gather(*(messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(
+        id=letter.id)) for _ in range(2)), return_exceptions=True)
+    [refused] = [g for g in got if isinstance(g, grpc.RpcError)]
+    assert refused.code() == grpc.StatusCode.FAILED_PRECONDITION and "being retried" in refused.details()
+    assert len(provider.requests) == 2  # the composed attempt and one retry
+    assert len(await sent_events(profiles, "sms_sent")) == 1
+
+
 async def test_every_attempt_failing_is_unavailable_and_a_dead_letter(
         provider, campaigns, profiles, messaging):
     await sms_user(campaigns, profiles)
