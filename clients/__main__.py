@@ -182,6 +182,7 @@ def _plan(client: TailorClient, args) -> dict:
             total = sum(1 for _ in ids)
         if ids.bad:
             raise UsageError(ids.bad)
+    context = dict(_pair(kv) for kv in args.context or ())  # before --out is created
     out = _create(args.out) if args.out and args.out != "-" else sys.stdout
     source = _open(args.users, binary=True)
     counts = {"decisions": 0, "suppressed": 0, "holdout": 0}
@@ -189,7 +190,7 @@ def _plan(client: TailorClient, args) -> dict:
         users = _UserIds(source, name)
         try:
             for d in client.plan_campaign(args.campaign, users, batch_size=args.batch_size,
-                                          context=dict(_pair(kv) for kv in args.context or ())):
+                                          context=context):
                 out.write(json.dumps(d) + "\n")
                 counts["decisions"] += 1
                 counts["suppressed"] += d["suppressed"]

@@ -107,6 +107,12 @@ def test_bad_files_context_and_tls_flags_are_one_line_before_any_call(tmp_path):
     }
     for args, said in cases.items():
         assert cli(*args, *server, expect=2) == f"error: {said}"
+    users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
+    users.write_text("u1\n")
+    out.write_text("kept\n")  # a bad --context must not truncate an existing --out
+    assert cli("campaign", "plan", "--campaign", "c", "--users", str(users), "--out", str(out),
+               "--context", "foo", *server, expect=2) == "error: --context: expected KEY=NUMBER, got 'foo'"
+    assert out.read_text() == "kept\n"
 
 
 def test_send_rate_applies_to_the_campaigns_channel(served, tmp_path):
