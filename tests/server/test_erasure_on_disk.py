@@ -36,8 +36,13 @@ ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be")
 
 
 def _blobs(path: Path):
-    """(name, bytes) of a file and, for a zip/npz, of each member (numpy stores str as UTF-32)."""
-    raw = path.read_bytes()
+    """(name, bytes) of a file and, for a zip/npz, of each member (numpy stores str as UTF-32);
+    nothing for a file gone since it was listed (a running server's scrub queue, `.erased.taking`,
+    lives for moments: a walk that polls sees what replaced it next time)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return
     yield str(path), raw
     if zipfile.is_zipfile(io.BytesIO(raw)):
         with zipfile.ZipFile(io.BytesIO(raw)) as zf:
