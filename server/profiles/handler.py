@@ -174,14 +174,13 @@ class Profiles:
         `offset` is added to the indices of rejected events (batches of a stream)."""
         check_count("events", len(events), self.limits.events_per_batch)
         now = time.time()
-        result, valid, where = TrackResult(), [], []
+        result, valid = TrackResult(), []
         for i, ev in enumerate(events):
             problem = check_event(ev, self.rules, now)
             if problem:
                 result.rejected.append((offset + i, ev.event_id, problem))
             else:
                 valid.append(ev)
-                where.append(offset + i)
         if valid:
             records = EventRecords.build(valid, self._categories(valid))
             # Shielded: once the batch is submitted, its commit and effects happen whatever
@@ -193,6 +192,8 @@ class Profiles:
             result.accepted_ids = [valid[i].event_id for i in stored.accepted]
             result.duplicates = len(stored.duplicates)
             if stored.erased:  # retried or late events of a user erased since: not stored
+                bad = {i for i, _, _ in result.rejected}  # the request positions of `valid`:
+                where = [j for j in range(offset, offset + len(events)) if j not in bad]
                 result.rejected.extend((where[i], valid[i].event_id, ERASED_SINCE)
                                        for i in stored.erased)
                 result.rejected.sort()
