@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..contact.addresses import CHANNEL_KIND
 from ..contact.consent import MARKETING, NO_CONSENT, consent_reason
 from ..contact.suppression import SUPPRESSED_ADDRESS
 from ..errors import TailorError
 from ..interfaces import SuppressedAddresses, VariantChooser
 
 __all__ = ["SendGate"]
-
-ADDRESS_ATTRIBUTE = {"email": "email", "sms": "phone"}
-"""The profile attribute (and suppression list kind) of the channels the list covers."""
-
 
 class SendGate:
     def __init__(self, campaigns: VariantChooser, profiles, suppressions: SuppressedAddresses | None,
@@ -45,7 +42,7 @@ class SendGate:
             meta = self.profiles.states_and_meta([user_id], False, txn)[0][1]
             if consent_reason(meta, channel, purpose, self.defaults) is not None:
                 return NO_CONSENT
-            attribute = ADDRESS_ATTRIBUTE.get(channel)
+            attribute = CHANNEL_KIND.get(channel)  # the list's kind is the profile attribute
             if attribute and self.suppressions is not None and \
                     self.suppressions.suppressed_channels({"attributes": {attribute: to}},
                                                           [channel], txn):
