@@ -32,7 +32,7 @@ from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
-from ..config import Limits
+from ..config import DEFAULT_LIMITS, Limits
 
 __all__ = ["BoundedSandbox", "Budget", "OverRenderBudget", "bound", "spending"]
 
@@ -89,7 +89,7 @@ def _budget() -> Budget:
     """The render's budget; outside `spending` (constant folding when a template compiles) a
     fresh one of the default limits each time, so nothing outside a render accumulates."""
     budget = _BUDGET.get()
-    return Budget.of(Limits()) if budget is None else budget
+    return Budget.of(DEFAULT_LIMITS) if budget is None else budget
 
 
 def _size(value) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 
-from ..config import Limits
+from ..config import DEFAULT_LIMITS, Limits
 from ..errors import TailorError
 from .channels import HTML_PARTS, MESSAGE_CHANNELS, PARTS
 from .errors import RenderFailed, TemplateInvalid
@@ -34,7 +34,6 @@ ATTRIBUTE_NAMES = ("first_name", "last_name", "name", "city", "country", "langua
 CONTEXT_NAMES = frozenset({"profile", "interests", "content", "campaign", "recommend", "channel",
                            "unsubscribe_url", *ATTRIBUTE_NAMES})
 """Every top-level name a template may use (`server.messages.context` fills them)."""
-
 
 
 class _LookedUp(str):
@@ -58,9 +57,6 @@ class _Undefined(StrictUndefined):
     def _undefined_message(self) -> str:
         return _LookedUp(super()._undefined_message, self._undefined_name)
 
-
-DEFAULT_LIMITS = Limits()
-"""The render bounds of templates compiled without the server's settings (creation checks)."""
 
 _TEXT = BoundedSandbox(undefined=_Undefined, autoescape=False, enable_async=True)
 _HTML = BoundedSandbox(undefined=_Undefined, autoescape=True, enable_async=True)
