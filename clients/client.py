@@ -310,11 +310,12 @@ class TailorClient:
             req = prof_pb.ExportProfileRequest(user_id=user_id, events_offset=offset)
             return json.loads(self._call(self._profiles.ExportProfile, req, timeout).document)
         doc = page(0)
-        while doc.get("events_next"):
-            more = page(doc["events_next"])
-            listed = {e["event_id"] for e in doc["profile"]["events"]}  # an event tracked between
-            new = [e for e in more["profile"]["events"] if e["event_id"] not in listed]  # pages
-            doc["profile"]["events"].extend(new)  # shifts the offsets: one may come twice
+        listed = {e["event_id"] for e in doc["profile"]["events"]} if doc.get("events_next") else ()
+        while doc.get("events_next"):  # an event tracked between pages shifts the offsets:
+            more = page(doc["events_next"])  # the next page may repeat one
+            new = [e for e in more["profile"]["events"] if e["event_id"] not in listed]
+            listed.update(e["event_id"] for e in new)
+            doc["profile"]["events"].extend(new)
             doc["events_listed"] += len(new)
             doc["events_next"] = more["events_next"]
         return doc
