@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
@@ -56,6 +57,14 @@ def catalog(demo_bundle) -> dict:
     return {"ids": items["item_ids"].tolist(), "category": dict(zip(items["item_ids"].tolist(),
                                                                     names.tolist())),
             "images": dict(zip(items["item_ids"].tolist(), items["images"].tolist()))}
+
+
+@pytest.fixture
+def sink():
+    """An SMTP sink on loopback (aiosmtpd) keeping what it receives; modules needing a relay
+    that stalls define their own."""
+    with SmtpSink(free_port()) as s:
+        yield s
 
 
 def relayed(settings, sink, **more):

@@ -9,23 +9,15 @@ import time
 import aiohttp
 import pytest
 
-from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from server.http.signing import sign
-from tests.conftest import free_port
 
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience
 
 REPORT_KEY, OLD_REPORT_KEY = b"email-provider-report-secret", b"its-previous-secret"
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
-from tests.conftest import free_port
 
 from .conftest import email_spec, relayed
 from .test_send_campaign import audience
@@ -26,12 +24,6 @@ def dns_record(name: bytes, timeout: int = 5) -> bytes | None:
     der = KEY.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture

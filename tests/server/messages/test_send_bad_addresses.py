@@ -5,23 +5,15 @@ import asyncio
 
 import pytest
 
-from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from tests.conftest import free_port
 
 from .conftest import email_spec, opt_in, relayed
 from .test_send_campaign import audience, until_done
 
 BAD = {"eai": "jos\u00e9@example.com", "space": "a b@example.com",
        "header": "x@example.com\nBcc: evil@example.org"}
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture

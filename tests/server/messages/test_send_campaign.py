@@ -8,19 +8,12 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from tests.conftest import free_port, run_module
+from tests.conftest import run_module
 
 from .conftest import email_spec, relayed
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ in SendCampaign."""
 import grpc
 import pytest
 
-from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from tests.conftest import free_port
@@ -14,12 +13,6 @@ from .test_send_campaign import audience, until_done
 
 GREYLIST = ["451 4.7.1 greylisted, try later", "451 4.7.1 greylisted, try later", "250 OK"]
 NO_SUCH_USER = ["550 5.1.1 no such user"]
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture

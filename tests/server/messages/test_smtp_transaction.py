@@ -3,10 +3,8 @@ after transaction, a refused recipient raises its reply's class, and an address 
 carry leaves no envelope open on the connection."""
 import pytest
 
-from loadtests.smtp_sink import SmtpSink
 from server.messages.errors import Permanent, Transient
 from server.messages.smtp import SmtpConfig, SmtpSender
-from tests.conftest import free_port
 
 SENDER = "no-reply@tailor.invalid"
 
@@ -14,12 +12,6 @@ SENDER = "no-reply@tailor.invalid"
 def mail(n: int) -> bytes:
     return (f"From: {SENDER}\r\nTo: u{n}@x.example\r\nMessage-ID: <m{n}@t.example>\r\n"
             f"Subject: n{n}\r\n\r\nbody {n}\r\n").encode()
-
-
-@pytest.fixture
-def sink():
-    with SmtpSink(free_port()) as s:
-        yield s
 
 
 @pytest.fixture
