@@ -18,10 +18,11 @@ import time
 from typing import NamedTuple
 
 __all__ = ["CallContext", "bind_call", "configure_logging", "current_call", "parse_traceparent",
-           "reset_call", "valid_request_id"]
+           "reset_call", "valid_answer_id", "valid_request_id"]
 
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_ANSWER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}(?:\.[0-9]{1,9})?")
 
 
 class CallContext(NamedTuple):
@@ -65,6 +66,13 @@ def parse_traceparent(value: str) -> tuple[str, str]:
 def valid_request_id(value: str) -> bool:
     """A caller's `x-request-id` is kept if it is short and plain (it goes into every log line)."""
     return bool(_REQUEST_ID.fullmatch(value or ""))
+
+
+def valid_answer_id(value: str) -> bool:
+    """A Recommend answer's `request_id` as an event sends it back: a call's request id, with
+    `.<i>` after it for answer i of a RecommendBatch (so past 64 characters when the caller's
+    `x-request-id` took them all)."""
+    return bool(_ANSWER_ID.fullmatch(value or ""))
 
 
 class _CallFilter(logging.Filter):

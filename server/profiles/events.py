@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..config import DEFAULT_LIMITS, Limits
-from ..logging import valid_request_id
+from ..logging import valid_answer_id
 from ..validation import has_control, id_problem, shown
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
 
@@ -92,8 +92,9 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
         else rules.retention_s
     if ev.timestamp < now - keep_s:
         return f"timestamp is older than the {keep_s / 86400:g}-day retention window"
-    if ev.request_id and not valid_request_id(ev.request_id):
-        return "request_id is not 1..64 characters of [A-Za-z0-9._:-]"
+    if ev.request_id and not valid_answer_id(ev.request_id):
+        return ("request_id is not 1..64 characters of [A-Za-z0-9._:-] (with .<i> after them "
+                "for answer i of a RecommendBatch)")
     if not 0 <= ev.position <= rules.limits.recommend_k:
         return f"position {ev.position} is outside 0..{rules.limits.recommend_k}"
     return _bad_attributes(ev.attributes, rules.limits) if ev.attributes else None

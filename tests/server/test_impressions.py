@@ -97,6 +97,28 @@ async def test_click_with_request_id_joins_its_impression_at_its_position(tailor
     assert ctr == {1: 0.5, 5: 1.0, 10: 1.0}  # first clicks at positions 3 and 0 (0-based)
 
 
+async def test_a_batch_answer_of_a_64_character_request_id_joins_its_click(tailor_server, stubs):
+    # A caller's x-request-id may be 64 characters; a RecommendBatch answer's id is that plus
+    # ".<i>", and the click that sends it back must be accepted and join that answer.
+    rec, profiles, _ = stubs
+    call_id = "r" * 64
+    batch = await rec.RecommendBatch(rpb.RecommendBatchRequest(requests=[
+        rpb.RecommendRequest(user_id="cy", k=5) for _ in range(12)]),
+        metadata=(("x-request-id", call_id),))
+    answer = batch.responses[11]
+    assert answer.request_id == call_id + ".11"
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("cy1", "cy", "click", answer.items[2].item_id, request_id=answer.request_id)]))
+    assert (reply.accepted, list(reply.rejected)) == (1, [])
+    logged = await impressions_of(tailor_server, "cy")
+    assert (logged[answer.request_id].first_click, logged[answer.request_id].clicks) == (2, 1)
+    assert sum(imp.clicks for imp in logged.values()) == 1
+    # a request id no answer can have is still refused
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("cy2", "cy", "click", answer.items[2].item_id, request_id="r" * 65)]))
+    assert reply.accepted == 0 and "request_id" in reply.rejected[0].reason
+
+
 async def test_without_request_id_the_latest_impression_holding_the_item_joins(
         tailor_server, stubs):
     rec, profiles, _ = stubs
