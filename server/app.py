@@ -48,6 +48,7 @@ from .models.scrub import ScrubQueue, scrub_stored
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
 from .profiles.schema import EVENT_TYPES
+from .profiles.seen import SEEN_TYPES
 from .profiles.tombstones import Tombstones
 from .recommend import Recommender
 from .rpc import RpcInterceptor
@@ -133,7 +134,8 @@ class TailorServer:
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
                            retention_s=s.event_retention_days * 86400.0, limits=s.limits,
                            retention_by_type={t: d * 86400.0 for t, d
-                                              in s.event_retention_days_by_type.items()})
+                                              in s.event_retention_days_by_type.items()},
+                           seen_types=SEEN_TYPES | set(s.seen_exclusion_days))
         self.tombstones = Tombstones(self.store, self.secrets["erasure"])
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones)

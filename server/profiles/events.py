@@ -10,6 +10,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..logging import valid_answer_id
 from ..validation import has_control, id_problem, shown
 from .schema import CHANNELS, DEFAULT_CHANNEL, EVENT_TYPES
+from .seen import SEEN_TYPES
 
 __all__ = ["TrackedEvent", "EventRules", "check_event"]
 
@@ -41,6 +42,8 @@ class EventRules:
     """Id and attribute sizes (`id_bytes`, `event_attributes`, `event_attribute_bytes`)."""
     retention_by_type: Mapping[str, float] = field(default_factory=dict)
     """Seconds a raw event of these types is kept, instead of `retention_s`."""
+    seen_types: frozenset[str] = SEEN_TYPES
+    """Event types whose items enter the user's live seen-set (`profiles.seen`)."""
 
     def __post_init__(self):
         unknown = sorted(set(self.retention_by_type) - set(EVENT_TYPES))

@@ -110,7 +110,8 @@ class Profiles:
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout,
                                       tombstones.before_erasure if tombstones is not None else None,
-                                      seen_items=rules.limits.seen_items)
+                                      seen_items=rules.limits.seen_items,
+                                      seen_types=rules.seen_types)
         self.bundles = bundles
         self.rules = rules
         self.history = history

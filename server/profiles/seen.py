@@ -1,4 +1,11 @@
-"""A user's live seen-set: every item they had an event on, up to a bound.
+"""A user's live seen-set: every item they interacted with, up to a bound.
+
+Interactions are the events of `SEEN_TYPES` (by default the types whose default weight is > 0;
+the server adds those its exclusion policy names): a message sent to the user (`email_sent`,
+`sms_sent`, `push_sent`), an unsubscribe or a bounce is the shop's or the network's doing, has
+weight 0, and training drops it before it builds the bundle's seen-set, so it neither enters
+the live one nor moves an item's latest time (an item viewed 40 days ago and emailed today is
+not excluded again for another 30 days).
 
 Stored as the seen part of the user's profile state record (`codec.join_state`, under
 `<user>␟features`, erased with the user's other `<user>␟...` records; until layout 3 of
@@ -24,15 +31,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract.events import DEFAULT_EVENT_WEIGHTS
+
 from .schema import EVENT_TYPES
 
-__all__ = ["SeenSet", "LAYOUT_VERSION", "UNKNOWN_BIT", "encode", "decode",
-           "merge", "merge_updates", "from_recent"]
+__all__ = ["SeenSet", "LAYOUT_VERSION", "SEEN_TYPES", "UNKNOWN_BIT", "encode", "decode",
+           "merge", "merge_updates", "from_recent", "type_mask"]
 
 LAYOUT_VERSION = 1
 UNKNOWN_BIT = np.uint32(1 << 31)
 """Type bit of items whose event type is not known (profiles older than their seen record)."""
 _HEADER = 8
+SEEN_TYPES = frozenset(t for t in EVENT_TYPES if DEFAULT_EVENT_WEIGHTS[t] > 0)
+"""The event types that enter a live seen-set by default: the user's interactions."""
 assert len(EVENT_TYPES) < 31, "event type bits must leave bit 31 free"
 
 
@@ -135,14 +146,22 @@ def _check(raw: bytes) -> int:
     return n
 
 
+def type_mask(types=SEEN_TYPES) -> np.ndarray:
+    """bool[len(EVENT_TYPES)]: which type codes enter a seen-set (`merge_updates`' `kept`)."""
+    return np.asarray([t in types for t in EVENT_TYPES], bool)
+
+
 def merge_updates(current: Mapping[str, bytes | None], user_ids: Sequence[str],
                   items: Sequence[int], types: Sequence[int], ts: Sequence[float],
-                  most: int = 0) -> dict[str, bytes]:
+                  most: int = 0, kept: np.ndarray | None = None) -> dict[str, bytes]:
     """{user: record} for every user with item events among the given event columns
     (`items[i] < 0`: event i has no item; `types[i]` indexes EVENT_TYPES), each merged into
     `current[user]` (their record as stored in the caller's write transaction; None or absent:
-    none yet); `most` > 0: at most that many items a record, the latest kept."""
+    none yet); `most` > 0: at most that many items a record, the latest kept; `kept`: which
+    type codes enter (`type_mask`; None: every type)."""
     item = np.asarray(items, np.int64)
+    if kept is not None:
+        item = np.where(kept[np.asarray(types, np.int64)], item, -1)
     has = np.flatnonzero(item >= 0)
     if not len(has):
         return {}

@@ -199,6 +199,25 @@ async def test_user_with_200_interactions_never_gets_an_excluded_item(stubs, loa
     assert len(full.items) == 50 and not full.cold_start
 
 
+async def test_a_message_sent_about_an_item_does_not_restart_its_exclusion(stubs, loaded):
+    """Sends are the shop's doing, not the user's (training drops these weight-0 events from the
+    bundle's seen-set): items viewed 40 days ago and then emailed, texted or pushed today come
+    back; one clicked today does not."""
+    profiles, recs = stubs
+    ids = loaded.items["item_ids"]
+    books = [str(ids[r]) for r in loaded.category_items[loaded.category_code["books"]]]
+    picked = books[:4]
+    await _track(profiles, "mailed", [(i, "view", 40) for i in picked])
+    ask = pb.RecommendRequest(user_id="mailed", k=1000, categories=["books"])
+    before = {i.item_id for i in (await recs.Recommend(ask)).items}
+    assert set(picked) <= before
+    await _track(profiles, "mailed", [(picked[0], "email_sent", 0), (picked[1], "sms_sent", 0),
+                                      (picked[2], "push_sent", 0), (picked[3], "click", 0)],
+                 prefix="sent")
+    after = {i.item_id for i in (await recs.Recommend(ask)).items}
+    assert set(picked[:3]) <= after and picked[3] not in after
+
+
 async def test_repeatable_category_comes_back_and_others_do_not(stubs, loaded):
     profiles, recs = stubs
     ids = loaded.items["item_ids"]
