@@ -23,7 +23,7 @@ from ..models.canary import Canary
 from ..models.tally import Tally
 from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
-from ..validation import SEP, check_context, check_count, check_id, check_known, check_range, shown
+from ..validation import check_context, check_count, check_id, check_known, check_range, has_control, shown
 from .exclusion import SeenPolicy
 from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
@@ -110,7 +110,7 @@ class Recommender:
         lim, uid = self.limits, q.user_id
         # The hot path: compare inline (check_id's own fast test), and let the shared checks
         # decide and word the rare refusal.
-        if not uid or len(uid) > lim.id_bytes >> 2 or SEP in uid:
+        if not uid or len(uid) > lim.id_bytes >> 2 or has_control(uid):
             check_id("user_id", uid, lim.id_bytes, where)
         if not 1 <= q.k <= lim.recommend_k:
             check_range("k", q.k, 1, lim.recommend_k, where)

@@ -192,6 +192,8 @@ async def test_batch_answers_in_request_order(stub, users):
 @pytest.mark.parametrize("request_kwargs, field", [
     ({"user_id": "", "k": 10}, "user_id"),
     ({"user_id": "u" * 129, "k": 10}, "user_id"),
+    ({"user_id": "a\nb", "k": 10}, "user_id"),  # no event can have it (TrackEvents refuses it)
+    ({"user_id": "a\x00b", "k": 10}, "user_id"),
     ({"user_id": "u1", "k": 0}, "k"),
     ({"user_id": "u1", "k": 1001}, "k"),
     ({"user_id": "u1", "k": 5, "categories": ["no-such-category"]}, "categories"),
