@@ -3,8 +3,10 @@
 Rules (docs/impressions.md):
 
 - an event with `request_id` joins the impression of that request for the same user (its key
-  ends with the request id); position: the event's `position` (1-based) if given, else the
-  item's position in the impression, else unknown;
+  ends with the request id; of several answers under one id, a caller's `x-request-id` given
+  to every call of a page, the latest that showed the item, else the latest); position: the
+  event's `position` (1-based) if given, else the item's position in the impression, else
+  unknown;
 - an event without one joins the user's latest impression containing its item, shown at most
   `window_s` before the event (and not after it); position: the item's;
 - anything else joins nothing (counted as unmatched).
@@ -111,12 +113,17 @@ class ImpressionJoin:
         code = item_code(ev.item_id)
         if ev.request_id:
             suffix = keys.SEP + ev.request_id.encode()
-            for key, raw in self._t.scan_prefix(txn, prefix):
+            named = None  # (key, record, item's position) of the latest answer of that id,
+            for key, raw in self._t.scan_prefix(txn, prefix):  # one that showed the item first
                 if key.endswith(suffix):
                     at = _position_of(raw, code)
-                    position = ev.position - 1 if ev.position > 0 else at
-                    return key, raw, UNKNOWN_POSITION if position is None else position
-            return None
+                    if named is None or at is not None or named[2] is None:
+                        named = (key, raw, at)
+            if named is None:
+                return None
+            key, raw, at = named
+            position = ev.position - 1 if ev.position > 0 else at
+            return key, raw, UNKNOWN_POSITION if position is None else position
         start = prefix + keys.ms_part(ev.timestamp - self.window_s)
         end = prefix + keys.ms_part(ev.timestamp) + keys.SEP + b"\xff"
         best = None

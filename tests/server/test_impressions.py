@@ -119,6 +119,31 @@ async def test_a_batch_answer_of_a_64_character_request_id_joins_its_click(tailo
     assert reply.accepted == 0 and "request_id" in reply.rejected[0].reason
 
 
+async def test_a_request_id_shared_by_two_answers_joins_the_one_that_showed_the_item(
+        tailor_server, stubs):
+    # A gateway passes one x-request-id to every call of a page: two widgets, two answers.
+    rec, profiles, _ = stubs
+    meta = (("x-request-id", "page-1"),)
+    books = await rec.Recommend(rpb.RecommendRequest(user_id="di", k=5, categories=["books"]),
+                                metadata=meta)
+    await asyncio.sleep(0.01)
+    office = await rec.Recommend(rpb.RecommendRequest(user_id="di", k=5, categories=["office"]),
+                                 metadata=meta)
+    later = await rec.Recommend(rpb.RecommendRequest(user_id="di", k=5, categories=["books"]))
+    assert books.request_id == office.request_id == "page-1"
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("d1", "di", "click", office.items[3].item_id, request_id="page-1"),
+        event("d2", "di", "click", books.items[1].item_id, request_id="page-1")]))
+    log = tailor_server.impressions.log
+    await log.flushed()
+    with log.store.read() as txn:
+        found = log.store.table("impressions").scan_prefix(txn, log.user_prefix("di"))
+    from server.impressions.records import decode
+    got = [decode(v) for _, v in found]  # oldest first
+    assert [(i.first_click, i.clicks) for i in got] == [(1, 1), (3, 1), (-1, 0)]
+    assert later.items[1].item_id == books.items[1].item_id  # named by id, not the latest
+
+
 async def test_without_request_id_the_latest_impression_holding_the_item_joins(
         tailor_server, stubs):
     rec, profiles, _ = stubs
