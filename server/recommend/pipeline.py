@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 
 from kernels import ranking
@@ -107,6 +109,35 @@ def _requested(bundle: Bundle, q: RecQuery) -> np.ndarray:
     return np.concatenate([rows, bundle.removed]) if len(bundle.removed) else rows
 
 
+_SKIPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Per bundle with removed items: (search parameters, the selectors they point to)."""
+
+
+def _skip_removed(bundle: Bundle):
+    """FAISS search parameters that leave the bundle's removed rows out of the search itself
+    (with the index's own efSearch or nprobe), so that removals do not deepen every search; None
+    when nothing is removed, or for an index of another kind (its search goes deeper by the
+    removals instead)."""
+    if not len(bundle.removed):
+        return None
+    held = _SKIPS.get(bundle)
+    if held is None:
+        index = faiss.downcast_index(bundle.index)
+        chosen = faiss.IDSelectorBatch(np.ascontiguousarray(bundle.removed, np.int64))
+        skip = faiss.IDSelectorNot(chosen)
+        if isinstance(index, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(sel=skip, efSearch=index.hnsw.efSearch)
+        elif isinstance(index, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(sel=skip, nprobe=index.nprobe,
+                                               max_codes=index.max_codes)
+        elif isinstance(index, faiss.IndexFlat):
+            params = faiss.SearchParameters(sel=skip)
+        else:
+            params = None
+        held = _SKIPS.setdefault(bundle, (params, chosen, skip))  # SWIG keeps no references
+    return held[0]
+
+
 def _popular(bundle: Bundle, cats: np.ndarray | None, k: int, blocked: np.ndarray,
              taken: np.ndarray | None = None) -> np.ndarray:
     """The k most popular rows (within `cats`) that are neither blocked nor taken."""
@@ -170,9 +201,10 @@ def _encode(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], user_ids: list[
 
 
 def _retrieve(bundle: Bundle, users: np.ndarray, cats: list[np.ndarray | None], depth: list[int],
-              entries: list[CachedUser | None] | None = None):
+              entries: list[CachedUser | None] | None = None, params=None):
     """Candidate rows and inner-product scores per warm query, best first; free searches come
-    from (and go to) the users' cache `entries` when given."""
+    from (and go to) the users' cache `entries` when given, and search with `params`
+    (`_skip_removed`) when given."""
     out: list[tuple[np.ndarray, np.ndarray]] = [None] * len(users)  # type: ignore[list-item]
     entries = entries or [None] * len(users)
     free = []
@@ -185,7 +217,9 @@ def _retrieve(bundle: Bundle, users: np.ndarray, cats: list[np.ndarray | None], 
                 out[i] = hit
     if free:
         kk = min(bundle.n_items, max(depth[i] for i in free))
-        scores, rows = bundle.index.search(np.ascontiguousarray(users[free]), kk)
+        query = np.ascontiguousarray(users[free])
+        scores, rows = (bundle.index.search(query, kk) if params is None
+                        else bundle.index.search(query, kk, params=params))
         for j, i in enumerate(free):
             ok = rows[j, :depth[i]] >= 0
             out[i] = (rows[j, :depth[i]][ok].astype(np.int64), scores[j, :depth[i]][ok])
@@ -292,11 +326,17 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         with _STAGES["encode"]:
             hist = _history_arrays(bundle, [histories[i] for i in warm])
             users, entries = _encode(bundle, hist, [user_ids[i] for i in warm], cache)
-        # deeper by every requested exclusion and by at most `overfetch_max` seen items
-        depth = [max(queries[i].k, ranker_candidates)
-                 + min(len(blocked[i]), len(requested[i]) + overfetch_max) for i in warm]
+        # deeper by every requested exclusion and by at most `overfetch_max` seen items; not by
+        # the removed items where the search leaves them out (category pools never hold them)
+        skip = _skip_removed(bundle)
+        removed = len(bundle.removed)
+        depth = []
+        for i in warm:
+            gone = removed if skip is not None or cats[i] is not None else 0
+            depth.append(max(queries[i].k, ranker_candidates)
+                         + min(len(blocked[i]) - gone, len(requested[i]) - gone + overfetch_max))
         with _STAGES["retrieve"]:
-            found = _retrieve(bundle, users, [cats[i] for i in warm], depth, entries)
+            found = _retrieve(bundle, users, [cats[i] for i in warm], depth, entries, skip)
         keep = max(ranker_candidates, 1)  # over-fetched for the exclusions, not to rank more
         cands = [_unblocked(found[j], blocked[i], max(queries[i].k, keep)) for j, i in enumerate(warm)]
         with _STAGES["rank"]:

@@ -164,3 +164,37 @@ def test_every_worker_serves_upserts_and_removals_and_after_restart(server_proce
     again = server_process(tmp_path / "data", bundle=demo_bundle, workers=2, env=env)
     for seen in _category_lists(again.target, "books"):
         assert "fresh-1" in seen and "fresh-2" not in seen
+
+
+def test_removed_items_leave_the_search_rather_than_deepen_it(demo_bundle):
+    """Removals pile up between trainings: a search leaves them out (a FAISS selector) instead of
+    going deeper by their number for every request, and never returns one."""
+    from server.catalog.overlay import amend
+    from server.catalog.records import CatalogItem
+    from server.models.bundle import load_bundle
+    from server.recommend.handler import bundle_histories
+    from server.recommend.pipeline import RecQuery, recommend_batch
+    from server.recommend.user_cache import UserCache
+    trained = load_bundle(demo_bundle)
+    user = str(trained.users["user_ids"][0])
+    first = recommend_batch(trained, [RecQuery(user, 10)], bundle_histories)[0]
+    rows = sorted(set(first.rows.tolist()) | set(trained.popular[:300].tolist()))
+    gone = [str(trained.items["item_ids"][r]) for r in rows]
+    served = amend(trained, [CatalogItem(item_id=i, removed=True, seq=j + 1)
+                             for j, i in enumerate(gone)], len(gone))
+    cache = UserCache(4)
+    got = recommend_batch(served, [RecQuery(user, 10)], bundle_histories, cache=cache,
+                          ranker_candidates=100)[0]
+    assert not got.cold_start and len(got.rows) == 10
+    assert not set(served.items["item_ids"][got.rows].tolist()) & set(gone)
+    found = cache.lookup(served, [user], *_encoder_input(served, user))[0].candidates(100)
+    assert found is not None  # searched 100 deep, as with nothing removed
+    assert len(found[0]) == 100 and not set(found[0].tolist()) & set(rows)
+
+
+def _encoder_input(bundle, user: str) -> tuple[np.ndarray, np.ndarray]:
+    items, weights = bundle.history(user)
+    out = np.zeros((1, bundle.history_len), np.int64), np.zeros((1, bundle.history_len), np.float32)
+    n = min(len(items), bundle.history_len)
+    out[0][0, :n], out[1][0, :n] = items[-n:], weights[-n:]
+    return out
