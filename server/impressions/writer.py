@@ -74,7 +74,7 @@ class ImpressionWriter:
                         if t > erased.get(u, -1.0)] if erased else list(zip(ks, vs))
                 items += kept
                 written.append(len(kept))
-            self._t.put_many(txn, sorted(items))
+            _put_apart(self._t, txn, items)
             add_counters(self._t, txn, counts)
             return written
         return self.store.write(fn)
@@ -134,6 +134,27 @@ class ImpressionWriter:
             self._tombs = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
             self._tomb_count = count
         return self._tombs
+
+
+def _put_apart(table, txn, items: list[tuple[bytes, bytes]]) -> None:
+    """Put every impression, none over another: a key already taken (one user's answers under
+    one request id in one millisecond, a caller's x-request-id given to parallel calls), in
+    this group or by an earlier one, moves on by a millisecond until it is free. One `put_new`
+    when no key is taken (the usual case)."""
+    taken: set[bytes] = set()
+    todo = [(_free(key, taken), value) for key, value in items]
+    while todo:
+        todo.sort()
+        if table.put_new(txn, todo) == len(todo):
+            return
+        todo = [(_free(k, taken), v) for k, v in todo if table.get(txn, k) != v]
+
+
+def _free(key: bytes, taken: set[bytes]) -> bytes:
+    while key in taken:
+        key = keys.impression_key_later(key)
+    taken.add(key)
+    return key
 
 
 def _erased(users: set[str], tombs: dict, ring: list[tuple[str, bytes]]) -> dict[str, float]:

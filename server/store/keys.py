@@ -345,6 +345,12 @@ def impression_keys(prefixes: Sequence[bytes], ts: Sequence[float],
             for p, ms, r in zip(prefixes, millis_many(ts), request_ids)]
 
 
+def impression_key_later(key: bytes) -> bytes:
+    """The same impression key a millisecond later (for an answer whose key another holds)."""
+    kid, digest, ms, request_id = key.split(SEP, 3)
+    return SEP.join((kid, digest, _MS % (int(ms) + 1), request_id))
+
+
 def impression_ms(key: bytes) -> int:
     """The time (ms) part of an impression key."""
     return int(key.split(SEP, 3)[2])

@@ -45,6 +45,11 @@ class Table:
     def put_many(self, txn, items: Sequence[tuple[bytes, bytes]]) -> None:
         txn.cursor(db=self.db).putmulti(items)
 
+    def put_new(self, txn, items: Sequence[tuple[bytes, bytes]]) -> int:
+        """Put the (key, value) pairs whose key is not stored yet (others are left as they
+        are); how many were put."""
+        return txn.cursor(db=self.db).putmulti(items, overwrite=False)[1]
+
     def delete(self, txn, key: bytes) -> bool:
         return txn.delete(key, db=self.db)
 

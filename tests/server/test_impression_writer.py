@@ -4,6 +4,7 @@ read in the child's write transaction); a dead child loses its group and the nex
 a new one while serving goes on."""
 import os
 import signal
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -150,4 +151,28 @@ def test_a_group_of_mixed_answers_is_written_as_each_answer_alone_would_be(tmp_p
             want = encode(ts, bundle.version, channel, zip(ctx[::2], ctx[1::2]), codes[ref][r],
                           scores, cold)
             assert table.get(txn, keys.impression_key(prefix, ts, rid)) == want
+    store.close()
+
+
+def test_answers_sharing_user_request_id_and_millisecond_each_keep_their_record(tmp_path):
+    """A caller's x-request-id given to parallel calls: one user's answers under one id within
+    one millisecond, in one flush and in the next, are each stored (a millisecond apart), as
+    the counters count them."""
+    store = Store(tmp_path / "store", sync=False)
+    ring = Keyring.generate("user-id")
+    writer = ImpressionWriter(store)
+
+    def group(ts, first_code):
+        codes = np.arange(first_code, first_code + 2 * len(ts), dtype=np.int64).reshape(-1, 2)
+        return Group(ring.kid, ring.key, (), [Batch(
+            "v1", np.array(ts), ["p"] * len(ts), ["x"] * len(ts), ["web"] * len(ts), codes,
+            np.ones(codes.shape, np.float32), np.zeros(len(ts), bool))], [])
+    assert writer.write([group([500.0001, 500.0002, 500.0003], 0)]) == [3]
+    assert writer.write([group([500.0004], 6)]) == [1]
+    with store.read() as txn:
+        found = store.table("impressions").scan_prefix(
+            txn, keys.impression_user_prefix(ring.kid, user_hash(ring.key, "x")))
+    assert [keys.impression_ms(k) for k, _ in found] == [500000, 500001, 500002, 500003]
+    assert sorted(decode(v).items[0] for _, v in found) == [0, 2, 4, 6]
+    assert counted(SimpleNamespace(store=store)) == 4
     store.close()
