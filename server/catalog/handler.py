@@ -101,16 +101,20 @@ class Catalog:
         return amend(bundle.trained, items, seq) if items else bundle.trained
 
     async def refresh(self) -> None:
-        """Apply the stored updates to the served bundle if it lags behind the store."""
+        """Apply the stored updates to the served bundles (the active one and a running
+        canary's) that lag behind the store."""
         async with self._lock:
+            seq, loop = self.records.sequence(), asyncio.get_running_loop()
             active = self.registry.active
-            if active is None or active.catalog_seq == self.records.sequence():
-                return
-            loop = asyncio.get_running_loop()
-            served = await loop.run_in_executor(None, self.amend_bundle, active)
-            if await self.registry.swap(active, served):
-                logger.info("catalog updates up to %d serve with bundle %s (%d items)",
-                            served.catalog_seq, served.version, served.n_items)
+            if active is not None and active.catalog_seq != seq:
+                served = await loop.run_in_executor(None, self.amend_bundle, active)
+                if await self.registry.swap(active, served):
+                    logger.info("catalog updates up to %d serve with bundle %s (%d items)",
+                                served.catalog_seq, served.version, served.n_items)
+            canary = self.registry.canary
+            if canary is not None and canary.bundle.catalog_seq != seq:
+                served = await loop.run_in_executor(None, self.amend_bundle, canary.bundle)
+                await self.registry.swap_canary(canary.bundle, served)
 
     async def start(self) -> None:
         self._follower = asyncio.create_task(self._follow())

@@ -188,10 +188,15 @@ class ModelRegistry:
         bundle = await loop.run_in_executor(None, self.load, path)
         return await self.install(bundle, record)
 
-    async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
-        """Swap an already validated bundle in (one reference assignment)."""
+    async def _amended(self, bundle: Bundle) -> Bundle:
+        """`bundle` as every amender would serve it (catalog updates; in an executor)."""
         for amend in self._amenders:
             bundle = await asyncio.get_running_loop().run_in_executor(None, amend, bundle)
+        return bundle
+
+    async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
+        """Swap an already validated bundle in (one reference assignment)."""
+        bundle = await self._amended(bundle)
         async with self._swap_lock:
             previous, self._active = self._active, bundle
             metrics.report_model(bundle.version, _format(bundle),
@@ -210,6 +215,16 @@ class ModelRegistry:
             if self._active is not served:
                 return False
             self._active = amended
+        return True
+
+    async def swap_canary(self, served: Bundle, amended: Bundle) -> bool:
+        """Serve `amended` (the same version) as the canary instead of `served`, unless the
+        canary changed meanwhile; True when it did."""
+        async with self._swap_lock:
+            canary = self._canary
+            if canary is None or canary.bundle is not served:
+                return False
+            self._canary = Canary(canary.split, amended)
         return True
 
     async def rollback(self, version: str = "") -> Bundle:
@@ -245,6 +260,7 @@ class ModelRegistry:
         stable = self.current()
         if bundle.version == stable.version:
             raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
+        bundle = await self._amended(bundle)  # the catalog's removals hold for its users too
         split = CanarySplit.new(bundle.version, stable.version, share)
         self.canaries.start(split)
         self._adopt(Canary(split, bundle))
@@ -278,7 +294,7 @@ class ModelRegistry:
         if local is None or local.split.id != split.id:
             loop = asyncio.get_running_loop()
             bundle = await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
-            self._adopt(Canary(split, bundle))
+            self._adopt(Canary(split, await self._amended(bundle)))
 
     async def _follow_canary_logged(self) -> None:
         try:

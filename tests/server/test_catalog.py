@@ -198,3 +198,37 @@ def _encoder_input(bundle, user: str) -> tuple[np.ndarray, np.ndarray]:
     n = min(len(items), bundle.history_len)
     out[0][0, :n], out[1][0, :n] = items[-n:], weights[-n:]
     return out
+
+
+async def test_a_canary_serves_the_catalog_updates_too(tailor_server, second_bundle):
+    """Removals and new items, made before the canary starts and while it runs, hold for the
+    canary's users as for everyone else's."""
+    import asyncio
+
+    from clients import TailorClient
+    users = [str(u) for u in range(300)]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
+        rec, cat = rgrpc.RecommendationServiceStub(ch), cgrpc.CatalogServiceStub(ch)
+
+        async def answers(user_ids, **kw):
+            reply = await rec.RecommendBatch(rpb.RecommendBatchRequest(
+                requests=[rpb.RecommendRequest(user_id=u, **kw) for u in user_ids]))
+            return reply.responses
+        tops = sorted({r.items[0].item_id for r in await answers(users, k=10)})
+        before, during = tops[::2], tops[1::2]
+        await cat.RemoveItems(cpb.RemoveItemsRequest(item_ids=before))
+        await cat.UpsertItems(cpb.UpsertItemsRequest(items=[cpb.CatalogItem(
+            item_id="new-before", title="smart books kit", category="books", price=10.0)]))
+        with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as client:
+            status = await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+        canary = status.canary.version
+        await cat.RemoveItems(cpb.RemoveItemsRequest(item_ids=during))
+        await cat.UpsertItems(cpb.UpsertItemsRequest(items=[cpb.CatalogItem(
+            item_id="new-during", title="smart books kit", category="books", price=10.0)]))
+        got = await answers(users, k=10)
+        assert {r.model_version for r in got} == {status.active.version, canary}
+        assert not {i.item_id for r in got for i in r.items} & set(tops)
+        books = await answers([f"nobody-{n}" for n in range(40)], k=1000, categories=["books"])
+        assert {r.model_version for r in books} == {status.active.version, canary}
+        for r in books:
+            assert {"new-before", "new-during"} <= {i.item_id for i in r.items}, r.model_version
