@@ -108,32 +108,33 @@ class ImpressionJoin:
         return unmatched
 
     def _find(self, txn, ev) -> tuple[bytes, bytes, int] | None:
-        """(key, record, 0-based position) of the impression `ev` joins, None if none."""
-        prefix = self.log.user_prefix(ev.user_id)
+        """(key, record, 0-based position) of the impression `ev` joins, None if none. The
+        user's impressions are looked for under every key of the `user-id` ring (those shown
+        before a rotation are filed under the key of their time)."""
         code = item_code(ev.item_id)
+        prefixes = [self.log.user_prefix(ev.user_id, kid) for kid, _ in self.log.ring.keys]
         if ev.request_id:
             suffix = keys.SEP + ev.request_id.encode()
-            named = None  # (key, record, item's position) of the latest answer of that id,
-            for key, raw in self._t.scan_prefix(txn, prefix):  # one that showed the item first
-                if key.endswith(suffix):
-                    at = _position_of(raw, code)
-                    if named is None or at is not None or named[2] is None:
-                        named = (key, raw, at)
-            if named is None:
+            named = [(keys.impression_ms(key), key, raw) for prefix in prefixes
+                     for key, raw in self._t.scan_prefix(txn, prefix) if key.endswith(suffix)]
+            if not named:
                 return None
-            key, raw, at = named
+            # the latest answer of that id that showed the item, else the latest
+            _, _, key, raw, at = max((at is not None, ms, key, raw, at) for ms, key, raw in named
+                                     for at in (_position_of(raw, code),))
             position = ev.position - 1 if ev.position > 0 else at
             return key, raw, UNKNOWN_POSITION if position is None else position
-        start = prefix + keys.ms_part(ev.timestamp - self.window_s)
-        end = prefix + keys.ms_part(ev.timestamp) + keys.SEP + b"\xff"
-        best = None
-        for key, raw in self._t.items(txn, start):
-            if key > end:
-                break
-            at = _position_of(raw, code)
-            if at is not None:
-                best = (key, raw, at)  # keys in time order: the last one is the latest
-        return best
+        best = None  # (ms, key, record, position) of the latest impression holding the item
+        for prefix in prefixes:
+            start = prefix + keys.ms_part(ev.timestamp - self.window_s)
+            end = prefix + keys.ms_part(ev.timestamp) + keys.SEP + b"\xff"
+            for key, raw in self._t.items(txn, start):
+                if key > end:
+                    break
+                at = _position_of(raw, code)
+                if at is not None and (best is None or keys.impression_ms(key) >= best[0]):
+                    best = (keys.impression_ms(key), key, raw, at)  # time order within a prefix
+        return None if best is None else best[1:]
 
 
 def _position_of(raw: bytes, code: int) -> int | None:

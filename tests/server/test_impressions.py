@@ -349,3 +349,31 @@ async def test_a_replaced_bundle_is_let_go_once_its_answers_are_written(tailor_s
     logged = await impressions_of(tailor_server, "swap")
     assert [logged[r.request_id].model_version for r in (before, after)] == [
         before.model_version, after.model_version]
+
+
+async def test_clicks_join_answers_logged_before_the_user_id_key_was_rotated(tmp_path, demo_bundle):
+    """Answers are filed under the `user-id` key of their time; after a rotation (and the
+    restart that loads it) clicks on them, with and without request id, still join."""
+    from server.security.secrets import Secrets
+    from tests.conftest import server_settings, serving
+    settings = server_settings(tmp_path, demo_bundle)
+    async with serving(settings) as (server, ch):
+        rec = rpb_grpc.RecommendationServiceStub(ch)
+        named = await recommend(rec, "rot")
+        await asyncio.sleep(0.01)
+        unnamed = await recommend(rec, "rot", channel="app")
+        old_kid = server.secrets["user-id"].kid
+    Secrets.load(settings.secrets_dir, generate=False).rotate("user-id")
+    async with serving(settings) as (server, ch):
+        assert server.secrets["user-id"].kid != old_kid
+        profiles = pb_grpc.ProfileServiceStub(ch)
+        await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+            event("r1", "rot", "click", named.items[2].item_id, request_id=named.request_id),
+            event("r2", "rot", "add_to_cart", unnamed.items[4].item_id)]))
+        log = server.impressions.log
+        with log.store.read() as txn:
+            found = log.store.table("impressions").scan_prefix(txn, log.user_prefix("rot", old_kid))
+        from server.impressions.records import decode
+        got = {k.rsplit(b"\x1f", 1)[1].decode(): decode(v) for k, v in found}
+        assert (got[named.request_id].first_click, got[named.request_id].clicks) == (2, 1)
+        assert got[unnamed.request_id].add_to_carts == 1
