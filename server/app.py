@@ -193,6 +193,7 @@ class TailorServer:
         self.profiles.add_eraser(self.phones)
         self.profiles.add_listener(self.impressions)
         self.profiles.add_eraser(self.impressions)
+        self.profiles.add_eraser(self.recommender)
         self.profiles.add_exporter(self.impressions)
         self.profiles.add_eraser(self.delivery.dead)
         self.profiles.add_eraser(send_records)

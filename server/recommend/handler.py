@@ -247,5 +247,12 @@ class Recommender:
                 self.impressions.record(rid, q, res)
         return results
 
+    def erase_user(self, txn, user_id: str) -> int:
+        """`UserEraser`: the user's cached history rows, vector and candidates go (the user
+        cache holds them by user id)."""
+        if self.cache is not None:
+            self.cache.forget([user_id])
+        return 0
+
     async def close(self) -> None:
         await self.batcher.close()

@@ -322,6 +322,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                                 time.time() if now is None else now)
     warm = [i for i, h in enumerate(histories)
             if results[i] is None and h is not None and len(h[0]) > 0]
+    if cache is not None and len(warm) < len(queries):  # e.g. erased: keep nothing of them
+        cache.forget([user_ids[i] for i, h in enumerate(histories) if h is None or not len(h[0])])
     if warm:
         with _STAGES["encode"]:
             hist = _history_arrays(bundle, [histories[i] for i in warm])

@@ -12,7 +12,9 @@ on every call, as without the cache; a list that differs from the ranked one, or
 another request context (a bundle with context features, `context`), is ranked again.
 
 At most `max_users` entries per bundle (the oldest inserted go first); a new bundle starts empty
-and an old one's entries go with it. Safe from several threads (one lock around the table's
+and an old one's entries go with it. An erased user's entries go with the erasure in the worker
+that erased them (`Recommender.erase_user`), and in every worker as soon as a request finds the
+user without history. Safe from several threads (one lock around the table's
 writes; an entry's parts are swapped whole, `CachedUser`).
 """
 from __future__ import annotations
@@ -141,6 +143,17 @@ class UserCache:
                 table.popitem(last=False)       # found by scanning past the deleted ones)
             table[user_id] = entry
         return entry
+
+    def forget(self, user_ids: Sequence[str]) -> None:
+        """Drop the users' entries from every bundle's table (an erasure; users whose history
+        is gone)."""
+        with self._lock:
+            for table in list(self._tables.values()):
+                for user_id in user_ids:
+                    table.pop(user_id, None)
+
+    def __contains__(self, user_id: str) -> bool:
+        return any(user_id in table for table in list(self._tables.values()))
 
     def __len__(self) -> int:
         return sum(len(t) for t in self._tables.values())

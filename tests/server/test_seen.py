@@ -261,6 +261,19 @@ async def test_seen_record_is_erased_with_the_user(stubs, tailor_server, loaded)
     assert not store_mentions(tailor_server.store, b"erase-me")
 
 
+async def test_the_user_cache_forgets_an_erased_user(stubs, tailor_server, loaded):
+    """The cache holds a served user's history rows, vector and candidates by user id: the
+    erasure takes them with everything else."""
+    profiles, recs = stubs
+    await _track(profiles, "cached", [(str(loaded.items["item_ids"][r]), "view", 1)
+                                      for r in loaded.popular[:5]])
+    assert not (await recs.Recommend(pb.RecommendRequest(user_id="cached", k=5))).cold_start
+    cache = tailor_server.recommender.cache
+    assert "cached" in cache
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="cached"))
+    assert "cached" not in cache
+
+
 def test_live_record_is_uncapped_and_legacy_profiles_fall_back_to_recent_items(tmp_path):
     """300 items on one user: all in the seen record (the recent window keeps 50); a profile
     written before seen records existed reads as its recent items, of unknown type."""
