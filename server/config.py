@@ -34,8 +34,9 @@ class Limits(BaseModel):
     """Largest RecommendBatch request accepted."""
     batch_users: int = 1000
     """Most requests in one RecommendBatch."""
-    recommend_k: int = 1000
-    """Most items one Recommend may ask for (k)."""
+    recommend_k: int = Field(1000, ge=1, le=32767)
+    """Most items one Recommend may ask for (k); at most 32,767, the positions the impression
+    log records."""
     exclude_items: int = 1000
     """Most exclude_item_ids in one Recommend."""
     recommend_context_bytes: int = Field(1024, ge=0, le=16384)

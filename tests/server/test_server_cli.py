@@ -48,6 +48,15 @@ def test_refused_settings_name_the_flag_and_the_variable(tmp_path):
     assert "port (--port, TAILOR_PORT)" in line and "'notanint'" in line
 
 
+def test_a_recommend_k_the_impression_log_cannot_record_is_refused(tmp_path):
+    # A position past 32,766 does not fit the log's first-click field: a click naming one
+    # failed the join of its whole TrackEvents batch.
+    for k in ("40000", "0"):
+        line = serve_fails(tmp_path, "--data-dir", str(tmp_path / "d"),
+                           env={"TAILOR_LIMITS__RECOMMEND_K": k})
+        assert "recommend_k" in line, line
+
+
 def test_a_port_in_use_and_a_missing_bundle_are_one_line(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
