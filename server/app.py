@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable
 
@@ -135,7 +136,9 @@ class TailorServer:
                            retention_s=s.event_retention_days * 86400.0, limits=s.limits,
                            retention_by_type={t: d * 86400.0 for t, d
                                               in s.event_retention_days_by_type.items()},
-                           seen_types=SEEN_TYPES | set(s.seen_exclusion_days))
+                           seen_types=SEEN_TYPES | set(s.seen_exclusion_days),
+                           seen_first=frozenset(t for t, d in s.seen_exclusion_days.items()
+                                                if d == math.inf))
         self.tombstones = Tombstones(self.store, self.secrets["erasure"])
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones)

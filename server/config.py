@@ -68,7 +68,8 @@ class Limits(BaseModel):
     """Longest profile attribute value."""
     seen_items: int = Field(50_000, ge=1_000)
     """Most distinct items one user's live seen-set holds (20 bytes each, rewritten with every
-    batch of the user's events); past it the items with the oldest latest event are dropped."""
+    batch of the user's events); past it the items with the oldest latest event are dropped,
+    those excluded for good (`seen_exclusion_days` inf: purchases, ratings) last."""
     profile_export_events: int = Field(100_000, ge=1)
     """Most events one ExportProfile document lists (a page, newest first; it says how many are
     held and where the next page starts)."""

@@ -44,6 +44,8 @@ class EventRules:
     """Seconds a raw event of these types is kept, instead of `retention_s`."""
     seen_types: frozenset[str] = SEEN_TYPES
     """Event types whose items enter the user's live seen-set (`profiles.seen`)."""
+    seen_first: frozenset[str] = frozenset({"purchase", "rating"})
+    """Event types whose items a full live seen-set keeps first (those excluded for good)."""
 
     def __post_init__(self):
         unknown = sorted(set(self.retention_by_type) - set(EVENT_TYPES))

@@ -111,7 +111,8 @@ class Profiles:
         self.repo = ProfileRepository(store, self.layout,
                                       tombstones.before_erasure if tombstones is not None else None,
                                       seen_items=rules.limits.seen_items,
-                                      seen_types=rules.seen_types)
+                                      seen_types=rules.seen_types,
+                                      seen_first=rules.seen_first)
         self.bundles = bundles
         self.rules = rules
         self.history = history

@@ -32,16 +32,18 @@ class IngestResult:
 
 class ProfileRepository:
     def __init__(self, store: Store, layout: fl.FeatureLayout, before_erasure=None,
-                 seen_items: int = 0, seen_types=seen.SEEN_TYPES):
+                 seen_items: int = 0, seen_types=seen.SEEN_TYPES, seen_first=()):
         """`before_erasure(txn, user_ids, ts)`: indices of events to refuse because their user
         was erased after them (`Tombstones.before_erasure`; None: no check); `seen_items`: the
         most items a live seen-set keeps (`Limits.seen_items`; 0: no bound); `seen_types`: the
-        event types that enter it (`seen.SEEN_TYPES`)."""
+        event types that enter it (`seen.SEEN_TYPES`); `seen_first`: those whose items it keeps
+        first when full (excluded for good)."""
         self.store = store
         self.layout = layout
         self._before_erasure = before_erasure
         self._seen_items = seen_items
         self._seen_kept = seen.type_mask(seen_types)
+        self._seen_first = seen.type_bits(seen_first)
         self._profiles, self._events = store.table("profiles"), store.table("events")
         self._dedupe, self._meta = store.table("dedupe"), store.table("meta")
         self._user_tables = [store.table(t) for t in keys.USER_TABLES]
@@ -78,7 +80,8 @@ class ProfileRepository:
         old_states, old_seens = split_states(self._profiles.get_many(txn, fkeys))
         states = update_records(self.layout, old_states, rows, batch)
         seens = seen.merge_updates(dict(zip(users, old_seens)), new.user_ids, new.item,
-                                   new.type, new.ts, self._seen_items, self._seen_kept)
+                                   new.type, new.ts, self._seen_items, self._seen_kept,
+                                   self._seen_first)
         self._profiles.put_many(txn, [(k, join_state(st, seens.get(u, old)))
                                       for k, st, u, old in zip(fkeys, states, users, old_seens)])
         self._events.put_many(txn, list(zip(new.event_keys, new.payloads)))

@@ -36,7 +36,7 @@ from contract.events import DEFAULT_EVENT_WEIGHTS
 from .schema import EVENT_TYPES
 
 __all__ = ["SeenSet", "LAYOUT_VERSION", "SEEN_TYPES", "UNKNOWN_BIT", "encode", "decode",
-           "merge", "merge_updates", "from_recent", "type_mask"]
+           "merge", "merge_updates", "from_recent", "type_bits", "type_mask"]
 
 LAYOUT_VERSION = 1
 UNKNOWN_BIT = np.uint32(1 << 31)
@@ -87,10 +87,11 @@ def merge(old: SeenSet, codes: np.ndarray, mask: np.ndarray, ts: np.ndarray) -> 
 
 
 def _merge_many(raws: Sequence[bytes | None], owner: np.ndarray, codes: np.ndarray,
-                mask: np.ndarray, ts: np.ndarray, most: int = 0) -> list[bytes]:
+                mask: np.ndarray, ts: np.ndarray, most: int = 0, forever: int = 0) -> list[bytes]:
     """Records raws[j] (None: empty) plus the events with owner j, for every j at once: one
     sort for the whole batch, byte slices per record (no per-record numpy work). `most` > 0:
-    a record keeps at most that many items, the latest (`_newest`)."""
+    a record keeps at most that many items: those with a type bit of `forever` (the types that
+    exclude for good), then the latest (`_newest`)."""
     lens, parts = [], ([], [], [])
     for raw in raws:
         n = _check(raw) if raw else 0
@@ -113,7 +114,8 @@ def _merge_many(raws: Sequence[bytes | None], owner: np.ndarray, codes: np.ndarr
     mask, ts = np.bitwise_or.reduceat(mask, first), np.maximum.reduceat(ts, first)
     bounds = np.searchsorted(owner, np.arange(len(raws) + 1))
     if most and len(codes) > most and np.diff(bounds).max() > most:
-        keep = _newest(bounds, ts, most)
+        marked = (mask & np.uint32(forever)) != 0 if forever else None
+        keep = _newest(bounds, ts, most, marked)
         codes, mask, ts, bounds = codes[keep], mask[keep], ts[keep], np.searchsorted(
             owner[keep], np.arange(len(raws) + 1))
     bounds = bounds.tolist()
@@ -123,17 +125,24 @@ def _merge_many(raws: Sequence[bytes | None], owner: np.ndarray, codes: np.ndarr
             for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def _newest(bounds: np.ndarray, ts: np.ndarray, most: int) -> np.ndarray:
+def _newest(bounds: np.ndarray, ts: np.ndarray, most: int, marked: np.ndarray | None = None
+            ) -> np.ndarray:
     """Indices to keep, ascending: every entry of a record of at most `most` entries, the
     `most` latest (by ts) of a longer one (an item id stream that never repeats must not grow a
-    record rewritten by every later batch of its user)."""
+    record rewritten by every later batch of its user), the `marked` ones (excluded for good: a
+    purchase must not come back because many other items were viewed since) before the others."""
+    rank = ts if marked is None else np.where(marked, ts + _MARKED, ts)
     keep = []
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
         if b - a <= most:
             keep.append(np.arange(a, b))
         else:
-            keep.append(a + np.sort(np.argpartition(-ts[a:b], most - 1)[:most]))
+            keep.append(a + np.sort(np.argpartition(-rank[a:b], most - 1)[:most]))
     return np.concatenate(keep)
+
+
+_MARKED = 1e12
+"""Added to the time of an entry kept first: after every unmarked time (unix seconds)."""
 
 
 def _check(raw: bytes) -> int:
@@ -146,6 +155,11 @@ def _check(raw: bytes) -> int:
     return n
 
 
+def type_bits(types) -> int:
+    """The seen-set mask bits of `types` (`merge_updates`' `forever`)."""
+    return sum(1 << i for i, t in enumerate(EVENT_TYPES) if t in types)
+
+
 def type_mask(types=SEEN_TYPES) -> np.ndarray:
     """bool[len(EVENT_TYPES)]: which type codes enter a seen-set (`merge_updates`' `kept`)."""
     return np.asarray([t in types for t in EVENT_TYPES], bool)
@@ -153,12 +167,14 @@ def type_mask(types=SEEN_TYPES) -> np.ndarray:
 
 def merge_updates(current: Mapping[str, bytes | None], user_ids: Sequence[str],
                   items: Sequence[int], types: Sequence[int], ts: Sequence[float],
-                  most: int = 0, kept: np.ndarray | None = None) -> dict[str, bytes]:
+                  most: int = 0, kept: np.ndarray | None = None, forever: int = 0
+                  ) -> dict[str, bytes]:
     """{user: record} for every user with item events among the given event columns
     (`items[i] < 0`: event i has no item; `types[i]` indexes EVENT_TYPES), each merged into
     `current[user]` (their record as stored in the caller's write transaction; None or absent:
-    none yet); `most` > 0: at most that many items a record, the latest kept; `kept`: which
-    type codes enter (`type_mask`; None: every type)."""
+    none yet); `most` > 0: at most that many items a record, those with a type bit of
+    `forever` (`type_bits`: the types excluded for good) and then the latest kept; `kept`: which type
+    codes enter (`type_mask`; None: every type)."""
     item = np.asarray(items, np.int64)
     if kept is not None:
         item = np.where(kept[np.asarray(types, np.int64)], item, -1)
@@ -170,7 +186,7 @@ def merge_updates(current: Mapping[str, bytes | None], user_ids: Sequence[str],
     merged = _merge_many([current.get(u) for u in row],
                          np.fromiter((row[u] for u in users), np.int64, len(users)), item[has],
                          np.left_shift(np.uint32(1), np.asarray(types, np.uint32)[has]),
-                         np.asarray(ts, np.float64)[has], most)
+                         np.asarray(ts, np.float64)[has], most, forever)
     return dict(zip(row, merged))
 
 

@@ -218,6 +218,25 @@ async def test_a_message_sent_about_an_item_does_not_restart_its_exclusion(stubs
     assert set(picked[:3]) <= after and picked[3] not in after
 
 
+@pytest.fixture
+def small_seen(settings):
+    settings.limits = settings.limits.model_copy(update={"seen_items": 1000})
+    return settings
+
+
+async def test_a_purchase_stays_out_when_the_seen_set_is_full(small_seen, stubs, loaded):
+    """A full live seen-set drops its oldest items, but keeps those excluded for good: a bought
+    item does not come back because 1,000 other items were viewed after it."""
+    profiles, recs = stubs
+    first = await recs.Recommend(pb.RecommendRequest(user_id="browser", k=10))
+    bought = first.items[0].item_id
+    await _track(profiles, "browser", [(bought, "purchase", 40)])
+    await _track(profiles, "browser", [(f"elsewhere-{n}", "view", 20 - n / 100) for n in range(1000)],
+                 prefix="v")
+    again = await recs.Recommend(pb.RecommendRequest(user_id="browser", k=50))
+    assert bought not in {i.item_id for i in again.items}
+
+
 async def test_repeatable_category_comes_back_and_others_do_not(stubs, loaded):
     profiles, recs = stubs
     ids = loaded.items["item_ids"]
