@@ -518,8 +518,9 @@ class Settings(BaseSettings):
     it, in days since the user's latest event on that item (`inf`: for good). Types not listed
     never exclude. Applies to the bundle's seen-set and the live one alike; off with
     `exclude_history=False`. Events of default weight 0 (messages sent, unsubscribes, bounces:
-    no interaction of the user; training drops them) enter neither seen-set nor move that time,
-    unless listed here. Env: `TAILOR_SEEN_EXCLUSION_DAYS='{"purchase": "inf", ...}'`."""
+    no interaction of the user; training drops them) enter neither seen-set nor move that time;
+    a type listed here enters the live one (never training's). Env:
+    `TAILOR_SEEN_EXCLUSION_DAYS='{"purchase": "inf", ...}'`."""
     seen_unknown_type_days: float = Field(math.inf, gt=0)
     """The same for seen items whose event type is unknown: histories of bundles without seen
     arrays (counted from the bundle's data cutoff) and profiles written before seen records.
