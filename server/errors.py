@@ -17,8 +17,8 @@ from .security.userref import user_ref
 
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
-    "PermissionDenied", "Unauthenticated", "Unavailable", "MalformedRequest", "grpc_errors",
-    "safe_deserializer",
+    "PermissionDenied", "Unauthenticated", "Unavailable", "MalformedRequest", "PartlyDone",
+    "grpc_errors", "safe_deserializer",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -93,6 +93,19 @@ class Unauthenticated(TailorError):
 
 class Unavailable(TailorError):
     status = grpc.StatusCode.UNAVAILABLE
+
+
+class PartlyDone(TailorError):
+    """A streaming call that failed part-way: `err`'s status and message, then `done`, what the
+    call did before it failed (and keeps), so the caller knows what to send again."""
+
+    def __init__(self, err: TailorError, done: str):
+        self.status = err.status
+        self.logged = f"{err.log_message()}; {done}"
+        super().__init__(f"{err}; {done}")
+
+    def log_message(self) -> str:
+        return self.logged
 
 
 class MalformedRequest:

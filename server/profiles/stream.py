@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Sequence
 
+from ..errors import PartlyDone, TailorError
 from ..validation import check_count
 from .events import TrackedEvent
 from .handler import Profiles, TrackResult
@@ -19,7 +20,8 @@ async def track_stream(profiles: Profiles,
     Batches are submitted as they arrive, so consecutive batches share transactions; reading
     pauses while more than `limits.stream_read_ahead_events` events wait for their commit.
     Rejected events are indexed from the start of the stream. If the stream fails, batches not
-    yet submitted are dropped; submitted ones still commit with their effects (`Profiles.track`).
+    yet submitted are dropped; submitted ones still commit with their effects (`Profiles.track`),
+    and a refusal (a `TailorError`) says what the messages before it did (`PartlyDone`).
     """
     read_ahead, most = profiles.limits.stream_read_ahead_events, profiles.limits.events_per_batch
     pending: list[asyncio.Task] = []
@@ -37,10 +39,47 @@ async def track_stream(profiles: Profiles,
                 in_flight -= sizes[waited]
                 waited += 1
         results = await asyncio.gather(*pending)
+    except TailorError as err:
+        _keep_running(pending)  # held even if this call is cancelled while it waits for them
+        raise PartlyDone(err, await _done_before(pending)) from err
     except BaseException:
-        for task in pending:
-            task.cancel()
+        _keep_running(pending)  # a cancelled call: its submitted batches still commit
         raise
+    return _totals(results)
+
+
+def _totals(results: Sequence[TrackResult]) -> tuple[TrackResult, int]:
     total = TrackResult(duplicates=sum(r.duplicates for r in results),
                         rejected=[x for r in results for x in r.rejected])
     return total, sum(len(r.accepted_ids) for r in results)
+
+
+async def _done_before(pending: list[asyncio.Task]) -> str:
+    """What the stream did before it failed, once every submitted batch has ended: the message
+    that failed (the first batch that did, else the one after the last submitted) and what the
+    batches that were tracked did."""
+    ended = await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
+    failed = [i for i, r in enumerate(ended) if not isinstance(r, TrackResult)]
+    done = [r for r in ended if isinstance(r, TrackResult)]
+    total, accepted = _totals(done)
+    return (f"message {(failed[0] if failed else len(pending)) + 1} of the stream failed and "
+            f"nothing after it was read; {len(done)} message{'' if len(done) == 1 else 's'} "
+            f"tracked: {accepted} accepted, "
+            f"{total.duplicates} duplicates, {len(total.rejected)} rejected")
+
+
+_orphans: set[asyncio.Task] = set()
+"""Batches of cancelled streams still committing (the loop keeps only weak references)."""
+
+
+def _keep_running(pending: list[asyncio.Task]) -> None:
+    for task in pending:
+        if not task.done():
+            _orphans.add(task)
+            task.add_done_callback(_orphan_done)
+
+
+def _orphan_done(task: asyncio.Task) -> None:
+    _orphans.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: `Profiles.track` logs what failed

@@ -59,6 +59,23 @@ async def test_stream_ingests_batches_and_reports_totals(stub):
     assert [r.index for r in reply.rejected] == [250, 501, 752, 1003]
 
 
+async def test_stream_refused_on_its_third_message_keeps_the_first_two_and_says_so(stub):
+    async def batches():
+        for b in range(2):
+            yield pb.TrackEventsRequest(events=[ev(f"k{b}-{i}", user="keeper", item=f"it{i}")
+                                                for i in range(3)])
+        yield pb.TrackEventsRequest(events=[ev(f"over{i}", user="other") for i in range(10_001)])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.TrackEventStream(batches())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.value.details()
+    assert details.startswith("events: 10001 entries, at most 10000"), details
+    assert "message 3" in details and "6 accepted" in details, details
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="keeper"))
+    assert sorted(e.event_id for e in profile.events) == [f"k{b}-{i}" for b in range(2)
+                                                          for i in range(3)]
+
+
 @pytest.fixture
 def short_read_ahead(settings):
     settings.limits = settings.limits.model_copy(update={"stream_read_ahead_events": 300})
