@@ -208,6 +208,8 @@ def read_manifest(path: str | Path) -> Manifest:
         raise BundleError("manifest.json", "missing") from None
     except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BundleError("manifest.json", f"unreadable or not valid JSON ({err})") from None
+    except RecursionError:
+        raise BundleError("manifest.json", "not valid JSON (nested too deep)") from None
     return parse_manifest(raw)
 
 

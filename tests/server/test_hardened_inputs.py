@@ -197,6 +197,17 @@ async def test_push_with_a_malformed_manifest_is_a_failed_precondition(
     assert _bundle_dir_names(tailor_server) == before
 
 
+@pytest.mark.parametrize("text", [b"[" * 100_000, b'{"a":' * 100_000])
+async def test_push_with_a_deeply_nested_manifest_is_a_failed_precondition(
+        admin, tailor_server, demo_manifest, text):
+    before = _bundle_dir_names(tailor_server)
+    code, details = await _code(admin.PushBundle(iter([mpb.BundleChunk(
+        path="manifest.json", offset=0, data=text, stage_only=True)])))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "manifest.json" in details, (
+        code, details[:300])
+    assert _bundle_dir_names(tailor_server) == before
+
+
 async def test_files_the_manifest_does_not_list_are_not_kept(admin, tailor_server, demo_bundle,
                                                             demo_manifest):
     manifest = {**demo_manifest, "version": "with-junk"}
