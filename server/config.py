@@ -99,6 +99,10 @@ class Limits(BaseModel):
     """Longest reward window a campaign may set."""
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
+    context_value_max: float = Field(1e9, gt=0, le=1e15)
+    """Largest magnitude of a request context value a campaign reads (`request.<key>`; also
+    every value of a SendCampaign's context): the linear policies square them into their
+    posterior, which a value past ~1e154 turns into inf/NaN for good."""
     plan_batch_users: int = Field(10_000, ge=1)
     """Most user ids in one PlanCampaign message (INVALID_ARGUMENT past it)."""
     plan_stream_users: int = Field(10_000_000, ge=1)

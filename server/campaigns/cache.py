@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..config import DEFAULT_LIMITS
 from ..contact import ContactPolicy, channels_of
 from ..interfaces import ProfileStates, SuppressedAddresses
 from .context import ContextBuilder
@@ -51,8 +52,10 @@ class Entry:
 
 class CampaignCache:
     def __init__(self, repo: CampaignRepository, profiles: ProfileStates, contact: ContactPolicy,
-                 suppressions: SuppressedAddresses | None, state_refresh_s: float):
+                 suppressions: SuppressedAddresses | None, state_refresh_s: float,
+                 context_value_max: float = DEFAULT_LIMITS.context_value_max):
         self.repo, self._profiles, self.contact = repo, profiles, contact
+        self.context_value_max = context_value_max
         self._suppressions = suppressions
         self.state_refresh_s = state_refresh_s
         self._snapshots: dict[str, _Snapshot] = {}
@@ -80,7 +83,7 @@ class CampaignCache:
             campaign = self.repo.parse(raw)
             spec, channels = campaign.spec, channels_of(campaign.spec)
             context = ContextBuilder(spec.context_features, self._profiles.states,
-                                     self._profiles.layout)
+                                     self._profiles.layout, self.context_value_max)
             entry = Entry(raw, campaign, context,
                           self.contact.needs_profile(spec) or self._checks_addresses(channels),
                           {c: self.contact.caps(spec, c) for c in channels}, channels,

@@ -24,6 +24,7 @@ import numpy as np
 from kernels import feature_layout as fl
 from kernels import features as kf
 
+from ..config import DEFAULT_LIMITS
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES, ProfileSchema
 from ..validation import check_count
@@ -77,8 +78,11 @@ def check_feature_names(names: Sequence[str], most: int) -> None:
 class ContextBuilder:
     """Turns (user, request context) into the feature vector a campaign asks for."""
 
-    def __init__(self, names: Sequence[str], profile_states, layout: fl.FeatureLayout):
+    def __init__(self, names: Sequence[str], profile_states, layout: fl.FeatureLayout,
+                 value_max: float = DEFAULT_LIMITS.context_value_max):
+        """`value_max`: the largest magnitude of a request value (`Limits.context_value_max`)."""
         self.names = tuple(names)
+        self.value_max = value_max
         self._states = profile_states
         self._layout = layout
         self._readers = []
@@ -110,8 +114,9 @@ class ContextBuilder:
         for source, reader in self._readers:
             if source == "request":
                 value = float(request.get(reader, 0.0))
-                if not math.isfinite(value):
-                    raise InvalidArgument(f"context[{reader!r}]", "must be finite")
+                if not -self.value_max <= value <= self.value_max:  # NaN too
+                    raise InvalidArgument(f"context[{reader!r}]", f"must be a finite number within "
+                                          f"±{self.value_max:g}, got {value:g}")
             else:
                 value = reader(feats) if feats is not None else 0.0
             out.append(value)

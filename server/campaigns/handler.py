@@ -77,7 +77,7 @@ class Campaigns:
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
         self._cache = CampaignCache(self.repo, profiles, self.contact, suppressions,
-                                    state_refresh_s)
+                                    state_refresh_s, limits.context_value_max)
         seed = int.from_bytes(os.urandom(8), "little")
         # Decisions use one generator owned by the event-loop thread; stats run in worker
         # threads and use their own (under a lock): the native Rng is not thread-safe.

@@ -86,7 +86,9 @@ class SendJobs:
         campaign = await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message one
         users, rates = self._users(user_ids), self._rates(rates)
         check_count("context", len(context), self.limits.context_entries)
-        context = {k: check_finite(f"context[{shown(k)}]", v) for k, v in context.items()}
+        most = self.limits.context_value_max
+        context = {k: check_range(f"context[{shown(k)}]", check_finite(f"context[{shown(k)}]", v),
+                                  -most, most) for k, v in context.items()}
         self.delivery.check_adapter(campaign.spec.channel)  # FAILED_PRECONDITION without one
         send_id = "send-" + secrets.token_hex(8)
         job = await asyncio.to_thread(self.records.create, send_id, campaign_id, users, rates,

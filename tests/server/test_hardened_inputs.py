@@ -443,3 +443,49 @@ async def test_export_decisions_with_a_bound_that_is_not_a_time_is_invalid(chann
     for req in (cpb.ExportDecisionsRequest(start=bound), cpb.ExportDecisionsRequest(end=bound)):
         code, _ = await _code(_drain(stub.ExportDecisions(req)))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, (bound, code)
+
+
+# -- Request context: bounded numbers (a linear policy squares them) -----------------------------
+@pytest.mark.parametrize("policy", ["linucb", "lints"])
+async def test_a_huge_request_context_value_is_refused_and_leaves_a_linear_campaign_working(
+        channel, policy):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+    cid = f"ctx-{policy}"
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id=cid, channel="web", policy=policy, context_features=["request.a"],
+        variants=[cpb.Variant(id="x"), cpb.Variant(id="y")])))
+    for value in (1e300, -1e200, 1e154):
+        code, details = await _code(stub.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id=cid, user_id="cu", context={"a": value})))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "context['a']" in details, (
+            value, code, details)
+
+        async def plan(value=value):
+            yield cpb.PlanCampaignRequest(campaign_id=cid, user_ids=["pu"], context={"a": value})
+        code, details = await _code(_drain(stub.PlanCampaign(plan())))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "context['a']" in details, details
+    # The largest accepted value keeps the posterior finite: later decisions still choose.
+    for _ in range(3):
+        d = await stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id=cid, user_id="cu",
+                                                              context={"a": 1e9}))
+        await stub.ReportReward(cpb.ReportRewardRequest(decision_id=d.decision_id, reward=1.0))
+    await asyncio.sleep(0.5)  # the rewards reach the posterior the decisions read
+    d = await stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id=cid, user_id="cv",
+                                                          context={"a": 1.0}))
+    assert d.variant_id in ("x", "y") and 0 < d.propensity <= 1, d
+
+
+async def test_send_campaign_refuses_a_huge_context_value(channel):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    from protos.tailor.v1 import messaging_pb2 as mspb
+    from protos.tailor.v1 import messaging_pb2_grpc as mspb_grpc
+    await cpb_grpc.CampaignServiceStub(channel).CreateCampaign(cpb.CreateCampaignRequest(
+        spec=cpb.CampaignSpec(campaign_id="ctx-send", channel="email", policy="fixed",
+                              variants=[cpb.Variant(id="x", content={
+                                  "subject": "s", "text": "{{ unsubscribe_url }}"})])))
+    code, details = await _code(mspb_grpc.MessagingServiceStub(channel).SendCampaign(
+        mspb.SendCampaignRequest(campaign_id="ctx-send", user_ids=["su"], context={"a": 1e300})))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "context['a']" in details, details
