@@ -84,7 +84,7 @@ def _check_options(model, order, position_shares, half_life, shapley_form, max_e
             1 <= order <= MAX_ORDER):
         raise ValueError(f"order: must be an integer from 1 to {MAX_ORDER}, got {order!r}")
     first, last = position_shares
-    if first < 0 or last < 0 or first + last > 1 or first + last <= 0:
+    if not (first >= 0 and last >= 0 and 0 < first + last <= 1):  # NaN fails too
         raise ValueError("position_shares: need first, last >= 0 with 0 < first + last <= 1, "
                          f"got {position_shares!r}")
     if not half_life > 0:

@@ -252,6 +252,10 @@ BAD = [
     ("bad row", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
                                     channelattribution_rows=["a;1", "b;x"]),
      "channelattribution_rows[1]"),
+    ("NaN first share", bad(pb.POSITION_BASED, position_first=float("nan"), position_last=0.4),
+     "spec.position_first/position_last"),
+    ("NaN last share", bad(pb.POSITION_BASED, position_first=0.0, position_last=float("nan")),
+     "spec.position_first/position_last"),
 ]
 
 
