@@ -6,6 +6,7 @@ them from here, so no module imports `kernels.attribution` back.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -121,8 +122,8 @@ def parse_channelattribution(lines: Iterable[str], sep: str = ";") -> Paths:
     """
     rows = [line.strip().split(sep) for line in lines]
     numbered = [(i, r) for i, r in enumerate(rows, 1) if r != [""]]
-    if numbered and numbered[0][0] == 1 and not _numeric(numbered[0][1][1:2]):
-        numbered = numbered[1:]  # header
+    if numbered and numbered[0][0] == 1 and _header(numbered[0][1]):
+        numbered = numbered[1:]
     try:  # fast path: every row has the same numeric columns
         arr = np.array([r[1:4] for _, r in numbered], dtype=np.float64).reshape(len(numbered), -1)
     except ValueError:
@@ -134,11 +135,20 @@ def parse_channelattribution(lines: Iterable[str], sep: str = ";") -> Paths:
     return Paths.from_sequences(paths, arr[:, 0], arr[:, 1], arr[:, 2])
 
 
-def _numeric(fields: list[str]) -> bool:
-    try:
-        return len(fields) > 0 and all(float(f) == float(f) for f in fields)
-    except ValueError:
+_NAME = re.compile(r"[A-Za-z_].*")
+
+
+def _header(fields: list[str]) -> bool:
+    """Whether a first row is a header: its second field is a name (it starts with a letter or
+    "_" and is not a number such as "nan"); a data row with a mistyped ("1O"), missing or NaN
+    count is reported, not skipped."""
+    if len(fields) < 2 or not _NAME.fullmatch(fields[1].strip()):
         return False
+    try:
+        float(fields[1])  # "nan", "inf", "Infinity": numbers, not names
+    except ValueError:
+        return True
+    return False
 
 
 def _parse_rows_slowly(numbered, sep) -> np.ndarray:

@@ -256,6 +256,13 @@ BAD = [
      "spec.position_first/position_last"),
     ("NaN last share", bad(pb.POSITION_BASED, position_first=0.0, position_last=float("nan")),
      "spec.position_first/position_last"),
+    # A first row whose count is not a number is not a header to skip silently.
+    ("bad first row", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
+                                          channelattribution_rows=["a;1O;0;0", "b;1;0;0"]),
+     "channelattribution_rows[0]"),
+    ("first row without counts", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
+                                                     channelattribution_rows=["a > b"]),
+     "channelattribution_rows[0]"),
 ]
 
 
