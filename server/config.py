@@ -153,6 +153,9 @@ class Limits(BaseModel):
     caller's deadline)."""
     attribution_touches: int = Field(5_000_000, ge=1)
     """Most touches one Attribute request (or AttributeStream) may carry."""
+    attribution_count_max: float = Field(1e15, gt=0, le=1e300)
+    """Largest conversions, value or nulls of one given path (finite ones past it sum to inf
+    and NaN credits)."""
 
     bundle_upload_bytes: int = 8 << 30
     """Largest bundle (all files together) PushBundle accepts."""

@@ -87,7 +87,7 @@ class Attributor:
 
     def path_set(self) -> PathSet:
         """An empty PathSet bounded by `Limits.attribution_touches`."""
-        return PathSet(self.limits.attribution_touches)
+        return PathSet(self.limits.attribution_touches, self.limits.attribution_count_max)
 
     async def attribute(self, spec: ModelSpec, paths: PathSet,
                         time_remaining: float | None = None) -> AttributionResult:

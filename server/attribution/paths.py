@@ -14,6 +14,8 @@ __all__ = ["PathSet", "MAX_TOUCHES", "concat_paths"]
 
 MAX_TOUCHES = 50_000_000
 """Most touches one request (or stream) may hold: about 1 GB of encoded paths."""
+MAX_COUNT = 1e15
+"""Largest conversions, value or nulls of one path (`Limits.attribution_count_max`)."""
 _LINE = re.compile(r"^line (\d+): (.*)$", re.S)
 
 
@@ -27,8 +29,8 @@ class PathSet:
         Index of the first path without timestamps (TIME_DECAY needs them on every path).
     """
 
-    def __init__(self, max_touches: int = MAX_TOUCHES):
-        self.max_touches = max_touches
+    def __init__(self, max_touches: int = MAX_TOUCHES, max_count: float = MAX_COUNT):
+        self.max_touches, self.max_count = max_touches, max_count
         self.n_paths = self.n_touches = self._rows = 0
         self.untimed: int | None = None
         self._chunks: list[Paths] = []
@@ -51,19 +53,21 @@ class PathSet:
         if not seqs:
             return
         for name, column in (("conversions", conversions), ("value", value), ("nulls", nulls)):
-            self._check_counts(name, np.asarray(column, dtype=np.float64))
+            self._check_counts(name, np.asarray(column, dtype=np.float64),
+                               lambda i: f"paths[{self.n_paths + i}]")
         untimed = [i for i, ts in enumerate(timestamps) if not ts]
         paths = Paths.from_sequences(seqs, conversions, value, nulls,
                                      timestamps=None if untimed else timestamps)
         self._add(paths, untimed[0] if untimed else None)
 
-    def _check_counts(self, name: str, column: np.ndarray) -> None:
-        """Each path's count is finite and >= 0 (the error names the first bad path)."""
-        bad = np.flatnonzero(~(np.isfinite(column) & (column >= 0)))
+    def _check_counts(self, name: str, column: np.ndarray, where) -> None:
+        """Each path's count is in 0..max_count (the error names the first bad path, `where(i)`
+        for the i-th path of the message)."""
+        bad = np.flatnonzero(~((column >= 0) & (column <= self.max_count)))  # NaN too
         if bad.size:
             i = int(bad[0])
-            raise InvalidArgument(f"paths[{self.n_paths + i}].{name}",
-                                  f"must be finite and >= 0, got {float(column[i])}")
+            raise InvalidArgument(f"{where(i)}.{name}", f"must be finite and in "
+                                  f"0..{self.max_count:g}, got {float(column[i])}")
 
     def add_rows(self, rows: Sequence[str]) -> None:
         """ChannelAttribution rows, ``a > b > c;conversions;value;nulls`` (no timestamps)."""
@@ -79,6 +83,11 @@ class PathSet:
             raise InvalidArgument(f"channelattribution_rows[{row}]", m.group(2)) from None
         if "" in paths.channels:
             raise InvalidArgument("channelattribution_rows", "empty channel name in a path")
+        lines = [j for j, line in enumerate(rows) if line.strip()]
+        lines = lines[len(lines) - paths.n_paths:]  # without the header, if one was skipped
+        for name in ("conversions", "value", "nulls"):
+            self._check_counts(name, getattr(paths, name),
+                               lambda i: f"channelattribution_rows[{self._rows + lines[i]}]")
         self._rows += len(rows)
         self._add(paths, 0)
 
