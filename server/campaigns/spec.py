@@ -147,11 +147,13 @@ class CampaignSpec:
             for k, x in v.features.items():
                 check_text(f"variants[{i}].features key", k, limits.attribute_key_chars)
                 check_finite(f"variants[{i}].features[{shown(k)}]", x)
+            if not (check_finite(f"variants[{i}].weight", v.weight) >= 0):
+                raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")
         if total > limits.campaign_content_bytes:
             raise InvalidArgument("variants", f"content of all variants takes {total} bytes, "
                                   f"at most {limits.campaign_content_bytes}")
-            if not (check_finite(f"variants[{i}].weight", v.weight) >= 0):
-                raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")
+        if not math.isfinite(sum(v.weight for v in self.variants)):
+            raise InvalidArgument("variants.weight", "the weights sum to more than a float holds")
         if self.policy == "fixed" and any(v.weight for v in self.variants) \
                 and not all(v.weight > 0 for v in self.variants):
             raise InvalidArgument("variants.weight",

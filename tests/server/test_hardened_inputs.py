@@ -489,3 +489,20 @@ async def test_send_campaign_refuses_a_huge_context_value(channel):
     code, details = await _code(mspb_grpc.MessagingServiceStub(channel).SendCampaign(
         mspb.SendCampaignRequest(campaign_id="ctx-send", user_ids=["su"], context={"a": 1e300})))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "context['a']" in details, details
+
+
+# -- Campaign weights: finite, and a sum that is too ----------------------------------------------
+@pytest.mark.parametrize("weights,field", [((math.inf, 1.0), "variants[0].weight"),
+                                           ((1.0, math.nan), "variants[1].weight"),
+                                           ((1e308, 1e308), "variants.weight")])
+async def test_a_fixed_split_with_weights_that_are_not_finite_is_invalid(channel, weights, field):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+    cid = f"w-{next(_unique)}"
+    spec = cpb.CampaignSpec(campaign_id=cid, channel="web", policy="fixed", variants=[
+        cpb.Variant(id=f"v{i}", weight=w) for i, w in enumerate(weights)])
+    code, details = await _code(stub.CreateCampaign(cpb.CreateCampaignRequest(spec=spec)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), (code, details)
+    code, _ = await _code(stub.GetCampaign(cpb.GetCampaignRequest(campaign_id=cid)))
+    assert code == grpc.StatusCode.NOT_FOUND
