@@ -97,6 +97,10 @@ class Limits(BaseModel):
     """Longest campaign salt."""
     reward_window_seconds: float = 90 * 86400.0
     """Longest reward window a campaign may set."""
+    reward_max: float = Field(1e9, gt=0, le=1e15)
+    """Largest magnitude of a reward (ReportReward, a reward rule's value or cap, a campaign's
+    default reward): the Gaussian and linear posteriors square rewards, which a value past
+    ~1e154 turns into inf/NaN for good."""
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
     context_value_max: float = Field(1e9, gt=0, le=1e15)

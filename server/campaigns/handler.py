@@ -69,7 +69,7 @@ class Campaigns:
                  limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None,
                  suppressions: SuppressedAddresses | None = None,
                  group_commit: tuple[float, int] = (0.0, 1)):
-        self.repo = CampaignRepository(store)
+        self.repo = CampaignRepository(store, limits)
         self._store = store
         self.limits = limits
         self.contact = contact or ContactPolicy()

@@ -71,6 +71,7 @@ class CampaignRepository:
         self._d = store.table("decisions")
         self.log = DecisionLog(store)
         self.contacts = ContactLog(store, limits)
+        self.limits = limits
         self._parsed: dict[bytes, Campaign] = {}
 
     def parse(self, raw: bytes) -> Campaign:
@@ -211,7 +212,7 @@ class CampaignRepository:
         if req.event_type:
             return self._event_reward(txn, pkey, rec, spec, req, now) and outcome
         try:
-            reward = spec.check_reward("reward", req.reward)
+            reward = spec.check_reward("reward", req.reward, self.limits.reward_max)
         except Exception as err:  # noqa: BLE001 - InvalidArgument for this request only
             return err
         if rec["status"] == SUPPRESSED:

@@ -94,7 +94,7 @@ class CampaignSpec:
         check_known("policy", self.policy, B.POLICIES)
         self._check_variants(limits)
         self._check_params()
-        self._check_rewards()
+        self._check_rewards(limits.reward_max)
         window = self.reward_window_seconds or DEFAULT_WINDOW_S
         if not 0 < window <= limits.reward_window_seconds:
             raise InvalidArgument("reward_window_seconds",
@@ -170,7 +170,7 @@ class CampaignSpec:
         except ValueError as err:
             raise InvalidArgument("params", str(err)) from None
 
-    def _check_rewards(self) -> None:
+    def _check_rewards(self, most: float) -> None:
         seen = set()
         for i, r in enumerate(self.rewards):
             if r.event_type not in EVENT_TYPES:
@@ -178,24 +178,30 @@ class CampaignSpec:
             if r.event_type in seen:
                 raise InvalidArgument(f"rewards[{i}].event_type", f"{r.event_type!r} is used twice")
             seen.add(r.event_type)
-            check_finite(f"rewards[{i}].value", r.value)
+            self.check_reward(f"rewards[{i}].value", r.value, most, binary=False)
             if not check_finite(f"rewards[{i}].cap", r.cap) >= 0:
                 raise InvalidArgument(f"rewards[{i}].cap", "must be >= 0")
-        check_finite("default_reward", self.default_reward)
+            self.check_reward(f"rewards[{i}].cap", r.cap, most, binary=False)
+        self.check_reward("default_reward", self.default_reward, most, binary=False)
         if self.binary_rewards:
             for i, r in enumerate(self.rewards):
                 if not 0 <= r.ceiling <= 1 or not 0 <= r.value <= 1:
                     raise InvalidArgument(f"rewards[{i}]", "bernoulli_ts needs rewards in [0, 1] "
                                           "(a capped event value needs cap <= 1)")
-            self.check_reward("default_reward", self.default_reward)
+            self.check_reward("default_reward", self.default_reward, most)
 
     @property
     def binary_rewards(self) -> bool:
         return self.policy == "bernoulli_ts"
 
-    def check_reward(self, name: str, reward: float) -> float:
+    def check_reward(self, name: str, reward: float, most: float = DEFAULT_LIMITS.reward_max,
+                     binary: bool = True) -> float:
+        """A finite reward within ±`most` (`Limits.reward_max`); in [0, 1] for bernoulli_ts
+        unless not `binary` (a setting its own check bounds)."""
         check_finite(name, reward)
-        if self.binary_rewards and not 0 <= reward <= 1:
+        if not -most <= reward <= most:
+            raise InvalidArgument(name, f"must be within ±{most:g}, got {reward:g}")
+        if binary and self.binary_rewards and not 0 <= reward <= 1:
             raise InvalidArgument(name, "bernoulli_ts campaigns take rewards in [0, 1], "
                                   f"got {reward:g}")
         return float(reward)

@@ -506,3 +506,45 @@ async def test_a_fixed_split_with_weights_that_are_not_finite_is_invalid(channel
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), (code, details)
     code, _ = await _code(stub.GetCampaign(cpb.GetCampaignRequest(campaign_id=cid)))
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+# -- Rewards: bounded numbers (Gaussian and linear posteriors square them) ------------------------
+@pytest.mark.parametrize("policy", ["gaussian_ts", "linucb"])
+async def test_a_huge_reward_is_refused_and_leaves_the_posterior_finite(channel, policy):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+    cid = f"rw-{policy}"
+    features = ["request.a"] if policy == "linucb" else []
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id=cid, channel="web", policy=policy, context_features=features,
+        variants=[cpb.Variant(id="x"), cpb.Variant(id="y")])))
+    d = await stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id=cid, user_id="ru",
+                                                          context={"a": 1.0}))
+    for reward in (1e300, -1e200):
+        code, details = await _code(stub.ReportReward(cpb.ReportRewardRequest(
+            decision_id=d.decision_id, reward=reward)))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("reward: "), (
+            code, details)
+    await stub.ReportReward(cpb.ReportRewardRequest(decision_id=d.decision_id, reward=1e9))
+    await asyncio.sleep(0.5)  # the reward reaches the posterior the stats read
+    stats = await stub.GetCampaignStats(cpb.GetCampaignStatsRequest(campaign_id=cid))
+    assert all(math.isfinite(v.mean) and math.isfinite(v.ci_low) for v in stats.variants), stats
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"rewards": [{"event_type": "click", "value": 1e300}]}, "rewards[0].value"),
+    ({"rewards": [{"event_type": "purchase", "use_event_value": True, "cap": 1e300}]},
+     "rewards[0].cap"),
+    ({"default_reward": -1e300}, "default_reward")])
+async def test_a_campaign_with_huge_reward_settings_is_invalid(channel, change, field):
+    from google.protobuf import json_format
+
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    spec = json_format.ParseDict({"campaign_id": f"rs-{next(_unique)}", "channel": "web",
+                                  "policy": "gaussian_ts", "variants": [{"id": "x"}], **change},
+                                 cpb.CampaignSpec())
+    code, details = await _code(cpb_grpc.CampaignServiceStub(channel).CreateCampaign(
+        cpb.CreateCampaignRequest(spec=spec)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), (code, details)
