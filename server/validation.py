@@ -17,6 +17,7 @@ from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
+           "check_window",
            "has_control", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -134,3 +135,12 @@ def check_time(field: str, value: float, latest: float, where: str = "") -> floa
         raise InvalidArgument(where + field, f"{value:g} is not a time in 0..{latest:.0f} "
                               "(Unix seconds)")
     return float(value)
+
+
+def check_window(start: float, end: float, latest: float, where: str = "") -> None:
+    """An export window in Unix seconds: both bounds times (`check_time`; 0 = unbounded) and an
+    end, when given, not before the start (an empty window is a mistake, not a query)."""
+    check_time("start", start, latest, where)
+    check_time("end", end, latest, where)
+    if end and end < start:
+        raise InvalidArgument(where + "end", f"{end:.0f} is before start {start:.0f} (0 = unbounded)")

@@ -27,7 +27,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
 from ..interfaces import ProfileStates, SuppressedAddresses
 from ..store import Store
-from ..validation import check_count, check_id, check_time
+from ..validation import check_count, check_id, check_window
 from .cache import CampaignCache, Entry
 from .choice import Choice, PendingChoice
 from .context import UNREAD
@@ -370,8 +370,7 @@ class Campaigns:
                include_pending: bool = False, include_suppressed: bool = False):
         if campaign_id:
             check_id("campaign_id", campaign_id, self.limits.id_bytes)
-        check_time("start", start, self.limits.latest_timestamp)
-        check_time("end", end, self.limits.latest_timestamp)
+        check_window(start, end, self.limits.latest_timestamp)
         for rec in self.repo.log.export(campaign_id, start, end, include_pending, include_suppressed):
             if rec["reward"] is None:
                 rec["reward"] = float(np.nan)

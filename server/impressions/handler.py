@@ -16,7 +16,7 @@ from ..interfaces import BundleSource
 from ..profiles.schema import CHANNELS
 from ..security.secrets import Keyring
 from ..store import Store
-from ..validation import check_count, check_id, check_known, check_range, check_time
+from ..validation import check_count, check_id, check_known, check_range, check_window
 from .export import ExportedImpression, ImpressionExport, user_impressions
 from .join import ImpressionJoin
 from .log import ImpressionLog
@@ -118,8 +118,7 @@ class Impressions:
     async def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[ExportedImpression]:
         """The log with joined outcomes, items and users named (ExportImpressions), this
         worker's buffered answers written first."""
-        check_time("start", start, self.settings.limits.latest_timestamp)
-        check_time("end", end, self.settings.limits.latest_timestamp)
+        check_window(start, end, self.settings.limits.latest_timestamp)
         if self.exporter is None:
             return iter(())
         if self.enabled:

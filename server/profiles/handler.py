@@ -32,6 +32,7 @@ from ..validation import (
     check_not_negative,
     check_text,
     check_time,
+    check_window,
     shown,
 )
 from .errors import ProfileAttributesFull
@@ -497,8 +498,7 @@ class Profiles:
         return self.repo.user_ids()
 
     def export(self, start: float = 0.0, end: float = 0.0):
-        check_time("start", start, self.limits.latest_timestamp)
-        check_time("end", end, self.limits.latest_timestamp)
+        check_window(start, end, self.limits.latest_timestamp)
         return self.repo.export(start, end)
 
     async def close(self) -> None:

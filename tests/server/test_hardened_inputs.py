@@ -548,3 +548,19 @@ async def test_a_campaign_with_huge_reward_settings_is_invalid(channel, change, 
     code, details = await _code(cpb_grpc.CampaignServiceStub(channel).CreateCampaign(
         cpb.CreateCampaignRequest(spec=spec)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), (code, details)
+
+
+# -- Exports: a campaign that exists, a window that is one ----------------------------------------
+async def test_exports_with_an_end_before_their_start_are_invalid(channel, profiles):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    start, end = 1_700_000_100.0, 1_700_000_000.0
+    calls = [profiles.ExportEvents(ppb.ExportEventsRequest(start=start, end=end)),
+             cpb_grpc.CampaignServiceStub(channel).ExportDecisions(
+                 cpb.ExportDecisionsRequest(start=start, end=end)),
+             mpb_grpc.ModelAdminServiceStub(channel).ExportImpressions(
+                 mpb.ExportImpressionsRequest(start=start, end=end))]
+    for call in calls:
+        code, details = await _code(_drain(call))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("end: "), (
+            code, details)
