@@ -370,6 +370,8 @@ class Campaigns:
                include_pending: bool = False, include_suppressed: bool = False):
         if campaign_id:
             check_id("campaign_id", campaign_id, self.limits.id_bytes)
+            if self.repo.get(campaign_id) is None:  # campaigns are archived, never deleted
+                raise CampaignNotFound(campaign_id)
         check_window(start, end, self.limits.latest_timestamp)
         for rec in self.repo.log.export(campaign_id, start, end, include_pending, include_suppressed):
             if rec["reward"] is None:

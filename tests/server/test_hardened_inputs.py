@@ -551,6 +551,14 @@ async def test_a_campaign_with_huge_reward_settings_is_invalid(channel, change, 
 
 
 # -- Exports: a campaign that exists, a window that is one ----------------------------------------
+async def test_export_decisions_of_an_unknown_campaign_is_not_found(channel):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    code, details = await _code(_drain(cpb_grpc.CampaignServiceStub(channel).ExportDecisions(
+        cpb.ExportDecisionsRequest(campaign_id="never-created"))))
+    assert code == grpc.StatusCode.NOT_FOUND and "never-created" in details, (code, details)
+
+
 async def test_exports_with_an_end_before_their_start_are_invalid(channel, profiles):
     from protos.tailor.v1 import campaign_pb2 as cpb
     from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
