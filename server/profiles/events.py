@@ -111,4 +111,9 @@ def _bad_attributes(attributes: dict[str, str], limits: Limits) -> str | None:
     size = sum(len(k.encode()) + len(v.encode()) for k, v in attributes.items())
     if size > limits.event_attribute_bytes:
         return f"attributes take {size} bytes, at most {limits.event_attribute_bytes}"
+    for key in attributes:  # as a profile attribute's (`validation.check_key`)
+        if not key:
+            return "attributes has an empty key"
+        if has_control(key):
+            return f"attributes key {shown(key)} contains a control character (0x00-0x1F or 0x7F)"
     return None
