@@ -13,7 +13,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..contact import PURPOSES, FrequencyCap, QuietHours, SendWindow
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES
-from ..validation import check_count, check_finite, check_id, check_known, check_text, shown
+from ..validation import check_count, check_finite, check_id, check_key, check_known, check_text, shown
 from .errors import ImmutableField
 
 __all__ = ["Variant", "RewardRule", "CampaignSpec", "Campaign", "PARAM_NAMES", "DEFAULT_WINDOW_S"]
@@ -138,6 +138,8 @@ class CampaignSpec:
                 raise InvalidArgument(f"variants[{i}].id", "is used twice")
             seen.add(v.id)
             check_count(f"variants[{i}].content", len(v.content), limits.variant_content_entries)
+            for k in v.content:
+                check_key(f"variants[{i}].content key", k, limits.attribute_key_chars)
             size = sum(len(k.encode()) + len(x.encode()) for k, x in v.content.items())
             if size > limits.variant_content_bytes:
                 raise InvalidArgument(f"variants[{i}].content",
@@ -145,7 +147,7 @@ class CampaignSpec:
             total += size
             check_count(f"variants[{i}].features", len(v.features), limits.variant_features)
             for k, x in v.features.items():
-                check_text(f"variants[{i}].features key", k, limits.attribute_key_chars)
+                check_key(f"variants[{i}].features key", k, limits.attribute_key_chars)
                 check_finite(f"variants[{i}].features[{shown(k)}]", x)
             if not (check_finite(f"variants[{i}].weight", v.weight) >= 0):
                 raise InvalidArgument(f"variants[{i}].weight", "must be >= 0")

@@ -574,3 +574,17 @@ async def test_exports_with_an_end_before_their_start_are_invalid(channel, profi
         code, details = await _code(_drain(call))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("end: "), (
             code, details)
+
+
+@pytest.mark.parametrize("variant,field", [({"content": {"": "x"}}, "variants[0].content key"),
+                                           ({"content": {"a\x00": "x"}}, "variants[0].content key"),
+                                           ({"features": {"": 1.0}}, "variants[0].features key"),
+                                           ({"features": {"f\x1f": 1.0}}, "variants[0].features key")])
+async def test_a_variant_with_an_empty_or_control_character_key_is_invalid(channel, variant, field):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    spec = cpb.CampaignSpec(campaign_id=f"vk-{next(_unique)}", channel="web", policy="fixed",
+                            variants=[cpb.Variant(id="x", **variant)])
+    code, details = await _code(cpb_grpc.CampaignServiceStub(channel).CreateCampaign(
+        cpb.CreateCampaignRequest(spec=spec)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), (code, details)
