@@ -116,6 +116,11 @@ class Composer:
 
     async def compose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                       deliver: bool = False) -> Message:
+        if deliver:  # before the decision: a refused call logs nothing (as SendCampaign)
+            if self.delivery is None:
+                raise FailedPrecondition("deliver: this server has no delivery adapter")
+            campaign = await self.message_campaign(campaign_id)
+            self.delivery.check_adapter(campaign.spec.channel)
         out, recipient = await self.decide_and_render(campaign_id, user_id, context, on_loop=True)
         if deliver and recipient is not None:
             if self.delivery is None:

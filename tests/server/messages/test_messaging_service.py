@@ -192,3 +192,20 @@ async def test_holdout_and_web_campaigns(campaigns, messaging, profiles):
     with pytest.raises(grpc.RpcError) as err:
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="web", user_id="u"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_deliver_on_a_server_without_a_relay_is_refused_before_any_decision(
+        campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="norelay", attributes={"email": "norelay@example.com"}))
+    await opt_in(profiles, "norelay")
+    for _ in range(2):  # a retry logs nothing either
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+                campaign_id="mail", user_id="norelay", deliver=True))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "SMTP relay" in err.value.details()
+    logged = [d async for d in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
+        campaign_id="mail", include_pending=True, include_suppressed=True))]
+    assert logged == []
