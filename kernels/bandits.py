@@ -175,6 +175,9 @@ def _check_params(p: Params) -> None:
     for name in ("a0", "b0", "lam", "kappa0", "na0", "nb0"):
         if not getattr(p, name) > 0:
             raise ValueError(f"{name} must be > 0, got {getattr(p, name)}")
+    if p.reward_model not in (0.0, 1.0):  # any other value was read as 0
+        raise ValueError("reward_model must be 0 (Beta-Bernoulli) or 1 (Normal-inverse-gamma), "
+                         f"got {p.reward_model}")
 
 
 def new_rng(seed: int, use_native: bool = True):

@@ -588,3 +588,14 @@ async def test_a_variant_with_an_empty_or_control_character_key_is_invalid(chann
     code, details = await _code(cpb_grpc.CampaignServiceStub(channel).CreateCampaign(
         cpb.CreateCampaignRequest(spec=spec)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(field), (code, details)
+
+
+@pytest.mark.parametrize("value", [7.0, 0.5, -1.0])
+async def test_a_reward_model_other_than_0_or_1_is_invalid(channel, value):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    spec = cpb.CampaignSpec(campaign_id=f"rm-{next(_unique)}", channel="web", policy="ucb1",
+                            params={"reward_model": value}, variants=[cpb.Variant(id="x")])
+    code, details = await _code(cpb_grpc.CampaignServiceStub(channel).CreateCampaign(
+        cpb.CreateCampaignRequest(spec=spec)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "reward_model" in details, (code, details)
