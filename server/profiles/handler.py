@@ -264,6 +264,10 @@ class Profiles:
         purpose = check_known("purpose", purpose or MARKETING, PURPOSES)
         check_text("source", source, lim.consent_source_chars)
         ts = check_time("timestamp", timestamp, lim.latest_timestamp) or time.time()
+        ahead = ts - time.time()
+        if ahead > self.rules.future_tolerance_s:  # it would outrank every change until then
+            raise InvalidArgument("timestamp", f"{ahead:.0f}s in the future (tolerance "
+                                  f"{self.rules.future_tolerance_s:.0f}s, as for events)")
 
         def change(meta):
             record_consent(meta, channel, purpose, opted_in, source, ts, lim.consent_history)

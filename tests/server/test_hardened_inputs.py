@@ -139,6 +139,22 @@ async def test_set_consent_refuses_bad_times_and_huge_sources_and_stores_nothing
     assert code == grpc.StatusCode.NOT_FOUND
 
 
+async def test_set_consent_refuses_a_future_time_that_would_outrank_every_later_change(profiles):
+    user = f"c3-{next(_unique)}"
+    code, details = await _code(profiles.SetConsent(ppb.SetConsentRequest(
+        user_id=user, channel="email", opted_in=False, source="form",
+        timestamp=time.time() + 50 * 365 * 86400)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("timestamp: "), (
+        code, details)
+    # Within the events' future tolerance (clock skew) it is taken, and a change now still counts.
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email", opted_in=False,
+                                                    source="form", timestamp=time.time() + 60))
+    profile = await profiles.SetConsent(ppb.SetConsentRequest(
+        user_id=user, channel="email", opted_in=True, source="signup",
+        timestamp=time.time() + 120))
+    assert profile.consent["email"].opted_in
+
+
 async def test_set_consent_with_an_ordinary_request_is_stored(profiles):
     profile = await profiles.SetConsent(ppb.SetConsentRequest(
         user_id="c2", channel="email", opted_in=True, source="form", timestamp=1_700_000_000.0))
