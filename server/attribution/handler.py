@@ -101,7 +101,7 @@ class Attributor:
     async def attribute_stored(self, spec: ModelSpec, query: JourneyQuery,
                                time_remaining: float | None = None) -> AttributionResult:
         spec.check()
-        query.check(self.known_event_types)
+        query.check(self.known_event_types, self.limits.latest_timestamp)
         query = dataclasses.replace(query, timestamps=spec.model == "time_decay")
         async with self.slots:
             deadline = self._deadline(time_remaining)

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from kernels.attribution import DAY, Paths
 from protos.tailor.v1 import profile_pb2 as pb
 
+from ..config import DEFAULT_LIMITS
 from ..errors import InvalidArgument
+from ..validation import check_time
 
 __all__ = ["JourneyQuery", "Journeys", "TOUCH_TYPES", "CONVERSION_TYPE", "build_journeys",
            "journeys_from_store"]
@@ -45,9 +47,13 @@ class JourneyQuery:
     nulls: bool = True
     timestamps: bool = False
 
-    def check(self, known_types: Iterable[str]) -> None:
+    def check(self, known_types: Iterable[str],
+              latest: float = DEFAULT_LIMITS.latest_timestamp) -> None:
+        """`latest`: the latest time a request may name (`Limits.latest_timestamp`)."""
         if self.start < 0 or self.end < 0:
             raise InvalidArgument("start_time/end_time", "must be >= 0 seconds since the epoch")
+        check_time("start_time", self.start, latest)
+        check_time("end_time", self.end, latest)
         if self.end and self.end <= self.start:
             raise InvalidArgument("end_time", f"must be after start_time ({self.end:.0f} <= "
                                   f"{self.start:.0f}); 0 means no upper bound")

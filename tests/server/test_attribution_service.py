@@ -407,6 +407,8 @@ STORED_BAD = [
     ("purchase as touch", {"touch_types": ["purchase"]}, "touch_types"),
     ("unknown touch", {"touch_types": ["teleport"]}, "touch_types"),
     ("unknown grouping", {"group_by": 9}, "group_by"),
+    ("start past 2100", {"start_time": 2 ** 62, "end_time": 0}, "start_time"),
+    ("end past 2100", {"end_time": 2 ** 62}, "end_time"),
 ]
 
 
