@@ -21,10 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.tailor.v1 import (
     attribution_pb2,
+    audit_pb2,
     campaign_pb2,
     campaign_pb2_grpc,
     catalog_pb2,
     diagnostics_pb2,
+    messaging_pb2,
     model_admin_pb2,
     profile_pb2,
     profile_pb2_grpc,
@@ -32,10 +34,10 @@ from protos.tailor.v1 import (
     recommendation_pb2_grpc,
 )
 
-MODULES = [attribution_pb2, campaign_pb2, catalog_pb2, diagnostics_pb2, model_admin_pb2,
-           profile_pb2, recommendation_pb2]
+MODULES = [attribution_pb2, audit_pb2, campaign_pb2, catalog_pb2, diagnostics_pb2, messaging_pb2,
+           model_admin_pb2, profile_pb2, recommendation_pb2]
 SEED = 1414
-PER_METHOD = 100          # 26 methods -> 2,600 requests
+PER_METHOD = 100          # 46 methods -> 4,600 requests
 BUDGET_SECONDS = 60.0
 CALL_TIMEOUT = 10.0
 HUGE = 64 * 1024
@@ -199,7 +201,9 @@ class Fuzzer:
 def _seeds(item: str, version: str) -> dict:
     """A valid request of each method that takes one (the fuzz mutates one field of it)."""
     from protos.tailor.v1 import attribution_pb2 as a
+    from protos.tailor.v1 import audit_pb2 as t
     from protos.tailor.v1 import campaign_pb2 as c
+    from protos.tailor.v1 import messaging_pb2 as g
     from protos.tailor.v1 import model_admin_pb2 as m
     from protos.tailor.v1 import profile_pb2 as p
     from protos.tailor.v1 import recommendation_pb2 as r
@@ -235,6 +239,14 @@ def _seeds(item: str, version: str) -> dict:
         "AttributeStored": a.AttributeStoredRequest(spec=a.ModelSpec(model=a.LINEAR),
                                                     start_time=int(now) - 3600, end_time=int(now)),
         "Rollback": m.RollbackRequest(version=version),
+        "ComposeMessage": g.ComposeMessageRequest(campaign_id="fz-c", user_id="fz-u"),
+        "PreviewMessage": g.PreviewMessageRequest(campaign_id="fz-c",
+                                                  sample_attributes={"first_name": "F"}),
+        "SendCampaign": g.SendCampaignRequest(campaign_id="fz-c", user_ids=["fz-u", "u1"]),
+        "GetSendProgress": g.GetSendProgressRequest(send_id="fz-s"),
+        "ListDeadLetters": g.ListDeadLettersRequest(limit=10, channel="email"),
+        "RetryDeadLetter": g.RetryDeadLetterRequest(id="fz-d"),
+        "TailAudit": t.TailAuditRequest(limit=5),
     }
 
 
@@ -261,8 +273,10 @@ def _bundle_chunks(fuzzer: Fuzzer, manifest: dict) -> list:
 @pytest.fixture
 def settings(tmp_path, demo_bundle):
     from server.config import Settings
+    from tests.conftest import free_port
     return Settings(port=0, data_dir=tmp_path / "data", bundle=demo_bundle, grace_seconds=1.0,
-                    lmdb_sync=False, bundle_poll_seconds=0.1)
+                    lmdb_sync=False, bundle_poll_seconds=0.1,
+                    public_http_port=free_port())  # messages need unsubscribe links
 
 
 async def _seed(channel, item: str):
@@ -347,7 +361,7 @@ def _aio_write_after_close(method, err: grpc.aio.AioRpcError) -> bool:
 
 async def test_fuzz_every_rpc(channel, demo_bundle, demo_manifest):
     all_methods = methods()
-    assert len(all_methods) >= 25, [m.full_name for m in all_methods]
+    assert len(all_methods) >= 46, [m.full_name for m in all_methods]
     rng = random.Random(SEED)
     import numpy as np
     with np.load(demo_bundle / "items.npz") as npz:
