@@ -167,14 +167,28 @@ def new_state(policy: str, n_arms: int, dim: int = 0, *, weights=None, **params)
                        np.zeros((n_arms, dim, dim)), np.zeros((n_arms, dim)))
 
 
+PRIOR_RANGE = (1e-6, 1e12)
+"""Where the positive prior parameters (a0, b0, lam, kappa0, na0, nb0) must lie: a ridge `lam`
+near 0 leaves ``A + lam*I`` singular in floating point (LinUCB/LinTS then fail on every choice),
+and values near the float range overflow the posteriors."""
+SCALE_MAX = 1e12
+"""Largest exploration scale (c, alpha, v, each >= 0) and prior mean magnitude (mu0)."""
+
+
 def _check_params(p: Params) -> None:
     if not 0.0 < p.gamma <= 1.0:
         raise ValueError(f"gamma must be in (0, 1], got {p.gamma}")
     if not 0.0 <= p.epsilon <= 1.0 or not 0.0 <= p.holdout < 1.0:
         raise ValueError("epsilon must be in [0, 1] and holdout in [0, 1)")
+    low, high = PRIOR_RANGE
     for name in ("a0", "b0", "lam", "kappa0", "na0", "nb0"):
-        if not getattr(p, name) > 0:
-            raise ValueError(f"{name} must be > 0, got {getattr(p, name)}")
+        if not low <= getattr(p, name) <= high:
+            raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {getattr(p, name)}")
+    for name in ("c", "alpha", "v"):
+        if not 0.0 <= getattr(p, name) <= SCALE_MAX:
+            raise ValueError(f"{name} must be in [0, {SCALE_MAX:g}], got {getattr(p, name)}")
+    if not abs(p.mu0) <= SCALE_MAX:
+        raise ValueError(f"mu0 must be within ±{SCALE_MAX:g}, got {p.mu0}")
     if p.reward_model not in (0.0, 1.0):  # any other value was read as 0
         raise ValueError("reward_model must be 0 (Beta-Bernoulli) or 1 (Normal-inverse-gamma), "
                          f"got {p.reward_model}")

@@ -615,3 +615,39 @@ async def test_a_reward_model_other_than_0_or_1_is_invalid(channel, value):
     code, details = await _code(cpb_grpc.CampaignServiceStub(channel).CreateCampaign(
         cpb.CreateCampaignRequest(spec=spec)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "reward_model" in details, (code, details)
+
+
+@pytest.mark.parametrize("policy,params,field", [
+    ("linucb", {"lam": 1e-300}, "lam"), ("lints", {"lam": 1e-300}, "lam"),
+    ("gaussian_ts", {"mu0": 1e200}, "mu0"), ("gaussian_ts", {"kappa0": 1e-300}, "kappa0"),
+    ("linucb", {"alpha": -1.0}, "alpha"), ("ucb1", {"c": 1e200}, "c")])
+async def test_bandit_params_outside_their_numeric_range_are_invalid(channel, policy, params, field):
+    """A linear campaign with lam=1e-300 was created, then answered INTERNAL ("A + lam*I is not
+    positive definite") to every ChooseVariant once a reward came in."""
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    features = ["request.a"] if policy in ("linucb", "lints") else []
+    spec = cpb.CampaignSpec(campaign_id=f"bp-{next(_unique)}", channel="web", policy=policy,
+                            params=params, context_features=features,
+                            variants=[cpb.Variant(id="x"), cpb.Variant(id="y")])
+    code, details = await _code(cpb_grpc.CampaignServiceStub(channel).CreateCampaign(
+        cpb.CreateCampaignRequest(spec=spec)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and f"params: {field} must be" in details, (
+        code, details)
+
+
+async def test_a_linear_campaign_with_the_smallest_lam_still_decides_after_rewards(channel):
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cpb_grpc
+    stub = cpb_grpc.CampaignServiceStub(channel)
+    await stub.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="lam-min", channel="web", policy="linucb", params={"lam": 1e-6},
+        context_features=["request.a"], variants=[cpb.Variant(id="x"), cpb.Variant(id="y")])))
+    for i in range(4):
+        d = await stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="lam-min",
+                                                              user_id=f"l{i}", context={"a": 1.0}))
+        await stub.ReportReward(cpb.ReportRewardRequest(decision_id=d.decision_id, reward=1.0))
+    await asyncio.sleep(0.5)  # the rewards reach the posterior the decisions read
+    d = await stub.ChooseVariant(cpb.ChooseVariantRequest(campaign_id="lam-min", user_id="l9",
+                                                          context={"a": 1.0}))
+    assert d.variant_id in ("x", "y")
