@@ -232,11 +232,11 @@ def _serve(args) -> None:
 
     from .config import load_settings, settings_error
     from .errors import TailorError
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config") and v is not None}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
-        settings = load_settings(args.config, **overrides)
+        settings = load_settings(args.config, **{k: v for k, v in flags.items() if v is not None})
     except ValidationError as err:
-        _user_error(settings_error(err, args.config))
+        _user_error(settings_error(err, args.config, flags=flags))
     except (OSError, ValueError) as err:
         _user_error(str(err))
     from .workers import serve

@@ -1,9 +1,11 @@
 """One settings object for the server: CLI flags override `TAILOR_*` environment variables."""
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
 import zoneinfo
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -204,7 +206,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     """Address to listen on for gRPC."""
-    port: int = 50051
+    port: int = Field(50051, ge=0, le=65535)
     """gRPC port. 0 picks a free port (tests); the chosen one is logged and returned by `start`."""
     data_dir: Path = Path("data")
     """Root of everything the server keeps: `store/` (LMDB) and `bundles/<version>/`."""
@@ -220,7 +222,7 @@ class Settings(BaseSettings):
     access_log: bool = False
     """Log one line per RPC on `tailor.access`: method, status code and milliseconds (with the
     request id and trace of the call, like every line logged during it)."""
-    metrics_port: int | None = None
+    metrics_port: int | None = Field(None, ge=0, le=65535)
     """HTTP port for Prometheus metrics, on `host`; None disables the endpoint. Served over
     HTTPS with the gRPC port's certificate (and client CA) when TLS is on."""
 
@@ -432,7 +434,7 @@ class Settings(BaseSettings):
     masked in profiles, events and exports for callers without the `pii-reader` role."""
 
     # -- messages and the public HTTP endpoint (issue 16) ----------------------------------------
-    public_http_port: int | None = None
+    public_http_port: int | None = Field(None, ge=0, le=65535)
     """Port of the public HTTP endpoint on `host` (one-click unsubscribe `/u/<token>`, inbound
     SMS `/sms/inbound`); None disables it. HTTPS with the gRPC port's certificate when TLS is on
     (no client certificate asked: mail providers and browsers call it). Workers share it."""
@@ -615,6 +617,14 @@ class Settings(BaseSettings):
                                  "a channel in email, sms, push or *, max >= 1 and window > 0")
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if not isinstance(logging.getLevelName(value.upper()), int):
+            raise ValueError(f"unknown log level {value!r} (DEBUG, INFO, WARNING, ERROR or "
+                             "CRITICAL)")
+        return value.upper()
+
     @field_validator("contact_default_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
@@ -660,13 +670,15 @@ def load_settings(config_file: Path | None = None, **flags) -> Settings:
     return Settings(**{**data, **chosen})
 
 
-def settings_error(err: ValidationError, config_file: Path | None = None) -> str:
-    """One line per refused value, naming where it can come from."""
+def settings_error(err: ValidationError, config_file: Path | None = None,
+                   flags: Collection[str] = ()) -> str:
+    """One line per refused value, naming where it can come from (`flags`: the fields `serve`
+    takes as a flag)."""
     lines = []
     for problem in err.errors():
         path = [str(p) for p in problem["loc"]]
         env = "TAILOR_" + "__".join(path).upper()
-        flag = f"--{path[0].replace('_', '-')}" if len(path) == 1 else ""
+        flag = f"--{path[0].replace('_', '-')}" if len(path) == 1 and path[0] in flags else ""
         where = ", ".join(x for x in (flag, env, f"'{'.'.join(path)}' in {config_file}"
                                       if config_file else "") if x)
         lines.append(f"{'.'.join(path)} ({where}): {problem['msg']} (got {problem.get('input')!r:.60})")

@@ -69,6 +69,23 @@ def test_a_port_in_use_and_a_missing_bundle_are_one_line(tmp_path):
     assert "bundle" in line and "manifest.json" in line
 
 
+def test_ports_out_of_range_and_an_unknown_log_level_are_refused(tmp_path):
+    data = str(tmp_path / "d")
+    line = serve_fails(tmp_path, "--port", "70000", "--data-dir", data)  # not 70000 - 65536
+    assert "port (--port, TAILOR_PORT): Input should be less than or equal to 65535" in line
+    line = serve_fails(tmp_path, "--port", "0", "--metrics-port", "65536", "--data-dir", data)
+    assert "metrics_port (--metrics-port, TAILOR_METRICS_PORT)" in line
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", data,
+                       env={"TAILOR_LOG_LEVEL": "LOUD"})
+    assert line.startswith("error: log_level (TAILOR_LOG_LEVEL): ") and "'LOUD'" in line
+
+
+def test_a_refused_setting_without_a_flag_names_only_its_variable(tmp_path):
+    line = serve_fails(tmp_path, "--data-dir", str(tmp_path / "d"),
+                       env={"TAILOR_LMDB_MAP_SIZE": "big"})
+    assert line.startswith("error: lmdb_map_size (TAILOR_LMDB_MAP_SIZE): ")
+
+
 def test_config_file_is_below_the_environment_and_the_flags(tmp_path):
     from server.config import load_settings
     config = tmp_path / "tailor.toml"
