@@ -238,6 +238,9 @@ class TailorServer:
         try:
             return await self._start_serving(serving)
         except BaseException:  # a bundle refused, a port in use: no writer process left behind
+            if self._server is not None:  # the public port failed after gRPC had started
+                await self._server.stop(None)
+                self._server = None
             await self._close_domain()
             raise
 
@@ -307,7 +310,13 @@ class TailorServer:
         self.public = public_http.PublicHttp(
             self.tokens, self.profiles, host=s.host, port=s.public_http_port, ssl_context=ctx,
             reuse_port=s.workers > 1, sms=sms, delivery_events=reports)
-        await self.public.start()
+        try:
+            await self.public.start()
+        except OSError as err:  # in use, or not an address of this machine: one line, exit 2
+            await self.public.stop()
+            self.public = None
+            raise FailedPrecondition(f"could not listen on {s.host}:{s.public_http_port} "
+                                     f"(public HTTP): {err.strerror or err}") from None
         self.reloaders.append(reload)
 
     def _signed(self, keyring: str):

@@ -24,6 +24,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from .errors import FailedPrecondition
+
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
@@ -160,7 +162,11 @@ def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):
     if tls is not None:
         kw.update(certfile=str(tls.cert), keyfile=str(tls.key), client_auth_required=bool(tls.client_ca),
                   client_cafile=str(tls.client_ca) if tls.client_ca else None)
-    httpd, _ = start_http_server(port, addr=host, **kw)
+    try:
+        httpd, _ = start_http_server(port, addr=host, **kw)
+    except OSError as err:  # in use, or not an address of this machine: one line, exit 2
+        raise FailedPrecondition(f"could not serve metrics on {host}:{port}: "
+                                 f"{err.strerror or err}") from None
     if tls is None:
         return lambda: None
     return lambda: tls.reload_context(httpd.socket.context)

@@ -99,15 +99,23 @@ def serve(settings: Settings) -> None:
         raise SystemExit("--workers > 1 needs an explicit --port (the workers share it)")
     metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    try:
+        if settings.metrics_port:  # before any worker: a port in use stops here, alone
+            from .metrics import serve_metrics
+            reload_metrics = serve_metrics(settings.metrics_port, settings.host, tls)
+        _supervise(settings, reload_metrics)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(settings: Settings, reload_metrics) -> None:
+    """Start the workers, forward signals to them, and wait for them all to exit."""
     ctx = mp.get_context("spawn")
     all_up = ctx.Barrier(settings.workers)
     procs = [ctx.Process(target=_worker_main, args=(settings, all_up), name=f"tailor-worker-{i}")
              for i in range(settings.workers)]
     for proc in procs:
         proc.start()
-    if settings.metrics_port:
-        from .metrics import serve_metrics
-        reload_metrics = serve_metrics(settings.metrics_port, settings.host, tls)
     stopping = False
 
     def forward(signum, _frame):
@@ -128,14 +136,11 @@ def serve(settings: Settings) -> None:
     signal.signal(signal.SIGHUP, forward_reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
     failed = 0
-    try:
-        for proc in procs:
-            proc.join()
-            if not stopping and proc.exitcode != 0:
-                logger.error("worker %s exited with %s; stopping the others", proc.name, proc.exitcode)
-                failed = failed or proc.exitcode
-                forward(signal.SIGTERM, None)
-    finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+    for proc in procs:
+        proc.join()
+        if not stopping and proc.exitcode != 0:
+            logger.error("worker %s exited with %s; stopping the others", proc.name, proc.exitcode)
+            failed = failed or proc.exitcode
+            forward(signal.SIGTERM, None)
     if failed:
         raise SystemExit(2 if failed == 2 else 1)

@@ -86,6 +86,24 @@ def test_a_refused_setting_without_a_flag_names_only_its_variable(tmp_path):
     assert line.startswith("error: lmdb_map_size (TAILOR_LMDB_MAP_SIZE): ")
 
 
+def test_a_metrics_or_public_port_in_use_is_one_line(tmp_path):
+    from tests.conftest import free_port
+    data = str(tmp_path / "d")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = serve_fails(tmp_path, "--port", "0", "--metrics-port", str(port), "--data-dir", data)
+        assert f"could not serve metrics on 127.0.0.1:{port}" in line
+        line = serve_fails(tmp_path, "--port", "0", "--public-http-port", str(port),
+                           "--data-dir", data)
+        assert f"could not listen on 127.0.0.1:{port} (public HTTP)" in line
+        # with workers, before any of them starts
+        line = serve_fails(tmp_path, "--port", str(free_port()), "--workers", "2",
+                           "--metrics-port", str(port), "--data-dir", data)
+        assert f"could not serve metrics on 127.0.0.1:{port}" in line
+
+
 def test_config_file_is_below_the_environment_and_the_flags(tmp_path):
     from server.config import load_settings
     config = tmp_path / "tailor.toml"
