@@ -11,8 +11,12 @@ __all__ = ["lock_data_dir"]
 
 def lock_data_dir(data_dir: Path, exclusive: bool):
     """Take the data dir's lock (non-blocking); the returned file holds it until closed."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(data_dir / "tailor.lock", "a+")
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(data_dir / "tailor.lock", "a+")
+    except OSError as err:  # a file in the way, no permission, a read-only file system
+        raise FailedPrecondition(f"cannot use {data_dir} as a data dir: "
+                                 f"{err.strerror or err}") from None
     try:
         fcntl.flock(fh, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:

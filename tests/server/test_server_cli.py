@@ -104,6 +104,14 @@ def test_a_metrics_or_public_port_in_use_is_one_line(tmp_path):
         assert f"could not serve metrics on 127.0.0.1:{port}" in line
 
 
+def test_a_data_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "f").write_text("not a dir")
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(tmp_path / "f"))
+    assert f"cannot use {tmp_path / 'f'} as a data dir" in line
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(tmp_path / "f" / "d"))
+    assert f"cannot use {tmp_path / 'f' / 'd'} as a data dir" in line
+
+
 def test_config_file_is_below_the_environment_and_the_flags(tmp_path):
     from server.config import load_settings
     config = tmp_path / "tailor.toml"
