@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 import threading
+from multiprocessing.connection import wait as wait_for
 
 from .app import TailorServer
 from .config import Settings
@@ -136,11 +137,15 @@ def _supervise(settings: Settings, reload_metrics) -> None:
     signal.signal(signal.SIGHUP, forward_reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
     failed = 0
-    for proc in procs:
-        proc.join()
-        if not stopping and proc.exitcode != 0:
-            logger.error("worker %s exited with %s; stopping the others", proc.name, proc.exitcode)
-            failed = failed or proc.exitcode
-            forward(signal.SIGTERM, None)
+    running = {proc.sentinel: proc for proc in procs}
+    while running:  # whichever worker ends first, not the first one started
+        for sentinel in wait_for(list(running)):
+            proc = running.pop(sentinel)
+            proc.join()
+            if not stopping and proc.exitcode != 0:
+                logger.error("worker %s exited with %s; stopping the others", proc.name,
+                             proc.exitcode)
+                failed = failed or proc.exitcode
+                forward(signal.SIGTERM, None)
     if failed:
         raise SystemExit(2 if failed == 2 else 1)

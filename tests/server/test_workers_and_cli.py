@@ -58,3 +58,23 @@ def test_locust_headless_exit_code_follows_the_p99_target(served, tmp_path):
     assert "tailor.v1.RecommendationService/Recommend" in relaxed.stdout + relaxed.stderr
     strict = locust(0.001)
     assert strict.returncode == 1, strict.stderr[-2000:]
+
+
+def test_a_worker_that_dies_stops_the_server_whichever_it_is(server_process):
+    """The parent waits for every worker at once: the last one started dying (here) stops the
+    others as the first one's death does, rather than leaving fewer workers behind a SERVING port."""
+    import os
+    import signal
+    import time
+
+    from tests.conftest import _children
+    served = server_process(workers=2)
+    workers = sorted(p for p in _children(served.proc.pid)
+                     if "spawn_main" in open(f"/proc/{p}/cmdline").read())
+    assert len(workers) == 2
+    os.kill(workers[-1], signal.SIGKILL)  # tailor-worker-1: started last
+    deadline = time.time() + 60
+    while served.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert served.proc.returncode == 1
+    assert "worker tailor-worker-1 exited with -9; stopping the others" in served.stop()
