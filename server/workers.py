@@ -111,12 +111,7 @@ def serve(settings: Settings) -> None:
 
 def _supervise(settings: Settings, reload_metrics) -> None:
     """Start the workers, forward signals to them, and wait for them all to exit."""
-    ctx = mp.get_context("spawn")
-    all_up = ctx.Barrier(settings.workers)
-    procs = [ctx.Process(target=_worker_main, args=(settings, all_up), name=f"tailor-worker-{i}")
-             for i in range(settings.workers)]
-    for proc in procs:
-        proc.start()
+    procs: list = []
     stopping = False
 
     def forward(signum, _frame):
@@ -132,8 +127,22 @@ def _supervise(settings: Settings, reload_metrics) -> None:
             if proc.is_alive():
                 os.kill(proc.pid, signum)
 
+    # Handled before anything can unblock them: the Barrier starts multiprocessing's resource
+    # tracker, which unblocks SIGINT and SIGTERM on its way out (they would kill the parent).
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    ctx = mp.get_context("spawn")
+    all_up = ctx.Barrier(settings.workers)
+    # Blocked again while the workers spawn: they inherit the mask and handle a stop signal
+    # once started (they drain); SIGHUP stays ignored (inherited) until they handle it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    if stopping:  # a stop signal before any worker: none is started
+        logger.info("stopped before the workers started")
+    else:
+        procs.extend(ctx.Process(target=_worker_main, args=(settings, all_up),
+                                 name=f"tailor-worker-{i}") for i in range(settings.workers))
+        for proc in procs:
+            proc.start()
     signal.signal(signal.SIGHUP, forward_reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # one that came meanwhile goes now
     failed = 0

@@ -107,3 +107,25 @@ def test_sigterm_during_the_start_drains_instead_of_killing(tmp_path, after):
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(lines) + out[-2000:]
     assert "draining" in out
+
+
+def test_sigterm_while_the_workers_start_drains_them(tmp_path):
+    """With --workers, a SIGTERM once the parent has started its workers (and multiprocessing's
+    resource tracker), before they handle signals: the parent forwards it, and each worker,
+    which got the stop signals blocked, drains once started instead of dying of it (-15)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import _children
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
+            "--data-dir", str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 60
+    while len(_children(proc.pid)) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("draining") == 2, out[-3000:]
