@@ -16,11 +16,13 @@ out, and the backup fails only if that was the version the store snapshot points
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import shutil
 import tarfile
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from .errors import FailedPrecondition
@@ -150,6 +152,14 @@ def _write_tar(staging: Path, out: Path) -> None:
 
 
 def _extract(archive: Path, staging: Path) -> dict:
+    try:
+        return _extract_tar(archive, staging)
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as err:
+        # cut short (a full disk, an interrupted copy) or not a tar file at all
+        raise FailedPrecondition(f"{archive} cannot be read as a backup ({err})") from None
+
+
+def _extract_tar(archive: Path, staging: Path) -> dict:
     with tarfile.open(archive, "r:*") as tar:
         try:
             manifest = json.load(tar.extractfile(MANIFEST))

@@ -1,6 +1,7 @@
 """`python -m server backup` while a server serves and writes, then `restore` into a fresh data
 dir and a server there: profiles, events, campaigns and the bundle come back, from one instant."""
 import json
+import os
 import tarfile
 import threading
 import time
@@ -116,6 +117,27 @@ def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path):
                          check=False)
     assert refused.returncode != 0 and "not a Tailor backup" in refused.stderr
     assert not (tmp_path / "d" / "store").exists()
+
+
+def test_restore_refuses_a_damaged_backup_in_one_line(tmp_path):
+    """A backup cut short (a full disk, an interrupted copy) or not a tar at all: one line
+    naming the file, exit 1, nothing restored."""
+    from server.store import Store
+    Store(tmp_path / "data" / "store").close()
+    (tmp_path / "data" / "bundles" / "v1").mkdir(parents=True)
+    (tmp_path / "data" / "bundles" / "v1" / "manifest.json").write_text("{}")
+    (tmp_path / "data" / "bundles" / "v1" / "blob").write_bytes(os.urandom(300_000))
+    out = tmp_path / "b.tar.gz"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    cut, junk = tmp_path / "cut.tar.gz", tmp_path / "junk.tar"
+    cut.write_bytes(out.read_bytes()[:200_000])
+    junk.write_text("hello")
+    for damaged in (cut, junk):
+        refused = run_module("server", "restore", "--from", str(damaged), "--data-dir",
+                             str(tmp_path / "d"), check=False)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert refused.stderr.startswith(f"restore: {damaged} cannot be read as a backup")
+        assert not (tmp_path / "d" / "store").exists()
 
 
 def test_backup_fails_when_the_active_bundle_is_gone(tmp_path):
