@@ -2,6 +2,7 @@
     [--metrics-port M] [--public-http-port H --public-url URL]
     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--auth-config FILE] [--insecure]`
 `python -m server compact --data-dir D`
+`python -m server migrate --data-dir D [--secrets-dir S]`
 `python -m server backup --data-dir D --out FILE`
 `python -m server restore --from FILE --data-dir D [--force]`
 `python -m server config-doc [--update FILE]`
@@ -49,6 +50,16 @@ def _security_arguments(p) -> None:
 def _compact_parser(sub) -> None:
     p = sub.add_parser("compact", help="rewrite the LMDB store without freed pages (server stopped)")
     p.add_argument("--data-dir", type=Path, default=Path("data"))
+
+
+
+def _migrate_parser(sub) -> None:
+    p = sub.add_parser("migrate", help="bring a data dir written by an older Tailor to today's "
+                       "key version, encryption and record layouts (servers stopped), as the "
+                       "first server to open it would")
+    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--secrets-dir", type=Path, help="keyring files (default: TAILOR_SECRETS_DIR "
+                   "or ./var/secrets); TAILOR_SECRET_* override")
 
 
 def _backup_parsers(sub) -> None:
@@ -108,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _compact_parser(sub)
+    _migrate_parser(sub)
     _backup_parsers(sub)
     _config_doc_parser(sub)
     _token_parser(sub)
@@ -119,6 +131,34 @@ def _compact(args) -> None:
     from .store.compaction import compact
     before, after = compact(args.data_dir)
     print(f"compacted {args.data_dir / 'store'}: {before} -> {after} bytes")
+
+
+def _migrate(args) -> None:
+    """Every open-time migration of `Store` (server.store.rekey, server.store.migrate), done
+    offline: a large store takes longer than a startup probe allows (~50 us an event)."""
+    import time
+
+    from .logging import configure_logging
+    from .security.secrets import Secrets
+    from .store import Store, lock_data_dir
+    from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    store_dir = args.data_dir / "store"
+    if not (store_dir / "data.mdb").exists():
+        raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
+    configure_logging()  # the store logs each step and its count
+    settings = Settings(data_dir=args.data_dir)
+    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING))
+    lock = lock_data_dir(args.data_dir, exclusive=True)
+    try:
+        started = time.perf_counter()
+        store = Store(store_dir, map_size=settings.lmdb_map_size,
+                      max_map_size=settings.lmdb_max_map_size, sync=settings.lmdb_sync,
+                      crypto=StoreCrypto.from_secrets(secrets, encrypt=settings.encrypt_at_rest))
+        store.close()
+    finally:
+        lock.close()
+    print(json.dumps({"command": "migrate", "store": str(store_dir), "migrated": store.migrated,
+                      "seconds": round(time.perf_counter() - started, 3)}))
 
 
 def _backup(args) -> None:
@@ -203,7 +243,8 @@ def _rotate_key(args) -> None:
 
 
 COMMANDS = {"audit": _audit, "secrets": _secrets, "rotate-key": _rotate_key,
-            "compact": _compact, "backup": _backup, "restore": _restore, "config-doc": _config_doc,
+            "compact": _compact, "migrate": _migrate, "backup": _backup, "restore": _restore,
+            "config-doc": _config_doc,
             "token": _token}
 """Every subcommand but `serve`; a refusal or a missing file exits non-zero with the reason."""
 

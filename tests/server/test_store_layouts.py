@@ -249,3 +249,37 @@ def test_seen_records_fold_into_the_profile_state_at_layout_3(tmp_path, encrypte
     for before, got in zip(states_before, repo.states(users)):
         assert np.array_equal(before, got)
     store.close()
+
+
+def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
+    """`python -m server migrate` does the open-time migrations offline (no startup probe to
+    outlast), under the exclusive lock, and says what it did; the next open only reads stamps."""
+    import os
+
+    from server.security.secrets import Secrets
+    from server.store import lock_data_dir
+    from server.store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    from tests.conftest import run_module
+    data, secrets = tmp_path / "data", tmp_path / "secrets"
+    (data / "store").mkdir(parents=True)
+    old = lmdb.open(str(data / "store"), max_dbs=16)
+    with old.begin(write=True) as txn:
+        for table, rows in json.loads(FIXTURE.read_text()).items():
+            db = old.open_db(table.encode(), txn=txn)
+            for key, value in rows:
+                txn.put(key.encode("latin-1"), value.encode("latin-1"), db=db)
+    old.close()
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(secrets)}
+    held = lock_data_dir(data, exclusive=False)  # a server running on it
+    refused = run_module("server", "migrate", "--data-dir", str(data), check=False, env=env)
+    held.close()
+    assert refused.returncode == 1 and "in use by a running server" in refused.stderr
+    done = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
+    assert done["migrated"] == {"profile_state": 1, "profile_meta": 1, "decision": 1}
+    again = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
+    assert again["migrated"] == {}
+    rings = Secrets.load(secrets, generate=False, names=(MASTER_RING, STORE_ID_RING))
+    store = Store(data / "store", readonly=True, crypto=StoreCrypto.from_secrets(rings))
+    assert store.migrated == {}  # a read-only open refuses a store that still needs one
+    store.close()
