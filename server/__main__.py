@@ -225,15 +225,25 @@ def _secrets(args) -> None:
 
 
 def _rotate_key(args) -> None:
+    from .errors import FailedPrecondition
     from .security.secrets import Secrets
     from .store import Store, lock_data_dir
+    from .store.backup import read_value
     from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
+    store_dir = args.data_dir / "store"
+    if not (store_dir / "data.mdb").exists():
+        raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
+    if read_value(store_dir, "meta", SEALED_KEY) is None:  # opening it encrypted would seal it
+        raise FailedPrecondition(f"the store under {args.data_dir} is not encrypted at rest (served "
+                                 "with TAILOR_ENCRYPT_AT_REST=false, or written by an older Tailor: "
+                                 "`python -m server migrate` first): it has no data keys to rotate")
     secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING),
                            environ={})
     lock = lock_data_dir(args.data_dir, exclusive=False)  # beside servers; not during compaction
     try:
-        store = Store(args.data_dir / "store", crypto=StoreCrypto.from_secrets(secrets))
+        store = Store(store_dir, crypto=StoreCrypto.from_secrets(secrets))
         try:
             print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
         finally:

@@ -298,3 +298,25 @@ def test_a_snapshot_never_takes_the_keys_kept_for_a_newer_shred_count(tmp_path):
     datakeys.memo({"shreds": 1})
     assert datakeys._local.known is datakeys.__dict__["_pair"][1] is not count_0
     datakeys.close()
+
+
+def test_rotate_key_refuses_a_store_served_without_encryption_or_none_at_all(tmp_path):
+    """A store served with TAILOR_ENCRYPT_AT_REST=false has no data keys to rotate: opening it
+    with encryption would seal every record under the running server (which then fails every
+    call). A mistyped --data-dir holds no store. Both refused before the keyring changes."""
+    from server.store.backup import read_value
+    from server.store.crypto import MASTER_RING, STORE_ID_RING
+    secrets, data = tmp_path / "secrets", tmp_path / "data"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    rings = Secrets.load(secrets, generate=False, names=(MASTER_RING, STORE_ID_RING))
+    plain = Store(data / "store", sync=False, crypto=StoreCrypto.from_secrets(rings, encrypt=False))
+    ProfileRepository(plain, ProfileSchema().layout()).ingest([_event(1)], [None])
+    plain.close()
+    keyring = (secrets / "encryption.keys").read_text()
+    for data_dir, why in ((data, "not encrypted at rest"), (tmp_path / "typo", "no Tailor store")):
+        refused = run_module("server", "rotate-key", "--data-dir", str(data_dir), "--secrets-dir",
+                             str(secrets), check=False)
+        assert refused.returncode == 1 and why in refused.stderr, refused.stderr
+    assert read_value(data / "store", "meta", b"sealed") is None
+    assert not (tmp_path / "typo" / "store").exists()
+    assert (secrets / "encryption.keys").read_text() == keyring
