@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lmdb
 
-from .datakeys import copy_slots
+from .datakeys import SLOTS_FILE, copy_slots, unshred_copy
 from .lmdb_store import TABLES
 
 __all__ = ["snapshot_store", "read_value", "read_prefix", "add_missing"]
@@ -28,6 +28,10 @@ def snapshot_store(store_dir: Path, dest_dir: Path) -> int:
     if not (store_dir / "data.mdb").exists():
         raise FileNotFoundError(f"no LMDB store under {store_dir}")
     dest_dir.mkdir(parents=True, exist_ok=True)
+    before = dest_dir / (SLOTS_FILE + ".before")  # the pads as they were before the snapshot
+    copy_slots(store_dir, dest_dir)
+    if (dest_dir / SLOTS_FILE).exists():
+        os.replace(dest_dir / SLOTS_FILE, before)
     for attempt in range(_ATTEMPTS):
         env = _open_readonly(store_dir)
         try:
@@ -43,7 +47,27 @@ def snapshot_store(store_dir: Path, dest_dir: Path) -> int:
     with open(copy, "rb") as fh:
         os.fsync(fh.fileno())
     copy_slots(store_dir, dest_dir)
+    if before.exists():  # erasures between the snapshot and the pad copy
+        if (dest_dir / SLOTS_FILE).exists():
+            unshred_copy(dest_dir, before, lambda: _values(dest_dir, "datakeys"))
+        before.unlink()
     return copy.stat().st_size
+
+
+def _values(store_dir: Path, table: str):
+    """Every value of `table` in the store copy under `store_dir` (nobody else has it open)."""
+    env = lmdb.open(str(store_dir), readonly=True, lock=False, max_dbs=len(TABLES) + 4,
+                    readahead=False)
+    try:
+        try:
+            db = env.open_db(table.encode(), create=False)
+        except lmdb.NotFoundError:
+            return
+        with env.begin(db=db) as txn:
+            for value in txn.cursor().iternext(keys=False, values=True):
+                yield bytes(value)
+    finally:
+        env.close()
 
 
 def read_value(store_dir: Path, table: str, key: bytes) -> bytes | None:

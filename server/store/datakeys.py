@@ -27,7 +27,7 @@ import os
 import secrets
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,7 @@ from kernels.aead import AesGcm
 from .errors import StoreKeyMissing
 
 __all__ = ["DataKeys", "SHRED_COUNT_KEY", "SLOT_BYTES", "SLOT_COUNT_KEY", "SLOTS_FILE",
-           "WRAP_KID_KEY", "copy_slots"]
+           "WRAP_KID_KEY", "copy_slots", "unshred_copy"]
 
 SLOT_BYTES = 32
 SLOTS_FILE = "keyslots"
@@ -326,3 +326,33 @@ def copy_slots(store_dir: Path, dest_dir: Path) -> None:
             fout.write(fin.read())
             fout.flush()
             os.fsync(fout.fileno())
+
+
+def unshred_copy(copy_dir: Path, before: Path, entries: Callable[[], Iterable[bytes]]) -> int:
+    """Give a copy's pad file (`copy_slots`, taken after its LMDB snapshot) back the pads that an
+    erasure zeroed after the snapshot: `before` is the pad file as it was before the snapshot,
+    `entries()` the snapshot's `datakeys` values (read only when some pad was zeroed). Pads
+    change only when shredded, so a slot zero now, set before, and still named by an entry of
+    the snapshot is such a pad: the copy then holds that user as of its snapshot, like every
+    user erased after it, instead of records and an entry whose key cannot be rebuilt.
+    Returns how many pads were put back."""
+    path, chunk = Path(copy_dir) / SLOTS_FILE, SLOT_BYTES << 15
+    zeroed: dict[int, bytes] = {}
+    with open(path, "rb") as now_fh, open(before, "rb") as then_fh:
+        for start in range(0, os.fstat(now_fh.fileno()).st_size, chunk):
+            now, then = now_fh.read(chunk), then_fh.read(chunk)
+            n = min(len(now), len(then)) // SLOT_BYTES
+            if n == 0:
+                break
+            a = np.frombuffer(now, np.uint8, n * SLOT_BYTES).reshape(n, SLOT_BYTES)
+            b = np.frombuffer(then, np.uint8, n * SLOT_BYTES).reshape(n, SLOT_BYTES)
+            for i in np.flatnonzero(~a.any(axis=1) & b.any(axis=1)).tolist():
+                zeroed[start // SLOT_BYTES + i] = b[i].tobytes()
+    if not zeroed:
+        return 0
+    named = {slot for slot in (_entry_parts(w)[0] for w in entries()) if slot in zeroed}
+    with open(path, "r+b") as fh:
+        for slot in sorted(named):
+            os.pwrite(fh.fileno(), zeroed[slot], slot * SLOT_BYTES)
+        os.fsync(fh.fileno())
+    return len(named)

@@ -184,3 +184,45 @@ def test_restore_over_a_store_keeps_the_erasures_made_after_the_backup(server_pr
         assert sorted(client.export_tombstones()) == before and len(before) == 2
         assert _n_events(client, "alice") == 3  # back with the backup, to be erased again
         assert client.delete_profile("alice") > 0
+
+
+def test_an_erasure_during_the_backup_leaves_the_copy_whole(tmp_path, monkeypatch):
+    """The store snapshot comes first and the pads after it: a user the snapshot holds but an
+    erasure shredded in between kept their records and data key entry in the copy and lost
+    their pad, so the restored store failed every ingest batch naming them (KeyError, the
+    whole batch). The copy keeps the pad the snapshot's entry needs: the user is in the backup
+    as of the snapshot, like anyone erased after it."""
+    from server.profiles import ProfileSchema, TrackedEvent
+    from server.profiles.repository import ProfileRepository
+    from server.security.secrets import Keyring
+    from server.store import Store
+    from server.store import backup as store_backup
+    from server.store.crypto import StoreCrypto
+
+    def event(i, user):
+        return TrackedEvent(f"e{i}-{user}", user, "view", "web", "", f"i{i}", 0.0,
+                            time.time() - 3600 + i, {})
+    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
+    live = Store(tmp_path / "live", sync=False, crypto=crypto)
+    repo = ProfileRepository(live, ProfileSchema().layout())
+    repo.ingest([event(1, "ann"), event(2, "bob")], [None, None])
+
+    class ErasedWhileCopying:  # the live environment (LMDB opens one per process); an
+        def __init__(self, path):  # erasure lands right after its copy
+            self.env = live.env
+
+        def copy(self, *args, **kw):
+            self.env.copy(*args, **kw)
+            repo.delete_user("ann")
+
+        def close(self):
+            pass
+    monkeypatch.setattr(store_backup, "_open_readonly", ErasedWhileCopying)
+    store_backup.snapshot_store(tmp_path / "live", tmp_path / "copy")
+    live.close()
+    restored = Store(tmp_path / "copy", sync=False, crypto=crypto)
+    again = ProfileRepository(restored, ProfileSchema().layout())
+    assert len(again.read("ann")[2]) == 1
+    assert again.ingest([event(3, "ann"), event(4, "bob")], [None, None]).duplicates == []
+    assert [len(again.read(u)[2]) for u in ("ann", "bob")] == [2, 2]
+    restored.close()
