@@ -263,14 +263,14 @@ class Settings(BaseSettings):
     limits: Limits = DEFAULT_LIMITS
     """Bounds on what one request may carry (see `Limits`)."""
 
-    batch_max_size: int = 64
+    batch_max_size: int = Field(64, ge=1)
     """Most Recommend calls grouped into one ONNX run and one FAISS search."""
-    batch_max_wait_ms: float = 0.0
+    batch_max_wait_ms: float = Field(0.0, ge=0)
     """How long the first request of a batch may wait for company when a compute slot is free.
     0: never; calls that arrive while a batch runs still share the next one. Measured on the 100k
     bench with 2 workers (one run each): 1 ms gave 10% more max QPS, but at half of that max
     Recommend's p99 was 20.2 ms against 15.2 ms with 0."""
-    batch_concurrency: int = 1
+    batch_concurrency: int = Field(1, ge=1)
     """Batches computed at once (threads; ONNX Runtime and FAISS release the GIL). One per
     worker process: on 2 cores a second batch thread only fights the event loop (-25% QPS)."""
     ranker_candidates: int = 100
@@ -312,7 +312,7 @@ class Settings(BaseSettings):
     `audit.head` moves on); 0: only `audit_keep_files` bounds the audit log."""
     event_future_tolerance_s: float = 300.0
     """Events stamped further in the future than this are rejected."""
-    retention_sweep_seconds: float = 3600.0
+    retention_sweep_seconds: float = Field(3600.0, gt=0)
     """How often a worker drops expired raw events, decision records, impressions and audit
     files."""
     bundle_scrub_seconds: float = Field(30.0, gt=0, le=60)
@@ -350,7 +350,7 @@ class Settings(BaseSettings):
     """An event without `request_id` joins the user's latest impression containing its item
     shown at most this long before it."""
 
-    campaign_sweep_seconds: float = 1.0
+    campaign_sweep_seconds: float = Field(1.0, gt=0)
     """How often a worker gives the default reward to decisions whose reward window closed."""
     campaign_propensity_refresh_seconds: float = 0.25
     """Thompson campaigns re-estimate their cached propensities at most this often per worker."""
@@ -376,7 +376,7 @@ class Settings(BaseSettings):
     `decision_group_commit_ms`; the average counts batches of one too, so 1 waits only once
     some commits held more)."""
 
-    bundle_poll_seconds: float = 0.5
+    bundle_poll_seconds: float = Field(0.5, gt=0)
     """How often a worker checks the store for a bundle activated by another worker."""
     bundles_kept: int = 5
     """Bundle versions kept on disk (the active one and rollback targets)."""
