@@ -211,6 +211,7 @@ def _audit(args) -> None:
 
 def _secrets(args) -> None:
     from .security.secrets import KEYRINGS, OPTIONAL_KEYRINGS, Secrets
+    from .store.crypto import STORE_ID_RING
     if args.action == "init":
         rings = Secrets.load(_secrets_dir(args), generate=True, environ={})
         print(json.dumps({"secrets_dir": str(_secrets_dir(args)),
@@ -219,6 +220,9 @@ def _secrets(args) -> None:
     if args.name not in KEYRINGS + OPTIONAL_KEYRINGS:
         raise SystemExit(f"secrets: unknown keyring {args.name!r} "
                          f"(known: {', '.join(KEYRINGS + OPTIONAL_KEYRINGS)})")
+    if args.name == STORE_ID_RING:  # every store key is a keyed hash under its signing key
+        raise SystemExit(f"secrets: {STORE_ID_RING} is never rotated: the store's keys are hashes "
+                         "under it, and a server refuses the store under another key")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,),
                         environ={}).rotate(args.name, keep=args.keep)
     print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))

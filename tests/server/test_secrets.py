@@ -81,3 +81,15 @@ def test_secrets_init_writes_every_keyring_once(tmp_path):
     assert set(first) == set(KEYRINGS)
     assert json.loads(run_module(*args).stdout)["signing"] == first
     assert Secrets.load(tmp_path / "s", generate=False, environ={})["audit"].kid == first["audit"]
+
+
+def test_the_store_id_keyring_is_never_rotated(tmp_path):
+    """Every store key is a keyed hash under `store-id`'s signing key: rotating it made every
+    server refuse the store at its next start ("written under another 'store-id' key")."""
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    before = (secrets / "store-id.keys").read_text()
+    refused = run_module("server", "secrets", "rotate", "store-id", "--secrets-dir", str(secrets),
+                         check=False)
+    assert refused.returncode == 1 and "store-id" in refused.stderr and "never" in refused.stderr
+    assert (secrets / "store-id.keys").read_text() == before
