@@ -93,3 +93,18 @@ def test_the_store_id_keyring_is_never_rotated(tmp_path):
                          check=False)
     assert refused.returncode == 1 and "store-id" in refused.stderr and "never" in refused.stderr
     assert (secrets / "store-id.keys").read_text() == before
+
+
+@pytest.mark.parametrize("name", ["erasure", "suppression"])
+def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
+    """Tombstones and suppression entries are found by keyed hashes under the key they were
+    written with: `--keep` would drop keys and with them erased users (back in training) or
+    suppressed addresses (contacted again)."""
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    run_module("server", "secrets", "rotate", name, "--secrets-dir", str(secrets))
+    before = (secrets / f"{name}.keys").read_text()
+    refused = run_module("server", "secrets", "rotate", name, "--keep", "0", "--secrets-dir",
+                         str(secrets), check=False)
+    assert refused.returncode == 1 and "--keep" in refused.stderr
+    assert (secrets / f"{name}.keys").read_text() == before
