@@ -97,7 +97,7 @@ def serve(settings: Settings) -> None:
         asyncio.run(_serve_one(settings, on_hup=reload_metrics))
         return
     if settings.port == 0:
-        raise SystemExit("--workers > 1 needs an explicit --port (the workers share it)")
+        raise FailedPrecondition("--workers > 1 needs an explicit --port (the workers share it)")
     metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     try:

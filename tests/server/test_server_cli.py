@@ -129,6 +129,11 @@ def test_sizes_and_intervals_that_would_crash_or_spin_are_refused(name, value):
     assert settings_error(refused.value).startswith(f"{name} (TAILOR_{name.upper()}): ")
 
 
+def test_workers_on_port_zero_is_one_error_line(tmp_path):
+    line = serve_fails(tmp_path, "--port", "0", "--workers", "2", "--data-dir", str(tmp_path / "d"))
+    assert "--workers > 1 needs an explicit --port" in line
+
+
 def test_config_file_is_below_the_environment_and_the_flags(tmp_path):
     from server.config import load_settings
     config = tmp_path / "tailor.toml"
