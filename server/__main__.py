@@ -287,14 +287,17 @@ def _serve(args) -> None:
     """Serve; a setting refused, a config file unreadable, a port in use or a bundle refused at
     start prints one `error:` line and exits 2 (no traceback)."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
-    from .config import load_settings, settings_error
+    from .config import load_settings, settings_error, variable_error
     from .errors import TailorError
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
         settings = load_settings(args.config, **{k: v for k, v in flags.items() if v is not None})
     except ValidationError as err:
         _user_error(settings_error(err, args.config, flags=flags))
+    except SettingsError as err:  # a TAILOR_* variable of a dict or list that is not JSON
+        _user_error(variable_error(err))
     except (OSError, ValueError) as err:
         _user_error(str(err))
     from .workers import serve

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Collection
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_CONSENT", "Limits", "Settings", "load_settings",
-           "settings_error"]
+           "settings_error", "variable_error"]
 
 DEFAULT_CONSENT = {"email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "none",
                    "app": "none"}
@@ -683,3 +684,12 @@ def settings_error(err: ValidationError, config_file: Path | None = None,
                                       if config_file else "") if x)
         lines.append(f"{'.'.join(path)} ({where}): {problem['msg']} (got {problem.get('input')!r:.60})")
     return "; ".join(lines)
+
+
+def variable_error(err: ValueError) -> str:
+    """One line for a `TAILOR_*` variable pydantic-settings could not parse as JSON, naming it."""
+    found = re.search(r'field "([a-z_]+)"', str(err))
+    if found is None:
+        return str(err)
+    name = found.group(1)
+    return f"{name} (TAILOR_{name.upper()}): not valid JSON ({err.__cause__ or err})"

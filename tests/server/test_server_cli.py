@@ -134,6 +134,14 @@ def test_workers_on_port_zero_is_one_error_line(tmp_path):
     assert "--workers > 1 needs an explicit --port" in line
 
 
+def test_a_variable_that_is_not_json_names_itself(tmp_path):
+    line = serve_fails(tmp_path, "--data-dir", str(tmp_path / "d"),
+                       env={"TAILOR_SEEN_EXCLUSION_DAYS": '{"view": 30'})
+    assert line.startswith("error: seen_exclusion_days (TAILOR_SEEN_EXCLUSION_DAYS): not valid JSON")
+    line = serve_fails(tmp_path, "--data-dir", str(tmp_path / "d"), env={"TAILOR_LIMITS": "{"})
+    assert line.startswith("error: limits (TAILOR_LIMITS): not valid JSON")
+
+
 def test_config_file_is_below_the_environment_and_the_flags(tmp_path):
     from server.config import load_settings
     config = tmp_path / "tailor.toml"
