@@ -44,10 +44,7 @@ def open_format(store, readonly: bool) -> None:
         check = meta.get(txn, KEY_CHECK_KEY)
         empty = _empty(store, txn)
     encrypt = store.datakeys is not None
-    if check is not None and store.crypto is not None and check != key_check():
-        raise StoreKeyMismatch(store.path)
-    if sealed is not None and not encrypt:
-        raise StoreEncrypted(store.path)
+    _refuse_other_keys(store, sealed, check)
     wanted = (version == b"%d" % KEY_VERSION and (sealed is not None or not encrypt)
               and (check is not None or store.crypto is None))
     if wanted:
@@ -62,12 +59,25 @@ def open_format(store, readonly: bool) -> None:
 
 def format_first(store) -> bool:
     """Records keyed by raw ids (key version 1), or plaintext records to seal: re-key and seal
-    them before any layout step (the steps read records through the sealed tables)."""
+    them before any layout step (the steps read records through the sealed tables). A store
+    sealed or keyed under other keys than `store`'s is refused here, before any step: a layout
+    step run on records it cannot read would rewrite them for good."""
     meta = store.raw_table("meta")
     with store.read() as txn:
+        sealed = meta.get(txn, SEALED_KEY)
+        _refuse_other_keys(store, sealed, meta.get(txn, KEY_CHECK_KEY))
         pending = (meta.get(txn, KEY_VERSION_KEY) is None
-                   or (store.datakeys is not None and meta.get(txn, SEALED_KEY) is None))
+                   or (store.datakeys is not None and sealed is None))
         return pending and not _empty(store, txn)
+
+
+def _refuse_other_keys(store, sealed: bytes | None, check: bytes | None) -> None:
+    """StoreKeyMismatch for a store keyed under another `store-id` key, StoreEncrypted for a
+    sealed one opened without encryption."""
+    if check is not None and store.crypto is not None and check != key_check():
+        raise StoreKeyMismatch(store.path)
+    if sealed is not None and store.datakeys is None:
+        raise StoreEncrypted(store.path)
 
 
 def _empty(store, txn) -> bool:

@@ -283,3 +283,36 @@ def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
     store = Store(data / "store", readonly=True, crypto=StoreCrypto.from_secrets(rings))
     assert store.migrated == {}  # a read-only open refuses a store that still needs one
     store.close()
+
+
+def test_an_encrypted_store_opened_without_encryption_is_refused_before_any_layout_step(tmp_path):
+    """With TAILOR_ENCRYPT_AT_REST=false on an encrypted store that still has a layout step to
+    take, the step ran on the ciphertexts first: the seen fold (which never fails) rewrote every
+    profile state as plaintext around two ciphertexts and stamped the layout, so no profile
+    opened again, encryption on or off. The refusal comes first; nothing is written."""
+    import os
+
+    from server.profiles.codec import split_state
+    from server.security.secrets import Keyring
+    from server.store.crypto import StoreCrypto
+    from server.store.errors import StoreEncrypted
+    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
+    path = tmp_path / "store"
+    store = Store(path, sync=False, crypto=crypto)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([TrackedEvent(f"e{n}", "u0", "view", "web", "", f"item-{n}", 0.0, 1.7e9 + n)
+                 for n in range(5)], [None] * 5)
+    before = repo.states(["u0"])[0]
+    key = keys.feature_key("u0")  # back to layout 2: the seen-set a record of its own
+    state, part = split_state(store.get("profiles", key))
+    store.put("profiles", key, state)
+    store.put("profiles", key[:-len(keys.FEATURES_SUFFIX)] + keys.SEEN_SUFFIX, part)
+    store.put("meta", keys.layout_key("profile_state"), b"2")
+    store.close()
+    plain = StoreCrypto(crypto.master, crypto.store_id_key, False)
+    with pytest.raises(StoreEncrypted):
+        Store(path, sync=False, crypto=plain)
+    store = Store(path, sync=False, crypto=crypto)  # encryption on: migrates and reads
+    assert store.migrated == {"profile_state": 2}
+    assert np.array_equal(ProfileRepository(store, ProfileSchema().layout()).states(["u0"])[0], before)
+    store.close()
