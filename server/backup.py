@@ -44,6 +44,9 @@ def backup(data_dir: Path, out: Path) -> dict:
     """Write a backup of `data_dir` to the file `out` (atomically); returns its manifest."""
     if not (data_dir / "store" / "data.mdb").exists():
         raise FileNotFoundError(f"no Tailor store under {data_dir}")
+    if out.is_dir():
+        raise FailedPrecondition(f"{out} is a directory: --out names the backup file to write "
+                                 f"(e.g. {out / 'tailor.tar.gz'})")
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
     staging = Path(tempfile.mkdtemp(prefix=".tailor-backup-", dir=out.parent))
@@ -140,15 +143,19 @@ def _link_or_copy(src: str, dst: str) -> None:
 def _write_tar(staging: Path, out: Path) -> None:
     mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
     partial = out.with_name(out.name + ".partial")
-    with tarfile.open(partial, mode) as tar:
-        tar.add(staging / MANIFEST, arcname=MANIFEST)
-        tar.add(staging / "store" / "data.mdb", arcname="store/data.mdb")
-        if (staging / "store" / SLOTS_FILE).exists():  # the data keys' pads (store.datakeys)
-            tar.add(staging / "store" / SLOTS_FILE, arcname=f"store/{SLOTS_FILE}")
-        tar.add(staging / "bundles", arcname="bundles")
-    with open(partial, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(partial, out)
+    try:
+        with tarfile.open(partial, mode) as tar:
+            tar.add(staging / MANIFEST, arcname=MANIFEST)
+            tar.add(staging / "store" / "data.mdb", arcname="store/data.mdb")
+            if (staging / "store" / SLOTS_FILE).exists():  # the data keys' pads (store.datakeys)
+                tar.add(staging / "store" / SLOTS_FILE, arcname=f"store/{SLOTS_FILE}")
+            tar.add(staging / "bundles", arcname="bundles")
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(partial, out)
+    except BaseException:  # a full disk, an interrupt: no half-written archive left behind
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _extract(archive: Path, staging: Path) -> dict:

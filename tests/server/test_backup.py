@@ -140,6 +140,20 @@ def test_restore_refuses_a_damaged_backup_in_one_line(tmp_path):
         assert not (tmp_path / "d" / "store").exists()
 
 
+def test_backup_to_a_directory_is_refused_and_leaves_nothing(tmp_path):
+    """`--out` naming a directory was a traceback after the whole archive was written, leaving
+    `<dir>.partial` (the size of the backup) beside it."""
+    from server.store import Store
+    Store(tmp_path / "data" / "store").close()
+    (tmp_path / "backups").mkdir()
+    refused = run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out",
+                         str(tmp_path / "backups"), check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "is a directory" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backups", "data"]
+    assert list((tmp_path / "backups").iterdir()) == []
+
+
 def test_backup_fails_when_the_active_bundle_is_gone(tmp_path):
     from server.store import Store
     from server.store.keys import BUNDLE_ACTIVE
