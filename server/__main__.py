@@ -202,6 +202,8 @@ def _secrets_dir(args) -> Path | None:
 def _audit(args) -> None:
     from .security.audit import verify_chain
     from .security.secrets import Secrets
+    if not args.data_dir.is_dir():  # a mistyped path would pass: no file, nothing broken
+        raise FileNotFoundError(f"no data dir {args.data_dir}")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=("audit",))["audit"]
     result = verify_chain(args.data_dir / "audit", ring)
     print(json.dumps(result.as_dict()))

@@ -139,3 +139,14 @@ def test_a_torn_last_line_is_named_and_the_log_stays_appendable(tmp_path):
     assert len(lines) == 6 and json.loads(lines[-1])["request_id"] == "req-4"
     result = verify_chain(tmp_path / "audit", RING)
     assert not result.ok and result.first_broken == "audit-000001.jsonl:4" and result.lines == 3
+
+
+def test_verify_cli_refuses_a_data_dir_that_does_not_exist(tmp_path):
+    """A mistyped --data-dir said `ok: true` (no file, nothing broken) and exited 0."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "audit.keys").write_text(RING.text())
+    refused = run_module("server", "audit", "verify", "--data-dir", str(tmp_path / "typo"),
+                         "--secrets-dir", str(secrets), check=False)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert f"no data dir {tmp_path / 'typo'}" in refused.stderr
