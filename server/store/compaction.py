@@ -12,7 +12,6 @@ from pathlib import Path
 
 import lmdb
 
-from .datakeys import copy_slots
 from .lmdb_store import TABLES
 from .lock import lock_data_dir
 
@@ -20,14 +19,18 @@ __all__ = ["compact"]
 
 
 def compact(data_dir: Path) -> tuple[int, int]:
-    """Compact `data_dir/store` in place; returns (bytes before, bytes after)."""
+    """Compact `data_dir/store` in place; returns (bytes before, bytes after).
+
+    The compacted `data.mdb` replaces the old one with a single rename inside `store/`, so a
+    crash at any moment leaves either file whole where servers look for it (the pad file is
+    unchanged: nothing writes while the exclusive lock is held)."""
     store = data_dir / "store"
     if not (store / "data.mdb").exists():
         raise FileNotFoundError(f"no LMDB store under {store}")
     lock = lock_data_dir(data_dir, exclusive=True)
     try:
-        fresh, old = data_dir / "store.compacting", data_dir / "store.old"
-        for path in (fresh, old):
+        fresh = data_dir / "store.compacting"
+        for path in (fresh, data_dir / "store.old"):  # leftovers of an earlier run
             shutil.rmtree(path, ignore_errors=True)
         fresh.mkdir()
         before = (store / "data.mdb").stat().st_size
@@ -38,11 +41,9 @@ def compact(data_dir: Path) -> tuple[int, int]:
             env.close()
         with open(fresh / "data.mdb", "rb") as fh:
             os.fsync(fh.fileno())
-        copy_slots(store, fresh)
-        os.replace(store, old)
-        os.replace(fresh, store)
-        _fsync_dir(data_dir)
-        shutil.rmtree(old)
+        os.replace(fresh / "data.mdb", store / "data.mdb")
+        _fsync_dir(store)
+        shutil.rmtree(fresh)
         return before, (store / "data.mdb").stat().st_size
     finally:
         lock.close()
