@@ -34,6 +34,7 @@ import numpy as np
 from kernels import bandits
 
 ESTIMATORS = ("ips", "snips", "dr")
+OBD_COLUMNS = frozenset({"timestamp", "item_id", "position", "click", "propensity_score"})
 Z95 = 1.959963984540054
 
 
@@ -70,6 +71,9 @@ def read_obd(path: str) -> LoggedBandit:
     import pandas as pd
 
     df = pd.read_csv(path, index_col=0)
+    missing = sorted(OBD_COLUMNS - set(df.columns))
+    if missing:
+        raise ValueError(f"{path}: not an Open Bandit Dataset CSV, missing columns {missing}")
     users = [c for c in df.columns if c.startswith("user_feature_")]
     affinity = [c for c in df.columns if c.startswith("user-item_affinity_")]
     ctx = np.hstack([df[affinity].to_numpy(np.float64),
@@ -94,7 +98,12 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
         for i, line in enumerate(fh):
             if not line.strip():
                 continue
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{i + 1}: not JSON ({err.msg})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{i + 1}: expected one JSON object per line")
             missing = {"arm", "propensity", "reward"} - rec.keys()
             if missing:
                 raise ValueError(f"{path}:{i + 1}: missing {sorted(missing)}")
@@ -150,6 +159,9 @@ def replay_policy(log: LoggedBandit, policy: str, seed: int = 0, n_mc: int = 256
     (action, reward). ``fixed`` splits have no user ids here and use their weights.
     """
     dim = log.context.shape[1] if policy in bandits.LINEAR else 0
+    if policy in bandits.LINEAR and not dim:
+        raise ValueError(f"policy {policy} is linear: it needs a context on the logged rounds, "
+                         "and these have none")
     state = bandits.new_state(policy, log.n_actions, dim, **params)
     rng = bandits.new_rng(seed)
     dist = np.empty((len(log), log.n_actions))
@@ -260,6 +272,15 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
                          f"got {action_dist.shape}")
     if ci not in ("normal", "bootstrap"):
         raise ValueError(f"ci must be 'normal' or 'bootstrap', got {ci!r}")
+    if len(log) < 2:
+        raise ValueError(f"need at least 2 logged rounds for an interval, got {len(log)}")
+    bad = sorted(set(estimators) - set(ESTIMATORS))
+    if bad:
+        raise ValueError(f"estimators must be among {', '.join(ESTIMATORS)}, got {bad}")
+    if "dr" in estimators and not (isinstance(folds, (int, np.integer)) and folds >= 2):
+        raise ValueError(f"folds: the doubly robust estimator needs >= 2 folds, got {folds!r}")
+    if ci == "bootstrap" and n_boot < 1:
+        raise ValueError(f"n_boot: need >= 1 bootstrap resamples, got {n_boot}")
     if groups is not None and np.shape(groups) != (len(log),):
         raise ValueError(f"groups must have one label per round ({len(log)})")
     rng = np.random.default_rng(seed)
@@ -275,8 +296,8 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
             q = cross_fit(log, reward_model, folds, seed)
             terms = (action_dist * q).sum(1) + w * (log.reward - q[idx, log.action])
             num = den = None
-        else:
-            raise ValueError(f"estimators must be among {ESTIMATORS}, got {name!r}")
+        else:  # refused above
+            raise AssertionError(name)
         if groups is not None:
             terms, num, den = _by_group(groups, terms, num, den)
         value, lo, hi = _interval(terms, num, den, ci, n_boot, rng)
@@ -287,6 +308,8 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
 
 def on_policy_value(log: LoggedBandit) -> dict:
     """Mean reward of a log (its own policy's value) with a normal 95% interval."""
+    if len(log) < 2:
+        raise ValueError(f"need at least 2 logged rounds for an interval, got {len(log)}")
     m, se = log.reward.mean(), log.reward.std(ddof=1) / np.sqrt(len(log))
     return {"value": float(m), "ci_low": float(m - Z95 * se), "ci_high": float(m + Z95 * se)}
 
@@ -324,6 +347,17 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Read, estimate and print; bad input prints one ``error:`` line and returns 2."""
+    try:
+        report = _report(args)
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else format_table(report))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> dict:
     log = read_logs(args.logs, args.format)
     report = {"logs": args.logs, "n_rounds": len(log), "logged_value": on_policy_value(log)}
     if args.target:
@@ -338,15 +372,24 @@ def run(args: argparse.Namespace) -> int:
     report["estimates"] = estimate(log, dist, args.estimators.split(","), ci=args.ci,
                                    n_boot=args.n_boot, reward_model=args.reward_model,
                                    folds=args.folds, seed=args.seed)
-    print(json.dumps(report) if args.json else format_table(report))
-    return 0
+    return report
+
+
+_PARAMS = tuple(f.name for f in dataclasses.fields(bandits.Params))
 
 
 def _parse_param(kv: str):
     key, sep, value = kv.partition("=")
+    key = key.strip()
     if not sep:
-        raise SystemExit(f"--param expects KEY=VALUE, got {kv!r}")
-    return key, float(value)
+        raise ValueError(f"--param expects KEY=VALUE, got {kv!r}")
+    if key not in _PARAMS:
+        raise ValueError(f"--param: unknown parameter {key!r}; expected one of "
+                         f"{', '.join(_PARAMS)}")
+    try:
+        return key, float(value)
+    except ValueError:
+        raise ValueError(f"--param {key}: expected a number, got {value!r}") from None
 
 
 def format_table(report: dict) -> str:

@@ -187,3 +187,36 @@ def test_grouped_intervals_count_a_repeated_user_once():
         assert grouped[name]["ci_high"] == pytest.approx(one[name]["ci_high"], rel=1e-3)
         assert flat[name]["ci_high"] - flat[name]["ci_low"] == pytest.approx(
             (one[name]["ci_high"] - one[name]["ci_low"]) / 2, rel=1e-2)
+
+
+def _bad_input_cases(tmp_path):
+    good = tmp_path / "good.jsonl"
+    ope.write_decision_log(str(good), _decisions(60, 5))
+    (tmp_path / "bad.jsonl").write_text('{"arm": 0, "propensity": 0.5, "reward": 1}\n{oops\n')
+    suppressed = [dict(r, arm=-2, propensity=0.0) for r in _decisions(5, 6)]
+    ope.write_decision_log(str(tmp_path / "suppressed.jsonl"), suppressed)
+    ope.write_decision_log(str(tmp_path / "one.jsonl"), [dict(_decisions(1)[0], arm=0)])
+    return {
+        "No such file": ["--logs", str(tmp_path / "nope.jsonl"), "--policy", "egreedy"],
+        "bad.jsonl:2: not JSON": ["--logs", str(tmp_path / "bad.jsonl"), "--policy", "egreedy"],
+        "no logged decisions": ["--logs", str(tmp_path / "suppressed.jsonl"),
+                                "--policy", "egreedy"],
+        "at least 2": ["--logs", str(tmp_path / "one.jsonl"), "--policy", "egreedy"],
+        "estimators": ["--logs", str(good), "--policy", "egreedy", "--estimators", "ips,foo"],
+        "unknown parameter": ["--logs", str(good), "--policy", "egreedy", "--param", "foo=1"],
+        "number": ["--logs", str(good), "--policy", "egreedy", "--param", "epsilon=x"],
+        "folds": ["--logs", str(good), "--policy", "egreedy", "--folds", "1"],
+        "n_boot": ["--logs", str(good), "--policy", "egreedy", "--ci", "bootstrap",
+                   "--n-boot", "0"],
+        "context": ["--logs", str(good), "--policy", "linucb", "--param", "alpha=1"],
+        "columns": ["--logs", str(good), "--format", "obd", "--policy", "egreedy"],
+    }
+
+
+def test_cli_bad_input_is_one_error_line_not_a_traceback(tmp_path, capsys):
+    for expected, argv in _bad_input_cases(tmp_path).items():
+        if expected == "context":  # the good log has a context: make one without
+            ope.write_decision_log(argv[1], [dict(r, context=[]) for r in _decisions(60, 5)])
+        assert ope.main(argv) == 2, expected
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
