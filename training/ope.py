@@ -11,8 +11,9 @@ Logged rounds need the action taken, its logging propensity and the reward. Two 
      "arm": 2, "propensity": 0.25, "reward": 1.0, "context": [0.1, -0.3], "position": 0}
 
   ``timestamp`` is Unix seconds (float) or ISO-8601; ``context`` a list of floats (may be
-  empty); ``position`` an int >= 0 (0 if the campaign has one slot); holdout decisions
-  (arm -1) are skipped. `write_decision_log` writes exactly this format.
+  empty); ``position`` an int >= 0 (0 if the campaign has one slot). Holdout and
+  suppressed decisions (arm < 0) and pending ones (``reward`` null or NaN: no outcome yet)
+  are skipped. `write_decision_log` writes exactly this format.
 * ``obd``: the Open Bandit Dataset CSV (item_id, position, click, propensity_score,
   user_feature_*, user-item_affinity_*).
 
@@ -109,6 +110,8 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
                 raise ValueError(f"{path}:{i + 1}: missing {sorted(missing)}")
             if rec["arm"] < 0 or (campaign_id and rec.get("campaign_id") != campaign_id):
                 continue
+            if rec["reward"] is None or rec["reward"] != rec["reward"]:
+                continue  # pending: no outcome yet (null, or NaN as ExportDecisions sends it)
             rows.append(rec)
     if not rows:
         raise ValueError(f"{path}: no logged decisions")

@@ -220,3 +220,24 @@ def test_cli_bad_input_is_one_error_line_not_a_traceback(tmp_path, capsys):
         assert ope.main(argv) == 2, expected
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
+
+
+def test_pending_decisions_without_a_reward_are_skipped(tmp_path, capsys):
+    # ExportDecisions(include_pending) sends reward NaN (the client writes NaN), a hand-made
+    # log null: neither is an outcome, and one of them made every estimate NaN
+    recs = [dict(r, arm=i % 2, propensity=0.5) for i, r in enumerate(_decisions(40, 7))]
+    for r in recs[:10]:
+        r["reward"] = float("nan")
+    for r in recs[10:15]:
+        r["reward"] = None
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), recs)
+    log = ope.read_decision_log(str(path))
+    rewards = [r["reward"] for r in recs[15:]]
+    assert len(log) == 25
+    assert ope.on_policy_value(log)["value"] == pytest.approx(np.mean(rewards))
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # fixed policy without weights: uniform over 2 arms = the logging policy: IPS = mean
+    assert report["estimates"]["ips"]["value"] == pytest.approx(np.mean(rewards))
+
