@@ -11,7 +11,8 @@ Logged rounds need the action taken, its logging propensity and the reward. Two 
      "arm": 2, "propensity": 0.25, "reward": 1.0, "context": [0.1, -0.3], "position": 0}
 
   ``timestamp`` is Unix seconds (float) or ISO-8601; ``context`` a list of floats (may be
-  empty); ``position`` an int >= 0 (0 if the campaign has one slot). Holdout and
+  empty); ``position`` an int >= 0 (0 if the campaign has one slot); a missing or null
+  ``timestamp``, ``context`` or ``position`` takes its default (0, empty, 0). Holdout and
   suppressed decisions (arm < 0) and pending ones (``reward`` null or NaN: no outcome yet)
   are skipped. `write_decision_log` writes exactly this format.
 * ``obd``: the Open Bandit Dataset CSV (item_id, position, click, propensity_score,
@@ -118,10 +119,10 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
     ctx = [list(r.get("context") or []) for r in rows]
     if len({len(c) for c in ctx}) != 1:
         raise ValueError(f"{path}: context vectors differ in length")
-    return _finish([r["arm"] for r in rows], [r.get("position", 0) for r in rows],
+    return _finish([r["arm"] for r in rows], [r.get("position") or 0 for r in rows],
                    [r["reward"] for r in rows], [r["propensity"] for r in rows],
                    np.array(ctx, np.float64).reshape(len(rows), -1),
-                   [_timestamp(r.get("timestamp", 0.0)) for r in rows])
+                   [_timestamp(r.get("timestamp") or 0.0) for r in rows])
 
 
 def write_decision_log(path: str, records) -> None:

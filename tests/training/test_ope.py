@@ -241,3 +241,13 @@ def test_pending_decisions_without_a_reward_are_skipped(tmp_path, capsys):
     # fixed policy without weights: uniform over 2 arms = the logging policy: IPS = mean
     assert report["estimates"]["ips"]["value"] == pytest.approx(np.mean(rewards))
 
+
+def test_records_without_position_context_or_timestamp_read_back(tmp_path):
+    # write_decision_log writes null for a missing key; the reader takes its documented default
+    recs = [{"decision_id": f"d{i}", "arm": i % 2, "propensity": 0.5, "reward": float(i % 3 == 0)}
+            for i in range(6)]
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), recs)
+    log = ope.read_decision_log(str(path))
+    assert len(log) == 6 and log.context.shape == (6, 0) and log.n_positions == 1
+    np.testing.assert_array_equal(log.action, [0, 1, 0, 1, 0, 1])
