@@ -12,9 +12,10 @@ Logged rounds need the action taken, its logging propensity and the reward. Two 
 
   ``timestamp`` is Unix seconds (float) or ISO-8601; ``context`` a list of floats (may be
   empty); ``position`` an int >= 0 (0 if the campaign has one slot); a missing or null
-  ``timestamp``, ``context`` or ``position`` takes its default (0, empty, 0). Holdout and
-  suppressed decisions (arm < 0) and pending ones (``reward`` null or NaN: no outcome yet)
-  are skipped. `write_decision_log` writes exactly this format.
+  ``timestamp``, ``context`` or ``position`` takes its default (0, empty, 0). A context
+  column that is NaN on every row (a PII feature that ExportDecisions hid from a reader
+  without pii-reader) is dropped. Holdout and suppressed decisions (arm < 0) and pending
+  ones (``reward`` null or NaN: no outcome yet) are skipped. `write_decision_log` writes exactly this format.
 * ``obd``: the Open Bandit Dataset CSV (item_id, position, click, propensity_score,
   user_feature_*, user-item_affinity_*).
 
@@ -113,6 +114,7 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
                 continue
             if rec["reward"] is None or rec["reward"] != rec["reward"]:
                 continue  # pending: no outcome yet (null, or NaN as ExportDecisions sends it)
+            rec["_line"] = i + 1
             rows.append(rec)
     if not rows:
         raise ValueError(f"{path}: no logged decisions")
@@ -121,8 +123,23 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
         raise ValueError(f"{path}: context vectors differ in length")
     return _finish([r["arm"] for r in rows], [r.get("position") or 0 for r in rows],
                    [r["reward"] for r in rows], [r["propensity"] for r in rows],
-                   np.array(ctx, np.float64).reshape(len(rows), -1),
+                   _known_context(path, np.array(ctx, np.float64).reshape(len(rows), -1),
+                                  [r["_line"] for r in rows]),
                    [_timestamp(r.get("timestamp") or 0.0) for r in rows])
+
+
+def _known_context(path: str, ctx: np.ndarray, lines: list[int]) -> np.ndarray:
+    """The context without its hidden columns: ExportDecisions sends NaN at the positions of
+    PII features to a reader without the pii-reader role, on every row; such a column carries
+    nothing and is dropped. A value missing on some rows only is an error."""
+    missing = np.isnan(ctx)
+    hidden = missing.all(axis=0)
+    rows, cols = np.nonzero(missing[:, ~hidden])
+    if rows.size:
+        col = int(np.flatnonzero(~hidden)[cols[0]])
+        raise ValueError(f"{path}:{lines[rows[0]]}: context[{col}] is not a number (NaN on "
+                         "some rows only)")
+    return ctx[:, ~hidden]
 
 
 def write_decision_log(path: str, records) -> None:

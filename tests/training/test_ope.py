@@ -251,3 +251,24 @@ def test_records_without_position_context_or_timestamp_read_back(tmp_path):
     log = ope.read_decision_log(str(path))
     assert len(log) == 6 and log.context.shape == (6, 0) and log.n_positions == 1
     np.testing.assert_array_equal(log.action, [0, 1, 0, 1, 0, 1])
+
+
+def test_context_hidden_from_a_reader_without_pii_is_dropped(tmp_path, capsys):
+    # ExportDecisions sends NaN at the PII positions of the context to a principal without
+    # pii-reader: that column is NaN on every row and carries nothing; the default DR reward
+    # model (linear) and the linear policies refused the whole log
+    recs = [dict(r, arm=i % 2, propensity=0.5, context=[float(i % 5), float("nan")])
+            for i, r in enumerate(_decisions(80, 8))]
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), recs)
+    log = ope.read_decision_log(str(path))
+    np.testing.assert_array_equal(log.context[:, 0], [i % 5 for i in range(80)])
+    assert log.context.shape == (80, 1)
+    for policy in ("egreedy", "linucb"):
+        assert ope.main(["--logs", str(path), "--policy", policy, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert all(np.isfinite(e["value"]) for e in report["estimates"].values())
+    recs[3]["context"] = [float("nan")] * 2  # missing on some rows only: refused by line
+    ope.write_decision_log(str(path), recs)
+    with pytest.raises(ValueError, match=r"log.jsonl:4: context\[0\]"):
+        ope.read_decision_log(str(path))
