@@ -39,3 +39,23 @@ def test_compare_als_on_movielens_format(world_dir, tmp_path, capsys):
              if ln.split() and ln.split()[0] in ("model", "popularity", "implicit-als")}
     assert set(table) == {"model", "popularity", "implicit-als"}
     assert table["model"][1] > table["popularity"][1] and np.isfinite(table["implicit-als"]).all()
+
+
+def test_bad_files_and_values_are_one_error_line_not_a_traceback(tmp_path, capsys):
+    from training.cli import main
+
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    cases = {
+        "No such file": ["train", "--interactions", str(tmp_path / "nope.csv"),
+                         "--out", str(tmp_path / "b")],
+        "missing column": ["train", "--interactions", str(tmp_path / "bad.csv"),
+                           "--out", str(tmp_path / "b")],
+        "No such file or directory": ["backtest", "--interactions", str(tmp_path / "nope.csv"),
+                                      "--test-frac", "0.2"],
+        "epsilon": ["evaluate-timing", "--users", "10", "--epsilon", "2"],
+    }
+    for expected, argv in cases.items():
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
+

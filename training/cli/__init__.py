@@ -3,13 +3,15 @@
 Each module listed in `COMMANDS` exposes ``add_parser(subparsers)``, which registers its
 subcommand and sets ``func`` (called with the parsed namespace, returns the exit code).
 Adding a subcommand is one line here. Reserved for other owners: ``push``, ``ope``,
-``attribute``, ``export``.
+``attribute``, ``export``. `main` turns a ``ValueError`` or ``OSError`` (a bad file or value)
+into one ``error:`` line and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import sys
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -41,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand. A bad file or value (the `ValueError` or `OSError` a reader or a
+    job raises, naming what is wrong) prints one ``error:`` line and returns 2; ``-v`` also
+    logs its traceback."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError) as err:
+        logger.debug("%s failed", args.command, exc_info=True)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
