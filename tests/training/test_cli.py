@@ -59,3 +59,21 @@ def test_bad_files_and_values_are_one_error_line_not_a_traceback(tmp_path, capsy
         err = capsys.readouterr().err
         assert err.startswith("error: ") and expected in err and "Traceback" not in err, err
 
+
+def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
+    from training.cli import main
+
+    data = ["--interactions", str(tmp_path / "i.csv"), "--out", str(tmp_path / "b")]
+    for argv in (["demo-data", "--out", str(tmp_path / "d"), "--users", "0"],
+                 ["demo-data", "--out", str(tmp_path / "d"), "--items", "-3"],
+                 ["demo-data", "--out", str(tmp_path / "d"), "--days", "0"],
+                 ["evaluate-timing", "--users", "0"], ["evaluate-timing", "--rounds", "0"],
+                 ["bootstrap", "--data-dir", str(tmp_path), "--users", "0"],
+                 ["train", *data, "--factors", "0"], ["train", *data, "--iterations", "0"],
+                 ["train", *data, "--candidates", "0"], ["train", *data, "--test-frac", "0"],
+                 ["train", *data, "--test-frac", "1.5"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        assert done.value.code == 2, argv
+        assert "error: argument" in capsys.readouterr().err, argv
+    assert not (tmp_path / "d").exists()

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from training.bundle import find_bundles, write_bundle
+from training.cli.types import positive_int
 from training.demo import DemoConfig, start_for_end
 from training.demo_files import write_demo
 from training.evaluate import format_table
@@ -18,8 +19,8 @@ logger = logging.getLogger("tailor.training.cli.bootstrap")
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bootstrap", help="train a demo bundle unless one exists")
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--users", type=int, default=DemoConfig().n_users, help="demo world size")
-    p.add_argument("--items", type=int, default=DemoConfig().n_items, help="demo world size")
+    p.add_argument("--users", type=positive_int, default=DemoConfig().n_users, help="demo world size")
+    p.add_argument("--items", type=positive_int, default=DemoConfig().n_items, help="demo world size")
     p.set_defaults(func=run)
 
 

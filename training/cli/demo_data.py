@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from training.cli.types import positive_int
 from training.demo import DemoConfig, start_for_end
 from training.demo_files import write_demo
 
@@ -12,9 +13,9 @@ _DEFAULT = DemoConfig()
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo-data", help="generate the seeded demo world")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--users", type=int, default=_DEFAULT.n_users)
-    p.add_argument("--items", type=int, default=_DEFAULT.n_items)
-    p.add_argument("--days", type=int, default=_DEFAULT.n_days)
+    p.add_argument("--users", type=positive_int, default=_DEFAULT.n_users)
+    p.add_argument("--items", type=positive_int, default=_DEFAULT.n_items)
+    p.add_argument("--days", type=positive_int, default=_DEFAULT.n_days)
     p.add_argument("--seed", type=int, default=_DEFAULT.seed)
     p.add_argument("--events-per-user", type=float,
                    help="mean rows per user (e.g. 120 for long histories); default: about 60")

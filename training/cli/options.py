@@ -5,6 +5,7 @@ import argparse
 
 from contract.events import check_event_weights
 from training.als import ALSParams
+from training.cli.types import open_fraction, positive_int
 from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
@@ -39,18 +40,19 @@ def _count(text: str) -> int:
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval (implicit ALS)")
-    g.add_argument("--factors", type=int, default=_A.factors)
+    g.add_argument("--factors", type=positive_int, default=_A.factors)
     g.add_argument("--regularization", type=float, default=_A.regularization)
     g.add_argument("--alpha", type=float, default=_A.alpha, help="confidence = 1 + alpha * w")
-    g.add_argument("--iterations", type=int, default=_A.iterations)
+    g.add_argument("--iterations", type=positive_int, default=_A.iterations)
     g.add_argument("--half-life-days", type=float, default=_A.half_life_days)
-    g.add_argument("--history-len", type=int, default=_A.history_len)
-    g.add_argument("--cg-steps", type=int, default=_A.cg_steps, help="encoder preconditioned-CG iterations")
+    g.add_argument("--history-len", type=positive_int, default=_A.history_len)
+    g.add_argument("--cg-steps", type=positive_int, default=_A.cg_steps,
+                   help="encoder preconditioned-CG iterations")
     g.add_argument("--event-weight", type=_weight, action="append", default=[],
                    metavar="EVENT=W", help="override an event weight (repeatable)")
     g.add_argument("--seed", type=int, default=_A.seed)
     g.add_argument("--threads", type=int, default=_A.threads)
-    g.add_argument("--test-frac", type=float, default=0.2,
+    g.add_argument("--test-frac", type=open_fraction, default=0.2,
                    help="per-user share of the latest rows held out for the evaluation fit")
     g.add_argument("--eval-users", type=_count, default=TrainConfig.eval_users,
                    help="score a seeded sample of this many hold-out users (0: all); the "
@@ -60,8 +62,8 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                         "refitting on all rows")
     r = p.add_argument_group("ranker (LightGBM)")
     r.add_argument("--no-ranker", action="store_true", help="retrieval only")
-    r.add_argument("--candidates", type=int, default=_R.n_candidates)
-    r.add_argument("--ranker-users", type=int, default=_R.max_users)
+    r.add_argument("--candidates", type=positive_int, default=_R.n_candidates)
+    r.add_argument("--ranker-users", type=positive_int, default=_R.max_users)
     r.add_argument("--ranker-objective", choices=("lambdarank", "binary"), default=_R.objective)
     r.add_argument("--context-features", action="store_true",
                    help="also train the ranker on the request's channel and UTC daypart "

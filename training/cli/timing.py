@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from training.cli.types import positive_int
 from training.timing import TimingConfig, beats, evaluate_timing, format_report
 
 _DEFAULT = TimingConfig()
@@ -14,17 +15,17 @@ def add_parser(subparsers) -> None:
         description="Simulate logged sends with a uniform logging policy in the demo world and "
                     "report engaged sends per 1,000 (IPS, SNIPS, 95%% intervals) for fixed, "
                     "random, Tailor's choice and the oracle.")
-    p.add_argument("--users", type=int, default=_DEFAULT.n_users)
+    p.add_argument("--users", type=positive_int, default=_DEFAULT.n_users)
     p.add_argument("--seed", type=int, default=_DEFAULT.seed)
-    p.add_argument("--rounds", type=int, default=_DEFAULT.rounds,
+    p.add_argument("--rounds", type=positive_int, default=_DEFAULT.rounds,
                    help="logged sends per user and experiment")
     p.add_argument("--window-hours", type=int, default=_DEFAULT.window_hours)
     p.add_argument("--history-days", type=int, default=_DEFAULT.history_days)
     p.add_argument("--epsilon", type=float, default=_DEFAULT.epsilon,
                    help="send-time exploration share")
-    p.add_argument("--n-mc", type=int, default=_DEFAULT.n_mc, help="Thompson propensity draws")
+    p.add_argument("--n-mc", type=positive_int, default=_DEFAULT.n_mc, help="Thompson propensity draws")
     p.add_argument("--ci", choices=("normal", "bootstrap"), default=_DEFAULT.ci)
-    p.add_argument("--n-boot", type=int, default=_DEFAULT.n_boot)
+    p.add_argument("--n-boot", type=positive_int, default=_DEFAULT.n_boot)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

@@ -1,0 +1,30 @@
+"""Argument types of the ``python -m training`` subcommands: counts and fractions checked by
+argparse, so that a bad flag is one ``error: argument ...`` line (exit 2), not a traceback from
+deep in a job."""
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["positive_int", "open_fraction"]
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    """A number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
