@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from datetime import datetime
 
@@ -254,6 +255,8 @@ def _interval(terms, num, den, ci, n_boot, rng):
             return value, value - half, value + half
         boot = [terms[idx].mean() for idx in (rng.integers(n, size=n) for _ in range(n_boot))]
     else:
+        if not den.sum() > 0:  # no weight on any round (SNIPS: 0/0): undefined, not certain
+            return math.nan, math.nan, math.nan
         value = num.sum() / den.sum()
         if ci == "normal":  # delta method for a ratio of means
             half = Z95 * np.std((num - value * den) / den.mean(), ddof=1) / np.sqrt(n)
@@ -286,7 +289,9 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
 
     Returns
     -------
-    {name: {"value", "ci_low", "ci_high", "stderr"}} for ips / snips / dr.
+    {name: {"value", "ci_low", "ci_high", "stderr"}} for ips / snips / dr; NaN where the
+    estimate is undefined (SNIPS of a policy that never takes a logged action: 0/0), which
+    ``--json`` prints as null.
     """
     if action_dist.shape != (len(log), log.n_actions):
         raise ValueError(f"action_dist must be {(len(log), log.n_actions)}, "
@@ -374,8 +379,17 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(report) if args.json else format_table(report))
+    print(json.dumps(_json_safe(report)) if args.json else format_table(report))
     return 0
+
+
+def _json_safe(obj):
+    """`obj` with NaN (an undefined estimate) as None: JSON has no NaN."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
 
 
 def _report(args: argparse.Namespace) -> dict:

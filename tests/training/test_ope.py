@@ -272,3 +272,22 @@ def test_context_hidden_from_a_reader_without_pii_is_dropped(tmp_path, capsys):
     ope.write_decision_log(str(path), recs)
     with pytest.raises(ValueError, match=r"log.jsonl:4: context\[0\]"):
         ope.read_decision_log(str(path))
+
+
+def test_snips_is_null_not_nan_or_certain_when_the_candidate_never_takes_a_logged_arm(
+        tmp_path, capsys):
+    # logs: always arm 1; target: always arm 0. Every weight is 0: IPS is 0 (exactly, with a
+    # zero-width interval), SNIPS is 0/0, undefined. It printed NaN, invalid JSON, and with the
+    # bootstrap the interval [0, 0].
+    logs, target = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    recs = _decisions(40, 9)
+    ope.write_decision_log(str(logs), [dict(r, arm=1, propensity=0.5) for r in recs])
+    ope.write_decision_log(str(target), [dict(r, arm=0) for r in recs])
+    for ci in ("normal", "bootstrap"):
+        assert ope.main(["--logs", str(logs), "--target", str(target), "--json", "--ci", ci,
+                         "--n-boot", "50", "--reward-model", "table"]) == 0
+        out = capsys.readouterr().out
+        report = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert report["estimates"]["snips"] == {"value": None, "ci_low": None, "ci_high": None,
+                                                "stderr": None}
+        assert report["estimates"]["ips"]["value"] == 0.0
