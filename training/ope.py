@@ -1,6 +1,6 @@
 """Off-policy evaluation of campaign policies: IPS, SNIPS and doubly robust, with 95% intervals.
 
-    python -m training ope --logs LOG [--format tailor|obd]
+    python -m training ope --logs LOG [--format tailor|obd] [--campaign C]
         (--policy NAME [--param key=value ...] | --target OTHER_LOG) [--json]
 
 Logged rounds need the action taken, its logging propensity and the reward. Two formats:
@@ -96,8 +96,13 @@ def _timestamp(value) -> float:
 
 
 def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit:
-    """Tailor JSON-lines decision log (see module docstring); holdout rows are skipped."""
+    """Tailor JSON-lines decision log (see module docstring); holdout rows are skipped.
+
+    The decisions of ``campaign_id``; without it the log must hold one campaign's (arm
+    indexes name each campaign's own variants).
+    """
     rows = []
+    campaigns: set = set()
     with open(path) as fh:
         for i, line in enumerate(fh):
             if not line.strip():
@@ -113,12 +118,18 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
                 raise ValueError(f"{path}:{i + 1}: missing {sorted(missing)}")
             if rec["arm"] < 0 or (campaign_id and rec.get("campaign_id") != campaign_id):
                 continue
+            campaigns.add(rec.get("campaign_id"))
             if rec["reward"] is None or rec["reward"] != rec["reward"]:
                 continue  # pending: no outcome yet (null, or NaN as ExportDecisions sends it)
             rec["_line"] = i + 1
             rows.append(rec)
     if not rows:
-        raise ValueError(f"{path}: no logged decisions")
+        which = f" of campaign {campaign_id!r}" if campaign_id else ""
+        raise ValueError(f"{path}: no logged decisions{which}")
+    if len(campaigns) > 1:
+        names = ", ".join(sorted(str(c) for c in campaigns))
+        raise ValueError(f"{path}: holds the decisions of {len(campaigns)} campaigns ({names}); "
+                         "evaluate one at a time with --campaign")
     ctx = [list(r.get("context") or []) for r in rows]
     if len({len(c) for c in ctx}) != 1:
         raise ValueError(f"{path}: context vectors differ in length")
@@ -152,11 +163,11 @@ def write_decision_log(path: str, records) -> None:
             fh.write(json.dumps({k: rec.get(k) for k in keys}) + "\n")
 
 
-def read_logs(path: str, fmt: str) -> LoggedBandit:
+def read_logs(path: str, fmt: str, campaign_id: str | None = None) -> LoggedBandit:
     if fmt == "obd":
         return read_obd(path)
     if fmt == "tailor":
-        return read_decision_log(path)
+        return read_decision_log(path, campaign_id)
     raise ValueError(f"format must be 'obd' or 'tailor', got {fmt!r}")
 
 
@@ -356,6 +367,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--logs", required=True, help="logged decisions to evaluate on")
     p.add_argument("--format", choices=("tailor", "obd"), default="tailor")
+    p.add_argument("--campaign", default=None,
+                   help="evaluate this campaign's decisions (needed when --logs holds several)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--policy", choices=bandits.POLICIES, help="kernel replayed over logs")
     group.add_argument("--target", help="log whose empirical policy is evaluated")
@@ -393,7 +406,7 @@ def _json_safe(obj):
 
 
 def _report(args: argparse.Namespace) -> dict:
-    log = read_logs(args.logs, args.format)
+    log = read_logs(args.logs, args.format, args.campaign)
     report = {"logs": args.logs, "n_rounds": len(log), "logged_value": on_policy_value(log)}
     if args.target:
         target = read_logs(args.target, args.target_format or args.format)

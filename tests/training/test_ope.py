@@ -291,3 +291,22 @@ def test_snips_is_null_not_nan_or_certain_when_the_candidate_never_takes_a_logge
         assert report["estimates"]["snips"] == {"value": None, "ci_low": None, "ci_high": None,
                                                 "stderr": None}
         assert report["estimates"]["ips"]["value"] == 0.0
+
+
+def test_a_log_of_several_campaigns_is_refused_unless_one_is_picked(tmp_path, capsys):
+    # `clients campaign export` without --campaign writes every campaign's decisions; their arm
+    # indexes name different variants and were pooled into one bandit without a word
+    two = [dict(r, campaign_id="ca", arm=i % 2, propensity=0.5)
+           for i, r in enumerate(_decisions(30, 10))]
+    three = [dict(r, campaign_id="cb", arm=i % 3, propensity=1 / 3, reward=1.0)
+             for i, r in enumerate(_decisions(30, 11))]
+    path = tmp_path / "all.jsonl"
+    ope.write_decision_log(str(path), two + three)
+    assert ope.main(["--logs", str(path), "--policy", "fixed"]) == 2
+    err = capsys.readouterr().err
+    assert "2 campaigns (ca, cb)" in err and "--campaign" in err
+    assert ope.main(["--logs", str(path), "--campaign", "cb", "--policy", "fixed", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_rounds"] == 30 and report["estimates"]["ips"]["value"] == pytest.approx(1.0)
+    assert ope.main(["--logs", str(path), "--campaign", "cc", "--policy", "fixed"]) == 2
+    assert "no logged decisions" in capsys.readouterr().err
