@@ -15,9 +15,13 @@ Logged rounds need the action taken, its logging propensity and the reward. Two 
   ``timestamp``, ``context`` or ``position`` takes its default (0, empty, 0). A context
   column that is NaN on every row (a PII feature that ExportDecisions hid from a reader
   without pii-reader) is dropped. Holdout and suppressed decisions (arm < 0) and pending
-  ones (``reward`` null or NaN: no outcome yet) are skipped. `write_decision_log` writes exactly this format.
+  ones (``reward`` null or NaN: no outcome yet) are skipped. `write_decision_log` writes
+  exactly this format.
 * ``obd``: the Open Bandit Dataset CSV (item_id, position, click, propensity_score,
   user_feature_*, user-item_affinity_*).
+
+The candidate chooses among ``--arms`` actions: by default the highest logged arm + 1, which
+undercounts a campaign whose last variants were never chosen in the log (then give it).
 
 Candidate policies: a `kernels.bandits` policy replayed in time order over the logs (at each
 round its action distribution is computed, then it learns from the logged action and reward,
@@ -369,6 +373,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("tailor", "obd"), default="tailor")
     p.add_argument("--campaign", default=None,
                    help="evaluate this campaign's decisions (needed when --logs holds several)")
+    p.add_argument("--arms", type=int, default=None,
+                   help="the campaign's variant count (default: the highest logged arm + 1, "
+                        "too few when a variant was never chosen)")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--policy", choices=bandits.POLICIES, help="kernel replayed over logs")
     group.add_argument("--target", help="log whose empirical policy is evaluated")
@@ -407,7 +414,12 @@ def _json_safe(obj):
 
 def _report(args: argparse.Namespace) -> dict:
     log = read_logs(args.logs, args.format, args.campaign)
-    report = {"logs": args.logs, "n_rounds": len(log), "logged_value": on_policy_value(log)}
+    if args.arms is not None:
+        if args.arms < log.n_actions:
+            raise ValueError(f"--arms {args.arms}: the log holds arm {log.n_actions - 1}")
+        log = dataclasses.replace(log, n_actions=args.arms)
+    report = {"logs": args.logs, "n_rounds": len(log), "arms": log.n_actions,
+              "logged_value": on_policy_value(log)}
     if args.target:
         target = read_logs(args.target, args.target_format or args.format)
         dist = empirical_policy(target, log.n_actions, log.n_positions)[log.position]

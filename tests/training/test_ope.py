@@ -310,3 +310,21 @@ def test_a_log_of_several_campaigns_is_refused_unless_one_is_picked(tmp_path, ca
     assert report["n_rounds"] == 30 and report["estimates"]["ips"]["value"] == pytest.approx(1.0)
     assert ope.main(["--logs", str(path), "--campaign", "cc", "--policy", "fixed"]) == 2
     assert "no logged decisions" in capsys.readouterr().err
+
+
+def test_arms_gives_the_campaigns_variant_count_when_some_were_never_logged(tmp_path, capsys):
+    # a 2-variant campaign whose log holds arm 0 only (propensity 0.8, reward 1): the log said
+    # 1 arm, so the uniform `fixed` policy took arm 0 with probability 1 and IPS was 1/0.8 =
+    # 1.25, above any reward; over the campaign's 2 arms it is 0.5/0.8 = 0.625
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), [dict(r, arm=0, propensity=0.8, reward=1.0)
+                                       for r in _decisions(20, 12)])
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--arms", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["arms"] == 2
+    assert report["estimates"]["ips"]["value"] == pytest.approx(0.625)
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["arms"] == 1  # inferred, and said so
+    ope.write_decision_log(str(path), [dict(r, arm=2) for r in _decisions(5, 12)])
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--arms", "2"]) == 2
+    assert "arm 2" in capsys.readouterr().err
