@@ -20,6 +20,9 @@ Logged rounds need the action taken, its logging propensity and the reward. Two 
 * ``obd``: the Open Bandit Dataset CSV (item_id, position, click, propensity_score,
   user_feature_*, user-item_affinity_*).
 
+When every decision has a ``user_id``, the intervals count each user once (a user's
+decisions are resampled together: they are not independent).
+
 The candidate chooses among ``--arms`` actions: by default the highest logged arm + 1, which
 undercounts a campaign whose last variants were never chosen in the log (then give it).
 
@@ -57,12 +60,14 @@ class LoggedBandit:
     context: np.ndarray
     n_actions: int
     n_positions: int
+    groups: np.ndarray | None = None
+    """One label per round (the user id): the intervals count each group once."""
 
     def __len__(self) -> int:
         return self.action.shape[0]
 
 
-def _finish(action, position, reward, pscore, context, timestamp, n_actions=None):
+def _finish(action, position, reward, pscore, context, timestamp, n_actions=None, groups=None):
     order = np.argsort(timestamp, kind="stable")
     action = np.asarray(action, np.int64)[order]
     pscore = np.asarray(pscore, np.float64)[order]
@@ -71,7 +76,8 @@ def _finish(action, position, reward, pscore, context, timestamp, n_actions=None
     position = np.asarray(position, np.int64)[order]
     return LoggedBandit(action, position, np.asarray(reward, np.float64)[order], pscore,
                         np.asarray(context, np.float64).reshape(len(action), -1)[order],
-                        int(n_actions or action.max() + 1), int(position.max() + 1))
+                        int(n_actions or action.max() + 1), int(position.max() + 1),
+                        None if groups is None else np.asarray(groups)[order])
 
 
 def read_obd(path: str) -> LoggedBandit:
@@ -141,7 +147,15 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
                    [r["reward"] for r in rows], [r["propensity"] for r in rows],
                    _known_context(path, np.array(ctx, np.float64).reshape(len(rows), -1),
                                   [r["_line"] for r in rows]),
-                   [_timestamp(r.get("timestamp") or 0.0) for r in rows])
+                   [_timestamp(r.get("timestamp") or 0.0) for r in rows],
+                   groups=_users(rows))
+
+
+def _users(rows: list[dict]) -> list[str] | None:
+    """The rounds' user ids, if every round has one: one user's decisions are not independent
+    (the same person, often the same reaction), so the intervals resample users."""
+    users = [r.get("user_id") for r in rows]
+    return users if all(isinstance(u, str) and u for u in users) else None
 
 
 def _known_context(path: str, ctx: np.ndarray, lines: list[int]) -> np.ndarray:
@@ -324,6 +338,8 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
         raise ValueError(f"n_boot: need >= 1 bootstrap resamples, got {n_boot}")
     if groups is not None and np.shape(groups) != (len(log),):
         raise ValueError(f"groups must have one label per round ({len(log)})")
+    if groups is not None and len(np.unique(groups)) < 2:
+        raise ValueError("need the rounds of at least 2 users (groups) for an interval")
     rng = np.random.default_rng(seed)
     idx = np.arange(len(log))
     w = action_dist[idx, log.action] / log.pscore
@@ -348,11 +364,17 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
 
 
 def on_policy_value(log: LoggedBandit) -> dict:
-    """Mean reward of a log (its own policy's value) with a normal 95% interval."""
+    """Mean reward of a log (its own policy's value) with a normal 95% interval (each of
+    `log.groups` counted once, if given)."""
     if len(log) < 2:
         raise ValueError(f"need at least 2 logged rounds for an interval, got {len(log)}")
-    m, se = log.reward.mean(), log.reward.std(ddof=1) / np.sqrt(len(log))
-    return {"value": float(m), "ci_low": float(m - Z95 * se), "ci_high": float(m + Z95 * se)}
+    terms, num, den = log.reward, None, None
+    if log.groups is not None:
+        if len(np.unique(log.groups)) < 2:
+            raise ValueError("need the rounds of at least 2 users (groups) for an interval")
+        terms, num, den = _by_group(log.groups, terms, num, den)
+    m, lo, hi = _interval(terms, num, den, "normal", 0, None)
+    return {"value": float(m), "ci_low": float(lo), "ci_high": float(hi)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,7 +453,7 @@ def _report(args: argparse.Namespace) -> dict:
         report["candidate"] = {"policy": args.policy, "params": params}
     report["estimates"] = estimate(log, dist, args.estimators.split(","), ci=args.ci,
                                    n_boot=args.n_boot, reward_model=args.reward_model,
-                                   folds=args.folds, seed=args.seed)
+                                   folds=args.folds, seed=args.seed, groups=log.groups)
     return report
 
 
