@@ -70,8 +70,22 @@ def read_paths(file: Path, fmt: str = "auto") -> Paths:
     if fmt == "auto":
         fmt = "tailor" if text.lstrip().startswith("{") else "channelattribution"
     lines = text.splitlines()
-    if fmt == "channelattribution":
-        return parse_channelattribution(lines)
+    paths = parse_channelattribution(lines) if fmt == "channelattribution" else _tailor(lines)
+    _check_channel_names(paths)
+    return paths
+
+
+def _check_channel_names(paths: Paths) -> None:
+    """Refuse a blank touch ("a >  > b", a trailing ">"), which would take credit as a channel
+    named ""; the server refuses it too."""
+    if "" not in paths.channels:
+        return
+    blank = paths.channels.index("")
+    row = int(np.repeat(np.arange(paths.n_paths), paths.lengths)[paths.indices == blank][0])
+    raise ValueError(f"path {row + 1} ({' > '.join(paths.path(row))!r}): empty channel name")
+
+
+def _tailor(lines: list[str]) -> Paths:
     rows = []
     for lineno, line in enumerate(progress(lines, desc="paths", unit=" lines"), 1):
         if line.strip():

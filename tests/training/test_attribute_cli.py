@@ -100,3 +100,15 @@ def test_plot_credits_are_each_models_conversions(ca_file):
 def test_plot_to_an_unwritable_place_exits_2(ca_file, tmp_path):
     out = cli([ca_file, "--model", "first", "--plot", tmp_path / "missing" / "c.png"])
     assert out.returncode == 2 and "error: --plot:" in out.stderr
+
+
+@pytest.mark.parametrize("text", ["a >  > b;1;0;0\nb;1;0;0\n", "b;1;0;0\na > b >;1;0;0\n",
+                                  '{"path": "a > > b"}\n', '{"path": ["a", " "]}\n'])
+def test_an_empty_channel_name_is_refused_not_credited(tmp_path, text):
+    # "a >  > b" made a channel named "" that took a third of the conversion (linear); the
+    # server refuses such paths (channelattribution_rows: empty channel name)
+    path = tmp_path / "paths.txt"
+    path.write_text(text)
+    out = cli([path, "--model", "linear"])
+    assert out.returncode == 2, out.stdout
+    assert "empty channel name" in out.stderr and "path " in out.stderr
