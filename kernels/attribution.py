@@ -48,6 +48,7 @@ SHAPLEY_FORMS = ("counts", "rate", "ordered")
 MAX_ORDER = 4
 MAX_EXACT_LIMIT = 24
 DAY = 86400.0
+_CODE_SPACE = 1 << 63  # Markov state codes are int64, the largest base**order - 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -95,6 +96,22 @@ def _check_options(model, order, position_shares, half_life, shapley_form, max_e
     if shapley_form not in SHAPLEY_FORMS:
         raise ValueError(f"shapley_form: expected one of {', '.join(SHAPLEY_FORMS)}, "
                          f"got {shapley_form!r}")
+
+
+def _check_state_codes(n_channels: int, order: int) -> None:
+    """An order-k state is coded as sum((c + 1) * (n + 1)**i) in int64 (`kernels.markov`):
+    refuse the channel counts whose codes would overflow it (past 55,107 channels at order 4,
+    2,097,151 at order 3)."""
+    if (n_channels + 1) ** order <= _CODE_SPACE:
+        return
+    most = int(round(_CODE_SPACE ** (1.0 / order)))
+    while (most + 1) ** order > _CODE_SPACE:
+        most -= 1
+    while (most + 2) ** order <= _CODE_SPACE:
+        most += 1
+    raise ValueError(f"order: {n_channels} channels at Markov order {order} exceed its state "
+                     f"codes (int64): at most {most} channels at this order; use a lower order "
+                     "or fewer channels")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -151,6 +168,7 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
                               _channel_id(paths, direct))
         return Attribution(model, paths.channels, conv, val, share if path_credits else None)
     if model == "markov":
+        _check_state_codes(paths.n_channels, int(order))
         fn = _markov_native if use_native else _markov_reference
         res = fn(paths, int(order), transition_matrix, deadline)
     else:

@@ -361,3 +361,26 @@ def test_parse_channelattribution_rejects_bad_counts():
 def test_bad_input_names_the_problem(paths, kw, match):
     with pytest.raises(ValueError, match=match):
         attribute(paths, **kw)
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_markov_refuses_more_channels_than_its_state_codes_hold(use_native):
+    # a state codes k touches as sum((c + 1) * (n + 1)**i) in int64: 60,000 channels at order
+    # 4 overflowed it, and decoding the negative codes looped forever (past any deadline)
+    import threading
+
+    paths = Paths.from_sequences([" > ".join(f"c{j}" for j in range(i, i + 4))
+                                  for i in range(0, 60_000, 4)])
+    raised = []
+
+    def run():
+        try:
+            attribute(paths, "markov", order=4, use_native=use_native)
+        except ValueError as err:
+            raised.append(str(err))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "markov hung"
+    assert raised and raised[0].startswith("order: 60000 channels") and "55107" in raised[0]

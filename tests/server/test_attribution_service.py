@@ -248,6 +248,11 @@ BAD = [
      bad(pb.SHAPLEY, [([f"c{i}"], 1.0, 0.0, 1.0) for i in range(21)], shapley_form=pb.RATE),
      "spec.shapley_samples"),
     ("unknown Shapley form", bad(pb.SHAPLEY, shapley_form=7), "spec.shapley_form"),
+    # 60,000 channels overflow the int64 state codes at order 4: the call hung a worker thread
+    # for good (past the deadline and Limits.attribution_seconds), burning a core
+    ("more channels than order-4 states hold",
+     bad(pb.MARKOV, [([f"c{j}" for j in range(i, i + 4)], 1.0, 0.0, 1.0)
+                     for i in range(0, 60_000, 4)], order=4), "spec.order"),
     ("transition matrix of a heuristic", bad(transition_matrix=True), "spec.transition_matrix"),
     ("bad row", pb.AttributeRequest(spec=pb.ModelSpec(model=pb.LINEAR),
                                     channelattribution_rows=["a;1", "b;x"]),
@@ -281,7 +286,7 @@ BAD = [
 @pytest.mark.parametrize("case,req,field", BAD, ids=[b[0] for b in BAD])
 async def test_bad_input_is_invalid_argument_naming_the_field(stub, case, req, field):
     with pytest.raises(grpc.RpcError) as err:
-        await stub.Attribute(req)
+        await stub.Attribute(req, timeout=60)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(f"{field}: "), err.value.details()
 
