@@ -20,6 +20,7 @@ __all__ = ["markov_reference_states"]
 _DENSE_SOLVE_MAX = 64  # beyond this, OpenBLAS threads thrash on a busy machine
 _TABLE_MAX = 1 << 22
 _DENSE_COUNTS_MAX = 1 << 22
+_BLOCK_CELLS = 1 << 18  # states x channels of one block of the all-removals iteration
 
 
 @dataclass
@@ -119,15 +120,30 @@ def _markov_reference(paths: Paths, order: int, want_matrix: bool,
     return _markov_solve(paths, chain, order, want_matrix, direct=True, deadline=deadline)
 
 
-def _state_channels(codes: np.ndarray, n_channels: int) -> np.ndarray:
-    """Boolean (S, n_channels): does state s hold channel c."""
+def _state_channels(codes: np.ndarray, n_channels: int):
+    """Boolean sparse (S, n_channels) CSC: does state s hold channel c (at most k per state,
+    so O(S * k) memory, never S * n_channels)."""
+    from scipy import sparse
     base = n_channels + 1
-    member = np.zeros((len(codes), base), dtype=bool)
+    rows, cols = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+    states = np.arange(len(codes))
     rest = codes.copy()
     while np.any(rest):
-        member[np.arange(len(codes)), rest % base] = True
+        digit = rest % base
+        held = digit > 0
+        rows.append(states[held])
+        cols.append(digit[held] - 1)
         rest //= base
-    return member[:, 1:]
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    member = sparse.csc_matrix((np.ones(len(rows)), (rows, cols)),
+                               shape=(len(codes), n_channels))
+    member.sum_duplicates()
+    return member.astype(bool)
+
+
+def _holders(member, c: int) -> np.ndarray:
+    """The states holding channel ``c`` (a column of `_state_channels`)."""
+    return member.indices[member.indptr[c]:member.indptr[c + 1]]
 
 
 def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
@@ -158,9 +174,13 @@ def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
         absorbed[0] = start @ step(np.ones(n_states, dtype=bool), rhs)
         for c in range(paths.n_channels):
             _check_deadline(deadline)
-            keep = ~member[:, c]
-            absorbed[c + 1] = (start[keep] @ step(keep, rhs[keep]) if member[:, c].any()
-                               else absorbed[0])
+            held = _holders(member, c)
+            if not len(held):
+                absorbed[c + 1] = absorbed[0]
+                continue
+            keep = np.ones(n_states, dtype=bool)
+            keep[held] = False
+            absorbed[c + 1] = start[keep] @ step(keep, rhs[keep])
     base_pv, removed = absorbed[0], absorbed[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = np.where(base_pv > 0, 1.0 - removed / base_pv, 0.0)
@@ -185,17 +205,35 @@ def _iterative_removals(q_counts, out, rhs, member, start, chain, tol=1e-13,
     ``start @ Q_KK**k @ 1`` times a bound on x (1 for probabilities, the largest mean value per
     conversion for value), iterated alongside. Stops when that bound is below ``tol`` relative
     to the base figures; returns None (callers fall back to a direct solve) if it is not
-    reached within ``max_iter`` sweeps. Cost O(iterations * nnz(Q) * n_channels).
+    reached within ``max_iter`` sweeps. Cost O(iterations * nnz(Q) * n_channels); the
+    channels go in blocks of about `_BLOCK_CELLS` / S (``member`` is sparse), so memory is
+    O(`_BLOCK_CELLS`), not O(S * n_channels).
     """
     q = _scaled_rows(q_counts, out)
+    n_states, n_ch = member.shape
+    if not (chain.sink_conv > 0).any():
+        return np.zeros((n_ch + 1, 2))
+    block = max(1, _BLOCK_CELLS // max(n_states, 1) - 1)
+    absorbed = np.empty((n_ch + 1, 2))
+    for lo in range(0, n_ch, block):
+        hi = min(lo + block, n_ch)
+        part = _iterate_block(q, rhs, member[:, lo:hi].toarray(), start, chain, tol, max_iter,
+                              deadline)
+        if part is None:
+            return None
+        absorbed[0], absorbed[lo + 1:hi + 1] = part[0], part[1:]
+    return absorbed
+
+
+def _iterate_block(q, rhs, member, start, chain, tol, max_iter, deadline):
+    """`_iterative_removals` for the channels of ``member`` (dense S x block): rows
+    (full chain, each channel removed), or None past ``max_iter`` sweeps."""
     n_states, n_ch = member.shape
     keep = np.concatenate([np.ones((n_states, 1)), ~member], axis=1)
     mask = np.hstack([keep, keep, keep])
     fixed = np.hstack([keep * rhs[:, :1], keep * rhs[:, 1:], np.zeros_like(keep)])
     z = np.hstack([np.zeros((n_states, 2 * (n_ch + 1))), keep])
     has_conv = chain.sink_conv > 0
-    if not has_conv.any():
-        return np.zeros((n_ch + 1, 2))
     vmax = float(np.max(chain.sink_value[has_conv] / chain.sink_conv[has_conv], initial=0.0))
     for sweep in range(1, max_iter + 1):
         z = mask * (q @ z) + fixed
