@@ -22,7 +22,8 @@ shapley
     ``counts``: coalition value = conversions of the paths whose channel set lies in the
     coalition, which reduces to an equal split over each path's distinct channels (exact, any
     number of channels). ``ordered``: the same credit broken down by the rank of the channel's
-    first touch (Zhao et al. 2018, "ordered Shapley"). ``rate``: coalition value = conversion
+    first touch (Zhao et al. 2018, "ordered Shapley"), ranks 0 .. the most distinct channels
+    of any path - 1. ``rate``: coalition value = conversion
     rate of the paths inside it, exact over all 2**n coalitions up to ``max_exact_channels``,
     credits normalised to total conversions (they can be negative); past the limit, permutation
     sampling with a reported standard error if ``samples`` is given.

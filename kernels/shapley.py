@@ -48,12 +48,20 @@ def _rate_result(paths, phi, details):
     return Attribution("shapley", paths.channels, credit[0], credit[1], details=details)
 
 
+def _most_distinct(paths) -> int:
+    """The most distinct channels on one path: the ranks of the ordered Shapley value (its
+    tables are n_channels x this, not n_channels x n_channels)."""
+    row = np.repeat(np.arange(paths.n_paths, dtype=np.int64), paths.lengths)
+    pairs = np.unique(row * paths.n_channels + paths.indices)
+    return int(np.bincount(pairs // paths.n_channels, minlength=1).max())
+
+
 def _shapley_counts_native(paths, ordered):
     k = _native()
     n = paths.n_channels
     conv, val = np.zeros(n), np.zeros(n)
     share = np.empty(len(paths.indices))
-    shape = (n, n) if ordered else (0, 0)
+    shape = (n, _most_distinct(paths)) if ordered else (0, 0)
     rank_conv, rank_val = np.zeros(shape), np.zeros(shape)
     k.shapley_counts(paths.indptr, paths.indices, paths.conversions, paths.value, n, share,
                      conv, val, rank_conv, rank_val)
@@ -64,7 +72,8 @@ def _shapley_counts_reference(paths, ordered):
     n = paths.n_channels
     conv, val = np.zeros(n), np.zeros(n)
     share = np.zeros(len(paths.indices))
-    rank_conv, rank_val = np.zeros((n, n)), np.zeros((n, n))
+    ranks = _most_distinct(paths)
+    rank_conv, rank_val = np.zeros((n, ranks)), np.zeros((n, ranks))
     ind, ptr = paths.indices.tolist(), paths.indptr.tolist()
     for p in range(paths.n_paths):
         ch = ind[ptr[p]:ptr[p + 1]]

@@ -196,6 +196,28 @@ def test_shapley_ordered_breaks_down_by_first_touch_rank(use_native):
     np.testing.assert_allclose(rank.sum(axis=1), res.conversions)
 
 
+@NATIVE
+def test_shapley_ordered_ranks_go_up_to_the_most_distinct_channels_of_a_path(use_native):
+    # the rank tables were n_channels x n_channels: 8,000 channels on two-touch paths took
+    # 2 x 512 MB (and a response of 128M doubles); a channel's rank is below the most distinct
+    # channels any path has, here 2
+    import tracemalloc
+
+    n = 8000
+    p = Paths.from_sequences([f"c{i} > c{(i + 1) % n}" for i in range(n)], np.arange(n) % 3)
+    tracemalloc.start()
+    try:
+        res = attribute(p, "shapley", shapley_form="ordered", use_native=use_native)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.details["rank_conversions"].shape == res.details["rank_value"].shape == (n, 2)
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MiB"
+    np.testing.assert_allclose(res.details["rank_conversions"].sum(axis=1), res.conversions)
+    # c1 is first on path 1 (1 conversion, half each) and second on path 0 (0 conversions)
+    np.testing.assert_allclose(res.details["rank_conversions"][1], [0.5, 0.0])
+
+
 def test_shapley_rate_beyond_exact_limit_needs_samples():
     p = Paths.from_sequences(["a > b", "c > d", "a > e"], [1, 1, 0], None, [1, 0, 2])
     with pytest.raises(ValueError, match="exact Shapley limit of 4"):
