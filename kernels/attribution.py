@@ -153,7 +153,8 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
         Cython kernel (default) or the numpy / pure-Python reference.
     deadline : float, optional
         time.monotonic() seconds: the Markov model checks it between its removals and
-        iteration sweeps and raises BudgetExceeded past it.
+        iteration sweeps, sampled ``rate`` Shapley between chunks of permutations; past it
+        they raise BudgetExceeded.
 
     Returns
     -------
@@ -173,7 +174,8 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
         fn = _markov_native if use_native else _markov_reference
         res = fn(paths, int(order), transition_matrix, deadline)
     else:
-        res = _shapley(paths, shapley_form, max_exact_channels, samples, seed, use_native)
+        res = _shapley(paths, shapley_form, max_exact_channels, samples, seed, use_native,
+                       deadline)
     if path_credits:
         res.touch_share = _apportion(paths, res.details.get("weights", res.conversions))
     return res

@@ -12,11 +12,15 @@ import math
 import numpy as np
 
 from .attribution_types import Attribution, _native
+from .markov import _check_deadline
+
+_CHUNK_WORK = 1 << 24  # sampled Shapley: about this many steps between deadline checks
+_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: the kernel's state after each draw
 
 __all__: list[str] = []  # used through kernels.attribution.attribute
 
 
-def _shapley(paths, form, max_exact, samples, seed, use_native) -> Attribution:
+def _shapley(paths, form, max_exact, samples, seed, use_native, deadline=None) -> Attribution:
     if form in ("counts", "ordered"):
         fn = _shapley_counts_native if use_native else _shapley_counts_reference
         conv, val, share, rank_conv, rank_val = fn(paths, form == "ordered")
@@ -31,7 +35,7 @@ def _shapley(paths, form, max_exact, samples, seed, use_native) -> Attribution:
                              "counts form")
         if not isinstance(samples, (int, np.integer)) or samples < 2:
             raise ValueError(f"samples: must be an integer >= 2, got {samples!r}")
-        return _shapley_rate_sampled(paths, int(samples), seed, use_native)
+        return _shapley_rate_sampled(paths, int(samples), seed, use_native, deadline)
     fn = _shapley_rate_native if use_native else _shapley_rate_reference
     phi = fn(paths)
     return _rate_result(paths, phi, {"form": "rate", "exact": True})
@@ -143,7 +147,7 @@ def _shapley_rate_reference(paths) -> np.ndarray:
     return phi
 
 
-def _shapley_rate_sampled(paths, samples, seed, use_native) -> Attribution:
+def _shapley_rate_sampled(paths, samples, seed, use_native, deadline=None) -> Attribution:
     n = paths.n_channels
     row = np.repeat(np.arange(paths.n_paths), paths.lengths)
     key = np.unique(row * n + paths.indices)  # distinct (path, channel)
@@ -165,11 +169,24 @@ def _shapley_rate_sampled(paths, samples, seed, use_native) -> Attribution:
     c_grp = np.repeat(np.arange(len(groups)), np.diff(g_ptr))[order].astype(np.int32)
     s1, s2 = np.zeros((2, n)), np.zeros((2, n))
     rng_seed = int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)[0])
-    if use_native:
-        _native().shapley_sampled(g_ptr, g_ch, c_ptr, c_grp, np.ascontiguousarray(stats), n,
-                                  samples, rng_seed, s1, s2)
-    else:
-        _sampled_reference(g_ptr, g_ch, stats, n, samples, np.random.default_rng(rng_seed), s1, s2)
+    _check_deadline(deadline)
+    # permutations in chunks of about _CHUNK_WORK steps, the deadline checked between them;
+    # chunk k starts at the generator state the stream had reached (each permutation draws
+    # n - 1 numbers) from the identity order, so the draws do not depend on the deadline
+    per_perm = n + len(g_ch) + 2 * n
+    chunk = max(1, _CHUNK_WORK // per_perm)
+    if not use_native:
+        chunk = max(1, chunk // 1000)  # the pure-Python reference is ~1000x slower
+    rng = np.random.default_rng(rng_seed)
+    stats = np.ascontiguousarray(stats)
+    for done in range(0, samples, chunk):
+        _check_deadline(deadline)
+        todo = min(chunk, samples - done)
+        if use_native:
+            state = (rng_seed + done * (n - 1) * _GAMMA) % (1 << 64)
+            _native().shapley_sampled(g_ptr, g_ch, c_ptr, c_grp, stats, n, todo, state, s1, s2)
+        else:
+            _sampled_reference(g_ptr, g_ch, stats, n, todo, rng, s1, s2)
     phi = s1 / samples
     stderr = np.sqrt(np.maximum(s2 / samples - phi ** 2, 0) / (samples - 1))
     res = _rate_result(paths, phi, {"form": "rate", "exact": False, "samples": samples})

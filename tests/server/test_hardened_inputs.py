@@ -453,6 +453,29 @@ async def test_attribute_stops_computing_at_the_callers_deadline(channel):
     assert burnt < 0.5, f"{burnt:.1f}s of CPU spent on abandoned attributions"
 
 
+async def test_sampled_shapley_stops_computing_at_the_callers_deadline(channel):
+    # Sampled RATE Shapley never looked at the deadline: 100,000 permutations over 20,000
+    # four-channel paths computed for about a minute after each caller had given up.
+    import random
+
+    from protos.tailor.v1 import attribution_pb2 as apb
+    from protos.tailor.v1 import attribution_pb2_grpc as apb_grpc
+    stub = apb_grpc.AttributionServiceStub(channel)
+    r = random.Random(4)
+    heavy = apb.AttributeRequest(
+        spec=apb.ModelSpec(model=apb.SHAPLEY, shapley_form=apb.RATE, shapley_samples=100_000),
+        paths=[apb.Path(channels=[f"c{c}" for c in r.sample(range(200), 4)], conversions=1,
+                        nulls=1) for _ in range(20_000)])
+    for _ in range(3):  # more than the two computation slots
+        code, _ = await _code(stub.Attribute(heavy, timeout=1.0))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(0.5)
+    cpu = time.process_time()
+    await asyncio.sleep(2.0)
+    burnt = time.process_time() - cpu
+    assert burnt < 0.5, f"{burnt:.1f}s of CPU spent on abandoned attributions"
+
+
 @pytest.mark.parametrize("bound", [math.nan, math.inf, -1e308, 1e308, -1.0])
 async def test_export_decisions_with_a_bound_that_is_not_a_time_is_invalid(channel, bound):
     from protos.tailor.v1 import campaign_pb2 as cpb
