@@ -41,6 +41,7 @@ def run(args) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     written = skipped = 0
+    failed = None
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
     with TailorClient(args.server, tls_ca=args.tls_ca, cert=args.cert, key=args.key,
                       token=args.token) as client, open(tmp, "w", newline="") as fh:
@@ -63,8 +64,11 @@ def run(args) -> int:
                                         args.out.with_name("impressions.jsonl"), args.start, args.end)
                      if args.impressions else None)
         except TailorError as err:
-            print(f"export failed: {err}", file=sys.stderr)
-            return 1
+            failed = err
+    if failed is not None:  # no partial file left behind (the helpers remove theirs)
+        tmp.unlink(missing_ok=True)
+        print(f"export failed: {failed}", file=sys.stderr)
+        return 1
     tmp.replace(args.out)
     also = "" if shown is None else f" and {shown} impressions"
     print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped)"
@@ -86,14 +90,19 @@ def _write_impressions(client, path: Path, start: float, end: float) -> int:
 
     from .progress import progress
     tmp, n = path.with_suffix(path.suffix + ".tmp"), 0
-    with open(tmp, "w") as fh:
-        for imp in progress(client.export_impressions(start, end), desc="impressions",
-                            unit=" impressions"):
-            row = json_format.MessageToDict(imp, preserving_proto_field_name=True,
-                                            always_print_fields_with_no_presence=True)
-            fh.write(json.dumps({k: row[k] for k in IMPRESSION_FIELDS}, separators=(",", ":")))
-            fh.write("\n")
-            n += 1
+    try:
+        with open(tmp, "w") as fh:
+            for imp in progress(client.export_impressions(start, end), desc="impressions",
+                                unit=" impressions"):
+                row = json_format.MessageToDict(imp, preserving_proto_field_name=True,
+                                                always_print_fields_with_no_presence=True)
+                fh.write(json.dumps({k: row[k] for k in IMPRESSION_FIELDS},
+                                    separators=(",", ":")))
+                fh.write("\n")
+                n += 1
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return n
 
@@ -102,6 +111,10 @@ def _write_tombstones(client, path: Path) -> int:
     from contract.erasure import write_tombstones
 
     tmp = path.with_suffix(path.suffix + ".tmp")
-    n = write_tombstones(tmp, client.export_tombstones())
+    try:
+        n = write_tombstones(tmp, client.export_tombstones())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     tmp.replace(path)
     return n

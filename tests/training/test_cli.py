@@ -77,3 +77,16 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
         assert done.value.code == 2, argv
         assert "error: argument" in capsys.readouterr().err, argv
     assert not (tmp_path / "d").exists()
+
+
+def test_a_failed_export_leaves_no_partial_files(tmp_path, capsys):
+    # no server on the port: the export failed, and left interactions.csv.tmp and
+    # tombstones.csv.tmp behind
+    from tests.conftest import free_port
+    from training.cli import main
+
+    out = tmp_path / "export" / "interactions.csv"
+    assert main(["export", "--server", f"127.0.0.1:{free_port()}", "--out", str(out),
+                 "--impressions"]) == 1
+    assert "export failed: UNAVAILABLE" in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []
