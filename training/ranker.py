@@ -96,6 +96,11 @@ def fit_booster(parts, feature_names, p: RankerParams) -> tuple:
     import lightgbm as lgb  # here, not with the module: every `python -m training` command
     # imports this one for its defaults, and lightgbm (with sklearn) takes seconds to load
 
+    sizes = [int(part[0].shape[0]) for part in parts]
+    if min(sizes) == 0:
+        raise ValueError(f"too little data to train the ranker: {sizes[0]} training and "
+                         f"{sizes[1]} validation candidate rows (users with labelled rows after "
+                         "the inner split); give more rows, or train without it (--no-ranker)")
     dtrain = lgb.Dataset(parts[0][0], parts[0][1], group=parts[0][2], feature_name=list(feature_names))
     dvalid = lgb.Dataset(parts[1][0], parts[1][1], group=parts[1][2], reference=dtrain)
     record: dict = {}

@@ -90,3 +90,19 @@ def test_a_failed_export_leaves_no_partial_files(tmp_path, capsys):
                  "--impressions"]) == 1
     assert "export failed: UNAVAILABLE" in capsys.readouterr().err
     assert list(out.parent.iterdir()) == []
+
+
+def test_train_on_too_few_rows_for_a_ranker_says_so(tmp_path, capsys):
+    # two users, four rows: the ranker's datasets were empty and LightGBM's "Check failed:
+    # (num_data) > (0)" came out as a traceback; --no-ranker trains the same rows
+    from training.cli import main
+
+    rows = tmp_path / "i.csv"
+    rows.write_text("user_id,item_id,timestamp,event,value\n1,5,1700000000,view,0\n"
+                    "1,6,1700000100,view,0\n2,5,1700000000,purchase,3\n2,7,1700000200,click,0\n")
+    argv = ["train", "--interactions", str(rows), "--out", str(tmp_path / "b"), "--factors", "4",
+            "--iterations", "2", "--no-report"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "ranker" in err and "--no-ranker" in err, err
+    assert main([*argv, "--no-ranker"]) == 0
