@@ -306,6 +306,12 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
     test = distinct_items(after.user, after.item, after.n_users)
     seen = distinct_items(before.user, before.item, before.n_users)
     users = np.flatnonzero(np.diff(test[0]) > 0)
+    if not len(before) or not len(users):
+        problem = "no rows before the split" if not len(before) else \
+            "no user has rows after the split"
+        span = f"{int(inter.ts.min())} .. {int(inter.ts.max())}" if len(inter) else "nothing"
+        raise ValueError(f"backtest: {problem}: nothing to train on or to score (the rows span "
+                         f"{span}; a --cutoff between them, or --test-frac)")
     known = np.diff(seen[0])[users] > 0
     t0 = time.perf_counter()
     result = train(before, catalog, config)

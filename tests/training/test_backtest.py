@@ -90,3 +90,17 @@ def test_backtest_cli_serves_a_real_bundle(world_dir, tmp_path):
     assert set(report["methods"]) >= {"popularity", "implicit-als", "ease"}
     assert report["manifest"]["fits"]["served"]["refit"] is True
     assert "tailor (served)" in proc.stdout
+
+
+@pytest.mark.parametrize("cutoff, problem", [("5", "no rows before the split"),
+                                             ("50", "no user has rows after the split")])
+def test_a_cutoff_outside_the_data_is_refused(cutoff, problem):
+    # before the first row: IndexError deep in the pipeline; after the last: a served
+    # "ndcg@10 = 0.0000" over 0 users, as if the model had scored nothing
+    from training.backtest import run_backtest
+    from training.pipeline import TrainConfig
+
+    inter = make_interactions([("a", "x", 10), ("a", "y", 20), ("b", "x", 25), ("c", "y", 35)])
+    with pytest.raises(ValueError, match=problem) as err:
+        run_backtest(inter, None, TrainConfig(), cutoff=parse_cutoff(cutoff), baselines=False)
+    assert "rows span 10 .. 35" in str(err.value)
