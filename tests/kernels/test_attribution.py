@@ -425,6 +425,11 @@ def test_parse_channelattribution_rejects_bad_counts():
     (Paths.from_sequences(["a"]), {"model": "position", "position_shares": (0.7, 0.5)},
      "position_shares"),
     (Paths.from_sequences(["a"]), {"model": "shapley", "shapley_form": "x"}, "shapley_form"),
+    # NaN passed every comparison: the credits came out NaN
+    (Paths.from_sequences(["a > b > c"]), {"model": "position",
+                                           "position_shares": (math.nan, 0.4)}, "position_shares"),
+    (Paths.from_sequences(["a > b > c"]), {"model": "position",
+                                           "position_shares": (0.4, math.nan)}, "position_shares"),
 ])
 def test_bad_input_names_the_problem(paths, kw, match):
     with pytest.raises(ValueError, match=match):

@@ -238,6 +238,8 @@ BAD = [
         pb.Path(path="a > b", timestamps=[1.0, float("nan")])]), "paths[0].timestamps"),
     ("shares over 1", bad(pb.POSITION_BASED, position_first=0.7, position_last=0.6),
      "spec.position_first/position_last"),
+    ("NaN share", bad(pb.POSITION_BASED, position_first=float("nan"), position_last=0.4),
+     "spec.position_first/position_last"),  # answered NaN credits
     ("negative half-life", pb.AttributeRequest(
         spec=pb.ModelSpec(model=pb.TIME_DECAY, half_life_seconds=-1),
         paths=[pb.Path(path="a", timestamps=[1.0])]), "spec.half_life_seconds"),
