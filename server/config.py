@@ -156,8 +156,9 @@ class Limits(BaseModel):
 
     attribution_seconds: float = Field(5.0, gt=0)
     """Most seconds one attribution may compute (the call's deadline, if sooner, bounds it too):
-    past it the Markov model and sampled RATE Shapley stop and answer RESOURCE_EXHAUSTED
-    (DEADLINE_EXCEEDED for the caller's deadline)."""
+    past it the Markov model, sampled RATE Shapley and AttributeStored's reading of the
+    stored events stop and answer RESOURCE_EXHAUSTED (DEADLINE_EXCEEDED for the caller's
+    deadline)."""
     attribution_touches: int = Field(5_000_000, ge=1)
     """Most touches one Attribute request (or AttributeStream) may carry."""
     attribution_count_max: float = Field(1e15, gt=0, le=1e300)

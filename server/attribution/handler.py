@@ -133,7 +133,7 @@ class Attributor:
 
     def _attribute_stored(self, spec: ModelSpec, query: JourneyQuery,
                           deadline: float | None = None) -> AttributionResult:
-        journeys = journeys_from_store(self.export, query)
+        journeys = journeys_from_store(self.export, query, deadline)
         logger.info("stored journeys %s..%s by %s: %d paths from %d users, %g unattributed",
                     query.start, query.end, query.by,
                     0 if journeys.paths is None else journeys.paths.n_paths, journeys.users,

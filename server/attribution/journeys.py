@@ -16,15 +16,18 @@ Rules (per user, events in time order):
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from kernels.attribution import DAY, Paths
+from kernels.attribution import DAY, BudgetExceeded, Paths
 from protos.tailor.v1 import profile_pb2 as pb
 
 from ..config import DEFAULT_LIMITS
 from ..errors import InvalidArgument
 from ..validation import check_time
+
+_DEADLINE_EVERY = 4096  # events read between two deadline checks
 
 __all__ = ["JourneyQuery", "Journeys", "TOUCH_TYPES", "CONVERSION_TYPE", "build_journeys",
            "journeys_from_store"]
@@ -135,12 +138,17 @@ class _Collector:
         return Journeys(paths, self.users, *self.lost)
 
 
-def build_journeys(events: Iterable[pb.Event], query: JourneyQuery) -> Journeys:
-    """Journeys of `events`, which must come user by user (any order within a user)."""
+def build_journeys(events: Iterable[pb.Event], query: JourneyQuery,
+                   deadline: float | None = None) -> Journeys:
+    """Journeys of `events`, which must come user by user (any order within a user). Past
+    `deadline` (time.monotonic() seconds, checked every few thousand events) it raises
+    BudgetExceeded, as the kernels do."""
     out = _Collector(query)
     by_campaign = query.by == "campaign"
     user, touches, purchases = None, [], []
-    for ev in events:
+    for n, ev in enumerate(events):
+        if deadline is not None and n % _DEADLINE_EVERY == 0 and time.monotonic() > deadline:
+            raise BudgetExceeded("reading the stored events passed the deadline")
         if ev.user_id != user:
             if user is not None:
                 out.user(touches, purchases)
@@ -156,7 +164,7 @@ def build_journeys(events: Iterable[pb.Event], query: JourneyQuery) -> Journeys:
 
 
 def journeys_from_store(export: Callable[[float, float], Iterable[bytes]],
-                        query: JourneyQuery) -> Journeys:
+                        query: JourneyQuery, deadline: float | None = None) -> Journeys:
     """`build_journeys` over ``export(start, end)`` raw events (ProfileRepository.export)."""
     start = max(query.start - query.lookback, 0.0)
-    return build_journeys(map(pb.Event.FromString, export(start, query.end)), query)
+    return build_journeys(map(pb.Event.FromString, export(start, query.end)), query, deadline)

@@ -492,3 +492,32 @@ async def test_bad_path_records_are_named_before_the_upload(attribution_server, 
     assert proc.returncode != 0 and not out
     message = err.decode()
     assert "line 3: unknown key 'channels'" in message and "UNKNOWN" not in message, message
+
+
+def test_journeys_from_stored_events_stop_at_the_deadline():
+    # AttributeStored read every stored event of the range into journeys before looking at
+    # the deadline (Limits.attribution_seconds or the caller's): a large store kept the thread
+    # reading long after the caller had gone. An endless store shows it.
+    import itertools
+    import threading
+
+    from kernels.attribution import BudgetExceeded
+    from server.attribution import JourneyQuery, build_journeys
+
+    def endless():
+        for i in itertools.count():
+            yield ppb.Event(user_id=f"u{i // 3}", type="view", channel="web",
+                            timestamp=1_700_000_000.0 + i)
+
+    raised = []
+
+    def run():
+        try:
+            build_journeys(endless(), JourneyQuery(), deadline=time.monotonic() + 0.2)
+        except BudgetExceeded:
+            raised.append(True)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive() and raised
