@@ -86,15 +86,22 @@ def _check_channel_names(paths: Paths) -> None:
 
 
 def _tailor(lines: list[str]) -> Paths:
+    from clients.client import path_from_dict  # the record check `clients attribute` makes
+
     rows = []
     for lineno, line in enumerate(progress(lines, desc="paths", unit=" lines"), 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"line {lineno}: not JSON ({err.msg})") from None
-    if any("path" not in r for r in rows):
-        raise ValueError("tailor format: every line needs a 'path'")
+            if not isinstance(row, dict):
+                raise ValueError(f"line {lineno}: expected a JSON object, got {line.strip()!r}")
+            try:
+                path_from_dict(row)  # unknown or misspelt keys, types, negative counts
+            except ValueError as err:
+                raise ValueError(f"line {lineno}: {err}") from None
+            rows.append(row)
     stamps = [r.get("timestamps") for r in rows]
     ts = stamps if stamps and all(s is not None for s in stamps) else None
     return Paths.from_sequences([r["path"] for r in rows],

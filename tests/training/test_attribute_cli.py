@@ -112,3 +112,19 @@ def test_an_empty_channel_name_is_refused_not_credited(tmp_path, text):
     out = cli([path, "--model", "linear"])
     assert out.returncode == 2, out.stdout
     assert "empty channel name" in out.stderr and "path " in out.stderr
+
+
+@pytest.mark.parametrize("line, message", [
+    # a misspelt key was ignored: conversions defaulted to 1, nulls to 0 (the client refuses it)
+    ('{"path": "a > b", "conversion": 0, "null": 5}', "line 2: unknown key 'conversion'"),
+    ('{"path": "a > b", "conversions": "x"}', "line 2: key 'conversions': expected a number"),
+    ('{"path": "a", "value": -3}', "line 2: key 'value': must be finite and >= 0"),
+    ('{"path": 7}', "line 2: key 'path'"),
+    ("[1, 2]", "line 2: expected a JSON object"),
+])
+def test_tailor_lines_are_checked_key_by_key(tmp_path, line, message):
+    path = tmp_path / "paths.jsonl"
+    path.write_text('{"path": ["a"]}\n' + line + "\n")
+    out = cli([path, "--model", "linear"])
+    assert out.returncode == 2, out.stdout
+    assert message in out.stderr, out.stderr
