@@ -118,7 +118,8 @@ def parse_channelattribution(lines: Iterable[str], sep: str = ";") -> Paths:
     """Parse ChannelAttribution's aggregated format.
 
     Each line is ``path;total_conversions;total_conversion_value;total_null`` with ``" > "``
-    between channels; value and null columns may be absent. A header line is skipped.
+    between channels; value and null columns may be absent. A first line none of whose counts
+    is a number is a header, and skipped.
     """
     rows = [line.strip().split(sep) for line in lines]
     numbered = [(i, r) for i, r in enumerate(rows, 1) if r != [""]]
@@ -140,15 +141,20 @@ _NAME = re.compile(r"[A-Za-z_].*")
 
 def _header(fields: list[str]) -> bool:
     """Whether a first row is a header: its second field is a name (it starts with a letter or
-    "_" and is not a number such as "nan"); a data row with a mistyped ("1O"), missing or NaN
-    count is reported, not skipped."""
+    "_" and is not a number such as "nan") and none of its counts is a number; a data row with
+    a mistyped ("1O", "l0" beside numeric counts), missing or NaN count is reported, not skipped."""
     if len(fields) < 2 or not _NAME.fullmatch(fields[1].strip()):
         return False
+    return not any(_is_number(f) for f in fields[1:])
+
+
+def _is_number(field: str) -> bool:
+    """"nan", "inf", "Infinity" are numbers here, not names."""
     try:
-        float(fields[1])  # "nan", "inf", "Infinity": numbers, not names
+        float(field)
     except ValueError:
-        return True
-    return False
+        return False
+    return True
 
 
 def _parse_rows_slowly(numbered, sep) -> np.ndarray:

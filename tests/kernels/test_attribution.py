@@ -413,6 +413,15 @@ def test_parse_channelattribution_rejects_bad_counts():
         parse_channelattribution(["a > b;1;0;0", "b;x;0;0"])
 
 
+def test_a_bad_first_row_is_refused_not_taken_for_a_header():
+    # a first line whose conversions were not a number was skipped as a header, though its
+    # other counts were numbers: its path vanished from the totals
+    with pytest.raises(ValueError, match="line 1"):
+        parse_channelattribution(["a > b;x;10;2", "b;1;0;0"])
+    p = parse_channelattribution(["path;conversions;value;nulls", "b;1;0;0"])
+    assert p.n_paths == 1
+
+
 @pytest.mark.parametrize("paths, kw, match", [
     (Paths.from_sequences([["a"], []]), {"model": "linear"}, "path 1 is empty"),
     (Paths.from_sequences([]), {"model": "linear"}, "no paths"),
