@@ -59,6 +59,9 @@ _CODE_SPACE = 1 << 63  # Markov state codes are int64, the largest base**order -
 def _check_paths(paths: Paths) -> None:
     if not isinstance(paths, Paths):
         raise ValueError(f"paths: expected a Paths, got {type(paths).__name__}")
+    indptr, n = paths.indptr, len(paths.indices)
+    if np.ndim(indptr) != 1 or len(indptr) < 1 or indptr[0] != 0 or indptr[-1] != n:
+        raise ValueError(f"paths: indptr must run from 0 to the {n} touches (CSR offsets)")
     if paths.n_paths == 0:
         raise ValueError("paths: no paths given")
     empty = np.flatnonzero(paths.lengths <= 0)
@@ -69,6 +72,9 @@ def _check_paths(paths: Paths) -> None:
         raise ValueError("paths: channel ids must index the channel vocabulary")
     for name in ("conversions", "value", "nulls"):
         arr = getattr(paths, name)
+        if np.shape(arr) != (paths.n_paths,):
+            raise ValueError(f"{name}: expected {paths.n_paths} values (one per path), got "
+                             f"shape {np.shape(arr)}")
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name}: must be finite")
         bad = np.flatnonzero(arr < 0)

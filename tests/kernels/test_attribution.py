@@ -434,6 +434,14 @@ def test_a_bad_first_row_is_refused_not_taken_for_a_header():
     (Paths.from_sequences(["a"]), {"model": "position", "position_shares": (0.7, 0.5)},
      "position_shares"),
     (Paths.from_sequences(["a"]), {"model": "shapley", "shapley_form": "x"}, "shapley_form"),
+    # a Paths whose offsets do not match its touches made the kernels read past the arrays
+    # (a segmentation fault for an indptr ending at 3,000,000 over one touch)
+    (Paths(("a", "b"), np.array([0, 3_000_000]), np.array([0], np.int32), np.ones(1),
+           np.zeros(1), np.zeros(1)), {"model": "linear"}, "paths: indptr"),
+    (Paths(("a",), np.array([1, 2]), np.array([0, 0], np.int32), np.ones(1), np.zeros(1),
+           np.zeros(1)), {"model": "markov"}, "paths: indptr"),
+    (Paths(("a",), np.array([0, 1, 2]), np.array([0, 0], np.int32), np.ones(1), np.zeros(2),
+           np.zeros(2)), {"model": "first"}, "conversions: expected 2 values"),
     # NaN passed every comparison: the credits came out NaN
     (Paths.from_sequences(["a > b > c"]), {"model": "position",
                                            "position_shares": (math.nan, 0.4)}, "position_shares"),
