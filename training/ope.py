@@ -126,6 +126,7 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
             missing = {"arm", "propensity", "reward"} - rec.keys()
             if missing:
                 raise ValueError(f"{path}:{i + 1}: missing {sorted(missing)}")
+            _check_types(f"{path}:{i + 1}", rec)
             if rec["arm"] < 0 or (campaign_id and rec.get("campaign_id") != campaign_id):
                 continue
             campaigns.add(rec.get("campaign_id"))
@@ -156,6 +157,19 @@ def _users(rows: list[dict]) -> list[str] | None:
     (the same person, often the same reaction), so the intervals resample users."""
     users = [r.get("user_id") for r in rows]
     return users if all(isinstance(u, str) and u for u in users) else None
+
+
+def _check_types(where: str, rec: dict) -> None:
+    """An int arm, a number propensity and a number (or null: pending) reward."""
+    arm = rec["arm"]
+    if isinstance(arm, bool) or not isinstance(arm, int):
+        raise ValueError(f"{where}: arm: expected a whole number, got {arm!r}")
+    for key in ("propensity", "reward"):
+        x = rec[key]
+        if (x is None and key == "reward") or (isinstance(x, (int, float))
+                                               and not isinstance(x, bool)):
+            continue
+        raise ValueError(f"{where}: {key}: expected a number, got {x!r}")
 
 
 def _known_context(path: str, ctx: np.ndarray, lines: list[int]) -> np.ndarray:

@@ -355,3 +355,19 @@ def test_cli_intervals_count_each_user_once(tmp_path, capsys):
     ope.write_decision_log(str(once), recs)
     assert ope.main(["--logs", str(once), "--policy", "fixed"]) == 2
     assert "at least 2 users" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"arm": "1"}, "log.jsonl:2: arm: expected a whole number"),
+    ({"arm": None}, "log.jsonl:2: arm: expected a whole number"),
+    ({"propensity": "high"}, "log.jsonl:2: propensity: expected a number"),
+    ({"reward": [1]}, "log.jsonl:2: reward: expected a number"),
+])
+def test_a_record_of_the_wrong_type_is_named_by_line(tmp_path, capsys, bad, message):
+    # an arm of "1" (a string) raised TypeError (a traceback); "high" a message without its line
+    recs = [dict(r, arm=0, propensity=0.5) for r in _decisions(3, 14)]
+    recs[1].update(bad)
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), recs)
+    assert ope.main(["--logs", str(path), "--policy", "fixed"]) == 2
+    assert message in capsys.readouterr().err
