@@ -43,6 +43,7 @@ from datetime import datetime
 import numpy as np
 
 from kernels import bandits
+from training.cli.types import positive_int
 
 ESTIMATORS = ("ips", "snips", "dr")
 OBD_COLUMNS = frozenset({"timestamp", "item_id", "position", "click", "propensity_score"})
@@ -224,6 +225,9 @@ def replay_policy(log: LoggedBandit, policy: str, seed: int = 0, n_mc: int = 256
     (action, reward). ``fixed`` splits have no user ids here and use their weights.
     """
     dim = log.context.shape[1] if policy in bandits.LINEAR else 0
+    if n_mc < 1 and policy not in ("ucb1", "egreedy", "linucb", "fixed"):
+        raise ValueError(f"n_mc: {policy} needs >= 1 Monte Carlo draw for its propensities, "
+                         f"got {n_mc}")
     if policy in bandits.LINEAR and not dim:
         raise ValueError(f"policy {policy} is linear: it needs a context on the logged rounds, "
                          "and these have none")
@@ -423,7 +427,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--reward-model", choices=("table", "linear"), default="linear")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--n-mc", type=int, default=256, help="Thompson propensity draws")
+    p.add_argument("--n-mc", type=positive_int, default=256, help="Thompson propensity draws")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

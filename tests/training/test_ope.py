@@ -371,3 +371,16 @@ def test_a_record_of_the_wrong_type_is_named_by_line(tmp_path, capsys, bad, mess
     ope.write_decision_log(str(path), recs)
     assert ope.main(["--logs", str(path), "--policy", "fixed"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_thompson_replay_needs_monte_carlo_draws(tmp_path, capsys):
+    # --n-mc 0 (or less) gave Thompson no propensities: every estimate came out NaN / null
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), [dict(r, arm=i % 2, propensity=0.5)
+                                       for i, r in enumerate(_decisions(40, 15))])
+    for n_mc in ("0", "-5"):
+        with pytest.raises(SystemExit) as done:
+            ope.main(["--logs", str(path), "--policy", "bernoulli_ts", "--n-mc", n_mc])
+        assert done.value.code == 2 and "--n-mc" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="n_mc"):
+        ope.replay_policy(ope.read_decision_log(str(path)), "bernoulli_ts", n_mc=0)
