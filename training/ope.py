@@ -281,10 +281,16 @@ def _fit_predict(log: LoggedBandit, train, test, model: str) -> np.ndarray:
     return q
 
 
-def cross_fit(log: LoggedBandit, model: str = "linear", folds: int = 5, seed: int = 0):
-    """Out-of-fold q_hat (n, K): each round's reward model never saw that round."""
+def cross_fit(log: LoggedBandit, model: str = "linear", folds: int = 5, seed: int = 0,
+              groups=None):
+    """Out-of-fold q_hat (n, K): each round's reward model never saw that round, nor (with
+    `groups`, e.g. user ids) any round of its group."""
     rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(log)) % folds
+    if groups is None:
+        fold = rng.permutation(len(log)) % folds
+    else:
+        _, g = np.unique(groups, return_inverse=True)
+        fold = (rng.permutation(g.max() + 1) % folds)[g]
     q = np.empty((len(log), log.n_actions))
     for f in range(folds):
         test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
@@ -368,7 +374,7 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
         elif name == "snips":
             terms, num, den = w * log.reward, w * log.reward, w
         elif name == "dr":
-            q = cross_fit(log, reward_model, folds, seed)
+            q = cross_fit(log, reward_model, folds, seed, groups)
             terms = (action_dist * q).sum(1) + w * (log.reward - q[idx, log.action])
             num = den = None
         else:  # refused above

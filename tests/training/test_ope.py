@@ -384,3 +384,24 @@ def test_thompson_replay_needs_monte_carlo_draws(tmp_path, capsys):
         assert done.value.code == 2 and "--n-mc" in capsys.readouterr().err
     with pytest.raises(ValueError, match="n_mc"):
         ope.replay_policy(ope.read_decision_log(str(path)), "bernoulli_ts", n_mc=0)
+
+
+def test_dr_reward_model_never_saw_the_users_it_predicts_for(tmp_path, monkeypatch, capsys):
+    # the folds were drawn per decision: a user's other decisions trained the model that
+    # predicted for them (with a user-identifying context, DR's residuals shrank)
+    recs = [dict(r, user_id=f"u{i % 40}", arm=i % 2, propensity=0.5, context=[float(i % 40)])
+            for i, r in enumerate(_decisions(200, 16))]
+    path = tmp_path / "log.jsonl"
+    ope.write_decision_log(str(path), recs)
+    log = ope.read_decision_log(str(path))
+    seen = []
+    real = ope._fit_predict
+
+    def spy(log_, train, test, model):
+        seen.append((set(log_.groups[train]), set(log_.groups[test])))
+        return real(log_, train, test, model)
+
+    monkeypatch.setattr(ope, "_fit_predict", spy)
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--estimators", "dr"]) == 0
+    assert len(seen) == 5 and all(not (tr & te) for tr, te in seen)
+    assert set().union(*(te for _, te in seen)) == set(log.groups)
