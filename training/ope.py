@@ -75,6 +75,8 @@ def _finish(action, position, reward, pscore, context, timestamp, n_actions=None
     if len(action) == 0 or (action < 0).any() or not ((pscore > 0) & (pscore <= 1)).all():
         raise ValueError("logs need >= 1 round, arms >= 0 and propensities in (0, 1]")
     position = np.asarray(position, np.int64)[order]
+    if (position < 0).any():
+        raise ValueError("logs need positions >= 0 (0 for a campaign of one slot)")
     return LoggedBandit(action, position, np.asarray(reward, np.float64)[order], pscore,
                         np.asarray(context, np.float64).reshape(len(action), -1)[order],
                         int(n_actions or action.max() + 1), int(position.max() + 1),
