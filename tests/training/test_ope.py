@@ -409,7 +409,8 @@ def test_dr_reward_model_never_saw_the_users_it_predicts_for(tmp_path, monkeypat
 
 def test_a_negative_position_is_refused(tmp_path, capsys):
     # position -1 indexed the last slot's tables (numpy wraps), silently merging two slots
-    recs = [dict(r, arm=i % 2, propensity=0.5, position=i % 2) for i, r in enumerate(_decisions(20, 17))]
+    recs = [dict(r, arm=i % 2, propensity=0.5, position=i % 2)
+            for i, r in enumerate(_decisions(20, 17))]
     recs[3]["position"] = -1
     path = tmp_path / "log.jsonl"
     ope.write_decision_log(str(path), recs)
