@@ -65,6 +65,9 @@ def run(args) -> int:
                      if args.impressions else None)
         except TailorError as err:
             failed = err
+        except BaseException:  # a file that cannot be written, an interrupt: no partial file
+            tmp.unlink(missing_ok=True)
+            raise
     if failed is not None:  # no partial file left behind (the helpers remove theirs)
         tmp.unlink(missing_ok=True)
         print(f"export failed: {failed}", file=sys.stderr)

@@ -106,3 +106,15 @@ def test_train_on_too_few_rows_for_a_ranker_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "ranker" in err and "--no-ranker" in err, err
     assert main([*argv, "--no-ranker"]) == 0
+
+
+def test_an_export_failing_on_a_file_leaves_no_partial_files(tmp_path, capsys):
+    # an OSError (here: the tombstones' directory is missing) left interactions.csv.tmp behind
+    from tests.conftest import free_port
+    from training.cli import main
+
+    out = tmp_path / "export" / "interactions.csv"
+    assert main(["export", "--server", f"127.0.0.1:{free_port()}", "--out", str(out),
+                 "--tombstones-out", str(tmp_path / "missing" / "t.csv")]) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []
