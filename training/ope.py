@@ -108,7 +108,8 @@ def _timestamp(value) -> float:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
-def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit:
+def read_decision_log(path: str, campaign_id: str | None = None,
+                      flag: str = "--campaign") -> LoggedBandit:
     """Tailor JSON-lines decision log (see module docstring); holdout rows are skipped.
 
     The decisions of ``campaign_id``; without it the log must hold one campaign's (arm
@@ -143,7 +144,7 @@ def read_decision_log(path: str, campaign_id: str | None = None) -> LoggedBandit
     if len(campaigns) > 1:
         names = ", ".join(sorted(str(c) for c in campaigns))
         raise ValueError(f"{path}: holds the decisions of {len(campaigns)} campaigns ({names}); "
-                         "evaluate one at a time with --campaign")
+                         f"evaluate one at a time with {flag}")
     ctx = [list(r.get("context") or []) for r in rows]
     if len({len(c) for c in ctx}) != 1:
         raise ValueError(f"{path}: context vectors differ in length")
@@ -198,11 +199,12 @@ def write_decision_log(path: str, records) -> None:
             fh.write(json.dumps({k: rec.get(k) for k in keys}) + "\n")
 
 
-def read_logs(path: str, fmt: str, campaign_id: str | None = None) -> LoggedBandit:
+def read_logs(path: str, fmt: str, campaign_id: str | None = None,
+              flag: str = "--campaign") -> LoggedBandit:
     if fmt == "obd":
         return read_obd(path)
     if fmt == "tailor":
-        return read_decision_log(path, campaign_id)
+        return read_decision_log(path, campaign_id, flag)
     raise ValueError(f"format must be 'obd' or 'tailor', got {fmt!r}")
 
 
@@ -428,6 +430,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     group.add_argument("--policy", choices=bandits.POLICIES, help="kernel replayed over logs")
     group.add_argument("--target", help="log whose empirical policy is evaluated")
     p.add_argument("--target-format", choices=("tailor", "obd"), help="default: --format")
+    p.add_argument("--target-campaign", default=None,
+                   help="the campaign of --target's decisions (needed when it holds several)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="kernel parameter (kernels.bandits.Params field), repeatable")
     p.add_argument("--estimators", default=",".join(ESTIMATORS))
@@ -469,7 +473,8 @@ def _report(args: argparse.Namespace) -> dict:
     report = {"logs": args.logs, "n_rounds": len(log), "arms": log.n_actions,
               "logged_value": on_policy_value(log)}
     if args.target:
-        target = read_logs(args.target, args.target_format or args.format)
+        target = read_logs(args.target, args.target_format or args.format,
+                           args.target_campaign, "--target-campaign")
         dist = empirical_policy(target, log.n_actions, log.n_positions)[log.position]
         report["candidate"] = {"target": args.target}
         report["on_policy_value"] = on_policy_value(target)

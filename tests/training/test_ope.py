@@ -416,3 +416,19 @@ def test_a_negative_position_is_refused(tmp_path, capsys):
     ope.write_decision_log(str(path), recs)
     assert ope.main(["--logs", str(path), "--policy", "fixed"]) == 2
     assert "positions" in capsys.readouterr().err
+
+
+def test_a_target_log_of_several_campaigns_names_its_own_flag(tmp_path, capsys):
+    # the refusal told to use --campaign, which filters --logs only: the target had no filter
+    logs, target = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    ope.write_decision_log(str(logs), [dict(r, campaign_id="ca", arm=i % 2, propensity=0.5)
+                                       for i, r in enumerate(_decisions(30, 18))])
+    ope.write_decision_log(str(target), [dict(r, campaign_id=c, arm=0)
+                                         for c in ("cx", "cy") for r in _decisions(5, 19)])
+    argv = ["--logs", str(logs), "--target", str(target), "--reward-model", "table", "--json"]
+    assert ope.main(argv) == 2
+    assert "--target-campaign" in capsys.readouterr().err
+    assert ope.main([*argv, "--target-campaign", "cy"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["estimates"]["ips"]["value"] == pytest.approx(  # always arm 0, p = 0.5
+        2 * np.mean([r["reward"] * (i % 2 == 0) for i, r in enumerate(_decisions(30, 18))]))
