@@ -311,12 +311,23 @@ def _expect_io(sess, name: str, inputs: dict[str, tuple[str, int]], output: str)
         raise BundleInvalid(name, f"no output {output!r}")
 
 
+def _smoke_run(sess, name: str, output: str, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """One run of the model on `feed`; a model that cannot take inputs of the shapes the
+    manifest gives (a history width or ranker column count it was not built for) is refused."""
+    try:
+        return sess.run([output], feed)[0]
+    except Exception as err:  # onnxruntime raises several private exception types
+        shapes = {k: v.shape for k, v in feed.items()}
+        raise BundleInvalid(name, f"smoke run on inputs of shapes {shapes} (from the manifest) "
+                                  f"failed ({str(err).splitlines()[0]})") from None
+
+
 def _check_encoder(sess, name: str, dim: int, hist_len: int) -> None:
     _expect_io(sess, name, {"items": ("tensor(int64)", 2), "weights": ("tensor(float)", 2)},
                "user_vec")
     probe = {"items": np.zeros((2, hist_len), np.int64),
              "weights": np.array([[1.0] + [0.0] * (hist_len - 1), [0.0] * hist_len], np.float32)}
-    out = sess.run(["user_vec"], probe)[0]
+    out = _smoke_run(sess, name, "user_vec", probe)
     if out.shape != (2, dim) or not np.all(np.isfinite(out)):
         raise BundleInvalid(name, f"smoke run gave shape {out.shape} (want (2, {dim})) or non-finite values")
 
@@ -340,7 +351,7 @@ def ranker_columns(name: str, features: tuple[str, ...]) -> np.ndarray | None:
 def _check_ranker(sess, name: str, features: tuple[str, ...]) -> None:
     ranker_columns(name, features)
     _expect_io(sess, name, {"features": ("tensor(float)", 2)}, "score")
-    out = sess.run(["score"], {"features": np.zeros((3, len(features)), np.float32)})[0]
+    out = _smoke_run(sess, name, "score", {"features": np.zeros((3, len(features)), np.float32)})
     if out.reshape(-1).shape != (3,):
         raise BundleInvalid(name, f"smoke run gave shape {out.shape}, want (3,) or (3, 1)")
 

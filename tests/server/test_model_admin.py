@@ -103,6 +103,27 @@ async def test_bad_bundle_is_refused_and_the_old_one_keeps_serving(
     assert recs.model_version == demo_manifest["version"]
 
 
+@pytest.mark.parametrize("change", ["ranker_features", "history_len"])
+async def test_a_model_that_fails_its_smoke_run_is_a_failed_precondition(
+        client, copy_bundle, demo_bundle, demo_manifest, change):
+    """A manifest that does not fit its ONNX models (a ranker feature list one column short, a
+    history width the encoder was not built for) is refused, not an INTERNAL error."""
+    bad = copy_bundle(demo_bundle)
+    if change == "ranker_features":
+        ranker = dict(demo_manifest["ranker"], features=demo_manifest["ranker"]["features"][:-1])
+        _rewrite_manifest(bad, ranker=ranker, version="bad-ranker-width")
+    else:
+        _rewrite_manifest(bad, history_len=demo_manifest["history_len"] + 7,
+                          version="bad-history-len")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert ("ranker.onnx" if change == "ranker_features" else "encoder.onnx") in str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+    assert not any(v.startswith("bad-") for v in status.available_versions)
+
+
 async def test_rollback_without_history_is_a_failed_precondition(client):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback)
