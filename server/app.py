@@ -131,7 +131,6 @@ class TailorServer:
                            sync=s.lmdb_sync, crypto=StoreCrypto.from_secrets(
                                self.secrets, encrypt=s.encrypt_at_rest))
         self.registry = ModelRegistry(s, self.store)
-        self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes)
         rules = EventRules(future_tolerance_s=s.event_future_tolerance_s,
                            retention_s=s.event_retention_days * 86400.0, limits=s.limits,
                            retention_by_type={t: d * 86400.0 for t, d
@@ -152,6 +151,8 @@ class TailorServer:
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],
                                        erasure=self.tombstones.ring, bundles=self.registry,
                                        user_ids=self.profiles.user_ids)
+        self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes,
+                                   outcomes=self.impressions.stats.counts)
         self.drift = DriftMonitor.from_settings(s, self.registry)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        live_of=self.profiles.states_and_seen,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument
@@ -35,10 +35,13 @@ class BundleChunk:
 
 class BundlePusher:
     def __init__(self, registry: ModelRegistry, compute_threads: int = 1,
-                 max_bytes: int = 8 << 30):
+                 max_bytes: int = 8 << 30, outcomes: Callable[[str], tuple[int, int]] | None = None):
         self.registry = registry
         self.compute_threads = compute_threads
         self.max_bytes = max_bytes
+        self.outcomes = outcomes
+        """(impressions, clicked impressions) per version from the impression log, when it is
+        on: a canary's baseline (its guardrails count outcomes from its start)."""
 
     async def push(self, chunks: AsyncIterable[BundleChunk]) -> Bundle:
         """Receive, validate and publish a bundle; activate it unless the first chunk says
@@ -62,7 +65,7 @@ class BundlePusher:
             staging.discard()
             raise
         if canary:
-            split = await self.registry.start_canary(bundle, canary)
+            split = await self.registry.start_canary(bundle, canary, self.outcomes)
             if not await self.registry.wait_for_workers(split.stable, canary_id=split.id):
                 logger.warning("not every worker reported canary %s in time", bundle.version)
         elif not stage_only:

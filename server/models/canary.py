@@ -37,6 +37,10 @@ class CanarySplit:
         Share of users served by the canary, 0 < share < 1.
     started : float
         Unix seconds at which it started.
+    baseline : dict
+        {version: (impressions, clicked impressions)} the impression log held for the canary
+        and the active version when it started: the guardrails count outcomes since then
+        (records written before it lack the key: no baseline).
     """
 
     id: str
@@ -44,10 +48,20 @@ class CanarySplit:
     stable: str
     share: float
     started: float = field(default_factory=time.time)
+    baseline: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, version: str, stable: str, share: float) -> CanarySplit:
-        return cls(uuid.uuid4().hex, version, stable, float(share))
+    def new(cls, version: str, stable: str, share: float,
+            baseline: dict[str, tuple[int, int]] | None = None) -> CanarySplit:
+        return cls(uuid.uuid4().hex, version, stable, float(share), baseline=dict(baseline or {}))
+
+    def since_start(self, version: str, outcomes: tuple[int, int]) -> tuple[int, int]:
+        """`version`'s (impressions, clicked impressions) counted since the canary started, from
+        the log's totals now. Clicks that joined impressions shown before the start count too;
+        they never exceed the impressions."""
+        base = self.baseline.get(version, (0, 0))
+        shown = max(int(outcomes[0]) - base[0], 0)
+        return shown, min(max(int(outcomes[1]) - base[1], 0), shown)
 
     def point(self, user_id: str) -> float:
         """The user's place in [0, 1) under this canary's keyed hash."""
@@ -67,8 +81,9 @@ class CanarySplit:
     @classmethod
     def decode(cls, raw: bytes) -> CanarySplit:
         d = json.loads(raw)
+        baseline = {str(v): (int(n), int(x)) for v, (n, x) in d.get("baseline", {}).items()}
         return cls(str(d["id"]), str(d["version"]), str(d["stable"]), float(d["share"]),
-                   float(d["started"]))
+                   float(d["started"]), baseline)
 
 
 @dataclass(frozen=True, slots=True)

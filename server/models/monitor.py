@@ -110,7 +110,8 @@ class CanaryMonitor:
         counts = Tally.merge([*raws, self.tally.encode()], split.id)
         out = []
         for version, share in ((split.stable, 1.0 - split.share), (split.version, split.share)):
-            shown = self.outcomes(version) if self.outcomes is not None else (0, 0)
+            shown = (split.since_start(version, self.outcomes(version))
+                     if self.outcomes is not None else (0, 0))
             out.append(VersionFigures(version, share, counts.get(version, Counts()), *shown))
         return out
 

@@ -255,13 +255,18 @@ class ModelRegistry:
         return changed and self.canaries.end_in(txn)
 
     # -- the canary slot --------------------------------------------------------------------
-    async def start_canary(self, bundle: Bundle, share: float) -> CanarySplit:
-        """Serve the validated `bundle` to `share` (0..1) of users besides the active version."""
+    async def start_canary(self, bundle: Bundle, share: float,
+                           outcomes: Callable[[str], tuple[int, int]] | None = None) -> CanarySplit:
+        """Serve the validated `bundle` to `share` (0..1) of users besides the active version;
+        `outcomes(version)` (the impression log's totals) is the baseline the guardrails
+        count the two versions' outcomes from."""
         stable = self.current()
         if bundle.version == stable.version:
             raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
         bundle = await self._amended(bundle)  # the catalog's removals hold for its users too
-        split = CanarySplit.new(bundle.version, stable.version, share)
+        baseline = {} if outcomes is None else {
+            v: tuple(outcomes(v)) for v in (stable.version, bundle.version)}
+        split = CanarySplit.new(bundle.version, stable.version, share, baseline)
         self.canaries.start(split)
         self._adopt(Canary(split, bundle))
         return split

@@ -135,7 +135,7 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("worker_report", "meta", 1, lambda k: k.startswith(K.WORKER_PREFIX),
                "UTF-8 bundle version a worker process serves"),
     RecordKind("bundle_canary", "meta", 1, lambda k: k == K.BUNDLE_CANARY,
-               "JSON {id, version, share, stable, started} of the running canary "
+               "JSON {id, version, share, stable, started, baseline} of the running canary "
                "(models.canary.CanarySplit)"),
     RecordKind("canary_report", "meta", 1, lambda k: k.startswith(K.CANARY_REPORT_PREFIX),
                "JSON {id, versions: {version: tally}}: a worker's Recommend counts per version "

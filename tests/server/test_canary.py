@@ -233,3 +233,36 @@ async def test_a_new_active_version_ends_a_running_canary(client, tailor_server,
     await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
     await tailor_server.registry.activate(_version(second_bundle))
     assert tailor_server.registry.canary_record().version == _version(failing_bundle)
+
+
+async def _shown_and_clicked(client, users, click_every: int, tag: str) -> None:
+    """A Recommend for each user; every `click_every`-th one clicks its first item (0: none)."""
+    clicks = []
+    for i, user in enumerate(users):
+        reply = await asyncio.to_thread(client.recommend, user, 3)
+        if click_every and i % click_every == 0:
+            clicks.append({"event_id": f"{tag}-{i}", "user_id": user, "type": "click",
+                           "item_id": reply.items[0].item_id, "timestamp": time.time(),
+                           "request_id": reply.request_id})
+    if clicks:
+        await asyncio.to_thread(client.track_batch, clicks)
+
+
+async def test_the_ctr_guardrail_counts_outcomes_since_the_canary_started(
+        guarded, manual, client, tailor_server, second_bundle, demo_manifest):
+    """The active version's clicks before the canary (half its answers clicked) are not its
+    CTR during the canary: both versions now get no click, and nothing is aborted."""
+    stable, canary = demo_manifest["version"], _version(second_bundle)
+    await _shown_and_clicked(client, USERS[:80], 2, "before")  # 80 impressions, 40 clicked
+    row = (await asyncio.to_thread(client.model_stats, stable)).rows[0]  # the "all" row
+    assert (row.impressions, row.clicked) == (80, 40)
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+    await _shown_and_clicked(client, USERS[100:400], 0, "during")
+    await asyncio.to_thread(client.model_stats)  # writes what the worker buffered
+    await asyncio.sleep(0.5)  # the monitor checks every 0.1 s
+    status = await asyncio.to_thread(client.model_status)
+    assert status.canary is not None and status.canary.version == canary, status.guardrail
+    shown = {s.version: (s.impressions, s.clicks) for s in status.shares}
+    assert shown[stable][1] == shown[canary][1] == 0
+    assert shown[stable][0] + shown[canary][0] == 300 and min(shown[stable][0], shown[canary][0]) >= 20
+    assert not status.guardrail.startswith("abort")

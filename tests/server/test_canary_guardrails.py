@@ -26,6 +26,19 @@ def test_a_new_canary_draws_users_independently_of_the_last():
     assert abs(both - 0.25) < 0.015  # independent halves overlap on a quarter
 
 
+def test_outcomes_count_from_the_canary_baseline():
+    split = CanarySplit.new("v2", "v1", 0.5, {"v1": (1000, 400), "v2": (10, 1)})
+    again = CanarySplit.decode(split.encode())
+    assert again.baseline == {"v1": (1000, 400), "v2": (10, 1)}
+    assert again.since_start("v1", (1100, 420)) == (100, 20)
+    assert again.since_start("v2", (60, 1)) == (50, 0)
+    # clicks joined to answers shown before the start never exceed the impressions since
+    assert again.since_start("v1", (1005, 420)) == (5, 5)
+    old = CanarySplit.decode(b'{"id": "c", "version": "v2", "stable": "v1", "share": 0.5, '
+                             b'"started": 0.0}')  # a record written before baselines
+    assert old.baseline == {} and old.since_start("v1", (7, 3)) == (7, 3)
+
+
 def _counts(requests: int, errors: int = 0, ms: float = 2.0) -> Counts:
     tally = Tally()
     for i in range(requests):
