@@ -151,8 +151,11 @@ class TailorServer:
         self.impressions = Impressions(s, self.store, self.secrets["user-id"],
                                        erasure=self.tombstones.ring, bundles=self.registry,
                                        user_ids=self.profiles.user_ids)
+        # Outcomes per version only while the log writes them: without it the canary's
+        # guardrails must not wait for impressions that never come.
+        outcomes = self.impressions.stats.counts if s.impression_log else None
         self.pusher = BundlePusher(self.registry, s.compute_threads, s.limits.bundle_upload_bytes,
-                                   outcomes=self.impressions.stats.counts)
+                                   outcomes=outcomes)
         self.drift = DriftMonitor.from_settings(s, self.registry)
         self.recommender = Recommender(s, self.registry, history_of=self.profiles.history_of,
                                        live_of=self.profiles.states_and_seen,
@@ -161,7 +164,7 @@ class TailorServer:
         self.canary_monitor = CanaryMonitor(self.registry, self.recommender.tally,
                                             GuardrailPolicy.from_settings(s),
                                             s.canary_check_seconds, audit=self.audit,
-                                            outcomes=self.impressions.stats.counts)
+                                            outcomes=outcomes)
         # The suppression list follows bounce and complaint events (a listener below) and
         # exports whether a user's addresses are listed; it is no eraser: it outlives the
         # profiles whose addresses it holds (by keyed hash only).

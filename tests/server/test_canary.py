@@ -266,3 +266,20 @@ async def test_the_ctr_guardrail_counts_outcomes_since_the_canary_started(
     assert shown[stable][1] == shown[canary][1] == 0
     assert shown[stable][0] + shown[canary][0] == 300 and min(shown[stable][0], shown[canary][0]) >= 20
     assert not status.guardrail.startswith("abort")
+
+
+@pytest.fixture
+def no_impression_log(settings):
+    settings.impression_log = False
+
+
+async def test_without_the_impression_log_a_canary_no_worse_is_promoted(
+        guarded, no_impression_log, client, second_bundle, demo_manifest):
+    """No log reports outcomes: the error and latency guardrails and the minimum sample
+    decide (docs/operations.md), not a wait for impressions that never come."""
+    stable, canary = demo_manifest["version"], _version(second_bundle)
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+    users = [str(u) for u in np.random.default_rng(5).choice(2000, 60, replace=False)]
+    await _traffic_until(client, lambda s: s.canary is None, users, seconds=20.0)
+    status = await asyncio.to_thread(client.model_status)
+    assert (status.active.version, status.previous_version) == (canary, stable)
