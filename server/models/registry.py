@@ -140,7 +140,7 @@ class ModelRegistry:
             try:
                 await self.activate(version, record=record)
                 break
-            except FailedPrecondition as err:
+            except (FailedPrecondition, NotFound) as err:  # refused, or its directory is gone
                 logger.warning("cannot serve stored bundle %s: %s", version, err)
         if self._active is None:
             logger.warning("no valid bundle under %s: Recommend answers FAILED_PRECONDITION "

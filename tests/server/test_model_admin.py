@@ -149,3 +149,28 @@ async def test_a_bundle_over_the_upload_limit_is_refused_and_leaves_nothing(
     assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()] == [demo_manifest["version"]]
     status = await asyncio.to_thread(client.model_status)
     assert status.active.version == demo_manifest["version"]
+
+
+async def test_a_server_whose_active_bundle_was_removed_serves_the_newest_stored_one(
+        tmp_path, demo_bundle, demo_manifest):
+    """The stored pointer names a version whose directory is gone (removed by hand): the
+    server starts on the newest valid stored bundle, as with no pointer, instead of exiting."""
+    import shutil
+
+    from server.app import TailorServer
+    from server.store import Store
+    from server.store.keys import BUNDLE_ACTIVE
+    from tests.conftest import server_settings
+    settings = server_settings(tmp_path, demo_bundle)
+    settings.bundle = None
+    shutil.copytree(demo_bundle, settings.bundles_dir / demo_manifest["version"])
+    store = Store(settings.store_dir)
+    store.put("meta", BUNDLE_ACTIVE, b"20260101T000000-deadbeef")
+    store.close()
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        assert server.registry.active.version == demo_manifest["version"]
+        assert server.store.get("meta", BUNDLE_ACTIVE) == demo_manifest["version"].encode()
+    finally:
+        await server.stop(grace=0.5)
