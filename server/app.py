@@ -423,6 +423,7 @@ class TailorServer:
         await self.recommender.close()
         await self.impressions.close()
         await self.catalog.stop()
+        self.canary_monitor.publish()  # the calls counted since the last check
         await self.registry.stop()
         self.store.close()
         self._lock.close()

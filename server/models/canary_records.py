@@ -4,6 +4,7 @@
     canary␟<pid>    JSON {id, versions}: a worker's Recommend tally for canary `id`; written
                     (empty) when the worker adopts the canary, so a push can wait for every
                     worker, then every guardrail check
+    canary␟<pid>.<random>   the same, of a worker that stopped (`retire`): still summed
 
 Transaction rules: starting refuses a running canary and clears the last one's tallies in the
 same write transaction that stores the new record; ending reads, checks and deletes the record
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Callable
 
 from ..errors import FailedPrecondition
@@ -85,5 +87,18 @@ class CanaryRecords:
         skip = canary_report_key(skip_pid) if skip_pid is not None else None
         return [raw for key, raw in self.store.scan("meta", CANARY_REPORT_PREFIX) if key != skip]
 
-    def forget(self, pid: int) -> None:
-        self.store.delete("meta", canary_report_key(pid))
+    def retire(self, pid: int | None = None) -> None:
+        """A stopping worker's last tally moves to a key of its own (`canary␟<pid>.<random>`,
+        summed by `tallies` until the next canary starts) and frees `canary␟<pid>`: the counts
+        of a restarted server stay counted, and a worker that starts later with the same pid
+        (a container's) counts apart."""
+        key = canary_report_key(os.getpid() if pid is None else pid)
+
+        def txn_fn(txn):
+            raw = self.meta.get(txn, key)
+            if raw is None:
+                return
+            self.meta.delete(txn, key)
+            if json.loads(raw).get("versions"):
+                self.meta.put(txn, key + b"." + uuid.uuid4().hex.encode(), raw)
+        self.store.write(txn_fn)

@@ -86,8 +86,7 @@ class CanaryMonitor:
         if canary is None:
             return None
         split = canary.split
-        if self.tally.canary_id == split.id:
-            self.registry.canaries.report(self.tally.encode())
+        self.publish()
         figures = self.figures(split)
         outcomes = None
         if self.outcomes is not None:
@@ -97,6 +96,13 @@ class CanaryMonitor:
         if verdict.action in (ABORT, PROMOTE):
             await self._act(split, verdict)
         return verdict
+
+    def publish(self) -> None:
+        """Write this worker's tally of the running canary to the store (every check does, and
+        a stopping server before its registry retires it)."""
+        canary = self.registry.canary
+        if canary is not None and self.tally.canary_id == canary.split.id:
+            self.registry.canaries.report(self.tally.encode())
 
     def figures(self, split: CanarySplit | None = None) -> list[VersionFigures]:
         """Active version first, then the canary (when one runs): shares, counts summed over

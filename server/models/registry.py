@@ -157,7 +157,7 @@ class ModelRegistry:
             except asyncio.CancelledError:
                 pass
         self.store.delete("meta", worker_key(os.getpid()))
-        self.canaries.forget(os.getpid())
+        self.canaries.retire(os.getpid())  # its counts stay summed (`CanaryMonitor.publish`)
 
     def _import_dir(self, src: Path) -> Path:
         manifest = read_manifest(src)

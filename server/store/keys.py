@@ -18,6 +18,7 @@ prefix ever matches them.
     meta       worker␟<pid>                     version a worker serves  worker_key
     meta       bundle/canary                    running canary (JSON) BUNDLE_CANARY
     meta       canary␟<pid>                     a worker's canary tally  canary_report_key
+    meta       canary␟<pid>.<random>            a stopped worker's tally (still summed)
     meta       layout␟<record kind>             layout version       layout_key
     meta       tombstone␟<kid>␟<hmac hex>       erasure time (JSON)  tombstone_key
     meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT

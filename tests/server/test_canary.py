@@ -283,3 +283,27 @@ async def test_without_the_impression_log_a_canary_no_worse_is_promoted(
     await _traffic_until(client, lambda s: s.canary is None, users, seconds=20.0)
     status = await asyncio.to_thread(client.model_status)
     assert (status.active.version, status.previous_version) == (canary, stable)
+
+
+async def test_a_canary_keeps_its_counts_through_a_restart(tmp_path, demo_bundle, second_bundle):
+    """The guardrails' request counts of a running canary survive a restart of the server
+    (here in the same process, as a one-worker server in a container restarts with its pid)."""
+    from tests.conftest import server_settings, serving
+    settings = server_settings(tmp_path, demo_bundle)
+    settings.canary_auto_promote, settings.canary_check_seconds = False, 0.1
+    users = USERS[:120]
+    async with serving(settings) as (server, _):
+        with TailorClient(f"127.0.0.1:{server.port}", timeout=60) as c:
+            await asyncio.to_thread(c.push_bundle, second_bundle, canary_percent=50)
+            for user in users:
+                await asyncio.to_thread(c.recommend, user, 3)
+            before = {s.version: s.requests for s in (await asyncio.to_thread(c.model_status)).shares}
+    assert sum(before.values()) == len(users)
+    async with serving(settings) as (server, _):
+        with TailorClient(f"127.0.0.1:{server.port}", timeout=60) as c:
+            status = await asyncio.to_thread(c.model_status)
+            assert status.canary is not None and status.canary.version == _version(second_bundle)
+            assert {s.version: s.requests for s in status.shares} == before
+            await asyncio.to_thread(c.recommend, users[0], 3)  # counting goes on from there
+            after = {s.version: s.requests for s in (await asyncio.to_thread(c.model_status)).shares}
+            assert sum(after.values()) == len(users) + 1
