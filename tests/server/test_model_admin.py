@@ -174,3 +174,29 @@ async def test_a_server_whose_active_bundle_was_removed_serves_the_newest_stored
         assert server.store.get("meta", BUNDLE_ACTIVE) == demo_manifest["version"].encode()
     finally:
         await server.stop(grace=0.5)
+
+
+@pytest.fixture
+def fast_scrub(settings):
+    settings.bundle_scrub_seconds = 0.2
+
+
+async def test_the_same_bundle_pushed_again_after_an_erasure_is_accepted(
+        fast_scrub, client, tailor_server, second_bundle):
+    """The stored copy of a pushed bundle loses erased users' rows (the scrub changes its
+    users.npz and manifest); pushing the same training output again is the same bundle, not
+    "a different manifest"."""
+    version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    await asyncio.to_thread(client.push_bundle, second_bundle)
+    assert not (await asyncio.to_thread(client.recommend, "1", 3)).cold_start
+    stored = tailor_server.settings.bundles_dir / version / "manifest.json"
+    pushed = stored.read_text()
+    await asyncio.to_thread(client.delete_profile, "1")
+    for _ in range(100):  # the scrub rewrites users.npz and the manifest's sha256
+        if stored.read_text() != pushed:
+            break
+        await asyncio.sleep(0.1)
+    assert stored.read_text() != pushed
+    status = await asyncio.to_thread(client.push_bundle, second_bundle)
+    assert status.active.version == version
+    assert (await asyncio.to_thread(client.recommend, "1", 3)).cold_start
