@@ -322,14 +322,18 @@ def _smoke_run(sess, name: str, output: str, feed: dict[str, np.ndarray]) -> np.
                                   f"failed ({str(err).splitlines()[0]})") from None
 
 
-def _check_encoder(sess, name: str, dim: int, hist_len: int) -> None:
+def _check_encoder(sess, name: str, dim: int, hist_len: int, n_items: int) -> None:
+    """Signature, then one run on a history of the first item, an empty one, and one of the
+    last item (an encoder built for a smaller catalog fails there, not on every later user)."""
     _expect_io(sess, name, {"items": ("tensor(int64)", 2), "weights": ("tensor(float)", 2)},
                "user_vec")
-    probe = {"items": np.zeros((2, hist_len), np.int64),
-             "weights": np.array([[1.0] + [0.0] * (hist_len - 1), [0.0] * hist_len], np.float32)}
-    out = _smoke_run(sess, name, "user_vec", probe)
-    if out.shape != (2, dim) or not np.all(np.isfinite(out)):
-        raise BundleInvalid(name, f"smoke run gave shape {out.shape} (want (2, {dim})) or non-finite values")
+    items = np.zeros((3, hist_len), np.int64)
+    items[2, 0] = max(n_items - 1, 0)
+    weights = np.zeros((3, hist_len), np.float32)
+    weights[0, 0] = weights[2, 0] = 1.0
+    out = _smoke_run(sess, name, "user_vec", {"items": items, "weights": weights})
+    if out.shape != (3, dim) or not np.all(np.isfinite(out)):
+        raise BundleInvalid(name, f"smoke run gave shape {out.shape} (want (3, {dim})) or non-finite values")
 
 
 def ranker_columns(name: str, features: tuple[str, ...]) -> np.ndarray | None:
@@ -373,7 +377,7 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     index = _load_index(path, manifest, n_items, dim)
     vectors = index.reconstruct_n(0, n_items) if n_items else np.zeros((0, dim), np.float32)
     encoder = _session(path, manifest.encoder_file, threads)
-    _check_encoder(encoder, manifest.encoder_file, dim, hist_len)
+    _check_encoder(encoder, manifest.encoder_file, dim, hist_len, n_items)
     ranker = None
     if manifest.ranker_file:
         ranker = _session(path, manifest.ranker_file, threads)

@@ -4,7 +4,9 @@ import hashlib
 import json
 
 import grpc
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from clients import TailorClient, TailorError
 from protos.tailor.v1 import recommendation_pb2 as pb
@@ -122,6 +124,44 @@ async def test_a_model_that_fails_its_smoke_run_is_a_failed_precondition(
     status = await asyncio.to_thread(client.model_status)
     assert status.active.version == demo_manifest["version"]
     assert not any(v.startswith("bad-") for v in status.available_versions)
+
+
+def _encoder_of(n_rows: int, dim: int) -> bytes:
+    """An encoder summing weighted rows of an [n_rows, dim] item table (a Gather, as the
+    trained fold-in's): it fails on any item row >= n_rows."""
+    items = helper.make_tensor_value_info("items", TensorProto.INT64, [None, None])
+    weights = helper.make_tensor_value_info("weights", TensorProto.FLOAT, [None, None])
+    out = helper.make_tensor_value_info("user_vec", TensorProto.FLOAT, [None, dim])
+    table = numpy_helper.from_array(np.ones((n_rows, dim), np.float32), "table")
+    axes = numpy_helper.from_array(np.array([-1], np.int64), "last")
+    axis1 = numpy_helper.from_array(np.array([1], np.int64), "axis1")
+    nodes = [helper.make_node("Gather", ["table", "items"], ["rows"]),
+             helper.make_node("Unsqueeze", ["weights", "last"], ["w"]),
+             helper.make_node("Mul", ["rows", "w"], ["weighted"]),
+             helper.make_node("ReduceSum", ["weighted", "axis1"], ["user_vec"], keepdims=0)]
+    graph = helper.make_graph(nodes, "small_encoder", [items, weights], [out],
+                              [table, axes, axis1])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+async def test_an_encoder_built_for_fewer_items_than_the_catalog_is_refused(
+        client, copy_bundle, demo_bundle, demo_manifest):
+    """An encoder.onnx from a training on a smaller catalog (its item table has half the
+    rows) passes a smoke run on item row 0 but fails every user holding a later item: the
+    push is refused, naming the encoder, and the old bundle keeps serving."""
+    bad = copy_bundle(demo_bundle)
+    n_items = demo_manifest["data"]["n_items"]
+    (bad / "encoder.onnx").write_bytes(_encoder_of(n_items // 2, demo_manifest["dim"]))
+    files = dict(demo_manifest["files"], **{"encoder.onnx": _sha(bad / "encoder.onnx")})
+    _rewrite_manifest(bad, files=files, version="bad-small-encoder")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "encoder.onnx" in str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
 
 
 async def test_rollback_without_history_is_a_failed_precondition(client):
