@@ -193,7 +193,37 @@ def _load_arrays(path: Path, name: str, keys: tuple[str, ...]) -> dict[str, np.n
         raise BundleInvalid(name, f"unreadable ({err})") from None
 
 
+_INTEGER, _NUMBER = "iu", "iuf"
+_ITEM_NUMBERS = {"category": _INTEGER, "price": _NUMBER, "popularity": _NUMBER,
+                 "recency_days": _NUMBER}
+_USER_NUMBERS = {"indptr": _INTEGER, "items": _INTEGER, "weights": _NUMBER,
+                 "seen_indptr": _INTEGER, "seen_items": _INTEGER, "seen_mask": "iub",
+                 "seen_last_ts": _NUMBER}
+_DISTINCT = ("item_ids", "category_names")
+
+
+def _check_kinds(name: str, arrays: dict, numbers: dict[str, str], known: tuple[str, ...]) -> None:
+    """Every array the server reads is one column; numbers are of the kind training writes
+    (integer codes and rows, finite values); ids and category names are distinct."""
+    for key in known:
+        if key not in arrays:
+            continue
+        array = arrays[key]
+        if array.ndim != 1:
+            raise BundleInvalid(name, f"{key} has shape {array.shape}, expected one column")
+        kinds = numbers.get(key)
+        if kinds is not None and array.dtype.kind not in kinds:
+            raise BundleInvalid(name, f"{key} is {array.dtype}, expected "
+                                      f"{'integers' if kinds != _NUMBER else 'numbers'}")
+        if kinds == _NUMBER and not np.isfinite(array).all():
+            raise BundleInvalid(name, f"{key} holds values that are not finite")
+        if key in _DISTINCT and len(np.unique(array)) != len(array):
+            raise BundleInvalid(name, f"{key} lists a name more than once")
+
+
 def _check_arrays(items: dict, users: dict, n_items: int) -> None:
+    _check_kinds("items.npz", items, _ITEM_NUMBERS, (*ITEM_ARRAYS, *OPTIONAL_ITEM_ARRAYS))
+    _check_kinds("users.npz", users, _USER_NUMBERS, (*USER_ARRAYS, *SEEN_ARRAYS))
     for key in (*ITEM_ARRAYS, *OPTIONAL_ITEM_ARRAYS):
         if key != "category_names" and key in items and len(items[key]) != n_items:
             raise BundleInvalid("items.npz", f"{key} has {len(items[key])} rows, expected {n_items}")

@@ -164,6 +164,59 @@ async def test_an_encoder_built_for_fewer_items_than_the_catalog_is_refused(
     assert status.active.version == demo_manifest["version"]
 
 
+def _rewrite_npz(bundle, name: str, manifest: dict, change) -> None:
+    """Apply `change(arrays)` to the bundle's `name` and list its new sha256."""
+    with np.load(bundle / name, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    change(arrays)
+    np.savez(bundle / name, **arrays)
+    manifest["files"][name] = _sha(bundle / name)
+
+
+def _duplicate_category_name(a):
+    a["category_names"][1] = a["category_names"][0]
+
+
+def _two_column_category(a):
+    a["category"] = np.stack([a["category"], a["category"]], axis=1)
+
+
+def _duplicate_item_id(a):
+    a["item_ids"][1] = a["item_ids"][0]
+
+
+def _nan_price(a):
+    a["price"][3] = np.nan
+
+
+def _float_history_rows(a):
+    a["items"] = a["items"].astype(np.float64) + 0.5
+
+
+@pytest.mark.parametrize("name, change, expect", [
+    ("items.npz", _duplicate_category_name, "category_names"),
+    ("items.npz", _two_column_category, "category"),
+    ("items.npz", _duplicate_item_id, "item_ids"),
+    ("items.npz", _nan_price, "price"),
+    ("users.npz", _float_history_rows, "items"),
+])
+async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
+        client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):
+    """Arrays training never writes (names or ids twice, a 2-D column, a NaN price, fractional
+    item rows) are refused at push, naming the file and array; accepted, they failed pushes
+    or every Recommend with INTERNAL, or served an item twice in one answer."""
+    bad = copy_bundle(demo_bundle)
+    manifest = json.loads(json.dumps(demo_manifest))
+    _rewrite_npz(bad, name, manifest, change)
+    _rewrite_manifest(bad, files=manifest["files"], version=f"bad-{change.__name__[1:]}")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert name in str(err.value) and expect in str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+
+
 async def test_rollback_without_history_is_a_failed_precondition(client):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback)
