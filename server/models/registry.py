@@ -269,6 +269,7 @@ class ModelRegistry:
         split = CanarySplit.new(bundle.version, stable.version, share, baseline)
         self.canaries.start(split)
         self._adopt(Canary(split, bundle))
+        self._prune()
         return split
 
     async def end_canary(self, promote: bool, version: str = "", canary_id: str = "") -> CanarySplit:
@@ -281,6 +282,7 @@ class ModelRegistry:
             await self.activate(split.version, record=False)
         self._canary = None
         logger.info("canary %s %s", split.version, "promoted" if promote else "aborted")
+        self._prune()  # an aborted canary is one more stored version
         return split
 
     def _adopt(self, canary: Canary | None) -> None:
@@ -344,13 +346,14 @@ class ModelRegistry:
                 logger.exception("could not follow the active bundle pointer")
 
     def _prune(self) -> None:
+        """Keep `bundles_kept` versions on disk: always the active, the previous one (the
+        rollback target) and a running canary's, then the newest others."""
         split = self.canary_record()
         keep = {self._active.version if self._active else "", self.previous_version(),
-                split.version if split else ""}
-        versions = self.available_versions()
-        for version in versions[self.settings.bundles_kept:]:
-            if version not in keep:
-                shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+                split.version if split else ""} - {""}
+        others = [v for v in self.available_versions() if v not in keep]
+        for version in others[max(self.settings.bundles_kept - len(keep), 0):]:
+            shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
 
 
 

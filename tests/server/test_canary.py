@@ -3,6 +3,7 @@ guardrails that promote or abort on their own."""
 import asyncio
 import hashlib
 import json
+import shutil
 import time
 from collections import Counter
 
@@ -307,3 +308,27 @@ async def test_a_canary_keeps_its_counts_through_a_restart(tmp_path, demo_bundle
             await asyncio.to_thread(c.recommend, users[0], 3)  # counting goes on from there
             after = {s.version: s.requests for s in (await asyncio.to_thread(c.model_status)).shares}
             assert sum(after.values()) == len(users) + 1
+
+
+@pytest.fixture
+def keep_two(settings):
+    settings.bundles_kept = 2
+
+
+async def test_aborted_canaries_do_not_pile_up_on_disk(keep_two, manual, client, tailor_server,
+                                                       tmp_path, second_bundle, demo_manifest):
+    """Every night's canary aborted (no push or promotion in between): the bundles directory
+    still keeps `bundles_kept` versions, not one more per canary."""
+    stable = demo_manifest["version"]
+    for night in range(4):
+        bundle = tmp_path / f"night{night}"
+        shutil.copytree(second_bundle, bundle)
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        manifest["version"] = f"{manifest['version']}-night{night}"
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+        await asyncio.to_thread(client.push_bundle, bundle, canary_percent=10)
+        await asyncio.to_thread(client.abort_canary)
+    versions = (await asyncio.to_thread(client.model_status)).available_versions
+    assert stable in versions and len(versions) == 2, versions
+    assert sorted(p.name for p in tailor_server.settings.bundles_dir.iterdir()
+                  if not p.name.startswith(".")) == sorted(versions)
