@@ -237,7 +237,14 @@ class ModelRegistry:
         target = version or self.previous_version()
         if not target:
             raise FailedPrecondition("no previous bundle version to roll back to")
-        return await self.activate(target)
+        bundle = await self.activate(target)
+        await self._wait_logged(bundle.version)
+        return bundle
+
+    async def _wait_logged(self, version: str) -> None:
+        """`wait_for_workers`, as a push does: say so in the log when some worker lags."""
+        if not await self.wait_for_workers(version):
+            logger.warning("not every worker reported bundle %s in time", version)
 
     def _record(self, version: str) -> bool:
         return self.store.write(lambda txn: self._record_txn(txn, version))
@@ -272,14 +279,18 @@ class ModelRegistry:
         self._prune()
         return split
 
-    async def end_canary(self, promote: bool, version: str = "", canary_id: str = "") -> CanarySplit:
+    async def end_canary(self, promote: bool, version: str = "", canary_id: str = "",
+                         wait: bool = False) -> CanarySplit:
         """Promote or abort the running canary (the one of `version` / `canary_id`, when given):
-        one write transaction that refuses when none runs, so it never ends twice."""
+        one write transaction that refuses when none runs, so it never ends twice. `wait`: a
+        promotion returns once every worker serves the canary's version (PromoteCanary)."""
         def moved(txn, split: CanarySplit) -> None:
             self._record_txn(txn, split.version)
         split = self.canaries.end(version, canary_id, moved if promote else None)
         if promote:
             await self.activate(split.version, record=False)
+            if wait:
+                await self._wait_logged(split.version)
         self._canary = None
         logger.info("canary %s %s", split.version, "promoted" if promote else "aborted")
         self._prune()  # an aborted canary is one more stored version

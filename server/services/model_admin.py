@@ -134,7 +134,7 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
 
     @grpc_errors
     async def PromoteCanary(self, request: pb.CanaryRequest, context) -> pb.ModelStatus:
-        await self.registry.end_canary(True, self._version(request))
+        await self.registry.end_canary(True, self._version(request), wait=True)
         return self._status()
 
     @grpc_errors

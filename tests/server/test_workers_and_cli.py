@@ -35,6 +35,23 @@ def test_workers_share_the_port_and_follow_a_push(served, second_bundle, demo_ma
     assert _versions_across_connections(served, 12) == {new_version}
 
 
+def test_rollback_and_promote_return_once_every_worker_serves_the_version(
+        server_process, demo_bundle, second_bundle, demo_manifest):
+    """As a push does: right after Rollback (or PromoteCanary) returns, no worker answers with
+    the version it left (the workers poll the pointer every 2 s here)."""
+    from clients import TailorClient
+    served = server_process(bundle=demo_bundle, workers=2,
+                            env={"TAILOR_BUNDLE_POLL_SECONDS": "2", "TAILOR_CANARY_AUTO_PROMOTE": "false"})
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    with TailorClient(served.target, timeout=60) as client:
+        client.push_bundle(second_bundle)
+        assert client.rollback().active.version == demo_manifest["version"]
+        assert _versions_across_connections(served.target, 12) == {demo_manifest["version"]}
+        client.push_bundle(second_bundle, canary_percent=50)
+        assert client.promote_canary().active.version == new_version
+        assert _versions_across_connections(served.target, 12) == {new_version}
+
+
 def test_cli_recommend_prints_json(served):
     out = run_module("clients", "recommend", "--server", served, "--user", "3", "-k", "4")
     reply = json.loads(out.stdout)
