@@ -125,15 +125,16 @@ class ModelRegistry:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Load what the store points at, else `--bundle`, else the newest stored bundle."""
+        """Load `--bundle` (or refuse to start), else what the store points at, else the newest
+        valid stored bundle."""
         sweep_leftovers(self.bundles_dir)
-        pointer = self.store.get("meta", BUNDLE_ACTIVE)
         if self.settings.bundle is not None:
-            candidates = [(self._import_dir(Path(self.settings.bundle)).name, True)]
-        else:
-            candidates = [(pointer.decode(), False)] if pointer else []
-            candidates += [(v, True) for v in self.available_versions()
-                           if not pointer or v != pointer.decode()]
+            await self._start_with(Path(self.settings.bundle))
+            return
+        pointer = self.store.get("meta", BUNDLE_ACTIVE)
+        candidates = [(pointer.decode(), False)] if pointer else []
+        candidates += [(v, True) for v in self.available_versions()
+                       if not pointer or v != pointer.decode()]
         await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir,
                                                          self._ids_seen)
         for version, record in candidates:
@@ -159,7 +160,23 @@ class ModelRegistry:
         self.store.delete("meta", worker_key(os.getpid()))
         self.canaries.retire(os.getpid())  # its counts stay summed (`CanaryMonitor.publish`)
 
-    def _import_dir(self, src: Path) -> Path:
+    async def _start_with(self, src: Path) -> None:
+        """Serve `--bundle` or refuse to start (FailedPrecondition naming it): a server told
+        which bundle to serve does not serve none instead. A copy imported for it goes."""
+        dest, imported = self._import_dir(src)
+        await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir,
+                                                         self._ids_seen)
+        try:
+            await self.activate(dest.name, record=True)
+        except (FailedPrecondition, NotFound) as err:
+            if imported:
+                shutil.rmtree(dest, ignore_errors=True)
+            raise FailedPrecondition(f"--bundle {src}: {err}") from None
+        await self._follow_canary_logged()
+        self._poller = asyncio.create_task(self._follow_pointer())
+
+    def _import_dir(self, src: Path) -> tuple[Path, bool]:
+        """The stored copy of bundle `src` (made unless there is one); True if made here."""
         manifest = read_manifest(src)
         dest = self.bundles_dir / manifest.version
         if src.resolve() != dest.resolve() and not dest.exists():
@@ -167,11 +184,12 @@ class ModelRegistry:
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             try:
                 os.replace(tmp, dest)
+                return dest, True
             except OSError:  # another worker imported the same version first
                 shutil.rmtree(tmp, ignore_errors=True)
                 if not dest.is_dir():
                     raise
-        return dest
+        return dest, False
 
     # -- changing the active version -------------------------------------------------------
     async def activate(self, version: str, record: bool = True) -> Bundle:

@@ -183,3 +183,19 @@ def test_serve_reads_its_config_file(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_bundle_that_does_not_validate_is_one_line(tmp_path, demo_bundle):
+    """`--bundle` names a bundle that fails validation: the server does not start serving
+    nothing (health SERVING, Recommend FAILED_PRECONDITION); it names the file, exits 2, and
+    keeps no copy of it, so the corrected bundle of the same version is read next time."""
+    import shutil
+    bad = tmp_path / "bad-bundle"
+    shutil.copytree(demo_bundle, bad)
+    data = bytearray((bad / "index.faiss").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bad / "index.faiss").write_bytes(bytes(data))
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(tmp_path / "d"),
+                       "--bundle", str(bad))
+    assert "index.faiss" in line and "sha256" in line
+    assert not [p for p in (tmp_path / "d" / "bundles").iterdir() if not p.name.startswith(".")]
