@@ -220,7 +220,7 @@ class ModelRegistry:
             metrics.report_model(bundle.version, _format(bundle),
                                  previous and previous.version, previous and _format(previous))
             if record and self._record(bundle.version):
-                self._canary = None  # a new active version ended the canary
+                self._adopt(None)  # a new active version ended the canary
             self._report_loaded(bundle.version)
         logger.info("serving bundle %s", bundle.version)
         self._prune()
@@ -300,22 +300,26 @@ class ModelRegistry:
     async def end_canary(self, promote: bool, version: str = "", canary_id: str = "",
                          wait: bool = False) -> CanarySplit:
         """Promote or abort the running canary (the one of `version` / `canary_id`, when given):
-        one write transaction that refuses when none runs, so it never ends twice. `wait`: a
-        promotion returns once every worker serves the canary's version (PromoteCanary)."""
+        one write transaction that refuses when none runs, so it never ends twice. `wait`: it
+        returns once every worker serves the canary's version (promoted) or no longer serves
+        the canary (aborted), as the RPCs do."""
         def moved(txn, split: CanarySplit) -> None:
             self._record_txn(txn, split.version)
         split = self.canaries.end(version, canary_id, moved if promote else None)
         if promote:
             await self.activate(split.version, record=False)
-            if wait:
-                await self._wait_logged(split.version)
-        self._canary = None
+        self._adopt(None)
+        if wait and not await self.wait_for_workers(self.current().version, dropped=split.id):
+            logger.warning("not every worker left canary %s in time", split.version)
         logger.info("canary %s %s", split.version, "promoted" if promote else "aborted")
         self._prune()  # an aborted canary is one more stored version
         return split
 
     def _adopt(self, canary: Canary | None) -> None:
-        self._canary = canary
+        """Serve `canary` (None: none) and say so in the store (`wait_for_workers`)."""
+        dropped, self._canary = self._canary, canary
+        if dropped is not None and canary is None:
+            self.canaries.retire()  # its tally stays summed; `has` says it is left
         if canary is not None:
             self.canaries.adopted(canary.split.id)
             logger.info("serving canary %s to %.1f%% of users", canary.split.version,
@@ -344,9 +348,9 @@ class ModelRegistry:
         self.store.put("meta", worker_key(os.getpid()), version.encode())
 
     async def wait_for_workers(self, version: str, timeout: float = 60.0,
-                               canary_id: str = "") -> bool:
+                               canary_id: str = "", dropped: str = "") -> bool:
         """Wait until every live worker process of this data dir reports serving `version`
-        (and, given `canary_id`, that canary)."""
+        (and, given `canary_id`, that canary; given `dropped`, no longer that one)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             lagging = []
@@ -354,7 +358,9 @@ class ModelRegistry:
                 pid = worker_pid(key)
                 if not pid_alive(pid):
                     self.store.delete("meta", key)
-                elif value.decode() != version or (canary_id and not self.canaries.has(pid, canary_id)):
+                elif (value.decode() != version
+                      or (canary_id and not self.canaries.has(pid, canary_id))
+                      or (dropped and self.canaries.has(pid, dropped))):
                     lagging.append(pid)
             if not lagging:
                 return True

@@ -139,7 +139,7 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
 
     @grpc_errors
     async def AbortCanary(self, request: pb.CanaryRequest, context) -> pb.ModelStatus:
-        await self.registry.end_canary(False, self._version(request))
+        await self.registry.end_canary(False, self._version(request), wait=True)
         return self._status()
 
     def _version(self, request: pb.CanaryRequest) -> str:

@@ -35,10 +35,10 @@ def test_workers_share_the_port_and_follow_a_push(served, second_bundle, demo_ma
     assert _versions_across_connections(served, 12) == {new_version}
 
 
-def test_rollback_and_promote_return_once_every_worker_serves_the_version(
+def test_rollback_promote_and_abort_return_once_every_worker_follows(
         server_process, demo_bundle, second_bundle, demo_manifest):
-    """As a push does: right after Rollback (or PromoteCanary) returns, no worker answers with
-    the version it left (the workers poll the pointer every 2 s here)."""
+    """As a push does: right after Rollback, PromoteCanary or AbortCanary returns, no worker
+    answers with the version it left (the workers poll the store every 2 s here)."""
     from clients import TailorClient
     served = server_process(bundle=demo_bundle, workers=2,
                             env={"TAILOR_BUNDLE_POLL_SECONDS": "2", "TAILOR_CANARY_AUTO_PROMOTE": "false"})
@@ -49,6 +49,10 @@ def test_rollback_and_promote_return_once_every_worker_serves_the_version(
         assert _versions_across_connections(served.target, 12) == {demo_manifest["version"]}
         client.push_bundle(second_bundle, canary_percent=50)
         assert client.promote_canary().active.version == new_version
+        assert _versions_across_connections(served.target, 12) == {new_version}
+        client.push_bundle(demo_bundle, canary_percent=50)
+        assert len(_versions_across_connections(served.target, 12)) == 2
+        assert client.abort_canary().canary is None
         assert _versions_across_connections(served.target, 12) == {new_version}
 
 
