@@ -190,6 +190,9 @@ class Limits(BaseModel):
     '.', '_' and '-', not starting with '.'."""
     bundle_path_chars: int = 128
     """Longest file name in a PushBundle chunk."""
+    bundle_files: int = Field(64, ge=1)
+    """Most distinct files one PushBundle may carry (a bundle has under ten; each name is a
+    file in the staging directory, empty chunks included)."""
     upsert_items: int = Field(1000, ge=1)
     """Most items in one UpsertItems or RemoveItems."""
     catalog_items: int = Field(100_000, ge=1)

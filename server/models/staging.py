@@ -86,6 +86,9 @@ class BundleStaging:
 
     def write(self, rel: str, offset: int, data: bytes) -> None:
         target = self._target(rel)
+        if rel not in self._sizes and len(self._sizes) >= self.limits.bundle_files:
+            raise InvalidArgument("path", f"{shown(rel)}: a bundle has at most "
+                                  f"{self.limits.bundle_files} files")
         size = self._sizes.get(rel, 0)
         if offset != size:
             raise InvalidArgument("offset", f"{rel}: got offset {offset}, expected {size} "

@@ -293,3 +293,22 @@ async def test_the_same_bundle_pushed_again_after_an_erasure_is_accepted(
     status = await asyncio.to_thread(client.push_bundle, second_bundle)
     assert status.active.version == version
     assert (await asyncio.to_thread(client.recommend, "1", 3)).cold_start
+
+
+async def test_a_push_of_more_files_than_a_bundle_has_is_refused_early(
+        client, channel, tailor_server, demo_manifest):
+    """Empty chunks under ever new names cost no upload bytes but one file each: past
+    `bundle_files` names the push is refused (INVALID_ARGUMENT naming the limit) and the
+    staging directory goes."""
+    from protos.tailor.v1 import model_admin_pb2 as apb
+    from protos.tailor.v1 import model_admin_pb2_grpc as apb_grpc
+    limit = tailor_server.settings.limits.bundle_files
+
+    async def chunks():
+        for i in range(limit + 500):
+            yield apb.BundleChunk(path=f"f{i:05d}", offset=0, data=b"")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await apb_grpc.ModelAdminServiceStub(channel).PushBundle(chunks())
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"at most {limit} files" in err.value.details()
+    assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()] == [demo_manifest["version"]]
