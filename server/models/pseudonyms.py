@@ -47,11 +47,12 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 @contextmanager
-def _locked(bundles_dir: Path):
-    """An exclusive lock on the bundles directory itself (flock on its descriptor: no file)."""
+def _locked(bundles_dir: Path, shared: bool = False):
+    """An exclusive lock on the bundles directory itself (flock on its descriptor: no file);
+    `shared`: a reader's, which waits for any rewrite (`ModelRegistry.load`)."""
     fd = os.open(bundles_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock

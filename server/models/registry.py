@@ -32,7 +32,7 @@ from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
-from .pseudonyms import RawIds, hash_bundle, hash_stored
+from .pseudonyms import RawIds, _locked, hash_bundle, hash_stored
 from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
@@ -118,7 +118,8 @@ class ModelRegistry:
     def load(self, path: Path, threads: int | None = None) -> Bundle:
         """`load_bundle`, every check, then user ids replaced by keyed hashes on disk, where
         they are not already (`pseudonyms`; blocking: run it in an executor)."""
-        bundle = load_bundle(path, self.settings.compute_threads if threads is None else threads)
+        with _locked(self.bundles_dir, shared=True):  # no scrub rewrites it meanwhile
+            bundle = load_bundle(path, self.settings.compute_threads if threads is None else threads)
         for check in self._checks:
             check(bundle)
         return hash_bundle(bundle, self.bundles_dir)

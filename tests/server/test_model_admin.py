@@ -2,6 +2,7 @@
 import asyncio
 import hashlib
 import json
+import time
 
 import grpc
 import numpy as np
@@ -312,3 +313,32 @@ async def test_a_push_of_more_files_than_a_bundle_has_is_refused_early(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"at most {limit} files" in err.value.details()
     assert [p.name for p in tailor_server.settings.bundles_dir.iterdir()] == [demo_manifest["version"]]
+
+
+async def test_a_stored_bundle_loads_while_the_scrub_rewrites_it(client, tailor_server,
+                                                                 second_bundle):
+    """A worker loads a stored bundle (a rollback, following another worker's push) while
+    another rewrites its users.npz and manifest for erased users: the load sees one state or
+    the other, never a manifest whose sha256 does not match the file beside it."""
+    from server.models.bundle import BundleInvalid
+    from server.models.scrub import ScrubQueue, scrub_stored
+    version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    await asyncio.to_thread(client.push_bundle, second_bundle, stage_only=True)
+    bundles = tailor_server.settings.bundles_dir
+    deadline, failures = time.monotonic() + 4.0, []
+
+    def loads():
+        while time.monotonic() < deadline:
+            try:
+                tailor_server.registry.load(bundles / version)
+            except BundleInvalid as err:
+                failures.append(str(err))
+
+    def scrubs():
+        for user in range(2000):  # one demo user erased and scrubbed at a time
+            if time.monotonic() >= deadline:
+                break
+            ScrubQueue(bundles).erase_user(None, str(user))
+            scrub_stored(bundles)
+    await asyncio.gather(asyncio.to_thread(loads), asyncio.to_thread(scrubs))
+    assert failures == []
