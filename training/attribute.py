@@ -29,6 +29,7 @@ import numpy as np
 
 from kernels.attribution import DAY, MODELS, Paths, attribute, parse_channelattribution
 from training.progress import progress
+from training.readers import json_objects
 
 __all__ = ["add_parser", "run", "read_paths"]
 
@@ -89,19 +90,12 @@ def _tailor(lines: list[str]) -> Paths:
     from clients.client import path_from_dict  # the record check `clients attribute` makes
 
     rows = []
-    for lineno, line in enumerate(progress(lines, desc="paths", unit=" lines"), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"line {lineno}: not JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"line {lineno}: expected a JSON object, got {line.strip()!r}")
-            try:
-                path_from_dict(row)  # unknown or misspelt keys, types, negative counts
-            except ValueError as err:
-                raise ValueError(f"line {lineno}: {err}") from None
-            rows.append(row)
+    for lineno, row in json_objects(progress(lines, desc="paths", unit=" lines")):
+        try:
+            path_from_dict(row)  # unknown or misspelt keys, types, negative counts
+        except ValueError as err:
+            raise ValueError(f"line {lineno}: {err}") from None
+        rows.append(row)
     stamps = [r.get("timestamps") for r in rows]
     ts = stamps if stamps and all(s is not None for s in stamps) else None
     return Paths.from_sequences([r["path"] for r in rows],

@@ -44,6 +44,7 @@ import numpy as np
 
 from kernels import bandits
 from training.cli.types import positive_int
+from training.readers import json_objects
 
 ESTIMATORS = ("ips", "snips", "dr")
 OBD_COLUMNS = frozenset({"timestamp", "item_id", "position", "click", "propensity_score"})
@@ -118,25 +119,17 @@ def read_decision_log(path: str, campaign_id: str | None = None,
     rows = []
     campaigns: set = set()
     with open(path) as fh:
-        for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{i + 1}: not JSON ({err.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{i + 1}: expected one JSON object per line")
+        for lineno, rec in json_objects(fh, f"{path}:"):
             missing = {"arm", "propensity", "reward"} - rec.keys()
             if missing:
-                raise ValueError(f"{path}:{i + 1}: missing {sorted(missing)}")
-            _check_types(f"{path}:{i + 1}", rec)
+                raise ValueError(f"{path}:{lineno}: missing {sorted(missing)}")
+            _check_types(f"{path}:{lineno}", rec)
             if rec["arm"] < 0 or (campaign_id and rec.get("campaign_id") != campaign_id):
                 continue
             campaigns.add(rec.get("campaign_id"))
             if rec["reward"] is None or rec["reward"] != rec["reward"]:
                 continue  # pending: no outcome yet (null, or NaN as ExportDecisions sends it)
-            rec["_line"] = i + 1
+            rec["_line"] = lineno
             rows.append(rec)
     if not rows:
         which = f" of campaign {campaign_id!r}" if campaign_id else ""

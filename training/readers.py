@@ -7,8 +7,10 @@ and column.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pyarrow.parquet as pq
 from kernels.context import channel_code
 from training.events import EVENTS, Catalog, Interactions
 
-__all__ = ["read_interactions", "read_items", "read_movielens", "build", "load"]
+__all__ = ["read_interactions", "read_items", "read_movielens", "build", "load", "json_objects"]
 
 logger = logging.getLogger("tailor.training.readers")
 
@@ -282,3 +284,18 @@ def load(interactions: str | Path, items: str | Path | None = None,
                 inter.n_items, interactions)
     return inter, catalog
 
+
+def json_objects(lines: Iterable[str], where: str = "line ") -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSON-lines text, 1-based; a line that
+    is not one JSON object is a ``ValueError`` named `where` + its number ("path:" or "line ")."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}{lineno}: not JSON ({err.msg})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where}{lineno}: expected a JSON object on each line, got "
+                             f"{line.strip()[:80]!r}")
+        yield lineno, rec

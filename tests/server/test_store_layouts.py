@@ -27,7 +27,11 @@ FIXTURE = Path(__file__).parent / "data" / "store_v1.json"
 @pytest.fixture
 def v1_dir(tmp_path) -> Path:
     """A data dir holding the fixture's bytes exactly, with no layout stamps (as old code left it)."""
-    path = tmp_path / "store"
+    return _fixture_store(tmp_path / "store")
+
+
+def _fixture_store(path: Path) -> Path:
+    """An LMDB store at `path` holding the fixture's bytes exactly, with no layout stamps."""
     env = lmdb.open(str(path), max_dbs=16)
     with env.begin(write=True) as txn:
         for table, rows in json.loads(FIXTURE.read_text()).items():
@@ -262,13 +266,7 @@ def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
     from tests.conftest import run_module
     data, secrets = tmp_path / "data", tmp_path / "secrets"
     (data / "store").mkdir(parents=True)
-    old = lmdb.open(str(data / "store"), max_dbs=16)
-    with old.begin(write=True) as txn:
-        for table, rows in json.loads(FIXTURE.read_text()).items():
-            db = old.open_db(table.encode(), txn=txn)
-            for key, value in rows:
-                txn.put(key.encode("latin-1"), value.encode("latin-1"), db=db)
-    old.close()
+    _fixture_store(data / "store")
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
     env = {**os.environ, "TAILOR_SECRETS_DIR": str(secrets)}
     held = lock_data_dir(data, exclusive=False)  # a server running on it
