@@ -134,11 +134,16 @@ def _state_channels(codes: np.ndarray, n_channels: int):
         rows.append(states[held])
         cols.append(digit[held] - 1)
         rest //= base
-    rows, cols = np.concatenate(rows), np.concatenate(cols)
-    member = sparse.csc_matrix((np.ones(len(rows)), (rows, cols)),
+    # by channel, then state (a stable sort of codes mostly in order), each pair once; built
+    # in canonical form directly (scipy's COO route sorted the indices twice: +30% at order 4)
+    pairs = np.sort(np.concatenate(cols) * len(codes) + np.concatenate(rows), kind="stable")
+    pairs = pairs[np.r_[True, pairs[1:] != pairs[:-1]]] if len(pairs) else pairs
+    col, row = np.divmod(pairs, len(codes)) if len(codes) else (pairs, pairs)
+    member = sparse.csc_matrix((np.ones(len(row), dtype=bool), row,
+                                np.searchsorted(col, np.arange(n_channels + 1))),
                                shape=(len(codes), n_channels))
-    member.sum_duplicates()
-    return member.astype(bool)
+    member.has_sorted_indices = True
+    return member
 
 
 def _holders(member, c: int) -> np.ndarray:
@@ -217,8 +222,9 @@ def _iterative_removals(q_counts, out, rhs, member, start, chain, tol=1e-13,
     absorbed = np.empty((n_ch + 1, 2))
     for lo in range(0, n_ch, block):
         hi = min(lo + block, n_ch)
-        part = _iterate_block(q, rhs, member[:, lo:hi].toarray(), start, chain, tol, max_iter,
-                              deadline)
+        cells = member if (lo, hi) == (0, n_ch) else member[:, lo:hi]
+        part = _iterate_block(q, rhs, cells.toarray(order="C"), start, chain, tol, max_iter,
+                              deadline)  # C order: a CSC gives F, 2.5x slower sweeps below
         if part is None:
             return None
         absorbed[0], absorbed[lo + 1:hi + 1] = part[0], part[1:]
