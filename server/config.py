@@ -40,6 +40,10 @@ class Limits(BaseModel):
     recommend_k: int = Field(1000, ge=1, le=32767)
     """Most items one Recommend may ask for (k); at most 32,767, the positions the impression
     log records."""
+    batch_items: int = Field(100_000, ge=1)
+    """Most items one RecommendBatch may ask for in all (the sum of its requests' k), checked
+    before anything is computed or logged: its answer must fit one message (an item takes about
+    100 bytes; 1,000 requests of k=1,000 made 95 MB, over the 64 MiB message limit)."""
     exclude_items: int = 1000
     """Most exclude_item_ids in one Recommend."""
     recommend_context_bytes: int = Field(1024, ge=0, le=16384)

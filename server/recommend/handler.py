@@ -239,6 +239,10 @@ class Recommender:
         check_count("requests", len(queries), self.limits.batch_users)
         for i, q in enumerate(queries):
             self.validate(q, f"requests[{i}].")
+        asked = sum(q.k for q in queries)
+        if asked > self.limits.batch_items:
+            raise InvalidArgument("requests[].k", f"{asked} items asked for in all, at most "
+                                  f"{self.limits.batch_items} a batch (its answer is one message)")
         self.registry.current()
         submit = self.batcher.submit if self.registry.canary is None else self._counted
         results = list(await asyncio.gather(*(submit(q) for q in queries)))

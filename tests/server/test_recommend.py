@@ -216,6 +216,20 @@ async def test_bad_batch_entry_is_named(stub, users):
     assert "requests[1].k" in err.value.details()
 
 
+async def test_a_batch_asking_for_more_items_in_all_than_fit_one_answer_is_refused(stub, users):
+    # 1,000 requests of k=1,000 were computed and logged, then failed RESOURCE_EXHAUSTED (95 MB)
+    from server.config import DEFAULT_LIMITS
+    k = DEFAULT_LIMITS.recommend_k
+    n = DEFAULT_LIMITS.batch_items // k + 1
+    reqs = [pb.RecommendRequest(user_id=users["heavy"], k=k) for _ in range(n)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.RecommendBatch(pb.RecommendBatchRequest(requests=reqs))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"requests[].k: {n * k} items asked for in all")
+    reply = await stub.RecommendBatch(pb.RecommendBatchRequest(requests=reqs[:3]))
+    assert len(reply.responses) == 3
+
+
 async def test_known_or_empty_channel_is_accepted_and_unknown_refused_in_batches(stub, users):
     from server.profiles.schema import CHANNELS
     plain = await stub.Recommend(pb.RecommendRequest(user_id=users["heavy"], k=4))
