@@ -17,7 +17,7 @@ from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
-           "check_window",
+           "check_link", "check_window",
            "has_control", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -144,3 +144,24 @@ def check_window(start: float, end: float, latest: float, where: str = "") -> No
     check_time("end", end, latest, where)
     if end and end < start:
         raise InvalidArgument(where + "end", f"{end:.0f} is before start {start:.0f} (0 = unbounded)")
+
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+"""A URL's scheme, where it has one (RFC 3986: a letter, then letters, digits, "+", "-", ".")."""
+
+
+def check_link(field: str, value: str, max_chars: int, where: str = "") -> str:
+    """A link a client renders (an item's page or image): empty, a path ("/p/1", "p/1",
+    "//cdn.example/p.jpg"), or an http(s) URL, at most `max_chars` characters, with no
+    whitespace or control character; any other scheme (``javascript:``, ``data:``) is refused,
+    since web pages and emails put it in an href or src as is."""
+    check_text(field, value, max_chars, where)
+    if has_control(value) or any(c.isspace() for c in value):
+        raise InvalidArgument(where + field, f"{shown(value)} contains whitespace or a control "
+                              "character", "contains whitespace or a control character")
+    scheme = _SCHEME.match(value)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        raise InvalidArgument(where + field, f"scheme {scheme.group(1)!r} is not http or https",
+                              f"scheme {scheme.group(1)!r} is not http or https")
+    return value
+

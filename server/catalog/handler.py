@@ -18,7 +18,7 @@ from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..store import Store
-from ..validation import check_count, check_id, check_range, check_text
+from ..validation import check_count, check_id, check_link, check_range, check_text
 from .errors import UnknownCategory
 from .logging import logger
 from .overlay import amend
@@ -61,8 +61,9 @@ class Catalog:
         chars = self.limits.item_text_chars
         for i, item in enumerate(items):
             where = f"items[{i}]."
-            for name in ("title", "url", "image"):
-                check_text(name, getattr(item, name), chars, where)
+            check_text("title", item.title, chars, where)
+            check_link("url", item.url, chars, where)
+            check_link("image", item.image, chars, where)
             if item.category not in bundle.category_code:
                 raise UnknownCategory(where + "category", item.category, list(bundle.category_code))
             if not math.isfinite(item.price):

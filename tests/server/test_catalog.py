@@ -127,6 +127,29 @@ async def test_bad_upserts_name_the_field(channel):
     assert "item_ids" in err.value.details()
 
 
+async def test_item_links_are_http_https_or_paths(channel):
+    # a shop or an email puts url and image in an href or src as they are: a javascript: or
+    # data: link stored through UpsertItems would run in the page of every user recommended it
+    stub = cgrpc.CatalogServiceStub(channel)
+    for field, link in [("url", "javascript:alert(1)"), ("url", " JavaScript:alert(1)"),
+                        ("image", "data:image/svg+xml,<svg onload=alert(1)>"),
+                        ("url", "vbscript:x"), ("url", "https://shop.example/a b"),
+                        ("image", "https://shop.example/a\nb.jpg")]:
+        item = cpb.CatalogItem(item_id="x", category="books", **{field: link})
+        with pytest.raises(grpc.RpcError) as err:
+            await stub.UpsertItems(cpb.UpsertItemsRequest(items=[item]))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, link
+        assert err.value.details().startswith(f"items[0].{field}: "), err.value.details()
+    ok = [cpb.CatalogItem(item_id=f"link-{i}", category="books", url=url, image=image)
+          for i, (url, image) in enumerate([("https://shop.example/p/1", "HTTP://cdn.example/1.jpg"),
+                                            ("/p/2", "//cdn.example/2.jpg"), ("p/3?a=b:c", ""),
+                                            ("", "")])]
+    change = await stub.UpsertItems(cpb.UpsertItemsRequest(items=ok))
+    assert change.accepted == len(ok)
+    await stub.RemoveItems(cpb.RemoveItemsRequest(item_ids=[i.item_id for i in ok]))
+
+
+
 def _category_lists(target: str, cat: str, n: int = 10) -> list[set[str]]:
     """A new user's whole-category list (popularity order, every item of `cat`) over `n`
     separate connections, which land on the different worker processes."""
