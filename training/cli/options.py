@@ -5,7 +5,7 @@ import argparse
 
 from contract.events import check_event_weights
 from training.als import ALSParams
-from training.cli.types import open_fraction, positive_int
+from training.cli.types import count, open_fraction, positive_int
 from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
@@ -27,17 +27,6 @@ def _weight(text: str) -> tuple[str, float]:
     return name.strip(), weight
 
 
-def _count(text: str) -> int:
-    """A whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
 def add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval (implicit ALS)")
     g.add_argument("--factors", type=positive_int, default=_A.factors)
@@ -54,7 +43,7 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, default=_A.threads)
     g.add_argument("--test-frac", type=open_fraction, default=0.2,
                    help="per-user share of the latest rows held out for the evaluation fit")
-    g.add_argument("--eval-users", type=_count, default=TrainConfig.eval_users,
+    g.add_argument("--eval-users", type=count, default=TrainConfig.eval_users,
                    help="score a seeded sample of this many hold-out users (0: all); the "
                         "manifest records how many of how many, and the bootstrap SE")
     g.add_argument("--no-refit", action="store_true",

@@ -5,18 +5,27 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive_int", "open_fraction"]
+__all__ = ["count", "positive_int", "open_fraction"]
+
+
+def _whole(text: str, least: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= {least}, got {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """A whole number >= 0."""
+    return _whole(text, 0)
 
 
 def positive_int(text: str) -> int:
     """A whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+    return _whole(text, 1)
 
 
 def open_fraction(text: str) -> float:
