@@ -164,4 +164,3 @@ def check_link(field: str, value: str, max_chars: int, where: str = "") -> str:
         raise InvalidArgument(where + field, f"scheme {scheme.group(1)!r} is not http or https",
                               f"scheme {scheme.group(1)!r} is not http or https")
     return value
-
