@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -175,6 +175,13 @@ class Profiles:
     async def track(self, events: Sequence[TrackedEvent], offset: int = 0) -> TrackResult:
         """Check each event on its own and store the valid ones (one shared transaction);
         `offset` is added to the indices of rejected events (batches of a stream)."""
+        return await self.submit(events, offset)
+
+    def submit(self, events: Sequence[TrackedEvent], offset: int = 0) -> Awaitable[TrackResult]:
+        """`track`, with the valid events' commit started before it returns (a task of its own
+        in `_landing`, which `close` waits for): await the result, or drop it; the commit and
+        its effects happen whatever becomes of the caller (a deadline or disconnect cancels
+        it; the retry is a duplicate)."""
         check_count("events", len(events), self.limits.events_per_batch)
         now = time.time()
         result, valid = TrackResult(), []
@@ -184,13 +191,18 @@ class Profiles:
                 result.rejected.append((offset + i, ev.event_id, problem))
             else:
                 valid.append(ev)
+        landing = None
         if valid:
             records = EventRecords.build(valid, self._categories(valid))
-            # Shielded: once the batch is submitted, its commit and effects happen whatever
-            # becomes of the call (a deadline or disconnect cancels it; the retry is a duplicate).
             landing = asyncio.ensure_future(self._commit(records, valid))
             self._landing.add(landing)
             landing.add_done_callback(self._landed)
+        return self._tracked(events, offset, result, valid, landing)
+
+    async def _tracked(self, events, offset: int, result: TrackResult,
+                       valid: list[TrackedEvent], landing: asyncio.Future | None) -> TrackResult:
+        """`submit`'s result, once its commit (`landing`, shielded) is done."""
+        if landing is not None:
             stored = await asyncio.shield(landing)
             result.accepted_ids = [valid[i].event_id for i in stored.accepted]
             result.duplicates = len(stored.duplicates)

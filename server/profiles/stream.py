@@ -30,7 +30,8 @@ async def track_stream(profiles: Profiles,
     try:
         async for events in batches:
             check_count("events", len(events), most)  # now, not when the batch's turn comes
-            pending.append(asyncio.create_task(profiles.track(events, offset)))
+            # the batch's commit starts here, in `Profiles._landing`; the task only waits for it
+            pending.append(asyncio.ensure_future(profiles.submit(events, offset)))
             sizes.append(len(events))
             offset += len(events)
             in_flight += len(events)
@@ -40,10 +41,10 @@ async def track_stream(profiles: Profiles,
                 waited += 1
         results = await asyncio.gather(*pending)
     except TailorError as err:
-        _keep_running(pending)  # held even if this call is cancelled while it waits for them
         raise PartlyDone(err, await _done_before(pending)) from err
     except BaseException:
-        _keep_running(pending)  # a cancelled call: its submitted batches still commit
+        for task in pending:  # a cancelled call: its submitted batches still commit
+            task.cancel()
         raise
     return _totals(results)
 
@@ -67,19 +68,3 @@ async def _done_before(pending: list[asyncio.Task]) -> str:
             f"tracked: {accepted} accepted, "
             f"{total.duplicates} duplicates, {len(total.rejected)} rejected")
 
-
-_orphans: set[asyncio.Task] = set()
-"""Batches of cancelled streams still committing (the loop keeps only weak references)."""
-
-
-def _keep_running(pending: list[asyncio.Task]) -> None:
-    for task in pending:
-        if not task.done():
-            _orphans.add(task)
-            task.add_done_callback(_orphan_done)
-
-
-def _orphan_done(task: asyncio.Task) -> None:
-    _orphans.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: `Profiles.track` logs what failed
