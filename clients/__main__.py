@@ -122,6 +122,8 @@ def _campaign(client: TailorClient, args) -> object:
             return make(spec)
         except json_format.ParseError as err:  # valid JSON, not a CampaignSpec: it names the field
             raise UsageError(f"{args.file}: {err}") from None
+    if args.action == "list":
+        return {"campaigns": [dataclasses.asdict(c) for c in client.list_campaigns(args.archived)]}
     if args.action == "archive":
         return client.archive_campaign(args.campaign)
     if args.action == "choose":
@@ -436,7 +438,7 @@ def _model_parser(sub, common) -> None:
 
 
 def _campaign_parser(sub, common) -> None:
-    ca = sub.add_parser("campaign", help="campaigns: create/update/archive, choose, reward, stats, "
+    ca = sub.add_parser("campaign", help="campaigns: create/update/list/archive, choose, reward, stats, "
                         "sample-size, plan, send, progress, export")
     acts = ca.add_subparsers(dest="action", required=True)
     for name in ("create", "update"):
@@ -444,6 +446,8 @@ def _campaign_parser(sub, common) -> None:
         p.add_argument("--file", required=True)
     for name in ("archive", "stats"):
         acts.add_parser(name, parents=[common]).add_argument("--campaign", required=True)
+    ls = acts.add_parser("list", parents=[common], help="every campaign, in id order")
+    ls.add_argument("--archived", action="store_true", help="archived ones too")
     ch = acts.add_parser("choose", parents=[common], help="a variant for a user (logged decision)")
     ch.add_argument("--campaign", required=True)
     ch.add_argument("--user", required=True)

@@ -342,6 +342,20 @@ class TailorClient:
         req = camp_pb.CreateCampaignRequest(spec=json_format.ParseDict(spec, camp_pb.CampaignSpec()))
         return Campaign.from_pb(self._call(self._campaigns.CreateCampaign, req, timeout))
 
+    def list_campaigns(self, include_archived: bool = False, page_size: int = 0,
+                       timeout: float | None = None) -> Iterator[Campaign]:
+        """Every campaign in id order (archived ones if asked), fetched a page at a time
+        (`page_size` 0: the server's page size); `timeout` is per page."""
+        token = ""
+        while True:
+            req = camp_pb.ListCampaignsRequest(include_archived=include_archived,
+                                               page_size=page_size, page_token=token)
+            page = self._call(self._campaigns.ListCampaigns, req, timeout)
+            yield from (Campaign.from_pb(c) for c in page.campaigns)
+            token = page.next_page_token
+            if not token:
+                return
+
     def update_campaign(self, spec: dict, timeout: float | None = None) -> Campaign:
         req = camp_pb.UpdateCampaignRequest(spec=json_format.ParseDict(spec, camp_pb.CampaignSpec()))
         return Campaign.from_pb(self._call(self._campaigns.UpdateCampaign, req, timeout))

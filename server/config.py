@@ -94,8 +94,12 @@ class Limits(BaseModel):
     variant_features: int = 64
     """Most features of one campaign variant."""
     campaign_content_bytes: int = 256 * 1024
-    """Most UTF-8 bytes of the content of all a campaign's variants together (ListCampaigns
-    answers every campaign in one message)."""
+    """Most UTF-8 bytes of the content of all a campaign's variants together."""
+    campaigns_page: int = Field(100, ge=1, le=10_000)
+    """Most campaigns one ListCampaigns page holds (and its size when the request names none)."""
+    campaigns_page_bytes: int = Field(16 << 20, ge=1 << 20, le=32 << 20)
+    """Most stored bytes of the campaigns one ListCampaigns page holds (a page holds at least
+    one): a page of large campaigns ends early, under the 64 MiB message limit."""
     campaign_context_features: int = 64
     """Most context features one campaign may name."""
     campaign_name_chars: int = 256

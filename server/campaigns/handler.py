@@ -27,7 +27,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
 from ..interfaces import ProfileStates, SuppressedAddresses
 from ..store import Store
-from ..validation import check_count, check_id, check_window
+from ..validation import check_count, check_id, check_not_negative, check_window
 from .cache import CampaignCache, Entry
 from .choice import Choice, PendingChoice
 from .context import UNREAD
@@ -149,9 +149,15 @@ class Campaigns:
             raise CampaignNotFound(campaign_id)
         return campaign
 
-    async def list(self, include_archived: bool = False) -> list[Campaign]:
-        found = await asyncio.to_thread(self.repo.list)
-        return [c for c in found if include_archived or not c.archived]
+    async def list(self, include_archived: bool = False, page_size: int = 0,
+                   page_token: str = "") -> tuple[list[Campaign], str]:
+        """A page of campaigns in id order and the token of the next ("" after the last)."""
+        most = min(check_not_negative("page_size", page_size) or self.limits.campaigns_page,
+                   self.limits.campaigns_page)
+        if page_token:
+            check_id("page_token", page_token, self.limits.id_bytes)
+        return await asyncio.to_thread(self.repo.page, page_token, most,
+                                       self.limits.campaigns_page_bytes, include_archived)
 
     # -- decisions ------------------------------------------------------------------------------
     async def _changing(self, write):

@@ -113,8 +113,24 @@ class CampaignRepository:
         raw = self.store.get("campaigns", campaign_key(campaign_id))
         return None if raw is None else self.parse(raw)
 
-    def list(self) -> list[Campaign]:
-        return [self.parse(raw) for _, raw in self.store.scan("campaigns")]
+    def page(self, after: str, most: int, most_bytes: int,
+             include_archived: bool) -> tuple[list[Campaign], str]:
+        """Up to `most` campaigns with ids after `after` ("": from the first), in id order,
+        archived ones only if asked, ending before their stored bytes pass `most_bytes` (at
+        least one); and the id to pass as `after` for the next page ("" after the last)."""
+        start = campaign_key(after) + b"\0" if after else b""
+        found: list[Campaign] = []
+        size = 0
+        with self.store.read() as txn:
+            for _, raw in self._c.items(txn, start):
+                campaign = self.parse(raw)
+                if campaign.archived and not include_archived:
+                    continue
+                if len(found) == most or (found and size + len(raw) > most_bytes):
+                    return found, found[-1].spec.campaign_id
+                found.append(campaign)
+                size += len(raw)
+        return found, ""
 
     def snapshot(self, campaign_id: str) -> tuple[bytes | None, bytes | None]:
         """(campaign bytes, state bytes) from one read snapshot (the decision path)."""

@@ -192,9 +192,10 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     @grpc_errors
     async def ListCampaigns(self, request: pb.ListCampaignsRequest,
                             context) -> pb.ListCampaignsResponse:
-        found = await self.campaigns.list(request.include_archived)
+        found, after = await self.campaigns.list(request.include_archived, request.page_size,
+                                                 request.page_token)
         return pb.ListCampaignsResponse(
-            campaigns=[CampaignConverter.from_campaign(c) for c in found])
+            campaigns=[CampaignConverter.from_campaign(c) for c in found], next_page_token=after)
 
     @grpc_errors
     async def ChooseVariant(self, request: pb.ChooseVariantRequest,

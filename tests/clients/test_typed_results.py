@@ -119,3 +119,25 @@ async def test_the_cli_prints_a_typed_result_as_json(target):
     out = await asyncio.to_thread(run_module, "clients", "profile", "--server", target, "--user", "u9",
                                   check=False)
     assert out.returncode == 1  # NOT_FOUND
+
+
+def listed_campaigns(target: str) -> tuple[list[str], list[str]]:
+    with TailorClient(target, timeout=10) as client:
+        for cid in ("l2", "l0", "l1"):
+            client.create_campaign({"campaign_id": cid, "policy": "fixed", "variants": [{"id": "a"}]})
+        client.archive_campaign("l1")
+        live = [c.spec["campaign_id"] for c in client.list_campaigns(page_size=1)]
+        every = [c.spec["campaign_id"] for c in client.list_campaigns(include_archived=True)]
+    return live, every
+
+
+async def test_list_campaigns_follows_the_pages(target):
+    from tests.conftest import run_module
+    live, every = await asyncio.to_thread(listed_campaigns, target)
+    assert [c for c in live if c.startswith("l")] == ["l0", "l2"]
+    assert [c for c in every if c.startswith("l")] == ["l0", "l1", "l2"] and every == sorted(every)
+    out = await asyncio.to_thread(run_module, "clients", "campaign", "list", "--archived",
+                                  "--server", target)
+    printed = json.loads(out.stdout)["campaigns"]
+    assert [c["spec"]["campaign_id"] for c in printed] == every
+    assert [c["archived"] for c in printed if c["spec"]["campaign_id"] == "l1"] == [True]

@@ -100,6 +100,65 @@ async def test_create_get_list_update_archive(stub):
     assert len(listed.campaigns) == 2
 
 
+@pytest.fixture
+def small_pages(settings):
+    """Pages of at most 2 campaigns and 1 MiB of stored campaigns."""
+    from server.config import Limits
+    settings.limits = Limits(campaigns_page=2, campaigns_page_bytes=1 << 20)
+
+
+async def list_all(stub, **kw) -> tuple[list[str], list[int]]:
+    """Every listed campaign id, following the page tokens, and each page's size."""
+    ids, sizes, token = [], [], ""
+    while True:
+        page = await stub.ListCampaigns(pb.ListCampaignsRequest(page_token=token, **kw))
+        ids += [c.spec.campaign_id for c in page.campaigns]
+        sizes.append(len(page.campaigns))
+        token = page.next_page_token
+        if not token:
+            return ids, sizes
+
+
+async def test_list_campaigns_pages_through_every_campaign_once(small_pages, stub):
+    for cid in ["c3", "c0", "c4", "c1", "c2"]:
+        await create(stub, cid)
+    await stub.ArchiveCampaign(pb.ArchiveCampaignRequest(campaign_id="c1"))
+    # 4 live campaigns, 2 a page: 2 + 2, and the second page says it is the last
+    assert await list_all(stub) == (["c0", "c2", "c3", "c4"], [2, 2])
+    assert await list_all(stub, include_archived=True) == (["c0", "c1", "c2", "c3", "c4"], [2, 2, 1])
+    assert await list_all(stub, page_size=1) == (["c0", "c2", "c3", "c4"], [1, 1, 1, 1])
+    assert await list_all(stub, page_size=50) == (["c0", "c2", "c3", "c4"], [2, 2])  # cut to 2
+    # a campaign created between pages after the token shows up, one before it does not
+    first = await stub.ListCampaigns(pb.ListCampaignsRequest(page_size=1))
+    await create(stub, "a0")
+    await create(stub, "c9")
+    rest = await stub.ListCampaigns(pb.ListCampaignsRequest(page_token=first.next_page_token))
+    assert [c.spec.campaign_id for c in rest.campaigns] == ["c2", "c3"]
+
+
+@pytest.fixture
+def byte_pages(settings):
+    """Pages of up to 100 campaigns, but at most 1 MiB of stored campaigns."""
+    from server.config import Limits
+    settings.limits = Limits(campaigns_page_bytes=1 << 20)
+
+
+async def test_list_campaigns_ends_a_page_before_its_byte_budget(byte_pages, stub):
+    body = {"body": "b" * 15_000}  # 16 variants: about 241 kB stored a campaign, 4 in 1 MiB
+    for cid in ["big0", "big1", "big2", "big3", "big4"]:
+        await create(stub, cid, variants=[pb.Variant(id=f"v{i}", content=body) for i in range(16)])
+    assert await list_all(stub) == (["big0", "big1", "big2", "big3", "big4"], [4, 1])
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(page_size=-1), "page_size"),
+    (dict(page_token="x" * 200), "page_token"),
+])
+async def test_list_campaigns_rejects_bad_paging(stub, bad, field):
+    code, details = await code_of(stub.ListCampaigns(pb.ListCampaignsRequest(**bad)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and field in details, details
+
+
 @pytest.mark.parametrize("bad, field", [
     (dict(policy="softmax"), "policy"),
     (dict(variants=[]), "variants"),
