@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition
 
-__all__ = ["AuthConfigInvalid"]
+__all__ = ["AuthConfigInvalid", "ServeRefused"]
 
 
 class AuthConfigInvalid(FailedPrecondition):
@@ -12,3 +12,9 @@ class AuthConfigInvalid(FailedPrecondition):
 
     def __init__(self, path, problem: str):
         super().__init__(f"auth config {path}: {problem}")
+
+
+class ServeRefused(FailedPrecondition):
+    """The server will not start as configured: TLS files that do not load, flags that go
+    together given alone, or an exposed bind without TLS and authentication. `python -m server`
+    prints it as one `error:` line and exits 2."""

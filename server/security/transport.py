@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from .errors import ServeRefused
 from .hosts import is_loopback
 
 __all__ = ["ServerTls", "check_exposure"]
@@ -23,20 +24,20 @@ logger = logging.getLogger("tailor.security.transport")
 
 def check_exposure(settings) -> str | None:
     """The secure-by-default rule, checked before anything binds (gRPC and metrics ports share
-    `host`). Raises SystemExit with one line naming the flags when a non-loopback bind lacks TLS
+    `host`). Raises ServeRefused with one line naming the flags when a non-loopback bind lacks TLS
     or an auth config and `--insecure` was not given; else returns a warning to log, None when
     TLS and authentication are both on."""
     if (settings.tls_key is None) != (settings.tls_cert is None):
-        raise SystemExit("--tls-cert and --tls-key go together")
+        raise ServeRefused("--tls-cert and --tls-key go together")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
-        raise SystemExit("--tls-client-ca needs --tls-cert and --tls-key")
+        raise ServeRefused("--tls-client-ca needs --tls-cert and --tls-key")
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
     _check_public_url(settings)
     if tls and auth:
         return None
     missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth)) if not on)
     if not is_loopback(settings.host) and not settings.insecure:
-        raise SystemExit(f"refusing to serve on {settings.host} without {missing}: give --tls-cert "
+        raise ServeRefused(f"refusing to serve on {settings.host} without {missing}: give --tls-cert "
                          "FILE --tls-key FILE [--tls-client-ca FILE] and --auth-config FILE, "
                          "or --insecure to serve anyway")
     return f"serving without {missing}" + ("" if auth else ": every caller is unauthenticated")
@@ -48,10 +49,10 @@ def _check_public_url(settings) -> None:
         return
     url = settings.public_url
     if not url:
-        raise SystemExit("--public-http-port on a non-loopback host needs --public-url (the "
+        raise ServeRefused("--public-http-port on a non-loopback host needs --public-url (the "
                          "externally visible https:// base of unsubscribe links)")
     if not url.startswith("https://") and not settings.insecure:
-        raise SystemExit("--public-url must be https:// (unsubscribe links carry a credential), "
+        raise ServeRefused("--public-url must be https:// (unsubscribe links carry a credential), "
                          "or give --insecure")
 
 
@@ -65,13 +66,13 @@ class ServerTls:
 
     @classmethod
     def from_settings(cls, settings) -> ServerTls | None:
-        """None without `tls_cert`; SystemExit with one line if the files do not load."""
+        """None without `tls_cert`; ServeRefused with one line if the files do not load."""
         if settings.tls_cert is None:
             return None
         try:
             return cls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         except (OSError, ssl.SSLError, ValueError) as err:
-            raise SystemExit(f"--tls-cert/--tls-key/--tls-client-ca: cannot load ({err})") from None
+            raise ServeRefused(f"--tls-cert/--tls-key/--tls-client-ca: cannot load ({err})") from None
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.dynamic_ssl_server_credentials(

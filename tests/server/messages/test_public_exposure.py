@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from server.config import Settings
+from server.security.errors import ServeRefused
 from server.security.transport import check_exposure
 
 SECURE = dict(host="10.1.2.3", tls_cert=Path("c.pem"), tls_key=Path("k.pem"),
@@ -11,9 +12,9 @@ SECURE = dict(host="10.1.2.3", tls_cert=Path("c.pem"), tls_key=Path("k.pem"),
 
 
 def test_an_exposed_public_port_needs_an_https_public_url():
-    with pytest.raises(SystemExit, match="needs --public-url"):
+    with pytest.raises(ServeRefused, match="needs --public-url"):
         check_exposure(Settings(**SECURE))
-    with pytest.raises(SystemExit, match="must be https://"):
+    with pytest.raises(ServeRefused, match="must be https://"):
         check_exposure(Settings(**SECURE, public_url="http://t.example"))
     assert check_exposure(Settings(**SECURE, public_url="https://t.example")) is None
     assert check_exposure(Settings(**SECURE, public_url="http://t.example", insecure=True)) is None

@@ -18,6 +18,7 @@ from protos.tailor.v1.diagnostics_pb2 import PingRequest
 from protos.tailor.v1.diagnostics_pb2_grpc import DiagnosticsServiceStub
 from server.app import TailorServer
 from server.config import Settings
+from server.security.errors import ServeRefused
 from server.security.hosts import is_loopback
 from server.security.transport import check_exposure
 from tests.conftest import free_port, run_module
@@ -139,9 +140,9 @@ def test_a_non_loopback_bind_without_tls_and_auth_is_refused_with_one_line(tmp_p
     for flags in ((), ("--tls-cert", str(issued.cert), "--tls-key", str(issued.key))):
         out = run_module("server", "--host", "0.0.0.0", "--port", str(free_port()), "--data-dir",
                          str(tmp_path / "data"), *flags, check=False, timeout=60)
-        assert out.returncode == 1 and out.stdout == ""
+        assert out.returncode == 2 and out.stdout == ""
         line = out.stderr.strip()
-        assert "\n" not in line and line.startswith("refusing to serve on 0.0.0.0 without")
+        assert "\n" not in line and line.startswith("error: refusing to serve on 0.0.0.0 without")
         for flag in ("--tls-cert", "--tls-key", "--auth-config", "--insecure"):
             assert flag in line
     assert not (tmp_path / "data").exists()  # refused before anything was created
@@ -152,8 +153,9 @@ def test_certificate_files_that_do_not_load_stop_the_start_with_one_line(tmp_pat
     for cert, key in ((tmp_path / "missing.pem", a.key), (a.cert, b.key)):
         out = run_module("server", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
                          "--tls-cert", str(cert), "--tls-key", str(key), check=False, timeout=60)
-        line = out.stderr.strip().splitlines()[-1]
-        assert out.returncode == 1 and line.startswith("--tls-cert/--tls-key/--tls-client-ca: cannot load")
+        line = out.stderr.strip().splitlines()[-1]  # after the start's warning
+        assert out.returncode == 2
+        assert line.startswith("error: --tls-cert/--tls-key/--tls-client-ca: cannot load")
 
 
 def test_insecure_serves_a_non_loopback_bind_and_says_so(server_process, demo_bundle):
@@ -174,12 +176,12 @@ def test_exposure_rule():
     tls = dict(tls_cert="c.pem", tls_key="c.key")
     assert check_exposure(Settings(host="0.0.0.0", auth_config="auth.toml", **tls)) is None
     for refused in (dict(host="10.0.0.5", **tls), dict(host="::", auth_config="auth.toml")):
-        with pytest.raises(SystemExit, match="refusing"):
+        with pytest.raises(ServeRefused, match="refusing"):
             check_exposure(Settings(**refused))
     assert "unauthenticated" in check_exposure(Settings(host="0.0.0.0", insecure=True))
-    with pytest.raises(SystemExit, match="go together"):
+    with pytest.raises(ServeRefused, match="go together"):
         check_exposure(Settings(tls_cert="c.pem"))
-    with pytest.raises(SystemExit, match="needs --tls-cert"):
+    with pytest.raises(ServeRefused, match="needs --tls-cert"):
         check_exposure(Settings(tls_client_ca="ca.pem"))
 
 
@@ -190,7 +192,7 @@ def _settings_of(env: dict[str, str]) -> Settings:
 
 def test_the_image_alone_refuses_and_each_deployment_opts_out_explicitly():
     from tests.test_deploy_files import compose, docker_env, k8s_env
-    with pytest.raises(SystemExit, match="refusing to serve on 0.0.0.0"):
+    with pytest.raises(ServeRefused, match="refusing to serve on 0.0.0.0"):
         check_exposure(_settings_of(docker_env()))  # a bare `docker run`
     compose_env = {k: str(v) for k, v in compose()["services"]["tailor"]["environment"].items()}
     for env in (k8s_env(), {**docker_env(), **compose_env}):
