@@ -30,6 +30,7 @@ from .store import lock_data_dir
 from .store.backup import add_missing, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
 from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX
+from .store.lock import locked_dir
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
 
@@ -118,10 +119,19 @@ def _active_version(store_dir: Path) -> str | None:
 
 
 def _copy_bundles(src: Path, dest: Path) -> list[str]:
-    """Copy every complete bundle version; returns the versions copied."""
+    """Copy every complete bundle version; returns the versions copied. Under the bundles
+    directory's shared lock: a scrub rewriting a bundle's users.npz and manifest finishes first
+    (a copy between its two renames held a manifest that does not match the users.npz)."""
     dest.mkdir(parents=True)
+    if not src.is_dir():
+        return []
+    with locked_dir(src, shared=True):
+        return _copy_each(src, dest)
+
+
+def _copy_each(src: Path, dest: Path) -> list[str]:
     copied = []
-    for path in sorted(src.iterdir()) if src.is_dir() else []:
+    for path in sorted(src.iterdir()):
         if path.name.startswith(".") or not (path / "manifest.json").is_file():
             continue  # an import in progress, or not a bundle
         try:

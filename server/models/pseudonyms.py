@@ -21,13 +21,11 @@ at once.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import zipfile
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +33,7 @@ import numpy as np
 import contract
 
 from ..store import tokens
+from ..store.lock import locked_dir
 from .bundle import HASHED_IDS, Bundle, BundleInvalid, ids_hashed, ids_marker, read_manifest
 
 __all__ = ["RawIds", "hash_bundle", "hash_stored"]
@@ -45,17 +44,6 @@ _NEXT = ".manifest.next"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 """Every npz member's zip time: the same arrays give the same bytes (and sha256)."""
 
-
-@contextmanager
-def _locked(bundles_dir: Path, shared: bool = False):
-    """An exclusive lock on the bundles directory itself (flock on its descriptor: no file);
-    `shared`: a reader's, which waits for any rewrite (`ModelRegistry.load`)."""
-    fd = os.open(bundles_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _fsync(path: Path) -> None:
@@ -92,7 +80,7 @@ def _rewrite(path: Path, manifest: contract.Manifest, users: dict[str, np.ndarra
 def _swap_users(path: Path, manifest: contract.Manifest, users: dict[str, np.ndarray]
                 ) -> contract.Manifest:
     """Replace the bundle's users.npz by `users` and its manifest by `manifest` with the new
-    file's sha256 (the crash-safe order above); the new manifest. Call it under `_locked`."""
+    file's sha256 (the crash-safe order above); the new manifest. Call it under `locked_dir`."""
     staged = path / ".users.npz.next"
     _write_npz(staged, users)
     raw = dict(manifest.raw)
@@ -109,7 +97,7 @@ def hash_bundle(bundle: Bundle, bundles_dir: Path) -> Bundle:
     hashes; nothing to do when its manifest says they are."""
     if ids_hashed(bundle.manifest):
         return bundle
-    with _locked(bundles_dir):
+    with locked_dir(bundles_dir):
         bundle.manifest, bundle.users = _rewrite(bundle.path, bundle.manifest, bundle.users)
     return bundle
 
@@ -152,7 +140,7 @@ def hash_stored(bundles_dir: Path, before: RawIds | None = None) -> list[str]:
     shown to `before` first; the versions that could not be (named in the log, refused when
     loaded)."""
     failed = []
-    with _locked(bundles_dir):
+    with locked_dir(bundles_dir):
         for path in sorted(p for p in bundles_dir.iterdir() if p.is_dir()):
             if path.name.startswith(".") or not (path / "manifest.json").exists():
                 continue

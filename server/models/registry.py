@@ -28,11 +28,12 @@ from ..errors import FailedPrecondition, NotFound
 from ..processes import pid_alive
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
+from ..store.lock import locked_dir
 from ..validation import check_version
 from .bundle import Bundle, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
-from .pseudonyms import RawIds, _locked, hash_bundle, hash_stored
+from .pseudonyms import RawIds, hash_bundle, hash_stored
 from .staging import sweep_leftovers
 
 __all__ = ["ModelRegistry"]
@@ -118,7 +119,7 @@ class ModelRegistry:
     def load(self, path: Path, threads: int | None = None) -> Bundle:
         """`load_bundle`, every check, then user ids replaced by keyed hashes on disk, where
         they are not already (`pseudonyms`; blocking: run it in an executor)."""
-        with _locked(self.bundles_dir, shared=True):  # no scrub rewrites it meanwhile
+        with locked_dir(self.bundles_dir, shared=True):  # no scrub rewrites it meanwhile
             bundle = load_bundle(path, self.settings.compute_threads if threads is None else threads)
         for check in self._checks:
             check(bundle)

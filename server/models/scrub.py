@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from ..store import tokens
+from ..store.lock import locked_dir
 from .bundle import HASHED_IDS, BundleInvalid, ids_hashed, ids_marker, read_manifest
-from .pseudonyms import _finish_interrupted, _locked, _swap_users
+from .pseudonyms import _finish_interrupted, _swap_users
 
 __all__ = ["QUEUE", "VOID", "ScrubQueue", "scrub_stored", "scrub_users"]
 
@@ -186,7 +187,7 @@ def _scrub_one(path: Path, queued: dict[bytes, float]) -> int:
 def scrub_stored(bundles_dir: Path) -> int | None:
     """One scrub of every stored bundle (one worker at a time); the rows removed, None when
     no erasure was queued. Blocking: run it in a thread."""
-    with _locked(bundles_dir):
+    with locked_dir(bundles_dir):
         erased = _take_queue(bundles_dir)
         if not erased:
             return None

@@ -1,12 +1,16 @@
-"""A lock file beside the store: servers hold it shared, compaction needs it exclusive."""
+"""The data dir's locks: a lock file beside the store (servers hold it shared, compaction
+needs it exclusive), and a directory's own lock (bundle rewrites exclusive, their readers
+shared)."""
 from __future__ import annotations
 
 import fcntl
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import FailedPrecondition
 
-__all__ = ["lock_data_dir"]
+__all__ = ["lock_data_dir", "locked_dir"]
 
 
 def lock_data_dir(data_dir: Path, exclusive: bool):
@@ -25,3 +29,15 @@ def lock_data_dir(data_dir: Path, exclusive: bool):
             f"{data_dir} is in use by a running server" if exclusive
             else f"{data_dir} is being compacted; start the server when it is done") from None
     return fh
+
+
+@contextmanager
+def locked_dir(path: Path, shared: bool = False):
+    """An exclusive lock on the directory `path` itself (flock on its descriptor: no file),
+    waited for; `shared`: a reader's, which waits for any exclusive holder."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

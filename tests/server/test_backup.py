@@ -2,6 +2,7 @@
 dir and a server there: profiles, events, campaigns and the bundle come back, from one instant."""
 import json
 import os
+import shutil
 import tarfile
 import threading
 import time
@@ -240,3 +241,44 @@ def test_an_erasure_during_the_backup_leaves_the_copy_whole(tmp_path, monkeypatc
     assert again.ingest([event(3, "ann"), event(4, "bob")], [None, None]).duplicates == []
     assert [len(again.read(u)[2]) for u in ("ann", "bob")] == [2, 2]
     restored.close()
+
+
+def test_a_backup_waits_for_a_bundle_rewrite_in_progress(tmp_path, demo_bundle):
+    """A scrub (or the id hashing) replaces a bundle's users.npz, then its manifest with the new
+    file's sha256, under the bundles directory's lock. A backup copying between the two renames
+    took the new users.npz with the old manifest: the restored bundle failed its checksum. The
+    backup now copies bundles under the same lock (shared), so it waits for the rewrite."""
+    import contract
+    from server.backup import backup
+    from server.store import Store
+    from server.store.lock import locked_dir
+    data = tmp_path / "data"
+    Store(data / "store").close()
+    bundle = data / "bundles" / demo_bundle.name
+    shutil.copytree(demo_bundle, bundle)
+    mid, done = threading.Event(), threading.Event()
+
+    def rewrite():  # the two renames of `_swap_users`, with a pause between them
+        with locked_dir(data / "bundles"):
+            staged = bundle / ".users.npz.next"
+            shutil.copy(bundle / "users.npz", staged)
+            with open(staged, "ab") as fh:
+                fh.write(b"\0")  # other bytes: another sha256
+            manifest = json.loads((bundle / "manifest.json").read_text())
+            manifest["files"]["users.npz"] = contract.sha256_file(staged)
+            os.replace(staged, bundle / "users.npz")
+            mid.set()
+            time.sleep(1.0)
+            (bundle / "manifest.json").write_text(json.dumps(manifest))
+        done.set()
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    assert mid.wait(10)
+    backup(data, tmp_path / "b.tar")
+    assert done.is_set()  # the copy waited for the rewrite
+    writer.join()
+    with tarfile.open(tmp_path / "b.tar") as tar:
+        name = f"bundles/{demo_bundle.name}"
+        manifest = json.load(tar.extractfile(f"{name}/manifest.json"))
+        tar.extract(f"{name}/users.npz", tmp_path / "x", filter="data")
+    assert manifest["files"]["users.npz"] == contract.sha256_file(tmp_path / "x" / name / "users.npz")
