@@ -10,10 +10,15 @@ campaign, decision and user, the last reason and the attempts. Its id is
 Each record is sealed under its user's data key (`Store.seal_for_user`: it names them and holds
 their address and message), so once the user is erased its bytes on freed pages stay closed.
 
-Transaction rules: `add` and `drop` write one record each; `erase_user` runs inside the profile
-erasure's transaction (a `UserEraser`, before the user's key is shredded) and drops every letter
-of the user (a scan of the letters: they are few, or the adapter is down and an operator is
-looking at them).
+A retry claims its letter first (`claim`: one write transaction reads the letter and stamps
+`claimed_until`), so of the retries that reach any worker at once only one sends; the others are
+refused while the claim holds. The retry ends by dropping the letter (sent) or writing it back
+with the claim cleared (`release`); a worker that dies mid-retry leaves a claim that lapses.
+
+Transaction rules: `add`, `claim`, `release` and `drop` write one record each; `erase_user`
+runs inside the profile erasure's transaction (a `UserEraser`, before the user's key is
+shredded) and drops every letter of the user (a scan of the letters: they are few, or the
+adapter is down and an operator is looking at them).
 `ListDeadLetters` shows a keyed reference of the user (`user_ref`), never the id or address.
 """
 from __future__ import annotations
@@ -25,6 +30,7 @@ from dataclasses import asdict, dataclass
 
 from ..store import Store
 from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, ms_part
+from .errors import DeadLetterBusy
 
 __all__ = ["DeadLetter", "DeadLetters"]
 
@@ -42,6 +48,8 @@ class DeadLetter:
     attempts: int = 0
     at: float = 0.0
     id: str = ""
+    claimed_until: float = 0.0
+    """While a retry sends it: the time its claim lapses (0: none; older records lack it)."""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -78,11 +86,40 @@ class DeadLetters:
         return None if raw is None else DeadLetter.decode(raw)
 
     def replace(self, letter: DeadLetter) -> None:
-        """Write `letter` under its id, sealed under its user's key (also after a failed retry:
-        new reason, attempts)."""
+        """Write `letter` under its id, sealed under its user's key."""
+        self.store.write(lambda txn: self._put(txn, letter))
+
+    def claim(self, letter_id: str, until: float, now: float) -> DeadLetter | None:
+        """The letter, claimed for a retry until `until`; None if there is no such letter.
+        Raises `DeadLetterBusy` while another retry's claim holds (any worker's)."""
+        key = dead_letter_key(letter_id)
+
+        def fn(txn):
+            raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
+            if raw is None:
+                return None
+            letter = DeadLetter.decode(raw)
+            if letter.claimed_until > now:
+                raise DeadLetterBusy(letter_id)
+            letter.claimed_until = until
+            self._put(txn, letter)
+            return letter
+        return self.store.write(fn)
+
+    def release(self, letter: DeadLetter) -> None:
+        """A claimed letter written back unclaimed (a failed or refused retry: its new reason
+        and attempts), unless it is gone meanwhile (its user erased)."""
         key = dead_letter_key(letter.id)
-        self.store.write(lambda txn: self._t.put(
-            txn, key, self.store.seal_for_user(txn, letter.user, key, letter.encode())))
+        letter.claimed_until = 0.0
+
+        def fn(txn):
+            if self.store.open_for_user(txn, key, self._t.get(txn, key)) is not None:
+                self._put(txn, letter)
+        self.store.write(fn)
+
+    def _put(self, txn, letter: DeadLetter) -> None:
+        key = dead_letter_key(letter.id)
+        self._t.put(txn, key, self.store.seal_for_user(txn, letter.user, key, letter.encode()))
 
     def drop(self, letter_id: str) -> bool:
         return self.store.delete("sends", dead_letter_key(letter_id))

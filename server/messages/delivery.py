@@ -35,7 +35,6 @@ from .deadletters import DeadLetter, DeadLetters
 from .dkim_signer import DkimSigner
 from .errors import (
     BadAddress,
-    DeadLetterBusy,
     DeadLetterNotFound,
     DeliveryRefused,
     DeliveryUnavailable,
@@ -89,10 +88,18 @@ class Delivery:
         self.smtp, self.sender, self.events, self.webhooks = smtp, sender, events, webhooks
         self.retry, self.dead, self.dkim, self.gate = retry or Retry(), dead, dkim, gate
         self.limits = limits
-        self._retrying: set[str] = set()
-        """Dead letters a RetryDeadLetter of this process is sending (one at a time each)."""
+        self.claim_seconds = self._longest_send(retry or Retry()) + 60.0
+        """How long a RetryDeadLetter holds its letter's claim: its attempts at most, and a
+        margin (a worker that died mid-retry leaves a claim that lapses after it)."""
         self.envelope = parseaddr(sender)[1]
         """The envelope sender (MAIL FROM): the address of `sender`."""
+
+    def _longest_send(self, retry: Retry) -> float:
+        """Seconds `send` can take at most: every attempt timing out (an SMTP exchange is a
+        handful of commands, each with the timeout), and the backoffs between them."""
+        per_attempt = max(8 * self.smtp.config.timeout if self.smtp is not None else 0.0,
+                          self.webhooks.timeout.total if self.webhooks is not None else 0.0)
+        return retry.attempts * per_attempt + sum(retry.delay(i) for i in range(1, retry.attempts))
 
     @classmethod
     def from_settings(cls, s, events: EventRecorder, store, ring,
@@ -195,40 +202,39 @@ class Delivery:
 
     async def retry_dead_letter(self, letter_id: str) -> DeadLetter:
         """Send a dead letter again (every attempt of `retry`); on success it is dropped and its
-        `<channel>_sent` event recorded, otherwise it stays with the new reason. A second retry
-        of the letter while one runs in this process is refused (`DeadLetterBusy`); across
-        workers the message's fixed id (Message-ID, webhook `id`) lets the receiver drop a
-        duplicate."""
+        `<channel>_sent` event recorded, otherwise it stays with the new reason. The retry
+        claims the letter in the store for as long as its attempts can take (`claim_seconds`):
+        another retry meanwhile, in any worker, is refused (`DeadLetterBusy`)."""
         check_id("id", letter_id, self.limits.id_bytes)
-        if letter_id in self._retrying:
-            raise DeadLetterBusy(letter_id)
-        self._retrying.add(letter_id)
-        try:
-            return await self._retry(letter_id)
-        finally:
-            self._retrying.discard(letter_id)
-
-    async def _retry(self, letter_id: str) -> DeadLetter:
-        letter = await asyncio.to_thread(self.dead.get, letter_id)
+        now = time.time()
+        letter = await asyncio.to_thread(self.dead.claim, letter_id, now + self.claim_seconds, now)
         if letter is None:
             raise DeadLetterNotFound(letter_id)
+        sent = False
+        try:
+            sent = await self._retry(letter)
+        finally:
+            if not sent:  # failed, refused, or cancelled: written back unclaimed
+                await asyncio.shield(asyncio.to_thread(self.dead.release, letter))
+        return letter
+
+    async def _retry(self, letter: DeadLetter) -> bool:
+        """Send the claimed `letter`; True once it went and was dropped."""
         self.check_adapter(letter.channel)
         refused = self.refusal(letter.user, letter.channel, await self.purpose(letter.campaign),
                                letter.to)
         if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)
             letter.reason = refused
-            await asyncio.to_thread(self.dead.replace, letter)
             raise NoLongerAllowed(refused)
         try:
             await self.send(letter.channel, letter.to, letter.data.encode("latin-1"))
         except UNDELIVERED as err:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
-            await asyncio.to_thread(self.dead.replace, letter)
             raise
-        await asyncio.to_thread(self.dead.drop, letter_id)
+        await asyncio.to_thread(self.dead.drop, letter.id)
         await self.events.track([sent_event(letter.channel, letter.campaign, letter.decision,
                                             letter.user, time.time())])
-        return letter
+        return True
 
     async def close(self) -> None:
         if self.smtp is not None:

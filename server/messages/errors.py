@@ -53,8 +53,8 @@ class BadAddress(FailedPrecondition):
 
 
 class DeadLetterBusy(FailedPrecondition):
-    """Another RetryDeadLetter of the same letter is running in this process: a second one
-    would send the message twice."""
+    """Another RetryDeadLetter of the same letter is running (in any worker: its claim is in
+    the store): a second one would send the message twice."""
 
     def __init__(self, letter_id: str):
         super().__init__(f"dead letter {letter_id!r} is being retried by another call; list the "

@@ -79,3 +79,6 @@ async def test_retry_dead_letter_refuses_what_the_policy_refuses_now_and_keeps_i
     assert refused in err.value.details() and sink.arrived == []
     kept = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
     assert [(d.id, d.reason) for d in kept] == [(letter.id, refused)]
+    with pytest.raises(grpc.RpcError) as err:  # the refused retry gave its claim back
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert refused in err.value.details() and "being retried" not in err.value.details()

@@ -194,3 +194,43 @@ async def test_send_campaign_delivers_sms_through_the_webhook(
     events = await sent_events(profiles, "sms_sent")
     assert sorted(e.attributes["decision_id"] for e in events) == sorted(
         b["id"] for b in bodies.values())
+
+
+async def test_retries_of_one_dead_letter_on_two_workers_send_it_once(provider, server_process,
+                                                                       tmp_path):
+    """Each worker only knew its own running retries, so two workers could both send a letter
+    (the receiver saw the same id twice). A retry now claims the letter in the store first
+    (one write transaction): a claim held by any worker refuses the other retries."""
+    from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "delivery-webhook.keys").write_text(f"hook1:{base64.b64encode(HOOK_KEY).decode()}\n")
+    served = server_process(tmp_path / "data", workers=2, env={
+        "TAILOR_SECRETS_DIR": str(secrets), "TAILOR_SMS_WEBHOOK_URL": provider.url("sms"),
+        "TAILOR_DELIVERY_ATTEMPTS": "1", "TAILOR_PUBLIC_URL": "https://t.example"})
+    # a connection each (no shared subchannel pool): the kernel spreads them over the workers
+    channels = [grpc.aio.insecure_channel(served.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(8)]
+    try:
+        first = channels[0]
+        await sms_user(campaign_pb2_grpc.CampaignServiceStub(first),
+                       profile_pb2_grpc.ProfileServiceStub(first))
+        provider.answer(400)
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging_pb2_grpc.MessagingServiceStub(first).ComposeMessage(compose())
+        assert "webhook 400" in err.value.details(), err.value.details()
+        [letter] = (await messaging_pb2_grpc.MessagingServiceStub(first).ListDeadLetters(
+            mpb.ListDeadLettersRequest(limit=5))).letters
+        provider.answer(200)
+        provider.delay = 1.0  # every retry arrives while the first is still sending
+        got = await asyncio.gather(*(messaging_pb2_grpc.MessagingServiceStub(ch).RetryDeadLetter(
+            mpb.RetryDeadLetterRequest(id=letter.id), timeout=30) for ch in channels),
+            return_exceptions=True)
+    finally:
+        for ch in channels:
+            await ch.close()
+    refused = [g for g in got if isinstance(g, grpc.RpcError)]
+    assert len(refused) == 7, got
+    assert all(r.code() == grpc.StatusCode.FAILED_PRECONDITION and "being retried" in r.details()
+               for r in refused)
+    assert len(provider.requests) == 2  # the composed attempt and one retry
