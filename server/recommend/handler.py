@@ -209,11 +209,16 @@ class Recommender:
 
     async def _counted(self, query: RecQuery, submit=None) -> RecResult:
         """Submit (to the batcher unless `submit` says where) and count the call for its
-        version; bad input is no error of the model."""
+        version; bad input is no error of the model, except the canary's refusal of a query
+        the active version accepted (`validate`: a category the canary lacks)."""
         canary = self.registry.canary
         started = time.perf_counter()
         try:
             result = await (submit or self.batcher.submit)(query)
+        except InvalidArgument:
+            if canary is not None and canary.split.in_canary(query.user_id):
+                self._observe(canary, canary.bundle.version, time.perf_counter() - started, True)
+            raise
         except TailorError:
             raise
         except Exception:

@@ -224,6 +224,49 @@ async def test_a_canary_no_worse_is_promoted_by_the_guardrails(guarded, client, 
     assert len(promotes) == 1 and "no worse" in promotes[0]["status"]
 
 
+@pytest.fixture
+def bundle_without_a_category(copy_bundle, second_bundle) -> tuple:
+    """A copy of `second_bundle` whose first category has another name; (bundle, old name)."""
+    bundle = copy_bundle(second_bundle)
+    with np.load(bundle / "items.npz", allow_pickle=False) as npz:
+        items = {k: npz[k] for k in npz.files}
+    names = items["category_names"].tolist()
+    gone, names[0] = names[0], names[0] + "-renamed"
+    items["category_names"] = np.asarray(names)
+    np.savez(bundle / "items.npz", **items)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["items.npz"] = hashlib.sha256((bundle / "items.npz").read_bytes()).hexdigest()
+    manifest["version"] = manifest["version"] + "-renamed-category"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle, gone
+
+
+async def test_a_canary_refusing_a_category_the_active_serves_is_aborted(
+        guarded, client, bundle_without_a_category, demo_manifest):
+    """The request is checked against the active version; the canary's own refusal ("unknown
+    category", INVALID_ARGUMENT) went uncounted, so such a canary was promoted and then broke
+    every client filtering by the category. It counts as the canary's error now."""
+    bundle, gone = bundle_without_a_category
+    stable = demo_manifest["version"]
+    await asyncio.to_thread(client.push_bundle, bundle, canary_percent=50)
+    users = [str(u) for u in np.random.default_rng(5).choice(2000, 60, replace=False)]
+    seen: Counter = Counter()
+    deadline = time.monotonic() + 30
+    while (await asyncio.to_thread(client.model_status)).canary is not None:
+        assert time.monotonic() < deadline, f"the guardrails did not act: {seen}"
+        for user in users:
+            try:
+                got = await asyncio.to_thread(client.recommend, user, 3, categories=[gone])
+                seen[got.model_version] += 1
+            except TailorError as err:
+                seen[err.code.name] += 1
+    assert seen["INVALID_ARGUMENT"] > 0 and seen[stable] > 0
+    assert (await asyncio.to_thread(client.model_status)).active.version == stable
+    lines = [json.loads(line) for line in await asyncio.to_thread(client.audit_tail)]
+    [abort] = [ln for ln in lines if ln["method"] == "canary/abort"]
+    assert "error rate" in abort["status"]
+
+
 async def test_a_new_active_version_ends_a_running_canary(client, tailor_server, failing_bundle,
                                                           second_bundle):
     await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
