@@ -161,6 +161,7 @@ class TailorServer:
                                        live_of=self.profiles.states_and_seen,
                                        impressions=self.impressions.sink,
                                        observe=self.drift.observe if s.drift_enabled else None)
+        self.registry.add_check(self.recommender.check_bundle)
         self.canary_monitor = CanaryMonitor(self.registry, self.recommender.tally,
                                             GuardrailPolicy.from_settings(s),
                                             s.canary_check_seconds, audit=self.audit,

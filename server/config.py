@@ -288,6 +288,10 @@ class Settings(BaseSettings):
     worker process: on 2 cores a second batch thread only fights the event loop (-25% QPS)."""
     ranker_candidates: int = 100
     """Candidates retrieved per request for the ranker to re-score."""
+    bundle_smoke_users: int = Field(8, ge=0, le=1000)
+    """Users with the longest histories a bundle must answer Recommend for, with finite scores,
+    before it is served (pushed, imported, loaded at start): each without a channel and with
+    each channel, and an unknown user (`server.recommend.smoke`). 0: no such check."""
     user_cache_size: int = Field(20_000, ge=0)
     """Users per worker whose encoder output and retrieval candidates are kept and reused while
     their history is unchanged (weights within 1e-4: the clock's decay refreshes an entry every

@@ -24,6 +24,7 @@ from ..models.tally import Tally
 from ..profiles.schema import CHANNELS
 from ..profiles.seen import SeenSet
 from ..validation import check_context, check_count, check_id, check_known, check_range, has_control, shown
+from . import smoke
 from .exclusion import SeenPolicy
 from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
@@ -255,6 +256,13 @@ class Recommender:
             for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
                 self.impressions.record(rid, q, res)
         return results
+
+    def check_bundle(self, bundle: Bundle) -> None:
+        """`ModelRegistry.add_check`: refuse a bundle that fails Recommend for its own users
+        (`smoke.check_bundle`)."""
+        self._init_compute_thread()  # the loading thread's FAISS threads, as a batch thread's
+        smoke.check_bundle(bundle, self.settings.bundle_smoke_users,
+                           self.settings.ranker_candidates)
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's cached history rows, vector and candidates go (the user

@@ -166,6 +166,12 @@ def _failing_ranker(n_features: int) -> bytes:
 
 
 @pytest.fixture
+def no_smoke(settings):
+    """No push-time Recommend smoke run: `failing_bundle` is served, for the guardrails."""
+    settings.bundle_smoke_users = 0
+
+
+@pytest.fixture
 def failing_bundle(copy_bundle, second_bundle):
     bundle = copy_bundle(second_bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -193,8 +199,9 @@ async def _traffic_until(client, done, users, seconds: float = 30.0) -> Counter:
     raise AssertionError(f"the guardrails did not act within {seconds}s: {seen}")
 
 
-async def test_a_canary_that_fails_is_aborted_by_the_guardrails(guarded, client, tailor_server,
-                                                                failing_bundle, demo_manifest):
+async def test_a_canary_that_fails_is_aborted_by_the_guardrails(no_smoke, guarded, client,
+                                                                tailor_server, failing_bundle,
+                                                                demo_manifest):
     stable = demo_manifest["version"]
     await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=50)
     users = [str(u) for u in np.random.default_rng(3).choice(2000, 60, replace=False)]
@@ -241,6 +248,20 @@ def bundle_without_a_category(copy_bundle, second_bundle) -> tuple:
     return bundle, gone
 
 
+async def test_a_bundle_failing_on_real_features_is_refused_at_push(client, failing_bundle,
+                                                                   demo_manifest):
+    """Its ranker passes the load's smoke run (inputs of zeros) and fails on any real feature
+    values: the push runs Recommend for the bundle's own users first and refuses it."""
+    for canary in (0, 30):
+        with pytest.raises(TailorError) as err:
+            await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=canary)
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "bundle rejected: Recommend: a smoke run" in str(err.value), str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"] and status.canary is None
+    assert (await asyncio.to_thread(client.recommend, "7", 3)).model_version == demo_manifest["version"]
+
+
 async def test_a_canary_refusing_a_category_the_active_serves_is_aborted(
         guarded, client, bundle_without_a_category, demo_manifest):
     """The request is checked against the active version; the canary's own refusal ("unknown
@@ -267,8 +288,8 @@ async def test_a_canary_refusing_a_category_the_active_serves_is_aborted(
     assert "error rate" in abort["status"]
 
 
-async def test_a_new_active_version_ends_a_running_canary(client, tailor_server, failing_bundle,
-                                                          second_bundle):
+async def test_a_new_active_version_ends_a_running_canary(no_smoke, client, tailor_server,
+                                                          failing_bundle, second_bundle):
     await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
     status = await asyncio.to_thread(client.push_bundle, second_bundle)  # a plain push
     assert status.active.version == _version(second_bundle) and status.canary is None
