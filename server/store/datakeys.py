@@ -7,11 +7,16 @@ A user's data key K (AES-256) is the XOR of two random halves kept apart:
   associated data. Layout: ``slot (8 bytes) | len(kid) (1) | kid | nonce (12) | ciphertext``.
 - the *pad* P, 32 bytes at ``slot * 32`` of the file `keyslots` beside `data.mdb`.
 
-Erasure (`shred`) deletes the `datakeys` entry and overwrites the pad with zeros in place.
-LMDB never overwrites a page in place (a deleted entry's bytes stay on a free page until the
-page is reused), so W alone may survive on disk; without P it is a random string, even to
-whoever holds the master key. The pad file is written in place, so the zeros replace P on disk.
-Slots are never reused (one per user ever: 32 bytes each).
+Erasure (`shred`) deletes the `datakeys` entry in the erasure's transaction and, once that
+transaction has committed, overwrites the pad with zeros in place. LMDB never overwrites a page
+in place (a deleted entry's bytes stay on a free page until the page is reused), so W alone may
+survive on disk; without P it is a random string, even to whoever holds the master key. The pad
+file is written in place, so the zeros replace P on disk. The pad is never zeroed before the
+commit: a transaction that fails after the shred would otherwise leave the user's entry and
+records with no key (unreadable, and every later write for them failing). The transaction
+names its slots in `meta` `UNZEROED_KEY`; the next erasure transaction, and every writable
+open, zero the slots named there again, so a crash between the commit and the zeroing leaves
+no pad behind. Slots are never reused (one per user ever: 32 bytes each).
 
 A worker never uses a key its snapshot no longer holds. Each shred adds one to the shred
 count (`meta` `SHRED_COUNT_KEY`, written in the erasure's transaction); a process keeps the
@@ -41,7 +46,7 @@ from kernels.aead import AesGcm
 from .errors import StoreKeyMissing
 
 __all__ = ["DataKeys", "SHRED_COUNT_KEY", "SLOT_BYTES", "SLOT_COUNT_KEY", "SLOTS_FILE",
-           "WRAP_KID_KEY", "copy_slots", "unshred_copy"]
+           "UNZEROED_KEY", "WRAP_KID_KEY", "copy_slots", "unshred_copy"]
 
 SLOT_BYTES = 32
 SLOTS_FILE = "keyslots"
@@ -52,6 +57,9 @@ WRAP_KID_KEY = b"datakey-kid"
 SHRED_COUNT_KEY = b"datakey-shreds"
 """`meta`: data keys destroyed so far (ASCII integer): ciphers kept by token are valid while
 a snapshot shows the count they were kept under."""
+UNZEROED_KEY = b"datakey-unzeroed"
+"""`meta`: the pad slots (ASCII integers, comma-separated) whose keys the latest erasure
+transaction destroyed; zeroed after its commit, and again by the next erasure and at open."""
 _ZERO = bytes(SLOT_BYTES)
 _NONCE = 12
 
@@ -115,16 +123,22 @@ class DataKeys:
         local = self._local
         if getattr(local, "txn", None) is not txn:
             local.txn, local.memo, local.known = txn, {}, self._known_for(txn)
-            local.made = {}
+            local.made, local.shredded = {}, []
         return local.memo
 
     def committed(self, txn) -> None:
-        """`Store.write` after `txn` committed: the keys it made are kept by token too (never
-        before: a transaction that aborts leaves no data key behind)."""
+        """`Store.write` after `txn` committed: the keys it made are kept by token too, the
+        pads of the keys it destroyed are zeroed (never before: a transaction that aborts
+        leaves no data key behind, and destroys none)."""
         local = self._local
-        if getattr(local, "txn", None) is txn and local.made:
+        if getattr(local, "txn", None) is not txn:
+            return
+        if local.made:
             self._keep(local.made)
             local.made = {}
+        if local.shredded:
+            slots, local.shredded = local.shredded, []
+            self._zero(slots)
 
     def _known_for(self, txn) -> dict | None:
         """The by-token ciphers valid in `txn` (renewed, empty, on a newer shred count)."""
@@ -279,17 +293,22 @@ class DataKeys:
 
     # -- erasure and rotation ----------------------------------------------------------------------
     def shred(self, txn, token: bytes) -> bool:
-        """Destroy the user's data key (write transaction `txn`): their ciphertext, wherever a
-        copy of it lies, can no longer be read. True if they had one."""
+        """Destroy the user's data key (write transaction `txn`): once `txn` commits, their
+        ciphertext, wherever a copy of it lies, can no longer be read (the entry goes with
+        the transaction, the pad is zeroed after its commit: `committed`). True if they had one."""
         wrapped = self.table.get(txn, token)
         if wrapped is None:
             return False
+        self.memo(txn).pop(token, None)
+        local = self._local
+        if not local.shredded:  # the previous erasure's slots: committed, zeroed again
+            for slot in _slots(self.meta.get(txn, UNZEROED_KEY)):
+                self._write_slot(slot, _ZERO)
         self.table.delete(txn, token)
-        self._write_slot(int.from_bytes(wrapped[:8], "big"), _ZERO)
+        local.shredded.append(int.from_bytes(wrapped[:8], "big"))
+        self.meta.put(txn, UNZEROED_KEY, ",".join(map(str, local.shredded)).encode())
         count = int(self.meta.get(txn, SHRED_COUNT_KEY) or b"0")
         self.meta.put(txn, SHRED_COUNT_KEY, str(count + 1).encode())
-        if getattr(self._local, "txn", None) is txn:
-            self._local.memo.pop(token, None)
         with self._lock:
             self._cache.pop(wrapped, None)
             self._kept[1].pop(token, None)
@@ -303,17 +322,39 @@ class DataKeys:
         self.table.put(txn, token, self.wrap(token, slot, half, kid))
         return True
 
+    def zero_unzeroed(self, txn) -> int:
+        """Zero the pads of the keys the latest erasure destroyed (`UNZEROED_KEY` in `txn`'s
+        snapshot), as its commit should have: a crash between the commit and the zeroing
+        leaves none behind. Run at every writable open; returns the slots named."""
+        slots = _slots(self.meta.get(txn, UNZEROED_KEY))
+        if slots:
+            self._zero(slots)
+        return len(slots)
+
+    def _zero(self, slots: list[int]) -> None:
+        """Overwrite the pads of `slots` with zeros, durably (fsynced when `sync`)."""
+        for slot in slots:
+            os.pwrite(self._fd, _ZERO, slot * SLOT_BYTES)
+        if self.sync:
+            os.fsync(self._fd)
+
     def _write_slot(self, slot: int, data: bytes) -> None:
         os.pwrite(self._fd, data, slot * SLOT_BYTES)
         self._dirty = True
 
     def flush(self) -> None:
-        """Make the pads written by this transaction durable before it commits (`Store.write`
-        calls it): one fsync per write transaction that wrote any, not one per user."""
+        """Make the pads written by this transaction (new users' pads, the previous erasure's
+        zeroed again) durable before it commits (`Store.write` calls it): one fsync per write
+        transaction that wrote any, not one per user."""
         if self._dirty:
             self._dirty = False
             if self.sync:
                 os.fsync(self._fd)
+
+
+def _slots(raw: bytes | None) -> list[int]:
+    """The slots of an `UNZEROED_KEY` value."""
+    return [int(s) for s in raw.split(b",")] if raw else []
 
 
 def copy_slots(store_dir: Path, dest_dir: Path) -> None:

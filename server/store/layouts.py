@@ -197,6 +197,9 @@ KINDS: tuple[RecordKind, ...] = (
                "UTF-8 master key id new data keys are wrapped under (rotate-key)"),
     RecordKind("datakey_shreds", "meta", 1, lambda k: k == b"datakey-shreds",
                "ASCII integer: data keys destroyed so far (store.datakeys)"),
+    RecordKind("datakey_unzeroed", "meta", 1, lambda k: k == b"datakey-unzeroed",
+               "ASCII integers, comma-separated: pad slots of the keys the latest erasure "
+               "destroyed, zeroed after its commit and again at open (store.datakeys)"),
     RecordKind("key_version", "meta", 1, lambda k: k == b"key-version",
                "ASCII integer: 2 = ids in keys are keyed hashes (store.rekey)"),
     RecordKind("sealed_flag", "meta", 1, lambda k: k == b"sealed",

@@ -88,6 +88,9 @@ class Store:
             self._tables = dict(self._raw)
             if crypto is not None and crypto.encrypt:
                 self._seal_tables(crypto, sync)
+                if not readonly:  # a crash after an erasure's commit left its pads set
+                    with self.read() as txn:
+                        self.datakeys.zero_unzeroed(txn)
             first = format_first(self)  # layout steps read re-keyed, sealed records
             if first:
                 open_format(self, readonly)
@@ -185,8 +188,8 @@ class Store:
                             self._fill.before_write(self.env)
                         result = fn(txn)
                         if self.datakeys is not None:
-                            self.datakeys.flush()  # new or zeroed pads on disk before the commit
-                    if self.datakeys is not None:
+                            self.datakeys.flush()  # new pads on disk before the commit
+                    if self.datakeys is not None:  # then a shred's pads are zeroed
                         self.datakeys.committed(txn)
                     return result
                 except lmdb.MapResizedError:

@@ -201,6 +201,47 @@ def test_a_key_kept_across_transactions_is_dropped_when_another_process_shreds(s
     assert _elsewhere(store, crypto, "read") == "True evt-3-q"  # a process that kept nothing
 
 
+def _pad(store, user: str) -> bytes:
+    """The pad of `user`'s data key in the keyslots file (its slot read from the entry)."""
+    slot = int.from_bytes(store.get("datakeys", tokens.user_token(user))[:8], "big")
+    with open(store.path / "keyslots", "rb") as fh:
+        fh.seek(slot * 32)
+        return fh.read(32)
+
+
+def test_a_crash_between_the_erasures_commit_and_the_zeroed_pad_leaves_no_pad(tmp_path, crypto,
+                                                                                monkeypatch):
+    """The pad is zeroed after the erasure commits (before, a failed commit left the user's
+    records with no key); a crash in between leaves the pad set, and the next open (or erasure) zeroes it
+    (the erasure's transaction named its slot)."""
+    store = Store(tmp_path / "store", sync=False, crypto=crypto)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(1), _event(2, "bo")], [None, None])
+    pad, bo = _pad(store, "ann"), _pad(store, "bo")
+    slot = int.from_bytes(store.get("datakeys", tokens.user_token("ann"))[:8], "big")
+    monkeypatch.setattr(store.datakeys, "_zero", lambda slots: None)  # the process dies here
+    repo.delete_user("ann")
+    monkeypatch.undo()
+    with open(store.path / "keyslots", "rb") as fh:
+        assert fh.read()[slot * 32:slot * 32 + 32] == pad != bytes(32)
+    store.close()
+    store = Store(tmp_path / "store", sync=False, crypto=crypto)
+    with open(store.path / "keyslots", "rb") as fh:
+        assert fh.read()[slot * 32:slot * 32 + 32] == bytes(32)
+    assert _pad(store, "bo") == bo and len(ProfileRepository(
+        store, ProfileSchema().layout()).read("bo")[2]) == 1
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(3, "cy")], [None])
+    cy = int.from_bytes(store.get("datakeys", tokens.user_token("cy"))[:8], "big")
+    monkeypatch.setattr(store.datakeys, "_zero", lambda slots: None)  # again, for cy
+    repo.delete_user("cy")
+    monkeypatch.undo()
+    repo.delete_user("bo")  # the next erasure zeroes cy's pad too, before it commits
+    with open(store.path / "keyslots", "rb") as fh:
+        assert fh.read()[cy * 32:cy * 32 + 32] == bytes(32)
+    store.close()
+
+
 class _CountingEntries:
     """The real `datakeys` table, counting the entries looked up."""
 

@@ -177,3 +177,39 @@ async def test_an_event_committed_just_before_the_final_erasure_leaves_no_dedupe
     reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(  # after the erasure
         event_id="late-1", user_id="rae", type="view", item_id="i1", timestamp=time.time())]))
     assert (reply.accepted, reply.duplicates) == (1, 0)
+
+
+async def test_an_erasure_that_fails_after_the_shred_leaves_the_user_whole_and_tracked(
+        profiles, tailor_server, monkeypatch):
+    """The erasure's last transaction fails after the user's data key was destroyed (a failed
+    fsync, a crash before the commit): nothing of it is kept (the events its earlier chunks
+    deleted stay deleted), so the user's profile still opens and every later batch naming
+    them is stored; DeleteProfile asked again erases."""
+    store, now = tailor_server.store, time.time()
+
+    def event(eid: str, user: str) -> pb.Event:
+        return pb.Event(event_id=eid, user_id=user, type="view", item_id="i1", timestamp=now)
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[event("ivy-1", "ivy")]))
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(user_id="ivy",
+                                                               attributes={"tier": "gold"}))
+    shred = store.shred
+
+    def failing_shred(txn, user_id):
+        shred(txn, user_id)
+        raise OSError(5, "Input/output error")  # the transaction aborts after the shred
+    monkeypatch.setattr(store, "shred", failing_shred)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="ivy"))
+    monkeypatch.undo()
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(
+        events=[event("ivy-2", "ivy"), event("ned-1", "ned")]))
+    assert (reply.accepted, list(reply.rejected)) == (2, [])
+    profile = await profiles.GetProfile(pb.GetProfileRequest(user_id="ivy"))
+    assert [e.event_id for e in profile.events] == ["ivy-2"]  # ivy-1: the first chunk's
+    assert profile.attributes["tier"] == "gold" and sum(profile.features.counts.values()) == 2
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="ivy"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await profiles.GetProfile(pb.GetProfileRequest(user_id="ivy"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert store.scan("datakeys") != []  # ned's key only
+    assert len(store.scan("datakeys")) == 1
