@@ -77,6 +77,11 @@ class Limits(BaseModel):
     """Most distinct items one user's live seen-set holds (20 bytes each, rewritten with every
     batch of the user's events); past it the items with the oldest latest event are dropped,
     those excluded for good (`seen_exclusion_days` inf: purchases, ratings) last."""
+    profile_events_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
+    """Most stored bytes of the raw events one GetProfile returns (the newest first, at least
+    one; `max_events` 0 asks for as many as this holds): a heavy user's profile stays one
+    message under the 64 MiB limit (`grpc_max_message_bytes`). ExportProfile pages through
+    every event."""
     profile_export_events: int = Field(100_000, ge=1)
     """Most events one ExportProfile document lists (a page, newest first; it says how many are
     held and where the next page starts)."""

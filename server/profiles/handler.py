@@ -298,14 +298,19 @@ class Profiles:
                                        by_type=by_type)
 
     # -- reads ------------------------------------------------------------------------------
-    async def get(self, user_id: str, max_events: int = 0, parts: Sequence[str] = ()) -> ProfileView:
+    async def get(self, user_id: str, max_events: int = 0, parts: Sequence[str] = (),
+                  every_event: bool = False) -> ProfileView:
         """Everything stored about one user, PII included: the transport masks it for callers
         who may not read it (`server.security.pii`). `parts` (of `PROFILE_PARTS`; none: all)
-        leaves the others empty, and unread when they are events or features."""
+        leaves the others empty, and unread when they are events or features. The events are
+        the newest `max_events` (0: all) of at most `Limits.profile_events_bytes` stored bytes
+        (one reply), unless `every_event` (the access export, which pages them)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         check_not_negative("max_events", max_events)
         want = _wanted_parts(parts)
-        state, meta, events = self.repo.read(user_id, max_events, "events" in want)
+        state, meta, events = self.repo.read(
+            user_id, max_events, "events" in want,
+            0 if every_event else self.limits.profile_events_bytes)
         if state is None and meta is None:
             raise NotFound("profile", user_id, personal=True)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
@@ -353,7 +358,7 @@ class Profiles:
         check_id("user_id", user_id, self.limits.id_bytes)
         check_not_negative("events_offset", events_offset)
         try:
-            view = await self.get(user_id)
+            view = await self.get(user_id, every_event=True)
         except NotFound:
             view = None
         held, after = len(view.events) if view else 0, None

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -202,18 +203,21 @@ class ProfileRepository:
         return dropped
 
     # -- reads -----------------------------------------------------------------------------
-    def read(self, user_id: str, max_events: int = 0, with_events: bool = True):
+    def read(self, user_id: str, max_events: int = 0, with_events: bool = True,
+             max_bytes: int = 0):
         """(state or None, meta dict or None, [raw event bytes newest first, the newest
-        `max_events` if > 0]) in one snapshot; no events (an empty list) unless `with_events`.
-        Older events than those asked for are not read (a walk back from the newest)."""
+        `max_events` if > 0, those of at most `max_bytes` stored bytes if > 0 (one at least)])
+        in one snapshot; no events (an empty list) unless `with_events`. Older events than
+        those asked for are not read (a walk back from the newest)."""
         prefix = keys.user_prefix(user_id)
         with self.store.read() as txn:
             state = self._profiles.get(txn, keys.feature_key(user_id))
             meta = self._profiles.get(txn, keys.profile_meta_key(user_id))
             if not with_events:
                 events = []
-            elif max_events:
-                events = [v for _, v in self._events.scan_prefix_last(txn, prefix, max_events)]
+            elif max_events or max_bytes:
+                events = [v for _, v in self._events.scan_prefix_last(
+                    txn, prefix, max_events or sys.maxsize, max_bytes)]
             else:
                 events = [v for _, v in self._events.scan_prefix(txn, prefix)][::-1]  # newest first
         return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,

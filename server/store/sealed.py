@@ -99,8 +99,8 @@ class SealedTable(Table):
     def scan_prefix(self, txn, prefix: bytes):
         return self._opened(txn, super().scan_prefix(txn, prefix))
 
-    def scan_prefix_last(self, txn, prefix: bytes, most: int):
-        return self._opened(txn, super().scan_prefix_last(txn, prefix, most))
+    def scan_prefix_last(self, txn, prefix: bytes, most: int, max_bytes: int = 0):
+        return self._opened(txn, super().scan_prefix_last(txn, prefix, most, max_bytes))
 
     def items(self, txn, start: bytes = b""):
         """As `Table.items`, opened `ITEMS_CHUNK` records at a time (`_opened`)."""

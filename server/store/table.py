@@ -64,15 +64,20 @@ class Table:
                 out.append((key, value))
         return out
 
-    def scan_prefix_last(self, txn, prefix: bytes, most: int) -> list[tuple[bytes, bytes]]:
+    def scan_prefix_last(self, txn, prefix: bytes, most: int, max_bytes: int = 0
+                         ) -> list[tuple[bytes, bytes]]:
         """The last `most` (key, value) whose key starts with `prefix`, in reverse key order
-        (a walk back from the prefix's end: the records before those are not read)."""
-        cur, out = txn.cursor(db=self.db), []
+        (a walk back from the prefix's end: the records before those are not read); with
+        `max_bytes` > 0, only as many as hold at most that many stored value bytes (one at least)."""
+        cur, out, size = txn.cursor(db=self.db), [], 0
         end = _prefix_end(prefix)
         found = cur.prev() if end is not None and cur.set_range(end) else cur.last()
         if found:
             for key, value in cur.iterprev():
                 if len(out) == most or not key.startswith(prefix):
+                    break
+                size += len(value)
+                if max_bytes and out and size > max_bytes:
                     break
                 out.append((key, value))
         return out

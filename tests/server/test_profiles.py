@@ -182,6 +182,32 @@ async def test_attributes_across_calls_are_bounded_and_nothing_accepted_is_lost(
     assert dict(profile.attributes) == {"b": "22", "c": "3", "d": "4"}
 
 
+@pytest.fixture
+def small_replies(settings):
+    settings.grpc_max_message_bytes = 1 << 20
+    settings.limits = settings.limits.model_copy(update={"profile_events_bytes": 1 << 16})
+
+
+async def test_a_heavy_users_profile_fits_one_reply_with_their_newest_events(small_replies, stub):
+    """GetProfile of a user whose retained events outgrow one message (here 1.5 MB against a
+    1 MiB limit) answered RESOURCE_EXHAUSTED ("Sent message larger than max") after reading
+    every event: it now holds the newest events up to `profile_events_bytes` of them."""
+    now, attrs = time.time(), {f"k{i:02d}": "v" * 29 for i in range(31)}  # ~1 KB an event
+    for b in range(3):
+        reply = await stub.TrackEvents(pb.TrackEventsRequest(events=[
+            ev(f"h{b}-{i:03d}", user="hal", attributes=attrs, ts=now - 3600 + 2 * (500 * b + i))
+            for i in range(500)]))
+        assert reply.accepted == 500
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="hal"))
+    ids = [e.event_id for e in profile.events]
+    # stored sealed: version (1 byte), nonce (12), the event, tag (16)
+    size = 1 + 12 + len(profile.events[0].SerializeToString()) + 16
+    assert ids == [f"h2-{i:03d}" for i in range(499, 499 - (1 << 16) // size, -1)]
+    assert profile.features.counts["click/web"] == 1500.0
+    few = await stub.GetProfile(pb.GetProfileRequest(user_id="hal", max_events=3))
+    assert [e.event_id for e in few.events] == ids[:3]
+
+
 async def test_unknown_profile_is_not_found_and_bad_ids_are_invalid(stub):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetProfile(pb.GetProfileRequest(user_id="nobody-here"))
