@@ -388,8 +388,11 @@ class Profiles:
             weights, half_life_s, rows = d.weights, d.half_life_s, d.code_row
         codes, w, ts = kf.recent_entries(self.layout, state, half_life_s, weights=weights)
         ids = bundle.items["item_ids"] if bundle is not None else None
+        codes = codes.tolist()
+        if bundle is not None and bundle is not bundle.trained:
+            rows = {**rows, **_added_rows(bundle, [c for c in codes if c not in rows])}
         out = []
-        for code, wi, t in zip(codes.tolist(), w.tolist(), ts.tolist()):
+        for code, wi, t in zip(codes, w.tolist(), ts.tolist()):
             row = rows.get(code)
             out.append((str(ids[row]) if row is not None else f"code:{code}", wi, t))
         return out
@@ -541,6 +544,16 @@ def events_page(events: Sequence[bytes], offset: int, lim) -> tuple[list[bytes],
         page.append(raw)
     end = offset + len(page)
     return page, end if end < len(events) else None
+
+
+def _added_rows(bundle, codes: list[int]) -> dict[int, int]:
+    """{code: row} of the `codes` among the items catalog updates added to `bundle` (rows from
+    `bundle.trained.n_items` on; the trained rows are looked up by `_BundleDerived.code_row`)."""
+    if not codes:
+        return {}
+    first = bundle.trained.n_items
+    added = bundle.item_codes[first:]
+    return {int(added[i]): first + int(i) for i in np.flatnonzero(np.isin(added, codes)).tolist()}
 
 
 def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:

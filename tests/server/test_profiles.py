@@ -309,3 +309,20 @@ async def test_category_affinity_is_keyed_by_the_bundles_category_names(stub, de
     assert set(affinity) == expected
     # a purchase weighs 8, a click 2 (EVENT_WEIGHTS): the names follow the right categories
     assert affinity[f"{names[cats[other]]}/30d"] > affinity[f"{names[cats[first]]}/30d"] > 0
+
+
+async def test_recent_items_name_items_added_to_the_catalog_since_training(stub, channel, demo_bundle):
+    """An item upserted between trainings (CatalogService) is served at once; a user's view of
+    it showed in GetProfile's recent items as "code:<n>" (only the trained items were looked up)."""
+    from protos.tailor.v1 import catalog_pb2 as cpb
+    from protos.tailor.v1 import catalog_pb2_grpc as cgrpc
+    with np.load(demo_bundle / "items.npz") as it:
+        trained, category = str(it["item_ids"][0]), str(it["category_names"][0])
+    await cgrpc.CatalogServiceStub(channel).UpsertItems(cpb.UpsertItemsRequest(items=[
+        cpb.CatalogItem(item_id="new-lamp", title="a new lamp", category=category, price=9.0)]))
+    now = time.time()
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        ev("lamp-1", user="lea", type="view", item=trained, ts=now - 20),
+        ev("lamp-2", user="lea", type="view", item="new-lamp", ts=now - 10)]))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="lea", parts=["recent_items"]))
+    assert [r.item_id for r in profile.recent_items] == [trained, "new-lamp"]
