@@ -314,7 +314,7 @@ class Profiles:
         if state is None and meta is None:
             raise NotFound("profile", user_id, personal=True)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
-        feats, recent, names, first = None, [], {}, 0.0
+        feats, recent, names, first, last = None, [], {}, 0.0, 0.0
         if state is not None and "features" in want:
             feats = kf.read_features(self.layout, state, time.time(), recent=False)
             names = self._names_of(np.flatnonzero(feats["category_affinity"].any(axis=0)).tolist())
@@ -322,11 +322,15 @@ class Profiles:
             recent = self._recent_ids(state)
         if state is not None and state[fl.N_EVENTS] and np.isfinite(state[fl.FIRST_TS]):
             first = float(state[fl.FIRST_TS])  # what read_features calls first_ts
+            last = float(state[fl.REF_TS])  # and last_ts: the latest event
+        # created: the first of the meta record and the first event; updated: the last of the
+        # meta record's change and the latest event (events do not write the meta record)
+        created = min((t for t in (meta.get("created_at") or 0.0, first) if t), default=0.0)
         consent = "consent" in want
         return ProfileView(user_id, dict(meta["attributes"]) if "attributes" in want else {},
                            current_consents(meta) if consent else [],
                            feats, recent, events,
-                           meta.get("created_at") or first, meta.get("updated_at", 0.0), names,
+                           created, max(meta.get("updated_at", 0.0), last), names,
                            {k: v for k, v in meta.items() if k not in _META_FIELDS},
                            meta.get("consent_history", []) if consent else [])
 

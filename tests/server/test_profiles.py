@@ -326,3 +326,19 @@ async def test_recent_items_name_items_added_to_the_catalog_since_training(stub,
         ev("lamp-2", user="lea", type="view", item="new-lamp", ts=now - 10)]))
     profile = await stub.GetProfile(pb.GetProfileRequest(user_id="lea", parts=["recent_items"]))
     assert [r.item_id for r in profile.recent_items] == [trained, "new-lamp"]
+
+
+async def test_created_at_and_updated_at_follow_the_events_and_the_attributes(stub):
+    """A profile built from events said updated_at 0 (1970); once an attribute was set its
+    created_at jumped from the first event to that moment."""
+    first, last = time.time() - 30 * 86400, time.time() - 3600
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[ev("cr-1", user="cid", ts=last),
+                                                         ev("cr-2", user="cid", ts=first)]))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="cid", parts=["attributes"]))
+    assert profile.created_at == pytest.approx(first, abs=1e-3)
+    assert profile.updated_at == pytest.approx(last, abs=1e-3)
+    before = time.time()
+    await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="cid", attributes={"tier": "a"}))
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="cid", parts=["attributes"]))
+    assert profile.created_at == pytest.approx(first, abs=1e-3)
+    assert before <= profile.updated_at <= time.time()
