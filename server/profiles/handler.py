@@ -113,7 +113,8 @@ class Profiles:
                                       tombstones.before_erasure if tombstones is not None else None,
                                       seen_items=rules.limits.seen_items,
                                       seen_types=rules.seen_types,
-                                      seen_first=rules.seen_first)
+                                      seen_first=rules.seen_first,
+                                      unsubscribe=self._unsubscribed)
         self.bundles = bundles
         self.rules = rules
         self.history = history
@@ -217,21 +218,24 @@ class Profiles:
         return result
 
     async def _commit(self, records: EventRecords, valid: Sequence[TrackedEvent]) -> IngestResult:
-        """Store `records` (built from `valid`), then apply what the newly accepted events change
-        elsewhere: an unsubscribe's consent, the listeners (suppression, rewards, impression
-        join). Runs as a task of its own (`_landing`), so the effects of a committed batch are
-        never lost with a cancelled caller."""
-        stored = await self._writer.submit(records)
+        """Store `records` (built from `valid`; an unsubscribe's consent change in the same
+        transaction, `_unsubscribed`), then apply what the newly accepted events change
+        elsewhere: the listeners (suppression, rewards, impression join). Runs as a task of its
+        own (`_landing`), so the effects of a committed batch are never lost with a cancelled
+        caller."""
+        stored = await self._writer.submit(records)  # with an unsubscribe's consent change
         accepted = [valid[i] for i in stored.accepted]
-        for ev in accepted:
-            if ev.type == "unsubscribe":
-                await self.set_consent(ev.user_id, ev.channel, False, "unsubscribe event",
-                                       ev.timestamp, MARKETING)
         for listener in self._listeners:
             await listener.on_events(accepted)
         metrics.count_events("accepted", (ev.type for ev in accepted), _KNOWN_TYPES)
         metrics.count_events("duplicate", (valid[i].type for i in stored.duplicates), _KNOWN_TYPES)
         return stored
+
+    def _unsubscribed(self, meta: dict, channel: str, ts: float) -> None:
+        """An unsubscribe event's change to its user's meta record: the channel's marketing
+        consent opted out (the repository applies it in the event's own transaction)."""
+        record_consent(meta, channel, MARKETING, False, "unsubscribe event", ts,
+                       self.rules.limits.consent_history)
 
     def _landed(self, task: asyncio.Future) -> None:
         """A `_commit` task ended: forget it; log its failure (its caller may be gone)."""

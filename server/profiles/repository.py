@@ -1,6 +1,7 @@
 """Profile records in the store (key layouts: `server.store.keys`); each write is one transaction."""
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import sys
@@ -19,6 +20,9 @@ from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
 from .events import TrackedEvent
 from .records import EventRecords, event_type, event_user
+from .schema import CHANNELS, EVENT_TYPES
+
+_UNSUBSCRIBE = EVENT_TYPES.index("unsubscribe")
 
 __all__ = ["ProfileRepository", "IngestResult"]
 
@@ -33,15 +37,19 @@ class IngestResult:
 
 class ProfileRepository:
     def __init__(self, store: Store, layout: fl.FeatureLayout, before_erasure=None,
-                 seen_items: int = 0, seen_types=seen.SEEN_TYPES, seen_first=()):
+                 seen_items: int = 0, seen_types=seen.SEEN_TYPES, seen_first=(),
+                 unsubscribe=None):
         """`before_erasure(txn, user_ids, ts)`: indices of events to refuse because their user
         was erased after them (`Tombstones.before_erasure`; None: no check); `seen_items`: the
         most items a live seen-set keeps (`Limits.seen_items`; 0: no bound); `seen_types`: the
         event types that enter it (`seen.SEEN_TYPES`); `seen_first`: those whose items it keeps
-        first when full (excluded for good)."""
+        first when full (excluded for good); `unsubscribe(meta, channel, ts)`: the change an
+        unsubscribe event makes to its user's meta record, in the transaction that stores it
+        (None: none)."""
         self.store = store
         self.layout = layout
         self._before_erasure = before_erasure
+        self._unsubscribe = unsubscribe
         self._seen_items = seen_items
         self._seen_kept = seen.type_mask(seen_types)
         self._seen_first = seen.type_bits(seen_first)
@@ -87,7 +95,16 @@ class ProfileRepository:
                                       for k, st, u, old in zip(fkeys, states, users, old_seens)])
         self._events.put_many(txn, list(zip(new.event_keys, new.payloads)))
         self._dedupe.put_many(txn, list(zip(new.dedupe_keys, new.event_keys)))
+        if self._unsubscribe is not None and _UNSUBSCRIBE in new.type:
+            self._unsubscribed(txn, new)
         return IngestResult(fresh, dups)
+
+    def _unsubscribed(self, txn, new: EventRecords) -> None:
+        """Apply the new unsubscribe events to their users' meta records (consent), in the
+        transaction that stores them: an event is never stored without its opt-out."""
+        for i in [i for i, t in enumerate(new.type) if t == _UNSUBSCRIBE]:
+            self._change_meta(txn, new.user_ids[i], functools.partial(
+                self._unsubscribe, channel=CHANNELS[new.channel[i]], ts=new.ts[i]))
 
     def _category_codes(self, txn, names: Sequence[str | None]) -> list[int]:
         """Stable codes per category name, assigned on first sight (-1 past the layout's K)."""
@@ -115,15 +132,17 @@ class ProfileRepository:
     def update_meta(self, user_id: str, change) -> dict:
         """Read-modify-write the user's meta record with `change(meta)` in one transaction (an
         exception from `change` aborts it: nothing is written)."""
-        def fn(txn):
-            key = keys.profile_meta_key(user_id)
-            raw = self._profiles.get(txn, key)
-            meta = json.loads(raw) if raw else {"attributes": {}, "consent": {}, "created_at": time.time()}
-            change(meta)
-            meta["updated_at"] = time.time()
-            self._profiles.put(txn, key, json.dumps(meta, sort_keys=True).encode())
-            return meta
-        return self.store.write(fn)
+        return self.store.write(lambda txn: self._change_meta(txn, user_id, change))
+
+    def _change_meta(self, txn, user_id: str, change) -> dict:
+        """`update_meta` in the caller's write transaction `txn`."""
+        key = keys.profile_meta_key(user_id)
+        raw = self._profiles.get(txn, key)
+        meta = json.loads(raw) if raw else {"attributes": {}, "consent": {}, "created_at": time.time()}
+        change(meta)
+        meta["updated_at"] = time.time()
+        self._profiles.put(txn, key, json.dumps(meta, sort_keys=True).encode())
+        return meta
 
     ERASE_CHUNK = 128
     """Events deleted per transaction before the final erasure transaction (`delete_user`)."""

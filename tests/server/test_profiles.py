@@ -157,6 +157,33 @@ async def test_unsubscribe_committed_after_the_calls_deadline_still_opts_out(stu
     assert retry.duplicates == 1
 
 
+async def test_an_unsubscribe_is_never_stored_without_its_opt_out(stub, monkeypatch):
+    """The unsubscribe's consent change was a second transaction after the event's: when it
+    failed (or the process died in between) the event stayed stored, the channel opted in, and
+    the client's retry was a duplicate that changed nothing. Both now commit together."""
+    await stub.SetConsent(pb.SetConsentRequest(user_id="ivo", channel="email", opted_in=True,
+                                               source="signup"))
+    from server.profiles import handler
+    calls = []
+
+    def failing_record_consent(*args):  # the unsubscribe's consent change fails once
+        calls.append(args[1])
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(handler, "record_consent", failing_record_consent)
+    request = pb.TrackEventsRequest(events=[ev("unsub-ivo", user="ivo", type="unsubscribe",
+                                               channel="email")])
+    try:
+        first = await stub.TrackEvents(request)
+    except grpc.aio.AioRpcError:  # the call failed after the event committed
+        first = None
+    monkeypatch.undo()
+    retry = await stub.TrackEvents(request)
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="ivo", parts=["consent", "events"]))
+    assert [e.event_id for e in profile.events] == ["unsub-ivo"]
+    assert not profile.consent["email"].opted_in, (first, retry, calls)
+    assert "unsubscribe" in profile.consent["email"].source
+
+
 @pytest.fixture
 def small_profiles(settings):
     settings.limits = settings.limits.model_copy(update={"profile_attributes_total": 3,
