@@ -287,7 +287,7 @@ class Profiles:
 
         def change(meta):
             record_consent(meta, channel, purpose, opted_in, source, ts, lim.consent_history)
-        await asyncio.to_thread(self.repo.update_meta, user_id, change)
+        await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change")
 
     async def delete(self, user_id: str) -> int:
         check_id("user_id", user_id, self.limits.id_bytes)

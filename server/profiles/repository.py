@@ -18,6 +18,7 @@ from ..interfaces import UserEraser
 from ..store import Store, keys, sweep
 from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
+from .errors import ErasedSince
 from .events import TrackedEvent
 from .records import EventRecords, event_type, event_user
 from .schema import CHANNELS, EVENT_TYPES
@@ -129,10 +130,17 @@ class ProfileRepository:
             codes.append(cache[name])
         return codes
 
-    def update_meta(self, user_id: str, change) -> dict:
+    def update_meta(self, user_id: str, change, dated: float = 0.0, what: str = "change") -> dict:
         """Read-modify-write the user's meta record with `change(meta)` in one transaction (an
-        exception from `change` aborts it: nothing is written)."""
-        return self.store.write(lambda txn: self._change_meta(txn, user_id, change))
+        exception from `change` aborts it: nothing is written). A change `dated` (> 0) at or
+        before the user's erasure is refused (`ErasedSince`), as a late event is: checked in
+        the same transaction, so no erasure commits in between."""
+        def fn(txn):
+            if dated and self._before_erasure is not None and self._before_erasure(
+                    txn, [user_id], [dated]):
+                raise ErasedSince(what)
+            return self._change_meta(txn, user_id, change)
+        return self.store.write(fn)
 
     def _change_meta(self, txn, user_id: str, change) -> dict:
         """`update_meta` in the caller's write transaction `txn`."""

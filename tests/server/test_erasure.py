@@ -213,3 +213,26 @@ async def test_an_erasure_that_fails_after_the_shred_leaves_the_user_whole_and_t
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert store.scan("datakeys") != []  # ned's key only
     assert len(store.scan("datakeys")) == 1
+
+
+async def test_a_retried_consent_change_from_before_the_erasure_does_not_bring_the_user_back(
+        profiles):
+    """A consent webhook acknowledged before the erasure and replayed after it (with its own
+    timestamp) recreated the erased person's profile with their consent record; it is refused
+    as a late event is, and a change dated after the erasure is kept."""
+    before = time.time() - 60
+    change = pb.SetConsentRequest(user_id="zoe", channel="email", opted_in=True,
+                                  source="crm webhook", timestamp=before)
+    await profiles.SetConsent(change)
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="zoe"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await profiles.SetConsent(change)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "erased" in err.value.details() and "zoe" not in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await profiles.GetProfile(pb.GetProfileRequest(user_id="zoe"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    await profiles.SetConsent(pb.SetConsentRequest(user_id="zoe", channel="email", opted_in=False,
+                                                   source="crm webhook"))  # now: after it
+    profile = await profiles.GetProfile(pb.GetProfileRequest(user_id="zoe", parts=["consent"]))
+    assert not profile.consent["email"].opted_in and len(profile.consent_history) == 1
