@@ -320,8 +320,9 @@ class Settings(BaseSettings):
     lmdb_sync: bool = True
     """fsync every commit (power-loss safe). Without it, commits survive a process crash."""
 
-    event_retention_days: float = 365.0
-    """Raw events older than this are dropped (features keep their decayed values)."""
+    event_retention_days: float = Field(365.0, gt=0)
+    """Raw events older than this are dropped (features keep their decayed values); `inf`:
+    kept for good."""
     event_retention_days_by_type: dict[str, float] = {}
     """Retention of raw events of these types, in days, instead of `event_retention_days` (e.g.
     `{"view": 90}`); older events of the type are refused at ingestion too. Env:
@@ -332,8 +333,9 @@ class Settings(BaseSettings):
     audit_retention_days: float = Field(0.0, ge=0)
     """Closed audit files whose newest line is older than this are dropped (the chain's
     `audit.head` moves on); 0: only `audit_keep_files` bounds the audit log."""
-    event_future_tolerance_s: float = 300.0
-    """Events stamped further in the future than this are rejected."""
+    event_future_tolerance_s: float = Field(300.0, ge=0, le=86400)
+    """Events (and consent changes) stamped further in the future than this are rejected; at
+    most a day."""
     retention_sweep_seconds: float = Field(3600.0, gt=0)
     """How often a worker drops expired raw events, decision records, impressions and audit
     files."""

@@ -204,8 +204,9 @@ class ProfileRepository:
         falls between the earliest and the latest of the cutoffs). The events are walked in
         read snapshots of `batch` keys, each one's expired events deleted in one short write
         transaction (`store.sweep`), so ingestion is never held up for a walk of every event."""
-        limits = {t: keys.ms_part(c) for t, c in (by_type or {}).items()}
-        default = keys.ms_part(cutoff)
+        # a retention kept for good (inf days) gives a cutoff of -inf: no event is before it
+        limits = {t: keys.ms_part(max(c, 0.0)) for t, c in (by_type or {}).items()}
+        default = keys.ms_part(max(cutoff, 0.0))
         bounds = [default, *limits.values()]
         lo, hi = min(bounds), max(bounds)
         events = self._events

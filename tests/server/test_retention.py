@@ -72,3 +72,38 @@ async def test_each_kind_goes_after_its_own_retention_and_features_stay(tailor_s
     assert sum(v.decisions for v in stats.variants) == 1  # counters hold no user and stay
     assert (await tailor_server.sweep_retention(now + 40 * DAY))["events"] == 2
     assert await _features(profiles) == (counts, 5.0, 0)
+
+
+@pytest.fixture
+def forever(settings):
+    settings.event_retention_days = float("inf")  # raw events kept for good, views 2 days
+    return settings
+
+
+async def test_events_kept_forever_leave_the_other_retentions_running(forever, tailor_server,
+                                                                      channel):
+    """`event_retention_days = inf` (keep raw events) was accepted, then every sweep failed
+    (OverflowError) before the decisions, the impression log and the audit files were swept:
+    none of them expired any more. Now the views still go after 2 days and the rest stays."""
+    profiles = pb_grpc.ProfileServiceStub(channel)
+    now = time.time()
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        ev("f-old", "purchase", now - 3000 * DAY, 5.0), ev("f-view", "view", now - DAY)]))
+    assert reply.accepted == 2
+    dropped = await tailor_server.sweep_retention(now + 5 * DAY)
+    assert dropped["events"] == 1
+    got = await profiles.GetProfile(pb.GetProfileRequest(user_id="rita"))
+    assert [e.event_id for e in got.events] == ["f-old"]
+
+
+def test_retention_and_future_tolerance_settings_are_bounded():
+    from pydantic import ValidationError
+
+    from server.config import Settings
+    for bad in ({"event_retention_days": 0}, {"event_retention_days": -1},
+                {"event_retention_days": float("nan")}, {"event_future_tolerance_s": -60},
+                {"event_future_tolerance_s": float("inf")},
+                {"event_future_tolerance_s": float("nan")}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+    assert Settings(event_retention_days=float("inf")).event_retention_days == float("inf")
