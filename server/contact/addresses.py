@@ -9,8 +9,12 @@ Normalization decides which strings are the same address:
 - phone: E.164, `+` then 2 to 15 digits, the first not 0. Spaces, dashes, dots, slashes and
   parentheses are dropped first ("+1 (555) 010-0000" is "+15550100000"), and a leading
   "00" (the ITU international prefix; no national number starts with it) is read as "+"
-  ("0044 7700 900123" is "+447700900123"); anything else (a national number without its
-  country code) is refused: guessing the country would suppress the wrong number.
+  ("0044 7700 900123" is "+447700900123"), and a "(0)" right after the country code (the
+  trunk 0 dialled only at home, as in "+44 (0)7700 900123") is dropped: "+44 (0)7700
+  900123" is "+447700900123", the number the carrier reports; anything else (a national
+  number without its country code) is refused: guessing the country would suppress the wrong
+  number. Entries listed before the "(0)" rule were hashed with the 0 kept (`legacy_form`);
+  lookups of such a written number try that form too.
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
@@ -29,7 +33,7 @@ from ..security.secrets import Keyring
 from ..validation import has_control
 from .errors import NotAnAddress
 
-__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "normalize", "AddressHasher"]
+__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "normalize", "legacy_form", "AddressHasher"]
 
 EMAIL, PHONE = "email", "phone"
 KINDS = (EMAIL, PHONE)
@@ -40,6 +44,8 @@ CHANNEL_KIND = {"email": EMAIL, "sms": PHONE}
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 _PHONE = re.compile(r"\+[1-9][0-9]{1,14}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\t")
+_TRUNK_ZERO = re.compile(r"^((?:\+|00)\s*[1-9][0-9]{0,2})\s*\(0\)")
+"""A country code (1 to 3 digits after "+" or "00") followed by "(0)", the trunk prefix."""
 
 
 def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
@@ -53,7 +59,24 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
         if not _EMAIL.fullmatch(out) or has_control(out):
             raise NotAnAddress(field, "is not an email address (name@domain)")
         return out
-    out = value.strip().translate(_PHONE_PUNCTUATION)
+    return _e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field)
+
+
+def legacy_form(kind: str, value: str, normalized: str) -> str | None:
+    """The form a phone number written with "(0)" after its country code had before that was
+    read as the trunk prefix (its digits all kept), if it was a valid one and differs from
+    `normalized` (`normalize`'s answer for `value`); else None."""
+    if kind != PHONE or "(0)" not in value:
+        return None
+    try:
+        old = _e164(value.strip(), kind)
+    except NotAnAddress:
+        return None
+    return old if old != normalized else None
+
+
+def _e164(text: str, field: str) -> str:
+    out = text.translate(_PHONE_PUNCTUATION)
     if out.startswith("00"):
         out = "+" + out[2:]
     if not _PHONE.fullmatch(out):

@@ -27,7 +27,7 @@ from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..store import Store, keys
 from ..validation import check_known, check_time
-from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, AddressHasher, normalize
+from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, AddressHasher, legacy_form, normalize
 from .errors import NotAnAddress
 from .logging import logger
 
@@ -62,6 +62,14 @@ class Suppressions:
         """The entry's key under each key of the ring, signing key first."""
         return [keys.suppression_key(kid, digest) for kid, digest in self.hasher.digests(kind, address)]
 
+    def _lookup_keys(self, kind: str, written: str) -> list[bytes]:
+        """The keys an entry for the address `written` may be under: those of its normalized
+        form, then those of the form it had before "(0)" was read as a trunk prefix, if it
+        differs (`addresses.legacy_form`)."""
+        address = self._normalize(kind, written)
+        old = legacy_form(kind, written, address)
+        return self._keys(kind, address) + (self._keys(kind, old) if old else [])
+
     # -- the RPCs ----------------------------------------------------------------------------
     async def add(self, kind: str, address: str, reason: str = "", timestamp: float = 0.0) -> Suppression:
         """List `address` (refused unless it normalizes as `kind`); a listed one gets the new
@@ -75,20 +83,20 @@ class Suppressions:
 
     async def remove(self, kind: str, address: str) -> bool:
         """Take `address` off the list (under every key of the ring); False if it was not on."""
-        found = self._keys(kind, self._normalize(kind, address))
+        found = self._lookup_keys(kind, address)
         table = self._table
         removed = await asyncio.to_thread(
             self.store.write, lambda txn: [table.delete(txn, k) for k in found])
         return any(removed)
 
     async def check(self, kind: str, address: str) -> Suppression | None:
-        return self._find(self._keys(kind, self._normalize(kind, address)))
+        return self._find(self._lookup_keys(kind, address))
 
     def _keys_of_value(self, kind: str, value: str) -> tuple[bytes, ...]:
         """The keys of a profile attribute's address; () when it is no valid address (then
         there is nothing to suppress)."""
         try:
-            return tuple(self._keys(kind, self._normalize(kind, value)))
+            return tuple(self._lookup_keys(kind, value))
         except NotAnAddress:
             return ()
 
@@ -145,10 +153,10 @@ class Suppressions:
         with self.store.read() as txn:
             for kind in KINDS:
                 try:
-                    address = self._normalize(kind, attributes.get(kind) or "")
+                    found = self._lookup_keys(kind, attributes.get(kind) or "")
                 except NotAnAddress:
                     continue
-                entry = self._find(self._keys(kind, address), txn)
+                entry = self._find(found, txn)
                 if entry is not None:
                     listed.append({"kind": entry.kind, "reason": entry.reason,
                                    "timestamp": entry.timestamp})

@@ -41,6 +41,8 @@ def event(event_id: str, user: str, type: str) -> pb.Event:
     ("phone", "+1 (555) 010-0199", "+15550100199"),
     ("phone", " +44 7700.900123 ", "+447700900123"),
     ("phone", "0044 7700/900123", "+447700900123"),  # "00": the international prefix
+    ("phone", "+44 (0)7700 900123", "+447700900123"),  # "(0)": the trunk 0 dialled at home
+    ("phone", "0049(0)30 1234567", "+49301234567"),
 ])
 def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, stored):
     assert normalize(kind, given, 254) == stored
@@ -72,6 +74,28 @@ async def test_add_check_remove_by_email_and_e164_phone(stub):
     assert (await stub.RemoveSuppression(phone("+1-555-010-0199"))).removed
     assert not (await stub.RemoveSuppression(phone("+15550100199"))).removed
     assert not (await stub.CheckSuppression(phone("+15550100199"))).suppressed
+
+
+async def test_a_number_written_with_its_trunk_zero_is_the_same_number(stub, tailor_server):
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=phone("+44 (0)7700 900123")))
+    assert (await stub.CheckSuppression(phone("+447700900123"))).suppressed
+    meta = {"attributes": {"phone": "+44 7700 900123"}}  # the user's profile, written bare
+    assert tailor_server.suppressions.reason(meta, "sms") == "suppressed_address"
+    assert (await stub.RemoveSuppression(phone("+447700900123"))).removed
+    assert not (await stub.CheckSuppression(phone("+44 (0)7700 900123"))).suppressed
+
+
+async def test_an_entry_listed_under_the_trunk_zero_before_is_still_found(stub, tailor_server):
+    """Listed before "(0)" was read as the trunk prefix: hashed as +4407700900123."""
+    sup = tailor_server.suppressions
+    key = sup._keys("phone", "+4407700900123")[0]
+    tailor_server.store.put("suppression", key, b'{"kind": "phone", "reason": "complaint", '
+                                                b'"timestamp": 1.0}')
+    found = await stub.CheckSuppression(phone("+44 (0)7700 900123"))
+    assert (found.suppressed, found.reason) == (True, "complaint")
+    assert sup.reason({"attributes": {"phone": "+44 (0) 7700 900123"}}, "sms") == "suppressed_address"
+    assert (await stub.RemoveSuppression(phone("+44 (0)7700 900123"))).removed
+    assert not (await stub.CheckSuppression(phone("+44 (0)7700 900123"))).suppressed
 
 
 @pytest.mark.parametrize("request_, field", [
