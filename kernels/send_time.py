@@ -34,7 +34,9 @@ _EPOCH_HOUR_OF_WEEK = 72  # 1970-01-01 00:00 was a Thursday: hour 72 of a Monday
 @dataclass(frozen=True)
 class SendTimes:
     """Candidate slots of a batch: `at` [n, m] unix seconds, `bin` [n, m] local hour of week,
-    `valid` [n, m] (user i has `valid[i].sum()` slots, the first ones)."""
+    `valid` [n, m] (user i has `valid[i].sum()` slots: the first ones as `slots` makes them;
+    `slot_probs` and `choose_slots` take any mask with one valid slot a row, e.g. without the
+    slots a caller may not send at)."""
 
     at: np.ndarray
     bin: np.ndarray
@@ -85,7 +87,9 @@ def choose_slots(hist, cand: SendTimes, population: Population, rng: np.random.G
     n = best.shape[0]
     m = cand.valid.sum(axis=1)
     explore = rng.random(n) < epsilon
-    slot = np.where(explore, np.floor(rng.random(n) * m).astype(np.int64), best)
+    k = np.floor(rng.random(n) * m).astype(np.int64)  # the k-th valid slot (the k-th slot
+    explored = np.argmax(np.cumsum(cand.valid, axis=1) > k[:, None], axis=1)  # for `slots`')
+    slot = np.where(explore, explored, best)
     rows = np.arange(n)
     return cand.at[rows, slot], probs[rows, slot], slot
 

@@ -4,11 +4,16 @@
 consented channels, the send window as unix seconds or None); `choose` returns per contact
 (channel, its propensity, send_at or 0 = now, its propensity) from `kernels.channel_choice`
 `thompson` over the rows with several allowed channels and `kernels.send_time` `choose_slots`
-over the rows with a window.
+over the rows with a window. The window's slots inside the campaign's quiet hours (in each
+user's zone) are no candidates, so the logged propensity is that of the send time itself (a
+quiet slot deferred to the end of quiet hours would share that time with the slot there); a
+window quiet throughout offers its start alone (propensity 1), which the policy then defers or
+suppresses.
 Rows without a choice get the first allowed channel / now, with propensity 1.
 """
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,7 +21,9 @@ import numpy as np
 from kernels.channel_choice import posteriors, thompson
 from kernels.contact_population import Population, user_hours
 from kernels.feature_layout import FeatureLayout, new_states
-from kernels.send_time import choose_slots, slots
+from kernels.send_time import SendTimes, choose_slots, slots
+
+from .quiet_hours import QuietHours, quiet_mask
 
 __all__ = ["choose"]
 
@@ -32,9 +39,11 @@ def _states(layout: FeatureLayout, states: Sequence[np.ndarray | None]) -> np.nd
 def choose(layout: FeatureLayout, population: Population, rng: np.random.Generator,
            states: Sequence[np.ndarray | None], allowed: Sequence[Sequence[str]],
            windows: Sequence[tuple[float, float] | None], now: float, *, epsilon: float,
-           n_mc: int) -> list[tuple[str, float, float, float]]:
+           n_mc: int, quiet: QuietHours | None = None,
+           zones: Sequence[zoneinfo.ZoneInfo] = ()) -> list[tuple[str, float, float, float]]:
     """(channel, channel propensity, send_at or 0, send-time propensity) per contact; every
-    contact needs one allowed channel."""
+    contact needs one allowed channel. `quiet` (active) and `zones` (per contact): the quiet
+    hours whose slots are left out of the windows."""
     n = len(states)
     channel = [a[0] for a in allowed]
     p_channel, send_at, p_time = np.ones(n), np.zeros(n), np.ones(n)
@@ -53,9 +62,23 @@ def choose(layout: FeatureLayout, population: Population, rng: np.random.Generat
     if timed:
         hist, tz = user_hours(layout, batch[[row[i] for i in timed]], now)
         span = np.array([windows[i] for i in timed], np.float64)
-        at, prop, _ = choose_slots(hist, slots(np.maximum(span[:, 0], now), span[:, 1], tz),
-                                   population, rng, epsilon)
+        cand = slots(np.maximum(span[:, 0], now), span[:, 1], tz)
+        if quiet is not None:
+            cand = _calm(cand, quiet, [zones[i] for i in timed])
+        at, prop, _ = choose_slots(hist, cand, population, rng, epsilon)
         send_at[timed] = np.where(at > now, at, 0.0)
         p_time[timed] = prop
     return [(channel[i], float(p_channel[i]), float(send_at[i]), float(p_time[i]))
             for i in range(n)]
+
+
+def _calm(cand: SendTimes, quiet: QuietHours, zones: Sequence[zoneinfo.ZoneInfo]) -> SendTimes:
+    """`cand` without the slots inside `quiet` in each row's zone; a row quiet throughout keeps
+    its first slot alone (the window's start)."""
+    valid = cand.valid.copy()
+    for i, tz in enumerate(zones):
+        row = valid[i]
+        row[row] = ~quiet_mask(quiet, tz, cand.at[i, row])
+        if not row.any():
+            row[0] = True
+    return SendTimes(cand.at, cand.bin, valid)

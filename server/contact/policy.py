@@ -11,8 +11,10 @@ With a feature layout (`layout`), a campaign of several channels picks among the
 by Thompson sampling (`channel`), and a campaign with an active `send_window` picks the user's
 best local hour in its next occurrence (`send_time`), both from the population prior of
 `prior` (`PriorSource`); their propensities are in the verdict and logged with the decision.
-Quiet hours are then checked at the chosen time. The caps are checked again, and
-counted, atomically where the decision is logged (`caps`), which alone is authoritative.
+The window's slots inside the quiet hours are no candidates (`choice`); quiet hours are then
+checked at the chosen time (a window quiet throughout: its start, deferred or suppressed).
+The caps are checked again, and counted, atomically where the decision is logged (`caps`),
+which alone is authoritative.
 """
 from __future__ import annotations
 
@@ -202,9 +204,11 @@ class ContactPolicy:
         windows = [self._window(window, z, now) if a and window.active else None
                    for a, z in zip(allowed, zones)]
         ok = [i for i, a in enumerate(allowed) if a]
+        quiet = campaign.quiet_hours if campaign.quiet_hours.active else None
         picks = choose(self.layout, self.prior.current, self.rng,
                        [contacts[i].state for i in ok], [allowed[i] for i in ok],
-                       [windows[i] for i in ok], now, epsilon=self.epsilon, n_mc=self.n_mc)
+                       [windows[i] for i in ok], now, epsilon=self.epsilon, n_mc=self.n_mc,
+                       quiet=quiet, zones=[zones[i] for i in ok])
         out = [("", 1.0, 0.0, 1.0)] * len(contacts)
         for i, pick in zip(ok, picks):
             out[i] = pick

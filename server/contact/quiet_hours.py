@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
+
 from ..errors import InvalidArgument
 from ..validation import check_known
 from .errors import BadClockTime, UnknownTimeZone
 
-__all__ = ["QuietHours", "SendWindow", "zone", "zone_of", "quiet_until", "QUIET_HOURS",
-           "ACTIONS", "TIMEZONE"]
+__all__ = ["QuietHours", "SendWindow", "zone", "zone_of", "quiet_until", "quiet_mask",
+           "QUIET_HOURS", "ACTIONS", "TIMEZONE"]
 
 QUIET_HOURS = "quiet_hours"
 TIMEZONE = "timezone"
@@ -116,6 +118,24 @@ def quiet_until(quiet: QuietHours, tz: zoneinfo.ZoneInfo, now: float) -> float:
             _RECENT.clear()
         _RECENT[key] = (minute, wake)
     return wake
+
+
+def quiet_mask(quiet: QuietHours, tz: zoneinfo.ZoneInfo, at: np.ndarray) -> np.ndarray:
+    """Whether a send at each instant of `at` (unix s, at most a day apart) is inside the quiet
+    hours in `tz`, i.e. `quiet_until` is not 0 there: vectorised with one UTC offset when the
+    zone has the same whole-minute offset at the first and the last (else each alone)."""
+    at = np.asarray(at, np.float64)
+    if not at.size:
+        return np.zeros(at.shape, bool)
+    off = datetime.fromtimestamp(float(at.min()), tz).utcoffset().total_seconds()
+    if off != datetime.fromtimestamp(float(at.max()), tz).utcoffset().total_seconds() or off % 60:
+        return np.array([quiet_until(quiet, tz, float(t)) != 0.0 for t in at.ravel()],
+                        bool).reshape(at.shape)
+    minute = np.floor((at + off) / 60.0) % 1440.0
+    start, end = quiet.span
+    if start < end:
+        return (start <= minute) & (minute < end)
+    return (minute >= start) | (minute < end)
 
 
 def _wake(span: tuple[int, int], tz: zoneinfo.ZoneInfo, local: datetime) -> float:

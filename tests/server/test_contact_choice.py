@@ -1,5 +1,6 @@
 """ContactPolicy with send-time and channel choice: a batch decides as each contact alone."""
 import datetime as dt
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -71,3 +72,64 @@ def test_no_layout_means_no_choice():
 def test_inside_the_window_the_first_slot_is_now():
     v = policy().verdicts(Spec, [Contact("n", None, None)], MONDAY + 9.5 * H)[0]
     assert v.send_at == 0.0 and v.send_at_propensity == pytest.approx(1.0)
+
+
+class Quiet08(Spec):
+    channels = ("push",)
+    quiet_hours = QuietHours("07:00", "09:00", "defer")  # the window's 08:00 slot is quiet
+
+
+def test_quiet_slots_are_no_candidates_so_each_send_time_has_its_logged_propensity():
+    """Uniform exploration over the window 08-12 with 08:00 quiet: 09, 10 and 11 each 1/3 (a
+    quiet 08:00 deferred to 09:00 made 09:00 twice as likely as its logged 1/4)."""
+    pol = ContactPolicy(layout=LAYOUT, epsilon=1.0, n_mc=64, rng=np.random.default_rng(0))
+    verdicts = pol.verdicts(Quiet08, [Contact(str(i), None, None) for i in range(3000)], MONDAY)
+    sent = Counter(v.send_at for v in verdicts)
+    assert sorted(sent) == [MONDAY + 9 * H, MONDAY + 10 * H, MONDAY + 11 * H]
+    assert all(v.send_at_propensity == pytest.approx(1 / 3) for v in verdicts)
+    assert all(abs(k / 3000 - 1 / 3) < 0.04 for k in sent.values())
+
+
+def test_the_greedy_choice_is_the_best_hour_outside_quiet_hours():
+    week_ago = MONDAY - 7 * 86400
+    opener = user([("push_open", week_ago + 8 * H)] * 6 + [("push_open", week_ago + 11 * H)] * 3)
+    v = policy().verdicts(Quiet08, [Contact("o", None, opener)], MONDAY)[0]  # epsilon 0
+    assert (v.send_at, v.send_at_propensity) == (MONDAY + 11 * H, 1.0)  # not 08:00 put off to 09
+
+
+@pytest.mark.parametrize("action, expected", [("defer", (False, 13 * H)), ("suppress", (True, 0.0))])
+def test_a_window_quiet_throughout_sends_when_quiet_hours_end_or_not_at_all(action, expected):
+    class Night(Spec):
+        channels = ("push",)
+        quiet_hours = QuietHours("07:00", "13:00", action)
+    pol = ContactPolicy(layout=LAYOUT, epsilon=1.0, n_mc=64, rng=np.random.default_rng(0))
+    for v in pol.verdicts(Night, [Contact(str(i), None, None) for i in range(50)], MONDAY):
+        assert (v.suppressed, v.send_at and v.send_at - MONDAY) == expected
+        assert v.send_at_propensity == 1.0  # every slot quiet: the window's start, always
+
+
+def test_quiet_slots_follow_the_users_zone():
+    """Paris is UTC+1 in January: the window 08-12 local is 07-11 UTC, and quiet hours
+    09:00-10:00 local take its 08:00 UTC slot."""
+    class Paris(Quiet08):
+        quiet_hours = QuietHours("09:00", "10:00", "defer")
+    paris = {"attributes": {"timezone": "Europe/Paris"}}
+    pol = ContactPolicy(layout=LAYOUT, epsilon=1.0, n_mc=64, rng=np.random.default_rng(0))
+    verdicts = pol.verdicts(Paris, [Contact(str(i), paris, None) for i in range(600)], MONDAY)
+    assert sorted({v.send_at for v in verdicts}) == [MONDAY + 7 * H, MONDAY + 9 * H,
+                                                     MONDAY + 10 * H]
+    assert all(v.send_at_propensity == pytest.approx(1 / 3) for v in verdicts)
+
+
+@pytest.mark.parametrize("zone, day", [("America/New_York", (2026, 3, 8)),
+                                       ("America/New_York", (2026, 11, 1)),
+                                       ("Asia/Kolkata", (2026, 1, 5))])
+def test_the_quiet_mask_answers_as_quiet_until_over_a_day(zone, day):
+    from zoneinfo import ZoneInfo
+
+    from server.contact.quiet_hours import quiet_mask, quiet_until
+    tz, quiet = ZoneInfo(zone), QuietHours("01:30", "06:00")
+    start = dt.datetime(*day, tzinfo=dt.UTC).timestamp()
+    for lo in (start, start + 12 * H):  # spans with and without the change
+        at = lo + 900.0 * np.arange(48)
+        assert quiet_mask(quiet, tz, at).tolist() == [quiet_until(quiet, tz, t) != 0 for t in at]
