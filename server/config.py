@@ -603,8 +603,9 @@ class Settings(BaseSettings):
     consent_defaults: dict[str, str] = DEFAULT_CONSENT
     """Consent each channel needs for marketing: `opt_in` (an explicit opt-in), `opt_out`
     (allowed unless the user opted out) or `none` (not checked). Transactional campaigns skip
-    it (only an explicit transactional opt-out of the channel stops them). Env:
-    `TAILOR_CONSENT_DEFAULTS='{"email": "opt_in", ...}'`."""
+    it (only an explicit transactional opt-out of the channel stops them). Channels left out
+    keep the default shown; a channel name other than web, app, email, sms, push is refused.
+    Env: `TAILOR_CONSENT_DEFAULTS='{"push": "opt_in"}'`."""
     contact_default_timezone: str = "UTC"
     """IANA time zone of users without a valid `timezone` profile attribute (quiet hours)."""
     contact_frequency_caps: tuple[tuple[str, int, float], ...] = ()
@@ -626,11 +627,16 @@ class Settings(BaseSettings):
     @field_validator("consent_defaults")
     @classmethod
     def _known_consent(cls, value: dict[str, str]) -> dict[str, str]:
+        """Every channel's need, those not named at their default: a channel left out (or
+        misspelt) must not go unchecked."""
         for channel, need in value.items():
+            if channel not in DEFAULT_CONSENT:
+                raise ValueError(f"consent_defaults[{channel!r}]: not a channel (known: "
+                                 f"{', '.join(DEFAULT_CONSENT)})")
             if need not in ("opt_in", "opt_out", "none"):
                 raise ValueError(f"consent_defaults[{channel!r}]: {need!r} is not opt_in, "
                                  "opt_out or none")
-        return value
+        return {**DEFAULT_CONSENT, **value}
 
     @field_validator("contact_frequency_caps")
     @classmethod

@@ -149,6 +149,23 @@ async def test_a_send_deferred_hours_ahead_leaves_a_contact_now_under_a_cap(stub
     assert (again.suppressed, again.reason) == (True, "frequency_cap")
 
 
+async def test_consent_defaults_naming_some_channels_keep_the_others_defaults(tmp_path):
+    """Tightening push alone (`TAILOR_CONSENT_DEFAULTS='{"push": "opt_in"}'`) left email out of
+    the dict, i.e. unchecked: email marketing went to users who never opted in."""
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", consent_defaults={"push": "opt_in"})
+    assert settings.consent_defaults == {"email": "opt_in", "sms": "opt_in", "push": "opt_in",
+                                         "web": "none", "app": "none"}
+    async with serving(settings) as (_, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        for cid, channel in (("mail", "email"), ("push", "push")):
+            await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(cid, channel)))
+            d = await choose(stub, "never-asked", cid)
+            assert (d.suppressed, d.reason) == (True, "no_consent"), channel
+
+
 async def test_quiet_hours_defer_across_a_dst_change_through_the_domain(tmp_path):
     """The decision time fixed through the domain layer: 2026-03-07 23:00 EST in New York."""
     from types import SimpleNamespace

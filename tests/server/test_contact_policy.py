@@ -190,6 +190,7 @@ def test_global_caps_join_the_campaigns_except_for_transactional_ones():
 
 @pytest.mark.parametrize("field, value", [
     ("consent_defaults", {"email": "maybe"}), ("contact_default_timezone", "Nowhere/City"),
+    ("consent_defaults", {"emial": "opt_in"}), ("consent_defaults", {"Email": "opt_in"}),
     ("contact_frequency_caps", [("web", 1, 60.0)]), ("contact_frequency_caps", [("*", 0, 60.0)])])
 def test_bad_contact_settings_are_refused(field, value):
     from pydantic import ValidationError
