@@ -2,10 +2,12 @@
 
 Normalization decides which strings are the same address:
 
-- email: trimmed and lower-cased, nothing else. The local part is case-sensitive in theory
-  only; no mail provider treats it so. Dots and `+tags` are kept: Gmail ignores them, most
-  other providers do not, so folding them would suppress other people's mailboxes; and an
-  address is suppressed as it was given (a bounce names the exact address that bounced).
+- email: trimmed, lower-cased and in Unicode NFC (an accented letter is one address whether
+  it came as one code point or as a letter and a combining accent), nothing else. The local
+  part is case-sensitive in theory only; no mail provider treats it so. Dots and `+tags` are
+  kept: Gmail ignores them, most other providers do not, so folding them would suppress other
+  people's mailboxes; and an address is suppressed as it was given (a bounce names the exact
+  address that bounced).
 - phone: E.164, `+` then 2 to 15 digits, the first not 0. Spaces, dashes, dots, slashes and
   parentheses are dropped first ("+1 (555) 010-0000" is "+15550100000"), and a leading
   "00" (the ITU international prefix; no national number starts with it) is read as "+"
@@ -13,8 +15,10 @@ Normalization decides which strings are the same address:
   trunk 0 dialled only at home, as in "+44 (0)7700 900123") is dropped: "+44 (0)7700
   900123" is "+447700900123", the number the carrier reports; anything else (a national
   number without its country code) is refused: guessing the country would suppress the wrong
-  number. Entries listed before the "(0)" rule were hashed with the 0 kept (`legacy_form`);
-  lookups of such a written number try that form too.
+  number.
+
+Entries listed before the "(0)" and NFC rules were hashed in the form they gave
+(`legacy_form`); lookups of such a written address try that form too.
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
@@ -28,6 +32,7 @@ import functools
 import hashlib
 import hmac
 import re
+import unicodedata
 
 from ..security.secrets import Keyring
 from ..validation import has_control
@@ -56,23 +61,30 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
         raise NotAnAddress(field, f"{len(value)} characters, at most {max_chars}")
     if kind == EMAIL:
         out = value.strip().lower()
-        if not _EMAIL.fullmatch(out) or has_control(out):
-            raise NotAnAddress(field, "is not an email address (name@domain)")
-        return out
+        out = out if out.isascii() else unicodedata.normalize("NFC", out)
+        return _email(out, field)
     return _e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field)
 
 
 def legacy_form(kind: str, value: str, normalized: str) -> str | None:
-    """The form a phone number written with "(0)" after its country code had before that was
-    read as the trunk prefix (its digits all kept), if it was a valid one and differs from
-    `normalized` (`normalize`'s answer for `value`); else None."""
-    if kind != PHONE or "(0)" not in value:
-        return None
+    """The form `value` had before its list entries were normalized as now, if it was a valid
+    one and differs from `normalized` (`normalize`'s answer for `value`), else None: a phone
+    number written with "(0)" after its country code had the 0 kept, an email address not in
+    NFC was kept so."""
     try:
-        old = _e164(value.strip(), kind)
+        if kind == EMAIL:
+            old = None if value.isascii() else _email(value.strip().lower(), kind)
+        else:
+            old = _e164(value.strip(), kind) if "(0)" in value else None
     except NotAnAddress:
         return None
     return old if old != normalized else None
+
+
+def _email(out: str, field: str) -> str:
+    if not _EMAIL.fullmatch(out) or has_control(out):
+        raise NotAnAddress(field, "is not an email address (name@domain)")
+    return out
 
 
 def _e164(text: str, field: str) -> str:

@@ -41,6 +41,7 @@ def event(event_id: str, user: str, type: str) -> pb.Event:
     ("phone", "+1 (555) 010-0199", "+15550100199"),
     ("phone", " +44 7700.900123 ", "+447700900123"),
     ("phone", "0044 7700/900123", "+447700900123"),  # "00": the international prefix
+    ("email", "Jose\u0301@Example.org", "jos\u00e9@example.org"),  # one é, however typed (NFC)
     ("phone", "+44 (0)7700 900123", "+447700900123"),  # "(0)": the trunk 0 dialled at home
     ("phone", "0049(0)30 1234567", "+49301234567"),
 ])
@@ -83,6 +84,23 @@ async def test_a_number_written_with_its_trunk_zero_is_the_same_number(stub, tai
     assert tailor_server.suppressions.reason(meta, "sms") == "suppressed_address"
     assert (await stub.RemoveSuppression(phone("+447700900123"))).removed
     assert not (await stub.CheckSuppression(phone("+44 (0)7700 900123"))).suppressed
+
+
+async def test_an_accented_address_is_one_address_however_its_letters_are_composed(
+        stub, tailor_server):
+    """"josé" as one code point (NFC) or as e + a combining accent (NFD, as macOS and some
+    forms send it): the same mailbox."""
+    composed, decomposed = "jos\u00e9@ex\u00e4mple.org", "jose\u0301@exa\u0308mple.org"
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=email(composed), reason="complaint"))
+    assert (await stub.CheckSuppression(email(decomposed))).suppressed
+    meta = {"attributes": {"email": decomposed}}
+    assert tailor_server.suppressions.reason(meta, "email") == "suppressed_address"
+    old = tailor_server.suppressions._keys("email", decomposed)[0]  # listed so before NFC
+    tailor_server.store.put("suppression", old, b'{"kind": "email", "reason": "bounce", '
+                                                b'"timestamp": 1.0}')
+    assert (await stub.RemoveSuppression(email(decomposed))).removed
+    assert not (await stub.CheckSuppression(email(decomposed))).suppressed
+    assert not (await stub.CheckSuppression(email(composed))).suppressed
 
 
 async def test_an_entry_listed_under_the_trunk_zero_before_is_still_found(stub, tailor_server):
