@@ -10,7 +10,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_CONSENT", "Limits", "Settings", "load_settings",
@@ -610,7 +610,8 @@ class Settings(BaseSettings):
     """IANA time zone of users without a valid `timezone` profile attribute (quiet hours)."""
     contact_frequency_caps: tuple[tuple[str, int, float], ...] = ()
     """Global caps on marketing contacts per user, as (channel or "*", max, window seconds),
-    on top of each campaign's `frequency_caps`. Env:
+    on top of each campaign's `frequency_caps`; max and window within what a contact history
+    keeps (`TAILOR_LIMITS__FREQUENCY_CAP_MAX`, `..._WINDOW_SECONDS`), as campaign caps. Env:
     `TAILOR_CONTACT_FREQUENCY_CAPS='[["*", 5, 86400]]'`."""
     contact_send_time_epsilon: float = Field(0.1, ge=0.0, le=1.0)
     """Exploration share of send-time choice (campaigns with a `send_window`): a uniform slot
@@ -640,11 +641,17 @@ class Settings(BaseSettings):
 
     @field_validator("contact_frequency_caps")
     @classmethod
-    def _sane_caps(cls, value):
+    def _sane_caps(cls, value, info: ValidationInfo):
+        """A cap beyond the limits could never bind: a contact history keeps at most
+        `frequency_cap_max` contacts, those of the last `frequency_cap_window_seconds`."""
+        lim = info.data.get("limits", DEFAULT_LIMITS)
         for channel, most, window in value:
-            if channel not in ("*", "email", "sms", "push") or most < 1 or not window > 0:
+            if channel not in ("*", "email", "sms", "push") or not 1 <= most <= lim.frequency_cap_max \
+                    or not 0 < window <= lim.frequency_cap_window_seconds:
                 raise ValueError(f"contact_frequency_caps: ({channel!r}, {most}, {window}) needs "
-                                 "a channel in email, sms, push or *, max >= 1 and window > 0")
+                                 "a channel in email, sms, push or *, max in 1.."
+                                 f"{lim.frequency_cap_max} and window in (0, "
+                                 f"{lim.frequency_cap_window_seconds:g}]")
         return value
 
     @field_validator("log_level")

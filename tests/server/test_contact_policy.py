@@ -191,10 +191,22 @@ def test_global_caps_join_the_campaigns_except_for_transactional_ones():
 @pytest.mark.parametrize("field, value", [
     ("consent_defaults", {"email": "maybe"}), ("contact_default_timezone", "Nowhere/City"),
     ("consent_defaults", {"emial": "opt_in"}), ("consent_defaults", {"Email": "opt_in"}),
-    ("contact_frequency_caps", [("web", 1, 60.0)]), ("contact_frequency_caps", [("*", 0, 60.0)])])
+    ("contact_frequency_caps", [("web", 1, 60.0)]), ("contact_frequency_caps", [("*", 0, 60.0)]),
+    # past what a contact history keeps (`Limits.frequency_cap_max` newest contacts, those of
+    # `frequency_cap_window_seconds`): a cap that could never bind
+    ("contact_frequency_caps", [("push", 101, 86400.0)]),
+    ("contact_frequency_caps", [("*", 5, 400 * 86400.0)]),
+    ("contact_frequency_caps", [("*", 5, float("inf"))])])
 def test_bad_contact_settings_are_refused(field, value):
     from pydantic import ValidationError
 
     from server.config import Settings
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: value})
+
+
+def test_global_caps_may_go_as_far_as_the_limits_kept_for_them():
+    from server.config import Limits, Settings
+    limits = Limits(frequency_cap_max=200, frequency_cap_window_seconds=800 * 86400.0)
+    caps = (("push", 150, 86400.0), ("*", 5, 700 * 86400.0))
+    assert Settings(limits=limits, contact_frequency_caps=caps).contact_frequency_caps == caps
