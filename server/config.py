@@ -610,7 +610,8 @@ class Settings(BaseSettings):
     """IANA time zone of users without a valid `timezone` profile attribute (quiet hours)."""
     contact_frequency_caps: tuple[tuple[str, int, float], ...] = ()
     """Global caps on marketing contacts per user, as (channel or "*", max, window seconds),
-    on top of each campaign's `frequency_caps`; max and window within what a contact history
+    on top of each campaign's `frequency_caps` (transactional campaigns' decisions are neither
+    checked against them nor counted by them); max and window within what a contact history
     keeps (`TAILOR_LIMITS__FREQUENCY_CAP_MAX`, `..._WINDOW_SECONDS`), as campaign caps. Env:
     `TAILOR_CONTACT_FREQUENCY_CAPS='[["*", 5, 86400]]'`."""
     contact_send_time_epsilon: float = Field(0.1, ge=0.0, le=1.0)

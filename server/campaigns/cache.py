@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..config import DEFAULT_LIMITS
 from ..contact import ContactPolicy, channels_of
+from ..contact.consent import TRANSACTIONAL
 from ..interfaces import ProfileStates, SuppressedAddresses
 from .context import ContextBuilder
 from .repository import CampaignRepository
@@ -48,6 +49,8 @@ class Entry:
     with_states: bool
     """Whether a decision reads the user's feature state (context features, or a channel or
     send time to choose)."""
+    transactional: bool = False
+    """Whether the campaign is transactional (its contacts stay out of the global caps)."""
 
 
 class CampaignCache:
@@ -87,7 +90,8 @@ class CampaignCache:
             entry = Entry(raw, campaign, context,
                           self.contact.needs_profile(spec) or self._checks_addresses(channels),
                           {c: self.contact.caps(spec, c) for c in channels}, channels,
-                          context.needs_profile or self.contact.needs_state(spec))
+                          context.needs_profile or self.contact.needs_state(spec),
+                          spec.purpose == TRANSACTIONAL)
             self._entries[campaign_id] = entry
         return entry
 

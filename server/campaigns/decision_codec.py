@@ -46,7 +46,7 @@ def encode_record(rec: Sequence) -> bytes:
     """Layout-2 bytes of a `DecisionRecord` (or its tuple) as logged: no reward yet."""
     (decision_id, campaign_id, user_id, timestamp, arm, propensity, reward, context, position,
      variant_id, status, deadline, linear, channel, send_at, reason, _caps, channel_propensity,
-     send_at_propensity) = rec
+     send_at_propensity, *_) = rec
     code = _STATUS_CODE.get(status)
     text = decision_id + campaign_id + user_id + variant_id + channel + reason
     if reward is None and code is not None and text.isascii():

@@ -248,7 +248,7 @@ class Campaigns:
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
             0, variant.id if variant else "", PENDING, now + spec.reward_window_seconds,
             spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
-            verdict.channel_propensity, verdict.send_at_propensity)))
+            verdict.channel_propensity, verdict.send_at_propensity, entry.transactional)))
         return PendingChoice(campaign_id, Choice(
             decision_id, decision.arm, decision.propensity, variant.id if variant else "",
             dict(variant.content) if variant else {}, False, "", verdict.channel,

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..contact import Verdict
+from ..contact.consent import TRANSACTIONAL
 from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
@@ -293,11 +294,11 @@ def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[
     with the caps the writer enforces); a suppressed user's row is what
     `DecisionRecord.suppressed` makes of it: no arm, variant, propensity, window or context."""
     cid, deadline, linear = spec.campaign_id, now + spec.reward_window_seconds, spec.dim > 0
-    ones = [1.0] * len(batch)
+    ones, tx = [1.0] * len(batch), spec.purpose == TRANSACTIONAL
     return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, deadline, linear, ch, t, "", caps[ch],
-             pc, pt)
+             pc, pt, tx)
             if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
-                           ch, t, r, (), pc, pt)
+                           ch, t, r, (), pc, pt, tx)
             for d, u, a, p, v, ch, t, r, ctx, pc, pt in zip(
                 batch.decision_ids, batch.user_ids, batch.arms, batch.propensities,
                 batch.variant_ids, batch.channels, batch.send_at, batch.reasons, contexts,

@@ -1,9 +1,9 @@
 """`DecisionRecord`: one ChooseVariant decision, as the handler logs it.
 
 The handler builds it; the campaigns writer process writes it (`CampaignRepository.log_decisions`,
-through `decision_codec.encode_record`) packed, every field but the caps: the decision log,
-which the reward paths and `export` read back as a dict (with the `rewarded_at` / `event_reward`
-they add).
+through `decision_codec.encode_record`) packed, every field but the caps and `transactional`:
+the decision log, which the reward paths and `export` read back as a dict (with the
+`rewarded_at` / `event_reward` they add).
 
 It crosses to the writer process as a plain tuple (`tuple(record)`, rebuilt with
 `DecisionRecord._make`): pickle writes a tuple in C, with no class reference and no
@@ -74,6 +74,9 @@ class DecisionRecord(NamedTuple):
     """Probability the contact policy had of choosing `channel` (1: no choice)."""
     send_at_propensity: float = 1.0
     """Probability the contact policy had of choosing `send_at`'s slot (1: no send window)."""
+    transactional: bool = False
+    """Whether the campaign is transactional (its contact is left out of the global, marketing
+    caps); not stored."""
 
     def suppressed(self, reason: str) -> DecisionRecord:
         """This decision refused by the contact policy: no arm, variant or propensity."""
@@ -89,7 +92,7 @@ class DecisionRecord(NamedTuple):
         if self.status != PENDING or self.channel not in CONTACT_CHANNELS:
             return None
         return Admission(self.user_id, self.channel, self.send_at or self.timestamp,
-                         self.decision_id, self.caps, counted=self.arm != HOLDOUT)
+                         self.decision_id, self.caps, self.arm != HOLDOUT, self.transactional)
 
 
 @dataclass(frozen=True)

@@ -348,7 +348,7 @@ def writer_functions(store: Store) -> dict:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*WRITER_GC_THRESHOLD)
-    return {"decisions": lambda rows: repo.log_decisions([DecisionRecord._make(r) for r in rows]),
+    return {"decisions": lambda rows: repo.log_decisions([_record(r) for r in rows]),
             "decision_batches": Bulk(lambda batches: _log_batches(repo, batches),
                                      per_call=PLAN_SLICES_A_COMMIT,
                                      per_call_alone=PLAN_SLICES_ALONE),
@@ -356,10 +356,19 @@ def writer_functions(store: Store) -> dict:
             "sends": repo.log_sends}
 
 
+_FIELDS = len(DecisionRecord._fields)
+
+
+def _record(row: tuple) -> DecisionRecord:
+    """A record from its tuple; one without the trailing fields that have defaults (sent by a
+    caller that does not set them) gets those defaults."""
+    return DecisionRecord._make(row) if len(row) == _FIELDS else DecisionRecord(*row)
+
+
 def _log_batches(repo: CampaignRepository, batches: Sequence[Sequence[tuple]]) -> list[list]:
     """Several PlanCampaign batches of decision rows in one `log_decisions` transaction; the
     per-record results (suppression reasons) split back per batch."""
-    results = repo.log_decisions([DecisionRecord._make(r) for rows in batches for r in rows])
+    results = repo.log_decisions([_record(r) for rows in batches for r in rows])
     out, start = [], 0
     for rows in batches:
         out.append(results[start:start + len(rows)])

@@ -8,6 +8,11 @@ contacts around tomorrow morning, not those of today. An event carrying a decisi
 (attribute `decision_id`) is the same contact as that decision and counts once. Web and app
 decisions are placements, not contacts: they are neither capped nor counted.
 
+Global caps (Settings `contact_frequency_caps`) are caps on marketing contacts: a
+transactional campaign's decisions (receipts, password resets) are recorded as such (a fourth
+element, "transactional") and only a campaign's own caps count them; a send event without a
+decision id, whose purpose is unknown, counts as marketing.
+
 The caps are enforced where decisions are logged (`campaigns.repository.log_decisions`, one
 write transaction in the campaigns writer process; LMDB serializes write transactions across
 processes), against the user's `ContactHistory` record, so two concurrent decisions cannot
@@ -33,8 +38,10 @@ __all__ = ["FrequencyCap", "ContactHistory", "ContactLog", "Admission", "CONTACT
 CONTACT_CHANNELS = ("email", "sms", "push")
 FREQUENCY_CAP = "frequency_cap"
 ANY = "*"
-Cap = tuple[str, int, float]
-"""(channel or "*", max, window seconds): a cap as the writer process receives it."""
+TRANSACTIONAL = "transactional"
+Cap = tuple
+"""(channel or "*", max, window seconds[, marketing only]): a cap as the writer process
+receives it; a global cap carries a fourth element, True (`marketing_only`)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,12 @@ def effective_caps(channel: str, campaign_caps: Iterable[FrequencyCap],
     if channel not in CONTACT_CHANNELS:
         return ()
     mine = [c.as_tuple() for c in campaign_caps]
-    return tuple(c for c in (*mine, *global_caps) if c[0] in (channel, ANY))
+    return tuple(c for c in (*mine, *map(marketing_only, global_caps)) if c[0] in (channel, ANY))
+
+
+def marketing_only(cap: Cap) -> Cap:
+    """`cap` counting marketing contacts alone (transactional ones left out)."""
+    return (*cap[:3], True)
 
 
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -74,7 +86,8 @@ _PLAIN = re.compile(r'["\\\u0000-\u001f\u007f]').search
 
 
 class ContactHistory:
-    """A user's recent contacts, [time, channel, decision id ("" for a send without one)].
+    """A user's recent contacts, [time, channel, decision id ("" for a send without one)], and
+    a fourth element, "transactional", for a transactional campaign's decisions.
 
     Stored as JSON (record kind "contact_history"), pruned on every write to the longest cap
     window and the `frequency_cap_max` newest entries, so it stays small.
@@ -93,35 +106,42 @@ class ContactHistory:
         """Compact JSON; entries of plain ASCII strings (every decision's, most sends') are
         written directly, a fifth of `json.dumps`'s time (the same bytes: floats by `repr`)."""
         entries = self.entries
-        if all(type(ts) is float and ts - ts == 0.0 and (ch + d).isascii()
-               and _PLAIN(ch + d) is None for ts, ch, d in entries):
+        if all(len(e) == 3 and type(e[0]) is float and e[0] - e[0] == 0.0
+               and (e[1] + e[2]).isascii() and _PLAIN(e[1] + e[2]) is None for e in entries):
             return ("[" + ",".join([f'[{ts!r},"{ch}","{d}"]' for ts, ch, d in entries])
                     + "]").encode()
         return _compact_json(entries).encode()
 
     def exported(self) -> list[dict]:
         """The entries as the access export shows them, oldest first."""
-        return [{"timestamp": ts, "channel": ch, "decision_id": d}
-                for ts, ch, d in sorted(self.entries, key=lambda e: e[0])]
+        return [{"timestamp": e[0], "channel": e[1], "decision_id": e[2],
+                 **({"purpose": TRANSACTIONAL} if len(e) > 3 else {})}
+                for e in sorted(self.entries, key=lambda e: e[0])]
 
     def blocked_by(self, caps: Sequence[Cap], at: float) -> bool:
         """Whether one more contact at `at` would break one of `caps`: the contacts within a
         cap's window of `at`, before or after it (`|ts - at| < window`; entries after `at` are
-        deferred or scheduled sends), are already `max` or more."""
-        for channel, most, window in caps:
+        deferred or scheduled sends), are already `max` or more; a marketing-only cap leaves
+        transactional contacts out."""
+        for cap in caps:
+            channel, most, window = cap[:3]
+            marketing = len(cap) > 3 and cap[3]
             n = 0
-            for ts, ch, _ in self.entries:
-                if abs(ts - at) < window and (ch == channel or channel == ANY):
+            for e in self.entries:
+                if abs(e[0] - at) < window and (e[1] == channel or channel == ANY) \
+                        and not (marketing and len(e) > 3):
                     n += 1
             if n >= most:
                 return True
         return False
 
-    def add(self, ts: float, channel: str, decision_id: str = "") -> bool:
+    def add(self, ts: float, channel: str, decision_id: str = "",
+            transactional: bool = False) -> bool:
         """Record a contact; False (nothing added) when `decision_id` is already counted."""
-        if decision_id and self.entries and any(d == decision_id for _, _, d in self.entries):
+        if decision_id and self.entries and any(e[2] == decision_id for e in self.entries):
             return False
-        self.entries.append([ts, channel, decision_id])
+        self.entries.append([ts, channel, decision_id, TRANSACTIONAL] if transactional
+                            else [ts, channel, decision_id])
         return True
 
     def prune(self, now: float, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -147,6 +167,8 @@ class Admission(NamedTuple):
     decision_id: str
     caps: tuple[Cap, ...]
     counted: bool = True
+    transactional: bool = False
+    """A transactional campaign's decision: recorded so, left out of marketing-only caps."""
 
 
 class ContactLog:
@@ -166,7 +188,8 @@ class ContactLog:
         for row in rows:
             h = histories[row.user_id]
             ok = not row.caps or not h.blocked_by(row.caps, row.at)
-            if ok and row.counted and h.add(row.at, row.channel, row.decision_id):
+            if ok and row.counted and h.add(row.at, row.channel, row.decision_id,
+                                            row.transactional):
                 changed[row.user_id] = h
             out.append(ok)
         self._save(txn, changed, now)

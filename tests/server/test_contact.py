@@ -166,6 +166,34 @@ async def test_consent_defaults_naming_some_channels_keep_the_others_defaults(tm
             assert (d.suppressed, d.reason) == (True, "no_consent"), channel
 
 
+async def test_transactional_contacts_leave_the_global_marketing_caps_alone(tmp_path):
+    """A global cap of one marketing email a day: receipts neither check it nor count toward
+    it (two receipts took the day's one promo). A campaign's own caps count every contact."""
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets",
+                        contact_frequency_caps=[("email", 1, DAY)])
+    async with serving(settings) as (_, ch):
+        stub, profiles = pb_grpc.CampaignServiceStub(ch), ppb_grpc.ProfileServiceStub(ch)
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec("receipt",
+                                                                     purpose="transactional")))
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec("promo")))
+        own = [pb.FrequencyCap(channel="email", max=3, window_seconds=DAY)]
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec("own", frequency_caps=own)))
+        await consent(profiles, "u", "email", True)
+        got = [await choose(stub, "u", cid) for cid in ("receipt", "receipt", "promo", "promo")]
+        assert [(d.suppressed, d.reason) for d in got] == [
+            (False, ""), (False, ""), (False, ""), (True, "frequency_cap")]
+        # the campaign's own cap of 3: the two receipts and the promo fill it
+        assert (await choose(stub, "u", "own")).reason == "frequency_cap"
+        await consent(profiles, "v", "email", True)
+        await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+            event_id="s1", user_id="v", type="email_sent", timestamp=time.time())]))
+        # a send without a decision id: its purpose unknown, counted as marketing
+        assert (await choose(stub, "v", "promo")).reason == "frequency_cap"
+
+
 async def test_quiet_hours_defer_across_a_dst_change_through_the_domain(tmp_path):
     """The decision time fixed through the domain layer: 2026-03-07 23:00 EST in New York."""
     from types import SimpleNamespace

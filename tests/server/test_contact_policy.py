@@ -182,7 +182,8 @@ def test_global_caps_join_the_campaigns_except_for_transactional_ones():
         frequency_caps = (FrequencyCap("sms", 1, 3600.0), FrequencyCap("email", 9, 60.0))
         quiet_hours = QuietHours()
     policy = ContactPolicy(DEFAULT_CONSENT, "UTC", [("*", 5, 86400.0), ("push", 2, 60.0)])
-    assert policy.caps(Spec, "sms") == (("sms", 1, 3600.0), ("*", 5, 86400.0))
+    # the global caps count marketing contacts only (the fourth element)
+    assert policy.caps(Spec, "sms") == (("sms", 1, 3600.0), ("*", 5, 86400.0, True))
     assert policy.caps(Spec, "web") == ()  # placements are neither capped nor counted
     Spec.purpose = "transactional"
     assert policy.caps(Spec, "sms") == (("sms", 1, 3600.0),)
@@ -210,3 +211,20 @@ def test_global_caps_may_go_as_far_as_the_limits_kept_for_them():
     limits = Limits(frequency_cap_max=200, frequency_cap_window_seconds=800 * 86400.0)
     caps = (("push", 150, 86400.0), ("*", 5, 700 * 86400.0))
     assert Settings(limits=limits, contact_frequency_caps=caps).contact_frequency_caps == caps
+
+
+def test_marketing_only_caps_leave_transactional_contacts_out():
+    h = ContactHistory()
+    h.add(1000.0, "email", "r1", transactional=True)
+    h.add(1010.0, "email", "m1")
+    assert ContactHistory.decode(h.encode()).entries == h.entries  # both forms round-trip
+    assert [e.get("purpose") for e in h.exported()] == ["transactional", None]
+    assert h.blocked_by([("email", 2, 60.0)], 1020.0)  # a campaign's cap: both count
+    assert not h.blocked_by([("email", 2, 60.0, True)], 1020.0)  # marketing only: one
+    assert h.blocked_by([("*", 1, 60.0, True)], 1020.0)
+    policy = ContactPolicy(DEFAULT_CONSENT, "UTC", [("email", 1, 60.0)])
+
+    class Spec:
+        purpose, channel, channels = "marketing", "email", ()
+        frequency_caps = (FrequencyCap("email", 3, 60.0),)
+    assert policy.caps(Spec, "email") == (("email", 3, 60.0), ("email", 1, 60.0, True))

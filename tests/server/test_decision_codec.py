@@ -14,9 +14,10 @@ def record(**changes) -> DecisionRecord:
 
 
 def as_layout1(rec: DecisionRecord) -> dict:
-    """What layout 1 stored for the record: the JSON object of its fields but the caps."""
+    """What layout 1 stored for the record: the JSON object of its fields but the caps (and
+    `transactional`, which is not stored either)."""
     fields = rec._asdict()
-    del fields["caps"]
+    del fields["caps"], fields["transactional"]
     return json.loads(json.dumps(fields))
 
 
