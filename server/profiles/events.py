@@ -76,6 +76,8 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     if ev.type not in _TYPES:
         return f"type {shown(ev.type)} is unknown (known: {', '.join(EVENT_TYPES)})"
     if not ev.channel:
+        if ev.type == "unsubscribe":  # an opt-out of "web" would leave the real channel open
+            return "channel is required for an unsubscribe (the channel opted out of)"
         ev.channel = DEFAULT_CHANNEL.get(ev.type, "web")
     if ev.channel not in _CHANNELS:
         return f"channel {shown(ev.channel)} is unknown (known: {', '.join(CHANNELS)})"

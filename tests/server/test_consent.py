@@ -113,3 +113,17 @@ async def test_an_unknown_purpose_is_invalid_naming_the_field(stub):
         await stub.SetConsent(consent("jo", "email", True, "x", "newsletter"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("purpose:")
+
+
+async def test_an_unsubscribe_without_its_channel_is_refused_not_read_as_web(stub):
+    """An unsubscribe event needs the channel it opts out of: with none given it was taken as
+    "web" (the default of types without a channel of their own), recorded as a web opt-out
+    nobody asks for, and the user's email opt-in stayed: their mail kept coming."""
+    t0 = time.time() - 100
+    await stub.SetConsent(consent("kim", "email", True, "signup", ts=t0))
+    reply = await stub.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="u1", user_id="kim", type="unsubscribe", timestamp=t0 + 1)]))
+    assert reply.accepted == 0 and [r.index for r in reply.rejected] == [0]
+    assert reply.rejected[0].reason.startswith("channel ")
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="kim"))
+    assert [(c.channel, c.opted_in) for c in profile.consents] == [("email", True)]
