@@ -74,11 +74,17 @@ def choose(layout: FeatureLayout, population: Population, rng: np.random.Generat
 
 def _calm(cand: SendTimes, quiet: QuietHours, zones: Sequence[zoneinfo.ZoneInfo]) -> SendTimes:
     """`cand` without the slots inside `quiet` in each row's zone; a row quiet throughout keeps
-    its first slot alone (the window's start)."""
+    its first slot alone (the window's start). Users of one zone share their slots (the
+    window's local hours): each distinct row is worked out once."""
     valid = cand.valid.copy()
+    done: dict[tuple, np.ndarray] = {}
     for i, tz in enumerate(zones):
         row = valid[i]
-        row[row] = ~quiet_mask(quiet, tz, cand.at[i, row])
+        key = (tz, cand.at[i].tobytes(), row.tobytes())
+        calm = done.get(key)
+        if calm is None:
+            calm = done[key] = ~quiet_mask(quiet, tz, cand.at[i, row])
+        row[row] = calm
         if not row.any():
             row[0] = True
     return SendTimes(cand.at, cand.bin, valid)
