@@ -219,14 +219,15 @@ class ContactPolicy:
         """The (active) send window's next or current occurrence in `tz`, [start, end) as
         unix seconds (from `now` when inside it): its local wall hours turned into instants by
         `zoneinfo`, so they stay right across a DST change (an hour in a gap resolves as
-        `quiet_hours` does)."""
+        `quiet_hours` does). A day whose window lies wholly in a DST gap (02:00-03:00 on a
+        spring-forward night) has none: the next day's is taken."""
         first, last = window.start_hour % 24, window.end_hour % 24
         today, one = datetime.fromtimestamp(now, tz).date(), timedelta(days=1)
 
         def starting(day: date) -> tuple[float, float]:  # ends the next day if it wraps
             return _local(day, first, tz), _local(day + one if last <= first else day, last, tz)
-        start, end = next(w for w in map(starting, (today - one, today, today + one))
-                          if now < w[1])
+        start, end = next(w for w in map(starting, (today + k * one for k in range(-1, 3)))
+                          if now < w[1] and w[0] < w[1])
         return max(start, now), end
 
 

@@ -5,6 +5,7 @@ exports, and bad input named."""
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 import grpc
@@ -235,6 +236,41 @@ async def test_a_send_event_with_the_decision_id_counts_once(stubs):
     third = await choose(stub, "u")
     assert (third.suppressed, third.reason) == (True, "frequency_cap")
     assert (await choose(stub, "other")).reason == "frequency_cap"  # a send without a decision
+
+
+async def test_a_send_window_in_a_dst_gap_decides_on_the_next_day_through_the_domain(tmp_path):
+    """A 02:00-03:00 send window, decided in New York the day before spring forward (07:00 to
+    24:00 EST on 2026-03-07): ChooseVariant failed INTERNAL, a PlanCampaign slice with such a
+    user failed the whole stream."""
+    from types import SimpleNamespace
+
+    from server.campaigns import Campaigns
+    from server.campaigns.plan import PlanRequest
+    from server.campaigns.spec import CampaignSpec, Variant
+    from server.contact import ContactPolicy, SendWindow
+    from server.profiles import Profiles
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    profiles = Profiles(store, SimpleNamespace(active=None))
+    campaigns = Campaigns(store, profiles, contact=ContactPolicy(layout=profiles.layout))
+    await campaigns.start()
+    try:
+        await campaigns.create(CampaignSpec("c1", channel="push", variants=(Variant("a"),),
+                                            send_window=SendWindow(2, 3)))
+        for user in ("u", "v"):
+            await profiles.upsert_attributes(user, {"timezone": "America/New_York"})
+        now = datetime(2026, 3, 7, 12, tzinfo=UTC).timestamp()
+        d = await campaigns.choose("c1", "u", {}, now=now)
+        assert d.send_at == datetime(2026, 3, 9, 6, tzinfo=UTC).timestamp()  # 02:00 EDT
+
+        async def requests():
+            yield PlanRequest("c1", ["v", "w"])
+        with patch("time.time", return_value=now):
+            planned = [b async for b in campaigns.plan(requests())]
+        assert planned[0].send_at[0] == d.send_at and not planned[0].reasons[0]
+    finally:
+        await campaigns.close()
+        store.close()
 
 
 def _choose_many(target: str, n: int) -> list[pb.ChooseVariantResponse]:

@@ -70,6 +70,24 @@ def test_send_windows_keep_their_local_hours_across_a_dst_change():
         (utc(2026, 6, 1, 14), utc(2026, 6, 1, 15))  # 10:00 EDT: inside, until 11:00
 
 
+def test_a_send_window_inside_the_spring_forward_gap_is_the_next_days():
+    """02:00-03:00 does not exist in New York on 2026-03-08: from 07:00 EST on the 7th (its
+    window over) the next is the 9th's (it was an empty span, and every decision on it a
+    ValueError: INTERNAL)."""
+    window = SendWindow(2, 3)
+    assert ContactPolicy._window(window, NY, utc(2026, 3, 7, 12)) == \
+        (utc(2026, 3, 9, 6), utc(2026, 3, 9, 7))  # 02:00-03:00 EDT on the 9th
+
+    class Spec:
+        purpose, channel, channels = "marketing", "push", ()
+        frequency_caps, quiet_hours, send_window = (), QuietHours(), window
+    from server.profiles.schema import ProfileSchema
+    policy = ContactPolicy(layout=ProfileSchema().layout())
+    meta = {"attributes": {"timezone": "America/New_York"}}
+    verdict = policy.verdicts(Spec, [Contact("u", meta)], utc(2026, 3, 7, 12))[0]
+    assert (verdict.send_at, verdict.send_at_propensity) == (utc(2026, 3, 9, 6), 1.0)
+
+
 def test_quiet_hours_follow_each_users_zone():
     now = utc(2026, 6, 15, 20)  # Paris 22:00 CEST (quiet), Los Angeles 13:00 PDT (not)
     assert quiet_until(NIGHT, zone("tz", "Europe/Paris"), now) == utc(2026, 6, 16, 6)
