@@ -58,3 +58,13 @@ def test_cli_prints_the_table_and_fails_when_tailor_does_not_win(capsys):
     out = capsys.readouterr().out
     assert "send time" in out and "channel" in out and "oracle" in out
     assert code == (0 if out.count(": yes") == 2 else 1)
+
+
+@pytest.mark.parametrize("flag, value", [("--history-days", "-3"), ("--window-hours", "0")])
+def test_cli_names_a_bad_flag(capsys, flag, value):
+    """--history-days -3 failed deep in the simulation ("error: lam < 0 or lam contains NaNs")."""
+    from training.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate-timing", "--users", "100", flag, value])
+    assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err

@@ -19,8 +19,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=int, default=_DEFAULT.seed)
     p.add_argument("--rounds", type=positive_int, default=_DEFAULT.rounds,
                    help="logged sends per user and experiment")
-    p.add_argument("--window-hours", type=int, default=_DEFAULT.window_hours)
-    p.add_argument("--history-days", type=int, default=_DEFAULT.history_days)
+    p.add_argument("--window-hours", type=positive_int, default=_DEFAULT.window_hours,
+                   help="send window of each logged send (at most 168)")
+    p.add_argument("--history-days", type=positive_int, default=_DEFAULT.history_days)
     p.add_argument("--epsilon", type=float, default=_DEFAULT.epsilon,
                    help="send-time exploration share")
     p.add_argument("--n-mc", type=positive_int, default=_DEFAULT.n_mc, help="Thompson propensity draws")
