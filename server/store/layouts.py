@@ -106,6 +106,11 @@ def _state_with_seen(state: bytes, seen: bytes | None) -> bytes:
     return join_state(state, seen)
 
 
+def _same(raw: bytes) -> bytes:
+    """A step whose old layout is a valid new one (the new one only adds forms)."""
+    return raw
+
+
 def _decision_packed(raw: bytes) -> bytes:
     """decision 1 -> 2: the JSON object packed (campaigns.decision_codec), every key kept."""
     from ..campaigns.decision_codec import from_json  # campaigns imports the store
@@ -162,9 +167,12 @@ KINDS: tuple[RecordKind, ...] = (
                "the decision key"),
     RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),
                "the decision key"),
-    RecordKind("contact_history", "contacts", 1, lambda k: k.endswith(K.CONTACTS_SUFFIX),
+    RecordKind("contact_history", "contacts", 2, lambda k: k.endswith(K.CONTACTS_SUFFIX),
                "JSON list of a user's recent contacts [time, channel, decision id] "
-               "(contact.caps.ContactHistory)"),
+               "(contact.caps.ContactHistory); 2: a transactional campaign's with a fourth "
+               "element, \"transactional\" (layout 1 records are layout 2 as they are; the bump "
+               "keeps a binary that unpacks three elements away from them)",
+               steps={1: _same}),
     RecordKind("suppression", "suppression", 1, _any,
                "JSON {kind, reason, timestamp} of an address on the suppression list, keyed by "
                "its HMAC (contact.suppression)"),

@@ -107,7 +107,8 @@ def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     # Since then: consent by purpose with a history, three more event types in feature states
     # (tests/server/test_consent_layout.py checks those records).
     # and packed decision records
-    assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1}
+    assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
+                              "contact_history": 1}
     with store.read() as txn:
         assert stored_versions(store, txn, KINDS) == {k.name: k.version for k in KINDS}
     for table in ("events", "dedupe", "campaigns", "bandit"):
@@ -183,7 +184,8 @@ def test_a_failing_migration_writes_nothing(v1_dir):
     assert records(store, "decisions") == rekeyed("decisions", fixture_records("decisions"))
     store.close()
     store = Store(v1_dir, sync=False)
-    assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1}
+    assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
+                              "contact_history": 1}
     store.close()
 
 
@@ -274,7 +276,8 @@ def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
     held.close()
     assert refused.returncode == 1 and "in use by a running server" in refused.stderr
     done = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
-    assert done["migrated"] == {"profile_state": 1, "profile_meta": 1, "decision": 1}
+    assert done["migrated"] == {"profile_state": 1, "profile_meta": 1, "decision": 1,
+                                "contact_history": 1}
     again = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert again["migrated"] == {}
     rings = Secrets.load(secrets, generate=False, names=(MASTER_RING, STORE_ID_RING))
@@ -314,3 +317,26 @@ def test_an_encrypted_store_opened_without_encryption_is_refused_before_any_layo
     assert store.migrated == {"profile_state": 2}
     assert np.array_equal(ProfileRepository(store, ProfileSchema().layout()).states(["u0"])[0], before)
     store.close()
+
+
+def test_contact_histories_of_layout_1_read_as_marketing_and_old_binaries_stay_away(tmp_path):
+    """contact_history 2 adds a fourth element (a transactional campaign's contact); a binary
+    that unpacks three elements would fail every decision of such a user, so it is refused."""
+    from server.contact.caps import ContactHistory, ContactLog
+    one = tuple(dataclasses.replace(k, version=1, steps={}) if k.name == "contact_history" else k
+                for k in KINDS)
+    store = Store(tmp_path / "store", sync=False, layouts=one)
+    log = ContactLog(store)
+    store.write(lambda txn: log.add_sends(txn, [("ann", "email", 1000.0, "d1")], 1000.0))
+    store.close()
+    store = Store(tmp_path / "store", sync=False)
+    assert store.migrated == {"contact_history": 1}
+    with store.read() as txn:
+        history = ContactLog(store).history(txn, "ann")
+    assert history.entries == [[1000.0, "email", "d1"]]
+    assert history.blocked_by([("email", 1, 60.0, True)], 1010.0)  # a marketing contact
+    store.close()
+    with pytest.raises(FailedPrecondition, match="contact_history"):
+        Store(tmp_path / "store", sync=False, layouts=one)
+    assert ContactHistory.decode(b'[[1.0,"email","d2","transactional"]]').exported()[0][
+        "purpose"] == "transactional"
