@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +48,17 @@ class WriterProcess:
     Create it on the event loop that will use it; `close()` it after the batchers that use it.
     `nice`: added to the server's niceness for the child, which then also runs under
     `SCHED_BATCH` (a writer whose callers do not wait for it, such as the impression log's,
-    yields the CPU to serving when both want it, and does not preempt it on waking).
+    yields the CPU to serving when both want it, and does not preempt it on waking). `env`:
+    variables the child gets on top of the server's environment (e.g. settings the server took
+    from its config file, which the child does not read).
     """
 
-    def __init__(self, factory: str, store, *, name: str, nice: int = 0):
+    def __init__(self, factory: str, store, *, name: str, nice: int = 0,
+                 env: Mapping[str, str] | None = None):
         self.name = name
         self.nice = nice
+        self.env = dict(env or {})
+        """Variables set for the child on top of the server's environment."""
         self.argv = [sys.executable, "-m", "server.batching.child", factory,
                      json.dumps(store.open_args)]
         self.loop = asyncio.get_running_loop()
@@ -148,7 +154,7 @@ class _Child:
     def __init__(self, writer: WriterProcess):
         self.writer = writer
         self.loop = writer.loop
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        env = {**os.environ, **writer.env, "PYTHONPATH": os.pathsep.join(
             p for p in (_PROJECT, os.environ.get("PYTHONPATH")) if p)}
         self.proc = subprocess.Popen(writer.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      bufsize=0, env=env, start_new_session=True)

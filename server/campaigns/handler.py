@@ -84,8 +84,11 @@ class Campaigns:
         self.decider = DecisionMaker(B.new_rng(seed), propensity_refresh_s)
         self._stats_rng = B.new_rng(seed ^ 0x5DEECE66D)
         self._stats_lock = threading.Lock()
+        # The writer's limits (how many and how old contacts the caps count, reward bounds) are
+        # this server's, which may come from a config file the child does not read.
         self._writer = WriterProcess("server.campaigns.repository:writer_functions", store,
-                                     name="campaigns")
+                                     name="campaigns",
+                                     env={"TAILOR_LIMITS": limits.model_dump_json()})
         # One decision batch in flight: the calls that arrive while it commits all go into the
         # next (two in flight split them into a big and a small batch, each with its commit
         # and fsync: the commit's CPU, mostly the kernel's, is the writer's largest cost).

@@ -341,9 +341,9 @@ costs the writer ~20% less CPU a decision at 4 slices a commit than at 1."""
 
 def writer_functions(store: Store) -> dict:
     """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
-    Its limits (how long contacts are kept) come from the environment the server shares with
-    it (`TAILOR_LIMITS__*`; limits have no command-line flags). Sets the process's garbage
-    collection (`WRITER_GC_THRESHOLD`)."""
+    Its limits (how long contacts are kept) are the server's: `Campaigns` hands them over as
+    `TAILOR_LIMITS` in the child's environment (the server may have read them from its config
+    file). Sets the process's garbage collection (`WRITER_GC_THRESHOLD`)."""
     repo = CampaignRepository(store, Settings().limits)
     gc.collect()
     gc.freeze()

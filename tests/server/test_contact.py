@@ -195,6 +195,24 @@ async def test_transactional_contacts_leave_the_global_marketing_caps_alone(tmp_
         assert (await choose(stub, "v", "promo")).reason == "frequency_cap"
 
 
+async def test_a_cap_past_the_default_limit_binds_under_limits_from_the_config(tmp_path):
+    """`[limits] frequency_cap_max = 200` in the config file (here: Settings built in the
+    process, as `load_settings` builds them from the file): a campaign cap of 150 a day is
+    accepted, but the campaigns writer process read its limits from the environment alone and
+    kept 100 contacts a user, so the cap never bound."""
+    from server.config import Limits, Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", limits=Limits(frequency_cap_max=200))
+    async with serving(settings) as (_, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        caps = [pb.FrequencyCap(channel="push", max=150, window_seconds=DAY)]
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel="push",
+                                                                     frequency_caps=caps)))
+        got = [await choose(stub, "u") for _ in range(152)]
+        assert [d.reason for d in got].count("frequency_cap") == 2
+
+
 async def test_quiet_hours_defer_across_a_dst_change_through_the_domain(tmp_path):
     """The decision time fixed through the domain layer: 2026-03-07 23:00 EST in New York."""
     from types import SimpleNamespace
