@@ -2,7 +2,8 @@
 
 Normalization decides which strings are the same address:
 
-- email: trimmed, lower-cased and in Unicode NFC (an accented letter is one address whether
+- email: trimmed, out of one pair of angle brackets and a `mailto:` prefix (as reports and
+  links quote it), lower-cased and in Unicode NFC (an accented letter is one address whether
   it came as one code point or as a letter and a combining accent), nothing else. The local
   part is case-sensitive in theory only; no mail provider treats it so. Dots and `+tags` are
   kept: Gmail ignores them, most other providers do not, so folding them would suppress other
@@ -17,7 +18,7 @@ Normalization decides which strings are the same address:
   number without its country code) is refused: guessing the country would suppress the wrong
   number.
 
-Entries listed before the "(0)" and NFC rules were hashed in the form they gave
+Entries listed before the "(0)", bracket and NFC rules were hashed in the form they gave
 (`legacy_form`); lookups of such a written address try that form too.
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
@@ -49,6 +50,8 @@ CHANNEL_KIND = {"email": EMAIL, "sms": PHONE}
 _EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
 _PHONE = re.compile(r"\+[1-9][0-9]{1,14}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\t")
+_QUOTED = re.compile(r"^(?:mailto:)?<?([^<>]*?)>?$")
+"""An address out of one pair of angle brackets and a mailto: prefix ("<a@b.org>")."""
 _TRUNK_ZERO = re.compile(r"^((?:\+|00)\s*[1-9][0-9]{0,2})\s*\(0\)")
 """A country code (1 to 3 digits after "+" or "00") followed by "(0)", the trunk prefix."""
 
@@ -61,6 +64,8 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
         raise NotAnAddress(field, f"{len(value)} characters, at most {max_chars}")
     if kind == EMAIL:
         out = value.strip().lower()
+        if out.startswith(("<", "mailto:")):
+            out = _QUOTED.sub(r"\1", out).strip()
         out = out if out.isascii() else unicodedata.normalize("NFC", out)
         return _email(out, field)
     return _e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field)
@@ -70,10 +75,10 @@ def legacy_form(kind: str, value: str, normalized: str) -> str | None:
     """The form `value` had before its list entries were normalized as now, if it was a valid
     one and differs from `normalized` (`normalize`'s answer for `value`), else None: a phone
     number written with "(0)" after its country code had the 0 kept, an email address not in
-    NFC was kept so."""
+    NFC, in angle brackets or after `mailto:` was kept so."""
     try:
         if kind == EMAIL:
-            old = None if value.isascii() else _email(value.strip().lower(), kind)
+            old = _email(value.strip().lower(), kind)
         else:
             old = _e164(value.strip(), kind) if "(0)" in value else None
     except NotAnAddress:

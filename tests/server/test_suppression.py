@@ -42,6 +42,8 @@ def event(event_id: str, user: str, type: str) -> pb.Event:
     ("phone", " +44 7700.900123 ", "+447700900123"),
     ("phone", "0044 7700/900123", "+447700900123"),  # "00": the international prefix
     ("email", "Jose\u0301@Example.org", "jos\u00e9@example.org"),  # one é, however typed (NFC)
+    ("email", " <Ann@Example.org> ", "ann@example.org"),  # as a bounce report may quote it
+    ("email", "mailto:Ann@Example.org", "ann@example.org"),
     ("phone", "+44 (0)7700 900123", "+447700900123"),  # "(0)": the trunk 0 dialled at home
     ("phone", "0049(0)30 1234567", "+49301234567"),
 ])
@@ -101,6 +103,20 @@ async def test_an_accented_address_is_one_address_however_its_letters_are_compos
     assert (await stub.RemoveSuppression(email(decomposed))).removed
     assert not (await stub.CheckSuppression(email(decomposed))).suppressed
     assert not (await stub.CheckSuppression(email(composed))).suppressed
+
+
+async def test_an_address_in_angle_brackets_or_a_mailto_link_is_the_address(stub, tailor_server):
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=email("<ann@example.org>"),
+                                                       reason="bounce"))
+    assert (await stub.CheckSuppression(email("ann@example.org"))).suppressed
+    meta = {"attributes": {"email": "Ann@example.org"}}
+    assert tailor_server.suppressions.reason(meta, "email") == "suppressed_address"
+    old = tailor_server.suppressions._keys("email", "<bo@example.org>")[0]  # listed so before
+    tailor_server.store.put("suppression", old, b'{"kind": "email", "reason": "bounce", '
+                                                b'"timestamp": 1.0}')
+    assert (await stub.CheckSuppression(email("<bo@example.org>"))).suppressed
+    assert (await stub.RemoveSuppression(email("<bo@example.org>"))).removed
+    assert not (await stub.CheckSuppression(email("<bo@example.org>"))).suppressed
 
 
 async def test_an_entry_listed_under_the_trunk_zero_before_is_still_found(stub, tailor_server):
