@@ -140,7 +140,8 @@ class TailorServer:
                                                 if d == math.inf))
         self.tombstones = Tombstones(self.store, self.secrets["erasure"])
         self.profiles = Profiles(self.store, self.registry, rules=rules,
-                                 history=HistoryBlend.from_settings(s), tombstones=self.tombstones)
+                                 history=HistoryBlend.from_settings(s), tombstones=self.tombstones,
+                                 default_zone=s.contact_default_timezone)
         self.registry.add_check(self.profiles.check_bundle)
         scrub_queue = ScrubQueue(s.bundles_dir, matches=self.tombstones.matches)
         self.profiles.add_eraser(scrub_queue)

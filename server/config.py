@@ -607,7 +607,9 @@ class Settings(BaseSettings):
     keep the default shown; a channel name other than web, app, email, sms, push is refused.
     Env: `TAILOR_CONSENT_DEFAULTS='{"push": "opt_in"}'`."""
     contact_default_timezone: str = "UTC"
-    """IANA time zone of users without a valid `timezone` profile attribute (quiet hours)."""
+    """IANA time zone of users without a valid `timezone` profile attribute: their quiet hours,
+    and the local hours their events count in for the send-time model (events are binned by
+    hour of week in each user's zone, DST included, as they are ingested)."""
     contact_frequency_caps: tuple[tuple[str, int, float], ...] = ()
     """Global caps on marketing contacts per user, as (channel or "*", max, window seconds),
     on top of each campaign's `frequency_caps` (transactional campaigns' decisions are neither

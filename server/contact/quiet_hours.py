@@ -24,8 +24,8 @@ from ..errors import InvalidArgument
 from ..validation import check_known
 from .errors import BadClockTime, UnknownTimeZone
 
-__all__ = ["QuietHours", "SendWindow", "zone", "zone_of", "quiet_until", "quiet_mask",
-           "QUIET_HOURS", "ACTIONS", "TIMEZONE"]
+__all__ = ["QuietHours", "SendWindow", "zone", "zone_of", "local_zone_of", "utc_offset_min",
+           "quiet_until", "quiet_mask", "QUIET_HOURS", "ACTIONS", "TIMEZONE"]
 
 QUIET_HOURS = "quiet_hours"
 TIMEZONE = "timezone"
@@ -61,6 +61,22 @@ def zone_of(meta: Mapping | None, default: zoneinfo.ZoneInfo) -> zoneinfo.ZoneIn
     """The user's zone from their `timezone` attribute, else `default`."""
     name = ((meta or {}).get("attributes") or {}).get(TIMEZONE)
     return (_zone_or_none(name) or default) if name else default
+
+
+def utc_offset_min(zone: zoneinfo.ZoneInfo, ts: float) -> int:
+    """The zone's UTC offset at unix time `ts`, in whole minutes (DST included)."""
+    return int(datetime.fromtimestamp(ts, zone).utcoffset().total_seconds()) // 60
+
+
+def local_zone_of(default: zoneinfo.ZoneInfo):
+    """`zone_of` with `default`, giving None for a user in the default zone when that is UTC
+    (their hours need no conversion)."""
+    utc = default.key in ("UTC", "Etc/UTC")
+
+    def of(meta: Mapping | None) -> zoneinfo.ZoneInfo | None:
+        found = zone_of(meta, default)
+        return None if utc and found is default else found
+    return of
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from kernels import features as kf
 from .. import metrics
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..contact.consent import MARKETING, PURPOSES, current_consents, record_consent
-from ..contact.quiet_hours import TIMEZONE, zone
+from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
 from ..security.userref import user_ref
@@ -107,14 +107,18 @@ class Profiles:
 
     def __init__(self, store: Store, bundles: BundleSource, schema: ProfileSchema = ProfileSchema(),
                  rules: EventRules = EventRules(), history: HistoryBlend = DEFAULT_BLEND,
-                 tombstones: Tombstones | None = None):
+                 tombstones: Tombstones | None = None, default_zone: str = "UTC"):
+        """`default_zone`: the IANA zone of users without a `timezone` attribute, whose local
+        hours their events' hour-of-week features count in (`contact_default_timezone`)."""
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout,
                                       tombstones.before_erasure if tombstones is not None else None,
                                       seen_items=rules.limits.seen_items,
                                       seen_types=rules.seen_types,
                                       seen_first=rules.seen_first,
-                                      unsubscribe=self._unsubscribed)
+                                      unsubscribe=self._unsubscribed,
+                                      zone_of=local_zone_of(zone("contact_default_timezone",
+                                                                 default_zone)))
         self.bundles = bundles
         self.rules = rules
         self.history = history

@@ -14,6 +14,7 @@ import numpy as np
 from kernels import feature_layout as fl
 from kernels import features as kf
 
+from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
 from ..store import Store, keys, sweep
 from . import seen
@@ -36,21 +37,29 @@ class IngestResult:
     """Events from before their user's erasure, refused (`Tombstones.before_erasure`)."""
 
 
+_UNSEEN = object()
+_ZONES_KEPT = 50_000
+"""Meta records whose zone `ProfileRepository._zones` remembers (by their stored bytes)."""
+
+
 class ProfileRepository:
     def __init__(self, store: Store, layout: fl.FeatureLayout, before_erasure=None,
                  seen_items: int = 0, seen_types=seen.SEEN_TYPES, seen_first=(),
-                 unsubscribe=None):
+                 unsubscribe=None, zone_of=None):
         """`before_erasure(txn, user_ids, ts)`: indices of events to refuse because their user
         was erased after them (`Tombstones.before_erasure`; None: no check); `seen_items`: the
         most items a live seen-set keeps (`Limits.seen_items`; 0: no bound); `seen_types`: the
         event types that enter it (`seen.SEEN_TYPES`); `seen_first`: those whose items it keeps
         first when full (excluded for good); `unsubscribe(meta, channel, ts)`: the change an
         unsubscribe event makes to its user's meta record, in the transaction that stores it
-        (None: none)."""
+        (None: none); `zone_of(meta)`: the user's time zone (`ZoneInfo`) from their meta record
+        or None, in whose local time the hour-of-week features bin their events (None: UTC)."""
         self.store = store
         self.layout = layout
         self._before_erasure = before_erasure
         self._unsubscribe = unsubscribe
+        self._zone_of = zone_of
+        self._zone_by_record: dict[bytes, object] = {}
         self._seen_items = seen_items
         self._seen_kept = seen.type_mask(seen_types)
         self._seen_first = seen.type_bits(seen_first)
@@ -86,7 +95,8 @@ class ProfileRepository:
         new = records if not dups else records.take(fresh)
         users, fkeys, rows = new.users()
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
-                          category=self._category_codes(txn, new.categories), value=new.value)
+                          category=self._category_codes(txn, new.categories), value=new.value,
+                          tz_offset_min=self._tz_offsets(txn, users, new))
         old_states, old_seens = split_states(self._profiles.get_many(txn, fkeys))
         states = update_records(self.layout, old_states, rows, batch)
         seens = seen.merge_updates(dict(zip(users, old_seens)), new.user_ids, new.item,
@@ -99,6 +109,47 @@ class ProfileRepository:
         if self._unsubscribe is not None and _UNSUBSCRIBE in new.type:
             self._unsubscribed(txn, new)
         return IngestResult(fresh, dups)
+
+    def _tz_offsets(self, txn, users: Sequence[str], new: EventRecords) -> np.ndarray | None:
+        """Each event's UTC offset in minutes at its time in its user's zone (`zone_of` of
+        their meta record: the `timezone` attribute, else the default), so the hour-of-week
+        features, the send-time model and its population prior read local hours. None when
+        every user's zone is UTC (the kernel's default)."""
+        if self._zone_of is None:
+            return None
+        zones = self._zones(txn, users)
+        if all(z is None for z in zones):
+            return None
+        _, _, rows = new.users()
+        offsets, known = np.zeros(len(new), np.int32), {}
+        for i, (row, ts) in enumerate(zip(rows, new.ts)):
+            zone = zones[row]
+            if zone is not None:  # offsets change at quarter hours at most (DST, zone history)
+                at = (zone, int(ts // 900))
+                off = known.get(at)
+                if off is None:
+                    off = known[at] = utc_offset_min(zone, ts)
+                offsets[i] = off
+        return offsets
+
+    def _zones(self, txn, users: Sequence[str]) -> list:
+        """`zone_of` each user's meta record, remembered by the record's stored bytes (a changed
+        record, resealed, is read again): a batch opens and parses only records it has not met."""
+        meta_keys = [keys.profile_meta_key(u) for u in users]
+        known, out = self._zone_by_record, []
+        for key, raw in zip(meta_keys, self._profiles.stored(txn, meta_keys)):
+            if raw is None:
+                out.append(self._zone_of(None))
+                continue
+            zone = known.get(raw, _UNSEEN)
+            if zone is _UNSEEN:
+                opened = self._profiles.open(txn, key, raw)
+                zone = self._zone_of(json.loads(opened) if opened else None)
+                if len(known) >= _ZONES_KEPT:
+                    known.clear()
+                known[bytes(raw)] = zone
+            out.append(zone)
+        return out
 
     def _unsubscribed(self, txn, new: EventRecords) -> None:
         """Apply the new unsubscribe events to their users' meta records (consent), in the

@@ -27,6 +27,16 @@ class Table:
     def get(self, txn, key: bytes) -> bytes | None:
         return txn.get(key, db=self.db)
 
+    def stored(self, txn, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The values as stored (sealed ones not opened: `open` each), one per key, in input
+        order, None for a miss."""
+        get = txn.cursor(db=self.db).get
+        return [get(k) for k in keys]
+
+    def open(self, txn, key: bytes, value: bytes | None) -> bytes | None:
+        """A value read by `stored`, opened (`SealedTable` unseals it; here: as it is)."""
+        return value
+
     def get_many(self, txn, keys: Sequence[bytes]) -> list[bytes | None]:
         """One value per key, in input order, None for a miss."""
         if len(keys) <= 4:  # a cursor costs more than it saves on a few keys

@@ -86,3 +86,35 @@ async def test_channel_choice_follows_engagement_among_consented_channels(stubs)
     d = await stub.ChooseVariant(pb.ChooseVariantRequest(campaign_id="c", user_id="stranger"))
     rec = (await exported(stub))[d.decision_id]
     assert (d.channel, rec.channel_propensity) == ("push", 1.0)
+
+
+def _last_dst_change(zone, now: float) -> float:
+    """The unix time of `zone`'s latest UTC-offset change before `now` (within a year)."""
+    from datetime import datetime
+    offset = [datetime.fromtimestamp(now - d * DAY, zone).utcoffset() for d in range(366)]
+    d = next(d for d in range(1, 366) if offset[d] != offset[d - 1])
+    return now - d * DAY
+
+
+async def test_hours_of_week_count_the_users_local_time_across_dst(stubs):
+    """The send-time model reads each user's hour-of-week engagement in local time (its
+    population prior too). The events were binned in UTC: a Tokyo user who opens at 20:00
+    had their hour at 11:00, and a New York user's 20:00 opens fell into two UTC hours across
+    a DST change. They are binned in the user's `timezone` (else the server's default zone)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+    _, profiles = stubs
+    now = time.time()
+    for user, name in (("tk", "Asia/Tokyo"), ("ny", "America/New_York")):
+        zone = ZoneInfo(name)
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"timezone": name}))
+        around = _last_dst_change(ZoneInfo("America/New_York"), now)
+        days = [datetime.fromtimestamp(around + k * DAY, zone).date() for k in range(-6, 7)]
+        opens = [datetime(d.year, d.month, d.day, 20, 5, tzinfo=zone).timestamp() for d in days]
+        await track(profiles, user, "push_open", [t for t in opens if t < now])
+        got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
+        hours = list(got.features.hour_of_week)
+        busy = [h for h, v in enumerate(hours) if v > 1e-9]
+        assert {h % 24 for h in busy} == {20}, (user, busy)
+        assert len(busy) == 7  # one local hour on each day of the week
