@@ -111,7 +111,10 @@ class Campaigns:
         self._plan_log = AdaptiveBatcher(
             runner=self._writer.runner("decision_batches", concurrency=PLAN_SLICES_ALONE + 1),
             max_size=1, max_wait=0.0, name="plan_decisions")
-        self._planner = Planner(self, self._plan_log)
+        # Withdrawals of logged PlanCampaign decisions nobody received (`records.WITHDRAWN`).
+        self._withdrawals = AdaptiveBatcher(runner=self._writer.runner("withdrawals"),
+                                            max_size=64, max_wait=0.0, name="plan_withdrawals")
+        self._planner = Planner(self, self._plan_log, self.withdraw)
         self._decision_counters: dict[tuple[str, str], object] = {}
 
     async def start(self) -> None:
@@ -299,6 +302,11 @@ class Campaigns:
         """PlanCampaign: one `PlanBatch` of logged decisions per batch of user ids (`plan.Planner`)."""
         return self._planner.plan(requests)
 
+    async def withdraw(self, decision_ids: Sequence[str]) -> int:
+        """Withdraw logged decisions their caller never received (`records.WITHDRAWN`; those no
+        longer pending are left as they are); returns how many were withdrawn."""
+        return await self._changing(self._withdrawals.submit(list(decision_ids)))
+
     # -- rewards ----------------------------------------------------------------------------------
     async def report(self, decision_id: str, reward: float) -> RewardOutcome:
         check_id("decision_id", decision_id, self.limits.id_bytes)
@@ -388,8 +396,10 @@ class Campaigns:
             yield rec
 
     async def close(self) -> None:
+        await self._planner.close()
         await self._log.close()
         await self._plan_log.close()
+        await self._withdrawals.close()
         await self._rewards.close()
         await self._event_rewards.close()
         await self._sends.close()

@@ -12,10 +12,13 @@ That function is `Bulk`: the writer commits up to `repository.PLAN_SLICES_A_COMM
 transaction (`PLAN_SLICES_ALONE` when no other batch comes), after any other batch waiting (a
 ChooseVariant beside a plan waits for at most the slice being committed). A batch is answered
 only once all its decisions are committed, so whatever a client has received is in the decision
-log, even if the stream then breaks; slices already handed to the writer when a stream is
-cancelled or fails may still be logged (pending, they count toward the users' frequency caps
-and close with the default reward like any unanswered decision), and a batch whose slice failed
-may be partly logged.
+log, even if the stream then breaks. Decisions the caller never received (their batch was not
+yet answered when the stream was cancelled or failed, a batch whose slice failed included) are
+withdrawn once their slices are committed (`Campaigns.withdraw`): stored as suppressed with the
+reason `records.WITHDRAWN`, they take no reward, count toward no frequency cap or decision
+count, and no default reward closes them (which would teach the policy from a variant nobody
+saw). A batch counts as answered once it is handed to the transport, so one being written when
+the stream breaks is kept.
 
 Reading runs ahead of answering by at most `limits.plan_read_ahead_users` users (a task reads
 and decides while the stream writes answers), so deciding the next batches overlaps logging this
@@ -30,6 +33,7 @@ suppressed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -43,6 +47,7 @@ from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
 from .errors import PlanStreamTooLong
+from .logging import logger
 from .records import NO_ARM, PENDING, SUPPRESSED
 
 if TYPE_CHECKING:
@@ -138,37 +143,63 @@ def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
 
 class Planner:
     """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces); `log`
-    takes a batch's decision-log rows (`DecisionRecord` tuples) and answers once committed."""
+    takes a batch's decision-log rows (`DecisionRecord` tuples) and answers once committed;
+    `withdraw(decision_ids)` withdraws logged decisions nobody received."""
 
-    def __init__(self, campaigns: Campaigns, log):
+    def __init__(self, campaigns: Campaigns, log, withdraw):
         self.campaigns = campaigns
         self.limits = campaigns.limits
-        self._log = log
+        self._log, self._withdraw = log, withdraw
+        self._withdrawing: set[asyncio.Task] = set()
 
     async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """One `PlanBatch` per request batch, in order, each once its decisions are committed."""
         queue: asyncio.Queue = asyncio.Queue()
         ahead = _ReadAhead(self.limits.plan_read_ahead_users)
-        reader = asyncio.create_task(self._read(requests, queue, ahead))
+        unanswered: collections.deque = collections.deque()  # (pending ids, slice future)
+        reader = asyncio.create_task(self._read(requests, queue, ahead, unanswered))
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                planned, logged = item
-                outcome = self._outcome(planned, await logged)
+                planned, slices = item
+                outcome = self._outcome(planned, await _all_logged(slices))
+                for _ in slices:  # handed to the caller: kept whatever happens next
+                    unanswered.popleft()
                 ahead.release(len(planned))
                 yield outcome
         finally:
             reader.cancel()
-            while not queue.empty():
-                item = queue.get_nowait()
-                if isinstance(item, tuple):
-                    item[1].cancel()
+            task = asyncio.get_running_loop().create_task(self._withdraw_all(reader, unanswered))
+            self._withdrawing.add(task)
+            task.add_done_callback(self._withdrawing.discard)
+
+    async def _withdraw_all(self, reader: asyncio.Task, unanswered: collections.deque) -> None:
+        """Once the reader has stopped and every slice it handed to the writer is settled,
+        withdraw the decisions of those the caller did not receive that were logged pending."""
+        await asyncio.wait([reader])
+        ids = []
+        for pending, future in unanswered:
+            await asyncio.wait([future])
+            reasons = None if future.cancelled() or future.exception() else future.result()
+            ids += pending if reasons is None else [d for d, r in zip(pending, reasons) if not r]
+        if ids:
+            try:
+                await self._withdraw(ids)
+            except Exception:  # noqa: BLE001 - a stream's end never fails; say why
+                logger.exception("withdrawing %d unanswered PlanCampaign decisions failed",
+                                 len(ids))
+
+    async def close(self) -> None:
+        """Wait for the withdrawals of the streams that ended (before the writer closes)."""
+        while self._withdrawing:
+            await asyncio.wait(list(self._withdrawing))
 
     async def _read(self, requests: AsyncIterable[PlanRequest], queue: asyncio.Queue,
-                    ahead: _ReadAhead) -> None:
+                    ahead: _ReadAhead, unanswered: collections.deque) -> None:
         """Reads, checks and decides each batch, hands it to the writer and queues it (once
-        `ahead` has room for its users)."""
+        `ahead` has room for its users); every slice handed to the writer goes to `unanswered`
+        at once."""
         first, total = None, 0
         try:
             async for req in requests:
@@ -181,9 +212,9 @@ class Planner:
                 self._check_users(req.user_ids, total)
                 if req.user_ids:
                     await ahead.take(len(req.user_ids))  # other calls run here too
-                    await queue.put(await self._decide_and_log(first, req.user_ids))
+                    await queue.put(await self._decide_and_log(first, req.user_ids, unanswered))
                 else:  # answered too, in its turn (one answer a message), with no decisions
-                    await queue.put((PlanBatch([], [], [], [], [], [], [], []), _nothing_logged()))
+                    await queue.put((PlanBatch([], [], [], [], [], [], [], []), []))
             await queue.put(None)
         except Exception as err:  # noqa: BLE001 - raised by `plan`, after the batches before it
             await queue.put(err)
@@ -204,26 +235,24 @@ class Planner:
         for i, user_id in enumerate(user_ids):
             check_id("user_id", user_id, lim.id_bytes, f"user_ids[{i}].")
 
-    async def _decide_and_log(self, first: PlanRequest,
-                              user_ids: Sequence[str]) -> tuple[PlanBatch, asyncio.Future]:
+    async def _decide_and_log(self, first: PlanRequest, user_ids: Sequence[str],
+                              unanswered: collections.deque
+                              ) -> tuple[PlanBatch, list[asyncio.Future]]:
         """A message's decisions, `DECIDE_SLICE` users at a time with other calls running in
         between, each slice handed to the decision log as soon as it is decided (the writer
         starts on it while the next is decided, and its transactions stay small); returns the
-        batch and the future of its suppression reasons, once every slice is committed."""
+        batch and the futures of its slices' suppression reasons. Each slice goes to
+        `unanswered` (its decision ids logged pending, its future) as it is handed over."""
         now, live = time.time(), self.campaigns.live(first.campaign_id)
         batches, logged = [], []
-        try:
-            for lo in range(0, len(user_ids), DECIDE_SLICE):
-                if lo:
-                    await asyncio.sleep(0)
-                batch, rows = self._decide(first, live, user_ids[lo:lo + DECIDE_SLICE], now)
-                batches.append(batch)
-                logged.append(asyncio.ensure_future(self._log.submit(rows)))
-        except BaseException:
-            for part in logged:  # those not yet started stay out of the log
-                part.cancel()
-            raise
-        return PlanBatch.concat(batches), asyncio.ensure_future(_all_logged(logged))
+        for lo in range(0, len(user_ids), DECIDE_SLICE):
+            if lo:
+                await asyncio.sleep(0)
+            batch, rows = self._decide(first, live, user_ids[lo:lo + DECIDE_SLICE], now)
+            batches.append(batch)
+            logged.append(self._log.enqueue(rows))
+            unanswered.append(([r[0] for r in rows if r[10] == PENDING], logged[-1]))
+        return PlanBatch.concat(batches), logged
 
     def _decide(self, first: PlanRequest, live: tuple, user_ids: Sequence[str],
                 now: float) -> tuple[PlanBatch, list[tuple]]:
@@ -275,17 +304,10 @@ class Planner:
         return batch
 
 
-def _nothing_logged() -> asyncio.Future:
-    """The logged future of a message without users: done, no suppression reasons."""
-    done = asyncio.get_running_loop().create_future()
-    done.set_result([])
-    return done
-
-
 async def _all_logged(parts: Sequence[asyncio.Future]) -> list[str]:
-    """The suppression reasons of a message's slices, in order, once all are committed
-    (cancelled: the slices not yet started are cancelled too)."""
-    return [reason for part in await asyncio.gather(*parts) for reason in part]
+    """The suppression reasons of a message's slices, in order, once all are committed (a
+    caller cancelled meanwhile leaves them running: `Planner._withdraw_all` waits for them)."""
+    return [reason for part in parts for reason in await asyncio.shield(part)]
 
 
 def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],

@@ -30,13 +30,16 @@ from ..contact.caps import CONTACT_CHANNELS, Admission
 from .decision_codec import encode_record
 
 __all__ = ["DecisionRecord", "RewardRequest", "RewardOutcome", "PENDING", "REWARDED", "DEFAULT",
-           "SUPPRESSED", "NO_ARM"]
+           "SUPPRESSED", "NO_ARM", "WITHDRAWN"]
 
 PENDING, REWARDED, DEFAULT, SUPPRESSED = "pending", "rewarded", "default", "suppressed"
 """A decision's status: waiting for its reward, rewarded, closed with the default reward, or
 refused by the contact policy (which takes no reward)."""
 NO_ARM = -2
 """The arm of a suppressed decision (no variant chosen or sent)."""
+WITHDRAWN = "withdrawn"
+"""The reason of a suppressed decision that was logged but never answered (a PlanCampaign
+stream that ended first: `plan`); it counted toward nothing."""
 
 
 class DecisionRecord(NamedTuple):

@@ -51,9 +51,11 @@ from .errors import (
 )
 from .records import (
     DEFAULT,
+    NO_ARM,
     PENDING,
     REWARDED,
     SUPPRESSED,
+    WITHDRAWN,
     DecisionRecord,
     RewardOutcome,
     RewardRequest,
@@ -175,22 +177,53 @@ class CampaignRepository:
             return [r or rec.reason for r, rec in zip(reasons, records)]
         return self.store.write(fn)
 
+    def withdraw(self, batches: Sequence[Sequence[str]], reason: str = WITHDRAWN) -> list[int]:
+        """Withdraw logged decisions nobody received (a PlanCampaign stream that ended before
+        answering them), in one transaction: each one still pending becomes suppressed with
+        `reason` (no arm, variant, propensity or context; no reward can follow), leaves the
+        decision counters and the reward sweep, and stops counting toward the frequency caps.
+        Returns how many of each batch were withdrawn."""
+        def fn(txn):
+            out, arms, contacts = [], {}, {}
+            for ids in batches:
+                n = 0
+                for decision_id in ids:
+                    found = self._lookup(txn, decision_id)
+                    if found is None or found[1]["status"] != PENDING:
+                        continue
+                    pkey, rec = found
+                    self._d.delete(txn, due_key(rec["deadline"], decision_id))
+                    arms.setdefault(rec["campaign_id"], []).append(rec["arm"])
+                    contacts.setdefault(rec["user_id"], set()).add(decision_id)
+                    rec.update(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
+                               reason=reason, context=[], linear=False,
+                               deadline=rec["timestamp"])
+                    self._d.put(txn, pkey, encode_decision(rec))
+                    n += 1
+                out.append(n)
+            for campaign_id, withdrawn in arms.items():
+                self._count(txn, campaign_id, withdrawn=withdrawn)
+            if contacts:
+                self.contacts.forget(txn, contacts, time.time())
+            return out
+        return self.store.write(fn)
+
     def log_sends(self, sends: Sequence[tuple[str, str, float, str]]) -> list[None]:
         """Count `<channel>_sent` events as contacts (`ContactLog.add_sends`), one transaction."""
         self.store.write(lambda txn: self.contacts.add_sends(txn, sends, time.time()))
         return [None] * len(sends)
 
     def _count(self, txn, campaign_id: str, *, arms=(), resolved: dict | None = None,
-               dropped: int = 0) -> None:
+               dropped: int = 0, withdrawn=()) -> None:
         key = count_key(campaign_id)
         c = _counters(self._b.get(txn, key))
-        for arm in arms:
+        for arm, step in [*((a, 1) for a in arms), *((a, -1) for a in withdrawn)]:
             if arm == B.HOLDOUT:
-                c["holdout"] += 1
+                c["holdout"] += step
             else:
                 c["decisions"].extend([0] * (arm + 1 - len(c["decisions"])))
-                c["decisions"][arm] += 1
-        c["pending"] += len(arms) - dropped
+                c["decisions"][arm] += step
+        c["pending"] += len(arms) - dropped - len(withdrawn)
         if resolved is not None:
             c["pending"] -= 1
             if resolved["arm"] == B.HOLDOUT:
@@ -353,6 +386,7 @@ def writer_functions(store: Store) -> dict:
                                      per_call=PLAN_SLICES_A_COMMIT,
                                      per_call_alone=PLAN_SLICES_ALONE),
             "rewards": lambda requests: repo.apply_rewards(requests, time.time()),
+            "withdrawals": repo.withdraw,
             "sends": repo.log_sends}
 
 

@@ -206,6 +206,19 @@ class ContactLog:
         self._save(txn, histories, now)
         return added
 
+    def forget(self, txn, decisions: dict[str, set[str]], now: float) -> int:
+        """Drop the contacts of decisions withdrawn before anyone received them ({user:
+        decision ids}); returns the contacts dropped."""
+        histories, changed, dropped = self._read(txn, list(decisions)), {}, 0
+        for user_id, ids in decisions.items():
+            h = histories[user_id]
+            kept = [e for e in h.entries if e[2] not in ids]
+            if len(kept) < len(h.entries):
+                dropped += len(h.entries) - len(kept)
+                h.entries, changed[user_id] = kept, h
+        self._save(txn, changed, now)
+        return dropped
+
     def history(self, txn, user_id: str) -> ContactHistory:
         return ContactHistory.decode(self._t.get(txn, contact_key(user_id)))
 

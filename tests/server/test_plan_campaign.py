@@ -256,3 +256,72 @@ async def test_cli_writes_json_lines_in_order_with_progress(stub, tailor_server,
     assert "120/120" in out.stderr  # the progress bar, on stderr
     summary = json.loads(out.stderr[out.stderr.index("{"):])
     assert summary == {"decisions": 120, "suppressed": 0, "holdout": 0, "out": "-"}
+
+
+async def _until(check, seconds=5.0):
+    """Poll `check()` (a coroutine function) until it is true or `seconds` pass; its last value."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not (got := await check()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def test_decisions_of_a_stream_closed_before_answering_them_are_withdrawn(
+        stub, tailor_server):
+    """The caller never received the second batch (the stream closed once it was logged, before
+    its answer): its decisions neither count toward the frequency cap nor wait for a reward."""
+    from server.campaigns import PlanRequest
+    await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def stream():
+        while (req := await requests.get()) is not None:
+            yield req
+    batches = tailor_server.campaigns.plan(stream())
+    await requests.put(PlanRequest("c1", ["a"]))
+    first = await batches.__anext__()
+    await requests.put(PlanRequest("", ["b", "c"]))
+    assert await _until(lambda: _records_of(stub, {"b", "c"}, 2))  # logged, not yet answered
+    await batches.aclose()
+    unanswered = await _until(lambda: _records_of(stub, {"b", "c"}, 2, status="suppressed"))
+    assert [(r.user_id, r.reason, r.arm, r.variant_id) for r in unanswered] == [
+        ("b", "withdrawn", -2, ""), ("c", "withdrawn", -2, "")]
+    log = await logged(stub)
+    assert log[first.decision_ids[0]].status == "pending"  # answered: kept
+    st = await stats(stub)
+    assert (sum(v.decisions for v in st.variants), st.pending) == (1, 1)
+    again = (await plan(stub, [["a", "b", "c"]]))[0].decisions
+    assert [(d.user_id, d.suppressed, d.reason) for d in again] == [
+        ("a", True, "frequency_cap"), ("b", False, ""), ("c", False, "")]
+    code, _ = await code_of(stub.ReportReward(pb.ReportRewardRequest(
+        decision_id=unanswered[0].decision_id, reward=1.0)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def _records_of(stub, who, n, status="pending") -> list:
+    """The logged records of users `who` with `status`, by user, if there are `n` of them."""
+    got = sorted((r for r in (await logged(stub)).values()
+                  if r.user_id in who and r.status == status), key=lambda r: r.user_id)
+    return got if len(got) == n else []
+
+
+async def test_a_stream_failing_part_way_withdraws_the_slices_it_logged(stub, monkeypatch):
+    from server.campaigns import plan as planning
+    decide, calls = planning.Planner._decide, []
+
+    def failing(self, first, live, user_ids, now):
+        calls.append(list(user_ids))
+        if len(calls) == 3:
+            raise ValueError("a slice failed")
+        return decide(self, first, live, user_ids, now)
+    monkeypatch.setattr(planning, "DECIDE_SLICE", 2)
+    monkeypatch.setattr(planning.Planner, "_decide", failing)
+    await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
+    code, _ = await code_of(plan(stub, [["a", "b", "c", "d", "e", "f"]]))
+    assert code == grpc.StatusCode.INTERNAL
+    await asyncio.sleep(0.3)
+    left = {r.user_id: (r.status, r.reason) for r in (await logged(stub)).values()}
+    assert set(left.values()) <= {("suppressed", "withdrawn")}  # what was logged is withdrawn
+    monkeypatch.setattr(planning.Planner, "_decide", decide)
+    again = (await plan(stub, [["a", "b", "c", "d"]]))[0].decisions
+    assert [(d.suppressed, d.reason) for d in again] == [(False, "")] * 4
