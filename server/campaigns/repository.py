@@ -257,6 +257,8 @@ class CampaignRepository:
             return None if req.event_type else DecisionNotFound(req.decision_id)
         pkey, rec = found
         spec = self.parse(self._c.get(txn, campaign_key(rec["campaign_id"]))).spec
+        if rec["status"] == PENDING and rec["deadline"] <= now:  # due; the sweep is behind
+            self._close_window(txn, pkey, rec, spec, now)
         outcome = RewardOutcome(rec["campaign_id"], rec["variant_id"])
         if req.event_type:
             return self._event_reward(txn, pkey, rec, spec, req, now) and outcome
@@ -322,11 +324,16 @@ class CampaignRepository:
             if rec is None or rec["status"] != PENDING:
                 continue
             spec = self.parse(self._c.get(txn, campaign_key(rec["campaign_id"]))).spec
-            got = rec.get("event_reward")
-            self._finalize(txn, pkey, rec, spec.default_reward if got is None else got,
-                           DEFAULT if got is None else REWARDED, now)
+            self._close_window(txn, pkey, rec, spec, now)
             closed += 1
         return len(doomed), closed
+
+    def _close_window(self, txn, pkey: bytes, rec: dict, spec, now: float) -> None:
+        """Close a pending decision whose window ended: its best event reward, else the
+        default (by the sweep, or by a reward that came after the window, before the sweep)."""
+        got = rec.get("event_reward")
+        self._finalize(txn, pkey, rec, spec.default_reward if got is None else got,
+                       DEFAULT if got is None else REWARDED, now)
 
     def erase_user(self, txn, user_id: str) -> int:
         """Eraser for `ProfileRepository.erasers`: drop the index entries of the user's

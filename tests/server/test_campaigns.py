@@ -303,6 +303,33 @@ async def test_tracked_events_reward_decisions_and_windows_close_with_the_defaul
     assert log[wrong.decision_id].status == "default"
 
 
+async def test_a_reward_after_the_window_closed_is_refused_even_before_the_sweep(tmp_path):
+    """The window is the campaign's, not the sweeper's: a reward arriving after it (the sweep,
+    every hour here, has not closed the decision yet) closes it with the default reward as the
+    sweep would, and is refused (an event naming it is ignored)."""
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        campaign_sweep_seconds=3600)
+    async with serving(settings) as (_, ch):
+        stub, profiles = pb_grpc.CampaignServiceStub(ch), ppb_grpc.ProfileServiceStub(ch)
+        await create(stub, reward_window_seconds=0.5, default_reward=0.25)
+        late, evented, on_time = [await choose(stub, u) for u in ("ann", "bob", "cid")]
+        assert not (await reward(stub, on_time.decision_id, 1.0)).duplicate
+        await asyncio.sleep(0.6)
+        code, details = await code_of(reward(stub, late.decision_id, 1.0))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "default" in details
+        await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
+            event("e1", "bob", "email_click", evented.decision_id)]))
+        log = {r.decision_id: (r.status, r.reward) async for r in stub.ExportDecisions(
+            pb.ExportDecisionsRequest(campaign_id="c1", include_pending=True))}
+        assert log == {late.decision_id: ("default", 0.25), evented.decision_id: ("default", 0.25),
+                       on_time.decision_id: ("rewarded", 1.0)}
+        st = await stats(stub)
+        assert st.pending == 0 and sum(v.pulls for v in st.variants) == 3
+        assert sum(v.rewards for v in st.variants) == pytest.approx(1.0 + 0.25 + 0.25)
+
+
 async def test_campaigns_survive_a_restart(settings):
     from server.app import TailorServer
     server = TailorServer(settings)
