@@ -271,6 +271,8 @@ def ab_analysis(n, s, ss, weights, control: int = 0, binary: bool = True,
     undiscounted). ``tau2`` defaults to (10% of the control mean)^2.
     """
     n, s, ss = (np.asarray(a, dtype=np.float64) for a in (n, s, ss))
+    if n.size < 2:  # one variant (against its holdout, say): nothing to compare or split
+        return []
     srm = srm_check(n, weights) if (n > 0).all() else None
     rows = []
     for arm in range(n.size):

@@ -93,6 +93,10 @@ def test_ab_analysis_reports_each_variant_against_control():
     assert rows[0]["prob_beat_control"] > 0.95 and rows[0]["srm_mismatch"] is False
 
 
+def test_ab_analysis_of_one_variant_has_no_rows():
+    assert abtest.ab_analysis([40], [9], [9], [1.0]) == []
+
+
 def test_inputs_are_validated():
     with pytest.raises(ValueError, match="sample sizes"):
         abtest.two_proportion_ztest(1, 0, 1, 10)

@@ -233,6 +233,20 @@ async def test_fixed_split_is_deterministic_per_user_and_follows_weights(stub):
     assert {(c.variant_id, round(c.propensity, 9)) for c in first} == {("a", 0.25), ("b", 0.75)}
 
 
+async def test_a_fixed_campaign_of_one_variant_against_its_holdout_has_stats(stub):
+    """One variant and a holdout (a plain "send or not" test): its stats once rewards came; no
+    A/B rows (nothing to compare the variant with) and no failure of the split check."""
+    await create(stub, policy="fixed", arms=1, params={"holdout": 0.5})
+    picks = [await choose(stub, f"u{i}") for i in range(8)]
+    treated = [p for p in picks if not p.holdout]
+    for p in treated[:2]:
+        await reward(stub, p.decision_id, 1.0)
+    st = await stats(stub)
+    assert [(v.variant_id, v.decisions, v.pulls, v.rewards) for v in st.variants] == [
+        ("v0", len(treated), 2.0, 2.0)]
+    assert st.holdout_decisions == 8 - len(treated) and not st.ab
+
+
 async def test_holdout_users_receive_nothing_and_are_counted_apart(stub):
     await create(stub, params={"holdout": 0.2})
     picks = await choose_many(stub, [f"h{i}" for i in range(1000)])
