@@ -66,9 +66,18 @@ class PendingChoice:
         self.campaign_id, self.choice, self.profile = campaign_id, choice, profile
         self._committed, self._outcome, self._count = committed, outcome, count
 
-    async def logged(self) -> Choice:
-        """The decision once its record is committed (suppressed if over a cap)."""
-        reason = await self._committed
+    async def logged(self, on_cancel: Callable[[asyncio.Future], None] | None = None) -> Choice:
+        """The decision once its record is committed (suppressed if over a cap). Cancelled
+        meanwhile: the commit is cancelled (the record is left out if its batch has not started
+        yet), or, with `on_cancel`, left running and its future handed to `on_cancel`."""
+        if on_cancel is None:
+            reason = await self._committed
+        else:
+            try:
+                reason = await asyncio.shield(self._committed)
+            except asyncio.CancelledError:
+                on_cancel(self._committed)
+                raise
         choice = self.choice
         if reason and not choice.suppressed:  # over a frequency cap, found where it was logged
             self._count(self.campaign_id, "suppressed")

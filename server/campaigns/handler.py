@@ -114,7 +114,8 @@ class Campaigns:
         # Withdrawals of logged PlanCampaign decisions nobody received (`records.WITHDRAWN`).
         self._withdrawals = AdaptiveBatcher(runner=self._writer.runner("withdrawals"),
                                             max_size=64, max_wait=0.0, name="plan_withdrawals")
-        self._planner = Planner(self, self._plan_log, self.withdraw)
+        self._withdrawing: set[asyncio.Task] = set()
+        self._planner = Planner(self, self._plan_log, self._withdraw_after)
         self._decision_counters: dict[tuple[str, str], object] = {}
 
     async def start(self) -> None:
@@ -220,8 +221,33 @@ class Campaigns:
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                      now: float | None = None) -> Choice:
         """One decision, logged before it returns; `now` (unix s) is the decision time (tests
-        fix it to check quiet hours; default: the clock)."""
-        return await self.decide(campaign_id, user_id, context, now).logged()
+        fix it to check quiet hours; default: the clock). A caller cancelled before the answer
+        (a deadline) never received the decision: once committed, it is withdrawn."""
+        pending = self.decide(campaign_id, user_id, context, now)
+        decision_id = pending.choice.decision_id
+        return await pending.logged(
+            on_cancel=lambda committed: self._withdraw_after([([decision_id], committed)]))
+
+    def _withdraw_after(self, logged: Sequence[tuple[Sequence[str], asyncio.Future]]) -> None:
+        """Withdraw decisions nobody received, once their commits settle: (decision ids,
+        future of their suppression reasons, or of the one reason of a single decision) pairs;
+        those the commit logged pending go (all of a failed commit's: none were logged)."""
+        async def run():
+            ids = []
+            for pending, future in logged:
+                await asyncio.wait([future])
+                reasons = None if future.cancelled() or future.exception() else future.result()
+                if isinstance(reasons, str):  # one decision's (ChooseVariant)
+                    reasons = [reasons]
+                ids += pending if reasons is None else [d for d, r in zip(pending, reasons) if not r]
+            if ids:
+                try:
+                    await self.withdraw(ids)
+                except Exception:  # noqa: BLE001 - nobody waits for it; say why
+                    logger.exception("withdrawing %d unanswered decisions failed", len(ids))
+        task = asyncio.get_running_loop().create_task(run())
+        self._withdrawing.add(task)
+        task.add_done_callback(self._withdrawing.discard)
 
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                now: float | None = None, profile: bool = False, seen: bool = False,
@@ -396,7 +422,8 @@ class Campaigns:
             yield rec
 
     async def close(self) -> None:
-        await self._planner.close()
+        while self._withdrawing:  # withdrawals of decisions nobody received, before the writer
+            await asyncio.wait(list(self._withdrawing))
         await self._log.close()
         await self._plan_log.close()
         await self._withdrawals.close()

@@ -47,7 +47,6 @@ from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
 from .errors import PlanStreamTooLong
-from .logging import logger
 from .records import NO_ARM, PENDING, SUPPRESSED
 
 if TYPE_CHECKING:
@@ -144,13 +143,13 @@ def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
 class Planner:
     """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces); `log`
     takes a batch's decision-log rows (`DecisionRecord` tuples) and answers once committed;
-    `withdraw(decision_ids)` withdraws logged decisions nobody received."""
+    `withdraw` (`Campaigns._withdraw_after`) takes the (pending decision ids, commit future)
+    of the slices nobody received when a stream ends."""
 
     def __init__(self, campaigns: Campaigns, log, withdraw):
         self.campaigns = campaigns
         self.limits = campaigns.limits
         self._log, self._withdraw = log, withdraw
-        self._withdrawing: set[asyncio.Task] = set()
 
     async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
         """One `PlanBatch` per request batch, in order, each once its decisions are committed."""
@@ -169,31 +168,10 @@ class Planner:
                 ahead.release(len(planned))
                 yield outcome
         finally:
+            # The reader, suspended here, adds no slice once cancelled: `unanswered` is final.
             reader.cancel()
-            task = asyncio.get_running_loop().create_task(self._withdraw_all(reader, unanswered))
-            self._withdrawing.add(task)
-            task.add_done_callback(self._withdrawing.discard)
-
-    async def _withdraw_all(self, reader: asyncio.Task, unanswered: collections.deque) -> None:
-        """Once the reader has stopped and every slice it handed to the writer is settled,
-        withdraw the decisions of those the caller did not receive that were logged pending."""
-        await asyncio.wait([reader])
-        ids = []
-        for pending, future in unanswered:
-            await asyncio.wait([future])
-            reasons = None if future.cancelled() or future.exception() else future.result()
-            ids += pending if reasons is None else [d for d, r in zip(pending, reasons) if not r]
-        if ids:
-            try:
-                await self._withdraw(ids)
-            except Exception:  # noqa: BLE001 - a stream's end never fails; say why
-                logger.exception("withdrawing %d unanswered PlanCampaign decisions failed",
-                                 len(ids))
-
-    async def close(self) -> None:
-        """Wait for the withdrawals of the streams that ended (before the writer closes)."""
-        while self._withdrawing:
-            await asyncio.wait(list(self._withdrawing))
+            if unanswered:
+                self._withdraw(list(unanswered))
 
     async def _read(self, requests: AsyncIterable[PlanRequest], queue: asyncio.Queue,
                     ahead: _ReadAhead, unanswered: collections.deque) -> None:
@@ -306,7 +284,7 @@ class Planner:
 
 async def _all_logged(parts: Sequence[asyncio.Future]) -> list[str]:
     """The suppression reasons of a message's slices, in order, once all are committed (a
-    caller cancelled meanwhile leaves them running: `Planner._withdraw_all` waits for them)."""
+    caller cancelled meanwhile leaves them running: `Campaigns._withdraw_after` waits for them)."""
     return [reason for part in parts for reason in await asyncio.shield(part)]
 
 

@@ -279,6 +279,27 @@ async def test_report_reward_updates_stats_and_is_idempotent_for_the_same_value(
     assert st.pending == 0 and row.ci_low < row.mean < row.ci_high
 
 
+async def test_a_choose_variant_cancelled_before_its_answer_is_withdrawn(stub, tailor_server):
+    """A ChooseVariant whose caller gave up (a deadline) once its record was on its way to the
+    log: the decision nobody received neither holds the frequency cap nor waits for a reward."""
+    await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
+    call = asyncio.create_task(tailor_server.campaigns.choose("c1", "ann", {}))
+    await asyncio.sleep(0)  # decided, its record queued
+    await asyncio.sleep(0)  # the batch handed to the writer
+    call.cancel()
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        log = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+            campaign_id="c1", include_pending=True, include_suppressed=True))]
+        if log and log[0].status != "pending":
+            break
+        await asyncio.sleep(0.05)
+    assert [(r.user_id, r.status, r.reason) for r in log] == [("ann", "suppressed", "withdrawn")]
+    assert (await stats(stub)).pending == 0
+    again = await choose(stub, "ann")
+    assert (again.suppressed, again.variant_id != "") == (False, True)
+
+
 async def test_bernoulli_rewards_must_lie_in_unit_interval(stub):
     await create(stub)
     d = await choose(stub, "u1")
