@@ -264,16 +264,20 @@ def sample_size(effect: float, *, baseline_rate: float | None = None, sd: float 
 
 
 def ab_analysis(n, s, ss, weights, control: int = 0, binary: bool = True,
-                tau2: float | None = None) -> list[dict]:
+                tau2: float | None = None, assigned=None) -> list[dict]:
     """Every variant against `control`: test, P(beat control) (binary), mSPRT p, plus SRM.
 
     ``n, s, ss`` are per-variant counts, reward sums and squared sums (a BanditState's fields,
-    undiscounted). ``tau2`` defaults to (10% of the control mean)^2.
+    undiscounted). ``tau2`` defaults to (10% of the control mean)^2. ``assigned``: the users
+    assigned to each variant, which the sample-ratio check compares with ``weights`` (default
+    ``n``; observations lag assignments by however long each reward takes, which differs
+    between variants that convert differently).
     """
     n, s, ss = (np.asarray(a, dtype=np.float64) for a in (n, s, ss))
     if n.size < 2:  # one variant (against its holdout, say): nothing to compare or split
         return []
-    srm = srm_check(n, weights) if (n > 0).all() else None
+    split = n if assigned is None else np.asarray(assigned, dtype=np.float64)
+    srm = srm_check(split, weights) if (split > 0).all() else None
     rows = []
     for arm in range(n.size):
         if arm == control or n[arm] < 2 or n[control] < 2:

@@ -16,14 +16,16 @@ from kernels.bandits import KIND_BETA, BanditState, _draw_numpy, posterior_param
 __all__ = ["campaign_stats"]
 
 
-def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bool = True) -> dict:
+def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bool = True,
+                   assigned=None) -> dict:
     """Per-arm pulls, rewards, posterior mean, 95% interval, P(best) and expected loss.
 
     The model is Beta-Bernoulli (``reward_model`` 0) or Normal-inverse-gamma (1) on (n, s, ss),
     whatever the policy; P(best) and expected loss E[max_j mu_j - mu_a] are Monte Carlo
     (standard error <= 0.5 / sqrt(n_mc) for P(best)). Linear policies report the context-free
     view of the same rewards. Fixed splits add ``ab``: `kernels.abtest.ab_analysis` rows
-    (every variant against arm 0: z-test or Welch, P(beat control), mSPRT p-value, SRM).
+    (every variant against arm 0: z-test or Welch, P(beat control), mSPRT p-value, SRM on
+    ``assigned``, the decisions per arm, when given).
     """
     from scipy import stats as sps
     kind, post = posterior_params(state) if state.policy != "lints" else \
@@ -46,5 +48,6 @@ def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bo
            "ci_low": lo, "ci_high": hi, "prob_best": wins, "expected_loss": loss}
     if state.policy == "fixed":
         out["ab"] = abtest.ab_analysis(state.n, state.s, state.ss, state.weights,
-                                       binary=state.params.reward_model == 0.0)
+                                       binary=state.params.reward_model == 0.0,
+                                       assigned=assigned)
     return out

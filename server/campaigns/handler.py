@@ -394,8 +394,10 @@ class Campaigns:
         campaign, state, counters = await asyncio.to_thread(self.repo.stats_snapshot, campaign_id)
 
         def compute():
+            made = counters["decisions"][:state.n_arms]
+            assigned = [*made, *[0] * (state.n_arms - len(made))]  # the split check's counts
             with self._stats_lock:
-                st = campaign_stats(state, self._stats_rng, n_mc=20000)
+                st = campaign_stats(state, self._stats_rng, n_mc=20000, assigned=assigned)
             elapsed = time.time() - campaign.created_at
             made = sum(counters["decisions"]) + counters["holdout"]
             st["decisions_per_second"] = made / elapsed if elapsed > 0 else 0.0

@@ -97,6 +97,14 @@ def test_ab_analysis_of_one_variant_has_no_rows():
     assert abtest.ab_analysis([40], [9], [9], [1.0]) == []
 
 
+def test_the_split_check_takes_the_assignments_when_given():
+    # 10 and 50 observed of 100 and 100 assigned: the split is even, the rewards are not
+    (row,) = abtest.ab_analysis([10, 50], [10, 50], [10, 50], [1.0, 1.0], assigned=[100, 100])
+    assert row["srm_pvalue"] == 1.0 and row["srm_mismatch"] is False
+    (row,) = abtest.ab_analysis([10, 50], [10, 50], [10, 50], [1.0, 1.0])
+    assert row["srm_mismatch"] is True
+
+
 def test_inputs_are_validated():
     with pytest.raises(ValueError, match="sample sizes"):
         abtest.two_proportion_ztest(1, 0, 1, 10)

@@ -703,6 +703,26 @@ async def test_sample_size_bad_input_names_the_field(stub):
             (fields, details)
 
 
+async def test_the_split_check_counts_assignments_not_rewarded_decisions(stub):
+    """Only conversions are reported (the rest close with the default when the window ends):
+    while windows are open, b (which converts more) has more rewarded decisions than a. The
+    split itself is even, so the sample-ratio check must not cry mismatch."""
+    await create(stub, policy="fixed", reward_window_seconds=3600,
+                 variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
+    picks = await choose_many(stub, [f"t{i}" for i in range(300)])
+    by_arm = {0: [p for p in picks if p.arm == 0], 1: [p for p in picks if p.arm == 1]}
+    for arm, every in ((0, 10), (1, 2)):  # a converts one in ten, b one in two
+        for p in by_arm[arm][::every]:
+            await reward(stub, p.decision_id, 1.0)
+    st = await stats(stub)
+    (row,) = st.ab
+    decisions = [v.decisions for v in st.variants]
+    expected = sum((d - 150) ** 2 / 150 for d in decisions)  # chi-square on the assignments
+    from scipy import stats as sps
+    assert row.srm_pvalue == pytest.approx(sps.chi2.sf(expected, 1), rel=1e-9)
+    assert not row.srm_mismatch
+
+
 async def test_stats_tell_the_time_to_significance_at_the_current_traffic(stub):
     from kernels import abtest
     await create(stub, policy="fixed", variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
