@@ -9,8 +9,8 @@ loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -78,12 +78,10 @@ class Campaigns:
         self.sweep_seconds = sweep_seconds
         self._cache = CampaignCache(self.repo, profiles, self.contact, suppressions,
                                     state_refresh_s, limits.context_value_max)
-        seed = int.from_bytes(os.urandom(8), "little")
-        # Decisions use one generator owned by the event-loop thread; stats run in worker
-        # threads and use their own (under a lock): the native Rng is not thread-safe.
-        self.decider = DecisionMaker(B.new_rng(seed), propensity_refresh_s)
-        self._stats_rng = B.new_rng(seed ^ 0x5DEECE66D)
-        self._stats_lock = threading.Lock()
+        # Decisions use one generator owned by the event-loop thread (the native Rng is not
+        # thread-safe); stats seed one of their own from the posterior (`stats`).
+        self.decider = DecisionMaker(B.new_rng(int.from_bytes(os.urandom(8), "little")),
+                                     propensity_refresh_s)
         # The writer's limits (how many and how old contacts the caps count, reward bounds) are
         # this server's, which may come from a config file the child does not read.
         self._writer = WriterProcess("server.campaigns.repository:writer_functions", store,
@@ -396,8 +394,11 @@ class Campaigns:
         def compute():
             made = counters["decisions"][:state.n_arms]
             assigned = [*made, *[0] * (state.n_arms - len(made))]  # the split check's counts
-            with self._stats_lock:
-                st = campaign_stats(state, self._stats_rng, n_mc=20000, assigned=assigned)
+            # Seeded by the posterior: every worker, before and after a restart, gives the
+            # same Monte Carlo answer about the same state.
+            seed = int.from_bytes(hashlib.blake2b(state.to_bytes(), digest_size=8).digest(),
+                                  "little")
+            st = campaign_stats(state, B.new_rng(seed), n_mc=20000, assigned=assigned)
             elapsed = time.time() - campaign.created_at
             made = sum(counters["decisions"]) + counters["holdout"]
             st["decisions_per_second"] = made / elapsed if elapsed > 0 else 0.0

@@ -365,6 +365,23 @@ async def test_a_reward_after_the_window_closed_is_refused_even_before_the_sweep
         assert sum(v.rewards for v in st.variants) == pytest.approx(1.0 + 0.25 + 0.25)
 
 
+async def test_stats_of_the_same_state_are_the_same_from_any_worker_and_after_a_restart(settings):
+    """P(best) and the expected loss are Monte Carlo; two workers (or one after a restart)
+    asked about the same posterior give the same numbers, not two draws of them."""
+    from tests.conftest import serving
+    async with serving(settings) as (_, ch):
+        s = pb_grpc.CampaignServiceStub(ch)
+        await create(s)
+        for i, d in enumerate(await choose_many(s, [f"u{i}" for i in range(30)])):
+            await reward(s, d.decision_id, float(i % 3 == 0))
+        first, again = await stats(s), await stats(s)
+    async with serving(settings) as (_, ch):
+        restarted = await stats(pb_grpc.CampaignServiceStub(ch))
+    for st in (again, restarted):
+        assert [(v.prob_best, v.expected_loss) for v in st.variants] == \
+            [(v.prob_best, v.expected_loss) for v in first.variants]
+
+
 async def test_campaigns_survive_a_restart(settings):
     from server.app import TailorServer
     server = TailorServer(settings)
