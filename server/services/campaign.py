@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 
 from kernels.bandits import HOLDOUT
@@ -224,13 +225,16 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     @grpc_errors
     async def PlanCampaign(self, request_iterator, context):
         requests = (CampaignConverter.to_plan_request(r) async for r in request_iterator)
-        async for batch in self.campaigns.plan(requests):
-            out = pb.PlanCampaignResponse()
-            for lo in range(0, len(batch), _PLAN_SLICE):  # other calls run between slices
-                if lo:
-                    await asyncio.sleep(0)
-                out.decisions.extend(CampaignConverter.plan_decisions(batch, lo, lo + _PLAN_SLICE))
-            yield out
+        # Closed here, not when collected: a stream cancelled while an answer is written still
+        # withdraws the batches decided ahead of it before the server's writers close.
+        async with contextlib.aclosing(self.campaigns.plan(requests)) as batches:
+            async for batch in batches:
+                out = pb.PlanCampaignResponse()
+                for lo in range(0, len(batch), _PLAN_SLICE):  # other calls run between slices
+                    if lo:
+                        await asyncio.sleep(0)
+                    out.decisions.extend(CampaignConverter.plan_decisions(batch, lo, lo + _PLAN_SLICE))
+                yield out
 
     @grpc_errors
     async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):
