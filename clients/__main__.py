@@ -172,15 +172,16 @@ def _suppression(client: TailorClient, args) -> object:
 
 
 def _plan(client: TailorClient, args) -> dict:
-    """Decisions for the user ids of a file (one a line; '-' = stdin) as JSON lines on stdout or
-    in --out, with a progress bar on stderr; returns the counts."""
+    """Decisions for the user ids of a file (one a line, blank lines and `#` comments skipped,
+    as for `send`; '-' = stdin) as JSON lines on stdout or in --out, with a progress bar on
+    stderr; returns the counts."""
     from tqdm import tqdm  # the `client` extra
 
     name = "stdin" if args.users == "-" else args.users
     total = None
     if args.users != "-":  # counted for the bar; a file that is not text is refused before a call
         with _open(args.users, binary=True) as fh:
-            ids = _UserIds(fh, name)
+            ids = _UserIds(fh, name, comments=True)
             total = sum(1 for _ in ids)
         if ids.bad:
             raise UsageError(ids.bad)
@@ -189,7 +190,7 @@ def _plan(client: TailorClient, args) -> dict:
     source = _open(args.users, binary=True)
     counts = {"decisions": 0, "suppressed": 0, "holdout": 0}
     with source, tqdm(total=total, unit="user", file=sys.stderr, disable=args.quiet) as bar:
-        users = _UserIds(source, name)
+        users = _UserIds(source, name, comments=True)  # the file `send` takes, read alike
         try:
             for d in client.plan_campaign(args.campaign, users, batch_size=args.batch_size,
                                           context=context):
@@ -470,7 +471,8 @@ def _campaign_parser(sub, common) -> None:
     pl = acts.add_parser("plan", parents=[common], help="decisions for an audience (PlanCampaign): "
                          "JSON lines, one per user id, with progress on stderr")
     pl.add_argument("--campaign", required=True)
-    pl.add_argument("--users", required=True, help="user ids, one a line ('-' for stdin)")
+    pl.add_argument("--users", required=True, help="user ids, one a line ('-' for stdin; blank "
+                    "lines and # comments skipped)")
     pl.add_argument("--out", default="", help="JSON-lines file (default stdout)")
     pl.add_argument("--batch-size", type=int, default=1000, help="user ids per message")
     pl.add_argument("--context", action="append", metavar="KEY=NUMBER",

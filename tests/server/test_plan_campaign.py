@@ -258,6 +258,18 @@ async def test_cli_writes_json_lines_in_order_with_progress(stub, tailor_server,
     assert summary == {"decisions": 120, "suppressed": 0, "holdout": 0, "out": "-"}
 
 
+async def test_cli_reads_the_audience_file_as_campaign_send_does(stub, tailor_server, tmp_path):
+    """The file `campaign send` takes (blank lines and # comments skipped) plans the same
+    users: no decision for a comment line."""
+    await create(stub)
+    (tmp_path / "users.txt").write_text("# audience of 2026-12-04\nu0\n\n  # the rest\nu1\n")
+    out = await asyncio.to_thread(
+        run_module, "clients", "campaign", "plan", "--server", f"127.0.0.1:{tailor_server.port}",
+        "--campaign", "c1", "--users", str(tmp_path / "users.txt"), "--quiet")
+    assert [json.loads(line)["user_id"] for line in out.stdout.splitlines()] == ["u0", "u1"]
+    assert sorted(r.user_id for r in (await logged(stub)).values()) == ["u0", "u1"]
+
+
 async def _until(check, seconds=5.0):
     """Poll `check()` (a coroutine function) until it is true or `seconds` pass; its last value."""
     deadline = asyncio.get_running_loop().time() + seconds
