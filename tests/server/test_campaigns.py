@@ -382,6 +382,22 @@ async def test_stats_of_the_same_state_are_the_same_from_any_worker_and_after_a_
             [(v.prob_best, v.expected_loss) for v in first.variants]
 
 
+async def test_the_servers_limits_reach_the_campaigns_writer(tmp_path):
+    """Limits given to the server (a `[limits]` table of --config, or Settings in code) hold
+    where rewards are checked, in the campaigns writer process, not only the environment's."""
+    from server.config import Limits, Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(reward_max=100.0))
+    async with serving(settings) as (_, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await create(stub, policy="gaussian_ts")
+        d = await choose(stub, "bob")
+        code, details = await code_of(reward(stub, d.decision_id, 5000.0))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "100" in details
+        assert not (await reward(stub, d.decision_id, 100.0)).duplicate
+
+
 async def test_campaigns_survive_a_restart(settings):
     from server.app import TailorServer
     server = TailorServer(settings)
