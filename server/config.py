@@ -115,8 +115,8 @@ class Limits(BaseModel):
     """Longest reward window a campaign may set."""
     reward_max: float = Field(1e9, gt=0, le=1e15)
     """Largest magnitude of a reward (ReportReward, a reward rule's value or cap, a campaign's
-    default reward): the Gaussian and linear posteriors square rewards, which a value past
-    ~1e154 turns into inf/NaN for good."""
+    default reward; a reward taken from an event's value is clipped to it): the Gaussian and
+    linear posteriors square rewards, which a value past ~1e154 turns into inf/NaN for good."""
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
     context_value_max: float = Field(1e9, gt=0, le=1e15)

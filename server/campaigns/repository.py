@@ -276,16 +276,19 @@ class CampaignRepository:
         return outcome
 
     def _event_reward(self, txn, pkey, rec, spec, req: RewardRequest, now: float) -> bool:
-        """Keep the best event reward of a pending decision; final once nothing could beat it."""
+        """Keep the best event reward of a pending decision; final once nothing could beat it.
+        An event's reward lies within ±`Limits.reward_max` as every reward does (an uncapped
+        rule's is clipped to it)."""
         rule = spec.rule_for(req.event_type)
         if rule is None or rec["status"] != PENDING or rec["user_id"] != req.user_id:
             return False
-        reward = rule.reward(req.event_value)
+        most = self.limits.reward_max
+        reward = min(max(rule.reward(req.event_value), -most), most)
         if spec.binary_rewards:
             reward = min(max(reward, 0.0), 1.0)
         earlier = rec.get("event_reward")
         best = reward if earlier is None else max(reward, earlier)
-        if best >= spec.best_event_reward:
+        if best >= min(spec.best_event_reward, most):
             self._finalize(txn, pkey, rec, best, REWARDED, now)
         else:
             rec["event_reward"] = best

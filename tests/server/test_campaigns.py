@@ -398,6 +398,27 @@ async def test_the_servers_limits_reach_the_campaigns_writer(tmp_path):
         assert not (await reward(stub, d.decision_id, 100.0)).duplicate
 
 
+async def test_an_event_reward_is_held_to_the_reward_bound(tmp_path):
+    """`Limits.reward_max` bounds every reward: one taken from an event's value (an uncapped
+    use_event_value rule; events have a bound of their own, `event_value_max`) is clipped to
+    it, as a rule's cap clips it."""
+    from server.config import Limits, Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(reward_max=100.0))
+    async with serving(settings) as (_, ch):
+        stub, profiles = pb_grpc.CampaignServiceStub(ch), ppb_grpc.ProfileServiceStub(ch)
+        await create(stub, policy="gaussian_ts",
+                     rewards=[pb.RewardRule(event_type="purchase", use_event_value=True)])
+        d = await choose(stub, "ann")
+        await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
+            event("e1", "ann", "purchase", d.decision_id, 5000.0)]))
+        log = {r.decision_id: (r.status, r.reward) async for r in stub.ExportDecisions(
+            pb.ExportDecisionsRequest(campaign_id="c1"))}
+        assert log == {d.decision_id: ("rewarded", 100.0)}
+        assert (await stats(stub)).variants[d.arm].rewards == 100.0
+
+
 async def test_campaigns_survive_a_restart(settings):
     from server.app import TailorServer
     server = TailorServer(settings)
