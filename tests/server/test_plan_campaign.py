@@ -241,6 +241,12 @@ async def test_cancelled_stream_keeps_every_answered_decision(stub):
     assert all(log[d.decision_id].propensity == d.propensity for d in answered)
     assert len(log) in (200, 250)  # the third batch may or may not have reached the writer
 
+    async def third_settled():  # never answered: withdrawn if logged
+        log = await logged(stub)
+        return {(r.status, r.reason) for r in log.values()
+                if r.user_id in set(users(200, 50))} <= {("suppressed", "withdrawn")}
+    assert await _until(third_settled)
+
 
 async def test_cli_writes_json_lines_in_order_with_progress(stub, tailor_server, tmp_path):
     await create(stub)
