@@ -147,7 +147,19 @@ def _campaign(client: TailorClient, args) -> object:
         with _create(args.out) as fh:
             n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
         return {"decisions": n, "out": args.out}
-    return client.campaign_stats(args.campaign)
+    return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
+
+
+def _finite(value):
+    """`value` with NaN and infinite floats as None: JSON has neither (a strict parser refuses
+    Python's NaN / Infinity)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _model(client: TailorClient, args):

@@ -777,6 +777,24 @@ async def test_the_split_check_counts_assignments_not_rewarded_decisions(stub):
     assert not row.srm_mismatch
 
 
+async def test_cli_stats_print_strict_json(stub, tailor_server):
+    """`campaign stats` is JSON a strict parser (jq, JSON.parse) reads: figures that are NaN or
+    infinite (P(beat control) of a non-binary metric, a time to significance never reached)
+    print as null."""
+    await create(stub, policy="fixed", params={"reward_model": 1.0},
+                 variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
+    for i, p in enumerate(await choose_many(stub, [f"t{i}" for i in range(40)])):
+        await reward(stub, p.decision_id, 2.0 + i % 3)
+    out = await asyncio.to_thread(
+        run_module, "clients", "campaign", "stats", "--server", f"127.0.0.1:{tailor_server.port}",
+        "--campaign", "c1")
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    (row,) = json.loads(out.stdout, parse_constant=refuse)["ab"]
+    assert row["prob_beat_control"] is None and row["variant_id"] == "b"
+
+
 async def test_stats_tell_the_time_to_significance_at_the_current_traffic(stub):
     from kernels import abtest
     await create(stub, policy="fixed", variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
