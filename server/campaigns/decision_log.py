@@ -89,12 +89,30 @@ class DecisionLog:
             return [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
-               include_pending: bool = False, include_suppressed: bool = False) -> Iterator[dict]:
-        """Decision records (user by user) matching the filters, from one read snapshot."""
+               include_pending: bool = False, include_suppressed: bool = False,
+               chunk: int = 10_000) -> Iterator[dict]:
+        """Decision records (user by user) matching the filters, read in snapshots of `chunk`
+        records each, past the index entries: an export holds no snapshot open while its
+        records are sent (a reader open for long keeps LMDB from reusing the pages written
+        meanwhile), and no snapshot spans the threads a caller may read it from. A record
+        changed during the export shows as its chunk read it; none shows twice."""
+        after = _PAST_INDEX
+        while after is not None:
+            picked, after = self._export_chunk(after, chunk, campaign_id, start, end,
+                                               include_pending, include_suppressed)
+            yield from picked
+
+    def _export_chunk(self, first: bytes, chunk: int, campaign_id: str, start: float,
+                      end: float, include_pending: bool, include_suppressed: bool
+                      ) -> tuple[list[dict], bytes | None]:
+        """(the records matching the filters among the `chunk` from key `first` on, the key to
+        go on from, None at the end), from one read snapshot."""
+        picked, seen = [], 0
         with self.store.read() as txn:
-            for key, raw in self._d.items(txn):
-                if key.startswith(SEP):
-                    continue
+            for key, raw in self._d.items(txn, first):
+                if seen == chunk:
+                    return picked, key
+                seen += 1
                 rec = decode_decision(raw)
                 if (campaign_id and rec["campaign_id"] != campaign_id) \
                         or (start and rec["timestamp"] < start) \
@@ -102,7 +120,8 @@ class DecisionLog:
                         or (rec["status"] == PENDING and not include_pending) \
                         or (rec["status"] == SUPPRESSED and not include_suppressed):
                     continue
-                yield rec
+                picked.append(rec)
+        return picked, None
 
     def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
         """Retention: delete closed decision records made before `cutoff` and their index

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import math
+from collections.abc import Iterator
 
 from kernels.bandits import HOLDOUT
 from protos.tailor.v1 import campaign_pb2 as pb
@@ -33,6 +35,15 @@ _NAN = float("nan")
 _PLAN_SLICE = 500
 """PlanCampaign decisions converted between two turns of the event loop (a batch may hold
 `Limits.plan_batch_users`: converted at once, it would hold up every other call meanwhile)."""
+
+
+_EXPORT_CHUNK = 1000
+"""ExportDecisions records read per trip to a thread."""
+
+
+def _some(records: Iterator[dict]) -> list[dict]:
+    """The next `_EXPORT_CHUNK` records of an export (fewer at its end; [] once done)."""
+    return list(itertools.islice(records, _EXPORT_CHUNK))
 
 
 def _num(x) -> float:
@@ -240,15 +251,19 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     async def ExportDecisions(self, request: pb.ExportDecisionsRequest, context):
         hidden: dict[str, range | list[int]] | None = (
             None if current_principal().has(PII_READER) else {})
-        for rec in self.campaigns.export(request.campaign_id, request.start, request.end,
-                                         request.include_pending, request.include_suppressed):
-            out = CampaignConverter.from_record(rec)
-            if hidden is not None and out.context:
-                positions = hidden.get(out.campaign_id)
-                if positions is None:
-                    positions = hidden[out.campaign_id] = await self._pii_positions(out.campaign_id)
-                for i in positions:
-                    if i >= len(out.context):
-                        break
-                    out.context[i] = _NAN
-            yield out
+        records = self.campaigns.export(request.campaign_id, request.start, request.end,
+                                        request.include_pending, request.include_suppressed)
+        # Read in a thread, some records at a time: a campaign's records sit among every other
+        # campaign's, which the scan reads past (~7 us each) without a turn of the event loop.
+        while chunk := await asyncio.to_thread(_some, records):
+            for rec in chunk:
+                out = CampaignConverter.from_record(rec)
+                if hidden is not None and out.context:
+                    positions = hidden.get(out.campaign_id)
+                    if positions is None:
+                        positions = hidden[out.campaign_id] = await self._pii_positions(out.campaign_id)
+                    for i in positions:
+                        if i >= len(out.context):
+                            break
+                        out.context[i] = _NAN
+                yield out
