@@ -33,9 +33,9 @@ def store(tmp_path):
 def _row(decision_id: str, user: str, now: float, status: str = "pending") -> tuple:
     if status == "suppressed":
         return (decision_id, "c", user, now, -2, 0.0, None, [], 0, "", "suppressed", now, False,
-                "push", 0.0, "no_consent", (), 1.0, 1.0)
+                "push", 0.0, "no_consent", (), 1.0, 1.0, False)
     return (decision_id, "c", user, now, 1, 0.5, None, [], 0, "b", "pending", now + 60.0, False,
-            "push", 0.0, "", (), 1.0, 1.0)
+            "push", 0.0, "", (), 1.0, 1.0, False)
 
 
 def test_decision_ids_start_with_their_millisecond_and_sort_by_time():
