@@ -101,6 +101,7 @@ class PartlyDone(TailorError):
 
     def __init__(self, err: TailorError, done: str):
         self.status = err.status
+        self.store_full = getattr(err, "store_full", False)
         self.logged = f"{err.log_message()}; {done}"
         super().__init__(f"{err}; {done}")
 
@@ -155,6 +156,9 @@ def _detail(err: Exception) -> str:
 
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
     if isinstance(err, TailorError):
+        if getattr(err, "store_full", False):  # `store.errors.StoreFull`, or a call it cut short
+            from .metrics import STORE_FULL_REFUSALS  # imported late: metrics imports errors
+            STORE_FULL_REFUSALS.inc()
         logger.info("%s -> %s: %s", method, err.status.name, _cut(err.log_message()))
         await context.abort(err.status, _detail(err))
     logger.exception("%s failed", method)

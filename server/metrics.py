@@ -29,6 +29,7 @@ from .errors import FailedPrecondition
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
+           "STORE_FULL_REFUSALS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
            "RpcSeries", "count_events", "report_drift", "report_model", "report_model_stats",
@@ -70,6 +71,10 @@ STORE_MAP = Gauge("tailor_store_map_bytes", "Current LMDB map size (grows by dou
                   multiprocess_mode="max")
 STORE_MAX_MAP = Gauge("tailor_store_max_map_bytes", "Ceiling of the LMDB map "
                       "(TAILOR_LMDB_MAX_MAP_SIZE).", multiprocess_mode="max")
+STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused because the LMDB map "
+                              "is at its ceiling (TAILOR_LMDB_MAX_MAP_SIZE): the store is full. "
+                              "Other RESOURCE_EXHAUSTED answers (a caller over a limit) are not "
+                              "counted.")
 DRIFT_PSI = Gauge("tailor_drift_psi", "PSI of live Recommend traffic against the bundle's training "
                   "reference, per feature, over the rolling drift windows (max over workers).",
                   ["version", "feature"], multiprocess_mode="max")

@@ -1,9 +1,10 @@
-"""Errors of the store's encryption (all refuse an open or a read: FAILED_PRECONDITION)."""
+"""Errors of the store: its encryption (all refuse an open or a read: FAILED_PRECONDITION), and a
+write past the map's ceiling (RESOURCE_EXHAUSTED)."""
 from __future__ import annotations
 
-from ..errors import FailedPrecondition
+from ..errors import FailedPrecondition, ResourceExhausted
 
-__all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted"]
+__all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull"]
 
 
 class StoreKeyMissing(FailedPrecondition):
@@ -29,3 +30,15 @@ class StoreEncrypted(FailedPrecondition):
     def __init__(self, path):
         super().__init__(f"store at {path} is encrypted at rest: open it with encryption on "
                          "and the 'encryption' keyring")
+
+
+class StoreFull(ResourceExhausted):
+    """A write refused: the LMDB map is at its ceiling (`TAILOR_LMDB_MAX_MAP_SIZE`). Counted as
+    `tailor_store_full_refusals_total` when it ends a call (`server.errors`), so an alert tells
+    it from the RESOURCE_EXHAUSTED a caller causes (a profile over its attribute limit)."""
+
+    store_full = True
+
+    def __init__(self, max_map_size: int, reserve: int):
+        super().__init__(f"store is full: LMDB map at its ceiling of {max_map_size} bytes less "
+                         f"{reserve} kept for erasure (raise TAILOR_LMDB_MAX_MAP_SIZE)")

@@ -1,8 +1,8 @@
 """LMDB environment with named tables.
 
 One write transaction per batch, one read-only transaction per request; the map grows by
-doubling when full (up to a ceiling, past which writes raise ResourceExhausted and nothing of
-the failed batch is written). The last `erasure_reserve` bytes below the ceiling are kept for
+doubling when full (up to a ceiling, past which writes raise `StoreFull`, RESOURCE_EXHAUSTED,
+and nothing of the failed batch is written). The last `erasure_reserve` bytes below the ceiling are kept for
 erasure (DeleteProfile, retention): ordinary writes stop short of them, so a full store can
 still forget a person. Several processes may open the same directory: LMDB serialises
 writers across processes and readers never block.
@@ -27,9 +27,9 @@ from typing import TypeVar
 
 import lmdb
 
-from ..errors import ResourceExhausted
 from .crypto import StoreCrypto
 from .datakeys import DataKeys
+from .errors import StoreFull
 from .growth import GrowthFill
 from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
@@ -207,9 +207,7 @@ class Store:
         with self._resize_lock:
             current = self.env.info()["map_size"]
             if current >= ceiling:
-                raise ResourceExhausted(
-                    f"store is full: LMDB map at its ceiling of {self.max_map_size} bytes less "
-                    f"{self.erasure_reserve} kept for erasure (raise TAILOR_LMDB_MAX_MAP_SIZE)")
+                raise StoreFull(self.max_map_size, self.erasure_reserve)
             new = min(current * 2, ceiling)
             logger.info("growing LMDB map from %d to %d bytes", current, new)
             self.env.set_mapsize(new)
