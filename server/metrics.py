@@ -76,7 +76,8 @@ STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused becau
                               "Other RESOURCE_EXHAUSTED answers (a caller over a limit) are not "
                               "counted.")
 DRIFT_PSI = Gauge("tailor_drift_psi", "PSI of live Recommend traffic against the bundle's training "
-                  "reference, per feature, over the rolling drift windows (max over workers).",
+                  "reference, per feature, over the rolling drift windows (max over workers; NaN "
+                  "without live values, or for a version no longer served).",
                   ["version", "feature"], multiprocess_mode="max")
 
 IMPRESSIONS_WRITTEN = Counter("tailor_impressions_written", "Recommend answers written to the "

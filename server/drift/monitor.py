@@ -70,6 +70,8 @@ class DriftMonitor:
         self._tracks: dict[str, _Track] = {}
         self._lock = threading.Lock()
         self._drifting: set[tuple[str, str]] = set()
+        self._published: dict[str, set[str]] = {}
+        """Features of each version whose `tailor_drift_psi` gauge was set."""
         self._task: asyncio.Task | None = None
         self._failed_at = -math.inf
 
@@ -185,9 +187,20 @@ class DriftMonitor:
             logger.exception("counting batches for drift failed (bundle %s)", version)
 
     def _publish(self, report: DriftReport) -> None:
+        """Gauges and warnings of the served version's report. A gauge holds the PSI of the
+        live windows: NaN once they hold no value of its feature, or for a version no longer
+        served (not the last figure, which an alert would go on reading)."""
+        for version in [v for v in self._published if v != report.version]:
+            for name in self._published.pop(version):
+                metrics.report_drift(version, name, math.nan)
+            self._drifting = {key for key in self._drifting if key[0] != version}
+        published = self._published.setdefault(report.version, set())
         for f in report.features:
             if math.isfinite(f.psi):
                 metrics.report_drift(report.version, f.name, f.psi)
+                published.add(f.name)
+            elif f.name in published:
+                metrics.report_drift(report.version, f.name, math.nan)
             key = (report.version, f.name)
             if f.status == "drift" and key not in self._drifting:
                 self._drifting.add(key)

@@ -182,3 +182,44 @@ def test_large_batches_count_a_uniform_sample_of_their_candidates():
     total = sum(layout.count(values) for _ in range(200))
     # 51,200 draws: each bin's share is 0.1 with a standard deviation of 0.0013
     assert np.abs(total / total.sum() - 0.1).max() < 0.01
+
+
+def test_the_psi_gauge_does_not_keep_a_figure_no_live_values_back():
+    """`tailor_drift_psi` is the PSI of the live windows: once they hold no value of a feature
+    (traffic stopped, the windows rolled past it) or its version is no longer served (a push,
+    a promoted canary), the gauge is NaN, not the last figure (an alert on it would fire on)."""
+    from prometheus_client import REGISTRY
+
+    from server.drift import monitor as dm
+
+    def gauge(version: str, feature: str = "history_category") -> float:
+        return REGISTRY.get_sample_value("tailor_drift_psi", {"version": version,
+                                                              "feature": feature})
+
+    now = [1000.0]
+    old, new = ({**vars(BUNDLE), "category_code": {"a": 0, "b": 1, "c": 2},
+                 "manifest": SimpleNamespace(drift=REFS), "version": v}
+                for v in ("stale-1", "stale-2"))
+    old, new = SimpleNamespace(**old), SimpleNamespace(**new)
+    source = SimpleNamespace(active=old)
+    mon = dm.DriftMonitor(source, window_seconds=100, windows=2, min_count=1,
+                          clock=lambda: now[0])
+
+    def observe(bundle):
+        v = batch()
+        mon.observe(BatchValues(bundle, v.hist, v.cands, v.feats, v.scores, v.results))
+
+    observe(old)
+    psi = {f.name: f.psi for f in mon.report().features}
+    assert gauge("stale-1") == pytest.approx(psi["history_category"]) and psi["history_category"] > 0
+    now[0] += 300.0  # both windows are past: no live value
+    assert {f.status for f in mon.report().features if f.name == "history_category"} == {"no traffic"}
+    assert math.isnan(gauge("stale-1"))
+    observe(old)
+    mon.report()
+    assert gauge("stale-1") == pytest.approx(psi["history_category"])
+    source.active = new  # pushed: the old version's figures go
+    observe(new)
+    mon.report()
+    assert gauge("stale-2") == pytest.approx(psi["history_category"])
+    assert math.isnan(gauge("stale-1")) and math.isnan(gauge("stale-1", "log_price"))
