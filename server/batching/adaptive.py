@@ -104,15 +104,18 @@ class AdaptiveBatcher(Generic[Q, R]):
         return future
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start batches while slots are free; the oldest call may wait up to `_patience()`."""
+        """Start batches while slots are free; the oldest call may wait up to `_patience()`.
+        The queue depth gauge is set here, once per loop turn that queued calls (not only when
+        a batch starts: behind batches that do not end, the queue grows with none starting)."""
         self._scheduled = False
         while self._pending and self._active < self.concurrency:
             wait = self._pending[0][2] + self._patience() - loop.time()
             if wait > 0 and len(self._pending) < self.max_size:
                 if self._timer is None:
                     self._timer = loop.call_later(wait, self._on_timer, loop)
-                return
+                break
             self._start(loop)
+        self._queue_depth.set(len(self._pending))
 
     def _patience(self) -> float:
         """How long the oldest call may wait for company: `linger` while recent batches held
@@ -137,7 +140,6 @@ class AdaptiveBatcher(Generic[Q, R]):
         self._active += 1
         self._typical += (len(batch) - self._typical) / _TYPICAL_OVER
         self._batch_size.observe(len(batch))
-        self._queue_depth.set(len(self._pending))
         self.runner.start(loop, [q for q, _, _ in batch],
                           lambda results: self._finish(loop, batch, results))
 
@@ -172,6 +174,7 @@ class AdaptiveBatcher(Generic[Q, R]):
             _, future, _ = self._pending.popleft()
             if not future.done():
                 future.set_exception(BatcherClosed(self.name))
+        self._queue_depth.set(0)
         if self._active:
             if self._idle is None:
                 self._idle = asyncio.Event()

@@ -195,3 +195,27 @@ async def test_close_twice_at_once_returns_both():
     gate.set()
     await asyncio.wait_for(asyncio.gather(*closes), 2.0)
     assert await running == 1
+
+
+async def test_the_queue_depth_gauge_counts_calls_waiting_behind_a_stuck_batch():
+    """`tailor_batch_queue_depth` is the calls waiting now, not as of the last batch's start:
+    behind a batch that does not end (a writer stuck on the store's lock), the queue grows and
+    TailorBatchBacklog has to see it."""
+    from prometheus_client import REGISTRY
+
+    def depth() -> float:
+        return REGISTRY.get_sample_value("tailor_batch_queue_depth", {"batcher": "stuck"})
+
+    gate = threading.Event()
+    batcher = AdaptiveBatcher(ThreadRunner(lambda b: gate.wait(5.0) and list(b), concurrency=1,
+                                           name="stuck"), max_size=4, max_wait=0.0)
+    first = asyncio.create_task(batcher.submit(-1))
+    await asyncio.sleep(0.05)  # the first batch runs, and holds the only slot
+    assert depth() == 0
+    calls = [asyncio.create_task(batcher.submit(i)) for i in range(30)]
+    await asyncio.sleep(0.05)
+    assert depth() == 30
+    gate.set()
+    assert await asyncio.gather(first, *calls) == [-1, *range(30)]
+    assert depth() == 0
+    await batcher.close()
