@@ -15,14 +15,17 @@ the previous MAC and one `O_APPEND` write, so the chain stays linear.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from .secrets import Keyring
 from .userref import user_ref
@@ -203,16 +206,17 @@ class Verification:
                 "first_broken": self.first_broken, "reason": self.reason}
 
 
-def _check_head(directory: Path, ring: Keyring, files: list[Path]) -> tuple[str, Verification | None]:
-    """The MAC the oldest file continues from, or a failed Verification."""
-    path = directory / HEAD
-    if not path.exists():
+def _check_head(head_text: str | None, ring: Keyring, files: list[Path]
+                ) -> tuple[str, Verification | None]:
+    """The MAC the oldest file continues from (`head_text`: the head record, None without
+    one), or a failed Verification."""
+    if head_text is None:
         if files and files[0].name != _file_name(1):
             return "", Verification(False, first_broken=files[0].name,
                                     reason=f"{_file_name(1)} is missing and there is no {HEAD}")
         return "", None
     try:
-        head = json.loads(path.read_text())
+        head = json.loads(head_text)
         good = ring.key_of(head["kid"]) is not None and head["mac"] == _head_mac(
             ring, head["file"], head["prev"], head["kid"])
     except (ValueError, KeyError, TypeError):
@@ -239,20 +243,58 @@ def _check_line(ring: Keyring, prev: str, raw: str) -> tuple[str, str]:
     return mac, ""
 
 
+@contextlib.contextmanager
+def _writers_lock(directory: Path) -> Iterator[None]:
+    """The writers' lock on `directory`, taken read-only where the verifier may not write (an
+    auditor's account); without the lock file (a copied log: no writer) nothing to wait for."""
+    for mode in ("a", "r"):
+        try:
+            lock = open(directory / "audit.lock", mode)
+        except PermissionError:
+            continue
+        except FileNotFoundError:
+            break
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+        return
+    yield
+
+
+@contextlib.contextmanager
+def _snapshot(directory: Path) -> Iterator[tuple[str | None, list[tuple[Path, BinaryIO, int]]]]:
+    """(the head record's text, [(file, open file, bytes to read)] oldest first) as of one
+    moment: taken under the writers' lock (a few opens, not the reading), so a rotation that
+    drops files or moves the head, and a line half written, are not seen. The open files keep
+    what retention deletes meanwhile readable; a file's bytes are its size then."""
+    if not directory.is_dir():
+        yield None, []
+        return
+    with contextlib.ExitStack() as stack:
+        with _writers_lock(directory):
+            head = directory / HEAD
+            head_text = head.read_text() if head.exists() else None
+            files = [(path, stack.enter_context(open(path, "rb"))) for path in audit_files(directory)]
+            files = [(path, fh, os.fstat(fh.fileno()).st_size) for path, fh in files]
+        yield head_text, files
+
+
 def verify_chain(directory: Path, ring: Keyring) -> Verification:
-    """Check every line of every audit file; name the first line that does not verify."""
-    files = audit_files(directory)
-    prev, failed = _check_head(directory, ring, files)
-    if failed is not None:
-        return failed
-    n_lines = 0
-    for i, path in enumerate(files):
-        expected = int(FILE_RE.match(files[0].name)[1]) + i
-        if path.name != _file_name(expected):
-            return Verification(False, i, n_lines, path.name, f"{_file_name(expected)} is missing")
-        for lineno, raw in enumerate(path.read_text().splitlines(), 1):
-            prev, problem = _check_line(ring, prev, raw)
-            if problem:
-                return Verification(False, i + 1, n_lines, f"{path.name}:{lineno}", problem)
-            n_lines += 1
-    return Verification(True, len(files), n_lines)
+    """Check every line of every audit file, as of one moment (servers may keep writing);
+    name the first line that does not verify."""
+    with _snapshot(directory) as (head_text, snapshot):
+        files = [path for path, _, _ in snapshot]
+        prev, failed = _check_head(head_text, ring, files)
+        if failed is not None:
+            return failed
+        n_lines = 0
+        for i, (path, fh, size) in enumerate(snapshot):
+            expected = int(FILE_RE.match(files[0].name)[1]) + i
+            if path.name != _file_name(expected):
+                return Verification(False, i, n_lines, path.name, f"{_file_name(expected)} is missing")
+            for lineno, raw in enumerate(fh.read(size).decode(errors="replace").splitlines(), 1):
+                prev, problem = _check_line(ring, prev, raw)
+                if problem:
+                    return Verification(False, i + 1, n_lines, f"{path.name}:{lineno}", problem)
+                n_lines += 1
+        return Verification(True, len(files), n_lines)

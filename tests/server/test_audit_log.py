@@ -150,3 +150,30 @@ def test_verify_cli_refuses_a_data_dir_that_does_not_exist(tmp_path):
                          "--secrets-dir", str(secrets), check=False)
     assert refused.returncode == 1 and refused.stdout == ""
     assert f"no data dir {tmp_path / 'typo'}" in refused.stderr
+
+
+def _rotating_writer(directory, n: int, started) -> None:
+    log = AuditLog(directory, RING, max_bytes=2000, keep_files=3)
+    _fill(log, 5)
+    started.set()
+    _fill(log, n, 5)
+
+
+def test_verify_while_a_server_appends_and_drops_files_finds_the_chain_whole(tmp_path):
+    """`audit verify` on a live log (the docs say nothing of stopping the servers): it listed
+    the files, then read the head and each file, so a rotation dropping the oldest file
+    meanwhile, or a line being appended, made it report the intact chain broken ("audit.head
+    continues at ...", "not an audit line"). It reads one snapshot taken under the writers' lock."""
+    ctx = mp.get_context("spawn")
+    started = ctx.Event()
+    writer = ctx.Process(target=_rotating_writer, args=(tmp_path / "audit", 4000, started))
+    writer.start()
+    assert started.wait(60)
+    results = []
+    while writer.is_alive() and len(results) < 400:
+        results.append(verify_chain(tmp_path / "audit", RING))
+    writer.join(60)
+    assert writer.exitcode == 0 and len(results) > 20
+    broken = [(r.first_broken, r.reason) for r in results if not r.ok]
+    assert broken == [], broken[:3]
+    assert verify_chain(tmp_path / "audit", RING).ok
