@@ -52,7 +52,7 @@ STAGE_LATENCY = Histogram("tailor_recommend_stage_seconds",
                           "Time per Recommend pipeline stage, per batch.", ["stage"],
                           buckets=_LATENCY_BUCKETS)
 BATCH_SIZE = Histogram("tailor_batch_size", "Calls per micro-batch.", ["batcher"],
-                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
 QUEUE_DEPTH = Gauge("tailor_batch_queue_depth", "Calls waiting for a batch.", ["batcher"],
                     multiprocess_mode="livesum")
 

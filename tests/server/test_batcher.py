@@ -219,3 +219,18 @@ async def test_the_queue_depth_gauge_counts_calls_waiting_behind_a_stuck_batch()
     assert await asyncio.gather(first, *calls) == [-1, *range(30)]
     assert depth() == 0
     await batcher.close()
+
+
+
+async def test_batch_size_buckets_reach_the_largest_batches_the_server_makes():
+    """The campaign writers batch up to 512 calls: with buckets ending at 256, every batch over
+    256 fell in +Inf and histogram_quantile put them all at 256."""
+    from prometheus_client import REGISTRY
+
+    batcher = AdaptiveBatcher(ThreadRunner(list, concurrency=1, name="big"), max_size=512,
+                              max_wait=0.0)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(400))) == list(range(400))
+    await batcher.close()
+    count = REGISTRY.get_sample_value("tailor_batch_size_count", {"batcher": "big"})
+    within = REGISTRY.get_sample_value("tailor_batch_size_bucket", {"batcher": "big", "le": "512.0"})
+    assert count == 1 and within == 1
