@@ -180,16 +180,24 @@ class AuditLog:
             path.unlink()
 
     def tail(self, n: int) -> list[str]:
-        """The newest `n` lines, oldest first."""
+        """The newest `n` lines, oldest first, as of one moment: the files and the newest one's
+        size are read under the writers' lock, so a line being appended is not answered half."""
+        if n <= 0:
+            return []
+        with _writers_lock(self.directory):
+            files = audit_files(self.directory)
+            newest = files[-1].stat().st_size if files else 0
         lines: list[str] = []
-        for path in reversed(audit_files(self.directory)):
+        for i, path in enumerate(reversed(files)):
             if len(lines) >= n:
                 break
             try:
-                lines[:0] = path.read_text().splitlines()
+                with open(path, "rb") as fh:
+                    raw = fh.read(newest) if i == 0 else fh.read()
             except FileNotFoundError:  # dropped by retention in another process meanwhile
                 break
-        return lines[-n:] if n > 0 else []
+            lines[:0] = raw.decode(errors="replace").splitlines()
+        return lines[-n:]
 
 
 @dataclass

@@ -152,8 +152,8 @@ def test_verify_cli_refuses_a_data_dir_that_does_not_exist(tmp_path):
     assert f"no data dir {tmp_path / 'typo'}" in refused.stderr
 
 
-def _rotating_writer(directory, n: int, started) -> None:
-    log = AuditLog(directory, RING, max_bytes=2000, keep_files=3)
+def _rotating_writer(directory, n: int, started, max_bytes: int = 2000) -> None:
+    log = AuditLog(directory, RING, max_bytes=max_bytes, keep_files=3)
     _fill(log, 5)
     started.set()
     _fill(log, n, 5)
@@ -177,3 +177,26 @@ def test_verify_while_a_server_appends_and_drops_files_finds_the_chain_whole(tmp
     broken = [(r.first_broken, r.reason) for r in results if not r.ok]
     assert broken == [], broken[:3]
     assert verify_chain(tmp_path / "audit", RING).ok
+
+
+def test_tail_while_a_server_appends_gives_whole_lines(tmp_path):
+    """TailAudit read the newest file while a line was being appended and answered its first
+    part as a line (11 of 3,369 tails of a busy log were not JSON)."""
+    ctx = mp.get_context("spawn")
+    started = ctx.Event()
+    writer = ctx.Process(target=_rotating_writer, args=(tmp_path / "audit", 15000, started, 20000))
+    writer.start()
+    assert started.wait(60)
+    log, tails, torn = AuditLog(tmp_path / "audit", RING), 0, []
+    while writer.is_alive():
+        for line in log.tail(20):
+            try:
+                json.loads(line)
+            except ValueError:
+                torn.append(line)
+        tails += 1
+    writer.join(60)
+    assert writer.exitcode == 0 and tails > 100
+    assert torn == [], torn[:3]
+    assert [json.loads(line)["request_id"] for line in log.tail(3)] == [
+        "req-15002", "req-15003", "req-15004"]
