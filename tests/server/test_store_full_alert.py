@@ -54,3 +54,13 @@ def test_the_store_full_alert_reads_the_refusals_not_every_resource_exhausted():
     rules = yaml.safe_load((DEPLOY / "monitoring" / "alerts.yml").read_text())
     (rule,) = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "TailorStoreFull"]
     assert REFUSED in rule["expr"] and "RESOURCE_EXHAUSTED" not in rule["expr"]
+
+
+def test_server_errors_leave_out_the_resource_exhausted_a_caller_causes():
+    """TailorServerErrors counts "codes a client cannot cause"; a caller over a limit (the
+    attribute refusal above) answers RESOURCE_EXHAUSTED, and the store's own refusals page
+    through TailorStoreFull."""
+    rules = yaml.safe_load((DEPLOY / "monitoring" / "alerts.yml").read_text())
+    (rule,) = [r for g in rules["groups"] for r in g["rules"] if r["alert"] == "TailorServerErrors"]
+    (excluded,) = [part.split('"')[1] for part in rule["expr"].split("grpc_code!~")[1:]]
+    assert "RESOURCE_EXHAUSTED" in excluded.split("|")
