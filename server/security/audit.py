@@ -253,20 +253,18 @@ def _check_line(ring: Keyring, prev: str, raw: str) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def _writers_lock(directory: Path) -> Iterator[None]:
-    """The writers' lock on `directory`, taken read-only where the verifier may not write (an
-    auditor's account); without the lock file (a copied log: no writer) nothing to wait for."""
-    for mode in ("a", "r"):
-        try:
-            lock = open(directory / "audit.lock", mode)
-        except PermissionError:
-            continue
-        except FileNotFoundError:
-            break
-        with lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            yield
+    """The writers' lock on `directory` (`AuditLog.record` holds it around each append), for a
+    reader: opened read-only, never created (a verifier running as another account must not
+    leave a lock file the server cannot open); without one (no writer yet, a copied log)
+    nothing to wait for."""
+    try:
+        lock = open(directory / "audit.lock", "rb")
+    except (FileNotFoundError, PermissionError):
+        yield
         return
-    yield
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 @contextlib.contextmanager

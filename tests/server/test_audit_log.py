@@ -200,3 +200,13 @@ def test_tail_while_a_server_appends_gives_whole_lines(tmp_path):
     assert torn == [], torn[:3]
     assert [json.loads(line)["request_id"] for line in log.tail(3)] == [
         "req-15002", "req-15003", "req-15004"]
+
+
+def test_verify_and_tail_leave_no_lock_file_behind(tmp_path):
+    """Readers take the writers' lock when there is one, and never create it: a root-owned
+    lock file left by a verify in a copied log would keep the server from writing there."""
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 2)
+    (tmp_path / "audit" / "audit.lock").unlink()
+    assert verify_chain(tmp_path / "audit", RING).ok and len(log.tail(5)) == 2
+    assert not (tmp_path / "audit" / "audit.lock").exists()
