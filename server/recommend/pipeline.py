@@ -61,14 +61,15 @@ class BatchValues:
     hist: tuple[np.ndarray, np.ndarray]
     """The encoder's input: item rows and weights [W, L] (weight 0 = padding)."""
     cands: list[tuple[np.ndarray, np.ndarray]]
-    """Per warm query whose list was ranked in this batch (not taken from the user cache):
-    candidate rows and retrieval scores, best first."""
+    """Per warm query whose list was ranked in this batch (not taken from the user cache) and
+    that asked for no category: candidate rows and retrieval scores, best first."""
     feats: np.ndarray | None
     """Ranker features [len(cands), width, F] (`kernels.ranking.FEATURES` order; rows past a
     query's candidates are padding), None without a ranker or when no list was ranked."""
     scores: list[np.ndarray]
     """Per list of `cands`: the ranker's (or retrieval) score of each candidate."""
     results: list[RecResult]
+    """The answers of the warm queries that asked for no category."""
 
 
 class _Stage:
@@ -303,7 +304,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     reuse their vector, free-search candidates and, for an unchanged candidate list, the
     ranker's scores (`user_cache`).
     `observe` receives the warm queries' values (drift; lists ranked from the cache are left
-    out of its candidates).
+    out of its candidates, and the answers and candidates of queries with a category filter
+    out of both).
     """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
@@ -350,14 +352,30 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
             for j, i in enumerate(warm):
                 results[i] = _top_k(bundle, queries[i], cats[i], blocked[i], cands[j], final[j])
         if observe is not None:
-            observe(BatchValues(bundle, hist, [cands[j] for j in ranked], feats,
-                                [final[j] for j in ranked], [results[i] for i in warm]))
+            observe(_observed(bundle, hist, cands, feats, final, ranked,
+                              [results[i] for i in warm], [cats[i] is None for i in warm]))
     for i, q in enumerate(queries):
         if results[i] is None:
             rows = _popular(bundle, cats[i], q.k, blocked[i])
             pop = bundle.popularity_score[rows].astype(np.float32)
             results[i] = RecResult(rows, pop, np.zeros_like(pop), True, bundle)
     return results
+
+
+def _observed(bundle: Bundle, hist, cands, feats, final, ranked: list[int], results: list,
+              free: list[bool]) -> BatchValues:
+    """The batch's values for drift: every warm query's history, but the answers and the
+    candidates of those without a category filter only (`free`, per warm query): a filtered
+    answer shows what the filter asked for, not the model's distribution, which training's
+    reference is of."""
+    if all(free):
+        return BatchValues(bundle, hist, [cands[j] for j in ranked], feats,
+                           [final[j] for j in ranked], results)
+    keep = [n for n, j in enumerate(ranked) if free[j]]
+    return BatchValues(bundle, hist, [cands[ranked[n]] for n in keep],
+                       feats[keep] if feats is not None and keep else None,
+                       [final[ranked[n]] for n in keep],
+                       [r for r, f in zip(results, free) if f])
 
 
 def _top_k(bundle: Bundle, q: RecQuery, cats, blocked: np.ndarray, cand, final) -> RecResult:

@@ -129,6 +129,29 @@ async def test_one_category_histories_raise_psi_above_the_threshold(
     assert printed["status"] == "drift" and printed["version"] == report.version
 
 
+async def test_requests_filtered_to_categories_count_for_their_histories_only(
+        channel, catalog, todays_bundle):
+    """A category page's Recommend (`categories`) answers from those categories: its answers
+    and candidates say what the filter asked for, not how the users drifted. Counted, the same
+    users and bundle with a two-category filter read PSI 7.5 on recommendation_category and 3.0
+    on retrieval_score (0.03 and 0.3 unfiltered): every feature of the model warned."""
+    with np.load(todays_bundle / "items.npz") as npz:
+        names = [str(c) for c in npz["category_names"]][:2]
+    users = list(np.random.default_rng(2).choice(catalog["users"], 300, replace=False))
+    stub = rec_grpc.RecommendationServiceStub(channel)
+    for start in range(0, len(users), 50):
+        await stub.RecommendBatch(rec_pb.RecommendBatchRequest(requests=[
+            rec_pb.RecommendRequest(user_id=u, k=10, categories=names)
+            for u in users[start:start + 50]]))
+    rows = {f.name: f for f in (await _report(channel)).features}
+    assert rows["history_len"].live_count == 300 and rows["history_category"].live_count > 300
+    for name in ("recommendation_category", "retrieval_score", "ranker_score"):
+        assert rows[name].live_count == 0 and rows[name].status == "no traffic", _psi(await _report(channel))
+    await _recommend(channel, users[:50])  # the same users unfiltered: counted in full
+    rows = {f.name: f for f in (await _report(channel)).features}
+    assert rows["history_len"].live_count == 350 and rows["recommendation_category"].live_count == 500
+
+
 @pytest.mark.parametrize("strip, enabled, status", [(True, True, "no reference"),
                                                     (False, False, "disabled")])
 async def test_a_bundle_without_a_reference_still_serves_and_says_so(
