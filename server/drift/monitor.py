@@ -135,6 +135,7 @@ class DriftMonitor:
             raise FailedPrecondition("no model bundle is loaded: nothing to report drift for")
         track = self._track(bundle)
         if track.layout is None or not self.enabled:
+            self._retire(bundle.version)
             status = NO_REFERENCE if self.enabled else DISABLED
             return DriftReport(bundle.version, status, self.threshold, self.min_count,
                                self.window_seconds, self.windows, self.clock())
@@ -190,10 +191,7 @@ class DriftMonitor:
         """Gauges and warnings of the served version's report. A gauge holds the PSI of the
         live windows: NaN once they hold no value of its feature, or for a version no longer
         served (not the last figure, which an alert would go on reading)."""
-        for version in [v for v in self._published if v != report.version]:
-            for name in self._published.pop(version):
-                metrics.report_drift(version, name, math.nan)
-            self._drifting = {key for key in self._drifting if key[0] != version}
+        self._retire(report.version)
         published = self._published.setdefault(report.version, set())
         for f in report.features:
             if math.isfinite(f.psi):
@@ -210,6 +208,13 @@ class DriftMonitor:
                 self._drifting.discard(key)
                 logger.info("drift: bundle %s feature %s back to PSI %.3f < %.3f",
                             report.version, f.name, f.psi, self.threshold)
+
+    def _retire(self, served: str) -> None:
+        """NaN for the gauges of every version but `served` (no longer served)."""
+        for version in [v for v in self._published if v != served]:
+            for name in self._published.pop(version):
+                metrics.report_drift(version, name, math.nan)
+            self._drifting = {key for key in self._drifting if key[0] != version}
 
     async def run(self) -> None:
         """Report every `check_seconds` (gauges and warnings) until cancelled."""

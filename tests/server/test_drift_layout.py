@@ -223,3 +223,8 @@ def test_the_psi_gauge_does_not_keep_a_figure_no_live_values_back():
     mon.report()
     assert gauge("stale-2") == pytest.approx(psi["history_category"])
     assert math.isnan(gauge("stale-1")) and math.isnan(gauge("stale-1", "log_price"))
+    # a bundle trained without a reference (no PSI of its own) retires the figures too
+    source.active = SimpleNamespace(**{**vars(new), "version": "stale-3",
+                                       "manifest": SimpleNamespace(drift=None)})
+    assert mon.report().status == "no reference"
+    assert math.isnan(gauge("stale-2"))
