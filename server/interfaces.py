@@ -162,10 +162,14 @@ class Recommendations(Protocol):
     """The Recommend pipeline (exclusions applied) for one query."""
 
     async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False,
-                        read: tuple | None = None) -> RecResult:
+                        read: tuple | None = None, record: bool = True) -> RecResult:
         """Top-k rows of the active bundle for the query's user (`on_loop`: computed on the
         event loop, not handed to a batch thread; `read`: (user id, feature state, live
-        seen-set) as the caller read them, used on the loop instead of a new read)."""
+        seen-set) as the caller read them, used on the loop instead of a new read; `record`:
+        logged as an impression now, else not until the caller calls `record`)."""
+
+    def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
+        """Log an answer of `recommend(record=False)` as shown (the impression log)."""
 
 
 class DecisionOwners(Protocol):

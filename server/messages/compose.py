@@ -5,6 +5,11 @@ attributed like any ChooseVariant (its decision id rides on the `*_sent`/`*_clic
 message is rendered while the decision's record commits (`VariantChooser.decide`) and answered
 once the commit is done, so the answer waits for the longer of the two, not for their sum.
 `Composer.preview` renders without deciding or logging anything.
+
+The items a message's `recommend()` calls picked are logged as impressions (under the decision
+id) only once the message stands (`record_shown`): ComposeMessage's when it is answered or, with
+`deliver`, once it went; SendCampaign's when its message is stored ready to go. A preview, a
+suppressed decision or a render that fails logs none: the impression log says what users saw.
 """
 from __future__ import annotations
 
@@ -66,6 +71,9 @@ class Message:
     unsubscribe_url: str = ""
     sms: dict = field(default_factory=dict)
     delivered: bool = False
+    shown: list = field(default_factory=list, repr=False, compare=False)
+    """(query, answer) of each `recommend()` call of the render, not yet logged as impressions
+    (`Composer.record_shown`)."""
 
 
 class Composer:
@@ -126,7 +134,16 @@ class Composer:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
             out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes)
+        if recipient is not None and (out.delivered or not deliver):
+            self.record_shown(out)
         return out
+
+    def record_shown(self, out: Message) -> None:
+        """Log the items `out` shows (its `recommend()` answers) as impressions under its
+        decision id: once, when the message stands (see the module doc)."""
+        shown, out.shown = out.shown, []
+        for query, result in shown:
+            self.context.recommender.record(out.decision_id, query, result)
 
     async def decide_and_render(self, campaign_id: str, user_id: str,
                                 context: Mapping[str, float], on_loop: bool = False,
@@ -246,7 +263,8 @@ class Composer:
             out.unsubscribe_url = (self.unsubscribe_url(user_id, out.channel, spec.campaign_id)
                                    if user_id else f"{self.public_base}/u/preview")
         ctx = self.context.build(recipient, channel=out.channel, campaign=spec, variant=variant,
-                                 unsubscribe_url=out.unsubscribe_url, on_loop=on_loop, read=read)
+                                 unsubscribe_url=out.unsubscribe_url, on_loop=on_loop, read=read,
+                                 shown=out.shown)
         rendered = await compiled.render(variant.id, ctx)
         out.parts = {p: rendered[p] for p in PARTS[out.channel] if p in rendered}
         out.sms = check_parts(variant.id, out.channel, out.parts, self.limits)

@@ -11,6 +11,9 @@
                        items picked for the user by the Recommend pipeline (seen items and
                        earlier calls' items excluded): dicts with item_id, title, url, price,
                        image, category
+
+The answers are not logged as impressions here: `build(shown=...)` collects them, and the
+composer logs them once its message stands (`Composer.record_shown`); a preview logs none.
 """
 from __future__ import annotations
 
@@ -56,12 +59,13 @@ class MessageContext:
 
     def build(self, recipient: Recipient, *, channel: str, campaign, variant,
               unsubscribe_url: str = "", rec_user: str | None = None, on_loop: bool = False,
-              read: tuple | None = None) -> dict:
+              read: tuple | None = None, shown: list | None = None) -> dict:
         """`rec_user`: whose recommendations (default the recipient; previews of a sample
         profile pass an id no profile has, which gets the popular items); `on_loop`: computed
         on the event loop (`Recommender.recommend`); `read`: the recipient's (feature state,
         meta, live seen-set) as the message's decision read them, which recommendations
-        computed on the loop use instead of reading the profile again."""
+        computed on the loop use instead of reading the profile again; `shown`: where each
+        `recommend()` call's (query, answer) is appended (None: nowhere)."""
         ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
                if name in recipient.attributes}
         ctx.update(profile=dict(recipient.attributes), interests=list(recipient.interests),
@@ -71,10 +75,12 @@ class MessageContext:
                    unsubscribe_url=unsubscribe_url,
                    recommend=self._helper(rec_user or recipient.user_id, channel, on_loop,
                                           (recipient.user_id, read[0], read[2])
-                                          if read and on_loop and not rec_user else None))
+                                          if read and on_loop and not rec_user else None,
+                                          shown))
         return ctx
 
-    def _helper(self, user_id: str, channel: str, on_loop: bool, read: tuple | None):
+    def _helper(self, user_id: str, channel: str, on_loop: bool, read: tuple | None,
+                answers: list | None):
         shown: list[str] = []  # items of earlier calls in this message are not repeated
 
         async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
@@ -84,7 +90,11 @@ class MessageContext:
             query = RecQuery(user_id=user_id, k=k, channel=channel,
                              categories=(category,) if category else (),
                              exclude_item_ids=tuple(shown))
-            items = _items(await self.recommender.recommend(query, on_loop=on_loop, read=read))
+            result = await self.recommender.recommend(query, on_loop=on_loop, read=read,
+                                                      record=False)
+            if answers is not None:
+                answers.append((query, result))
+            items = _items(result)
             shown.extend(i["item_id"] for i in items)
             return items
         return recommend

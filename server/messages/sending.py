@@ -179,6 +179,7 @@ class SendJob:
             else:
                 r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
                 r.state = READY
+                self.composer.record_shown(msg)  # its items: stored to go (impressions)
         except BadAddress as err:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:

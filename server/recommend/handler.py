@@ -171,8 +171,10 @@ class Recommender:
         return results
 
     async def recommend(self, query: RecQuery, request_id: str = "", on_loop: bool = False,
-                        read: tuple | None = None) -> RecResult:
-        """Top-k for one query; the answer is recorded as request `request_id`'s impression.
+                        read: tuple | None = None, record: bool = True) -> RecResult:
+        """Top-k for one query; the answer is recorded as request `request_id`'s impression
+        (`record` False: not here; the caller records it with `record` once it is shown: a
+        message's items, once the message stands).
 
         `on_loop`: compute it here, on the event loop, as a batch of one, rather than in the
         batch thread, if its category filter scores at most `ON_LOOP_ROWS` items exactly. For
@@ -195,9 +197,14 @@ class Recommender:
             result = await submit(query)
         else:
             result = await self._counted(query, submit)
+        if record:
+            self.record(request_id, query, result)
+        return result
+
+    def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
+        """Log `result` as request `request_id`'s impression (the impression log, if on)."""
         if self.impressions is not None:
             self.impressions.record(request_id, query, result)
-        return result
 
     async def _on_loop(self, query: RecQuery, read: tuple | None = None) -> RecResult:
         if self._loop_ready != threading.get_ident():  # FAISS's OpenMP threads, as a batch thread's

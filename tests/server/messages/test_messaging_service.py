@@ -70,9 +70,9 @@ async def test_the_composed_items_are_the_recommend_rpcs_answer(campaigns, profi
     rec, calls = tailor_server.recommender, []
     recommend = rec.recommend
 
-    async def recording(query, request_id="", on_loop=False, read=None):
+    async def recording(query, request_id="", on_loop=False, read=None, record=True):
         calls.append((on_loop, read is not None))
-        return await recommend(query, request_id, on_loop, read)
+        return await recommend(query, request_id, on_loop, read, record)
 
     monkeypatch.setattr(rec, "recommend", recording)
     msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u2"))
@@ -209,3 +209,46 @@ async def test_deliver_on_a_server_without_a_relay_is_refused_before_any_decisio
     logged = [d async for d in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
         campaign_id="mail", include_pending=True, include_suppressed=True))]
     assert logged == []
+
+
+async def _impressions_of(server, user: str) -> dict:
+    """The user's stored impressions (request id -> record), once the log's writer committed
+    what it buffered."""
+    from server.impressions.records import decode
+    log = server.impressions.log
+    await log.flushed()
+    with log.store.read() as txn:
+        found = log.store.table("impressions").scan_prefix(txn, log.user_prefix(user))
+    return {k.rsplit(b"\x1f", 1)[1].decode(): decode(v) for k, v in found}
+
+
+async def test_a_message_logs_its_items_under_its_decision_once_it_stands_a_preview_never(
+        campaigns, profiles, messaging, catalog, tailor_server):
+    """The impression log says what users were shown: a preview (an admin looking at a
+    variant) shows the user nothing, nor does a compose that fails to render; a composed
+    message's items are logged once, under its decision id."""
+    from contract.items import item_code
+    from server.messages.compose import PREVIEW_USER
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    # html (with its recommend()) renders before text, which fails for a user without a name
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(
+        "fails", text="{{ unsubscribe_url }} {{ first_name }}")))
+    user = "user-0733"
+    category = catalog["category"][catalog["ids"][0]]
+    await interested_user(profiles, catalog, user, category)
+    await opt_in(profiles, user)
+    for _ in range(2):
+        await messaging.PreviewMessage(mpb.PreviewMessageRequest(campaign_id="mail", user_id=user))
+    await messaging.PreviewMessage(mpb.PreviewMessageRequest(
+        campaign_id="mail", sample_attributes={"first_name": "Ann"}, sample_interests=[category]))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="fails", user_id=user))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert await _impressions_of(tailor_server, user) == {}
+    assert await _impressions_of(tailor_server, PREVIEW_USER) == {}
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id=user))
+    shown = re.findall(r'data-item="([^"]+)"', msg.parts["html"])
+    logged = await _impressions_of(tailor_server, user)
+    assert list(logged) == [msg.decision_id]
+    assert logged[msg.decision_id].items.tolist() == [item_code(i) for i in shown]
+    assert logged[msg.decision_id].channel == "email"
