@@ -171,6 +171,9 @@ class Recommendations(Protocol):
     def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
         """Log an answer of `recommend(record=False)` as shown (the impression log)."""
 
+    def unavailable(self, item_ids: Sequence[str]) -> set[str]:
+        """Those of `item_ids` that would not be recommended now (removed from the catalog)."""
+
 
 class DecisionOwners(Protocol):
     """Whose a logged decision is (the campaigns domain): delivery reports name a message by

@@ -138,6 +138,15 @@ class Composer:
             self.record_shown(out)
         return out
 
+    @staticmethod
+    def shown_items(out: Message) -> list[str]:
+        """The ids of the items `out`'s `recommend()` calls put in it, in order."""
+        return [i for _, r in out.shown for i in r.bundle.items["item_ids"][r.rows].tolist()]
+
+    def unavailable(self, item_ids: Sequence[str]) -> set[str]:
+        """Those of `item_ids` no longer in the catalog (removed since a message showed them)."""
+        return self.context.recommender.unavailable(item_ids)
+
     def record_shown(self, out: Message) -> None:
         """Log the items `out` shows (its `recommend()` answers) as impressions under its
         decision id: once, when the message stands (see the module doc)."""

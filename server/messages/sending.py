@@ -22,6 +22,11 @@ Consent and the suppression list: the contact policy is asked again just before 
 (`Delivery.refusal`): a user who opted out, or whose address was listed, since their message was
 composed is settled suppressed with that reason, and nothing goes.
 
+The catalog: a `ready` record keeps the ids of the items its message shows; one of them removed
+since (RemoveItems) is caught before delivery, and the logged decision is rendered again
+(`_render_again`) and stored before it goes: a message composed ahead, deferred, or resumed
+never carries an item taken out of the catalog meanwhile.
+
 Erasure: DeleteProfile settles the user's records at once (`SendRecords.erase_user`); the job
 re-reads its recipients' records before composing a batch, before each delivery and before
 recording events, and skips the erased ones.
@@ -178,7 +183,7 @@ class SendJob:
                 r.state, r.reason = FAILED, MISSING_ADDRESS[msg.channel]
             else:
                 r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
-                r.state = READY
+                r.state, r.items = READY, self.composer.shown_items(msg)
                 self.composer.record_shown(msg)  # its items: stored to go (impressions)
         except BadAddress as err:
             r.state, r.reason = FAILED, err.reason
@@ -239,9 +244,11 @@ class SendJob:
             return  # deleted meanwhile: nothing goes, the record is settled already
         try:
             refused = self.delivery.refusal(r.user, r.channel, self.purpose, r.message["to"])
+            if refused is None and r.items and self.composer.unavailable(r.items):
+                await self._render_again(r)  # an item left the catalog (else: settled failed)
             if refused is not None:  # opted out or suppressed since it was composed
                 r.state, r.reason = SUPPRESSED, refused
-            else:
+            elif r.state == READY:
                 await self.delivery.send_or_bury(
                     r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
                     campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
@@ -256,6 +263,28 @@ class SendJob:
         await self.settler.settle(r)
         if r.state == SENT:
             self._sent.append(r)
+
+    async def _render_again(self, r: Recipient) -> None:
+        """Render `r`'s logged decision again (an item its message shows left the catalog since
+        it was composed) and store the new message before it goes, so a restart sends this one
+        (same decision, so the same Message-ID); `r` failed with the reason when it cannot be."""
+        try:
+            choice = (await self._logged([r])).get(r.decision)
+            if choice is None:
+                raise LookupError("the logged decision is gone")
+            msg, recipient = await self.composer.render_logged(self.job["campaign"], r.user,
+                                                               choice)
+            if recipient is None:
+                raise LookupError("the logged decision renders nothing")
+            r.message["raw"] = self.delivery.flatten(msg, r.message["to"]).decode("latin-1")
+            r.items = self.composer.shown_items(msg)
+            await asyncio.to_thread(self.records.update, self.send_id, [r])
+            self.composer.record_shown(msg)
+        except TailorError as err:
+            r.state, r.reason = FAILED, type(err).__name__
+        except Exception as err:  # noqa: BLE001 - settled with a reason; the text may hold PII
+            logger.error("send %s: rendering again failed: %s", self.send_id, type(err).__name__)
+            r.state, r.reason = FAILED, "error"
 
     async def _record_sent(self) -> None:
         if self._sent:

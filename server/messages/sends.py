@@ -52,20 +52,24 @@ class Recipient:
     channel: str = "email"
     """The channel the contact policy chose (records written before SMS and push had
     adapters hold none: email)."""
+    items: list = field(default_factory=list)
+    """Of a ready message: the ids of the items its `recommend()` calls put in it (checked
+    against the catalog before it goes: `SendJob._deliver`)."""
 
     def encode(self) -> bytes:
         out = {"user": self.user, "state": self.state, "decision": self.decision,
                "reason": self.reason, "send_at": self.send_at, "sent_at": self.sent_at,
                "channel": self.channel}
         if self.state == READY:
-            out["message"] = self.message
+            out["message"], out["items"] = self.message, self.items
         return json.dumps(out, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, seq: int, raw: bytes) -> Recipient:
         d = json.loads(bytes(raw))
         return cls(seq, d["user"], d["state"], d["decision"], d["reason"], d["send_at"],
-                   d.get("message", {}), d["sent_at"], d.get("channel", "email"))
+                   d.get("message", {}), d["sent_at"], d.get("channel", "email"),
+                   d.get("items", []))
 
 
 def _count(job: dict, r: Recipient) -> None:

@@ -201,6 +201,22 @@ class Recommender:
             self.record(request_id, query, result)
         return result
 
+    def unavailable(self, item_ids: Sequence[str]) -> set[str]:
+        """Those of `item_ids` the active bundle would not recommend now: removed from the
+        catalog (`server.catalog`), or not in it."""
+        bundle = self.registry.active
+        if bundle is None:
+            return set()
+        rows = {i: bundle.item_row.get(i) for i in item_ids}
+        removed = bundle.removed  # sorted: a binary search per item (it may hold 100,000)
+        if len(removed):
+            known = np.asarray([r for r in rows.values() if r is not None], np.int64)
+            at = np.minimum(np.searchsorted(removed, known), len(removed) - 1)
+            gone = set(known[removed[at] == known].tolist())
+        else:
+            gone = set()
+        return {i for i, r in rows.items() if r is None or r in gone}
+
     def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
         """Log `result` as request `request_id`'s impression (the impression log, if on)."""
         if self.impressions is not None:

@@ -153,3 +153,40 @@ async def test_a_message_deferred_by_quiet_hours_waits_for_its_send_at(sink, cam
     got = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=started.send_id))
     assert (got.sent, got.pending, got.done) == (3, 1, False)
     assert sorted(r[0] for _, r, _ in sink.arrived) == [f"{u}@example.com" for u in awake]
+
+
+async def test_an_item_removed_while_a_message_waits_is_not_in_it_when_it_goes(
+        sink, campaigns, profiles, messaging, channel, demo_bundle):
+    """A job composes ahead of its deliveries (and a deferred message waits for its send_at):
+    an item removed from the catalog meanwhile (recalled, out of stock) must not go out in the
+    messages still waiting; they are rendered again from their logged decision."""
+    import re
+
+    import numpy as np
+
+    from protos.tailor.v1 import catalog_pb2 as capb
+    from protos.tailor.v1 import catalog_pb2_grpc
+    with np.load(demo_bundle / "items.npz") as npz:
+        names, cats, pop = npz["category_names"], npz["category"], npz["popularity"]
+        ids = npz["item_ids"]
+    category = str(names[0])
+    in_cat = np.flatnonzero(cats == 0)
+    top = str(ids[in_cat[np.argmax(pop[in_cat])]])  # what a user without history is shown
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
+        f'{{% for it in recommend(1, category="{category}") %}}'
+        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    users = ["w1", "w2", "w3"]
+    await audience(profiles, users)
+    # 0.5 a second: the three are composed at once, then go 2 s apart
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 0.5}))
+    await asyncio.to_thread(sink.wait_for, 1)
+    await catalog_pb2_grpc.CatalogServiceStub(channel).RemoveItems(
+        capb.RemoveItemsRequest(item_ids=[top]))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.pending) == (3, 0)
+    shown = [re.findall(r'data-item="([^"]+)"', m.get_body(("html",)).get_content())
+             for m in sink.mails]
+    assert shown[0] == [top]
+    for items in shown[1:]:
+        assert len(items) == 1 and items[0] != top
