@@ -2,13 +2,15 @@
 
 A worker's registry entry, a send job's claim and an upload directory each name the process
 that owns it; that process may have died (SIGKILL, crash) without cleaning up, and the next
-owner takes over only once it is gone. Worker processes run on one machine, so a pid is enough.
+owner takes over only once it is gone. Worker processes run on one machine, so a pid is enough,
+unless the pid has gone to another process since (a container restarts its pid numbering):
+`owner_alive` also compares when the process started (`process_started`), where it was recorded.
 """
 from __future__ import annotations
 
 import os
 
-__all__ = ["pid_alive"]
+__all__ = ["owner_alive", "pid_alive", "process_started"]
 
 
 def pid_alive(pid: int) -> bool:
@@ -23,3 +25,25 @@ def pid_alive(pid: int) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return True
     return True
+
+
+def process_started(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (proc(5): field 22 of
+    /proc/<pid>/stat); None where it cannot be read (no such process, no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])  # the name may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_alive(pid: int, started: int | None) -> bool:
+    """`pid_alive`, and, given when the owner started (`process_started` at the time), the same
+    process: a later one that was given its pid is not the owner."""
+    if not pid_alive(pid):
+        return False
+    if started is None:
+        return True
+    now = process_started(pid)
+    return now is None or now == started

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ..config import Settings
 from ..errors import InvalidArgument, NotFound
-from ..processes import pid_alive
+from ..processes import owner_alive
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
@@ -121,7 +121,7 @@ class SendJobs:
         """Run every unfinished job no live process runs; their send ids."""
         resumed = []
         for send_id in await asyncio.to_thread(self.records.unfinished):
-            job = await asyncio.to_thread(self.records.claim, send_id, os.getpid(), pid_alive)
+            job = await asyncio.to_thread(self.records.claim, send_id, os.getpid(), owner_alive)
             if job is not None:
                 self._run(send_id, job)
                 resumed.append(send_id)

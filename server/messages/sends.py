@@ -26,6 +26,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from ..processes import process_started
 from ..store import Store
 from ..store.keys import SEND_JOB_PREFIX, SEND_USER_PREFIX, SEP, send_job_key, send_user_key, send_user_prefix
 
@@ -88,7 +89,8 @@ class SendRecords:
     def create(self, send_id: str, campaign_id: str, users: list[str], rates: dict[str, float],
                context: dict[str, float], owner: int) -> dict:
         job = {"campaign": campaign_id, "context": context, "rates": rates, "total": len(users),
-               "sent": 0, SUPPRESSED: {}, FAILED: {}, "owner": owner, "started": time.time(),
+               "sent": 0, SUPPRESSED: {}, FAILED: {}, "owner": owner,
+               "owner_started": process_started(owner), "started": time.time(),
                "finished": 0.0}
 
         def fn(txn):
@@ -109,13 +111,15 @@ class SendRecords:
 
     def claim(self, send_id: str, owner: int, alive) -> dict | None:
         """Make `owner` the job's runner unless it is finished or another live process runs it
-        (`alive(pid)`); the job, or None."""
+        (`alive(pid, started)`, `processes.owner_alive`: the owner's pid and when it started,
+        None in records written before that was kept); the job, or None."""
         def fn(txn):
             raw = self._t.get(txn, send_job_key(send_id))
             job = json.loads(bytes(raw))
-            if job["finished"] or (job["owner"] != owner and alive(job["owner"])):
+            if job["finished"] or (job["owner"] != owner
+                                   and alive(job["owner"], job.get("owner_started"))):
                 return None
-            job["owner"] = owner
+            job["owner"], job["owner_started"] = owner, process_started(owner)
             self._t.put(txn, send_job_key(send_id), json.dumps(job).encode())
             return job
         return self.store.write(fn)

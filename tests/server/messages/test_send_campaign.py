@@ -190,3 +190,48 @@ async def test_an_item_removed_while_a_message_waits_is_not_in_it_when_it_goes(
     assert shown[0] == [top]
     for items in shown[1:]:
         assert len(items) == 1 and items[0] != top
+
+
+
+def _started(pid: int) -> int:
+    """When process `pid` started: proc(5), field 22 of /proc/<pid>/stat (after "(comm)")."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(b")") + 2:].split()[19])
+
+
+async def test_a_job_whose_owners_pid_went_to_another_process_resumes(
+        sink, tailor_server, campaigns, profiles, messaging):
+    """A job is resumed at the next start by a process once its owner is gone. Pids are reused
+    (a container restarts its pid numbering; a dead worker's pid may now be another worker's
+    writer process): a live process holding the owner's pid but started later is not the
+    owner, and the job must not wait for it forever."""
+    import json
+    import os
+    import subprocess
+
+    from server.store.keys import send_job_key
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = ["p1", "p2", "p3"]
+    await audience(profiles, users)
+    sent = await messaging.SendCampaign(mpb.SendCampaignRequest(  # one now, the next in 100 s
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 0.01}))
+    await asyncio.to_thread(sink.wait_for, 1)
+    await tailor_server.sends.close()  # its owner is gone: the job is left unfinished
+    later = subprocess.Popen(["sleep", "60"])  # a later process, given the owner's old pid
+    try:
+        def reused(txn):
+            table = tailor_server.store.table("sends")
+            job = json.loads(bytes(table.get(txn, send_job_key(sent.send_id))))
+            assert job["owner"] == os.getpid() and not job["finished"]
+            job["owner"] = later.pid
+            if "owner_started" in job:  # the owner's start, earlier than the pid's new holder
+                job["owner_started"] = _started(later.pid) - 1
+            table.put(txn, send_job_key(sent.send_id), json.dumps(job).encode())
+        tailor_server.store.write(reused)
+        assert await tailor_server.sends.resume() == [sent.send_id]
+        await asyncio.to_thread(sink.wait_for, 2)  # the resumed job's first token: at once
+    finally:
+        await tailor_server.sends.close()
+        later.kill()
+        later.wait()
