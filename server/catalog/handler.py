@@ -19,7 +19,8 @@ from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
 from ..store import Store
 from ..validation import check_count, check_id, check_link, check_range, check_text
-from .errors import UnknownCategory
+from .absorbed import absorbed, stored_catalogs
+from .errors import CatalogFull, UnknownCategory
 from .logging import logger
 from .overlay import amend
 from .records import CatalogItem
@@ -88,12 +89,25 @@ class Catalog:
 
     async def _store(self, items: list[CatalogItem], bundle: Bundle) -> CatalogChange:
         loop = asyncio.get_running_loop()
-        seq = await loop.run_in_executor(None, self.records.write, items)
+        try:
+            seq = await loop.run_in_executor(None, self.records.write, items)
+        except CatalogFull:  # make room: the updates every stored bundle includes go
+            if not await loop.run_in_executor(None, self._drop_absorbed):
+                raise
+            seq = await loop.run_in_executor(None, self.records.write, items)
         await self.refresh()
         trained = bundle.trained.item_row
         new = len({i.item_id for i in items if not i.removed and i.item_id not in trained})
         served = self.registry.active
         return CatalogChange(len(items), seq, served.version if served else "", new)
+
+    def _drop_absorbed(self) -> int:
+        """Delete the stored updates every stored bundle includes (`absorbed`; blocking)."""
+        catalogs = stored_catalogs(self.registry.bundles_dir, self.registry.available_versions())
+        dropped = self.records.drop(lambda item: absorbed(item, catalogs))
+        if dropped:
+            logger.info("catalog: %d updates every stored bundle includes were dropped", dropped)
+        return dropped
 
     # -- following the store ---------------------------------------------------------------
     def amend_bundle(self, bundle: Bundle) -> Bundle:

@@ -30,12 +30,16 @@ from ..models import Bundle
 from .logging import logger
 from .records import CatalogItem
 
-__all__ = ["amend", "created_at"]
+__all__ = ["amend", "created_at", "stamp"]
 
 
 def created_at(trained: Bundle) -> float:
     """Unix seconds of the bundle's `created_at` (0 when missing or unreadable)."""
-    raw = trained.manifest.raw.get("created_at")
+    return stamp(trained.manifest.raw.get("created_at"))
+
+
+def stamp(raw) -> float:
+    """Unix seconds of a manifest's `created_at` value (0 when missing or unreadable)."""
     try:
         return datetime.strptime(str(raw), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:

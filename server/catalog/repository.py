@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..store import Store
 from ..store.keys import CATALOG_SEQ, catalog_item_key
@@ -50,6 +50,16 @@ class CatalogRecords:
                 self._table.put(txn, key, encode_item(dataclasses.replace(item, seq=seq, at=now)))
             self._meta.put(txn, CATALOG_SEQ, b"%d" % seq)
             return seq
+        return self.store.write(txn_fn)
+
+    def drop(self, absorbed: Callable[[CatalogItem], bool]) -> int:
+        """Delete the records for which `absorbed(item)` holds, in one write transaction (so a
+        record replaced meanwhile is judged as it now is); how many went."""
+        def txn_fn(txn) -> int:
+            gone = [k for k, v in self._table.items(txn) if absorbed(decode_item(k.decode(), v))]
+            for key in gone:
+                self._table.delete(txn, key)
+            return len(gone)
         return self.store.write(txn_fn)
 
     def read_all(self) -> tuple[int, list[CatalogItem]]:

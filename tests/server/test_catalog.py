@@ -255,3 +255,58 @@ async def test_a_canary_serves_the_catalog_updates_too(tailor_server, second_bun
         assert {r.model_version for r in books} == {status.active.version, canary}
         for r in books:
             assert {"new-before", "new-during"} <= {i.item_id for i in r.items}, r.model_version
+
+
+def _retrained(copy_bundle, src, version: str, created_at: str):
+    """A copy of bundle `src` as a later training of the same catalog: another version,
+    created at `created_at` (the files, and so the items, are the same)."""
+    import json
+    bundle = copy_bundle(src)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.update(version=version, created_at=created_at)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle.rename(bundle.parent / version)
+
+
+async def test_a_full_catalog_takes_updates_again_once_trainings_include_them(
+        settings, demo_bundle, copy_bundle):
+    """`limits.catalog_items` bounds the updates kept between trainings: at the bound
+    UpsertItems is RESOURCE_EXHAUSTED until a training absorbs them (the error says so).
+    Updates that every stored bundle includes (trained after them, with the item) no longer
+    change what any bundle serves and make room; before, the records were kept for ever, so
+    the catalog refused new items for good once it had taken `catalog_items` of them."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from clients import TailorClient
+    settings = settings.model_copy(update={
+        "bundles_kept": 2, "limits": settings.limits.model_copy(update={"catalog_items": 3})})
+    with np.load(demo_bundle / "items.npz") as npz:
+        trained = [str(i) for i in npz["item_ids"][:4]]
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub = cgrpc.CatalogServiceStub(ch)
+
+            def item(item_id: str) -> cpb.CatalogItem:
+                return cpb.CatalogItem(item_id=item_id, title="renamed", category="books", price=5.0)
+            await stub.UpsertItems(cpb.UpsertItemsRequest(items=[item(i) for i in trained[:3]]))
+            with pytest.raises(grpc.RpcError) as err:
+                await stub.UpsertItems(cpb.UpsertItemsRequest(items=[item("brand-new")]))
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # two trainings after the updates (the older bundle leaves the disk: bundles_kept)
+            later = (datetime.now(UTC) + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            with TailorClient(f"127.0.0.1:{server.port}", timeout=60) as client:
+                for version in ("29990101T000000-00000001", "29990101T000000-00000002"):
+                    await asyncio.to_thread(client.push_bundle,
+                                            _retrained(copy_bundle, demo_bundle, version, later))
+            assert server.registry.available_versions() == ["29990101T000000-00000002",
+                                                            "29990101T000000-00000001"]
+            change = await stub.UpsertItems(cpb.UpsertItemsRequest(items=[item("brand-new")]))
+            assert (change.accepted, change.new_items) == (1, 1)
+            reply = await rgrpc.RecommendationServiceStub(ch).Recommend(rpb.RecommendRequest(
+                user_id="someone-new", k=1000, categories=["books"]))
+            assert "brand-new" in {i.item_id for i in reply.items}
+    finally:
+        await server.stop(grace=0.5)
