@@ -155,6 +155,9 @@ class Limits(BaseModel):
     """Most UTF-8 bytes one rendered part (subject, html, ...) may take."""
     message_recommend_k: int = Field(20, ge=1)
     """Most items one `recommend(k)` call of a template may ask for."""
+    message_recommend_calls: int = Field(16, ge=1)
+    """Most `recommend()` calls one message's templates may make (each runs the Recommend
+    pipeline: ComposeMessage's on the event loop); more is FAILED_PRECONDITION."""
     message_render_steps: int = Field(100_000, ge=1)
     """Most loop items, `range()` elements and calls one message's templates may spend when
     rendered (they render on the event loop: this bounds the time; `server.messages.sandbox`)."""

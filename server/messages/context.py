@@ -24,6 +24,7 @@ from ..config import Limits
 from ..errors import InvalidArgument
 from ..interfaces import ProfileReader, Recommendations
 from ..recommend import RecQuery
+from .sandbox import OverRenderBudget
 from .templates import ATTRIBUTE_NAMES
 
 __all__ = ["Recipient", "MessageContext", "read_recipient"]
@@ -82,8 +83,13 @@ class MessageContext:
     def _helper(self, user_id: str, channel: str, on_loop: bool, read: tuple | None,
                 answers: list | None):
         shown: list[str] = []  # items of earlier calls in this message are not repeated
+        calls = [0]
 
         async def recommend(k: int = 4, category: str | None = None) -> list[dict]:
+            calls[0] += 1  # each runs the pipeline: a thousand loop steps' worth
+            if calls[0] > self.limits.message_recommend_calls:
+                raise OverRenderBudget(f"more than {self.limits.message_recommend_calls} "
+                                       "recommend() calls (limits.message_recommend_calls)")
             if not isinstance(k, int) or not 1 <= k <= self.limits.message_recommend_k:
                 raise InvalidArgument("recommend(k)", f"k must be an int in [1, "
                                       f"{self.limits.message_recommend_k}]")

@@ -252,3 +252,25 @@ async def test_a_message_logs_its_items_under_its_decision_once_it_stands_a_prev
     assert list(logged) == [msg.decision_id]
     assert logged[msg.decision_id].items.tolist() == [item_code(i) for i in shown]
     assert logged[msg.decision_id].channel == "email"
+
+
+async def test_a_template_may_call_recommend_a_bounded_number_of_times(campaigns, messaging):
+    """Each recommend() runs the Recommend pipeline (ComposeMessage: on the event loop), a
+    thousand times the cost of a loop step: a loop over it held every call of the worker for
+    as long as the step budget allowed (a thousand pipelines, until the exclusions ran out).
+    One message's templates may call it `limits.message_recommend_calls` times."""
+    from server.config import Limits
+    most = Limits().message_recommend_calls
+
+    def looping(n: int) -> str:
+        return "{% for i in range(" + str(n) + ") %}{{ recommend(1) | length }}{% endfor %}"
+    for cid, n in (("ok", most), ("over", 500)):
+        spec = email_spec(cid, html=looping(n))
+        spec.purpose = "transactional"  # no consent needed
+        await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    msg = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="ok", user_id="u"))
+    assert msg.parts["html"] == "1" * most
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="over", user_id="u"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "limits.message_recommend_calls" in err.value.details()
