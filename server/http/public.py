@@ -44,8 +44,11 @@ class PublicHttp:
 
     def __init__(self, tokens: UnsubscribeTokens, consent: ConsentWriter, *, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
-                 sms=None, delivery_events=None):
-        self.tokens, self.consent = tokens, consent
+                 sms=None, delivery_events=None, erased: Callable[[str], bool] | None = None):
+        """`erased(user_id)`: the user was erased (DeleteProfile) and has no profile since: an
+        old link of theirs opts nothing out and writes nothing (it would bring the profile
+        back)."""
+        self.tokens, self.consent, self.erased = tokens, consent, erased
         self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
         self.app = web.Application(client_max_size=MAX_BODY_BYTES)
         self.app.router.add_get("/u/{token}", self.confirm)
@@ -71,6 +74,10 @@ class PublicHttp:
         form = await request.post()
         if form.get("List-Unsubscribe") != ONE_CLICK:
             raise web.HTTPBadRequest(text="body must be List-Unsubscribe=One-Click")
+        if self.erased is not None and self.erased(target.user_id):  # two reads, µs
+            logger.info("unsubscribe link of an erased user (%s): nothing left to opt out",
+                        user_ref(target.user_id))
+            return _html(done_page(target.channel))
         await self.consent.set_consent(target.user_id, target.channel, False,
                                        f"one-click unsubscribe ({target.campaign_id})")
         logger.info("unsubscribed %s from %s (campaign %s)", user_ref(target.user_id),

@@ -120,3 +120,27 @@ async def test_after_a_one_click_post_the_next_compose_is_suppressed_and_a_forge
     assert (after.suppressed, after.reason, after.holdout) == (True, "no_consent", False)
     assert after.decision_id and not after.variant_id and not after.parts and not after.headers
     assert not after.unsubscribe_url
+
+
+async def test_an_erased_users_old_link_does_not_bring_the_profile_back(compose, profiles):
+    """An unsubscribe link lives on in old emails. Clicked after DeleteProfile, it opted the
+    user out by writing their consent, which re-created a profile under the erased user id
+    (the id and a consent history stored again). There is nothing left to opt out of: the page
+    says unsubscribed and nothing is written. A user who came back since is opted out."""
+    import grpc
+    old = (await compose("erased-1")).unsubscribe_url
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="erased-1"))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(old, data={"List-Unsubscribe": "One-Click"}) as done:
+            assert done.status == 200 and "unsubscribed" in await done.text()
+    with pytest.raises(grpc.RpcError) as err:
+        await profiles.GetProfile(ppb.GetProfileRequest(user_id="erased-1"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    back = (await compose("erased-2")).unsubscribe_url  # erased, then back (a new profile)
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="erased-2"))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="erased-2", channel="email",
+                                                    opted_in=True, source="signup again"))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(back, data={"List-Unsubscribe": "One-Click"}) as done:
+            assert done.status == 200
+    assert await consent(profiles, "erased-2") is False
