@@ -6,11 +6,19 @@ shows up in the latency).
 In the open loop a call's latency runs from the moment it is handed to gRPC to its reply. The
 generator's own lateness against the schedule (asyncio timers fire up to ~1 ms late: epoll waits
 in whole milliseconds) is reported apart as `lag_p99_ms`, and `sched_p99_ms` is the p99 counted
-from the scheduled time (lag included), so a generator that falls behind is visible."""
+from the scheduled time (lag included), so a generator that falls behind is visible.
+
+One window for every generator process: each starts, connects and warms its connections, says
+so, and waits; the calls start in all of them at once, and the window ends when the last one
+has its last reply (before any closes its connections). `seconds` is that window (from the
+common start to the last process's end), and `run_load(probe=...)` reads `probe()` at its two
+ends, so what a bench reads around the calls (the server's CPU: loadtests/measure.py) covers
+the calls counted and not the processes' start-up, the warm-up calls or the teardown."""
 from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import queue as queue_module
 import random
 import time
 from dataclasses import dataclass
@@ -39,6 +47,8 @@ class LoadResult:
     """Open loop: p99 of (actual send - scheduled send)."""
     sched_p99_ms: float = 0.0
     """Open loop: p99 latency counted from the scheduled send time."""
+    window: tuple = ()
+    """`run_load(probe=...)`: (probe() when the calls started, probe() when the last ended)."""
 
     @property
     def qps(self) -> float:
@@ -80,21 +90,31 @@ async def _warm_calls(channels, path, payload):
     return calls
 
 
-async def _drive(target, path, payloads, concurrency, duration, rate, seed, connection):
+async def _drive(target, path, payloads, concurrency, duration, rate, seed, connection,
+                 ready=None, report=None):
+    """Warm the connections, call `ready()` (it returns once every generator is warm; a thread
+    may block in it), drive the load, hand the result to `report` while the connections are
+    still open, and return it: (latencies, lags, errors, seconds, start, end), start and end on
+    `time.monotonic` (one clock for every process of the machine)."""
     channels = _channels(target, connection)
     try:
-        return await _drive_on(channels, path, payloads, concurrency, duration, rate, seed)
+        calls = await _warm_calls(channels, path, payloads[0])
+        if ready is not None:
+            await asyncio.to_thread(ready)
+        result = await _drive_on(calls, payloads, concurrency, duration, rate, seed)
+        if report is not None:
+            report(result)
+        return result
     finally:
         for ch in channels:
             await ch.close()
 
 
-async def _drive_on(channels, path, payloads, concurrency, duration, rate, seed):
-    calls = await _warm_calls(channels, path, payloads[0])
+async def _drive_on(calls, payloads, concurrency, duration, rate, seed):
     lat: list[float] = []
     lag: list[float] = []
     errors = 0
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.monotonic()
     stop_at = start + duration
 
     async def one(i, scheduled):
@@ -116,7 +136,7 @@ async def _drive_on(channels, path, payloads, concurrency, duration, rate, seed)
                 await one(i, time.perf_counter())
                 i += concurrency
         await asyncio.gather(*(worker(j) for j in range(concurrency)))
-    return lat, lag, errors, time.perf_counter() - start
+    return lat, lag, errors, time.perf_counter() - start, started, time.monotonic()
 
 
 async def _poisson(rate, start, stop_at, seed, call):
@@ -137,39 +157,85 @@ async def _poisson(rate, start, stop_at, seed, call):
     await asyncio.gather(*pending)
 
 
-def _proc(args, queue):
-    lat, lag, errors, seconds = asyncio.run(_drive(*args))
-    queue.put((np.asarray(lat, np.float64), np.asarray(lag, np.float64), errors, seconds))
+def _proc(args, queue, go):
+    """One generator process: ("ready", None) once warm, then ("done", result) or ("failed",
+    what went wrong) on `queue`."""
+    def ready():
+        queue.put(("ready", None))
+        go.wait()
+
+    def report(result):
+        lat, lag, errors, seconds, start, end = result
+        queue.put(("done", (np.asarray(lat, np.float64), np.asarray(lag, np.float64), errors,
+                            start, end)))
+    try:
+        asyncio.run(_drive(*args, ready=ready, report=report))
+    except BaseException as err:  # noqa: BLE001 - told to the parent, which raises it
+        queue.put(("failed", f"{type(err).__name__}: {err}"))
+
+
+def _collect(queue, workers, want: str, timeout: float) -> list:
+    """One `want` message from each of `workers`; RuntimeError if one failed or died first."""
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < len(workers):
+        try:
+            kind, body = queue.get(timeout=1.0)
+        except queue_module.Empty:
+            dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+            if dead:  # killed (a signal) before it said anything; an exception it tells
+                raise RuntimeError(f"a load generator process exited with {dead[0]}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"load generator: no {want!r} from every process in "
+                                   f"{timeout:.0f} s") from None
+            continue
+        if kind == "failed":
+            raise RuntimeError(f"load generator process failed: {body}")
+        out.append(body)
+    return out
 
 
 def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int = 32,
              duration: float = 10.0, rate: float = 0.0, procs: int = 1,
-             connection: Connection = PLAINTEXT) -> LoadResult:
+             connection: Connection = PLAINTEXT, probe=None) -> LoadResult:
     """Call the unary method `path` at `target` for `duration` seconds, cycling over `payloads`
     (serialized requests): closed loop at `concurrency`, or open loop at `rate` calls/s, over
-    `connection` (TLS, token; plaintext by default)."""
+    `connection` (TLS, token; plaintext by default). Every process's calls start together once
+    all are warm; `probe()` (if given) is read then and when the last call has ended
+    (`LoadResult.window`)."""
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    queue, go = ctx.Queue(), ctx.Event()
     per_conc = max(1, concurrency // procs)
     workers = [ctx.Process(target=_proc, args=((target, path, payloads, per_conc, duration,
-                                                rate / procs, 11 + i, connection), queue))
+                                                rate / procs, 11 + i, connection), queue, go))
                for i in range(procs)]
     for w in workers:
         w.start()
-    parts = [queue.get(timeout=duration + 120) for _ in workers]
-    for w in workers:
-        w.join()
+    try:
+        _collect(queue, workers, "ready", 120)
+        before = probe() if probe is not None else None
+        go.set()
+        parts = _collect(queue, workers, "done", duration + 120)
+        after = probe() if probe is not None else None
+    finally:
+        go.set()
+        for w in workers:
+            w.join(timeout=30)
+            if w.is_alive():
+                w.kill()
+    window = (before, after) if probe is not None else ()
     lat = np.concatenate([p[0] for p in parts])
     lag = np.concatenate([p[1] for p in parts])
-    seconds = max(p[3] for p in parts)
+    seconds = max(p[4] for p in parts) - min(p[3] for p in parts)
     if not len(lat):
-        return LoadResult(0, sum(p[2] for p in parts), seconds, float("nan"), float("nan"))
+        return LoadResult(0, sum(p[2] for p in parts), seconds, float("nan"), float("nan"),
+                          window=window)
     p50, p99 = np.percentile(lat, [50, 99]) * 1000
     lag_p99, sched_p99 = 0.0, 0.0
     if rate:
         lag_p99, sched_p99 = np.percentile(lag, 99) * 1000, np.percentile(lat + lag, 99) * 1000
     return LoadResult(int(len(lat)), sum(p[2] for p in parts), seconds, float(p50), float(p99),
-                      float(lag_p99), float(sched_p99))
+                      float(lag_p99), float(sched_p99), window)
 
 
 def _window_target(w: int, n: int) -> int:

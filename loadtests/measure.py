@@ -2,12 +2,14 @@
 server's CPU per call, each beside the empty RPC (DiagnosticsService Ping) in the same run.
 
 Server CPU is the user + system time of the server's whole process tree (workers, writer
-children, ...) read from /proc before and after a load run: `utime + stime` of every live
-process in the tree, plus `cutime + cstime` (the time of children it has already reaped), so a
-worker that exits during a run is still counted once. Linux only; resolution one clock tick
-(usually 10 ms) per process, so runs of a few seconds keep the error well under 1%. The window
-also spans the generator's start-up (about a second of an idle server): `idle_cpu` shows how
-much an idle server burns, to judge that.
+children, ...) read from /proc at the two ends of the load generator's window: `utime + stime`
+of every live process in the tree, plus `cutime + cstime` (the time of children it has already
+reaped), so a worker that exits during a run is still counted once. Linux only; resolution one
+clock tick (usually 10 ms) per process, so runs of a few seconds keep the error well under 1%.
+The window is the calls' own (`loadgen.run_load(probe=...)`): it opens when every generator
+process has connected and warmed its connections (TLS handshakes and the warm-up calls are left
+out) and closes when the last call has ended, before the connections close. What an idle server
+burns in it (timers, sweeps) is still in it: `idle_cpu` shows how much, to judge that.
 
 Starting the server from another source tree (`--server-src DIR` in every bench) runs
 `python -m server` with cwd and PYTHONPATH set to DIR, so one run can take before/after figures
@@ -127,12 +129,11 @@ class Measurement:
 def measure(name: str, server_pid: int, target: str, path: str, payloads: list[bytes],
             **load) -> Measurement:
     """`run_load(target, path, payloads, **load)` with the server tree's CPU and the machine's
-    steal read around it."""
-    before, (steal, total) = tree_cpu_seconds(server_pid), machine_ticks()
-    result = run_load(target, path, payloads, **load)
-    cpu = tree_cpu_seconds(server_pid) - before
-    steal_after, total_after = machine_ticks()
-    return Measurement(name, result, cpu, path.rsplit("/", 1)[-1],
+    steal read at the ends of the calls' window."""
+    result = run_load(target, path, payloads, **load,
+                      probe=lambda: (tree_cpu_seconds(server_pid), machine_ticks()))
+    (before, (steal, total)), (after, (steal_after, total_after)) = result.window
+    return Measurement(name, result, after - before, path.rsplit("/", 1)[-1],
                        (steal_after - steal) / max(1, total_after - total))
 
 

@@ -1,0 +1,84 @@
+"""The load generator's window is the calls' own: a bench's CPU reading (loadtests/measure.py)
+leaves out the generator's start-up, its warm-up calls and the connections' handshakes, and with
+several generator processes `seconds` spans every process's calls (they start together)."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import grpc
+import pytest
+
+from loadtests.loadgen import CONNECTIONS, run_load
+from loadtests.measure import measure
+
+CALL, TIMES = "/t.Load/Call", "/t.Load/Times"
+WARM_CPU = 0.1
+
+# A gRPC server whose first call on each connection (the generator's warm-up call) burns
+# WARM_CPU seconds of CPU, and whose other calls cost next to nothing; it keeps the arrival
+# time (time.monotonic, one clock for the machine) of every call after a connection's first.
+SERVER = textwrap.dedent("""
+    import json, sys, threading, time
+    from concurrent import futures
+    import grpc
+
+    WARM_CPU = float(sys.argv[1])
+    seen, arrivals, lock = set(), [], threading.Lock()
+
+    def call(request, context):
+        now = time.monotonic()
+        with lock:
+            first = context.peer() not in seen
+            seen.add(context.peer())
+            if not first:
+                arrivals.append(now)
+        if first:
+            end = time.thread_time() + WARM_CPU
+            while time.thread_time() < end:
+                pass
+        return b""
+
+    def times(request, context):
+        with lock:
+            return json.dumps([min(arrivals), max(arrivals), len(arrivals)]).encode()
+
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.Load", {
+        "Call": grpc.unary_unary_rpc_method_handler(call),
+        "Times": grpc.unary_unary_rpc_method_handler(times)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(port, flush=True)
+    server.wait_for_termination()
+""")
+
+
+@pytest.fixture
+def warm_burner():
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(WARM_CPU)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        yield proc.pid, f"127.0.0.1:{proc.stdout.readline().strip()}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_the_cpu_window_leaves_out_the_warm_up_calls(warm_burner):
+    pid, target = warm_burner
+    m = measure("Call", pid, target, CALL, [b""], concurrency=2, duration=0.5)
+    # the CONNECTIONS warm-up calls burn 16 x 0.1 = 1.6 s; the calls measured, a few hundred
+    # us each on this Python server, about half a core over the 0.5 s
+    assert m.load.calls > 100 and m.load.errors == 0
+    assert m.cpu_seconds < CONNECTIONS * WARM_CPU / 2, m.cpu_seconds
+
+
+def test_several_generator_processes_share_one_window(warm_burner):
+    _, target = warm_burner
+    result = run_load(target, CALL, [b""], concurrency=4, duration=0.5, procs=4)
+    with grpc.insecure_channel(target) as ch:
+        first, last, n = json.loads(ch.unary_unary(TIMES)(b"", timeout=10))
+    assert n == result.calls
+    # every counted call arrived inside the window the QPS divides by
+    assert last - first <= result.seconds + 1e-3, (last - first, result.seconds)
