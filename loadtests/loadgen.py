@@ -195,19 +195,27 @@ def _collect(queue, workers, want: str, timeout: float) -> list:
     return out
 
 
+def _share(payloads: list[bytes], i: int, procs: int) -> list[bytes]:
+    """Process `i`'s requests: every `procs`-th from the `i`-th, so the processes send different
+    ones (the same ones at once would hit caches, and repeat a ReportReward that then writes
+    nothing); all of them if there are fewer than processes."""
+    return payloads[i::procs] if len(payloads) >= procs else payloads
+
+
 def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int = 32,
              duration: float = 10.0, rate: float = 0.0, procs: int = 1,
              connection: Connection = PLAINTEXT, probe=None) -> LoadResult:
     """Call the unary method `path` at `target` for `duration` seconds, cycling over `payloads`
-    (serialized requests): closed loop at `concurrency`, or open loop at `rate` calls/s, over
-    `connection` (TLS, token; plaintext by default). Every process's calls start together once
-    all are warm; `probe()` (if given) is read then and when the last call has ended
-    (`LoadResult.window`)."""
+    (serialized requests; with `procs` > 1 each process over its own share): closed loop at
+    `concurrency`, or open loop at `rate` calls/s, over `connection` (TLS, token; plaintext by
+    default). Every process's calls start together once all are warm; `probe()` (if given) is
+    read then and when the last call has ended (`LoadResult.window`)."""
     ctx = mp.get_context("spawn")
     queue, go = ctx.Queue(), ctx.Event()
     per_conc = max(1, concurrency // procs)
-    workers = [ctx.Process(target=_proc, args=((target, path, payloads, per_conc, duration,
-                                                rate / procs, 11 + i, connection), queue, go))
+    workers = [ctx.Process(target=_proc, args=((target, path, _share(payloads, i, procs),
+                                                per_conc, duration, rate / procs, 11 + i,
+                                                connection), queue, go))
                for i in range(procs)]
     for w in workers:
         w.start()

@@ -12,19 +12,20 @@ import pytest
 from loadtests.loadgen import CONNECTIONS, run_load
 from loadtests.measure import measure
 
-CALL, TIMES = "/t.Load/Call", "/t.Load/Times"
+CALL, TIMES, SEEN = "/t.Load/Call", "/t.Load/Times", "/t.Load/Seen"
 WARM_CPU = 0.1
 
 # A gRPC server whose first call on each connection (the generator's warm-up call) burns
 # WARM_CPU seconds of CPU, and whose other calls cost next to nothing; it keeps the arrival
-# time (time.monotonic, one clock for the machine) of every call after a connection's first.
+# time (time.monotonic, one clock for the machine) and the request of every call after a
+# connection's first.
 SERVER = textwrap.dedent("""
     import json, sys, threading, time
     from concurrent import futures
     import grpc
 
     WARM_CPU = float(sys.argv[1])
-    seen, arrivals, lock = set(), [], threading.Lock()
+    seen, arrivals, requests, lock = set(), [], [], threading.Lock()
 
     def call(request, context):
         now = time.monotonic()
@@ -33,6 +34,7 @@ SERVER = textwrap.dedent("""
             seen.add(context.peer())
             if not first:
                 arrivals.append(now)
+                requests.append(request.decode())
         if first:
             end = time.thread_time() + WARM_CPU
             while time.thread_time() < end:
@@ -43,10 +45,15 @@ SERVER = textwrap.dedent("""
         with lock:
             return json.dumps([min(arrivals), max(arrivals), len(arrivals)]).encode()
 
+    def seen_requests(request, context):
+        with lock:
+            return json.dumps(requests).encode()
+
     server = grpc.server(futures.ThreadPoolExecutor(8))
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.Load", {
         "Call": grpc.unary_unary_rpc_method_handler(call),
-        "Times": grpc.unary_unary_rpc_method_handler(times)})])
+        "Times": grpc.unary_unary_rpc_method_handler(times),
+        "Seen": grpc.unary_unary_rpc_method_handler(seen_requests)})])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     print(port, flush=True)
@@ -82,3 +89,16 @@ def test_several_generator_processes_share_one_window(warm_burner):
     assert n == result.calls
     # every counted call arrived inside the window the QPS divides by
     assert last - first <= result.seconds + 1e-3, (last - first, result.seconds)
+
+
+def test_generator_processes_send_different_requests(warm_burner):
+    """With --procs N each process cycled the same payload list from its start: N copies of
+    each request (a second ReportReward of a decision writes nothing; a second Recommend of a
+    user hits the user cache), so the figures were of a cheaper mix than one process sends."""
+    _, target = warm_burner
+    payloads = [str(i).encode() for i in range(100_000)]  # more than a 0.3 s run sends
+    result = run_load(target, CALL, payloads, concurrency=4, duration=0.3, procs=2)
+    with grpc.insecure_channel(target) as ch:
+        sent = json.loads(ch.unary_unary(SEEN)(b"", timeout=10))
+    assert len(sent) == result.calls > 100
+    assert len(set(sent)) == len(sent)
