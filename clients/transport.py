@@ -35,6 +35,7 @@ class Connection:
     def __post_init__(self):
         if (self.cert is None) != (self.key is None):
             raise ValueError("a client certificate needs its key: give both --cert and --key")
+        object.__setattr__(self, "token", _checked_token(self.token))
 
     def __repr__(self) -> str:  # never print the token
         return (f"Connection(tls={self.secure}, tls_ca={self.tls_ca}, cert={self.cert}, "
@@ -68,6 +69,24 @@ class Connection:
             return grpc.aio.secure_channel(target, self.credentials(), options=list(options))
         interceptors = [_AioBearerToken(self.token)] if self.token else None
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
+
+
+def _checked_token(token: str | None) -> str | None:
+    """The token without the whitespace around it (a file or a mounted secret ends with a
+    newline, which no header can hold); ValueError naming --token for one that a header cannot
+    carry as `Bearer <token>` (RFC 6750: printable ASCII, no spaces). Never echoes the token."""
+    if not token:
+        return None
+    stripped = token.strip()
+    if not stripped:
+        raise ValueError("--token: only whitespace")
+    bad = next((c for c in stripped if not "\x21" <= c <= "\x7e"), None)
+    if bad is not None:
+        what = "a space" if bad.isspace() else "a control character" if bad < " " or \
+            bad == "\x7f" else "a non-ASCII character"
+        raise ValueError(f"--token: a bearer token is printable ASCII with no spaces; this one "
+                         f"holds {what}")
+    return stripped
 
 
 def _read(flag: str, path: Path | None) -> bytes | None:

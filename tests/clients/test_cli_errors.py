@@ -126,3 +126,8 @@ def test_send_rate_applies_to_the_campaigns_channel(served, tmp_path):
     line = cli("campaign", "send", "--campaign", "s", "--users", str(users), "--rate", "1e9",
                "--server", served, expect=1)
     assert line.startswith("error: INVALID_ARGUMENT: rate_per_second[sms]: "), line
+
+
+def test_a_token_no_header_can_hold_is_one_line(tmp_path):
+    line = cli("ping", "--server", f"127.0.0.1:{free_port()}", "--token", "two words", expect=2)
+    assert line.startswith("error: --token: ")

@@ -138,3 +138,18 @@ def test_the_load_generator_drives_a_tls_server_with_a_token(mtls_server, pki):
     refused = Connection(tls_ca=ca.cert)
     with pytest.raises(grpc.aio.AioRpcError):  # the warm-up call fails the handshake
         asyncio.run(_drive(target, PING, ping_payloads(), 1, 1, 0, 1, refused))
+
+
+def test_a_token_read_with_its_newline_still_goes_as_the_token(recording):
+    """A token read from a file or a mounted secret ends with a newline; a header cannot hold
+    one (gRPC failed the call with INTERNAL: Invalid metadata, before it left the client)."""
+    servicer, target, kw = recording
+    with TailorClient(target, token=" s3cret\n", **kw) as client:
+        client.ping()
+    assert servicer.authorization == ["Bearer s3cret"]
+
+
+@pytest.mark.parametrize("token", ["two words", "t\x00ken", "tökén", "\n"])
+def test_a_token_no_header_can_hold_is_refused_naming_the_flag(token):
+    with pytest.raises(ValueError, match="^--token: "):
+        TailorClient("127.0.0.1:1", token=token)
