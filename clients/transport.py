@@ -50,7 +50,8 @@ class Connection:
         return self.tls or self.tls_ca is not None or self.cert is not None
 
     def credentials(self) -> grpc.ChannelCredentials:
-        """TLS credentials from the PEM files (ValueError naming the flag of one not read)."""
+        """TLS credentials from the PEM files (ValueError naming the flag of one not read, or
+        not PEM)."""
         creds = grpc.ssl_channel_credentials(_read("--tls-ca", self.tls_ca),
                                              _read("--key", self.key), _read("--cert", self.cert))
         if self.token:
@@ -93,9 +94,12 @@ def _read(flag: str, path: Path | None) -> bytes | None:
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as err:
         raise ValueError(f"{flag} {path}: {(err.strerror or str(err)).lower()}") from None
+    if b"-----BEGIN " not in data:  # gRPC would take it and fail every call with UNAVAILABLE
+        raise ValueError(f"{flag} {path}: not a PEM file (no -----BEGIN line)")
+    return data
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -131,3 +131,16 @@ def test_send_rate_applies_to_the_campaigns_channel(served, tmp_path):
 def test_a_token_no_header_can_hold_is_one_line(tmp_path):
     line = cli("ping", "--server", f"127.0.0.1:{free_port()}", "--token", "two words", expect=2)
     assert line.startswith("error: --token: ")
+
+
+@pytest.mark.parametrize("flag", ["--tls-ca", "--cert"])
+def test_a_tls_file_that_is_not_pem_is_named(tmp_path, flag):
+    """gRPC took any bytes and failed each call with UNAVAILABLE ("failed to create security
+    handshaker"), retried, after four C-core log lines."""
+    junk = tmp_path / "ca.crt"
+    junk.write_bytes(b"\x30\x82\x01\x0a not PEM (DER, or the wrong file)")
+    key = tmp_path / "client.key"  # read before --cert
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot checked further\n-----END PRIVATE KEY-----\n")
+    extra = ["--key", str(key)] if flag == "--cert" else []
+    line = cli("ping", "--server", f"127.0.0.1:{free_port()}", flag, str(junk), *extra, expect=2)
+    assert line == f"error: {flag} {junk}: not a PEM file (no -----BEGIN line)"
