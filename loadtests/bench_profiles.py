@@ -9,7 +9,9 @@
 2. End to end: `python -m server` on loopback, events streamed with TrackEventStream in batches
    of 500 (validation, dedupe, feature kernel, raw event + dedupe records, commit), into an
    empty data dir, or with `--ingest-into stored` into a copy of one holding `--profiles` users
-   (the steady state: events of known users, whose data keys exist).
+   (the steady state: events of known users, whose data keys exist); the CPU is read once the
+   server's start-up work is done (`measure.settle`: its first retention pass walks every
+   stored event).
 3. GetProfile latency (p50/p99), every part and then only `--parts`, with `--profiles` stored
    profiles (loaded through the server's own repository with fsync off to save time; reads do not
    depend on how records were written),
@@ -169,12 +171,22 @@ def serve(data_dir: Path, sync: bool, workers: int = 1, src: Path | None = None,
 
 def ingest_server(args, sync: bool, encrypt: bool) -> tuple[subprocess.Popen, str]:
     """A server for step 2 on a fresh data dir, or (`--ingest-into stored`) on a copy of a
-    store already holding `--profiles` users."""
+    store already holding `--profiles` users; returned once its start-up work is done
+    (`measure.settle`: its first retention pass walks every stored event), so the ingestion's
+    CPU window holds the ingestion only."""
     ingest_dir = args.work / f"ingest-{'on' if encrypt else 'off'}"
     shutil.rmtree(ingest_dir, ignore_errors=True)
     if args.ingest_into == "stored":
         shutil.copytree(stored_base(args, encrypt), ingest_dir)
-    return serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt, args.secure)
+    proc, target = serve(ingest_dir, sync, args.workers, args.server_src, args.secrets, encrypt,
+                         args.secure)
+    try:
+        settle(proc.pid)
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    return proc, target
 
 
 def ingest(args, events, sync: bool, encrypt: bool) -> dict:
