@@ -308,14 +308,14 @@ def bench_catalog(bundle: Path, args) -> dict:
 def interleave_pair(servers: list[dict], path: str, payloads: list[bytes], rate: float, args,
                     secure: Secured) -> dict:
     """The second server against the first at `rate`, window by window (`loadtests.interleave`),
-    with each server tree's CPU per call over the run (its idle windows included)."""
+    with each server tree's CPU per call over the run (its idle windows included; the
+    generator's start-up and warm-up calls not)."""
     pids = [s["srv"].process.pid for s in servers]
-    before = [tree_cpu_seconds(p) for p in pids]
-    per_target, lag, errors = run_windows([s["srv"].target for s in servers], path, payloads,
-                                          rate=rate, window=args.interleave,
-                                          windows=2 * args.window_pairs,
-                                          connection=secure.connection)
-    cpu = [tree_cpu_seconds(p) - b for p, b in zip(pids, before)]
+    per_target, lag, errors, (before, after) = run_windows(
+        [s["srv"].target for s in servers], path, payloads, rate=rate, window=args.interleave,
+        windows=2 * args.window_pairs, connection=secure.connection,
+        probe=lambda: [tree_cpu_seconds(p) for p in pids])
+    cpu = [a - b for a, b in zip(after, before)]
     calls = [sum(len(w) for w in wins) for wins in per_target]
     return {"rate": rate, "names": [s["tag"].strip(" []") or "A" for s in servers],
             "result": paired_windows(per_target[1], per_target[0]),

@@ -252,10 +252,15 @@ def _window_target(w: int, n: int) -> int:
     return (w + (w // 2) % 2) % 2 if n == 2 else w % n
 
 
-async def _drive_windows(targets, path, payloads, rate, window, windows, seed, connection):
+async def _drive_windows(targets, path, payloads, rate, window, windows, seed, connection,
+                         ready=None, report=None):
+    """As `_drive`: `ready()` once every connection is warm, `report(result)` before they
+    close."""
     channels = [_channels(t, connection) for t in targets]
     try:
         calls = [await _warm_calls(chans, path, payloads[0]) for chans in channels]
+        if ready is not None:
+            await asyncio.to_thread(ready)
         lat = [[[] for _ in range(windows)] for _ in targets]
         lag: list[float] = []
         errors = [0] * len(targets)
@@ -275,29 +280,51 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
         await _poisson(rate, start, start + window * windows, seed, one)
         mine = [[np.asarray(lat[t][w], np.float64) for w in range(windows)
                  if _window_target(w, len(targets)) == t] for t in range(len(targets))]
-        return mine, np.asarray(lag, np.float64), errors
+        result = mine, np.asarray(lag, np.float64), errors
+        if report is not None:
+            report(result)
+        return result
     finally:
         for chans in channels:
             for ch in chans:
                 await ch.close()
 
 
-def _windows_proc(args, queue):
-    queue.put(asyncio.run(_drive_windows(*args)))
+def _windows_proc(args, queue, go):
+    """`_proc`'s protocol for `_drive_windows`."""
+    def ready():
+        queue.put(("ready", None))
+        go.wait()
+    try:
+        asyncio.run(_drive_windows(*args, ready=ready, report=lambda r: queue.put(("done", r))))
+    except BaseException as err:  # noqa: BLE001 - told to the parent, which raises it
+        queue.put(("failed", f"{type(err).__name__}: {err}"))
 
 
 def run_windows(targets: list[str], path: str, payloads: list[bytes], *, rate: float,
-                window: float, windows: int, connection: Connection = PLAINTEXT, seed: int = 11):
+                window: float, windows: int, connection: Connection = PLAINTEXT, seed: int = 11,
+                probe=None):
     """One open-loop schedule at `rate` calls/s over `windows` windows of `window` seconds, each
     window's calls sent to one of `targets` in turn (for two: A B B A A B ...), from one generator
     process: the targets meet the same load and, window by window, the same machine. Returns
     (per target, the latency arrays in seconds of the windows it was sent, in order; the
-    generator's lag behind its schedule in seconds; errors per target)."""
+    generator's lag behind its schedule in seconds; errors per target), and with `probe` a
+    fourth item: (probe() once every connection is warm, probe() after the last reply), as
+    `run_load`'s `window`."""
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
+    queue, go = ctx.Queue(), ctx.Event()
     proc = ctx.Process(target=_windows_proc, args=((targets, path, payloads, rate, window, windows,
-                                                    seed, connection), queue))
+                                                    seed, connection), queue, go))
     proc.start()
-    out = queue.get(timeout=window * windows + 120)
-    proc.join()
-    return out
+    try:
+        _collect(queue, [proc], "ready", 120)
+        before = probe() if probe is not None else None
+        go.set()
+        (out,) = _collect(queue, [proc], "done", window * windows + 120)
+        after = probe() if probe is not None else None
+    finally:
+        go.set()
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+    return out if probe is None else (*out, (before, after))

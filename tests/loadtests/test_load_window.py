@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -102,3 +103,26 @@ def test_generator_processes_send_different_requests(warm_burner):
         sent = json.loads(ch.unary_unary(SEEN)(b"", timeout=10))
     assert len(sent) == result.calls > 100
     assert len(set(sent)) == len(sent)
+
+
+def test_interleaved_cpu_per_call_leaves_out_the_warm_up_calls():
+    """`bench --interleave`: each server's CPU per call over the run (its idle windows in it by
+    design), but not its 16 warm-up calls nor the generator's start-up."""
+    from loadtests.bench import Secured, interleave_pair
+
+    procs = [subprocess.Popen([sys.executable, "-c", SERVER, str(WARM_CPU)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        servers = [{"tag": f" [{name}]", "srv": SimpleNamespace(
+            process=proc, target=f"127.0.0.1:{proc.stdout.readline().strip()}")}
+            for name, proc in zip("AB", procs)]
+        args = SimpleNamespace(interleave=0.2, window_pairs=2)
+        run = interleave_pair(servers, CALL, [b""], 300.0, args, Secured())
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert run["errors"] == [0, 0]
+    # 1.6 s of warm-up over ~120 calls a server would be ~13,000 us a call; the calls
+    # themselves cost a few hundred us each (the idle windows add about as much)
+    assert max(run["cpu_us"]) < 3000, run["cpu_us"]
