@@ -36,12 +36,14 @@ from pathlib import Path
 
 from .loadgen import PING, LoadResult, ping_payloads, run_load
 
-__all__ = ["tree_cpu_seconds", "machine_ticks", "cpu_line_ticks", "idle_cpu", "settle",
+__all__ = ["FEW_CALLS", "tree_cpu_seconds", "machine_ticks", "cpu_line_ticks", "idle_cpu", "settle",
            "Measurement", "measure", "Comparison", "compare", "add_server_src_argument",
            "start_server", "print_table", "by_rpc",
            "add_plot_argument", "write_latency_plot"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+FEW_CALLS = 1000
+"""Fewer calls than this and a run's p99 is marked in `print_table`: ten calls or fewer above it."""
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -166,13 +168,18 @@ def compare(name: str, server_pid: int, target: str, path: str, payloads: list[b
 def print_table(rows: list[Measurement], comparison: Comparison | None = None,
                 idle: float | None = None) -> None:
     """QPS, latency, server CPU per call and the machine's steal share of each run; then the
-    method/Ping ratios."""
+    method/Ping ratios. A p99 over fewer than `FEW_CALLS` calls is marked (and a note says
+    what it is)."""
     print(f"{'rpc':<38} {'QPS':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/call':>11} {'errors':>6}"
           f" {'steal%':>6}")
     for m in rows:
         r = m.load
-        print(f"{m.name:<38} {r.qps:8.0f} {r.p50_ms:7.2f} {r.p99_ms:7.2f} {m.cpu_us_per_call:11.1f} "
+        p99 = f"{r.p99_ms:6.2f}*" if r.calls < FEW_CALLS else f"{r.p99_ms:7.2f}"
+        print(f"{m.name:<38} {r.qps:8.0f} {r.p50_ms:7.2f} {p99} {m.cpu_us_per_call:11.1f} "
               f"{r.errors:6d} {100 * m.steal:6.1f}", flush=True)
+    if any(m.load.calls < FEW_CALLS for m in rows):
+        print(f"* p99 over fewer than {FEW_CALLS:,} calls: set by its {FEW_CALLS // 100} slowest "
+              "calls or fewer (under 100 calls, by the slowest); longer runs for a steady p99")
     for m in rows:
         if m.load.sched_p99_ms:  # open loop: how late the generator ran behind its schedule
             print(f"{m.name:<38} generator lag p99 {m.load.lag_p99_ms:.2f} ms; "

@@ -95,3 +95,18 @@ def test_machine_ticks_count_up():
     time.sleep(0.05)  # the idle ticks go on
     steal2, total2 = machine_ticks()
     assert 0 <= steal <= total and 0 <= steal2 - steal <= total2 - total and total2 > total
+
+
+def test_a_p99_from_few_calls_is_marked(server_process, capsys):
+    """A p99 over a few dozen calls is the slowest of them or near it: the table says so."""
+    from loadtests.loadgen import PING, ping_payloads
+    from loadtests.measure import measure, print_table
+
+    server = server_process()
+    few = measure("Ping @ 40/s", server.proc.pid, server.target, PING, ping_payloads(),
+                  rate=40.0, duration=0.5)
+    assert 0 < few.load.calls < 100
+    print_table([few])
+    row, note = capsys.readouterr().out.splitlines()[1:3]
+    assert f"{few.load.p99_ms:6.2f}*" in row
+    assert note.startswith("* p99 over fewer than 1,000 calls")
