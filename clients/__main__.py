@@ -74,7 +74,7 @@ def _file_error(path: str, err: OSError) -> str:
 def _track(client: TailorClient, args) -> dict:
     with _open(args.file, binary=True) as source:
         lines = _EventLines(source, "stdin" if args.file in ("", "-") else args.file)
-        reply = client.track(lines, batch_size=args.batch_size)
+        reply = client.track(lines, batch_size=args.batch_size, timeout=args.timeout)
     if lines.bad:
         raise UsageError(f"{lines.bad}; the {reply.accepted} events before it were committed "
                          f"({reply.duplicates} duplicates, {len(reply.rejected)} rejected)")
@@ -145,7 +145,8 @@ def _campaign(client: TailorClient, args) -> object:
         return client.send_progress(args.send)
     if args.action == "export":
         with _create(args.out) as fh:
-            n = sum(fh.write(json.dumps(rec) + "\n") > 0 for rec in client.export_decisions(args.campaign))
+            n = sum(fh.write(json.dumps(rec) + "\n") > 0
+                    for rec in client.export_decisions(args.campaign, timeout=args.timeout))
         return {"decisions": n, "out": args.out}
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
 
@@ -205,7 +206,7 @@ def _plan(client: TailorClient, args) -> dict:
         users = _UserIds(source, name, comments=True)  # the file `send` takes, read alike
         try:
             for d in client.plan_campaign(args.campaign, users, batch_size=args.batch_size,
-                                          context=context):
+                                          context=context, timeout=args.timeout):
                 out.write(json.dumps(d) + "\n")
                 counts["decisions"] += 1
                 counts["suppressed"] += d["suppressed"]
@@ -323,7 +324,9 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
-    common.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    common.add_argument("--timeout", type=float, default=5.0,
+                        help="deadline per call, seconds (default 5; a stream's whole run: "
+                             "track 300, attribute 600, campaign plan and export 3600)")
     transport.add_arguments(common)
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -343,6 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("track", parents=[common], help="send JSON-lines events (file or stdin)")
     tr.add_argument("file", nargs="?", default="-", help="JSON lines, one event each (default stdin)")
     tr.add_argument("--batch-size", type=int, default=500)
+    tr.set_defaults(timeout=300.0)  # the whole stream's deadline
     pr = sub.add_parser("profile", parents=[common], help="everything stored about a user")
     pr.add_argument("--user", required=True)
     pr.add_argument("--max-events", type=int, default=0)
@@ -490,6 +494,7 @@ def _campaign_parser(sub, common) -> None:
     pl.add_argument("--context", action="append", metavar="KEY=NUMBER",
                     help="request context for every user (repeatable)")
     pl.add_argument("--quiet", action="store_true", help="no progress bar")
+    pl.set_defaults(timeout=3600.0)  # the whole stream's deadline
     se = acts.add_parser("send", parents=[common], help="send a message campaign to an audience "
                          "(a background job: prints its send id; see `progress`)")
     se.add_argument("--campaign", required=True)
@@ -502,6 +507,7 @@ def _campaign_parser(sub, common) -> None:
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
     ex.add_argument("--campaign", default="")
     ex.add_argument("--out", required=True)
+    ex.set_defaults(timeout=3600.0)  # the whole stream's deadline
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -144,3 +144,19 @@ def test_a_tls_file_that_is_not_pem_is_named(tmp_path, flag):
     extra = ["--key", str(key)] if flag == "--cert" else []
     line = cli("ping", "--server", f"127.0.0.1:{free_port()}", flag, str(junk), *extra, expect=2)
     assert line == f"error: {flag} {junk}: not a PEM file (no -----BEGIN line)"
+
+
+def test_streaming_commands_keep_the_timeout_they_are_given(served, tmp_path):
+    """`track`, `campaign plan` and `campaign export` ran under the client's own deadlines (300 s,
+    1 h) whatever --timeout said: a backfill too big for 300 s could not be given more time. A
+    deadline no call can meet shows the flag reaches the call."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps({"event_id": f"d{i}", "user_id": f"u{i % 7}", "type": "view",
+                                            "timestamp": time.time() - 60}) for i in range(2000)) + "\n")
+    users = tmp_path / "users.txt"
+    users.write_text("u1\nu2\n")
+    for args in (("track", str(events)),
+                 ("campaign", "plan", "--campaign", "c", "--users", str(users), "--quiet"),
+                 ("campaign", "export", "--out", str(tmp_path / "d.jsonl"))):
+        line = cli(*args, "--server", served, "--timeout", "0.001", expect=1)
+        assert line.startswith("error: DEADLINE_EXCEEDED"), (args, line)
