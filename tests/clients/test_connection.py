@@ -153,3 +153,36 @@ def test_a_token_read_with_its_newline_still_goes_as_the_token(recording):
 def test_a_token_no_header_can_hold_is_refused_naming_the_flag(token):
     with pytest.raises(ValueError, match="^--token: "):
         TailorClient("127.0.0.1:1", token=token)
+
+
+SYSTEM_ROOTS_PING = """
+import asyncio, sys
+from clients import TailorClient
+from clients.aio import AsyncTailorClient
+
+target = sys.argv[1]
+with TailorClient(target, tls=True, token="t") as client:
+    client.ping()
+
+async def main():
+    async with AsyncTailorClient(target, tls=True, token="t") as client:
+        await client.ping()
+asyncio.run(main())
+print("both")
+"""
+
+
+def test_both_clients_do_tls_with_the_system_roots(recording, pki):
+    """`tls=True` without a CA file: the machine's roots (here gRPC's roots file, set to the
+    test CA). The asyncio twin had no `tls` at all: a server with a public certificate needed
+    the system bundle's path as `tls_ca`."""
+    servicer, target, kw = recording
+    if "tls_ca" not in kw:
+        pytest.skip("a TLS server only")
+    env = {**os.environ, "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(kw["tls_ca"]), "PYTHONPATH": str(ROOT)}
+    if "cert" in kw:
+        pytest.skip("no client certificate with system roots alone")
+    out = subprocess.run([sys.executable, "-c", SYSTEM_ROOTS_PING, target], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "both", out.stderr[-2000:]
+    assert servicer.authorization == ["Bearer t", "Bearer t"]
