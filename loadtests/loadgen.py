@@ -6,7 +6,10 @@ shows up in the latency).
 In the open loop a call's latency runs from the moment it is handed to gRPC to its reply. The
 generator's own lateness against the schedule (asyncio timers fire up to ~1 ms late: epoll waits
 in whole milliseconds) is reported apart as `lag_p99_ms`, and `sched_p99_ms` is the p99 counted
-from the scheduled time (lag included), so a generator that falls behind is visible.
+from the scheduled time (lag included), so a generator that falls behind is visible. A call the
+generator gives up on (DEADLINE_EXCEEDED after `CALL_TIMEOUT`) is an error, not a call, and its
+latency (the deadline) is in `run_load`'s percentiles: it is the tail of a server that fell
+behind, which a p99 of the answered calls alone would leave out.
 
 One window for every generator process: each starts, connects and warms its connections, says
 so, and waits; the calls start in all of them at once, and the window ends when the last one
@@ -39,10 +42,13 @@ RECOMMEND = "/tailor.v1.RecommendationService/Recommend"
 @dataclass
 class LoadResult:
     calls: int
+    """Calls answered OK."""
     errors: int
+    """Calls that failed, those given up on (DEADLINE_EXCEEDED) included."""
     seconds: float
     p50_ms: float
     p99_ms: float
+    """p50 and p99 over the answered calls and those given up on (at their deadline)."""
     lag_p99_ms: float = 0.0
     """Open loop: p99 of (actual send - scheduled send)."""
     sched_p99_ms: float = 0.0
@@ -66,6 +72,8 @@ def recommend_payloads(users: list[str], k: int = 10, n: int = 4096) -> list[byt
 
 
 PLAINTEXT = Connection()
+CALL_TIMEOUT = 10.0
+"""Seconds the generator gives each call."""
 
 CONNECTIONS = 16
 """TCP connections per generator process, used round-robin. A server with several SO_REUSEPORT
@@ -94,8 +102,9 @@ async def _drive(target, path, payloads, concurrency, duration, rate, seed, conn
                  ready=None, report=None):
     """Warm the connections, call `ready()` (it returns once every generator is warm; a thread
     may block in it), drive the load, hand the result to `report` while the connections are
-    still open, and return it: (latencies, lags, errors, seconds, start, end), start and end on
-    `time.monotonic` (one clock for every process of the machine)."""
+    still open, and return it: (latencies, lags, errors, seconds, start, end, timeouts), start
+    and end on `time.monotonic` (one clock for every process of the machine); the latencies and
+    lags hold the calls given up on (`timeouts` of them, among the errors)."""
     channels = _channels(target, connection)
     try:
         calls = await _warm_calls(channels, path, payloads[0])
@@ -113,19 +122,22 @@ async def _drive(target, path, payloads, concurrency, duration, rate, seed, conn
 async def _drive_on(calls, payloads, concurrency, duration, rate, seed):
     lat: list[float] = []
     lag: list[float] = []
-    errors = 0
+    errors = timeouts = 0
     start, started = time.perf_counter(), time.monotonic()
     stop_at = start + duration
 
     async def one(i, scheduled):
-        nonlocal errors
+        nonlocal errors, timeouts
         t0 = time.perf_counter()
         try:
-            await calls[i % len(calls)](payloads[i % len(payloads)], timeout=10)
-            lat.append(time.perf_counter() - t0)
-            lag.append(t0 - scheduled)
-        except grpc.aio.AioRpcError:
+            await calls[i % len(calls)](payloads[i % len(payloads)], timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as err:
             errors += 1
+            if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                return
+            timeouts += 1  # given up on: its latency is the tail, kept for the percentiles
+        lat.append(time.perf_counter() - t0)
+        lag.append(t0 - scheduled)
 
     if rate:  # open loop
         await _poisson(rate, start, stop_at, seed, one)
@@ -136,7 +148,7 @@ async def _drive_on(calls, payloads, concurrency, duration, rate, seed):
                 await one(i, time.perf_counter())
                 i += concurrency
         await asyncio.gather(*(worker(j) for j in range(concurrency)))
-    return lat, lag, errors, time.perf_counter() - start, started, time.monotonic()
+    return lat, lag, errors, time.perf_counter() - start, started, time.monotonic(), timeouts
 
 
 async def _poisson(rate, start, stop_at, seed, call):
@@ -165,9 +177,9 @@ def _proc(args, queue, go):
         go.wait()
 
     def report(result):
-        lat, lag, errors, seconds, start, end = result
+        lat, lag, errors, seconds, start, end, timeouts = result
         queue.put(("done", (np.asarray(lat, np.float64), np.asarray(lag, np.float64), errors,
-                            start, end)))
+                            start, end, timeouts)))
     try:
         asyncio.run(_drive(*args, ready=ready, report=report))
     except BaseException as err:  # noqa: BLE001 - told to the parent, which raises it
@@ -235,15 +247,15 @@ def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int 
     lat = np.concatenate([p[0] for p in parts])
     lag = np.concatenate([p[1] for p in parts])
     seconds = max(p[4] for p in parts) - min(p[3] for p in parts)
+    errors, answered = sum(p[2] for p in parts), len(lat) - sum(p[5] for p in parts)
     if not len(lat):
-        return LoadResult(0, sum(p[2] for p in parts), seconds, float("nan"), float("nan"),
-                          window=window)
-    p50, p99 = np.percentile(lat, [50, 99]) * 1000
+        return LoadResult(0, errors, seconds, float("nan"), float("nan"), window=window)
+    p50, p99 = np.percentile(lat, [50, 99]) * 1000  # the calls given up on included
     lag_p99, sched_p99 = 0.0, 0.0
     if rate:
         lag_p99, sched_p99 = np.percentile(lag, 99) * 1000, np.percentile(lat + lag, 99) * 1000
-    return LoadResult(int(len(lat)), sum(p[2] for p in parts), seconds, float(p50), float(p99),
-                      float(lag_p99), float(sched_p99), window)
+    return LoadResult(answered, errors, seconds, float(p50), float(p99), float(lag_p99),
+                      float(sched_p99), window)
 
 
 def _window_target(w: int, n: int) -> int:
@@ -270,7 +282,8 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
             who = _window_target(w, len(targets))
             t0 = time.perf_counter()
             try:
-                await calls[who][i % CONNECTIONS](payloads[i % len(payloads)], timeout=10)
+                await calls[who][i % CONNECTIONS](payloads[i % len(payloads)],
+                                                  timeout=CALL_TIMEOUT)
                 lat[who][w].append(time.perf_counter() - t0)
                 lag.append(t0 - scheduled)
             except grpc.aio.AioRpcError:

@@ -19,7 +19,7 @@ WARM_CPU = 0.1
 # A gRPC server whose first call on each connection (the generator's warm-up call) burns
 # WARM_CPU seconds of CPU, and whose other calls cost next to nothing; it keeps the arrival
 # time (time.monotonic, one clock for the machine) and the request of every call after a
-# connection's first.
+# connection's first. A call whose request is b"slow" takes 11 s, past the generator's deadline.
 SERVER = textwrap.dedent("""
     import json, sys, threading, time
     from concurrent import futures
@@ -40,6 +40,8 @@ SERVER = textwrap.dedent("""
             end = time.thread_time() + WARM_CPU
             while time.thread_time() < end:
                 pass
+        if request == b"slow":  # past the generator's deadline
+            time.sleep(11)
         return b""
 
     def times(request, context):
@@ -50,7 +52,7 @@ SERVER = textwrap.dedent("""
         with lock:
             return json.dumps(requests).encode()
 
-    server = grpc.server(futures.ThreadPoolExecutor(8))
+    server = grpc.server(futures.ThreadPoolExecutor(32))
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.Load", {
         "Call": grpc.unary_unary_rpc_method_handler(call),
         "Times": grpc.unary_unary_rpc_method_handler(times),
@@ -126,3 +128,19 @@ def test_interleaved_cpu_per_call_leaves_out_the_warm_up_calls():
     # 1.6 s of warm-up over ~120 calls a server would be ~13,000 us a call; the calls
     # themselves cost a few hundred us each (the idle windows add about as much)
     assert max(run["cpu_us"]) < 3000, run["cpu_us"]
+
+
+def test_calls_past_the_deadline_are_in_the_open_loop_percentiles():
+    """At a fixed rate a server that falls behind answers late or not at all: a call the
+    generator gives up on (DEADLINE_EXCEEDED at 10 s) is the tail, not a call to leave out."""
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        target = f"127.0.0.1:{proc.stdout.readline().strip()}"
+        payloads = [b"fast"] * 9 + [b"slow"]  # one call in ten never answers in time
+        result = run_load(target, CALL, payloads, rate=60.0, duration=1.0, concurrency=1)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert result.errors >= 3  # the slow ones, counted apart from the calls
+    assert result.p99_ms >= 10_000 and result.sched_p99_ms >= 10_000  # the deadline
+    assert result.p50_ms < 1000
