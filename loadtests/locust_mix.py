@@ -121,11 +121,13 @@ def _setup(channel: grpc.Channel, opts) -> None:
                             variants=[cpb.Variant(id=f"v{i}", content={
                                 "subject": f"{i}: picked for {{{{ first_name | default('you') }}}}",
                                 "html": HTML, "text": "{{ unsubscribe_url }}"}) for i in range(2)])
-    try:
-        cgrpc.CampaignServiceStub(channel).CreateCampaign(cpb.CreateCampaignRequest(spec=spec), timeout=30)
+    campaigns = cgrpc.CampaignServiceStub(channel)
+    try:  # the server answers a second CreateCampaign with FAILED_PRECONDITION: ask first
+        campaigns.GetCampaign(cpb.GetCampaignRequest(campaign_id=opts.campaign), timeout=30)
     except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.ALREADY_EXISTS:
+        if err.code() != grpc.StatusCode.NOT_FOUND:
             raise
+        campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), timeout=30)
     profiles = pgrpc.ProfileServiceStub(channel)
     for n in range(opts.compose_users):
         profiles.SetConsent(ppb.SetConsentRequest(user_id=str(n), channel="email", opted_in=True,

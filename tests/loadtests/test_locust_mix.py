@@ -36,3 +36,13 @@ def test_an_impossible_slo_fails_the_run(server):
     assert proc.returncode != 0, out[-4000:]
     assert "SLO missed: Recommend" in out
     assert "SLO missed: GetProfile" not in out
+
+
+def test_a_second_run_against_the_same_server_finds_its_campaign(server):
+    """The setup creates the campaign "unless it exists": the server says so with
+    FAILED_PRECONDITION, which the setup took for a failure (a traceback at test start, the
+    opt-ins skipped, the run failed)."""
+    for _ in range(2):
+        proc = run(server, "--slo", "*=5000")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "Uncaught exception" not in out, out[-4000:]
