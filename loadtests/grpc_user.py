@@ -1,5 +1,8 @@
 """A Locust user that speaks gRPC: every call is timed by a client interceptor and reported
 to Locust as a request event (name = full method, exception = the grpc.RpcError if any).
+Every call gets a deadline (`--call-timeout`, default 10 s, unless the task set its own): a call
+the server never answers is then a DEADLINE_EXCEEDED failure in the statistics, instead of a
+user stuck until the run ends with that call never counted.
 
 TLS and a token come from the locustfile's `--tls-ca --cert --key --token` options
 (`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`)."""
@@ -19,16 +22,24 @@ grpc_gevent.init_gevent()
 __all__ = ["GrpcUser", "add_transport_options"]
 
 
+CALL_TIMEOUT = 10.0
+
+
 def add_transport_options(parser) -> None:
-    """Register --tls-ca, --cert, --key, --token on locust's parser (call in its init hook)."""
+    """Register --tls-ca, --cert, --key, --token and --call-timeout on locust's parser (call in
+    its init hook)."""
     add_arguments(parser)
+    parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT,
+                        help="deadline of every call, seconds (default %(default)s)")
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
-    def __init__(self, environment):
-        self.env = environment
+    def __init__(self, environment, timeout: float = CALL_TIMEOUT):
+        self.env, self.timeout = environment, timeout
 
     def intercept_unary_unary(self, continuation, call_details, request):
+        if call_details.timeout is None:
+            call_details = call_details._replace(timeout=self.timeout)
         started = time.perf_counter()
         response, exception, size = None, None, 0
         try:
@@ -56,7 +67,9 @@ class GrpcUser(User):
         target = self.host.removeprefix("grpc://").removeprefix("http://")
         opts = environment.parsed_options
         connection = Connection.from_args(opts) if hasattr(opts, "tls_ca") else Connection()
-        self._channel = grpc.intercept_channel(connection.channel(target), LocustInterceptor(environment))
+        timeout = getattr(opts, "call_timeout", CALL_TIMEOUT)
+        self._channel = grpc.intercept_channel(connection.channel(target),
+                                               LocustInterceptor(environment, timeout))
         self.stub = self.stub_class(self._channel)
 
     def on_stop(self):
