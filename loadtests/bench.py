@@ -311,17 +311,17 @@ def interleave_pair(servers: list[dict], path: str, payloads: list[bytes], rate:
     with each server tree's CPU per call over the run (its idle windows included; the
     generator's start-up and warm-up calls not)."""
     pids = [s["srv"].process.pid for s in servers]
-    per_target, lag, errors, (before, after) = run_windows(
+    per_target, lag, errors, timeouts, (before, after) = run_windows(
         [s["srv"].target for s in servers], path, payloads, rate=rate, window=args.interleave,
         windows=2 * args.window_pairs, connection=secure.connection,
         probe=lambda: [tree_cpu_seconds(p) for p in pids])
     cpu = [a - b for a, b in zip(after, before)]
-    calls = [sum(len(w) for w in wins) for wins in per_target]
+    calls = [sum(len(w) for w in wins) - late for wins, late in zip(per_target, timeouts)]
     return {"rate": rate, "names": [s["tag"].strip(" []") or "A" for s in servers],
             "result": paired_windows(per_target[1], per_target[0]),
             "cpu_us": [c / n * 1e6 if n else float("nan") for c, n in zip(cpu, calls)],
             "lag_p99_ms": float(np.percentile(lag, 99) * 1e3) if len(lag) else float("nan"),
-            "errors": errors}
+            "errors": errors, "timeouts": timeouts}
 
 
 def print_interleaved(runs: list[dict], window: float) -> None:
@@ -336,8 +336,9 @@ def print_interleaved(runs: list[dict], window: float) -> None:
               f"vs {r.p50_ms[1]:.2f} ms; calls "
               f"{r.calls[0]} vs {r.calls[1]}; server CPU per call {run['cpu_us'][1]:.1f} vs "
               f"{run['cpu_us'][0]:.1f} us (idle windows included); generator lag p99 "
-              f"{run['lag_p99_ms']:.2f} ms; errors {run['errors'][1]} vs {run['errors'][0]}",
-              flush=True)
+              f"{run['lag_p99_ms']:.2f} ms; errors {run['errors'][1]} vs {run['errors'][0]} "
+              f"(given up on at the deadline, in the p99s and the window calls: "
+              f"{run['timeouts'][1]} vs {run['timeouts'][0]})", flush=True)
 
 
 def print_impression_cost(servers: list[dict], compared: str = "") -> None:

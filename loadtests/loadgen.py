@@ -275,7 +275,7 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
             await asyncio.to_thread(ready)
         lat = [[[] for _ in range(windows)] for _ in targets]
         lag: list[float] = []
-        errors = [0] * len(targets)
+        errors, timeouts = [0] * len(targets), [0] * len(targets)
 
         async def one(i, scheduled):
             w = int((scheduled - start) // window)
@@ -284,16 +284,19 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
             try:
                 await calls[who][i % CONNECTIONS](payloads[i % len(payloads)],
                                                   timeout=CALL_TIMEOUT)
-                lat[who][w].append(time.perf_counter() - t0)
-                lag.append(t0 - scheduled)
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as err:
                 errors[who] += 1
+                if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return
+                timeouts[who] += 1  # given up on: in its window's latencies, as in `run_load`
+            lat[who][w].append(time.perf_counter() - t0)
+            lag.append(t0 - scheduled)
 
         start = time.perf_counter()
         await _poisson(rate, start, start + window * windows, seed, one)
         mine = [[np.asarray(lat[t][w], np.float64) for w in range(windows)
                  if _window_target(w, len(targets)) == t] for t in range(len(targets))]
-        result = mine, np.asarray(lag, np.float64), errors
+        result = mine, np.asarray(lag, np.float64), errors, timeouts
         if report is not None:
             report(result)
         return result
@@ -320,9 +323,10 @@ def run_windows(targets: list[str], path: str, payloads: list[bytes], *, rate: f
     """One open-loop schedule at `rate` calls/s over `windows` windows of `window` seconds, each
     window's calls sent to one of `targets` in turn (for two: A B B A A B ...), from one generator
     process: the targets meet the same load and, window by window, the same machine. Returns
-    (per target, the latency arrays in seconds of the windows it was sent, in order; the
-    generator's lag behind its schedule in seconds; errors per target), and with `probe` a
-    fourth item: (probe() once every connection is warm, probe() after the last reply), as
+    (per target, the latency arrays in seconds of the windows it was sent, in order, the calls
+    given up on at the deadline included; the generator's lag behind its schedule in seconds;
+    errors per target; of those, the calls given up on per target), and with `probe` a fifth
+    item: (probe() once every connection is warm, probe() after the last reply), as
     `run_load`'s `window`."""
     ctx = mp.get_context("spawn")
     queue, go = ctx.Queue(), ctx.Event()

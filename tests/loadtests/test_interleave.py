@@ -44,9 +44,10 @@ def test_one_slow_pair_widens_the_interval_to_cover_no_difference():
 
 def test_run_windows_sends_each_window_to_one_target_and_returns_them_in_order(tmp_path):
     with bench.serving(data_dir=tmp_path / "a") as one, bench.serving(data_dir=tmp_path / "b") as two:
-        per_target, lag, errors = run_windows([one.target, two.target], PING, ping_payloads(),
-                                              rate=200, window=0.25, windows=4)
-    assert errors == [0, 0] and len(per_target) == 2
+        per_target, lag, errors, timeouts = run_windows([one.target, two.target], PING,
+                                                        ping_payloads(), rate=200, window=0.25,
+                                                        windows=4)
+    assert errors == [0, 0] == timeouts and len(per_target) == 2
     assert [len(w) for w in per_target] == [2, 2]
     counts = [len(x) for wins in per_target for x in wins]
     assert all(20 <= c <= 90 for c in counts), counts  # ~50 calls per 0.25 s window at 200/s

@@ -8,6 +8,7 @@ import textwrap
 from types import SimpleNamespace
 
 import grpc
+import numpy as np
 import pytest
 
 from loadtests.loadgen import CONNECTIONS, run_load
@@ -144,3 +145,22 @@ def test_calls_past_the_deadline_are_in_the_open_loop_percentiles():
     assert result.errors >= 3  # the slow ones, counted apart from the calls
     assert result.p99_ms >= 10_000 and result.sched_p99_ms >= 10_000  # the deadline
     assert result.p50_ms < 1000
+
+
+def test_interleaved_windows_keep_the_calls_past_the_deadline():
+    """`bench --interleave` compares two servers' p99 window by window: a server that leaves
+    calls unanswered past the deadline must not look the faster for it."""
+    from loadtests.loadgen import run_windows
+
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        target = f"127.0.0.1:{proc.stdout.readline().strip()}"
+        payloads = [b"fast"] * 9 + [b"slow"]
+        got = run_windows([target, target], CALL, payloads, rate=60.0, window=0.5, windows=2)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    per_target, errors = got[0], got[2]
+    assert sum(errors) >= 3
+    pooled = np.concatenate([x for wins in per_target for x in wins])
+    assert np.percentile(pooled, 99) >= 10.0  # seconds: the deadline
