@@ -37,8 +37,14 @@ def main(argv=None) -> None:
     p.add_argument("--items", type=int, default=20000)
     p.add_argument("--batches", type=int, default=40)
     args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="seen-ingest-") as folder:
+        run(args, folder)
+
+
+def run(args, folder: str) -> None:
+    """The measurement, in a store under `folder` (removed by the caller)."""
     rng, now = np.random.default_rng(0), time.time()
-    store = Store(tempfile.mkdtemp(prefix="seen-ingest-"), sync=False)
+    store = Store(folder, sync=False)
     repo = ProfileRepository(store, ProfileSchema().layout())
 
     def batch(b: int) -> EventRecords:
