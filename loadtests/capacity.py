@@ -147,6 +147,10 @@ def main(argv=None) -> int:
                         duration=args.duration)
             if m.load.errors:
                 raise RuntimeError(f"{name}: {m.load.errors} calls failed")
+            if path == TRACK and m.load.calls > len(body):  # repeats: duplicates, skipped
+                raise RuntimeError(f"{name}: {m.load.calls} calls for {len(body)} batches of new "
+                                   "events (a repeated batch's events are duplicates the server "
+                                   "skips): lower --duration")
             rows.append(Row.of(m, BATCH, "event") if path == TRACK else Row.of(m))
         table = render_table(rows, caption + f" Idle server: {idle * 1e3:.0f} ms CPU per second.")
         print(table)
