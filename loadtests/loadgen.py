@@ -20,6 +20,7 @@ the calls counted and not the processes' start-up, the warm-up calls or the tear
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 import queue as queue_module
 import random
@@ -172,18 +173,34 @@ async def _poisson(rate, start, stop_at, seed, call):
 def _proc(args, queue, go):
     """One generator process: ("ready", None) once warm, then ("done", result) or ("failed",
     what went wrong) on `queue`."""
+    def report(result):
+        lat, lag, errors, seconds, start, end, timeouts = result
+        return (np.asarray(lat, np.float64), np.asarray(lag, np.float64), errors, start, end,
+                timeouts)
+    _run_reporting(_drive, args, queue, go, report)
+
+
+def _run_reporting(drive, args, queue, go, pack) -> None:
+    """`drive(*args, ready=..., report=...)` in a generator process, told on `queue`: ("ready",
+    None) once warm (then waits for `go`), ("done", pack(result)), or ("failed", why) if it
+    failed before its result (a failure while closing afterwards is not the parent's)."""
+    reported = False
+
     def ready():
         queue.put(("ready", None))
         go.wait()
 
     def report(result):
-        lat, lag, errors, seconds, start, end, timeouts = result
-        queue.put(("done", (np.asarray(lat, np.float64), np.asarray(lag, np.float64), errors,
-                            start, end, timeouts)))
+        nonlocal reported
+        queue.put(("done", pack(result)))
+        reported = True
     try:
-        asyncio.run(_drive(*args, ready=ready, report=report))
+        asyncio.run(drive(*args, ready=ready, report=report))
     except BaseException as err:  # noqa: BLE001 - told to the parent, which raises it
-        queue.put(("failed", f"{type(err).__name__}: {err}"))
+        if not reported:
+            why = (f"{err.code().name}: {err.details()}" if isinstance(err, grpc.aio.AioRpcError)
+                   else f"{type(err).__name__}: {err}")
+            queue.put(("failed", why))
 
 
 def _collect(queue, workers, want: str, timeout: float) -> list:
@@ -205,6 +222,24 @@ def _collect(queue, workers, want: str, timeout: float) -> list:
             raise RuntimeError(f"load generator process failed: {body}")
         out.append(body)
     return out
+
+
+@contextlib.contextmanager
+def _reaped(workers):
+    """Joins the generator processes on the way out; if the block failed (one of them did, or
+    the parent was interrupted), kills them first, before those still waiting start a load."""
+    try:
+        yield
+    except BaseException:
+        for w in workers:
+            w.kill()
+        raise
+    finally:
+        for w in workers:
+            w.join(timeout=30)
+            if w.is_alive():
+                w.kill()
+                w.join()
 
 
 def _share(payloads: list[bytes], i: int, procs: int) -> list[bytes]:
@@ -231,18 +266,12 @@ def run_load(target: str, path: str, payloads: list[bytes], *, concurrency: int 
                for i in range(procs)]
     for w in workers:
         w.start()
-    try:
+    with _reaped(workers):
         _collect(queue, workers, "ready", 120)
         before = probe() if probe is not None else None
         go.set()
         parts = _collect(queue, workers, "done", duration + 120)
         after = probe() if probe is not None else None
-    finally:
-        go.set()
-        for w in workers:
-            w.join(timeout=30)
-            if w.is_alive():
-                w.kill()
     window = (before, after) if probe is not None else ()
     lat = np.concatenate([p[0] for p in parts])
     lag = np.concatenate([p[1] for p in parts])
@@ -308,13 +337,7 @@ async def _drive_windows(targets, path, payloads, rate, window, windows, seed, c
 
 def _windows_proc(args, queue, go):
     """`_proc`'s protocol for `_drive_windows`."""
-    def ready():
-        queue.put(("ready", None))
-        go.wait()
-    try:
-        asyncio.run(_drive_windows(*args, ready=ready, report=lambda r: queue.put(("done", r))))
-    except BaseException as err:  # noqa: BLE001 - told to the parent, which raises it
-        queue.put(("failed", f"{type(err).__name__}: {err}"))
+    _run_reporting(_drive_windows, args, queue, go, lambda result: result)
 
 
 def run_windows(targets: list[str], path: str, payloads: list[bytes], *, rate: float,
@@ -333,15 +356,10 @@ def run_windows(targets: list[str], path: str, payloads: list[bytes], *, rate: f
     proc = ctx.Process(target=_windows_proc, args=((targets, path, payloads, rate, window, windows,
                                                     seed, connection), queue, go))
     proc.start()
-    try:
+    with _reaped([proc]):
         _collect(queue, [proc], "ready", 120)
         before = probe() if probe is not None else None
         go.set()
         (out,) = _collect(queue, [proc], "done", window * windows + 120)
         after = probe() if probe is not None else None
-    finally:
-        go.set()
-        proc.join(timeout=30)
-        if proc.is_alive():
-            proc.kill()
     return out if probe is None else (*out, (before, after))

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from types import SimpleNamespace
 
 import grpc
@@ -164,3 +165,16 @@ def test_interleaved_windows_keep_the_calls_past_the_deadline():
     assert sum(errors) >= 3
     pooled = np.concatenate([x for wins in per_target for x in wins])
     assert np.percentile(pooled, 99) >= 10.0  # seconds: the deadline
+
+
+def test_a_generator_that_cannot_connect_is_reported_at_once(warm_burner):
+    """A TLS generator against a plaintext server fails its warm-up: the run says why within
+    seconds (it waited 120 s for a queue.Empty), and no other generator process runs on."""
+    from clients.transport import Connection
+
+    _, target = warm_burner
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="^load generator process failed: UNAVAILABLE: "):
+        run_load(target, CALL, [b""], concurrency=2, duration=30, procs=2,
+                 connection=Connection(tls=True))
+    assert time.monotonic() - started < 20
