@@ -152,25 +152,32 @@ async def test_a_sliced_message_gets_the_writers_cap_reasons_in_order(stub, size
     assert [log[d.decision_id].status for d in got] == ["pending"] * 2 + ["suppressed"] * 3
 
 
-async def test_a_message_failing_part_way_fails_the_stream_and_logs_no_later_slice(
-        stub, monkeypatch):
+def fail_slice(monkeypatch, failing: int, size: int) -> tuple[list, object]:
+    """Slices of `size` users, the `failing`-th of which raises: (the user ids of each slice
+    decided or failed, in order; a function that makes the planner decide as it did)."""
     from server.campaigns import plan as planning
     decide, calls = planning.Planner._decide, []
 
-    def failing(self, first, live, user_ids, now):
+    def failing_decide(self, first, live, user_ids, now):
         calls.append(list(user_ids))
-        if len(calls) == 2:
+        if len(calls) == failing:
             raise ValueError("a slice failed")
         return decide(self, first, live, user_ids, now)
-    monkeypatch.setattr(planning, "DECIDE_SLICE", 4)
-    monkeypatch.setattr(planning.Planner, "_decide", failing)
+    monkeypatch.setattr(planning, "DECIDE_SLICE", size)
+    monkeypatch.setattr(planning.Planner, "_decide", failing_decide)
+    return calls, lambda: monkeypatch.setattr(planning.Planner, "_decide", decide)
+
+
+async def test_a_message_failing_part_way_fails_the_stream_and_logs_no_later_slice(
+        stub, monkeypatch):
+    calls, restore = fail_slice(monkeypatch, failing=2, size=4)
     await create(stub)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await plan(stub, [users(0, 10)])
     assert err.value.code() == grpc.StatusCode.INTERNAL and len(calls) == 2
     logged_users = {r.user_id for r in (await logged(stub)).values()}
     assert logged_users <= set(users(0, 4))  # the first slice at most; never a later one
-    monkeypatch.setattr(planning.Planner, "_decide", decide)
+    restore()
     again = await plan(stub, [users(20, 5)])  # the planner still serves
     assert [d.user_id for d in again[0].decisions] == users(20, 5)
 
@@ -324,22 +331,13 @@ async def _records_of(stub, who, n, status="pending") -> list:
 
 
 async def test_a_stream_failing_part_way_withdraws_the_slices_it_logged(stub, monkeypatch):
-    from server.campaigns import plan as planning
-    decide, calls = planning.Planner._decide, []
-
-    def failing(self, first, live, user_ids, now):
-        calls.append(list(user_ids))
-        if len(calls) == 3:
-            raise ValueError("a slice failed")
-        return decide(self, first, live, user_ids, now)
-    monkeypatch.setattr(planning, "DECIDE_SLICE", 2)
-    monkeypatch.setattr(planning.Planner, "_decide", failing)
+    _, restore = fail_slice(monkeypatch, failing=3, size=2)
     await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
     code, _ = await code_of(plan(stub, [["a", "b", "c", "d", "e", "f"]]))
     assert code == grpc.StatusCode.INTERNAL
     await asyncio.sleep(0.3)
     left = {r.user_id: (r.status, r.reason) for r in (await logged(stub)).values()}
     assert set(left.values()) <= {("suppressed", "withdrawn")}  # what was logged is withdrawn
-    monkeypatch.setattr(planning.Planner, "_decide", decide)
+    restore()
     again = (await plan(stub, [["a", "b", "c", "d"]]))[0].decisions
     assert [(d.suppressed, d.reason) for d in again] == [(False, "")] * 4
