@@ -227,9 +227,10 @@ class Campaigns:
             on_cancel=lambda committed: self._withdraw_after([([decision_id], committed)]))
 
     def _withdraw_after(self, logged: Sequence[tuple[Sequence[str], asyncio.Future]]) -> None:
-        """Withdraw decisions nobody received, once their commits settle: (decision ids,
-        future of their suppression reasons, or of the one reason of a single decision) pairs;
-        those the commit logged pending go (all of a failed commit's: none were logged)."""
+        """Withdraw decisions nobody received, once their commits settle: (decision ids of every
+        row of a commit, future of their suppression reasons, one a row, or of the one reason of
+        a single decision) pairs; those the commit logged pending go (all of a failed commit's:
+        none were logged)."""
         async def run():
             ids = []
             for pending, future in logged:

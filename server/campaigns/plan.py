@@ -229,7 +229,9 @@ class Planner:
             batch, rows = self._decide(first, live, user_ids[lo:lo + DECIDE_SLICE], now)
             batches.append(batch)
             logged.append(self._log.enqueue(rows))
-            unanswered.append(([r[0] for r in rows if r[10] == PENDING], logged[-1]))
+            # every row's id, aligned with the commit's reasons (one a row); `withdraw` leaves
+            # the rows the planner or the writer suppressed as they are
+            unanswered.append(([r[0] for r in rows], logged[-1]))
         return PlanBatch.concat(batches), logged
 
     def _decide(self, first: PlanRequest, live: tuple, user_ids: Sequence[str],

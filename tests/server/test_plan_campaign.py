@@ -326,6 +326,30 @@ async def test_decisions_of_a_stream_closed_before_answering_them_are_withdrawn(
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
+async def test_an_unanswered_batch_is_withdrawn_whole_behind_a_suppressed_user(stub, tailor_server):
+    """The withdrawal paired the batch's pending decision ids with the commit's reasons, one a
+    row: behind a user the planner suppressed (no consent) the pairs slipped, and a pending
+    decision nobody received kept its user's cap and took the default reward later."""
+    from server.campaigns import PlanRequest
+    await create(stub)
+    await tailor_server.profiles.set_consent("x", "push", False, "test")
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def stream():
+        while (req := await requests.get()) is not None:
+            yield req
+    batches = tailor_server.campaigns.plan(stream())
+    await requests.put(PlanRequest("c1", ["a"]))
+    await batches.__anext__()
+    await requests.put(PlanRequest("", ["x", "b", "c"]))
+    assert await _until(lambda: _records_of(stub, {"b", "c"}, 2))  # logged, not yet answered
+    await batches.aclose()
+    unanswered = await _until(lambda: _records_of(stub, {"b", "c"}, 2, status="suppressed"))
+    assert [(r.user_id, r.reason) for r in unanswered] == [("b", "withdrawn"), ("c", "withdrawn")]
+    [x] = [r for r in (await logged(stub)).values() if r.user_id == "x"]
+    assert (x.status, x.reason) == ("suppressed", "no_consent")
+
+
 async def _records_of(stub, who, n, status="pending") -> list:
     """The logged records of users `who` with `status`, by user, if there are `n` of them."""
     got = sorted((r for r in (await logged(stub)).values()
