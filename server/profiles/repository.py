@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import sys
@@ -39,7 +40,8 @@ class IngestResult:
 
 _UNSEEN = object()
 _ZONES_KEPT = 50_000
-"""Meta records whose zone `ProfileRepository._zones` remembers (by their stored bytes)."""
+"""Meta records whose zone `ProfileRepository._zones` remembers (by a 16-byte digest of their
+stored bytes: a few MB)."""
 
 
 class ProfileRepository:
@@ -114,14 +116,15 @@ class ProfileRepository:
         """Each event's UTC offset in minutes at its time in its user's zone (`zone_of` of
         their meta record: the `timezone` attribute, else the default), so the hour-of-week
         features, the send-time model and its population prior read local hours. None when
-        every user's zone is UTC (the kernel's default)."""
+        every user's zone is UTC, the offsets are all 0."""
         if self._zone_of is None:
             return None
         zones = self._zones(txn, users)
-        if all(z is None for z in zones):
-            return None
+        offsets = np.zeros(len(new), np.int32)  # always given: a state keeps its last offset
+        if all(z is None for z in zones):  # (a user gone back to UTC is binned in UTC again)
+            return offsets
         _, _, rows = new.users()
-        offsets, known = np.zeros(len(new), np.int32), {}
+        known = {}
         for i, (row, ts) in enumerate(zip(rows, new.ts)):
             zone = zones[row]
             if zone is not None:  # offsets change at quarter hours at most (DST, zone history)
@@ -133,21 +136,23 @@ class ProfileRepository:
         return offsets
 
     def _zones(self, txn, users: Sequence[str]) -> list:
-        """`zone_of` each user's meta record, remembered by the record's stored bytes (a changed
-        record, resealed, is read again): a batch opens and parses only records it has not met."""
+        """`zone_of` each user's meta record, remembered by a digest of the record's stored
+        bytes (a changed record, resealed, is read again; no record, personal data included,
+        is kept): a batch opens and parses only the records it has not met."""
         meta_keys = [keys.profile_meta_key(u) for u in users]
         known, out = self._zone_by_record, []
         for key, raw in zip(meta_keys, self._profiles.stored(txn, meta_keys)):
             if raw is None:
                 out.append(self._zone_of(None))
                 continue
-            zone = known.get(raw, _UNSEEN)
+            digest = hashlib.blake2b(raw, digest_size=16).digest()
+            zone = known.get(digest, _UNSEEN)
             if zone is _UNSEEN:
                 opened = self._profiles.open(txn, key, raw)
                 zone = self._zone_of(json.loads(opened) if opened else None)
                 if len(known) >= _ZONES_KEPT:
                     known.clear()
-                known[bytes(raw)] = zone
+                known[digest] = zone
             out.append(zone)
         return out
 

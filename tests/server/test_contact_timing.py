@@ -118,3 +118,24 @@ async def test_hours_of_week_count_the_users_local_time_across_dst(stubs):
         busy = [h for h, v in enumerate(hours) if v > 1e-9]
         assert {h % 24 for h in busy} == {20}, (user, busy)
         assert len(busy) == 7  # one local hour on each day of the week
+
+
+async def test_a_user_whose_zone_goes_back_to_utc_is_binned_in_utc_again(stubs):
+    """The state keeps the offset of its latest event: a batch of UTC users only passed no
+    offsets, so a user who left Tokyo kept Tokyo's +9 h for every later event."""
+    from datetime import UTC, datetime
+    _, profiles = stubs
+    now = time.time()
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="mover", attributes={"timezone": "Asia/Tokyo"}))
+    await track(profiles, "mover", "push_open", [now - 3 * DAY])
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="mover", attributes={"timezone": ""}))  # the server's default: UTC
+    at = (now // DAY - 1) * DAY + 7 * H  # 07:00 UTC yesterday
+    resp = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="mover-utc", user_id="mover", type="push_open", timestamp=at)]))
+    assert not resp.rejected
+    hours = list((await profiles.GetProfile(ppb.GetProfileRequest(user_id="mover"))).features.hour_of_week)
+    utc = datetime.fromtimestamp(at, UTC)
+    assert hours[utc.weekday() * 24 + 7] > 0.5  # binned at 07:00, not at Tokyo's 16:00
+    assert hours[utc.weekday() * 24 + 16] == 0.0
