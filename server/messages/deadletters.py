@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 from ..store import Store
 from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, ms_part
@@ -56,7 +56,12 @@ class DeadLetter:
 
     @classmethod
     def decode(cls, raw: bytes) -> DeadLetter:
-        return cls(**json.loads(bytes(raw)))
+        """A stored letter; keys this code does not know are left out (a later layout's)."""
+        stored = json.loads(bytes(raw))
+        return cls(**{k: stored[k] for k in _FIELDS if k in stored})
+
+
+_FIELDS = tuple(f.name for f in fields(DeadLetter))
 
 
 class DeadLetters:

@@ -106,8 +106,10 @@ def _state_with_seen(state: bytes, seen: bytes | None) -> bytes:
     return join_state(state, seen)
 
 
-def _same(raw: bytes) -> bytes:
-    """A step whose old layout is a valid new one (the new one only adds forms)."""
+def same(raw: bytes) -> bytes:
+    """A step whose old layout is a valid new one (the new one only adds forms): the
+    migration only stamps the new version (no record is read or rewritten); the bump keeps an
+    older binary, which cannot read the new forms, away from the store."""
     return raw
 
 
@@ -172,7 +174,7 @@ KINDS: tuple[RecordKind, ...] = (
                "(contact.caps.ContactHistory); 2: a transactional campaign's with a fourth "
                "element, \"transactional\" (layout 1 records are layout 2 as they are; the bump "
                "keeps a binary that unpacks three elements away from them)",
-               steps={1: _same}),
+               steps={1: same}),
     RecordKind("suppression", "suppression", 1, _any,
                "JSON {kind, reason, timestamp} of an address on the suppression list, keyed by "
                "its HMAC (contact.suppression)"),
@@ -214,8 +216,11 @@ KINDS: tuple[RecordKind, ...] = (
                "b'1' once per-user records are encrypted"),
     RecordKind("store_id_check", "meta", 1, lambda k: k == b"store-id-check",
                "check value of the store-id key the keys were hashed with"),
-    RecordKind("dead_letter", "sends", 1, lambda k: k.startswith(K.DEAD_LETTER_PREFIX),
-               "JSON {channel, campaign, decision, user, to, reason, attempts, at, data} of a "
-               "message no adapter could deliver (messages.deadletters)"),
+    RecordKind("dead_letter", "sends", 2, lambda k: k.startswith(K.DEAD_LETTER_PREFIX),
+               "JSON {channel, campaign, decision, user, to, data, reason, attempts, at, id, "
+               "claimed_until} of a message no adapter could deliver (messages.deadletters); "
+               "2: claimed_until (a running retry's claim; layout 1 records are layout 2 as "
+               "they are: the bump keeps a binary that refuses the new key away from them)",
+               steps={1: same}),
 )
 """Every stored record kind. Add a kind here with the table and keys that hold it."""

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ..errors import FailedPrecondition
 from .keys import layout_key
-from .layouts import Fold, RecordKind
+from .layouts import Fold, RecordKind, same
 
 __all__ = ["open_layouts", "stored_versions"]
 
@@ -64,7 +64,11 @@ def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     migrated = {}
     for kind in kinds:
         old = kind.version if fresh else stamps[kind.name] or kind.first
-        if old < kind.version:
+        if old < kind.version and all(kind.steps[v] is same for v in range(old, kind.version)):
+            logger.info("%s records: layout %d is layout %d as it is (only stamped)", kind.name,
+                        old, kind.version)
+            migrated[kind.name] = old
+        elif old < kind.version:
             n = _rewrite(store.table(kind.table), txn, kind, old)
             logger.info("migrated %d %s records from layout %d to %d", n, kind.name, old,
                         kind.version)

@@ -108,7 +108,7 @@ def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     # (tests/server/test_consent_layout.py checks those records).
     # and packed decision records
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
-                              "contact_history": 1}
+                              "contact_history": 1, "dead_letter": 1}
     with store.read() as txn:
         assert stored_versions(store, txn, KINDS) == {k.name: k.version for k in KINDS}
     for table in ("events", "dedupe", "campaigns", "bandit"):
@@ -185,7 +185,7 @@ def test_a_failing_migration_writes_nothing(v1_dir):
     store.close()
     store = Store(v1_dir, sync=False)
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
-                              "contact_history": 1}
+                              "contact_history": 1, "dead_letter": 1}
     store.close()
 
 
@@ -277,7 +277,7 @@ def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
     assert refused.returncode == 1 and "in use by a running server" in refused.stderr
     done = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert done["migrated"] == {"profile_state": 1, "profile_meta": 1, "decision": 1,
-                                "contact_history": 1}
+                                "contact_history": 1, "dead_letter": 1}
     again = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert again["migrated"] == {}
     rings = Secrets.load(secrets, generate=False, names=(MASTER_RING, STORE_ID_RING))
@@ -340,3 +340,27 @@ def test_contact_histories_of_layout_1_read_as_marketing_and_old_binaries_stay_a
         Store(tmp_path / "store", sync=False, layouts=one)
     assert ContactHistory.decode(b'[[1.0,"email","d2","transactional"]]').exported()[0][
         "purpose"] == "transactional"
+
+
+def test_a_layout_that_only_adds_forms_is_stamped_and_no_record_rewritten(tmp_path):
+    """dead_letter 2 adds claimed_until (a retry's claim), which the previous release refused
+    to decode; its records of layout 1 are layout 2 as they are. The upgrade only stamps the
+    version (it rewrote, and resealed, every record of such a kind in the open's transaction),
+    and the older binary is refused rather than failing on each letter."""
+    from server.messages.deadletters import DeadLetter, DeadLetters
+    from server.store import keys as K
+    one = tuple(dataclasses.replace(k, version=1, steps={}) if k.name == "dead_letter" else k
+                for k in KINDS)
+    store = Store(tmp_path / "store", sync=False, layouts=one)
+    letter_id = DeadLetters(store).add(DeadLetter("sms", "c", "d1", "ann", "+1555", "{}", "503", 1))
+    key = K.dead_letter_key(letter_id)
+    raw = store.get("sends", key)
+    store.close()
+    store = Store(tmp_path / "store", sync=False)
+    assert store.migrated == {"dead_letter": 1}
+    assert store.get("sends", key) == raw  # stamped, not rewritten
+    letter = DeadLetters(store).get(letter_id)
+    assert (letter.reason, letter.claimed_until) == ("503", 0.0)
+    store.close()
+    with pytest.raises(FailedPrecondition, match="dead_letter"):
+        Store(tmp_path / "store", sync=False, layouts=one)
