@@ -109,7 +109,7 @@ class Campaigns:
         self._plan_log = AdaptiveBatcher(
             runner=self._writer.runner("decision_batches", concurrency=PLAN_SLICES_ALONE + 1),
             max_size=1, max_wait=0.0, name="plan_decisions")
-        # Withdrawals of logged PlanCampaign decisions nobody received (`records.WITHDRAWN`).
+        # Withdrawals of logged decisions nobody received (`records.WITHDRAWN`).
         self._withdrawals = AdaptiveBatcher(runner=self._writer.runner("withdrawals"),
                                             max_size=64, max_wait=0.0, name="plan_withdrawals")
         self._withdrawing: set[asyncio.Task] = set()

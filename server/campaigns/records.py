@@ -39,7 +39,8 @@ NO_ARM = -2
 """The arm of a suppressed decision (no variant chosen or sent)."""
 WITHDRAWN = "withdrawn"
 """The reason of a suppressed decision that was logged but never answered (a PlanCampaign
-stream that ended first: `plan`); it counted toward nothing."""
+stream that ended first: `plan`, or a ChooseVariant whose caller gave up); it counted toward
+nothing."""
 
 
 class DecisionRecord(NamedTuple):

@@ -179,9 +179,10 @@ class CampaignRepository:
 
     def withdraw(self, batches: Sequence[Sequence[str]], reason: str = WITHDRAWN) -> list[int]:
         """Withdraw logged decisions nobody received (a PlanCampaign stream that ended before
-        answering them), in one transaction: each one still pending becomes suppressed with
-        `reason` (no arm, variant, propensity or context; no reward can follow), leaves the
-        decision counters and the reward sweep, and stops counting toward the frequency caps.
+        answering them, a ChooseVariant whose caller gave up), in one transaction: each one
+        still pending becomes suppressed with `reason` (no arm, variant, propensity or context;
+        no reward can follow), leaves the decision counters and the reward sweep, and stops
+        counting toward the frequency caps.
         Returns how many of each batch were withdrawn."""
         def fn(txn):
             out, arms, contacts = [], {}, {}

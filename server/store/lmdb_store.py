@@ -188,7 +188,8 @@ class Store:
                             self._fill.before_write(self.env)
                         result = fn(txn)
                         if self.datakeys is not None:
-                            self.datakeys.flush()  # new pads on disk before the commit
+                            self.datakeys.flush()  # new pads, and the previous erasure's
+                            # pads zeroed again, on disk before the commit
                     if self.datakeys is not None:  # then a shred's pads are zeroed
                         self.datakeys.committed(txn)
                     return result
