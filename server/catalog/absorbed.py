@@ -2,9 +2,11 @@
 serves (`overlay.amend` skips them), so a full catalog drops them to make room.
 
 An upsert is absorbed by a bundle that holds the item and was created no earlier than the
-update (its trained vector and metadata win over the update); a removal, by a bundle that does
-not hold the item. Only the bundles on disk can serve (a push, rollback or canary takes a
-stored version; `bundles_kept` bounds them), so an update absorbed by each of them is dropped.
+update (its trained vector and metadata win over the update). Only the bundles on disk can
+serve (a push, rollback or canary takes a stored version; `bundles_kept` bounds them), so an
+upsert absorbed by each of them is dropped. A removal never is: training does not read the
+catalog's removals, so a bundle trained later from interactions that still name the item would
+serve it again (a recall, a takedown undone).
 """
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ def stored_catalogs(bundles_dir: Path, versions: Sequence[str]) -> list[StoredCa
 
 
 def absorbed(item: CatalogItem, catalogs: Sequence[StoredCatalog]) -> bool:
-    """Whether every one of `catalogs` (at least one) makes `item`'s update a no-op."""
+    """Whether every one of `catalogs` (at least one) makes `item`'s update a no-op, and no
+    bundle trained later can undo it (a removal never is absorbed)."""
     if item.removed:
-        return bool(catalogs) and all(item.item_id not in ids for ids, _ in catalogs)
+        return False
     return bool(catalogs) and all(item.item_id in ids and item.at <= created
                                   for ids, created in catalogs)

@@ -35,3 +35,15 @@ def test_more_items_than_the_limit_are_refused_whole(records):
     assert "limits.catalog_items" in str(err.value)
     seq, items = records.read_all()
     assert seq == 3 and {i.item_id: i.title for i in items} == {"a": "updated", "b": "t"}
+
+
+def test_a_removal_is_never_absorbed_an_upsert_is_by_every_later_bundle_holding_it():
+    """A full catalog drops the updates no stored bundle would serve differently; it dropped a
+    removal once no stored bundle held the item, and training (which does not read removals)
+    could bring the item back in the next bundle. Removals are kept."""
+    from server.catalog.absorbed import absorbed
+    catalogs = [(frozenset({"a"}), 200.0), (frozenset({"a"}), 300.0)]
+    assert absorbed(CatalogItem("a", "t", "books", 1.0, at=100.0), catalogs)
+    assert not absorbed(CatalogItem("a", "t", "books", 1.0, at=250.0), catalogs)  # newer than one
+    assert not absorbed(CatalogItem("gone", removed=True, at=100.0), catalogs)  # none holds it
+    assert not absorbed(CatalogItem("a", "t", "books", 1.0, at=100.0), [])
