@@ -294,18 +294,24 @@ async def _until(check, seconds=5.0):
     return got
 
 
+def open_plan(tailor_server) -> tuple[asyncio.Queue, object]:
+    """A PlanCampaign stream on the server's handler: (the queue its requests are put on, the
+    batches it answers), so that a test can close it between a batch's log and its answer."""
+    requests: asyncio.Queue = asyncio.Queue()
+
+    async def stream():
+        while (req := await requests.get()) is not None:
+            yield req
+    return requests, tailor_server.campaigns.plan(stream())
+
+
 async def test_decisions_of_a_stream_closed_before_answering_them_are_withdrawn(
         stub, tailor_server):
     """The caller never received the second batch (the stream closed once it was logged, before
     its answer): its decisions neither count toward the frequency cap nor wait for a reward."""
     from server.campaigns import PlanRequest
     await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
-    requests: asyncio.Queue = asyncio.Queue()
-
-    async def stream():
-        while (req := await requests.get()) is not None:
-            yield req
-    batches = tailor_server.campaigns.plan(stream())
+    requests, batches = open_plan(tailor_server)
     await requests.put(PlanRequest("c1", ["a"]))
     first = await batches.__anext__()
     await requests.put(PlanRequest("", ["b", "c"]))
@@ -333,12 +339,7 @@ async def test_an_unanswered_batch_is_withdrawn_whole_behind_a_suppressed_user(s
     from server.campaigns import PlanRequest
     await create(stub)
     await tailor_server.profiles.set_consent("x", "push", False, "test")
-    requests: asyncio.Queue = asyncio.Queue()
-
-    async def stream():
-        while (req := await requests.get()) is not None:
-            yield req
-    batches = tailor_server.campaigns.plan(stream())
+    requests, batches = open_plan(tailor_server)
     await requests.put(PlanRequest("c1", ["a"]))
     await batches.__anext__()
     await requests.put(PlanRequest("", ["x", "b", "c"]))
