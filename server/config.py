@@ -353,8 +353,8 @@ class Settings(BaseSettings):
     `impressions` table, and join clicks, add-to-carts and purchases to it (`server.impressions`,
     docs/impressions.md). Off: nothing is logged and GetModelStats has nothing new to count."""
     impression_retention_days: float = Field(90.0, gt=0)
-    """Impressions older than this are dropped by the retention sweep; the per-version counters
-    behind GetModelStats, which hold no user, stay."""
+    """Impressions older than this are dropped by the retention sweep (`inf`: kept for good);
+    the per-version counters behind GetModelStats, which hold no user, stay."""
     impression_flush_seconds: float = Field(2.0, gt=0)
     """How often a worker writes the impressions it buffered (one write transaction per group,
     off the Recommend path); a group is also written as soon as `impression_flush_records`

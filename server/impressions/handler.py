@@ -94,7 +94,8 @@ class Impressions:
 
     async def drop_expired(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        cutoff = now - self.settings.impression_retention_days * 86400.0
+        # a retention kept for good (inf days) gives a cutoff of -inf: nothing is before it
+        cutoff = max(now - self.settings.impression_retention_days * 86400.0, 0.0)
         return await asyncio.to_thread(self.log.drop_before, cutoff)
 
     # -- GetModelStats -------------------------------------------------------------------------

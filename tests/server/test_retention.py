@@ -96,6 +96,25 @@ async def test_events_kept_forever_leave_the_other_retentions_running(forever, t
     assert [e.event_id for e in got.events] == ["f-old"]
 
 
+@pytest.fixture
+def impressions_forever(settings):
+    settings.impression_retention_days = float("inf")
+    return settings
+
+
+async def test_impressions_kept_forever_leave_the_other_retentions_running(
+        impressions_forever, tailor_server, channel):
+    """`impression_retention_days = inf` failed the sweep (OverflowError) as raw events' did,
+    so the audit files after it never expired; it keeps impressions for good."""
+    profiles = pb_grpc.ProfileServiceStub(channel)
+    now = time.time()
+    reply = await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        ev("i-buy", "purchase", now - DAY, 5.0)]))
+    assert reply.accepted == 1
+    dropped = await tailor_server.sweep_retention(now + 400 * DAY)
+    assert dropped["events"] == 1 and dropped["impressions"] == 0
+
+
 def test_retention_and_future_tolerance_settings_are_bounded():
     from pydantic import ValidationError
 
