@@ -295,15 +295,17 @@ class DataKeys:
     def shred(self, txn, token: bytes) -> bool:
         """Destroy the user's data key (write transaction `txn`): once `txn` commits, their
         ciphertext, wherever a copy of it lies, can no longer be read (the entry goes with
-        the transaction, the pad is zeroed after its commit: `committed`). True if they had one."""
-        wrapped = self.table.get(txn, token)
-        if wrapped is None:
-            return False
+        the transaction, the pad is zeroed after its commit: `committed`). True if they had one.
+        The previous erasure's pads are zeroed again first, whether or not this user has a key
+        (a retried erasure whose first zeroing failed after its commit finds none)."""
         self.memo(txn).pop(token, None)
         local = self._local
         if not local.shredded:  # the previous erasure's slots: committed, zeroed again
             for slot in _slots(self.meta.get(txn, UNZEROED_KEY)):
                 self._write_slot(slot, _ZERO)
+        wrapped = self.table.get(txn, token)
+        if wrapped is None:
+            return False
         self.table.delete(txn, token)
         local.shredded.append(int.from_bytes(wrapped[:8], "big"))
         self.meta.put(txn, UNZEROED_KEY, ",".join(map(str, local.shredded)).encode())

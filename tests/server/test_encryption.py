@@ -243,6 +243,30 @@ def test_a_crash_between_the_erasures_commit_and_the_zeroed_pad_leaves_no_pad(tm
     store.close()
 
 
+def test_a_retried_erasure_zeroes_the_pad_its_failed_zeroing_left(tmp_path, crypto, monkeypatch):
+    """The erasure commits, then zeroing its pad fails (an I/O error): DeleteProfile fails and
+    the caller retries. The retry found no data key and returned at once, leaving the pad set
+    until another user's erasure or a restart; it zeroes the previous erasure's pads first."""
+    store = Store(tmp_path / "store", sync=False, crypto=crypto)
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(1)], [None])
+    pad = _pad(store, "ann")
+    slot = int.from_bytes(store.get("datakeys", tokens.user_token("ann"))[:8], "big")
+
+    def failing(slots):
+        raise OSError("EIO")
+    monkeypatch.setattr(store.datakeys, "_zero", failing)
+    with pytest.raises(OSError):
+        repo.delete_user("ann")
+    monkeypatch.undo()
+    with open(store.path / "keyslots", "rb") as fh:
+        assert fh.read()[slot * 32:slot * 32 + 32] == pad != bytes(32)
+    repo.delete_user("ann")  # the retry
+    with open(store.path / "keyslots", "rb") as fh:
+        assert fh.read()[slot * 32:slot * 32 + 32] == bytes(32)
+    store.close()
+
+
 class _CountingEntries:
     """The real `datakeys` table, counting the entries looked up."""
 
