@@ -30,8 +30,7 @@ class Table:
     def stored(self, txn, keys: Sequence[bytes]) -> list[bytes | None]:
         """The values as stored (sealed ones not opened: `open` each), one per key, in input
         order, None for a miss."""
-        get = txn.cursor(db=self.db).get
-        return [get(k) for k in keys]
+        return Table.get_many(self, txn, keys)  # the plain read, in a SealedTable too
 
     def open(self, txn, key: bytes, value: bytes | None) -> bytes | None:
         """A value read by `stored`, opened (`SealedTable` unseals it; here: as it is)."""
