@@ -85,10 +85,8 @@ class DeadLetters:
         return letters[::-1][:limit]
 
     def get(self, letter_id: str) -> DeadLetter | None:
-        key = dead_letter_key(letter_id)
         with self.store.read() as txn:
-            raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
-        return None if raw is None else DeadLetter.decode(raw)
+            return self._read(txn, letter_id)
 
     def replace(self, letter: DeadLetter) -> None:
         """Write `letter` under its id, sealed under its user's key."""
@@ -97,13 +95,10 @@ class DeadLetters:
     def claim(self, letter_id: str, until: float, now: float) -> DeadLetter | None:
         """The letter, claimed for a retry until `until`; None if there is no such letter.
         Raises `DeadLetterBusy` while another retry's claim holds (any worker's)."""
-        key = dead_letter_key(letter_id)
-
         def fn(txn):
-            raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
-            if raw is None:
+            letter = self._read(txn, letter_id)
+            if letter is None:
                 return None
-            letter = DeadLetter.decode(raw)
             if letter.claimed_until > now:
                 raise DeadLetterBusy(letter_id)
             letter.claimed_until = until
@@ -114,13 +109,18 @@ class DeadLetters:
     def release(self, letter: DeadLetter) -> None:
         """A claimed letter written back unclaimed (a failed or refused retry: its new reason
         and attempts), unless it is gone meanwhile (its user erased)."""
-        key = dead_letter_key(letter.id)
         letter.claimed_until = 0.0
 
         def fn(txn):
-            if self.store.open_for_user(txn, key, self._t.get(txn, key)) is not None:
+            if self._read(txn, letter.id) is not None:
                 self._put(txn, letter)
         self.store.write(fn)
+
+    def _read(self, txn, letter_id: str) -> DeadLetter | None:
+        """The letter in `txn`'s snapshot; None if there is none or its user was erased."""
+        key = dead_letter_key(letter_id)
+        raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
+        return None if raw is None else DeadLetter.decode(raw)
 
     def _put(self, txn, letter: DeadLetter) -> None:
         key = dead_letter_key(letter.id)
