@@ -18,8 +18,10 @@ Normalization decides which strings are the same address:
   number without its country code) is refused: guessing the country would suppress the wrong
   number.
 
-Entries listed before the "(0)", bracket and NFC rules were hashed in the form they gave
-(`legacy_form`); lookups of such a written address try that form too.
+Entries listed before the "(0)", bracket and NFC rules were hashed in the form they were
+given, which cannot be recovered from a hash. `legacy_forms` names the forms an address may
+have been listed under then; a list that may hold such entries looks them up too
+(`contact.suppression`).
 
 The same normalizer matches SMS replies to the numbers texted (`server.messages.phones`).
 
@@ -39,7 +41,7 @@ from ..security.secrets import Keyring
 from ..validation import has_control
 from .errors import NotAnAddress
 
-__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "normalize", "legacy_form", "AddressHasher"]
+__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "normalize", "legacy_forms", "AddressHasher"]
 
 EMAIL, PHONE = "email", "phone"
 KINDS = (EMAIL, PHONE)
@@ -71,19 +73,21 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
     return _e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field)
 
 
-def legacy_form(kind: str, value: str, normalized: str) -> str | None:
-    """The form `value` had before its list entries were normalized as now, if it was a valid
-    one and differs from `normalized` (`normalize`'s answer for `value`), else None: a phone
-    number written with "(0)" after its country code had the 0 kept, an email address not in
-    NFC, in angle brackets or after `mailto:` was kept so."""
-    try:
-        if kind == EMAIL:
-            old = _email(value.strip().lower(), kind)
-        else:
-            old = _e164(value.strip(), kind) if "(0)" in value else None
-    except NotAnAddress:
-        return None
-    return old if old != normalized else None
+def legacy_forms(kind: str, address: str) -> tuple[str, ...]:
+    """The forms the normalized `address` was hashed under before the current rules, when it
+    was given so: an email address (then only trimmed and lower-cased) in angle brackets,
+    after `mailto:`, or, when not ASCII, decomposed (NFD); a phone number with its trunk 0
+    kept after the country code ("+44 (0)7700 900123" was +4407700900123). A country code
+    has 1 to 3 digits, so the 0 is tried after each; ITU codes are prefix-free, so only one
+    split is the number's own, and the others could match only an entry listed with a 0 in
+    that place, which no written number other than this one's would give."""
+    if kind == EMAIL:
+        bases = (address,) if address.isascii() else (address, unicodedata.normalize("NFD", address))
+        forms = [f for base in bases for f in (base, f"<{base}>", f"mailto:{base}", f"mailto:<{base}>")]
+    else:
+        forms = [f"{address[:n]}0{address[n:]}" for n in (2, 3, 4)]
+        forms = [f for f in forms if _PHONE.fullmatch(f)]
+    return tuple(f for f in forms if f != address)
 
 
 def _email(out: str, field: str) -> str:

@@ -27,7 +27,7 @@ from ..security.secrets import Keyring
 from ..security.userref import user_ref
 from ..store import Store, keys
 from ..validation import check_known, check_time
-from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, AddressHasher, legacy_form, normalize
+from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, AddressHasher, legacy_forms, normalize
 from .errors import NotAnAddress
 from .logging import logger
 
@@ -35,6 +35,8 @@ __all__ = ["REASONS", "SUPPRESSING_EVENTS", "SUPPRESSED_ADDRESS", "Suppression",
 
 REASONS = ("bounce", "complaint", "manual", "unsubscribe")
 SUPPRESSED_ADDRESS = "suppressed_address"
+LEGACY_SPELLING, SPELLING = 1, 2
+"""`keys.SUPPRESSION_SPELLING`: some entries hashed as given / all as `addresses.normalize` now."""
 SUPPRESSING_EVENTS: Mapping[str, tuple[str, str]] = {
     "email_bounce": (EMAIL, "bounce"), "email_complaint": (EMAIL, "complaint"),
     "sms_bounce": (PHONE, "bounce")}
@@ -56,7 +58,27 @@ class Suppressions:
                  limits: Limits = DEFAULT_LIMITS):
         self.store, self.hasher, self.profiles, self.limits = store, AddressHasher(ring), profiles, limits
         self._table = store.table("suppression")
+        self.legacy = self._spelling() == LEGACY_SPELLING
+        """Whether entries may be hashed in a form given before the current normalization."""
         self._address_keys = functools.lru_cache(maxsize=AddressHasher.CACHED)(self._keys_of_value)
+
+    def _spelling(self) -> int:
+        """The list's `keys.SUPPRESSION_SPELLING`. Unstamped, it is stamped once: an empty
+        list holds only entries of today's rules from now on; entries written before the stamp
+        (by a Tailor without it) may be listed in the form given (`LEGACY_SPELLING`)."""
+        stamp = self.store.get("meta", keys.SUPPRESSION_SPELLING)
+        if stamp is None and not self.store.readonly:
+            stamp = self.store.write(self._stamp)
+        return int(stamp or LEGACY_SPELLING)
+
+    def _stamp(self, txn) -> bytes:
+        meta = self.store.table("meta")
+        stamp = meta.get(txn, keys.SUPPRESSION_SPELLING)
+        if stamp is None:
+            empty = self._table.first_key(txn, b"") is None
+            stamp = str(SPELLING if empty else LEGACY_SPELLING).encode()
+            meta.put(txn, keys.SUPPRESSION_SPELLING, stamp)
+        return stamp
 
     def _keys(self, kind: str, address: str) -> list[bytes]:
         """The entry's key under each key of the ring, signing key first."""
@@ -64,11 +86,13 @@ class Suppressions:
 
     def _lookup_keys(self, kind: str, written: str) -> list[bytes]:
         """The keys an entry for the address `written` may be under: those of its normalized
-        form, then those of the form it had before "(0)" was read as a trunk prefix, if it
-        differs (`addresses.legacy_form`)."""
+        form, then, on a list that may hold entries of the older rules (`legacy`), those of
+        each form it may have been listed under then (`addresses.legacy_forms`)."""
         address = self._normalize(kind, written)
-        old = legacy_form(kind, written, address)
-        return self._keys(kind, address) + (self._keys(kind, old) if old else [])
+        found = self._keys(kind, address)
+        if self.legacy:
+            found += [k for old in legacy_forms(kind, address) for k in self._keys(kind, old)]
+        return found
 
     # -- the RPCs ----------------------------------------------------------------------------
     async def add(self, kind: str, address: str, reason: str = "", timestamp: float = 0.0) -> Suppression:

@@ -32,6 +32,7 @@ prefix ever matches them.
     decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
     contacts   <user>␟contacts                  recent contacts      contact_key
     suppression <kid>␟<hmac hex>                suppressed address   suppression_key
+    meta       suppression-spelling             entries' spelling    SUPPRESSION_SPELLING
     sends      j␟<send id>                      send job             send_job_key
     sends      u␟<send id>␟<8-digit seq>        one recipient's send send_user_key
     catalog    <item id>                        catalog update       catalog_item_key
@@ -77,7 +78,7 @@ __all__ = [
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
-    "suppression_key", "phone_key", "PHONE_PREFIX", "phone_user_key",
+    "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
@@ -277,6 +278,9 @@ def suppression_key(kid: str, digest: str) -> bytes:
     """An address's entry: the id of the key and the hex HMAC it was hashed with (no user in
     it: the list is global and outlives profiles)."""
     return join_key(kid, digest)
+
+
+SUPPRESSION_SPELLING = b"suppression-spelling"
 
 
 # -- SMS replies --------------------------------------------------------------------------------

@@ -178,6 +178,10 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("suppression", "suppression", 1, _any,
                "JSON {kind, reason, timestamp} of an address on the suppression list, keyed by "
                "its HMAC (contact.suppression)"),
+    RecordKind("suppression_spelling", "meta", 1, lambda k: k == K.SUPPRESSION_SPELLING,
+               "ASCII integer: how the suppression list's entries were normalized before "
+               "hashing: 1 = some as given (listed before the NFC, bracket and trunk-zero "
+               "rules), 2 = all as now (contact.suppression)"),
     RecordKind("send_job", "sends", 1, lambda k: k.startswith(K.SEND_JOB_PREFIX),
                "JSON {campaign, context, rates, total, counts, owner, started, finished} "
                "(messages.sends)"),

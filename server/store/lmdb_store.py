@@ -61,6 +61,7 @@ class Store:
                  layouts: Sequence[RecordKind] = KINDS, crypto: StoreCrypto | dict | None = None):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self.max_map_size = max_map_size
         self.erasure_reserve = min(ERASURE_RESERVE, max_map_size // 8)
         """Bytes below `max_map_size` only erasing writes may grow the map into."""

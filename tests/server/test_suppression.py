@@ -9,6 +9,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.contact.addresses import normalize
 from server.errors import InvalidArgument
+from server.store import keys
 
 
 @pytest.fixture
@@ -97,11 +98,7 @@ async def test_an_accented_address_is_one_address_however_its_letters_are_compos
     assert (await stub.CheckSuppression(email(decomposed))).suppressed
     meta = {"attributes": {"email": decomposed}}
     assert tailor_server.suppressions.reason(meta, "email") == "suppressed_address"
-    old = tailor_server.suppressions._keys("email", decomposed)[0]  # listed so before NFC
-    tailor_server.store.put("suppression", old, b'{"kind": "email", "reason": "bounce", '
-                                                b'"timestamp": 1.0}')
     assert (await stub.RemoveSuppression(email(decomposed))).removed
-    assert not (await stub.CheckSuppression(email(decomposed))).suppressed
     assert not (await stub.CheckSuppression(email(composed))).suppressed
 
 
@@ -111,25 +108,79 @@ async def test_an_address_in_angle_brackets_or_a_mailto_link_is_the_address(stub
     assert (await stub.CheckSuppression(email("ann@example.org"))).suppressed
     meta = {"attributes": {"email": "Ann@example.org"}}
     assert tailor_server.suppressions.reason(meta, "email") == "suppressed_address"
-    old = tailor_server.suppressions._keys("email", "<bo@example.org>")[0]  # listed so before
-    tailor_server.store.put("suppression", old, b'{"kind": "email", "reason": "bounce", '
-                                                b'"timestamp": 1.0}')
-    assert (await stub.CheckSuppression(email("<bo@example.org>"))).suppressed
-    assert (await stub.RemoveSuppression(email("<bo@example.org>"))).removed
-    assert not (await stub.CheckSuppression(email("<bo@example.org>"))).suppressed
 
 
-async def test_an_entry_listed_under_the_trunk_zero_before_is_still_found(stub, tailor_server):
-    """Listed before "(0)" was read as the trunk prefix: hashed as +4407700900123."""
-    sup = tailor_server.suppressions
-    key = sup._keys("phone", "+4407700900123")[0]
-    tailor_server.store.put("suppression", key, b'{"kind": "phone", "reason": "complaint", '
-                                                b'"timestamp": 1.0}')
-    found = await stub.CheckSuppression(phone("+44 (0)7700 900123"))
-    assert (found.suppressed, found.reason) == (True, "complaint")
-    assert sup.reason({"attributes": {"phone": "+44 (0) 7700 900123"}}, "sms") == "suppressed_address"
-    assert (await stub.RemoveSuppression(phone("+44 (0)7700 900123"))).removed
-    assert not (await stub.CheckSuppression(phone("+44 (0)7700 900123"))).suppressed
+# As listed before the bracket, NFC and "(0)" rules (hashed in the form given), and the
+# spellings a profile or a lookup holds today.
+LISTED_BEFORE = [
+    ("email", "<bo@example.org>", ["bo@example.org", "Bo@Example.org", "<bo@example.org>"]),
+    ("email", "mailto:cy@example.org", ["cy@example.org", "mailto:<cy@example.org>"]),
+    ("email", "jose\u0301@x.org", ["jos\u00e9@x.org", "jose\u0301@x.org"]),
+    ("phone", "+4407700900123", ["+447700900123", "+44 (0)7700 900123"]),
+    ("phone", "+104155550100", ["+14155550100"]),  # a 1-digit country code
+    ("phone", "+35301234567", ["+3531234567"]),  # a 3-digit one
+]
+CHANNEL = {"email": "email", "phone": "sms"}
+
+
+async def _list_as_an_older_tailor_did(tailor_server, settings):
+    """Stop the server, write the entries as a Tailor without the spelling stamp wrote them
+    (hashed in the form given, no stamp), and start it again on the same data dir."""
+    from server.app import TailorServer
+    sup, store = tailor_server.suppressions, tailor_server.store
+    for kind, listed, _ in LISTED_BEFORE:
+        store.put("suppression", sup._keys(kind, listed)[0],
+                  b'{"kind": "%s", "reason": "complaint", "timestamp": 1.0}' % kind.encode())
+    store.delete("meta", keys.SUPPRESSION_SPELLING)
+    await tailor_server.stop(grace=0.1)
+    server = TailorServer(settings)
+    await server.start()
+    return server
+
+
+async def test_entries_listed_before_the_spelling_rules_are_found_by_todays_spellings(
+        tailor_server, settings):
+    """An upgraded list: each old entry is found (and removed) through every spelling of its
+    address, the profile's canonical one included (the decision path's lookup)."""
+    assert not tailor_server.suppressions.legacy  # a new list: no older entries to look for
+    server = await _list_as_an_older_tailor_did(tailor_server, settings)
+    try:
+        sup = server.suppressions
+        assert sup.legacy
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.ProfileServiceStub(channel)
+            for kind, listed, spellings in LISTED_BEFORE:
+                address = pb.SuppressionAddress(**{kind: spellings[0]})
+                for spelling in spellings:
+                    found = await stub.CheckSuppression(pb.SuppressionAddress(**{kind: spelling}))
+                    assert (found.suppressed, found.reason) == (True, "complaint"), (listed, spelling)
+                    meta = {"attributes": {kind: spelling}}
+                    assert sup.reason(meta, CHANNEL[kind]) == "suppressed_address", (listed, spelling)
+                assert (await stub.RemoveSuppression(address)).removed
+                assert not (await stub.CheckSuppression(address)).suppressed
+            # Other people's numbers and mailboxes stay contactable.
+            for kind, other in [("email", "bo@example.com"), ("phone", "+447700900124")]:
+                assert not (await stub.CheckSuppression(pb.SuppressionAddress(**{kind: other}))).suppressed
+    finally:
+        await server.stop(grace=0.1)
+
+
+def test_a_list_is_stamped_once_and_an_older_lists_stamp_stays(tmp_path):
+    from server.contact.suppression import Suppressions
+    from server.security.secrets import Keyring
+    from server.store import Store
+    ring = Keyring.generate("suppression")
+    store = Store(tmp_path / "data")
+    try:
+        assert not Suppressions(store, ring).legacy
+        store.put("suppression", b"k", b'{"kind": "email", "reason": "manual", "timestamp": 1.0}')
+        assert not Suppressions(store, ring).legacy  # stamped when empty: entries are new
+        store.delete("meta", keys.SUPPRESSION_SPELLING)
+        assert Suppressions(store, ring).legacy
+        store.delete("suppression", b"k")
+        assert Suppressions(store, ring).legacy  # an older list's stamp is kept
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("request_, field", [
