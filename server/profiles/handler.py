@@ -272,7 +272,9 @@ class Profiles:
                 else:
                     held.pop(k, None)
             _check_attributes_total(before, _attributes_size(held), lim)
-        await asyncio.to_thread(self.repo.update_meta, user_id, change)
+        # removals only create no profile: an unknown user stays unknown (NOT_FOUND)
+        await asyncio.to_thread(self.repo.update_meta, user_id, change,
+                                create=any(attributes.values()))
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
                           timestamp: float = 0.0, purpose: str = "") -> None:

@@ -186,22 +186,26 @@ class ProfileRepository:
             codes.append(cache[name])
         return codes
 
-    def update_meta(self, user_id: str, change, dated: float = 0.0, what: str = "change") -> dict:
+    def update_meta(self, user_id: str, change, dated: float = 0.0, what: str = "change",
+                    create: bool = True) -> dict | None:
         """Read-modify-write the user's meta record with `change(meta)` in one transaction (an
         exception from `change` aborts it: nothing is written). A change `dated` (> 0) at or
         before the user's erasure is refused (`ErasedSince`), as a late event is: checked in
-        the same transaction, so no erasure commits in between."""
+        the same transaction, so no erasure commits in between. Not `create`: a user with no
+        meta record is left without one (None)."""
         def fn(txn):
             if dated and self._before_erasure is not None and self._before_erasure(
                     txn, [user_id], [dated]):
                 raise ErasedSince(what)
-            return self._change_meta(txn, user_id, change)
+            return self._change_meta(txn, user_id, change, create)
         return self.store.write(fn)
 
-    def _change_meta(self, txn, user_id: str, change) -> dict:
+    def _change_meta(self, txn, user_id: str, change, create: bool = True) -> dict | None:
         """`update_meta` in the caller's write transaction `txn`."""
         key = keys.profile_meta_key(user_id)
         raw = self._profiles.get(txn, key)
+        if raw is None and not create:
+            return None
         meta = json.loads(raw) if raw else {"attributes": {}, "consent": {}, "created_at": time.time()}
         change(meta)
         meta["updated_at"] = time.time()

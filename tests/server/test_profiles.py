@@ -117,6 +117,21 @@ async def test_profile_returns_everything_stored_and_masks_pii(stub):
     assert len(full.recent_items) == 1 and full.recent_items[0].item_id.startswith("code:")
 
 
+async def test_removing_attributes_of_an_unknown_user_creates_no_profile(stub):
+    for attributes in ({"tier": ""}, {}):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="nobody-9",
+                                                                   attributes=attributes))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetProfile(pb.GetProfileRequest(user_id="nobody-9"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    # a known user's removal is a change like any other
+    await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="dee", attributes={"tier": "a"}))
+    left = await stub.UpsertAttributes(pb.UpsertAttributesRequest(user_id="dee", attributes={"tier": ""}))
+    assert dict(left.attributes) == {}
+
+
 async def test_unsubscribe_event_opts_the_channel_out(stub):
     await stub.SetConsent(pb.SetConsentRequest(user_id="dan", channel="email", opted_in=True,
                                                source="signup"))
