@@ -93,8 +93,9 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
     if not math.isfinite(ev.timestamp) or ev.timestamp <= 0:
         return "timestamp is missing or not a positive number of seconds"
     if ev.timestamp > now + rules.future_tolerance_s:
-        return (f"timestamp is {ev.timestamp - now:.0f}s in the future "
-                f"(tolerance {rules.future_tolerance_s:.0f}s)")
+        ahead = ev.timestamp - now
+        ahead_s = f"{ahead:.0f}" if ahead < 1e12 else f"{ahead:.3g}"  # 1e+300, not 301 digits
+        return f"timestamp is {ahead_s}s in the future (tolerance {rules.future_tolerance_s:.0f}s)"
     keep_s = rules.retention_by_type.get(ev.type, rules.retention_s) if rules.retention_by_type \
         else rules.retention_s
     if ev.timestamp < now - keep_s:

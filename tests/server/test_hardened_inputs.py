@@ -330,7 +330,7 @@ def _with_a_huge_string(cls, depth: int = 0):
                                     {"event_id": "e\x00"}, {"item_id": "i\x7f"},
                                     {"campaign_id": "c\n"}, {"attributes": {"": "x"}},
                                     {"attributes": {"ok": "1", "k\x00": "v"}},
-                                    {"attributes": {"k\x1f": "v"}}])
+                                    {"attributes": {"k\x1f": "v"}}, {"timestamp": 1e300}])
 async def test_track_events_rejects_out_of_bound_values_and_control_characters(profiles, change):
     n = next(_unique)
     base = dict(event_id=f"e-ok-{n}", user_id=f"tu-{n}", type="view", item_id="i1",
