@@ -1,6 +1,7 @@
 """tailor.v1.ProfileService."""
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -172,6 +173,11 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     async def _profile(self, user_id: str, max_events: int, context, parts=()) -> pb.Profile:
         view = await self.profiles.get(user_id, max_events, parts)
+        if len(view.events) > self.profiles.LOOP_EVENTS:  # so is its message: off the loop
+            return await asyncio.to_thread(self._message, view)
+        return self._message(view)
+
+    def _message(self, view) -> pb.Profile:
         out = ProfileConverter.from_view(view, self.profiles.layout)
         if not current_principal().has(PII_READER):
             out.pii_masked = self.pii.mask_message(out)

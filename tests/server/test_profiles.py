@@ -117,6 +117,32 @@ async def test_profile_returns_everything_stored_and_masks_pii(stub):
     assert len(full.recent_items) == 1 and full.recent_items[0].item_id.startswith("code:")
 
 
+async def test_a_heavy_users_profile_is_read_off_the_event_loop_and_a_light_ones_in_it(
+        stub, tailor_server):
+    profiles = tailor_server.profiles
+    heavy = profiles.LOOP_EVENTS + 44
+    now = time.time()
+    await stub.TrackEvents(pb.TrackEventsRequest(events=[
+        ev(f"hv{i}", user="heavy", item=f"i{i}", ts=now - 600 + i) for i in range(heavy)]))
+    loop_thread, threads = threading.current_thread(), []
+    read = profiles.repo.read
+
+    def spied(*args, **kwargs):  # the real read, noting the thread it ran in
+        threads.append(threading.current_thread() is loop_thread)
+        return read(*args, **kwargs)
+    profiles.repo.read = spied
+    try:
+        full = await stub.GetProfile(pb.GetProfileRequest(user_id="heavy"))
+        assert len(full.events) == heavy and full.events[0].event_id == f"hv{heavy - 1}"
+        assert threads == [True, False]  # up to LOOP_EVENTS + 1 in the loop, then all off it
+        threads.clear()
+        newest = await stub.GetProfile(pb.GetProfileRequest(user_id="heavy", max_events=5))
+        assert [e.event_id for e in newest.events] == [f"hv{heavy - 1 - i}" for i in range(5)]
+        assert threads == [True]  # a few events: read in the loop, once
+    finally:
+        profiles.repo.read = read
+
+
 async def test_removing_attributes_of_an_unknown_user_creates_no_profile(stub):
     for attributes in ({"tier": ""}, {}):
         with pytest.raises(grpc.aio.AioRpcError) as err:
