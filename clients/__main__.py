@@ -144,9 +144,11 @@ def _campaign(client: TailorClient, args) -> object:
     if args.action == "progress":
         return client.send_progress(args.send)
     if args.action == "export":
-        with _create(args.out) as fh:
-            n = sum(fh.write(json.dumps(rec) + "\n") > 0
-                    for rec in client.export_decisions(args.campaign, timeout=args.timeout))
+        records = client.export_decisions(
+            args.campaign, start=_time_flag("--start", args.start), end=_time_flag("--end", args.end),
+            include_pending=args.include_pending, timeout=args.timeout)
+        with _create(args.out) as fh:  # a masked context value is NaN: null in strict JSON
+            n = sum(fh.write(json.dumps(_finite(rec), allow_nan=False) + "\n") > 0 for rec in records)
         return {"decisions": n, "out": args.out}
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
 
@@ -247,6 +249,23 @@ def _epoch(text: str) -> float:
         from datetime import datetime
         ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
         return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+
+
+def _time_flag(flag: str, text: str) -> float:
+    """`_epoch` of a flag's value (0 when not given); a usage error naming the flag."""
+    try:
+        return _epoch(text) if text else 0.0
+    except ValueError:
+        raise UsageError(f"{flag}: {text!r} is neither epoch seconds nor an ISO date/time") from None
+
+
+def _check_numbers(args) -> None:
+    """Flags whose number must be above 0: a zero or negative one is a usage error, not a
+    deadline every call misses or a stream sent as one message."""
+    for flag in ("timeout", "batch_size"):
+        value = getattr(args, flag, None)
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise UsageError(f"--{flag.replace('_', '-')}: {value:g} is not a number above 0")
 
 
 def _attribute(client: TailorClient, args) -> object:
@@ -507,6 +526,12 @@ def _campaign_parser(sub, common) -> None:
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
     ex.add_argument("--campaign", default="")
     ex.add_argument("--out", required=True)
+    ex.add_argument("--start", default="",
+                    help="decisions from this time (epoch s or ISO date; default: the first)")
+    ex.add_argument("--end", default="",
+                    help="decisions before this time (default: no limit)")
+    ex.add_argument("--include-pending", action="store_true",
+                    help="also decisions whose reward window is still open")
     ex.set_defaults(timeout=3600.0)  # the whole stream's deadline
 
 
@@ -515,10 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     and exits 1, a mistake in what the user gave `error: <what, where>` and exits 2."""
     args = build_parser().parse_args(argv)
     try:
+        _check_numbers(args)
         client = TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca,
                               cert=args.cert, key=args.key, token=args.token)
-    except ValueError as err:  # connection flags that do not go together, a TLS file not read
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, UsageError) as err:  # connection flags that do not go together, a
+        print(f"error: {err}", file=sys.stderr)  # TLS file not read, a number not above 0
         return 2
     try:
         with client:

@@ -104,6 +104,12 @@ def test_bad_files_context_and_tls_flags_are_one_line_before_any_call(tmp_path):
             "--context: expected KEY=NUMBER, got 'a=x'",
         ("ping", "--tls-ca", str(missing)): f"--tls-ca {missing}: no such file or directory",
         ("ping", "--cert", str(missing), "--key", str(tmp_path)): f"--key {tmp_path}: is a directory",
+        ("ping", "--timeout", "0"): "--timeout: 0 is not a number above 0",
+        ("track", str(missing), "--batch-size", "-5"): "--batch-size: -5 is not a number above 0",
+        ("campaign", "plan", "--campaign", "c", "--users", str(missing), "--batch-size", "0"):
+            "--batch-size: 0 is not a number above 0",
+        ("campaign", "export", "--out", str(tmp_path / "d.jsonl"), "--start", "soon"):
+            "--start: 'soon' is neither epoch seconds nor an ISO date/time",
     }
     for args, said in cases.items():
         assert cli(*args, *server, expect=2) == f"error: {said}"
@@ -160,3 +166,27 @@ def test_streaming_commands_keep_the_timeout_they_are_given(served, tmp_path):
                  ("campaign", "export", "--out", str(tmp_path / "d.jsonl"))):
         line = cli(*args, "--server", served, "--timeout", "0.001", expect=1)
         assert line.startswith("error: DEADLINE_EXCEEDED"), (args, line)
+
+
+def test_campaign_export_takes_a_window_and_pending_decisions_as_strict_json(served, tmp_path):
+    """The client could export pending decisions and a time window; the CLI could not, and a
+    pending decision's reward (NaN) was written as `NaN`, which strict JSON parsers refuse."""
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps({"campaign_id": "ex", "channel": "web", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"text": "A"}},
+                                             {"id": "b", "content": {"text": "B"}}]}))
+    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    run_module("clients", "campaign", "choose", "--campaign", "ex", "--user", "u1", "--server", served)
+    out = tmp_path / "d.jsonl"
+
+    def export(*flags: str) -> list[dict]:
+        run_module("clients", "campaign", "export", "--campaign", "ex", "--out", str(out), *flags,
+                   "--server", served)
+        return [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}"))
+                for line in out.read_text().splitlines()]
+
+    assert export() == []  # its reward window is open
+    pending = export("--include-pending")
+    assert len(pending) == 1 and pending[0]["reward"] is None and pending[0]["status"] == "pending"
+    assert export("--include-pending", "--start", "2099-01-01") == []
+    assert len(export("--include-pending", "--end", "2099-01-01T00:00:00Z")) == 1
