@@ -203,13 +203,31 @@ def format_report(report: dict) -> str:
     lines = [f"{report['n_users']} users x {report['rounds']} logged sends per experiment "
              f"(uniform logging policy); engaged sends per 1,000 with 95% intervals; "
              f"prior: {report['prior']}"]
+    undefined = False
     for part in ("send_time", "channel"):
         lines.append(f"\n{part.replace('_', ' ')}: {'policy':<14}{'IPS':>24}{'SNIPS':>24}"
                      f"{'truth':>8}")
         for name, row in report[part].items():
-            cells = "".join(f"{r['value']:>8.1f} [{r['ci_low']:6.1f},{r['ci_high']:6.1f}]"
-                            for r in (row["ips"], row["snips"]))
+            cells = "".join(_cell(r) for r in (row["ips"], row["snips"]))
+            undefined |= "n/a" in cells
             lines.append(f"{'':<11}{name:<14}{cells}{row['truth']:>8.1f}")
         lines.append(f"{'':<11}tailor above fixed and random (SNIPS intervals disjoint): "
                      f"{'yes' if beats(report[part]) else 'NO'}")
+    sends = report["n_users"] * report["rounds"]
+    if undefined:
+        lines.append("\nn/a: no logged send took an action the policy would take (SNIPS divides "
+                     "by their weight, here 0)")
+    if sends < MIN_SENDS:
+        lines.append(f"\nonly {sends} logged sends per experiment: intervals this small a sample "
+                     f"gives are not to be trusted (use {MIN_SENDS:,} or more)")
     return "\n".join(lines)
+
+
+MIN_SENDS = 1000
+"""Logged sends per experiment below which the report warns that its intervals mean little."""
+
+
+def _cell(r: dict) -> str:
+    if not np.isfinite(r["value"]):
+        return f"{'n/a':>24}"
+    return f"{r['value']:>8.1f} [{r['ci_low']:6.1f},{r['ci_high']:6.1f}]"

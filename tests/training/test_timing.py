@@ -68,3 +68,12 @@ def test_cli_names_a_bad_flag(capsys, flag, value):
     with pytest.raises(SystemExit) as exit_:
         main(["evaluate-timing", "--users", "100", flag, value])
     assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+def test_a_tiny_sample_shows_undefined_estimates_as_such_and_warns():
+    """2 users: SNIPS of a policy no logged send agrees with is 0/0; it printed `nan [nan, nan]`
+    without a word, and zero-width intervals from 8 sends as if they meant something."""
+    text = format_report(evaluate_timing(TimingConfig(n_users=2)))
+    assert "nan" not in text and "n/a" in text and "SNIPS divides by their weight" in text
+    assert "only 8 logged sends per experiment" in text
+    assert "not to be trusted" not in format_report(evaluate_timing(TimingConfig(n_users=600)))
