@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,6 +227,7 @@ def add_server_src_argument(parser: argparse.ArgumentParser) -> None:
 def start_server(argv: list[str], src: Path | None = None, env: dict | None = None,
                  stderr=subprocess.DEVNULL) -> subprocess.Popen:
     """`python -m server *argv` (paths in argv must be absolute), from `src` if given."""
+    stop_on_sigterm()
     full_env = {**os.environ, **(env or {})}
     cwd = None
     if src is not None:
@@ -232,3 +235,12 @@ def start_server(argv: list[str], src: Path | None = None, env: dict | None = No
         full_env["PYTHONPATH"] = cwd + os.pathsep + full_env.get("PYTHONPATH", "")
     return subprocess.Popen([sys.executable, "-m", "server", *argv], cwd=cwd, env=full_env,
                             stdout=subprocess.DEVNULL, stderr=stderr)
+
+
+def stop_on_sigterm() -> None:
+    """A bench stopped by SIGTERM (`timeout`, a CI runner's cancel) unwinds as on Ctrl-C: its
+    `finally` blocks stop the server and remove the data dir, which the signal's default
+    action skips. Only from the main thread, and only over the default action."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
