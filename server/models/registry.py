@@ -30,6 +30,7 @@ from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..store.lock import locked_dir
 from ..validation import check_version
+from .backoff import LoadBackoff
 from .bundle import Bundle, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
@@ -370,17 +371,38 @@ class ModelRegistry:
         return False
 
     async def _follow_pointer(self) -> None:
+        backoff = LoadBackoff()
         while True:
             await asyncio.sleep(self.settings.bundle_poll_seconds)
             try:
                 pointer = self.store.get("meta", BUNDLE_ACTIVE)
-                if pointer and (self._active is None or pointer.decode() != self._active.version):
-                    await self.activate(pointer.decode(), record=False)
+                version = pointer.decode() if pointer else ""
+                if version and (self._active is None or version != self._active.version) \
+                        and backoff.due(version, time.monotonic()):
+                    await self._follow(version, backoff)
                 await self._follow_canary()
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep serving the old bundle; say why
                 logger.exception("could not follow the active bundle pointer")
+
+    async def _follow(self, version: str, backoff: LoadBackoff) -> None:
+        """Activate the pointer's `version`; a failure keeps the old bundle, is logged in full
+        once, then in one line per attempt, each later than the last (`LoadBackoff`)."""
+        try:
+            await self.activate(version, record=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if backoff.failed(version, time.monotonic()):
+                logger.exception("could not load bundle %s, which the active pointer names; "
+                                 "serving %s meanwhile", version,
+                                 self._active.version if self._active else "no bundle")
+            else:
+                logger.warning("still cannot load bundle %s (%s: %s); next try in %.0f s",
+                               version, type(err).__name__, err, backoff.delay)
+        else:
+            backoff.loaded()
 
     def _prune(self) -> None:
         """Keep `bundles_kept` versions on disk: always the active, the previous one (the

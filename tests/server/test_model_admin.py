@@ -2,6 +2,7 @@
 import asyncio
 import hashlib
 import json
+import logging
 import time
 
 import grpc
@@ -342,3 +343,35 @@ async def test_a_stored_bundle_loads_while_the_scrub_rewrites_it(client, tailor_
             scrub_stored(bundles)
     await asyncio.gather(asyncio.to_thread(loads), asyncio.to_thread(scrubs))
     assert failures == []
+
+
+@pytest.fixture
+def fast_poll(settings):
+    settings.bundle_poll_seconds = 0.05
+
+
+async def test_a_pointer_to_a_version_that_does_not_load_is_retried_ever_more_slowly(
+        fast_poll, tailor_server, demo_manifest, caplog):
+    """Every poll (here 20 a second) loaded the version again and logged a traceback, for as
+    long as the pointer named it; now its first failure is logged in full, then one line per
+    attempt, 1 s, 2 s, 4 s ... apart, and the old bundle serves throughout."""
+    from server.store.keys import BUNDLE_ACTIVE
+    bad = "20260101T000000-deadbeef"
+    attempts = []
+    activate = tailor_server.registry.activate
+
+    async def counted(version, **kw):  # the real activation, counted
+        attempts.append(version)
+        return await activate(version, **kw)
+    tailor_server.registry.activate = counted
+    caplog.set_level(logging.INFO, logger="tailor.models.registry")
+    tailor_server.store.put("meta", BUNDLE_ACTIVE, bad.encode())
+    await asyncio.sleep(3.5)  # 70 polls
+    tailor_server.store.put("meta", BUNDLE_ACTIVE, demo_manifest["version"].encode())
+    await asyncio.sleep(0.3)
+    tailor_server.registry.activate = activate
+    records = [r for r in caplog.records if bad in r.getMessage()]
+    assert set(attempts) == {bad} and 2 <= len(attempts) <= 3, attempts  # at 0, 1 and 3 s
+    assert [(r.levelno, bool(r.exc_info)) for r in records] == \
+        [(logging.ERROR, True)] + [(logging.WARNING, False)] * (len(attempts) - 1)
+    assert tailor_server.registry.active.version == demo_manifest["version"]
