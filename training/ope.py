@@ -295,6 +295,10 @@ def cross_fit(log: LoggedBandit, model: str = "linear", folds: int = 5, seed: in
     return q
 
 
+MIN_BOOT = 100
+"""Fewest bootstrap resamples `estimate` takes: its percentile interval cuts 2.5% off each end."""
+
+
 def _interval(terms, num, den, ci, n_boot, rng):
     """Point value and 95% interval of mean(num)/mean(den) (den None: mean(terms))."""
     n = terms.shape[0]
@@ -355,8 +359,9 @@ def estimate(log: LoggedBandit, action_dist: np.ndarray, estimators=ESTIMATORS, 
         raise ValueError(f"estimators must be among {', '.join(ESTIMATORS)}, got {bad}")
     if "dr" in estimators and not (isinstance(folds, (int, np.integer)) and folds >= 2):
         raise ValueError(f"folds: the doubly robust estimator needs >= 2 folds, got {folds!r}")
-    if ci == "bootstrap" and n_boot < 1:
-        raise ValueError(f"n_boot: need >= 1 bootstrap resamples, got {n_boot}")
+    if ci == "bootstrap" and n_boot < MIN_BOOT:
+        raise ValueError(f"n_boot: need >= {MIN_BOOT} bootstrap resamples, got {n_boot} (a 95% "
+                         "interval from fewer rests on its two or three outermost resamples)")
     if groups is not None and np.shape(groups) != (len(log),):
         raise ValueError(f"groups must have one label per round ({len(log)})")
     if groups is not None and len(np.unique(groups)) < 2:

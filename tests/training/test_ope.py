@@ -207,7 +207,7 @@ def _bad_input_cases(tmp_path):
         "number": ["--logs", str(good), "--policy", "egreedy", "--param", "epsilon=x"],
         "folds": ["--logs", str(good), "--policy", "egreedy", "--folds", "1"],
         "n_boot": ["--logs", str(good), "--policy", "egreedy", "--ci", "bootstrap",
-                   "--n-boot", "0"],
+                   "--n-boot", "99"],
         "context": ["--logs", str(good), "--policy", "linucb", "--param", "alpha=1"],
         "columns": ["--logs", str(good), "--format", "obd", "--policy", "egreedy"],
     }
@@ -285,7 +285,7 @@ def test_snips_is_null_not_nan_or_certain_when_the_candidate_never_takes_a_logge
     ope.write_decision_log(str(target), [dict(r, arm=0) for r in recs])
     for ci in ("normal", "bootstrap"):
         assert ope.main(["--logs", str(logs), "--target", str(target), "--json", "--ci", ci,
-                         "--n-boot", "50", "--reward-model", "table"]) == 0
+                         "--n-boot", "100", "--reward-model", "table"]) == 0
         out = capsys.readouterr().out
         report = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
         assert report["estimates"]["snips"] == {"value": None, "ci_low": None, "ci_high": None,

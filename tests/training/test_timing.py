@@ -60,7 +60,8 @@ def test_cli_prints_the_table_and_fails_when_tailor_does_not_win(capsys):
     assert code == (0 if out.count(": yes") == 2 else 1)
 
 
-@pytest.mark.parametrize("flag, value", [("--history-days", "-3"), ("--window-hours", "0")])
+@pytest.mark.parametrize("flag, value", [("--history-days", "-3"), ("--window-hours", "0"),
+                                         ("--n-boot", "1")])
 def test_cli_names_a_bad_flag(capsys, flag, value):
     """--history-days -3 failed deep in the simulation ("error: lam < 0 or lam contains NaNs")."""
     from training.cli import main

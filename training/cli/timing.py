@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from training.cli.types import positive_int
+from training.cli.types import positive_int, resamples
 from training.timing import TimingConfig, beats, evaluate_timing, format_report
 
 _DEFAULT = TimingConfig()
@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
                    help="send-time exploration share")
     p.add_argument("--n-mc", type=positive_int, default=_DEFAULT.n_mc, help="Thompson propensity draws")
     p.add_argument("--ci", choices=("normal", "bootstrap"), default=_DEFAULT.ci)
-    p.add_argument("--n-boot", type=positive_int, default=_DEFAULT.n_boot)
+    p.add_argument("--n-boot", type=resamples, default=_DEFAULT.n_boot,
+                   help="bootstrap resamples (--ci bootstrap), at least 100")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 

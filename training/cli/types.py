@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count", "positive_int", "open_fraction"]
+__all__ = ["count", "positive_int", "resamples", "open_fraction"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -26,6 +26,12 @@ def count(text: str) -> int:
 def positive_int(text: str) -> int:
     """A whole number >= 1."""
     return _whole(text, 1)
+
+
+def resamples(text: str) -> int:
+    """Bootstrap resamples: a whole number >= `training.ope.MIN_BOOT`."""
+    from training.ope import MIN_BOOT
+    return _whole(text, MIN_BOOT)
 
 
 def open_fraction(text: str) -> float:
