@@ -468,7 +468,8 @@ class TailorClient:
         """Decisions for an audience (PlanCampaign), one dict per user in the order of
         `user_ids` (read lazily, sent `batch_size` at a time): {"user_id", "decision_id",
         "variant_id", "arm", "propensity", "holdout", "channel", "send_at", "suppressed",
-        "reason"}. Not retried: every decision answered is already logged."""
+        "reason", "channel_propensity", "send_at_propensity"}. Not retried: every decision
+        answered is already logged."""
         def requests():
             first, batch = True, []
             for user_id in user_ids:
@@ -484,7 +485,9 @@ class TailorClient:
                     yield {"user_id": d.user_id, "decision_id": d.decision_id,
                            "variant_id": d.variant_id, "arm": d.arm, "propensity": d.propensity,
                            "holdout": d.holdout, "channel": d.channel, "send_at": d.send_at,
-                           "suppressed": d.suppressed, "reason": d.reason}
+                           "suppressed": d.suppressed, "reason": d.reason,
+                           "channel_propensity": d.channel_propensity,
+                           "send_at_propensity": d.send_at_propensity}
         except grpc.RpcError as err:
             raise TailorError(err.code(), err.details() or "") from None
 

@@ -106,15 +106,19 @@ class CampaignConverter:
 
     @staticmethod
     def plan_decisions(b: PlanBatch, lo: int, hi: int) -> list[pb.PlanDecision]:
-        """The decisions of users lo..hi-1 of a PlanCampaign batch."""
+        """The decisions of users lo..hi-1 of a PlanCampaign batch, with the contact
+        policy's propensities as the decision log holds them (1 where the batch has none)."""
         decision, cut = pb.PlanDecision, slice(lo, hi)
+        ones = itertools.repeat(1.0)
+        pcs = ones if b.channel_propensities is None else b.channel_propensities[cut]
+        pts = ones if b.send_at_propensities is None else b.send_at_propensities[cut]
         return [decision(user_id=u, decision_id=d, variant_id=v, arm=a, propensity=p,
                          holdout=a == HOLDOUT, channel=c, send_at=t, suppressed=bool(r),
-                         reason=r)
-                for u, d, v, a, p, c, t, r in zip(b.user_ids[cut], b.decision_ids[cut],
-                                                  b.variant_ids[cut], b.arms[cut],
-                                                  b.propensities[cut], b.channels[cut],
-                                                  b.send_at[cut], b.reasons[cut])]
+                         reason=r, channel_propensity=pc, send_at_propensity=pt)
+                for u, d, v, a, p, c, t, r, pc, pt in zip(
+                    b.user_ids[cut], b.decision_ids[cut], b.variant_ids[cut], b.arms[cut],
+                    b.propensities[cut], b.channels[cut], b.send_at[cut], b.reasons[cut],
+                    pcs, pts)]
 
     @staticmethod
     def from_stats(campaign: Campaign, st: dict, counters: dict) -> pb.CampaignStats:

@@ -139,3 +139,32 @@ async def test_a_user_whose_zone_goes_back_to_utc_is_binned_in_utc_again(stubs):
     utc = datetime.fromtimestamp(at, UTC)
     assert hours[utc.weekday() * 24 + 7] > 0.5  # binned at 07:00, not at Tokyo's 16:00
     assert hours[utc.weekday() * 24 + 16] == 0.0
+
+
+async def test_plan_campaign_answers_the_contact_propensities_export_decisions_logs(stubs):
+    stub, profiles = stubs
+    now = time.time()
+    hour = (int(now // H) + 5) % 24
+    window = pb.SendWindow(start_hour=(hour - 2) % 24, end_hour=(hour + 3) % 24)
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+        "p", channel="email", channels=["email", "push"], send_window=window)))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="fan", channel="email",
+                                                    opted_in=True, source="test"))
+    await track(profiles, "fan", "email_sent", [now - 60] * 20)
+    await track(profiles, "fan", "push_sent", [now - 60] * 20)
+    await track(profiles, "fan", "push_open", [now - 60] * 15)
+    msg = pb.PlanCampaignRequest(campaign_id="p", user_ids=["fan", "stranger", "owl"])
+    answered = [d async for r in stub.PlanCampaign(iter([msg]), timeout=30) for d in r.decisions]
+    logged = await exported(stub)
+    assert [d.user_id for d in answered] == ["fan", "stranger", "owl"]
+    # fan chooses between two channels (push all but ~1e-6 of draws): not 1; every send time
+    # is one of five slots, chosen with probability 1 - eps + eps/5 or eps/5: never 1
+    assert answered[0].channel_propensity == pytest.approx(
+        win_probability_2(16, 14, 1, 29), abs=1e-6)
+    for d in answered:
+        rec = logged[d.decision_id]
+        assert (d.channel, d.send_at) == (rec.channel, rec.send_at)
+        assert (d.channel_propensity, d.send_at_propensity) == (
+            rec.channel_propensity, rec.send_at_propensity)
+        assert d.send_at_propensity in (pytest.approx(1 - EPSILON + EPSILON / 5),
+                                        pytest.approx(EPSILON / 5))

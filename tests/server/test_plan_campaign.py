@@ -269,6 +269,8 @@ async def test_cli_writes_json_lines_in_order_with_progress(stub, tailor_server,
     assert [d["user_id"] for d in lines] == audience
     log = await logged(stub)
     assert all(log[d["decision_id"]].propensity == d["propensity"] for d in lines)
+    assert all((log[d["decision_id"]].channel_propensity, log[d["decision_id"]].send_at_propensity)
+               == (d["channel_propensity"], d["send_at_propensity"]) == (1.0, 1.0) for d in lines)
     assert "120/120" in out.stderr  # the progress bar, on stderr
     summary = json.loads(out.stderr[out.stderr.index("{"):])
     assert summary == {"decisions": 120, "suppressed": 0, "holdout": 0, "out": "-"}

@@ -415,7 +415,7 @@ class PlanCampaignRequest(_message.Message):
     def __init__(self, campaign_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PlanDecision(_message.Message):
-    __slots__ = ("user_id", "decision_id", "variant_id", "arm", "propensity", "holdout", "channel", "send_at", "suppressed", "reason")
+    __slots__ = ("user_id", "decision_id", "variant_id", "arm", "propensity", "holdout", "channel", "send_at", "suppressed", "reason", "channel_propensity", "send_at_propensity")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -426,6 +426,8 @@ class PlanDecision(_message.Message):
     SEND_AT_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_PROPENSITY_FIELD_NUMBER: _ClassVar[int]
+    SEND_AT_PROPENSITY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     decision_id: str
     variant_id: str
@@ -436,7 +438,9 @@ class PlanDecision(_message.Message):
     send_at: float
     suppressed: bool
     reason: str
-    def __init__(self, user_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., holdout: _Optional[bool] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    channel_propensity: float
+    send_at_propensity: float
+    def __init__(self, user_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., arm: _Optional[int] = ..., propensity: _Optional[float] = ..., holdout: _Optional[bool] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., channel_propensity: _Optional[float] = ..., send_at_propensity: _Optional[float] = ...) -> None: ...
 
 class PlanCampaignResponse(_message.Message):
     __slots__ = ("decisions",)
