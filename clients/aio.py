@@ -17,7 +17,7 @@ from protos.tailor.v1 import profile_pb2 as prof_pb
 from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
-from .client import Recommendations, TailorClient, TailorError, event_from_dict
+from .client import Recommendations, TailorClient, TailorError, event_from_dict, new_request_id
 from .profile_results import Profile
 from .results import Choice, Reward, TrackResult
 from .retry import RetryPolicy, channel_options
@@ -78,7 +78,8 @@ class AsyncTailorClient:
                              context: dict[str, float] | None = None,
                              timeout: float | None = None) -> Choice:
         req = camp_pb.ChooseVariantRequest(campaign_id=campaign_id, user_id=user_id,
-                                           context={k: float(v) for k, v in (context or {}).items()})
+                                           context={k: float(v) for k, v in (context or {}).items()},
+                                           request_id=new_request_id())
         return Choice.from_pb(await self._call(self._campaigns.ChooseVariant, req, timeout))
 
     async def report_reward(self, decision_id: str, reward: float, timeout: float | None = None) -> Reward:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,6 +97,12 @@ class Recommendations:
     @property
     def item_ids(self) -> list[str]:
         return [i.item_id for i in self.items]
+
+
+def new_request_id() -> str:
+    """A decision request's idempotency key (ChooseVariant, ComposeMessage): 32 random hex
+    characters, one per logical call; gRPC's retries resend the request, id included."""
+    return uuid.uuid4().hex
 
 
 class TailorClient:
@@ -366,16 +373,21 @@ class TailorClient:
 
     def choose_variant(self, campaign_id: str, user_id: str, context: dict[str, float] | None = None,
                        timeout: float | None = None) -> Choice:
+        """A logged decision. The request carries a new `request_id`, which the channel's
+        retries repeat: a retry of a call whose answer was lost gets the decision logged for
+        it, not a second one."""
         req = camp_pb.ChooseVariantRequest(campaign_id=campaign_id, user_id=user_id,
-                                           context={k: float(v) for k, v in (context or {}).items()})
+                                           context={k: float(v) for k, v in (context or {}).items()},
+                                           request_id=new_request_id())
         return Choice.from_pb(self._call(self._campaigns.ChooseVariant, req, timeout))
 
     def compose_message(self, campaign_id: str, user_id: str,
                         context: dict[str, float] | None = None,
                         timeout: float | None = None) -> Message:
-        """A logged decision, rendered (a suppressed decision or the holdout: no parts)."""
+        """A logged decision, rendered (a suppressed decision or the holdout: no parts); its
+        `request_id` makes a retry get the same decision, as `choose_variant`'s."""
         req = msg_pb.ComposeMessageRequest(campaign_id=campaign_id, user_id=user_id, context={
-            k: float(v) for k, v in (context or {}).items()})
+            k: float(v) for k, v in (context or {}).items()}, request_id=new_request_id())
         return Message.from_pb(self._call(self._messaging.ComposeMessage, req, timeout))
 
     def preview_message(self, campaign_id: str, variant_id: str = "", user_id: str = "",

@@ -1,6 +1,10 @@
 """Retries of UNAVAILABLE, done by gRPC itself from the channel's service config: the channel
 retries with jittered exponential backoff within each call's deadline, and never once a reply
-has started (so a call the server answered is never repeated). Streaming calls from the client
+has started. A call the server handled may still be repeated: an UNAVAILABLE status with no
+reply before it (the campaigns writer lost a batch it may have committed, a proxy dropped the
+answer) is retried. The decision calls (ChooseVariant, ComposeMessage) carry a `request_id`
+for that: the retry resends it and the server answers the decision logged for it
+(`server.campaigns.requests`); TrackEvents' event ids dedupe the same way. Streaming calls from the client
 (PushBundle, TrackEventStream, AttributeStream, PlanCampaign) are not retried: gRPC could replay
 only the first 256 KiB it buffers, and a plan answered in part is already logged."""
 from __future__ import annotations

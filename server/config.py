@@ -119,6 +119,15 @@ class Limits(BaseModel):
     linear posteriors square rewards, which a value past ~1e154 turns into inf/NaN for good."""
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
+    request_id_bytes: int = Field(64, ge=1, le=128)
+    """Longest `request_id` of a ChooseVariant or ComposeMessage, in UTF-8 bytes (the Python
+    client sends a 32-character one)."""
+    request_id_window_seconds: float = Field(3600.0, ge=1.0, le=7 * 86400.0)
+    """How long a decision's `request_id` is remembered: a ChooseVariant or ComposeMessage
+    repeating it (same caller, campaign and user) within this time is answered the decision
+    logged for it instead of deciding again (a gRPC retry of a call whose answer was lost).
+    Each remembered id costs the decision log ~120 bytes until a later decision with an id
+    removes it; older ids count as new."""
     context_value_max: float = Field(1e9, gt=0, le=1e15)
     """Largest magnitude of a request context value a campaign reads (`request.<key>`; also
     every value of a SendCampaign's context): the linear policies square them into their

@@ -56,15 +56,20 @@ class PendingChoice:
     `cancel()` (the record is then left out if its batch has not started yet). `profile`:
     (feature state, meta record, live seen-set or None) of the user as the contact policy read
     them, when the caller asked for them (`Campaigns.decide(profile=True)`, `seen=True` for the
-    seen-set) and the policy read the profile; else None.
+    seen-set) and the policy read the profile; else None. `request`: the digest of the
+    caller's request id (b"": none); when the writer finds it answered before, `logged()`
+    returns that decision (`replay` of its logged record) instead of this one (not counted).
     """
 
-    __slots__ = ("campaign_id", "choice", "profile", "_committed", "_outcome", "_count")
+    __slots__ = ("campaign_id", "choice", "profile", "request", "_committed", "_outcome",
+                 "_count", "_replay")
 
     def __init__(self, campaign_id: str, choice: Choice, committed: asyncio.Future,
-                 outcome: str, count: Callable[[str, str], None], profile: tuple | None = None):
+                 outcome: str, count: Callable[[str, str], None], profile: tuple | None = None,
+                 request: bytes = b"", replay: Callable[[dict], Choice] | None = None):
         self.campaign_id, self.choice, self.profile = campaign_id, choice, profile
         self._committed, self._outcome, self._count = committed, outcome, count
+        self.request, self._replay = request, replay
 
     async def logged(self, on_cancel: Callable[[asyncio.Future], None] | None = None) -> Choice:
         """The decision once its record is committed (suppressed if over a cap). Cancelled
@@ -79,6 +84,8 @@ class PendingChoice:
                 on_cancel(self._committed)
                 raise
         choice = self.choice
+        if reason.__class__ is dict:  # a repeated request id: the decision logged for it
+            return self._replay(reason)
         if reason and not choice.suppressed:  # over a frequency cap, found where it was logged
             self._count(self.campaign_id, "suppressed")
             return choice.capped(reason)

@@ -44,6 +44,7 @@ from .power import (
 )
 from .records import NO_ARM, PENDING, SUPPRESSED, DecisionRecord, RewardOutcome, RewardRequest
 from .repository import PLAN_SLICES_ALONE, CampaignRepository
+from .requests import request_digest
 from .spec import Campaign, CampaignSpec
 
 if TYPE_CHECKING:
@@ -217,12 +218,16 @@ class Campaigns:
         return verdict, states[0] if entry.with_states else UNREAD, read
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
-                     now: float | None = None) -> Choice:
+                     now: float | None = None, request_id: str = "", caller: str = "") -> Choice:
         """One decision, logged before it returns; `now` (unix s) is the decision time (tests
         fix it to check quiet hours; default: the clock). A caller cancelled before the answer
-        (a deadline) never received the decision: once committed, it is withdrawn."""
-        pending = self.decide(campaign_id, user_id, context, now)
+        (a deadline) never received the decision: once committed, it is withdrawn (unless a
+        repeat of its `request_id` was answered it meanwhile: `requests`)."""
+        pending = self.decide(campaign_id, user_id, context, now, request_id=request_id,
+                              caller=caller)
         decision_id = pending.choice.decision_id
+        if pending.request:
+            decision_id = (decision_id, pending.request)
         return await pending.logged(
             on_cancel=lambda committed: self._withdraw_after([([decision_id], committed)]))
 
@@ -238,6 +243,8 @@ class Campaigns:
                 reasons = None if future.cancelled() or future.exception() else future.result()
                 if isinstance(reasons, str):  # one decision's (ChooseVariant)
                     reasons = [reasons]
+                elif isinstance(reasons, dict):  # a repeated request's: nothing was logged
+                    continue
                 ids += pending if reasons is None else [d for d, r in zip(pending, reasons) if not r]
             if ids:
                 try:
@@ -250,7 +257,7 @@ class Campaigns:
 
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                now: float | None = None, profile: bool = False, seen: bool = False,
-               decision_id: str = "") -> PendingChoice:
+               decision_id: str = "", request_id: str = "", caller: str = "") -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
         `logged()` (the commit, which may find it over a frequency cap) before it answers.
         `profile`: the contact policy's read takes the user's feature state too, and the
@@ -258,19 +265,26 @@ class Campaigns:
         for a caller that renders from the profile (ComposeMessage), so it need not read it
         again; `seen`: the live seen-set in the third place, for a caller that recommends for
         the user on the loop from the same read; `decision_id`: the id the caller fixed in
-        advance (`fixed_decision_id`; default: a new one)."""
+        advance (`fixed_decision_id`; default: a new one); `request_id`: the caller's id of the
+        request (with `caller`, the principal's name), answered with the decision logged for it
+        if it was logged before (`requests`); the pending choice's `logged()` then gives that
+        decision."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
         if len(context) > lim.context_entries:  # compared inline: the hot path
             check_count("context", len(context), lim.context_entries)
+        request = b""
+        if request_id:
+            check_id("request_id", request_id, lim.request_id_bytes)
+            request = request_digest(caller, campaign_id, user_id, request_id)
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
         now = time.time() if now is None else now
         verdict, state, read = self._verdict(entry, user_id, now, profile, seen)
         decision_id = decision_id or _decision_id(now)
         if verdict.suppressed:
-            return self._log_suppressed(spec, user_id, now, verdict, decision_id)
+            return self._log_suppressed(spec, user_id, now, verdict, decision_id, request)
         ctx = entry.context.build(user_id, context, state)
         decision = self.decider.decide(spec, blob, user_id, ctx)
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
@@ -279,12 +293,13 @@ class Campaigns:
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
             0, variant.id if variant else "", PENDING, now + spec.reward_window_seconds,
             spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
-            verdict.channel_propensity, verdict.send_at_propensity, entry.transactional)))
+            verdict.channel_propensity, verdict.send_at_propensity, entry.transactional,
+            request)))
         return PendingChoice(campaign_id, Choice(
             decision_id, decision.arm, decision.propensity, variant.id if variant else "",
             dict(variant.content) if variant else {}, False, "", verdict.channel,
             verdict.send_at), committed, "variant" if variant else "holdout", self._counted,
-            read)
+            read, request, _replayer(spec) if request else None)
 
     def _counted(self, campaign_id: str, outcome: str) -> None:
         """Count a decision (`metrics.CAMPAIGN_DECISIONS`); the label children are kept per
@@ -296,14 +311,16 @@ class Campaigns:
         counter.inc()
 
     def _log_suppressed(self, spec: CampaignSpec, user_id: str, now: float,
-                        verdict: Verdict, decision_id: str) -> PendingChoice:
+                        verdict: Verdict, decision_id: str, request: bytes = b"") -> PendingChoice:
         """Log a decision the contact policy refused before any variant was chosen."""
         rec = DecisionRecord(decision_id, spec.campaign_id, user_id, now, B.HOLDOUT, 0.0, None,
-                             [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at)
+                             [], 0, "", PENDING, now, False, verdict.channel, verdict.send_at,
+                             request=request)
         committed = self._log.enqueue(tuple(rec.suppressed(verdict.reason)))
         return PendingChoice(spec.campaign_id, Choice(
             decision_id, NO_ARM, 0.0, "", {}, True, verdict.reason, verdict.channel,
-            verdict.send_at), committed, "suppressed", self._counted)
+            verdict.send_at), committed, "suppressed", self._counted, None, request,
+            _replayer(spec) if request else None)
 
     @staticmethod
     def fixed_decision_id(started: float, key: str) -> str:
@@ -435,6 +452,12 @@ class Campaigns:
         await self._event_rewards.close()
         await self._sends.close()
         await self._writer.close()
+
+
+def _replayer(spec: CampaignSpec):
+    """A logged record (a repeated request's decision) as its `Choice`, under `spec`."""
+    content = {v.id: v.content for v in spec.variants}
+    return lambda rec: _logged_choice(rec, content)
 
 
 def _logged_choice(rec: dict, content: Mapping[str, Mapping[str, str]]) -> Choice:

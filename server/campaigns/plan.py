@@ -298,9 +298,9 @@ def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[
     cid, deadline, linear = spec.campaign_id, now + spec.reward_window_seconds, spec.dim > 0
     ones, tx = [1.0] * len(batch), spec.purpose == TRANSACTIONAL
     return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, deadline, linear, ch, t, "", caps[ch],
-             pc, pt, tx)
+             pc, pt, tx, b"")
             if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
-                           ch, t, r, (), pc, pt, tx)
+                           ch, t, r, (), pc, pt, tx, b"")
             for d, u, a, p, v, ch, t, r, ctx, pc, pt in zip(
                 batch.decision_ids, batch.user_ids, batch.arms, batch.propensities,
                 batch.variant_ids, batch.channels, batch.send_at, batch.reasons, contexts,

@@ -81,6 +81,9 @@ class DecisionRecord(NamedTuple):
     transactional: bool = False
     """Whether the campaign is transactional (its contact is left out of the global, marketing
     caps); not stored."""
+    request: bytes = b""
+    """The digest of the request id the decision answers (`requests.request_digest`; b"":
+    none); not stored: the writer answers a repeat of it with the decision logged for it."""
 
     def suppressed(self, reason: str) -> DecisionRecord:
         """This decision refused by the contact policy: no arm, variant or propensity."""

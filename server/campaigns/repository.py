@@ -60,6 +60,7 @@ from .records import (
     RewardOutcome,
     RewardRequest,
 )
+from .requests import RequestIds
 from .spec import Campaign
 
 __all__ = ["CampaignRepository", "writer_functions", "PENDING", "REWARDED", "DEFAULT",
@@ -73,6 +74,7 @@ class CampaignRepository:
         self._d = store.table("decisions")
         self.log = DecisionLog(store)
         self.contacts = ContactLog(store, limits)
+        self.requests = RequestIds(self._d, limits.request_id_window_seconds)
         self.limits = limits
         self._parsed: dict[bytes, Campaign] = {}
 
@@ -157,25 +159,56 @@ class CampaignRepository:
         counted in this transaction, so concurrent decisions cannot both pass a cap."""
         checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
         parts = decision_parts(records)  # outside the writer lock
+        asked = [(i, r.request) for i, r in enumerate(records) if r.request]
 
         def fn(txn):
             now = time.time()
             recs, reasons = list(records), [""] * len(records)
-            passed = self.contacts.admit(txn, [a for _, a in checks], now) if checks else ()
+            repeats = self._repeats(txn, asked, now) if asked else {}
+            checked = [c for c in checks if c[0] not in repeats] if repeats else checks
+            passed = self.contacts.admit(txn, [a for _, a in checked], now) if checked else ()
             entries, index, dues = (list(p) for p in parts)
-            for (i, _), ok in zip(checks, passed):
+            for (i, _), ok in zip(checked, passed):
                 if not ok:
                     recs[i], reasons[i] = recs[i].suppressed(FREQUENCY_CAP), FREQUENCY_CAP
                     (entries[i],), (index[i],), (dues[i],) = decision_parts([recs[i]])
             per_campaign = {}
-            for rec in recs:
-                if rec.status == PENDING:
+            for i, rec in enumerate(recs):
+                if rec.status == PENDING and i not in repeats:
                     per_campaign.setdefault(rec.campaign_id, []).append(rec.arm)
+            if repeats:
+                entries, index, dues = ([x for i, x in enumerate(p) if i not in repeats]
+                                        for p in (entries, index, dues))
             self._d.put_many(txn, entries + index + [d for d in dues if d is not None])
             for campaign_id, arms in per_campaign.items():
                 self._count(txn, campaign_id, arms=arms)
-            return [r or rec.reason for r, rec in zip(reasons, records)]
+            out = [r or rec.reason for r, rec in zip(reasons, records)]
+            for i, digest in asked:
+                if i not in repeats:
+                    self.requests.remember(txn, digest, recs[i].decision_id, now)
+            for i, original in repeats.items():  # the logged record, or the row it repeats
+                out[i] = original if isinstance(original, dict) else _as_logged(recs[original])
+            return out
         return self.store.write(fn)
+
+    def _repeats(self, txn, asked: Sequence[tuple[int, bytes]], now: float) -> dict:
+        """{row: the logged record (a dict) it repeats, or the index of an earlier row of this
+        batch it repeats} of the rows whose request id was answered before (`requests`): not
+        withdrawn, still logged, within the window."""
+        out, first = {}, {}
+        for i, digest in asked:
+            if digest in first:
+                out[i] = first[digest]
+                continue
+            entry = self.requests.find(txn, digest, now)
+            found = None if entry is None else self._lookup(txn, entry["d"])
+            if found is None or (found[1]["status"] == SUPPRESSED
+                                 and found[1].get("reason") == WITHDRAWN):
+                first[digest] = i
+                continue
+            self.requests.repeated(txn, digest, entry)
+            out[i] = first[digest] = found[1]
+        return out
 
     def withdraw(self, batches: Sequence[Sequence[str]], reason: str = WITHDRAWN) -> list[int]:
         """Withdraw logged decisions nobody received (a PlanCampaign stream that ended before
@@ -189,6 +222,10 @@ class CampaignRepository:
             for ids in batches:
                 n = 0
                 for decision_id in ids:
+                    if decision_id.__class__ is tuple:  # (decision id, request digest)
+                        decision_id, digest = decision_id
+                        if not self.requests.release(txn, digest, decision_id):
+                            continue  # a repeat of its request was answered it
                     found = self._lookup(txn, decision_id)
                     if found is None or found[1]["status"] != PENDING:
                         continue
@@ -408,6 +445,12 @@ def _record(row: tuple) -> DecisionRecord:
     """A record from its tuple; one without the trailing fields that have defaults (sent by a
     caller that does not set them) gets those defaults."""
     return DecisionRecord._make(row) if len(row) == _FIELDS else DecisionRecord(*row)
+
+
+def _as_logged(rec: DecisionRecord) -> dict:
+    """A record as the decision log reads it back (a repeat of a request within one batch is
+    answered its first row's decision as logged)."""
+    return decode_decision(rec.to_bytes())
 
 
 def _log_batches(repo: CampaignRepository, batches: Sequence[Sequence[tuple]]) -> list[list]:

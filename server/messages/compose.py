@@ -123,13 +123,16 @@ class Composer:
         return campaign
 
     async def compose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
-                      deliver: bool = False) -> Message:
+                      deliver: bool = False, request_id: str = "", caller: str = "") -> Message:
+        """ComposeMessage; `request_id` (with `caller`): a repeat of it is answered the
+        decision logged for it (`Campaigns.decide`)."""
         if deliver:  # before the decision: a refused call logs nothing (as SendCampaign)
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
             campaign = await self.message_campaign(campaign_id)
             self.delivery.check_adapter(campaign.spec.channel)
-        out, recipient = await self.decide_and_render(campaign_id, user_id, context, on_loop=True)
+        out, recipient = await self.decide_and_render(campaign_id, user_id, context, on_loop=True,
+                                                      request_id=request_id, caller=caller)
         if deliver and recipient is not None:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
@@ -156,13 +159,16 @@ class Composer:
 
     async def decide_and_render(self, campaign_id: str, user_id: str,
                                 context: Mapping[str, float], on_loop: bool = False,
-                                decision_id: str = "") -> tuple[Message, Recipient | None]:
+                                decision_id: str = "", request_id: str = "",
+                                caller: str = "") -> tuple[Message, Recipient | None]:
         """One logged decision, the contact policy's verdict, and (unless suppressed or in the
         holdout, where the recipient is None) the rendered message with its recipient.
         `on_loop`: the template's `recommend()` calls run on the event loop (one message asked
         for, ComposeMessage), not in the batch thread (SendCampaign's many at once share its
         batches; `Recommender.recommend`). `decision_id`: the id the caller fixed for the
         decision (SendCampaign's, so that a resumed job finds it: `render_logged`).
+        `request_id`, `caller`: as `Campaigns.decide` (a repeated request renders the decision
+        logged for it).
 
         The message is rendered while the decision's record is being committed (the variant is
         known before; only a frequency cap's refusal comes from the commit), and the answer
@@ -171,7 +177,8 @@ class Composer:
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
         pending = self.campaigns.decide(campaign_id, user_id, context, profile=True, seen=on_loop,
-                                        decision_id=decision_id)
+                                        decision_id=decision_id, request_id=request_id,
+                                        caller=caller)
         try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
             drafted = await self._draft(campaign, pending.choice, user_id, on_loop,
@@ -181,7 +188,10 @@ class Composer:
             raise
         except Exception as err:  # raised once the commit says the decision stands
             drafted = err
-        out = _message(campaign, await pending.logged())
+        choice = await pending.logged()
+        if choice.decision_id != pending.choice.decision_id:  # a repeated request's decision
+            return await self.render_logged(campaign_id, user_id, choice)
+        out = _message(campaign, choice)
         if out.suppressed or out.holdout:
             return out, None
         if isinstance(drafted, Exception):

@@ -216,7 +216,10 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
     @grpc_errors
     async def ChooseVariant(self, request: pb.ChooseVariantRequest,
                             context) -> pb.ChooseVariantResponse:
-        choice = await self.campaigns.choose(request.campaign_id, request.user_id, request.context)
+        rid = request.request_id
+        choice = await self.campaigns.choose(
+            request.campaign_id, request.user_id, request.context, request_id=rid,
+            caller=current_principal().name if rid else "")
         return CampaignConverter.from_choice(choice)
 
     @grpc_errors

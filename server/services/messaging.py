@@ -54,8 +54,10 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
 
     @grpc_errors
     async def ComposeMessage(self, request: pb.ComposeMessageRequest, context) -> pb.Message:
+        rid = request.request_id
         message = await self.composer.compose(request.campaign_id, request.user_id,
-                                              request.context, request.deliver)
+                                              request.context, request.deliver, rid,
+                                              current_principal().name if rid else "")
         return MessageConverter.from_message(message)
 
     @grpc_errors

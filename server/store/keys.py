@@ -77,7 +77,8 @@ __all__ = [
     "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
-    "INDEX_PREFIX", "due_key", "DUE_PREFIX", "contact_key", "CONTACTS_SUFFIX",
+    "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
+    "request_expiry_key", "REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
@@ -214,6 +215,18 @@ def tombstone_parts(key: bytes) -> tuple[str, str]:
 COUNT_PREFIX = SEP + b"count" + SEP
 INDEX_PREFIX = SEP + b"d" + SEP
 DUE_PREFIX = SEP + b"w" + SEP
+REQUEST_PREFIX = SEP + b"r" + SEP
+REQUEST_EXPIRY_PREFIX = SEP + b"q" + SEP
+
+
+def request_key(digest: bytes) -> bytes:
+    """The entry of a decision request id (`campaigns.requests`): its hex keyed digest."""
+    return REQUEST_PREFIX + digest
+
+
+def request_expiry_key(ts: float, digest: bytes) -> bytes:
+    """The expiry entry of a request id entry made at `ts`, in time order."""
+    return REQUEST_EXPIRY_PREFIX + ms_part(ts) + digest
 
 
 def campaign_key(campaign_id: str) -> bytes:

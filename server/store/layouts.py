@@ -169,6 +169,13 @@ KINDS: tuple[RecordKind, ...] = (
                "the decision key"),
     RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),
                "the decision key"),
+    RecordKind("decision_request", "decisions", 1, lambda k: k.startswith(K.REQUEST_PREFIX),
+               "JSON {d, t, r}: the decision a ChooseVariant/ComposeMessage request id was "
+               "answered with, when, and whether a repeat was answered it "
+               "(campaigns.requests)"),
+    RecordKind("decision_request_expiry", "decisions", 1,
+               lambda k: k.startswith(K.REQUEST_EXPIRY_PREFIX),
+               "empty: a request id entry in the order of its time (campaigns.requests)"),
     RecordKind("contact_history", "contacts", 2, lambda k: k.endswith(K.CONTACTS_SUFFIX),
                "JSON list of a user's recent contacts [time, channel, decision id] "
                "(contact.caps.ContactHistory); 2: a transactional campaign's with a fourth "

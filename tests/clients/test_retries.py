@@ -10,6 +10,8 @@ import pytest
 
 from clients import RetryPolicy, TailorClient, TailorError
 from clients.aio import AsyncTailorClient
+from protos.tailor.v1 import campaign_pb2 as camp_pb
+from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as pb_grpc
 
@@ -72,3 +74,38 @@ def test_the_asyncio_client_retries_too(flaky):
             await client.ping()
     asyncio.run(ping())
     assert servicer.calls == 3
+
+
+class _FlakyChooser(camp_grpc.CampaignServiceServicer):
+    """ChooseVariant answers UNAVAILABLE twice a call, recording each attempt's request id."""
+
+    def __init__(self):
+        self.ids: list[str] = []
+
+    def ChooseVariant(self, request, context):
+        self.ids.append(request.request_id)
+        if len(self.ids) % 3:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "not now")
+        return camp_pb.ChooseVariantResponse(decision_id=f"d{len(self.ids)}", arm=0)
+
+
+def test_a_retried_choose_variant_repeats_its_request_id_and_a_new_call_has_its_own():
+    servicer = _FlakyChooser()
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    camp_grpc.add_CampaignServiceServicer_to_server(servicer, server)
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        with TailorClient(target, timeout=10) as client:
+            client.choose_variant("c1", "ann")
+            client.choose_variant("c1", "ann")
+
+        async def choose():
+            async with AsyncTailorClient(target, timeout=10) as client:
+                await client.choose_variant("c1", "ann")
+        asyncio.run(choose())
+    finally:
+        server.stop(None)
+    calls = [servicer.ids[i:i + 3] for i in range(0, 9, 3)]
+    assert len(servicer.ids) == 9 and all(len(set(c)) == 1 and c[0] for c in calls)
+    assert len({c[0] for c in calls}) == 3

@@ -137,7 +137,7 @@ def test_an_export_read_in_small_snapshots_misses_and_repeats_nothing(store):
     repo = CampaignRepository(store)
     rows = [_row(f"d{i:03d}", f"u{i % 7}", NOW + i, "suppressed" if i % 5 == 0 else "pending")
             for i in range(40)]
-    repo.log_decisions([DecisionRecord._make(r) for r in rows])
+    repo.log_decisions([DecisionRecord(*r) for r in rows])
     whole = [r["decision_id"] for r in repo.log.export(include_pending=True,
                                                        include_suppressed=True)]
     assert sorted(whole) == sorted(r[0] for r in rows)

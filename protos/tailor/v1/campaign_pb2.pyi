@@ -172,7 +172,7 @@ class ListCampaignsResponse(_message.Message):
     def __init__(self, campaigns: _Optional[_Iterable[_Union[Campaign, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ChooseVariantRequest(_message.Message):
-    __slots__ = ("campaign_id", "user_id", "context")
+    __slots__ = ("campaign_id", "user_id", "context", "request_id")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -183,10 +183,12 @@ class ChooseVariantRequest(_message.Message):
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     user_id: str
     context: _containers.ScalarMap[str, float]
-    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ChooseVariantResponse(_message.Message):
     __slots__ = ("decision_id", "variant_id", "arm", "propensity", "holdout", "content", "suppressed", "reason", "channel", "send_at")

@@ -121,7 +121,7 @@ class SendProgress(_message.Message):
     def __init__(self, send_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., suppressed: _Optional[int] = ..., suppressed_by_reason: _Optional[_Mapping[str, int]] = ..., failed: _Optional[int] = ..., failed_by_reason: _Optional[_Mapping[str, int]] = ..., pending: _Optional[int] = ..., done: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
 
 class ComposeMessageRequest(_message.Message):
-    __slots__ = ("campaign_id", "user_id", "context", "deliver")
+    __slots__ = ("campaign_id", "user_id", "context", "deliver", "request_id")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -133,11 +133,13 @@ class ComposeMessageRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     DELIVER_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     user_id: str
     context: _containers.ScalarMap[str, float]
     deliver: bool
-    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ..., deliver: _Optional[bool] = ...) -> None: ...
+    request_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_id: _Optional[str] = ..., context: _Optional[_Mapping[str, float]] = ..., deliver: _Optional[bool] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PreviewMessageRequest(_message.Message):
     __slots__ = ("campaign_id", "variant_id", "user_id", "sample_attributes", "sample_interests", "channel")

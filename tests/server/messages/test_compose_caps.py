@@ -64,3 +64,22 @@ async def test_a_decision_logged_before_is_rendered_as_logged_not_decided_again(
     exported = [r async for r in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
         campaign_id="mail", include_pending=True, include_suppressed=True))]
     assert sorted(r.decision_id for r in exported) == sorted([first, second])  # none added
+
+
+async def test_composes_repeating_a_request_id_get_one_decision_rendered_alike(
+        campaigns, profiles, messaging, catalog):
+    """16 concurrent composes with one request id (a client's retries) under a cap of one
+    email a day: the same logged decision and message for all, not one sent and 15 capped;
+    another id is a decision of its own (over the cap)."""
+    await capped_mail_to_u1(campaigns, profiles, catalog)
+    got = await asyncio.gather(*(messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="u1", request_id="r1")) for _ in range(16)))
+    assert not got[0].suppressed and got[0].parts["subject"] == "Hi Ann"
+    assert all((m.decision_id, dict(m.parts), m.suppressed) == (
+        got[0].decision_id, dict(got[0].parts), False) for m in got)
+    other = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="u1", request_id="r2"))
+    assert other.suppressed and other.reason == "frequency_cap"
+    logged = [r async for r in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
+        campaign_id="mail", include_pending=True, include_suppressed=True))]
+    assert sorted(r.decision_id for r in logged) == sorted([got[0].decision_id, other.decision_id])

@@ -1,0 +1,155 @@
+"""Request ids (idempotency keys) of ChooseVariant: a repeat of an id (a client's retry of a
+call whose answer was lost) is answered the decision logged for it, across worker processes,
+and counts once toward the frequency caps; another id is a new decision (`campaigns.requests`)."""
+import asyncio
+import contextlib
+import threading
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as pb
+from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+from tests.server.test_campaigns import code_of
+
+
+def _spec(cid: str) -> pb.CampaignSpec:
+    return pb.CampaignSpec(campaign_id=cid, policy="bernoulli_ts", channel="push",
+                           reward_window_seconds=3600,
+                           variants=[pb.Variant(id=f"v{i}") for i in range(3)],
+                           frequency_caps=[pb.FrequencyCap(channel="push", max=2,
+                                                           window_seconds=3600)])
+
+
+def _request(user: str, request_id: str) -> pb.ChooseVariantRequest:
+    return pb.ChooseVariantRequest(campaign_id="c1", user_id=user, request_id=request_id)
+
+
+def _export(stub) -> list[pb.DecisionRecord]:
+    return list(stub.ExportDecisions(pb.ExportDecisionsRequest(
+        campaign_id="c1", include_pending=True, include_suppressed=True), timeout=30))
+
+
+def test_a_repeated_request_id_is_one_decision_across_two_workers(server_process, tmp_path):
+    server = server_process(tmp_path / "data", workers=2, env={"TAILOR_LMDB_SYNC": "false"})
+    with grpc.insecure_channel(server.target) as ch:
+        pb_grpc.CampaignServiceStub(ch).CreateCampaign(
+            pb.CreateCampaignRequest(spec=_spec("c1")), timeout=30)
+    answers, start = [], threading.Barrier(12)
+
+    def send(i: int) -> None:
+        # a channel (connection) of its own: the kernel spreads connections over the workers
+        with grpc.insecure_channel(server.target,
+                                   options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
+            stub = pb_grpc.CampaignServiceStub(ch)
+            stub.ChooseVariant(_request(f"warm{i}", "w"), timeout=30)  # connected
+            start.wait(timeout=30)
+            answers.extend(stub.ChooseVariant(_request("ann", "r-1"), timeout=30)
+                           for _ in range(3))
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(12)]
+    [t.start() for t in threads]
+    [t.join(timeout=120) for t in threads]
+    assert len(answers) == 36
+    first = answers[0]
+    assert not first.suppressed and first.variant_id and first.channel == "push"
+    assert all(a == first for a in answers)  # the same decision, field for field
+    with grpc.insecure_channel(server.target) as ch:
+        stub = pb_grpc.CampaignServiceStub(ch)
+        logged = [r for r in _export(stub) if r.user_id == "ann"]
+        assert [(r.decision_id, r.status) for r in logged] == [(first.decision_id, "pending")]
+        # the cap (2 a window) counted the 36 answers once: one more id is decided, the
+        # third is over the cap; each is a decision of its own
+        second = stub.ChooseVariant(_request("ann", "r-2"), timeout=30)
+        third = stub.ChooseVariant(_request("ann", "r-3"), timeout=30)
+        assert not second.suppressed and second.decision_id != first.decision_id
+        assert third.suppressed and third.reason == "frequency_cap"
+        assert stub.ChooseVariant(_request("ann", "r-2"), timeout=30) == second
+        # the same id for another user (or campaign) is a request of its own
+        other = stub.ChooseVariant(_request("bob", "r-1"), timeout=30)
+        assert other.decision_id != first.decision_id and not other.suppressed
+        logged = {r.decision_id: r for r in _export(stub) if r.user_id in ("ann", "bob")}
+        assert sorted(logged) == sorted(
+            [first.decision_id, second.decision_id, third.decision_id, other.decision_id])
+        st = stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id="c1"), timeout=30)
+        assert sum(v.decisions for v in st.variants) + st.holdout_decisions == 12 + 3
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from server.config import Limits, Settings
+    return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                    secrets_dir=tmp_path / "secrets",
+                    limits=Limits(request_id_bytes=8, request_id_window_seconds=1.0))
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.CampaignServiceStub(channel)
+
+
+async def test_an_id_is_remembered_for_the_window_then_decided_anew(stub, tailor_server):
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+    first = await stub.ChooseVariant(_request("cy", "once"))
+    again = await asyncio.gather(*(stub.ChooseVariant(_request("cy", "once")) for _ in range(5)))
+    assert all(a == first for a in again)
+    await asyncio.sleep(1.3)  # past Limits.request_id_window_seconds
+    later = await stub.ChooseVariant(_request("cy", "once"))
+    assert later.decision_id != first.decision_id and not later.suppressed
+    # the expired entry went when the later one was remembered: one entry, one expiry entry
+    from server.store.keys import REQUEST_EXPIRY_PREFIX, REQUEST_PREFIX
+    with tailor_server.store.read() as txn:
+        table = tailor_server.store.table("decisions")
+        kept = [k for k, _ in table.items(txn, REQUEST_EXPIRY_PREFIX)
+                if k.startswith((REQUEST_PREFIX, REQUEST_EXPIRY_PREFIX))]
+    assert len(kept) == 2
+
+
+async def test_a_request_id_over_its_bound_is_invalid(stub):
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+    code, details = await code_of(stub.ChooseVariant(_request("cy", "123456789")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in details
+    code, _ = await code_of(stub.ChooseVariant(_request("cy", "a\x01")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _settled(server, user: str) -> dict[str, pb.DecisionRecord]:
+    """The user's logged decisions once no withdrawal is in progress."""
+    while server.campaigns._withdrawing:
+        await asyncio.sleep(0.01)
+    stub = pb_grpc.CampaignServiceStub(grpc.aio.insecure_channel(f"127.0.0.1:{server.port}"))
+    return {r.decision_id: r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+        campaign_id="c1", include_pending=True, include_suppressed=True)) if r.user_id == user}
+
+
+async def test_a_withdrawn_decision_is_never_the_answer_to_a_repeat(stub, tailor_server):
+    """A first attempt cancelled once its record went to the writer (a deadline) is withdrawn;
+    a repeat of its id afterwards is decided anew; a repeat that was answered the decision
+    before the withdrawal keeps it from being withdrawn."""
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+    campaigns = tailor_server.campaigns
+
+    async def cancelled(user: str) -> None:
+        call = asyncio.create_task(campaigns.choose("c1", user, {}, request_id="x"))
+        await asyncio.sleep(0)  # decided, its record queued
+        await asyncio.sleep(0)  # the batch handed to the writer
+        call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await call
+
+    await cancelled("ann")
+    logged = await _settled(tailor_server, "ann")
+    assert [(r.status, r.reason) for r in logged.values()] == [("suppressed", "withdrawn")]
+    again = await campaigns.choose("c1", "ann", {}, request_id="x")
+    logged = await _settled(tailor_server, "ann")
+    assert len(logged) == 2 and logged[again.decision_id].status == "pending"
+
+    first = asyncio.create_task(campaigns.choose("c1", "bob", {}, request_id="x"))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    repeat = asyncio.create_task(campaigns.choose("c1", "bob", {}, request_id="x"))
+    await asyncio.sleep(0)  # queued behind the first attempt's batch
+    first.cancel()
+    answer = await repeat
+    logged = await _settled(tailor_server, "bob")
+    assert logged[answer.decision_id].status == "pending"  # never a withdrawn decision
+    assert len(logged) == 1 and not answer.suppressed  # the first attempt's, kept
