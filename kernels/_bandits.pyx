@@ -292,6 +292,67 @@ def ts_choose(int kind, const double[:, ::1] params, Rng rng, intp_t n_mc, doubl
     return arm
 
 
+INVERSE_MIN_DRAWS = 256
+"""The fewest draws `ts_choose_inverse` may stop at (the fixed count lints used before)."""
+
+
+def ts_choose_inverse(int kind, const double[:, ::1] params, Rng rng, intp_t wins,
+                      intp_t max_samples, double[::1] probs):
+    """Thompson decision with an inverse-sampling propensity (contextual Thompson).
+
+    After the decision draw chooses `arm`, more posterior draws are made until `arm` has been
+    the argmax `wins` times (N draws in all): wins / N estimates P(arm), and N / wins is an
+    exactly unbiased estimate of 1 / P(arm) (negative binomial: E[N] = wins / P), which is the
+    weight off-policy estimates use; a fixed number of draws undervalues rare arms
+    (E[(n + 1) / (1 + W)] = (1 - (1 - p)^(n + 1)) / p). Expected draws: wins / P(arm), so
+    wins * K a decision on average whatever the posterior. At most
+    max(max_samples // K, INVERSE_MIN_DRAWS) draws: past that (an arm rarer than about
+    wins * K / max_samples) the estimate is (W + 1) / (draws + 1) as `ts_choose`'s, and the
+    weight is biased low as said above (never more than 256 fixed draws' was).
+
+    Parameters
+    ----------
+    kind, params : as `ts_choose`.
+    wins : int, >= 1
+        Times the chosen arm must win the extra draws.
+    max_samples : int
+        Most arm values drawn for the estimate (draws * K): bounds the time of one decision.
+    probs : (K,) float64
+        Out: each arm's share of the extra draws (the chosen arm's: wins / N, or the capped
+        estimate); sums to 1.
+
+    Returns
+    -------
+    (arm, draws) : (int, int)
+        The decision and the extra draws made.
+    """
+    cdef intp_t k = params.shape[1], i, arm, best, n = 0
+    cdef intp_t cap = max(max_samples // k, INVERSE_MIN_DRAWS)
+    cdef double* buf = <double*>malloc(k * sizeof(double))
+    if wins < 1:
+        free(buf)
+        raise ValueError("wins must be at least 1")
+    with nogil:
+        _draw(kind, &params[0, 0], k, &rng.state, buf)
+        arm = _argmax(buf, k)
+        for i in range(k):
+            probs[i] = 0.0
+        while probs[arm] < wins and n < cap:
+            _draw(kind, &params[0, 0], k, &rng.state, buf)
+            best = _argmax(buf, k)
+            probs[best] += 1.0
+            n += 1
+        if probs[arm] >= wins:
+            for i in range(k):
+                probs[i] /= n
+        else:  # capped: the decision draw counted in, as `ts_choose` does
+            probs[arm] += 1.0
+            for i in range(k):
+                probs[i] /= (n + 1.0)
+    free(buf)
+    return arm, n
+
+
 def beta_ts_choose(const double[::1] n, const double[::1] s, double a0, double b0, Rng rng):
     """Decision-only Bernoulli Thompson step straight from the counts (no propensity, no copy)."""
     cdef intp_t k = n.shape[0], i, best = 0

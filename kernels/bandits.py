@@ -298,7 +298,7 @@ def posterior_params(state: BanditState, x=None) -> tuple[int, np.ndarray]:
 
 
 def choose(state: BanditState, rng, x=None, *, user_id=None, salt: str = "", n_mc: int = 256,
-           use_native: bool = True) -> Decision:
+           wins: int = 0, max_samples: int = 0, use_native: bool = True) -> Decision:
     """Pick an arm for one request.
 
     Parameters
@@ -309,6 +309,10 @@ def choose(state: BanditState, rng, x=None, *, user_id=None, salt: str = "", n_m
     user_id, salt : str, hashed for ``fixed`` and for the holdout (required if either is used).
     n_mc : int, Monte Carlo draws behind Thompson propensities (0 = skip them: propensity nan).
         Standard error of a propensity p is sqrt(p (1 - p) / n_mc): <= 0.031 at 256 draws.
+    wins, max_samples : int, for ``lints`` when `wins` > 0: the propensity by inverse sampling
+        instead of `n_mc` draws (`_bandits.ts_choose_inverse`: draws until the chosen arm has
+        won `wins` of them, at most `max_samples` arm values), whose inverse is an unbiased
+        IPS weight unless the cap is reached.
 
     Returns
     -------
@@ -332,7 +336,10 @@ def choose(state: BanditState, rng, x=None, *, user_id=None, salt: str = "", n_m
         arm = _bandits.beta_ts_choose(state.n, state.s, p.a0, p.b0, rng)
     else:
         kind, post = posterior_params(state, x)
-        if use_native:
+        if wins > 0 and state.policy == "lints":
+            arm = (_bandits.ts_choose_inverse if use_native else _ts_inverse_numpy)(
+                kind, post, rng, wins, max_samples, probs)[0]
+        elif use_native:
             arm = _bandits.ts_choose(kind, post, rng, n_mc, probs)
         else:
             arm = _ts_numpy(kind, post, rng, n_mc, probs)
@@ -361,7 +368,8 @@ def sample_arms(probs: np.ndarray, rng, n: int) -> np.ndarray:
 
 
 def choose_batch(state: BanditState, rng, user_ids, X=None, *, salt: str = "", n_mc: int = 256,
-                 probs=None, use_native: bool = True) -> BatchDecision:
+                 wins: int = 0, max_samples: int = 0, probs=None,
+                 use_native: bool = True) -> BatchDecision:
     """Pick an arm for each user of a batch, as `choose` would for each one alone.
 
     The arm distribution of the context-free policies (ucb1, egreedy, Thompson) depends only on
@@ -372,7 +380,7 @@ def choose_batch(state: BanditState, rng, user_ids, X=None, *, salt: str = "", n
 
     Parameters
     ----------
-    state, rng, salt, n_mc, use_native : as for `choose`.
+    state, rng, salt, n_mc, wins, max_samples, use_native : as for `choose`.
     user_ids : sequence of str, the batch.
     X : (n, d) float64 contexts; required by linucb / lints.
     probs : (K,) arm probabilities to draw from instead of computing them (context-free only).
@@ -392,7 +400,8 @@ def choose_batch(state: BanditState, rng, user_ids, X=None, *, salt: str = "", n
         props[idx] = state.weights[arms[idx]]
     elif state.policy in LINEAR:
         for i in idx:
-            d = choose(state, rng, X[i], n_mc=n_mc, use_native=use_native)
+            d = choose(state, rng, X[i], n_mc=n_mc, wins=wins, max_samples=max_samples,
+                       use_native=use_native)
             arms[i], props[i] = d.arm, d.propensity
     else:
         if probs is None:
@@ -472,6 +481,28 @@ def _draw_numpy(kind, post, rng, size) -> np.ndarray:
         tau = rng.gamma(post[2], 1.0 / post[3], size=(size, k))
         return post[0] + rng.standard_normal((size, k)) / np.sqrt(post[1] * tau)
     return post[0] + post[1] * rng.standard_normal((size, k))
+
+
+def _ts_inverse_numpy(kind, post, rng, wins, max_samples, probs) -> tuple[int, int]:
+    """NumPy reference of `_bandits.ts_choose_inverse` (the same estimate; draws in blocks)."""
+    if wins < 1:
+        raise ValueError("wins must be at least 1")
+    k = post.shape[1]
+    cap = max(max_samples // k, _bandits.INVERSE_MIN_DRAWS)
+    arm = int(np.argmax(_draw_numpy(kind, post, rng, 1)[0]))
+    counts, n = np.zeros(k), 0
+    while counts[arm] < wins and n < cap:
+        best = np.argmax(_draw_numpy(kind, post, rng, min(max(2 * wins, n), cap - n)), axis=1)
+        won = np.cumsum(best == arm) + counts[arm]
+        stop = int(np.searchsorted(won, wins)) + 1 if won[-1] >= wins else best.size
+        counts += np.bincount(best[:stop], minlength=k)
+        n += stop
+    if counts[arm] >= wins:
+        probs[:] = counts / n
+    else:
+        counts[arm] += 1.0
+        probs[:] = counts / (n + 1.0)
+    return arm, n
 
 
 def _ts_numpy(kind, post, rng, n_mc, probs) -> int:

@@ -119,6 +119,11 @@ class Limits(BaseModel):
     linear posteriors square rewards, which a value past ~1e154 turns into inf/NaN for good."""
     context_entries: int = 64
     """Most request context entries in one ChooseVariant."""
+    lints_propensity_samples: int = Field(65_536, ge=256, le=4_194_304)
+    """Most posterior arm values (draws x arms) behind one lints decision's propensity,
+    estimated by inverse sampling (`campaigns.policy`): bounds a decision's time (about 10 ns
+    a value, so 0.7 ms at the default). Arms rarer than about 64 x arms / this value get an
+    IPS weight biased low (docs/operations.md, "Campaign decisions")."""
     request_id_bytes: int = Field(64, ge=1, le=128)
     """Longest `request_id` of a ChooseVariant or ComposeMessage, in UTF-8 bytes (the Python
     client sends a 32-character one)."""

@@ -82,7 +82,7 @@ class Campaigns:
         # Decisions use one generator owned by the event-loop thread (the native Rng is not
         # thread-safe); stats seed one of their own from the posterior (`stats`).
         self.decider = DecisionMaker(B.new_rng(int.from_bytes(os.urandom(8), "little")),
-                                     propensity_refresh_s)
+                                     propensity_refresh_s, limits.lints_propensity_samples)
         # The writer's limits (how many and how old contacts the caps count, reward bounds) are
         # this server's, which may come from a config file the child does not read.
         self._writer = WriterProcess("server.campaigns.repository:writer_functions", store,

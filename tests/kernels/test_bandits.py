@@ -250,3 +250,67 @@ def test_decision_only_thompson_matches_propensities():
     assert stats.chisquare(counts[keep], probs[keep] / probs[keep].sum() * counts[keep].sum()
                            ).pvalue > 1e-3
     assert np.isnan(B.choose(state, rng, n_mc=0).propensity)
+
+
+def _normal_argmax_probs(means, sds) -> np.ndarray:
+    """P(arm is the argmax) of independent normal arm values, by quadrature."""
+    from scipy import integrate
+    out = []
+    for a in range(len(means)):
+        def f(t, a=a):
+            rest = [stats.norm.cdf((t - m) / s) for j, (m, s) in enumerate(zip(means, sds)) if j != a]
+            return stats.norm.pdf(t, means[a], sds[a]) * np.prod(rest)
+        out.append(integrate.quad(f, means[a] - 12 * sds[a], means[a] + 12 * sds[a],
+                                  points=list(means), limit=500, epsabs=1e-14)[0])
+    return np.array(out)
+
+
+def _inverse(use_native):
+    return B._bandits.ts_choose_inverse if use_native else B._ts_inverse_numpy
+
+
+@pytest.mark.parametrize("use_native", NATIVE)
+def test_lints_inverse_propensity_weights_are_unbiased_for_a_rare_arm(use_native):
+    """1 / propensity (the IPS weight) averages 1 / p for every arm, the rare one (p = 0.0027)
+    included: 256 fixed draws gave it (1 - (1 - p)^257) / p, half of that."""
+    means, sds = np.array([0.0, 0.0, -2.2]), np.array([1.0, 1.0, 0.6])
+    exact = _normal_argmax_probs(means, sds)
+    assert exact[2] == pytest.approx(0.00274, abs=1e-5)
+    post = np.zeros((4, 3))
+    post[0], post[1] = means, sds
+    rng, probs, weights = B.new_rng(4, use_native), np.empty(3), ([], [], [])
+    while len(weights[2]) < 40:
+        arm, draws = _inverse(use_native)(B.KIND_NORMAL, post, rng, 64, 65536, probs)
+        assert probs.sum() == pytest.approx(1.0) and draws <= 65536 // 3
+        weights[arm].append(1.0 / probs[arm])
+    for a in range(3):
+        se = np.sqrt((1 - exact[a]) / 64 / len(weights[a]))
+        assert np.mean(weights[a]) * exact[a] == pytest.approx(1.0, abs=5 * se)
+
+
+@pytest.mark.parametrize("use_native", NATIVE)
+def test_lints_inverse_propensity_stops_at_its_sample_bound(use_native):
+    """An arm too rare for the bound: at most max_samples // K draws, and the propensity is
+    then (wins + 1) / (draws + 1), at least 1 / (draws + 1), as 256 fixed draws gave."""
+    post = np.zeros((4, 2))
+    post[0], post[1] = [0.0, -3.0], [1.0, 0.5]   # arm 1: p = 0.0037
+    rng, probs = B.new_rng(1, use_native), np.empty(2)
+    for _ in range(3000):
+        arm, draws = _inverse(use_native)(B.KIND_NORMAL, post, rng, 64, 600, probs)
+        if arm == 1:
+            assert draws == 300 and probs[1] >= 1 / 301 and probs.sum() == pytest.approx(1.0)
+            return
+        assert probs[0] == pytest.approx(64 / draws)
+    pytest.fail("the rare arm was never chosen")
+
+
+def test_lints_choose_logs_the_inverse_estimate_and_other_policies_keep_theirs():
+    state = _played("lints", k=3, d=2, steps=40, seed=2)
+    x = np.array([0.5, -0.2])
+    a = B.choose(state, B.new_rng(3), x, n_mc=256, wins=64, max_samples=65536)
+    b = B.choose(state, B.new_rng(3), x, n_mc=256)
+    assert a.arm == b.arm and a.propensity == a.probs[a.arm] > 0
+    assert a.propensity * 257 != round(a.propensity * 257)  # not a k / 257 share
+    ts = _played("gaussian_ts", k=3, steps=40)
+    c = B.choose(ts, B.new_rng(3), n_mc=256, wins=64, max_samples=65536)
+    assert c.propensity * 257 == pytest.approx(round(c.propensity * 257))
