@@ -79,7 +79,7 @@ def settings(tmp_path):
     from server.config import Limits, Settings
     return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
                     secrets_dir=tmp_path / "secrets",
-                    limits=Limits(request_id_bytes=8, request_id_window_seconds=1.0))
+                    limits=Limits(request_id_bytes=32, request_id_window_seconds=1.0))
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ async def test_an_id_is_remembered_for_the_window_then_decided_anew(stub, tailor
 
 async def test_a_request_id_over_its_bound_is_invalid(stub):
     await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
-    code, details = await code_of(stub.ChooseVariant(_request("cy", "123456789")))
+    code, details = await code_of(stub.ChooseVariant(_request("cy", "x" * 33)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in details
     code, _ = await code_of(stub.ChooseVariant(_request("cy", "a\x01")))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -153,3 +153,33 @@ async def test_a_withdrawn_decision_is_never_the_answer_to_a_repeat(stub, tailor
     logged = await _settled(tailor_server, "bob")
     assert logged[answer.decision_id].status == "pending"  # never a withdrawn decision
     assert len(logged) == 1 and not answer.suppressed  # the first attempt's, kept
+
+
+async def test_the_clients_retry_of_a_logged_decision_whose_answer_was_lost_gets_it(
+        stub, tailor_server, monkeypatch):
+    """The first attempt is logged, then answered UNAVAILABLE (what a campaigns writer that
+    died after its commit answers: "the write may or may not have been made, retry"); the
+    client's channel retries it: one logged decision, and the client gets it."""
+    from clients.client import TailorClient
+    from server.campaigns.choice import PendingChoice
+    from server.errors import Unavailable
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+    logged, lost = PendingChoice.logged, []
+
+    async def answer_lost_once(self, on_cancel=None):
+        choice = await logged(self, on_cancel)
+        if not lost:
+            lost.append(choice)
+            raise Unavailable("the campaigns writer process exited before answering; the write "
+                              "may or may not have been made, retry")
+        return choice
+    monkeypatch.setattr(PendingChoice, "logged", answer_lost_once)
+
+    def choose():
+        with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=30) as client:
+            return client.choose_variant("c1", "eve")
+    got = await asyncio.to_thread(choose)
+    records = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+        campaign_id="c1", include_pending=True, include_suppressed=True))]
+    assert lost and got.decision_id == lost[0].decision_id
+    assert [r.decision_id for r in records] == [got.decision_id]
