@@ -461,7 +461,9 @@ class TailorClient:
 
     def export_decisions(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                          include_pending: bool = False, timeout: float = 3600.0) -> Iterator[dict]:
-        """Decision-log records as dicts in the `training.ope` JSON-lines format."""
+        """Decision-log records as dicts in the `training.ope` JSON-lines format, with each
+        decision's status and reason, and the contact policy's channel, send time and their
+        propensities (`channel_propensity`, `send_at_propensity`)."""
         req = camp_pb.ExportDecisionsRequest(campaign_id=campaign_id, start=start, end=end,
                                              include_pending=include_pending)
         try:
@@ -470,7 +472,10 @@ class TailorClient:
                        "user_id": rec.user_id, "timestamp": rec.timestamp, "arm": rec.arm,
                        "propensity": rec.propensity, "reward": rec.reward,
                        "context": list(rec.context), "position": rec.position,
-                       "variant_id": rec.variant_id, "status": rec.status}
+                       "variant_id": rec.variant_id, "status": rec.status,
+                       "reason": rec.reason, "channel": rec.channel, "send_at": rec.send_at,
+                       "channel_propensity": rec.channel_propensity,
+                       "send_at_propensity": rec.send_at_propensity}
         except grpc.RpcError as err:
             raise TailorError(err.code(), err.details() or "") from None
 

@@ -1,6 +1,7 @@
 """Send-time and channel choice through a real server: the user's best hour inside the
 campaign's send window, Thompson channel choice among consented channels, and both
 propensities logged with the decision (ExportDecisions)."""
+import asyncio
 import time
 
 import pytest
@@ -168,3 +169,27 @@ async def test_plan_campaign_answers_the_contact_propensities_export_decisions_l
             rec.channel_propensity, rec.send_at_propensity)
         assert d.send_at_propensity in (pytest.approx(1 - EPSILON + EPSILON / 5),
                                         pytest.approx(EPSILON / 5))
+
+
+async def test_the_clients_export_carries_the_contact_choice_and_its_propensities(
+        stubs, tailor_server):
+    """`TailorClient.export_decisions` (and so `campaign export`) gives each decision's
+    channel, send time and their propensities, as ExportDecisions does."""
+    from clients.client import TailorClient
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec("x", channel="email",
+                                                                 channels=["email", "push"])))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="fan", channel="email",
+                                                    opted_in=True, source="test"))
+    await track(profiles, "fan", "push_open", [time.time() - 60] * 15)
+    d = await stub.ChooseVariant(pb.ChooseVariantRequest(campaign_id="x", user_id="fan"))
+    rec = (await exported(stub))[d.decision_id]
+    assert rec.channel_propensity < 1.0
+
+    def export():
+        with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=30) as client:
+            return list(client.export_decisions("x", include_pending=True))
+    (got,) = await asyncio.to_thread(export)
+    assert (got["channel"], got["send_at"], got["channel_propensity"], got["send_at_propensity"],
+            got["reason"]) == (rec.channel, rec.send_at, rec.channel_propensity,
+                               rec.send_at_propensity, "")
