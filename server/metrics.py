@@ -32,6 +32,7 @@ __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRP
            "STORE_FULL_REFUSALS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
+           "DRIFT_PSI_NO_VALUE",
            "RpcSeries", "count_events", "report_drift", "report_model", "report_model_stats",
            "report_store", "serve_metrics"]
 
@@ -75,8 +76,13 @@ STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused becau
                               "is at its ceiling (TAILOR_LMDB_MAX_MAP_SIZE): the store is full. "
                               "Other RESOURCE_EXHAUSTED answers (a caller over a limit) are not "
                               "counted.")
+DRIFT_PSI_NO_VALUE = -1.0
+"""`tailor_drift_psi` of a feature without live values, or of a version no longer served. Not
+NaN: the workers' gauges merge by max, and NaN compares false both ways, so the merged value
+would depend on the order prometheus-client reads the workers' files. A PSI is >= 0, so -1 is
+below every figure: the max is the largest PSI of the workers that have one, -1 if none has."""
 DRIFT_PSI = Gauge("tailor_drift_psi", "PSI of live Recommend traffic against the bundle's training "
-                  "reference, per feature, over the rolling drift windows (max over workers; NaN "
+                  "reference, per feature, over the rolling drift windows (max over workers; -1 "
                   "without live values, or for a version no longer served).",
                   ["version", "feature"], multiprocess_mode="max")
 

@@ -189,8 +189,9 @@ class DriftMonitor:
 
     def _publish(self, report: DriftReport) -> None:
         """Gauges and warnings of the served version's report. A gauge holds the PSI of the
-        live windows: NaN once they hold no value of its feature, or for a version no longer
-        served (not the last figure, which an alert would go on reading)."""
+        live windows: `metrics.DRIFT_PSI_NO_VALUE` (-1, never NaN: the workers' gauges merge by
+        max) once they hold no value of its feature, or for a version no longer served (not the
+        last figure, which an alert would go on reading)."""
         self._retire(report.version)
         published = self._published.setdefault(report.version, set())
         for f in report.features:
@@ -198,7 +199,7 @@ class DriftMonitor:
                 metrics.report_drift(report.version, f.name, f.psi)
                 published.add(f.name)
             elif f.name in published:
-                metrics.report_drift(report.version, f.name, math.nan)
+                metrics.report_drift(report.version, f.name, metrics.DRIFT_PSI_NO_VALUE)
             key = (report.version, f.name)
             if f.status == "drift" and key not in self._drifting:
                 self._drifting.add(key)
@@ -210,10 +211,10 @@ class DriftMonitor:
                             report.version, f.name, f.psi, self.threshold)
 
     def _retire(self, served: str) -> None:
-        """NaN for the gauges of every version but `served` (no longer served)."""
+        """No value (-1) for the gauges of every version but `served` (no longer served)."""
         for version in [v for v in self._published if v != served]:
             for name in self._published.pop(version):
-                metrics.report_drift(version, name, math.nan)
+                metrics.report_drift(version, name, metrics.DRIFT_PSI_NO_VALUE)
             self._drifting = {key for key in self._drifting if key[0] != version}
 
     async def run(self) -> None:

@@ -187,7 +187,8 @@ def test_large_batches_count_a_uniform_sample_of_their_candidates():
 def test_the_psi_gauge_does_not_keep_a_figure_no_live_values_back():
     """`tailor_drift_psi` is the PSI of the live windows: once they hold no value of a feature
     (traffic stopped, the windows rolled past it) or its version is no longer served (a push,
-    a promoted canary), the gauge is NaN, not the last figure (an alert on it would fire on)."""
+    a promoted canary), the gauge is -1 (no value), not the last figure (an alert on it would
+    fire on), nor NaN (see the next test)."""
     from prometheus_client import REGISTRY
 
     from server.drift import monitor as dm
@@ -214,7 +215,7 @@ def test_the_psi_gauge_does_not_keep_a_figure_no_live_values_back():
     assert gauge("stale-1") == pytest.approx(psi["history_category"]) and psi["history_category"] > 0
     now[0] += 300.0  # both windows are past: no live value
     assert {f.status for f in mon.report().features if f.name == "history_category"} == {"no traffic"}
-    assert math.isnan(gauge("stale-1"))
+    assert gauge("stale-1") == -1.0
     observe(old)
     mon.report()
     assert gauge("stale-1") == pytest.approx(psi["history_category"])
@@ -222,9 +223,72 @@ def test_the_psi_gauge_does_not_keep_a_figure_no_live_values_back():
     observe(new)
     mon.report()
     assert gauge("stale-2") == pytest.approx(psi["history_category"])
-    assert math.isnan(gauge("stale-1")) and math.isnan(gauge("stale-1", "log_price"))
+    assert gauge("stale-1") == gauge("stale-1", "log_price") == -1.0
     # a bundle trained without a reference (no PSI of its own) retires the figures too
     source.active = SimpleNamespace(**{**vars(new), "version": "stale-3",
                                        "manifest": SimpleNamespace(drift=None)})
     assert mon.report().status == "no reference"
-    assert math.isnan(gauge("stale-2"))
+    assert gauge("stale-2") == -1.0
+
+
+_WORKER = """
+import sys
+from types import SimpleNamespace
+from server.drift import monitor as dm
+from server.recommend.pipeline import BatchValues
+from tests.server.test_drift_layout import BUNDLE, REFS, batch
+
+now = [1000.0]
+bundle = SimpleNamespace(**{**vars(BUNDLE), "category_code": {"a": 0, "b": 1, "c": 2},
+                            "manifest": SimpleNamespace(drift=REFS), "version": "v1"})
+mon = dm.DriftMonitor(SimpleNamespace(active=bundle), window_seconds=100, windows=2, min_count=1,
+                      clock=lambda: now[0])
+v = batch()
+mon.observe(BatchValues(bundle, v.hist, v.cands, v.feats, v.scores, v.results))
+mon.report()
+if sys.argv[1] == "idle":
+    now[0] += 300.0  # this worker's windows roll past its traffic: no live value
+    mon.report()
+"""
+
+
+def test_the_psi_gauge_merged_over_workers_does_not_depend_on_file_order(tmp_path):
+    """With several workers the scrape merges `tailor_drift_psi` by max over the workers' files.
+    A worker without live values of a feature must not turn that max into NaN or not depending
+    on which file prometheus-client reads first (NaN compares false both ways): the merged
+    gauge is the PSI of the worker that has one, whatever the order."""
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    for role in ("busy", "idle"):
+        subprocess.run([sys.executable, "-c", _WORKER, role], cwd=ROOT, env=env, check=True,
+                       timeout=120)
+    files = sorted(str(p) for p in tmp_path.glob("gauge_max_*.db"))
+    assert len(files) == 2
+
+    def merged(order: list[str]) -> float:
+        for metric in MultiProcessCollector.merge(order):
+            for s in metric.samples:
+                if s.name == "tailor_drift_psi" and s.labels["feature"] == "history_category":
+                    return s.value
+        raise AssertionError("no tailor_drift_psi sample")
+
+    from server.drift import monitor as dm
+
+    bundle = SimpleNamespace(**{**vars(BUNDLE), "category_code": {"a": 0, "b": 1, "c": 2},
+                                "manifest": SimpleNamespace(drift=REFS), "version": "v1"})
+    mon = dm.DriftMonitor(SimpleNamespace(active=bundle), window_seconds=100, windows=2,
+                          min_count=1, clock=lambda: 1000.0)
+    v = batch()
+    mon.observe(BatchValues(bundle, v.hist, v.cands, v.feats, v.scores, v.results))
+    psi = {f.name: f.psi for f in mon.report().features}
+    assert psi["history_category"] > 0
+    assert merged(files) == merged(files[::-1]) == pytest.approx(psi["history_category"])
+    # the idle worker's own figure is "no value", below any PSI
+    assert sorted(merged([f]) for f in files) == [-1.0, pytest.approx(psi["history_category"])]
