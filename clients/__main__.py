@@ -153,6 +153,11 @@ def _campaign(client: TailorClient, args) -> object:
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
 
 
+def _present(items) -> dict:
+    """`dataclasses.asdict`'s dict_factory leaving out what the reply lacks (None)."""
+    return {k: v for k, v in items if v is not None}
+
+
 def _finite(value):
     """`value` with NaN and infinite floats as None: JSON has neither (a strict parser refuses
     Python's NaN / Infinity)."""
@@ -167,7 +172,9 @@ def _finite(value):
 
 def _model(client: TailorClient, args):
     if args.action == "stats":
-        return client.model_stats(args.version, args.channel, args.k or (), args.confidence)
+        # JSON has no Infinity: a revenue interval without an upper bound prints null
+        stats = client.model_stats(args.version, args.channel, args.k or (), args.confidence)
+        return _finite(dataclasses.asdict(stats, dict_factory=_present))
     if args.action == "drift":
         report = dataclasses.asdict(client.drift_report())
         for f in report["features"]:  # JSON has no NaN: a feature without live values has no PSI
@@ -558,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     # A command writing JSON lines to stdout (campaign plan without --out) reports on stderr.
     lines_on_stdout = args.command == "campaign" and args.action == "plan" and args.out in ("", "-")
     if dataclasses.is_dataclass(out):  # a typed result; a message the reply lacks is left out
-        out = dataclasses.asdict(out, dict_factory=lambda kv: {k: v for k, v in kv if v is not None})
+        out = dataclasses.asdict(out, dict_factory=_present)
     print(json.dumps(out, indent=2), file=sys.stderr if lines_on_stdout else sys.stdout)
     return 0
 

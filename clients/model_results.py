@@ -15,7 +15,8 @@ class Rate:
     value: float
     low: float
     high: float
-    """Interval at the requested confidence (Wilson for proportions, normal for revenue)."""
+    """Interval at the requested confidence (Wilson for proportions, normal for revenue; a
+    revenue `high` is inf while there is no purchase, or no spread, to estimate it from)."""
     k: int
     """The cut-off of a CTR@k (0 for other rates)."""
 

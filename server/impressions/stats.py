@@ -3,7 +3,8 @@
 Per (version, channel): impressions, CTR@k (impressions whose first joined click was at a
 position < k, over impressions) and conversion rate (impressions with a joined purchase, over
 impressions), each with a Wilson score interval; revenue per 1,000 impressions with a normal
-interval from the per-impression revenue's mean and variance. A row with channel "all" sums a
+interval from the per-impression revenue's mean and sample variance ([0, inf) while the data
+give no variance: no purchase, one impression). A row with channel "all" sums a
 version's channels; "unspecified" is Recommend without a channel.
 """
 from __future__ import annotations
@@ -68,9 +69,25 @@ class ModelStatsRow:
     revenue: float
     ctr: list[Rate] = field(default_factory=list)
     conversion_rate: Rate = Rate(0.0, 0.0, 1.0)
-    revenue_per_mille: Rate = Rate(0.0, 0.0, 0.0)
+    revenue_per_mille: Rate = Rate(0.0, 0.0, math.inf)
     first_seen: float = 0.0
     last_seen: float = 0.0
+
+
+def _revenue_per_mille(n: int, conversions: int, revenue: float, revenue_sq: float,
+                       confidence: float) -> Rate:
+    """Revenue per 1,000 impressions with a normal interval from the per-impression revenue's
+    sample variance (`n - 1`). Without a purchase, with one impression, or with no spread
+    (every impression bought for the same value) the data give no variance to go on: a purchase
+    may be worth any amount, so the interval is [0, inf), never a zero-width one that would
+    claim certainty from no data (the conversion rate's Wilson interval still bounds how often
+    a purchase happens)."""
+    mean = revenue / n if n else 0.0
+    var = (revenue_sq - n * mean * mean) / (n - 1) if n > 1 else 0.0
+    if conversions == 0 or var <= 1e-12 * mean * mean:
+        return Rate(1000 * mean, 0.0, math.inf)
+    half = _z(confidence) * math.sqrt(var / n)
+    return Rate(1000 * mean, 1000 * max(mean - half, 0.0), 1000 * (mean + half))
 
 
 def _row(version: str, channel: str, c: np.ndarray, ks: Sequence[int], confidence: float
@@ -82,11 +99,7 @@ def _row(version: str, channel: str, c: np.ndarray, ks: Sequence[int], confidenc
         hits = int(hist[min(k, POSITIONS - 1) - 1])
         ctr.append(Rate(hits / n if n else 0.0, *wilson(hits, n, confidence), k=k))
     conv = int(c[C.CONVERTED])
-    mean = c[C.REVENUE] / n if n else 0.0
-    var = max(c[C.REVENUE_SQ] / n - mean * mean, 0.0) if n else 0.0
-    z = _z(confidence)
-    half = z * math.sqrt(var / n) if n else 0.0
-    rpm = Rate(1000 * mean, 1000 * max(mean - half, 0.0), 1000 * (mean + half))
+    rpm = _revenue_per_mille(n, conv, float(c[C.REVENUE]), float(c[C.REVENUE_SQ]), confidence)
     return ModelStatsRow(version, channel, n, int(c[C.COLD_START]), int(c[C.CLICKED]),
                          int(c[C.CLICKS]), int(c[C.CARTED]), conv, float(c[C.REVENUE]), ctr,
                          Rate(conv / n if n else 0.0, *wilson(conv, n, confidence)), rpm,

@@ -179,15 +179,57 @@ async def test_purchases_give_conversion_and_revenue_per_mille_with_intervals(ta
     low, high = wilson(1, 4)  # by hand: centre (0.25 + 0.960) / 1.960, half-width 0.4135
     assert (row.conversion_rate.low, row.conversion_rate.high) == pytest.approx((low, high))
     assert (low, high) == pytest.approx((0.0456, 0.6994), abs=1e-4)
-    # revenue per impression [12, 0, 0, 0]: mean 3, variance 27, half-width 1.96 * sqrt(27 / 4)
+    # revenue per impression [12, 0, 0, 0]: mean 3, sample variance (81 + 3 * 9) / 3 = 36,
+    # standard error sqrt(36 / 4) = 3, half-width 1.959964 * 3
     rpm = row.revenue_per_mille
     assert rpm.value == pytest.approx(3000.0)
-    assert rpm.high == pytest.approx(1000 * (3 + 1.959964 * (27 / 4) ** 0.5), rel=1e-5)
+    assert rpm.high == pytest.approx(1000 * (3 + 1.959964 * 3), rel=1e-6)
     assert rpm.low == 0.0
     total = rows[(replies[0].model_version, "all")]
     assert total.impressions >= 4 and total.conversions == 1
     assert tailor_server.impressions.stats.counts(replies[0].model_version) == (
         total.impressions, total.clicked)
+
+
+async def test_revenue_per_mille_without_a_purchase_has_no_upper_bound(tailor_server, stubs):
+    """No purchase yet: revenue per impression is 0 for every impression seen, which says the
+    purchase rate is small (Wilson) but nothing about what a purchase is worth, so no finite
+    upper bound holds; the interval is [0, inf), not [0, 0] (certainty from no data). The CLI
+    prints the missing bound as null (JSON has no Infinity)."""
+    import json
+    import math
+
+    from tests.conftest import run_module
+
+    rec, _, admin = stubs
+    replies = [await recommend(rec, f"window-shopper{i}", channel="sms") for i in range(5)]
+    row = (await stats(admin, model_version=replies[0].model_version))[
+        (replies[0].model_version, "sms")]
+    assert (row.impressions, row.conversions, row.revenue) == (5, 0, 0.0)
+    rpm = row.revenue_per_mille
+    assert (rpm.value, rpm.low) == (0.0, 0.0) and math.isinf(rpm.high) and rpm.high > 0
+    # the purchase rate is bounded all the same: Wilson for 0 of 5, z^2 / (5 + z^2) = 0.4345
+    assert row.conversion_rate.high == pytest.approx(1.959964 ** 2 / (5 + 1.959964 ** 2), rel=1e-6)
+    out = await asyncio.to_thread(run_module, "clients", "model", "stats", "--server",
+                                  f"127.0.0.1:{tailor_server.port}", "--channel", "sms")
+    printed = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    sms = [r for r in printed["rows"] if r["channel"] == "sms"]
+    assert sms and sms[0]["revenue_per_mille"]["high"] is None
+
+
+async def test_revenue_per_mille_of_one_impression_has_no_upper_bound(tailor_server, stubs):
+    """One impression, bought: a single value has no spread to estimate, [0, inf) too."""
+    import math
+
+    rec, profiles, admin = stubs
+    reply = await recommend(rec, "lone-buyer", channel="push")
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("lb1", "lone-buyer", "purchase", reply.items[0].item_id,
+              request_id=reply.request_id, value=8.0)]))
+    row = (await stats(admin, model_version=reply.model_version))[(reply.model_version, "push")]
+    assert (row.impressions, row.conversions, row.revenue) == (1, 1, 8.0)
+    rpm = row.revenue_per_mille
+    assert (rpm.value, rpm.low) == (8000.0, 0.0) and math.isinf(rpm.high)
 
 
 async def test_stats_are_per_model_version(tailor_server, stubs, second_bundle):
