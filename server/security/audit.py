@@ -12,6 +12,13 @@ chains to the last MAC of the previous file. Retention (`keep_files`) drops whol
 first, after writing `audit.head`: the first kept file and the MAC it continues from, itself
 MACed. Worker processes share the files: each append takes an exclusive `flock` around reading
 the previous MAC and one `O_APPEND` write, so the chain stays linear.
+
+A chain cannot tell a log whose newest lines were cut off from one that ended there, so each
+append then rewrites `audit.tip` (under the same lock): the newest line's file, MAC and time,
+itself MACed. `verify_chain` requires the tip's line in the log; lines after it are allowed (a
+crash between an append and the tip's rewrite). The tip lives beside the log: whoever can
+rewrite the log and also puts back an older copy of `audit.tip` rolls the end back undetected;
+ship the lines off the host (`clients audit tail`) for an outside anchor.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ __all__ = ["AuditLog", "Verification", "verify_chain"]
 
 FILE_RE = re.compile(r"^audit-(\d{6})\.jsonl$")
 HEAD = "audit.head"
+TIP = "audit.tip"
 FIELD_CHARS = 256
 TAIL_READ_BYTES = 64 * 1024
 
@@ -48,6 +56,10 @@ def _line_mac(ring: Keyring, prev: str, entry: dict, kid: str) -> str:
 
 def _head_mac(ring: Keyring, first_file: str, prev: str, kid: str) -> str:
     return ring.mac(f"head\n{first_file}\n{prev}".encode(), kid)
+
+
+def _tip_mac(ring: Keyring, file: str, mac: str, ts: str, kid: str) -> str:
+    return ring.mac(f"tip\n{file}\n{mac}\n{ts}".encode(), kid)
 
 
 def _file_name(n: int) -> str:
@@ -122,7 +134,16 @@ class AuditLog:
                 os.write(fd, _line_start(fd) + _canonical(entry) + b"\n")
             finally:
                 os.close(fd)
+            self._write_tip(path.name, entry)
         return entry
+
+    def _write_tip(self, file: str, entry: dict) -> None:
+        """Anchor the chain's end at the line just appended (lock held)."""
+        tip = {"file": file, "line_mac": entry["mac"], "ts": entry["ts"], "kid": self.ring.kid}
+        tip["mac"] = _tip_mac(self.ring, file, entry["mac"], entry["ts"], self.ring.kid)
+        tmp = self.directory / f".{TIP}.tmp"
+        tmp.write_text(json.dumps(tip) + "\n")
+        os.replace(tmp, self.directory / TIP)
 
     def _tail_position(self) -> tuple[Path, str]:
         """The file to append to and the MAC the next line chains to (lock held)."""
@@ -251,6 +272,33 @@ def _check_line(ring: Keyring, prev: str, raw: str) -> tuple[str, str]:
     return mac, ""
 
 
+def _parse_tip(tip_text: str | None, ring: Keyring) -> tuple[dict | None, str]:
+    """(the tip record, '') if it verifies, else (None, why not)."""
+    if tip_text is None:
+        return None, (f"{TIP} is missing: the newest lines cannot be checked (it was deleted, "
+                      "or no server of this version has appended to the log yet)")
+    try:
+        tip = json.loads(tip_text)
+        good = ring.key_of(tip["kid"]) is not None and tip["mac"] == _tip_mac(
+            ring, tip["file"], tip["line_mac"], tip["ts"], tip["kid"])
+    except (ValueError, KeyError, TypeError):
+        good = False
+    return (tip, "") if good else (None, f"the {TIP} record's MAC does not verify")
+
+
+def _tip_missing(tip: dict, files: list[Path], macs: set[str]) -> str:
+    """Why the log does not reach the tip's line ('' if it does: its MAC is among `macs`, those
+    of the tip's file; or retention dropped that file and the log goes on past it)."""
+    if tip["line_mac"] in macs:
+        return ""
+    n = int(FILE_RE.match(tip["file"])[1]) if FILE_RE.match(tip["file"]) else 0
+    if files and n < int(FILE_RE.match(files[0].name)[1]):
+        return ""
+    where = tip["file"] if any(p.name == tip["file"] for p in files) else f"{tip['file']} (gone)"
+    return (f"the newest line written (in {where}, at {tip['ts']}) is not in the log: lines "
+            "at its end were removed")
+
+
 @contextlib.contextmanager
 def _writers_lock(directory: Path) -> Iterator[None]:
     """The writers' lock on `directory` (`AuditLog.record` holds it around each append), for a
@@ -267,33 +315,41 @@ def _writers_lock(directory: Path) -> Iterator[None]:
         yield
 
 
+def _read_text(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
 @contextlib.contextmanager
-def _snapshot(directory: Path) -> Iterator[tuple[str | None, list[tuple[Path, BinaryIO, int]]]]:
-    """(the head record's text, [(file, open file, bytes to read)] oldest first) as of one
-    moment: taken under the writers' lock (a few opens, not the reading), so a rotation that
-    drops files or moves the head, and a line half written, are not seen. The open files keep
-    what retention deletes meanwhile readable; a file's bytes are its size then."""
+def _snapshot(directory: Path
+              ) -> Iterator[tuple[str | None, str | None, list[tuple[Path, BinaryIO, int]]]]:
+    """(the head record's text, the tip record's text, [(file, open file, bytes to read)]
+    oldest first) as of one moment: taken under the writers' lock (a few opens, not the
+    reading), so a rotation that drops files or moves the head, a line half written, and a tip
+    not yet rewritten, are not seen. The open files keep what retention deletes meanwhile
+    readable; a file's bytes are its size then."""
     if not directory.is_dir():
-        yield None, []
+        yield None, None, []
         return
     with contextlib.ExitStack() as stack:
         with _writers_lock(directory):
-            head = directory / HEAD
-            head_text = head.read_text() if head.exists() else None
+            head_text, tip_text = _read_text(directory / HEAD), _read_text(directory / TIP)
             files = [(path, stack.enter_context(open(path, "rb"))) for path in audit_files(directory)]
             files = [(path, fh, os.fstat(fh.fileno()).st_size) for path, fh in files]
-        yield head_text, files
+        yield head_text, tip_text, files
 
 
 def verify_chain(directory: Path, ring: Keyring) -> Verification:
     """Check every line of every audit file, as of one moment (servers may keep writing);
-    name the first line that does not verify."""
-    with _snapshot(directory) as (head_text, snapshot):
+    name the first line that does not verify, then check that the log reaches `audit.tip`
+    (the newest line written), so newest lines or files removed are named too. No file and
+    no tip: nothing to check (ok)."""
+    with _snapshot(directory) as (head_text, tip_text, snapshot):
         files = [path for path, _, _ in snapshot]
         prev, failed = _check_head(head_text, ring, files)
         if failed is not None:
             return failed
-        n_lines = 0
+        n_lines, tip_macs = 0, set()
+        tip, tip_problem = _parse_tip(tip_text, ring)
         for i, (path, fh, size) in enumerate(snapshot):
             expected = int(FILE_RE.match(files[0].name)[1]) + i
             if path.name != _file_name(expected):
@@ -303,4 +359,12 @@ def verify_chain(directory: Path, ring: Keyring) -> Verification:
                 if problem:
                     return Verification(False, i + 1, n_lines, f"{path.name}:{lineno}", problem)
                 n_lines += 1
+                if tip is not None and path.name == tip["file"]:
+                    tip_macs.add(prev)
+        if tip_text is None and n_lines == 0:
+            return Verification(True, len(files), 0)
+        if tip is not None:
+            tip_problem = _tip_missing(tip, files, tip_macs)
+        if tip_problem:
+            return Verification(False, len(files), n_lines, TIP, tip_problem)
         return Verification(True, len(files), n_lines)

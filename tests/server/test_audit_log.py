@@ -210,3 +210,69 @@ def test_verify_and_tail_leave_no_lock_file_behind(tmp_path):
     (tmp_path / "audit" / "audit.lock").unlink()
     assert verify_chain(tmp_path / "audit", RING).ok and len(log.tail(5)) == 2
     assert not (tmp_path / "audit" / "audit.lock").exists()
+
+
+def test_removing_the_newest_lines_is_caught(tmp_path):
+    """A MAC chain alone cannot tell a log whose newest lines were cut off from one that
+    ended there: `audit.tip` (the newest line's file and MAC, MACed, rewritten with each
+    append) anchors the end, and verify names the cut."""
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 6)
+    path = tmp_path / "audit" / "audit-000001.jsonl"
+    assert verify_chain(tmp_path / "audit", RING).ok
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:4]))  # the newest two lines removed
+    result = verify_chain(tmp_path / "audit", RING)
+    assert not result.ok and result.lines == 4 and result.first_broken == "audit.tip"
+    assert "audit-000001.jsonl" in result.reason and "removed" in result.reason
+    path.write_bytes(b"")  # every line removed
+    assert not verify_chain(tmp_path / "audit", RING).ok
+    # the CLI exits 1 naming it
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "audit.keys").write_text(RING.text())
+    data = tmp_path / "data"
+    log = AuditLog(data / "audit", RING)
+    _fill(log, 3)
+    newest = data / "audit" / "audit-000001.jsonl"
+    newest.write_bytes(b"".join(newest.read_bytes().splitlines(keepends=True)[:2]))
+    bad = run_module("server", "audit", "verify", "--data-dir", str(data), "--secrets-dir",
+                     str(secrets), check=False)
+    assert bad.returncode == 1 and "audit.tip" in bad.stderr, bad.stderr
+
+
+def test_removing_the_newest_file_is_caught(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING, max_bytes=1000)
+    _fill(log, 30)
+    files = audit_files(tmp_path / "audit")
+    assert len(files) > 2
+    files[-1].unlink()
+    result = verify_chain(tmp_path / "audit", RING)
+    assert not result.ok and result.first_broken == "audit.tip" and files[-1].name in result.reason
+
+
+def test_a_deleted_or_forged_tip_is_caught(tmp_path):
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 3)
+    tip = tmp_path / "audit" / "audit.tip"
+    record = json.loads(tip.read_text())
+    record["mac"] = "0" * 64  # rewritten without the key
+    tip.write_text(json.dumps(record))
+    assert not verify_chain(tmp_path / "audit", RING).ok
+    tip.unlink()
+    result = verify_chain(tmp_path / "audit", RING)
+    assert not result.ok and result.first_broken == "audit.tip"
+    _fill(log, 1, start=3)  # the next append anchors the end again
+    assert verify_chain(tmp_path / "audit", RING).ok
+
+
+def test_a_tip_one_line_behind_still_verifies(tmp_path):
+    """A crash between a line's append and the tip's rewrite leaves the tip on the line
+    before: the log is whole, so that is no failure (only lines up to the tip are anchored)."""
+    log = AuditLog(tmp_path / "audit", RING)
+    _fill(log, 3)
+    tip = tmp_path / "audit" / "audit.tip"
+    before = tip.read_bytes()
+    _fill(log, 1, start=3)
+    tip.write_bytes(before)
+    assert verify_chain(tmp_path / "audit", RING).ok
