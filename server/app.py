@@ -166,7 +166,9 @@ class TailorServer:
         self.canary_monitor = CanaryMonitor(self.registry, self.recommender.tally,
                                             GuardrailPolicy.from_settings(s),
                                             s.canary_check_seconds, audit=self.audit,
-                                            outcomes=outcomes)
+                                            outcomes=outcomes, click_window=s.canary_click_window_seconds,
+                                            shown_between=self.impressions.stats.shown_between
+                                            if s.impression_log else None)
         # The suppression list follows bounce and complaint events (a listener below) and
         # exports whether a user's addresses are listed; it is no eraser: it outlives the
         # profiles whose addresses it holds (by keyed hash only).

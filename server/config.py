@@ -449,6 +449,12 @@ class Settings(BaseSettings):
     the active CTR, as the campaigns' tests use."""
     canary_ctr_margin: float = Field(0.005, ge=0)
     """Largest CTR loss (absolute) still called "not worse" for a promotion."""
+    canary_click_window_seconds: float = Field(60.0, ge=0, le=86400)
+    """An impression counts in the canary's CTR test (abort and promotion) once this long has
+    passed since it was shown, with every click joined to it whenever it came; impressions shown
+    before the canary started never count. Clicks come after their impressions: counted at once,
+    a version's CTR reads low early and the test (which keeps its smallest p-value) could abort a
+    good canary on an early dip. Counted per 10 s of showing time (to within those 10 s)."""
     grace_seconds: float = Field(5.0, ge=0)
     """How long in-flight calls may finish at shutdown (SIGTERM/SIGINT), once no new call is
     accepted; calls still running then are cancelled."""

@@ -16,8 +16,9 @@ With several workers, the impression an event names may still be buffered in ano
 `retry_s` later, in the background, and counted as unmatched only if that fails too.
 
 Each joined event adds its outcome to the impression record and to the counters of the
-impression's model version and channel, in one write transaction per TrackEvents batch (after it
-commits: `EventListener`), so GetModelStats and the log agree.
+impression's model version and channel (a first click also to the impression's bucket of
+showing time), in one write transaction per TrackEvents batch (after it commits:
+`EventListener`), so GetModelStats and the log agree.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from ..store import keys
 from .log import ImpressionLog
 from .logging import logger
 from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
-from .writer import add_counters
+from .writer import add_buckets, add_counters, bucket_of
 
 __all__ = ["ImpressionJoin", "OUTCOME_OF"]
 
@@ -91,6 +92,7 @@ class ImpressionJoin:
 
     def _join(self, txn, events: Sequence) -> list:
         counts: dict[bytes, np.ndarray] = {}
+        buckets: dict[bytes, np.ndarray] = {}
         unmatched = []
         for ev in events:
             found = self._find(txn, ev)
@@ -98,13 +100,17 @@ class ImpressionJoin:
                 unmatched.append(ev)
                 continue
             key, raw, position = found
-            _, version, channel, *_ = head_of(raw)
+            shown, version, channel, _, first, *_ = head_of(raw)
             ck = keys.impression_count_key(version, channel)
             delta = counts.get(ck)
             if delta is None:
                 delta = counts[ck] = new_counters()
-            self._t.put(txn, key, with_outcome(raw, OUTCOME_OF[ev.type], position, ev.value, delta))
+            outcome = OUTCOME_OF[ev.type]
+            self._t.put(txn, key, with_outcome(raw, outcome, position, ev.value, delta))
+            if outcome == CLICK and first < 0:  # its first click: clicked in its bucket
+                buckets.setdefault(bucket_of(version, shown), np.zeros(2))[1] += 1
         add_counters(self._t, txn, counts)
+        add_buckets(self._t, txn, buckets)
         return unmatched
 
     def _find(self, txn, ev) -> tuple[bytes, bytes, int] | None:

@@ -179,16 +179,20 @@ class ImpressionLog:
                    for kid, _ in self.ring.keys)
 
     def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
-        """Retention: delete impressions shown before `cutoff` (keys only are read; the
-        counters, whose keys start with the separator, stay), walked in read snapshots of
-        `batch` keys, each one's picks deleted in one short write transaction (`store.sweep`)."""
+        """Retention: delete impressions shown before `cutoff`, and the buckets of showing time
+        that ended before it (keys only are read; the counters, whose keys start with the
+        separator, stay), walked in read snapshots of `batch` keys, each one's picks deleted in
+        one short write transaction (`store.sweep`). Returns how many impressions went."""
         cut, table = keys.millis(cutoff), self._t
+        bucket_cut = int(cutoff) - keys.IMPRESSION_BUCKET_SECONDS
 
         def expired(txn, key: bytes) -> bytes | None:
+            if key.startswith(keys.IMPRESSION_BUCKET_PREFIX):
+                return key if int(key.rsplit(keys.SEP, 1)[1]) < bucket_cut else None
             return key if not key.startswith(keys.SEP) and keys.impression_ms(key) < cut else None
 
-        def drop(txn, doomed: list[bytes]) -> int:
-            return sum(table.delete(txn, key) for key in doomed)
+        def drop(txn, doomed: list[bytes]) -> int:  # impressions, not buckets, are counted
+            return sum(table.delete(txn, key) and not key.startswith(keys.SEP) for key in doomed)
 
         return sweep(self.store, table, expired, drop, chunk=batch)
 

@@ -130,6 +130,23 @@ class ModelStats:
         total = self._sum(model_version, self.counters())
         return int(total[C.IMPRESSIONS]), int(total[C.CLICKED])
 
+    def shown_between(self, model_version: str, start: float, end: float) -> tuple[int, int]:
+        """(impressions, impressions with at least one click) of `model_version` shown from
+        `start` to `end` (unix seconds), counted per `keys.IMPRESSION_BUCKET_SECONDS` bucket of
+        showing time: the buckets starting at or after `start` and before `end`; the clicks
+        are every click joined to them so far, whenever it came. The canary guardrail's CTR:
+        impressions shown since the canary started, once their click window has passed."""
+        b = keys.IMPRESSION_BUCKET_SECONDS
+        first, prefix = -(-int(math.ceil(start)) // b) * b, keys.impression_bucket_prefix(model_version)
+        shown = clicked = 0.0
+        with self.store.read() as txn:
+            for key, raw in self._t.items(txn, prefix + b"%012d" % max(first, 0)):
+                if not key.startswith(prefix) or int(key[len(prefix):]) >= end:
+                    break
+                n, x = np.frombuffer(raw, np.float64)
+                shown, clicked = shown + n, clicked + x
+        return int(shown), min(int(clicked), int(shown))
+
     @staticmethod
     def _sum(version: str, counters: dict) -> np.ndarray:
         parts = [c for (v, _), c in counters.items() if v == version]

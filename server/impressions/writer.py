@@ -6,8 +6,10 @@
 frames that queued while it committed as one call) and writes them in one write transaction:
 each impression under its user's keyed hash (`store.keys.impression_key`, the hash keyed by the
 `user-id` key the group names), and the counters of each (model version, channel) it touched
-(`records.C`), so GetModelStats always agrees with the log. Every answer shown counts; only
-the impressions of erased users are left unwritten.
+(`records.C`), so GetModelStats always agrees with the log, and the (impressions, clicked)
+of each (model version, 10 s of showing time) bucket (`keys.impression_bucket_key`: the
+canary guardrail counts the impressions whose click window has passed, with their clicks).
+Every answer shown counts; only the impressions of erased users are left unwritten.
 
 Erasure: the tombstones are read inside the write transaction. LMDB serialises writers across
 processes, so an erasure (its tombstone and the deletion of the user's impressions by prefix are
@@ -35,9 +37,11 @@ from ..store import Store, keys
 from .group import Group, split
 from .records import C, encode, encode_many, new_counters
 
-__all__ = ["ImpressionWriter", "add_counters", "user_hash", "writer_functions"]
+__all__ = ["ImpressionWriter", "add_buckets", "add_counters", "bucket_of", "user_hash",
+           "writer_functions"]
 
 _DIGEST_CHARS = 32
+B = keys.IMPRESSION_BUCKET_SECONDS
 _cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
 _new_id = RandomIds(8)
 
@@ -64,7 +68,7 @@ class ImpressionWriter:
     def write(self, groups: Sequence[Group]) -> list[int]:
         """Write `groups` in one transaction; how many impressions of each were written."""
         encoded = [self._encoded(g) for g in groups]  # before the write lock: others wait less
-        counts = self._counted(groups)
+        counts, buckets = self._counted(groups), _bucketed(groups)
 
         def fn(txn):
             tombs, items, written = self._tombstones(txn), [], []
@@ -76,6 +80,7 @@ class ImpressionWriter:
                 written.append(len(kept))
             _put_apart(self._t, txn, items)
             add_counters(self._t, txn, counts)
+            add_buckets(self._t, txn, buckets)
             return written
         return self.store.write(fn)
 
@@ -162,6 +167,36 @@ def _erased(users: set[str], tombs: dict, ring: list[tuple[str, bytes]]) -> dict
     ids = list(users)
     return {u: at for u, at in zip(ids, erased_at(ids, tombs, ring, _cached_digest))
             if at is not None}
+
+
+def bucket_of(version: str, ts: float) -> bytes:
+    """The bucket key of an impression of `version` shown at `ts`."""
+    return keys.impression_bucket_key(version, int(ts // B) * B)
+
+
+def _bucketed(groups: Sequence[Group]) -> dict[bytes, np.ndarray]:
+    """Impressions per (version, bucket of showing time): (impressions, 0) per bucket key."""
+    out: dict[bytes, np.ndarray] = {}
+
+    def add(version: str, ts: np.ndarray) -> None:
+        starts, n = np.unique((ts // B).astype(np.int64) * B, return_counts=True)
+        for start, count in zip(starts.tolist(), n.tolist()):
+            key = keys.impression_bucket_key(version, start)
+            out.setdefault(key, np.zeros(2))[0] += count
+    for g in groups:
+        for b in g.batches:
+            add(b.version, np.asarray(b.ts, np.float64))
+        for s in g.singles:
+            add(s.version, np.array([s.ts], np.float64))
+    return out
+
+
+def add_buckets(table, txn, buckets: dict[bytes, np.ndarray]) -> None:
+    """Add each (impressions, clicked) increment to its bucket."""
+    for key, delta in buckets.items():
+        raw = table.get(txn, key)
+        total = delta if raw is None else np.frombuffer(raw, np.float64) + delta
+        table.put(txn, key, total.tobytes())
 
 
 def add_counters(table, txn, counts: dict[bytes, np.ndarray]) -> None:

@@ -2,7 +2,8 @@
 
 `Guardrails.judge` is a pure function of the summed counts (`tally.Counts` per version) and, when
 the impression log reports them, the online outcomes (impressions, impressions with a click) per
-version. It answers abort, promote or wait:
+version: in the server those shown since the canary started and past their click window, with
+their clicks (`monitor.CanaryMonitor`). It answers abort, promote or wait:
 
 * abort at once when a guardrail fails, each judged once the canary has served
   `guard_min_requests` requests (impressions for the CTR):

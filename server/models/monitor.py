@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,6 +28,9 @@ logger = logging.getLogger("tailor.models.monitor")
 Outcomes = Callable[[str], tuple[int, int]]
 """model version -> (impressions, impressions with a click), from the impression log."""
 
+ShownBetween = Callable[[str, float, float], tuple[int, int]]
+"""(model version, start, end) -> (impressions shown from start to end, those clicked so far)."""
+
 AUDIT_PRINCIPAL = "tailor/canary-guardrails"
 """The principal of the audit lines the automatic policy writes."""
 
@@ -40,6 +44,10 @@ class VersionFigures:
     counts: Counts
     impressions: int = 0
     clicks: int = 0
+    """Impressions and clicked impressions since the canary started (`CanarySplit.since_start`)."""
+    matured: tuple[int, int] | None = None
+    """(impressions, clicked) of those shown since the start whose click window has passed:
+    what the CTR test judges (None: the counts above)."""
 
 
 class CanaryMonitor:
@@ -57,16 +65,29 @@ class CanaryMonitor:
     outcomes : Outcomes, optional
         Online outcomes per version; without it only the error and latency guardrails and the
         minimum sample decide. May be set after construction (`monitor.outcomes = ...`).
+    shown_between : ShownBetween, optional
+        Outcomes by showing time (`ModelStats.shown_between`): the CTR test then counts the
+        impressions shown since the canary started and at least `click_window` seconds ago,
+        with their clicks (a click comes after its impression: counted at once, a version's
+        CTR reads low early, and the test keeps its smallest p-value). Without it the test
+        counts `outcomes` since the start, clicks on earlier impressions included.
+    click_window : float
+        Seconds after its showing an impression counts in the CTR test.
     """
 
     def __init__(self, registry: ModelRegistry, tally: Tally, policy: GuardrailPolicy,
-                 interval: float = 5.0, audit=None, outcomes: Outcomes | None = None):
+                 interval: float = 5.0, audit=None, outcomes: Outcomes | None = None,
+                 shown_between: ShownBetween | None = None, click_window: float = 60.0,
+                 clock: Callable[[], float] = time.time):
         self.registry = registry
         self.tally = tally
         self.guardrails = Guardrails(policy)
         self.interval = interval
         self.audit = audit
         self.outcomes = outcomes
+        self.shown_between = shown_between
+        self.click_window = click_window
+        self.clock = clock
         self.last: tuple[str, Verdict] | None = None
         """(canary id, verdict) of this worker's latest check."""
 
@@ -90,7 +111,7 @@ class CanaryMonitor:
         figures = self.figures(split)
         outcomes = None
         if self.outcomes is not None:
-            outcomes = tuple((f.impressions, f.clicks) for f in figures)
+            outcomes = tuple(f.matured or (f.impressions, f.clicks) for f in figures)
         verdict = self.guardrails.judge(split.id, figures[0].counts, figures[1].counts, outcomes)
         self.last = (split.id, verdict)
         if verdict.action in (ABORT, PROMOTE):
@@ -114,11 +135,14 @@ class CanaryMonitor:
         # this worker's live tally, the others' last reports
         raws = self.registry.canaries.tallies(skip_pid=os.getpid())
         counts = Tally.merge([*raws, self.tally.encode()], split.id)
-        out = []
+        out, until = [], self.clock() - self.click_window
         for version, share in ((split.stable, 1.0 - split.share), (split.version, split.share)):
             shown = (split.since_start(version, self.outcomes(version))
                      if self.outcomes is not None else (0, 0))
-            out.append(VersionFigures(version, share, counts.get(version, Counts()), *shown))
+            matured = (self.shown_between(version, split.started, until)
+                       if self.outcomes is not None and self.shown_between is not None else None)
+            out.append(VersionFigures(version, share, counts.get(version, Counts()), *shown,
+                                      matured))
         return out
 
     def verdict_text(self) -> str:

@@ -39,6 +39,7 @@ prefix ever matches them.
     meta       catalog-seq                      last update's seq    CATALOG_SEQ
     impressions <kid>␟<user hash>␟<ms>␟<request id>  impression       impression_key
     impressions ␟count␟<version>␟<channel>      online counters      impression_count_key
+    impressions ␟shown␟<version>␟<12-digit s>   shown, clicked in 10 s  impression_bucket_key
     datakeys   <user>                           wrapped data key     (server.store.datakeys)
     sends      d␟<letter id: ms.hex>            a dead letter        dead_letter_key
 
@@ -83,6 +84,8 @@ __all__ = [
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
+    "impression_bucket_key", "impression_bucket_prefix", "IMPRESSION_BUCKET_PREFIX",
+    "IMPRESSION_BUCKET_SECONDS",
     "DEAD_LETTER_PREFIX", "dead_letter_key",
     "decision_keys_many", "due_keys_many",
 ]
@@ -343,6 +346,9 @@ def catalog_item_key(item_id: str) -> bytes:
 
 # -- impressions (server.impressions) ---------------------------------------------------------------
 IMPRESSION_COUNT_PREFIX = SEP + b"count" + SEP
+IMPRESSION_BUCKET_PREFIX = SEP + b"shown" + SEP
+IMPRESSION_BUCKET_SECONDS = 10
+"""Width of the buckets of showing time the canary's matured CTR is counted in."""
 
 
 def impression_user_prefix(kid: str, digest: str) -> bytes:
@@ -377,6 +383,17 @@ def impression_ms(key: bytes) -> int:
 def impression_count_key(version: str, channel: str) -> bytes:
     """The counters of one model version on one channel (no user in it)."""
     return IMPRESSION_COUNT_PREFIX + join_key(version, channel)
+
+
+def impression_bucket_prefix(version: str) -> bytes:
+    """Every bucket of one model version, in time order."""
+    return IMPRESSION_BUCKET_PREFIX + join_key(version) + SEP
+
+
+def impression_bucket_key(version: str, start: int) -> bytes:
+    """(impressions, impressions with a click) of one model version shown in the
+    `IMPRESSION_BUCKET_SECONDS` from unix second `start` (a multiple of them)."""
+    return impression_bucket_prefix(version) + b"%012d" % start
 
 
 DEAD_LETTER_PREFIX = b"d" + SEP

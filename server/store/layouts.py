@@ -207,6 +207,10 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("impression_counters", "impressions", 1,
                lambda k: k.startswith(K.IMPRESSION_COUNT_PREFIX),
                "packed float64 counters of one model version and channel (impressions.records)"),
+    RecordKind("impression_buckets", "impressions", 1,
+               lambda k: k.startswith(K.IMPRESSION_BUCKET_PREFIX),
+               "packed float64 (impressions, impressions with a click) of one model version "
+               "shown in one 10 s bucket (impressions.records; the canary's matured CTR)"),
     # Encryption at rest (store.datakeys, store.rekey). With it on, every per-user record of
     # keys.USER_TABLES above is sealed as a whole (store.sealed: version, nonce, AES-GCM).
     RecordKind("data_key", "datakeys", 1, _any,

@@ -136,6 +136,7 @@ def guarded(settings):
     settings.canary_min_requests = 60
     settings.canary_max_p99_ratio = 20.0
     settings.canary_p99_slack_ms = 500.0
+    settings.canary_click_window_seconds = 0.0  # the tests' clicks come with their answers
 
 
 def _failing_ranker(n_features: int) -> bytes:
@@ -396,3 +397,79 @@ async def test_aborted_canaries_do_not_pile_up_on_disk(keep_two, manual, client,
     assert stable in versions and len(versions) == 2, versions
     assert sorted(p.name for p in tailor_server.settings.bundles_dir.iterdir()
                   if not p.name.startswith(".")) == sorted(versions)
+
+
+def _next_bucket_seconds() -> float:
+    """Seconds to the next 10 s bucket of showing time (`keys.IMPRESSION_BUCKET_SECONDS`),
+    plus a little: what is shown after it is wholly inside the canary."""
+    return 10.0 - time.time() % 10.0 + 0.2
+
+
+async def _clicks(client, shown, tag: str) -> None:
+    await asyncio.to_thread(client.track_batch, [
+        {"event_id": f"{tag}-{i}", "user_id": user, "type": "click", "timestamp": time.time(),
+         "item_id": reply.items[0].item_id, "request_id": reply.request_id}
+        for i, (user, reply) in enumerate(shown)])
+
+
+async def test_late_clicks_on_answers_shown_before_the_canary_do_not_abort_it(
+        guarded, manual, client, tailor_server, second_bundle, demo_manifest):
+    """Clicks come after their answers: half of the active version's 200 answers shown just
+    before the canary are clicked once it runs. Counted when they join, they made the active
+    version's CTR read 0.7 against the canary's 0.2 for the same true CTR, and the canary was
+    aborted. The CTR test counts the impressions shown since the start, with their clicks."""
+    stable, canary = demo_manifest["version"], _version(second_bundle)
+    before = [(u, await asyncio.to_thread(client.recommend, u, 3)) for u in USERS[:200]]
+    await asyncio.to_thread(client.model_stats)  # written before the start (the baseline)
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+    await _clicks(client, before[::2], "late")  # 100 clicks on answers shown before the start
+    await asyncio.sleep(_next_bucket_seconds())
+    await _shown_and_clicked(client, USERS[300:700], 5, "during")  # 20% clicked on both
+    await asyncio.to_thread(client.model_stats)  # writes what the worker buffered
+    await asyncio.sleep(0.5)  # the monitor checks every 0.1 s
+    status = await asyncio.to_thread(client.model_status)
+    assert status.canary is not None and status.canary.version == canary, status.guardrail
+    assert not status.guardrail.startswith("abort"), status.guardrail
+    shown = {s.version: s.impressions for s in status.shares}
+    assert shown[stable] + shown[canary] == 400 and min(shown.values()) >= 100
+
+
+async def test_a_canary_with_a_truly_lower_ctr_is_still_aborted(
+        guarded, manual, client, tailor_server, second_bundle, demo_manifest):
+    """The same counting still aborts a canary whose answers are never clicked while half of
+    the active version's are."""
+    stable = demo_manifest["version"]
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+    await asyncio.sleep(_next_bucket_seconds())
+    shown = [(u, await asyncio.to_thread(client.recommend, u, 3)) for u in USERS[300:700]]
+    await _clicks(client, [(u, r) for u, r in shown if r.model_version == stable][::2], "good")
+    await asyncio.to_thread(client.model_stats)
+    deadline = time.monotonic() + 10
+    while (status := await asyncio.to_thread(client.model_status)).canary is not None:
+        assert time.monotonic() < deadline, status.guardrail
+        await asyncio.sleep(0.2)
+    assert status.active.version == stable
+    lines = [json.loads(line) for line in await asyncio.to_thread(client.audit_tail)]
+    [abort] = [ln for ln in lines if ln["method"] == "canary/abort"]
+    assert "CTR" in abort["status"]
+
+
+@pytest.fixture
+def slow_clicks(settings):
+    settings.canary_click_window_seconds = 3600.0
+
+
+async def test_impressions_within_their_click_window_are_not_judged_yet(
+        guarded, manual, slow_clicks, client, tailor_server, second_bundle, demo_manifest):
+    """With an hour's click window, answers shown a moment ago are not in the CTR test yet,
+    however their clicks read so far: the canary waits instead of being aborted on them."""
+    stable = demo_manifest["version"]
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+    await asyncio.sleep(_next_bucket_seconds())
+    shown = [(u, await asyncio.to_thread(client.recommend, u, 3)) for u in USERS[300:500]]
+    await _clicks(client, [(u, r) for u, r in shown if r.model_version == stable][::2], "young")
+    await asyncio.to_thread(client.model_stats)
+    await asyncio.sleep(0.5)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.canary is not None, status.guardrail
+    assert status.guardrail.startswith("wait: 0 impressions"), status.guardrail

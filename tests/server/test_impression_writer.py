@@ -176,3 +176,38 @@ def test_answers_sharing_user_request_id_and_millisecond_each_keep_their_record(
     assert sorted(decode(v).items[0] for _, v in found) == [0, 2, 4, 6]
     assert counted(SimpleNamespace(store=store)) == 4
     store.close()
+
+
+def test_impressions_and_first_clicks_count_in_buckets_of_their_showing_time(tmp_path):
+    """The canary's CTR test counts impressions by when they were shown, with their clicks
+    whenever those join (`ModelStats.shown_between`); retention drops ended buckets."""
+    from types import SimpleNamespace as NS
+
+    from server.impressions import ImpressionJoin, ImpressionLog, ModelStats
+
+    store = Store(tmp_path / "store", sync=False)
+    ring = Keyring.generate("user-id")
+    log = ImpressionLog(store, ring)
+    users, rids = [f"u{i}" for i in range(5)], [f"r{i}" for i in range(5)]
+    batch = Batch("v1", np.array([1000.0, 1005.0, 1012.0, 1025.0, 1031.0]), rids, users, ["web"] * 5,
+                  np.arange(10, dtype=np.int64).reshape(5, 2), np.ones((5, 2), np.float32),
+                  np.zeros(5, bool))
+    assert ImpressionWriter(store).write([Group(ring.kid, ring.key, (), [batch], [])]) == [5]
+    item = "i0"  # the event names the request and position 1
+
+    def click(i: int, n: int = 0):
+        return NS(type="click", item_id=item, user_id=users[i], request_id=rids[i], position=1,
+                  value=0.0, timestamp=2000.0 + n, event_id=f"e{i}-{n}")
+    # r0 clicked twice (one clicked impression), r2 and r4 once; the clicks come much later
+    assert ImpressionJoin(log).join([click(0), click(0, 1), click(2), click(4)]) == []
+    stats = ModelStats(store)
+    # by hand: buckets 1000 (r0, r1: 2 shown, 1 clicked), 1010 (r2: 1, 1), 1020 (r3: 1, 0),
+    # 1030 (r4: 1, 1)
+    assert stats.shown_between("v1", 1000, 1020) == (3, 2)
+    assert stats.shown_between("v1", 1001, 1040) == (3, 2)  # from the first whole bucket
+    assert stats.shown_between("v1", 995, 1031) == (5, 3)
+    assert stats.shown_between("v1", 0, 1000) == (0, 0) and stats.shown_between("v2", 0, 9e9) == (0, 0)
+    assert stats.counts("v1") == (5, 3)
+    log.drop_before(1025.0)  # buckets that ended by 1015 go, with the impressions before 1025
+    assert stats.shown_between("v1", 0, 9e9) == (2, 1)
+    store.close()
