@@ -474,3 +474,65 @@ def test_markov_refuses_more_channels_than_its_state_codes_hold(use_native):
     worker.join(30)
     assert not worker.is_alive(), "markov hung"
     assert raised and raised[0].startswith("order: 60000 channels") and "55107" in raised[0]
+
+
+def test_markov_many_channels_by_one_inverse_by_hand():
+    # 35 pairs "a_i > b_i" (1 conversion, value 3) and "b_i" (1 null): 70 states at order 1,
+    # past the dense per-removal solves. From a_i or b_i a conversion comes with p 0.5, so the
+    # base is 0.5; removing a_i loses its start share 1/70 (effect 1/70), removing b_i the
+    # starts of a_i and b_i (2/70). Effects sum to 35 * 3/70 = 1.5: a_i gets 35 * (1/70) / 1.5
+    # = 1/3 of a conversion and 1 of value, b_i 2/3 and 2.
+    from kernels import markov as mod
+    seqs = [s for i in range(35) for s in ([f"a{i}", f"b{i}"], [f"b{i}"])]
+    p = Paths.from_sequences(seqs, [1, 0] * 35, [3.0, 0.0] * 35, [0, 1] * 35)
+    res = attribute(p, "markov", order=1)
+    assert res.details["n_states"] == 70 > mod._DENSE_SOLVE_MAX
+    a = [p.channels.index(f"a{i}") for i in range(35)]
+    b = [p.channels.index(f"b{i}") for i in range(35)]
+    np.testing.assert_allclose(res.conversions[a], 1 / 3, rtol=1e-12)
+    np.testing.assert_allclose(res.conversions[b], 2 / 3, rtol=1e-12)
+    np.testing.assert_allclose(res.value[a], 1.0, rtol=1e-12)
+    np.testing.assert_allclose(res.value[b], 2.0, rtol=1e-12)
+    np.testing.assert_allclose(res.details["removal_effects"][a], 1 / 70, rtol=1e-12)
+
+
+def test_markov_many_channels_inverse_matches_direct_solve_and_iteration(monkeypatch):
+    # thousands of channels at order 1 took the all-removals iteration, whose cost grows as
+    # sweeps x nnz x channels (2,000 channels: about a minute); one inverse gives the same
+    from kernels import markov as mod
+    rng = np.random.default_rng(7)
+    n_ch = 300
+    names = [f"c{i}" for i in range(n_ch)]
+    pop = 1.0 / np.arange(1, n_ch + 1)
+    seqs = [list(rng.choice(names, size=rng.integers(1, 7), p=pop / pop.sum()))
+            for _ in range(4000)]
+    p = Paths.from_sequences(seqs, rng.integers(0, 3, 4000), rng.random(4000) * 5,
+                             rng.integers(0, 5, 4000))
+    taken = []
+    monkeypatch.setattr(mod, "_inverse_removals",
+                        lambda *a, _f=mod._inverse_removals: taken.append(1) or _f(*a))
+    fast = attribute(p, "markov", order=1)
+    assert taken and fast.details["n_states"] > mod._DENSE_SOLVE_MAX
+    ref = attribute(p, "markov", order=1, use_native=False)  # SuperLU per removal
+    monkeypatch.setattr(mod, "_inverse_pays", lambda *a: False)
+    iterated = attribute(p, "markov", order=1)
+    for other in (ref, iterated):
+        np.testing.assert_allclose(fast.conversions, other.conversions, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fast.value, other.value, rtol=1e-9, atol=1e-12)
+    assert fast.conversions.sum() == pytest.approx(p.conversions.sum())
+
+
+def test_markov_with_a_thousand_channels_fits_the_servers_budget():
+    # 1,000 channels at order 1 (20,000 paths): the all-removals iteration took 11 s, past
+    # the server's 5 s `Limits.attribution_seconds` (RESOURCE_EXHAUSTED); one inverse, ~1 s
+    import time
+
+    rng = np.random.default_rng(11)
+    n_ch, n = 1000, 20000
+    names = [f"c{i}" for i in range(n_ch)]
+    pop = 1.0 / np.arange(1, n_ch + 1)
+    seqs = [list(rng.choice(names, size=rng.integers(1, 7), p=pop / pop.sum())) for _ in range(n)]
+    p = Paths.from_sequences(seqs, rng.integers(0, 3, n), rng.random(n) * 5, rng.integers(0, 5, n))
+    res = attribute(p, "markov", order=1, deadline=time.monotonic() + 5.0)
+    assert res.details["n_states"] == n_ch
+    assert res.conversions.sum() == pytest.approx(p.conversions.sum())
