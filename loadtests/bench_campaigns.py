@@ -2,7 +2,7 @@
 
     python -m loadtests.bench_campaigns [--arms 10] [--duration 10] [--concurrency 32]
         [--procs 1] [--workers 1] [--policy bernoulli_ts] [--no-sync] [--rounds 1] [--tls]
-        [--rewards] [--server-src DIR] [--baseline-src DIR]
+        [--rewards] [--request-ids] [--server-src DIR] [--baseline-src DIR]
 
 Starts `python -m server` on loopback (fsync per commit unless --no-sync), creates a campaign,
 then with the same driver (grpc.aio closed loop, `--procs` client processes):
@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import random
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -78,9 +79,21 @@ def bench_users(n: int = 4096) -> list[str]:
     return [f"u{rng.randrange(10**6)}" for _ in range(n)]
 
 
-def choose_payloads(campaign: str, n: int = 4096) -> list[bytes]:
-    return [cpb.ChooseVariantRequest(campaign_id=campaign, user_id=u).SerializeToString()
-            for u in bench_users(n)]
+def choose_payloads(campaign: str, n: int = 4096, request_ids: bool = False) -> list[bytes]:
+    """ChooseVariant requests for `n` users; `request_ids`: each with a new `request_id`, as the
+    Python client sends (unique in this list and across calls: none repeats an earlier one, which
+    the server would answer from its log), `REQUEST_ID_CALLS` of them cycling over the users."""
+    if not request_ids:
+        return [cpb.ChooseVariantRequest(campaign_id=campaign, user_id=u).SerializeToString()
+                for u in bench_users(n)]
+    users, run = bench_users(n), uuid.uuid4().hex[:16]
+    return [cpb.ChooseVariantRequest(campaign_id=campaign, user_id=users[i % n],
+                                     request_id=f"{run}{i:016x}").SerializeToString()
+            for i in range(REQUEST_ID_CALLS)]
+
+
+REQUEST_ID_CALLS = 131_072
+"""Distinct request ids a `--request-ids` run sends (more calls than a 10 s run makes here)."""
 
 
 def grant_consent(target: str, users: list[str], channel: str = "email",
@@ -141,7 +154,7 @@ def _rewarded(label: str, server, common: dict, n: int, seed: int) -> list[Measu
     ones left out): closed loop on 60% of them, then open loop at a quarter and at half of that
     max QPS on the rest. Fails if a run made more calls than it had decisions (the rest would be
     repeats, which write nothing)."""
-    target, pid, campaign = server
+    target, pid, campaign, _ = server
     payloads = reward_payloads(target, campaign, n, common["connection"], seed)
     parts = np.split(np.array(payloads, dtype=object),
                      [int(0.6 * len(payloads)), int(0.75 * len(payloads))])
@@ -165,7 +178,7 @@ SETUP_ROLES = ("decider", "admin", "tracker")
 @contextlib.contextmanager
 def _server(args, src: Path | None, env: dict, secure: Secured):
     """A server from `src` (default: this tree) with the bench campaign and its users opted in:
-    (target, pid, campaign)."""
+    (target, pid, campaign, whether ChooseVariant calls carry request ids)."""
     conn = secure.connection
     with serving(prefix="tailor-bench-campaigns-", workers=args.workers, server_src=src,
                  env=env, stop_timeout=60, flags=secure.flags, connection=conn) as srv:
@@ -173,16 +186,16 @@ def _server(args, src: Path | None, env: dict, secure: Secured):
         grant_consent(srv.target, bench_users(), connection=conn)  # email: users opted in first
         run_load(srv.target, CHOOSE, choose_payloads(campaign), concurrency=8, duration=2,
                  connection=conn)  # warm-up
-        yield srv.target, srv.process.pid, campaign
+        yield srv.target, srv.process.pid, campaign, args.request_ids
 
 
 def _pair(label: str, round_: int, server, common: dict) -> Comparison:
     """Ping and ChooseVariant closed loop on one server; Ping second in even rounds."""
-    target, pid, campaign = server
+    target, pid, campaign, ids = server
     runs = [lambda: measure(f"{label}Ping (empty RPC), round {round_}", pid, target, PING,
                             ping_payloads(), **common),
             lambda: measure(f"{label}ChooseVariant (max QPS), round {round_}", pid, target,
-                            CHOOSE, choose_payloads(campaign), **common)]
+                            CHOOSE, choose_payloads(campaign, request_ids=ids), **common)]
     if round_ % 2 == 0:
         method, ping = runs[1](), runs[0]()
     else:
@@ -207,9 +220,9 @@ def _ratios(pairs: list[Comparison]) -> str:
 
 def _paced(label: str, server, rate: float, common: dict) -> list[Measurement]:
     """ChooseVariant then Ping in open loop at `rate` on one server."""
-    target, pid, campaign = server
+    target, pid, campaign, ids = server
     return [measure(f"{label}ChooseVariant, open loop {rate:.0f}/s", pid, target, CHOOSE,
-                    choose_payloads(campaign), rate=rate, **common),
+                    choose_payloads(campaign, request_ids=ids), rate=rate, **common),
             measure(f"{label}Ping, open loop {rate:.0f}/s (baseline)", pid, target, PING,
                     ping_payloads(), rate=rate, **common)]
 
@@ -233,6 +246,9 @@ def main(argv=None) -> int:
                         "Ping's CPU per call of the same server, then at a quarter and half of it")
     p.add_argument("--reward-decisions", type=int, default=100_000,
                    help="decisions planned for --rewards (each rewarded once)")
+    p.add_argument("--request-ids", action="store_true",
+                   help="every ChooseVariant carries a new request_id, as the Python client's do "
+                        "(the server checks and remembers each; default: none, as raw stubs send)")
     p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
                    help="also measure a server from this source tree in every round and at "
                         "every rate (before/after in one run)")
@@ -248,6 +264,7 @@ def main(argv=None) -> int:
               f"source {args.server_src or 'this tree'}; campaign: {args.policy}, {args.arms} arms; "
               f"load: {args.procs} process(es), concurrency {args.concurrency}, "
               f"{args.duration:g}s per step{'; TLS + token' if args.tls else ''}"
+              f"{'; a request_id on every ChooseVariant' if args.request_ids else ''}"
               + (f"; baseline server from {args.baseline_src}" if base else ""), flush=True)
         common = dict(concurrency=args.concurrency, duration=args.duration, procs=args.procs,
                       connection=secure.connection)
