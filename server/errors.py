@@ -18,7 +18,7 @@ from .security.userref import user_ref
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
     "PermissionDenied", "Unauthenticated", "Unavailable", "MalformedRequest", "PartlyDone",
-    "grpc_errors", "safe_deserializer",
+    "grpc_errors", "safe_deserializer", "http_status",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -163,6 +163,22 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str)
         await context.abort(err.status, _detail(err))
     logger.exception("%s failed", method)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+
+
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409, grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+"""The public HTTP endpoint's status for each error's gRPC status (`server.http.public` maps
+every `TailorError` a handler raises through it): a store that is full or busy is 503, so a
+provider retries its webhook later; anything else is 500."""
+
+
+def http_status(err: TailorError) -> tuple[int, str]:
+    """The HTTP status and the (cut) message of `err` for the public endpoint's reply."""
+    return HTTP_STATUS.get(err.status, 500), _detail(err)
 
 
 def grpc_errors(method):

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from ..config import Limits
 from ..contact.addresses import EMAIL, normalize
-from ..errors import InvalidArgument, TailorError
+from ..errors import InvalidArgument
 from ..interfaces import DecisionOwners, EventRecorder
 from ..profiles import TrackedEvent
 from ..security.userref import user_ref
@@ -69,10 +69,7 @@ class DeliveryEvents:
                 raise ValueError("not a JSON object")
         except (ValueError, RecursionError) as err:  # RecursionError: nested too deep
             raise web.HTTPBadRequest(text=f"body: not a JSON report ({err})") from None
-        try:
-            return web.json_response(await self.apply(report))
-        except TailorError as err:
-            raise web.HTTPBadRequest(text=str(err)) from None
+        return web.json_response(await self.apply(report))  # errors: `public._errors`
 
     def checked(self, report: dict) -> tuple[str, str, str]:
         """The report's type, decision id and address, every field checked: a bad one is

@@ -9,9 +9,12 @@ reports.
                          (`delivery_events.DeliveryEvents`)
 
 Anyone may call it: the token is the credential (`server.messages.unsubscribe`). A token that
-does not verify gets 400 and changes nothing. GET never changes anything (link scanners
-prefetch links). It shares the domain objects of the gRPC server, never its servicers, and runs
-in every worker (SO_REUSEPORT), over TLS with the gRPC port's certificate when TLS is on.
+does not verify gets 400 and changes nothing, as does a body that is not a form. Every
+`TailorError` a handler raises becomes its status here, in one middleware
+(`server.errors.http_status`: 400 for bad input, 503 when the store cannot take a write now).
+GET never changes anything (link scanners prefetch links). It shares the domain objects of the
+gRPC server, never its servicers, and runs in every worker (SO_REUSEPORT), over TLS with the gRPC
+port's certificate when TLS is on.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ..errors import InvalidArgument, TailorError, http_status
 from ..interfaces import ConsentWriter
 from ..messages.unsubscribe import BadToken, UnsubscribeTokens
 from ..security.userref import user_ref
@@ -39,6 +43,28 @@ def _html(text: str, status: int = 200) -> web.Response:
                         headers=SECURITY_HEADERS)
 
 
+@web.middleware
+async def _errors(request: web.Request, handler):
+    """A `TailorError` -> its HTTP status and message (logged without the path: it holds the
+    token)."""
+    try:
+        return await handler(request)
+    except TailorError as err:
+        status, text = http_status(err)
+        route = request.match_info.route.resource
+        logger.info("%s %s -> %d: %s", request.method, route.canonical if route else "?", status,
+                    err.log_message())
+        return web.Response(status=status, text=text, headers=SECURITY_HEADERS)
+
+
+async def _form(request: web.Request):
+    """The request's form fields; InvalidArgument for a body aiohttp cannot parse as one."""
+    try:
+        return await request.post()
+    except (ValueError, LookupError) as err:  # UnicodeDecodeError; LookupError: unknown charset
+        raise InvalidArgument("body", f"not a form ({type(err).__name__})") from None
+
+
 class PublicHttp:
     """The aiohttp application and its listening site; `start()` binds, `stop()` closes."""
 
@@ -50,7 +76,7 @@ class PublicHttp:
         back)."""
         self.tokens, self.consent, self.erased = tokens, consent, erased
         self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
-        self.app = web.Application(client_max_size=MAX_BODY_BYTES)
+        self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
         self.app.router.add_get("/u/{token}", self.confirm)
         self.app.router.add_post("/u/{token}", self.unsubscribe)
         if sms is not None:
@@ -71,9 +97,9 @@ class PublicHttp:
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
         target = self._read(request)
-        form = await request.post()
+        form = await _form(request)
         if form.get("List-Unsubscribe") != ONE_CLICK:
-            raise web.HTTPBadRequest(text="body must be List-Unsubscribe=One-Click")
+            raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
         if self.erased is not None and self.erased(target.user_id):  # two reads, µs
             logger.info("unsubscribe link of an erased user (%s): nothing left to opt out",
                         user_ref(target.user_id))
