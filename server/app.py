@@ -322,7 +322,8 @@ class TailorServer:
                                                          self.suppressions, s.limits)
         self.public = public_http.PublicHttp(
             self.tokens, self.profiles, host=s.host, port=s.public_http_port, ssl_context=ctx,
-            reuse_port=s.workers > 1, sms=sms, delivery_events=reports, erased=self._erased)
+            reuse_port=s.workers > 1, sms=sms, delivery_events=reports, erased=self._erased,
+            limits=s.limits)
         try:
             await self.public.start()
         except OSError as err:  # in use, or not an address of this machine: one line, exit 2
@@ -338,7 +339,7 @@ class TailorServer:
         if ring is None:
             return None
         return public_http.SignedRequests(ring, s.webhook_tolerance_seconds,
-                                          s.limits.webhook_signatures)
+                                          s.limits.webhook_signatures, s.limits.http_body_seconds)
 
     def reload(self) -> None:
         """SIGHUP: run every reloader; one failing does not stop the others."""

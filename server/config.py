@@ -215,6 +215,18 @@ class Limits(BaseModel):
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check
     still refuses them once stale)."""
+    http_connections: int = Field(512, ge=1)
+    """Most connections the public HTTP port holds open at once, per process (from the end of
+    the TLS handshake to the close); one more is answered 503 and closed at once. Keep it well
+    under the process's open-file limit (`ulimit -n`, often 1024): each connection is a file
+    descriptor, and the store and the gRPC port need theirs."""
+    http_idle_seconds: float = Field(15.0, gt=0)
+    """Longest a public HTTP connection may go without a complete request head, from its start
+    or after a reply: then it is closed (a client sending nothing, or its headers a byte at a
+    time, holds no connection longer)."""
+    http_body_seconds: float = Field(10.0, gt=0)
+    """Longest the body of a public HTTP request may take to arrive once its head has: 408
+    after it, nothing changed."""
     bundle_version_chars: int = 128
     """Longest bundle version (a manifest's `version`, a Rollback target): letters, digits,
     '.', '_' and '-', not starting with '.'."""

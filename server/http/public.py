@@ -24,10 +24,12 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument, TailorError, http_status
 from ..interfaces import ConsentWriter
 from ..messages.unsubscribe import BadToken, UnsubscribeTokens
 from ..security.userref import user_ref
+from .bounds import CappedRunner, within
 from .pages import SECURITY_HEADERS, bad_token_page, confirm_page, done_page
 
 __all__ = ["PublicHttp", "ONE_CLICK"]
@@ -57,10 +59,11 @@ async def _errors(request: web.Request, handler):
         return web.Response(status=status, text=text, headers=SECURITY_HEADERS)
 
 
-async def _form(request: web.Request):
-    """The request's form fields; InvalidArgument for a body aiohttp cannot parse as one."""
+async def _form(request: web.Request, seconds: float):
+    """The request's form fields; InvalidArgument for a body aiohttp cannot parse as one, 408
+    for one that takes longer than `seconds` to arrive."""
     try:
-        return await request.post()
+        return await within(seconds, request.post())
     except (ValueError, LookupError) as err:  # UnicodeDecodeError; LookupError: unknown charset
         raise InvalidArgument("body", f"not a form ({type(err).__name__})") from None
 
@@ -70,11 +73,12 @@ class PublicHttp:
 
     def __init__(self, tokens: UnsubscribeTokens, consent: ConsentWriter, *, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
-                 sms=None, delivery_events=None, erased: Callable[[str], bool] | None = None):
+                 sms=None, delivery_events=None, erased: Callable[[str], bool] | None = None,
+                 limits: Limits = DEFAULT_LIMITS):
         """`erased(user_id)`: the user was erased (DeleteProfile) and has no profile since: an
         old link of theirs opts nothing out and writes nothing (it would bring the profile
-        back)."""
-        self.tokens, self.consent, self.erased = tokens, consent, erased
+        back). `limits`: the `http_*` bounds on clients (`server.http.bounds`)."""
+        self.tokens, self.consent, self.erased, self.limits = tokens, consent, erased, limits
         self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
         self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
         self.app.router.add_get("/u/{token}", self.confirm)
@@ -83,7 +87,7 @@ class PublicHttp:
             self.app.router.add_post("/sms/inbound", sms.handle)
         if delivery_events is not None:
             self.app.router.add_post("/delivery/events", delivery_events.handle)
-        self._runner: web.AppRunner | None = None
+        self._runner: CappedRunner | None = None
 
     def _read(self, request: web.Request):
         try:
@@ -97,7 +101,7 @@ class PublicHttp:
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
         target = self._read(request)
-        form = await _form(request)
+        form = await _form(request, self.limits.http_body_seconds)
         if form.get("List-Unsubscribe") != ONE_CLICK:
             raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
         if self.erased is not None and self.erased(target.user_id):  # two reads, µs
@@ -112,7 +116,9 @@ class PublicHttp:
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port (0 in the settings picks a free one)."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = CappedRunner(self.app, most=self.limits.http_connections,
+                                    idle=self.limits.http_idle_seconds,
+                                    linger=self.limits.http_body_seconds, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context,
                            reuse_port=self.reuse_port or None)

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from aiohttp import web
 
 from ..security.secrets import Keyring
+from .bounds import within
 
 __all__ = ["SignedRequests", "SeenSignatures", "sign", "signed_by", "SIGNATURE_HEADER",
            "TIMESTAMP_HEADER"]
@@ -73,14 +74,15 @@ class SeenSignatures:
 class SignedRequests:
     """Reads a webhook request and checks its signature, freshness and novelty."""
 
-    def __init__(self, ring: Keyring, tolerance: float, remember: int):
-        self._ring, self.tolerance = ring, tolerance
+    def __init__(self, ring: Keyring, tolerance: float, remember: int, body_seconds: float = 10.0):
+        """`body_seconds`: longest the body may take to arrive (then 408)."""
+        self._ring, self.tolerance, self.body_seconds = ring, tolerance, body_seconds
         self.seen = SeenSignatures(remember)
 
     async def read(self, request: web.Request) -> tuple[bytes, float]:
         """The body and its signed timestamp; HTTP 401 (unsigned, wrongly signed, stale) or
-        409 (a replay) otherwise."""
-        body = await request.read()
+        409 (a replay) otherwise; 408 for a body slower than `body_seconds`."""
+        body = await within(self.body_seconds, request.read())
         timestamp = request.headers.get(TIMESTAMP_HEADER, "")
         signature = request.headers.get(SIGNATURE_HEADER, "")
         if not signed_by(self._ring, body, timestamp, signature):

@@ -1,0 +1,111 @@
+"""Bounds on the public port's clients (`Limits.http_*`): how many connections one process
+holds, how long a connection may idle or dribble its request head, how long a body may take.
+
+aiohttp alone holds a connection that sends nothing, or half a request head, for 3,630 s (its
+default keep-alive) and waits for a body forever; a few thousand such sockets used up the
+process's file descriptors, and the gRPC port (same process) stopped answering too.
+
+- `CappedRunner`: an `AppRunner` whose sites count their connections; one past
+  `http_connections` gets `503` and is closed at once. The idle limit is aiohttp's keep-alive
+  timeout, which also runs from the connection's start: a connection without a complete
+  request head by then is closed.
+- `within(seconds, aw)`: a body read, 408 when it takes longer (then the rest of the body is
+  drained for as long again at most, so the client reads the 408, and the connection closed).
+
+A TLS connection is counted from the end of its handshake; the handshake itself is bounded by
+asyncio (60 s).
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+__all__ = ["CappedRunner", "ConnectionCap", "within", "OVER_CAP_REPLY"]
+
+T = TypeVar("T")
+
+OVER_CAP_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 17\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+                  b"too many requests")
+
+
+async def within(seconds: float, aw: Awaitable[T]) -> T:
+    """`aw` (a body read), or HTTP 408 once `seconds` have passed."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text=f"the body did not arrive within {seconds:g} s") from None
+
+
+class _Counted(asyncio.Protocol):
+    """One connection: aiohttp's protocol behind it while under the cap, else the 503."""
+
+    __slots__ = ("cap", "inner")
+
+    def __init__(self, cap: ConnectionCap):
+        self.cap, self.inner = cap, None
+
+    def connection_made(self, transport) -> None:
+        if self.cap.open >= self.cap.most:
+            transport.write(OVER_CAP_REPLY)
+            transport.close()
+            return
+        self.cap.open += 1
+        self.inner = self.cap.factory()
+        self.inner.connection_made(transport)
+
+    def connection_lost(self, exc) -> None:
+        if self.inner is not None:
+            self.cap.open -= 1
+            self.inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def eof_received(self):
+        return self.inner.eof_received() if self.inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+
+class ConnectionCap:
+    """A protocol factory (what `loop.create_server` calls per connection) around aiohttp's:
+    at most `most` connections open at once."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], most: int):
+        self.factory, self.most, self.open = factory, most, 0
+
+    def __call__(self) -> asyncio.Protocol:
+        return _Counted(self)
+
+
+class CappedRunner(web.AppRunner):
+    """`web.AppRunner` whose sites (`TCPSite` takes `runner.server` as its protocol factory)
+    accept at most `most` connections; `idle` seconds is the keep-alive (and first request
+    head) timeout; after a reply to a request whose body is not all in (408, 413), the rest is
+    drained for at most `linger` seconds, then the connection is closed."""
+
+    def __init__(self, app: web.Application, *, most: int, idle: float, linger: float,
+                 **kwargs):
+        super().__init__(app, keepalive_timeout=idle, lingering_time=linger, **kwargs)
+        self._most, self._cap = most, None
+
+    @property
+    def server(self):
+        inner = super().server
+        if inner is None:
+            return None
+        if self._cap is None or self._cap.factory is not inner:
+            self._cap = ConnectionCap(inner, self._most)
+        return self._cap

@@ -1,0 +1,76 @@
+"""The public HTTP port against slow and greedy clients, over raw sockets on a real server: an
+idle or half-sent request is closed, a body that does not arrive is 408, and connections past
+`limits.http_connections` get 503 at once; gRPC keeps answering throughout."""
+import asyncio
+import time
+
+import pytest
+
+from protos.tailor.v1 import diagnostics_pb2 as dpb
+from protos.tailor.v1 import diagnostics_pb2_grpc
+
+MOST, IDLE, BODY = 4, 1.0, 1.0
+
+
+@pytest.fixture
+def settings(settings):
+    from server.config import Limits
+    settings.limits = Limits(http_connections=MOST, http_idle_seconds=IDLE, http_body_seconds=BODY)
+    return settings
+
+
+async def connect(settings, first: bytes = b""):
+    reader, writer = await asyncio.open_connection("127.0.0.1", settings.public_http_port)
+    if first:
+        writer.write(first)
+        await writer.drain()
+    return reader, writer
+
+
+async def closed_within(reader, seconds: float) -> tuple[bytes, float]:
+    """What the server sends before it closes the connection, and when it closed it."""
+    start, got = time.monotonic(), b""
+    async with asyncio.timeout(seconds):
+        while chunk := await reader.read(4096):
+            got += chunk
+    return got, time.monotonic() - start
+
+
+async def ping(channel) -> None:
+    stub = diagnostics_pb2_grpc.DiagnosticsServiceStub(channel)
+    await stub.Ping(dpb.PingRequest(), timeout=5)
+
+
+async def test_idle_and_half_sent_requests_are_closed_after_the_idle_limit(settings, channel):
+    """Before: a connection that sent nothing, or half a request head, was held for an hour
+    (aiohttp's default keep-alive, 3,630 s); a few thousand such sockets used up the process's
+    file descriptors and gRPC stopped answering too."""
+    idle, _ = await connect(settings)
+    half, _ = await connect(settings, b"GET /u/x HTTP/1.1\r\nHost: tailor\r\nX-Slow: ")
+    assert await closed_within(idle, IDLE + 3) == (b"", pytest.approx(IDLE, abs=1.5))
+    assert (await closed_within(half, IDLE + 3))[0] == b""
+    await ping(channel)
+
+
+async def test_a_body_that_does_not_arrive_is_408(settings, channel):
+    reader, writer = await connect(settings, b"POST /sms/inbound HTTP/1.1\r\nHost: tailor\r\n"
+                                             b"Content-Length: 100\r\n\r\nFrom=")
+    got, took = await closed_within(reader, 3 * BODY + 2)  # 408, the rest drained, closed
+    assert got.startswith(b"HTTP/1.1 408 ") and took == pytest.approx(2 * BODY, abs=1.5)
+    writer.close()
+    await ping(channel)
+
+
+async def test_connections_past_the_limit_get_503_at_once_and_their_slots_come_back(
+        settings, channel):
+    held = [await connect(settings) for _ in range(MOST)]
+    over, _ = await connect(settings)
+    got, took = await closed_within(over, 2)
+    assert got.startswith(b"HTTP/1.1 503 ") and took < 1
+    await ping(channel)
+    for _, writer in held:
+        writer.close()
+    await asyncio.sleep(0.2)
+    reader, writer = await connect(settings, b"GET /u/x HTTP/1.1\r\nHost: tailor\r\n"
+                                             b"Connection: close\r\n\r\n")
+    assert (await closed_within(reader, 3))[0].startswith(b"HTTP/1.1 400 ")  # served again
