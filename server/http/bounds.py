@@ -9,7 +9,8 @@ process's file descriptors, and the gRPC port (same process) stopped answering t
   `http_connections` gets `503` and is closed at once. The idle limit is aiohttp's keep-alive
   timeout, which also runs from the connection's start: a connection without a complete
   request head by then is closed.
-- `within(seconds, aw)`: a body read, 408 when it takes longer (then the rest of the body is
+- `within(seconds, aw)`: a body read, 400 when it does not decode (declared gzip and not,
+  chunking broken off), 408 when it takes longer (then the rest of the body is
   drained for as long again at most, so the client reads the 408, and the connection closed).
 
 A TLS connection is counted from the end of its handshake; the handshake itself is bounded by
@@ -23,6 +24,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
+from ..errors import InvalidArgument
+
 __all__ = ["CappedRunner", "ConnectionCap", "within", "OVER_CAP_REPLY"]
 
 T = TypeVar("T")
@@ -33,10 +36,14 @@ OVER_CAP_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain
 
 
 async def within(seconds: float, aw: Awaitable[T]) -> T:
-    """`aw` (a body read), or HTTP 408 once `seconds` have passed."""
+    """`aw` (a body read), or HTTP 408 once `seconds` have passed; InvalidArgument (400) for
+    a body that does not decode."""
     try:
         async with asyncio.timeout(seconds):
             return await aw
+    except web.RequestPayloadError:  # the client's: a bad Content-Encoding or chunking
+        raise InvalidArgument("body", "not readable (its Content-Encoding or chunking is "
+                                      "broken)") from None
     except TimeoutError:
         raise web.HTTPRequestTimeout(text=f"the body did not arrive within {seconds:g} s") from None
 

@@ -56,7 +56,11 @@ async def _errors(request: web.Request, handler):
         route = request.match_info.route.resource
         logger.info("%s %s -> %d: %s", request.method, route.canonical if route else "?", status,
                     err.log_message())
-        return web.Response(status=status, text=text, headers=SECURITY_HEADERS)
+        reply = web.Response(status=status, text=text, headers=SECURITY_HEADERS)
+        if request.content.exception() is not None:  # a body that broke off (bad gzip, chunks):
+            request.content.feed_eof()  # nothing left to drain (aiohttp would re-raise its
+            reply.force_close()         # error while lingering), and the connection is spent
+        return reply
 
 
 async def _form(request: web.Request, seconds: float):

@@ -125,3 +125,20 @@ async def test_a_non_ascii_signature_is_401_and_deep_nesting_400_never_a_server_
     assert status == 400 and "not a JSON report" in text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not (await listed(profiles, "n@example.com")).suppressed
+
+
+async def test_a_body_that_does_not_decode_is_400_not_a_server_error(settings, profiles, caplog):
+    """The body is read before its signature is checked, so anyone could send one declared
+    gzip that is not (or whose chunking breaks off): aiohttp raised RequestPayloadError out of
+    the handler, a 500 and an ERROR traceback per request. Now 400, nothing listed."""
+    raw = json.dumps({"type": "bounce", "address": "z@example.com"}).encode()
+    timestamp = str(int(time.time()))
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{settings.public_http_port}/delivery/events",
+                             data=raw, headers={"Content-Encoding": "gzip",
+                                                "X-Tailor-Timestamp": timestamp,
+                                                "X-Tailor-Signature": sign(REPORT_KEY, raw,
+                                                                           timestamp)}) as res:
+            assert res.status == 400 and "body" in await res.text()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not (await listed(profiles, "z@example.com")).suppressed

@@ -164,6 +164,10 @@ async def test_a_malformed_one_click_body_is_400_never_a_server_error(compose, p
             async with http.post(url, data=body, headers={"Content-Type": content_type}) as res:
                 assert (res.status, content_type) == (400, content_type)
                 assert "body" in await res.text()
+        async with http.post(url, data=one_click, headers={  # declared gzip, and not
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Content-Encoding": "gzip"}) as res:
+            assert res.status == 400 and "body" in await res.text()
         assert await consent(profiles, "u5") is True
         form = aiohttp.FormData()
         form.add_field("List-Unsubscribe", "One-Click", content_type="text/plain")  # multipart
