@@ -9,6 +9,11 @@ process's file descriptors, and the gRPC port (same process) stopped answering t
   `http_connections` gets `503` and is closed at once. The idle limit is aiohttp's keep-alive
   timeout, which also runs from the connection's start: a connection without a complete
   request head by then is closed.
+- `ServerLog`: what aiohttp logs per connection. A malformed request head (an overlong line,
+  too many headers, not HTTP) or body (declared gzip and not) is the client's doing: one INFO
+  line naming the problem, never the client's address or the bytes it sent (aiohttp logged
+  each at ERROR with a traceback, the address and 100 bytes of the line: a log anyone could
+  fill, with what they chose).
 - `within(seconds, aw)`: a body read, 400 when it does not decode (declared gzip and not,
   chunking broken off), 408 when it takes longer (then the rest of the body is
   drained for as long again at most, so the client reads the 408, and the connection closed).
@@ -19,14 +24,18 @@ asyncio (60 s).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import InvalidArgument
 
-__all__ = ["CappedRunner", "ConnectionCap", "within", "OVER_CAP_REPLY"]
+__all__ = ["CappedRunner", "ConnectionCap", "ServerLog", "within", "OVER_CAP_REPLY"]
+
+logger = logging.getLogger("tailor.http")
 
 T = TypeVar("T")
 
@@ -46,6 +55,30 @@ async def within(seconds: float, aw: Awaitable[T]) -> T:
                                       "broken)") from None
     except TimeoutError:
         raise web.HTTPRequestTimeout(text=f"the body did not arrive within {seconds:g} s") from None
+
+
+class ServerLog:
+    """The `logger` aiohttp's connections log through (it calls `debug` and `exception`, with
+    the client's address as the only argument): a client's malformed request is INFO without
+    a traceback, anything else ERROR with one; neither shows the client's address."""
+
+    def __init__(self, log: logging.Logger = logger):
+        self.log = log
+
+    def _emit(self, level: int, msg: str, args: tuple, exc) -> None:
+        if isinstance(exc, HttpProcessingError | web.RequestPayloadError):  # the client's
+            # request did not parse: its head, or a body aiohttp drains after a reply sent
+            # without reading it (a 404 or a bad token, to a body declared gzip and not)
+            self.log.log(min(level, logging.INFO), "bad request from a client (%s)",
+                         type(exc).__name__)
+            return
+        self.log.log(level, "aiohttp: %s", msg % (("a client",) * len(args)), exc_info=exc)
+
+    def debug(self, msg: str, *args, exc_info=None, **_) -> None:
+        self._emit(logging.DEBUG, msg, args, exc_info)
+
+    def exception(self, msg: str, *args, exc_info=True, **_) -> None:
+        self._emit(logging.ERROR, msg, args, exc_info)
 
 
 class _Counted(asyncio.Protocol):
@@ -105,7 +138,8 @@ class CappedRunner(web.AppRunner):
 
     def __init__(self, app: web.Application, *, most: int, idle: float, linger: float,
                  **kwargs):
-        super().__init__(app, keepalive_timeout=idle, lingering_time=linger, **kwargs)
+        super().__init__(app, keepalive_timeout=idle, lingering_time=linger, logger=ServerLog(),
+                         **kwargs)
         self._most, self._cap = most, None
 
     @property
