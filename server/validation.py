@@ -24,8 +24,10 @@ SEP = SEP_CHAR
 """The store's key separator (`server.store.keys`): no id may contain it."""
 
 PREFIX_CHARS = 16
-has_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f]").search
-"""A match (truthy) when a string holds a control character: no id may."""
+has_control = re.compile(f"[\\x00-\\x1e{SEP}\\x7f\\ud800-\\udfff]").search
+"""A match (truthy) when a string holds a control character, or a lone surrogate (a str only
+JSON's `\\ud800` escapes make: it has no UTF-8 form, so it cannot become a key): no id may."""
+_SURROGATE = re.compile("[\ud800-\udfff]").search
 _VERSION = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
@@ -38,6 +40,8 @@ def id_problem(value: str, max_bytes: int) -> str | None:
     """None when `value` is a usable id (1..max_bytes UTF-8 bytes, no 0x1F), else why not."""
     if not value:
         return "is empty"
+    if _SURROGATE(value):
+        return "contains a lone surrogate (not a character: no UTF-8 form)"
     # An id of at most max_bytes // 4 characters fits (UTF-8: <= 4 bytes a character), so only
     # longer ones are encoded to be measured.
     if len(value) > max_bytes >> 2 and len(value.encode()) > max_bytes:

@@ -142,3 +142,16 @@ async def test_a_body_that_does_not_decode_is_400_not_a_server_error(settings, p
             assert res.status == 400 and "body" in await res.text()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not (await listed(profiles, "z@example.com")).suppressed
+
+
+async def test_a_lone_surrogate_in_a_report_is_400_naming_the_field(settings, profiles, caplog):
+    """JSON may escape half a UTF-16 pair (`\\ud800`), which Python decodes to a str that has no
+    UTF-8 form: the decision index key and the address's keyed hash could not be built, a 500
+    and an ERROR traceback. (gRPC strings are UTF-8 already; the JSON webhooks are the way in.)"""
+    for report_, field in (({"type": "bounce", "decision_id": "d\ud800"}, "decision_id"),
+                           ({"type": "bounce", "address": "s\ud800@example.com"}, "address")):
+        raw = json.dumps(report_).encode()  # ASCII: the surrogate travels as its escape
+        status, text = await report(settings, raw)
+        assert (status, text.split(":")[0]) == (400, field if field != "address" else
+                                                "address.email")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
