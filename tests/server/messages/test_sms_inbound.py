@@ -146,3 +146,23 @@ async def test_without_the_sms_webhook_keyring_there_is_no_endpoint(settings, tm
         assert not (settings.secrets_dir / "sms-webhook.keys").exists()  # never generated
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_stop_signed_before_the_users_erasure_is_409_not_a_server_error(
+        texted, profiles, messaging, settings, caplog):
+    """A STOP signed a minute ago reaches a user erased since who came back (the number indexed
+    again): its consent change is dated before the erasure, which the profile refuses
+    (FAILED_PRECONDITION, docs/privacy.md). SmsInbound let the error out: a 500 with an ERROR
+    traceback, which the provider retries. Now 409 through the one mapping, nothing written."""
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=texted, attributes={"phone": "+447700900123"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=texted, channel="sms", opted_in=True,
+                                                    source="signup again"))
+    await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id=texted))
+    assert await reply(settings, "+447700900123", "STOP", age=60) == 409
+    assert await sms_consent(profiles, texted) is True
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # Signed after the erasure it counts (timestamps are whole seconds: 2 s ahead, not now).
+    assert await reply(settings, "+447700900123", "STOP", age=-2) == 200
+    assert await sms_consent(profiles, texted) is False
