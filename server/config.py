@@ -215,11 +215,15 @@ class Limits(BaseModel):
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check
     still refuses them once stale)."""
-    http_connections: int = Field(512, ge=1)
+    http_connections: int = Field(256, ge=1)
     """Most connections the public HTTP port holds open at once, per process (from the end of
     the TLS handshake to the close); one more is answered 503 and closed at once. Keep it well
     under the process's open-file limit (`ulimit -n`, often 1024): each connection is a file
-    descriptor, and the store and the gRPC port need theirs."""
+    descriptor, and the store and the gRPC port need theirs. A pending request head holds up to
+    `http_headers` x 8 KiB of memory: 256 x 32 x 8 KiB = 64 MiB at most."""
+    http_headers: int = Field(32, ge=8, le=128)
+    """Most header fields of one public HTTP request (each at most 8 KiB): 400 past it. Mail
+    providers and browsers send about a dozen."""
     http_idle_seconds: float = Field(15.0, gt=0)
     """Longest a public HTTP connection may go without a complete request head, from its start
     or after a reply: then it is closed (a client sending nothing, or its headers a byte at a

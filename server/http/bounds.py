@@ -8,7 +8,8 @@ process's file descriptors, and the gRPC port (same process) stopped answering t
 - `CappedRunner`: an `AppRunner` whose sites count their connections; one past
   `http_connections` gets `503` and is closed at once. The idle limit is aiohttp's keep-alive
   timeout, which also runs from the connection's start: a connection without a complete
-  request head by then is closed.
+  request head by then is closed. A head holds at most `http_headers` fields (aiohttp: 128 of
+  8 KiB, so 300 pending heads took 600 MB).
 - `ServerLog`: what aiohttp logs per connection. A malformed request head (an overlong line,
   too many headers, not HTTP) or body (declared gzip and not) is the client's doing: one INFO
   line naming the problem, never the client's address or the bytes it sent (aiohttp logged
@@ -132,14 +133,15 @@ class ConnectionCap:
 
 class CappedRunner(web.AppRunner):
     """`web.AppRunner` whose sites (`TCPSite` takes `runner.server` as its protocol factory)
-    accept at most `most` connections; `idle` seconds is the keep-alive (and first request
-    head) timeout; after a reply to a request whose body is not all in (408, 413), the rest is
-    drained for at most `linger` seconds, then the connection is closed."""
+    accept at most `most` connections, each request head at most `headers` fields; `idle`
+    seconds is the keep-alive (and first request head) timeout; after a reply to a request whose
+    body is not all in (408, 413), the rest is drained for at most `linger` seconds, then the
+    connection is closed."""
 
     def __init__(self, app: web.Application, *, most: int, idle: float, linger: float,
-                 **kwargs):
-        super().__init__(app, keepalive_timeout=idle, lingering_time=linger, logger=ServerLog(),
-                         **kwargs)
+                 headers: int, **kwargs):
+        super().__init__(app, keepalive_timeout=idle, lingering_time=linger, max_headers=headers,
+                         logger=ServerLog(), **kwargs)
         self._most, self._cap = most, None
 
     @property

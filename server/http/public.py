@@ -122,7 +122,8 @@ class PublicHttp:
         """Bind and serve; returns the bound port (0 in the settings picks a free one)."""
         self._runner = CappedRunner(self.app, most=self.limits.http_connections,
                                     idle=self.limits.http_idle_seconds,
-                                    linger=self.limits.http_body_seconds, access_log=None)
+                                    linger=self.limits.http_body_seconds,
+                                    headers=self.limits.http_headers, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context,
                            reuse_port=self.reuse_port or None)
