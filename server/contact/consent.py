@@ -73,16 +73,21 @@ def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:
 def record_consent(meta: dict, channel: str, purpose: str, opted_in: bool, source: str,
                    timestamp: float, keep: int) -> None:
     """Add a change to `meta` (layout 2) in place: appended to the history (the oldest beyond
-    `keep` dropped), and made the current state if it is no older than the current state, or
-    an opt-out replacing an opt-in. Changes may arrive out of order (replayed webhooks, clocks
+    `keep` dropped) unless the current state already says it (same choice and source), and
+    made the current state if it is no older than the current state, or an opt-out replacing
+    an opt-in. Changes may arrive out of order (replayed webhooks, clocks
     that disagree): an opt-out is honoured whenever it arrives, but never replaces a later
     opt-out, so a stale opt-in never re-opens a channel the user closed later."""
     change = {"opted_in": bool(opted_in), "source": source, "timestamp": float(timestamp)}
-    history = meta.setdefault("consent_history", [])
-    history.append({"channel": channel, "purpose": purpose, **change})
-    del history[:max(len(history) - keep, 0)]
     current = meta.setdefault("consent", {}).setdefault(channel, {})
     held = current.get(purpose)
+    history = meta.setdefault("consent_history", [])
+    if held is None or (held.get("opted_in"), held.get("source")) != (change["opted_in"], source):
+        # A change the current state already says (a one-click link POSTed again, a second
+        # STOP) adds no entry: repeats would push the older changes (the signup opt-in, its
+        # time and source) out of the history. The state still takes the latest time below.
+        history.append({"channel": channel, "purpose": purpose, **change})
+        del history[:max(len(history) - keep, 0)]
     if held is None or held["timestamp"] <= timestamp or (not opted_in and held["opted_in"]):
         current[purpose] = change
 

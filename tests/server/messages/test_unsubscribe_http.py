@@ -175,3 +175,21 @@ async def test_a_malformed_one_click_body_is_400_never_a_server_error(compose, p
             assert res.status == 200
     assert await consent(profiles, "u5") is False
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_resending_a_one_click_unsubscribe_keeps_the_consent_history(compose, profiles):
+    """"Re-sending is harmless" (docs/messages.md), but each POST appended a consent change: 64
+    POSTs of one link (anyone holding the email, a client retrying) pushed the user's signup
+    opt-in, the record of when and where they consented, out of the history
+    (`limits.consent_history`). A change the current state already says (same choice, same
+    source) now adds no history entry; the state keeps the latest time."""
+    url = (await compose("u6")).unsubscribe_url
+    async with aiohttp.ClientSession() as http:
+        for _ in range(70):
+            async with http.post(url, data={"List-Unsubscribe": "One-Click"}) as res:
+                assert res.status == 200
+    got = await profiles.GetProfile(ppb.GetProfileRequest(user_id="u6"))
+    assert [(c.opted_in, c.source) for c in got.consent_history] == [
+        (True, "signup"), (False, "one-click unsubscribe (mail)")]
+    assert got.consent["email"].opted_in is False
+    assert got.consent["email"].timestamp >= got.consent_history[-1].timestamp
