@@ -12,7 +12,10 @@ body>">` under the signing key of the `delivery-webhook` keyring, whose key id r
 `X-Tailor-Key-Id` (so a provider can hold the old and the new secret during a rotation). The
 `id` is fixed by the decision: a retried or resent message carries the same one, so the provider
 can drop a duplicate. A 2xx reply is success; 5xx, 408, 429, a timeout (`webhook_timeout_seconds`)
-or a connection error is transient (retried by `retry.Retry`); any other reply is permanent.
+or a connection error is transient (retried by `retry.Retry`); any other reply is permanent,
+a redirect too: it is not followed (aiohttp turns a POST redirected by 301/302/303 into a GET
+without the body, whose 200 would count a message the provider never got as sent; set the
+URL the redirect names).
 """
 from __future__ import annotations
 
@@ -73,8 +76,8 @@ class WebhookSender:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         try:
-            async with self._session.post(self.urls[channel], data=body,
-                                          headers=self.headers(body)) as reply:
+            async with self._session.post(self.urls[channel], data=body, headers=self.headers(body),
+                                          allow_redirects=False) as reply:
                 status = reply.status
                 await reply.read()
         except TimeoutError:

@@ -14,6 +14,8 @@ class Provider:
     def __init__(self):
         self.port = free_port()
         self.requests: list[dict] = []
+        self.gets: list[str] = []
+        """Paths fetched with GET (a client following a 3xx the POST got)."""
         self.statuses: list[int] = [200]
         self.delay = 0.0
         self._runner: web.AppRunner | None = None
@@ -31,11 +33,17 @@ class Provider:
         if self.delay:
             await asyncio.sleep(self.delay)
         status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
-        return web.Response(status=status, text="ok" if status < 300 else "no")
+        moved = {"Location": f"{request.path}/moved"} if 300 <= status < 400 else None
+        return web.Response(status=status, text="ok" if status < 300 else "no", headers=moved)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        self.gets.append(request.path)
+        return web.Response(text="a landing page")
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/{channel}", self._handle)
+        app.router.add_get("/{path:.*}", self._get)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()

@@ -234,3 +234,20 @@ async def test_retries_of_one_dead_letter_on_two_workers_send_it_once(provider, 
     assert all(r.code() == grpc.StatusCode.FAILED_PRECONDITION and "being retried" in r.details()
                for r in refused)
     assert len(provider.requests) == 2  # the composed attempt and one retry
+
+
+async def test_a_redirected_webhook_post_is_a_failure_not_a_get_counted_as_sent(
+        provider, campaigns, profiles, messaging):
+    """The provider answers the POST with a 301 (e.g. its API moved, or http -> https):
+    aiohttp followed it as a GET without the body, the landing page's 200 counted as delivered
+    and `sms_sent` was recorded for a message the provider never got. Redirects are not
+    followed: a 3xx is a permanent failure naming it (a dead letter), and nothing is sent."""
+    await sms_user(campaigns, profiles)
+    for status in (301, 307):
+        provider.answer(status)
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging.ComposeMessage(compose())
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert f"webhook {status}" in err.value.details()
+    assert provider.gets == [] and len(provider.requests) == 2
+    assert await sent_events(profiles, "sms_sent") == []
