@@ -221,6 +221,9 @@ class Limits(BaseModel):
     under the process's open-file limit (`ulimit -n`, often 1024): each connection is a file
     descriptor, and the store and the gRPC port need theirs. A pending request head holds up to
     `http_headers` x 8 KiB of memory: 256 x 32 x 8 KiB = 64 MiB at most."""
+    http_body_bytes: int = Field(16 * 1024, ge=1024, le=1 << 20)
+    """Largest body of a public HTTP request (a one-click form, an SMS reply, a delivery
+    report): 413 past it."""
     http_headers: int = Field(32, ge=8, le=128)
     """Most header fields of one public HTTP request (each at most 8 KiB): 400 past it. Mail
     providers and browsers send about a dozen."""

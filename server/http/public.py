@@ -37,7 +37,6 @@ __all__ = ["PublicHttp", "ONE_CLICK"]
 logger = logging.getLogger("tailor.http")
 
 ONE_CLICK = "One-Click"
-MAX_BODY_BYTES = 16 * 1024
 
 
 def _html(text: str, status: int = 200) -> web.Response:
@@ -84,7 +83,8 @@ class PublicHttp:
         back). `limits`: the `http_*` bounds on clients (`server.http.bounds`)."""
         self.tokens, self.consent, self.erased, self.limits = tokens, consent, erased, limits
         self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
-        self.app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+        self.app = web.Application(client_max_size=limits.http_body_bytes,
+                                   middlewares=[_errors])
         self.app.router.add_get("/u/{token}", self.confirm)
         self.app.router.add_post("/u/{token}", self.unsubscribe)
         if sms is not None:

@@ -16,7 +16,8 @@ MOST, IDLE, BODY = 4, 1.0, 1.0
 @pytest.fixture
 def settings(settings):
     from server.config import Limits
-    settings.limits = Limits(http_connections=MOST, http_idle_seconds=IDLE, http_body_seconds=BODY)
+    settings.limits = Limits(http_connections=MOST, http_idle_seconds=IDLE, http_body_seconds=BODY,
+                             http_body_bytes=1024)
     return settings
 
 
@@ -113,3 +114,14 @@ async def test_a_request_head_holds_at_most_limits_http_headers_fields(settings,
         got = (await closed_within(reader, 3))[0]
         assert got.split(b" ")[1] == status, (fields, got[:40])
         writer.close()
+
+
+async def test_a_body_over_limits_http_body_bytes_is_413(settings, channel):
+    """The public port's body bound is a limit like every other (it was a module constant)."""
+    from server.config import Limits
+    assert Limits().http_body_bytes == 16 * 1024
+    over = settings.limits.http_body_bytes + 1
+    reader, writer = await connect(settings, b"POST /sms/inbound HTTP/1.1\r\nHost: t\r\n"
+                                             b"Content-Length: %d\r\n\r\n" % over + b"x" * over)
+    assert (await closed_within(reader, 3))[0].startswith(b"HTTP/1.1 413 ")
+    writer.close()
