@@ -55,6 +55,7 @@ from .recommend import Recommender
 from .rpc import RpcInterceptor
 from .security.audit import AuditLog
 from .security.guard import AuthGuard
+from .security.hosts import with_port
 from .security.pii import PiiPolicy
 from .security.secrets import Secrets
 from .security.transport import ServerTls
@@ -275,7 +276,7 @@ class TailorServer:
         if self.settings.reflection:
             reflection.enable_server_reflection(
                 [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        address = f"{self.settings.host}:{self.settings.port}"
+        address = with_port(self.settings.host, self.settings.port)
         self.tls = ServerTls.from_settings(self.settings)
         try:
             if self.tls is None:
@@ -303,7 +304,7 @@ class TailorServer:
         self._bundle_scrubber = asyncio.create_task(self._scrub_bundles())
         if self.settings.drift_enabled:
             self.drift.start()
-        logger.info("serving on %s:%d (%s)", self.settings.host, self.port, ", ".join(names))
+        logger.info("serving on %s (%s)", with_port(self.settings.host, self.port), ", ".join(names))
         return self.port
 
     def _erased(self, user_id: str) -> bool:
@@ -321,7 +322,7 @@ class TailorServer:
         reports = reports and public_http.DeliveryEvents(reports, self.campaigns, self.profiles,
                                                          self.suppressions, s.limits)
         self.public = public_http.PublicHttp(
-            self.tokens, self.profiles, host=s.host, port=s.public_http_port, ssl_context=ctx,
+            self.tokens, self.profiles, host=s.host.strip("[]"), port=s.public_http_port, ssl_context=ctx,
             reuse_port=s.workers > 1, sms=sms, delivery_events=reports, erased=self._erased,
             limits=s.limits)
         try:
@@ -329,7 +330,7 @@ class TailorServer:
         except OSError as err:  # in use, or not an address of this machine: one line, exit 2
             await self.public.stop()
             self.public = None
-            raise FailedPrecondition(f"could not listen on {s.host}:{s.public_http_port} "
+            raise FailedPrecondition(f"could not listen on {with_port(s.host, s.public_http_port)} "
                                      f"(public HTTP): {err.strerror or err}") from None
         self.reloaders.append(reload)
 

@@ -21,6 +21,7 @@ from urllib.parse import quote
 from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument
 from ..interfaces import ProfileReader, Recommendations, VariantChooser
+from ..security.hosts import with_port
 from ..security.pii import PiiPolicy
 from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
@@ -96,7 +97,7 @@ class Composer:
             return s.public_url.rstrip("/")
         if s.public_http_port:
             scheme = "https" if s.tls_cert is not None else "http"
-            return f"{scheme}://{s.host}:{s.public_http_port}"
+            return f"{scheme}://{with_port(s.host, s.public_http_port)}"
         raise FailedPrecondition("messages need unsubscribe links: set --public-url (or "
                                  "--public-http-port)")
 

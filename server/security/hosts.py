@@ -1,9 +1,10 @@
-"""Which bind addresses stay on this machine (the secure-by-default rules key on it)."""
+"""Bind addresses: which stay on this machine (the secure-by-default rules key on it), and how
+one is written beside a port."""
 from __future__ import annotations
 
 import ipaddress
 
-__all__ = ["is_loopback"]
+__all__ = ["is_loopback", "with_port"]
 
 
 def is_loopback(host: str) -> bool:
@@ -15,3 +16,9 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def with_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets ("[::1]:50051"), as gRPC and URLs take it."""
+    bare = host.strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{host}:{port}"
