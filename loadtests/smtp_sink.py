@@ -6,6 +6,8 @@ arrival times. Used by the SendCampaign tests and `bench_send`.
 connections "between messages" at a known point.
 `hold_data_at=n`: the (n+1)-th message is kept but its 250 is not answered (a kill then falls
 inside the SMTP transaction).
+`delay_data=s`: every DATA is answered only after s seconds (a slow relay; the message has
+arrived by then).
 `rcpt_replies[address]`: the replies to RCPT TO of that address, in turn (the last one
 repeats), e.g. `["451 4.7.1 try later", "250 OK"]` (greylisting) or `["550 5.1.1 no such user"]`.
 """
@@ -61,17 +63,20 @@ class _Handler:
             s.hold_data_at = None
             s.holding.set()
             await asyncio.sleep(3600)
+        if s.delay_data:
+            await asyncio.sleep(s.delay_data)
         return "250 OK"
 
 
 class SmtpSink:
     def __init__(self, port: int, hold_mail_at: int | None = None,
-                 hold_data_at: int | None = None, keep_mails: bool = True):
+                 hold_data_at: int | None = None, keep_mails: bool = True,
+                 delay_data: float = 0.0):
         self.arrived: list[tuple[float, list[str], str]] = []
         self.mails: list = []
         self.lock = threading.Lock()
         self.hold_mail_at, self.hold_data_at = hold_mail_at, hold_data_at
-        self.keep_mails = keep_mails
+        self.keep_mails, self.delay_data = keep_mails, delay_data
         self.rcpt_replies: dict[str, list[str]] = {}
         self.raw: list[bytes] = []
         """The bytes of each message as they arrived (with `keep_mails`)."""

@@ -11,11 +11,14 @@ Each record is sealed under its user's data key (`Store.seal_for_user`: it names
 their address and message), so once the user is erased its bytes on freed pages stay closed.
 
 A retry claims its letter first (`claim`: one write transaction reads the letter and stamps
-`claimed_until`), so of the retries that reach any worker at once only one sends; the others are
-refused while the claim holds. The retry ends by dropping the letter (sent) or writing it back
-with the claim cleared (`release`); a worker that dies mid-retry leaves a claim that lapses.
+`claimed_until` and a fresh `claim` token), so of the retries that reach any worker at once only
+one sends; the others are refused while the claim holds. The retry renews the claim while it
+runs (`renew`, however long the relay takes), and ends by dropping the letter (sent) or writing
+it back with the claim cleared (`release`). Both renewal and release act only while the token
+is still the letter's: a retry whose claim lapsed (its worker stalled) and was taken by another
+never writes over the new claim. A worker that dies mid-retry leaves a claim that lapses.
 
-Transaction rules: `add`, `claim`, `release` and `drop` write one record each; `erase_user`
+Transaction rules: `add`, `claim`, `renew`, `release` and `drop` write one record each; `erase_user`
 runs inside the profile erasure's transaction (a `UserEraser`, before the user's key is
 shredded) and drops every letter of the user (a scan of the letters: they are few, or the
 adapter is down and an operator is looking at them).
@@ -50,6 +53,8 @@ class DeadLetter:
     id: str = ""
     claimed_until: float = 0.0
     """While a retry sends it: the time its claim lapses (0: none; older records lack it)."""
+    claim: str = ""
+    """While a retry sends it: that retry's token ("" none; older records lack it)."""
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -101,20 +106,41 @@ class DeadLetters:
                 return None
             if letter.claimed_until > now:
                 raise DeadLetterBusy(letter_id)
-            letter.claimed_until = until
+            letter.claimed_until, letter.claim = until, token
             self._put(txn, letter)
             return letter
+        token = secrets.token_hex(8)
         return self.store.write(fn)
 
-    def release(self, letter: DeadLetter) -> None:
+    def renew(self, letter: DeadLetter, until: float) -> bool:
+        """The claim of `letter` (as `claim` returned it) extended to `until`; False (nothing
+        written) when the claim is no longer its retry's (lapsed and taken by another retry)
+        or the letter is gone (its user erased)."""
+        def fn(txn):
+            stored = self._read(txn, letter.id)
+            if stored is None or stored.claim != letter.claim:
+                return False
+            stored.claimed_until = until
+            self._put(txn, stored)
+            return True
+        renewed = self.store.write(fn)
+        if renewed:
+            letter.claimed_until = until
+        return renewed
+
+    def release(self, letter: DeadLetter) -> bool:
         """A claimed letter written back unclaimed (a failed or refused retry: its new reason
-        and attempts), unless it is gone meanwhile (its user erased)."""
-        letter.claimed_until = 0.0
+        and attempts); False (nothing written) when it is gone meanwhile (its user erased) or
+        its claim is no longer this retry's (another retry holds it now)."""
+        unclaimed = DeadLetter(**{**asdict(letter), "claimed_until": 0.0, "claim": ""})
 
         def fn(txn):
-            if self._read(txn, letter.id) is not None:
-                self._put(txn, letter)
-        self.store.write(fn)
+            stored = self._read(txn, letter.id)
+            if stored is None or stored.claim != letter.claim:
+                return False
+            self._put(txn, unclaimed)
+            return True
+        return self.store.write(fn)
 
     def _read(self, txn, letter_id: str) -> DeadLetter | None:
         """The letter in `txn`'s snapshot; None if there is none or its user was erased."""

@@ -25,7 +25,7 @@ from contract.keyring import keyring_path
 
 from ..config import DEFAULT_LIMITS, Limits
 from ..contact.consent import MARKETING
-from ..errors import FailedPrecondition
+from ..errors import FailedPrecondition, TailorError
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
 from ..security.secrets import MissingSecret
@@ -41,6 +41,7 @@ from .errors import (
     NoLongerAllowed,
 )
 from .gate import SendGate
+from .logging import logger
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
@@ -89,8 +90,9 @@ class Delivery:
         self.retry, self.dead, self.dkim, self.gate = retry or Retry(), dead, dkim, gate
         self.limits = limits
         self.claim_seconds = self._longest_send(retry or Retry()) + 60.0
-        """How long a RetryDeadLetter holds its letter's claim: its attempts at most, and a
-        margin (a worker that died mid-retry leaves a claim that lapses after it)."""
+        """How long a RetryDeadLetter's claim holds without a renewal (renewed every third of
+        it while the retry runs): its attempts at most, and a margin (a worker that died
+        mid-retry leaves a claim that lapses after it)."""
         self.envelope = parseaddr(sender)[1]
         """The envelope sender (MAIL FROM): the address of `sender`."""
 
@@ -203,23 +205,44 @@ class Delivery:
     async def retry_dead_letter(self, letter_id: str) -> DeadLetter:
         """Send a dead letter again (every attempt of `retry`); on success it is dropped and its
         `<channel>_sent` event recorded, otherwise it stays with the new reason. The retry
-        claims the letter in the store for as long as its attempts can take (`claim_seconds`):
-        another retry meanwhile, in any worker, is refused (`DeadLetterBusy`)."""
+        claims the letter in the store and renews the claim while it runs (`_keep_claim`:
+        however long it waits for the shared connection or the relay): another retry
+        meanwhile, in any worker, is refused (`DeadLetterBusy`)."""
         check_id("id", letter_id, self.limits.id_bytes)
         now = time.time()
         letter = await asyncio.to_thread(self.dead.claim, letter_id, now + self.claim_seconds, now)
         if letter is None:
             raise DeadLetterNotFound(letter_id)
         sent = False
+        renewing = asyncio.ensure_future(self._keep_claim(letter))
         try:
-            sent = await self._retry(letter)
+            await self._retry(letter)
+            sent = True
         finally:
-            if not sent:  # failed, refused, or cancelled: written back unclaimed
+            renewing.cancel()
+            if not sent:  # failed, refused, or cancelled: written back unclaimed (if still ours)
                 await asyncio.shield(asyncio.to_thread(self.dead.release, letter))
+        # It went: dropped (never written back: should the drop fail, the claim lapses).
+        await asyncio.shield(asyncio.to_thread(self.dead.drop, letter.id))
+        await self.events.track([sent_event(letter.channel, letter.campaign, letter.decision,
+                                            letter.user, time.time())])
         return letter
 
-    async def _retry(self, letter: DeadLetter) -> bool:
-        """Send the claimed `letter`; True once it went and was dropped."""
+    async def _keep_claim(self, letter: DeadLetter) -> None:
+        """Renew `letter`'s claim every third of `claim_seconds` until cancelled (its retry
+        ended) or the claim is no longer its retry's."""
+        while True:
+            await asyncio.sleep(self.claim_seconds / 3)
+            try:
+                if not await asyncio.to_thread(self.dead.renew, letter,
+                                               time.time() + self.claim_seconds):
+                    logger.warning("a dead letter's claim was lost while its retry ran")
+                    return
+            except TailorError as err:  # e.g. a full store: the next renewal tries again
+                logger.warning("could not renew a dead letter's claim: %s", type(err).__name__)
+
+    async def _retry(self, letter: DeadLetter) -> None:
+        """Send the claimed `letter` (raises when it did not go or may not go now)."""
         self.check_adapter(letter.channel)
         refused = self.refusal(letter.user, letter.channel, await self.purpose(letter.campaign),
                                letter.to)
@@ -231,10 +254,6 @@ class Delivery:
         except UNDELIVERED as err:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
             raise
-        await asyncio.to_thread(self.dead.drop, letter.id)
-        await self.events.track([sent_event(letter.channel, letter.campaign, letter.decision,
-                                            letter.user, time.time())])
-        return True
 
     async def close(self) -> None:
         if self.smtp is not None:

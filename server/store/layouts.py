@@ -233,8 +233,9 @@ KINDS: tuple[RecordKind, ...] = (
                "check value of the store-id key the keys were hashed with"),
     RecordKind("dead_letter", "sends", 2, lambda k: k.startswith(K.DEAD_LETTER_PREFIX),
                "JSON {channel, campaign, decision, user, to, data, reason, attempts, at, id, "
-               "claimed_until} of a message no adapter could deliver (messages.deadletters); "
-               "2: claimed_until (a running retry's claim; layout 1 records are layout 2 as "
+               "claimed_until, claim} of a message no adapter could deliver "
+               "(messages.deadletters); 2: claimed_until and claim (a running retry's claim "
+               "and its token, both optional; layout 1 records are layout 2 as "
                "they are: the bump keeps a binary that refuses the new key away from them)",
                steps={1: same}),
 )

@@ -1,0 +1,82 @@
+"""RetryDeadLetter's claim on its letter holds for as long as the retry runs, however long the
+relay takes, and a retry whose claim was taken over never writes its letter back over the new
+claim (a real relay on loopback that answers DATA slowly, a real store)."""
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from loadtests.smtp_sink import SmtpSink
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from server.messages.deadletters import DeadLetter
+from server.messages.errors import DeadLetterBusy
+from tests.conftest import free_port
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience
+
+
+@pytest.fixture
+def sink():
+    with SmtpSink(free_port()) as s:
+        yield s
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink, delivery_attempts=1)
+
+
+async def a_dead_letter(sink, campaigns, profiles, messaging) -> mpb.DeadLetter:
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["dl"])
+    sink.rcpt_replies["dl@example.com"] = ["550 5.1.1 no such user"]
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="dl", deliver=True))
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
+    sink.rcpt_replies["dl@example.com"] = ["250 OK"]
+    return letter
+
+
+async def test_a_retry_slower_than_its_claim_keeps_the_claim_and_the_letter_goes_once(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """The claim lapsed after a fixed time (every attempt timing out, plus a minute), while a
+    retry can wait longer than that (behind the shared SMTP connection, a slow relay): a second
+    retry then claimed the lapsed letter and sent it again. The claim is renewed while the
+    retry runs."""
+    letter = await a_dead_letter(sink, campaigns, profiles, messaging)
+    tailor_server.delivery.claim_seconds = 1.0  # the relay takes three times as long
+    sink.delay_data = 3.0
+    first = asyncio.ensure_future(messaging.RetryDeadLetter(
+        mpb.RetryDeadLetterRequest(id=letter.id), timeout=30))
+    await asyncio.sleep(1.8)  # the first retry is still waiting for its 250
+    assert not first.done()
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id), timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "being retried" in err.value.details()
+    await first
+    assert sink.message_ids == [f"<{letter.decision_id}@tailor.invalid>"]  # the one retry
+    assert (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters == []
+
+
+async def test_a_retry_whose_claim_was_taken_over_does_not_write_its_letter_back(tailor_server):
+    """A retry that lost its claim (its worker stalled past it) wrote the letter back
+    unclaimed when it failed, so while the second retry was still sending, a third could claim
+    and send it too. Only the claim's holder writes the letter back."""
+    dead = tailor_server.delivery.dead
+    letter_id = await asyncio.to_thread(dead.add, DeadLetter(
+        "email", "mail", "dec-1", "claimer", "c@example.com", "bytes", "smtp 451", 1))
+    now = time.time()
+    stalled = await asyncio.to_thread(dead.claim, letter_id, now + 1.0, now)
+    later = now + 5.0  # the stalled retry's claim lapsed; another retry claims the letter
+    second = await asyncio.to_thread(dead.claim, letter_id, later + 60.0, later)
+    stalled.reason = "smtp 421"
+    await asyncio.to_thread(dead.release, stalled)  # the stalled retry fails at last
+    with pytest.raises(DeadLetterBusy):  # the second retry still holds it
+        await asyncio.to_thread(dead.claim, letter_id, later + 61.0, later + 1.0)
+    kept = await asyncio.to_thread(dead.get, letter_id)
+    assert (kept.reason, kept.claimed_until) == ("smtp 451", second.claimed_until)
