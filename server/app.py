@@ -307,11 +307,6 @@ class TailorServer:
         logger.info("serving on %s (%s)", with_port(self.settings.host, self.port), ", ".join(names))
         return self.port
 
-    def _erased(self, user_id: str) -> bool:
-        """The user was erased and has no profile since (the unsubscribe endpoint's check)."""
-        return (self.tombstones.erased_at([user_id])[0] is not None
-                and self.profiles.attributes_and_interests(user_id, 0) is None)
-
     async def _start_public(self) -> None:
         s = self.settings
         if s.public_http_port is None:
@@ -323,8 +318,7 @@ class TailorServer:
                                                          self.suppressions, s.limits)
         self.public = public_http.PublicHttp(
             self.tokens, self.profiles, host=s.host.strip("[]"), port=s.public_http_port, ssl_context=ctx,
-            reuse_port=s.workers > 1, sms=sms, delivery_events=reports, erased=self._erased,
-            limits=s.limits)
+            reuse_port=s.workers > 1, sms=sms, delivery_events=reports, limits=s.limits)
         try:
             await self.public.start()
         except OSError as err:  # in use, or not an address of this machine: one line, exit 2

@@ -28,6 +28,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument, TailorError, http_status
 from ..interfaces import ConsentWriter
 from ..messages.unsubscribe import BadToken, UnsubscribeTokens
+from ..profiles.errors import ErasedSince
 from ..security.userref import user_ref
 from .bounds import CappedRunner, within
 from .pages import SECURITY_HEADERS, bad_token_page, confirm_page, done_page
@@ -76,12 +77,9 @@ class PublicHttp:
 
     def __init__(self, tokens: UnsubscribeTokens, consent: ConsentWriter, *, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
-                 sms=None, delivery_events=None, erased: Callable[[str], bool] | None = None,
-                 limits: Limits = DEFAULT_LIMITS):
-        """`erased(user_id)`: the user was erased (DeleteProfile) and has no profile since: an
-        old link of theirs opts nothing out and writes nothing (it would bring the profile
-        back). `limits`: the `http_*` bounds on clients (`server.http.bounds`)."""
-        self.tokens, self.consent, self.erased, self.limits = tokens, consent, erased, limits
+                 sms=None, delivery_events=None, limits: Limits = DEFAULT_LIMITS):
+        """`limits`: the `http_*` bounds on clients (`server.http.bounds`)."""
+        self.tokens, self.consent, self.limits = tokens, consent, limits
         self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
         self.app = web.Application(client_max_size=limits.http_body_bytes,
                                    middlewares=[_errors])
@@ -108,12 +106,14 @@ class PublicHttp:
         form = await _form(request, self.limits.http_body_seconds)
         if form.get("List-Unsubscribe") != ONE_CLICK:
             raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
-        if self.erased is not None and self.erased(target.user_id):  # two reads, µs
+        try:  # `existing`: an erased user's old link opts nothing out (and writes nothing)
+            await self.consent.set_consent(target.user_id, target.channel, False,
+                                           f"one-click unsubscribe ({target.campaign_id})",
+                                           existing=True)
+        except ErasedSince:
             logger.info("unsubscribe link of an erased user (%s): nothing left to opt out",
                         user_ref(target.user_id))
             return _html(done_page(target.channel))
-        await self.consent.set_consent(target.user_id, target.channel, False,
-                                       f"one-click unsubscribe ({target.campaign_id})")
         logger.info("unsubscribed %s from %s (campaign %s)", user_ref(target.user_id),
                     target.channel, target.campaign_id)
         return _html(done_page(target.channel))

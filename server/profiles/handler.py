@@ -277,9 +277,13 @@ class Profiles:
                                 create=any(attributes.values()))
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
-                          timestamp: float = 0.0, purpose: str = "") -> None:
+                          timestamp: float = 0.0, purpose: str = "",
+                          existing: bool = False) -> None:
         """Record a consent change of (channel, purpose; empty = marketing), kept in the
-        user's consent history too (`server.contact.consent`)."""
+        user's consent history too (`server.contact.consent`). Refused (`ErasedSince`) when
+        it would bring an erased user back: dated at or before their erasure, or (`existing`:
+        a change for a profile that exists, such as a one-click link's) the user was erased
+        and has no profile since."""
         lim = self.limits
         check_id("user_id", user_id, lim.id_bytes)
         check_known("channel", channel, CHANNELS)
@@ -293,7 +297,8 @@ class Profiles:
 
         def change(meta):
             record_consent(meta, channel, purpose, opted_in, source, ts, lim.consent_history)
-        await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change")
+        await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
+                                existing=existing)
 
     async def delete(self, user_id: str) -> int:
         check_id("user_id", user_id, self.limits.id_bytes)

@@ -42,6 +42,8 @@ _UNSEEN = object()
 _ZONES_KEPT = 50_000
 """Meta records whose zone `ProfileRepository._zones` remembers (by a 16-byte digest of their
 stored bytes: a few MB)."""
+_BEFORE_EVERY_ERASURE = sys.float_info.min
+"""A change's date (> 0: dated) at or before every erasure: `_brings_back`."""
 
 
 class ProfileRepository:
@@ -187,18 +189,29 @@ class ProfileRepository:
         return codes
 
     def update_meta(self, user_id: str, change, dated: float = 0.0, what: str = "change",
-                    create: bool = True) -> dict | None:
+                    create: bool = True, existing: bool = False) -> dict | None:
         """Read-modify-write the user's meta record with `change(meta)` in one transaction (an
-        exception from `change` aborts it: nothing is written). A change `dated` (> 0) at or
-        before the user's erasure is refused (`ErasedSince`), as a late event is: checked in
-        the same transaction, so no erasure commits in between. Not `create`: a user with no
-        meta record is left without one (None)."""
+        exception from `change` aborts it: nothing is written). A change that would bring an
+        erased user back is refused (`ErasedSince`, `_brings_back`), checked in the same
+        transaction, so no erasure commits in between. Not `create`: a user with no meta
+        record is left without one (None)."""
         def fn(txn):
-            if dated and self._before_erasure is not None and self._before_erasure(
-                    txn, [user_id], [dated]):
+            if self._brings_back(txn, user_id, dated, existing):
                 raise ErasedSince(what)
             return self._change_meta(txn, user_id, change, create)
         return self.store.write(fn)
+
+    def _brings_back(self, txn, user_id: str, dated: float, existing: bool) -> bool:
+        """Whether a change of the user's profile in `txn` would bring back an erased user: it
+        is `dated` (> 0) at or before their erasure, as a late event is; or it is meant for an
+        `existing` profile only (an undated one-click opt-out) and the user, erased at any
+        time, has no profile since."""
+        if self._before_erasure is None:
+            return False
+        if existing and not self._profiles.present(
+                txn, [keys.profile_meta_key(user_id), keys.feature_key(user_id)]):
+            dated = _BEFORE_EVERY_ERASURE  # no profile: an erasure at any time counts
+        return bool(dated) and bool(self._before_erasure(txn, [user_id], [dated]))
 
     def _change_meta(self, txn, user_id: str, change, create: bool = True) -> dict | None:
         """`update_meta` in the caller's write transaction `txn`."""

@@ -193,3 +193,31 @@ async def test_resending_a_one_click_unsubscribe_keeps_the_consent_history(compo
         (True, "signup"), (False, "one-click unsubscribe (mail)")]
     assert got.consent["email"].opted_in is False
     assert got.consent["email"].timestamp >= got.consent_history[-1].timestamp
+
+
+async def test_a_click_racing_delete_profile_does_not_bring_the_profile_back(
+        tailor_server, compose, profiles):
+    """The endpoint asked "erased, and no profile since?" in one read and wrote the opt-out in
+    another transaction: a DeleteProfile that committed in between had its user re-created by
+    the click (the opt-out is dated now, after the erasure). The check is now made in the
+    opt-out's write transaction."""
+    import grpc
+    url = (await compose("racing-1")).unsubscribe_url
+    public = tailor_server.public
+    writer = public.consent
+
+    class EraseFirst:  # DeleteProfile commits after the endpoint's reads, before its write
+        async def set_consent(self, *args, **kw):
+            await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="racing-1"))
+            return await writer.set_consent(*args, **kw)
+
+    public.consent = EraseFirst()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(url, data={"List-Unsubscribe": "One-Click"}) as done:
+                assert done.status == 200 and "unsubscribed" in await done.text()
+    finally:
+        public.consent = writer
+    with pytest.raises(grpc.RpcError) as err:
+        await profiles.GetProfile(ppb.GetProfileRequest(user_id="racing-1"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
