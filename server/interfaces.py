@@ -170,8 +170,10 @@ class Recommendations(Protocol):
         seen-set) as the caller read them, used on the loop instead of a new read; `record`:
         logged as an impression now, else not until the caller calls `record`)."""
 
-    def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
-        """Log an answer of `recommend(record=False)` as shown (the impression log)."""
+    def record(self, request_id: str, query: RecQuery, result: RecResult, at: float = 0.0
+               ) -> None:
+        """Log an answer of `recommend(record=False)` as shown (the impression log), dated `at`
+        (0: now)."""
 
     def unavailable(self, item_ids: Sequence[str]) -> set[str]:
         """Those of `item_ids` that would not be recommended now (removed from the catalog)."""
@@ -195,6 +197,7 @@ class EventRecorder(Protocol):
 class ImpressionSink(Protocol):
     """Where the Recommend path records its answers (the impression log)."""
 
-    def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
-        """Take the answer for later writing; must cost the serving path next to nothing (no
-        I/O, no hashing) and never raise."""
+    def record(self, request_id: str, query: RecQuery, result: RecResult, at: float = 0.0
+               ) -> None:
+        """Take the answer (dated `at`; 0: now) for later writing; must cost the serving path
+        next to nothing (no I/O, no hashing) and never raise."""

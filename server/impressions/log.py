@@ -74,8 +74,9 @@ class ImpressionLog:
         """Groups sent to the writer process and not answered yet."""
 
     # -- the serving path ----------------------------------------------------------------------
-    def record(self, request_id: str, query, result) -> None:
-        """Buffer one answer (`RecQuery`, `RecResult`) of request `request_id` (on the loop)."""
+    def record(self, request_id: str, query, result, at: float = 0.0) -> None:
+        """Buffer one answer (`RecQuery`, `RecResult`) of request `request_id` (on the loop),
+        dated `at` (0: now; a message's, when its `recommend()` asked)."""
         buf = self._buf
         if len(buf) >= self.buffer_max:
             metrics.IMPRESSIONS_DROPPED.inc()
@@ -85,7 +86,7 @@ class ImpressionLog:
             self._bundles[ref] = bundle
         if context:  # flat: CPython untracks a tuple of tuples a collection later than its pairs
             context = tuple(chain.from_iterable(context))
-        buf.append((time.time(), request_id, query.user_id, query.channel, context,
+        buf.append((at or time.time(), request_id, query.user_id, query.channel, context,
                     ref, result.rows, result.scores, result.cold_start))
         if len(buf) == self.flush_records and self._wake is not None:
             self._wake.set()

@@ -73,8 +73,8 @@ class Message:
     sms: dict = field(default_factory=dict)
     delivered: bool = False
     shown: list = field(default_factory=list, repr=False, compare=False)
-    """(query, answer) of each `recommend()` call of the render, not yet logged as impressions
-    (`Composer.record_shown`)."""
+    """(query, answer, time asked) of each `recommend()` call of the render, not yet logged as
+    impressions (`Composer.record_shown`)."""
 
 
 class Composer:
@@ -145,7 +145,7 @@ class Composer:
     @staticmethod
     def shown_items(out: Message) -> list[str]:
         """The ids of the items `out`'s `recommend()` calls put in it, in order."""
-        return [i for _, r in out.shown for i in r.bundle.items["item_ids"][r.rows].tolist()]
+        return [i for _, r, _ in out.shown for i in r.bundle.items["item_ids"][r.rows].tolist()]
 
     def unavailable(self, item_ids: Sequence[str]) -> set[str]:
         """Those of `item_ids` no longer in the catalog (removed since a message showed them)."""
@@ -153,10 +153,12 @@ class Composer:
 
     def record_shown(self, out: Message) -> None:
         """Log the items `out` shows (its `recommend()` answers) as impressions under its
-        decision id: once, when the message stands (see the module doc)."""
+        decision id: once, when the message stands (see the module doc). Each is dated when
+        its `recommend()` call asked (before it read the profile), so the impression log drops
+        those of a user erased since (`impressions.writer`), however late the message stands."""
         shown, out.shown = out.shown, []
-        for query, result in shown:
-            self.context.recommender.record(out.decision_id, query, result)
+        for query, result, asked in shown:
+            self.context.recommender.record(out.decision_id, query, result, asked)
 
     async def decide_and_render(self, campaign_id: str, user_id: str,
                                 context: Mapping[str, float], on_loop: bool = False,

@@ -17,6 +17,7 @@ composer logs them once its message stands (`Composer.record_shown`); a preview 
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -66,7 +67,7 @@ class MessageContext:
         on the event loop (`Recommender.recommend`); `read`: the recipient's (feature state,
         meta, live seen-set) as the message's decision read them, which recommendations
         computed on the loop use instead of reading the profile again; `shown`: where each
-        `recommend()` call's (query, answer) is appended (None: nowhere)."""
+        `recommend()` call's (query, answer, time asked) is appended (None: nowhere)."""
         ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
                if name in recipient.attributes}
         ctx.update(profile=dict(recipient.attributes), interests=list(recipient.interests),
@@ -96,10 +97,11 @@ class MessageContext:
             query = RecQuery(user_id=user_id, k=k, channel=channel,
                              categories=(category,) if category else (),
                              exclude_item_ids=tuple(shown))
+            asked = time.time()  # the impression's time: before the profile is read
             result = await self.recommender.recommend(query, on_loop=on_loop, read=read,
                                                       record=False)
             if answers is not None:
-                answers.append((query, result))
+                answers.append((query, result, asked))
             items = _items(result)
             shown.extend(i["item_id"] for i in items)
             return items

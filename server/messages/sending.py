@@ -135,11 +135,13 @@ class SendJob:
         for at in range(0, len(todo), self.ahead):
             chunk = await self._not_erased(todo[at:at + self.ahead])
             logged = await self._logged(chunk)
-            await asyncio.gather(*(self._compose(r, logged.get(self._decision_id(r)))
+            rendered: dict[int, object] = {}
+            await asyncio.gather(*(self._compose(r, logged.get(self._decision_id(r)), rendered)
                                    for r in chunk))
             await asyncio.to_thread(self.records.update, self.send_id, chunk)
             for r in chunk:
-                if r.state == READY:
+                if r.state == READY:  # stored to go (not erased meanwhile: `update`)
+                    self.composer.record_shown(rendered[r.seq])  # its items (impressions)
                     await queue.put(r)
         await queue.put(None)
 
@@ -162,10 +164,10 @@ class SendJob:
                                        self.job["campaign"],
                                        [(r.user, self._decision_id(r)) for r in recipients])
 
-    async def _compose(self, r: Recipient, logged=None) -> None:
-        """Settle `r` (suppressed, failed with the reason) or make it `ready` with its message,
-        from a new decision or the one `logged` before a crash; one user's failure never stops
-        the job."""
+    async def _compose(self, r: Recipient, logged, rendered: dict) -> None:
+        """Settle `r` (suppressed, failed with the reason) or make it `ready` with its message
+        (kept in `rendered` by seq, its impressions logged once it is stored), from a new
+        decision or the one `logged` before a crash; one user's failure never stops the job."""
         try:
             if logged is None:
                 msg, recipient = await self.composer.decide_and_render(
@@ -184,7 +186,7 @@ class SendJob:
             else:
                 r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
                 r.state, r.items = READY, self.composer.shown_items(msg)
-                self.composer.record_shown(msg)  # its items: stored to go (impressions)
+                rendered[r.seq] = msg
         except BadAddress as err:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:
@@ -279,7 +281,8 @@ class SendJob:
             r.message["raw"] = self.delivery.flatten(msg, r.message["to"]).decode("latin-1")
             r.items = self.composer.shown_items(msg)
             await asyncio.to_thread(self.records.update, self.send_id, [r])
-            self.composer.record_shown(msg)
+            if r.state == READY:  # not erased meanwhile (`update`): its items (impressions)
+                self.composer.record_shown(msg)
         except TailorError as err:
             r.state, r.reason = FAILED, type(err).__name__
         except Exception as err:  # noqa: BLE001 - settled with a reason; the text may hold PII

@@ -217,10 +217,12 @@ class Recommender:
             gone = set()
         return {i for i, r in rows.items() if r is None or r in gone}
 
-    def record(self, request_id: str, query: RecQuery, result: RecResult) -> None:
-        """Log `result` as request `request_id`'s impression (the impression log, if on)."""
+    def record(self, request_id: str, query: RecQuery, result: RecResult, at: float = 0.0
+               ) -> None:
+        """Log `result` as request `request_id`'s impression (the impression log, if on),
+        dated `at` (0: now)."""
         if self.impressions is not None:
-            self.impressions.record(request_id, query, result)
+            self.impressions.record(request_id, query, result, at)
 
     async def _on_loop(self, query: RecQuery, read: tuple | None = None) -> RecResult:
         if self._loop_ready != threading.get_ident():  # FAISS's OpenMP threads, as a batch thread's

@@ -192,6 +192,67 @@ async def test_an_item_removed_while_a_message_waits_is_not_in_it_when_it_goes(
         assert len(items) == 1 and items[0] != top
 
 
+async def test_a_recipient_erased_while_their_message_is_rendered_again_leaves_no_impression(
+        sink, tailor_server, campaigns, profiles, messaging, channel, demo_bundle):
+    """A message rendered again (an item it shows left the catalog) logged the items of the new
+    render as impressions even when its recipient was erased during the render: the erasure had
+    already deleted the user's impressions, and these, logged after it, stayed for good."""
+    import numpy as np
+
+    from protos.tailor.v1 import catalog_pb2 as capb
+    from protos.tailor.v1 import catalog_pb2_grpc
+    with np.load(demo_bundle / "items.npz") as npz:
+        names, cats, pop = npz["category_names"], npz["category"], npz["popularity"]
+        ids = npz["item_ids"]
+    category = str(names[0])
+    in_cat = np.flatnonzero(cats == 0)
+    top = str(ids[in_cat[np.argmax(pop[in_cat])]])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
+        f'{{% for it in recommend(1, category="{category}") %}}'
+        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    await audience(profiles, ["x1", "x2"])
+    composer = tailor_server.composer
+    render = composer.render_logged
+
+    async def erased_meanwhile(campaign_id, user_id, choice):  # DeleteProfile mid-render
+        out = await render(campaign_id, user_id, choice)
+        if user_id == "x2":
+            await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="x2"))
+        return out
+
+    composer.render_logged = erased_meanwhile
+    try:
+        started = await messaging.SendCampaign(mpb.SendCampaignRequest(  # x2 goes 2 s later
+            campaign_id="mail", user_ids=["x1", "x2"], rate_per_second={"email": 0.5}))
+        await asyncio.to_thread(sink.wait_for, 1)
+        await catalog_pb2_grpc.CatalogServiceStub(channel).RemoveItems(
+            capb.RemoveItemsRequest(item_ids=[top]))
+        done = await until_done(messaging, started.send_id)
+    finally:
+        del composer.render_logged
+    assert (done.sent, dict(done.suppressed_by_reason)) == (1, {"erased": 1})
+    assert [r[0] for _, r, _ in sink.arrived] == ["x1@example.com"]
+    assert await asyncio.to_thread(tailor_server.impressions.log.of_user, "x2") == []
+    assert len(await asyncio.to_thread(tailor_server.impressions.log.of_user, "x1")) == 1
+
+
+async def test_a_user_erased_while_their_message_is_delivered_leaves_no_impression(
+        sink, tailor_server, campaigns, profiles, messaging):
+    """ComposeMessage with `deliver` logs the message's items as impressions once it went,
+    dated then: a DeleteProfile while the relay took its time had already deleted the user's
+    impressions, and these, dated after it, were kept. They are dated when `recommend()`
+    asked, so the impression log's write drops them (its tombstone check)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["slow"])
+    sink.delay_data = 2.0
+    composing = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="slow", deliver=True), timeout=30))
+    await asyncio.to_thread(sink.wait_for, 1)  # the relay has it; its 250 comes in 2 s
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="slow"))
+    assert (await composing).delivered
+    assert await asyncio.to_thread(tailor_server.impressions.log.of_user, "slow") == []
+
+
 
 def _started(pid: int) -> int:
     """When process `pid` started: proc(5), field 22 of /proc/<pid>/stat (after "(comm)")."""
