@@ -9,7 +9,9 @@ the reference `wire.email_bytes` matches byte for byte (and falls back to) at 0.
 `SmtpSender` keeps one authenticated connection open
 between sends (a lock orders them on it), one transaction after another on it (MAIL, RCPT,
 DATA), and reconnects once when the server dropped it; each send is one attempt, its failure
-classified transient or permanent (`classify`) for `retry.Retry`.
+classified transient or permanent (`classify`) for `retry.Retry`. A send that ends any other
+way (cancelled: a ComposeMessage whose caller gave up) drops the session too, since the relay's
+replies to it may still be on their way and the next message would read them as its own.
 """
 from __future__ import annotations
 
@@ -154,6 +156,9 @@ class SmtpSender:
                     self._drop()  # a fresh session for the next message, whatever state this one is in
                     logger.warning("SMTP send failed: %s", type(err).__name__)
                     raise classify(err) from None
+                except BaseException:  # cancelled mid-exchange (the caller's deadline), or
+                    self._drop()  # anything else: replies may still be due on this session
+                    raise
 
     def _drop(self) -> None:
         if self._client is not None:

@@ -50,3 +50,18 @@ async def test_an_address_smtp_cannot_carry_leaves_the_connection_clean(sink, se
         await sender.send_bytes(SENDER, bad, mail(1))
     await sender.send_bytes(SENDER, "u2@x.example", mail(2))  # no "nested MAIL" refusal
     assert [r for _, r, _ in sink.arrived] == [["u0@x.example"], ["u2@x.example"]]
+
+
+async def test_a_send_cancelled_mid_transaction_leaves_no_session_for_the_next(sink, sender):
+    """A ComposeMessage whose caller gave up (its deadline) while the relay had not answered
+    DATA yet was cancelled inside the transaction, and the shared connection was kept: the next
+    message read the stale replies (MAIL got DATA's 250, DATA got RCPT's) and failed
+    (`smtp SMTPDataError`; with one attempt, a dead letter). A cancelled send drops the
+    session."""
+    import asyncio
+    sink.delay_data = 1.0
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(sender.send_bytes(SENDER, "u0@x.example", mail(0)), 0.3)
+    sink.delay_data = 0.0
+    await sender.send_bytes(SENDER, "u1@x.example", mail(1))
+    assert sink.message_ids == ["<m0@t.example>", "<m1@t.example>"]  # m0 arrived all the same
