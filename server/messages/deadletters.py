@@ -82,12 +82,19 @@ class DeadLetters:
         return letter.id
 
     def list(self, limit: int, channel: str = "") -> list[DeadLetter]:
-        """The newest `limit` letters (of `channel`, if given), newest first."""
+        """The newest `limit` letters (of `channel`, if given), newest first: a walk back from
+        the newest, one letter at a time, that stops once it has them (a relay down during a
+        large SendCampaign leaves a letter per recipient, each with its whole message)."""
+        out: list[DeadLetter] = []
         with self.store.read() as txn:
-            letters = [d for _, d in self._letters(txn)]
-        if channel:
-            letters = [d for d in letters if d.channel == channel]
-        return letters[::-1][:limit]
+            for key, stored in self._t.walk_back(txn, DEAD_LETTER_PREFIX):
+                if len(out) == limit:
+                    break
+                raw = self.store.open_for_user(txn, bytes(key), stored)
+                letter = None if raw is None else DeadLetter.decode(raw)
+                if letter is not None and (not channel or letter.channel == channel):
+                    out.append(letter)
+        return out
 
     def get(self, letter_id: str) -> DeadLetter | None:
         with self.store.read() as txn:

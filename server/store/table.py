@@ -78,18 +78,20 @@ class Table:
         """The last `most` (key, value) whose key starts with `prefix`, in reverse key order
         (a walk back from the prefix's end: the records before those are not read); with
         `max_bytes` > 0, only as many as hold at most that many stored value bytes (one at least)."""
-        cur, out, size = txn.cursor(db=self.db), [], 0
-        end = _prefix_end(prefix)
-        found = cur.prev() if end is not None and cur.set_range(end) else cur.last()
-        if found:
-            for key, value in cur.iterprev():
-                if len(out) == most or not key.startswith(prefix):
-                    break
-                size += len(value)
-                if max_bytes and out and size > max_bytes:
-                    break
-                out.append((key, value))
+        out, size = [], 0
+        for key, value in _walk_back(txn.cursor(db=self.db), prefix):
+            if len(out) == most:
+                break
+            size += len(value)
+            if max_bytes and out and size > max_bytes:
+                break
+            out.append((key, value))
         return out
+
+    def walk_back(self, txn, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of the keys starting with `prefix`, in reverse key order, one at a time
+        (the caller stops once it has what it needs: the records before are not read)."""
+        return _walk_back(txn.cursor(db=self.db), prefix)
 
     def delete_prefix(self, txn, prefix: bytes) -> int:
         """Delete every key starting with `prefix` (write transaction); returns how many."""
@@ -125,6 +127,17 @@ class Table:
         """The first key >= `start`, None past the end."""
         cur = txn.cursor(db=self.db)
         return cur.key() if cur.set_range(start) else None
+
+
+def _walk_back(cur, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """`Table.walk_back` on the cursor `cur` (`scan_prefix_last`'s walk, not a sealed one)."""
+    end = _prefix_end(prefix)
+    if not (cur.prev() if end is not None and cur.set_range(end) else cur.last()):
+        return
+    for key, value in cur.iterprev():
+        if not key.startswith(prefix):
+            return
+        yield key, value
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:

@@ -111,6 +111,18 @@ def test_a_read_of_the_newest_events_opens_no_older_one(store):
     assert newest == ["i4", "i3"]
 
 
+def test_a_walk_back_over_a_sealed_table_gives_opened_values(store):
+    """`walk_back` (the dead letters' listing walks the plain `sends` table) opens each value
+    of a sealed table as `scan_prefix_last` does."""
+    repo = ProfileRepository(store, ProfileSchema().layout())
+    repo.ingest([_event(i) for i in range(3)], [None] * 3)
+    events, prefix = store.table("events"), keys.user_prefix("ann")
+    with store.read() as txn:
+        walked = list(events.walk_back(txn, prefix))
+        assert walked == events.scan_prefix_last(txn, prefix, 5)
+        assert [pb.Event.FromString(v).item_id for _, v in walked] == ["i2", "i1", "i0"]
+
+
 def test_send_records_of_a_plaintext_store_are_sealed_when_encryption_is_turned_on(tmp_path, crypto):
     """A send job left unfinished and a dead letter, written without encryption: opened with
     it, they are sealed under their users' keys, still readable, and erasable."""
