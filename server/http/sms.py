@@ -11,7 +11,8 @@ A missing, wrong or stale signature is 401, a replayed one 409; both change noth
 word of the body decides: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT opt the sender out of
 marketing SMS; START, UNSTOP, YES opt back in; anything else is ignored. The consent change
 carries the signed time, so a START signed before a later STOP does not reopen SMS. A number no
-SMS went to is ignored too (200, so the provider does not retry). The sender is found through
+SMS went to is ignored too (200, so the provider does not retry), and so is a reply of a user
+erased since (it would bring their profile back: `ErasedSince`). The sender is found through
 `PhoneIndex` (hashed numbers).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from ..interfaces import ConsentWriter
 from ..messages.phones import PhoneIndex
+from ..profiles.errors import ErasedSince
 from ..security.userref import user_ref
 from .signing import SignedRequests
 
@@ -50,7 +52,10 @@ class SmsInbound:
         user = await asyncio.to_thread(self.phones.lookup, sender)
         if user is None:
             return web.Response(text="unknown number")
-        await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}",
-                                       timestamp=signed_at)
+        try:  # `existing`: a reply changes a profile that exists, never brings one back
+            await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}",
+                                           timestamp=signed_at, existing=True)
+        except ErasedSince:  # erased since (the reply was signed before, or no profile since)
+            return web.Response(text="unknown number")
         logger.info("sms %s from %s", word, user_ref(user))
         return web.Response(text="ok")

@@ -22,7 +22,7 @@ from ..contact.addresses import PHONE, normalize
 from ..contact.errors import NotAnAddress
 from ..security.secrets import Keyring
 from ..store import Store
-from ..store.keys import phone_key, phone_user_key
+from ..store.keys import phone_key, phone_user_key, profile_meta_key
 
 __all__ = ["normalize_phone", "PhoneIndex"]
 
@@ -43,7 +43,7 @@ class PhoneIndex:
 
     def __init__(self, store: Store, ring: Keyring):
         self.store = store
-        self._meta = store.table("meta")
+        self._meta, self._profiles = store.table("meta"), store.table("profiles")
         self._keys = [(kid, hmac.new(key, b"sms/phone", hashlib.sha256).digest())
                       for kid, key in ring.keys]
 
@@ -53,7 +53,10 @@ class PhoneIndex:
         return [f"{kid}.{hmac.new(key, raw, hashlib.sha256).hexdigest()}" for kid, key in self._keys]
 
     def remember(self, user_id: str, phone: str) -> bool:
-        """Index `phone` for `user_id` (replacing the user's previous number); True if written."""
+        """Index `phone` for `user_id` (replacing the user's previous number); True if written.
+        Not for a user whose profile is gone (erased since their SMS was rendered: the erasure
+        dropped their entry, and a new one would keep their id and lead a STOP to them), checked
+        in the write transaction."""
         number = normalize_phone(phone)
         if number is None:
             return False
@@ -62,14 +65,16 @@ class PhoneIndex:
             return False  # the common case: known already, no write
 
         def fn(txn):
+            if self._profiles.get(txn, profile_meta_key(user_id)) is None:
+                return False  # erased meanwhile: the number was the profile's
             old = self._meta.get(txn, phone_user_key(user_id))
             if old is not None and old != digest.encode():
                 self._drop(txn, user_id, old.decode())
             key = phone_key(digest)  # the user id sealed under their data key (store.sealed)
             self._meta.put(txn, key, self.store.seal_for_user(txn, user_id, key, user_id.encode()))
             self._meta.put(txn, phone_user_key(user_id), digest.encode())
-        self.store.write(fn)
-        return True
+            return True
+        return self.store.write(fn)
 
     def lookup(self, phone: str) -> str | None:
         number = normalize_phone(phone)

@@ -148,21 +148,66 @@ async def test_without_the_sms_webhook_keyring_there_is_no_endpoint(settings, tm
         await server.stop(grace=0.5)
 
 
-async def test_a_stop_signed_before_the_users_erasure_is_409_not_a_server_error(
+async def test_a_stop_signed_before_the_users_erasure_is_ignored_not_a_server_error(
         texted, profiles, messaging, settings, caplog):
     """A STOP signed a minute ago reaches a user erased since who came back (the number indexed
     again): its consent change is dated before the erasure, which the profile refuses
-    (FAILED_PRECONDITION, docs/privacy.md). SmsInbound let the error out: a 500 with an ERROR
-    traceback, which the provider retries. Now 409 through the one mapping, nothing written."""
+    (`ErasedSince`, docs/privacy.md). SmsInbound let the error out: a 500 with an ERROR
+    traceback, which the provider retries. Now it is ignored like any reply of an erased user
+    (200, so the provider does not retry), nothing written."""
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))
     await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
         user_id=texted, attributes={"phone": "+447700900123"}))
     await profiles.SetConsent(ppb.SetConsentRequest(user_id=texted, channel="sms", opted_in=True,
                                                     source="signup again"))
     await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id=texted))
-    assert await reply(settings, "+447700900123", "STOP", age=60) == 409
+    assert await reply(settings, "+447700900123", "STOP", age=60) == 200
     assert await sms_consent(profiles, texted) is True
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     # Signed after the erasure it counts (timestamps are whole seconds: 2 s ahead, not now).
     assert await reply(settings, "+447700900123", "STOP", age=-2) == 200
     assert await sms_consent(profiles, texted) is False
+
+
+async def test_an_sms_composed_while_its_user_is_erased_leaves_no_index_entry(
+        campaigns, profiles, messaging, settings, tailor_server):
+    """The composer indexes the number an SMS goes to after rendering it; a DeleteProfile
+    committed in between (it drops the index entry) was followed by the entry written again,
+    sealed under a new key: the erased user's id stayed in the store, and a STOP from the
+    number then re-created their profile (a consent record under the erased id)."""
+    import asyncio
+
+    import grpc
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="sms", channel="sms", policy="fixed",
+        variants=[cpb.Variant(id="s", content={"text": "Hi"})])))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="gone-sms", attributes={"phone": "+447700900124"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="gone-sms", channel="sms",
+                                                    opted_in=True, source="signup"))
+    phones, loop = tailor_server.phones, asyncio.get_running_loop()
+    remember = phones.remember
+
+    async def erase(user_id):
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user_id))
+
+    def erased_first(user_id, phone):  # DeleteProfile commits after the render, before this
+        asyncio.run_coroutine_threadsafe(erase(user_id), loop).result(10)
+        return remember(user_id, phone)
+
+    phones.remember = erased_first
+    try:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
+                                                                 user_id="gone-sms"))
+    finally:
+        del phones.remember
+    assert phones.lookup("+447700900124") is None
+    store = tailor_server.store  # an entry such a race left before this fix: a STOP finds it
+    key = keys.phone_key(phones._digests("+447700900124")[0])
+    store.write(lambda txn: store.table("meta").put(
+        txn, key, store.seal_for_user(txn, "gone-sms", key, b"gone-sms")))
+    assert phones.lookup("+447700900124") == "gone-sms"
+    assert await reply(settings, "+447700900124", "STOP") == 200  # an erased user: unknown
+    with pytest.raises(grpc.RpcError) as err:
+        await profiles.GetProfile(ppb.GetProfileRequest(user_id="gone-sms"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
