@@ -8,10 +8,13 @@ bytes, to be listed (`ListDeadLetters`) and retried (`RetryDeadLetter`).
 
 Each delivered message records a `<channel>_sent` event carrying the decision id (event id
 `sent-<decision id>`, so a repeated delivery of one decision is recorded once), which caps,
-rewards and attribution read. SendCampaign uses the parts separately: `flatten` (at
-composition), `send_or_bury` (the bytes stored before delivery), and `record_sent` (its
-events, in batches). A stored message (SendCampaign's, a dead letter) is held against the
-contact policy's consent and suppression list again just before it goes (`refusal`).
+rewards and attribution read. ComposeMessage's and RetryDeadLetter's are dated when the message
+was handed to the adapter, so for a user erased while the adapter took its time the ingestion
+refuses the event (from before the erasure) rather than build them a new profile.
+SendCampaign uses the parts separately: `flatten` (at composition), `send_or_bury` (the bytes
+stored before delivery), and `record_sent` (its events, in batches). A stored message
+(SendCampaign's, a dead letter) is held against the contact policy's consent and suppression
+list again just before it goes (`refusal`).
 """
 from __future__ import annotations
 
@@ -155,11 +158,12 @@ class Delivery:
         if not to:
             raise FailedPrecondition(f"deliver: the user has no `{ADDRESS[message.channel]}` "
                                      "attribute")
-        await self.send_or_bury(message.channel, to, self.flatten(message, to),
-                                campaign=message.campaign_id, decision=message.decision_id,
-                                user=user_id)
+        data = self.flatten(message, to)
+        handed = time.time()  # the event's time: a user erased meanwhile is not brought back
+        await self.send_or_bury(message.channel, to, data, campaign=message.campaign_id,
+                                decision=message.decision_id, user=user_id)
         await self.events.track([sent_event(message.channel, message.campaign_id,
-                                            message.decision_id, user_id, time.time())])
+                                            message.decision_id, user_id, handed)])
         return True
 
     async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None) -> int:
@@ -216,7 +220,7 @@ class Delivery:
         sent = False
         renewing = asyncio.ensure_future(self._keep_claim(letter))
         try:
-            await self._retry(letter)
+            handed = await self._retry(letter)
             sent = True
         finally:
             renewing.cancel()
@@ -225,7 +229,7 @@ class Delivery:
         # It went: dropped (never written back: should the drop fail, the claim lapses).
         await asyncio.shield(asyncio.to_thread(self.dead.drop, letter.id))
         await self.events.track([sent_event(letter.channel, letter.campaign, letter.decision,
-                                            letter.user, time.time())])
+                                            letter.user, handed)])
         return letter
 
     async def _keep_claim(self, letter: DeadLetter) -> None:
@@ -241,19 +245,22 @@ class Delivery:
             except TailorError as err:  # e.g. a full store: the next renewal tries again
                 logger.warning("could not renew a dead letter's claim: %s", type(err).__name__)
 
-    async def _retry(self, letter: DeadLetter) -> None:
-        """Send the claimed `letter` (raises when it did not go or may not go now)."""
+    async def _retry(self, letter: DeadLetter) -> float:
+        """Send the claimed `letter` (raises when it did not go or may not go now); when it was
+        handed over (its event's time)."""
         self.check_adapter(letter.channel)
         refused = self.refusal(letter.user, letter.channel, await self.purpose(letter.campaign),
                                letter.to)
         if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)
             letter.reason = refused
             raise NoLongerAllowed(refused)
+        handed = time.time()
         try:
             await self.send(letter.channel, letter.to, letter.data.encode("latin-1"))
         except UNDELIVERED as err:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
             raise
+        return handed
 
     async def close(self) -> None:
         if self.smtp is not None:

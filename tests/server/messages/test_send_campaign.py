@@ -253,6 +253,25 @@ async def test_a_user_erased_while_their_message_is_delivered_leaves_no_impressi
     assert await asyncio.to_thread(tailor_server.impressions.log.of_user, "slow") == []
 
 
+async def test_a_user_erased_while_their_message_is_delivered_is_not_brought_back(
+        sink, campaigns, profiles, messaging):
+    """ComposeMessage with `deliver` records the message's `email_sent` event once the relay
+    accepted it, dated then: after a DeleteProfile while the relay took its time, that event
+    (newer than the erasure) built the erased user a new profile. It is dated when the message
+    was handed over, so the ingestion refuses it as from before the erasure."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["slow2"])
+    sink.delay_data = 2.0
+    composing = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="slow2", deliver=True), timeout=30))
+    await asyncio.to_thread(sink.wait_for, 1)  # the relay has it; its 250 comes in 2 s
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="slow2"))
+    assert (await composing).delivered
+    with pytest.raises(grpc.RpcError) as err:
+        await profiles.GetProfile(ppb.GetProfileRequest(user_id="slow2"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 
 def _started(pid: int) -> int:
     """When process `pid` started: proc(5), field 22 of /proc/<pid>/stat (after "(comm)")."""
