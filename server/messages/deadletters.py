@@ -18,6 +18,9 @@ it back with the claim cleared (`release`). Both renewal and release act only wh
 is still the letter's: a retry whose claim lapsed (its worker stalled) and was taken by another
 never writes over the new claim. A worker that dies mid-retry leaves a claim that lapses.
 
+A letter is added only while its user's profile exists (`add(if_profile=True)`, checked in
+its transaction): a user erased during the attempts leaves none.
+
 Transaction rules: `add`, `claim`, `renew`, `release` and `drop` write one record each; `erase_user`
 runs inside the profile erasure's transaction (a `UserEraser`, before the user's key is
 shredded) and drops every letter of the user (a scan of the letters: they are few, or the
@@ -32,7 +35,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from ..store import Store
-from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, ms_part
+from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, ms_part, profile_meta_key
 from .errors import DeadLetterBusy
 
 __all__ = ["DeadLetter", "DeadLetters"]
@@ -72,14 +75,22 @@ _FIELDS = tuple(f.name for f in fields(DeadLetter))
 class DeadLetters:
     def __init__(self, store: Store):
         self.store = store
-        self._t = store.table("sends")
+        self._t, self._profiles = store.table("sends"), store.table("profiles")
 
-    def add(self, letter: DeadLetter) -> str:
-        """Keep `letter` (its time and id are set here); its id."""
+    def add(self, letter: DeadLetter, if_profile: bool = False) -> str:
+        """Keep `letter` (its time and id are set here); its id. `if_profile`: only while its
+        user's profile (meta record) exists, checked in the write transaction: "" (nothing
+        kept) for a user erased during the attempts, whose letters the erasure dropped (this
+        one would keep their address and message for good)."""
         letter.at = letter.at or time.time()
         letter.id = f"{ms_part(letter.at).decode()}.{secrets.token_hex(4)}"
-        self.replace(letter)
-        return letter.id
+
+        def fn(txn):
+            if if_profile and self._profiles.get(txn, profile_meta_key(letter.user)) is None:
+                return ""
+            self._put(txn, letter)
+            return letter.id
+        return self.store.write(fn)
 
     def list(self, limit: int, channel: str = "") -> list[DeadLetter]:
         """The newest `limit` letters (of `channel`, if given), newest first: a walk back from
@@ -99,10 +110,6 @@ class DeadLetters:
     def get(self, letter_id: str) -> DeadLetter | None:
         with self.store.read() as txn:
             return self._read(txn, letter_id)
-
-    def replace(self, letter: DeadLetter) -> None:
-        """Write `letter` under its id, sealed under its user's key."""
-        self.store.write(lambda txn: self._put(txn, letter))
 
     def claim(self, letter_id: str, until: float, now: float) -> DeadLetter | None:
         """The letter, claimed for a retry until `until`; None if there is no such letter.

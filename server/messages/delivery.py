@@ -184,7 +184,7 @@ class Delivery:
             if self.dead is not None:
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
                                     err.reason, err.attempts)
-                await asyncio.to_thread(self.dead.add, letter)
+                await asyncio.to_thread(self.dead.add, letter, True)
             raise
 
     async def record_sent(self, events: Sequence[TrackedEvent], batch: int) -> None:

@@ -85,3 +85,26 @@ async def test_a_relay_that_is_down_is_retried_then_unavailable(campaigns, profi
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     [letter] = await letters(messaging)
     assert letter.attempts == 3 and letter.reason.startswith("smtp SMTPConnect")
+
+
+@pytest.mark.relay_down
+async def test_a_user_erased_between_attempts_leaves_no_dead_letter(
+        tailor_server, campaigns, profiles, messaging):
+    """A message that did not go is kept as a dead letter, written after the last attempt: for
+    a user erased between the attempts (the erasure drops their letters), the letter was
+    written after the erasure, sealed under a new key, and kept their address and message for
+    good."""
+    import asyncio
+
+    from protos.tailor.v1 import profile_pb2 as ppb
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d2"])
+    tailor_server.delivery.retry.base = 1.0  # a second between the attempts
+    composing = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="d2", deliver=True), timeout=30))
+    await asyncio.sleep(0.5)
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="d2"))
+    with pytest.raises(grpc.RpcError) as err:
+        await composing
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await letters(messaging) == []
