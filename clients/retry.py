@@ -2,11 +2,14 @@
 retries with jittered exponential backoff within each call's deadline, and never once a reply
 has started. A call the server handled may still be repeated: an UNAVAILABLE status with no
 reply before it (the campaigns writer lost a batch it may have committed, a proxy dropped the
-answer) is retried. The decision calls (ChooseVariant, ComposeMessage) carry a `request_id`
-for that: the retry resends it and the server answers the decision logged for it
-(`server.campaigns.requests`); TrackEvents' event ids dedupe the same way. Streaming calls from the client
-(PushBundle, TrackEventStream, AttributeStream, PlanCampaign) are not retried: gRPC could replay
-only the first 256 KiB it buffers, and a plan answered in part is already logged."""
+answer, a relay down when a message was handed over) is retried. The decision calls
+(ChooseVariant, ComposeMessage) carry a `request_id` for that: the retry resends it and the
+server answers the decision logged for it (`server.campaigns.requests`); TrackEvents' event ids
+dedupe the same way. Not retried: streaming calls from the client (PushBundle,
+TrackEventStream, AttributeStream, PlanCampaign: gRPC could replay only the first 256 KiB it
+buffers, and a plan answered in part is already logged), and the messaging calls that send with
+no key to dedupe them (RetryDeadLetter: answered UNAVAILABLE after its attempts, with the relay
+down, a retry makes them again; SendCampaign: a retry would start a second job)."""
 from __future__ import annotations
 
 import json
@@ -19,7 +22,8 @@ __all__ = ["RetryPolicy", "channel_options"]
 SERVICES = ("RecommendationService", "ModelAdminService", "DiagnosticsService", "ProfileService",
             "AttributionService", "CampaignService", "AuditService", "MessagingService")
 NOT_RETRIED = (("ModelAdminService", "PushBundle"), ("ProfileService", "TrackEventStream"),
-               ("AttributionService", "AttributeStream"), ("CampaignService", "PlanCampaign"))
+               ("AttributionService", "AttributeStream"), ("CampaignService", "PlanCampaign"),
+               ("MessagingService", "SendCampaign"), ("MessagingService", "RetryDeadLetter"))
 
 
 @dataclass(frozen=True)

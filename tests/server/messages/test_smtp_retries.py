@@ -108,3 +108,31 @@ async def test_a_user_erased_between_attempts_leaves_no_dead_letter(
         await composing
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert await letters(messaging) == []
+
+
+@pytest.mark.relay_down
+async def test_the_client_runs_a_retry_of_a_dead_letter_once(tailor_server, campaigns, profiles,
+                                                             messaging):
+    """The clients let gRPC retry UNAVAILABLE, which also repeated calls the server answered
+    UNAVAILABLE because the relay was down: one RetryDeadLetter ran four times (its attempts
+    added up four times over). RetryDeadLetter and SendCampaign, which no key dedupes, are not
+    retried by the clients."""
+    import asyncio
+
+    from clients import TailorClient, TailorError
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d3"])
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="d3", deliver=True))
+    [letter] = await letters(messaging)
+    assert letter.attempts == 3
+
+    def retry():
+        with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=20) as client:
+            with pytest.raises(TailorError) as err:
+                client.retry_dead_letter(letter.id)
+            assert err.value.code == grpc.StatusCode.UNAVAILABLE
+    await asyncio.to_thread(retry)
+    [letter] = await letters(messaging)
+    assert letter.attempts == 6  # one RetryDeadLetter: its three attempts
