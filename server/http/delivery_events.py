@@ -87,12 +87,13 @@ class DeliveryEvents:
     async def apply(self, report: dict) -> dict:
         """Record the report; what happened (`user_found`, `address_listed`)."""
         kind, decision, address = self.checked(report)
-        owner = await self.owners.decision_owner(decision) if decision else None
-        if owner is not None:
+        received = time.time()  # the event's time, before its user is looked up: a user erased
+        owner = await self.owners.decision_owner(decision) if decision else None  # meanwhile
+        if owner is not None:  # is not brought back (the ingestion refuses it as late)
             user, campaign = owner
             await self.events.track([TrackedEvent(
                 f"{REPORT_TYPES[kind]}-{decision}", user, REPORT_TYPES[kind], "email", campaign,
-                "", 0.0, time.time(), {"decision_id": decision})])
+                "", 0.0, received, {"decision_id": decision})])
             logger.info("%s of %s (decision %s)", kind, user_ref(user), decision)
         if address:
             await self.suppressions.add(EMAIL, address, kind)

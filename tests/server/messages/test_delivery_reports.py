@@ -155,3 +155,33 @@ async def test_a_lone_surrogate_in_a_report_is_400_naming_the_field(settings, pr
         assert (status, text.split(":")[0]) == (400, field if field != "address" else
                                                 "address.email")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_report_racing_delete_profile_does_not_bring_the_profile_back(
+        settings, sink, tailor_server, campaigns, profiles, messaging):
+    """The report's user is found through the decision log, then its event is recorded, dated
+    then: a DeleteProfile committed in between had the erased user re-created by the bounce
+    event (newer than the erasure). The event is dated when the report arrived, so the
+    ingestion refuses it as from before the erasure."""
+    import grpc
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["b9"])
+    await delivered(messaging, "b9")
+    [message_id] = sink.message_ids
+    owners = tailor_server.campaigns
+    lookup = owners.decision_owner
+
+    async def erased_after(decision_id):  # DeleteProfile commits after the lookup
+        found = await lookup(decision_id)
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="b9"))
+        return found
+
+    owners.decision_owner = erased_after
+    try:
+        status, _ = await report(settings, {"type": "bounce", "message_id": message_id})
+    finally:
+        del owners.decision_owner
+    assert status == 200
+    with pytest.raises(grpc.RpcError) as err:
+        await profiles.GetProfile(ppb.GetProfileRequest(user_id="b9"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
