@@ -421,7 +421,9 @@ class TailorServer:
 
     async def _close_domain(self) -> None:
         """Flush the writers and close the store (after the last call, or a failed start)."""
-        await self.sends.close()  # first: no message goes once shutting down (a job resumes)
+        s = self.settings  # first: no message starts once shutting down (a job resumes); one
+        await self.sends.close(max(s.smtp_timeout_seconds, s.webhook_timeout_seconds))  # going
+        # has the relay's timeout to be accepted (else the resumed job would send it again)
         await self.profiles.close()  # then: a batch's effects still reach the other domains
         await self.campaigns.close()
         await self.delivery.close()

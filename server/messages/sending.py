@@ -43,7 +43,8 @@ after the relay said 250, so a restart sends every `ready` message again, the st
 the same Message-ID (`<decision id@domain>`). A kill while no lane is inside an SMTP
 transaction re-sends nothing that arrived; a kill inside a transaction after the relay kept the
 message but before its record said `sent` re-sends that message (at most one per lane), with
-the same Message-ID (receivers may drop it).
+the same Message-ID (receivers may drop it). A stop (`stop`, SIGTERM) is no kill: no message
+starts, and those inside their transaction get the relay's timeout to be accepted and settled.
 """
 from __future__ import annotations
 
@@ -107,6 +108,22 @@ class SendJob:
         """Writes the lanes' settled records, in groups."""
         self.purpose = ""
         """The campaign's purpose (consent is asked for it again before each delivery)."""
+        self._stopping = False
+        self._handing = 0
+        """Messages being handed over now (from the send to their settled record)."""
+        self._handed = asyncio.Event()
+        self._handed.set()
+
+    async def stop(self, wait: float) -> None:
+        """Start no message from now; give those being handed over `wait` seconds to be
+        accepted and settled (the caller cancels the job then: it resumes at the next start).
+        A transaction cancelled while the relay held the message would leave its record
+        `ready`, and the resumed job would send it again."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._handed.wait(), wait)
+        except TimeoutError:
+            pass
 
     async def run(self) -> None:
         todo = await asyncio.to_thread(self.records.recipients, self.send_id)
@@ -240,10 +257,24 @@ class SendJob:
 
     async def _deliver(self, r: Recipient, smtp) -> None:
         """Hand over (retrying transient failures; a message that does not go becomes a dead
-        letter), then settle the record (before this lane's next message starts)."""
+        letter), then settle the record (before this lane's next message starts). Once the
+        job is stopping, nothing starts going (`stop`)."""
         await self.buckets[r.channel].take()
+        if self._stopping:
+            return  # shutting down: it stays ready, for the resumed job
         if self.records.erased(self.send_id, [r.seq]):  # one read snapshot, µs: on the loop
             return  # deleted meanwhile: nothing goes, the record is settled already
+        self._handing += 1
+        self._handed.clear()
+        try:
+            await self._hand_over(r, smtp)
+        finally:
+            self._handing -= 1
+            if not self._handing:
+                self._handed.set()
+
+    async def _hand_over(self, r: Recipient, smtp) -> None:
+        """`_deliver` once it is `r`'s turn: the send (or its refusal) and the settled record."""
         try:
             refused = self.delivery.refusal(r.user, r.channel, self.purpose, r.message["to"])
             if refused is None and r.items and self.composer.unavailable(r.items):

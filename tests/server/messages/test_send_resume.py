@@ -156,3 +156,43 @@ def test_a_kill_after_decisions_were_logged_reuses_them_rather_than_meet_the_cap
         logged = logged_decisions(restarted.target)  # one each, none suppressed
         assert sorted(d.user_id for d in logged) == CAPPED_USERS
         assert {d.status for d in logged} == {"pending"}
+
+
+
+async def test_a_stop_while_a_message_is_handed_over_does_not_send_it_twice(settings, sink):
+    """Stopping the server (a deploy's SIGTERM) cancelled the send jobs at once, a lane inside
+    its SMTP transaction included: the relay had the message, its record still said `ready`,
+    and the resumed job sent it again. A stop lets the messages being handed over finish and
+    settle (at most the relay's timeout), and starts no new one."""
+    import asyncio
+
+    from server.app import TailorServer
+
+    from .conftest import relayed
+    from .test_send_campaign import audience, until_done
+    settings = relayed(settings, sink, send_connections=1)
+    first = TailorServer(settings)
+    await first.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as ch:
+            profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+            messaging = messaging_pb2_grpc.MessagingServiceStub(ch)
+            await campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(
+                cpb.CreateCampaignRequest(spec=email_spec()))
+            await audience(profiles, ["h1", "h2"])
+            sink.delay_data = 1.5  # the relay answers DATA late
+            started = await messaging.SendCampaign(mpb.SendCampaignRequest(  # h2 2 s later
+                campaign_id="mail", user_ids=["h1", "h2"], rate_per_second={"email": 0.5}))
+            await asyncio.to_thread(sink.wait_for, 1)  # h1 arrived; its 250 is pending
+    finally:
+        await first.stop(grace=0.1)
+    sink.delay_data = 0.0
+    second = TailorServer(settings)  # the restart: the job resumes
+    await second.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as ch:
+            done = await until_done(messaging_pb2_grpc.MessagingServiceStub(ch), started.send_id)
+    finally:
+        await second.stop(grace=0.1)
+    assert (done.sent, done.pending) == (2, 0)
+    assert sorted(r[0] for _, r, _ in sink.arrived) == ["h1@example.com", "h2@example.com"]
