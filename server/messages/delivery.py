@@ -169,7 +169,9 @@ class Delivery:
     async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None) -> int:
         """Hand flattened bytes to `channel`'s adapter (SMTP over `via` or the shared
         connection), retrying transient failures; the attempts it took. No event: see
-        `record_sent`."""
+        `record_sent`. FailedPrecondition when the channel has no adapter (a stored message
+        resumed by a server started without it)."""
+        self.check_adapter(channel)
         if channel == "email":
             smtp = via or self.smtp
             return await self.retry.run(channel, lambda: smtp.send_bytes(self.envelope, to, data))

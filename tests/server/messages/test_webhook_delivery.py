@@ -251,3 +251,24 @@ async def test_a_redirected_webhook_post_is_a_failure_not_a_get_counted_as_sent(
         assert f"webhook {status}" in err.value.details()
     assert provider.gets == [] and len(provider.requests) == 2
     assert await sent_events(profiles, "sms_sent") == []
+
+
+async def test_a_message_whose_adapter_is_gone_when_it_goes_fails_naming_that(
+        provider, tailor_server, campaigns, profiles, messaging):
+    """A job resumed by a server started without the channel's adapter (its webhook URL
+    removed) settled the stored messages failed `error`, with an ERROR log of a KeyError: the
+    adapter was used without asking whether there is one. They fail naming it."""
+    await sms_user(campaigns, profiles, "t1", "+447700900101")
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t2", attributes={"phone": "+447700900102"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="t2", channel="sms", opted_in=True,
+                                                    source="signup"))
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(  # t2 goes 2 s after t1
+        campaign_id="sms", user_ids=["t1", "t2"], rate_per_second={"sms": 0.5}))
+    deadline = time.time() + 10
+    while not provider.requests and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    del tailor_server.delivery.webhooks.urls["sms"]  # as a restart without --sms-webhook-url
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, dict(done.failed_by_reason)) == (
+        1, {"no sms adapter: FailedPrecondition": 1})
