@@ -8,7 +8,8 @@ changed, from the user's profile meta record and the suppression list: consent f
 message's channel and the campaign's purpose (`contact.consent.consent_reason`), and whether
 the address the message goes to is listed. Caps and quiet hours are not asked again: the
 decision being delivered is the one they counted and timed. Erasure is the send records'
-business (`SendRecords.erased`) and the dead letters' (DeleteProfile drops them).
+business (`SendRecords.erased`) and the dead letters' (DeleteProfile drops them); a user whose
+profile is gone when the message goes (erased after those checks) is refused `erased` here.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..contact.consent import MARKETING, NO_CONSENT, consent_reason
 from ..contact.suppression import SUPPRESSED_ADDRESS
 from ..errors import TailorError
 from ..interfaces import SuppressedAddresses, VariantChooser
+from .sends import ERASED
 
 __all__ = ["SendGate"]
 
@@ -35,11 +37,16 @@ class SendGate:
         return cls(campaigns, profiles, suppressions, s.consent_defaults, store)
 
     def refusal(self, user_id: str, channel: str, purpose: str, to: str) -> str | None:
-        """`no_consent` or `suppressed_address` when a message of `purpose` on `channel` to `to`
-        may no longer go to `user_id`; None when it may. One read snapshot (the meta record,
-        the list's keys of `to`), a few µs on the loop like the other per-message checks."""
+        """`erased`, `no_consent` or `suppressed_address` when a message of `purpose` on
+        `channel` to `to` may no longer go to `user_id`; None when it may. One read snapshot
+        (the meta record, the list's keys of `to`), a few µs on the loop like the other
+        per-message checks. No meta record: the profile the message was composed from (its
+        address came from it) is gone, erased; for a transactional message that needs no
+        consent record this is the only refusal."""
         with self.store.read() as txn:
             meta = self.profiles.states_and_meta([user_id], False, txn)[0][1]
+            if meta is None:
+                return ERASED
             if consent_reason(meta, channel, purpose, self.defaults) is not None:
                 return NO_CONSENT
             attribute = CHANNEL_KIND.get(channel)  # the list's kind is the profile attribute

@@ -10,6 +10,7 @@ import pytest
 from loadtests.smtp_sink import SmtpSink
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
 from server.messages.deadletters import DeadLetter
 from server.messages.errors import DeadLetterBusy
 from tests.conftest import free_port
@@ -80,3 +81,37 @@ async def test_a_retry_whose_claim_was_taken_over_does_not_write_its_letter_back
         await asyncio.to_thread(dead.claim, letter_id, later + 61.0, later + 1.0)
     kept = await asyncio.to_thread(dead.get, letter_id)
     assert (kept.reason, kept.claimed_until) == ("smtp 451", second.claimed_until)
+
+
+async def test_a_retry_of_a_user_erased_after_the_claim_does_not_go(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """A retry claims its letter, then asks the contact policy again; a user erased in between
+    (the erasure drops the letter, not the retry's copy) has no profile, which for a
+    transactional campaign was no refusal: the message went to the erased person. A stored
+    message whose user has no profile any more does not go (`erased`)."""
+    spec = email_spec()
+    spec.purpose = "transactional"
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await audience(profiles, ["tx"])
+    sink.rcpt_replies["tx@example.com"] = ["550 5.1.1 no such user"]
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="tx", deliver=True))
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
+    sink.rcpt_replies["tx@example.com"] = ["250 OK"]
+    chooser = tailor_server.campaigns
+    get = chooser.get
+
+    async def erased_meanwhile(campaign_id):  # the retry's purpose lookup, after its claim
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="tx"))
+        return await get(campaign_id)
+
+    chooser.get = erased_meanwhile
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    finally:
+        del chooser.get
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "erased" in err.value.details()
+    assert sink.message_ids == []
