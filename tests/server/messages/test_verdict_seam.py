@@ -25,7 +25,8 @@ class Decided:
     async def choose(self, campaign_id, user_id, context):
         return self.choice
 
-    def decide(self, campaign_id, user_id, context, profile=False, seen=False, decision_id=""):
+    def decide(self, campaign_id, user_id, context, profile=False, seen=False, decision_id="",
+               request_id="", caller=""):
         return Pending(self.choice, self.choice)
 
 
