@@ -265,6 +265,7 @@ class TailorServer:
             logger.error("the impressions writer failed to start too: %s", other)
         if failed:
             raise failed[0]
+        await self._replay_outbox()  # what a crash left between a commit and its listeners
         # Outermost first: every call is identified, counted and timed, refused ones too.
         interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())
@@ -302,10 +303,19 @@ class TailorServer:
         self._store_reporter = asyncio.create_task(self._report_store())
         self._canary_guard = asyncio.create_task(self.canary_monitor.run_forever())
         self._bundle_scrubber = asyncio.create_task(self._scrub_bundles())
+        self._outbox_replayer = asyncio.create_task(self.profiles.replay_forever())
         if self.settings.drift_enabled:
             self.drift.start()
         logger.info("serving on %s (%s)", with_port(self.settings.host, self.port), ", ".join(names))
         return self.port
+
+    async def _replay_outbox(self) -> None:
+        """Apply every listener effect a crash left in the outbox (`server.profiles.outbox`),
+        once the listeners' domains are up; a failure is logged (the periodic replay retries)."""
+        try:
+            await self.profiles.replay_outbox(older_than=0)
+        except Exception:  # serve anyway; the entries stay for the next replay
+            logger.exception("outbox replay at start failed")
 
     async def _start_public(self) -> None:
         s = self.settings
@@ -411,6 +421,7 @@ class TailorServer:
         self._store_reporter.cancel()
         self._canary_guard.cancel()
         self._bundle_scrubber.cancel()
+        self._outbox_replayer.cancel()
         await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.auth.interceptor.close()  # failed authentication counted, not yet audited

@@ -78,11 +78,21 @@ class SuppressedAddresses(Protocol):
 
 
 class EventListener(Protocol):
-    """Follows tracked events (e.g. campaign rewards from `decision_id` attributes)."""
+    """Follows tracked events (e.g. campaign rewards from `decision_id` attributes).
 
-    async def on_events(self, events: Sequence[TrackedEvent]) -> None:
-        """Called after each TrackEvents batch commits, with its newly accepted events. It must
-        not raise for one bad event: ingestion has already succeeded."""
+    A listener whose effect must survive a crash after the ingestion's commit also has
+    `outbox` (a short stable tag, stored in keys) and `follows(events)` (the indices of the
+    events it has an effect for): a batch with such events gets one outbox entry for the
+    listener in the ingestion's transaction, and `on_events` gets only those events, with the
+    entry (`server.profiles.outbox`; a replay after a crash calls it the same way)."""
+
+    async def on_events(self, events: Sequence[TrackedEvent], batch=None) -> None:
+        """Called after each TrackEvents batch commits, with its newly accepted events (a
+        listener with an `outbox`: those it follows, and `batch`, a `store.outbox.Batch`: the
+        entry's key and the events' keys, aligned; it deletes the entry in the one write
+        transaction that applies the batch's effects, and applies those of the events the entry
+        still names, only if it was there: `store.outbox.claim`, exactly once). It must not
+        raise for one bad event: ingestion has already succeeded."""
 
 
 class UserEraser(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
 from ..interfaces import ProfileStates, SuppressedAddresses
 from ..store import Store
+from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_not_negative, check_window
 from .cache import CampaignCache, Entry
 from .choice import Choice, PendingChoice
@@ -94,16 +96,17 @@ class Campaigns:
         # `group_commit` (seconds, decisions): under load a batch also waits a little for more.
         # ReportReward's rewards, which close decision records, commit the same way. Rewards
         # from tracked events come a group at a time (one ingestion batch's) and wait for no
-        # company: they go through a batcher of their own, to the same writer function.
+        # company: they go through a batcher of their own, with the sends the same events count
+        # as contacts and the clearing of their batch's outbox entry (`event_effects`: one
+        # request a batch, applied in one transaction; at most as many a call as the ingestion
+        # commits batches a transaction, so a call is no bigger than an ingestion's).
         linger, linger_from = group_commit
         self._log, self._rewards = (
             AdaptiveBatcher(runner=self._writer.runner(function, concurrency=1), max_size=512,
                             max_wait=0.0, linger=linger, linger_from=linger_from, name=function)
             for function in ("decisions", "rewards"))
-        self._event_rewards = AdaptiveBatcher(runner=self._writer.runner("rewards"),
-                                              max_size=512, max_wait=0.0, name="event_rewards")
-        self._sends = AdaptiveBatcher(runner=self._writer.runner("sends"), max_size=512,
-                                      max_wait=0.0, name="sends")
+        self._event_effects = AdaptiveBatcher(runner=self._writer.runner("event_effects"),
+                                              max_size=64, max_wait=0.0, name="event_effects")
         # PlanCampaign slices, one a frame: the writer child commits up to `PLAN_SLICES_A_COMMIT`
         # (`PLAN_SLICES_ALONE` when nothing else comes) a transaction, giving way to other
         # batches (`Bulk`); one more in flight keeps it busy.
@@ -354,21 +357,38 @@ class Campaigns:
         check_id("decision_id", decision_id, self.limits.id_bytes)
         return await self._changing(self._rewards.submit(RewardRequest(decision_id, float(reward))))
 
-    async def on_events(self, events: Sequence[TrackedEvent]) -> None:
-        """`EventListener`: events carrying attributes["decision_id"] reward that decision."""
-        reqs = [RewardRequest(ev.attributes["decision_id"], user_id=ev.user_id, event_type=ev.type,
-                              event_value=ev.value)
-                for ev in events if ev.attributes.get("decision_id")]
-        sends = [(ev.user_id, ev.type[:-5], ev.timestamp, ev.attributes.get("decision_id", ""))
-                 for ev in events if ev.type.endswith("_sent")]
+    outbox = b"campaigns"
+    """The tag of this listener's outbox entries (`server.profiles.outbox`)."""
+
+    def follows(self, events: Sequence[TrackedEvent]) -> list[int]:
+        """`EventListener`: the events `on_events` acts on (their batch gets an outbox entry)."""
+        return [i for i, ev in enumerate(events)
+                if ev.type.endswith("_sent") or (ev.attributes and ev.attributes.get("decision_id"))]
+
+    async def on_events(self, events: Sequence[TrackedEvent],
+                        batch: Batch | None = None) -> None:
+        """`EventListener`: events carrying attributes["decision_id"] reward that decision;
+        `<channel>_sent` events count as contacts (frequency caps). Both, and the clearing of
+        the batch's outbox entry, are one request to the writer process, applied in one of its
+        transactions (`CampaignRepository.apply_event_effects`): applied once, replayed or not."""
+        items = []
+        keys_ = batch.event_keys if batch is not None else itertools.repeat(None)
+        for ev, key in zip(events, keys_):
+            decision = ev.attributes.get("decision_id", "") if ev.attributes else ""
+            req = RewardRequest(decision, user_id=ev.user_id, event_type=ev.type,
+                                event_value=ev.value) if decision else None
+            send = ((ev.user_id, ev.type[:-5], ev.timestamp, decision)
+                    if ev.type.endswith("_sent") else None)
+            if req is not None or send is not None:
+                items.append((key, req, send))
+        if not items and batch is None:
+            return
         try:
-            await self._changing(asyncio.gather(*(self._event_rewards.submit(r) for r in reqs)))
-        except Exception:  # never fail ingestion for a reward; say why
-            logger.exception("rewarding %d decisions from tracked events failed", len(reqs))
-        try:
-            await asyncio.gather(*(self._sends.submit(s) for s in sends))
-        except Exception:  # never fail ingestion for a contact count; say why
-            logger.exception("counting %d sends as contacts failed", len(sends))
+            await self._changing(self._event_effects.submit(
+                (batch.entry if batch is not None else None, items)))
+        except Exception:  # never fail ingestion for a reward; say why (the outbox keeps them)
+            logger.exception("applying %d tracked events to campaigns (rewards, contacts) failed",
+                             len(items))
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the index entries of the user's decisions (the records themselves
@@ -449,8 +469,7 @@ class Campaigns:
         await self._plan_log.close()
         await self._withdrawals.close()
         await self._rewards.close()
-        await self._event_rewards.close()
-        await self._sends.close()
+        await self._event_effects.close()
         await self._writer.close()
 
 

@@ -32,7 +32,7 @@ from kernels import bandits as B
 from ..batching.bulk import Bulk
 from ..config import DEFAULT_LIMITS, Limits, Settings
 from ..contact.caps import FREQUENCY_CAP, ContactLog
-from ..store import Store
+from ..store import Store, outbox
 from ..store.keys import (
     DUE_PREFIX,
     campaign_key,
@@ -72,6 +72,7 @@ class CampaignRepository:
         self.store = store
         self._c, self._b = store.table("campaigns"), store.table("bandit")
         self._d = store.table("decisions")
+        self._outbox = store.table("outbox")
         self.log = DecisionLog(store)
         self.contacts = ContactLog(store, limits)
         self.requests = RequestIds(self._d, limits.request_id_window_seconds)
@@ -246,10 +247,31 @@ class CampaignRepository:
             return out
         return self.store.write(fn)
 
-    def log_sends(self, sends: Sequence[tuple[str, str, float, str]]) -> list[None]:
-        """Count `<channel>_sent` events as contacts (`ContactLog.add_sends`), one transaction."""
-        self.store.write(lambda txn: self.contacts.add_sends(txn, sends, time.time()))
-        return [None] * len(sends)
+    def apply_event_effects(self, requests: Sequence[tuple], now: float) -> list[None]:
+        """What tracked events do to campaigns, in one transaction. Each request is one
+        ingestion batch's: (its outbox entry or None, items), each item (events key or None,
+        `RewardRequest` or None, send `(user, channel, time, decision id)` or None); sends count
+        as contacts (`ContactLog.add_sends`). A request with an entry counts only if the entry
+        is still there, and only the items of the events it still names; it is deleted in this
+        transaction (`store.outbox.claim`): the worker that committed the events, or a replay
+        after a crash, applies them once (`server.profiles.outbox`)."""
+        def fn(txn):
+            todo = []
+            for entry, items in requests:
+                if entry is None:
+                    todo.extend(items)
+                    continue
+                named = outbox.claim(txn, self._outbox, entry)
+                if named:
+                    todo.extend(item for item in items if item[0] in named)
+            for _, req, _ in todo:
+                if req is not None:
+                    self._apply(txn, req, now)
+            sends = [send for _, _, send in todo if send is not None]
+            if sends:
+                self.contacts.add_sends(txn, sends, time.time())
+            return [None] * len(requests)
+        return self.store.write(fn)
 
     def _count(self, txn, campaign_id: str, *, arms=(), resolved: dict | None = None,
                dropped: int = 0, withdrawn=()) -> None:
@@ -435,7 +457,7 @@ def writer_functions(store: Store) -> dict:
                                      per_call_alone=PLAN_SLICES_ALONE),
             "rewards": lambda requests: repo.apply_rewards(requests, time.time()),
             "withdrawals": repo.withdraw,
-            "sends": repo.log_sends}
+            "event_effects": lambda items: repo.apply_event_effects(items, time.time())}
 
 
 _FIELDS = len(DecisionRecord._fields)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,8 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..interfaces import ProfileMetas
 from ..security.secrets import Keyring
 from ..security.userref import user_ref
-from ..store import Store, keys
+from ..store import Store, keys, outbox
+from ..store.outbox import Batch
 from ..validation import check_known, check_time
 from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, AddressHasher, legacy_forms, normalize
 from .errors import NotAnAddress
@@ -187,16 +189,29 @@ class Suppressions:
         return {"suppression": listed}
 
     # -- tracked events (EventListener) ------------------------------------------------------
-    async def on_events(self, events: Sequence) -> None:
-        """List the address of each bounce and complaint event's user (one write)."""
-        hits = [ev for ev in events if ev.type in SUPPRESSING_EVENTS]
-        if hits and self.profiles is not None:
-            await asyncio.to_thread(self._list_from_events, hits)
+    outbox = b"suppression"
+    """The tag of this listener's outbox entries (`server.profiles.outbox`)."""
 
-    def _list_from_events(self, events: Sequence) -> None:
-        metas = self.profiles.metas([ev.user_id for ev in events])
-        items = []
-        for ev, meta in zip(events, metas):
+    def follows(self, events: Sequence) -> list[int]:
+        """`EventListener`: the bounce and complaint events (their batch gets an outbox entry)."""
+        if self.profiles is None:
+            return []
+        return [i for i, ev in enumerate(events) if ev.type in SUPPRESSING_EVENTS]
+
+    async def on_events(self, events: Sequence, batch: Batch | None = None) -> None:
+        """List the address of each bounce and complaint event's user, and clear the batch's
+        outbox entry, in one write (the events it no longer names were listed already)."""
+        keys_ = batch.event_keys if batch is not None else itertools.repeat(None)
+        hits = [(ev, key) for ev, key in zip(events, keys_) if ev.type in SUPPRESSING_EVENTS]
+        if (hits or batch is not None) and self.profiles is not None:
+            await asyncio.to_thread(self._list_from_events, hits,
+                                    batch.entry if batch is not None else None)
+
+    def _list_from_events(self, hits: Sequence[tuple], entry: bytes | None = None) -> None:
+        """`hits`: (event, its events key, or None without an outbox `entry`) each."""
+        metas = self.profiles.metas([ev.user_id for ev, _ in hits])
+        items = []  # (events key, (suppression key, value))
+        for (ev, key), meta in zip(hits, metas):
             kind, reason = SUPPRESSING_EVENTS[ev.type]
             value = (meta or {}).get("attributes", {}).get(kind)
             try:
@@ -205,9 +220,21 @@ class Suppressions:
                 logger.warning("%s event of %s: no valid %s attribute to suppress", ev.type,
                                user_ref(ev.user_id), kind)
                 continue
-            items.append((self._keys(kind, address)[0], _encode(Suppression(kind, reason, ev.timestamp))))
-        if items:
-            self.store.put_many("suppression", items)
+            items.append((key, (self._keys(kind, address)[0],
+                                _encode(Suppression(kind, reason, ev.timestamp)))))
+        if not items and entry is None:
+            return  # nothing to list, no entry to clear: no write
+        table, box = self._table, self.store.table("outbox")
+
+        def fn(txn):
+            if entry is None:
+                listed = [put for _, put in items]
+            else:
+                named = outbox.claim(txn, box, entry)
+                listed = [put for key, put in items if key in named] if named else []
+            if listed:
+                table.put_many(txn, listed)
+        self.store.write(fn)
 
 
 def _encode(entry: Suppression) -> bytes:

@@ -15,7 +15,8 @@ from ..errors import InvalidArgument
 from ..interfaces import BundleSource
 from ..profiles.schema import CHANNELS
 from ..security.secrets import Keyring
-from ..store import Store
+from ..store import Store, outbox
+from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_known, check_range, check_window
 from .export import ExportedImpression, ImpressionExport, user_impressions
 from .join import ImpressionJoin
@@ -78,9 +79,20 @@ class Impressions:
             await asyncio.sleep(self.settings.store_metrics_seconds)
 
     # -- EventListener, UserEraser, UserExporter, retention --------------------------------
-    async def on_events(self, events: Sequence) -> None:
+    outbox = b"impressions"
+    """The tag of this listener's outbox entries (`server.profiles.outbox`)."""
+
+    def follows(self, events: Sequence) -> list[int]:
+        """`EventListener`: the events that may join (none while the log is off)."""
+        return self.join.follows(events) if self.enabled else []
+
+    async def on_events(self, events: Sequence, batch: Batch | None = None) -> None:
         if self.enabled:
-            await self.join.on_events(events)
+            await self.join.on_events(events, batch)
+        elif batch is not None:  # an entry written while the log was on: nothing joins now
+            box = self.log.store.table("outbox")
+            await asyncio.to_thread(self.log.store.write,
+                                    lambda txn: outbox.claim(txn, box, batch.entry))
 
     def erase_user(self, txn, user_id: str) -> int:
         return self.log.erase_user(txn, user_id)

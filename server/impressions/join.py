@@ -18,11 +18,17 @@ With several workers, the impression an event names may still be buffered in ano
 Each joined event adds its outcome to the impression record and to the counters of the
 impression's model version and channel (a first click also to the impression's bucket of
 showing time), in one write transaction per TrackEvents batch (after it commits:
-`EventListener`), so GetModelStats and the log agree.
+`EventListener`), so GetModelStats and the log agree. That transaction also deletes the batch's
+outbox entry (`server.profiles.outbox`) and joins only the events the entry still names, only if
+it was still there: adding counts is not idempotent, so an event is joined once whether the
+worker that committed it joins it or a replay after a crash does. Events left unmatched for the
+retry are put back in the entry (`store.outbox.keep`), which the retry claims in its turn (a
+crash or a stop before it leaves them to the replay).
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +36,8 @@ import numpy as np
 from contract.items import item_code
 
 from .. import metrics
-from ..store import keys
+from ..store import keys, outbox
+from ..store.outbox import Batch
 from .log import ImpressionLog
 from .logging import logger
 from .records import CART, CLICK, PURCHASE, UNKNOWN_POSITION, head_of, new_counters, with_outcome
@@ -51,54 +58,80 @@ class ImpressionJoin:
         the server sets it when several workers buffer answers)."""
         self.log, self.window_s, self.retry_s = log, window_s, retry_s
         self._t = log.store.table("impressions")
+        self._outbox = log.store.table("outbox")
         self._retries: set[asyncio.Task] = set()
 
-    async def on_events(self, events: Sequence) -> None:
-        joinable = [ev for ev in events if ev.type in OUTCOME_OF and ev.item_id]
-        if not joinable:
+    @staticmethod
+    def follows(events: Sequence) -> list[int]:
+        """The events that may join (their batch gets an outbox entry)."""
+        return [i for i, ev in enumerate(events) if ev.type in OUTCOME_OF and ev.item_id]
+
+    async def on_events(self, events: Sequence, batch: Batch | None = None) -> None:
+        """Join `events`; with their batch's outbox entry (`batch`), those it still names."""
+        keys_ = batch.event_keys if batch is not None else itertools.repeat(None)
+        pairs = [(ev, key) for ev, key in zip(events, keys_) if ev.type in OUTCOME_OF and ev.item_id]
+        entry = batch.entry if batch is not None else None
+        if not pairs and entry is None:
             return
-        unmatched = await self._join_off_loop(joinable, final=not self.retry_s)
+        unmatched = await self._join_off_loop(pairs, entry, final=not self.retry_s)
         if unmatched and self.retry_s:
-            task = asyncio.create_task(self._retry(unmatched))
+            task = asyncio.create_task(self._retry(unmatched, entry))
             self._retries.add(task)
             task.add_done_callback(self._retries.discard)
 
-    async def _retry(self, events: list) -> None:
+    async def _retry(self, pairs: list, entry: bytes | None) -> None:
         await asyncio.sleep(self.retry_s)
-        await self._join_off_loop(events, final=True)
+        await self._join_off_loop(pairs, entry, final=True)
 
-    async def _join_off_loop(self, events: Sequence, final: bool) -> list:
-        """`join` in a thread; the events left unmatched (none when it failed)."""
+    async def _join_off_loop(self, pairs: Sequence[tuple], entry: bytes | None,
+                             final: bool) -> list:
+        """`_join_pairs` in a thread; the (event, events key) pairs left unmatched (none when
+        it failed: the entry stays for the outbox replay)."""
         try:
-            return await asyncio.to_thread(self.join, events, final)
-        except Exception:  # ingestion succeeded; the join is lost for these events: say so
-            logger.exception("joining %d events to impressions failed", len(events))
+            return await asyncio.to_thread(self._join_pairs, pairs, entry, final)
+        except Exception:  # ingestion succeeded; the outbox replays these events: say so
+            logger.exception("joining %d events to impressions failed", len(pairs))
             return []
 
     def join(self, events: Sequence, final: bool = True) -> list:
-        """Join `events` (TrackedEvent-like) in one write transaction; returns those that
-        joined nothing (counted as unmatched if `final`)."""
+        """Join `events` (TrackedEvent-like, no outbox entry) in one write transaction; returns
+        those that joined nothing (counted as unmatched if `final`)."""
+        return [ev for ev, _ in self._join_pairs([(ev, None) for ev in events], None, final)]
+
+    def _join_pairs(self, pairs: Sequence[tuple], entry: bytes | None, final: bool) -> list:
+        """Join (event, events key) pairs in one write transaction, claiming outbox `entry`
+        (if any: then only the events it names, and nothing if it is gone); returns the pairs
+        that joined nothing (counted as unmatched if `final`; put back in the entry if not)."""
         self.log.flush()  # returns once this worker's buffered impressions are committed
-        unmatched = self.log.store.write(lambda txn: self._join(txn, events))
-        metrics.IMPRESSION_JOINS.labels("joined").inc(len(events) - len(unmatched))
+        joined, unmatched = self.log.store.write(lambda txn: self._join(txn, pairs, entry, final))
+        metrics.IMPRESSION_JOINS.labels("joined").inc(joined)
         if final:
             metrics.IMPRESSION_JOINS.labels("unmatched").inc(len(unmatched))
         return unmatched
 
     def close(self) -> None:
-        """Drop the retries still waiting (shutting down: their events stay unjoined)."""
+        """Drop the retries still waiting (shutting down: their events stay unjoined, in their
+        outbox entries for the next start's replay)."""
         for task in self._retries:
             task.cancel()
 
-    def _join(self, txn, events: Sequence) -> list:
+    def _join(self, txn, pairs: Sequence[tuple], entry: bytes | None,
+              final: bool) -> tuple[int, list]:
+        """(events joined, pairs unmatched) of `pairs` in write transaction `txn`."""
+        if entry is not None:
+            named = outbox.claim(txn, self._outbox, entry)
+            if named is None:
+                return 0, []  # joined already (by a replay, or the worker that committed them)
+            pairs = [pair for pair in pairs if pair[1] in named]
         counts: dict[bytes, np.ndarray] = {}
         buckets: dict[bytes, np.ndarray] = {}
-        unmatched = []
-        for ev in events:
+        unmatched, joined = [], 0
+        for ev, event_key in pairs:
             found = self._find(txn, ev)
             if found is None:
-                unmatched.append(ev)
+                unmatched.append((ev, event_key))
                 continue
+            joined += 1
             key, raw, position = found
             shown, version, channel, _, first, *_ = head_of(raw)
             ck = keys.impression_count_key(version, channel)
@@ -111,7 +144,9 @@ class ImpressionJoin:
                 buckets.setdefault(bucket_of(version, shown), np.zeros(2))[1] += 1
         add_counters(self._t, txn, counts)
         add_buckets(self._t, txn, buckets)
-        return unmatched
+        if entry is not None and unmatched and not final:
+            outbox.keep(txn, self._outbox, entry, [k for _, k in unmatched])
+        return joined, unmatched
 
     def _find(self, txn, ev) -> tuple[bytes, bytes, int] | None:
         """(key, record, 0-based position) of the impression `ev` joins, None if none. The

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,7 +23,7 @@ from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
 from ..security.userref import user_ref
-from ..store import Store
+from ..store import Store, keys, outbox
 from ..validation import (
     check_count,
     check_id,
@@ -38,6 +38,7 @@ from ..validation import (
 from .errors import ProfileAttributesFull
 from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
+from .outbox import REPLAY_AFTER_S, REPLAY_SECONDS, Outbox
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, EVENT_TYPES, ProfileSchema
@@ -130,6 +131,9 @@ class Profiles:
         """Per bundle, its `_BundleDerived` (computed on first use, dropped with the bundle)."""
         self._category_names: dict[int, str] = {}  # codes never change once assigned
         self._listeners: list[EventListener] = []
+        self._durable: list[EventListener] = []
+        """The listeners with an outbox tag (`server.profiles.outbox`)."""
+        self.outbox = Outbox(store)
         self._landing: set[asyncio.Future] = set()
         """`_commit` tasks not yet done (`close` waits for them)."""
         self._erasers: list[UserEraser] = []
@@ -140,8 +144,12 @@ class Profiles:
             self.add_eraser(tombstones)
 
     def add_listener(self, listener: EventListener) -> None:
-        """`listener.on_events` gets the newly accepted events of every call."""
+        """`listener.on_events` gets the newly accepted events of every call; one with an
+        `outbox` tag, those it `follows`, with their batch's outbox entry
+        (`server.profiles.outbox`)."""
         self._listeners.append(listener)
+        if getattr(listener, "outbox", None) is not None:
+            self._durable.append(listener)
 
     def add_eraser(self, eraser: UserEraser) -> None:
         """`eraser.erase_user` runs inside every profile erasure's transaction."""
@@ -198,8 +206,9 @@ class Profiles:
                 valid.append(ev)
         landing = None
         if valid:
-            records = EventRecords.build(valid, self._categories(valid))
-            landing = asyncio.ensure_future(self._commit(records, valid))
+            column, followed = self._followed(valid)
+            records = EventRecords.build(valid, self._categories(valid), column)
+            landing = asyncio.ensure_future(self._commit(records, valid, followed))
             self._landing.add(landing)
             landing.add_done_callback(self._landed)
         return self._tracked(events, offset, result, valid, landing)
@@ -221,16 +230,50 @@ class Profiles:
                              _KNOWN_TYPES)
         return result
 
-    async def _commit(self, records: EventRecords, valid: Sequence[TrackedEvent]) -> IngestResult:
-        """Store `records` (built from `valid`; an unsubscribe's consent change in the same
-        transaction, `_unsubscribed`), then apply what the newly accepted events change
-        elsewhere: the listeners (suppression, rewards, impression join). Runs as a task of its
-        own (`_landing`), so the effects of a committed batch are never lost with a cancelled
-        caller."""
+    def _followed(self, events: Sequence[TrackedEvent]
+                  ) -> tuple[list[tuple[bytes, ...]] | None, dict[bytes, tuple[bytes, list[int]]]]:
+        """(per event, the keys of the outbox entries that will name it, None: no event is;
+        {listener tag: (this batch's entry key for it, the indices of the events it follows)}
+        of the listeners that follow some event) (`server.profiles.outbox`)."""
+        column, followed = None, {}
+        for listener in self._durable:
+            mine = listener.follows(events)
+            if not mine:
+                continue
+            if column is None:
+                column = [()] * len(events)
+                ms, batch = keys.millis(time.time()), outbox.batch_id()
+            entry = keys.outbox_key(ms, batch, listener.outbox)
+            followed[listener.outbox] = (entry, mine)
+            for i in mine:
+                column[i] += (entry,)
+        return column, followed
+
+    async def _commit(self, records: EventRecords, valid: Sequence[TrackedEvent],
+                      followed: Mapping[bytes, tuple[bytes, list[int]]]) -> IngestResult:
+        """Store `records` (built from `valid`; an unsubscribe's consent change, and an outbox
+        entry per listener that `followed` some of its new events, in the same transaction),
+        then apply what the newly accepted events change elsewhere: the listeners
+        (suppression, rewards, impression join), each clearing its entry in the transaction
+        that applies the batch's effects (`server.profiles.outbox`: a crash before that leaves
+        it for the replay). Runs as a task of its own (`_landing`), so the effects of a
+        committed batch are never lost with a cancelled caller."""
         stored = await self._writer.submit(records)  # with an unsubscribe's consent change
         accepted = [valid[i] for i in stored.accepted]
+        fresh = None if len(stored.accepted) == len(valid) else set(stored.accepted)
         for listener in self._listeners:
-            await listener.on_events(accepted)
+            tag = getattr(listener, "outbox", None)
+            if tag is None:
+                await listener.on_events(accepted)
+                continue
+            if tag not in followed:
+                continue
+            entry, mine = followed[tag]
+            if fresh is not None:  # duplicates and erased users' events: not in the entry
+                mine = [i for i in mine if i in fresh]
+            if mine:
+                await listener.on_events([valid[i] for i in mine], outbox.Batch(
+                    entry, [records.event_keys[i] for i in mine]))
         metrics.count_events("accepted", (ev.type for ev in accepted), _KNOWN_TYPES)
         metrics.count_events("duplicate", (valid[i].type for i in stored.duplicates), _KNOWN_TYPES)
         return stored
@@ -301,7 +344,14 @@ class Profiles:
                                 existing=existing)
 
     async def delete(self, user_id: str) -> int:
+        """Erase the user (`ProfileRepository.delete_user`), once the effects of their events
+        left in the outbox are applied (`server.profiles.outbox`: a suppression outlives them;
+        the erasure takes their events out of the entries committed since)."""
         check_id("user_id", user_id, self.limits.id_bytes)
+        try:
+            await self.replay_outbox(older_than=0, user_id=user_id)
+        except Exception:  # the erasure goes on: it takes their events out of the entries
+            logger.exception("outbox replay before an erasure failed")
         return await asyncio.to_thread(self.repo.delete_user, user_id, self._erasers)
 
     async def drop_expired_events(self, now: float | None = None) -> int:
@@ -562,6 +612,42 @@ class Profiles:
     def export(self, start: float = 0.0, end: float = 0.0):
         check_window(start, end, self.limits.latest_timestamp)
         return self.repo.export(start, end)
+
+    async def replay_outbox(self, older_than: float = REPLAY_AFTER_S,
+                            user_id: str | None = None) -> int:
+        """Apply the listeners' outbox entries left behind (a crash between a batch's commit
+        and its listeners, a listener that failed) of batches more than `older_than` seconds
+        old (0: every one), every entry or those naming `user_id`'s events, each through its
+        listener as after a commit; returns how many entries were replayed
+        (`server.profiles.outbox`)."""
+        by_tag = {listener.outbox: listener for listener in self._durable}
+        user = keys.user_prefix(user_id) if user_id is not None else None
+        before = keys.millis(time.time() - older_than) + (1 if older_than <= 0 else 0)
+        start, total = b"", 0
+        while True:
+            due = await asyncio.to_thread(self.outbox.take, by_tag.keys(), before, start, user)
+            if len(due):
+                counts: dict[bytes, list[int]] = {}
+                for tag, events, _ in due.batches:
+                    n = counts.setdefault(tag, [0, 0])
+                    n[0], n[1] = n[0] + 1, n[1] + len(events)
+                logger.warning("outbox: replaying %s", ", ".join(
+                    f"{tag.decode()}: {b} batch(es), {e} event(s)" for tag, (b, e) in counts.items()))
+            for tag, events, batch in due.batches:
+                await by_tag[tag].on_events(events, batch)
+            total += len(due)
+            if due.after is None:
+                return total
+            start = due.after
+
+    async def replay_forever(self, every: float = REPLAY_SECONDS) -> None:
+        """`replay_outbox` every `every` seconds (a worker's background task)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.replay_outbox()
+            except Exception:  # keep serving; the entries stay for the next pass
+                logger.exception("outbox replay failed")
 
     async def close(self) -> None:
         """Finish the submitted batches and their effects (the listeners' domains must still

@@ -6,7 +6,8 @@ LMDB has one writer at a time across every server worker, so only what needs sto
 `server.store.keys`: the feature state under `feature_key(user)`, the raw event under
 `event_key(user, ts, id)`, and its idempotency entry under `dedupe_key(id)` (-> the events
 key; it lives exactly as long as its raw event, so erasure and retention find it through the
-events table).
+events table), and, for a batch with listener effects, one outbox entry per such listener
+naming its events (`outbox`: `server.profiles.outbox`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..store import keys
 from .events import TrackedEvent
 from .schema import CHANNELS, EVENT_TYPES
 
-__all__ = ["EventRecords", "event_type", "event_user", "raw_event"]
+__all__ = ["EventRecords", "event_type", "event_user", "raw_event", "tracked_event"]
 
 _TYPE = {t: i for i, t in enumerate(EVENT_TYPES)}
 _CHANNEL = {c: i for i, c in enumerate(CHANNELS)}
@@ -37,7 +38,16 @@ def raw_event(ev: TrackedEvent) -> bytes:
         return ev.source.SerializeToString()
     return pb.Event(event_id=ev.event_id, user_id=ev.user_id, type=ev.type, channel=ev.channel,
                     campaign_id=ev.campaign_id, item_id=ev.item_id, value=ev.value,
-                    timestamp=ev.timestamp, attributes=ev.attributes).SerializeToString()
+                    timestamp=ev.timestamp, attributes=ev.attributes, request_id=ev.request_id,
+                    position=ev.position).SerializeToString()
+
+
+def tracked_event(raw: bytes) -> TrackedEvent:
+    """The event a stored raw event was (`raw_event`), as a listener sees it (an outbox
+    replay reads it back)."""
+    e = pb.Event.FromString(raw)
+    return TrackedEvent(e.event_id, e.user_id, e.type, e.channel, e.campaign_id, e.item_id,
+                        e.value, e.timestamp, dict(e.attributes), None, e.request_id, e.position)
 
 
 def event_type(raw: bytes) -> str:
@@ -64,12 +74,17 @@ class EventRecords:
     item: list[int]
     value: list[float]
     categories: list[str | None]
+    outbox: list[tuple[bytes, ...]]
+    """Per event, the keys of the outbox entries that name it (its batch's, one per listener
+    with an effect for it: `server.profiles.outbox`; mostly `()`)."""
     _users: tuple[list[str], list[bytes], list[int]] | None = field(
         default=None, init=False, repr=False, compare=False)
 
     @classmethod
-    def build(cls, events: Sequence[TrackedEvent], categories: Sequence[str | None]) -> EventRecords:
-        """Records of valid events (`check_event` passed), with each item's category name.
+    def build(cls, events: Sequence[TrackedEvent], categories: Sequence[str | None],
+              outbox: Sequence[tuple[bytes, ...]] | None = None) -> EventRecords:
+        """Records of valid events (`check_event` passed), with each item's category name and
+        each event's outbox entries (None: none).
 
         Keys are built column by column, as `keys.event_key` / `keys.dedupe_key` build one.
         """
@@ -80,7 +95,8 @@ class EventRecords:
             payloads=[raw_event(ev) for ev in events], user_ids=user_ids,
             type=[_TYPE[ev.type] for ev in events], channel=[_CHANNEL[ev.channel] for ev in events],
             ts=ts, item=[_item_code(ev.item_id) if ev.item_id else -1 for ev in events],
-            value=[ev.value for ev in events], categories=list(categories))
+            value=[ev.value for ev in events], categories=list(categories),
+            outbox=list(outbox) if outbox is not None else [()] * len(events))
 
     @classmethod
     def concat(cls, parts: Sequence[EventRecords]) -> EventRecords:

@@ -17,7 +17,7 @@ from kernels import features as kf
 
 from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
-from ..store import Store, keys, sweep
+from ..store import Store, keys, outbox, sweep
 from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
 from .errors import ErasedSince
@@ -69,6 +69,7 @@ class ProfileRepository:
         self._seen_first = seen.type_bits(seen_first)
         self._profiles, self._events = store.table("profiles"), store.table("events")
         self._dedupe, self._meta = store.table("dedupe"), store.table("meta")
+        self._outbox = store.table("outbox")
         self._user_tables = [store.table(t) for t in keys.USER_TABLES]
 
     # -- writes ----------------------------------------------------------------------------
@@ -112,6 +113,8 @@ class ProfileRepository:
         self._dedupe.put_many(txn, list(zip(new.dedupe_keys, new.event_keys)))
         if self._unsubscribe is not None and _UNSUBSCRIBE in new.type:
             self._unsubscribed(txn, new)
+        if any(new.outbox):  # only batches with a listener effect (`server.profiles.outbox`)
+            self._outbox.put_many(txn, _outbox_entries(new))
         return IngestResult(fresh, dups)
 
     def _tz_offsets(self, txn, users: Sequence[str], new: EventRecords) -> np.ndarray | None:
@@ -256,6 +259,9 @@ class ProfileRepository:
                 gone += n
             for table in self._user_tables:
                 gone += table.delete_prefix(txn, prefix)
+            # Entries of batches committed since `Profiles.delete` replayed them stop naming
+            # the user's events (gone above): their effects go unapplied, as their events.
+            outbox.forget(txn, self._outbox, prefix)
             self.store.shred(txn, user_id)  # last: erasers above may read the user's records
             return gone
         return removed + self.store.write(fn, erasure=True)
@@ -431,6 +437,16 @@ class ProfileRepository:
             for key, value in self._events.items(txn):
                 if lo <= keys.event_parts(key)[1] <= hi:
                     yield value
+
+
+def _outbox_entries(new: EventRecords) -> list[tuple[bytes, bytes]]:
+    """The outbox entries of the new events' batches: one per entry key their `outbox` column
+    names (a batch's, per listener), naming those of its events that are new."""
+    named: dict[bytes, list[bytes]] = {}
+    for key, entries in zip(new.event_keys, new.outbox):
+        for entry in entries:
+            named.setdefault(entry, []).append(key)
+    return [(entry, outbox.value(event_keys)) for entry, event_keys in named.items()]
 
 
 def _fresh(keys: list[bytes], known: list[tuple[bytes, bytes]]) -> tuple[list[int], list[int]]:

@@ -1,6 +1,6 @@
 """The one place that touches LMDB: an environment with named tables, key layouts, record
 layouts and their migrations, transactions, growth."""
-from . import keys, tokens
+from . import keys, outbox, tokens
 from .keys import join_key, split_key
 from .layouts import KINDS, RecordKind
 from .lmdb_store import TABLES, Store
@@ -8,5 +8,5 @@ from .lock import lock_data_dir
 from .sweeps import sweep
 from .table import Table
 
-__all__ = ["Store", "Table", "TABLES", "KINDS", "RecordKind", "keys", "tokens", "join_key", "split_key",
-           "lock_data_dir", "sweep"]
+__all__ = ["Store", "Table", "TABLES", "KINDS", "RecordKind", "keys", "outbox", "tokens",
+           "join_key", "split_key", "lock_data_dir", "sweep"]

@@ -42,6 +42,7 @@ prefix ever matches them.
     impressions ␟shown␟<version>␟<12-digit s>   shown, clicked in 10 s  impression_bucket_key
     datakeys   <user>                           wrapped data key     (server.store.datakeys)
     sends      d␟<letter id: ms.hex>            a dead letter        dead_letter_key
+    outbox     <ms>␟<batch>␟<listener>          events keys to apply outbox_key
 
 The impressions table is keyed by a keyed hash of the user (HMAC-SHA256 under key `kid` of the
 `user-id` keyring, 32 hex characters), never the id: erasure deletes the user's prefix under
@@ -87,7 +88,7 @@ __all__ = [
     "impression_bucket_key", "impression_bucket_prefix", "IMPRESSION_BUCKET_PREFIX",
     "IMPRESSION_BUCKET_SECONDS",
     "DEAD_LETTER_PREFIX", "dead_letter_key",
-    "decision_keys_many", "due_keys_many",
+    "decision_keys_many", "due_keys_many", "outbox_key", "outbox_parts",
 ]
 
 
@@ -403,3 +404,18 @@ def dead_letter_key(letter_id: str) -> bytes:
     """A message no adapter could deliver; its id starts with the time in 16-digit
     milliseconds, so the letters scan in time order (`messages.deadletters`)."""
     return DEAD_LETTER_PREFIX + letter_id.encode()
+
+
+# -- outbox (server.profiles.outbox) ----------------------------------------------------------------
+def outbox_key(ms: int, batch: bytes, listener: bytes) -> bytes:
+    """The entry of one ingestion batch's effects that listener `listener` (its outbox tag)
+    has not applied yet: the batch's time in ms (time order: a replay scans the oldest first
+    and stops at the first too recent), its id (`store.outbox.batch_id`), then the tag. No
+    user in the key: the value names the events (`store.outbox.value`)."""
+    return _MS % ms + SEP + batch + SEP + listener
+
+
+def outbox_parts(key: bytes) -> tuple[int, bytes]:
+    """(the batch's time in ms, listener tag) of an outbox key."""
+    ms, _, listener = key.split(SEP, 2)
+    return int(ms), listener

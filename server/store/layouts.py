@@ -231,6 +231,12 @@ KINDS: tuple[RecordKind, ...] = (
                "b'1' once per-user records are encrypted"),
     RecordKind("store_id_check", "meta", 1, lambda k: k == b"store-id-check",
                "check value of the store-id key the keys were hashed with"),
+    RecordKind("outbox", "outbox", 1, _any,
+               "ASCII lines: the replays tried, then the events keys (`keys.event_key`, keyed "
+               "hashes) of one ingestion batch's events whose effects its listener (the key's "
+               "last part) has not applied yet; written in the ingestion's transaction, deleted "
+               "in the one that applies them (store.outbox, server.profiles.outbox); not sealed: "
+               "it holds what the events table's keys hold, no id, no address"),
     RecordKind("dead_letter", "sends", 2, lambda k: k.startswith(K.DEAD_LETTER_PREFIX),
                "JSON {channel, campaign, decision, user, to, data, reason, attempts, at, id, "
                "claimed_until, claim} of a message no adapter could deliver "

@@ -44,7 +44,7 @@ __all__ = ["Store", "TABLES"]
 logger = logging.getLogger("tailor.store")
 
 TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campaigns", "contacts",
-          "suppression", "sends", "catalog", "impressions", "datakeys")
+          "suppression", "sends", "catalog", "impressions", "datakeys", "outbox")
 """Every named table. Add a table here; nothing else opens LMDB."""
 
 T = TypeVar("T")
