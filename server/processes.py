@@ -4,8 +4,10 @@ A worker's registry entry, a send job's claim and an upload directory each name 
 that owns it; that process may have died (SIGKILL, crash) without cleaning up, and the next
 owner takes over only once it is gone. Worker processes run on one machine, so a pid is enough,
 unless the pid has gone to another process since (a container restarts its pid numbering):
-`owner_alive` also compares when the process started (`process_started`), where it was recorded
-(send jobs; worker entries and upload directories still record the pid alone).
+`owner_alive` also compares when the process started (`process_started`), which every owner
+records beside its pid: send jobs (`owner_started`), worker registry entries
+(`models.registry.worker_report`) and upload/import directories (`models.staging.leftover_name`).
+A record without it (written before it was kept, or without /proc) is judged by its pid alone.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import metrics
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
-from ..processes import pid_alive
+from ..processes import owner_alive, process_started
 from ..store import Store
 from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_key, worker_pid
 from ..store.lock import locked_dir
@@ -35,7 +35,7 @@ from .bundle import Bundle, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
 from .pseudonyms import RawIds, hash_bundle, hash_stored
-from .staging import sweep_leftovers
+from .staging import leftover_name, sweep_leftovers
 
 __all__ = ["ModelRegistry"]
 
@@ -183,7 +183,7 @@ class ModelRegistry:
         manifest = read_manifest(src)
         dest = self.bundles_dir / manifest.version
         if src.resolve() != dest.resolve() and not dest.exists():
-            tmp = self.bundles_dir / f".import-{os.getpid()}-{manifest.version}"
+            tmp = self.bundles_dir / leftover_name("import", manifest.version)
             shutil.copytree(src, tmp, dirs_exist_ok=True)
             try:
                 os.replace(tmp, dest)
@@ -348,7 +348,7 @@ class ModelRegistry:
             logger.exception("could not follow the running canary")
 
     def _report_loaded(self, version: str) -> None:
-        self.store.put("meta", worker_key(os.getpid()), version.encode())
+        self.store.put("meta", worker_key(os.getpid()), worker_report(version))
 
     async def wait_for_workers(self, version: str, timeout: float = 60.0,
                                canary_id: str = "", dropped: str = "") -> bool:
@@ -359,9 +359,10 @@ class ModelRegistry:
             lagging = []
             for key, value in self.store.scan("meta", WORKER_PREFIX):
                 pid = worker_pid(key)
-                if not pid_alive(pid):
+                served, started = read_worker_report(value)
+                if not owner_alive(pid, started):  # a dead worker's, or its pid went to another
                     self.store.delete("meta", key)
-                elif (value.decode() != version
+                elif (served != version
                       or (canary_id and not self.canaries.has(pid, canary_id))
                       or (dropped and self.canaries.has(pid, dropped))):
                     lagging.append(pid)
@@ -414,6 +415,20 @@ class ModelRegistry:
         for version in others[max(self.settings.bundles_kept - len(keep), 0):]:
             shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
 
+
+
+def worker_report(version: str) -> bytes:
+    """This worker's registry entry (`worker␟<pid>`): the version it serves and, after a
+    space, when the process started (`processes.process_started`; left out without /proc)."""
+    started = process_started(os.getpid())
+    return (version if started is None else f"{version} {started}").encode()
+
+
+def read_worker_report(raw: bytes) -> tuple[str, int | None]:
+    """(version served, when the worker started, or None) of a `worker_report` (layout 1, the
+    version alone, has no start time: its pid alone says whether it runs)."""
+    version, _, started = raw.decode().partition(" ")
+    return version, int(started) if started.isdigit() else None
 
 
 def _format(bundle: Bundle) -> str:

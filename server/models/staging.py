@@ -12,36 +12,47 @@ from pathlib import Path
 
 from ..config import DEFAULT_LIMITS, Limits
 from ..errors import FailedPrecondition, InvalidArgument
-from ..processes import pid_alive
+from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
-__all__ = ["BundleStaging", "sweep_leftovers"]
+__all__ = ["BundleStaging", "leftover_name", "sweep_leftovers"]
 
 logger = logging.getLogger("tailor.models.staging")
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
-_LEFTOVER = re.compile(r"\.(staging|import)-(\d+)-.*")
+_LEFTOVER = re.compile(r"\.(staging|import)-(\d+)(?:\.(\d+))?-.*")
 STALE_SECONDS = 3600.0
 """A leftover staging directory without a live owner process older than this is removed."""
 
 
+def leftover_name(kind: str, rest: str) -> str:
+    """The name of a directory this process fills before renaming it into place (`kind`:
+    "staging" or "import"): `.<kind>-<pid>.<started>-<rest>`, its owner's pid and when that
+    process started (`processes.owner_alive`), so a later process given the same pid (a
+    restarted container's) is not taken for its owner; `.<kind>-<pid>-<rest>` without /proc."""
+    pid = os.getpid()
+    started = process_started(pid)
+    return f".{kind}-{pid}-{rest}" if started is None else f".{kind}-{pid}.{started}-{rest}"
+
+
 def sweep_leftovers(bundles_dir: Path, now: float | None = None) -> list[str]:
     """Remove `.staging-*` / `.import-*` directories a crashed upload or import left behind:
-    those of a process that no longer runs, and any older than `STALE_SECONDS`."""
+    those of a process that no longer runs (or whose pid went to a later process:
+    `leftover_name`), and any older than `STALE_SECONDS`."""
     now = time.time() if now is None else now
     removed = []
     for path in bundles_dir.iterdir():
         if not path.name.startswith((".staging-", ".import-")) or not path.is_dir():
             continue
         match = _LEFTOVER.fullmatch(path.name)
-        owner_alive = match is not None and pid_alive(int(match.group(2)))
+        alive = match is not None and owner_alive(
+            int(match.group(2)), None if match.group(3) is None else int(match.group(3)))
         try:
             old = now - path.stat().st_mtime > STALE_SECONDS
         except FileNotFoundError:
             continue
-        if (match is not None and not owner_alive) or (match is None and old) or \
-                (old and not owner_alive):
+        if (match is not None and not alive) or (match is None and old) or (old and not alive):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path.name)
     if removed:
@@ -70,7 +81,7 @@ class BundleStaging:
 
     def __init__(self, bundles_dir: Path, max_bytes: int = 8 << 30, limits: Limits = DEFAULT_LIMITS):
         self.bundles_dir = bundles_dir
-        self.dir = bundles_dir / f".staging-{os.getpid()}-{uuid.uuid4().hex}"
+        self.dir = bundles_dir / leftover_name("staging", uuid.uuid4().hex)
         self.dir.mkdir(parents=True)
         self.max_bytes = max_bytes
         self.limits = limits

@@ -139,8 +139,11 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("bundle_active", "meta", 1, lambda k: k == K.BUNDLE_ACTIVE, "UTF-8 bundle version"),
     RecordKind("bundle_history", "meta", 1, lambda k: k == K.BUNDLE_HISTORY,
                "JSON list of bundle versions, oldest first"),
-    RecordKind("worker_report", "meta", 1, lambda k: k.startswith(K.WORKER_PREFIX),
-               "UTF-8 bundle version a worker process serves"),
+    RecordKind("worker_report", "meta", 2, lambda k: k.startswith(K.WORKER_PREFIX),
+               "UTF-8 bundle version a worker process serves; 2: then a space and when the "
+               "process started (clock ticks since boot: a later process given its pid is "
+               "not taken for it; models.registry.worker_report)",
+               steps={1: same}),
     RecordKind("bundle_canary", "meta", 1, lambda k: k == K.BUNDLE_CANARY,
                "JSON {id, version, share, stable, started, baseline} of the running canary "
                "(models.canary.CanarySplit)"),

@@ -1,0 +1,81 @@
+"""A record naming its owner process by pid: after a restart (a container numbers its processes
+again) the pid of a dead owner may belong to an unrelated live process. The worker registry
+and upload directories must not take that process for their owner (`processes.owner_alive`).
+
+The situation is made for real: a record written by this process (its pid and start time, as
+the server writes them) is moved to the pid of a live `sleep` started later, so the pid runs
+but not the process that wrote the record."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from server.store import keys
+from tests.conftest import serving
+
+
+@pytest.fixture
+def unrelated_pid():
+    """The pid of a live process that never wrote anything (started after this one)."""
+    time.sleep(0.02)  # a start time of its own (clock ticks: 10 ms)
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+async def test_a_dead_workers_entry_under_a_recycled_pid_does_not_hold_up_a_push(
+        settings, second_bundle, unrelated_pid):
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    async with serving(settings) as (server, _):
+        registry, store = server.registry, server.store
+        ours = store.get("meta", keys.worker_key(os.getpid()))  # as a worker wrote it
+        store.put("meta", keys.worker_key(unrelated_pid), ours)  # that worker died; pid reused
+        shutil.copytree(second_bundle, settings.bundles_dir / new_version)
+        await registry.activate(new_version)
+        assert registry.current().version == new_version
+        assert await registry.wait_for_workers(new_version, timeout=2.0)
+        assert store.get("meta", keys.worker_key(unrelated_pid)) is None
+        assert store.get("meta", keys.worker_key(os.getpid())) is not None
+
+
+async def test_a_live_workers_entry_still_holds_up_a_push(settings, second_bundle):
+    """The check still waits for a worker that runs and lags (its pid and start time match)."""
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        async with serving(settings) as (server, _):
+            registry, store = server.registry, server.store
+            from server.processes import process_started
+            old = registry.current().version
+            store.put("meta", keys.worker_key(proc.pid),
+                      f"{old} {process_started(proc.pid)}".encode())
+            shutil.copytree(second_bundle, settings.bundles_dir / new_version)
+            await registry.activate(new_version)
+            assert not await registry.wait_for_workers(new_version, timeout=0.5)
+            assert store.get("meta", keys.worker_key(proc.pid)) is not None
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_an_upload_directory_under_a_recycled_pid_is_removed_at_start(
+        settings, demo_manifest, unrelated_pid):
+    from server.models.staging import BundleStaging
+    bundles = settings.bundles_dir
+    bundles.mkdir(parents=True)
+    upload = BundleStaging(bundles)  # named as this process names it
+    (upload.dir / "encoder.onnx").write_bytes(b"\x00" * 1000)
+    ours = f"-{os.getpid()}"
+    assert upload.dir.name.startswith(".staging" + ours)
+    orphan = upload.dir.with_name(upload.dir.name.replace(ours, f"-{unrelated_pid}", 1))
+    upload.dir.rename(orphan)  # its server died; the pid went to another process
+    live = BundleStaging(bundles)  # this process's own upload, in flight, stays
+    async with serving(settings):
+        names = {p.name for p in bundles.iterdir()}
+    assert names == {demo_manifest["version"], live.dir.name}
