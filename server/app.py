@@ -52,6 +52,7 @@ from .profiles.schema import EVENT_TYPES
 from .profiles.seen import SEEN_TYPES
 from .profiles.tombstones import Tombstones
 from .recommend import Recommender
+from .retention import retention_cutoffs
 from .rpc import RpcInterceptor
 from .security.audit import AuditLog
 from .security.guard import AuthGuard
@@ -363,15 +364,14 @@ class TailorServer:
     async def sweep_retention(self, now: float | None = None) -> dict[str, int]:
         """One retention pass as of `now`: raw events (per type), closed decision records,
         impressions, audit files; returns how many of each went."""
-        s, now = self.settings, time.time() if now is None else now
-        dropped = {"events": await self.profiles.drop_expired_events(now),
-                   "decisions": await self.campaigns.drop_expired_decisions(
-                       now - s.decision_retention_days * 86400.0),
-                   "impressions": await self.impressions.drop_expired(now),
+        cut = retention_cutoffs(self.settings, time.time() if now is None else now)
+        dropped = {"events": await self.profiles.drop_expired_events(cut.events,
+                                                                     cut.events_by_type),
+                   "decisions": await self.campaigns.drop_expired_decisions(cut.decisions),
+                   "impressions": await self.impressions.drop_expired(cut.impressions),
                    "audit_files": 0}
-        if s.audit_retention_days > 0:
-            dropped["audit_files"] = await asyncio.to_thread(
-                self.audit.drop_before, now - s.audit_retention_days * 86400.0)
+        if cut.audit is not None:
+            dropped["audit_files"] = await asyncio.to_thread(self.audit.drop_before, cut.audit)
         return dropped
 
     async def _sweep_retention(self) -> None:

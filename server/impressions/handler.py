@@ -7,7 +7,6 @@ sweep's `drop_expired`, and the GetModelStats query.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..config import Settings
@@ -104,10 +103,8 @@ class Impressions:
             return {"impressions": user_impressions(self.log, user_id, {})}
         return {"impressions": self.exporter.user_section(user_id)}
 
-    async def drop_expired(self, now: float | None = None) -> int:
-        now = time.time() if now is None else now
-        # a retention kept for good (inf days) gives a cutoff of -inf: nothing is before it
-        cutoff = max(now - self.settings.impression_retention_days * 86400.0, 0.0)
+    async def drop_expired(self, cutoff: float) -> int:
+        """Retention: impressions shown before `cutoff` (>= 0, `server.retention`) go."""
         return await asyncio.to_thread(self.log.drop_before, cutoff)
 
     # -- GetModelStats -------------------------------------------------------------------------

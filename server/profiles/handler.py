@@ -354,13 +354,12 @@ class Profiles:
             logger.exception("outbox replay before an erasure failed")
         return await asyncio.to_thread(self.repo.delete_user, user_id, self._erasers)
 
-    async def drop_expired_events(self, now: float | None = None) -> int:
-        """Retention as of `now`: raw events past their type's retention go; feature states
-        (decayed counts, monetary, affinities) keep what the events added."""
-        now = time.time() if now is None else now
-        by_type = {t: now - s for t, s in self.rules.retention_by_type.items()}
-        return await asyncio.to_thread(self.repo.drop_events_before, now - self.rules.retention_s,
-                                       by_type=by_type)
+    async def drop_expired_events(self, cutoff: float,
+                                  by_type: Mapping[str, float] | None = None) -> int:
+        """Retention: raw events older than `cutoff`, or than `by_type[type]` for the types
+        it lists, go (`server.retention`); feature states (decayed counts, monetary,
+        affinities) keep what the events added."""
+        return await asyncio.to_thread(self.repo.drop_events_before, cutoff, by_type=by_type)
 
     # -- reads ------------------------------------------------------------------------------
     async def get(self, user_id: str, max_events: int = 0, parts: Sequence[str] = ()) -> ProfileView:

@@ -280,12 +280,12 @@ class ProfileRepository:
                            by_type: Mapping[str, float] | None = None) -> int:
         """Retention: delete raw events (and their dedupe keys) older than `cutoff`, or than
         `by_type[type]` for the types it lists (an event's type is read only when its time
-        falls between the earliest and the latest of the cutoffs). The events are walked in
-        read snapshots of `batch` keys, each one's expired events deleted in one short write
-        transaction (`store.sweep`), so ingestion is never held up for a walk of every event."""
-        # a retention kept for good (inf days) gives a cutoff of -inf: no event is before it
-        limits = {t: keys.ms_part(max(c, 0.0)) for t, c in (by_type or {}).items()}
-        default = keys.ms_part(max(cutoff, 0.0))
+        falls between the earliest and the latest of the cutoffs; each >= 0: `server.retention`).
+        The events are walked in read snapshots of `batch` keys, each one's expired events
+        deleted in one short write transaction (`store.sweep`), so ingestion is never held up
+        for a walk of every event."""
+        limits = {t: keys.ms_part(c) for t, c in (by_type or {}).items()}
+        default = keys.ms_part(cutoff)
         bounds = [default, *limits.values()]
         lo, hi = min(bounds), max(bounds)
         events = self._events

@@ -126,3 +126,20 @@ def test_retention_and_future_tolerance_settings_are_bounded():
         with pytest.raises(ValidationError):
             Settings(**bad)
     assert Settings(event_retention_days=float("inf")).event_retention_days == float("inf")
+
+
+def test_every_cutoff_comes_from_one_function_clamped_at_zero():
+    """`server.retention.retention_cutoffs` computes every cutoff of a sweep; a retention kept
+    for good gives 0 (nothing is older), which every store's time key can encode."""
+    from server.config import Settings
+    from server.retention import retention_cutoffs
+    inf = float("inf")
+    now = 100 * DAY
+    cut = retention_cutoffs(Settings(event_retention_days=30, event_retention_days_by_type={
+        "view": 2, "purchase": inf}, decision_retention_days=10, impression_retention_days=inf,
+        audit_retention_days=5), now)
+    assert (cut.events, dict(cut.events_by_type), cut.decisions, cut.impressions, cut.audit) == (
+        70 * DAY, {"view": 98 * DAY, "purchase": 0.0}, 90 * DAY, 0.0, 95 * DAY)
+    cut = retention_cutoffs(Settings(event_retention_days=inf, decision_retention_days=inf,
+                                     audit_retention_days=0), now)
+    assert (cut.events, cut.decisions, cut.audit) == (0.0, 0.0, None)
