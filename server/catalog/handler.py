@@ -120,16 +120,19 @@ class Catalog:
         canary's) that lag behind the store."""
         async with self._lock:
             seq, loop = self.records.sequence(), asyncio.get_running_loop()
-            active = self.registry.active
-            if active is not None and active.catalog_seq != seq:
+            # a bundle installed meanwhile refuses the swap: amend the one installed instead
+            # (it was amended under the registry's swap lock, perhaps before `seq` was stored)
+            while (active := self.registry.active) is not None and active.catalog_seq != seq:
                 served = await loop.run_in_executor(None, self.amend_bundle, active)
                 if await self.registry.swap(active, served):
                     logger.info("catalog updates up to %d serve with bundle %s (%d items)",
                                 served.catalog_seq, served.version, served.n_items)
-            canary = self.registry.canary
-            if canary is not None and canary.bundle.catalog_seq != seq:
+                    break
+            while (canary := self.registry.canary) is not None and \
+                    canary.bundle.catalog_seq != seq:
                 served = await loop.run_in_executor(None, self.amend_bundle, canary.bundle)
-                await self.registry.swap_canary(canary.bundle, served)
+                if await self.registry.swap_canary(canary.bundle, served):
+                    break
 
     async def start(self) -> None:
         self._follower = asyncio.create_task(self._follow())

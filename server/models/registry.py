@@ -216,9 +216,12 @@ class ModelRegistry:
         return bundle
 
     async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
-        """Swap an already validated bundle in (one reference assignment)."""
-        bundle = await self._amended(bundle)
+        """Swap an already validated bundle in (one reference assignment), amended under the
+        swap lock: an update applied meanwhile to the bundle it replaces (`swap`) is either
+        swapped in before the amend reads the store, or refused after the install (and applied
+        again to the new bundle, `Catalog.refresh`); none is lost with the old bundle."""
         async with self._swap_lock:
+            bundle = await self._amended(bundle)
             previous, self._active = self._active, bundle
             metrics.report_model(bundle.version, _format(bundle),
                                  previous and previous.version, previous and _format(previous))
@@ -291,12 +294,13 @@ class ModelRegistry:
         stable = self.current()
         if bundle.version == stable.version:
             raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
-        bundle = await self._amended(bundle)  # the catalog's removals hold for its users too
         baseline = {} if outcomes is None else {
             v: tuple(outcomes(v)) for v in (stable.version, bundle.version)}
         split = CanarySplit.new(bundle.version, stable.version, share, baseline)
-        self.canaries.start(split)
-        self._adopt(Canary(split, bundle))
+        async with self._swap_lock:  # amended as `install` amends
+            bundle = await self._amended(bundle)  # the catalog's removals hold for its users too
+            self.canaries.start(split)
+            self._adopt(Canary(split, bundle))
         self._prune()
         return split
 
@@ -337,7 +341,8 @@ class ModelRegistry:
         if local is None or local.split.id != split.id:
             loop = asyncio.get_running_loop()
             bundle = await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
-            self._adopt(Canary(split, await self._amended(bundle)))
+            async with self._swap_lock:  # amended as `install` amends
+                self._adopt(Canary(split, await self._amended(bundle)))
 
     async def _follow_canary_logged(self) -> None:
         try:

@@ -310,3 +310,47 @@ async def test_a_full_catalog_takes_updates_again_once_trainings_include_them(
             assert "brand-new" in {i.item_id for i in reply.items}
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_an_upsert_made_while_a_push_installs_serves_with_the_new_bundle(
+        settings, second_bundle):
+    """The registry amends a new bundle with the stored updates, then swaps it in. An
+    UpsertItems committed between the two (applied to the bundle being replaced) was lost with
+    it until the next poll, though the call had returned. The interleaving is forced: an
+    amender that runs after the catalog's holds the install until the upsert is stored."""
+    import asyncio
+    import json
+    import shutil
+    import threading
+
+    from tests.conftest import serving
+    settings.bundle_poll_seconds = 60.0  # no follower repairs it meanwhile
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    async with serving(settings) as (server, ch):
+        cat, registry = cgrpc.CatalogServiceStub(ch), server.registry
+        shutil.copytree(second_bundle, settings.bundles_dir / new_version)
+        amended, go_on = threading.Event(), threading.Event()
+
+        def hold(bundle):
+            if bundle.version == new_version and not amended.is_set():
+                amended.set()
+                go_on.wait(30)
+            return bundle
+        registry.add_amender(hold)
+        push = asyncio.create_task(registry.activate(new_version))
+        assert await asyncio.to_thread(amended.wait, 30)  # amended (no update yet), not swapped
+        upsert = asyncio.ensure_future(cat.UpsertItems(cpb.UpsertItemsRequest(items=[
+            cpb.CatalogItem(item_id="new-mid-push", title="kit", category="books", price=1.0)])))
+        seq = server.catalog.records.sequence
+        for _ in range(600):  # until the update is stored (committed) while the install waits
+            if await asyncio.to_thread(seq) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(seq) == 1
+        await asyncio.sleep(0.2)  # (main: the call returns here, applied to the old bundle)
+        go_on.set()
+        reply = await upsert
+        await push
+        served = registry.current()
+        assert served.version == new_version and reply.sequence == 1
+        assert served.catalog_seq == 1 and "new-mid-push" in served.item_row
