@@ -41,7 +41,7 @@ from .messages.jobs import SendJobs
 from .messages.phones import PhoneIndex
 from .messages.sends import SendRecords
 from .messages.unsubscribe import UnsubscribeTokens
-from .metrics import report_store
+from .metrics import USER_CACHE_USERS, report_store
 from .models import BundlePusher, ModelRegistry
 from .models.guardrails import GuardrailPolicy
 from .models.monitor import CanaryMonitor
@@ -207,6 +207,7 @@ class TailorServer:
         self.profiles.add_listener(self.impressions)
         self.profiles.add_eraser(self.impressions)
         self.profiles.add_eraser(self.recommender)
+        self.tombstones.watch(self.recommender.forget_erased)  # another worker's erasures
         self.profiles.add_exporter(self.impressions)
         self.profiles.add_eraser(self.delivery.dead)
         self.profiles.add_eraser(send_records)
@@ -305,6 +306,7 @@ class TailorServer:
         self._canary_guard = asyncio.create_task(self.canary_monitor.run_forever())
         self._bundle_scrubber = asyncio.create_task(self._scrub_bundles())
         self._outbox_replayer = asyncio.create_task(self.profiles.replay_forever())
+        self._erasure_follower = asyncio.create_task(self._follow_erasures())
         if self.settings.drift_enabled:
             self.drift.start()
         logger.info("serving on %s (%s)", with_port(self.settings.host, self.port), ", ".join(names))
@@ -394,6 +396,23 @@ class TailorServer:
             except Exception:  # keep serving; the queue stays for the next pass
                 logger.exception("bundle scrub failed")
 
+    async def _follow_erasures(self) -> None:
+        """Read the tombstone count every `bundle_poll_seconds` (one read; the list only when it
+        changed) and tell the caches what is new (`Tombstones.watch`), so another worker's
+        erasure reaches this worker's caches; report the user cache's size."""
+        cache = self.recommender.cache
+        while True:
+            await asyncio.sleep(self.settings.bundle_poll_seconds)
+            try:
+                await asyncio.to_thread(self._tell_erasures)
+                USER_CACHE_USERS.set(len(cache) if cache is not None else 0)
+            except Exception:  # keep serving; say why
+                logger.exception("reading the tombstones failed")
+
+    def _tell_erasures(self) -> None:
+        self.tombstones.current()
+        self.tombstones.tell_watchers()
+
     async def _report_store(self) -> None:
         """Refresh the LMDB size gauges (`tailor_store_*_bytes`) every few seconds."""
         while True:
@@ -422,6 +441,7 @@ class TailorServer:
         self._canary_guard.cancel()
         self._bundle_scrubber.cancel()
         self._outbox_replayer.cancel()
+        self._erasure_follower.cancel()
         await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.auth.interceptor.close()  # failed authentication counted, not yet audited

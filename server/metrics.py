@@ -29,7 +29,7 @@ from .errors import FailedPrecondition
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
-           "STORE_FULL_REFUSALS",
+           "STORE_FULL_REFUSALS", "USER_CACHE_USERS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
            "DRIFT_PSI_NO_VALUE",
@@ -72,6 +72,9 @@ STORE_MAP = Gauge("tailor_store_map_bytes", "Current LMDB map size (grows by dou
                   multiprocess_mode="max")
 STORE_MAX_MAP = Gauge("tailor_store_max_map_bytes", "Ceiling of the LMDB map "
                       "(TAILOR_LMDB_MAX_MAP_SIZE).", multiprocess_mode="max")
+USER_CACHE_USERS = Gauge("tailor_user_cache_users", "Users whose Recommend inputs the workers' "
+                         "user caches hold (summed over workers; refreshed every "
+                         "TAILOR_BUNDLE_POLL_SECONDS).", multiprocess_mode="livesum")
 STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused because the LMDB map "
                               "is at its ceiling (TAILOR_LMDB_MAX_MAP_SIZE): the store is full. "
                               "Other RESOURCE_EXHAUSTED answers (a caller over a limit) are not "

@@ -19,7 +19,10 @@ What a tombstone decides (docs/privacy.md):
   of those users from before their erasure (`training.tombstones`).
 
 Workers share the list through the store: `tombstone-count` changes with every new tombstone, so
-each worker rereads the list when, and only when, one read shows a new count.
+each worker rereads the list when, and only when, one read shows a new count. Every
+`bundle_poll_seconds` the server reads the count and tells the `watch`ers which users the
+tombstones read since name (`tell_watchers`), so caches that hold users by id (the Recommend
+user cache) forget a user erased in another worker within that time, serving or not.
 """
 from __future__ import annotations
 
@@ -63,6 +66,32 @@ class Tombstones:
         self._latest = 0.0
         """The latest erasure time (no event after it can be from before an erasure)."""
         self._lock = threading.Lock()
+        self._watchers: list[Callable[[Callable[[Sequence[str]], list[str]]], None]] = []
+        self._untold: dict[tuple[str, str], float] = {}
+        """Tombstones read (new, or moved to a later erasure) since `tell_watchers` last ran."""
+
+    def watch(self, forget: Callable[[Callable[[Sequence[str]], list[str]]], None]) -> None:
+        """`forget(erased)` runs in `tell_watchers` when this process has read tombstones since
+        the last one: `erased(user_ids)` gives those of `user_ids` they name."""
+        self._watchers.append(forget)
+
+    def tell_watchers(self) -> int:
+        """Run the `watch`ers on the tombstones read since the last call (the server's poll,
+        off the Recommend path: its cost, one HMAC per cached user at most, is paid once per
+        poll however many erasures came); how many tombstones that was."""
+        with self._lock:
+            added, self._untold = self._untold, {}
+        if not added:
+            return 0
+        ring = keys_in_use(added, self.ring.keys)
+
+        def erased(user_ids: Sequence[str]) -> list[str]:
+            ids = list(user_ids)
+            return [u for u, at in zip(ids, erased_at(ids, added, ring, _cached_digest))
+                    if at is not None]
+        for forget in self._watchers:
+            forget(erased)
+        return len(added)
 
     # -- writing (UserEraser) ----------------------------------------------------------------
     def erase_user(self, txn, user_id: str) -> int:
@@ -87,6 +116,9 @@ class Tombstones:
         found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
         by_digest = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
         with self._lock:
+            if self._watchers:
+                before = self._by_digest
+                self._untold.update((k, at) for k, at in by_digest.items() if before.get(k) != at)
             self._keys = keys_in_use(by_digest, self.ring.keys)
             self._latest = max(by_digest.values(), default=0.0)
             self._by_digest, self._count = by_digest, count

@@ -296,5 +296,13 @@ class Recommender:
             self.cache.forget([user_id])
         return 0
 
+    def forget_erased(self, erased: Callable[[Sequence[str]], list[str]]) -> None:
+        """`Tombstones.watch`: drop the cached users that tombstones new to this worker name
+        (erased in another worker: `erase_user` ran there, not here)."""
+        if self.cache is not None and len(self.cache):
+            gone = erased(self.cache.user_ids())
+            if gone:
+                self.cache.forget(gone)
+
     async def close(self) -> None:
         await self.batcher.close()

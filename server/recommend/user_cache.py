@@ -13,9 +13,11 @@ another request context (a bundle with context features, `context`), is ranked a
 
 At most `max_users` entries per bundle (the oldest inserted go first); a new bundle starts empty
 and an old one's entries go with it. An erased user's entries go with the erasure in the worker
-that erased them (`Recommender.erase_user`), and in every worker as soon as a request finds the
-user without history. Safe from several threads (one lock around the table's
-writes; an entry's parts are swapped whole, `CachedUser`).
+that erased them (`Recommender.erase_user`), and in every other worker within
+`bundle_poll_seconds` (`Recommender.forget_erased`, `Tombstones.watch`); a request that finds
+the user without history drops them too. Safe
+from several threads (one lock around the table's writes; an entry's parts are swapped whole,
+`CachedUser`).
 """
 from __future__ import annotations
 
@@ -151,6 +153,11 @@ class UserCache:
             for table in list(self._tables.values()):
                 for user_id in user_ids:
                     table.pop(user_id, None)
+
+    def user_ids(self) -> list[str]:
+        """Every user some bundle's table holds (once each)."""
+        with self._lock:
+            return list(dict.fromkeys(u for t in list(self._tables.values()) for u in t))
 
     def __contains__(self, user_id: str) -> bool:
         return any(user_id in table for table in list(self._tables.values()))

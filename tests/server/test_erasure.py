@@ -236,3 +236,34 @@ async def test_a_retried_consent_change_from_before_the_erasure_does_not_bring_t
                                                    source="crm webhook"))  # now: after it
     profile = await profiles.GetProfile(pb.GetProfileRequest(user_id="zoe", parts=["consent"]))
     assert not profile.consent["email"].opted_in and len(profile.consent_history) == 1
+
+
+def test_another_workers_user_cache_forgets_an_erased_user(server_process, demo_bundle):
+    """Each worker's Recommend user cache holds a served user's history rows and vector by id.
+    DeleteProfile drops them in the worker that erases; the other worker learned nothing of
+    it and kept them until the user asked again or eviction. Now it forgets them when it
+    reads the new tombstone (within the poll interval, serving nothing meanwhile)."""
+    from tests.server.test_rpc_metrics import scrape, value
+    server = server_process(bundle=demo_bundle, workers=2,
+                            env={"TAILOR_BUNDLE_POLL_SECONDS": "0.1", "TAILOR_LMDB_SYNC": "false"})
+
+    def cached(want: float, timeout: float = 5.0) -> float:
+        deadline = time.time() + timeout
+        while (got := value(scrape(server.metrics_port), "tailor_user_cache_users")) != want \
+                and time.time() < deadline:
+            time.sleep(0.1)
+        return got
+    with grpc.insecure_channel(server.target) as ch:
+        pb_grpc.ProfileServiceStub(ch).TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+            event_id="w-1", user_id="1", type="view", item_id="2", timestamp=time.time() - 60)]))
+    for _ in range(60):  # new connections until both workers served (and cached) the user
+        with grpc.insecure_channel(server.target) as ch:
+            reply = rpb_grpc.RecommendationServiceStub(ch).Recommend(
+                rpb.RecommendRequest(user_id="1", k=5))
+        assert not reply.cold_start
+        if cached(2, timeout=0.3) == 2:
+            break
+    assert cached(2) == 2  # one entry in each worker
+    with grpc.insecure_channel(server.target) as ch:
+        pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id="1"))
+    assert cached(0) == 0
