@@ -230,6 +230,9 @@ KINDS: tuple[RecordKind, ...] = (
                "destroyed, zeroed after its commit and again at open (store.datakeys)"),
     RecordKind("key_version", "meta", 1, lambda k: k == b"key-version",
                "ASCII integer: 2 = ids in keys are keyed hashes (store.rekey)"),
+    RecordKind("rekey_progress", "meta", 1, lambda k: k == b"rekey-progress",
+               "JSON [step, half] of a re-key to key version 2 under way (store.rekey); gone "
+               "once it is done"),
     RecordKind("sealed_flag", "meta", 1, lambda k: k == b"sealed",
                "b'1' once per-user records are encrypted"),
     RecordKind("store_id_check", "meta", 1, lambda k: k == b"store-id-check",

@@ -1,15 +1,24 @@
 """Bring a store to key version 2 (keyed-hash ids) and, with encryption on, seal its records.
 
-Run by `Store.__init__` before the record-layout migrations (`migrate`), in one write
-transaction each, only when a stamp says it is needed (every later open: one read):
+Run by `Store.__init__` before the record-layout migrations (`migrate`), only when a stamp says
+it is needed (every later open: one read):
 
 - `key-version` absent with records present (a data dir from before tokens): every per-user
   key `<user id>␟...` becomes `<user token>␟...`, event ids in events and dedupe keys become
   event tokens, and the values that hold such keys (dedupe entries, the decision index and
-  pending-window entries) follow. The phone index's user entry is re-keyed too.
+  pending-window entries) follow. The phone index's user entry is re-keyed too. This one runs
+  in write transactions of `REKEY_CHUNK` records each, so its memory stays bounded whatever
+  the store's size: per table, the old records move under their new keys to a scratch table
+  (`rekey-scratch`, so no new key is visited again), then back. `meta rekey-progress` says which
+  table and half is under way, written in each chunk's transaction: a process killed midway
+  leaves whole chunks, and the next open goes on from there (the records still in the table
+  are the old ones, those in the scratch table the new ones). The last chunk stamps
+  `key-version` and drops the scratch table.
 - `sealed` absent with encryption on: every per-user value of `keys.USER_TABLES` is sealed
   under its user's (new) data key (`sealed.SealedTable`), and so is the user id in each phone
-  index entry, and each send recipient and dead letter (`Store.seal_for_user`).
+  index entry, and each send recipient and dead letter (`Store.seal_for_user`). One write
+  transaction (a kill rolls it back: plaintext and sealed records cannot be told apart to go
+  on from), its keys listed `REKEY_CHUNK` at a time.
 
 The `store-id` key's check value is stamped at the first open with encryption configured, and
 a store stamped under another key is refused (its records would not be found). An encrypted
@@ -19,11 +28,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from ..errors import FailedPrecondition
 from . import keys as K
 from .errors import StoreEncrypted, StoreKeyMismatch
 from .sealed import is_user_key
+from .table import Table
 from .tokens import event_token, key_check, user_token
 
 __all__ = ["open_format", "format_first", "KEY_VERSION", "KEY_VERSION_KEY", "SEALED_KEY", "KEY_CHECK_KEY"]
@@ -34,6 +45,11 @@ KEY_VERSION = 2
 KEY_VERSION_KEY = b"key-version"
 SEALED_KEY = b"sealed"
 KEY_CHECK_KEY = b"store-id-check"
+REKEY_PROGRESS_KEY = b"rekey-progress"
+"""meta: JSON [step, half] of a re-key under way (`_rekey_chunk`); absent before and after."""
+REKEY_CHUNK = 10_000
+"""Records re-keyed per write transaction."""
+_SCRATCH = b"rekey-scratch"
 
 
 def open_format(store, readonly: bool) -> None:
@@ -54,6 +70,11 @@ def open_format(store, readonly: bool) -> None:
             return
         raise FailedPrecondition(f"store at {store.path} needs its keys migrated (version 2, "
                                  "encryption); open it writable once")
+    if version != b"%d" % KEY_VERSION:
+        n = _rekey(store)
+        if n:
+            logger.info("re-keyed %d records to key version %d (keyed hashes of ids)", n,
+                        KEY_VERSION)
     store.write(lambda txn: _migrate(store, txn, encrypt))
 
 
@@ -92,13 +113,8 @@ def _empty(store, txn) -> bool:
 
 
 def _migrate(store, txn, encrypt: bool) -> None:
+    """Seal and stamp, once re-keyed (`_rekey`, its own transactions)."""
     meta = store.raw_table("meta")
-    if meta.get(txn, KEY_VERSION_KEY) != b"%d" % KEY_VERSION:
-        if not _empty(store, txn):
-            n = _rekey(store, txn)
-            logger.info("re-keyed %d records to key version %d (keyed hashes of ids)", n,
-                        KEY_VERSION)
-        meta.put(txn, KEY_VERSION_KEY, b"%d" % KEY_VERSION)
     if encrypt and meta.get(txn, SEALED_KEY) is None:
         n = _seal(store, txn)
         logger.info("encrypted %d per-user records at rest", n)
@@ -119,51 +135,136 @@ def _event_key(key: bytes) -> bytes:
     return K.SEP.join([user_token(user.decode()), ms, event_token(event_id)])
 
 
-def _rekey(store, txn) -> int:
-    n = 0
-    for name in K.USER_TABLES:
-        move = _event_key if name == "events" else _user_key
-        n += _move(store.raw_table(name), txn, lambda k: not k.startswith(K.SEP), move,
-                   lambda v: v)
-    n += _move(store.raw_table("decisions"), txn, lambda k: k.startswith(K.SEP),
-               lambda k: k, _user_key)  # index and pending entries -> decision key
-    n += _move(store.raw_table("dedupe"), txn, lambda k: True,
-               lambda k: K.DEDUPE_PREFIX + event_token(k[len(K.DEDUPE_PREFIX):]), _event_key)
+Step = tuple[str, Callable[[bytes], bool], Callable[[bytes], bytes], Callable[[bytes], bytes]]
+
+
+def _steps() -> list[Step]:
+    """(table, which keys hold old records, their new key, their new value) per table."""
     prefix = K.PHONE_USER_PREFIX
-    n += _move(store.raw_table("meta"), txn, lambda k: k.startswith(prefix),
-               lambda k: prefix + user_token(k[len(prefix):].decode()), lambda v: v)
-    return n
+    return [*((name, lambda k: not k.startswith(K.SEP),
+               _event_key if name == "events" else _user_key, _same) for name in K.USER_TABLES),
+            ("decisions", lambda k: k.startswith(K.SEP), _same, _user_key),  # index, pending
+            ("dedupe", lambda k: True,
+             lambda k: K.DEDUPE_PREFIX + event_token(k[len(K.DEDUPE_PREFIX):]), _event_key),
+            ("meta", lambda k: k.startswith(prefix),
+             lambda k: prefix + user_token(k[len(prefix):].decode()), _same)]
 
 
-def _move(table, txn, which, new_key, new_value) -> int:
-    """Rewrite every record of `table` whose key passes `which` (keys listed first: new keys
-    sort elsewhere, and must not be visited again)."""
-    old = [bytes(k) for k in table.keys(txn) if which(k)]
-    for key in old:
-        value = table.get(txn, key)
-        table.delete(txn, key)
-        table.put(txn, new_key(key), new_value(value))
-    return len(old)
+def _same(raw: bytes) -> bytes:
+    return raw
+
+
+def _rekey(store) -> int:
+    """Key version 1 -> 2 in chunks (module doc); records re-keyed by this call."""
+    scratch = Table(_SCRATCH.decode(), store.env.open_db(_SCRATCH, create=True))
+    n, where = 0, (-1, b"")
+    while True:
+        moved, where = store.write(lambda txn, at=where: _rekey_chunk(store, scratch, txn, at))
+        n += moved
+        if where is None:
+            return n
+
+
+def _rekey_chunk(store, scratch: Table, txn, where: tuple[int, bytes]):
+    """One transaction of the re-key: up to `REKEY_CHUNK` records moved. `where`: (step, key)
+    this process's previous chunk stopped at in a step's first half (only keys from there on
+    can still be old; a hint: the state itself is read from `txn`). Returns (old records
+    moved out, the next `where`, or None once done)."""
+    meta = store.raw_table("meta")
+    raw = meta.get(txn, REKEY_PROGRESS_KEY)
+    if raw is None:
+        if meta.get(txn, KEY_VERSION_KEY) == b"%d" % KEY_VERSION:
+            return 0, None  # another process finished it
+        if _empty(store, txn):
+            return _rekeyed(store, txn, scratch)
+        raw = json.dumps([0, 1]).encode()  # from now on a resumed re-key goes on from here
+        meta.put(txn, REKEY_PROGRESS_KEY, raw)
+    step, half = json.loads(raw)
+    steps = _steps()
+    name, which, new_key, new_value = steps[step]
+    table = store.raw_table(name)
+    if half == 1:  # old records out to the scratch table under their new keys
+        start = where[1] if where[0] == step else b""
+        old = _first(table.keys_from(txn, start), which)
+        for key in old:
+            value = table.get(txn, key)
+            table.delete(txn, key)
+            scratch.put(txn, new_key(key), new_value(value))
+        if len(old) == REKEY_CHUNK:
+            return len(old), (step, old[-1])
+        meta.put(txn, REKEY_PROGRESS_KEY, json.dumps([step, 2]).encode())
+        return len(old), (step, b"")
+    new = _first(scratch.keys(txn), lambda k: True)  # the new records back, in place
+    for key in new:
+        table.put(txn, key, scratch.get(txn, key))
+        scratch.delete(txn, key)
+    if len(new) == REKEY_CHUNK:
+        return 0, (step, b"")
+    if step + 1 == len(steps):
+        return _rekeyed(store, txn, scratch)
+    meta.put(txn, REKEY_PROGRESS_KEY, json.dumps([step + 1, 1]).encode())
+    return 0, (step + 1, b"")
+
+
+def _first(keys, which) -> list[bytes]:
+    """The first `REKEY_CHUNK` of `keys` that pass `which` (copied: the table changes next)."""
+    out = []
+    for key in keys:
+        if which(key):
+            out.append(bytes(key))
+            if len(out) == REKEY_CHUNK:
+                break
+    return out
+
+
+def _rekeyed(store, txn, scratch: Table):
+    """The re-key's last transaction: stamped, its progress and scratch table gone."""
+    meta = store.raw_table("meta")
+    meta.put(txn, KEY_VERSION_KEY, b"%d" % KEY_VERSION)
+    meta.delete(txn, REKEY_PROGRESS_KEY)
+    txn.drop(scratch.db, delete=True)
+    return 0, None
 
 
 # -- sealing ----------------------------------------------------------------------------------------
 def _seal(store, txn) -> int:
+    """Seal every plaintext per-user record in `txn` (one transaction: a plaintext and a sealed
+    record cannot be told apart, so a kill rolls it all back), `REKEY_CHUNK` keys listed at a
+    time: a key keeps its place when its value is sealed, so each chunk goes on after the last."""
     n = 0
     for name in K.USER_TABLES:
         raw, sealed = store.raw_table(name), store.table(name)
-        doomed = [bytes(k) for k in raw.keys(txn) if is_user_key(k)]
-        for key in doomed:
+        for key in _keys_in_chunks(raw, txn, b"", is_user_key):
             sealed.put(txn, key, raw.get(txn, key))
-        n += len(doomed)
+            n += 1
     meta = store.raw_table("meta")  # the phone index: user ids in values (messages.phones)
-    for key in [bytes(k) for k, _ in meta.scan_prefix(txn, K.PHONE_PREFIX)]:
+    for key in _keys_in_chunks(meta, txn, K.PHONE_PREFIX):
         user = meta.get(txn, key)
         meta.put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
         n += 1
     sends = store.raw_table("sends")  # send recipients and dead letters: JSON naming the user
     for prefix in (K.SEND_USER_PREFIX, K.DEAD_LETTER_PREFIX):
-        for key in [bytes(k) for k, _ in sends.scan_prefix(txn, prefix)]:
+        for key in _keys_in_chunks(sends, txn, prefix):
             value = bytes(sends.get(txn, key))
             sends.put(txn, key, store.seal_for_user(txn, json.loads(value)["user"], key, value))
             n += 1
     return n
+
+
+def _keys_in_chunks(table: Table, txn, prefix: bytes, which=None):
+    """The keys of `table` starting with `prefix` (and passing `which`), listed `REKEY_CHUNK`
+    at a time by a new cursor after the last one (the caller rewrites values meanwhile)."""
+    start = prefix
+    while True:
+        chunk = []
+        for key in table.keys_from(txn, start):
+            if not key.startswith(prefix) or len(chunk) == REKEY_CHUNK:
+                break
+            if which is None or which(key):
+                chunk.append(bytes(key))
+        else:
+            key = None
+        yield from chunk
+        if key is None or not key.startswith(prefix):
+            return
+        start = chunk[-1] + b"\x00" if chunk else key

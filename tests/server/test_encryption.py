@@ -81,7 +81,11 @@ def test_erasure_shreds_the_data_key(store):
     assert len(repo.read("ann")[2]) == 1
 
 
-def test_an_old_plaintext_data_dir_is_encrypted_at_open(v1_dir, crypto):  # noqa: F811
+@pytest.mark.parametrize("chunk", [10_000, 1])  # records a re-key transaction holds (and
+def test_an_old_plaintext_data_dir_is_encrypted_at_open(  # a seal lists)
+        v1_dir, crypto, chunk, monkeypatch):  # noqa: F811
+    from server.store import rekey
+    monkeypatch.setattr(rekey, "REKEY_CHUNK", chunk)
     assert b"ann" in (v1_dir / "data.mdb").read_bytes() and b"gold" in (v1_dir / "data.mdb").read_bytes()
     store = Store(v1_dir, sync=False, crypto=crypto)
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,

@@ -366,3 +366,67 @@ def test_a_layout_that_only_adds_forms_is_stamped_and_no_record_rewritten(tmp_pa
     store.close()
     with pytest.raises(FailedPrecondition, match="dead_letter"):
         Store(tmp_path / "store", sync=False, layouts=one)
+
+
+_KILLED_REKEY = """
+import os, signal, sys
+from server.store import Store, rekey
+rekey.REKEY_CHUNK = 2  # records per transaction
+kill_at, seen = int(sys.argv[2]), []
+chunk = rekey._rekey_chunk
+
+def counted(store, scratch, txn, where):
+    seen.append(where)
+    out = chunk(store, scratch, txn, where)
+    if len(seen) == kill_at:  # inside that chunk's transaction: it never commits
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+rekey._rekey_chunk = counted
+Store(sys.argv[1], sync=False)
+print(len(seen))
+"""
+
+
+def _every_record(path: Path) -> dict[str, dict[bytes, bytes]]:
+    env = lmdb.open(str(path), max_dbs=32, readonly=True, lock=False)
+    with env.begin() as txn:
+        names = [bytes(k) for k, _ in txn.cursor()]
+        out = {n.decode(): dict(txn.cursor(db=env.open_db(n, txn=txn)).iternext())
+               for n in names}
+    env.close()
+    return out
+
+
+def test_the_rekey_runs_in_bounded_chunks_and_a_kill_midway_resumes(tmp_path, env_with_repo):
+    """The re-key to key version 2 moved every record of a table in one transaction (a whole
+    table's keys in memory). It now moves `REKEY_CHUNK` records a transaction; a process
+    SIGKILLed inside any chunk leaves the chunks before it, and the next open finishes the
+    job: the store ends exactly as an uninterrupted migration leaves it."""
+    import subprocess
+    import sys
+    whole = _fixture_store(tmp_path / "whole")
+    done = subprocess.run([sys.executable, "-c", _KILLED_REKEY, str(whole), "0"], text=True,
+                          capture_output=True, env=env_with_repo, timeout=120)
+    assert done.returncode == 0, done.stderr
+    chunks = int(done.stdout)
+    assert chunks > 20  # 20 records, 2 a transaction, moved out then back
+    expected = _every_record(whole)
+    assert "rekey-scratch" not in expected  # dropped
+    for table in ("events", "dedupe", "decisions"):  # every record, no user id left in keys
+        fixture, got = fixture_records(table), expected[table]
+        assert len(got) == len(fixture)
+        assert not {k for k in got if not k.startswith(keys.SEP)} & set(fixture)
+    assert keys.layout_key("rekey_progress") in expected["meta"]
+    assert b"rekey-progress" not in expected["meta"]
+    for kill_at in (1, 2, chunks // 3, chunks // 2, chunks - 1):
+        path = _fixture_store(tmp_path / f"killed-{kill_at}")
+        killed = subprocess.run([sys.executable, "-c", _KILLED_REKEY, str(path), str(kill_at)],
+                                text=True, capture_output=True, env=env_with_repo, timeout=120)
+        assert killed.returncode == -9, killed.stderr
+        if kill_at > 2:  # earlier chunks committed: a partly re-keyed store, and where it was
+            assert b"rekey-progress" in _every_record(path)["meta"]
+        resumed = subprocess.run([sys.executable, "-c", _KILLED_REKEY, str(path), "0"],
+                                 text=True, capture_output=True, env=env_with_repo, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr  # the next start goes on where the
+        assert int(resumed.stdout) == chunks - (kill_at - 1)  # last committed chunk ended
+        assert _every_record(path) == expected, kill_at
