@@ -4,7 +4,8 @@
     canary␟<pid>    JSON {id, versions}: a worker's Recommend tally for canary `id`; written
                     (empty) when the worker adopts the canary, so a push can wait for every
                     worker, then every guardrail check
-    canary␟<pid>.<random>   the same, of a worker that stopped (`retire`): still summed
+    canary␟<pid>.<random>   the same, of a worker that stopped (`retire`), or that died and
+                    whose pid a starting worker took (`ModelRegistry.start`): still summed
 
 Transaction rules: starting refuses a running canary and clears the last one's tallies in the
 same write transaction that stores the new record; ending reads, checks and deletes the record

@@ -131,6 +131,9 @@ class ModelRegistry:
         """Load `--bundle` (or refuse to start), else what the store points at, else the newest
         valid stored bundle."""
         sweep_leftovers(self.bundles_dir)
+        # a tally under this pid is a dead worker's (a restarted container gives pids again):
+        # retired, it stays summed instead of being overwritten when this worker adopts
+        self.canaries.retire(os.getpid())
         if self.settings.bundle is not None:
             await self._start_with(Path(self.settings.bundle))
             return

@@ -7,6 +7,7 @@ the server writes them) is moved to the pid of a live `sleep` started later, so 
 but not the process that wrote the record."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -79,3 +80,35 @@ async def test_an_upload_directory_under_a_recycled_pid_is_removed_at_start(
     async with serving(settings):
         names = {p.name for p in bundles.iterdir()}
     assert names == {demo_manifest["version"], live.dir.name}
+
+
+async def test_a_dead_workers_canary_tally_under_a_recycled_pid_stays_counted(
+        settings, second_bundle):
+    """A worker killed while a canary runs leaves its last tally under `canary␟<pid>`. A
+    worker that starts later with the same pid (a restarted container's) adopted the canary by
+    writing an empty tally there: the dead worker's counts left the guardrails' sums."""
+    from clients import TailorClient
+    from protos.tailor.v1 import recommendation_pb2 as rpb
+    from protos.tailor.v1 import recommendation_pb2_grpc as rgrpc
+    from server.models import ModelRegistry
+    from server.models.tally import Tally
+    async with serving(settings) as (server, ch):
+        with TailorClient(f"127.0.0.1:{server.port}", timeout=60) as client:
+            status = await asyncio.to_thread(client.push_bundle, second_bundle,
+                                             canary_percent=50)
+        await rgrpc.RecommendationServiceStub(ch).RecommendBatch(rpb.RecommendBatchRequest(
+            requests=[rpb.RecommendRequest(user_id=str(u), k=5) for u in range(40)]))
+        server.canary_monitor.publish()  # its last report before it is killed
+        split = server.registry.canary_record()
+
+        def counted() -> int:
+            merged = Tally.merge(server.registry.canaries.tallies(), split.id)
+            return sum(c.requests for c in merged.values())
+        assert split.version == status.canary.version and counted() == 40
+        later = ModelRegistry(server.settings, server.store)  # the next worker, same pid
+        await later.start()
+        try:
+            assert later.canary is not None and later.canary.split.id == split.id
+            assert counted() == 40
+        finally:
+            await later.stop()
