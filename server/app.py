@@ -208,6 +208,7 @@ class TailorServer:
         self.profiles.add_eraser(self.impressions)
         self.profiles.add_eraser(self.recommender)
         self.tombstones.watch(self.recommender.forget_erased)  # another worker's erasures
+        self.tombstones.watch(self.impressions.forget_erased)
         self.profiles.add_exporter(self.impressions)
         self.profiles.add_eraser(self.delivery.dead)
         self.profiles.add_eraser(send_records)

@@ -23,6 +23,7 @@ from .log import ImpressionLog
 from .logging import logger
 from .records import POSITIONS
 from .stats import ALL, DEFAULT_KS, UNSPECIFIED, ModelStats, ModelStatsRow
+from .writer import forget_erased
 
 __all__ = ["Impressions"]
 
@@ -95,6 +96,11 @@ class Impressions:
 
     def erase_user(self, txn, user_id: str) -> int:
         return self.log.erase_user(txn, user_id)
+
+    def forget_erased(self, erased: Callable | None = None) -> None:
+        """`Tombstones.watch`: new tombstones were read; the user ids cached beside their
+        impression-key digests go (`writer.forget_erased`)."""
+        forget_erased()
 
     def export_user(self, user_id: str) -> dict[str, object]:
         """`UserExporter`: {"impressions": [...]}, every answer shown to the user that the log

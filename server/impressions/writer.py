@@ -37,18 +37,25 @@ from ..store import Store, keys
 from .group import Group, split
 from .records import C, encode, encode_many, new_counters
 
-__all__ = ["ImpressionWriter", "add_buckets", "add_counters", "bucket_of", "user_hash",
-           "writer_functions"]
+__all__ = ["ImpressionWriter", "add_buckets", "add_counters", "bucket_of", "forget_erased",
+           "user_hash", "writer_functions"]
 
 _DIGEST_CHARS = 32
 B = keys.IMPRESSION_BUCKET_SECONDS
 _cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
+"""`digest` by (key, user id): emptied when new tombstones are read (`forget_erased`, and the
+writer's own reread), so an erased user's id does not stay in it."""
 _new_id = RandomIds(8)
 
 
 def user_hash(key: bytes, user_id: str) -> str:
     """The user's part of impression keys under `key`: 32 hex characters of HMAC-SHA256."""
     return _cached_digest(key, user_id)[:_DIGEST_CHARS]
+
+
+def forget_erased(erased=None) -> None:
+    """`Tombstones.watch`: new tombstones were read; forget every cached user id."""
+    _cached_digest.cache_clear()
 
 
 def writer_functions(store: Store) -> dict:
@@ -137,6 +144,8 @@ class ImpressionWriter:
         if count != self._tomb_count:
             found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
             self._tombs = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
+            if self._tomb_count >= 0:
+                forget_erased()
             self._tomb_count = count
         return self._tombs
 

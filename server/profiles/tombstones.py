@@ -41,7 +41,9 @@ from ..store import Store, keys
 __all__ = ["Tombstone", "Tombstones", "digest"]
 
 _cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
-"""`digest` of recently served users (~15 MB when full): an HMAC costs ~3 µs, a hit ~0.1 µs."""
+"""`digest` of recently served users (~15 MB when full): an HMAC costs ~3 µs, a hit ~0.1 µs.
+Its keys hold user ids: emptied when this process reads new tombstones (`tell_watchers`), so
+an erased user's id does not stay in it (the served users' digests are computed again)."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Tombstones:
             added, self._untold = self._untold, {}
         if not added:
             return 0
+        _cached_digest.cache_clear()  # (cannot drop one user: functools)
         ring = keys_in_use(added, self.ring.keys)
 
         def erased(user_ids: Sequence[str]) -> list[str]:

@@ -267,3 +267,28 @@ def test_another_workers_user_cache_forgets_an_erased_user(server_process, demo_
     with grpc.insecure_channel(server.target) as ch:
         pb_grpc.ProfileServiceStub(ch).DeleteProfile(pb.DeleteProfileRequest(user_id="1"))
     assert cached(0) == 0
+
+
+async def test_the_digest_caches_drop_user_ids_once_an_erasure_is_read(
+        profiles, recs, tailor_server, bundle_users):
+    """The serving path caches each user's keyed hash by (key, raw user id): tombstone
+    lookups and impression keys. An erased user's id stayed in both caches (of every worker)
+    after the erasure; they are emptied when a worker reads new tombstones."""
+    from server.impressions import writer
+    from server.profiles import tombstones
+    user, other = bundle_users[0], bundle_users[1]
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="dg-1", user_id=other, type="view", item_id="1", timestamp=time.time() - 60)]))
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=other))  # tombstones exist
+    await asyncio.sleep(0.5)  # read by the server's poll
+    reply = await recs.Recommend(rpb.RecommendRequest(user_id=user, k=5))
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(  # joined to the answer
+        event_id="dg-2", user_id=user, type="click", item_id=reply.items[0].item_id,
+        request_id=reply.request_id, timestamp=time.time())]))
+    await tailor_server.impressions.log.flushed()
+    assert tombstones._cached_digest.cache_info().currsize > 0
+    assert writer._cached_digest.cache_info().currsize > 0
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
+    await asyncio.sleep(0.5)  # (bundle_poll_seconds 0.1; nothing else is served meanwhile)
+    assert tombstones._cached_digest.cache_info().currsize == 0
+    assert writer._cached_digest.cache_info().currsize == 0
