@@ -361,9 +361,13 @@ class ModelRegistry:
     async def wait_for_workers(self, version: str, timeout: float = 60.0,
                                canary_id: str = "", dropped: str = "") -> bool:
         """Wait until every live worker process of this data dir reports serving `version`
-        (and, given `canary_id`, that canary; given `dropped`, no longer that one)."""
+        (and, given `canary_id`, that canary; given `dropped`, no longer that one). A plain
+        wait for `version` ends in FailedPrecondition when the active pointer moves to another
+        version meanwhile (a push or rollback elsewhere): no worker would ever serve it."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if not (canary_id or dropped):
+                self._check_still_active(version)
             lagging = []
             for key, value in self.store.scan("meta", WORKER_PREFIX):
                 pid = worker_pid(key)
@@ -378,6 +382,14 @@ class ModelRegistry:
                 return True
             await asyncio.sleep(0.05)
         return False
+
+    def _check_still_active(self, version: str) -> None:
+        pointer = self.store.get("meta", BUNDLE_ACTIVE)
+        if pointer and pointer.decode() != version:
+            raise FailedPrecondition(
+                f"bundle {version} was superseded by {pointer.decode()} (pushed or rolled back "
+                f"meanwhile) before every worker served it; {version} is stored: roll back to "
+                "it to serve it")
 
     async def _follow_pointer(self) -> None:
         backoff = LoadBackoff()

@@ -4,7 +4,8 @@ and upload directories must not take that process for their owner (`processes.ow
 
 The situation is made for real: a record written by this process (its pid and start time, as
 the server writes them) is moved to the pid of a live `sleep` started later, so the pid runs
-but not the process that wrote the record."""
+but not the process that wrote the record. The registry's wait for its workers (a push's) is
+tested here too, with such entries of live lagging processes."""
 from __future__ import annotations
 
 import asyncio
@@ -112,3 +113,33 @@ async def test_a_dead_workers_canary_tally_under_a_recycled_pid_stays_counted(
             assert counted() == 40
         finally:
             await later.stop()
+
+
+async def test_a_wait_for_a_version_superseded_meanwhile_ends_at_once(settings, second_bundle):
+    """Two pushes to two workers at once: each moved the pointer, the last one won, and the
+    first push waited the full 60 s for a version no worker would serve, then answered OK. A
+    wait now ends as soon as the pointer names another version, saying so."""
+    from server.errors import FailedPrecondition
+    from server.processes import process_started
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    proc = subprocess.Popen(["sleep", "60"])  # a live worker that lags
+    try:
+        async with serving(settings) as (server, _):
+            registry, store = server.registry, server.store
+            old = registry.current().version
+            store.put("meta", keys.worker_key(proc.pid),
+                      f"{old} {process_started(proc.pid)}".encode())
+            shutil.copytree(second_bundle, settings.bundles_dir / new_version)
+            await registry.activate(new_version)
+            waiting = asyncio.create_task(registry.wait_for_workers(new_version, timeout=30.0))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()  # the lagging worker holds it up, as it should
+            store.put("meta", keys.BUNDLE_ACTIVE, old.encode())  # another worker's rollback
+            started = time.monotonic()
+            with pytest.raises(FailedPrecondition) as err:
+                await waiting
+            assert time.monotonic() - started < 2.0
+            assert f"superseded by {old}" in str(err.value)
+    finally:
+        proc.kill()
+        proc.wait()
