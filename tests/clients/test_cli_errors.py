@@ -182,7 +182,7 @@ def test_campaign_export_takes_a_window_and_pending_decisions_as_strict_json(ser
     def export(*flags: str) -> list[dict]:
         run_module("clients", "campaign", "export", "--campaign", "ex", "--out", str(out), *flags,
                    "--server", served)
-        return [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line}"))
+        return [json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the export"))
                 for line in out.read_text().splitlines()]
 
     assert export() == []  # its reward window is open
