@@ -15,9 +15,9 @@ def record(**changes) -> DecisionRecord:
 
 def as_layout1(rec: DecisionRecord) -> dict:
     """What layout 1 stored for the record: the JSON object of its fields but the caps (and
-    `transactional`, which is not stored either)."""
+    `transactional` and the request id's digest, which are not stored either)."""
     fields = rec._asdict()
-    del fields["caps"], fields["transactional"]
+    del fields["caps"], fields["transactional"], fields["request"]
     return json.loads(json.dumps(fields))
 
 
