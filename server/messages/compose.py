@@ -75,6 +75,9 @@ class Message:
     shown: list = field(default_factory=list, repr=False, compare=False)
     """(query, answer, time asked) of each `recommend()` call of the render, not yet logged as
     impressions (`Composer.record_shown`)."""
+    repeat: bool = field(default=False, repr=False, compare=False)
+    """The decision a repeated `request_id` was answered (rendered again): the first answer
+    logged its impressions."""
 
 
 class Composer:
@@ -138,7 +141,7 @@ class Composer:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
             out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes)
-        if recipient is not None and (out.delivered or not deliver):
+        if recipient is not None and not out.repeat and (out.delivered or not deliver):
             self.record_shown(out)
         return out
 
@@ -193,7 +196,9 @@ class Composer:
             drafted = err
         choice = await pending.logged()
         if choice.decision_id != pending.choice.decision_id:  # a repeated request's decision
-            return await self.render_logged(campaign_id, user_id, choice)
+            out, recipient = await self.render_logged(campaign_id, user_id, choice)
+            out.repeat = True
+            return out, recipient
         out = _message(campaign, choice)
         if out.suppressed or out.holdout:
             return out, None

@@ -274,3 +274,24 @@ async def test_a_template_may_call_recommend_a_bounded_number_of_times(campaigns
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="over", user_id="u"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "limits.message_recommend_calls" in err.value.details()
+
+
+async def test_a_repeated_request_id_logs_the_messages_impressions_once(
+        campaigns, profiles, messaging, catalog, tailor_server):
+    """A ComposeMessage retried with its request_id (its answer lost) gets the decision logged
+    for it, rendered again; the render's items were logged again too: one decision, two
+    impression records, twice the impressions in GetModelStats."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    user = "user-0733"
+    await interested_user(profiles, catalog, user, catalog["category"][catalog["ids"][0]])
+    await opt_in(profiles, user)
+    first = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, request_id="r-1"))
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, request_id="r-1"))
+    assert again.decision_id == first.decision_id and again.parts == first.parts
+    log = tailor_server.impressions.log
+    await log.flushed()
+    with log.store.read() as txn:
+        records = log.store.table("impressions").scan_prefix(txn, log.user_prefix(user))
+    assert [k.rsplit(b"\x1f", 1)[1].decode() for k, _ in records] == [first.decision_id]
