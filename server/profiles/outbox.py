@@ -43,10 +43,8 @@ is a duplicate, and changes nothing. So:
    (`store.outbox.forget`: those of a batch committed after that replay), so the worker that
    committed such a batch applies nothing for the user's events, and no entry names the user.
 
-An older binary does not open the `outbox` table: it writes no entries, leaves those it finds
-(its crashes lose effects as before; the next newer start replays what is left), and its
-erasure leaves the entries that name the user's events (keyed hashes and times, as the events
-table's keys held); the next replay by a newer binary finds those events gone and drops them.
+A binary from before the outbox never meets it: the same upgrade stamps the worker registry's
+entries at layout 2 (`store.layouts`), so such a binary refuses the store.
 """
 from __future__ import annotations
 
