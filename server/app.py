@@ -73,6 +73,7 @@ from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
 from .store import Store, lock_data_dir
 from .store.crypto import StoreCrypto, check_secrets_outside
+from .store.tokens import forget_ids
 
 __all__ = ["TailorServer"]
 
@@ -209,6 +210,8 @@ class TailorServer:
         self.profiles.add_eraser(self.recommender)
         self.tombstones.watch(self.recommender.forget_erased)  # another worker's erasures
         self.tombstones.watch(self.impressions.forget_erased)
+        self.tombstones.watch(self.suppressions.forget_erased)
+        self.tombstones.watch(forget_ids)
         self.profiles.add_exporter(self.impressions)
         self.profiles.add_eraser(self.delivery.dead)
         self.profiles.add_eraser(send_records)

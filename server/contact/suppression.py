@@ -96,6 +96,12 @@ class Suppressions:
             found += [k for old in legacy_forms(kind, address) for k in self._keys(kind, old)]
         return found
 
+    def forget_erased(self, erased=None) -> None:
+        """Empty the caches of hashes by address, whose keys are users' email addresses and
+        phone numbers (a `Tombstones` watcher: an erased user's must not stay in memory)."""
+        self._address_keys.cache_clear()
+        self.hasher.digests.cache_clear()
+
     # -- the RPCs ----------------------------------------------------------------------------
     async def add(self, kind: str, address: str, reason: str = "", timestamp: float = 0.0) -> Suppression:
         """List `address` (refused unless it normalizes as `kind`); a listed one gets the new

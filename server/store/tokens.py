@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-__all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "user_token", "user_tokens",
+__all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "forget_ids", "user_token", "user_tokens",
            "event_token", "key_check"]
 
 TOKEN_CHARS = 32
@@ -45,6 +45,13 @@ def _hmac_hex(message: bytes) -> str:
     outer = _outer.copy()
     outer.update(inner.digest())
     return outer.hexdigest()
+
+
+def forget_ids(erased=None) -> None:
+    """Empty the caches of tokens by id, whose keys are user and event ids (a `Tombstones`
+    watcher: an erased user's id must not stay in memory; `functools` cannot drop one)."""
+    user_token.cache_clear()
+    event_token.cache_clear()
 
 
 @functools.lru_cache(maxsize=1 << 16)

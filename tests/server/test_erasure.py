@@ -272,10 +272,12 @@ def test_another_workers_user_cache_forgets_an_erased_user(server_process, demo_
 async def test_the_digest_caches_drop_user_ids_once_an_erasure_is_read(
         profiles, recs, tailor_server, bundle_users):
     """The serving path caches each user's keyed hash by (key, raw user id): tombstone
-    lookups and impression keys. An erased user's id stayed in both caches (of every worker)
-    after the erasure; they are emptied when a worker reads new tombstones."""
+    lookups, impression keys, store keys (`user_token`), and the contact policy the keys of
+    their address. An erased user's id (or address) stayed in them (in every worker) after the
+    erasure; they are emptied when a worker reads new tombstones."""
     from server.impressions import writer
     from server.profiles import tombstones
+    from server.store import tokens
     user, other = bundle_users[0], bundle_users[1]
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
         event_id="dg-1", user_id=other, type="view", item_id="1", timestamp=time.time() - 60)]))
@@ -286,9 +288,11 @@ async def test_the_digest_caches_drop_user_ids_once_an_erasure_is_read(
         event_id="dg-2", user_id=user, type="click", item_id=reply.items[0].item_id,
         request_id=reply.request_id, timestamp=time.time())]))
     await tailor_server.impressions.log.flushed()
-    assert tombstones._cached_digest.cache_info().currsize > 0
-    assert writer._cached_digest.cache_info().currsize > 0
+    suppressions = tailor_server.suppressions  # the contact policy's lookup of their address
+    assert suppressions.reason({"attributes": {"email": f"{user}@example.org"}}, "email") is None
+    caches = [tombstones._cached_digest, writer._cached_digest, tokens.user_token,
+              suppressions._address_keys, suppressions.hasher.digests]
+    assert all(c.cache_info().currsize > 0 for c in caches)
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
     await asyncio.sleep(0.5)  # (bundle_poll_seconds 0.1; nothing else is served meanwhile)
-    assert tombstones._cached_digest.cache_info().currsize == 0
-    assert writer._cached_digest.cache_info().currsize == 0
+    assert [c.cache_info().currsize for c in caches] == [0] * len(caches)
