@@ -262,21 +262,30 @@ class Profiles:
         accepted = [valid[i] for i in stored.accepted]
         fresh = None if len(stored.accepted) == len(valid) else set(stored.accepted)
         for listener in self._listeners:
-            tag = getattr(listener, "outbox", None)
-            if tag is None:
-                await listener.on_events(accepted)
-                continue
-            if tag not in followed:
-                continue
-            entry, mine = followed[tag]
-            if fresh is not None:  # duplicates and erased users' events: not in the entry
-                mine = [i for i in mine if i in fresh]
-            if mine:
-                await listener.on_events([valid[i] for i in mine], outbox.Batch(
-                    entry, [records.event_keys[i] for i in mine]))
+            try:
+                await self._tell(listener, accepted, valid, records, followed, fresh)
+            except Exception:  # the batch stands; its entry waits for the replay
+                logger.exception("%s could not apply a committed batch's effects (the outbox "
+                                 "replay tries again)", type(listener).__name__)
         metrics.count_events("accepted", (ev.type for ev in accepted), _KNOWN_TYPES)
         metrics.count_events("duplicate", (valid[i].type for i in stored.duplicates), _KNOWN_TYPES)
         return stored
+
+    @staticmethod
+    async def _tell(listener, accepted, valid, records, followed, fresh) -> None:
+        """One listener's part of `_commit`: the batch's events it follows, with its entry."""
+        tag = getattr(listener, "outbox", None)
+        if tag is None:
+            await listener.on_events(accepted)
+            return
+        if tag not in followed:
+            return
+        entry, mine = followed[tag]
+        if fresh is not None:  # duplicates and erased users' events: not in the entry
+            mine = [i for i in mine if i in fresh]
+        if mine:
+            await listener.on_events([valid[i] for i in mine], outbox.Batch(
+                entry, [records.event_keys[i] for i in mine]))
 
     def _unsubscribed(self, meta: dict, channel: str, ts: float) -> None:
         """An unsubscribe event's change to its user's meta record: the channel's marketing

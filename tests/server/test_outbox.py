@@ -104,6 +104,29 @@ async def test_a_replay_after_a_partial_apply_applies_the_rest_and_counts_nothin
         assert await effects(s, decision_id, answer.model_version) == APPLIED
 
 
+async def test_a_listener_that_fails_leaves_the_batch_accepted_and_the_others_applied(
+        tmp_path, demo_bundle, monkeypatch):
+    """The first listener's exception skipped every listener after it and failed TrackEvents
+    (INTERNAL) for a batch already stored, whose retry is a duplicate: the others' effects
+    waited for the periodic replay. Each listener now fails alone; the replay applies its part."""
+    settings = server_settings(tmp_path, demo_bundle)
+    async with serving(settings) as (server, ch):
+        s = Stubs(ch)
+        decision_id, answer = await prepare(s)
+
+        async def broken(*a, **kw):
+            raise OSError("the campaigns writer is gone")
+        with monkeypatch.context() as patch:
+            patch.setattr(server.suppressions, "on_events", broken)
+            got = await s.profiles.TrackEvents(batch(answer.items[0].item_id, answer.request_id,
+                                                     decision_id))
+        assert got.accepted == 2
+        listed, log, clicks = await effects(s, decision_id, answer.model_version)
+        assert (listed, log, clicks) == ((False, ""), [("rewarded", 1.0)], 1)
+        assert await server.profiles.replay_outbox(older_than=0) == 1  # the suppression's entry
+        assert await effects(s, decision_id, answer.model_version) == APPLIED
+
+
 async def test_concurrent_replays_join_a_click_once(tmp_path, demo_bundle, monkeypatch):
     """Two replays of the same entries (two workers starting, a worker and the periodic
     replay): the join adds counts, and each entry is claimed in the join's transaction."""
