@@ -87,6 +87,8 @@ class TailorServer:
         self.settings = settings
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._telling: asyncio.Future | None = None
+        """The erasure follower's tombstone read under way, in its thread (`stop` waits)."""
         self.audit = None
         """The audit log the auth interceptor reports to (`record(...)`), if any."""
         self.reloaders: list[Callable[[], object]] = []
@@ -407,8 +409,9 @@ class TailorServer:
         cache = self.recommender.cache
         while True:
             await asyncio.sleep(self.settings.bundle_poll_seconds)
-            try:
-                await asyncio.to_thread(self._tell_erasures)
+            try:  # shielded: a stop waits for the thread's read before the store closes
+                self._telling = asyncio.ensure_future(asyncio.to_thread(self._tell_erasures))
+                await asyncio.shield(self._telling)
                 USER_CACHE_USERS.set(len(cache) if cache is not None else 0)
             except Exception:  # keep serving; say why
                 logger.exception("reading the tombstones failed")
@@ -446,6 +449,8 @@ class TailorServer:
         self._bundle_scrubber.cancel()
         self._outbox_replayer.cancel()
         self._erasure_follower.cancel()
+        if self._telling is not None:  # a tombstone read in its thread: let it end
+            await asyncio.gather(self._telling, return_exceptions=True)
         await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.auth.interceptor.close()  # failed authentication counted, not yet audited

@@ -136,6 +136,8 @@ class Profiles:
         self.outbox = Outbox(store)
         self._landing: set[asyncio.Future] = set()
         """`_commit` tasks not yet done (`close` waits for them)."""
+        self._replaying: asyncio.Future | None = None
+        """The periodic outbox replay under way (`close` waits for it)."""
         self._erasers: list[UserEraser] = []
         self._exporters: list[UserExporter] = []
         self.tombstones = tombstones
@@ -652,15 +654,17 @@ class Profiles:
         """`replay_outbox` every `every` seconds (a worker's background task)."""
         while True:
             await asyncio.sleep(every)
-            try:
-                await self.replay_outbox()
+            try:  # shielded: a stop (`close`) lets a replay under way end first
+                self._replaying = asyncio.ensure_future(self.replay_outbox())
+                await asyncio.shield(self._replaying)
             except Exception:  # keep serving; the entries stay for the next pass
                 logger.exception("outbox replay failed")
 
     async def close(self) -> None:
-        """Finish the submitted batches and their effects (the listeners' domains must still
-        be open)."""
-        await asyncio.gather(*list(self._landing), return_exceptions=True)
+        """Finish the submitted batches and their effects, and a replay under way (the
+        listeners' domains must still be open)."""
+        await asyncio.gather(*list(self._landing), *[t for t in (self._replaying,) if t],
+                             return_exceptions=True)
         await self._writer.close()
 
 
