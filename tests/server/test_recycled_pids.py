@@ -46,24 +46,33 @@ async def test_a_dead_workers_entry_under_a_recycled_pid_does_not_hold_up_a_push
         assert store.get("meta", keys.worker_key(os.getpid())) is not None
 
 
-async def test_a_live_workers_entry_still_holds_up_a_push(settings, second_bundle):
-    """The check still waits for a worker that runs and lags (its pid and start time match)."""
-    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+@pytest.fixture
+def lagging_pid():
+    """The pid of a live process taken for a worker that never loads the new version."""
     proc = subprocess.Popen(["sleep", "60"])
-    try:
-        async with serving(settings) as (server, _):
-            registry, store = server.registry, server.store
-            from server.processes import process_started
-            old = registry.current().version
-            store.put("meta", keys.worker_key(proc.pid),
-                      f"{old} {process_started(proc.pid)}".encode())
-            shutil.copytree(second_bundle, settings.bundles_dir / new_version)
-            await registry.activate(new_version)
-            assert not await registry.wait_for_workers(new_version, timeout=0.5)
-            assert store.get("meta", keys.worker_key(proc.pid)) is not None
-    finally:
-        proc.kill()
-        proc.wait()
+    yield proc.pid
+    proc.kill()
+    proc.wait()
+
+
+async def _activate_beside(server, settings, second_bundle, pid: int) -> tuple[str, str]:
+    """Register `pid` as a live worker serving the current version (its start time matches),
+    then activate the second bundle here: (old version, new version)."""
+    from server.processes import process_started
+    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    old = server.registry.current().version
+    server.store.put("meta", keys.worker_key(pid), f"{old} {process_started(pid)}".encode())
+    shutil.copytree(second_bundle, settings.bundles_dir / new_version)
+    await server.registry.activate(new_version)
+    return old, new_version
+
+
+async def test_a_live_workers_entry_still_holds_up_a_push(settings, second_bundle, lagging_pid):
+    """The check still waits for a worker that runs and lags (its pid and start time match)."""
+    async with serving(settings) as (server, _):
+        _, new_version = await _activate_beside(server, settings, second_bundle, lagging_pid)
+        assert not await server.registry.wait_for_workers(new_version, timeout=0.5)
+        assert server.store.get("meta", keys.worker_key(lagging_pid)) is not None
 
 
 async def test_an_upload_directory_under_a_recycled_pid_is_removed_at_start(
@@ -115,31 +124,20 @@ async def test_a_dead_workers_canary_tally_under_a_recycled_pid_stays_counted(
             await later.stop()
 
 
-async def test_a_wait_for_a_version_superseded_meanwhile_ends_at_once(settings, second_bundle):
+async def test_a_wait_for_a_version_superseded_meanwhile_ends_at_once(
+        settings, second_bundle, lagging_pid):
     """Two pushes to two workers at once: each moved the pointer, the last one won, and the
     first push waited the full 60 s for a version no worker would serve, then answered OK. A
     wait now ends as soon as the pointer names another version, saying so."""
     from server.errors import FailedPrecondition
-    from server.processes import process_started
-    new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
-    proc = subprocess.Popen(["sleep", "60"])  # a live worker that lags
-    try:
-        async with serving(settings) as (server, _):
-            registry, store = server.registry, server.store
-            old = registry.current().version
-            store.put("meta", keys.worker_key(proc.pid),
-                      f"{old} {process_started(proc.pid)}".encode())
-            shutil.copytree(second_bundle, settings.bundles_dir / new_version)
-            await registry.activate(new_version)
-            waiting = asyncio.create_task(registry.wait_for_workers(new_version, timeout=30.0))
-            await asyncio.sleep(0.3)
-            assert not waiting.done()  # the lagging worker holds it up, as it should
-            store.put("meta", keys.BUNDLE_ACTIVE, old.encode())  # another worker's rollback
-            started = time.monotonic()
-            with pytest.raises(FailedPrecondition) as err:
-                await waiting
-            assert time.monotonic() - started < 2.0
-            assert f"superseded by {old}" in str(err.value)
-    finally:
-        proc.kill()
-        proc.wait()
+    async with serving(settings) as (server, _):
+        old, new_version = await _activate_beside(server, settings, second_bundle, lagging_pid)
+        waiting = asyncio.create_task(server.registry.wait_for_workers(new_version, timeout=30.0))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # the lagging worker holds it up, as it should
+        server.store.put("meta", keys.BUNDLE_ACTIVE, old.encode())  # another worker's rollback
+        started = time.monotonic()
+        with pytest.raises(FailedPrecondition) as err:
+            await waiting
+        assert time.monotonic() - started < 2.0
+        assert f"superseded by {old}" in str(err.value)

@@ -5,7 +5,6 @@ import asyncio
 
 import grpc
 import pytest
-import pytest_asyncio
 
 from protos.tailor.v1 import diagnostics_pb2 as dpb
 from protos.tailor.v1 import diagnostics_pb2_grpc
@@ -17,20 +16,11 @@ def settings(settings, request):
     return settings
 
 
-@pytest_asyncio.fixture
-async def v6_server(settings):
-    from server.app import TailorServer
-    server = TailorServer(settings)
-    await server.start()
-    yield server
-    await server.stop(grace=0.5)
-
-
-async def test_a_server_on_ipv6_loopback_answers_and_links_to_itself(v6_server, settings):
-    async with grpc.aio.insecure_channel(f"[::1]:{v6_server.port}") as channel:
+async def test_a_server_on_ipv6_loopback_answers_and_links_to_itself(tailor_server, settings):
+    async with grpc.aio.insecure_channel(f"[::1]:{tailor_server.port}") as channel:
         await diagnostics_pb2_grpc.DiagnosticsServiceStub(channel).Ping(dpb.PingRequest(), timeout=10)
     base = f"http://[::1]:{settings.public_http_port}"
-    assert v6_server.composer.public_base == base
+    assert tailor_server.composer.public_base == base
     reader, writer = await asyncio.open_connection("::1", settings.public_http_port)
     writer.write(b"GET /u/not-a-token HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
     status = await asyncio.wait_for(reader.readline(), 10)
