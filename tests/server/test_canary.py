@@ -412,6 +412,16 @@ async def _clicks(client, shown, tag: str) -> None:
         for i, (user, reply) in enumerate(shown)])
 
 
+async def _canary_beside_clicked_stable(client, second_bundle, stable: str, users, tag: str):
+    """Start the canary at 50% and, from the next bucket on, show `users` their answers and
+    click every other one the active version `stable` gave (the canary's none), written."""
+    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
+    await asyncio.sleep(_next_bucket_seconds())
+    shown = [(u, await asyncio.to_thread(client.recommend, u, 3)) for u in users]
+    await _clicks(client, [(u, r) for u, r in shown if r.model_version == stable][::2], tag)
+    await asyncio.to_thread(client.model_stats)
+
+
 async def test_late_clicks_on_answers_shown_before_the_canary_do_not_abort_it(
         guarded, manual, client, tailor_server, second_bundle, demo_manifest):
     """Clicks come after their answers: half of the active version's 200 answers shown just
@@ -439,11 +449,7 @@ async def test_a_canary_with_a_truly_lower_ctr_is_still_aborted(
     """The same counting still aborts a canary whose answers are never clicked while half of
     the active version's are."""
     stable = demo_manifest["version"]
-    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
-    await asyncio.sleep(_next_bucket_seconds())
-    shown = [(u, await asyncio.to_thread(client.recommend, u, 3)) for u in USERS[300:700]]
-    await _clicks(client, [(u, r) for u, r in shown if r.model_version == stable][::2], "good")
-    await asyncio.to_thread(client.model_stats)
+    await _canary_beside_clicked_stable(client, second_bundle, stable, USERS[300:700], "good")
     deadline = time.monotonic() + 10
     while (status := await asyncio.to_thread(client.model_status)).canary is not None:
         assert time.monotonic() < deadline, status.guardrail
@@ -464,11 +470,7 @@ async def test_impressions_within_their_click_window_are_not_judged_yet(
     """With an hour's click window, answers shown a moment ago are not in the CTR test yet,
     however their clicks read so far: the canary waits instead of being aborted on them."""
     stable = demo_manifest["version"]
-    await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=50)
-    await asyncio.sleep(_next_bucket_seconds())
-    shown = [(u, await asyncio.to_thread(client.recommend, u, 3)) for u in USERS[300:500]]
-    await _clicks(client, [(u, r) for u, r in shown if r.model_version == stable][::2], "young")
-    await asyncio.to_thread(client.model_stats)
+    await _canary_beside_clicked_stable(client, second_bundle, stable, USERS[300:500], "young")
     await asyncio.sleep(0.5)
     status = await asyncio.to_thread(client.model_status)
     assert status.canary is not None, status.guardrail

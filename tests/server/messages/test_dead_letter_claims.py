@@ -30,15 +30,21 @@ def settings(settings, sink):
     return relayed(settings, sink, delivery_attempts=1)
 
 
-async def a_dead_letter(sink, campaigns, profiles, messaging) -> mpb.DeadLetter:
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
-    await audience(profiles, ["dl"])
-    sink.rcpt_replies["dl@example.com"] = ["550 5.1.1 no such user"]
+async def a_dead_letter(sink, campaigns, profiles, messaging, user: str = "dl",
+                        purpose: str = "") -> mpb.DeadLetter:
+    """The dead letter of `user`'s message in a `purpose` campaign, refused by the relay (550);
+    the relay takes the address afterwards."""
+    spec = email_spec()
+    if purpose:
+        spec.purpose = purpose
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await audience(profiles, [user])
+    sink.rcpt_replies[f"{user}@example.com"] = ["550 5.1.1 no such user"]
     with pytest.raises(grpc.RpcError):
         await messaging.ComposeMessage(mpb.ComposeMessageRequest(
-            campaign_id="mail", user_id="dl", deliver=True))
+            campaign_id="mail", user_id=user, deliver=True))
     [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
-    sink.rcpt_replies["dl@example.com"] = ["250 OK"]
+    sink.rcpt_replies[f"{user}@example.com"] = ["250 OK"]
     return letter
 
 
@@ -89,16 +95,7 @@ async def test_a_retry_of_a_user_erased_after_the_claim_does_not_go(
     (the erasure drops the letter, not the retry's copy) has no profile, which for a
     transactional campaign was no refusal: the message went to the erased person. A stored
     message whose user has no profile any more does not go (`erased`)."""
-    spec = email_spec()
-    spec.purpose = "transactional"
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
-    await audience(profiles, ["tx"])
-    sink.rcpt_replies["tx@example.com"] = ["550 5.1.1 no such user"]
-    with pytest.raises(grpc.RpcError):
-        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
-            campaign_id="mail", user_id="tx", deliver=True))
-    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
-    sink.rcpt_replies["tx@example.com"] = ["250 OK"]
+    letter = await a_dead_letter(sink, campaigns, profiles, messaging, "tx", "transactional")
     chooser = tailor_server.campaigns
     get = chooser.get
 

@@ -236,20 +236,26 @@ async def test_a_recipient_erased_while_their_message_is_rendered_again_leaves_n
     assert len(await asyncio.to_thread(tailor_server.impressions.log.of_user, "x1")) == 1
 
 
+async def erased_while_delivered(sink, campaigns, profiles, messaging, user: str) -> None:
+    """ComposeMessage with `deliver` for `user`, who is erased while the relay takes 2 s to
+    accept the message (which it then does)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, [user])
+    sink.delay_data = 2.0
+    composing = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, deliver=True), timeout=30))
+    await asyncio.to_thread(sink.wait_for, 1)  # the relay has it; its 250 comes in 2 s
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
+    assert (await composing).delivered
+
+
 async def test_a_user_erased_while_their_message_is_delivered_leaves_no_impression(
         sink, tailor_server, campaigns, profiles, messaging):
     """ComposeMessage with `deliver` logs the message's items as impressions once it went,
     dated then: a DeleteProfile while the relay took its time had already deleted the user's
     impressions, and these, dated after it, were kept. They are dated when `recommend()`
     asked, so the impression log's write drops them (its tombstone check)."""
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
-    await audience(profiles, ["slow"])
-    sink.delay_data = 2.0
-    composing = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
-        campaign_id="mail", user_id="slow", deliver=True), timeout=30))
-    await asyncio.to_thread(sink.wait_for, 1)  # the relay has it; its 250 comes in 2 s
-    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="slow"))
-    assert (await composing).delivered
+    await erased_while_delivered(sink, campaigns, profiles, messaging, "slow")
     assert await asyncio.to_thread(tailor_server.impressions.log.of_user, "slow") == []
 
 
@@ -259,14 +265,7 @@ async def test_a_user_erased_while_their_message_is_delivered_is_not_brought_bac
     accepted it, dated then: after a DeleteProfile while the relay took its time, that event
     (newer than the erasure) built the erased user a new profile. It is dated when the message
     was handed over, so the ingestion refuses it as from before the erasure."""
-    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
-    await audience(profiles, ["slow2"])
-    sink.delay_data = 2.0
-    composing = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
-        campaign_id="mail", user_id="slow2", deliver=True), timeout=30))
-    await asyncio.to_thread(sink.wait_for, 1)  # the relay has it; its 250 comes in 2 s
-    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="slow2"))
-    assert (await composing).delivered
+    await erased_while_delivered(sink, campaigns, profiles, messaging, "slow2")
     with pytest.raises(grpc.RpcError) as err:
         await profiles.GetProfile(ppb.GetProfileRequest(user_id="slow2"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
