@@ -97,13 +97,12 @@ class Outbox:
         their events; their tries counted (one write). Entries none of whose events is left,
         whose tag is not in `tags` or that were tried `MAX_TRIES` times are deleted instead."""
         due, seen, n = Due(), [], 0
-        needle = None if user is None else b"\n" + user
         with self.store.read() as txn:
             for key, stored in self._t.items(txn, start):
                 ms, tag = keys.outbox_parts(key)
                 if ms >= before_ms:
                     break
-                if needle is not None and needle not in stored:
+                if user is not None and not outbox.names_user(stored, user):
                     continue
                 if n >= most:
                     due.after = bytes(key)

@@ -18,7 +18,7 @@ import os
 from collections.abc import Sequence
 from typing import NamedTuple
 
-__all__ = ["Batch", "batch_id", "value", "parsed", "claim", "keep", "forget"]
+__all__ = ["Batch", "batch_id", "value", "parsed", "claim", "keep", "forget", "names_user"]
 
 _NL = b"\n"  # events keys are hex, digits and the 0x1F separator: never a newline
 
@@ -64,13 +64,18 @@ def keep(txn, table, entry: bytes, event_keys: Sequence[bytes]) -> None:
     table.put(txn, entry, value(event_keys))
 
 
+def names_user(stored: bytes, user_prefix: bytes) -> bool:
+    """Whether a stored entry names an event under `user_prefix` (one user's events keys)."""
+    return _NL + user_prefix in stored
+
+
 def forget(txn, table, user_prefix: bytes) -> int:
     """Take the events keys under `user_prefix` (one user's) out of every entry, deleting an
     entry left with none (erasure, in its transaction: the entries are few, those of batches in
     flight or of a listener failing); how many entries changed."""
-    needle, changed = _NL + user_prefix, []
+    changed = []
     for key, stored in table.items(txn):
-        if needle in stored:
+        if names_user(stored, user_prefix):
             tries, event_keys = parsed(stored)
             changed.append((bytes(key), tries, [k for k in event_keys
                                                 if not k.startswith(user_prefix)]))
