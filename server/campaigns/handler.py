@@ -338,7 +338,7 @@ class Campaigns:
         in a thread). A job resumed after a crash reuses them: deciding again would log a second
         contact, which the frequency caps would count against the first."""
         campaign = self.repo.get(campaign_id)
-        content = {} if campaign is None else {v.id: v.content for v in campaign.spec.variants}
+        content = {} if campaign is None else _contents(campaign.spec)
         found = self.repo.log.by_ids([d for _, d in wanted])
         return {d: _logged_choice(rec, content) for (u, d), rec in zip(wanted, found)
                 if rec is not None and rec["user_id"] == u and rec["campaign_id"] == campaign_id}
@@ -474,9 +474,14 @@ class Campaigns:
 
 
 def _replayer(spec: CampaignSpec):
-    """A logged record (a repeated request's decision) as its `Choice`, under `spec`."""
-    content = {v.id: v.content for v in spec.variants}
-    return lambda rec: _logged_choice(rec, content)
+    """A logged record (a repeated request's decision) as its `Choice`, under `spec`; the
+    variants' contents are gathered only when a repeat is answered (rare), not per call."""
+    return lambda rec: _logged_choice(rec, _contents(spec))
+
+
+def _contents(spec: CampaignSpec) -> dict[str, Mapping[str, str]]:
+    """The campaign's variants' contents, by variant id."""
+    return {v.id: v.content for v in spec.variants}
 
 
 def _logged_choice(rec: dict, content: Mapping[str, Mapping[str, str]]) -> Choice:

@@ -62,11 +62,10 @@ class RequestIds:
             self._d.put(txn, request_key(digest), json.dumps({**entry, "r": 1}).encode())
 
     def remember(self, txn, digest: bytes, decision_id: str, now: float) -> None:
-        """Remember that `digest` was answered `decision_id` (replacing an older entry), and
-        forget up to `EXPIRE_PER_ENTRY` expired ones."""
-        old = self._d.get(txn, request_key(digest))
-        if old is not None:
-            self._d.delete(txn, request_expiry_key(json.loads(old)["t"], digest))
+        """Remember that `digest` was answered `decision_id`, and forget up to
+        `EXPIRE_PER_ENTRY` expired ones. An older entry of the digest (stale, or its decision
+        withdrawn: `find` just read it) is replaced; its expiry key stays until it expires,
+        and `_expire` then leaves the newer entry, whose time differs."""
         self._d.put(txn, request_key(digest),
                      json.dumps({"d": decision_id, "t": now, "r": 0}).encode())
         self._d.put(txn, request_expiry_key(now, digest), b"")
