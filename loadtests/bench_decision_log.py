@@ -1,6 +1,6 @@
 """The decision-log writer alone: CPU per logged decision, in process, before/after in one run.
 
-    python -m loadtests.bench_decision_log [--mode plan|choose|both] [--rounds 3]
+    python -m loadtests.bench_decision_log [--mode plan|choose|choose-ids|both] [--rounds 3]
         [--slices 1 4] [--server-src DIR]
 
 Calls the campaigns writer's batch functions (`server.campaigns.repository.writer_functions`,
@@ -15,7 +15,10 @@ warm-up:
   line of its own;
 - choose: ChooseVariant-sized transactions of 16 decisions ("decisions") over 4,096 users on
   email with two caps (email 50/day, any 100/week), so contact histories grow as under
-  `bench_contact`.
+  `bench_contact`;
+- choose-ids: the same, each decision with a new request id (`campaigns.requests`: what the
+  Python client sends), the ids remembered for `TAILOR_LIMITS__REQUEST_ID_WINDOW_SECONDS`
+  (set it to 1 to measure the steady state, where each new id also forgets expired ones).
 No gRPC and no load generator: steadier than the server benches on a shared machine. With
 `--server-src DIR`, every round runs that tree's writer too (a subprocess with PYTHONPATH=DIR),
 alternating with this tree's.
@@ -86,6 +89,7 @@ def run(mode: str, slices: int = 4) -> tuple[float, float]:
     def choose(k: int) -> int:
         now = time.time()
         fns["decisions"]([_row(d, users[(k * 16 + i) % 4096], now, i, "email", CAPS)
+                          + ((False, os.urandom(16).hex().encode()) if mode == "choose-ids" else ())
                           for i, d in enumerate(ids(16))])
         return 16
     call, calls = (plan, 480 // slices) if mode == "plan" else (choose, 2500)
@@ -116,7 +120,7 @@ def main(argv=None) -> int:
     from .measure import add_server_src_argument
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_decision_log", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=("plan", "choose", "both"), default="both")
+    p.add_argument("--mode", choices=("plan", "choose", "choose-ids", "both"), default="both")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--slices", type=int, nargs="+", default=None,
                    help="slices of 250 per plan transaction (default: the server's two)")
@@ -125,8 +129,8 @@ def main(argv=None) -> int:
     if args.slices is None:
         from server.campaigns.repository import PLAN_SLICES_A_COMMIT, PLAN_SLICES_ALONE
         args.slices = [PLAN_SLICES_A_COMMIT, PLAN_SLICES_ALONE]
-    modes = [("plan", n) for n in args.slices] if args.mode != "choose" else []
-    modes += [("choose", 0)] if args.mode != "plan" else []
+    modes = [("plan", n) for n in args.slices] if args.mode in ("plan", "both") else []
+    modes += [(args.mode if args.mode != "both" else "choose", 0)] if args.mode != "plan" else []
     for r in range(1, args.rounds + 1):
         for mode, slices in modes:
             name = f"plan x{slices}" if slices else mode

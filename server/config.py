@@ -131,8 +131,10 @@ class Limits(BaseModel):
     """How long a decision's `request_id` is remembered: a ChooseVariant or ComposeMessage
     repeating it (same caller, campaign and user) within this time is answered the decision
     logged for it instead of deciding again (a gRPC retry of a call whose answer was lost).
-    Each remembered id costs the decision log ~120 bytes until a later decision with an id
-    removes it; older ids count as new."""
+    Ids are kept in buckets this wide (one write an id; the bucket two back is deleted by
+    later decisions with an id), so each costs the decision log ~120 bytes for one to two
+    windows; older ids count as new. Changing it forgets the ids remembered under the old
+    width (a retry spanning the restart is decided anew)."""
     context_value_max: float = Field(1e9, gt=0, le=1e15)
     """Largest magnitude of a request context value a campaign reads (`request.<key>`; also
     every value of a SendCampaign's context): the linear policies square them into their

@@ -49,6 +49,7 @@ from .errors import (
     DecisionSuppressed,
     RewardConflict,
 )
+from .logging import logger
 from .records import (
     DEFAULT,
     NO_ARM,
@@ -201,13 +202,13 @@ class CampaignRepository:
             if digest in first:
                 out[i] = first[digest]
                 continue
-            entry = self.requests.find(txn, digest, now)
-            found = None if entry is None else self._lookup(txn, entry["d"])
+            known = self.requests.find(txn, digest, now)
+            found = None if known is None else self._lookup(txn, known[1]["d"])
             if found is None or (found[1]["status"] == SUPPRESSED
                                  and found[1].get("reason") == WITHDRAWN):
                 first[digest] = i
                 continue
-            self.requests.repeated(txn, digest, entry)
+            self.requests.repeated(txn, known)
             out[i] = first[digest] = found[1]
         return out
 
@@ -219,13 +220,13 @@ class CampaignRepository:
         counting toward the frequency caps.
         Returns how many of each batch were withdrawn."""
         def fn(txn):
-            out, arms, contacts = [], {}, {}
+            out, arms, contacts, now = [], {}, {}, time.time()
             for ids in batches:
                 n = 0
                 for decision_id in ids:
                     if decision_id.__class__ is tuple:  # (decision id, request digest)
                         decision_id, digest = decision_id
-                        if not self.requests.release(txn, digest, decision_id):
+                        if not self.requests.release(txn, digest, decision_id, now):
                             continue  # a repeat of its request was answered it
                     found = self._lookup(txn, decision_id)
                     if found is None or found[1]["status"] != PENDING:
@@ -243,7 +244,7 @@ class CampaignRepository:
             for campaign_id, withdrawn in arms.items():
                 self._count(txn, campaign_id, withdrawn=withdrawn)
             if contacts:
-                self.contacts.forget(txn, contacts, time.time())
+                self.contacts.forget(txn, contacts, now)
             return out
         return self.store.write(fn)
 
@@ -446,8 +447,12 @@ def writer_functions(store: Store) -> dict:
     """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
     Its limits (how long contacts are kept) are the server's: `Campaigns` hands them over as
     `TAILOR_LIMITS` in the child's environment (the server may have read them from its config
-    file). Sets the process's garbage collection (`WRITER_GC_THRESHOLD`)."""
+    file). Converts request ids remembered in the pre-bucket layout (`requests.convert_legacy`)
+    first. Sets the process's garbage collection (`WRITER_GC_THRESHOLD`)."""
     repo = CampaignRepository(store, Settings().limits)
+    moved = repo.requests.convert_legacy(store, time.time())
+    if moved:
+        logger.info("moved %d remembered request ids into time buckets", moved)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*WRITER_GC_THRESHOLD)

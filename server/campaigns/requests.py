@@ -14,24 +14,43 @@ the row a repeat: nothing is logged or counted (caps included) and the answer is
 decision's record. Atomic across worker processes: LMDB has one write transaction at a time,
 and the look-up and the entry are in the same one. A request without an id reads nothing.
 
-Keys (table `decisions`):
+Keys (table `decisions`), in buckets as wide as the window:
 
-    request_key(digest)             JSON {"d": decision id, "t": unix s, "r": answered again}
-    request_expiry_key(t, digest)   b"" (time order: each new entry removes up to
-                                    `EXPIRE_PER_ENTRY` expired ones with their entries)
+    request_key(bucket start, digest)   JSON {"d": decision id, "t": unix s, "r": answered again}
+
+An id is remembered with one write, in the bucket of its time. An entry within the window is
+in the current bucket or the one before (a look-up reads both, newest first), so the buckets
+before those only hold expired entries: each new entry deletes up to `EXPIRE_PER_ENTRY` of
+them, oldest first, in key order (neighbouring keys: few pages written), and a process that
+found none left does not look again until the next bucket starts. Changing the window changes
+the buckets: ids remembered under the old width are not found after the restart (a retry
+spanning it is decided anew) and expire with the old buckets.
+
+Stores written before stop 48 keyed entries by digest alone, with a time-ordered expiry key
+each (`LEGACY_*` in `store.keys`); `convert_legacy` moves the ones still within the window into
+their buckets and deletes the rest, once, when the campaigns writer starts.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 
-from ..store.keys import REQUEST_EXPIRY_PREFIX, ms_part, request_expiry_key, request_key
+from ..store.keys import (
+    LEGACY_REQUEST_EXPIRY_PREFIX,
+    LEGACY_REQUEST_PREFIX,
+    REQUEST_PREFIX,
+    millis,
+    request_key,
+)
 
 __all__ = ["request_digest", "RequestIds", "EXPIRE_PER_ENTRY"]
 
 EXPIRE_PER_ENTRY = 8
 """Expired entries a new entry removes (more than one: the remembered ids shrink back to those
 of the last window after a burst)."""
+
+LEGACY_CHUNK = 2_000
+"""Entries of the pre-bucket layout converted a write transaction (`convert_legacy`)."""
 
 
 def request_digest(caller: str, campaign_id: str, user_id: str, request_id: str) -> bytes:
@@ -46,58 +65,101 @@ class RequestIds:
 
     def __init__(self, table, window: float):
         self._d, self.window = table, window
+        self._width = max(millis(window), 1)
+        """The buckets' width, in milliseconds."""
+        self._clean_below = b""
+        """A key under which this process found no entry left (`_expire`)."""
 
-    def find(self, txn, digest: bytes, now: float) -> dict | None:
-        """The entry of `digest` ({"d", "t", "r"}), None if unknown or older than the window."""
-        raw = self._d.get(txn, request_key(digest))
-        if raw is None:
-            return None
-        entry = json.loads(raw)
-        return entry if now - entry["t"] <= self.window else None
+    def _keys(self, digest: bytes, now: float) -> tuple[bytes, bytes]:
+        """The keys `digest` may have within the window at `now`: this bucket's, the last's."""
+        start = millis(now) // self._width * self._width
+        return request_key(start, digest), request_key(max(start - self._width, 0), digest)
 
-    def repeated(self, txn, digest: bytes, entry: dict) -> None:
-        """Note that a repeat was answered the entry's decision (it is no longer withdrawn if
-        its first caller gives up: `release`)."""
+    def find(self, txn, digest: bytes, now: float) -> tuple[bytes, dict] | None:
+        """(key, entry {"d", "t", "r"}) of `digest`'s newest entry; None if unknown or older
+        than the window."""
+        for key in self._keys(digest, now):
+            raw = self._d.get(txn, key)
+            if raw is not None:
+                entry = json.loads(raw)
+                return (key, entry) if now - entry["t"] <= self.window else None
+        return None
+
+    def repeated(self, txn, found: tuple[bytes, dict]) -> None:
+        """Note that a repeat was answered the entry's decision (`find`'s answer; it is no
+        longer withdrawn if its first caller gives up: `release`)."""
+        key, entry = found
         if not entry["r"]:
-            self._d.put(txn, request_key(digest), json.dumps({**entry, "r": 1}).encode())
+            self._d.put(txn, key, json.dumps({**entry, "r": 1}).encode())
 
     def remember(self, txn, digest: bytes, decision_id: str, now: float) -> None:
-        """Remember that `digest` was answered `decision_id`, and forget up to
-        `EXPIRE_PER_ENTRY` expired ones. An older entry of the digest (stale, or its decision
-        withdrawn: `find` just read it) is replaced; its expiry key stays until it expires,
-        and `_expire` then leaves the newer entry, whose time differs."""
-        self._d.put(txn, request_key(digest),
-                     json.dumps({"d": decision_id, "t": now, "r": 0}).encode())
-        self._d.put(txn, request_expiry_key(now, digest), b"")
+        """Remember that `digest` was answered `decision_id` (an older entry of it in this
+        bucket, withdrawn or stale, is replaced; one in the last bucket is read after this
+        one), and forget up to `EXPIRE_PER_ENTRY` expired ones."""
+        self._d.put(txn, self._keys(digest, now)[0],
+                    json.dumps({"d": decision_id, "t": now, "r": 0}).encode())
         self._expire(txn, now)
 
-    def release(self, txn, digest: bytes, decision_id: str) -> bool:
+    def release(self, txn, digest: bytes, decision_id: str, now: float) -> bool:
         """Whether the decision `digest` was answered may be withdrawn (its caller gave up):
         not if a repeat of the request was answered it. Forgets the entry when it may (a
         later repeat then decides anew)."""
-        raw = self._d.get(txn, request_key(digest))
-        if raw is None:
+        for key in self._keys(digest, now):
+            raw = self._d.get(txn, key)
+            if raw is None:
+                continue
+            entry = json.loads(raw)
+            if entry["d"] != decision_id:
+                return True
+            if entry["r"]:
+                return False
+            self._d.delete(txn, key)
             return True
-        entry = json.loads(raw)
-        if entry["d"] != decision_id:
-            return True
-        if entry["r"]:
-            return False
-        self._d.delete(txn, request_key(digest))
-        self._d.delete(txn, request_expiry_key(entry["t"], digest))
         return True
 
     def _expire(self, txn, now: float) -> None:
-        end = REQUEST_EXPIRY_PREFIX + ms_part(now - self.window)
+        keep = self._keys(b"", now)[1]  # the last bucket's first key
+        if keep == self._clean_below:
+            return
         doomed = []
-        for key, _ in self._d.items(txn, REQUEST_EXPIRY_PREFIX):
-            if key >= end or len(doomed) == EXPIRE_PER_ENTRY:
+        for key in self._d.keys_from(txn, REQUEST_PREFIX):  # keys only: nothing opened
+            if key >= keep or len(doomed) == EXPIRE_PER_ENTRY:
                 break
             doomed.append(key)
         for key in doomed:
             self._d.delete(txn, key)
-            digest = key[len(end):]
-            raw = self._d.get(txn, request_key(digest))
-            # an entry made again later has its own, later expiry entry
-            if raw is not None and ms_part(json.loads(raw)["t"]) == key[len(REQUEST_EXPIRY_PREFIX):len(end)]:
-                self._d.delete(txn, request_key(digest))
+        if len(doomed) < EXPIRE_PER_ENTRY:
+            # a rolled-back transaction leaves them for the next bucket's look: harmless,
+            # `find` tells an expired entry by its time
+            self._clean_below = keep
+
+    def convert_legacy(self, store, now: float) -> int:
+        """Move the entries of the pre-bucket layout still within the window into their
+        buckets, delete the others and every legacy expiry key (`LEGACY_CHUNK` a write
+        transaction, so concurrent writers wait little); returns how many were moved. An entry
+        already in the bucket (made since, by this layout) is kept."""
+        moved = 0
+        for prefix in (LEGACY_REQUEST_PREFIX, LEGACY_REQUEST_EXPIRY_PREFIX):
+            while True:
+                n, done = store.write(lambda txn, p=prefix: self._convert_some(txn, p, now))
+                moved += n
+                if done:
+                    break
+        return moved
+
+    def _convert_some(self, txn, prefix: bytes, now: float) -> tuple[int, bool]:
+        chunk = []
+        for key in self._d.keys_from(txn, prefix):
+            if not key.startswith(prefix) or len(chunk) == LEGACY_CHUNK:
+                break
+            chunk.append(key)
+        moved = 0
+        for key in chunk:
+            if prefix == LEGACY_REQUEST_PREFIX:
+                entry = json.loads(self._d.get(txn, key))
+                new = self._keys(key[len(prefix):], entry["t"])[0]
+                if now - entry["t"] <= self.window and self._d.get(txn, new) is None:
+                    self._d.put(txn, new, json.dumps(entry).encode())
+                    moved += 1
+            self._d.delete(txn, key)
+        return moved, len(chunk) < LEGACY_CHUNK

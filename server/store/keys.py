@@ -30,6 +30,7 @@ prefix ever matches them.
     decisions  <user>␟<decision>                decision record      decision_key
     decisions  ␟d␟<decision>                    -> decision key      decision_index_key
     decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
+    decisions  ␟i␟<bucket ms>␟<request digest>  request id's answer  request_key
     contacts   <user>␟contacts                  recent contacts      contact_key
     suppression <kid>␟<hmac hex>                suppressed address   suppression_key
     meta       suppression-spelling             entries' spelling    SUPPRESSION_SPELLING
@@ -80,7 +81,7 @@ __all__ = [
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
-    "request_expiry_key", "REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
+    "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
@@ -219,18 +220,17 @@ def tombstone_parts(key: bytes) -> tuple[str, str]:
 COUNT_PREFIX = SEP + b"count" + SEP
 INDEX_PREFIX = SEP + b"d" + SEP
 DUE_PREFIX = SEP + b"w" + SEP
-REQUEST_PREFIX = SEP + b"r" + SEP
-REQUEST_EXPIRY_PREFIX = SEP + b"q" + SEP
+REQUEST_PREFIX = SEP + b"i" + SEP
+LEGACY_REQUEST_PREFIX = SEP + b"r" + SEP
+"""Request id entries keyed by digest alone (before stop 48: `campaigns.requests` converts them)."""
+LEGACY_REQUEST_EXPIRY_PREFIX = SEP + b"q" + SEP
+"""Their expiry keys, `<ms>` then the digest (before stop 48: converted likewise)."""
 
 
-def request_key(digest: bytes) -> bytes:
-    """The entry of a decision request id (`campaigns.requests`): its hex keyed digest."""
-    return REQUEST_PREFIX + digest
-
-
-def request_expiry_key(ts: float, digest: bytes) -> bytes:
-    """The expiry entry of a request id entry made at `ts`, in time order."""
-    return REQUEST_EXPIRY_PREFIX + ms_part(ts) + digest
+def request_key(start_ms: int, digest: bytes) -> bytes:
+    """The entry of a decision request id (`campaigns.requests`) in the bucket of ids
+    remembered from `start_ms` (whole milliseconds) on: time order, then its hex digest."""
+    return REQUEST_PREFIX + _MS % start_ms + digest
 
 
 def campaign_key(campaign_id: str) -> bytes:

@@ -172,13 +172,17 @@ KINDS: tuple[RecordKind, ...] = (
                "the decision key"),
     RecordKind("decision_due", "decisions", 1, lambda k: k.startswith(K.DUE_PREFIX),
                "the decision key"),
-    RecordKind("decision_request", "decisions", 1, lambda k: k.startswith(K.REQUEST_PREFIX),
+    RecordKind("decision_request", "decisions", 1,
+               lambda k: k.startswith((K.REQUEST_PREFIX, K.LEGACY_REQUEST_PREFIX)),
                "JSON {d, t, r}: the decision a ChooseVariant/ComposeMessage request id was "
-               "answered with, when, and whether a repeat was answered it "
-               "(campaigns.requests)"),
+               "answered with, when, and whether a repeat was answered it, keyed by time "
+               "bucket and digest (campaigns.requests); by digest alone before stop 48 "
+               "(LEGACY_REQUEST_PREFIX: moved into buckets when the campaigns writer starts, "
+               "the value as it is)"),
     RecordKind("decision_request_expiry", "decisions", 1,
-               lambda k: k.startswith(K.REQUEST_EXPIRY_PREFIX),
-               "empty: a request id entry in the order of its time (campaigns.requests)"),
+               lambda k: k.startswith(K.LEGACY_REQUEST_EXPIRY_PREFIX),
+               "empty: a legacy request id entry in the order of its time (before stop 48; "
+               "deleted when the campaigns writer starts: campaigns.requests)"),
     RecordKind("contact_history", "contacts", 2, lambda k: k.endswith(K.CONTACTS_SUFFIX),
                "JSON list of a user's recent contacts [time, channel, decision id] "
                "(contact.caps.ContactHistory); 2: a transactional campaign's with a fourth "

@@ -1,0 +1,103 @@
+"""The remembered request ids (`campaigns.requests.RequestIds`): one entry an id, in buckets as
+wide as the window; a look-up finds an entry within the window in this bucket or the last;
+each new entry deletes up to `EXPIRE_PER_ENTRY` entries of older buckets, oldest first; the
+pre-bucket layout's entries still within the window are moved into their buckets when the
+campaigns writer starts, the rest deleted with every legacy expiry key."""
+import json
+import os
+
+import pytest
+
+from server.campaigns.repository import writer_functions
+from server.campaigns.requests import EXPIRE_PER_ENTRY, RequestIds
+from server.security.secrets import Keyring
+from server.store import Store, keys
+from server.store.crypto import StoreCrypto
+
+WINDOW = 60.0
+T0 = 1764000000.0  # a multiple of 60 s: a bucket starts here
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "store", sync=False,
+              crypto=StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32)))
+    yield s
+    s.close()
+
+
+def _digest(i: int) -> bytes:
+    return b"%032x" % i
+
+
+def _remembered(store) -> list[tuple[int, bytes]]:
+    """(bucket start in s from T0, digest) of every entry, in key order."""
+    with store.read() as txn:
+        found = [k[len(keys.REQUEST_PREFIX):] for k, _ in
+                 store.table("decisions").scan_prefix(txn, keys.REQUEST_PREFIX)]
+    return [(int(k[:keys.MS_DIGITS]) // 1000 - int(T0), k[keys.MS_DIGITS:]) for k in found]
+
+
+def test_an_entry_is_found_within_the_window_in_its_bucket_or_the_next(store):
+    ids = RequestIds(store.table("decisions"), WINDOW)
+    store.write(lambda txn: ids.remember(txn, _digest(1), "d1", T0 + 59.0))
+    assert _remembered(store) == [(0, _digest(1))]
+    with store.read() as txn:
+        assert ids.find(txn, _digest(1), T0 + 59.0)[1]["d"] == "d1"
+        assert ids.find(txn, _digest(1), T0 + 119.0)[1]["d"] == "d1"  # next bucket, 60 s on
+        assert ids.find(txn, _digest(1), T0 + 119.5) is None  # past the window
+        assert ids.find(txn, _digest(2), T0 + 60.0) is None
+    # made again in the next bucket: the newer entry is the one found
+    store.write(lambda txn: ids.remember(txn, _digest(1), "d2", T0 + 70.0))
+    with store.read() as txn:
+        assert ids.find(txn, _digest(1), T0 + 71.0)[1]["d"] == "d2"
+
+
+def test_each_new_entry_deletes_the_oldest_expired_buckets_entries(store):
+    ids = RequestIds(store.table("decisions"), WINDOW)
+    store.write(lambda txn: [ids.remember(txn, _digest(i), f"d{i}", T0 + i) for i in range(12)])
+    store.write(lambda txn: ids.remember(txn, _digest(20), "d20", T0 + 61))
+    # bucket 0 is the last bucket at T0 + 61: still read, nothing expired
+    assert [d for _, d in _remembered(store)] == [_digest(i) for i in range(12)] + [_digest(20)]
+    # at T0 + 125 bucket 0 is two buckets back: each new entry deletes 8 of its entries
+    store.write(lambda txn: ids.remember(txn, _digest(21), "d21", T0 + 125))
+    assert _remembered(store) == [(0, _digest(i)) for i in range(EXPIRE_PER_ENTRY, 12)] + [
+        (60, _digest(20)), (120, _digest(21))]
+    store.write(lambda txn: ids.remember(txn, _digest(22), "d22", T0 + 126))
+    assert _remembered(store) == [(60, _digest(20)), (120, _digest(21)), (120, _digest(22))]
+
+
+def test_a_released_entry_is_forgotten_unless_a_repeat_was_answered_it(store):
+    ids = RequestIds(store.table("decisions"), WINDOW)
+    store.write(lambda txn: [ids.remember(txn, _digest(i), f"d{i}", T0 + 50) for i in (1, 2)])
+    with store.read() as txn:
+        found = ids.find(txn, _digest(2), T0 + 65)
+    store.write(lambda txn: ids.repeated(txn, found))
+    assert store.write(lambda txn: ids.release(txn, _digest(1), "other", T0 + 65)) is True
+    assert store.write(lambda txn: ids.release(txn, _digest(1), "d1", T0 + 65)) is True
+    assert store.write(lambda txn: ids.release(txn, _digest(2), "d2", T0 + 65)) is False
+    assert _remembered(store) == [(0, _digest(2))]
+
+
+def test_the_writer_moves_legacy_entries_within_the_window_into_buckets(store, monkeypatch):
+    monkeypatch.setenv("TAILOR_LIMITS__REQUEST_ID_WINDOW_SECONDS", "3600")
+    import time
+    now = time.time()
+    table = store.table("decisions")
+    legacy = {1: now - 10.0, 2: now - 7200.0, 3: now - 3000.0}  # 2 is past the window
+
+    def write_legacy(txn):
+        for i, t in legacy.items():
+            table.put(txn, keys.LEGACY_REQUEST_PREFIX + _digest(i),
+                      json.dumps({"d": f"d{i}", "t": t, "r": 1 if i == 3 else 0}).encode())
+            table.put(txn, keys.LEGACY_REQUEST_EXPIRY_PREFIX + keys.ms_part(t) + _digest(i), b"")
+    store.write(write_legacy)
+    writer_functions(store)
+    ids = RequestIds(table, 3600.0)
+    with store.read() as txn:
+        assert ids.find(txn, _digest(1), now)[1] == {"d": "d1", "t": legacy[1], "r": 0}
+        assert ids.find(txn, _digest(3), now)[1] == {"d": "d3", "t": legacy[3], "r": 1}
+        assert ids.find(txn, _digest(2), now) is None
+        assert list(table.scan_prefix(txn, keys.LEGACY_REQUEST_PREFIX)) == []
+        assert list(table.scan_prefix(txn, keys.LEGACY_REQUEST_EXPIRY_PREFIX)) == []
+    assert len(_remembered(store)) == 2
