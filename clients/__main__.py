@@ -140,7 +140,8 @@ def _campaign(client: TailorClient, args) -> object:
         return _plan(client, args)
     if args.action == "send":
         return client.send_campaign(args.campaign, _user_file(args.users), rate=args.rate,
-                                    context=dict(_pair(kv) for kv in args.context or ()))
+                                    context=dict(_pair(kv) for kv in args.context or ()),
+                                    request_id=args.request_id)
     if args.action == "progress":
         return client.send_progress(args.send)
     if args.action == "export":
@@ -528,6 +529,8 @@ def _campaign_parser(sub, common) -> None:
     se.add_argument("--rate", type=float, help="messages per second on each channel the "
                     "campaign sends on (default: the server's)")
     se.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
+    se.add_argument("--request-id", help="idempotency key: running the command again with it "
+                    "prints the job it started instead of starting another (default: a new one)")
     pr = acts.add_parser("progress", parents=[common], help="counts of a send job")
     pr.add_argument("--send", required=True, metavar="SEND_ID")
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")

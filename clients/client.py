@@ -100,8 +100,8 @@ class Recommendations:
 
 
 def new_request_id() -> str:
-    """A decision request's idempotency key (ChooseVariant, ComposeMessage): 32 random hex
-    characters, one per logical call; gRPC's retries resend the request, id included."""
+    """A request's idempotency key (ChooseVariant, ComposeMessage, SendCampaign): 32 random
+    hex characters, one per logical call; gRPC's retries resend the request, id included."""
     return uuid.uuid4().hex
 
 
@@ -401,14 +401,17 @@ class TailorClient:
 
     def send_campaign(self, campaign_id: str, user_ids, rate: float | None = None,
                       context: dict[str, float] | None = None,
-                      timeout: float | None = None) -> SendProgress:
+                      timeout: float | None = None, request_id: str | None = None) -> SendProgress:
         """Start a send job to `user_ids` (`rate` messages/s on each channel the campaign
-        sends on, default the server's); returns its progress (`send_id`, counts)."""
+        sends on, default the server's); returns its progress (`send_id`, counts). The
+        request carries `request_id` (default: a new one), so a retry, the channel's or the
+        caller's with the same id, is answered the job it started instead of a second job."""
         rates = {} if rate is None else dict.fromkeys(
             self._message_channels(campaign_id, timeout), float(rate))
         req = msg_pb.SendCampaignRequest(
             campaign_id=campaign_id, user_ids=list(user_ids), rate_per_second=rates,
-            context={k: float(v) for k, v in (context or {}).items()})
+            context={k: float(v) for k, v in (context or {}).items()},
+            request_id=request_id or new_request_id())
         return SendProgress.from_pb(self._call(self._messaging.SendCampaign, req, timeout))
 
     def _message_channels(self, campaign_id: str, timeout: float | None) -> list[str]:

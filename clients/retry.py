@@ -4,12 +4,13 @@ has started. A call the server handled may still be repeated: an UNAVAILABLE sta
 reply before it (the campaigns writer lost a batch it may have committed, a proxy dropped the
 answer, a relay down when a message was handed over) is retried. The decision calls
 (ChooseVariant, ComposeMessage) carry a `request_id` for that: the retry resends it and the
-server answers the decision logged for it (`server.campaigns.requests`); TrackEvents' event ids
+server answers the decision logged for it (`server.campaigns.requests`); SendCampaign's
+`request_id` names its job, so a retry is answered that job's progress; TrackEvents' event ids
 dedupe the same way. Not retried: streaming calls from the client (PushBundle,
 TrackEventStream, AttributeStream, PlanCampaign: gRPC could replay only the first 256 KiB it
-buffers, and a plan answered in part is already logged), and the messaging calls that send with
-no key to dedupe them (RetryDeadLetter: answered UNAVAILABLE after its attempts, with the relay
-down, a retry makes them again; SendCampaign: a retry would start a second job)."""
+buffers, and a plan answered in part is already logged), and RetryDeadLetter, which sends with
+no key to dedupe it (answered UNAVAILABLE after its attempts, with the relay down, a retry
+makes them again)."""
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ SERVICES = ("RecommendationService", "ModelAdminService", "DiagnosticsService", 
             "AttributionService", "CampaignService", "AuditService", "MessagingService")
 NOT_RETRIED = (("ModelAdminService", "PushBundle"), ("ProfileService", "TrackEventStream"),
                ("AttributionService", "AttributeStream"), ("CampaignService", "PlanCampaign"),
-               ("MessagingService", "SendCampaign"), ("MessagingService", "RetryDeadLetter"))
+               ("MessagingService", "RetryDeadLetter"))
 
 
 @dataclass(frozen=True)

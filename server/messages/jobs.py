@@ -8,14 +8,17 @@ records (`sending.SendJob`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..campaigns.requests import request_digest
 from ..config import Settings
-from ..errors import InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..processes import owner_alive
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
 from .channels import MESSAGE_CHANNELS
@@ -83,7 +86,11 @@ class SendJobs:
 
     # -- the RPCs ----------------------------------------------------------------------------------
     async def start(self, campaign_id: str, user_ids: Sequence[str],
-                    rates: Mapping[str, float], context: Mapping[str, float]) -> SendProgress:
+                    rates: Mapping[str, float], context: Mapping[str, float],
+                    request_id: str = "", caller: str = "") -> SendProgress:
+        """Start a send job. With a `request_id`, the job's id is the digest of (`caller`,
+        campaign, id): a repeat asking the same is answered the job's progress and starts
+        nothing; one asking otherwise is FAILED_PRECONDITION."""
         campaign = await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message one
         users, rates = self._users(user_ids), self._rates(rates)
         check_count("context", len(context), self.limits.context_entries)
@@ -91,9 +98,19 @@ class SendJobs:
         context = {k: check_range(f"context[{shown(k)}]", check_finite(f"context[{shown(k)}]", v),
                                   -most, most) for k, v in context.items()}
         self.delivery.check_adapter(campaign.spec.channel)  # FAILED_PRECONDITION without one
-        send_id = "send-" + secrets.token_hex(8)
-        job = await asyncio.to_thread(self.records.create, send_id, campaign_id, users, rates,
-                                      context, os.getpid())
+        send_id, terms = "send-" + secrets.token_hex(8), ""
+        if request_id:
+            check_id("request_id", request_id, self.limits.request_id_bytes)
+            send_id = "send-" + request_digest(caller, campaign_id, "", request_id)[:16].decode()
+            terms = _terms(users, rates, context)
+        job, created = await asyncio.to_thread(self.records.create, send_id, campaign_id, users,
+                                               rates, context, os.getpid(), terms)
+        if not created:
+            if job.get("terms") != terms or job["campaign"] != campaign_id:
+                raise FailedPrecondition(
+                    f"request_id {shown(request_id)} started send {send_id} with another "
+                    "audience, rates or context; use a new request_id for a new send")
+            return SendProgress.of(send_id, job)
         self._run(send_id, job)
         return SendProgress.of(send_id, job)
 
@@ -145,3 +162,11 @@ def _kinds(err: BaseException) -> str:
     if isinstance(err, BaseExceptionGroup):
         return ", ".join(_kinds(e) for e in err.exceptions)
     return type(err).__name__
+
+
+def _terms(users: list[str], rates: dict[str, float], context: dict[str, float]) -> str:
+    """The digest of what a SendCampaign asked (audience in order, rates, context)."""
+    h = hashlib.blake2b(digest_size=16, person=b"tailor-send")
+    h.update("\x1f".join(users).encode())
+    h.update(json.dumps([sorted(rates.items()), sorted(context.items())]).encode())
+    return h.hexdigest()

@@ -87,18 +87,26 @@ class SendRecords:
         self._t = store.table("sends")
 
     def create(self, send_id: str, campaign_id: str, users: list[str], rates: dict[str, float],
-               context: dict[str, float], owner: int) -> dict:
+               context: dict[str, float], owner: int, terms: str = "") -> tuple[dict, bool]:
+        """(the job, True) once stored; (the job already stored under `send_id`, False) if
+        there is one (a repeat of a request id: `jobs.SendJobs.start`), in the same
+        transaction, so of two concurrent repeats one creates it. `terms`: the digest of
+        what the request asked (audience, rates, context), kept to tell a repeat from a
+        reuse of its id."""
         job = {"campaign": campaign_id, "context": context, "rates": rates, "total": len(users),
                "sent": 0, SUPPRESSED: {}, FAILED: {}, "owner": owner,
                "owner_started": process_started(owner), "started": time.time(),
-               "finished": 0.0}
+               "finished": 0.0, **({"terms": terms} if terms else {})}
 
         def fn(txn):
+            known = self._t.get(txn, send_job_key(send_id))
+            if known is not None:
+                return json.loads(bytes(known)), False
             self._t.put(txn, send_job_key(send_id), json.dumps(job).encode())
             self._t.put_many(txn, [self._sealed(txn, send_id, Recipient(i, u))
                                    for i, u in enumerate(users)])
-        self.store.write(fn)
-        return job
+            return job, True
+        return self.store.write(fn)
 
     def job(self, send_id: str) -> dict | None:
         raw = self.store.get("sends", send_job_key(send_id))

@@ -70,8 +70,11 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
 
     @grpc_errors
     async def SendCampaign(self, request: pb.SendCampaignRequest, context) -> pb.SendProgress:
+        rid = request.request_id
         progress = await self.sends.start(request.campaign_id, list(request.user_ids),
-                                          dict(request.rate_per_second), dict(request.context))
+                                          dict(request.rate_per_second), dict(request.context),
+                                          request_id=rid,
+                                          caller=current_principal().name if rid else "")
         return MessageConverter.from_progress(progress)
 
     @grpc_errors

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tailor/v1/messaging.proto\x12\ttailor.v1\"8\n\x16ListDeadLettersRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"\x93\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\t\x12\x10\n\x08user_ref\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\n\n\x02\x61t\x18\x08 \x01(\x01\"A\n\x17ListDeadLettersResponse\x12&\n\x07letters\x18\x01 \x03(\x0b\x32\x15.tailor.v1.DeadLetter\"$\n\x16RetryDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xac\x02\n\x13SendCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12J\n\x0frate_per_second\x18\x03 \x03(\x0b\x32\x31.tailor.v1.SendCampaignRequest.RatePerSecondEntry\x12<\n\x07\x63ontext\x18\x04 \x03(\x0b\x32+.tailor.v1.SendCampaignRequest.ContextEntry\x1a\x34\n\x12RatePerSecondEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\")\n\x16GetSendProgressRequest\x12\x0f\n\x07send_id\x18\x01 \x01(\t\"\xc5\x03\n\x0cSendProgress\x12\x0f\n\x07send_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0c\n\x04sent\x18\x04 \x01(\x03\x12\x12\n\nsuppressed\x18\x05 \x01(\x03\x12M\n\x14suppressed_by_reason\x18\x06 \x03(\x0b\x32/.tailor.v1.SendProgress.SuppressedByReasonEntry\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x45\n\x10\x66\x61iled_by_reason\x18\x08 \x03(\x0b\x32+.tailor.v1.SendProgress.FailedByReasonEntry\x12\x0f\n\x07pending\x18\t \x01(\x03\x12\x0c\n\x04\x64one\x18\n \x01(\x08\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\x01\x1a\x39\n\x17SuppressedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13\x46\x61iledByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xd2\x01\n\x15\x43omposeMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12>\n\x07\x63ontext\x18\x03 \x03(\x0b\x32-.tailor.v1.ComposeMessageRequest.ContextEntry\x12\x0f\n\x07\x64\x65liver\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x02\n\x15PreviewMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nvariant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12Q\n\x11sample_attributes\x18\x04 \x03(\x0b\x32\x36.tailor.v1.PreviewMessageRequest.SampleAttributesEntry\x12\x18\n\x10sample_interests\x18\x05 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x1a\x37\n\x15SampleAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\tSmsLength\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x05\x12\x10\n\x08segments\x18\x03 \x01(\x05\"\xab\x03\n\x07Message\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x12\n\nvariant_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0f\n\x07send_at\x18\x05 \x01(\x01\x12\x12\n\nsuppressed\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07holdout\x18\x08 \x01(\x08\x12,\n\x05parts\x18\t \x03(\x0b\x32\x1d.tailor.v1.Message.PartsEntry\x12\x30\n\x07headers\x18\n \x03(\x0b\x32\x1f.tailor.v1.Message.HeadersEntry\x12\x17\n\x0funsubscribe_url\x18\x0b \x01(\t\x12!\n\x03sms\x18\x0c \x01(\x0b\x32\x14.tailor.v1.SmsLength\x12\x11\n\tdelivered\x18\r \x01(\x08\x1a,\n\nPartsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe1\x03\n\x10MessagingService\x12\x46\n\x0e\x43omposeMessage\x12 .tailor.v1.ComposeMessageRequest\x1a\x12.tailor.v1.Message\x12\x46\n\x0ePreviewMessage\x12 .tailor.v1.PreviewMessageRequest\x1a\x12.tailor.v1.Message\x12G\n\x0cSendCampaign\x12\x1e.tailor.v1.SendCampaignRequest\x1a\x17.tailor.v1.SendProgress\x12M\n\x0fGetSendProgress\x12!.tailor.v1.GetSendProgressRequest\x1a\x17.tailor.v1.SendProgress\x12X\n\x0fListDeadLetters\x12!.tailor.v1.ListDeadLettersRequest\x1a\".tailor.v1.ListDeadLettersResponse\x12K\n\x0fRetryDeadLetter\x12!.tailor.v1.RetryDeadLetterRequest\x1a\x15.tailor.v1.DeadLetterb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tailor/v1/messaging.proto\x12\ttailor.v1\"8\n\x16ListDeadLettersRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"\x93\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x04 \x01(\t\x12\x10\n\x08user_ref\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12\n\n\x02\x61t\x18\x08 \x01(\x01\"A\n\x17ListDeadLettersResponse\x12&\n\x07letters\x18\x01 \x03(\x0b\x32\x15.tailor.v1.DeadLetter\"$\n\x16RetryDeadLetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xc0\x02\n\x13SendCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12J\n\x0frate_per_second\x18\x03 \x03(\x0b\x32\x31.tailor.v1.SendCampaignRequest.RatePerSecondEntry\x12<\n\x07\x63ontext\x18\x04 \x03(\x0b\x32+.tailor.v1.SendCampaignRequest.ContextEntry\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a\x34\n\x12RatePerSecondEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\")\n\x16GetSendProgressRequest\x12\x0f\n\x07send_id\x18\x01 \x01(\t\"\xc5\x03\n\x0cSendProgress\x12\x0f\n\x07send_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x0c\n\x04sent\x18\x04 \x01(\x03\x12\x12\n\nsuppressed\x18\x05 \x01(\x03\x12M\n\x14suppressed_by_reason\x18\x06 \x03(\x0b\x32/.tailor.v1.SendProgress.SuppressedByReasonEntry\x12\x0e\n\x06\x66\x61iled\x18\x07 \x01(\x03\x12\x45\n\x10\x66\x61iled_by_reason\x18\x08 \x03(\x0b\x32+.tailor.v1.SendProgress.FailedByReasonEntry\x12\x0f\n\x07pending\x18\t \x01(\x03\x12\x0c\n\x04\x64one\x18\n \x01(\x08\x12\x12\n\nstarted_at\x18\x0b \x01(\x01\x12\x13\n\x0b\x66inished_at\x18\x0c \x01(\x01\x1a\x39\n\x17SuppressedByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x35\n\x13\x46\x61iledByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xd2\x01\n\x15\x43omposeMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12>\n\x07\x63ontext\x18\x03 \x03(\x0b\x32-.tailor.v1.ComposeMessageRequest.ContextEntry\x12\x0f\n\x07\x64\x65liver\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x88\x02\n\x15PreviewMessageRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x12\n\nvariant_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12Q\n\x11sample_attributes\x18\x04 \x03(\x0b\x32\x36.tailor.v1.PreviewMessageRequest.SampleAttributesEntry\x12\x18\n\x10sample_interests\x18\x05 \x03(\t\x12\x0f\n\x07\x63hannel\x18\x06 \x01(\t\x1a\x37\n\x15SampleAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\">\n\tSmsLength\x12\x10\n\x08\x65ncoding\x18\x01 \x01(\t\x12\r\n\x05units\x18\x02 \x01(\x05\x12\x10\n\x08segments\x18\x03 \x01(\x05\"\xab\x03\n\x07Message\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x02 \x01(\t\x12\x12\n\nvariant_id\x18\x03 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x04 \x01(\t\x12\x0f\n\x07send_at\x18\x05 \x01(\x01\x12\x12\n\nsuppressed\x18\x06 \x01(\x08\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07holdout\x18\x08 \x01(\x08\x12,\n\x05parts\x18\t \x03(\x0b\x32\x1d.tailor.v1.Message.PartsEntry\x12\x30\n\x07headers\x18\n \x03(\x0b\x32\x1f.tailor.v1.Message.HeadersEntry\x12\x17\n\x0funsubscribe_url\x18\x0b \x01(\t\x12!\n\x03sms\x18\x0c \x01(\x0b\x32\x14.tailor.v1.SmsLength\x12\x11\n\tdelivered\x18\r \x01(\x08\x1a,\n\nPartsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\xe1\x03\n\x10MessagingService\x12\x46\n\x0e\x43omposeMessage\x12 .tailor.v1.ComposeMessageRequest\x1a\x12.tailor.v1.Message\x12\x46\n\x0ePreviewMessage\x12 .tailor.v1.PreviewMessageRequest\x1a\x12.tailor.v1.Message\x12G\n\x0cSendCampaign\x12\x1e.tailor.v1.SendCampaignRequest\x1a\x17.tailor.v1.SendProgress\x12M\n\x0fGetSendProgress\x12!.tailor.v1.GetSendProgressRequest\x1a\x17.tailor.v1.SendProgress\x12X\n\x0fListDeadLetters\x12!.tailor.v1.ListDeadLettersRequest\x1a\".tailor.v1.ListDeadLettersResponse\x12K\n\x0fRetryDeadLetter\x12!.tailor.v1.RetryDeadLetterRequest\x1a\x15.tailor.v1.DeadLetterb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,35 +56,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RETRYDEADLETTERREQUEST']._serialized_start=315
   _globals['_RETRYDEADLETTERREQUEST']._serialized_end=351
   _globals['_SENDCAMPAIGNREQUEST']._serialized_start=354
-  _globals['_SENDCAMPAIGNREQUEST']._serialized_end=654
-  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._serialized_start=554
-  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._serialized_end=606
-  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._serialized_start=608
-  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._serialized_end=654
-  _globals['_GETSENDPROGRESSREQUEST']._serialized_start=656
-  _globals['_GETSENDPROGRESSREQUEST']._serialized_end=697
-  _globals['_SENDPROGRESS']._serialized_start=700
-  _globals['_SENDPROGRESS']._serialized_end=1153
-  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._serialized_start=1041
-  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._serialized_end=1098
-  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._serialized_start=1100
-  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._serialized_end=1153
-  _globals['_COMPOSEMESSAGEREQUEST']._serialized_start=1156
-  _globals['_COMPOSEMESSAGEREQUEST']._serialized_end=1366
-  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_start=608
-  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_end=654
-  _globals['_PREVIEWMESSAGEREQUEST']._serialized_start=1369
-  _globals['_PREVIEWMESSAGEREQUEST']._serialized_end=1633
-  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_start=1578
-  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_end=1633
-  _globals['_SMSLENGTH']._serialized_start=1635
-  _globals['_SMSLENGTH']._serialized_end=1697
-  _globals['_MESSAGE']._serialized_start=1700
-  _globals['_MESSAGE']._serialized_end=2127
-  _globals['_MESSAGE_PARTSENTRY']._serialized_start=2035
-  _globals['_MESSAGE_PARTSENTRY']._serialized_end=2079
-  _globals['_MESSAGE_HEADERSENTRY']._serialized_start=2081
-  _globals['_MESSAGE_HEADERSENTRY']._serialized_end=2127
-  _globals['_MESSAGINGSERVICE']._serialized_start=2130
-  _globals['_MESSAGINGSERVICE']._serialized_end=2611
+  _globals['_SENDCAMPAIGNREQUEST']._serialized_end=674
+  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._serialized_start=574
+  _globals['_SENDCAMPAIGNREQUEST_RATEPERSECONDENTRY']._serialized_end=626
+  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._serialized_start=628
+  _globals['_SENDCAMPAIGNREQUEST_CONTEXTENTRY']._serialized_end=674
+  _globals['_GETSENDPROGRESSREQUEST']._serialized_start=676
+  _globals['_GETSENDPROGRESSREQUEST']._serialized_end=717
+  _globals['_SENDPROGRESS']._serialized_start=720
+  _globals['_SENDPROGRESS']._serialized_end=1173
+  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._serialized_start=1061
+  _globals['_SENDPROGRESS_SUPPRESSEDBYREASONENTRY']._serialized_end=1118
+  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._serialized_start=1120
+  _globals['_SENDPROGRESS_FAILEDBYREASONENTRY']._serialized_end=1173
+  _globals['_COMPOSEMESSAGEREQUEST']._serialized_start=1176
+  _globals['_COMPOSEMESSAGEREQUEST']._serialized_end=1386
+  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_start=628
+  _globals['_COMPOSEMESSAGEREQUEST_CONTEXTENTRY']._serialized_end=674
+  _globals['_PREVIEWMESSAGEREQUEST']._serialized_start=1389
+  _globals['_PREVIEWMESSAGEREQUEST']._serialized_end=1653
+  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_start=1598
+  _globals['_PREVIEWMESSAGEREQUEST_SAMPLEATTRIBUTESENTRY']._serialized_end=1653
+  _globals['_SMSLENGTH']._serialized_start=1655
+  _globals['_SMSLENGTH']._serialized_end=1717
+  _globals['_MESSAGE']._serialized_start=1720
+  _globals['_MESSAGE']._serialized_end=2147
+  _globals['_MESSAGE_PARTSENTRY']._serialized_start=2055
+  _globals['_MESSAGE_PARTSENTRY']._serialized_end=2099
+  _globals['_MESSAGE_HEADERSENTRY']._serialized_start=2101
+  _globals['_MESSAGE_HEADERSENTRY']._serialized_end=2147
+  _globals['_MESSAGINGSERVICE']._serialized_start=2150
+  _globals['_MESSAGINGSERVICE']._serialized_end=2631
 # @@protoc_insertion_point(module_scope)

@@ -47,7 +47,7 @@ class RetryDeadLetterRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class SendCampaignRequest(_message.Message):
-    __slots__ = ("campaign_id", "user_ids", "rate_per_second", "context")
+    __slots__ = ("campaign_id", "user_ids", "rate_per_second", "context", "request_id")
     class RatePerSecondEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,11 +66,13 @@ class SendCampaignRequest(_message.Message):
     USER_IDS_FIELD_NUMBER: _ClassVar[int]
     RATE_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     user_ids: _containers.RepeatedScalarFieldContainer[str]
     rate_per_second: _containers.ScalarMap[str, float]
     context: _containers.ScalarMap[str, float]
-    def __init__(self, campaign_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., rate_per_second: _Optional[_Mapping[str, float]] = ..., context: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., user_ids: _Optional[_Iterable[str]] = ..., rate_per_second: _Optional[_Mapping[str, float]] = ..., context: _Optional[_Mapping[str, float]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetSendProgressRequest(_message.Message):
     __slots__ = ("send_id",)
