@@ -140,11 +140,12 @@ class RequestIds:
         already in the bucket (made since, by this layout) is kept."""
         moved = 0
         for prefix in (LEGACY_REQUEST_PREFIX, LEGACY_REQUEST_EXPIRY_PREFIX):
-            while True:
+            with store.read() as txn:  # a store without any: no write transaction
+                first = self._d.first_key(txn, prefix)
+            done = first is None or not first.startswith(prefix)
+            while not done:
                 n, done = store.write(lambda txn, p=prefix: self._convert_some(txn, p, now))
                 moved += n
-                if done:
-                    break
         return moved
 
     def _convert_some(self, txn, prefix: bytes, now: float) -> tuple[int, bool]:
