@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -365,15 +364,13 @@ class Campaigns:
         return [i for i, ev in enumerate(events)
                 if ev.type.endswith("_sent") or (ev.attributes and ev.attributes.get("decision_id"))]
 
-    async def on_events(self, events: Sequence[TrackedEvent],
-                        batch: Batch | None = None) -> None:
+    async def on_events(self, events: Sequence[TrackedEvent], batch: Batch) -> None:
         """`EventListener`: events carrying attributes["decision_id"] reward that decision;
         `<channel>_sent` events count as contacts (frequency caps). Both, and the clearing of
         the batch's outbox entry, are one request to the writer process, applied in one of its
         transactions (`CampaignRepository.apply_event_effects`): applied once, replayed or not."""
         items = []
-        keys_ = batch.event_keys if batch is not None else itertools.repeat(None)
-        for ev, key in zip(events, keys_):
+        for ev, key in zip(events, batch.event_keys):
             decision = ev.attributes.get("decision_id", "") if ev.attributes else ""
             req = RewardRequest(decision, user_id=ev.user_id, event_type=ev.type,
                                 event_value=ev.value) if decision else None
@@ -381,11 +378,8 @@ class Campaigns:
                     if ev.type.endswith("_sent") else None)
             if req is not None or send is not None:
                 items.append((key, req, send))
-        if not items and batch is None:
-            return
         try:
-            await self._changing(self._event_effects.submit(
-                (batch.entry if batch is not None else None, items)))
+            await self._changing(self._event_effects.submit((batch.entry, items)))
         except Exception:  # never fail ingestion for a reward; say why (the outbox keeps them)
             logger.exception("applying %d tracked events to campaigns (rewards, contacts) failed",
                              len(items))

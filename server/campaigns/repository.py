@@ -250,18 +250,15 @@ class CampaignRepository:
 
     def apply_event_effects(self, requests: Sequence[tuple], now: float) -> list[None]:
         """What tracked events do to campaigns, in one transaction. Each request is one
-        ingestion batch's: (its outbox entry or None, items), each item (events key or None,
-        `RewardRequest` or None, send `(user, channel, time, decision id)` or None); sends count
-        as contacts (`ContactLog.add_sends`). A request with an entry counts only if the entry
-        is still there, and only the items of the events it still names; it is deleted in this
+        ingestion batch's: (its outbox entry, items), each item (events key, `RewardRequest` or
+        None, send `(user, channel, time, decision id)` or None); sends count as contacts
+        (`ContactLog.add_sends`). A request counts only if its entry is still there, and only
+        the items of the events it still names; the entry is deleted in this
         transaction (`store.outbox.claim`): the worker that committed the events, or a replay
         after a crash, applies them once (`server.profiles.outbox`)."""
         def fn(txn):
             todo = []
             for entry, items in requests:
-                if entry is None:
-                    todo.extend(items)
-                    continue
                 named = outbox.claim(txn, self._outbox, entry)
                 if named:
                     todo.extend(item for item in items if item[0] in named)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -204,17 +203,16 @@ class Suppressions:
             return []
         return [i for i, ev in enumerate(events) if ev.type in SUPPRESSING_EVENTS]
 
-    async def on_events(self, events: Sequence, batch: Batch | None = None) -> None:
+    async def on_events(self, events: Sequence, batch: Batch) -> None:
         """List the address of each bounce and complaint event's user, and clear the batch's
         outbox entry, in one write (the events it no longer names were listed already)."""
-        keys_ = batch.event_keys if batch is not None else itertools.repeat(None)
-        hits = [(ev, key) for ev, key in zip(events, keys_) if ev.type in SUPPRESSING_EVENTS]
-        if (hits or batch is not None) and self.profiles is not None:
-            await asyncio.to_thread(self._list_from_events, hits,
-                                    batch.entry if batch is not None else None)
+        hits = [(ev, key) for ev, key in zip(events, batch.event_keys)
+                if ev.type in SUPPRESSING_EVENTS]
+        if self.profiles is not None:
+            await asyncio.to_thread(self._list_from_events, hits, batch.entry)
 
-    def _list_from_events(self, hits: Sequence[tuple], entry: bytes | None = None) -> None:
-        """`hits`: (event, its events key, or None without an outbox `entry`) each."""
+    def _list_from_events(self, hits: Sequence[tuple], entry: bytes) -> None:
+        """`hits`: (event, its events key) each, of the batch whose outbox entry is `entry`."""
         metas = self.profiles.metas([ev.user_id for ev, _ in hits])
         items = []  # (events key, (suppression key, value))
         for (ev, key), meta in zip(hits, metas):
@@ -228,16 +226,11 @@ class Suppressions:
                 continue
             items.append((key, (self._keys(kind, address)[0],
                                 _encode(Suppression(kind, reason, ev.timestamp)))))
-        if not items and entry is None:
-            return  # nothing to list, no entry to clear: no write
         table, box = self._table, self.store.table("outbox")
 
         def fn(txn):
-            if entry is None:
-                listed = [put for _, put in items]
-            else:
-                named = outbox.claim(txn, box, entry)
-                listed = [put for key, put in items if key in named] if named else []
+            named = outbox.claim(txn, box, entry)
+            listed = [put for key, put in items if key in named] if named else []
             if listed:
                 table.put_many(txn, listed)
         self.store.write(fn)

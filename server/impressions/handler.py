@@ -86,10 +86,10 @@ class Impressions:
         """`EventListener`: the events that may join (none while the log is off)."""
         return self.join.follows(events) if self.enabled else []
 
-    async def on_events(self, events: Sequence, batch: Batch | None = None) -> None:
+    async def on_events(self, events: Sequence, batch: Batch) -> None:
         if self.enabled:
             await self.join.on_events(events, batch)
-        elif batch is not None:  # an entry written while the log was on: nothing joins now
+        else:  # an entry written while the log was on: nothing joins now
             box = self.log.store.table("outbox")
             await asyncio.to_thread(self.log.store.write,
                                     lambda txn: outbox.claim(txn, box, batch.entry))
