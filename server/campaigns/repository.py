@@ -259,9 +259,7 @@ class CampaignRepository:
         def fn(txn):
             todo = []
             for entry, items in requests:
-                named = outbox.claim(txn, self._outbox, entry)
-                if named:
-                    todo.extend(item for item in items if item[0] in named)
+                todo.extend(outbox.claim_named(txn, self._outbox, entry, items))
             for _, req, _ in todo:
                 if req is not None:
                     self._apply(txn, req, now)

@@ -229,8 +229,7 @@ class Suppressions:
         table, box = self._table, self.store.table("outbox")
 
         def fn(txn):
-            named = outbox.claim(txn, box, entry)
-            listed = [put for key, put in items if key in named] if named else []
+            listed = [put for _, put in outbox.claim_named(txn, box, entry, items)]
             if listed:
                 table.put_many(txn, listed)
         self.store.write(fn)

@@ -119,10 +119,9 @@ class ImpressionJoin:
               final: bool) -> tuple[int, list]:
         """(events joined, pairs unmatched) of `pairs` in write transaction `txn`."""
         if entry is not None:
-            named = outbox.claim(txn, self._outbox, entry)
-            if named is None:
+            pairs = outbox.claim_named(txn, self._outbox, entry, pairs, at=1)
+            if not pairs:
                 return 0, []  # joined already (by a replay, or the worker that committed them)
-            pairs = [pair for pair in pairs if pair[1] in named]
         counts: dict[bytes, np.ndarray] = {}
         buckets: dict[bytes, np.ndarray] = {}
         unmatched, joined = [], 0

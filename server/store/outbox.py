@@ -15,10 +15,11 @@ it needs no per-user sealing. Erasure takes the user's keys out of every entry (
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-__all__ = ["Batch", "batch_id", "value", "parsed", "claim", "keep", "forget", "names_user"]
+__all__ = ["Batch", "batch_id", "value", "parsed", "claim", "claim_named", "keep", "forget",
+           "names_user"]
 
 _NL = b"\n"  # events keys are hex, digits and the 0x1F separator: never a newline
 
@@ -56,6 +57,14 @@ def claim(txn, table, entry: bytes) -> frozenset[bytes] | None:
         return None
     table.delete(txn, entry)
     return frozenset(parsed(stored)[1])
+
+
+def claim_named(txn, table, entry: bytes, items: Iterable[tuple], at: int = 0) -> list[tuple]:
+    """`claim` `entry` in `txn` and keep the `items` of the events it still names (each item a
+    tuple with its event's events key at index `at`): those whose effects the caller applies,
+    in that same transaction; none if the entry was gone."""
+    named = claim(txn, table, entry)
+    return [item for item in items if item[at] in named] if named else []
 
 
 def keep(txn, table, entry: bytes, event_keys: Sequence[bytes]) -> None:
