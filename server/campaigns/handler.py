@@ -365,8 +365,9 @@ class Campaigns:
                 if ev.type.endswith("_sent") or (ev.attributes and ev.attributes.get("decision_id"))]
 
     async def on_events(self, events: Sequence[TrackedEvent], batch: Batch) -> None:
-        """`EventListener`: events carrying attributes["decision_id"] reward that decision;
-        `<channel>_sent` events count as contacts (frequency caps). Both, and the clearing of
+        """`EventListener`: of the events `follows` picks, those carrying
+        attributes["decision_id"] reward that decision; `<channel>_sent` events count as
+        contacts (frequency caps). Both, and the clearing of
         the batch's outbox entry, are one request to the writer process, applied in one of its
         transactions (`CampaignRepository.apply_event_effects`): applied once, replayed or not."""
         items = []
@@ -376,8 +377,7 @@ class Campaigns:
                                 event_value=ev.value) if decision else None
             send = ((ev.user_id, ev.type[:-5], ev.timestamp, decision)
                     if ev.type.endswith("_sent") else None)
-            if req is not None or send is not None:
-                items.append((key, req, send))
+            items.append((key, req, send))
         try:
             await self._changing(self._event_effects.submit((batch.entry, items)))
         except Exception:  # never fail ingestion for a reward; say why (the outbox keeps them)

@@ -204,12 +204,12 @@ class Suppressions:
         return [i for i, ev in enumerate(events) if ev.type in SUPPRESSING_EVENTS]
 
     async def on_events(self, events: Sequence, batch: Batch) -> None:
-        """List the address of each bounce and complaint event's user, and clear the batch's
-        outbox entry, in one write (the events it no longer names were listed already)."""
-        hits = [(ev, key) for ev, key in zip(events, batch.event_keys)
-                if ev.type in SUPPRESSING_EVENTS]
+        """List the address of the user of each bounce and complaint event (those `follows`
+        picks), and clear the batch's outbox entry, in one write (the events it no longer names
+        were listed already)."""
         if self.profiles is not None:
-            await asyncio.to_thread(self._list_from_events, hits, batch.entry)
+            await asyncio.to_thread(self._list_from_events, list(zip(events, batch.event_keys)),
+                                    batch.entry)
 
     def _list_from_events(self, hits: Sequence[tuple], entry: bytes) -> None:
         """`hits`: (event, its events key) each, of the batch whose outbox entry is `entry`."""

@@ -67,9 +67,10 @@ class ImpressionJoin:
         return [i for i, ev in enumerate(events) if ev.type in OUTCOME_OF and ev.item_id]
 
     async def on_events(self, events: Sequence, batch: Batch | None = None) -> None:
-        """Join `events`; with their batch's outbox entry (`batch`), those it still names."""
+        """Join `events` (those `follows` picks); with their batch's outbox entry (`batch`),
+        those it still names."""
         keys_ = batch.event_keys if batch is not None else itertools.repeat(None)
-        pairs = [(ev, key) for ev, key in zip(events, keys_) if ev.type in OUTCOME_OF and ev.item_id]
+        pairs = list(zip(events, keys_))
         entry = batch.entry if batch is not None else None
         if not pairs and entry is None:
             return
