@@ -28,7 +28,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,6 +94,23 @@ def _line_start(fd: int) -> bytes:
     return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
 
 
+def _write_record(path: Path, record: dict) -> None:
+    """Write the head or tip record whole or not at all (a temp file beside it, then replaced)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+def _verified(text: str, ring: Keyring, mac: Callable[[dict], str]) -> dict | None:
+    """The head or tip record in `text` if its key is known and its MAC is `mac(record)`."""
+    try:
+        record = json.loads(text)
+        good = ring.key_of(record["kid"]) is not None and record["mac"] == mac(record)
+    except (ValueError, KeyError, TypeError):
+        return None
+    return record if good else None
+
+
 def _mac_of(line: bytes) -> str:
     """The MAC of an audit line; a torn or foreign line (a crash mid-write, an edit) gives a
     value no key produces, so the chain stays appendable and `verify` names that line."""
@@ -141,9 +158,7 @@ class AuditLog:
         """Anchor the chain's end at the line just appended (lock held)."""
         tip = {"file": file, "line_mac": entry["mac"], "ts": entry["ts"], "kid": self.ring.kid}
         tip["mac"] = _tip_mac(self.ring, file, entry["mac"], entry["ts"], self.ring.kid)
-        tmp = self.directory / f".{TIP}.tmp"
-        tmp.write_text(json.dumps(tip) + "\n")
-        os.replace(tmp, self.directory / TIP)
+        _write_record(self.directory / TIP, tip)
 
     def _tail_position(self) -> tuple[Path, str]:
         """The file to append to and the MAC the next line chains to (lock held)."""
@@ -194,9 +209,7 @@ class AuditLog:
         prev = _mac_of(_last_line(dropped[-1]) or b"")
         head = {"file": first.name, "prev": prev, "kid": self.ring.kid}
         head["mac"] = _head_mac(self.ring, first.name, prev, self.ring.kid)
-        tmp = self.directory / f".{HEAD}.tmp"
-        tmp.write_text(json.dumps(head) + "\n")
-        os.replace(tmp, self.directory / HEAD)
+        _write_record(self.directory / HEAD, head)
         for path in dropped:
             path.unlink()
 
@@ -244,13 +257,8 @@ def _check_head(head_text: str | None, ring: Keyring, files: list[Path]
             return "", Verification(False, first_broken=files[0].name,
                                     reason=f"{_file_name(1)} is missing and there is no {HEAD}")
         return "", None
-    try:
-        head = json.loads(head_text)
-        good = ring.key_of(head["kid"]) is not None and head["mac"] == _head_mac(
-            ring, head["file"], head["prev"], head["kid"])
-    except (ValueError, KeyError, TypeError):
-        good = False
-    if not good:
+    head = _verified(head_text, ring, lambda h: _head_mac(ring, h["file"], h["prev"], h["kid"]))
+    if head is None:
         return "", Verification(False, first_broken=HEAD, reason="the head record's MAC does not verify")
     if files and files[0].name != head["file"]:
         why = f"{HEAD} continues at {head['file']}, the oldest file is {files[0].name}"
@@ -277,13 +285,9 @@ def _parse_tip(tip_text: str | None, ring: Keyring) -> tuple[dict | None, str]:
     if tip_text is None:
         return None, (f"{TIP} is missing: the newest lines cannot be checked (it was deleted, "
                       "or no server of this version has appended to the log yet)")
-    try:
-        tip = json.loads(tip_text)
-        good = ring.key_of(tip["kid"]) is not None and tip["mac"] == _tip_mac(
-            ring, tip["file"], tip["line_mac"], tip["ts"], tip["kid"])
-    except (ValueError, KeyError, TypeError):
-        good = False
-    return (tip, "") if good else (None, f"the {TIP} record's MAC does not verify")
+    tip = _verified(tip_text, ring,
+                    lambda t: _tip_mac(ring, t["file"], t["line_mac"], t["ts"], t["kid"]))
+    return (tip, "") if tip is not None else (None, f"the {TIP} record's MAC does not verify")
 
 
 def _tip_missing(tip: dict, files: list[Path], macs: set[str]) -> str:
