@@ -59,8 +59,7 @@ class SendJobs:
                  delivery: Delivery):
         self.settings, self.limits = settings, settings.limits
         self.records, self.composer, self.delivery = records, composer, delivery
-        self._tasks: dict[str, asyncio.Task] = {}
-        self._jobs: dict[str, SendJob] = {}
+        self._running: dict[str, tuple[SendJob, asyncio.Task]] = {}
 
     # -- checks ------------------------------------------------------------------------------------
     def _users(self, user_ids: Sequence[str]) -> list[str]:
@@ -126,12 +125,11 @@ class SendJobs:
         runner = SendJob(send_id, job, self.records, self.composer, self.delivery,
                          self.settings.send_compose_ahead, self.settings.send_connections)
         task = asyncio.create_task(runner.run())
-        self._tasks[send_id], self._jobs[send_id] = task, runner
+        self._running[send_id] = runner, task
         task.add_done_callback(lambda t: self._done(send_id, t))
 
     def _done(self, send_id: str, task: asyncio.Task) -> None:
-        self._tasks.pop(send_id, None)
-        self._jobs.pop(send_id, None)
+        self._running.pop(send_id, None)
         if not task.cancelled() and task.exception() is not None:
             logger.error("send %s stopped: %s (resumes at the next start)", send_id,
                          _kinds(task.exception()))
@@ -151,10 +149,11 @@ class SendJobs:
     async def close(self, wait: float = 0.0) -> None:
         """Stop the jobs (they resume at the next start): none starts a message, those being
         handed over get `wait` seconds to be accepted and settled (`SendJob.stop`)."""
-        await asyncio.gather(*(job.stop(wait) for job in list(self._jobs.values())))
-        for task in list(self._tasks.values()):
+        await asyncio.gather(*(job.stop(wait) for job, _ in list(self._running.values())))
+        tasks = [task for _, task in self._running.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _kinds(err: BaseException) -> str:

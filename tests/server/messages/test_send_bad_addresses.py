@@ -50,7 +50,7 @@ async def test_a_lane_that_crashes_ends_the_job_with_its_error_instead_of_hangin
     await audience(profiles, ["c0", "c1"])
     started = await messaging.SendCampaign(mpb.SendCampaignRequest(
         campaign_id="mail", user_ids=["c0", "c1"], rate_per_second={"email": 1000}))
-    task = tailor_server.sends._tasks[started.send_id]
+    _, task = tailor_server.sends._running[started.send_id]
     await asyncio.wait([task], timeout=15)
     assert task.done(), "the job hangs"
     got = await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=started.send_id))
