@@ -26,8 +26,8 @@ from kernels.context import CONTEXT_FEATURES, ContextTable
 from ..errors import FailedPrecondition
 from ..store import tokens
 
-__all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "ids_hashed", "ids_marker", "load_bundle",
-           "read_manifest"]
+__all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "bundle_dirs", "ids_hashed", "ids_marker",
+           "load_bundle", "read_manifest"]
 
 logger = logging.getLogger("tailor.models.bundle")
 
@@ -142,6 +142,13 @@ class Bundle:
             return None
         lo, hi = self.users["indptr"][row], self.users["indptr"][row + 1]
         return self.users["items"][lo:hi], self.users["weights"][lo:hi]
+
+
+def bundle_dirs(bundles_dir: Path) -> list[Path]:
+    """The stored bundles under `bundles_dir`, by version: its directories with a manifest,
+    not those being staged or imported (their names start with a dot: `staging`)."""
+    return sorted(p for p in bundles_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (p / "manifest.json").exists())
 
 
 def read_manifest(path: Path) -> contract.Manifest:

@@ -34,7 +34,7 @@ import contract
 
 from ..store import tokens
 from ..store.lock import locked_dir
-from .bundle import HASHED_IDS, Bundle, BundleInvalid, ids_hashed, ids_marker, read_manifest
+from .bundle import HASHED_IDS, Bundle, BundleInvalid, bundle_dirs, ids_hashed, ids_marker, read_manifest
 
 __all__ = ["RawIds", "hash_bundle", "hash_stored"]
 
@@ -141,9 +141,7 @@ def hash_stored(bundles_dir: Path, before: RawIds | None = None) -> list[str]:
     loaded)."""
     failed = []
     with locked_dir(bundles_dir):
-        for path in sorted(p for p in bundles_dir.iterdir() if p.is_dir()):
-            if path.name.startswith(".") or not (path / "manifest.json").exists():
-                continue
+        for path in bundle_dirs(bundles_dir):
             try:
                 ok = _hash_stored_one(path, before)
             except (BundleInvalid, OSError, ValueError, KeyError) as err:

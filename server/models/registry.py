@@ -31,7 +31,7 @@ from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_ke
 from ..store.lock import locked_dir
 from ..validation import check_version
 from .backoff import LoadBackoff
-from .bundle import Bundle, load_bundle, read_manifest
+from .bundle import Bundle, bundle_dirs, load_bundle, read_manifest
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
 from .pseudonyms import RawIds, hash_bundle, hash_stored
@@ -90,11 +90,7 @@ class ModelRegistry:
         return ""
 
     def available_versions(self) -> list[str]:
-        found = []
-        for path in self.bundles_dir.iterdir():
-            if path.is_dir() and not path.name.startswith(".") and (path / "manifest.json").exists():
-                found.append(path.name)
-        return sorted(found, reverse=True)
+        return [path.name for path in reversed(bundle_dirs(self.bundles_dir))]
 
     def add_check(self, check: Callable[[Bundle], None]) -> None:
         """`check(bundle)` runs on every bundle this process loads (pushed, activated, followed)

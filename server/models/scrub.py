@@ -38,7 +38,7 @@ import numpy as np
 
 from ..store import tokens
 from ..store.lock import locked_dir
-from .bundle import HASHED_IDS, BundleInvalid, ids_hashed, ids_marker, read_manifest
+from .bundle import HASHED_IDS, BundleInvalid, bundle_dirs, ids_hashed, ids_marker, read_manifest
 from .pseudonyms import _finish_interrupted, _swap_users
 
 __all__ = ["QUEUE", "VOID", "ScrubQueue", "scrub_stored", "scrub_users"]
@@ -192,9 +192,7 @@ def scrub_stored(bundles_dir: Path) -> int | None:
         if not erased:
             return None
         removed, failed = 0, []
-        for path in sorted(p for p in bundles_dir.iterdir() if p.is_dir()):
-            if path.name.startswith(".") or not (path / "manifest.json").exists():
-                continue
+        for path in bundle_dirs(bundles_dir):
             try:
                 removed += _scrub_one(path, erased)
             except (BundleInvalid, OSError, ValueError, KeyError) as err:
