@@ -8,6 +8,8 @@ reuse the pages the copy's snapshot still pins until the copy ends.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lmdb
@@ -58,40 +60,24 @@ def _values(store_dir: Path, table: str):
     """Every value of `table` in the store copy under `store_dir` (nobody else has it open)."""
     env = lmdb.open(str(store_dir), readonly=True, lock=False, max_dbs=len(TABLES) + 4,
                     readahead=False)
-    try:
-        try:
-            db = env.open_db(table.encode(), create=False)
-        except lmdb.NotFoundError:
-            return
-        with env.begin(db=db) as txn:
+    with _reading(env, table) as txn:
+        if txn is not None:
             for value in txn.cursor().iternext(keys=False, values=True):
                 yield bytes(value)
-    finally:
-        env.close()
 
 
 def read_value(store_dir: Path, table: str, key: bytes) -> bytes | None:
     """One value of a store nobody else needs to be writing (e.g. a snapshot), or None."""
-    if table not in TABLES:
-        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
-    env = _open_readonly(store_dir)
-    try:
-        try:
-            db = env.open_db(table.encode(), create=False)
-        except lmdb.NotFoundError:
-            return None
-        with env.begin(db=db) as txn:
-            return txn.get(key)
-    finally:
-        env.close()
+    _check_table(table)
+    with _reading(_open_readonly(store_dir), table) as txn:
+        return None if txn is None else txn.get(key)
 
 
 def read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes, bytes]] | None:
     """Every (key, value) of `table` whose key starts with `prefix`, from one read snapshot of
     the store under `store_dir` (safe while servers write; [] when the table does not exist);
     None when the store cannot be read (damaged)."""
-    if table not in TABLES:
-        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+    _check_table(table)
     try:
         return _read_prefix(store_dir, table, prefix)
     except lmdb.Error:
@@ -99,24 +85,18 @@ def read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes,
 
 
 def _read_prefix(store_dir: Path, table: str, prefix: bytes) -> list[tuple[bytes, bytes]]:
-    env = _open_readonly(store_dir)
-    try:
-        try:
-            db = env.open_db(table.encode(), create=False)
-        except lmdb.NotFoundError:
+    with _reading(_open_readonly(store_dir), table) as txn:
+        if txn is None:
             return []
-        with env.begin(db=db) as txn:
-            cursor = txn.cursor()
-            if not cursor.set_range(prefix):
-                return []
-            found = []
-            for key, value in cursor:
-                if not key.startswith(prefix):
-                    break
-                found.append((bytes(key), bytes(value)))
-            return found
-    finally:
-        env.close()
+        cursor = txn.cursor()
+        if not cursor.set_range(prefix):
+            return []
+        found = []
+        for key, value in cursor:
+            if not key.startswith(prefix):
+                break
+            found.append((bytes(key), bytes(value)))
+        return found
 
 
 def add_missing(store_dir: Path, table: str, items: list[tuple[bytes, bytes]],
@@ -133,6 +113,27 @@ def add_missing(store_dir: Path, table: str, items: list[tuple[bytes, bytes]],
             if counter is not None and added:
                 txn.put(counter, str(int(txn.get(counter) or b"0") + len(added)).encode())
         return added
+    finally:
+        env.close()
+
+
+def _check_table(table: str) -> None:
+    if table not in TABLES:
+        raise KeyError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+
+
+@contextmanager
+def _reading(env: lmdb.Environment, table: str) -> Iterator[lmdb.Transaction | None]:
+    """A read transaction on `table` of `env`, None when it has no such table; `env` is
+    closed after."""
+    try:
+        try:
+            db = env.open_db(table.encode(), create=False)
+        except lmdb.NotFoundError:
+            yield None
+            return
+        with env.begin(db=db) as txn:
+            yield txn
     finally:
         env.close()
 
