@@ -17,6 +17,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -24,18 +25,18 @@ from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
 
-__all__ = ["RpcInterceptor", "REQUEST_ID_KEY"]
+__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "WrappingInterceptor", "handler_parts"]
 
 REQUEST_ID_KEY = "x-request-id"
 access_logger = logging.getLogger("tailor.access")
 _new_request_id = RandomIds(8)
 
 
-class RpcInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each method's handler so every call is identified, counted and timed."""
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once, at the method's first call (`_wrap`); a method it
+    `_skips` keeps its handler."""
 
-    def __init__(self, access_log: bool = False):
-        self.access_log = access_log
+    def __init__(self):
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -44,29 +45,50 @@ class RpcInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+        if handler is None or self._skips(method):
+            return handler
         wrapped = self._wrapped[method] = self._wrap(method, handler)
         return wrapped
 
+    def _skips(self, method: str) -> bool:
+        return False
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        raise NotImplementedError
+
+
+def handler_parts(handler: grpc.RpcMethodHandler) -> tuple[str, Callable, Callable]:
+    """(the kind of call `handler` serves, as gRPC names it; its behaviour; a function that
+    makes a handler of that kind, with `handler`'s (de)serializers, from a behaviour)."""
+    streams_in, streams_out = handler.request_streaming, handler.response_streaming
+    if streams_in and streams_out:
+        kind, inner, make = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
+    elif streams_in:
+        kind, inner, make = "client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler
+    elif streams_out:
+        kind, inner, make = "server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
+    else:
+        kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    return kind, inner, lambda behaviour: make(
+        behaviour, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)
+
+
+class RpcInterceptor(WrappingInterceptor):
+    """Wraps each method's handler so every call is identified, counted and timed."""
+
+    def __init__(self, access_log: bool = False):
+        super().__init__()
+        self.access_log = access_log
+
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The same kind of handler, each call observed."""
-        streams_in, streams_out = handler.request_streaming, handler.response_streaming
-        if streams_in and streams_out:
-            kind, inner, make = "bidi_stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
-        elif streams_in:
-            kind, inner, make = "client_stream", handler.stream_unary, grpc.stream_unary_rpc_method_handler
-        elif streams_out:
-            kind, inner, make = "server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
-        else:
-            kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
-        call = _Observed(method, RpcSeries(method, kind), streams_in, self.access_log)
-        if streams_out and inspect.isasyncgenfunction(inner):
-            behaviour = call.stream(inner)
-        else:  # a coroutine (a response stream written with context.write sends uncounted)
-            behaviour = call.unary(inner, counts_reply=not streams_out)
-        return make(behaviour, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        kind, inner, make = handler_parts(handler)
+        call = _Observed(method, RpcSeries(method, kind), handler.request_streaming, self.access_log)
+        if handler.response_streaming and inspect.isasyncgenfunction(inner):
+            return make(call.stream(inner))
+        # a coroutine (a response stream written with context.write sends uncounted)
+        return make(call.unary(inner, counts_reply=not handler.response_streaming))
 
 
 class _Observed:

@@ -16,6 +16,7 @@ import grpc
 
 from ..errors import Unauthenticated
 from ..logging import current_call
+from ..rpc import WrappingInterceptor, handler_parts
 from .authn import Authenticator
 from .failures import FailedAuthDigest
 from .logging import logger
@@ -50,7 +51,7 @@ def _target(request) -> str:
     return getattr(request, "user_id", "") or getattr(request, "campaign_id", "") or ""
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     """`authenticator` says who calls; `roles` who may call what; `audit` (optional) has
     `record(principal, method, target, status, request_id, **details)` (sync or async; details
     only for failed authentication: `peer`, `reason`, `count`); failed authentication is
@@ -58,12 +59,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None,
                  *, failure_seconds: float = 60.0, failure_pairs: int = 256):
+        super().__init__()
         self.authenticator = authenticator
         self.roles = roles or RoleTable()
         self.audit = audit
         self.failures = (FailedAuthDigest(audit, failure_seconds, failure_pairs)
                          if audit is not None else None)
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     def replace(self, authenticator: Authenticator, roles: RoleTable) -> None:
         """Use a new auth config from the next call on (SIGHUP reload)."""
@@ -74,16 +75,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if self.failures is not None:
             await self.failures.close()
 
-    async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(OPEN_PREFIXES):
-            return handler
-        wrapped = self._wrapped[method] = self._wrap(method, handler)
-        return wrapped
+    def _skips(self, method: str) -> bool:
+        return method.startswith(OPEN_PREFIXES)  # health and reflection stay open
 
     # -- the per-call check ------------------------------------------------------------------
     async def authorize(self, method: str, context) -> Principal:
@@ -126,18 +119,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     # -- handler wrappers, built once per method ---------------------------------------------
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.request_streaming and handler.response_streaming:
-            kind, inner, make = "stream", handler.stream_stream, grpc.stream_stream_rpc_method_handler
-        elif handler.request_streaming:
-            kind, inner, make = "unary", handler.stream_unary, grpc.stream_unary_rpc_method_handler
-        elif handler.response_streaming:
-            kind, inner, make = "stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
-        else:
-            kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
-        behaviour = (self._unary(method, inner) if kind == "unary" or not inspect.isasyncgenfunction(inner)
-                     else self._stream(method, inner))
-        return make(behaviour, request_deserializer=handler.request_deserializer,
-                    response_serializer=handler.response_serializer)
+        _, inner, make = handler_parts(handler)
+        if handler.response_streaming and inspect.isasyncgenfunction(inner):
+            return make(self._stream(method, inner))
+        return make(self._unary(method, inner))
 
     def _unary(self, method: str, inner):
         async def call(request, context):
