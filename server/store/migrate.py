@@ -9,7 +9,7 @@ misreads (or half-migrates) new records.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ..errors import FailedPrecondition
 from .keys import layout_key
@@ -82,14 +82,20 @@ def _fresh(store, txn, kinds: Sequence[RecordKind], stamps: dict[str, int | None
     """No stamp and no record in any table of `kinds`: a new store, in today's layouts as is."""
     if any(v is not None for v in stamps.values()):
         return False
-    for name in {k.table for k in kinds}:
+    return not holds_records(store, txn, {k.table for k in kinds})
+
+
+def holds_records(store, txn, names: Iterable[str]) -> bool:
+    """Whether any of the tables `names` holds a record (one not created yet, in a read-only
+    open of an older data dir, holds none)."""
+    for name in names:
         try:
-            table = store.table(name)
-        except KeyError:  # not created yet: a read-only open of an older data dir
+            table = store.raw_table(name)
+        except KeyError:
             continue
         if table.first_key(txn, b"") is not None:
-            return False
-    return True
+            return True
+    return False
 
 
 def _rewrite(table, txn, kind: RecordKind, old: int) -> int:

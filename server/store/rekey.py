@@ -33,6 +33,7 @@ from collections.abc import Callable
 from ..errors import FailedPrecondition
 from . import keys as K
 from .errors import StoreEncrypted, StoreKeyMismatch
+from .migrate import holds_records
 from .sealed import is_user_key
 from .table import Table
 from .tokens import event_token, key_check, user_token
@@ -102,14 +103,7 @@ def _refuse_other_keys(store, sealed: bytes | None, check: bytes | None) -> None
 
 
 def _empty(store, txn) -> bool:
-    for name in (*K.USER_TABLES, "dedupe"):
-        try:
-            table = store.raw_table(name)
-        except KeyError:
-            continue
-        if table.first_key(txn, b"") is not None:
-            return False
-    return True
+    return not holds_records(store, txn, (*K.USER_TABLES, "dedupe"))
 
 
 def _migrate(store, txn, encrypt: bool) -> None:
