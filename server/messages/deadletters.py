@@ -18,6 +18,12 @@ it back with the claim cleared (`release`). Both renewal and release act only wh
 is still the letter's: a retry whose claim lapsed (its worker stalled) and was taken by another
 never writes over the new claim. A worker that dies mid-retry leaves a claim that lapses.
 
+A letter whose message went is never sent again: its retry records the `<channel>_sent` event
+(id `sent_event_id(decision)`, kept by the ingestion's idempotency entry) before it drops the
+letter, and a retry first asks whether that event is recorded (`went`; if so it drops the
+letter without sending). A drop that fails (a full store) then leaves a letter no retry sends,
+whichever worker, whenever its claim lapses.
+
 A letter is added only while its user's profile exists (`add(if_profile=True)`, checked in
 its transaction): a user erased during the attempts leaves none.
 
@@ -35,10 +41,21 @@ import time
 from dataclasses import asdict, dataclass, fields
 
 from ..store import Store
-from ..store.keys import DEAD_LETTER_PREFIX, dead_letter_key, ms_part, profile_meta_key
+from ..store.keys import (
+    DEAD_LETTER_PREFIX,
+    dead_letter_key,
+    dedupe_key,
+    ms_part,
+    profile_meta_key,
+)
 from .errors import DeadLetterBusy
 
-__all__ = ["DeadLetter", "DeadLetters"]
+__all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
+
+
+def sent_event_id(decision_id: str) -> str:
+    """The event id of the `<channel>_sent` event of a decision's message (one per decision)."""
+    return f"sent-{decision_id}"
 
 
 @dataclass
@@ -76,6 +93,7 @@ class DeadLetters:
     def __init__(self, store: Store):
         self.store = store
         self._t, self._profiles = store.table("sends"), store.table("profiles")
+        self._dedupe = store.table("dedupe")
 
     def add(self, letter: DeadLetter, if_profile: bool = False) -> str:
         """Keep `letter` (its time and id are set here); its id. `if_profile`: only while its
@@ -125,6 +143,13 @@ class DeadLetters:
             return letter
         token = secrets.token_hex(8)
         return self.store.write(fn)
+
+    def went(self, letter: DeadLetter) -> bool:
+        """Whether `letter`'s message was delivered since it was kept: its decision's
+        `<channel>_sent` event is recorded (a retry that sent it, but could not drop it; or
+        another delivery of the same decision)."""
+        with self.store.read() as txn:
+            return self._dedupe.get(txn, dedupe_key(sent_event_id(letter.decision))) is not None
 
     def renew(self, letter: DeadLetter, until: float) -> bool:
         """The claim of `letter` (as `claim` returned it) extended to `until`; False (nothing

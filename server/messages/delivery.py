@@ -34,7 +34,7 @@ from ..profiles import TrackedEvent
 from ..security.secrets import MissingSecret
 from ..validation import check_id, check_known, check_range
 from .channels import MESSAGE_CHANNELS
-from .deadletters import DeadLetter, DeadLetters
+from .deadletters import DeadLetter, DeadLetters, sent_event_id
 from .dkim_signer import DkimSigner
 from .errors import (
     BadAddress,
@@ -79,7 +79,7 @@ def address_of(channel: str, attributes) -> str:
 def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
                at: float) -> TrackedEvent:
     """The `<channel>_sent` event of a delivered message (its id fixed by the decision)."""
-    return TrackedEvent(f"sent-{decision_id}", user_id, f"{channel}_sent", channel, campaign_id,
+    return TrackedEvent(sent_event_id(decision_id), user_id, f"{channel}_sent", channel, campaign_id,
                         "", 0.0, at, {"decision_id": decision_id})
 
 
@@ -209,30 +209,46 @@ class Delivery:
         return await asyncio.to_thread(self.dead.list, limit, channel)
 
     async def retry_dead_letter(self, letter_id: str) -> DeadLetter:
-        """Send a dead letter again (every attempt of `retry`); on success it is dropped and its
-        `<channel>_sent` event recorded, otherwise it stays with the new reason. The retry
+        """Send a dead letter again (every attempt of `retry`); on success its `<channel>_sent`
+        event is recorded and it is dropped, otherwise it stays with the new reason. The retry
         claims the letter in the store and renews the claim while it runs (`_keep_claim`:
         however long it waits for the shared connection or the relay): another retry
-        meanwhile, in any worker, is refused (`DeadLetterBusy`)."""
+        meanwhile, in any worker, is refused (`DeadLetterBusy`). A letter whose message went
+        already (its event is recorded: `DeadLetters.went`) is dropped, not sent again."""
         check_id("id", letter_id, self.limits.id_bytes)
         now = time.time()
         letter = await asyncio.to_thread(self.dead.claim, letter_id, now + self.claim_seconds, now)
         if letter is None:
             raise DeadLetterNotFound(letter_id)
-        sent = False
+        handed = None
         renewing = asyncio.ensure_future(self._keep_claim(letter))
         try:
-            handed = await self._retry(letter)
-            sent = True
+            if not await asyncio.to_thread(self.dead.went, letter):
+                handed = await self._retry(letter)
+        except BaseException:  # failed, refused, or cancelled: written back unclaimed (if ours)
+            await asyncio.shield(asyncio.to_thread(self.dead.release, letter))
+            raise
         finally:
             renewing.cancel()
-            if not sent:  # failed, refused, or cancelled: written back unclaimed (if still ours)
-                await asyncio.shield(asyncio.to_thread(self.dead.release, letter))
-        # It went: dropped (never written back: should the drop fail, the claim lapses).
-        await asyncio.shield(asyncio.to_thread(self.dead.drop, letter.id))
-        await self.events.track([sent_event(letter.channel, letter.campaign, letter.decision,
-                                            letter.user, handed)])
+        await asyncio.shield(self._settle(letter, handed))
         return letter
+
+    async def _settle(self, letter: DeadLetter, handed: float | None) -> None:
+        """A letter that went (`handed`: when; None: it had gone before): its event recorded
+        first (then no retry sends it again, should the drop fail), then dropped. Neither
+        failure fails the call: the message went."""
+        if handed is not None:
+            try:
+                await self.events.track([sent_event(letter.channel, letter.campaign,
+                                                    letter.decision, letter.user, handed)])
+            except TailorError as err:
+                logger.warning("a retried dead letter went, but its sent event was not "
+                               "recorded: %s", type(err).__name__)
+        try:
+            await asyncio.to_thread(self.dead.drop, letter.id)
+        except TailorError as err:  # its recorded event keeps it from going again
+            logger.warning("a retried dead letter went, but could not be dropped: %s",
+                           type(err).__name__)
 
     async def _keep_claim(self, letter: DeadLetter) -> None:
         """Renew `letter`'s claim every third of `claim_seconds` until cancelled (its retry

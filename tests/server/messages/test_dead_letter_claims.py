@@ -13,6 +13,7 @@ from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
 from server.messages.deadletters import DeadLetter
 from server.messages.errors import DeadLetterBusy
+from server.store.errors import StoreFull
 from tests.conftest import free_port
 
 from .conftest import email_spec, relayed
@@ -112,3 +113,33 @@ async def test_a_retry_of_a_user_erased_after_the_claim_does_not_go(
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "erased" in err.value.details()
     assert sink.message_ids == []
+
+
+async def test_a_sent_letter_whose_drop_failed_is_not_sent_again_and_its_send_is_recorded(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """A retry whose message went but whose drop then failed (a full store, a disk error)
+    answered the error and skipped the `email_sent` event; once its claim lapsed the letter
+    was an ordinary dead letter again, and the next RetryDeadLetter sent it a second time. The
+    send is recorded first (by decision id), and a letter whose send is recorded never goes
+    again: the next retry drops it."""
+    letter = await a_dead_letter(sink, campaigns, profiles, messaging)
+    dead = tailor_server.delivery.dead
+    drop = dead.drop
+
+    def failing(letter_id):
+        raise StoreFull(1 << 20, 0)
+
+    dead.drop = failing
+    try:
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id), timeout=30)
+    finally:
+        del dead.drop
+    assert dead.drop == drop
+    events = [e async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+              if e.type == "email_sent"]
+    assert [e.attributes["decision_id"] for e in events] == [letter.decision_id]
+    kept = await asyncio.to_thread(dead.get, letter.id)  # still there: its drop failed
+    await asyncio.to_thread(dead.release, kept)  # its claim lapsed
+    await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id), timeout=30)
+    assert sink.message_ids == [f"<{letter.decision_id}@tailor.invalid>"]  # once
+    assert (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters == []
