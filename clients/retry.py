@@ -4,7 +4,8 @@ has started. A call the server handled may still be repeated: an UNAVAILABLE sta
 reply before it (the campaigns writer lost a batch it may have committed, a proxy dropped the
 answer, a relay down when a message was handed over) is retried. The decision calls
 (ChooseVariant, ComposeMessage) carry a `request_id` for that: the retry resends it and the
-server answers the decision logged for it (`server.campaigns.requests`); SendCampaign's
+server answers the decision logged for it (`server.campaigns.requests`; with `deliver`, the
+first call's delivery outcome, without sending again: `server.messages.once`); SendCampaign's
 `request_id` names its job, so a retry is answered that job's progress; TrackEvents' event ids
 dedupe the same way. Not retried: streaming calls from the client (PushBundle,
 TrackEventStream, AttributeStream, PlanCampaign: gRPC could replay only the first 256 KiB it

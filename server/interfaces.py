@@ -165,6 +165,15 @@ class VariantChooser(Protocol):
     def fixed_decision_id(self, started: float, key: str) -> str:
         """The decision id a job started at `started` fixes for `key` (the same every time)."""
 
+    async def claim_delivery(self, request: bytes, decision_id: str, until: float
+                             ) -> dict | None:
+        """For a request id's (digest `request`) decision: None when the caller is to deliver
+        its message (claimed until `until`), else the state of the delivery an earlier call of
+        the request claimed."""
+
+    async def settle_delivery(self, request: bytes, decision_id: str, state: dict) -> None:
+        """The outcome of a delivery `claim_delivery` gave the caller."""
+
     def logged_decisions(self, campaign_id: str, wanted) -> dict[str, Choice]:
         """{decision id: Choice} of the (user id, decision id) pairs already logged for that
         user in the campaign (blocking: one read snapshot)."""

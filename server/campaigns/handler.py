@@ -330,6 +330,16 @@ class Campaigns:
         (a send id and a recipient's position): the same every time (`decision_ids`)."""
         return fixed_decision_id(started, key)
 
+    async def claim_delivery(self, request: bytes, decision_id: str, until: float
+                             ) -> dict | None:
+        """The delivery of a request's message claimed for the caller (None), or its state
+        (`requests.RequestIds.claim_delivery`); `request`: the digest `PendingChoice.request`."""
+        return await asyncio.to_thread(self.repo.claim_delivery, request, decision_id, until)
+
+    async def settle_delivery(self, request: bytes, decision_id: str, state: dict) -> None:
+        """The outcome of the delivery `claim_delivery` gave the caller."""
+        await asyncio.to_thread(self.repo.settle_delivery, request, decision_id, state)
+
     def logged_decisions(self, campaign_id: str, wanted: Sequence[tuple[str, str]]
                          ) -> dict[str, Choice]:
         """{decision id: the decision as logged} of those of `wanted` ((user id, decision id)

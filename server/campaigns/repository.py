@@ -212,6 +212,15 @@ class CampaignRepository:
             out[i] = first[digest] = found[1]
         return out
 
+    def claim_delivery(self, digest: bytes, decision_id: str, until: float) -> dict | None:
+        """`RequestIds.claim_delivery` in a write transaction of its own."""
+        return self.store.write(lambda txn: self.requests.claim_delivery(
+            txn, digest, decision_id, until, time.time()))
+
+    def settle_delivery(self, digest: bytes, decision_id: str, state: dict) -> None:
+        self.store.write(lambda txn: self.requests.settle_delivery(txn, digest, decision_id,
+                                                                   state, time.time()))
+
     def withdraw(self, batches: Sequence[Sequence[str]], reason: str = WITHDRAWN) -> list[int]:
         """Withdraw logged decisions nobody received (a PlanCampaign stream that ended before
         answering them, a ChooseVariant whose caller gave up), in one transaction: each one

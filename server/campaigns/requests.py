@@ -14,9 +14,15 @@ the row a repeat: nothing is logged or counted (caps included) and the answer is
 decision's record. Atomic across worker processes: LMDB has one write transaction at a time,
 and the look-up and the entry are in the same one. A request without an id reads nothing.
 
+A ComposeMessage with `deliver` also keeps its delivery's state in the entry (`x`:
+`claim_delivery`, `settle_delivery`), so that a repeat is answered the first delivery's outcome
+and never hands the message over again (`messages.once`). It names no one: a state, a time,
+the adapter's short reason and the attempts.
+
 Keys (table `decisions`), in buckets as wide as the window:
 
-    request_key(bucket start, digest)   JSON {"d": decision id, "t": unix s, "r": answered again}
+    request_key(bucket start, digest)   JSON {"d": decision id, "t": unix s, "r": answered again,
+                                        "x": delivery state (optional)}
 
 An id is remembered with one write, in the bucket of its time. An entry within the window is
 in the current bucket or the one before (a look-up reads both, newest first), so the buckets
@@ -99,6 +105,43 @@ class RequestIds:
         self._d.put(txn, self._keys(digest, now)[0],
                     json.dumps({"d": decision_id, "t": now, "r": 0}).encode())
         self._expire(txn, now)
+
+    def claim_delivery(self, txn, digest: bytes, decision_id: str, until: float,
+                       now: float) -> dict | None:
+        """None when the caller is to deliver the message of `decision_id` (the entry then says
+        it is being delivered until `until`); else the delivery state the entry holds ({"s":
+        "sending", "u": until} while another call delivers it, "sent", "refused",
+        "unavailable", or "doubt", which a lapsed "sending" becomes: its call stopped mid-send).
+        No entry of that decision (expired meanwhile): None, nothing written."""
+        found = self._entry_of(txn, digest, decision_id, now)
+        if found is None:
+            return None
+        key, entry = found
+        state = entry.get("x")
+        if state is not None:
+            return {"s": "doubt"} if state["s"] == "sending" and state["u"] <= now else state
+        self._d.put(txn, key, json.dumps({**entry, "x": {"s": "sending", "u": until}}).encode())
+        return None
+
+    def settle_delivery(self, txn, digest: bytes, decision_id: str, state: dict,
+                        now: float) -> None:
+        """The outcome of the delivery `claim_delivery` gave the caller (no entry of that
+        decision any more: nothing to write)."""
+        found = self._entry_of(txn, digest, decision_id, now)
+        if found is not None:
+            key, entry = found
+            self._d.put(txn, key, json.dumps({**entry, "x": state}).encode())
+
+    def _entry_of(self, txn, digest: bytes, decision_id: str, now: float
+                  ) -> tuple[bytes, dict] | None:
+        """(key, entry) of `digest` if it still names `decision_id` (in this bucket or the
+        last, however old: a delivery may outlast the window)."""
+        for key in self._keys(digest, now):
+            raw = self._d.get(txn, key)
+            if raw is not None:
+                entry = json.loads(raw)
+                return (key, entry) if entry["d"] == decision_id else None
+        return None
 
     def release(self, txn, digest: bytes, decision_id: str, now: float) -> bool:
         """Whether the decision `digest` was answered may be withdrawn (its caller gave up):

@@ -28,6 +28,7 @@ from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
 from .delivery import Delivery
 from .errors import NotAMessageChannel
+from .once import Once
 from .phones import PhoneIndex
 from .templates import TemplateCache
 from .unsubscribe import UnsubscribeTokens
@@ -75,6 +76,8 @@ class Message:
     shown: list = field(default_factory=list, repr=False, compare=False)
     """(query, answer, time asked) of each `recommend()` call of the render, not yet logged as
     impressions (`Composer.record_shown`)."""
+    request: bytes = field(default=b"", repr=False, compare=False)
+    """The digest of the call's request id (b"": none; `PendingChoice.request`)."""
     repeat: bool = field(default=False, repr=False, compare=False)
     """The decision a repeated `request_id` was answered (rendered again): the first answer
     logged its impressions."""
@@ -140,7 +143,10 @@ class Composer:
         if deliver and recipient is not None:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
-            out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes)
+            once = (Once(self.campaigns, out.request, out.decision_id, out.channel)
+                    if out.request else None)
+            out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes,
+                                                        once)
         if recipient is not None and not out.repeat and (out.delivered or not deliver):
             self.record_shown(out)
         return out
@@ -197,13 +203,14 @@ class Composer:
         choice = await pending.logged()
         if choice.decision_id != pending.choice.decision_id:  # a repeated request's decision
             out, recipient = await self.render_logged(campaign_id, user_id, choice)
-            out.repeat = True
+            out.repeat, out.request = True, pending.request
             return out, recipient
         out = _message(campaign, choice)
         if out.suppressed or out.holdout:
             return out, None
         if isinstance(drafted, Exception):
             raise drafted
+        drafted[0].request = pending.request
         return await self._addressed(*drafted, user_id)
 
     async def render_logged(self, campaign_id: str, user_id: str, choice

@@ -45,6 +45,7 @@ from .errors import (
 )
 from .gate import SendGate
 from .logging import logger
+from .once import Once
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
@@ -148,9 +149,11 @@ class Delivery:
         return SmtpSender(self.smtp.config)
 
     # -- sending -------------------------------------------------------------------------------
-    async def deliver(self, message, user_id: str, attributes) -> bool:
+    async def deliver(self, message, user_id: str, attributes, once: Once | None = None
+                      ) -> bool:
         """ComposeMessage's `deliver`: send `message` now; False (nothing sent) when it is
-        scheduled for later."""
+        scheduled for later. `once`: the delivery of a request id's message, which a repeat of
+        the request does not hand over again but is answered the first call's outcome."""
         self.check_adapter(message.channel)
         if message.send_at > time.time():
             return False  # the contact policy deferred it (quiet hours): not now
@@ -159,12 +162,28 @@ class Delivery:
             raise FailedPrecondition(f"deliver: the user has no `{ADDRESS[message.channel]}` "
                                      "attribute")
         data = self.flatten(message, to)
-        handed = time.time()  # the event's time: a user erased meanwhile is not brought back
-        await self.send_or_bury(message.channel, to, data, campaign=message.campaign_id,
-                                decision=message.decision_id, user=user_id)
+        handed = None if once is None else await once.claim(time.time() + self.claim_seconds)
+        if handed is None:
+            handed = await self._hand_over(message, user_id, to, data, once)
         await self.events.track([sent_event(message.channel, message.campaign_id,
                                             message.decision_id, user_id, handed)])
         return True
+
+    async def _hand_over(self, message, user_id: str, to: str, data: bytes,
+                         once: Once | None) -> float:
+        """`send_or_bury` the flattened `message`; when it was handed over (its event's time:
+        a user erased meanwhile is not brought back). `once` keeps the outcome."""
+        handed, failed = time.time(), None
+        try:
+            await self.send_or_bury(message.channel, to, data, campaign=message.campaign_id,
+                                    decision=message.decision_id, user=user_id)
+        except BaseException as err:
+            handed, failed = None, err
+            raise
+        finally:
+            if once is not None:
+                await once.settle(handed, failed)
+        return handed
 
     async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None) -> int:
         """Hand flattened bytes to `channel`'s adapter (SMTP over `via` or the shared

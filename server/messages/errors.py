@@ -5,7 +5,8 @@ from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
            "Transient", "Permanent", "DeliveryRefused", "DeliveryUnavailable", "DeadLetterNotFound",
-           "BadAddress", "DeadLetterBusy", "NoLongerAllowed"]
+           "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
+           "DeliveryInDoubt"]
 
 
 class TemplateInvalid(InvalidArgument):
@@ -68,6 +69,26 @@ class NoLongerAllowed(FailedPrecondition):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(f"deliver: the contact policy refuses this message now ({reason})")
+
+
+class DeliveryInProgress(FailedPrecondition):
+    """A ComposeMessage repeating a request whose message an earlier call is still handing
+    over: sending it too would make two messages."""
+
+    def __init__(self):
+        super().__init__("deliver: an earlier call with this request_id is still being "
+                         "delivered; repeat the call once it is done for its outcome")
+
+
+class DeliveryInDoubt(FailedPrecondition):
+    """A ComposeMessage repeating a request whose earlier call stopped while its message was
+    being handed over (its caller gave up, or its worker died): it may have gone, so it is not
+    sent again."""
+
+    def __init__(self):
+        super().__init__("deliver: an earlier call with this request_id stopped while its "
+                         "message was being handed over; whether it went is not known, so it "
+                         "is not sent again (compose with a new request_id to send another)")
 
 
 class Transient(Exception):

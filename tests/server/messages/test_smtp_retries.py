@@ -6,6 +6,7 @@ import pytest
 
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import messaging_pb2_grpc
 from tests.conftest import free_port
 
 from .conftest import email_spec
@@ -136,3 +137,25 @@ async def test_the_client_runs_a_retry_of_a_dead_letter_once(tailor_server, camp
     await asyncio.to_thread(retry)
     [letter] = await letters(messaging)
     assert letter.attempts == 6  # one RetryDeadLetter: its three attempts
+
+
+@pytest.mark.relay_down
+async def test_a_compose_retried_by_the_channel_makes_one_dead_letter(tailor_server, campaigns,
+                                                                      profiles):
+    """A ComposeMessage with `deliver` answered UNAVAILABLE (the relay down, a dead letter
+    kept) is repeated, with its request_id, by a channel that retries UNAVAILABLE (the clients'
+    `channel_options`): each repeat made its attempts again and kept another dead letter of the
+    same decision (four in all; retrying them all sent the message four times). A repeat is
+    answered the first delivery's outcome."""
+    from clients.retry import RetryPolicy, channel_options
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["rp"])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{tailor_server.port}",
+                                         options=channel_options(RetryPolicy(), 1 << 22)) as ch:
+        retrying = messaging_pb2_grpc.MessagingServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            await retrying.ComposeMessage(mpb.ComposeMessageRequest(
+                campaign_id="mail", user_id="rp", deliver=True, request_id="once"), timeout=20)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        [letter] = await letters(retrying)
+    assert letter.attempts == 3

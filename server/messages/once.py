@@ -1,0 +1,69 @@
+"""A ComposeMessage with `deliver` and a `request_id` hands its message over once.
+
+A repeat of the request (a retry whose answer was lost: the channel retries UNAVAILABLE, a
+caller repeats after a timeout) is answered the decision logged for it (`campaigns.requests`);
+sending that message again would reach the person twice (an email under the same Message-ID,
+which many receivers do not drop; an SMS or push with nothing to drop it by), and a failed
+delivery repeated would make its attempts, and its dead letter, again. So the delivery's state
+is kept in the request's entry, in the store (any worker): the call that claims it
+(`claim_delivery`) sends, the others are answered from it:
+
+    sent          delivered (its `<channel>_sent` event recorded again: a no-op by event id,
+                  or the one a crash lost before it was recorded)
+    refused,      the error the first call answered (DeliveryRefused / DeliveryUnavailable,
+    unavailable   with its reason and attempts); its dead letter is there to retry
+    sending       DeliveryInProgress (FAILED_PRECONDITION): the first call is still at it
+    doubt         DeliveryInDoubt (FAILED_PRECONDITION): the first call stopped mid-send
+                  (cancelled, or its claim lapsed: its worker died), so it may have gone
+
+The state lives as long as the request id is remembered (`request_id_window_seconds`); a call
+without a request id keeps none.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from ..interfaces import VariantChooser
+from .errors import DeliveryInDoubt, DeliveryInProgress, DeliveryRefused, DeliveryUnavailable
+
+__all__ = ["Once"]
+
+
+class Once:
+    """The delivery of one request's message (`request`: its digest, `PendingChoice.request`)."""
+
+    def __init__(self, campaigns: VariantChooser, request: bytes, decision_id: str,
+                 channel: str):
+        self.campaigns, self.request, self.decision_id = campaigns, request, decision_id
+        self.channel = channel
+
+    async def claim(self, until: float) -> float | None:
+        """None when this call is to send (claimed until `until`); the handover time of the
+        first call's delivery when it went; raises the first call's outcome otherwise."""
+        state = await self.campaigns.claim_delivery(self.request, self.decision_id, until)
+        if state is None:
+            return None
+        if state["s"] == "sent":
+            return state["t"]
+        if state["s"] == "refused":
+            raise DeliveryRefused(self.channel, state["r"], state["n"])
+        if state["s"] == "unavailable":
+            raise DeliveryUnavailable(self.channel, state["r"], state["n"])
+        if state["s"] == "sending":
+            raise DeliveryInProgress()
+        raise DeliveryInDoubt()
+
+    async def settle(self, handed: float | None, err: Exception | None) -> None:
+        """Keep the outcome of this call's delivery: sent at `handed`, or kept as a dead letter
+        (`err`), or neither (it stopped mid-send: in doubt). Shielded: a caller giving up
+        does not leave the claim to lapse into a doubt it need not be."""
+        if handed is not None:
+            state = {"s": "sent", "t": handed}
+        elif isinstance(err, DeliveryRefused):
+            state = {"s": "refused", "r": err.reason, "n": err.attempts}
+        elif isinstance(err, DeliveryUnavailable):
+            state = {"s": "unavailable", "r": err.reason, "n": err.attempts}
+        else:
+            state = {"s": "doubt"}
+        await asyncio.shield(self.campaigns.settle_delivery(self.request, self.decision_id,
+                                                            state))

@@ -1,0 +1,97 @@
+"""A ComposeMessage with `deliver` repeated with its request_id (a retry whose answer was lost)
+is answered the first delivery's outcome and never hands the message over a second time (a
+real relay on loopback, a real store)."""
+import asyncio
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink, delivery_attempts=1)
+
+
+def compose(messaging, user: str, **call):
+    return messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, deliver=True, request_id="req-1"), **call)
+
+
+async def sent_events(profiles) -> list[str]:
+    return [e.attributes["decision_id"] async for e in profiles.ExportEvents(
+        ppb.ExportEventsRequest()) if e.type == "email_sent"]
+
+
+async def test_a_repeat_of_a_delivered_request_is_not_sent_again(sink, campaigns, profiles,
+                                                                 messaging):
+    """The repeat was answered the logged decision, rendered again and sent again under the
+    same Message-ID (an SMS or push has no such id: a second message to a real person)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r1"])
+    first = await compose(messaging, "r1")
+    again = await compose(messaging, "r1")
+    assert first.delivered and again.delivered
+    assert again.decision_id == first.decision_id
+    assert again.parts["subject"] == first.parts["subject"]
+    assert sink.message_ids == [f"<{first.decision_id}@tailor.invalid>"]
+    assert await sent_events(profiles) == [first.decision_id]
+
+
+async def test_a_repeat_of_a_refused_request_answers_the_refusal_without_a_second_attempt(
+        sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r2"])
+    sink.rcpt_replies["r2@example.com"] = ["550 5.1.1 no such user", "250 OK"]
+    codes = []
+    for _ in range(2):
+        with pytest.raises(grpc.RpcError) as err:
+            await compose(messaging, "r2")
+        codes.append((err.value.code(), err.value.details()))
+    assert codes[1] == codes[0]
+    assert codes[0][0] == grpc.StatusCode.FAILED_PRECONDITION and "refused" in codes[0][1]
+    assert sink.rcpt_replies["r2@example.com"] == ["250 OK"]  # no second RCPT
+    assert sink.message_ids == []
+    assert len((await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters) == 1
+
+
+async def test_a_repeat_while_the_first_is_being_sent_does_not_send(sink, campaigns, profiles,
+                                                                    messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r3"])
+    sink.delay_data = 2.0
+    first = asyncio.ensure_future(compose(messaging, "r3", timeout=30))
+    await asyncio.sleep(1.0)  # the first waits for the relay's 250
+    with pytest.raises(grpc.RpcError) as err:
+        await compose(messaging, "r3", timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "being delivered" in err.value.details()
+    assert (await first).delivered
+    assert len(sink.message_ids) == 1
+    assert (await compose(messaging, "r3", timeout=30)).delivered  # now its outcome
+    assert len(sink.message_ids) == 1
+
+
+async def test_a_repeat_of_a_call_given_up_mid_send_does_not_send_again(sink, campaigns,
+                                                                         profiles, messaging):
+    """The first caller's deadline passed while the relay had the message (it may have gone):
+    sending it again may make a second message; the repeat says the outcome is unknown."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r4"])
+    sink.delay_data = 2.0
+    with pytest.raises(grpc.RpcError) as err:
+        await compose(messaging, "r4", timeout=1.0)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(1.5)  # the relay kept it
+    sink.delay_data = 0.0
+    with pytest.raises(grpc.RpcError) as err:
+        await compose(messaging, "r4", timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "not known" in err.value.details()
+    assert len(sink.message_ids) <= 1
