@@ -29,8 +29,10 @@ its transaction): a user erased during the attempts leaves none.
 
 Transaction rules: `add`, `claim`, `renew`, `release` and `drop` write one record each; `erase_user`
 runs inside the profile erasure's transaction (a `UserEraser`, before the user's key is
-shredded) and drops every letter of the user (a scan of the letters: they are few, or the
-adapter is down and an operator is looking at them).
+shredded) and drops every letter of the user: a walk over the letters that opens none of the
+others' (a sealed letter starts with its user's token), since after an outage there is one per
+recipient and the erasure holds the store's write lock (20,000 letters of 10 kB took ~0.9 s
+opened one by one; every writer waited).
 `ListDeadLetters` shows a keyed reference of the user (`user_ref`), never the id or address.
 """
 from __future__ import annotations
@@ -195,13 +197,31 @@ class DeadLetters:
         return self.store.delete("sends", dead_letter_key(letter_id))
 
     def erase_user(self, txn, user_id: str) -> int:
-        """`UserEraser`: the user's letters, inside the profile erasure's transaction."""
-        mine = [k for k, d in self._letters(txn) if d.user == user_id]
+        """`UserEraser`: the user's letters, inside the profile erasure's transaction (which
+        holds the store's write lock): found without opening the others (`_names`)."""
+        mine = [key for key, stored in self._stored(txn) if self._names(txn, key, stored, user_id)]
         return sum(int(self._t.delete(txn, k)) for k in mine)
 
-    def _letters(self, txn):
-        """(key, letter) of every readable letter, oldest first (an erased user's are not)."""
-        for key, stored in self._t.scan_prefix(txn, DEAD_LETTER_PREFIX):
-            raw = self.store.open_for_user(txn, bytes(key), stored)
-            if raw is not None:
-                yield bytes(key), DeadLetter.decode(raw)
+    def _stored(self, txn):
+        """(key, stored value) of every letter, oldest first, one at a time."""
+        for key, stored in self._t.items(txn, DEAD_LETTER_PREFIX):
+            if not key.startswith(DEAD_LETTER_PREFIX):
+                return
+            yield bytes(key), stored
+
+    def _names(self, txn, key: bytes, stored: bytes, user_id: str) -> bool:
+        """Whether the stored letter is `user_id`'s: by the token a sealed one starts with, or
+        (no encryption) by its JSON's `user`, decoded only when its text names them."""
+        sealed = self.store.sealed_for(stored, user_id)
+        if sealed is not None:
+            return sealed
+        if _user_field(user_id) not in stored:
+            return False
+        raw = self.store.open_for_user(txn, key, stored)
+        return raw is not None and DeadLetter.decode(raw).user == user_id
+
+
+def _user_field(user_id: str) -> bytes:
+    """The `user` member as `DeadLetter.encode` writes it (ASCII JSON): no string value holds
+    it unescaped, so a letter without it is not the user's."""
+    return b'"user":' + json.dumps(user_id).encode()

@@ -148,6 +148,13 @@ class Store:
         aead = self.datakeys.cipher(txn, bytes(stored[:TOKEN_CHARS]))
         return None if aead is None else unseal(aead, b"aux\x00" + key, bytes(stored[TOKEN_CHARS:]))
 
+    def sealed_for(self, stored: bytes, user_id: str) -> bool | None:
+        """Whether a `seal_for_user` value was sealed for `user_id`, told by the token it starts
+        with (nothing decrypted); None without encryption (the value is as is: read it)."""
+        if self.datakeys is None:
+            return None
+        return bytes(stored[:TOKEN_CHARS]) == user_token(user_id)
+
     def table(self, name: str) -> Table:
         try:
             return self._tables[name]
