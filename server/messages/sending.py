@@ -10,8 +10,11 @@ A job runs two stages in its server process:
   connection, SMS and push through the webhook; transient failures retried with backoff, a
   message that does not go becomes a dead letter), after a token from the channel's bucket
   (shared by the lanes), at the message's `send_at`: a message the contact policy deferred
-  waits in a heap (in memory, bounded by the audience; its `ready` record is on disk, so a
-  restart finds it again), the others go at once. After the adapter accepts a message its
+  waits in a heap (in memory, bounded by the audience, without its body: its `ready` record
+  on disk holds it, read back when it is due, and a restart finds it again), the others go at
+  once. A settled recipient keeps no body either: the job holds one message body per lane and
+  per recipient being composed, not one per deferred or sent recipient (quiet hours over a
+  large audience held ~1 GB). After the adapter accepts a message its
   record is settled `sent` before that lane's next message starts (the lanes' records settled
   meanwhile share one transaction: `settling.Settler`); the `<channel>_sent` events
   (event id `sent-<decision id>`) are recorded in batches of `send_compose_ahead`, and again for
@@ -126,7 +129,7 @@ class SendJob:
             pass
 
     async def run(self) -> None:
-        todo = await asyncio.to_thread(self.records.recipients, self.send_id)
+        todo = await asyncio.to_thread(self.records.recipients, self.send_id, False)
         self.purpose = await self.delivery.purpose(self.job["campaign"])
         # A resumed job records them again (not those erased since: their user id is gone).
         self._sent = [r for r in todo if r.state == SENT and r.user]
@@ -237,6 +240,7 @@ class SendJob:
             if r is None:
                 composing = False
             elif r.send_at > time.time():
+                r.shed()  # its record holds the body until it is due
                 heapq.heappush(later, (r.send_at, r.seq, r))
             else:
                 await due.put(r)
@@ -262,8 +266,11 @@ class SendJob:
         await self.buckets[r.channel].take()
         if self._stopping:
             return  # shutting down: it stays ready, for the resumed job
-        if self.records.erased(self.send_id, [r.seq]):  # one read snapshot, µs: on the loop
-            return  # deleted meanwhile: nothing goes, the record is settled already
+        # One read snapshot, µs: on the loop. Deleted meanwhile: nothing goes, the record is
+        # settled already. A message that waited (or was resumed) is read back from its record.
+        if ("raw" in r.message and self.records.erased(self.send_id, [r.seq])
+                or "raw" not in r.message and not self.records.body(self.send_id, r)):
+            return
         self._handing += 1
         self._handed.clear()
         try:
@@ -293,6 +300,7 @@ class SendJob:
         except Exception as err:  # noqa: BLE001 - one record never stops the job; no PII logged
             logger.error("send %s: delivering failed: %s", self.send_id, type(err).__name__)
             r.state, r.reason = FAILED, "error"
+        r.shed()  # settled: its record no longer holds the body either (`Recipient.encode`)
         await self.settler.settle(r)
         if r.state == SENT:
             self._sent.append(r)

@@ -57,6 +57,14 @@ class Recipient:
     """Of a ready message: the ids of the items its `recommend()` calls put in it (checked
     against the catalog before it goes: `SendJob._deliver`)."""
 
+    def shed(self) -> None:
+        """Let go of the flattened message and its items (its record keeps them while it is
+        `ready`: `body` reads them back), keeping the address: a message waiting for its
+        send_at, or settled."""
+        if "raw" in self.message:
+            self.message = {"to": self.message["to"]}
+        self.items = []
+
     def encode(self) -> bytes:
         out = {"user": self.user, "state": self.state, "decision": self.decision,
                "reason": self.reason, "send_at": self.send_at, "sent_at": self.sent_at,
@@ -132,15 +140,33 @@ class SendRecords:
             return job
         return self.store.write(fn)
 
-    def recipients(self, send_id: str) -> list[Recipient]:
-        """Every recipient of an unfinished job, in audience order."""
+    def recipients(self, send_id: str, bodies: bool = True) -> list[Recipient]:
+        """Every recipient of an unfinished job, in audience order; `bodies` False: a ready one
+        without its flattened message (`Recipient.shed`; a job reads each back when it is
+        due: `body`), read one record at a time."""
         prefix, out = send_user_prefix(send_id), []
         with self.store.read() as txn:
-            for key, stored in self._t.scan_prefix(txn, prefix):
+            for key, stored in self._t.items(txn, prefix):
+                if not key.startswith(prefix):
+                    break
                 raw = self.store.open_for_user(txn, bytes(key), stored)
                 if raw is not None:  # None: the recipient was erased meanwhile (key shredded)
-                    out.append(Recipient.decode(int(bytes(key)[len(prefix):]), raw))
+                    out.append(r := Recipient.decode(int(bytes(key)[len(prefix):]), raw))
+                    if not bodies:
+                        r.shed()
         return out
+
+    def body(self, send_id: str, r: Recipient) -> bool:
+        """Read `r`'s flattened message back from its `ready` record (`Recipient.shed` let it
+        go); False when there is none to send: the recipient was erased, or settled."""
+        key = send_user_key(send_id, r.seq)
+        with self.store.read() as txn:
+            raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
+        stored = None if raw is None else Recipient.decode(r.seq, raw)
+        if stored is None or stored.state != READY:
+            return False
+        r.message, r.items = stored.message, stored.items
+        return True
 
     def _sealed(self, txn, send_id: str, r: Recipient) -> tuple[bytes, bytes]:
         """A recipient's record, sealed under their data key (it names them and may hold the
