@@ -51,6 +51,7 @@ from ..store.keys import (
     profile_meta_key,
 )
 from .errors import DeadLetterBusy
+from .owned import opened_if_users
 
 __all__ = ["DeadLetter", "DeadLetters", "sent_event_id"]
 
@@ -198,8 +199,9 @@ class DeadLetters:
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's letters, inside the profile erasure's transaction (which
-        holds the store's write lock): found without opening the others (`_names`)."""
-        mine = [key for key, stored in self._stored(txn) if self._names(txn, key, stored, user_id)]
+        holds the store's write lock): found without opening the others (`owned`)."""
+        mine = [key for key, stored in self._stored(txn)
+                if opened_if_users(self.store, txn, key, stored, user_id) is not None]
         return sum(int(self._t.delete(txn, k)) for k in mine)
 
     def _stored(self, txn):
@@ -208,20 +210,3 @@ class DeadLetters:
             if not key.startswith(DEAD_LETTER_PREFIX):
                 return
             yield bytes(key), stored
-
-    def _names(self, txn, key: bytes, stored: bytes, user_id: str) -> bool:
-        """Whether the stored letter is `user_id`'s: by the token a sealed one starts with, or
-        (no encryption) by its JSON's `user`, decoded only when its text names them."""
-        sealed = self.store.sealed_for(stored, user_id)
-        if sealed is not None:
-            return sealed
-        if _user_field(user_id) not in stored:
-            return False
-        raw = self.store.open_for_user(txn, key, stored)
-        return raw is not None and DeadLetter.decode(raw).user == user_id
-
-
-def _user_field(user_id: str) -> bytes:
-    """The `user` member as `DeadLetter.encode` writes it (ASCII JSON): no string value holds
-    it unescaped, so a letter without it is not the user's."""
-    return b'"user":' + json.dumps(user_id).encode()

@@ -16,9 +16,9 @@ several workers starting at once one resumes a job. `finish` stamps the job and 
 recipients' records (they name users; the counts stay). A recipient's record is sealed under
 their data key (`Store.seal_for_user`), so its bytes on freed pages stay closed once the user's
 key is shredded. DeleteProfile reaches the records of unfinished jobs (`erase_user`, a
-`UserEraser`, run before the shred): an unsettled recipient is counted suppressed `erased` and
-the record is deleted; a missing or unreadable record is an erased recipient, which `update`
-never writes back.
+`UserEraser`, run before the shred; only the user's records are opened: `owned`): an unsettled
+recipient is counted suppressed `erased` and the record is deleted; a missing or unreadable
+record is an erased recipient, which `update` never writes back.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from ..processes import process_started
 from ..store import Store
 from ..store.keys import SEND_JOB_PREFIX, SEND_USER_PREFIX, SEP, send_job_key, send_user_key, send_user_prefix
+from .owned import opened_if_users
 
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
            "ERASED"]
@@ -209,12 +210,14 @@ class SendRecords:
         """`UserEraser`: the user's records in every unfinished job are deleted; one not yet
         settled counts as suppressed `erased` first, so the counts still add up and a running or
         resumed job skips it. Inside the profile erasure's transaction, before the user's data
-        key is shredded (the records are read through it). Scans the unfinished jobs' records (a
-        job's records are dropped when it finishes)."""
+        key is shredded (the records are read through it). Walks the unfinished jobs' records
+        (a job's records are dropped when it finishes), opening only the user's (`owned`)."""
         mine = []
-        for key, stored in self._t.scan_prefix(txn, SEND_USER_PREFIX):
-            raw = self.store.open_for_user(txn, bytes(key), stored)
-            if raw is not None and Recipient.decode(0, raw).user == user_id:
+        for key, stored in self._t.items(txn, SEND_USER_PREFIX):
+            if not key.startswith(SEND_USER_PREFIX):
+                break
+            raw = opened_if_users(self.store, txn, bytes(key), stored, user_id)
+            if raw is not None:
                 mine.append((bytes(key), Recipient.decode(0, raw)))
         for key, r in mine:
             if r.state in (PENDING, READY):
