@@ -26,6 +26,7 @@ from protos.tailor.v1 import (
 
 from . import http as public_http  # loaded only with a public port (`server.lazy`)
 from .attribution import Attributor
+from .background import Background
 from .campaigns import Campaigns
 from .catalog import Catalog
 from .config import Settings
@@ -48,6 +49,7 @@ from .models.monitor import CanaryMonitor
 from .models.scrub import ScrubQueue, scrub_stored
 from .profiles import EventRules, Profiles
 from .profiles.history import HistoryBlend
+from .profiles.outbox import REPLAY_SECONDS
 from .profiles.schema import EVENT_TYPES
 from .profiles.seen import SEEN_TYPES
 from .profiles.tombstones import Tombstones
@@ -87,8 +89,8 @@ class TailorServer:
         self.settings = settings
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
-        self._telling: asyncio.Future | None = None
-        """The erasure follower's tombstone read under way, in its thread (`stop` waits)."""
+        self.background = Background()
+        """The periodic passes (sweeps, reports, follows); `stop` waits for those under way."""
         self.audit = None
         """The audit log the auth interceptor reports to (`record(...)`), if any."""
         self.reloaders: list[Callable[[], object]] = []
@@ -255,6 +257,7 @@ class TailorServer:
         try:
             return await self._start_serving(serving)
         except BaseException:  # a bundle refused, a port in use: no writer process left behind
+            await self.background.stop()
             if self._server is not None:  # the public port failed after gRPC had started
                 await self._server.stop(None)
                 self._server = None
@@ -306,17 +309,29 @@ class TailorServer:
         self._server = server
         await self._start_public()
         await self.sends.resume()  # unfinished SendCampaign jobs whose process is gone
-        self._sweeper = asyncio.create_task(self._sweep_retention())
-        self._campaign_sweeper = asyncio.create_task(self.campaigns.sweep_forever())
-        self._store_reporter = asyncio.create_task(self._report_store())
-        self._canary_guard = asyncio.create_task(self.canary_monitor.run_forever())
-        self._bundle_scrubber = asyncio.create_task(self._scrub_bundles())
-        self._outbox_replayer = asyncio.create_task(self.profiles.replay_forever())
-        self._erasure_follower = asyncio.create_task(self._follow_erasures())
+        self._start_background()
         if self.settings.drift_enabled:
             self.drift.start()
         logger.info("serving on %s (%s)", with_port(self.settings.host, self.port), ", ".join(names))
         return self.port
+
+    def _start_background(self) -> None:
+        s = self.settings
+
+        def every(seconds, one_pass, failed, first=True):
+            self.background.every(seconds, one_pass, failed, first, log=logger)
+        every(s.retention_sweep_seconds, self._sweep_retention, "retention sweep failed")
+        every(self.campaigns.sweep_seconds, self.campaigns.sweep_due,
+              "reward window sweep failed")
+        every(s.store_metrics_seconds, self._report_store, "reading the store's size failed")
+        every(self.canary_monitor.interval, self.canary_monitor.check,
+              "canary guardrail check failed", first=False)
+        # the bundles lock keeps the scrub (`server.models.scrub`) to one worker at a time
+        every(s.bundle_scrub_seconds, lambda: asyncio.to_thread(scrub_stored, s.bundles_dir),
+              "bundle scrub failed", first=False)
+        every(REPLAY_SECONDS, self.profiles.replay_outbox, "outbox replay failed", first=False)
+        every(s.bundle_poll_seconds, self._follow_erasures, "reading the tombstones failed",
+              first=False)
 
     async def _replay_outbox(self) -> None:
         """Apply every listener effect a crash left in the outbox (`server.profiles.outbox`),
@@ -383,51 +398,25 @@ class TailorServer:
         return dropped
 
     async def _sweep_retention(self) -> None:
-        while True:
-            try:
-                dropped = await self.sweep_retention()
-                if any(dropped.values()):
-                    logger.info("retention dropped %s", dropped)
-            except Exception:  # keep serving; say why
-                logger.exception("retention sweep failed")
-            await asyncio.sleep(self.settings.retention_sweep_seconds)
-
-    async def _scrub_bundles(self) -> None:
-        """Remove erased users from the stored bundles (`server.models.scrub`) every
-        `bundle_scrub_seconds`; the bundles lock keeps it to one worker at a time."""
-        while True:
-            await asyncio.sleep(self.settings.bundle_scrub_seconds)
-            try:
-                await asyncio.to_thread(scrub_stored, self.settings.bundles_dir)
-            except Exception:  # keep serving; the queue stays for the next pass
-                logger.exception("bundle scrub failed")
+        dropped = await self.sweep_retention()
+        if any(dropped.values()):
+            logger.info("retention dropped %s", dropped)
 
     async def _follow_erasures(self) -> None:
-        """Read the tombstone count every `bundle_poll_seconds` (one read; the list only when it
-        changed) and tell the caches what is new (`Tombstones.watch`), so another worker's
-        erasure reaches this worker's caches; report the user cache's size."""
+        """Read the tombstone count (one read; the list only when it changed) and tell the
+        caches what is new (`Tombstones.watch`), so another worker's erasure reaches this
+        worker's caches; report the user cache's size."""
+        await asyncio.to_thread(self._tell_erasures)
         cache = self.recommender.cache
-        while True:
-            await asyncio.sleep(self.settings.bundle_poll_seconds)
-            try:  # shielded: a stop waits for the thread's read before the store closes
-                self._telling = asyncio.ensure_future(asyncio.to_thread(self._tell_erasures))
-                await asyncio.shield(self._telling)
-                USER_CACHE_USERS.set(len(cache) if cache is not None else 0)
-            except Exception:  # keep serving; say why
-                logger.exception("reading the tombstones failed")
+        USER_CACHE_USERS.set(len(cache) if cache is not None else 0)
 
     def _tell_erasures(self) -> None:
         self.tombstones.current()
         self.tombstones.tell_watchers()
 
     async def _report_store(self) -> None:
-        """Refresh the LMDB size gauges (`tailor_store_*_bytes`) every few seconds."""
-        while True:
-            try:
-                report_store(**self.store.usage())
-            except Exception:  # keep serving; say why
-                logger.exception("reading the store's size failed")
-            await asyncio.sleep(self.settings.store_metrics_seconds)
+        """Refresh the LMDB size gauges (`tailor_store_*_bytes`)."""
+        report_store(**self.store.usage())
 
     async def wait(self) -> None:
         await self._server.wait_for_termination()
@@ -442,15 +431,7 @@ class TailorServer:
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_seconds:
             await asyncio.sleep(self.settings.drain_seconds)
-        self._sweeper.cancel()
-        self._campaign_sweeper.cancel()
-        self._store_reporter.cancel()
-        self._canary_guard.cancel()
-        self._bundle_scrubber.cancel()
-        self._outbox_replayer.cancel()
-        self._erasure_follower.cancel()
-        if self._telling is not None:  # a tombstone read in its thread: let it end
-            await asyncio.gather(self._telling, return_exceptions=True)
+        await self.background.stop()  # a pass under way (in its thread) ends first
         await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.auth.interceptor.close()  # failed authentication counted, not yet audited

@@ -414,19 +414,15 @@ class Campaigns:
         return {"decisions": self.repo.log.of_user(user_id),
                 "contacts": self.repo.contacts_of(user_id)}
 
-    async def sweep_forever(self) -> None:
-        """Give the default (or best event) reward to decisions whose window closed."""
-        while True:
-            try:
-                now = time.time()
-                if self.repo.has_due(now):
-                    closed = await self._changing(asyncio.to_thread(self.repo.sweep, now))
-                    logger.debug("closed %d reward windows", closed)
-                if self.contact.prior is not None and self.contact.prior.stale(now):
-                    await asyncio.to_thread(self.contact.refresh_prior, now)
-            except Exception:  # keep serving; say why
-                logger.exception("reward window sweep failed")
-            await asyncio.sleep(self.sweep_seconds)
+    async def sweep_due(self) -> None:
+        """Give the default (or best event) reward to decisions whose window closed, and refit
+        a stale contact prior (the server's pass every `sweep_seconds`: `server.background`)."""
+        now = time.time()
+        if self.repo.has_due(now):
+            closed = await self._changing(asyncio.to_thread(self.repo.sweep, now))
+            logger.debug("closed %d reward windows", closed)
+        if self.contact.prior is not None and self.contact.prior.stale(now):
+            await asyncio.to_thread(self.contact.refresh_prior, now)
 
     # -- stats and export -------------------------------------------------------------------------
     async def stats(self, campaign_id: str) -> tuple[Campaign, dict, dict]:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..background import Background
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..models import Bundle, ModelRegistry
@@ -48,7 +49,8 @@ class Catalog:
         self.records = CatalogRecords(store, self.limits.catalog_items)
         self.registry = registry
         self._lock = asyncio.Lock()
-        self._follower: asyncio.Task | None = None
+        self._background = Background()
+        """The catalog updates' follower (`refresh`); `stop` waits for an amend under way."""
 
     # -- validation ------------------------------------------------------------------------
     def _check_items(self, items: Sequence[CatalogItem], field: str) -> None:
@@ -135,22 +137,10 @@ class Catalog:
                     break
 
     async def start(self) -> None:
-        self._follower = asyncio.create_task(self._follow())
-
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_s)
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep serving what is served; say why
-                logger.exception("could not apply catalog updates")
+        """Follow catalog updates every `bundle_poll_seconds` (`refresh`); a failed pass keeps
+        serving what is served."""
+        self._background.every(self.poll_s, self.refresh, "could not apply catalog updates",
+                               first=False, log=logger)
 
     async def stop(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            try:
-                await self._follower
-            except asyncio.CancelledError:
-                pass
+        await self._background.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from ..background import Background
 from ..config import Settings
 from ..errors import InvalidArgument
 from ..interfaces import BundleSource
@@ -57,6 +58,8 @@ class Impressions:
         self.stats = ModelStats(store)
         """`stats.counts(version)`: (impressions, impressions with a click) for the canary."""
         self._tasks: list[asyncio.Task] = []
+        self._background = Background()
+        """The stats reports; `close` waits for one under way (in its thread)."""
 
     @property
     def sink(self) -> ImpressionLog | None:
@@ -68,15 +71,9 @@ class Impressions:
         if self.enabled:
             await self.log.start()
             self._tasks.append(asyncio.create_task(self.log.run()))
-        self._tasks.append(asyncio.create_task(self._report_forever()))
-
-    async def _report_forever(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.stats.report)
-            except Exception:  # keep serving; say why
-                logger.exception("reporting model stats failed")
-            await asyncio.sleep(self.settings.store_metrics_seconds)
+        self._background.every(self.settings.store_metrics_seconds,
+                               lambda: asyncio.to_thread(self.stats.report),
+                               "reporting model stats failed", log=logger)
 
     # -- EventListener, UserEraser, UserExporter, retention --------------------------------
     outbox = b"impressions"
@@ -144,5 +141,6 @@ class Impressions:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await self._background.stop()
         self.join.close()
         await self.log.close()

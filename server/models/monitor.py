@@ -51,7 +51,7 @@ class VersionFigures:
 
 
 class CanaryMonitor:
-    """Checks the running canary every `interval` seconds (`run_forever`) or on `check()`.
+    """Checks the running canary on `check()` (the server's pass every `interval` seconds).
 
     Parameters
     ----------
@@ -90,16 +90,6 @@ class CanaryMonitor:
         self.clock = clock
         self.last: tuple[str, Verdict] | None = None
         """(canary id, verdict) of this worker's latest check."""
-
-    async def run_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep serving and checking; say why
-                logger.exception("canary guardrail check failed")
 
     async def check(self) -> Verdict | None:
         """Publish this worker's tally, judge the running canary on every worker's, and act."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import metrics
+from ..background import Background
 from ..config import Settings
 from ..errors import FailedPrecondition, NotFound
 from ..processes import owner_alive, process_started
@@ -52,7 +53,9 @@ class ModelRegistry:
         self._canary: Canary | None = None
         self.canaries = CanaryRecords(store)
         self._swap_lock = asyncio.Lock()
-        self._poller: asyncio.Task | None = None
+        self._background = Background()
+        """The active pointer's poll (`_follow_pointer`); `stop` waits for a load under way."""
+        self._backoff = LoadBackoff()
         self._checks: list[Callable[[Bundle], None]] = []
         self._amenders: list[Callable[[Bundle], Bundle]] = []
         self._id_checks: list[RawIds] = []
@@ -150,15 +153,15 @@ class ModelRegistry:
                            "until one is pushed", self.bundles_dir)
         else:
             await self._follow_canary_logged()
-        self._poller = asyncio.create_task(self._follow_pointer())
+        self._poll()
+
+    def _poll(self) -> None:
+        self._background.every(self.settings.bundle_poll_seconds, self._follow_pointer,
+                               "could not follow the active bundle pointer", first=False,
+                               log=logger)
 
     async def stop(self) -> None:
-        if self._poller:
-            self._poller.cancel()
-            try:
-                await self._poller
-            except asyncio.CancelledError:
-                pass
+        await self._background.stop()
         self.store.delete("meta", worker_key(os.getpid()))
         self.canaries.retire(os.getpid())  # its counts stay summed (`CanaryMonitor.publish`)
 
@@ -175,7 +178,7 @@ class ModelRegistry:
                 shutil.rmtree(dest, ignore_errors=True)
             raise FailedPrecondition(f"--bundle {src}: {err}") from None
         await self._follow_canary_logged()
-        self._poller = asyncio.create_task(self._follow_pointer())
+        self._poll()
 
     def _import_dir(self, src: Path) -> tuple[Path, bool]:
         """The stored copy of bundle `src` (made unless there is one); True if made here."""
@@ -388,20 +391,14 @@ class ModelRegistry:
                 "it to serve it")
 
     async def _follow_pointer(self) -> None:
-        backoff = LoadBackoff()
-        while True:
-            await asyncio.sleep(self.settings.bundle_poll_seconds)
-            try:
-                pointer = self.store.get("meta", BUNDLE_ACTIVE)
-                version = pointer.decode() if pointer else ""
-                if version and (self._active is None or version != self._active.version) \
-                        and backoff.due(version, time.monotonic()):
-                    await self._follow(version, backoff)
-                await self._follow_canary()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep serving the old bundle; say why
-                logger.exception("could not follow the active bundle pointer")
+        """Serve the version the active pointer names, and the canary the store records (a
+        pass every `bundle_poll_seconds`; one that fails keeps the old bundle)."""
+        pointer = self.store.get("meta", BUNDLE_ACTIVE)
+        version = pointer.decode() if pointer else ""
+        if version and (self._active is None or version != self._active.version) \
+                and self._backoff.due(version, time.monotonic()):
+            await self._follow(version, self._backoff)
+        await self._follow_canary()
 
     async def _follow(self, version: str, backoff: LoadBackoff) -> None:
         """Activate the pointer's `version`; a failure keeps the old bundle, is logged in full

@@ -38,7 +38,7 @@ from ..validation import (
 from .errors import ProfileAttributesFull
 from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
-from .outbox import REPLAY_AFTER_S, REPLAY_SECONDS, Outbox
+from .outbox import REPLAY_AFTER_S, Outbox
 from .records import EventRecords
 from .repository import IngestResult, ProfileRepository
 from .schema import CHANNELS, EVENT_TYPES, ProfileSchema
@@ -136,8 +136,6 @@ class Profiles:
         self.outbox = Outbox(store)
         self._landing: set[asyncio.Future] = set()
         """`_commit` tasks not yet done (`close` waits for them)."""
-        self._replaying: asyncio.Future | None = None
-        """The periodic outbox replay under way (`close` waits for it)."""
         self._erasers: list[UserEraser] = []
         self._exporters: list[UserExporter] = []
         self.tombstones = tombstones
@@ -650,21 +648,10 @@ class Profiles:
                 return total
             start = due.after
 
-    async def replay_forever(self, every: float = REPLAY_SECONDS) -> None:
-        """`replay_outbox` every `every` seconds (a worker's background task)."""
-        while True:
-            await asyncio.sleep(every)
-            try:  # shielded: a stop (`close`) lets a replay under way end first
-                self._replaying = asyncio.ensure_future(self.replay_outbox())
-                await asyncio.shield(self._replaying)
-            except Exception:  # keep serving; the entries stay for the next pass
-                logger.exception("outbox replay failed")
-
     async def close(self) -> None:
-        """Finish the submitted batches and their effects, and a replay under way (the
-        listeners' domains must still be open)."""
-        await asyncio.gather(*list(self._landing), *[t for t in (self._replaying,) if t],
-                             return_exceptions=True)
+        """Finish the submitted batches and their effects (the listeners' domains must still
+        be open; the server's periodic replay has ended before: `server.background`)."""
+        await asyncio.gather(*list(self._landing), return_exceptions=True)
         await self._writer.close()
 
 
