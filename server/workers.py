@@ -45,20 +45,23 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    await _start(server, all_up)  # a stop signal meanwhile drains right after
+    await _start(server, all_up, stop)  # a stop signal meanwhile drains right after
     await stop.wait()
     logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
     await server.stop()
     logger.info("stopped")
 
 
-async def _start(server: TailorServer, all_up) -> None:
+async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
     await server.start(serving=all_up is None)
-    if all_up is not None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, all_up.wait, 300)
-        except threading.BrokenBarrierError:  # the parent stops every worker (SIGTERM)
-            logger.error("another worker failed to start: not serving")
+    if all_up is not None:  # however long the others take (a migration): the parent breaks
+        try:  # the barrier when a worker dies or a stop signal comes (`_supervise`)
+            await asyncio.get_running_loop().run_in_executor(None, all_up.wait)
+        except threading.BrokenBarrierError:
+            if stop.is_set():
+                logger.info("stopping before every worker was up: not serving")
+            else:
+                logger.error("another worker failed to start: not serving")
             return
         await server.set_serving(True)
 
@@ -71,6 +74,9 @@ def _worker_main(settings: Settings, all_up) -> None:
         logger.error("%s", err)
         all_up.abort()
         raise SystemExit(2) from None
+    except BaseException:  # a crash: the others stop waiting for this worker now
+        all_up.abort()
+        raise
 
 
 def serve(settings: Settings) -> None:
@@ -112,11 +118,16 @@ def serve(settings: Settings) -> None:
 def _supervise(settings: Settings, reload_metrics) -> None:
     """Start the workers, forward signals to them, and wait for them all to exit."""
     procs: list = []
+    barrier: list = []  # the workers' start barrier, once made
     stopping = False
 
     def forward(signum, _frame):
+        """Stop every worker: a stop signal, or a worker that exited. Those waiting at the
+        start barrier for the others (one of them gone, or stopping too) stop waiting."""
         nonlocal stopping
         stopping = True
+        while barrier:  # popped first: a signal during the abort does not take its lock again
+            barrier.pop().abort()
         for proc in procs:
             if proc.is_alive():
                 os.kill(proc.pid, signum)
@@ -133,6 +144,7 @@ def _supervise(settings: Settings, reload_metrics) -> None:
     signal.signal(signal.SIGTERM, forward)
     ctx = mp.get_context("spawn")
     all_up = ctx.Barrier(settings.workers)
+    barrier.append(all_up)
     # Blocked again while the workers spawn: they inherit the mask and handle a stop signal
     # once started (they drain); SIGHUP stays ignored (inherited) until they handle it.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)

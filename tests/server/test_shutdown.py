@@ -1,6 +1,7 @@
 """SIGTERM drains a real `python -m server`: health NOT_SERVING first (new calls still served for
 TAILOR_DRAIN_SECONDS), then new calls are refused while a call in flight finishes, its events
 are committed, and the process exits 0. A SIGTERM during the start drains too."""
+import contextlib
 import os
 import signal
 import threading
@@ -129,3 +130,42 @@ def test_sigterm_while_the_workers_start_drains_them(tmp_path):
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out[-3000:]
     assert out.count("draining") == 2, out[-3000:]
+
+
+def test_a_worker_killed_while_the_workers_start_stops_the_server_at_once(tmp_path):
+    """A worker that dies before it is up (an OOM kill, a crash) must not leave the others
+    waiting for it at the start barrier (they used to wait 300 s, deaf to the parent's SIGTERM):
+    the parent stops them at once and exits non-zero."""
+    import subprocess
+    import sys
+
+    from tests.conftest import _children
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
+            "--data-dir", str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 60
+    workers: list[int] = []
+    while len(workers) < 2 and proc.poll() is None and time.time() < deadline:
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
+        time.sleep(0.005)
+    os.kill(workers[0], signal.SIGKILL)
+    started = time.time()
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:  # on a failure, leave no server behind
+        for pid in [c for w in workers[1:] for c in _children(w)] + workers[1:] + [proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 1, out[-3000:]
+    assert time.time() - started < 30, out[-3000:]
+    assert "exited with -9" in out and out.count("draining") == 1, out[-3000:]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
