@@ -217,6 +217,10 @@ class Limits(BaseModel):
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check
     still refuses them once stale)."""
+    webhook_reply_bytes: int = Field(64 * 1024, ge=1024, le=16 << 20)
+    """Most bytes of an SMS or push provider's reply body read (nothing in it is used; read so
+    the connection is reused): past it the connection is closed, and the reply's status
+    decides, as when the body stalls or breaks off after the status."""
     http_connections: int = Field(256, ge=1)
     """Most connections the public HTTP port holds open at once, per process (from the end of
     the TLS handshake to the close); one more is answered 503 and closed at once. Keep it well

@@ -12,10 +12,12 @@ body>">` under the signing key of the `delivery-webhook` keyring, whose key id r
 `X-Tailor-Key-Id` (so a provider can hold the old and the new secret during a rotation). The
 `id` is fixed by the decision: a retried or resent message carries the same one, so the provider
 can drop a duplicate. A 2xx reply is success; 5xx, 408, 429, a timeout (`webhook_timeout_seconds`)
-or a connection error is transient (retried by `retry.Retry`); any other reply is permanent,
-a redirect too: it is not followed (aiohttp turns a POST redirected by 301/302/303 into a GET
-without the body, whose 200 would count a message the provider never got as sent; set the
-URL the redirect names).
+or a connection error before the status is transient (retried by `retry.Retry`); any other
+reply is permanent, a redirect too: it is not followed (aiohttp turns a POST redirected by
+301/302/303 into a GET without the body, whose 200 would count a message the provider never got
+as sent; set the URL the redirect names). The reply's body is read up to
+`Limits.webhook_reply_bytes` and never judged: one longer, stalled or broken off leaves the
+status to decide (a 2xx is sent: retrying it would send the message again).
 """
 from __future__ import annotations
 
@@ -48,11 +50,13 @@ class WebhookSender:
     """POSTs signed bodies to each channel's URL over one aiohttp session (made lazily, in the
     running loop; `close()` ends it)."""
 
-    def __init__(self, urls: dict[str, str], ring: Keyring, timeout: float = 10.0):
+    def __init__(self, urls: dict[str, str], ring: Keyring, timeout: float = 10.0,
+                 reply_bytes: int = 64 * 1024):
         import aiohttp  # here: a server without webhook URLs never loads the HTTP client
 
         self.urls = {channel: url for channel, url in urls.items() if url}
         self.ring, self.timeout = ring, aiohttp.ClientTimeout(total=timeout)
+        self.reply_bytes = reply_bytes
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -60,7 +64,7 @@ class WebhookSender:
         urls = {"sms": s.sms_webhook_url, "push": s.push_webhook_url}
         if not any(urls.values()) or ring is None:
             return None
-        return cls(urls, ring, s.webhook_timeout_seconds)
+        return cls(urls, ring, s.webhook_timeout_seconds, s.limits.webhook_reply_bytes)
 
     def headers(self, body: bytes) -> dict[str, str]:
         from ..http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign  # loads aiohttp.web
@@ -79,7 +83,7 @@ class WebhookSender:
             async with self._session.post(self.urls[channel], data=body, headers=self.headers(body),
                                           allow_redirects=False) as reply:
                 status = reply.status
-                await reply.read()
+                await _drain(reply, self.reply_bytes)
         except TimeoutError:
             raise Transient("webhook timeout") from None
         except aiohttp.ClientError as err:
@@ -94,3 +98,21 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _drain(reply, most: int) -> None:
+    """Read `reply`'s body (unused) so its connection is reused; past `most` bytes, or when it
+    stalls past the timeout or breaks off, close the connection instead: the status decides."""
+    import aiohttp
+
+    read = 0
+    try:
+        async for chunk in reply.content.iter_any():
+            read += len(chunk)
+            if read > most:
+                break
+        else:
+            return
+    except (TimeoutError, aiohttp.ClientError):
+        pass
+    reply.close()
