@@ -21,6 +21,12 @@ process's file descriptors, and the gRPC port (same process) stopped answering t
 
 A TLS connection is counted from the end of its handshake; the handshake itself is bounded by
 asyncio (60 s).
+
+Replies name the server `tailor` (`SERVER_NAME`), never aiohttp and its version (what a scanner
+looks known flaws up by): aiohttp writes its own name into every reply's `Server` header, the
+400s it builds for a malformed request head (before any route or hook runs) too, from one
+module global that `CappedRunner` sets (tests/server/messages/test_public_bounds.py checks
+every kind of reply).
 """
 from __future__ import annotations
 
@@ -29,16 +35,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..errors import InvalidArgument
 
-__all__ = ["CappedRunner", "ConnectionCap", "ServerLog", "within", "OVER_CAP_REPLY"]
+__all__ = ["CappedRunner", "ConnectionCap", "ServerLog", "within", "OVER_CAP_REPLY",
+           "SERVER_NAME"]
 
 logger = logging.getLogger("tailor.http")
 
 T = TypeVar("T")
+
+SERVER_NAME = "tailor"
+"""The `Server` header of every public reply."""
 
 OVER_CAP_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
                   b"Content-Length: 17\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
@@ -142,6 +152,7 @@ class CappedRunner(web.AppRunner):
                  headers: int, **kwargs):
         super().__init__(app, keepalive_timeout=idle, lingering_time=linger, max_headers=headers,
                          logger=ServerLog(), **kwargs)
+        web_response.SERVER_SOFTWARE = SERVER_NAME  # read as each reply's head is written
         self._most, self._cap = most, None
 
     @property

@@ -125,3 +125,19 @@ async def test_a_body_over_limits_http_body_bytes_is_413(settings, channel):
                                              b"Content-Length: %d\r\n\r\n" % over + b"x" * over)
     assert (await closed_within(reader, 3))[0].startswith(b"HTTP/1.1 413 ")
     writer.close()
+
+
+async def test_no_reply_names_the_http_library_or_its_version(settings, channel):
+    """Every public reply said `Server: Python/3.11 aiohttp/3.x.y`, the malformed-request 400s
+    aiohttp builds before any route too: the version to look up known flaws of."""
+    import aiohttp
+    asked = [b"GET /u/nope HTTP/1.1\r\nHost: tailor\r\n\r\n",  # a route's answer (400)
+             b"GET /no/such/path HTTP/1.1\r\nHost: tailor\r\n\r\n",  # 404
+             b"GET /u/x HTTP/1.1\r\nHost: tailor\r\nBad Header\r\n\r\n"]  # aiohttp's own 400
+    for request in asked:
+        reader, writer = await connect(settings, request)
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+        writer.close()
+        assert head.split()[1].startswith("4"), head
+        assert "aiohttp" not in head and aiohttp.__version__ not in head, head
+        assert "\r\nserver: tailor\r\n" in head, head
