@@ -222,8 +222,9 @@ class Limits(BaseModel):
     the connection is reused): past it the connection is closed, and the reply's status
     decides, as when the body stalls or breaks off after the status."""
     http_connections: int = Field(256, ge=1)
-    """Most connections the public HTTP port holds open at once, per process (from the end of
-    the TLS handshake to the close); one more is answered 503 and closed at once. Keep it well
+    """Most connections the public HTTP port holds open at once, per process (from the accept,
+    a TLS handshake included, to the close); one more is answered 503 (over TLS: closed) at
+    once. A TLS handshake must end within `http_idle_seconds`. Keep it well
     under the process's open-file limit (`ulimit -n`, often 1024): each connection is a file
     descriptor, and the store and the gRPC port need theirs. A pending request head holds up to
     `http_headers` x 8 KiB of memory: 256 x 32 x 8 KiB = 64 MiB at most."""
@@ -235,8 +236,8 @@ class Limits(BaseModel):
     providers and browsers send about a dozen."""
     http_idle_seconds: float = Field(15.0, gt=0)
     """Longest a public HTTP connection may go without a complete request head, from its start
-    or after a reply: then it is closed (a client sending nothing, or its headers a byte at a
-    time, holds no connection longer)."""
+    (its TLS handshake, then again for the head) or after a reply: then it is closed (a client
+    sending nothing, or its headers a byte at a time, holds no connection longer)."""
     http_body_seconds: float = Field(10.0, gt=0)
     """Longest the body of a public HTTP request may take to arrive once its head has: 408
     after it, nothing changed."""

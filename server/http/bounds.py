@@ -5,11 +5,15 @@ aiohttp alone holds a connection that sends nothing, or half a request head, for
 default keep-alive) and waits for a body forever; a few thousand such sockets used up the
 process's file descriptors, and the gRPC port (same process) stopped answering too.
 
-- `CappedRunner`: an `AppRunner` whose sites count their connections; one past
-  `http_connections` gets `503` and is closed at once. The idle limit is aiohttp's keep-alive
-  timeout, which also runs from the connection's start: a connection without a complete
-  request head by then is closed. A head holds at most `http_headers` fields (aiohttp: 128 of
-  8 KiB, so 300 pending heads took 600 MB).
+- `CappedRunner`: an `AppRunner` whose sites count their connections from the TCP accept, a
+  TLS handshake included; one past `http_connections` gets `503` (over TLS: is closed) at once.
+  With TLS the runner does the handshake itself (`loop.start_tls`), bounded by the idle limit:
+  asyncio's own, in `create_server(ssl=...)`, ran 60 s before aiohttp saw the connection, so
+  sockets that never sent a ClientHello were held uncounted (~20 new ones a second reached the
+  process's file limit). The idle limit is aiohttp's keep-alive timeout, which also runs from
+  the connection's start: a connection without a complete request head by then is closed. A
+  head holds at most `http_headers` fields (aiohttp: 128 of 8 KiB, so 300 pending heads took
+  600 MB).
 - `ServerLog`: what aiohttp logs per connection. A malformed request head (an overlong line,
   too many headers, not HTTP) or body (declared gzip and not) is the client's doing: one INFO
   line naming the problem, never the client's address or the bytes it sent (aiohttp logged
@@ -18,9 +22,6 @@ process's file descriptors, and the gRPC port (same process) stopped answering t
 - `within(seconds, aw)`: a body read, 400 when it does not decode (declared gzip and not,
   chunking broken off), 408 when it takes longer (then the rest of the body is
   drained for as long again at most, so the client reads the 408, and the connection closed).
-
-A TLS connection is counted from the end of its handshake; the handshake itself is bounded by
-asyncio (60 s).
 
 Replies name the server `tailor` (`SERVER_NAME`), never aiohttp and its version (what a scanner
 looks known flaws up by): aiohttp writes its own name into every reply's `Server` header, the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -93,30 +95,69 @@ class ServerLog:
 
 
 class _Counted(asyncio.Protocol):
-    """One connection: aiohttp's protocol behind it while under the cap, else the 503."""
+    """One connection, counted from its accept: aiohttp's protocol behind it while under the
+    cap (after the TLS handshake, with TLS), else the 503 (over TLS: closed)."""
 
-    __slots__ = ("cap", "inner")
+    __slots__ = ("cap", "inner", "counted", "upgrade", "early")
 
     def __init__(self, cap: ConnectionCap):
-        self.cap, self.inner = cap, None
+        self.cap, self.inner, self.counted, self.upgrade = cap, None, False, None
+        self.early: list[bytes] = []
+        """Decrypted between the handshake's end and aiohttp's protocol taking over."""
 
     def connection_made(self, transport) -> None:
         if self.cap.open >= self.cap.most:
-            transport.write(OVER_CAP_REPLY)
+            if self.cap.tls is None:
+                transport.write(OVER_CAP_REPLY)
             transport.close()
             return
         self.cap.open += 1
+        self.counted = True
+        if self.cap.tls is None:
+            self._serve(transport)
+            return
+        transport.pause_reading()  # the ClientHello waits for the TLS protocol (`start_tls`)
+        self.upgrade = asyncio.ensure_future(self._handshake(transport))
+
+    async def _handshake(self, transport) -> None:
+        self.cap.handshakes.add(transport)
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, self, self.cap.tls, server_side=True,
+                ssl_handshake_timeout=self.cap.handshake_seconds)
+        except Exception:  # not TLS, refused, too slow, gone: asyncio logs it (debug only)
+            transport.close()
+            self._uncount()
+            return
+        finally:
+            self.cap.handshakes.discard(transport)
+        if self.cap.closed or tls.is_closing():  # the port stopped, or the client went
+            tls.close()
+            return
+        self._serve(tls)
+
+    def _serve(self, transport) -> None:
         self.inner = self.cap.factory()
         self.inner.connection_made(transport)
+        early, self.early = self.early, []
+        for data in early:
+            self.inner.data_received(data)
+
+    def _uncount(self) -> None:
+        if self.counted:
+            self.counted = False
+            self.cap.open -= 1
 
     def connection_lost(self, exc) -> None:
+        self._uncount()
         if self.inner is not None:
-            self.cap.open -= 1
             self.inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.inner is not None:
             self.inner.data_received(data)
+        elif self.counted:  # TLS: the request may follow the handshake before `_serve`
+            self.early.append(data)
 
     def eof_received(self):
         return self.inner.eof_received() if self.inner is not None else None
@@ -132,28 +173,40 @@ class _Counted(asyncio.Protocol):
 
 class ConnectionCap:
     """A protocol factory (what `loop.create_server` calls per connection) around aiohttp's:
-    at most `most` connections open at once."""
+    at most `most` connections open at once, each made TLS by `tls` (when given) within
+    `handshake_seconds`."""
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol], most: int):
+    def __init__(self, factory: Callable[[], asyncio.Protocol], most: int,
+                 tls: ssl.SSLContext | None = None, handshake_seconds: float = 60.0):
         self.factory, self.most, self.open = factory, most, 0
+        self.tls, self.handshake_seconds = tls, handshake_seconds
+        self.handshakes: set[asyncio.BaseTransport] = set()
+        self.closed = False
 
     def __call__(self) -> asyncio.Protocol:
         return _Counted(self)
+
+    def close(self) -> None:
+        """Stop: the connections still in their TLS handshake are closed."""
+        self.closed = True
+        for transport in list(self.handshakes):
+            transport.abort()
 
 
 class CappedRunner(web.AppRunner):
     """`web.AppRunner` whose sites (`TCPSite` takes `runner.server` as its protocol factory)
     accept at most `most` connections, each request head at most `headers` fields; `idle`
-    seconds is the keep-alive (and first request head) timeout; after a reply to a request whose
-    body is not all in (408, 413), the rest is drained for at most `linger` seconds, then the
-    connection is closed."""
+    seconds is the keep-alive (and first request head) timeout, and the TLS handshake's with
+    `tls` (give it here, not to the site); after a reply to a request whose body is not all in
+    (408, 413), the rest is drained for at most `linger` seconds, then the connection is
+    closed."""
 
     def __init__(self, app: web.Application, *, most: int, idle: float, linger: float,
-                 headers: int, **kwargs):
+                 headers: int, tls: ssl.SSLContext | None = None, **kwargs):
         super().__init__(app, keepalive_timeout=idle, lingering_time=linger, max_headers=headers,
                          logger=ServerLog(), **kwargs)
         web_response.SERVER_SOFTWARE = SERVER_NAME  # read as each reply's head is written
-        self._most, self._cap = most, None
+        self._most, self._cap, self._tls, self._idle = most, None, tls, idle
 
     @property
     def server(self):
@@ -161,5 +214,10 @@ class CappedRunner(web.AppRunner):
         if inner is None:
             return None
         if self._cap is None or self._cap.factory is not inner:
-            self._cap = ConnectionCap(inner, self._most)
+            self._cap = ConnectionCap(inner, self._most, self._tls, self._idle)
         return self._cap
+
+    async def cleanup(self) -> None:
+        if self._cap is not None:
+            self._cap.close()
+        await super().cleanup()

@@ -123,10 +123,10 @@ class PublicHttp:
         self._runner = CappedRunner(self.app, most=self.limits.http_connections,
                                     idle=self.limits.http_idle_seconds,
                                     linger=self.limits.http_body_seconds,
-                                    headers=self.limits.http_headers, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context,
-                           reuse_port=self.reuse_port or None)
+                                    headers=self.limits.http_headers, tls=self.ssl_context,
+                                    access_log=None)
+        await self._runner.setup()  # the runner does the TLS handshakes (counted: bounds.py)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_port=self.reuse_port or None)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         logger.info("public HTTP%s on %s:%d", "S" if self.ssl_context else "", self.host, self.port)

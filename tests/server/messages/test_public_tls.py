@@ -28,3 +28,34 @@ async def test_the_public_port_speaks_https_with_the_grpc_certificate(settings, 
         assert server.composer.public_base == f"https://127.0.0.1:{server.public.port}"
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_bounded(
+        settings, tmp_path):
+    """Before: asyncio held a TLS connection that never sent its ClientHello for 60 s, and the
+    cap counted it only once its handshake was done: ~20 such sockets a second used up the
+    process's files (and the gRPC port with them)."""
+    import asyncio
+
+    from server.config import Limits
+    most, idle = 3, 1.0
+    ca = CertificateAuthority(tmp_path / "ca")
+    issued = ca.issue("server")
+    server = TailorServer(settings.model_copy(update={
+        "tls_cert": issued.cert, "tls_key": issued.key, "public_http_port": free_port(),
+        "limits": Limits(http_connections=most, http_idle_seconds=idle)}))
+    await server.start()
+    try:
+        port = server.public.port
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(most)]
+        over, _ = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(over.read(), 2) == b""  # past the cap: closed at once
+        for reader, _ in silent:  # no ClientHello within the idle limit: closed
+            assert await asyncio.wait_for(reader.read(), idle + 3) == b""
+        trust = ssl.create_default_context(cafile=str(ca.cert))
+        token = server.tokens.issue("u1", "email", "c")
+        async with aiohttp.ClientSession() as http:  # their places are free again
+            async with http.get(f"https://127.0.0.1:{port}/u/{token}", ssl=trust) as res:
+                assert res.status == 200
+    finally:
+        await server.stop(grace=0.5)
