@@ -1,13 +1,16 @@
 """One-click unsubscribe tokens (RFC 8058): who, which channel, which campaign, sealed.
 
-    token = "1." b64url(iv | ciphertext) "." b64url(mac) "." kid
+    token = "2." b64url(iv | ciphertext) "." b64url(mac) "." kid
 
 Keys come from the `unsubscribe` keyring (`server.security.secrets`), one pair per key id:
 `enc = HMAC(key, "unsubscribe/enc")`, `mac = HMAC(key, "unsubscribe/mac")`. The payload
-`user ␟ channel ␟ campaign` is encrypted with AES-256-CTR under `enc` and the IV is a MAC of
-the payload (`HMAC(mac, "iv" | payload)[:16]`, SIV-style): the same message always gets the same
-token, and no two payloads share an IV. `mac = HMAC-SHA256(mac key, "1." body "." kid)` covers
-everything (encrypt-then-MAC), checked in constant time before anything is decrypted.
+`user ␟ channel ␟ campaign`, padded with NUL bytes to a multiple of `PAD_BYTES` (64), is
+encrypted with AES-256-CTR under `enc` and the IV is a MAC of the padded payload
+(`HMAC(mac, "iv" | payload)[:16]`, SIV-style): the same message always gets the same token, and
+no two payloads share an IV. `mac = HMAC-SHA256(mac key, "2." body "." kid)` covers everything
+(encrypt-then-MAC), checked in constant time before anything is decrypted. Version 1 tokens
+(links already sent) are the same without the padding, and still read: CTR keeps the length, so
+their length gave the user id's away (ids hold no control character, so NULs only pad).
 
 Why sealed rather than a reference to a stored record: the endpoint stays stateless (no write
 per composed message, any worker can answer, nothing to expire or erase), and the user id,
@@ -31,7 +34,12 @@ from ..validation import SEP
 
 __all__ = ["Unsubscribe", "UnsubscribeTokens", "BadToken"]
 
-VERSION = "1"
+VERSION = "2"
+READ_VERSIONS = frozenset({"1", VERSION})
+"""1: the payload unpadded (links sent before version 2); still read."""
+PAD_BYTES = 64
+"""Version 2 payloads are a multiple of this long: a token's length no longer gives the user
+id's away (ids of up to ~60 bytes all make tokens of one length)."""
 MAX_TOKEN_CHARS = 2048
 
 
@@ -97,6 +105,7 @@ class UnsubscribeTokens:
     def issue(self, user_id: str, channel: str, campaign_id: str) -> str:
         enc, mac = self._keys[self._kid]
         payload = SEP.join((user_id, channel, campaign_id)).encode()
+        payload += b"\0" * (-len(payload) % PAD_BYTES)
         iv = _mac(mac, b"iv" + payload)[:16]
         body = _b64(iv + enc.apply(iv, payload))
         tag = _b64(_mac(mac, f"{VERSION}.{body}.{self._kid}".encode()))
@@ -110,17 +119,20 @@ class UnsubscribeTokens:
         body, _, rest = rest.partition(".")
         tag, _, kid = rest.partition(".")
         keys = self._keys.get(kid)
-        if version != VERSION or keys is None:
+        if version not in READ_VERSIONS or keys is None:
             raise BadToken()
         enc, mac = keys
         try:
             raw, given = _unb64(body), _unb64(tag)
         except (binascii.Error, ValueError):
             raise BadToken() from None
-        want = _mac(mac, f"{VERSION}.{body}.{kid}".encode())
+        want = _mac(mac, f"{version}.{body}.{kid}".encode())
         if len(raw) < 17 or not hmac.compare_digest(want, given):
             raise BadToken()
-        parts = enc.apply(raw[:16], raw[16:]).decode("utf-8", "replace").split(SEP)
+        payload = enc.apply(raw[:16], raw[16:])
+        if version != "1":
+            payload = payload.rstrip(b"\0")
+        parts = payload.decode("utf-8", "replace").split(SEP)
         if len(parts) != 3:
             raise BadToken()
         return Unsubscribe(*parts)
