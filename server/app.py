@@ -424,20 +424,21 @@ class TailorServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING (load balancers and probes look elsewhere), new calls still
         served for `drain_seconds`, then no new call is accepted while those in flight have
-        `grace` seconds (default `grace_seconds`) to finish; then the writers flush and the
-        store closes."""
+        `grace` seconds (default `grace_seconds`) to finish; then the background passes under
+        way end (`server.background`: their threads may be inside a store transaction), the
+        writers flush and the store closes."""
         if self._server is None:
             return
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_seconds:
             await asyncio.sleep(self.settings.drain_seconds)
-        await self.background.stop()  # a pass under way (in its thread) ends first
-        await self.drift.stop()
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
         await self.auth.interceptor.close()  # failed authentication counted, not yet audited
         if self.public is not None:
             await self.public.stop()
-        self._server = None
+        self._server = None  # the calls are done: a long pass (a retention sweep) cannot
+        await self.background.stop()  # hold them up, nor a service manager's kill cut them
+        await self.drift.stop()
         await self._close_domain()
 
     async def _close_domain(self) -> None:

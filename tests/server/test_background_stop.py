@@ -59,3 +59,27 @@ async def test_a_failed_pass_is_logged_and_the_next_runs(caplog):
     await background.stop()
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == ["the pass failed"]
     assert not background._passes
+
+
+async def test_a_long_pass_under_way_does_not_hold_up_the_drain_of_calls(tmp_path, demo_bundle,
+                                                                          monkeypatch):
+    """The gRPC port drains (new calls refused) while the pass still runs; the stop returns once
+    the pass has ended."""
+    import grpc
+
+    from protos.tailor.v1 import diagnostics_pb2 as dpb
+    from protos.tailor.v1 import diagnostics_pb2_grpc
+    started, ended = threading.Event(), []
+    _slowed(monkeypatch, ProfileRepository, "drop_events_before", started, ended)
+    server = TailorServer(server_settings(tmp_path, demo_bundle))
+    await server.start()
+    assert await asyncio.to_thread(started.wait, 20), "the sweep never started"
+    stopping = asyncio.ensure_future(server.stop(grace=0.1))
+    await asyncio.sleep(0.5)  # the sweep sleeps 1 s in its thread
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await diagnostics_pb2_grpc.DiagnosticsServiceStub(ch).Ping(dpb.PingRequest(), timeout=2)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert ended == [] and not stopping.done()
+    await stopping
+    assert ended == [0]
