@@ -258,9 +258,12 @@ class TailorServer:
             return await self._start_serving(serving)
         except BaseException:  # a bundle refused, a port in use: no writer process left behind
             await self.background.stop()
-            if self._server is not None:  # the public port failed after gRPC had started
+            if self._server is not None:  # a step after gRPC had started failed
                 await self._server.stop(None)
                 self._server = None
+            if self.public is not None:  # ... or after the public port listened
+                await self.public.stop()
+                self.public = None
             await self._close_domain()
             raise
 
