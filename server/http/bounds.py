@@ -106,6 +106,9 @@ class _Counted(asyncio.Protocol):
         """Decrypted between the handshake's end and aiohttp's protocol taking over."""
 
     def connection_made(self, transport) -> None:
+        if self.cap.closed:  # accepted while the port stops
+            transport.close()
+            return
         if self.cap.open >= self.cap.most:
             if self.cap.tls is None:
                 transport.write(OVER_CAP_REPLY)
