@@ -4,7 +4,9 @@ The order-k absorbing chain (`_Chain`) is built by the Cython kernel (`_markov_n
 pure Python (`_markov_reference`, `markov_reference_states`), then solved exactly by
 `_markov_solve`: one dense LAPACK solve per removal for small chains; for larger ones one dense
 inverse for every removal (up to `_INVERSE_MAX` states, when that is cheaper: many channels),
-the certified all-removals iteration or one sparse LU per removal. Conventions: see `kernels.attribution`.
+one pass over the chain's cycles (`kernels.markov_levels`, when that is cheaper: many channels
+at order 2 or more), the certified all-removals iteration or one sparse LU per removal.
+Conventions: see `kernels.attribution`.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .attribution_types import Attribution, Paths, _native
+from .markov_levels import LevelPlan, level_removals
 
 __all__ = ["markov_reference_states"]
 
@@ -156,9 +159,10 @@ def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
                   direct: bool = False, deadline: float | None = None) -> Attribution:
     """Absorption probabilities (and expected value) with each channel removed, in turn.
 
-    Up to ``_DENSE_SOLVE_MAX`` states: one dense LAPACK solve per removal. Larger chains use the
-    certified all-removals iteration (`_iterative_removals`) unless ``direct``, then one sparse
-    LU (SuperLU) per removal, as the reference always does. Past `deadline` (time.monotonic
+    Up to ``_DENSE_SOLVE_MAX`` states: one dense LAPACK solve per removal. Larger chains use one
+    dense inverse (`_inverse_pays`), the level pass (`_levels_pay`) or the certified
+    all-removals iteration (`_iterative_removals`) unless ``direct``, then one sparse LU
+    (SuperLU) per removal, as the reference always does. Past `deadline` (time.monotonic
     seconds; checked between removals and iteration sweeps) it raises BudgetExceeded.
     """
     n_states = len(chain.codes)
@@ -173,8 +177,13 @@ def _markov_solve(paths: Paths, chain: _Chain, order: int, want_matrix: bool,
     if not direct and _inverse_pays(counts[:n_states], paths.n_channels):
         absorbed = _inverse_removals(counts[:n_states], out, rhs, member, start, deadline)
     elif not direct and n_states > _DENSE_SOLVE_MAX:
-        absorbed = _iterative_removals(counts[:n_states], out, rhs, member, start, chain,
-                                       deadline=deadline)
+        plan = _levels_pay(counts[:n_states], out, member)
+        if plan is not None:
+            absorbed = level_removals(plan, rhs, member, start,
+                                      lambda: _check_deadline(deadline))
+        else:
+            absorbed = _iterative_removals(counts[:n_states], out, rhs, member, start, chain,
+                                           deadline=deadline)
     if absorbed is None:
         solve = _dense_solver if n_states <= _DENSE_SOLVE_MAX else _sparse_solver
         step = solve(counts[:n_states], out)
@@ -218,6 +227,36 @@ def _inverse_pays(q_counts, n_channels: int) -> bool:
 
 _INVERSE_MAX = 2048  # a dense S x S inverse: 32 MiB
 _SWEEPS_GUESS = 300
+_LEVELS_FROM = 1e9  # flops of the iteration (guessed) past which `_levels_pay` is weighed
+_LEVELS_HELD_MAX = 2048  # states on cycles of one channel: a dense solve of 32 MiB
+
+
+def _levels_pay(q_counts, out, member) -> LevelPlan | None:
+    """The `LevelPlan` of Q when `level_removals` beats the all-removals iteration, else None.
+
+    The iteration costs about 3 (C + 1) nnz(Q) flops a sweep; the levels two sparse solves of
+    their cycles' factors per channel and per state on a cycle, a dense solve per channel of
+    its states on cycles (at most `_LEVELS_HELD_MAX`) and C x S for the rest, so they win
+    when the channels are many and the cycles few, as at order 2 or more with thousands of
+    channels (a minute by the iteration, seconds here). The cycles are factored only when a
+    lower bound of that cost (factors no denser than Q) already wins."""
+    n_states, n_channels = member.shape
+    nnz = q_counts.nnz if hasattr(q_counts, "nnz") else np.count_nonzero(q_counts)
+    iteration = _SWEEPS_GUESS * 3.0 * (n_channels + 1) * nnz
+    if iteration < _LEVELS_FROM:
+        return None
+    plan = LevelPlan.of(_scaled_rows(q_counts, out))
+    n_cyc, nnz_cyc = plan.cyclic
+    held = np.diff(np.r_[0, np.cumsum(plan.on_cycle[member.indices])][member.indptr])
+    if held.max(initial=0) > _LEVELS_HELD_MAX:
+        return None
+    rest = 4.0 * (n_channels + 1) * n_states + (held.astype(float) ** 3).sum()
+
+    def cost(nnz_factors):
+        return 2.0 * (n_cyc + n_channels + 1) * nnz_factors + rest
+    if cost(nnz_cyc + n_cyc) >= iteration or cost(plan.factor()) >= iteration:
+        return None
+    return plan
 
 
 def _inverse_removals(q_counts, out, rhs, member, start, deadline) -> np.ndarray:

@@ -536,3 +536,107 @@ def test_markov_with_a_thousand_channels_fits_the_servers_budget():
     res = attribute(p, "markov", order=1, deadline=time.monotonic() + 5.0)
     assert res.details["n_states"] == n_ch
     assert res.conversions.sum() == pytest.approx(p.conversions.sum())
+
+
+def zipf_paths(n_channels, n, seed):
+    """``n`` paths of 1-6 touches of channels of Zipf popularity (a few popular, many rare)."""
+    rng = np.random.default_rng(seed)
+    names = [f"c{i}" for i in range(n_channels)]
+    pop = 1.0 / np.arange(1, n_channels + 1)
+    lens = rng.integers(1, 7, n)
+    touches = rng.choice(n_channels, size=lens.sum(), p=pop / pop.sum())
+    ends = np.cumsum(lens)
+    seqs = [[names[c] for c in touches[e - k:e]] for e, k in zip(ends, lens)]
+    return Paths.from_sequences(seqs, rng.integers(0, 3, n), rng.random(n) * 5,
+                                rng.integers(0, 5, n))
+
+
+@pytest.fixture
+def levels_taken(monkeypatch):
+    """The chains `kernels.markov_levels` solved in the test (their state counts)."""
+    from kernels import markov as mod
+    taken = []
+
+    def spy(plan, *args, _f=mod.level_removals):
+        taken.append(len(plan.order))
+        return _f(plan, *args)
+    monkeypatch.setattr(mod, "level_removals", spy)
+    return taken
+
+
+def force_levels(mp):
+    """Send every chain, however small, through `kernels.markov_levels`, solving G's columns
+    two at a time (so removals are grouped, and those of more states go apart)."""
+    from kernels import markov as mod
+    from kernels import markov_levels
+    mp.setattr(mod, "_DENSE_SOLVE_MAX", 0)
+    mp.setattr(mod, "_inverse_pays", lambda *a: False)
+    mp.setattr(mod, "_levels_pay", lambda q_counts, out, member: markov_levels.LevelPlan.of(
+        mod._scaled_rows(q_counts, out)))
+    mp.setattr(markov_levels, "_GROUP_COLS", 2)
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_markov_with_thousands_of_channels_at_order_two_or_more_fits_the_servers_budget(
+        order, levels_taken):
+    # 2,000 channels at order 2 (16,000 states): the all-removals iteration costs sweeps x
+    # nnz x channels, past the server's 5 s `Limits.attribution_seconds` (a minute at 1,000
+    # channels and 20,000 paths); one pass over the chain's levels, well under a second
+    import time
+
+    p = zipf_paths(2000, 10000, seed=11)
+    res = attribute(p, "markov", order=order, deadline=time.monotonic() + 5.0)
+    assert levels_taken == [res.details["n_states"]] and levels_taken[0] > 10_000
+    assert res.conversions.sum() == pytest.approx(p.conversions.sum())
+
+
+def test_markov_by_levels_hand_solved():
+    # the hand-solved chains above (a DAG, a loop, order 2, a channel seen only in nulls) and
+    # the 35 pairs (effects 1/70 and 2/70) through the level pass
+    with pytest.MonkeyPatch.context() as mp:
+        force_levels(mp)
+        res = attribute(Paths.from_sequences(["a > b", "b", "a"], [1, 1, 0], [10, 4, 0],
+                                             [1, 0, 1]), "markov")
+        np.testing.assert_allclose(res.details["removal_effects"], [2 / 3, 1], rtol=1e-12)
+        np.testing.assert_allclose(res.value, [5.6, 8.4], rtol=1e-12)
+        res = attribute(Paths.from_sequences(["a > b > a", "b"], [1, 0], [6, 0], [0, 1]),
+                        "markov")
+        np.testing.assert_allclose(res.details["removal_effects"], [1, 0.5], rtol=1e-12)
+        np.testing.assert_allclose(res.conversions, [2 / 3, 1 / 3], rtol=1e-12)
+        res = attribute(Paths.from_sequences(["a > a > b", "a > b", "b"], [1, 0, 1], [0, 0, 0],
+                                             [0, 1, 1]), "markov", order=2)
+        np.testing.assert_allclose(res.details["removal_effects"], [0.5, 1], rtol=1e-12)
+        p = Paths.from_sequences(["a > c > b", "b"], [0, 1], [0, 1], [1, 1])
+        res = attribute(p, "markov")
+        assert res.details["removal_effects"][p.channels.index("c")] == pytest.approx(1 / 3)
+        seqs = [s for i in range(35) for s in ([f"a{i}", f"b{i}"], [f"b{i}"])]
+        p = Paths.from_sequences(seqs, [1, 0] * 35, [3.0, 0.0] * 35, [0, 1] * 35)
+        res = attribute(p, "markov")
+        a = [p.channels.index(f"a{i}") for i in range(35)]
+        np.testing.assert_allclose(res.details["removal_effects"][a], 1 / 70, rtol=1e-12)
+        np.testing.assert_allclose(res.conversions[a], 1 / 3, rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(path_sets(max_channels=5), st.integers(1, 4))
+def test_markov_by_levels_equals_the_reference(p, order):
+    with pytest.MonkeyPatch.context() as mp:
+        force_levels(mp)
+        got = attribute(p, "markov", order=order)
+    ref = attribute(p, "markov", order=order, use_native=False)  # SuperLU per removal
+    np.testing.assert_allclose(got.details["removal_effects"], ref.details["removal_effects"],
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got.value, ref.value, rtol=1e-9, atol=1e-12)
+
+
+def test_markov_by_levels_matches_direct_solve_and_iteration(monkeypatch, levels_taken):
+    from kernels import markov as mod
+    p = zipf_paths(300, 4000, seed=7)
+    fast = attribute(p, "markov", order=2)
+    assert levels_taken  # 5,000 states, 300 channels: the levels beat the iteration
+    ref = attribute(p, "markov", order=2, use_native=False)  # SuperLU per removal
+    monkeypatch.setattr(mod, "_levels_pay", lambda *a: None)
+    iterated = attribute(p, "markov", order=2)
+    for other in (ref, iterated):
+        np.testing.assert_allclose(fast.conversions, other.conversions, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fast.value, other.value, rtol=1e-9, atol=1e-12)
