@@ -270,10 +270,7 @@ def _inverse_removals(q_counts, out, rhs, member, start, deadline) -> np.ndarray
     O(S^3) inverse, instead of a solve of the whole chain per channel (the same figures, to
     round-off)."""
     n_states, n_ch = member.shape
-    a = -(np.asarray(q_counts.todense() if hasattr(q_counts, "todense") else q_counts)
-          / out[:, None])
-    a[np.diag_indices_from(a)] += 1.0
-    g = np.linalg.inv(a)
+    g = np.linalg.inv(_dense_i_minus_q(q_counts, out))
     x, u = g @ rhs, start @ g
     absorbed = np.empty((n_ch + 1, 2))
     absorbed[0] = start @ x
@@ -349,13 +346,18 @@ def _scaled_rows(q_counts, out):
     return (sparse.diags(1.0 / out) @ sparse.csr_matrix(q_counts)).tocsr()
 
 
-def _dense_solver(q_counts, out):
-    q = np.asarray(q_counts.todense() if hasattr(q_counts, "todense") else q_counts) / out[:, None]
+def _dense_i_minus_q(q_counts, out) -> np.ndarray:
+    """I - Q as a dense array (Q: the counts scaled by each state's total out)."""
+    a = np.asarray(q_counts.todense() if hasattr(q_counts, "todense") else q_counts) / -out[:, None]
+    a[np.diag_indices_from(a)] += 1.0
+    return a
 
-    def step(keep, rhs):
-        sub = -q[np.ix_(keep, keep)]
-        sub[np.diag_indices_from(sub)] += 1.0
-        return np.linalg.solve(sub, rhs) if len(sub) else np.zeros_like(rhs)
+
+def _dense_solver(q_counts, out):
+    a = _dense_i_minus_q(q_counts, out)
+
+    def step(keep, rhs):  # I - Q_KK is the principal submatrix of I - Q
+        return np.linalg.solve(a[np.ix_(keep, keep)], rhs) if keep.any() else np.zeros_like(rhs)
     return step
 
 
