@@ -27,6 +27,8 @@ __all__ = ["LevelPlan", "level_removals"]
 
 _BLOCK_CELLS = 1 << 20  # states x columns (removals) carried at once: 8 MiB of float64
 _GROUP_COLS = 128  # columns of G solved at once (|cycle states| x this, within _BLOCK_CELLS)
+_SOLVE_COLS = 32  # right-hand sides per SuperLU call: wider ones made OpenBLAS's threads
+                  # thrash on a busy machine (a 3,000-state ring: 4-14 s against 2 s)
 
 
 @dataclass
@@ -162,7 +164,7 @@ def _cyclic(lvl: _Level, a, member, removed, check):
     group_cols = max(1, min(_GROUP_COLS, _BLOCK_CELLS // len(lvl.cyc)))
     pos = np.full(lvl.hi - lvl.lo, -1, dtype=np.int64)
     pos[lvl.cyc] = np.arange(len(lvl.cyc))
-    v = lu.solve(np.ascontiguousarray(a))  # columns: (a G)^T
+    v = _solve(lu, a)  # columns: (a G)^T
     held_of, group, size = {}, [], 0
     for j, c in enumerate(removed):
         if c < 0:
@@ -204,7 +206,7 @@ def _remove_group(lu, v, group):
     cols = np.concatenate([h for _, h in group])
     eye = np.zeros((v.shape[0], len(cols)))
     eye[cols, np.arange(len(cols))] = 1.0
-    rows = lu.solve(eye)  # column i: G[cols_i, :]
+    rows = _solve(lu, eye)  # column i: G[cols_i, :]
     at = 0
     for j, h in group:
         part = rows[:, at:at + len(h)]
@@ -221,8 +223,18 @@ def _remove_large(lu, v, j, h, cols):
         sel = h[lo:lo + cols]
         eye = np.zeros((v.shape[0], len(sel)))
         eye[sel, np.arange(len(sel))] = 1.0
-        g_hh[:, lo:lo + len(sel)] = lu.solve(eye)[h]  # [k, i] = G[sel_i, h_k] = G_HH^T
+        g_hh[:, lo:lo + len(sel)] = _solve(lu, eye)[h]  # [k, i] = G[sel_i, h_k] = G_HH^T
     t = np.linalg.solve(g_hh, v[h, j])
     t_ext = np.zeros(v.shape[0])
     t_ext[h] = t
     v[:, j] -= lu.solve(t_ext)
+
+
+def _solve(lu, b: np.ndarray) -> np.ndarray:
+    """``lu.solve(b)`` for the columns of ``b``, `_SOLVE_COLS` at a time."""
+    if b.shape[1] <= _SOLVE_COLS:
+        return lu.solve(np.ascontiguousarray(b))
+    out = np.empty_like(b)
+    for lo in range(0, b.shape[1], _SOLVE_COLS):
+        out[:, lo:lo + _SOLVE_COLS] = lu.solve(np.ascontiguousarray(b[:, lo:lo + _SOLVE_COLS]))
+    return out
