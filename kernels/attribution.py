@@ -130,7 +130,8 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
               direct: str = "direct", shapley_form: str = "counts",
               max_exact_channels: int = 20, samples: int | None = None, seed: int = 0,
               transition_matrix: bool = False, path_credits: bool = False,
-              use_native: bool = True, deadline: float | None = None) -> Attribution:
+              use_native: bool = True, deadline: float | None = None,
+              max_rank_cells: int | None = None) -> Attribution:
     """Attribute the conversions (and value) of ``paths`` to channels with ``model``.
 
     Parameters
@@ -161,6 +162,9 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
         time.monotonic() seconds: the Markov model checks it between its removals and
         iteration sweeps, sampled ``rate`` Shapley between chunks of permutations; past it
         they raise BudgetExceeded.
+    max_rank_cells : int, optional
+        ``ordered`` Shapley: refuse (ValueError) a table of credits by rank of more cells
+        than this (channels x the most distinct channels of one path); None: no bound.
 
     Returns
     -------
@@ -181,7 +185,7 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
         res = fn(paths, int(order), transition_matrix, deadline)
     else:
         res = _shapley(paths, shapley_form, max_exact_channels, samples, seed, use_native,
-                       deadline)
+                       deadline, max_rank_cells)
     if path_credits:
         res.touch_share = _apportion(paths, res.details.get("weights", res.conversions))
     return res

@@ -20,10 +20,17 @@ _GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment: the kernel's state after 
 __all__: list[str] = []  # used through kernels.attribution.attribute
 
 
-def _shapley(paths, form, max_exact, samples, seed, use_native, deadline=None) -> Attribution:
+def _shapley(paths, form, max_exact, samples, seed, use_native, deadline=None,
+             max_rank_cells=None) -> Attribution:
     if form in ("counts", "ordered"):
+        ranks = _most_distinct(paths) if form == "ordered" else 0
+        if max_rank_cells is not None and paths.n_channels * ranks > max_rank_cells:
+            raise ValueError(f"shapley_form: the ordered form's credits by rank would be "
+                             f"{paths.n_channels} channels x {ranks} ranks (the most distinct "
+                             f"channels of one path), more than {max_rank_cells} cells; use "
+                             "the counts form or fewer channels per path")
         fn = _shapley_counts_native if use_native else _shapley_counts_reference
-        conv, val, share, rank_conv, rank_val = fn(paths, form == "ordered")
+        conv, val, share, rank_conv, rank_val = fn(paths, ranks)
         details = {"form": form}
         if form == "ordered":
             details.update(rank_conversions=rank_conv, rank_value=rank_val)
@@ -64,23 +71,24 @@ def _most_distinct(paths) -> int:
     return int(np.bincount(pairs[first] // paths.n_channels, minlength=1).max())
 
 
-def _shapley_counts_native(paths, ordered):
+def _shapley_counts_native(paths, ranks):
+    """``ranks``: columns of the ordered form's tables (`_most_distinct`), 0 for counts."""
     k = _native()
     n = paths.n_channels
     conv, val = np.zeros(n), np.zeros(n)
     share = np.empty(len(paths.indices))
-    shape = (n, _most_distinct(paths)) if ordered else (0, 0)
+    shape = (n, ranks) if ranks else (0, 0)
     rank_conv, rank_val = np.zeros(shape), np.zeros(shape)
     k.shapley_counts(paths.indptr, paths.indices, paths.conversions, paths.value, n, share,
                      conv, val, rank_conv, rank_val)
     return conv, val, share, rank_conv, rank_val
 
 
-def _shapley_counts_reference(paths, ordered):
+def _shapley_counts_reference(paths, ranks):
     n = paths.n_channels
     conv, val = np.zeros(n), np.zeros(n)
     share = np.zeros(len(paths.indices))
-    ranks = _most_distinct(paths)
+    ranks = ranks or _most_distinct(paths)
     rank_conv, rank_val = np.zeros((n, ranks)), np.zeros((n, ranks))
     ind, ptr = paths.indices.tolist(), paths.indptr.tolist()
     for p in range(paths.n_paths):

@@ -196,6 +196,11 @@ class Limits(BaseModel):
     attribution_count_max: float = Field(1e15, gt=0, le=1e300)
     """Largest conversions, value or nulls of one given path (finite ones past it sum to inf
     and NaN credits)."""
+    attribution_rank_cells: int = Field(1_000_000, ge=1)
+    """Most cells of the ORDERED Shapley form's credits by rank: channels x the most distinct
+    channels of one path. The answer carries two doubles a cell (16 MB at 1,000,000) and the
+    worker builds them in memory, so one long path over many channels could take gigabytes;
+    past it the request is INVALID_ARGUMENT (use the COUNTS form)."""
 
     bundle_upload_bytes: int = 8 << 30
     """Largest bundle (all files together) PushBundle accepts."""

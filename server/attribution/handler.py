@@ -143,13 +143,14 @@ class Attributor:
         return AttributionResult(spec, journeys.paths, credits, journeys.unattributed_conversions,
                                  journeys.unattributed_value, stored=True)
 
-    @staticmethod
-    def _run(spec: ModelSpec, paths: Paths, untimed: int | None,
+    def _run(self, spec: ModelSpec, paths: Paths, untimed: int | None,
              deadline: float | None = None) -> Attribution:
         spec.check_paths(paths, untimed)
         if deadline is not None and time.monotonic() > deadline:
             raise BudgetExceeded("the deadline passed before the computation started")
         try:
-            return attribute(paths, spec.model, deadline=deadline, **spec.kernel_kwargs())
+            return attribute(paths, spec.model, deadline=deadline,
+                             max_rank_cells=self.limits.attribution_rank_cells,
+                             **spec.kernel_kwargs())
         except ValueError as err:
             raise from_kernel(err) from None

@@ -640,3 +640,12 @@ def test_markov_by_levels_matches_direct_solve_and_iteration(monkeypatch, levels
     for other in (ref, iterated):
         np.testing.assert_allclose(fast.conversions, other.conversions, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(fast.value, other.value, rtol=1e-9, atol=1e-12)
+
+
+def test_ordered_shapley_refuses_a_rank_table_past_its_bound():
+    p = Paths.from_sequences(["a > b > c", "d"])  # 4 channels x 3 ranks
+    with pytest.raises(ValueError, match=r"^shapley_form: .*4 channels x 3 ranks .* 11"):
+        attribute(p, "shapley", shapley_form="ordered", max_rank_cells=11)
+    res = attribute(p, "shapley", shapley_form="ordered", max_rank_cells=12)
+    assert res.details["rank_conversions"].shape == (4, 3)
+    assert attribute(p, "shapley", max_rank_cells=1).conversions.sum() == 2  # COUNTS: no table

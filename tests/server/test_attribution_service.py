@@ -209,6 +209,25 @@ async def test_sampled_shapley_past_the_exact_limit_states_its_error(stub):
     assert_matches_kernel(resp, res)
 
 
+async def test_ordered_shapley_past_its_table_limit_is_refused_before_it_is_built(stub):
+    # its per-rank credits are channels x (most distinct channels of one path) cells, two
+    # doubles each in the answer: one path of 3,000 distinct channels (a 20 KB request) took
+    # 700 MB in the server and then failed to send 144 MB; 10,000 would take gigabytes
+    from server.config import DEFAULT_LIMITS
+    n = 1001  # 1,002,001 cells, past Limits.attribution_rank_cells (1,000,000)
+    assert n * n > DEFAULT_LIMITS.attribution_rank_cells >= (n - 1) * (n - 1)
+    one_path = [([f"c{i}" for i in range(n)], 1.0, 2.0, 0.0)]
+    with pytest.raises(grpc.RpcError) as err:
+        await stub.Attribute(request(pb.SHAPLEY, one_path, shapley_form=pb.ORDERED), timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("spec.shapley_form: "), err.value.details()
+    assert "1001 channels x 1001 ranks" in err.value.details()
+    below = [([f"c{i}" for i in range(300)], 1.0, 2.0, 0.0)]  # 90,000 cells: answered
+    resp = await stub.Attribute(request(pb.SHAPLEY, below, shapley_form=pb.ORDERED), timeout=60)
+    assert len(resp.credits) == 300 and len(resp.credits[7].rank_conversions) == 300
+    assert resp.credits[7].rank_conversions[7] == pytest.approx(1 / 300)  # c7 is 8th of 300
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
