@@ -188,7 +188,8 @@ class TailorServer:
                                                  s.decision_group_commit_from),
                                    limits=s.limits, contact=self._contact_policy(),
                                    suppressions=self.suppressions)
-        self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits)
+        self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits,
+                                     max_message_bytes=s.grpc_max_message_bytes)
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
         self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])

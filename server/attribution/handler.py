@@ -13,7 +13,7 @@ import grpc
 from kernels.attribution import Attribution, BudgetExceeded, Paths, attribute
 
 from ..config import DEFAULT_LIMITS, Limits
-from ..errors import ResourceExhausted, TailorError
+from ..errors import InvalidArgument, ResourceExhausted, TailorError
 from .errors import from_kernel
 from .journeys import JourneyQuery, journeys_from_store
 from .logging import logger
@@ -68,15 +68,19 @@ class Attributor:
     limits : Limits
         `attribution_seconds` bounds the computation of one request (with the call's deadline,
         whichever is sooner) and `attribution_touches` the paths of one request.
+    max_message_bytes : int
+        The transport's message limit (Settings `grpc_max_message_bytes`): per-touch credits
+        that cannot fit one answer are refused before they are computed.
     """
 
     def __init__(self, export: Callable[[float, float], Iterable[bytes]],
                  known_event_types: Iterable[str], concurrency: int = 2,
-                 limits: Limits = DEFAULT_LIMITS):
+                 limits: Limits = DEFAULT_LIMITS, max_message_bytes: int = 64 << 20):
         self.export = export
         self.known_event_types = tuple(known_event_types)
         self.concurrency = concurrency
         self.limits = limits
+        self.max_message_bytes = max_message_bytes
         self._slots: asyncio.Semaphore | None = None
 
     @property
@@ -143,9 +147,23 @@ class Attributor:
         return AttributionResult(spec, journeys.paths, credits, journeys.unattributed_conversions,
                                  journeys.unattributed_value, stored=True)
 
+    def _check_answer(self, spec: ModelSpec, paths: Paths) -> None:
+        """Per-touch credits take at least 16 bytes a touch (two doubles) and 4 a path in the
+        answer: refuse those that cannot fit one message (computed, they took gigabytes and
+        then failed to send)."""
+        touches = len(paths.indices)
+        least = 16 * touches + 4 * paths.n_paths
+        if spec.path_credits and least > self.max_message_bytes:
+            raise InvalidArgument("spec.path_credits", f"per-touch credits of {touches} touches "
+                                  f"take at least {least / 2**20:.1f} MiB, past the "
+                                  f"{self.max_message_bytes / 2**20:g} MiB message limit "
+                                  "(grpc_max_message_bytes): ask without path_credits, or "
+                                  "for fewer paths at a time")
+
     def _run(self, spec: ModelSpec, paths: Paths, untimed: int | None,
              deadline: float | None = None) -> Attribution:
         spec.check_paths(paths, untimed)
+        self._check_answer(spec, paths)
         if deadline is not None and time.monotonic() > deadline:
             raise BudgetExceeded("the deadline passed before the computation started")
         try:

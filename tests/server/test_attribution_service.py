@@ -228,6 +228,33 @@ async def test_ordered_shapley_past_its_table_limit_is_refused_before_it_is_buil
     assert resp.credits[7].rank_conversions[7] == pytest.approx(1 / 300)  # c7 is 8th of 300
 
 
+async def test_path_credits_that_cannot_fit_one_message_are_refused_before_computing(tmp_path):
+    # the per-touch credits of 20,000 paths of 4 touches take at least 16 bytes a touch:
+    # 1.28 MB, past a 1 MiB message limit. The server computed them (3,000,000 paths under the
+    # default 64 MiB: 17 s and about 1.9 GB), then failed to send them: RESOURCE_EXHAUSTED
+    # "SERVER: Sent message larger than max", naming no field
+    from server.app import TailorServer
+    from server.config import Settings
+    server = TailorServer(Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0,
+                                   lmdb_sync=False, grpc_max_message_bytes=1 << 20))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            small = pb_grpc.AttributionServiceStub(ch)
+            paths = [(["a", "b", "c", "d"], 1.0, 2.0, 1.0)] * 20_000
+            with pytest.raises(grpc.RpcError) as err:
+                await small.Attribute(request(pb.LINEAR, paths, path_credits=True), timeout=60)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert err.value.details().startswith("spec.path_credits: "), err.value.details()
+            assert "80000 touches" in err.value.details()
+            resp = await small.Attribute(request(pb.LINEAR, paths), timeout=60)  # credits only
+            assert sum(c.conversions for c in resp.credits) == pytest.approx(20_000)
+            resp = await small.Attribute(request(pb.LINEAR, paths[:1000], path_credits=True))
+            assert len(resp.path_credits) == 1000
+    finally:
+        await server.stop(grace=0.5)
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
