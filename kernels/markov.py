@@ -229,6 +229,9 @@ _INVERSE_MAX = 2048  # a dense S x S inverse: 32 MiB
 _SWEEPS_GUESS = 300
 _LEVELS_FROM = 1e9  # flops of the iteration (guessed) past which `_levels_pay` is weighed
 _LEVELS_HELD_MAX = 2048  # states on cycles of one channel: a dense solve of 32 MiB
+_FILL_GUESS = 16  # nnz of the cycles' factors per nnz of Q among them, guessed before factoring
+_SOLVE_FLOP = 2.5  # a flop of the level pass (sparse solves) in flops of the iteration
+_CHANNEL_WORK = 5e5  # the level pass's Python work per channel and level with cycles, in flops
 
 
 def _levels_pay(q_counts, out, member) -> LevelPlan | None:
@@ -238,8 +241,9 @@ def _levels_pay(q_counts, out, member) -> LevelPlan | None:
     their cycles' factors per channel and per state on a cycle, a dense solve per channel of
     its states on cycles (at most `_LEVELS_HELD_MAX`) and C x S for the rest, so they win
     when the channels are many and the cycles few, as at order 2 or more with thousands of
-    channels (a minute by the iteration, seconds here). The cycles are factored only when a
-    lower bound of that cost (factors no denser than Q) already wins."""
+    channels (a minute by the iteration, seconds here). The cycles are factored (which can
+    take as long as the iteration, 100 channels at order 2: 1 s) only when the cost with
+    `_FILL_GUESS` already wins; measured on Zipf journeys of 12 to 3,000 channels."""
     n_states, n_channels = member.shape
     nnz = q_counts.nnz if hasattr(q_counts, "nnz") else np.count_nonzero(q_counts)
     iteration = _SWEEPS_GUESS * 3.0 * (n_channels + 1) * nnz
@@ -250,11 +254,13 @@ def _levels_pay(q_counts, out, member) -> LevelPlan | None:
     held = np.diff(np.r_[0, np.cumsum(plan.on_cycle[member.indices])][member.indptr])
     if held.max(initial=0) > _LEVELS_HELD_MAX:
         return None
-    rest = 4.0 * (n_channels + 1) * n_states + (held.astype(float) ** 3).sum()
+    cyclic_levels = sum(lv.inner is not None for lv in plan.levels)
+    rest = (4.0 * (n_channels + 1) * n_states + (held.astype(float) ** 3).sum()
+            + _CHANNEL_WORK * n_channels * cyclic_levels)
 
     def cost(nnz_factors):
-        return 2.0 * (n_cyc + n_channels + 1) * nnz_factors + rest
-    if cost(nnz_cyc + n_cyc) >= iteration or cost(plan.factor()) >= iteration:
+        return _SOLVE_FLOP * (2.0 * (n_cyc + n_channels + 1) * nnz_factors + rest)
+    if cost(_FILL_GUESS * nnz_cyc + n_cyc) >= iteration or cost(plan.factor()) >= iteration:
         return None
     return plan
 
