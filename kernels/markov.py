@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .attribution_types import Attribution, Paths, _native
-from .markov_levels import LevelPlan, level_removals
+from .markov_levels import LevelPlan, level_block, level_removals
 
 __all__ = ["markov_reference_states"]
 
@@ -232,6 +232,7 @@ _LEVELS_HELD_MAX = 2048  # states on cycles of one channel: a dense solve of 32 
 _FILL_GUESS = 16  # nnz of the cycles' factors per nnz of Q among them, guessed before factoring
 _SOLVE_FLOP = 2.5  # a flop of the level pass (sparse solves) in flops of the iteration
 _CHANNEL_WORK = 5e5  # the level pass's Python work per channel and level with cycles, in flops
+_LEVEL_WORK = 3e4  # and per level and block of channels (a chain as deep as a long journey)
 
 
 def _levels_pay(q_counts, out, member) -> LevelPlan | None:
@@ -255,8 +256,9 @@ def _levels_pay(q_counts, out, member) -> LevelPlan | None:
     if held.max(initial=0) > _LEVELS_HELD_MAX:
         return None
     cyclic_levels = sum(lv.inner is not None for lv in plan.levels)
+    steps = len(plan.levels) * -(-(n_channels + 1) // level_block(n_states, n_channels))
     rest = (4.0 * (n_channels + 1) * n_states + (held.astype(float) ** 3).sum()
-            + _CHANNEL_WORK * n_channels * cyclic_levels)
+            + _CHANNEL_WORK * n_channels * cyclic_levels + _LEVEL_WORK * steps)
 
     def cost(nnz_factors):
         return _SOLVE_FLOP * (2.0 * (n_cyc + n_channels + 1) * nnz_factors + rest)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LevelPlan", "level_removals"]
+__all__ = ["LevelPlan", "level_block", "level_removals"]
 
 _BLOCK_CELLS = 1 << 20  # states x columns (removals) carried at once: 8 MiB of float64
 _GROUP_COLS = 128  # columns of G solved at once (|cycle states| x this, within _BLOCK_CELLS)
@@ -114,6 +114,11 @@ def _components(q):
     return labels, level
 
 
+def level_block(n_states: int, n_channels: int) -> int:
+    """Columns (the full chain and removals) `level_removals` carries at once."""
+    return max(1, min(n_channels + 1, _BLOCK_CELLS // max(n_states, 1)))
+
+
 def level_removals(plan: LevelPlan, rhs, member, start, check) -> np.ndarray:
     """(C + 1, 2) start-weighted absorption (conversion, value): the full chain, then each
     channel removed. ``plan``: the factored `LevelPlan` of Q; ``rhs``: (S, 2) one-step
@@ -128,7 +133,7 @@ def level_removals(plan: LevelPlan, rhs, member, start, check) -> np.ndarray:
                                shape=member.shape)  # level order (indices unsorted)
     rhs, start = rhs[plan.order], start[plan.order]
     absorbed = np.empty((n_ch + 1, 2))
-    block = max(1, min(n_ch + 1, _BLOCK_CELLS // max(n_states, 1)))
+    block = level_block(n_states, n_ch)
     for lo in range(0, n_ch + 1, block):
         cols = np.arange(lo, min(lo + block, n_ch + 1))  # 0: the full chain, c + 1: c removed
         absorbed[cols] = _block(plan, rhs, member, start, cols, check)
