@@ -648,8 +648,9 @@ class Settings(BaseSettings):
     """PSI at or above which a feature counts as drifted: a warning is logged when it crosses
     (0.1-0.25 is read as a moderate shift, above 0.25 as a major one)."""
     drift_min_count: int = Field(500, ge=1)
-    """Live values a feature needs in the windows before its PSI can count as drift (fewer give
-    noisy PSI: with m bins, sampling alone gives about (m - 1) / n)."""
+    """Live values a feature needs in the windows before its PSI can count as drift and its
+    `tailor_drift_psi` gauge shows it (-1 before: fewer give noisy PSI, with m bins sampling
+    alone gives about (m - 1) / n)."""
     drift_check_seconds: float = Field(30.0, gt=0)
     """How often each worker recomputes the PSI for the gauges and the warning."""
 

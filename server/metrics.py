@@ -80,13 +80,15 @@ STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused becau
                               "Other RESOURCE_EXHAUSTED answers (a caller over a limit) are not "
                               "counted.")
 DRIFT_PSI_NO_VALUE = -1.0
-"""`tailor_drift_psi` of a feature without live values, or of a version no longer served. Not
+"""`tailor_drift_psi` of a feature with fewer live values than `TAILOR_DRIFT_MIN_COUNT` (none
+included), or of a version no longer served. Not
 NaN: the workers' gauges merge by max, and NaN compares false both ways, so the merged value
 would depend on the order prometheus-client reads the workers' files. A PSI is >= 0, so -1 is
 below every figure: the max is the largest PSI of the workers that have one, -1 if none has."""
 DRIFT_PSI = Gauge("tailor_drift_psi", "PSI of live Recommend traffic against the bundle's training "
                   "reference, per feature, over the rolling drift windows (max over workers; -1 "
-                  "without live values, or for a version no longer served).",
+                  "with fewer live values than TAILOR_DRIFT_MIN_COUNT, or for a version no "
+                  "longer served).",
                   ["version", "feature"], multiprocess_mode="max")
 
 IMPRESSIONS_WRITTEN = Counter("tailor_impressions_written", "Recommend answers written to the "

@@ -190,16 +190,19 @@ class DriftMonitor:
     def _publish(self, report: DriftReport) -> None:
         """Gauges and warnings of the served version's report. A gauge holds the PSI of the
         live windows: `metrics.DRIFT_PSI_NO_VALUE` (-1, never NaN: the workers' gauges merge by
-        max) once they hold no value of its feature, or for a version no longer served (not the
-        last figure, which an alert would go on reading)."""
+        max) while they hold fewer than `min_count` values of its feature (the report's "few
+        values": sampling noise, which an alert on the gauge would fire on after every restart
+        or push) or none, or for a version no longer served (not the last figure, which an
+        alert would go on reading)."""
         self._retire(report.version)
         published = self._published.setdefault(report.version, set())
         for f in report.features:
-            if math.isfinite(f.psi):
+            if math.isfinite(f.psi) and f.live_count >= self.min_count:
                 metrics.report_drift(report.version, f.name, f.psi)
                 published.add(f.name)
-            elif f.name in published:
+            elif f.name in published or math.isfinite(f.psi):
                 metrics.report_drift(report.version, f.name, metrics.DRIFT_PSI_NO_VALUE)
+                published.add(f.name)
             key = (report.version, f.name)
             if f.status == "drift" and key not in self._drifting:
                 self._drifting.add(key)

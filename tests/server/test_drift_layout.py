@@ -292,3 +292,36 @@ def test_the_psi_gauge_merged_over_workers_does_not_depend_on_file_order(tmp_pat
     assert merged(files) == merged(files[::-1]) == pytest.approx(psi["history_category"])
     # the idle worker's own figure is "no value", below any PSI
     assert sorted(merged([f]) for f in files) == [-1.0, pytest.approx(psi["history_category"])]
+
+
+def test_the_psi_gauge_has_no_value_until_a_feature_has_enough_live_values():
+    """The docs say to alert on `tailor_drift_psi > 0.2`, and the report never calls a PSI over
+    fewer than `min_count` live values a drift ("few values": sampling noise). The gauge carried
+    that noisy PSI: a few values after a restart or a push (here one batch, history_category
+    PSI 0.29) set off the alert. It is -1 (no value) until the feature has `min_count` values."""
+    from prometheus_client import REGISTRY
+
+    from server.drift import monitor as dm
+
+    def gauge(feature: str = "history_category") -> float:
+        return REGISTRY.get_sample_value("tailor_drift_psi", {"version": "few-1",
+                                                              "feature": feature})
+
+    bundle = SimpleNamespace(**{**vars(BUNDLE), "category_code": {"a": 0, "b": 1, "c": 2},
+                                "manifest": SimpleNamespace(drift=REFS), "version": "few-1"})
+    mon = dm.DriftMonitor(SimpleNamespace(active=bundle), window_seconds=100, windows=2,
+                          min_count=20, threshold=0.2, clock=lambda: 1000.0)
+
+    def observe_and_report() -> dict:
+        v = batch()
+        mon.observe(BatchValues(bundle, v.hist, v.cands, v.feats, v.scores, v.results))
+        return {f.name: f for f in mon.report().features}
+
+    rows = observe_and_report()
+    few = rows["history_category"]
+    assert few.status == "few values" and few.live_count < 20 and few.psi > 0.2
+    assert gauge() == -1.0
+    while rows["history_category"].live_count < 20:
+        rows = observe_and_report()
+    assert rows["history_category"].status == "drift"
+    assert gauge() == pytest.approx(rows["history_category"].psi)
