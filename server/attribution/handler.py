@@ -59,8 +59,9 @@ class Attributor:
     Parameters
     ----------
     export : callable
-        ``export(start, end)`` yields stored raw events (tailor.v1.Event bytes) user by user
-        (`ProfileRepository.export`).
+        ``export(start, end, check)`` yields stored raw events (tailor.v1.Event bytes) user by
+        user (`ProfileRepository.export`), calling ``check()`` as it scans (it raises past the
+        deadline).
     known_event_types : iterable of str
         Event types a touchpoint may have.
     concurrency : int
@@ -73,7 +74,7 @@ class Attributor:
         that cannot fit one answer are refused before they are computed.
     """
 
-    def __init__(self, export: Callable[[float, float], Iterable[bytes]],
+    def __init__(self, export: Callable[..., Iterable[bytes]],
                  known_event_types: Iterable[str], concurrency: int = 2,
                  limits: Limits = DEFAULT_LIMITS, max_message_bytes: int = 64 << 20):
         self.export = export

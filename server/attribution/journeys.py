@@ -163,8 +163,15 @@ def build_journeys(events: Iterable[pb.Event], query: JourneyQuery,
     return out.result()
 
 
-def journeys_from_store(export: Callable[[float, float], Iterable[bytes]],
+def journeys_from_store(export: Callable[..., Iterable[bytes]],
                         query: JourneyQuery, deadline: float | None = None) -> Journeys:
-    """`build_journeys` over ``export(start, end)`` raw events (ProfileRepository.export)."""
+    """`build_journeys` over ``export(start, end, check)`` raw events (ProfileRepository.export,
+    which scans every stored event: ``check`` raises BudgetExceeded past `deadline` while it
+    skips those out of the range, too)."""
     start = max(query.start - query.lookback, 0.0)
-    return build_journeys(map(pb.Event.FromString, export(start, query.end)), query, deadline)
+
+    def check() -> None:
+        if deadline is not None and time.monotonic() > deadline:
+            raise BudgetExceeded("reading the stored events passed the deadline")
+    return build_journeys(map(pb.Event.FromString, export(start, query.end, check)), query,
+                          deadline)

@@ -617,9 +617,10 @@ class Profiles:
         """Every user with a profile (the impression export names users by them)."""
         return self.repo.user_ids()
 
-    def export(self, start: float = 0.0, end: float = 0.0):
+    def export(self, start: float = 0.0, end: float = 0.0, check=None):
+        """`ProfileRepository.export` (``check``: called as the scan goes, may raise)."""
         check_window(start, end, self.limits.latest_timestamp)
-        return self.repo.export(start, end)
+        return self.repo.export(start, end, check)
 
     async def replay_outbox(self, older_than: float = REPLAY_AFTER_S,
                             user_id: str | None = None) -> int:

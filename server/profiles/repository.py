@@ -430,13 +430,21 @@ class ProfileRepository:
                     last = user
         return out
 
-    def export(self, start: float = 0.0, end: float = 0.0):
-        """Yield raw event bytes with start <= ts <= end (0 = unbounded), user by user."""
+    def export(self, start: float = 0.0, end: float = 0.0, check=None):
+        """Yield raw event bytes with start <= ts <= end (0 = unbounded), user by user.
+        Every stored event is scanned (the keys are by user, then time): `check()`, when
+        given, runs every `_CHECK_EVERY` keys scanned, from the first, and may raise to stop
+        the scan (a deadline), whether or not any event falls in the range."""
         lo, hi = keys.ms_part(start), keys.ms_part(end) if end else keys.MS_MAX
         with self.store.read() as txn:
-            for key, value in self._events.items(txn):
+            for n, (key, value) in enumerate(self._events.items(txn)):
+                if check is not None and n % _CHECK_EVERY == 0:
+                    check()
                 if lo <= keys.event_parts(key)[1] <= hi:
                     yield value
+
+
+_CHECK_EVERY = 4096  # keys `ProfileRepository.export` scans between two checks
 
 
 def _outbox_entries(new: EventRecords) -> list[tuple[bytes, bytes]]:
