@@ -4,7 +4,7 @@
 grows as sweeps x nnz(Q) x channels: at order 2 or more with thousands of channels (tens of
 thousands of states) that took a minute. Path data give a chain that is mostly acyclic: a few
 strongly connected components (SCCs) of popular states among many states of rare touch windows
-seen on one path. `_level_removals` walks the condensation DAG from the start, level by level
+seen on one path. `level_removals` walks the condensation DAG from the start, level by level
 (a level's components have no edge between them), and carries, for the full chain and each
 channel removed, the expected visits w of every state: inside a level
 ``w_L = a_L (I - Q_LL)^-1`` restricted to the states kept, with a_L the inflow from the
@@ -14,8 +14,11 @@ exact through ``(I - Q_KK)^-1 = G_KK - G_KH G_HH^-1 G_HK`` (K the states kept):
 
     v = a_K G,  t = v_H G_HH^-1,  w_K = (v - t G)_K,  w_H = 0
 
-so each removal costs |H| + 2 sparse solves of its level and one |H| x |H| solve. The absorbed
-figures are ``w @ r``. Exact to round-off, like the per-removal solves.
+where H is only the removed states entered from a kept one (the others are never reached),
+so each removal costs |H| + 1 sparse solves of its level and one |H| x |H| solve: about
+(states on cycles + channels) solves in all. The absorbed figures are ``w @ r``. Exact to
+round-off, like the per-removal solves (tests/kernels/test_attribution.py compares them).
+`kernels.markov._levels_pay` decides when this beats the iteration.
 """
 from __future__ import annotations
 
