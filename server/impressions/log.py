@@ -33,7 +33,7 @@ import numpy as np
 from .. import metrics
 from ..batching import WriterProcess
 from ..security.secrets import Keyring
-from ..store import Store, keys, sweep
+from ..store import Store, keys, scan, sweep
 from .group import Group, group_of
 from .logging import logger
 from .records import decode
@@ -42,6 +42,8 @@ from .writer import ImpressionWriter, user_hash
 __all__ = ["ImpressionLog", "user_hash"]
 
 WRITER = "server.impressions.writer:writer_functions"
+EXPORT_CHUNK = 10_000
+"""Keys an export reads per read snapshot (`ImpressionLog.export`)."""
 """The batch functions of the impressions writer process."""
 
 
@@ -209,15 +211,25 @@ class ImpressionLog:
 
     def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[tuple[str, str, object]]:
         """(user hash `kid:digest`, request id, `records.Impression`) of every impression shown
-        in [start, end] (0: open), from one read snapshot."""
-        with self.store.read() as txn:
-            for key, raw in self._t.items(txn):
-                if key.startswith(keys.SEP):
-                    continue
-                kid, dig, ms, rid = keys.split_key(key)
-                if (start and int(ms) < start * 1000) or (end and int(ms) > end * 1000):
-                    continue
-                yield f"{kid}:{dig}", rid, decode(raw)
+        in [start, end] (0: open), user by user, in read snapshots of `EXPORT_CHUNK` keys
+        (`store.scan`: none held open between two; only the records in the range are read):
+        take it in a thread, some at a time."""
+        table = self._t
+
+        def in_range(txn, key: bytes) -> tuple[bytes, list[str]] | None:
+            if key.startswith(keys.SEP):  # counters, buckets
+                return None
+            parts = keys.split_key(key)  # kid, user digest, ms, request id
+            ms = int(parts[2])
+            return None if (start and ms < start * 1000) or (end and ms > end * 1000) \
+                else (key, parts)
+
+        def rows(txn, picked: list[tuple[bytes, list[str]]]) -> list[tuple[str, str, object]]:
+            raws = table.get_many(txn, [key for key, _ in picked])
+            return [(f"{kid}:{dig}", rid, decode(raw))
+                    for (_, (kid, dig, _, rid)), raw in zip(picked, raws) if raw is not None]
+        for chunk in scan(self.store, table, in_range, chunk=EXPORT_CHUNK, finish=rows):
+            yield from chunk
 
     async def close(self) -> None:
         """Write what is buffered, then stop the writer process."""

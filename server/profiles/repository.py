@@ -17,7 +17,7 @@ from kernels import features as kf
 
 from ..contact.quiet_hours import utc_offset_min
 from ..interfaces import UserEraser
-from ..store import Store, keys, outbox, sweep
+from ..store import Store, keys, outbox, scan, sweep
 from . import seen
 from .codec import decode_states, join_state, split_state, split_states, update_records
 from .errors import ErasedSince
@@ -432,19 +432,29 @@ class ProfileRepository:
 
     def export(self, start: float = 0.0, end: float = 0.0, check=None):
         """Yield raw event bytes with start <= ts <= end (0 = unbounded), user by user.
-        Every stored event is scanned (the keys are by user, then time): `check()`, when
-        given, runs every `_CHECK_EVERY` keys scanned, from the first, and may raise to stop
-        the scan (a deadline), whether or not any event falls in the range."""
+        Every stored event's key is scanned (the keys are by user, then time), in read
+        snapshots of `_CHECK_EVERY` keys (`store.scan`: none held open between two), and only
+        the values in the range are read and opened: take it in a thread, a chunk at a time.
+        `check()`, when given, runs before each snapshot and may raise to stop the scan (a
+        deadline), whether or not any event falls in the range."""
         lo, hi = keys.ms_part(start), keys.ms_part(end) if end else keys.MS_MAX
-        with self.store.read() as txn:
-            for n, (key, value) in enumerate(self._events.items(txn)):
-                if check is not None and n % _CHECK_EVERY == 0:
-                    check()
-                if lo <= keys.event_parts(key)[1] <= hi:
-                    yield value
+
+        def in_range(txn, key: bytes) -> bytes | None:
+            return key if lo <= keys.event_parts(key)[1] <= hi else None
+
+        def values(txn, picked: list[bytes]) -> list[bytes]:
+            return [v for v in self._events.get_many(txn, picked) if v is not None]  # shredded
+        chunks = scan(self.store, self._events, in_range, chunk=_CHECK_EVERY, finish=values)
+        while True:
+            if check is not None:
+                check()
+            chunk = next(chunks, None)
+            if chunk is None:
+                return
+            yield from chunk
 
 
-_CHECK_EVERY = 4096  # keys `ProfileRepository.export` scans between two checks
+_CHECK_EVERY = 4096  # keys `ProfileRepository.export` scans in a snapshot, between two checks
 
 
 def _outbox_entries(new: EventRecords) -> list[tuple[bytes, bytes]]:

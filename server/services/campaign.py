@@ -5,7 +5,6 @@ import asyncio
 import contextlib
 import itertools
 import math
-from collections.abc import Iterator
 
 from kernels.bandits import HOLDOUT
 from protos.tailor.v1 import campaign_pb2 as pb
@@ -28,6 +27,7 @@ from ..errors import NotFound, grpc_errors
 from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
 from ..security.roles import PII_READER
+from .streaming import in_chunks
 
 __all__ = ["CampaignServicer", "CampaignConverter"]
 
@@ -36,14 +36,6 @@ _PLAN_SLICE = 500
 """PlanCampaign decisions converted between two turns of the event loop (a batch may hold
 `Limits.plan_batch_users`: converted at once, it would hold up every other call meanwhile)."""
 
-
-_EXPORT_CHUNK = 1000
-"""ExportDecisions records read per trip to a thread."""
-
-
-def _some(records: Iterator[dict]) -> list[dict]:
-    """The next `_EXPORT_CHUNK` records of an export (fewer at its end; [] once done)."""
-    return list(itertools.islice(records, _EXPORT_CHUNK))
 
 
 def _num(x) -> float:
@@ -262,7 +254,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                                         request.include_pending, request.include_suppressed)
         # Read in a thread, some records at a time: a campaign's records sit among every other
         # campaign's, which the scan reads past (~7 us each) without a turn of the event loop.
-        while chunk := await asyncio.to_thread(_some, records):
+        async for chunk in in_chunks(records):
             for rec in chunk:
                 out = CampaignConverter.from_record(rec)
                 if hidden is not None and out.context:

@@ -18,6 +18,7 @@ from ..security.interceptor import current_principal
 from ..security.pii import PiiPolicy
 from ..security.roles import PII_READER
 from ..validation import check_version
+from .streaming import in_chunks
 
 __all__ = ["ModelAdminConverter", "ModelAdminServicer"]
 
@@ -163,11 +164,13 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
         if self.stats is None:
             return
         masked = not current_principal().has(PII_READER)
-        for row in await self.stats.export(request.start, request.end):
-            msg = ModelAdminConverter.from_impression(row)
-            if masked and msg.context:
-                self.pii.mask_map(msg.context)
-            yield msg
+        # the whole log's keys are read past: in a thread, some rows at a time
+        async for chunk in in_chunks(await self.stats.export(request.start, request.end)):
+            for row in chunk:
+                msg = ModelAdminConverter.from_impression(row)
+                if masked and msg.context:
+                    self.pii.mask_map(msg.context)
+                yield msg
 
     @grpc_errors
     async def GetDriftReport(self, request: pb.GetDriftReportRequest, context) -> pb.DriftReport:

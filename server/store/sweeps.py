@@ -1,5 +1,10 @@
-"""Deleting what a scan of a whole table picks (retention) without holding the writer lock for
-the scan.
+"""Scanning a whole table in short read snapshots (`scan`: exports), and deleting what such a
+scan picks (`sweep`: retention) without holding the writer lock for the scan.
+
+A read transaction open for long keeps LMDB from reusing the pages written meanwhile (the map
+grows), and must stay on the thread that opened it; `scan` opens one per `chunk` keys and
+closes it before handing the chunk's picks on, so its caller may take each chunk in another
+thread (off the event loop) and send them at any pace.
 
 LMDB has one writer at a time across processes: a write transaction that walks a table of
 millions of records (a retention pass over every raw event, decision or impression) stops
@@ -12,12 +17,12 @@ picks never become wrong with time (an expired record stays expired).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from .table import Table
 
-__all__ = ["sweep"]
+__all__ = ["scan", "sweep"]
 
 P = TypeVar("P")
 
@@ -48,6 +53,22 @@ def sweep(store, table: Table, pick: Callable[[object, bytes], P | None],
         Records deleted, as `drop` counted them.
     """
     total = 0
+    for picked in scan(store, table, pick, start, chunk):
+        if picked:
+            total += store.write(lambda txn, picked=picked: drop(txn, picked), erasure=True)
+    return total
+
+
+def scan(store, table: Table, pick: Callable[[object, bytes], P | None], start: bytes = b"",
+         chunk: int = 10_000, finish: Callable[[object, list[P]], list] | None = None
+         ) -> Iterator[list]:
+    """The picks of every record of `table` from key `start` on, one list per read snapshot of
+    `chunk` keys (empty lists included: the caller gets a turn every chunk), in key order.
+
+    `pick(txn, key)` names a record (None: skip it); `finish(txn, picks)`, when given, turns a
+    chunk's picks into what is yielded in the same snapshot (read their values together). A
+    record written after its chunk's snapshot shows as that snapshot had it, or not at all.
+    """
     while True:
         picked, seen, last = [], 0, b""
         with store.read() as txn:
@@ -58,8 +79,9 @@ def sweep(store, table: Table, pick: Callable[[object, bytes], P | None],
                     picked.append(found)
                 if seen >= chunk:
                     break
-        if picked:
-            total += store.write(lambda txn, picked=picked: drop(txn, picked), erasure=True)
+            if finish is not None and picked:
+                picked = finish(txn, picked)
+        yield picked
         if seen < chunk:
-            return total
+            return
         start = last + b"\x00"  # the smallest key after `last`
