@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition
 
-__all__ = ["AuthConfigInvalid", "ServeRefused"]
+__all__ = ["AuthConfigInvalid", "ServeRefused", "TlsFileInvalid"]
 
 
 class AuthConfigInvalid(FailedPrecondition):
@@ -18,3 +18,11 @@ class ServeRefused(FailedPrecondition):
     """The server will not start as configured: TLS files that do not load, flags that go
     together given alone, or an exposed bind without TLS and authentication. `python -m server`
     prints it as one `error:` line and exits 2."""
+
+
+class TlsFileInvalid(ServeRefused):
+    """One TLS file cannot be used, named by its flag and path (at start: the server refuses;
+    on SIGHUP: the current certificate stays and this is logged)."""
+
+    def __init__(self, flag: str, path, problem: str):
+        super().__init__(f"{flag} {path}: {problem}")

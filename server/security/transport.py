@@ -4,6 +4,11 @@
 configuration, which is re-read from the files only after `reload()` (the SIGHUP handler) set a
 flag. A reload that cannot read a matching certificate and key keeps the old ones and logs why,
 so a half-copied rotation never takes the port down.
+
+Each file is checked on its own (`TlsFileInvalid` names its flag and path) with the bytes that
+gRPC is then given. A passphrase-protected key is refused, never prompted for: OpenSSL asks on
+the terminal when no passphrase callback is set, and a gRPC handshake thread (or the event
+loop, for the HTTPS endpoints) would wait there for good.
 """
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ import threading
 from pathlib import Path
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from .errors import ServeRefused
+from .errors import ServeRefused, TlsFileInvalid
 from .hosts import is_loopback
 
-__all__ = ["ServerTls", "check_exposure"]
+__all__ = ["ServerTls", "check_exposure", "no_passphrase"]
 
 logger = logging.getLogger("tailor.security.transport")
 
@@ -71,6 +78,8 @@ class ServerTls:
             return None
         try:
             return cls(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        except TlsFileInvalid:
+            raise
         except (OSError, ssl.SSLError, ValueError) as err:
             raise ServeRefused(f"--tls-cert/--tls-key/--tls-client-ca: cannot load ({err})") from None
 
@@ -89,28 +98,73 @@ class ServerTls:
         self._pending.clear()
         try:
             config = self._read()
-        except (OSError, ssl.SSLError, ValueError) as err:
+        except (TlsFileInvalid, OSError, ssl.SSLError, ValueError) as err:
             logger.error("TLS reload failed, keeping the current certificate: %s", err)
             return None
         logger.info("TLS certificate reloaded from %s", self.cert)
         return config
 
     def _read(self) -> grpc.ServerCertificateConfiguration:
-        # the ssl module checks that the files parse and that the key matches the certificate
-        check = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        check.load_cert_chain(self.cert, self.key)
+        """The files as gRPC takes them, each read once and checked (`TlsFileInvalid` names
+        the first bad one)."""
+        cert_pem, key_pem = _read_bytes("--tls-cert", self.cert), _read_bytes("--tls-key", self.key)
+        leaf = _certificates("--tls-cert", self.cert, cert_pem)[0]
+        key = _private_key(self.key, key_pem)
+        public = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if leaf.public_key().public_bytes(*public) != key.public_key().public_bytes(*public):
+            raise TlsFileInvalid("--tls-key", self.key, f"not the key of --tls-cert {self.cert}")
         roots = None
         if self.client_ca is not None:
-            check.load_verify_locations(self.client_ca)
-            roots = self.client_ca.read_bytes()
-        return grpc.ssl_server_certificate_configuration(
-            [(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=roots)
+            roots = _read_bytes("--tls-client-ca", self.client_ca)
+            _certificates("--tls-client-ca", self.client_ca, roots)
+        return grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)],
+                                                         root_certificates=roots)
 
     def reload_context(self, ctx: ssl.SSLContext) -> None:
         """Load the files into `ctx` again, e.g. the /metrics endpoint's (new connections use them)."""
         try:
-            ctx.load_cert_chain(self.cert, self.key)
+            ctx.load_cert_chain(self.cert, self.key, password=no_passphrase(self.key))
             if self.client_ca is not None:
                 ctx.load_verify_locations(self.client_ca)
-        except (OSError, ssl.SSLError) as err:
+        except (TlsFileInvalid, OSError, ssl.SSLError) as err:
             logger.error("TLS reload (HTTP) failed, keeping the current certificate: %s", err)
+
+
+def no_passphrase(key: Path):
+    """A `password` for `SSLContext.load_cert_chain` that refuses a locked `key` instead of
+    letting OpenSSL prompt on the terminal (which blocks the caller until someone types)."""
+    def refuse():
+        raise TlsFileInvalid("--tls-key", key, _LOCKED)
+    return refuse
+
+
+_LOCKED = ("the key is encrypted (a passphrase-protected key is not supported: store it "
+           "decrypted, readable by the server only, e.g. `openssl pkey -in K -out K.plain`)")
+
+
+def _read_bytes(flag: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise TlsFileInvalid(flag, path, err.strerror or str(err)) from None
+
+
+def _certificates(flag: str, path: Path, pem: bytes) -> list[x509.Certificate]:
+    """The PEM certificates in `pem` (the file `path`), the first one the leaf; at least one."""
+    try:
+        found = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        found = []
+    if not found:
+        raise TlsFileInvalid(flag, path, "no PEM certificate in it (-----BEGIN CERTIFICATE-----)")
+    return found
+
+
+def _private_key(path: Path, pem: bytes):
+    try:
+        return serialization.load_pem_private_key(pem, password=None)
+    except TypeError:  # "Password was not given but private key is encrypted"
+        raise TlsFileInvalid("--tls-key", path, _LOCKED) from None
+    except ValueError as err:
+        why = "no PEM private key in it" if b"PRIVATE KEY-----" not in pem else f"unreadable ({err})"
+        raise TlsFileInvalid("--tls-key", path, why) from None

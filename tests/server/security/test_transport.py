@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 import signal
 import ssl
+import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,7 +22,7 @@ from server.app import TailorServer
 from server.config import Settings
 from server.security.errors import ServeRefused
 from server.security.hosts import is_loopback
-from server.security.transport import check_exposure
+from server.security.transport import ServerTls, check_exposure
 from tests.conftest import free_port, run_module
 
 FRESH = [("grpc.use_local_subchannel_pool", 1)]  # a new connection (handshake) per channel
@@ -155,7 +157,57 @@ def test_certificate_files_that_do_not_load_stop_the_start_with_one_line(tmp_pat
                          "--tls-cert", str(cert), "--tls-key", str(key), check=False, timeout=60)
         line = out.stderr.strip().splitlines()[-1]  # after the start's warning
         assert out.returncode == 2
-        assert line.startswith("error: --tls-cert/--tls-key/--tls-client-ca: cannot load")
+        assert line.startswith("error: --tls-")
+
+
+def _encrypted_copy(key: Path, out: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    pem = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    out.write_bytes(pem.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(b"secret")))
+    return out
+
+
+def test_each_unusable_tls_file_is_named_with_its_flag_and_a_locked_key_asks_no_passphrase(tmp_path, ca):
+    a, b = ca.issue("a"), ca.issue("b")
+    empty = tmp_path / "empty.pem"
+    empty.write_bytes(b"")
+    locked = _encrypted_copy(a.key, tmp_path / "locked.key")
+    cases = [((tmp_path / "missing.pem", a.key, None), f"--tls-cert {tmp_path / 'missing.pem'}: "),
+             ((a.cert, tmp_path / "gone.key", None), f"--tls-key {tmp_path / 'gone.key'}: "),
+             ((empty, a.key, None), f"--tls-cert {empty}: no PEM certificate"),
+             ((a.cert, a.cert, None), f"--tls-key {a.cert}: no PEM private key"),
+             ((a.cert, b.key, None), f"--tls-key {b.key}: not the key of --tls-cert {a.cert}"),
+             ((a.cert, a.key, empty), f"--tls-client-ca {empty}: no PEM certificate"),
+             ((a.cert, locked, None), f"--tls-key {locked}: the key is encrypted")]
+    for (cert, key, client_ca), expected in cases:
+        settings = Settings(tls_cert=cert, tls_key=key, tls_client_ca=client_ca)
+        with pytest.raises(ServeRefused) as err:
+            ServerTls.from_settings(settings)
+        assert str(err.value).startswith(expected), (expected, str(err.value))
+    out = run_module("server", "--port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+                     "--tls-cert", str(a.cert), "--tls-key", str(locked), check=False, timeout=60,
+                     stdin=subprocess.DEVNULL)
+    assert out.returncode == 2 and "pass phrase" not in out.stdout + out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: --tls-key {locked}: the key is encrypted")
+
+
+def test_a_reload_to_a_locked_key_keeps_the_old_certificate_and_asks_no_passphrase(tmp_path, caplog):
+    """OpenSSL prompts on the terminal for a locked key unless told not to: the handshake
+    thread then waited for a passphrase nobody types, and every new connection hung."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    a = ca.issue("server")
+    cert, key = tmp_path / "server.pem", tmp_path / "server.key"
+    shutil.copy(a.cert, cert)
+    shutil.copy(a.key, key)
+    tls = ServerTls(cert, key)
+    _encrypted_copy(a.key, key)
+    tls.reload()
+    assert tls._fetch() is None  # the current pair stays
+    assert f"--tls-key {key}: the key is encrypted" in caplog.text
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.reload_context(ctx)  # the metrics endpoint's reload: logged, no prompt
+    assert "TLS reload (HTTP) failed" in caplog.text
 
 
 def test_insecure_serves_a_non_loopback_bind_and_says_so(server_process, demo_bundle):
