@@ -141,6 +141,16 @@ def _jwt(path: Path, raw) -> JwtSettings | None:
     return out
 
 
+def _add(path, index: dict[str, Principal], credential: str, principal: Principal, field: str) -> None:
+    """Index `principal` by `credential`; one credential naming two principals is refused (the
+    later one would silently take it: its roles, and its name in the audit log)."""
+    other = index.get(credential)
+    if other is not None:
+        raise AuthConfigInvalid(path, f"principals.{principal.name}.{field} is also "
+                                      f"principals.{other.name}'s: give each principal its own")
+    index[credential] = principal
+
+
 def load_auth_config(path: Path) -> AuthConfig:
     """Read and check `path`; raises `AuthConfigInvalid` naming the problem."""
     try:
@@ -154,7 +164,9 @@ def load_auth_config(path: Path) -> AuthConfig:
     for name, entry in _table(path, "principals", raw.get("principals", {})).items():
         principal = _principal(path, name, entry, known)
         if "token_sha256" in entry:
-            by_token[_token_sha256(path, name, entry["token_sha256"])] = principal
+            _add(path, by_token, _token_sha256(path, name, entry["token_sha256"]), principal,
+                 "token_sha256")
         if "cert_subject" in entry:
-            by_cert[_text(path, f"principals.{name}.cert_subject", entry["cert_subject"])] = principal
+            _add(path, by_cert, _text(path, f"principals.{name}.cert_subject", entry["cert_subject"]),
+                 principal, "cert_subject")
     return AuthConfig(Path(path), by_token, by_cert, RoleTable(overrides), _jwt(Path(path), raw.get("jwt")))

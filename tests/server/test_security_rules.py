@@ -115,6 +115,19 @@ def test_a_bad_auth_config_is_refused_with_its_reason(tmp_path):
             load_auth_config(path)
 
 
+
+@pytest.mark.parametrize("field, first, second", [("token_sha256", "ab" * 32, "AB" * 32),
+                                                   ("cert_subject", "ops.example", "ops.example")])
+def test_two_principals_with_one_credential_are_refused_naming_both(tmp_path, field, first, second):
+    """A copied block whose credential was not changed made that token or certificate silently
+    the later principal's: its roles replaced the other's and audit lines named the wrong one
+    (a token hash in capitals is the same hash)."""
+    path = tmp_path / "auth.toml"
+    path.write_text(f'[principals.ops]\nroles = ["admin"]\n{field} = "{first}"\n\n'
+                    f'[principals.ops-ro]\nroles = ["analyst"]\n{field} = "{second}"\n')
+    with pytest.raises(AuthConfigInvalid, match=f"principals.ops-ro.{field} is also principals.ops's"):
+        load_auth_config(path)
+
 JWT = '[jwt]\nissuer = "i"\naudience = "a"\njwks = "k.json"\n'
 
 
