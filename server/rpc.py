@@ -25,7 +25,8 @@ from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
 
-__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "WrappingInterceptor", "handler_parts"]
+__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "WrappingInterceptor", "final_status",
+           "handler_parts"]
 
 REQUEST_ID_KEY = "x-request-id"
 access_logger = logging.getLogger("tailor.access")
@@ -145,7 +146,7 @@ class _Observed:
 
 
 class _Ending:
-    """Leaving it ends the call (`_Observed.end`) with the status it ended with (`_code`);
+    """Leaving it ends the call (`_Observed.end`) with the status it ended with (`final_status`);
     whatever ended it propagates."""
 
     __slots__ = ("observed", "context", "token", "started")
@@ -157,7 +158,7 @@ class _Ending:
         return self
 
     def __exit__(self, kind, err, tb) -> None:
-        code = "OK" if err is None else _code(self.context, err)
+        code = "OK" if err is None else final_status(self.context, err)
         self.observed.end(code, self.token, self.started)
 
 
@@ -167,9 +168,10 @@ async def _counted(requests, counter):
         yield request
 
 
-def _code(context, err: BaseException) -> str:
-    """The status the call ends with: the one its handler aborted with, CANCELLED for a call
-    the client gave up on, UNKNOWN for anything else (what gRPC answers then)."""
+def final_status(context, err: BaseException) -> str:
+    """The status a call that `err` ended ends with: the one its handler aborted with,
+    CANCELLED for a call the client gave up on, UNKNOWN for anything else (what gRPC answers
+    then). Metrics, the access log and the audit log (`security.interceptor`) all say this."""
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name

@@ -16,7 +16,7 @@ import grpc
 
 from ..errors import Unauthenticated
 from ..logging import current_call
-from ..rpc import WrappingInterceptor, handler_parts
+from ..rpc import WrappingInterceptor, final_status, handler_parts
 from .authn import Authenticator
 from .failures import FailedAuthDigest
 from .logging import logger
@@ -141,8 +141,8 @@ class AuthInterceptor(WrappingInterceptor):
         status = "OK"
         try:
             return await pending
-        except BaseException:
-            status = _status(context)
+        except BaseException as err:
+            status = final_status(context, err)
             raise
         finally:
             await self._record(principal.name, method, _target(request), status,
@@ -156,8 +156,8 @@ class AuthInterceptor(WrappingInterceptor):
             try:
                 async for reply in inner(request, context):
                     yield reply
-            except BaseException:
-                status = _status(context)
+            except BaseException as err:
+                status = final_status(context, err)
                 raise
             finally:
                 with contextlib.suppress(ValueError):  # closed from another context: the task ends
@@ -166,8 +166,3 @@ class AuthInterceptor(WrappingInterceptor):
                     await self._record(principal.name, method, _target(request), status,
                                        context.invocation_metadata())
         return call
-
-
-def _status(context) -> str:
-    code = context.code()
-    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"

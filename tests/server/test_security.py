@@ -1,4 +1,5 @@
 """Authentication, roles and PII masking through a real server with an auth config (issue 14)."""
+import asyncio
 import contextlib
 import json
 import re
@@ -314,3 +315,23 @@ async def test_sends_retries_and_previews_are_audited_with_their_status(settings
     assert [row[:2] + row[3:4] for row in audit.rows] == [
         ("admin", "SendCampaign", "NOT_FOUND"), ("admin", "RetryDeadLetter", "NOT_FOUND"),
         ("admin", "PreviewMessage", "NOT_FOUND")]
+
+
+async def test_an_audited_stream_the_client_gave_up_on_is_audited_cancelled(settings, auth):
+    """Its final status, as the metrics and access log give it: the line said UNKNOWN, which
+    reads as a server fault, not as an export that stopped part-way."""
+    async with audited(settings, auth) as (ch, audit):
+        profiles, t = pb_grpc.ProfileServiceStub(ch), auth[1]
+        now = time.time()
+        for batch in range(4):  # ~600 KB of events: more than the stream's flow-control window
+            await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+                event_id=f"e{batch}-{i}", user_id=f"u{i % 50}", item_id="1", type="click",
+                timestamp=now - i, attributes={"note": "x" * 200}) for i in range(700)]),
+                metadata=bearer(t["tracker"]))
+        call = profiles.ExportEvents(pb.ExportEventsRequest(), metadata=bearer(t["reader"]))
+        await call.read()
+        call.cancel()
+        deadline = time.time() + 10
+        while not audit.rows and time.time() < deadline:
+            await asyncio.sleep(0.05)
+    assert [row[:2] + row[3:4] for row in audit.rows] == [("reader", "ExportEvents", "CANCELLED")]
