@@ -29,16 +29,26 @@ class JwtVerifier:
 
     @staticmethod
     def _load_keys(s: JwtSettings) -> list[tuple[str | None, object]]:
+        """(kid or None, public key) of every configured file; `AuthConfigInvalid` names the
+        field and the file that cannot be used."""
         keys: list[tuple[str | None, object]] = []
-        try:
-            for path in s.key_files:
+        for path in s.key_files:
+            try:
                 keys.append((None, load_pem_public_key(path.read_bytes())))
-            if s.jwks_file is not None:
+            except ValueError:
+                raise AuthConfigInvalid(s.source, f"jwt.public_keys {path}: not a PEM public key "
+                                                  "(-----BEGIN PUBLIC KEY-----)") from None
+            except OSError as err:
+                raise AuthConfigInvalid(s.source, f"jwt.public_keys {path}: {err.strerror or err}") from None
+        if s.jwks_file is not None:
+            try:
                 jwks = jwt.PyJWKSet.from_json(s.jwks_file.read_text())
-                keys += [(k.key_id, k.key) for k in jwks.keys]
-        except (OSError, ValueError, jwt.PyJWTError, json.JSONDecodeError) as err:
-            raise AuthConfigInvalid(s.key_files[0] if s.key_files else s.jwks_file,
-                                    f"unusable JWT key: {err}") from None
+            except OSError as err:
+                raise AuthConfigInvalid(s.source, f"jwt.jwks {s.jwks_file}: {err.strerror or err}") from None
+            except (ValueError, jwt.PyJWTError, json.JSONDecodeError) as err:
+                raise AuthConfigInvalid(s.source, f"jwt.jwks {s.jwks_file}: not a usable JWKS "
+                                                  f"({err})") from None
+            keys += [(k.key_id, k.key) for k in jwks.keys]
         return keys
 
     def principal(self, token: str) -> Principal:

@@ -59,6 +59,8 @@ class JwtSettings:
     roles_claim: str = "roles"
     algorithms: tuple[str, ...] = ("RS256", "ES256")
     leeway_seconds: float = 0.0
+    source: Path | None = None
+    """The auth config these came from (errors about a key file name both)."""
 
 
 @dataclass
@@ -133,7 +135,7 @@ def _jwt(path: Path, raw) -> JwtSettings | None:
                                                         raw.get("roles_claim", "roles")),
                       algorithms=tuple(_strings(path, "jwt.algorithms",
                                                 raw.get("algorithms", ["RS256", "ES256"]))),
-                      leeway_seconds=_leeway(path, raw.get("leeway_seconds", 0.0)))
+                      leeway_seconds=_leeway(path, raw.get("leeway_seconds", 0.0)), source=path)
     if not keys and jwks is None:
         raise AuthConfigInvalid(path, "jwt needs public_keys or jwks")
     if not out.algorithms or any(a[:2] not in ("RS", "PS", "ES") for a in out.algorithms):

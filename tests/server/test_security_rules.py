@@ -128,6 +128,29 @@ def test_two_principals_with_one_credential_are_refused_naming_both(tmp_path, fi
     with pytest.raises(AuthConfigInvalid, match=f"principals.ops-ro.{field} is also principals.ops's"):
         load_auth_config(path)
 
+
+def test_an_unusable_jwt_key_file_is_named_with_its_field(tmp_path):
+    """Every key failure named the first public key file, as if it were the auth config: a
+    broken JWKS beside a good PEM sent the operator to fix the PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    (tmp_path / "ok.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "broken.json").write_text("not json")
+    (tmp_path / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    path = tmp_path / "auth.toml"
+    head = '[jwt]\nissuer = "i"\naudience = "a"\n'
+    for keys, expected in (('public_keys = ["ok.pem"]\njwks = "broken.json"\n',
+                            f"jwt.jwks {tmp_path / 'broken.json'}: "),
+                           ('public_keys = ["ok.pem", "missing.pem"]\n',
+                            f"jwt.public_keys {tmp_path / 'missing.pem'}: No such file"),
+                           ('public_keys = ["ok.pem", "bad.pem"]\n',
+                            f"jwt.public_keys {tmp_path / 'bad.pem'}: not a PEM public key")):
+        path.write_text(head + keys)
+        with pytest.raises(AuthConfigInvalid) as err:
+            Authenticator(load_auth_config(path))
+        assert str(err.value).startswith(f"auth config {path}: {expected}"), str(err.value)
+
 JWT = '[jwt]\nissuer = "i"\naudience = "a"\njwks = "k.json"\n'
 
 
