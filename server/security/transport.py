@@ -121,13 +121,24 @@ class ServerTls:
                                                          root_certificates=roots)
 
     def reload_context(self, ctx: ssl.SSLContext) -> None:
-        """Load the files into `ctx` again, e.g. the /metrics endpoint's (new connections use them)."""
+        """Make the new connections of `ctx` (the /metrics endpoint's listening context) use
+        the files as they are now. Loading them into `ctx` would only add to its trust store (a
+        client CA taken out of the file stayed trusted), so a fresh context is built and every
+        handshake switches to it: the SNI callback runs on each ClientHello, server name or not."""
         try:
-            ctx.load_cert_chain(self.cert, self.key, password=no_passphrase(self.key))
+            fresh = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            fresh.minimum_version, fresh.options = ctx.minimum_version, ctx.options
+            fresh.load_cert_chain(self.cert, self.key, password=no_passphrase(self.key))
             if self.client_ca is not None:
-                ctx.load_verify_locations(self.client_ca)
+                fresh.load_verify_locations(self.client_ca)
+            fresh.verify_mode = ctx.verify_mode
         except (TlsFileInvalid, OSError, ssl.SSLError) as err:
             logger.error("TLS reload (HTTP) failed, keeping the current certificate: %s", err)
+            return
+
+        def switch(sock, server_name: str | None, current: ssl.SSLContext) -> None:
+            sock.context = fresh
+        ctx.sni_callback = switch
 
 
 def no_passphrase(key: Path):

@@ -137,6 +137,44 @@ def test_sighup_rotates_the_certificate_of_every_worker_and_of_metrics(server_pr
     assert server.proc.poll() is None
 
 
+
+def _fetch_metrics_as(port: int, cafile, me) -> bytes:
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    ctx.load_cert_chain(me.cert, me.key)
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", context=ctx, timeout=5) as r:
+        return r.read()
+
+
+def test_sighup_with_a_new_client_ca_stops_the_old_one_on_metrics_too(server_process, demo_bundle,
+                                                                      ca, tmp_path):
+    """Re-loading the client CA into the metrics endpoint's context only added to its trust
+    store: after a CA was taken out of the file (say, its key leaked) and SIGHUP sent, its
+    client certificates still read /metrics until a restart (the gRPC port refused them)."""
+    issued = ca.issue("server")
+    ca_a, ca_b = CertificateAuthority(tmp_path / "a", "ca-a"), CertificateAuthority(tmp_path / "b", "ca-b")
+    old, new = ca_a.issue("client", client=True), ca_b.issue("client", client=True)
+    client_ca = tmp_path / "client-ca.pem"
+    shutil.copy(ca_a.cert, client_ca)
+    server = server_process(bundle=demo_bundle, connection=Connection(
+        tls_ca=ca.cert, cert=old.cert, key=old.key), args=(
+        "--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--tls-client-ca", str(client_ca)))
+    assert b"grpc_server_handled_total" in _fetch_metrics_as(server.metrics_port, ca.cert, old)
+    shutil.copy(ca_b.cert, client_ca)
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 20
+    while True:  # the signal is handled asynchronously
+        try:
+            _fetch_metrics_as(server.metrics_port, ca.cert, new)
+            break
+        except (OSError, ssl.SSLError):
+            assert time.time() < deadline, "the new client CA was not taken up"
+            time.sleep(0.2)
+    with pytest.raises((OSError, ssl.SSLError)):
+        _fetch_metrics_as(server.metrics_port, ca.cert, old)
+    with pytest.raises(TailorError):
+        _ping(server.target, Connection(tls_ca=ca.cert, cert=old.cert, key=old.key))
+    assert server.proc.poll() is None
+
 def test_a_non_loopback_bind_without_tls_and_auth_is_refused_with_one_line(tmp_path, ca):
     issued = ca.issue("server")
     for flags in ((), ("--tls-cert", str(issued.cert), "--tls-key", str(issued.key))):
