@@ -42,10 +42,13 @@ class JwtVerifier:
                 raise AuthConfigInvalid(s.source, f"jwt.public_keys {path}: {err.strerror or err}") from None
         if s.jwks_file is not None:
             try:
-                jwks = jwt.PyJWKSet.from_json(s.jwks_file.read_text())
+                doc = json.loads(s.jwks_file.read_text())
+                if not isinstance(doc, dict):
+                    raise ValueError('a JWKS is a JSON object: {"keys": [...]}')
+                jwks = jwt.PyJWKSet.from_dict(doc)
             except OSError as err:
                 raise AuthConfigInvalid(s.source, f"jwt.jwks {s.jwks_file}: {err.strerror or err}") from None
-            except (ValueError, jwt.PyJWTError, json.JSONDecodeError) as err:
+            except (ValueError, jwt.PyJWTError) as err:  # json.JSONDecodeError is a ValueError
                 raise AuthConfigInvalid(s.source, f"jwt.jwks {s.jwks_file}: not a usable JWKS "
                                                   f"({err})") from None
             keys += [(k.key_id, k.key) for k in jwks.keys]

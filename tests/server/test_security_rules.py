@@ -137,6 +137,7 @@ def test_an_unusable_jwt_key_file_is_named_with_its_field(tmp_path):
     (tmp_path / "ok.pem").write_bytes(ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     (tmp_path / "broken.json").write_text("not json")
+    (tmp_path / "list.json").write_text("[]")  # JSON, not a JWKS: was an AttributeError traceback
     (tmp_path / "bad.pem").write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
     path = tmp_path / "auth.toml"
     head = '[jwt]\nissuer = "i"\naudience = "a"\n'
@@ -145,7 +146,8 @@ def test_an_unusable_jwt_key_file_is_named_with_its_field(tmp_path):
                            ('public_keys = ["ok.pem", "missing.pem"]\n',
                             f"jwt.public_keys {tmp_path / 'missing.pem'}: No such file"),
                            ('public_keys = ["ok.pem", "bad.pem"]\n',
-                            f"jwt.public_keys {tmp_path / 'bad.pem'}: not a PEM public key")):
+                            f"jwt.public_keys {tmp_path / 'bad.pem'}: not a PEM public key"),
+                           ('jwks = "list.json"\n', f"jwt.jwks {tmp_path / 'list.json'}: not a usable JWKS")):
         path.write_text(head + keys)
         with pytest.raises(AuthConfigInvalid) as err:
             Authenticator(load_auth_config(path))
