@@ -156,7 +156,10 @@ def _add(path, index: dict[str, Principal], credential: str, principal: Principa
 def load_auth_config(path: Path) -> AuthConfig:
     """Read and check `path`; raises `AuthConfigInvalid` naming the problem."""
     try:
-        raw = tomllib.loads(Path(path).read_text())
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise AuthConfigInvalid(path, f"not UTF-8 text, as TOML is (byte {err.start}); save it "
+                                      "as UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise AuthConfigInvalid(path, str(err)) from None
     overrides = {r: _strings(path, f"roles.{r}", p)

@@ -58,13 +58,13 @@ def _read(path: Path) -> dict:
     if not path.exists():
         return {}
     load_auth_config(path)
-    return tomllib.loads(path.read_text())
+    return tomllib.loads(path.read_text(encoding="utf-8"))
 
 
 def _write(path: Path, doc: dict) -> None:
     """Write atomically (a reload never sees half a file), check it loads, owner-only mode."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(doc, path))
+    tmp.write_text(dumps(doc, path), encoding="utf-8")
     os.chmod(tmp, 0o600)
     try:
         load_auth_config(tmp)

@@ -153,6 +153,17 @@ def test_an_unusable_jwt_key_file_is_named_with_its_field(tmp_path):
             Authenticator(load_auth_config(path))
         assert str(err.value).startswith(f"auth config {path}: {expected}"), str(err.value)
 
+
+def test_an_auth_config_that_is_not_utf8_is_refused_not_a_traceback(tmp_path):
+    """A file saved as UTF-16 (with its byte-order mark, as some editors do) raised
+    UnicodeDecodeError: a traceback at start and from `server token`."""
+    path = tmp_path / "auth.toml"
+    path.write_bytes('[principals.x]\nroles = ["admin"]\ncert_subject = "x"\n'.encode("utf-16"))
+    with pytest.raises(AuthConfigInvalid, match="not UTF-8"):
+        load_auth_config(path)
+    with pytest.raises(AuthConfigInvalid, match="not UTF-8"):
+        tokens.mint(path, "ingest", ["tracker"])
+
 JWT = '[jwt]\nissuer = "i"\naudience = "a"\njwks = "k.json"\n'
 
 
