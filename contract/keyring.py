@@ -34,12 +34,18 @@ def keyring_path(name: str, secrets_dir: Path | None) -> Path | None:
 def keyring_text(name: str, secrets_dir: Path | None,
                  environ: Mapping[str, str] | None = None) -> str | None:
     """The text of keyring `name`: its (non-blank) environment variable, else its file, else
-    None."""
+    None; ValueError naming the file when it is not text (raw key bytes)."""
     env = os.environ if environ is None else environ
     if env.get(env_name(name), "").strip():
         return env[env_name(name)]
     path = keyring_path(name, secrets_dir)
-    return path.read_text() if path is not None and path.exists() else None
+    if path is None or not path.exists():
+        return None
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"secret {name!r} in {path}: not text: expected 'kid:base64key' lines "
+                         "(a raw key is written as `kid:` and its base64)") from None
 
 
 def parse_keys(name: str, text: str) -> Keys:

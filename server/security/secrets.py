@@ -140,12 +140,12 @@ class Secrets:
         The `optional` ones are read when present (`get`), never generated."""
         rings = {}
         for name in optional:
-            text = keyring_text(name, secrets_dir, environ)
+            text = _text(name, secrets_dir, environ)
             if text is not None:
                 rings[name] = Keyring.parse(name, text)
         for name in names:
             path = keyring_path(name, secrets_dir)
-            text = keyring_text(name, secrets_dir, environ)
+            text = _text(name, secrets_dir, environ)
             if text is not None:
                 rings[name] = Keyring.parse(name, text)
             elif generate and path is not None:
@@ -175,6 +175,14 @@ class Secrets:
         _replace(keyring_path(name, self.secrets_dir), ring.text())
         self._rings[name] = ring
         return ring
+
+
+def _text(name: str, secrets_dir: Path | None, environ: dict[str, str] | None) -> str | None:
+    """`keyring_text`, its ValueError (a file that is not text) as a FailedPrecondition."""
+    try:
+        return keyring_text(name, secrets_dir, environ)
+    except ValueError as err:
+        raise FailedPrecondition(str(err)) from None
 
 
 def _create(path: Path, ring: Keyring) -> Keyring:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from server.errors import FailedPrecondition
 from server.security.audit import AuditLog, verify_chain
 from server.security.secrets import KEYRINGS, Keyring, MissingSecret, Secrets, env_name
 from tests.conftest import ROOT, free_port, run_module
@@ -108,3 +109,17 @@ def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
                          str(secrets), check=False)
     assert refused.returncode == 1 and "--keep" in refused.stderr
     assert (secrets / f"{name}.keys").read_text() == before
+
+
+def test_a_keyring_file_holding_raw_key_bytes_is_refused_naming_it(tmp_path):
+    """`head -c 32 /dev/urandom > audit.keys` (a raw key, not `kid:base64key` lines) raised
+    UnicodeDecodeError: a traceback at start, from `audit verify` and from `secrets rotate`."""
+    Secrets.load(tmp_path / "s", generate=True, environ={})
+    (tmp_path / "s" / "audit.keys").write_bytes(b"\xff\x00\x9a\x13" + os.urandom(28))
+    with pytest.raises(FailedPrecondition, match=r"secret 'audit' .*audit\.keys.*kid:base64key"):
+        Secrets.load(tmp_path / "s", generate=False, environ={})
+    (tmp_path / "data").mkdir()
+    out = run_module("server", "audit", "verify", "--data-dir", str(tmp_path / "data"),
+                     "--secrets-dir", str(tmp_path / "s"), check=False)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "secret 'audit'" in out.stderr
