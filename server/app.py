@@ -115,7 +115,10 @@ class TailorServer:
                    ("grpc.http2.min_ping_interval_without_data_ms",
                     ms(s.grpc_min_ping_interval_seconds)),
                    ("grpc.http2.max_ping_strikes", s.grpc_max_ping_strikes),
-                   ("grpc.max_concurrent_streams", s.grpc_max_concurrent_streams)]
+                   ("grpc.max_concurrent_streams", s.grpc_max_concurrent_streams),
+                   # one limit, not gRPC's soft (8 KiB, refused at random above) and hard ones
+                   ("grpc.max_metadata_size", s.limits.metadata_bytes),
+                   ("grpc.absolute_max_metadata_size", s.limits.metadata_bytes)]
         if s.grpc_max_connection_age_seconds is not None:
             options += [("grpc.max_connection_age_ms", ms(s.grpc_max_connection_age_seconds)),
                         ("grpc.max_connection_age_grace_ms",

@@ -218,6 +218,10 @@ class Limits(BaseModel):
     audit_failure_pairs: int = Field(256, ge=1)
     """Most (peer, reason) pairs of failed authentication counted apart per
     `audit_failure_seconds`; failures of further pairs are counted together (peer `*`)."""
+    metadata_bytes: int = Field(16 * 1024, ge=4096, le=1024 * 1024)
+    """Most bytes of metadata (headers: `authorization`, `x-request-id`, ...) one gRPC call may
+    send; more is refused RESOURCE_EXHAUSTED, every time (gRPC's own default refused 8-16 KiB at
+    random: a JWT with many claims failed one call in two). Raise it for larger JWTs."""
     webhook_signatures: int = Field(100_000, ge=1)
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check

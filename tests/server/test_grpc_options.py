@@ -55,3 +55,24 @@ def test_options_name_every_setting(tmp_path):
     assert options["grpc.max_concurrent_streams"] == 7 and options["grpc.keepalive_time_ms"] == 60_000
     assert options["grpc.http2.min_ping_interval_without_data_ms"] == 1000
     assert "grpc.max_connection_age_ms" not in options
+
+
+async def test_metadata_under_the_limit_is_always_served_and_over_it_always_refused(tmp_path):
+    """gRPC's own default refused metadata between 8 and 16 KiB at random (a soft limit): a
+    JWT carrying many group claims failed one call in two. One limit, both ways every time."""
+    server = TailorServer(Settings(port=0, data_dir=tmp_path / "data", lmdb_sync=False,
+                                   secrets_dir=tmp_path / "secrets"))
+    port = await server.start()
+    limit = server.settings.limits.metadata_bytes
+    big = [("grpc.max_metadata_size", 1 << 20), ("grpc.absolute_max_metadata_size", 1 << 20)]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=big) as ch:
+            stub = dpb_grpc.DiagnosticsServiceStub(ch)
+            for _ in range(30):  # about 12 KiB: half were refused
+                await stub.Ping(dpb.PingRequest(), metadata=(("authorization", "Bearer " + "j" * 12_000),))
+            for _ in range(10):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await stub.Ping(dpb.PingRequest(), metadata=(("x-pad", "p" * (limit + 100)),))
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await server.stop(grace=0.5)
