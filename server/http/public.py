@@ -29,6 +29,8 @@ from ..errors import InvalidArgument, TailorError, http_status
 from ..interfaces import ConsentWriter
 from ..messages.unsubscribe import BadToken, UnsubscribeTokens
 from ..profiles.errors import ErasedSince
+from ..security.errors import TlsFileInvalid
+from ..security.transport import no_passphrase
 from ..security.userref import user_ref
 from .bounds import CappedRunner, within
 from .pages import SECURITY_HEADERS, bad_token_page, confirm_page, done_page
@@ -145,11 +147,12 @@ def server_ssl_context(tls) -> tuple[ssl.SSLContext | None, Callable[[], None]]:
         return None, lambda: None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.cert, tls.key)
+    # a locked key is refused, never prompted for on the terminal (`no_passphrase`)
+    ctx.load_cert_chain(tls.cert, tls.key, password=no_passphrase(tls.key))
 
     def reload() -> None:
         try:
-            ctx.load_cert_chain(tls.cert, tls.key)
-        except (OSError, ssl.SSLError) as err:
+            ctx.load_cert_chain(tls.cert, tls.key, password=no_passphrase(tls.key))
+        except (OSError, ssl.SSLError, TlsFileInvalid) as err:
             logger.error("TLS reload (public HTTP) failed, keeping the current certificate: %s", err)
     return ctx, reload

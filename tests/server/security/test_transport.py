@@ -246,6 +246,14 @@ def test_a_reload_to_a_locked_key_keeps_the_old_certificate_and_asks_no_passphra
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.reload_context(ctx)  # the metrics endpoint's reload: logged, no prompt
     assert "TLS reload (HTTP) failed" in caplog.text
+    from server.http.public import server_ssl_context
+    with pytest.raises(ServeRefused, match="the key is encrypted"):  # the public port's start
+        server_ssl_context(tls)
+    shutil.copy(a.key, key)
+    _, reload_public = server_ssl_context(tls)
+    _encrypted_copy(a.key, key)
+    reload_public()  # the public port's reload: logged, no prompt
+    assert "TLS reload (public HTTP) failed" in caplog.text and "the key is encrypted" in caplog.text
 
 
 def test_insecure_serves_a_non_loopback_bind_and_says_so(server_process, demo_bundle):
