@@ -31,7 +31,7 @@ from training.content import ContentParams, fit_content
 from training.context_ranker import evaluate_requests, fit_table, train_context_ranker
 from training.drift import drift_reference
 from training.evaluate import evaluate
-from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
+from training.events import DEFAULT_EVENT_WEIGHTS, EVENTS, Catalog, Interactions, event_weights
 from training.impression_log import ImpressionRows, user_cutoffs
 from training.index import IndexParams, build_index
 from training.progress import progress
@@ -157,7 +157,7 @@ def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConf
                          "hold-out requests are the events' contexts)")
     clock = _Clock()
     bar = progress(desc="train", total=3 + bool(config.refit), unit=" stages")
-    rows = inter.subset(event_weights(inter, config.event_weights) > 0)
+    rows = _positive_rows(inter, config.event_weights)
     tr, te = temporal_split(rows, config.test_frac)
     train_rows, test = rows.subset(tr), rows.subset(te)
     imps_before = (None if impressions is None else impressions.subset(
@@ -219,6 +219,18 @@ class _Clock:
         self.timings["total_s"] = round(now[0] - self.t0[0], 1)
         self.timings["total_cpu_s"] = round(now[1] - self.t0[1], 1)
         return self.timings
+
+
+def _positive_rows(inter: Interactions, weights: dict) -> Interactions:
+    """The rows of positive event weight; a ``ValueError`` naming the events read if none is."""
+    rows = inter.subset(event_weights(inter, weights) > 0)
+    if not len(rows):
+        read = sorted({EVENTS[e] for e in np.unique(inter.event)})
+        raise ValueError(f"no row has a positive event weight: {len(inter)} rows read"
+                         + (f", of events {', '.join(read)}" if read else "")
+                         + " (weights: contract.events defaults, --event-weight; a rating "
+                           "counts its value): nothing to train on")
+    return rows
 
 
 def _first_ts(rows: Interactions) -> int:

@@ -134,6 +134,8 @@ def read_interactions(path: str | Path) -> dict:
     path = Path(path)
     table, first = _table(path)
     _require(path, table, INTERACTION_COLUMNS, optional=("value",))
+    if table.num_rows == 0:
+        raise ValueError(f"{path}: no data rows (a header only)")
     enc = pc.dictionary_encode(table["event"]).combine_chunks()
     names = [str(n).strip().lower() for n in enc.dictionary.to_pylist()]
     inverse = enc.indices.to_numpy(zero_copy_only=False)
@@ -207,6 +209,8 @@ def read_movielens(path: str | Path) -> dict:
     fields = re.split(r"\s+", lines[first].strip()) if sep == " " else lines[first].split(sep)
     skip = first + 1 if len(fields) >= 4 and not _numeric(fields[2:4]) else first
     body = "\n".join(lines[skip:])
+    if not body.strip():
+        raise ValueError(f"{path}: no data rows (a header only)")
     body = re.sub(r"[ \t]+", "\t", body.strip()) if sep == " " else body.replace(sep, "\t")
     opts = pacsv.ParseOptions(delimiter="\t")
     names = ["user_id", "item_id", "rating", "timestamp"]

@@ -118,3 +118,21 @@ def test_an_export_failing_on_a_file_leaves_no_partial_files(tmp_path, capsys):
                  "--tombstones-out", str(tmp_path / "missing" / "t.csv")]) == 2
     assert "No such file or directory" in capsys.readouterr().err
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("body, says", [
+    ("", "no data rows"),
+    ("1,5,1700000000,email_sent,0\n2,5,1700000100,sms_sent,0\n", "no row has a positive"),
+])
+def test_train_on_no_rows_of_positive_weight_says_so(tmp_path, capsys, body, says):
+    # a header-only file, or one of zero-weight events only: an IndexError from the ALS
+    # fit came out as a traceback (exit 1)
+    from training.cli import main
+
+    rows = tmp_path / "i.csv"
+    rows.write_text("user_id,item_id,timestamp,event,value\n" + body)
+    assert main(["train", "--interactions", str(rows), "--out", str(tmp_path / "b"),
+                 "--no-ranker", "--no-report"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and "Traceback" not in err, err
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())

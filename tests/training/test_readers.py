@@ -112,3 +112,13 @@ def test_an_optional_channel_column_becomes_codes(tmp_path):
     assert inter.subset(inter.channel >= 0).channel.tolist() == [0, 1]
     plain = _write(tmp_path / "p.csv", "user_id,item_id,timestamp,event\nu,a,1,view\n")
     assert load(plain)[0].channel is None
+
+
+def test_a_header_only_file_has_no_data_rows(tmp_path):
+    # both went on to fail deep in training with an IndexError
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n")
+    with pytest.raises(ValueError, match=r"i.csv: no data rows"):
+        read_interactions(f)
+    f = _write(tmp_path / "r.csv", "userId,movieId,rating,timestamp\n\n")
+    with pytest.raises(ValueError, match=r"r.csv: no data rows"):
+        read_movielens(f)
