@@ -65,7 +65,23 @@ def _csv_error(path: Path, n_fields: int, err: Exception) -> str:
 def _where(path: Path, first_line: int, row: int, column: str) -> str:
     if first_line == 0:
         return f"{path}: row {row + 1}, column {column!r}"
-    return f"{path}:{first_line + row}: column {column!r}"
+    return f"{path}:{_line_of(path, first_line, row)}: column {column!r}"
+
+
+def _line_of(path: Path, first_line: int, row: int) -> int:
+    """The line (1-based) data row ``row`` starts on, counting from line ``first_line``: the
+    CSV parser skips empty lines, and a quoted field may span lines (error path only)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader, start, n = csv.reader(fh), 1, -1
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if line >= first_line and fields:
+                n += 1
+                if n == row:
+                    return line
+    return first_line + row
 
 
 def _require(path: Path, table: pa.Table, columns, optional=()) -> None:
@@ -220,13 +236,24 @@ def read_movielens(path: str | Path) -> dict:
                                convert_options=pacsv.ConvertOptions(
                                    column_types={n: pa.string() for n in names}))
     except pa.ArrowInvalid as err:
-        raise ValueError(f"{path}: expected 4 fields per line (user item rating timestamp): "
-                         f"{err}") from None
+        raise ValueError(_movielens_shape(path, lines, skip, sep, err)) from None
     line0 = skip + 1
     rating = _numbers(path, line0, table, "rating", np.float32)
     return {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
             "timestamp": _timestamps(path, line0, table),
             "event": np.full(table.num_rows, EVENTS.index("rating"), np.int8), "value": rating}
+
+
+def _movielens_shape(path: Path, lines: list[str], skip: int, sep: str, err: Exception) -> str:
+    """Name the first non-empty line (from index ``skip``) without 4 ``sep``-separated fields."""
+    for lineno, line in enumerate(lines[skip:], start=skip + 1):
+        if not line:   # skipped by the parser, as by the reader's line numbers
+            continue
+        n = len(re.split(r"\s+", line.strip())) if sep == " " else len(line.split(sep))
+        if n != 4:
+            return (f"{path}:{lineno}: expected 4 fields (user item rating timestamp) separated "
+                    f"by {sep!r}, found {n}: {line[:80]!r}")
+    return f"{path}: expected 4 fields per line (user item rating timestamp): {err}"
 
 
 def _numeric(fields) -> bool:

@@ -122,3 +122,27 @@ def test_a_header_only_file_has_no_data_rows(tmp_path):
     f = _write(tmp_path / "r.csv", "userId,movieId,rating,timestamp\n\n")
     with pytest.raises(ValueError, match=r"r.csv: no data rows"):
         read_movielens(f)
+
+
+@pytest.mark.parametrize("name, text, where", [
+    # pyarrow skips blank lines, so every row after one was named a line too early
+    ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,view,0\n\nu1,a,17x,view,0\n",
+     r"i.csv:4: column 'timestamp'"),
+    ("r.dat", "1::10::5::978300760\n\n\n1::20::x::978300761\n", r"r.dat:4: column 'rating'"),
+    ("r.dat", "user item rating ts\n1 10 5 1\n\n1 11 five 2\n", r"r.dat:4: column 'rating'"),
+])
+def test_bad_values_after_blank_lines_name_their_own_line(tmp_path, name, text, where):
+    f = _write(tmp_path / name, text)
+    with pytest.raises(ValueError, match=where):
+        read_movielens(f) if name.endswith(".dat") else read_interactions(f)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("1::10::5::978300760\nbad line\n2::10::4::978300762\n", r"r.dat:2: expected 4 fields"),
+    ("1::10::5::978300760\n\n2::10::4::978300762::x\n", r"r.dat:3: expected 4 fields"),
+    ("1\t10\t5\t978300760\n1\t11\t978300761\n", r"r.dat:2: expected 4 fields"),
+])
+def test_a_movielens_line_of_the_wrong_shape_is_named(tmp_path, text, where):
+    # the error quoted pyarrow's message without a line number
+    with pytest.raises(ValueError, match=where):
+        read_movielens(_write(tmp_path / "r.dat", text))
