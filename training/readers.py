@@ -6,7 +6,6 @@ and column.
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -213,35 +212,55 @@ def read_movielens(path: str | Path) -> dict:
     """Read ``user item rating timestamp`` rows separated by ``::``, tab, comma or spaces.
 
     A header line is skipped if its rating or timestamp field is not numeric. Every row becomes a
-    ``rating`` interaction whose value is the rating.
+    ``rating`` interaction whose value is the rating. The file is parsed as bytes (about two
+    copies of it at a time), never split into Python strings per line.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    first = next((k for k, ln in enumerate(lines) if ln.strip()), None)
+    data = path.read_bytes()
+    first, pos, end = _first_line(data)
     if first is None:
         raise ValueError(f"{path}: empty file")
-    sep = _separator(lines[first])
-    fields = re.split(r"\s+", lines[first].strip()) if sep == " " else lines[first].split(sep)
-    skip = first + 1 if len(fields) >= 4 and not _numeric(fields[2:4]) else first
-    body = "\n".join(lines[skip:])
+    head = data[pos:end].decode("utf-8", "replace").rstrip("\r")
+    sep = _separator(head)
+    fields = re.split(r"\s+", head.strip()) if sep == " " else head.split(sep)
+    header = len(fields) >= 4 and not _numeric(fields[2:4])
+    skip = first + 1 if header else first
+    body = data[end + 1:] if header else data[pos:]
+    del data
     if not body.strip():
         raise ValueError(f"{path}: no data rows (a header only)")
-    body = re.sub(r"[ \t]+", "\t", body.strip()) if sep == " " else body.replace(sep, "\t")
+    if sep == " ":   # runs of blanks separate; blanks around a line's fields do not
+        body = re.sub(rb"[ \t]+", b"\t", re.sub(rb"(?m)^[ \t]+|[ \t]+(?=\r?$)", b"", body))
+    else:
+        body = body.replace(sep.encode(), b"\t")
     opts = pacsv.ParseOptions(delimiter="\t")
     names = ["user_id", "item_id", "rating", "timestamp"]
     try:
-        table = pacsv.read_csv(io.BytesIO(body.encode()), parse_options=opts,
+        table = pacsv.read_csv(pa.BufferReader(body), parse_options=opts,
                                read_options=pacsv.ReadOptions(column_names=names),
                                convert_options=pacsv.ConvertOptions(
                                    column_types={n: pa.string() for n in names}))
     except pa.ArrowInvalid as err:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         raise ValueError(_movielens_shape(path, lines, skip, sep, err)) from None
+    del body
     line0 = skip + 1
     rating = _numbers(path, line0, table, "rating", np.float32)
     return {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
             "timestamp": _timestamps(path, line0, table),
             "event": np.full(table.num_rows, EVENTS.index("rating"), np.int8), "value": rating}
+
+
+def _first_line(data: bytes) -> tuple[int | None, int, int]:
+    """(0-based index, start, end offsets) of the first line of ``data`` that is not blank."""
+    pos = index = 0
+    while pos < len(data):
+        end = data.find(b"\n", pos)
+        end = len(data) if end < 0 else end
+        if data[pos:end].strip():
+            return index, pos, end
+        pos, index = end + 1, index + 1
+    return None, 0, 0
 
 
 def _movielens_shape(path: Path, lines: list[str], skip: int, sep: str, err: Exception) -> str:
