@@ -71,7 +71,13 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["bootstrap", "--data-dir", str(tmp_path), "--users", "0"],
                  ["train", *data, "--factors", "0"], ["train", *data, "--iterations", "0"],
                  ["train", *data, "--candidates", "0"], ["train", *data, "--test-frac", "0"],
-                 ["train", *data, "--test-frac", "1.5"]):
+                 ["train", *data, "--test-frac", "1.5"],
+                 # cold-items scored a nonsense --holdout 0 or -1 (one item held out), died on
+                 # 1.5 and --k 0 with numpy's words, and on --k -3 with a traceback
+                 ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "0"],
+                 ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "1.5"],
+                 ["cold-items", *data[:2], "--items", "x.csv", "--k", "0"],
+                 ["cold-items", *data[:2], "--items", "x.csv", "--k", "-3"]):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2, argv

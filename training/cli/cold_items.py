@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from training.als import ALSParams
+from training.cli.types import open_fraction, positive_int
 from training.cold_items import ColdConfig, format_cold, run_cold_items
 from training.readers import load
 
@@ -18,9 +19,9 @@ def add_parser(subparsers) -> None:
                     "category-popularity and category-affinity baselines.")
     p.add_argument("--interactions", required=True, help="CSV/Parquet file")
     p.add_argument("--items", required=True, help="item catalog CSV/Parquet (titles, prices)")
-    p.add_argument("--holdout", type=float, default=_DEFAULT.holdout,
+    p.add_argument("--holdout", type=open_fraction, default=_DEFAULT.holdout,
                    help="share of the items with interactions held out")
-    p.add_argument("--k", type=int, default=_DEFAULT.k)
+    p.add_argument("--k", type=positive_int, default=_DEFAULT.k)
     p.add_argument("--seed", type=int, default=_DEFAULT.seed)
     p.add_argument("--threads", type=int, default=ALSParams().threads)
     p.add_argument("--json", help="also write the report as JSON to this file")
