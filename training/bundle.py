@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 import onnx
 
-from contract import FORMAT, Manifest, check_files, read_manifest, sha256_file
+from contract import FORMAT, BundleError, Manifest, check_files, read_manifest, sha256_file
 from contract.bundle import check_named
 from kernels.context import CHANNELS, CONTEXT_FEATURES
 from kernels.ranking import FEATURES
@@ -128,12 +128,23 @@ def write_bundle(result, root: str | Path) -> Path:
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         manifest = _manifest(result, version, fp, files, created)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False))
+        _servable(tmp)
         os.rename(tmp, root / version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     logger.info("bundle written: %s", root / version)
     return root / version
+
+
+def _servable(tmp: Path) -> None:
+    """The manifest just written passes the server's checks (`contract.bundle`), or
+    ``BundleError`` (nothing is published)."""
+    try:
+        read_manifest(tmp)
+    except BundleError as err:
+        raise BundleError(err.where, f"{err.problem} (the server would refuse this bundle; "
+                                     "not written)") from None
 
 
 def validate_bundle(path: str | Path) -> Manifest:

@@ -101,3 +101,28 @@ def test_same_run_written_twice_gets_two_versions(trained, tmp_path):
     assert a != b and a.name.split("-")[1] == b.name.split("-")[1]
     assert validate_bundle(a).raw["data"] == validate_bundle(b).raw["data"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([a.name, b.name])
+
+
+@pytest.mark.parametrize("half_life", [0.0, -5.0])
+def test_a_bundle_the_server_would_refuse_is_not_written(tmp_path, half_life):
+    # `train --half-life-days 0` trained for minutes, then wrote a bundle whose manifest
+    # the server (contract.bundle) refuses: half_life_days must be > 0
+    from dataclasses import replace
+
+    from contract import BundleError
+    from training.als import ALSParams
+    from training.bundle import write_bundle
+    from training.pipeline import TrainConfig, train
+    from training.readers import load
+
+    rows = tmp_path / "i.csv"
+    rows.write_text("user_id,item_id,timestamp,event\n" + "".join(
+        f"u{u},i{(u + k) % 7},{1700000000 + 3600 * k},view\n" for u in range(6) for k in range(5)))
+    config = TrainConfig(als=ALSParams(factors=4, iterations=2, half_life_days=half_life),
+                         use_ranker=False, drift_users=0)
+    result = train(*load(rows), config)
+    with pytest.raises(BundleError, match="half_life_days"):
+        write_bundle(result, tmp_path / "bundles")
+    assert list((tmp_path / "bundles").iterdir()) == []
+    good = replace(result, config=replace(config, als=ALSParams(factors=4, iterations=2)))
+    validate_bundle(write_bundle(good, tmp_path / "bundles"))

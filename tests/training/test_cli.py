@@ -72,6 +72,13 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["train", *data, "--factors", "0"], ["train", *data, "--iterations", "0"],
                  ["train", *data, "--candidates", "0"], ["train", *data, "--test-frac", "0"],
                  ["train", *data, "--test-frac", "1.5"],
+                 # a half-life <= 0 gave a bundle the server refuses; a negative alpha or
+                 # regularization, a model of nonsense
+                 ["train", *data, "--half-life-days", "0"],
+                 ["train", *data, "--half-life-days", "-5"],
+                 ["train", *data, "--half-life-days", "inf"],
+                 ["backtest", *data[:2], "--half-life-days", "nan"],
+                 ["train", *data, "--alpha", "-1"], ["train", *data, "--regularization", "-1"],
                  # cold-items scored a nonsense --holdout 0 or -1 (one item held out), died on
                  # 1.5 and --k 0 with numpy's words, and on --k -3 with a traceback
                  ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "0"],

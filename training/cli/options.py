@@ -5,7 +5,7 @@ import argparse
 
 from contract.events import check_event_weights
 from training.als import ALSParams
-from training.cli.types import count, open_fraction, positive_int
+from training.cli.types import count, nonnegative_number, open_fraction, positive_int, positive_number
 from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
@@ -30,10 +30,10 @@ def _weight(text: str) -> tuple[str, float]:
 def add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval (implicit ALS)")
     g.add_argument("--factors", type=positive_int, default=_A.factors)
-    g.add_argument("--regularization", type=float, default=_A.regularization)
-    g.add_argument("--alpha", type=float, default=_A.alpha, help="confidence = 1 + alpha * w")
+    g.add_argument("--regularization", type=nonnegative_number, default=_A.regularization)
+    g.add_argument("--alpha", type=nonnegative_number, default=_A.alpha, help="confidence = 1 + alpha * w")
     g.add_argument("--iterations", type=positive_int, default=_A.iterations)
-    g.add_argument("--half-life-days", type=float, default=_A.half_life_days)
+    g.add_argument("--half-life-days", type=positive_number, default=_A.half_life_days)
     g.add_argument("--history-len", type=positive_int, default=_A.history_len)
     g.add_argument("--cg-steps", type=positive_int, default=_A.cg_steps,
                    help="encoder preconditioned-CG iterations")

@@ -4,8 +4,10 @@ deep in a job."""
 from __future__ import annotations
 
 import argparse
+import math
 
-__all__ = ["count", "positive_int", "resamples", "open_fraction"]
+__all__ = ["count", "positive_int", "resamples", "open_fraction", "positive_number",
+           "nonnegative_number"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -43,3 +45,24 @@ def open_fraction(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
     return value
+
+
+def _number(text: str, least: float, strict: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < least or (strict and value == least):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number {'>' if strict else '>='} {least:g}, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0."""
+    return _number(text, 0.0, strict=True)
+
+
+def nonnegative_number(text: str) -> float:
+    """A finite number >= 0."""
+    return _number(text, 0.0, strict=False)
