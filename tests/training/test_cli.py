@@ -67,6 +67,11 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
     for argv in (["demo-data", "--out", str(tmp_path / "d"), "--users", "0"],
                  ["demo-data", "--out", str(tmp_path / "d"), "--items", "-3"],
                  ["demo-data", "--out", str(tmp_path / "d"), "--days", "0"],
+                 # wrote a world of about one shop event per user, or died on numpy's words
+                 ["demo-data", "--out", str(tmp_path / "d"), "--events-per-user", "0"],
+                 ["demo-data", "--out", str(tmp_path / "d"), "--events-per-user", "nan"],
+                 ["demo-data", "--out", str(tmp_path / "d"), "--context-tastes", "nan"],
+                 ["demo-data", "--out", str(tmp_path / "d"), "--impressions-per-user", "-1"],
                  ["evaluate-timing", "--users", "0"], ["evaluate-timing", "--rounds", "0"],
                  ["bootstrap", "--data-dir", str(tmp_path), "--users", "0"],
                  ["train", *data, "--factors", "0"], ["train", *data, "--iterations", "0"],

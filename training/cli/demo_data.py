@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from training.cli.types import positive_int
+from training.cli.types import nonnegative_number, positive_int, positive_number
 from training.demo import DemoConfig, start_for_end
 from training.demo_files import write_demo
 
@@ -17,7 +17,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--items", type=positive_int, default=_DEFAULT.n_items)
     p.add_argument("--days", type=positive_int, default=_DEFAULT.n_days)
     p.add_argument("--seed", type=int, default=_DEFAULT.seed)
-    p.add_argument("--events-per-user", type=float,
+    p.add_argument("--events-per-user", type=positive_number,
                    help="mean rows per user (e.g. 120 for long histories); default: about 60")
     p.add_argument("--end", type=parse_date,
                    help="the world's last day is this UTC date (YYYY-MM-DD; sessions start "
@@ -26,10 +26,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--contact-truth", action="store_true",
                    help="also write contact_truth.npz (time zones, preferred hours and channels "
                         "per user; the other files are unchanged)")
-    p.add_argument("--context-tastes", type=float, default=0.0, metavar="STRENGTH",
+    p.add_argument("--context-tastes", type=nonnegative_number, default=0.0, metavar="STRENGTH",
                    help="tastes depend on channel and time of week with this strength (e.g. 1.0; "
                         "adds a channel column); default 0: the default world")
-    p.add_argument("--impressions-per-user", type=float, default=0.0, metavar="R",
+    p.add_argument("--impressions-per-user", type=nonnegative_number, default=0.0, metavar="R",
                    help="with --context-tastes: also write impressions.jsonl, a context-blind "
                         "model's log of about R requests per user with clicks drawn from the "
                         "world's context tastes (training.demo_impressions; the clicks join "
