@@ -162,7 +162,8 @@ def read_interactions(path: str | Path) -> dict:
     code = np.array([EVENTS.index(n) for n in names], np.int8)[inverse]
     value = (_numbers(path, first, table, "value", np.float32) if "value" in table.column_names
              else np.zeros(len(code), np.float32))
-    out = {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
+    out = {"user_id": _ids(table, "user_id", path, first),
+           "item_id": _ids(table, "item_id", path, first),
            "timestamp": _timestamps(path, first, table), "event": code, "value": value}
     if "channel" in table.column_names:
         out["channel"] = _channels(table)
@@ -177,9 +178,18 @@ def _channels(table: pa.Table) -> np.ndarray:
     return codes[enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
 
 
-def _ids(table: pa.Table, column: str) -> pa.Array:
-    """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings)."""
-    return pc.utf8_trim_whitespace(table[column]).combine_chunks()
+def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int = 0) -> pa.Array:
+    """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings); with
+    ``path``, an empty or null id is a ``ValueError`` naming its line and column."""
+    ids = pc.utf8_trim_whitespace(table[column]).combine_chunks()
+    if path is not None:
+        empty = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
+        n = pc.sum(empty).as_py() or 0
+        if n:
+            row = pc.index(empty, True).as_py()
+            raise ValueError(f"{_where(path, first_line, row, column)}: empty id ({n} rows "
+                             "without one)")
+    return ids
 
 
 def read_items(path: str | Path) -> dict:
@@ -188,7 +198,8 @@ def read_items(path: str | Path) -> dict:
     table, first = _table(path)
     _require(path, table, ITEM_COLUMNS, optional=("title", "category", "price", "url", "image"))
     n = table.num_rows
-    out = {"id": np.asarray(_ids(table, "id").to_numpy(zero_copy_only=False), dtype=str)}
+    out = {"id": np.asarray(_ids(table, "id", path, first).to_numpy(zero_copy_only=False),
+                            dtype=str)}
     for col in ("title", "category", "url", "image"):
         out[col] = (np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=str)
                     if col in table.column_names else np.full(n, "", dtype=str))
@@ -246,7 +257,8 @@ def read_movielens(path: str | Path) -> dict:
     del body
     line0 = skip + 1
     rating = _numbers(path, line0, table, "rating", np.float32)
-    return {"user_id": _ids(table, "user_id"), "item_id": _ids(table, "item_id"),
+    return {"user_id": _ids(table, "user_id", path, line0),
+            "item_id": _ids(table, "item_id", path, line0),
             "timestamp": _timestamps(path, line0, table),
             "event": np.full(table.num_rows, EVENTS.index("rating"), np.int8), "value": rating}
 

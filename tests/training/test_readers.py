@@ -168,3 +168,27 @@ def test_reading_movielens_holds_few_copies_of_the_file(tmp_path):
         tracemalloc.stop()
     assert rows["timestamp"].shape[0] == n and rows["timestamp"][-1] == 978300760 + n - 1
     assert peak < 3 * size, (peak, size)
+
+
+@pytest.mark.parametrize("name, text, where", [
+    # every row without an id became one user or item named "" (a parquet null: "None"),
+    # pooling unrelated rows: the phantom item could be the most popular one, and served
+    ("i.csv", "user_id,item_id,timestamp,event\nu1,a,1,view\nu1, ,2,view\nu2,,3,view\n",
+     r"i.csv:3: column 'item_id': empty id \(2 rows without one\)"),
+    ("i.csv", "user_id,item_id,timestamp,event\n,a,1,view\n", r"i.csv:2: column 'user_id'"),
+    ("r.dat", "1::10::5::1\n1::::4::2\n", r"r.dat:2: column 'item_id'"),
+    ("items.csv", "id,title\na,x\n,y\n", r"items.csv:3: column 'id'"),
+])
+def test_empty_ids_are_refused(tmp_path, name, text, where):
+    f = _write(tmp_path / name, text)
+    read = {"i.csv": read_interactions, "r.dat": read_movielens, "items.csv": read_items}[name]
+    with pytest.raises(ValueError, match=where):
+        read(f)
+
+
+def test_null_ids_in_parquet_are_refused(tmp_path):
+    pq.write_table(pa.table({"user_id": ["u1", None], "item_id": ["a", "b"],
+                             "timestamp": [1, 2], "event": ["view", "view"]}),
+                   tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=r"i.parquet: row 2, column 'user_id': empty id"):
+        read_interactions(tmp_path / "i.parquet")
