@@ -38,7 +38,9 @@ def _table(path: Path) -> tuple[pa.Table, int]:
             if pa.types.is_timestamp(f.type):   # native timestamps -> unix seconds
                 secs = pc.cast(table.column(k).cast(pa.timestamp("s", tz=f.type.tz)), pa.int64())
                 table = table.set_column(k, f.name, secs)
-        return table.cast(pa.schema([(f.name, pa.string()) for f in table.schema])), 0
+        table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
+        # a null cell reads as an empty CSV cell does (value 0; an id, event or time: an error)
+        return pa.table([pc.fill_null(c, "") for c in table.columns], names=table.column_names), 0
     with open(path, "rb") as fh:
         header = fh.readline().decode("utf-8", "replace").strip().split(",")
     names = [h.strip().strip('"') for h in header]
@@ -121,7 +123,7 @@ def _timestamps(path, first_line, table) -> np.ndarray:
     uniq, inverse = np.unique(np.asarray(col.to_pylist(), dtype=object).astype(str),
                               return_inverse=True)
     out = np.empty(uniq.shape[0], np.int64)
-    for k, text in enumerate(uniq):
+    for k, text in enumerate(uniq.tolist()):
         try:
             out[k] = int(text) if re.fullmatch(r"\s*-?\d+\s*", text) else _rfc3339(text)
         except ValueError:

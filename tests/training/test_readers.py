@@ -192,3 +192,24 @@ def test_null_ids_in_parquet_are_refused(tmp_path):
                    tmp_path / "i.parquet")
     with pytest.raises(ValueError, match=r"i.parquet: row 2, column 'user_id': empty id"):
         read_interactions(tmp_path / "i.parquet")
+
+
+@pytest.mark.parametrize("column, where", [
+    # a null event died on an IndexError; a null timestamp became NaN, then a garbage int64
+    ("event", r"i.parquet: row 2, column 'event': unknown event ''"),
+    ("timestamp", r"i.parquet: row 2, column 'timestamp': '' is neither"),
+])
+def test_null_cells_in_parquet_are_named_as_empty_csv_cells_are(tmp_path, column, where):
+    table = {"user_id": ["u1", "u2"], "item_id": ["a", "b"], "timestamp": [1, 2],
+             "event": ["view", "view"], "value": [1.0, None]}
+    table[column] = [table[column][0], None]
+    pq.write_table(pa.table(table), tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=where):
+        read_interactions(tmp_path / "i.parquet")
+
+
+def test_a_null_value_in_parquet_is_0_as_an_empty_csv_cell(tmp_path):
+    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"], "timestamp": [1, 2],
+                             "event": ["rating", "view"], "value": [4.0, None]}),
+                   tmp_path / "i.parquet")
+    assert read_interactions(tmp_path / "i.parquet")["value"].tolist() == [4.0, 0.0]
