@@ -151,11 +151,15 @@ def evaluate_requests(stage, table: ContextTable, test: Interactions, session=No
         out[name] = {key: round(m[key], 6) for key in ("recall@10", "ndcg@10", "map@10", "coverage")}
         out[name].update(_curve_points(r, *req[3], ids, n_items))
         per = per_user_metrics(r, *req[3], ids, K)
-        out["se"][name] = {key: round(bootstrap_se(per[key]), 6) for key in ("recall@10", "ndcg@10")}
+        owner = req[0][per["users"]]   # a user's requests are resampled together
+        out["se"][name] = {key: round(bootstrap_se(per[key], groups=owner), 6)
+                           for key in ("recall@10", "ndcg@10")}
     out.update(n_eval_users=int(idx.shape[0]), n_test_users=n_req,
                eval={"unit": "request: one (user, channel, UTC daypart) of the hold-out rows",
                      "users": int(idx.shape[0]), "of_test_users": n_req,
+                     "n_users": int(np.unique(req[0]).shape[0]),
                      "sample": ("all requests" if idx.shape[0] == n_req
                                 else f"uniform without replacement, seed {seed}"),
-                     "se": "bootstrap over the evaluated requests, 1000 resamples"})
+                     "se": "bootstrap over the users of the evaluated requests (a user's "
+                           "requests together), 1000 resamples"})
     return out

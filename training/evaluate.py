@@ -18,7 +18,7 @@ from training.events import Interactions
 from training.metrics import bootstrap_se, per_user_metrics, ranking_metrics
 from training.split import distinct_items
 
-__all__ = ["CURVE_KS", "eval_users", "evaluate", "rerank", "popular_unseen", "format_table",
+__all__ = ["CURVE_KS", "eval_units", "eval_users", "evaluate", "rerank", "popular_unseen", "format_table",
            "segment_metrics"]
 
 logger = logging.getLogger("tailor.training.evaluate")
@@ -160,6 +160,13 @@ def _curve_points(recs, indptr, items, users, n_items) -> dict:
     return out
 
 
+def eval_units(metrics: dict) -> str:
+    """What ``n_eval_users`` counts: ``"requests"`` for a context-features evaluation
+    (`training.context_ranker.evaluate_requests`), else ``"users"``."""
+    unit = metrics.get("eval", {}).get("unit", "")
+    return "requests" if unit.startswith("request") else "users"
+
+
 def format_table(metrics: dict) -> str:
     """Fixed-width table of the metric dict, one row per method."""
     cols = ("recall@10", "ndcg@10", "map@10", "coverage")
@@ -171,9 +178,14 @@ def format_table(metrics: dict) -> str:
         if name in se:
             lines.append(f"{'  (SE)':<12}" + "".join(
                 f"{se[name][c]:>11.4f}" if c in se[name] else f"{'':>11}" for c in cols).rstrip())
-    lines.append(f"n_eval_users = {metrics.get('n_eval_users', 0)}"
-                 + (f" of {metrics['n_test_users']} users with test items"
-                    if "n_test_users" in metrics else ""))
+    if eval_units(metrics) == "requests":
+        lines.append(f"n_eval requests = {metrics.get('n_eval_users', 0)} of "
+                     f"{metrics.get('n_test_users', 0)} hold-out (user, channel, daypart) "
+                     f"requests, of {metrics['eval'].get('n_users', '?')} users")
+    else:
+        lines.append(f"n_eval_users = {metrics.get('n_eval_users', 0)}"
+                     + (f" of {metrics['n_test_users']} users with test items"
+                        if "n_test_users" in metrics else ""))
     if metrics.get("segments"):
         lines.append(f"{'segment (ndcg@10)':<18}{'users':>7}" + "".join(
             f"{n:>12}" for n in ("model", "retrieval", "popularity")))

@@ -51,15 +51,32 @@ def per_user_metrics(recs: np.ndarray, indptr: np.ndarray, items: np.ndarray,
             f"mrr@{k}": 1.0 / first, "users": users, "recs": recs}
 
 
-def bootstrap_se(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> float:
-    """Standard error of ``values.mean()`` from ``n_boot`` resamples of the users (seeded)."""
+def bootstrap_se(values: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                 groups: np.ndarray | None = None) -> float:
+    """Standard error of ``values.mean()`` from ``n_boot`` resamples of the users (seeded).
+
+    With ``groups`` (one label per value, e.g. the user of each request) whole groups are
+    resampled and each resample's mean is its values' sum over their count: values of one group
+    are not independent, and resampling them one by one understates the SE.
+    """
     values = np.asarray(values, np.float64)
-    if values.shape[0] < 2:
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != values.shape:
+            raise ValueError(f"one group label per value: {groups.shape[0]} labels, "
+                             f"{values.shape[0]} values")
+        _, inverse = np.unique(groups, return_inverse=True)
+        sums, counts = np.bincount(inverse, values), np.bincount(inverse).astype(np.float64)
+    else:
+        sums, counts = values, None
+    if sums.shape[0] < 2:
         return 0.0
     rng = np.random.default_rng(seed)
     means = np.empty(n_boot)
+    n = sums.shape[0]
     for b in range(n_boot):   # one row of indices at a time: memory stays O(n_users)
-        means[b] = values[rng.integers(0, values.shape[0], values.shape[0])].mean()
+        pick = rng.integers(0, n, n)
+        means[b] = sums[pick].mean() if counts is None else sums[pick].sum() / counts[pick].sum()
     return float(means.std(ddof=1))
 
 

@@ -13,6 +13,7 @@ import io
 import re
 from pathlib import Path
 
+from training.evaluate import eval_units
 from training.segments import NEW_USER_DAYS
 
 __all__ = ["METHODS", "HEADLINE", "pyplot", "figure_png", "metrics_chart", "curves_chart",
@@ -60,7 +61,8 @@ def metrics_chart(metrics: dict) -> bytes:
         ax.bar_label(bars, fmt="%.3f", fontsize=7)
     ax.set_xticks(range(len(HEADLINE)), HEADLINE)
     ax.set_ylabel("score on the hold-out")
-    ax.set_title(f"Model vs baselines ({metrics.get('n_eval_users', 0)} evaluated users)")
+    ax.set_title(f"Model vs baselines ({metrics.get('n_eval_users', 0)} evaluated "
+                 f"{eval_units(metrics)})")
     ax.legend()
     fig.tight_layout()
     return figure_png(fig)
@@ -165,7 +167,7 @@ def render(manifest: dict) -> str:
     parts = [f"<h1>Training report: bundle {version}</h1>",
              f"<p>Metrics of the {html.escape(str(manifest.get('metrics_fit', 'evaluation')))} "
              f"fit on the per-user temporal hold-out, "
-             f"{metrics.get('n_eval_users', 0)} users.</p>",
+             f"{metrics.get('n_eval_users', 0)} {eval_units(metrics)}.</p>",
              _img("Model vs baselines", metrics_chart(metrics)),
              _img("Recall@k and NDCG@k", curves_chart(metrics)),
              _img("Item coverage", coverage_chart(metrics)),

@@ -60,3 +60,13 @@ def test_evaluate_requests_scores_each_request_in_its_context():
     assert out["n_eval_users"] == requests(rows.subset(te))[0].shape[0] > 0
     assert out["model"] == out["retrieval"]  # no ranker: the retrieval lists
     assert 0 < out["retrieval"]["ndcg@10"] <= 1 and out["se"]["retrieval"]["ndcg@10"] > 0
+    # the SE resamples users (their requests together), and the table says requests, not users
+    from training.evaluate import eval_units, format_table
+
+    req = requests(rows.subset(te))
+    assert out["n_eval_users"] > np.unique(req[0]).shape[0]   # several requests per user
+    assert out["eval"]["se"].startswith("bootstrap over the users")
+    assert out["eval"]["n_users"] == np.unique(req[0]).shape[0]
+    assert eval_units(out) == "requests" and eval_units({"eval": {}}) == "users"
+    assert f"n_eval requests = {out['n_eval_users']} of " in format_table(out)
+    assert "users with test items" not in format_table(out)

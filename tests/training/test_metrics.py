@@ -68,3 +68,17 @@ def test_metrics_bounded_and_perfect_lists_score_one(sets, rnd):
     p = ranking_metrics(perfect, indptr, items, users, n_items=30)
     assert p["recall@10"] == pytest.approx(1.0) and p["ndcg@10"] == pytest.approx(1.0)
     assert p["map@10"] == pytest.approx(1.0)
+
+
+def test_bootstrap_se_over_groups_resamples_whole_groups():
+    # a user's requests are not independent: resampled one by one, two identical requests
+    # per user gave an SE ~1/sqrt(2) of the right one
+    from training.metrics import bootstrap_se
+
+    values = np.random.default_rng(1).random(300)
+    twice = np.repeat(values, 2)
+    groups = np.repeat(np.arange(300) * 7 + 3, 2)   # any labels
+    assert bootstrap_se(twice, groups=groups) == pytest.approx(bootstrap_se(values), rel=1e-12)
+    assert bootstrap_se(twice) < 0.8 * bootstrap_se(values)
+    with pytest.raises(ValueError, match="one group label per value"):
+        bootstrap_se(twice, groups=groups[1:])
