@@ -41,7 +41,18 @@ def erasure_keys(secrets_dir: Path | None) -> tuple[tuple[str, bytes], ...]:
 def drop_erased(rows: dict, tombstones: Mapping[tuple[str, str], float],
                 keys: Sequence[tuple[str, bytes]]) -> tuple[dict, int]:
     """`rows` (`training.readers.read_interactions`) without the rows of erased users from
-    before their erasure; returns (rows, how many were dropped). One HMAC per distinct user."""
+    before their erasure; returns (rows, how many were dropped). One HMAC per distinct user.
+
+    A tombstone written under a key id that ``keys`` lacks is a ``ValueError``: its user could
+    not be recognised, and would be trained on (a keyring of another deployment, or an old one)."""
+    missing = sorted({kid for kid, _ in tombstones} - {kid for kid, _ in keys})
+    if missing:
+        n = sum(1 for kid, _ in tombstones if kid in missing)
+        raise ValueError(f"{n} tombstones were written under erasure key id(s) "
+                         f"{', '.join(map(repr, missing))}, which the erasure keyring read "
+                         f"(key ids {', '.join(repr(k) for k, _ in keys) or 'none'}) lacks: their "
+                         "users cannot be recognised; give the server's keyring (--secrets-dir "
+                         "or TAILOR_SECRET_ERASURE)")
     users = pc.unique(rows["user_id"]).to_pylist()
     at = erased_at(users, tombstones, keys_in_use(tombstones, keys))
     erased = {u: t for u, t in zip(users, at) if t is not None}

@@ -71,3 +71,30 @@ async def test_export_hands_tombstones_to_training_which_drops_the_erased_user(
     with np.load(bundle / "users.npz") as npz:
         users = set(npz["user_ids"].tolist())
     assert "user-7" not in users and {"user-6", "user-8"} <= users
+
+
+def test_tombstones_under_a_key_the_keyring_lacks_stop_training(tmp_path, monkeypatch, capsys):
+    # a keyring without the key the tombstones were written under (another deployment's, a
+    # wrong --secrets-dir) recognised no one: every erased user's rows were trained on, and the
+    # run said "0 rows dropped" and exited 0
+    import base64
+
+    from contract.erasure import write_tombstones
+    from training.cli import main
+
+    key = b"k" * 32
+    _rows(tmp_path / "i.csv", [["gone", "a", 100, "view", 0], ["gone", "b", 200, "click", 0],
+                               ["stays", "a", 150, "view", 0], ["stays", "b", 160, "view", 0]])
+    write_tombstones(tmp_path / "tombstones.csv", [("k1", digest(key, "gone"), 250.0)])
+    argv = ["train", "--interactions", str(tmp_path / "i.csv"), "--out", str(tmp_path / "b"),
+            "--no-ranker", "--no-report", "--factors", "4", "--iterations", "2"]
+    other = base64.b64encode(b"o" * 32).decode()
+    monkeypatch.setenv("TAILOR_SECRET_ERASURE", f"k2:{other}")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'k1'" in err and "erasure" in err, err
+    assert not (tmp_path / "b").exists()
+    monkeypatch.setenv("TAILOR_SECRET_ERASURE",
+                       f"k2:{other},k1:{base64.b64encode(key).decode()}")
+    assert main(argv) == 0
+    assert "2 rows dropped" in capsys.readouterr().out
