@@ -114,19 +114,34 @@ def _rfc3339(text: str) -> int:
     return int(when.timestamp())
 
 
+MAX_TIMESTAMP = 32_503_680_000
+"""3000-01-01T00:00:00Z in unix seconds: a later time is a log in milliseconds (or microseconds),
+which would train with half-lives 1000 times too short and give the bundle a ``data.cutoff`` the
+server compares with erasure times in seconds."""
+
+
 def _timestamps(path, first_line, table) -> np.ndarray:
-    col = table["timestamp"]
     try:
-        return pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
+        out = pc.cast(table["timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
+        out = _parsed_timestamps(path, first_line, table["timestamp"])
+    late = np.flatnonzero(out >= MAX_TIMESTAMP)
+    if late.shape[0]:
+        where = _where(path, first_line, int(late[0]), "timestamp")
+        raise ValueError(f"{where}: {int(out[late[0]])} is after the year 3000 as unix seconds "
+                         f"({late.shape[0]} rows): milliseconds? timestamps are unix seconds or "
+                         "RFC 3339")
+    return out
+
+
+def _parsed_timestamps(path, first_line, col) -> np.ndarray:
     uniq, inverse = np.unique(np.asarray(col.to_pylist(), dtype=object).astype(str),
                               return_inverse=True)
     out = np.empty(uniq.shape[0], np.int64)
     for k, text in enumerate(uniq.tolist()):
         try:
             out[k] = int(text) if re.fullmatch(r"\s*-?\d+\s*", text) else _rfc3339(text)
-        except ValueError:
+        except (ValueError, OverflowError):
             row = int(np.flatnonzero(inverse == k)[0])
             raise ValueError(f"{_where(path, first_line, row, 'timestamp')}: {text!r} is neither "
                              "unix seconds nor RFC 3339 with an offset") from None

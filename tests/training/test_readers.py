@@ -213,3 +213,18 @@ def test_a_null_value_in_parquet_is_0_as_an_empty_csv_cell(tmp_path):
                              "event": ["rating", "view"], "value": [4.0, None]}),
                    tmp_path / "i.parquet")
     assert read_interactions(tmp_path / "i.parquet")["value"].tolist() == [4.0, 0.0]
+
+
+@pytest.mark.parametrize("stamp", ["1700212111000", "1700212111000000", "3001-01-01T00:00:00Z"])
+def test_timestamps_in_milliseconds_are_refused(tmp_path, stamp):
+    # a log in milliseconds trained without a word: half-lives 1000 times too short, and a
+    # bundle whose data.cutoff (ms) the server compares with erasure times in seconds (users
+    # erased after it were never masked)
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\nu1,a,1700212111,view\n"
+               f"u1,b,{stamp},view\n")
+    with pytest.raises(ValueError, match=r"i.csv:3: column 'timestamp': .* after the year 3000"
+                                         r".*milliseconds"):
+        read_interactions(f)
+    f = _write(tmp_path / "r.dat", f"1::10::5::1700212111\n\n1::11::4::{stamp}\n")
+    with pytest.raises(ValueError, match=r"r.dat:3: column 'timestamp'"):
+        read_movielens(f)
