@@ -8,6 +8,9 @@ memory stays bounded at 1,000,000 users x 1,000,000 items.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -59,6 +62,9 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
                context_tastes: float = 0.0, impressions_per_user: float = 0.0) -> dict:
     """Write ``interactions.csv``, ``items.csv`` and ``ground_truth.npz`` into ``out``.
 
+    The files are written into a hidden directory inside ``out`` and moved into place at the
+    end, ``interactions.csv`` last: a run stopped midway leaves no partial world behind.
+
     Parameters
     ----------
     out : path
@@ -85,6 +91,22 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
         raise ValueError("an impression log needs context tastes (context_tastes > 0)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".demo-", dir=out))
+    try:
+        written = _write_files(stage, cfg, contact, context_tastes, impressions_per_user)
+        # interactions.csv last: a run stopped before it leaves none (`bootstrap` regenerates)
+        names = sorted(p.name for p in stage.iterdir() if p.name != "interactions.csv")
+        for name in [*names, "interactions.csv"]:
+            os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    logger.info("demo world written to %s in %.1fs", out, time.perf_counter() - t0)
+    return {k: str(out / Path(v).name) if isinstance(v, str) else v for k, v in written.items()}
+
+
+def _write_files(out: Path, cfg: DemoConfig, contact: bool, context_tastes: float,
+                 impressions_per_user: float) -> dict:
+    """`write_demo`'s files, written into the staging directory ``out``."""
     world = make_world(cfg)
     log = LogWriter(out, cfg, world, context_tastes, impressions_per_user)
     pacsv.write_csv(_items_table(world, cfg), out / "items.csv")
@@ -115,5 +137,4 @@ def write_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), contact: bool = 
 
         np.savez(out / "contact_truth.npz", **contact_truth(cfg.n_users, cfg.seed).arrays())
         written["contact_truth"] = str(out / "contact_truth.npz")
-    logger.info("demo world written to %s in %.1fs", out, time.perf_counter() - t0)
     return written

@@ -87,3 +87,32 @@ def test_contact_truth_is_an_extra_file_that_changes_nothing_else(tmp_path):
     assert ((truth["preferred_hour"] >= 0) & (truth["preferred_hour"] < 24)).all()
     best = truth["channel_rate"].argmax(axis=1)
     assert (best == truth["preferred_channel"]).mean() > 0.9  # the boost makes it the best
+
+
+def test_a_run_stopped_midway_leaves_no_interactions_file(tmp_path, monkeypatch):
+    # interactions.csv was written in place chunk by chunk after items.csv: a bootstrap
+    # killed in its second chunk left both files, and the next bootstrap trained on the first
+    # chunk's users only (or failed for good on the cut last line)
+    import pytest
+
+    import training.demo_files as demo_files
+
+    real = demo_files.user_events
+
+    def stopped(cfg, world, chunk, *args):
+        if chunk == 1:
+            raise KeyboardInterrupt
+        return real(cfg, world, chunk, *args)
+
+    monkeypatch.setattr(demo_files, "user_events", stopped)
+    cfg = DemoConfig(n_users=60, n_items=50, n_days=5, chunk_users=30)
+    with pytest.raises(KeyboardInterrupt):
+        write_demo(tmp_path / "demo", cfg)
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == []
+    monkeypatch.setattr(demo_files, "user_events", real)
+    info = write_demo(tmp_path / "demo", cfg)
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [
+        "ground_truth.npz", "interactions.csv", "items.csv"]
+    assert info["interactions"] == str(tmp_path / "demo" / "interactions.csv")
+    users = pacsv.read_csv(tmp_path / "demo" / "interactions.csv")["user_id"].to_pylist()
+    assert max(users) >= 30   # the second chunk's users are there
