@@ -142,7 +142,9 @@ FULL_SEEN_FILTERING = {
 
 
 class _Server:
-    """``python -m server`` on a free loopback port (full seen filtering), stopped on exit."""
+    """``python -m server`` on a free loopback port (full seen filtering), stopped on exit; one
+    that exits or is not ready in time is a `ChildProcessError` (an `OSError`: the CLI's one
+    ``error:`` line) quoting the last line of its log."""
 
     def __init__(self, data_dir: Path, bundle: Path, timeout: float = 180.0):
         import socket
@@ -166,7 +168,9 @@ class _Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}, see {self.log.name}")
+                self.log.close()
+                raise ChildProcessError(f"the backtest's server exited {self.proc.returncode} "
+                                        f"before serving: {self._last_line()}")
             try:
                 with grpc.insecure_channel(self.target) as ch:
                     status = health_pb2_grpc.HealthStub(ch).Check(
@@ -177,7 +181,16 @@ class _Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"server not ready after {timeout}s, see {self.log.name}")
+        raise ChildProcessError(f"the backtest's server was not ready after {timeout}s: "
+                                f"{self._last_line()}")
+
+    def _last_line(self) -> str:
+        """The last line of the server's log (in a directory removed on the way out)."""
+        try:
+            lines = Path(self.log.name).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return lines[-1][-300:] if lines else "(no output)"
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -156,7 +156,7 @@ def run(args) -> int:
     imps = _impressions(args.work_dir / "impressions.jsonl", inter) if config.context_features else None
     try:
         report = compare(inter, catalog, config, serving_dir, args.work_dir, imps)
-    except ValueError as err:
+    except (ValueError, ChildProcessError) as err:   # no data to compare on; a server not up
         print(f"retrain: {err}", file=sys.stderr)
         return 1
     served, cand = report["serving"]["ndcg@10"], report["candidate"]["ndcg@10"]

@@ -104,3 +104,13 @@ def test_a_cutoff_outside_the_data_is_refused(cutoff, problem):
     with pytest.raises(ValueError, match=problem) as err:
         run_backtest(inter, None, TrainConfig(), cutoff=parse_cutoff(cutoff), baselines=False)
     assert "rows span 10 .. 35" in str(err.value)
+
+
+def test_a_server_that_does_not_start_is_one_error_naming_why(tmp_path, monkeypatch):
+    # a RuntimeError traceback pointed at server.log inside the temporary directory that was
+    # deleted on the way out: the reason was lost
+    from training.backtest import _Server
+
+    monkeypatch.setenv("TAILOR_EVENT_FUTURE_TOLERANCE_S", "-1")
+    with pytest.raises(OSError, match=r"server exited 2 .*TAILOR_EVENT_FUTURE_TOLERANCE_S"):
+        _Server(tmp_path, tmp_path / "no-bundle", timeout=60)
