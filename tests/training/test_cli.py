@@ -84,6 +84,9 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["train", *data, "--half-life-days", "inf"],
                  ["backtest", *data[:2], "--half-life-days", "nan"],
                  ["train", *data, "--alpha", "-1"], ["train", *data, "--regularization", "-1"],
+                 # a target of 2 built HNSW at efSearch 4096, of 0 IVF at nprobe 1 (recall 0.25)
+                 ["train", *data, "--target-recall", "2"], ["train", *data, "--target-recall", "0"],
+                 ["train", *data, "--tree-tolerance", "1"],
                  # cold-items scored a nonsense --holdout 0 or -1 (one item held out), died on
                  # 1.5 and --k 0 with numpy's words, and on --k -3 with a traceback
                  ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "0"],

@@ -5,7 +5,15 @@ import argparse
 
 from contract.events import check_event_weights
 from training.als import ALSParams
-from training.cli.types import count, nonnegative_number, open_fraction, positive_int, positive_number
+from training.cli.types import (
+    count,
+    nonnegative_number,
+    open_fraction,
+    positive_int,
+    positive_number,
+    recall_target,
+    tolerance,
+)
 from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
@@ -57,14 +65,14 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     r.add_argument("--context-features", action="store_true",
                    help="also train the ranker on the request's channel and UTC daypart "
                         "(needs a `channel` column; the bundle gets context.npz)")
-    r.add_argument("--tree-tolerance", type=float, default=_R.tree_tolerance,
+    r.add_argument("--tree-tolerance", type=tolerance, default=_R.tree_tolerance,
                    help="keep the fewest trees within this fraction of the best validation score")
     p.add_argument("--drift-users", type=int, default=TrainConfig.drift_users,
                    help="users sampled for the manifest's drift reference (0: none)")
     i = p.add_argument_group("index (FAISS)")
     i.add_argument("--index", choices=("auto", "flat", "hnsw", "ivf"), default=_I.kind)
     i.add_argument("--flat-threshold", type=int, default=_I.flat_threshold)
-    i.add_argument("--target-recall", type=float, default=_I.target_recall)
+    i.add_argument("--target-recall", type=recall_target, default=_I.target_recall)
 
 
 def config_from_args(args) -> TrainConfig:

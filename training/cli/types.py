@@ -7,7 +7,7 @@ import argparse
 import math
 
 __all__ = ["count", "positive_int", "resamples", "open_fraction", "positive_number",
-           "nonnegative_number"]
+           "nonnegative_number", "recall_target", "tolerance"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -66,3 +66,19 @@ def positive_number(text: str) -> float:
 def nonnegative_number(text: str) -> float:
     """A finite number >= 0."""
     return _number(text, 0.0, strict=False)
+
+
+def recall_target(text: str) -> float:
+    """A share of the true top-k: a number in (0, 1]."""
+    value = _number(text, 0.0, strict=True)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def tolerance(text: str) -> float:
+    """A fraction that may be 0: a number in [0, 1)."""
+    value = _number(text, 0.0, strict=False)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
