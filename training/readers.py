@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -124,7 +125,9 @@ def _timestamps(path, first_line, table) -> np.ndarray:
     try:
         out = pc.cast(table["timestamp"], pa.int64()).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        out = _parsed_timestamps(path, first_line, table["timestamp"])
+        out = _fractional_seconds(table["timestamp"])
+        if out is None:
+            out = _parsed_timestamps(path, first_line, table["timestamp"])
     late = np.flatnonzero(out >= MAX_TIMESTAMP)
     if late.shape[0]:
         where = _where(path, first_line, int(late[0]), "timestamp")
@@ -134,13 +137,26 @@ def _timestamps(path, first_line, table) -> np.ndarray:
     return out
 
 
+def _fractional_seconds(col) -> np.ndarray | None:
+    """Unix seconds with fractions (``time.time()`` written out), floored; None unless every
+    cell is a finite number."""
+    try:
+        secs = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if not np.isfinite(secs).all() or (np.abs(secs) >= 2.0 ** 62).any():
+        return None
+    return np.floor(secs).astype(np.int64)
+
+
 def _parsed_timestamps(path, first_line, col) -> np.ndarray:
     uniq, inverse = np.unique(np.asarray(col.to_pylist(), dtype=object).astype(str),
                               return_inverse=True)
     out = np.empty(uniq.shape[0], np.int64)
     for k, text in enumerate(uniq.tolist()):
         try:
-            out[k] = int(text) if re.fullmatch(r"\s*-?\d+\s*", text) else _rfc3339(text)
+            out[k] = (math.floor(float(text)) if re.fullmatch(r"\s*-?\d+(\.\d*)?\s*", text)
+                      else _rfc3339(text))   # fractional seconds: floored
         except (ValueError, OverflowError):
             row = int(np.flatnonzero(inverse == k)[0])
             raise ValueError(f"{_where(path, first_line, row, 'timestamp')}: {text!r} is neither "
@@ -155,7 +171,8 @@ def read_interactions(path: str | Path) -> dict:
     ----------
     path : path
         Columns ``user_id, item_id, timestamp, event, value``; ``value`` is optional (0),
-        ``timestamp`` is unix seconds or RFC 3339, ``event`` one of `training.events.EVENTS`.
+        ``timestamp`` is unix seconds (a fraction is floored; at most year 3000) or RFC 3339,
+        ``event`` one of `training.events.EVENTS`.
 
     Returns
     -------

@@ -228,3 +228,16 @@ def test_timestamps_in_milliseconds_are_refused(tmp_path, stamp):
     f = _write(tmp_path / "r.dat", f"1::10::5::1700212111\n\n1::11::4::{stamp}\n")
     with pytest.raises(ValueError, match=r"r.dat:3: column 'timestamp'"):
         read_movielens(f)
+
+
+def test_fractional_unix_seconds_are_unix_seconds(tmp_path):
+    # "1700000000.5" (time.time() written by pandas) was refused as "neither unix seconds
+    # nor RFC 3339"; floored to whole seconds, as `training export` writes them
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\nu1,a,1700000000.5,view\n"
+               "u1,b,1700000001,view\nu2,a,1700000002.999,view\n")
+    assert read_interactions(f)["timestamp"].tolist() == [1700000000, 1700000001, 1700000002]
+    for bad in ("nan", "inf", "1e9x"):
+        f = _write(tmp_path / "i.csv", f"user_id,item_id,timestamp,event\nu1,a,1.5,view\n"
+                   f"u1,b,{bad},view\n")
+        with pytest.raises(ValueError, match=r"i.csv:3: column 'timestamp'"):
+            read_interactions(f)
