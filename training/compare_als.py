@@ -16,6 +16,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from training.cli.types import positive_int
 from training.evaluate import format_table
 from training.events import event_weights
 from training.metrics import ranking_metrics
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interactions", required=True)
     p.add_argument("--items")
     p.add_argument("--format", choices=("tailor", "movielens"), default="tailor")
-    p.add_argument("--factors", type=int, default=64, help="factors of the implicit baseline")
+    p.add_argument("--factors", type=positive_int, default=64, help="factors of the implicit baseline")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     inter, catalog = load(args.interactions, args.items, args.format)
@@ -106,4 +107,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from training.cli import run_guarded
+
+    raise SystemExit(run_guarded(main))

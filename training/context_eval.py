@@ -28,6 +28,7 @@ import numpy as np
 
 from kernels.context import ContextTable
 from training.als import ALSParams
+from training.cli.types import positive_int
 from training.context_ranker import fit_table, request_features, requests, train_context_ranker
 from training.demo import DemoConfig, in_memory, make_world, user_events
 from training.events import DEFAULT_EVENT_WEIGHTS, EVENTS, Catalog, Interactions, event_weights
@@ -98,8 +99,8 @@ def run(cfg: DemoConfig, strength: float, p: RankerParams | None = None,
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m training.context_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=8000)
-    ap.add_argument("--items", type=int, default=1500)
+    ap.add_argument("--users", type=positive_int, default=8000)
+    ap.add_argument("--items", type=positive_int, default=1500)
     ap.add_argument("--strength", type=float, default=1.0,
                     help="context_tastes of the demo world (0 = the default world)")
     ap.add_argument("--seed", type=int, default=0)
@@ -110,4 +111,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from training.cli import run_guarded
+
+    raise SystemExit(run_guarded(main))

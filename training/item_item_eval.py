@@ -25,6 +25,7 @@ from kernels.ranking import FEATURES
 from training.als import ALSParams
 from training.backtest import EASE_GRID, _als, _ease, _tune, score, split_rows
 from training.ceiling import oracle_recommendations, view_probabilities
+from training.cli.types import positive_int, positive_number
 from training.demo import DemoConfig, in_memory, make_world, user_events
 from training.encoder import pad_histories
 from training.evaluate import rerank
@@ -139,13 +140,13 @@ def _metrics(recs, users, test, seen, n_items) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m training.item_item_eval", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--users", type=int, default=10_000)
-    ap.add_argument("--items", type=int, default=5_000)
-    ap.add_argument("--events-per-user", type=float)
+    ap.add_argument("--users", type=positive_int, default=10_000)
+    ap.add_argument("--items", type=positive_int, default=5_000)
+    ap.add_argument("--events-per-user", type=positive_number)
     ap.add_argument("--kind", choices=("ease", "cosine"), default="ease")
-    ap.add_argument("--neighbours", type=int, default=50)
-    ap.add_argument("--oracle-users", type=int, default=2000)
-    ap.add_argument("--oracle-samples", type=int, default=2000)
+    ap.add_argument("--neighbours", type=positive_int, default=50)
+    ap.add_argument("--oracle-users", type=positive_int, default=2000)
+    ap.add_argument("--oracle-samples", type=positive_int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     cfg = DemoConfig(n_users=args.users, n_items=args.items, seed=args.seed,
@@ -155,4 +156,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from training.cli import run_guarded
+
+    raise SystemExit(run_guarded(main))

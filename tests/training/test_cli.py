@@ -157,3 +157,20 @@ def test_train_on_no_rows_of_positive_weight_says_so(tmp_path, capsys, body, say
     err = capsys.readouterr().err
     assert err.startswith("error: ") and says in err and "Traceback" not in err, err
     assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+
+
+def test_the_experiment_scripts_end_bad_input_on_one_error_line(tmp_path):
+    # `python -m training.compare_als` with a missing file, `.context_eval --users 0` (a
+    # ZeroDivisionError) and `.item_item_eval --users 0` ended on tracebacks
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for argv in (["training.compare_als", "--interactions", str(tmp_path / "nope.csv")],
+                 ["training.context_eval", "--users", "0"],
+                 ["training.item_item_eval", "--users", "0"]):
+        proc = subprocess.run([sys.executable, "-m", *argv], cwd=root, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 2, (argv, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr and "error: " in proc.stderr, proc.stderr[-2000:]

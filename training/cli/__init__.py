@@ -13,7 +13,7 @@ import importlib
 import logging
 import sys
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "run_guarded"]
 
 logger = logging.getLogger("tailor.training.cli")
 
@@ -49,9 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_guarded(args.func, args, what=args.command)
+
+
+def run_guarded(func, *args, what: str = "") -> int:
+    """``func(*args)`` as an exit status: a ``ValueError`` or ``OSError`` (a bad file or value)
+    is one ``error:`` line and 2. The experiment scripts (``python -m training.compare_als``,
+    ``.context_eval``, ``.item_item_eval``) run their ``main`` through it too."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(*args) or 0)
     except (ValueError, OSError) as err:
-        logger.debug("%s failed", args.command, exc_info=True)
+        logger.debug("%s failed", what or getattr(func, "__module__", "job"), exc_info=True)
         print(f"error: {err}", file=sys.stderr)
         return 2
