@@ -42,8 +42,7 @@ def _table(path: Path) -> tuple[pa.Table, int]:
         table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
         # a null cell reads as an empty CSV cell does (value 0; an id, event or time: an error)
         return pa.table([pc.fill_null(c, "") for c in table.columns], names=table.column_names), 0
-    with open(path, "rb") as fh:
-        header = fh.readline().decode("utf-8", "replace").strip().split(",")
+    header = _first_bytes_line(path).decode("utf-8", "replace").strip().split(",")
     names = [h.strip().strip('"') for h in header]
     opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                 strings_can_be_null=False)
@@ -53,11 +52,29 @@ def _table(path: Path) -> tuple[pa.Table, int]:
         raise ValueError(_csv_error(path, len(names), err)) from None
 
 
+def _first_bytes_line(path: Path) -> bytes:
+    """The first line of a CSV file, decompressed as pyarrow will (``.gz``, ``.bz2``, ...)."""
+    head = b""
+    with pa.input_stream(str(path), compression="detect") as fh:
+        while b"\n" not in head and (block := fh.read(1 << 16)):
+            head += block
+    return head.split(b"\n", 1)[0]
+
+
+def _open_text(path: Path):
+    """The file as text for the error path's line counting (``.gz`` and ``.bz2`` decompressed)."""
+    import bz2
+    import gzip
+
+    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix.lower(), open)
+    return opener(path, "rt", newline="", encoding="utf-8", errors="replace")
+
+
 def _csv_error(path: Path, n_fields: int, err: Exception) -> str:
     """Locate the first line whose field count differs from the header's."""
     import csv
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    with _open_text(path) as fh:
         for line, fields in enumerate(csv.reader(fh), start=1):
             if fields and len(fields) != n_fields:
                 return f"{path}:{line}: expected {n_fields} fields, found {len(fields)}"
@@ -75,7 +92,7 @@ def _line_of(path: Path, first_line: int, row: int) -> int:
     CSV parser skips empty lines, and a quoted field may span lines (error path only)."""
     import csv
 
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+    with _open_text(path) as fh:
         reader, start, n = csv.reader(fh), 1, -1
         for fields in reader:
             line, start = start, reader.line_num + 1
@@ -261,7 +278,8 @@ def read_movielens(path: str | Path) -> dict:
     copies of it at a time), never split into Python strings per line.
     """
     path = Path(path)
-    data = path.read_bytes()
+    with pa.input_stream(str(path), compression="detect") as fh:   # .gz, .bz2, ...
+        data = fh.read()
     first, pos, end = _first_line(data)
     if first is None:
         raise ValueError(f"{path}: empty file")
@@ -286,7 +304,8 @@ def read_movielens(path: str | Path) -> dict:
                                convert_options=pacsv.ConvertOptions(
                                    column_types={n: pa.string() for n in names}))
     except pa.ArrowInvalid as err:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        with _open_text(path) as fh:
+            lines = fh.read().splitlines()
         raise ValueError(_movielens_shape(path, lines, skip, sep, err)) from None
     del body
     line0 = skip + 1

@@ -241,3 +241,26 @@ def test_fractional_unix_seconds_are_unix_seconds(tmp_path):
                    f"u1,b,{bad},view\n")
         with pytest.raises(ValueError, match=r"i.csv:3: column 'timestamp'"):
             read_interactions(f)
+
+
+def test_a_compressed_csv_reads_as_the_plain_one(tmp_path):
+    # pyarrow decompresses interactions.csv.gz, but the header was read from the compressed
+    # bytes: no column was typed as text, and the numeric ids died in a pyarrow traceback
+    import gzip
+
+    text = ("user_id,item_id,timestamp,event,value\n1,10,1700000000,view,0\n"
+            "2,11,1700000100,purchase,9.5\n")
+    with gzip.open(tmp_path / "i.csv.gz", "wt") as fh:
+        fh.write(text)
+    plain = read_interactions(_write(tmp_path / "i.csv", text))
+    packed = read_interactions(tmp_path / "i.csv.gz")
+    for key in ("user_id", "item_id", "timestamp", "event", "value"):
+        assert list(packed[key]) == list(plain[key]), key
+    with gzip.open(tmp_path / "bad.csv.gz", "wt") as fh:
+        fh.write(text + "\n3,12,17x,view,0\n")
+    with pytest.raises(ValueError, match=r"bad.csv.gz:5: column 'timestamp'"):
+        read_interactions(tmp_path / "bad.csv.gz")
+    with gzip.open(tmp_path / "r.dat.gz", "wt") as fh:
+        fh.write("1::10::5::978300760\n\n1::11::x::978300761\n")
+    with pytest.raises(ValueError, match=r"r.dat.gz:3: column 'rating'"):
+        read_movielens(tmp_path / "r.dat.gz")
