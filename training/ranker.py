@@ -8,6 +8,7 @@ interacted with them in the label rows. The trained booster is exported to ONNX 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -97,6 +98,12 @@ def fit_booster(parts, feature_names, p: RankerParams) -> tuple:
     # imports this one for its defaults, and lightgbm (with sklearn) takes seconds to load
 
     sizes = [int(part[0].shape[0]) for part in parts]
+    if sizes[0] and not sizes[1]:
+        raise ValueError(f"no validation data for the ranker: it validates on "
+                         f"{p.valid_frac:g} of the users (requests) it samples, and "
+                         f"--ranker-users {p.max_users} leaves none with a labelled candidate; "
+                         f"raise it (at least {math.ceil(1 / p.valid_frac)}), or train without "
+                         "the ranker (--no-ranker)")
     if min(sizes) == 0:
         raise ValueError(f"too little data to train the ranker: {sizes[0]} training and "
                          f"{sizes[1]} validation candidate rows (users with labelled rows after "

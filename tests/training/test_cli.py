@@ -129,6 +129,17 @@ def test_train_on_too_few_rows_for_a_ranker_says_so(tmp_path, capsys):
     assert main([*argv, "--no-ranker"]) == 0
 
 
+def test_too_few_ranker_users_names_the_flag(world_dir, tmp_path, capsys):
+    # --ranker-users 3 left the ranker no validation user, and the error said "give more rows"
+    from training.cli import main
+
+    assert main(["train", "--interactions", str(world_dir / "interactions.csv"), "--out",
+                 str(tmp_path / "b"), "--factors", "4", "--iterations", "2", "--no-report",
+                 "--ranker-users", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--ranker-users 3" in err and "at least 10" in err, err
+
+
 def test_an_export_failing_on_a_file_leaves_no_partial_files(tmp_path, capsys):
     # an OSError (here: the tombstones' directory is missing) left interactions.csv.tmp behind
     from tests.conftest import free_port
