@@ -100,10 +100,10 @@ def fit_booster(parts, feature_names, p: RankerParams) -> tuple:
     sizes = [int(part[0].shape[0]) for part in parts]
     if sizes[0] and not sizes[1]:
         raise ValueError(f"no validation data for the ranker: it validates on "
-                         f"{p.valid_frac:g} of the users (requests) it samples, and "
-                         f"--ranker-users {p.max_users} leaves none with a labelled candidate; "
-                         f"raise it (at least {math.ceil(1 / p.valid_frac)}), or train without "
-                         "the ranker (--no-ranker)")
+                         f"{p.valid_frac:g} of the users (requests) with labelled rows it samples, "
+                         f"at most --ranker-users {p.max_users}, and that left none; it needs at "
+                         f"least {math.ceil(1 / p.valid_frac)} (more rows, or a larger "
+                         "--ranker-users), or train without it (--no-ranker)")
     if min(sizes) == 0:
         raise ValueError(f"too little data to train the ranker: {sizes[0]} training and "
                          f"{sizes[1]} validation candidate rows (users with labelled rows after "
