@@ -28,6 +28,22 @@ before then (a server's port and then its metrics port) could otherwise get the 
 SMALL_WORLD = ["--users", "1500", "--items", "600", "--days", "30", "--seed", "7"]
 
 
+def throwaway_crypto():
+    """Encryption at rest under a new random keyring and store id (`StoreCrypto`)."""
+    from server.security.secrets import Keyring
+    from server.store.crypto import StoreCrypto
+    return StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
+
+
+@pytest.fixture
+def sealed_store(tmp_path):
+    """A new store with encryption at rest, fsync off, closed after the test."""
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False, crypto=throwaway_crypto())
+    yield store
+    store.close()
+
+
 def free_port() -> int:
     """A loopback port free now and not handed out recently in this process. Under `make test`
     (two pytest processes) each process draws from its own range below the kernel's ephemeral

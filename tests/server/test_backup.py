@@ -10,7 +10,7 @@ import time
 import pytest
 
 from clients import TailorClient
-from tests.conftest import run_module
+from tests.conftest import run_module, throwaway_crypto
 
 
 def _events(prefix, n, user, t0):
@@ -209,15 +209,13 @@ def test_an_erasure_during_the_backup_leaves_the_copy_whole(tmp_path, monkeypatc
     as of the snapshot, like anyone erased after it."""
     from server.profiles import ProfileSchema, TrackedEvent
     from server.profiles.repository import ProfileRepository
-    from server.security.secrets import Keyring
     from server.store import Store
     from server.store import backup as store_backup
-    from server.store.crypto import StoreCrypto
 
     def event(i, user):
         return TrackedEvent(f"e{i}-{user}", user, "view", "web", "", f"i{i}", 0.0,
                             time.time() - 3600 + i, {})
-    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
+    crypto = throwaway_crypto()
     live = Store(tmp_path / "live", sync=False, crypto=crypto)
     repo = ProfileRepository(live, ProfileSchema().layout())
     repo.ingest([event(1, "ann"), event(2, "bob")], [None, None])

@@ -23,11 +23,8 @@ NOW = 1764000000.123
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store", sync=False,
-              crypto=StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32)))
-    yield s
-    s.close()
+def store(sealed_store):
+    return sealed_store
 
 
 def _row(decision_id: str, user: str, now: float, status: str = "pending") -> tuple:

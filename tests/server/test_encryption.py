@@ -11,19 +11,19 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.profiles import ProfileSchema, TrackedEvent
 from server.profiles.repository import ProfileRepository
-from server.security.secrets import Keyring, Secrets
+from server.security.secrets import Secrets
 from server.store import Store, keys, tokens
 from server.store.crypto import StoreCrypto
 from server.store.datakeys import DataKeys
 from server.store.errors import StoreEncrypted, StoreKeyMismatch
 from server.store.rotation import kids_in_use, rotate_data_keys
-from tests.conftest import run_module, store_mentions
+from tests.conftest import run_module, store_mentions, throwaway_crypto
 from tests.server.test_store_layouts import v1_dir  # noqa: F401 (fixture)
 
 
 @pytest.fixture
 def crypto() -> StoreCrypto:
-    return StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
+    return throwaway_crypto()
 
 
 @pytest.fixture

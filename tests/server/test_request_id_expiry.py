@@ -4,26 +4,20 @@ each new entry deletes up to `EXPIRE_PER_ENTRY` entries of older buckets, oldest
 pre-bucket layout's entries still within the window are moved into their buckets when the
 campaigns writer starts, the rest deleted with every legacy expiry key."""
 import json
-import os
 
 import pytest
 
 from server.campaigns.repository import writer_functions
 from server.campaigns.requests import EXPIRE_PER_ENTRY, RequestIds
-from server.security.secrets import Keyring
-from server.store import Store, keys
-from server.store.crypto import StoreCrypto
+from server.store import keys
 
 WINDOW = 60.0
 T0 = 1764000000.0  # a multiple of 60 s: a bucket starts here
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store", sync=False,
-              crypto=StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32)))
-    yield s
-    s.close()
+def store(sealed_store):
+    return sealed_store
 
 
 def _digest(i: int) -> bytes:

@@ -4,6 +4,8 @@ are committed, and the process exits 0. A SIGTERM during the start drains too.""
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -16,7 +18,7 @@ from protos.tailor.v1 import diagnostics_pb2 as dpb
 from protos.tailor.v1 import diagnostics_pb2_grpc as dpb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, _children, free_port
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -60,6 +62,15 @@ def received(metrics_port: int) -> bool:
                in line and line.endswith(" 1.0") for line in text.splitlines())
 
 
+def _two_workers(tmp_path) -> subprocess.Popen:
+    """`python -m server --workers 2` on a new data dir, its output piped (text)."""
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
+            "--data-dir", str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(server_process, tmp_path, workers):
     env = {"TAILOR_GRACE_SECONDS": "30", "TAILOR_DRAIN_SECONDS": "1.5",
@@ -95,8 +106,6 @@ def test_sigterm_lets_the_call_in_flight_finish_and_refuses_new_ones(server_proc
 def test_sigterm_during_the_start_drains_instead_of_killing(tmp_path, after):
     """Signals arrive blocked until handled: a SIGTERM as soon as the server logs (in the middle
     of its start) or right after its "serving on" line drains it; it never dies of it (-15)."""
-    import subprocess
-    import sys
     args = [sys.executable, "-m", "server", "--port", str(free_port()), "--data-dir", str(tmp_path / "d")]
     env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -114,15 +123,7 @@ def test_sigterm_while_the_workers_start_drains_them(tmp_path):
     """With --workers, a SIGTERM once the parent has started its workers (and multiprocessing's
     resource tracker), before they handle signals: the parent forwards it, and each worker,
     which got the stop signals blocked, drains once started instead of dying of it (-15)."""
-    import subprocess
-    import sys
-
-    from tests.conftest import _children
-    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
-            "--data-dir", str(tmp_path / "d")]
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = _two_workers(tmp_path)
     deadline = time.time() + 60
     while len(_children(proc.pid)) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -136,15 +137,7 @@ def test_a_worker_killed_while_the_workers_start_stops_the_server_at_once(tmp_pa
     """A worker that dies before it is up (an OOM kill, a crash) must not leave the others
     waiting for it at the start barrier (they used to wait 300 s, deaf to the parent's SIGTERM):
     the parent stops them at once and exits non-zero."""
-    import subprocess
-    import sys
-
-    from tests.conftest import _children
-    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
-            "--data-dir", str(tmp_path / "d")]
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = _two_workers(tmp_path)
     deadline = time.time() + 60
     workers: list[int] = []
     while len(workers) < 2 and proc.poll() is None and time.time() < deadline:

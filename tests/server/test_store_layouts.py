@@ -18,7 +18,7 @@ from server.profiles.repository import ProfileRepository
 from server.store import KINDS, RecordKind, Store, keys, tokens
 from server.store import migrate as store_migrate
 from server.store.migrate import stored_versions
-from tests.conftest import store_mentions
+from tests.conftest import store_mentions, throwaway_crypto
 
 FIXTURE = Path(__file__).parent / "data" / "store_v1.json"
 """Every record of a small store as main wrote it before layouts had versions (make_store_v1.py)."""
@@ -221,12 +221,9 @@ def test_seen_records_fold_into_the_profile_state_at_layout_3(tmp_path, encrypte
     own under `<user>␟seen`) opens with one record per user holding both, the seen records
     gone, every seen-set and state as before; a user without a seen record keeps its
     recent-items fallback. With encryption on, the records are opened and sealed again."""
-    import os
 
     from server.profiles.codec import split_state
-    from server.security.secrets import Keyring
-    from server.store.crypto import StoreCrypto
-    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32)) if encrypted else None
+    crypto = throwaway_crypto() if encrypted else None
     path, now = tmp_path / "store", 1.7e9
     store = Store(path, sync=False, crypto=crypto)
     repo = ProfileRepository(store, ProfileSchema().layout())
@@ -293,13 +290,11 @@ def test_an_encrypted_store_opened_without_encryption_is_refused_before_any_layo
     take, the step ran on the ciphertexts first: the seen fold (which never fails) rewrote every
     profile state as plaintext around two ciphertexts and stamped the layout, so no profile
     opened again, encryption on or off. The refusal comes first; nothing is written."""
-    import os
 
     from server.profiles.codec import split_state
-    from server.security.secrets import Keyring
     from server.store.crypto import StoreCrypto
     from server.store.errors import StoreEncrypted
-    crypto = StoreCrypto(Keyring.generate("encryption").keys, os.urandom(32))
+    crypto = throwaway_crypto()
     path = tmp_path / "store"
     store = Store(path, sync=False, crypto=crypto)
     repo = ProfileRepository(store, ProfileSchema().layout())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 
 import numpy as np
@@ -98,6 +99,21 @@ async def opt_in(profiles, user: str, channel: str = "email") -> None:
     """`user` opts in to marketing on `channel` (email and SMS need it: `consent_defaults`)."""
     await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel=channel, opted_in=True,
                                                     source="signup", purpose="marketing"))
+
+
+@contextlib.contextmanager
+def keys_opened(store):
+    """The keys `store.open_for_user` opens meanwhile, in order (the real method opens them)."""
+    opened, open_for_user = [], store.open_for_user
+
+    def counted(txn, key, stored):
+        opened.append(key)
+        return open_for_user(txn, key, stored)
+    store.open_for_user = counted
+    try:
+        yield opened
+    finally:
+        del store.open_for_user
 
 
 def pytest_configure(config):

@@ -12,6 +12,8 @@ from server.messages.deadletters import DeadLetter
 from server.store.keys import DEAD_LETTER_PREFIX, dead_letter_key
 from tests.conftest import serving
 
+from .conftest import keys_opened
+
 BODY = "x" * 100_000  # a 100 kB email
 N = 300
 
@@ -56,18 +58,8 @@ async def test_erasing_a_user_opens_only_their_letters(settings, encrypted):
         others = letters(dead, "email", 40, 1.7e9)
         mine = [dead.add(DeadLetter("sms", "c", f"m{i}", "gone", "+15550100", BODY, "webhook 503",
                                     1, at=1.8e9 + i)) for i in range(2)]
-        opened = []
-        open_for_user = store.open_for_user
-
-        def counted(txn, key, stored):
-            opened.append(key)
-            return open_for_user(txn, key, stored)
-
-        store.open_for_user = counted
-        try:
+        with keys_opened(store) as opened:
             await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="gone"))
-        finally:
-            del store.open_for_user
         assert [k for k in opened if k.startswith(DEAD_LETTER_PREFIX)] == [
             dead_letter_key(i) for i in mine]
         assert {d.id for d in dead.list(50)} == set(others)

@@ -15,7 +15,7 @@ from server.messages.sends import READY
 from server.store.keys import SEND_USER_PREFIX, send_user_key
 from tests.conftest import free_port, serving, store_mentions
 
-from .conftest import email_spec, relayed
+from .conftest import email_spec, keys_opened, relayed
 from .test_send_campaign import audience, until_done
 
 USERS = ["era-a", "era-b", "era-c", "era-d", "era-e"]
@@ -82,18 +82,8 @@ async def test_erasing_a_user_opens_only_their_send_records(settings, encrypted)
         others = [f"other-{i}" for i in range(40)]
         await asyncio.to_thread(records.create, "job1", "mail", [*others[:20], "gone",
                                                                  *others[20:]], {}, {}, 1)
-        opened = []
-        open_for_user = store.open_for_user
-
-        def counted(txn, key, stored):
-            opened.append(key)
-            return open_for_user(txn, key, stored)
-
-        store.open_for_user = counted
-        try:
+        with keys_opened(store) as opened:
             await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="gone"))
-        finally:
-            del store.open_for_user
         assert [k for k in opened if k.startswith(SEND_USER_PREFIX)] == [
             send_user_key("job1", 20)]
         assert [r.user for r in records.recipients("job1")] == others
