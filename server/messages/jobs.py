@@ -20,6 +20,7 @@ from ..campaigns.requests import request_digest
 from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..processes import owner_alive
+from ..store.keys import SEP_CHAR
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
@@ -166,6 +167,6 @@ def _kinds(err: BaseException) -> str:
 def _terms(users: list[str], rates: dict[str, float], context: dict[str, float]) -> str:
     """The digest of what a SendCampaign asked (audience in order, rates, context)."""
     h = hashlib.blake2b(digest_size=16, person=b"tailor-send")
-    h.update("\x1f".join(users).encode())
+    h.update(SEP_CHAR.join(users).encode())  # no id holds the separator
     h.update(json.dumps([sorted(rates.items()), sorted(context.items())]).encode())
     return h.hexdigest()

@@ -5,7 +5,9 @@ import json
 import subprocess
 import sys
 import time
+from concurrent import futures
 
+import grpc
 import pytest
 
 from tests.conftest import ROOT, free_port, run_module
@@ -152,21 +154,50 @@ def test_a_tls_file_that_is_not_pem_is_named(tmp_path, flag):
     assert line == f"error: {flag} {junk}: not a PEM file (no -----BEGIN line)"
 
 
-def test_streaming_commands_keep_the_timeout_they_are_given(served, tmp_path):
+class _Unanswering(grpc.GenericRpcHandler):
+    """A real gRPC server's handler of the three streaming calls that answers nothing until
+    the call ends (its deadline) or 10 s have passed."""
+
+    KINDS = {"TrackEventStream": grpc.stream_stream_rpc_method_handler,
+             "PlanCampaign": grpc.stream_stream_rpc_method_handler,
+             "ExportDecisions": grpc.unary_stream_rpc_method_handler}
+
+    def service(self, details):
+        kind = self.KINDS.get(details.method.rsplit("/", 1)[-1])
+        return None if kind is None else kind(self._wait)
+
+    @staticmethod
+    def _wait(request, context):
+        end = time.monotonic() + 10
+        while context.is_active() and time.monotonic() < end:
+            time.sleep(0.01)
+        yield from ()
+
+
+def test_streaming_commands_keep_the_timeout_they_are_given(tmp_path):
     """`track`, `campaign plan` and `campaign export` ran under the client's own deadlines (300 s,
-    1 h) whatever --timeout said: a backfill too big for 300 s could not be given more time. A
-    deadline no call can meet (1 us: an empty export could answer within 1 ms) shows the flag
-    reaches the call."""
+    1 h) whatever --timeout said: a backfill too big for 300 s could not be given more time.
+    Against a server that does not answer, each gives up at its --timeout (a deadline no call
+    could miss: a 1 us one is rounded to gRPC's millisecond timers, within which a Tailor
+    server could answer an empty export)."""
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(json.dumps({"event_id": f"d{i}", "user_id": f"u{i % 7}", "type": "view",
                                             "timestamp": time.time() - 60}) for i in range(2000)) + "\n")
     users = tmp_path / "users.txt"
     users.write_text("u1\nu2\n")
-    for args in (("track", str(events)),
-                 ("campaign", "plan", "--campaign", "c", "--users", str(users), "--quiet"),
-                 ("campaign", "export", "--out", str(tmp_path / "d.jsonl"))):
-        line = cli(*args, "--server", served, "--timeout", "0.000001", expect=1)
-        assert line.startswith("error: DEADLINE_EXCEEDED"), (args, line)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[_Unanswering()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for args in (("track", str(events)),
+                     ("campaign", "plan", "--campaign", "c", "--users", str(users), "--quiet"),
+                     ("campaign", "export", "--out", str(tmp_path / "d.jsonl"))):
+            began = time.monotonic()
+            line = cli(*args, "--server", f"127.0.0.1:{port}", "--timeout", "0.5", expect=1)
+            assert line.startswith("error: DEADLINE_EXCEEDED"), (args, line)
+            assert time.monotonic() - began < 8, args  # the flag's 0.5 s, not the server's 10 s
+    finally:
+        server.stop(None)
 
 
 def test_campaign_export_takes_a_window_and_pending_decisions_as_strict_json(served, tmp_path):
