@@ -9,7 +9,8 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
+import time
+from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 
 from .app import TailorServer
@@ -27,11 +28,39 @@ logger = logging.getLogger("tailor.workers")
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
+class StartGate:
+    """Where the workers wait for each other before turning SERVING: a "listening" flag per
+    worker and the parent's "abort" flag, in shared memory and without a lock, so a worker that
+    dies at any moment (SIGKILL, a segfault) leaves nothing held: the parent aborts and the
+    others give up at once. (A multiprocessing Barrier's abort waits for every waiter's
+    acknowledgement, a dead one's too: the parent then hung, deaf to SIGTERM.)"""
+
+    POLL_SECONDS = 0.05
+
+    def __init__(self, ctx, workers: int):
+        self._up = ctx.RawArray("b", workers)
+        self._abort = ctx.RawValue("b", 0)
+
+    def abort(self) -> None:
+        """Make every `wait` give up (a worker failed, or the server stops)."""
+        self._abort.value = 1
+
+    def wait(self, worker: int, stopped=lambda: False) -> bool:
+        """Say worker `worker` listens, then wait for all the others: True once every one
+        does; False if the gate is aborted or `stopped()` first."""
+        self._up[worker] = 1
+        while not (self._abort.value or stopped()):
+            if all(self._up):
+                return True
+            time.sleep(self.POLL_SECONDS)
+        return False
+
+
 async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> None:
-    """Serve until SIGINT/SIGTERM, then drain (`TailorServer.stop`). With `all_up` (a Barrier
-    shared by the workers), health turns SERVING only once every worker is listening, so a
-    SERVING answer means the port is whole. SIGHUP re-reads the TLS certificate and key (and
-    calls `on_hup`).
+    """Serve until SIGINT/SIGTERM, then drain (`TailorServer.stop`). With `all_up` (this
+    worker's index and the `StartGate` shared by the workers), health turns SERVING only once
+    every worker is listening, so a SERVING answer means the port is whole. SIGHUP re-reads
+    the TLS certificate and key (and calls `on_hup`).
 
     The stop signals arrive blocked (`serve` blocks them before anything else, and spawned
     workers inherit the mask): they are unblocked only once handled, before the port listens,
@@ -54,10 +83,10 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
 
 async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
     await server.start(serving=all_up is None)
-    if all_up is not None:  # however long the others take (a migration): the parent breaks
-        try:  # the barrier when a worker dies or a stop signal comes (`_supervise`)
-            await asyncio.get_running_loop().run_in_executor(None, all_up.wait)
-        except threading.BrokenBarrierError:
+    if all_up is not None:  # however long the others take (a migration): the parent aborts
+        worker, gate = all_up  # the gate when a worker dies or a stop signal comes (`_supervise`)
+        if not await asyncio.get_running_loop().run_in_executor(None, gate.wait, worker,
+                                                                stop.is_set):
             if stop.is_set():
                 logger.info("stopping before every worker was up: not serving")
             else:
@@ -66,16 +95,16 @@ async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:
         await server.set_serving(True)
 
 
-def _worker_main(settings: Settings, all_up) -> None:
+def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
     configure_logging(settings.log_format, settings.log_level)
     try:
-        asyncio.run(_serve_one(settings, all_up))
+        asyncio.run(_serve_one(settings, (worker, gate)))
     except TailorError as err:  # a port in use, a bundle refused: one line, and the parent stops
         logger.error("%s", err)
-        all_up.abort()
+        gate.abort()
         raise SystemExit(2) from None
     except BaseException:  # a crash: the others stop waiting for this worker now
-        all_up.abort()
+        gate.abort()
         raise
 
 
@@ -118,16 +147,16 @@ def serve(settings: Settings) -> None:
 def _supervise(settings: Settings, reload_metrics) -> None:
     """Start the workers, forward signals to them, and wait for them all to exit."""
     procs: list = []
-    barrier: list = []  # the workers' start barrier, once made
+    gates: list = []  # the workers' start gate, once made
     stopping = False
 
     def forward(signum, _frame):
         """Stop every worker: a stop signal, or a worker that exited. Those waiting at the
-        start barrier for the others (one of them gone, or stopping too) stop waiting."""
+        start gate for the others (one of them gone, or stopping too) stop waiting."""
         nonlocal stopping
         stopping = True
-        while barrier:  # popped first: a signal during the abort does not take its lock again
-            barrier.pop().abort()
+        for gate in gates:  # a flag in shared memory: no lock, safe in a signal handler
+            gate.abort()
         for proc in procs:
             if proc.is_alive():
                 os.kill(proc.pid, signum)
@@ -138,20 +167,22 @@ def _supervise(settings: Settings, reload_metrics) -> None:
             if proc.is_alive():
                 os.kill(proc.pid, signum)
 
-    # Handled before anything can unblock them: the Barrier starts multiprocessing's resource
-    # tracker, which unblocks SIGINT and SIGTERM on its way out (they would kill the parent).
+    # Handled before anything can unblock them: multiprocessing's resource tracker, started
+    # here (else by the first spawn, once they are blocked again), unblocks SIGINT and SIGTERM
+    # on its way out (they would kill the parent, and the workers spawned after it).
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    resource_tracker.ensure_running()
     ctx = mp.get_context("spawn")
-    all_up = ctx.Barrier(settings.workers)
-    barrier.append(all_up)
+    gate = StartGate(ctx, settings.workers)
+    gates.append(gate)
     # Blocked again while the workers spawn: they inherit the mask and handle a stop signal
     # once started (they drain); SIGHUP stays ignored (inherited) until they handle it.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     if stopping:  # a stop signal before any worker: none is started
         logger.info("stopped before the workers started")
     else:
-        procs.extend(ctx.Process(target=_worker_main, args=(settings, all_up),
+        procs.extend(ctx.Process(target=_worker_main, args=(settings, i, gate),
                                  name=f"tailor-worker-{i}") for i in range(settings.workers))
         for proc in procs:
             proc.start()

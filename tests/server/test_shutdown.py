@@ -162,3 +162,35 @@ def _cmdline(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def _wait_at(gate, worker: int, out) -> None:
+    out.put(gate.wait(worker))
+
+
+def test_a_worker_killed_at_the_start_gate_hangs_no_one():
+    """A worker SIGKILLed while it waits for the others (the OOM killer mid-start) holds no
+    lock: the parent's abort returns at once, and a worker arriving after gives up at once
+    (with a multiprocessing Barrier, the parent's abort waited for the dead waiter forever)."""
+    import multiprocessing as mp
+
+    from server.workers import StartGate
+    ctx = mp.get_context("spawn")
+    gate, out = StartGate(ctx, 2), ctx.Queue()
+    first = ctx.Process(target=_wait_at, args=(gate, 0, out))
+    first.start()
+    deadline = time.time() + 60
+    while not gate._up[0] and time.time() < deadline:  # it waits at the gate
+        time.sleep(0.01)
+    assert gate._up[0] and first.is_alive()
+    os.kill(first.pid, signal.SIGKILL)
+    first.join(10)
+    began = time.time()
+    gate.abort()
+    second = ctx.Process(target=_wait_at, args=(gate, 1, out))
+    second.start()
+    assert out.get(timeout=60) is False
+    second.join(10)
+    assert time.time() - began < 30 and second.exitcode == 0
+    stopping = StartGate(ctx, 2)  # a worker told to stop while it waits gives up too
+    assert stopping.wait(0, stopped=lambda: True) is False
