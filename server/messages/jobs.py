@@ -8,7 +8,6 @@ records (`sending.SendJob`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..processes import owner_alive
 from ..store.keys import SEP_CHAR
+from ..store.tokens import keyed_digest
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
@@ -165,8 +165,8 @@ def _kinds(err: BaseException) -> str:
 
 
 def _terms(users: list[str], rates: dict[str, float], context: dict[str, float]) -> str:
-    """The digest of what a SendCampaign asked (audience in order, rates, context)."""
-    h = hashlib.blake2b(digest_size=16, person=b"tailor-send")
-    h.update(SEP_CHAR.join(users).encode())  # no id holds the separator
-    h.update(json.dumps([sorted(rates.items()), sorted(context.items())]).encode())
-    return h.hexdigest()
+    """The keyed digest of what a SendCampaign asked (audience in order, rates, context): kept
+    in the job's record, which outlives the users' erasure, so it must not let anyone test a
+    guessed id against it (`tokens.keyed_digest`)."""
+    asked = json.dumps([sorted(rates.items()), sorted(context.items())])
+    return keyed_digest(b"send-terms", SEP_CHAR.join([asked, *users]).encode())  # no id has SEP

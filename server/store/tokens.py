@@ -16,7 +16,7 @@ import functools
 import hashlib
 
 __all__ = ["TOKEN_CHARS", "UNCONFIGURED_KEY", "use_key", "forget_ids", "user_token", "user_tokens",
-           "event_token", "key_check"]
+           "event_token", "keyed_digest", "key_check"]
 
 TOKEN_CHARS = 32
 """Hex characters of a token (128 bits)."""
@@ -45,6 +45,13 @@ def _hmac_hex(message: bytes) -> str:
     outer = _outer.copy()
     outer.update(inner.digest())
     return outer.hexdigest()
+
+
+def keyed_digest(domain: bytes, data: bytes) -> str:
+    """HMAC-SHA256 (hex) of `data` under the same key, in its own `domain`: a digest of user
+    ids kept in a record (an audience) that nobody without the key can test a guessed id
+    against."""
+    return _hmac_hex(domain + b"\x00" + data)
 
 
 def forget_ids(erased=None) -> None:

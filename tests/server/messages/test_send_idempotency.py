@@ -84,3 +84,22 @@ def test_the_client_and_the_cli_send_an_id(server_process, tmp_path, demo_bundle
         outs = [json.loads(subprocess.run(cli, check=True, capture_output=True, text=True,
                                           timeout=60).stdout) for _ in range(2)]
         assert outs[0]["send_id"] == outs[1]["send_id"] not in (a.send_id, again.send_id)
+
+
+def test_the_stored_terms_are_keyed_so_no_guessed_id_can_be_tested_against_them():
+    """The job record keeps a digest of its audience after the users' erasure: under another
+    store-id key the same audience gives another digest, so only the key's holder could test a
+    guessed id (an email address used as an id) against a stored job."""
+    from server.messages.jobs import _terms
+    from server.store import tokens
+    installed = tokens._key
+    try:
+        tokens.use_key(b"k" * 32)
+        one = _terms(["ann@example.com", "bob"], {"email": 5.0}, {})
+        assert one == _terms(["ann@example.com", "bob"], {"email": 5.0}, {})
+        assert one != _terms(["ann@example.com", "bo"], {"email": 5.0}, {})
+        assert one != _terms(["bob", "ann@example.com"], {"email": 5.0}, {})  # order counts
+        tokens.use_key(b"j" * 32)
+        assert _terms(["ann@example.com", "bob"], {"email": 5.0}, {}) != one
+    finally:
+        tokens.use_key(installed)
