@@ -125,8 +125,8 @@ class Limits(BaseModel):
     a value, so 0.7 ms at the default). Arms rarer than about 64 x arms / this value get an
     IPS weight biased low (docs/operations.md, "Campaign decisions")."""
     request_id_bytes: int = Field(64, ge=1, le=128)
-    """Longest `request_id` of a ChooseVariant or ComposeMessage, in UTF-8 bytes (the Python
-    client sends a 32-character one)."""
+    """Longest `request_id` of a ChooseVariant, ComposeMessage or SendCampaign, in UTF-8 bytes
+    (the Python client sends a 32-character one)."""
     request_id_window_seconds: float = Field(3600.0, ge=1.0, le=7 * 86400.0)
     """How long a decision's `request_id` is remembered: a ChooseVariant or ComposeMessage
     repeating it (same caller, campaign and user) within this time is answered the decision

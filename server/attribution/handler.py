@@ -59,9 +59,9 @@ class Attributor:
     Parameters
     ----------
     export : callable
-        ``export(start, end, check)`` yields stored raw events (tailor.v1.Event bytes) user by
-        user (`ProfileRepository.export`), calling ``check()`` as it scans (it raises past the
-        deadline).
+        ``export(start, end, check)`` yields lists of stored raw events (tailor.v1.Event bytes),
+        user by user (`ProfileRepository.export`), calling ``check()`` as it scans (it raises
+        past the deadline).
     known_event_types : iterable of str
         Event types a touchpoint may have.
     concurrency : int

@@ -16,6 +16,7 @@ Rules (per user, events in time order):
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -165,13 +166,13 @@ def build_journeys(events: Iterable[pb.Event], query: JourneyQuery,
 
 def journeys_from_store(export: Callable[..., Iterable[bytes]],
                         query: JourneyQuery, deadline: float | None = None) -> Journeys:
-    """`build_journeys` over ``export(start, end, check)`` raw events (ProfileRepository.export,
-    which scans every stored event: ``check`` raises BudgetExceeded past `deadline` while it
-    skips those out of the range, too)."""
+    """`build_journeys` over ``export(start, end, check)``'s lists of raw events
+    (ProfileRepository.export, which scans every stored event: ``check`` raises BudgetExceeded
+    past `deadline` while it skips those out of the range, too)."""
     start = max(query.start - query.lookback, 0.0)
 
     def check() -> None:
         if deadline is not None and time.monotonic() > deadline:
             raise BudgetExceeded("reading the stored events passed the deadline")
-    return build_journeys(map(pb.Event.FromString, export(start, query.end, check)), query,
-                          deadline)
+    events = itertools.chain.from_iterable(export(start, query.end, check))
+    return build_journeys(map(pb.Event.FromString, events), query, deadline)

@@ -90,17 +90,18 @@ class DecisionLog:
 
     def export(self, campaign_id: str = "", start: float = 0.0, end: float = 0.0,
                include_pending: bool = False, include_suppressed: bool = False,
-               chunk: int = 10_000) -> Iterator[dict]:
-        """Decision records (user by user) matching the filters, read in snapshots of `chunk`
-        records each, past the index entries: an export holds no snapshot open while its
-        records are sent (a reader open for long keeps LMDB from reusing the pages written
-        meanwhile), and no snapshot spans the threads a caller may read it from. A record
-        changed during the export shows as its chunk read it; none shows twice."""
+               chunk: int = 10_000) -> Iterator[list[dict]]:
+        """Decision records (user by user) matching the filters, a list per read snapshot of
+        `chunk` records (empty lists too), past the index entries: an export holds no snapshot
+        open while its records are sent (a reader open for long keeps LMDB from reusing the
+        pages written meanwhile), and no snapshot spans the threads a caller may read it from
+        (take each list in a thread). A record changed during the export shows as its chunk
+        read it; none shows twice."""
         after = _PAST_INDEX
         while after is not None:
             picked, after = self._export_chunk(after, chunk, campaign_id, start, end,
                                                include_pending, include_suppressed)
-            yield from picked
+            yield picked
 
     def _export_chunk(self, first: bytes, chunk: int, campaign_id: str, start: float,
                       end: float, include_pending: bool, include_suppressed: bool

@@ -457,10 +457,12 @@ class Campaigns:
             if self.repo.get(campaign_id) is None:  # campaigns are archived, never deleted
                 raise CampaignNotFound(campaign_id)
         check_window(start, end, self.limits.latest_timestamp)
-        for rec in self.repo.log.export(campaign_id, start, end, include_pending, include_suppressed):
-            if rec["reward"] is None:
-                rec["reward"] = float(np.nan)
-            yield rec
+        for chunk in self.repo.log.export(campaign_id, start, end, include_pending,
+                                          include_suppressed):
+            for rec in chunk:
+                if rec["reward"] is None:
+                    rec["reward"] = float(np.nan)
+            yield chunk
 
     async def close(self) -> None:
         while self._withdrawing:  # withdrawals of decisions nobody received, before the writer

@@ -56,18 +56,23 @@ class ImpressionExport:
 
     def rows(self, start: float = 0.0, end: float = 0.0,
              names: tuple[dict[str, str], dict[int, str]] | None = None
-             ) -> Iterator[ExportedImpression]:
-        """Every impression shown in [start, end] (0: unbounded), one read snapshot (what is
-        still buffered is not in it: `Impressions.export` writes it first); users and items
-        named by `names` (made here if None)."""
+             ) -> Iterator[list[ExportedImpression]]:
+        """Every impression shown in [start, end] (0: unbounded), a list per read snapshot
+        (`ImpressionLog.export`; what is still buffered is not in it: `Impressions.export`
+        writes it first); users and items named by `names` (made here if None)."""
         users, catalog = names if names is not None else self.names()
-        for ref, rid, imp in self.log.export(start, end):
-            ids = [catalog.get(c) or f"code:{c}" for c in np.asarray(imp.items).tolist()]
-            yield ExportedImpression(rid, ref, users.get(ref, ""), ids, imp)
+        for chunk in self.log.export(start, end):
+            yield [ExportedImpression(rid, ref, users.get(ref, ""), _named(imp, catalog), imp)
+                   for ref, rid, imp in chunk]
 
     def user_section(self, user_id: str) -> list[dict]:
         """`user_impressions` with items named by the active bundle's catalog."""
         return user_impressions(self.log, user_id, self._catalog())
+
+
+def _named(imp: Impression, catalog: dict[int, str]) -> list[str]:
+    """The ids of the items `imp` showed (`catalog` naming codes; "code:<n>" for one it lacks)."""
+    return [catalog.get(c) or f"code:{c}" for c in np.asarray(imp.items).tolist()]
 
 
 def user_impressions(log: ImpressionLog, user_id: str, catalog: dict[int, str]) -> list[dict]:

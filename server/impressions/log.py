@@ -42,9 +42,9 @@ from .writer import ImpressionWriter, user_hash
 __all__ = ["ImpressionLog", "user_hash"]
 
 WRITER = "server.impressions.writer:writer_functions"
+"""The batch functions of the impressions writer process."""
 EXPORT_CHUNK = 10_000
 """Keys an export reads per read snapshot (`ImpressionLog.export`)."""
-"""The batch functions of the impressions writer process."""
 
 
 class ImpressionLog:
@@ -209,11 +209,12 @@ class ImpressionLog:
                      for kv in self._t.scan_prefix(txn, self.user_prefix(user_id, kid))]
         return [(keys.split_key(k)[-1], decode(bytes(v))) for k, v in found]
 
-    def export(self, start: float = 0.0, end: float = 0.0) -> Iterator[tuple[str, str, object]]:
+    def export(self, start: float = 0.0, end: float = 0.0
+               ) -> Iterator[list[tuple[str, str, object]]]:
         """(user hash `kid:digest`, request id, `records.Impression`) of every impression shown
-        in [start, end] (0: open), user by user, in read snapshots of `EXPORT_CHUNK` keys
-        (`store.scan`: none held open between two; only the records in the range are read):
-        take it in a thread, some at a time."""
+        in [start, end] (0: open), user by user, one list per read snapshot of `EXPORT_CHUNK`
+        keys (`store.scan`: none held open between two; empty lists too; only the records in
+        the range are read): take each list in a thread."""
         table = self._t
 
         def in_range(txn, key: bytes) -> tuple[bytes, list[str]] | None:
@@ -228,8 +229,7 @@ class ImpressionLog:
             raws = table.get_many(txn, [key for key, _ in picked])
             return [(f"{kid}:{dig}", rid, decode(raw))
                     for (_, (kid, dig, _, rid)), raw in zip(picked, raws) if raw is not None]
-        for chunk in scan(self.store, table, in_range, chunk=EXPORT_CHUNK, finish=rows):
-            yield from chunk
+        return scan(self.store, table, in_range, chunk=EXPORT_CHUNK, finish=rows)
 
     async def close(self) -> None:
         """Write what is buffered, then stop the writer process."""

@@ -618,7 +618,8 @@ class Profiles:
         return self.repo.user_ids()
 
     def export(self, start: float = 0.0, end: float = 0.0, check=None):
-        """`ProfileRepository.export` (``check``: called as the scan goes, may raise)."""
+        """`ProfileRepository.export`: lists of raw events, one per read snapshot (``check``:
+        called as the scan goes, may raise)."""
         check_window(start, end, self.limits.latest_timestamp)
         return self.repo.export(start, end, check)
 

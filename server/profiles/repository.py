@@ -7,7 +7,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -430,13 +430,13 @@ class ProfileRepository:
                     last = user
         return out
 
-    def export(self, start: float = 0.0, end: float = 0.0, check=None):
-        """Yield raw event bytes with start <= ts <= end (0 = unbounded), user by user.
-        Every stored event's key is scanned (the keys are by user, then time), in read
-        snapshots of `_CHECK_EVERY` keys (`store.scan`: none held open between two), and only
-        the values in the range are read and opened: take it in a thread, a chunk at a time.
-        `check()`, when given, runs before each snapshot and may raise to stop the scan (a
-        deadline), whether or not any event falls in the range."""
+    def export(self, start: float = 0.0, end: float = 0.0, check=None) -> Iterator[list[bytes]]:
+        """Raw event bytes with start <= ts <= end (0 = unbounded), user by user, one list per
+        read snapshot of `_CHECK_EVERY` keys (`store.scan`: none held open between two; empty
+        lists too). Every stored event's key is read (the keys are by user, then time), and only
+        the values in the range are read and opened: take each list in a thread. `check()`,
+        when given, runs before each snapshot and may raise to stop the scan (a deadline),
+        whether or not any event falls in the range."""
         lo, hi = keys.ms_part(start), keys.ms_part(end) if end else keys.MS_MAX
 
         def in_range(txn, key: bytes) -> bytes | None:
@@ -451,7 +451,7 @@ class ProfileRepository:
             chunk = next(chunks, None)
             if chunk is None:
                 return
-            yield from chunk
+            yield chunk
 
 
 _CHECK_EVERY = 4096  # keys `ProfileRepository.export` scans in a snapshot, between two checks

@@ -252,7 +252,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
             None if current_principal().has(PII_READER) else {})
         records = self.campaigns.export(request.campaign_id, request.start, request.end,
                                         request.include_pending, request.include_suppressed)
-        # Read in a thread, some records at a time: a campaign's records sit among every other
+        # Read in a thread, a snapshot at a time: a campaign's records sit among every other
         # campaign's, which the scan reads past (~7 us each) without a turn of the event loop.
         async for chunk in in_chunks(records):
             for rec in chunk:

@@ -221,7 +221,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
     @grpc_errors
     async def ExportEvents(self, request: pb.ExportEventsRequest, context):
         masked = not current_principal().has(PII_READER)
-        # every stored event's key is read past: in a thread, some events at a time
+        # every stored event's key is read past: in a thread, a read snapshot at a time
         async for chunk in in_chunks(self.profiles.export(request.start, request.end)):
             for raw in chunk:
                 event = pb.Event.FromString(raw)

@@ -1,25 +1,19 @@
-"""Streamed answers read off the event loop: an export's records come from a blocking
-iterator (LMDB scans in short snapshots: `store.scan`), taken some at a time in a thread, so
-a scan that reads past millions of records out of the asked range never holds up the other
-calls of the worker."""
+"""Streamed answers read off the event loop: an export comes as lists of records, one per
+short LMDB read snapshot (`store.scan`), and each list is read in a thread, so a scan that
+reads past millions of records out of the asked range never holds up the other calls of the
+worker, and a call that ends (cancelled, its deadline passed) stops the scan at the next
+snapshot instead of leaving it running in a thread."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator, Iterator
 
-__all__ = ["EXPORT_CHUNK", "in_chunks"]
-
-EXPORT_CHUNK = 1000
-"""Records of an export read per trip to a thread."""
+__all__ = ["in_chunks"]
 
 
-def _next_chunk(records: Iterator, n: int) -> list:
-    return list(itertools.islice(records, n))
-
-
-async def in_chunks(records: Iterator, n: int = EXPORT_CHUNK) -> AsyncIterator[list]:
-    """The records of `records`, `n` at a time (fewer at its end), each list read in a thread
-    (`records` must not hold a read transaction between two of its items)."""
-    while chunk := await asyncio.to_thread(_next_chunk, records, n):
-        yield chunk
+async def in_chunks(chunks: Iterator[list]) -> AsyncIterator[list]:
+    """The non-empty lists of `chunks`, each read in a thread (`chunks` must not hold a read
+    transaction between two lists)."""
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        if chunk:
+            yield chunk

@@ -30,7 +30,7 @@ prefix ever matches them.
     decisions  <user>␟<decision>                decision record      decision_key
     decisions  ␟d␟<decision>                    -> decision key      decision_index_key
     decisions  ␟w␟<deadline ms>␟<decision>      -> decision key      due_key
-    decisions  ␟i␟<bucket ms>␟<request digest>  request id's answer  request_key
+    decisions  ␟i␟<bucket ms><request digest>   request id's answer  request_key
     contacts   <user>␟contacts                  recent contacts      contact_key
     suppression <kid>␟<hmac hex>                suppressed address   suppression_key
     meta       suppression-spelling             entries' spelling    SUPPRESSION_SPELLING

@@ -174,8 +174,9 @@ KINDS: tuple[RecordKind, ...] = (
                "the decision key"),
     RecordKind("decision_request", "decisions", 1,
                lambda k: k.startswith((K.REQUEST_PREFIX, K.LEGACY_REQUEST_PREFIX)),
-               "JSON {d, t, r}: the decision a ChooseVariant/ComposeMessage request id was "
-               "answered with, when, and whether a repeat was answered it, keyed by time "
+               "JSON {d, t, r, x}: the decision a ChooseVariant/ComposeMessage request id was "
+               "answered with, when, whether a repeat was answered it, and (x, optional) a "
+               "delivering ComposeMessage's delivery state, keyed by time "
                "bucket and digest (campaigns.requests); by digest alone before stop 48 "
                "(LEGACY_REQUEST_PREFIX: moved into buckets when the campaigns writer starts, "
                "the value as it is)"),

@@ -2,6 +2,7 @@
 entries a batch writes (records, then the id index, then the due entries), the record packed
 directly, contact histories written as the JSON they were, and erasure still removing every
 entry of a user."""
+import itertools
 import json
 import os
 import time
@@ -135,10 +136,11 @@ def test_an_export_read_in_small_snapshots_misses_and_repeats_nothing(store):
     rows = [_row(f"d{i:03d}", f"u{i % 7}", NOW + i, "suppressed" if i % 5 == 0 else "pending")
             for i in range(40)]
     repo.log_decisions([DecisionRecord(*r) for r in rows])
-    whole = [r["decision_id"] for r in repo.log.export(include_pending=True,
-                                                       include_suppressed=True)]
+    whole = [r["decision_id"] for r in itertools.chain(*repo.log.export(
+        include_pending=True, include_suppressed=True))]
     assert sorted(whole) == sorted(r[0] for r in rows)
     for chunk in (1, 3, 39, 40, 41):
-        assert [r["decision_id"] for r in repo.log.export(
-            include_pending=True, include_suppressed=True, chunk=chunk)] == whole
-    assert len(list(repo.log.export(include_pending=True, chunk=3))) == 32  # 8 suppressed
+        lists = list(repo.log.export(include_pending=True, include_suppressed=True, chunk=chunk))
+        assert [r["decision_id"] for r in itertools.chain(*lists)] == whole
+        assert all(len(c) <= chunk for c in lists)  # a list per snapshot of `chunk` records
+    assert len(list(itertools.chain(*repo.log.export(include_pending=True, chunk=3)))) == 32  # 8 suppressed

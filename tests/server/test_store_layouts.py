@@ -1,6 +1,7 @@
 """Record layout versions: a data dir written before they existed still reads, and a layout bump
 migrates it once, at open, all or nothing."""
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -131,7 +132,7 @@ def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     assert profiles.ingest([again], [None]).duplicates == [0]  # its dedupe key still holds
     campaigns = CampaignRepository(store)
     assert campaigns.get("c1").spec.variants[0].content == {"subject": "hi"}
-    decisions = {r["decision_id"]: r for r in campaigns.log.export(include_pending=True)}
+    decisions = {r["decision_id"]: r for r in itertools.chain(*campaigns.log.export(include_pending=True))}
     assert (decisions["d1"]["status"], decisions["d1"]["reward"], decisions["d2"]["status"]) == \
         ("rewarded", 1.0, "pending")
     assert campaigns.stats_snapshot("c1")[2]["pending"] == 1
@@ -157,7 +158,7 @@ def test_a_layout_bump_rewrites_that_kind_once_at_open(v1_dir, monkeypatch):
             expected
     for table in ("profiles", "events", "dedupe", "campaigns", "bandit"):
         assert records(store, table) == today[table]
-    exported = list(CampaignRepository(store).log.export(include_pending=True))
+    exported = list(itertools.chain(*CampaignRepository(store).log.export(include_pending=True)))
     assert sorted((r["decision_id"], r["channel"]) for r in exported) == [("d1", "email"), ("d2", "email")]
     store.close()
     store = Store(v1_dir, sync=False, layouts=kinds)
