@@ -62,12 +62,12 @@ def _first_bytes_line(path: Path) -> bytes:
 
 
 def _open_text(path: Path):
-    """The file as text for the error path's line counting (``.gz`` and ``.bz2`` decompressed)."""
-    import bz2
-    import gzip
+    """The file as text for the error path's line counting, decompressed as pyarrow reads it
+    (every codec it detects by the suffix: ``.gz``, ``.bz2``, ``.zst``, ``.lz4``, ...)."""
+    import io
 
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix.lower(), open)
-    return opener(path, "rt", newline="", encoding="utf-8", errors="replace")
+    stream = pa.input_stream(str(path), compression="detect")
+    return io.TextIOWrapper(stream, newline="", encoding="utf-8", errors="replace")
 
 
 def _csv_error(path: Path, n_fields: int, err: Exception) -> str:
