@@ -116,7 +116,8 @@ class ServerTls:
         roots = None
         if self.client_ca is not None:
             roots = _read_bytes("--tls-client-ca", self.client_ca)
-            _certificates("--tls-client-ca", self.client_ca, roots)
+            if b"-----BEGIN TRUSTED CERTIFICATE-----" not in roots:  # OpenSSL's trust form:
+                _certificates("--tls-client-ca", self.client_ca, roots)  # gRPC reads it as is
         return grpc.ssl_server_certificate_configuration([(key_pem, cert_pem)],
                                                          root_certificates=roots)
 

@@ -56,13 +56,18 @@ def test_plaintext_client_is_refused_by_a_tls_server(server_process, ca, demo_bu
     assert b"grpc_server_handled_total" in _fetch_metrics(server.metrics_port, ca.cert)  # still up
 
 
+@pytest.mark.parametrize("form", ["CERTIFICATE", "TRUSTED CERTIFICATE"])
 def test_mutual_tls_refuses_clients_without_a_certificate_of_its_ca(server_process, ca, demo_bundle,
-                                                                   tmp_path):
+                                                                   tmp_path, form):
+    """The client CA file as PEM certificates, or in OpenSSL's trusted form (which gRPC reads
+    too; a check of the file had refused it at start)."""
     issued, me = ca.issue("server"), ca.issue("client", client=True)
     stranger = CertificateAuthority(tmp_path / "other", "other-ca").issue("client", client=True)
     mine = Connection(tls_ca=ca.cert, cert=me.cert, key=me.key)
+    client_ca = tmp_path / "client-ca.pem"
+    client_ca.write_text(ca.cert.read_text().replace("CERTIFICATE-----", f"{form}-----"))
     server = server_process(bundle=demo_bundle, connection=mine, args=(
-        "--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--tls-client-ca", str(ca.cert)))
+        "--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--tls-client-ca", str(client_ca)))
     _ping(server.target, mine)
     for refused in (Connection(tls_ca=ca.cert), Connection(tls_ca=ca.cert, cert=stranger.cert,
                                                            key=stranger.key)):
