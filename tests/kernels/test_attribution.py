@@ -516,9 +516,7 @@ def test_markov_many_channels_inverse_matches_direct_solve_and_iteration(monkeyp
     ref = attribute(p, "markov", order=1, use_native=False)  # SuperLU per removal
     monkeypatch.setattr(mod, "_inverse_pays", lambda *a: False)
     iterated = attribute(p, "markov", order=1)
-    for other in (ref, iterated):
-        np.testing.assert_allclose(fast.conversions, other.conversions, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(fast.value, other.value, rtol=1e-9, atol=1e-12)
+    _agree(fast, ref, iterated)
     assert fast.conversions.sum() == pytest.approx(p.conversions.sum())
 
 
@@ -536,6 +534,13 @@ def test_markov_with_a_thousand_channels_fits_the_servers_budget():
     res = attribute(p, "markov", order=1, deadline=time.monotonic() + 5.0)
     assert res.details["n_states"] == n_ch
     assert res.conversions.sum() == pytest.approx(p.conversions.sum())
+
+
+def _agree(fast, *others) -> None:
+    """The fast route's credits equal every other route's, to rounding."""
+    for other in others:
+        np.testing.assert_allclose(fast.conversions, other.conversions, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(fast.value, other.value, rtol=1e-9, atol=1e-12)
 
 
 def zipf_paths(n_channels, n, seed):
@@ -637,9 +642,7 @@ def test_markov_by_levels_matches_direct_solve_and_iteration(monkeypatch, levels
     ref = attribute(p, "markov", order=2, use_native=False)  # SuperLU per removal
     monkeypatch.setattr(mod, "_levels_pay", lambda *a: None)
     iterated = attribute(p, "markov", order=2)
-    for other in (ref, iterated):
-        np.testing.assert_allclose(fast.conversions, other.conversions, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(fast.value, other.value, rtol=1e-9, atol=1e-12)
+    _agree(fast, ref, iterated)
 
 
 def test_ordered_shapley_refuses_a_rank_table_past_its_bound():
