@@ -194,10 +194,10 @@ def _supervise(settings: Settings, reload_metrics) -> None:
         for sentinel in wait_for(list(running)):
             proc = running.pop(sentinel)
             proc.join()
-            if not stopping and proc.exitcode != 0:
+            if not stopping:  # on its own, even cleanly (a stop signal sent to it alone):
                 logger.error("worker %s exited with %s; stopping the others", proc.name,
-                             proc.exitcode)
-                failed = failed or proc.exitcode
+                             proc.exitcode)  # the port would serve one worker short
+                failed = failed or proc.exitcode or 1
                 forward(signal.SIGTERM, None)
     if failed:
         raise SystemExit(2 if failed == 2 else 1)

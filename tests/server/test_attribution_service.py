@@ -584,7 +584,7 @@ async def test_reading_stored_events_outside_the_range_stops_at_the_deadline(att
 
     export = attribution_server.profiles.export
     future = JourneyQuery(start=START + 400 * DAY, end=START + 401 * DAY, lookback=DAY)
-    assert any(True for _ in export(0.0, 0.0))  # the tracked events are there, out of range
+    assert any(export(0.0, 0.0))  # a non-empty list: the tracked events are there, out of range
     with pytest.raises(BudgetExceeded):
         await asyncio.to_thread(journeys_from_store, export, future, time.monotonic() - 1.0)
     found = await asyncio.to_thread(journeys_from_store, export, future, time.monotonic() + 60)

@@ -156,6 +156,30 @@ def test_a_worker_killed_while_the_workers_start_stops_the_server_at_once(tmp_pa
     assert "exited with -9" in out and out.count("draining") == 1, out[-3000:]
 
 
+def test_a_worker_stopped_alone_stops_the_server(tmp_path):
+    """A stop signal sent to one worker only (`kill <worker pid>`) drains it and it exits 0; the
+    parent used to act on non-zero exits only, so the port went on one worker short, its
+    health SERVING. Now the parent stops the other and exits non-zero (a restart)."""
+    proc = _two_workers(tmp_path)
+    seen, deadline = [], time.time() + 120
+    while sum("serving on" in line for line in seen) < 2 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+    workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
+    try:
+        assert len(workers) == 2, "".join(seen)
+        os.kill(workers[0], signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:  # on a failure, leave no server behind
+        for pid in [c for w in workers for c in _children(w)] + workers + [proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 1, out[-3000:]
+    assert "exited with 0; stopping the others" in out and out.count("draining") == 2, out[-3000:]
+
+
 def _cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
