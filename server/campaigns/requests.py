@@ -81,15 +81,19 @@ class RequestIds:
         start = millis(now) // self._width * self._width
         return request_key(start, digest), request_key(max(start - self._width, 0), digest)
 
-    def find(self, txn, digest: bytes, now: float) -> tuple[bytes, dict] | None:
-        """(key, entry {"d", "t", "r"}) of `digest`'s newest entry; None if unknown or older
-        than the window."""
+    def _newest(self, txn, digest: bytes, now: float) -> tuple[bytes, dict] | None:
+        """(key, entry) of `digest`'s newest entry in this bucket or the last, however old."""
         for key in self._keys(digest, now):
             raw = self._d.get(txn, key)
             if raw is not None:
-                entry = json.loads(raw)
-                return (key, entry) if now - entry["t"] <= self.window else None
+                return key, json.loads(raw)
         return None
+
+    def find(self, txn, digest: bytes, now: float) -> tuple[bytes, dict] | None:
+        """(key, entry {"d", "t", "r"}) of `digest`'s newest entry; None if unknown or older
+        than the window."""
+        found = self._newest(txn, digest, now)
+        return found if found is not None and now - found[1]["t"] <= self.window else None
 
     def repeated(self, txn, found: tuple[bytes, dict]) -> None:
         """Note that a repeat was answered the entry's decision (`find`'s answer; it is no
@@ -136,28 +140,19 @@ class RequestIds:
                   ) -> tuple[bytes, dict] | None:
         """(key, entry) of `digest` if it still names `decision_id` (in this bucket or the
         last, however old: a delivery may outlast the window)."""
-        for key in self._keys(digest, now):
-            raw = self._d.get(txn, key)
-            if raw is not None:
-                entry = json.loads(raw)
-                return (key, entry) if entry["d"] == decision_id else None
-        return None
+        found = self._newest(txn, digest, now)
+        return found if found is not None and found[1]["d"] == decision_id else None
 
     def release(self, txn, digest: bytes, decision_id: str, now: float) -> bool:
         """Whether the decision `digest` was answered may be withdrawn (its caller gave up):
         not if a repeat of the request was answered it. Forgets the entry when it may (a
         later repeat then decides anew)."""
-        for key in self._keys(digest, now):
-            raw = self._d.get(txn, key)
-            if raw is None:
-                continue
-            entry = json.loads(raw)
-            if entry["d"] != decision_id:
-                return True
-            if entry["r"]:
-                return False
-            self._d.delete(txn, key)
+        found = self._entry_of(txn, digest, decision_id, now)
+        if found is None:  # no entry, or a newer one of another decision
             return True
+        if found[1]["r"]:
+            return False
+        self._d.delete(txn, found[0])
         return True
 
     def _expire(self, txn, now: float) -> None:
