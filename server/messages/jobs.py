@@ -98,11 +98,13 @@ class SendJobs:
         context = {k: check_range(f"context[{shown(k)}]", check_finite(f"context[{shown(k)}]", v),
                                   -most, most) for k, v in context.items()}
         self.delivery.check_adapter(campaign.spec.channel)  # FAILED_PRECONDITION without one
-        send_id, terms = "send-" + secrets.token_hex(8), ""
         if request_id:
             check_id("request_id", request_id, self.limits.request_id_bytes)
             send_id = "send-" + request_digest(caller, campaign_id, "", request_id)[:16].decode()
-            terms = _terms(users, rates, context)
+            # a hash over the whole audience (up to limits.send_audience ids): off the loop
+            terms = await asyncio.to_thread(_terms, users, rates, context)
+        else:
+            send_id, terms = "send-" + secrets.token_hex(8), ""
         job, created = await asyncio.to_thread(self.records.create, send_id, campaign_id, users,
                                                rates, context, os.getpid(), terms)
         if not created:
