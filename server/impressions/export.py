@@ -86,11 +86,11 @@ def impression_document(request_id: str, imp: Impression, catalog: dict[int, str
     codes; "code:<n>" where it does not), when, by which model on which channel, and what the
     feedback join added (outcomes per position)."""
     outcomes = imp.outcomes if imp.outcomes is not None else np.zeros(len(imp.items), np.uint8)
-    items = [{"position": p, "item_id": catalog.get(c) or f"code:{c}", "score": s,
+    items = [{"position": p, "item_id": item, "score": s,
               "outcomes": [name for name, bit in ITEM_BITS.items() if o & bit]}
-             for p, (c, s, o) in enumerate(zip(np.asarray(imp.items).tolist(),
-                                               np.asarray(imp.scores).tolist(),
-                                               np.asarray(outcomes).tolist()))]
+             for p, (item, s, o) in enumerate(zip(_named(imp, catalog),
+                                                  np.asarray(imp.scores).tolist(),
+                                                  np.asarray(outcomes).tolist()))]
     return {"request_id": request_id, "timestamp": imp.timestamp,
             "model_version": imp.model_version, "channel": imp.channel, "context": imp.context,
             "cold_start": imp.cold_start, "items": items,
