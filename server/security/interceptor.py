@@ -5,16 +5,22 @@ It sits before the metrics interceptor and the error mapping. Health and reflect
 Denied calls and calls to sensitive methods (`roles.SENSITIVE`, and unmasked reads) go to the
 optional audit log with their final status; failed authentication too, collapsed per (peer,
 reason) and interval (`failures.FailedAuthDigest`: anyone can fail, nobody may fill the disk).
+
+A streaming call's caller is checked again as the stream runs (`_Caller`): at its next message
+in either direction after an auth config reload (SIGHUP), and at least every `RECHECK_SECONDS`
+otherwise, so a revoked token, a role taken away or an expired JWT ends the streams it opened
+(UNAUTHENTICATED or PERMISSION_DENIED; what a stream had done before stays done).
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import inspect
+import time
 
 import grpc
 
-from ..errors import Unauthenticated
+from ..errors import PermissionDenied, TailorError, Unauthenticated
 from ..logging import current_call
 from ..rpc import WrappingInterceptor, final_status, handler_parts
 from .authn import Authenticator
@@ -23,7 +29,10 @@ from .logging import logger
 from .principals import Principal
 from .roles import ANY_AUTHENTICATED, OPEN_PREFIXES, PII_READER, SENSITIVE, UNMASKED_READS, RoleTable
 
-__all__ = ["AuthInterceptor", "current_principal"]
+__all__ = ["AuthInterceptor", "current_principal", "RECHECK_SECONDS"]
+
+RECHECK_SECONDS = 5.0
+"""How long a stream runs on its caller's last check when no auth config reload came between."""
 
 NOBODY = Principal("nobody")
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("tailor_principal",
@@ -92,13 +101,19 @@ class AuthInterceptor(WrappingInterceptor):
             reason = "credentials could not be verified"
             await self._failed(method, reason, context, metadata)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+        lacking = self.lacking(principal, method)
+        if lacking is not None:
+            await self._record(principal.name, method, "", "PERMISSION_DENIED", metadata)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, lacking)
+        return principal
+
+    def lacking(self, principal: Principal, method: str) -> str | None:
+        """Why `principal` may not call `method` (None: it may)."""
         allowed = self.roles.allowed(method)
         if principal.roles.isdisjoint(allowed) and ANY_AUTHENTICATED not in allowed:
-            await self._record(principal.name, method, "", "PERMISSION_DENIED", metadata)
             needed = " or ".join(sorted(allowed)) or "(no role may call it)"
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"{principal.name} lacks the role {needed} for {method}")
-        return principal
+            return f"{principal.name} lacks the role {needed} for {method}"
+        return None
 
     async def _failed(self, method: str, reason: str, context, metadata) -> None:
         if self.failures is not None:
@@ -120,13 +135,16 @@ class AuthInterceptor(WrappingInterceptor):
     # -- handler wrappers, built once per method ---------------------------------------------
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         _, inner, make = handler_parts(handler)
+        streams_in = handler.request_streaming
         if handler.response_streaming and inspect.isasyncgenfunction(inner):
-            return make(self._stream(method, inner))
-        return make(self._unary(method, inner))
+            return make(self._stream(method, inner, streams_in))
+        return make(self._unary(method, inner, streams_in))
 
-    def _unary(self, method: str, inner):
+    def _unary(self, method: str, inner, streams_in: bool):
         async def call(request, context):
             principal = await self.authorize(method, context)
+            if streams_in:
+                request = _Caller(self, method, context, principal).checking(request)
             token = _principal.set(principal)
             try:
                 if not self._audited(method, principal):
@@ -148,14 +166,21 @@ class AuthInterceptor(WrappingInterceptor):
             await self._record(principal.name, method, _target(request), status,
                                context.invocation_metadata())
 
-    def _stream(self, method: str, inner):
+    def _stream(self, method: str, inner, streams_in: bool):
         async def call(request, context):
             principal = await self.authorize(method, context)
+            caller = _Caller(self, method, context, principal)
+            if streams_in:
+                request = caller.checking(request)
             token = _principal.set(principal)
             status = "OK"
             try:
-                async for reply in inner(request, context):
-                    yield reply
+                async with contextlib.aclosing(inner(request, context)) as replies:
+                    async for reply in replies:
+                        gone = caller.gone()
+                        if gone is not None:
+                            await context.abort(gone.status, str(gone))
+                        yield reply
             except BaseException as err:
                 status = final_status(context, err)
                 raise
@@ -166,3 +191,45 @@ class AuthInterceptor(WrappingInterceptor):
                     await self._record(principal.name, method, _target(request), status,
                                        context.invocation_metadata())
         return call
+
+
+class _Caller:
+    """A streaming call's caller, checked again while the stream runs: `gone()` before each
+    reply it sends, and before each request it reads (`checking`)."""
+
+    __slots__ = ("interceptor", "method", "context", "principal", "authenticator", "due")
+
+    def __init__(self, interceptor: AuthInterceptor, method: str, context, principal: Principal):
+        self.interceptor, self.method, self.context = interceptor, method, context
+        self.principal, self.authenticator = principal, interceptor.authenticator
+        self.due = time.monotonic() + RECHECK_SECONDS
+
+    def gone(self) -> TailorError | None:
+        """Why the caller may no longer go on (None: it may): its credentials checked again
+        after a reload, or once `RECHECK_SECONDS` have passed since the last check."""
+        now, interceptor = time.monotonic(), self.interceptor
+        if interceptor.authenticator is self.authenticator and now < self.due:
+            return None
+        self.authenticator, self.due = interceptor.authenticator, now + RECHECK_SECONDS
+        try:
+            again = self.authenticator.principal(self.context.invocation_metadata(),
+                                                 self.context.auth_context)
+        except Unauthenticated as err:
+            return Unauthenticated(f"the stream's credentials are no longer valid: {err}")
+        except Exception:  # as `authorize`: a credential we fail to read is none
+            logger.exception("authentication failed again for %s", self.method)
+            return Unauthenticated("the stream's credentials could not be verified again")
+        if again.name != self.principal.name:
+            return Unauthenticated(f"the stream's credentials now name {again.name}, "
+                                   f"not {self.principal.name}")
+        lacking = interceptor.lacking(again, self.method)
+        return None if lacking is None else PermissionDenied(lacking)
+
+    async def checking(self, requests):
+        """`requests`, each read after the caller is checked (`gone`): a caller gone ends the
+        call with its status, through the handler (`server.errors.grpc_errors`)."""
+        async for request in requests:
+            gone = self.gone()
+            if gone is not None:
+                raise gone
+            yield request

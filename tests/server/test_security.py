@@ -335,3 +335,85 @@ async def test_an_audited_stream_the_client_gave_up_on_is_audited_cancelled(sett
         while not audit.rows and time.time() < deadline:
             await asyncio.sleep(0.05)
     assert [row[:2] + row[3:4] for row in audit.rows] == [("reader", "ExportEvents", "CANCELLED")]
+
+
+def _events(prefix: str, n: int) -> pb.TrackEventsRequest:
+    now = time.time()
+    return pb.TrackEventsRequest(events=[pb.Event(event_id=f"{prefix}{i}", user_id="u1", item_id="1",
+                                                  type="view", timestamp=now - i) for i in range(n)])
+
+
+async def _stream_cut_after_first_batch(chan, metadata, cut) -> grpc.RpcError:
+    """A TrackEventStream that sends a batch, waits for `cut()` (which takes the caller's right
+    away), then sends another: the error the stream ends with."""
+    profiles, sent = pb_grpc.ProfileServiceStub(chan), asyncio.Event()
+
+    async def batches():
+        yield _events("a", 3)
+        await sent.wait()
+        yield _events("b", 3)
+
+    call = profiles.TrackEventStream(batches(), metadata=metadata)
+    deadline = time.time() + 10
+    while True:  # the first batch is in once u1's profile holds it
+        try:
+            held = await profiles.GetProfile(pb.GetProfileRequest(user_id="u1"), metadata=metadata)
+        except grpc.RpcError:
+            held = None
+        if held is not None and len(held.events) == 3:
+            break
+        assert time.time() < deadline, "the stream's first batch was not stored"
+        await asyncio.sleep(0.05)
+    await cut()
+    sent.set()
+    with pytest.raises(grpc.RpcError) as err:
+        await call
+    return err.value
+
+
+async def test_a_revoked_token_ends_the_streams_it_opened(secured, chan, auth):
+    """Revocation reaches open streams, not only new calls; what the stream stored before stays."""
+    path, t = auth
+    holder = "writer"
+    token = tokens.mint(path, holder, ["tracker", "analyst"])
+    assert secured.auth.reload_auth()
+
+    async def revoke():
+        assert tokens.revoke(path, holder) and secured.auth.reload_auth()
+
+    err = await _stream_cut_after_first_batch(chan, bearer(token), revoke)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED, err.details()
+    assert "no longer valid" in err.details() and "unknown bearer token" in err.details()
+    held = await pb_grpc.ProfileServiceStub(chan).GetProfile(pb.GetProfileRequest(user_id="u1"),
+                                                             metadata=bearer(t["reader"]))
+    assert sorted(e.event_id for e in held.events) == ["a0", "a1", "a2"]
+
+
+async def test_a_role_taken_away_ends_the_streams_it_opened(secured, chan, auth):
+    path, _ = auth
+    token = tokens.mint(path, "writer", ["tracker", "analyst"])
+    assert secured.auth.reload_auth()
+
+    async def demote():
+        import tomllib
+        doc = tomllib.loads(path.read_text())
+        doc["principals"]["writer"]["roles"] = ["analyst"]
+        path.write_text(tokens.dumps(doc))
+        assert secured.auth.reload_auth()
+
+    err = await _stream_cut_after_first_batch(chan, bearer(token), demote)
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err.details()
+    assert "writer lacks the role" in err.details() and "TrackEventStream" in err.details()
+
+
+async def test_a_stream_ends_when_its_jwt_expires(secured, chan, jwt_keys, monkeypatch):
+    from server.security import interceptor
+    monkeypatch.setattr(interceptor, "RECHECK_SECONDS", 0.2)
+    token = _jwt(jwt_keys, roles=["tracker", "analyst"], exp=time.time() + 4)
+
+    async def expire():
+        await asyncio.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"]
+                                - time.time()) + 0.5)
+
+    err = await _stream_cut_after_first_batch(chan, bearer(token), expire)
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "token expired" in err.details()
