@@ -5,7 +5,7 @@ Roles come only from here (the auth config or a verified JWT), never from reques
 from __future__ import annotations
 
 from ..errors import Unauthenticated
-from .jwt_verify import JwtVerifier
+from .jwt_verify import FailureBudget, JwtVerifier
 from .principals import AuthConfig, Principal, token_hash
 from .roles import PII_READER, ROLE_NAMES
 
@@ -19,17 +19,20 @@ _CERT_KEYS = ("x509_common_name", "x509_subject_alternative_name")
 
 
 class Authenticator:
-    """`principal(metadata, auth_context)` → the caller, or raises `Unauthenticated`."""
+    """`principal(metadata, auth_context, peer)` → the caller, or raises `Unauthenticated`;
+    `jwt_budget` bounds the failed JWT checks per client address (kept across reloads by
+    whoever passes the same one)."""
 
-    def __init__(self, config: AuthConfig | None):
+    def __init__(self, config: AuthConfig | None, jwt_budget: FailureBudget | None = None):
         self.config = config
         self.by_token = config.by_token if config else {}
         self.by_cert = config.by_cert if config else {}
-        self.jwt = JwtVerifier(config.jwt) if config and config.jwt else None
+        self.jwt = JwtVerifier(config.jwt, jwt_budget) if config and config.jwt else None
 
-    def principal(self, metadata, auth_context) -> Principal:
+    def principal(self, metadata, auth_context, peer: str = "") -> Principal:
         """`metadata`: (key, value) pairs; `auth_context`: a callable returning the transport's
-        auth context (called only when no bearer credential came and certificates are known)."""
+        auth context (called only when no bearer credential came and certificates are known);
+        `peer`: the caller's address (`context.peer()`)."""
         if self.config is None:
             return DEV_PRINCIPAL
         bearer = None
@@ -38,7 +41,7 @@ class Authenticator:
                 bearer = value
                 break
         if bearer is not None:
-            return self._bearer(bearer)
+            return self._bearer(bearer, peer)
         if self.by_cert:
             found = self.from_certificate(auth_context())
             if found is not None:
@@ -46,7 +49,7 @@ class Authenticator:
         raise Unauthenticated("no credentials: send `authorization: Bearer <token>` or a client "
                               "certificate")
 
-    def _bearer(self, header: str) -> Principal:
+    def _bearer(self, header: str, peer: str) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("authorization metadata must be `Bearer <token>`")
@@ -55,7 +58,7 @@ class Authenticator:
         if found is not None:
             return found
         if self.jwt is not None and token.count(".") == 2:
-            return self.jwt.principal(token)
+            return self.jwt.principal(token, peer)
         raise Unauthenticated("unknown bearer token")
 
     def from_certificate(self, auth_context: dict) -> Principal | None:

@@ -7,6 +7,7 @@ from .authn import Authenticator
 from .errors import AuthConfigInvalid
 from .hosts import is_loopback
 from .interceptor import AuthInterceptor
+from .jwt_verify import FailureBudget
 from .logging import logger
 from .principals import load_auth_config
 from .roles import RoleTable
@@ -34,7 +35,9 @@ class AuthGuard:
                            "PII stays masked", where)
             return
         config = load_auth_config(self.path)
-        self.interceptor = AuthInterceptor(Authenticator(config), config.roles, audit,
+        lim = settings.limits
+        self.jwt_budget = FailureBudget(lim.jwt_failures, lim.jwt_failure_seconds)
+        self.interceptor = AuthInterceptor(Authenticator(config, self.jwt_budget), config.roles, audit,
                                            **_failure_bounds(settings))
         self._log_loaded(config, "loaded")
 
@@ -44,7 +47,7 @@ class AuthGuard:
             return False
         try:
             config = load_auth_config(self.path)
-            authenticator = Authenticator(config)
+            authenticator = Authenticator(config, self.jwt_budget)
         except AuthConfigInvalid as err:
             logger.error("auth config not reloaded, the previous one stays: %s", err)
             return False

@@ -92,7 +92,7 @@ class AuthInterceptor(WrappingInterceptor):
         """The caller, allowed to call `method`; otherwise aborts the call (and audits it)."""
         metadata = context.invocation_metadata()
         try:
-            principal = self.authenticator.principal(metadata, context.auth_context)
+            principal = self.authenticator.principal(metadata, context.auth_context, context.peer())
         except Unauthenticated as err:
             await self._failed(method, str(err), context, metadata)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
@@ -213,7 +213,7 @@ class _Caller:
         self.authenticator, self.due = interceptor.authenticator, now + RECHECK_SECONDS
         try:
             again = self.authenticator.principal(self.context.invocation_metadata(),
-                                                 self.context.auth_context)
+                                                 self.context.auth_context, self.context.peer())
         except Unauthenticated as err:
             return Unauthenticated(f"the stream's credentials are no longer valid: {err}")
         except Exception:  # as `authorize`: a credential we fail to read is none

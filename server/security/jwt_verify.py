@@ -1,6 +1,8 @@
 """Bearer JWTs: RS256/ES256 signatures against configured public keys or a JWKS file; issuer,
 audience and expiry checked; roles from a claim. A verified token is cached until it expires,
-so a client that reuses its token pays one dict hit per call, not a signature check."""
+so a client that reuses its token pays one dict hit per call, not a signature check. A client
+address whose JWTs keep failing is refused further unknown ones without a check for a while
+(`FailureBudget`): anyone who reaches the port could otherwise spend the event loop on them."""
 from __future__ import annotations
 
 import json
@@ -13,17 +15,59 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from ..errors import Unauthenticated
 from .errors import AuthConfigInvalid
+from .failures import peer_host
 from .principals import JwtSettings, Principal
 
-__all__ = ["JwtVerifier"]
+__all__ = ["JwtVerifier", "FailureBudget"]
 
 _CACHE_MAX = 10_000
 _KEY_TYPES = {"RS": RSAPublicKey, "PS": RSAPublicKey, "ES": EllipticCurvePublicKey}
 
 
+class FailureBudget:
+    """Failed JWT verifications per client address (`peer_host`) in fixed intervals of
+    `seconds`: past `most` in one, `refused(peer)` says why its next unknown JWT is not checked.
+    At most `peers` addresses are counted an interval (further ones are not limited: a crowd of
+    addresses must not lock out the others). `most` 0: no bound."""
+
+    def __init__(self, most: int, seconds: float, peers: int = 4096):
+        self.most, self.seconds, self.peers = most, seconds, peers
+        self._counts: dict[str, list] = {}  # host -> [failures, the last reason]
+        self._ends = 0.0
+
+    def _interval(self) -> dict[str, list]:
+        now = time.monotonic()
+        if now >= self._ends:
+            self._counts, self._ends = {}, now + self.seconds
+        return self._counts
+
+    def refused(self, peer: str) -> str | None:
+        """Why a JWT from `peer` is refused unchecked (None: check it)."""
+        if not self.most:
+            return None
+        counted = self._interval().get(peer_host(peer))
+        if counted is None or counted[0] < self.most:
+            return None
+        return (f"too many invalid tokens from this address (the last: {counted[1]}); new ones "
+                f"are not checked for up to {self.seconds:g} s")
+
+    def failed(self, peer: str, reason: str) -> None:
+        if not self.most:
+            return
+        counts, host = self._interval(), peer_host(peer)
+        counted = counts.get(host)
+        if counted is None:
+            if len(counts) >= self.peers:
+                return
+            counted = counts[host] = [0, reason]
+        counted[0] += 1
+        counted[1] = reason
+
+
 class JwtVerifier:
-    def __init__(self, settings: JwtSettings):
+    def __init__(self, settings: JwtSettings, budget: FailureBudget | None = None):
         self.settings = settings
+        self.budget = budget or FailureBudget(0, 1.0)
         self._keys = self._load_keys(settings)
         self._cache: dict[str, tuple[Principal, float]] = {}
 
@@ -54,11 +98,20 @@ class JwtVerifier:
             keys += [(k.key_id, k.key) for k in jwks.keys]
         return keys
 
-    def principal(self, token: str) -> Principal:
+    def principal(self, token: str, peer: str = "") -> Principal:
+        """The token's principal (cached until it expires); `peer`, the caller's address, is
+        charged for a token that fails (`FailureBudget`)."""
         hit = self._cache.get(token)
         if hit is not None and hit[1] > time.time():
             return hit[0]
-        claims = self._verify(token)
+        refused = self.budget.refused(peer)
+        if refused is not None:
+            raise Unauthenticated(refused)
+        try:
+            claims = self._verify(token)
+        except Unauthenticated as err:
+            self.budget.failed(peer, str(err))
+            raise
         roles = claims.get(self.settings.roles_claim, [])
         if isinstance(roles, str):
             roles = roles.split()

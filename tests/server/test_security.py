@@ -417,3 +417,38 @@ async def test_a_stream_ends_when_its_jwt_expires(secured, chan, jwt_keys, monke
 
     err = await _stream_cut_after_first_batch(chan, bearer(token), expire)
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "token expired" in err.details()
+
+
+async def test_an_address_whose_jwts_keep_failing_is_refused_without_a_check(settings, auth, jwt_keys):
+    """Each failed JWT costs a signature check on the event loop; past `Limits.jwt_failures` in
+    an interval the address's unknown JWTs are refused unchecked, saying why. Tokens of the auth
+    config, and JWTs verified before, still pass."""
+    from server.app import TailorServer
+    limits = settings.limits.model_copy(update={"jwt_failures": 3, "jwt_failure_seconds": 600.0})
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0], "limits": limits}))
+    await server.start()
+    forged = jwt.encode({"sub": "x", "iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 60,
+                         "roles": ["analyst"]}, ec.generate_private_key(ec.SECP256R1()),
+                        algorithm="ES256")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub, req = cpb_grpc.CampaignServiceStub(ch), cpb.ListCampaignsRequest()
+            known = _jwt(jwt_keys, roles="analyst", sub="known")
+            await stub.ListCampaigns(req, metadata=bearer(known))
+            for _ in range(3):
+                assert await _code(stub.ListCampaigns(req, metadata=bearer(forged))) == (
+                    grpc.StatusCode.UNAUTHENTICATED, "invalid token (bad signature)")
+            refused = ("too many invalid tokens from this address (the last: invalid token (bad "
+                       "signature)); new ones are not checked for up to 600 s")
+            assert await _code(stub.ListCampaigns(req, metadata=bearer(forged))) == (
+                grpc.StatusCode.UNAUTHENTICATED, refused)
+            fresh = _jwt(jwt_keys, roles="analyst", sub="fresh")  # valid, but never checked
+            assert await _code(stub.ListCampaigns(req, metadata=bearer(fresh))) == (
+                grpc.StatusCode.UNAUTHENTICATED, refused)
+            await stub.ListCampaigns(req, metadata=bearer(known))
+            await stub.ListCampaigns(req, metadata=bearer(auth[1]["analyst"]))
+            assert server.auth.reload_auth()  # the count outlives a reload
+            assert await _code(stub.ListCampaigns(req, metadata=bearer(forged))) == (
+                grpc.StatusCode.UNAUTHENTICATED, refused)
+    finally:
+        await server.stop(grace=0.5)
