@@ -8,6 +8,7 @@
 `python -m server config-doc [--update FILE]`
 `python -m server token --auth-config FILE --name NAME --roles r1,r2 | --revoke NAME`
 `python -m server audit verify --data-dir D [--secrets-dir S]`
+`python -m server audit ref --user-id U | --campaign-id C | --email E | --phone P [--secrets-dir S]`
 `python -m server secrets init [--secrets-dir S]`
 `python -m server secrets rotate NAME [--secrets-dir S] [--keep N]`"""
 from __future__ import annotations
@@ -95,6 +96,15 @@ def _security_parsers(sub) -> None:
     v.add_argument("--data-dir", type=Path, default=Path("data"))
     v.add_argument("--secrets-dir", type=Path, help="keyring files (default: TAILOR_SECRETS_DIR "
                    "or ./var/secrets); TAILOR_SECRET_AUDIT overrides")
+    f = acts.add_parser("ref", help="the target an audit line gives a user, campaign or "
+                        "suppressed address (to find the calls about it)")
+    which = f.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user-id")
+    which.add_argument("--campaign-id")
+    which.add_argument("--email")
+    which.add_argument("--phone")
+    f.add_argument("--secrets-dir", type=Path, help="keyring files (default: TAILOR_SECRETS_DIR "
+                   "or ./var/secrets); TAILOR_SECRET_USER_ID overrides")
     p = sub.add_parser("secrets", help="the server's keyrings")
     acts = p.add_subparsers(dest="action", required=True)
     i = acts.add_parser("init", help="write every missing keyring (for a deployment: run once, "
@@ -202,6 +212,8 @@ def _secrets_dir(args) -> Path | None:
 def _audit(args) -> None:
     from .security.audit import verify_chain
     from .security.secrets import Secrets
+    if args.action == "ref":
+        return _audit_ref(args)
     if not args.data_dir.is_dir():  # a mistyped path would pass: no file, nothing broken
         raise FileNotFoundError(f"no data dir {args.data_dir}")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=("audit",))["audit"]
@@ -209,6 +221,21 @@ def _audit(args) -> None:
     print(json.dumps(result.as_dict()))
     if not result.ok:
         raise SystemExit(f"audit verify: broken at {result.first_broken}: {result.reason}")
+
+
+def _audit_ref(args) -> None:
+    """Print the `target` audit lines give what the flags name (keyed with the `user-id` key)."""
+    from .security.interceptor import address_target
+    from .security.secrets import Secrets
+    from .security.userref import use_key, user_ref
+    target = args.user_id or args.campaign_id
+    if target is None:
+        kind = "email" if args.email is not None else "phone"
+        target = address_target(kind, args.email if kind == "email" else args.phone)
+        if not target:
+            raise SystemExit(f"audit ref: not an address of kind {kind}")
+    use_key(Secrets.load(_secrets_dir(args), generate=False, names=("user-id",))["user-id"].key)
+    print(user_ref(target))
 
 
 def _secrets(args) -> None:

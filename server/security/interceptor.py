@@ -29,10 +29,12 @@ from .logging import logger
 from .principals import Principal
 from .roles import ANY_AUTHENTICATED, OPEN_PREFIXES, PII_READER, SENSITIVE, UNMASKED_READS, RoleTable
 
-__all__ = ["AuthInterceptor", "current_principal", "RECHECK_SECONDS"]
+__all__ = ["AuthInterceptor", "current_principal", "address_target", "RECHECK_SECONDS"]
 
 RECHECK_SECONDS = 5.0
 """How long a stream runs on its caller's last check when no auth config reload came between."""
+ADDRESS_CHARS = 1024
+"""Longest address an audit target is made from (the handler bounds it tighter and refuses)."""
 
 NOBODY = Principal("nobody")
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("tailor_principal",
@@ -56,8 +58,27 @@ def _request_id(metadata) -> str:
 
 
 def _target(request) -> str:
-    """The record a call is about, where cheap: the request's user_id or campaign_id."""
-    return getattr(request, "user_id", "") or getattr(request, "campaign_id", "") or ""
+    """The record a call is about, where cheap: the request's user_id or campaign_id, or the
+    suppression address it names (`address_target`); the audit log keeps its keyed hash."""
+    found = getattr(request, "user_id", "") or getattr(request, "campaign_id", "")
+    if found:
+        return found
+    address = getattr(request, "address", request)  # AddSuppression's, or the request itself
+    try:
+        kind = address.WhichOneof("address")
+    except (AttributeError, ValueError):  # no address in it (or not a message: a stream)
+        return ""
+    return address_target(kind, getattr(address, kind)) if kind else ""
+
+
+def address_target(kind: str, value: str) -> str:
+    """What an audit line's target hashes for a suppression address: `<email|phone>:` and the
+    address as the list normalizes it ("" when it is not one: the call failed anyway)."""
+    from ..contact.addresses import normalize
+    try:
+        return f"{kind}:{normalize(kind, value, ADDRESS_CHARS)}"
+    except TailorError:
+        return ""
 
 
 class AuthInterceptor(WrappingInterceptor):
