@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import stat
 import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -154,8 +155,13 @@ def _add(path, index: dict[str, Principal], credential: str, principal: Principa
 
 
 def load_auth_config(path: Path) -> AuthConfig:
-    """Read and check `path`; raises `AuthConfigInvalid` naming the problem."""
+    """Read and check `path`; raises `AuthConfigInvalid` naming the problem (one that every
+    user may write among them: anyone could grant themselves any role at the next reload)."""
     try:
+        mode = stat.S_IMODE(Path(path).stat().st_mode)
+        if mode & stat.S_IWOTH:
+            raise AuthConfigInvalid(path, f"every user may write it (mode {mode:04o}), so anyone "
+                                          f"could grant themselves a role; chmod o-w {path}")
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise AuthConfigInvalid(path, f"not UTF-8 text, as TOML is (byte {err.start}); save it "

@@ -5,7 +5,10 @@ a value signed before a rotation still verifies after it. Sources, first match w
 and the lookup are `contract.keyring`'s, which training reads the `erasure` keyring with):
 
 - the environment variable `TAILOR_SECRET_<NAME>` (entries separated by commas or newlines),
-- the file `<secrets_dir>/<name>.keys` (one entry a line, `#` comments allowed).
+- the file `<secrets_dir>/<name>.keys` (one entry a line, `#` comments allowed). One that every
+  user of the host may write is refused (anyone could put their own keys in); one every user may
+  read is loaded with a warning (deployments that mount secrets 0444 in a container keep
+  working; on a shared host, `chmod o-r`).
 
 On a loopback host a missing keyring is generated into `secrets_dir` (development: `make
 serve`); any other host refuses to start without it, naming what to provide. An optional
@@ -19,6 +22,7 @@ import hmac
 import logging
 import os
 import secrets as _random
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,11 +182,28 @@ class Secrets:
 
 
 def _text(name: str, secrets_dir: Path | None, environ: dict[str, str] | None) -> str | None:
-    """`keyring_text`, its ValueError (a file that is not text) as a FailedPrecondition."""
+    """`keyring_text`, its ValueError (a file that is not text) as a FailedPrecondition; a file
+    checked for who may change or read it (`_check_mode`)."""
     try:
-        return keyring_text(name, secrets_dir, environ)
+        text = keyring_text(name, secrets_dir, environ)
     except ValueError as err:
         raise FailedPrecondition(str(err)) from None
+    env = os.environ if environ is None else environ
+    if text is not None and not env.get(env_name(name), "").strip():
+        _check_mode(name, keyring_path(name, secrets_dir))
+    return text
+
+
+def _check_mode(name: str, path: Path) -> None:
+    """Refuse a keyring file every user may write; warn about one every user may read."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & stat.S_IWOTH:
+        raise FailedPrecondition(f"secret {name!r} in {path}: every user may write it (mode "
+                                 f"{mode:04o}), so anyone could put in keys of their own; "
+                                 f"chmod o-w {path}")
+    if mode & stat.S_IROTH:
+        logger.warning("secret %r in %s: every user may read it (mode %04o); chmod o-r unless "
+                       "it is a container's own mount", name, path, mode)
 
 
 def _create(path: Path, ring: Keyring) -> Keyring:

@@ -123,3 +123,24 @@ def test_a_keyring_file_holding_raw_key_bytes_is_refused_naming_it(tmp_path):
                      "--secrets-dir", str(tmp_path / "s"), check=False)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "secret 'audit'" in out.stderr
+
+
+def test_a_keyring_file_every_user_may_write_is_refused_and_one_they_may_read_is_warned(tmp_path,
+                                                                                       caplog):
+    Secrets.load(tmp_path, generate=True, environ={})
+    audit = tmp_path / "audit.keys"
+    audit.chmod(0o666)
+    with pytest.raises(FailedPrecondition, match=r"secret 'audit' in .*audit\.keys: every user may "
+                                                 r"write it \(mode 0666\).*chmod o-w"):
+        Secrets.load(tmp_path, generate=False, environ={})
+    assert Secrets.load(tmp_path, generate=False, environ={env_name("audit"): audit.read_text()})
+    audit.chmod(0o444)  # a container's secret mount
+    caplog.clear()
+    Secrets.load(tmp_path, generate=False, environ={})
+    assert [r.getMessage() for r in caplog.records if "every user may read" in r.getMessage()] == [
+        f"secret 'audit' in {audit}: every user may read it (mode 0444); chmod o-r unless it is "
+        "a container's own mount"]
+    audit.chmod(0o440)
+    caplog.clear()
+    Secrets.load(tmp_path, generate=False, environ={})
+    assert not [r for r in caplog.records if "every user" in r.getMessage()]

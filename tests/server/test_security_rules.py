@@ -244,3 +244,14 @@ def test_token_command_mints_revokes_and_sighup_reloads_a_running_server(tmp_pat
         time.sleep(0.2)
     assert proc.proc.poll() is None, "SIGHUP must reload, not stop the server"
     assert proc.stop().count("auth config reloaded") == workers
+
+
+def test_an_auth_config_every_user_may_write_is_refused(tmp_path):
+    """Whoever can write it grants themselves admin at the next SIGHUP."""
+    path = tmp_path / "auth.toml"
+    tokens.mint(path, "ops", ["admin"])
+    path.chmod(0o646)
+    with pytest.raises(AuthConfigInvalid, match=r"every user may write it \(mode 0646\).*chmod o-w"):
+        load_auth_config(path)
+    path.chmod(0o664)  # a group of operators may keep it
+    assert load_auth_config(path).by_token
