@@ -228,7 +228,7 @@ def _audit_ref(args) -> None:
     from .security.interceptor import address_target
     from .security.secrets import Secrets
     from .security.userref import use_key, user_ref
-    target = args.user_id or args.campaign_id
+    target = args.user_id if args.user_id is not None else args.campaign_id
     if target is None:
         kind = "email" if args.email is not None else "phone"
         target = address_target(kind, args.email if kind == "email" else args.phone)
