@@ -5,7 +5,8 @@ For a user with distinct test items T and a recommendation list r_1..r_k (k = 10
 Recall@k = sum rel / m; NDCG@k = sum rel_j / log2(j + 1) over the ideal DCG of m positions;
 MAP@k = sum rel_j * P@j / m; MRR@k = 1 / rank of the first hit (0 without one). Averages run over
 users with |T| > 0. Coverage = distinct recommended items / catalog size. `bootstrap_se` is the
-standard error of a per-user mean by resampling users.
+standard error of a per-user mean by resampling users. `group_ndcg` is NDCG@k within candidate
+groups (the ranker's validation: its positives are the group's, not the user's whole T).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["bootstrap_se", "hits", "per_user_metrics", "ranking_metrics"]
+__all__ = ["bootstrap_se", "group_ndcg", "hits", "per_user_metrics", "ranking_metrics"]
 
 logger = logging.getLogger("tailor.training.metrics")
 
@@ -49,6 +50,23 @@ def per_user_metrics(recs: np.ndarray, indptr: np.ndarray, items: np.ndarray,
             f"ndcg@{k}": (rel * discount).sum(axis=1) / ideal[m.astype(np.int64)],
             f"map@{k}": (rel * precision).sum(axis=1) / m,
             f"mrr@{k}": 1.0 / first, "users": users, "recs": recs}
+
+
+def group_ndcg(scores: np.ndarray, labels: np.ndarray, sizes: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k over consecutive groups of ``sizes`` rows, each ranked by ``scores``
+    (descending; ties by row order), with ``labels`` > 0 relevant and the ideal DCG of
+    min(k, the group's relevant rows); groups without one are left out (0.0 with none left)."""
+    total, counted, start = 0.0, 0, 0
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    for size in np.asarray(sizes, np.int64):
+        rel = np.asarray(labels[start:start + size]) > 0
+        order = np.argsort(-np.asarray(scores[start:start + size], np.float64), kind="stable")[:k]
+        start += size
+        m = min(k, int(rel.sum()))
+        if m:
+            total += float(rel[order] @ discount[:len(order)]) / float(discount[:m].sum())
+            counted += 1
+    return total / counted if counted else 0.0
 
 
 def bootstrap_se(values: np.ndarray, n_boot: int = 1000, seed: int = 0,

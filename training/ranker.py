@@ -19,7 +19,7 @@ import onnx.numpy_helper
 
 from kernels.ranking import FEATURES
 from training.events import Interactions
-from training.metrics import hits
+from training.metrics import group_ndcg, hits
 from training.split import distinct_items, temporal_split
 
 if TYPE_CHECKING:
@@ -92,7 +92,10 @@ def fit_booster(parts, feature_names, p: RankerParams) -> tuple:
     -------
     booster : lightgbm.Booster
     info : dict
-        Sizes and the validation NDCG@10 of the booster.
+        Sizes and the validation NDCG@10 of the booster (LightGBM's, `valid_score`), and the
+        validation groups' NDCG@10 (`metrics.group_ndcg`) ranked by the booster (`valid_ndcg`)
+        and by retrieval's score (`valid_retrieval_ndcg`): whether the ranker is kept is decided
+        on these, not on the hold-out it is reported on.
     """
     import lightgbm as lgb  # here, not with the module: every `python -m training` command
     # imports this one for its defaults, and lightgbm (with sklearn) takes seconds to load
@@ -117,10 +120,14 @@ def fit_booster(parts, feature_names, p: RankerParams) -> tuple:
     curve = next(iter(record["valid_0"].values()))[:booster.best_iteration]
     keep = fewest_trees(curve, p.tree_tolerance)
     booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=keep))
+    x_valid, y_valid, valid_groups = parts[1]
+    retrieval = x_valid[:, list(feature_names).index("retrieval_score")]
     return booster, {"train_rows": int(parts[0][0].shape[0]), "train_groups": int(parts[0][2].shape[0]),
                      "positives": int(parts[0][1].sum()), "trees": int(booster.num_trees()),
                      "best_trees": int(len(curve)), "valid_score": round(float(curve[keep - 1]), 5),
-                     "best_valid_score": round(float(max(curve)), 5)}
+                     "best_valid_score": round(float(max(curve)), 5),
+                     "valid_ndcg": round(group_ndcg(booster.predict(x_valid), y_valid, valid_groups), 6),
+                     "valid_retrieval_ndcg": round(group_ndcg(retrieval, y_valid, valid_groups), 6)}
 
 
 def train_ranker(train: Interactions, catalog, fit_stage, p: RankerParams = RankerParams(),

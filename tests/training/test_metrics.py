@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.metrics import ranking_metrics
+from training.metrics import group_ndcg, ranking_metrics
 
 
 def _csr(sets):
@@ -82,3 +82,15 @@ def test_bootstrap_se_over_groups_resamples_whole_groups():
     assert bootstrap_se(twice) < 0.8 * bootstrap_se(values)
     with pytest.raises(ValueError, match="one group label per value"):
         bootstrap_se(twice, groups=groups[1:])
+
+
+def test_group_ndcg_by_hand():
+    """Group 1: relevant rows at ranks 2 and 3 of 3 (scores 0.9, 0.5, 0.1 on rows 1, 2, 0);
+    group 2: one relevant row ranked first; group 3: none relevant, left out."""
+    scores = np.array([0.1, 0.9, 0.5, 3.0, 1.0, 0.2, 0.3])
+    labels = np.array([1, 0, 1, 1, 0, 0, 0])
+    got = group_ndcg(scores, labels, np.array([3, 2, 2]))
+    first = (1 / np.log2(3) + 1 / np.log2(4)) / (1 + 1 / np.log2(3))
+    assert got == pytest.approx((first + 1.0) / 2)
+    assert group_ndcg(scores[:3], labels[:3], np.array([3]), k=1) == 0.0  # the top row misses
+    assert group_ndcg(scores[5:], labels[5:], np.array([2])) == 0.0  # no group counted

@@ -5,6 +5,8 @@ def test_pipeline_beats_baselines(trained):
     m = trained.metrics
     assert m["n_eval_users"] > 1000
     assert m["retrieval"]["ndcg@10"] > 1.5 * m["popularity"]["ndcg@10"]
+    info = trained.ranker_info  # kept or dropped on its own validation users, not on these
+    assert (trained.ranker is None) == (info["valid_ndcg"] <= info["valid_retrieval_ndcg"])
     if trained.ranker is not None:
         assert m["model"]["ndcg@10"] > m["retrieval"]["ndcg@10"]
         assert m["model"]["ndcg@10"] > m["popularity"]["ndcg@10"]

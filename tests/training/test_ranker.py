@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 
 from kernels.ranking import FEATURES
-from training.ranker import fewest_trees, to_onnx
+from training.ranker import RankerParams, fewest_trees, fit_booster, to_onnx
 
 
 def _booster(objective):
@@ -49,3 +49,25 @@ def test_fewest_trees_takes_the_first_round_within_tolerance_of_the_best():
         fewest_trees([], 0.01)
     with pytest.raises(ValueError):
         fewest_trees(curve, -0.1)
+
+
+def _groups(rng, n, signal):
+    """(X, y, sizes) of n groups of 20 candidates whose relevance follows column 3 with
+    `signal` (retrieval's score, column 0, is noise)."""
+    x = rng.standard_normal((n * 20, len(FEATURES))).astype(np.float32)
+    y = (signal * x[:, 3] + rng.standard_normal(n * 20) > 1.5).astype(np.int32)
+    return x, y, np.full(n, 20)
+
+
+def test_the_booster_and_retrieval_are_scored_on_the_same_validation_groups():
+    """`pipeline._ranker` keeps the ranker by these two figures: what the booster learns shows
+    against retrieval's order (here noise), and both are `group_ndcg` of the validation part."""
+    from training.metrics import group_ndcg
+    rng = np.random.default_rng(1)
+    parts = [_groups(rng, 400, 3.0), _groups(rng, 100, 3.0)]
+    p = RankerParams(n_estimators=40, min_child_samples=20, threads=2)
+    booster, info = fit_booster(parts, FEATURES, p)
+    x, y, sizes = parts[1]
+    assert info["valid_ndcg"] == round(group_ndcg(booster.predict(x), y, sizes), 6)
+    assert info["valid_retrieval_ndcg"] == round(group_ndcg(x[:, 0], y, sizes), 6)
+    assert info["valid_ndcg"] > info["valid_retrieval_ndcg"] + 0.2
