@@ -18,7 +18,8 @@ for good, as the served backtest does). A request is one (user, channel, UTC day
 hold-out: it is sent with that ``channel`` and a request time in that daypart, and its relevant
 items are the user's hold-out items in that context. So both bundles are scored on the same
 requests, with the features the server computes. Printed: a table of NDCG@10 and recall@10 per
-bundle with bootstrap SE over the requests, each bundle's paired NDCG@10 difference from the
+bundle with bootstrap SE over the users of the requests (a user's requests resampled
+together), each bundle's paired NDCG@10 difference from the
 bundle without context (and impressions minus events) with its bootstrap SE, then the JSON.
 """
 from __future__ import annotations
@@ -82,9 +83,16 @@ BUNDLES = (("without context", False, False, False), ("context from events", Tru
            ("impressions + shown groups", True, True, True))
 
 
-def _diff(per: dict, name: str, base: str) -> dict:
+def _owners(req, m: dict) -> np.ndarray:
+    """The user of each request `per_user_metrics` kept: a user's requests are not independent,
+    so a standard error resamples them together (`bootstrap_se(groups=)`)."""
+    return req[0][m["users"]]
+
+
+def _diff(per: dict, name: str, base: str, owners: np.ndarray) -> dict:
     diff = per[name]["ndcg@10"] - per[base]["ndcg@10"]
-    return {"mean": round(float(diff.mean()), 4), "se (paired bootstrap)": round(bootstrap_se(diff), 4),
+    return {"mean": round(float(diff.mean()), 4),
+            "se (paired bootstrap)": round(bootstrap_se(diff, groups=owners), 4),
             "relative": round(float(diff.mean()) / max(float(per[base]["ndcg@10"].mean()), 1e-12), 4)}
 
 
@@ -119,15 +127,19 @@ def run(args) -> dict:
             m = per_user_metrics(served(bundle, inter.user_ids, req), *req[3], ids, K)
             per[name] = m
             out[name] = {"ndcg@10": round(float(m["ndcg@10"].mean()), 4),
-                         "ndcg@10_se": round(bootstrap_se(m["ndcg@10"]), 4),
+                         "ndcg@10_se": round(bootstrap_se(m["ndcg@10"], groups=_owners(req, m)), 4),
                          "recall@10": round(float(m["recall@10"].mean()), 4),
                          "context_source": result.context_source.get("source", "none"),
                          "ranker_features": list(bundle.manifest.ranker_features)}
+        owners = _owners(req, per["without context"])  # the same requests in every bundle
         out["ndcg@10 difference"] = {
-            "events - without": _diff(per, "context from events", "without context"),
-            "impressions - without": _diff(per, "context from impressions", "without context"),
-            "shown groups - without": _diff(per, "impressions + shown groups", "without context"),
-            "impressions - events": _diff(per, "context from impressions", "context from events")}
+            "events - without": _diff(per, "context from events", "without context", owners),
+            "impressions - without": _diff(per, "context from impressions", "without context",
+                                           owners),
+            "shown groups - without": _diff(per, "impressions + shown groups", "without context",
+                                            owners),
+            "impressions - events": _diff(per, "context from impressions", "context from events",
+                                          owners)}
     return out
 
 
