@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..campaigns.errors import CampaignArchived
 from ..campaigns.requests import request_digest
 from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
@@ -90,7 +91,9 @@ class SendJobs:
                     request_id: str = "", caller: str = "") -> SendProgress:
         """Start a send job. With a `request_id`, the job's id is the digest of (`caller`,
         campaign, id): a repeat asking the same is answered the job's progress and starts
-        nothing; one asking otherwise is FAILED_PRECONDITION."""
+        nothing (the campaign archived since included); one asking otherwise is
+        FAILED_PRECONDITION. An archived campaign starts no job (it makes no decisions: every
+        recipient would fail)."""
         campaign = await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message one
         users, rates = self._users(user_ids), self._rates(rates)
         check_count("context", len(context), self.limits.context_entries)
@@ -105,14 +108,15 @@ class SendJobs:
             terms = await asyncio.to_thread(_terms, users, rates, context)
         else:
             send_id, terms = "send-" + secrets.token_hex(8), ""
+        if campaign.archived:  # only a repeat of a job started before is answered
+            job = await asyncio.to_thread(self.records.job, send_id) if request_id else None
+            if job is None:
+                raise CampaignArchived(campaign_id)
+            return _repeated(send_id, job, campaign_id, terms, request_id)
         job, created = await asyncio.to_thread(self.records.create, send_id, campaign_id, users,
                                                rates, context, os.getpid(), terms)
         if not created:
-            if job.get("terms") != terms or job["campaign"] != campaign_id:
-                raise FailedPrecondition(
-                    f"request_id {shown(request_id)} started send {send_id} with another "
-                    "audience, rates or context; use a new request_id for a new send")
-            return SendProgress.of(send_id, job)
+            return _repeated(send_id, job, campaign_id, terms, request_id)
         self._run(send_id, job)
         return SendProgress.of(send_id, job)
 
@@ -157,6 +161,16 @@ class SendJobs:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _repeated(send_id: str, job: dict, campaign_id: str, terms: str,
+              request_id: str) -> SendProgress:
+    """The progress of the job a repeated `request_id` started, if it asked the same."""
+    if job.get("terms") != terms or job["campaign"] != campaign_id:
+        raise FailedPrecondition(
+            f"request_id {shown(request_id)} started send {send_id} with another "
+            "audience, rates or context; use a new request_id for a new send")
+    return SendProgress.of(send_id, job)
 
 
 def _kinds(err: BaseException) -> str:

@@ -314,3 +314,37 @@ async def test_a_job_whose_owners_pid_went_to_another_process_resumes(
         await tailor_server.sends.close()
         later.kill()
         later.wait()
+
+
+async def test_an_archived_campaign_starts_no_send_but_a_repeat_gets_its_job(
+        sink, campaigns, profiles, messaging):
+    """Archived, a campaign takes no decision (ChooseVariant, ComposeMessage, PlanCampaign:
+    FAILED_PRECONDITION); SendCampaign is refused alike instead of starting a job whose every
+    recipient fails. A repeat of a request id whose job started before the archiving is
+    still answered that job."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    users = ["ar0", "ar1"]
+    await audience(profiles, users)
+    first = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 1000}, request_id="r1"))
+    assert (await until_done(messaging, first.send_id)).sent == 2
+    await campaigns.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id="mail"))
+    again = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 1000}, request_id="r1"))
+    assert (again.send_id, again.sent, again.done) == (first.send_id, 2, True)
+    for request_id in ("", "r2"):
+        with pytest.raises(grpc.RpcError) as err:
+            await messaging.SendCampaign(mpb.SendCampaignRequest(
+                campaign_id="mail", user_ids=users, rate_per_second={"email": 1000},
+                request_id=request_id))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, request_id
+        assert "archived" in err.value.details()
+    # a reuse of the id with another audience is still told apart from a repeat
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.SendCampaign(mpb.SendCampaignRequest(
+            campaign_id="mail", user_ids=users[:1], rate_per_second={"email": 1000},
+            request_id="r1"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "request_id" in err.value.details()
+    await asyncio.sleep(0.2)
+    assert len(sink.arrived) == 2
