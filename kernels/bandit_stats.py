@@ -13,7 +13,25 @@ import numpy as np
 from kernels import _bandits, abtest
 from kernels.bandits import KIND_BETA, BanditState, _draw_numpy, posterior_params
 
-__all__ = ["campaign_stats"]
+__all__ = ["campaign_stats", "stats_view"]
+
+
+def stats_view(state: BanditState) -> BanditState:
+    """`state` as its statistics read it. The Beta-Bernoulli model (``reward_model`` 0, the
+    default of every policy but gaussian_ts) describes rewards in [0, 1] (conversions); an
+    arm that took rewards outside [0, 1] (revenue, a score: any policy but bernoulli_ts takes
+    them) is read with the Normal-inverse-gamma model (1) instead, which describes any real
+    reward. Read as rates, such rewards gave a posterior mean pinned near 1 for every arm, a
+    NaN z-test interval and p = 1. Seen on the sufficient statistics (discounted or not): with
+    every reward r in [0, 1], 0 <= s <= n and ss <= s (r * r <= r), equal for 0/1 rewards."""
+    p = state.params
+    if state.policy == "bernoulli_ts" or p.reward_model != 0.0:
+        return state
+    n, s, ss = state.n, state.s, state.ss
+    tol = 1e-9 * np.maximum(1.0, np.abs(n))
+    if np.all((s >= -tol) & (s <= n + tol) & (ss <= s + tol)):
+        return state
+    return dataclasses.replace(state, params=dataclasses.replace(p, reward_model=1.0))
 
 
 def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bool = True,
@@ -21,13 +39,15 @@ def campaign_stats(state: BanditState, rng, *, n_mc: int = 20000, use_native: bo
     """Per-arm pulls, rewards, posterior mean, 95% interval, P(best) and expected loss.
 
     The model is Beta-Bernoulli (``reward_model`` 0) or Normal-inverse-gamma (1) on (n, s, ss),
-    whatever the policy; P(best) and expected loss E[max_j mu_j - mu_a] are Monte Carlo
+    whatever the policy (Normal for rewards outside [0, 1] under 0: `stats_view`); P(best)
+    and expected loss E[max_j mu_j - mu_a] are Monte Carlo
     (standard error <= 0.5 / sqrt(n_mc) for P(best)). Linear policies report the context-free
     view of the same rewards. Fixed splits add ``ab``: `kernels.abtest.ab_analysis` rows
     (every variant against arm 0: z-test or Welch, P(beat control), mSPRT p-value, SRM on
     ``assigned``, the decisions per arm, when given).
     """
     from scipy import stats as sps
+    state = stats_view(state)
     kind, post = posterior_params(state) if state.policy != "lints" else \
         posterior_params(dataclasses.replace(state, policy="ucb1"))
     if kind == KIND_BETA:

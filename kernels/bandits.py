@@ -68,7 +68,8 @@ class Params:
     holdout: float = 0.0
     """Fraction of users (by hash) who receive nothing."""
     reward_model: float = 0.0
-    """Model behind `campaign_stats`: 0 Beta-Bernoulli, 1 Normal-inverse-gamma."""
+    """Model behind `campaign_stats`: 0 Beta-Bernoulli, 1 Normal-inverse-gamma (rewards
+    outside [0, 1] are read with 1 whatever this says: `bandit_stats.stats_view`)."""
 
 
 _NPARAMS = len(dataclasses.fields(Params))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kernels import bandits as B
-from kernels.bandit_stats import campaign_stats
+from kernels.bandit_stats import campaign_stats, stats_view
 
 from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
@@ -430,6 +430,7 @@ class Campaigns:
         campaign, state, counters = await asyncio.to_thread(self.repo.stats_snapshot, campaign_id)
 
         def compute():
+            view = stats_view(state)  # the reward model the stats take (time to significance too)
             made = counters["decisions"][:state.n_arms]
             assigned = [*made, *[0] * (state.n_arms - len(made))]  # the split check's counts
             # Seeded by the posterior: every worker, before and after a restart, gives the
@@ -442,7 +443,7 @@ class Campaigns:
             st["decisions_per_second"] = made / elapsed if elapsed > 0 else 0.0
             for row in st.get("ab", []):
                 row["seconds_to_significance"] = seconds_to_significance(
-                    row, state, counters["decisions"], elapsed)
+                    row, view, counters["decisions"], elapsed)
             return st
         return campaign, await asyncio.to_thread(compute), counters
 

@@ -6,7 +6,7 @@ from scipy import stats
 
 from kernels import _rng
 from kernels import bandits as B
-from kernels.bandit_stats import campaign_stats
+from kernels.bandit_stats import campaign_stats, stats_view
 
 NATIVE = (True, False)
 
@@ -205,6 +205,29 @@ def test_campaign_stats_intervals_cover_the_mean():
     assert (out["ci_low"] < out["mean"]).all() and (out["mean"] < out["ci_high"]).all()
     assert out["prob_best"].sum() == pytest.approx(1.0)
     assert (out["expected_loss"] >= 0).all()
+
+
+@pytest.mark.parametrize("use_native", [True, False])
+def test_stats_read_rewards_outside_zero_one_with_the_normal_model(use_native):
+    """reward_model 0 (the default) on revenue rewards: the Normal-inverse-gamma model
+    (posterior mean (kappa0 mu0 + s) / (kappa0 + n) = s / (1 + n)), not rates near 1; rewards
+    in [0, 1] (fractions included) keep the Beta model (a0 + s) / (a0 + b0 + n)."""
+    rng = _rng.Rng(3) if use_native else np.random.default_rng(3)
+    revenue = B.new_state("fixed", 2)
+    for arm, r in [(0, 10.0), (0, 12.0), (0, 14.0), (1, 20.0), (1, 24.0)]:
+        B.update(revenue, arm, r, inplace=True)
+    out = campaign_stats(revenue, rng, use_native=use_native)
+    np.testing.assert_allclose(out["mean"], [36.0 / 4, 44.0 / 3])
+    assert (out["ci_low"] < out["mean"]).all() and (out["mean"] < out["ci_high"]).all()
+    assert out["prob_best"][1] > 0.5  # few rewards, far from the prior mean 0: not sure yet
+    (row,) = out["ab"]
+    assert row["diff"] == pytest.approx(22.0 - 12.0) and np.isfinite([row["ci_low"], row["ci_high"]]).all()
+    rates = B.new_state("fixed", 2)
+    for arm, r in [(0, 1.0), (0, 0.0), (0, 0.5), (1, 1.0), (1, 1.0)]:
+        B.update(rates, arm, r, inplace=True)
+    out = campaign_stats(rates, rng, use_native=use_native)
+    np.testing.assert_allclose(out["mean"], [(1 + 1.5) / (2 + 3), (1 + 2.0) / (2 + 2)])
+    assert stats_view(rates) is rates and stats_view(revenue).params.reward_model == 1.0
 
 
 @pytest.mark.parametrize("use_native", NATIVE)

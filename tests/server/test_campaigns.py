@@ -247,6 +247,34 @@ async def test_a_fixed_campaign_of_one_variant_against_its_holdout_has_stats(stu
     assert st.holdout_decisions == 8 - len(treated) and not st.ab
 
 
+@pytest.mark.parametrize("policy", ["fixed", "ucb1"])
+async def test_stats_of_rewards_outside_zero_one_describe_those_rewards(stub, policy):
+    """A revenue A/B test (rewards of 10-23 a decision) with the default params: the stats
+    describe the rewards (Normal model, Welch rows), not a conversion rate pinned near 1 with a
+    NaN interval and p = 1 (the Beta-Bernoulli model, `reward_model` 0, read them as rates)."""
+    await create(stub, policy=policy, arms=2, rewards=[],
+                 variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
+    got: dict[str, list[float]] = {"a": [], "b": []}
+    for i, p in enumerate(await choose_many(stub, [f"r{i}" for i in range(80)])):
+        value = (10.0 if p.variant_id == "a" else 20.0) + 3.0 * (i % 2)
+        got[p.variant_id].append(value)
+        await reward(stub, p.decision_id, value)
+    st = await stats(stub)
+    for v in st.variants:
+        rewards = got[v.variant_id]
+        # Normal-inverse-gamma posterior mean with the default prior (mu0 0, kappa0 1)
+        assert v.pulls == len(rewards) and v.rewards == sum(rewards)
+        assert v.mean == pytest.approx(sum(rewards) / (1 + len(rewards)))
+        assert v.ci_low < v.mean < v.ci_high
+    if policy == "fixed":
+        assert st.variants[1].prob_best > 0.99
+        (row,) = st.ab
+        diff = np.mean(got["b"]) - np.mean(got["a"])
+        assert row.diff == pytest.approx(diff)
+        assert row.ci_low < diff < row.ci_high and row.ci_low > 5  # finite, excluding 0
+        assert row.pvalue < 1e-6
+
+
 async def test_holdout_users_receive_nothing_and_are_counted_apart(stub):
     await create(stub, params={"holdout": 0.2})
     picks = await choose_many(stub, [f"h{i}" for i in range(1000)])
