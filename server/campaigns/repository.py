@@ -185,9 +185,13 @@ class CampaignRepository:
             for campaign_id, arms in per_campaign.items():
                 self._count(txn, campaign_id, arms=arms)
             out = [r or rec.reason for r, rec in zip(reasons, records)]
+            # a row repeating an earlier row of this batch was answered that row's decision:
+            # its entry says so at once (its first caller giving up no longer withdraws it)
+            again = {digest for i, digest in asked if repeats.get(i).__class__ is int}
             for i, digest in asked:
                 if i not in repeats:
-                    self.requests.remember(txn, digest, recs[i].decision_id, now)
+                    self.requests.remember(txn, digest, recs[i].decision_id, now,
+                                           repeated=digest in again)
             for i, original in repeats.items():  # the logged record, or the row it repeats
                 out[i] = original if isinstance(original, dict) else _as_logged(recs[original])
             return out

@@ -102,12 +102,14 @@ class RequestIds:
         if not entry["r"]:
             self._d.put(txn, key, json.dumps({**entry, "r": 1}).encode())
 
-    def remember(self, txn, digest: bytes, decision_id: str, now: float) -> None:
+    def remember(self, txn, digest: bytes, decision_id: str, now: float,
+                 repeated: bool = False) -> None:
         """Remember that `digest` was answered `decision_id` (an older entry of it in this
         bucket, withdrawn or stale, is replaced; one in the last bucket is read after this
-        one), and forget up to `EXPIRE_PER_ENTRY` expired ones."""
+        one), and forget up to `EXPIRE_PER_ENTRY` expired ones. `repeated`: a repeat of the
+        request was answered it already (in the same batch: `repeated` as at once)."""
         self._d.put(txn, self._keys(digest, now)[0],
-                    json.dumps({"d": decision_id, "t": now, "r": 0}).encode())
+                    json.dumps({"d": decision_id, "t": now, "r": int(repeated)}).encode())
         self._expire(txn, now)
 
     def claim_delivery(self, txn, digest: bytes, decision_id: str, until: float,

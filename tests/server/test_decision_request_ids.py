@@ -154,6 +154,28 @@ async def test_a_withdrawn_decision_is_never_the_answer_to_a_repeat(stub, tailor
     assert len(logged) == 1 and not answer.suppressed  # the first attempt's, kept
 
 
+async def test_a_repeat_answered_in_its_first_attempts_batch_keeps_the_decision(
+        stub, tailor_server):
+    """A repeat of the id queued in the same writer batch as the first attempt (a caller's
+    retry after its own timeout, the first still queued) is answered the first's decision:
+    the first attempt cancelled then must not withdraw it (its caller, the repeat's, has it)."""
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+    campaigns = tailor_server.campaigns
+    first = asyncio.create_task(campaigns.choose("c1", "cal", {}, request_id="y"))
+    repeat = asyncio.create_task(campaigns.choose("c1", "cal", {}, request_id="y"))
+    await asyncio.sleep(0)  # both decided, their records queued in one batch
+    first.cancel()
+    answer = await repeat
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    logged = await _settled(tailor_server, "cal")
+    assert list(logged) == [answer.decision_id]  # one decision, the repeat's answer
+    assert logged[answer.decision_id].status == "pending" and not answer.suppressed
+    # and a later repeat is still answered it
+    assert (await campaigns.choose("c1", "cal", {}, request_id="y")).decision_id == \
+        answer.decision_id
+
+
 async def test_the_clients_retry_of_a_logged_decision_whose_answer_was_lost_gets_it(
         stub, tailor_server, monkeypatch):
     """The first attempt is logged, then answered UNAVAILABLE (what a campaigns writer that
