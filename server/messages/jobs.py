@@ -77,7 +77,9 @@ class SendJobs:
         return list(user_ids)
 
     def _rates(self, asked: Mapping[str, float]) -> dict[str, float]:
-        rates = dict(self.settings.send_rate_per_second)
+        """The rates asked for, checked (the server's `send_rate_per_second` fills in the
+        channels not named: `start`)."""
+        rates = {}
         for channel, rate in asked.items():
             check_known("rate_per_second", channel, MESSAGE_CHANNELS)
             check_finite(f"rate_per_second[{channel}]", rate)
@@ -95,7 +97,8 @@ class SendJobs:
         FAILED_PRECONDITION. An archived campaign starts no job (it makes no decisions: every
         recipient would fail)."""
         campaign = await self.composer.message_campaign(campaign_id)  # NOT_FOUND / not a message one
-        users, rates = self._users(user_ids), self._rates(rates)
+        users, asked = self._users(user_ids), self._rates(rates)
+        rates = {**self.settings.send_rate_per_second, **asked}
         check_count("context", len(context), self.limits.context_entries)
         most = self.limits.context_value_max
         context = {k: check_range(f"context[{shown(k)}]", check_finite(f"context[{shown(k)}]", v),
@@ -104,19 +107,23 @@ class SendJobs:
         if request_id:
             check_id("request_id", request_id, self.limits.request_id_bytes)
             send_id = "send-" + request_digest(caller, campaign_id, "", request_id)[:16].decode()
-            # a hash over the whole audience (up to limits.send_audience ids): off the loop
-            terms = await asyncio.to_thread(_terms, users, rates, context)
+            # a hash over the whole audience (up to limits.send_audience ids): off the loop;
+            # of the rates asked, not the server's defaults (a repeat after a deploy that
+            # changed them asks the same)
+            terms = await asyncio.to_thread(_terms, users, asked, context)
         else:
             send_id, terms = "send-" + secrets.token_hex(8), ""
         if campaign.archived:  # only a repeat of a job started before is answered
             job = await asyncio.to_thread(self.records.job, send_id) if request_id else None
             if job is None:
                 raise CampaignArchived(campaign_id)
-            return _repeated(send_id, job, campaign_id, terms, request_id)
+            return await _repeated(send_id, job, campaign_id, terms, request_id,
+                                   (users, rates, context))
         job, created = await asyncio.to_thread(self.records.create, send_id, campaign_id, users,
                                                rates, context, os.getpid(), terms)
         if not created:
-            return _repeated(send_id, job, campaign_id, terms, request_id)
+            return await _repeated(send_id, job, campaign_id, terms, request_id,
+                                   (users, rates, context))
         self._run(send_id, job)
         return SendProgress.of(send_id, job)
 
@@ -163,10 +170,14 @@ class SendJobs:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _repeated(send_id: str, job: dict, campaign_id: str, terms: str,
-              request_id: str) -> SendProgress:
-    """The progress of the job a repeated `request_id` started, if it asked the same."""
-    if job.get("terms") != terms or job["campaign"] != campaign_id:
+async def _repeated(send_id: str, job: dict, campaign_id: str, terms: str, request_id: str,
+                    merged: tuple) -> SendProgress:
+    """The progress of the job a repeated `request_id` started, if it asked the same. A job
+    stored before the terms were of the rates asked holds them with the server's defaults
+    filled in (`merged`: audience, those rates, context)."""
+    same = job.get("terms") == terms or (
+        job.get("terms") and job["terms"] == await asyncio.to_thread(_terms, *merged))
+    if not same or job["campaign"] != campaign_id:
         raise FailedPrecondition(
             f"request_id {shown(request_id)} started send {send_id} with another "
             "audience, rates or context; use a new request_id for a new send")

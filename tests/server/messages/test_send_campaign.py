@@ -348,3 +348,55 @@ async def test_an_archived_campaign_starts_no_send_but_a_repeat_gets_its_job(
     assert "request_id" in err.value.details()
     await asyncio.sleep(0.2)
     assert len(sink.arrived) == 2
+
+
+async def test_a_repeat_after_a_restart_with_other_default_rates_gets_its_job(settings, sink):
+    """The request's terms are what it asked: a script run again with its request id after a
+    deploy changed the server's default rates (`send_rate_per_second`) is answered the job it
+    started (a refusal told it to use a new id, which would have sent everyone again)."""
+    from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
+    from tests.conftest import serving
+
+    users = ["dr0", "dr1"]
+    async with serving(settings) as (_, ch):
+        await campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(
+            cpb.CreateCampaignRequest(spec=email_spec()))
+        await audience(profile_pb2_grpc.ProfileServiceStub(ch), users)
+        messaging = messaging_pb2_grpc.MessagingServiceStub(ch)
+        first = await messaging.SendCampaign(mpb.SendCampaignRequest(
+            campaign_id="mail", user_ids=users, request_id="nightly"))
+        assert (await until_done(messaging, first.send_id)).sent == 2
+    faster = settings.model_copy(update={"send_rate_per_second": {"email": 80.0}})
+    async with serving(faster) as (_, ch):
+        messaging = messaging_pb2_grpc.MessagingServiceStub(ch)
+        again = await messaging.SendCampaign(mpb.SendCampaignRequest(
+            campaign_id="mail", user_ids=users, request_id="nightly"))
+        assert (again.send_id, again.sent) == (first.send_id, 2)
+        with pytest.raises(grpc.RpcError) as err:  # what it asked changed: still refused
+            await messaging.SendCampaign(mpb.SendCampaignRequest(
+                campaign_id="mail", user_ids=users, request_id="nightly",
+                rate_per_second={"email": 80.0}))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert len(sink.arrived) == 2
+
+
+async def test_a_repeat_of_a_job_stored_with_the_default_rates_in_its_terms_gets_it(
+        tailor_server, campaigns):
+    """Jobs stored before the terms were of the rates asked hold them with the server's
+    defaults filled in: a repeat asking the same still gets its job."""
+    import os
+
+    from server.campaigns.requests import request_digest
+    from server.messages.jobs import _terms
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    sends, users = tailor_server.sends, ["lg0", "lg1"]
+    send_id = "send-" + request_digest("ops", "mail", "", "old")[:16].decode()
+    merged = dict(tailor_server.settings.send_rate_per_second)
+    await asyncio.to_thread(sends.records.create, send_id, "mail", users, merged, {},
+                            os.getpid(), _terms(users, merged, {}))
+    await asyncio.to_thread(sends.records.finish, send_id)
+    again = await sends.start("mail", users, {}, {}, request_id="old", caller="ops")
+    assert again.send_id == send_id and again.finished_at > 0
+    with pytest.raises(Exception) as err:  # another audience: refused
+        await sends.start("mail", users[:1], {}, {}, request_id="old", caller="ops")
+    assert "request_id" in str(err.value) and send_id in str(err.value)
