@@ -291,9 +291,11 @@ class Campaigns:
         decision = self.decider.decide(spec, blob, user_id, ctx)
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
         # Fields by position and sent as a plain tuple: as cheap as a dict (see records.py).
+        # The reward window runs from the send (quiet hours or a send window may defer it).
         committed = self._log.enqueue(tuple(DecisionRecord(
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
-            0, variant.id if variant else "", PENDING, now + spec.reward_window_seconds,
+            0, variant.id if variant else "", PENDING,
+            max(verdict.send_at, now) + spec.reward_window_seconds,
             spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
             verdict.channel_propensity, verdict.send_at_propensity, entry.transactional,
             request)))

@@ -293,12 +293,13 @@ async def _all_logged(parts: Sequence[asyncio.Future]) -> list[str]:
 def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],
           now: float) -> list[tuple]:
     """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them,
-    with the caps the writer enforces); a suppressed user's row is what
-    `DecisionRecord.suppressed` makes of it: no arm, variant, propensity, window or context."""
-    cid, deadline, linear = spec.campaign_id, now + spec.reward_window_seconds, spec.dim > 0
+    with the caps the writer enforces; the reward window runs from the send time); a
+    suppressed user's row is what `DecisionRecord.suppressed` makes of it: no arm, variant,
+    propensity, window or context."""
+    cid, window, linear = spec.campaign_id, spec.reward_window_seconds, spec.dim > 0
     ones, tx = [1.0] * len(batch), spec.purpose == TRANSACTIONAL
-    return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, deadline, linear, ch, t, "", caps[ch],
-             pc, pt, tx, b"")
+    return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, max(t, now) + window, linear, ch, t,
+             "", caps[ch], pc, pt, tx, b"")
             if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
                            ch, t, r, (), pc, pt, tx, b"")
             for d, u, a, p, v, ch, t, r, ctx, pc, pt in zip(

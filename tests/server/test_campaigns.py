@@ -291,6 +291,31 @@ async def test_holdout_users_receive_nothing_and_are_counted_apart(stub):
 
 # -- rewards ------------------------------------------------------------------------------------
 
+async def test_the_reward_window_of_a_deferred_send_starts_when_it_is_sent(stub):
+    """A decision deferred by quiet hours (send_at hours ahead) waits for its reward from its
+    send time: its window does not close (default reward, a later open refused) before the
+    message has even gone. ChooseVariant and PlanCampaign alike."""
+    from datetime import UTC, datetime, timedelta
+    now = datetime.now(UTC)
+    quiet = pb.QuietHours(start=(now - timedelta(hours=1)).strftime("%H:%M"),
+                          end=(now + timedelta(hours=2)).strftime("%H:%M"), action="defer")
+    await create(stub, quiet_hours=quiet, reward_window_seconds=1.0)
+    chosen = await choose(stub, "night-owl")
+
+    async def plan():
+        yield pb.PlanCampaignRequest(campaign_id="c1", user_ids=["night-plan"])
+    (planned,) = [d async for r in stub.PlanCampaign(plan()) for d in r.decisions]
+    for d in (chosen, planned):
+        assert not d.suppressed and d.send_at > time.time() + 3600  # deferred to the morning
+    await asyncio.sleep(1.5)  # past decision time + window; the sweep runs every 0.1 s
+    logged = {r.decision_id: r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+        campaign_id="c1", include_pending=True))}
+    assert [logged[d.decision_id].status for d in (chosen, planned)] == ["pending", "pending"]
+    assert not (await reward(stub, chosen.decision_id, 1.0)).duplicate
+    assert (await stats(stub)).pending == 1
+
+
+
 async def test_report_reward_updates_stats_and_is_idempotent_for_the_same_value(stub):
     await create(stub, policy="gaussian_ts",
                  rewards=[pb.RewardRule(event_type="purchase", use_event_value=True)])
