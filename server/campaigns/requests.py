@@ -107,7 +107,8 @@ class RequestIds:
         """Remember that `digest` was answered `decision_id` (an older entry of it in this
         bucket, withdrawn or stale, is replaced; one in the last bucket is read after this
         one), and forget up to `EXPIRE_PER_ENTRY` expired ones. `repeated`: a repeat of the
-        request was answered it already (in the same batch: `repeated` as at once)."""
+        request in the same batch was answered it already (what `repeated` notes for a repeat
+        in a later one)."""
         self._d.put(txn, self._keys(digest, now)[0],
                     json.dumps({"d": decision_id, "t": now, "r": int(repeated)}).encode())
         self._expire(txn, now)
