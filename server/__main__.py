@@ -252,9 +252,10 @@ def _secrets(args) -> None:
     if args.name == STORE_ID_RING:  # every store key is a keyed hash under its signing key
         raise SystemExit(f"secrets: {STORE_ID_RING} is never rotated: the store's keys are hashes "
                          "under it, and a server refuses the store under another key")
-    if args.keep is not None and args.name in ("erasure", "suppression"):
+    if args.keep is not None and args.name in ("erasure", "suppression", "user-id"):
         raise SystemExit(f"secrets: --keep would drop {args.name} keys: records hashed under a "
-                         "dropped key are no longer found (erased users, suppressed addresses)")
+                         "dropped key are no longer found (erased users, suppressed addresses, "
+                         "the impressions DeleteProfile must erase)")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,),
                         environ={}).rotate(args.name, keep=args.keep)
     print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))

@@ -96,11 +96,13 @@ def test_the_store_id_keyring_is_never_rotated(tmp_path):
     assert (secrets / "store-id.keys").read_text() == before
 
 
-@pytest.mark.parametrize("name", ["erasure", "suppression"])
+@pytest.mark.parametrize("name", ["erasure", "suppression", "user-id"])
 def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
-    """Tombstones and suppression entries are found by keyed hashes under the key they were
-    written with: `--keep` would drop keys and with them erased users (back in training) or
-    suppressed addresses (contacted again)."""
+    """Tombstones, suppression entries and impressions are found by keyed hashes under the key
+    they were written with: `--keep` would drop keys and with them erased users (back in
+    training), suppressed addresses (contacted again) or the impressions filed under the
+    dropped `user-id` key, which DeleteProfile then no longer finds (they stayed after the
+    erasure, for `impression_retention_days`)."""
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
     run_module("server", "secrets", "rotate", name, "--secrets-dir", str(secrets))
