@@ -3,8 +3,9 @@ user's impressions as their access export lists them (`user_section`, ExportProf
 
 Stored impressions hold item codes and keyed hashes of users. The export names items by the
 active bundle's catalog (items it no longer holds as "code:<n>") and users by id when a profile
-with that id still exists: the profiles' ids are hashed once per export under every key of the
-`user-id` ring (an erased user has no profile, so the hash stays a hash).
+with that id still holds a stored event (`ProfileRepository.user_ids`: one event read per user):
+those ids are hashed once per export under every key of the `user-id` ring (an erased user has
+no events, so the hash stays a hash).
 """
 from __future__ import annotations
 

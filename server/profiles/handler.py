@@ -614,7 +614,7 @@ class Profiles:
         return self.tombstones.listing() if self.tombstones is not None else []
 
     def user_ids(self) -> list[str]:
-        """Every user with a profile (the impression export names users by them)."""
+        """Every user with a stored event (the impression export names users by them)."""
         return self.repo.user_ids()
 
     def export(self, start: float = 0.0, end: float = 0.0, check=None):

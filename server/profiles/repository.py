@@ -418,17 +418,25 @@ class ProfileRepository:
         v, n = self.layout.views(state), int(state[fl.N_RECENT])
         return seen.from_recent(v["rc_item"][:n].astype(np.int64), v["rc_ts"][:n])
 
-    def user_ids(self) -> list[str]:
-        """The id of every user with a stored event (one snapshot). Store keys hold only keyed
-        hashes of ids (`store.tokens`), so each id is read from the user's first event."""
-        out, last = [], None
-        with self.store.read() as txn:
-            for key, value in self._events.items(txn):
-                user = keys.event_parts(key)[0]
-                if user != last:
-                    out.append(event_user(bytes(value)))
-                    last = user
-        return out
+    def user_ids(self, chunk: int = 10_000) -> list[str]:
+        """The id of every user with a stored event. Store keys hold only keyed hashes of ids
+        (`store.tokens`), so each id is read from the user's first event, found by a seek past
+        the user's other events (one value read and opened per user, never one per event), in
+        read snapshots of `chunk` users (none held open for the whole table)."""
+        out, start = [], b""
+        while True:
+            firsts: list[bytes] = []
+            with self.store.read() as txn:
+                while len(firsts) < chunk:
+                    key = self._events.first_key(txn, start)
+                    if key is None:
+                        break
+                    firsts.append(key)
+                    start = key[:key.index(keys.SEP)] + _PAST_USER
+                values = self._events.get_many(txn, firsts)
+            out += [event_user(bytes(v)) for v in values if v is not None]  # None: shredded
+            if len(firsts) < chunk:
+                return out
 
     def export(self, start: float = 0.0, end: float = 0.0, check=None) -> Iterator[list[bytes]]:
         """Raw event bytes with start <= ts <= end (0 = unbounded), user by user, one list per
@@ -454,6 +462,9 @@ class ProfileRepository:
             yield chunk
 
 
+_PAST_USER = bytes([keys.SEP[0] + 1])
+"""After a user token: a key past every events key of that user (`<token>␟...`) and before the
+next user's."""
 _CHECK_EVERY = 4096  # keys `ProfileRepository.export` scans in a snapshot, between two checks
 
 

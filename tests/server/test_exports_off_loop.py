@@ -83,3 +83,55 @@ def test_scan_yields_each_snapshots_picks_and_holds_none_between(store):
     assert list(chunks) == [[b"six"], [b"9"]]
     # a chunk with no pick is yielded too (the caller gets a turn)
     assert list(scan(store, table, lambda txn, key: None, start=b"k", chunk=4)) == [[], [], []]
+
+
+async def test_export_impressions_names_users_from_one_event_each_in_short_snapshots(tmp_path):
+    """ExportImpressions names users by id (`ProfileRepository.user_ids`): the id of each is
+    read from one of their events, found by a seek past the others, not by opening (with
+    encryption on: decrypting) every stored event in one snapshot held for the whole table."""
+    import contextlib
+
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets")
+    async with serving(settings) as (server, ch):
+        stub = pb_grpc.ProfileServiceStub(ch)
+        users = [f"u{i}" for i in range(30)]
+        await stub.TrackEvents(pb.TrackEventsRequest(events=[
+            pb.Event(event_id=f"e{i}", user_id=users[i % 30], type="view", item_id="i1",
+                     timestamp=T0 + i) for i in range(1200)]))
+        await stub.DeleteProfile(pb.DeleteProfileRequest(user_id="u7"))
+        repo = server.profiles.repo
+        events, store = repo._events, repo.store
+        opened, snapshots = [], []
+
+        class Counted:  # the real table, counting the values its reads hand out
+            def __getattr__(self, name):
+                return getattr(events, name)
+
+            def items(self, txn, start=b""):
+                for pair in events.items(txn, start):
+                    opened.append(pair[0])
+                    yield pair
+
+            def get_many(self, txn, keys):
+                opened.extend(keys)
+                return events.get_many(txn, keys)
+        real_read = store.read
+
+        @contextlib.contextmanager
+        def counted_read(*a, **kw):
+            snapshots.append(1)
+            with real_read(*a, **kw) as txn:
+                yield txn
+        repo._events, store.read = Counted(), counted_read
+        try:
+            assert sorted(repo.user_ids()) == sorted(u for u in users if u != "u7")
+            assert len(opened) == 29 and len(snapshots) == 1
+            snapshots.clear()
+            assert sorted(repo.user_ids(chunk=10)) == sorted(u for u in users if u != "u7")
+            assert len(snapshots) == 3  # 29 users, 10 a snapshot
+        finally:
+            repo._events = events
+            del store.read
