@@ -520,7 +520,8 @@ class Settings(BaseSettings):
         "first_name", "last_name", "middle_name", "full_name", "surname", "*address*", "street",
         "city", "zip", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*", "dob", "ssn")
     """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns: their values are
-    masked in profiles, events and exports for callers without the `pii-reader` role."""
+    masked in profiles, events and exports for callers without the `pii-reader` role, and in a
+    Recommend request's context before the impression log stores it (for every caller)."""
 
     # -- messages and the public HTTP endpoint (issue 16) ----------------------------------------
     public_http_port: int | None = Field(None, ge=0, le=65535)

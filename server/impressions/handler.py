@@ -14,6 +14,7 @@ from ..config import Settings
 from ..errors import InvalidArgument
 from ..interfaces import BundleSource
 from ..profiles.schema import CHANNELS
+from ..security.pii import PiiPolicy
 from ..security.secrets import Keyring
 from ..store import Store, outbox
 from ..store.outbox import Batch
@@ -51,7 +52,8 @@ class Impressions:
         self.log = ImpressionLog(store, ring, flush_seconds=settings.impression_flush_seconds,
                                  flush_records=settings.impression_flush_records,
                                  buffer_max=settings.impression_buffer_max, erasure=erasure,
-                                 writer_nice=settings.impression_writer_nice)
+                                 writer_nice=settings.impression_writer_nice,
+                                 pii=PiiPolicy(settings.pii_keys))
         self.join = ImpressionJoin(self.log, settings.attribution_window_seconds,
                                    retry_s=join_retry_seconds(settings))
         self.exporter = ImpressionExport(self.log, bundles, user_ids) if bundles else None

@@ -32,6 +32,7 @@ import numpy as np
 
 from .. import metrics
 from ..batching import WriterProcess
+from ..security.pii import PiiPolicy, mask_value
 from ..security.secrets import Keyring
 from ..store import Store, keys, scan, sweep
 from .group import Group, group_of
@@ -52,11 +53,14 @@ class ImpressionLog:
 
     def __init__(self, store: Store, ring: Keyring, *, flush_seconds: float = 0.5,
                  flush_records: int = 2048, buffer_max: int = 100_000,
-                 erasure: Keyring | None = None, writer_nice: int = 0):
+                 erasure: Keyring | None = None, writer_nice: int = 0,
+                 pii: PiiPolicy | None = None):
         """`ring`: the `user-id` keyring impressions are filed under; `erasure`: the keyring of
         the tombstones (None: no tombstone check), so the impressions a user was shown before
-        their erasure are never written; `writer_nice`: the writer process's added niceness."""
-        self.store, self.ring = store, ring
+        their erasure are never written; `writer_nice`: the writer process's added niceness;
+        `pii`: the PII keys (`Settings.pii_keys`) whose context values are masked before they
+        are buffered (None: none)."""
+        self.store, self.ring, self.pii = store, ring, pii
         self.erasure_keys = erasure.keys if erasure is not None else ()
         self.flush_seconds, self.flush_records, self.buffer_max = (flush_seconds, flush_records,
                                                                    buffer_max)
@@ -87,11 +91,21 @@ class ImpressionLog:
         if self._bundles.get(ref := id(bundle)) is not bundle:
             self._bundles[ref] = bundle
         if context:  # flat: CPython untracks a tuple of tuples a collection later than its pairs
-            context = tuple(chain.from_iterable(context))
+            context = tuple(chain.from_iterable(self._masked(context)))
         buf.append((at or time.time(), request_id, query.user_id, query.channel, context,
                     ref, result.rows, result.scores, result.cold_start))
         if len(buf) == self.flush_records and self._wake is not None:
             self._wake.set()
+
+    def _masked(self, context):
+        """The (key, value) pairs of a request context, the values of PII keys masked: the
+        impressions table is not sealed (docs/privacy.md), so a value written there (an email
+        or an IP address given as context) would stay readable on freed pages after the user's
+        erasure."""
+        pii = self.pii
+        if pii is None:
+            return context
+        return [(k, mask_value(v)) if pii.is_pii(k) else (k, v) for k, v in context]
 
     # -- writing -------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -271,6 +271,25 @@ async def test_delete_profile_erases_the_users_impressions(tailor_server, stubs)
     assert list(await impressions_of(tailor_server, "gone")) == [back.request_id]
 
 
+async def test_pii_given_as_context_is_never_written_so_no_erasure_leaves_it_on_disk(
+        tailor_server, stubs):
+    """The impressions table is not sealed: a context value under a PII key (`pii_keys`: an
+    email, an IP address) written there stayed readable in data.mdb after DeleteProfile (its
+    page freed, not overwritten). Such values are masked before they are buffered; the other
+    context entries are kept as given."""
+    from pathlib import Path
+    rec, profiles, admin = stubs
+    email, ip = "ctx-marker-7f3a@example.com", "203.0.113.177"
+    reply = await recommend(rec, "ctx", context={"email": email, "client_ip": ip, "page": "home"})
+    logged = (await impressions_of(tailor_server, "ctx"))[reply.request_id]
+    assert dict(logged.context) == {"email": "c***@example.com", "client_ip": "2***",
+                                    "page": "home"}
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="ctx"))
+    data = Path(tailor_server.settings.data_dir)
+    for needle in (email.encode(), ip.encode()):
+        assert not [p for p in data.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
 async def test_retention_drops_old_impressions_and_keeps_the_counters(tailor_server, stubs):
     rec, _, admin = stubs
     reply = await recommend(rec, "old")
