@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from contract.erasure import digest, erased_at, keys_in_use
 
@@ -55,18 +56,30 @@ class Tombstone:
     """Erasure time, unix seconds."""
 
 
+class _Read(NamedTuple):
+    """One read of the tombstones."""
+
+    count: int
+    """`tombstone-count` as read (-1: never read)."""
+    by_digest: dict[tuple[str, str], float]
+    """{(kid, digest): erasure time}."""
+    keys: list[tuple[str, bytes]]
+    """The ring's keys some tombstone names (one HMAC per key per lookup)."""
+    latest: float
+    """The latest erasure time (no event after it can be from before an erasure)."""
+
+
 class Tombstones:
     """The store's tombstones, read through a per-process cache; `erase_user` writes one."""
 
     def __init__(self, store: Store, ring: Keyring, clock: Callable[[], float] = time.time):
         self.store, self.ring, self.clock = store, ring, clock
         self._meta = store.table("meta")
-        self._count = -1
-        self._by_digest: dict[tuple[str, str], float] = {}
-        self._keys: list[tuple[str, bytes]] = []
-        """The ring's keys some tombstone names (one HMAC per key per lookup)."""
-        self._latest = 0.0
-        """The latest erasure time (no event after it can be from before an erasure)."""
+        self._read = _Read(-1, {}, [], 0.0)
+        """The latest list read, replaced whole: threads reading snapshots of different ages
+        (the ingestion's write transaction, a Recommend batch's older read) each use the list
+        they read with its own keys and latest time, and an older read never replaces a newer
+        one."""
         self._lock = threading.Lock()
         self._watchers: list[Callable[[Callable[[Sequence[str]], list[str]]], None]] = []
         self._untold: dict[tuple[str, str], float] = {}
@@ -110,34 +123,43 @@ class Tombstones:
     def current(self, txn=None) -> dict[tuple[str, str], float]:
         """{(kid, digest): erasure time} of every tombstone (one read unless one was added),
         read in `txn` if given (a write transaction: what it sees is exact until it commits)."""
+        return self._current(txn).by_digest
+
+    def _current(self, txn=None) -> _Read:
+        """`current` with the ring's keys its tombstones name and their latest erasure time,
+        all three from one read."""
         if txn is None:
             with self.store.read() as txn:
-                return self.current(txn)
+                return self._current(txn)
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
-        if count == self._count:
-            return self._by_digest
+        last = self._read
+        if count == last.count:
+            return last
         found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
         by_digest = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
+        read = _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys),
+                     max(by_digest.values(), default=0.0))
         with self._lock:
-            if self._watchers:
-                before = self._by_digest
-                self._untold.update((k, at) for k, at in by_digest.items() if before.get(k) != at)
-            self._keys = keys_in_use(by_digest, self.ring.keys)
-            self._latest = max(by_digest.values(), default=0.0)
-            self._by_digest, self._count = by_digest, count
-        return by_digest
+            last = self._read
+            if count > last.count:  # the count only grows: a lower one is an older snapshot
+                if self._watchers:
+                    before = last.by_digest
+                    self._untold.update((k, at) for k, at in by_digest.items()
+                                        if before.get(k) != at)
+                self._read = read
+        return read
 
     def before_erasure(self, txn, user_ids: Sequence[str], ts: Sequence[float]) -> list[int]:
         """Indices of the events (user, timestamp) from before their user's erasure: late or
         replayed events, which would bring an erased user back. Read in the ingestion's write
         transaction `txn`, so no erasure commits between this check and the events' write.
         Events newer than the latest erasure are not looked up (the usual case: no HMAC)."""
-        tombs = self.current(txn)
-        late = [i for i, t in enumerate(ts) if t <= self._latest] if tombs else []
+        read = self._current(txn)
+        late = [i for i, t in enumerate(ts) if t <= read.latest] if read.by_digest else []
         if not late:
             return []
         users = list(dict.fromkeys(user_ids[i] for i in late))  # one lookup a user
-        at = dict(zip(users, self.erased_at(users, tombs)))
+        at = dict(zip(users, erased_at(users, read.by_digest, read.keys, _cached_digest)))
         return [i for i in late if (a := at[user_ids[i]]) is not None and ts[i] <= a]
 
     def listing(self) -> list[Tombstone]:
@@ -148,13 +170,16 @@ class Tombstones:
     def erased_at(self, user_ids: Sequence[str], tombs=None) -> list[float | None]:
         """Each user's erasure time, None if never erased (the serving path: a user's HMAC is
         computed once per process while it stays in a small cache)."""
-        tombs = self.current() if tombs is None else tombs
-        return erased_at(user_ids, tombs, self._keys, _cached_digest)
+        read = self._current() if tombs is None else self._read  # given: no second read
+        if tombs is None or tombs is read.by_digest:
+            return erased_at(user_ids, read.by_digest, read.keys, _cached_digest)
+        return erased_at(user_ids, tombs, keys_in_use(tombs, self.ring.keys), _cached_digest)
 
     def matches(self, user_ids: Iterable[str]) -> dict[str, float]:
         """{user id: erasure time} of the erased users among `user_ids` (a bundle's, at load)."""
-        tombs = self.current()
-        if not tombs:
+        read = self._current()
+        if not read.by_digest:
             return {}
         ids = list(user_ids)  # a whole bundle: hashed without the serving path's cache
-        return {u: at for u, at in zip(ids, erased_at(ids, tombs, self._keys)) if at is not None}
+        return {u: at for u, at in zip(ids, erased_at(ids, read.by_digest, read.keys))
+                if at is not None}

@@ -154,6 +154,56 @@ def test_another_worker_sees_a_new_tombstone_on_its_next_read(tmp_path):
     store.close()
 
 
+def test_a_reader_of_an_older_snapshot_never_hides_an_erasure_from_the_ingestion(tmp_path):
+    """The tombstone cache is shared by a worker's threads. A reader whose snapshot predates an
+    erasure (a Recommend batch's read) reread the list after the ingestion's write transaction
+    had, and put its older `latest erasure` back: the ingestion then compared its events with
+    that older time, skipped the lookup, and stored a late event of the user just erased (their
+    profile back). Here the reader's reread is run at the one point between the two (the end of
+    the ingestion's cache update), on real LMDB snapshots."""
+    import threading
+
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store import Store
+    store, ring = Store(tmp_path / "s", sync=False), Keyring.generate("erasure")
+    times = iter([100.0, 200.0])
+    tombs = Tombstones(store, ring, clock=lambda: next(times))
+    store.write(lambda txn: tombs.erase_user(txn, "old"))  # erased at 100
+    opened, go, done = threading.Event(), threading.Event(), threading.Event()
+
+    def stale_reader():
+        with store.read() as txn:  # before x's erasure: one tombstone
+            opened.set()
+            go.wait(10)
+            tombs.current(txn)
+        done.set()
+    reader = threading.Thread(target=stale_reader)
+    reader.start()
+    opened.wait(10)
+    store.write(lambda txn: tombs.erase_user(txn, "x"))  # erased at 200
+
+    class ReaderAfterFirstUpdate:  # the cache's real lock; the reader runs once it is let go
+        def __init__(self, lock):
+            self.lock, self.fired = lock, False
+
+        def __enter__(self):
+            self.lock.acquire()
+
+        def __exit__(self, *exc):
+            self.lock.release()
+            if not self.fired:
+                self.fired = True
+                go.set()
+                done.wait(10)
+    tombs._lock = ReaderAfterFirstUpdate(tombs._lock)
+    late = store.write(lambda txn: tombs.before_erasure(txn, ["x", "y"], [150.0, 150.0]))
+    reader.join(10)
+    assert tombs._lock.fired and done.is_set()
+    assert late == [0]  # x's event from before x's erasure (150 <= 200) is late
+    store.close()
+
+
 async def test_an_event_committed_just_before_the_final_erasure_leaves_no_dedupe_key(
         profiles, tailor_server, monkeypatch):
     """An event of the user committed between the erasure's event chunks and its final
