@@ -4,8 +4,8 @@ user's impressions as their access export lists them (`user_section`, ExportProf
 Stored impressions hold item codes and keyed hashes of users. The export names items by the
 active bundle's catalog (items it no longer holds as "code:<n>") and users by id when a profile
 with that id still holds a stored event (`ProfileRepository.user_ids`: one event read per user):
-those ids are hashed once per export under every key of the `user-id` ring (an erased user has
-no events, so the hash stays a hash).
+those ids are hashed once per export under each key of the `user-id` ring that some impression
+is filed under (an erased user has no events, so the hash stays a hash).
 """
 from __future__ import annotations
 
@@ -38,9 +38,16 @@ class ImpressionExport:
         self.log, self.bundles, self.user_ids = log, bundles, user_ids
 
     def _users(self) -> dict[str, str]:
-        """{`kid:hex`: user id} of every profile, under every key of the ring."""
-        ring = self.log.ring.keys
-        return {f"{kid}:{user_hash(key, u)}": u for u in self.user_ids() for kid, key in ring}
+        """{`kid:hex`: user id} of every profile, under each key of the ring that some
+        impression is filed under (`ImpressionLog.kids_in_use`: a key retired long enough ago
+        that retention took its impressions would cost one HMAC and one entry per user for
+        nothing). Hashed without the serving path's digest cache, which a million users would
+        only flush."""
+        ring = self.log.kids_in_use()
+        if not ring:
+            return {}
+        return {f"{kid}:{user_hash(key, u, cached=False)}": u
+                for u in self.user_ids() for kid, key in ring}
 
     def _catalog(self) -> dict[int, str]:
         bundle = self.bundles.active
@@ -51,8 +58,8 @@ class ImpressionExport:
 
     def names(self) -> tuple[dict[str, str], dict[int, str]]:
         """({`kid:hex`: user id}, {item code: item id}) for `rows`: every profile's id hashed
-        under every key, the catalog's codes (seconds for a million profiles: call it in a
-        thread, not on the event loop)."""
+        under each key impressions are filed under, the catalog's codes (seconds for a
+        million profiles: call it in a thread, not on the event loop)."""
         return self._users(), self._catalog()
 
     def rows(self, start: float = 0.0, end: float = 0.0,

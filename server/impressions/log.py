@@ -120,6 +120,14 @@ class ImpressionLog:
         key = self.ring.key_of(kid)
         return keys.impression_user_prefix(kid, user_hash(key, user_id))
 
+    def kids_in_use(self) -> list[tuple[str, bytes]]:
+        """The (kid, key) pairs of the ring that some stored impression is filed under (one
+        seek each)."""
+        with self.store.read() as txn:
+            return [(kid, key) for kid, key in self.ring.keys
+                    if (first := self._t.first_key(txn, kid.encode() + keys.SEP)) is not None
+                    and first.startswith(kid.encode() + keys.SEP)]
+
     def _take(self) -> Group | None:
         """Every buffered answer, as one `Group` (on the loop: nothing is recorded meanwhile)."""
         if not self._buf:

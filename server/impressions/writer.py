@@ -48,9 +48,10 @@ writer's own reread), so an erased user's id does not stay in it."""
 _new_id = RandomIds(8)
 
 
-def user_hash(key: bytes, user_id: str) -> str:
-    """The user's part of impression keys under `key`: 32 hex characters of HMAC-SHA256."""
-    return _cached_digest(key, user_id)[:_DIGEST_CHARS]
+def user_hash(key: bytes, user_id: str, cached: bool = True) -> str:
+    """The user's part of impression keys under `key`: 32 hex characters of HMAC-SHA256
+    (`cached`: through the digest cache of the users served lately)."""
+    return (_cached_digest if cached else digest)(key, user_id)[:_DIGEST_CHARS]
 
 
 def forget_erased(erased=None) -> None:
