@@ -10,6 +10,8 @@ and purchases) goes to ``impressions.jsonl`` beside it, one JSON object per impr
 from __future__ import annotations
 
 import csv
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +42,9 @@ def run(args) -> int:
     from .progress import progress
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    tombstones_out = args.tombstones_out or args.out.with_name("tombstones.csv")
+    if not tombstones_out.parent.is_dir():  # written last: fail before the whole stream
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(tombstones_out.parent))
     written = skipped = 0
     failed = None
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
@@ -49,9 +54,6 @@ def run(args) -> int:
         # channel: what `train --context-features` fits its context tables from
         out.writerow(["user_id", "item_id", "timestamp", "event", "value", "channel"])
         try:
-            # Tombstones first: a user erased while the events stream is still dropped by train.
-            erased = _write_tombstones(client, args.tombstones_out or
-                                       args.out.with_name("tombstones.csv"))
             for ev in progress(client.export_events(args.start, args.end), desc="export",
                                unit=" events"):
                 if not ev.item_id:
@@ -63,6 +65,9 @@ def run(args) -> int:
             shown = (_write_impressions(client, args.impressions_out or
                                         args.out.with_name("impressions.jsonl"), args.start, args.end)
                      if args.impressions else None)
+            # Tombstones last: a user erased while the events streamed (rows read before the
+            # erasure are in the file) has their tombstone in it, and train drops those rows.
+            erased = _write_tombstones(client, tombstones_out)
         except TailorError as err:
             failed = err
         except BaseException:  # a file that cannot be written, an interrupt: no partial file

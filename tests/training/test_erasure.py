@@ -73,6 +73,46 @@ async def test_export_hands_tombstones_to_training_which_drops_the_erased_user(
     assert "user-7" not in users and {"user-6", "user-8"} <= users
 
 
+async def test_a_user_erased_while_the_export_streams_is_in_its_tombstones(
+        tailor_server, settings, demo_data, tmp_path, monkeypatch):
+    """`training export` wrote tombstones.csv first, then streamed the events: a user erased
+    while the events streamed had rows in interactions.csv (read before the erasure) and no
+    tombstone beside them, so `train` kept them (and the bundle it made held the erased
+    user). The tombstones are read last: every erasure before that point is in the file, and
+    train drops the rows of any user it names from before their erasure."""
+    import training.progress
+    from training.cli import main
+
+    items = [r["id"] for r in csv.DictReader(open(demo_data / "items.csv"))][:60]
+    target = f"127.0.0.1:{tailor_server.port}"
+    events = [{"event_id": f"s-{i}", "user_id": f"user-{i % 30}", "type": "click",
+               "item_id": items[i % len(items)], "timestamp": time.time() - 86400 + i}
+              for i in range(1500)]
+    real, erased = training.progress.progress, []
+
+    def erasing(iterable, **kw):  # the export's first event read: its user is erased then
+        it = iter(iterable)
+        if kw.get("desc") == "export":
+            first = next(it)
+            with TailorClient(target, timeout=60) as client:
+                client.delete_profile(first.user_id)
+            erased.append(first.user_id)
+            yield first
+        yield from real(it, **kw)
+    monkeypatch.setattr(training.progress, "progress", erasing)
+
+    def flow():
+        with TailorClient(target, timeout=60) as client:
+            client.track(events)
+        return main(["export", "--server", target, "--out", str(tmp_path / "i.csv")])
+    assert await asyncio.to_thread(flow) == 0
+    (gone,) = erased
+    assert f"{gone}," in (tmp_path / "i.csv").read_text()  # streamed before the erasure
+    key = tailor_server.secrets["erasure"].key
+    tombs = read_tombstones(tmp_path / "tombstones.csv")
+    assert [d for (_, d) in tombs] == [digest(key, gone)]
+
+
 def test_tombstones_under_a_key_the_keyring_lacks_stop_training(tmp_path, monkeypatch, capsys):
     # a keyring without the key the tombstones were written under (another deployment's, a
     # wrong --secrets-dir) recognised no one: every erased user's rows were trained on, and the
