@@ -4,7 +4,10 @@
 consented channels, the send window as unix seconds or None); `choose` returns per contact
 (channel, its propensity, send_at or 0 = now, its propensity) from `kernels.channel_choice`
 `thompson` over the rows with several allowed channels and `kernels.send_time` `choose_slots`
-over the rows with a window. The window's slots inside the campaign's quiet hours (in each
+over the rows with a window, cut into the user's local hours and scored by local hour of week
+at their zone's offset at the window's start (`quiet_hours.zone_of`: the zone the window itself
+is in; the state's offset is that of its last event, 0 before any, last season's across a DST
+change). The window's slots inside the campaign's quiet hours (in each
 user's zone) are no candidates, so the logged propensity is that of the send time itself (a
 quiet slot deferred to the end of quiet hours would share that time with the slot there); a
 window quiet throughout offers its start alone (propensity 1), which the policy then defers or
@@ -23,7 +26,7 @@ from kernels.contact_population import Population, user_hours
 from kernels.feature_layout import FeatureLayout, new_states
 from kernels.send_time import SendTimes, choose_slots, slots
 
-from .quiet_hours import QuietHours, quiet_mask
+from .quiet_hours import QuietHours, quiet_mask, utc_offset_min
 
 __all__ = ["choose"]
 
@@ -42,8 +45,9 @@ def choose(layout: FeatureLayout, population: Population, rng: np.random.Generat
            n_mc: int, quiet: QuietHours | None = None,
            zones: Sequence[zoneinfo.ZoneInfo] = ()) -> list[tuple[str, float, float, float]]:
     """(channel, channel propensity, send_at or 0, send-time propensity) per contact; every
-    contact needs one allowed channel. `quiet` (active) and `zones` (per contact): the quiet
-    hours whose slots are left out of the windows."""
+    contact needs one allowed channel. `zones` (per contact): the zones the windows' slots are
+    cut and scored in (none given: the states' offsets); `quiet` (active): the quiet hours whose
+    slots are left out of the windows."""
     n = len(states)
     channel = [a[0] for a in allowed]
     p_channel, send_at, p_time = np.ones(n), np.zeros(n), np.ones(n)
@@ -62,7 +66,10 @@ def choose(layout: FeatureLayout, population: Population, rng: np.random.Generat
     if timed:
         hist, tz = user_hours(layout, batch[[row[i] for i in timed]], now)
         span = np.array([windows[i] for i in timed], np.float64)
-        cand = slots(np.maximum(span[:, 0], now), span[:, 1], tz)
+        starts = np.maximum(span[:, 0], now)
+        if zones:  # the user's zone today, not the state's offset (none yet, or last season's)
+            tz = _offsets([zones[i] for i in timed], starts)
+        cand = slots(starts, span[:, 1], tz)
         if quiet is not None:
             cand = _calm(cand, quiet, [zones[i] for i in timed])
         at, prop, _ = choose_slots(hist, cand, population, rng, epsilon)
@@ -70,6 +77,19 @@ def choose(layout: FeatureLayout, population: Population, rng: np.random.Generat
         p_time[timed] = prop
     return [(channel[i], float(p_channel[i]), float(send_at[i]), float(p_time[i]))
             for i in range(n)]
+
+
+def _offsets(zones: Sequence[zoneinfo.ZoneInfo], starts: np.ndarray) -> np.ndarray:
+    """Each row's UTC offset in minutes at its window's start in its zone (users of one zone
+    and window share it: worked out once)."""
+    done: dict[tuple, int] = {}
+    out = np.empty(len(zones), np.int64)
+    for i, (tz, start) in enumerate(zip(zones, starts.tolist())):
+        off = done.get((tz, start))
+        if off is None:
+            off = done[tz, start] = utc_offset_min(tz, start)
+        out[i] = off
+    return out
 
 
 def _calm(cand: SendTimes, quiet: QuietHours, zones: Sequence[zoneinfo.ZoneInfo]) -> SendTimes:

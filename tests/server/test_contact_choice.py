@@ -133,3 +133,57 @@ def test_the_quiet_mask_answers_as_quiet_until_over_a_day(zone, day):
     for lo in (start, start + 12 * H):  # spans with and without the change
         at = lo + 900.0 * np.arange(48)
         assert quiet_mask(quiet, tz, at).tolist() == [quiet_until(quiet, tz, t) != 0 for t in at]
+
+
+def _ten_oclock_prior():
+    """A population prior whose users engage at 10:00 local, every day (hours 10, 34, ...)."""
+    from kernels.contact_population import Population
+    from server.contact.prior import PriorSource
+    p = np.full(168, 0.1)
+    p[[d * 24 + 10 for d in range(7)]] = 10.0
+    flat = Population.uninformed(LAYOUT)
+    source = PriorSource(LAYOUT, lambda limit, start: (np.zeros((0, LAYOUT.size)), b""))
+    source._current = Population(p / p.sum(), 50.0, flat.channels, flat.channel_a, flat.channel_b)
+    return source
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York",
+                                  "Asia/Tokyo"])
+def test_send_times_are_cut_and_scored_in_the_users_zone_without_a_state(zone):
+    """A user with a `timezone` but no feature state yet (no event tracked): the window 08-13
+    local, the population engaging at 10:00 local. The slots are that zone's whole hours and
+    the greedy one is 10:00 local (the slots were cut and scored as UTC hours: 08:00 in Kolkata
+    and New York, 09:00 in Tokyo, and 09:30, 10:30 ... in Kolkata when exploring)."""
+    from zoneinfo import ZoneInfo
+
+    class Morning(Spec):
+        channels = ("push",)
+        send_window = SendWindow(8, 13)
+    now = dt.datetime(2026, 12, 6, 20, tzinfo=dt.UTC).timestamp()  # Sunday: every window is Monday's
+    tz, meta = ZoneInfo(zone), {"attributes": {"timezone": zone}}
+    greedy = ContactPolicy(layout=LAYOUT, prior=_ten_oclock_prior(), epsilon=0.0, n_mc=64,
+                           rng=np.random.default_rng(0)).verdicts(Morning, [Contact("u", meta, None)], now)[0]
+    assert dt.datetime.fromtimestamp(greedy.send_at, tz).strftime("%a %H:%M") == "Mon 10:00"
+    explore = ContactPolicy(layout=LAYOUT, epsilon=1.0, n_mc=64, rng=np.random.default_rng(0))
+    times = {dt.datetime.fromtimestamp(v.send_at, tz).strftime("%H:%M") for v in explore.verdicts(
+        Morning, [Contact(str(i), meta, None) for i in range(300)], now)}
+    assert times == {"08:00", "09:00", "10:00", "11:00", "12:00"}
+
+
+def test_a_state_binned_before_a_dst_change_is_scored_at_todays_offset():
+    """A New York user whose last events came in summer (the state's offset -240) and who opens
+    at 10:00 local; in December (offset -300) the greedy slot is still 10:00 local, not 09:00."""
+    from zoneinfo import ZoneInfo
+    ny = ZoneInfo("America/New_York")
+
+    class Morning(Spec):
+        channels = ("push",)
+        send_window = SendWindow(8, 13)
+    july = [dt.datetime(2026, 7, d, 10, tzinfo=ny).timestamp() for d in range(6, 11)]
+    state = F.update(LAYOUT, FL.new_state(LAYOUT), Events(
+        [LAYOUT.type_code("push_open")] * 5, [LAYOUT.channel_code("push")] * 5, july,
+        tz_offset_min=[-240] * 5))
+    now = dt.datetime(2026, 12, 6, 20, tzinfo=dt.UTC).timestamp()
+    v = policy().verdicts(Morning, [Contact("u", {"attributes": {"timezone": "America/New_York"}},
+                                            state)], now)[0]
+    assert dt.datetime.fromtimestamp(v.send_at, ny).strftime("%a %H:%M") == "Mon 10:00"
