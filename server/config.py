@@ -737,8 +737,8 @@ class Settings(BaseSettings):
     def _known_zone(cls, value: str) -> str:
         try:
             zoneinfo.ZoneInfo(value)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(f"unknown IANA time zone {value!r}") from err
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as err:  # OSError:
+            raise ValueError(f"unknown IANA time zone {value!r}") from err  # "Europe" (a directory)
         return value
 
     @property

@@ -45,8 +45,8 @@ def _minutes(field: str, text: str) -> int:
 def _zone_or_none(name: str) -> zoneinfo.ZoneInfo | None:
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return None
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a region of the
+        return None  # database ("Europe", "America/Argentina") is a directory, no zone
 
 
 def zone(field: str, name: str) -> zoneinfo.ZoneInfo:

@@ -343,11 +343,14 @@ async def test_bad_contact_fields_are_invalid_arguments_naming_the_field(module_
     assert err.value.details().startswith(field + ":"), err.value.details()
 
 
-async def test_an_unknown_time_zone_is_an_invalid_argument(stubs):
-    _, profiles = stubs
+@pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "Europe", "America/Argentina"])
+async def test_an_unknown_time_zone_is_an_invalid_argument(module_bare_server, name):
+    """A region of the zone database ("Europe") is no zone either (it was INTERNAL: zoneinfo
+    opens its directory)."""
+    profiles = ppb_grpc.ProfileServiceStub(module_bare_server[1])
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id="u", attributes={"timezone": "Mars/Olympus_Mons"}))
+            user_id="u", attributes={"timezone": name}))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("attributes[timezone]:")
 

@@ -209,6 +209,7 @@ def test_global_caps_join_the_campaigns_except_for_transactional_ones():
 
 @pytest.mark.parametrize("field, value", [
     ("consent_defaults", {"email": "maybe"}), ("contact_default_timezone", "Nowhere/City"),
+    ("contact_default_timezone", "Europe"),  # a region of the zone database, not a zone
     ("consent_defaults", {"emial": "opt_in"}), ("consent_defaults", {"Email": "opt_in"}),
     ("contact_frequency_caps", [("web", 1, 60.0)]), ("contact_frequency_caps", [("*", 0, 60.0)]),
     # past what a contact history keeps (`Limits.frequency_cap_max` newest contacts, those of
