@@ -61,9 +61,13 @@ def test_cli_prints_the_table_and_fails_when_tailor_does_not_win(capsys):
 
 
 @pytest.mark.parametrize("flag, value", [("--history-days", "-3"), ("--window-hours", "0"),
-                                         ("--n-boot", "1")])
+                                         ("--n-boot", "1"), ("--window-hours", "200"),
+                                         ("--seed", "-1"), ("--epsilon", "2"),
+                                         ("--epsilon", "nan")])
 def test_cli_names_a_bad_flag(capsys, flag, value):
-    """--history-days -3 failed deep in the simulation ("error: lam < 0 or lam contains NaNs")."""
+    """--history-days -3 failed deep in the simulation ("error: lam < 0 or lam contains NaNs");
+    --window-hours 200 with the kernel's "window: ...", --seed -1 with numpy's "expected
+    non-negative integer" and --epsilon 2 with "epsilon: ...", none naming the flag."""
     from training.cli import main
 
     with pytest.raises(SystemExit) as exit_:

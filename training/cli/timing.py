@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from training.cli.types import positive_int, resamples
+from training.cli.types import count, positive_int, resamples, share, window_hours
 from training.timing import TimingConfig, beats, evaluate_timing, format_report
 
 _DEFAULT = TimingConfig()
@@ -13,17 +13,17 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "evaluate-timing", help="offline evaluation of send-time and channel choice (demo world)",
         description="Simulate logged sends with a uniform logging policy in the demo world and "
-                    "report engaged sends per 1,000 (IPS, SNIPS, 95%% intervals) for fixed, "
+                    "report engaged sends per 1,000 (IPS, SNIPS, 95% intervals) for fixed, "
                     "random, Tailor's choice and the oracle.")
     p.add_argument("--users", type=positive_int, default=_DEFAULT.n_users)
-    p.add_argument("--seed", type=int, default=_DEFAULT.seed)
+    p.add_argument("--seed", type=count, default=_DEFAULT.seed)
     p.add_argument("--rounds", type=positive_int, default=_DEFAULT.rounds,
                    help="logged sends per user and experiment")
-    p.add_argument("--window-hours", type=positive_int, default=_DEFAULT.window_hours,
+    p.add_argument("--window-hours", type=window_hours, default=_DEFAULT.window_hours,
                    help="send window of each logged send (at most 168)")
     p.add_argument("--history-days", type=positive_int, default=_DEFAULT.history_days)
-    p.add_argument("--epsilon", type=float, default=_DEFAULT.epsilon,
-                   help="send-time exploration share")
+    p.add_argument("--epsilon", type=share, default=_DEFAULT.epsilon,
+                   help="send-time exploration share, in [0, 1]")
     p.add_argument("--n-mc", type=positive_int, default=_DEFAULT.n_mc, help="Thompson propensity draws")
     p.add_argument("--ci", choices=("normal", "bootstrap"), default=_DEFAULT.ci)
     p.add_argument("--n-boot", type=resamples, default=_DEFAULT.n_boot,

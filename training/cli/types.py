@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["count", "positive_int", "resamples", "open_fraction", "positive_number",
-           "nonnegative_number", "recall_target", "tolerance"]
+__all__ = ["count", "positive_int", "resamples", "open_fraction", "share", "window_hours",
+           "positive_number", "nonnegative_number", "recall_target", "tolerance"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -30,6 +30,15 @@ def positive_int(text: str) -> int:
     return _whole(text, 1)
 
 
+def window_hours(text: str) -> int:
+    """A send window's length in hours: a whole number in 1..168 (`kernels.send_time.MAX_SLOTS`)."""
+    from kernels.send_time import MAX_SLOTS
+    value = _whole(text, 1)
+    if value > MAX_SLOTS:
+        raise argparse.ArgumentTypeError(f"expected a whole number in 1..{MAX_SLOTS}, got {text!r}")
+    return value
+
+
 def resamples(text: str) -> int:
     """Bootstrap resamples: a whole number >= `training.ope.MIN_BOOT`."""
     from training.ope import MIN_BOOT
@@ -44,6 +53,17 @@ def open_fraction(text: str) -> float:
         value = float("nan")
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}")
+    return value
+
+
+def share(text: str) -> float:
+    """A number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
     return value
 
 
