@@ -3,8 +3,10 @@
 Normalization decides which strings are the same address:
 
 - email: trimmed, out of one pair of angle brackets and a `mailto:` prefix (as reports and
-  links quote it), lower-cased and in Unicode NFC (an accented letter is one address whether
-  it came as one code point or as a letter and a combining accent), nothing else. The local
+  links quote it), lower-cased, its domain's xn-- labels decoded (an internationalized domain
+  is one address in the Unicode form a profile holds and the ASCII form mail servers and bounce
+  reports give), and in Unicode NFC (an accented letter is one address whether it came as one
+  code point or as a letter and a combining accent), nothing else. The local
   part is case-sensitive in theory only; no mail provider treats it so. Dots and `+tags` are
   kept: Gmail ignores them, most other providers do not, so folding them would suppress other
   people's mailboxes; and an address is suppressed as it was given (a bounce names the exact
@@ -18,7 +20,7 @@ Normalization decides which strings are the same address:
   number without its country code) is refused: guessing the country would suppress the wrong
   number.
 
-Entries listed before the "(0)", bracket and NFC rules were hashed in the form they were
+Entries listed before the "(0)", bracket, NFC and xn-- rules were hashed in the form they were
 given, which cannot be recovered from a hash. `legacy_forms` names the forms an address may
 have been listed under then; a list that may hold such entries looks them up too
 (`contact.suppression`).
@@ -41,7 +43,8 @@ from ..security.secrets import Keyring
 from ..validation import has_control
 from .errors import NotAnAddress
 
-__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "normalize", "legacy_forms", "AddressHasher"]
+__all__ = ["EMAIL", "PHONE", "KINDS", "CHANNEL_KIND", "SPELLING", "normalize", "legacy_forms",
+           "AddressHasher"]
 
 EMAIL, PHONE = "email", "phone"
 KINDS = (EMAIL, PHONE)
@@ -54,6 +57,11 @@ _PHONE = re.compile(r"\+[1-9][0-9]{1,14}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\t")
 _QUOTED = re.compile(r"^(?:mailto:)?<?([^<>]*?)>?$")
 """An address out of one pair of angle brackets and a mailto: prefix ("<a@b.org>")."""
+_NOT_IN_A_LABEL = re.compile(r"[\s.@\x00-\x1f\x7f]")
+"""A character a decoded domain label may not hold (it would change the address's parts)."""
+SPELLING = 3
+"""The rules' version (`keys.SUPPRESSION_SPELLING`): 1 before the "(0)", bracket and NFC rules,
+2 before the xn-- rule, 3 now."""
 _TRUNK_ZERO = re.compile(r"^((?:\+|00)\s*[1-9][0-9]{0,2})\s*\(0\)")
 """A country code (1 to 3 digits after "+" or "00") followed by "(0)", the trunk prefix."""
 
@@ -68,26 +76,74 @@ def normalize(kind: str, value: str, max_chars: int, field: str = "") -> str:
         out = value.strip().lower()
         if out.startswith(("<", "mailto:")):
             out = _QUOTED.sub(r"\1", out).strip()
+        if "xn--" in out:
+            out = _unicode_domain(out)
         out = out if out.isascii() else unicodedata.normalize("NFC", out)
         return _email(out, field)
     return _e164(_TRUNK_ZERO.sub(r"\1", value.strip(), count=1), field)
 
 
-def legacy_forms(kind: str, address: str) -> tuple[str, ...]:
-    """The forms the normalized `address` was hashed under before the current rules, when it
-    was given so: an email address (then only trimmed and lower-cased) in angle brackets,
-    after `mailto:`, or, when not ASCII, decomposed (NFD); a phone number with its trunk 0
+def legacy_forms(kind: str, address: str, spelling: int = 1) -> tuple[str, ...]:
+    """The forms the normalized `address` may have been hashed under in a list stamped
+    `spelling` (`contact.suppression`; the current rules' lists: none).
+
+    Spelling 1 (before any stamp), when given so: an email address (then only trimmed and
+    lower-cased) in angle brackets, after `mailto:`, when not ASCII decomposed (NFD), or with
+    its domain in the ASCII form of `_unicode_domain` (xn--); a phone number with its trunk 0
     kept after the country code ("+44 (0)7700 900123" was +4407700900123). A country code
     has 1 to 3 digits, so the 0 is tried after each; ITU codes are prefix-free, so only one
     split is the number's own, and the others could match only an entry listed with a 0 in
-    that place, which no written number other than this one's would give."""
+    that place, which no written number other than this one's would give.
+    Spelling 2 (before the xn-- rule): an email address with its domain in the xn-- form."""
+    if spelling >= SPELLING:
+        return ()
+    ace = _ace_domain(address) if kind == EMAIL and not address.isascii() else None
+    if spelling == 2:
+        return (ace,) if ace else ()
     if kind == EMAIL:
         bases = (address,) if address.isascii() else (address, unicodedata.normalize("NFD", address))
+        bases += (ace,) if ace else ()
         forms = [f for base in bases for f in (base, f"<{base}>", f"mailto:{base}", f"mailto:<{base}>")]
     else:
         forms = [f"{address[:n]}0{address[n:]}" for n in (2, 3, 4)]
         forms = [f for f in forms if _PHONE.fullmatch(f)]
     return tuple(f for f in forms if f != address)
+
+
+def _unicode_domain(address: str) -> str:
+    """`address` with each xn-- label of its domain decoded (RFC 3492 punycode, lower-cased):
+    "ann@xn--bcher-kva.de" is "ann@b\u00fccher.de", the same mailbox. A label that decodes to
+    nothing a domain label holds (ASCII alone, a dot, an @, a space or control character) is
+    kept as written."""
+    local, at, domain = address.rpartition("@")
+    if not at or "xn--" not in domain:
+        return address
+    labels = []
+    for label in domain.split("."):
+        if label.startswith("xn--"):
+            try:
+                decoded = label[4:].encode("ascii").decode("punycode").lower()
+            except (UnicodeError, ValueError):
+                decoded = ""
+            if decoded and not decoded.isascii() and not _NOT_IN_A_LABEL.search(decoded) \
+                    and not has_control(decoded):
+                label = decoded
+        labels.append(label)
+    return f"{local}@{'.'.join(labels)}"
+
+
+def _ace_domain(address: str) -> str | None:
+    """The xn-- form of `address`'s domain (each non-ASCII label punycoded), None when it has
+    none (an ASCII domain, or a label punycode cannot take)."""
+    local, at, domain = address.rpartition("@")
+    if not at or domain.isascii():
+        return None
+    try:
+        labels = [label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+                  for label in domain.split(".")]
+    except UnicodeError:
+        return None
+    return f"{local}@{'.'.join(labels)}"
 
 
 def _email(out: str, field: str) -> str:

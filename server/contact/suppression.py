@@ -28,7 +28,7 @@ from ..security.userref import user_ref
 from ..store import Store, keys, outbox
 from ..store.outbox import Batch
 from ..validation import check_known, check_time
-from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, AddressHasher, legacy_forms, normalize
+from .addresses import CHANNEL_KIND, EMAIL, KINDS, PHONE, SPELLING, AddressHasher, legacy_forms, normalize
 from .errors import NotAnAddress
 from .logging import logger
 
@@ -36,8 +36,10 @@ __all__ = ["REASONS", "SUPPRESSING_EVENTS", "SUPPRESSED_ADDRESS", "Suppression",
 
 REASONS = ("bounce", "complaint", "manual", "unsubscribe")
 SUPPRESSED_ADDRESS = "suppressed_address"
-LEGACY_SPELLING, SPELLING = 1, 2
-"""`keys.SUPPRESSION_SPELLING`: some entries hashed as given / all as `addresses.normalize` now."""
+LEGACY_SPELLING = 1
+"""`keys.SUPPRESSION_SPELLING` of a list that held entries when first stamped: some may be hashed
+as given; a list stamped `addresses.SPELLING` holds entries as `addresses.normalize` makes them
+now, one stamped in between those of its rules then (`addresses.legacy_forms`)."""
 SUPPRESSING_EVENTS: Mapping[str, tuple[str, str]] = {
     "email_bounce": (EMAIL, "bounce"), "email_complaint": (EMAIL, "complaint"),
     "sms_bounce": (PHONE, "bounce")}
@@ -59,7 +61,8 @@ class Suppressions:
                  limits: Limits = DEFAULT_LIMITS):
         self.store, self.hasher, self.profiles, self.limits = store, AddressHasher(ring), profiles, limits
         self._table = store.table("suppression")
-        self.legacy = self._spelling() == LEGACY_SPELLING
+        self.spelling = self._spelling()
+        self.legacy = self.spelling < SPELLING
         """Whether entries may be hashed in a form given before the current normalization."""
         self._address_keys = functools.lru_cache(maxsize=AddressHasher.CACHED)(self._keys_of_value)
 
@@ -92,7 +95,8 @@ class Suppressions:
         address = self._normalize(kind, written)
         found = self._keys(kind, address)
         if self.legacy:
-            found += [k for old in legacy_forms(kind, address) for k in self._keys(kind, old)]
+            found += [k for old in legacy_forms(kind, address, self.spelling)
+                      for k in self._keys(kind, old)]
         return found
 
     def forget_erased(self, erased=None) -> None:

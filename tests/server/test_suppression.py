@@ -47,6 +47,10 @@ def event(event_id: str, user: str, type: str) -> pb.Event:
     ("email", "mailto:Ann@Example.org", "ann@example.org"),
     ("phone", "+44 (0)7700 900123", "+447700900123"),  # "(0)": the trunk 0 dialled at home
     ("phone", "0049(0)30 1234567", "+49301234567"),
+    # an internationalized domain in its ASCII (xn--) form, as mail servers and ESPs report it
+    ("email", "Ann@XN--Bcher-KVA.de", "ann@b\u00fccher.de"),
+    ("email", "ann@mail.xn--strae-oqa.de", "ann@mail.stra\u00dfe.de"),  # IDNA 2008's ß
+    ("email", "ann@xn--.org", "ann@xn--.org"),  # no valid encoding: kept as written
 ])
 def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, stored):
     assert normalize(kind, given, 254) == stored
@@ -110,10 +114,50 @@ async def test_an_address_in_angle_brackets_or_a_mailto_link_is_the_address(stub
     assert tailor_server.suppressions.reason(meta, "email") == "suppressed_address"
 
 
-# As listed before the bracket, NFC and "(0)" rules (hashed in the form given), and the
+async def test_an_internationalized_domain_is_one_address_in_either_form(stub, tailor_server):
+    """A bounce report (or the delivery-report webhook) names `ann@xn--bcher-kva.de`; the
+    profile holds `ann@b\u00fccher.de`, the same mailbox. The two were two addresses: the
+    bounced address stayed mailable."""
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=email("ann@xn--bcher-kva.de"),
+                                                       reason="bounce"))
+    assert (await stub.CheckSuppression(email("ann@b\u00fccher.de"))).suppressed
+    meta = {"attributes": {"email": "Ann@B\u00fccher.de"}}
+    assert tailor_server.suppressions.reason(meta, "email") == "suppressed_address"
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=email("bo@b\u00fccher.de")))
+    assert (await stub.CheckSuppression(email("bo@xn--bcher-kva.de"))).suppressed
+    assert not (await stub.CheckSuppression(email("ann@bucher.de"))).suppressed
+
+
+async def test_an_ascii_domain_entry_listed_before_the_rule_is_still_found(tailor_server,
+                                                                           settings):
+    """A list stamped by the Tailor before this rule (spelling 2) may hold an entry hashed
+    under the xn-- form: every spelling of the address still finds and removes it."""
+    from server.app import TailorServer
+    sup, store = tailor_server.suppressions, tailor_server.store
+    store.put("suppression", sup._keys("email", "ann@xn--bcher-kva.de")[0],
+              b'{"kind": "email", "reason": "bounce", "timestamp": 1.0}')
+    store.put("meta", keys.SUPPRESSION_SPELLING, b"2")
+    await tailor_server.stop(grace=0.1)
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.ProfileServiceStub(channel)
+            for spelling in ("ann@b\u00fccher.de", "ann@xn--bcher-kva.de"):
+                assert (await stub.CheckSuppression(email(spelling))).suppressed, spelling
+            meta = {"attributes": {"email": "ann@b\u00fccher.de"}}
+            assert server.suppressions.reason(meta, "email") == "suppressed_address"
+            assert (await stub.RemoveSuppression(email("ann@b\u00fccher.de"))).removed
+            assert not (await stub.CheckSuppression(email("ann@xn--bcher-kva.de"))).suppressed
+    finally:
+        await server.stop(grace=0.1)
+
+
+# As listed before the bracket, NFC, "(0)" and IDN rules (hashed in the form given), and the
 # spellings a profile or a lookup holds today.
 LISTED_BEFORE = [
     ("email", "<bo@example.org>", ["bo@example.org", "Bo@Example.org", "<bo@example.org>"]),
+    ("email", "<dee@xn--bcher-kva.de>", ["dee@b\u00fccher.de", "dee@xn--bcher-kva.de"]),
     ("email", "mailto:cy@example.org", ["cy@example.org", "mailto:<cy@example.org>"]),
     ("email", "jose\u0301@x.org", ["jos\u00e9@x.org", "jose\u0301@x.org"]),
     ("phone", "+4407700900123", ["+447700900123", "+44 (0)7700 900123"]),
