@@ -291,8 +291,8 @@ class TailorClient:
 
     def add_suppression(self, email: str = "", phone: str = "", reason: str = "",
                         timestamp: float = 0.0, timeout: float | None = None) -> Suppression:
-        """List an email address or an E.164 phone number (reason: bounce, complaint, manual,
-        unsubscribe; default manual)."""
+        """List an email address or an E.164 phone number, one a call (reason: bounce,
+        complaint, manual, unsubscribe; default manual)."""
         req = prof_pb.AddSuppressionRequest(address=_address(email, phone), reason=reason,
                                             timestamp=timestamp)
         return Suppression.from_pb(self._call(self._profiles.AddSuppression, req, timeout))
@@ -636,6 +636,9 @@ def event_from_dict(ev: dict) -> prof_pb.Event:
 
 
 def _address(email: str, phone: str) -> prof_pb.SuppressionAddress:
-    """The one of `email` and `phone` given (neither: the server names the missing field)."""
+    """The one of `email` and `phone` given (neither: the server names the missing field;
+    both: ValueError, as the request holds one address and the other would go unlisted)."""
+    if email and phone:
+        raise ValueError("a suppression call takes an email or phone, not both (one call each)")
     return prof_pb.SuppressionAddress(email=email) if email else \
         prof_pb.SuppressionAddress(phone=phone) if phone else prof_pb.SuppressionAddress()

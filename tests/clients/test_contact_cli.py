@@ -27,3 +27,15 @@ def test_suppression_and_consent_purpose_commands(server_process, tmp_path):
     assert [(c["channel"], c["purpose"], c["opted_in"]) for c in prof["consents"]] == \
         [("sms", "transactional", False)]
     assert prof["consent"] == {} and len(prof["consent_history"]) == 1
+
+
+def test_the_client_refuses_two_addresses_in_one_suppression_call():
+    """`add_suppression(email=..., phone=...)` listed the email alone (the request holds one of
+    them) and answered as if the person were listed: their phone kept being texted."""
+    import pytest
+
+    from clients import TailorClient
+    client = TailorClient("127.0.0.1:9")  # refused before any call: nothing listens there
+    for call in (client.add_suppression, client.remove_suppression, client.check_suppression):
+        with pytest.raises(ValueError, match="email or phone, not both"):
+            call(email="ann@example.org", phone="+447700900123")
