@@ -75,6 +75,20 @@ def test_cli_names_a_bad_flag(capsys, flag, value):
     assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
 
 
+def test_json_of_a_tiny_sample_is_json(capsys):
+    """--json printed an undefined SNIPS as NaN, which JSON does not have (jq and most parsers
+    refuse the document); it is null, as `training ope --json` writes it."""
+    import json
+
+    from training.cli import main
+
+    def refuse(name):
+        raise ValueError(f"not JSON: {name}")
+    main(["evaluate-timing", "--users", "2", "--json"])
+    report = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert report["send_time"]["oracle"]["snips"]["value"] is None  # 0/0: no agreeing send
+
+
 def test_a_tiny_sample_shows_undefined_estimates_as_such_and_warns():
     """2 users: SNIPS of a policy no logged send agrees with is 0/0; it printed `nan [nan, nan]`
     without a word, and zero-width intervals from 8 sends as if they meant something."""

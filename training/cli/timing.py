@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from training.cli.types import count, positive_int, resamples, share, window_hours
+from training.ope import _json_safe
 from training.timing import TimingConfig, beats, evaluate_timing, format_report
 
 _DEFAULT = TimingConfig()
@@ -37,5 +38,5 @@ def run(args) -> int:
                        window_hours=args.window_hours, history_days=args.history_days,
                        epsilon=args.epsilon, n_mc=args.n_mc, ci=args.ci, n_boot=args.n_boot)
     report = evaluate_timing(cfg)
-    print(json.dumps(report) if args.json else format_report(report))
+    print(json.dumps(_json_safe(report)) if args.json else format_report(report))  # NaN: null
     return 0 if beats(report["send_time"]) and beats(report["channel"]) else 1
