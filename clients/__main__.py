@@ -67,6 +67,14 @@ def _create(path: str):
         raise UsageError(_file_error(path, err)) from None
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether the paths name one existing file (links and spellings alike)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def _file_error(path: str, err: OSError) -> str:
     return f"{path}: {(err.strerror or str(err)).lower()}"
 
@@ -209,6 +217,9 @@ def _plan(client: TailorClient, args) -> dict:
         if ids.bad:
             raise UsageError(ids.bad)
     context = dict(_pair(kv) for kv in args.context or ())  # before --out is created
+    if args.out not in ("", "-") and args.users != "-" and _same_file(args.out, args.users):
+        raise UsageError(f"--out {args.out}: is the --users file (it would be emptied before "
+                         "it is read)")
     out = _create(args.out) if args.out and args.out != "-" else sys.stdout
     source = _open(args.users, binary=True)
     counts = {"decisions": 0, "suppressed": 0, "holdout": 0}

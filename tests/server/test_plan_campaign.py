@@ -288,6 +288,23 @@ async def test_cli_reads_the_audience_file_as_campaign_send_does(stub, tailor_se
     assert sorted(r.user_id for r in (await logged(stub)).values()) == ["u0", "u1"]
 
 
+async def test_cli_refuses_to_write_its_answers_over_the_audience_file(stub, tailor_server,
+                                                                        tmp_path):
+    """`--out` naming the `--users` file (a slip of the shell) truncated the audience before it
+    was read: nobody planned, exit 0, and the audience file gone. Refused, the file kept."""
+    await create(stub)
+    audience = tmp_path / "users.txt"
+    audience.write_text("u0\nu1\n")
+    for out in (str(audience), str(tmp_path / "." / "users.txt")):
+        got = await asyncio.to_thread(
+            run_module, "clients", "campaign", "plan", "--server",
+            f"127.0.0.1:{tailor_server.port}", "--campaign", "c1", "--users", str(audience),
+            "--out", out, "--quiet", check=False)
+        assert got.returncode == 2 and "--out" in got.stderr, got.stderr
+        assert audience.read_text() == "u0\nu1\n"
+    assert await logged(stub) == {}
+
+
 async def _until(check, seconds=5.0):
     """Poll `check()` (a coroutine function) until it is true or `seconds` pass; its last value."""
     deadline = asyncio.get_running_loop().time() + seconds
