@@ -675,8 +675,9 @@ class Settings(BaseSettings):
     Env: `TAILOR_CONSENT_DEFAULTS='{"push": "opt_in"}'`."""
     contact_default_timezone: str = "UTC"
     """IANA time zone of users without a valid `timezone` profile attribute: their quiet hours,
-    and the local hours their events count in for the send-time model (events are binned by
-    hour of week in each user's zone, DST included, as they are ingested)."""
+    their send windows (whose slots are cut and scored at the zone's offset when the window
+    starts), and the local hours their events count in for the send-time model (events are
+    binned by hour of week in each user's zone, DST included, as they are ingested)."""
     contact_frequency_caps: tuple[tuple[str, int, float], ...] = ()
     """Global caps on marketing contacts per user, as (channel or "*", max, window seconds),
     on top of each campaign's `frequency_caps` (transactional campaigns' decisions are neither
