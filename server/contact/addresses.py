@@ -12,7 +12,8 @@ Normalization decides which strings are the same address:
   people's mailboxes; and an address is suppressed as it was given (a bounce names the exact
   address that bounced).
 - phone: E.164, `+` then 2 to 15 digits, the first not 0. Spaces, dashes, dots, slashes and
-  parentheses are dropped first ("+1 (555) 010-0000" is "+15550100000"), and a leading
+  parentheses are dropped first ("+1 (555) 010-0000" is "+15550100000"; any Unicode space or
+  dash too: a number pasted from a page with no-break spaces is the number), and a leading
   "00" (the ITU international prefix; no national number starts with it) is read as "+"
   ("0044 7700 900123" is "+447700900123"), and a "(0)" right after the country code (the
   trunk 0 dialled only at home, as in "+44 (0)7700 900123") is dropped: "+44 (0)7700
@@ -154,6 +155,8 @@ def _email(out: str, field: str) -> str:
 
 def _e164(text: str, field: str) -> str:
     out = text.translate(_PHONE_PUNCTUATION)
+    if not out.isascii():  # no-break and thin spaces, non-breaking hyphens, en dashes
+        out = "".join(c for c in out if not (c.isspace() or unicodedata.category(c) == "Pd"))
     if out.startswith("00"):
         out = "+" + out[2:]
     if not _PHONE.fullmatch(out):

@@ -51,6 +51,11 @@ def event(event_id: str, user: str, type: str) -> pb.Event:
     ("email", "Ann@XN--Bcher-KVA.de", "ann@b\u00fccher.de"),
     ("email", "ann@mail.xn--strae-oqa.de", "ann@mail.stra\u00dfe.de"),  # IDNA 2008's ß
     ("email", "ann@xn--.org", "ann@xn--.org"),  # no valid encoding: kept as written
+    # spaces and dashes as word processors and web pages write them (no-break spaces, the
+    # narrow ones of French typesetting, non-breaking hyphens, en dashes)
+    ("phone", "+44\u00a07700\u00a0900123", "+447700900123"),
+    ("phone", "+33\u202f6\u202f12\u202f34\u202f56\u202f78", "+33612345678"),
+    ("phone", "+1 555\u2011010\u20130199", "+15550100199"),
 ])
 def test_addresses_normalize_case_space_and_phone_punctuation_only(kind, given, stored):
     assert normalize(kind, given, 254) == stored
@@ -151,6 +156,18 @@ async def test_an_ascii_domain_entry_listed_before_the_rule_is_still_found(tailo
             assert not (await stub.CheckSuppression(email("ann@xn--bcher-kva.de"))).suppressed
     finally:
         await server.stop(grace=0.1)
+
+
+async def test_a_number_written_with_unicode_spaces_or_dashes_is_the_number(stub, tailor_server):
+    """A STOP listed +447700900123; the profile's `phone`, pasted from a web page, holds
+    no-break spaces. It was no number to the list (NotAnAddress: nothing looked up), so the
+    user kept being texted; CheckSuppression of that spelling was INVALID_ARGUMENT."""
+    await stub.AddSuppression(pb.AddSuppressionRequest(address=phone("+447700900123"),
+                                                       reason="unsubscribe"))
+    pasted = "+44\u00a07700\u00a0900123"
+    assert (await stub.CheckSuppression(phone(pasted))).suppressed
+    meta = {"attributes": {"phone": pasted}}
+    assert tailor_server.suppressions.reason(meta, "sms") == "suppressed_address"
 
 
 # As listed before the bracket, NFC, "(0)" and IDN rules (hashed in the form given), and the
