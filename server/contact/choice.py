@@ -23,8 +23,8 @@ import numpy as np
 
 from kernels.channel_choice import posteriors, thompson
 from kernels.contact_population import Population, user_hours
-from kernels.feature_layout import FeatureLayout, new_states
-from kernels.send_time import SendTimes, choose_slots, slots
+from kernels.feature_layout import HOURS_PER_WEEK, FeatureLayout, new_states
+from kernels.send_time import _EPOCH_HOUR_OF_WEEK, SendTimes, choose_slots, slots
 
 from .quiet_hours import QuietHours, quiet_mask, utc_offset_min
 
@@ -70,6 +70,8 @@ def choose(layout: FeatureLayout, population: Population, rng: np.random.Generat
         if zones:  # the user's zone today, not the state's offset (none yet, or last season's)
             tz = _offsets([zones[i] for i in timed], starts)
         cand = slots(starts, span[:, 1], tz)
+        if zones:
+            cand = _across_changes(cand, [zones[i] for i in timed], starts, span[:, 1], tz)
         if quiet is not None:
             cand = _calm(cand, quiet, [zones[i] for i in timed])
         at, prop, _ = choose_slots(hist, cand, population, rng, epsilon)
@@ -90,6 +92,48 @@ def _offsets(zones: Sequence[zoneinfo.ZoneInfo], starts: np.ndarray) -> np.ndarr
             off = done[tz, start] = utc_offset_min(tz, start)
         out[i] = off
     return out
+
+
+def _across_changes(cand: SendTimes, zones: Sequence[zoneinfo.ZoneInfo], starts: np.ndarray,
+                    ends: np.ndarray, tz: np.ndarray) -> SendTimes:
+    """`cand` with each row whose zone changes its offset inside the window (a DST night) cut
+    at the local hour starts that exist and scored at each slot's own offset: one offset a row
+    (the start's) put the slots after the change off by the change (an hour, or :30 in Lord
+    Howe). Such rows are rare; users of one zone and window share theirs."""
+    redo, done = {}, {}
+    for i, key in enumerate(zip(zones, starts.tolist(), ends.tolist(), tz.tolist())):
+        if key not in done:  # the offset at the end differs from the start's (tz): a change
+            zone, start, end, off = key
+            done[key] = (None if utc_offset_min(zone, max(start, end - 1.0)) == off
+                         else _hour_starts(zone, start, end))
+        if done[key] is not None:
+            redo[i] = done[key]
+    if not redo:
+        return cand
+    n, m = cand.at.shape
+    m = max(m, *(len(a) for a, _ in redo.values()))
+    at, bins, valid = np.zeros((n, m)), np.zeros((n, m), np.int64), np.zeros((n, m), bool)
+    at[:, :cand.at.shape[1]], bins[:, :cand.at.shape[1]] = cand.at, cand.bin
+    valid[:, :cand.at.shape[1]] = cand.valid
+    for i, (times, hours) in redo.items():
+        k = len(times)
+        at[i], bins[i], valid[i] = times[-1], hours[-1], False
+        at[i, :k], bins[i, :k], valid[i, :k] = times, hours, True
+    return SendTimes(at, bins, valid)
+
+
+def _hour_starts(zone: zoneinfo.ZoneInfo, start: float, end: float) -> tuple[list, list]:
+    """([start, then each local hour start in (start, end)], their local hours of week): UTC
+    offsets are whole quarter hours, so every local hour starts on a UTC quarter hour."""
+    times = [start]
+    t = (start // 900.0 + 1.0) * 900.0
+    while t < end:
+        if (t + 60.0 * utc_offset_min(zone, t)) % 3600.0 == 0.0:
+            times.append(t)
+        t += 900.0
+    hours = [(int((t + 60.0 * utc_offset_min(zone, t)) // 3600.0) + _EPOCH_HOUR_OF_WEEK)
+             % HOURS_PER_WEEK for t in times]
+    return times, hours
 
 
 def _calm(cand: SendTimes, quiet: QuietHours, zones: Sequence[zoneinfo.ZoneInfo]) -> SendTimes:

@@ -187,3 +187,34 @@ def test_a_state_binned_before_a_dst_change_is_scored_at_todays_offset():
     v = policy().verdicts(Morning, [Contact("u", {"attributes": {"timezone": "America/New_York"}},
                                             state)], now)[0]
     assert dt.datetime.fromtimestamp(v.send_at, ny).strftime("%a %H:%M") == "Mon 10:00"
+
+
+@pytest.mark.parametrize("zone, night, best, expected", [
+    ("America/New_York", (2026, 3, 8), 4, "04:00"),  # 02:00 -> 03:00: an hour off after it
+    ("Australia/Lord_Howe", (2026, 10, 4), 4, "04:00"),  # 02:00 -> 02:30: :30 after it
+])
+def test_a_window_across_a_dst_change_is_cut_and_scored_in_each_hours_own_offset(
+        zone, night, best, expected):
+    """The window 00-06 local on a spring-forward night: its slots are the local hours that
+    exist (00, 01, 03, 04, 05), each scored at its own offset; one offset a row (the start's)
+    put the slots after the change at :30 in Lord Howe and scored them an hour off in New York
+    (a 04:00 audience sent at 05:00)."""
+    from zoneinfo import ZoneInfo
+
+    class Night(Spec):
+        channels = ("push",)
+        send_window = SendWindow(0, 6)
+    tz, meta = ZoneInfo(zone), {"attributes": {"timezone": zone}}
+    now = dt.datetime(*night, tzinfo=tz).timestamp() - 12 * H  # the day before, at noon
+    explore = ContactPolicy(layout=LAYOUT, epsilon=1.0, n_mc=64, rng=np.random.default_rng(0))
+    times = {dt.datetime.fromtimestamp(v.send_at, tz).strftime("%H:%M") for v in explore.verdicts(
+        Night, [Contact(str(i), meta, None) for i in range(300)], now)}
+    assert times == {"00:00", "01:00", "03:00", "04:00", "05:00"}
+    prior = _ten_oclock_prior()
+    p = np.full(168, 0.1)
+    p[[d * 24 + best for d in range(7)]] = 10.0
+    prior._current = type(prior.current)(p / p.sum(), 50.0, prior.current.channels,
+                                         prior.current.channel_a, prior.current.channel_b)
+    greedy = ContactPolicy(layout=LAYOUT, prior=prior, epsilon=0.0, n_mc=64,
+                           rng=np.random.default_rng(0)).verdicts(Night, [Contact("u", meta, None)], now)[0]
+    assert dt.datetime.fromtimestamp(greedy.send_at, tz).strftime("%H:%M") == expected
