@@ -9,9 +9,13 @@ first call's delivery outcome, without sending again: `server.messages.once`); S
 `request_id` names its job, so a retry is answered that job's progress; TrackEvents' event ids
 dedupe the same way. Not retried: streaming calls from the client (PushBundle,
 TrackEventStream, AttributeStream, PlanCampaign: gRPC could replay only the first 256 KiB it
-buffers, and a plan answered in part is already logged), and RetryDeadLetter, which sends with
+buffers, and a plan answered in part is already logged), RetryDeadLetter, which sends with
 no key to dedupe it (answered UNAVAILABLE after its attempts, with the relay down, a retry
-makes them again)."""
+makes them again), and the calls whose repeat is not the same call: Rollback (a second
+"previous version" is the one the first left, so the retry undoes the rollback and answers OK),
+PromoteCanary and AbortCanary (a repeat is refused: "no canary is running"), CreateCampaign
+(a repeat is refused: "already exists"). Those end UNAVAILABLE when their answer is lost: look
+(`status`, `campaign list`) before making them again."""
 from __future__ import annotations
 
 import json
@@ -25,7 +29,9 @@ SERVICES = ("RecommendationService", "ModelAdminService", "DiagnosticsService", 
             "AttributionService", "CampaignService", "AuditService", "MessagingService")
 NOT_RETRIED = (("ModelAdminService", "PushBundle"), ("ProfileService", "TrackEventStream"),
                ("AttributionService", "AttributeStream"), ("CampaignService", "PlanCampaign"),
-               ("MessagingService", "RetryDeadLetter"))
+               ("MessagingService", "RetryDeadLetter"), ("ModelAdminService", "Rollback"),
+               ("ModelAdminService", "PromoteCanary"), ("ModelAdminService", "AbortCanary"),
+               ("CampaignService", "CreateCampaign"))
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,12 @@ gRPC server whose Ping refuses the first calls with UNAVAILABLE shows how many c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import socket
+import threading
 from concurrent import futures
+from functools import partial
 
 import grpc
 import pytest
@@ -14,6 +19,7 @@ from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as pb_grpc
+from tests.conftest import serving
 
 
 class _Flaky(pb_grpc.DiagnosticsServiceServicer):
@@ -109,3 +115,108 @@ def test_a_retried_choose_variant_repeats_its_request_id_and_a_new_call_has_its_
     calls = [servicer.ids[i:i + 3] for i in range(0, 9, 3)]
     assert len(servicer.ids) == 9 and all(len(set(c)) == 1 and c[0] for c in calls)
     assert len({c[0] for c in calls}) == 3
+
+
+class _LosingProxy:
+    """A loopback TCP proxy to a real server that closes the connection in place of passing on
+    the server's next answer when `lose_next()` was called: the call was made, its answer is
+    lost (a proxy or a network dropping it), which gRPC reports as UNAVAILABLE."""
+
+    def __init__(self, port: int):
+        self.target_port, self.losing = port, threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def lose_next(self) -> None:
+        self.losing.set()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.sock.accept()
+                server = socket.create_connection(("127.0.0.1", self.target_port))
+                threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
+                threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _requests(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        _close(src, dst)
+
+    def _answers(self, src: socket.socket, dst: socket.socket) -> None:
+        """HTTP/2 frames from the server, passed on whole; the first HEADERS frame (an answer
+        starting) while losing ends the connection instead."""
+        pending = b""
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                pending += data
+                while len(pending) >= 9 and len(pending) >= 9 + int.from_bytes(pending[:3], "big"):
+                    size = 9 + int.from_bytes(pending[:3], "big")
+                    frame, pending = pending[:size], pending[size:]
+                    if frame[3] == 1 and self.losing.is_set():  # type 1: HEADERS
+                        self.losing.clear()
+                        raise OSError("answer lost")
+                    dst.sendall(frame)
+        _close(src, dst)
+
+
+def _close(*socks: socket.socket) -> None:
+    for s in socks:
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)
+        s.close()
+
+
+@pytest.fixture
+async def losing_proxy(settings):
+    """(proxy, server): a real server serving the demo bundle behind a `_LosingProxy`."""
+    async with serving(settings) as (server, _):
+        proxy = _LosingProxy(server.port)
+        yield proxy, server
+        proxy.close()
+
+
+async def _lost(proxy: _LosingProxy, call, *args) -> TailorError:
+    """The error of `call(*args)` made through `proxy` with its answer lost."""
+    proxy.lose_next()
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(call, *args)
+    return err.value
+
+
+async def test_a_rollback_whose_answer_was_lost_is_not_made_again(losing_proxy, second_bundle,
+                                                                   demo_manifest):
+    """A second Rollback to "the previous version" goes back to the version the first left:
+    retried by the channel, the rollback undid itself and answered OK."""
+    proxy, _ = losing_proxy
+    with TailorClient(proxy.target, timeout=30) as client:
+        await asyncio.to_thread(client.push_bundle, second_bundle)
+        err = await _lost(proxy, client.rollback)
+        status = await asyncio.to_thread(client.model_status)
+    assert err.code == grpc.StatusCode.UNAVAILABLE
+    assert status.active.version == demo_manifest["version"]
+
+
+async def test_a_canary_promoted_or_a_campaign_created_is_not_answered_as_refused(
+        losing_proxy, second_bundle):
+    """Retried after its answer was lost, a promotion was answered 'no canary is running' and a
+    creation 'already exists': an error for what was done. Not retried, the caller is told the
+    answer was lost (UNAVAILABLE) and can look."""
+    proxy, _ = losing_proxy
+    version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    spec = {"campaign_id": "lost", "policy": "bernoulli_ts", "variants": [{"id": "a"}, {"id": "b"}]}
+    with TailorClient(proxy.target, timeout=30) as client:
+        await asyncio.to_thread(partial(client.push_bundle, second_bundle, canary_percent=10))
+        promoted = await _lost(proxy, client.promote_canary)
+        status = await asyncio.to_thread(client.model_status)
+        created = await _lost(proxy, client.create_campaign, spec)
+        campaigns = await asyncio.to_thread(lambda: list(client.list_campaigns()))
+    ids = [c.spec["campaign_id"] for c in campaigns]
+    assert (promoted.code, created.code) == (grpc.StatusCode.UNAVAILABLE,) * 2
+    assert status.active.version == version and ids == ["lost"]
