@@ -19,7 +19,7 @@ from clients.transport import Connection, add_arguments
 
 grpc_gevent.init_gevent()
 
-__all__ = ["GrpcUser", "add_transport_options"]
+__all__ = ["GrpcUser", "add_transport_options", "task_errors"]
 
 
 CALL_TIMEOUT = 10.0
@@ -31,6 +31,24 @@ def add_transport_options(parser) -> None:
     add_arguments(parser)
     parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT,
                         help="deadline of every call, seconds (default %(default)s)")
+
+
+def task_errors(environment) -> list[str]:
+    """One line per error Locust caught in a task (`runner.exceptions`), most frequent first: a
+    task that raised before or instead of its call made no request, so the statistics (and a
+    p99 gate over them) never see it, e.g. `2133 x Cannot choose from an empty sequence (File
+    "loadtests/locustfile.py", line 69, in recommend)`. Tasks catch grpc.RpcError themselves:
+    the interceptor already counted it as a failed request."""
+    runner = environment.runner
+    found = sorted(runner.exceptions.values() if runner else (), key=lambda e: -e["count"])
+    return [f"{e['count']} x {e['msg'] or 'an exception'} ({_where(e['traceback'])})" for e in found]
+
+
+def _where(traceback: str) -> str:
+    """The innermost frame of a formatted traceback in a locustfile (else the innermost)."""
+    frames = [line.strip() for line in traceback.splitlines() if line.strip().startswith("File ")]
+    ours = [f for f in frames if "loadtests" in f]
+    return (ours or frames or ["no traceback"])[-1]
 
 
 class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):

@@ -1,6 +1,7 @@
 """Locust mixed workload: Recommend, ChooseVariant, TrackEvents, GetProfile and ComposeMessage,
-each with a weight and a p99 SLO; the run exits non-zero when any method misses its SLO or any
-call failed.
+each with a weight and a p99 SLO; the run exits non-zero when any method misses its SLO, any
+call failed, a method with a weight made no call, or a task raised before its call (logged as
+task errors: `--compose-users 0` leaves GetProfile and ComposeMessage no user to call for).
 
     locust -f loadtests/locust_mix.py --headless -u 50 -r 25 -t 60s --host 127.0.0.1:50051 \
         [--weights Recommend=10,GetProfile=2] [--slo Recommend=15,'*=50'] \
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import grpc
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser, add_transport_options
+from loadtests.grpc_user import GrpcUser, add_transport_options, task_errors
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import messaging_pb2 as mpb
@@ -85,11 +86,15 @@ def _table(opts) -> dict[str, Method]:
 
 
 def slo_misses(stats, table: dict[str, Method]) -> list[str]:
-    """One line per method whose p99 is over its SLO or that had failures."""
+    """One line per method whose p99 is over its SLO, that had failures, or that made no call
+    although it has a weight."""
     misses = []
     for name, method in table.items():
+        if method.weight <= 0:
+            continue
         entry = stats.get(method.path, "grpc")
-        if method.weight <= 0 or not entry.num_requests:
+        if not entry.num_requests:
+            misses.append(f"{name}: made no call (weight {method.weight:g})")
             continue
         p99 = entry.get_response_time_percentile(0.99)
         if p99 > method.p99_ms or entry.num_failures:
@@ -154,7 +159,10 @@ def _check_slos(environment, **_):
     logger.info("requests=%d failures=%d", total.num_requests, total.num_failures)
     for line in misses:
         logger.error("SLO missed: %s", line)
-    environment.process_exit_code = 1 if misses or not total.num_requests else 0
+    errors = task_errors(environment)
+    for line in errors:
+        logger.error("task errors (no request made): %s", line)
+    environment.process_exit_code = 1 if misses or errors or not total.num_requests else 0
 
 
 class MixUser(GrpcUser):

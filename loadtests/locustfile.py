@@ -5,16 +5,18 @@
 
 Users are drawn from `--users-file` (one id per line; default: ids 0..N-1 with
 `--user-count`, which the demo data uses) plus a share of unknown users (cold start). The run
-exits non-zero when the aggregated p99 exceeds `--p99-ms` or any request failed.
+exits non-zero when the aggregated p99 exceeds `--p99-ms`, any request failed, a task raised
+before its call (an empty `--users-file`: logged as task errors) or no request was made.
 """
 from __future__ import annotations
 
 import logging
 import random
 
+import grpc
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser, add_transport_options
+from loadtests.grpc_user import GrpcUser, add_transport_options, task_errors
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
@@ -49,8 +51,12 @@ def _check_p99(environment, **_):
     p99 = total.get_response_time_percentile(0.99) if total.num_requests else float("inf")
     logger.info("requests=%d failures=%d p50=%.1fms p99=%.1fms", total.num_requests,
                 total.num_failures, total.get_response_time_percentile(0.5) or 0, p99)
-    if total.num_failures or (target and p99 > target):
-        logger.error("FAILED: p99 %.1f ms (target %.1f ms), %d failures", p99, target, total.num_failures)
+    errors = task_errors(environment)
+    for line in errors:
+        logger.error("task errors (no request made): %s", line)
+    if total.num_failures or errors or not total.num_requests or (target and p99 > target):
+        logger.error("FAILED: p99 %.1f ms (target %.1f ms), %d failures, %d task errors", p99,
+                     target, total.num_failures, len(errors))
         environment.process_exit_code = 1
     else:
         environment.process_exit_code = 0
@@ -67,4 +73,7 @@ class RecommendUser(GrpcUser):
             user = f"unknown-{random.getrandbits(48)}"
         else:
             user = random.choice(USER_IDS)
-        self.stub.Recommend(pb.RecommendRequest(user_id=user, k=opts.k, channel="web"))
+        try:
+            self.stub.Recommend(pb.RecommendRequest(user_id=user, k=opts.k, channel="web"))
+        except grpc.RpcError:
+            pass  # counted as a failure by the interceptor

@@ -1,0 +1,42 @@
+"""A Locust task that raises before its call (not a gRPC failure: an empty users file, a count
+of 0) makes no request; both locustfiles set the exit code themselves, and they set 0 over
+Locust's own 1 for such errors when the calls that were made passed: the run measured part of
+its load (the cold-start users, three methods of five) and passed."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def server(server_process, demo_bundle):
+    return server_process(bundle=demo_bundle, args=("--public-url", "https://loadtest.example"))
+
+
+def locust(server, locustfile: str, *args: str) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", locustfile, "--headless", "-u", "2", "-r", "2",
+         "-t", "3s", "--only-summary", "--stop-timeout", "2", "--host", server.target, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_recommend_tasks_that_raise_fail_the_run(server, tmp_path):
+    """An empty --users-file: every known-user task raises IndexError, the 5% cold-start calls
+    pass."""
+    users = tmp_path / "users.txt"
+    users.write_text("\n")
+    code, out = locust(server, "loadtests/locustfile.py", "--users-file", str(users))
+    assert code == 1, out[-4000:]
+    assert "task errors (no request made): " in out and "empty sequence (File" in out, out[-4000:]
+
+
+def test_mix_methods_whose_tasks_raise_fail_the_run(server):
+    """--compose-users 0: GetProfile and ComposeMessage draw their user from an empty range."""
+    code, out = locust(server, "loadtests/locust_mix.py", "--user-count", "1500",
+                       "--item-count", "600", "--compose-users", "0", "--slo", "*=5000")
+    assert code == 1, out[-4000:]
+    assert "SLO missed: GetProfile: made no call" in out, out[-4000:]
+    assert "task errors (no request made): " in out and "empty range" in out, out[-4000:]
