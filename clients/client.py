@@ -139,11 +139,12 @@ class TailorClient:
         self._channel.close()
 
     def _call(self, fn, request, timeout: float | None, metadata=None):
-        """Call with a deadline (the channel retries UNAVAILABLE within it)."""
+        """Call with a deadline (the channel retries UNAVAILABLE within it); a stream's
+        requests go as `_Requests`, whose own error is raised rather than gRPC's status."""
         try:
             return fn(request, timeout=timeout or self.timeout, metadata=metadata)
         except grpc.RpcError as err:
-            raise TailorError(err.code(), err.details() or "") from None
+            raise _failure(err, request) from None
 
     # -- recommendations --------------------------------------------------------------------
     @staticmethod
@@ -195,7 +196,7 @@ class TailorClient:
                         offset += len(data)
                         if not data:
                             break
-        return ModelStatus.from_pb(self._call(self._admin.PushBundle, chunks(), timeout))
+        return ModelStatus.from_pb(self._call(self._admin.PushBundle, _Requests(chunks()), timeout))
 
     def model_status(self, timeout: float | None = None) -> ModelStatus:
         req = admin_pb.GetModelStatusRequest()
@@ -257,15 +258,21 @@ class TailorClient:
         in batches (one TrackEventStream)."""
         def batches():
             batch = []
-            for ev in events:
-                batch.append(event_from_dict(ev))
+            for i, ev in enumerate(events):
+                try:
+                    batch.append(event_from_dict(ev))
+                except (ValueError, TypeError, json_format.Error) as err:
+                    raise ValueError(f"events[{i}]: {err}; the stream was cancelled (the "
+                                     f"batches sent before it may be committed: event ids "
+                                     f"dedupe a re-send)") from None
                 if len(batch) == batch_size:
                     yield prof_pb.TrackEventsRequest(events=batch)
                     batch = []
             if batch:
                 yield prof_pb.TrackEventsRequest(events=batch)
         # Not retried (clients.retry): re-sending is safe, though, ids dedupe.
-        return TrackResult.from_pb(self._call(self._profiles.TrackEventStream, batches(), timeout))
+        return TrackResult.from_pb(self._call(self._profiles.TrackEventStream, _Requests(batches()),
+                                              timeout))
 
     def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> TrackResult:
         req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])
@@ -499,8 +506,9 @@ class TailorClient:
                     first, batch = False, []
             if batch or first:
                 yield _plan_request(campaign_id if first else "", batch, context if first else None)
+        sent = _Requests(requests())
         try:
-            for answer in self._campaigns.PlanCampaign(requests(), timeout=timeout):
+            for answer in self._campaigns.PlanCampaign(sent, timeout=timeout):
                 for d in answer.decisions:
                     yield {"user_id": d.user_id, "decision_id": d.decision_id,
                            "variant_id": d.variant_id, "arm": d.arm, "propensity": d.propensity,
@@ -509,7 +517,7 @@ class TailorClient:
                            "channel_propensity": d.channel_propensity,
                            "send_at_propensity": d.send_at_propensity}
         except grpc.RpcError as err:
-            raise TailorError(err.code(), err.details() or "") from None
+            raise _failure(err, sent) from None
 
     # -- attribution -------------------------------------------------------------------------
     def attribute(self, paths: Iterable[dict | str | attr_pb.Path], model: str, *,
@@ -537,7 +545,8 @@ class TailorClient:
                     spec=spec if start == 0 else None,
                     paths=[p for p in part if isinstance(p, attr_pb.Path)],
                     channelattribution_rows=[p for p in part if isinstance(p, str)])
-        return Attribution.from_pb(self._call(self._attribution.AttributeStream, requests(), timeout))
+        return Attribution.from_pb(self._call(self._attribution.AttributeStream, _Requests(requests()),
+                                              timeout))
 
     def attribute_stored(self, model: str, *, by: str = "channel", start: float = 0,
                          end: float = 0, lookback_days: float = 30.0,
@@ -551,6 +560,35 @@ class TailorClient:
             group_by=attr_pb.Grouping.Value(by.upper()),
             touch_types=touch_types, exclude_nulls=exclude_nulls)
         return Attribution.from_pb(self._call(self._attribution.AttributeStored, req, timeout))
+
+
+class _Requests:
+    """A stream's requests, which gRPC reads on its own thread: an error raised while making
+    one (a bad event, the caller's iterator failing) ends the call as `UNKNOWN: Exception
+    iterating requests!`, so it is kept here for `_failure` to raise instead."""
+
+    def __init__(self, requests: Iterable):
+        self._requests, self.error = iter(requests), None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self._requests)
+        except StopIteration:
+            raise
+        except Exception as err:
+            self.error = err
+            raise
+
+
+def _failure(err: grpc.RpcError, request) -> Exception:
+    """What a failed call raises: the error of making its requests, if that ended it, else a
+    TailorError with the call's status."""
+    if isinstance(request, _Requests) and request.error is not None:
+        return request.error
+    return TailorError(err.code(), err.details() or "")
 
 
 ATTRIBUTION_MODELS = {"first": "FIRST_TOUCH", "last": "LAST_TOUCH",
