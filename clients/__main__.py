@@ -233,6 +233,12 @@ def _plan(client: TailorClient, args) -> dict:
                 counts["suppressed"] += d["suppressed"]
                 counts["holdout"] += d["holdout"]
                 bar.update()
+        except TailorError as err:  # the decisions answered are logged: say so, and where
+            if counts["decisions"]:
+                err.args = (f"{err}; the {counts['decisions']} users before it were planned "
+                            f"(decisions logged, written to {args.out or 'stdout'}): planning "
+                            f"them again logs second decisions",)
+            raise
         finally:
             if out is not sys.stdout:
                 out.close()

@@ -222,3 +222,21 @@ def test_campaign_export_takes_a_window_and_pending_decisions_as_strict_json(ser
     assert len(pending) == 1 and pending[0]["reward"] is None and pending[0]["status"] == "pending"
     assert export("--include-pending", "--start", "2099-01-01") == []
     assert len(export("--include-pending", "--end", "2099-01-01T00:00:00Z")) == 1
+
+
+def test_a_plan_refused_part_way_says_how_many_users_were_planned(served, tmp_path):
+    """The decisions answered before a refusal (here an id past 128 bytes in the third message;
+    likewise a deadline, a server restart) are logged and written out: the error said only the
+    status, and planning the file again logs a second decision for each of those users."""
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps({"campaign_id": "p", "channel": "push", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
+    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
+    users.write_text("\n".join(["u1", "u2", "u3", "u4", "x" * 200, "u6"]) + "\n")
+    line = cli("campaign", "plan", "--campaign", "p", "--users", str(users), "--out", str(out),
+               "--batch-size", "2", "--quiet", "--server", served, expect=1)
+    planned = len(out.read_text().splitlines())
+    assert line.startswith("error: INVALID_ARGUMENT: ") and planned == 4, line
+    assert line.endswith(f"; the 4 users before it were planned (decisions logged, written to "
+                         f"{out}): planning them again logs second decisions"), line
