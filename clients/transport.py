@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
-__all__ = ["Connection", "add_arguments"]
+__all__ = ["Connection", "add_arguments", "check_target"]
 
 TOKEN_ENV = "TAILOR_TOKEN"
 
@@ -60,16 +61,28 @@ class Connection:
         return creds
 
     def channel(self, target: str, options=()) -> grpc.Channel:
+        check_target(target)
         if self.secure:
             return grpc.secure_channel(target, self.credentials(), options=list(options))
         channel = grpc.insecure_channel(target, options=list(options))
         return grpc.intercept_channel(channel, _BearerToken(self.token)) if self.token else channel
 
     def aio_channel(self, target: str, options=()) -> grpc.aio.Channel:
+        check_target(target)
         if self.secure:
             return grpc.aio.secure_channel(target, self.credentials(), options=list(options))
         interceptors = [_AioBearerToken(self.token)] if self.token else None
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
+
+
+def check_target(target: str) -> None:
+    """ValueError for a server address gRPC would misread: an empty one (C-core log lines, then
+    UNKNOWN) or a port past 65535, which gRPC takes modulo 65536 (`host:99999` dials 34463)."""
+    if not target.strip():
+        raise ValueError("--server: an empty address (give host:port)")
+    port = re.search(r":(\d+)$", target)
+    if port and not 0 < int(port[1]) < 65536 and not target.startswith(("unix:", "unix-abstract:")):
+        raise ValueError(f"--server {target}: port {port[1]} is not in 1..65535")
 
 
 def _checked_token(token: str | None) -> str | None:

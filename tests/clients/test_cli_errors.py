@@ -72,6 +72,14 @@ def test_connection_flags_that_do_not_go_together_are_one_line(tmp_path):
     assert line == "error: a client certificate needs its key: give both --cert and --key"
 
 
+def test_a_server_address_grpc_would_misread_is_a_usage_error():
+    """gRPC takes a port past 65535 modulo 65536 (127.0.0.1:99999 dialled 34463: whatever
+    listens there answered) and an empty address printed C-core log lines above UNKNOWN."""
+    assert cli("ping", "--server", "127.0.0.1:99999", expect=2) == \
+        "error: --server 127.0.0.1:99999: port 99999 is not in 1..65535"
+    assert cli("ping", "--server", "", expect=2) == "error: --server: an empty address (give host:port)"
+
+
 def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(served):
     """`python -m clients model stats | head -1`: the reader closes the pipe, the CLI stops
     quietly (exit 1, nothing on stderr)."""
