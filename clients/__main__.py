@@ -233,11 +233,12 @@ def _plan(client: TailorClient, args) -> dict:
                 counts["suppressed"] += d["suppressed"]
                 counts["holdout"] += d["holdout"]
                 bar.update()
-        except TailorError as err:  # the decisions answered are logged: say so, and where
+        except (TailorError, KeyboardInterrupt) as err:  # the decisions answered are logged
             if counts["decisions"]:
-                err.args = (f"{err}; the {counts['decisions']} users before it were planned "
-                            f"(decisions logged, written to {args.out or 'stdout'}): planning "
-                            f"them again logs second decisions",)
+                note = (f"the {counts['decisions']} users before it were planned (decisions "
+                        f"logged, written to {args.out or 'stdout'}): planning them again logs "
+                        f"second decisions")
+                err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
             raise
         finally:
             if out is not sys.stdout:
@@ -592,13 +593,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> int:
     """`main`, with a reader that leaves early (`python -m clients ... | head`) ending the command
-    quietly, as Unix tools do, instead of with a traceback."""
+    quietly, as Unix tools do, instead of with a traceback; Ctrl-C is one line (and what a
+    plan had done), exit 130 as a shell's."""
     try:
         code = main()
         sys.stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1
+    except KeyboardInterrupt as err:
+        print(f"error: interrupted{'; ' + str(err) if str(err) else ''}", file=sys.stderr)
+        return 130
     return code
 
 

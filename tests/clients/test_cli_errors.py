@@ -2,6 +2,7 @@
 for a gRPC status, exit 2 naming the file and line for what the user gave; `track` stops at a
 bad line and says how many events before it were committed."""
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -248,3 +249,28 @@ def test_a_plan_refused_part_way_says_how_many_users_were_planned(served, tmp_pa
     assert line.startswith("error: INVALID_ARGUMENT: ") and planned == 4, line
     assert line.endswith(f"; the 4 users before it were planned (decisions logged, written to "
                          f"{out}): planning them again logs second decisions"), line
+
+
+def test_ctrl_c_during_a_plan_is_one_line_saying_what_was_planned(served, tmp_path):
+    """Ctrl-C printed a KeyboardInterrupt traceback through gRPC's internals, with the
+    decisions already logged nowhere counted."""
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps({"campaign_id": "p", "channel": "push", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
+    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
+    users.write_text("".join(f"u{i}\n" for i in range(300_000)))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients", "campaign", "plan", "--campaign", "p", "--users",
+         str(users), "--out", str(out), "--quiet", "--server", served], cwd=ROOT,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out.exists() and out.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.05)  # decisions are being written
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=60)[1]
+    planned = len(out.read_text().splitlines())
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert 0 < planned < 300_000 and err.strip() == (
+        f"error: interrupted; the {planned} users before it were planned (decisions logged, "
+        f"written to {out}): planning them again logs second decisions"), err
