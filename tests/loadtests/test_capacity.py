@@ -1,9 +1,11 @@
 """The capacity table: calls per second per core from CPU per call, per event for batches, and
 its section of a file rewritten between the markers (the rest left as it was)."""
+import re
+
 import pytest
 
 from loadtests.capacity import BEGIN, END, Row, render_table, update_file
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_module
 
 
 def test_the_table_turns_cpu_per_call_into_calls_per_second_per_core():
@@ -25,6 +27,14 @@ def test_update_rewrites_only_the_marked_section(tmp_path):
     (tmp_path / "bare.md").write_text("# nothing marked\n")
     with pytest.raises(ValueError, match="capacity table markers"):
         update_file(tmp_path / "bare.md", "x\n")
+
+
+def test_the_command_the_marker_shows_runs_as_written():
+    """The marker (in docs/operations.md) showed `--update` without the file it takes: argparse
+    refused the command as written."""
+    command = re.search(r"`python -m (\S+) ([^`]*)`", BEGIN)
+    proc = run_module(command[1], *command[2].split(), "--help", check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_the_operations_guide_holds_a_measured_table():
