@@ -242,7 +242,14 @@ class TailorClient:
 
     def health(self, service: str = "", timeout: float | None = None) -> str:
         """grpc.health.v1 status of `service` ("" = the whole server): "SERVING", "NOT_SERVING"..."""
-        reply = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        try:
+            reply = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service),
+                               timeout)
+        except TailorError as err:  # gRPC's health service says nothing more
+            if err.code != grpc.StatusCode.NOT_FOUND or str(err) != "NOT_FOUND: ":
+                raise
+            raise TailorError(err.code, f"no health status for service {service!r} (services: "
+                                        f"'' for the whole server, or a tailor.v1 service name)") from None
         return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     def audit_tail(self, limit: int = 0, timeout: float | None = None) -> list[str]:

@@ -66,6 +66,14 @@ def test_grpc_statuses_are_one_line(served):
     assert line.startswith("error: UNAVAILABLE: ") or line.startswith("error: DEADLINE_EXCEEDED: ")
 
 
+def test_health_of_an_unknown_service_names_it(served):
+    """gRPC's health service answers an unknown name with NOT_FOUND and no message: the CLI
+    printed `error: NOT_FOUND: ` and nothing after it."""
+    line = cli("health", "--service", "tailor.v1.NoSuchService", "--server", served, expect=1)
+    assert line == "error: NOT_FOUND: no health status for service 'tailor.v1.NoSuchService' " \
+                   "(services: '' for the whole server, or a tailor.v1 service name)"
+
+
 def test_connection_flags_that_do_not_go_together_are_one_line(tmp_path):
     cert = tmp_path / "client.pem"
     cert.write_text("not read: refused before any connection")
