@@ -206,8 +206,6 @@ def _plan(client: TailorClient, args) -> dict:
     """Decisions for the user ids of a file (one a line, blank lines and `#` comments skipped,
     as for `send`; '-' = stdin) as JSON lines on stdout or in --out, with a progress bar on
     stderr; returns the counts."""
-    from tqdm import tqdm  # the `client` extra
-
     name = "stdin" if args.users == "-" else args.users
     total = None
     if args.users != "-":  # counted for the bar; a file that is not text is refused before a call
@@ -223,7 +221,7 @@ def _plan(client: TailorClient, args) -> dict:
     out = _create(args.out) if args.out and args.out != "-" else sys.stdout
     source = _open(args.users, binary=True)
     counts = {"decisions": 0, "suppressed": 0, "holdout": 0}
-    with source, tqdm(total=total, unit="user", file=sys.stderr, disable=args.quiet) as bar:
+    with source, _progress(total, args.quiet) as bar:
         users = _UserIds(source, name, comments=True)  # the file `send` takes, read alike
         try:
             for d in client.plan_campaign(args.campaign, users, batch_size=args.batch_size,
@@ -246,6 +244,32 @@ def _plan(client: TailorClient, args) -> dict:
     if users.bad:
         raise UsageError(f"{users.bad}; the {counts['decisions']} users before it were planned")
     return counts | {"out": args.out or "-"}
+
+
+class _NoBar:
+    """A progress bar that shows nothing (`_progress` without tqdm)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int = 1) -> None:
+        return None
+
+
+def _progress(total: int | None, quiet: bool):
+    """A tqdm bar of users on stderr; tqdm comes with the `client` extra, which a server-only
+    install (the container image) lacks: then no bar, said once unless `quiet`."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        if not quiet:
+            print("no progress bar: tqdm is not installed (pip install 'tailor[client]')",
+                  file=sys.stderr)
+        return _NoBar()
+    return tqdm(total=total, unit="user", file=sys.stderr, disable=quiet)
 
 
 def _health(client: TailorClient, args) -> dict:

@@ -2,6 +2,7 @@
 for a gRPC status, exit 2 naming the file and line for what the user gave; `track` stops at a
 bad line and says how many events before it were committed."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -282,3 +283,25 @@ def test_ctrl_c_during_a_plan_is_one_line_saying_what_was_planned(served, tmp_pa
     assert 0 < planned < 300_000 and err.strip() == (
         f"error: interrupted; the {planned} users before it were planned (decisions logged, "
         f"written to {out}): planning them again logs second decisions"), err
+
+
+def test_a_plan_runs_where_the_progress_bar_is_not_installed(served, tmp_path):
+    """tqdm comes with the `client` extra only (not the server image's install): `campaign plan`
+    died on ModuleNotFoundError, --quiet or not. It plans without the bar and says why once."""
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps({"campaign_id": "p", "channel": "push", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
+    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    missing = tmp_path / "no" / "tqdm"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'tqdm'\")\n")
+    users, out = tmp_path / "users.txt", tmp_path / "plan.jsonl"
+    users.write_text("u1\nu2\nu3\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "no"), str(ROOT)])}
+    for quiet in ((), ("--quiet",)):
+        proc = run_module("clients", "campaign", "plan", "--campaign", "p", "--users", str(users),
+                          "--out", str(out), "--server", served, *quiet, check=False, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert json.loads(proc.stdout)["decisions"] == 3 and len(out.read_text().splitlines()) == 3
+        note = "no progress bar: tqdm is not installed (pip install 'tailor[client]')"
+        assert (note in proc.stderr) == (not quiet), proc.stderr
