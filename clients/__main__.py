@@ -190,7 +190,7 @@ def _model(client: TailorClient, args):
             f["psi"] = None if math.isnan(f["psi"]) else f["psi"]
         return report
     end = client.promote_canary if args.action == "promote" else client.abort_canary
-    return dataclasses.asdict(end(args.version))
+    return dataclasses.asdict(end(args.version, args.timeout))
 
 
 def _suppression(client: TailorClient, args) -> object:
@@ -309,6 +309,20 @@ def _time_flag(flag: str, text: str) -> float:
         raise UsageError(f"{flag}: {text!r} is neither epoch seconds nor an ISO date/time") from None
 
 
+TIMEOUTS = {("track", None): 300.0, ("attribute", None): 600.0, ("campaign", "plan"): 3600.0,
+            ("campaign", "export"): 3600.0, ("rollback", None): 120.0,
+            ("model", "promote"): 120.0, ("model", "abort"): 120.0}
+"""--timeout's default by command (else 5 s): a stream's whole run, or a change the server
+answers once every worker serves it. Applied after parsing: the subparsers share the one
+--timeout action of their common parent, so a subparser's `set_defaults(timeout=...)` set
+it for every command (the last one built: 600 s for `ping`)."""
+
+
+def _default_timeout(args) -> None:
+    if args.timeout is None:
+        args.timeout = TIMEOUTS.get((args.command, getattr(args, "action", None)), 5.0)
+
+
 def _check_numbers(args) -> None:
     """Flags whose number must be above 0: a zero or negative one is a usage error, not a
     deadline every call misses or a stream sent as one message."""
@@ -382,7 +396,7 @@ COMMANDS = {
     "export-profile": lambda client, args: client.export_profile(args.user, args.timeout),
     "recommend": _recommend,
     "status": lambda client, args: dataclasses.asdict(client.model_status()),
-    "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version)),
+    "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version, args.timeout)),
     "model": _model,
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
@@ -393,9 +407,10 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
-    common.add_argument("--timeout", type=float, default=5.0,
+    common.add_argument("--timeout", type=float, default=None,
                         help="deadline per call, seconds (default 5; a stream's whole run: "
-                             "track 300, attribute 600, campaign plan and export 3600)")
+                             "track 300, attribute 600, campaign plan and export 3600; "
+                             "rollback, model promote and abort 120)")
     transport.add_arguments(common)
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -415,7 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("track", parents=[common], help="send JSON-lines events (file or stdin)")
     tr.add_argument("file", nargs="?", default="-", help="JSON lines, one event each (default stdin)")
     tr.add_argument("--batch-size", type=int, default=500)
-    tr.set_defaults(timeout=300.0)  # the whole stream's deadline
     pr = sub.add_parser("profile", parents=[common], help="everything stored about a user")
     pr.add_argument("--user", required=True)
     pr.add_argument("--max-events", type=int, default=0)
@@ -460,7 +474,6 @@ def _suppression_parser(sub, common) -> None:
 def _attribute_parser(sub, common) -> None:
     at = sub.add_parser("attribute", parents=[common], help="multi-touch attribution of a path "
                         "file (ChannelAttribution rows or JSON lines) or of stored events")
-    at.set_defaults(timeout=600.0)
     at.add_argument("file", nargs="?", help="path file ('-' for stdin); not with --stored")
     at.add_argument("--model", required=True, help="first, last, last_non_direct, linear, "
                     "position, time_decay, markov or shapley")
@@ -563,7 +576,6 @@ def _campaign_parser(sub, common) -> None:
     pl.add_argument("--context", action="append", metavar="KEY=NUMBER",
                     help="request context for every user (repeatable)")
     pl.add_argument("--quiet", action="store_true", help="no progress bar")
-    pl.set_defaults(timeout=3600.0)  # the whole stream's deadline
     se = acts.add_parser("send", parents=[common], help="send a message campaign to an audience "
                          "(a background job: prints its send id; see `progress`)")
     se.add_argument("--campaign", required=True)
@@ -584,13 +596,13 @@ def _campaign_parser(sub, common) -> None:
                     help="decisions before this time (default: no limit)")
     ex.add_argument("--include-pending", action="store_true",
                     help="also decisions whose reward window is still open")
-    ex.set_defaults(timeout=3600.0)  # the whole stream's deadline
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the command's JSON answer and exit 0; a gRPC status prints `error: CODE: message`
     and exits 1, a mistake in what the user gave `error: <what, where>` and exits 2."""
     args = build_parser().parse_args(argv)
+    _default_timeout(args)
     try:
         _check_numbers(args)
         client = TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca,

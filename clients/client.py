@@ -216,7 +216,7 @@ class TailorClient:
         req = admin_pb.CanaryRequest(version=version)
         return ModelStatus.from_pb(self._call(self._admin.PromoteCanary, req, timeout))
 
-    def abort_canary(self, version: str = "", timeout: float | None = None) -> ModelStatus:
+    def abort_canary(self, version: str = "", timeout: float | None = 120.0) -> ModelStatus:
         """Stop the running canary (`version`, if given, must be it)."""
         req = admin_pb.CanaryRequest(version=version)
         return ModelStatus.from_pb(self._call(self._admin.AbortCanary, req, timeout))

@@ -179,9 +179,14 @@ class _Unanswering(grpc.GenericRpcHandler):
     KINDS = {"TrackEventStream": grpc.stream_stream_rpc_method_handler,
              "PlanCampaign": grpc.stream_stream_rpc_method_handler,
              "ExportDecisions": grpc.unary_stream_rpc_method_handler}
+    UNARY = ("Rollback", "PromoteCanary", "AbortCanary", "Ping")
 
     def service(self, details):
-        kind = self.KINDS.get(details.method.rsplit("/", 1)[-1])
+        name = details.method.rsplit("/", 1)[-1]
+        if name in self.UNARY:
+            return grpc.unary_unary_rpc_method_handler(
+                lambda request, context: b"".join(self._wait(request, context)))
+        kind = self.KINDS.get(name)
         return None if kind is None else kind(self._wait)
 
     @staticmethod
@@ -214,6 +219,38 @@ def test_streaming_commands_keep_the_timeout_they_are_given(tmp_path):
             line = cli(*args, "--server", f"127.0.0.1:{port}", "--timeout", "0.5", expect=1)
             assert line.startswith("error: DEADLINE_EXCEEDED"), (args, line)
             assert time.monotonic() - began < 8, args  # the flag's 0.5 s, not the server's 10 s
+    finally:
+        server.stop(None)
+
+
+def test_each_command_keeps_its_own_default_timeout_and_the_one_given():
+    """The streaming commands' `set_defaults(timeout=...)` went to the --timeout action every
+    subparser shares: every command's default was attribute's 600 s (`ping` at a server that
+    does not answer waited 10 minutes, not the 5 s --help says; `campaign plan` was cut at 10
+    minutes, not 1 h). `rollback` and `model promote` ignored --timeout (a fixed 120 s), and
+    `model abort` had 5 s though the server waits up to 60 s for its workers."""
+    from clients.__main__ import TIMEOUTS, _default_timeout, build_parser
+
+    def default(*argv: str) -> float:
+        args = build_parser().parse_args(argv)
+        _default_timeout(args)
+        return args.timeout
+    assert default("ping") == default("recommend", "--user", "u") == 5.0
+    assert default("track") == 300.0 and default("attribute", "--model", "linear") == 600.0
+    assert default("campaign", "plan", "--campaign", "c", "--users", "u") == 3600.0
+    assert default("campaign", "export", "--out", "o") == 3600.0
+    assert default("rollback") == default("model", "promote") == default("model", "abort") == 120.0
+    assert len(TIMEOUTS) == 7
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[_Unanswering()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for args in (("ping",), ("rollback", "--timeout", "0.5"),
+                     ("model", "promote", "--timeout", "0.5"), ("model", "abort", "--timeout", "0.5")):
+            began = time.monotonic()
+            line = cli(*args, "--server", f"127.0.0.1:{port}", expect=1)
+            assert line.startswith("error: DEADLINE_EXCEEDED"), (args, line)
+            assert time.monotonic() - began < 8, args  # 5 s or the flag's 0.5 s, not the server's 10 s
     finally:
         server.stop(None)
 
