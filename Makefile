@@ -8,7 +8,7 @@ PORT   ?= 50051
 METRICS_PORT ?= 9100
 WORKERS ?= 1
 
-.PHONY: serve test test-at build protos lint demo-bundle bench clean
+.PHONY: serve test test-at build protos lint demo-bundle clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -94,6 +94,13 @@ def commands() -> list[list[str]]:
 
 
 # -- commands and build --------------------------------------------------------------------
+def test_every_phony_make_target_has_a_rule():
+    """`bench` was declared .PHONY without a rule: `make bench` said "Nothing to be done for
+    'bench'" and exited 0, as if a benchmark had nothing to run."""
+    phony = re.search(r"^\.PHONY:(.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
+    assert set(phony) <= makefile_targets() - {".PHONY"}
+
+
 def test_make_targets_used_by_the_dockerfile_exist():
     used = [w for word, rest in dockerfile() if word == "RUN"
             for m in re.finditer(r"\bmake ([a-z][\w-]*)", rest) for w in [m.group(1)]]
