@@ -156,8 +156,17 @@ def _campaign(client: TailorClient, args) -> object:
         records = client.export_decisions(
             args.campaign, start=_time_flag("--start", args.start), end=_time_flag("--end", args.end),
             include_pending=args.include_pending, timeout=args.timeout)
+        n = 0
         with _create(args.out) as fh:  # a masked context value is NaN: null in strict JSON
-            n = sum(fh.write(json.dumps(_finite(rec), allow_nan=False) + "\n") > 0 for rec in records)
+            try:
+                for rec in records:
+                    fh.write(json.dumps(_finite(rec), allow_nan=False) + "\n")
+                    n += 1
+            except TailorError as err:  # what came before is in the file: say it is partial
+                if n:
+                    err.args = (f"{err}; {args.out} is incomplete: the {n} decisions before it "
+                                f"were written",)
+                raise
         return {"decisions": n, "out": args.out}
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
 

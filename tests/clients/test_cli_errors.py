@@ -342,3 +342,35 @@ def test_a_plan_runs_where_the_progress_bar_is_not_installed(served, tmp_path):
         assert json.loads(proc.stdout)["decisions"] == 3 and len(out.read_text().splitlines()) == 3
         note = "no progress bar: tqdm is not installed (pip install 'tailor[client]')"
         assert (note in proc.stderr) == (not quiet), proc.stderr
+
+
+class _ExportCutShort(grpc.GenericRpcHandler):
+    """ExportDecisions that sends three records, then fails (a server stopped mid-export)."""
+
+    def service(self, details):
+        if not details.method.endswith("/ExportDecisions"):
+            return None
+        from protos.tailor.v1 import campaign_pb2 as pb
+
+        def export(request, context):
+            for i in range(3):
+                yield pb.DecisionRecord(decision_id=f"d{i}", campaign_id="c", timestamp=100.0 + i)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+        return grpc.unary_stream_rpc_method_handler(
+            export, response_serializer=pb.DecisionRecord.SerializeToString)
+
+
+def test_an_export_cut_short_says_the_file_is_incomplete(tmp_path):
+    """The records before the failure are in --out and the error said only the status: a
+    script that ignores the exit code feeds a partial log to `training ope`."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[_ExportCutShort()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    out = tmp_path / "d.jsonl"
+    try:
+        line = cli("campaign", "export", "--out", str(out), "--server", f"127.0.0.1:{port}", expect=1)
+    finally:
+        server.stop(None)
+    assert len(out.read_text().splitlines()) == 3
+    assert line == (f"error: UNAVAILABLE: the server is shutting down; {out} is incomplete: the 3 "
+                    f"decisions before it were written"), line
