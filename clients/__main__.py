@@ -320,7 +320,7 @@ def _time_flag(flag: str, text: str) -> float:
 
 TIMEOUTS = {("track", None): 300.0, ("attribute", None): 600.0, ("campaign", "plan"): 3600.0,
             ("campaign", "export"): 3600.0, ("rollback", None): 120.0,
-            ("model", "promote"): 120.0, ("model", "abort"): 120.0}
+            ("model", "promote"): 120.0, ("model", "abort"): 120.0, ("export-profile", None): 60.0}
 """--timeout's default by command (else 5 s): a stream's whole run, or a change the server
 answers once every worker serves it. Applied after parsing: the subparsers share the one
 --timeout action of their common parent, so a subparser's `set_defaults(timeout=...)` set
@@ -419,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, default=None,
                         help="deadline per call, seconds (default 5; a stream's whole run: "
                              "track 300, attribute 600, campaign plan and export 3600; "
-                             "rollback, model promote and abort 120)")
+                             "rollback, model promote and abort 120; export-profile 60 a page)")
     transport.add_arguments(common)
     parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -240,7 +240,7 @@ def test_each_command_keeps_its_own_default_timeout_and_the_one_given():
     assert default("campaign", "plan", "--campaign", "c", "--users", "u") == 3600.0
     assert default("campaign", "export", "--out", "o") == 3600.0
     assert default("rollback") == default("model", "promote") == default("model", "abort") == 120.0
-    assert len(TIMEOUTS) == 7
+    assert default("export-profile", "--user", "u") == 60.0 and len(TIMEOUTS) == 8
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), handlers=[_Unanswering()])
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
