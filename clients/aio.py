@@ -61,8 +61,9 @@ class AsyncTailorClient:
 
     async def recommend(self, user_id: str, k: int = 10, *, channel: str = "",
                         categories: Sequence[str] = (), exclude: Sequence[str] = (),
+                        context: dict[str, str] | None = None,
                         timeout: float | None = None) -> Recommendations:
-        req = TailorClient._request(user_id, k, channel, categories, exclude)
+        req = TailorClient._request(user_id, k, channel, categories, exclude, context)
         return Recommendations.from_pb(await self._call(self._rec.Recommend, req, timeout))
 
     async def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> TrackResult:

@@ -141,3 +141,38 @@ async def test_list_campaigns_follows_the_pages(target):
     printed = json.loads(out.stdout)["campaigns"]
     assert [c["spec"]["campaign_id"] for c in printed] == every
     assert [c["archived"] for c in printed if c["spec"]["campaign_id"] == "l1"] == [True]
+
+
+def test_the_asyncio_client_sends_a_recommend_context_as_the_blocking_one_does():
+    """`AsyncTailorClient.recommend` took no `context` (TypeError): an asyncio caller could not
+    send the request context the impression log keeps and context features read."""
+    from concurrent import futures
+
+    import grpc
+
+    from clients.aio import AsyncTailorClient
+    from protos.tailor.v1 import recommendation_pb2 as pb
+    from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+
+    class Recording(pb_grpc.RecommendationServiceServicer):
+        contexts: list[dict] = []
+
+        def Recommend(self, request, context):
+            self.contexts.append(dict(request.context))
+            return pb.RecommendResponse(model_version="v")
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    pb_grpc.add_RecommendationServiceServicer_to_server(Recording(), server)
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+
+    async def recommend():
+        async with AsyncTailorClient(target, timeout=10) as client:
+            return await client.recommend("u1", 3, context={"page": "cart"})
+    try:
+        with TailorClient(target, timeout=10) as client:
+            client.recommend("u1", 3, context={"page": "cart"})
+        assert asyncio.run(recommend()).model_version == "v"
+    finally:
+        server.stop(None)
+    assert Recording.contexts == [{"page": "cart"}] * 2
