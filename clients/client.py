@@ -15,7 +15,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -665,14 +665,16 @@ def _plan_request(campaign_id: str, user_ids: list[str],
 
 
 def event_from_dict(ev: dict) -> prof_pb.Event:
-    """A tailor.v1.Event from a JSON-lines record (timestamp: epoch seconds or RFC 3339)."""
+    """A tailor.v1.Event from a JSON-lines record (timestamp: epoch seconds or RFC 3339; an ISO
+    time without an offset is UTC, as everywhere in Tailor, never the local time zone)."""
     ev = dict(ev)
     ts = ev.get("timestamp", 0)
     if isinstance(ts, str):
         try:
             ts = float(ts)
         except ValueError:
-            ts = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+            ts = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
     ev["timestamp"] = float(ts or 0)
     if "value" in ev and ev["value"] is not None:
         ev["value"] = float(ev["value"])

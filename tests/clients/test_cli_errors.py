@@ -374,3 +374,18 @@ def test_an_export_cut_short_says_the_file_is_incomplete(tmp_path):
     assert len(out.read_text().splitlines()) == 3
     assert line == (f"error: UNAVAILABLE: the server is shutting down; {out} is incomplete: the 3 "
                     f"decisions before it were written"), line
+
+
+def test_a_timestamp_without_an_offset_is_utc_whatever_the_local_zone(served, tmp_path):
+    """`track` read "2026-12-01T10:00:00" in the local time zone of the machine running it
+    (TZ=Asia/Kolkata: 5 h 30 earlier), while --start/--end and the rest of Tailor say UTC."""
+    from datetime import UTC, datetime, timedelta
+    when = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"event_id": "tz1", "user_id": "tz", "type": "view",
+                                  "item_id": "i", "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S")}))
+    env = {**os.environ, "TZ": "Asia/Kolkata"}
+    run_module("clients", "track", str(events), "--server", served, env=env)
+    profile = json.loads(run_module("clients", "profile", "--user", "tz", "--max-events", "5",
+                                    "--server", served).stdout)
+    assert [e["timestamp"] for e in profile["events"]] == [when.timestamp()]
