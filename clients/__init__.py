@@ -1,4 +1,5 @@
 """Typed Python client for Tailor's gRPC services, and its CLI (`python -m clients`)."""
+from . import _quiet  # noqa: F401 - before grpc is imported
 from .attribution_results import Attribution, ChannelCredit, PathCredit, StoredPath, TransitionMatrix
 from .campaign_results import (
            AbRow,

@@ -389,3 +389,15 @@ def test_a_timestamp_without_an_offset_is_utc_whatever_the_local_zone(served, tm
     profile = json.loads(run_module("clients", "profile", "--user", "tz", "--max-events", "5",
                                     "--server", served).stdout)
     assert [e["timestamp"] for e in profile["events"]] == [when.timestamp()]
+
+
+def test_a_refused_tls_handshake_is_one_line(served, tmp_path):
+    """A --tls-ca against a plaintext server: gRPC's C-core printed an INFO line (`I1205 ...
+    ssl_transport_security.cc:2563] Handshake failed ...`) above the CLI's error line."""
+    from loadtests.certs import CertificateAuthority
+    ca = CertificateAuthority(tmp_path / "ca")
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    proc = run_module("clients", "ping", "--server", served, "--tls-ca", str(ca.cert),
+                      "--timeout", "2", check=False, env=env)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: UNAVAILABLE: "), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
