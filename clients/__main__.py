@@ -300,6 +300,14 @@ def _pair(kv: str) -> tuple[str, float]:
         raise UsageError(f"--context: expected KEY=NUMBER, got {kv!r}") from None
 
 
+def _attribute_pair(kv: str) -> tuple[str, str]:
+    """A `--attribute KEY=VALUE` (the value may be empty, the `=` may not be left out)."""
+    key, sep, value = kv.partition("=")
+    if not key or not sep:
+        raise UsageError(f"--attribute: expected KEY=VALUE, got {kv!r}")
+    return key, value
+
+
 def _epoch(text: str) -> float:
     """Seconds since the epoch, or an ISO date/time (UTC unless it says otherwise)."""
     try:
@@ -387,7 +395,7 @@ def _message(client: TailorClient, args) -> object:
     if args.action == "compose":
         return client.compose_message(args.campaign, args.user,
                                       dict(_pair(kv) for kv in args.context or ()))
-    attrs = dict(kv.partition("=")[::2] for kv in args.attribute or ())
+    attrs = dict(_attribute_pair(kv) for kv in args.attribute or ())
     return client.preview_message(args.campaign, args.variant, args.user or "", attrs,
                                   args.interest or (), args.channel)
 

@@ -90,6 +90,14 @@ def test_a_server_address_grpc_would_misread_is_a_usage_error():
     assert cli("ping", "--server", "", expect=2) == "error: --server: an empty address (give host:port)"
 
 
+def test_a_preview_attribute_without_its_value_is_a_usage_error():
+    """`message preview --attribute first_name` (no `=`) went to the server as first_name="",
+    rendered as an empty name with nothing said; now refused before any call."""
+    line = cli("message", "preview", "--campaign", "c", "--attribute", "first_name",
+               "--server", f"127.0.0.1:{free_port()}", expect=2)
+    assert line == "error: --attribute: expected KEY=VALUE, got 'first_name'"
+
+
 def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(served):
     """`python -m clients model stats | head -1`: the reader closes the pipe, the CLI stops
     quietly (exit 1, nothing on stderr)."""
