@@ -14,8 +14,9 @@ names every method: `--slo '*=0.001'` is an SLO no run can meet). At test start 
 users are opted in to marketing email (without the opt-in every compose is a suppressed
 decision); `--no-setup` skips both, for a server whose data must not change (the token then
 needs no admin role). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them)
-plus a share of unknown users (`--cold-share`) for Recommend; GetProfile and ComposeMessage
-read the compose users (whom the setup gives a profile).
+plus a share of unknown users (`--cold-share`) for Recommend; GetProfile, ChooseVariant and
+ComposeMessage take the compose users (whom the setup gives a profile and the opt-in: a
+ChooseVariant for anyone else is a suppressed decision, `no_consent`, which skips the bandit).
 """
 from __future__ import annotations
 
@@ -146,7 +147,8 @@ def _on_start(environment, **_):
     from clients.transport import Connection
     opts = environment.parsed_options
     environment.mix = _table(opts)
-    if not opts.no_setup and environment.mix["ComposeMessage"].weight > 0:
+    if not opts.no_setup and (environment.mix["ComposeMessage"].weight > 0
+                              or environment.mix["ChooseVariant"].weight > 0):
         target = environment.host.removeprefix("grpc://").removeprefix("http://")
         with Connection.from_args(opts).channel(target) as channel:
             _setup(channel, opts)
@@ -195,9 +197,9 @@ class MixUser(GrpcUser):
     def _Recommend(self):
         self.stub.Recommend(rpb.RecommendRequest(user_id=self._user(), k=self.opts.k, channel="web"))
 
-    def _ChooseVariant(self):
+    def _ChooseVariant(self):  # opted-in users: anyone else gets a suppressed decision
         self.campaigns.ChooseVariant(cpb.ChooseVariantRequest(
-            campaign_id=self.opts.campaign, user_id=str(random.randrange(self.opts.user_count))))
+            campaign_id=self.opts.campaign, user_id=str(random.randrange(self.opts.compose_users))))
 
     def _TrackEvents(self):
         now, user = time.time(), str(random.randrange(self.opts.user_count))

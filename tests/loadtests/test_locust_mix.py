@@ -28,6 +28,16 @@ def test_loose_slos_pass_and_every_method_is_called(server):
     assert proc.returncode == 0, out[-4000:]
     for method in ("Recommend", "ChooseVariant", "TrackEvents", "GetProfile", "ComposeMessage"):
         assert f"/{method}" in out, f"{method} never called:\n{out[-4000:]}"
+    import grpc
+
+    from protos.tailor.v1 import campaign_pb2 as cpb
+    from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
+    with grpc.insecure_channel(server.target) as ch:  # the mix measures real decisions
+        decisions = list(cgrpc.CampaignServiceStub(ch).ExportDecisions(cpb.ExportDecisionsRequest(
+            include_pending=True, include_suppressed=True), timeout=60))
+    refused = [d.reason for d in decisions  # "withdrawn": a call in flight at the stop
+               if d.status == "suppressed" and d.reason != "withdrawn"]
+    assert len(decisions) > 20 and refused == [], (len(decisions), refused[:5])
 
 
 def test_an_impossible_slo_fails_the_run(server):
