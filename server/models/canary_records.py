@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from ..errors import FailedPrecondition
 from ..store import Store
-from ..store.keys import BUNDLE_CANARY, CANARY_REPORT_PREFIX, canary_report_key
+from ..store.keys import BUNDLE_ACTIVE, BUNDLE_CANARY, CANARY_REPORT_PREFIX, canary_report_key
 from .canary import CanarySplit
 
 __all__ = ["CanaryRecords"]
@@ -37,12 +37,19 @@ class CanaryRecords:
         return CanarySplit.decode(raw) if raw else None
 
     def start(self, split: CanarySplit) -> None:
-        """Store `split` as the running canary; FailedPrecondition if one runs."""
+        """Store `split` as the running canary; FailedPrecondition if one runs, or if the
+        active pointer no longer names `split.stable` (a push or rollback in another worker:
+        no worker would serve the canary, whose record would refuse every later one)."""
         def txn_fn(txn):
             running = self.meta.get(txn, BUNDLE_CANARY)
             if running is not None:
                 raise FailedPrecondition(f"canary {CanarySplit.decode(running).version!r} is "
                                          "running: promote or abort it first")
+            active = self.meta.get(txn, BUNDLE_ACTIVE)
+            if active is not None and active != split.stable.encode():
+                raise FailedPrecondition(
+                    f"the active version moved from {split.stable!r} to {active.decode()!r} "
+                    "(pushed or rolled back meanwhile) as the canary started: push it again")
             for key, _ in self.meta.scan_prefix(txn, CANARY_REPORT_PREFIX):  # the last tallies
                 self.meta.delete(txn, key)
             self.meta.put(txn, BUNDLE_CANARY, split.encode())

@@ -292,15 +292,17 @@ class ModelRegistry:
                            outcomes: Callable[[str], tuple[int, int]] | None = None) -> CanarySplit:
         """Serve the validated `bundle` to `share` (0..1) of users besides the active version;
         `outcomes(version)` (the impression log's totals) is the baseline the guardrails
-        count the two versions' outcomes from."""
-        stable = self.current()
-        if bundle.version == stable.version:
-            raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
-        baseline = {} if outcomes is None else {
-            v: tuple(outcomes(v)) for v in (stable.version, bundle.version)}
-        split = CanarySplit.new(bundle.version, stable.version, share, baseline)
+        count the two versions' outcomes from. The canary runs beside the version active
+        once it holds the swap lock (a push or rollback installing meanwhile goes first), and
+        only while the store points at it (another worker may have moved the pointer)."""
         async with self._swap_lock:  # amended as `install` amends
+            stable = self.current()
+            if bundle.version == stable.version:
+                raise FailedPrecondition(f"bundle {bundle.version!r} is already the active version")
             bundle = await self._amended(bundle)  # the catalog's removals hold for its users too
+            baseline = {} if outcomes is None else {
+                v: tuple(outcomes(v)) for v in (stable.version, bundle.version)}
+            split = CanarySplit.new(bundle.version, stable.version, share, baseline)
             self.canaries.start(split)
             self._adopt(Canary(split, bundle))
         self._prune()

@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import json
 import shutil
+import threading
 import time
 from collections import Counter
 
@@ -299,6 +300,39 @@ async def test_a_new_active_version_ends_a_running_canary(no_smoke, client, tail
     await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=30)
     await tailor_server.registry.activate(_version(second_bundle))
     assert tailor_server.registry.canary_record().version == _version(failing_bundle)
+
+
+async def test_a_canary_pushed_while_another_version_swaps_in_runs_beside_that_version(
+        manual, client, tailor_server, copy_bundle, second_bundle):
+    """A plain push (or a rollback) amending its bundle while a canary push starts: the canary
+    runs beside the version swapped in, not against the one it replaced (whose canary no
+    worker would serve, a record left to refuse every later canary push)."""
+    plain, canary = copy_bundle(second_bundle), second_bundle
+    manifest = json.loads((plain / "manifest.json").read_text())
+    manifest["version"] = manifest["version"] + "-plain"
+    (plain / "manifest.json").write_text(json.dumps(manifest))
+    registry = tailor_server.registry
+    amending, go_on = threading.Event(), threading.Event()
+
+    def slow_amend(bundle):  # the plain push's amend (a large catalog's) takes its time
+        if bundle.version == manifest["version"]:
+            amending.set()
+            go_on.wait(30)
+        return bundle
+    registry.add_amender(slow_amend)
+    pushed = asyncio.create_task(asyncio.to_thread(client.push_bundle, plain))
+    await asyncio.to_thread(amending.wait, 30)
+    started = asyncio.create_task(asyncio.to_thread(client.push_bundle, canary,
+                                                    canary_percent=30, timeout=20))
+    while not (registry.bundles_dir / _version(canary)).is_dir():  # published: it starts now
+        await asyncio.sleep(0.01)
+    go_on.set()
+    assert (await pushed).active.version == manifest["version"]
+    status = await started
+    assert (status.active.version, status.canary.version) == (manifest["version"], _version(canary))
+    assert registry.canary_record().stable == manifest["version"]
+    versions = await asyncio.to_thread(_batch_versions, f"127.0.0.1:{tailor_server.port}", USERS)
+    assert set(versions.values()) == {manifest["version"], _version(canary)}
 
 
 async def _shown_and_clicked(client, users, click_every: int, tag: str) -> None:
