@@ -200,10 +200,14 @@ def _load_arrays(path: Path, name: str, keys: tuple[str, ...]) -> dict[str, np.n
         raise BundleInvalid(name, f"unreadable ({err})") from None
 
 
-_INTEGER, _NUMBER = "iu", "iuf"
-_ITEM_NUMBERS = {"category": _INTEGER, "price": _NUMBER, "popularity": _NUMBER,
-                 "recency_days": _NUMBER}
-_USER_NUMBERS = {"indptr": _INTEGER, "items": _INTEGER, "weights": _NUMBER,
+_INTEGER, _NUMBER, _TEXT = "iu", "iuf", "U"
+_ITEM_KINDS = {"category": _INTEGER, "price": _NUMBER, "popularity": _NUMBER,
+                 "recency_days": _NUMBER, "item_ids": _TEXT, "titles": _TEXT, "urls": _TEXT,
+                 "images": _TEXT, "category_names": _TEXT}
+"""The kind of each array (`_check_kinds`): text columns are str (numbers or bytes as ids
+would match no id a caller gives: RemoveItems, exclude_item_ids and UpsertItems miss them)."""
+_KIND_WORDS = {_INTEGER: "integers", _NUMBER: "numbers", _TEXT: "text (str)"}
+_USER_KINDS = {"indptr": _INTEGER, "items": _INTEGER, "weights": _NUMBER,
                  "seen_indptr": _INTEGER, "seen_items": _INTEGER, "seen_mask": "iub",
                  "seen_last_ts": _NUMBER}
 _DISTINCT = ("item_ids", "category_names")
@@ -221,7 +225,7 @@ def _check_kinds(name: str, arrays: dict, numbers: dict[str, str], known: tuple[
         kinds = numbers.get(key)
         if kinds is not None and array.dtype.kind not in kinds:
             raise BundleInvalid(name, f"{key} is {array.dtype}, expected "
-                                      f"{'integers' if kinds != _NUMBER else 'numbers'}")
+                                      f"{_KIND_WORDS.get(kinds, 'integers')}")
         if kinds == _NUMBER and not np.isfinite(array).all():
             raise BundleInvalid(name, f"{key} holds values that are not finite")
         if key in _DISTINCT and len(np.unique(array)) != len(array):
@@ -229,8 +233,8 @@ def _check_kinds(name: str, arrays: dict, numbers: dict[str, str], known: tuple[
 
 
 def _check_arrays(items: dict, users: dict, n_items: int) -> None:
-    _check_kinds("items.npz", items, _ITEM_NUMBERS, (*ITEM_ARRAYS, *OPTIONAL_ITEM_ARRAYS))
-    _check_kinds("users.npz", users, _USER_NUMBERS, (*USER_ARRAYS, *SEEN_ARRAYS))
+    _check_kinds("items.npz", items, _ITEM_KINDS, (*ITEM_ARRAYS, *OPTIONAL_ITEM_ARRAYS))
+    _check_kinds("users.npz", users, _USER_KINDS, (*USER_ARRAYS, *SEEN_ARRAYS))
     for key in (*ITEM_ARRAYS, *OPTIONAL_ITEM_ARRAYS):
         if key != "category_names" and key in items and len(items[key]) != n_items:
             raise BundleInvalid("items.npz", f"{key} has {len(items[key])} rows, expected {n_items}")

@@ -195,18 +195,40 @@ def _float_history_rows(a):
     a["items"] = a["items"].astype(np.float64) + 0.5
 
 
+def _numeric_item_ids(a):  # "0", "1", ... written as the numbers a tool read them as
+    a["item_ids"] = a["item_ids"].astype(np.int64)
+
+
+def _bytes_item_ids(a):
+    a["item_ids"] = a["item_ids"].astype("S")
+
+
+def _numeric_category_names(a):
+    a["category_names"] = np.arange(len(a["category_names"]))
+
+
+def _bytes_titles(a):
+    a["titles"] = a["titles"].astype("S")
+
+
 @pytest.mark.parametrize("name, change, expect", [
     ("items.npz", _duplicate_category_name, "category_names"),
     ("items.npz", _two_column_category, "category"),
     ("items.npz", _duplicate_item_id, "item_ids"),
     ("items.npz", _nan_price, "price"),
     ("users.npz", _float_history_rows, "items"),
+    ("items.npz", _numeric_item_ids, "item_ids"),
+    ("items.npz", _bytes_item_ids, "item_ids"),
+    ("items.npz", _numeric_category_names, "category_names"),
+    ("items.npz", _bytes_titles, "titles"),
 ])
 async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
         client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):
     """Arrays training never writes (names or ids twice, a 2-D column, a NaN price, fractional
-    item rows) are refused at push, naming the file and array; accepted, they failed pushes
-    or every Recommend with INTERNAL, or served an item twice in one answer."""
+    item rows, ids, names or titles that are not text) are refused at push, naming the file
+    and array; accepted, they failed pushes or every Recommend with INTERNAL, served an item
+    twice in one answer, or (numeric or bytes item ids) matched no id a caller gives, so
+    RemoveItems and exclude_item_ids held no item and the next UpsertItems failed INTERNAL."""
     bad = copy_bundle(demo_bundle)
     manifest = json.loads(json.dumps(demo_manifest))
     _rewrite_npz(bad, name, manifest, change)
