@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .events import DEFAULT_HALF_LIFE_DAYS, check_event_weights
+from .events import DEFAULT_HALF_LIFE_DAYS, EVENT_TYPES, check_event_weights
 
 __all__ = [
     "FORMAT",
@@ -52,6 +52,9 @@ class History:
 
     event_weights: Mapping[str, float]
     half_life_days: float = DEFAULT_HALF_LIFE_DAYS
+    seen_event_types: tuple[str, ...] | None = None
+    """The event type of each bit of users.npz `seen_mask` (bit i: entry i); None when the
+    manifest names none (every seen entry then counts as of unknown type)."""
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,23 @@ def _history(raw: Mapping) -> History:
             0 < half_life < math.inf):
         raise BundleError("manifest.json: history.half_life_days",
                           f"must be a finite number > 0, got {half_life!r:.80}")
-    return History(table, float(half_life))
+    return History(table, float(half_life), _seen_types(spec))
+
+
+def _seen_types(spec: Mapping) -> tuple[str, ...] | None:
+    """`history.seen_event_types`: distinct known event types, one per seen_mask bit. A string
+    would match no type (the seen-set would exclude nothing), a number fail every Recommend."""
+    types = spec.get("seen_event_types")
+    if types is None:
+        return None
+    where = "manifest.json: history.seen_event_types"
+    if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+        raise BundleError(where, f"must be a list of event type names, got {types!r:.80}")
+    unknown = [t for t in types if t not in EVENT_TYPES]
+    if unknown or len(set(types)) != len(types):
+        raise BundleError(where, f"must name distinct event types (known: {', '.join(EVENT_TYPES)}); "
+                                 f"unknown: {unknown!r:.80}")
+    return tuple(types)
 
 
 def _cutoff(raw: Mapping) -> float:

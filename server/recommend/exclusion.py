@@ -76,7 +76,7 @@ class _BundleSeen:
         if "seen_indptr" in u:
             self.indptr, self.items = u["seen_indptr"], u["seen_items"].astype(np.int64)
             self.mask, self.ts = u["seen_mask"].astype(np.uint32), u["seen_last_ts"].astype(np.float64)
-            types = bundle.manifest.raw.get("history", {}).get("seen_event_types")
+            types = bundle.manifest.history.seen_event_types  # checked at load (`contract`)
             if types is None:  # bits without names: every seen item counts as of unknown type
                 self.mask = np.full(len(self.items), UNKNOWN_BIT, np.uint32)
             self.bits = policy.compile(types or ())

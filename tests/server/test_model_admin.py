@@ -241,6 +241,25 @@ async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
     assert status.active.version == demo_manifest["version"]
 
 
+@pytest.mark.parametrize("types", ["view,click,add_to_cart,purchase", 5, ["view", "view"],
+                                   ["view", "teleport"]])
+async def test_seen_event_types_that_name_no_event_types_are_refused(
+        client, copy_bundle, demo_bundle, demo_manifest, types):
+    """`history.seen_event_types` names the event type of each bit of users.npz `seen_mask`.
+    Accepted as a string (no type matched), the bundle's seen-set excluded nothing: items its
+    users had bought came back (429 in the top 200 of 200 demo buyers); as a number, every
+    Recommend answered INTERNAL (the push-time smoke run reads no seen-set)."""
+    bad = copy_bundle(demo_bundle)
+    history = {**demo_manifest["history"], "seen_event_types": types}
+    _rewrite_manifest(bad, history=history, version=f"bad-seen-types-{len(str(types))}")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "history.seen_event_types" in str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+
+
 async def test_rollback_without_history_is_a_failed_precondition(client):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback)
