@@ -32,11 +32,11 @@ from ..store.keys import BUNDLE_ACTIVE, BUNDLE_HISTORY, WORKER_PREFIX, worker_ke
 from ..store.lock import locked_dir
 from ..validation import check_version
 from .backoff import LoadBackoff
-from .bundle import Bundle, bundle_dirs, load_bundle, read_manifest
+from .bundle import Bundle, bundle_dirs, load_bundle
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
 from .pseudonyms import RawIds, hash_bundle, hash_stored
-from .staging import leftover_name, sweep_leftovers
+from .staging import checked_manifest, leftover_name, sweep_leftovers
 
 __all__ = ["ModelRegistry"]
 
@@ -168,7 +168,10 @@ class ModelRegistry:
     async def _start_with(self, src: Path) -> None:
         """Serve `--bundle` or refuse to start (FailedPrecondition naming it): a server told
         which bundle to serve does not serve none instead. A copy imported for it goes."""
-        dest, imported = self._import_dir(src)
+        try:
+            dest, imported = self._import_dir(src)
+        except FailedPrecondition as err:  # its manifest, or a version no directory may have
+            raise FailedPrecondition(f"--bundle {src}: {err}") from None
         await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir,
                                                          self._ids_seen)
         try:
@@ -182,7 +185,7 @@ class ModelRegistry:
 
     def _import_dir(self, src: Path) -> tuple[Path, bool]:
         """The stored copy of bundle `src` (made unless there is one); True if made here."""
-        manifest = read_manifest(src)
+        manifest = checked_manifest(src, self.settings.limits)
         dest = self.bundles_dir / manifest.version
         if src.resolve() != dest.resolve() and not dest.exists():
             tmp = self.bundles_dir / leftover_name("import", manifest.version)

@@ -16,7 +16,7 @@ from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
-__all__ = ["BundleStaging", "leftover_name", "sweep_leftovers"]
+__all__ = ["BundleStaging", "checked_manifest", "leftover_name", "sweep_leftovers"]
 
 logger = logging.getLogger("tailor.models.staging")
 
@@ -59,6 +59,17 @@ def sweep_leftovers(bundles_dir: Path, now: float | None = None) -> list[str]:
         logger.info("removed %d leftover upload directories: %s", len(removed), removed[:5])
     return removed
 
+
+
+def checked_manifest(path: Path, limits: Limits = DEFAULT_LIMITS):
+    """The manifest of the bundle at `path`, checked, its version usable as a directory name
+    under the bundles directory (a pushed bundle's, an imported `--bundle`'s)."""
+    manifest = read_manifest(path)
+    try:
+        check_version("manifest.json: version", manifest.version, limits.bundle_version_chars)
+    except InvalidArgument as err:  # the bundle is bad, not the request: as for other keys
+        raise FailedPrecondition(str(err)) from None
+    return manifest
 
 
 def _same_bundle(stored: Path, staged: Path) -> bool:
@@ -113,13 +124,7 @@ class BundleStaging:
 
     def manifest(self):
         """The staged manifest, checked, its version usable as a directory name."""
-        manifest = read_manifest(self.dir)
-        try:
-            check_version("manifest.json: version", manifest.version,
-                          self.limits.bundle_version_chars)
-        except InvalidArgument as err:  # the bundle is bad, not the request: as for other keys
-            raise FailedPrecondition(str(err)) from None
-        return manifest
+        return checked_manifest(self.dir, self.limits)
 
     def publish(self) -> Path:
         """Move the staged files to bundles/<version> (atomic rename); return that directory."""

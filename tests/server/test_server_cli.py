@@ -199,3 +199,21 @@ def test_a_bundle_that_does_not_validate_is_one_line(tmp_path, demo_bundle):
                        "--bundle", str(bad))
     assert "index.faiss" in line and "sha256" in line
     assert not [p for p in (tmp_path / "d" / "bundles").iterdir() if not p.name.startswith(".")]
+
+
+def test_a_bundle_whose_version_is_not_a_directory_name_is_refused(tmp_path, demo_bundle):
+    """`--bundle` of a bundle whose manifest version climbs out of the bundles directory (a
+    tool's version string): refused as a push refuses it, nothing written outside the data
+    dir. It used to be copied to `<data dir>/../escaped`, then fail as 'version not found'."""
+    import json
+    import shutil
+    bad = tmp_path / "bad-bundle"
+    shutil.copytree(demo_bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["version"] = "../../escaped"
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    data = tmp_path / "srv" / "d"
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(data), "--bundle", str(bad))
+    assert "--bundle" in line and "version" in line and "not a bundle version" in line, line
+    assert not (tmp_path / "srv" / "escaped").exists() and not (data / "escaped").exists()
+    assert not [p for p in (data / "bundles").iterdir() if not p.name.startswith(".")]
