@@ -335,6 +335,31 @@ async def test_a_canary_pushed_while_another_version_swaps_in_runs_beside_that_v
     assert set(versions.values()) == {manifest["version"], _version(canary)}
 
 
+@pytest.fixture
+def slow_follow(settings):
+    settings.bundle_poll_seconds = 60.0  # this worker has not followed the pointer yet
+
+
+async def test_a_canary_is_refused_when_another_worker_moved_the_pointer(
+        slow_follow, manual, client, tailor_server, copy_bundle, second_bundle, demo_manifest):
+    """Another worker's push (or rollback) moved the active pointer, which this worker has not
+    followed yet, when a canary push reaches it: refused, not recorded against the version
+    left (no worker would serve that canary, and its record would refuse every later one)."""
+    from server.store.keys import BUNDLE_ACTIVE
+    other = copy_bundle(second_bundle)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] = manifest["version"] + "-other"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    await asyncio.to_thread(client.push_bundle, other, stage_only=True)
+    registry = tailor_server.registry
+    registry.store.put("meta", BUNDLE_ACTIVE, manifest["version"].encode())  # the other worker's
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=30, timeout=20)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "moved" in str(err.value)
+    assert registry.canary_record() is None and registry.canary is None
+    assert registry.active.version == demo_manifest["version"]
+
+
 async def _shown_and_clicked(client, users, click_every: int, tag: str) -> None:
     """A Recommend for each user; every `click_every`-th one clicks its first item (0: none)."""
     clicks = []
