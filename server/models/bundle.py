@@ -260,6 +260,8 @@ def _check_seen(users: dict, n_items: int) -> None:
     indptr, rows = users["seen_indptr"], users["seen_items"]
     if len(indptr) != len(users["user_ids"]) + 1 or indptr[0] != 0 or indptr[-1] != len(rows):
         raise BundleInvalid("users.npz", "seen_indptr does not match user_ids/seen_items")
+    if np.any(np.diff(indptr) < 0):  # a range ending before it starts fails the whole batch
+        raise BundleInvalid("users.npz", "seen_indptr not monotone")
     if len(users["seen_mask"]) != len(rows) or len(users["seen_last_ts"]) != len(rows):
         raise BundleInvalid("users.npz", "seen_mask/seen_last_ts length differs from seen_items")
     if len(rows) and (rows.min() < 0 or rows.max() >= n_items):

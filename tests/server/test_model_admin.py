@@ -195,6 +195,10 @@ def _float_history_rows(a):
     a["items"] = a["items"].astype(np.float64) + 0.5
 
 
+def _reversed_seen_range(a):  # one user's seen range ends before it starts
+    a["seen_indptr"][[6, 7]] = a["seen_indptr"][[7, 6]] + np.array([1, 0])
+
+
 def _numeric_item_ids(a):  # "0", "1", ... written as the numbers a tool read them as
     a["item_ids"] = a["item_ids"].astype(np.int64)
 
@@ -217,6 +221,7 @@ def _bytes_titles(a):
     ("items.npz", _duplicate_item_id, "item_ids"),
     ("items.npz", _nan_price, "price"),
     ("users.npz", _float_history_rows, "items"),
+    ("users.npz", _reversed_seen_range, "seen_indptr"),
     ("items.npz", _numeric_item_ids, "item_ids"),
     ("items.npz", _bytes_item_ids, "item_ids"),
     ("items.npz", _numeric_category_names, "category_names"),
@@ -225,10 +230,12 @@ def _bytes_titles(a):
 async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
         client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):
     """Arrays training never writes (names or ids twice, a 2-D column, a NaN price, fractional
-    item rows, ids, names or titles that are not text) are refused at push, naming the file
-    and array; accepted, they failed pushes or every Recommend with INTERNAL, served an item
-    twice in one answer, or (numeric or bytes item ids) matched no id a caller gives, so
-    RemoveItems and exclude_item_ids held no item and the next UpsertItems failed INTERNAL."""
+    item rows, ids, names or titles that are not text, a seen range that ends before it starts)
+    are refused at push, naming the file and array. Accepted, they failed pushes or every
+    Recommend with INTERNAL, served an item twice in one answer, matched no id a caller gives
+    (numeric or bytes item ids: RemoveItems and exclude_item_ids held no item, the next
+    UpsertItems failed INTERNAL), or failed with INTERNAL every batch of Recommend calls that
+    held the user of the reversed seen range, whoever the others were."""
     bad = copy_bundle(demo_bundle)
     manifest = json.loads(json.dumps(demo_manifest))
     _rewrite_npz(bad, name, manifest, change)
