@@ -5,6 +5,7 @@ Both sides import it; it imports only the standard library (docs/bundle.md).
 """
 from .bundle import (
     FORMAT,
+    MAX_UNIX_SECONDS,
     BundleError,
     Manifest,
     check_files,
@@ -20,6 +21,7 @@ from .events import (
 )
 
 __all__ = [
-    "DEFAULT_EVENT_WEIGHTS", "DEFAULT_HALF_LIFE_DAYS", "EVENT_TYPES", "FORMAT", "VALUED_TYPES",
+    "DEFAULT_EVENT_WEIGHTS", "DEFAULT_HALF_LIFE_DAYS", "EVENT_TYPES", "FORMAT", "MAX_UNIX_SECONDS",
+    "VALUED_TYPES",
     "BundleError", "Manifest", "check_files", "parse_manifest", "read_manifest", "sha256_file",
 ]

@@ -188,11 +188,19 @@ def _seen_types(spec: Mapping) -> tuple[str, ...] | None:
     return tuple(types)
 
 
+MAX_UNIX_SECONDS = 32_503_680_000
+"""3000-01-01T00:00:00Z in unix seconds: a bundle's later time is one in milliseconds (a data
+cutoff in ms never masks a user erased after it: the erased user's history keeps serving)."""
+
+
 def _cutoff(raw: Mapping) -> float:
     data = raw.get("data", {})
     cutoff = data.get("cutoff", 0.0) if isinstance(data, dict) else None
     if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not math.isfinite(cutoff):
         raise BundleError("manifest.json: data.cutoff", "must be unix seconds")
+    if cutoff >= MAX_UNIX_SECONDS:
+        raise BundleError("manifest.json: data.cutoff", f"{cutoff:.0f} is after the year 3000 "
+                          "as unix seconds: milliseconds?")
     return float(cutoff)
 
 

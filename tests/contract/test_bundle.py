@@ -81,6 +81,7 @@ def test_wrong_types_name_the_key(key, value, problem):
     ({"ranker": {"file": "ranker.onnx", "features": "price"}}, "ranker.features"),
     ({"files": {"items.npz": "not hex"}}, "files.items.npz"),
     ({"data": {"cutoff": "yesterday"}}, "data.cutoff"),
+    ({"data": {"cutoff": 1_705_191_457_000}}, "data.cutoff"),
 ])
 def test_bad_nested_values_name_the_key(changes, where):
     with pytest.raises(BundleError) as err:

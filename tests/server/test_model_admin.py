@@ -199,6 +199,10 @@ def _reversed_seen_range(a):  # one user's seen range ends before it starts
     a["seen_indptr"][[6, 7]] = a["seen_indptr"][[7, 6]] + np.array([1, 0])
 
 
+def _seen_times_in_milliseconds(a):
+    a["seen_last_ts"] = a["seen_last_ts"].astype(np.int64) * 1000
+
+
 def _numeric_item_ids(a):  # "0", "1", ... written as the numbers a tool read them as
     a["item_ids"] = a["item_ids"].astype(np.int64)
 
@@ -222,6 +226,7 @@ def _bytes_titles(a):
     ("items.npz", _nan_price, "price"),
     ("users.npz", _float_history_rows, "items"),
     ("users.npz", _reversed_seen_range, "seen_indptr"),
+    ("users.npz", _seen_times_in_milliseconds, "seen_last_ts"),
     ("items.npz", _numeric_item_ids, "item_ids"),
     ("items.npz", _bytes_item_ids, "item_ids"),
     ("items.npz", _numeric_category_names, "category_names"),
@@ -230,7 +235,8 @@ def _bytes_titles(a):
 async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
         client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):
     """Arrays training never writes (names or ids twice, a 2-D column, a NaN price, fractional
-    item rows, ids, names or titles that are not text, a seen range that ends before it starts)
+    item rows, ids, names or titles that are not text, a seen range that ends before it starts,
+    seen times in milliseconds: each view excluded its item for good)
     are refused at push, naming the file and array. Accepted, they failed pushes or every
     Recommend with INTERNAL, served an item twice in one answer, matched no id a caller gives
     (numeric or bytes item ids: RemoveItems and exclude_item_ids held no item, the next
@@ -265,6 +271,19 @@ async def test_seen_event_types_that_name_no_event_types_are_refused(
     assert "history.seen_event_types" in str(err.value)
     status = await asyncio.to_thread(client.model_status)
     assert status.active.version == demo_manifest["version"]
+
+
+async def test_a_data_cutoff_in_milliseconds_is_refused(client, copy_bundle, demo_bundle,
+                                                        demo_manifest):
+    """`data.cutoff` in milliseconds (a tool's): accepted, no erasure was ever after it, so a
+    user erased with DeleteProfile kept being recommended from their training history."""
+    bad = copy_bundle(demo_bundle)
+    data = {**demo_manifest["data"], "cutoff": demo_manifest["data"]["cutoff"] * 1000}
+    _rewrite_manifest(bad, data=data, version="bad-cutoff-ms")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "data.cutoff" in str(err.value) and "milliseconds" in str(err.value)
 
 
 async def test_rollback_without_history_is_a_failed_precondition(client):
