@@ -25,6 +25,7 @@ from kernels.context import CONTEXT_FEATURES, ContextTable
 
 from ..errors import FailedPrecondition
 from ..store import tokens
+from ..validation import id_problem, shown
 
 __all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "bundle_dirs", "ids_hashed", "ids_marker",
            "load_bundle", "read_manifest"]
@@ -406,8 +407,27 @@ def _check_ranker(sess, name: str, features: tuple[str, ...]) -> None:
         raise BundleInvalid(name, f"smoke run gave shape {out.shape}, want (3,) or (3, 1)")
 
 
-def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = True) -> Bundle:
-    """Load and fully validate the bundle at `path`; raise BundleInvalid naming the failed check."""
+def _check_item_ids(ids: np.ndarray, id_bytes: int) -> None:
+    """Every item id is one the API takes (`validation.id_problem`: RemoveItems, TrackEvents,
+    exclude_item_ids): an item it cannot name would serve, but could never be removed, and no
+    click or purchase of it would be taken (a bought item would keep coming back)."""
+    lengths = np.char.str_len(ids) if len(ids) else np.zeros(1, np.int64)
+    if lengths.min() > 0 and lengths.max() <= id_bytes >> 2 and \
+            id_problem("".join(ids.tolist()) or "-", 1 << 62) is None:
+        return  # short enough whatever their UTF-8, and not one control character among them
+    for item_id in ids.tolist():
+        problem = id_problem(item_id, id_bytes)
+        if problem is not None:
+            bad = int(sum(id_problem(i, id_bytes) is not None for i in ids.tolist()))
+            raise BundleInvalid("items.npz", f"item_ids: {bad} ids the API cannot name, e.g. "
+                                f"{shown(item_id)} {problem} (at most {id_bytes} bytes: "
+                                "TAILOR_LIMITS__ID_BYTES)")
+
+
+def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = True,
+                id_bytes: int | None = None) -> Bundle:
+    """Load and fully validate the bundle at `path`; raise BundleInvalid naming the failed check.
+    `id_bytes`: the longest item id the API takes (None: not checked)."""
     path = Path(path)
     started = time.perf_counter()
     manifest = read_manifest(path)
@@ -418,6 +438,8 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     users = _load_arrays(path, "users.npz", USER_ARRAYS)
     n_items = len(items["item_ids"])
     _check_arrays(items, users, n_items)
+    if id_bytes is not None:
+        _check_item_ids(items["item_ids"], id_bytes)
     _check_id_key(manifest)
     _check_hashed_ids(users, manifest)
     index = _load_index(path, manifest, n_items, dim)

@@ -203,6 +203,11 @@ def _seen_times_in_milliseconds(a):
     a["seen_last_ts"] = a["seen_last_ts"].astype(np.int64) * 1000
 
 
+def _item_id_the_api_refuses(a):  # 200 bytes: RemoveItems and TrackEvents take 128
+    a["item_ids"] = a["item_ids"].astype("U200")
+    a["item_ids"][5] = "sku-" + "x" * 196
+
+
 def _numeric_item_ids(a):  # "0", "1", ... written as the numbers a tool read them as
     a["item_ids"] = a["item_ids"].astype(np.int64)
 
@@ -228,6 +233,7 @@ def _bytes_titles(a):
     ("users.npz", _reversed_seen_range, "seen_indptr"),
     ("users.npz", _seen_times_in_milliseconds, "seen_last_ts"),
     ("items.npz", _numeric_item_ids, "item_ids"),
+    ("items.npz", _item_id_the_api_refuses, "item_ids"),
     ("items.npz", _bytes_item_ids, "item_ids"),
     ("items.npz", _numeric_category_names, "category_names"),
     ("items.npz", _bytes_titles, "titles"),
@@ -236,7 +242,8 @@ async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
         client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):
     """Arrays training never writes (names or ids twice, a 2-D column, a NaN price, fractional
     item rows, ids, names or titles that are not text, a seen range that ends before it starts,
-    seen times in milliseconds: each view excluded its item for good)
+    seen times in milliseconds: each view excluded its item for good, an item id longer than
+    RemoveItems and TrackEvents take: never removable, its purchases refused)
     are refused at push, naming the file and array. Accepted, they failed pushes or every
     Recommend with INTERNAL, served an item twice in one answer, matched no id a caller gives
     (numeric or bytes item ids: RemoveItems and exclude_item_ids held no item, the next
