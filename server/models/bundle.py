@@ -444,6 +444,10 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     _check_hashed_ids(users, manifest)
     index = _load_index(path, manifest, n_items, dim)
     vectors = index.reconstruct_n(0, n_items) if n_items else np.zeros((0, dim), np.float32)
+    if not np.isfinite(vectors).all():  # such an item is never recommended, silently
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        raise BundleInvalid("index.faiss", f"{len(bad)} item vectors are not finite (first: "
+                            f"row {int(bad[0])})")
     encoder = _session(path, manifest.encoder_file, threads)
     _check_encoder(encoder, manifest.encoder_file, dim, hist_len, n_items)
     ranker = None

@@ -293,6 +293,28 @@ async def test_a_data_cutoff_in_milliseconds_is_refused(client, copy_bundle, dem
     assert "data.cutoff" in str(err.value) and "milliseconds" in str(err.value)
 
 
+async def test_an_index_holding_a_vector_that_is_not_finite_is_refused(
+        client, copy_bundle, demo_bundle, demo_manifest):
+    """A NaN item vector in index.faiss (a diverged factorisation written by a tool): accepted,
+    that item was silently never recommended again (its scores NaN, sorted last)."""
+    import faiss
+    bad = copy_bundle(demo_bundle)
+    index = faiss.read_index(str(bad / "index.faiss"))
+    vectors = index.reconstruct_n(0, index.ntotal)
+    vectors[7] = np.nan
+    flat = faiss.IndexFlatIP(index.d)
+    flat.add(vectors)
+    faiss.write_index(flat, str(bad / "index.faiss"))
+    files = {**demo_manifest["files"], "index.faiss": _sha(bad / "index.faiss")}
+    _rewrite_manifest(bad, files=files, index={**demo_manifest["index"], "type": "flat",
+                                               "search_params": {}},
+                      version="bad-nan-vector")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "index.faiss" in str(err.value) and "not finite" in str(err.value)
+
+
 async def test_rollback_without_history_is_a_failed_precondition(client):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback)
