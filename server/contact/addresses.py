@@ -58,7 +58,7 @@ _PHONE = re.compile(r"\+[1-9][0-9]{1,14}")
 _PHONE_PUNCTUATION = str.maketrans("", "", " -.()/\t")
 _QUOTED = re.compile(r"^(?:mailto:)?<?([^<>]*?)>?$")
 """An address out of one pair of angle brackets and a mailto: prefix ("<a@b.org>")."""
-_NOT_IN_A_LABEL = re.compile(r"[\s.@\x00-\x1f\x7f]")
+_NOT_IN_A_LABEL = re.compile(r"[\s.@\x00-\x20\x7f]")  # the C0 controls and space
 """A character a decoded domain label may not hold (it would change the address's parts)."""
 SPELLING = 3
 """The rules' version (`keys.SUPPRESSION_SPELLING`): 1 before the "(0)", bracket and NFC rules,
