@@ -1,0 +1,91 @@
+"""The map grows (or is adopted from another process) while other threads of the process have
+transactions open: py-lmdb's `set_mapsize` invalidates every transaction and cursor the process
+has open, so the store remaps only once no other thread has one (real LMDB, real threads)."""
+import subprocess
+import sys
+import threading
+
+from server.store import Store
+from tests.conftest import ROOT
+
+ROWS = 2000
+
+
+def _filled(path) -> Store:
+    store = Store(path, map_size=1 << 20, max_map_size=1 << 30, sync=False)
+    store.put_many("events", [(b"k%06d" % i, b"v" * 100) for i in range(ROWS)])
+    return store
+
+
+def _read_across(store: Store, go_on: threading.Event, inside: threading.Event, out: list):
+    """Read the events table in one snapshot, pausing inside it until `go_on`."""
+    try:
+        with store.read() as txn:
+            rows = store.table("events").items(txn)
+            first = [next(rows)]
+            inside.set()
+            go_on.wait(10)
+            out.append(len(first) + sum(1 for _ in rows))
+    except Exception as err:  # noqa: BLE001 - the test reports it
+        out.append(err)
+
+
+def _grow(store: Store, out: list) -> None:
+    try:  # ~600 KiB more than a 1 MiB map holds
+        store.put_many("events", [(b"w%06d" % i, b"x" * 2000) for i in range(800)])
+        out.append("written")
+    except Exception as err:  # noqa: BLE001
+        out.append(err)
+
+
+def test_a_read_open_in_another_thread_survives_the_map_growing(tmp_path):
+    store = _filled(tmp_path / "store")
+    try:
+        go_on, inside, read, wrote = threading.Event(), threading.Event(), [], []
+        reader = threading.Thread(target=_read_across, args=(store, go_on, inside, read))
+        reader.start()
+        assert inside.wait(10)
+        writer = threading.Thread(target=_grow, args=(store, wrote))
+        writer.start()
+        writer.join(0.5)  # the growth waits for the open read ...
+        go_on.set()
+        reader.join(10)
+        writer.join(10)
+        assert read == [ROWS]  # ... which reads its whole snapshot
+        assert wrote == ["written"]
+        assert store.env.info()["map_size"] > 1 << 20
+        with store.read() as txn:
+            assert store.table("events").count(txn) == ROWS + 800
+    finally:
+        store.close()
+
+
+_GROW_ELSEWHERE = """
+import sys
+from server.store import Store
+store = Store(sys.argv[1], map_size=1 << 20, max_map_size=1 << 30, sync=False)
+store.put_many("events", [(b"z%06d" % i, b"x" * 2000) for i in range(2000)])
+store.close()
+"""
+
+
+def test_a_map_another_process_grew_is_adopted_without_breaking_open_reads(tmp_path):
+    store = _filled(tmp_path / "store")
+    try:
+        go_on, inside, read = threading.Event(), threading.Event(), []
+        reader = threading.Thread(target=_read_across, args=(store, go_on, inside, read))
+        reader.start()
+        assert inside.wait(10)
+        subprocess.run([sys.executable, "-c", _GROW_ELSEWHERE, str(tmp_path / "store")],
+                       cwd=ROOT, check=True, timeout=60)
+        seen = []  # a transaction begun now finds the map grown past this process's
+        other = threading.Thread(target=lambda: seen.append(store.get("events", b"z001999")))
+        other.start()
+        other.join(0.5)
+        go_on.set()
+        reader.join(10)
+        other.join(10)
+        assert read == [ROWS]
+        assert seen == [b"x" * 2000]
+    finally:
+        store.close()
