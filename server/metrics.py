@@ -75,8 +75,9 @@ STORE_MAX_MAP = Gauge("tailor_store_max_map_bytes", "Ceiling of the LMDB map "
 USER_CACHE_USERS = Gauge("tailor_user_cache_users", "Users whose Recommend inputs the workers' "
                          "user caches hold (summed over workers; refreshed every "
                          "TAILOR_BUNDLE_POLL_SECONDS).", multiprocess_mode="livesum")
-STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused because the LMDB map "
-                              "is at its ceiling (TAILOR_LMDB_MAX_MAP_SIZE): the store is full. "
+STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused because the store is "
+                              "full: the LMDB map at its ceiling (TAILOR_LMDB_MAX_MAP_SIZE), or no "
+                              "space left on its disk. "
                               "Other RESOURCE_EXHAUSTED answers (a caller over a limit) are not "
                               "counted.")
 DRIFT_PSI_NO_VALUE = -1.0

@@ -1,10 +1,10 @@
 """Errors of the store: its encryption (all refuse an open or a read: FAILED_PRECONDITION), and a
-write past the map's ceiling (RESOURCE_EXHAUSTED)."""
+write past the map's ceiling or on a full disk (RESOURCE_EXHAUSTED)."""
 from __future__ import annotations
 
 from ..errors import FailedPrecondition, ResourceExhausted
 
-__all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull"]
+__all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull", "StoreDiskFull"]
 
 
 class StoreKeyMissing(FailedPrecondition):
@@ -42,3 +42,15 @@ class StoreFull(ResourceExhausted):
     def __init__(self, max_map_size: int, reserve: int):
         super().__init__(f"store is full: LMDB map at its ceiling of {max_map_size} bytes less "
                          f"{reserve} kept for erasure (raise TAILOR_LMDB_MAX_MAP_SIZE)")
+
+
+class StoreDiskFull(ResourceExhausted):
+    """A write refused: the filesystem holding the store has no space left (nothing of the write
+    was stored). Counted with `StoreFull` (`tailor_store_full_refusals_total`): the store is
+    full, only the disk is the ceiling."""
+
+    store_full = True
+
+    def __init__(self, path, free: int):
+        super().__init__(f"store is full: no space left on the disk of {path} ({free} bytes "
+                         "free); nothing of this write was stored (free space or grow the volume)")

@@ -2,8 +2,9 @@
 
 One write transaction per batch, one read-only transaction per request; the map grows by
 doubling when full (up to a ceiling, past which writes raise `StoreFull`, RESOURCE_EXHAUSTED,
-and nothing of the failed batch is written). The last `erasure_reserve` bytes below the ceiling are kept for
-erasure (DeleteProfile, retention): ordinary writes stop short of them, so a full store can
+and nothing of the failed batch is written; so do writes on a full disk, `StoreDiskFull`).
+The last `erasure_reserve` bytes below the ceiling are kept for erasure (DeleteProfile,
+retention): ordinary writes stop short of them, so a full store can
 still forget a person. Several processes may open the same directory: LMDB serialises
 writers across processes and readers never block. A process changes its map size (growing
 it, or adopting a size another process grew it to) only while none of its other threads has a
@@ -20,7 +21,9 @@ opening a store migrates older key versions and layouts first (`rekey`, `migrate
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -29,7 +32,7 @@ import lmdb
 
 from .crypto import StoreCrypto
 from .datakeys import DataKeys
-from .errors import StoreFull
+from .errors import StoreDiskFull, StoreFull
 from .growth import GrowthFill
 from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
@@ -49,6 +52,11 @@ TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campai
 """Every named table. Add a table here; nothing else opens LMDB."""
 
 T = TypeVar("T")
+
+DISK_FULL_BYTES = 1 << 20
+"""A write that failed with its store's filesystem below this free is refused as the disk being
+full (`StoreDiskFull`): LMDB writes until the disk is full, so what is left is less than a
+commit's last write (64 pages)."""
 
 ERASURE_RESERVE = 64 << 20
 """Headroom kept for erasure at the map ceiling (at most an eighth of the ceiling)."""
@@ -201,6 +209,23 @@ class Store:
             if grown:
                 self._gate.remap(self._shrink_to_ordinary_ceiling)
 
+    def _refuse_if_disk_full(self, err: Exception) -> None:
+        """StoreDiskFull for a write that failed on a full disk: LMDB's commit says ENOSPC
+        (`DiskError`) or, for a write cut short by it, EIO; a pad or another file, ENOSPC."""
+        if isinstance(err, OSError):
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        else:
+            full = isinstance(err, lmdb.DiskError) or type(err) is lmdb.Error
+        if not full:
+            return
+        try:
+            stat = os.statvfs(self.path)
+        except OSError:
+            return
+        free = stat.f_bavail * stat.f_frsize
+        if free < DISK_FULL_BYTES:
+            raise StoreDiskFull(self.path, free) from None
+
     def _write_once(self, fn: Callable[[lmdb.Transaction], T]) -> T:
         held = self._gate.enter()
         try:
@@ -211,6 +236,9 @@ class Store:
                 if self.datakeys is not None:
                     self.datakeys.flush()  # new pads, and the previous erasure's
                     # pads zeroed again, on disk before the commit
+        except (lmdb.Error, OSError) as err:  # not committed
+            self._refuse_if_disk_full(err)
+            raise
         finally:
             self._gate.leave(held)
         if self.datakeys is not None:  # then a shred's pads are zeroed
