@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .errors import FailedPrecondition
 from .store import lock_data_dir
-from .store.backup import add_missing, read_prefix, read_value, snapshot_store
+from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
 from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX
 from .store.lock import locked_dir
@@ -192,6 +192,10 @@ def _extract_tar(archive: Path, staging: Path) -> dict:
     missing = [v for v in manifest["bundles"] if not (staging / "bundles" / v / "manifest.json").is_file()]
     if not (staging / "store" / "data.mdb").is_file() or missing:
         raise FailedPrecondition(f"{archive} is incomplete (store or bundles {missing} missing)")
+    try:  # before anything is replaced: a copy damaged inside a well-formed tar
+        check_copy(staging / "store")
+    except FailedPrecondition as err:
+        raise FailedPrecondition(f"{archive} holds a store that cannot be opened ({err})") from None
     return manifest
 
 

@@ -15,9 +15,10 @@ from pathlib import Path
 import lmdb
 
 from .datakeys import SLOTS_FILE, copy_slots, unshred_copy
-from .lmdb_store import TABLES
+from .errors import StoreUnreadable
+from .lmdb_store import TABLES, open_env
 
-__all__ = ["snapshot_store", "read_value", "read_prefix", "add_missing"]
+__all__ = ["snapshot_store", "read_value", "read_prefix", "add_missing", "check_copy"]
 
 _ATTEMPTS = 3
 
@@ -58,8 +59,7 @@ def snapshot_store(store_dir: Path, dest_dir: Path) -> int:
 
 def _values(store_dir: Path, table: str):
     """Every value of `table` in the store copy under `store_dir` (nobody else has it open)."""
-    env = lmdb.open(str(store_dir), readonly=True, lock=False, max_dbs=len(TABLES) + 4,
-                    readahead=False)
+    env = open_env(store_dir, readonly=True, lock=False, readahead=False)
     with _reading(env, table) as txn:
         if txn is not None:
             for value in txn.cursor().iternext(keys=False, values=True):
@@ -104,8 +104,8 @@ def add_missing(store_dir: Path, table: str, items: list[tuple[bytes, bytes]],
     """Put the `items` whose key `table` lacks into the store under `store_dir` (no server may
     hold it: a restore's staging copy), in one transaction; `counter`, a decimal count in the
     same table, grows by the number added. Returns the keys added."""
-    env = lmdb.open(str(store_dir), max_dbs=len(TABLES) + 4, readahead=False,
-                    map_size=(store_dir / "data.mdb").stat().st_size + (64 << 20))
+    env = open_env(store_dir, readahead=False,
+                   map_size=(store_dir / "data.mdb").stat().st_size + (64 << 20))
     try:
         db = env.open_db(table.encode())
         with env.begin(write=True, db=db) as txn:
@@ -113,6 +113,30 @@ def add_missing(store_dir: Path, table: str, items: list[tuple[bytes, bytes]],
             if counter is not None and added:
                 txn.put(counter, str(int(txn.get(counter) or b"0") + len(added)).encode())
         return added
+    finally:
+        env.close()
+
+
+def check_copy(store_dir: Path) -> None:
+    """StoreUnreadable unless the store copy under `store_dir` (nobody else has it open: a
+    restore's staging copy) opens as LMDB, holds every page its last commit uses (a copy cut
+    short does not: reading past its end would kill the reader with SIGBUS) and has the
+    tables a store has."""
+    env = open_env(store_dir, readonly=True, lock=False, readahead=False)
+    try:
+        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        size = (store_dir / "data.mdb").stat().st_size
+        if size < used:
+            raise StoreUnreadable(store_dir, f"data.mdb holds {size} bytes, its last commit uses "
+                                  f"{used} (cut short)")
+        with env.begin() as txn:
+            for name in TABLES:
+                try:
+                    env.open_db(name.encode(), txn=txn, create=False)
+                except lmdb.NotFoundError:
+                    continue  # a table added after the store was written: made at first open
+    except lmdb.Error as err:
+        raise StoreUnreadable(store_dir, str(err)) from None
     finally:
         env.close()
 
@@ -140,5 +164,4 @@ def _reading(env: lmdb.Environment, table: str) -> Iterator[lmdb.Transaction | N
 
 def _open_readonly(store_dir: Path) -> lmdb.Environment:
     # lock=True: register as a reader in lock.mdb, so live writers never reuse the pages we read.
-    return lmdb.open(str(store_dir), readonly=True, lock=True, max_dbs=len(TABLES) + 4,
-                     readahead=False)
+    return open_env(store_dir, readonly=True, lock=True, readahead=False)

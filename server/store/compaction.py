@@ -10,9 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-import lmdb
-
-from .lmdb_store import TABLES
+from .lmdb_store import open_env
 from .lock import lock_data_dir
 
 __all__ = ["compact"]
@@ -34,7 +32,7 @@ def compact(data_dir: Path) -> tuple[int, int]:
             shutil.rmtree(path, ignore_errors=True)
         fresh.mkdir()
         before = (store / "data.mdb").stat().st_size
-        env = lmdb.open(str(store), max_dbs=len(TABLES) + 4, readonly=False, lock=True)
+        env = open_env(store, readonly=False, lock=True)
         try:
             env.copy(str(fresh), compact=True)
         finally:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition, ResourceExhausted
 
-__all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull", "StoreDiskFull"]
+__all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull", "StoreDiskFull",
+           "StoreUnreadable"]
 
 
 class StoreKeyMissing(FailedPrecondition):
@@ -54,3 +55,11 @@ class StoreDiskFull(ResourceExhausted):
     def __init__(self, path, free: int):
         super().__init__(f"store is full: no space left on the disk of {path} ({free} bytes "
                          "free); nothing of this write was stored (free space or grow the volume)")
+
+
+class StoreUnreadable(FailedPrecondition):
+    """The store's files do not open as an LMDB environment: damaged, cut short, or not a
+    store at all (`lmdb_store.open_env`)."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"cannot open the store at {path}: {reason}")

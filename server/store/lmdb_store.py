@@ -32,7 +32,7 @@ import lmdb
 
 from .crypto import StoreCrypto
 from .datakeys import DataKeys
-from .errors import StoreDiskFull, StoreFull
+from .errors import StoreDiskFull, StoreFull, StoreUnreadable
 from .growth import GrowthFill
 from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
@@ -43,7 +43,7 @@ from .sealed import SealedTable, seal, unseal
 from .table import Table
 from .tokens import TOKEN_CHARS, user_token
 
-__all__ = ["Store", "TABLES"]
+__all__ = ["Store", "TABLES", "open_env"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -60,6 +60,19 @@ commit's last write (64 pages)."""
 
 ERASURE_RESERVE = 64 << 20
 """Headroom kept for erasure at the map ceiling (at most an eighth of the ceiling)."""
+
+
+def open_env(path: Path | str, **options) -> lmdb.Environment:
+    """`lmdb.open` of the store directory `path` with room for every table; a file that does not
+    open as LMDB (damaged, cut short, not a store) or cannot be opened is a `StoreUnreadable`
+    (one line: FAILED_PRECONDITION, or the admin command's error), not an `lmdb.Error`."""
+    try:
+        return lmdb.open(str(path), max_dbs=len(TABLES) + 4, **options)
+    except lmdb.Error as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        if isinstance(err, (lmdb.InvalidError, lmdb.CorruptedError, lmdb.VersionMismatchError)):
+            reason += " (damaged, or not a Tailor store: restore it from a backup)"
+        raise StoreUnreadable(path, reason) from None
 
 
 class Store:
@@ -86,9 +99,8 @@ class Store:
             self.open_args["crypto"] = crypto.spec()
         self._gate = MapGate()
         """Transactions of this process against remaps (`remap.MapGate`)."""
-        self.env = lmdb.open(str(self.path), map_size=map_size, max_dbs=len(TABLES) + 4,
-                             sync=sync, metasync=sync, readonly=readonly, max_readers=1024,
-                             readahead=False)
+        self.env = open_env(self.path, map_size=map_size, sync=sync, metasync=sync,
+                            readonly=readonly, max_readers=1024, readahead=False)
         self._fill: GrowthFill | None = None
         self.datakeys: DataKeys | None = None
         try:

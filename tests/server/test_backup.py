@@ -280,3 +280,42 @@ def test_a_backup_waits_for_a_bundle_rewrite_in_progress(tmp_path, demo_bundle):
         manifest = json.load(tar.extractfile(f"{name}/manifest.json"))
         tar.extract(f"{name}/users.npz", tmp_path / "x", filter="data")
     assert manifest["files"]["users.npz"] == contract.sha256_file(tmp_path / "x" / name / "users.npz")
+
+
+def _with_store(archive, damaged, data: bytes) -> None:
+    """Copy the tar `archive` to `damaged` with its store/data.mdb replaced by `data`."""
+    with tarfile.open(archive) as src, tarfile.open(damaged, "w") as dst:
+        for member in src.getmembers():
+            body = src.extractfile(member) if member.isfile() else None
+            if member.name == "store/data.mdb":
+                member.size, body = len(data), __import__("io").BytesIO(data)
+            dst.addfile(member, body)
+
+
+def test_restore_refuses_a_backup_whose_store_does_not_open(tmp_path):
+    """A store copy damaged inside a well-formed tar (bit rot on an uncompressed archive, a copy
+    cut short before it was archived) was put in place as the data dir's store, which no
+    server could then open; refused in one line before anything is replaced."""
+    from server.store import Store
+    store = Store(tmp_path / "data" / "store", sync=False)
+    store.put_many("events", [(b"k%05d" % i, os.urandom(500)) for i in range(2000)])
+    store.close()
+    out = tmp_path / "b.tar"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    with tarfile.open(out) as tar:
+        good = tar.extractfile("store/data.mdb").read()
+    junk, cut = tmp_path / "junk.tar", tmp_path / "cut.tar"
+    _with_store(out, junk, os.urandom(len(good)))
+    _with_store(out, cut, good[:len(good) // 2])
+    live = tmp_path / "live"
+    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
+    before = (live / "store" / "data.mdb").read_bytes()
+    for damaged in (junk, cut):
+        for target, force in ((tmp_path / "d", ()), (live, ("--force",))):
+            refused = run_module("server", "restore", "--from", str(damaged), "--data-dir",
+                                 str(target), *force, check=False)
+            assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+            assert refused.stderr.startswith(f"restore: {damaged} holds a store that cannot be "
+                                             "opened"), refused.stderr
+        assert not (tmp_path / "d" / "store").exists()
+        assert (live / "store" / "data.mdb").read_bytes() == before

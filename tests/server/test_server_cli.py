@@ -217,3 +217,20 @@ def test_a_bundle_whose_version_is_not_a_directory_name_is_refused(tmp_path, dem
     assert "--bundle" in line and "version" in line and "not a bundle version" in line, line
     assert not (tmp_path / "srv" / "escaped").exists() and not (data / "escaped").exists()
     assert not [p for p in (data / "bundles").iterdir() if not p.name.startswith(".")]
+
+
+def test_a_store_that_does_not_open_is_one_line(tmp_path):
+    """A data.mdb that is not an LMDB file (damaged, or something else copied there) was a
+    traceback from serve and every store command; one line naming the store."""
+    store = tmp_path / "d" / "store"
+    store.mkdir(parents=True)
+    (store / "data.mdb").write_bytes(os.urandom(100_000))
+    line = serve_fails(tmp_path, "--port", "0", "--data-dir", str(tmp_path / "d"))
+    assert line.startswith(f"error: cannot open the store at {store}: ") and "LMDB" in line
+    run_module("server", "secrets", "init", "--secrets-dir", str(tmp_path / "secrets"))
+    keys = ["--secrets-dir", str(tmp_path / "secrets")]
+    for command in (["compact"], ["migrate", *keys], ["rotate-key", *keys],
+                    ["backup", "--out", str(tmp_path / "b.tar")]):
+        proc = run_module("server", *command, "--data-dir", str(tmp_path / "d"), check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert proc.stderr.startswith(f"{command[0]}: cannot open the store at {store}: "), proc.stderr
