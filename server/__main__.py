@@ -152,7 +152,9 @@ def _migrate(args) -> None:
     from .security.secrets import Secrets
     from .store import Store, lock_data_dir
     from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    from .store.lock import check_restore_finished
     store_dir = args.data_dir / "store"
+    check_restore_finished(args.data_dir)
     if not (store_dir / "data.mdb").exists():
         raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
     configure_logging()  # the store logs each step and its count
@@ -267,9 +269,11 @@ def _rotate_key(args) -> None:
     from .store import Store, lock_data_dir
     from .store.backup import read_value
     from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
+    from .store.lock import check_restore_finished
     from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
     store_dir = args.data_dir / "store"
+    check_restore_finished(args.data_dir)
     if not (store_dir / "data.mdb").exists():
         raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
     if read_value(store_dir, "meta", SEALED_KEY) is None:  # opening it encrypted would seal it

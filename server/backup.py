@@ -30,19 +30,20 @@ from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
 from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX
-from .store.lock import locked_dir
+from .store.lock import RESTORING, check_restore_finished, locked_dir
 
 __all__ = ["backup", "restore", "FORMAT", "MANIFEST"]
 
 FORMAT = 1
 MANIFEST = "tailor-backup.json"
 _TOP_LEVEL = (MANIFEST, "store", "bundles")
-_OURS = ("tailor.lock", ".restoring", ".replaced-store", ".replaced-bundles")
+_OURS = ("tailor.lock", RESTORING, ".replaced-store", ".replaced-bundles")
 """What an empty data dir may hold: the lock file and leftovers of an interrupted restore."""
 
 
 def backup(data_dir: Path, out: Path) -> dict:
     """Write a backup of `data_dir` to the file `out` (atomically); returns its manifest."""
+    check_restore_finished(data_dir)
     if not (data_dir / "store" / "data.mdb").exists():
         raise FileNotFoundError(f"no Tailor store under {data_dir}")
     if out.is_dir():
@@ -79,23 +80,31 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
     """
     if not archive.is_file():
         raise FileNotFoundError(f"no backup file {archive}")
-    lock = lock_data_dir(data_dir, exclusive=True)
+    lock = lock_data_dir(data_dir, exclusive=True, restoring=True)
     try:
         present = sorted(p.name for p in data_dir.iterdir() if p.name not in _OURS)
         if present and not force:
             raise FailedPrecondition(f"{data_dir} is not empty ({', '.join(present)}); restore "
                                      "into an empty dir, or pass --force to replace its store and bundles")
-        staging = data_dir / ".restoring"
+        staging = data_dir / RESTORING
         shutil.rmtree(staging, ignore_errors=True)
         try:
             manifest = _extract(archive, staging)
-            manifest["erasures_after_backup"] = _carry_erasures(data_dir / "store", staging / "store")
+            manifest["erasures_after_backup"] = _carry_erasures(_replaced_store(data_dir),
+                                                                staging / "store")
             _swap_in(staging, data_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return manifest
     finally:
         lock.close()
+
+
+def _replaced_store(data_dir: Path) -> Path:
+    """The store this restore replaces: `store/`, or, when a restore killed midway had moved it
+    aside already, `.replaced-store`."""
+    live, aside = data_dir / "store", data_dir / ".replaced-store"
+    return aside if not live.exists() and aside.exists() else live
 
 
 def _carry_erasures(live: Path, restored: Path) -> int | None:

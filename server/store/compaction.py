@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 from .lmdb_store import open_env
-from .lock import lock_data_dir
+from .lock import check_restore_finished, lock_data_dir
 
 __all__ = ["compact"]
 
@@ -23,6 +23,7 @@ def compact(data_dir: Path) -> tuple[int, int]:
     crash at any moment leaves either file whole where servers look for it (the pad file is
     unchanged: nothing writes while the exclusive lock is held)."""
     store = data_dir / "store"
+    check_restore_finished(data_dir)
     if not (store / "data.mdb").exists():
         raise FileNotFoundError(f"no LMDB store under {store}")
     lock = lock_data_dir(data_dir, exclusive=True)

@@ -10,11 +10,17 @@ from pathlib import Path
 
 from ..errors import FailedPrecondition
 
-__all__ = ["lock_data_dir", "locked_dir"]
+__all__ = ["RESTORING", "check_restore_finished", "lock_data_dir", "locked_dir"]
+
+RESTORING = ".restoring"
+"""A restore's staging dir inside the data dir, there until the restore has swapped its copy in
+(`server.backup.restore`): a restore killed midway leaves it, maybe with no `store/` at all."""
 
 
-def lock_data_dir(data_dir: Path, exclusive: bool):
-    """Take the data dir's lock (non-blocking); the returned file holds it until closed."""
+def lock_data_dir(data_dir: Path, exclusive: bool, restoring: bool = False):
+    """Take the data dir's lock (non-blocking); the returned file holds it until closed. Refused
+    while a restore left the data dir unfinished (`RESTORING`), unless for the restore itself:
+    a server would serve (or make afresh) whatever store the killed restore left."""
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         fh = open(data_dir / "tailor.lock", "a+")
@@ -28,7 +34,21 @@ def lock_data_dir(data_dir: Path, exclusive: bool):
         raise FailedPrecondition(
             f"{data_dir} is in use by a running server" if exclusive
             else f"{data_dir} is being compacted; start the server when it is done") from None
+    if not restoring:
+        try:
+            check_restore_finished(data_dir)
+        except FailedPrecondition:
+            fh.close()
+            raise
     return fh
+
+
+def check_restore_finished(data_dir: Path) -> None:
+    """FailedPrecondition when a restore into `data_dir` was killed before it finished (the
+    commands that look for `store/` before they lock call it first, for this message)."""
+    if (data_dir / RESTORING).exists():
+        raise FailedPrecondition(f"a restore into {data_dir} did not finish ({RESTORING} is there): "
+                                 "run `python -m server restore` again")
 
 
 @contextmanager

@@ -319,3 +319,59 @@ def test_restore_refuses_a_backup_whose_store_does_not_open(tmp_path):
                                              "opened"), refused.stderr
         assert not (tmp_path / "d" / "store").exists()
         assert (live / "store" / "data.mdb").read_bytes() == before
+
+
+_RESTORE_KILLED_AT = """
+import os, sys
+from pathlib import Path
+import server.backup as b
+calls, real = [], os.replace
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == int(sys.argv[3]):
+        os._exit(9)  # killed here: no finally runs
+    real(src, dst)
+b.os.replace = replace
+b.restore(Path(sys.argv[1]), Path(sys.argv[2]), force=True)
+"""
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, 3, 4])
+def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_path, killed_at):
+    """The swap renames `store` away, the copy in, then the same for `bundles`: killed between
+    two renames it left no `store/` (or no `bundles/`), and the next server start made a new,
+    empty store there and served it; running the restore again then carried no erasure (the
+    replaced store, in `.replaced-store`, was not read). Now nothing opens a data dir a restore
+    left unfinished, and the restore run again carries the erasures of the store it replaces."""
+    import subprocess
+    import sys
+
+    from server.store import Store
+    from server.store.keys import TOMBSTONE_PREFIX
+    from tests.conftest import ROOT
+    store = Store(tmp_path / "data" / "store", sync=False)
+    store.put("meta", b"from-backup", b"yes")
+    store.close()
+    out, live = tmp_path / "b.tar", tmp_path / "live"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
+    store = Store(live / "store", sync=False)
+    store.put("meta", TOMBSTONE_PREFIX + b"erased-after", b"1")  # an erasure after the backup
+    store.close()
+    killed = subprocess.run([sys.executable, "-c", _RESTORE_KILLED_AT, str(out), str(live),
+                             str(killed_at)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == 9, killed.stderr
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    for command in (["--port", "0"], ["migrate"], ["compact"]):
+        refused = run_module("server", *command, "--data-dir", str(live), check=False, timeout=60,
+                             env=env)
+        assert refused.returncode in (1, 2) and "Traceback" not in refused.stderr, refused.stderr
+        assert f"a restore into {live} did not finish" in refused.stderr, refused.stderr
+    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
+                                  "--force").stdout)
+    assert reply["erasures_after_backup"] == 1
+    assert sorted(p.name for p in live.iterdir()) == ["bundles", "store", "tailor.lock"]
+    store = Store(live / "store", sync=False)
+    assert store.get("meta", b"from-backup") == b"yes"
+    assert store.get("meta", TOMBSTONE_PREFIX + b"erased-after") == b"1"
+    store.close()
