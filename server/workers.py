@@ -199,5 +199,9 @@ def _supervise(settings: Settings, reload_metrics) -> None:
                              proc.exitcode)  # the port would serve one worker short
                 failed = failed or proc.exitcode or 1
                 forward(signal.SIGTERM, None)
+            elif proc.exitcode:  # killed or crashed mid-drain: its calls in flight were cut
+                logger.error("worker %s exited with %s while the server stopped", proc.name,
+                             proc.exitcode)
+                failed = failed or proc.exitcode
     if failed:
         raise SystemExit(2 if failed == 2 else 1)

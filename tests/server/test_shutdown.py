@@ -218,3 +218,35 @@ def test_a_worker_killed_at_the_start_gate_hangs_no_one():
     assert time.time() - began < 30 and second.exitcode == 0
     stopping = StartGate(ctx, 2)  # a worker told to stop while it waits gives up too
     assert stopping.wait(0, stopped=lambda: True) is False
+
+
+def test_a_worker_killed_while_the_server_drains_makes_the_exit_non_zero(tmp_path):
+    """After a stop signal the parent ignored how its workers ended: one SIGKILLed (the OOM
+    killer) or crashing mid-drain, its calls in flight cut, and the server still exited 0, a
+    clean stop to the service manager. Now that worker's end is logged and the exit is 1."""
+    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
+            "--data-dir", str(tmp_path / "d")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"), "TAILOR_DRAIN_SECONDS": "3"}
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    seen, deadline = [], time.time() + 120
+    while sum("serving on" in line for line in seen) < 2 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+    workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
+    try:
+        assert len(workers) == 2, "".join(seen)
+        proc.send_signal(signal.SIGTERM)
+        while "draining" not in (line := proc.stdout.readline()):  # both drain 3 s
+            seen.append(line)
+            assert line, "".join(seen)
+        os.kill(workers[1], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=60)
+    finally:  # on a failure, leave no server behind
+        for pid in [c for w in workers for c in _children(w)] + workers + [proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 1, out[-3000:]
+    assert "exited with -9 while the server stopped" in out, out[-3000:]
