@@ -199,8 +199,17 @@ class Store:
         try:
             return self.env.begin(write=write, buffers=False)
         except lmdb.MapResizedError:
-            self._gate.remap(lambda: self.env.set_mapsize(0))  # adopt its size
+            self._gate.remap(self._adopt_map)
             return self.env.begin(write=write, buffers=False)
+
+    def _adopt_map(self) -> None:
+        """Take the map size another process grew the map to (LMDB's recorded size), but no more
+        than the ordinary ceiling: an erasure that grew it into the reserve leaves the reserve
+        to erasures here too (LMDB keeps the map at least as large as the pages in use)."""
+        self.env.set_mapsize(0)
+        ordinary = self.max_map_size - self.erasure_reserve
+        if self.env.info()["map_size"] > ordinary:
+            self.env.set_mapsize(ordinary)
 
     def write(self, fn: Callable[[lmdb.Transaction], T], erasure: bool = False) -> T:
         """Run `fn(txn)` in one write transaction and commit; grow the map and retry if full.

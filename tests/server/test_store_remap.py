@@ -89,3 +89,44 @@ def test_a_map_another_process_grew_is_adopted_without_breaking_open_reads(tmp_p
         assert seen == [b"x" * 2000]
     finally:
         store.close()
+
+
+_FILL_THEN_ERASE = """
+import os, sys
+from server.errors import ResourceExhausted
+from server.store import Store
+store = Store(sys.argv[1], map_size=1 << 20, max_map_size=8 << 20, sync=False)
+try:
+    for i in range(10_000):
+        store.put_many("events", [(b"fill%07d" % (i * 10 + j), os.urandom(1500)) for j in range(10)])
+except ResourceExhausted:
+    pass
+store.write(lambda txn: store.table("meta").put(txn, b"erasure-1", os.urandom(300_000)),
+            erasure=True)  # into the reserve, as DeleteProfile on a full store may
+store.close()
+"""
+
+
+def test_an_erasure_reserve_another_process_grew_into_stays_for_erasures(tmp_path):
+    """A process that adopted a map another process's erasure had grown into the reserve
+    (`MapResizedError`, then LMDB's recorded size) wrote ordinary records into the reserve,
+    until a later erasure found the store full (DeleteProfile RESOURCE_EXHAUSTED)."""
+    import os
+
+    import pytest
+
+    from server.errors import ResourceExhausted
+    other = Store(tmp_path / "store", map_size=1 << 20, max_map_size=8 << 20, sync=False)
+    try:
+        other.put("profiles", b"open", b"all along")  # a worker or writer child
+        subprocess.run([sys.executable, "-c", _FILL_THEN_ERASE, str(tmp_path / "store")],
+                       cwd=ROOT, check=True, timeout=120)
+        with pytest.raises(ResourceExhausted):
+            for i in range(100):  # ordinary writes: refused, the reserve is not theirs
+                other.put_many("events", [(b"late%05d-%d" % (i, j), os.urandom(1500))
+                                          for j in range(10)])
+        other.write(lambda txn: other.table("meta").put(txn, b"erasure-2", os.urandom(300_000)),
+                    erasure=True)
+        assert len(other.get("meta", b"erasure-2")) == 300_000
+    finally:
+        other.close()
