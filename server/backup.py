@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import lzma
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -26,6 +27,7 @@ import zlib
 from pathlib import Path
 
 from .errors import FailedPrecondition
+from .processes import owner_alive, process_started
 from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
@@ -51,7 +53,8 @@ def backup(data_dir: Path, out: Path) -> dict:
                                  f"(e.g. {out / 'tailor.tar.gz'})")
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
-    staging = Path(tempfile.mkdtemp(prefix=".tailor-backup-", dir=out.parent))
+    _sweep_leftovers(out.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".tailor-backup-{_owner()}-", dir=out.parent))
     try:
         store_bytes = snapshot_store(data_dir / "store", staging / "store")
         active = _active_version(staging / "store")
@@ -159,9 +162,35 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _owner() -> str:
+    """`<pid>.<start ticks>` of this process (`processes`): in the names of what a backup
+    writes beside its output before it is done, so a later backup tells a dead one's."""
+    pid = os.getpid()
+    return f"{pid}.{process_started(pid) or 0}"
+
+
+_LEFTOVER = re.compile(r"(?:\.tailor-backup-|.+\.tailor-)(\d+)\.(\d+)(?:-.+|\.partial)",
+                       re.DOTALL)
+"""A staging dir `.tailor-backup-<pid>.<start>-*` or an archive
+`<name>.tailor-<pid>.<start>.partial`."""
+
+
+def _sweep_leftovers(directory: Path) -> None:
+    """Remove the staging dirs and partial archives that backups killed midway left in
+    `directory` (their process is gone): each holds up to a whole store copy."""
+    for path in directory.iterdir():
+        match = _LEFTOVER.fullmatch(path.name)
+        if match is None or owner_alive(int(match[1]), int(match[2]) or None):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def _write_tar(staging: Path, out: Path) -> None:
     mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f"{out.name}.tailor-{_owner()}.partial")
     try:
         with tarfile.open(partial, mode) as tar:
             tar.add(staging / MANIFEST, arcname=MANIFEST)

@@ -375,3 +375,49 @@ def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_pat
     assert store.get("meta", b"from-backup") == b"yes"
     assert store.get("meta", TOMBSTONE_PREFIX + b"erased-after") == b"1"
     store.close()
+
+
+_BACKUP_KILLED = """
+import os, sys
+from pathlib import Path
+import server.backup as b
+write_tar = b._write_tar
+
+
+def killed(staging, out):  # killed with the archive written, before its rename
+    b.os.replace = lambda *args: os._exit(9)
+    write_tar(staging, out)
+
+
+b._write_tar = killed
+b.backup(Path(sys.argv[1]), Path(sys.argv[2]))
+"""
+
+
+def test_what_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):
+    """A backup killed midway (a cron timeout, the OOM killer) left its staging dir, a whole
+    store copy, and its `.partial` archive beside the output, for good: a backup killed every
+    night filled the backup disk. The next backup into that directory removes what dead
+    backups left there, and only that (a running backup's files are its own)."""
+    import subprocess
+    import sys
+
+    from server.processes import process_started
+    from server.store import Store
+    from tests.conftest import ROOT
+    store = Store(tmp_path / "data" / "store", sync=False)
+    store.put_many("events", [(b"k%05d" % i, os.urandom(500)) for i in range(2000)])
+    store.close()
+    out = tmp_path / "out"
+    out.mkdir()
+    killed = subprocess.run([sys.executable, "-c", _BACKUP_KILLED, str(tmp_path / "data"),
+                             str(out / "monday.tar.gz")], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == 9, killed.stderr
+    left = sorted(p.name for p in out.iterdir())
+    assert len(left) == 2 and any(n.endswith(".partial") for n in left), left
+    running = out / f".tailor-backup-{os.getpid()}.{process_started(os.getpid())}-abc"
+    running.mkdir()  # a backup running now, in this process
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out",
+               str(out / "tuesday.tar.gz"))
+    assert sorted(p.name for p in out.iterdir()) == [running.name, "tuesday.tar.gz"]
