@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import FailedPrecondition, ResourceExhausted
 
 __all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull", "StoreDiskFull",
-           "StoreUnreadable"]
+           "StoreUnreadable", "StorePadsMissing"]
 
 
 class StoreKeyMissing(FailedPrecondition):
@@ -63,3 +63,14 @@ class StoreUnreadable(FailedPrecondition):
 
     def __init__(self, path, reason: str):
         super().__init__(f"cannot open the store at {path}: {reason}")
+
+
+class StorePadsMissing(FailedPrecondition):
+    """An encrypted store whose pad file (`datakeys.SLOTS_FILE`) lacks pads its data keys use:
+    `data.mdb` copied or restored without it. Served, every user would read as erased."""
+
+    def __init__(self, path, keys: int, pads: int):
+        super().__init__(f"store at {path}: its data keys use {keys} pads but keyslots holds "
+                         f"{pads}: data.mdb was copied or restored without its keyslots file "
+                         "(copy both, as backups and compaction do); served, every user would "
+                         "read as erased")

@@ -31,8 +31,8 @@ from typing import TypeVar
 import lmdb
 
 from .crypto import StoreCrypto
-from .datakeys import DataKeys
-from .errors import StoreDiskFull, StoreFull, StoreUnreadable
+from .datakeys import SLOT_BYTES, SLOT_COUNT_KEY, SLOTS_FILE, DataKeys
+from .errors import StoreDiskFull, StoreFull, StorePadsMissing, StoreUnreadable
 from .growth import GrowthFill
 from .keys import USER_TABLES
 from .layouts import KINDS, RecordKind
@@ -136,12 +136,25 @@ class Store:
             raise
 
     def _seal_tables(self, crypto: StoreCrypto, sync: bool) -> None:
+        self._check_pads()
         self.datakeys = DataKeys(self.path, self._raw["datakeys"], self._raw["meta"], crypto.master,
                                  sync=sync, cache_size=crypto.cache_size,
                                  reload_master=crypto.reload_master)
         for name in USER_TABLES:
             if name in self._raw:
                 self._tables[name] = SealedTable(name, self._raw[name].db, self.datakeys)
+
+    def _check_pads(self) -> None:
+        """StorePadsMissing when the pad file is missing or shorter than the pads handed out
+        (each is written, and fsynced, before the commit that counts it), before it is made."""
+        with self.read() as txn:
+            keys = int(self._raw["meta"].get(txn, SLOT_COUNT_KEY) or b"0")
+        try:
+            size = (self.path / SLOTS_FILE).stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < keys * SLOT_BYTES:
+            raise StorePadsMissing(self.path, keys, size // SLOT_BYTES)
 
     def raw_table(self, name: str) -> Table:
         """`table(name)` without sealing (migrations, rotation, tests of what is on disk)."""

@@ -402,3 +402,23 @@ def test_rotate_key_refuses_a_store_served_without_encryption_or_none_at_all(tmp
     assert read_value(data / "store", "meta", b"sealed") is None
     assert not (tmp_path / "typo" / "store").exists()
     assert (secrets / "encryption.keys").read_text() == keyring
+
+
+@pytest.mark.parametrize("damage", ["missing", "cut short"])
+def test_a_store_without_its_pad_file_is_refused_not_served_as_erased(tmp_path, crypto, damage):
+    """`data.mdb` copied or restored without `keyslots` (or with a shorter one) opened and
+    served: every user answered NOT_FOUND, as if erased, and every write naming one of them
+    failed INTERNAL (KeyError), while new users got pads in a new file. Refused at open."""
+    from server.errors import FailedPrecondition
+    store = Store(tmp_path / "store", sync=False, crypto=crypto)
+    ProfileRepository(store, ProfileSchema().layout()).ingest(
+        [_event(1), _event(2, "bo"), _event(3, "cy")], [None] * 3)
+    store.close()
+    pads = tmp_path / "store" / "keyslots"
+    if damage == "missing":
+        pads.unlink()
+    else:
+        pads.write_bytes(pads.read_bytes()[:64])  # two of the three pads
+    with pytest.raises(FailedPrecondition, match="keyslots"):
+        Store(tmp_path / "store", sync=False, crypto=crypto)
+    assert not pads.exists() if damage == "missing" else pads.stat().st_size == 64
