@@ -14,8 +14,8 @@ from pathlib import Path
 
 import lmdb
 
-from .datakeys import SLOTS_FILE, copy_slots, unshred_copy
-from .errors import StoreUnreadable
+from .datakeys import SLOT_BYTES, SLOT_COUNT_KEY, SLOTS_FILE, copy_slots, unshred_copy
+from .errors import StorePadsMissing, StoreUnreadable
 from .lmdb_store import TABLES, open_env
 
 __all__ = ["snapshot_store", "read_value", "read_prefix", "add_missing", "check_copy"]
@@ -121,7 +121,7 @@ def check_copy(store_dir: Path) -> None:
     """StoreUnreadable unless the store copy under `store_dir` (nobody else has it open: a
     restore's staging copy) opens as LMDB, holds every page its last commit uses (a copy cut
     short does not: reading past its end would kill the reader with SIGBUS) and has the
-    tables a store has."""
+    tables a store has; StorePadsMissing when its pad file lacks pads its data keys use."""
     env = open_env(store_dir, readonly=True, lock=False, readahead=False)
     try:
         used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
@@ -135,6 +135,11 @@ def check_copy(store_dir: Path) -> None:
                     env.open_db(name.encode(), txn=txn, create=False)
                 except lmdb.NotFoundError:
                     continue  # a table added after the store was written: made at first open
+            keys = txn.get(SLOT_COUNT_KEY, db=env.open_db(b"meta", txn=txn, create=False))
+        pads = store_dir / SLOTS_FILE
+        have = pads.stat().st_size // SLOT_BYTES if pads.exists() else 0
+        if int(keys or b"0") > have:  # served, every user would read as erased
+            raise StorePadsMissing(store_dir, int(keys), have)
     except lmdb.Error as err:
         raise StoreUnreadable(store_dir, str(err)) from None
     finally:

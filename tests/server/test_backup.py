@@ -421,3 +421,28 @@ def test_what_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):
     run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out",
                str(out / "tuesday.tar.gz"))
     assert sorted(p.name for p in out.iterdir()) == [running.name, "tuesday.tar.gz"]
+
+
+def test_restore_refuses_an_encrypted_backup_without_its_pad_file(tmp_path):
+    """An archive of an encrypted store whose `store/keyslots` is gone (an archive made or
+    repacked by hand) was restored, replacing the store with one no server will open (every
+    user would read as erased); refused before anything is replaced."""
+    from server.profiles.repository import ProfileRepository
+    from server.profiles.schema import ProfileSchema
+    from server.store import Store
+    from tests.server.test_encryption import _event
+    store = Store(tmp_path / "data" / "store", sync=False, crypto=throwaway_crypto())
+    ProfileRepository(store, ProfileSchema().layout()).ingest([_event(1), _event(2, "bo")],
+                                                              [None, None])
+    store.close()
+    out, bare = tmp_path / "b.tar", tmp_path / "bare.tar"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    with tarfile.open(out) as src, tarfile.open(bare, "w") as dst:
+        for member in src.getmembers():
+            if member.name != "store/keyslots":
+                dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    refused = run_module("server", "restore", "--from", str(bare), "--data-dir",
+                         str(tmp_path / "d"), check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith(f"restore: {bare} holds a store that cannot be opened")
+    assert "keyslots" in refused.stderr and not (tmp_path / "d" / "store").exists()
