@@ -363,8 +363,9 @@ class Settings(BaseSettings):
     exclude_history: bool = True
     """Drop items the user has seen from recommendations, as `seen_exclusion_days` and
     `repeatable_categories` say (bundle seen-set and live events, not only the history window)."""
-    compute_threads: int = 1
-    """Threads ONNX Runtime and FAISS may use per call."""
+    compute_threads: int = Field(1, ge=1, le=256)
+    """Threads ONNX Runtime and FAISS may use per call (each bundle load starts its pools: a
+    typo such as 100000 would start that many threads, so at most 256)."""
     gil_switch_interval_ms: float = Field(0.5, gt=0)
     """`sys.setswitchinterval` of each worker (Python's default is 5 ms): how long a thread
     holding the GIL may keep it from one that waits. The batch thread waits for it after every

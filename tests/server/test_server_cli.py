@@ -234,3 +234,11 @@ def test_a_store_that_does_not_open_is_one_line(tmp_path):
         proc = run_module("server", *command, "--data-dir", str(tmp_path / "d"), check=False)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert proc.stderr.startswith(f"{command[0]}: cannot open the store at {store}: "), proc.stderr
+
+
+def test_a_compute_thread_count_past_the_bound_is_refused_not_started(tmp_path):
+    """Each bundle load starts ONNX Runtime's and FAISS's pools of that many threads: a typo
+    (100000) started them until the machine gave up."""
+    line = serve_fails(tmp_path, "--data-dir", str(tmp_path / "d"),
+                       env={"TAILOR_COMPUTE_THREADS": "100000"})
+    assert "TAILOR_COMPUTE_THREADS" in line and "less than or equal to 256" in line, line
