@@ -62,13 +62,25 @@ def received(metrics_port: int) -> bool:
                in line and line.endswith(" 1.0") for line in text.splitlines())
 
 
-def _two_workers(tmp_path) -> subprocess.Popen:
-    """`python -m server --workers 2` on a new data dir, its output piped (text)."""
+def _two_workers(tmp_path, **env) -> subprocess.Popen:
+    """`python -m server --workers 2` on a new data dir (`env`: more variables), its output
+    piped (text)."""
     args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
             "--data-dir", str(tmp_path / "d")]
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"), **env}
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+def _serving_workers(proc: subprocess.Popen) -> tuple[list[int], list[str]]:
+    """(the pids of `_two_workers`' workers once both serve, the output lines read so far)."""
+    seen, deadline = [], time.time() + 120
+    while sum("serving on" in line for line in seen) < 2 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+    return [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)], seen
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -161,13 +173,7 @@ def test_a_worker_stopped_alone_stops_the_server(tmp_path):
     parent used to act on non-zero exits only, so the port went on one worker short, its
     health SERVING. Now the parent stops the other and exits non-zero (a restart)."""
     proc = _two_workers(tmp_path)
-    seen, deadline = [], time.time() + 120
-    while sum("serving on" in line for line in seen) < 2 and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-    workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
+    workers, seen = _serving_workers(proc)
     try:
         assert len(workers) == 2, "".join(seen)
         os.kill(workers[0], signal.SIGTERM)
@@ -224,18 +230,8 @@ def test_a_worker_killed_while_the_server_drains_makes_the_exit_non_zero(tmp_pat
     """After a stop signal the parent ignored how its workers ended: one SIGKILLed (the OOM
     killer) or crashing mid-drain, its calls in flight cut, and the server still exited 0, a
     clean stop to the service manager. Now that worker's end is logged and the exit is 1."""
-    args = [sys.executable, "-m", "server", "--port", str(free_port()), "--workers", "2",
-            "--data-dir", str(tmp_path / "d")]
-    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"), "TAILOR_DRAIN_SECONDS": "3"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    seen, deadline = [], time.time() + 120
-    while sum("serving on" in line for line in seen) < 2 and time.time() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-    workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
+    proc = _two_workers(tmp_path, TAILOR_DRAIN_SECONDS="3")
+    workers, seen = _serving_workers(proc)
     try:
         assert len(workers) == 2, "".join(seen)
         proc.send_signal(signal.SIGTERM)
