@@ -5,20 +5,8 @@ import asyncio
 import time
 
 import pytest
-import pytest_asyncio
 
 from clients import TailorClient
-
-
-@pytest_asyncio.fixture
-async def target(tmp_path):
-    from server.app import TailorServer
-    from server.config import Settings
-    server = TailorServer(Settings(port=0, data_dir=tmp_path / "data", lmdb_sync=False,
-                                   secrets_dir=tmp_path / "secrets"))
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(grace=0.5)
 
 
 def track_with_a_bad_fourth_event(target: str):

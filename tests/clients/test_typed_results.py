@@ -4,21 +4,8 @@ import json
 import time
 import tomllib
 
-import pytest_asyncio
-
 from clients import Choice, RejectedEvent, Reward, TailorClient, TrackResult
 from tests.conftest import ROOT
-
-
-@pytest_asyncio.fixture
-async def target(tmp_path):
-    from server.app import TailorServer
-    from server.config import Settings
-    server = TailorServer(Settings(port=0, data_dir=tmp_path / "data", lmdb_sync=False,
-                                   secrets_dir=tmp_path / "secrets"))
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(grace=0.5)
 
 
 def calls(target: str):
