@@ -53,6 +53,9 @@ TABLES = ("meta", "profiles", "events", "dedupe", "bandit", "decisions", "campai
 
 T = TypeVar("T")
 
+ADOPT_TRIES = 3
+"""Begins a transaction tries when the map was grown by another process: between two, it adopts
+the new size (`_adopt_map`), or waits for another thread of this one that does."""
 DISK_FULL_BYTES = 1 << 20
 """A write that failed with its store's filesystem below this free is refused as the disk being
 full (`StoreDiskFull`): LMDB writes until the disk is full, so what is left is less than a
@@ -209,11 +212,12 @@ class Store:
     def _begin(self, write: bool) -> lmdb.Transaction:
         """A transaction (the caller holds the gate); a map another process grew past this
         process's is adopted first, once no other thread has a transaction open (`MapGate`)."""
-        try:
-            return self.env.begin(write=write, buffers=False)
-        except lmdb.MapResizedError:
-            self._gate.remap(self._adopt_map)
-            return self.env.begin(write=write, buffers=False)
+        for _ in range(ADOPT_TRIES):
+            try:
+                return self.env.begin(write=write, buffers=False)
+            except lmdb.MapResizedError:
+                self._gate.remap(self._adopt_map)  # or another thread's remap ran: again
+        return self.env.begin(write=write, buffers=False)
 
     def _adopt_map(self) -> None:
         """Take the map size another process grew the map to (LMDB's recorded size), but no more
@@ -238,7 +242,7 @@ class Store:
                 try:
                     return self._write_once(fn)
                 except lmdb.MapFullError:  # the transaction is gone: grow, then again
-                    grown |= self._gate.remap(lambda: self._grow(erasure))
+                    grown |= bool(self._gate.remap(lambda: self._grow(erasure)))
         finally:
             if grown:
                 self._gate.remap(self._shrink_to_ordinary_ceiling)

@@ -12,12 +12,13 @@ which holds back new transactions and waits until no other thread has one open.
 A thread may nest transactions (a read inside a write): while a remap waits, a thread that
 already holds the gate enters again, so it never waits for a remap that waits for it. A remap
 asked for by a thread holding the gate (its own transactions are then invalidated, as before)
-could still wait for one that waits for it; after `WAIT_SECONDS` a remap runs anyway.
+could still wait for one that waits for it; after `WAIT_SECONDS` a remap runs anyway. A remap
+asked for while another runs is not run: the asking thread waits for it without counting its own
+holds, then tries again (`remap` returns None).
 """
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -61,21 +62,26 @@ class MapGate:
             if self._remapping:
                 self._cond.notify_all()
 
-    def remap(self, fn: Callable[[], T]) -> T:
-        """`fn()` (a remap) once no other thread holds the gate, none entering meanwhile."""
-        mine, cond = getattr(self._mine, "held", [0])[0], self._cond
-        deadline = time.monotonic() + self.WAIT_SECONDS
+    def remap(self, fn: Callable[[], T]) -> T | None:
+        """`fn()` (a remap) once no other thread holds the gate, none entering meanwhile; None,
+        without running it, when another thread's remap was running: this thread stops
+        counting its holds until that one is done (two threads that both found the map grown
+        would otherwise wait for each other), and the caller tries again, as that remap may
+        have done what it needed."""
+        held = getattr(self._mine, "held", [0])[0]
+        cond = self._cond
         with cond:
-            cond.wait_for(lambda: not self._remapping, _left(deadline))  # another remap first
+            if self._remapping:
+                self._open -= held
+                cond.notify_all()
+                cond.wait_for(lambda: not self._remapping)
+                self._open += held
+                return None
             self._remapping = True
-            cond.wait_for(lambda: self._open <= mine, _left(deadline))
+            cond.wait_for(lambda: self._open <= held, self.WAIT_SECONDS)
         try:
             return fn()
         finally:
             with cond:
                 self._remapping = False
                 cond.notify_all()
-
-
-def _left(deadline: float) -> float:
-    return max(0.0, deadline - time.monotonic())

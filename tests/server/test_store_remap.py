@@ -130,3 +130,32 @@ def test_an_erasure_reserve_another_process_grew_into_stays_for_erasures(tmp_pat
         assert len(other.get("meta", b"erasure-2")) == 300_000
     finally:
         other.close()
+
+
+def test_two_threads_that_both_find_the_map_grown_do_not_wait_for_each_other():
+    """Each holds the gate (its transaction's begin) and asks for a remap: the first waited for
+    the second's hold, the second for the first's remap, 10 s with every transaction of the
+    process held back; then both remapped at once. Now the second stops counting its hold, waits
+    for the first's remap and runs none of its own."""
+    import time
+
+    from server.store.remap import MapGate
+    gate, ran, both_in, answers = MapGate(), [], threading.Barrier(2), []
+
+    def adopt(name):
+        held = gate.enter()
+        both_in.wait(5)
+        answers.append(gate.remap(lambda: (ran.append(name), time.sleep(0.2), name)[2]))
+        gate.leave(held)
+
+    threads = [threading.Thread(target=adopt, args=(n,)) for n in ("a", "b")]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert time.monotonic() - began < 5, "the two remaps waited for each other"
+    assert len(ran) == 1 and sorted(answers, key=str) == [None, ran[0]]
+    held = gate.enter()  # the gate is open again and counts from zero
+    gate.leave(held)
+    assert gate._open == 0 and not gate._remapping
