@@ -29,10 +29,11 @@ class Authenticator:
         self.by_cert = config.by_cert if config else {}
         self.jwt = JwtVerifier(config.jwt, jwt_budget) if config and config.jwt else None
 
-    def principal(self, metadata, auth_context, peer: str = "") -> Principal:
+    def principal(self, metadata, auth_context, peer: str | None = "") -> Principal:
         """`metadata`: (key, value) pairs; `auth_context`: a callable returning the transport's
         auth context (called only when no bearer credential came and certificates are known);
-        `peer`: the caller's address (`context.peer()`)."""
+        `peer`: the caller's address (`context.peer()`), charged for a JWT that fails its check
+        (None: a check nobody is charged for)."""
         if self.config is None:
             return DEV_PRINCIPAL
         bearer = None
@@ -49,7 +50,7 @@ class Authenticator:
         raise Unauthenticated("no credentials: send `authorization: Bearer <token>` or a client "
                               "certificate")
 
-    def _bearer(self, header: str, peer: str) -> Principal:
+    def _bearer(self, header: str, peer: str | None) -> Principal:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("authorization metadata must be `Bearer <token>`")

@@ -233,8 +233,8 @@ class _Caller:
             return None
         self.authenticator, self.due = interceptor.authenticator, now + RECHECK_SECONDS
         try:
-            again = self.authenticator.principal(self.context.invocation_metadata(),
-                                                 self.context.auth_context, self.context.peer())
+            again = self.authenticator.principal(  # not charged to the address: a check
+                self.context.invocation_metadata(), self.context.auth_context, None)  # we asked for
         except Unauthenticated as err:
             return Unauthenticated(f"the stream's credentials are no longer valid: {err}")
         except Exception:  # as `authorize`: a credential we fail to read is none

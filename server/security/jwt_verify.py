@@ -41,9 +41,10 @@ class FailureBudget:
             self._counts, self._ends = {}, now + self.seconds
         return self._counts
 
-    def refused(self, peer: str) -> str | None:
-        """Why a JWT from `peer` is refused unchecked (None: check it)."""
-        if not self.most:
+    def refused(self, peer: str | None) -> str | None:
+        """Why a JWT from `peer` is refused unchecked (None: check it; `peer` None: a check
+        not charged to any address, an open stream's caller checked again)."""
+        if not self.most or peer is None:
             return None
         counted = self._interval().get(peer_host(peer))
         if counted is None or counted[0] < self.most:
@@ -51,8 +52,8 @@ class FailureBudget:
         return (f"too many invalid tokens from this address (the last: {counted[1]}); new ones "
                 f"are not checked for up to {self.seconds:g} s")
 
-    def failed(self, peer: str, reason: str) -> None:
-        if not self.most:
+    def failed(self, peer: str | None, reason: str) -> None:
+        if not self.most or peer is None:
             return
         counts, host = self._interval(), peer_host(peer)
         counted = counts.get(host)
@@ -98,15 +99,18 @@ class JwtVerifier:
             keys += [(k.key_id, k.key) for k in jwks.keys]
         return keys
 
-    def principal(self, token: str, peer: str = "") -> Principal:
+    def principal(self, token: str, peer: str | None = "") -> Principal:
         """The token's principal (cached until it expires); `peer`, the caller's address, is
-        charged for a token that fails (`FailureBudget`)."""
+        charged for a token that fails its check (`FailureBudget`; None: nobody is). An expired
+        token is refused before its signature is checked, and charges nothing: a client
+        reconnecting with a stale token is not an attacker, and costs no signature check."""
         hit = self._cache.get(token)
         if hit is not None and hit[1] > time.time():
             return hit[0]
         refused = self.budget.refused(peer)
         if refused is not None:
             raise Unauthenticated(refused)
+        _refuse_expired(token, self.settings.leeway_seconds)
         try:
             claims = self._verify(token)
         except Unauthenticated as err:
@@ -150,3 +154,15 @@ class JwtVerifier:
             except (jwt.PyJWTError, TypeError, ValueError) as err:
                 raise Unauthenticated(f"invalid token ({type(err).__name__})") from None
         raise Unauthenticated(f"invalid token ({problem})")
+
+
+def _refuse_expired(token: str, leeway: float) -> None:
+    """`Unauthenticated("token expired")` for a token whose (unverified) `exp` has passed:
+    nothing it claims could pass, so its signature is not checked. Other problems are left to
+    the check."""
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except (jwt.PyJWTError, ValueError, TypeError, AttributeError):
+        return
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp + leeway < time.time():
+        raise Unauthenticated("token expired")

@@ -481,3 +481,23 @@ async def test_who_listed_or_lifted_an_address_can_be_found_in_the_audit_log(sec
     assert targets["DeleteProfile"] == ref("--user-id", "u-ref") != address
     wrong = run_module("server", "audit", "ref", "--email", "nobody", *secrets, check=False)
     assert wrong.returncode == 1 and "not an address of kind email" in wrong.stderr
+
+
+async def test_expired_jwts_cost_no_signature_check_and_charge_no_address(settings, auth, jwt_keys):
+    """A client reconnecting with a stale token (each of its streams re-checked after expiry
+    too) is not an attacker: refused as expired before the signature check, never charged, so
+    its fresh token still passes past `Limits.jwt_failures` expired ones."""
+    from server.app import TailorServer
+    limits = settings.limits.model_copy(update={"jwt_failures": 3, "jwt_failure_seconds": 600.0})
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0], "limits": limits}))
+    await server.start()
+    stale = _jwt(jwt_keys, roles="analyst", exp=time.time() - 60)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            stub, req = cpb_grpc.CampaignServiceStub(ch), cpb.ListCampaignsRequest()
+            for _ in range(6):
+                assert await _code(stub.ListCampaigns(req, metadata=bearer(stale))) == (
+                    grpc.StatusCode.UNAUTHENTICATED, "token expired")
+            await stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys, roles="analyst")))
+    finally:
+        await server.stop(grace=0.5)
