@@ -263,11 +263,11 @@ def _check_seen(users: dict, n_items: int) -> None:
         raise BundleInvalid("users.npz", "seen_indptr does not match user_ids/seen_items")
     if np.any(np.diff(indptr) < 0):  # a range ending before it starts fails the whole batch
         raise BundleInvalid("users.npz", "seen_indptr not monotone")
+    if len(users["seen_mask"]) != len(rows) or len(users["seen_last_ts"]) != len(rows):
+        raise BundleInvalid("users.npz", "seen_mask/seen_last_ts length differs from seen_items")
     if len(rows) and users["seen_last_ts"].max() >= contract.MAX_UNIX_SECONDS:
         raise BundleInvalid("users.npz", "seen_last_ts after the year 3000 as unix seconds: "
                             "milliseconds? (a view would exclude its item for good)")
-    if len(users["seen_mask"]) != len(rows) or len(users["seen_last_ts"]) != len(rows):
-        raise BundleInvalid("users.npz", "seen_mask/seen_last_ts length differs from seen_items")
     if len(rows) and (rows.min() < 0 or rows.max() >= n_items):
         raise BundleInvalid("users.npz", "seen rows outside the catalog")
 

@@ -203,6 +203,10 @@ def _seen_times_in_milliseconds(a):
     a["seen_last_ts"] = a["seen_last_ts"].astype(np.int64) * 1000
 
 
+def _no_seen_times(a):  # their length was checked after their latest time: INTERNAL
+    a["seen_last_ts"] = a["seen_last_ts"][:0]
+
+
 def _item_id_the_api_refuses(a):  # 200 bytes: RemoveItems and TrackEvents take 128
     a["item_ids"] = a["item_ids"].astype("U200")
     a["item_ids"][5] = "sku-" + "x" * 196
@@ -232,6 +236,7 @@ def _bytes_titles(a):
     ("users.npz", _float_history_rows, "items"),
     ("users.npz", _reversed_seen_range, "seen_indptr"),
     ("users.npz", _seen_times_in_milliseconds, "seen_last_ts"),
+    ("users.npz", _no_seen_times, "seen_last_ts"),
     ("items.npz", _numeric_item_ids, "item_ids"),
     ("items.npz", _item_id_the_api_refuses, "item_ids"),
     ("items.npz", _bytes_item_ids, "item_ids"),
