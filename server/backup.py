@@ -15,11 +15,13 @@ out, and the backup fails only if that was the version the store snapshot points
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import time
@@ -162,25 +164,32 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _host() -> str:
+    """8 hex digits naming this host (its name: each container has its own, and its own pids)."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def _owner() -> str:
-    """`<pid>.<start ticks>` of this process (`processes`): in the names of what a backup
-    writes beside its output before it is done, so a later backup tells a dead one's."""
+    """`<host>.<pid>.<start ticks>` of this process (`processes`): in the names of what a
+    backup writes beside its output before it is done, so a later backup on the same host
+    tells a dead one's (another host's pids say nothing here: those are left alone)."""
     pid = os.getpid()
-    return f"{pid}.{process_started(pid) or 0}"
+    return f"{_host()}.{pid}.{process_started(pid) or 0}"
 
 
-_LEFTOVER = re.compile(r"(?:\.tailor-backup-|.+\.tailor-)(\d+)\.(\d+)(?:-.+|\.partial)",
-                       re.DOTALL)
-"""A staging dir `.tailor-backup-<pid>.<start>-*` or an archive
-`<name>.tailor-<pid>.<start>.partial`."""
+_LEFTOVER = re.compile(r"(?:\.tailor-backup-|.+\.tailor-)([0-9a-f]{8})\.(\d+)\.(\d+)"
+                       r"(?:-.+|\.partial)", re.DOTALL)
+"""A staging dir `.tailor-backup-<host>.<pid>.<start>-*` or an archive
+`<name>.tailor-<host>.<pid>.<start>.partial`."""
 
 
 def _sweep_leftovers(directory: Path) -> None:
-    """Remove the staging dirs and partial archives that backups killed midway left in
-    `directory` (their process is gone): each holds up to a whole store copy."""
+    """Remove the staging dirs and partial archives that backups of this host killed midway
+    left in `directory` (their process is gone): each holds up to a whole store copy."""
     for path in directory.iterdir():
         match = _LEFTOVER.fullmatch(path.name)
-        if match is None or owner_alive(int(match[1]), int(match[2]) or None):
+        if (match is None or match[1] != _host()
+                or owner_alive(int(match[2]), int(match[3]) or None)):
             continue
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -416,11 +416,14 @@ def test_what_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):
     assert killed.returncode == 9, killed.stderr
     left = sorted(p.name for p in out.iterdir())
     assert len(left) == 2 and any(n.endswith(".partial") for n in left), left
-    running = out / f".tailor-backup-{os.getpid()}.{process_started(os.getpid())}-abc"
+    from server.backup import _host
+    running = out / f".tailor-backup-{_host()}.{os.getpid()}.{process_started(os.getpid())}-abc"
     running.mkdir()  # a backup running now, in this process
+    elsewhere = out / "wednesday.tar.gz.tailor-0badc0de.1.1.partial"
+    elsewhere.touch()  # another host's (its pid says nothing here): not ours to judge
     run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out",
                str(out / "tuesday.tar.gz"))
-    assert sorted(p.name for p in out.iterdir()) == [running.name, "tuesday.tar.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [running.name, "tuesday.tar.gz", elsewhere.name]
 
 
 def test_restore_refuses_an_encrypted_backup_without_its_pad_file(tmp_path):
