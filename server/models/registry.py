@@ -148,7 +148,12 @@ class ModelRegistry:
                 await self.activate(version, record=record)
                 break
             except (FailedPrecondition, NotFound) as err:  # refused, or its directory is gone
-                logger.warning("cannot serve stored bundle %s: %s", version, err)
+                if record:
+                    logger.warning("cannot serve stored bundle %s: %s", version, err)
+                else:  # the active one (an upgrade's stricter checks, a lowered id limit)
+                    logger.error("cannot serve the active bundle %s: %s; serving the newest "
+                                 "stored bundle that passes instead (push or roll back to "
+                                 "choose)", version, err)
         if self._active is None:
             logger.warning("no valid bundle under %s: Recommend answers FAILED_PRECONDITION "
                            "until one is pushed", self.bundles_dir)
