@@ -241,10 +241,12 @@ def _plan(client: TailorClient, args) -> dict:
                 counts["holdout"] += d["holdout"]
                 bar.update()
         except (TailorError, KeyboardInterrupt) as err:  # the decisions answered are logged
-            if counts["decisions"]:
-                note = (f"the {counts['decisions']} users before it were planned (decisions "
-                        f"logged, written to {args.out or 'stdout'}): planning them again logs "
-                        f"second decisions")
+            if counts["decisions"]:  # an error comes after whole batches; Ctrl-C within one
+                cut = isinstance(err, KeyboardInterrupt)
+                note = (f"{'at least ' if cut else ''}the {counts['decisions']} users before it "
+                        f"were planned (decisions logged, written to {args.out or 'stdout'}"
+                        f"{'; the rest of the batch answered last was logged too' if cut else ''})"
+                        f": planning them again logs second decisions")
                 err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
             raise
         finally:
