@@ -226,7 +226,9 @@ def _audit(args) -> None:
 
 
 def _audit_ref(args) -> None:
-    """Print the `target` audit lines give what the flags name (keyed with the `user-id` key)."""
+    """Print the `target` audit lines give what the flags name: one line per key of the
+    `user-id` keyring, the signing key's first (lines written before a `secrets rotate user-id`
+    carry an older key's)."""
     from .security.interceptor import address_target
     from .security.secrets import Secrets
     from .security.userref import use_key, user_ref
@@ -236,8 +238,12 @@ def _audit_ref(args) -> None:
         target = address_target(kind, args.email if kind == "email" else args.phone)
         if not target:
             raise SystemExit(f"audit ref: not an address of kind {kind}")
-    use_key(Secrets.load(_secrets_dir(args), generate=False, names=("user-id",))["user-id"].key)
-    print(user_ref(target))
+    if not target:
+        raise SystemExit("audit ref: an empty id (audit lines about nothing have no target)")
+    ring = Secrets.load(_secrets_dir(args), generate=False, names=("user-id",))["user-id"]
+    for _, key in ring.keys:
+        use_key(key)
+        print(user_ref(target))
 
 
 def _secrets(args) -> None:

@@ -481,6 +481,10 @@ async def test_who_listed_or_lifted_an_address_can_be_found_in_the_audit_log(sec
     assert targets["DeleteProfile"] == ref("--user-id", "u-ref") != address
     wrong = run_module("server", "audit", "ref", "--email", "nobody", *secrets, check=False)
     assert wrong.returncode == 1 and "not an address of kind email" in wrong.stderr
+    run_module("server", "secrets", "rotate", "user-id", *secrets)  # older lines: an older key
+    assert ref("--user-id", "u-ref").splitlines()[1:] == [targets["DeleteProfile"]]
+    empty = run_module("server", "audit", "ref", "--user-id", "", *secrets, check=False)
+    assert empty.returncode == 1 and "an empty id" in empty.stderr
 
 
 async def test_expired_jwts_cost_no_signature_check_and_charge_no_address(settings, auth, jwt_keys):
