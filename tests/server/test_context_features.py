@@ -22,7 +22,8 @@ from training.demo_tastes import ContextTastes
 SEED, STRENGTH = 7, 2.0
 TASTES_WORLD = ["--users", "2500", "--items", "200", "--days", "30", "--seed", str(SEED),
                 "--context-tastes", str(STRENGTH)]
-# small and fast; the ranker must still beat retrieval on the hold-out or training drops it
+# small and fast; the ranker must still beat retrieval on its validation users or training
+# drops it
 FAST = ["--factors", "16", "--candidates", "50", "--ranker-users", "6000", "--eval-users", "3000",
         "--drift-users", "200", "--no-report", "--context-features"]
 MONDAY_9H, SATURDAY_21H = 1_701_680_400, 1_702_155_600  # 2023-12-04 09:00, 2023-12-09 21:00 UTC

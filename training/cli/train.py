@@ -85,7 +85,8 @@ def run(args) -> int:
     result = train(inter, catalog, config, imps)
     print(format_table(result.metrics))
     if result.ranker is None and result.config.use_ranker:
-        print("ranker dropped: it did not beat retrieval alone on NDCG@10 (manifest ranker = null)")
+        print("ranker dropped: it did not beat retrieval alone on NDCG@10 over its validation "
+              "users (manifest ranker = null)")
     print(f"index: {result.index_info['type']} recall@10={result.index_info['recall_at_10']} "
           f"search_params={result.index_info['search_params']}")
     print(f"fits: evaluation {result.fits['evaluation']['rows']} rows, served "
