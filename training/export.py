@@ -48,6 +48,8 @@ def run(args) -> int:
     written = skipped = 0
     failed = None
     tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+    impressions = ((args.impressions_out or args.out.with_name("impressions.jsonl"))
+                   if args.impressions else None)
     with TailorClient(args.server, tls_ca=args.tls_ca, cert=args.cert, key=args.key,
                       token=args.token) as client, open(tmp, "w", newline="") as fh:
         out = csv.writer(fh)
@@ -62,21 +64,22 @@ def run(args) -> int:
                 out.writerow([ev.user_id, ev.item_id, int(ev.timestamp), ev.type, ev.value,
                               ev.channel])
                 written += 1
-            shown = (_write_impressions(client, args.impressions_out or
-                                        args.out.with_name("impressions.jsonl"), args.start, args.end)
-                     if args.impressions else None)
+            shown = (_write_impressions(client, impressions, args.start, args.end)
+                     if impressions is not None else None)
             # Tombstones last: a user erased while the events streamed (rows read before the
             # erasure are in the file) has their tombstone in it, and train drops those rows.
             erased = _write_tombstones(client, tombstones_out)
         except TailorError as err:
             failed = err
         except BaseException:  # a file that cannot be written, an interrupt: no partial file
-            tmp.unlink(missing_ok=True)
+            _drop_partial(tmp, impressions)
             raise
     if failed is not None:  # no partial file left behind (the helpers remove theirs)
-        tmp.unlink(missing_ok=True)
+        _drop_partial(tmp, impressions)
         print(f"export failed: {failed}", file=sys.stderr)
         return 1
+    if shown is not None:  # the impressions too only once the tombstones beside them are
+        _impressions_tmp(impressions).replace(impressions)
     tmp.replace(args.out)
     also = "" if shown is None else f" and {shown} impressions"
     print(f"wrote {written} interactions to {args.out} ({skipped} events without an item skipped)"
@@ -91,13 +94,25 @@ IMPRESSION_FIELDS = ("request_id", "user_ref", "user_id", "timestamp", "model_ve
 (1-based), score, clicked, carted, purchased each; `first_click`: 1-based, 0 none, -1 unknown)."""
 
 
+def _drop_partial(tmp: Path, impressions: Path | None) -> None:
+    """Remove the interactions' and the impressions' files in progress (a failed export)."""
+    tmp.unlink(missing_ok=True)
+    if impressions is not None:
+        _impressions_tmp(impressions).unlink(missing_ok=True)
+
+
+def _impressions_tmp(path: Path) -> Path:
+    """Where `_write_impressions` writes `path` until the export puts it in place."""
+    return path.with_suffix(path.suffix + ".tmp")
+
+
 def _write_impressions(client, path: Path, start: float, end: float) -> int:
     import json
 
     from google.protobuf import json_format
 
     from .progress import progress
-    tmp, n = path.with_suffix(path.suffix + ".tmp"), 0
+    tmp, n = _impressions_tmp(path), 0
     try:
         with open(tmp, "w") as fh:
             for imp in progress(client.export_impressions(start, end), desc="impressions",
@@ -111,8 +126,7 @@ def _write_impressions(client, path: Path, start: float, end: float) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    tmp.replace(path)
-    return n
+    return n  # in `tmp`: the caller puts it in place once the tombstones are written
 
 
 def _write_tombstones(client, path: Path) -> int:
