@@ -1,7 +1,8 @@
 """Locust mixed workload: Recommend, ChooseVariant, TrackEvents, GetProfile and ComposeMessage,
 each with a weight and a p99 SLO; the run exits non-zero when any method misses its SLO, any
 call failed, a method with a weight made no call, or a task raised before its call (logged as
-task errors: `--compose-users 0` leaves GetProfile and ComposeMessage no user to call for).
+task errors: `--compose-users 0` leaves GetProfile, ChooseVariant and ComposeMessage no user
+to call for).
 
     locust -f loadtests/locust_mix.py --headless -u 50 -r 25 -t 60s --host 127.0.0.1:50051 \
         [--weights Recommend=10,GetProfile=2] [--slo Recommend=15,'*=50'] \

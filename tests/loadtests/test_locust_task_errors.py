@@ -34,7 +34,7 @@ def test_recommend_tasks_that_raise_fail_the_run(server, tmp_path):
 
 
 def test_mix_methods_whose_tasks_raise_fail_the_run(server):
-    """--compose-users 0: GetProfile and ComposeMessage draw their user from an empty range."""
+    """--compose-users 0: GetProfile, ChooseVariant and ComposeMessage draw their user from an empty range."""
     code, out = locust(server, "loadtests/locust_mix.py", "--user-count", "1500",
                        "--item-count", "600", "--compose-users", "0", "--slo", "*=5000")
     assert code == 1, out[-4000:]
