@@ -217,7 +217,8 @@ def _plan(client: TailorClient, args) -> dict:
     stderr; returns the counts."""
     name = "stdin" if args.users == "-" else args.users
     total = None
-    if args.users != "-":  # counted for the bar; a file that is not text is refused before a call
+    if args.users != "-" and os.path.isfile(args.users):  # counted for the bar (not a pipe,
+        # /dev/stdin or <(cmd): counting would empty it); not text: refused before a call
         with _open(args.users, binary=True) as fh:
             ids = _UserIds(fh, name, comments=True)
             total = sum(1 for _ in ids)

@@ -415,3 +415,16 @@ def test_a_refused_tls_handshake_is_one_line(served, tmp_path):
                       "--timeout", "2", check=False, env=env)
     assert proc.returncode == 1 and proc.stderr.startswith("error: UNAVAILABLE: "), proc.stderr
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_a_plan_reads_its_users_from_a_pipe_named_as_a_file(served, tmp_path):
+    """`--users /dev/stdin` (or `<(cmd)`) planned nobody and exited 0: the pass that counts the
+    users for the progress bar emptied the pipe first."""
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps({"campaign_id": "pipe", "channel": "push", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"title": "A"}}]}))
+    run_module("clients", "campaign", "create", "--file", str(spec), "--server", served)
+    out = tmp_path / "plan.jsonl"
+    run_module("clients", "campaign", "plan", "--campaign", "pipe", "--users", "/dev/stdin",
+               "--out", str(out), "--quiet", "--server", served, input="u1\nu2\nu3\n")
+    assert [json.loads(line)["user_id"] for line in out.read_text().splitlines()] == ["u1", "u2", "u3"]
