@@ -179,11 +179,16 @@ def test_a_worker_stopped_alone_stops_the_server(tmp_path):
         os.kill(workers[0], signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     finally:  # on a failure, leave no server behind
-        for pid in [c for w in workers for c in _children(w)] + workers + [proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(proc, workers)
     assert proc.returncode == 1, out[-3000:]
     assert "exited with 0; stopping the others" in out and out.count("draining") == 2, out[-3000:]
+
+
+def _kill_all(proc: subprocess.Popen, workers: list[int]) -> None:
+    """SIGKILL the workers' children, the workers and the parent (those still there)."""
+    for pid in [c for w in workers for c in _children(w)] + workers + [proc.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _cmdline(pid: int) -> bytes:
@@ -241,8 +246,6 @@ def test_a_worker_killed_while_the_server_drains_makes_the_exit_non_zero(tmp_pat
         os.kill(workers[1], signal.SIGKILL)
         out, _ = proc.communicate(timeout=60)
     finally:  # on a failure, leave no server behind
-        for pid in [c for w in workers for c in _children(w)] + workers + [proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _kill_all(proc, workers)
     assert proc.returncode == 1, out[-3000:]
     assert "exited with -9 while the server stopped" in out, out[-3000:]
