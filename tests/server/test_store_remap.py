@@ -4,6 +4,7 @@ has open, so the store remaps only once no other thread has one (real LMDB, real
 import subprocess
 import sys
 import threading
+import time
 
 from server.store import Store
 from tests.conftest import ROOT
@@ -47,7 +48,8 @@ def test_a_read_open_in_another_thread_survives_the_map_growing(tmp_path):
         assert inside.wait(10)
         writer = threading.Thread(target=_grow, args=(store, wrote))
         writer.start()
-        writer.join(0.5)  # the growth waits for the open read ...
+        time.sleep(0.5)  # the growth waits for the open read ... (not join(0.5): under
+        # `make test-at` faketime, a timed wait that must run out never does)
         go_on.set()
         reader.join(10)
         writer.join(10)
@@ -81,7 +83,7 @@ def test_a_map_another_process_grew_is_adopted_without_breaking_open_reads(tmp_p
         seen = []  # a transaction begun now finds the map grown past this process's
         other = threading.Thread(target=lambda: seen.append(store.get("events", b"z001999")))
         other.start()
-        other.join(0.5)
+        time.sleep(0.5)  # it waits for the remap, which waits for the open read
         go_on.set()
         reader.join(10)
         other.join(10)
