@@ -219,14 +219,18 @@ class Store:
                 self._gate.remap(self._adopt_map)  # or another thread's remap ran: again
         return self.env.begin(write=write, buffers=False)
 
+    @property
+    def ordinary_ceiling(self) -> int:
+        """The largest map an ordinary (not erasing) write may grow it to."""
+        return self.max_map_size - self.erasure_reserve
+
     def _adopt_map(self) -> None:
         """Take the map size another process grew the map to (LMDB's recorded size), but no more
         than the ordinary ceiling: an erasure that grew it into the reserve leaves the reserve
         to erasures here too (LMDB keeps the map at least as large as the pages in use)."""
         self.env.set_mapsize(0)
-        ordinary = self.max_map_size - self.erasure_reserve
-        if self.env.info()["map_size"] > ordinary:
-            self.env.set_mapsize(ordinary)
+        if self.env.info()["map_size"] > self.ordinary_ceiling:
+            self.env.set_mapsize(self.ordinary_ceiling)
 
     def write(self, fn: Callable[[lmdb.Transaction], T], erasure: bool = False) -> T:
         """Run `fn(txn)` in one write transaction and commit; grow the map and retry if full.
@@ -285,7 +289,7 @@ class Store:
 
     def _grow(self, erasure: bool = False) -> bool:
         """Grow the map (in `MapGate.remap`); True when an erasure grew it into the reserve."""
-        ordinary = self.max_map_size - self.erasure_reserve
+        ordinary = self.ordinary_ceiling
         ceiling = self.max_map_size if erasure else ordinary
         current = self.env.info()["map_size"]
         if current >= ceiling:
@@ -297,7 +301,7 @@ class Store:
 
     def _shrink_to_ordinary_ceiling(self) -> None:
         # LMDB keeps the map at least as large as the pages in use.
-        self.env.set_mapsize(self.max_map_size - self.erasure_reserve)
+        self.env.set_mapsize(self.ordinary_ceiling)
 
     # -- conveniences --------------------------------------------------------------------
     def get(self, table: str, key: bytes) -> bytes | None:
