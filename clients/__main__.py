@@ -292,12 +292,19 @@ def _health(client: TailorClient, args) -> dict:
     return {"status": status}
 
 
+def _key_value(flag: str, kv: str, shape: str) -> tuple[str, str]:
+    """`KEY=VALUE` of `flag` split at its first `=` (the key may not be empty, the `=` may not
+    be left out); UsageError saying `shape` otherwise."""
+    key, sep, value = kv.partition("=")
+    if not key or not sep:
+        raise UsageError(f"{flag}: expected {shape}, got {kv!r}")
+    return key, value
+
+
 def _pair(kv: str) -> tuple[str, float]:
     """A `--context KEY=NUMBER`."""
-    key, sep, value = kv.partition("=")
+    key, value = _key_value("--context", kv, "KEY=NUMBER")
     try:
-        if not key or not sep:
-            raise ValueError(kv)
         return key, float(value)
     except ValueError:
         raise UsageError(f"--context: expected KEY=NUMBER, got {kv!r}") from None
@@ -305,10 +312,7 @@ def _pair(kv: str) -> tuple[str, float]:
 
 def _attribute_pair(kv: str) -> tuple[str, str]:
     """A `--attribute KEY=VALUE` (the value may be empty, the `=` may not be left out)."""
-    key, sep, value = kv.partition("=")
-    if not key or not sep:
-        raise UsageError(f"--attribute: expected KEY=VALUE, got {kv!r}")
-    return key, value
+    return _key_value("--attribute", kv, "KEY=VALUE")
 
 
 def _epoch(text: str) -> float:
