@@ -8,6 +8,7 @@ records (`sending.SendJob`).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -174,9 +175,12 @@ async def _repeated(send_id: str, job: dict, campaign_id: str, terms: str, reque
                     merged: tuple) -> SendProgress:
     """The progress of the job a repeated `request_id` started, if it asked the same. A job
     stored before the terms were of the rates asked holds them with the server's defaults
-    filled in (`merged`: audience, those rates, context)."""
+    filled in (`merged`: audience, those rates, context); one stored before they were keyed
+    holds `plain_terms` (`_plain_terms`)."""
     same = job.get("terms") == terms or (
-        job.get("terms") and job["terms"] == await asyncio.to_thread(_terms, *merged))
+        job.get("terms") and job["terms"] == await asyncio.to_thread(_terms, *merged)) or (
+        job.get("plain_terms") and job["plain_terms"] == await asyncio.to_thread(
+            _plain_terms, *merged))
     if not same or job["campaign"] != campaign_id:
         raise FailedPrecondition(
             f"request_id {shown(request_id)} started send {send_id} with another "
@@ -197,3 +201,24 @@ def _terms(users: list[str], rates: dict[str, float], context: dict[str, float])
     guessed id against it (`tokens.keyed_digest`)."""
     asked = json.dumps([sorted(rates.items()), sorted(context.items())])
     return keyed_digest(b"send-terms", SEP_CHAR.join([asked, *users]).encode())  # no id has SEP
+
+
+PLAIN_TERMS = b"send-terms-plain"
+"""The domain of `blind_plain_terms`."""
+
+
+def blind_plain_terms(plain: str) -> str:
+    """The keyed digest kept (as `plain_terms`) in place of the plain digest of its terms that a
+    Tailor from before they were keyed stored in a job (the send_job 1 -> 2 step,
+    `store.layouts`): a repeat still matches it, and nobody without the key can test a guessed
+    audience against it."""
+    return keyed_digest(PLAIN_TERMS, plain.encode())
+
+
+def _plain_terms(users: list[str], rates: dict[str, float], context: dict[str, float]) -> str:
+    """`blind_plain_terms` of the digest such a Tailor computed (blake2b; the rates with the
+    server's defaults filled in)."""
+    h = hashlib.blake2b(digest_size=16, person=b"tailor-send")
+    h.update(SEP_CHAR.join(users).encode())
+    h.update(json.dumps([sorted(rates.items()), sorted(context.items())]).encode())
+    return blind_plain_terms(h.hexdigest())

@@ -106,6 +106,20 @@ def _state_with_seen(state: bytes, seen: bytes | None) -> bytes:
     return join_state(state, seen)
 
 
+def _send_job_terms_keyed(raw: bytes) -> bytes:
+    """send_job 1 -> 2: the plain (unkeyed) digest of a job's terms that a Tailor from before
+    they were keyed stored (32 hex characters; the keyed one has 64) becomes `plain_terms`, a
+    keyed digest of it (messages.jobs.blind_plain_terms): the record outlives its audience's
+    erasure, and the plain digest let anyone holding the data dir test a guessed audience."""
+    job = json.loads(raw)
+    terms = job.get("terms")
+    if not isinstance(terms, str) or len(terms) != 32:
+        return raw
+    from ..messages.jobs import blind_plain_terms  # messages imports the store
+    job["plain_terms"] = blind_plain_terms(job.pop("terms"))
+    return json.dumps(job).encode()
+
+
 def same(raw: bytes) -> bytes:
     """A step whose old layout is a valid new one (the new one only adds forms): the
     migration only stamps the new version (no record is read or rewritten); the bump keeps an
@@ -198,9 +212,11 @@ KINDS: tuple[RecordKind, ...] = (
                "hashing: 1 = some as given (listed before the NFC, bracket and trunk-zero "
                "rules), 2 = some with an xn-- domain (before that rule), 3 = all as now "
                "(contact.addresses.SPELLING)"),
-    RecordKind("send_job", "sends", 1, lambda k: k.startswith(K.SEND_JOB_PREFIX),
-               "JSON {campaign, context, rates, total, counts, owner, started, finished} "
-               "(messages.sends)"),
+    RecordKind("send_job", "sends", 2, lambda k: k.startswith(K.SEND_JOB_PREFIX),
+               "JSON {campaign, context, rates, total, counts, owner, started, finished, "
+               "terms} (messages.sends); 2: terms keyed, a plain digest of them (a Tailor from "
+               "before) replaced by plain_terms, a keyed digest of it (messages.jobs)",
+               steps={1: _send_job_terms_keyed}),
     RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),
                "JSON {user, state, decision, reason, send_at, message} of one recipient of a "
                "send job (messages.sends)"),

@@ -400,3 +400,44 @@ async def test_a_repeat_of_a_job_stored_with_the_default_rates_in_its_terms_gets
     with pytest.raises(Exception) as err:  # another audience: refused
         await sends.start("mail", users[:1], {}, {}, request_id="old", caller="ops")
     assert "request_id" in str(err.value) and send_id in str(err.value)
+
+
+async def test_a_job_stored_with_an_older_tailors_unkeyed_terms_keeps_its_repeats(settings):
+    """A Tailor from before the keyed terms (0bc7e69 to ec4f7d6) kept the job's terms as a plain
+    blake2b of the audience, rates (defaults filled in) and context. After the upgrade a repeat of
+    its request id still gets the job (it was FAILED_PRECONDITION, whose advice sends everyone
+    again), and the first open replaces that digest, which anyone holding the data dir could test
+    a guessed audience against, by a keyed one."""
+    import hashlib
+
+    from protos.tailor.v1 import campaign_pb2_grpc
+    from server.campaigns.requests import request_digest
+    from server.messages.sends import SendRecords
+    from server.security.secrets import Secrets
+    from server.store import Store, keys
+    from server.store.crypto import StoreCrypto
+    from tests.conftest import serving
+
+    async with serving(settings) as (_, ch):
+        await campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(
+            cpb.CreateCampaignRequest(spec=email_spec()))
+    users, merged = ["ov0", "ov1"], dict(settings.send_rate_per_second)
+    plain = hashlib.blake2b(digest_size=16, person=b"tailor-send")  # as 0bc7e69 wrote it
+    plain.update("\x1f".join(users).encode())
+    plain.update(json.dumps([sorted(merged.items()), []]).encode())
+    send_id = "send-" + request_digest("ops", "mail", "", "old")[:16].decode()
+    store = Store(settings.store_dir, sync=False,
+                  crypto=StoreCrypto.from_secrets(Secrets.for_server(settings)))
+    records = SendRecords(store)
+    records.create(send_id, "mail", users, merged, {}, 1, plain.hexdigest())
+    records.finish(send_id)
+    store.put("meta", keys.layout_key("send_job"), b"1")
+    store.close()
+    async with serving(settings) as (server, _):
+        raw = server.store.get("sends", keys.send_job_key(send_id))
+        assert plain.hexdigest().encode() not in bytes(raw)
+        again = await server.sends.start("mail", users, {}, {}, request_id="old", caller="ops")
+        assert again.send_id == send_id and again.finished_at > 0
+        with pytest.raises(Exception) as err:  # another audience: still refused
+            await server.sends.start("mail", users[:1], {}, {}, request_id="old", caller="ops")
+        assert "request_id" in str(err.value) and send_id in str(err.value)
