@@ -22,7 +22,8 @@ it is needed (every later open: one read):
 
 The `store-id` key's check value is stamped at the first open with encryption configured, and
 a store stamped under another key is refused (its records would not be found). An encrypted
-store opened without encryption is refused too.
+store opened without encryption is refused too, and so is one stamped with a later
+key version than `KEY_VERSION` (a newer Tailor's: re-keying it would hash its tokens again).
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def open_format(store, readonly: bool) -> None:
         check = meta.get(txn, KEY_CHECK_KEY)
         empty = _empty(store, txn)
     encrypt = store.datakeys is not None
+    _refuse_newer(version)
     _refuse_other_keys(store, sealed, check)
     wanted = (version == b"%d" % KEY_VERSION and (sealed is not None or not encrypt)
               and (check is not None or store.crypto is None))
@@ -86,11 +88,21 @@ def format_first(store) -> bool:
     step run on records it cannot read would rewrite them for good."""
     meta = store.raw_table("meta")
     with store.read() as txn:
-        sealed = meta.get(txn, SEALED_KEY)
+        sealed, version = meta.get(txn, SEALED_KEY), meta.get(txn, KEY_VERSION_KEY)
+        _refuse_newer(version)
         _refuse_other_keys(store, sealed, meta.get(txn, KEY_CHECK_KEY))
-        pending = (meta.get(txn, KEY_VERSION_KEY) is None
+        pending = (version is None
                    or (store.datakeys is not None and sealed is None))
         return pending and not _empty(store, txn)
+
+
+def _refuse_newer(version: bytes | None) -> None:
+    """A store a newer Tailor moved to a later key version is refused: re-keyed here, its
+    tokens would be hashed again as if they were ids (every record lost)."""
+    if version is not None and version != b"%d" % KEY_VERSION:
+        raise FailedPrecondition(
+            f"the store was written by a newer Tailor; key version "
+            f"{version.decode(errors='replace')[:16]} unknown here (known {KEY_VERSION})")
 
 
 def _refuse_other_keys(store, sealed: bytes | None, check: bytes | None) -> None:

@@ -173,6 +173,27 @@ def test_a_store_with_a_newer_layout_is_refused(v1_dir):
         Store(v1_dir, sync=False)
 
 
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_store_with_a_newer_key_version_is_refused_untouched(tmp_path, encrypted):
+    """A store a newer Tailor moved to key version 3 is refused with a message saying so, not
+    re-keyed as if its keys held raw ids (every token hashed again: every record lost), nor
+    stamped back to version 2."""
+    from server.store.rekey import KEY_VERSION_KEY
+    crypto = throwaway_crypto() if encrypted else None
+    path = tmp_path / "store"
+    store = Store(path, sync=False, crypto=crypto)
+    ProfileRepository(store, ProfileSchema().layout()).ingest(
+        [TrackedEvent(f"e{n}", "ann", "view", "web", "", f"item-{n}", 0.0, 1.7e9 + n)
+         for n in range(3)], [None] * 3)
+    store.put("meta", KEY_VERSION_KEY, b"3")
+    store.close()
+    before = _every_record(path)
+    for readonly in (False, True):
+        with pytest.raises(FailedPrecondition, match="newer Tailor.*key version 3"):
+            Store(path, sync=False, crypto=crypto, readonly=readonly)
+    assert _every_record(path) == before
+
+
 def test_a_failing_migration_writes_nothing(v1_dir):
     def broken(raw: bytes) -> bytes:
         if decode_decision(raw)["decision_id"] == "d2":
