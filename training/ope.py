@@ -219,20 +219,20 @@ def replay_policy(log: LoggedBandit, policy: str, seed: int = 0, n_mc: int = 256
     """Action distribution of a `kernels.bandits` policy at each logged round (time order).
 
     The policy sees the round's context, gives its distribution, then learns the logged
-    (action, reward). ``fixed`` splits have no user ids here and use their weights.
+    (action, reward). ``fixed`` splits have no user ids here and use their weights. The linear
+    policies take a bias then the context, as the server's do (`ContextBuilder.policy_x`: a
+    campaign without context features runs on the bias alone).
     """
-    dim = log.context.shape[1] if policy in bandits.LINEAR else 0
+    linear = policy in bandits.LINEAR
     if n_mc < 1 and policy not in ("ucb1", "egreedy", "linucb", "fixed"):
         raise ValueError(f"n_mc: {policy} needs >= 1 Monte Carlo draw for its propensities, "
                          f"got {n_mc}")
-    if policy in bandits.LINEAR and not dim:
-        raise ValueError(f"policy {policy} is linear: it needs a context on the logged rounds, "
-                         "and these have none")
-    state = bandits.new_state(policy, log.n_actions, dim, **params)
+    xs = np.hstack([np.ones((len(log), 1)), log.context]) if linear else None
+    state = bandits.new_state(policy, log.n_actions, xs.shape[1] if linear else 0, **params)
     rng = bandits.new_rng(seed)
     dist = np.empty((len(log), log.n_actions))
     for i in range(len(log)):
-        x = log.context[i] if dim else None
+        x = xs[i] if linear else None
         if policy == "fixed":
             dist[i] = state.weights
         else:
