@@ -177,3 +177,24 @@ def test_sample_size_inputs_are_validated():
         abtest.sample_size(0.2, baseline_rate=0.9)
     with pytest.raises(ValueError, match="baseline_rate or sd"):
         abtest.sample_size(0.2)
+
+
+def test_the_rate_difference_interval_is_never_certain_at_zero_or_all_conversions():
+    """No conversion yet in either arm (every conversion test's first state) gave the interval
+    [0, 0]; the Agresti-Caffo interval adds one success and one failure to each arm:
+    p = 1/102 in both, half-width 1.96 * sqrt(2 p (1 - p) / 102) = 0.02704 (by hand)."""
+    res = abtest.two_proportion_ztest(0, 100, 0, 100)
+    assert res.diff == 0.0 and res.pvalue == 1.0
+    assert res.ci_low == pytest.approx(-0.027042, abs=1e-6)
+    assert res.ci_high == pytest.approx(0.027042, abs=1e-6)
+    res = abtest.two_proportion_ztest(50, 50, 50, 50)  # every user converted in both
+    assert res.ci_low < 0 < res.ci_high
+
+
+def test_the_rate_difference_interval_covers_at_small_counts():
+    """A 95% interval of 0.5% vs 2% at 100 users an arm: Wald's covered 86% of the time."""
+    rng = np.random.default_rng(0)
+    x_c, x_t = rng.binomial(100, 0.005, 20000), rng.binomial(100, 0.02, 20000)
+    res = abtest.two_proportion_ztest(x_c, 100, x_t, 100)
+    assert np.mean((res.ci_low <= 0.015) & (0.015 <= res.ci_high)) >= 0.95
+    assert res.diff == pytest.approx((x_t - x_c) / 100)

@@ -247,6 +247,24 @@ async def test_a_fixed_campaign_of_one_variant_against_its_holdout_has_stats(stu
     assert st.holdout_decisions == 8 - len(treated) and not st.ab
 
 
+async def test_an_ab_row_without_conversions_is_not_certain_of_no_difference(stub):
+    """A conversion test before its first conversion: every reward 0 in both arms. The row's
+    interval was [0, 0] (Wald: no variance in either arm); Agresti-Caffo adds one success and
+    one failure to each arm, rates 1 / (n + 2): by hand from the pulls."""
+    await create(stub, policy="fixed", arms=2)
+    for p in await choose_many(stub, [f"z{i}" for i in range(60)]):
+        await reward(stub, p.decision_id, 0.0)
+    st = await stats(stub)
+    (row,) = st.ab
+    n_c, n_t = (v.pulls + 2 for v in st.variants)
+    half = 1.959963984540054 * math.sqrt((1 / n_c) * (1 - 1 / n_c) / n_c
+                                         + (1 / n_t) * (1 - 1 / n_t) / n_t)
+    assert row.diff == 0.0 and row.pvalue == 1.0
+    assert row.ci_low == pytest.approx(1 / n_t - 1 / n_c - half)
+    assert row.ci_high == pytest.approx(1 / n_t - 1 / n_c + half)
+    assert row.ci_low < -0.02 and row.ci_high > 0.02
+
+
 @pytest.mark.parametrize("policy", ["fixed", "ucb1"])
 async def test_stats_of_rewards_outside_zero_one_describe_those_rewards(stub, policy):
     """A revenue A/B test (rewards of 10-23 a decision) with the default params: the stats
