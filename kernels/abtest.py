@@ -71,7 +71,9 @@ def welch_ttest(n_c, s_c, ss_c, n_t, s_t, ss_t, level: float = 0.95,
     The statistic and p-value come from `scipy.stats.ttest_ind_from_stats` (same numbers as the
     NumPy reference, `use_scipy=False`, to rounding; several times faster). Groups of one
     observation (no variance estimate; scipy answers NaN) and zero-variance pairs (t = 0, p = 1)
-    take the reference formulas, as does the interval.
+    take the reference formulas, as does the interval. Without spread in either group (every
+    reward equal within each: all 0 before a revenue test's first purchase) the data give no
+    variance to go on: the interval is (-inf, inf), not the zero-width [diff, diff].
     """
     from scipy import stats as sps
     _check_n(n_c, n_t)
@@ -91,7 +93,7 @@ def welch_ttest(n_c, s_c, ss_c, n_t, s_t, ss_t, level: float = 0.95,
     df = np.where(np.isfinite(df), df, 1.0)
     if p is None:
         p = 2 * sps.t.sf(np.abs(t), df)
-    half = sps.t.ppf(0.5 + level / 2, df) * se
+    half = np.where(se > 0, sps.t.ppf(0.5 + level / 2, df) * se, np.inf)
     return TestResult(t, p, mt - mc, mt - mc - half, mt - mc + half)
 
 

@@ -198,3 +198,13 @@ def test_the_rate_difference_interval_covers_at_small_counts():
     res = abtest.two_proportion_ztest(x_c, 100, x_t, 100)
     assert np.mean((res.ci_low <= 0.015) & (0.015 <= res.ci_high)) >= 0.95
     assert res.diff == pytest.approx((x_t - x_c) / 100)
+
+
+def test_a_mean_difference_without_spread_in_either_arm_has_no_finite_interval():
+    """Every reward 0 in both arms (a revenue test before its first purchase), or each arm's
+    rewards all equal: the data give no variance, and the interval was [diff, diff], certain
+    of the difference; it is (-inf, inf), as the impressions' revenue interval ([0, inf))."""
+    for s_c, s_t in ((0.0, 0.0), (5.0, 15.0)):  # means 0 / 0, then 1 / 3 (exact sums)
+        res = abtest.welch_ttest(5, s_c, s_c * s_c / 5, 5, s_t, s_t * s_t / 5)
+        assert res.diff == (s_t - s_c) / 5 and res.statistic == 0.0 and res.pvalue == 1.0
+        assert res.ci_low == -np.inf and res.ci_high == np.inf

@@ -265,6 +265,17 @@ async def test_an_ab_row_without_conversions_is_not_certain_of_no_difference(stu
     assert row.ci_low < -0.02 and row.ci_high > 0.02
 
 
+async def test_an_ab_row_of_means_without_spread_is_not_certain_of_its_difference(stub):
+    """A revenue test (reward_model 1: Welch rows) before its first purchase: every reward 0.
+    No arm has a variance to go on; the row's interval was [0, 0]."""
+    await create(stub, policy="fixed", arms=2, params={"reward_model": 1.0})
+    for p in await choose_many(stub, [f"m{i}" for i in range(40)]):
+        await reward(stub, p.decision_id, 0.0)
+    (row,) = (await stats(stub)).ab
+    assert row.diff == 0.0 and row.pvalue == 1.0
+    assert row.ci_low == -math.inf and row.ci_high == math.inf
+
+
 @pytest.mark.parametrize("policy", ["fixed", "ucb1"])
 async def test_stats_of_rewards_outside_zero_one_describe_those_rewards(stub, policy):
     """A revenue A/B test (rewards of 10-23 a decision) with the default params: the stats
