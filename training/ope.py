@@ -10,9 +10,10 @@ Logged rounds need the action taken, its logging propensity and the reward. Two 
     {"decision_id": "...", "campaign_id": "...", "user_id": "...", "timestamp": 1700000000.5,
      "arm": 2, "propensity": 0.25, "reward": 1.0, "context": [0.1, -0.3], "position": 0}
 
-  ``timestamp`` is Unix seconds (float) or ISO-8601; ``context`` a list of floats (may be
-  empty); ``position`` an int >= 0 (0 if the campaign has one slot); a missing or null
-  ``timestamp``, ``context`` or ``position`` takes its default (0, empty, 0). A context
+  ``timestamp`` is Unix seconds (float) or ISO-8601 (UTC unless it gives an offset);
+  ``context`` a list of floats (may be empty); ``position`` an int >= 0 (0 if the campaign
+  has one slot); a missing or null ``timestamp``, ``context`` or ``position`` takes its
+  default (0, empty, 0). A context
   column that is NaN on every row (a PII feature that ExportDecisions hid from a reader
   without pii-reader) is dropped. Holdout and suppressed decisions (arm < 0) and pending
   ones (``reward`` null or NaN: no outcome yet) are skipped. `write_decision_log` writes
@@ -38,7 +39,7 @@ import dataclasses
 import json
 import math
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -104,9 +105,11 @@ def read_obd(path: str) -> LoggedBandit:
 
 
 def _timestamp(value) -> float:
+    """Unix seconds of a number or an ISO-8601 time (UTC unless it gives an offset)."""
     if isinstance(value, (int, float)):
         return float(value)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    ts = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
 
 
 def read_decision_log(path: str, campaign_id: str | None = None,

@@ -466,3 +466,24 @@ def test_a_linear_policy_replays_on_a_log_without_context():
     log = ope.LoggedBandit(a, np.zeros(n, np.int64), (a == 1).astype(float), np.full(n, 0.5),
                            np.zeros((n, 0)), 2, 1)
     assert ope.estimate(log, ope.replay_policy(log, "linucb"), ("ips",))["ips"]["value"] > 0.9
+
+
+def test_an_iso_timestamp_without_an_offset_is_utc_on_any_machine(tmp_path, monkeypatch):
+    """Rounds are replayed in time order; an ISO time without an offset was read in the
+    machine's zone, so on a New York machine 22:00 (UTC, 13 minutes before the other round)
+    sorted 5 hours later, after it. UTC, as the clients' --start/--end."""
+    import time
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        path = tmp_path / "log.jsonl"
+        path.write_text(json.dumps({"arm": 1, "propensity": 0.5, "reward": 1.0,
+                                    "timestamp": 1700000000.0}) + "\n"  # 2023-11-14 22:13:20Z
+                        + json.dumps({"arm": 0, "propensity": 0.5, "reward": 0.0,
+                                      "timestamp": "2023-11-14T22:00:00"}) + "\n")
+        np.testing.assert_array_equal(ope.read_decision_log(str(path)).action, [0, 1])
+        assert ope._timestamp("2023-11-14T22:00:00") == 1700000000.0 - 800
+        assert ope._timestamp("2023-11-14T17:00:00-05:00") == 1700000000.0 - 800
+    finally:
+        monkeypatch.undo()
+        time.tzset()
