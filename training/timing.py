@@ -133,6 +133,10 @@ def _send_time(truth, lay, states, pop, cfg: TimingConfig, rng) -> dict:
     hist = user_hours(lay, states, cfg.now)[0][users]
     fixed_at = (np.floor(start / 86400.0) * 86400.0 + cfg.fixed_utc_hour * 3600.0)
     fixed_at += 86400.0 * (fixed_at < start)
+    if not (fixed_at < start + cfg.window_hours * 3600.0).all():
+        raise ValueError(f"window_hours: {cfg.window_hours} hours from each window's start "
+                         f"do not reach the fixed policy's {cfg.fixed_utc_hour:02d}:00 UTC "
+                         "send (the windows open at 00:00 UTC)")
     fixed_at = fixed_at[:, None]
     fixed = ((cand.at <= fixed_at) & cand.valid).sum(axis=1) - 1
     policies = {

@@ -96,3 +96,16 @@ def test_a_tiny_sample_shows_undefined_estimates_as_such_and_warns():
     assert "nan" not in text and "n/a" in text and "SNIPS divides by their weight" in text
     assert "only 8 logged sends per experiment" in text
     assert "not to be trusted" not in format_report(evaluate_timing(TimingConfig(n_users=600)))
+
+
+def test_a_window_without_the_fixed_send_time_is_refused(capsys):
+    """The windows open at 00:00 UTC; with --window-hours 4 the "fixed (09:00 UTC)" row was
+    the window's last slot (03:00), silently another policy under the same name."""
+    from training.cli import main
+
+    with pytest.raises(ValueError, match="09:00 UTC"):
+        evaluate_timing(TimingConfig(n_users=50, window_hours=9))
+    assert main(["evaluate-timing", "--users", "50", "--window-hours", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "window_hours" in err and "Traceback" not in err
+    evaluate_timing(TimingConfig(n_users=50, window_hours=10))  # 09:00-10:00 is its last slot

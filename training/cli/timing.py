@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--rounds", type=positive_int, default=_DEFAULT.rounds,
                    help="logged sends per user and experiment")
     p.add_argument("--window-hours", type=window_hours, default=_DEFAULT.window_hours,
-                   help="send window of each logged send (at most 168)")
+                   help="send window of each logged send, from 00:00 UTC (10 to 168: it "
+                        "must hold the fixed policy's 09:00 UTC send)")
     p.add_argument("--history-days", type=positive_int, default=_DEFAULT.history_days)
     p.add_argument("--epsilon", type=share, default=_DEFAULT.epsilon,
                    help="send-time exploration share, in [0, 1]")
