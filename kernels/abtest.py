@@ -276,7 +276,9 @@ def ab_analysis(n, s, ss, weights, control: int = 0, binary: bool = True,
     """Every variant against `control`: test, P(beat control) (binary), mSPRT p, plus SRM.
 
     ``n, s, ss`` are per-variant counts, reward sums and squared sums (a BanditState's fields,
-    undiscounted). ``tau2`` defaults to (10% of the control mean)^2. ``assigned``: the users
+    undiscounted). ``tau2`` defaults to (10% of the pooled mean of the control and the
+    variant)^2: of the control's alone, it was 0 while the control had no conversion, and the
+    mSPRT could then never reject (0/1000 against 500/1000: p = 0.99999). ``assigned``: the users
     assigned to each variant, which the sample-ratio check compares with ``weights`` (default
     ``n``; observations lag assignments by however long each reward takes, which differs
     between variants that convert differently).
@@ -298,7 +300,8 @@ def ab_analysis(n, s, ss, weights, control: int = 0, binary: bool = True,
             pbc = None
         mc, vc = _mean_var(n[control], s[control], ss[control])
         mt, vt = _mean_var(n[arm], s[arm], ss[arm])
-        t2 = tau2 if tau2 else max((0.1 * abs(mc)) ** 2, 1e-12)
+        pooled = (s[control] + s[arm]) / (n[control] + n[arm])
+        t2 = tau2 if tau2 else max((0.1 * abs(pooled)) ** 2, 1e-12)
         p_seq = float(msprt(mt - mc, vc / n[control] + vt / n[arm], t2)[-1])
         rows.append({"arm": arm, "control": control, "diff": float(res.diff),
                      "ci_low": float(res.ci_low), "ci_high": float(res.ci_high),

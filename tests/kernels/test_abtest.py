@@ -208,3 +208,18 @@ def test_a_mean_difference_without_spread_in_either_arm_has_no_finite_interval()
         res = abtest.welch_ttest(5, s_c, s_c * s_c / 5, 5, s_t, s_t * s_t / 5)
         assert res.diff == (s_t - s_c) / 5 and res.statistic == 0.0 and res.pvalue == 1.0
         assert res.ci_low == -np.inf and res.ci_high == np.inf
+
+
+def test_the_always_valid_p_value_can_reject_against_a_control_without_conversions():
+    """The mSPRT mixture's default variance was (10% of the control mean)^2: 0 while the control
+    has no conversion (a rare event, or a control that is broken), and the test could never
+    reject: 0/1000 against 500/1000 gave p = 0.99999. It is 10% of the pooled mean of the two
+    arms: here 0.25, tau2 = 0.000625; V = 0 + 0.25025 / 1000 (n - 1 variance of the treatment),
+    p = 1 / Lambda with Lambda from `msprt`'s formula (by hand)."""
+    (row,) = abtest.ab_analysis([1000, 1000], [0, 500], [0, 500], [1, 1])
+    tau2, v, d = 0.025 ** 2, 0.25025025025025 / 1000, 0.5
+    log_lam = 0.5 * np.log(v / (v + tau2)) + tau2 * d * d / (2 * v * (v + tau2))
+    assert row["msprt_pvalue"] == pytest.approx(np.exp(-log_lam), rel=1e-9)
+    assert row["msprt_pvalue"] < 1e-100 and row["pvalue"] < 1e-100
+    (row,) = abtest.ab_analysis([200, 200], [0, 0], [0, 0], [1, 1])  # nothing yet: no evidence
+    assert row["msprt_pvalue"] == 1.0

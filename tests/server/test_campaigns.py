@@ -276,6 +276,27 @@ async def test_an_ab_row_of_means_without_spread_is_not_certain_of_its_differenc
     assert row.ci_low == -math.inf and row.ci_high == math.inf
 
 
+async def test_the_always_valid_p_value_of_a_control_without_conversions_can_reject(stub):
+    """Control v0 never converts, v1 converts every other time: the mSPRT's mixture variance
+    was (10% of the control mean)^2 = 0 and its p-value stayed ~1 whatever the data. Now
+    (10% of the pooled mean)^2; the p-value by hand from the pulls and rewards."""
+    await create(stub, policy="fixed", arms=2)
+    treated = 0
+    for p in await choose_many(stub, [f"s{i}" for i in range(200)]):
+        if p.variant_id == "v1":
+            treated += 1
+        await reward(stub, p.decision_id, float(p.variant_id == "v1" and treated % 2 == 0))
+    st = await stats(stub)
+    (row,) = st.ab
+    (n_c, n_t), s_t = (v.pulls for v in st.variants), st.variants[1].rewards
+    assert st.variants[0].rewards == 0 and n_c > 50 and n_t > 50
+    d, var_t = s_t / n_t, (s_t - s_t * s_t / n_t) / (n_t - 1)
+    tau2, v = (0.1 * s_t / (n_c + n_t)) ** 2, var_t / n_t
+    log_lam = 0.5 * math.log(v / (v + tau2)) + tau2 * d * d / (2 * v * (v + tau2))
+    assert row.msprt_pvalue == pytest.approx(math.exp(-log_lam), rel=1e-9)
+    assert row.msprt_pvalue < 0.01
+
+
 @pytest.mark.parametrize("policy", ["fixed", "ucb1"])
 async def test_stats_of_rewards_outside_zero_one_describe_those_rewards(stub, policy):
     """A revenue A/B test (rewards of 10-23 a decision) with the default params: the stats
