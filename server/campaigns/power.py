@@ -24,6 +24,8 @@ MAX_ALLOCATION_RATIO = 1000.0
 MAX_MAGNITUDE = 1e12
 MAX_VARIANCE = 1e24
 DEFAULT_ALPHA, DEFAULT_POWER = 0.05, 0.8
+_EDGE = 1e-9
+"""How far inside (0, 1) an observed rate of 0 or 1 is taken for its time to significance."""
 
 
 @dataclass(frozen=True)
@@ -116,13 +118,17 @@ def sample_size(q: SampleSizeQuery, max_arms: int) -> SampleSizeAnswer:
 def seconds_to_significance(row: dict, state: B.BanditState, decisions: Sequence[int],
                             elapsed: float) -> float:
     """Expected wait until the AbRow `row` (ab_analysis) is significant at alpha 0.05 with
-    power 0.8, if its observed difference is the true one (inf when that cannot happen)."""
+    power 0.8, if its observed difference is the true one (inf when that cannot happen: no
+    difference, zero variance, an arm without traffic); an observed rate of 0 or 1 counts."""
     c, t = row["control"], row["arm"]
     n, s, ss = state.n, state.s, state.ss
     mean_c = s[c] / n[c]
     try:
         if state.params.reward_model == 0.0:
-            size = abtest.sample_size(row["diff"], baseline_rate=mean_c,
+            # An observed rate may be 0 or 1 (no conversion yet, or every one): the size is
+            # defined there, but the calculator takes rates inside (0, 1) only.
+            lo, hi = np.clip([mean_c, mean_c + row["diff"]], _EDGE, 1.0 - _EDGE)
+            size = abtest.sample_size(hi - lo, baseline_rate=lo,
                                       allocation=[state.weights[c], state.weights[t]])
         else:
             var = [max(ss[a] - s[a] * s[a] / n[a], 0.0) / max(n[a] - 1, 1) for a in (c, t)]

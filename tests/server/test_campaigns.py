@@ -929,6 +929,35 @@ async def test_cli_stats_print_strict_json(stub, tailor_server):
     assert row["prob_beat_control"] is None and row["variant_id"] == "b"
 
 
+async def test_a_significant_row_with_a_rate_at_zero_needs_no_more_time(stub):
+    """The control never converts, the variant every other time: significant already, yet
+    `seconds_to_significance` said +inf (never): the sample size refused the observed control
+    rate 0 as a baseline. Fleiss at 0 against 0.5 needs 11 an arm (by hand): 0 s."""
+    await create(stub, policy="fixed", variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
+    treated = 0
+    for p in await choose_many(stub, [f"q{i}" for i in range(80)]):
+        treated += p.arm == 1
+        await reward(stub, p.decision_id, float(p.arm == 1 and treated % 2 == 0))
+    st = await stats(stub)
+    (row,) = st.ab
+    assert st.variants[0].rewards == 0 and min(v.pulls for v in st.variants) > 11
+    assert row.pvalue < 1e-4 and row.seconds_to_significance == 0.0
+
+
+def test_time_to_significance_from_a_control_rate_of_zero():
+    """Control 0/10, variant 1/10, 10 decisions an arm in 100 s: Fleiss at 0 against 0.1 needs
+    ceil((1.96 sqrt(2 * 0.05 * 0.95) + 0.8416 sqrt(0.09))^2 / 0.01) = 74 an arm (by hand):
+    64 more at 0.1 a second, 640 s (it said +inf)."""
+    from kernels import abtest
+    from kernels import bandits as B
+    from server.campaigns.power import seconds_to_significance
+
+    state = B.new_state("fixed", 2)
+    state.n[:], state.s[:], state.ss[:] = [10, 10], [0, 1], [0, 1]
+    (row,) = abtest.ab_analysis(state.n, state.s, state.ss, state.weights)
+    assert seconds_to_significance(row, state, [10, 10], 100.0) == pytest.approx(640.0)
+
+
 async def test_stats_tell_the_time_to_significance_at_the_current_traffic(stub):
     from kernels import abtest
     await create(stub, policy="fixed", variants=[pb.Variant(id="a", weight=1), pb.Variant(id="b", weight=1)])
