@@ -489,7 +489,7 @@ class Settings(BaseSettings):
     level; promotion needs the lower confidence bound above -`canary_ctr_margin`."""
     canary_ctr_tau: float = Field(0.0, ge=0)
     """Standard deviation of the mSPRT mixture (the CTR difference you care about); 0: 10% of
-    the active CTR, as the campaigns' tests use."""
+    the pooled CTR of both versions, as the campaigns' tests use."""
     canary_ctr_margin: float = Field(0.005, ge=0)
     """Largest CTR loss (absolute) still called "not worse" for a promotion."""
     canary_click_window_seconds: float = Field(60.0, ge=0, le=86400)

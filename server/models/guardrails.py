@@ -78,14 +78,17 @@ def ctr_look(stable: tuple[int, int], canary: tuple[int, int], alpha: float,
     """mSPRT of (canary CTR - active CTR) from (impressions, clicked impressions) of each.
 
     The variance is p(1 - p)/n per version; the mixture is N(0, tau^2), tau defaulting (0) to
-    10% of the active CTR as the campaigns' `ab_analysis` does. The bound is the set of
+    10% of the pooled CTR of both versions, as the campaigns' `ab_analysis` does (of the active
+    version's alone it was 0 while nobody clicked it, and a clicked canary then waited forever
+    for a bound of -4.8). The bound is the set of
     differences the test does not reject: diff - h with
     h^2 = 2V(V + tau^2)/tau^2 * (ln(1/alpha) + ln((V + tau^2)/V)/2).
     """
     (n_s, x_s), (n_c, x_c) = stable, canary
     p_s, p_c = x_s / n_s, x_c / n_c
     var = max(p_s * (1 - p_s) / n_s + p_c * (1 - p_c) / n_c, 1e-12)
-    tau2 = tau * tau if tau > 0 else max((0.1 * p_s) ** 2, 1e-12)
+    pooled = (x_s + x_c) / (n_s + n_c)
+    tau2 = tau * tau if tau > 0 else max((0.1 * pooled) ** 2, 1e-12)
     diff = p_c - p_s
     pvalue = float(abtest.msprt(diff, var, tau2)[-1])
     half = math.sqrt(2 * var * (var + tau2) / tau2

@@ -136,3 +136,17 @@ def test_tallies_of_workers_add_up():
     assert (total["v1"].requests, total["v1"].errors, total["v2"].requests) == (2, 1, 1)
     assert total["v1"].quantile_ms(0.5) == BOUNDS_MS[11]  # 0.1 x 1.25^11 = 1.16 ms: first >= 1 ms
     assert total["v1"].quantile_ms(0.99) == BOUNDS_MS[39]  # 0.1 x 1.25^39 = 606 ms: first >= 500
+
+
+def test_a_canary_clicked_beside_an_active_version_nobody_clicks_can_be_promoted():
+    """The default mixture (ctr_tau 0) was 10% of the active CTR: 0 while the active version had
+    no click, and the always-valid bound was then -4.84: the better canary waited forever. It is
+    10% of the pooled CTR, 50 / 10,000 (as the campaigns' tests): by hand tau^2 = 2.5e-7,
+    V = .01 x .99 / 5000 = 1.98e-6, h^2 = 2V(V + tau^2) / tau^2 x (ln 20 + ln((V + tau^2) / V) / 2)
+    = 3.53232e-5 x 3.055184 = 1.079189e-4: lower bound 0.01 - 0.0103884 = -0.0003884."""
+    stable, canary = (5000, 0), (5000, 50)
+    look = ctr_look(stable, canary, 0.05)
+    assert look.lower == pytest.approx(-0.0003884, abs=2e-7)
+    policy = dataclasses.replace(POLICY, ctr_tau=0.0, ctr_margin=0.005)
+    verdict = Guardrails(policy).judge("c", _counts(1000), _counts(100), (stable, canary))
+    assert verdict.action == "promote"
