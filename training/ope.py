@@ -477,6 +477,10 @@ def _report(args: argparse.Namespace) -> dict:
         target = read_logs(args.target, args.target_format or args.format,
                            args.target_campaign, "--target-campaign")
         dist = empirical_policy(target, log.n_actions, log.n_positions)[log.position]
+        unknown = log.position[dist.sum(1) == 0]
+        if unknown.size:  # no action there: its rounds would count as reward 0, silently
+            raise ValueError(f"{args.target}: no rounds at position {int(unknown[0])}, which "
+                             "the evaluated logs have: the target's policy there is unknown")
         report["candidate"] = {"target": args.target}
         report["on_policy_value"] = on_policy_value(target)
     else:

@@ -487,3 +487,18 @@ def test_an_iso_timestamp_without_an_offset_is_utc_on_any_machine(tmp_path, monk
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_target_without_rounds_at_a_logged_position_is_refused(tmp_path, capsys):
+    """The target's empirical policy had no action at a position it never shows: every round
+    there got probability 0 on every arm and IPS counted it as a 0 reward (logs of reward 1
+    everywhere, a quarter of them at position 1, a target of position 0 only: IPS 0.75 and DR
+    0.75 for a policy worth 1)."""
+    recs = [dict(r, arm=i % 2, propensity=0.5, reward=1.0, position=i % 2 and (i // 2) % 2)
+            for i, r in enumerate(_decisions(40, 11))]
+    logs, target = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    ope.write_decision_log(str(logs), recs)
+    ope.write_decision_log(str(target), [dict(r, position=0) for r in recs])
+    assert ope.main(["--logs", str(logs), "--target", str(target), "--reward-model", "table"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "position 1" in err
