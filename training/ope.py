@@ -222,9 +222,10 @@ def replay_policy(log: LoggedBandit, policy: str, seed: int = 0, n_mc: int = 256
     """Action distribution of a `kernels.bandits` policy at each logged round (time order).
 
     The policy sees the round's context, gives its distribution, then learns the logged
-    (action, reward). ``fixed`` splits have no user ids here and use their weights. The linear
-    policies take a bias then the context, as the server's do (`ContextBuilder.policy_x`: a
-    campaign without context features runs on the bias alone).
+    (action, reward). ``fixed`` is the uniform split (`--param` gives no weights; there are no
+    user ids to hash either). The linear policies take a bias then the context, as the
+    server's do (`ContextBuilder.policy_x`: a campaign without context features runs on the
+    bias alone).
     """
     linear = policy in bandits.LINEAR
     if n_mc < 1 and policy not in ("ucb1", "egreedy", "linucb", "fixed"):
