@@ -422,7 +422,9 @@ class TailorServer:
         self.tombstones.tell_watchers()
 
     async def _report_store(self) -> None:
-        """Refresh the LMDB size gauges (`tailor_store_*_bytes`)."""
+        """Refresh the LMDB size gauges (`tailor_store_*_bytes`), and free the reader slots of
+        processes that died reading the store (`Store.clear_stale_readers`)."""
+        self.store.clear_stale_readers()
         report_store(**self.store.usage())
 
     async def wait(self) -> None:

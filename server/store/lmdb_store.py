@@ -9,6 +9,11 @@ still forget a person. Several processes may open the same directory: LMDB seria
 writers across processes and readers never block. A process changes its map size (growing
 it, or adopting a size another process grew it to) only while none of its other threads has a
 transaction open (`remap.MapGate`): the change invalidates every open one.
+A process killed inside a read transaction (a backup SIGKILLed while it copies, an OOM kill)
+leaves its slot in LMDB's reader table, and the snapshot it names keeps every page freed since
+from being reused: the file would grow with every write while any process holds the store open.
+Each open, and each server every `store_metrics_seconds`, frees such slots
+(`clear_stale_readers`).
 
 With a `StoreCrypto`, the per-user tables (`keys.USER_TABLES`) are `SealedTable`s: their
 records are AES-GCM ciphertext under per-user data keys (`datakeys`), sealed and opened at the
@@ -107,6 +112,7 @@ class Store:
         self._fill: GrowthFill | None = None
         self.datakeys: DataKeys | None = None
         try:
+            self.clear_stale_readers()
             if not readonly and GrowthFill.supported():
                 self._fill = GrowthFill(self.path, self.env.stat()["psize"])
             self._raw = {name: Table(name, db) for name in TABLES
@@ -345,6 +351,22 @@ class Store:
             self._gate.leave(held)
         return {"used": (info["last_pgno"] + 1) * page,
                 "map_size": info["map_size"], "max_map_size": self.max_map_size}
+
+    def clear_stale_readers(self) -> int:
+        """Free the reader slots of processes that died in a read transaction; returns how
+        many. LMDB frees them only in a process that asks (`mdb_reader_check`: a slot whose
+        process no longer holds its lock on the lock file) or when the first process opens the
+        store after all have closed it; until then the oldest dead snapshot pins every page
+        written since."""
+        held = self._gate.enter()  # not while this process remaps
+        try:
+            freed = self.env.reader_check()
+        finally:
+            self._gate.leave(held)
+        if freed:
+            logger.warning("freed %d reader slot(s) of processes that died reading the store "
+                           "(their snapshot kept freed pages from being reused)", freed)
+        return freed
 
     def close(self) -> None:
         if self.datakeys is not None:
