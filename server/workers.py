@@ -73,12 +73,32 @@ async def _serve_one(settings: Settings, all_up=None, on_hup=lambda: None) -> No
         loop.add_signal_handler(sig, stop.set)
     server.reloaders.append(on_hup)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    if all_up is not None:
+        _stop_with_parent(loop, stop)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     await _start(server, all_up, stop)  # a stop signal meanwhile drains right after
     await stop.wait()
     logger.info("draining: health NOT_SERVING, in-flight calls have %.1fs", settings.grace_seconds)
     await server.stop()
     logger.info("stopped")
+
+
+def _stop_with_parent(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Drain as on a stop signal once the parent is gone. A parent SIGKILLed (`kill -9`, the
+    OOM killer) forwards nothing: its workers would serve on unsupervised (no restart when one
+    dies, no stop, no metrics), and a server started again beside them (SO_REUSEPORT) would
+    share the port with them. The parent's sentinel (the spawn pipe it holds open) turns
+    readable when it exits."""
+    parent = mp.parent_process()
+    if parent is None:
+        return
+
+    def gone() -> None:
+        loop.remove_reader(parent.sentinel)
+        if not stop.is_set():
+            logger.error("the parent process is gone: stopping this worker")
+            stop.set()
+    loop.add_reader(parent.sentinel, gone)
 
 
 async def _start(server: TailorServer, all_up, stop: asyncio.Event) -> None:

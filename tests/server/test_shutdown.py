@@ -3,6 +3,7 @@ TAILOR_DRAIN_SECONDS), then new calls are refused while a call in flight finishe
 are committed, and the process exits 0. A SIGTERM during the start drains too."""
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,6 +200,12 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        pairs = [item.partition(b"=") for item in f.read().split(b"\0") if item]
+    return {k.decode(): v.decode() for k, _, v in pairs}
+
+
 def _wait_at(gate, worker: int, out) -> None:
     out.put(gate.wait(worker))
 
@@ -249,3 +256,27 @@ def test_a_worker_killed_while_the_server_drains_makes_the_exit_non_zero(tmp_pat
         _kill_all(proc, workers)
     assert proc.returncode == 1, out[-3000:]
     assert "exited with -9 while the server stopped" in out, out[-3000:]
+
+
+def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
+    """The parent SIGKILLed (`kill -9`, the OOM killer) forwards no stop signal: its workers
+    served on, unsupervised (no restart when one dies, no metrics), and a server started again
+    beside them shared the port with them. Each worker now drains once its parent is gone."""
+    proc = _two_workers(tmp_path)
+    workers, seen = _serving_workers(proc)
+    out: list[str] = []
+    metrics_dir = _environ(workers[0]).get("PROMETHEUS_MULTIPROC_DIR") if workers else None
+    try:
+        assert len(workers) == 2, "".join(seen)
+        proc.kill()
+        proc.wait(10)
+        # the workers and their writer processes hold the output pipe: EOF once all are gone
+        reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        wait_for(lambda: not reader.is_alive(), "the workers to exit", timeout=60)
+    finally:  # on a failure, leave no server behind; nor the metrics dir the parent left
+        _kill_all(proc, workers)
+        if metrics_dir and os.path.basename(metrics_dir).startswith("tailor-metrics-"):
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    assert out[0].count("the parent process is gone: stopping this worker") == 2, out[0][-3000:]
+    assert out[0].count("tailor.workers: stopped") == 2, out[0][-3000:]
