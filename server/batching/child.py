@@ -11,7 +11,9 @@ fails the call fails all of them). Frames of a `Bulk` function give way to the o
 bounded number of calls) and run at most `per_call` queries a call. Each call's answers are
 written as soon as it returns; at end of file it answers every frame it holds, then exits.
 
-It ignores SIGINT and SIGTERM and exits when its stdin closes: the server closed it or died.
+It ignores SIGINT, SIGTERM and SIGHUP and exits when its stdin closes: the server closed it or
+died. (SIGHUP too: a reload meant for the server, `pkill -HUP -f "python -m server"`, matches
+this process's command line as well.)
 """
 from __future__ import annotations
 
@@ -117,6 +119,7 @@ def _unknown(function: str, factory: str) -> Callable[[Sequence], Sequence]:
 def main(argv: Sequence[str]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # stop when the server closes stdin, not before
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload is the server's, not this process's
     out = os.dup(1)
     os.dup2(2, 1)  # a stray print goes to stderr, never into the frames
     configure_logging()

@@ -8,8 +8,8 @@ thread hop and no GIL hand-off. The child opens the same LMDB store (LMDB serial
 across processes, and readers in the server see a commit as soon as it is made), so a batch
 commits exactly as it would on a thread, before its callers get their answers.
 
-The child (`server.batching.child`; frames in `server.batching.frames`) ignores SIGINT and
-SIGTERM and exits when its stdin closes, so a stopping server finishes its batches first. If the
+The child (`server.batching.child`; frames in `server.batching.frames`) ignores SIGINT,
+SIGTERM and SIGHUP and exits when its stdin closes, so a stopping server finishes its batches first. If the
 child dies, the batches it had fail with UNAVAILABLE (they may or may not have been written) and
 the next batch starts a new child, which loads the code as it is on disk then. A child that dies
 before it is ready is restarted no sooner than 0.5 s later, doubling up to 30 s; batches fail

@@ -167,6 +167,18 @@ async def test_the_child_ignores_interrupts_and_finishes_its_batches_when_closed
         await batcher.submit("late")
 
 
+async def test_a_stray_hangup_neither_kills_the_child_nor_fails_its_batches(writer):
+    """A reload meant for the server (`pkill -HUP -f "python -m server"`) also matches the
+    child's command line (`python -m server.batching.child ...`): it used to kill the child
+    (SIGHUP's default action), failing its batches UNAVAILABLE."""
+    writer, batcher, _ = writer
+    pid = writer.pid
+    os.kill(pid, signal.SIGHUP)
+    await asyncio.sleep(0.2)
+    assert _alive(pid)
+    assert (await batcher.submit("k"))[0] == pid
+
+
 async def test_a_child_dying_with_calls_queued_hands_them_to_the_next_child(writer):
     writer, batcher, store = writer
     first = writer.pid
