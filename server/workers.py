@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing as mp
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -17,6 +19,7 @@ from .app import TailorServer
 from .config import Settings
 from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
+from .security.hosts import with_port
 from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
 
@@ -153,6 +156,9 @@ def serve(settings: Settings) -> None:
         return
     if settings.port == 0:
         raise FailedPrecondition("--workers > 1 needs an explicit --port (the workers share it)")
+    _refuse_a_port_in_use(settings.host, settings.port)
+    if settings.public_http_port:
+        _refuse_a_port_in_use(settings.host, settings.public_http_port, " (public HTTP)")
     metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     try:
@@ -162,6 +168,30 @@ def serve(settings: Settings) -> None:
         _supervise(settings, reload_metrics)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _refuse_a_port_in_use(host: str, port: int, what: str = "") -> None:
+    """Refuse a port something already listens on, before any worker starts. The workers bind
+    with SO_REUSEPORT, which the kernel grants to every socket of the same user asking for it:
+    a second server started by mistake on the port of a running one (its workers too) would
+    share it, each connection landing on one server or the other, with its own data dir. A
+    bind without SO_REUSEPORT fails while any socket listens there. Other bind errors (not an
+    address of this machine) are left to the workers' own bind, which names them."""
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no user
+            try:
+                probe.bind(address)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    raise FailedPrecondition(
+                        f"could not listen on {with_port(host, port)}{what}: the port is in use "
+                        "(another server's workers may be serving it)") from None
 
 
 def _supervise(settings: Settings, reload_metrics) -> None:

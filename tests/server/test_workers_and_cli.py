@@ -99,3 +99,29 @@ def test_a_worker_that_dies_stops_the_server_whichever_it_is(server_process):
         time.sleep(0.2)
     assert served.proc.returncode == 1
     assert "worker tailor-worker-1 exited with -9; stopping the others" in served.stop()
+
+
+def test_a_second_server_with_workers_on_the_port_of_a_running_one_is_refused(server_process,
+                                                                            tmp_path):
+    """The workers bind with SO_REUSEPORT, which the kernel grants to every socket of the same
+    user that asks for it: a second `--workers N` server started by mistake on the port of a
+    running one (another data dir) used to start and take a share of the connections, its
+    calls reading and writing the other store. A port in use is refused, as with one worker."""
+    import os
+    import time
+    first = server_process(workers=2)
+    args = [sys.executable, "-m", "server", "--port", str(first.port), "--workers", "2",
+            "--data-dir", str(tmp_path / "second")]
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets2")}
+    second = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = second.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        second.terminate()
+        out, _ = second.communicate(timeout=60)
+    assert second.returncode == 2, out[-3000:]
+    assert f"could not listen on 127.0.0.1:{first.port}: the port is in use" in out, out[-3000:]
+    assert "spawn_main" not in out and "serving on" not in out  # refused before any worker
+    time.sleep(0.1)
+    assert first.proc.poll() is None  # the running server is untouched
