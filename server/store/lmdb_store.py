@@ -361,6 +361,9 @@ class Store:
         held = self._gate.enter()  # not while this process remaps
         try:
             freed = self.env.reader_check()
+        except lmdb.Error as err:  # a clean-up: never the reason a store does not open
+            logger.warning("could not check the store's reader table: %s", err)
+            return 0
         finally:
             self._gate.leave(held)
         if freed:
