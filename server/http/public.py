@@ -142,17 +142,32 @@ class PublicHttp:
 
 def server_ssl_context(tls) -> tuple[ssl.SSLContext | None, Callable[[], None]]:
     """An HTTPS context from the gRPC port's certificate (`ServerTls`) and its SIGHUP reloader;
-    no client certificate is asked for (mail providers and browsers call this endpoint)."""
+    no client certificate is asked for (mail providers and browsers call this endpoint).
+
+    A reload builds a new context and switches each new handshake to it (the SNI callback runs
+    on every ClientHello, server name or not); one that fails leaves the current one as it
+    was. Loading the files into the live context instead dropped its key as soon as a new
+    certificate was read, so a certificate copied before its key took the port down."""
     if tls is None:
         return None, lambda: None
+    ctx = _context(tls)
+
+    def reload() -> None:
+        try:
+            fresh = _context(tls)
+        except (OSError, ssl.SSLError, TlsFileInvalid) as err:
+            logger.error("TLS reload (public HTTP) failed, keeping the current certificate: %s", err)
+            return
+
+        def switch(sock, server_name: str | None, current: ssl.SSLContext) -> None:
+            sock.context = fresh
+        ctx.sni_callback = switch
+    return ctx, reload
+
+
+def _context(tls) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # a locked key is refused, never prompted for on the terminal (`no_passphrase`)
     ctx.load_cert_chain(tls.cert, tls.key, password=no_passphrase(tls.key))
-
-    def reload() -> None:
-        try:
-            ctx.load_cert_chain(tls.cert, tls.key, password=no_passphrase(tls.key))
-        except (OSError, ssl.SSLError, TlsFileInvalid) as err:
-            logger.error("TLS reload (public HTTP) failed, keeping the current certificate: %s", err)
-    return ctx, reload
+    return ctx

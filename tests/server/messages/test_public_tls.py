@@ -1,4 +1,6 @@
 """With TLS on, the public endpoint serves HTTPS with the gRPC port's certificate."""
+import asyncio
+import shutil
 import ssl
 
 import aiohttp
@@ -35,8 +37,6 @@ async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_b
     """Before: asyncio held a TLS connection that never sent its ClientHello for 60 s, and the
     cap counted it only once its handshake was done: ~20 such sockets a second used up the
     process's files (and the gRPC port with them)."""
-    import asyncio
-
     from server.config import Limits
     most, idle = 3, 1.0
     ca = CertificateAuthority(tmp_path / "ca")
@@ -59,3 +59,42 @@ async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_b
                 assert res.status == 200
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_a_reload_to_a_certificate_without_its_key_keeps_serving_the_old_pair(
+        settings, tmp_path):
+    """A rotation copied half-way (the new certificate in place, the key still the old one),
+    then SIGHUP. Before: the reload loaded the new certificate into the live context, which
+    dropped the old key (it no longer matched), then refused the old key: every later
+    handshake failed, though the log said the current certificate was kept."""
+    ca = CertificateAuthority(tmp_path / "ca")
+    issued = ca.issue("server")
+    server = TailorServer(settings.model_copy(update={
+        "tls_cert": issued.cert, "tls_key": issued.key, "public_http_port": free_port()}))
+    await server.start()
+    try:
+        token = server.tokens.issue("u1", "email", "c")
+        url = f"https://127.0.0.1:{server.public.port}/u/{token}"
+        trust = ssl.create_default_context(cafile=str(ca.cert))
+        following = ca.issue("next")
+        shutil.copy(following.cert, issued.cert)  # the new certificate, not yet its key
+        server.reload()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url, ssl=trust) as res:  # the old pair serves on
+                assert res.status == 200
+        assert await _served_name(server.public.port, trust) == "server"
+        shutil.copy(following.key, issued.key)  # the rotation completed: the new pair
+        server.reload()
+        assert await _served_name(server.public.port, trust) == "next"
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def _served_name(port: int, trust: ssl.SSLContext) -> str:
+    """The common name of the certificate the port presents to a new connection."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=trust)
+    try:
+        subject = dict(pair[0] for pair in writer.get_extra_info("peercert")["subject"])
+        return subject["commonName"]
+    finally:
+        writer.close()
