@@ -246,6 +246,17 @@ def _audit_ref(args) -> None:
         print(user_ref(target))
 
 
+_HASHED = ("records hashed under a dropped key are no longer found (erased users, suppressed "
+           "addresses, the impressions DeleteProfile must erase)")
+_KEEP_EVERY_KEY = {
+    "erasure": _HASHED, "suppression": _HASHED, "user-id": _HASHED,
+    "encryption": "data keys wrapped under a dropped master key are unreadable, and with them "
+                  "every sealed record; `python -m server rotate-key` moves them to a new master "
+                  "key, and once it reports remaining: 0 the old keys may be deleted from the file",
+}
+"""Keyrings `secrets rotate --keep` is refused for: their old keys are still needed."""
+
+
 def _secrets(args) -> None:
     from .security.secrets import KEYRINGS, OPTIONAL_KEYRINGS, Secrets
     from .store.crypto import STORE_ID_RING
@@ -260,10 +271,8 @@ def _secrets(args) -> None:
     if args.name == STORE_ID_RING:  # every store key is a keyed hash under its signing key
         raise SystemExit(f"secrets: {STORE_ID_RING} is never rotated: the store's keys are hashes "
                          "under it, and a server refuses the store under another key")
-    if args.keep is not None and args.name in ("erasure", "suppression", "user-id"):
-        raise SystemExit(f"secrets: --keep would drop {args.name} keys: records hashed under a "
-                         "dropped key are no longer found (erased users, suppressed addresses, "
-                         "the impressions DeleteProfile must erase)")
+    if args.keep is not None and args.name in _KEEP_EVERY_KEY:
+        raise SystemExit(f"secrets: --keep would drop {args.name} keys: {_KEEP_EVERY_KEY[args.name]}")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=(args.name,),
                         environ={}).rotate(args.name, keep=args.keep)
     print(json.dumps({"keyring": args.name, "signing": ring.kid, "keys": [k for k, _ in ring.keys]}))

@@ -96,13 +96,15 @@ def test_the_store_id_keyring_is_never_rotated(tmp_path):
     assert (secrets / "store-id.keys").read_text() == before
 
 
-@pytest.mark.parametrize("name", ["erasure", "suppression", "user-id"])
+@pytest.mark.parametrize("name", ["erasure", "suppression", "user-id", "encryption"])
 def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
     """Tombstones, suppression entries and impressions are found by keyed hashes under the key
     they were written with: `--keep` would drop keys and with them erased users (back in
     training), suppressed addresses (contacted again) or the impressions filed under the
     dropped `user-id` key, which DeleteProfile then no longer finds (they stayed after the
-    erasure, for `impression_retention_days`)."""
+    erasure, for `impression_retention_days`). Every data key is wrapped under an `encryption`
+    master key: `--keep 0` overwrote the only copy of the one in use, and every sealed record
+    of the store was unreadable for good (the server then refused to start)."""
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
     run_module("server", "secrets", "rotate", name, "--secrets-dir", str(secrets))
