@@ -109,8 +109,9 @@ class AuthInterceptor(WrappingInterceptor):
         return method.startswith(OPEN_PREFIXES)  # health and reflection stay open
 
     # -- the per-call check ------------------------------------------------------------------
-    async def authorize(self, method: str, context) -> Principal:
-        """The caller, allowed to call `method`; otherwise aborts the call (and audits it)."""
+    async def authorize(self, method: str, context, request=None) -> Principal:
+        """The caller, allowed to call `method`; otherwise aborts the call (and audits it: a
+        denied one with the `request`'s target, whom the call was aimed at)."""
         metadata = context.invocation_metadata()
         try:
             principal = self.authenticator.principal(metadata, context.auth_context, context.peer())
@@ -124,7 +125,8 @@ class AuthInterceptor(WrappingInterceptor):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
         lacking = self.lacking(principal, method)
         if lacking is not None:
-            await self._record(principal.name, method, "", "PERMISSION_DENIED", metadata)
+            await self._record(principal.name, method, _target(request), "PERMISSION_DENIED",
+                               metadata)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, lacking)
         return principal
 
@@ -163,7 +165,7 @@ class AuthInterceptor(WrappingInterceptor):
 
     def _unary(self, method: str, inner, streams_in: bool):
         async def call(request, context):
-            principal = await self.authorize(method, context)
+            principal = await self.authorize(method, context, request)
             if streams_in:
                 request = _Caller(self, method, context, principal).checking(request)
             token = _principal.set(principal)
@@ -189,7 +191,7 @@ class AuthInterceptor(WrappingInterceptor):
 
     def _stream(self, method: str, inner, streams_in: bool):
         async def call(request, context):
-            principal = await self.authorize(method, context)
+            principal = await self.authorize(method, context, request)
             caller = _Caller(self, method, context, principal)
             if streams_in:
                 request = caller.checking(request)

@@ -217,7 +217,7 @@ async def test_denied_failed_and_sensitive_calls_reach_the_audit_hook(settings, 
     made = [re.fullmatch(r"[0-9a-f]{16}", row[4]) is not None for row in audit.rows]
     assert [row[:4] + ("" if m else row[4],) for row, m in zip(audit.rows, made)] == [
         ("unauthenticated", "GetProfile", "", "UNAUTHENTICATED", ""),
-        ("decider", "DeleteProfile", "", "PERMISSION_DENIED", "r-42"),
+        ("decider", "DeleteProfile", "u9", "PERMISSION_DENIED", "r-42"),  # who was aimed at
         ("reader", "GetProfile", "u9", "OK", ""),  # unmasked read; the analyst's is not audited
         ("admin", "DeleteProfile", "u9", "OK", "r-42"),
         ("admin", "DeleteProfile", "bad\x1fid", "INVALID_ARGUMENT", ""),
