@@ -83,9 +83,16 @@ def _last_line(path: Path) -> bytes | None:
     return lines[-1] if lines else None
 
 
-def _line_time(line: bytes) -> float:
-    """Unix seconds of an audit line's `ts`."""
-    return datetime.fromisoformat(json.loads(line)["ts"]).timestamp()
+def _newest_time(path: Path) -> float | None:
+    """Unix seconds of the newest line of `path` (None: an empty file): its `ts`, or for a line
+    cut by a crash or a full disk, the time the file was last written."""
+    last = _last_line(path)
+    if last is None:
+        return None
+    try:
+        return datetime.fromisoformat(json.loads(last)["ts"]).timestamp()
+    except (ValueError, KeyError, TypeError):
+        return path.stat().st_mtime
 
 
 def _line_start(fd: int) -> bytes:
@@ -189,8 +196,8 @@ class AuditLog:
             fcntl.flock(lock, fcntl.LOCK_EX)
             files, n = audit_files(self.directory), 0
             for path in files[:-1]:
-                last = _last_line(path)
-                if last is not None and _line_time(last) >= cutoff:
+                newest = _newest_time(path)
+                if newest is not None and newest >= cutoff:
                     break
                 n += 1
             if n:

@@ -276,3 +276,23 @@ def test_a_tip_one_line_behind_still_verifies(tmp_path):
     _fill(log, 1, start=3)
     tip.write_bytes(before)
     assert verify_chain(tmp_path / "audit", RING).ok
+
+
+def test_a_file_closed_on_a_torn_line_still_goes_by_age(tmp_path):
+    """A crash or a full disk cut the line that filled a file; the next append started a new
+    file. Every retention sweep then failed on that file's last line (not JSON): audit files
+    were kept past `audit_retention_days` for good. Its age is now the file's own time."""
+    import os
+    import time
+    log = AuditLog(tmp_path / "audit", RING, max_bytes=600)
+    _fill(log, 1)
+    with open(audit_files(tmp_path / "audit")[-1], "ab") as torn:
+        torn.write(b'{"kid":"k1","mac":"' + b"7" * 600)  # cut mid-line, past max_bytes
+    _fill(log, 1, start=1)
+    first, _ = audit_files(tmp_path / "audit")
+    written = time.time() - 86400
+    os.utime(first, (written, written))
+    assert log.drop_before(written - 1) == 0  # newer than the cutoff: kept
+    assert log.drop_before(written + 1) == 1
+    assert [p.name for p in audit_files(tmp_path / "audit")] == ["audit-000002.jsonl"]
+    assert verify_chain(tmp_path / "audit", RING).ok  # the head carries the chain on
