@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from ..errors import Unauthenticated
 from .errors import AuthConfigInvalid
 from .failures import peer_host
-from .principals import JwtSettings, Principal
+from .principals import JwtSettings, Principal, writable_by_all
 
 __all__ = ["JwtVerifier", "FailureBudget"]
 
@@ -79,6 +79,7 @@ class JwtVerifier:
         keys: list[tuple[str | None, object]] = []
         for path in s.key_files:
             try:
+                _trusted(s, "jwt.public_keys", path)
                 keys.append((None, load_pem_public_key(path.read_bytes())))
             except ValueError:
                 raise AuthConfigInvalid(s.source, f"jwt.public_keys {path}: not a PEM public key "
@@ -87,6 +88,7 @@ class JwtVerifier:
                 raise AuthConfigInvalid(s.source, f"jwt.public_keys {path}: {err.strerror or err}") from None
         if s.jwks_file is not None:
             try:
+                _trusted(s, "jwt.jwks", s.jwks_file)
                 doc = json.loads(s.jwks_file.read_text())
                 if not isinstance(doc, dict):
                     raise ValueError('a JWKS is a JSON object: {"keys": [...]}')
@@ -154,6 +156,14 @@ class JwtVerifier:
             except (jwt.PyJWTError, TypeError, ValueError) as err:
                 raise Unauthenticated(f"invalid token ({type(err).__name__})") from None
         raise Unauthenticated(f"invalid token ({problem})")
+
+
+def _trusted(s: JwtSettings, field: str, path) -> None:
+    """Refuse a key file every user may write, as the auth config itself (anyone could put
+    their own key in and sign themselves any role)."""
+    unsafe = writable_by_all(path, "sign themselves a token with any role")
+    if unsafe:
+        raise AuthConfigInvalid(s.source, f"{field} {path}: {unsafe}")
 
 
 def _refuse_expired(token: str, leeway: float) -> None:

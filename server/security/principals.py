@@ -31,7 +31,8 @@ from pathlib import Path
 from .errors import AuthConfigInvalid
 from .roles import ROLE_NAMES, RoleTable
 
-__all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_hash"]
+__all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_hash",
+           "writable_by_all"]
 
 TOKEN_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -154,14 +155,22 @@ def _add(path, index: dict[str, Principal], credential: str, principal: Principa
     index[credential] = principal
 
 
+def writable_by_all(path: Path, what: str) -> str | None:
+    """Why `path` may not be trusted when every user of the host may write it (whoever could
+    `what` by changing it); None when they may not. OSError when it cannot be read."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & stat.S_IWOTH:
+        return f"every user may write it (mode {mode:04o}), so anyone could {what}; chmod o-w {path}"
+    return None
+
+
 def load_auth_config(path: Path) -> AuthConfig:
     """Read and check `path`; raises `AuthConfigInvalid` naming the problem (one that every
     user may write among them: anyone could grant themselves any role at the next reload)."""
     try:
-        mode = stat.S_IMODE(Path(path).stat().st_mode)
-        if mode & stat.S_IWOTH:
-            raise AuthConfigInvalid(path, f"every user may write it (mode {mode:04o}), so anyone "
-                                          f"could grant themselves a role; chmod o-w {path}")
+        unsafe = writable_by_all(Path(path), "grant themselves a role")
+        if unsafe:
+            raise AuthConfigInvalid(path, unsafe)
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError as err:
         raise AuthConfigInvalid(path, f"not UTF-8 text, as TOML is (byte {err.start}); save it "

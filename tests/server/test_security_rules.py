@@ -255,3 +255,37 @@ def test_an_auth_config_every_user_may_write_is_refused(tmp_path):
         load_auth_config(path)
     path.chmod(0o664)  # a group of operators may keep it
     assert load_auth_config(path).by_token
+
+
+@pytest.mark.parametrize("field, keys", [("jwt.jwks", 'jwks = "k.json"'),
+                                         ("jwt.public_keys", 'public_keys = ["k.pem"]')])
+def test_a_jwt_key_file_every_user_may_write_is_refused(tmp_path, jwt_public, field, keys):
+    """The auth config itself was refused when every user may write it, but not the JWT key
+    files it names: whoever could write one put their own key in and, at the next SIGHUP,
+    signed themselves a JWT with any role."""
+    (tmp_path / "k.json").write_text(jwt_public[0])
+    (tmp_path / "k.pem").write_bytes(jwt_public[1])
+    path = tmp_path / "auth.toml"
+    path.write_text(f'[jwt]\nissuer = "i"\naudience = "a"\n{keys}\n')
+    key_file = tmp_path / ("k.json" if field == "jwt.jwks" else "k.pem")
+    key_file.chmod(0o666)
+    with pytest.raises(AuthConfigInvalid, match=rf"{field} {key_file}: every user may write it "
+                                                 r"\(mode 0666\).*chmod o-w"):
+        Authenticator(load_auth_config(path))
+    key_file.chmod(0o664)  # a group of operators may keep it
+    assert Authenticator(load_auth_config(path)).jwt is not None
+
+
+@pytest.fixture
+def jwt_public():
+    """(a JWKS document, a PEM public key) of one new EC key."""
+    import json
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(public))
+    pem = public.public_bytes(serialization.Encoding.PEM,
+                              serialization.PublicFormat.SubjectPublicKeyInfo)
+    return json.dumps({"keys": [{**jwk, "kid": "k1"}]}), pem
