@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from .errors import ServeRefused, TlsFileInvalid
 from .hosts import is_loopback
+from .principals import writable_by_all
 
 __all__ = ["ServerTls", "check_exposure", "no_passphrase"]
 
@@ -115,6 +116,7 @@ class ServerTls:
             raise TlsFileInvalid("--tls-key", self.key, f"not the key of --tls-cert {self.cert}")
         roots = None
         if self.client_ca is not None:
+            _trusted_ca(self.client_ca)
             roots = _read_bytes("--tls-client-ca", self.client_ca)
             if b"-----BEGIN TRUSTED CERTIFICATE-----" not in roots:  # OpenSSL's trust form:
                 _certificates("--tls-client-ca", self.client_ca, roots)  # gRPC reads it as is
@@ -131,6 +133,7 @@ class ServerTls:
             fresh.minimum_version, fresh.options = ctx.minimum_version, ctx.options
             fresh.load_cert_chain(self.cert, self.key, password=no_passphrase(self.key))
             if self.client_ca is not None:
+                _trusted_ca(self.client_ca)
                 fresh.load_verify_locations(self.client_ca)
             fresh.verify_mode = ctx.verify_mode
         except (TlsFileInvalid, OSError, ssl.SSLError) as err:
@@ -152,6 +155,17 @@ def no_passphrase(key: Path):
 
 _LOCKED = ("the key is encrypted (a passphrase-protected key is not supported: store it "
            "decrypted, readable by the server only, e.g. `openssl pkey -in K -out K.plain`)")
+
+
+def _trusted_ca(path: Path) -> None:
+    """Refuse a client CA every user may write, as the auth config: anyone could add a CA of
+    their own and issue themselves the certificate of a principal."""
+    try:
+        unsafe = writable_by_all(path, "add a CA and issue themselves any principal's certificate")
+    except OSError as err:
+        raise TlsFileInvalid("--tls-client-ca", path, err.strerror or str(err)) from None
+    if unsafe:
+        raise TlsFileInvalid("--tls-client-ca", path, unsafe)
 
 
 def _read_bytes(flag: str, path: Path) -> bytes:

@@ -300,3 +300,26 @@ def test_the_image_alone_refuses_and_each_deployment_opts_out_explicitly():
     compose_env = {k: str(v) for k, v in compose()["services"]["tailor"]["environment"].items()}
     for env in (k8s_env(), {**docker_env(), **compose_env}):
         assert "unauthenticated" in check_exposure(_settings_of(env))
+
+
+def test_a_client_ca_every_user_may_write_is_refused_at_start_and_on_reload(tmp_path, ca, caplog):
+    """The client CA decides who may present a certificate, and certificate names are
+    principals (admin, say): whoever could write the file added a CA of their own, issued
+    themselves that name and, after the next SIGHUP, called as that principal. The auth
+    config and the JWT keys were refused for that; the client CA was not."""
+    a = ca.issue("server")
+    client_ca = tmp_path / "clients.pem"
+    shutil.copy(ca.cert, client_ca)
+    client_ca.chmod(0o666)
+    with pytest.raises(ServeRefused, match=rf"--tls-client-ca {client_ca}: every user may write "
+                                           r"it \(mode 0666\).*chmod o-w"):
+        ServerTls.from_settings(Settings(tls_cert=a.cert, tls_key=a.key, tls_client_ca=client_ca))
+    client_ca.chmod(0o644)
+    tls = ServerTls(a.cert, a.key, client_ca)
+    client_ca.chmod(0o666)
+    tls.reload()
+    assert tls._fetch() is None  # the current trust stays
+    assert f"--tls-client-ca {client_ca}: every user may write it" in caplog.text
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.reload_context(ctx)  # the metrics endpoint's reload
+    assert ctx.sni_callback is None and "TLS reload (HTTP) failed" in caplog.text
