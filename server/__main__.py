@@ -253,6 +253,9 @@ _KEEP_EVERY_KEY = {
     "encryption": "data keys wrapped under a dropped master key are unreadable, and with them "
                   "every sealed record; `python -m server rotate-key` moves them to a new master "
                   "key, and once it reports remaining: 0 the old keys may be deleted from the file",
+    "audit": "audit lines under a dropped key no longer verify, nor any later line chained to "
+             "them (`audit verify` calls the log broken); delete an old key from the file by "
+             "hand once retention dropped every audit file it signed",
 }
 """Keyrings `secrets rotate --keep` is refused for: their old keys are still needed."""
 

@@ -96,7 +96,7 @@ def test_the_store_id_keyring_is_never_rotated(tmp_path):
     assert (secrets / "store-id.keys").read_text() == before
 
 
-@pytest.mark.parametrize("name", ["erasure", "suppression", "user-id", "encryption"])
+@pytest.mark.parametrize("name", ["erasure", "suppression", "user-id", "encryption", "audit"])
 def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
     """Tombstones, suppression entries and impressions are found by keyed hashes under the key
     they were written with: `--keep` would drop keys and with them erased users (back in
@@ -104,7 +104,9 @@ def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
     dropped `user-id` key, which DeleteProfile then no longer finds (they stayed after the
     erasure, for `impression_retention_days`). Every data key is wrapped under an `encryption`
     master key: `--keep 0` overwrote the only copy of the one in use, and every sealed record
-    of the store was unreadable for good (the server then refused to start)."""
+    of the store was unreadable for good (the server then refused to start). An audit line
+    under a dropped `audit` key no longer verifies, nor does any later line chained to it:
+    `audit verify` called an untouched log broken until retention dropped its files."""
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
     run_module("server", "secrets", "rotate", name, "--secrets-dir", str(secrets))
