@@ -35,6 +35,8 @@ __all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_
            "writable_by_all"]
 
 TOKEN_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+MAX_LEEWAY_SECONDS = 3600
+"""Most `jwt.leeway_seconds`: how long past its `exp` a JWT may still pass (clock skew)."""
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,11 @@ def _principal(path, name: str, entry, known_roles: Iterable[str]) -> Principal:
 
 
 def _leeway(path, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise AuthConfigInvalid(path, "jwt.leeway_seconds must be a number of seconds (>= 0)")
+    """A clock-skew allowance: bounded, since an expired JWT passes for as long (`inf` for good)."""
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not 0 <= value <= MAX_LEEWAY_SECONDS):
+        raise AuthConfigInvalid(path, "jwt.leeway_seconds must be a number of seconds, 0 to "
+                                      f"{MAX_LEEWAY_SECONDS}")
     return float(value)
 
 

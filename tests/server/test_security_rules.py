@@ -174,6 +174,9 @@ JWT = '[jwt]\nissuer = "i"\naudience = "a"\njwks = "k.json"\n'
     ('[principals.x]\nroles = ["admin"]\ncert_subject = 7\n', "x.cert_subject must be"),
     ('jwt = "x"\n', "jwt must be a table"),
     (JWT + 'leeway_seconds = "soon"\n', "jwt.leeway_seconds"),
+    # no bound let an expired JWT pass for good (`inf`), or for a year
+    (JWT + "leeway_seconds = inf\n", "jwt.leeway_seconds"),
+    (JWT + "leeway_seconds = 31536000\n", "jwt.leeway_seconds"),
     (JWT + "algorithms = [256]\n", "jwt.algorithms must be a list of strings"),
     (JWT + 'algorithms = "RS256"\n', "jwt.algorithms must be a list of strings"),
     ('[jwt]\nissuer = ""\naudience = "a"\njwks = "k.json"\n', "jwt.issuer must be"),
