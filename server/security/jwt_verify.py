@@ -118,10 +118,9 @@ class JwtVerifier:
         except Unauthenticated as err:
             self.budget.failed(peer, str(err))
             raise
-        roles = claims.get(self.settings.roles_claim, [])
-        if isinstance(roles, str):
-            roles = roles.split()
-        principal = Principal(f"jwt:{claims.get('sub', '?')}", frozenset(map(str, roles)))
+        principal = Principal(f"jwt:{claims.get('sub', '?')}",
+                              _roles(claims.get(self.settings.roles_claim, []),
+                                     self.settings.roles_claim))
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[token] = (principal, float(claims["exp"]) + self.settings.leeway_seconds)
@@ -164,6 +163,17 @@ def _trusted(s: JwtSettings, field: str, path) -> None:
     unsafe = writable_by_all(path, "sign themselves a token with any role")
     if unsafe:
         raise AuthConfigInvalid(s.source, f"{field} {path}: {unsafe}")
+
+
+def _roles(claim, name: str) -> frozenset[str]:
+    """The roles of a verified token's `name` claim: a space-separated string or a list of
+    strings. Anything else (a number, an object whose keys would read as roles) is refused:
+    the issuer meant something this server does not understand."""
+    if isinstance(claim, str):
+        return frozenset(claim.split())
+    if isinstance(claim, list) and all(isinstance(r, str) for r in claim):
+        return frozenset(claim)
+    raise Unauthenticated(f"the token's {name[:32]!r} claim is not a list of role names")
 
 
 def _refuse_expired(token: str, leeway: float) -> None:

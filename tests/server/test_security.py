@@ -172,6 +172,18 @@ async def test_jwts_are_checked_for_signature_issuer_audience_and_expiry(chan, j
     assert code == grpc.StatusCode.PERMISSION_DENIED and "jwt:svc-7" in details
 
 
+async def test_a_jwt_roles_claim_that_is_not_role_names_is_refused(chan, jwt_keys):
+    """A signed token whose roles claim is a number or an object is refused with
+    UNAUTHENTICATED (a number made every call fail with a traceback; an object's keys were
+    granted as roles)."""
+    stub, req = cpb_grpc.CampaignServiceStub(chan), cpb.ListCampaignsRequest()
+    for roles in (7, {"analyst": False}, ["analyst", 3]):
+        code, details = await _code(stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys, roles=roles))))
+        assert code == grpc.StatusCode.UNAUTHENTICATED, roles
+        assert "claim is not a list of role names" in details
+    await stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys, roles=["analyst"])))
+
+
 class AuditRecords:
     """Stands in for the audit log (server/security/audit.py): keeps what it is given."""
 
