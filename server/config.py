@@ -223,7 +223,7 @@ class Limits(BaseModel):
     address may send per `jwt_failure_seconds` before its further unknown JWTs are refused
     without a signature check (about 0.4 ms of the event loop each) for the rest of that
     interval; tokens from the auth config and JWTs already verified still pass. 0: no bound."""
-    jwt_failure_seconds: float = Field(10.0, gt=0)
+    jwt_failure_seconds: float = Field(10.0, gt=0, le=3600)
     """The interval `jwt_failures` counts over."""
     metadata_bytes: int = Field(16 * 1024, ge=4096, le=1024 * 1024)
     """Most bytes of metadata (headers: `authorization`, `x-request-id`, ...) one gRPC call may
@@ -536,7 +536,7 @@ class Settings(BaseSettings):
     unsubscribe_mailto: str = ""
     """Optional address for the `mailto:` alternative of List-Unsubscribe (RFC 2369), e.g.
     `unsubscribe@example.com`; its subject carries the token. Empty: https link only."""
-    webhook_tolerance_seconds: float = Field(300.0, gt=0)
+    webhook_tolerance_seconds: float = Field(300.0, gt=0, le=3600)
     """How far the signed `X-Tailor-Timestamp` of an inbound webhook request (`/sms/inbound`,
     `/delivery/events`) may be from now; older (a captured request sent again) or further ahead
     is 401. A replay within it is refused by its signature (remembered per process)."""
@@ -607,7 +607,7 @@ class Settings(BaseSettings):
     audit_max_bytes: int = Field(16 << 20, ge=1)
     """Size at which the audit log moves on to its next file (`data_dir/audit/audit-NNNNNN.jsonl`);
     the new file's first line chains to the last line of the previous one."""
-    audit_failure_seconds: float = Field(60.0, gt=0)
+    audit_failure_seconds: float = Field(60.0, gt=0, le=3600)
     """Failed authentication is audited once per (peer, reason) at once, the rest of this
     interval's failures of that pair as one line with their `count` (anyone can fail
     authentication: one line each would let them fill the disk)."""

@@ -129,6 +129,22 @@ def test_sizes_and_intervals_that_would_crash_or_spin_are_refused(name, value):
     assert settings_error(refused.value).startswith(f"{name} (TAILOR_{name.upper()}): ")
 
 
+@pytest.mark.parametrize("name", ["webhook_tolerance_seconds", "audit_failure_seconds"])
+def test_protection_intervals_of_inf_are_refused(name):
+    """`inf` (TOML and env accept it) made a captured webhook request good for ever after a
+    restart, or audited one failed login per peer and reason for the process's life."""
+    from pydantic import ValidationError
+
+    from server.config import Limits, load_settings, settings_error
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(f"TAILOR_{name.upper()}", "inf")
+        with pytest.raises(ValidationError) as refused:
+            load_settings()
+    assert settings_error(refused.value).startswith(f"{name} (TAILOR_{name.upper()}): ")
+    with pytest.raises(ValidationError):  # an address's JWT failures counted for ever
+        Limits(jwt_failure_seconds=float("inf"))
+
+
 def test_workers_on_port_zero_is_one_error_line(tmp_path):
     line = serve_fails(tmp_path, "--port", "0", "--workers", "2", "--data-dir", str(tmp_path / "d"))
     assert "--workers > 1 needs an explicit --port" in line
