@@ -519,8 +519,10 @@ class Settings(BaseSettings):
     pii_keys: tuple[str, ...] = (
         "email", "*email*", "*e_mail*", "phone", "*phone*", "mobile", "*mobile*", "name",
         "first_name", "last_name", "middle_name", "full_name", "surname", "*address*", "street",
-        "city", "zip", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*", "dob", "ssn")
-    """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns: their values are
+        "city", "zip", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*", "dob", "ssn",
+        "*push_token*", "*device_token*")
+    """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns (addresses a message
+    goes to included: email, phone, the `push_token` of push messages): their values are
     masked in profiles, events and exports for callers without the `pii-reader` role, and in a
     Recommend request's context before the impression log stores it (for every caller)."""
 

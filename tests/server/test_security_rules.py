@@ -194,10 +194,12 @@ def test_a_malformed_field_is_named_not_a_traceback(tmp_path, text, field):
 def test_pii_policy_is_case_insensitive_and_declared_in_settings():
     policy = PiiPolicy(Settings().pii_keys)
     values = {"EMAIL": "bob@x.org", "billing_address": "2 Main St", "Mobile_Phone": "+3360000",
-              "client_ip": "10.0.0.1", "locale": "en", "tier": "gold"}
+              "client_ip": "10.0.0.1", "locale": "en", "tier": "gold", "push_token": "fcm:abc",
+              "ios_device_token": "a1b2"}
     assert policy.mask_map(values)
     assert values == {"EMAIL": "b***@x.org", "billing_address": "2***", "Mobile_Phone": "+***",
-                      "client_ip": "1***", "locale": "en", "tier": "gold"}
+                      "client_ip": "1***", "locale": "en", "tier": "gold", "push_token": "f***",
+                      "ios_device_token": "a***"}
     assert not policy.mask_map({"locale": "en"})
 
 
