@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -29,6 +30,12 @@ logger = logging.getLogger("tailor.training.readers")
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "event", "value")
 ITEM_COLUMNS = ("id", "title", "category", "price", "url", "image")
+ITEM_ID_BYTES = 128
+"""The longest item id (UTF-8 bytes) the server's API takes by default (`Limits.id_bytes`); a
+server run with another ``TAILOR_LIMITS__ID_BYTES`` is followed when it is set here too. A
+bundle holding a longer id, or one with a control character, is refused at push (RemoveItems
+and TrackEvents could never name the item), so the readers refuse it first."""
+_CONTROL = "[\\x00-\\x1f\\x7f]"
 
 
 def _table(path: Path) -> tuple[pa.Table, int]:
@@ -214,7 +221,7 @@ def read_interactions(path: str | Path) -> dict:
     value = (_numbers(path, first, table, "value", np.float32) if "value" in table.column_names
              else np.zeros(len(code), np.float32))
     out = {"user_id": _ids(table, "user_id", path, first),
-           "item_id": _ids(table, "item_id", path, first),
+           "item_id": _ids(table, "item_id", path, first, item=True),
            "timestamp": _timestamps(path, first, table), "event": code, "value": value}
     if "channel" in table.column_names:
         out["channel"] = _channels(table)
@@ -229,9 +236,11 @@ def _channels(table: pa.Table) -> np.ndarray:
     return codes[enc.indices.fill_null(len(names)).to_numpy(zero_copy_only=False)]
 
 
-def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int = 0) -> pa.Array:
+def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int = 0,
+         item: bool = False) -> pa.Array:
     """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings); with
-    ``path``, an empty or null id is a ``ValueError`` naming its line and column."""
+    ``path``, an empty or null id is a ``ValueError`` naming its line and column, and so is an
+    ``item`` id the server's API cannot name (`item_id_bytes`, a control character)."""
     ids = pc.utf8_trim_whitespace(table[column]).combine_chunks()
     if path is not None:
         empty = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
@@ -240,7 +249,37 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
             row = pc.index(empty, True).as_py()
             raise ValueError(f"{_where(path, first_line, row, column)}: empty id ({n} rows "
                              "without one)")
+        if item:
+            _check_item_ids(ids, path, first_line, column)
     return ids
+
+
+def item_id_bytes() -> int:
+    """The item id limit: ``TAILOR_LIMITS__ID_BYTES`` when set (the server's), else 128."""
+    text = os.environ.get("TAILOR_LIMITS__ID_BYTES", "").strip()
+    try:
+        return int(text) if text else ITEM_ID_BYTES
+    except ValueError:
+        raise ValueError(f"TAILOR_LIMITS__ID_BYTES: expected a whole number, got {text!r}") from None
+
+
+def _check_item_ids(ids: pa.Array, path: Path, first_line: int, column: str) -> None:
+    """Refuse an item id longer than `item_id_bytes` or holding a control character, naming
+    its line: the server would refuse the whole bundle for it (``items.npz: item_ids``)."""
+    limit = item_id_bytes()
+    bad = pc.or_(pc.greater(pc.binary_length(ids), limit),
+                 pc.match_substring_regex(ids, _CONTROL))
+    n = pc.sum(bad).as_py() or 0
+    if not n:
+        return
+    row = pc.index(bad, True).as_py()
+    value = ids[row].as_py()
+    shown = repr(value[:16]) + ("..." if len(value) > 16 else "")
+    problem = (f"is {len(value.encode())} bytes, at most {limit}" if len(value.encode()) > limit
+               else "contains a control character (0x00-0x1F or 0x7F)")
+    raise ValueError(f"{_where(path, first_line, row, column)}: {shown} {problem} ({n} rows "
+                     "with an item id the server's API cannot name: it refuses a bundle holding "
+                     "one; TAILOR_LIMITS__ID_BYTES sets the length both sides take)")
 
 
 def read_items(path: str | Path) -> dict:
@@ -249,8 +288,8 @@ def read_items(path: str | Path) -> dict:
     table, first = _table(path)
     _require(path, table, ITEM_COLUMNS, optional=("title", "category", "price", "url", "image"))
     n = table.num_rows
-    out = {"id": np.asarray(_ids(table, "id", path, first).to_numpy(zero_copy_only=False),
-                            dtype=str)}
+    out = {"id": np.asarray(_ids(table, "id", path, first, item=True).to_numpy(
+        zero_copy_only=False), dtype=str)}
     for col in ("title", "category", "url", "image"):
         out[col] = (np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=str)
                     if col in table.column_names else np.full(n, "", dtype=str))
@@ -311,7 +350,7 @@ def read_movielens(path: str | Path) -> dict:
     line0 = skip + 1
     rating = _numbers(path, line0, table, "rating", np.float32)
     return {"user_id": _ids(table, "user_id", path, line0),
-            "item_id": _ids(table, "item_id", path, line0),
+            "item_id": _ids(table, "item_id", path, line0, item=True),
             "timestamp": _timestamps(path, line0, table),
             "event": np.full(table.num_rows, EVENTS.index("rating"), np.int8), "value": rating}
 

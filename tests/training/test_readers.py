@@ -275,3 +275,34 @@ def test_a_bad_line_of_a_zstd_csv_is_named_by_its_line(tmp_path):
         fh.write(b"user_id,item_id,timestamp,event\nu1,a,1700000000,view\nu2,b\n")
     with pytest.raises(ValueError, match=r"bad.csv.zst:3: expected 4 fields, found 2"):
         read_interactions(tmp_path / "bad.csv.zst")
+
+
+_LONG = "https://shop.example/p/" + "x" * 120  # 143 bytes: the server's API takes 128
+
+
+@pytest.mark.parametrize("name, text, where", [
+    ("i.csv", f"user_id,item_id,timestamp,event\nu1,a,1,view\nu1,{_LONG},2,view\n",
+     r"i.csv:3: column 'item_id': 'https://shop.exa'\.\.\. is 143 bytes, at most 128"),
+    ("i.csv", 'user_id,item_id,timestamp,event\nu1,"a\x01b",1,view\n',
+     r"i.csv:2: column 'item_id': 'a\\x01b' contains a control character"),
+    ("r.dat", f"1::a::5::1\n1::{_LONG}::4::2\n", r"r.dat:2: column 'item_id': .* 143 bytes"),
+    ("items.csv", f"id,title\na,x\n{_LONG},y\n", r"items.csv:3: column 'id': .* 143 bytes"),
+])
+def test_item_ids_the_servers_api_cannot_name_are_refused(tmp_path, name, text, where):
+    # the server refuses a bundle holding one (items.npz: item_ids), after a whole training
+    f = _write(tmp_path / name, text)
+    read = {"i.csv": read_interactions, "r.dat": read_movielens, "items.csv": read_items}[name]
+    with pytest.raises(ValueError, match=where):
+        read(f)
+
+
+def test_the_item_id_limit_follows_the_servers(tmp_path, monkeypatch):
+    from server.config import Limits
+    from training.readers import ITEM_ID_BYTES
+    assert ITEM_ID_BYTES == Limits().id_bytes
+    f = _write(tmp_path / "i.csv", f"user_id,item_id,timestamp,event\nu1,{_LONG},1,view\n")
+    monkeypatch.setenv("TAILOR_LIMITS__ID_BYTES", "200")  # a server configured for longer ids
+    assert read_interactions(f)["item_id"].to_pylist() == [_LONG]
+    monkeypatch.setenv("TAILOR_LIMITS__ID_BYTES", "140")
+    with pytest.raises(ValueError, match="at most 140"):
+        read_interactions(f)
