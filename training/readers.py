@@ -30,6 +30,7 @@ logger = logging.getLogger("tailor.training.readers")
 
 INTERACTION_COLUMNS = ("user_id", "item_id", "timestamp", "event", "value")
 ITEM_COLUMNS = ("id", "title", "category", "price", "url", "image")
+ID_COLUMNS = ("user_id", "item_id", "id")
 ITEM_ID_BYTES = 128
 """The longest item id (UTF-8 bytes) the server's API takes by default (`Limits.id_bytes`); a
 server run with another ``TAILOR_LIMITS__ID_BYTES`` is followed when it is set here too. A
@@ -46,6 +47,8 @@ def _table(path: Path) -> tuple[pa.Table, int]:
             if pa.types.is_timestamp(f.type):   # native timestamps -> unix seconds
                 secs = pc.cast(table.column(k).cast(pa.timestamp("s", tz=f.type.tz)), pa.int64())
                 table = table.set_column(k, f.name, secs)
+            elif f.name in ID_COLUMNS and pa.types.is_floating(f.type):
+                table = table.set_column(k, f.name, _whole_ids(path, f.name, table.column(k)))
         table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
         # a null cell reads as an empty CSV cell does (value 0; an id, event or time: an error)
         return pa.table([pc.fill_null(c, "") for c in table.columns], names=table.column_names), 0
@@ -57,6 +60,20 @@ def _table(path: Path) -> tuple[pa.Table, int]:
         return pacsv.read_csv(path, convert_options=opts), 2
     except pa.ArrowInvalid as err:
         raise ValueError(_csv_error(path, len(names), err)) from None
+
+
+def _whole_ids(path: Path, column: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Integer ids a tool stored as floats (pandas makes an integer column with a missing value
+    float64) as the integers they hold: cast to text as floats, 12345678901 would become
+    "1.2345678901e+10", an id no caller asks for. A fraction is a ``ValueError`` naming its row."""
+    values = ids.to_numpy()  # a null is NaN here; it, NaN and inf stay null (an empty id)
+    finite = np.isfinite(values)
+    frac = np.flatnonzero(finite & (values != np.floor(values)))
+    if frac.size:
+        raise ValueError(f"{_where(path, 0, int(frac[0]), column)}: {float(values[frac[0]])!r} "
+                         f"is not a whole number ({frac.size} ids with a fraction): ids stored "
+                         "as floats must hold integers")
+    return pa.chunked_array([pa.array(np.where(finite, values, 0).astype(np.int64), mask=~finite)])
 
 
 def _first_bytes_line(path: Path) -> bytes:

@@ -306,3 +306,32 @@ def test_the_item_id_limit_follows_the_servers(tmp_path, monkeypatch):
     monkeypatch.setenv("TAILOR_LIMITS__ID_BYTES", "140")
     with pytest.raises(ValueError, match="at most 140"):
         read_interactions(f)
+
+
+def test_parquet_ids_stored_as_floats_read_as_the_integers_they_hold(tmp_path):
+    # pandas turns an integer id column with a missing value into float64; dropping those rows
+    # keeps the float column: ids must come back as the integers the server is asked for
+    # ("12345678901"), not as pyarrow's float text ("1.2345678901e+10")
+    pq.write_table(pa.table({"user_id": [12345678901.0, 7.0], "item_id": [3.0, 40000000000.0],
+                             "timestamp": [1, 2], "event": ["view", "view"]}),
+                   tmp_path / "i.parquet")
+    rows = read_interactions(tmp_path / "i.parquet")
+    assert rows["user_id"].to_pylist() == ["12345678901", "7"]
+    assert rows["item_id"].to_pylist() == ["3", "40000000000"]
+    pq.write_table(pa.table({"id": [1.0, 2.0], "title": ["a", "b"]}), tmp_path / "items.parquet")
+    assert read_items(tmp_path / "items.parquet")["id"].tolist() == ["1", "2"]
+
+
+def test_parquet_ids_with_a_fraction_are_refused(tmp_path):
+    pq.write_table(pa.table({"user_id": [1.0, 7.5], "item_id": [3, 4], "timestamp": [1, 2],
+                             "event": ["view", "view"]}), tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=r"i.parquet: row 2, column 'user_id': 7.5 is not "
+                                         r"a whole number"):
+        read_interactions(tmp_path / "i.parquet")
+
+
+def test_a_nan_parquet_float_id_is_an_empty_id(tmp_path):
+    pq.write_table(pa.table({"user_id": [1.0, float("nan")], "item_id": [3, 4],
+                             "timestamp": [1, 2], "event": ["view", "view"]}), tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=r"i.parquet: row 2, column 'user_id': empty id"):
+        read_interactions(tmp_path / "i.parquet")
