@@ -48,7 +48,7 @@ from .results import Choice, ModelStatus, Reward, TrackResult
 from .retry import RetryPolicy, channel_options
 from .transport import Connection
 
-__all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem"]
+__all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem", "bundle_files"]
 
 CHUNK_BYTES = 1 << 20
 MESSAGE_CHANNELS = ("email", "sms", "push")
@@ -103,6 +103,26 @@ def new_request_id() -> str:
     """A request's idempotency key (ChooseVariant, ComposeMessage, SendCampaign): 32 random
     hex characters, one per logical call; gRPC's retries resend the request, id included."""
     return uuid.uuid4().hex
+
+
+def bundle_files(bundle_dir: str | Path) -> list[Path]:
+    """The files a push of `bundle_dir` sends: manifest.json and the files its `files` lists
+    that are there (the server says what is missing). Anything else beside them (a desktop's
+    .DS_Store, an editor's swap file, notes) is left out: the server would refuse a hidden name
+    and drop the rest. A manifest that is not a JSON object with a `files` object: every file,
+    for the server to name what is wrong with it."""
+    root = Path(bundle_dir)
+    manifest = root / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"{root} has no manifest.json: not a bundle directory")
+    present = sorted(p for p in root.iterdir() if p.is_file())
+    try:
+        listed = json.loads(manifest.read_bytes()).get("files")
+    except (ValueError, AttributeError, RecursionError):
+        return present
+    if not isinstance(listed, dict):
+        return present
+    return [p for p in present if p.name == "manifest.json" or p.name in listed]
 
 
 class TailorClient:
@@ -173,10 +193,7 @@ class TailorClient:
         """Upload a bundle directory; the server validates it and (unless stage_only) serves it,
         to `canary_percent` of users as a canary when that is given (0 < p < 100).
         `on_chunk(n)` is called with the size of each chunk sent (a progress bar's `update`)."""
-        root = Path(bundle_dir)
-        if not (root / "manifest.json").is_file():
-            raise FileNotFoundError(f"{root} has no manifest.json: not a bundle directory")
-        files = sorted(p for p in root.iterdir() if p.is_file())
+        files = bundle_files(bundle_dir)
 
         def chunks() -> Iterator[admin_pb.BundleChunk]:
             first = True

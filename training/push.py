@@ -34,12 +34,13 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from clients import TailorClient, TailorError
+    from clients.client import bundle_files
 
     from .progress import progress
 
     with TailorClient(args.server, timeout=args.timeout, tls_ca=args.tls_ca, cert=args.cert,
                       key=args.key, token=args.token) as client:
-        size = sum(f.stat().st_size for f in Path(args.bundle).glob("*") if f.is_file())
+        size = sum(f.stat().st_size for f in bundle_files(args.bundle))
         try:
             with progress(desc="push", total=size, unit="B", unit_scale=True) as bar:
                 status = client.push_bundle(args.bundle, stage_only=args.stage_only,

@@ -476,3 +476,18 @@ async def test_a_pointer_to_a_version_that_does_not_load_is_retried_ever_more_sl
     assert [(r.levelno, bool(r.exc_info)) for r in records] == \
         [(logging.ERROR, True)] + [(logging.WARNING, False)] * (len(attempts) - 1)
     assert tailor_server.registry.active.version == demo_manifest["version"]
+
+
+async def test_files_beside_a_bundle_that_its_manifest_does_not_list_do_not_stop_the_push(
+        client, copy_bundle, second_bundle, tmp_path):
+    """A bundle directory also holding a file of the desktop (Finder's .DS_Store, an editor's
+    swap file) or the operator's notes: the client sends the manifest and the files it lists,
+    so the push is neither refused for a hidden name nor carries the rest."""
+    bundle = copy_bundle(second_bundle)
+    (bundle / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (bundle / "notes.txt").write_bytes(b"x" * (1 << 20))
+    sent = []
+    status = await asyncio.to_thread(client.push_bundle, bundle, on_chunk=sent.append)
+    assert status.active.version == bundle.name
+    listed = json.loads((bundle / "manifest.json").read_text())["files"]
+    assert sum(sent) == sum((bundle / n).stat().st_size for n in ["manifest.json", *listed])
