@@ -335,3 +335,21 @@ def test_a_nan_parquet_float_id_is_an_empty_id(tmp_path):
                              "timestamp": [1, 2], "event": ["view", "view"]}), tmp_path / "i.parquet")
     with pytest.raises(ValueError, match=r"i.parquet: row 2, column 'user_id': empty id"):
         read_interactions(tmp_path / "i.parquet")
+
+
+@pytest.mark.parametrize("name, text, where", [
+    # a rating of inf ended the training on implicit's "NaN encountered in factors" traceback
+    ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,rating,4\nu1,b,2,rating,inf\n",
+     r"i.csv:3: column 'value': 'inf' is not a finite number"),
+    ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,rating,nan\n",
+     r"i.csv:2: column 'value': 'nan' is not a finite number"),
+    ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,rating,4\n\nu1,b,2,rating,1e39\n",
+     r"i.csv:4: column 'value': '1e39' is not a finite number"),  # inf as float32
+    # a NaN price failed only after the whole training, on "arrays hold non-finite values"
+    ("items.csv", "id,price\na,1.5\nb,NaN\n", r"items.csv:3: column 'price': 'NaN' is not a finite"),
+])
+def test_numbers_that_are_not_finite_are_refused_naming_their_line(tmp_path, name, text, where):
+    f = _write(tmp_path / name, text)
+    read = {"i.csv": read_interactions, "items.csv": read_items}[name]
+    with pytest.raises(ValueError, match=where):
+        read(f)
