@@ -36,6 +36,7 @@ K = 10
 
 def add_parser(subparsers) -> None:
     from training.cli.options import add_training_options
+    from training.cli.types import canary_percent, finite_number
 
     p = subparsers.add_parser("retrain", help="export, train, compare with the serving bundle, "
                               "push as a canary if not worse", description=__doc__,
@@ -47,9 +48,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--items", type=Path, help="item catalog CSV/Parquet (optional)")
     p.add_argument("--serving-bundle", type=Path,
                    help="the serving bundle's directory (default W/bundles/<serving version>)")
-    p.add_argument("--canary", type=float, default=10.0, metavar="PERCENT",
-                   help="share of users the new bundle starts with (default %(default)s)")
-    p.add_argument("--tolerance", type=float, default=0.0,
+    p.add_argument("--canary", type=canary_percent, default=10.0, metavar="PERCENT",
+                   help="share of users the new bundle starts with, 0.01..99.99 (default "
+                        "%(default)s)")
+    p.add_argument("--tolerance", type=finite_number, default=0.0,
                    help="NDCG@10 the candidate may lose and still count as not worse")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per server call")
     p.add_argument("--secrets-dir", type=Path, default=Path("var/secrets"),

@@ -91,12 +91,19 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "0"],
                  ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "1.5"],
                  ["cold-items", *data[:2], "--items", "x.csv", "--k", "0"],
-                 ["cold-items", *data[:2], "--items", "x.csv", "--k", "-3"]):
+                 ["cold-items", *data[:2], "--items", "x.csv", "--k", "-3"],
+                 # retrain pushed with --canary 0 to every user at once (no guardrails), was
+                 # refused --canary 100 by the server only after the whole export and training,
+                 # and with --tolerance nan counted any candidate as not worse
+                 ["retrain", "--work-dir", str(tmp_path / "w"), "--canary", "0"],
+                 ["retrain", "--work-dir", str(tmp_path / "w"), "--canary", "100"],
+                 ["retrain", "--work-dir", str(tmp_path / "w"), "--canary", "nan"],
+                 ["retrain", "--work-dir", str(tmp_path / "w"), "--tolerance", "nan"]):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2, argv
         assert "error: argument" in capsys.readouterr().err, argv
-    assert not (tmp_path / "d").exists()
+    assert not (tmp_path / "d").exists() and not (tmp_path / "w").exists()
 
 
 def test_a_failed_export_leaves_no_partial_files(tmp_path, capsys):

@@ -7,7 +7,8 @@ import argparse
 import math
 
 __all__ = ["count", "positive_int", "resamples", "open_fraction", "share", "window_hours",
-           "positive_number", "nonnegative_number", "recall_target", "tolerance"]
+           "positive_number", "nonnegative_number", "recall_target", "tolerance",
+           "canary_percent", "finite_number"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -101,4 +102,24 @@ def tolerance(text: str) -> float:
     value = _number(text, 0.0, strict=False)
     if value >= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def finite_number(text: str) -> float:
+    """Any finite number (NaN compares false with everything: a check against it never holds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def canary_percent(text: str) -> float:
+    """A canary's share of users in percent, as the server takes it: 0.01..99.99 (0 would be a
+    plain push to every user, 100 is refused by the server)."""
+    value = _number(text, 0.01, strict=False)
+    if value > 99.99:
+        raise argparse.ArgumentTypeError(f"expected a percentage in 0.01..99.99, got {text!r}")
     return value
