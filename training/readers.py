@@ -316,6 +316,8 @@ def read_items(path: str | Path) -> dict:
     table, first = _table(path)
     _require(path, table, ITEM_COLUMNS, optional=("title", "category", "price", "url", "image"))
     n = table.num_rows
+    if n == 0:
+        raise ValueError(f"{path}: no data rows (a header only)")
     out = {"id": np.asarray(_ids(table, "id", path, first, item=True).to_numpy(
         zero_copy_only=False), dtype=str)}
     for col in ("title", "category", "url", "image"):
@@ -461,10 +463,29 @@ def load(interactions: str | Path, items: str | Path | None = None,
     rows = read_movielens(interactions) if fmt == "movielens" else read_interactions(interactions)
     if keep is not None:
         rows = keep(rows)
-    inter, catalog = build(rows, read_items(items) if items else None)
+    catalog_rows = read_items(items) if items else None
+    if catalog_rows is not None:
+        _check_catalog_covers(rows["item_id"], catalog_rows["id"], interactions, items)
+    inter, catalog = build(rows, catalog_rows)
     logger.info("read %d rows, %d users, %d items from %s", len(inter), inter.n_users,
                 inter.n_items, interactions)
     return inter, catalog
+
+
+def _check_catalog_covers(logged: pa.Array, catalog_ids: np.ndarray, log_path, items_path) -> None:
+    """A catalog that names none of the log's items is a ``ValueError`` (ids of another scheme,
+    or the wrong file: every item would train as category "unknown" without title, url or
+    price); one that misses some is logged (they train so, e.g. items no longer sold)."""
+    seen = pc.unique(logged)
+    missing = seen.filter(pc.invert(pc.is_in(seen, value_set=pa.array(catalog_ids, pa.string()))))
+    if len(missing) == len(seen) and len(seen):
+        raise ValueError(f"{items_path}: none of the {len(seen)} item ids of {log_path} is in the "
+                         f"catalog ({len(catalog_ids)} items): e.g. {missing[0].as_py()!r} in the "
+                         f"log, {str(catalog_ids[0])!r} in the catalog; the ids must match")
+    if len(missing):
+        logger.warning("%d of %d item ids of %s are not in the catalog %s (e.g. %r): they train "
+                       "with category 'unknown' and no title, url or price", len(missing),
+                       len(seen), log_path, items_path, missing[0].as_py())
 
 
 def json_objects(lines: Iterable[str], where: str = "line ") -> Iterator[tuple[int, dict]]:

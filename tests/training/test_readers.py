@@ -353,3 +353,20 @@ def test_numbers_that_are_not_finite_are_refused_naming_their_line(tmp_path, nam
     read = {"i.csv": read_interactions, "items.csv": read_items}[name]
     with pytest.raises(ValueError, match=where):
         read(f)
+
+
+def test_a_catalog_that_names_none_of_the_logs_items_is_refused(tmp_path):
+    # ids of another scheme (SKUs vs product ids), or the wrong file: every item was trained
+    # as category "unknown" without a title, url or price, and the bundle served them so
+    rows = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\nu1,1,1,view\nu2,2,2,view\n")
+    other = _write(tmp_path / "items.csv", "id,title,category\nSKU-1,a,x\nSKU-2,b,y\n")
+    with pytest.raises(ValueError, match=r"items.csv: none of the 2 item ids of .*i.csv is in "
+                                         r"the catalog \(2 items\): e.g. '1' .* 'SKU-1'"):
+        load(rows, other)
+    header = _write(tmp_path / "empty.csv", "id,title,category\n")
+    with pytest.raises(ValueError, match=r"empty.csv: no data rows \(a header only\)"):
+        load(rows, header)
+    some = _write(tmp_path / "some.csv", "id,title,category\n1,a,x\n")  # one missing: trained
+    inter, catalog = load(rows, some)
+    assert catalog.item_ids.tolist() == ["1", "2"]
+    assert catalog.category_names[catalog.category].tolist() == ["x", "unknown"]
