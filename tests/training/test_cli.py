@@ -86,6 +86,9 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  # a target of 2 built HNSW at efSearch 4096, of 0 IVF at nprobe 1 (recall 0.25)
                  ["train", *data, "--target-recall", "2"], ["train", *data, "--target-recall", "0"],
                  ["train", *data, "--tree-tolerance", "1"],
+                 # the server refuses these: the bundle was refused after the whole run
+                 ["train", *data, "--history-len", "10001"],
+                 ["train", *data, "--factors", "65537"],
                  # cold-items scored a nonsense --holdout 0 or -1 (one item held out), died on
                  # 1.5 and --k 0 with numpy's words, and on --k -3 with a traceback
                  ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "0"],

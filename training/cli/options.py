@@ -7,6 +7,8 @@ from contract.events import check_event_weights
 from training.als import ALSParams
 from training.cli.types import (
     count,
+    factors,
+    history_len,
     nonnegative_number,
     open_fraction,
     positive_int,
@@ -37,12 +39,12 @@ def _weight(text: str) -> tuple[str, float]:
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("retrieval (implicit ALS)")
-    g.add_argument("--factors", type=positive_int, default=_A.factors)
+    g.add_argument("--factors", type=factors, default=_A.factors)
     g.add_argument("--regularization", type=nonnegative_number, default=_A.regularization)
     g.add_argument("--alpha", type=nonnegative_number, default=_A.alpha, help="confidence = 1 + alpha * w")
     g.add_argument("--iterations", type=positive_int, default=_A.iterations)
     g.add_argument("--half-life-days", type=positive_number, default=_A.half_life_days)
-    g.add_argument("--history-len", type=positive_int, default=_A.history_len)
+    g.add_argument("--history-len", type=history_len, default=_A.history_len)
     g.add_argument("--cg-steps", type=positive_int, default=_A.cg_steps,
                    help="encoder preconditioned-CG iterations")
     g.add_argument("--event-weight", type=_weight, action="append", default=[],

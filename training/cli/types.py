@@ -8,7 +8,7 @@ import math
 
 __all__ = ["count", "positive_int", "resamples", "open_fraction", "share", "window_hours",
            "positive_number", "nonnegative_number", "recall_target", "tolerance",
-           "canary_percent", "finite_number"]
+           "canary_percent", "finite_number", "history_len", "factors"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -123,3 +123,23 @@ def canary_percent(text: str) -> float:
     if value > 99.99:
         raise argparse.ArgumentTypeError(f"expected a percentage in 0.01..99.99, got {text!r}")
     return value
+
+
+def _at_most(text: str, most: int, what: str) -> int:
+    value = _whole(text, 1)
+    if value > most:
+        raise argparse.ArgumentTypeError(f"expected a whole number in 1..{most} ({what}), got "
+                                         f"{text!r}")
+    return value
+
+
+def history_len(text: str) -> int:
+    """Items per user history: 1..`contract.MAX_HISTORY_LEN` (the server refuses a longer one)."""
+    from contract.bundle import MAX_HISTORY_LEN
+    return _at_most(text, MAX_HISTORY_LEN, "the server refuses a longer history")
+
+
+def factors(text: str) -> int:
+    """The embedding dimension: 1..`contract.MAX_DIM` (the server refuses a larger one)."""
+    from contract.bundle import MAX_DIM
+    return _at_most(text, MAX_DIM, "the server refuses a larger dimension")
