@@ -45,8 +45,7 @@ def _table(path: Path) -> tuple[pa.Table, int]:
         table = pq.read_table(path)
         for k, f in enumerate(table.schema):
             if pa.types.is_timestamp(f.type):   # native timestamps -> unix seconds
-                secs = pc.cast(table.column(k).cast(pa.timestamp("s", tz=f.type.tz)), pa.int64())
-                table = table.set_column(k, f.name, secs)
+                table = table.set_column(k, f.name, _unix_seconds(table.column(k), f.type.unit))
             elif f.name in ID_COLUMNS and pa.types.is_floating(f.type):
                 table = table.set_column(k, f.name, _whole_ids(path, f.name, table.column(k)))
         table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
@@ -60,6 +59,16 @@ def _table(path: Path) -> tuple[pa.Table, int]:
         return pacsv.read_csv(path, convert_options=opts), 2
     except pa.ArrowInvalid as err:
         raise ValueError(_csv_error(path, len(names), err)) from None
+
+
+def _unix_seconds(col: pa.ChunkedArray, unit: str) -> pa.Array:
+    """A native timestamp column as int64 unix seconds, a fraction of a second floored (as in a
+    CSV), nulls kept (an empty time: refused later, naming the row)."""
+    arr = col.combine_chunks()
+    ticks = arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+    per = {"s": 1, "ms": 10 ** 3, "us": 10 ** 6, "ns": 10 ** 9}[unit]
+    return pa.array(np.floor_divide(ticks, per), pa.int64(),
+                    mask=arr.is_null().to_numpy(zero_copy_only=False))
 
 
 def _whole_ids(path: Path, column: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:

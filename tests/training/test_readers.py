@@ -370,3 +370,19 @@ def test_a_catalog_that_names_none_of_the_logs_items_is_refused(tmp_path):
     inter, catalog = load(rows, some)
     assert catalog.item_ids.tolist() == ["1", "2"]
     assert catalog.category_names[catalog.category].tolist() == ["x", "unknown"]
+
+
+@pytest.mark.parametrize("unit, per", [("ms", 10 ** 3), ("us", 10 ** 6), ("ns", 10 ** 9)])
+def test_parquet_native_timestamps_with_fractions_of_a_second_are_floored(tmp_path, unit, per):
+    # pandas writes event times as datetime64 with their milliseconds: pyarrow's safe cast to
+    # seconds refused the whole file ("would lose data"), so such a log could not be trained
+    ts = pa.array([1700000000 * per + per // 8, 1700000060 * per + per - 1], pa.timestamp(unit))
+    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"], "timestamp": ts,
+                             "event": ["view", "view"]}), tmp_path / "i.parquet")
+    assert read_interactions(tmp_path / "i.parquet")["timestamp"].tolist() == [1700000000,
+                                                                               1700000060]
+    ts = pa.array([1700000000 * per, None], pa.timestamp(unit, tz="UTC"))
+    pq.write_table(pa.table({"user_id": ["u1", "u2"], "item_id": ["a", "b"], "timestamp": ts,
+                             "event": ["view", "view"]}), tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=r"row 2, column 'timestamp': '' is neither"):
+        read_interactions(tmp_path / "i.parquet")
