@@ -82,6 +82,9 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["train", *data, "--half-life-days", "-5"],
                  ["train", *data, "--half-life-days", "inf"],
                  ["backtest", *data[:2], "--half-life-days", "nan"],
+                 # a NaN lambda gave EASE NaN scores (a baseline of nonsense), 0 a singular solve
+                 ["backtest", *data[:2], "--ease-lambda", "nan"],
+                 ["backtest", *data[:2], "--ease-lambda", "0"],
                  ["train", *data, "--alpha", "-1"], ["train", *data, "--regularization", "-1"],
                  # a target of 2 built HNSW at efSearch 4096, of 0 IVF at nprobe 1 (recall 0.25)
                  ["train", *data, "--target-recall", "2"], ["train", *data, "--target-recall", "0"],

@@ -6,6 +6,7 @@ import logging
 
 from training.backtest import format_backtest, parse_cutoff, run_backtest
 from training.cli.options import add_training_options, config_from_args
+from training.cli.types import positive_number
 from training.readers import load
 
 logger = logging.getLogger("tailor.training.cli.backtest")
@@ -23,7 +24,7 @@ def add_parser(subparsers) -> None:
                    help="train on rows before this time (unix seconds or ISO date, UTC)")
     p.add_argument("--no-baselines", action="store_true",
                    help="popularity only beside Tailor (no implicit ALS grid, no EASE)")
-    p.add_argument("--ease-lambda", type=float, action="append",
+    p.add_argument("--ease-lambda", type=positive_number, action="append",
                    help="EASE lambdas to sweep (repeatable; default: training.backtest.EASE_GRID)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     add_training_options(p)
