@@ -17,7 +17,7 @@ from .store.keys import SEP_CHAR
 
 __all__ = ["SEP", "check_context", "check_count", "check_finite", "check_id", "check_key", "check_known",
            "check_not_negative", "check_range", "check_text", "check_time", "check_version",
-           "check_link", "check_window",
+           "check_link", "check_window", "link_problem",
            "has_control", "id_problem", "shown"]
 
 SEP = SEP_CHAR
@@ -163,8 +163,18 @@ def check_link(field: str, value: str, max_chars: int, where: str = "") -> str:
     if has_control(value) or any(c.isspace() for c in value):
         raise InvalidArgument(where + field, f"{shown(value)} contains whitespace or a control "
                               "character", "contains whitespace or a control character")
+    problem = link_problem(value)
+    if problem is not None:
+        raise InvalidArgument(where + field, problem, problem)
+    return value
+
+
+def link_problem(value: str) -> str | None:
+    """None when `value` may go in an href or src as is (the rule `check_link` and a bundle's
+    item links share): no control character, and no scheme but http or https; else why not."""
+    if has_control(value):
+        return "contains a control character (0x00-0x1F or 0x7F)"
     scheme = _SCHEME.match(value)
     if scheme and scheme.group(1).lower() not in ("http", "https"):
-        raise InvalidArgument(where + field, f"scheme {scheme.group(1)!r} is not http or https",
-                              f"scheme {scheme.group(1)!r} is not http or https")
-    return value
+        return f"scheme {scheme.group(1)!r} is not http or https"
+    return None

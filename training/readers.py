@@ -330,6 +330,8 @@ def read_items(path: str | Path) -> dict:
     out = {"id": np.asarray(_ids(table, "id", path, first, item=True).to_numpy(
         zero_copy_only=False), dtype=str)}
     for col in ("title", "category", "url", "image"):
+        if col in ("url", "image") and col in table.column_names:
+            _check_links(table[col], path, first, col)
         out[col] = (np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=str)
                     if col in table.column_names else np.full(n, "", dtype=str))
     out["price"] = (_numbers(path, first, table, "price", np.float32)
@@ -338,6 +340,30 @@ def read_items(path: str | Path) -> dict:
     if (counts > 1).any():
         raise ValueError(f"{path}: column 'id': duplicate item id {str(uniq[counts > 1][0])!r}")
     return out
+
+
+_SCHEME = "^[A-Za-z][A-Za-z0-9+.-]*:"
+"""A URL's scheme (RFC 3986), as `server.validation` matches it."""
+
+
+def _check_links(col: pa.ChunkedArray, path: Path, first_line: int, column: str) -> None:
+    """A link pages and emails put in an href or src as is: no control character and no scheme
+    but http or https (the server refuses a bundle holding another: ``items.npz: urls``)."""
+    col = col.combine_chunks()
+    control = pc.match_substring_regex(col, _CONTROL)
+    scheme = pc.and_(pc.match_substring_regex(col, _SCHEME),
+                     pc.invert(pc.match_substring_regex(col, "^(?i)https?:")))
+    bad = pc.fill_null(pc.or_(control, scheme), False)
+    n = pc.sum(bad).as_py() or 0
+    if not n:
+        return
+    row = pc.index(bad, True).as_py()
+    value = col[row].as_py()
+    shown = repr(value[:16]) + ("..." if len(value) > 16 else "")
+    problem = ("contains a control character (0x00-0x1F or 0x7F)" if control[row].as_py()
+               else f"scheme {value.split(':', 1)[0]!r} is not http or https")
+    raise ValueError(f"{_where(path, first_line, row, column)}: {shown} {problem} ({n} rows): "
+                     "pages and emails put it in an href or src as is")
 
 
 def _separator(line: str) -> str:

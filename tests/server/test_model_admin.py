@@ -228,6 +228,21 @@ def _bytes_titles(a):
     a["titles"] = a["titles"].astype("S")
 
 
+def _script_url(a):  # UpsertItems refuses it; Recommend served it, emails put it in an href
+    a["urls"] = a["urls"].astype("U64")
+    a["urls"][2] = "javascript:alert(document.cookie)"
+
+
+def _data_image(a):
+    a["images"] = a["images"].astype("U64")
+    a["images"][4] = "DATA:text/html;base64,PHNjcmlwdD4="
+
+
+def _url_with_a_control_character(a):
+    a["urls"] = a["urls"].astype("U64")
+    a["urls"][0] = "/p/0\r\nBcc: all@example.com"
+
+
 @pytest.mark.parametrize("name, change, expect", [
     ("items.npz", _duplicate_category_name, "category_names"),
     ("items.npz", _two_column_category, "category"),
@@ -242,6 +257,9 @@ def _bytes_titles(a):
     ("items.npz", _bytes_item_ids, "item_ids"),
     ("items.npz", _numeric_category_names, "category_names"),
     ("items.npz", _bytes_titles, "titles"),
+    ("items.npz", _script_url, "urls"),
+    ("items.npz", _data_image, "images"),
+    ("items.npz", _url_with_a_control_character, "urls"),
 ])
 async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
         client, copy_bundle, demo_bundle, demo_manifest, name, change, expect):

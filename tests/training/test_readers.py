@@ -386,3 +386,19 @@ def test_parquet_native_timestamps_with_fractions_of_a_second_are_floored(tmp_pa
                              "event": ["view", "view"]}), tmp_path / "i.parquet")
     with pytest.raises(ValueError, match=r"row 2, column 'timestamp': '' is neither"):
         read_interactions(tmp_path / "i.parquet")
+
+
+@pytest.mark.parametrize("text, where", [
+    ('id,url\na,/p/a\nb,"javascript:alert(1)"\n',
+     r"items.csv:3: column 'url': 'javascript:alert'\.\.\. scheme 'javascript' is not http or https"),
+    ('id,image\na,https://cdn/a.jpg\nb,"DATA:image/png;base64,AA"\n',
+     r"items.csv:3: column 'image': .* scheme 'DATA' is not http or https"),
+    ('id,url\na,"/p/a\rBcc: x@example.com"\n', r"items.csv:2: column 'url': .* control character"),
+])
+def test_catalog_links_a_page_or_email_cannot_carry_are_refused(tmp_path, text, where):
+    # the server refuses a bundle holding one (items.npz: urls / images), as UpsertItems does
+    with pytest.raises(ValueError, match=where):
+        read_items(_write(tmp_path / "items.csv", text))
+    fine = read_items(_write(tmp_path / "ok.csv", "id,url,image\na,https://x/a,//cdn/a.jpg\n"
+                                                  "b,p/b,\nc,HTTP://x/c,/i/c.png\n"))
+    assert fine["url"].tolist() == ["https://x/a", "p/b", "HTTP://x/c"]
