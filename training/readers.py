@@ -51,7 +51,8 @@ def _table(path: Path) -> tuple[pa.Table, int]:
         table = table.cast(pa.schema([(f.name, pa.string()) for f in table.schema]))
         # a null cell reads as an empty CSV cell does (value 0; an id, event or time: an error)
         return pa.table([pc.fill_null(c, "") for c in table.columns], names=table.column_names), 0
-    header = _first_bytes_line(path).decode("utf-8", "replace").strip().split(",")
+    # a byte order mark (Excel's "CSV UTF-8") is not part of the first name: pyarrow skips it
+    header = _first_bytes_line(path).decode("utf-8", "replace").lstrip("\ufeff").strip().split(",")
     names = [h.strip().strip('"') for h in header]
     opts = pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                 strings_can_be_null=False)

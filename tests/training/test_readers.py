@@ -402,3 +402,14 @@ def test_catalog_links_a_page_or_email_cannot_carry_are_refused(tmp_path, text, 
     fine = read_items(_write(tmp_path / "ok.csv", "id,url,image\na,https://x/a,//cdn/a.jpg\n"
                                                   "b,p/b,\nc,HTTP://x/c,/i/c.png\n"))
     assert fine["url"].tolist() == ["https://x/a", "p/b", "HTTP://x/c"]
+
+
+def test_a_csv_with_a_byte_order_mark_reads_as_without(tmp_path):
+    # Excel's "CSV UTF-8" starts with a BOM: the header's first name did not match, the ids were
+    # typed as numbers and the read died on pyarrow's "no kernel matching input types (int64)"
+    bom = "\ufeff"
+    rows = _write(tmp_path / "i.csv", bom + "user_id,item_id,timestamp,event\r\n007,5,1,view\r\n")
+    got = read_interactions(rows)
+    assert got["user_id"].to_pylist() == ["007"] and got["item_id"].to_pylist() == ["5"]
+    items = _write(tmp_path / "items.csv", bom + "id,title\r\n05,a\r\n")
+    assert read_items(items)["id"].tolist() == ["05"]
