@@ -91,6 +91,11 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["train", *data, "--tree-tolerance", "1"],
                  # the server refuses these: the bundle was refused after the whole run
                  ["train", *data, "--history-len", "10001"],
+                 # --threads -2 aborted the process in libgomp ("Out of memory allocating
+                 # 962072675200 bytes"), --seed -1 failed in ALS without naming the flag, and
+                 # --drift-users -5 silently wrote no drift reference (as 0 asks)
+                 ["train", *data, "--threads", "-2"], ["train", *data, "--seed", "-1"],
+                 ["train", *data, "--drift-users", "-5"],
                  ["train", *data, "--factors", "65537"],
                  # cold-items scored a nonsense --holdout 0 or -1 (one item held out), died on
                  # 1.5 and --k 0 with numpy's words, and on --k -3 with a traceback

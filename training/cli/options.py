@@ -49,8 +49,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                    help="encoder preconditioned-CG iterations")
     g.add_argument("--event-weight", type=_weight, action="append", default=[],
                    metavar="EVENT=W", help="override an event weight (repeatable)")
-    g.add_argument("--seed", type=int, default=_A.seed)
-    g.add_argument("--threads", type=int, default=_A.threads)
+    g.add_argument("--seed", type=count, default=_A.seed)
+    g.add_argument("--threads", type=count, default=_A.threads,
+                   help="threads of ALS, LightGBM and FAISS (0: the libraries' default)")
     g.add_argument("--test-frac", type=open_fraction, default=0.2,
                    help="per-user share of the latest rows held out for the evaluation fit")
     g.add_argument("--eval-users", type=count, default=TrainConfig.eval_users,
@@ -69,11 +70,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                         "(needs a `channel` column; the bundle gets context.npz)")
     r.add_argument("--tree-tolerance", type=tolerance, default=_R.tree_tolerance,
                    help="keep the fewest trees within this fraction of the best validation score")
-    p.add_argument("--drift-users", type=int, default=TrainConfig.drift_users,
+    p.add_argument("--drift-users", type=count, default=TrainConfig.drift_users,
                    help="users sampled for the manifest's drift reference (0: none)")
     i = p.add_argument_group("index (FAISS)")
     i.add_argument("--index", choices=("auto", "flat", "hnsw", "ivf"), default=_I.kind)
-    i.add_argument("--flat-threshold", type=int, default=_I.flat_threshold)
+    i.add_argument("--flat-threshold", type=count, default=_I.flat_threshold)
     i.add_argument("--target-recall", type=recall_target, default=_I.target_recall)
 
 
