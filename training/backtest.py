@@ -141,6 +141,21 @@ FULL_SEEN_FILTERING = {
 }
 
 
+NOT_INHERITED = frozenset(f"TAILOR_{name}" for name in (
+    "HOST", "PORT", "METRICS_PORT", "PUBLIC_HTTP_PORT", "PUBLIC_URL", "AUTH_CONFIG", "TLS_CERT",
+    "TLS_KEY", "TLS_CLIENT_CA", "INSECURE", "WORKERS", "DATA_DIR", "BUNDLE"))
+"""Settings that say where and how a server listens and who may call it: a production server's
+(an environment file sourced for the retrain job) would make the backtest's loopback server
+bind the production metrics or public port (in use: it exits), listen on 0.0.0.0 (refused
+without TLS) or refuse the backtest's own calls. Every other setting (keyrings, limits, serving
+policy) is inherited, so the bundle is served as production serves it."""
+
+
+def _inherited(environ) -> dict:
+    """`environ` without `NOT_INHERITED` (names compared as the settings read them: any case)."""
+    return {k: v for k, v in environ.items() if k.upper() not in NOT_INHERITED}
+
+
 class _Server:
     """``python -m server`` on a free loopback port (full seen filtering), stopped on exit; one
     that exits or is not ready in time is a `ChildProcessError` (an `OSError`: the CLI's one
@@ -158,7 +173,7 @@ class _Server:
             [sys.executable, "-m", "server", "--port", str(self.port), "--data-dir",
              str(data_dir), "--bundle", str(bundle), "--workers", "1"],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
-            env={**os.environ, **FULL_SEEN_FILTERING,
+            env={**_inherited(os.environ), **FULL_SEEN_FILTERING,
                  "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
         self._wait(timeout)
 

@@ -114,3 +114,26 @@ def test_a_server_that_does_not_start_is_one_error_naming_why(tmp_path, monkeypa
     monkeypatch.setenv("TAILOR_EVENT_FUTURE_TOLERANCE_S", "-1")
     with pytest.raises(OSError, match=r"server exited 2 .*TAILOR_EVENT_FUTURE_TOLERANCE_S"):
         _Server(tmp_path, tmp_path / "no-bundle", timeout=60)
+
+
+def test_the_backtests_server_does_not_take_the_production_servers_listeners(
+        tmp_path, monkeypatch, demo_bundle):
+    # run beside a production server with its environment (an EnvironmentFile, a sourced
+    # .env): the loopback server took its metrics and public ports (in use: it exited), its
+    # auth config (every backtest call refused) and its host; retrain and backtest failed
+    import socket
+
+    from training.backtest import _Server
+
+    with socket.socket() as busy, socket.socket() as public:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        public.bind(("127.0.0.1", 0))
+        public.listen()
+        monkeypatch.setenv("TAILOR_METRICS_PORT", str(busy.getsockname()[1]))
+        monkeypatch.setenv("TAILOR_PUBLIC_HTTP_PORT", str(public.getsockname()[1]))
+        monkeypatch.setenv("TAILOR_PUBLIC_URL", "https://shop.example")
+        monkeypatch.setenv("TAILOR_AUTH_CONFIG", str(tmp_path / "auth.toml"))  # not here
+        monkeypatch.setenv("tailor_host", "0.0.0.0")
+        server = _Server(tmp_path, demo_bundle, timeout=120)
+        server.stop()
