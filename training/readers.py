@@ -144,19 +144,21 @@ def _require(path: Path, table: pa.Table, columns, optional=()) -> None:
 
 
 def _numbers(path, first_line, table, column, dtype) -> np.ndarray:
-    """The column as finite numbers of ``dtype``: an empty cell is 0; text, NaN, an infinity, or
-    a number beyond ``dtype`` (1e39 as float32) is a ``ValueError`` naming its line."""
+    """The column as finite numbers of ``dtype``: an empty or NaN cell is 0 (a missing number, as
+    many tools write one); text, an infinity, or a number beyond ``dtype`` (1e39 as float32) is a
+    ``ValueError`` naming its line."""
     col = pc.utf8_trim_whitespace(table[column])
     col = pc.if_else(pc.equal(col, ""), "0", col)   # an empty cell means 0
     try:
         wide = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+        wide = np.where(np.isnan(wide), 0.0, wide)
         with np.errstate(over="ignore"):
             out = wide.astype(dtype)
         bad = np.flatnonzero(~np.isfinite(out))
         if bad.size:
             row = int(bad[0])
             raise ValueError(f"{_where(path, first_line, row, column)}: {col[row].as_py()!r} is "
-                             f"not a finite number ({bad.size} rows): NaN, infinities and numbers "
+                             f"not a finite number ({bad.size} rows): infinities and numbers "
                              f"beyond {np.dtype(dtype).name} would make the model NaN")
         return out
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

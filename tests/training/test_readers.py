@@ -341,12 +341,13 @@ def test_a_nan_parquet_float_id_is_an_empty_id(tmp_path):
     # a rating of inf ended the training on implicit's "NaN encountered in factors" traceback
     ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,rating,4\nu1,b,2,rating,inf\n",
      r"i.csv:3: column 'value': 'inf' is not a finite number"),
-    ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,rating,nan\n",
-     r"i.csv:2: column 'value': 'nan' is not a finite number"),
+    ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,rating,-inf\n",
+     r"i.csv:2: column 'value': '-inf' is not a finite number"),
     ("i.csv", "user_id,item_id,timestamp,event,value\nu1,a,1,rating,4\n\nu1,b,2,rating,1e39\n",
      r"i.csv:4: column 'value': '1e39' is not a finite number"),  # inf as float32
-    # a NaN price failed only after the whole training, on "arrays hold non-finite values"
-    ("items.csv", "id,price\na,1.5\nb,NaN\n", r"items.csv:3: column 'price': 'NaN' is not a finite"),
+    # a price of 1e39 (inf as float32) failed only after the whole training, on "arrays hold
+    # non-finite values"
+    ("items.csv", "id,price\na,1.5\nb,1e39\n", r"items.csv:3: column 'price': '1e39' is not a finite"),
 ])
 def test_numbers_that_are_not_finite_are_refused_naming_their_line(tmp_path, name, text, where):
     f = _write(tmp_path / name, text)
@@ -413,3 +414,13 @@ def test_a_csv_with_a_byte_order_mark_reads_as_without(tmp_path):
     assert got["user_id"].to_pylist() == ["007"] and got["item_id"].to_pylist() == ["5"]
     items = _write(tmp_path / "items.csv", bom + "id,title\r\n05,a\r\n")
     assert read_items(items)["id"].tolist() == ["05"]
+
+
+def test_a_nan_cell_is_a_missing_number_as_an_empty_cell_is(tmp_path):
+    # a NaN price also failed only after the whole training; NaN is how many tools write a
+    # missing number (a view's revenue), so it reads as the empty cell does: 0
+    rows = read_interactions(_write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n"
+                                                       "u1,a,1,view,NaN\nu1,b,2,purchase,nan\n"))
+    assert rows["value"].tolist() == [0.0, 0.0]
+    assert read_items(_write(tmp_path / "items.csv", "id,price\na,1.5\nb,NaN\n"))["price"].tolist() \
+        == [1.5, 0.0]
