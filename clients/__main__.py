@@ -428,15 +428,24 @@ COMMANDS = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated long options: `recommend --k 3` would be `--key 3` (the client key of
+    TLS), not `-k 3`. Sub-commands' parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--server", default="127.0.0.1:50051", help="host:port (default %(default)s)")
     common.add_argument("--timeout", type=float, default=None,
                         help="deadline per call, seconds (default 5; a stream's whole run: "
                              "track 300, attribute 600, campaign plan and export 3600; "
                              "rollback, model promote and abort 120; export-profile 60 a page)")
     transport.add_arguments(common)
-    parser = argparse.ArgumentParser(prog="python -m clients", description=__doc__)
+    parser = _Parser(prog="python -m clients", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("recommend", parents=[common], help="top-k items for a user")
     rec.add_argument("--user", required=True)

@@ -83,6 +83,14 @@ def test_connection_flags_that_do_not_go_together_are_one_line(tmp_path):
     assert line == "error: a client certificate needs its key: give both --cert and --key"
 
 
+def test_long_options_are_not_abbreviated():
+    """`recommend --k 3` was taken as `--key 3` (argparse's abbreviations: the TLS client key)
+    and failed on the certificate flags; it is now an unrecognized option, as `-k` is meant."""
+    proc = run_module("clients", "recommend", "--user", "0", "--k", "3", "--server",
+                      f"127.0.0.1:{free_port()}", check=False, timeout=120)
+    assert proc.returncode == 2 and "unrecognized arguments: --k 3" in proc.stderr, proc.stderr
+
+
 def test_a_server_address_grpc_would_misread_is_a_usage_error():
     """gRPC takes a port past 65535 modulo 65536 (127.0.0.1:99999 dialled 34463: whatever
     listens there answered) and an empty address printed C-core log lines above UNKNOWN."""
