@@ -13,7 +13,11 @@ huge values or looping for long: `{{ "x" * 50000000 }}` builds 50 MB, and two ne
   as many bytes): no `*`, `**`, `+`, `~` (also rewritten at compile time), call or filter
   returns a longer value, a widening string method or filter given a width past it, or a
   `replace` that would build one, is refused before it runs (`"x".ljust(10**9)`,
-  `|center(10**9)`), and output stops past it.
+  `|center(10**9)`), as is a format whose width or precision is past it (`"%0*d" % (10**9, 1)`,
+  `|format`, `"{:>{}}".format(1, 10**9)`: 400 MB and seconds before the result was checked;
+  a constant one was even built when the template compiled) and an integer product of more
+  digits (squaring a power twelve times: 20 s of CPU and 200 MB for one message); and output
+  stops past it.
 
 `lipsum` (paragraphs of filler on demand) is not among the globals.
 
@@ -22,6 +26,7 @@ Over either: `OverRenderBudget`, whose message names the limit only (RenderFaile
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -29,8 +34,9 @@ from dataclasses import dataclass
 
 from jinja2 import nodes
 from jinja2.runtime import markup_join, str_join
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
 from jinja2.visitor import NodeTransformer
+from markupsafe import Markup
 
 from ..config import DEFAULT_LIMITS, Limits
 
@@ -97,14 +103,67 @@ def _size(value) -> int:
 
 
 def _check_binop(budget: Budget, operator: str, left, right) -> None:
-    """Refuse before computing a `*` or `**` whose result would be over the size bound."""
+    """Refuse before computing a `*`, `**` or `%` whose result would be over the size bound."""
     if operator == "*":
         for seq, n in ((left, right), (right, left)):
             if isinstance(n, int) and _size(seq):
                 budget.check_size(_size(seq) * max(n, 0), "a repeated value")
+        if _integers(left, right):  # its bits are at most the factors' bits added up
+            budget.check_size(int((left.bit_length() + right.bit_length()) * 0.302), "a product")
     elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
         digits = right * abs(left).bit_length() * 0.302  # decimal digits of the result, about
         budget.check_size(int(digits), "a power")
+    elif operator == "%" and isinstance(left, str):
+        _check_printf(budget, left, right)
+
+
+def _integers(*values) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+
+
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d*))?[hlL]?(.)", re.S)
+"""One printf-style conversion: its width, precision (`*`: taken from the values) and type."""
+
+
+def _check_printf(budget: Budget, fmt: str, values) -> None:
+    """Refuse, before it runs, a `%` format (the operator, `|format`) whose width or precision
+    is over the bound (`"%0*d" % (10**9, 1)`, `"%.999999999f" % 1`)."""
+    given = values if isinstance(values, tuple) else (values,)
+    at = 0
+    for match in _PRINTF.finditer(fmt):
+        if match.group(3) == "%":
+            continue
+        for width in match.group(1, 2):
+            if width == "*":
+                width, at = (given[at] if at < len(given) else 0), at + 1
+            elif width:
+                width = int(width)
+            if _integers(width):
+                budget.check_size(abs(width), "a width for a formatted value")
+        at += 1
+
+
+def _check_spec(spec: str) -> None:
+    """Refuse a `str.format` field whose width or precision (any number in its spec, nested
+    fields resolved) is over the bound."""
+    for number in re.findall(r"\d+", spec):
+        _budget().check_size(int(number), "a width for a formatted value")
+
+
+class _Bounded:
+    """A sandboxed `str.format` formatter checking each field's spec before it formats."""
+
+    def format_field(self, value, format_spec: str) -> str:
+        _check_spec(str(format_spec))
+        return super().format_field(value, format_spec)
+
+
+class _Formatter(_Bounded, SandboxedFormatter):
+    pass
+
+
+class _EscapeFormatter(_Bounded, SandboxedEscapeFormatter):
+    pass
 
 
 def _collection_size(value) -> int:
@@ -132,6 +191,7 @@ def _bounded_filter(name: str, function):
     given) and checking its widths and its result's size."""
     skip = 0 if getattr(function, "jinja_pass_arg", None) is None else 1  # context, env first
     widening = name in _WIDENING or name == "replace"
+    printf = name == "format"  # `"%*d" | format(width, n)`: the `%` operator's widths
     maybe_async = getattr(function, "jinja_async_variant", False)  # join, sum, map, ...
 
     @functools.wraps(function)  # keeps `jinja_pass_arg`
@@ -141,6 +201,8 @@ def _bounded_filter(name: str, function):
         budget.spend(1 + _collection_size(value))
         if widening:
             _check_widths(budget, name, value, list(args[skip + 1:]) + list(kwargs.values()))
+        elif printf and isinstance(value, str):
+            _check_printf(budget, value, kwargs or tuple(args[skip + 1:]))
         out = function(*args, **kwargs)
         if maybe_async and hasattr(out, "__await__"):
             return _checked(out, budget)
@@ -191,7 +253,8 @@ async def _aitems(iterable, budget: Budget) -> AsyncIterator:
 class BoundedSandbox(SandboxedEnvironment):
     """SandboxedEnvironment whose values, loops and calls spend the render's `Budget`."""
 
-    intercepted_binops = frozenset({"*", "**", "+"})  # also keeps them from constant folding
+    intercepted_binops = frozenset({"*", "**", "+", "%"})  # also keeps them from constant
+    # folding (a constant `"%0400000000d" % 1` was built when the template compiled: 1.5 GB)
 
     def __init__(self, **options):
         super().__init__(**options)
@@ -214,6 +277,25 @@ class BoundedSandbox(SandboxedEnvironment):
         out = super().call(__context, __obj, *args, **kwargs)
         budget.check_size(_size(out), "a value")
         return out
+
+    def wrap_str_format(self, value):
+        """Jinja's sandboxed `str.format` / `format_map`, its formatter checking each field's
+        width and precision before it formats (`_Bounded`)."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        owner = value.__self__
+        formatter = (_EscapeFormatter(self, escape=owner.escape) if isinstance(owner, Markup)
+                     else _Formatter(self))
+        mapping = value.__name__ == "format_map"
+
+        def bounded(*args, **kwargs):
+            if mapping:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument")
+                args, kwargs = (), args[0]
+            return type(owner)(formatter.vformat(owner, args, kwargs))
+        return functools.update_wrapper(bounded, value)
 
     async def generate(self, template, context) -> str:
         """`template` rendered with `context` (as `render_async`), stopped once the output is
