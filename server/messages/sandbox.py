@@ -16,8 +16,10 @@ huge values or looping for long: `{{ "x" * 50000000 }}` builds 50 MB, and two ne
   `|center(10**9)`), as is a format whose width or precision is past it (`"%0*d" % (10**9, 1)`,
   `|format`, `"{:>{}}".format(1, 10**9)`: 400 MB and seconds before the result was checked;
   a constant one was even built when the template compiled) and an integer product of more
-  digits (squaring a power twelve times: 20 s of CPU and 200 MB for one message); and output
-  stops past it.
+  digits (squaring a power twelve times: 20 s of CPU and 200 MB for one message), and what a
+  filter or method builds from its arguments alone (`join`'s separators, `wordwrap`'s
+  wrapstrings, `tojson`'s indents, `int.to_bytes`; `slice`'s lists and `batch`'s fill spend
+  steps: `_check_built`); and output stops past it.
 
 `lipsum` (paragraphs of filler on demand) is not among the globals.
 
@@ -186,12 +188,87 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
         budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")
 
 
+def _argument(rest: list, kwargs: dict, at: int, name: str):
+    """A filter's or method's argument, given by position (`at`, after the value) or name."""
+    return rest[at] if len(rest) > at else kwargs.get(name)
+
+
+def _check_built(budget: Budget, name: str, value, rest: list, kwargs: dict):
+    """Refuse, before it runs, a filter that builds by its arguments more than its input
+    holds: `join`'s separators, `wordwrap`'s wrapstrings, `tojson`'s indents, `slice`'s lists,
+    `batch`'s fill (`range(3000) | join("y" * 200000)` built 600 MB, `range(1) | batch(10**8,
+    0)` 1.5 GB, `tojson(indent=10**8)` 800 MB, before the result's size was checked). Returns
+    the value to filter: an iterable without a length is counted as the filter reads it."""
+    if name == "join":
+        return _separated(budget, value, _argument(rest, kwargs, 0, "d"))
+    if name == "wordwrap":
+        wrap, width = _argument(rest, kwargs, 2, "wrapstring"), _argument(rest, kwargs, 0, "width")
+        if isinstance(value, str) and isinstance(wrap, str) and _integers(width):
+            lines = 2 * len(value) // max(width, 1) + value.count("\n") + 1  # a line is at
+            budget.check_size(len(value) + lines * len(wrap), "a wrapped string")  # least half full
+    elif name == "tojson":
+        indent = _argument(rest, kwargs, 0, "indent")
+        width = len(indent) if isinstance(indent, str) else indent if _integers(indent) else 0
+        if width > 0:
+            budget.check_size(_indentation(value, width, budget.chars), "an indented value")
+    elif name == "slice" and _integers(count := _argument(rest, kwargs, 0, "slices")):
+        budget.spend(max(count, 0))  # one list a slice, however few the items
+    elif name == "batch" and _argument(rest, kwargs, 1, "fill_with") is not None and \
+            _integers(count := _argument(rest, kwargs, 0, "linecount")):
+        budget.spend(max(count, 0))  # the last batch filled up to `linecount` items
+    return value
+
+
+def _separated(budget: Budget, items, separator):
+    """`items` to be joined by `separator`: refused when the separators alone are over the
+    bound (counted as they are read when `items` has no length)."""
+    if not isinstance(separator, str) or not separator:
+        return items
+    if hasattr(items, "__len__"):
+        budget.check_size((len(items) - 1) * len(separator), "a joined value")
+        return items
+    return (_acounted if hasattr(items, "__aiter__") else _counted)(items, len(separator), budget)
+
+
+def _counted(items, each: int, budget: Budget) -> Iterator:
+    for n, item in enumerate(items):
+        budget.check_size(n * each, "a joined value")
+        yield item
+
+
+async def _acounted(items, each: int, budget: Budget) -> AsyncIterator:
+    n = 0
+    async for item in items:
+        budget.check_size(n * each, "a joined value")
+        n += 1
+        yield item
+
+
+def _indentation(value, width: int, most: int) -> int:
+    """The characters of indentation `json.dumps(value, indent=width)` writes (every item of
+    a container on a line of its own, indented by its depth), counted up to past `most`."""
+    total, todo = 0, [(value, 1)]
+    while todo and total <= most:
+        node, depth = todo.pop()
+        items = node.values() if isinstance(node, dict) else \
+            node if isinstance(node, (list, tuple)) else ()
+        for item in items:
+            total += width * depth
+            todo.append((item, depth + 1))
+    return total
+
+
+_BUILDING = frozenset({"join", "wordwrap", "tojson", "slice", "batch"})
+"""Filters whose arguments size what they build (`_check_built`)."""
+
+
 def _bounded_filter(name: str, function):
     """Filter `name` spending its steps (one, and one an item of a list, tuple or dict it is
     given) and checking its widths and its result's size."""
     skip = 0 if getattr(function, "jinja_pass_arg", None) is None else 1  # context, env first
     widening = name in _WIDENING or name == "replace"
     printf = name == "format"  # `"%*d" | format(width, n)`: the `%` operator's widths
+    building = name in _BUILDING
     maybe_async = getattr(function, "jinja_async_variant", False)  # join, sum, map, ...
 
     @functools.wraps(function)  # keeps `jinja_pass_arg`
@@ -203,6 +280,10 @@ def _bounded_filter(name: str, function):
             _check_widths(budget, name, value, list(args[skip + 1:]) + list(kwargs.values()))
         elif printf and isinstance(value, str):
             _check_printf(budget, value, kwargs or tuple(args[skip + 1:]))
+        elif building:
+            checked = _check_built(budget, name, value, list(args[skip + 1:]), kwargs)
+            if checked is not value:
+                args = (*args[:skip], checked, *args[skip + 1:])
         out = function(*args, **kwargs)
         if maybe_async and hasattr(out, "__await__"):
             return _checked(out, budget)
@@ -272,8 +353,15 @@ class BoundedSandbox(SandboxedEnvironment):
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 - Jinja's signature
         budget = _budget()
         budget.spend(1)
-        if isinstance(getattr(__obj, "__self__", None), str):  # a string's method
-            _check_widths(budget, __obj.__name__, __obj.__self__, list(args) + list(kwargs.values()))
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str) and __obj.__name__ == "join" and args:  # sep.join(items)
+            args = (_separated(budget, args[0], owner), *args[1:])
+        elif isinstance(owner, str):  # a string's method
+            _check_widths(budget, __obj.__name__, owner, list(args) + list(kwargs.values()))
+        elif _integers(owner) and __obj.__name__ == "to_bytes":  # (1).to_bytes(10**9)
+            length = _argument(list(args), kwargs, 0, "length")
+            if _integers(length):
+                budget.check_size(length, "a width for bytes")
         out = super().call(__context, __obj, *args, **kwargs)
         budget.check_size(_size(out), "a value")
         return out

@@ -80,7 +80,7 @@ def test_the_cache_compiles_once_per_revision():
     ('{{ content.s | center(20000000) }}', "a width for a string of more than 262144 characters"),
     ('{{ ("ab" * 100000).replace("a", "a" * 100) | length }}', "a replaced string of more"),
     ('{{ "{:>20000000}".format(1) | length }}', "a width for a formatted value of more than"),
-    ('{{ range(10) | join("y" * 60000) | length }}', "a filter's value of more than 262144"),
+    ('{{ range(10) | join("y" * 60000) | length }}', "a joined value of more than 262144"),
     ("{{ range(90000) | list | sort | sort | length }}", "more than 100000 loop items"),
 ])
 async def test_a_render_is_bounded_in_size_and_steps(source, over):
@@ -113,6 +113,41 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     finally:
         tracemalloc.stop()
     assert peak < 5_000_000
+
+
+@pytest.mark.parametrize("source, over", [
+    ('{{ range(3000) | join("y" * 200000) | length }}', "a joined value"),
+    ('{{ range(3000) | map("string") | join("y" * 200000) | length }}', "a joined value"),
+    ('{{ ("y" * 200000).join(range(3000) | map("string") | list) | length }}', "a joined value"),
+    ('{{ ("x" * 3000) | wordwrap(1, true, "y" * 200000) | length }}', "a wrapped string"),
+    ("{{ [[1, [2]], {'a': 3}] | tojson(indent=30000000) | length }}", "an indented value"),
+    ('{{ (1).to_bytes(60000000, "big") | length }}', "a width for bytes"),
+    ("{{ range(1) | batch(30000000, 0) | list | length }}", "more than 100000 loop items"),
+    ("{{ range(1) | slice(3000000) | list | length }}", "more than 100000 loop items"),
+])
+async def test_a_filter_building_by_its_arguments_is_refused_before_it_builds(source, over):
+    """What a filter or method builds from its arguments alone (separators, wrapstrings,
+    indents, bytes, slices, fill): refused before it exists (600 MB to 2 GB were built and
+    only then found over the bound; `batch` with fill went out whole: 1.5 GB in the render)."""
+    compiled = compile_variants([("a", {"html": source})], ["email"])
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderFailed, match=f"OverRenderBudget: {re.escape(over)}"):
+            await asyncio.wait_for(compiled.render("a", {}), 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000
+
+
+def test_ordinary_joins_wraps_and_json_still_work():
+    out = asyncio.run(compile_variants([("a", {"text": (
+        '{{ range(3) | join(", ") }}|{{ "-".join(["a", "b"]) }}|{{ range(3) | map("string") | join }}|'
+        '{{ "aaa bbb" | wordwrap(3, wrapstring="/") }}|{{ {"k": [1]} | tojson(indent=1) }}|'
+        '{{ range(3) | batch(2, 0) | list }}|{{ range(3) | slice(2) | list }}|'
+        '{{ (258).to_bytes(2, "big") | list }}')})], ["sms"]).render("a", {}))
+    assert out == {"text": '0, 1, 2|a-b|012|aaa/bbb|{\n "k": [\n  1\n ]\n}|'
+                           "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]"}
 
 
 def test_a_constant_format_is_not_built_when_the_template_compiles():
