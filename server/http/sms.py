@@ -13,7 +13,8 @@ marketing SMS; START, UNSTOP, YES opt back in; anything else is ignored. The con
 carries the signed time, so a START signed before a later STOP does not reopen SMS. A number no
 SMS went to is ignored too (200, so the provider does not retry), and so is a reply of a user
 erased since (it would bring their profile back: `ErasedSince`). The sender is found through
-`PhoneIndex` (hashed numbers).
+`PhoneIndex` (hashed numbers): every profile texted at the number is changed (several may
+share one).
 """
 from __future__ import annotations
 
@@ -49,13 +50,13 @@ class SmsInbound:
         opted_in = False if word in STOP_WORDS else True if word in START_WORDS else None
         if opted_in is None:
             return web.Response(text="ignored")
-        user = await asyncio.to_thread(self.phones.lookup, sender)
-        if user is None:
-            return web.Response(text="unknown number")
-        try:  # `existing`: a reply changes a profile that exists, never brings one back
-            await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}",
-                                           timestamp=signed_at, existing=True)
-        except ErasedSince:  # erased since (the reply was signed before, or no profile since)
-            return web.Response(text="unknown number")
-        logger.info("sms %s from %s", word, user_ref(user))
-        return web.Response(text="ok")
+        changed = 0
+        for user in await asyncio.to_thread(self.phones.lookup, sender):  # all who share it
+            try:  # `existing`: a reply changes a profile that exists, never brings one back
+                await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}",
+                                               timestamp=signed_at, existing=True)
+            except ErasedSince:  # erased since (signed before, or no profile since)
+                continue
+            changed += 1
+            logger.info("sms %s from %s", word, user_ref(user))
+        return web.Response(text="ok" if changed else "unknown number")

@@ -8,6 +8,12 @@ only as keyed hashes (HMAC-SHA256 under a key derived from the `unsubscribe` key
 in the digest: `kid.hex`); lookups try every key of the ring, so a rotation keeps old entries
 usable. Erasing a profile drops its entry (`erase_user`, a `UserEraser`).
 
+Several profiles may share a number (a guest checkout and an account, a family phone): each
+texted one has its own entry under the number (`keys.phone_entry_key`), and a reply reaches
+them all (`lookup`). The index held one user a number before: a STOP opted out only the profile
+texted last, and the others' SMS kept going to the person who said STOP. Entries written then
+(`keys.phone_key` alone) are still read.
+
 Numbers are compared in E.164 form, normalized as the suppression list does
 (`server.contact.addresses.normalize`: punctuation and spaces dropped, a leading "00" read as
 "+"); a number without its country code is not indexed (and matches no reply).
@@ -22,7 +28,7 @@ from ..contact.addresses import PHONE, normalize
 from ..contact.errors import NotAnAddress
 from ..security.secrets import Keyring
 from ..store import Store
-from ..store.keys import phone_key, phone_user_key, profile_meta_key
+from ..store.keys import SEP, phone_entry_key, phone_key, phone_user_key, profile_meta_key
 
 __all__ = ["normalize_phone", "PhoneIndex"]
 
@@ -53,16 +59,19 @@ class PhoneIndex:
         return [f"{kid}.{hmac.new(key, raw, hashlib.sha256).hexdigest()}" for kid, key in self._keys]
 
     def remember(self, user_id: str, phone: str) -> bool:
-        """Index `phone` for `user_id` (replacing the user's previous number); True if written.
-        Not for a user whose profile is gone (erased since their SMS was rendered: the erasure
-        dropped their entry, and a new one would keep their id and lead a STOP to them), checked
-        in the write transaction."""
+        """Index `phone` for `user_id` (replacing the user's previous number; other profiles
+        with the same number keep theirs); True if written. Not for a user whose profile is
+        gone (erased since their SMS was rendered: the erasure dropped their entry, and a new
+        one would keep their id and lead a STOP to them), checked in the write transaction."""
         number = normalize_phone(phone)
         if number is None:
             return False
         digest = self._digests(number)[0]
-        if self.store.get("meta", phone_user_key(user_id)) == digest.encode():
-            return False  # the common case: known already, no write
+        entry = phone_entry_key(digest, user_id)
+        with self.store.read() as txn:  # the common case: known already, no write
+            if self._meta.get(txn, phone_user_key(user_id)) == digest.encode() and \
+                    self._meta.get(txn, entry) is not None:
+                return False
 
         def fn(txn):
             if self._profiles.get(txn, profile_meta_key(user_id)) is None:
@@ -70,28 +79,37 @@ class PhoneIndex:
             old = self._meta.get(txn, phone_user_key(user_id))
             if old is not None and old != digest.encode():
                 self._drop(txn, user_id, old.decode())
-            key = phone_key(digest)  # the user id sealed under their data key (store.sealed)
-            self._meta.put(txn, key, self.store.seal_for_user(txn, user_id, key, user_id.encode()))
+            # the user id sealed under their data key (store.sealed)
+            self._meta.put(txn, entry, self.store.seal_for_user(txn, user_id, entry,
+                                                                user_id.encode()))
             self._meta.put(txn, phone_user_key(user_id), digest.encode())
             return True
         return self.store.write(fn)
 
-    def lookup(self, phone: str) -> str | None:
+    def lookup(self, phone: str) -> list[str]:
+        """Every user the number was texted for (sorted; none: [])."""
         number = normalize_phone(phone)
         if number is None:
-            return None
+            return []
+        users = set()
         with self.store.read() as txn:
             for digest in self._digests(number):
                 key = phone_key(digest)
-                user = self.store.open_for_user(txn, key, self._meta.get(txn, key))
-                if user is not None:
-                    return bytes(user).decode()
-        return None
+                for k, stored in [(key, self._meta.get(txn, key)),
+                                  *self._meta.scan_prefix(txn, key + SEP)]:
+                    user = self.store.open_for_user(txn, bytes(k), stored)
+                    if user is not None:
+                        users.add(bytes(user).decode())
+        return sorted(users)
 
     def _drop(self, txn, user_id: str, digest: str) -> int:
+        """The user's entry under `digest`, and the older one-user entry if it names them."""
+        entry = phone_entry_key(digest, user_id)
+        removed = int(self._meta.get(txn, entry) is not None and self._meta.delete(txn, entry))
         key = phone_key(digest)
         mine = self.store.open_for_user(txn, key, self._meta.get(txn, key))
-        return int(mine is not None and bytes(mine) == user_id.encode() and self._meta.delete(txn, key))
+        return removed + int(mine is not None and bytes(mine) == user_id.encode()
+                             and self._meta.delete(txn, key))
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""

@@ -82,7 +82,8 @@ __all__ = [
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
-    "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_user_key",
+    "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_entry_key",
+    "phone_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
@@ -308,6 +309,12 @@ PHONE_USER_PREFIX = b"sms-user" + SEP
 def phone_key(digest: str) -> bytes:
     """Index of the phone numbers SMS went to: keyed hash of the number -> user id."""
     return PHONE_PREFIX + digest.encode()
+
+
+def phone_entry_key(digest: str, user_id: str) -> bytes:
+    """One profile's entry under a number (several profiles may share one: each is found by a
+    STOP from it); `phone_key(digest)` alone is the one-user entry written before."""
+    return phone_key(digest) + SEP + user_token(user_id)
 
 
 def phone_user_key(user_id: str) -> bytes:

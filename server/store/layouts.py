@@ -171,7 +171,9 @@ KINDS: tuple[RecordKind, ...] = (
                "ASCII integer: tombstones written, so workers see new ones with one read"),
     RecordKind("phone_index", "meta", 1, lambda k: k.startswith(K.PHONE_PREFIX),
                "user id of a hashed phone number (server.messages.phones), sealed under the "
-               "user's data key with encryption on (Store.seal_for_user: token, sealed)"),
+               "user's data key with encryption on (Store.seal_for_user: token, sealed); the "
+               "key is the number's digest, then SEP and the user's token (one entry per "
+               "profile sharing the number; older entries: the digest alone)"),
     RecordKind("phone_user", "meta", 1, lambda k: k.startswith(K.PHONE_USER_PREFIX),
                "ASCII phone digest `kid.hex` of the user's last texted number"),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),

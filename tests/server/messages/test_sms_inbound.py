@@ -201,13 +201,38 @@ async def test_an_sms_composed_while_its_user_is_erased_leaves_no_index_entry(
                                                                  user_id="gone-sms"))
     finally:
         del phones.remember
-    assert phones.lookup("+447700900124") is None
+    assert phones.lookup("+447700900124") == []
     store = tailor_server.store  # an entry such a race left before this fix: a STOP finds it
     key = keys.phone_key(phones._digests("+447700900124")[0])
     store.write(lambda txn: store.table("meta").put(
         txn, key, store.seal_for_user(txn, "gone-sms", key, b"gone-sms")))
-    assert phones.lookup("+447700900124") == "gone-sms"
+    assert phones.lookup("+447700900124") == ["gone-sms"]
     assert await reply(settings, "+447700900124", "STOP") == 200  # an erased user: unknown
     with pytest.raises(grpc.RpcError) as err:
         await profiles.GetProfile(ppb.GetProfileRequest(user_id="gone-sms"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_stop_from_a_number_two_profiles_share_opts_both_out(texted, campaigns, profiles,
+                                                                     messaging, settings):
+    """Two profiles with one number (a guest checkout and an account, a family phone): each
+    was texted. A STOP from the number opted out only the profile texted last (the index held
+    one user a number), and the other's SMS kept going to the person who said STOP."""
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="u-sms-2", attributes={"phone": "+447700900123"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="u-sms-2", channel="sms",
+                                                    opted_in=True, source="signup"))
+    await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id="u-sms-2"))
+    await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id=texted))
+    assert await reply(settings, "+447700900123", "STOP") == 200
+    assert await sms_consent(profiles, texted) is False
+    assert await sms_consent(profiles, "u-sms-2") is False
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
+                                                                     user_id="u-sms-2"))
+    assert again.suppressed and again.reason == "no_consent"
+    assert await reply(settings, "+447700900123", "START") == 200
+    assert await sms_consent(profiles, texted) is True
+    assert await sms_consent(profiles, "u-sms-2") is True
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))  # the other stays
+    assert await reply(settings, "+447700900123", "Stop") == 200
+    assert await sms_consent(profiles, "u-sms-2") is False
