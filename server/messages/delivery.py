@@ -46,6 +46,7 @@ from .errors import (
 from .gate import SendGate
 from .logging import logger
 from .once import Once
+from .phones import normalize_phone
 from .retry import Retry
 from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
@@ -68,12 +69,18 @@ value: printable ASCII, no whitespace, no `<>"` or other specials of RFC 5322, o
 
 def address_of(channel: str, attributes) -> str:
     """The address a message on `channel` goes to: the user's `ADDRESS[channel]` attribute,
-    surrounding whitespace dropped; "" when there is none; `BadAddress` when it is no address
-    the adapter can carry (checked before flattening: a CR/LF or non-ASCII address breaks
-    the email, or the relay's RCPT)."""
+    surrounding whitespace dropped (a phone number in its E.164 form); "" when there is none;
+    `BadAddress` when it is no address the adapter can carry (checked before flattening: a
+    CR/LF or non-ASCII address breaks the email, or the relay's RCPT) or whose opt-out could
+    not be honoured (a phone number without its country code: a STOP from it, reported in
+    E.164, would find no one, and the suppression list holds E.164 numbers only)."""
     to = (attributes.get(ADDRESS[channel]) or "").strip()
     if to and channel == "email" and not _EMAIL.fullmatch(to):
         raise BadAddress(channel, ADDRESS[channel])
+    if to and channel == "sms":
+        to = normalize_phone(to)
+        if to is None:
+            raise BadAddress(channel, ADDRESS[channel])
     return to
 
 

@@ -43,14 +43,17 @@ class NotAMessageChannel(FailedPrecondition):
 
 class BadAddress(FailedPrecondition):
     """The user's address attribute is no address its channel can carry (an email address
-    SMTP cannot: non-ASCII, whitespace, control characters, or none of name@domain).
-    `reason` (SendCampaign's failure reason) and the message never echo the address."""
+    SMTP cannot: non-ASCII, whitespace, control characters, or none of name@domain; a phone
+    number not in E.164, whose STOP reply could not be matched). `reason` (SendCampaign's
+    failure reason) and the message never echo the address."""
+
+    FORMS = {"email": "ASCII name@domain, no spaces or control characters",
+             "sms": "E.164: + country code and number"}
 
     def __init__(self, channel: str, attribute: str):
         self.reason = f"bad {attribute} address"
         super().__init__(f"deliver: the user's `{attribute}` attribute is not an address the "
-                         f"{channel} adapter can carry (ASCII name@domain, no spaces or control "
-                         "characters)")
+                         f"{channel} adapter can carry ({self.FORMS.get(channel, 'none')})")
 
 
 class DeadLetterBusy(FailedPrecondition):

@@ -16,7 +16,8 @@ texted last, and the others' SMS kept going to the person who said STOP. Entries
 
 Numbers are compared in E.164 form, normalized as the suppression list does
 (`server.contact.addresses.normalize`: punctuation and spaces dropped, a leading "00" read as
-"+"); a number without its country code is not indexed (and matches no reply).
+"+"); a number without its country code is not indexed (and matches no reply), and no SMS
+goes to it (`delivery.address_of`: a bad address).
 """
 from __future__ import annotations
 

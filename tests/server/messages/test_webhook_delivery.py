@@ -272,3 +272,25 @@ async def test_a_message_whose_adapter_is_gone_when_it_goes_fails_naming_that(
     done = await until_done(messaging, started.send_id)
     assert (done.sent, dict(done.failed_by_reason)) == (
         1, {"no sms adapter: FailedPrecondition": 1})
+
+
+async def test_an_sms_goes_only_to_a_number_whose_stop_can_be_honoured(
+        provider, campaigns, profiles, messaging, settings):
+    """A phone without its country code ("07700 900123") got SMS, but a STOP from it (the
+    provider reports "+447700900123") found no one: the index and the suppression list hold
+    E.164 numbers only, so the texts kept coming. Such a number is a bad address now, and a
+    written-out E.164 number goes to the provider in its E.164 form."""
+    from .test_sms_inbound import reply, sms_consent
+    await sms_user(campaigns, profiles, phone="07700 900123")
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(compose())
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "`phone` attribute is not an address the sms adapter can carry" in err.value.details()
+    assert "900123" not in err.value.details()
+    assert provider.requests == []
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t1", attributes={"phone": "+44 (7700) 900-123"}))
+    assert (await messaging.ComposeMessage(compose())).delivered
+    assert provider.requests[0]["json"]["to"] == "+447700900123"
+    assert await reply(settings, "+447700900123", "STOP") == 200
+    assert await sms_consent(profiles, "t1") is False
