@@ -12,7 +12,7 @@ huge values or looping for long: `{{ "x" * 50000000 }}` builds 50 MB, and two ne
 - characters (`limits.message_part_bytes`, in characters: a part of more characters has at least
   as many bytes): no `*`, `**`, `+`, `~` (also rewritten at compile time), call or filter
   returns a longer value, a widening string method or filter given a width past it, or a
-  `replace` that would build one, is refused before it runs (`"x".ljust(10**9)`,
+  `replace` or `translate` that would build one, is refused before it runs (`"x".ljust(10**9)`,
   `|center(10**9)`), as is a format whose width or precision is past it (`"%0*d" % (10**9, 1)`,
   `|format`, `"{:>{}}".format(1, 10**9)`: 400 MB and seconds before the result was checked;
   a constant one was even built when the template compiled) and an integer product of more
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -186,6 +187,16 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
     elif name == "replace" and isinstance(obj, str) and len(args) >= 2 and args[0] \
             and isinstance(args[0], str) and isinstance(args[1], str):
         budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")
+    elif name == "translate" and isinstance(obj, str) and args and isinstance(args[0], dict):
+        budget.check_size(_translated_size(obj, args[0]), "a translated string")
+
+
+def _translated_size(text: str, table: dict) -> int:
+    """The length of `text.translate(table)`: each character its mapped string's length
+    (`("x" * 20000).translate({120: "y" * 20000})` built 400 MB before the size check)."""
+    counts = Counter(text)
+    return len(text) + sum(counts[chr(k)] * (len(v) - 1) for k, v in table.items()
+                           if _integers(k) and 0 <= k < 0x110000 and isinstance(v, str))
 
 
 def _argument(rest: list, kwargs: dict, at: int, name: str):
