@@ -177,6 +177,20 @@ _WIDENING = frozenset({"ljust", "rjust", "center", "zfill", "expandtabs", "inden
 """String methods and filters whose int arguments are the width of what they build."""
 
 
+_REPEATING = {"expandtabs": ("\t", 8), "indent": ("\n", 4)}
+"""Of those, the ones that add their width at every tab or line: (what, default width)."""
+
+
+def _repeated_size(name: str, text: str, args) -> int:
+    """The most `text.expandtabs(n)` or `text | indent(width)` can build: its width at each tab
+    or line (`("\t" * 20000).expandtabs(20000)` built 400 MB, an indent 800 MB, within the
+    width bound)."""
+    where, width = _REPEATING[name]
+    given = next((a for a in args if _integers(a) or isinstance(a, str)), width)
+    width = len(given) if isinstance(given, str) else max(given, 0)
+    return len(text) + (text.count(where) + 1) * width
+
+
 def _check_widths(budget: Budget, name: str, obj, args) -> None:
     """Refuse, before it runs, a widening string method or filter given a width over the bound
     (`"x".ljust(10**9)`, `|center(10**9)`), and a `str.replace` whose result would be."""
@@ -184,6 +198,8 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
         for arg in args:
             if isinstance(arg, int) and not isinstance(arg, bool):
                 budget.check_size(arg, "a width for a string")
+        if name in _REPEATING and isinstance(obj, str):
+            budget.check_size(_repeated_size(name, obj, args), "a widened string")
     elif name == "replace" and isinstance(obj, str) and len(args) >= 2 and args[0] \
             and isinstance(args[0], str) and isinstance(args[1], str):
         budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")

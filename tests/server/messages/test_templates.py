@@ -123,6 +123,9 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ("{{ [[1, [2]], {'a': 3}] | tojson(indent=30000000) | length }}", "an indented value"),
     ('{{ (1).to_bytes(60000000, "big") | length }}', "a width for bytes"),
     ('{{ ("x" * 8000).translate({120: "y" * 8000}) | length }}', "a translated string"),
+    ('{{ ("\t" * 8000).expandtabs(8000) | length }}', "a widened string"),
+    ('{{ ("\n" * 8000) | indent(8000, true, true) | length }}', "a widened string"),
+    ('{{ ("a\n" * 8000) | indent("y" * 8000) | length }}', "a widened string"),
     ("{{ range(1) | batch(30000000, 0) | list | length }}", "more than 100000 loop items"),
     ("{{ range(1) | slice(3000000) | list | length }}", "more than 100000 loop items"),
 ])
@@ -146,10 +149,11 @@ def test_ordinary_joins_wraps_and_json_still_work():
         '{{ range(3) | join(", ") }}|{{ "-".join(["a", "b"]) }}|{{ range(3) | map("string") | join }}|'
         '{{ "aaa bbb" | wordwrap(3, wrapstring="/") }}|{{ {"k": [1]} | tojson(indent=1) }}|'
         '{{ range(3) | batch(2, 0) | list }}|{{ range(3) | slice(2) | list }}|'
-        '{{ (258).to_bytes(2, "big") | list }}|{{ "abca".translate({97: "xy", 98: none}) }}')})],
+        '{{ (258).to_bytes(2, "big") | list }}|{{ "abca".translate({97: "xy", 98: none}) }}|'
+        '{{ "a\tb".expandtabs(4) }}|{{ "a\nb" | indent(2) }}|{{ "a\nb" | indent("> ", true) }}')})],
         ["sms"]).render("a", {}))
     assert out == {"text": '0, 1, 2|a-b|012|aaa/bbb|{\n "k": [\n  1\n ]\n}|'
-                           "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy"}
+                           "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy|a   b|a\n  b|> a\n> b"}
 
 
 def test_a_constant_format_is_not_built_when_the_template_compiles():
