@@ -19,7 +19,10 @@ huge values or looping for long: `{{ "x" * 50000000 }}` builds 50 MB, and two ne
   digits (squaring a power twelve times: 20 s of CPU and 200 MB for one message), and what a
   filter or method builds from its arguments alone (`join`'s separators, `wordwrap`'s
   wrapstrings, `tojson`'s indents, `int.to_bytes`; `slice`'s lists and `batch`'s fill spend
-  steps: `_check_built`); and output stops past it.
+  steps: `_check_built`), and a list, tuple, set or dict over the bound as text (its strings
+  added up: `[s] * 2000` of a 200 kB `s` has a length of 2,000 and is 400 MB as text) before
+  it is written out (`{{ }}`, `~`, `%`, `str.format`, `str.join`, every filter but the
+  structural ones: `_check_text`); and output stops past it.
 
 `lipsum` (paragraphs of filler on demand) is not among the globals.
 
@@ -132,6 +135,7 @@ def _check_printf(budget: Budget, fmt: str, values) -> None:
     """Refuse, before it runs, a `%` format (the operator, `|format`) whose width or precision
     is over the bound (`"%0*d" % (10**9, 1)`, `"%.999999999f" % 1`)."""
     given = values if isinstance(values, tuple) else (values,)
+    _check_text(budget, *given)
     at = 0
     for match in _PRINTF.finditer(fmt):
         if match.group(3) == "%":
@@ -158,6 +162,7 @@ class _Bounded:
 
     def format_field(self, value, format_spec: str) -> str:
         _check_spec(str(format_spec))
+        _check_text(_budget(), value)
         return super().format_field(value, format_spec)
 
 
@@ -248,25 +253,27 @@ def _check_built(budget: Budget, name: str, value, rest: list, kwargs: dict):
 
 def _separated(budget: Budget, items, separator):
     """`items` to be joined by `separator`: refused when the separators alone are over the
-    bound (counted as they are read when `items` has no length)."""
-    if not isinstance(separator, str) or not separator:
-        return items
+    bound; an iterable without a length is counted, items and separators, as it is read."""
+    each = len(separator) if isinstance(separator, str) else 0
     if hasattr(items, "__len__"):
-        budget.check_size((len(items) - 1) * len(separator), "a joined value")
+        budget.check_size((len(items) - 1) * each, "a joined value")
         return items
-    return (_acounted if hasattr(items, "__aiter__") else _counted)(items, len(separator), budget)
+    return (_acounted if hasattr(items, "__aiter__") else _counted)(items, each, budget)
 
 
 def _counted(items, each: int, budget: Budget) -> Iterator:
+    size = 0
     for n, item in enumerate(items):
-        budget.check_size(n * each, "a joined value")
+        size += (each if n else 0) + _text_size(item, budget.chars)
+        budget.check_size(size, "a joined value")
         yield item
 
 
 async def _acounted(items, each: int, budget: Budget) -> AsyncIterator:
-    n = 0
+    size, n = 0, 0
     async for item in items:
-        budget.check_size(n * each, "a joined value")
+        size += (each if n else 0) + _text_size(item, budget.chars)
+        budget.check_size(size, "a joined value")
         n += 1
         yield item
 
@@ -285,6 +292,44 @@ def _indentation(value, width: int, most: int) -> int:
     return total
 
 
+_COLLECTIONS = (list, tuple, dict, set, frozenset)
+
+
+def _text_size(value, most: int) -> int:
+    """About the characters a list, tuple, set or dict is as text (`str(value)`: its strings'
+    lengths, 2 a collection, 1 anything else), counted up to past `most`: a list holding one
+    200 kB string 2,000 times has a length of 2,000 and is 400 MB as text."""
+    total, todo = 0, [value]
+    while todo and total <= most:
+        node = todo.pop()
+        if isinstance(node, str):
+            total += len(node)
+        elif isinstance(node, dict):
+            todo += [*node.keys(), *node.values()]
+            total += 2
+        elif isinstance(node, _COLLECTIONS):
+            todo += node
+            total += 2
+        else:
+            total += 1
+    return total
+
+
+def _check_text(budget: Budget, *values) -> None:
+    """Refuse, before it is written out as text, a collection over the bound as text (its
+    items' strings added up: `_text_size`)."""
+    for value in values:
+        if isinstance(value, _COLLECTIONS):
+            budget.check_size(_text_size(value, budget.chars), "a collection's text")
+
+
+_STRUCTURAL = frozenset({"length", "count", "first", "last", "random", "list", "sort", "unique",
+                         "reverse", "map", "select", "reject", "selectattr", "rejectattr",
+                         "groupby", "batch", "slice", "min", "max", "dictsort", "items", "attr",
+                         "default", "d"})
+"""Filters that never write their value out as text (the others may: `string`, `join`, `sum`,
+`pprint`, `tojson`, `escape`, `upper`, ... call `str` on a collection)."""
+
 _BUILDING = frozenset({"join", "wordwrap", "tojson", "slice", "batch"})
 """Filters whose arguments size what they build (`_check_built`)."""
 
@@ -296,6 +341,7 @@ def _bounded_filter(name: str, function):
     widening = name in _WIDENING or name == "replace"
     printf = name == "format"  # `"%*d" | format(width, n)`: the `%` operator's widths
     building = name in _BUILDING
+    textual = name not in _STRUCTURAL
     maybe_async = getattr(function, "jinja_async_variant", False)  # join, sum, map, ...
 
     @functools.wraps(function)  # keeps `jinja_pass_arg`
@@ -303,6 +349,8 @@ def _bounded_filter(name: str, function):
         budget = _budget()
         value = args[skip] if len(args) > skip else None
         budget.spend(1 + _collection_size(value))
+        if textual:
+            _check_text(budget, value, *args[skip + 1:], *kwargs.values())
         if widening:
             _check_widths(budget, name, value, list(args[skip + 1:]) + list(kwargs.values()))
         elif printf and isinstance(value, str):
@@ -328,9 +376,17 @@ async def _checked(pending, budget: Budget):
 
 def _concat(items) -> str:
     """A `~` chain, joined as Jinja joins it, its result under the size bound."""
+    _check_text(_budget(), *items)
     joined = (markup_join if any(hasattr(x, "__html__") for x in items) else str_join)(items)
     _budget().check_size(len(joined), "a joined value")
     return joined
+
+
+def _finalized(value):
+    """A `{{ value }}` about to be written out: a collection over the bound as text is refused
+    first (`{{ [s] * 2000 }}` wrote 400 MB, then the output was found over the bound)."""
+    _check_text(_budget(), value)
+    return value
 
 
 def _range(*args) -> range:
@@ -365,7 +421,7 @@ class BoundedSandbox(SandboxedEnvironment):
     # folding (a constant `"%0400000000d" % 1` was built when the template compiled: 1.5 GB)
 
     def __init__(self, **options):
-        super().__init__(**options)
+        super().__init__(finalize=_finalized, **options)
         self.globals.pop("lipsum", None)
         self.globals.update({"range": _range, LOOP: _loop, CONCAT: _concat})
         self.filters = {name: _bounded_filter(name, f) for name, f in self.filters.items()}
@@ -382,6 +438,7 @@ class BoundedSandbox(SandboxedEnvironment):
         budget.spend(1)
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, str) and __obj.__name__ == "join" and args:  # sep.join(items)
+            _check_text(budget, args[0])
             args = (_separated(budget, args[0], owner), *args[1:])
         elif isinstance(owner, str):  # a string's method
             _check_widths(budget, __obj.__name__, owner, list(args) + list(kwargs.values()))

@@ -126,6 +126,15 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ('{{ ("\t" * 8000).expandtabs(8000) | length }}', "a widened string"),
     ('{{ ("\n" * 8000) | indent(8000, true, true) | length }}', "a widened string"),
     ('{{ ("a\n" * 8000) | indent("y" * 8000) | length }}', "a widened string"),
+    ('{% set s = "x" * 200000 %}{{ [s] * 300 }}', "a collection's text"),
+    ('{% set s = "x" * 200000 %}{{ ([s] * 300) | string | length }}', "a collection's text"),
+    ('{% set s = "x" * 200000 %}{{ ([s] * 300) | join | length }}', "a collection's text"),
+    ('{% set s = "x" * 200000 %}{{ ([s] * 300) | map("string") | join | length }}',
+     "a joined value"),
+    ('{% set s = "x" * 200000 %}{{ "".join([s] * 300) | length }}', "a collection's text"),
+    ('{% set s = "x" * 200000 %}{{ "%s" % ([s] * 300,) }}', "a collection's text"),
+    ('{% set s = "x" * 200000 %}{{ "{}".format([s] * 300) }}', "a collection's text"),
+    ('{% set s = "x" * 200000 %}{{ ([s] * 300) ~ "" }}', "a collection's text"),
     ("{{ range(1) | batch(30000000, 0) | list | length }}", "more than 100000 loop items"),
     ("{{ range(1) | slice(3000000) | list | length }}", "more than 100000 loop items"),
 ])
@@ -150,10 +159,13 @@ def test_ordinary_joins_wraps_and_json_still_work():
         '{{ "aaa bbb" | wordwrap(3, wrapstring="/") }}|{{ {"k": [1]} | tojson(indent=1) }}|'
         '{{ range(3) | batch(2, 0) | list }}|{{ range(3) | slice(2) | list }}|'
         '{{ (258).to_bytes(2, "big") | list }}|{{ "abca".translate({97: "xy", 98: none}) }}|'
-        '{{ "a\tb".expandtabs(4) }}|{{ "a\nb" | indent(2) }}|{{ "a\nb" | indent("> ", true) }}')})],
+        '{{ "a\tb".expandtabs(4) }}|{{ "a\nb" | indent(2) }}|{{ "a\nb" | indent("> ", true) }}|'
+        '{{ [1, "a"] }}|{{ {"k": [2]} }}|{{ [[1], [2, 3]] | map("last") | list }}|'
+        '{{ ["a", "b"] | join }}|{{ [1] | string }}')})],
         ["sms"]).render("a", {}))
     assert out == {"text": '0, 1, 2|a-b|012|aaa/bbb|{\n "k": [\n  1\n ]\n}|'
-                           "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy|a   b|a\n  b|> a\n> b"}
+                           "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy|a   b|a\n  b|> a\n> b|"
+                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]"}
 
 
 def test_a_constant_format_is_not_built_when_the_template_compiles():
