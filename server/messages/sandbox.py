@@ -119,8 +119,18 @@ def _check_binop(budget: Budget, operator: str, left, right) -> None:
     elif operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
         digits = right * abs(left).bit_length() * 0.302  # decimal digits of the result, about
         budget.check_size(int(digits), "a power")
-    elif operator == "%" and isinstance(left, str):
-        _check_printf(budget, left, right)
+    elif operator == "%" and isinstance(left, _TEXT):
+        _check_printf(budget, left.decode("latin-1") if isinstance(left, bytes) else left, right)
+
+
+_TEXT = (str, bytes)
+"""Strings, and the bytes `str.encode` gives, whose methods (`ljust`, `replace`, `join`, ...)
+build alike."""
+
+
+def _one_kind(*values) -> bool:
+    """All strings (`Markup` included), or all bytes."""
+    return all(isinstance(v, str) for v in values) or all(isinstance(v, bytes) for v in values)
 
 
 def _integers(*values) -> bool:
@@ -191,6 +201,7 @@ def _repeated_size(name: str, text: str, args) -> int:
     or line (`("\t" * 20000).expandtabs(20000)` built 400 MB, an indent 800 MB, within the
     width bound)."""
     where, width = _REPEATING[name]
+    where = where.encode() if isinstance(text, bytes) else where
     given = next((a for a in args if _integers(a) or isinstance(a, str)), width)
     width = len(given) if isinstance(given, str) else max(given, 0)
     return len(text) + (text.count(where) + 1) * width
@@ -203,10 +214,9 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
         for arg in args:
             if isinstance(arg, int) and not isinstance(arg, bool):
                 budget.check_size(arg, "a width for a string")
-        if name in _REPEATING and isinstance(obj, str):
+        if name in _REPEATING and isinstance(obj, _TEXT):
             budget.check_size(_repeated_size(name, obj, args), "a widened string")
-    elif name == "replace" and isinstance(obj, str) and len(args) >= 2 and args[0] \
-            and isinstance(args[0], str) and isinstance(args[1], str):
+    elif name == "replace" and len(args) >= 2 and args[0] and _one_kind(obj, *args[:2]):
         budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")
     elif name == "translate" and isinstance(obj, str) and args and isinstance(args[0], dict):
         budget.check_size(_translated_size(obj, args[0]), "a translated string")
@@ -254,7 +264,7 @@ def _check_built(budget: Budget, name: str, value, rest: list, kwargs: dict):
 def _separated(budget: Budget, items, separator):
     """`items` to be joined by `separator`: refused when the separators alone are over the
     bound; an iterable without a length is counted, items and separators, as it is read."""
-    each = len(separator) if isinstance(separator, str) else 0
+    each = len(separator) if isinstance(separator, _TEXT) else 0
     if hasattr(items, "__len__"):
         budget.check_size((len(items) - 1) * each, "a joined value")
         return items
@@ -302,7 +312,7 @@ def _text_size(value, most: int) -> int:
     total, todo = 0, [value]
     while todo and total <= most:
         node = todo.pop()
-        if isinstance(node, str):
+        if isinstance(node, _TEXT):
             total += len(node)
         elif isinstance(node, dict):
             todo += [*node.keys(), *node.values()]
@@ -437,10 +447,10 @@ class BoundedSandbox(SandboxedEnvironment):
         budget = _budget()
         budget.spend(1)
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str) and __obj.__name__ == "join" and args:  # sep.join(items)
+        if isinstance(owner, _TEXT) and __obj.__name__ == "join" and args:  # sep.join(items)
             _check_text(budget, args[0])
             args = (_separated(budget, args[0], owner), *args[1:])
-        elif isinstance(owner, str):  # a string's method
+        elif isinstance(owner, _TEXT):  # a string's (or bytes') method
             _check_widths(budget, __obj.__name__, owner, list(args) + list(kwargs.values()))
         elif _integers(owner) and __obj.__name__ == "to_bytes":  # (1).to_bytes(10**9)
             length = _argument(list(args), kwargs, 0, "length")
