@@ -123,6 +123,9 @@ def _check_binop(budget: Budget, operator: str, left, right) -> None:
         _check_printf(budget, left.decode("latin-1") if isinstance(left, bytes) else left, right)
 
 
+_GROWING = frozenset({"extend", "update"})
+"""The methods of a list, dict or set that add a collection's items to it: each item added
+spends a step (`l.extend(l)` 30 times in a loop doubled a list to a billion items)."""
 _TEXT = (str, bytes)
 """Strings, and the bytes `str.encode` gives, whose methods (`ljust`, `replace`, `join`, ...)
 build alike."""
@@ -452,6 +455,8 @@ class BoundedSandbox(SandboxedEnvironment):
             args = (_separated(budget, args[0], owner), *args[1:])
         elif isinstance(owner, _TEXT):  # a string's (or bytes') method
             _check_widths(budget, __obj.__name__, owner, list(args) + list(kwargs.values()))
+        elif isinstance(owner, (list, dict, set)) and __obj.__name__ in _GROWING and args:
+            budget.spend(len(args[0]) if hasattr(args[0], "__len__") else 0)  # each item added
         elif _integers(owner) and __obj.__name__ == "to_bytes":  # (1).to_bytes(10**9)
             length = _argument(list(args), kwargs, 0, "length")
             if _integers(length):

@@ -138,6 +138,8 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ('{{ "x".encode().ljust(60000000) | length }}', "a width for a string"),
     ('{{ ("\t" * 8000).encode().expandtabs(8000) | length }}', "a widened string"),
     ('{{ "%0*d".encode() % (60000000, 1) }}', "a width for a formatted value"),
+    ('{% set l = [1] %}{% for i in range(23) %}{{ l.extend(l) or "" }}{% endfor %}done',
+     "more than 100000 loop items"),
     ("{{ range(1) | batch(30000000, 0) | list | length }}", "more than 100000 loop items"),
     ("{{ range(1) | slice(3000000) | list | length }}", "more than 100000 loop items"),
 ])
@@ -165,11 +167,11 @@ def test_ordinary_joins_wraps_and_json_still_work():
         '{{ "a\tb".expandtabs(4) }}|{{ "a\nb" | indent(2) }}|{{ "a\nb" | indent("> ", true) }}|'
         '{{ [1, "a"] }}|{{ {"k": [2]} }}|{{ [[1], [2, 3]] | map("last") | list }}|'
         '{{ ["a", "b"] | join }}|{{ [1] | string }}|{{ "ab".encode().replace("a".encode(), '
-        '"xy".encode()) | length }}')})],
+        '"xy".encode()) | length }}|{% set l = [1] %}{{ l.extend([2, 3]) or l }}')})],
         ["sms"]).render("a", {}))
     assert out == {"text": '0, 1, 2|a-b|012|aaa/bbb|{\n "k": [\n  1\n ]\n}|'
                            "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy|a   b|a\n  b|> a\n> b|"
-                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3"}
+                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3|[1, 2, 3]"}
 
 
 def test_a_constant_format_is_not_built_when_the_template_compiles():
