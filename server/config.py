@@ -177,6 +177,10 @@ class Limits(BaseModel):
     message_render_steps: int = Field(100_000, ge=1)
     """Most loop items, `range()` elements and calls one message's templates may spend when
     rendered (they render on the event loop: this bounds the time; `server.messages.sandbox`)."""
+    message_render_seconds: float = Field(1.0, gt=0)
+    """Longest one message's templates may render, their `recommend()` calls' waits not
+    counted: steps alone do not bound the time (each step may be a filter over a string of
+    `message_part_bytes`: 20,000 `|upper` took 14 s); checked at every step."""
     preview_attributes: int = 64
     """Most sample attributes a PreviewMessage may carry."""
     send_audience: int = Field(100_000, ge=1)

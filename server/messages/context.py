@@ -25,7 +25,7 @@ from ..config import Limits
 from ..errors import InvalidArgument
 from ..interfaces import ProfileReader, Recommendations
 from ..recommend import RecQuery
-from .sandbox import OverRenderBudget
+from .sandbox import OverRenderBudget, waiting
 from .templates import ATTRIBUTE_NAMES
 
 __all__ = ["Recipient", "MessageContext", "read_recipient"]
@@ -98,8 +98,9 @@ class MessageContext:
                              categories=(category,) if category else (),
                              exclude_item_ids=tuple(shown))
             asked = time.time()  # the impression's time: before the profile is read
-            result = await self.recommender.recommend(query, on_loop=on_loop, read=read,
-                                                      record=False)
+            with waiting():  # the pipeline's time is not the render's (its own bounds)
+                result = await self.recommender.recommend(query, on_loop=on_loop, read=read,
+                                                          record=False)
             if answers is not None:
                 answers.append((query, result, asked))
             items = _items(result)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -46,7 +47,7 @@ from markupsafe import Markup
 
 from ..config import DEFAULT_LIMITS, Limits
 
-__all__ = ["BoundedSandbox", "Budget", "OverRenderBudget", "bound", "spending"]
+__all__ = ["BoundedSandbox", "Budget", "OverRenderBudget", "bound", "spending", "waiting"]
 
 LOOP = "tailor_loop"
 """The global each `{% for %}`'s iterable is passed through (not a context name: templates
@@ -61,22 +62,29 @@ class OverRenderBudget(Exception):
 
 @dataclass
 class Budget:
-    """What the render in progress may still spend."""
+    """What the render in progress may still spend: steps, characters, and time (`deadline`,
+    `time.monotonic()`; `seconds` of it in all)."""
 
     steps: int
     chars: int
     most_steps: int = 0
+    seconds: float = float("inf")
+    deadline: float = float("inf")
 
     @classmethod
     def of(cls, limits: Limits) -> Budget:
         return cls(limits.message_render_steps, limits.message_part_bytes,
-                   limits.message_render_steps)
+                   limits.message_render_steps, limits.message_render_seconds,
+                   time.monotonic() + limits.message_render_seconds)
 
     def spend(self, steps: int) -> None:
         self.steps -= steps
         if self.steps < 0:
             raise OverRenderBudget(f"more than {self.most_steps} loop items, range() elements "
                                    "and calls (limits.message_render_steps)")
+        if time.monotonic() > self.deadline:
+            raise OverRenderBudget(f"more than {self.seconds:g} s of rendering "
+                                   "(limits.message_render_seconds)")
 
     def check_size(self, size: int, what: str) -> None:
         if size > self.chars:
@@ -85,6 +93,18 @@ class Budget:
 
 
 _BUDGET: ContextVar[Budget | None] = ContextVar("tailor_render_budget", default=None)
+
+
+@contextmanager
+def waiting():
+    """Time in this block is not the render's (a `recommend()` call awaiting the pipeline,
+    which other tasks share meanwhile)."""
+    budget, start = _BUDGET.get(), time.monotonic()
+    try:
+        yield
+    finally:
+        if budget is not None:
+            budget.deadline += time.monotonic() - start
 
 
 @contextmanager
