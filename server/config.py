@@ -314,7 +314,8 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = None
     """PEM CA bundle: mutual TLS, clients without a certificate it signed fail the handshake."""
     insecure: bool = False
-    """Serve a non-loopback `host` without TLS or an auth config anyway (otherwise refused)."""
+    """Serve a non-loopback `host` without TLS or an auth config anyway, and send email in
+    plain SMTP to a relay off this host (`smtp_security` none); otherwise refused."""
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     """Transport limit per message (bundle chunks, large batches)."""
@@ -555,7 +556,8 @@ class Settings(BaseSettings):
     """Port of the relay (587 submission with STARTTLS, 465 implicit TLS)."""
     smtp_security: str = "starttls"
     """`starttls` (upgrade, refused if the relay cannot), `tls` (implicit TLS) or `none`
-    (plain; a relay on loopback only)."""
+    (plain; a relay on loopback only: another `smtp_host` refuses to start without
+    `--insecure`)."""
     smtp_username: str = ""
     """Login at the relay (empty: none)."""
     smtp_password: str = ""

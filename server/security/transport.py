@@ -41,6 +41,7 @@ def check_exposure(settings) -> str | None:
         raise ServeRefused("--tls-client-ca needs --tls-cert and --tls-key")
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
     _check_public_url(settings)
+    _check_smtp(settings)
     if tls and auth:
         return None
     missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth)) if not on)
@@ -49,6 +50,18 @@ def check_exposure(settings) -> str | None:
                          "FILE --tls-key FILE [--tls-client-ca FILE] and --auth-config FILE, "
                          "or --insecure to serve anyway")
     return f"serving without {missing}" + ("" if auth else ": every caller is unauthenticated")
+
+
+def _check_smtp(settings) -> None:
+    """Plain SMTP (`smtp_security` none) only to a relay on loopback, as the setting says:
+    to another host every email (addresses, names, unsubscribe links) and the relay's login
+    would cross the network unencrypted. `--insecure` allows it."""
+    host = getattr(settings, "smtp_host", "")
+    if host and getattr(settings, "smtp_security", "") == "none" and not is_loopback(host) \
+            and not settings.insecure:
+        raise ServeRefused(f"TAILOR_SMTP_SECURITY=none sends email and the relay login "
+                           f"unencrypted to {host}: use starttls or tls, a relay on loopback, "
+                           "or give --insecure")
 
 
 def _check_public_url(settings) -> None:

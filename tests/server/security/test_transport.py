@@ -288,6 +288,20 @@ def test_exposure_rule():
         check_exposure(Settings(tls_client_ca="ca.pem"))
 
 
+def test_plain_smtp_is_refused_unless_the_relay_is_on_loopback():
+    """`smtp_security` none is "a relay on loopback only", but a relay elsewhere was used
+    as well: every email and the relay's password crossed the network unencrypted."""
+    for host in ("relay.example.com", "10.0.0.7"):
+        with pytest.raises(ServeRefused, match=f"TAILOR_SMTP_SECURITY=none .* to {host}: .*--insecure"):
+            check_exposure(Settings(smtp_host=host, smtp_security="none", smtp_username="u"))
+    for allowed in (dict(smtp_host="127.0.0.1", smtp_security="none"),
+                    dict(smtp_host="localhost", smtp_security="none"),
+                    dict(smtp_host="relay.example.com"),  # starttls
+                    dict(smtp_host="relay.example.com", smtp_security="tls"),
+                    dict(smtp_host="relay.example.com", smtp_security="none", insecure=True)):
+        check_exposure(Settings(**allowed))
+
+
 def _settings_of(env: dict[str, str]) -> Settings:
     return Settings(**{k.removeprefix("TAILOR_").lower(): v for k, v in env.items()
                        if k.startswith("TAILOR_")})
