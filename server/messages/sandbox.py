@@ -271,6 +271,9 @@ def _check_built(budget: Budget, name: str, value, rest: list, kwargs: dict):
         if isinstance(value, str) and isinstance(wrap, str) and _integers(width):
             lines = 2 * len(value) // max(width, 1) + value.count("\n") + 1  # a line is at
             budget.check_size(len(value) + lines * len(wrap), "a wrapped string")  # least half full
+    if name == "wordwrap" and isinstance(value, str) and _integers(width := _argument(
+            rest, kwargs, 0, "width")):  # a step a line: textwrap's are quadratic at width 1
+        budget.spend(2 * len(value) // max(width, 1))  # (200 kB: 2.7 s in one call)
     elif name == "tojson":
         indent = _argument(rest, kwargs, 0, "indent")
         width = len(indent) if isinstance(indent, str) else indent if _integers(indent) else 0

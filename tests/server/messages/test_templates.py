@@ -124,6 +124,7 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ('{{ range(3000) | map("string") | join("y" * 200000) | length }}', "a joined value"),
     ('{{ ("y" * 200000).join(range(3000) | map("string") | list) | length }}', "a joined value"),
     ('{{ ("x" * 3000) | wordwrap(1, true, "y" * 200000) | length }}', "a wrapped string"),
+    ('{{ ("x" * 200000) | wordwrap(1, true, "") | length }}', "more than 100000 loop items"),
     ("{{ [[1, [2]], {'a': 3}] | tojson(indent=30000000) | length }}", "an indented value"),
     ('{{ (1).to_bytes(60000000, "big") | length }}', "a width for bytes"),
     ('{{ ("x" * 8000).translate({120: "y" * 8000}) | length }}', "a translated string"),
