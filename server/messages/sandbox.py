@@ -239,7 +239,8 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
                 budget.check_size(arg, "a width for a string")
         if name in _REPEATING and isinstance(obj, _TEXT):
             budget.check_size(_repeated_size(name, obj, args), "a widened string")
-    elif name == "replace" and len(args) >= 2 and args[0] and _one_kind(obj, *args[:2]):
+    elif name == "replace" and len(args) >= 2 and _one_kind(obj, *args[:2]):
+        # an empty `old` matches around every character: "".count gives len + 1
         budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")
     elif name == "translate" and isinstance(obj, str) and args and isinstance(args[0], dict):
         budget.check_size(_translated_size(obj, args[0]), "a translated string")

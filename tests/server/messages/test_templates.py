@@ -128,6 +128,8 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ("{{ [[1, [2]], {'a': 3}] | tojson(indent=30000000) | length }}", "an indented value"),
     ('{{ (1).to_bytes(60000000, "big") | length }}', "a width for bytes"),
     ('{{ ("x" * 8000).translate({120: "y" * 8000}) | length }}', "a translated string"),
+    ('{{ ("x" * 8000).replace("", "y" * 8000) | length }}', "a replaced string"),
+    ('{{ ("x" * 8000) | replace("", "y" * 8000) | length }}', "a replaced string"),
     ('{{ ("\t" * 8000).expandtabs(8000) | length }}', "a widened string"),
     ('{{ ("\n" * 8000) | indent(8000, true, true) | length }}', "a widened string"),
     ('{{ ("a\n" * 8000) | indent("y" * 8000) | length }}', "a widened string"),
@@ -172,11 +174,12 @@ def test_ordinary_joins_wraps_and_json_still_work():
         '{{ "a\tb".expandtabs(4) }}|{{ "a\nb" | indent(2) }}|{{ "a\nb" | indent("> ", true) }}|'
         '{{ [1, "a"] }}|{{ {"k": [2]} }}|{{ [[1], [2, 3]] | map("last") | list }}|'
         '{{ ["a", "b"] | join }}|{{ [1] | string }}|{{ "ab".encode().replace("a".encode(), '
-        '"xy".encode()) | length }}|{% set l = [1] %}{{ l.extend([2, 3]) or l }}')})],
+        '"xy".encode()) | length }}|{% set l = [1] %}{{ l.extend([2, 3]) or l }}|'
+        '{{ "ab" | replace("", "-") }}')})],
         ["sms"]).render("a", {}))
     assert out == {"text": '0, 1, 2|a-b|012|aaa/bbb|{\n "k": [\n  1\n ]\n}|'
                            "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy|a   b|a\n  b|> a\n> b|"
-                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3|[1, 2, 3]"}
+                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3|[1, 2, 3]|-a-b-"}
 
 
 async def test_a_render_is_bounded_in_time_whatever_its_steps_cost():
