@@ -242,15 +242,17 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
     elif name == "replace" and len(args) >= 2 and _one_kind(obj, *args[:2]):
         # an empty `old` matches around every character: "".count gives len + 1
         budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")
-    elif name == "translate" and isinstance(obj, str) and args and isinstance(args[0], dict):
+    elif name == "translate" and isinstance(obj, str) and args and \
+            isinstance(args[0], (dict, list, tuple)):
         budget.check_size(_translated_size(obj, args[0]), "a translated string")
 
 
 def _translated_size(text: str, table: dict) -> int:
     """The length of `text.translate(table)`: each character its mapped string's length
     (`("x" * 20000).translate({120: "y" * 20000})` built 400 MB before the size check)."""
-    counts = Counter(text)
-    return len(text) + sum(counts[chr(k)] * (len(v) - 1) for k, v in table.items()
+    counts = Counter(text)  # a list or tuple maps its indexes
+    pairs = table.items() if isinstance(table, dict) else enumerate(table)
+    return len(text) + sum(counts[chr(k)] * (len(v) - 1) for k, v in pairs
                            if _integers(k) and 0 <= k < 0x110000 and isinstance(v, str))
 
 

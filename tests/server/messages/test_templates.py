@@ -128,6 +128,7 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ("{{ [[1, [2]], {'a': 3}] | tojson(indent=30000000) | length }}", "an indented value"),
     ('{{ (1).to_bytes(60000000, "big") | length }}', "a width for bytes"),
     ('{{ ("x" * 8000).translate({120: "y" * 8000}) | length }}', "a translated string"),
+    ('{{ ("x" * 8000).translate(["y" * 8000] * 121) | length }}', "a translated string"),
     ('{{ ("x" * 8000).replace("", "y" * 8000) | length }}', "a replaced string"),
     ('{{ ("x" * 8000) | replace("", "y" * 8000) | length }}', "a replaced string"),
     ('{{ ("\t" * 8000).expandtabs(8000) | length }}', "a widened string"),
