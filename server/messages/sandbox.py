@@ -293,7 +293,8 @@ def _check_built(budget: Budget, name: str, value, rest: list, kwargs: dict):
 def _separated(budget: Budget, items, separator):
     """`items` to be joined by `separator`: refused when the separators alone are over the
     bound; an iterable without a length is counted, items and separators, as it is read."""
-    each = len(separator) if isinstance(separator, _TEXT) else 0
+    each = 0 if separator is None else _text_size(separator, budget.chars)  # (as text: `d`
+    # may be any value, a dict too)
     if hasattr(items, "__len__"):
         budget.check_size((len(items) - 1) * each, "a joined value")
         return items

@@ -121,6 +121,7 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
 
 @pytest.mark.parametrize("source, over", [
     ('{{ range(3000) | join("y" * 200000) | length }}', "a joined value"),
+    ('{{ range(3000) | join({120: "y" * 20000}) | length }}', "a joined value"),
     ('{{ range(3000) | map("string") | join("y" * 200000) | length }}', "a joined value"),
     ('{{ ("y" * 200000).join(range(3000) | map("string") | list) | length }}', "a joined value"),
     ('{{ ("x" * 3000) | wordwrap(1, true, "y" * 200000) | length }}', "a wrapped string"),
