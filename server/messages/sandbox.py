@@ -282,6 +282,10 @@ def _check_built(budget: Budget, name: str, value, rest: list, kwargs: dict):
         width = len(indent) if isinstance(indent, str) else indent if _integers(indent) else 0
         if width > 0:
             budget.check_size(_indentation(value, width, budget.chars), "an indented value")
+    elif name == "groupby" and hasattr(value, "__len__"):  # each item's key is a new string
+        default = _argument(rest, kwargs, 1, "default")  # (lower-cased): the default's too
+        budget.check_size(len(value) * _text_size(default, budget.chars) if default is not None
+                          else 0, "a grouped value")
     elif name == "slice" and _integers(count := _argument(rest, kwargs, 0, "slices")):
         budget.spend(max(count, 0))  # one list a slice, however few the items
     elif name == "batch" and _argument(rest, kwargs, 1, "fill_with") is not None and \
@@ -365,12 +369,12 @@ def _check_text(budget: Budget, *values) -> None:
 
 _STRUCTURAL = frozenset({"length", "count", "first", "last", "random", "list", "sort", "unique",
                          "reverse", "map", "select", "reject", "selectattr", "rejectattr",
-                         "groupby", "batch", "slice", "min", "max", "dictsort", "items", "attr",
+                         "batch", "slice", "min", "max", "dictsort", "items", "attr",
                          "default", "d"})
 """Filters that never write their value out as text (the others may: `string`, `join`, `sum`,
 `pprint`, `tojson`, `escape`, `upper`, ... call `str` on a collection)."""
 
-_BUILDING = frozenset({"join", "wordwrap", "tojson", "slice", "batch"})
+_BUILDING = frozenset({"join", "wordwrap", "tojson", "slice", "batch", "groupby"})
 """Filters whose arguments size what they build (`_check_built`)."""
 
 

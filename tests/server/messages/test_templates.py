@@ -122,6 +122,9 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
 @pytest.mark.parametrize("source, over", [
     ('{{ range(3000) | join("y" * 200000) | length }}', "a joined value"),
     ('{{ range(3000) | join({120: "y" * 20000}) | length }}', "a joined value"),
+    ('{{ ("x" * 3000) | groupby("x", "y" * 20000) | length }}', "a grouped value"),
+    ('{% set s = "x" * 200000 %}{{ ([{"a": s}] * 300) | groupby("a") | length }}',
+     "a collection's text"),
     ('{{ range(3000) | map("string") | join("y" * 200000) | length }}', "a joined value"),
     ('{{ ("y" * 200000).join(range(3000) | map("string") | list) | length }}', "a joined value"),
     ('{{ ("x" * 3000) | wordwrap(1, true, "y" * 200000) | length }}', "a wrapped string"),
@@ -177,11 +180,11 @@ def test_ordinary_joins_wraps_and_json_still_work():
         '{{ [1, "a"] }}|{{ {"k": [2]} }}|{{ [[1], [2, 3]] | map("last") | list }}|'
         '{{ ["a", "b"] | join }}|{{ [1] | string }}|{{ "ab".encode().replace("a".encode(), '
         '"xy".encode()) | length }}|{% set l = [1] %}{{ l.extend([2, 3]) or l }}|'
-        '{{ "ab" | replace("", "-") }}')})],
+        '{{ "ab" | replace("", "-") }}|{{ ["a", "B", "b"] | groupby("0", default="z") | length }}')})],
         ["sms"]).render("a", {}))
     assert out == {"text": '0, 1, 2|a-b|012|aaa/bbb|{\n "k": [\n  1\n ]\n}|'
                            "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy|a   b|a\n  b|> a\n> b|"
-                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3|[1, 2, 3]|-a-b-"}
+                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3|[1, 2, 3]|-a-b-|2"}
 
 
 async def test_a_render_is_bounded_in_time_whatever_its_steps_cost():
