@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from jinja2 import nodes
 from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
 from markupsafe import Markup
 
@@ -354,6 +355,9 @@ def _text_size(value, most: int) -> int:
         elif isinstance(node, _COLLECTIONS):
             todo += node
             total += 2
+        elif isinstance(node, Namespace):  # written out as `<Namespace {its attributes}>`
+            todo.append(node._Namespace__attrs)
+            total += 12
         else:
             total += 1
     return total
@@ -363,7 +367,7 @@ def _check_text(budget: Budget, *values) -> None:
     """Refuse, before it is written out as text, a collection over the bound as text (its
     items' strings added up: `_text_size`)."""
     for value in values:
-        if isinstance(value, _COLLECTIONS):
+        if isinstance(value, (*_COLLECTIONS, Namespace)):
             budget.check_size(_text_size(value, budget.chars), "a collection's text")
 
 

@@ -147,6 +147,8 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ('{% set s = "x" * 200000 %}{{ "%s" % ([s] * 300,) }}', "a collection's text"),
     ('{% set s = "x" * 200000 %}{{ "{}".format([s] * 300) }}', "a collection's text"),
     ('{% set s = "x" * 200000 %}{{ ([s] * 300) ~ "" }}', "a collection's text"),
+    ('{% set s = "x" * 200000 %}{% set ns = namespace(a=[s] * 300) %}{{ ns }}',
+     "a collection's text"),
     ('{{ "x".encode().ljust(60000000) | length }}', "a width for a string"),
     ('{{ ("\t" * 8000).encode().expandtabs(8000) | length }}', "a widened string"),
     ('{{ "%0*d".encode() % (60000000, 1) }}', "a width for a formatted value"),
