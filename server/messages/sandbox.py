@@ -337,7 +337,9 @@ def _indentation(value, width: int, most: int) -> int:
     return total
 
 
-_COLLECTIONS = (list, tuple, dict, set, frozenset)
+_COLLECTIONS = (list, tuple, dict, set, frozenset, type({}.keys()), type({}.values()),
+                type({}.items()))
+"""What is written out as the text of its items (a dict's views too: `{{ d.items() }}`)."""
 
 
 def _text_size(value, most: int) -> int:

@@ -149,6 +149,7 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ('{% set s = "x" * 200000 %}{{ ([s] * 300) ~ "" }}', "a collection's text"),
     ('{% set s = "x" * 200000 %}{% set ns = namespace(a=[s] * 300) %}{{ ns }}',
      "a collection's text"),
+    ('{% set s = "x" * 200000 %}{{ {"a": [s] * 300}.items() }}', "a collection's text"),
     ('{{ "x".encode().ljust(60000000) | length }}', "a width for a string"),
     ('{{ ("\t" * 8000).encode().expandtabs(8000) | length }}', "a widened string"),
     ('{{ "%0*d".encode() % (60000000, 1) }}', "a width for a formatted value"),
@@ -182,11 +183,12 @@ def test_ordinary_joins_wraps_and_json_still_work():
         '{{ [1, "a"] }}|{{ {"k": [2]} }}|{{ [[1], [2, 3]] | map("last") | list }}|'
         '{{ ["a", "b"] | join }}|{{ [1] | string }}|{{ "ab".encode().replace("a".encode(), '
         '"xy".encode()) | length }}|{% set l = [1] %}{{ l.extend([2, 3]) or l }}|'
-        '{{ "ab" | replace("", "-") }}|{{ ["a", "B", "b"] | groupby("0", default="z") | length }}')})],
+        '{{ "ab" | replace("", "-") }}|{{ ["a", "B", "b"] | groupby("0", default="z") | length }}|'
+        '{{ {"k": 1}.items() }}')})],
         ["sms"]).render("a", {}))
     assert out == {"text": '0, 1, 2|a-b|012|aaa/bbb|{\n "k": [\n  1\n ]\n}|'
                            "[[0, 1], [2, 0]]|[[0, 1], [2]]|[1, 2]|xycxy|a   b|a\n  b|> a\n> b|"
-                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3|[1, 2, 3]|-a-b-|2"}
+                           "[1, 'a']|{'k': [2]}|[1, 3]|ab|[1]|3|[1, 2, 3]|-a-b-|2|dict_items([('k', 1)])"}
 
 
 async def test_a_render_is_bounded_in_time_whatever_its_steps_cost():
