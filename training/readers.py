@@ -303,18 +303,27 @@ def item_id_bytes() -> int:
         raise ValueError(f"TAILOR_LIMITS__ID_BYTES: expected a whole number, got {text!r}") from None
 
 
+def _first_bad(bad: pa.Array, values: pa.Array) -> tuple[int, int, str, str] | None:
+    """(how many rows `bad` flags, the first of them, its value, the value as an error shows
+    it), or None when it flags none."""
+    n = pc.sum(bad).as_py() or 0
+    if not n:
+        return None
+    row = pc.index(bad, True).as_py()
+    value = values[row].as_py()
+    return n, row, value, repr(value[:16]) + ("..." if len(value) > 16 else "")
+
+
 def _check_item_ids(ids: pa.Array, path: Path, first_line: int, column: str) -> None:
     """Refuse an item id longer than `item_id_bytes` or holding a control character, naming
     its line: the server would refuse the whole bundle for it (``items.npz: item_ids``)."""
     limit = item_id_bytes()
     bad = pc.or_(pc.greater(pc.binary_length(ids), limit),
                  pc.match_substring_regex(ids, _CONTROL))
-    n = pc.sum(bad).as_py() or 0
-    if not n:
+    found = _first_bad(bad, ids)
+    if found is None:
         return
-    row = pc.index(bad, True).as_py()
-    value = ids[row].as_py()
-    shown = repr(value[:16]) + ("..." if len(value) > 16 else "")
+    n, row, value, shown = found
     problem = (f"is {len(value.encode())} bytes, at most {limit}" if len(value.encode()) > limit
                else "contains a control character (0x00-0x1F or 0x7F)")
     raise ValueError(f"{_where(path, first_line, row, column)}: {shown} {problem} ({n} rows "
@@ -357,12 +366,10 @@ def _check_links(col: pa.ChunkedArray, path: Path, first_line: int, column: str)
     scheme = pc.and_(pc.match_substring_regex(col, _SCHEME),
                      pc.invert(pc.match_substring_regex(col, "^(?i)https?:")))
     bad = pc.fill_null(pc.or_(control, scheme), False)
-    n = pc.sum(bad).as_py() or 0
-    if not n:
+    found = _first_bad(bad, col)
+    if found is None:
         return
-    row = pc.index(bad, True).as_py()
-    value = col[row].as_py()
-    shown = repr(value[:16]) + ("..." if len(value) > 16 else "")
+    n, row, value, shown = found
     problem = ("contains a control character (0x00-0x1F or 0x7F)" if control[row].as_py()
                else f"scheme {value.split(':', 1)[0]!r} is not http or https")
     raise ValueError(f"{_where(path, first_line, row, column)}: {shown} {problem} ({n} rows): "
