@@ -1,5 +1,6 @@
 """With TLS on, the public endpoint serves HTTPS with the gRPC port's certificate."""
 import asyncio
+import contextlib
 import shutil
 import ssl
 
@@ -11,13 +12,23 @@ from server.app import TailorServer
 from tests.conftest import free_port
 
 
-async def test_the_public_port_speaks_https_with_the_grpc_certificate(settings, tmp_path):
+@contextlib.asynccontextmanager
+async def tls_served(settings, tmp_path, **update):
+    """(server, its CA, the certificate it serves) of a server with TLS and the public
+    endpoint on (and `update` on its settings); stopped on leaving."""
     ca = CertificateAuthority(tmp_path / "ca")
     issued = ca.issue("server")
     server = TailorServer(settings.model_copy(update={
-        "tls_cert": issued.cert, "tls_key": issued.key, "public_http_port": free_port()}))
+        "tls_cert": issued.cert, "tls_key": issued.key, "public_http_port": free_port(), **update}))
     await server.start()
     try:
+        yield server, ca, issued
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_the_public_port_speaks_https_with_the_grpc_certificate(settings, tmp_path):
+    async with tls_served(settings, tmp_path) as (server, ca, _):
         token = server.tokens.issue("u1", "email", "c")
         base = f"127.0.0.1:{server.public.port}/u/{token}"
         trust = ssl.create_default_context(cafile=str(ca.cert))
@@ -28,8 +39,6 @@ async def test_the_public_port_speaks_https_with_the_grpc_certificate(settings, 
                 async with http.get(f"http://{base}") as res:  # no plain HTTP on that port
                     await res.text()
         assert server.composer.public_base == f"https://127.0.0.1:{server.public.port}"
-    finally:
-        await server.stop(grace=0.5)
 
 
 async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_bounded(
@@ -39,13 +48,8 @@ async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_b
     process's files (and the gRPC port with them)."""
     from server.config import Limits
     most, idle = 3, 1.0
-    ca = CertificateAuthority(tmp_path / "ca")
-    issued = ca.issue("server")
-    server = TailorServer(settings.model_copy(update={
-        "tls_cert": issued.cert, "tls_key": issued.key, "public_http_port": free_port(),
-        "limits": Limits(http_connections=most, http_idle_seconds=idle)}))
-    await server.start()
-    try:
+    async with tls_served(settings, tmp_path, limits=Limits(
+            http_connections=most, http_idle_seconds=idle)) as (server, ca, _):
         port = server.public.port
         silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(most)]
         over, _ = await asyncio.open_connection("127.0.0.1", port)
@@ -57,8 +61,6 @@ async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_b
         async with aiohttp.ClientSession() as http:  # their places are free again
             async with http.get(f"https://127.0.0.1:{port}/u/{token}", ssl=trust) as res:
                 assert res.status == 200
-    finally:
-        await server.stop(grace=0.5)
 
 
 async def test_a_reload_to_a_certificate_without_its_key_keeps_serving_the_old_pair(
@@ -67,12 +69,7 @@ async def test_a_reload_to_a_certificate_without_its_key_keeps_serving_the_old_p
     then SIGHUP. Before: the reload loaded the new certificate into the live context, which
     dropped the old key (it no longer matched), then refused the old key: every later
     handshake failed, though the log said the current certificate was kept."""
-    ca = CertificateAuthority(tmp_path / "ca")
-    issued = ca.issue("server")
-    server = TailorServer(settings.model_copy(update={
-        "tls_cert": issued.cert, "tls_key": issued.key, "public_http_port": free_port()}))
-    await server.start()
-    try:
+    async with tls_served(settings, tmp_path) as (server, ca, issued):
         token = server.tokens.issue("u1", "email", "c")
         url = f"https://127.0.0.1:{server.public.port}/u/{token}"
         trust = ssl.create_default_context(cafile=str(ca.cert))
@@ -86,8 +83,6 @@ async def test_a_reload_to_a_certificate_without_its_key_keeps_serving_the_old_p
         shutil.copy(following.key, issued.key)  # the rotation completed: the new pair
         server.reload()
         assert await _served_name(server.public.port, trust) == "next"
-    finally:
-        await server.stop(grace=0.5)
 
 
 async def _served_name(port: int, trust: ssl.SSLContext) -> str:
