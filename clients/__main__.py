@@ -375,22 +375,35 @@ def _attribute_call(client: TailorClient, args) -> object:
     if not args.file:
         raise UsageError("attribute: give a path FILE ('-' for stdin) or --stored")
     with _open(args.file) as source:
-        paths = [_path_line(n, line.strip()) for n, line in enumerate(source, 1) if line.strip()]
+        paths = _path_lines(source, "stdin" if args.file == "-" else args.file)
     return client.attribute(paths, args.model, timeout=args.timeout, **spec)
 
 
-def _path_line(n: int, line: str):
-    """Line `n` of a path file, checked before anything is sent: a JSON object becomes a
+def _path_lines(source, name: str) -> list:
+    """Every path of a file, or UsageError naming the file and its first bad line."""
+    paths = []
+    try:
+        for n, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                paths.append(_path_line(line.strip()))
+            except ValueError as err:  # json.JSONDecodeError is a ValueError
+                raise UsageError(f"{name} line {n}: {err}") from None
+    except UnicodeDecodeError:  # decoded a block at a time: the line is not known
+        raise UsageError(f"{name}: not UTF-8 text") from None
+    return paths
+
+
+def _path_line(line: str):
+    """One line of a path file, checked before anything is sent: a JSON object becomes a
     tailor.v1.Path, anything else is a ChannelAttribution row (checked by the server)."""
     if not line.startswith("{"):
         return line
-    try:
-        record = json.loads(line)
-        if not isinstance(record, dict):
-            raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-        return path_from_dict(record)
-    except ValueError as err:  # json.JSONDecodeError is a ValueError
-        raise ValueError(f"line {n}: {err}") from None
+    record = json.loads(line)
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    return path_from_dict(record)
 
 
 def _message(client: TailorClient, args) -> object:

@@ -61,6 +61,17 @@ def test_missing_and_malformed_files_are_named(served, tmp_path):
     assert line.startswith(f"error: {spec}: ") and "variants[0].content" in line
 
 
+def test_a_bad_attribution_path_line_names_its_file(tmp_path):
+    """README: a bad file or line is `error: FILE line N: ...` (exit 2). `attribute` named the
+    command instead of the file ("attribute: line 2: ..."), so a user running it over several
+    files could not tell which one held the line."""
+    paths = tmp_path / "paths.jsonl"
+    paths.write_text('{"path": ["email", "web"], "conversions": 1}\n{"bad": 1}\n')
+    line = cli("attribute", "--model", "linear", str(paths), "--server", f"127.0.0.1:{free_port()}",
+               expect=2)
+    assert line.startswith(f"error: {paths} line 2: unknown key 'bad'"), line
+
+
 def test_grpc_statuses_are_one_line(served):
     line = cli("profile", "--user", "nobody-here", "--server", served, expect=1)
     assert line.startswith("error: NOT_FOUND: ") and "nobody-here" in line
