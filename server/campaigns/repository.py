@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import time
 from collections.abc import Sequence
 
@@ -451,13 +452,21 @@ PLAN_SLICES_ALONE = 4
 costs the writer ~20% less CPU a decision at 4 slices a commit than at 1."""
 
 
+def _server_limits() -> Limits:
+    """The limits the server handed over in `TAILOR_LIMITS`, alone: the rest of the child's
+    environment may hold variables the server's flags overrode (a refused one would stop the
+    start). Without it (a writer started on its own), the environment's."""
+    handed = os.environ.get("TAILOR_LIMITS")
+    return Limits.model_validate_json(handed) if handed else Settings().limits
+
+
 def writer_functions(store: Store) -> dict:
     """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
     Its limits (how long contacts are kept) are the server's: `Campaigns` hands them over as
     `TAILOR_LIMITS` in the child's environment (the server may have read them from its config
     file). Converts request ids remembered in the pre-bucket layout (`requests.convert_legacy`)
     first. Sets the process's garbage collection (`WRITER_GC_THRESHOLD`)."""
-    repo = CampaignRepository(store, Settings().limits)
+    repo = CampaignRepository(store, _server_limits())
     moved = repo.requests.convert_legacy(store, time.time())
     if moved:
         logger.info("moved %d remembered request ids into time buckets", moved)

@@ -258,3 +258,17 @@ def test_a_compute_thread_count_past_the_bound_is_refused_not_started(tmp_path):
     line = serve_fails(tmp_path, "--data-dir", str(tmp_path / "d"),
                        env={"TAILOR_COMPUTE_THREADS": "100000"})
     assert "TAILOR_COMPUTE_THREADS" in line and "less than or equal to 256" in line, line
+
+
+def test_a_flag_over_a_refused_variable_serves_campaigns(server_process, tmp_path):
+    """Flags override the environment (docs/operations.md): `--workers 1` over TAILOR_WORKERS=0
+    serves. The campaigns writer child read its settings again from the environment alone, so
+    the refused variable stopped the start with its traceback ("the campaigns writer process
+    exited ... before it was ready"); it takes the server's limits as they were handed over."""
+    from clients import TailorClient
+    served = server_process(env={"TAILOR_WORKERS": "0", "TAILOR_SECRETS_DIR": str(tmp_path / "s")})
+    spec = {"campaign_id": "c1", "channel": "web", "policy": "fixed",
+            "variants": [{"id": "a", "weight": 1.0}]}
+    with TailorClient(served.target) as client:
+        client.create_campaign(spec)
+        assert client.choose_variant("c1", "u1").variant_id == "a"
