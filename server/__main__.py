@@ -264,7 +264,7 @@ def _secrets(args) -> None:
     from .security.secrets import KEYRINGS, OPTIONAL_KEYRINGS, Secrets
     from .store.crypto import STORE_ID_RING
     if args.action == "init":
-        rings = Secrets.load(_secrets_dir(args), generate=True, environ={})
+        rings = Secrets.load(_secrets_dir(args), generate=True, environ={}, development=False)
         print(json.dumps({"secrets_dir": str(_secrets_dir(args)),
                           "signing": {name: rings[name].kid for name in KEYRINGS}}))
         return

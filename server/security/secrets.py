@@ -139,9 +139,12 @@ class Secrets:
 
     @classmethod
     def load(cls, secrets_dir: Path | None, *, generate: bool, names: tuple[str, ...] = KEYRINGS,
-             environ: dict[str, str] | None = None, optional: tuple[str, ...] = ()) -> Secrets:
-        """Read the keyrings `names`; with `generate`, write missing ones to `secrets_dir` first.
-        The `optional` ones are read when present (`get`), never generated."""
+             environ: dict[str, str] | None = None, optional: tuple[str, ...] = (),
+             development: bool = True) -> Secrets:
+        """Read the keyrings `names`; with `generate`, write missing ones to `secrets_dir` first
+        (logged as development keys unless `development` is False: `secrets init`, which
+        makes a deployment's). The `optional` ones are read when present (`get`), never
+        generated."""
         rings = {}
         for name in optional:
             text = _text(name, secrets_dir, environ)
@@ -153,7 +156,7 @@ class Secrets:
             if text is not None:
                 rings[name] = Keyring.parse(name, text)
             elif generate and path is not None:
-                rings[name] = _create(path, Keyring.generate(name))
+                rings[name] = _create(path, Keyring.generate(name), development)
             else:
                 raise MissingSecret(name, path)
         return cls(rings, secrets_dir)
@@ -206,7 +209,7 @@ def _check_mode(name: str, path: Path) -> None:
                        "it is a container's own mount", name, path, mode)
 
 
-def _create(path: Path, ring: Keyring) -> Keyring:
+def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
     """Write `ring` to `path` unless another process did first; returns what the file holds."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -215,8 +218,11 @@ def _create(path: Path, ring: Keyring) -> Keyring:
         fh.write(ring.text())
     try:
         os.link(tmp, path)  # atomic create-if-absent: concurrent workers agree on one key
-        logger.warning("generated a development secret %r in %s (never use it in production)",
-                       ring.name, path)
+        if development:
+            logger.warning("generated a development secret %r in %s (never use it in "
+                           "production)", ring.name, path)
+        else:
+            logger.info("generated the secret %r in %s", ring.name, path)
     except FileExistsError:
         pass
     finally:

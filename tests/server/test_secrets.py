@@ -84,6 +84,15 @@ def test_secrets_init_writes_every_keyring_once(tmp_path):
     assert Secrets.load(tmp_path / "s", generate=False, environ={})["audit"].kid == first["audit"]
 
 
+def test_secrets_init_does_not_call_the_deployments_keys_development_ones(tmp_path):
+    """`secrets init` is how a deployment makes its keys (docs/operations.md), yet it logged
+    "generated a development secret ... (never use it in production)" for each one; only the
+    keys a loopback server makes for itself are development ones."""
+    proc = run_module("server", "secrets", "init", "--secrets-dir", str(tmp_path / "s"))
+    assert "development" not in proc.stderr and "never use" not in proc.stderr, proc.stderr
+    assert set(json.loads(proc.stdout)["signing"]) == set(KEYRINGS)
+
+
 def test_the_store_id_keyring_is_never_rotated(tmp_path):
     """Every store key is a keyed hash under `store-id`'s signing key: rotating it made every
     server refuse the store at its next start ("written under another 'store-id' key")."""
