@@ -112,7 +112,8 @@ def _security_parsers(sub) -> None:
     i.add_argument("--secrets-dir", type=Path)
     r = acts.add_parser("rotate", help="new signing key in front; old keys keep verifying "
                         "(restart the servers to sign with it)")
-    r.add_argument("name", help="user-id, audit, unsubscribe, encryption or suppression")
+    r.add_argument("name", help="any keyring but store-id: user-id, audit, unsubscribe, "
+                   "encryption, erasure, suppression, or an optional one that exists")
     r.add_argument("--secrets-dir", type=Path)
     r.add_argument("--keep", type=int, help="old keys kept for verifying (default: all)")
     k = sub.add_parser("rotate-key", help="new encryption master key; re-wrap every data key "
