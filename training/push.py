@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from clients.transport import add_arguments
+from training.cli.types import canary_percent
 
 __all__ = ["add_parser", "run"]
 
@@ -26,8 +27,8 @@ def add_parser(subparsers) -> None:
     add_arguments(p)
     p.add_argument("--stage-only", action="store_true",
                    help="validate and store, keep serving the current one")
-    p.add_argument("--canary", type=float, default=0.0, metavar="PERCENT",
-                   help="serve it to this percentage of users as a canary (0 < P < 100)")
+    p.add_argument("--canary", type=canary_percent, default=None, metavar="PERCENT",
+                   help="serve it to this percentage of users as a canary, 0.01..99.99")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for upload + validation")
     p.set_defaults(func=run)
 
@@ -45,7 +46,7 @@ def run(args) -> int:
             with progress(desc="push", total=size, unit="B", unit_scale=True) as bar:
                 status = client.push_bundle(args.bundle, stage_only=args.stage_only,
                                             timeout=args.timeout, on_chunk=bar.update,
-                                            canary_percent=args.canary)
+                                            canary_percent=args.canary or 0.0)
         except TailorError as err:
             print(f"push refused: {err}", file=sys.stderr)
             return 1

@@ -109,7 +109,12 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["retrain", "--work-dir", str(tmp_path / "w"), "--canary", "0"],
                  ["retrain", "--work-dir", str(tmp_path / "w"), "--canary", "100"],
                  ["retrain", "--work-dir", str(tmp_path / "w"), "--canary", "nan"],
-                 ["retrain", "--work-dir", str(tmp_path / "w"), "--tolerance", "nan"]):
+                 ["retrain", "--work-dir", str(tmp_path / "w"), "--tolerance", "nan"],
+                 # push --canary 0 went to the server as no canary at all: the bundle served
+                 # every user at once, without guardrails (docs: 0 < P < 100)
+                 ["push", str(tmp_path), "--canary", "0"],
+                 ["push", str(tmp_path), "--canary", "100"],
+                 ["push", str(tmp_path), "--canary", "nan"]):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2, argv
