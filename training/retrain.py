@@ -35,7 +35,7 @@ K = 10
 
 
 def add_parser(subparsers) -> None:
-    from training.cli.options import add_training_options
+    from training.cli.options import add_secrets_dir, add_training_options
     from training.cli.types import canary_percent, finite_number
 
     p = subparsers.add_parser("retrain", help="export, train, compare with the serving bundle, "
@@ -54,8 +54,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tolerance", type=finite_number, default=0.0,
                    help="NDCG@10 the candidate may lose and still count as not worse")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per server call")
-    p.add_argument("--secrets-dir", type=Path, default=Path("var/secrets"),
-                   help="where the server's `erasure` keyring is (tombstones)")
+    add_secrets_dir(p)
     add_training_options(p)
     p.set_defaults(func=run)
 

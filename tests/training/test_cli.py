@@ -207,3 +207,13 @@ def test_the_experiment_scripts_end_bad_input_on_one_error_line(tmp_path):
                               text=True, timeout=120)
         assert proc.returncode == 2, (argv, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr and "error: " in proc.stderr, proc.stderr[-2000:]
+
+
+def test_retrain_and_train_find_the_servers_keyring_where_the_server_does(monkeypatch, tmp_path):
+    """`retrain --secrets-dir` defaulted to var/secrets whatever TAILOR_SECRETS_DIR said (train
+    took it): a retrain beside a server with its keyrings elsewhere could not read `erasure`."""
+    monkeypatch.setenv("TAILOR_SECRETS_DIR", str(tmp_path / "keys"))
+    parser = build_parser()
+    for argv in (["retrain", "--work-dir", str(tmp_path / "w")],
+                 ["train", "--interactions", "i.csv", "--out", "o"]):
+        assert parser.parse_args(argv).secrets_dir == tmp_path / "keys"

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 from contract.events import check_event_weights
 from training.als import ALSParams
@@ -35,6 +37,15 @@ def _weight(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected EVENT=WEIGHT (a known event, a finite "
                                          f"weight >= 0), got {text!r}: {err}") from None
     return name.strip(), weight
+
+
+def add_secrets_dir(p: argparse.ArgumentParser) -> None:
+    """`--secrets-dir`: where the server's `erasure` keyring is (tombstones); default
+    `TAILOR_SECRETS_DIR`, as the server's, else var/secrets."""
+    p.add_argument("--secrets-dir", type=Path,
+                   default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
+                   help="where the server's `erasure` keyring is (default TAILOR_SECRETS_DIR, "
+                        "else var/secrets; or TAILOR_SECRET_ERASURE)")
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from contract.erasure import read_tombstones
 from training.bundle import write_bundle
-from training.cli.options import add_training_options, config_from_args
+from training.cli.options import add_secrets_dir, add_training_options, config_from_args
 from training.erasure import drop_erased, erasure_keys, tombstones_for
 from training.evaluate import format_table
 from training.pipeline import train
@@ -35,9 +34,7 @@ def add_parser(subparsers) -> None:
                    help="erased users (`training export` writes it): their rows from before "
                         "their erasure are dropped (default: tombstones.csv beside "
                         "--interactions, if there)")
-    p.add_argument("--secrets-dir", type=Path,
-                   default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
-                   help="where the server's `erasure` keyring is (or TAILOR_SECRET_ERASURE)")
+    add_secrets_dir(p)
     p.add_argument("--impressions", type=Path, default=None, metavar="FILE",
                    help="impressions.jsonl (`training export --impressions`): with "
                         "--context-features, fit the context tables and the ranker's context "
