@@ -12,6 +12,8 @@ import math
 import re
 from collections.abc import Collection
 
+from contract.items import SCRIPT_LINK, script_scheme_problem
+
 from .errors import InvalidArgument
 from .store.keys import SEP_CHAR
 
@@ -150,15 +152,15 @@ def check_window(start: float, end: float, latest: float, where: str = "") -> No
         raise InvalidArgument(where + "end", f"{end:.0f} is before start {start:.0f} (0 = unbounded)")
 
 
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-"""A URL's scheme, where it has one (RFC 3986: a letter, then letters, digits, "+", "-", ".")."""
+_SCRIPT_LINK = re.compile(SCRIPT_LINK)
 
 
 def check_link(field: str, value: str, max_chars: int, where: str = "") -> str:
     """A link a client renders (an item's page or image): empty, a path ("/p/1", "p/1",
-    "//cdn.example/p.jpg"), or an http(s) URL, at most `max_chars` characters, with no
-    whitespace or control character; any other scheme (``javascript:``, ``data:``) is refused,
-    since web pages and emails put it in an href or src as is."""
+    "//cdn.example/p.jpg"), or a URL (http(s), an app's deep link, tel:, mailto:), at most
+    `max_chars` characters, with no whitespace or control character; a scheme that can run
+    script (`contract.items.SCRIPT_SCHEMES`: ``javascript:``, ``vbscript:``, ``data:``) is refused, since web
+    pages and emails put the link in an href or src as is."""
     check_text(field, value, max_chars, where)
     if has_control(value) or any(c.isspace() for c in value):
         raise InvalidArgument(where + field, f"{shown(value)} contains whitespace or a control "
@@ -170,11 +172,10 @@ def check_link(field: str, value: str, max_chars: int, where: str = "") -> str:
 
 
 def link_problem(value: str) -> str | None:
-    """None when `value` may go in an href or src as is (the rule `check_link` and a bundle's
-    item links share): no control character, and no scheme but http or https; else why not."""
+    """None when `value` may go in an href or src as is (the rule `check_link`, a bundle's item
+    links and training's catalog reader share): no control character, and no scheme that can
+    run script (`contract.items.SCRIPT_LINK`, after leading spaces); else why not."""
     if has_control(value):
         return "contains a control character (0x00-0x1F or 0x7F)"
-    scheme = _SCHEME.match(value)
-    if scheme and scheme.group(1).lower() not in ("http", "https"):
-        return f"scheme {scheme.group(1)!r} is not http or https"
-    return None
+    scheme = _SCRIPT_LINK.match(value)
+    return script_scheme_problem(scheme.group(1)) if scheme else None

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from contract.items import SCRIPT_LINK, script_scheme_problem
 from kernels.context import channel_code
 from training.events import EVENTS, Catalog, Interactions
 
@@ -354,24 +355,20 @@ def read_items(path: str | Path) -> dict:
     return out
 
 
-_SCHEME = "^[A-Za-z][A-Za-z0-9+.-]*:"
-"""A URL's scheme (RFC 3986), as `server.validation` matches it."""
-
-
 def _check_links(col: pa.ChunkedArray, path: Path, first_line: int, column: str) -> None:
     """A link pages and emails put in an href or src as is: no control character and no scheme
-    but http or https (the server refuses a bundle holding another: ``items.npz: urls``)."""
+    that can run script (`contract.items.SCRIPT_LINK`; the server refuses a bundle holding one:
+    ``items.npz: urls``)."""
     col = col.combine_chunks()
     control = pc.match_substring_regex(col, _CONTROL)
-    scheme = pc.and_(pc.match_substring_regex(col, _SCHEME),
-                     pc.invert(pc.match_substring_regex(col, "^(?i)https?:")))
+    scheme = pc.match_substring_regex(col, SCRIPT_LINK)
     bad = pc.fill_null(pc.or_(control, scheme), False)
     found = _first_bad(bad, col)
     if found is None:
         return
     n, row, value, shown = found
     problem = ("contains a control character (0x00-0x1F or 0x7F)" if control[row].as_py()
-               else f"scheme {value.split(':', 1)[0]!r} is not http or https")
+               else script_scheme_problem(value.split(":", 1)[0].strip(" ")))
     raise ValueError(f"{_where(path, first_line, row, column)}: {shown} {problem} ({n} rows): "
                      "pages and emails put it in an href or src as is")
 

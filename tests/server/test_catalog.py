@@ -127,7 +127,7 @@ async def test_bad_upserts_name_the_field(channel):
     assert "item_ids" in err.value.details()
 
 
-async def test_item_links_are_http_https_or_paths(channel):
+async def test_item_links_are_refused_only_with_a_scheme_that_runs_script(channel):
     # a shop or an email puts url and image in an href or src as they are: a javascript: or
     # data: link stored through UpsertItems would run in the page of every user recommended it
     stub = cgrpc.CatalogServiceStub(channel)
@@ -143,6 +143,7 @@ async def test_item_links_are_http_https_or_paths(channel):
     ok = [cpb.CatalogItem(item_id=f"link-{i}", category="books", url=url, image=image)
           for i, (url, image) in enumerate([("https://shop.example/p/1", "HTTP://cdn.example/1.jpg"),
                                             ("/p/2", "//cdn.example/2.jpg"), ("p/3?a=b:c", ""),
+                                            ("myshop://item/4", ""), ("tel:+33123456789", ""),
                                             ("", "")])]
     change = await stub.UpsertItems(cpb.UpsertItemsRequest(items=ok))
     assert change.accepted == len(ok)

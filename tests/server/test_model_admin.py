@@ -233,6 +233,16 @@ def _script_url(a):  # UpsertItems refuses it; Recommend served it, emails put i
     a["urls"][2] = "javascript:alert(document.cookie)"
 
 
+def _spaced_script_url(a):  # a browser strips the leading space and runs it
+    a["urls"] = a["urls"].astype("U64")
+    a["urls"][3] = "  JavaScript:alert(document.cookie)"
+
+
+def _app_links(a):  # deep links, tel: and mailto: run no script: served as they are
+    a["urls"] = a["urls"].astype("U64")
+    a["urls"][:3] = ["myshop://item/0", "tel:+33123456789", "mailto:shop@example.com"]
+
+
 def _data_image(a):
     a["images"] = a["images"].astype("U64")
     a["images"][4] = "DATA:text/html;base64,PHNjcmlwdD4="
@@ -258,6 +268,7 @@ def _url_with_a_control_character(a):
     ("items.npz", _numeric_category_names, "category_names"),
     ("items.npz", _bytes_titles, "titles"),
     ("items.npz", _script_url, "urls"),
+    ("items.npz", _spaced_script_url, "urls"),
     ("items.npz", _data_image, "images"),
     ("items.npz", _url_with_a_control_character, "urls"),
 ])
@@ -282,6 +293,20 @@ async def test_catalog_and_history_arrays_of_the_wrong_kind_are_refused(
     assert name in str(err.value) and expect in str(err.value)
     status = await asyncio.to_thread(client.model_status)
     assert status.active.version == demo_manifest["version"]
+
+
+async def test_links_with_no_scheme_that_runs_script_are_served(
+        client, copy_bundle, demo_bundle, demo_manifest):
+    """A bundle whose links are an app's deep links, tel: or mailto: is served (the link check
+    refused every scheme but http(s): a bundle from before that check, holding one, stopped
+    serving at the upgrade)."""
+    good = copy_bundle(demo_bundle)
+    manifest = json.loads(json.dumps(demo_manifest))
+    _rewrite_npz(good, "items.npz", manifest, _app_links)
+    _rewrite_manifest(good, files=manifest["files"], version="app-links")
+    await asyncio.to_thread(client.push_bundle, good)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == "app-links"
 
 
 @pytest.mark.parametrize("types", ["view,click,add_to_cart,purchase", 5, ["view", "view"],
