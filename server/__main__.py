@@ -257,6 +257,13 @@ _KEEP_EVERY_KEY = {
     "audit": "audit lines under a dropped key no longer verify, nor any later line chained to "
              "them (`audit verify` calls the log broken); delete an old key from the file by "
              "hand once retention dropped every audit file it signed",
+    "unsubscribe": "every unsubscribe link already sent stops working (the law wants it to "
+                   "work for weeks after the send); delete an old key from the file by hand "
+                   "once the last message it signed is old enough",
+    **dict.fromkeys(("sms-webhook", "delivery-events"),
+                    "the provider signs with the old key until it is given the new one: every "
+                    "inbound request (a STOP, a bounce, a complaint) is refused meanwhile; give "
+                    "the provider the new key, then delete the old one from the file by hand"),
 }
 """Keyrings `secrets rotate --keep` is refused for: their old keys are still needed."""
 

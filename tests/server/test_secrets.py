@@ -1,4 +1,5 @@
 """Keyrings: sources, development generation on loopback only, rotation, refusal elsewhere."""
+import base64
 import json
 import os
 import subprocess
@@ -105,7 +106,8 @@ def test_the_store_id_keyring_is_never_rotated(tmp_path):
     assert (secrets / "store-id.keys").read_text() == before
 
 
-@pytest.mark.parametrize("name", ["erasure", "suppression", "user-id", "encryption", "audit"])
+@pytest.mark.parametrize("name", ["erasure", "suppression", "user-id", "encryption", "audit",
+                                  "unsubscribe", "sms-webhook", "delivery-events"])
 def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
     """Tombstones, suppression entries and impressions are found by keyed hashes under the key
     they were written with: `--keep` would drop keys and with them erased users (back in
@@ -115,9 +117,15 @@ def test_keyrings_whose_old_keys_find_records_keep_them_all(tmp_path, name):
     master key: `--keep 0` overwrote the only copy of the one in use, and every sealed record
     of the store was unreadable for good (the server then refused to start). An audit line
     under a dropped `audit` key no longer verifies, nor does any later line chained to it:
-    `audit verify` called an untouched log broken until retention dropped its files."""
+    `audit verify` called an untouched log broken until retention dropped its files. Every
+    unsubscribe link already sent is signed under an `unsubscribe` key; an SMS provider and a
+    bounce feed sign with the `sms-webhook` and `delivery-events` key they were given: `--keep 0`
+    broke the links, and refused every STOP, bounce and complaint until the provider had the
+    new key."""
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    if name in ("sms-webhook", "delivery-events"):  # optional: the provider's secret, given
+        (secrets / f"{name}.keys").write_text(f"p1:{base64.b64encode(b'p' * 32).decode()}\n")
     run_module("server", "secrets", "rotate", name, "--secrets-dir", str(secrets))
     before = (secrets / f"{name}.keys").read_text()
     refused = run_module("server", "secrets", "rotate", name, "--keep", "0", "--secrets-dir",
