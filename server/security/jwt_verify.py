@@ -118,9 +118,12 @@ class JwtVerifier:
         except Unauthenticated as err:
             self.budget.failed(peer, str(err))
             raise
-        principal = Principal(f"jwt:{claims.get('sub', '?')}",
-                              _roles(claims.get(self.settings.roles_claim, []),
-                                     self.settings.roles_claim))
+        try:
+            roles = _roles(claims.get(self.settings.roles_claim, []), self.settings.roles_claim)
+        except Unauthenticated as err:  # checked again at every call: charged like a failure
+            self.budget.failed(peer, str(err))
+            raise
+        principal = Principal(f"jwt:{claims.get('sub', '?')}", roles)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[token] = (principal, float(claims["exp"]) + self.settings.leeway_seconds)

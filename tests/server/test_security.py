@@ -182,6 +182,11 @@ async def test_a_jwt_roles_claim_that_is_not_role_names_is_refused(chan, jwt_key
         assert code == grpc.StatusCode.UNAUTHENTICATED, roles
         assert "claim is not a list of role names" in details
     await stub.ListCampaigns(req, metadata=bearer(_jwt(jwt_keys, roles=["analyst"])))
+    # each refusal cost a signature check, every time: they count toward the address's budget
+    same = bearer(_jwt(jwt_keys, roles=7))
+    for _ in range(25):
+        code, details = await _code(stub.ListCampaigns(req, metadata=same))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "too many invalid tokens" in details
 
 
 class AuditRecords:
