@@ -25,7 +25,7 @@ class Limits(BaseModel):
     """Every bound a request is checked against (`server.validation` raises INVALID_ARGUMENT
     naming the field). Environment: `TAILOR_LIMITS__<FIELD>`, e.g. `TAILOR_LIMITS__RECOMMEND_K`."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
     id_bytes: int = Field(128, ge=1, le=240)
     """Longest id (user, event, item, campaign, variant, decision) in UTF-8 bytes. Ids are store

@@ -272,3 +272,17 @@ def test_a_flag_over_a_refused_variable_serves_campaigns(server_process, tmp_pat
     with TailorClient(served.target) as client:
         client.create_campaign(spec)
         assert client.choose_variant("c1", "u1").variant_id == "a"
+
+
+def test_a_limit_of_inf_reaches_the_campaigns_writer(server_process, tmp_path):
+    """A float limit that takes inf (no bound: `message_render_seconds`, `send_rate_per_second`,
+    ...) went to the campaigns writer child as JSON the child could not read back: the start
+    died with its traceback. Infinity is handed over as itself."""
+    from clients import TailorClient
+    served = server_process(env={"TAILOR_LIMITS__REWARD_WINDOW_SECONDS": "inf",
+                                 "TAILOR_SECRETS_DIR": str(tmp_path / "s")})
+    spec = {"campaign_id": "c1", "channel": "web", "policy": "fixed",
+            "variants": [{"id": "a", "weight": 1.0}]}
+    with TailorClient(served.target) as client:
+        client.create_campaign(spec)
+        assert client.choose_variant("c1", "u1").variant_id == "a"
