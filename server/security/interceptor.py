@@ -166,8 +166,10 @@ class AuthInterceptor(WrappingInterceptor):
     def _unary(self, method: str, inner, streams_in: bool):
         async def call(request, context):
             principal = await self.authorize(method, context, request)
+            caller = None
             if streams_in:
-                request = _Caller(self, method, context, principal).checking(request)
+                caller = _Caller(self, method, context, principal)
+                request = caller.checking(request)
             token = _principal.set(principal)
             try:
                 if not self._audited(method, principal):
@@ -176,6 +178,9 @@ class AuthInterceptor(WrappingInterceptor):
                                               inner(request, context))
             finally:
                 _principal.reset(token)
+                if caller is not None and caller.denied and not self._audited(method, principal):
+                    await self._record(principal.name, method, "", "PERMISSION_DENIED",
+                                       context.invocation_metadata())
         return call
 
     async def _audit_call(self, method, principal, request, context, pending):
@@ -210,7 +215,7 @@ class AuthInterceptor(WrappingInterceptor):
             finally:
                 with contextlib.suppress(ValueError):  # closed from another context: the task ends
                     _principal.reset(token)
-                if self._audited(method, principal):
+                if self._audited(method, principal) or caller.denied:
                     await self._record(principal.name, method, _target(request), status,
                                        context.invocation_metadata())
         return call
@@ -218,14 +223,17 @@ class AuthInterceptor(WrappingInterceptor):
 
 class _Caller:
     """A streaming call's caller, checked again while the stream runs: `gone()` before each
-    reply it sends, and before each request it reads (`checking`)."""
+    reply it sends, and before each request it reads (`checking`). `denied`: a check found a
+    role taken away (the call is then audited as denied, as one denied at its start is)."""
 
-    __slots__ = ("interceptor", "method", "context", "principal", "authenticator", "due")
+    __slots__ = ("interceptor", "method", "context", "principal", "authenticator", "due",
+                 "denied")
 
     def __init__(self, interceptor: AuthInterceptor, method: str, context, principal: Principal):
         self.interceptor, self.method, self.context = interceptor, method, context
         self.principal, self.authenticator = principal, interceptor.authenticator
         self.due = time.monotonic() + RECHECK_SECONDS
+        self.denied = False
 
     def gone(self) -> TailorError | None:
         """Why the caller may no longer go on (None: it may): its credentials checked again
@@ -246,7 +254,10 @@ class _Caller:
             return Unauthenticated(f"the stream's credentials now name {again.name}, "
                                    f"not {self.principal.name}")
         lacking = interceptor.lacking(again, self.method)
-        return None if lacking is None else PermissionDenied(lacking)
+        if lacking is None:
+            return None
+        self.denied = True
+        return PermissionDenied(lacking)
 
     async def checking(self, requests):
         """`requests`, each read after the caller is checked (`gone`): a caller gone ends the

@@ -76,8 +76,17 @@ async def test_a_reply_after_a_revocation_is_not_sent(counting):
     assert sent == [0, 1]  # the second reply was made, checked, and not sent
 
 
+class _Records:
+    def __init__(self):
+        self.rows = []
+
+    def record(self, principal, method, target, status, request_id, **details):
+        self.rows.append((principal, method, status))
+
+
 async def test_a_reply_after_the_role_is_taken_away_is_not_sent(counting):
     call, path, auth, go, _ = counting
+    auth.audit = audit = _Records()  # denied calls are audited (docs/auth.md), mid-stream too
 
     def demote(p):
         doc = tomllib.loads(p.read_text())
@@ -87,6 +96,11 @@ async def test_a_reply_after_the_role_is_taken_away_is_not_sent(counting):
     err = await _after_first_reply(call, path, auth, go, demote)
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert err.details() == f"reader lacks the role counter for {METHOD}"
+    for _ in range(50):  # the record is written as the call's task ends
+        if audit.rows:
+            break
+        await asyncio.sleep(0.02)
+    assert audit.rows == [("reader", METHOD, "PERMISSION_DENIED")]
 
 
 async def test_a_reload_that_keeps_the_caller_keeps_the_stream(counting):
