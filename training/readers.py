@@ -76,7 +76,8 @@ def _unix_seconds(col: pa.ChunkedArray, unit: str) -> pa.Array:
 def _whole_ids(path: Path, column: str, ids: pa.ChunkedArray) -> pa.ChunkedArray:
     """Integer ids a tool stored as floats (pandas makes an integer column with a missing value
     float64) as the integers they hold: cast to text as floats, 12345678901 would become
-    "1.2345678901e+10", an id no caller asks for. A fraction is a ``ValueError`` naming its row."""
+    "1.2345678901e+10", an id no caller asks for. A fraction, or a value beyond int64 (every
+    one would become -2**63, one id), is a ``ValueError`` naming its row."""
     values = ids.to_numpy()  # a null is NaN here; it, NaN and inf stay null (an empty id)
     finite = np.isfinite(values)
     frac = np.flatnonzero(finite & (values != np.floor(values)))
@@ -84,6 +85,11 @@ def _whole_ids(path: Path, column: str, ids: pa.ChunkedArray) -> pa.ChunkedArray
         raise ValueError(f"{_where(path, 0, int(frac[0]), column)}: {float(values[frac[0]])!r} "
                          f"is not a whole number ({frac.size} ids with a fraction): ids stored "
                          "as floats must hold integers")
+    big = np.flatnonzero(finite & ((values >= 2.0 ** 63) | (values < -2.0 ** 63)))
+    if big.size:
+        raise ValueError(f"{_where(path, 0, int(big[0]), column)}: {float(values[big[0]])!r} "
+                         f"is beyond a 64-bit integer ({big.size} such ids): ids stored as floats "
+                         "must lie in -2**63 .. 2**63 - 1; store them as text")
     return pa.chunked_array([pa.array(np.where(finite, values, 0).astype(np.int64), mask=~finite)])
 
 

@@ -330,6 +330,25 @@ def test_parquet_ids_with_a_fraction_are_refused(tmp_path):
         read_interactions(tmp_path / "i.parquet")
 
 
+@pytest.mark.parametrize("big", [2.0 ** 63, 1e20, -1e20])
+def test_parquet_float_ids_beyond_int64_are_refused(tmp_path, big):
+    # every such id became "-9223372036854775808" (only a numpy RuntimeWarning): all those
+    # users merged into one
+    pq.write_table(pa.table({"user_id": [2.0, big], "item_id": [3, 4], "timestamp": [1, 2],
+                             "event": ["view", "view"]}), tmp_path / "i.parquet")
+    with pytest.raises(ValueError, match=r"i.parquet: row 2, column 'user_id': .* is beyond "
+                                         r"a 64-bit integer"):
+        read_interactions(tmp_path / "i.parquet")
+
+
+def test_parquet_float_ids_at_the_int64_bounds_are_read(tmp_path):
+    low, high = -2.0 ** 63, 2.0 ** 63 - 1024   # doubles are 1024 apart just below 2**63
+    pq.write_table(pa.table({"user_id": [low, high], "item_id": [3, 4], "timestamp": [1, 2],
+                             "event": ["view", "view"]}), tmp_path / "i.parquet")
+    assert read_interactions(tmp_path / "i.parquet")["user_id"].to_pylist() == [
+        str(-2 ** 63), str(2 ** 63 - 1024)]
+
+
 def test_a_nan_parquet_float_id_is_an_empty_id(tmp_path):
     pq.write_table(pa.table({"user_id": [1.0, float("nan")], "item_id": [3, 4],
                              "timestamp": [1, 2], "event": ["view", "view"]}), tmp_path / "i.parquet")
