@@ -98,14 +98,23 @@ def test_a_tiny_sample_shows_undefined_estimates_as_such_and_warns():
     assert "not to be trusted" not in format_report(evaluate_timing(TimingConfig(n_users=600)))
 
 
-def test_a_window_without_the_fixed_send_time_is_refused(capsys):
+def test_a_window_without_the_fixed_send_time_is_refused():
     """The windows open at 00:00 UTC; with --window-hours 4 the "fixed (09:00 UTC)" row was
     the window's last slot (03:00), silently another policy under the same name."""
-    from training.cli import main
-
     with pytest.raises(ValueError, match="09:00 UTC"):
         evaluate_timing(TimingConfig(n_users=50, window_hours=9))
-    assert main(["evaluate-timing", "--users", "50", "--window-hours", "4"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and "window_hours" in err and "Traceback" not in err
     evaluate_timing(TimingConfig(n_users=50, window_hours=10))  # 09:00-10:00 is its last slot
+
+
+@pytest.mark.parametrize("hours", ["1", "9", "169", "0"])
+def test_window_hours_outside_10_to_168_is_an_argparse_error(hours, capsys):
+    # --window-hours 1..9 passed the parser (1..168) and was refused only after the history
+    # simulation (9 s with the default users); the help says "10 to 168"
+    from training.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["evaluate-timing", "--window-hours", hours])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument --window-hours: expected a whole number in 10..168" in err, err
+    assert err.count("error:") == 1

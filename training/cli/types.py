@@ -32,11 +32,21 @@ def positive_int(text: str) -> int:
 
 
 def window_hours(text: str) -> int:
-    """A send window's length in hours: a whole number in 1..168 (`kernels.send_time.MAX_SLOTS`)."""
+    """``evaluate-timing``'s send window in hours from 00:00 UTC: a whole number from the hour
+    after the fixed policy's send (`training.timing.TimingConfig.fixed_utc_hour`, 09:00: 10)
+    to `kernels.send_time.MAX_SLOTS` (168), refused here rather than after the simulation."""
     from kernels.send_time import MAX_SLOTS
-    value = _whole(text, 1)
-    if value > MAX_SLOTS:
-        raise argparse.ArgumentTypeError(f"expected a whole number in 1..{MAX_SLOTS}, got {text!r}")
+    from training.timing import TimingConfig
+
+    least = TimingConfig.fixed_utc_hour + 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = least - 1
+    if not least <= value <= MAX_SLOTS:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number in {least}..{MAX_SLOTS} (the window must hold the fixed "
+            f"policy's {least - 1:02d}:00 UTC send), got {text!r}")
     return value
 
 
