@@ -18,6 +18,11 @@ __all__ = ["IndexParams", "build_index", "recall_at_k"]
 
 logger = logging.getLogger("tailor.training.index")
 
+DEFAULT_THREADS = faiss.omp_get_max_threads()
+"""FAISS's (OpenMP's) thread count before any `build_index` set one: ``OMP_NUM_THREADS``, else
+the cores this process may use. ``threads=0`` builds with it (``omp_set_num_threads(0)`` would
+be one thread)."""
+
 
 @dataclass(frozen=True)
 class IndexParams:
@@ -30,7 +35,7 @@ class IndexParams:
     ivf_lists: int = 0             # 0: 4 * sqrt(n)
     target_recall: float = 0.95
     n_queries: int = 2_000
-    threads: int = 2
+    threads: int = 2               # 0: FAISS's default (DEFAULT_THREADS)
     seed: int = 0
 
 
@@ -117,7 +122,7 @@ def build_index(item_vecs: np.ndarray, params: IndexParams = IndexParams(),
     info : dict
         ``type``, ``metric``, ``n_items``, ``params``, ``search_params``, ``recall_at_10``.
     """
-    faiss.omp_set_num_threads(params.threads)
+    faiss.omp_set_num_threads(params.threads or DEFAULT_THREADS)
     vecs = np.ascontiguousarray(item_vecs, np.float32)
     n = vecs.shape[0]
     kind = params.kind

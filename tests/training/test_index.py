@@ -59,3 +59,26 @@ def test_recall_is_tie_aware_and_ignores_zero_queries():
     other = exact.copy()
     other[0, -1] = positives[np.argsort(vecs[positives, 0])][0]  # a worse positive item
     assert recall_at_k(other, exact, queries=q, vecs=vecs, exact_scores=scores) == pytest.approx(0.9)
+
+
+def test_threads_0_leaves_faiss_its_default_thread_count(tmp_path):
+    # --threads 0 ("the libraries' default") called faiss.omp_set_num_threads(0): one thread
+    import os
+    import subprocess
+    import sys
+
+    script = ("import faiss, numpy as np\n"
+              "from training.index import IndexParams, build_index\n"
+              "vecs = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)\n"
+              "seen = []\n"
+              "for threads in (0, 1, 0):\n"
+              "    build_index(vecs, IndexParams(threads=threads))\n"
+              "    seen.append(faiss.omp_get_max_threads())\n"
+              "print(seen)\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**os.environ, "OMP_NUM_THREADS": "3", "PYTHONPATH": root}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # OMP_NUM_THREADS is OpenMP's default; an earlier --threads 1 does not stick either
+    assert proc.stdout.strip() == "[3, 1, 3]"
