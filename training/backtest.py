@@ -143,12 +143,18 @@ FULL_SEEN_FILTERING = {
 
 NOT_INHERITED = frozenset(f"TAILOR_{name}" for name in (
     "HOST", "PORT", "METRICS_PORT", "PUBLIC_HTTP_PORT", "PUBLIC_URL", "AUTH_CONFIG", "TLS_CERT",
-    "TLS_KEY", "TLS_CLIENT_CA", "INSECURE", "WORKERS", "DATA_DIR", "BUNDLE"))
+    "TLS_KEY", "TLS_CLIENT_CA", "INSECURE", "WORKERS", "DATA_DIR", "BUNDLE",
+    "SMTP_HOST", "SMTP_PORT", "SMTP_SECURITY", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_FROM",
+    "SMTP_TIMEOUT_SECONDS", "SMTP_CA_FILE", "DKIM_KEY_FILE", "DKIM_SELECTOR", "DKIM_DOMAIN",
+    "SMS_WEBHOOK_URL", "PUSH_WEBHOOK_URL"))
 """Settings that say where and how a server listens and who may call it: a production server's
 (an environment file sourced for the retrain job) would make the backtest's loopback server
 bind the production metrics or public port (in use: it exits), listen on 0.0.0.0 (refused
-without TLS) or refuse the backtest's own calls. Every other setting (keyrings, limits, serving
-policy) is inherited, so the bundle is served as production serves it."""
+without TLS) or refuse the backtest's own calls. And where messages are delivered (SMTP relay,
+DKIM key, SMS and push webhooks): the loopback server sends none, and a production relay
+checked without the production `--insecure` (plain SMTP off this host), a webhook without its
+keyring here or a DKIM key on another host would make it exit. Every other setting (keyrings,
+limits, serving policy) is inherited, so the bundle is served as production serves it."""
 
 
 def _inherited(environ) -> dict:

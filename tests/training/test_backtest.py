@@ -137,3 +137,32 @@ def test_the_backtests_server_does_not_take_the_production_servers_listeners(
         monkeypatch.setenv("tailor_host", "0.0.0.0")
         server = _Server(tmp_path, demo_bundle, timeout=120)
         server.stop()
+
+
+def test_the_backtests_server_does_not_take_the_production_servers_delivery_settings(
+        tmp_path, monkeypatch, demo_bundle):
+    # a production environment with a plain SMTP relay on the LAN and --insecure: the loopback
+    # server (INSECURE not inherited) exited 2 on the relay, as it would on a webhook URL
+    # without its keyring or a DKIM key that is not on this host; it sends no messages
+    from training.backtest import _Server
+
+    monkeypatch.setenv("TAILOR_SMTP_HOST", "10.1.2.3")
+    monkeypatch.setenv("TAILOR_SMTP_SECURITY", "none")
+    monkeypatch.setenv("TAILOR_SMTP_PASSWORD", "relay-secret")
+    monkeypatch.setenv("TAILOR_INSECURE", "1")
+    monkeypatch.setenv("TAILOR_SMS_WEBHOOK_URL", "https://sms.example/send")
+    monkeypatch.setenv("tailor_dkim_key_file", str(tmp_path / "dkim.pem"))   # not here
+    monkeypatch.setenv("TAILOR_DKIM_SELECTOR", "s1")
+    monkeypatch.setenv("TAILOR_DKIM_DOMAIN", "shop.example")
+    server = _Server(tmp_path, demo_bundle, timeout=120)
+    server.stop()
+
+
+def test_every_delivery_setting_is_left_out_of_the_backtests_server():
+    from server.config import Settings
+    from training.backtest import NOT_INHERITED
+
+    delivery = {f"TAILOR_{name.upper()}" for name in Settings.model_fields
+                if name.startswith(("smtp_", "dkim_")) or name.endswith("_webhook_url")}
+    assert {"TAILOR_SMTP_HOST", "TAILOR_DKIM_KEY_FILE", "TAILOR_PUSH_WEBHOOK_URL"} <= delivery
+    assert delivery <= NOT_INHERITED
