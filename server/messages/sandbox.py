@@ -342,24 +342,45 @@ _COLLECTIONS = (list, tuple, dict, set, frozenset, type({}.keys()), type({}.valu
 """What is written out as the text of its items (a dict's views too: `{{ d.items() }}`)."""
 
 
+class _Left:
+    """Marks, on `_text_size`'s walk, the end of a container's items (`node`: kept alive, so
+    its id stays its own while it is on the path)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node):
+        self.node = node
+
+
 def _text_size(value, most: int) -> int:
     """About the characters a list, tuple, set or dict is as text (`str(value)`: its strings'
-    lengths, 2 a collection, 1 anything else), counted up to past `most`: a list holding one
-    200 kB string 2,000 times has a length of 2,000 and is 400 MB as text."""
-    total, todo = 0, [value]
+    lengths, 2 a collection and 2 an item in it, 1 anything else), counted up to past `most`:
+    a list holding one 200 kB string 2,000 times has a length of 2,000 and is 400 MB as text.
+    A container inside itself is 5 (`[...]`), as `str` writes it; one met again elsewhere is
+    counted again, as `str` writes it again. Every item walked counts, so the walk ends after
+    about `most` items however the containers share (a list holding itself 3,000 times was
+    walked for ever: 3 GB)."""
+    total, todo, inside = 0, [value], set()
     while todo and total <= most:
         node = todo.pop()
         if isinstance(node, _TEXT):
             total += len(node)
-        elif isinstance(node, dict):
-            todo += [*node.keys(), *node.values()]
-            total += 2
-        elif isinstance(node, _COLLECTIONS):
-            todo += node
-            total += 2
-        elif isinstance(node, Namespace):  # written out as `<Namespace {its attributes}>`
-            todo.append(node._Namespace__attrs)
-            total += 12
+        elif type(node) is _Left:
+            inside.discard(id(node.node))
+        elif isinstance(node, (*_COLLECTIONS, Namespace)):
+            if id(node) in inside:
+                total += 5
+                continue
+            inside.add(id(node))
+            todo.append(_Left(node))
+            if isinstance(node, Namespace):  # written out as `<Namespace {its attributes}>`
+                todo.append(node._Namespace__attrs)
+                total += 12
+                continue
+            items = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+            total += 2 + 2 * len(items)  # and a ", " each
+            if total <= most:
+                todo += items
         else:
             total += 1
     return total

@@ -173,6 +173,42 @@ async def test_a_filter_building_by_its_arguments_is_refused_before_it_builds(so
     assert peak < 5_000_000
 
 
+@pytest.mark.parametrize("n", [10, 3000])
+async def test_a_list_holding_itself_is_written_as_python_writes_it(n):
+    """`l.append(l)` n times: its text is `[[...], ...]`; the collection-text walk followed
+    the cycle (3,000 appends: 3 GB, 30,000 would exhaust the worker) and refused 10 of them,
+    70 characters, as over the bound."""
+    source = ("{% set l = [] %}{% for i in range(" + str(n) + ") %}{% set _ = l.append(l) %}"
+              "{% endfor %}{{ l }}|{{ l | string | length }}|{{ [l, {'k': l}] }}")
+    compiled = compile_variants([("a", {"text": source})], ["sms"])
+    tracemalloc.start()
+    try:
+        out = await asyncio.wait_for(compiled.render("a", {}), 2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    text = "[" + ", ".join(["[...]"] * n) + "]"
+    assert out == {"text": f"{text}|{len(text)}|[{text}, {{'k': {text}}}]"}
+    assert peak < 5_000_000
+
+
+@pytest.mark.parametrize("source", [
+    "{% set l = [] %}{% set _ = l.append(l) %}{% set _ = l.extend(l * 39999) %}{{ l }}",
+    '{% set s = "x" * 200000 %}{% set a = [s] %}{{ [a, a] }}',
+    "{% set ns = namespace(a=[1, 1]) %}{% for i in range(60) %}{% set ns.a = [ns.a, ns.a] %}"
+    "{% endfor %}{{ ns.a }}",
+])
+async def test_a_collection_long_as_text_is_refused_quickly_however_it_shares(source):
+    """A list holding itself 40,000 times (280 kB as text), one holding a 200 kB list twice,
+    one sharing its halves 60 levels deep (2**60 items as text): refused, walking at most
+    about the bound's count of items."""
+    compiled = compile_variants([("a", {"text": source})], ["sms"])
+    started = time.monotonic()
+    with pytest.raises(RenderFailed, match="OverRenderBudget: a collection's text of more"):
+        await asyncio.wait_for(compiled.render("a", {}), 5)
+    assert time.monotonic() - started < 2
+
+
 def test_ordinary_joins_wraps_and_json_still_work():
     out = asyncio.run(compile_variants([("a", {"text": (
         '{{ range(3) | join(", ") }}|{{ "-".join(["a", "b"]) }}|{{ range(3) | map("string") | join }}|'
