@@ -12,17 +12,19 @@ huge values or looping for long: `{{ "x" * 50000000 }}` builds 50 MB, and two ne
 - characters (`limits.message_part_bytes`, in characters: a part of more characters has at least
   as many bytes): no `*`, `**`, `+`, `~` (also rewritten at compile time), call or filter
   returns a longer value, a widening string method or filter given a width past it, or a
-  `replace` or `translate` that would build one, is refused before it runs (`"x".ljust(10**9)`,
-  `|center(10**9)`), as is a format whose width or precision is past it (`"%0*d" % (10**9, 1)`,
-  `|format`, `"{:>{}}".format(1, 10**9)`: 400 MB and seconds before the result was checked;
+  `replace`, `translate` or `|urlize` (its `target` and `rel` in every link) that would build
+  one, is refused before it runs (`"x".ljust(10**9)`, `|center(10**9)`), as is a format whose
+  width or precision is past it (`"%0*d" % (10**9, 1)`, `|format`,
+  `"{:>{}}".format(1, 10**9)`: 400 MB and seconds before the result was checked;
   a constant one was even built when the template compiled) and an integer product of more
   digits (squaring a power twelve times: 20 s of CPU and 200 MB for one message), and what a
   filter or method builds from its arguments alone (`join`'s separators, `wordwrap`'s
   wrapstrings, `tojson`'s indents, `int.to_bytes`; `slice`'s lists and `batch`'s fill spend
-  steps: `_check_built`), and a list, tuple, set or dict over the bound as text (its strings
-  added up: `[s] * 2000` of a 200 kB `s` has a length of 2,000 and is 400 MB as text) before
-  it is written out (`{{ }}`, `~`, `%`, `str.format`, `str.join`, every filter but the
-  structural ones: `_check_text`); and output stops past it.
+  steps: `_check_built`; `|replace`, `|format` and `|urlize` are checked on the text Jinja
+  makes of any value: `([1] * 2000) | replace("", s)`), and a list, tuple, set or dict over
+  the bound as text (its strings added up: `[s] * 2000` of a 200 kB `s` has a length of 2,000
+  and is 400 MB as text) before it is written out (`{{ }}`, `~`, `%`, `str.format`,
+  `str.join`, every filter but the structural ones: `_check_text`); and output stops past it.
 
 `lipsum` (paragraphs of filler on demand) is not among the globals.
 
@@ -44,7 +46,7 @@ from jinja2.runtime import markup_join, str_join
 from jinja2.sandbox import SandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
 from jinja2.utils import Namespace
 from jinja2.visitor import NodeTransformer
-from markupsafe import Markup
+from markupsafe import Markup, escape, soft_str
 
 from ..config import DEFAULT_LIMITS, Limits
 
@@ -241,11 +243,49 @@ def _check_widths(budget: Budget, name: str, obj, args) -> None:
         if name in _REPEATING and isinstance(obj, _TEXT):
             budget.check_size(_repeated_size(name, obj, args), "a widened string")
     elif name == "replace" and len(args) >= 2 and _one_kind(obj, *args[:2]):
-        # an empty `old` matches around every character: "".count gives len + 1
-        budget.check_size(len(obj) + obj.count(args[0]) * len(args[1]), "a replaced string")
+        _check_replaced(budget, obj, args[0], escape(args[1]) if isinstance(obj, Markup)
+                        else args[1])  # (Markup.replace escapes `new`)
     elif name == "translate" and isinstance(obj, str) and args and \
             isinstance(args[0], (dict, list, tuple)):
         budget.check_size(_translated_size(obj, args[0]), "a translated string")
+
+
+def _check_replaced(budget: Budget, text, old, new) -> None:
+    # an empty `old` matches around every character: "".count gives len + 1
+    budget.check_size(len(text) + text.count(old) * len(new), "a replaced string")
+
+
+def _replace_filter(budget: Budget, eval_ctx, value, rest: list, kwargs: dict) -> None:
+    """Refuse, before it runs, a `|replace` whose result would be over the bound, on the text
+    Jinja's `do_replace` replaces in: any value's (`([1] * 2000) | replace("", "y" * 200000)`
+    built 1.2 GB: only a string's was checked), escaped when `old` or `new` is Markup."""
+    old, new = _argument(rest, kwargs, 0, "old"), _argument(rest, kwargs, 1, "new")
+    if old is None or new is None:
+        return
+    if not eval_ctx.autoescape:
+        text, old, new = str(value), str(old), str(new)
+    else:
+        html = hasattr(old, "__html__") or hasattr(new, "__html__") and \
+            not hasattr(value, "__html__")
+        text, old, new = escape(value) if html else soft_str(value), soft_str(old), soft_str(new)
+        new = escape(new) if isinstance(text, Markup) else new
+    _check_replaced(budget, text, old, new)
+
+
+def _urlize_filter(budget: Budget, value, rest: list, kwargs: dict) -> None:
+    """Refuse, before it runs, a `|urlize` whose links would be over the bound: each copies
+    `target` and `rel` (`("http://a.bc " * 2000) | urlize(target="y" * 100000)` built 430 MB
+    before its size was checked). A link holds a `:` (its scheme's), `www.` or `@`; its URL,
+    written twice, and the escaping are at most a few times the text. Each word tried against
+    each extra scheme spends a step (10,000 of each: 17 s in one step)."""
+    text = str(escape(value))
+    target, rel = _argument(rest, kwargs, 2, "target"), _argument(rest, kwargs, 3, "rel")
+    schemes = _argument(rest, kwargs, 4, "extra_schemes")
+    attributes = 64 + sum(len(escape(a)) for a in (target, rel) if a)  # ' target=""', ...
+    links = text.count("@") + text.count("www.") + text.count(":")
+    budget.check_size(len(text) + links * attributes, "a linked text")
+    if schemes and hasattr(schemes, "__len__"):
+        budget.spend(len(schemes) * len(text.split()))
 
 
 def _translated_size(text: str, table: dict) -> int:
@@ -409,8 +449,9 @@ def _bounded_filter(name: str, function):
     """Filter `name` spending its steps (one, and one an item of a list, tuple or dict it is
     given) and checking its widths and its result's size."""
     skip = 0 if getattr(function, "jinja_pass_arg", None) is None else 1  # context, env first
-    widening = name in _WIDENING or name == "replace"
+    widening = name in _WIDENING
     printf = name == "format"  # `"%*d" | format(width, n)`: the `%` operator's widths
+    replacing, linking = name == "replace", name == "urlize"  # on any value's text
     building = name in _BUILDING
     textual = name not in _STRUCTURAL
     maybe_async = getattr(function, "jinja_async_variant", False)  # join, sum, map, ...
@@ -424,8 +465,12 @@ def _bounded_filter(name: str, function):
             _check_text(budget, value, *args[skip + 1:], *kwargs.values())
         if widening:
             _check_widths(budget, name, value, list(args[skip + 1:]) + list(kwargs.values()))
-        elif printf and isinstance(value, str):
-            _check_printf(budget, value, kwargs or tuple(args[skip + 1:]))
+        elif printf:  # on the value's text (`["%0*d"] | format(10**8, 1)`: 400 MB)
+            _check_printf(budget, soft_str(value), kwargs or tuple(args[skip + 1:]))
+        elif replacing:
+            _replace_filter(budget, args[0], value, list(args[skip + 1:]), kwargs)
+        elif linking:
+            _urlize_filter(budget, value, list(args[skip + 1:]), kwargs)
         elif building:
             checked = _check_built(budget, name, value, list(args[skip + 1:]), kwargs)
             if checked is not value:

@@ -135,6 +135,16 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ('{{ ("x" * 8000).translate(["y" * 8000] * 121) | length }}', "a translated string"),
     ('{{ ("x" * 8000).replace("", "y" * 8000) | length }}', "a replaced string"),
     ('{{ ("x" * 8000) | replace("", "y" * 8000) | length }}', "a replaced string"),
+    ('{{ ([1] * 200) | replace("", "y" * 20000) | length }}', "a replaced string"),
+    ('{{ (10 ** 400) | replace("", "y" * 20000) | length }}', "a replaced string"),
+    ('{{ ("x" * 2000) | replace("", 10 ** 3000) | length }}', "a replaced string"),
+    ('{{ ("&" * 60000) | replace("&amp;" | safe, "y" * 200) | length }}', "a replaced string"),
+    ('{{ (("x" * 2000) | safe).replace("", "<" * 100) | length }}', "a replaced string"),
+    ('{{ ["%0*d"] | format(10000000, 1) | length }}', "a width for a formatted value"),
+    ('{{ ("http://a.bc " * 200) | urlize(target="y" * 100000) | length }}', "a linked text"),
+    ('{{ ("www.a.bc " * 200) | urlize(rel="y" * 100000) | length }}', "a linked text"),
+    ('{{ ("a " * 3000) | urlize(extra_schemes=["ab:"] * 3000) | length }}',
+     "more than 100000 loop items"),
     ('{{ ("\t" * 8000).expandtabs(8000) | length }}', "a widened string"),
     ('{{ ("\n" * 8000) | indent(8000, true, true) | length }}', "a widened string"),
     ('{{ ("a\n" * 8000) | indent("y" * 8000) | length }}', "a widened string"),
@@ -248,6 +258,18 @@ def test_time_waiting_for_recommendations_is_not_the_renders():
         time.sleep(0.15)
         with pytest.raises(OverRenderBudget, match="more than 0.1 s of rendering"):
             budget.spend(1)
+
+
+def test_ordinary_replaces_formats_and_links_of_any_value_still_work():
+    out = asyncio.run(compile_variants([("a", {"html": (
+        '{{ [1, 2] | replace("1", "x") }}|{{ 12 | replace("", "-") }}|{{ ["%s"] | format(1) }}|'
+        '{{ "go to www.a.bc or http://x.yz." | urlize(target="_blank") }}|'
+        '{{ "a@b.cd ab:c" | urlize(extra_schemes=["ab:"]) }}|{{ 5 | urlize }}')})],
+        ["email"]).render("a", {}))
+    assert out == {"html": "[x, 2]|-1-2-|[&#39;1&#39;]|go to <a href=\"https://www.a.bc\" "
+                           'rel="noopener" target="_blank">www.a.bc</a> or <a href="http://x.yz" '
+                           'rel="noopener" target="_blank">http://x.yz</a>.|<a href="mailto:a@b.cd">'
+                           'a@b.cd</a> <a href="ab:c" rel="noopener">ab:c</a>|5'}
 
 
 def test_a_constant_format_is_not_built_when_the_template_compiles():
