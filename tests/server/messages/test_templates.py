@@ -166,6 +166,14 @@ async def test_a_value_over_the_bound_is_refused_before_it_is_built(source):
     ('{% set l = [1] %}{% for i in range(23) %}{{ l.extend(l) or "" }}{% endfor %}done',
      "more than 100000 loop items"),
     ("{{ range(1) | batch(30000000, 0) | list | length }}", "more than 100000 loop items"),
+    ('{% set big = [0] * 2000 %}{{ ([big] * 1000) | select | sum(start=[]) | length }}',
+     "more than 100000 loop items"),
+    ('{% set big = [0] * 2000 %}{{ ([{"a": big}] * 1000) | select | sum("a", []) | length }}',
+     "more than 100000 loop items"),
+    ('{% set big = range(2000) %}{{ ([big] * 1000) | sum(start=[]) | length }}',
+     "more than 100000 loop items"),
+    ('{% set s = "x" * 100000 %}{{ ([s] * 40) | select | sum(start="") | length }}',
+     "a summed value"),
     ("{{ range(1) | slice(3000000) | list | length }}", "more than 100000 loop items"),
 ])
 async def test_a_filter_building_by_its_arguments_is_refused_before_it_builds(source, over):
@@ -270,6 +278,16 @@ def test_ordinary_replaces_formats_and_links_of_any_value_still_work():
                            'rel="noopener" target="_blank">www.a.bc</a> or <a href="http://x.yz" '
                            'rel="noopener" target="_blank">http://x.yz</a>.|<a href="mailto:a@b.cd">'
                            'a@b.cd</a> <a href="ab:c" rel="noopener">ab:c</a>|5'}
+
+
+def test_ordinary_sums_still_add_up():
+    out = asyncio.run(compile_variants([("a", {"text": (
+        '{{ [1, 2.5] | sum }}|{{ [{"n": 2}, {"n": 3}] | sum("n") }}|{{ [1] | sum(start=10) }}|'
+        '{{ [[1, 2], [3]] | sum(start=[]) }}|{{ [[1], [2]] | select | sum(start=[0]) }}|'
+        '{{ [{"n": [1]}, {"n": [2]}] | sum(attribute="n", start=[]) }}|'
+        '{{ ["a", "b"] | sum(start="") }}|{{ [(1,), (2,)] | sum(start=()) }}')})],
+        ["sms"]).render("a", {}))
+    assert out == {"text": "3.5|5|11|[1, 2, 3]|[0, 1, 2]|[1, 2]|ab|(1, 2)"}
 
 
 def test_a_constant_format_is_not_built_when_the_template_compiles():
