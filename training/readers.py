@@ -302,8 +302,17 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
 
 
 def item_id_bytes() -> int:
-    """The item id limit: ``TAILOR_LIMITS__ID_BYTES`` when set (the server's), else 128."""
+    """The item id limit, as the server reads it from its environment: ``TAILOR_LIMITS__ID_BYTES``,
+    else ``id_bytes`` in the ``TAILOR_LIMITS`` JSON, else 128. (A server config file's
+    ``[limits]`` is not read here: give the training job one of those variables.)"""
     text = os.environ.get("TAILOR_LIMITS__ID_BYTES", "").strip()
+    if not text and os.environ.get("TAILOR_LIMITS", "").strip():
+        try:
+            doc = json.loads(os.environ["TAILOR_LIMITS"])
+        except ValueError:
+            raise ValueError("TAILOR_LIMITS: not valid JSON") from None
+        value = doc.get("id_bytes") if isinstance(doc, dict) else None
+        text = "" if value is None else str(value)
     try:
         return int(text) if text else ITEM_ID_BYTES
     except ValueError:

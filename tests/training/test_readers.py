@@ -306,6 +306,13 @@ def test_the_item_id_limit_follows_the_servers(tmp_path, monkeypatch):
     monkeypatch.setenv("TAILOR_LIMITS__ID_BYTES", "140")
     with pytest.raises(ValueError, match="at most 140"):
         read_interactions(f)
+    # the server's limits given as one JSON variable (TAILOR_LIMITS) count too
+    monkeypatch.delenv("TAILOR_LIMITS__ID_BYTES")
+    monkeypatch.setenv("TAILOR_LIMITS", '{"id_bytes": 200, "recommend_k": 50}')
+    assert read_interactions(f)["item_id"].to_pylist() == [_LONG]
+    monkeypatch.setenv("TAILOR_LIMITS", '{"recommend_k": 50}')
+    with pytest.raises(ValueError, match=f"at most {ITEM_ID_BYTES}"):
+        read_interactions(f)
 
 
 def test_parquet_ids_stored_as_floats_read_as_the_integers_they_hold(tmp_path):
