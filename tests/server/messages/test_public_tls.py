@@ -64,7 +64,7 @@ async def test_connections_in_their_tls_handshake_count_toward_the_cap_and_are_b
 
 
 async def test_a_reload_to_a_certificate_without_its_key_keeps_serving_the_old_pair(
-        settings, tmp_path):
+        settings, tmp_path, caplog):
     """A rotation copied half-way (the new certificate in place, the key still the old one),
     then SIGHUP. Before: the reload loaded the new certificate into the live context, which
     dropped the old key (it no longer matched), then refused the old key: every later
@@ -76,6 +76,8 @@ async def test_a_reload_to_a_certificate_without_its_key_keeps_serving_the_old_p
         following = ca.issue("next")
         shutil.copy(following.cert, issued.cert)  # the new certificate, not yet its key
         server.reload()
+        failed = [r.getMessage() for r in caplog.records if "public HTTP" in r.getMessage()]
+        assert failed and str(issued.cert) in failed[0] and str(issued.key) in failed[0]
         async with aiohttp.ClientSession() as http:
             async with http.get(url, ssl=trust) as res:  # the old pair serves on
                 assert res.status == 200
