@@ -156,8 +156,8 @@ def server_ssl_context(tls) -> tuple[ssl.SSLContext | None, Callable[[], None]]:
         try:
             fresh = _context(tls)
         except (OSError, ssl.SSLError, TlsFileInvalid) as err:
-            logger.error("TLS reload (public HTTP) of %s and %s failed, keeping the current "
-                         "certificate: %s", tls.cert, tls.key, err)
+            logger.error("TLS reload (public HTTP) failed, keeping the current certificate "
+                         "(reading %s and %s): %s", tls.cert, tls.key, err)
             return
 
         def switch(sock, server_name: str | None, current: ssl.SSLContext) -> None:
