@@ -9,7 +9,7 @@ For each call it
 - with `access_log`, logs one line per call on `tailor.access` (method, status, milliseconds).
 
 It is the outermost interceptor (before authentication), so refused calls are counted, logged
-and carry a request id too. Handlers are wrapped once per method, at the method's first call.
+and carry a request id too. Each handler is wrapped once, at its first call.
 """
 from __future__ import annotations
 
@@ -25,37 +25,24 @@ from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
 
-__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "WrappingInterceptor", "final_status",
-           "handler_parts"]
+__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "final_status", "handler_parts", "reading_later"]
 
 REQUEST_ID_KEY = "x-request-id"
 access_logger = logging.getLogger("tailor.access")
 _new_request_id = RandomIds(8)
 
 
-class WrappingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps each method's handler once, at the method's first call (`_wrap`); a method it
-    `_skips` keeps its handler."""
-
-    def __init__(self):
-        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
-
-    async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
-        wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None or self._skips(method):
-            return handler
-        wrapped = self._wrapped[method] = self._wrap(method, handler)
-        return wrapped
-
-    def _skips(self, method: str) -> bool:
-        return False
-
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        raise NotImplementedError
+def reading_later(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHandler:
+    """A handler of `handler`'s unary-request method whose `behaviour(requests, context)`
+    reads the one request itself, from a stream, when it chooses. gRPC reads a unary call's
+    request before its handler runs, and a stream's messages only as its handler asks: so a
+    caller refused before reading costs no more than the transport's window, whatever the
+    request's size. Metrics still count it as the method's own kind (`handler_parts`)."""
+    behaviour.unary_request = True
+    make = (grpc.stream_stream_rpc_method_handler if handler.response_streaming
+            else grpc.stream_unary_rpc_method_handler)
+    return make(behaviour, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
 
 
 def handler_parts(handler: grpc.RpcMethodHandler) -> tuple[str, Callable, Callable]:
@@ -70,17 +57,33 @@ def handler_parts(handler: grpc.RpcMethodHandler) -> tuple[str, Callable, Callab
         kind, inner, make = "server_stream", handler.unary_stream, grpc.unary_stream_rpc_method_handler
     else:
         kind, inner, make = "unary", handler.unary_unary, grpc.unary_unary_rpc_method_handler
+    if streams_in and getattr(inner, "unary_request", False):  # `reading_later`'s
+        kind = "server_stream" if streams_out else "unary"
     return kind, inner, lambda behaviour: make(
         behaviour, request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer)
 
 
-class RpcInterceptor(WrappingInterceptor):
-    """Wraps each method's handler so every call is identified, counted and timed."""
+class RpcInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler so every call is identified, counted and timed.
+
+    Each handler it is given is wrapped once, at its first call, and every later call given
+    the same handler gets the same wrapper. The interceptor inside it may answer one method
+    with more than one handler (authentication: one that reads the request at once, one that
+    reads it only once the caller is known), so it asks at every call."""
 
     def __init__(self, access_log: bool = False):
-        super().__init__()
         self.access_log = access_log
+        self._wrapped: dict[grpc.RpcMethodHandler, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = self._wrapped.get(handler)
+        if wrapped is None:
+            wrapped = self._wrapped[handler] = self._wrap(handler_call_details.method, handler)
+        return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         """The same kind of handler, each call observed."""

@@ -1,7 +1,14 @@
 """The authentication + authorization interceptor: every call is authenticated, then checked
 against the roles the auth config grants; the handler finds the caller in `current_principal()`.
 
-It sits before the metrics interceptor and the error mapping. Health and reflection stay open.
+It sits after the metrics interceptor and before the error mapping. Health and reflection stay
+open.
+
+A caller is known before its request is read: gRPC reads a unary call's request (up to
+`grpc_max_message_bytes`) before the handler runs, so a call whose metadata alone does not
+name its caller (`Authenticator.known`: no token, an unknown one, a JWT not yet verified, a
+client certificate) gets a handler that authenticates it with its transport first and reads
+the request only then (`rpc.reading_later`): a stranger's request is never read.
 Denied calls and calls to sensitive methods (`roles.SENSITIVE`, and unmasked reads) go to the
 optional audit log with their final status; failed authentication too, collapsed per (peer,
 reason) and interval (`failures.FailedAuthDigest`: anyone can fail, nobody may fill the disk).
@@ -22,7 +29,7 @@ import grpc
 
 from ..errors import PermissionDenied, TailorError, Unauthenticated
 from ..logging import current_call
-from ..rpc import WrappingInterceptor, final_status, handler_parts
+from ..rpc import final_status, handler_parts, reading_later
 from .authn import Authenticator
 from .failures import FailedAuthDigest
 from .logging import logger
@@ -39,6 +46,9 @@ ADDRESS_CHARS = 1024
 NOBODY = Principal("nobody")
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("tailor_principal",
                                                                         default=NOBODY)
+_known: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("tailor_known_caller",
+                                                                         default=None)
+"""The caller `intercept_service` (or `_reading_later`) found, for the handler of the same call."""
 
 
 def current_principal() -> Principal:
@@ -81,7 +91,7 @@ def address_target(kind: str, value: str) -> str:
         return ""
 
 
-class AuthInterceptor(WrappingInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """`authenticator` says who calls; `roles` who may call what; `audit` (optional) has
     `record(principal, method, target, status, request_id, **details)` (sync or async; details
     only for failed authentication: `peer`, `reason`, `count`); failed authentication is
@@ -89,7 +99,7 @@ class AuthInterceptor(WrappingInterceptor):
 
     def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None,
                  *, failure_seconds: float = 60.0, failure_pairs: int = 256):
-        super().__init__()
+        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self.authenticator = authenticator
         self.roles = roles or RoleTable()
         self.audit = audit
@@ -105,16 +115,37 @@ class AuthInterceptor(WrappingInterceptor):
         if self.failures is not None:
             await self.failures.close()
 
-    def _skips(self, method: str) -> bool:
-        return method.startswith(OPEN_PREFIXES)  # health and reflection stay open
+    async def intercept_service(self, continuation, handler_call_details):
+        """The method's handler: the one that reads the request at once when the metadata
+        names a known caller, the one that authenticates before reading it otherwise."""
+        method = handler_call_details.method
+        pair = self._handlers.get(method)
+        if pair is None:
+            handler = await continuation(handler_call_details)
+            if handler is None or method.startswith(OPEN_PREFIXES):  # health, reflection: open
+                return handler
+            pair = self._handlers[method] = self._wrap(method, handler)
+        at_once, later = pair
+        if at_once is not later:
+            known = self.authenticator.known(handler_call_details.invocation_metadata)
+            if known is None:
+                return later
+            _known.set(known)  # this call's task runs its handler next
+        return at_once
 
     # -- the per-call check ------------------------------------------------------------------
     async def authorize(self, method: str, context, request=None) -> Principal:
         """The caller, allowed to call `method`; otherwise aborts the call (and audits it: a
         denied one with the `request`'s target, whom the call was aimed at)."""
+        return await self.permit(await self.authenticate(method, context), method, context,
+                                 request)
+
+    async def authenticate(self, method: str, context) -> Principal:
+        """The caller, from the call's metadata and transport; otherwise aborts the call
+        (UNAUTHENTICATED, counted in the failed-authentication digest)."""
         metadata = context.invocation_metadata()
         try:
-            principal = self.authenticator.principal(metadata, context.auth_context, context.peer())
+            return self.authenticator.principal(metadata, context.auth_context, context.peer())
         except Unauthenticated as err:
             await self._failed(method, str(err), context, metadata)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
@@ -123,12 +154,24 @@ class AuthInterceptor(WrappingInterceptor):
             reason = "credentials could not be verified"
             await self._failed(method, reason, context, metadata)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+    async def permit(self, principal: Principal, method: str, context, request=None) -> Principal:
+        """`principal`, when it may call `method`; otherwise aborts the call (PERMISSION_DENIED,
+        audited with the `request`'s target, whom the call was aimed at)."""
         lacking = self.lacking(principal, method)
         if lacking is not None:
             await self._record(principal.name, method, _target(request), "PERMISSION_DENIED",
-                               metadata)
+                               context.invocation_metadata())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, lacking)
         return principal
+
+    async def _caller(self, method: str, context, request) -> Principal:
+        """The call's caller, allowed to call `method`: the one found before its handler ran
+        (`intercept_service`, `_reading_later`), or authenticated now."""
+        known = _known.get()
+        if known is None:
+            return await self.authorize(method, context, request)
+        return await self.permit(known, method, context, request)
 
     def lacking(self, principal: Principal, method: str) -> str | None:
         """Why `principal` may not call `method` (None: it may)."""
@@ -156,16 +199,45 @@ class AuthInterceptor(WrappingInterceptor):
         return method in SENSITIVE or (method in UNMASKED_READS and principal.has(PII_READER))
 
     # -- handler wrappers, built once per method ---------------------------------------------
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler):
+        """(the handler for a caller known from the metadata, the one for any other caller):
+        one and the same for a stream of requests, which gRPC reads only as the handler asks."""
         _, inner, make = handler_parts(handler)
         streams_in = handler.request_streaming
-        if handler.response_streaming and inspect.isasyncgenfunction(inner):
-            return make(self._stream(method, inner, streams_in))
-        return make(self._unary(method, inner, streams_in))
+        streams_out = handler.response_streaming and inspect.isasyncgenfunction(inner)
+        at_once = make(self._stream(method, inner, streams_in) if streams_out
+                       else self._unary(method, inner, streams_in))
+        if streams_in:
+            return at_once, at_once
+        return at_once, reading_later(handler, self._reading_later(method, at_once, streams_out))
+
+    def _reading_later(self, method: str, at_once: grpc.RpcMethodHandler, streams_out: bool):
+        """`at_once`'s behaviour, called with the request read from a stream of one once the
+        caller is authenticated (a caller refused never has its request read)."""
+        behaviour = at_once.unary_stream if at_once.response_streaming else at_once.unary_unary
+
+        async def first(requests, context):
+            _known.set(await self.authenticate(method, context))
+            async for request in requests:
+                return request
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "the call ended before its request message arrived")
+
+        if not streams_out:
+            async def call(requests, context):
+                return await behaviour(await first(requests, context), context)
+            return call
+
+        async def stream(requests, context):
+            request = await first(requests, context)
+            async with contextlib.aclosing(behaviour(request, context)) as replies:
+                async for reply in replies:
+                    yield reply
+        return stream
 
     def _unary(self, method: str, inner, streams_in: bool):
         async def call(request, context):
-            principal = await self.authorize(method, context, request)
+            principal = await self._caller(method, context, request)
             caller = None
             if streams_in:
                 caller = _Caller(self, method, context, principal)
@@ -196,7 +268,7 @@ class AuthInterceptor(WrappingInterceptor):
 
     def _stream(self, method: str, inner, streams_in: bool):
         async def call(request, context):
-            principal = await self.authorize(method, context, request)
+            principal = await self._caller(method, context, request)
             caller = _Caller(self, method, context, principal)
             if streams_in:
                 request = caller.checking(request)

@@ -106,9 +106,9 @@ class JwtVerifier:
         charged for a token that fails its check (`FailureBudget`; None: nobody is). An expired
         token is refused before its signature is checked, and charges nothing: a client
         reconnecting with a stale token is not an attacker, and costs no signature check."""
-        hit = self._cache.get(token)
-        if hit is not None and hit[1] > time.time():
-            return hit[0]
+        hit = self.cached(token)
+        if hit is not None:
+            return hit
         refused = self.budget.refused(peer)
         if refused is not None:
             raise Unauthenticated(refused)
@@ -128,6 +128,11 @@ class JwtVerifier:
             self._cache.clear()
         self._cache[token] = (principal, float(claims["exp"]) + self.settings.leeway_seconds)
         return principal
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified before and not expired (None: check it)."""
+        hit = self._cache.get(token)
+        return hit[0] if hit is not None and hit[1] > time.time() else None
 
     def _verify(self, token: str) -> dict:
         s = self.settings
