@@ -9,6 +9,7 @@ A caller is known before its request is read: gRPC reads a unary call's request 
 name its caller (`Authenticator.known`: no token, an unknown one, a JWT not yet verified, a
 client certificate) gets a handler that authenticates it with its transport first and reads
 the request only then (`rpc.reading_later`): a stranger's request is never read.
+
 Denied calls and calls to sensitive methods (`roles.SENSITIVE`, and unmasked reads) go to the
 optional audit log with their final status; failed authentication too, collapsed per (peer,
 reason) and interval (`failures.FailedAuthDigest`: anyone can fail, nobody may fill the disk).
