@@ -217,6 +217,17 @@ class CampaignRepository:
             out[i] = first[digest] = found[1]
         return out
 
+    def answered(self, digest: bytes, now: float) -> dict | None:
+        """The logged record of the decision a request (`digest`) was answered within the
+        window, if it stands (not withdrawn); None otherwise. One read transaction."""
+        with self.store.read() as txn:
+            known = self.requests.find(txn, digest, now)
+            found = None if known is None else self._lookup(txn, known[1]["d"])
+        if found is None or (found[1]["status"] == SUPPRESSED
+                             and found[1].get("reason") == WITHDRAWN):
+            return None
+        return found[1]
+
     def claim_delivery(self, digest: bytes, decision_id: str, until: float) -> dict | None:
         """`RequestIds.claim_delivery` in a write transaction of its own."""
         return self.store.write(lambda txn: self.requests.claim_delivery(

@@ -204,3 +204,20 @@ async def test_the_clients_retry_of_a_logged_decision_whose_answer_was_lost_gets
         campaign_id="c1", include_pending=True, include_suppressed=True))]
     assert lost and got.decision_id == lost[0].decision_id
     assert [r.decision_id for r in records] == [got.decision_id]
+
+
+async def test_a_retry_after_the_campaign_was_archived_gets_the_logged_decision(stub):
+    """The first attempt was logged (its answer lost); the campaign is archived before the
+    client's retry: the retry is answered the decision made and logged for it, not refused
+    (which would leave the client without the decision the log holds). A new request id, or
+    one never answered, is refused as archived."""
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=_spec("c1")))
+    first = await stub.ChooseVariant(_request("ann", "once"))
+    await stub.ArchiveCampaign(pb.ArchiveCampaignRequest(campaign_id="c1"))
+    assert await stub.ChooseVariant(_request("ann", "once")) == first
+    for user, request_id in (("ann", "other"), ("bob", "once"), ("ann", "")):
+        code, details = await code_of(stub.ChooseVariant(_request(user, request_id)))
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "archived" in details
+    logged = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+        campaign_id="c1", include_pending=True, include_suppressed=True))]
+    assert [r.decision_id for r in logged] == [first.decision_id]
