@@ -142,7 +142,8 @@ class Limits(BaseModel):
     plan_batch_users: int = Field(10_000, ge=1)
     """Most user ids in one PlanCampaign message (INVALID_ARGUMENT past it)."""
     plan_stream_users: int = Field(10_000_000, ge=1)
-    """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it)."""
+    """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it). A stream keeps
+    8 bytes a user it named, to answer a user named again suppressed `duplicate`."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read

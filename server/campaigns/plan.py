@@ -29,6 +29,10 @@ the writer starts on each slice while the next is decided.
 Contact policy: `apply_verdicts` is the one place where a batch's `Verdict`s (whom, on which
 channel, when) meet its decisions; users it suppresses are not drawn for and are logged as
 suppressed.
+
+A user the stream named before (in the same message or an earlier one: an audience file listing
+them twice) is answered suppressed with the reason `DUPLICATE` there (logged so, like any
+suppressed user): one decision drawn, counted and capped for them, one contact (`_Named`).
 """
 from __future__ import annotations
 
@@ -47,7 +51,7 @@ from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
 from .errors import PlanStreamTooLong
-from .records import NO_ARM, PENDING, SUPPRESSED
+from .records import DUPLICATE, NO_ARM, PENDING, SUPPRESSED
 
 if TYPE_CHECKING:
     from .handler import Campaigns
@@ -128,6 +132,40 @@ class _ReadAhead:
         self._freed.set()
 
 
+class _Named:
+    """The users a stream named so far, as 64-bit hashes (8 bytes a user: 80 MB for a stream of
+    `plan_stream_users`' default 10M), in sorted runs merged as they grow (each user is looked
+    up in a few runs, each merge touches a user O(log n) times). Two distinct ids share a hash
+    with a chance of about n^2 / 2^65 per stream (3e-6 for 10M users, 1e-9 for 200k): the later
+    one would be answered `DUPLICATE`."""
+
+    def __init__(self):
+        self._runs: list[np.ndarray] = []
+
+    def again(self, user_ids: Sequence[str]) -> frozenset[int]:
+        """Indexes of `user_ids` named before (earlier in it, or in an earlier call); the
+        others are remembered."""
+        seen: dict[str, int] = {}
+        again = {i for i, u in enumerate(user_ids) if seen.setdefault(u, i) != i}
+        first = list(seen)
+        h = np.fromiter(map(hash, first), np.int64, len(first))
+        order = np.argsort(h)
+        h = h[order]  # sorted: searchsorted walks each run once
+        old = np.zeros(len(first), bool)
+        for run in self._runs:
+            at = np.minimum(np.searchsorted(run, h), len(run) - 1)
+            old |= run[at] == h
+        if old.any():
+            again.update(seen[first[k]] for k in order[old].tolist())
+        new = h[~old]
+        if len(new):
+            self._runs.append(new)
+        while len(self._runs) > 1 and len(self._runs[-2]) <= 2 * len(self._runs[-1]):
+            last = self._runs.pop()  # disjoint sorted runs: timsort merges them in one pass
+            self._runs[-1] = np.sort(np.concatenate((self._runs[-1], last)), kind="stable")
+        return frozenset(again)
+
+
 def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
     """Indexes of the users a batch's contact verdicts let through (all when there are none:
     the campaign has nothing for the policy to check).
@@ -178,7 +216,7 @@ class Planner:
         """Reads, checks and decides each batch, hands it to the writer and queues it (once
         `ahead` has room for its users); every slice handed to the writer goes to `unanswered`
         at once."""
-        first, total = None, 0
+        first, total, named = None, 0, _Named()
         try:
             async for req in requests:
                 if first is None:
@@ -190,7 +228,9 @@ class Planner:
                 self._check_users(req.user_ids, total)
                 if req.user_ids:
                     await ahead.take(len(req.user_ids))  # other calls run here too
-                    await queue.put(await self._decide_and_log(first, req.user_ids, unanswered))
+                    again = named.again(req.user_ids)
+                    await queue.put(await self._decide_and_log(first, req.user_ids, unanswered,
+                                                               again))
                 else:  # answered too, in its turn (one answer a message), with no decisions
                     await queue.put((PlanBatch([], [], [], [], [], [], [], []), []))
             await queue.put(None)
@@ -214,19 +254,21 @@ class Planner:
             check_id("user_id", user_id, lim.id_bytes, f"user_ids[{i}].")
 
     async def _decide_and_log(self, first: PlanRequest, user_ids: Sequence[str],
-                              unanswered: collections.deque
+                              unanswered: collections.deque, again: frozenset[int] = frozenset()
                               ) -> tuple[PlanBatch, list[asyncio.Future]]:
         """A message's decisions, `DECIDE_SLICE` users at a time with other calls running in
         between, each slice handed to the decision log as soon as it is decided (the writer
         starts on it while the next is decided, and its transactions stay small); returns the
         batch and the futures of its slices' suppression reasons. Each slice goes to
-        `unanswered` (its decision ids logged pending, its future) as it is handed over."""
+        `unanswered` (its decision ids logged pending, its future) as it is handed over.
+        `again`: the indexes of users the stream named before (answered `DUPLICATE`)."""
         now, live = time.time(), self.campaigns.live(first.campaign_id)
         batches, logged = [], []
         for lo in range(0, len(user_ids), DECIDE_SLICE):
             if lo:
                 await asyncio.sleep(0)
-            batch, rows = self._decide(first, live, user_ids[lo:lo + DECIDE_SLICE], now)
+            part = frozenset(i - lo for i in again if lo <= i < lo + DECIDE_SLICE)
+            batch, rows = self._decide(first, live, user_ids[lo:lo + DECIDE_SLICE], now, part)
             batches.append(batch)
             logged.append(self._log.enqueue(rows))
             # every row's id, aligned with the commit's reasons (one a row); `withdraw` leaves
@@ -235,15 +277,19 @@ class Planner:
         return PlanBatch.concat(batches), logged
 
     def _decide(self, first: PlanRequest, live: tuple, user_ids: Sequence[str],
-                now: float) -> tuple[PlanBatch, list[tuple]]:
+                now: float, again: frozenset[int] = frozenset()) -> tuple[PlanBatch, list[tuple]]:
         """A slice's decisions and their decision-log rows under `live` (`Campaigns.live`: the
         campaign's entry and posterior): one profile read (feature states and, when the contact
         policy checks anything, meta records), one call of the policy, one bandit draw for the
-        users it lets through."""
+        users it lets through; the users at `again` (named before) are suppressed `DUPLICATE`."""
         c, n = self.campaigns, len(user_ids)
         entry, blob = live
         spec = entry.campaign.spec
         states, verdicts = self._profiles(entry, user_ids, now)
+        if again:
+            verdicts = list(verdicts or [Verdict(False, "", entry.channels[0], 0.0)] * n)
+            for i in again:
+                verdicts[i] = Verdict(True, DUPLICATE, verdicts[i].channel, 0.0)
         allowed = apply_verdicts(verdicts, n)
         contexts = entry.context.build_batch(states, first.context, now)
         arms, props = np.full(n, NO_ARM, np.int64), np.zeros(n)

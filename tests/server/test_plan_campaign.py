@@ -35,9 +35,9 @@ def sizes(monkeypatch) -> list[int]:
     from server.campaigns.plan import Planner
     seen, decide = [], Planner._decide
 
-    def spy(self, first, live, user_ids, now):
+    def spy(self, first, live, user_ids, now, *rest):
         seen.append(len(user_ids))
-        return decide(self, first, live, user_ids, now)
+        return decide(self, first, live, user_ids, now, *rest)
     monkeypatch.setattr(Planner, "_decide", spy)
     return seen
 
@@ -73,6 +73,26 @@ async def test_one_logged_decision_per_user_in_order(stub):
         assert d.variant_id == f"v{d.arm}" and d.channel == "push" and not d.suppressed
     st = await stats(stub)
     assert sum(v.decisions for v in st.variants) == 141 and st.pending == 141
+
+
+async def test_a_user_named_twice_in_a_stream_is_decided_once(stub):
+    """A user named again (in the same message, or a later one: an audience file listing them
+    twice) is answered suppressed `duplicate` there: one decision drawn, counted and capped,
+    one contact; every other user is decided as before."""
+    await create(stub)
+    answers = await plan(stub, [["a", "b", "a"], ["b", "c"], ["c"]])
+    got = [(d.user_id, d.suppressed, d.reason) for a in answers for d in a.decisions]
+    assert got == [("a", False, ""), ("b", False, ""), ("a", True, "duplicate"),
+                   ("b", True, "duplicate"), ("c", False, ""), ("c", True, "duplicate")]
+    again = [d for a in answers for d in a.decisions if d.suppressed]
+    assert all((d.arm, d.variant_id, d.propensity) == (-2, "", 0.0) for d in again)
+    log = await logged(stub)
+    assert sorted(r.user_id for r in log.values() if r.status == "pending") == ["a", "b", "c"]
+    st = await stats(stub)
+    assert sum(v.decisions for v in st.variants) == 3 and st.pending == 3
+    # another stream is a plan of its own: its users are decided again
+    (answer,) = await plan(stub, [["a"]])
+    assert not answer.decisions[0].suppressed
 
 
 async def test_fixed_split_and_holdout_as_choose_variant_decides(stub):
@@ -141,15 +161,18 @@ async def test_a_large_message_is_decided_in_slices_and_answered_as_one(stub, ch
 
 async def test_a_sliced_message_gets_the_writers_cap_reasons_in_order(stub, sizes, monkeypatch):
     from server.campaigns import plan as planning
-    monkeypatch.setattr(planning, "DECIDE_SLICE", 2)  # slices [a b] [a a] [b], logged apart
+    monkeypatch.setattr(planning, "DECIDE_SLICE", 2)  # slices [a c] [d b] [e], logged apart
     await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
-    got = (await plan(stub, [["a", "b", "a", "a", "b"]]))[0].decisions
+    for user in ("c", "d"):  # contacted already: the writer finds them over the cap
+        assert not (await choose(stub, user)).suppressed
+    got = (await plan(stub, [["a", "c", "d", "b", "e"]]))[0].decisions
     assert sizes == [2, 2, 1]
     assert [(d.user_id, d.suppressed, d.reason) for d in got] == [
-        ("a", False, ""), ("b", False, ""), ("a", True, "frequency_cap"),
-        ("a", True, "frequency_cap"), ("b", True, "frequency_cap")]
+        ("a", False, ""), ("c", True, "frequency_cap"), ("d", True, "frequency_cap"),
+        ("b", False, ""), ("e", False, "")]
     log = await logged(stub)
-    assert [log[d.decision_id].status for d in got] == ["pending"] * 2 + ["suppressed"] * 3
+    assert [log[d.decision_id].status for d in got] == \
+        ["pending", "suppressed", "suppressed", "pending", "pending"]
 
 
 def fail_slice(monkeypatch, failing: int, size: int) -> tuple[list, object]:
@@ -158,11 +181,11 @@ def fail_slice(monkeypatch, failing: int, size: int) -> tuple[list, object]:
     from server.campaigns import plan as planning
     decide, calls = planning.Planner._decide, []
 
-    def failing_decide(self, first, live, user_ids, now):
+    def failing_decide(self, first, live, user_ids, now, *rest):
         calls.append(list(user_ids))
         if len(calls) == failing:
             raise ValueError("a slice failed")
-        return decide(self, first, live, user_ids, now)
+        return decide(self, first, live, user_ids, now, *rest)
     monkeypatch.setattr(planning, "DECIDE_SLICE", size)
     monkeypatch.setattr(planning.Planner, "_decide", failing_decide)
     return calls, lambda: monkeypatch.setattr(planning.Planner, "_decide", decide)
@@ -184,12 +207,13 @@ async def test_a_message_failing_part_way_fails_the_stream_and_logs_no_later_sli
 
 async def test_a_frequency_cap_is_held_where_the_batch_is_logged(stub):
     await create(stub, frequency_caps=[pb.FrequencyCap(channel="*", max=1, window_seconds=86400)])
-    got = (await plan(stub, [["a", "b", "a", "a"]]))[0].decisions
+    assert not (await choose(stub, "a")).suppressed
+    got = (await plan(stub, [["a", "b", "c"]]))[0].decisions
     assert [(d.user_id, d.suppressed, d.reason) for d in got] == [
-        ("a", False, ""), ("b", False, ""), ("a", True, "frequency_cap"), ("a", True, "frequency_cap")]
-    assert all(d.variant_id == "" and d.propensity == 0 for d in got[2:])
+        ("a", True, "frequency_cap"), ("b", False, ""), ("c", False, "")]
+    assert got[0].variant_id == "" and got[0].propensity == 0
     log = await logged(stub)
-    assert [log[d.decision_id].status for d in got] == ["pending", "pending", "suppressed", "suppressed"]
+    assert [log[d.decision_id].status for d in got] == ["suppressed", "pending", "pending"]
     again = (await plan(stub, [["b"]]))[0].decisions  # the cap holds across streams too
     assert (again[0].suppressed, again[0].reason) == (True, "frequency_cap")
 
