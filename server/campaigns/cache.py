@@ -51,6 +51,9 @@ class Entry:
     send time to choose)."""
     transactional: bool = False
     """Whether the campaign is transactional (its contacts stay out of the global caps)."""
+    reads_contacts: bool = False
+    """Whether a decision reads the user's contact history: a channel to choose, some capped
+    (the choice is among the channels the caps leave free)."""
 
 
 class CampaignCache:
@@ -87,11 +90,13 @@ class CampaignCache:
             spec, channels = campaign.spec, channels_of(campaign.spec)
             context = ContextBuilder(spec.context_features, self._profiles.states,
                                      self._profiles.layout, self.context_value_max)
+            caps = {c: self.contact.caps(spec, c) for c in channels}
+            reads_contacts = len(channels) > 1 and any(caps.values())
             entry = Entry(raw, campaign, context,
-                          self.contact.needs_profile(spec) or self._checks_addresses(channels),
-                          {c: self.contact.caps(spec, c) for c in channels}, channels,
+                          self.contact.needs_profile(spec) or self._checks_addresses(channels)
+                          or reads_contacts, caps, channels,
                           context.needs_profile or self.contact.needs_state(spec),
-                          spec.purpose == TRANSACTIONAL)
+                          spec.purpose == TRANSACTIONAL, reads_contacts)
             self._entries[campaign_id] = entry
         return entry
 

@@ -191,13 +191,16 @@ class Campaigns:
         snapshot: feature states (None unless the campaign's decisions read them, or
         `with_states`), meta records, and the campaign's channels whose address (email, phone)
         is on the suppression list; with `with_seen` (and `with_states`), the live seen-sets
-        too (`Contact.seen`)."""
+        too (`Contact.seen`); the contact histories when the campaign chooses among channels
+        some of which are capped (`Entry.reads_contacts`)."""
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
             read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
                                                   with_seen=with_seen)
+            histories = (self.repo.contacts.histories(txn, user_ids) if entry.reads_contacts
+                         else None)
             return [r[0] for r in read], [
-                Contact(u, r[1], r[0], None, _NONE if sup is None
+                Contact(u, r[1], r[0], histories[u] if histories else None, _NONE if sup is None
                         else sup.suppressed_channels(r[1], channels, txn),
                         r[2] if with_seen else None)
                 for u, r in zip(user_ids, read)]

@@ -219,6 +219,11 @@ class ContactLog:
         self._save(txn, changed, now)
         return dropped
 
+    def histories(self, txn, user_ids: Sequence[str]) -> dict[str, ContactHistory]:
+        """{user: history} of `user_ids`, read in `txn` (a read transaction will do: the
+        decision path reads them to choose a channel the caps leave free)."""
+        return self._read(txn, user_ids)
+
     def history(self, txn, user_id: str) -> ContactHistory:
         return ContactHistory.decode(self._t.get(txn, contact_key(user_id)))
 

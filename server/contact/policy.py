@@ -5,7 +5,10 @@
 in order: consent and suppression (`consent.consent_reason`, `Contact.suppressed`: the
 campaign's channels the user may be contacted on whose address is not on the suppression list),
 quiet hours (defer: `send_at` = when they end; or suppress), and, when the caller read the
-user's `ContactHistory`, the frequency caps.
+user's `ContactHistory`, the frequency caps: a campaign of several channels then chooses among
+those whose caps leave room (at the time its message would go, as far as it is known before
+the choice: `_expected_at`), so a user capped on push is contacted by email rather than
+suppressed; only a user whose every allowed channel is capped is suppressed `frequency_cap`.
 
 With a feature layout (`layout`), a campaign of several channels picks among the allowed ones
 by Thompson sampling (`channel`), and a campaign with an active `send_window` picks the user's
@@ -142,43 +145,69 @@ class ContactPolicy:
         """One verdict per contact, in order (send times and channels chosen in one batch)."""
         if not self.needs_state(campaign):  # nothing to choose: no batch to build
             return [self._verdict_now(campaign, c, now) for c in contacts]
-        allowed = [self._allowed(campaign, c, True) for c in contacts]
         zones = [zone_of(c.meta, self.default_zone) for c in contacts]
-        picks = self._choices(campaign, contacts, [a for a, _ in allowed], zones, now)
+        allowed = [self._allowed(campaign, c, True, now, z, True)
+                   for c, z in zip(contacts, zones)]
+        picks = self._choices(campaign, contacts, [a[0] for a in allowed], zones, now)
         return [self._verdict(campaign, c, a, z, p, now)
                 for c, a, z, p in zip(contacts, allowed, zones, picks)]
 
-    def _allowed(self, campaign: Contactable, contact: Contact,
-                 every: bool) -> tuple[list[str], str | None]:
+    def _allowed(self, campaign: Contactable, contact: Contact, every: bool, now: float,
+                 tz: zoneinfo.ZoneInfo | None = None, windowed: bool = False
+                 ) -> tuple[list[str], str | None, str | None]:
         """The campaign's channels the user may be contacted on (consent given, address not on
-        the suppression list): all of them when a channel is to be chosen (`every`), else the
-        first only; and the first channel refused only because its address is suppressed."""
-        out, listed = [], None
+        the suppression list, and, for a campaign of several channels whose caller read the
+        contact history, room under the channel's caps at `_expected_at`): all of them when a
+        channel is to be chosen (`every`), else the first only; the first channel refused only
+        because its address is suppressed; and the first refused only by its caps."""
+        out, listed, capped, at = [], None, None, None
+        several = contact.history is not None and len(channels_of(campaign)) > 1
         for c in channels_of(campaign):
             if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is not None:
                 continue
             if c in contact.suppressed:
                 listed = listed or c
                 continue
+            if several:
+                if at is None:
+                    at = self._expected_at(campaign, contact, tz, now, windowed)
+                if contact.history.blocked_by(self.caps(campaign, c), at):
+                    capped = capped or c
+                    continue
             out.append(c)
             if not every:
                 break
-        return out, listed
+        return out, listed, capped
+
+    def _expected_at(self, campaign: Contactable, contact: Contact,
+                     tz: zoneinfo.ZoneInfo | None, now: float, windowed: bool) -> float:
+        """When the user's message would go, as far as it is known before a channel is chosen:
+        now, or the start of the send window's next occurrence (`windowed`: a slot is chosen
+        with the channel), deferred to the end of quiet hours; the chosen channel's caps are
+        checked again at the time chosen (`_verdict`), and where the decision is logged."""
+        tz = tz or zone_of(contact.meta, self.default_zone)
+        at = self._window(campaign.send_window, tz, now)[0] if (
+            windowed and campaign.send_window.active) else now
+        if campaign.quiet_hours.active and campaign.quiet_hours.action != "suppress":
+            at = quiet_until(campaign.quiet_hours, tz, at) or at
+        return at
 
     def _verdict_now(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
         """The verdict on one contact of a campaign without a channel or send time to choose:
         its first allowed channel, now (what `_choices` picks then)."""
-        allowed = self._allowed(campaign, contact, False)
+        allowed = self._allowed(campaign, contact, False, now)
         pick = (allowed[0][0] if allowed[0] else "", 1.0, 0.0, 1.0)
         return self._verdict(campaign, contact, allowed, None, pick, now)
 
     def _verdict(self, campaign: Contactable, contact: Contact,
-                 allowed: tuple[list[str], str | None], tz: zoneinfo.ZoneInfo | None, pick: tuple,
-                 now: float) -> Verdict:
+                 allowed: tuple[list[str], str | None, str | None], tz: zoneinfo.ZoneInfo | None,
+                 pick: tuple, now: float) -> Verdict:
         """The verdict on one contact; `tz`: the user's zone (None: read from its meta record
         when quiet hours need it)."""
-        channels, listed = allowed
+        channels, listed, capped = allowed
         if not channels:
+            if capped is not None:  # allowed but for the caps, on every such channel
+                return Verdict(True, FREQUENCY_CAP, capped, 0.0)
             if listed is not None:  # consent given, but every such address is suppressed
                 return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
             return Verdict(True, NO_CONSENT, channels_of(campaign)[0], 0.0)

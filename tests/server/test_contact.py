@@ -108,6 +108,35 @@ async def test_only_channels_the_user_may_be_contacted_on_are_chosen(stubs):
     assert (d.suppressed, d.reason) == (True, "no_consent")
 
 
+async def test_a_channel_over_its_cap_is_not_chosen_while_another_is_free(stubs):
+    """A user pushed already today (cap: one push a day) is contacted by email, which the cap
+    leaves free, rather than suppressed `frequency_cap` because channel choice drew push; only
+    a user whose every allowed channel is capped is suppressed so (ChooseVariant and
+    PlanCampaign alike), and the logged channel propensity is that of the free channel alone."""
+    stub, profiles = stubs
+    cap = [pb.FrequencyCap(channel="push", max=1, window_seconds=DAY)]
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec("pushed", channel="push")))
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+        channels=["push", "email"], frequency_caps=cap)))
+    for user in ("ann", "bob"):
+        await consent(profiles, user, "email", True)
+    for user in ("ann", "bob", "cy"):  # cy never opted in to email: push is all cy has
+        assert not (await choose(stub, user, "pushed")).suppressed
+    picks = [await choose(stub, "ann") for _ in range(20)]
+    assert [(d.suppressed, d.channel) for d in picks] == [(False, "email")] * 20
+    planned = [d async for a in stub.PlanCampaign(iter([pb.PlanCampaignRequest(
+        campaign_id="c1", user_ids=["bob", "cy"])])) for d in a.decisions]
+    assert [(d.user_id, d.suppressed, d.reason, d.channel) for d in planned] == [
+        ("bob", False, "", "email"), ("cy", True, "frequency_cap", "push")]
+    assert planned[0].channel_propensity == 1.0
+    d = await choose(stub, "cy")
+    assert (d.suppressed, d.reason, d.channel) == (True, "frequency_cap", "push")
+    exported = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+        campaign_id="c1", include_pending=True))]
+    assert len(exported) == 21 and {(r.channel, r.channel_propensity) for r in exported} == \
+        {("email", 1.0)}
+
+
 async def test_quiet_hours_defer_to_the_next_local_morning_in_each_users_zone(stubs):
     stub, profiles = stubs
     now = datetime.now(UTC)

@@ -194,6 +194,29 @@ def test_verdicts_pick_the_first_consented_channel_then_apply_quiet_hours_and_ca
     assert not policy.verdicts(Spec, [Contact("a", None)], now)[0].suppressed
 
 
+def test_a_channel_is_passed_over_for_its_caps_at_the_time_the_message_would_go():
+    class Spec:
+        purpose, channel, channels = "marketing", "push", ("push", "email")
+        frequency_caps = (FrequencyCap("push", 1, 7200.0),)
+        quiet_hours = NIGHT
+        send_window = SendWindow()
+    policy = ContactPolicy(DEFAULT_CONSENT, "America/New_York")
+    mail = {"opted_in": True, "source": "form", "timestamp": 1.0}
+    ny = {"attributes": {}, "consent": {"email": {"marketing": mail}}}
+    paris = {"attributes": {"timezone": "Europe/Paris"}, "consent": {"email": {"marketing": mail}}}
+    now = utc(2026, 6, 15, 20)
+    pushed = ContactHistory([[now - 3600, "push", "d0"]])  # an hour ago: push capped for 1 h more
+    got = policy.verdicts(Spec, [Contact("a", ny, None, pushed), Contact("b", paris, None, pushed),
+                                 Contact("c", None, None, pushed)], now)
+    assert [(v.suppressed, v.reason, v.channel, v.send_at) for v in got] == [
+        (False, "", "email", 0.0),  # New York 16:00: now, push capped; email is free
+        (False, "", "push", utc(2026, 6, 16, 6)),  # Paris 22:00: at 08:00 CEST push is free
+        (True, "frequency_cap", "push", 0.0)]  # no email opt-in: push alone, capped
+    Spec.frequency_caps = (FrequencyCap("*", 1, 7200.0),)  # every channel capped
+    got = policy.verdicts(Spec, [Contact("a", ny, None, pushed)], now)[0]
+    assert (got.suppressed, got.reason, got.channel) == (True, "frequency_cap", "push")
+
+
 def test_global_caps_join_the_campaigns_except_for_transactional_ones():
     class Spec:
         purpose, channel, channels = "marketing", "sms", ()
