@@ -103,6 +103,14 @@ class UserEraser(Protocol):
         it); returns the records removed."""
 
 
+class ErasedUsers(Protocol):
+    """Which users were erased (the profiles domain's tombstones)."""
+
+    def erased_at(self, user_ids: Sequence[str], tombs=None, txn=None) -> list[float | None]:
+        """Each user's last erasure time, None if never erased (`txn`: a read the caller
+        holds, or a new one)."""
+
+
 class BundleGate(Protocol):
     """Decides whether a loaded bundle may serve (the model registry asks before it does)."""
 

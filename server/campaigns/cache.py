@@ -54,6 +54,9 @@ class Entry:
     reads_contacts: bool = False
     """Whether a decision reads the user's contact history: a channel to choose, some capped
     (the choice is among the channels the caps leave free)."""
+    reads_erasures: bool = False
+    """Whether a decision asks if a user without a profile was erased
+    (`ContactPolicy.needs_erasures`)."""
 
 
 class CampaignCache:
@@ -96,7 +99,8 @@ class CampaignCache:
                           self.contact.needs_profile(spec) or self._checks_addresses(channels)
                           or reads_contacts, caps, channels,
                           context.needs_profile or self.contact.needs_state(spec),
-                          spec.purpose == TRANSACTIONAL, reads_contacts)
+                          spec.purpose == TRANSACTIONAL, reads_contacts,
+                          self.contact.needs_erasures(spec))
             self._entries[campaign_id] = entry
         return entry
 

@@ -25,7 +25,7 @@ from .. import metrics
 from ..batching import AdaptiveBatcher, WriterProcess
 from ..config import DEFAULT_LIMITS, Limits
 from ..contact import Contact, ContactPolicy, Verdict
-from ..interfaces import ProfileStates, SuppressedAddresses
+from ..interfaces import ErasedUsers, ProfileStates, SuppressedAddresses
 from ..store import Store
 from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_not_negative, check_window
@@ -70,12 +70,15 @@ class Campaigns:
                  state_refresh_s: float = 0.1, sweep_seconds: float = 1.0,
                  limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None,
                  suppressions: SuppressedAddresses | None = None,
-                 group_commit: tuple[float, int] = (0.0, 1)):
+                 group_commit: tuple[float, int] = (0.0, 1),
+                 erasures: ErasedUsers | None = None):
         self.repo = CampaignRepository(store, limits)
         self._store = store
         self.limits = limits
         self.contact = contact or ContactPolicy()
         self._suppressions = suppressions
+        self._erasures = erasures
+        """Which users were erased (None: not told, as in bare test setups)."""
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
         self._cache = CampaignCache(self.repo, profiles, self.contact, suppressions,
@@ -192,18 +195,34 @@ class Campaigns:
         `with_states`), meta records, and the campaign's channels whose address (email, phone)
         is on the suppression list; with `with_seen` (and `with_states`), the live seen-sets
         too (`Contact.seen`); the contact histories when the campaign chooses among channels
-        some of which are capped (`Entry.reads_contacts`)."""
+        some of which are capped (`Entry.reads_contacts`); which users without a profile were
+        erased, when the campaign's consent tells them from new ones (`Entry.reads_erasures`)."""
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
             read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
                                                   with_seen=with_seen)
             histories = (self.repo.contacts.histories(txn, user_ids) if entry.reads_contacts
                          else None)
+            erased = self._erased(user_ids, read, txn) if entry.reads_erasures else _NONE
             return [r[0] for r in read], [
                 Contact(u, r[1], r[0], histories[u] if histories else None, _NONE if sup is None
                         else sup.suppressed_channels(r[1], channels, txn),
-                        r[2] if with_seen else None)
+                        r[2] if with_seen else None, u in erased)
                 for u, r in zip(user_ids, read)]
+
+    def _erased(self, user_ids: Sequence[str], read: Sequence[tuple], txn) -> frozenset[str]:
+        """Those of `user_ids` without a profile (`read`: their (state, meta) as read in
+        `txn`) who were erased and did not come back (no feature state since): one HMAC per
+        user without a meta record while any tombstone exists (none: nothing hashed)."""
+        bare = [u for u, r in zip(user_ids, read) if r[1] is None and r[0] is None]
+        if not bare or self._erasures is None:
+            return _NONE
+        gone = [u for u, at in zip(bare, self._erasures.erased_at(bare, txn=txn))
+                if at is not None]
+        if gone:  # back through events alone: a feature state, no meta record
+            gone = [u for u, r in zip(gone, self._profiles.states_and_meta(gone, True, txn))
+                    if r[0] is None]
+        return frozenset(gone)
 
     def profile_states(self, user_ids: Sequence[str], with_states: bool) -> list:
         """Feature states of a batch of users (None where there is none or none was asked for)."""

@@ -76,6 +76,10 @@ class Contact(NamedTuple):
     seen: object = None
     """The live seen-set (`profiles.seen.SeenSet`), when the caller read it for a message's
     recommendations (no policy check reads it)."""
+    erased: bool = False
+    """The user was erased (DeleteProfile) and has no profile since, as the caller read it
+    (`needs_erasures`): no marketing on any channel whose consent is checked, though an
+    opt_out channel would take a user never seen."""
 
 
 class Contactable(Protocol):
@@ -123,6 +127,13 @@ class ContactPolicy:
             self.consent_defaults.get(c, "none") != "none" for c in channels_of(campaign))
         return needs_consent or campaign.quiet_hours.active or self.needs_state(campaign)
 
+    def needs_erasures(self, campaign: Contactable) -> bool:
+        """Whether verdicts on `campaign` tell an erased user from one never seen
+        (`Contact.erased`): a marketing campaign on a channel that takes a user without a
+        profile yet checks consent (`opt_out`; `opt_in` refuses them already)."""
+        return campaign.purpose != TRANSACTIONAL and any(
+            self.consent_defaults.get(c, "none") == "opt_out" for c in channels_of(campaign))
+
     def needs_state(self, campaign: Contactable) -> bool:
         """Whether verdicts on `campaign` read the feature state (a send time or channel to
         choose)."""
@@ -165,6 +176,9 @@ class ContactPolicy:
         for c in channels_of(campaign):
             if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is not None:
                 continue
+            if contact.erased and campaign.purpose != TRANSACTIONAL and \
+                    self.consent_defaults.get(c, "none") != "none":
+                continue  # erased: their consent went with them, and it was no
             if c in contact.suppressed:
                 listed = listed or c
                 continue

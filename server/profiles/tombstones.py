@@ -167,10 +167,11 @@ class Tombstones:
         return sorted((Tombstone(kid, d, at) for (kid, d), at in self.current().items()),
                       key=lambda t: (t.at, t.digest))
 
-    def erased_at(self, user_ids: Sequence[str], tombs=None) -> list[float | None]:
+    def erased_at(self, user_ids: Sequence[str], tombs=None, txn=None) -> list[float | None]:
         """Each user's erasure time, None if never erased (the serving path: a user's HMAC is
-        computed once per process while it stays in a small cache)."""
-        read = self._current() if tombs is None else self._read  # given: no second read
+        computed once per process while it stays in a small cache); the tombstones as `txn`
+        (a read the caller holds) sees them, or as read now."""
+        read = self._current(txn) if tombs is None else self._read  # given: no second read
         if tombs is None or tombs is read.by_digest:
             return erased_at(user_ids, read.by_digest, read.keys, _cached_digest)
         return erased_at(user_ids, tombs, keys_in_use(tombs, self.ring.keys), _cached_digest)

@@ -137,6 +137,32 @@ async def test_a_channel_over_its_cap_is_not_chosen_while_another_is_free(stubs)
         {("email", 1.0)}
 
 
+async def test_an_erased_user_is_not_decided_for_as_a_new_one_where_consent_counts(stubs):
+    """A user erased (DeleteProfile) and not back since has no profile, like a user never
+    seen; push needs no opt-in (default opt_out), so the decision path took them for a new
+    user and answered a push. Their erasure says no to marketing on every channel whose
+    consent is checked: suppressed no_consent (ChooseVariant and PlanCampaign alike). A user
+    never seen, or one who came back after the erasure (new events), is decided as before;
+    a transactional message (no consent needed) too."""
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel="push")))
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+        "tx", channel="push", purpose="transactional")))
+    for user in ("ann", "cy"):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"timezone": "Europe/Paris"}))
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="back", user_id="cy", type="view", item_id="i1", timestamp=time.time())]))
+    d = await choose(stub, "ann")
+    assert (d.suppressed, d.reason, d.variant_id) == (True, "no_consent", "")
+    planned = [x async for a in stub.PlanCampaign(iter([pb.PlanCampaignRequest(
+        campaign_id="c1", user_ids=["ann", "bob", "cy"])])) for x in a.decisions]
+    assert [(x.user_id, x.suppressed, x.reason) for x in planned] == [
+        ("ann", True, "no_consent"), ("bob", False, ""), ("cy", False, "")]
+    assert not (await choose(stub, "ann", "tx")).suppressed
+
+
 async def test_quiet_hours_defer_to_the_next_local_morning_in_each_users_zone(stubs):
     stub, profiles = stubs
     now = datetime.now(UTC)
