@@ -1,7 +1,8 @@
 """PlanCampaign: a campaign's decisions for a whole audience, batch by batch.
 
-A stream of `PlanRequest`s (the first names the campaign; each carries a batch of user ids) is
-answered by one `PlanBatch` per batch, in order (an empty batch by an empty one). A batch is
+A stream of `PlanRequest`s (the first names the campaign and the context of every decision,
+which later messages leave empty or repeat; each carries a batch of user ids) is answered by one
+`PlanBatch` per batch, in order (an empty batch by an empty one). A batch is
 decided from one read of the live campaign, `DECIDE_SLICE` users at a time (other calls run in
 between), each slice with one profile read (feature states and meta records,
 `ProfileStates.states_and_meta`, when the contact policy or the campaign's context needs them),
@@ -224,6 +225,9 @@ class Planner:
                 elif req.campaign_id and req.campaign_id != first.campaign_id:
                     raise InvalidArgument("campaign_id", "must be empty or the first message's "
                                           "after the first message")
+                elif req.context and dict(req.context) != dict(first.context):
+                    raise InvalidArgument("context", "is the first message's for the whole "
+                                          "stream: later messages leave it empty (or repeat it)")
                 total += len(req.user_ids)
                 self._check_users(req.user_ids, total)
                 if req.user_ids:

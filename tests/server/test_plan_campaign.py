@@ -250,6 +250,26 @@ async def test_bad_batches_fail_after_the_ones_before_them(stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("user_ids[1].user_id")
 
 
+async def test_a_later_message_with_another_context_is_refused_not_ignored(stub):
+    """Context is read from the first message: a later message carrying another (a client
+    sending each batch's own context) was planned with the first's, silently; it is refused,
+    after the batches before it. Repeating the first message's context is fine."""
+    await create(stub, context_features=["request.x"], policy="linucb")
+    ctx = {"x": 1.0}
+    msgs = [pb.PlanCampaignRequest(campaign_id="c1", user_ids=["a"], context=ctx),
+            pb.PlanCampaignRequest(user_ids=["b"], context=ctx),
+            pb.PlanCampaignRequest(user_ids=["c"], context={"x": 2.0})]
+    got = []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for answer in stub.PlanCampaign(iter(msgs)):
+            got.append(answer)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("context")
+    assert [[d.user_id for d in a.decisions] for a in got] == [["a"], ["b"]]
+    assert {r.user_id: list(r.context) for r in (await logged(stub)).values()} == \
+        {"a": [1.0], "b": [1.0]}
+
+
 async def test_too_many_users_in_one_stream_is_resource_exhausted(stub):
     await create(stub)
     code, details = await code_of(plan(stub, [users(0, 100), users(100, 100), users(200, 51)]))
