@@ -110,6 +110,8 @@ class ContactPolicy:
             layout, lambda limit, start: (np.zeros((0, layout.size)), b""))
         self.epsilon, self.n_mc = float(epsilon), int(n_mc)
         self.rng = rng if rng is not None else np.random.default_rng()
+        self._expected: tuple[float, dict] = (np.nan, {})
+        """(now, {(window, quiet hours, zone, windowed): `_expected_at`}) of the latest batch."""
 
     @classmethod
     def from_settings(cls, s: Settings, layout: FeatureLayout | None = None,
@@ -200,10 +202,16 @@ class ContactPolicy:
         with the channel), deferred to the end of quiet hours; the chosen channel's caps are
         checked again at the time chosen (`_verdict`), and where the decision is logged."""
         tz = tz or zone_of(contact.meta, self.default_zone)
-        at = self._window(campaign.send_window, tz, now)[0] if (
-            windowed and campaign.send_window.active) else now
-        if campaign.quiet_hours.active and campaign.quiet_hours.action != "suppress":
-            at = quiet_until(campaign.quiet_hours, tz, at) or at
+        key = (campaign.send_window, campaign.quiet_hours, tz, windowed)
+        if self._expected[0] != now:  # users of one zone share it within a batch (one `now`)
+            self._expected = (now, {})
+        at = self._expected[1].get(key)
+        if at is None:
+            at = self._window(campaign.send_window, tz, now)[0] if (
+                windowed and campaign.send_window.active) else now
+            if campaign.quiet_hours.active and campaign.quiet_hours.action != "suppress":
+                at = quiet_until(campaign.quiet_hours, tz, at) or at
+            self._expected[1][key] = at
         return at
 
     def _verdict_now(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
