@@ -190,7 +190,8 @@ class TailorServer:
                                    group_commit=(s.decision_group_commit_ms / 1000.0,
                                                  s.decision_group_commit_from),
                                    limits=s.limits, contact=self._contact_policy(),
-                                   suppressions=self.suppressions, erasures=self.tombstones)
+                                   suppressions=self.suppressions, erasures=self.tombstones,
+                                   erasure_secrets=str(s.secrets_dir or ""))
         self.attributor = Attributor(self.profiles.export, EVENT_TYPES, limits=s.limits,
                                      max_message_bytes=s.grpc_max_message_bytes)
         self.pii = PiiPolicy(s.pii_keys)

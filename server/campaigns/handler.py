@@ -44,7 +44,7 @@ from .power import (
     seconds_to_significance,
 )
 from .records import NO_ARM, PENDING, SUPPRESSED, DecisionRecord, RewardOutcome, RewardRequest
-from .repository import PLAN_SLICES_ALONE, CampaignRepository
+from .repository import ERASURE_SECRETS_ENV, PLAN_SLICES_ALONE, CampaignRepository
 from .requests import request_digest
 from .spec import Campaign, CampaignSpec
 
@@ -71,7 +71,7 @@ class Campaigns:
                  limits: Limits = DEFAULT_LIMITS, contact: ContactPolicy | None = None,
                  suppressions: SuppressedAddresses | None = None,
                  group_commit: tuple[float, int] = (0.0, 1),
-                 erasures: ErasedUsers | None = None):
+                 erasures: ErasedUsers | None = None, erasure_secrets: str | None = None):
         self.repo = CampaignRepository(store, limits)
         self._store = store
         self.limits = limits
@@ -89,9 +89,13 @@ class Campaigns:
                                      propensity_refresh_s, limits.lints_propensity_samples)
         # The writer's limits (how many and how old contacts the caps count, reward bounds) are
         # this server's, which may come from a config file the child does not read.
+        # `erasure_secrets`: where the writer finds the `erasure` keyring ("" for the
+        # environment), to refuse decisions of users erased while they were in flight.
+        env = {"TAILOR_LIMITS": limits.model_dump_json()}
+        if erasure_secrets is not None:
+            env[ERASURE_SECRETS_ENV] = erasure_secrets
         self._writer = WriterProcess("server.campaigns.repository:writer_functions", store,
-                                     name="campaigns",
-                                     env={"TAILOR_LIMITS": limits.model_dump_json()})
+                                     name="campaigns", env=env)
         # One decision batch in flight: the calls that arrive while it commits all go into the
         # next (two in flight split them into a big and a small batch, each with its commit
         # and fsync: the commit's CPU, mostly the kernel's, is the writer's largest cost).

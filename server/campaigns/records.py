@@ -30,7 +30,7 @@ from ..contact.caps import CONTACT_CHANNELS, Admission
 from .decision_codec import encode_record
 
 __all__ = ["DecisionRecord", "RewardRequest", "RewardOutcome", "PENDING", "REWARDED", "DEFAULT",
-           "SUPPRESSED", "NO_ARM", "WITHDRAWN", "DUPLICATE"]
+           "SUPPRESSED", "NO_ARM", "WITHDRAWN", "DUPLICATE", "ERASED"]
 
 PENDING, REWARDED, DEFAULT, SUPPRESSED = "pending", "rewarded", "default", "suppressed"
 """A decision's status: waiting for its reward, rewarded, closed with the default reward, or
@@ -41,6 +41,9 @@ WITHDRAWN = "withdrawn"
 """The reason of a suppressed decision that was logged but never answered (a PlanCampaign
 stream that ended first: `plan`, or a ChooseVariant whose caller gave up); it counted toward
 nothing."""
+ERASED = "erased"
+"""The reason of a decision made before its user's erasure and committed after it: answered
+suppressed, stored nowhere (`repository.log_decisions`)."""
 DUPLICATE = "duplicate"
 """The reason of a PlanCampaign user the stream named before (decided at their first mention:
 `plan`)."""

@@ -53,6 +53,7 @@ from .errors import (
 from .logging import logger
 from .records import (
     DEFAULT,
+    ERASED,
     NO_ARM,
     PENDING,
     REWARDED,
@@ -70,8 +71,12 @@ __all__ = ["CampaignRepository", "writer_functions", "PENDING", "REWARDED", "DEF
 
 
 class CampaignRepository:
-    def __init__(self, store: Store, limits: Limits = DEFAULT_LIMITS):
+    def __init__(self, store: Store, limits: Limits = DEFAULT_LIMITS, before_erasure=None):
+        """`before_erasure(txn, user_ids, timestamps)`: the indices of decisions made before
+        their user's erasure (`profiles.tombstones.Tombstones.before_erasure`; None: not
+        checked, as in a repository without the `erasure` keyring)."""
         self.store = store
+        self._before_erasure = before_erasure
         self._c, self._b = store.table("campaigns"), store.table("bandit")
         self._d = store.table("decisions")
         self._outbox = store.table("outbox")
@@ -159,7 +164,9 @@ class CampaignRepository:
         """Store decision records (one transaction) with their indexes and counters; returns
         each one's suppression reason ("" when logged as decided). Contact decisions over a
         frequency cap are stored suppressed (`FREQUENCY_CAP`); the caps are checked and
-        counted in this transaction, so concurrent decisions cannot both pass a cap."""
+        counted in this transaction, so concurrent decisions cannot both pass a cap. A
+        decision made before its user's erasure (read before it, committed after) is not
+        stored at all: its reason is `ERASED`."""
         checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
         parts = decision_parts(records)  # outside the writer lock
         asked = [(i, r.request) for i, r in enumerate(records) if r.request]
@@ -168,6 +175,9 @@ class CampaignRepository:
             now = time.time()
             recs, reasons = list(records), [""] * len(records)
             repeats = self._repeats(txn, asked, now) if asked else {}
+            gone = self._erased_since(txn, records)
+            if gone:  # left out as repeats are: nothing stored, counted or capped
+                repeats = {**repeats, **dict.fromkeys(gone, ERASED)}
             checked = [c for c in checks if c[0] not in repeats] if repeats else checks
             passed = self.contacts.admit(txn, [a for _, a in checked], now) if checked else ()
             entries, index, dues = (list(p) for p in parts)
@@ -194,9 +204,19 @@ class CampaignRepository:
                     self.requests.remember(txn, digest, recs[i].decision_id, now,
                                            repeated=digest in again)
             for i, original in repeats.items():  # the logged record, or the row it repeats
-                out[i] = original if isinstance(original, dict) else _as_logged(recs[original])
+                out[i] = original if original.__class__ in (dict, str) else \
+                    _as_logged(recs[original])
             return out
         return self.store.write(fn)
+
+    def _erased_since(self, txn, records: Sequence[DecisionRecord]) -> list[int]:
+        """Indices of `records` made before their user's erasure, as `txn` sees the
+        tombstones (one read of their count a transaction; a hash per user only for decisions
+        older than the latest erasure)."""
+        if self._before_erasure is None:
+            return []
+        return self._before_erasure(txn, [r.user_id for r in records],
+                                    [r.timestamp for r in records])
 
     def _repeats(self, txn, asked: Sequence[tuple[int, bytes]], now: float) -> dict:
         """{row: the logged record (a dict) it repeats, or the index of an earlier row of this
@@ -471,13 +491,36 @@ def _server_limits() -> Limits:
     return Limits.model_validate_json(handed) if handed else Settings().limits
 
 
+ERASURE_SECRETS_ENV = "TAILOR_CAMPAIGNS_ERASURE_SECRETS"
+"""The environment variable in which `Campaigns` hands the writer child the secrets directory
+of the `erasure` keyring ("" for none: the keyring comes from the environment, as the
+server's did); unset, the writer checks no tombstones (a bare setup without secrets)."""
+
+
+def _tombstones(store: Store):
+    """The store's tombstones with the server's `erasure` keyring, or None when the server
+    handed none over (`ERASURE_SECRETS_ENV`)."""
+    where = os.environ.get(ERASURE_SECRETS_ENV)
+    if where is None:
+        return None
+    from pathlib import Path
+
+    from ..profiles.tombstones import Tombstones
+    from ..security.secrets import Secrets
+    ring = Secrets.load(Path(where) if where else None, generate=False, names=(),
+                        optional=("erasure",)).get("erasure")
+    return Tombstones(store, ring) if ring is not None else None
+
+
 def writer_functions(store: Store) -> dict:
     """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
     Its limits (how long contacts are kept) are the server's: `Campaigns` hands them over as
     `TAILOR_LIMITS` in the child's environment (the server may have read them from its config
     file). Converts request ids remembered in the pre-bucket layout (`requests.convert_legacy`)
     first. Sets the process's garbage collection (`WRITER_GC_THRESHOLD`)."""
-    repo = CampaignRepository(store, _server_limits())
+    tombstones = _tombstones(store)
+    repo = CampaignRepository(store, _server_limits(),
+                              tombstones.before_erasure if tombstones is not None else None)
     moved = repo.requests.convert_legacy(store, time.time())
     if moved:
         logger.info("moved %d remembered request ids into time buckets", moved)

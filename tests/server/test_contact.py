@@ -163,6 +163,29 @@ async def test_an_erased_user_is_not_decided_for_as_a_new_one_where_consent_coun
     assert not (await choose(stub, "ann", "tx")).suppressed
 
 
+async def test_a_decision_in_flight_when_its_user_is_erased_is_not_stored(stubs, tailor_server):
+    """A decision read before an erasure reached the campaigns writer after it: it was stored
+    under the erased user's id (their decision record and a contact, after the tombstone).
+    The writer checks the tombstones in its transaction: nothing is stored, and the answer
+    is suppressed `erased`."""
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(channel="push")))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(user_id="ann",
+                                                                attributes={"city": "x"}))
+    server = tailor_server
+    pending = server.campaigns.decide("c1", "ann", {})  # read: a profile; its record queued
+    server.profiles.repo.delete_user("ann", server.profiles._erasers)  # committed first
+    d = await pending.logged()
+    assert (d.suppressed, d.reason, d.variant_id) == (True, "erased", "")
+    from server.errors import NotFound
+    with pytest.raises(NotFound):  # nothing held about ann: no decision, no contact
+        await server.profiles.export_user("ann")
+    st = await stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id="c1"))
+    assert sum(v.decisions for v in st.variants) == 0 and st.pending == 0
+    later = await choose(stub, "bob")  # others are decided as before
+    assert not later.suppressed
+
+
 async def test_quiet_hours_defer_to_the_next_local_morning_in_each_users_zone(stubs):
     stub, profiles = stubs
     now = datetime.now(UTC)
