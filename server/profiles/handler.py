@@ -119,7 +119,9 @@ class Profiles:
                                       seen_first=rules.seen_first,
                                       unsubscribe=self._unsubscribed,
                                       zone_of=local_zone_of(zone("contact_default_timezone",
-                                                                 default_zone)))
+                                                                 default_zone)),
+                                      mark_erased=tombstones.erase_user
+                                      if tombstones is not None else None)
         self.bundles = bundles
         self.rules = rules
         self.history = history
@@ -139,9 +141,8 @@ class Profiles:
         self._erasers: list[UserEraser] = []
         self._exporters: list[UserExporter] = []
         self.tombstones = tombstones
-        """Erased users (keyed hashes); None: erasure leaves no tombstone (bare test setups)."""
-        if tombstones is not None:
-            self.add_eraser(tombstones)
+        """Erased users (keyed hashes); None: erasure leaves no tombstone (bare test setups).
+        The erasure writes them (`ProfileRepository.delete_user`'s `mark_erased`)."""
 
     def add_listener(self, listener: EventListener) -> None:
         """`listener.on_events` gets the newly accepted events of every call; one with an

@@ -49,9 +49,12 @@ _BEFORE_EVERY_ERASURE = sys.float_info.min
 class ProfileRepository:
     def __init__(self, store: Store, layout: fl.FeatureLayout, before_erasure=None,
                  seen_items: int = 0, seen_types=seen.SEEN_TYPES, seen_first=(),
-                 unsubscribe=None, zone_of=None):
+                 unsubscribe=None, zone_of=None, mark_erased=None):
         """`before_erasure(txn, user_ids, ts)`: indices of events to refuse because their user
-        was erased after them (`Tombstones.before_erasure`; None: no check); `seen_items`: the
+        was erased after them (`Tombstones.before_erasure`; None: no check); `mark_erased(txn,
+        user_id, events_until)`: writes the user's tombstone in the erasure's last transaction,
+        `events_until` the time of the latest event erased (`Tombstones.erase_user`; None: no
+        tombstone); `seen_items`: the
         most items a live seen-set keeps (`Limits.seen_items`; 0: no bound); `seen_types`: the
         event types that enter it (`seen.SEEN_TYPES`); `seen_first`: those whose items it keeps
         first when full (excluded for good); `unsubscribe(meta, channel, ts)`: the change an
@@ -61,6 +64,7 @@ class ProfileRepository:
         self.store = store
         self.layout = layout
         self._before_erasure = before_erasure
+        self._mark_erased = mark_erased
         self._unsubscribe = unsubscribe
         self._zone_of = zone_of
         self._zone_by_record: dict[bytes, object] = {}
@@ -234,17 +238,21 @@ class ProfileRepository:
     def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
         """Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
         keys; `erasers` drop the records that mention the user elsewhere, in the last
-        transaction, which also destroys the user's data key (`Store.shred`).
+        transaction, which also writes the tombstone (`mark_erased`) and destroys the user's
+        data key (`Store.shred`).
 
         The events go first, `ERASE_CHUNK` per transaction: their dedupe keys are keyed hashes
         spread over the whole dedupe table, so deleting thousands in one transaction copies as
         many pages, more than a full store's erasure reserve holds; each commit frees its pages
         for the next. A failure in between leaves fewer events and the erasure still to do
-        (asked again, it goes on where it stopped)."""
+        (asked again, it goes on where it stopped). The tombstone gets the time of the latest
+        event erased (the client's clock, which may run ahead of the server's): a retry of it
+        is refused as a late event (`Tombstones.before_erasure`), whatever the erasure's time."""
         prefix = keys.user_prefix(user_id)
-        removed = 0
+        removed, latest = 0, [0]
         while True:
-            n = self.store.write(lambda txn: self._drop_user_events(txn, prefix), erasure=True)
+            n = self.store.write(lambda txn: self._drop_user_events(txn, prefix, latest),
+                                 erasure=True)
             removed += n
             if n < 2 * self.ERASE_CHUNK:  # an event and its dedupe key each
                 break
@@ -255,25 +263,31 @@ class ProfileRepository:
                 gone += eraser.erase_user(txn, user_id)
             # Events committed since the last chunk (by the ingestion) go with their dedupe
             # keys too: `delete_prefix` below would leave those keys for good.
-            while n := self._drop_user_events(txn, prefix):
+            newest = list(latest)  # (this transaction's own, should it be run again)
+            while n := self._drop_user_events(txn, prefix, newest):
                 gone += n
             for table in self._user_tables:
                 gone += table.delete_prefix(txn, prefix)
             # Entries of batches committed since `Profiles.delete` replayed them stop naming
             # the user's events (gone above): their effects go unapplied, as their events.
             outbox.forget(txn, self._outbox, prefix)
+            if self._mark_erased is not None:  # (the ms is truncated: up to its end)
+                self._mark_erased(txn, user_id, (newest[0] + 1) / 1000 if newest[0] else 0.0)
             self.store.shred(txn, user_id)  # last: erasers above may read the user's records
             return gone
         return removed + self.store.write(fn, erasure=True)
 
-    def _drop_user_events(self, txn, prefix: bytes) -> int:
-        """Up to `ERASE_CHUNK` of the user's events with their dedupe keys; records deleted."""
+    def _drop_user_events(self, txn, prefix: bytes, latest: list[int]) -> int:
+        """Up to `ERASE_CHUNK` of the user's events with their dedupe keys; records deleted.
+        `latest[0]` becomes the latest event time (ms) deleted, if later."""
         mine = itertools.takewhile(lambda k: k.startswith(prefix), self._events.keys_from(txn, prefix))
         doomed = list(itertools.islice(mine, self.ERASE_CHUNK))
         removed = 0
         for key in doomed:
             removed += self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
             removed += self._events.delete(txn, key)
+        if doomed:  # keys in time order: the chunk's last is its latest
+            latest[0] = max(latest[0], int(keys.event_parts(doomed[-1])[1]))
         return removed
 
     def drop_events_before(self, cutoff: float, batch: int = 10_000,

@@ -65,8 +65,11 @@ class _Read(NamedTuple):
     """{(kid, digest): erasure time}."""
     keys: list[tuple[str, bytes]]
     """The ring's keys some tombstone names (one HMAC per key per lookup)."""
+    late_until: dict[tuple[str, str], float]
+    """{(kid, digest): the later of the erasure time and the latest event it erased}: the
+    events up to it are late (`before_erasure`)."""
     latest: float
-    """The latest erasure time (no event after it can be from before an erasure)."""
+    """The latest of `late_until` (no event after it can be from before an erasure)."""
 
 
 class Tombstones:
@@ -75,7 +78,7 @@ class Tombstones:
     def __init__(self, store: Store, ring: Keyring, clock: Callable[[], float] = time.time):
         self.store, self.ring, self.clock = store, ring, clock
         self._meta = store.table("meta")
-        self._read = _Read(-1, {}, [], 0.0)
+        self._read = _Read(-1, {}, [], {}, 0.0)
         """The latest list read, replaced whole: threads reading snapshots of different ages
         (the ingestion's write transaction, a Recommend batch's older read) each use the list
         they read with its own keys and latest time, and an older read never replaces a newer
@@ -110,11 +113,16 @@ class Tombstones:
         return len(added)
 
     # -- writing (UserEraser) ----------------------------------------------------------------
-    def erase_user(self, txn, user_id: str) -> int:
-        """Write (or move to now) the user's tombstone in the erasure transaction `txn`."""
-        kid = self.ring.kid
-        value = json.dumps({"at": self.clock()}).encode()
-        self._meta.put(txn, keys.tombstone_key(kid, digest(self.ring.key, user_id)), value)
+    def erase_user(self, txn, user_id: str, events_until: float = 0.0) -> int:
+        """Write (or move to now) the user's tombstone in the erasure transaction `txn`;
+        `events_until`: the time of the latest event erased, when after now (stamped by a
+        client whose clock runs ahead): `before_erasure` refuses events up to it too."""
+        kid, now = self.ring.kid, self.clock()
+        key = keys.tombstone_key(kid, digest(self.ring.key, user_id))
+        old = self._meta.get(txn, key)  # erased again soon after: its late events still count
+        until = max(events_until, json.loads(old).get("events_until", 0.0) if old else 0.0)
+        record = {"at": now, "events_until": until} if until > now else {"at": now}
+        self._meta.put(txn, key, json.dumps(record).encode())
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         self._meta.put(txn, keys.TOMBSTONE_COUNT, str(count + 1).encode())
         return 0  # a record written, none removed
@@ -135,10 +143,12 @@ class Tombstones:
         last = self._read
         if count == last.count:
             return last
-        found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
-        by_digest = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
-        read = _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys),
-                     max(by_digest.values(), default=0.0))
+        found = [(keys.tombstone_parts(k), json.loads(v))
+                 for k, v in self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)]
+        by_digest = {k: t["at"] for k, t in found}
+        late_until = {k: max(t["at"], t.get("events_until", 0.0)) for k, t in found}
+        read = _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys), late_until,
+                     max(late_until.values(), default=0.0))
         with self._lock:
             last = self._read
             if count > last.count:  # the count only grows: a lower one is an older snapshot
@@ -150,16 +160,18 @@ class Tombstones:
         return read
 
     def before_erasure(self, txn, user_ids: Sequence[str], ts: Sequence[float]) -> list[int]:
-        """Indices of the events (user, timestamp) from before their user's erasure: late or
-        replayed events, which would bring an erased user back. Read in the ingestion's write
-        transaction `txn`, so no erasure commits between this check and the events' write.
-        Events newer than the latest erasure are not looked up (the usual case: no HMAC)."""
+        """Indices of the events (user, timestamp) from before their user's erasure, or at or
+        before the latest event it erased (a retry from a client whose clock runs ahead of the
+        server's): late or replayed events, which would bring an erased user back. Read in the
+        ingestion's write transaction `txn`, so no erasure commits between this check and the
+        events' write. Events newer than the latest erasure are not looked up (the usual case:
+        no HMAC)."""
         read = self._current(txn)
         late = [i for i, t in enumerate(ts) if t <= read.latest] if read.by_digest else []
         if not late:
             return []
         users = list(dict.fromkeys(user_ids[i] for i in late))  # one lookup a user
-        at = dict(zip(users, erased_at(users, read.by_digest, read.keys, _cached_digest)))
+        at = dict(zip(users, erased_at(users, read.late_until, read.keys, _cached_digest)))
         return [i for i in late if (a := at[user_ids[i]]) is not None and ts[i] <= a]
 
     def listing(self) -> list[Tombstone]:

@@ -346,3 +346,25 @@ async def test_the_digest_caches_drop_user_ids_once_an_erasure_is_read(
     await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id=user))
     await asyncio.sleep(0.5)  # (bundle_poll_seconds 0.1; nothing else is served meanwhile)
     assert [c.cache_info().currsize for c in caches] == [0] * len(caches)
+
+
+async def test_a_retried_batch_from_a_client_whose_clock_runs_ahead_does_not_bring_the_user_back(
+        profiles):
+    """Events are stamped by the client's clock, the erasure by the server's. A client running
+    2 minutes ahead (inside the 5-minute future tolerance) retried a batch acknowledged just
+    before DeleteProfile: its events were stamped after the erasure time, so they were stored
+    and rebuilt the erased profile. The tombstone also covers the latest erased event's time."""
+    ahead = time.time() + 120
+    batch = [pb.Event(event_id="fast-1", user_id="max", type="purchase", value=42.0,
+                      timestamp=ahead)]
+    assert (await profiles.TrackEvents(pb.TrackEventsRequest(events=batch))).accepted == 1
+    await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="max"))
+    again = await profiles.TrackEvents(pb.TrackEventsRequest(events=batch))
+    assert again.accepted == 0 and [r.event_id for r in again.rejected] == ["fast-1"]
+    assert "erased" in again.rejected[0].reason
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await profiles.GetProfile(pb.GetProfileRequest(user_id="max"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    later = await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(  # a new event
+        event_id="fast-2", user_id="max", type="view", item_id="i1", timestamp=ahead + 1)]))
+    assert later.accepted == 1
