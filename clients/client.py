@@ -338,8 +338,14 @@ class TailorClient:
         return Suppression.from_pb(reply)
 
     def delete_profile(self, user_id: str, timeout: float | None = None) -> int:
+        return self.erase_profile(user_id, timeout)[0]
+
+    def erase_profile(self, user_id: str, timeout: float | None = None) -> tuple[int, float]:
+        """(records this call removed, unix seconds of the user's erasure): a repeat removes
+        nothing and gives the time of the erasure that did it."""
         req = prof_pb.DeleteProfileRequest(user_id=user_id)
-        return self._call(self._profiles.DeleteProfile, req, timeout).records_deleted
+        reply = self._call(self._profiles.DeleteProfile, req, timeout)
+        return reply.records_deleted, reply.erased_at
 
     def export_profile(self, user_id: str, timeout: float | None = 60.0) -> dict:
         """Everything the server holds about one user (role pii-reader), as one JSON document:

@@ -354,15 +354,20 @@ class Profiles:
                                 existing=existing)
 
     async def delete(self, user_id: str) -> int:
-        """Erase the user (`ProfileRepository.delete_user`), once the effects of their events
+        """Erase the user (`erase`); the records removed."""
+        return (await self.erase(user_id))[0]
+
+    async def erase(self, user_id: str) -> tuple[int, float]:
+        """Erase the user (`ProfileRepository.erase`), once the effects of their events
         left in the outbox are applied (`server.profiles.outbox`: a suppression outlives them;
-        the erasure takes their events out of the entries committed since)."""
+        the erasure takes their events out of the entries committed since); (records removed,
+        the erasure's time: this one's, or the earlier one's when nothing was left)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         try:
             await self.replay_outbox(older_than=0, user_id=user_id)
         except Exception:  # the erasure goes on: it takes their events out of the entries
             logger.exception("outbox replay before an erasure failed")
-        return await asyncio.to_thread(self.repo.delete_user, user_id, self._erasers)
+        return await asyncio.to_thread(self.repo.erase, user_id, self._erasers)
 
     async def drop_expired_events(self, cutoff: float,
                                   by_type: Mapping[str, float] | None = None) -> int:

@@ -236,7 +236,13 @@ class ProfileRepository:
     """Events deleted per transaction before the final erasure transaction (`delete_user`)."""
 
     def delete_user(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> int:
-        """Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
+        """`erase`: the records removed."""
+        return self.erase(user_id, erasers)[0]
+
+    def erase(self, user_id: str, erasers: Sequence[UserEraser] = ()) -> tuple[int, float]:
+        """(records removed, the user's erasure time: `mark_erased`'s, 0.0 without it).
+
+        Erase every record keyed by the user (in `keys.USER_TABLES`) and its events' dedupe
         keys; `erasers` drop the records that mention the user elsewhere, in the last
         transaction, which also writes the tombstone (`mark_erased`) and destroys the user's
         data key (`Store.shred`).
@@ -249,7 +255,7 @@ class ProfileRepository:
         event erased (the client's clock, which may run ahead of the server's): a retry of it
         is refused as a late event (`Tombstones.before_erasure`), whatever the erasure's time."""
         prefix = keys.user_prefix(user_id)
-        removed, latest = 0, [0]
+        removed, latest, erased_at = 0, [0], [0.0]
         while True:
             n = self.store.write(lambda txn: self._drop_user_events(txn, prefix, latest),
                                  erasure=True)
@@ -272,10 +278,12 @@ class ProfileRepository:
             # the user's events (gone above): their effects go unapplied, as their events.
             outbox.forget(txn, self._outbox, prefix)
             if self._mark_erased is not None:  # (the ms is truncated: up to its end)
-                self._mark_erased(txn, user_id, (newest[0] + 1) / 1000 if newest[0] else 0.0)
+                erased_at[0] = self._mark_erased(
+                    txn, user_id, (newest[0] + 1) / 1000 if newest[0] else 0.0,
+                    found=bool(removed or gone))
             self.store.shred(txn, user_id)  # last: erasers above may read the user's records
             return gone
-        return removed + self.store.write(fn, erasure=True)
+        return removed + self.store.write(fn, erasure=True), erased_at[0]
 
     def _drop_user_events(self, txn, prefix: bytes, latest: list[int]) -> int:
         """Up to `ERASE_CHUNK` of the user's events with their dedupe keys; records deleted.

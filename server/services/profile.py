@@ -201,7 +201,8 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def DeleteProfile(self, request: pb.DeleteProfileRequest, context) -> pb.DeleteProfileResponse:
-        return pb.DeleteProfileResponse(records_deleted=await self.profiles.delete(request.user_id))
+        removed, erased_at = await self.profiles.erase(request.user_id)
+        return pb.DeleteProfileResponse(records_deleted=removed, erased_at=erased_at)
 
     @grpc_errors
     async def ExportProfile(self, request: pb.ExportProfileRequest, context) -> pb.ExportProfileResponse:

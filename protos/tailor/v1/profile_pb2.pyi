@@ -252,10 +252,12 @@ class DeleteProfileRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class DeleteProfileResponse(_message.Message):
-    __slots__ = ("records_deleted",)
+    __slots__ = ("records_deleted", "erased_at")
     RECORDS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_FIELD_NUMBER: _ClassVar[int]
     records_deleted: int
-    def __init__(self, records_deleted: _Optional[int] = ...) -> None: ...
+    erased_at: float
+    def __init__(self, records_deleted: _Optional[int] = ..., erased_at: _Optional[float] = ...) -> None: ...
 
 class ExportEventsRequest(_message.Message):
     __slots__ = ("start", "end")
