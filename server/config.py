@@ -77,6 +77,11 @@ class Limits(BaseModel):
     """Most distinct items one user's live seen-set holds (20 bytes each, rewritten with every
     batch of the user's events); past it the items with the oldest latest event are dropped,
     those excluded for good (`seen_exclusion_days` inf: purchases, ratings) last."""
+    join_impressions: int = Field(10_000, ge=100)
+    """Most of a user's impressions (per key of the `user-id` ring) the click join reads for
+    one event, newest first, inside the store's write lock: a shared id such as "anonymous"
+    holds an answer every few seconds for the whole retention. A click whose answer is older
+    than that user's newest `join_impressions` joins nothing (docs/impressions.md)."""
     profile_events_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
     """Most stored bytes of the raw events one GetProfile returns (the newest first, at least
     one; `max_events` 0 asks for as many as this holds): a heavy user's profile stays one

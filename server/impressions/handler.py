@@ -55,7 +55,8 @@ class Impressions:
                                  writer_nice=settings.impression_writer_nice,
                                  pii=PiiPolicy(settings.pii_keys))
         self.join = ImpressionJoin(self.log, settings.attribution_window_seconds,
-                                   retry_s=join_retry_seconds(settings))
+                                   retry_s=join_retry_seconds(settings),
+                                   most=settings.limits.join_impressions)
         self.exporter = ImpressionExport(self.log, bundles, user_ids) if bundles else None
         self.stats = ModelStats(store)
         """`stats.counts(version)`: (impressions, impressions with a click) for the canary."""

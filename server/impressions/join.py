@@ -11,6 +11,11 @@ Rules (docs/impressions.md):
   `window_s` before the event (and not after it); position: the item's;
 - anything else joins nothing (counted as unmatched).
 
+Both read at most `most` of the user's impressions per key of the ring, newest first
+(`Limits.join_impressions`): a shared id such as "anonymous" holds an answer every few seconds
+for the whole retention, and the join runs inside the store's one write lock. A request id's
+answer older than the user's newest `most` does not join, nor an item last shown further back.
+
 With several workers, the impression an event names may still be buffered in another worker
 (for up to its flush interval): the events a batch left unmatched are then tried once more
 `retry_s` later, in the background, and counted as unmatched only if that fails too.
@@ -53,10 +58,12 @@ OUTCOME_OF = {"click": CLICK, "email_click": CLICK, "sms_click": CLICK, "push_cl
 class ImpressionJoin:
     """`EventListener` that joins tracked events to the impression log."""
 
-    def __init__(self, log: ImpressionLog, window_s: float = 86400.0, retry_s: float = 0.0):
+    def __init__(self, log: ImpressionLog, window_s: float = 86400.0, retry_s: float = 0.0,
+                 most: int = 10_000):
         """`retry_s`: how long after a batch its unmatched events are tried once more (0: never;
-        the server sets it when several workers buffer answers)."""
-        self.log, self.window_s, self.retry_s = log, window_s, retry_s
+        the server sets it when several workers buffer answers); `most`: the user's impressions
+        one event's join reads at most per key, newest first (`Limits.join_impressions`)."""
+        self.log, self.window_s, self.retry_s, self.most = log, window_s, retry_s, most
         self._t = log.store.table("impressions")
         self._outbox = log.store.table("outbox")
         self._retries: set[asyncio.Task] = set()
@@ -151,13 +158,15 @@ class ImpressionJoin:
     def _find(self, txn, ev) -> tuple[bytes, bytes, int] | None:
         """(key, record, 0-based position) of the impression `ev` joins, None if none. The
         user's impressions are looked for under every key of the `user-id` ring (those shown
-        before a rotation are filed under the key of their time)."""
+        before a rotation are filed under the key of their time), the newest `most` of each."""
         code = item_code(ev.item_id)
         prefixes = [self.log.user_prefix(ev.user_id, kid) for kid, _ in self.log.ring.keys]
+        table, most = self._t, self.most
         if ev.request_id:
             suffix = keys.SEP + ev.request_id.encode()
-            named = [(keys.impression_ms(key), key, raw) for prefix in prefixes
-                     for key, raw in self._t.scan_prefix(txn, prefix) if key.endswith(suffix)]
+            named = [(keys.impression_ms(key), key, table.get(txn, key)) for prefix in prefixes
+                     for key in itertools.islice(table.keys_back(txn, prefix), most)
+                     if key.endswith(suffix)]  # keys only: the values of those named
             if not named:
                 return None
             # the latest answer of that id that showed the item, else the latest
@@ -169,12 +178,15 @@ class ImpressionJoin:
         for prefix in prefixes:
             start = prefix + keys.ms_part(ev.timestamp - self.window_s)
             end = prefix + keys.ms_part(ev.timestamp) + keys.SEP + b"\xff"
-            for key, raw in self._t.items(txn, start):
-                if key > end:
+            for key in itertools.islice(table.keys_back(txn, prefix, before=end), most):
+                if key < start:
                     break
+                raw = table.get(txn, key)
                 at = _position_of(raw, code)
-                if at is not None and (best is None or keys.impression_ms(key) >= best[0]):
-                    best = (keys.impression_ms(key), key, raw, at)  # time order within a prefix
+                if at is not None:  # time order within a prefix: the first met is the latest
+                    if best is None or keys.impression_ms(key) >= best[0]:
+                        best = (keys.impression_ms(key), key, raw, at)
+                    break
         return None if best is None else best[1:]
 
 

@@ -93,6 +93,18 @@ class Table:
         (the caller stops once it has what it needs: the records before are not read)."""
         return _walk_back(txn.cursor(db=self.db), prefix)
 
+    def keys_back(self, txn, prefix: bytes, before: bytes | None = None) -> Iterator[bytes]:
+        """The keys starting with `prefix` (and less than `before`, if given), in reverse key
+        order, one at a time, values not read (the caller stops once it has what it needs)."""
+        cur = txn.cursor(db=self.db)
+        end = before if before is not None else _prefix_end(prefix)
+        if not (cur.prev() if end is not None and cur.set_range(end) else cur.last()):
+            return
+        for key in cur.iterprev(values=False):
+            if not key.startswith(prefix):
+                return
+            yield key
+
     def delete_prefix(self, txn, prefix: bytes) -> int:
         """Delete every key starting with `prefix` (write transaction); returns how many."""
         cur, n = txn.cursor(db=self.db), 0
