@@ -96,7 +96,11 @@ class EventListener(Protocol):
 
 
 class UserEraser(Protocol):
-    """Drops what a domain keeps about a user outside `<user>␟...` keys (secondary indexes)."""
+    """Drops what a domain keeps about a user outside `<user>␟...` keys (secondary indexes).
+
+    One that may hold many records of a user also has `erase_ahead(user_id) -> int`: it
+    deletes them in write transactions of its own (`Store.write(..., erasure=True)`), bounded,
+    before the erasure's last transaction, and returns how many (`ProfileRepository.erase`)."""
 
     def erase_user(self, txn, user_id: str) -> int:
         """Runs inside the profile erasure's write transaction (`txn`, as `Store.write` gives

@@ -94,6 +94,9 @@ class Impressions:
             await asyncio.to_thread(self.log.store.write,
                                     lambda txn: outbox.claim(txn, box, batch.entry))
 
+    def erase_ahead(self, user_id: str) -> int:
+        return self.log.erase_ahead(user_id)
+
     def erase_user(self, txn, user_id: str) -> int:
         return self.log.erase_user(txn, user_id)
 

@@ -24,6 +24,7 @@ from their threads) before they read, so they see this worker's latest answers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterator
 from itertools import chain
@@ -197,9 +198,30 @@ class ImpressionLog:
                     logger.exception("writing impressions failed")
 
     # -- erasure, retention, export ------------------------------------------------------------
+    ERASE_CHUNK = 10_000
+    """Impressions deleted per transaction before the erasure's last one (`erase_ahead`)."""
+
+    def erase_ahead(self, user_id: str) -> int:
+        """`UserEraser.erase_ahead`: the user's impressions, `ERASE_CHUNK` per write transaction,
+        before the erasure's last one (`erase_user`, which deletes those written since): a
+        shared id such as "anonymous" holds millions, more pages than one LMDB transaction may
+        dirty, and one transaction would hold the store's write lock for all of them."""
+        removed, most = 0, self.ERASE_CHUNK
+        for kid, _ in self.ring.keys:
+            prefix = self.user_prefix(user_id, kid)
+            with self.store.read() as txn:  # none (most users, most keys): no write at all
+                first = self._t.first_key(txn, prefix)
+            n = most if first is not None and first.startswith(prefix) else 0
+            drop = functools.partial(self._t.delete_prefix, prefix=prefix, most=most)
+            while n == most:
+                n = self.store.write(drop, erasure=True)
+                removed += n
+        return removed
+
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's impressions under every key of the ring (in `txn`, with the
-        tombstone). Those still buffered are never written: the writer finds the tombstone."""
+        tombstone; those older than the erasure's start went ahead: `erase_ahead`). Those
+        still buffered are never written: the writer finds the tombstone."""
         return sum(self._t.delete_prefix(txn, self.user_prefix(user_id, kid))
                    for kid, _ in self.ring.keys)
 

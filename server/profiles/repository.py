@@ -247,7 +247,8 @@ class ProfileRepository:
         transaction, which also writes the tombstone (`mark_erased`) and destroys the user's
         data key (`Store.shred`).
 
-        The events go first, `ERASE_CHUNK` per transaction: their dedupe keys are keyed hashes
+        Erasers with an `erase_ahead` (`UserEraser`) delete theirs first, then the events go,
+        `ERASE_CHUNK` per transaction: their dedupe keys are keyed hashes
         spread over the whole dedupe table, so deleting thousands in one transaction copies as
         many pages, more than a full store's erasure reserve holds; each commit frees its pages
         for the next. A failure in between leaves fewer events and the erasure still to do
@@ -256,6 +257,9 @@ class ProfileRepository:
         is refused as a late event (`Tombstones.before_erasure`), whatever the erasure's time."""
         prefix = keys.user_prefix(user_id)
         removed, latest, erased_at = 0, [0], [0.0]
+        for eraser in erasers:  # many records (a shared id's impressions): bounded transactions
+            if (ahead := getattr(eraser, "erase_ahead", None)) is not None:
+                removed += ahead(user_id)
         while True:
             n = self.store.write(lambda txn: self._drop_user_events(txn, prefix, latest),
                                  erasure=True)

@@ -105,11 +105,12 @@ class Table:
                 return
             yield key
 
-    def delete_prefix(self, txn, prefix: bytes) -> int:
-        """Delete every key starting with `prefix` (write transaction); returns how many."""
+    def delete_prefix(self, txn, prefix: bytes, most: int = 0) -> int:
+        """Delete every key starting with `prefix` (the first `most` only, if > 0; write
+        transaction); returns how many."""
         cur, n = txn.cursor(db=self.db), 0
         if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
+            while cur.key().startswith(prefix) and (not most or n < most):
                 n += 1
                 if not cur.delete():
                     break
