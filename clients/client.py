@@ -349,9 +349,11 @@ class TailorClient:
 
     def export_profile(self, user_id: str, timeout: float | None = 60.0) -> dict:
         """Everything the server holds about one user (role pii-reader), as one JSON document:
-        the server's pages of events (`events_next`) joined into the first page's document."""
-        def page(offset: int) -> dict:
-            req = prof_pb.ExportProfileRequest(user_id=user_id, events_offset=offset)
+        the server's pages of events (`events_next`) and of impressions (`impressions_next`)
+        joined into the first page's document."""
+        def page(offset: int, impressions: int = 0) -> dict:
+            req = prof_pb.ExportProfileRequest(user_id=user_id, events_offset=offset,
+                                               impressions_offset=impressions)
             return json.loads(self._call(self._profiles.ExportProfile, req, timeout).document)
         doc = page(0)
         listed = {e["event_id"] for e in doc["profile"]["events"]} if doc.get("events_next") else ()
@@ -362,6 +364,13 @@ class TailorClient:
             doc["profile"]["events"].extend(new)
             doc["events_listed"] += len(new)
             doc["events_next"] = more["events_next"]
+        shown = {(i["request_id"], i["timestamp"]) for i in doc.get("impressions", ())}
+        while doc.get("impressions_next"):  # newest first: an answer shown between pages
+            more = page(0, doc["impressions_next"])  # shifts the offsets, one may repeat
+            new = [i for i in more["impressions"] if (i["request_id"], i["timestamp"]) not in shown]
+            shown.update((i["request_id"], i["timestamp"]) for i in new)
+            doc["impressions"] = new + doc["impressions"]  # each page lists oldest first
+            doc["impressions_next"] = more["impressions_next"]
         return doc
 
     def export_tombstones(self, timeout: float = 600.0):

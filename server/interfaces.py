@@ -128,7 +128,10 @@ class UserExporter(Protocol):
 
     def export_user(self, user_id: str) -> dict[str, object]:
         """{section name: JSON-ready value} of everything held about `user_id` (empty values
-        included, so the document says "none" rather than leaving a section out)."""
+        included, so the document says "none" rather than leaving a section out). A section
+        that may not fit one document (impressions) holds its first page, with the next page's
+        offset beside it, and the exporter has `export_page(user_id, offset)` giving the page
+        at that offset (ExportProfile's `impressions_offset`)."""
 
 
 class ProfileReader(Protocol):

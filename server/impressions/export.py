@@ -18,7 +18,8 @@ from ..interfaces import BundleSource
 from .log import ImpressionLog, user_hash
 from .records import ITEM_BITS, Impression
 
-__all__ = ["ExportedImpression", "ImpressionExport", "impression_document", "user_impressions"]
+__all__ = ["ExportedImpression", "ImpressionExport", "impression_document", "user_impressions",
+           "user_impressions_page"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class ImpressionExport:
         """`user_impressions` with items named by the active bundle's catalog."""
         return user_impressions(self.log, user_id, self._catalog())
 
+    def user_page(self, user_id: str, offset: int, max_bytes: int) -> tuple[list[dict], int | None]:
+        """`user_impressions_page` with items named by the active bundle's catalog."""
+        return user_impressions_page(self.log, user_id, self._catalog(), offset, max_bytes)
+
 
 def _named(imp: Impression, catalog: dict[int, str]) -> list[str]:
     """The ids of the items `imp` showed (`catalog` naming codes; "code:<n>" for one it lacks)."""
@@ -87,6 +92,15 @@ def user_impressions(log: ImpressionLog, user_id: str, catalog: dict[int, str]) 
     """Every impression `log` holds about `user_id` (`impression_document` each), oldest first."""
     rows = [impression_document(rid, imp, catalog) for rid, imp in log.of_user(user_id)]
     return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"]))
+
+
+def user_impressions_page(log: ImpressionLog, user_id: str, catalog: dict[int, str],
+                          offset: int, max_bytes: int) -> tuple[list[dict], int | None]:
+    """A page of `user_impressions` (`ImpressionLog.page_of_user`: the newest from `offset`,
+    listed oldest first) and the next page's offset (None: none)."""
+    found, after = log.page_of_user(user_id, offset, max_bytes)
+    rows = [impression_document(rid, imp, catalog) for rid, imp in found]
+    return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"])), after
 
 
 def impression_document(request_id: str, imp: Impression, catalog: dict[int, str]) -> dict:

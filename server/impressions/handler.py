@@ -19,7 +19,7 @@ from ..security.secrets import Keyring
 from ..store import Store, outbox
 from ..store.outbox import Batch
 from ..validation import check_count, check_id, check_known, check_range, check_window
-from .export import ExportedImpression, ImpressionExport, user_impressions
+from .export import ExportedImpression, ImpressionExport, user_impressions_page
 from .join import ImpressionJoin
 from .log import ImpressionLog
 from .logging import logger
@@ -106,11 +106,20 @@ class Impressions:
         forget_erased()
 
     def export_user(self, user_id: str) -> dict[str, object]:
-        """`UserExporter`: {"impressions": [...]}, every answer shown to the user that the log
-        holds (`export.impression_document`), the log switched off or not."""
+        """`UserExporter`: {"impressions": [...], "impressions_next": offset or None}, the
+        answers shown to the user that the log holds (`export.impression_document`), the log
+        switched off or not: the newest page (`export_page`)."""
+        return self.export_page(user_id, 0)
+
+    def export_page(self, user_id: str, offset: int) -> dict[str, object]:
+        """`UserExporter.export_page`: the page of the user's impressions from `offset`, newest
+        first, at most `Limits.profile_export_impression_bytes` of stored records."""
+        most = self.settings.limits.profile_export_impression_bytes
         if self.exporter is None:  # no bundle source: items named by their codes
-            return {"impressions": user_impressions(self.log, user_id, {})}
-        return {"impressions": self.exporter.user_section(user_id)}
+            page, after = user_impressions_page(self.log, user_id, {}, offset, most)
+        else:
+            page, after = self.exporter.user_page(user_id, offset, most)
+        return {"impressions": page, "impressions_next": after}
 
     async def drop_expired(self, cutoff: float) -> int:
         """Retention: impressions shown before `cutoff` (>= 0, `server.retention`) go."""

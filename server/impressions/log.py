@@ -27,7 +27,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Iterator
-from itertools import chain
+from itertools import chain, islice
 
 import numpy as np
 
@@ -252,6 +252,27 @@ class ImpressionLog:
             found = [kv for kid, _ in self.ring.keys
                      for kv in self._t.scan_prefix(txn, self.user_prefix(user_id, kid))]
         return [(keys.split_key(k)[-1], decode(bytes(v))) for k, v in found]
+
+    def page_of_user(self, user_id: str, offset: int = 0, max_bytes: int = 0
+                     ) -> tuple[list[tuple[str, object]], int | None]:
+        """(request id, `records.Impression`) of the user's impressions from `offset`, newest
+        first (under the current key of the ring, then the older keys), at most `max_bytes` of
+        stored records (> 0; one at least), from one read snapshot; and the next page's offset
+        (None: this page holds the oldest). Keys only are read past the offset. What was
+        buffered is written first."""
+        self.flush()
+        kids = [self.ring.kid] + [kid for kid, _ in self.ring.keys if kid != self.ring.kid]
+        page, size = [], 0
+        with self.store.read() as txn:
+            walk = chain.from_iterable(self._t.keys_back(txn, self.user_prefix(user_id, kid))
+                                       for kid in kids)
+            for key in islice(walk, offset, None):
+                raw = self._t.get(txn, key)
+                size += len(raw)
+                if page and max_bytes and size > max_bytes:
+                    return page, offset + len(page)
+                page.append((keys.split_key(key)[-1], decode(bytes(raw))))
+        return page, None
 
     def export(self, start: float = 0.0, end: float = 0.0
                ) -> Iterator[list[tuple[str, str, object]]]:

@@ -451,12 +451,17 @@ class Profiles:
         names = self._names_of(codes)
         return attrs, tuple(names[c] for c in codes)
 
-    async def export_user(self, user_id: str, events_offset: int = 0) -> AccessExport:
+    async def export_user(self, user_id: str, events_offset: int = 0,
+                          impressions_offset: int = 0) -> AccessExport:
         """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is.
         The events come a page at a time from `events_offset` (`events_page`); the other
-        domains' sections with the first page only."""
+        domains' sections with the first page only. `impressions_offset` > 0: the page of the
+        paged sections (`UserExporter.export_page`) from it, nothing else."""
         check_id("user_id", user_id, self.limits.id_bytes)
         check_not_negative("events_offset", events_offset)
+        check_not_negative("impressions_offset", impressions_offset)
+        if impressions_offset:
+            return await self._export_page(user_id, impressions_offset)
         try:
             # every event (and its decryption): off the event loop, which a user with 50,000
             # would hold for ~0.3 s
@@ -473,6 +478,15 @@ class Profiles:
             raise NotFound("profile", user_id, personal=True)
         erased = self.tombstones.erased_at([user_id])[0] if self.tombstones else None
         return AccessExport(user_id, view, sections, held, erased, events_offset, after)
+
+    async def _export_page(self, user_id: str, offset: int) -> AccessExport:
+        """`export_user` of a page after the first of the sections that come in pages."""
+        sections: dict = {}
+        for exporter in self._exporters:
+            if (page := getattr(exporter, "export_page", None)) is not None:
+                sections.update(await asyncio.to_thread(page, user_id, offset))
+        erased = self.tombstones.erased_at([user_id])[0] if self.tombstones else None
+        return AccessExport(user_id, None, sections, 0, erased)
 
     def _names_of(self, codes: list[int]) -> dict[int, str]:
         """Category names of stored codes (re-read when another worker assigned new codes)."""

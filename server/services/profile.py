@@ -206,7 +206,8 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
 
     @grpc_errors
     async def ExportProfile(self, request: pb.ExportProfileRequest, context) -> pb.ExportProfileResponse:
-        export = await self.profiles.export_user(request.user_id, request.events_offset)
+        export = await self.profiles.export_user(request.user_id, request.events_offset,
+                                                 request.impressions_offset)
         profile = None
         if export.profile is not None:
             profile = ProfileConverter.from_view(export.profile, self.profiles.layout)

@@ -216,3 +216,52 @@ def test_a_page_stops_at_its_byte_budget_but_always_holds_one_event():
     huge = [b"x" * (100 << 10), b"y"]
     assert events_page(huge, 0, lim) == ([huge[0]], 1)
     assert events_page([], 0, lim) == ([], None)
+
+
+@pytest_asyncio.fixture
+async def paged_impressions(settings, auth):
+    """A server whose ExportProfile pages hold about 1 KiB of stored impressions."""
+    from server.app import TailorServer
+    limits = settings.limits.model_copy(update={"profile_export_impression_bytes": 1024})
+    server = TailorServer(settings.model_copy(update={"limits": limits, "auth_config": auth[0]}))
+    await server.start()
+    yield server
+    await server.stop(grace=0.5)
+
+
+async def test_impressions_that_do_not_fit_one_document_come_in_pages_the_client_joins(
+        paged_impressions, auth):
+    """The impressions section listed every answer shown to the user: a shared id such as
+    "anonymous" with 100,000 made a 90 MB document, over the 64 MiB message limit, and
+    ExportProfile failed (RESOURCE_EXHAUSTED) for that user at all. It comes in pages, newest
+    first (`impressions_next`, `impressions_offset`), which the client joins."""
+    from clients import TailorClient
+    toks = auth[1]
+    reader = bearer(toks["reader"])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{paged_impressions.port}") as ch:
+        recs, profiles = rpb_grpc.RecommendationServiceStub(ch), pb_grpc.ProfileServiceStub(ch)
+        shown = []
+        for _ in range(12):
+            shown.append((await recs.Recommend(rpb.RecommendRequest(user_id=USER, k=5),
+                                               metadata=bearer(toks["decider"]))).request_id)
+            await asyncio.sleep(0.002)  # distinct milliseconds: newest first is well defined
+        first = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(
+            user_id=USER), metadata=reader)).document)
+        listed = [i["request_id"] for i in first["impressions"]]
+        assert 0 < len(listed) < 12 and first["impressions_next"] == len(listed)
+        assert listed == shown[-len(listed):]  # the newest, oldest first within the page
+        page = json.loads((await profiles.ExportProfile(pb.ExportProfileRequest(
+            user_id=USER, impressions_offset=first["impressions_next"]), metadata=reader)).document)
+        assert [i["request_id"] for i in page["impressions"]] == \
+            shown[-len(listed) - len(page["impressions"]):-len(listed)]
+        assert "decisions" not in page and page["profile"] is None  # that section only
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await profiles.ExportProfile(pb.ExportProfileRequest(
+                user_id=USER, impressions_offset=-1), metadata=reader)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "impressions_offset" in err.value.details()
+    with TailorClient(f"127.0.0.1:{paged_impressions.port}", timeout=30,
+                      token=toks["reader"]) as client:
+        doc = await asyncio.to_thread(client.export_profile, USER)
+    assert [i["request_id"] for i in doc["impressions"]] == shown
+    assert doc["impressions_next"] is None

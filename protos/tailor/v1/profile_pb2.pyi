@@ -268,12 +268,14 @@ class ExportEventsRequest(_message.Message):
     def __init__(self, start: _Optional[float] = ..., end: _Optional[float] = ...) -> None: ...
 
 class ExportProfileRequest(_message.Message):
-    __slots__ = ("user_id", "events_offset")
+    __slots__ = ("user_id", "events_offset", "impressions_offset")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     EVENTS_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_OFFSET_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     events_offset: int
-    def __init__(self, user_id: _Optional[str] = ..., events_offset: _Optional[int] = ...) -> None: ...
+    impressions_offset: int
+    def __init__(self, user_id: _Optional[str] = ..., events_offset: _Optional[int] = ..., impressions_offset: _Optional[int] = ...) -> None: ...
 
 class ExportProfileResponse(_message.Message):
     __slots__ = ("document",)
