@@ -90,7 +90,7 @@ class AccessExport:
     profile: ProfileView | None
     sections: dict
     events_held: int
-    """Events stored for the user; `profile.events` holds a page of them (`events_page`)."""
+    """Events stored for the user; `profile.events` holds a page of them (`export_view`)."""
     erased_at: float | None
     """When the user was last erased (a tombstone), if ever: they came back after it."""
     events_offset: int = 0
@@ -394,19 +394,32 @@ class Profiles:
     other call of the worker for ~0.3 s."""
 
     def view(self, user_id: str, max_events: int = 0, parts: Sequence[str] = (),
-             every_event: bool = False, cap: int = 0) -> ProfileView | None:
-        """`get`, in the caller's thread; `every_event`: all of them, for the access export,
-        which pages them. `cap` > 0: None instead when more than `cap` events are asked for
-        and stored (no more than `cap` + 1 are read)."""
+             cap: int = 0) -> ProfileView | None:
+        """`get`, in the caller's thread. `cap` > 0: None instead when more than `cap` events
+        are asked for and stored (no more than `cap` + 1 are read)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         check_not_negative("max_events", max_events)
         want = _wanted_parts(parts)
         capped = bool(cap) and not 0 < max_events <= cap
         state, meta, events = self.repo.read(
             user_id, cap + 1 if capped else max_events, "events" in want,
-            0 if every_event else self.limits.profile_events_bytes)
+            self.limits.profile_events_bytes)
         if capped and len(events) > cap:
             return None
+        return self._view_of(user_id, want, state, meta, events)
+
+    def export_view(self, user_id: str, offset: int) -> tuple[ProfileView, int]:
+        """(the access export's view, with the page of events from `offset`, newest first:
+        `Limits.profile_export_events` of at most `profile_export_bytes`; how many events are
+        held), in the caller's thread; only the page's events are read
+        (`ProfileRepository.read_page`)."""
+        lim = self.limits
+        state, meta, events, held = self.repo.read_page(
+            user_id, offset, lim.profile_export_events, lim.profile_export_bytes)
+        return self._view_of(user_id, _wanted_parts(()), state, meta, events), held
+
+    def _view_of(self, user_id: str, want, state, meta, events) -> ProfileView:
+        """The `ProfileView` of what one read snapshot found (NotFound: neither record)."""
         if state is None and meta is None:
             raise NotFound("profile", user_id, personal=True)
         meta = meta or {"attributes": {}, "consent": {}, "created_at": 0.0, "updated_at": 0.0}
@@ -454,7 +467,7 @@ class Profiles:
     async def export_user(self, user_id: str, events_offset: int = 0,
                           impressions_offset: int = 0) -> AccessExport:
         """Everything held about one user (right of access, Art. 15/20); NotFound when nothing is.
-        The events come a page at a time from `events_offset` (`events_page`); the other
+        The events come a page at a time from `events_offset` (`export_view`); the other
         domains' sections with the first page only. `impressions_offset` > 0: the page of the
         paged sections (`UserExporter.export_page`) from it, nothing else."""
         check_id("user_id", user_id, self.limits.id_bytes)
@@ -463,14 +476,12 @@ class Profiles:
         if impressions_offset:
             return await self._export_page(user_id, impressions_offset)
         try:
-            # every event (and its decryption): off the event loop, which a user with 50,000
-            # would hold for ~0.3 s
-            view = await asyncio.to_thread(self.view, user_id, every_event=True)
+            # a page of events (and their decryption): off the event loop
+            view, held = await asyncio.to_thread(self.export_view, user_id, events_offset)
         except NotFound:
-            view = None
-        held, after = len(view.events) if view else 0, None
-        if view is not None:
-            view.events, after = events_page(view.events, events_offset, self.limits)
+            view, held = None, 0
+        end = events_offset + (len(view.events) if view else 0)
+        after = end if view is not None and end < held else None
         sections: dict = {}
         for exporter in self._exporters if not events_offset else ():
             sections.update(await asyncio.to_thread(exporter.export_user, user_id))
@@ -675,20 +686,6 @@ class Profiles:
         be open; the server's periodic replay has ended before: `server.background`)."""
         await asyncio.gather(*list(self._landing), return_exceptions=True)
         await self._writer.close()
-
-
-def events_page(events: Sequence[bytes], offset: int, lim) -> tuple[list[bytes], int | None]:
-    """(the stored events of one ExportProfile page from `offset`, the next page's offset or
-    None): at most `lim.profile_export_events` of them and `lim.profile_export_bytes` of their
-    stored bytes, at least one while any is left."""
-    page, size = [], 0
-    for raw in events[offset:offset + lim.profile_export_events]:
-        size += len(raw)
-        if page and size > lim.profile_export_bytes:
-            break
-        page.append(raw)
-    end = offset + len(page)
-    return page, end if end < len(events) else None
 
 
 def _added_rows(bundle, codes: list[int]) -> dict[int, int]:

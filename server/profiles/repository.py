@@ -356,6 +356,30 @@ class ProfileRepository:
         return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,
                 json.loads(meta) if meta else None, events)
 
+    def read_page(self, user_id: str, skip: int, most: int, max_bytes: int):
+        """`read` for the access export, which pages the events: (state, meta, [raw events
+        newest first from the `skip`th: at most `most` of at most `max_bytes` bytes, one at
+        least], how many events are held) in one snapshot. Keys only are walked past the
+        page; its own events alone are read (and opened)."""
+        prefix = keys.user_prefix(user_id)
+        page, size, held = [], 0, 0
+        with self.store.read() as txn:
+            state = self._profiles.get(txn, keys.feature_key(user_id))
+            meta = self._profiles.get(txn, keys.profile_meta_key(user_id))
+            for key in self._events.keys_back(txn, prefix):
+                held += 1
+                if held <= skip or len(page) == most or (page and size > max_bytes):
+                    continue
+                raw = self._events.get(txn, key)
+                if raw is None:  # (its user's data key gone: not theirs to list)
+                    held -= 1
+                    continue
+                size += len(raw)
+                if not page or size <= max_bytes:
+                    page.append(raw)
+        return (decode_states(self.layout, [split_state(state)[0]])[0] if state else None,
+                json.loads(meta) if meta else None, page, held)
+
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
         """Meta records of many users in one snapshot (None where there is none)."""
         with self.store.read() as txn:
