@@ -1,5 +1,6 @@
 """ExportImpressions: the log with its joined outcomes, as training reads it back; and one
-user's impressions as their access export lists them (`user_section`, ExportProfile).
+user's impressions as their access export lists them, a page at a time (`user_page`,
+ExportProfile).
 
 Stored impressions hold item codes and keyed hashes of users. The export names items by the
 active bundle's catalog (items it no longer holds as "code:<n>") and users by id when a profile
@@ -18,7 +19,7 @@ from ..interfaces import BundleSource
 from .log import ImpressionLog, user_hash
 from .records import ITEM_BITS, Impression
 
-__all__ = ["ExportedImpression", "ImpressionExport", "impression_document", "user_impressions",
+__all__ = ["ExportedImpression", "ImpressionExport", "impression_document",
            "user_impressions_page"]
 
 
@@ -74,10 +75,6 @@ class ImpressionExport:
             yield [ExportedImpression(rid, ref, users.get(ref, ""), _named(imp, catalog), imp)
                    for ref, rid, imp in chunk]
 
-    def user_section(self, user_id: str) -> list[dict]:
-        """`user_impressions` with items named by the active bundle's catalog."""
-        return user_impressions(self.log, user_id, self._catalog())
-
     def user_page(self, user_id: str, offset: int, max_bytes: int) -> tuple[list[dict], int | None]:
         """`user_impressions_page` with items named by the active bundle's catalog."""
         return user_impressions_page(self.log, user_id, self._catalog(), offset, max_bytes)
@@ -88,16 +85,11 @@ def _named(imp: Impression, catalog: dict[int, str]) -> list[str]:
     return [catalog.get(c) or f"code:{c}" for c in np.asarray(imp.items).tolist()]
 
 
-def user_impressions(log: ImpressionLog, user_id: str, catalog: dict[int, str]) -> list[dict]:
-    """Every impression `log` holds about `user_id` (`impression_document` each), oldest first."""
-    rows = [impression_document(rid, imp, catalog) for rid, imp in log.of_user(user_id)]
-    return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"]))
-
-
 def user_impressions_page(log: ImpressionLog, user_id: str, catalog: dict[int, str],
                           offset: int, max_bytes: int) -> tuple[list[dict], int | None]:
-    """A page of `user_impressions` (`ImpressionLog.page_of_user`: the newest from `offset`,
-    listed oldest first) and the next page's offset (None: none)."""
+    """The impressions `log` holds about `user_id` from `offset` (`ImpressionLog.page_of_user`:
+    the newest first), as `impression_document`s listed oldest first, and the next page's
+    offset (None: none)."""
     found, after = log.page_of_user(user_id, offset, max_bytes)
     rows = [impression_document(rid, imp, catalog) for rid, imp in found]
     return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"])), after

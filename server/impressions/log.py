@@ -246,7 +246,8 @@ class ImpressionLog:
     def of_user(self, user_id: str) -> list[tuple[str, object]]:
         """(request id, `records.Impression`) of every impression of one user held under any key
         of the ring, oldest first per key, from one read snapshot (what was buffered is written
-        first: the access export lists it too)."""
+        first). All at once, unbounded (tests and small users): the access export reads a page
+        at a time (`page_of_user`)."""
         self.flush()
         with self.store.read() as txn:
             found = [kv for kid, _ in self.ring.keys
