@@ -116,23 +116,26 @@ class Tombstones:
     def erase_user(self, txn, user_id: str, events_until: float = 0.0,
                    found: bool = True) -> float:
         """Write (or move to now) the user's tombstone in the erasure transaction `txn`, and
-        return its time; `events_until`: the time of the latest event erased, when after now
-        (stamped by a client whose clock runs ahead): `before_erasure` refuses events up to it
-        too. Not `found` (the erasure found nothing of the user: a repeat), a tombstone the
-        user has under the current key stays as it is: its time is that of the erasure that
-        did it, which a client retrying after a lost answer is told."""
+        return the time of the erasure that removed the user's data; `events_until`: the time
+        of the latest event erased, when after now (stamped by a client whose clock runs
+        ahead): `before_erasure` refuses events up to it too. Not `found` (the erasure found
+        nothing of the user: a repeat), the time returned is the earlier erasure's (kept in the
+        tombstone as `erased`), which a client retrying after a lost answer is told; the
+        tombstone's own time still moves to now (answers another worker still buffers, shown
+        since, are dropped by the impression writer)."""
         kid, now = self.ring.kid, self.clock()
         key = keys.tombstone_key(kid, digest(self.ring.key, user_id))
-        old = self._meta.get(txn, key)
-        if old is not None and not found:
-            return json.loads(old)["at"]
+        old = json.loads(self._meta.get(txn, key) or b"{}")
+        record = {"at": now}
         # erased again soon after: the late events of the first erasure still count
-        until = max(events_until, json.loads(old).get("events_until", 0.0) if old else 0.0)
-        record = {"at": now, "events_until": until} if until > now else {"at": now}
+        if (until := max(events_until, old.get("events_until", 0.0))) > now:
+            record["events_until"] = until
+        if old and not found:
+            record["erased"] = old.get("erased", old["at"])
         self._meta.put(txn, key, json.dumps(record).encode())
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         self._meta.put(txn, keys.TOMBSTONE_COUNT, str(count + 1).encode())
-        return now
+        return record.get("erased", now)
 
     # -- reading -------------------------------------------------------------------------------
     def current(self, txn=None) -> dict[tuple[str, str], float]:

@@ -373,7 +373,7 @@ async def test_a_retried_batch_from_a_client_whose_clock_runs_ahead_does_not_bri
 async def test_a_retried_delete_profile_says_the_user_was_erased_by_the_first_call(profiles):
     """A client whose DeleteProfile answer was lost retries: the repeat finds nothing left and
     answered `records_deleted: 0` alone, as for a user never seen. Both answers carry the time of
-    the erasure that did it (the repeat does not move it); a user never seen is erased now."""
+    the erasure that did it; a user never seen is erased now."""
     await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
         event_id="rt-1", user_id="rita", type="view", item_id="i1", timestamp=time.time() - 60)]))
     first = await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="rita"))

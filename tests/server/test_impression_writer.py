@@ -243,3 +243,18 @@ def test_the_export_hashes_users_under_the_keys_impressions_are_filed_under_only
     assert len(named) == 8 and named[f"{old.kid}:{user_hash(old.key, 'u1')}"] == "u1"
     assert sorted(r.user_id for chunk in export.rows() for r in chunk) == sorted([*users, "u1"])
     store.close()
+
+
+async def test_an_answer_buffered_when_the_user_is_erased_again_is_never_written(
+        slow_flush, tailor_server, channel):
+    """A repeated DeleteProfile that finds nothing in the store still moves the tombstone's
+    time (while answering the first erasure's): an answer shown between the two erasures and
+    still buffered when the second commits is never written."""
+    log = tailor_server.impressions.log
+    profiles = pb_grpc.ProfileServiceStub(channel)
+    first = await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="twice"))
+    await recommend(channel, "twice")  # shown after the first erasure, buffered
+    again = await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="twice"))
+    assert again.erased_at == first.erased_at  # what the client is told
+    await log.flushed()
+    assert stored(log, "twice") == {}
