@@ -1,6 +1,7 @@
 """The SMS provider's inbound webhook: STOP / START replies change the user's SMS consent.
 
-    POST /sms/inbound   form fields `From` (the sender's number) and `Body` (the text),
+    POST /sms/inbound   form fields `From` (the sender's number; a leading "+" may be
+                        written as it is or as %2B) and `Body` (the text),
                         signed under a key of the `sms-webhook` keyring (headers
                         `X-Tailor-Timestamp` and `X-Tailor-Signature`, `server.http.signing`)
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
 
@@ -44,8 +45,8 @@ class SmsInbound:
 
     async def handle(self, request: web.Request) -> web.Response:
         body, signed_at = await self.signed.read(request)
-        form = parse_qs(body.decode("utf-8", "replace"))
-        sender, text = form.get("From", [""])[0], form.get("Body", [""])[0]
+        raw = body.decode("utf-8", "replace")
+        sender, text = _sender(raw), parse_qs(raw).get("Body", [""])[0]
         word = text.strip().split(maxsplit=1)[0].upper().strip(".!") if text.strip() else ""
         opted_in = False if word in STOP_WORDS else True if word in START_WORDS else None
         if opted_in is None:
@@ -60,3 +61,15 @@ class SmsInbound:
             changed += 1
             logger.info("sms %s from %s", word, user_ref(user))
         return web.Response(text="ok" if changed else "unknown number")
+
+
+def _sender(form: str) -> str:
+    """The form's first `From`, decoded. A leading "+" written as it is (not `%2B`) is the
+    number's own: form decoding reads it as a space, and " 447700900123" is no E.164 number,
+    so such a provider's STOP matched nobody (a form's space never starts a number)."""
+    for field in form.split("&"):
+        name, _, value = field.partition("=")
+        if unquote_plus(name) == "From":
+            decoded = unquote_plus(value)
+            return "+" + decoded[1:] if value.startswith("+") else decoded
+    return ""

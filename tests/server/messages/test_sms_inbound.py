@@ -236,3 +236,19 @@ async def test_a_stop_from_a_number_two_profiles_share_opts_both_out(texted, cam
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))  # the other stays
     assert await reply(settings, "+447700900123", "Stop") == 200
     assert await sms_consent(profiles, "u-sms-2") is False
+
+
+@pytest.mark.parametrize("sender", [b"+447700900123", b"+44+7700+900123", b"%2B447700900123"])
+async def test_a_sender_whose_plus_is_not_percent_encoded_is_still_the_number(
+        texted, profiles, settings, sender):
+    """`From=+447700900123`: a provider that writes the number's "+" as it is (not `%2B`) in
+    its form body. Form decoding reads a bare "+" as a space, so the sender was " 447700900123",
+    no E.164 number: "unknown number", the STOP lost and the texts kept coming. A leading "+"
+    written as it is is the number's own (a form's space never starts a number)."""
+    body = b"From=" + sender + b"&Body=STOP"
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"http://127.0.0.1:{settings.public_http_port}/sms/inbound",
+                             data=body, headers={**signed(body), "Content-Type":
+                                                 "application/x-www-form-urlencoded"}) as res:
+            assert (res.status, await res.text()) == (200, "ok")
+    assert await sms_consent(profiles, texted) is False
