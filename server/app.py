@@ -39,7 +39,7 @@ from .messages.compose import Composer
 from .messages.delivery import Delivery
 from .messages.gate import SendGate
 from .messages.jobs import SendJobs
-from .messages.phones import PhoneIndex
+from .messages.phones import AddressIndex, PhoneIndex
 from .messages.sends import SendRecords
 from .messages.unsubscribe import UnsubscribeTokens
 from .metrics import USER_CACHE_USERS, report_store
@@ -197,12 +197,13 @@ class TailorServer:
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
         self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
+        self.emails = AddressIndex(self.store, self.secrets["unsubscribe"], "email")
         self.delivery = Delivery.from_settings(
             s, self.profiles, self.store, self.secrets.get("delivery-webhook"),
             gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions,
                                         self.store))
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
-                                 self.phones, self.delivery)
+                                 self.phones, self.delivery, self.emails)
         send_records = SendRecords(self.store)
         self.sends = SendJobs(s, send_records, self.composer, self.delivery)
         # Domains that follow tracked events or keep records about users join the profiles
@@ -214,6 +215,7 @@ class TailorServer:
         self.profiles.add_listener(self.suppressions)
         self.profiles.add_exporter(self.suppressions)
         self.profiles.add_eraser(self.phones)
+        self.profiles.add_eraser(self.emails)
         self.profiles.add_listener(self.impressions)
         self.profiles.add_eraser(self.impressions)
         self.profiles.add_eraser(self.recommender)
@@ -360,7 +362,8 @@ class TailorServer:
                                                          self.suppressions, s.limits)
         self.public = public_http.PublicHttp(
             self.tokens, self.profiles, host=s.host.strip("[]"), port=s.public_http_port, ssl_context=ctx,
-            reuse_port=s.workers > 1, sms=sms, delivery_events=reports, limits=s.limits)
+            reuse_port=s.workers > 1, sms=sms, delivery_events=reports, limits=s.limits,
+            addresses=(self.phones, self.emails), metas=self.profiles)
         try:
             await self.public.start()
         except OSError as err:  # in use, or not an address of this machine: one line, exit 2

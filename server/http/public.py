@@ -3,7 +3,9 @@ reports.
 
     GET  /u/<token>      a page with one button (a form POSTing the same as a mail client)
     POST /u/<token>      body `List-Unsubscribe=One-Click`: opts the user out of the token's
-                         channel at once, idempotently; no login, no confirmation step
+                         channel at once, idempotently; no login, no confirmation step; and
+                         every profile messaged on that channel at the address the user was
+                         (`messages.phones.AddressIndex.sharing`: the address's owner asked)
     POST /sms/inbound    the SMS provider's webhook (`sms.SmsInbound`)
     POST /delivery/events  the email provider's bounce and complaint reports
                          (`delivery_events.DeliveryEvents`)
@@ -18,15 +20,16 @@ port's certificate when TLS is on.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from ..config import DEFAULT_LIMITS, Limits
 from ..errors import InvalidArgument, TailorError, http_status
-from ..interfaces import ConsentWriter
+from ..interfaces import ConsentWriter, ProfileMetas
 from ..messages.unsubscribe import BadToken, UnsubscribeTokens
 from ..profiles.errors import ErasedSince
 from ..security.errors import TlsFileInvalid
@@ -79,9 +82,14 @@ class PublicHttp:
 
     def __init__(self, tokens: UnsubscribeTokens, consent: ConsentWriter, *, host: str, port: int,
                  ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
-                 sms=None, delivery_events=None, limits: Limits = DEFAULT_LIMITS):
-        """`limits`: the `http_*` bounds on clients (`server.http.bounds`)."""
+                 sms=None, delivery_events=None, limits: Limits = DEFAULT_LIMITS,
+                 addresses: Sequence = (), metas: ProfileMetas | None = None):
+        """`limits`: the `http_*` bounds on clients (`server.http.bounds`); `addresses`: the
+        indexes of the addresses messages went to (`messages.phones.AddressIndex`, one per
+        channel), `metas` the profiles' meta records: a link opts out every profile messaged
+        at its user's address."""
         self.tokens, self.consent, self.limits = tokens, consent, limits
+        self.addresses, self.metas = {i.channel: i for i in addresses}, metas
         self.host, self.port, self.ssl_context, self.reuse_port = host, port, ssl_context, reuse_port
         self.app = web.Application(client_max_size=limits.http_body_bytes,
                                    middlewares=[_errors])
@@ -108,17 +116,31 @@ class PublicHttp:
         form = await _form(request, self.limits.http_body_seconds)
         if form.get("List-Unsubscribe") != ONE_CLICK:
             raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
-        try:  # `existing`: an erased user's old link opts nothing out (and writes nothing)
-            await self.consent.set_consent(target.user_id, target.channel, False,
-                                           f"one-click unsubscribe ({target.campaign_id})",
-                                           existing=True)
-        except ErasedSince:
-            logger.info("unsubscribe link of an erased user (%s): nothing left to opt out",
-                        user_ref(target.user_id))
-            return _html(done_page(target.channel))
-        logger.info("unsubscribed %s from %s (campaign %s)", user_ref(target.user_id),
-                    target.channel, target.campaign_id)
+        source = f"one-click unsubscribe ({target.campaign_id})"
+        for user in await self._sharing(target.user_id, target.channel):
+            try:  # `existing`: an erased user's old link opts nothing out (and writes nothing)
+                await self.consent.set_consent(user, target.channel, False, source,
+                                               existing=True)
+            except ErasedSince:
+                logger.info("unsubscribe link of an erased user (%s): nothing left to opt out",
+                            user_ref(user))
+                continue
+            logger.info("unsubscribed %s from %s (campaign %s)", user_ref(user), target.channel,
+                        target.campaign_id)
         return _html(done_page(target.channel))
+
+    async def _sharing(self, user_id: str, channel: str) -> list[str]:
+        """The link's user, then every other profile messaged on `channel` at the address the
+        user was (several profiles may share an inbox or a phone: the address's owner clicked)."""
+        index = self.addresses.get(channel)
+        if index is None:
+            return [user_id]
+
+        def read() -> list[str]:
+            meta = self.metas.metas([user_id])[0] if self.metas is not None else None
+            address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
+            return index.sharing(user_id, address)
+        return [user_id, *(u for u in await asyncio.to_thread(read) if u != user_id)]
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port (0 in the settings picks a free one)."""

@@ -29,7 +29,7 @@ from .context import MessageContext, Recipient, read_recipient
 from .delivery import Delivery
 from .errors import NotAMessageChannel
 from .once import Once
-from .phones import PhoneIndex
+from .phones import AddressIndex
 from .templates import TemplateCache
 from .unsubscribe import UnsubscribeTokens
 
@@ -86,12 +86,15 @@ class Message:
 class Composer:
     def __init__(self, settings: Settings, campaigns: VariantChooser, profiles: ProfileReader,
                  recommender: Recommendations, tokens: UnsubscribeTokens,
-                 phones: PhoneIndex | None = None, delivery: Delivery | None = None):
-        """`phones`: where SMS recipients' numbers are indexed (for STOP replies); `delivery`:
-        the adapter `deliver=True` hands messages to."""
+                 phones: AddressIndex | None = None, delivery: Delivery | None = None,
+                 emails: AddressIndex | None = None):
+        """`phones`, `emails`: where SMS recipients' numbers (for STOP replies) and email
+        recipients' addresses (a one-click unsubscribe reaches every profile mailed at one)
+        are indexed; `delivery`: the adapter `deliver=True` hands messages to."""
         self.delivery = delivery
         self.settings, self.limits = settings, settings.limits
         self.campaigns, self.profiles, self.tokens, self.phones = campaigns, profiles, tokens, phones
+        self.addresses = {i.channel: i for i in (phones, emails) if i is not None}
         self.context = MessageContext(recommender, settings.limits)
         self.templates = TemplateCache(limits=settings.limits)
 
@@ -227,10 +230,12 @@ class Composer:
 
     async def _addressed(self, out: Message, recipient: Recipient, user_id: str
                          ) -> tuple[Message, Recipient]:
-        """A rendered message about to go: an SMS recipient's number is indexed (STOP replies)."""
-        phone = recipient.attributes.get("phone")
-        if out.channel == "sms" and phone and self.phones is not None:
-            await asyncio.to_thread(self.phones.remember, user_id, phone)
+        """A rendered message about to go: an SMS recipient's number (STOP replies) or an
+        email recipient's address (one-click unsubscribes) is indexed."""
+        index = self.addresses.get(out.channel)
+        address = recipient.attributes.get(index.attribute) if index is not None else None
+        if address:
+            await asyncio.to_thread(index.remember, user_id, address)
         return out, recipient
 
     async def _draft(self, campaign, choice, user_id: str, on_loop: bool = False,

@@ -24,6 +24,8 @@ prefix ever matches them.
     meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT
     meta       sms␟<phone digest>               -> user id           phone_key
     meta       sms-user␟<user>                  -> phone digest      phone_user_key
+    meta       email␟<address digest>␟<user>     -> user id           address_entry_key
+    meta       email-user␟<user>                -> address digest    address_user_key
     campaigns  <campaign>                       campaign             campaign_key
     bandit     <campaign>                       posterior            campaign_key
     bandit     ␟count␟<campaign>                counters             count_key
@@ -83,7 +85,8 @@ __all__ = [
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_entry_key",
-    "phone_user_key",
+    "phone_user_key", "EMAIL_PREFIX", "EMAIL_USER_PREFIX", "ADDRESS_PREFIXES", "address_key",
+    "address_entry_key", "address_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
@@ -320,6 +323,30 @@ def phone_entry_key(digest: str, user_id: str) -> bytes:
 def phone_user_key(user_id: str) -> bytes:
     """The user's entry in that index (erasure finds the forward key through it)."""
     return PHONE_USER_PREFIX + user_token(user_id)
+
+
+# -- one-click unsubscribe of a shared email address ------------------------------------------------
+EMAIL_PREFIX = b"email" + SEP
+EMAIL_USER_PREFIX = b"email-user" + SEP
+ADDRESS_PREFIXES = {"sms": (PHONE_PREFIX, PHONE_USER_PREFIX),
+                    "email": (EMAIL_PREFIX, EMAIL_USER_PREFIX)}
+"""Channel -> (its index of the addresses messages went to, the users' pointers into it):
+the SMS numbers texted (`phone_*` above) and the email addresses mailed, alike."""
+
+
+def address_key(channel: str, digest: str) -> bytes:
+    """The index of the addresses messages on `channel` went to: keyed hash of the address."""
+    return ADDRESS_PREFIXES[channel][0] + digest.encode()
+
+
+def address_entry_key(channel: str, digest: str, user_id: str) -> bytes:
+    """One profile's entry under an address (several profiles may share one)."""
+    return address_key(channel, digest) + SEP + user_token(user_id)
+
+
+def address_user_key(channel: str, user_id: str) -> bytes:
+    """The user's pointer: the digest of the address last indexed for them on `channel`."""
+    return ADDRESS_PREFIXES[channel][1] + user_token(user_id)
 
 
 # -- send jobs (SendCampaign) ----------------------------------------------------------------------

@@ -176,6 +176,11 @@ KINDS: tuple[RecordKind, ...] = (
                "profile sharing the number; older entries: the digest alone)"),
     RecordKind("phone_user", "meta", 1, lambda k: k.startswith(K.PHONE_USER_PREFIX),
                "ASCII phone digest `kid.hex` of the user's last texted number"),
+    RecordKind("email_index", "meta", 1, lambda k: k.startswith(K.EMAIL_PREFIX),
+               "user id of a hashed email address mailed (server.messages.phones, as "
+               "phone_index: sealed; the address's digest, then SEP and the user's token)"),
+    RecordKind("email_user", "meta", 1, lambda k: k.startswith(K.EMAIL_USER_PREFIX),
+               "ASCII address digest `kid.hex` of the user's last mailed email address"),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),
     RecordKind("bandit_state", "bandit", 1, lambda k: not k.startswith(K.SEP),
                "kernels.bandits state bytes (posterior)"),

@@ -243,11 +243,12 @@ def _seal(store, txn) -> int:
         for key in _keys_in_chunks(raw, txn, b"", is_user_key):
             sealed.put(txn, key, raw.get(txn, key))
             n += 1
-    meta = store.raw_table("meta")  # the phone index: user ids in values (messages.phones)
-    for key in _keys_in_chunks(meta, txn, K.PHONE_PREFIX):
-        user = meta.get(txn, key)
-        meta.put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
-        n += 1
+    meta = store.raw_table("meta")  # the address indexes: user ids in values (messages.phones)
+    for prefix in (K.PHONE_PREFIX, K.EMAIL_PREFIX):
+        for key in _keys_in_chunks(meta, txn, prefix):
+            user = meta.get(txn, key)
+            meta.put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
+            n += 1
     sends = store.raw_table("sends")  # send recipients and dead letters: JSON naming the user
     for prefix in (K.SEND_USER_PREFIX, K.DEAD_LETTER_PREFIX):
         for key in _keys_in_chunks(sends, txn, prefix):

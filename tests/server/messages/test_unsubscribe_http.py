@@ -8,6 +8,8 @@ import pytest
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
+from server.store import keys
+from tests.conftest import store_mentions
 
 from .conftest import email_spec
 
@@ -221,3 +223,46 @@ async def test_a_click_racing_delete_profile_does_not_bring_the_profile_back(
     with pytest.raises(grpc.RpcError) as err:
         await profiles.GetProfile(ppb.GetProfileRequest(user_id="racing-1"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def one_click(url: str) -> int:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data={"List-Unsubscribe": "One-Click"}) as res:
+            return res.status
+
+
+async def test_a_one_click_unsubscribe_stops_marketing_to_every_profile_emailed_at_the_address(
+        compose, campaigns, messaging, profiles, tailor_server):
+    """Two profiles hold one inbox (a guest checkout and an account; the case differs): both
+    were mailed. Its owner clicks one message's link: the other profile stayed opted in, and
+    the next campaign mailed the same inbox through it. The owner asked the address to get no
+    more marketing email: every profile emailed at it is opted out (as a STOP does for a
+    shared number); receipts (transactional) still go, and other addresses are untouched."""
+    for user, address in (("guest-1", "Ann@Example.org"), ("account-1", "ann@example.org "),
+                          ("other-1", "bob@example.org")):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": address}))
+    await compose("account-1")
+    await compose("other-1")
+    link = (await compose("guest-1")).unsubscribe_url
+    assert await one_click(link) == 200
+    assert [await consent(profiles, u) for u in ("guest-1", "account-1", "other-1")] == \
+        [False, False, True]
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                     user_id="account-1"))
+    assert again.suppressed and again.reason == "no_consent"
+    got = await profiles.GetProfile(ppb.GetProfileRequest(user_id="account-1"))
+    assert got.consent["email"].source == "one-click unsubscribe (mail)"
+    spec = email_spec("receipt", subject="Your order")
+    spec.purpose = "transactional"
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    receipt = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="receipt",
+                                                                       user_id="account-1"))
+    assert not receipt.suppressed and receipt.parts["subject"] == "Your order"
+    store = tailor_server.store  # the index holds keyed hashes and sealed ids, and is erased
+    assert store_mentions(store, b"ann@example.org") == store_mentions(store, b"guest-1") == []
+    assert [len(store.scan("meta", p)) for p in (keys.EMAIL_PREFIX, keys.EMAIL_USER_PREFIX)] \
+        == [3, 3]
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="guest-1"))
+    assert [len(store.scan("meta", p)) for p in (keys.EMAIL_PREFIX, keys.EMAIL_USER_PREFIX)] \
+        == [2, 2]
