@@ -552,8 +552,9 @@ class Settings(BaseSettings):
     `https://tailor.example.com`); https unless the server listens on loopback only. Empty:
     `http(s)://<host>:<public_http_port>`."""
     unsubscribe_mailto: str = ""
-    """Optional address for the `mailto:` alternative of List-Unsubscribe (RFC 2369), e.g.
-    `unsubscribe@example.com`; its subject carries the token. Empty: https link only."""
+    """Ignored (a warning at start): it put a `mailto:` alternative in List-Unsubscribe, but
+    nothing reads that mailbox, so an unsubscribe sent by email was lost. List-Unsubscribe
+    offers the one-click https link only (RFC 8058)."""
     webhook_tolerance_seconds: float = Field(300.0, gt=0, le=3600)
     """How far the signed `X-Tailor-Timestamp` of an inbound webhook request (`/sms/inbound`,
     `/delivery/events`) may be from now; older (a captured request sent again) or further ahead

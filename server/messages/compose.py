@@ -28,6 +28,7 @@ from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
 from .delivery import Delivery
 from .errors import NotAMessageChannel
+from .logging import logger
 from .once import Once
 from .phones import AddressIndex
 from .templates import TemplateCache
@@ -95,6 +96,10 @@ class Composer:
         self.settings, self.limits = settings, settings.limits
         self.campaigns, self.profiles, self.tokens, self.phones = campaigns, profiles, tokens, phones
         self.addresses = {i.channel: i for i in (phones, emails) if i is not None}
+        if settings.unsubscribe_mailto:
+            logger.warning("unsubscribe_mailto is ignored: nothing reads that mailbox, so an "
+                           "unsubscribe sent to it would be lost; List-Unsubscribe offers the "
+                           "one-click https link only")
         self.context = MessageContext(recommender, settings.limits)
         self.templates = TemplateCache(limits=settings.limits)
 
@@ -116,12 +121,9 @@ class Composer:
 
     def email_headers(self, decision_id: str, url: str) -> dict[str, str]:
         """RFC 8058 one-click headers and a Message-ID fixed by the decision (a resend after a
-        crash carries the same id, so receivers can drop it)."""
-        targets = [f"<{url}>"]
-        if self.settings.unsubscribe_mailto:
-            token = url.rsplit("/", 1)[1]
-            targets.append(f"<mailto:{self.settings.unsubscribe_mailto}?subject=unsubscribe%20{token}>")
-        return {"List-Unsubscribe": ", ".join(targets),
+        crash carries the same id, so receivers can drop it). The https link only: a mailto:
+        would need a mailbox something reads (`unsubscribe_mailto` is ignored)."""
+        return {"List-Unsubscribe": f"<{url}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
                 "Message-ID": f"<{decision_id}@{self.settings.message_id_domain}>"}
 

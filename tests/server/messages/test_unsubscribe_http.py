@@ -266,3 +266,25 @@ async def test_a_one_click_unsubscribe_stops_marketing_to_every_profile_emailed_
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="guest-1"))
     assert [len(store.scan("meta", p)) for p in (keys.EMAIL_PREFIX, keys.EMAIL_USER_PREFIX)] \
         == [2, 2]
+
+
+def test_no_mailto_is_offered_that_nothing_would_read(caplog):
+    """`unsubscribe_mailto` put `<mailto:...?subject=unsubscribe TOKEN>` in List-Unsubscribe,
+    but nothing reads that mailbox: a reader whose mail client unsubscribes by email (many do
+    when offered a mailto) sent a request that was silently lost, and the marketing went on.
+    Only the https link, which opts out at once, is offered; the setting is ignored, and
+    saying so is a warning."""
+    from server.config import Settings
+    from server.messages.compose import Composer
+    from server.messages.unsubscribe import UnsubscribeTokens
+    from server.security.secrets import Keyring
+    caplog.set_level("WARNING")
+    composer = Composer(Settings(public_url="https://t.example",
+                                 unsubscribe_mailto="unsubscribe@t.example"),
+                        None, profiles=None, recommender=None,
+                        tokens=UnsubscribeTokens(Keyring.generate("unsubscribe")))
+    url = composer.unsubscribe_url("u1", "email", "mail")
+    headers = composer.email_headers("d1", url)
+    assert headers["List-Unsubscribe"] == f"<{url}>"
+    assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert [r.getMessage() for r in caplog.records if "unsubscribe_mailto" in r.getMessage()]
