@@ -9,18 +9,19 @@ The endpoint exists only when the optional `sms-webhook` keyring is provided
 (`TAILOR_SECRET_SMS_WEBHOOK` or `<secrets_dir>/sms-webhook.keys`, `server.security.secrets`);
 every key of it verifies, so the provider's secret can change without dropping replies.
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
-word of the body decides: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT opt the sender out of
-marketing SMS; START, UNSTOP, YES opt back in; anything else is ignored. The consent change
-carries the signed time, so a START signed before a later STOP does not reopen SMS. A number no
-SMS went to is ignored too (200, so the provider does not retry), and so is a reply of a user
-erased since (it would bring their profile back: `ErasedSince`). The sender is found through
-`PhoneIndex` (hashed numbers): every profile texted at the number is changed (several may
-share one).
+word of the body decides (punctuation after it dropped): STOP, STOPALL, UNSUBSCRIBE, CANCEL,
+END, QUIT, REVOKE, OPTOUT ("opt out", "opt-out") opt the sender out of marketing SMS; START,
+UNSTOP, YES opt back in; anything else is ignored. The consent change carries the signed time,
+so a START signed before a later STOP does not reopen SMS. A number no SMS went to is ignored
+too (200, so the provider does not retry), and so is a reply of a user erased since (it would
+bring their profile back: `ErasedSince`). The sender is found through `PhoneIndex` (hashed
+numbers): every profile texted at the number is changed (several may share one).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
@@ -35,8 +36,12 @@ __all__ = ["SmsInbound", "STOP_WORDS", "START_WORDS"]
 
 logger = logging.getLogger("tailor.http.sms")
 
-STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
+                        "OPTOUT"})
+"""The carriers' words and those 47 CFR 64.1200(a)(12) names ("stop", "quit", "end", "revoke",
+"opt out", "cancel", "unsubscribe"; "opt out" and "opt-out" read as OPTOUT)."""
 START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+_OPT_OUT = re.compile(r"^OPT[\s-]+OUT\b")
 
 
 class SmsInbound:
@@ -47,7 +52,7 @@ class SmsInbound:
         body, signed_at = await self.signed.read(request)
         raw = body.decode("utf-8", "replace")
         sender, text = _sender(raw), parse_qs(raw).get("Body", [""])[0]
-        word = text.strip().split(maxsplit=1)[0].upper().strip(".!") if text.strip() else ""
+        word = _first_word(text)
         opted_in = False if word in STOP_WORDS else True if word in START_WORDS else None
         if opted_in is None:
             return web.Response(text="ignored")
@@ -73,3 +78,10 @@ def _sender(form: str) -> str:
             decoded = unquote_plus(value)
             return "+" + decoded[1:] if value.startswith("+") else decoded
     return ""
+
+
+def _first_word(text: str) -> str:
+    """The reply's keyword: its first word, upper-cased, without the punctuation after it
+    ("Stop, please" is STOP); "opt out" and "opt-out" are OPTOUT."""
+    text = _OPT_OUT.sub("OPTOUT", text.strip().upper())
+    return text.split(maxsplit=1)[0].strip(".!?,;:") if text else ""

@@ -252,3 +252,15 @@ async def test_a_sender_whose_plus_is_not_percent_encoded_is_still_the_number(
                                                  "application/x-www-form-urlencoded"}) as res:
             assert (res.status, await res.text()) == (200, "ok")
     assert await sms_consent(profiles, texted) is False
+
+
+@pytest.mark.parametrize("text", ["Revoke", "opt out", "Opt-Out.", "OPTOUT", "stop, please",
+                                  "Stop?"])
+async def test_every_reply_the_fcc_names_as_a_revocation_opts_out(texted, profiles, settings,
+                                                                  text):
+    """47 CFR 64.1200(a)(12) (in force since April 2025): a reply of "stop", "quit", "end",
+    "revoke", "opt out", "cancel" or "unsubscribe" revokes consent. REVOKE and OPT OUT were
+    not STOP words, and a first word followed by a comma or a question mark was not read as
+    one: such replies were "ignored" and the texts kept coming."""
+    assert await reply(settings, "+447700900123", text) == 200
+    assert await sms_consent(profiles, texted) is False
