@@ -690,7 +690,9 @@ class Settings(BaseSettings):
     # -- contact policy (issue 15) -------------------------------------------------------------
     consent_defaults: dict[str, str] = DEFAULT_CONSENT
     """Consent each channel needs for marketing: `opt_in` (an explicit opt-in), `opt_out`
-    (allowed unless the user opted out) or `none` (not checked). Transactional campaigns skip
+    (allowed unless the user opted out) or `none` (not checked; on email and sms, whose
+    messages carry a one-click unsubscribe or take STOP, `none` is `opt_out`: an opt-out is
+    always honoured). Transactional campaigns skip
     it (only an explicit transactional opt-out of the channel stops them). Channels left out
     keep the default shown; a channel name other than web, app, email, sms, push is refused.
     Env: `TAILOR_CONSENT_DEFAULTS='{"push": "opt_in"}'`."""

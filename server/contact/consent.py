@@ -11,7 +11,9 @@ A profile meta record (layout 2 of the `profile_meta` kind, `server.store.layout
 marketing consent alone; `consent_reason` still reads it (a record passed in before migration).
 
 Purposes: `marketing` needs consent as the channel's default says (`Settings.consent_defaults`:
-`opt_in` = only after an opt-in, `opt_out` = unless opted out, `none` = not checked);
+`opt_in` = only after an opt-in, `opt_out` = unless opted out, `none` = not checked; but on
+email and sms, whose messages carry an opt-out (a one-click link, STOP), `none` is `opt_out`:
+an opt-out the server answered "you will receive no more" must stop them, `need_of`);
 `transactional` (receipts, password resets) needs no marketing consent, and is refused only
 where the user opted out of transactional messages on that channel explicitly.
 """
@@ -19,12 +21,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "consent_reason",
-           "record_consent", "current_consents"]
+__all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHANNELS",
+           "need_of", "consent_reason", "record_consent", "current_consents"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
 NO_CONSENT = "no_consent"
+OPT_OUT_CHANNELS = frozenset({"email", "sms"})
+"""Channels whose messages carry an opt-out (one-click link, STOP reply): one is always read."""
+
+
+def need_of(defaults: Mapping[str, str], channel: str) -> str:
+    """What marketing on `channel` needs: its `consent_defaults` entry ("none" when not listed),
+    except that `none` on a channel of `OPT_OUT_CHANNELS` is `opt_out`. With `none` there, a
+    one-click unsubscribe or a STOP was recorded and answered "no more marketing", and never
+    read: the next campaign went all the same."""
+    need = defaults.get(channel, "none")
+    return "opt_out" if need == "none" and channel in OPT_OUT_CHANNELS else need
 
 
 def consent_reason(meta: Mapping | None, channel: str, purpose: str,
@@ -42,14 +55,14 @@ def consent_reason(meta: Mapping | None, channel: str, purpose: str,
         opt-out of that channel.
     defaults
         Settings `consent_defaults`: per channel "opt_in", "opt_out" or "none" (not checked;
-        a channel not listed needs nothing).
+        a channel not listed needs nothing; on email and sms as "opt_out": `need_of`).
 
     Costs a few dict lookups (the decision path calls it per user and channel).
     """
     if purpose == TRANSACTIONAL:
         entry = _entry(meta, channel, TRANSACTIONAL)
         return NO_CONSENT if entry is not None and not entry["opted_in"] else None
-    need = defaults.get(channel, "none")
+    need = need_of(defaults, channel)
     if need == "none":
         return None
     entry = _entry(meta, channel, MARKETING)

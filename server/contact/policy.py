@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import DEFAULT_CONSENT
 from .caps import FREQUENCY_CAP, Cap, ContactHistory, FrequencyCap, effective_caps
-from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason
+from .consent import NO_CONSENT, TRANSACTIONAL, consent_reason, need_of
 from .prior import PriorSource
 from .quiet_hours import QUIET_HOURS, QuietHours, SendWindow, quiet_until, zone, zone_of
 from .suppression import SUPPRESSED_ADDRESS
@@ -124,9 +124,10 @@ class ContactPolicy:
         """Whether verdicts on `campaign` read the profile (consent, quiet hours, send time or
         channel to choose). Transactional campaigns always do: an explicit transactional
         opt-out may be stored on any channel, whatever its marketing default; only marketing
-        on channels whose default is `none` needs no consent read."""
+        on channels whose default is `none` (not email or sms: `consent.need_of`) needs no
+        consent read."""
         needs_consent = campaign.purpose == TRANSACTIONAL or any(
-            self.consent_defaults.get(c, "none") != "none" for c in channels_of(campaign))
+            need_of(self.consent_defaults, c) != "none" for c in channels_of(campaign))
         return needs_consent or campaign.quiet_hours.active or self.needs_state(campaign)
 
     def needs_erasures(self, campaign: Contactable) -> bool:
