@@ -236,7 +236,7 @@ class Composer:
         email recipient's address (one-click unsubscribes) is indexed."""
         index = self.addresses.get(out.channel)
         address = recipient.attributes.get(index.attribute) if index is not None else None
-        if address:
+        if address and not index.indexed(user_id, address):  # a write only for a new one
             await asyncio.to_thread(index.remember, user_id, address)
         return out, recipient
 
