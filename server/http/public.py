@@ -2,7 +2,8 @@
 reports.
 
     GET  /u/<token>      a page with one button (a form POSTing the same as a mail client)
-    POST /u/<token>      body `List-Unsubscribe=One-Click`: opts the user out of the token's
+    POST /u/<token>      body `List-Unsubscribe=One-Click` (a form, or plain text) or none:
+                         opts the user out of the token's
                          channel at once, idempotently; no login, no confirmation step; and
                          every profile messaged on that channel at the address the user was
                          (`messages.phones.AddressIndex.sharing`: the address's owner asked)
@@ -68,6 +69,10 @@ async def _errors(request: web.Request, handler):
         return reply
 
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_ONE_CLICK_BODY = f"List-Unsubscribe={ONE_CLICK}".encode()
+
+
 async def _form(request: web.Request, seconds: float):
     """The request's form fields; InvalidArgument for a body aiohttp cannot parse as one, 408
     for one that takes longer than `seconds` to arrive."""
@@ -75,6 +80,19 @@ async def _form(request: web.Request, seconds: float):
         return await within(seconds, request.post())
     except (ValueError, LookupError) as err:  # UnicodeDecodeError; LookupError: unknown charset
         raise InvalidArgument("body", f"not a form ({type(err).__name__})") from None
+
+
+async def _is_one_click(request: web.Request, seconds: float) -> bool:
+    """Whether the POST's body asks the one-click unsubscribe (RFC 8058): a form whose
+    `List-Unsubscribe` is `One-Click`, the pair as plain text (a client sending it without a
+    form type: text/plain, or no Content-Type), or no body at all (clients seen sending none).
+    The POST is what keeps link scanners out (they GET); a body saying anything else is not
+    one. A form body aiohttp cannot parse is InvalidArgument (`_form`)."""
+    if request.content_type in _FORM_TYPES:  # (multipart is read from the stream: not read())
+        form = await _form(request, seconds)
+        return form.get("List-Unsubscribe") == ONE_CLICK or not form and \
+            not (await within(seconds, request.read())).strip()
+    return (await within(seconds, request.read())).strip() in (b"", _ONE_CLICK_BODY)
 
 
 class PublicHttp:
@@ -113,8 +131,7 @@ class PublicHttp:
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
         target = self._read(request)
-        form = await _form(request, self.limits.http_body_seconds)
-        if form.get("List-Unsubscribe") != ONE_CLICK:
+        if not await _is_one_click(request, self.limits.http_body_seconds):
             raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
         source = f"one-click unsubscribe ({target.campaign_id})"
         for user in await self._sharing(target.user_id, target.channel):

@@ -288,3 +288,33 @@ def test_no_mailto_is_offered_that_nothing_would_read(caplog):
     assert headers["List-Unsubscribe"] == f"<{url}>"
     assert headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert [r.getMessage() for r in caplog.records if "unsubscribe_mailto" in r.getMessage()]
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("text/plain", b"List-Unsubscribe=One-Click"), (None, b"List-Unsubscribe=One-Click\r\n"),
+    (None, b""), ("application/x-www-form-urlencoded", b"")])
+async def test_a_one_click_post_without_a_form_type_or_body_still_opts_out(
+        compose, profiles, content_type, body):
+    """Mail clients that POST the one-click link with the pair as text/plain or with no
+    Content-Type (what fetch() or XHR send by default), or with no body at all (seen in the
+    wild: a Thunderbird add-on, CiviCRM's report), got 400 "must be
+    List-Unsubscribe=One-Click": the reader clicked Unsubscribe and stayed subscribed. The POST
+    is what RFC 8058 keeps from link scanners (they GET); its body may be the pair or nothing."""
+    url = (await compose("u7")).unsubscribe_url
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=body, headers=headers,
+                             skip_auto_headers=["Content-Type"]) as res:
+            assert res.status == 200
+    assert await consent(profiles, "u7") is False
+
+
+async def test_a_one_click_post_saying_something_else_changes_nothing(compose, profiles):
+    url = (await compose("u8")).unsubscribe_url
+    async with aiohttp.ClientSession() as http:
+        for headers, body in (({"Content-Type": "text/plain"}, b"List-Unsubscribe=Other"),
+                              ({}, b"hello")):
+            async with http.post(url, data=body, headers=headers,
+                                 skip_auto_headers=["Content-Type"]) as res:
+                assert res.status == 400
+    assert await consent(profiles, "u8") is True
