@@ -11,10 +11,12 @@ every key of it verifies, so the provider's secret can change without dropping r
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
 word of the body decides (punctuation after it dropped): STOP, STOPALL, UNSUBSCRIBE, CANCEL,
 END, QUIT, REVOKE, OPTOUT ("opt out", "opt-out") opt the sender out of marketing SMS; START,
-UNSTOP, YES opt back in; anything else is ignored. The consent change carries the signed time,
-so a START signed before a later STOP does not reopen SMS. A number no SMS went to is ignored
-too (200, so the provider does not retry), and so is a reply of a user erased since (it would
-bring their profile back: `ErasedSince`). The sender is found through `PhoneIndex` (hashed
+UNSTOP, YES opt back in; anything else is ignored. The consent change carries the signed time
+(at most `event_future_tolerance_s` ahead of ours: a provider's clock further ahead, within the
+webhook's tolerance, was refused as a change from the future, a 400 the provider does not
+retry), so a START signed before a later STOP does not reopen SMS. A number no SMS went to is
+ignored too (200, so the provider does not retry), and so is a reply of a user erased since (it
+would bring their profile back: `ErasedSince`). The sender is found through `PhoneIndex` (hashed
 numbers): every profile texted at the number is changed (several may share one).
 """
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
@@ -45,8 +48,11 @@ _OPT_OUT = re.compile(r"^OPT[\s-]+OUT\b")
 
 
 class SmsInbound:
-    def __init__(self, signed: SignedRequests, phones: PhoneIndex, consent: ConsentWriter):
-        self.signed, self.phones, self.consent = signed, phones, consent
+    def __init__(self, signed: SignedRequests, phones: PhoneIndex, consent: ConsentWriter,
+                 future_s: float = 300.0):
+        """`future_s`: how far ahead of now a consent change may be dated (Settings
+        `event_future_tolerance_s`)."""
+        self.signed, self.phones, self.consent, self.future_s = signed, phones, consent, future_s
 
     async def handle(self, request: web.Request) -> web.Response:
         body, signed_at = await self.signed.read(request)
@@ -56,11 +62,11 @@ class SmsInbound:
         opted_in = False if word in STOP_WORDS else True if word in START_WORDS else None
         if opted_in is None:
             return web.Response(text="ignored")
-        changed = 0
+        changed, dated = 0, min(signed_at, time.time() + self.future_s)  # a clock ahead
         for user in await asyncio.to_thread(self.phones.lookup, sender):  # all who share it
             try:  # `existing`: a reply changes a profile that exists, never brings one back
                 await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}",
-                                               timestamp=signed_at, existing=True)
+                                               timestamp=dated, existing=True)
             except ErasedSince:  # erased since (signed before, or no profile since)
                 continue
             changed += 1
