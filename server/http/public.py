@@ -3,10 +3,10 @@ reports.
 
     GET  /u/<token>      a page with one button (a form POSTing the same as a mail client)
     POST /u/<token>      body `List-Unsubscribe=One-Click` (a form, or plain text) or none:
-                         opts the user out of the token's
-                         channel at once, idempotently; no login, no confirmation step; and
-                         every profile messaged on that channel at the address the user was
-                         (`messages.phones.AddressIndex.sharing`: the address's owner asked)
+                         opts the user out of the token's channel at once, idempotently; no
+                         login, no confirmation step; and every profile messaged on that
+                         channel at the address the user was (the address's owner asked:
+                         `messages.phones.AddressIndex.sharing`)
     POST /sms/inbound    the SMS provider's webhook (`sms.SmsInbound`)
     POST /delivery/events  the email provider's bounce and complaint reports
                          (`delivery_events.DeliveryEvents`)
