@@ -133,7 +133,8 @@ class PublicHttp:
         target = self._read(request)
         if not await _is_one_click(request, self.limits.http_body_seconds):
             raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
-        source = f"one-click unsubscribe ({target.campaign_id})"
+        # cut to the limit: a long campaign id made every click of its links a 400
+        source = f"one-click unsubscribe ({target.campaign_id})"[:self.limits.consent_source_chars]
         for user in await self._sharing(target.user_id, target.channel):
             try:  # `existing`: an erased user's old link opts nothing out (and writes nothing)
                 await self.consent.set_consent(user, target.channel, False, source,
