@@ -42,6 +42,7 @@ __all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex"]
 _LABELS = {"sms": b"sms/phone", "email": b"email/address"}
 """The derivation label of each channel's hashing key (one key of the ring each)."""
 
+
 def normalize_phone(text: str) -> str | None:
     """The number in E.164 (`+digits`, `server.contact.addresses`); None if it is not one."""
     try:
