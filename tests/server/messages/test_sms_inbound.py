@@ -264,3 +264,20 @@ async def test_every_reply_the_fcc_names_as_a_revocation_opts_out(texted, profil
     one: such replies were "ignored" and the texts kept coming."""
     assert await reply(settings, "+447700900123", text) == 200
     assert await sms_consent(profiles, texted) is False
+
+
+async def test_an_sms_one_click_link_opts_out_every_profile_texted_at_the_number(
+        texted, profiles, messaging, settings):
+    """An SMS's unsubscribe link does what a STOP from its number does (the same index): every
+    profile texted at the number is opted out of SMS."""
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="u-sms-3", attributes={"phone": "+447700900123"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="u-sms-3", channel="sms",
+                                                    opted_in=True, source="signup"))
+    await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms", user_id="u-sms-3"))
+    link = (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="sms", user_id=texted))).unsubscribe_url
+    async with aiohttp.ClientSession() as http:
+        async with http.post(link, data={"List-Unsubscribe": "One-Click"}) as res:
+            assert res.status == 200
+    assert [await sms_consent(profiles, u) for u in (texted, "u-sms-3")] == [False, False]
