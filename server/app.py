@@ -358,7 +358,8 @@ class TailorServer:
         ctx, reload = public_http.server_ssl_context(self.tls)
         sms, reports = self._signed("sms-webhook"), self._signed("delivery-events")
         sms = sms and public_http.SmsInbound(sms, self.phones, self.profiles,
-                                             s.event_future_tolerance_s)
+                                             s.event_future_tolerance_s, self.profiles,
+                                             s.consent_defaults)
         reports = reports and public_http.DeliveryEvents(reports, self.campaigns, self.profiles,
                                                          self.suppressions, s.limits)
         self.public = public_http.PublicHttp(

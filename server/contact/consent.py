@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHANNELS",
-           "need_of", "consent_reason", "record_consent", "current_consents"]
+           "need_of", "consent_reason", "reopens", "record_consent", "current_consents"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
@@ -69,6 +69,21 @@ def consent_reason(meta: Mapping | None, channel: str, purpose: str,
     if entry is None:
         return NO_CONSENT if need == "opt_in" else None
     return None if entry["opted_in"] else NO_CONSENT
+
+
+def reopens(meta: Mapping | None, channel: str, defaults: Mapping[str, str]) -> bool:
+    """Whether a reply such as START may opt the user back in to marketing on `channel`: it
+    undoes an opt-out, and gives no consent the user had not given. True only when the current
+    state is an opt-out and, where the channel needs an opt-in (`need_of`), the history holds
+    one (a "Reply YES to confirm" on a receipt, or a START from a user who never agreed,
+    recorded a first opt-in before: the marketing began)."""
+    entry = _entry(meta, channel, MARKETING)
+    if entry is None or entry["opted_in"]:
+        return False  # nothing to undo
+    if need_of(defaults, channel) != "opt_in":
+        return True  # the opt-out was all that kept it closed
+    return any(h.get("channel") == channel and h.get("purpose", MARKETING) == MARKETING
+               and h.get("opted_in") for h in meta.get("consent_history", ()))
 
 
 def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:

@@ -11,8 +11,10 @@ every key of it verifies, so the provider's secret can change without dropping r
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
 word of the body decides (punctuation after it dropped): STOP, STOPALL, UNSUBSCRIBE, CANCEL,
 END, QUIT, REVOKE, OPTOUT ("opt out", "opt-out") opt the sender out of marketing SMS; START,
-UNSTOP, YES opt back in; anything else is ignored. The consent change carries the signed time
-(at most `event_future_tolerance_s` ahead of ours: a provider's clock further ahead, within the
+UNSTOP, YES opt back in those a STOP (or another opt-out) closed, never giving a consent not
+given before (`contact.consent.reopens`: a "Reply YES to confirm" on a receipt opted the user in
+to marketing texts); anything else is ignored. The consent change carries the signed time (at
+most `event_future_tolerance_s` ahead of ours: a provider's clock further ahead, within the
 webhook's tolerance, was refused as a change from the future, a 400 the provider does not
 retry), so a START signed before a later STOP does not reopen SMS. A number no SMS went to is
 ignored too (200, so the provider does not retry), and so is a reply of a user erased since (it
@@ -25,11 +27,14 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
 from aiohttp import web
 
-from ..interfaces import ConsentWriter
+from ..config import DEFAULT_CONSENT
+from ..contact.consent import reopens
+from ..interfaces import ConsentWriter, ProfileMetas
 from ..messages.phones import PhoneIndex
 from ..profiles.errors import ErasedSince
 from ..security.userref import user_ref
@@ -49,10 +54,14 @@ _OPT_OUT = re.compile(r"^OPT[\s-]+OUT\b")
 
 class SmsInbound:
     def __init__(self, signed: SignedRequests, phones: PhoneIndex, consent: ConsentWriter,
-                 future_s: float = 300.0):
+                 future_s: float = 300.0, metas: ProfileMetas | None = None,
+                 defaults: Mapping[str, str] = DEFAULT_CONSENT):
         """`future_s`: how far ahead of now a consent change may be dated (Settings
-        `event_future_tolerance_s`)."""
+        `event_future_tolerance_s`); `metas` (the profiles' meta records) and `defaults`
+        (Settings `consent_defaults`): a START re-opens only what a STOP closed
+        (`contact.consent.reopens`)."""
         self.signed, self.phones, self.consent, self.future_s = signed, phones, consent, future_s
+        self.metas, self.defaults = metas, dict(defaults)
 
     async def handle(self, request: web.Request) -> web.Response:
         body, signed_at = await self.signed.read(request)
@@ -63,7 +72,11 @@ class SmsInbound:
         if opted_in is None:
             return web.Response(text="ignored")
         changed, dated = 0, min(signed_at, time.time() + self.future_s)  # a clock ahead
-        for user in await asyncio.to_thread(self.phones.lookup, sender):  # all who share it
+        users = await asyncio.to_thread(self.phones.lookup, sender)  # all who share it
+        if opted_in and self.metas is not None:  # a START undoes an opt-out, gives no consent
+            metas = await asyncio.to_thread(self.metas.metas, users)
+            users = [u for u, m in zip(users, metas) if reopens(m, "sms", self.defaults)]
+        for user in users:
             try:  # `existing`: a reply changes a profile that exists, never brings one back
                 await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}",
                                                timestamp=dated, existing=True)

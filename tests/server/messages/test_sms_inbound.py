@@ -281,3 +281,28 @@ async def test_an_sms_one_click_link_opts_out_every_profile_texted_at_the_number
         async with http.post(link, data={"List-Unsubscribe": "One-Click"}) as res:
             assert res.status == 200
     assert [await sms_consent(profiles, u) for u in (texted, "u-sms-3")] == [False, False]
+
+
+async def test_a_yes_to_a_transactional_text_gives_no_marketing_consent(texted, campaigns,
+                                                                        profiles, messaging,
+                                                                        settings):
+    """"Reply YES to confirm your appointment": a user who never agreed to marketing texts
+    replied YES to a transactional SMS, and START/YES recorded an SMS marketing opt-in: the
+    marketing texts began. START, UNSTOP and YES undo an opt-out (what a STOP closed, as the
+    carriers' keywords do); they never give a consent the user had not given before."""
+    spec = cpb.CampaignSpec(campaign_id="appt", channel="sms", policy="fixed",
+                            purpose="transactional",
+                            variants=[cpb.Variant(id="a", content={"text": "Reply YES"})])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="u-appt", attributes={"phone": "+447700900125"}))
+    assert not (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="appt", user_id="u-appt"))).suppressed
+    assert await reply(settings, "+447700900125", "Yes") == 200
+    assert await sms_consent(profiles, "u-appt") is None
+    marketing = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
+                                                                         user_id="u-appt"))
+    assert marketing.suppressed and marketing.reason == "no_consent"
+    assert await reply(settings, "+447700900125", "STOP", age=2) == 200  # STOP, then START:
+    assert await reply(settings, "+447700900125", "START") == 200  # back to no consent
+    assert await sms_consent(profiles, "u-appt") is False
