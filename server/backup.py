@@ -247,15 +247,32 @@ def _extract_tar(archive: Path, staging: Path) -> dict:
 
 
 def _swap_in(staging: Path, data_dir: Path) -> None:
+    """Rename the extracted `store` and `bundles` into `data_dir`, each on disk (every file and
+    directory fsynced) before it is named there: a power loss just after a restore leaves the
+    old store or the whole new one, never a `store/` whose data.mdb was not written out."""
     (staging / "bundles").mkdir(exist_ok=True)
+    for name in ("store", "bundles"):
+        _fsync_tree(staging / name)
     for name in ("store", "bundles"):
         old = data_dir / f".replaced-{name}"
         shutil.rmtree(old, ignore_errors=True)
         if (data_dir / name).exists():
             os.replace(data_dir / name, old)
         os.replace(staging / name, data_dir / name)
+        _fsync_path(data_dir)  # the rename on disk before the replaced copy is deleted
         shutil.rmtree(old, ignore_errors=True)
-    fd = os.open(data_dir, os.O_RDONLY)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every directory, deepest first, `root` last."""
+    for directory, _, files in os.walk(root, topdown=False):
+        for name in files:
+            _fsync_path(Path(directory) / name)
+        _fsync_path(Path(directory))
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:

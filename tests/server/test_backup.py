@@ -449,3 +449,45 @@ def test_restore_refuses_an_encrypted_backup_without_its_pad_file(tmp_path):
     assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
     assert refused.stderr.startswith(f"restore: {bare} holds a store that cannot be opened")
     assert "keyslots" in refused.stderr and not (tmp_path / "d" / "store").exists()
+
+
+def test_a_restore_puts_its_copy_on_disk_before_it_names_it_the_store(tmp_path, monkeypatch):
+    """The restore extracted the store copy, its pads and the bundles, then renamed them into
+    place with nothing fsynced but the data dir: a power loss right after it could leave a
+    `store/` whose data.mdb (or keyslots, or a bundle file) was never written out, a torn store
+    the next start serves. Every file and directory of the copy is fsynced before the rename
+    that names it, and the data dir after it."""
+    from server.backup import backup, restore
+    from server.store import Store
+    store = Store(tmp_path / "data" / "store", sync=False, crypto=throwaway_crypto())
+    store.put("meta", b"from-backup", b"yes")
+    store.close()
+    version = tmp_path / "data" / "bundles" / "20260101T000000-cafe"
+    version.mkdir(parents=True)
+    (version / "manifest.json").write_text("{}")
+    (version / "users.npz").write_bytes(os.urandom(64))
+    backup(tmp_path / "data", tmp_path / "b.tar")
+    live = tmp_path / "live"
+    calls, fsync, replace = [], os.fsync, os.replace
+
+    def traced_fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def traced_replace(src, dst):
+        calls.append(("replace", str(src), str(dst)))
+        replace(src, dst)
+    monkeypatch.setattr(os, "fsync", traced_fsync)
+    monkeypatch.setattr(os, "replace", traced_replace)
+    restore(tmp_path / "b.tar", live)
+    staging = str(live / ".restoring")
+    for name in ("store", "bundles"):
+        moved = next(i for i, c in enumerate(calls) if c[0] == "replace"
+                     and c[1] == f"{staging}/{name}")
+        synced = {c[1] for c in calls[:moved] if c[0] == "fsync"}
+        wanted = {f"{staging}/{name}"} | {
+            str(path).replace(str(live / name), f"{staging}/{name}", 1)
+            for path in (live / name).rglob("*")}
+        assert wanted - synced == set(), name
+        assert ("fsync", str(live)) in calls[moved:]
+    assert {p.name for p in (live / "store").iterdir()} >= {"data.mdb", "keyslots"}
