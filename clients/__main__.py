@@ -12,7 +12,7 @@ from datetime import UTC
 
 from google.protobuf import json_format
 
-from . import transport
+from . import _quiet, transport
 from .client import TailorClient, TailorError, event_from_dict, path_from_dict
 
 
@@ -162,10 +162,11 @@ def _campaign(client: TailorClient, args) -> object:
                 for rec in records:
                     fh.write(json.dumps(_finite(rec), allow_nan=False) + "\n")
                     n += 1
-            except TailorError as err:  # what came before is in the file: say it is partial
-                if n:
-                    err.args = (f"{err}; {args.out} is incomplete: the {n} decisions before it "
-                                f"were written",)
+            except (TailorError, KeyboardInterrupt) as err:  # what came before is in the
+                if n:  # file: say it is partial (a Ctrl-C may land after a write, before n)
+                    cut = "at least " if isinstance(err, KeyboardInterrupt) else ""
+                    note = f"{args.out} is incomplete: {cut}the {n} decisions before it were written"
+                    err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
                 raise
         return {"decisions": n, "out": args.out}
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
@@ -678,6 +679,7 @@ def run() -> int:
     """`main`, with a reader that leaves early (`python -m clients ... | head`) ending the command
     quietly, as Unix tools do, instead of with a traceback; Ctrl-C is one line (and what a
     plan had done), exit 130 as a shell's."""
+    _quiet.loaded()  # until here a Ctrl-C exits with the same line (`_quiet`)
     try:
         code = main()
         sys.stdout.flush()

@@ -447,3 +447,52 @@ def test_a_plan_reads_its_users_from_a_pipe_named_as_a_file(served, tmp_path):
     run_module("clients", "campaign", "plan", "--campaign", "pipe", "--users", "/dev/stdin",
                "--out", str(out), "--quiet", "--server", served, input="u1\nu2\nu3\n")
     assert [json.loads(line)["user_id"] for line in out.read_text().splitlines()] == ["u1", "u2", "u3"]
+
+
+def _interrupted(args, after, delay: float = 0.0) -> tuple[subprocess.Popen, str]:
+    """`python -m clients ARGS` sent SIGINT (as from a terminal) once `after()` is true, then
+    `delay` seconds; (process, its stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "clients", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not after() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    return proc, proc.communicate(timeout=60)[1]
+
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6, 2.0])
+def test_ctrl_c_while_the_cli_loads_or_waits_is_one_line(delay):
+    """Ctrl-C while the CLI loaded (gRPC and the protobuf modules: half a second or more)
+    printed a KeyboardInterrupt traceback through the imports. The command here then waits on
+    a server that never answers, so the interrupt lands while it loads or while it waits."""
+    import socket
+    with socket.socket() as silent:  # accepts connections (the backlog), answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        proc, err = _interrupted(["health", "--server", f"127.0.0.1:{silent.getsockname()[1]}",
+                                  "--timeout", "30"], lambda: True, delay)
+    assert proc.returncode == 130 and err == "error: interrupted\n", err[-3000:]
+
+
+def test_ctrl_c_during_a_campaign_export_says_the_file_is_incomplete(served, tmp_path):
+    """Ctrl-C cut `campaign export` with only 'error: interrupted': the decisions before it in
+    --out, a partial decision log that `training ope` would take whole, not said."""
+    from clients import TailorClient
+    with TailorClient(served, timeout=120) as client:
+        client.create_campaign({"campaign_id": "p", "channel": "push", "policy": "fixed",
+                                "variants": [{"id": "a", "content": {"title": "A"}}]})
+        assert sum(1 for _ in client.plan_campaign("p", (f"u{i}" for i in range(30_000)),
+                                                   batch_size=1000)) == 30_000
+    out = tmp_path / "decisions.jsonl"
+    proc, err = _interrupted(["campaign", "export", "--campaign", "p", "--include-pending",
+                              "--out", str(out), "--server", served],
+                             lambda: out.exists() and out.stat().st_size > 0)
+    written = len(out.read_text().splitlines())
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    said = re.fullmatch(rf"error: interrupted; {re.escape(str(out))} is incomplete: at least the "
+                        r"(\d+) decisions before it were written", err.strip())
+    assert said is not None, err
+    assert 0 < written < 30_000 and written - int(said[1]) in (0, 1), (written, err)
