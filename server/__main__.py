@@ -298,6 +298,7 @@ def _rotate_key(args) -> None:
     from .store.lock import check_restore_finished
     from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
+    from .store.sharing import hold_layouts
     store_dir = args.data_dir / "store"
     check_restore_finished(args.data_dir)
     if not (store_dir / "data.mdb").exists():
@@ -310,11 +311,12 @@ def _rotate_key(args) -> None:
                            environ={})
     lock = lock_data_dir(args.data_dir, exclusive=False)  # beside servers; not during compaction
     try:
-        store = Store(store_dir, crypto=StoreCrypto.from_secrets(secrets))
-        try:
-            print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
-        finally:
-            store.close()
+        with hold_layouts(store_dir):  # not beside a server of other layouts (store.sharing)
+            store = Store(store_dir, crypto=StoreCrypto.from_secrets(secrets))
+            try:
+                print(json.dumps(rotate_data_keys(store, secrets, chunk=max(args.chunk, 1))))
+            finally:
+                store.close()
     finally:
         lock.close()
 

@@ -75,6 +75,7 @@ from .services.profile import ProfileServicer
 from .services.recommendation import RecommendationServicer
 from .store import Store, lock_data_dir
 from .store.crypto import StoreCrypto, check_secrets_outside
+from .store.sharing import hold_layouts
 from .store.tokens import forget_ids
 
 __all__ = ["TailorServer"]
@@ -257,6 +258,11 @@ class TailorServer:
     async def start(self, serving: bool = True) -> int:
         """Bind and start; health reports SERVING now, or at `set_serving()` if not `serving`."""
         self._lock = lock_data_dir(self.settings.data_dir, exclusive=False)
+        try:  # refused beside a live Tailor of other record layouts, before any step runs
+            self._layouts = hold_layouts(self.settings.store_dir)
+        except BaseException:
+            self._lock.close()
+            raise
         self._build_security()  # secrets and the audit log, which the auth guard reports to
         self.auth = AuthGuard(self.settings, self.audit)  # a bad auth config stops here
         self.reloaders.append(self.auth.reload_auth)
@@ -470,4 +476,5 @@ class TailorServer:
         self.canary_monitor.publish()  # the calls counted since the last check
         await self.registry.stop()
         self.store.close()
+        self._layouts.close()
         self._lock.close()

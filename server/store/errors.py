@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import FailedPrecondition, ResourceExhausted
 
 __all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull", "StoreDiskFull",
-           "StoreUnreadable", "StorePadsMissing"]
+           "StoreUnreadable", "StorePadsMissing", "StoreLayoutsInUse"]
 
 
 class StoreKeyMissing(FailedPrecondition):
@@ -74,3 +74,14 @@ class StorePadsMissing(FailedPrecondition):
                          f"{pads}: data.mdb was copied or restored without its keyslots file "
                          "(copy both, as backups and compaction do); served, every user would "
                          "read as erased")
+
+
+class StoreLayoutsInUse(FailedPrecondition):
+    """The store is open in a live process of a Tailor whose record layouts differ from this
+    one's (`sharing`): opened here, its layout steps would run under that process, which would
+    then misread the records."""
+
+    def __init__(self, path, kinds: list[str]):
+        super().__init__(f"store at {path} is open in a running Tailor of another version, "
+                         f"whose record layouts differ from this one's: {', '.join(kinds)}; "
+                         "stop it first (upgrade: stop, back up, migrate, start)")

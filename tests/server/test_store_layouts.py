@@ -448,3 +448,70 @@ def test_the_rekey_runs_in_bounded_chunks_and_a_kill_midway_resumes(tmp_path, en
         assert resumed.returncode == 0, resumed.stderr  # the next start goes on where the
         assert int(resumed.stdout) == chunks - (kill_at - 1)  # last committed chunk ended
         assert _every_record(path) == expected, kill_at
+
+
+_NEWER_LAYOUTS = '''
+import dataclasses
+import server.store.layouts as L
+from server.store import lmdb_store as S
+def bump(kind):  # a later Tailor: one record kind a layout further
+    if kind.name != "dead_letter":
+        return kind
+    return dataclasses.replace(kind, version=kind.version + 1,
+                               steps={**kind.steps, kind.version: L.same})
+S.Store.__init__.__defaults__ = tuple(tuple(map(bump, L.KINDS)) if d is L.KINDS else d
+                                      for d in S.Store.__init__.__defaults__)
+L.KINDS = S.KINDS = tuple(map(bump, L.KINDS))
+'''
+
+
+def test_a_newer_tailor_beside_a_running_older_one_is_refused_before_any_layout_step(
+        server_process, tmp_path):
+    """Servers share the data dir's lock, so a newer Tailor started beside a running one (a
+    blue/green on one host, a second `python -m server` by mistake) ran its layout steps
+    under it, and the running one, which checks the stamps only at its open, then read
+    records in a layout it does not know. The newer one is refused in one line, the stamps
+    untouched, while the older one runs; once it has stopped, the newer one migrates."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from server.store.backup import read_value
+    from tests.conftest import ROOT, free_port, run_module
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "sitecustomize.py").write_text(_NEWER_LAYOUTS)  # in every process it starts
+    data = tmp_path / "data"
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    newer_env = {**env, "PYTHONPATH": os.pathsep.join([str(newer), str(ROOT)])}
+    older = server_process(data, env=env)
+    stamp = keys.layout_key("dead_letter")
+    assert read_value(data / "store", "meta", stamp) == b"2"
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(free_port()),
+                             "--metrics-port", str(free_port()), "--data-dir", str(data)],
+                            cwd=ROOT, env=newer_env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if read_value(data / "store", "meta", stamp) != b"2":
+            break  # the newer one migrated under the running one
+        time.sleep(0.1)
+    migrated = read_value(data / "store", "meta", stamp)
+    if proc.poll() is None:
+        proc.kill()
+    err = proc.communicate(timeout=60)[1]
+    assert migrated == b"2", "the newer Tailor ran its layout step under the running one"
+    assert proc.returncode == 2 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        f"error: store at {data / 'store'} is open in a running Tailor of another version, whose "
+        "record layouts differ from this one's: dead_letter (3 here, 2 there); stop it first "
+        "(upgrade: stop, back up, migrate, start)"), err[-3000:]
+    with older.connection.channel(older.target) as ch:  # the older one serves on
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    older.stop()
+    done = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=newer_env).stdout)
+    assert done["migrated"] == {"dead_letter": 2}
+    assert read_value(data / "store", "meta", stamp) == b"3"
