@@ -22,9 +22,11 @@ lock, so concurrent rewards from several worker processes are never lost.
 """
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 
@@ -516,14 +518,12 @@ def writer_functions(store: Store) -> dict:
     """The batch functions of the campaigns writer process (`server.batching.WriterProcess`).
     Its limits (how long contacts are kept) are the server's: `Campaigns` hands them over as
     `TAILOR_LIMITS` in the child's environment (the server may have read them from its config
-    file). Converts request ids remembered in the pre-bucket layout (`requests.convert_legacy`)
-    first. Sets the process's garbage collection (`WRITER_GC_THRESHOLD`)."""
+    file). Converts request ids remembered in the pre-bucket layout in a thread of its own
+    (`convert_legacy_ids`). Sets the process's garbage collection (`WRITER_GC_THRESHOLD`)."""
     tombstones = _tombstones(store)
     repo = CampaignRepository(store, _server_limits(),
                               tombstones.before_erasure if tombstones is not None else None)
-    moved = repo.requests.convert_legacy(store, time.time())
-    if moved:
-        logger.info("moved %d remembered request ids into time buckets", moved)
+    convert_legacy_ids(repo, store)
     gc.collect()
     gc.freeze()
     gc.set_threshold(*WRITER_GC_THRESHOLD)
@@ -534,6 +534,27 @@ def writer_functions(store: Store) -> dict:
             "rewards": lambda requests: repo.apply_rewards(requests, time.time()),
             "withdrawals": repo.withdraw,
             "event_effects": lambda items: repo.apply_event_effects(items, time.time())}
+
+
+def convert_legacy_ids(repo: CampaignRepository, store: Store) -> threading.Thread:
+    """`requests.convert_legacy` in a daemon thread, stopped (after its transaction in progress)
+    and joined when the process exits; the writer serves meanwhile (its look-ups read the
+    legacy keys until none is left). Returns the thread."""
+    stop = threading.Event()
+
+    def convert() -> None:
+        try:
+            moved = repo.requests.convert_legacy(store, stop)
+        except Exception:  # noqa: BLE001 - look-ups go on reading the legacy keys, and the
+            logger.exception("moving remembered request ids into time buckets failed")
+            return  # next start tries again
+        if moved:
+            logger.info("moved %d remembered request ids into time buckets", moved)
+
+    thread = threading.Thread(target=convert, name="legacy-request-ids", daemon=True)
+    thread.start()
+    atexit.register(lambda: (stop.set(), thread.join()))
+    return thread
 
 
 _FIELDS = len(DecisionRecord._fields)

@@ -34,12 +34,18 @@ spanning it is decided anew) and expire with the old buckets.
 
 Stores written before stop 48 keyed entries by digest alone, with a time-ordered expiry key
 each (`LEGACY_*` in `store.keys`); `convert_legacy` moves the ones still within the window into
-their buckets and deletes the rest, once, when the campaigns writer starts.
+their buckets and deletes the rest, once, in the background once the campaigns writer has
+started (about 18 us an entry: a store that remembered millions of ids would otherwise keep the
+writer from reporting ready). Until a process finds none left, a look-up that misses both
+buckets also reads the entry's legacy key, so a repeat is answered its decision (and a delivery
+is not handed over twice) however far the conversion has gone.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 
 from ..store.keys import (
     LEGACY_REQUEST_EXPIRY_PREFIX,
@@ -57,6 +63,9 @@ of the last window after a burst)."""
 
 LEGACY_CHUNK = 2_000
 """Entries of the pre-bucket layout converted a write transaction (`convert_legacy`)."""
+LEGACY_PAUSE = 0.01
+"""Seconds `convert_legacy` waits between two transactions: the writer's batches (and other
+processes' writes) take the store's write lock meanwhile."""
 
 
 def request_digest(caller: str, campaign_id: str, user_id: str, request_id: str) -> bytes:
@@ -75,6 +84,9 @@ class RequestIds:
         """The buckets' width, in milliseconds."""
         self._clean_below = b""
         """A key under which this process found no entry left (`_expire`)."""
+        self._legacy = True
+        """Whether entries of the pre-bucket layout may still be stored (`_newest` reads them
+        until a miss finds none left: none is ever written again)."""
 
     def _keys(self, digest: bytes, now: float) -> tuple[bytes, bytes]:
         """The keys `digest` may have within the window at `now`: this bucket's, the last's."""
@@ -87,6 +99,18 @@ class RequestIds:
             raw = self._d.get(txn, key)
             if raw is not None:
                 return key, json.loads(raw)
+        return self._legacy_entry(txn, digest) if self._legacy else None
+
+    def _legacy_entry(self, txn, digest: bytes) -> tuple[bytes, dict] | None:
+        """(key, entry) of `digest` in the pre-bucket layout, not converted yet (its key is
+        read and written as a bucket's is); notes when none is left."""
+        key = LEGACY_REQUEST_PREFIX + digest
+        raw = self._d.get(txn, key)
+        if raw is not None:
+            return key, json.loads(raw)
+        first = self._d.first_key(txn, LEGACY_REQUEST_PREFIX)
+        if first is None or not first.startswith(LEGACY_REQUEST_PREFIX):
+            self._legacy = False
         return None
 
     def find(self, txn, digest: bytes, now: float) -> tuple[bytes, dict] | None:
@@ -174,18 +198,21 @@ class RequestIds:
             # `find` tells an expired entry by its time
             self._clean_below = keep
 
-    def convert_legacy(self, store, now: float) -> int:
+    def convert_legacy(self, store, stop: threading.Event | None = None) -> int:
         """Move the entries of the pre-bucket layout still within the window into their
         buckets, delete the others and every legacy expiry key (`LEGACY_CHUNK` a write
-        transaction, so concurrent writers wait little); returns how many were moved. An entry
-        already in the bucket (made since, by this layout) is kept."""
+        transaction, `LEGACY_PAUSE` apart, so concurrent writers wait little) until done or
+        `stop` is set; returns how many were moved. An entry already in the bucket (made
+        since, by this layout) is kept."""
         moved = 0
         for prefix in (LEGACY_REQUEST_PREFIX, LEGACY_REQUEST_EXPIRY_PREFIX):
             with store.read() as txn:  # a store without any: no write transaction
                 first = self._d.first_key(txn, prefix)
             done = first is None or not first.startswith(prefix)
             while not done:
-                n, done = store.write(lambda txn, p=prefix: self._convert_some(txn, p, now))
+                if stop is not None and stop.wait(LEGACY_PAUSE):
+                    return moved  # the writer stops: the next start goes on
+                n, done = store.write(lambda txn, p=prefix: self._convert_some(txn, p, time.time()))
                 moved += n
         return moved
 

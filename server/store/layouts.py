@@ -199,12 +199,12 @@ KINDS: tuple[RecordKind, ...] = (
                "answered with, when, whether a repeat was answered it, and (x, optional) a "
                "delivering ComposeMessage's delivery state, keyed by time "
                "bucket and digest (campaigns.requests); by digest alone before stop 48 "
-               "(LEGACY_REQUEST_PREFIX: moved into buckets when the campaigns writer starts, "
+               "(LEGACY_REQUEST_PREFIX: moved into buckets once the campaigns writer has started, "
                "the value as it is)"),
     RecordKind("decision_request_expiry", "decisions", 1,
                lambda k: k.startswith(K.LEGACY_REQUEST_EXPIRY_PREFIX),
                "empty: a legacy request id entry in the order of its time (before stop 48; "
-               "deleted when the campaigns writer starts: campaigns.requests)"),
+               "deleted once the campaigns writer has started: campaigns.requests)"),
     RecordKind("contact_history", "contacts", 2, lambda k: k.endswith(K.CONTACTS_SUFFIX),
                "JSON list of a user's recent contacts [time, channel, decision id] "
                "(contact.caps.ContactHistory); 2: a transactional campaign's with a fourth "

@@ -1,8 +1,8 @@
 """The remembered request ids (`campaigns.requests.RequestIds`): one entry an id, in buckets as
 wide as the window; a look-up finds an entry within the window in this bucket or the last;
 each new entry deletes up to `EXPIRE_PER_ENTRY` entries of older buckets, oldest first; the
-pre-bucket layout's entries still within the window are moved into their buckets when the
-campaigns writer starts, the rest deleted with every legacy expiry key."""
+pre-bucket layout's entries still within the window are moved into their buckets once the
+campaigns writer has started, the rest deleted with every legacy expiry key."""
 import json
 
 import pytest
@@ -87,6 +87,7 @@ def test_the_writer_moves_legacy_entries_within_the_window_into_buckets(store, m
             table.put(txn, keys.LEGACY_REQUEST_EXPIRY_PREFIX + keys.ms_part(t) + _digest(i), b"")
     store.write(write_legacy)
     writer_functions(store)
+    _converted(store)
     ids = RequestIds(table, 3600.0)
     with store.read() as txn:
         assert ids.find(txn, _digest(1), now)[1] == {"d": "d1", "t": legacy[1], "r": 0}
@@ -95,3 +96,55 @@ def test_the_writer_moves_legacy_entries_within_the_window_into_buckets(store, m
         assert list(table.scan_prefix(txn, keys.LEGACY_REQUEST_PREFIX)) == []
         assert list(table.scan_prefix(txn, keys.LEGACY_REQUEST_EXPIRY_PREFIX)) == []
     assert len(_remembered(store)) == 2
+
+
+def _legacy_left(store) -> int:
+    with store.read() as txn:
+        return sum(len(store.table("decisions").scan_prefix(txn, prefix)) for prefix
+                   in (keys.LEGACY_REQUEST_PREFIX, keys.LEGACY_REQUEST_EXPIRY_PREFIX))
+
+
+def _converted(store, timeout: float = 60.0) -> None:
+    """Wait until the writer's background conversion has left no legacy key."""
+    import time
+    deadline = time.monotonic() + timeout
+    while _legacy_left(store) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _legacy_left(store) == 0
+
+
+def test_the_writer_starts_before_a_large_legacy_conversion_and_answers_from_it_meanwhile(
+        store, monkeypatch):
+    """The legacy conversion ran before the campaigns writer reported ready, ~18 us an entry:
+    a store that remembered more than ~6M ids (about 1,800 decisions a second with ids at the
+    default hour) outlasted the writer's 120 s start and failed the server's start. The writer
+    starts at once and converts in the background; meanwhile a look-up (the writer's, or a
+    worker's delivery claim) still finds an entry not yet moved: a repeat gets its decision
+    and a delivered message is not handed over again."""
+    import time
+    monkeypatch.setenv("TAILOR_LIMITS__REQUEST_ID_WINDOW_SECONDS", "3600")
+    now, n = time.time(), 30_000
+    table = store.table("decisions")
+
+    def write_legacy(txn):
+        for i in range(n):
+            entry = {"d": f"d{i}", "t": now - 60.0 + i / n, "r": 0}
+            if i == n - 1:  # converted last (key order): a delivered ComposeMessage's
+                entry["x"] = {"s": "sent"}
+            table.put(txn, keys.LEGACY_REQUEST_PREFIX + _digest(i), json.dumps(entry).encode())
+            table.put(txn, keys.LEGACY_REQUEST_EXPIRY_PREFIX + keys.ms_part(entry["t"]) + _digest(i),
+                      b"")
+    store.write(write_legacy)
+    writer_functions(store)
+    assert _legacy_left(store) > n  # started with most of them still to move
+    ids = RequestIds(table, 3600.0)  # a worker's: reads the legacy keys while there are some
+    with store.read() as txn:
+        assert ids.find(txn, _digest(n - 2), time.time())[1]["d"] == f"d{n - 2}"
+    assert store.write(lambda txn: ids.claim_delivery(txn, _digest(n - 1), f"d{n - 1}",
+                                                      time.time() + 30, time.time())) == {"s": "sent"}
+    _converted(store)
+    assert len(_remembered(store)) == n
+    with store.read() as txn:
+        assert ids.find(txn, _digest(n - 1), time.time())[1]["x"] == {"s": "sent"}
+        assert ids.find(txn, _digest(n), time.time()) is None
+    assert ids._legacy is False  # none left: look-ups read the buckets alone again
