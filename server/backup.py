@@ -97,9 +97,13 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
             manifest = _extract(archive, staging)
             manifest["erasures_after_backup"] = _carry_erasures(_replaced_store(data_dir),
                                                                 staging / "store")
-            _swap_in(staging, data_dir)
-        finally:
+        except BaseException:  # nothing replaced yet: the data dir is as it was
             shutil.rmtree(staging, ignore_errors=True)
+            raise
+        # Interrupted from here on (Ctrl-C, an error), `staging` stays: the mark that this
+        # restore did not finish, which every command refuses until it is run again.
+        _swap_in(staging, data_dir)
+        shutil.rmtree(staging, ignore_errors=True)
         return manifest
     finally:
         lock.close()

@@ -491,3 +491,65 @@ def test_a_restore_puts_its_copy_on_disk_before_it_names_it_the_store(tmp_path, 
         assert wanted - synced == set(), name
         assert ("fsync", str(live)) in calls[moved:]
     assert {p.name for p in (live / "store").iterdir()} >= {"data.mdb", "keyslots"}
+
+
+_RESTORE_INTERRUPTED_AT = """
+import os, sys
+from pathlib import Path
+import server.backup as b
+calls, real = [], os.replace
+def replace(src, dst):
+    calls.append(dst)
+    real(src, dst)
+    if len(calls) == int(sys.argv[3]):
+        raise KeyboardInterrupt  # Ctrl-C right after this rename
+b.os.replace = replace
+try:
+    b.restore(Path(sys.argv[1]), Path(sys.argv[2]), force=True)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("interrupted_after", [1, 2, 3])
+def test_a_restore_interrupted_while_it_swaps_leaves_the_data_dir_refused(tmp_path,
+                                                                          interrupted_after):
+    """Ctrl-C (or any error) while the restore swapped ran its `finally`, which deleted
+    `.restoring`, the very mark that the restore did not finish: after the first rename no
+    `store/` was left and the next start made an empty store and served it; after the second,
+    the restored store was served with the replaced bundles. The mark stays once the swap has
+    begun: every command refuses the data dir until the restore is run again."""
+    import subprocess
+    import sys
+
+    from server.store import Store
+    from server.store.keys import TOMBSTONE_PREFIX
+    from tests.conftest import ROOT
+    store = Store(tmp_path / "data" / "store", sync=False)
+    store.put("meta", b"from-backup", b"yes")
+    store.close()
+    out, live = tmp_path / "b.tar", tmp_path / "live"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
+    store = Store(live / "store", sync=False)
+    store.put("meta", TOMBSTONE_PREFIX + b"erased-after", b"1")  # an erasure after the backup
+    store.close()
+    cut = subprocess.run([sys.executable, "-c", _RESTORE_INTERRUPTED_AT, str(out), str(live),
+                          str(interrupted_after)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert cut.returncode == 130, cut.stderr
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    for command in (["migrate"], ["compact"], ["backup", "--out", str(tmp_path / "c.tar")]):
+        refused = run_module("server", *command, "--data-dir", str(live), check=False, timeout=60,
+                             env=env)
+        assert refused.returncode == 1, refused.stderr
+        assert f"a restore into {live} did not finish" in refused.stderr, refused.stderr
+    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
+                                  "--force").stdout)
+    assert reply["erasures_after_backup"] == 1
+    assert sorted(p.name for p in live.iterdir()) == ["bundles", "store", "tailor.lock"]
+    store = Store(live / "store", sync=False)
+    assert store.get("meta", b"from-backup") == b"yes"
+    assert store.get("meta", TOMBSTONE_PREFIX + b"erased-after") == b"1"
+    store.close()
+
