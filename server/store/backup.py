@@ -16,7 +16,11 @@ import lmdb
 
 from .datakeys import SLOT_BYTES, SLOT_COUNT_KEY, SLOTS_FILE, copy_slots, unshred_copy
 from .errors import StorePadsMissing, StoreUnreadable
+from .keys import layout_key
+from .layouts import KINDS
 from .lmdb_store import TABLES, open_env
+from .migrate import refuse_newer_layouts
+from .rekey import KEY_VERSION_KEY, refuse_newer_key_version
 
 __all__ = ["snapshot_store", "read_value", "read_prefix", "add_missing", "check_copy"]
 
@@ -121,7 +125,9 @@ def check_copy(store_dir: Path) -> None:
     """StoreUnreadable unless the store copy under `store_dir` (nobody else has it open: a
     restore's staging copy) opens as LMDB, holds every page its last commit uses (a copy cut
     short does not: reading past its end would kill the reader with SIGBUS) and has the
-    tables a store has; StorePadsMissing when its pad file lacks pads its data keys use."""
+    tables a store has; StorePadsMissing when its pad file lacks pads its data keys use;
+    FailedPrecondition when a newer Tailor wrote it (a key version or record layout this code
+    does not know: no server of this version would open it)."""
     env = open_env(store_dir, readonly=True, lock=False, readahead=False)
     try:
         used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
@@ -135,7 +141,9 @@ def check_copy(store_dir: Path) -> None:
                     env.open_db(name.encode(), txn=txn, create=False)
                 except lmdb.NotFoundError:
                     continue  # a table added after the store was written: made at first open
-            keys = txn.get(SLOT_COUNT_KEY, db=env.open_db(b"meta", txn=txn, create=False))
+            meta = env.open_db(b"meta", txn=txn, create=False)
+            keys = txn.get(SLOT_COUNT_KEY, db=meta)
+            _refuse_newer_stamps(txn, meta)
         pads = store_dir / SLOTS_FILE
         have = pads.stat().st_size // SLOT_BYTES if pads.exists() else 0
         if int(keys or b"0") > have:  # served, every user would read as erased
@@ -144,6 +152,14 @@ def check_copy(store_dir: Path) -> None:
         raise StoreUnreadable(store_dir, str(err)) from None
     finally:
         env.close()
+
+
+def _refuse_newer_stamps(txn, meta) -> None:
+    """The open-time refusals of a newer Tailor's store (`rekey`, `migrate`), on a copy."""
+    refuse_newer_key_version(txn.get(KEY_VERSION_KEY, db=meta))
+    stamps = {kind.name: txn.get(layout_key(kind.name), db=meta) for kind in KINDS}
+    refuse_newer_layouts(KINDS, {name: None if raw is None else int(raw)
+                                 for name, raw in stamps.items()})
 
 
 def _check_table(table: str) -> None:

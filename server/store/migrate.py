@@ -15,7 +15,7 @@ from ..errors import FailedPrecondition
 from .keys import layout_key
 from .layouts import Fold, RecordKind, same
 
-__all__ = ["open_layouts", "stored_versions"]
+__all__ = ["open_layouts", "stored_versions", "refuse_newer_layouts"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -37,7 +37,7 @@ def open_layouts(store, kinds: Sequence[RecordKind], readonly: bool = False) -> 
         fresh = _fresh(store, txn, kinds, stamps)
     if all(stamps[k.name] == k.version for k in kinds):
         return {}
-    _refuse_newer(kinds, stamps)
+    refuse_newer_layouts(kinds, stamps)
     if readonly:
         if fresh:
             return {}
@@ -49,7 +49,7 @@ def open_layouts(store, kinds: Sequence[RecordKind], readonly: bool = False) -> 
     return store.write(lambda txn: _migrate(store, txn, kinds))
 
 
-def _refuse_newer(kinds: Sequence[RecordKind], stamps: dict[str, int | None]) -> None:
+def refuse_newer_layouts(kinds: Sequence[RecordKind], stamps: dict[str, int | None]) -> None:
     newer = [f"{k.name} (stored {stamps[k.name]}, known {k.version})" for k in kinds
              if stamps[k.name] is not None and stamps[k.name] > k.version]
     if newer:
@@ -59,7 +59,7 @@ def _refuse_newer(kinds: Sequence[RecordKind], stamps: dict[str, int | None]) ->
 
 def _migrate(store, txn, kinds: Sequence[RecordKind]) -> dict[str, int]:
     stamps = stored_versions(store, txn, kinds)  # again, under the writer lock
-    _refuse_newer(kinds, stamps)
+    refuse_newer_layouts(kinds, stamps)
     fresh = _fresh(store, txn, kinds, stamps)
     migrated = {}
     for kind in kinds:

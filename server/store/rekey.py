@@ -39,7 +39,8 @@ from .sealed import is_user_key
 from .table import Table
 from .tokens import event_token, key_check, user_token
 
-__all__ = ["open_format", "format_first", "KEY_VERSION", "KEY_VERSION_KEY", "SEALED_KEY", "KEY_CHECK_KEY"]
+__all__ = ["open_format", "format_first", "refuse_newer_key_version", "KEY_VERSION", "KEY_VERSION_KEY",
+           "SEALED_KEY", "KEY_CHECK_KEY"]
 
 logger = logging.getLogger("tailor.store")
 
@@ -62,7 +63,7 @@ def open_format(store, readonly: bool) -> None:
         check = meta.get(txn, KEY_CHECK_KEY)
         empty = _empty(store, txn)
     encrypt = store.datakeys is not None
-    _refuse_newer(version)
+    refuse_newer_key_version(version)
     _refuse_other_keys(store, sealed, check)
     wanted = (version == b"%d" % KEY_VERSION and (sealed is not None or not encrypt)
               and (check is not None or store.crypto is None))
@@ -89,14 +90,14 @@ def format_first(store) -> bool:
     meta = store.raw_table("meta")
     with store.read() as txn:
         sealed, version = meta.get(txn, SEALED_KEY), meta.get(txn, KEY_VERSION_KEY)
-        _refuse_newer(version)
+        refuse_newer_key_version(version)
         _refuse_other_keys(store, sealed, meta.get(txn, KEY_CHECK_KEY))
         pending = (version is None
                    or (store.datakeys is not None and sealed is None))
         return pending and not _empty(store, txn)
 
 
-def _refuse_newer(version: bytes | None) -> None:
+def refuse_newer_key_version(version: bytes | None) -> None:
     """A store a newer Tailor moved to a later key version is refused: re-keyed here, its
     tokens would be hashed again as if they were ids (every record lost)."""
     if version is not None and version != b"%d" % KEY_VERSION:

@@ -553,3 +553,30 @@ def test_a_restore_interrupted_while_it_swaps_leaves_the_data_dir_refused(tmp_pa
     assert store.get("meta", TOMBSTONE_PREFIX + b"erased-after") == b"1"
     store.close()
 
+
+@pytest.mark.parametrize("stamp", [b"layout-dead_letter", b"key-version"])
+def test_restore_refuses_a_backup_a_newer_tailor_wrote_before_replacing_anything(tmp_path, stamp):
+    """A backup of a store a newer Tailor had migrated (a record layout or the key version
+    later than this one knows) was put in place, with --force over the live store, which the
+    swap then deleted: no server of this version opens the result ('written by a newer
+    Tailor'). Refused before anything is replaced, naming what is newer."""
+    from server.store import Store, keys
+    store = Store(tmp_path / "data" / "store", sync=False)
+    key = keys.layout_key("dead_letter") if stamp.startswith(b"layout") else b"key-version"
+    store.put("meta", key, b"99")
+    store.close()
+    out = tmp_path / "newer.tar"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    live = tmp_path / "live"
+    store = Store(live / "store", sync=False)
+    store.put("meta", b"live", b"yes")
+    store.close()
+    before = (live / "store" / "data.mdb").read_bytes()
+    refused = run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
+                         "--force", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith(f"restore: {out} holds a store that cannot be opened (the "
+                                     "store was written by a newer Tailor; "), refused.stderr
+    assert "99" in refused.stderr
+    assert (live / "store" / "data.mdb").read_bytes() == before
+    assert not (live / ".restoring").exists()
