@@ -214,6 +214,7 @@ def _write_tar(staging: Path, out: Path) -> None:
         with open(partial, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(partial, out)
+        _fsync_path(out.parent)  # the name on disk too, before the backup says it is done
     except BaseException:  # a full disk, an interrupt: no half-written archive left behind
         partial.unlink(missing_ok=True)
         raise

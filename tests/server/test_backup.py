@@ -580,3 +580,27 @@ def test_restore_refuses_a_backup_a_newer_tailor_wrote_before_replacing_anything
     assert "99" in refused.stderr
     assert (live / "store" / "data.mdb").read_bytes() == before
     assert not (live / ".restoring").exists()
+
+
+def test_a_backup_is_on_disk_under_its_name_once_it_returns(tmp_path, monkeypatch):
+    """The backup fsynced its archive and renamed it into place, but not the directory: a power
+    loss right after a backup reported done (a cron job moving on to delete older backups)
+    could leave no file under the name. The directory is fsynced after the rename."""
+    from server.backup import backup
+    from server.store import Store
+    Store(tmp_path / "data" / "store").close()
+    out = tmp_path / "out" / "b.tar"
+    calls, fsync, replace = [], os.fsync, os.replace
+
+    def traced_fsync(fd):
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def traced_replace(src, dst):
+        calls.append(("replace", str(dst)))
+        replace(src, dst)
+    monkeypatch.setattr(os, "fsync", traced_fsync)
+    monkeypatch.setattr(os, "replace", traced_replace)
+    backup(tmp_path / "data", out)
+    named = calls.index(("replace", str(out)))
+    assert ("fsync", str(out.parent)) in calls[named:]
