@@ -343,6 +343,9 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[args.command](args)
     except (FailedPrecondition, FileNotFoundError) as err:
         raise SystemExit(f"{args.command}: {err}") from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, exit 130 as a shell's; what a command
+        print(f"{args.command}: interrupted", file=sys.stderr)  # left, its next run handles
+        raise SystemExit(130) from None  # (a restore mid-swap: the data dir is refused till then)
 
 
 def _serve(args) -> None:

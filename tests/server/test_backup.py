@@ -582,6 +582,37 @@ def test_restore_refuses_a_backup_a_newer_tailor_wrote_before_replacing_anything
     assert not (live / ".restoring").exists()
 
 
+def test_ctrl_c_during_a_backup_is_one_line_and_leaves_nothing(tmp_path):
+    """Ctrl-C during `python -m server backup` (or restore, compact, migrate) printed a
+    KeyboardInterrupt traceback. One line, exit 130 as a shell's; what the backup had staged
+    is removed."""
+    import signal
+    import subprocess
+    import sys
+
+    from server.store import Store
+    from server.store.lock import locked_dir
+    from tests.conftest import ROOT
+    data, out = tmp_path / "data", tmp_path / "out"
+    Store(data / "store").close()
+    (data / "bundles" / "v1").mkdir(parents=True)
+    (data / "bundles" / "v1" / "manifest.json").write_text("{}")
+    out.mkdir()
+    with locked_dir(data / "bundles"):  # a bundle rewrite in progress: the backup waits for it
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "backup", "--data-dir", str(data), "--out",
+             str(out / "b.tar")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 60
+        while not list(out.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)  # its staging dir: the store is copied, the bundles wait
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and err == "backup: interrupted\n", err[-3000:]
+    assert list(out.iterdir()) == []
+
+
 def test_a_backup_is_on_disk_under_its_name_once_it_returns(tmp_path, monkeypatch):
     """The backup fsynced its archive and renamed it into place, but not the directory: a power
     loss right after a backup reported done (a cron job moving on to delete older backups)
