@@ -288,3 +288,20 @@ def server_process(tmp_path):
         log = proc.stop()
         if crashed:
             print(f"server on {proc.target} exited with {proc.proc.returncode}:\n{log[-5000:]}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 12 MiB filesystem of its own (a tmpfs: mounting it needs root, skipped otherwise)."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)

@@ -6,10 +6,14 @@ live server (which would keep writing to the old file).
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
 
+import lmdb
+
+from ..errors import FailedPrecondition
 from .lmdb_store import open_env
 from .lock import check_restore_finished, lock_data_dir
 
@@ -33,19 +37,38 @@ def compact(data_dir: Path) -> tuple[int, int]:
             shutil.rmtree(path, ignore_errors=True)
         fresh.mkdir()
         before = (store / "data.mdb").stat().st_size
-        env = open_env(store, readonly=False, lock=True)
         try:
-            env.copy(str(fresh), compact=True)
-        finally:
-            env.close()
-        with open(fresh / "data.mdb", "rb") as fh:
-            os.fsync(fh.fileno())
+            _copy(store, fresh)
+        except BaseException as err:  # a partial copy (up to the whole store) is not left behind
+            shutil.rmtree(fresh, ignore_errors=True)
+            if _out_of_space(err):
+                raise FailedPrecondition(
+                    f"cannot compact {store}: no space left on its disk for the compacted copy "
+                    f"(up to {before} bytes; {shutil.disk_usage(data_dir).free} free); nothing "
+                    "was changed") from None
+            raise
         os.replace(fresh / "data.mdb", store / "data.mdb")
         _fsync_dir(store)
         shutil.rmtree(fresh)
         return before, (store / "data.mdb").stat().st_size
     finally:
         lock.close()
+
+
+def _copy(store: Path, fresh: Path) -> None:
+    env = open_env(store, readonly=False, lock=True)
+    try:
+        env.copy(str(fresh), compact=True)
+    finally:
+        env.close()
+    with open(fresh / "data.mdb", "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _out_of_space(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, lmdb.DiskError)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,10 +1,12 @@
 """`python -m server compact` swaps the compacted copy in with one rename: a crash at any point
 leaves a whole store where servers look for it."""
 import os
+import shutil
 
 import pytest
 
 from server.store import Store, compaction
+from tests.conftest import run_module
 
 
 @pytest.mark.parametrize("dies_at", [1, 2])
@@ -32,3 +34,25 @@ def test_a_compaction_dying_during_its_swap_leaves_the_store_whole(tmp_path, mon
     store.close()
     compaction.compact(tmp_path / "data")  # and the next compaction runs from there
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["store", "tailor.lock"]
+
+
+def test_compaction_on_a_disk_too_full_for_its_copy_changes_nothing_and_leaves_nothing(small_disk):
+    """Compaction copies the live pages beside the store first. On a disk without room for that
+    copy (when a store has grown is when one compacts) it died on an lmdb.DiskError traceback
+    and left the partial copy in store.compacting, which kept the disk full: a server started
+    next refused every write. Refused in one line, the partial copy removed, the store as it
+    was."""
+    from server.store import Store
+    data = small_disk / "data"
+    store = Store(data / "store", sync=False, map_size=16 << 20)
+    store.put_many("events", [(b"k%05d" % i, os.urandom(500)) for i in range(13_000)])
+    store.close()
+    free = shutil.disk_usage(small_disk).free
+    before = (data / "store" / "data.mdb").read_bytes()
+    refused = run_module("server", "compact", "--data-dir", str(data), check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith(f"compact: cannot compact {data / 'store'}: no space left on "
+                                     "its disk for the compacted copy"), refused.stderr
+    assert sorted(p.name for p in data.iterdir()) == ["store", "tailor.lock"]
+    assert shutil.disk_usage(small_disk).free == free
+    assert (data / "store" / "data.mdb").read_bytes() == before

@@ -2,36 +2,15 @@
 counted for the TailorStoreFull alert, saying what is wrong), reads go on, and writes work
 again once space is freed, without a restart. A real server on a real small filesystem (a
 tmpfs: needs root to mount, skipped otherwise)."""
-import os
-import shutil
-import subprocess
 import time
 import uuid
 
 import grpc
-import pytest
 from prometheus_client import REGISTRY
 
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
 from tests.conftest import serving
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 12 MiB filesystem of its own."""
-    path = tmp_path / "disk"
-    path.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(path)],
-                             capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def _events(batch: int, user: str | None = None) -> ppb.TrackEventsRequest:
