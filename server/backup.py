@@ -33,6 +33,7 @@ from .processes import owner_alive, process_started
 from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
+from .store.errors import out_of_space
 from .store.keys import BUNDLE_ACTIVE, TOMBSTONE_COUNT, TOMBSTONE_PREFIX
 from .store.lock import RESTORING, check_restore_finished, locked_dir
 
@@ -58,20 +59,35 @@ def backup(data_dir: Path, out: Path) -> dict:
     _sweep_leftovers(out.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".tailor-backup-{_owner()}-", dir=out.parent))
     try:
-        store_bytes = snapshot_store(data_dir / "store", staging / "store")
-        active = _active_version(staging / "store")
-        versions = _copy_bundles(data_dir / "bundles", staging / "bundles")
-        if active is not None and active not in versions:
-            raise FailedPrecondition(f"bundle {active} (the active one in the store snapshot) was "
-                                     "removed while the backup ran; run the backup again")
-        manifest = {"format": FORMAT, "created": time.time(), "active_bundle": active,
-                    "bundles": versions, "store_bytes": store_bytes}
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _write_tar(staging, out)
-        return manifest
+        return _backup(data_dir, out, staging)
+    except BaseException as err:
+        if out_of_space(err):  # the partial archive is removed (`_write_tar`), the staging
+            shutil.rmtree(staging, ignore_errors=True)  # copy here: then what is free is known
+            raise FailedPrecondition(
+                f"no space left on the disk of {out.parent} for the backup (it stages a copy of "
+                f"the store's live pages, then writes the archive: up to twice the store's "
+                f"{(data_dir / 'store' / 'data.mdb').stat().st_size} bytes; "
+                f"{shutil.disk_usage(out.parent).free} free); nothing written"
+            ) from None
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lock.close()
+
+
+def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
+    """The store snapshot and the bundles staged in `staging`, archived to `out`."""
+    store_bytes = snapshot_store(data_dir / "store", staging / "store")
+    active = _active_version(staging / "store")
+    versions = _copy_bundles(data_dir / "bundles", staging / "bundles")
+    if active is not None and active not in versions:
+        raise FailedPrecondition(f"bundle {active} (the active one in the store snapshot) was "
+                                 "removed while the backup ran; run the backup again")
+    manifest = {"format": FORMAT, "created": time.time(), "active_bundle": active,
+                "bundles": versions, "store_bytes": store_bytes}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    _write_tar(staging, out)
+    return manifest
 
 
 def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
@@ -97,8 +113,14 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
             manifest = _extract(archive, staging)
             manifest["erasures_after_backup"] = _carry_erasures(_replaced_store(data_dir),
                                                                 staging / "store")
-        except BaseException:  # nothing replaced yet: the data dir is as it was
+        except BaseException as err:  # nothing replaced yet: the data dir is as it was
             shutil.rmtree(staging, ignore_errors=True)
+            if out_of_space(err):  # not the backup's fault: said so, not "cannot be read"
+                raise FailedPrecondition(
+                    f"no space left on the disk of {data_dir} to restore {archive} (its store "
+                    f"copy and bundles are extracted there first; "
+                    f"{shutil.disk_usage(data_dir).free} bytes free); nothing was replaced"
+                ) from None
             raise
         # Interrupted from here on (Ctrl-C, an error), `staging` stays: the mark that this
         # restore did not finish, which every command refuses until it is run again.
@@ -224,6 +246,8 @@ def _extract(archive: Path, staging: Path) -> dict:
     try:
         return _extract_tar(archive, staging)
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as err:
+        if out_of_space(err):
+            raise  # the data dir's disk is full, not the file damaged (`restore` says so)
         # cut short (a full disk, an interrupted copy) or not a tar file at all
         raise FailedPrecondition(f"{archive} cannot be read as a backup ({err})") from None
 

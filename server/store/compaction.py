@@ -6,14 +6,12 @@ live server (which would keep writing to the old file).
 """
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from pathlib import Path
 
-import lmdb
-
 from ..errors import FailedPrecondition
+from .errors import out_of_space
 from .lmdb_store import open_env
 from .lock import check_restore_finished, lock_data_dir
 
@@ -41,7 +39,7 @@ def compact(data_dir: Path) -> tuple[int, int]:
             _copy(store, fresh)
         except BaseException as err:  # a partial copy (up to the whole store) is not left behind
             shutil.rmtree(fresh, ignore_errors=True)
-            if _out_of_space(err):
+            if out_of_space(err):
                 raise FailedPrecondition(
                     f"cannot compact {store}: no space left on its disk for the compacted copy "
                     f"(up to {before} bytes; {shutil.disk_usage(data_dir).free} free); nothing "
@@ -63,12 +61,6 @@ def _copy(store: Path, fresh: Path) -> None:
         env.close()
     with open(fresh / "data.mdb", "rb") as fh:
         os.fsync(fh.fileno())
-
-
-def _out_of_space(err: BaseException) -> bool:
-    if isinstance(err, OSError):
-        return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(err, lmdb.DiskError)
 
 
 def _fsync_dir(path: Path) -> None:

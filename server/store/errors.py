@@ -2,10 +2,14 @@
 write past the map's ceiling or on a full disk (RESOURCE_EXHAUSTED)."""
 from __future__ import annotations
 
+import errno
+
+import lmdb
+
 from ..errors import FailedPrecondition, ResourceExhausted
 
 __all__ = ["StoreKeyMissing", "StoreKeyMismatch", "StoreEncrypted", "StoreFull", "StoreDiskFull",
-           "StoreUnreadable", "StorePadsMissing", "StoreLayoutsInUse"]
+           "StoreUnreadable", "StorePadsMissing", "StoreLayoutsInUse", "out_of_space"]
 
 
 class StoreKeyMissing(FailedPrecondition):
@@ -85,3 +89,11 @@ class StoreLayoutsInUse(FailedPrecondition):
         super().__init__(f"store at {path} is open in a running Tailor of another version, "
                          f"whose record layouts differ from this one's: {', '.join(kinds)}; "
                          "stop it first (upgrade: stop, back up, migrate, start)")
+
+
+def out_of_space(err: BaseException) -> bool:
+    """Whether `err` says the disk (or the quota) is full: ENOSPC/EDQUOT, or LMDB's DiskError
+    (a copy or a commit that ran out of space)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, lmdb.DiskError)

@@ -635,3 +635,30 @@ def test_a_backup_is_on_disk_under_its_name_once_it_returns(tmp_path, monkeypatc
     backup(tmp_path / "data", out)
     named = calls.index(("replace", str(out)))
     assert ("fsync", str(out.parent)) in calls[named:]
+
+
+def test_backup_and_restore_on_a_full_disk_say_so_in_one_line(tmp_path, small_disk):
+    """A backup whose disk filled died on an OSError traceback (ENOSPC, or lmdb.DiskError from
+    the store copy); a restore into a full disk said the backup 'cannot be read as a backup (No
+    space left on device)', as if the file were damaged. Each says the disk is full, leaves
+    nothing, and the backup file stays good."""
+    from server.store import Store
+    data = small_disk / "data"
+    store = Store(data / "store", sync=False, map_size=16 << 20)
+    store.put_many("events", [(b"k%05d" % i, os.urandom(500)) for i in range(9_000)])
+    store.close()
+    refused = run_module("server", "backup", "--data-dir", str(data), "--out",
+                         str(small_disk / "out" / "b.tar"), check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith(f"backup: no space left on the disk of {small_disk / 'out'} "
+                                     "for the backup"), refused.stderr
+    assert list((small_disk / "out").iterdir()) == []
+    good = tmp_path / "b.tar"
+    run_module("server", "backup", "--data-dir", str(data), "--out", str(good))
+    run_module("server", "restore", "--from", str(good), "--data-dir", str(small_disk / "r1"))
+    refused = run_module("server", "restore", "--from", str(good), "--data-dir",
+                         str(small_disk / "r2"), check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith(f"restore: no space left on the disk of {small_disk / 'r2'} "
+                                     f"to restore {good}"), refused.stderr
+    assert sorted(p.name for p in (small_disk / "r2").iterdir()) == ["tailor.lock"]
