@@ -28,6 +28,8 @@ import time
 import zlib
 from pathlib import Path
 
+import contract
+
 from .errors import FailedPrecondition
 from .processes import owner_alive, process_started
 from .store import lock_data_dir
@@ -272,7 +274,31 @@ def _extract_tar(archive: Path, staging: Path) -> dict:
         check_copy(staging / "store")
     except FailedPrecondition as err:
         raise FailedPrecondition(f"{archive} holds a store that cannot be opened ({err})") from None
+    for version in manifest["bundles"]:
+        damaged = _damaged_file(staging / "bundles" / version)
+        if damaged is not None:
+            raise FailedPrecondition(f"{archive} holds bundle {version} whose {damaged}")
     return manifest
+
+
+def _damaged_file(bundle: Path) -> str | None:
+    """What of the restored `bundle` does not match its manifest's sha256s (a file damaged inside
+    a well-formed tar: the server would start without that model), or None. Only the checksums:
+    a bundle an older Tailor imported keeps its own manifest's schema."""
+    try:
+        files = json.loads((bundle / "manifest.json").read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return "manifest.json is not valid JSON"
+    if not isinstance(files, dict):
+        return "manifest.json lists no files"
+    for name, expected in sorted(files.items()):
+        target = (bundle / name).resolve()
+        if bundle.resolve() not in target.parents or not target.is_file():
+            return f"{name} (in its manifest) is missing"
+        actual = contract.sha256_file(target)
+        if actual != expected:
+            return f"{name} does not match its manifest (sha256 {actual[:12]}…, listed {str(expected)[:12]}…)"
+    return None
 
 
 def _swap_in(staging: Path, data_dir: Path) -> None:

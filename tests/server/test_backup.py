@@ -662,3 +662,40 @@ def test_backup_and_restore_on_a_full_disk_say_so_in_one_line(tmp_path, small_di
     assert refused.stderr.startswith(f"restore: no space left on the disk of {small_disk / 'r2'} "
                                      f"to restore {good}"), refused.stderr
     assert sorted(p.name for p in (small_disk / "r2").iterdir()) == ["tailor.lock"]
+
+
+def test_restore_refuses_a_backup_whose_bundle_files_do_not_match_their_manifest(
+        tmp_path, demo_bundle):
+    """A bundle file damaged inside a well-formed tar (bit rot on an uncompressed archive) was
+    restored, with --force replacing (and deleting) the working bundles: the server then
+    started, health SERVING, without a model (the stored pointer names a bundle that fails
+    its checksum: Recommend FAILED_PRECONDITION). Refused before anything is replaced."""
+    import io
+
+    from server.store import Store
+    from server.store.keys import BUNDLE_ACTIVE
+    data = tmp_path / "data"
+    store = Store(data / "store", sync=False)
+    store.put("meta", BUNDLE_ACTIVE, demo_bundle.name.encode())
+    store.close()
+    shutil.copytree(demo_bundle, data / "bundles" / demo_bundle.name)
+    good, rotten = tmp_path / "good.tar", tmp_path / "rotten.tar"
+    run_module("server", "backup", "--data-dir", str(data), "--out", str(good))
+    with tarfile.open(good) as src, tarfile.open(rotten, "w") as dst:
+        for member in src.getmembers():
+            body = src.extractfile(member) if member.isfile() else None
+            if member.name.endswith("/items.npz"):
+                raw = bytearray(body.read())
+                raw[len(raw) // 2] ^= 0xFF  # one bit flipped
+                body = io.BytesIO(bytes(raw))
+            dst.addfile(member, body)
+    live = tmp_path / "live"
+    run_module("server", "restore", "--from", str(good), "--data-dir", str(live))
+    before = {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()}
+    refused = run_module("server", "restore", "--from", str(rotten), "--data-dir", str(live),
+                         "--force", check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.startswith(
+        f"restore: {rotten} holds bundle {demo_bundle.name} whose items.npz does not match its "
+        "manifest (sha256 "), refused.stderr
+    assert {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
