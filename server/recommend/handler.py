@@ -49,6 +49,14 @@ def bundle_histories(bundle: Bundle, user_ids: Sequence[str], states=None) -> li
     return [bundle.history(u) for u in user_ids]
 
 
+def _reworded(err: InvalidArgument, where: str = "", note: str = "") -> InvalidArgument:
+    """`err` with `where` before its field (a batch entry's `requests[i].`) and `note` after
+    its problem."""
+    problem, logged = str(err)[len(err.field) + 2:], err.logged_problem
+    return InvalidArgument(where + err.field, problem + note,
+                           None if logged is None else logged + note)
+
+
 class _LiveRead:
     """One batch's profile reads: its users' states and live seen-sets read together, once
     (`live_of`), when the pipeline first asks for either (its "history" stage, which times
@@ -241,10 +249,12 @@ class Recommender:
         started = time.perf_counter()
         try:
             result = await (submit or self.batcher.submit)(query)
-        except InvalidArgument:
-            if canary is not None and canary.split.in_canary(query.user_id):
-                self._observe(canary, canary.bundle.version, time.perf_counter() - started, True)
-            raise
+        except InvalidArgument as err:
+            if canary is None or not canary.split.in_canary(query.user_id):
+                raise
+            self._observe(canary, canary.bundle.version, time.perf_counter() - started, True)
+            raise _reworded(err, note=f"; canary version {canary.bundle.version!r} serves this "
+                            "user and refuses it (the active version accepts it)") from None
         except TailorError:
             raise
         except Exception:
@@ -276,7 +286,12 @@ class Recommender:
                                   f"{self.limits.batch_items} a batch (its answer is one message)")
         self.registry.current()
         submit = self.batcher.submit if self.registry.canary is None else self._counted
-        results = list(await asyncio.gather(*(submit(q) for q in queries)))
+        results = list(await asyncio.gather(*(submit(q) for q in queries), return_exceptions=True))
+        for i, res in enumerate(results):  # the first failure fails the batch, naming its entry
+            if isinstance(res, InvalidArgument):
+                raise _reworded(res, where=f"requests[{i}].") from None
+            if isinstance(res, BaseException):
+                raise res
         if self.impressions is not None:
             for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
                 self.impressions.record(rid, q, res)

@@ -534,3 +534,35 @@ async def test_impressions_within_their_click_window_are_not_judged_yet(
     status = await asyncio.to_thread(client.model_status)
     assert status.canary is not None, status.guardrail
     assert status.guardrail.startswith("wait: 0 impressions"), status.guardrail
+
+
+async def test_a_batch_entry_the_canary_refuses_is_named(manual, client, tailor_server,
+                                                         bundle_without_a_category, demo_manifest):
+    """RecommendBatch while a canary lacking a category the active version serves runs: the
+    entry of a canary user filtered by it failed the whole batch with the canary's bare
+    `categories: unknown category` (no entry named, the canary's categories listed as known).
+    The refusal names the entry and the canary version that serves its user."""
+    bundle, gone = bundle_without_a_category
+    await asyncio.to_thread(client.push_bundle, bundle, canary_percent=50)
+    split = tailor_server.registry.canary.split
+    users = USERS[:40]
+    first = next(i for i, u in enumerate(users) if split.in_canary(u))
+    target = f"127.0.0.1:{tailor_server.port}"
+
+    def batch(categories) -> list[str]:
+        with grpc.insecure_channel(target) as ch:
+            reply = pb_grpc.RecommendationServiceStub(ch).RecommendBatch(pb.RecommendBatchRequest(
+                requests=[pb.RecommendRequest(user_id=u, k=3, categories=categories)
+                          for u in users]), timeout=60)
+        return [r.model_version for r in reply.responses]
+
+    assert set(await asyncio.to_thread(batch, [])) == {demo_manifest["version"], split.version}
+    with pytest.raises(grpc.RpcError) as err:
+        await asyncio.to_thread(batch, [gone])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    detail = err.value.details()
+    assert detail.startswith(f"requests[{first}].categories: unknown category"), detail
+    assert f"canary version {split.version!r}" in detail, detail
+    with pytest.raises(TailorError) as single:
+        await asyncio.to_thread(client.recommend, users[first], 3, categories=[gone])
+    assert f"canary version {split.version!r}" in str(single.value), str(single.value)
