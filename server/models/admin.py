@@ -45,7 +45,8 @@ class BundlePusher:
 
     async def push(self, chunks: AsyncIterable[BundleChunk]) -> Bundle:
         """Receive, validate and publish a bundle; activate it unless the first chunk says
-        `stage_only`. A bundle that fails anywhere before publishing leaves nothing behind."""
+        `stage_only`. A bundle refused before it serves (in validation, or as it swaps in or
+        starts as a canary) leaves nothing behind: a version it stored goes (`unpublish`)."""
         staging = BundleStaging(self.registry.bundles_dir, self.max_bytes,
                                 self.registry.settings.limits)
         try:
@@ -64,12 +65,19 @@ class BundlePusher:
         except BaseException:
             staging.discard()
             raise
+        try:
+            if canary:
+                split = await self.registry.start_canary(bundle, canary, self.outcomes)
+            elif not stage_only:
+                await self.registry.install(bundle)
+        except BaseException:  # refused as it starts: what this push stored goes with it
+            if staging.created:
+                self.registry.unpublish(bundle.version)
+            raise
         if canary:
-            split = await self.registry.start_canary(bundle, canary, self.outcomes)
             if not await self.registry.wait_for_workers(split.stable, canary_id=split.id):
                 logger.warning("not every worker reported canary %s in time", bundle.version)
         elif not stage_only:
-            await self.registry.install(bundle)
             if not await self.registry.wait_for_workers(bundle.version):
                 logger.warning("not every worker reported bundle %s in time", bundle.version)
         return bundle

@@ -233,15 +233,28 @@ class ModelRegistry:
         again to the new bundle, `Catalog.refresh`); none is lost with the old bundle."""
         async with self._swap_lock:
             bundle = await self._amended(bundle)
+            ended = record and self._record(bundle.version)  # a failed write swaps nothing
             previous, self._active = self._active, bundle
             metrics.report_model(bundle.version, _format(bundle),
                                  previous and previous.version, previous and _format(previous))
-            if record and self._record(bundle.version):
+            if ended:
                 self._adopt(None)  # a new active version ended the canary
             self._report_loaded(bundle.version)
         logger.info("serving bundle %s", bundle.version)
         self._prune()
         return bundle
+
+    def unpublish(self, version: str) -> None:
+        """Remove stored `version`, which a push stored and then failed to serve, unless the
+        store or this worker serves it meanwhile (a rollback to it by its name): the versions
+        listed (`available_versions`: rollback targets, the newest valid at start) are ones a
+        push or `--bundle` served or staged."""
+        pointer, split = self.store.get("meta", BUNDLE_ACTIVE), self.canary_record()
+        served = {pointer.decode() if pointer else "", split.version if split else "",
+                  self._active.version if self._active else ""}
+        if version not in served:
+            shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+            logger.info("bundle %s removed: its push failed", version)
 
     async def swap(self, served: Bundle, amended: Bundle) -> bool:
         """Serve `amended` (the same version) instead of `served`, unless another bundle took

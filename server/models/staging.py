@@ -97,6 +97,8 @@ class BundleStaging:
         self.max_bytes = max_bytes
         self.limits = limits
         self.received = 0
+        self.created = False
+        """True once `publish` stored a version the bundles directory did not hold."""
         self._sizes: dict[str, int] = {}
 
     def _target(self, rel: str) -> Path:
@@ -148,6 +150,7 @@ class BundleStaging:
                                          "different manifest; train a new version")
             return final
         os.replace(self.dir, final)
+        self.created = True
         return final
 
     def discard(self) -> None:

@@ -566,3 +566,28 @@ async def test_a_batch_entry_the_canary_refuses_is_named(manual, client, tailor_
     with pytest.raises(TailorError) as single:
         await asyncio.to_thread(client.recommend, users[first], 3, categories=[gone])
     assert f"canary version {split.version!r}" in str(single.value), str(single.value)
+
+
+async def test_a_push_refused_after_its_bundle_was_stored_leaves_no_version_listed(
+        slow_follow, manual, client, tailor_server, copy_bundle, second_bundle, demo_manifest):
+    """The canary push of a bundle new to the server, refused at its start (the pointer moved
+    meanwhile), answered FAILED_PRECONDITION but left its version stored and listed: `status`
+    offered it as a rollback target and pruning counted it. What a push stored goes with its
+    failure; a version stored before the push (staged) stays."""
+    from server.store.keys import BUNDLE_ACTIVE
+    other = copy_bundle(second_bundle)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["version"] = manifest["version"] + "-other"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    await asyncio.to_thread(client.push_bundle, other, stage_only=True)
+    registry = tailor_server.registry
+    registry.store.put("meta", BUNDLE_ACTIVE, manifest["version"].encode())  # another worker's
+    for bundle in (second_bundle, other):
+        with pytest.raises(TailorError) as err:
+            await asyncio.to_thread(client.push_bundle, bundle, canary_percent=30, timeout=20)
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert _version(second_bundle) not in status.available_versions
+    assert not (registry.bundles_dir / _version(second_bundle)).exists()
+    assert manifest["version"] in status.available_versions  # stored before: kept
+    assert status.active.version == demo_manifest["version"]
