@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from .. import metrics
@@ -56,6 +56,8 @@ class ModelRegistry:
         self._background = Background()
         """The active pointer's poll (`_follow_pointer`); `stop` waits for a load under way."""
         self._backoff = LoadBackoff()
+        self._canary_backoff = LoadBackoff()
+        """Attempts at loading the running canary's bundle (by canary id) that failed."""
         self._checks: list[Callable[[Bundle], None]] = []
         self._amenders: list[Callable[[Bundle], Bundle]] = []
         self._id_checks: list[RawIds] = []
@@ -364,11 +366,17 @@ class ModelRegistry:
             if local is not None:
                 self._adopt(None)
             return
-        if local is None or local.split.id != split.id:
-            loop = asyncio.get_running_loop()
-            bundle = await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
-            async with self._swap_lock:  # amended as `install` amends
-                self._adopt(Canary(split, await self._amended(bundle)))
+        if (local is None or local.split.id != split.id) \
+                and self._canary_backoff.due(split.id, time.monotonic()):
+            await self._attempt(split.id, self._canary_backoff, lambda: self._load_canary(split),
+                                f"bundle {split.version} of the running canary",
+                                f"the active {self._active.version} to all its users")
+
+    async def _load_canary(self, split: CanarySplit) -> None:
+        loop = asyncio.get_running_loop()
+        bundle = await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
+        async with self._swap_lock:  # amended as `install` amends
+            self._adopt(Canary(split, await self._amended(bundle)))
 
     async def _follow_canary_logged(self) -> None:
         try:
@@ -425,20 +433,27 @@ class ModelRegistry:
         await self._follow_canary()
 
     async def _follow(self, version: str, backoff: LoadBackoff) -> None:
-        """Activate the pointer's `version`; a failure keeps the old bundle, is logged in full
-        once, then in one line per attempt, each later than the last (`LoadBackoff`)."""
+        """Activate the pointer's `version`; a failure keeps the old bundle (`_attempt`)."""
+        await self._attempt(version, backoff, lambda: self.activate(version, record=False),
+                            f"bundle {version}, which the active pointer names",
+                            self._active.version if self._active else "no bundle")
+
+    @staticmethod
+    async def _attempt(key: str, backoff: LoadBackoff, load: Callable[[], Awaitable[object]],
+                       what: str, meanwhile: str) -> None:
+        """`load()` (of `what`, the attempt `key` of `backoff`); a failure is logged in full
+        once, then in one line per attempt, each later than the last (`LoadBackoff`), while
+        `meanwhile` serves."""
         try:
-            await self.activate(version, record=False)
+            await load()
         except asyncio.CancelledError:
             raise
         except Exception as err:
-            if backoff.failed(version, time.monotonic()):
-                logger.exception("could not load bundle %s, which the active pointer names; "
-                                 "serving %s meanwhile", version,
-                                 self._active.version if self._active else "no bundle")
+            if backoff.failed(key, time.monotonic()):
+                logger.exception("could not load %s; serving %s meanwhile", what, meanwhile)
             else:
-                logger.warning("still cannot load bundle %s (%s: %s); next try in %.0f s",
-                               version, type(err).__name__, err, backoff.delay)
+                logger.warning("still cannot load %s (%s: %s); next try in %.0f s",
+                               what, type(err).__name__, err, backoff.delay)
         else:
             backoff.loaded()
 

@@ -534,3 +534,35 @@ async def test_files_beside_a_bundle_that_its_manifest_does_not_list_do_not_stop
     assert status.active.version == bundle.name
     listed = json.loads((bundle / "manifest.json").read_text())["files"]
     assert sum(sent) == sum((bundle / n).stat().st_size for n in ["manifest.json", *listed])
+
+
+async def test_a_canary_that_does_not_load_is_retried_ever_more_slowly(
+        fast_poll, tailor_server, demo_manifest, caplog):
+    """A running canary whose bundle this worker cannot load (its directory damaged or gone
+    here): every poll loaded it again and logged a traceback. Now as for the active pointer:
+    the first failure in full, then one line per attempt 1 s, 2 s ... apart; the active
+    version serves every user meanwhile."""
+    from server.models.canary import CanarySplit
+    bad = "20260101T000000-cafef00d"
+    registry = tailor_server.registry
+    attempts = []
+    load = registry.load
+
+    def counted(path, *args):  # the real load, counted
+        attempts.append(path.name)
+        return load(path, *args)
+    registry.load = counted
+    caplog.set_level(logging.INFO)
+    registry.canaries.start(CanarySplit.new(bad, demo_manifest["version"], 0.5))
+    await asyncio.sleep(3.5)  # 70 polls
+    registry.canaries.end(bad)
+    await asyncio.sleep(0.3)
+    registry.load = load
+    records = [r for r in caplog.records if r.levelno >= logging.WARNING
+               and r.name.startswith(("tailor.models", "tailor.background"))]
+    assert set(attempts) == {bad} and 2 <= len(attempts) <= 3, attempts  # at 0, 1 and 3 s
+    assert [(r.levelno, bool(r.exc_info)) for r in records] == \
+        [(logging.ERROR, True)] + [(logging.WARNING, False)] * (len(attempts) - 1), \
+        [r.getMessage() for r in records]
+    assert all(bad in r.getMessage() for r in records)
+    assert registry.canary is None and registry.active.version == demo_manifest["version"]
