@@ -11,8 +11,8 @@ dedupe the same way. Not retried: streaming calls from the client (PushBundle,
 TrackEventStream, AttributeStream, PlanCampaign: gRPC could replay only the first 256 KiB it
 buffers, and a plan answered in part is already logged), RetryDeadLetter, which sends with
 no key to dedupe it (answered UNAVAILABLE after its attempts, with the relay down, a retry
-makes them again), and the calls whose repeat is not the same call: Rollback (a second
-"previous version" is the one the first left, so the retry undoes the rollback and answers OK),
+makes them again), and the calls whose repeat is not the same call: Rollback (a repeat goes
+one version further back than the first went),
 PromoteCanary and AbortCanary (a repeat is refused: "no canary is running"), CreateCampaign
 (a repeat is refused: "already exists"). Those end UNAVAILABLE when their answer is lost: look
 (`status`, `campaign list`) before making them again."""

@@ -208,19 +208,20 @@ class ModelRegistry:
         return dest, False
 
     # -- changing the active version -------------------------------------------------------
-    async def activate(self, version: str, record: bool = True) -> Bundle:
-        """Validate and load `version` from disk, swap it in, and (if `record`) move the pointer."""
+    async def activate(self, version: str, record: bool = True, back: bool = False) -> Bundle:
+        """Validate and load `version` from disk, swap it in, and (if `record`) move the pointer
+        (`back`: as a rollback, `_record_txn`)."""
         path = self.bundles_dir / version
         if not path.is_dir():
             raise NotFound("bundle version", version)
         if self._active is not None and self._active.version == version:
-            return await self.install(self._active, record)
+            return await self.install(self._active, record, back)
         canary = self._canary
         if canary is not None and canary.bundle.version == version:  # promoted elsewhere
-            return await self.install(canary.bundle, record)
+            return await self.install(canary.bundle, record, back)
         loop = asyncio.get_running_loop()
         bundle = await loop.run_in_executor(None, self.load, path)
-        return await self.install(bundle, record)
+        return await self.install(bundle, record, back)
 
     async def _amended(self, bundle: Bundle) -> Bundle:
         """`bundle` as every amender would serve it (catalog updates; in an executor)."""
@@ -228,14 +229,14 @@ class ModelRegistry:
             bundle = await asyncio.get_running_loop().run_in_executor(None, amend, bundle)
         return bundle
 
-    async def install(self, bundle: Bundle, record: bool = True) -> Bundle:
+    async def install(self, bundle: Bundle, record: bool = True, back: bool = False) -> Bundle:
         """Swap an already validated bundle in (one reference assignment), amended under the
         swap lock: an update applied meanwhile to the bundle it replaces (`swap`) is either
         swapped in before the amend reads the store, or refused after the install (and applied
         again to the new bundle, `Catalog.refresh`); none is lost with the old bundle."""
         async with self._swap_lock:
             bundle = await self._amended(bundle)
-            ended = record and self._record(bundle.version)  # a failed write swaps nothing
+            ended = record and self._record(bundle.version, back)  # a failed write swaps nothing
             previous, self._active = self._active, bundle
             metrics.report_model(bundle.version, _format(bundle),
                                  previous and previous.version, previous and _format(previous))
@@ -287,7 +288,7 @@ class ModelRegistry:
         target = version or self.previous_version()
         if not target:
             raise FailedPrecondition("no previous bundle version to roll back to")
-        bundle = await self.activate(target)
+        bundle = await self.activate(target, back=True)
         await self._wait_logged(bundle.version)
         return bundle
 
@@ -296,15 +297,20 @@ class ModelRegistry:
         if not await self.wait_for_workers(version):
             logger.warning("not every worker reported bundle %s in time", version)
 
-    def _record(self, version: str) -> bool:
-        return self.store.write(lambda txn: self._record_txn(txn, version))
+    def _record(self, version: str, back: bool = False) -> bool:
+        return self.store.write(lambda txn: self._record_txn(txn, version, back))
 
-    def _record_txn(self, txn, version: str) -> bool:
-        """Point at `version` and append it to the history; a new active version (not the same
-        one recorded again, as a restarted worker does) ends a running canary: True if so."""
+    def _record_txn(self, txn, version: str, back: bool = False) -> bool:
+        """Point at `version` and append it to the history (`back`, a rollback to a version
+        the history holds: drop the versions after it, those rolled back from, so the next
+        rollback goes further back); a new active version (not the same one recorded again,
+        as a restarted worker does) ends a running canary: True if so."""
         meta = self.store.table("meta")
         raw = meta.get(txn, BUNDLE_HISTORY)
-        history = [v for v in (json.loads(raw) if raw else []) if v != version]
+        history = json.loads(raw) if raw else []
+        if back and version in history:
+            del history[history.index(version):]
+        history = [v for v in history if v != version]
         history.append(version)
         meta.put(txn, BUNDLE_HISTORY, json.dumps(history[-50:]).encode())
         changed = meta.get(txn, BUNDLE_ACTIVE) != version.encode()

@@ -192,8 +192,9 @@ async def _lost(proxy: _LosingProxy, call, *args) -> TailorError:
 
 async def test_a_rollback_whose_answer_was_lost_is_not_made_again(losing_proxy, second_bundle,
                                                                    demo_manifest):
-    """A second Rollback to "the previous version" goes back to the version the first left:
-    retried by the channel, the rollback undid itself and answered OK."""
+    """A second Rollback is not the same call (it went back to the version the first left,
+    now one version further back): retried by the channel, the rollback undid itself and
+    answered OK."""
     proxy, _ = losing_proxy
     with TailorClient(proxy.target, timeout=30) as client:
         await asyncio.to_thread(client.push_bundle, second_bundle)

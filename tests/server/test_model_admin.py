@@ -566,3 +566,29 @@ async def test_a_canary_that_does_not_load_is_retried_ever_more_slowly(
         [r.getMessage() for r in records]
     assert all(bad in r.getMessage() for r in records)
     assert registry.canary is None and registry.active.version == demo_manifest["version"]
+
+
+async def test_each_plain_rollback_goes_one_version_further_back(client, copy_bundle,
+                                                                 second_bundle, demo_manifest):
+    """v1, v2, v3 pushed, then `rollback` twice: the second went forward to v3 again (the
+    "previous version" was the version just left), so no run of plain rollbacks reached v1.
+    A rollback drops the versions after its target from the history: v3 -> v2 -> v1, then
+    there is nothing further back. A push, or a rollback by name to a version past them,
+    starts the history again from there."""
+    v1, v2 = demo_manifest["version"], json.loads((second_bundle / "manifest.json").read_text())["version"]
+    third = copy_bundle(second_bundle)
+    v3 = _rewrite_manifest(third, version=v2 + "-third")["version"]
+    await asyncio.to_thread(client.push_bundle, second_bundle)
+    assert (await asyncio.to_thread(client.push_bundle, third)).previous_version == v2
+    back = await asyncio.to_thread(client.rollback)
+    assert (back.active.version, back.previous_version) == (v2, v1)
+    back = await asyncio.to_thread(client.rollback)
+    assert (back.active.version, back.previous_version) == (v1, "")
+    assert (await asyncio.to_thread(client.recommend, "1", 5)).model_version == v1
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.rollback)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    forward = await asyncio.to_thread(client.rollback, v3)  # by name, forward: like a push
+    assert (forward.active.version, forward.previous_version) == (v3, v1)
+    assert {v1, v2, v3} <= set(forward.available_versions)
+
