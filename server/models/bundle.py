@@ -349,6 +349,11 @@ def _load_context(path: Path, manifest: contract.Manifest,
                           (table.channel_lift, table.daypart_lift)))
 
 
+_ADDABLE = (faiss.IndexFlat, faiss.IndexHNSW, faiss.IndexIVF)
+"""The index classes (and their subclasses) served: those training writes, whose `add` takes
+the vectors of items upserted between trainings (an IndexIDMap refuses `add`)."""
+
+
 def _load_index(path: Path, manifest: contract.Manifest, n_items: int, dim: int) -> faiss.Index:
     try:
         index = faiss.read_index(str(path / "index.faiss"))
@@ -360,6 +365,10 @@ def _load_index(path: Path, manifest: contract.Manifest, n_items: int, dim: int)
         raise BundleInvalid("index.faiss", f"{index.ntotal} vectors for {n_items} items")
     if index.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise BundleInvalid("index.faiss", "metric is not inner product")
+    kind = faiss.downcast_index(index)
+    if not isinstance(kind, _ADDABLE):  # the catalog adds new items' vectors (`catalog.overlay`)
+        raise BundleInvalid("index.faiss", f"a {type(kind).__name__} index, which cannot take "
+                            "new catalog items' vectors: a flat, HNSW or IVF index only")
     params = manifest.search_params
     try:
         if "efSearch" in params:

@@ -592,3 +592,37 @@ async def test_each_plain_rollback_goes_one_version_further_back(client, copy_bu
     assert (forward.active.version, forward.previous_version) == (v3, v1)
     assert {v1, v2, v3} <= set(forward.available_versions)
 
+
+@pytest.fixture
+def idmap_bundle(copy_bundle, second_bundle):
+    """`second_bundle` with its item vectors in an IndexIDMap2 (ids = rows): it loads and
+    searches like the flat index it wraps, but refuses `add`."""
+    import faiss
+    bundle = copy_bundle(second_bundle)
+    flat = faiss.read_index(str(bundle / "index.faiss"))
+    wrapped = faiss.IndexIDMap2(faiss.IndexFlatIP(flat.d))
+    wrapped.add_with_ids(flat.reconstruct_n(0, flat.ntotal), np.arange(flat.ntotal, dtype=np.int64))
+    faiss.write_index(wrapped, str(bundle / "index.faiss"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    _rewrite_manifest(bundle, version=manifest["version"] + "-idmap",
+                      files={**manifest["files"], "index.faiss": _sha(bundle / "index.faiss")})
+    return bundle
+
+
+async def test_an_index_that_cannot_take_new_items_is_refused(client, channel, idmap_bundle,
+                                                              demo_manifest):
+    """An index that cannot add vectors (a FAISS IndexIDMap, written by another tool) passed
+    every check; from then on each new catalog item failed: UpsertItems answered INTERNAL
+    (and the stored update kept failing every catalog poll), and any later push or rollback
+    failed while the catalog held one. Refused at push, naming index.faiss."""
+    from protos.tailor.v1 import catalog_pb2 as cpb
+    from protos.tailor.v1 import catalog_pb2_grpc as cgrpc
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, idmap_bundle)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, str(err.value)
+    assert "index.faiss" in str(err.value), str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+    category = (await asyncio.to_thread(client.recommend, "1", 1)).items[0].category
+    await cgrpc.CatalogServiceStub(channel).UpsertItems(cpb.UpsertItemsRequest(items=[
+        cpb.CatalogItem(item_id="new-1", title="a new thing", category=category, price=9.0)]))
