@@ -433,8 +433,9 @@ class ModelRegistry:
         pass every `bundle_poll_seconds`; one that fails keeps the old bundle)."""
         pointer = self.store.get("meta", BUNDLE_ACTIVE)
         version = pointer.decode() if pointer else ""
-        if version and (self._active is None or version != self._active.version) \
-                and self._backoff.due(version, time.monotonic()):
+        if self._active is not None and version == self._active.version:
+            self._backoff.loaded()  # a version that failed before is tried at once if named again
+        elif version and self._backoff.due(version, time.monotonic()):
             await self._follow(version, self._backoff)
         await self._follow_canary()
 

@@ -626,3 +626,28 @@ async def test_an_index_that_cannot_take_new_items_is_refused(client, channel, i
     category = (await asyncio.to_thread(client.recommend, "1", 1)).items[0].category
     await cgrpc.CatalogServiceStub(channel).UpsertItems(cpb.UpsertItemsRequest(items=[
         cpb.CatalogItem(item_id="new-1", title="a new thing", category=category, price=9.0)]))
+
+
+async def test_a_version_that_failed_to_load_is_followed_at_once_when_named_again(
+        fast_poll, client, tailor_server, copy_bundle, second_bundle, demo_manifest):
+    """The pointer named a version this worker could not load (backing off), then moved back
+    to the version it serves (a rollback), and later named the failed version again once it
+    loads (a rollback by name after the disk was fixed): the worker still waited out the old
+    back-off (up to 60 s; the rollback waited for it and warned). A pointer back on the served
+    version ends the back-off."""
+    from server.store.keys import BUNDLE_ACTIVE
+    registry = tailor_server.registry
+    version = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    await asyncio.to_thread(client.push_bundle, second_bundle, stage_only=True)
+    stored, aside = registry.bundles_dir / version, registry.bundles_dir.parent / "aside"
+    stored.rename(aside)  # it cannot load here now
+    registry.store.put("meta", BUNDLE_ACTIVE, version.encode())
+    await asyncio.sleep(3.5)  # failures at 0, 1 and 3 s: the next try 4 s after the last
+    aside.rename(stored)
+    registry.store.put("meta", BUNDLE_ACTIVE, demo_manifest["version"].encode())
+    await asyncio.sleep(0.3)
+    registry.store.put("meta", BUNDLE_ACTIVE, version.encode())
+    deadline = time.monotonic() + 1.5
+    while registry.active.version != version:
+        assert time.monotonic() < deadline, "still backing off from the earlier failures"
+        await asyncio.sleep(0.05)
