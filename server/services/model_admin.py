@@ -52,8 +52,8 @@ class ModelAdminConverter:
 
     @staticmethod
     def status(registry: ModelRegistry, monitor: CanaryMonitor) -> pb.ModelStatus:
-        canary = registry.canary
-        return pb.ModelStatus(active=ModelAdminConverter.from_bundle(registry.active),
+        canary, active = registry.canary, registry.active
+        return pb.ModelStatus(active=ModelAdminConverter.from_bundle(active) if active else None,
                               previous_version=registry.previous_version(),
                               available_versions=registry.available_versions(),
                               canary=ModelAdminConverter.from_bundle(canary.bundle) if canary else None,

@@ -651,3 +651,24 @@ async def test_a_version_that_failed_to_load_is_followed_at_once_when_named_agai
     while registry.active.version != version:
         assert time.monotonic() < deadline, "still backing off from the earlier failures"
         await asyncio.sleep(0.05)
+
+
+async def test_a_server_serving_no_bundle_reports_no_active_bundle(module_bare_server, tmp_path,
+                                                                   capsys):
+    """Before any push, GetModelStatus carried an empty `active` message, so the client's
+    `ModelStatus.active` (documented None) was a bundle of version "": `clients status` showed
+    it, and `training retrain` looked for the serving bundle at `W/bundles/` instead of saying
+    that the server serves none."""
+    import argparse
+
+    from training import retrain
+    server, _ = module_bare_server
+    target = f"127.0.0.1:{server.port}"
+    with TailorClient(target, timeout=30) as c:
+        status = await asyncio.to_thread(c.model_status)
+    assert status.active is None and status.canary is None
+    args = argparse.Namespace(server=target, timeout=30.0, work_dir=tmp_path / "w",
+                              serving_bundle=None)
+    with TailorClient(target, timeout=30) as c:
+        assert await asyncio.to_thread(retrain._serving, args, c) == 2
+    assert "serves no bundle" in capsys.readouterr().err
