@@ -130,8 +130,8 @@ class ModelRegistry:
 
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
-        """Load `--bundle` (or refuse to start), else what the store points at, else the newest
-        valid stored bundle."""
+        """Load `--bundle` (or refuse to start), else what the store points at, else the
+        versions served before it (latest first), else the newest valid stored bundle."""
         sweep_leftovers(self.bundles_dir)
         # a tally under this pid is a dead worker's (a restarted container gives pids again):
         # retired, it stays summed instead of being overwritten when this worker adopts
@@ -140,9 +140,12 @@ class ModelRegistry:
             await self._start_with(Path(self.settings.bundle))
             return
         pointer = self.store.get("meta", BUNDLE_ACTIVE)
-        candidates = [(pointer.decode(), False)] if pointer else []
-        candidates += [(v, True) for v in self.available_versions()
-                       if not pointer or v != pointer.decode()]
+        first, stored = pointer.decode() if pointer else "", self.available_versions()
+        # the versions served before it, latest first (a version rolled back from left the
+        # history: it comes after them), then the other stored ones, newest first
+        others = dict.fromkeys(v for v in [*self.history()[::-1], *stored]
+                               if v in stored and v != first)
+        candidates = ([(first, False)] if first else []) + [(v, True) for v in others]
         await asyncio.get_running_loop().run_in_executor(None, hash_stored, self.bundles_dir,
                                                          self._ids_seen)
         for version, record in candidates:
@@ -153,9 +156,9 @@ class ModelRegistry:
                 if record:
                     logger.warning("cannot serve stored bundle %s: %s", version, err)
                 else:  # the active one (an upgrade's stricter checks, a lowered id limit)
-                    logger.error("cannot serve the active bundle %s: %s; serving the newest "
-                                 "stored bundle that passes instead (push or roll back to "
-                                 "choose)", version, err)
+                    logger.error("cannot serve the active bundle %s: %s; serving the latest "
+                                 "version served before it that passes instead, else the "
+                                 "newest stored one (push or roll back to choose)", version, err)
         if self._active is None:
             logger.warning("no valid bundle under %s: Recommend answers FAILED_PRECONDITION "
                            "until one is pushed", self.bundles_dir)

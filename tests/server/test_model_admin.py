@@ -672,3 +672,38 @@ async def test_a_server_serving_no_bundle_reports_no_active_bundle(module_bare_s
     with TailorClient(target, timeout=30) as c:
         assert await asyncio.to_thread(retrain._serving, args, c) == 2
     assert "serves no bundle" in capsys.readouterr().err
+
+
+async def test_a_server_whose_active_bundle_fails_serves_the_one_served_before_it(
+        tmp_path, demo_bundle, second_bundle, copy_bundle, demo_manifest):
+    """v1, v2, v3 pushed, v3 rolled back (bad), then v2 stops loading (damaged on disk, or an
+    upgrade's stricter checks): the restart served the newest stored bundle, v3, the very
+    version the operator rolled back from (and moved the pointer to it for every worker). It
+    serves v1, the version served before v2, now."""
+    from server.app import TailorServer
+    from server.store.keys import BUNDLE_ACTIVE
+    from tests.conftest import server_settings
+    v1, v2 = demo_manifest["version"], json.loads((second_bundle / "manifest.json").read_text())["version"]
+    third = copy_bundle(second_bundle)
+    v3 = _rewrite_manifest(third, version=v2 + "-third")["version"]
+    settings = server_settings(tmp_path, demo_bundle)
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        with TailorClient(f"127.0.0.1:{server.port}", timeout=60) as c:
+            for bundle in (second_bundle, third):
+                await asyncio.to_thread(c.push_bundle, bundle)
+            assert (await asyncio.to_thread(c.rollback)).active.version == v2
+    finally:
+        await server.stop(grace=0.5)
+    index = settings.bundles_dir / v2 / "index.faiss"
+    index.write_bytes(index.read_bytes()[:-8] + b"\0" * 8)  # sha256 no longer matches
+    settings.bundle = None
+    server = TailorServer(settings)
+    await server.start()
+    try:
+        assert server.registry.active.version == v1
+        assert server.store.get("meta", BUNDLE_ACTIVE) == v1.encode()
+        assert v3 in server.registry.available_versions()
+    finally:
+        await server.stop(grace=0.5)
