@@ -88,9 +88,12 @@ class ModelRegistry:
         return json.loads(raw) if raw else []
 
     def previous_version(self) -> str:
+        """The plain rollback's target: the latest version served before the active one that
+        is still stored (`bundles_kept` prunes older ones); "" when none is."""
         active = self._active.version if self._active else None
+        stored = set(self.available_versions())
         for version in reversed(self.history()):
-            if version != active:
+            if version != active and version in stored:
                 return version
         return ""
 

@@ -707,3 +707,33 @@ async def test_a_server_whose_active_bundle_fails_serves_the_one_served_before_i
         assert v3 in server.registry.available_versions()
     finally:
         await server.stop(grace=0.5)
+
+
+@pytest.fixture
+def keep_three(settings):
+    settings.bundles_kept = 3
+
+
+async def test_plain_rollbacks_skip_versions_no_longer_stored(keep_three, client, copy_bundle,
+                                                              second_bundle, demo_manifest):
+    """Plain rollbacks walk the history back; a version pruned from disk (`bundles_kept`) was
+    still named as `previous_version` and the rollback to it answered NOT_FOUND. Only stored
+    versions are rollback targets."""
+    v1 = demo_manifest["version"]
+    v2 = json.loads((second_bundle / "manifest.json").read_text())["version"]
+    later = []
+    for n in (3, 4):
+        copy = copy_bundle(second_bundle)
+        copy = copy.rename(copy.parent / f"v{n}")
+        later.append((copy, _rewrite_manifest(copy, version=f"{v2}-v{n}")["version"]))
+    await asyncio.to_thread(client.push_bundle, second_bundle)
+    for copy, _ in later:
+        status = await asyncio.to_thread(client.push_bundle, copy)
+    assert v1 not in status.available_versions  # pruned: three kept
+    back = await asyncio.to_thread(client.rollback)
+    assert back.active.version == later[0][1]
+    back = await asyncio.to_thread(client.rollback)
+    assert (back.active.version, back.previous_version) == (v2, "")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.rollback)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, str(err.value)
