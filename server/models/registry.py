@@ -350,17 +350,36 @@ class ModelRegistry:
         one write transaction that refuses when none runs, so it never ends twice. `wait`: it
         returns once every worker serves the canary's version (promoted) or no longer serves
         the canary (aborted), as the RPCs do."""
+        bundle = await self._promoted(version, canary_id) if promote else None
+
         def moved(txn, split: CanarySplit) -> None:
+            if bundle is None or bundle.version != split.version:
+                raise FailedPrecondition(f"canary {split.version!r} started meanwhile: "
+                                         "promote it again")
             self._record_txn(txn, split.version)
         split = self.canaries.end(version, canary_id, moved if promote else None)
-        if promote:
-            await self.activate(split.version, record=False)
+        if bundle is not None:
+            await self.install(bundle, record=False)
         self._adopt(None)
         if wait and not await self.wait_for_workers(self.current().version, dropped=split.id):
             logger.warning("not every worker left canary %s in time", split.version)
         logger.info("canary %s %s", split.version, "promoted" if promote else "aborted")
         self._prune()  # an aborted canary is one more stored version
         return split
+
+    async def _promoted(self, version: str, canary_id: str) -> Bundle | None:
+        """The running canary's bundle (the one of `version` / `canary_id`), this worker's or
+        loaded from disk, before a promotion writes anything: a worker that cannot load it
+        refuses the promotion instead of pointing every worker at it. None when no such canary
+        runs (`CanaryRecords.end` says so)."""
+        split, local = self.canary_record(), self._canary
+        if split is None or (version and version != split.version) \
+                or (canary_id and canary_id != split.id):
+            return None
+        if local is not None and local.split.id == split.id:
+            return local.bundle
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.load, self.bundles_dir / split.version)
 
     def _adopt(self, canary: Canary | None) -> None:
         """Serve `canary` (None: none) and say so in the store (`wait_for_workers`)."""

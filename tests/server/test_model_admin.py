@@ -737,3 +737,22 @@ async def test_plain_rollbacks_skip_versions_no_longer_stored(keep_three, client
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, str(err.value)
+
+
+async def test_a_canary_this_worker_cannot_load_is_not_promoted_by_it(client, tailor_server,
+                                                                      demo_manifest):
+    """PromoteCanary reaching a worker that cannot load the canary's bundle: the promotion was
+    written (the pointer moved to the canary, its record ended), then the load failed, so the
+    RPC answered an error while every worker was told to serve a version that does not load
+    here. The load comes first now: refused, nothing changed."""
+    from server.models.canary import CanarySplit
+    from server.store.keys import BUNDLE_ACTIVE
+    bad = "20260101T000000-cafef00d"
+    registry = tailor_server.registry
+    registry.canaries.start(CanarySplit.new(bad, demo_manifest["version"], 0.5))
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.promote_canary)
+    assert err.value.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND)
+    assert registry.store.get("meta", BUNDLE_ACTIVE) == demo_manifest["version"].encode()
+    assert registry.canary_record() is not None and registry.canary_record().version == bad
+    assert registry.active.version == demo_manifest["version"]
