@@ -454,7 +454,7 @@ class TailorServer:
         if self.settings.drain_seconds:
             await asyncio.sleep(self.settings.drain_seconds)
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
-        await self.auth.interceptor.close()  # failed authentication counted, not yet audited
+        await self.auth.close()  # refused calls counted, not yet audited
         if self.public is not None:
             await self.public.stop()
         self._server = None  # the calls are done: a long pass (a retention sweep) cannot

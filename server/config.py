@@ -232,7 +232,8 @@ class Limits(BaseModel):
     hold at most 254 characters)."""
     audit_failure_pairs: int = Field(256, ge=1)
     """Most (peer, reason) pairs of failed authentication counted apart per
-    `audit_failure_seconds`; failures of further pairs are counted together (peer `*`)."""
+    `audit_failure_seconds`; failures of further pairs are counted together (peer `*`). The
+    same bound for (principal, method) pairs of denied calls (further ones: principal `*`)."""
     jwt_failures: int = Field(20, ge=0)
     """Bearer JWTs that fail verification (bad signature, expired, wrong audience...) one client
     address may send per `jwt_failure_seconds` before its further unknown JWTs are refused
@@ -630,7 +631,8 @@ class Settings(BaseSettings):
     audit_failure_seconds: float = Field(60.0, gt=0, le=3600)
     """Failed authentication is audited once per (peer, reason) at once, the rest of this
     interval's failures of that pair as one line with their `count` (anyone can fail
-    authentication: one line each would let them fill the disk)."""
+    authentication: one line each would let them fill the disk). Denied calls likewise per
+    (principal, method)."""
     audit_keep_files: int = Field(0, ge=0)
     """Audit files kept, oldest dropped first (`audit.head` records where the chain continues).
     0 keeps every file."""

@@ -2,7 +2,7 @@
 
 Files: `<data_dir>/audit/audit-NNNNNN.jsonl`. Each line is canonical JSON (sorted keys) of
 `ts, principal, method, target, status, request_id, kid` (failed authentication adds `peer`,
-`reason` and `count`: `failures.FailedAuthDigest`) plus `mac`, the hex HMAC-SHA256 under
+`reason` and `count`, a denied call `count`: `failures`) plus `mac`, the hex HMAC-SHA256 under
 the audit key `kid` of the previous line's MAC, a newline, and the line's own canonical JSON
 without `mac`. Editing, dropping or reordering a line breaks every later MAC, and rebuilding the
 chain needs the audit key (a plain hash chain anyone could recompute).
@@ -143,7 +143,8 @@ class AuditLog:
     def record(self, principal: str, method: str, target: str, status: str, request_id: str,
                **details: str | int) -> dict:
         """Append one line; `target` (a user id or other key) is stored as its keyed hash;
-        `details` (failed authentication's `peer`, `reason`, `count`) are added as they are."""
+        `details` (failed authentication's `peer`, `reason`, `count`; a denial's `count`) are added as
+        they are."""
         entry = {**{k: v[:FIELD_CHARS] if isinstance(v, str) else v for k, v in details.items()},
                  "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
                  "principal": principal[:FIELD_CHARS], "method": method[:FIELD_CHARS],

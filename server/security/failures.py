@@ -1,12 +1,13 @@
-"""Failed authentication in the audit log, collapsed per (peer, reason) and interval.
+"""Refused calls in the audit log, collapsed per pair and interval: failed authentication
+per (peer, reason), denied calls (PERMISSION_DENIED) per (principal, method).
 
-Anyone who reaches the port can fail authentication, so one audit line per failure let a
-client with no credentials fill the disk the store lives on (and cost a flock and file I/O per
-call on the event loop). Now the first failure of a (peer, reason) pair in an interval is
-audited at once, as any failure was; that pair's further failures in the interval become one
-line when it ends, with `count` = how many. At most `max_pairs` pairs are tracked per interval:
-failures of any further pair share the pair ("*", "*"). Lines go to the audit hook from a worker
-thread (an async hook is awaited), never as file I/O on the event loop.
+Anyone who reaches the port can fail authentication, and any principal can call a method its
+roles do not cover (with an IdP's JWTs: anyone with an account), so one audit line per refusal
+let them fill the disk the store lives on. Now the first refusal of a pair in an interval is
+audited at once, as any was; that pair's further refusals in the interval become one line when
+it ends, with `count` = how many. At most `max_pairs` pairs are tracked per interval: refusals
+of any further pair share the pair ("*", "*"). Lines go to the audit hook from a worker thread
+(an async hook is awaited), never as file I/O on the event loop.
 """
 from __future__ import annotations
 
@@ -16,11 +17,12 @@ from dataclasses import dataclass
 
 from .logging import logger
 
-__all__ = ["FailedAuthDigest", "OVERFLOW", "peer_host"]
+__all__ = ["DENIED", "DeniedDigest", "FailedAuthDigest", "OVERFLOW", "peer_host"]
 
 OVERFLOW = ("*", "*")
 """The pair that failures of pairs beyond `max_pairs` are counted under."""
 PRINCIPAL, STATUS = "unauthenticated", "UNAUTHENTICATED"
+DENIED = "PERMISSION_DENIED"
 
 
 def peer_host(peer: str) -> str:
@@ -34,41 +36,45 @@ def peer_host(peer: str) -> str:
 
 @dataclass
 class _Pending:
-    method: str
+    varying: str | None = None
+    """The field a pair's lines may differ in (failed authentication's method, a denial's
+    target) over the failures after the first: None before the second, `MIXED` once two differ."""
     more: int = 0
     """Failures after the first (the one already audited) in this interval."""
 
 
-class FailedAuthDigest:
-    """Counts failed authentication per (peer, reason) and writes it to `audit` (its
-    `record(principal, method, target, status, request_id, **details)`, sync or async)."""
+class _Digest:
+    """Counts refused calls per pair over an interval: a pair's first in the interval is written
+    at once, its further ones as one line with `count` when the interval ends (or at `close`).
+    At most `max_pairs` pairs per interval; further ones share `OVERFLOW`. `_write` says how a
+    pair's line reads."""
+
+    MIXED = "*"
 
     def __init__(self, audit, interval: float, max_pairs: int):
         self.audit, self.interval, self.max_pairs = audit, interval, max_pairs
         self._pairs: dict[tuple[str, str], _Pending] = {}
         self._flusher: asyncio.Task | None = None
 
-    async def failed(self, peer: str, method: str, reason: str, request_id: str) -> None:
-        """One failed authentication: audited now if it is its pair's first in the interval."""
-        pair = (peer_host(peer), reason)
+    async def _count(self, pair: tuple[str, str], varying: str, request_id: str) -> None:
         if pair not in self._pairs and len(self._pairs) >= self.max_pairs:
             pair = OVERFLOW
         pending = self._pairs.get(pair)
         if pending is not None:
             pending.more += 1
-            pending.method = method if pending.method in ("", method) else "*"
+            pending.varying = varying if pending.varying in (None, varying) else self.MIXED
             return
-        self._pairs[pair] = _Pending("")
+        self._pairs[pair] = _Pending()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_after(self.interval))
-        await self._write(pair, method, request_id, 1)
+        await self._write(pair, varying, request_id, 1)
 
     async def flush(self) -> None:
         """Write one line per pair that failed again since its first line; start a new interval."""
         pairs, self._pairs = self._pairs, {}
         for pair, pending in pairs.items():
             if pending.more:
-                await self._write(pair, pending.method, "", pending.more)
+                await self._write(pair, pending.varying, "", pending.more)
 
     async def close(self) -> None:
         """Stop the timer and write what is counted (server stop)."""
@@ -85,14 +91,45 @@ class FailedAuthDigest:
             if not self._pairs:  # no await from here to the task's end: the next failure
                 return           # sees this timer done and starts one
 
-    async def _write(self, pair: tuple[str, str], method: str, request_id: str, count: int) -> None:
-        peer, reason = pair
-        args = (PRINCIPAL, method, "", STATUS, request_id)
-        details = {"peer": peer, "reason": reason, "count": count}
+    async def _write(self, pair: tuple[str, str], varying: str, request_id: str,
+                     count: int) -> None:
+        raise NotImplementedError
+
+    async def _record(self, *args: str, **details: str | int) -> None:
         try:
             if inspect.iscoroutinefunction(self.audit.record):
                 await self.audit.record(*args, **details)
             else:
                 await asyncio.to_thread(self.audit.record, *args, **details)
         except Exception:  # the audit log failing must not change the call's answer; say so
-            logger.exception("audit record failed for %s", method)
+            logger.exception("audit record failed for %s", args[1])
+
+
+class FailedAuthDigest(_Digest):
+    """Counts failed authentication per (peer, reason) and writes it to `audit` (its
+    `record(principal, method, target, status, request_id, **details)`, sync or async)."""
+
+    async def failed(self, peer: str, method: str, reason: str, request_id: str) -> None:
+        """One failed authentication: audited now if it is its pair's first in the interval."""
+        await self._count((peer_host(peer), reason), method, request_id)
+
+    async def _write(self, pair, varying, request_id, count):
+        peer, reason = pair
+        await self._record(PRINCIPAL, varying, "", STATUS, request_id,
+                           peer=peer, reason=reason, count=count)
+
+
+class DeniedDigest(_Digest):
+    """Counts denied calls (PERMISSION_DENIED) per (principal, method) and writes them to
+    `audit` with `count`: the first of an interval with its target, the rest as one line whose
+    target is theirs when they all named the same one, else empty."""
+
+    MIXED = ""
+
+    async def denied(self, principal: str, method: str, target: str, request_id: str) -> None:
+        """One denied call: audited now if it is its pair's first in the interval."""
+        await self._count((principal, method), target, request_id)
+
+    async def _write(self, pair, varying, request_id, count):
+        principal, method = pair
+        await self._record(principal, method, varying, DENIED, request_id, count=count)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..config import Settings
+from .audit_writer import AuditWriter
 from .authn import Authenticator
 from .errors import AuthConfigInvalid
 from .hosts import is_loopback
@@ -16,19 +17,24 @@ __all__ = ["AuthGuard"]
 
 
 def _failure_bounds(settings: Settings) -> dict:
-    """How failed authentication is collapsed in the audit log (`failures.FailedAuthDigest`)."""
+    """How failed authentication is collapsed in the audit log (`failures.FailedAuthDigest`);
+    denied calls are collapsed over the same interval and number of pairs (`AuditWriter`)."""
     return {"failure_seconds": settings.audit_failure_seconds,
             "failure_pairs": settings.limits.audit_failure_pairs}
 
 
 class AuthGuard:
     """Reads `settings.auth_config` (raises `AuthConfigInvalid` if unusable) and holds the
-    interceptor; `audit` is the optional audit log the interceptor reports to."""
+    interceptor; `audit` is the optional audit log the interceptor reports to, through an
+    `AuditWriter` (off the event loop, denied calls collapsed)."""
 
     def __init__(self, settings: Settings, audit=None):
         self.path = settings.auth_config
+        self.audit = (AuditWriter(audit, settings.audit_failure_seconds,
+                                  settings.limits.audit_failure_pairs)
+                      if audit is not None else None)
         if self.path is None:
-            self.interceptor = AuthInterceptor(Authenticator(None), RoleTable(), audit,
+            self.interceptor = AuthInterceptor(Authenticator(None), RoleTable(), self.audit,
                                                **_failure_bounds(settings))
             where = "loopback only" if is_loopback(settings.host) else f"NOT loopback: {settings.host}"
             logger.warning("UNAUTHENTICATED server (no --auth-config, %s): every call is allowed, "
@@ -37,9 +43,16 @@ class AuthGuard:
         config = load_auth_config(self.path)
         lim = settings.limits
         self.jwt_budget = FailureBudget(lim.jwt_failures, lim.jwt_failure_seconds)
-        self.interceptor = AuthInterceptor(Authenticator(config, self.jwt_budget), config.roles, audit,
+        self.interceptor = AuthInterceptor(Authenticator(config, self.jwt_budget), config.roles,
+                                           self.audit,
                                            **_failure_bounds(settings))
         self._log_loaded(config, "loaded")
+
+    async def close(self) -> None:
+        """Write the refused calls counted but not yet audited (server stop)."""
+        await self.interceptor.close()
+        if self.audit is not None:
+            await self.audit.close()
 
     def reload_auth(self) -> bool:
         """Re-read the auth config; on any problem keep the current one and say why."""

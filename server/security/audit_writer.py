@@ -1,0 +1,54 @@
+"""The audit log as the auth interceptor writes to it: never on the event loop, denials collapsed.
+
+An audit line costs a `flock`, an append and the tip's rewrite and rename (1.4-2.8 ms on a
+container's overlay disk). Written on the event loop, every call of the worker waited for it;
+and a denied call, which any principal without the role can repeat as fast as it likes, wrote
+one each. `AuditWriter` writes every line on one thread of its own (lines keep their order,
+and a burst of sensitive calls takes no thread other off-loop work needs) and passes denied
+calls through `failures.DeniedDigest` (one line per principal and method per interval, the
+rest counted). A call still waits for its own line, as before: its answer follows its audit.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from concurrent.futures import ThreadPoolExecutor
+
+from .failures import DENIED, DeniedDigest
+
+__all__ = ["AuditWriter"]
+
+
+class AuditWriter:
+    """`record(principal, method, target, status, request_id, **details)` for the interceptor,
+    async: `log`'s `record` (sync: on this writer's thread; async: awaited) for every line but
+    a denied call's, which is collapsed per (principal, method) over `interval`, at most
+    `max_pairs` pairs (`DeniedDigest`). `close()` writes the denials still counted."""
+
+    def __init__(self, log, interval: float, max_pairs: int):
+        self.log = log
+        self.denials = DeniedDigest(self, interval, max_pairs)
+        self._thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            1, thread_name_prefix="tailor-audit")
+
+    async def record(self, principal: str, method: str, target: str, status: str,
+                     request_id: str, **details: str | int) -> None:
+        if status == DENIED and not details:  # a denied call (the digest's lines have a count)
+            await self.denials.denied(principal, method, target, request_id)
+            return
+        write = functools.partial(self.log.record, principal, method, target, status,
+                                  request_id, **details)
+        if inspect.iscoroutinefunction(self.log.record):
+            await write()
+        elif self._thread is None:  # closed: a line that comes later still gets written
+            await asyncio.to_thread(write)
+        else:
+            await asyncio.get_running_loop().run_in_executor(self._thread, write)
+
+    async def close(self) -> None:
+        """Write the denied calls counted but not yet audited, then end the thread."""
+        await self.denials.close()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.shutdown)

@@ -1,0 +1,97 @@
+"""Denied calls in the audit log, against a real server: a principal without the role calling
+in a loop writes a bounded number of lines whose counts add up, none of them on the event
+loop's thread; an allowed sensitive call keeps its own line, written off the loop too."""
+import json
+import threading
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+from server.security import tokens
+from server.security.audit import audit_files, verify_chain
+from server.security.userref import user_ref
+
+BURST = 200
+DELETE = "/tailor.v1.ProfileService/DeleteProfile"
+
+
+@pytest_asyncio.fixture
+async def secured(settings, tmp_path):
+    """(server, {name: token}, threads the audit log's lines were written on)."""
+    from server.app import TailorServer
+    auth = tmp_path / "auth.toml"
+    toks = {name: tokens.mint(auth, name, roles)
+            for name, roles in (("ops", ["admin"]), ("viewer", ["analyst"]))}
+    server = TailorServer(settings.model_copy(update={"auth_config": auth}))
+    await server.start()
+    threads, real = [], server.audit.record
+
+    def record(*args, **details):  # the real AuditLog writes each line; note on which thread
+        threads.append(threading.get_ident())
+        return real(*args, **details)
+    server.audit.record = record
+    yield server, toks, threads
+    await server.stop(grace=0.5)
+
+
+def audit_lines(server) -> list[dict]:
+    return [json.loads(line) for path in audit_files(server.settings.audit_dir)
+            for line in path.read_text().splitlines()]
+
+
+def denied_lines(server) -> list[tuple]:
+    return [(e["principal"], e["method"], e["target"], e.get("count"))
+            for e in audit_lines(server) if e["status"] == "PERMISSION_DENIED"]
+
+
+def bearer(token):
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def test_a_burst_of_denied_calls_is_collapsed_counted_and_written_off_the_loop(secured):
+    server, toks, threads = secured
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+        profiles = pb_grpc.ProfileServiceStub(ch)
+        for _ in range(BURST):
+            with pytest.raises(grpc.RpcError) as err:
+                await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="alice"),
+                                             metadata=bearer(toks["viewer"]))
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="bob"),
+                                     metadata=bearer(toks["ops"]))
+        # the first denial at once, with whom it was aimed at; the sensitive call's own line
+        assert denied_lines(server) == [("viewer", DELETE, user_ref("alice"), 1)]
+        assert [(e["principal"], e["target"], e["status"]) for e in audit_lines(server)
+                if e["principal"] == "ops"] == [("ops", user_ref("bob"), "OK")]
+    await server.stop(grace=0.5)  # the interval's count is written
+    assert denied_lines(server) == [("viewer", DELETE, user_ref("alice"), 1),
+                                    ("viewer", DELETE, user_ref("alice"), BURST - 1)]
+    assert len(threads) == 3 and threading.get_ident() not in threads  # never on the loop
+    assert verify_chain(server.settings.audit_dir, server.secrets["audit"]).ok
+
+
+async def test_denials_of_several_targets_are_counted_without_one_and_pairs_are_bounded():
+    from server.security.failures import DeniedDigest
+
+    class Rows:
+        def __init__(self):
+            self.rows = []
+
+        def record(self, principal, method, target, status, request_id, **details):
+            self.rows.append((principal, method, target, status, request_id, details["count"]))
+
+    rows = Rows()
+    digest = DeniedDigest(rows, interval=3600, max_pairs=2)
+    for principal, method, target in [("p", "/m", "alice"), ("p", "/m", "bob"), ("p", "/m", "alice"),
+                                       ("q", "/m", "x"), ("r", "/m", "y"), ("s", "/n", "z")]:
+        await digest.denied(principal, method, target, f"{principal}-{target}")
+    await digest.close()
+    d = "PERMISSION_DENIED"
+    assert rows.rows == [
+        ("p", "/m", "alice", d, "p-alice", 1), ("q", "/m", "x", d, "q-x", 1),
+        ("*", "*", "y", d, "r-y", 1),  # a third pair: counted with any further one
+        ("p", "/m", "", d, "", 2),     # bob and alice again: no one target
+        ("*", "*", "z", d, "", 1)]
