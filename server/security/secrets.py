@@ -30,6 +30,7 @@ from pathlib import Path
 from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 
 from ..errors import FailedPrecondition
+from .files import keep_owner
 from .hosts import is_loopback
 
 __all__ = ["KEYRINGS", "OPTIONAL_KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
@@ -237,4 +238,5 @@ def _replace(path: Path, text: str) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+    keep_owner(tmp, path, f"keyring {path}")
     os.replace(tmp, path)

@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import AuthConfigInvalid
+from .files import keep_owner
 from .principals import load_auth_config, token_hash
 
 __all__ = ["dumps", "mint", "revoke"]
@@ -62,7 +63,8 @@ def _read(path: Path) -> dict:
 
 
 def _write(path: Path, doc: dict) -> None:
-    """Write atomically (a reload never sees half a file), check it loads, owner-only mode."""
+    """Write atomically (a reload never sees half a file), check it loads; a new file is
+    owner-only, one that exists keeps its owner, group and mode (`files.keep_owner`)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(dumps(doc, path), encoding="utf-8")
     os.chmod(tmp, 0o600)
@@ -71,6 +73,7 @@ def _write(path: Path, doc: dict) -> None:
     except AuthConfigInvalid as err:
         tmp.unlink()
         raise AuthConfigInvalid(path, str(err).partition(": ")[2]) from None
+    keep_owner(tmp, path, f"auth config {path}")
     os.replace(tmp, path)
 
 

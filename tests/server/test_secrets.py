@@ -167,3 +167,19 @@ def test_a_keyring_file_every_user_may_write_is_refused_and_one_they_may_read_is
     caplog.clear()
     Secrets.load(tmp_path, generate=False, environ={})
     assert not [r for r in caplog.records if "every user" in r.getMessage()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another account needs root")
+def test_a_rotation_run_as_root_keeps_the_keyrings_owner_and_mode(tmp_path):
+    """`sudo python -m server secrets rotate audit` beside a server running as its own
+    account: the new keyring file was root's, mode 0600, and the server's next start died
+    reading it (PermissionError). A k8s-style 0440 mount read by the server's group likewise."""
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    path = secrets / "audit.keys"
+    os.chown(path, 65534, 65534)
+    path.chmod(0o440)
+    run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(secrets))
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o440)
+    assert len(Keyring.parse("audit", path.read_text()).keys) == 2

@@ -1,9 +1,11 @@
 """The role table covers every RPC; principals from tokens, certificates and the config file;
 the PII policy; the token command and the SIGHUP reload of a running `python -m server`."""
 import importlib
+import os
 import pkgutil
 import re
 import signal
+import stat
 import time
 
 import grpc
@@ -294,3 +296,20 @@ def jwt_public():
     pem = public.public_bytes(serialization.Encoding.PEM,
                               serialization.PublicFormat.SubjectPublicKeyInfo)
     return json.dumps({"keys": [{**jwk, "kid": "k1"}]}), pem
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another account needs root")
+def test_the_token_command_run_as_root_keeps_the_auth_configs_owner_and_mode(tmp_path):
+    """`sudo python -m server token ...` against a server running as its own account: the
+    rewritten file was root's, mode 0600; the server could no longer read it (the SIGHUP
+    after a --revoke failed, the revoked token kept working; the next start failed)."""
+    path = tmp_path / "auth.toml"
+    tokens.mint(path, "ops", ["admin"])
+    os.chown(path, 65534, 65534)  # the server's account (here: nobody), its group may read
+    path.chmod(0o640)
+    run_module("server", "token", "--auth-config", str(path), "--name", "ingest", "--roles",
+               "tracker")
+    run_module("server", "token", "--auth-config", str(path), "--revoke", "ops")
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o640)
+    assert [p.name for p in load_auth_config(path).by_token.values()] == ["ingest"]

@@ -1,0 +1,55 @@
+"""Rewriting a file the server reads as another account (`server token`, `secrets rotate`).
+
+Both commands write a new copy beside the file and rename it over the old one, so a reload
+never reads half a file. The copy belongs to whoever runs the command: run with sudo against
+a server running as its own account, the auth config or keyring became root's, mode 0600,
+and the server could no longer read it (the SIGHUP reload failed, so a revoked token kept
+working; the next start failed). `keep_owner` gives the copy the old file's owner, group and
+mode, or refuses when this account may not.
+"""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from ..errors import FailedPrecondition
+
+__all__ = ["keep_owner"]
+
+
+def _owner(uid: int, gid: int) -> str:
+    """`name:group (uid U, gid G)`, the numbers alone where the host has no name for them."""
+    import grp
+    import pwd
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return f"{user}:{group} (uid {uid}, gid {gid})"
+
+
+def keep_owner(tmp: Path, path: Path, what: str) -> None:
+    """Give `tmp`, about to replace `path`, the owner, group and mode of `path` (if it exists).
+    When this account may not (the file is another user's, or of a group it is not in), `tmp`
+    is removed and FailedPrecondition says so, `what` naming the file."""
+    try:
+        old = path.stat()
+    except FileNotFoundError:
+        return
+    try:
+        new = tmp.stat()
+        if (new.st_uid, new.st_gid) != (old.st_uid, old.st_gid):
+            os.chown(tmp, old.st_uid, old.st_gid)
+        os.chmod(tmp, stat.S_IMODE(old.st_mode))
+    except PermissionError:
+        tmp.unlink(missing_ok=True)
+        raise FailedPrecondition(
+            f"{what}: it belongs to {_owner(old.st_uid, old.st_gid)}; rewritten by "
+            f"{_owner(os.geteuid(), os.getegid())} it would be this account's, and the server "
+            "may no longer read it: run this command as its owner (or as root); nothing was "
+            "changed") from None
