@@ -34,7 +34,8 @@ def keyring_path(name: str, secrets_dir: Path | None) -> Path | None:
 def keyring_text(name: str, secrets_dir: Path | None,
                  environ: Mapping[str, str] | None = None) -> str | None:
     """The text of keyring `name`: its (non-blank) environment variable, else its file, else
-    None; ValueError naming the file when it is not text (raw key bytes)."""
+    None; ValueError naming the file when it is not text (raw key bytes) or cannot be read (a
+    directory, as a secret mounted one level too deep is; a file of another account)."""
     env = os.environ if environ is None else environ
     if env.get(env_name(name), "").strip():
         return env[env_name(name)]
@@ -42,7 +43,11 @@ def keyring_text(name: str, secrets_dir: Path | None,
     if path is None or not path.exists():
         return None
     try:
-        return path.read_bytes().decode("utf-8")
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"secret {name!r} in {path}: cannot read it ({err.strerror})") from None
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"secret {name!r} in {path}: not text: expected 'kid:base64key' lines "
                          "(a raw key is written as `kid:` and its base64)") from None

@@ -148,6 +148,29 @@ def test_a_keyring_file_holding_raw_key_bytes_is_refused_naming_it(tmp_path):
     assert "secret 'audit'" in out.stderr
 
 
+
+def test_a_keyring_path_that_cannot_be_read_is_refused_naming_it(tmp_path):
+    """A secret mounted as a directory named `audit.keys` (or a file this account may not
+    read) raised IsADirectoryError / PermissionError: a traceback at start, from `audit
+    verify` and from `secrets rotate`."""
+    Secrets.load(tmp_path / "s", generate=True, environ={})
+    (tmp_path / "s" / "audit.keys").unlink()
+    (tmp_path / "s" / "audit.keys").mkdir()
+    with pytest.raises(FailedPrecondition, match=r"secret 'audit' in .*audit\.keys: cannot read "
+                                                 r"it \(Is a directory\)"):
+        Secrets.load(tmp_path / "s", generate=False, environ={})
+    (tmp_path / "data").mkdir()
+    for args in (("audit", "verify", "--data-dir", str(tmp_path / "data")),
+                 ("secrets", "rotate", "audit")):
+        out = run_module("server", *args, "--secrets-dir", str(tmp_path / "s"), check=False)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert "secret 'audit' in" in out.stderr and "cannot read it" in out.stderr
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "s")}
+    out = run_module("server", "--host", "127.0.0.1", "--port", str(free_port()), "--data-dir",
+                     str(tmp_path / "data"), check=False, timeout=120, env=env)
+    assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "secret 'audit' in" in out.stderr and "cannot read it" in out.stderr
+
 def test_a_keyring_file_every_user_may_write_is_refused_and_one_they_may_read_is_warned(tmp_path,
                                                                                        caplog):
     Secrets.load(tmp_path, generate=True, environ={})
