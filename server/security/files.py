@@ -5,17 +5,21 @@ never reads half a file. The copy belongs to whoever runs the command: run with 
 a server running as its own account, the auth config or keyring became root's, mode 0600,
 and the server could no longer read it (the SIGHUP reload failed, so a revoked token kept
 working; the next start failed). `keep_owner` gives the copy the old file's owner, group and
-mode, or refuses when this account may not.
+mode, or refuses when this account may not. `directory_locked` serializes the commands that
+read a file, change it and write it back, so two at once do not drop each other's change.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import FailedPrecondition
 
-__all__ = ["keep_owner"]
+__all__ = ["directory_locked", "keep_owner"]
 
 
 def _owner(uid: int, gid: int) -> str:
@@ -53,3 +57,15 @@ def keep_owner(tmp: Path, path: Path, what: str) -> None:
             f"{_owner(os.geteuid(), os.getegid())} it would be this account's, and the server "
             "may no longer read it: run this command as its owner (or as root); nothing was "
             "changed") from None
+
+
+@contextlib.contextmanager
+def directory_locked(path: Path) -> Iterator[None]:
+    """`path`'s directory locked (an exclusive `flock` on the directory itself: no lock file
+    to create, whoever runs the command) from reading `path` to renaming its new copy."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+        yield
+    finally:
+        os.close(fd)

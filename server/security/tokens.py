@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import AuthConfigInvalid
-from .files import keep_owner
+from .files import directory_locked, keep_owner
 from .principals import load_auth_config, token_hash
 
 __all__ = ["dumps", "mint", "revoke"]
@@ -81,20 +81,23 @@ def mint(path: Path, name: str, roles: list[str]) -> str:
     """A new random token for principal `name` with `roles` (replacing its previous token);
     returns the token, which is stored nowhere. It never starts with "-": one in 64 of
     `token_urlsafe`'s would, and a command line (`--token T`) would read it as an option."""
-    doc = _read(path)
     while (token := secrets.token_urlsafe(32)).startswith("-"):
         pass
-    entry = {k: v for k, v in doc.get("principals", {}).get(name, {}).items()
-             if k not in ("roles", "token_sha256")}
-    doc.setdefault("principals", {})[name] = {"roles": roles, "token_sha256": token_hash(token), **entry}
-    _write(path, doc)
+    with directory_locked(path):  # another run's change between our read and write is kept
+        doc = _read(path)
+        entry = {k: v for k, v in doc.get("principals", {}).get(name, {}).items()
+                 if k not in ("roles", "token_sha256")}
+        doc.setdefault("principals", {})[name] = {"roles": roles,
+                                                  "token_sha256": token_hash(token), **entry}
+        _write(path, doc)
     return token
 
 
 def revoke(path: Path, name: str) -> bool:
     """Remove principal `name`; False if it was not there."""
-    doc = _read(path)
-    if doc.get("principals", {}).pop(name, None) is None:
-        return False
-    _write(path, doc)
+    with directory_locked(path):
+        doc = _read(path)
+        if doc.get("principals", {}).pop(name, None) is None:
+            return False
+        _write(path, doc)
     return True

@@ -313,3 +313,26 @@ def test_the_token_command_run_as_root_keeps_the_auth_configs_owner_and_mode(tmp
     st = path.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (65534, 65534, 0o640)
     assert [p.name for p in load_auth_config(path).by_token.values()] == ["ingest"]
+
+
+def test_tokens_minted_and_revoked_at_once_are_all_kept(tmp_path):
+    """Eight `server token` runs at the same moment (a provisioning script minting one token
+    per service in parallel, an operator revoking meanwhile): each read the file, added its
+    principal and wrote it back, so the later writes dropped the earlier ones' principals (a
+    printed token that never worked; a revoked principal written back by a mint). Each run
+    now holds the auth config's directory locked from its read to its rename."""
+    import subprocess
+    import sys
+    path = tmp_path / "auth.toml"
+    tokens.mint(path, "ops", ["admin"])
+    script = ("import sys, time; from pathlib import Path; from server.security import tokens; "
+              "time.sleep(max(0.0, float(sys.argv[1]) - time.time())); path = Path(sys.argv[2]); "
+              "tokens.revoke(path, 'ops') if sys.argv[3] == '-' else "
+              "tokens.mint(path, sys.argv[3], ['tracker'])")
+    start = time.time() + 8  # every process has imported by then: they all go at once
+    names = ["-", *(f"svc{i}" for i in range(7))]
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), str(path), name],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True) for name in names]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(names), errors
+    assert sorted(p.name for p in load_auth_config(path).by_token.values()) == names[1:]
