@@ -23,6 +23,8 @@ OVERFLOW = ("*", "*")
 """The pair that failures of pairs beyond `max_pairs` are counted under."""
 PRINCIPAL, STATUS = "unauthenticated", "UNAUTHENTICATED"
 DENIED = "PERMISSION_DENIED"
+TARGET_CHARS = 2048
+"""Longest denied call's target kept (ids are at most 240 bytes, addresses 1,024 characters)."""
 
 
 def peer_host(peer: str) -> str:
@@ -127,7 +129,10 @@ class DeniedDigest(_Digest):
     MIXED = ""
 
     async def denied(self, principal: str, method: str, target: str, request_id: str) -> None:
-        """One denied call: audited now if it is its pair's first in the interval."""
+        """One denied call: audited now if it is its pair's first in the interval. A target
+        longer than any id or address (`TARGET_CHARS`; the denied request was never validated)
+        names no record and is not kept for the interval: audited as none."""
+        target = target if len(target) <= TARGET_CHARS else ""
         await self._count((principal, method), target, request_id)
 
     async def _write(self, pair, varying, request_id, count):

@@ -95,3 +95,25 @@ async def test_denials_of_several_targets_are_counted_without_one_and_pairs_are_
         ("*", "*", "y", d, "r-y", 1),  # a third pair: counted with any further one
         ("p", "/m", "", d, "", 2),     # bob and alice again: no one target
         ("*", "*", "z", d, "", 1)]
+
+
+
+async def test_a_denied_calls_target_past_any_id_is_not_held():
+    """The denied request was never validated: a user_id of megabytes is not kept for the
+    interval (one per pair, principal x method), nor hashed into the line."""
+    from server.security.failures import DeniedDigest
+
+    class Rows:
+        def __init__(self):
+            self.targets = []
+
+        def record(self, principal, method, target, status, request_id, **details):
+            self.targets.append(target)
+
+    rows = Rows()
+    digest = DeniedDigest(rows, interval=3600, max_pairs=8)
+    for _ in range(3):
+        await digest.denied("p", "/m", "x" * (1 << 20), "")
+    assert [p.varying for p in digest._pairs.values()] == [""]
+    await digest.close()
+    assert rows.targets == ["", ""]
