@@ -16,8 +16,15 @@ import inspect
 from concurrent.futures import ThreadPoolExecutor
 
 from .failures import DENIED, DeniedDigest
+from .logging import logger
 
 __all__ = ["AuditWriter"]
+
+
+def _failed_unawaited(method: str, written: asyncio.Future) -> None:
+    """Log a line's failure that no call is left to log (its task was cancelled)."""
+    if not written.cancelled() and written.exception() is not None:
+        logger.error("audit record failed for %s: %r", method, written.exception())
 
 
 class AuditWriter:
@@ -41,10 +48,18 @@ class AuditWriter:
                                   request_id, **details)
         if inspect.iscoroutinefunction(self.log.record):
             await write()
-        elif self._thread is None:  # closed: a line that comes later still gets written
-            await asyncio.to_thread(write)
+            return
+        if self._thread is None:  # closed: a line that comes later still gets written
+            written = asyncio.ensure_future(asyncio.to_thread(write))
         else:
-            await asyncio.get_running_loop().run_in_executor(self._thread, write)
+            written = asyncio.get_running_loop().run_in_executor(self._thread, write)
+        # the call's task may be cancelled meanwhile (a client gone, a stop past its grace):
+        # the line is written anyway, as it was when it was written on the loop
+        try:
+            await asyncio.shield(written)
+        except asyncio.CancelledError:
+            written.add_done_callback(functools.partial(_failed_unawaited, method))
+            raise
 
     async def close(self) -> None:
         """Write the denied calls counted but not yet audited, then end the thread."""

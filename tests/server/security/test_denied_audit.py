@@ -117,3 +117,31 @@ async def test_a_denied_calls_target_past_any_id_is_not_held():
     assert [p.varying for p in digest._pairs.values()] == [""]
     await digest.close()
     assert rows.targets == ["", ""]
+
+
+async def test_a_line_whose_call_is_cancelled_while_it_waits_is_still_written():
+    """A call's task cancelled while its audit line waits behind another (a server stopping
+    past its grace, a client gone mid-write) must not take the line with it: it was written on
+    the event loop before, whatever happened to the task."""
+    import asyncio
+    import time
+
+    from server.security.audit_writer import AuditWriter
+
+    class SlowLog:
+        def __init__(self):
+            self.lines = []
+
+        def record(self, principal, method, target, status, request_id, **details):
+            time.sleep(0.2)  # a slow disk
+            self.lines.append(principal)
+
+    log = SlowLog()
+    writer = AuditWriter(log, interval=3600, max_pairs=8)
+    first = asyncio.create_task(writer.record("a", "/m", "", "OK", ""))
+    second = asyncio.create_task(writer.record("b", "/m", "", "OK", ""))
+    await asyncio.sleep(0.05)  # a's line is being written, b's waits for the thread
+    second.cancel()
+    await first
+    await writer.close()
+    assert log.lines == ["a", "b"]
