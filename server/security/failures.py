@@ -57,6 +57,8 @@ class _Digest:
         self.audit, self.interval, self.max_pairs = audit, interval, max_pairs
         self._pairs: dict[tuple[str, str], _Pending] = {}
         self._flusher: asyncio.Task | None = None
+        self._flushing: asyncio.Future | None = None
+        """The timer's flush under way: `close` lets it finish rather than cut it short."""
 
     async def _count(self, pair: tuple[str, str], varying: str, request_id: str) -> None:
         if pair not in self._pairs and len(self._pairs) >= self.max_pairs:
@@ -79,9 +81,12 @@ class _Digest:
                 await self._write(pair, pending.varying, "", pending.more)
 
     async def close(self) -> None:
-        """Stop the timer and write what is counted (server stop)."""
+        """Stop the timer and write what is counted (server stop), after the lines of a flush
+        the timer had under way (cancelled with it, the pairs it had not written were lost)."""
         if self._flusher is not None:
             self._flusher.cancel()
+        if self._flushing is not None:
+            await self._flushing
         await self.flush()
 
     async def _flush_after(self, delay: float) -> None:
@@ -89,7 +94,8 @@ class _Digest:
         a flush was writing began the next interval's pairs, with no timer of their own)."""
         while True:
             await asyncio.sleep(delay)
-            await self.flush()
+            self._flushing = asyncio.ensure_future(self.flush())
+            await asyncio.shield(self._flushing)
             if not self._pairs:  # no await from here to the task's end: the next failure
                 return           # sees this timer done and starts one
 

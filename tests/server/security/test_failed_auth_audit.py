@@ -113,3 +113,30 @@ async def test_failures_that_come_while_a_flush_writes_are_written_without_a_new
         await asyncio.sleep(0.01)
     assert sum(rows.counts) == sent and len(rows.counts) < sent / 4
     await digest.close()
+
+
+async def test_a_stop_during_an_intervals_flush_loses_no_count():
+    """`close()` (server stop) cancelled the interval's timer; when that timer was part-way
+    through writing the interval's count lines, the pairs not yet written were gone."""
+    import asyncio
+
+    from server.security.failures import FailedAuthDigest
+
+    class SlowRows:
+        def __init__(self):
+            self.counts = []
+
+        async def record(self, principal, method, target, status, request_id, **details):
+            if request_id != "first":
+                await asyncio.sleep(0.05)  # the file's I/O, for the interval's count lines
+            self.counts.append((details["peer"], details["count"]))
+
+    rows = SlowRows()
+    digest = FailedAuthDigest(rows, interval=0.2, max_pairs=8)
+    for n in range(4):
+        for _ in range(3):
+            await digest.failed(f"ipv4:10.0.0.{n}:1", "/m", "no credentials", "first")
+    await asyncio.sleep(0.2 + 0.05 * 1.5)  # the interval ended; its flush wrote one pair of 4
+    await digest.close()
+    assert sorted(rows.counts) == sorted([(f"ipv4:10.0.0.{n}", 1) for n in range(4)]
+                                         + [(f"ipv4:10.0.0.{n}", 2) for n in range(4)])
