@@ -421,6 +421,15 @@ def _message(client: TailorClient, args) -> object:
                                   args.interest or (), args.channel)
 
 
+
+def _audit_line(line: str):
+    """An audit line as JSON; one that is not (cut by a crash or a full disk, or edited) as
+    `{"unreadable": its text}`, in its place: the auditor sees it, the rest still shows."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return {"unreadable": line}
+
 COMMANDS = {
     "message": _message,
     "attribute": _attribute,
@@ -439,7 +448,7 @@ COMMANDS = {
     "model": _model,
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,
-    "audit": lambda client, args: {"lines": [json.loads(line) for line in client.audit_tail(args.n)]},
+    "audit": lambda client, args: {"lines": [_audit_line(line) for line in client.audit_tail(args.n)]},
 }
 
 

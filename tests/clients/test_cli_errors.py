@@ -496,3 +496,31 @@ def test_ctrl_c_during_a_campaign_export_says_the_file_is_incomplete(served, tmp
                         r"(\d+) decisions before it were written", err.strip())
     assert said is not None, err
     assert 0 < written < 30_000 and written - int(said[1]) in (0, 1), (written, err)
+
+
+def test_audit_tail_shows_a_line_torn_by_a_crash_instead_of_failing(server_process, tmp_path):
+    """A crash or a full disk cuts the audit line being written; the server writes the next
+    one on a line of its own (`audit._line_start`). `audit tail` parsed every line as JSON:
+    while the torn one was among the newest N, the auditor's command died with a
+    JSONDecodeError traceback. It is shown as `{"unreadable": <its text>}`, in its place."""
+    from protos.tailor.v1 import profile_pb2 as pb
+    from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+    from server.security import tokens
+    auth = tmp_path / "auth.toml"
+    admin, auditor = (tokens.mint(auth, name, [name]) for name in ("admin", "auditor"))
+    proc = server_process(env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets"),
+                               "TAILOR_AUTH_CONFIG": str(auth)})
+    meta = (("authorization", f"Bearer {admin}"),)
+    with grpc.insecure_channel(proc.target) as ch:
+        delete = pb_grpc.ProfileServiceStub(ch).DeleteProfile
+        delete(pb.DeleteProfileRequest(user_id="u1"), metadata=meta, timeout=10)
+        newest = sorted((tmp_path / "data" / "audit").glob("audit-*.jsonl"))[-1]
+        with open(newest, "ab") as fh:
+            fh.write(b'{"kid":"k1","method":"/tailor.v1.Prof')  # the crash
+        delete(pb.DeleteProfileRequest(user_id="u2"), metadata=meta, timeout=10)
+    out = run_module("clients", "audit", "tail", "--server", proc.target, check=False,
+                     timeout=120, env={**os.environ, "TAILOR_TOKEN": auditor})
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    lines = json.loads(out.stdout)["lines"]
+    assert [line.get("status") for line in lines] == ["OK", None, "OK"]
+    assert lines[1] == {"unreadable": '{"kid":"k1","method":"/tailor.v1.Prof'}
