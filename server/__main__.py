@@ -220,6 +220,9 @@ def _audit(args) -> None:
     if not args.data_dir.is_dir():  # a mistyped path would pass: no file, nothing broken
         raise FileNotFoundError(f"no data dir {args.data_dir}")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=("audit",))["audit"]
+    if not (args.data_dir / "audit").is_dir():  # a server makes it at start: not a data dir
+        raise FileNotFoundError(f"no audit log in {args.data_dir} (no {args.data_dir / 'audit'}:"
+                                " not a server's data dir, or its audit log was removed)")
     result = verify_chain(args.data_dir / "audit", ring)
     print(json.dumps(result.as_dict()))
     if not result.ok:

@@ -152,6 +152,20 @@ def test_verify_cli_refuses_a_data_dir_that_does_not_exist(tmp_path):
     assert f"no data dir {tmp_path / 'typo'}" in refused.stderr
 
 
+
+def test_verify_cli_refuses_a_data_dir_without_an_audit_log(tmp_path):
+    """`--data-dir /srv/tailor` for `/srv/tailor/data` (or the default `data` from the wrong
+    directory) said `ok: true` with 0 files and exited 0: a server creates `audit/` in its data
+    dir at start, so a data dir without one is not the log the auditor meant (or it is gone)."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "audit.keys").write_text(RING.text())
+    _fill(AuditLog(tmp_path / "srv" / "data" / "audit", RING), 2)
+    refused = run_module("server", "audit", "verify", "--data-dir", str(tmp_path / "srv"),
+                         "--secrets-dir", str(secrets), check=False)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert f"no audit log in {tmp_path / 'srv'}" in refused.stderr
+
 def _rotating_writer(directory, n: int, started, max_bytes: int = 2000) -> None:
     log = AuditLog(directory, RING, max_bytes=max_bytes, keep_files=3)
     _fill(log, 5)
