@@ -179,8 +179,11 @@ class Secrets:
         """Put a new signing key in front of `name`'s file keyring; returns the new ring."""
         if self.secrets_dir is None:
             raise FailedPrecondition("no secrets_dir: rotate environment secrets where they are set")
-        ring = self._rings[name].rotated(keep=keep)
-        _replace(keyring_path(name, self.secrets_dir), ring.text())
+        ring, path = self._rings[name].rotated(keep=keep), keyring_path(name, self.secrets_dir)
+        text = ring.text()
+        if keep is None and path.exists():  # the new key in front of the file as it is: the
+            text = text.splitlines(keepends=True)[0] + path.read_text(encoding="utf-8")  # notes stay
+        _replace(path, text)
         self._rings[name] = ring
         return ring
 

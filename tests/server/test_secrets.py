@@ -206,3 +206,19 @@ def test_a_rotation_run_as_root_keeps_the_keyrings_owner_and_mode(tmp_path):
     st = path.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o440)
     assert len(Keyring.parse("audit", path.read_text()).keys) == 2
+
+
+def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(tmp_path):
+    """The docs have old keys deleted by hand once nothing needs them ("once the last message
+    it signed is old enough"): operators note that beside each key, and `secrets rotate`
+    rewrote the file from its keys alone, dropping every note."""
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    path = secrets / "unsubscribe.keys"
+    noted = "# links of 2026 Q1 campaigns; drop after 2026-09-30\n" + path.read_text()
+    path.write_text(noted)
+    out = run_module("server", "secrets", "rotate", "unsubscribe", "--secrets-dir", str(secrets))
+    new = json.loads(out.stdout)["signing"]
+    text = path.read_text()
+    assert text.startswith(f"{new}:") and text.endswith(noted)
+    assert [kid for kid, _ in Keyring.parse("unsubscribe", text).keys] == json.loads(out.stdout)["keys"]
