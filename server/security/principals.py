@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import stat
 import tomllib
@@ -161,11 +162,20 @@ def _add(path, index: dict[str, Principal], credential: str, principal: Principa
 
 
 def writable_by_all(path: Path, what: str) -> str | None:
-    """Why `path` may not be trusted when every user of the host may write it (whoever could
-    `what` by changing it); None when they may not. OSError when it cannot be read."""
+    """Why `path` may not be trusted when every user of the host may write it, or replace it
+    (its directory writable by all without the sticky bit, on a mount that is not read-only:
+    anyone may rename a file of their own over it, whatever its mode), whoever could `what` by
+    doing so; None when they may not.
+    OSError when it cannot be read."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & stat.S_IWOTH:
         return f"every user may write it (mode {mode:04o}), so anyone could {what}; chmod o-w {path}"
+    parent = Path(path).absolute().parent
+    mode = stat.S_IMODE(parent.stat().st_mode)
+    read_only = os.statvfs(parent).f_flag & os.ST_RDONLY
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX and not read_only:
+        return (f"its directory {parent}: every user may write it (mode {mode:04o}), so anyone "
+                f"could put a file of their own in its place and {what}; chmod o-w {parent}")
     return None
 
 

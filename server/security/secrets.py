@@ -32,6 +32,7 @@ from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 from ..errors import FailedPrecondition
 from .files import keep_owner
 from .hosts import is_loopback
+from .principals import writable_by_all
 
 __all__ = ["KEYRINGS", "OPTIONAL_KEYRINGS", "Keyring", "MissingSecret", "Secrets"]
 
@@ -202,12 +203,12 @@ def _text(name: str, secrets_dir: Path | None, environ: dict[str, str] | None) -
 
 
 def _check_mode(name: str, path: Path) -> None:
-    """Refuse a keyring file every user may write; warn about one every user may read."""
+    """Refuse a keyring file every user may write or replace (`writable_by_all`); warn about
+    one every user may read."""
+    unsafe = writable_by_all(path, "put in keys of their own")
+    if unsafe:
+        raise FailedPrecondition(f"secret {name!r} in {path}: {unsafe}")
     mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & stat.S_IWOTH:
-        raise FailedPrecondition(f"secret {name!r} in {path}: every user may write it (mode "
-                                 f"{mode:04o}), so anyone could put in keys of their own; "
-                                 f"chmod o-w {path}")
     if mode & stat.S_IROTH:
         logger.warning("secret %r in %s: every user may read it (mode %04o); chmod o-r unless "
                        "it is a container's own mount", name, path, mode)

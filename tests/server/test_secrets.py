@@ -190,6 +190,15 @@ def test_a_keyring_file_every_user_may_write_is_refused_and_one_they_may_read_is
     caplog.clear()
     Secrets.load(tmp_path, generate=False, environ={})
     assert not [r for r in caplog.records if "every user" in r.getMessage()]
+    tmp_path.chmod(0o777)  # anyone may rename a keyring of their own over it
+    try:
+        with pytest.raises(FailedPrecondition, match=r"secret '.*' in .*: its directory .*: every "
+                                                     r"user may write it \(mode 0777\)"):
+            Secrets.load(tmp_path, generate=False, environ={})
+        tmp_path.chmod(0o1777)  # sticky: only a file's owner may replace it
+        Secrets.load(tmp_path, generate=False, environ={})
+    finally:
+        tmp_path.chmod(0o700)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another account needs root")

@@ -264,6 +264,24 @@ def test_an_auth_config_every_user_may_write_is_refused(tmp_path):
     assert load_auth_config(path).by_token
 
 
+
+def test_an_auth_config_in_a_directory_every_user_may_write_is_refused(tmp_path):
+    """In a directory every user may write (without the sticky bit), anyone can rename a file
+    of their own over the auth config, whatever its mode: a local user did (`mv` as nobody
+    over root's 0600 file) and the next SIGHUP made them admin and pii-reader."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = conf / "auth.toml"
+    tokens.mint(path, "ops", ["admin"])
+    conf.chmod(0o777)
+    with pytest.raises(AuthConfigInvalid, match=r"its directory .*conf: every user may write it "
+                                                 r"\(mode 0777\).*chmod o-w"):
+        load_auth_config(path)
+    conf.chmod(0o1777)  # sticky, as /tmp: only the file's owner may replace it
+    assert load_auth_config(path).by_token
+    conf.chmod(0o775)
+    assert load_auth_config(path).by_token
+
 @pytest.mark.parametrize("field, keys", [("jwt.jwks", 'jwks = "k.json"'),
                                          ("jwt.public_keys", 'public_keys = ["k.pem"]')])
 def test_a_jwt_key_file_every_user_may_write_is_refused(tmp_path, jwt_public, field, keys):
