@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import FailedPrecondition
 
-__all__ = ["directory_locked", "keep_owner"]
+__all__ = ["cannot_write", "directory_locked", "keep_owner"]
 
 
 def _owner(uid: int, gid: int) -> str:
@@ -69,3 +69,9 @@ def directory_locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def cannot_write(tmp: Path, err: OSError) -> str:
+    """Why the new copy `tmp` could not be written beside the file, and what to do."""
+    return (f"cannot write its new copy {tmp} ({err.strerror}): run this command as an account "
+            f"that may write {tmp.parent} (the file's owner, or root); nothing was changed")

@@ -30,7 +30,7 @@ from pathlib import Path
 from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 
 from ..errors import FailedPrecondition
-from .files import keep_owner
+from .files import cannot_write, keep_owner
 from .hosts import is_loopback
 from .principals import writable_by_all
 
@@ -237,7 +237,10 @@ def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
 
 def _replace(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as err:  # not this account's directory (sudo forgotten): one line, no change
+        raise FailedPrecondition(f"keyring {path}: {cannot_write(tmp, err)}") from None
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
         fh.flush()

@@ -7,6 +7,7 @@ nothing more. Comments in the file are not kept.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import AuthConfigInvalid
-from .files import directory_locked, keep_owner
+from .files import cannot_write, directory_locked, keep_owner
 from .principals import load_auth_config, token_hash
 
 __all__ = ["dumps", "mint", "revoke"]
@@ -66,8 +67,14 @@ def _write(path: Path, doc: dict) -> None:
     """Write atomically (a reload never sees half a file), check it loads; a new file is
     owner-only, one that exists keeps its owner, group and mode (`files.keep_owner`)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(doc, path), encoding="utf-8")
-    os.chmod(tmp, 0o600)
+    text = dumps(doc, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o600)
+    except OSError as err:  # not this account's directory (sudo forgotten): one line, no change
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise AuthConfigInvalid(path, cannot_write(tmp, err)) from None
     try:
         load_auth_config(tmp)
     except AuthConfigInvalid as err:

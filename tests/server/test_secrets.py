@@ -231,3 +231,25 @@ def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(tmp_path):
     text = path.read_text()
     assert text.startswith(f"{new}:") and text.endswith(noted)
     assert [kid for kid, _ in Keyring.parse("unsubscribe", text).keys] == json.loads(out.stdout)["keys"]
+
+
+
+def test_a_rotation_that_may_not_write_beside_the_keyring_is_one_line(tmp_path):
+    """As `server token`: without the rights to write the secrets directory (sudo forgotten;
+    here an immutable directory, which stops root too), a PermissionError traceback."""
+    import shutil
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(secrets)], capture_output=True).returncode != 0:
+        pytest.skip("no immutable directories here")
+    try:
+        before = (secrets / "audit.keys").read_text()
+        out = run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(secrets),
+                         check=False)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+        assert out.stderr.startswith(f"secrets: keyring {secrets / 'audit.keys'}: cannot write "
+                                     "its new copy")
+        assert (secrets / "audit.keys").read_text() == before
+    finally:
+        subprocess.run(["chattr", "-i", str(secrets)], check=True)

@@ -354,3 +354,26 @@ def test_tokens_minted_and_revoked_at_once_are_all_kept(tmp_path):
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * len(names), errors
     assert sorted(p.name for p in load_auth_config(path).by_token.values()) == names[1:]
+
+
+def test_a_token_command_that_may_not_write_beside_the_file_is_one_line(tmp_path):
+    """An operator without the rights to write the auth config's directory (without sudo, or
+    an immutable directory as here, which stops root too) got a PermissionError traceback."""
+    import shutil
+    import subprocess
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    path = conf / "auth.toml"
+    tokens.mint(path, "ops", ["admin"])
+    if shutil.which("chattr") is None or subprocess.run(
+            ["chattr", "+i", str(conf)], capture_output=True).returncode != 0:
+        pytest.skip("no immutable directories here")
+    try:
+        before = path.read_text()
+        for args in (("--name", "ingest", "--roles", "tracker"), ("--revoke", "ops")):
+            out = run_module("server", "token", "--auth-config", str(path), *args, check=False)
+            assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+            assert out.stderr.startswith(f"token: auth config {path}: cannot write its new copy")
+        assert path.read_text() == before
+    finally:
+        subprocess.run(["chattr", "-i", str(conf)], check=True)
