@@ -30,7 +30,7 @@ from pathlib import Path
 from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 
 from ..errors import FailedPrecondition
-from .files import cannot_write, keep_owner
+from .files import cannot_write, directory_locked, keep_owner
 from .hosts import is_loopback
 from .principals import writable_by_all
 
@@ -180,11 +180,14 @@ class Secrets:
         """Put a new signing key in front of `name`'s file keyring; returns the new ring."""
         if self.secrets_dir is None:
             raise FailedPrecondition("no secrets_dir: rotate environment secrets where they are set")
-        ring, path = self._rings[name].rotated(keep=keep), keyring_path(name, self.secrets_dir)
-        text = ring.text()
-        if keep is None and path.exists():  # the new key in front of the file as it is: the
-            text = text.splitlines(keepends=True)[0] + path.read_text(encoding="utf-8")  # notes stay
-        _replace(path, text)
+        path = keyring_path(name, self.secrets_dir)
+        with directory_locked(path):  # the file as it is now: a rotation meanwhile is kept
+            old = _text(name, self.secrets_dir, {})
+            ring = (self._rings[name] if old is None else Keyring.parse(name, old)).rotated(keep=keep)
+            text = ring.text()
+            if keep is None and old is not None:  # the new key in front of the file as it is:
+                text = text.splitlines(keepends=True)[0] + old  # its notes stay
+            _replace(path, text)
         self._rings[name] = ring
         return ring
 

@@ -253,3 +253,24 @@ def test_a_rotation_that_may_not_write_beside_the_keyring_is_one_line(tmp_path):
         assert (secrets / "audit.keys").read_text() == before
     finally:
         subprocess.run(["chattr", "-i", str(secrets)], check=True)
+
+
+def test_rotations_at_the_same_moment_keep_every_new_key(tmp_path):
+    """Two operators (or a script per keyring host) rotating one keyring at once: each read the
+    ring, put its key in front and wrote the file back, so the later write dropped the earlier
+    run's key, which a server restarted in between signs with (its links, its audit lines then
+    unverifiable)."""
+    import time
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    script = ("import sys, time; from pathlib import Path; from server.security.secrets import "
+              "Secrets; time.sleep(max(0.0, float(sys.argv[1]) - time.time())); "
+              "Secrets.load(Path(sys.argv[2]), generate=False, names=('unsubscribe',), "
+              "environ={}).rotate('unsubscribe')")
+    start = time.time() + 8  # every process has imported by then: they all go at once
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), str(secrets)], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
+    keys = Keyring.parse("unsubscribe", (secrets / "unsubscribe.keys").read_text()).keys
+    assert len(keys) == 7
