@@ -84,12 +84,20 @@ def _write(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
+def _target(path: Path) -> Path:
+    """The file `path` names, through symlinks (`/etc/tailor/auth.toml -> releases/...`): the
+    new copy replaces it, not the link, which would leave the target (and whatever reads it,
+    or puts the link back) on the old principals."""
+    return Path(path).resolve()
+
+
 def mint(path: Path, name: str, roles: list[str]) -> str:
     """A new random token for principal `name` with `roles` (replacing its previous token);
     returns the token, which is stored nowhere. It never starts with "-": one in 64 of
     `token_urlsafe`'s would, and a command line (`--token T`) would read it as an option."""
     while (token := secrets.token_urlsafe(32)).startswith("-"):
         pass
+    path = _target(path)
     with directory_locked(path):  # another run's change between our read and write is kept
         doc = _read(path)
         entry = {k: v for k, v in doc.get("principals", {}).get(name, {}).items()
@@ -102,6 +110,7 @@ def mint(path: Path, name: str, roles: list[str]) -> str:
 
 def revoke(path: Path, name: str) -> bool:
     """Remove principal `name`; False if it was not there."""
+    path = _target(path)
     with directory_locked(path):
         doc = _read(path)
         if doc.get("principals", {}).pop(name, None) is None:

@@ -377,3 +377,19 @@ def test_a_token_command_that_may_not_write_beside_the_file_is_one_line(tmp_path
         assert path.read_text() == before
     finally:
         subprocess.run(["chattr", "-i", str(conf)], check=True)
+
+
+def test_the_token_command_writes_through_a_symlinked_auth_config(tmp_path):
+    """`/etc/tailor/auth.toml -> releases/current/auth.toml` (config management's link): the
+    command replaced the link with a regular file; the target kept the old principals, and
+    whatever reads the target, or restores the link at its next run, undid a `--revoke`."""
+    (tmp_path / "releases").mkdir()
+    target = tmp_path / "releases" / "auth.toml"
+    tokens.mint(target, "ops", ["admin"])
+    link = tmp_path / "auth.toml"
+    link.symlink_to(target)
+    run_module("server", "token", "--auth-config", str(link), "--name", "ingest", "--roles",
+               "tracker")
+    run_module("server", "token", "--auth-config", str(link), "--revoke", "ops")
+    assert link.is_symlink() and link.resolve() == target
+    assert [p.name for p in load_auth_config(target).by_token.values()] == ["ingest"]
