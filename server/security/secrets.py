@@ -180,7 +180,7 @@ class Secrets:
         """Put a new signing key in front of `name`'s file keyring; returns the new ring."""
         if self.secrets_dir is None:
             raise FailedPrecondition("no secrets_dir: rotate environment secrets where they are set")
-        path = keyring_path(name, self.secrets_dir)
+        path = keyring_path(name, self.secrets_dir).resolve()  # through a symlink: the file
         with directory_locked(path):  # the file as it is now: a rotation meanwhile is kept
             old = _text(name, self.secrets_dir, {})
             ring = (self._rings[name] if old is None else Keyring.parse(name, old)).rotated(keep=keep)

@@ -274,3 +274,18 @@ def test_rotations_at_the_same_moment_keep_every_new_key(tmp_path):
     assert [p.returncode for p in procs] == [0] * 6, errors
     keys = Keyring.parse("unsubscribe", (secrets / "unsubscribe.keys").read_text()).keys
     assert len(keys) == 7
+
+
+def test_a_rotation_writes_through_a_symlinked_keyring(tmp_path):
+    """A keyring file linked from where the server reads it (`secrets/audit.keys ->
+    /srv/vault/audit.keys`): the rotation replaced the link with a regular file, and the file
+    it pointed to (which a backup, or another host's link, reads) missed the new key."""
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    vault = tmp_path / "vault"
+    vault.mkdir(mode=0o700)
+    (secrets / "audit.keys").rename(vault / "audit.keys")
+    (secrets / "audit.keys").symlink_to(vault / "audit.keys")
+    run_module("server", "secrets", "rotate", "audit", "--secrets-dir", str(secrets))
+    assert (secrets / "audit.keys").is_symlink()
+    assert len(Keyring.parse("audit", (vault / "audit.keys").read_text()).keys) == 2
