@@ -216,13 +216,13 @@ class Campaigns:
 
     def _erased(self, user_ids: Sequence[str], read: Sequence[tuple], txn) -> frozenset[str]:
         """Those of `user_ids` without a profile (`read`: their (state, meta) as read in
-        `txn`) who were erased and did not come back (no feature state since): one HMAC per
-        user without a meta record while any tombstone exists (none: nothing hashed)."""
+        `txn`) who were erased and did not come back (no feature state since): one HMAC and
+        one read per user without a meta record while any tombstone exists (none: nothing
+        hashed), never the whole list (`Tombstones.find`)."""
         bare = [u for u, r in zip(user_ids, read) if r[1] is None and r[0] is None]
         if not bare or self._erasures is None:
             return _NONE
-        gone = [u for u, at in zip(bare, self._erasures.erased_at(bare, txn=txn))
-                if at is not None]
+        gone = [u for u, t in zip(bare, self._erasures.find(txn, bare)) if t is not None]
         if gone:  # back through events alone: a feature state, no meta record
             gone = [u for u, r in zip(gone, self._profiles.states_and_meta(gone, True, txn))
                     if r[0] is None]

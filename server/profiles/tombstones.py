@@ -72,6 +72,12 @@ class _Read(NamedTuple):
     """The latest of `late_until` (no event after it can be from before an erasure)."""
 
 
+def _late_until(record: dict) -> float:
+    """The time up to which a tombstone's user's events are late: the later of the erasure
+    time and the latest event it erased."""
+    return max(record["at"], record.get("events_until", 0.0))
+
+
 class Tombstones:
     """The store's tombstones, read through a per-process cache; `erase_user` writes one."""
 
@@ -135,7 +141,25 @@ class Tombstones:
         self._meta.put(txn, key, json.dumps(record).encode())
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         self._meta.put(txn, keys.TOMBSTONE_COUNT, str(count + 1).encode())
+        self._note_latest(txn, count, kid, _late_until(record))
         return record.get("erased", now)
+
+    def _note_latest(self, txn, count: int, kid: str, until: float) -> None:
+        """Keep `TOMBSTONE_LATEST` (the latest `late_until` of every tombstone and the key ids
+        they name, as of `count` + 1 tombstones written) with the tombstone just written: from
+        the note of `count`, or, when there is none of it (a store written before the note, or
+        a restore carried tombstones in), from one read of the whole list."""
+        raw = self._meta.get(txn, keys.TOMBSTONE_LATEST)
+        noted = json.loads(raw) if raw else None
+        if noted is not None and noted["count"] == count:
+            latest, kids = max(noted["until"], until), sorted({*noted["kids"], kid})
+        elif count == 0:
+            latest, kids = until, [kid]
+        else:
+            read = self._current(txn)  # holds the new tombstone: the count moved
+            latest, kids = read.latest, sorted(kid for kid, _ in read.keys)
+        self._meta.put(txn, keys.TOMBSTONE_LATEST, json.dumps(
+            {"count": count + 1, "until": latest, "kids": kids}).encode())
 
     # -- reading -------------------------------------------------------------------------------
     def current(self, txn=None) -> dict[tuple[str, str], float]:
@@ -156,7 +180,7 @@ class Tombstones:
         found = [(keys.tombstone_parts(k), json.loads(v))
                  for k, v in self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)]
         by_digest = {k: t["at"] for k, t in found}
-        late_until = {k: max(t["at"], t.get("events_until", 0.0)) for k, t in found}
+        late_until = {k: _late_until(t) for k, t in found}
         read = _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys), late_until,
                      max(late_until.values(), default=0.0))
         with self._lock:
@@ -173,16 +197,54 @@ class Tombstones:
         """Indices of the events (user, timestamp) from before their user's erasure, or at or
         before the latest event it erased (a retry from a client whose clock runs ahead of the
         server's): late or replayed events, which would bring an erased user back. Read in the
-        ingestion's write transaction `txn`, so no erasure commits between this check and the
-        events' write. Events newer than the latest erasure are not looked up (the usual case:
-        no HMAC)."""
-        read = self._current(txn)
-        late = [i for i, t in enumerate(ts) if t <= read.latest] if read.by_digest else []
+        ingestion's (or the campaigns writer's) write transaction `txn`, so no erasure commits
+        between this check and the events' write. Reads no list under that lock: the latest
+        erasure time (`TOMBSTONE_LATEST`, one read), then only the tombstones of the users of
+        the events at or before it (`late_until`); events newer than the latest erasure are not
+        looked up (the usual case: no HMAC)."""
+        latest, kids = self._latest(txn)
+        late = [i for i, t in enumerate(ts) if t <= latest]
         if not late:
             return []
         users = list(dict.fromkeys(user_ids[i] for i in late))  # one lookup a user
-        at = dict(zip(users, erased_at(users, read.late_until, read.keys, _cached_digest)))
+        at = dict(zip(users, (t and t[1] for t in self.find(txn, users, kids))))
         return [i for i in late if (a := at[user_ids[i]]) is not None and ts[i] <= a]
+
+    def find(self, txn, user_ids: Sequence[str],
+             kids: Sequence[str] | None = None) -> list[tuple[float, float] | None]:
+        """Each user's tombstone as `txn` sees it, (erasure time, `late_until`), None if never
+        erased: read by key, one HMAC per key id in use (`kids`, else the store's) and one
+        read a user, whatever the number of tombstones (the write transactions' and the
+        decision path's lookup: no list is read)."""
+        if kids is None:
+            kids = self._latest(txn)[1]
+        ring = [(kid, key) for kid, key in self.ring.keys if kid in kids]
+        out: list[tuple[float, float] | None] = []
+        for uid in user_ids:
+            found = None
+            for kid, key in ring:
+                raw = self._meta.get(txn, keys.tombstone_key(kid, _cached_digest(key, uid)))
+                if raw is not None:
+                    record = json.loads(raw)
+                    found = (record["at"], _late_until(record))
+                    break
+            out.append(found)
+        return out
+
+    def _latest(self, txn) -> tuple[float, list[str]]:
+        """(The latest `late_until` of all tombstones, the key ids they name) as `txn` sees
+        them: the note `erase_user` keeps (one read), or, when it is not of the current count
+        (a store written before the note, or a restore carried tombstones in, until the next
+        erasure), the cached list (`_current`)."""
+        count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
+        if count == 0:
+            return float("-inf"), []
+        raw = self._meta.get(txn, keys.TOMBSTONE_LATEST)
+        noted = json.loads(raw) if raw else None
+        if noted is not None and noted["count"] == count:
+            return noted["until"], noted["kids"]
+        read = self._current(txn)
+        return read.latest, [kid for kid, _ in read.keys]
 
     def listing(self) -> list[Tombstone]:
         """Every tombstone, oldest erasure first (what `training export` receives)."""

@@ -22,6 +22,7 @@ prefix ever matches them.
     meta       layout␟<record kind>             layout version       layout_key
     meta       tombstone␟<kid>␟<hmac hex>       erasure time (JSON)  tombstone_key
     meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT
+    meta       tombstone-latest                 latest erasure (JSON) TOMBSTONE_LATEST
     meta       sms␟<phone digest>               -> user id           phone_key
     meta       sms-user␟<user>                  -> phone digest      phone_user_key
     meta       email␟<address digest>␟<user>     -> user id           address_entry_key
@@ -81,6 +82,7 @@ __all__ = [
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
     "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
+    "TOMBSTONE_LATEST",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
@@ -187,6 +189,7 @@ CANARY_REPORT_PREFIX = b"canary" + SEP
 LAYOUT_PREFIX = b"layout" + SEP
 TOMBSTONE_PREFIX = b"tombstone" + SEP
 TOMBSTONE_COUNT = b"tombstone-count"
+TOMBSTONE_LATEST = b"tombstone-latest"
 
 
 def category_key(name: str) -> bytes:

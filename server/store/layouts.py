@@ -169,6 +169,10 @@ KINDS: tuple[RecordKind, ...] = (
                "(profiles.tombstones)"),
     RecordKind("tombstone_count", "meta", 1, lambda k: k == K.TOMBSTONE_COUNT,
                "ASCII integer: tombstones written, so workers see new ones with one read"),
+    RecordKind("tombstone_latest", "meta", 1, lambda k: k == K.TOMBSTONE_LATEST,
+               "JSON {count, until, kids}: as of `count` tombstones, the latest time up to "
+               "which an erased user's events are late and the key ids the tombstones name "
+               "(profiles.tombstones: write transactions look up their users, not the list)"),
     RecordKind("phone_index", "meta", 1, lambda k: k.startswith(K.PHONE_PREFIX),
                "user id of a hashed phone number (server.messages.phones), sealed under the "
                "user's data key with encryption on (Store.seal_for_user: token, sealed); the "

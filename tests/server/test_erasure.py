@@ -154,6 +154,36 @@ def test_another_worker_sees_a_new_tombstone_on_its_next_read(tmp_path):
     store.close()
 
 
+def test_write_transactions_look_up_their_users_tombstones_not_the_list(tmp_path):
+    """The late-event check reads the latest erasure time and the batch's users' tombstones
+    (under every key id in use), not the list; a store whose note is not of its count (a
+    restore carried tombstones in) is checked from the list until the next erasure notes
+    it again."""
+    from server.profiles.tombstones import Tombstones, digest
+    from server.security.secrets import Keyring
+    from server.store import Store
+    store, ring = Store(tmp_path / "s", sync=False), Keyring.generate("erasure")
+    store.write(lambda txn: Tombstones(store, ring, clock=lambda: 100.0).erase_user(txn, "x"))
+    tombs = Tombstones(store, ring.rotated(), clock=lambda: 200.0)
+    store.write(lambda txn: tombs.erase_user(txn, "y"))  # under the new key
+
+    def late(users, ts):
+        return store.write(lambda txn: tombs.before_erasure(txn, users, ts))
+    assert late(["x", "y", "z", "x", "y"], [100.0, 150.0, 50.0, 101.0, 201.0]) == [0, 1]
+    assert store.write(lambda txn: tombs.find(txn, ["x", "y", "z"])) == [
+        (100.0, 100.0), (200.0, 200.0), None]
+    carried = keys.tombstone_key(ring.kid, digest(ring.key, "z"))  # as a restore adds one
+    store.write(lambda txn: (tombs._meta.put(txn, carried, b'{"at": 300.0}'),
+                             tombs._meta.put(txn, keys.TOMBSTONE_COUNT, b"3")))
+    assert late(["z", "z"], [250.0, 301.0]) == [0]
+    store.write(lambda txn: tombs.erase_user(txn, "w"))  # at 200: the note is made whole
+    noted = json.loads(store.get("meta", keys.TOMBSTONE_LATEST))
+    assert (noted["count"], noted["until"], sorted(noted["kids"])) == (
+        4, 300.0, sorted(kid for kid, _ in tombs.ring.keys))
+    assert late(["z", "w"], [250.0, 150.0]) == [0, 1]
+    store.close()
+
+
 def test_a_reader_of_an_older_snapshot_never_hides_an_erasure_from_the_ingestion(tmp_path):
     """The tombstone cache is shared by a worker's threads. A reader whose snapshot predates an
     erasure (a Recommend batch's read) reread the list after the ingestion's write transaction
@@ -182,6 +212,9 @@ def test_a_reader_of_an_older_snapshot_never_hides_an_erasure_from_the_ingestion
     reader.start()
     opened.wait(10)
     store.write(lambda txn: tombs.erase_user(txn, "x"))  # erased at 200
+    # a store written before the latest-erasure note (or a restore carried tombstones in):
+    # the check reads the cached list, the case this race is about
+    store.write(lambda txn: tombs._meta.delete(txn, keys.TOMBSTONE_LATEST))
 
     class ReaderAfterFirstUpdate:  # the cache's real lock; the reader runs once it is let go
         def __init__(self, lock):
