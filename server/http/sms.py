@@ -9,17 +9,19 @@ The endpoint exists only when the optional `sms-webhook` keyring is provided
 (`TAILOR_SECRET_SMS_WEBHOOK` or `<secrets_dir>/sms-webhook.keys`, `server.security.secrets`);
 every key of it verifies, so the provider's secret can change without dropping replies.
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
-word of the body decides (punctuation after it dropped): STOP, STOPALL, UNSUBSCRIBE, CANCEL,
-END, QUIT, REVOKE, OPTOUT ("opt out", "opt-out") opt the sender out of marketing SMS; START,
-UNSTOP, YES opt back in those a STOP (or another opt-out) closed, never giving a consent not
-given before (`contact.consent.reopens`: a "Reply YES to confirm" on a receipt opted the user in
-to marketing texts); anything else is ignored. The consent change carries the signed time (at
-most `event_future_tolerance_s` ahead of ours: a provider's clock further ahead, within the
-webhook's tolerance, was refused as a change from the future, a 400 the provider does not
-retry), so a START signed before a later STOP does not reopen SMS. A number no SMS went to is
-ignored too (200, so the provider does not retry), and so is a reply of a user erased since (it
-would bring their profile back: `ErasedSince`). The sender is found through `PhoneIndex` (hashed
-numbers): every profile texted at the number is changed (several may share one).
+word of the body (punctuation after it dropped) opts the sender out of marketing SMS when it is
+STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE or OPTOUT ("opt out", "opt-out"). START
+or UNSTOP, as the whole body (a trailing "." or "!" aside), opts back in those a STOP (or
+another opt-out) closed, never giving a consent not given before (`contact.consent.reopens`).
+YES is no keyword: "Yes" (or "Yes, see you then") to a transactional text restarted the
+marketing texts of a user who had texted STOP. Anything else is ignored. The consent change
+carries the signed time (at most `event_future_tolerance_s` ahead of ours: a provider's clock
+further ahead, within the webhook's tolerance, was refused as a change from the future, a 400
+the provider does not retry), so a START signed before a later STOP does not reopen SMS. A
+number no SMS went to is ignored too (200, so the provider does not retry), and so is a reply
+of a user erased since (it would bring their profile back: `ErasedSince`). The sender is found
+through `PhoneIndex` (hashed numbers): every profile texted at the number is changed (several
+may share one).
 """
 from __future__ import annotations
 
@@ -48,7 +50,10 @@ STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT
                         "OPTOUT"})
 """The carriers' words and those 47 CFR 64.1200(a)(12) names ("stop", "quit", "end", "revoke",
 "opt out", "cancel", "unsubscribe"; "opt out" and "opt-out" read as OPTOUT)."""
-START_WORDS = frozenset({"START", "UNSTOP", "YES"})
+START_WORDS = frozenset({"START", "UNSTOP"})
+"""CTIA's re-subscribe keywords, read only as the whole reply (`_keyword`). Not YES: "Yes" to
+a transactional text ("Reply YES to confirm") restarted the marketing texts of a user who
+had texted STOP; a flow that needs a YES records its own consent."""
 _OPT_OUT = re.compile(r"^OPT[\s-]+OUT\b")
 
 
@@ -67,7 +72,7 @@ class SmsInbound:
         body, signed_at = await self.signed.read(request)
         raw = body.decode("utf-8", "replace")
         sender, text = _sender(raw), parse_qs(raw).get("Body", [""])[0]
-        word = _first_word(text)
+        word = _keyword(text)
         opted_in = False if word in STOP_WORDS else True if word in START_WORDS else None
         if opted_in is None:
             return web.Response(text="ignored")
@@ -99,8 +104,15 @@ def _sender(form: str) -> str:
     return ""
 
 
-def _first_word(text: str) -> str:
-    """The reply's keyword: its first word, upper-cased, without the punctuation after it
-    ("Stop, please" is STOP); "opt out" and "opt-out" are OPTOUT."""
-    text = _OPT_OUT.sub("OPTOUT", text.strip().upper())
-    return text.split(maxsplit=1)[0].strip(".!?,;:") if text else ""
+def _keyword(text: str) -> str:
+    """The reply's keyword ("" for none), upper-cased. An opt-out word is read generously, as
+    the first word without the punctuation after it ("Stop, please" is STOP; "opt out" and
+    "opt-out" are OPTOUT): being generous with an opt-out is safe. An opt-in word only as the
+    whole reply, a trailing "." or "!" aside ("Start!"; "Start the car" is none)."""
+    upper = text.strip().upper()
+    spaced = _OPT_OUT.sub("OPTOUT", upper)
+    first = spaced.split(maxsplit=1)[0].strip(".!?,;:") if spaced else ""
+    if first in STOP_WORDS:
+        return first
+    whole = upper.rstrip(".!").rstrip()
+    return whole if whole in START_WORDS else ""

@@ -306,3 +306,27 @@ async def test_a_yes_to_a_transactional_text_gives_no_marketing_consent(texted, 
     assert await reply(settings, "+447700900125", "STOP", age=2) == 200  # STOP, then START:
     assert await reply(settings, "+447700900125", "START") == 200  # back to no consent
     assert await sms_consent(profiles, "u-appt") is False
+
+
+@pytest.mark.parametrize("text", ["Yes", "Yes, see you then", "Start the car", "unstop me"])
+async def test_a_yes_to_a_transactional_text_after_a_stop_does_not_restart_marketing(
+        texted, campaigns, profiles, messaging, settings, text):
+    """A user who opted in at signup texted STOP, then answered an appointment text "Yes" (or
+    "Yes, see you then"): YES was a re-subscribe word, matched as the reply's first word, so
+    their marketing texts began again, a consent revoked and never given back. Only START
+    and UNSTOP, as the whole reply, re-subscribe (the carriers' keywords); a reply that merely
+    begins with one is ignored. An opt-out word is still read as the first word."""
+    spec = cpb.CampaignSpec(campaign_id="appt", channel="sms", policy="fixed",
+                            purpose="transactional",
+                            variants=[cpb.Variant(id="a", content={"text": "Reply YES"})])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    assert await reply(settings, "+447700900123", "STOP", age=5) == 200
+    assert not (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="appt", user_id=texted))).suppressed  # the receipt still goes
+    assert await reply(settings, "+447700900123", text) == 200
+    assert await sms_consent(profiles, texted) is False
+    marketing = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
+                                                                         user_id=texted))
+    assert (marketing.suppressed, marketing.reason) == (True, "no_consent")
+    assert await reply(settings, "+447700900123", " Start! ") == 200  # the keyword alone
+    assert await sms_consent(profiles, texted) is True
