@@ -133,9 +133,10 @@ class ContactPolicy:
     def needs_erasures(self, campaign: Contactable) -> bool:
         """Whether verdicts on `campaign` tell an erased user from one never seen
         (`Contact.erased`): a marketing campaign on a channel that takes a user without a
-        profile yet checks consent (`opt_out`; `opt_in` refuses them already)."""
+        profile yet checks consent (`opt_out`, email and sms `none` included: `need_of`;
+        `opt_in` refuses them already)."""
         return campaign.purpose != TRANSACTIONAL and any(
-            self.consent_defaults.get(c, "none") == "opt_out" for c in channels_of(campaign))
+            need_of(self.consent_defaults, c) == "opt_out" for c in channels_of(campaign))
 
     def needs_state(self, campaign: Contactable) -> bool:
         """Whether verdicts on `campaign` read the feature state (a send time or channel to
@@ -180,7 +181,7 @@ class ContactPolicy:
             if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is not None:
                 continue
             if contact.erased and campaign.purpose != TRANSACTIONAL and \
-                    self.consent_defaults.get(c, "none") != "none":
+                    need_of(self.consent_defaults, c) != "none":
                 continue  # erased: their consent went with them, and it was no
             if c in contact.suppressed:
                 listed = listed or c

@@ -163,6 +163,38 @@ async def test_an_erased_user_is_not_decided_for_as_a_new_one_where_consent_coun
     assert not (await choose(stub, "ann", "tx")).suppressed
 
 
+async def test_an_erased_user_is_not_decided_for_on_email_or_sms_whose_default_is_none(tmp_path):
+    """Email and sms `none` are `opt_out` (an unsubscribe or a STOP is honoured), but the
+    erased-user check read the raw default: a user who unsubscribed and was then erased was
+    taken for a new user on email and sms (a variant answered, a decision logged under the
+    erased id) while push (`opt_out`) suppressed them. Every opt-out channel counts now;
+    web, whose marketing needs nothing, is decided as before, and so is a user never seen."""
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", consent_defaults={
+                            "email": "none", "sms": "none", "push": "opt_out", "web": "none"})
+    async with serving(settings) as (_, ch):
+        stub, profiles = pb_grpc.CampaignServiceStub(ch), ppb_grpc.ProfileServiceStub(ch)
+        got = {}
+        for medium in ("push", "email", "sms", "web"):
+            await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(medium, channel=medium)))
+            user = f"ann-{medium}"
+            await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(user_id=user, attributes={
+                "email": "ann@example.org", "phone": "+447700900123"}))
+            await consent(profiles, user, medium, False)
+            await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
+            d = await choose(stub, user, medium)
+            new = await choose(stub, f"new-{medium}", medium)
+            got[medium] = (d.suppressed, d.reason, new.suppressed)
+        planned = [x async for a in stub.PlanCampaign(iter([pb.PlanCampaignRequest(
+            campaign_id="email", user_ids=["ann-email", "bob"])])) for x in a.decisions]
+    assert got == {"push": (True, "no_consent", False), "email": (True, "no_consent", False),
+                   "sms": (True, "no_consent", False), "web": (False, "", False)}
+    assert [(x.user_id, x.suppressed, x.reason) for x in planned] == [
+        ("ann-email", True, "no_consent"), ("bob", False, "")]
+
+
 async def test_a_decision_in_flight_when_its_user_is_erased_is_not_stored(stubs, tailor_server):
     """A decision read before an erasure reached the campaigns writer after it: it was stored
     under the erased user's id (their decision record and a contact, after the tombstone).
