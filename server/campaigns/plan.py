@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -179,6 +180,14 @@ def apply_verdicts(verdicts: Sequence[Verdict] | None, n: int) -> np.ndarray:
     return np.array([i for i, v in enumerate(verdicts) if not v.suppressed], np.int64)
 
 
+def _same_context(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Whether two messages' contexts hold the same keys and values, a NaN matching a NaN (a
+    key the campaign does not read may hold one, as ChooseVariant's may: a client repeating
+    the first message's context was refused, NaN being unequal to itself)."""
+    return a.keys() == b.keys() and all(
+        x == y or (math.isnan(x) and math.isnan(y)) for x, y in ((a[k], b[k]) for k in a))
+
+
 class Planner:
     """Decides and logs PlanCampaign batches for `Campaigns` (which owns the pieces); `log`
     takes a batch's decision-log rows (`DecisionRecord` tuples) and answers once committed;
@@ -225,7 +234,7 @@ class Planner:
                 elif req.campaign_id and req.campaign_id != first.campaign_id:
                     raise InvalidArgument("campaign_id", "must be empty or the first message's "
                                           "after the first message")
-                elif req.context and dict(req.context) != dict(first.context):
+                elif req.context and not _same_context(req.context, first.context):
                     raise InvalidArgument("context", "is the first message's for the whole "
                                           "stream: later messages leave it empty (or repeat it)")
                 total += len(req.user_ids)

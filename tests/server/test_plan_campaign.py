@@ -270,6 +270,28 @@ async def test_a_later_message_with_another_context_is_refused_not_ignored(stub)
         {"a": [1.0], "b": [1.0]}
 
 
+async def test_a_later_message_repeating_a_context_that_holds_a_nan_is_planned(stub):
+    """A client repeated the first message's context, as the proto allows, and it held a NaN
+    under a key the campaign does not read (accepted, as ChooseVariant accepts it): NaN is
+    unequal to itself, so the repeat was taken for another context and the stream refused.
+    Contexts are compared value by value, NaN matching NaN; another value is still refused."""
+    await create(stub)  # reads no request.* feature
+    ctx = {"segment": float("nan"), "x": 1.0}
+    other = {"segment": float("nan"), "x": 2.0}
+    msgs = [pb.PlanCampaignRequest(campaign_id="c1", user_ids=["a"], context=ctx),
+            pb.PlanCampaignRequest(user_ids=["b"], context=ctx),
+            pb.PlanCampaignRequest(user_ids=["c"], context=other)]
+    got = []
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for answer in stub.PlanCampaign(iter(msgs)):
+            got.append(answer)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("context")
+    assert [[d.user_id for d in a.decisions] for a in got] == [["a"], ["b"]]
+    chosen = await choose(stub, "d", **ctx)  # ChooseVariant takes that context too
+    assert chosen.variant_id
+
+
 async def test_too_many_users_in_one_stream_is_resource_exhausted(stub):
     await create(stub)
     code, details = await code_of(plan(stub, [users(0, 100), users(100, 100), users(200, 51)]))
