@@ -233,7 +233,9 @@ class Limits(BaseModel):
     audit_failure_pairs: int = Field(256, ge=1)
     """Most (peer, reason) pairs of failed authentication counted apart per
     `audit_failure_seconds`; failures of further pairs are counted together (peer `*`). The
-    same bound for (principal, method) pairs of denied calls (further ones: principal `*`)."""
+    same bound for (principal, method) pairs of denied calls (further ones: counted per
+    principal, method `*`, for as many principals again, then principal and method `*`; the
+    first denial of each still has its own line naming principal and method)."""
     jwt_failures: int = Field(20, ge=0)
     """Bearer JWTs that fail verification (bad signature, expired, wrong audience...) one client
     address may send per `jwt_failure_seconds` before its further unknown JWTs are refused

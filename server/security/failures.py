@@ -6,8 +6,9 @@ roles do not cover (with an IdP's JWTs: anyone with an account), so one audit li
 let them fill the disk the store lives on. Now the first refusal of a pair in an interval is
 audited at once, as any was; that pair's further refusals in the interval become one line when
 it ends, with `count` = how many. At most `max_pairs` pairs are tracked per interval: refusals
-of any further pair share the pair ("*", "*"). Lines go to the audit hook from a worker thread
-(an async hook is awaited), never as file I/O on the event loop.
+of any further pair share the pair ("*", "*"), but for a denied call, counted under its
+principal first and whose first line names its own principal and method. Lines go to the
+audit hook from a worker thread (an async hook is awaited), never as file I/O on the event loop.
 """
 from __future__ import annotations
 
@@ -61,21 +62,34 @@ class _Digest:
         """The timer's flush under way: `close` lets it finish rather than cut it short."""
 
     async def _count(self, pair: tuple[str, str], varying: str, request_id: str) -> None:
-        if pair not in self._pairs and len(self._pairs) >= self.max_pairs:
-            pair = OVERFLOW
-        pending = self._pairs.get(pair)
+        key = self._key(pair)
+        pending = self._pairs.get(key)
         if pending is not None:
             pending.more += 1
             pending.varying = varying if pending.varying in (None, varying) else self.MIXED
             return
-        self._pairs[pair] = _Pending()
+        self._pairs[key] = _Pending()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_after(self.interval))
-        await self._write(pair, varying, request_id, 1)
+        await self._write(self._first(pair, key), varying, request_id, 1)
+
+    def _key(self, pair: tuple[str, str]) -> tuple[str, str]:
+        """The key `pair`'s failures are counted under this interval."""
+        if pair not in self._pairs and len(self._pairs) >= self.max_pairs:
+            return OVERFLOW
+        return pair
+
+    def _first(self, pair: tuple[str, str], key: tuple[str, str]) -> tuple[str, str]:
+        """The pair the first line of `key` in an interval names (`pair`: the failure's own)."""
+        return key
+
+    def _new_interval(self) -> dict[tuple[str, str], _Pending]:
+        pairs, self._pairs = self._pairs, {}
+        return pairs
 
     async def flush(self) -> None:
         """Write one line per pair that failed again since its first line; start a new interval."""
-        pairs, self._pairs = self._pairs, {}
+        pairs = self._new_interval()
         for pair, pending in pairs.items():
             if pending.more:
                 await self._write(pair, pending.varying, "", pending.more)
@@ -130,9 +144,38 @@ class FailedAuthDigest(_Digest):
 class DeniedDigest(_Digest):
     """Counts denied calls (PERMISSION_DENIED) per (principal, method) and writes them to
     `audit` with `count`: the first of an interval with its target, the rest as one line whose
-    target is theirs when they all named the same one, else empty."""
+    target is theirs when they all named the same one, else empty.
+
+    Past `max_pairs` pairs, a principal's denials of further methods are counted under
+    (principal, "*"), for at most `max_pairs` such principals, and only past those under
+    ("*", "*") (principals beyond both bounds: JWT subjects, which no auth config bounds). The
+    first line of each is written at once with the denied call's own principal, method, target
+    and request id: whoever was refused, the log names them and what they called."""
 
     MIXED = ""
+
+    def __init__(self, audit, interval: float, max_pairs: int):
+        super().__init__(audit, interval, max_pairs)
+        self._spilled = 0
+        """(principal, "*") keys among this interval's pairs."""
+
+    def _key(self, pair):
+        if pair in self._pairs or len(self._pairs) - self._spilled < self.max_pairs:
+            return pair
+        own = (pair[0], OVERFLOW[1])
+        if own in self._pairs:
+            return own
+        if self._spilled < self.max_pairs:
+            self._spilled += 1
+            return own
+        return OVERFLOW
+
+    def _first(self, pair, key):
+        return pair
+
+    def _new_interval(self):
+        self._spilled = 0
+        return super()._new_interval()
 
     async def denied(self, principal: str, method: str, target: str, request_id: str) -> None:
         """One denied call: audited now if it is its pair's first in the interval. A target

@@ -73,6 +73,38 @@ async def test_a_burst_of_denied_calls_is_collapsed_counted_and_written_off_the_
     assert verify_chain(server.settings.audit_dir, server.secrets["audit"]).ok
 
 
+async def test_once_the_pairs_are_full_a_new_principals_denials_still_name_it(settings, tmp_path):
+    """Other principals' denials filled the interval's pairs: an insider probing DeleteProfile
+    still gets a line naming them, the method, the victim and the request id at once."""
+    from server.app import TailorServer
+    auth = tmp_path / "auth.toml"
+    noise, insider = tokens.mint(auth, "noise", []), tokens.mint(auth, "insider", ["analyst"])
+    limits = settings.limits.model_copy(update={"audit_failure_pairs": 3})
+    server = TailorServer(settings.model_copy(update={"auth_config": auth, "limits": limits}))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            for method in (DELETE, "/tailor.v1.ProfileService/SetConsent",
+                           "/tailor.v1.ProfileService/ExportProfile"):  # fill the 3 pairs
+                with pytest.raises(grpc.RpcError):
+                    await ch.unary_unary(method)(b"", metadata=bearer(noise), timeout=5)
+            profiles = pb_grpc.ProfileServiceStub(ch)
+            for n in (1, 2, 3):
+                with pytest.raises(grpc.RpcError) as err:
+                    await profiles.DeleteProfile(
+                        pb.DeleteProfileRequest(user_id=f"victim{n}"), timeout=5,
+                        metadata=bearer(insider) + (("x-request-id", f"probe-{n}"),))
+                assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            mine = [(e["principal"], e["method"], e["target"], e["request_id"], e["count"])
+                    for e in audit_lines(server) if e["principal"] == "insider"]
+            assert mine == [("insider", DELETE, user_ref("victim1"), "probe-1", 1)]
+    finally:
+        await server.stop(grace=0.5)
+    mine = [(e["principal"], e["method"], e["target"], e["count"])
+            for e in audit_lines(server) if e["principal"] == "insider"]
+    assert mine == [("insider", DELETE, user_ref("victim1"), 1), ("insider", "*", "", 2)]
+
+
 async def test_denials_of_several_targets_are_counted_without_one_and_pairs_are_bounded():
     from server.security.failures import DeniedDigest
 
@@ -92,9 +124,31 @@ async def test_denials_of_several_targets_are_counted_without_one_and_pairs_are_
     d = "PERMISSION_DENIED"
     assert rows.rows == [
         ("p", "/m", "alice", d, "p-alice", 1), ("q", "/m", "x", d, "q-x", 1),
-        ("*", "*", "y", d, "r-y", 1),  # a third pair: counted with any further one
-        ("p", "/m", "", d, "", 2),     # bob and alice again: no one target
-        ("*", "*", "z", d, "", 1)]
+        ("r", "/m", "y", d, "r-y", 1),  # a third pair: its own line, then counted under r
+        ("s", "/n", "z", d, "s-z", 1),
+        ("p", "/m", "", d, "", 2)]      # bob and alice again: no one target
+
+
+async def test_past_the_bound_a_principals_denials_are_counted_under_it_then_under_star():
+    from server.security.failures import DeniedDigest
+
+    class Rows:
+        def __init__(self):
+            self.rows = []
+
+        def record(self, principal, method, target, status, request_id, **details):
+            self.rows.append((principal, method, target, request_id, details["count"]))
+
+    rows = Rows()
+    digest = DeniedDigest(rows, interval=3600, max_pairs=1)
+    for principal, method in [("p", "/m"), ("q", "/m"), ("q", "/n"), ("r", "/m"), ("s", "/n"),
+                              ("p", "/m")]:
+        await digest.denied(principal, method, "t", principal)
+    assert len(digest._pairs) == 3  # (p, /m), (q, *), (*, *): at most 2 x max_pairs + 1
+    await digest.close()
+    assert rows.rows == [("p", "/m", "t", "p", 1), ("q", "/m", "t", "q", 1),
+                         ("r", "/m", "t", "r", 1),  # past both bounds: its own line, once
+                         ("p", "/m", "t", "", 1), ("q", "*", "t", "", 1), ("*", "*", "t", "", 1)]
 
 
 
