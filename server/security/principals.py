@@ -163,20 +163,50 @@ def _add(path, index: dict[str, Principal], credential: str, principal: Principa
 
 def writable_by_all(path: Path, what: str) -> str | None:
     """Why `path` may not be trusted when every user of the host may write it, or replace it
-    (its directory writable by all without the sticky bit, on a mount that is not read-only:
-    anyone may rename a file of their own over it, whatever its mode), whoever could `what` by
-    doing so; None when they may not.
+    (a directory on its way writable by all without the sticky bit, on a mount that is not
+    read-only: anyone may rename a file of their own over it, or move a whole directory above
+    it aside and put their own in its place, whatever the file's mode), whoever could `what` by
+    doing so; None when they may not. The directories are every ancestor of the path as given,
+    of each link it points through, and of the file it finally is (`_directories`).
     OSError when it cannot be read."""
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & stat.S_IWOTH:
         return f"every user may write it (mode {mode:04o}), so anyone could {what}; chmod o-w {path}"
-    parent = Path(path).absolute().parent
-    mode = stat.S_IMODE(parent.stat().st_mode)
-    read_only = os.statvfs(parent).f_flag & os.ST_RDONLY
-    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX and not read_only:
-        return (f"its directory {parent}: every user may write it (mode {mode:04o}), so anyone "
-                f"could put a file of their own in its place and {what}; chmod o-w {parent}")
+    parent = Path(os.path.abspath(path)).parent
+    for directory in _directories(Path(path)):
+        mode = stat.S_IMODE(directory.stat().st_mode)
+        if not mode & stat.S_IWOTH or mode & stat.S_ISVTX:
+            continue
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            continue
+        where = (f"its directory {directory}" if directory == parent else
+                 f"the directory {directory} above it (or above the file it links to)")
+        return (f"{where}: every user may write it (mode {mode:04o}), so anyone "
+                f"could put a file or directory of their own in its place and {what}; "
+                f"chmod o-w {directory}")
     return None
+
+
+MAX_LINKS = 40
+"""Symlinks followed to find the directories a path depends on (as the kernel's limit)."""
+
+
+def _directories(path: Path) -> list[Path]:
+    """The directories whose change could put another file at `path`: the ancestors of the
+    path as given, of every symlink it points through (a link's own directory decides what it
+    points to), and of the real file; nearest first, each once."""
+    hops, here = [Path(os.path.abspath(path))], Path(os.path.abspath(path))
+    for _ in range(MAX_LINKS):
+        if not here.is_symlink():
+            break
+        here = Path(os.path.abspath(here.parent / os.readlink(here)))
+        hops.append(here)
+    hops.append(Path(os.path.realpath(path)))
+    seen: dict[Path, None] = {}
+    for hop in hops:
+        for directory in hop.parents:
+            seen.setdefault(directory, None)
+    return list(seen)
 
 
 def load_auth_config(path: Path) -> AuthConfig:

@@ -201,6 +201,20 @@ def test_a_keyring_file_every_user_may_write_is_refused_and_one_they_may_read_is
         tmp_path.chmod(0o700)
 
 
+def test_a_keyring_below_a_directory_every_user_may_write_is_refused(tmp_path):
+    """A 0700 secrets directory inside a 0777 one: anyone may move it aside and put their own
+    keys in its place."""
+    secrets = tmp_path / "shared" / "secrets"
+    Secrets.load(secrets, generate=True, environ={})
+    secrets.parent.chmod(0o777)
+    try:
+        with pytest.raises(FailedPrecondition, match=r"secret '.*' in .*: the directory "
+                                                     rf"{secrets.parent} above it.*: every user"):
+            Secrets.load(secrets, generate=False, environ={})
+    finally:
+        secrets.parent.chmod(0o755)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another account needs root")
 def test_a_rotation_run_as_root_keeps_the_keyrings_owner_and_mode(tmp_path):
     """`sudo python -m server secrets rotate audit` beside a server running as its own

@@ -282,6 +282,30 @@ def test_an_auth_config_in_a_directory_every_user_may_write_is_refused(tmp_path)
     conf.chmod(0o775)
     assert load_auth_config(path).by_token
 
+def test_an_auth_config_below_or_linked_into_a_directory_every_user_may_write_is_refused(tmp_path):
+    """Not only its own directory: a 0755 directory inside a 0777 one (anyone may `mv` it
+    aside and make their own with an auth.toml of theirs), or a link from a safe directory to
+    a file in a 0777 one (anyone may rename their file over the target)."""
+    shared, etc = tmp_path / "shared", tmp_path / "etc"
+    (shared / "tailor").mkdir(parents=True)
+    etc.mkdir()
+    below, linked = shared / "tailor" / "auth.toml", shared / "auth.toml"
+    tokens.mint(below, "ops", ["admin"])
+    tokens.mint(linked, "ops", ["admin"])
+    (etc / "auth.toml").symlink_to(linked)
+    shared.chmod(0o777)
+    try:
+        for path in (below, etc / "auth.toml"):
+            with pytest.raises(AuthConfigInvalid, match=rf"the directory {shared} above it.*: "
+                                                         r"every user may write it \(mode 0777\)"
+                                                         rf".*chmod o-w {shared}$"):
+                load_auth_config(path)
+        shared.chmod(0o1777)  # sticky: nobody may move another's directory or file aside
+        assert load_auth_config(below).by_token and load_auth_config(etc / "auth.toml").by_token
+    finally:
+        shared.chmod(0o755)
+
+
 @pytest.mark.parametrize("field, keys", [("jwt.jwks", 'jwks = "k.json"'),
                                          ("jwt.public_keys", 'public_keys = ["k.pem"]')])
 def test_a_jwt_key_file_every_user_may_write_is_refused(tmp_path, jwt_public, field, keys):
