@@ -15,7 +15,7 @@ import functools
 import inspect
 from concurrent.futures import ThreadPoolExecutor
 
-from .failures import DENIED, DeniedDigest
+from .failures import DeniedDigest
 from .logging import logger
 
 __all__ = ["AuditWriter"]
@@ -29,9 +29,10 @@ def _failed_unawaited(method: str, written: asyncio.Future) -> None:
 
 class AuditWriter:
     """`record(principal, method, target, status, request_id, **details)` for the interceptor,
-    async: `log`'s `record` (sync: on this writer's thread; async: awaited) for every line but
-    a denied call's, which is collapsed per (principal, method) over `interval`, at most
-    `max_pairs` pairs (`DeniedDigest`). `close()` writes the denials still counted."""
+    async: `log`'s `record` (sync: on this writer's thread; async: awaited), one line each;
+    `denied(principal, method, target, request_id)` for a denied call, collapsed per
+    (principal, method) over `interval`, at most `max_pairs` pairs (`DeniedDigest`).
+    `close()` writes the denials still counted."""
 
     def __init__(self, log, interval: float, max_pairs: int):
         self.log = log
@@ -39,11 +40,14 @@ class AuditWriter:
         self._thread: ThreadPoolExecutor | None = ThreadPoolExecutor(
             1, thread_name_prefix="tailor-audit")
 
+    async def denied(self, principal: str, method: str, target: str, request_id: str) -> None:
+        """A call denied for its caller's roles (at its start, or mid-stream when it is not a
+        sensitive call, which keeps its own line): collapsed per (principal, method)."""
+        await self.denials.denied(principal, method, target, request_id)
+
     async def record(self, principal: str, method: str, target: str, status: str,
                      request_id: str, **details: str | int) -> None:
-        if status == DENIED and not details:  # a denied call (the digest's lines have a count)
-            await self.denials.denied(principal, method, target, request_id)
-            return
+        """One line of its own, whatever its status (a sensitive call denied mid-stream too)."""
         write = functools.partial(self.log.record, principal, method, target, status,
                                   request_id, **details)
         if inspect.iscoroutinefunction(self.log.record):

@@ -10,8 +10,9 @@ name its caller (`Authenticator.known`: no token, an unknown one, a JWT not yet 
 client certificate) gets a handler that authenticates it with its transport first and reads
 the request only then (`rpc.reading_later`): a stranger's request is never read.
 
-Denied calls and calls to sensitive methods (`roles.SENSITIVE`, and unmasked reads) go to the
-optional audit log with their final status; failed authentication too, collapsed per (peer,
+Calls to sensitive methods (`roles.SENSITIVE`, and unmasked reads) go to the optional audit
+log with their final status, one line each; denied calls to its `denied` (`AuditWriter`
+collapses them per principal and method); failed authentication is collapsed per (peer,
 reason) and interval (`failures.FailedAuthDigest`: anyone can fail, nobody may fill the disk).
 
 A streaming call's caller is checked again as the stream runs (`_Caller`): at its next message
@@ -161,7 +162,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         audited with the `request`'s target, whom the call was aimed at)."""
         lacking = self.lacking(principal, method)
         if lacking is not None:
-            await self._record(principal.name, method, _target(request), "PERMISSION_DENIED",
+            await self._denied(principal.name, method, _target(request),
                                context.invocation_metadata())
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, lacking)
         return principal
@@ -193,6 +194,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             done = self.audit.record(principal, method, target, status, _request_id(metadata))
             if inspect.isawaitable(done):
                 await done
+        except Exception:  # the audit log failing must not change the call's answer; say so
+            logger.exception("audit record failed for %s", method)
+
+    async def _denied(self, principal: str, method: str, target: str, metadata) -> None:
+        """A call denied for the caller's roles: the audit's `denied` (collapsed) if it has one,
+        else a line of its own."""
+        denied = getattr(self.audit, "denied", None)
+        if denied is None:
+            await self._record(principal, method, target, "PERMISSION_DENIED", metadata)
+            return
+        try:
+            await denied(principal, method, target, _request_id(metadata))
         except Exception:  # the audit log failing must not change the call's answer; say so
             logger.exception("audit record failed for %s", method)
 
@@ -252,8 +265,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 _principal.reset(token)
                 if caller is not None and caller.denied and not self._audited(method, principal):
-                    await self._record(principal.name, method, "", "PERMISSION_DENIED",
-                                       context.invocation_metadata())
+                    await self._denied(principal.name, method, "", context.invocation_metadata())
         return call
 
     async def _audit_call(self, method, principal, request, context, pending):
@@ -288,8 +300,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 with contextlib.suppress(ValueError):  # closed from another context: the task ends
                     _principal.reset(token)
-                if self._audited(method, principal) or caller.denied:
+                if self._audited(method, principal):  # its own line, whatever its status
                     await self._record(principal.name, method, _target(request), status,
+                                       context.invocation_metadata())
+                elif caller.denied:
+                    await self._denied(principal.name, method, _target(request),
                                        context.invocation_metadata())
         return call
 

@@ -199,3 +199,53 @@ async def test_a_line_whose_call_is_cancelled_while_it_waits_is_still_written():
     await first
     await writer.close()
     assert log.lines == ["a", "b"]
+
+
+async def test_sensitive_calls_denied_mid_stream_keep_a_line_each(settings, tmp_path):
+    """A role taken away (SIGHUP) while PushBundle streams ends it PERMISSION_DENIED: a call
+    its caller was allowed to start, sensitive, so each keeps its own line and request id at
+    once, as the docs say, rather than being counted as a denial."""
+    import asyncio
+
+    from protos.tailor.v1 import model_admin_pb2 as mpb
+    from server.app import TailorServer
+
+    def set_roles(roles):
+        doc = tokens._read(auth)
+        doc["principals"]["deployer"]["roles"] = roles
+        tokens._write(auth, doc)
+        assert server.auth.reload_auth()
+
+    auth = tmp_path / "auth.toml"
+    token = tokens.mint(auth, "deployer", ["admin"])
+    server = TailorServer(settings.model_copy(update={"auth_config": auth}))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            push = ch.stream_unary("/tailor.v1.ModelAdminService/PushBundle",
+                                   request_serializer=mpb.BundleChunk.SerializeToString,
+                                   response_deserializer=mpb.ModelStatus.FromString)
+            for n in (1, 2):
+                set_roles(["admin"])
+
+                async def chunks():
+                    yield mpb.BundleChunk(path="manifest.json", data=b'{"x": ')
+                    await asyncio.sleep(0.3)
+                    set_roles(["analyst"])
+                    yield mpb.BundleChunk(path="manifest.json", offset=6, data=b"1}")
+
+                with pytest.raises(grpc.RpcError) as err:
+                    await push(chunks(), timeout=10,
+                               metadata=bearer(token) + (("x-request-id", f"push-{n}"),))
+                assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            # the status goes out at the abort, the line just after it: wait for it, bounded
+            for _ in range(50):
+                mine = [(e["method"], e["status"], e["request_id"], e.get("count"))
+                        for e in audit_lines(server) if e["principal"] == "deployer"]
+                if len(mine) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert mine == [("/tailor.v1.ModelAdminService/PushBundle", "PERMISSION_DENIED",
+                             f"push-{n}", None) for n in (1, 2)]
+    finally:
+        await server.stop(grace=0.5)
