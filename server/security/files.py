@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..errors import FailedPrecondition
 
-__all__ = ["cannot_write", "directory_locked", "keep_owner"]
+__all__ = ["cannot_write", "directory_locked", "keep_owner", "like_siblings"]
 
 
 def _owner(uid: int, gid: int) -> str:
@@ -57,6 +57,26 @@ def keep_owner(tmp: Path, path: Path, what: str) -> None:
             f"{_owner(os.geteuid(), os.getegid())} it would be this account's, and the server "
             "may no longer read it: run this command as its owner (or as root); nothing was "
             "changed") from None
+
+
+def like_siblings(tmp: Path, pattern: str) -> None:
+    """Give `tmp`, a new file about to appear in its directory, the owner, group and mode of a
+    file beside it matching `pattern` (else the directory's owner and group), when run as root:
+    created by `sudo python -m server secrets init` among the keyrings of a server running as
+    its own account, it was root's, mode 0600, and that server could not read it. Run as any
+    other account, the new file is that account's (it could give it no other owner)."""
+    if os.geteuid() != 0:
+        return
+    siblings = sorted(p for p in tmp.parent.glob(pattern) if not p.name.startswith("."))
+    for sibling in siblings:
+        with contextlib.suppress(OSError):
+            model = sibling.stat()
+            if stat.S_ISREG(model.st_mode):
+                os.chown(tmp, model.st_uid, model.st_gid)
+                os.chmod(tmp, stat.S_IMODE(model.st_mode))
+                return
+    directory = tmp.parent.stat()
+    os.chown(tmp, directory.st_uid, directory.st_gid)
 
 
 @contextlib.contextmanager

@@ -30,7 +30,7 @@ from pathlib import Path
 from contract.keyring import env_name, keyring_path, keyring_text, parse_keys
 
 from ..errors import FailedPrecondition
-from .files import cannot_write, directory_locked, keep_owner
+from .files import cannot_write, directory_locked, keep_owner, like_siblings
 from .hosts import is_loopback
 from .principals import writable_by_all
 
@@ -225,6 +225,7 @@ def _create(path: Path, ring: Keyring, development: bool = True) -> Keyring:
     with os.fdopen(fd, "w") as fh:
         fh.write(ring.text())
     try:
+        like_siblings(tmp, "*.keys")  # `sudo secrets init`: the server's account's, not root's
         os.link(tmp, path)  # atomic create-if-absent: concurrent workers agree on one key
         if development:
             logger.warning("generated a development secret %r in %s (never use it in "

@@ -231,6 +231,26 @@ def test_a_rotation_run_as_root_keeps_the_keyrings_owner_and_mode(tmp_path):
     assert len(Keyring.parse("audit", path.read_text()).keys) == 2
 
 
+def test_secrets_init_run_as_root_adds_a_keyring_the_servers_account_can_read(tmp_path):
+    """An upgrade adding a keyring, run with sudo beside a server of its own account: the new
+    keyring was root's, mode 0600, and the server refused to start (cannot read it)."""
+    secrets = tmp_path / "secrets"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    for path in [secrets, *secrets.iterdir()]:
+        os.chown(path, 65534, 65534)
+        if path != secrets:
+            path.chmod(0o640)
+    (secrets / "suppression.keys").unlink()
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    st = (secrets / "suppression.keys").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o640)
+    for path in secrets.iterdir():  # the directory alone says whose: its owner and group
+        path.unlink()
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
+    st = (secrets / "audit.keys").stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (65534, 65534, 0o600)
+
+
 def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(tmp_path):
     """The docs have old keys deleted by hand once nothing needs them ("once the last message
     it signed is old enough"): operators note that beside each key, and `secrets rotate`
