@@ -3,8 +3,9 @@
 A keyring is a list of `kid:base64key` entries, newest first (the first signs, every one
 verifies). Sources, first match wins: the environment variable `TAILOR_SECRET_<NAME>` (entries
 separated by commas or newlines), then the file `<secrets_dir>/<name>.keys` (one entry a line,
-`#` comments allowed). The server's `server.security.secrets` adds generation, rotation and
-signing on top; training reads the keys with `read_keys` alone.
+`#` comments allowed, to the end of the line: a note may hold commas). The server's
+`server.security.secrets` adds generation, rotation and signing on top; training reads the
+keys with `read_keys` alone.
 """
 from __future__ import annotations
 
@@ -56,19 +57,20 @@ def keyring_text(name: str, secrets_dir: Path | None,
 def parse_keys(name: str, text: str) -> Keys:
     """(kid, key) entries of a keyring's text; ValueError names the keyring and the entry."""
     keys = []
-    for n, raw in enumerate(text.replace(",", "\n").splitlines(), 1):
-        entry = raw.split("#", 1)[0].strip()
-        if not entry:
-            continue
-        kid, sep, b64 = entry.partition(":")
-        try:
-            key = base64.b64decode(b64.strip(), validate=True) if sep else b""
-        except ValueError:
-            key = b""
-        if not kid.strip() or len(key) < MIN_KEY_BYTES:
-            raise ValueError(f"secret {name!r}, entry {n}: expected 'kid:base64key' "
-                             f"with at least {MIN_KEY_BYTES} key bytes")
-        keys.append((kid.strip(), key))
+    for line, raw in enumerate(text.splitlines(), 1):  # a `#` note first: it may hold commas
+        for n, part in enumerate(raw.split("#", 1)[0].split(","), 1):
+            entry = part.strip()
+            if not entry:
+                continue
+            kid, sep, b64 = entry.partition(":")
+            try:
+                key = base64.b64decode(b64.strip(), validate=True) if sep else b""
+            except ValueError:
+                key = b""
+            if not kid.strip() or len(key) < MIN_KEY_BYTES:
+                raise ValueError(f"secret {name!r}, line {line}, entry {n}: expected "
+                                 f"'kid:base64key' with at least {MIN_KEY_BYTES} key bytes")
+            keys.append((kid.strip(), key))
     if not keys:
         raise ValueError(f"secret {name!r} holds no key")
     if len({kid for kid, _ in keys}) != len(keys):

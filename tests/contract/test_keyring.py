@@ -25,3 +25,14 @@ def test_missing_and_malformed_keyrings_say_what_to_provide(tmp_path):
         read_keys("erasure", tmp_path, {})
     with pytest.raises(ValueError, match="entry 1: expected 'kid:base64key'"):
         read_keys("erasure", None, {env_name("erasure"): entry("k", b"short")})
+    with pytest.raises(ValueError, match="line 1, entry 2: expected 'kid:base64key'"):
+        read_keys("erasure", None, {env_name("erasure"): f"{entry('k', KEY_A)},x:"})
+
+
+def test_a_note_holding_a_comma_is_a_note(tmp_path):
+    """The file was split on commas before its `#` notes were dropped: a note with a comma
+    read as a malformed key, and the server would not start."""
+    (tmp_path / "erasure.keys").write_text(
+        f"# Q1 campaign links, drop after 2026-09-30\n{entry('f2', KEY_B)}  # new, signs\n"
+        f"{entry('f1', KEY_A)}\n")
+    assert read_keys("erasure", tmp_path, {}) == (("f2", KEY_B), ("f1", KEY_A))

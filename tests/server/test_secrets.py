@@ -258,7 +258,8 @@ def test_a_rotation_keeps_the_notes_written_in_the_keyring_file(tmp_path):
     secrets = tmp_path / "secrets"
     run_module("server", "secrets", "init", "--secrets-dir", str(secrets))
     path = secrets / "unsubscribe.keys"
-    noted = "# links of 2026 Q1 campaigns; drop after 2026-09-30\n" + path.read_text()
+    noted = ("# links of 2026 Q1 campaigns, drop after 2026-09-30\n" + path.read_text()
+             + "# the key above: Q4 links, keep until 2027-03-31\n")
     path.write_text(noted)
     out = run_module("server", "secrets", "rotate", "unsubscribe", "--secrets-dir", str(secrets))
     new = json.loads(out.stdout)["signing"]
