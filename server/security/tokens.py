@@ -87,8 +87,12 @@ def _write(path: Path, doc: dict) -> None:
 def _target(path: Path) -> Path:
     """The file `path` names, through symlinks (`/etc/tailor/auth.toml -> releases/...`): the
     new copy replaces it, not the link, which would leave the target (and whatever reads it,
-    or puts the link back) on the old principals."""
-    return Path(path).resolve()
+    or puts the link back) on the old principals. Links that loop are refused in one line."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:  # Python 3.11's "Symlink loop from ..."
+        raise AuthConfigInvalid(path, "its symlinks loop (it never reaches a file): point "
+                                      "it at the auth config file; nothing was changed") from None
 
 
 def mint(path: Path, name: str, roles: list[str]) -> str:

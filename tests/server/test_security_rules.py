@@ -417,3 +417,17 @@ def test_the_token_command_writes_through_a_symlinked_auth_config(tmp_path):
     run_module("server", "token", "--auth-config", str(link), "--revoke", "ops")
     assert link.is_symlink() and link.resolve() == target
     assert [p.name for p in load_auth_config(target).by_token.values()] == ["ingest"]
+
+
+@pytest.mark.parametrize("action", [["--name", "x", "--roles", "tracker"], ["--revoke", "ops"]])
+def test_the_token_command_on_symlinks_that_loop_says_so_in_one_line(tmp_path, action):
+    """A config-management link pointed at a link that points back: a RuntimeError traceback."""
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    b.symlink_to(a.name)
+    a.symlink_to(b.name)
+    out = run_module("server", "token", "--auth-config", str(a), *action, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [f"token: auth config {a}: its symlinks loop (it never "
+                                       "reaches a file): point it at the auth config file; "
+                                       "nothing was changed"]
+    assert a.is_symlink() and b.is_symlink()
