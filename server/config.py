@@ -78,10 +78,10 @@ class Limits(BaseModel):
     batch of the user's events); past it the items with the oldest latest event are dropped,
     those excluded for good (`seen_exclusion_days` inf: purchases, ratings) last."""
     join_impressions: int = Field(10_000, ge=100)
-    """Most of a user's impressions (per key of the `user-id` ring) the click join reads for
-    one event, newest first, inside the store's write lock: a shared id such as "anonymous"
-    holds an answer every few seconds for the whole retention. A click whose answer is older
-    than that user's newest `join_impressions` joins nothing (docs/impressions.md)."""
+    """Most of a user's impressions the click join reads for one TrackEvents batch (one walk
+    per user serves all of that user's events), newest first, inside the store's write lock: a
+    shared id such as "anonymous" holds an answer every few seconds for the whole retention. A
+    click whose answer the walk does not reach joins nothing (docs/impressions.md)."""
     profile_export_impression_bytes: int = Field(4 << 20, ge=1 << 10, le=8 << 20)
     """Most stored bytes of the impressions one ExportProfile page lists (newest first; their
     JSON is about five times that; a page holds at least one): a shared id such as "anonymous"

@@ -11,10 +11,15 @@ Rules (docs/impressions.md):
   `window_s` before the event (and not after it); position: the item's;
 - anything else joins nothing (counted as unmatched).
 
-Both read at most `most` of the user's impressions per key of the ring, newest first
-(`Limits.join_impressions`): a shared id such as "anonymous" holds an answer every few seconds
-for the whole retention, and the join runs inside the store's one write lock. A request id's
-answer older than the user's newest `most` does not join, nor an item last shown further back.
+The events of a batch are joined per user: one walk back over the user's impressions (under
+every key of the ring, the current key first), reading at most `most` records in all
+(`Limits.join_impressions`), serves every event of that user in the batch
+(`_Shown`). A shared id such as "anonymous" holds an answer every few seconds for the whole
+retention, and the join runs inside the store's one write lock: a batch of n clicks of one
+user reads at most `most` records, not n times that. The walk starts at the user's newest
+impression when an event of the batch names a request id, else at the latest event's time, and
+stops at the earliest event's window start. A request id's answer, or an item's showing, that
+the walk does not reach does not join.
 
 With several workers, the impression an event names may still be buffered in another worker
 (for up to its flush interval): the events a batch left unmatched are then tried once more
@@ -62,7 +67,7 @@ class ImpressionJoin:
                  most: int = 10_000):
         """`retry_s`: how long after a batch its unmatched events are tried once more (0: never;
         the server sets it when several workers buffer answers); `most`: the user's impressions
-        one event's join reads at most per key, newest first (`Limits.join_impressions`)."""
+        one batch's join reads at most per user, newest first (`Limits.join_impressions`)."""
         self.log, self.window_s, self.retry_s, self.most = log, window_s, retry_s, most
         self._t = log.store.table("impressions")
         self._outbox = log.store.table("outbox")
@@ -133,61 +138,110 @@ class ImpressionJoin:
         counts: dict[bytes, np.ndarray] = {}
         buckets: dict[bytes, np.ndarray] = {}
         unmatched, joined = [], 0
-        for ev, event_key in pairs:
-            found = self._find(txn, ev)
-            if found is None:
-                unmatched.append((ev, event_key))
-                continue
-            joined += 1
-            key, raw, position = found
-            shown, version, channel, _, first, *_ = head_of(raw)
-            ck = keys.impression_count_key(version, channel)
-            delta = counts.get(ck)
-            if delta is None:
-                delta = counts[ck] = new_counters()
-            outcome = OUTCOME_OF[ev.type]
-            self._t.put(txn, key, with_outcome(raw, outcome, position, ev.value, delta))
-            if outcome == CLICK and first < 0:  # its first click: clicked in its bucket
-                buckets.setdefault(bucket_of(version, shown), np.zeros(2))[1] += 1
+        of_user: dict[str, list[int]] = {}
+        for i, (ev, _) in enumerate(pairs):
+            of_user.setdefault(ev.user_id, []).append(i)
+        for user, picked in of_user.items():  # one walk a user, dropped after its events
+            shown = _Shown(self, txn, user, [pairs[i][0] for i in picked])
+            for i in picked:
+                ev = pairs[i][0]
+                found = shown.find(ev)
+                if found is None:
+                    unmatched.append(i)
+                    continue
+                joined += 1
+                key, raw, position = found
+                at, version, channel, _, first, *_ = head_of(raw)
+                ck = keys.impression_count_key(version, channel)
+                delta = counts.get(ck)
+                if delta is None:
+                    delta = counts[ck] = new_counters()
+                outcome = OUTCOME_OF[ev.type]
+                raw = with_outcome(raw, outcome, position, ev.value, delta)
+                self._t.put(txn, key, raw)
+                shown.records[key] = raw  # the user's next events see this outcome
+                if outcome == CLICK and first < 0:  # its first click: clicked in its bucket
+                    buckets.setdefault(bucket_of(version, at), np.zeros(2))[1] += 1
         add_counters(self._t, txn, counts)
         add_buckets(self._t, txn, buckets)
+        unmatched = [pairs[i] for i in sorted(unmatched)]  # in the batch's order
         if entry is not None and unmatched and not final:
             outbox.keep(txn, self._outbox, entry, [k for _, k in unmatched])
         return joined, unmatched
 
-    def _find(self, txn, ev) -> tuple[bytes, bytes, int] | None:
-        """(key, record, 0-based position) of the impression `ev` joins, None if none. The
-        user's impressions are looked for under every key of the `user-id` ring (those shown
-        before a rotation are filed under the key of their time), the newest `most` of each."""
+
+class _Shown:
+    """What one walk back over a user's impressions found, for every event of that user in a
+    batch: the records read (`records`, updated as events join), the keys by request id and,
+    for the events without one, where each of their items was shown.
+
+    The walk reads at most `join.most` records (values at the cursor, newest first; the
+    current key of the ring first, then older keys with what is left). It starts at the
+    user's newest impression if an event names a request id, else at the latest event's time,
+    and stops at the earliest event's window start when no event names one."""
+
+    def __init__(self, join: ImpressionJoin, txn, user_id: str, events: Sequence):
+        self.window_s = join.window_s
+        self.records: dict[bytes, bytes] = {}
+        self.by_request: dict[bytes, list[bytes]] = {}
+        self.by_item: dict[int, list[tuple[int, int, bytes, int]]] = {}
+        """item code -> (ms, ring index, key, position) of each walked impression showing it."""
+        named = any(ev.request_id for ev in events)
+        plain = [ev for ev in events if not ev.request_id]
+        left = join.most
+        walked: list[tuple[int, bytes, bytes]] = []  # (ring index, key, record)
+        for index, (kid, _) in enumerate(join.log.ring.keys):
+            prefix = join.log.user_prefix(user_id, kid)
+            before = start = None
+            if not named:
+                before = prefix + keys.ms_part(max(ev.timestamp for ev in events)) + keys.SEP + b"\xff"
+                start = prefix + keys.ms_part(min(ev.timestamp for ev in events) - self.window_s)
+            for key, raw in itertools.islice(join._t.walk_back(txn, prefix, before), left):
+                if start is not None and key < start:
+                    break
+                left -= 1
+                walked.append((index, key, raw))
+                self.records[key] = raw
+                if named:
+                    self.by_request.setdefault(key.split(keys.SEP, 3)[3], []).append(key)
+            if left <= 0:
+                break
+        if plain and walked:
+            self._index_items(walked, {item_code(ev.item_id) for ev in plain})
+
+    def _index_items(self, walked: list, codes: set[int]) -> None:
+        """`by_item` of the walked records, for the item codes `codes` only."""
+        items = [head_of(raw)[3] for _, _, raw in walked]
+        lengths = np.fromiter((len(a) for a in items), np.int64, len(items))
+        flat = np.concatenate(items) if items else np.zeros(0, np.int64)
+        hits = np.flatnonzero(np.isin(flat, np.fromiter(codes, np.int64, len(codes))))
+        if not len(hits):
+            return
+        record = np.repeat(np.arange(len(items)), lengths)[hits]
+        starts = np.cumsum(lengths) - lengths
+        for at, rec in zip(hits.tolist(), record.tolist()):
+            index, key, _ = walked[rec]
+            found = self.by_item.setdefault(int(flat[at]), [])
+            if not found or found[-1][2] != key:  # the item's first position in the answer
+                found.append((keys.impression_ms(key), index, key, at - int(starts[rec])))
+
+    def find(self, ev) -> tuple[bytes, bytes, int] | None:
+        """(key, record, 0-based position) of the impression `ev` joins, None if none."""
         code = item_code(ev.item_id)
-        prefixes = [self.log.user_prefix(ev.user_id, kid) for kid, _ in self.log.ring.keys]
-        table, most = self._t, self.most
         if ev.request_id:
-            suffix = keys.SEP + ev.request_id.encode()
-            named = [(keys.impression_ms(key), key, table.get(txn, key)) for prefix in prefixes
-                     for key in itertools.islice(table.keys_back(txn, prefix), most)
-                     if key.endswith(suffix)]  # keys only: the values of those named
+            named = self.by_request.get(ev.request_id.encode(), ())
             if not named:
                 return None
             # the latest answer of that id that showed the item, else the latest
-            _, _, key, raw, at = max((at is not None, ms, key, raw, at) for ms, key, raw in named
-                                     for at in (_position_of(raw, code),))
+            _, _, key, at = max((at is not None, keys.impression_ms(key), key, at) for key in named
+                                for at in (_position_of(self.records[key], code),))
             position = ev.position - 1 if ev.position > 0 else at
-            return key, raw, UNKNOWN_POSITION if position is None else position
-        best = None  # (ms, key, record, position) of the latest impression holding the item
-        for prefix in prefixes:
-            start = prefix + keys.ms_part(ev.timestamp - self.window_s)
-            end = prefix + keys.ms_part(ev.timestamp) + keys.SEP + b"\xff"
-            for key in itertools.islice(table.keys_back(txn, prefix, before=end), most):
-                if key < start:
-                    break
-                raw = table.get(txn, key)
-                at = _position_of(raw, code)
-                if at is not None:  # time order within a prefix: the first met is the latest
-                    if best is None or keys.impression_ms(key) >= best[0]:
-                        best = (keys.impression_ms(key), key, raw, at)
-                    break
-        return None if best is None else best[1:]
+            return key, self.records[key], UNKNOWN_POSITION if position is None else position
+        # the latest showing of the item at most window_s before the event, not after it
+        low, high = keys.millis(ev.timestamp - self.window_s), keys.millis(ev.timestamp)
+        best = max(((ms, index, key, at) for ms, index, key, at in self.by_item.get(code, ())
+                    if low <= ms <= high), default=None)
+        return None if best is None else (best[2], self.records[best[2]], best[3])
 
 
 def _position_of(raw: bytes, code: int) -> int | None:

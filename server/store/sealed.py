@@ -102,9 +102,9 @@ class SealedTable(Table):
     def scan_prefix_last(self, txn, prefix: bytes, most: int, max_bytes: int = 0):
         return self._opened(txn, super().scan_prefix_last(txn, prefix, most, max_bytes))
 
-    def walk_back(self, txn, prefix: bytes):
+    def walk_back(self, txn, prefix: bytes, before: bytes | None = None):
         """As `Table.walk_back`, each value opened (a shredded user's left out)."""
-        for key, value in super().walk_back(txn, prefix):
+        for key, value in super().walk_back(txn, prefix, before):
             opened = self.open(txn, bytes(key), value)
             if opened is not None:
                 yield key, opened

@@ -88,10 +88,12 @@ class Table:
             out.append((key, value))
         return out
 
-    def walk_back(self, txn, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) of the keys starting with `prefix`, in reverse key order, one at a time
-        (the caller stops once it has what it needs: the records before are not read)."""
-        return _walk_back(txn.cursor(db=self.db), prefix)
+    def walk_back(self, txn, prefix: bytes, before: bytes | None = None
+                  ) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of the keys starting with `prefix` (and less than `before`, if given),
+        in reverse key order, one at a time, each value read at the cursor (the caller stops
+        once it has what it needs: the records before are not read)."""
+        return _walk_back(txn.cursor(db=self.db), prefix, before)
 
     def keys_back(self, txn, prefix: bytes, before: bytes | None = None) -> Iterator[bytes]:
         """The keys starting with `prefix` (and less than `before`, if given), in reverse key
@@ -142,9 +144,10 @@ class Table:
         return cur.key() if cur.set_range(start) else None
 
 
-def _walk_back(cur, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+def _walk_back(cur, prefix: bytes, before: bytes | None = None
+               ) -> Iterator[tuple[bytes, bytes]]:
     """`Table.walk_back` on the cursor `cur` (`scan_prefix_last`'s walk, not a sealed one)."""
-    end = _prefix_end(prefix)
+    end = before if before is not None else _prefix_end(prefix)
     if not (cur.prev() if end is not None and cur.set_range(end) else cur.last()):
         return
     for key, value in cur.iterprev():

@@ -16,6 +16,7 @@ from server.profiles.events import TrackedEvent
 from server.recommend.pipeline import RecQuery, RecResult
 from server.security.secrets import Keyring
 from server.store import Store
+from server.store.table import Table
 
 ITEMS = [f"i{n}" for n in range(100)]
 
@@ -97,3 +98,60 @@ def test_an_erasure_deletes_a_heavy_users_impressions_before_its_last_transactio
     assert repo.delete_user("anonymous", [LastTransaction(), log]) == 25
     assert seen_last == [0]
     assert log.of_user("anonymous") == [] and len(log.of_user("kept")) == 3
+
+
+class _Counting(Table):
+    """The real impressions table, counting the records a join reads (keys walked or values)."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self, table: Table):
+        super().__init__(table.name, table.db)
+        self.reads = 0
+
+    def get(self, txn, key):
+        self.reads += 1
+        return super().get(txn, key)
+
+    def keys_back(self, txn, prefix, before=None):
+        for key in super().keys_back(txn, prefix, before):
+            self.reads += 1
+            yield key
+
+    def walk_back(self, txn, prefix, before=None):
+        for pair in super().walk_back(txn, prefix, before):
+            self.reads += 1
+            yield pair
+
+
+def test_a_batch_of_clicks_reads_at_most_join_impressions_records_per_user(log):
+    """The bound was per event: one TrackEvents batch of 300 clicks of "anonymous" on items its
+    answers did not show read 10,000 records per click inside the write lock (20 s, every writer
+    of the server waiting). One walk per user now serves every event of the batch."""
+    start = time.time() - 3600
+    _show(log, 60, "anonymous", start)
+    _show(log, 60, "other", start)
+    join = ImpressionJoin(log, window_s=86400.0, most=100)
+    join._t = counting = _Counting(join._t)
+    misses = [_click("anonymous", f"not-shown-{n}") for n in range(30)]
+    assert len(join.join(misses + [_click("other", f"not-shown-{n}") for n in range(30)])) == 60
+    assert counting.reads <= 2 * 60  # each user's 60 records once; 30 x 60 each before
+    counting.reads = 0
+    named = [_click("anonymous", ITEMS[j], f"r{j}") for j in range(30, 60)]
+    assert join.join(named) == [] and counting.reads <= 60 + 30
+    assert _clicked(log, "anonymous") == [f"r{j}" for j in range(30, 60)]
+
+
+def test_events_of_one_batch_join_as_they_did_one_at_a_time(log):
+    """Same answers as before the per-user walk: the latest showing before each click's own
+    time, and two clicks on one answer both counted (the second sees the first's outcome)."""
+    start = time.time() - 3600
+    _show(log, 20, "u", start)
+    _show(log, 1, "u", start + 30)  # answer 0 again ("r0" at start + 30: item 0)
+    join = ImpressionJoin(log, window_s=86400.0, most=100)
+    left = join.join([_click("u", ITEMS[0], at=start + 10.5), _click("u", ITEMS[0], at=start + 40),
+                      _click("u", ITEMS[5], "r5"), _click("u", ITEMS[6], "r5"),
+                      _click("u", ITEMS[19], at=start + 10.5)])  # shown after that click
+    assert [ev.item_id for ev in left] == [ITEMS[19]]
+    assert sorted((rid, imp.clicks) for rid, imp in log.of_user("u") if imp.clicks) == [
+        ("r0", 1), ("r0", 1), ("r5", 2)]
