@@ -82,11 +82,12 @@ class Limits(BaseModel):
     per user serves all of that user's events), newest first, inside the store's write lock: a
     shared id such as "anonymous" holds an answer every few seconds for the whole retention. A
     click whose answer the walk does not reach joins nothing (docs/impressions.md)."""
-    profile_export_impression_bytes: int = Field(4 << 20, ge=1 << 10, le=8 << 20)
-    """Most stored bytes of the impressions one ExportProfile page lists (newest first; their
-    JSON is about five times that; a page holds at least one): a shared id such as "anonymous"
-    holds an answer every few seconds, whose impressions together made documents over the
-    64 MiB message limit."""
+    profile_export_impression_bytes: int = Field(16 << 20, ge=1 << 10, le=24 << 20)
+    """Most bytes of JSON the impressions of one ExportProfile page make in its document
+    (newest first; a page holds at least one): a shared id such as "anonymous" holds an answer
+    every few seconds, whose impressions together made documents over the 64 MiB message
+    limit. The first page also holds a page of events (`profile_export_bytes` stored, up to
+    about four times that as JSON): the two stay under 64 MiB."""
     profile_events_bytes: int = Field(16 << 20, ge=1 << 16, le=32 << 20)
     """Most stored bytes of the raw events one GetProfile returns (the newest first, at least
     one; `max_events` 0 asks for as many as this holds): a heavy user's profile stays one

@@ -10,6 +10,7 @@ is filed under (an erased user has no events, so the hash stays a hash).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -88,10 +89,15 @@ def _named(imp: Impression, catalog: dict[int, str]) -> list[str]:
 def user_impressions_page(log: ImpressionLog, user_id: str, catalog: dict[int, str],
                           offset: int, max_bytes: int) -> tuple[list[dict], int | None]:
     """The impressions `log` holds about `user_id` from `offset` (`ImpressionLog.page_of_user`:
-    the newest first), as `impression_document`s listed oldest first, and the next page's
-    offset (None: none)."""
-    found, after = log.page_of_user(user_id, offset, max_bytes)
-    rows = [impression_document(rid, imp, catalog) for rid, imp in found]
+    the newest first), as `impression_document`s listed oldest first, as many as make at most
+    `max_bytes` of JSON in the answer (one at least), and the next page's offset (None: none).
+    The page is cut by the JSON each document will be: stored, an impression is 13 bytes per
+    item shown, its JSON 80-210 (7 to 15 times)."""
+    def measure(rid: str, imp: Impression) -> tuple[dict, int]:
+        doc = impression_document(rid, imp, catalog)
+        return doc, len(json.dumps(doc, ensure_ascii=False, default=str).encode()) + 2
+
+    rows, after = log.page_of_user(user_id, offset, max_bytes, measure)
     return sorted(rows, key=lambda r: (r["timestamp"], r["request_id"])), after
 
 

@@ -113,7 +113,7 @@ class Impressions:
 
     def export_page(self, user_id: str, offset: int) -> dict[str, object]:
         """`UserExporter.export_page`: the page of the user's impressions from `offset`, newest
-        first, at most `Limits.profile_export_impression_bytes` of stored records."""
+        first, at most `Limits.profile_export_impression_bytes` of JSON in the document."""
         most = self.settings.limits.profile_export_impression_bytes
         if self.exporter is None:  # no bundle source: items named by their codes
             page, after = user_impressions_page(self.log, user_id, {}, offset, most)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import chain, islice
 
 import numpy as np
@@ -254,12 +254,15 @@ class ImpressionLog:
                      for kv in self._t.scan_prefix(txn, self.user_prefix(user_id, kid))]
         return [(keys.split_key(k)[-1], decode(bytes(v))) for k, v in found]
 
-    def page_of_user(self, user_id: str, offset: int = 0, max_bytes: int = 0
-                     ) -> tuple[list[tuple[str, object]], int | None]:
-        """(request id, `records.Impression`) of the user's impressions from `offset`, newest
-        first (under the current key of the ring, then the older keys), at most `max_bytes` of
-        stored records (> 0; one at least), from one read snapshot; and the next page's offset
-        (None: this page holds the oldest). Keys only are read past the offset. What was
+    def page_of_user(self, user_id: str, offset: int = 0, max_bytes: int = 0,
+                     measure: Callable[[str, object], tuple[object, int]] | None = None
+                     ) -> tuple[list, int | None]:
+        """The user's impressions from `offset`, newest first (under the current key of the
+        ring, then the older keys), from one read snapshot, as many as hold at most `max_bytes`
+        (> 0; one at least); and the next page's offset (None: this page holds the oldest).
+        `measure(request id, records.Impression)` gives each impression's row in the page and
+        the bytes it counts (what it will weigh in the answer); None: the (request id,
+        Impression) pair and its stored bytes. Keys only are read past the offset. What was
         buffered is written first."""
         self.flush()
         kids = [self.ring.kid] + [kid for kid, _ in self.ring.keys if kid != self.ring.kid]
@@ -269,10 +272,12 @@ class ImpressionLog:
                                        for kid in kids)
             for key in islice(walk, offset, None):
                 raw = self._t.get(txn, key)
-                size += len(raw)
+                found = (keys.split_key(key)[-1], decode(bytes(raw)))
+                row, cost = measure(*found) if measure is not None else (found, len(raw))
+                size += cost
                 if page and max_bytes and size > max_bytes:
                     return page, offset + len(page)
-                page.append((keys.split_key(key)[-1], decode(bytes(raw))))
+                page.append(row)
         return page, None
 
     def export(self, start: float = 0.0, end: float = 0.0
