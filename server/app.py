@@ -149,7 +149,8 @@ class TailorServer:
                            seen_types=SEEN_TYPES | set(s.seen_exclusion_days),
                            seen_first=frozenset(t for t, d in s.seen_exclusion_days.items()
                                                 if d == math.inf))
-        self.tombstones = Tombstones(self.store, self.secrets["erasure"])
+        self.tombstones = Tombstones(self.store, self.secrets["erasure"],
+                                     future_tolerance_s=s.event_future_tolerance_s)
         self.profiles = Profiles(self.store, self.registry, rules=rules,
                                  history=HistoryBlend.from_settings(s), tombstones=self.tombstones,
                                  default_zone=s.contact_default_timezone)

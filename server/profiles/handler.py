@@ -101,6 +101,10 @@ class AccessExport:
 
 ERASED_SINCE = "the user was erased after this event's time (DeleteProfile); it is not stored"
 """The reason a TrackEvents rejection gives for an event from before its user's erasure."""
+ERASED_REPLAY = ("this event was erased with its user (DeleteProfile; stamped after the erasure "
+                 "by a clock ahead of the server's): a replay of it is not stored")
+"""The reason for an event stamped after its user's erasure that the erasure deleted (a client
+whose clock runs ahead retrying an acknowledged batch; `Tombstones.before_erasure`)."""
 
 
 class Profiles:
@@ -214,6 +218,18 @@ class Profiles:
             landing.add_done_callback(self._landed)
         return self._tracked(events, offset, result, valid, landing)
 
+    def _erased_reasons(self, valid: Sequence[TrackedEvent], stored: IngestResult) -> list[str]:
+        """The reason of each refused event of `stored.erased`: from before its user's erasure,
+        or a replay of an event the erasure deleted (stamped after it). The users' tombstones
+        are read by key (`Tombstones.find`: no list read on the event loop)."""
+        if self.tombstones is None:
+            return [ERASED_SINCE] * len(stored.erased)
+        users = list(dict.fromkeys(valid[i].user_id for i in stored.erased))
+        with self.tombstones.store.read() as txn:
+            at = dict(zip(users, self.tombstones.find(txn, users)))
+        return [ERASED_REPLAY if (t := at[valid[i].user_id]) is not None
+                and valid[i].timestamp > t[0] else ERASED_SINCE for i in stored.erased]
+
     async def _tracked(self, events, offset: int, result: TrackResult,
                        valid: list[TrackedEvent], landing: asyncio.Future | None) -> TrackResult:
         """`submit`'s result, once its commit (`landing`, shielded) is done."""
@@ -224,8 +240,9 @@ class Profiles:
             if stored.erased:  # retried or late events of a user erased since: not stored
                 bad = {i for i, _, _ in result.rejected}  # the request positions of `valid`:
                 where = [j for j in range(offset, offset + len(events)) if j not in bad]
-                result.rejected.extend((where[i], valid[i].event_id, ERASED_SINCE)
-                                       for i in stored.erased)
+                result.rejected.extend((where[i], valid[i].event_id, reason)
+                                       for i, reason in zip(stored.erased,
+                                                            self._erased_reasons(valid, stored)))
                 result.rejected.sort()
         metrics.count_events("rejected", (events[i - offset].type for i, _, _ in result.rejected),
                              _KNOWN_TYPES)

@@ -1,6 +1,7 @@
 """Profile records in the store (key layouts: `server.store.keys`); each write is one transaction."""
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import itertools
@@ -24,6 +25,7 @@ from .errors import ErasedSince
 from .events import TrackedEvent
 from .records import EventRecords, event_type, event_user
 from .schema import CHANNELS, EVENT_TYPES
+from .tombstones import LATE_KEPT
 
 _UNSUBSCRIBE = EVENT_TYPES.index("unsubscribe")
 
@@ -87,7 +89,7 @@ class ProfileRepository:
         return self.store.write(lambda txn: self._ingest(txn, records))
 
     def _ingest(self, txn, records: EventRecords) -> IngestResult:
-        late = (self._before_erasure(txn, records.user_ids, records.ts)
+        late = (self._before_erasure(txn, records.user_ids, records.ts, records.dedupe_keys)
                 if self._before_erasure is not None else [])
         if not late:
             return self._ingest_fresh(txn, records)
@@ -257,11 +259,13 @@ class ProfileRepository:
         is refused as a late event (`Tombstones.before_erasure`), whatever the erasure's time."""
         prefix = keys.user_prefix(user_id)
         removed, latest, erased_at = 0, [0], [0.0]
+        newest_erased = collections.deque(maxlen=LATE_KEPT + 1)  # (ms, event token)
         for eraser in erasers:  # many records (a shared id's impressions): bounded transactions
             if (ahead := getattr(eraser, "erase_ahead", None)) is not None:
                 removed += ahead(user_id)
         while True:
-            n = self.store.write(lambda txn: self._drop_user_events(txn, prefix, latest),
+            n = self.store.write(lambda txn: self._drop_user_events(txn, prefix, latest,
+                                                                     newest_erased),
                                  erasure=True)
             removed += n
             if n < 2 * self.ERASE_CHUNK:  # an event and its dedupe key each
@@ -273,8 +277,8 @@ class ProfileRepository:
                 gone += eraser.erase_user(txn, user_id)
             # Events committed since the last chunk (by the ingestion) go with their dedupe
             # keys too: `delete_prefix` below would leave those keys for good.
-            newest = list(latest)  # (this transaction's own, should it be run again)
-            while n := self._drop_user_events(txn, prefix, newest):
+            newest, late = list(latest), newest_erased.copy()  # (its own, for a rerun)
+            while n := self._drop_user_events(txn, prefix, newest, late):
                 gone += n
             for table in self._user_tables:
                 gone += table.delete_prefix(txn, prefix)
@@ -284,18 +288,23 @@ class ProfileRepository:
             if self._mark_erased is not None:  # (the ms is truncated: up to its end)
                 erased_at[0] = self._mark_erased(
                     txn, user_id, (newest[0] + 1) / 1000 if newest[0] else 0.0,
-                    found=bool(removed or gone))
+                    found=bool(removed or gone), ahead=late)
             self.store.shred(txn, user_id)  # last: erasers above may read the user's records
             return gone
         return removed + self.store.write(fn, erasure=True), erased_at[0]
 
-    def _drop_user_events(self, txn, prefix: bytes, latest: list[int]) -> int:
+    def _drop_user_events(self, txn, prefix: bytes, latest: list[int],
+                          newest: collections.deque) -> int:
         """Up to `ERASE_CHUNK` of the user's events with their dedupe keys; records deleted.
-        `latest[0]` becomes the latest event time (ms) deleted, if later."""
+        `latest[0]` becomes the latest event time (ms) deleted, if later; (ms, event token) of
+        each goes to `newest` (a deque of `LATE_KEPT` + 1: the newest erased), so the
+        tombstone can refuse replays of those stamped after the erasure (a clock ahead)."""
         mine = itertools.takewhile(lambda k: k.startswith(prefix), self._events.keys_from(txn, prefix))
         doomed = list(itertools.islice(mine, self.ERASE_CHUNK))
         removed = 0
-        for key in doomed:
+        for key in doomed:  # (time order: the deque keeps the newest)
+            _, ms, token = keys.event_parts(key)
+            newest.append((int(ms), token))
             removed += self._dedupe.delete(txn, keys.dedupe_key_of_event(key))
             removed += self._events.delete(txn, key)
         if doomed:  # keys in time order: the chunk's last is its latest

@@ -14,7 +14,9 @@ What a tombstone decides (docs/privacy.md):
 - re-creation: a tombstone does not block new activity. A user who comes back after erasure
   starts from nothing (every record went with the erasure); only the old bundle row stays masked.
   Events timestamped at or before the user's erasure (a retried or late batch) are refused at
-  ingestion (`before_erasure`): they would bring the erased profile back.
+  ingestion (`before_erasure`): they would bring the erased profile back; so are replays of
+  events the erasure deleted stamped after it (a client clock ahead), known by their dedupe
+  keys, up to the latest of them (at most `future_tolerance_s` past the erasure).
 - training: `training export` receives the list (kid, hash, time) and training drops the events
   of those users from before their erasure (`training.tombstones`).
 
@@ -78,11 +80,21 @@ def _late_until(record: dict) -> float:
     return max(record["at"], record.get("events_until", 0.0))
 
 
+LATE_KEPT = 1000
+"""Most event tokens a tombstone keeps of the events it erased stamped after it (a client's
+clock ahead); past it, every event of the user up to the latest of them is refused."""
+
+
 class Tombstones:
     """The store's tombstones, read through a per-process cache; `erase_user` writes one."""
 
-    def __init__(self, store: Store, ring: Keyring, clock: Callable[[], float] = time.time):
+    def __init__(self, store: Store, ring: Keyring, clock: Callable[[], float] = time.time,
+                 future_tolerance_s: float = 300.0):
+        """`future_tolerance_s`: how far ahead of the server's clock an event may be stamped
+        (`event_future_tolerance_s`): the late-event window never reaches further past an
+        erasure."""
         self.store, self.ring, self.clock = store, ring, clock
+        self.future_tolerance_s = future_tolerance_s
         self._meta = store.table("meta")
         self._read = _Read(-1, {}, [], {}, 0.0)
         """The latest list read, replaced whole: threads reading snapshots of different ages
@@ -120,22 +132,33 @@ class Tombstones:
 
     # -- writing (UserEraser) ----------------------------------------------------------------
     def erase_user(self, txn, user_id: str, events_until: float = 0.0,
-                   found: bool = True) -> float:
+                   found: bool = True, ahead: Sequence[tuple[int, bytes]] = ()) -> float:
         """Write (or move to now) the user's tombstone in the erasure transaction `txn`, and
         return the time of the erasure that removed the user's data; `events_until`: the time
         of the latest event erased, when after now (stamped by a client whose clock runs
-        ahead): `before_erasure` refuses events up to it too. Not `found` (the erasure found
-        nothing of the user: a repeat), the time returned is the earlier erasure's (kept in the
+        ahead; at most `future_tolerance_s` after now); `ahead`: (ms, event token) of the
+        newest erased events (`LATE_KEPT` + 1 at most), of which those stamped after now are
+        kept (more than `LATE_KEPT`: too many to keep): `before_erasure` refuses those up to
+        `events_until` too, as replays (every event of the user up to it, for callers that name
+        no event or when they were too many). Not `found` (the erasure found nothing of the
+        user: a repeat), the time returned is the earlier erasure's (kept in the
         tombstone as `erased`), which a client retrying after a lost answer is told; the
         tombstone's own time still moves to now (answers another worker still buffers, shown
         since, are dropped by the impression writer)."""
         kid, now = self.ring.kid, self.clock()
         key = keys.tombstone_key(kid, digest(self.ring.key, user_id))
         old = json.loads(self._meta.get(txn, key) or b"{}")
-        record = {"at": now}
+        record: dict = {"at": now}
         # erased again soon after: the late events of the first erasure still count
-        if (until := max(events_until, old.get("events_until", 0.0))) > now:
+        until = min(max(events_until, old.get("events_until", 0.0)),
+                    now + self.future_tolerance_s)
+        if until > now:
             record["events_until"] = until
+            late = {token.decode() for ms, token in ahead if ms / 1000 > now}
+            if old.get("events_until", 0.0) > now:  # (none kept: every event counts)
+                late |= set(old["late"]) if old.get("late") is not None else {""}
+            too_many = "" in late or len(late) > LATE_KEPT
+            record["late"] = None if too_many else sorted(late)
         if old and not found:
             record["erased"] = old.get("erased", old["at"])
         self._meta.put(txn, key, json.dumps(record).encode())
@@ -193,22 +216,41 @@ class Tombstones:
                 self._read = read
         return read
 
-    def before_erasure(self, txn, user_ids: Sequence[str], ts: Sequence[float]) -> list[int]:
-        """Indices of the events (user, timestamp) from before their user's erasure, or at or
-        before the latest event it erased (a retry from a client whose clock runs ahead of the
-        server's): late or replayed events, which would bring an erased user back. Read in the
-        ingestion's (or the campaigns writer's) write transaction `txn`, so no erasure commits
-        between this check and the events' write. Reads no list under that lock: the latest
-        erasure time (`TOMBSTONE_LATEST`, one read), then only the tombstones of the users of
-        the events at or before it (`late_until`); events newer than the latest erasure are not
-        looked up (the usual case: no HMAC)."""
+    def before_erasure(self, txn, user_ids: Sequence[str], ts: Sequence[float],
+                       dedupe_keys: Sequence[bytes] | None = None) -> list[int]:
+        """Indices of the events (user, timestamp) from before their user's erasure, or replays
+        of an event it erased stamped after it (a client whose clock runs ahead of the
+        server's retrying a batch acknowledged before the erasure): late or replayed events,
+        which would bring an erased user back. With `dedupe_keys` (each event's), an event
+        stamped after the erasure is refused only if it is one the erasure deleted (or they
+        were too many to keep: `LATE_KEPT`); without, every event up to the latest one erased
+        is (at most `future_tolerance_s` past the erasure). Read in the ingestion's (or the
+        campaigns writer's) write transaction `txn`, so no erasure commits between this check
+        and the events' write. Reads no list under that lock: the latest erasure time
+        (`TOMBSTONE_LATEST`, one read), then only the tombstones of the users of the events at
+        or before it; events newer than the latest erasure are not looked up (the usual case:
+        no HMAC)."""
         latest, kids = self._latest(txn)
         late = [i for i, t in enumerate(ts) if t <= latest]
         if not late:
             return []
         users = list(dict.fromkeys(user_ids[i] for i in late))  # one lookup a user
-        at = dict(zip(users, (t and t[1] for t in self.find(txn, users, kids))))
-        return [i for i in late if (a := at[user_ids[i]]) is not None and ts[i] <= a]
+        found = dict(zip(users, self._records(txn, users, kids)))
+        for record in found.values():  # the tokens kept, looked up once per event
+            if record is not None and record.get("late") is not None:
+                record["late"] = set(record["late"])
+        refused = []
+        for i in late:
+            if (record := found[user_ids[i]]) is None:
+                continue
+            if ts[i] <= record["at"]:
+                refused.append(i)
+            elif ts[i] <= _late_until(record):
+                kept = record.get("late")  # None, or missing (written before): every event
+                if dedupe_keys is None or kept is None or \
+                        dedupe_keys[i][len(keys.DEDUPE_PREFIX):].decode() in kept:
+                    refused.append(i)
+        return refused
 
     def find(self, txn, user_ids: Sequence[str],
              kids: Sequence[str] | None = None) -> list[tuple[float, float] | None]:
@@ -216,17 +258,22 @@ class Tombstones:
         erased: read by key, one HMAC per key id in use (`kids`, else the store's) and one
         read a user, whatever the number of tombstones (the write transactions' and the
         decision path's lookup: no list is read)."""
+        return [None if r is None else (r["at"], _late_until(r))
+                for r in self._records(txn, user_ids, kids)]
+
+    def _records(self, txn, user_ids: Sequence[str],
+                 kids: Sequence[str] | None = None) -> list[dict | None]:
+        """`find`'s tombstone records as stored (JSON), None for a user never erased."""
         if kids is None:
             kids = self._latest(txn)[1]
         ring = [(kid, key) for kid, key in self.ring.keys if kid in kids]
-        out: list[tuple[float, float] | None] = []
+        out: list[dict | None] = []
         for uid in user_ids:
             found = None
             for kid, key in ring:
                 raw = self._meta.get(txn, keys.tombstone_key(kid, _cached_digest(key, uid)))
                 if raw is not None:
-                    record = json.loads(raw)
-                    found = (record["at"], _late_until(record))
+                    found = json.loads(raw)
                     break
             out.append(found)
         return out
@@ -268,3 +315,4 @@ class Tombstones:
         ids = list(user_ids)  # a whole bundle: hashed without the serving path's cache
         return {u: at for u, at in zip(ids, erased_at(ids, read.by_digest, read.keys))
                 if at is not None}
+

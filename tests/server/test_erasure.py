@@ -403,6 +403,45 @@ async def test_a_retried_batch_from_a_client_whose_clock_runs_ahead_does_not_bri
     assert later.accepted == 1
 
 
+async def test_after_erasing_a_user_with_an_event_stamped_ahead_their_new_events_are_stored(
+        profiles):
+    """To refuse the retry above, every event of the user up to the latest erased one's time
+    was refused: one device of a shared id running 250 s ahead made the id's new events from
+    correct clocks (new ids, stamped after the erasure) rejected for those 250 s, with a false
+    reason ("erased after this event's time"). The erasure now keeps which events it deleted
+    stamped after it: only their replays are refused, with a reason that says so."""
+    skewed = [pb.Event(event_id="skewed-1", user_id="anonymous", type="view", item_id="i1",
+                       timestamp=time.time() + 250)]
+    assert (await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))).accepted == 1
+    erased = (await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="anonymous"))).erased_at
+    new = [pb.Event(event_id=f"new-{lag}", user_id="anonymous", type="view", item_id="i1",
+                    timestamp=erased + lag) for lag in (1, 60, 200)]
+    assert (await profiles.TrackEvents(pb.TrackEventsRequest(events=new))).accepted == 3
+    replay = await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))
+    assert replay.accepted == 0 and [r.event_id for r in replay.rejected] == ["skewed-1"]
+    assert "replay" in replay.rejected[0].reason and "after this event's time" not in \
+        replay.rejected[0].reason
+    old = await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="old-1", user_id="anonymous", type="view", item_id="i1", timestamp=erased - 5)]))
+    assert "erased after this event's time" in old.rejected[0].reason
+
+
+def test_the_late_event_window_never_reaches_past_the_future_tolerance(tmp_path):
+    """The window of replays refused after an erasure ends at the latest erased event's time,
+    never more than `event_future_tolerance_s` past the erasure (a tolerance lowered since)."""
+    from server.profiles.tombstones import Tombstones
+    from server.security.secrets import Keyring
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    tombs = Tombstones(store, Keyring.generate("erasure"), clock=lambda: 1000.0,
+                       future_tolerance_s=300.0)
+    store.write(lambda txn: tombs.erase_user(txn, "u", events_until=5000.0,
+                                             ahead=[(5_000_000, b"t" * 32)]))
+    late = store.write(lambda txn: tombs.before_erasure(txn, ["u"] * 3, [1200.0, 1300.0, 1301.0]))
+    assert late == [0, 1]
+    store.close()
+
+
 async def test_a_retried_delete_profile_says_the_user_was_erased_by_the_first_call(profiles):
     """A client whose DeleteProfile answer was lost retries: the repeat finds nothing left and
     answered `records_deleted: 0` alone, as for a user never seen. Both answers carry the time of
