@@ -445,6 +445,11 @@ class Campaigns:
             logger.exception("applying %d tracked events to campaigns (rewards, contacts) failed",
                              len(items))
 
+    def erase_ahead(self, user_id: str) -> int:
+        """`UserEraser.erase_ahead`: the user's decisions, in bounded transactions of their own
+        before the erasure's last one (`CampaignRepository.erase_ahead`)."""
+        return self.repo.erase_ahead(user_id)
+
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the index entries of the user's decisions (the records themselves
         are keyed `<user>␟...` and go with the profile's erasure)."""

@@ -23,7 +23,9 @@ lock, so concurrent rewards from several worker processes are never lost.
 from __future__ import annotations
 
 import atexit
+import collections
 import gc
+import itertools
 import json
 import os
 import threading
@@ -441,17 +443,57 @@ class CampaignRepository:
         self._finalize(txn, pkey, rec, spec.default_reward if got is None else got,
                        DEFAULT if got is None else REWARDED, now)
 
+    ERASE_CHUNK = 10_000
+    """Decisions erased per write transaction before the erasure's last one (`erase_ahead`)."""
+
+    def erase_ahead(self, user_id: str) -> int:
+        """`UserEraser.erase_ahead`: the user's decisions (records, index and due entries, the
+        pending counts), `ERASE_CHUNK` per write transaction, before the erasure's last one
+        (`erase_user`, which erases those logged since): a shared id deciding for logged-out
+        visitors holds hundreds of thousands, and erasing them in that one transaction held
+        the store's write lock for seconds. Records removed."""
+        prefix = user_prefix(user_id)
+        with self.store.read() as txn:  # none (most users): no write at all
+            first = self._d.first_key(txn, prefix)
+        if first is None or not first.startswith(prefix):
+            return 0
+        removed, found = 0, [None] * self.ERASE_CHUNK
+        while len(found) == self.ERASE_CHUNK:
+            found, gone = self.store.write(
+                lambda txn: self._erase_decisions(txn, prefix, None, True), erasure=True)
+            removed += gone
+        return removed
+
     def erase_user(self, txn, user_id: str) -> int:
         """Eraser for `ProfileRepository.erasers`: drop the index entries of the user's
-        decisions (the records themselves go with the `<user>␟` prefix)."""
-        removed = 0
-        records = [decode_decision(raw) for _, raw in self._d.scan_prefix(txn, user_prefix(user_id))]
-        for rec in records:
+        decisions (the records themselves go with the `<user>␟` prefix; most went ahead:
+        `erase_ahead`), read `ERASE_CHUNK` at a time."""
+        prefix, removed, before = user_prefix(user_id), 0, None
+        while True:
+            found, gone = self._erase_decisions(txn, prefix, before, False)
+            removed += gone
+            if len(found) < self.ERASE_CHUNK:
+                return removed
+            before = found[-1]
+
+    def _erase_decisions(self, txn, prefix: bytes, before: bytes | None,
+                         records: bool) -> tuple[list[bytes], int]:
+        """(keys read, records removed) of up to `ERASE_CHUNK` of the user's decisions (key
+        prefix `prefix`; before key `before`, newest first) in write transaction `txn`: their
+        index and due entries and pending counts, and the records themselves if `records`."""
+        found = list(itertools.islice(self._d.walk_back(txn, prefix, before), self.ERASE_CHUNK))
+        removed, dropped = 0, collections.Counter()
+        for key, raw in found:
+            rec = decode_decision(raw)
             removed += self._d.delete(txn, decision_index_key(rec["decision_id"]))
             if rec["status"] == PENDING:
                 removed += self._d.delete(txn, due_key(rec["deadline"], rec["decision_id"]))
-                self._count(txn, rec["campaign_id"], dropped=1)
-        return removed
+                dropped[rec["campaign_id"]] += 1
+            if records:
+                removed += self._d.delete(txn, key)
+        for campaign_id, n in dropped.items():
+            self._count(txn, campaign_id, dropped=n)
+        return [bytes(key) for key, _ in found], removed
 
     def contacts_of(self, user_id: str) -> list[dict]:
         """The user's recent contacts as the frequency caps count them, oldest first."""

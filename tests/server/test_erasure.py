@@ -454,3 +454,42 @@ async def test_a_retried_delete_profile_says_the_user_was_erased_by_the_first_ca
     assert (again.records_deleted, again.erased_at) == (0, first.erased_at)
     never = await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="nobody-at-all"))
     assert never.records_deleted == 0 and never.erased_at >= again.erased_at  # a tombstone still
+
+
+def test_an_erasure_deletes_a_heavy_users_decisions_before_its_last_transaction(tmp_path):
+    """The erasure's last transaction (tombstone, shred, every eraser) deleted every campaign
+    decision of the user, with its index and due entries: 100,000 decisions of a shared id
+    held the store's one write lock 2-4 s. They go first, `ERASE_CHUNK` per transaction; the
+    last transaction erases only those logged since. Nothing of the user is left, and the
+    pending count drops by theirs."""
+    from server.campaigns.decision_ids import decision_ids
+    from server.campaigns.records import DecisionRecord
+    from server.campaigns.repository import CampaignRepository
+    from server.profiles.repository import ProfileRepository
+    from server.profiles.schema import ProfileSchema
+    from server.store import Store
+    store = Store(tmp_path / "store", sync=False)
+    repo = CampaignRepository(store)
+    now = time.time() - 3600
+    ids = decision_ids(28, now)
+
+    def decision(i: int, user: str) -> DecisionRecord:
+        return DecisionRecord(ids[i], "c", user, now + i, 1, 0.5, None, [], 0, "b", "pending",
+                              now + 86400, False, "web", 0.0, "", (), 1.0, 1.0, False)
+    repo.log_decisions([decision(i, "anonymous") for i in range(25)] +
+                       [decision(i, "kept") for i in range(25, 28)])
+    seen_last = []
+
+    class LastTransaction:  # an eraser: the user's decisions the last transaction still finds
+        def erase_user(self, txn, user_id):
+            seen_last.append(len(store.table("decisions").scan_prefix(txn, keys.user_prefix(user_id))))
+            return 0
+    repo.ERASE_CHUNK = 10
+    profiles = ProfileRepository(store, ProfileSchema().layout())
+    assert profiles.delete_user("anonymous", [LastTransaction(), repo]) == 25 * 3
+    assert seen_last == [0]
+    assert [repo.log.owner(i) for i in ids] == [None] * 25 + [("kept", "c")] * 3
+    with store.read() as txn:
+        assert json.loads(store.table("bandit").get(txn, keys.count_key("c")))["pending"] == 3
+        assert sum(1 for k in store.table("decisions").keys(txn) if k.startswith(keys.SEP)) == 6
+    store.close()
