@@ -504,7 +504,7 @@ class Profiles:
             sections.update(await asyncio.to_thread(exporter.export_user, user_id))
         if view is None and not any(sections.values()):
             raise NotFound("profile", user_id, personal=True)
-        erased = self.tombstones.erased_at([user_id])[0] if self.tombstones else None
+        erased = self.tombstones.erasure_times([user_id])[0] if self.tombstones else None
         return AccessExport(user_id, view, sections, held, erased, events_offset, after)
 
     async def _export_page(self, user_id: str, offset: int) -> AccessExport:
@@ -513,7 +513,7 @@ class Profiles:
         for exporter in self._exporters:
             if (page := getattr(exporter, "export_page", None)) is not None:
                 sections.update(await asyncio.to_thread(page, user_id, offset))
-        erased = self.tombstones.erased_at([user_id])[0] if self.tombstones else None
+        erased = self.tombstones.erasure_times([user_id])[0] if self.tombstones else None
         return AccessExport(user_id, None, sections, 0, erased)
 
     def _names_of(self, codes: list[int]) -> dict[int, str]:

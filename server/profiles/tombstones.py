@@ -72,6 +72,9 @@ class _Read(NamedTuple):
     events up to it are late (`before_erasure`)."""
     latest: float
     """The latest of `late_until` (no event after it can be from before an erasure)."""
+    erased: dict[tuple[str, str], float]
+    """{(kid, digest): the user's erasure time}: when their data was erased (a repeat that
+    found nothing left moves `by_digest`, the cut-off, not this: `erase_user`)."""
 
 
 def _late_until(record: dict) -> float:
@@ -96,7 +99,7 @@ class Tombstones:
         self.store, self.ring, self.clock = store, ring, clock
         self.future_tolerance_s = future_tolerance_s
         self._meta = store.table("meta")
-        self._read = _Read(-1, {}, [], {}, 0.0)
+        self._read = _Read(-1, {}, [], {}, 0.0, {})
         """The latest list read, replaced whole: threads reading snapshots of different ages
         (the ingestion's write transaction, a Recommend batch's older read) each use the list
         they read with its own keys and latest time, and an older read never replaces a newer
@@ -205,7 +208,8 @@ class Tombstones:
         by_digest = {k: t["at"] for k, t in found}
         late_until = {k: _late_until(t) for k, t in found}
         read = _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys), late_until,
-                     max(late_until.values(), default=0.0))
+                     max(late_until.values(), default=0.0),
+                     {k: t.get("erased", t["at"]) for k, t in found})
         with self._lock:
             last = self._read
             if count > last.count:  # the count only grows: a lower one is an older snapshot
@@ -294,9 +298,18 @@ class Tombstones:
         return read.latest, [kid for kid, _ in read.keys]
 
     def listing(self) -> list[Tombstone]:
-        """Every tombstone, oldest erasure first (what `training export` receives)."""
-        return sorted((Tombstone(kid, d, at) for (kid, d), at in self.current().items()),
+        """Every tombstone with its user's erasure time (a repeat's that found nothing left
+        does not move it: what DeleteProfile answered), oldest erasure first (ExportTombstones,
+        what `training export` receives)."""
+        return sorted((Tombstone(kid, d, at) for (kid, d), at in self._current().erased.items()),
                       key=lambda t: (t.at, t.digest))
+
+    def erasure_times(self, user_ids: Sequence[str]) -> list[float | None]:
+        """Each user's erasure time as `listing` and DeleteProfile give it (ExportProfile's
+        `erased_at`), None if never erased. `erased_at` gives the cut-off the late-event check
+        and serving use, which a repeat moves to its own time."""
+        read = self._current()
+        return erased_at(user_ids, read.erased, read.keys, _cached_digest)
 
     def erased_at(self, user_ids: Sequence[str], tombs=None, txn=None) -> list[float | None]:
         """Each user's erasure time, None if never erased (the serving path: a user's HMAC is

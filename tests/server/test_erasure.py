@@ -426,6 +426,25 @@ async def test_after_erasing_a_user_with_an_event_stamped_ahead_their_new_events
     assert "erased after this event's time" in old.rejected[0].reason
 
 
+async def test_a_repeated_delete_profile_leaves_one_erasure_time_everywhere(profiles,
+                                                                            tailor_server):
+    """A repeat of DeleteProfile that finds nothing left answers the first erasure's time, but
+    ExportTombstones and the user's ExportProfile then showed the repeat's: two values of
+    "the user's erasure (their tombstone)". All three now give the first's."""
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="twice-1", user_id="tess", type="view", item_id="i1", timestamp=time.time() - 60)]))
+    first = (await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="tess"))).erased_at
+    await asyncio.sleep(0.3)
+    repeat_at = time.time()
+    assert (await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="tess"))).erased_at == first
+    listed = [t.erased_at async for t in profiles.ExportTombstones(pb.ExportTombstonesRequest())]
+    assert first in listed and not [at for at in listed if at >= repeat_at]
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(  # tess comes back
+        event_id="twice-2", user_id="tess", type="view", item_id="i1", timestamp=time.time())]))
+    # ExportProfile's document (its `erased_at`; the RPC needs the pii-reader role)
+    assert (await tailor_server.profiles.export_user("tess")).erased_at == first
+
+
 def test_the_late_event_window_never_reaches_past_the_future_tolerance(tmp_path):
     """The window of replays refused after an erasure ends at the latest erased event's time,
     never more than `event_future_tolerance_s` past the erasure (a tolerance lowered since)."""
