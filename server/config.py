@@ -77,11 +77,12 @@ class Limits(BaseModel):
     """Most distinct items one user's live seen-set holds (20 bytes each, rewritten with every
     batch of the user's events); past it the items with the oldest latest event are dropped,
     those excluded for good (`seen_exclusion_days` inf: purchases, ratings) last."""
-    join_impressions: int = Field(10_000, ge=100)
+    join_impressions: int = Field(10_000, ge=100, le=200_000)
     """Most of a user's impressions the click join reads for one TrackEvents batch (one walk
     per user serves all of that user's events), newest first, inside the store's write lock: a
     shared id such as "anonymous" holds an answer every few seconds for the whole retention. A
-    click whose answer the walk does not reach joins nothing (docs/impressions.md)."""
+    click whose answer the walk does not reach joins nothing (docs/impressions.md). At most
+    200,000 (about 1.5 s of write lock a user on this machine's 2 cores)."""
     profile_export_impression_bytes: int = Field(16 << 20, ge=1 << 10, le=24 << 20)
     """Most bytes of JSON the impressions of one ExportProfile page make in its document
     (newest first; a page holds at least one): a shared id such as "anonymous" holds an answer

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from contract.items import item_code
 from server.config import Limits
@@ -72,8 +73,11 @@ def test_without_request_id_the_latest_impression_before_the_click_still_joins(l
     assert _clicked(log, "u") == ["r8"]
 
 
-def test_the_bound_is_a_limit():
+def test_the_bound_is_a_limit_and_has_one():
     assert Limits().join_impressions == 10_000
+    for refused in (99, 200_001):
+        with pytest.raises(ValidationError, match="join_impressions"):
+            Limits(join_impressions=refused)
 
 
 def test_an_erasure_deletes_a_heavy_users_impressions_before_its_last_transaction(log):
