@@ -336,6 +336,23 @@ b.restore(Path(sys.argv[1]), Path(sys.argv[2]), force=True)
 """
 
 
+def _restored_then_erased(tmp_path):
+    """(a backup of a store holding one record, a data dir it was restored into and that then
+    erased a user: a record the backup does not hold)."""
+    from server.store import Store
+    from server.store.keys import TOMBSTONE_PREFIX
+    store = Store(tmp_path / "data" / "store", sync=False)
+    store.put("meta", b"from-backup", b"yes")
+    store.close()
+    out, live = tmp_path / "b.tar", tmp_path / "live"
+    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
+    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
+    store = Store(live / "store", sync=False)
+    store.put("meta", TOMBSTONE_PREFIX + b"erased-after", b"1")  # an erasure after the backup
+    store.close()
+    return out, live
+
+
 @pytest.mark.parametrize("killed_at", [1, 2, 3, 4])
 def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_path, killed_at):
     """The swap renames `store` away, the copy in, then the same for `bundles`: killed between
@@ -349,15 +366,7 @@ def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_pat
     from server.store import Store
     from server.store.keys import TOMBSTONE_PREFIX
     from tests.conftest import ROOT
-    store = Store(tmp_path / "data" / "store", sync=False)
-    store.put("meta", b"from-backup", b"yes")
-    store.close()
-    out, live = tmp_path / "b.tar", tmp_path / "live"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
-    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
-    store = Store(live / "store", sync=False)
-    store.put("meta", TOMBSTONE_PREFIX + b"erased-after", b"1")  # an erasure after the backup
-    store.close()
+    out, live = _restored_then_erased(tmp_path)
     killed = subprocess.run([sys.executable, "-c", _RESTORE_KILLED_AT, str(out), str(live),
                              str(killed_at)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert killed.returncode == 9, killed.stderr
@@ -525,15 +534,7 @@ def test_a_restore_interrupted_while_it_swaps_leaves_the_data_dir_refused(tmp_pa
     from server.store import Store
     from server.store.keys import TOMBSTONE_PREFIX
     from tests.conftest import ROOT
-    store = Store(tmp_path / "data" / "store", sync=False)
-    store.put("meta", b"from-backup", b"yes")
-    store.close()
-    out, live = tmp_path / "b.tar", tmp_path / "live"
-    run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out))
-    run_module("server", "restore", "--from", str(out), "--data-dir", str(live))
-    store = Store(live / "store", sync=False)
-    store.put("meta", TOMBSTONE_PREFIX + b"erased-after", b"1")  # an erasure after the backup
-    store.close()
+    out, live = _restored_then_erased(tmp_path)
     cut = subprocess.run([sys.executable, "-c", _RESTORE_INTERRUPTED_AT, str(out), str(live),
                           str(interrupted_after)], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)

@@ -250,15 +250,12 @@ async def test_bad_batches_fail_after_the_ones_before_them(stub):
     assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("user_ids[1].user_id")
 
 
-async def test_a_later_message_with_another_context_is_refused_not_ignored(stub):
-    """Context is read from the first message: a later message carrying another (a client
-    sending each batch's own context) was planned with the first's, silently; it is refused,
-    after the batches before it. Repeating the first message's context is fine."""
-    await create(stub, context_features=["request.x"], policy="linucb")
-    ctx = {"x": 1.0}
+async def _refused_at_another_context(stub, ctx: dict, other: dict) -> None:
+    """Users a and b planned with `ctx` (b's message repeating it), then c's message, carrying
+    `other`, refused INVALID_ARGUMENT after the two answers."""
     msgs = [pb.PlanCampaignRequest(campaign_id="c1", user_ids=["a"], context=ctx),
             pb.PlanCampaignRequest(user_ids=["b"], context=ctx),
-            pb.PlanCampaignRequest(user_ids=["c"], context={"x": 2.0})]
+            pb.PlanCampaignRequest(user_ids=["c"], context=other)]
     got = []
     with pytest.raises(grpc.aio.AioRpcError) as err:
         async for answer in stub.PlanCampaign(iter(msgs)):
@@ -266,6 +263,14 @@ async def test_a_later_message_with_another_context_is_refused_not_ignored(stub)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith("context")
     assert [[d.user_id for d in a.decisions] for a in got] == [["a"], ["b"]]
+
+
+async def test_a_later_message_with_another_context_is_refused_not_ignored(stub):
+    """Context is read from the first message: a later message carrying another (a client
+    sending each batch's own context) was planned with the first's, silently; it is refused,
+    after the batches before it. Repeating the first message's context is fine."""
+    await create(stub, context_features=["request.x"], policy="linucb")
+    await _refused_at_another_context(stub, {"x": 1.0}, {"x": 2.0})
     assert {r.user_id: list(r.context) for r in (await logged(stub)).values()} == \
         {"a": [1.0], "b": [1.0]}
 
@@ -277,17 +282,7 @@ async def test_a_later_message_repeating_a_context_that_holds_a_nan_is_planned(s
     Contexts are compared value by value, NaN matching NaN; another value is still refused."""
     await create(stub)  # reads no request.* feature
     ctx = {"segment": float("nan"), "x": 1.0}
-    other = {"segment": float("nan"), "x": 2.0}
-    msgs = [pb.PlanCampaignRequest(campaign_id="c1", user_ids=["a"], context=ctx),
-            pb.PlanCampaignRequest(user_ids=["b"], context=ctx),
-            pb.PlanCampaignRequest(user_ids=["c"], context=other)]
-    got = []
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        async for answer in stub.PlanCampaign(iter(msgs)):
-            got.append(answer)
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details().startswith("context")
-    assert [[d.user_id for d in a.decisions] for a in got] == [["a"], ["b"]]
+    await _refused_at_another_context(stub, ctx, {"segment": float("nan"), "x": 2.0})
     chosen = await choose(stub, "d", **ctx)  # ChooseVariant takes that context too
     assert chosen.variant_id
 
