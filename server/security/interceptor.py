@@ -129,7 +129,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             pair = self._handlers[method] = self._wrap(method, handler)
         at_once, later = pair
         if at_once is not later:
-            known = self.authenticator.known(handler_call_details.invocation_metadata)
+            try:
+                known = self.authenticator.known(handler_call_details.invocation_metadata)
+            except Exception:  # metadata it cannot read: `authenticate` says why, unread
+                known = None
             if known is None:
                 return later
             _known.set(known)  # this call's task runs its handler next
