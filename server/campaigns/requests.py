@@ -210,7 +210,9 @@ class RequestIds:
                 first = self._d.first_key(txn, prefix)
             done = first is None or not first.startswith(prefix)
             while not done:
-                if stop is not None and stop.wait(LEGACY_PAUSE):
+                time.sleep(LEGACY_PAUSE)  # relative: a timed Event.wait sets an absolute
+                # deadline, which a clock set ahead (`make test-at`'s faketime) put months away
+                if stop is not None and stop.is_set():
                     return moved  # the writer stops: the next start goes on
                 n, done = store.write(lambda txn, p=prefix: self._convert_some(txn, p, time.time()))
                 moved += n
