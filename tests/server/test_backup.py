@@ -353,6 +353,21 @@ def _restored_then_erased(tmp_path):
     return out, live
 
 
+def _restore_again_keeps_the_erasure(out, live) -> None:
+    """The restore of `out` into `live` (`_restored_then_erased`), run again with --force,
+    finishes: the backup's record in place, and the erasure made after it carried over."""
+    from server.store import Store
+    from server.store.keys import TOMBSTONE_PREFIX
+    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
+                                  "--force").stdout)
+    assert reply["erasures_after_backup"] == 1
+    assert sorted(p.name for p in live.iterdir()) == ["bundles", "store", "tailor.lock"]
+    store = Store(live / "store", sync=False)
+    assert store.get("meta", b"from-backup") == b"yes"
+    assert store.get("meta", TOMBSTONE_PREFIX + b"erased-after") == b"1"
+    store.close()
+
+
 @pytest.mark.parametrize("killed_at", [1, 2, 3, 4])
 def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_path, killed_at):
     """The swap renames `store` away, the copy in, then the same for `bundles`: killed between
@@ -363,8 +378,6 @@ def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_pat
     import subprocess
     import sys
 
-    from server.store import Store
-    from server.store.keys import TOMBSTONE_PREFIX
     from tests.conftest import ROOT
     out, live = _restored_then_erased(tmp_path)
     killed = subprocess.run([sys.executable, "-c", _RESTORE_KILLED_AT, str(out), str(live),
@@ -376,14 +389,7 @@ def test_a_restore_killed_while_it_swaps_is_finished_by_running_it_again(tmp_pat
                              env=env)
         assert refused.returncode in (1, 2) and "Traceback" not in refused.stderr, refused.stderr
         assert f"a restore into {live} did not finish" in refused.stderr, refused.stderr
-    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
-                                  "--force").stdout)
-    assert reply["erasures_after_backup"] == 1
-    assert sorted(p.name for p in live.iterdir()) == ["bundles", "store", "tailor.lock"]
-    store = Store(live / "store", sync=False)
-    assert store.get("meta", b"from-backup") == b"yes"
-    assert store.get("meta", TOMBSTONE_PREFIX + b"erased-after") == b"1"
-    store.close()
+    _restore_again_keeps_the_erasure(out, live)
 
 
 _BACKUP_KILLED = """
@@ -531,8 +537,6 @@ def test_a_restore_interrupted_while_it_swaps_leaves_the_data_dir_refused(tmp_pa
     import subprocess
     import sys
 
-    from server.store import Store
-    from server.store.keys import TOMBSTONE_PREFIX
     from tests.conftest import ROOT
     out, live = _restored_then_erased(tmp_path)
     cut = subprocess.run([sys.executable, "-c", _RESTORE_INTERRUPTED_AT, str(out), str(live),
@@ -545,14 +549,7 @@ def test_a_restore_interrupted_while_it_swaps_leaves_the_data_dir_refused(tmp_pa
                              env=env)
         assert refused.returncode == 1, refused.stderr
         assert f"a restore into {live} did not finish" in refused.stderr, refused.stderr
-    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(live),
-                                  "--force").stdout)
-    assert reply["erasures_after_backup"] == 1
-    assert sorted(p.name for p in live.iterdir()) == ["bundles", "store", "tailor.lock"]
-    store = Store(live / "store", sync=False)
-    assert store.get("meta", b"from-backup") == b"yes"
-    assert store.get("meta", TOMBSTONE_PREFIX + b"erased-after") == b"1"
-    store.close()
+    _restore_again_keeps_the_erasure(out, live)
 
 
 @pytest.mark.parametrize("stamp", [b"layout-dead_letter", b"key-version"])

@@ -340,11 +340,10 @@ def slow_follow(settings):
     settings.bundle_poll_seconds = 60.0  # this worker has not followed the pointer yet
 
 
-async def test_a_canary_is_refused_when_another_worker_moved_the_pointer(
-        slow_follow, manual, client, tailor_server, copy_bundle, second_bundle, demo_manifest):
-    """Another worker's push (or rollback) moved the active pointer, which this worker has not
-    followed yet, when a canary push reaches it: refused, not recorded against the version
-    left (no worker would serve that canary, and its record would refuse every later one)."""
+async def _moved_by_another_worker(client, tailor_server, copy_bundle, second_bundle):
+    """(a copy of `second_bundle` as another version, staged; the server's registry), the
+    active pointer moved to that version as another worker's push would, which this worker
+    has not followed yet."""
     from server.store.keys import BUNDLE_ACTIVE
     other = copy_bundle(second_bundle)
     manifest = json.loads((other / "manifest.json").read_text())
@@ -353,6 +352,16 @@ async def test_a_canary_is_refused_when_another_worker_moved_the_pointer(
     await asyncio.to_thread(client.push_bundle, other, stage_only=True)
     registry = tailor_server.registry
     registry.store.put("meta", BUNDLE_ACTIVE, manifest["version"].encode())  # the other worker's
+    return other, registry
+
+
+async def test_a_canary_is_refused_when_another_worker_moved_the_pointer(
+        slow_follow, manual, client, tailor_server, copy_bundle, second_bundle, demo_manifest):
+    """Another worker's push (or rollback) moved the active pointer, which this worker has not
+    followed yet, when a canary push reaches it: refused, not recorded against the version
+    left (no worker would serve that canary, and its record would refuse every later one)."""
+    other, registry = await _moved_by_another_worker(client, tailor_server, copy_bundle,
+                                                      second_bundle)
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.push_bundle, second_bundle, canary_percent=30, timeout=20)
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "moved" in str(err.value)
@@ -574,14 +583,8 @@ async def test_a_push_refused_after_its_bundle_was_stored_leaves_no_version_list
     meanwhile), answered FAILED_PRECONDITION but left its version stored and listed: `status`
     offered it as a rollback target and pruning counted it. What a push stored goes with its
     failure; a version stored before the push (staged) stays."""
-    from server.store.keys import BUNDLE_ACTIVE
-    other = copy_bundle(second_bundle)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["version"] = manifest["version"] + "-other"
-    (other / "manifest.json").write_text(json.dumps(manifest))
-    await asyncio.to_thread(client.push_bundle, other, stage_only=True)
-    registry = tailor_server.registry
-    registry.store.put("meta", BUNDLE_ACTIVE, manifest["version"].encode())  # another worker's
+    other, registry = await _moved_by_another_worker(client, tailor_server, copy_bundle,
+                                                      second_bundle)
     for bundle in (second_bundle, other):
         with pytest.raises(TailorError) as err:
             await asyncio.to_thread(client.push_bundle, bundle, canary_percent=30, timeout=20)
@@ -589,5 +592,5 @@ async def test_a_push_refused_after_its_bundle_was_stored_leaves_no_version_list
     status = await asyncio.to_thread(client.model_status)
     assert _version(second_bundle) not in status.available_versions
     assert not (registry.bundles_dir / _version(second_bundle)).exists()
-    assert manifest["version"] in status.available_versions  # stored before: kept
+    assert _version(other) in status.available_versions  # stored before: kept
     assert status.active.version == demo_manifest["version"]
