@@ -20,8 +20,11 @@ What a tombstone decides (docs/privacy.md):
 - training: `training export` receives the list (kid, hash, time) and training drops the events
   of those users from before their erasure (`training.tombstones`).
 
-Workers share the list through the store: `tombstone-count` changes with every new tombstone, so
-each worker rereads the list when, and only when, one read shows a new count. Every
+Workers share the list through the store: `tombstone-count` changes with every new tombstone, and
+the n-th tombstone written logs its key under `tombstone-seq␟n` (`keys.tombstone_seq_key`), so a
+worker that reads a new count reads the tombstones written since it last looked, one log entry
+and one record each (the whole list only on its first read, or when the log lacks some: a store
+written before it, tombstones a restore carried in). Every
 `bundle_poll_seconds` the server reads the count and tells the `watch`ers which users the
 tombstones read since name (`tell_watchers`), so caches that hold users by id (the Recommend
 user cache) forget a user erased in another worker within that time, serving or not.
@@ -34,7 +37,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from contract.erasure import digest, erased_at, keys_in_use
 
@@ -58,23 +60,30 @@ class Tombstone:
     """Erasure time, unix seconds."""
 
 
-class _Read(NamedTuple):
-    """One read of the tombstones."""
+class _Read:
+    """What this process knows of the tombstones, as of `count`: one object, grown in place
+    (under `Tombstones._lock`) by the tombstones logged since it was read (`_logged`), or
+    replaced whole by a read of the list. Lock-free readers only look values up in its dicts
+    (`count` moves last); whoever iterates them copies them under the lock (`listing`)."""
 
-    count: int
-    """`tombstone-count` as read (-1: never read)."""
-    by_digest: dict[tuple[str, str], float]
-    """{(kid, digest): erasure time}."""
-    keys: list[tuple[str, bytes]]
-    """The ring's keys some tombstone names (one HMAC per key per lookup)."""
-    late_until: dict[tuple[str, str], float]
-    """{(kid, digest): the later of the erasure time and the latest event it erased}: the
-    events up to it are late (`before_erasure`)."""
-    latest: float
-    """The latest of `late_until` (no event after it can be from before an erasure)."""
-    erased: dict[tuple[str, str], float]
-    """{(kid, digest): the user's erasure time}: when their data was erased (a repeat that
-    found nothing left moves `by_digest`, the cut-off, not this: `erase_user`)."""
+    __slots__ = ("count", "by_digest", "keys", "latest", "erased", "kids")
+
+    def __init__(self, count: int, by_digest: dict[tuple[str, str], float],
+                 keys: list[tuple[str, bytes]], latest: float,
+                 erased: dict[tuple[str, str], float]):
+        self.count = count
+        """`tombstone-count` as read (-1: never read)."""
+        self.by_digest = by_digest
+        """{(kid, digest): erasure time}."""
+        self.keys = keys
+        """The ring's keys some tombstone names (one HMAC per key per lookup)."""
+        self.latest = latest
+        """The latest time up to which an erased user's events are late (`_late_until`): no
+        event after it can be from before an erasure."""
+        self.erased = erased
+        """{(kid, digest): the user's erasure time}: when their data was erased (a repeat that
+        found nothing left moves `by_digest`, the cut-off, not this: `erase_user`)."""
+        self.kids = {kid for kid, _ in keys}
 
 
 def _late_until(record: dict) -> float:
@@ -99,7 +108,7 @@ class Tombstones:
         self.store, self.ring, self.clock = store, ring, clock
         self.future_tolerance_s = future_tolerance_s
         self._meta = store.table("meta")
-        self._read = _Read(-1, {}, [], {}, 0.0, {})
+        self._read = _Read(-1, {}, [], 0.0, {})
         """The latest list read, replaced whole: threads reading snapshots of different ages
         (the ingestion's write transaction, a Recommend batch's older read) each use the list
         they read with its own keys and latest time, and an older read never replaces a newer
@@ -167,6 +176,7 @@ class Tombstones:
         self._meta.put(txn, key, json.dumps(record).encode())
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         self._meta.put(txn, keys.TOMBSTONE_COUNT, str(count + 1).encode())
+        self._meta.put(txn, keys.tombstone_seq_key(count + 1), key[len(keys.TOMBSTONE_PREFIX):])
         self._note_latest(txn, count, kid, _late_until(record))
         return record.get("erased", now)
 
@@ -182,7 +192,7 @@ class Tombstones:
         elif count == 0:
             latest, kids = until, [kid]
         else:
-            read = self._current(txn)  # holds the new tombstone: the count moved
+            read = self._scan(txn, count + 1)  # (not cached: this transaction may fail)
             latest, kids = read.latest, sorted(kid for kid, _ in read.keys)
         self._meta.put(txn, keys.TOMBSTONE_LATEST, json.dumps(
             {"count": count + 1, "until": latest, "kids": kids}).encode())
@@ -194,28 +204,83 @@ class Tombstones:
         return self._current(txn).by_digest
 
     def _current(self, txn=None) -> _Read:
-        """`current` with the ring's keys its tombstones name and their latest erasure time,
-        all three from one read."""
+        """`current` with the ring's keys its tombstones name and their latest time, as of
+        one count: the tombstones logged since this process last looked are read (one log
+        entry and one record each), the list only on the first read or when the log does not
+        hold every tombstone added (a store written before it, a restore's carried ones)."""
         if txn is None:
             with self.store.read() as txn:
                 return self._current(txn)
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         last = self._read
-        if count == last.count:
+        if count <= last.count:  # (lower: an older snapshot; what is known is a superset)
             return last
+        added = self._logged(txn, last.count, count) if last.count >= 0 else None
+        if added is None:
+            return self._reread(txn, count)
+        with self._lock:
+            read = self._read
+            if read.count < count:
+                self._grow(read, [a for a in added if a[0] > read.count], count)
+            return read
+
+    def _logged(self, txn, since: int, count: int
+                ) -> list[tuple[int, tuple[str, str], dict]] | None:
+        """(n, (kid, digest), record) of the tombstones written `since` + 1 .. `count`, in
+        order, from the log (`keys.tombstone_seq_key`); None when it lacks one of them."""
+        logged = []
+        for key, value in self._meta.items(txn, keys.tombstone_seq_key(since + 1)):
+            if not key.startswith(keys.TOMBSTONE_SEQ_PREFIX) or \
+                    (n := keys.tombstone_seq(key)) > count:
+                break
+            logged.append((n, value))
+        if [n for n, _ in logged] != list(range(since + 1, count + 1)):
+            return None
+        records: dict[bytes, dict | None] = {}  # (one read of a tombstone written twice)
+        out = []
+        for n, suffix in logged:
+            key = keys.TOMBSTONE_PREFIX + suffix
+            if key not in records:
+                raw = self._meta.get(txn, key)
+                records[key] = json.loads(raw) if raw is not None else None
+            if records[key] is None:
+                return None
+            out.append((n, keys.tombstone_parts(key), records[key]))
+        return out
+
+    def _grow(self, read: _Read, added: list[tuple[int, tuple[str, str], dict]],
+              count: int) -> None:
+        """Add the tombstones `added` (`_logged`) to `read`, as of `count` (under the lock)."""
+        for _, k, record in added:
+            at = record["at"]
+            if self._watchers and read.by_digest.get(k) != at:
+                self._untold[k] = at
+            read.by_digest[k] = at
+            read.erased[k] = record.get("erased", at)
+            read.latest = max(read.latest, _late_until(record))
+            if k[0] not in read.kids:
+                read.kids = read.kids | {k[0]}
+                read.keys = [(kid, key) for kid, key in self.ring.keys if kid in read.kids]
+        read.count = count
+
+    def _scan(self, txn, count: int) -> _Read:
+        """The whole list as `txn` sees it (`count` tombstones written)."""
         found = [(keys.tombstone_parts(k), json.loads(v))
                  for k, v in self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)]
         by_digest = {k: t["at"] for k, t in found}
-        late_until = {k: _late_until(t) for k, t in found}
-        read = _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys), late_until,
-                     max(late_until.values(), default=0.0),
+        return _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys),
+                     max((_late_until(t) for _, t in found), default=0.0),
                      {k: t.get("erased", t["at"]) for k, t in found})
+
+    def _reread(self, txn, count: int) -> _Read:
+        """`_scan`, kept unless a newer read was kept meanwhile."""
+        read = self._scan(txn, count)
         with self._lock:
             last = self._read
             if count > last.count:  # the count only grows: a lower one is an older snapshot
                 if self._watchers:
                     before = last.by_digest
-                    self._untold.update((k, at) for k, at in by_digest.items()
+                    self._untold.update((k, at) for k, at in read.by_digest.items()
                                         if before.get(k) != at)
                 self._read = read
         return read
@@ -301,15 +366,19 @@ class Tombstones:
         """Every tombstone with its user's erasure time (a repeat's that found nothing left
         does not move it: what DeleteProfile answered), oldest erasure first (ExportTombstones,
         what `training export` receives)."""
-        return sorted((Tombstone(kid, d, at) for (kid, d), at in self._current().erased.items()),
+        read = self._current()
+        with self._lock:  # (grown in place under it)
+            erased = list(read.erased.items())
+        return sorted((Tombstone(kid, d, at) for (kid, d), at in erased),
                       key=lambda t: (t.at, t.digest))
 
     def erasure_times(self, user_ids: Sequence[str]) -> list[float | None]:
         """Each user's erasure time as `listing` and DeleteProfile give it (ExportProfile's
-        `erased_at`), None if never erased. `erased_at` gives the cut-off the late-event check
-        and serving use, which a repeat moves to its own time."""
-        read = self._current()
-        return erased_at(user_ids, read.erased, read.keys, _cached_digest)
+        `erased_at`), None if never erased (read by key, as `find`). `erased_at` gives the
+        cut-off the late-event check and serving use, which a repeat moves to its own time."""
+        with self.store.read() as txn:
+            return [None if r is None else r.get("erased", r["at"])
+                    for r in self._records(txn, user_ids)]
 
     def erased_at(self, user_ids: Sequence[str], tombs=None, txn=None) -> list[float | None]:
         """Each user's erasure time, None if never erased (the serving path: a user's HMAC is

@@ -23,6 +23,7 @@ prefix ever matches them.
     meta       tombstone␟<kid>␟<hmac hex>       erasure time (JSON)  tombstone_key
     meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT
     meta       tombstone-latest                 latest erasure (JSON) TOMBSTONE_LATEST
+    meta       tombstone-seq␟<12-digit n>       n-th tombstone's key tombstone_seq_key
     meta       sms␟<phone digest>               -> user id           phone_key
     meta       sms-user␟<user>                  -> phone digest      phone_user_key
     meta       email␟<address digest>␟<user>     -> user id           address_entry_key
@@ -82,7 +83,7 @@ __all__ = [
     "worker_key", "worker_pid", "WORKER_PREFIX", "layout_key", "LAYOUT_PREFIX",
     "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
-    "TOMBSTONE_LATEST",
+    "TOMBSTONE_LATEST", "tombstone_seq_key", "tombstone_seq", "TOMBSTONE_SEQ_PREFIX",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
@@ -190,6 +191,7 @@ LAYOUT_PREFIX = b"layout" + SEP
 TOMBSTONE_PREFIX = b"tombstone" + SEP
 TOMBSTONE_COUNT = b"tombstone-count"
 TOMBSTONE_LATEST = b"tombstone-latest"
+TOMBSTONE_SEQ_PREFIX = b"tombstone-seq" + SEP
 
 
 def category_key(name: str) -> bytes:
@@ -215,6 +217,17 @@ def layout_key(kind: str) -> bytes:
 def tombstone_key(kid: str, digest: str) -> bytes:
     """An erased user's tombstone: the key id and hex HMAC of the user id (never the id)."""
     return TOMBSTONE_PREFIX + join_key(kid, digest)
+
+
+def tombstone_seq_key(n: int) -> bytes:
+    """Where the key of the `n`-th tombstone written is logged (`n`: `TOMBSTONE_COUNT` once it
+    is written), so a worker reads the tombstones written since it last looked, in order."""
+    return TOMBSTONE_SEQ_PREFIX + b"%012d" % n
+
+
+def tombstone_seq(key: bytes) -> int:
+    """The `n` of a `tombstone_seq_key`."""
+    return int(key[len(TOMBSTONE_SEQ_PREFIX):])
 
 
 def tombstone_parts(key: bytes) -> tuple[str, str]:

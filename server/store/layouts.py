@@ -173,6 +173,10 @@ KINDS: tuple[RecordKind, ...] = (
                "JSON {count, until, kids}: as of `count` tombstones, the latest time up to "
                "which an erased user's events are late and the key ids the tombstones name "
                "(profiles.tombstones: write transactions look up their users, not the list)"),
+    RecordKind("tombstone_seq", "meta", 1, lambda k: k.startswith(K.TOMBSTONE_SEQ_PREFIX),
+               "`kid␟hmac hex`, the key (after `tombstone␟`) of the tombstone written n-th "
+               "(the key's 12 digits): workers read the tombstones written since they last "
+               "looked, not the list (profiles.tombstones)"),
     RecordKind("phone_index", "meta", 1, lambda k: k.startswith(K.PHONE_PREFIX),
                "user id of a hashed phone number (server.messages.phones), sealed under the "
                "user's data key with encryption on (Store.seal_for_user: token, sealed); the "
