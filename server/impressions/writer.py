@@ -11,11 +11,13 @@ of each (model version, 10 s of showing time) bucket (`keys.impression_bucket_ke
 canary guardrail counts the impressions whose click window has passed, with their clicks).
 Every answer shown counts; only the impressions of erased users are left unwritten.
 
-Erasure: the tombstones are read inside the write transaction. LMDB serialises writers across
-processes, so an erasure (its tombstone and the deletion of the user's impressions by prefix are
-one transaction, `ProfileRepository.delete_user`) either committed before this write, which then
-sees its tombstone and skips the user's impressions shown up to the erasure, or commits after
-it and deletes what this write put. Either way none shown before the erasure remains.
+Erasure: the tombstones are read inside the write transaction (the latest erasure's note and,
+for a group holding answers shown before it, its users' tombstones by key: never the list).
+LMDB serialises writers across processes, so an erasure (its tombstone and the deletion of the
+user's impressions by prefix are one transaction, `ProfileRepository.delete_user`) either
+committed before this write, which then sees its tombstone and skips the user's impressions
+shown up to the erasure, or commits after it and deletes what this write put. Either way none
+shown before the erasure remains.
 
 The keys come with each group (the server's keyring, loaded once by the server): the child reads
 no secret of its own and logs none. The server also calls `write` in its own thread when no
@@ -30,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from contract.erasure import digest, erased_at, keys_in_use
+from contract.erasure import digest
 
 from ..ids import RandomIds
 from ..store import Store, keys
@@ -70,8 +72,8 @@ class ImpressionWriter:
     def __init__(self, store: Store):
         self.store = store
         self._t, self._meta = store.table("impressions"), store.table("meta")
-        self._tomb_count, self._tombs = -1, {}
-        """The tombstones as of the `TOMBSTONE_COUNT` they were read at."""
+        self._tomb_count = -1
+        """The `TOMBSTONE_COUNT` last read (the digest cache is emptied when it moves)."""
 
     def write(self, groups: Sequence[Group]) -> list[int]:
         """Write `groups` in one transaction; how many impressions of each were written."""
@@ -79,9 +81,11 @@ class ImpressionWriter:
         counts, buckets = self._counted(groups), _bucketed(groups)
 
         def fn(txn):
-            tombs, items, written = self._tombstones(txn), [], []
+            until, kids = self._tombstones(txn)
+            items, written = [], []
             for g, (ks, vs, users, ts) in zip(groups, encoded):
-                erased = _erased(set(users), tombs, keys_in_use(tombs, g.erasure_keys))
+                erased = self._erased(txn, users, g.erasure_keys, kids) \
+                    if ts and min(ts) <= until else {}
                 kept = [kv for kv, u, t in zip(zip(ks, vs), users, ts)
                         if t > erased.get(u, -1.0)] if erased else list(zip(ks, vs))
                 items += kept
@@ -139,16 +143,39 @@ class ImpressionWriter:
                 add(s.version, s.channel, np.array([s.ts]), np.array([s.cold]))
         return counts
 
-    def _tombstones(self, txn) -> dict[tuple[str, str], float]:
-        """{(kid, digest): erasure time} as `txn` sees them (reread when one was added)."""
+    def _tombstones(self, txn) -> tuple[float, set[str] | None]:
+        """(The latest erasure time, the key ids of the tombstones) as `txn` sees them, from
+        the note every erasure keeps (`Tombstones._note_latest`): no impression shown after
+        that time is of an erased user. When the note is not of the current count (a store
+        written before it, a restore carried tombstones in): every time, every key id. The
+        digest cache is emptied when the count moves (new tombstones)."""
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         if count != self._tomb_count:
-            found = self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)
-            self._tombs = {keys.tombstone_parts(k): json.loads(v)["at"] for k, v in found}
             if self._tomb_count >= 0:
                 forget_erased()
             self._tomb_count = count
-        return self._tombs
+        if count == 0:
+            return float("-inf"), set()
+        raw = self._meta.get(txn, keys.TOMBSTONE_LATEST)
+        noted = json.loads(raw) if raw else None
+        if noted is None or noted["count"] != count:
+            return float("inf"), None
+        return noted["until"], set(noted["kids"])
+
+    def _erased(self, txn, users: Sequence[str], ring: Sequence[tuple[str, bytes]],
+                kids: set[str] | None) -> dict[str, float]:
+        """{user: erasure time} of the erased users among `users`, their tombstones read by
+        key (one HMAC per key id in use and one read a user: the list is never read in this
+        write transaction)."""
+        ring = [(kid, key) for kid, key in ring if kids is None or kid in kids]
+        out = {}
+        for uid in set(users):
+            for kid, key in ring:
+                raw = self._meta.get(txn, keys.tombstone_key(kid, _cached_digest(key, uid)))
+                if raw is not None:
+                    out[uid] = json.loads(raw)["at"]
+                    break
+        return out
 
 
 def _put_apart(table, txn, items: list[tuple[bytes, bytes]]) -> None:
@@ -170,13 +197,6 @@ def _free(key: bytes, taken: set[bytes]) -> bytes:
         key = keys.impression_key_later(key)
     taken.add(key)
     return key
-
-
-def _erased(users: set[str], tombs: dict, ring: list[tuple[str, bytes]]) -> dict[str, float]:
-    """{user: erasure time} of the erased users among `users` (`server.profiles.tombstones`)."""
-    ids = list(users)
-    return {u: at for u, at in zip(ids, erased_at(ids, tombs, ring, _cached_digest))
-            if at is not None}
 
 
 def bucket_of(version: str, ts: float) -> bytes:

@@ -76,3 +76,33 @@ def test_a_worker_rereads_the_list_when_the_tombstones_added_are_not_all_logged(
     assert reader.erased_at(["a", "b", "c"]) == [100.0, 50.0, 200.0]
     store.close()
 
+
+def test_the_impression_writer_looks_its_users_tombstones_up_not_the_list(tmp_path):
+    """The writer read every tombstone in its write transaction after each erasure (the lock
+    every writer of the store waits on); it reads the latest erasure's note and, when its
+    answers are from before it, its users' tombstones by key (under every key id in use)."""
+    import numpy as np
+
+    from server.impressions.group import Batch, Group
+    from server.impressions.writer import ImpressionWriter
+    store, erasure = Store(tmp_path / "s", sync=False), Keyring.generate("erasure")
+    ring, rotated = Keyring.generate("user-id"), erasure.rotated()
+    _erase(store, Tombstones(store, erasure, clock=lambda: 1000.0), *(f"u{i}" for i in range(300)))
+    writer = ImpressionWriter(store)
+    writer._meta = meta = _Counted(writer._meta)
+
+    def write(ts, users):
+        batch = Batch("v1", np.array(ts), [f"r{t}" for t in ts], users, ["web"] * len(ts),
+                      np.zeros((len(ts), 2), np.int64), np.ones((len(ts), 2), np.float32),
+                      np.zeros(len(ts), bool))
+        return writer.write([Group(ring.kid, ring.key, rotated.keys, [batch], [])])[0]
+    assert write([999.0, 1001.0, 999.5], ["u1", "u1", "x"]) == 2  # u1's before its erasure
+    assert meta.records <= 2  # u1's and x's tombstones (none)
+    _erase(store, Tombstones(store, rotated, clock=lambda: 2000.0), "x")  # the new key id
+    meta.records = 0
+    assert write([1999.0, 2001.0, 1500.0, 3000.0], ["x", "x", "u2", "y"]) == 3  # not x@1999
+    assert meta.records <= 3 * 2  # three users, two key ids in use
+    meta.records = 0
+    assert write([2500.0, 2600.0], ["u3", "x"]) == 2  # after every erasure: no lookup
+    assert meta.records == 0
+    store.close()
