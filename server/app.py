@@ -406,13 +406,15 @@ class TailorServer:
 
     async def sweep_retention(self, now: float | None = None) -> dict[str, int]:
         """One retention pass as of `now`: raw events (per type), closed decision records,
-        impressions, audit files; returns how many of each went."""
+        impressions, audit files, the tokens of erased events whose window has passed
+        (`Tombstones.sweep_late`); returns how many of each went."""
         cut = retention_cutoffs(self.settings, time.time() if now is None else now)
         dropped = {"events": await self.profiles.drop_expired_events(cut.events,
                                                                      cut.events_by_type),
                    "decisions": await self.campaigns.drop_expired_decisions(cut.decisions),
                    "impressions": await self.impressions.drop_expired(cut.impressions),
-                   "audit_files": 0}
+                   "audit_files": 0,
+                   "replay_tokens": await asyncio.to_thread(self.tombstones.sweep_late, now)}
         if cut.audit is not None:
             dropped["audit_files"] = await asyncio.to_thread(self.audit.drop_before, cut.audit)
         return dropped

@@ -16,7 +16,9 @@ What a tombstone decides (docs/privacy.md):
   Events timestamped at or before the user's erasure (a retried or late batch) are refused at
   ingestion (`before_erasure`): they would bring the erased profile back; so are replays of
   events the erasure deleted stamped after it (a client clock ahead), known by their dedupe
-  keys, up to the latest of them (at most `future_tolerance_s` past the erasure).
+  tokens (`tombstone-late␟<ms>␟<kid>␟<hmac>␟<event>` keys, dropped by `sweep_late` once the
+  window has passed by `future_tolerance_s`), up to the latest of them (at most
+  `future_tolerance_s` past the erasure).
 - training: `training export` receives the list (kid, hash, time) and training drops the events
   of those users from before their erasure (`training.tombstones`).
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -92,9 +95,11 @@ def _late_until(record: dict) -> float:
     return max(record["at"], record.get("events_until", 0.0))
 
 
-LATE_KEPT = 1000
+LATE_KEPT = 10_000
 """Most event tokens a tombstone keeps of the events it erased stamped after it (a client's
-clock ahead); past it, every event of the user up to the latest of them is refused."""
+clock ahead), each a `meta` key (`keys.tombstone_late_key`, ~1.2 MB for 10,000) written in the
+erasure's last transaction (10,000: 12-250 ms on a loaded 2-core machine; 100,000 took
+1.5-3 s of write lock); past it, every event of the user up to the latest of them is refused."""
 
 
 class Tombstones:
@@ -166,11 +171,16 @@ class Tombstones:
                     now + self.future_tolerance_s)
         if until > now:
             record["events_until"] = until
-            late = {token.decode() for ms, token in ahead if ms / 1000 > now}
+            late: set[bytes] | None = {token for ms, token in ahead if ms / 1000 > now}
             if old.get("events_until", 0.0) > now:  # (none kept: every event counts)
-                late |= set(old["late"]) if old.get("late") is not None else {""}
-            too_many = "" in late or len(late) > LATE_KEPT
-            record["late"] = None if too_many else sorted(late)
+                kept = self._late_tokens(txn, key, old)
+                late = None if kept is None else late | kept
+            if late is None or len(late) > LATE_KEPT:
+                record["late"] = None
+            else:  # kept until the window has passed by the tolerance (`sweep_late`)
+                record["late_ms"] = ms = math.ceil((until + self.future_tolerance_s) * 1000)
+                prefix = keys.tombstone_late_key(ms, *keys.tombstone_parts(key))
+                self._meta.put_many(txn, [(prefix + token, b"") for token in sorted(late)])
         if old and not found:
             record["erased"] = old.get("erased", old["at"])
         self._meta.put(txn, key, json.dumps(record).encode())
@@ -304,22 +314,70 @@ class Tombstones:
         if not late:
             return []
         users = list(dict.fromkeys(user_ids[i] for i in late))  # one lookup a user
-        found = dict(zip(users, self._records(txn, users, kids)))
-        for record in found.values():  # the tokens kept, looked up once per event
-            if record is not None and record.get("late") is not None:
-                record["late"] = set(record["late"])
+        found = dict(zip(users, self._found(txn, users, kids)))
+        for hit in found.values():  # tokens kept in the record (written before `late_ms`)
+            if hit is not None and isinstance(hit[1].get("late"), list):
+                hit[1]["late"] = {t.encode() for t in hit[1]["late"]}
         refused = []
         for i in late:
-            if (record := found[user_ids[i]]) is None:
+            if (hit := found[user_ids[i]]) is None:
                 continue
+            key, record = hit
             if ts[i] <= record["at"]:
                 refused.append(i)
-            elif ts[i] <= _late_until(record):
-                kept = record.get("late")  # None, or missing (written before): every event
-                if dedupe_keys is None or kept is None or \
-                        dedupe_keys[i][len(keys.DEDUPE_PREFIX):].decode() in kept:
-                    refused.append(i)
+            elif ts[i] <= _late_until(record) and (
+                    dedupe_keys is None or self._replayed(
+                        txn, key, record, dedupe_keys[i][len(keys.DEDUPE_PREFIX):])):
+                refused.append(i)
         return refused
+
+    def _replayed(self, txn, key: bytes, record: dict, token: bytes) -> bool:
+        """Whether the event `token` (stamped in the window after the erasure of `record`,
+        the tombstone under `key`) is one the erasure deleted: kept under `late_ms`, or in
+        `late` (written before it); neither (none kept: too many, or swept): every event."""
+        if "late_ms" in record:
+            return self._meta.get(txn, keys.tombstone_late_key(
+                record["late_ms"], *keys.tombstone_parts(key), token)) is not None
+        kept = record.get("late")
+        return kept is None or token in kept
+
+    def _late_tokens(self, txn, key: bytes, record: dict) -> set[bytes] | None:
+        """The tokens the tombstone `record` (under `key`) keeps; None: every event counts."""
+        if "late_ms" in record:
+            prefix = keys.tombstone_late_key(record["late_ms"], *keys.tombstone_parts(key))
+            return {k[len(prefix):] for k, _ in self._meta.scan_prefix(txn, prefix)}
+        kept = record.get("late")
+        return None if kept is None else {t.encode() for t in kept}
+
+    def sweep_late(self, now: float | None = None, chunk: int = 10_000) -> int:
+        """Drop the tokens of erased events whose window has passed by `future_tolerance_s`
+        (retention): the tombstone then refuses every event of its user up to the window's end
+        (`late` None), which new events from correct clocks are stamped after. `chunk` keys a
+        write transaction; how many went (as of `now`, else the clock)."""
+        horizon = math.floor((self.clock() if now is None else now) * 1000)
+
+        def fn(txn) -> int:
+            doomed = []
+            for k in self._meta.keys_from(txn, keys.TOMBSTONE_LATE_PREFIX):
+                if not k.startswith(keys.TOMBSTONE_LATE_PREFIX) or len(doomed) == chunk:
+                    break
+                if keys.tombstone_late_parts(k)[0] >= horizon:
+                    break
+                doomed.append(k)
+            for k in doomed:
+                self._meta.delete(txn, k)
+            for ms, kid, dig in {keys.tombstone_late_parts(k)[:3] for k in doomed}:
+                raw = self._meta.get(txn, tkey := keys.tombstone_key(kid, dig))
+                record = json.loads(raw) if raw is not None else {}
+                if record.get("late_ms") == ms:  # (moved on by a later erasure: not these)
+                    del record["late_ms"]
+                    record["late"] = None
+                    self._meta.put(txn, tkey, json.dumps(record).encode())
+            return len(doomed)
+        swept = 0
+        while n := self.store.write(fn, erasure=True):
+            swept += n
+        return swept
 
     def find(self, txn, user_ids: Sequence[str],
              kids: Sequence[str] | None = None) -> list[tuple[float, float] | None]:
@@ -333,16 +391,22 @@ class Tombstones:
     def _records(self, txn, user_ids: Sequence[str],
                  kids: Sequence[str] | None = None) -> list[dict | None]:
         """`find`'s tombstone records as stored (JSON), None for a user never erased."""
+        return [None if hit is None else hit[1] for hit in self._found(txn, user_ids, kids)]
+
+    def _found(self, txn, user_ids: Sequence[str],
+               kids: Sequence[str] | None = None) -> list[tuple[bytes, dict] | None]:
+        """(key, record) of each user's tombstone, None for a user never erased."""
         if kids is None:
             kids = self._latest(txn)[1]
         ring = [(kid, key) for kid, key in self.ring.keys if kid in kids]
-        out: list[dict | None] = []
+        out: list[tuple[bytes, dict] | None] = []
         for uid in user_ids:
             found = None
             for kid, key in ring:
-                raw = self._meta.get(txn, keys.tombstone_key(kid, _cached_digest(key, uid)))
+                tkey = keys.tombstone_key(kid, _cached_digest(key, uid))
+                raw = self._meta.get(txn, tkey)
                 if raw is not None:
-                    found = json.loads(raw)
+                    found = (tkey, json.loads(raw))
                     break
             out.append(found)
         return out

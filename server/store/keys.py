@@ -24,6 +24,7 @@ prefix ever matches them.
     meta       tombstone-count                  tombstones written   TOMBSTONE_COUNT
     meta       tombstone-latest                 latest erasure (JSON) TOMBSTONE_LATEST
     meta       tombstone-seq␟<12-digit n>       n-th tombstone's key tombstone_seq_key
+    meta       tombstone-late␟<ms>␟<kid>␟<hmac hex>␟<event>  (empty)  tombstone_late_key
     meta       sms␟<phone digest>               -> user id           phone_key
     meta       sms-user␟<user>                  -> phone digest      phone_user_key
     meta       email␟<address digest>␟<user>     -> user id           address_entry_key
@@ -84,6 +85,7 @@ __all__ = [
     "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "TOMBSTONE_LATEST", "tombstone_seq_key", "tombstone_seq", "TOMBSTONE_SEQ_PREFIX",
+    "TOMBSTONE_LATE_PREFIX", "tombstone_late_key", "tombstone_late_parts",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
@@ -192,6 +194,7 @@ TOMBSTONE_PREFIX = b"tombstone" + SEP
 TOMBSTONE_COUNT = b"tombstone-count"
 TOMBSTONE_LATEST = b"tombstone-latest"
 TOMBSTONE_SEQ_PREFIX = b"tombstone-seq" + SEP
+TOMBSTONE_LATE_PREFIX = b"tombstone-late" + SEP
 
 
 def category_key(name: str) -> bytes:
@@ -228,6 +231,19 @@ def tombstone_seq_key(n: int) -> bytes:
 def tombstone_seq(key: bytes) -> int:
     """The `n` of a `tombstone_seq_key`."""
     return int(key[len(TOMBSTONE_SEQ_PREFIX):])
+
+
+def tombstone_late_key(ms: int, kid: str, digest: str, token: bytes = b"") -> bytes:
+    """An erased event stamped after its user's erasure (`token`: its `event_token`), kept by
+    the user's tombstone (`kid`, `digest`) until `ms` (16 digits first: the sweep walks them in
+    time order); without `token`, the prefix of that tombstone's events kept until `ms`."""
+    return TOMBSTONE_LATE_PREFIX + join_key(_MS % ms, kid, digest, token)
+
+
+def tombstone_late_parts(key: bytes) -> tuple[int, str, str, bytes]:
+    """(ms, kid, hex digest, event token) of a `tombstone_late_key`."""
+    ms, kid, digest, token = key[len(TOMBSTONE_LATE_PREFIX):].split(SEP)
+    return int(ms), kid.decode(), digest.decode(), token
 
 
 def tombstone_parts(key: bytes) -> tuple[str, str]:

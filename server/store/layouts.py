@@ -165,8 +165,8 @@ KINDS: tuple[RecordKind, ...] = (
                "JSON {id, versions: {version: tally}}: a worker's Recommend counts per version "
                "since the canary started (models.tally)"),
     RecordKind("tombstone", "meta", 1, lambda k: k.startswith(K.TOMBSTONE_PREFIX),
-               "JSON {at}: when the user whose keyed hash the key holds was erased "
-               "(profiles.tombstones)"),
+               "JSON {at, events_until?, late_ms? or late?, erased?}: when the user whose "
+               "keyed hash the key holds was erased (profiles.tombstones)"),
     RecordKind("tombstone_count", "meta", 1, lambda k: k == K.TOMBSTONE_COUNT,
                "ASCII integer: tombstones written, so workers see new ones with one read"),
     RecordKind("tombstone_latest", "meta", 1, lambda k: k == K.TOMBSTONE_LATEST,
@@ -177,6 +177,10 @@ KINDS: tuple[RecordKind, ...] = (
                "`kid␟hmac hex`, the key (after `tombstone␟`) of the tombstone written n-th "
                "(the key's 12 digits): workers read the tombstones written since they last "
                "looked, not the list (profiles.tombstones)"),
+    RecordKind("tombstone_late", "meta", 1, lambda k: k.startswith(K.TOMBSTONE_LATE_PREFIX),
+               "empty: an erased event stamped after its user's erasure (a client clock "
+               "ahead), whose replay the tombstone named in the key refuses until the key's ms "
+               "(then swept; profiles.tombstones)"),
     RecordKind("phone_index", "meta", 1, lambda k: k.startswith(K.PHONE_PREFIX),
                "user id of a hashed phone number (server.messages.phones), sealed under the "
                "user's data key with encryption on (Store.seal_for_user: token, sealed); the "

@@ -57,15 +57,17 @@ async def test_each_kind_goes_after_its_own_retention_and_features_stay(tailor_s
     assert files >= 4
 
     assert await tailor_server.sweep_retention(now) == {
-        "events": 0, "decisions": 0, "impressions": 0, "audit_files": 0}
+        "events": 0, "decisions": 0, "impressions": 0, "audit_files": 0, "replay_tokens": 0}
     assert await tailor_server.sweep_retention(now + 2 * DAY) == {
-        "events": 1, "decisions": 0, "impressions": 0, "audit_files": 0}  # the view, 3 days old then
+        "events": 1, "decisions": 0, "impressions": 0, "audit_files": 0,
+        "replay_tokens": 0}  # the view, 3 days old then
     assert await _features(profiles) == (counts, 5.0, 2)
     assert await tailor_server.sweep_retention(now + 7 * DAY) == {
-        "events": 0, "decisions": 0, "impressions": 0, "audit_files": files - 1}  # all but the file in use
+        "events": 0, "decisions": 0, "impressions": 0, "audit_files": files - 1,
+        "replay_tokens": 0}  # all but the file in use
     assert verify_chain(audit_dir, tailor_server.secrets["audit"]).ok
     assert await tailor_server.sweep_retention(now + 12 * DAY) == {
-        "events": 0, "decisions": 1, "impressions": 0, "audit_files": 0}
+        "events": 0, "decisions": 1, "impressions": 0, "audit_files": 0, "replay_tokens": 0}
     exported = [d async for d in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(campaign_id="r"))]
     assert exported == []
     stats = await campaigns.GetCampaignStats(cpb.GetCampaignStatsRequest(campaign_id="r"))

@@ -1,0 +1,72 @@
+"""The tokens of erased events stamped after their erasure (a client clock ahead): replays are
+refused, new events stored, however many the erasure deleted; the tokens go once the window
+has passed (real LMDB)."""
+from server.profiles.tombstones import Tombstones
+from server.security.secrets import Keyring
+from server.store import Store, keys
+
+
+def _token(i: int) -> bytes:
+    return b"%032x" % i
+
+
+def _dedupe(token: bytes) -> bytes:
+    return keys.DEDUPE_PREFIX + token
+
+
+def test_an_erasure_of_many_events_stamped_ahead_still_stores_the_users_new_events(tmp_path):
+    """1,500 erased events stamped after the erasure (a busy shared id, one device 100 s ahead):
+    past 1,000 the tombstone kept no token and refused every event of the user up to the
+    latest of them, new ones from correct clocks too; now replays alone are refused, those of
+    an earlier erasure still after a second one."""
+    store, clock = Store(tmp_path / "s", sync=False), [1000.0]
+    tombs = Tombstones(store, Keyring.generate("erasure"), clock=lambda: clock[0],
+                       future_tolerance_s=300.0)
+    ahead = [(1_100_000 + i, _token(i)) for i in range(1500)]  # 1100.000 .. 1101.499
+    store.write(lambda txn: tombs.erase_user(txn, "busy", events_until=1101.5, ahead=ahead))
+
+    def refused(ts, tokens):
+        return store.write(lambda txn: tombs.before_erasure(
+            txn, ["busy"] * len(ts), ts, [_dedupe(t) for t in tokens]))
+    assert refused([1100.007, 1101.0, 1101.499, 999.0], [_token(7), b"new", _token(1499), b"x"]) \
+        == [0, 2, 3]
+    clock[0] = 1001.0  # erased again (nothing left): one more event stamped ahead
+    store.write(lambda txn: tombs.erase_user(txn, "busy", events_until=1102.0, found=False,
+                                             ahead=[(1_101_900, _token(9999))]))
+    assert refused([1100.007, 1101.9, 1101.2, 1101.95], [_token(7), _token(9999), b"n", b"m"]) \
+        == [0, 1]
+    store.close()
+
+
+def test_the_tokens_go_once_the_window_has_passed(tmp_path):
+    """The tokens stayed in the tombstone for good. Once the server's clock is past the window
+    (the latest erased event's time) by `future_tolerance_s`, the retention sweep drops them:
+    every event of the user up to the window's end is refused from then on (new events from
+    correct clocks are stamped after it), later ones are stored."""
+    store, clock = Store(tmp_path / "s", sync=False), [1000.0]
+    tombs = Tombstones(store, Keyring.generate("erasure"), clock=lambda: clock[0],
+                       future_tolerance_s=300.0)
+    ahead = [(1_050_000, _token(1)), (1_090_000, _token(2))]
+    store.write(lambda txn: tombs.erase_user(txn, "u", events_until=1090.001, ahead=ahead))
+    store.write(lambda txn: tombs.erase_user(txn, "v"))  # nothing stamped ahead
+
+    def refused(ts, tokens):
+        return store.write(lambda txn: tombs.before_erasure(
+            txn, ["u"] * len(ts), ts, [_dedupe(t) for t in tokens]))
+
+    def stored():
+        with store.read() as txn:
+            return [v for k, v in store.table("meta").scan_prefix(txn, keys.TOMBSTONE_PREFIX)] + \
+                [k for k, _ in store.table("meta").scan_prefix(txn, b"tombstone-late")]
+    assert refused([1050.0, 1060.0, 1200.0], [_token(1), b"new", b"later"]) == [0]
+    clock[0] = 1390.0  # the window (1090) plus 300 s not passed yet
+    assert tombs.sweep_late() == 0
+    assert refused([1050.0, 1060.0], [_token(1), b"new"]) == [0]
+    clock[0] = 1391.0
+    assert tombs.sweep_late() == 2
+    assert not any(_token(1) in raw or _token(2) in raw for raw in stored())
+    assert refused([1050.0, 1060.0, 1090.001, 1090.01], [_token(1), b"new", b"n2", b"n3"]) \
+        == [0, 1, 2]
+    assert tombs.sweep_late() == 0
+    assert tombs.erasure_times(["u", "v"]) == [1000.0, 1000.0]
+    store.close()
