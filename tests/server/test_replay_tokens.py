@@ -70,3 +70,31 @@ def test_the_tokens_go_once_the_window_has_passed(tmp_path):
     assert tombs.sweep_late() == 0
     assert tombs.erasure_times(["u", "v"]) == [1000.0, 1000.0]
     store.close()
+
+
+async def test_the_servers_retention_sweep_drops_the_tokens_of_a_passed_window(tailor_server,
+                                                                              channel):
+    """Through a real server: the erasure of a user with an event stamped 250 s ahead keeps
+    its token (a key of its own); the retention sweep past the window drops it, and a replay
+    is still refused."""
+    import time
+
+    from protos.tailor.v1 import profile_pb2 as pb
+    from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+    profiles = pb_grpc.ProfileServiceStub(channel)
+    skewed = [pb.Event(event_id="ahead-1", user_id="shared", type="view", item_id="i1",
+                       timestamp=time.time() + 250)]
+    assert (await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))).accepted == 1
+    erased = (await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="shared"))).erased_at
+    store = tailor_server.store
+
+    def late_keys():
+        with store.read() as txn:
+            return len(store.table("meta").scan_prefix(txn, keys.TOMBSTONE_LATE_PREFIX))
+    assert late_keys() == 1
+    tolerance = tailor_server.settings.event_future_tolerance_s
+    assert (await tailor_server.sweep_retention(erased + 240 + tolerance))["replay_tokens"] == 0
+    assert (await tailor_server.sweep_retention(erased + 260 + tolerance))["replay_tokens"] == 1
+    assert late_keys() == 0
+    replay = await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))
+    assert replay.accepted == 0 and [r.event_id for r in replay.rejected] == ["ahead-1"]
