@@ -164,7 +164,7 @@ class Tombstones:
         since, are dropped by the impression writer)."""
         kid, now = self.ring.kid, self.clock()
         key = keys.tombstone_key(kid, digest(self.ring.key, user_id))
-        old = json.loads(self._meta.get(txn, key) or b"{}")
+        old_key, old = self._earlier(txn, user_id, key)
         record: dict = {"at": now}
         # erased again soon after: the late events of the first erasure still count
         until = min(max(events_until, old.get("events_until", 0.0)),
@@ -173,7 +173,7 @@ class Tombstones:
             record["events_until"] = until
             late: set[bytes] | None = {token for ms, token in ahead if ms / 1000 > now}
             if old.get("events_until", 0.0) > now:  # (none kept: every event counts)
-                kept = self._late_tokens(txn, key, old)
+                kept = self._late_tokens(txn, old_key, old)
                 late = None if kept is None else late | kept
             if late is None or len(late) > LATE_KEPT:
                 record["late"] = None
@@ -189,6 +189,16 @@ class Tombstones:
         self._meta.put(txn, keys.tombstone_seq_key(count + 1), key[len(keys.TOMBSTONE_PREFIX):])
         self._note_latest(txn, count, kid, _late_until(record))
         return record.get("erased", now)
+
+    def _earlier(self, txn, user_id: str, key: bytes) -> tuple[bytes, dict]:
+        """(key, record) of the user's tombstone before this erasure ({} if none): under the
+        current key id (`key`), else under an older one of the ring (written before the
+        `erasure` keyring was rotated: the repeat still knows the first erasure)."""
+        raw = self._meta.get(txn, key)
+        if raw is not None or len(self.ring.keys) == 1:
+            return key, json.loads(raw or b"{}")
+        hit = self._found(txn, [user_id], [kid for kid, _ in self.ring.keys[1:]])[0]
+        return hit if hit is not None else (key, {})
 
     def _note_latest(self, txn, count: int, kid: str, until: float) -> None:
         """Keep `TOMBSTONE_LATEST` (the latest `late_until` of every tombstone and the key ids

@@ -98,3 +98,24 @@ async def test_the_servers_retention_sweep_drops_the_tokens_of_a_passed_window(t
     assert late_keys() == 0
     replay = await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))
     assert replay.accepted == 0 and [r.event_id for r in replay.rejected] == ["ahead-1"]
+
+
+def test_a_repeat_erasure_after_the_erasure_key_was_rotated_knows_the_first(tmp_path):
+    """The earlier tombstone was looked for under the current key id only: after a rotation of
+    the `erasure` keyring, a retried DeleteProfile (its first answer lost) answered its own
+    time, not the erasure that removed the data, ExportTombstones then listed two times for the
+    user, and the replays of the first erasure's window were no longer refused."""
+    store, ring = Store(tmp_path / "s", sync=False), Keyring.generate("erasure")
+    first = Tombstones(store, ring, clock=lambda: 1000.0)
+    store.write(lambda txn: first.erase_user(txn, "rita", events_until=1200.0,
+                                             ahead=[(1_150_000, _token(1))]))
+    rotated = ring.rotated()
+    again = Tombstones(store, rotated, clock=lambda: 1010.0)
+    assert store.write(lambda txn: again.erase_user(txn, "rita", found=False)) == 1000.0
+    assert sorted(t.at for t in again.listing()) == [1000.0, 1000.0]  # one a key id
+    assert again.erasure_times(["rita"]) == [1000.0] and again.erased_at(["rita"]) == [1010.0]
+    refused = store.write(lambda txn: again.before_erasure(
+        txn, ["rita"] * 3, [1150.0, 1150.0, 1005.0], [_dedupe(_token(1)), _dedupe(b"new"),
+                                                      _dedupe(b"x")]))
+    assert refused == [0, 2]
+    store.close()
