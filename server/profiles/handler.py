@@ -105,6 +105,11 @@ ERASED_REPLAY = ("this event was erased with its user (DeleteProfile; stamped af
                  "by a clock ahead of the server's): a replay of it is not stored")
 """The reason for an event stamped after its user's erasure that the erasure deleted (a client
 whose clock runs ahead retrying an acknowledged batch; `Tombstones.before_erasure`)."""
+ERASED_WINDOW = ("stamped in the minutes after its user's erasure (DeleteProfile) that held "
+                 "events a clock ahead of the server's stamped: it may be a replay of one, and "
+                 "is not stored")
+"""The reason for an event stamped after its user's erasure, up to the latest event it erased,
+when the tombstone keeps no token to tell replays apart (too many, or past the window)."""
 
 
 class Profiles:
@@ -220,15 +225,16 @@ class Profiles:
 
     def _erased_reasons(self, valid: Sequence[TrackedEvent], stored: IngestResult) -> list[str]:
         """The reason of each refused event of `stored.erased`: from before its user's erasure,
-        or a replay of an event the erasure deleted (stamped after it). The users' tombstones
-        are read by key (`Tombstones.find`: no list read on the event loop)."""
+        a replay of an event the erasure deleted (stamped after it), or in the window after it
+        with no token kept. The users' tombstones are read by key (`Tombstones.refusals`: no
+        list read on the event loop)."""
         if self.tombstones is None:
             return [ERASED_SINCE] * len(stored.erased)
-        users = list(dict.fromkeys(valid[i].user_id for i in stored.erased))
+        reason = {"since": ERASED_SINCE, "replay": ERASED_REPLAY, "window": ERASED_WINDOW}
         with self.tombstones.store.read() as txn:
-            at = dict(zip(users, self.tombstones.find(txn, users)))
-        return [ERASED_REPLAY if (t := at[valid[i].user_id]) is not None
-                and valid[i].timestamp > t[0] else ERASED_SINCE for i in stored.erased]
+            why = self.tombstones.refusals(txn, [valid[i].user_id for i in stored.erased],
+                                           [valid[i].timestamp for i in stored.erased])
+        return [reason[w] for w in why]
 
     async def _tracked(self, events, offset: int, result: TrackResult,
                        valid: list[TrackedEvent], landing: asyncio.Future | None) -> TrackResult:

@@ -341,6 +341,21 @@ class Tombstones:
                 refused.append(i)
         return refused
 
+    def refusals(self, txn, user_ids: Sequence[str], ts: Sequence[float]) -> list[str]:
+        """Why each event (user, timestamp) `before_erasure` refused was: "since" (stamped at or
+        before the erasure), "replay" (after it: one the erasure deleted, its token kept), or
+        "window" (after it, no token kept: too many, or swept; it may be a replay)."""
+        found = dict(zip(users := list(dict.fromkeys(user_ids)), self._found(txn, users)))
+        out = []
+        for uid, t in zip(user_ids, ts):
+            record = None if (hit := found[uid]) is None else hit[1]
+            if record is None or t <= record["at"]:
+                out.append("since")
+            else:
+                out.append("replay" if "late_ms" in record or record.get("late") is not None
+                           else "window")
+        return out
+
     def _replayed(self, txn, key: bytes, record: dict, token: bytes) -> bool:
         """Whether the event `token` (stamped in the window after the erasure of `record`,
         the tombstone under `key`) is one the erasure deleted: kept under `late_ms`, or in

@@ -76,7 +76,8 @@ async def test_the_servers_retention_sweep_drops_the_tokens_of_a_passed_window(t
                                                                               channel):
     """Through a real server: the erasure of a user with an event stamped 250 s ahead keeps
     its token (a key of its own); the retention sweep past the window drops it, and a replay
-    is still refused."""
+    is still refused, as is a new event stamped in the window, with a reason that does not
+    claim it was erased (it said "this event was erased with its user" of a new event)."""
     import time
 
     from protos.tailor.v1 import profile_pb2 as pb
@@ -96,8 +97,13 @@ async def test_the_servers_retention_sweep_drops_the_tokens_of_a_passed_window(t
     assert (await tailor_server.sweep_retention(erased + 240 + tolerance))["replay_tokens"] == 0
     assert (await tailor_server.sweep_retention(erased + 260 + tolerance))["replay_tokens"] == 1
     assert late_keys() == 0
-    replay = await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))
-    assert replay.accepted == 0 and [r.event_id for r in replay.rejected] == ["ahead-1"]
+    new = pb.Event(event_id="new-1", user_id="shared", type="view", item_id="i1",
+                   timestamp=erased + 100)  # never sent before, stamped in the window
+    answer = await profiles.TrackEvents(pb.TrackEventsRequest(events=[*skewed, new]))
+    assert answer.accepted == 0 and [r.event_id for r in answer.rejected] == ["ahead-1", "new-1"]
+    # no token is kept any more: the reason says "may be", not "this event was erased"
+    assert all("erased with its user" not in r.reason and "may be a replay" in r.reason
+               for r in answer.rejected)
 
 
 def test_a_repeat_erasure_after_the_erasure_key_was_rotated_knows_the_first(tmp_path):
