@@ -114,10 +114,10 @@ class Tombstones:
         self.future_tolerance_s = future_tolerance_s
         self._meta = store.table("meta")
         self._read = _Read(-1, {}, [], 0.0, {})
-        """The latest list read, replaced whole: threads reading snapshots of different ages
-        (the ingestion's write transaction, a Recommend batch's older read) each use the list
-        they read with its own keys and latest time, and an older read never replaces a newer
-        one."""
+        """What this process knows: grown in place by the tombstones logged since (`_grow`),
+        replaced whole by a read of the list (`_reread`); a thread whose snapshot is older (a
+        Recommend batch's read) gets it as it is (a superset), and an older read never replaces
+        a newer one."""
         self._lock = threading.Lock()
         self._watchers: list[Callable[[Callable[[Sequence[str]], list[str]]], None]] = []
         self._untold: dict[tuple[str, str], float] = {}
