@@ -216,8 +216,9 @@ class TailorServer:
             self.profiles.add_exporter(domain)
         self.profiles.add_listener(self.suppressions)
         self.profiles.add_exporter(self.suppressions)
-        self.profiles.add_eraser(self.phones)
-        self.profiles.add_eraser(self.emails)
+        for index in (self.phones, self.emails):
+            self.profiles.add_eraser(index)
+            self.profiles.add_attribute_watcher(index)
         self.profiles.add_listener(self.impressions)
         self.profiles.add_eraser(self.impressions)
         self.profiles.add_eraser(self.recommender)

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .profiles.events import TrackedEvent
     from .recommend import RecQuery, RecResult
 
-__all__ = ["BundleGate", "BundleSource", "ConsentWriter", "DecisionOwners", "EventListener",
+__all__ = ["AttributeWatcher", "BundleGate", "BundleSource", "ConsentWriter", "DecisionOwners",
+           "EventListener",
            "EventRecorder", "ImpressionSink", "ProfileMetas", "ProfileReader", "ProfileStates",
            "Recommendations",
            "SuppressedAddresses", "UserEraser", "UserExporter", "VariantChooser"]
@@ -105,6 +106,16 @@ class UserEraser(Protocol):
     def erase_user(self, txn, user_id: str) -> int:
         """Runs inside the profile erasure's write transaction (`txn`, as `Store.write` gives
         it); returns the records removed."""
+
+
+class AttributeWatcher(Protocol):
+    """Keeps an index of profile attributes outside `<user>␟...` keys (the address index of
+    one-click unsubscribes and STOP replies: `server.messages.phones`)."""
+
+    def on_attributes(self, txn, user_id: str, changed: Mapping[str, str]) -> int:
+        """Runs inside UpsertAttributes' write transaction (`txn`), after the change:
+        `changed` is the request's attributes (an empty value: removed); returns the records
+        written."""
 
 
 class ErasedUsers(Protocol):

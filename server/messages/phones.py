@@ -1,12 +1,15 @@
 """Which users an address belongs to: replies (STOP/START) to the SMS we sent, and one-click
 unsubscribes from an email address several profiles share.
 
-Choice: an index of the addresses messages were composed for, one per channel (`AddressIndex`:
-SMS numbers, `PhoneIndex`; email addresses, `channel="email"`), written by `Composer` when it
-composes a message (one read, and a write only when the user's address is new or changed). A
-reply can only come from a number we texted, and a link only from a message we sent, so this
-covers every STOP and every click we can receive, keeps the profiles domain's write path
-unchanged, and needs no backfill of existing profiles. Addresses are stored only as keyed
+Choice: an index of the addresses profiles hold and messages were composed for, one per
+channel (`AddressIndex`: SMS numbers, `PhoneIndex`; email addresses, `channel="email"`),
+written by UpsertAttributes in its own transaction when it sets the address (`on_attributes`,
+an `AttributeWatcher`), and by `Composer` when it composes a message (one read, and a write
+only when the user's address is new or changed). Written by messages alone, it missed a
+profile holding an address that was never messaged at it (a guest checkout beside the account
+that was mailed): a STOP or a click from the address did not reach it, and the next campaign
+went to the address through it. A profile whose address was set before this, and never
+messaged, is indexed at its next message or address change. Addresses are stored only as keyed
 hashes (HMAC-SHA256 under a key derived from the `unsubscribe` keyring, key id in the digest:
 `kid.hex`); lookups try every key of the ring, so a rotation keeps old entries usable. Erasing
 a profile drops its entries (`erase_user`, a `UserEraser`).
@@ -16,8 +19,7 @@ inbox): each one messaged has its own entry under the address (`keys.address_ent
 a reply, or a click on any of their links (`sharing`), reaches them all. The SMS index held one
 user a number before: a STOP opted out only the profile texted last, and the others' SMS kept
 going to the person who said STOP. Entries written then (`keys.phone_key` alone) are still
-read. Left: a profile holding the address that was never messaged at it is not in the index
-(its first message carries its own link).
+read.
 
 Addresses are compared as the suppression list normalizes them
 (`server.contact.addresses.normalize`): numbers in E.164 form (punctuation and spaces dropped,
@@ -108,22 +110,37 @@ class AddressIndex:
         if normal is None:
             return False
         digest = self._digests(normal)[0]
-        entry = self._entry_key(digest, user_id)
         if self.indexed(user_id, address):  # the common case: known already, no write
             return False
 
         def fn(txn):
             if self._profiles.get(txn, profile_meta_key(user_id)) is None:
                 return False  # erased meanwhile: the address was the profile's
-            old = self._meta.get(txn, self._user_key(user_id))
-            if old is not None and old != digest.encode():
-                self._drop(txn, user_id, old.decode())
-            # the user id sealed under their data key (store.sealed)
-            self._meta.put(txn, entry, self.store.seal_for_user(txn, user_id, entry,
-                                                                user_id.encode()))
-            self._meta.put(txn, self._user_key(user_id), digest.encode())
-            return True
+            return self._index(txn, user_id, digest)
         return self.store.write(fn)
+
+    def on_attributes(self, txn, user_id: str, changed) -> int:
+        """`AttributeWatcher`: index the address UpsertAttributes set (`changed` holds this
+        channel's attribute, valid), in its transaction `txn`; 1 if written. A removed or
+        invalid one leaves the entry: a STOP or click from the address still reaches them."""
+        normal = self._normalize(changed.get(self.attribute) or "")
+        return 0 if normal is None else int(self._index(txn, user_id, self._digests(normal)[0]))
+
+    def _index(self, txn, user_id: str, digest: str) -> bool:
+        """Index `digest` for `user_id` in `txn`, replacing their previous address; False when
+        it is indexed already."""
+        entry = self._entry_key(digest, user_id)
+        old = self._meta.get(txn, self._user_key(user_id))
+        if old is not None and bytes(old) == digest.encode() and \
+                self._meta.get(txn, entry) is not None:
+            return False
+        if old is not None and bytes(old) != digest.encode():
+            self._drop(txn, user_id, bytes(old).decode())
+        # the user id sealed under their data key (store.sealed)
+        self._meta.put(txn, entry, self.store.seal_for_user(txn, user_id, entry,
+                                                            user_id.encode()))
+        self._meta.put(txn, self._user_key(user_id), digest.encode())
+        return True
 
     def lookup(self, address: str) -> list[str]:
         """Every user a message went to at `address` (sorted; none: [])."""

@@ -21,7 +21,7 @@ from ..batching import AdaptiveBatcher, ThreadRunner
 from ..contact.consent import MARKETING, PURPOSES, current_consents, record_consent
 from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
-from ..interfaces import BundleSource, EventListener, UserEraser, UserExporter
+from ..interfaces import AttributeWatcher, BundleSource, EventListener, UserEraser, UserExporter
 from ..security.userref import user_ref
 from ..store import Store, keys, outbox
 from ..validation import (
@@ -149,6 +149,7 @@ class Profiles:
         """`_commit` tasks not yet done (`close` waits for them)."""
         self._erasers: list[UserEraser] = []
         self._exporters: list[UserExporter] = []
+        self._watchers: list[AttributeWatcher] = []
         self.tombstones = tombstones
         """Erased users (keyed hashes); None: erasure leaves no tombstone (bare test setups).
         The erasure writes them (`ProfileRepository.delete_user`'s `mark_erased`)."""
@@ -164,6 +165,10 @@ class Profiles:
     def add_eraser(self, eraser: UserEraser) -> None:
         """`eraser.erase_user` runs inside every profile erasure's transaction."""
         self._erasers.append(eraser)
+
+    def add_attribute_watcher(self, watcher: AttributeWatcher) -> None:
+        """`watcher.on_attributes` runs inside every UpsertAttributes' transaction."""
+        self._watchers.append(watcher)
 
     def add_exporter(self, exporter: UserExporter) -> None:
         """`exporter.export_user` adds its sections to every access export."""
@@ -348,9 +353,12 @@ class Profiles:
                 else:
                     held.pop(k, None)
             _check_attributes_total(before, _attributes_size(held), lim)
+        def watched(txn):  # the address index: a profile holding an address never messaged
+            for watcher in self._watchers:  # at it was missed by its STOP or one-click link
+                watcher.on_attributes(txn, user_id, attributes)
         # removals only create no profile: an unknown user stays unknown (NOT_FOUND)
         await asyncio.to_thread(self.repo.update_meta, user_id, change,
-                                create=any(attributes.values()))
+                                create=any(attributes.values()), after=watched)
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
                           timestamp: float = 0.0, purpose: str = "",

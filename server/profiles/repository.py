@@ -198,16 +198,20 @@ class ProfileRepository:
         return codes
 
     def update_meta(self, user_id: str, change, dated: float = 0.0, what: str = "change",
-                    create: bool = True, existing: bool = False) -> dict | None:
+                    create: bool = True, existing: bool = False, after=None) -> dict | None:
         """Read-modify-write the user's meta record with `change(meta)` in one transaction (an
         exception from `change` aborts it: nothing is written). A change that would bring an
         erased user back is refused (`ErasedSince`, `_brings_back`), checked in the same
         transaction, so no erasure commits in between. Not `create`: a user with no meta
-        record is left without one (None)."""
+        record is left without one (None). `after(txn)`: run in the same transaction once the
+        record is written (not when none is)."""
         def fn(txn):
             if self._brings_back(txn, user_id, dated, existing):
                 raise ErasedSince(what)
-            return self._change_meta(txn, user_id, change, create)
+            meta = self._change_meta(txn, user_id, change, create)
+            if meta is not None and after is not None:
+                after(txn)
+            return meta
         return self.store.write(fn)
 
     def _brings_back(self, txn, user_id: str, dated: float, existing: bool) -> bool:

@@ -186,6 +186,8 @@ async def test_an_sms_composed_while_its_user_is_erased_leaves_no_index_entry(
     await profiles.SetConsent(ppb.SetConsentRequest(user_id="gone-sms", channel="sms",
                                                     opted_in=True, source="signup"))
     phones, loop = tailor_server.phones, asyncio.get_running_loop()
+    store = tailor_server.store  # a number set before UpsertAttributes indexed it: the
+    store.write(lambda txn: phones.erase_user(txn, "gone-sms"))  # composer indexes it
     remember = phones.remember
 
     async def erase(user_id):
@@ -202,7 +204,7 @@ async def test_an_sms_composed_while_its_user_is_erased_leaves_no_index_entry(
     finally:
         del phones.remember
     assert phones.lookup("+447700900124") == []
-    store = tailor_server.store  # an entry such a race left before this fix: a STOP finds it
+    # an entry such a race left before this fix: a STOP finds it
     key = keys.phone_key(phones._digests("+447700900124")[0])
     store.write(lambda txn: store.table("meta").put(
         txn, key, store.seal_for_user(txn, "gone-sms", key, b"gone-sms")))
@@ -236,6 +238,29 @@ async def test_a_stop_from_a_number_two_profiles_share_opts_both_out(texted, cam
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))  # the other stays
     assert await reply(settings, "+447700900123", "Stop") == 200
     assert await sms_consent(profiles, "u-sms-2") is False
+
+
+async def test_a_stop_reaches_a_profile_holding_the_number_never_texted(texted, profiles,
+                                                                         messaging, settings):
+    """A second profile holds the number (UpsertAttributes) and opted in, but was never
+    texted: it was not in the index (written only when an SMS was composed), so the STOP
+    changed the texted profile alone and the next campaign texted the number through the
+    other. The index is written with the attribute too."""
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="u-sms-3", attributes={"phone": "0044 7700 900123"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="u-sms-3", channel="sms",
+                                                    opted_in=True, source="signup"))
+    assert await reply(settings, "+447700900123", "STOP") == 200
+    assert [await sms_consent(profiles, u) for u in (texted, "u-sms-3")] == [False, False]
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
+                                                                     user_id="u-sms-3"))
+    assert again.suppressed and again.reason == "no_consent"
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(  # a new number: the old
+        user_id="u-sms-3", attributes={"phone": "+447700900999"}))  # one's STOP is not theirs
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="u-sms-3", channel="sms",
+                                                    opted_in=True, source="signup"))
+    assert await reply(settings, "+447700900999", "STOP") == 200
+    assert await sms_consent(profiles, "u-sms-3") is False
 
 
 @pytest.mark.parametrize("sender", [b"+447700900123", b"+44+7700+900123", b"%2B447700900123"])

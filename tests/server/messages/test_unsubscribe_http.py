@@ -268,6 +268,24 @@ async def test_a_one_click_unsubscribe_stops_marketing_to_every_profile_emailed_
         == [2, 2]
 
 
+async def test_a_one_click_unsubscribe_reaches_a_profile_holding_the_address_never_mailed(
+        compose, messaging, profiles):
+    """A guest checkout holds the account's inbox (UpsertAttributes) and opted in, but was
+    never mailed. The owner clicks the account's link: the guest was not in the address index
+    (written only when a message was composed), stayed opted in, and the next campaign mailed
+    the inbox through it. The index is written with the attribute too."""
+    for user in ("account-3", "guest-3"):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": "Cy@Example.org"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="guest-3", channel="email",
+                                                    opted_in=True, source="signup"))
+    assert await one_click((await compose("account-3")).unsubscribe_url) == 200
+    assert [await consent(profiles, u) for u in ("account-3", "guest-3")] == [False, False]
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                     user_id="guest-3"))
+    assert again.suppressed and again.reason == "no_consent"
+
+
 def test_no_mailto_is_offered_that_nothing_would_read(caplog):
     """`unsubscribe_mailto` put `<mailto:...?subject=unsubscribe TOKEN>` in List-Unsubscribe,
     but nothing reads that mailbox: a reader whose mail client unsubscribes by email (many do
