@@ -39,6 +39,7 @@ from .messages.compose import Composer
 from .messages.delivery import Delivery
 from .messages.gate import SendGate
 from .messages.jobs import SendJobs
+from .messages.optout import SharedOptOut
 from .messages.phones import AddressIndex, PhoneIndex
 from .messages.sends import SendRecords
 from .messages.unsubscribe import UnsubscribeTokens
@@ -219,6 +220,8 @@ class TailorServer:
         for index in (self.phones, self.emails):
             self.profiles.add_eraser(index)
             self.profiles.add_attribute_watcher(index)
+        self.profiles.add_listener(SharedOptOut(self.store, (self.phones, self.emails),
+                                                self.profiles, self.profiles))
         self.profiles.add_listener(self.impressions)
         self.profiles.add_eraser(self.impressions)
         self.profiles.add_eraser(self.recommender)

@@ -1,0 +1,91 @@
+"""Unsubscribe events (TrackEvents) reach every profile at the user's address.
+
+An `unsubscribe` event reported through TrackEvents (an email provider's list-unsubscribe
+feed, a preference centre, an SMS provider's STOP report) opts its own user out in the
+ingestion's transaction (`server.profiles.repository`). The address's owner asked, as with a
+one-click link or a STOP reply (`server.http`), which reach every profile at the address; the
+event reached only its user, and the next campaign mailed or texted the address through
+another profile holding it (a guest checkout beside the account).
+
+`SharedOptOut` is an `EventListener` with an outbox tag (`server.profiles.outbox`: a crash
+after the ingestion's commit leaves the entry for the replay): for each unsubscribe event on
+email or sms it opts out, marketing only, every other profile the address index
+(`phones.AddressIndex`) holds at the user's address (the one they were last messaged at, and
+the one their attribute holds now), dated at the event's time, source
+`unsubscribe event (shared address)`; then it clears the entry. The consent writes are
+idempotent (a change the current state already says adds no history entry), so a replay that
+repeats them changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from ..interfaces import ConsentWriter, ProfileMetas
+from ..profiles.errors import ErasedSince
+from ..security.userref import user_ref
+from ..store import Store, outbox
+from ..store.outbox import Batch
+from .phones import AddressIndex
+
+__all__ = ["SharedOptOut", "SHARED_SOURCE"]
+
+logger = logging.getLogger("tailor.messages")
+
+SHARED_SOURCE = "unsubscribe event (shared address)"
+"""The consent source of the other profiles' opt-out."""
+
+
+class SharedOptOut:
+    """`EventListener`: unsubscribe events on a channel with an address index opt out every
+    profile at their user's address."""
+
+    outbox = b"shared-optout"
+    """The tag of this listener's outbox entries (`server.profiles.outbox`)."""
+
+    def __init__(self, store: Store, indexes: Sequence[AddressIndex], metas: ProfileMetas,
+                 consent: ConsentWriter):
+        self.store, self.metas, self.consent = store, metas, consent
+        self.indexes = {i.channel: i for i in indexes}
+
+    def follows(self, events: Sequence) -> list[int]:
+        """The unsubscribe events on a channel with an address index."""
+        return [i for i, ev in enumerate(events)
+                if ev.type == "unsubscribe" and ev.channel in self.indexes]
+
+    async def on_events(self, events: Sequence, batch: Batch) -> None:
+        """Opt out the profiles sharing each event's address (those of the events the entry
+        still names: an erasure takes its user's out), then clear the entry."""
+        box = self.store.table("outbox")
+        named = await asyncio.to_thread(self._named, box, batch.entry)
+        for ev, key in zip(events, batch.event_keys):
+            if key in named:
+                await self._opt_out(ev)
+        await asyncio.to_thread(self.store.write, lambda txn: outbox.claim(txn, box, batch.entry))
+
+    def _named(self, box, entry: bytes) -> frozenset[bytes]:
+        with self.store.read() as txn:
+            stored = box.get(txn, entry)
+        return frozenset(outbox.parsed(stored)[1]) if stored is not None else frozenset()
+
+    async def _opt_out(self, ev) -> None:
+        index = self.indexes[ev.channel]
+        users = await asyncio.to_thread(self._sharing, index, ev.user_id)
+        for user in users:
+            try:  # `existing`: never brings an erased profile back
+                await self.consent.set_consent(user, ev.channel, False, SHARED_SOURCE,
+                                               timestamp=ev.timestamp, existing=True)
+            except ErasedSince:
+                continue
+            logger.info("unsubscribe event of %s: %s opted out of %s too (shared address)",
+                        user_ref(ev.user_id), user_ref(user), ev.channel)
+
+    def _sharing(self, index: AddressIndex, user_id: str) -> list[str]:
+        """The other profiles at the user's address: the one last indexed for them, and the
+        one their attribute holds now."""
+        meta = self.metas.metas([user_id])[0]
+        address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
+        users = set(index.sharing(user_id, address)) | set(index.lookup(address))
+        users.discard(user_id)
+        return sorted(users)

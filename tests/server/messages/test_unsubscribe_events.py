@@ -1,0 +1,70 @@
+"""Unsubscribe events reported through TrackEvents (an email provider's list-unsubscribe feed,
+a preference centre), against a real server: they reach every profile at the address."""
+import asyncio
+import time
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+
+from .conftest import email_spec
+
+
+async def consent(profiles, user: str, channel: str):
+    got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
+    return (got.consent[channel].opted_in, got.consent[channel].source) \
+        if channel in got.consent else None
+
+
+async def settled(profiles, users, channel: str, want, seconds: float = 10.0):
+    """Each user's (opted_in, source) on `channel` once every one is `want`'s opted_in (the
+    listener runs after the batch's commit), or as they are at the deadline."""
+    end = time.monotonic() + seconds
+    while True:
+        got = [await consent(profiles, u, channel) for u in users]
+        if all(g is not None and g[0] == want for g in got) or time.monotonic() > end:
+            return got
+        await asyncio.sleep(0.05)
+
+
+async def test_an_unsubscribe_event_opts_out_every_profile_at_the_address(campaigns, messaging,
+                                                                          profiles, tailor_server):
+    """A guest checkout and an account hold one inbox (and a third profile another), all
+    opted in. The provider reports the account's unsubscribe through TrackEvents: only the
+    account was opted out, and the next campaign mailed the inbox through the guest, where a
+    one-click link or a STOP reaches every profile at the address. Marketing only: the
+    guest's receipts still go; the other address is untouched."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    for user, address in (("account-e", "dee@example.org"), ("guest-e", " Dee@Example.org"),
+                          ("other-e", "eve@example.org")):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": address}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
+                                                        opted_in=True, source="signup"))
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="unsub-1", user_id="account-e", type="unsubscribe", channel="email",
+        timestamp=time.time())]))
+    got = await settled(profiles, ("account-e", "guest-e"), "email", False)
+    assert got == [(False, "unsubscribe event"), (False, "unsubscribe event (shared address)")]
+    assert await consent(profiles, "other-e", "email") == (True, "signup")
+    again = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                     user_id="guest-e"))
+    assert again.suppressed and again.reason == "no_consent"
+    for _ in range(100):  # applied: the batch's outbox entry is cleared
+        if not tailor_server.store.scan("outbox", b""):
+            break
+        await asyncio.sleep(0.05)
+    assert tailor_server.store.scan("outbox", b"") == []
+
+
+async def test_an_sms_unsubscribe_event_opts_out_every_profile_at_the_number(profiles):
+    for user in ("account-s", "guest-s"):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"phone": "+447700900555"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
+                                                        opted_in=True, source="signup"))
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="unsub-2", user_id="guest-s", type="unsubscribe", channel="sms",
+        timestamp=time.time())]))
+    got = await settled(profiles, ("account-s", "guest-s"), "sms", False)
+    assert [g[0] for g in got] == [False, False]
