@@ -164,8 +164,10 @@ class ConsentWriter(Protocol):
     """Records a user's consent for a channel (the profiles domain): unsubscribe, STOP."""
 
     async def set_consent(self, user_id: str, channel: str, opted_in: bool, source: str,
-                          timestamp: float = 0.0, existing: bool = False) -> None:
-        """Idempotent: setting the same consent again changes nothing but its time.
+                          timestamp: float = 0.0, purpose: str = "",
+                          existing: bool = False) -> None:
+        """Idempotent: setting the same consent again changes nothing but its time. `purpose`:
+        marketing (empty) or transactional (`server.contact.consent`).
         `ErasedSince` when it would bring an erased user back (dated before their erasure,
         or `existing` and no profile since the erasure)."""
 

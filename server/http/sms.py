@@ -9,10 +9,14 @@ The endpoint exists only when the optional `sms-webhook` keyring is provided
 (`TAILOR_SECRET_SMS_WEBHOOK` or `<secrets_dir>/sms-webhook.keys`, `server.security.secrets`);
 every key of it verifies, so the provider's secret can change without dropping replies.
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
-word of the body (punctuation after it dropped) opts the sender out of marketing SMS when it is
-STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE or OPTOUT ("opt out", "opt-out"). START
-or UNSTOP, as the whole body (a trailing "." or "!" aside), opts back in those a STOP (or
-another opt-out) closed, never giving a consent not given before (`contact.consent.reopens`).
+word of the body (punctuation after it dropped) opts the sender out of SMS when it is
+STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE or OPTOUT ("opt out", "opt-out"):
+marketing and transactional texts both (carriers block the number after a STOP until START,
+and CTIA asks that nothing but its confirmation follow it: a receipt sent after it was refused
+by the provider, a dead letter, or reached the person who said STOP). START or UNSTOP, as the
+whole body (a trailing "." or "!" aside), opts back in what a STOP (or another opt-out)
+closed, never giving a consent not given before (`contact.consent.reopens`), nor reopening a
+transactional opt-out given elsewhere (SetConsent).
 YES is no keyword: "Yes" (or "Yes, see you then") to a transactional text restarted the
 marketing texts of a user who had texted STOP. Anything else is ignored. The consent change
 carries the signed time (at most `event_future_tolerance_s` ahead of ours: a provider's clock
@@ -78,18 +82,47 @@ class SmsInbound:
             return web.Response(text="ignored")
         changed, dated = 0, min(signed_at, time.time() + self.future_s)  # a clock ahead
         users = await asyncio.to_thread(self.phones.lookup, sender)  # all who share it
-        if opted_in and self.metas is not None:  # a START undoes an opt-out, gives no consent
-            metas = await asyncio.to_thread(self.metas.metas, users)
-            users = [u for u, m in zip(users, metas) if reopens(m, "sms", self.defaults)]
-        for user in users:
+        metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
+            else [None] * len(users)
+        for user, meta in zip(users, metas):
             try:  # `existing`: a reply changes a profile that exists, never brings one back
-                await self.consent.set_consent(user, "sms", opted_in, f"sms reply {word}",
-                                               timestamp=dated, existing=True)
+                if not await self._change(user, meta, opted_in, f"sms reply {word}", dated):
+                    continue
             except ErasedSince:  # erased since (signed before, or no profile since)
                 continue
             changed += 1
             logger.info("sms %s from %s", word, user_ref(user))
         return web.Response(text="ok" if changed else "unknown number")
+
+    async def _change(self, user: str, meta, opted_in: bool, source: str, dated: float) -> bool:
+        """One profile's change (False: none): a STOP closes marketing and transactional
+        texts (the carriers block the number: nothing but the STOP's confirmation may follow
+        it), a transactional opt-out given elsewhere left as it is; a START reopens what a
+        STOP closed, giving no consent not given before (`reopens`)."""
+        purposes = ["marketing", "transactional"]
+        if opted_in and self.metas is not None:
+            purposes = [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
+                                        ("transactional", _stopped(meta))) if ok]
+        elif not opted_in and _transactional(meta) is not None and \
+                not _transactional(meta).get("opted_in"):
+            purposes = ["marketing"]  # closed already: START must not reopen it
+        for purpose in purposes:
+            await self.consent.set_consent(user, "sms", opted_in, source, timestamp=dated,
+                                           existing=True, purpose=purpose)
+        return bool(purposes)
+
+
+def _transactional(meta) -> dict | None:
+    """The profile's current SMS transactional state (None: none stored)."""
+    entry = ((meta or {}).get("consent") or {}).get("sms") or {}
+    return entry.get("transactional") if "opted_in" not in entry else None
+
+
+def _stopped(meta) -> bool:
+    """Whether the SMS transactional texts are closed by an SMS reply (a STOP)."""
+    entry = _transactional(meta)
+    return entry is not None and not entry.get("opted_in") and \
+        str(entry.get("source", "")).startswith("sms reply ")
 
 
 def _sender(form: str) -> str:

@@ -346,8 +346,8 @@ async def test_a_yes_to_a_transactional_text_after_a_stop_does_not_restart_marke
                             variants=[cpb.Variant(id="a", content={"text": "Reply YES"})])
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
     assert await reply(settings, "+447700900123", "STOP", age=5) == 200
-    assert not (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
-        campaign_id="appt", user_id=texted))).suppressed  # the receipt still goes
+    assert (await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="appt", user_id=texted))).suppressed  # no text after a STOP (see below)
     assert await reply(settings, "+447700900123", text) == 200
     assert await sms_consent(profiles, texted) is False
     marketing = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="sms",
@@ -355,3 +355,33 @@ async def test_a_yes_to_a_transactional_text_after_a_stop_does_not_restart_marke
     assert (marketing.suppressed, marketing.reason) == (True, "no_consent")
     assert await reply(settings, "+447700900123", " Start! ") == 200  # the keyword alone
     assert await sms_consent(profiles, texted) is True
+
+
+async def test_after_a_stop_no_text_goes_until_start_not_even_a_transactional_one(
+        texted, campaigns, profiles, messaging, settings):
+    """After STOP, carriers and SMS providers block every text to the number until START
+    (CTIA: nothing but the STOP's confirmation follows it; Twilio refuses the send). A
+    transactional SMS was still composed and sent: the provider refused it (a dead letter) or,
+    through one that does not block, the person who said STOP got it. A STOP closes the
+    number's transactional texts too; START reopens what the STOP closed, but not a
+    transactional opt-out the user gave elsewhere (SetConsent)."""
+    spec = cpb.CampaignSpec(campaign_id="code", channel="sms", policy="fixed",
+                            purpose="transactional",
+                            variants=[cpb.Variant(id="a", content={"text": "Your code"})])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+
+    async def receipt(user):
+        got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="code",
+                                                                       user_id=user))
+        return got.reason if got.suppressed else "sent"
+    assert await receipt(texted) == "sent"
+    assert await reply(settings, "+447700900123", "Stop", age=2) == 200
+    assert await receipt(texted) == "no_consent"
+    assert await reply(settings, "+447700900123", "START") == 200
+    assert (await receipt(texted), await sms_consent(profiles, texted)) == ("sent", True)
+    await profiles.SetConsent(ppb.SetConsentRequest(  # closed elsewhere: START leaves it
+        user_id=texted, channel="sms", opted_in=False, source="preferences",
+        purpose="transactional", timestamp=time.time() - 1))
+    assert await reply(settings, "+447700900123", "stop") == 200
+    assert await reply(settings, "+447700900123", "start") == 200
+    assert (await receipt(texted), await sms_consent(profiles, texted)) == ("no_consent", True)
