@@ -10,7 +10,8 @@ The endpoint exists only when the optional `sms-webhook` keyring is provided
 every key of it verifies, so the provider's secret can change without dropping replies.
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
 word of the body (punctuation after it dropped) opts the sender out of SMS when it is
-STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE or OPTOUT ("opt out", "opt-out"):
+STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT ("opt out", "opt-out"), ARRET
+or REMOVE, or the whole body is TD (accents and full-width letters folded: "Arrêt"):
 marketing and transactional texts both (carriers block the number after a STOP until START,
 and CTIA asks that nothing but its confirmation follow it: a receipt sent after it was refused
 by the provider, a dead letter, or reached the person who said STOP). START or UNSTOP, as the
@@ -33,6 +34,7 @@ import asyncio
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
@@ -46,14 +48,18 @@ from ..profiles.errors import ErasedSince
 from ..security.userref import user_ref
 from .signing import SignedRequests
 
-__all__ = ["SmsInbound", "STOP_WORDS", "START_WORDS"]
+__all__ = ["SmsInbound", "STOP_WORDS", "WHOLE_STOP_WORDS", "START_WORDS"]
 
 logger = logging.getLogger("tailor.http.sms")
 
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE",
-                        "OPTOUT"})
-"""The carriers' words and those 47 CFR 64.1200(a)(12) names ("stop", "quit", "end", "revoke",
-"opt out", "cancel", "unsubscribe"; "opt out" and "opt-out" read as OPTOUT)."""
+                        "OPTOUT", "ARRET", "REMOVE"})
+"""The carriers' words (the US and Canadian list AWS End User Messaging requires: ARRET,
+CANCEL, END, OPT-OUT, OPTOUT, QUIT, REMOVE, STOP, TD, UNSUBSCRIBE; ARRET is French, for
+Canada) and those 47 CFR 64.1200(a)(12) names ("stop", "quit", "end", "revoke", "opt out",
+"cancel", "unsubscribe"; "opt out" and "opt-out" read as OPTOUT)."""
+WHOLE_STOP_WORDS = frozenset({"TD"})
+"""Opt-out words read only as the whole reply: "TD Bank called" is none."""
 START_WORDS = frozenset({"START", "UNSTOP"})
 """CTIA's re-subscribe keywords, read only as the whole reply (`_keyword`). Not YES: "Yes" to
 a transactional text ("Reply YES to confirm") restarted the marketing texts of a user who
@@ -77,7 +83,8 @@ class SmsInbound:
         raw = body.decode("utf-8", "replace")
         sender, text = _sender(raw), parse_qs(raw).get("Body", [""])[0]
         word = _keyword(text)
-        opted_in = False if word in STOP_WORDS else True if word in START_WORDS else None
+        opted_in = False if word in STOP_WORDS or word in WHOLE_STOP_WORDS else \
+            True if word in START_WORDS else None
         if opted_in is None:
             return web.Response(text="ignored")
         changed, dated = 0, min(signed_at, time.time() + self.future_s)  # a clock ahead
@@ -142,10 +149,17 @@ def _keyword(text: str) -> str:
     the first word without the punctuation after it ("Stop, please" is STOP; "opt out" and
     "opt-out" are OPTOUT): being generous with an opt-out is safe. An opt-in word only as the
     whole reply, a trailing "." or "!" aside ("Start!"; "Start the car" is none)."""
-    upper = text.strip().upper()
+    upper = _folded(text).strip().upper()
     spaced = _OPT_OUT.sub("OPTOUT", upper)
     first = spaced.split(maxsplit=1)[0].strip(".!?,;:") if spaced else ""
     if first in STOP_WORDS:
         return first
     whole = upper.rstrip(".!").rstrip()
-    return whole if whole in START_WORDS else ""
+    return whole if whole in START_WORDS or whole in WHOLE_STOP_WORDS else ""
+
+
+def _folded(text: str) -> str:
+    """`text` without accents, full-width letters as ASCII ("Arrêt" is ARRET, "ＳＴＯＰ" STOP:
+    a reply typed on a French or CJK keyboard was ignored)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text)
+                   if not unicodedata.combining(c))

@@ -291,6 +291,25 @@ async def test_every_reply_the_fcc_names_as_a_revocation_opts_out(texted, profil
     assert await sms_consent(profiles, texted) is False
 
 
+@pytest.mark.parametrize("text", ["ARRET", "Arrêt", "arrêt!", "Remove", "REMOVE me", "TD",
+                                  "\uff33\uff34\uff2f\uff30"])
+async def test_the_carriers_required_opt_out_words_opt_out(texted, profiles, settings, text):
+    """The opt-out words US and Canadian carriers require (AWS End User Messaging's list:
+    ARRET, CANCEL, END, OPT-OUT, OPTOUT, QUIT, REMOVE, STOP, TD, UNSUBSCRIBE) held ARRET
+    (French, Canada), REMOVE and TD, which were ignored: a Quebec user's "Arrêt" answered 200
+    "ignored" and the texts kept coming. Accents and full-width letters fold ("Arrêt",
+    "ＳＴＯＰ" from a CJK keyboard). TD only as the whole reply ("TD Bank called" is not)."""
+    assert await reply(settings, "+447700900123", text) == 200
+    assert await sms_consent(profiles, texted) is False
+
+
+@pytest.mark.parametrize("text", ["TD Bank called", "Removed the app", "Arretez"])
+async def test_words_that_only_begin_like_an_opt_out_word_change_nothing(texted, profiles,
+                                                                         settings, text):
+    assert await reply(settings, "+447700900123", text) == 200
+    assert await sms_consent(profiles, texted) is True
+
+
 async def test_an_sms_one_click_link_opts_out_every_profile_texted_at_the_number(
         texted, profiles, messaging, settings):
     """An SMS's unsubscribe link does what a STOP from its number does (the same index): every
