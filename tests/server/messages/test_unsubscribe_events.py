@@ -68,3 +68,31 @@ async def test_an_sms_unsubscribe_event_opts_out_every_profile_at_the_number(pro
         timestamp=time.time())]))
     got = await settled(profiles, ("account-s", "guest-s"), "sms", False)
     assert [g[0] for g in got] == [False, False]
+
+
+async def test_a_crash_before_the_shared_opt_out_is_replayed(profiles, tailor_server):
+    """The other profiles' opt-out runs after the batch's commit: a worker that died in
+    between left it undone for good unless the outbox replays it."""
+    from server.messages.optout import SharedOptOut
+    for user in ("account-r", "guest-r"):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": "rae@example.org"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
+                                                        opted_in=True, source="signup"))
+    listener = next(x for x in tailor_server.profiles._listeners if isinstance(x, SharedOptOut))
+
+    async def crashed(events, batch):
+        raise RuntimeError("the worker died here")
+    listener.on_events = crashed
+    try:
+        await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+            event_id="unsub-3", user_id="account-r", type="unsubscribe", channel="email",
+            timestamp=time.time())]))
+        await asyncio.sleep(0.2)
+    finally:
+        del listener.on_events
+    assert await consent(profiles, "guest-r", "email") == (True, "signup")
+    await tailor_server.profiles.replay_outbox(older_than=0)
+    assert await consent(profiles, "guest-r", "email") == \
+        (False, "unsubscribe event (shared address)")
+    assert tailor_server.store.scan("outbox", b"") == []
