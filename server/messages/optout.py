@@ -12,7 +12,8 @@ after the ingestion's commit leaves the entry for the replay): for each unsubscr
 email or sms it opts out, marketing only, every other profile the address index
 (`phones.AddressIndex`) holds at the user's address (the one they were last messaged at, and
 the one their attribute holds now), dated at the event's time, source
-`unsubscribe event (shared address)`; then it clears the entry. The consent writes are
+`unsubscribe event (shared address)`, but not a profile whose own opt-in is later than the
+event (an event imported or replayed late); then it clears the entry. The consent writes are
 idempotent (a change the current state already says adds no history entry), so a replay that
 repeats them changes nothing.
 """
@@ -71,7 +72,7 @@ class SharedOptOut:
 
     async def _opt_out(self, ev) -> None:
         index = self.indexes[ev.channel]
-        users = await asyncio.to_thread(self._sharing, index, ev.user_id)
+        users = await asyncio.to_thread(self._sharing, index, ev.user_id, ev)
         for user in users:
             try:  # `existing`: never brings an erased profile back
                 await self.consent.set_consent(user, ev.channel, False, SHARED_SOURCE,
@@ -81,11 +82,23 @@ class SharedOptOut:
             logger.info("unsubscribe event of %s: %s opted out of %s too (shared address)",
                         user_ref(ev.user_id), user_ref(user), ev.channel)
 
-    def _sharing(self, index: AddressIndex, user_id: str) -> list[str]:
-        """The other profiles at the user's address: the one last indexed for them, and the
-        one their attribute holds now."""
+    def _sharing(self, index: AddressIndex, user_id: str, ev) -> list[str]:
+        """The other profiles at the user's address (the one last indexed for them, and the
+        one their attribute holds now), but those whose own opt-in on the channel is later
+        than the event (their choice since: an event imported or replayed late must not undo
+        it; the event's own user follows `record_consent`)."""
         meta = self.metas.metas([user_id])[0]
         address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
         users = set(index.sharing(user_id, address)) | set(index.lookup(address))
         users.discard(user_id)
-        return sorted(users)
+        users = sorted(users)
+        return [u for u, m in zip(users, self.metas.metas(users))
+                if not _opted_in_since(m, ev.channel, ev.timestamp)]
+
+
+def _opted_in_since(meta, channel: str, ts: float) -> bool:
+    """Whether the profile's current marketing state on `channel` is an opt-in dated after
+    `ts`."""
+    state = (((meta or {}).get("consent") or {}).get(channel) or {})
+    state = state if "opted_in" in state else state.get("marketing") or {}  # layout 1 or 2
+    return bool(state.get("opted_in")) and float(state.get("timestamp", 0.0)) > ts

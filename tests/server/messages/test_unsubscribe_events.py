@@ -96,3 +96,23 @@ async def test_a_crash_before_the_shared_opt_out_is_replayed(profiles, tailor_se
     assert await consent(profiles, "guest-r", "email") == \
         (False, "unsubscribe event (shared address)")
     assert tailor_server.store.scan("outbox", b"") == []
+
+
+async def test_a_late_unsubscribe_event_leaves_another_profiles_later_opt_in(profiles):
+    """An unsubscribe event imported or replayed a day late (a provider's feed, a history
+    import) must not undo the opt-in another profile at the address gave since: that is
+    their later choice. Profiles that opted in before the event are opted out."""
+    now = time.time()
+    for user, when in (("account-l", now - 3 * 86400), ("guest-l", now - 3600),
+                       ("old-l", now - 2 * 86400)):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": "lee@example.org"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
+                                                        opted_in=True, source="signup",
+                                                        timestamp=when))
+    await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id="unsub-4", user_id="account-l", type="unsubscribe", channel="email",
+        timestamp=now - 86400)]))
+    got = await settled(profiles, ("account-l", "old-l"), "email", False)
+    assert [g[0] for g in got] == [False, False]
+    assert await consent(profiles, "guest-l", "email") == (True, "signup")
