@@ -9,7 +9,8 @@ The endpoint exists only when the optional `sms-webhook` keyring is provided
 (`TAILOR_SECRET_SMS_WEBHOOK` or `<secrets_dir>/sms-webhook.keys`, `server.security.secrets`);
 every key of it verifies, so the provider's secret can change without dropping replies.
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
-word of the body (punctuation after it dropped) opts the sender out of SMS when it is
+word of the body (the symbols around it dropped, a leading "please" read past) opts the
+sender out of SMS when it is
 STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT ("opt out", "opt-out"), ARRET
 or REMOVE, or the whole body is TD (accents and full-width letters folded: "Arrêt"):
 marketing and transactional texts both (carriers block the number after a STOP until START,
@@ -64,7 +65,11 @@ START_WORDS = frozenset({"START", "UNSTOP"})
 """CTIA's re-subscribe keywords, read only as the whole reply (`_keyword`). Not YES: "Yes" to
 a transactional text ("Reply YES to confirm") restarted the marketing texts of a user who
 had texted STOP; a flow that needs a YES records its own consent."""
-_OPT_OUT = re.compile(r"^OPT[\s-]+OUT\b")
+_OPT_OUT = re.compile(r"\bOPT[\s-]+OUT\b")
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+"""The symbols around a word (punctuation, quotes, emoji)."""
+_POLITE = frozenset({"PLEASE", "PLS", "PLZ"})
+"""Words read past before an opt-out word ("Please stop")."""
 
 
 class SmsInbound:
@@ -146,12 +151,13 @@ def _sender(form: str) -> str:
 
 def _keyword(text: str) -> str:
     """The reply's keyword ("" for none), upper-cased. An opt-out word is read generously, as
-    the first word without the punctuation after it ("Stop, please" is STOP; "opt out" and
-    "opt-out" are OPTOUT): being generous with an opt-out is safe. An opt-in word only as the
+    the first word holding a letter or digit, without the symbols around it ("Stop, please",
+    "Stop🛑", "\"STOP\"" and "🛑 Stop" are STOP; "opt out" and "opt-out" are OPTOUT), after a
+    leading "please" ("Please stop"): being generous with an opt-out is safe. An opt-in word only as the
     whole reply, a trailing "." or "!" aside ("Start!"; "Start the car" is none)."""
     upper = _folded(text).strip().upper()
-    spaced = _OPT_OUT.sub("OPTOUT", upper)
-    first = spaced.split(maxsplit=1)[0].strip(".!?,;:") if spaced else ""
+    words = [w for w in (_EDGES.sub("", t) for t in _OPT_OUT.sub("OPTOUT", upper).split()) if w]
+    first = words[1] if len(words) > 1 and words[0] in _POLITE else words[0] if words else ""
     if first in STOP_WORDS:
         return first
     whole = upper.rstrip(".!").rstrip()

@@ -303,7 +303,20 @@ async def test_the_carriers_required_opt_out_words_opt_out(texted, profiles, set
     assert await sms_consent(profiles, texted) is False
 
 
-@pytest.mark.parametrize("text", ["TD Bank called", "Removed the app", "Arretez"])
+@pytest.mark.parametrize("text", ["Stop\U0001f6d1", "\"STOP\"", "\U0001f6d1 Stop", "(stop)",
+                                  "Please stop", "pls STOP texting me"])
+async def test_a_stop_word_wrapped_in_an_emoji_quotes_or_please_opts_out(texted, profiles,
+                                                                         settings, text):
+    """Only ".!?,;:" were dropped around the first word, so "Stop🛑", "\"STOP\"" or "🛑 Stop"
+    were ignored, and so was "Please stop", the commonest polite revocation (47 CFR
+    64.1200(a)(12): any reasonable means): the texts kept coming. The first word holding a
+    letter or digit is read, without the symbols around it, after a leading "please"."""
+    assert await reply(settings, "+447700900123", text) == 200
+    assert await sms_consent(profiles, texted) is False
+
+
+@pytest.mark.parametrize("text", ["TD Bank called", "Removed the app", "Arretez",
+                                  "END-OF-YEAR sale?", "Please start", "Pleased to hear"])
 async def test_words_that_only_begin_like_an_opt_out_word_change_nothing(texted, profiles,
                                                                          settings, text):
     assert await reply(settings, "+447700900123", text) == 200
