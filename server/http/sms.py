@@ -10,9 +10,9 @@ The endpoint exists only when the optional `sms-webhook` keyring is provided
 every key of it verifies, so the provider's secret can change without dropping replies.
 A missing, wrong or stale signature is 401, a replayed one 409; both change nothing. The first
 word of the body (the symbols around it dropped, a leading "please" read past) opts the
-sender out of SMS when it is
-STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT ("opt out", "opt-out"), ARRET
-or REMOVE, or the whole body is TD (accents and full-width letters folded: "Arrêt"):
+sender out of SMS when it is STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT
+("opt out", "opt-out"), ARRET or REMOVE, or the whole body is TD (accents and full-width
+letters folded: "Arrêt"):
 marketing and transactional texts both (carriers block the number after a STOP until START,
 and CTIA asks that nothing but its confirmation follow it: a receipt sent after it was refused
 by the provider, a dead letter, or reached the person who said STOP). START or UNSTOP, as the
