@@ -699,7 +699,8 @@ class Settings(BaseSettings):
     (allowed unless the user opted out) or `none` (not checked; on email and sms, whose
     messages carry a one-click unsubscribe or take STOP, `none` is `opt_out`: an opt-out is
     always honoured). Transactional campaigns skip
-    it (only an explicit transactional opt-out of the channel stops them). Channels left out
+    it (only an explicit transactional opt-out of the channel stops them; an SMS STOP records
+    one, as carriers block the number until START). Channels left out
     keep the default shown; a channel name other than web, app, email, sms, push is refused.
     Env: `TAILOR_CONSENT_DEFAULTS='{"push": "opt_in"}'`."""
     contact_default_timezone: str = "UTC"
