@@ -63,8 +63,9 @@ def normalize_email(text: str) -> str | None:
 
 
 class AddressIndex:
-    """Keyed-hash address -> user ids, of the messages on `channel` ("sms": phone numbers,
-    "email": email addresses), in the `meta` table (`server.store.keys`).
+    """Keyed-hash address -> user ids, of the profiles holding or messaged at an address on
+    `channel` ("sms": phone numbers, "email": email addresses), in the `meta` table
+    (`server.store.keys`).
 
     Writes are one `Store.write` transaction each (read-compare-write inside it, so two workers
     racing for one user agree); reads use one read snapshot.
@@ -143,7 +144,7 @@ class AddressIndex:
         return True
 
     def lookup(self, address: str) -> list[str]:
-        """Every user a message went to at `address` (sorted; none: [])."""
+        """Every user indexed at `address`: messaged at it, or holding it (sorted; none: [])."""
         normal = self._normalize(address)
         if normal is None:
             return []

@@ -353,6 +353,7 @@ class Profiles:
                 else:
                     held.pop(k, None)
             _check_attributes_total(before, _attributes_size(held), lim)
+
         def watched(txn):  # the address index: a profile holding an address never messaged
             for watcher in self._watchers:  # at it was missed by its STOP or one-click link
                 watcher.on_attributes(txn, user_id, attributes)
