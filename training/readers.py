@@ -288,7 +288,7 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
     """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings); with
     ``path``, an empty or null id is a ``ValueError`` naming its line and column, and so is an
     ``item`` id the server's API cannot name (`item_id_bytes`, a control character)."""
-    ids = pc.utf8_trim_whitespace(table[column]).combine_chunks()
+    ids = _float_text_ids(pc.utf8_trim_whitespace(table[column]).combine_chunks(), column, path)
     if path is not None:
         empty = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
         n = pc.sum(empty).as_py() or 0
@@ -299,6 +299,38 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
         if item:
             _check_item_ids(ids, path, first_line, column)
     return ids
+
+
+_FLOAT_TEXT = r"^-?[0-9]+\.0*$"
+_EXPONENT_TEXT = r"^-?[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]+$"
+
+
+def _float_text_ids(ids: pa.Array, column: str, path: Path | None) -> pa.Array:
+    """Integer ids a tool wrote as float text (pandas' ``to_csv`` of an integer column that had
+    a missing value: ``12345678901.0``, and from 1e16 ``1.2345678901234568e+16``) as the integers
+    they hold, as `_whole_ids` reads the same column from Parquet. Only when every id of the
+    column is an integer in one of those forms or a plain one: a column holding any other id
+    (``1.5``, ``v1.0``, ``007``) is text and stays as written."""
+    suffixed = pc.match_substring_regex(ids, _FLOAT_TEXT)
+    exponent = pc.match_substring_regex(ids, _EXPONENT_TEXT)
+    floats = pc.fill_null(pc.or_(suffixed, exponent), False)
+    if not pc.any(floats).as_py():
+        return ids
+    plain = pc.match_substring_regex(ids, r"^-?[0-9]+$")
+    if not pc.all(pc.fill_null(pc.or_(floats, plain), False)).as_py():
+        return ids
+    out = pc.replace_substring_regex(ids, r"\.0*$", "")
+    rows = np.flatnonzero(exponent.to_numpy(zero_copy_only=False))
+    if rows.size:
+        values = pc.cast(ids.take(pa.array(rows)), pa.float64()).to_numpy(zero_copy_only=False)
+        if not (np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) < 2.0 ** 63)).all():
+            return ids   # not integers a float holds: text
+        text = np.asarray(out.to_numpy(zero_copy_only=False), dtype=object)
+        text[rows] = values.astype(np.int64).astype(str)
+        out = pa.array(text, pa.string())
+    logger.warning("%s: column %r: %d ids written as floats (e.g. 12.0) read as the integers "
+                   "they hold (12)", path or "ids", column, pc.sum(floats).as_py())
+    return out
 
 
 def item_id_bytes() -> int:

@@ -452,3 +452,25 @@ def test_a_nan_cell_is_a_missing_number_as_an_empty_cell_is(tmp_path):
     assert rows["value"].tolist() == [0.0, 0.0]
     assert read_items(_write(tmp_path / "items.csv", "id,price\na,1.5\nb,NaN\n"))["price"].tolist() \
         == [1.5, 0.0]
+
+
+def test_csv_ids_written_as_floats_read_as_the_integers_they_hold(tmp_path):
+    # pandas writes an integer id column that had a missing value (float64) as "12345678901.0"
+    # (and from 1e16 as "1.2345678901234568e+16"): those ids trained as "12345678901.0", which
+    # no caller asks for (every such user served as cold), while the same frame saved as
+    # Parquet reads as "12345678901"
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n"
+               "12345678901.0,3,1,view,0.0\n7.0,40000000000,2,view,0.0\n"
+               "1.2345678901234568e+16,3,3,view,0.0\n")
+    rows = read_interactions(f)
+    assert rows["user_id"].to_pylist() == ["12345678901", "7", "12345678901234568"]
+    assert rows["item_id"].to_pylist() == ["3", "40000000000", "3"]
+    _write(tmp_path / "items.csv", "id,title\n3.0,a\n40000000000.0,b\n")
+    assert read_items(tmp_path / "items.csv")["id"].tolist() == ["3", "40000000000"]
+
+
+@pytest.mark.parametrize("ids", [["1.0", "1.5"], ["v1.0", "2.0"], ["1.0", "1e400"], ["007", "7"]])
+def test_csv_ids_that_are_not_all_whole_numbers_stay_as_written(tmp_path, ids):
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\n"
+               + "".join(f"{u},a,1,view\n" for u in ids))
+    assert read_interactions(f)["user_id"].to_pylist() == ids
