@@ -321,6 +321,24 @@ def _baselines(before: Interactions, users: np.ndarray, known: np.ndarray, seen:
     return out
 
 
+def backtest_split(inter: Interactions, config, cutoff: int | None = None,
+                   test_frac: float | None = None, what: str = "backtest") -> tuple:
+    """``(before, after, test, seen, users)`` of `run_backtest`: `split_rows`, the distinct
+    items of each side and the users with a later item; a ``ValueError`` (``what``: ...) when
+    one side is empty (`train --backtest` checks this before it trains)."""
+    before, after = split_rows(inter, cutoff, test_frac, config.event_weights)
+    test = distinct_items(after.user, after.item, after.n_users)
+    seen = distinct_items(before.user, before.item, before.n_users)
+    users = np.flatnonzero(np.diff(test[0]) > 0)
+    if not len(before) or not len(users):
+        problem = "no rows before the split" if not len(before) else \
+            "no user has rows after the split"
+        span = f"{int(inter.ts.min())} .. {int(inter.ts.max())}" if len(inter) else "nothing"
+        raise ValueError(f"{what}: {problem}: nothing to train on or to score (the rows span "
+                         f"{span}; a --cutoff between them, or --test-frac)")
+    return before, after, test, seen, users
+
+
 def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | None = None,
                  test_frac: float | None = None, baselines: bool = True,
                  als_grid: list | None = None, ease_grid: tuple | None = None,
@@ -336,16 +354,7 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
     from training.bundle import write_bundle
     from training.pipeline import train
 
-    before, after = split_rows(inter, cutoff, test_frac, config.event_weights)
-    test = distinct_items(after.user, after.item, after.n_users)
-    seen = distinct_items(before.user, before.item, before.n_users)
-    users = np.flatnonzero(np.diff(test[0]) > 0)
-    if not len(before) or not len(users):
-        problem = "no rows before the split" if not len(before) else \
-            "no user has rows after the split"
-        span = f"{int(inter.ts.min())} .. {int(inter.ts.max())}" if len(inter) else "nothing"
-        raise ValueError(f"backtest: {problem}: nothing to train on or to score (the rows span "
-                         f"{span}; a --cutoff between them, or --test-frac)")
+    before, after, test, seen, users = backtest_split(inter, config, cutoff, test_frac)
     known = np.diff(seen[0])[users] > 0
     t0 = time.perf_counter()
     result = train(before, catalog, config)

@@ -217,3 +217,44 @@ def test_retrain_and_train_find_the_servers_keyring_where_the_server_does(monkey
     for argv in (["retrain", "--work-dir", str(tmp_path / "w")],
                  ["train", "--interactions", "i.csv", "--out", "o"]):
         assert parser.parse_args(argv).secrets_dir == tmp_path / "keys"
+
+
+def _one_row_per_user(path):
+    """A log where no user has a second row: no hold-out, no row after a backtest's split."""
+    path.write_text("user_id,item_id,timestamp,event,value\n" + "".join(
+        f"u{u},i{u % 7},{1_700_000_000 + u},purchase,1\n" for u in range(40)))
+    return path
+
+
+def test_train_backtest_that_cannot_split_is_refused_before_training(tmp_path, capsys):
+    # the backtest's "no user has rows after the split" came only after the whole training and
+    # the bundle's write, as the last line, where a script reads the bundle's path
+    from training.cli import main
+
+    rows = _one_row_per_user(tmp_path / "i.csv")
+    assert main(["train", "--interactions", str(rows), "--out", str(tmp_path / "b"),
+                 "--no-ranker", "--no-report", "--factors", "4", "--backtest"]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: --backtest: ") and "no user has rows after the split" in err
+    assert "method" not in out and not (tmp_path / "b").exists()
+
+
+def test_a_train_backtest_that_fails_still_names_the_bundle_it_wrote(tmp_path, capsys,
+                                                                      monkeypatch):
+    # the backtest's server does not start (a setting it refuses): the bundle was written but
+    # its path was never printed; the error did not say the bundle was fine
+    from training.cli import main
+    from training.demo import DemoConfig
+    from training.demo_files import write_demo
+
+    write_demo(tmp_path / "w", DemoConfig(n_users=150, n_items=80, n_days=10, seed=3))
+    monkeypatch.setenv("TAILOR_EVENT_FUTURE_TOLERANCE_S", "-1")
+    assert main(["train", "--interactions", str(tmp_path / "w" / "interactions.csv"),
+                 "--out", str(tmp_path / "b"), "--no-ranker", "--no-report", "--factors", "4",
+                 "--iterations", "2", "--backtest"]) == 2
+    out, err = capsys.readouterr()
+    (bundle,) = (tmp_path / "b").iterdir()
+    assert (bundle / "manifest.json").is_file()
+    assert out.splitlines()[-1] == str(bundle)
+    assert err.startswith("error: backtest failed: ") and "TAILOR_EVENT_FUTURE_TOLERANCE_S" in err
+    assert f"the bundle is written: {bundle}" in err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def run(args) -> int:
               f"{int(imps.positive.sum())} taken, {int((imps.user < 0).sum())} requests of "
               f"users without events (tables only)")
     config = replace(config_from_args(args), impression_groups=args.impression_groups)
+    if args.backtest:   # refused now, not after the training and the bundle's write
+        from training.backtest import backtest_split
+
+        backtest_split(inter, config, test_frac=config.test_frac, what="--backtest")
     result = train(inter, catalog, config, imps)
     print(format_table(result.metrics))
     if result.ranker is None and result.config.use_ranker:
@@ -94,19 +99,30 @@ def run(args) -> int:
 
         manifest = json.loads((path / "manifest.json").read_text())
         print(f"report: {write_report(manifest, path.parent / 'report.html')}")
-    if args.backtest:
-        from training.backtest import format_backtest, run_backtest
+    failed = args.backtest and _backtest(inter, catalog, result, path)
+    print(path)   # last, as scripts read it, also when the backtest failed
+    return 2 if failed else 0
 
+
+def _backtest(inter, catalog, result, path: Path) -> bool:
+    """Print the served backtest of `train --backtest`; True when it failed (one ``error:``
+    line that says the bundle at `path` is written: it does not depend on the backtest)."""
+    from training.backtest import format_backtest, run_backtest
+
+    try:
         report = run_backtest(inter, catalog, result.config, test_frac=result.config.test_frac,
                               baselines=False)
-        print("served backtest (a separate bundle trained before the split, served by a real "
-              "server):")
-        print(format_backtest(report))
-        served = report["methods"]["tailor (served)"]
-        claimed = result.metrics["model"]["ndcg@10"]
-        gap = (served["ndcg@10"] - claimed) / max(served["ndcg@10_se"], 1e-12)
-        print(f"this bundle's manifest (evaluation fit, same hold-out rows) ndcg@10 = "
-              f"{claimed:.4f}; served backtest ndcg@10 = {served['ndcg@10']:.4f} "
-              f"+- {served['ndcg@10_se']:.4f} (bootstrap SE): {gap:+.1f} SE")
-    print(path)
-    return 0
+    except (ValueError, OSError) as err:   # OSError: ChildProcessError, its server not up
+        logger.debug("backtest failed", exc_info=True)
+        print(f"error: backtest failed: {err} (the bundle is written: {path})", file=sys.stderr)
+        return True
+    print("served backtest (a separate bundle trained before the split, served by a real "
+          "server):")
+    print(format_backtest(report))
+    served = report["methods"]["tailor (served)"]
+    claimed = result.metrics["model"]["ndcg@10"]
+    gap = (served["ndcg@10"] - claimed) / max(served["ndcg@10_se"], 1e-12)
+    print(f"this bundle's manifest (evaluation fit, same hold-out rows) ndcg@10 = "
+          f"{claimed:.4f}; served backtest ndcg@10 = {served['ndcg@10']:.4f} "
+          f"+- {served['ndcg@10_se']:.4f} (bootstrap SE): {gap:+.1f} SE")
+    return False
