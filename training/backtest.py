@@ -31,7 +31,7 @@ import grpc
 import numpy as np
 
 from contract.events import EVENT_TYPES
-from training.evaluate import eval_units, popular_unseen, rerank
+from training.evaluate import eval_units, measured, popular_unseen, rerank
 from training.events import Catalog, Interactions, event_weights
 from training.metrics import bootstrap_se, hits, per_user_metrics
 from training.split import distinct_items, temporal_split
@@ -401,7 +401,8 @@ def format_backtest(report: dict) -> str:
                  f"split); rows before/after = {s['rows_before']}/{s['rows_after']}")
     lines.append("ndcg@10_new: scored against the later items the user had not seen before "
                  "(what a seen-filtering recommender can reach)")
-    lines.append(f"manifest (evaluation fit) ndcg@10 = {ev['model']['ndcg@10']:.4f} on "
-                 f"{ev['n_eval_users']} {eval_units(ev)}; served backtest ndcg@10 = "
+    claimed = (f"{ev['model']['ndcg@10']:.4f} on {ev['n_eval_users']} {eval_units(ev)}"
+               if measured(ev) else "none (its fit had no hold-out)")
+    lines.append(f"manifest (evaluation fit) ndcg@10 = {claimed}; served backtest ndcg@10 = "
                  f"{report['methods']['tailor (served)']['ndcg@10']:.4f}")
     return "\n".join(lines)

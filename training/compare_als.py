@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from training.cli.types import positive_int
-from training.evaluate import format_table
+from training.evaluate import NOTHING_MEASURED, format_table, measured
 from training.events import event_weights
 from training.metrics import ranking_metrics
 from training.pipeline import TrainConfig, train
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     inter, catalog = load(args.interactions, args.items, args.format)
     t0 = time.perf_counter()
     result = train(inter, catalog, TrainConfig())
+    if not measured(result.metrics):
+        raise ValueError(NOTHING_MEASURED)
     t1 = time.perf_counter()
     rows = inter.subset(event_weights(inter) > 0)
     tr, te = temporal_split(rows, 0.2)

@@ -24,7 +24,7 @@ import numpy as np
 
 from kernels.context import CONTEXT_FEATURES, ContextTable, context_features, daypart
 from kernels.ranking import FEATURES
-from training.evaluate import K, _curve_points, popular_unseen, rerank
+from training.evaluate import K, _curve_points, popular_unseen, rerank, unmeasured
 from training.events import Catalog, Interactions
 from training.metrics import bootstrap_se, hits, per_user_metrics, ranking_metrics
 from training.ranker import RankerParams, fit_booster
@@ -122,6 +122,9 @@ def train_context_ranker(train: Interactions, catalog: Catalog, fit_stage,
     return booster, info
 
 
+REQUEST_UNIT = "request: one (user, channel, UTC daypart) of the hold-out rows"
+
+
 def evaluate_requests(stage, table: ContextTable, test: Interactions, session=None,
                       n_candidates: int = 100, max_requests: int = 0, seed: int = 0,
                       batch: int = 4096) -> dict:
@@ -131,6 +134,8 @@ def evaluate_requests(stage, table: ContextTable, test: Interactions, session=No
     (``n_eval_users`` counts requests; ``eval.unit`` says so)."""
     req = requests(test)
     n_req = int(req[0].shape[0])
+    if not n_req:
+        return unmeasured(0, unit=REQUEST_UNIT, n_users=0)
     idx = np.arange(n_req)
     if 0 < max_requests < n_req:
         idx = np.sort(np.random.default_rng(seed).choice(n_req, max_requests, replace=False))
@@ -155,7 +160,7 @@ def evaluate_requests(stage, table: ContextTable, test: Interactions, session=No
         out["se"][name] = {key: round(bootstrap_se(per[key], groups=owner), 6)
                            for key in ("recall@10", "ndcg@10")}
     out.update(n_eval_users=int(idx.shape[0]), n_test_users=n_req,
-               eval={"unit": "request: one (user, channel, UTC daypart) of the hold-out rows",
+               eval={"unit": REQUEST_UNIT,
                      "users": int(idx.shape[0]), "of_test_users": n_req,
                      "n_users": int(np.unique(req[0]).shape[0]),
                      "sample": ("all requests" if idx.shape[0] == n_req

@@ -18,8 +18,8 @@ from training.events import Interactions
 from training.metrics import bootstrap_se, per_user_metrics, ranking_metrics
 from training.split import distinct_items
 
-__all__ = ["CURVE_KS", "eval_units", "eval_users", "evaluate", "rerank", "popular_unseen", "format_table",
-           "segment_metrics"]
+__all__ = ["CURVE_KS", "NOTHING_MEASURED", "eval_units", "eval_users", "evaluate", "measured",
+           "rerank", "popular_unseen", "format_table", "segment_metrics", "unmeasured"]
 
 logger = logging.getLogger("tailor.training.evaluate")
 
@@ -73,6 +73,23 @@ def eval_users(test: Interactions, max_users: int = 0, seed: int = 0):
     return indptr, items, users, n_test_users
 
 
+NOTHING_MEASURED = ("no user has a held-out row: nothing measured (a user needs at least 2 "
+                    "rows of positive weight; the last --test-frac of them are held out)")
+
+
+def unmeasured(n_test: int = 0, **eval_info) -> dict:
+    """The metrics of an empty hold-out: no method, ``se`` or ``segments`` figure (0.0 would
+    read as measured, e.g. GetModelStatus's ``model.ndcg@10``), ``eval.measured`` false."""
+    return {"n_eval_users": 0, "n_test_users": n_test,
+            "eval": {**eval_info, "users": 0, "of_test_users": n_test, "measured": False,
+                     "sample": NOTHING_MEASURED}}
+
+
+def measured(metrics: dict) -> bool:
+    """True when ``metrics`` hold figures (a hold-out was scored), False for `unmeasured`."""
+    return isinstance(metrics.get("model"), dict)
+
+
 def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
              batch: int = 8192, segments: dict[str, np.ndarray] | None = None,
              max_users: int = 0, seed: int = 0) -> dict:
@@ -101,6 +118,8 @@ def evaluate(stage, test: Interactions, ranker=None, n_candidates: int = 100,
     """
     t0 = time.perf_counter()
     indptr, items, users, n_test_users = eval_users(test, max_users, seed)
+    if not users.shape[0]:
+        return unmeasured(n_test_users)
     recs = {"model": [], "retrieval": [], "popularity": []}
     by_pop = np.argsort(-stage.popularity, kind="stable")
     for start in range(0, users.shape[0], batch):
@@ -186,6 +205,8 @@ def format_table(metrics: dict) -> str:
         lines.append(f"n_eval_users = {metrics.get('n_eval_users', 0)}"
                      + (f" of {metrics['n_test_users']} users with test items"
                         if "n_test_users" in metrics else ""))
+    if not measured(metrics):
+        lines.append(NOTHING_MEASURED)
     if metrics.get("segments"):
         lines.append(f"{'segment (ndcg@10)':<18}{'users':>7}" + "".join(
             f"{n:>12}" for n in ("model", "retrieval", "popularity")))

@@ -30,7 +30,7 @@ from training.als import ALSParams
 from training.content import ContentParams, fit_content
 from training.context_ranker import evaluate_requests, fit_table, train_context_ranker
 from training.drift import drift_reference
-from training.evaluate import evaluate
+from training.evaluate import evaluate, measured
 from training.events import DEFAULT_EVENT_WEIGHTS, EVENTS, Catalog, Interactions, event_weights
 from training.impression_log import ImpressionRows, user_cutoffs
 from training.index import IndexParams, build_index
@@ -133,17 +133,21 @@ def _ranker(train, catalog, fit, config: TrainConfig, stage: Stage, test, imps=N
         metrics = evaluate(stage, test, session, config.ranker.n_candidates,
                            segments=user_segments(train, stage.cutoff),
                            max_users=config.eval_users, seed=config.als.seed)
-    info["ndcg_gain"] = round(metrics["model"]["ndcg@10"] - metrics["retrieval"]["ndcg@10"], 6)
+    scored = measured(metrics)   # else no figure to compare or copy (`unmeasured`)
+    info["ndcg_gain"] = (round(metrics["model"]["ndcg@10"] - metrics["retrieval"]["ndcg@10"], 6)
+                         if scored else None)
     if info["valid_ndcg"] <= info["valid_retrieval_ndcg"]:
         logger.warning("ranker dropped: NDCG@10 %.4f on its validation users does not beat "
-                       "retrieval's %.4f there (on the evaluation hold-out: %.4f against %.4f)",
+                       "retrieval's %.4f there (on the evaluation hold-out: %s)",
                        info["valid_ndcg"], info["valid_retrieval_ndcg"],
-                       metrics["model"]["ndcg@10"], metrics["retrieval"]["ndcg@10"])
+                       f"{metrics['model']['ndcg@10']:.4f} against "
+                       f"{metrics['retrieval']['ndcg@10']:.4f}" if scored else "none")
         info["dropped"] = True
-        metrics["model"] = dict(metrics["retrieval"])
-        for segment in metrics.get("segments", {}).values():
-            segment["model"] = dict(segment["retrieval"])
-        metrics["se"]["model"] = dict(metrics["se"]["retrieval"])
+        if scored:
+            metrics["model"] = dict(metrics["retrieval"])
+            for segment in metrics.get("segments", {}).values():
+                segment["model"] = dict(segment["retrieval"])
+            metrics["se"]["model"] = dict(metrics["se"]["retrieval"])
         return None, info, metrics
     return model, info, metrics
 

@@ -13,7 +13,7 @@ import io
 import re
 from pathlib import Path
 
-from training.evaluate import eval_units
+from training.evaluate import NOTHING_MEASURED, eval_units, measured
 from training.segments import NEW_USER_DAYS
 
 __all__ = ["METHODS", "HEADLINE", "pyplot", "figure_png", "metrics_chart", "curves_chart",
@@ -167,11 +167,14 @@ def render(manifest: dict) -> str:
     parts = [f"<h1>Training report: bundle {version}</h1>",
              f"<p>Metrics of the {html.escape(str(manifest.get('metrics_fit', 'evaluation')))} "
              f"fit on the per-user temporal hold-out, "
-             f"{metrics.get('n_eval_users', 0)} {eval_units(metrics)}.</p>",
-             _img("Model vs baselines", metrics_chart(metrics)),
-             _img("Recall@k and NDCG@k", curves_chart(metrics)),
-             _img("Item coverage", coverage_chart(metrics)),
-             "<h2>Metrics</h2>", _metrics_table(metrics)]
+             f"{metrics.get('n_eval_users', 0)} {eval_units(metrics)}.</p>"]
+    if measured(metrics):
+        parts += [_img("Model vs baselines", metrics_chart(metrics)),
+                  _img("Recall@k and NDCG@k", curves_chart(metrics)),
+                  _img("Item coverage", coverage_chart(metrics)),
+                  "<h2>Metrics</h2>", _metrics_table(metrics)]
+    else:
+        parts.append(f"<p>{html.escape(NOTHING_MEASURED)}.</p>")
     if metrics.get("segments"):
         parts += ["<h2>Metrics by user segment</h2>",
                   f"<p>New users: first training event less than {NEW_USER_DAYS:g} days before "

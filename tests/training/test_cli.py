@@ -258,3 +258,23 @@ def test_a_train_backtest_that_fails_still_names_the_bundle_it_wrote(tmp_path, c
     assert out.splitlines()[-1] == str(bundle)
     assert err.startswith("error: backtest failed: ") and "TAILOR_EVENT_FUTURE_TOLERANCE_S" in err
     assert f"the bundle is written: {bundle}" in err
+
+
+def test_a_manifest_without_a_hold_out_records_no_figures(tmp_path, capsys):
+    # every user one row: no hold-out, yet the manifest recorded every metric as 0.0 with an SE
+    # of 0.0, which GetModelStatus served as "model.ndcg@10: 0.0", as if measured
+    import json
+
+    from training.cli import main
+
+    rows = _one_row_per_user(tmp_path / "i.csv")
+    assert main(["train", "--interactions", str(rows), "--out", str(tmp_path / "b"),
+                 "--no-ranker", "--factors", "4", "--iterations", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "no user has a held-out row: nothing measured" in out
+    (bundle,) = [p for p in (tmp_path / "b").iterdir() if p.is_dir()]
+    metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]
+    assert not {"model", "retrieval", "popularity", "se", "segments"} & set(metrics)
+    assert metrics["n_eval_users"] == metrics["n_test_users"] == 0
+    assert metrics["eval"]["measured"] is False
+    assert "nothing measured" in (tmp_path / "b" / "report.html").read_text()

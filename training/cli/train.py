@@ -15,7 +15,7 @@ from contract.erasure import read_tombstones
 from training.bundle import write_bundle
 from training.cli.options import add_secrets_dir, add_training_options, config_from_args
 from training.erasure import drop_erased, erasure_keys, tombstones_for
-from training.evaluate import format_table
+from training.evaluate import format_table, measured
 from training.pipeline import train
 from training.readers import load
 
@@ -120,6 +120,8 @@ def _backtest(inter, catalog, result, path: Path) -> bool:
           "server):")
     print(format_backtest(report))
     served = report["methods"]["tailor (served)"]
+    if not measured(result.metrics):
+        return False
     claimed = result.metrics["model"]["ndcg@10"]
     gap = (served["ndcg@10"] - claimed) / max(served["ndcg@10_se"], 1e-12)
     print(f"this bundle's manifest (evaluation fit, same hold-out rows) ndcg@10 = "
