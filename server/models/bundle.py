@@ -257,13 +257,15 @@ def _check_links(items: dict) -> None:
                                 "(UpsertItems refuses them too)")
 
 
-def _control_rows(text: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def _control_rows(text: np.ndarray, points_per_chunk: int = 1 << 20) -> np.ndarray:
     """Rows of a str array holding a control character or a lone surrogate (numpy's padding,
-    NUL, is not one), from its UTF-32 code points."""
+    NUL, is not one), from its UTF-32 code points, scanned about `points_per_chunk` at a time
+    (a fixed count of rows held one long link's width times as much)."""
     out = np.zeros(len(text), bool)
     if text.dtype.itemsize == 0:
         return out
     points = text.view(np.uint32).reshape(len(text), -1)
+    chunk = max(1, points_per_chunk // points.shape[1])
     for lo in range(0, len(text), chunk):
         cp = points[lo:lo + chunk]
         out[lo:lo + chunk] = (((cp > 0) & (cp < 0x20)) | (cp == 0x7F)
