@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from clients.transport import add_arguments
-from training.cli.types import canary_percent
+from training.cli.types import canary_percent, timeout_seconds
 
 __all__ = ["add_parser", "run"]
 
@@ -29,7 +29,7 @@ def add_parser(subparsers) -> None:
                    help="validate and store, keep serving the current one")
     p.add_argument("--canary", type=canary_percent, default=None, metavar="PERCENT",
                    help="serve it to this percentage of users as a canary, 0.01..99.99")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds for upload + validation")
+    p.add_argument("--timeout", type=timeout_seconds, default=900.0, help="seconds for upload + validation")
     p.set_defaults(func=run)
 
 

@@ -36,7 +36,7 @@ K = 10
 
 def add_parser(subparsers) -> None:
     from training.cli.options import add_secrets_dir, add_training_options
-    from training.cli.types import canary_percent, finite_number
+    from training.cli.types import canary_percent, finite_number, timeout_seconds
 
     p = subparsers.add_parser("retrain", help="export, train, compare with the serving bundle, "
                               "push as a canary if not worse", description=__doc__,
@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
                         "%(default)s)")
     p.add_argument("--tolerance", type=finite_number, default=0.0,
                    help="NDCG@10 the candidate may lose and still count as not worse")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per server call")
+    p.add_argument("--timeout", type=timeout_seconds, default=900.0, help="seconds per server call")
     add_secrets_dir(p)
     add_training_options(p)
     p.set_defaults(func=run)

@@ -114,7 +114,20 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  # every user at once, without guardrails (docs: 0 < P < 100)
                  ["push", str(tmp_path), "--canary", "0"],
                  ["push", str(tmp_path), "--canary", "100"],
-                 ["push", str(tmp_path), "--canary", "nan"]):
+                 ["push", str(tmp_path), "--canary", "nan"],
+                 # demo-data --seed -1 ended on numpy's "expected non-negative integer" without
+                 # naming the flag; an --end in the year 3000 wrote a world train refuses
+                 # ("after the year 3000 as unix seconds: milliseconds?")
+                 ["demo-data", "--out", str(tmp_path / "d"), "--seed", "-1"],
+                 ["demo-data", "--out", str(tmp_path / "d"), "--end", "2999-12-31"],
+                 ["demo-data", "--out", str(tmp_path / "d"), "--end", "9999-12-31"],
+                 # a --timeout of inf, nan, 0, -1 or 1e10 is a deadline already past for
+                 # gRPC: "push refused: DEADLINE_EXCEEDED", as if the server had refused it
+                 ["push", str(tmp_path), "--timeout", "inf"],
+                 ["push", str(tmp_path), "--timeout", "nan"],
+                 ["push", str(tmp_path), "--timeout", "0"],
+                 ["push", str(tmp_path), "--timeout", "1e10"],
+                 ["retrain", "--work-dir", str(tmp_path / "w"), "--timeout", "-1"]):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2, argv
@@ -278,3 +291,23 @@ def test_a_manifest_without_a_hold_out_records_no_figures(tmp_path, capsys):
     assert metrics["n_eval_users"] == metrics["n_test_users"] == 0
     assert metrics["eval"]["measured"] is False
     assert "nothing measured" in (tmp_path / "b" / "report.html").read_text()
+
+
+def test_a_demo_world_too_big_for_memory_is_one_error_line(tmp_path, capsys):
+    # numpy's _ArrayMemoryError ("Unable to allocate 72.8 TiB ...") came out as a traceback
+    from training.cli import main
+
+    assert main(["demo-data", "--out", str(tmp_path / "d"), "--items", "10000000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: not enough memory: ") and "Traceback" not in err, err
+
+
+def test_a_demo_world_ending_late_in_2999_trains(tmp_path, capsys):
+    from training.cli import main
+
+    world = tmp_path / "d"
+    assert main(["demo-data", "--out", str(world), "--users", "30", "--items", "40", "--days",
+                 "3", "--end", "2999-12-30"]) == 0
+    assert main(["train", "--interactions", str(world / "interactions.csv"), "--out",
+                 str(tmp_path / "b"), "--no-ranker", "--no-report", "--factors", "4",
+                 "--iterations", "2"]) == 0

@@ -3,8 +3,8 @@
 Each module listed in `COMMANDS` exposes ``add_parser(subparsers)``, which registers its
 subcommand and sets ``func`` (called with the parsed namespace, returns the exit code).
 Adding a subcommand is one line here. Reserved for other owners: ``push``, ``ope``,
-``attribute``, ``export``. `main` turns a ``ValueError`` or ``OSError`` (a bad file or value)
-into one ``error:`` line and exit status 2.
+``attribute``, ``export``. `main` turns a ``ValueError`` or ``OSError`` (a bad file or value),
+or a ``MemoryError``, into one ``error:`` line and exit status 2.
 """
 from __future__ import annotations
 
@@ -61,4 +61,8 @@ def run_guarded(func, *args, what: str = "") -> int:
     except (ValueError, OSError) as err:
         logger.debug("%s failed", what or getattr(func, "__module__", "job"), exc_info=True)
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:   # numpy's names the size: a flag or a file too big for here
+        logger.debug("%s failed", what or getattr(func, "__module__", "job"), exc_info=True)
+        print(f"error: not enough memory: {err}", file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
 """``demo-data``: write the deterministic demo world."""
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime
 
-from training.cli.types import nonnegative_number, positive_int, positive_number
+from training.cli.types import count, nonnegative_number, positive_int, positive_number
 from training.demo import DemoConfig, start_for_end
 from training.demo_files import write_demo
+from training.readers import MAX_TIMESTAMP
 
 _DEFAULT = DemoConfig()
 
@@ -16,7 +18,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--users", type=positive_int, default=_DEFAULT.n_users)
     p.add_argument("--items", type=positive_int, default=_DEFAULT.n_items)
     p.add_argument("--days", type=positive_int, default=_DEFAULT.n_days)
-    p.add_argument("--seed", type=int, default=_DEFAULT.seed)
+    p.add_argument("--seed", type=count, default=_DEFAULT.seed)
     p.add_argument("--events-per-user", type=positive_number,
                    help="mean rows per user (e.g. 120 for long histories); default: about 60")
     p.add_argument("--end", type=parse_date,
@@ -38,11 +40,17 @@ def add_parser(subparsers) -> None:
 
 
 def parse_date(text: str) -> int:
-    """Unix seconds of the end of the UTC day ``text`` (ISO date or date-time)."""
+    """Unix seconds of the end of the UTC day ``text`` (ISO date or date-time), a day before
+    the year 3000 at the latest: a later world (a late funnel spills past the day) has times
+    `training.readers` takes for milliseconds and refuses."""
     when = datetime.fromisoformat(text)
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return int(when.timestamp()) // 86_400 * 86_400 + 86_400
+    end = int(when.timestamp()) // 86_400 * 86_400 + 86_400
+    if end > MAX_TIMESTAMP - 86_400:
+        raise argparse.ArgumentTypeError(f"expected a date before 2999-12-31 (train refuses "
+                                         f"times after the year 3000), got {text!r}")
+    return end
 
 
 def config_from_args(args) -> DemoConfig:

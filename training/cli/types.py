@@ -8,7 +8,7 @@ import math
 
 __all__ = ["count", "positive_int", "resamples", "open_fraction", "share", "window_hours",
            "positive_number", "nonnegative_number", "recall_target", "tolerance",
-           "canary_percent", "finite_number", "history_len", "factors"]
+           "canary_percent", "finite_number", "history_len", "factors", "timeout_seconds"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -153,3 +153,17 @@ def factors(text: str) -> int:
     """The embedding dimension: 1..`contract.MAX_DIM` (the server refuses a larger one)."""
     from contract.bundle import MAX_DIM
     return _at_most(text, MAX_DIM, "the server refuses a larger dimension")
+
+
+MAX_TIMEOUT = 30 * 86_400
+"""The longest ``--timeout`` of a server call (seconds): gRPC takes a deadline much further
+away (1e10 s), or inf or NaN, as one already past (DEADLINE_EXCEEDED at once)."""
+
+
+def timeout_seconds(text: str) -> float:
+    """A server call's deadline in seconds: a finite number > 0, at most `MAX_TIMEOUT`."""
+    value = _number(text, 0.0, strict=True)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, {MAX_TIMEOUT}] (30 days), "
+                                         f"got {text!r}")
+    return value
