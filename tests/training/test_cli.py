@@ -103,6 +103,10 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["cold-items", *data[:2], "--items", "x.csv", "--holdout", "1.5"],
                  ["cold-items", *data[:2], "--items", "x.csv", "--k", "0"],
                  ["cold-items", *data[:2], "--items", "x.csv", "--k", "-3"],
+                 # cold-items --threads -2 aborted the process in libgomp ("Out of memory
+                 # allocating 962072675200 bytes"), --seed -1 ended on numpy's words
+                 ["cold-items", *data[:2], "--items", "x.csv", "--threads", "-2"],
+                 ["cold-items", *data[:2], "--items", "x.csv", "--seed", "-1"],
                  # retrain pushed with --canary 0 to every user at once (no guardrails), was
                  # refused --canary 100 by the server only after the whole export and training,
                  # and with --tolerance nan counted any candidate as not worse

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from training.als import ALSParams
-from training.cli.types import open_fraction, positive_int
+from training.cli.types import count, open_fraction, positive_int
 from training.cold_items import ColdConfig, format_cold, run_cold_items
 from training.readers import load
 
@@ -22,8 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--holdout", type=open_fraction, default=_DEFAULT.holdout,
                    help="share of the items with interactions held out")
     p.add_argument("--k", type=positive_int, default=_DEFAULT.k)
-    p.add_argument("--seed", type=int, default=_DEFAULT.seed)
-    p.add_argument("--threads", type=int, default=ALSParams().threads)
+    p.add_argument("--seed", type=count, default=_DEFAULT.seed)
+    p.add_argument("--threads", type=count, default=ALSParams().threads,
+                   help="threads of ALS (0: the library's default)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.set_defaults(func=run)
 
