@@ -63,6 +63,7 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
     from training.cli import main
 
     data = ["--interactions", str(tmp_path / "i.csv"), "--out", str(tmp_path / "b")]
+    (tmp_path / "f.txt").write_text("a file, not a directory")
     for argv in (["demo-data", "--out", str(tmp_path / "d"), "--users", "0"],
                  ["demo-data", "--out", str(tmp_path / "d"), "--items", "-3"],
                  ["demo-data", "--out", str(tmp_path / "d"), "--days", "0"],
@@ -131,7 +132,15 @@ def test_out_of_range_counts_are_refused_by_the_parser(tmp_path, capsys):
                  ["push", str(tmp_path), "--timeout", "nan"],
                  ["push", str(tmp_path), "--timeout", "0"],
                  ["push", str(tmp_path), "--timeout", "1e10"],
-                 ["retrain", "--work-dir", str(tmp_path / "w"), "--timeout", "-1"]):
+                 ["retrain", "--work-dir", str(tmp_path / "w"), "--timeout", "-1"],
+                 # an output that cannot be written failed only after the whole run: train's
+                 # "Not a directory" lost the training, backtest's and cold-items' the report
+                 ["train", *data[:2], "--out", str(tmp_path / "f.txt" / "b")],
+                 ["train", *data[:2], "--out", str(tmp_path / "f.txt")],
+                 ["backtest", *data[:2], "--json", str(tmp_path / "missing" / "r.json")],
+                 ["backtest", *data[:2], "--json", str(tmp_path)],
+                 ["cold-items", *data[:2], "--items", "x.csv", "--json",
+                  str(tmp_path / "f.txt" / "r.json")]):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 2, argv

@@ -6,7 +6,7 @@ import logging
 
 from training.backtest import format_backtest, parse_cutoff, run_backtest
 from training.cli.options import add_training_options, config_from_args
-from training.cli.types import positive_number
+from training.cli.types import out_file, positive_number
 from training.readers import load
 
 logger = logging.getLogger("tailor.training.cli.backtest")
@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
                    help="popularity only beside Tailor (no implicit ALS grid, no EASE)")
     p.add_argument("--ease-lambda", type=positive_number, action="append",
                    help="EASE lambdas to sweep (repeatable; default: training.backtest.EASE_GRID)")
-    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--json", type=out_file, help="also write the report as JSON to this file")
     add_training_options(p)
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from training.als import ALSParams
-from training.cli.types import count, open_fraction, positive_int
+from training.cli.types import count, open_fraction, out_file, positive_int
 from training.cold_items import ColdConfig, format_cold, run_cold_items
 from training.readers import load
 
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=count, default=_DEFAULT.seed)
     p.add_argument("--threads", type=count, default=ALSParams().threads,
                    help="threads of ALS (0: the library's default)")
-    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.add_argument("--json", type=out_file, help="also write the report as JSON to this file")
     p.set_defaults(func=run)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from contract.erasure import read_tombstones
 from training.bundle import write_bundle
 from training.cli.options import add_secrets_dir, add_training_options, config_from_args
+from training.cli.types import out_dir
 from training.erasure import drop_erased, erasure_keys, tombstones_for
 from training.evaluate import format_table, measured
 from training.pipeline import train
@@ -27,7 +28,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--interactions", required=True, help="CSV/Parquet (or MovieLens) file")
     p.add_argument("--items", help="item catalog CSV/Parquet (optional)")
     p.add_argument("--format", choices=("tailor", "movielens"), default="tailor")
-    p.add_argument("--out", required=True, help="bundle root; the bundle goes to OUT/<version>/")
+    p.add_argument("--out", type=out_dir, required=True,
+                   help="bundle root; the bundle goes to OUT/<version>/")
     p.add_argument("--backtest", action="store_true",
                    help="also run the served backtest (training.backtest) with the same options "
                         "on the last --test-frac of each user's rows and print its figures")

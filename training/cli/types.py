@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+from pathlib import Path
 
 __all__ = ["count", "positive_int", "resamples", "open_fraction", "share", "window_hours",
            "positive_number", "nonnegative_number", "recall_target", "tolerance",
-           "canary_percent", "finite_number", "history_len", "factors", "timeout_seconds"]
+           "canary_percent", "finite_number", "history_len", "factors", "timeout_seconds",
+           "out_dir", "out_file"]
 
 
 def _whole(text: str, least: int) -> int:
@@ -167,3 +170,37 @@ def timeout_seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected seconds in (0, {MAX_TIMEOUT}] (30 days), "
                                          f"got {text!r}")
     return value
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be made in ``folder`` or in the directories a job would create under
+    its nearest existing ancestor, or None."""
+    probe = folder
+    while not os.path.lexists(probe) and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{str(probe)!r} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{str(probe)!r} is not writable"
+    return None
+
+
+def out_dir(text: str) -> Path:
+    """A directory a job writes into at its end (created with its parents if need be),
+    checked now: a run is not lost on a path it cannot write."""
+    problem = _unwritable(Path(text))
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot write under {text!r}: {problem}")
+    return Path(text)
+
+
+def out_file(text: str) -> Path:
+    """A file a job writes at its end, in a directory that exists, checked now."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, expected a file name")
+    parent = path.parent
+    problem = (f"no directory {str(parent)!r}" if not parent.is_dir() else _unwritable(parent))
+    if problem:
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: {problem}")
+    return path
