@@ -284,13 +284,20 @@ def _channels(table: pa.Table) -> np.ndarray:
 
 
 def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int = 0,
-         item: bool = False) -> pa.Array:
-    """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings); with
-    ``path``, an empty or null id is a ``ValueError`` naming its line and column, and so is an
-    ``item`` id the server's API cannot name (`item_id_bytes`, a control character)."""
-    ids = _float_text_ids(pc.utf8_trim_whitespace(table[column]).combine_chunks(), column, path)
+         item: bool = False, trim: bool = False) -> pa.Array:
+    """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings), as
+    written: the server takes ``"5 "`` and ``"5"`` as two ids (its users, their erasure
+    tombstones, Recommend), so surrounding whitespace is kept and counted in a WARNING
+    (``trim``: stripped, for MovieLens's numeric ids). With ``path``, an empty, blank or null
+    id is a ``ValueError`` naming its line and column, and so is an ``item`` id the server's
+    API cannot name (`item_id_bytes`, a control character)."""
+    raw = table[column].combine_chunks()
+    trimmed = pc.utf8_trim_whitespace(raw)
+    ids = _float_text_ids(trimmed if trim else raw, column, path)
+    if not trim:
+        _warn_spaced(raw, trimmed, column, path)
     if path is not None:
-        empty = pc.fill_null(pc.equal(pc.utf8_length(ids), 0), True)
+        empty = pc.fill_null(pc.equal(pc.utf8_length(trimmed), 0), True)
         n = pc.sum(empty).as_py() or 0
         if n:
             row = pc.index(empty, True).as_py()
@@ -299,6 +306,17 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
         if item:
             _check_item_ids(ids, path, first_line, column)
     return ids
+
+
+def _warn_spaced(raw: pa.Array, trimmed: pa.Array, column: str, path: Path | None) -> None:
+    """Log how many ids of ``column`` have leading or trailing whitespace (not the ids)."""
+    spaced = pc.sum(pc.fill_null(pc.and_(pc.not_equal(raw, trimmed),
+                                         pc.greater(pc.utf8_length(trimmed), 0)), False))
+    n = spaced.as_py() or 0
+    if n:
+        logger.warning("%s: column %r: %d rows whose id has leading or trailing whitespace, "
+                       "kept as written (the server's API takes ' 5' and '5' as two ids)",
+                       path or "ids", column, n)
 
 
 _FLOAT_TEXT = r"^-?[0-9]+\.0*$"
@@ -468,8 +486,8 @@ def read_movielens(path: str | Path) -> dict:
     del body
     line0 = skip + 1
     rating = _numbers(path, line0, table, "rating", np.float32)
-    return {"user_id": _ids(table, "user_id", path, line0),
-            "item_id": _ids(table, "item_id", path, line0, item=True),
+    return {"user_id": _ids(table, "user_id", path, line0, trim=True),
+            "item_id": _ids(table, "item_id", path, line0, item=True, trim=True),
             "timestamp": _timestamps(path, line0, table),
             "event": np.full(table.num_rows, EVENTS.index("rating"), np.int8), "value": rating}
 

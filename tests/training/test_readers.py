@@ -474,3 +474,34 @@ def test_csv_ids_that_are_not_all_whole_numbers_stay_as_written(tmp_path, ids):
     f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\n"
                + "".join(f"{u},a,1,view\n" for u in ids))
     assert read_interactions(f)["user_id"].to_pylist() == ids
+
+
+def test_ids_with_surrounding_spaces_are_read_as_the_server_has_them(tmp_path, caplog):
+    # the server takes "5 " and "5" as two users (TrackEvents, erasure, Recommend); the reader
+    # trimmed "5 " to "5": its rows served user "5", and a tombstone of the erased "5 " (keyed
+    # hash of "5 ") matched no row, so the erased user's rows were trained on
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\n"
+               "5 ,a,1,view\n5,a,2,view\n u7,b ,3,view\n")
+    with caplog.at_level("WARNING", logger="tailor.training.readers"):
+        rows = read_interactions(f)
+    assert rows["user_id"].to_pylist() == ["5 ", "5", " u7"]
+    assert rows["item_id"].to_pylist() == ["a", "a", "b "]
+    assert "2 rows whose id has leading or trailing whitespace" in caplog.text
+    assert "5 " not in caplog.text.split("whitespace")[0]   # no id in the log line
+    _write(tmp_path / "items.csv", "id,title\nb ,x\n")
+    assert read_items(tmp_path / "items.csv")["id"].tolist() == ["b "]
+    _write(tmp_path / "blank.csv", "user_id,item_id,timestamp,event\n  ,a,1,view\n")
+    with pytest.raises(ValueError, match=r"blank.csv:2: column 'user_id': empty id"):
+        read_interactions(tmp_path / "blank.csv")
+
+
+def test_the_erasure_of_a_user_whose_id_ends_in_a_space_drops_their_rows(tmp_path):
+    from contract.erasure import digest
+    from training.erasure import drop_erased
+
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\n"
+               "5 ,a,1,view\n5 ,b,2,view\n6,a,3,view\n")
+    key = ("k1", b"k" * 32)
+    tombs = {(key[0], digest(key[1], "5 ")): 100.0}
+    kept, dropped = drop_erased(read_interactions(f), tombs, [key])
+    assert dropped == 2 and kept["user_id"].to_pylist() == ["6"]
