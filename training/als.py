@@ -105,6 +105,11 @@ def confidence(agg: Aggregated, alpha: float) -> sp.csr_matrix:
     return mat
 
 
+def _too_large(what: str) -> str:
+    return (f"{what}: event weights this large (--event-weight, a rating's value, --alpha, "
+            "summed per user and item) overflow the fit's float32 arithmetic; scale them down")
+
+
 def fit_als(cui: sp.csr_matrix, params: ALSParams) -> tuple[np.ndarray, np.ndarray]:
     """Fit implicit's CPU ALS on a confidence matrix.
 
@@ -113,15 +118,23 @@ def fit_als(cui: sp.csr_matrix, params: ALSParams) -> tuple[np.ndarray, np.ndarr
     item_factors, user_factors : ndarray of float32
     """
     from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.recommender_base import ModelFitError
     from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
+    top = float(np.abs(cui.data).max(initial=0.0))
+    if not np.isfinite(top):
+        raise ValueError(_too_large("some confidences 1 + alpha * weight are infinite as float32"))
     with threadpool_limits(1, "blas"):   # implicit runs its own threads; BLAS pools fight them
         model = AlternatingLeastSquares(
             factors=params.factors, regularization=params.regularization, alpha=1.0,
             iterations=params.iterations, random_state=params.seed, num_threads=params.threads,
             calculate_training_loss=False)
-        model.fit(cui, show_progress=False)
+        try:
+            model.fit(cui, show_progress=False)
+        except ModelFitError as err:   # NaN factors: float32 overflowed on these confidences
+            raise ValueError(_too_large(f"the ALS fit failed ({err}); the largest confidence "
+                                        f"1 + alpha * weight is {top:.3g}")) from None
     logger.info("ALS %d factors x %d iterations on %s (nnz %d) in %.1fs", params.factors,
                 params.iterations, cui.shape, cui.nnz, time.perf_counter() - t0)
     return (np.ascontiguousarray(model.item_factors, np.float32),

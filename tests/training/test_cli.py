@@ -324,3 +324,20 @@ def test_a_demo_world_ending_late_in_2999_trains(tmp_path, capsys):
     assert main(["train", "--interactions", str(world / "interactions.csv"), "--out",
                  str(tmp_path / "b"), "--no-ranker", "--no-report", "--factors", "4",
                  "--iterations", "2"]) == 0
+
+
+@pytest.mark.parametrize("weight", ["1e39", "1e12"])
+def test_event_weights_too_large_for_the_als_fit_are_one_error_line(tmp_path, capsys, weight):
+    # a weight of 1e39 (inf as float32) or 1e12 (its squares overflow) ended on implicit's
+    # "ModelFitError: NaN encountered in factors" traceback, exit 1
+    from training.cli import main
+    from training.demo import DemoConfig
+    from training.demo_files import write_demo
+
+    write_demo(tmp_path / "w", DemoConfig(n_users=200, n_items=300, n_days=10))
+    assert main(["train", "--interactions", str(tmp_path / "w" / "interactions.csv"), "--out",
+                 str(tmp_path / "b"), "--no-ranker", "--no-report", "--factors", "8",
+                 "--iterations", "3", "--threads", "1", "--event-weight",
+                 f"purchase={weight}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--event-weight" in err and "Traceback" not in err, err
