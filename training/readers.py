@@ -235,7 +235,7 @@ def _parsed_timestamps(path, first_line, col) -> np.ndarray:
     return out[inverse]
 
 
-def read_interactions(path: str | Path) -> dict:
+def read_interactions(path: str | Path, float_ids: bool = False) -> dict:
     """Read a Tailor interaction file (CSV, or Parquet by suffix).
 
     Parameters
@@ -244,6 +244,8 @@ def read_interactions(path: str | Path) -> dict:
         Columns ``user_id, item_id, timestamp, event, value``; ``value`` is optional (0),
         ``timestamp`` is unix seconds (a fraction is floored; at most year 3000) or RFC 3339,
         ``event`` one of `training.events.EVENTS`.
+    float_ids : bool
+        Read an id column of integers written as float text (``12.0``) as those integers.
 
     Returns
     -------
@@ -267,8 +269,8 @@ def read_interactions(path: str | Path) -> dict:
     code = np.array([EVENTS.index(n) for n in names], np.int8)[inverse]
     value = (_numbers(path, first, table, "value", np.float32) if "value" in table.column_names
              else np.zeros(len(code), np.float32))
-    out = {"user_id": _ids(table, "user_id", path, first),
-           "item_id": _ids(table, "item_id", path, first, item=True),
+    out = {"user_id": _ids(table, "user_id", path, first, float_ids=float_ids),
+           "item_id": _ids(table, "item_id", path, first, item=True, float_ids=float_ids),
            "timestamp": _timestamps(path, first, table), "event": code, "value": value}
     if "channel" in table.column_names:
         out["channel"] = _channels(table)
@@ -284,7 +286,7 @@ def _channels(table: pa.Table) -> np.ndarray:
 
 
 def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int = 0,
-         item: bool = False, trim: bool = False) -> pa.Array:
+         item: bool = False, trim: bool = False, float_ids: bool = False) -> pa.Array:
     """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings), as
     written: the server takes ``"5 "`` and ``"5"`` as two ids (its users, their erasure
     tombstones, Recommend), so surrounding whitespace is kept and counted in a WARNING
@@ -293,7 +295,7 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
     API cannot name (`item_id_bytes`, a control character)."""
     raw = table[column].combine_chunks()
     trimmed = pc.utf8_trim_whitespace(raw)
-    ids = _float_text_ids(trimmed if trim else raw, column, path)
+    ids = _float_text_ids(trimmed if trim else raw, column, path, float_ids)
     if not trim:
         _warn_spaced(raw, trimmed, column, path)
     if path is not None:
@@ -323,12 +325,14 @@ _FLOAT_TEXT = r"^-?[0-9]+\.0*$"
 _EXPONENT_TEXT = r"^-?[0-9]+(\.[0-9]*)?[eE][+-]?[0-9]+$"
 
 
-def _float_text_ids(ids: pa.Array, column: str, path: Path | None) -> pa.Array:
-    """Integer ids a tool wrote as float text (pandas' ``to_csv`` of an integer column that had
-    a missing value: ``12345678901.0``, and from 1e16 ``1.2345678901234568e+16``) as the integers
-    they hold, as `_whole_ids` reads the same column from Parquet. Only when every id of the
-    column is an integer in one of those forms or a plain one: a column holding any other id
-    (``1.5``, ``v1.0``, ``007``) is text and stays as written."""
+def _float_text_ids(ids: pa.Array, column: str, path: Path | None, convert: bool) -> pa.Array:
+    """With ``convert`` (``--float-ids``), integer ids a tool wrote as float text (pandas'
+    ``to_csv`` of an integer column that had a missing value: ``12345678901.0``, and from 1e16
+    ``1.2345678901234568e+16``) as the integers they hold, as `_whole_ids` reads the same column
+    from Parquet; without it they stay as written (the server may know a user as ``"12.0"``:
+    `training export` writes ids as tracked) and a WARNING names the flag. Only when every id of
+    the column is an integer in one of those forms or a plain one: a column holding any other
+    id (``1.5``, ``v1.0``, ``007``) is text and stays as written."""
     suffixed = pc.match_substring_regex(ids, _FLOAT_TEXT)
     exponent = pc.match_substring_regex(ids, _EXPONENT_TEXT)
     floats = pc.fill_null(pc.or_(suffixed, exponent), False)
@@ -336,6 +340,13 @@ def _float_text_ids(ids: pa.Array, column: str, path: Path | None) -> pa.Array:
         return ids
     plain = pc.match_substring_regex(ids, r"^-?[0-9]+$")
     if not pc.all(pc.fill_null(pc.or_(floats, plain), False)).as_py():
+        return ids
+    n = pc.sum(floats).as_py()
+    if not convert:
+        logger.warning("%s: column %r: %d ids are integers written as floats (e.g. 12.0), read "
+                       "as written; if a tool wrote integer ids so (pandas' to_csv of a column "
+                       "with a missing value), give --float-ids to read them as integers (12)",
+                       path or "ids", column, n)
         return ids
     out = pc.replace_substring_regex(ids, r"\.0*$", "")
     rows = np.flatnonzero(exponent.to_numpy(zero_copy_only=False))
@@ -347,7 +358,7 @@ def _float_text_ids(ids: pa.Array, column: str, path: Path | None) -> pa.Array:
         text[rows] = values.astype(np.int64).astype(str)
         out = pa.array(text, pa.string())
     logger.warning("%s: column %r: %d ids written as floats (e.g. 12.0) read as the integers "
-                   "they hold (12)", path or "ids", column, pc.sum(floats).as_py())
+                   "they hold (12): --float-ids", path or "ids", column, n)
     return out
 
 
@@ -397,7 +408,7 @@ def _check_item_ids(ids: pa.Array, path: Path, first_line: int, column: str) -> 
                      "one; TAILOR_LIMITS__ID_BYTES sets the length both sides take)")
 
 
-def read_items(path: str | Path) -> dict:
+def read_items(path: str | Path, float_ids: bool = False) -> dict:
     """Read an item catalog: ``id`` required; ``title, category, price, url, image`` optional."""
     path = Path(path)
     table, first = _table(path)
@@ -405,7 +416,7 @@ def read_items(path: str | Path) -> dict:
     n = table.num_rows
     if n == 0:
         raise ValueError(f"{path}: no data rows (a header only)")
-    out = {"id": np.asarray(_ids(table, "id", path, first, item=True).to_numpy(
+    out = {"id": np.asarray(_ids(table, "id", path, first, item=True, float_ids=float_ids).to_numpy(
         zero_copy_only=False), dtype=str)}
     for col in ("title", "category", "url", "image"):
         if col in ("url", "image") and col in table.column_names:
@@ -562,15 +573,17 @@ def _pad(items, key, n_extra, fill) -> np.ndarray:
 
 
 def load(interactions: str | Path, items: str | Path | None = None,
-         fmt: str = "tailor", keep=None) -> tuple[Interactions, Catalog]:
+         fmt: str = "tailor", keep=None, float_ids: bool = False) -> tuple[Interactions, Catalog]:
     """Read and encode in one call (``fmt`` is ``"tailor"`` or ``"movielens"``); ``keep(rows)``
-    returns the rows to train on (erasure: `training.erasure.drop_erased`)."""
+    returns the rows to train on (erasure: `training.erasure.drop_erased`); ``float_ids``:
+    integer ids written as float text are read as integers (`_float_text_ids`)."""
     if fmt not in ("tailor", "movielens"):
         raise ValueError(f"format must be 'tailor' or 'movielens', got {fmt!r}")
-    rows = read_movielens(interactions) if fmt == "movielens" else read_interactions(interactions)
+    rows = (read_movielens(interactions) if fmt == "movielens"
+            else read_interactions(interactions, float_ids))
     if keep is not None:
         rows = keep(rows)
-    catalog_rows = read_items(items) if items else None
+    catalog_rows = read_items(items, float_ids) if items else None
     if catalog_rows is not None:
         _check_catalog_covers(rows["item_id"], catalog_rows["id"], interactions, items)
     inter, catalog = build(rows, catalog_rows)

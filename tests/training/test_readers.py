@@ -462,18 +462,27 @@ def test_csv_ids_written_as_floats_read_as_the_integers_they_hold(tmp_path):
     f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event,value\n"
                "12345678901.0,3,1,view,0.0\n7.0,40000000000,2,view,0.0\n"
                "1.2345678901234568e+16,3,3,view,0.0\n")
-    rows = read_interactions(f)
+    rows = read_interactions(f, float_ids=True)
     assert rows["user_id"].to_pylist() == ["12345678901", "7", "12345678901234568"]
     assert rows["item_id"].to_pylist() == ["3", "40000000000", "3"]
     _write(tmp_path / "items.csv", "id,title\n3.0,a\n40000000000.0,b\n")
-    assert read_items(tmp_path / "items.csv")["id"].tolist() == ["3", "40000000000"]
+    assert read_items(tmp_path / "items.csv", float_ids=True)["id"].tolist() == ["3", "40000000000"]
+
+
+def test_csv_ids_written_as_floats_stay_as_written_unless_asked(tmp_path, caplog):
+    # the server may know a user as "12.0" (a client formatting floats; `training export`
+    # writes ids as tracked): read so by default, with a WARNING naming --float-ids
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\n12.0,3,1,view\n7,3,2,view\n")
+    with caplog.at_level("WARNING", logger="tailor.training.readers"):
+        assert read_interactions(f)["user_id"].to_pylist() == ["12.0", "7"]
+    assert "--float-ids" in caplog.text
 
 
 @pytest.mark.parametrize("ids", [["1.0", "1.5"], ["v1.0", "2.0"], ["1.0", "1e400"], ["007", "7"]])
 def test_csv_ids_that_are_not_all_whole_numbers_stay_as_written(tmp_path, ids):
     f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\n"
                + "".join(f"{u},a,1,view\n" for u in ids))
-    assert read_interactions(f)["user_id"].to_pylist() == ids
+    assert read_interactions(f, float_ids=True)["user_id"].to_pylist() == ids
 
 
 def test_ids_with_surrounding_spaces_are_read_as_the_server_has_them(tmp_path, caplog):

@@ -22,7 +22,7 @@ from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
 
-__all__ = ["add_training_options", "config_from_args"]
+__all__ = ["add_float_ids", "add_secrets_dir", "add_training_options", "config_from_args"]
 
 _A, _R, _I = ALSParams(), RankerParams(), IndexParams()
 
@@ -46,6 +46,15 @@ def add_secrets_dir(p: argparse.ArgumentParser) -> None:
                    default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
                    help="where the server's `erasure` keyring is (default TAILOR_SECRETS_DIR, "
                         "else var/secrets; or TAILOR_SECRET_ERASURE)")
+
+
+def add_float_ids(p: argparse.ArgumentParser) -> None:
+    """`--float-ids`: read CSV id columns of integers written as floats as the integers."""
+    p.add_argument("--float-ids", action="store_true",
+                   help="an id column whose ids are all integers, some written as floats "
+                        "(12.0, 1.2e+16: pandas' to_csv of a column with a missing value), is "
+                        "read as the integers (12); off: ids as written, as the server knows "
+                        "them (a WARNING says when a column looks so)")
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,12 @@ from pathlib import Path
 
 from contract.erasure import read_tombstones
 from training.bundle import write_bundle
-from training.cli.options import add_secrets_dir, add_training_options, config_from_args
+from training.cli.options import (
+    add_float_ids,
+    add_secrets_dir,
+    add_training_options,
+    config_from_args,
+)
 from training.cli.types import out_dir
 from training.erasure import drop_erased, erasure_keys, tombstones_for
 from training.evaluate import format_table, measured
@@ -28,6 +33,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--interactions", required=True, help="CSV/Parquet (or MovieLens) file")
     p.add_argument("--items", help="item catalog CSV/Parquet (optional)")
     p.add_argument("--format", choices=("tailor", "movielens"), default="tailor")
+    add_float_ids(p)
     p.add_argument("--out", type=out_dir, required=True,
                    help="bundle root; the bundle goes to OUT/<version>/")
     p.add_argument("--backtest", action="store_true",
@@ -72,7 +78,8 @@ def run(args) -> int:
     if args.impressions is not None and not args.context_features:
         print("--impressions trains the context features: add --context-features")
         return 2
-    inter, catalog = load(args.interactions, args.items, args.format, keep=_without_erased(args))
+    inter, catalog = load(args.interactions, args.items, args.format, keep=_without_erased(args),
+                          float_ids=args.float_ids)
     imps = None
     if args.impressions is not None:
         from training.impression_log import read_impressions
