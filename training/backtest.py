@@ -323,20 +323,34 @@ def _baselines(before: Interactions, users: np.ndarray, known: np.ndarray, seen:
 
 def backtest_split(inter: Interactions, config, cutoff: int | None = None,
                    test_frac: float | None = None, what: str = "backtest") -> tuple:
-    """``(before, after, test, seen, users)`` of `run_backtest`: `split_rows`, the distinct
-    items of each side and the users with a later item; a ``ValueError`` (``what``: ...) when
-    one side is empty (`train --backtest` checks this before it trains)."""
+    """``(before, after, test, seen, users, unaskable)`` of `run_backtest`: `split_rows`, the
+    distinct items of each side, the users with a later item whose id the server's API takes
+    (`askable`), and how many it does not (left out); a ``ValueError`` (``what``: ...) when one
+    side is empty (`train --backtest` checks this before it trains)."""
     before, after = split_rows(inter, cutoff, test_frac, config.event_weights)
     test = distinct_items(after.user, after.item, after.n_users)
     seen = distinct_items(before.user, before.item, before.n_users)
-    users = np.flatnonzero(np.diff(test[0]) > 0)
+    users, unaskable = askable(inter, np.flatnonzero(np.diff(test[0]) > 0))
     if not len(before) or not len(users):
         problem = "no rows before the split" if not len(before) else \
             "no user has rows after the split"
         span = f"{int(inter.ts.min())} .. {int(inter.ts.max())}" if len(inter) else "nothing"
         raise ValueError(f"{what}: {problem}: nothing to train on or to score (the rows span "
                          f"{span}; a --cutoff between them, or --test-frac)")
-    return before, after, test, seen, users
+    return before, after, test, seen, users, unaskable
+
+
+def askable(inter: Interactions, users: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(users, n)``: the user codes whose id the server's API takes (`readers.unaskable_ids`:
+    one such id fails a whole RecommendBatch), and how many were left out (logged)."""
+    from training.readers import unaskable_ids
+
+    bad = unaskable_ids(inter.user_ids[users]) if len(users) else np.zeros(0, bool)
+    if bad.any():
+        logger.warning("%d users with later rows have an id the server's API refuses (over "
+                       "TAILOR_LIMITS__ID_BYTES, or a control character): not asked, not scored",
+                       int(bad.sum()))
+    return users[~bad], int(bad.sum())
 
 
 def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | None = None,
@@ -354,7 +368,7 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
     from training.bundle import write_bundle
     from training.pipeline import train
 
-    before, after, test, seen, users = backtest_split(inter, config, cutoff, test_frac)
+    before, after, test, seen, users, unaskable = backtest_split(inter, config, cutoff, test_frac)
     known = np.diff(seen[0])[users] > 0
     t0 = time.perf_counter()
     result = train(before, catalog, config)
@@ -384,6 +398,7 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
             "split": {"cutoff": cutoff, "test_frac": None if cutoff is not None else test_frac,
                       "rows_before": len(before), "rows_after": len(after),
                       "users_scored": int(users.shape[0]), "users_unknown": int((~known).sum()),
+                      "users_unaskable": unaskable,
                       "serve_seconds": round(serve_s, 1)}}
 
 
@@ -398,7 +413,9 @@ def format_backtest(report: dict) -> str:
     s = report["split"]
     ev = report["manifest"]["metrics"]
     lines.append(f"users scored = {s['users_scored']} ({s['users_unknown']} unknown before the "
-                 f"split); rows before/after = {s['rows_before']}/{s['rows_after']}")
+                 f"split); rows before/after = {s['rows_before']}/{s['rows_after']}"
+                 + (f"; {s['users_unaskable']} left out (an id the server's API refuses)"
+                    if s.get("users_unaskable") else ""))
     lines.append("ndcg@10_new: scored against the later items the user had not seen before "
                  "(what a seen-filtering recommender can reach)")
     claimed = (f"{ev['model']['ndcg@10']:.4f} on {ev['n_eval_users']} {eval_units(ev)}"

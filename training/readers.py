@@ -25,7 +25,8 @@ from contract.items import SCRIPT_LINK, script_scheme_problem
 from kernels.context import channel_code
 from training.events import EVENTS, Catalog, Interactions
 
-__all__ = ["read_interactions", "read_items", "read_movielens", "build", "load", "json_objects"]
+__all__ = ["read_interactions", "read_items", "read_movielens", "build", "load", "json_objects",
+           "unaskable_ids"]
 
 logger = logging.getLogger("tailor.training.readers")
 
@@ -378,6 +379,16 @@ def item_id_bytes() -> int:
         return int(text) if text else ITEM_ID_BYTES
     except ValueError:
         raise ValueError(f"TAILOR_LIMITS__ID_BYTES: expected a whole number, got {text!r}") from None
+
+
+def unaskable_ids(ids) -> np.ndarray:
+    """Mask of the ids the server's API refuses to be asked about (`item_id_bytes` UTF-8
+    bytes, the limit of every id, or a control character): Recommend of such a user fails its
+    whole batch."""
+    ids = pa.array(np.asarray(ids, dtype=object), pa.string())
+    bad = pc.or_(pc.greater(pc.binary_length(ids), item_id_bytes()),
+                 pc.match_substring_regex(ids, _CONTROL))
+    return pc.fill_null(bad, True).to_numpy(zero_copy_only=False)
 
 
 def _first_bad(bad: pa.Array, values: pa.Array) -> tuple[int, int, str, str] | None:

@@ -63,7 +63,7 @@ def compare(inter, catalog, config, serving: Path, workdir: Path, imps=None) -> 
     """NDCG@10 (and the rest of `backtest.score`) of the serving bundle and of a candidate
     trained with `config` (and the impressions ``imps`` shown before the cutoff) on the rows up
     to the serving bundle's cutoff, on the rows after it."""
-    from training.backtest import score, serve_recommendations, split_rows
+    from training.backtest import askable, score, serve_recommendations, split_rows
     from training.bundle import write_bundle
     from training.pipeline import train
     from training.split import distinct_items
@@ -75,11 +75,11 @@ def compare(inter, catalog, config, serving: Path, workdir: Path, imps=None) -> 
                          f"{len(before)} before, {len(after)} after; nothing to compare on")
     test = distinct_items(after.user, after.item, after.n_users)
     seen = distinct_items(before.user, before.item, before.n_users)
-    users = np.flatnonzero(np.diff(test[0]) > 0)
+    users, unaskable = askable(inter, np.flatnonzero(np.diff(test[0]) > 0))
     ids = inter.user_ids[users].tolist()
     item_row = defaultdict(lambda: -1, {iid: i for i, iid in enumerate(inter.item_ids.tolist())})
     out = {"cutoff": cutoff, "rows_before": len(before), "rows_after": len(after),
-           "users_scored": len(ids)}
+           "users_scored": len(ids), "users_unaskable": unaskable}
     with tempfile.TemporaryDirectory(prefix="tailor-retrain-", dir=workdir) as tmp:
         early = None if imps is None else imps.subset(imps.ts < cutoff)
         early = early if early is not None and early.positive.any() else None  # events then

@@ -166,3 +166,16 @@ def test_every_delivery_setting_is_left_out_of_the_backtests_server():
                 if name.startswith(("smtp_", "dkim_")) or name.endswith("_webhook_url")}
     assert {"TAILOR_SMTP_HOST", "TAILOR_DKIM_KEY_FILE", "TAILOR_PUSH_WEBHOOK_URL"} <= delivery
     assert delivery <= NOT_INHERITED
+
+
+def test_users_the_servers_api_cannot_name_are_left_out_not_a_traceback():
+    # one user id over the server's 128 bytes (training reads any): RecommendBatch refused the
+    # whole batch, and the backtest (and retrain's comparison) ended on a grpc traceback
+    from training.backtest import backtest_split
+    from training.pipeline import TrainConfig
+
+    long_id = "x" * 200
+    inter = make_interactions([("a", "x", 10), ("a", "y", 20), (long_id, "x", 15),
+                               (long_id, "y", 25), ("b", "x", 12), ("b", "z", 30)])
+    *_, users, unaskable = backtest_split(inter, TrainConfig(), test_frac=0.5)
+    assert inter.user_ids[users].tolist() == ["a", "b"] and unaskable == 1
