@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -337,11 +338,15 @@ def main(argv: list[str] | None = None) -> None:
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        import signal  # stop signals wait until the server handles them (server.workers)
+        # stop signals wait until the server handles them (server.workers)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
         _serve(args)
         return
     from .errors import FailedPrecondition
+    # A reload sent by name (`pkill -HUP -f "python -m server"`) reaches these commands too:
+    # they have nothing to reload, and dying of it would cut a backup, compaction, migration,
+    # restore or key rotation short.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         COMMANDS[args.command](args)
     except (FailedPrecondition, FileNotFoundError) as err:
