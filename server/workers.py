@@ -156,42 +156,69 @@ def serve(settings: Settings) -> None:
         return
     if settings.port == 0:
         raise FailedPrecondition("--workers > 1 needs an explicit --port (the workers share it)")
-    _refuse_a_port_in_use(settings.host, settings.port)
-    if settings.public_http_port:
-        _refuse_a_port_in_use(settings.host, settings.public_http_port, " (public HTTP)")
-    metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    held = _hold_the_port(settings.host, settings.port)  # till the parent exits
     try:
-        if settings.metrics_port:  # before any worker: a port in use stops here, alone
-            from .metrics import serve_metrics
-            reload_metrics = serve_metrics(settings.metrics_port, settings.host.strip("[]"), tls)
-        _supervise(settings, reload_metrics)
+        if settings.public_http_port:
+            held += _hold_the_port(settings.host, settings.public_http_port, " (public HTTP)")
+        metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+        try:
+            if settings.metrics_port:  # before any worker: a port in use stops here, alone
+                from .metrics import serve_metrics
+                reload_metrics = serve_metrics(settings.metrics_port, settings.host.strip("[]"), tls)
+            _supervise(settings, reload_metrics)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     finally:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        for sock in held:
+            sock.close()
 
 
-def _refuse_a_port_in_use(host: str, port: int, what: str = "") -> None:
-    """Refuse a port something already listens on, before any worker starts. The workers bind
-    with SO_REUSEPORT, which the kernel grants to every socket of the same user asking for it:
-    a second server started by mistake on the port of a running one (its workers too) would
-    share it, each connection landing on one server or the other, with its own data dir. A
-    bind without SO_REUSEPORT fails while any socket listens there. Other bind errors (not an
-    address of this machine) are left to the workers' own bind, which names them."""
+def _hold_the_port(host: str, port: int, what: str = "") -> list[socket.socket]:
+    """Refuse a port something already listens on, before any worker starts, and keep it from
+    anyone else until the workers are gone. The workers bind with SO_REUSEPORT, which the kernel
+    grants to every socket of the same user asking for it: a second server started by mistake
+    on the port of a running one (its workers too) would share it, each connection landing on
+    one server or the other, with its own data dir. A bind without SO_REUSEPORT fails while any
+    socket is bound there.
+
+    The sockets returned stay bound (never listening: no connection reaches them) with
+    SO_REUSEPORT on and SO_REUSEADDR off: the workers' own binds (SO_REUSEPORT) share the port
+    with them, another server's check (this one, without SO_REUSEPORT) and a single-worker
+    server's bind fail from now on, even in the second or more before the workers listen.
+    SO_REUSEADDR is on only for the bind itself, so a connection in TIME_WAIT is no obstacle.
+    Other bind errors (not an address of this machine) are left to the workers' own bind,
+    which names them."""
     try:
         addresses = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
                                        flags=socket.AI_PASSIVE)
     except socket.gaierror:
-        return
+        return []
+    held, seen = [], set()
+    both = {socket.AF_INET, socket.AF_INET6} <= {a[0] for a in addresses}
     for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no user
-            try:
-                probe.bind(address)
-            except OSError as err:
-                if err.errno == errno.EADDRINUSE:
-                    raise FailedPrecondition(
-                        f"could not listen on {with_port(host, port)}{what}: the port is in use "
-                        "(another server's workers may be serving it)") from None
+        if address in seen:  # a name listed twice: bound once
+            continue
+        seen.add(address)
+        sock = socket.socket(family, kind, proto)
+        if family == socket.AF_INET6 and both:  # "::" beside "0.0.0.0": each its own family
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as err:
+            sock.close()
+            if err.errno == errno.EADDRINUSE:
+                for other in held:
+                    other.close()
+                raise FailedPrecondition(
+                    f"could not listen on {with_port(host, port)}{what}: the port is in use "
+                    "(another server's workers may be serving it)") from None
+            continue
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.append(sock)
+    return held
 
 
 def _supervise(settings: Settings, reload_metrics) -> None:

@@ -125,3 +125,50 @@ def test_a_second_server_with_workers_on_the_port_of_a_running_one_is_refused(se
     assert "spawn_main" not in out and "serving on" not in out  # refused before any worker
     time.sleep(0.1)
     assert first.proc.poll() is None  # the running server is untouched
+
+
+def test_the_port_stays_taken_from_the_parents_check_until_the_workers_listen(tmp_path):
+    """The parent checks that nothing listens on the port, then spawns the workers, which bind
+    it (SO_REUSEPORT) a second or more later. A second server checking in between found the
+    port free and started too: both then shared it (each connection landing on one of two
+    stores). The parent holds the port from its check on, in a way the workers' bind shares
+    and another server's check does not."""
+    import errno
+    import os
+    import socket
+    import time
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from tests.conftest import free_port
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(scratch), "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    proc = subprocess.Popen([sys.executable, "-m", "server", "--port", str(port), "--workers", "2",
+                             "--data-dir", str(tmp_path / "data")], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(scratch.glob("tailor-metrics-*")):  # made right after the port check
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        with socket.socket() as probe, pytest.raises(OSError) as taken:  # another server's check
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+        assert taken.value.errno == errno.EADDRINUSE
+        while True:  # and the workers still bind it and serve
+            assert proc.poll() is None and time.monotonic() < deadline + 60
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+                    status = health_pb2_grpc.HealthStub(ch).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
