@@ -6,6 +6,7 @@ import errno
 import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ from .app import TailorServer
 from .config import Settings
 from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
+from .processes import owner_alive, process_started
 from .security.hosts import with_port
 from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
@@ -160,7 +162,7 @@ def serve(settings: Settings) -> None:
     try:
         if settings.public_http_port:
             held += _hold_the_port(settings.host, settings.public_http_port, " (public HTTP)")
-        metrics_dir = tempfile.mkdtemp(prefix="tailor-metrics-")
+        metrics_dir = _metrics_dir()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
         try:
             if settings.metrics_port:  # before any worker: a port in use stops here, alone
@@ -172,6 +174,31 @@ def serve(settings: Settings) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+_METRICS_DIR = re.compile(r"tailor-metrics-(\d+)\.(\d+)-")
+"""A parent's metrics dir: `tailor-metrics-<pid>.<start ticks>-<random>`."""
+
+
+def _metrics_dir() -> str:
+    """A new `PROMETHEUS_MULTIPROC_DIR` for the workers, named after this process (pid and
+    start time), once the dirs of parents that are gone are removed. The parent removes its
+    own when it exits; a parent SIGKILLed (the OOM killer, a stop timeout) cannot, and in a
+    temp dir that outlives the process (a Kubernetes emptyDir across container restarts) one
+    more was left at each such restart. A dir named otherwise (an older Tailor's) is left."""
+    parent = tempfile.gettempdir()
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        names = []
+    for name in names:
+        owner = _METRICS_DIR.match(name)
+        if owner and not owner_alive(int(owner[1]), int(owner[2])):
+            logger.info("removing %s, the metrics dir of a server that is gone", name)
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    started = process_started(os.getpid())  # None without /proc: a name never removed
+    owner = f"{os.getpid()}.{started}-" if started is not None else ""
+    return tempfile.mkdtemp(prefix=f"tailor-metrics-{owner}")
 
 
 def _hold_the_port(host: str, port: int, what: str = "") -> list[socket.socket]:

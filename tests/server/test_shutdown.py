@@ -280,3 +280,51 @@ def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
             shutil.rmtree(metrics_dir, ignore_errors=True)
     assert out[0].count("the parent process is gone: stopping this worker") == 2, out[0][-3000:]
     assert out[0].count("tailor.workers: stopped") == 2, out[0][-3000:]
+
+
+def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_path):
+    """The parent of `--workers N` SIGKILLed (the OOM killer, a stop timeout) leaves its
+    `tailor-metrics-*` dir (the workers' sample files) in the temp dir: on Kubernetes an emptyDir
+    that outlives container restarts, one more dir each time. The next start removes those of
+    parents that are gone (a pid now another process's included), never a running one's."""
+    from server.processes import process_started
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    other = subprocess.Popen(["sleep", "300"])  # the parent of another server, still running
+    try:
+        started = process_started(other.pid)
+        running = scratch / f"tailor-metrics-{other.pid}.{started}-running"
+        recycled = scratch / f"tailor-metrics-{other.pid}.{started - 1}-recycled"
+        running.mkdir()
+        recycled.mkdir()
+        proc = _two_workers(tmp_path, TMPDIR=str(scratch))
+        workers, seen = _serving_workers(proc)
+        try:
+            assert len(workers) == 2, "".join(seen)
+            left = _metrics_dirs(scratch) - {running, recycled}
+            assert len(left) == 1
+            proc.kill()
+            proc.wait(10)
+            proc.communicate(timeout=60)  # EOF once the workers drained and exited
+        finally:
+            _kill_all(proc, workers)
+        assert all(d.is_dir() for d in left)
+        again = _two_workers(tmp_path, TMPDIR=str(scratch))
+        workers, seen = _serving_workers(again)
+        try:
+            assert len(workers) == 2, "".join(seen)
+            assert len(_metrics_dirs(scratch) - {running}) == 1 and not left & _metrics_dirs(scratch)
+            assert not recycled.exists() and running.is_dir()
+            again.terminate()
+            out, _ = again.communicate(timeout=60)
+        finally:
+            _kill_all(again, workers)
+        assert again.returncode == 0, out[-3000:]
+        assert _metrics_dirs(scratch) == {running}
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _metrics_dirs(parent):
+    return set(parent.glob("tailor-metrics-*"))
