@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -340,6 +341,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         # stop signals wait until the server handles them (server.workers)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        # The server owns the workers' metrics directory (server.workers): one given in the
+        # environment would make prometheus-client, imported next, keep a one-process server's
+        # samples there and serve every file in it, earlier servers' included.
+        for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+            os.environ.pop(name, None)
         _serve(args)
         return
     from .errors import FailedPrecondition

@@ -100,3 +100,27 @@ def test_metrics_count_unary_and_streaming_rpcs_over_two_workers(server_process,
     names = {name for name, _ in m}
     assert not [n for n in names if n.endswith("_created")]
     assert queried_metrics() <= names, "the dashboard or alerts query a metric not exported"
+
+
+def test_a_multiprocess_dir_in_the_environment_does_not_bring_back_an_earlier_servers_figures(
+        server_process, tmp_path):
+    """`PROMETHEUS_MULTIPROC_DIR` set where the server starts (a unit file or shell following
+    prometheus-client's docs) made a one-process server keep its samples in that directory and
+    serve every file there: counters and gauges of servers that ran before on other data dirs
+    included (8 accepted events where this one had 3; a store gauge stuck at an old maximum).
+    The server owns the variable: a one-process server counts in memory, a parent of workers
+    makes its own directory."""
+    from clients import TailorClient
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "pmd"),
+           "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    (tmp_path / "pmd").mkdir()
+    for data, n in (("one", 5), ("two", 3)):
+        served = server_process(tmp_path / data, env=env)
+        t0 = time.time() - 60
+        with TailorClient(served.target, timeout=30) as client:
+            assert client.track_batch([{"event_id": f"{data}-{i}", "user_id": "u", "type": "click",
+                                        "item_id": "1", "timestamp": t0 + i}
+                                       for i in range(n)]).accepted == n
+        samples = scrape(served.metrics_port)
+        served.stop()
+        assert value(samples, "tailor_events_total", outcome="accepted") == n, data
