@@ -274,6 +274,9 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("rekey_progress", "meta", 1, lambda k: k == b"rekey-progress",
                "JSON [step, half] of a re-key to key version 2 under way (store.rekey); gone "
                "once it is done"),
+    RecordKind("seal_progress", "meta", 1, lambda k: k == b"seal-progress",
+               "JSON [part, last key sealed in it (hex) or null] of a seal under way "
+               "(store.rekey); gone once it is done"),
     RecordKind("sealed_flag", "meta", 1, lambda k: k == b"sealed",
                "b'1' once per-user records are encrypted"),
     RecordKind("store_id_check", "meta", 1, lambda k: k == b"store-id-check",

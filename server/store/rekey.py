@@ -16,9 +16,14 @@ it is needed (every later open: one read):
   `key-version` and drops the scratch table.
 - `sealed` absent with encryption on: every per-user value of `keys.USER_TABLES` is sealed
   under its user's (new) data key (`sealed.SealedTable`), and so is the user id in each phone
-  index entry, and each send recipient and dead letter (`Store.seal_for_user`). One write
-  transaction (a kill rolls it back: plaintext and sealed records cannot be told apart to go
-  on from), its keys listed `REKEY_CHUNK` at a time.
+  index entry, and each send recipient and dead letter (`Store.seal_for_user`), in write
+  transactions of `REKEY_CHUNK` records. A sealed record keeps its key, so the records are
+  sealed in key order, table by table, and `meta seal-progress` (written in each chunk's
+  transaction) names the part under way and the last key sealed there: a process killed
+  midway leaves whole chunks, and the next open goes on after that key (a plaintext and a
+  sealed record cannot be told apart, so where it stopped is recorded, not guessed). The last
+  chunk stamps `sealed` and deletes the progress. A store with a seal under way is an
+  encrypted one: opened without encryption, it is refused as a sealed one is.
 
 The `store-id` key's check value is stamped at the first open with encryption configured, and
 a store stamped under another key is refused (its records would not be found). An encrypted
@@ -50,8 +55,11 @@ SEALED_KEY = b"sealed"
 KEY_CHECK_KEY = b"store-id-check"
 REKEY_PROGRESS_KEY = b"rekey-progress"
 """meta: JSON [step, half] of a re-key under way (`_rekey_chunk`); absent before and after."""
+SEAL_PROGRESS_KEY = b"seal-progress"
+"""meta: JSON [part, last key sealed in it (hex) or null] of a seal under way (`_seal_chunk`);
+absent before and after."""
 REKEY_CHUNK = 10_000
-"""Records re-keyed per write transaction."""
+"""Records re-keyed (or sealed) per write transaction."""
 _SCRATCH = b"rekey-scratch"
 
 
@@ -60,11 +68,11 @@ def open_format(store, readonly: bool) -> None:
     meta = store.raw_table("meta")
     with store.read() as txn:
         version, sealed = meta.get(txn, KEY_VERSION_KEY), meta.get(txn, SEALED_KEY)
-        check = meta.get(txn, KEY_CHECK_KEY)
+        check, some_sealed = meta.get(txn, KEY_CHECK_KEY), _sealed(meta, txn)
         empty = _empty(store, txn)
     encrypt = store.datakeys is not None
     refuse_newer_key_version(version)
-    _refuse_other_keys(store, sealed, check)
+    _refuse_other_keys(store, some_sealed, check)
     wanted = (version == b"%d" % KEY_VERSION and (sealed is not None or not encrypt)
               and (check is not None or store.crypto is None))
     if wanted:
@@ -79,7 +87,10 @@ def open_format(store, readonly: bool) -> None:
         if n:
             logger.info("re-keyed %d records to key version %d (keyed hashes of ids)", n,
                         KEY_VERSION)
-    store.write(lambda txn: _migrate(store, txn, encrypt))
+    if encrypt and sealed is None:
+        n = _seal(store)
+        logger.info("encrypted %d per-user records at rest", n)
+    store.write(lambda txn: _migrate(store, txn))
 
 
 def format_first(store) -> bool:
@@ -89,11 +100,11 @@ def format_first(store) -> bool:
     step run on records it cannot read would rewrite them for good."""
     meta = store.raw_table("meta")
     with store.read() as txn:
-        sealed, version = meta.get(txn, SEALED_KEY), meta.get(txn, KEY_VERSION_KEY)
+        sealed, version = _sealed(meta, txn), meta.get(txn, KEY_VERSION_KEY)
         refuse_newer_key_version(version)
         _refuse_other_keys(store, sealed, meta.get(txn, KEY_CHECK_KEY))
         pending = (version is None
-                   or (store.datakeys is not None and sealed is None))
+                   or (store.datakeys is not None and meta.get(txn, SEALED_KEY) is None))
         return pending and not _empty(store, txn)
 
 
@@ -119,13 +130,16 @@ def _empty(store, txn) -> bool:
     return not holds_records(store, txn, (*K.USER_TABLES, "dedupe"))
 
 
-def _migrate(store, txn, encrypt: bool) -> None:
-    """Seal and stamp, once re-keyed (`_rekey`, its own transactions)."""
+def _sealed(meta: Table, txn) -> bytes | None:
+    """The `sealed` stamp, or the progress of a seal under way (some records sealed already)."""
+    stamp = meta.get(txn, SEALED_KEY)
+    return stamp if stamp is not None else meta.get(txn, SEAL_PROGRESS_KEY)
+
+
+def _migrate(store, txn) -> None:
+    """Stamp the store-id key's check value, once re-keyed and sealed (`_rekey`, `_seal`: their
+    own transactions)."""
     meta = store.raw_table("meta")
-    if encrypt and meta.get(txn, SEALED_KEY) is None:
-        n = _seal(store, txn)
-        logger.info("encrypted %d per-user records at rest", n)
-        meta.put(txn, SEALED_KEY, b"1")
     if store.crypto is not None and meta.get(txn, KEY_CHECK_KEY) is None:
         meta.put(txn, KEY_CHECK_KEY, key_check())
 
@@ -213,13 +227,15 @@ def _rekey_chunk(store, scratch: Table, txn, where: tuple[int, bytes]):
     return 0, (step + 1, b"")
 
 
-def _first(keys, which) -> list[bytes]:
-    """The first `REKEY_CHUNK` of `keys` that pass `which` (copied: the table changes next)."""
+def _first(keys, which, limit: int | None = None) -> list[bytes]:
+    """The first `limit` (`REKEY_CHUNK`) of `keys` that pass `which` (copied: the table
+    changes next)."""
+    limit = REKEY_CHUNK if limit is None else limit
     out = []
     for key in keys:
         if which(key):
             out.append(bytes(key))
-            if len(out) == REKEY_CHUNK:
+            if len(out) == limit:
                 break
     return out
 
@@ -234,45 +250,76 @@ def _rekeyed(store, txn, scratch: Table):
 
 
 # -- sealing ----------------------------------------------------------------------------------------
-def _seal(store, txn) -> int:
-    """Seal every plaintext per-user record in `txn` (one transaction: a plaintext and a sealed
-    record cannot be told apart, so a kill rolls it all back), `REKEY_CHUNK` keys listed at a
-    time: a key keeps its place when its value is sealed, so each chunk goes on after the last."""
+Part = tuple[str, bytes, Callable[[bytes], bool] | None, Callable]
+
+
+def _seal_parts(store) -> list[Part]:
+    """(table, key prefix, which keys, how to seal one record) of every part of the seal, in
+    the order it runs. Each seal function takes (txn, key, plaintext) and writes the sealed
+    record under the same key."""
+    def user_table(name: str):
+        sealed = store.table(name)
+        return lambda txn, key, value: sealed.put(txn, key, value)
+
+    def index(txn, key: bytes, user: bytes) -> None:  # the address indexes (messages.phones)
+        store.raw_table("meta").put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
+
+    def send(txn, key: bytes, value: bytes) -> None:  # send recipients and dead letters
+        user = json.loads(value)["user"]
+        store.raw_table("sends").put(txn, key, store.seal_for_user(txn, user, key, value))
+    return [*((name, b"", is_user_key, user_table(name)) for name in K.USER_TABLES),
+            *(("meta", prefix, None, index) for prefix in (K.PHONE_PREFIX, K.EMAIL_PREFIX)),
+            *(("sends", prefix, None, send)
+              for prefix in (K.SEND_USER_PREFIX, K.DEAD_LETTER_PREFIX))]
+
+
+def _seal(store) -> int:
+    """Seal every plaintext per-user record, `REKEY_CHUNK` a write transaction (module doc);
+    records sealed by this call."""
     n = 0
-    for name in K.USER_TABLES:
-        raw, sealed = store.raw_table(name), store.table(name)
-        for key in _keys_in_chunks(raw, txn, b"", is_user_key):
-            sealed.put(txn, key, raw.get(txn, key))
-            n += 1
-    meta = store.raw_table("meta")  # the address indexes: user ids in values (messages.phones)
-    for prefix in (K.PHONE_PREFIX, K.EMAIL_PREFIX):
-        for key in _keys_in_chunks(meta, txn, prefix):
-            user = meta.get(txn, key)
-            meta.put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
-            n += 1
-    sends = store.raw_table("sends")  # send recipients and dead letters: JSON naming the user
-    for prefix in (K.SEND_USER_PREFIX, K.DEAD_LETTER_PREFIX):
-        for key in _keys_in_chunks(sends, txn, prefix):
-            value = bytes(sends.get(txn, key))
-            sends.put(txn, key, store.seal_for_user(txn, json.loads(value)["user"], key, value))
-            n += 1
-    return n
-
-
-def _keys_in_chunks(table: Table, txn, prefix: bytes, which=None):
-    """The keys of `table` starting with `prefix` (and passing `which`), listed `REKEY_CHUNK`
-    at a time by a new cursor after the last one (the caller rewrites values meanwhile)."""
-    start = prefix
     while True:
-        chunk = []
-        for key in table.keys_from(txn, start):
-            if not key.startswith(prefix) or len(chunk) == REKEY_CHUNK:
-                break
-            if which is None or which(key):
-                chunk.append(bytes(key))
-        else:
-            key = None
-        yield from chunk
-        if key is None or not key.startswith(prefix):
+        sealed, done = store.write(lambda txn: _seal_chunk(store, txn))
+        n += sealed
+        if done:
+            return n
+
+
+def _seal_chunk(store, txn) -> tuple[int, bool]:
+    """One transaction of the seal: up to `REKEY_CHUNK` records sealed from where the last
+    committed chunk stopped (read from `txn`: two processes opening the store at once take
+    turns, never sealing a record twice). Returns (records sealed, whether the seal is done)."""
+    meta = store.raw_table("meta")
+    if meta.get(txn, SEALED_KEY) is not None:
+        return 0, True  # another process finished it
+    raw = meta.get(txn, SEAL_PROGRESS_KEY)
+    part, after = json.loads(raw) if raw is not None else (0, None)
+    parts, n = _seal_parts(store), 0
+    while part < len(parts) and n < REKEY_CHUNK:
+        name, prefix, which, seal = parts[part]
+        table, budget = store.raw_table(name), REKEY_CHUNK - n
+        start = bytes.fromhex(after) + b"\x00" if after is not None else prefix
+        keys = _first(_prefixed(table.keys_from(txn, start), prefix), which or _any_key, budget)
+        for key in keys:  # listed first: each value is rewritten under the same key
+            seal(txn, key, bytes(table.get(txn, key)))
+        n += len(keys)
+        if len(keys) == budget:  # the chunk is full: this part may go on
+            after = keys[-1].hex()
+            break
+        part, after = part + 1, None
+    if part == len(parts):
+        meta.put(txn, SEALED_KEY, b"1")
+        meta.delete(txn, SEAL_PROGRESS_KEY)
+        return n, True
+    meta.put(txn, SEAL_PROGRESS_KEY, json.dumps([part, after]).encode())
+    return n, False
+
+
+def _any_key(key: bytes) -> bool:
+    return True
+
+
+def _prefixed(keys, prefix: bytes):
+    for key in keys:
+        if not key.startswith(prefix):
             return
-        start = chunk[-1] + b"\x00" if chunk else key
+        yield key

@@ -423,3 +423,97 @@ def test_a_store_without_its_pad_file_is_refused_not_served_as_erased(tmp_path, 
     with pytest.raises(FailedPrecondition, match="keyslots"):
         Store(tmp_path / "store", sync=False, crypto=crypto)
     assert not pads.exists() if damage == "missing" else pads.stat().st_size == 64
+
+
+_KILLED_SEAL = """
+import os, signal, sys
+from server.store import Store, rekey
+from server.store.crypto import StoreCrypto
+rekey.REKEY_CHUNK = 2  # records per transaction
+kill_at, seen = int(sys.argv[2]), []
+chunk = rekey._seal_chunk
+master, store_id = sys.argv[3].split(":"), bytes.fromhex(sys.argv[4])
+
+
+def counted(store, txn):
+    out = chunk(store, txn)
+    seen.append(out)
+    if len(seen) == kill_at:  # inside that chunk's transaction: it never commits
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+
+rekey._seal_chunk = counted
+crypto = StoreCrypto(((master[0], bytes.fromhex(master[1])),), store_id)
+Store(sys.argv[1], sync=False, crypto=crypto).close()
+print(len(seen))
+"""
+
+
+def _opened(path, crypto) -> dict:
+    """Every record of the store at `path` as the code reads it: sealed values opened (their
+    bytes differ from run to run: new data keys, new nonces); the data keys left out."""
+    from server.store.sealed import is_user_key
+    from tests.server.test_store_layouts import _every_record
+    raw = _every_record(path)
+    store = Store(path, sync=False, crypto=crypto)
+    try:
+        with store.read() as txn:
+            out = {}
+            for name, records in raw.items():
+                if name == "datakeys":
+                    continue
+                out[name] = {}
+                for key, value in records.items():
+                    if name in keys.USER_TABLES and is_user_key(key):
+                        value = store.table(name).get(txn, key)
+                    elif key.startswith((keys.PHONE_PREFIX, keys.EMAIL_PREFIX,
+                                         keys.SEND_USER_PREFIX, keys.DEAD_LETTER_PREFIX)):
+                        value = store.open_for_user(txn, key, value)
+                    out[name][key] = bytes(value)
+    finally:
+        store.close()
+    return out
+
+
+def test_the_seal_runs_in_bounded_chunks_and_a_kill_midway_resumes(tmp_path, crypto,
+                                                                   env_with_repo):
+    """The seal that encrypts a store from before encryption at rest was one write
+    transaction: a start killed inside it (a startup probe on a large store) rolled all of it
+    back, and every start began again from zero. It now seals `REKEY_CHUNK` records a
+    transaction; a process SIGKILLed inside any chunk leaves the chunks before it, the next
+    open goes on after them, and every record reads back as after an uninterrupted seal (none
+    sealed twice, none left plaintext). Opened without encryption meanwhile, the store is
+    refused as an encrypted one."""
+    import subprocess
+    import sys
+
+    from tests.server.test_store_layouts import _every_record, _fixture_store
+    (kid, key), = crypto.master
+    args = [f"{kid}:{key.hex()}", crypto.store_id_key.hex()]
+
+    def run(path, kill_at):
+        return subprocess.run([sys.executable, "-c", _KILLED_SEAL, str(path), str(kill_at), *args],
+                              text=True, capture_output=True, env=env_with_repo, timeout=120)
+    whole = _fixture_store(tmp_path / "whole")
+    done = run(whole, 0)
+    assert done.returncode == 0, done.stderr
+    chunks = int(done.stdout)
+    assert chunks >= 4  # the fixture's per-user records, 2 a transaction
+    expected = _opened(whole, crypto)
+    assert b"seal-progress" not in expected["meta"] and expected["meta"][b"sealed"] == b"1"
+    for kill_at in range(1, chunks + 1):
+        path = _fixture_store(tmp_path / f"killed-{kill_at}")
+        killed = run(path, kill_at)
+        assert killed.returncode == -9, killed.stderr
+        if kill_at > 1:  # earlier chunks committed: a partly sealed store, and where it stopped
+            assert b"seal-progress" in _every_record(path)["meta"]
+            with pytest.raises(StoreEncrypted):
+                Store(path, sync=False, crypto=StoreCrypto(crypto.master, crypto.store_id_key,
+                                                           False))
+        resumed = run(path, 0)
+        assert resumed.returncode == 0, resumed.stderr  # the next start goes on where the
+        assert int(resumed.stdout) == chunks - (kill_at - 1)  # last committed chunk ended
+        assert _opened(path, crypto) == expected, kill_at
+    assert [t for t, _ in store_mentions(Store(path, sync=False, crypto=crypto), b"ann")
+            if t != "campaigns"] == []
