@@ -551,7 +551,8 @@ class Settings(BaseSettings):
     public_http_port: int | None = Field(None, ge=0, le=65535)
     """Port of the public HTTP endpoint on `host` (one-click unsubscribe `/u/<token>`, inbound
     SMS `/sms/inbound`); None disables it. HTTPS with the gRPC port's certificate when TLS is on
-    (no client certificate asked: mail providers and browsers call it). Workers share it."""
+    (no client certificate asked: mail providers and browsers call it). Workers share it. A port
+    of its own: the gRPC or metrics port's number is refused."""
     public_url: str = ""
     """Externally visible base URL of the public endpoint, used in unsubscribe links (e.g.
     `https://tailor.example.com`); https unless the server listens on loopback only. Empty:
@@ -753,6 +754,17 @@ class Settings(BaseSettings):
                                  "a channel in email, sms, push or *, max in 1.."
                                  f"{lim.frequency_cap_max} and window in (0, "
                                  f"{lim.frequency_cap_window_seconds:g}]")
+        return value
+
+    @field_validator("public_http_port")
+    @classmethod
+    def _own_public_port(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """A port of its own: with `--workers` the gRPC and public listeners both bind with
+        SO_REUSEPORT, and one port would spread connections over both servers."""
+        for other in ("port", "metrics_port"):
+            if value and info.data.get(other) == value:
+                raise ValueError(f"{value} is also the {other}: the public HTTP endpoint needs a "
+                                 "port of its own")
         return value
 
     @field_validator("log_level")

@@ -286,3 +286,26 @@ def test_a_limit_of_inf_reaches_the_campaigns_writer(server_process, tmp_path):
     with TailorClient(served.target) as client:
         client.create_campaign(spec)
         assert client.choose_variant("c1", "u1").variant_id == "a"
+
+
+def test_a_public_http_port_equal_to_the_grpc_or_metrics_port_is_refused(tmp_path):
+    """`--workers 2 --port P --public-http-port P` started: both listeners bind with
+    SO_REUSEPORT in each worker, so the kernel spread connections over the gRPC server and the
+    HTTP one (gRPC clients answered UNAVAILABLE "Trying to connect an http1.x server", some
+    unsubscribe links 400). With one worker the HTTP bind failed only after the store was
+    opened. Refused up front, naming both settings."""
+    from tests.conftest import free_port
+    port = free_port()
+    env = {**os.environ, "TAILOR_SECRETS_DIR": str(tmp_path / "secrets")}
+    for same in (["--port", str(port)], ["--port", str(free_port()), "--metrics-port", str(port)]):
+        refused = subprocess.run(
+            [sys.executable, "-m", "server", *same, "--public-http-port", str(port),
+             "--public-url", f"http://127.0.0.1:{port}", "--workers", "2",
+             "--data-dir", str(tmp_path / "data")],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        line = refused.stderr.strip().splitlines()[-1]
+        assert line.startswith("error: public_http_port (--public-http-port, "
+                               "TAILOR_PUBLIC_HTTP_PORT): "), line
+        assert "port of its own" in line, line
+        assert not (tmp_path / "data").exists()  # refused before anything was opened
