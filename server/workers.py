@@ -162,18 +162,25 @@ def serve(settings: Settings) -> None:
     try:
         if settings.public_http_port:
             held += _hold_the_port(settings.host, settings.public_http_port, " (public HTTP)")
-        metrics_dir = _metrics_dir()
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
-        try:
-            if settings.metrics_port:  # before any worker: a port in use stops here, alone
-                from .metrics import serve_metrics
-                reload_metrics = serve_metrics(settings.metrics_port, settings.host.strip("[]"), tls)
-            _supervise(settings, reload_metrics)
-        finally:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        _serve_workers(settings, tls)
     finally:
         for sock in held:
             sock.close()
+
+
+def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
+    """The parent of `--workers N`, once its ports are held: the workers' metrics dir, the
+    merged /metrics, and the workers themselves (`_supervise`)."""
+    reload_metrics = lambda: None  # noqa: E731
+    metrics_dir = _metrics_dir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    try:
+        if settings.metrics_port:  # before any worker: a port in use stops here, alone
+            from .metrics import serve_metrics
+            reload_metrics = serve_metrics(settings.metrics_port, settings.host.strip("[]"), tls)
+        _supervise(settings, reload_metrics)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 _METRICS_DIR = re.compile(r"tailor-metrics-(\d+)\.(\d+)-")
