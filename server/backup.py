@@ -15,13 +15,11 @@ out, and the backup fails only if that was the version the store snapshot points
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import lzma
 import os
 import re
 import shutil
-import socket
 import tarfile
 import tempfile
 import time
@@ -31,7 +29,7 @@ from pathlib import Path
 import contract
 
 from .errors import FailedPrecondition
-from .processes import owner_alive, process_started
+from .processes import host_id, owner_alive, process_started
 from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
@@ -192,9 +190,7 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _host() -> str:
-    """8 hex digits naming this host (its name: each container has its own, and its own pids)."""
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_host = host_id
 
 
 def _owner() -> str:

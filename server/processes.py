@@ -6,14 +6,24 @@ owner takes over only once it is gone. Worker processes run on one machine, so a
 unless the pid has gone to another process since (a container restarts its pid numbering):
 `owner_alive` also compares when the process started (`process_started`), which every owner
 records beside its pid: send jobs (`owner_started`), worker registry entries
-(`models.registry.worker_report`) and upload/import directories (`models.staging.leftover_name`).
+(`models.registry.worker_report`), upload/import directories (`models.staging.leftover_name`),
+backup leftovers (`backup._owner`) and the workers' metrics directory (`workers._metrics_dir`).
 A record without it (written before it was kept, or without /proc) is judged by its pid alone.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 
-__all__ = ["owner_alive", "pid_alive", "process_started"]
+__all__ = ["host_id", "owner_alive", "pid_alive", "process_started"]
+
+
+def host_id() -> str:
+    """8 hex digits naming this host (its name: each container has its own, and its own pids),
+    for names that record an owner in a directory other hosts may share: a pid of another
+    host (or container) says nothing here, so what it owns is left alone."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def pid_alive(pid: int) -> bool:

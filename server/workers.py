@@ -20,7 +20,7 @@ from .app import TailorServer
 from .config import Settings
 from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
-from .processes import owner_alive, process_started
+from .processes import host_id, owner_alive, process_started
 from .security.hosts import with_port
 from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
@@ -183,8 +183,8 @@ def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-_METRICS_DIR = re.compile(r"tailor-metrics-(\d+)\.(\d+)-")
-"""A parent's metrics dir: `tailor-metrics-<pid>.<start ticks>-<random>`."""
+_METRICS_DIR = re.compile(r"tailor-metrics-([0-9a-f]{8})\.(\d+)\.(\d+)-")
+"""A parent's metrics dir: `tailor-metrics-<host>.<pid>.<start ticks>-<random>`."""
 
 
 def _metrics_dir() -> str:
@@ -199,12 +199,12 @@ def _metrics_dir() -> str:
     except OSError:
         names = []
     for name in names:
-        owner = _METRICS_DIR.match(name)
-        if owner and not owner_alive(int(owner[1]), int(owner[2])):
+        owner = _METRICS_DIR.match(name)  # another host's (a shared temp dir): left alone
+        if owner and owner[1] == host_id() and not owner_alive(int(owner[2]), int(owner[3])):
             logger.info("removing %s, the metrics dir of a server that is gone", name)
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
     started = process_started(os.getpid())  # None without /proc: a name never removed
-    owner = f"{os.getpid()}.{started}-" if started is not None else ""
+    owner = f"{host_id()}.{os.getpid()}.{started}-" if started is not None else ""
     return tempfile.mkdtemp(prefix=f"tailor-metrics-{owner}")
 
 

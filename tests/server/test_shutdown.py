@@ -287,21 +287,22 @@ def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_p
     `tailor-metrics-*` dir (the workers' sample files) in the temp dir: on Kubernetes an emptyDir
     that outlives container restarts, one more dir each time. The next start removes those of
     parents that are gone (a pid now another process's included), never a running one's."""
-    from server.processes import process_started
+    from server.processes import host_id, process_started
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     other = subprocess.Popen(["sleep", "300"])  # the parent of another server, still running
     try:
         started = process_started(other.pid)
-        running = scratch / f"tailor-metrics-{other.pid}.{started}-running"
-        recycled = scratch / f"tailor-metrics-{other.pid}.{started - 1}-recycled"
-        running.mkdir()
-        recycled.mkdir()
+        running = scratch / f"tailor-metrics-{host_id()}.{other.pid}.{started}-running"
+        recycled = scratch / f"tailor-metrics-{host_id()}.{other.pid}.{started - 1}-recycled"
+        elsewhere = scratch / "tailor-metrics-0badc0de.1.1-elsewhere"  # another host's pid 1
+        for made in (running, recycled, elsewhere):
+            made.mkdir()
         proc = _two_workers(tmp_path, TMPDIR=str(scratch))
         workers, seen = _serving_workers(proc)
         try:
             assert len(workers) == 2, "".join(seen)
-            left = _metrics_dirs(scratch) - {running, recycled}
+            left = _metrics_dirs(scratch) - {running, recycled, elsewhere}
             assert len(left) == 1
             proc.kill()
             proc.wait(10)
@@ -313,14 +314,15 @@ def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_p
         workers, seen = _serving_workers(again)
         try:
             assert len(workers) == 2, "".join(seen)
-            assert len(_metrics_dirs(scratch) - {running}) == 1 and not left & _metrics_dirs(scratch)
-            assert not recycled.exists() and running.is_dir()
+            assert len(_metrics_dirs(scratch) - {running, elsewhere}) == 1
+            assert not left & _metrics_dirs(scratch)
+            assert not recycled.exists() and running.is_dir() and elsewhere.is_dir()
             again.terminate()
             out, _ = again.communicate(timeout=60)
         finally:
             _kill_all(again, workers)
         assert again.returncode == 0, out[-3000:]
-        assert _metrics_dirs(scratch) == {running}
+        assert _metrics_dirs(scratch) == {running, elsewhere}
     finally:
         other.kill()
         other.wait()
