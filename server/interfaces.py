@@ -193,6 +193,10 @@ class VariantChooser(Protocol):
     def fixed_decision_id(self, started: float, key: str) -> str:
         """The decision id a job started at `started` fixes for `key` (the same every time)."""
 
+    def answered_before(self, campaign_id: str, user_id: str, request_id: str, caller: str):
+        """(Choice, request digest) of the decision logged for a request id of a campaign
+        archived since, None if there is none (blocking: one read snapshot)."""
+
     async def claim_delivery(self, request: bytes, decision_id: str, until: float
                              ) -> dict | None:
         """For a request id's (digest `request`) decision: None when the caller is to deliver

@@ -252,27 +252,29 @@ class Campaigns:
         (a deadline) never received the decision: once committed, it is withdrawn (unless a
         repeat of its `request_id` was answered it meanwhile: `requests`). A repeat of a
         request answered before its campaign was archived is answered that decision
-        (`_answered_before`)."""
+        (`answered_before`)."""
         try:
             pending = self.decide(campaign_id, user_id, context, now, request_id=request_id,
                                   caller=caller)
         except CampaignArchived:
-            answered = self._answered_before(campaign_id, user_id, request_id, caller)
+            answered = self.answered_before(campaign_id, user_id, request_id, caller)
             if answered is None:
                 raise
-            return answered
+            return answered[0]
         decision_id = pending.choice.decision_id
         if pending.request:
             decision_id = (decision_id, pending.request)
         return await pending.logged(
             on_cancel=lambda committed: self._withdraw_after([([decision_id], committed)]))
 
-    def _answered_before(self, campaign_id: str, user_id: str, request_id: str,
-                         caller: str) -> Choice | None:
-        """The decision logged for a request of an archived campaign (a client's retry of a
-        call whose answer was lost, the campaign archived meanwhile), None if there is none:
-        no request id, none remembered within the window, or its decision withdrawn. An
-        archived campaign logs nothing more, so a read of the log is the whole answer."""
+    def answered_before(self, campaign_id: str, user_id: str, request_id: str,
+                        caller: str) -> tuple[Choice, bytes] | None:
+        """(the decision logged for a request of an archived campaign, the request's digest)
+        (a client's retry of a call whose answer was lost, the campaign archived meanwhile),
+        None if there is none: no request id, none remembered within the window, or its
+        decision withdrawn. An archived campaign logs nothing more, so a read of the log is
+        the whole answer (ChooseVariant's and ComposeMessage's, which then answers the first
+        call's delivery from the digest's entry: `messages.once`)."""
         if not request_id:
             return None
         digest = request_digest(caller, campaign_id, user_id, request_id)
@@ -280,7 +282,7 @@ class Campaigns:
         if rec is None or rec["campaign_id"] != campaign_id or rec["user_id"] != user_id:
             return None
         campaign = self.repo.get(campaign_id)
-        return _logged_choice(rec, {} if campaign is None else _contents(campaign.spec))
+        return _logged_choice(rec, {} if campaign is None else _contents(campaign.spec)), digest
 
     def _withdraw_after(self, logged: Sequence[tuple[Sequence[str], asyncio.Future]]) -> None:
         """Withdraw decisions nobody received, once their commits settle: (decision ids of every

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from urllib.parse import quote
 
+from ..campaigns.errors import CampaignArchived
 from ..config import Settings
 from ..errors import FailedPrecondition, InvalidArgument
 from ..interfaces import ProfileReader, Recommendations, VariantChooser
@@ -193,9 +194,17 @@ class Composer:
         suppressed, as is a render error (raised only for a decision that stands)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
-        pending = self.campaigns.decide(campaign_id, user_id, context, profile=True, seen=on_loop,
-                                        decision_id=decision_id, request_id=request_id,
-                                        caller=caller)
+        try:
+            pending = self.campaigns.decide(campaign_id, user_id, context, profile=True,
+                                            seen=on_loop, decision_id=decision_id,
+                                            request_id=request_id, caller=caller)
+        except CampaignArchived:  # a repeat of a request answered before: that decision
+            answered = self.campaigns.answered_before(campaign_id, user_id, request_id, caller)
+            if answered is None:
+                raise
+            out, recipient = await self.render_logged(campaign_id, user_id, answered[0])
+            out.repeat, out.request = True, answered[1]
+            return out, recipient
         try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
             drafted = await self._draft(campaign, pending.choice, user_id, on_loop,

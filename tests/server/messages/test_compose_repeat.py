@@ -95,3 +95,25 @@ async def test_a_repeat_of_a_call_given_up_mid_send_does_not_send_again(sink, ca
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "not known" in err.value.details()
     assert len(sink.message_ids) <= 1
+
+
+async def test_a_repeat_after_the_campaign_was_archived_is_answered_the_first_delivery(
+        sink, campaigns, profiles, messaging):
+    """The first call's message went but its answer was lost; the campaign was archived before
+    the client's retry: the retry is answered the logged decision, delivered (and not sent
+    again), not refused as archived. A new request id is still refused."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r5"])
+    first = await compose(messaging, "r5")
+    await campaigns.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id="mail"))
+    again = await compose(messaging, "r5")
+    assert (again.decision_id, again.variant_id, again.delivered) == (
+        first.decision_id, first.variant_id, True)
+    assert again.parts["subject"] == first.parts["subject"]
+    assert sink.message_ids == [f"<{first.decision_id}@tailor.invalid>"]
+    assert await sent_events(profiles) == [first.decision_id]
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="r5", deliver=True, request_id="req-2"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "archived" in err.value.details()
