@@ -193,14 +193,16 @@ class Campaigns:
         return entry, blob
 
     def read_contacts(self, entry: Entry, user_ids: Sequence[str], with_states: bool = False,
-                      with_seen: bool = False) -> tuple[list, list[Contact]]:
+                      with_seen: bool = False, reachable: frozenset[str] | None = None
+                      ) -> tuple[list, list[Contact]]:
         """(feature states, the contact policy's inputs) of a batch of users from one read
         snapshot: feature states (None unless the campaign's decisions read them, or
         `with_states`), meta records, and the campaign's channels whose address (email, phone)
         is on the suppression list; with `with_seen` (and `with_states`), the live seen-sets
         too (`Contact.seen`); the contact histories when the campaign chooses among channels
         some of which are capped (`Entry.reads_contacts`); which users without a profile were
-        erased, when the campaign's consent tells them from new ones (`Entry.reads_erasures`)."""
+        erased, when the campaign's consent tells them from new ones (`Entry.reads_erasures`);
+        `reachable`: the channels the caller delivers itself (`Contact.reachable`)."""
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
             read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
@@ -211,7 +213,7 @@ class Campaigns:
             return [r[0] for r in read], [
                 Contact(u, r[1], r[0], histories[u] if histories else None, _NONE if sup is None
                         else sup.suppressed_channels(r[1], channels, txn),
-                        r[2] if with_seen else None, u in erased)
+                        r[2] if with_seen else None, u in erased, reachable)
                 for u, r in zip(user_ids, read)]
 
     def _erased(self, user_ids: Sequence[str], read: Sequence[tuple], txn) -> frozenset[str]:
@@ -233,14 +235,15 @@ class Campaigns:
         return self._profiles.states(user_ids) if with_states else [None] * len(user_ids)
 
     def _verdict(self, entry: Entry, user_id: str, now: float, profile: bool = False,
-                 seen: bool = False):
+                 seen: bool = False, reachable: frozenset[str] | None = None):
         """(contact verdict, feature state or `UNREAD`, (state, meta, seen-set if `seen` else
         None) if `profile` else None): one read snapshot for the profile and the suppression
         list when the policy reads the profile; none when it has nothing to check (the profile
         is then None too)."""
         if not entry.reads_profile:
             return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None
-        states, contacts = self.read_contacts(entry, [user_id], profile, profile and seen)
+        states, contacts = self.read_contacts(entry, [user_id], profile, profile and seen,
+                                              reachable)
         verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
         read = (contacts[0].state, contacts[0].meta, contacts[0].seen) if profile else None
         return verdict, states[0] if entry.with_states else UNREAD, read
@@ -310,7 +313,8 @@ class Campaigns:
 
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                now: float | None = None, profile: bool = False, seen: bool = False,
-               decision_id: str = "", request_id: str = "", caller: str = "") -> PendingChoice:
+               decision_id: str = "", request_id: str = "", caller: str = "",
+               reachable: frozenset[str] | None = None) -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
         `logged()` (the commit, which may find it over a frequency cap) before it answers.
         `profile`: the contact policy's read takes the user's feature state too, and the
@@ -321,7 +325,8 @@ class Campaigns:
         advance (`fixed_decision_id`; default: a new one); `request_id`: the caller's id of the
         request (with `caller`, the principal's name), answered with the decision logged for it
         if it was logged before (`requests`); the pending choice's `logged()` then gives that
-        decision."""
+        decision; `reachable`: the channels the caller delivers itself, to the profile's
+        addresses (`Contact.reachable`; ComposeMessage with `deliver`, SendCampaign)."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -334,7 +339,7 @@ class Campaigns:
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
         now = time.time() if now is None else now
-        verdict, state, read = self._verdict(entry, user_id, now, profile, seen)
+        verdict, state, read = self._verdict(entry, user_id, now, profile, seen, reachable)
         decision_id = decision_id or _decision_id(now)
         if verdict.suppressed:
             return self._log_suppressed(spec, user_id, now, verdict, decision_id, request)

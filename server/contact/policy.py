@@ -40,7 +40,11 @@ if TYPE_CHECKING:
 
     from ..config import Settings
 
-__all__ = ["Verdict", "Contact", "ContactPolicy", "Contactable", "channels_of"]
+__all__ = ["Verdict", "Contact", "ContactPolicy", "Contactable", "channels_of",
+           "ADDRESS_ATTRIBUTES"]
+
+ADDRESS_ATTRIBUTES = {"email": "email", "sms": "phone", "push": "push_token"}
+"""The profile attribute each message channel's messages go to (`server.messages.delivery`)."""
 
 
 class Verdict(NamedTuple):
@@ -80,6 +84,11 @@ class Contact(NamedTuple):
     """The user was erased (DeleteProfile) and has no profile since, as the caller read it
     (`needs_erasures`): no marketing on any channel whose consent is checked, though an
     opt_out channel would take a user never seen."""
+    reachable: frozenset[str] | None = None
+    """The channels the caller delivers itself (ComposeMessage with `deliver`, SendCampaign:
+    those with an adapter), to the address the profile holds (`ADDRESS_ATTRIBUTES`): a
+    channel of these the user has no address for is chosen only when no other is allowed.
+    None: the caller sends, to addresses it may hold itself (ChooseVariant, PlanCampaign)."""
 
 
 class Contactable(Protocol):
@@ -172,10 +181,13 @@ class ContactPolicy:
                  ) -> tuple[list[str], str | None, str | None]:
         """The campaign's channels the user may be contacted on (consent given, address not on
         the suppression list, and, for a campaign of several channels whose caller read the
-        contact history, room under the channel's caps at `_expected_at`): all of them when a
-        channel is to be chosen (`every`), else the first only; the first channel refused only
-        because its address is suppressed; and the first refused only by its caps."""
-        out, listed, capped, at = [], None, None, None
+        contact history, room under the channel's caps at `_expected_at`; for a caller that
+        delivers itself, `Contact.reachable`, an address in the profile, unless no allowed
+        channel has one: then the first such channel, whose message fails for it as before):
+        all of them when a channel is to be chosen (`every`), else the first only; the first
+        channel refused only because its address is suppressed; and the first refused only by
+        its caps."""
+        out, listed, capped, at, bare = [], None, None, None, None
         several = contact.history is not None and len(channels_of(campaign)) > 1
         for c in channels_of(campaign):
             if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is not None:
@@ -192,10 +204,13 @@ class ContactPolicy:
                 if contact.history.blocked_by(self.caps(campaign, c), at):
                     capped = capped or c
                     continue
+            if contact.reachable is not None and not _addressed(contact, c):
+                bare = bare or c
+                continue
             out.append(c)
             if not every:
                 break
-        return out, listed, capped
+        return out or ([bare] if bare else out), listed, capped
 
     def _expected_at(self, campaign: Contactable, contact: Contact,
                      tz: zoneinfo.ZoneInfo | None, now: float, windowed: bool) -> float:
@@ -282,6 +297,19 @@ class ContactPolicy:
         start, end = next(w for w in map(starting, (today + k * one for k in range(-1, 3)))
                           if now < w[1] and w[0] < w[1])
         return max(start, now), end
+
+
+def _addressed(contact: Contact, channel: str) -> bool:
+    """Whether a message on `channel` can go to `contact` from what the caller delivers
+    (`Contact.reachable`): an adapter, and an address in the profile (not checked here
+    whether the adapter can carry it: `messages.delivery.address_of`)."""
+    if channel not in contact.reachable:
+        return False
+    attribute = ADDRESS_ATTRIBUTES.get(channel)
+    if attribute is None:
+        return True
+    value = ((contact.meta or {}).get("attributes") or {}).get(attribute)
+    return bool(value and value.strip())
 
 
 def _local(day: date, hour: int, tz: zoneinfo.ZoneInfo) -> float:

@@ -144,8 +144,9 @@ class Composer:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
             campaign = await self.message_campaign(campaign_id)
             self.delivery.check_adapter(campaign.spec.channel)
-        out, recipient = await self.decide_and_render(campaign_id, user_id, context, on_loop=True,
-                                                      request_id=request_id, caller=caller)
+        out, recipient = await self.decide_and_render(
+            campaign_id, user_id, context, on_loop=True, request_id=request_id, caller=caller,
+            delivered=deliver)
         if deliver and recipient is not None:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
@@ -178,7 +179,8 @@ class Composer:
     async def decide_and_render(self, campaign_id: str, user_id: str,
                                 context: Mapping[str, float], on_loop: bool = False,
                                 decision_id: str = "", request_id: str = "",
-                                caller: str = "") -> tuple[Message, Recipient | None]:
+                                caller: str = "", delivered: bool = False
+                                ) -> tuple[Message, Recipient | None]:
         """One logged decision, the contact policy's verdict, and (unless suppressed or in the
         holdout, where the recipient is None) the rendered message with its recipient.
         `on_loop`: the template's `recommend()` calls run on the event loop (one message asked
@@ -186,7 +188,9 @@ class Composer:
         batches; `Recommender.recommend`). `decision_id`: the id the caller fixed for the
         decision (SendCampaign's, so that a resumed job finds it: `render_logged`).
         `request_id`, `caller`: as `Campaigns.decide` (a repeated request renders the decision
-        logged for it).
+        logged for it). `delivered`: the message is handed to this server's adapters (deliver,
+        SendCampaign), so a channel is chosen among those with an adapter and an address in the
+        profile where there are any (`Contact.reachable`).
 
         The message is rendered while the decision's record is being committed (the variant is
         known before; only a frequency cap's refusal comes from the commit), and the answer
@@ -197,7 +201,8 @@ class Composer:
         try:
             pending = self.campaigns.decide(campaign_id, user_id, context, profile=True,
                                             seen=on_loop, decision_id=decision_id,
-                                            request_id=request_id, caller=caller)
+                                            request_id=request_id, caller=caller,
+                                            reachable=self._reachable() if delivered else None)
         except CampaignArchived:  # a repeat of a request answered before: that decision
             answered = self.campaigns.answered_before(campaign_id, user_id, request_id, caller)
             if answered is None:
@@ -226,6 +231,12 @@ class Composer:
             raise drafted
         drafted[0].request = pending.request
         return await self._addressed(*drafted, user_id)
+
+    def _reachable(self) -> frozenset[str]:
+        """The message channels this server delivers on (those with an adapter)."""
+        if self.delivery is None:
+            return frozenset()
+        return frozenset(c for c in MESSAGE_CHANNELS if self.delivery.has_adapter(c))
 
     async def render_logged(self, campaign_id: str, user_id: str, choice
                             ) -> tuple[Message, Recipient | None]:

@@ -28,6 +28,7 @@ from contract.keyring import keyring_path
 
 from ..config import DEFAULT_LIMITS, Limits
 from ..contact.consent import MARKETING
+from ..contact.policy import ADDRESS_ATTRIBUTES
 from ..errors import FailedPrecondition, TailorError
 from ..interfaces import EventRecorder
 from ..profiles import TrackedEvent
@@ -54,8 +55,9 @@ from .wire import email_bytes
 
 __all__ = ["Delivery", "sent_event", "address_of", "ADDRESS", "MISSING_ADDRESS", "UNDELIVERED"]
 
-ADDRESS = {"email": "email", "sms": "phone", "push": "push_token"}
-"""The profile attribute each channel's messages go to."""
+ADDRESS = ADDRESS_ATTRIBUTES
+"""The profile attribute each channel's messages go to (the contact policy prefers channels
+the user has one for: `contact.policy.Contact.reachable`)."""
 MISSING_ADDRESS = {"email": "no email address", "sms": "no phone number",
                    "push": "no push token"}
 """SendCampaign's failure reason for a user without that attribute."""

@@ -192,7 +192,7 @@ class SendJob:
             if logged is None:
                 msg, recipient = await self.composer.decide_and_render(
                     self.job["campaign"], r.user, self.job["context"],
-                    decision_id=self._decision_id(r))
+                    decision_id=self._decision_id(r), delivered=True)
             else:
                 msg, recipient = await self.composer.render_logged(self.job["campaign"], r.user,
                                                                    logged)

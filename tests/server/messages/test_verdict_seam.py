@@ -26,7 +26,7 @@ class Decided:
         return self.choice
 
     def decide(self, campaign_id, user_id, context, profile=False, seen=False, decision_id="",
-               request_id="", caller=""):
+               request_id="", caller="", reachable=None):
         return Pending(self.choice, self.choice)
 
 

@@ -1,0 +1,48 @@
+"""A campaign of several channels delivered by Tailor (ComposeMessage with `deliver`,
+SendCampaign) chooses among the channels the user has an address for: a user with an email
+address and no push token is emailed, not chosen push and failed "no push token" (a real
+relay on loopback, a real store)."""
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience, until_done
+
+
+def two_channels():
+    spec = email_spec(title="Hi", body="Hello {{ first_name | default('there') }}")
+    spec.channels.extend(["email", "push"])
+    return spec
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink, delivery_attempts=1)
+
+
+async def opted_in(profiles, users):
+    await audience(profiles, users)
+    for u in users:
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=u, channel="push",
+                                                        opted_in=True, source="signup"))
+
+
+async def test_a_message_goes_on_the_channel_the_user_has_an_address_for(
+        sink, campaigns, profiles, messaging):
+    """On main push (no token) was chosen about half the time: ComposeMessage answered
+    FAILED_PRECONDITION after logging a contact, SendCampaign failed the user."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=two_channels()))
+    users = [f"a{i}" for i in range(12)]
+    await opted_in(profiles, users)
+    for u in users[:6]:
+        got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id=u, deliver=True))
+        assert (got.channel, got.delivered) == ("email", True)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users[6:], rate_per_second={"email": 1000}))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, done.failed) == (6, 0), dict(done.failed_by_reason)
+    assert sorted(r[0] for _, r, _ in sink.arrived) == sorted(f"{u}@example.com" for u in users)
