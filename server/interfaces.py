@@ -200,6 +200,10 @@ class VariantChooser(Protocol):
         """(Choice, request digest) of the decision logged for a request id of a campaign
         archived since, None if there is none (blocking: one read snapshot)."""
 
+    async def withdraw(self, decision_ids) -> int:
+        """Withdraw logged decisions nobody received (ids, or (id, request digest) pairs: a
+        repeat of the request then decides anew); how many were withdrawn."""
+
     async def claim_delivery(self, request: bytes, decision_id: str, until: float
                              ) -> dict | None:
         """For a request id's (digest `request`) decision: None when the caller is to deliver

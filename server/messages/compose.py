@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from ..campaigns.errors import CampaignArchived
 from ..config import Settings
-from ..errors import FailedPrecondition, InvalidArgument
+from ..errors import FailedPrecondition, InvalidArgument, TailorError
 from ..interfaces import ProfileReader, Recommendations, VariantChooser
 from ..security.hosts import with_port
 from ..security.pii import PiiPolicy
@@ -150,10 +150,15 @@ class Composer:
         if deliver and recipient is not None:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
-            once = (Once(self.campaigns, out.request, out.decision_id, out.channel)
-                    if out.request else None)
-            out.delivered = await self.delivery.deliver(out, user_id, recipient.attributes,
-                                                        once)
+            try:
+                ready = self.delivery.ready(out, recipient.attributes)
+            except FailedPrecondition:  # it cannot go: nobody will receive it
+                await self._withdraw(out)
+                raise
+            if ready is not None:
+                once = (Once(self.campaigns, out.request, out.decision_id, out.channel)
+                        if out.request else None)
+                out.delivered = await self.delivery.hand(out, user_id, *ready, once)
         if recipient is not None and not out.repeat and (out.delivered or not deliver):
             self.record_shown(out)
         return out
@@ -228,9 +233,25 @@ class Composer:
         if out.suppressed or out.holdout:
             return out, None
         if isinstance(drafted, Exception):
+            out.request = pending.request
+            await self._withdraw(out)
             raise drafted
         drafted[0].request = pending.request
         return await self._addressed(*drafted, user_id)
+
+    async def _withdraw(self, out: Message) -> None:
+        """Withdraw `out`'s decision (`VariantChooser.withdraw`): its message could not be
+        rendered or cannot go, so nobody received it; it then counts toward no frequency cap,
+        stats or default reward (a pull of a variant nobody saw), and a repeat of its request
+        decides anew. A repeated request's decision is left alone (its first call may have
+        delivered it). Shielded: it is done if the caller gives up meanwhile."""
+        if out.repeat or not out.decision_id:
+            return
+        try:
+            await asyncio.shield(self.campaigns.withdraw(
+                [(out.decision_id, out.request) if out.request else out.decision_id]))
+        except TailorError as err:  # the answer is the message's error; say this one too
+            logger.warning("withdrawing a message's decision failed: %s", type(err).__name__)
 
     def _reachable(self) -> frozenset[str]:
         """The message channels this server delivers on (those with an adapter)."""

@@ -163,14 +163,27 @@ class Delivery:
         """ComposeMessage's `deliver`: send `message` now; False (nothing sent) when it is
         scheduled for later. `once`: the delivery of a request id's message, which a repeat of
         the request does not hand over again but is answered the first call's outcome."""
+        ready = self.ready(message, attributes)
+        if ready is None:
+            return False
+        return await self.hand(message, user_id, *ready, once)
+
+    def ready(self, message, attributes) -> tuple[str, bytes] | None:
+        """(address, flattened bytes) of `message` to send now; None when it is scheduled for
+        later (the contact policy deferred it: quiet hours). FailedPrecondition when it cannot
+        go at all (no adapter, no address, one the adapter cannot carry): nothing was tried."""
         self.check_adapter(message.channel)
         if message.send_at > time.time():
-            return False  # the contact policy deferred it (quiet hours): not now
+            return None
         to = address_of(message.channel, attributes)
         if not to:
             raise FailedPrecondition(f"deliver: the user has no `{ADDRESS[message.channel]}` "
                                      "attribute")
-        data = self.flatten(message, to)
+        return to, self.flatten(message, to)
+
+    async def hand(self, message, user_id: str, to: str, data: bytes, once: Once | None = None
+                   ) -> bool:
+        """`deliver` of a message `ready` gave (`to`, `data`)."""
         handed = None if once is None else await once.claim(time.time() + self.claim_seconds)
         if handed is None:
             handed = await self._hand_over(message, user_id, to, data, once)

@@ -159,11 +159,26 @@ class SendJob:
             await asyncio.gather(*(self._compose(r, logged.get(self._decision_id(r)), rendered)
                                    for r in chunk))
             await asyncio.to_thread(self.records.update, self.send_id, chunk)
+            await self._withdraw([r.decision for r in chunk if r.state == FAILED and r.decision])
             for r in chunk:
                 if r.state == READY:  # stored to go (not erased meanwhile: `update`)
                     self.composer.record_shown(rendered[r.seq])  # its items (impressions)
                     await queue.put(r)
         await queue.put(None)
+
+    async def _withdraw(self, decisions: list[str]) -> None:
+        """Withdraw the decisions of messages that failed before anything was sent (no
+        address, one the adapter cannot carry, no adapter, a render error): nobody received
+        them, so they count toward no frequency cap, stats or default reward (as ComposeMessage's:
+        `Composer._withdraw`). After the records say `failed`: a crash between the two leaves
+        them pending, as before."""
+        if not decisions:
+            return
+        try:
+            await self.composer.campaigns.withdraw(decisions)
+        except TailorError as err:
+            logger.warning("send %s: withdrawing %d failed messages' decisions failed: %s",
+                           self.send_id, len(decisions), type(err).__name__)
 
     async def _not_erased(self, recipients: list[Recipient]) -> list[Recipient]:
         """Those whose profile was not deleted since the job read them (DeleteProfile settled

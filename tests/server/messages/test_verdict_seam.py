@@ -29,6 +29,10 @@ class Decided:
                request_id="", caller="", reachable=None):
         return Pending(self.choice, self.choice)
 
+    async def withdraw(self, decision_ids):
+        self.withdrawn = list(decision_ids)
+        return len(decision_ids)
+
 
 class Pending:
     """A decision whose commit gives `logged` (which may be the decision capped)."""
@@ -36,6 +40,7 @@ class Pending:
     def __init__(self, choice, logged):
         self.choice, self._logged, self.awaited = choice, logged, False
         self.profile = None  # the contact policy read no profile: the composer reads it
+        self.request = b""  # no request id
 
     async def logged(self):
         self.awaited = True
@@ -92,3 +97,4 @@ async def test_a_decision_the_commit_caps_is_suppressed_and_its_render_dropped()
     with pytest.raises(RenderFailed):
         await composer.compose("c", "u", {})
     assert pending.awaited
+    assert domain.withdrawn == ["d3"]  # nobody received it

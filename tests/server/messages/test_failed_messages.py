@@ -1,0 +1,80 @@
+"""A message that cannot go (no address, an address the adapter cannot carry, a template that
+fails for this user) was received by nobody: its decision is withdrawn, as a ChooseVariant
+whose caller gave up is. Before, it stayed pending: counted against the user's frequency caps
+(their next real message was refused `frequency_cap`), counted in the stats, and closed with
+the default reward, a pull of a variant nobody saw (a real relay on loopback, a real store)."""
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience, until_done
+
+DAY = 86400.0
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink, delivery_attempts=1)
+
+
+async def capped_campaign(campaigns, **content):
+    spec = email_spec(**content)
+    spec.frequency_caps.append(cpb.FrequencyCap(channel="email", max=1, window_seconds=DAY))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+
+
+async def pending(campaigns) -> list[str]:
+    return [r.user_id async for r in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
+        campaign_id="mail", include_pending=True)) if r.status == "pending"]
+
+
+def compose(messaging, user: str, deliver: bool = True):
+    return messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, deliver=deliver))
+
+
+async def test_a_message_that_could_not_go_does_not_count_as_a_contact(
+        sink, campaigns, profiles, messaging):
+    await capped_campaign(campaigns)
+    await audience(profiles, ["c1", "s1"], address=False)
+    await audience(profiles, ["c2"])
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="c2", attributes={"email": "not an address"}))
+    for user in ("c1", "c2"):
+        with pytest.raises(grpc.RpcError) as err:
+            await compose(messaging, user)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=["s1"], rate_per_second={"email": 1000}))
+    assert dict((await until_done(messaging, started.send_id)).failed_by_reason) == {
+        "no email address": 1}
+    assert await pending(campaigns) == []
+    for user in ("c1", "c2", "s1"):  # the address given, the next message goes
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": f"{user}@example.com"}))
+        got = await compose(messaging, user)
+        assert (got.suppressed, got.reason, got.delivered) == (False, "", True)
+    assert sorted(await pending(campaigns)) == ["c1", "c2", "s1"]
+
+
+async def test_a_message_whose_template_fails_for_the_user_is_withdrawn(
+        sink, campaigns, profiles, messaging):
+    await capped_campaign(campaigns, subject="Hi {{ first_name }}")
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t1", attributes={"email": "t1@example.com"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="t1", channel="email",
+                                                    opted_in=True, source="signup"))
+    for deliver in (False, True):
+        with pytest.raises(grpc.RpcError) as err:
+            await compose(messaging, "t1", deliver)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "first_name" in err.value.details()
+    assert await pending(campaigns) == []
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t1", attributes={"first_name": "Tia"}))
+    got = await compose(messaging, "t1")
+    assert (got.suppressed, got.parts["subject"], got.delivered) == (False, "Hi Tia", True)
