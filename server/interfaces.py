@@ -183,15 +183,16 @@ class VariantChooser(Protocol):
 
     def decide(self, campaign_id: str, user_id: str, context, profile: bool = False,
                seen: bool = False, decision_id: str = "",
-               reachable: frozenset[str] | None = None) -> PendingChoice:
+               reachable: frozenset[str] | None = None, addressed: bool = False
+               ) -> PendingChoice:
         """One decision for one user, its record queued for the decision log: `.choice` is
         known at once (work on it may overlap the commit); await `.logged()` (the commit,
         which may find it over a frequency cap: suppressed) before answering, or `.cancel()`.
         `profile`: `.profile` carries the (state, meta, live seen-set if `seen` else None) the
         contact policy read, if it read any; `decision_id`: the id the caller fixed for it
-        (`fixed_decision_id`), else a new one; `reachable`: the channels the caller delivers
-        itself, to the addresses in the profile (a channel without one is chosen only when no
-        other is allowed)."""
+        (`fixed_decision_id`), else a new one; `reachable`: the channels the caller's message
+        may go on (None: any); `addressed`: it goes to the profile's addresses (a channel
+        without one is chosen only when no other is allowed)."""
 
     def fixed_decision_id(self, started: float, key: str) -> str:
         """The decision id a job started at `started` fixes for `key` (the same every time)."""

@@ -193,8 +193,8 @@ class Campaigns:
         return entry, blob
 
     def read_contacts(self, entry: Entry, user_ids: Sequence[str], with_states: bool = False,
-                      with_seen: bool = False, reachable: frozenset[str] | None = None
-                      ) -> tuple[list, list[Contact]]:
+                      with_seen: bool = False, reachable: frozenset[str] | None = None,
+                      addressed: bool = False) -> tuple[list, list[Contact]]:
         """(feature states, the contact policy's inputs) of a batch of users from one read
         snapshot: feature states (None unless the campaign's decisions read them, or
         `with_states`), meta records, and the campaign's channels whose address (email, phone)
@@ -202,7 +202,8 @@ class Campaigns:
         too (`Contact.seen`); the contact histories when the campaign chooses among channels
         some of which are capped (`Entry.reads_contacts`); which users without a profile were
         erased, when the campaign's consent tells them from new ones (`Entry.reads_erasures`);
-        `reachable`: the channels the caller delivers itself (`Contact.reachable`)."""
+        `reachable`, `addressed`: the channels the caller's message may go on, and whether it
+        goes to the profile's addresses (`Contact.reachable`, `Contact.addressed`)."""
         sup, channels = self._suppressions, entry.channels
         with self._store.read() as txn:
             read = self._profiles.states_and_meta(user_ids, entry.with_states or with_states, txn,
@@ -213,7 +214,8 @@ class Campaigns:
             return [r[0] for r in read], [
                 Contact(u, r[1], r[0], histories[u] if histories else None, _NONE if sup is None
                         else sup.suppressed_channels(r[1], channels, txn),
-                        r[2] if with_seen else None, u in erased, reachable)
+                        r[2] if with_seen else None, u in erased, reachable,
+                        addressed)
                 for u, r in zip(user_ids, read)]
 
     def _erased(self, user_ids: Sequence[str], read: Sequence[tuple], txn) -> frozenset[str]:
@@ -235,7 +237,8 @@ class Campaigns:
         return self._profiles.states(user_ids) if with_states else [None] * len(user_ids)
 
     def _verdict(self, entry: Entry, user_id: str, now: float, profile: bool = False,
-                 seen: bool = False, reachable: frozenset[str] | None = None):
+                 seen: bool = False, reachable: frozenset[str] | None = None,
+                 addressed: bool = False):
         """(contact verdict, feature state or `UNREAD`, (state, meta, seen-set if `seen` else
         None) if `profile` else None): one read snapshot for the profile and the suppression
         list when the policy reads the profile; none when it has nothing to check (the profile
@@ -243,7 +246,7 @@ class Campaigns:
         if not entry.reads_profile:
             return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None
         states, contacts = self.read_contacts(entry, [user_id], profile, profile and seen,
-                                              reachable)
+                                              reachable, addressed)
         verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
         read = (contacts[0].state, contacts[0].meta, contacts[0].seen) if profile else None
         return verdict, states[0] if entry.with_states else UNREAD, read
@@ -314,7 +317,8 @@ class Campaigns:
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                now: float | None = None, profile: bool = False, seen: bool = False,
                decision_id: str = "", request_id: str = "", caller: str = "",
-               reachable: frozenset[str] | None = None) -> PendingChoice:
+               reachable: frozenset[str] | None = None, addressed: bool = False
+               ) -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
         `logged()` (the commit, which may find it over a frequency cap) before it answers.
         `profile`: the contact policy's read takes the user's feature state too, and the
@@ -325,8 +329,9 @@ class Campaigns:
         advance (`fixed_decision_id`; default: a new one); `request_id`: the caller's id of the
         request (with `caller`, the principal's name), answered with the decision logged for it
         if it was logged before (`requests`); the pending choice's `logged()` then gives that
-        decision; `reachable`: the channels the caller delivers itself, to the profile's
-        addresses (`Contact.reachable`; ComposeMessage with `deliver`, SendCampaign)."""
+        decision; `reachable`: the channels the caller's message may go on (None: any),
+        `addressed`: it goes to the profile's addresses (`Contact.reachable`,
+        `Contact.addressed`: ComposeMessage, SendCampaign)."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -339,7 +344,8 @@ class Campaigns:
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
         now = time.time() if now is None else now
-        verdict, state, read = self._verdict(entry, user_id, now, profile, seen, reachable)
+        verdict, state, read = self._verdict(entry, user_id, now, profile, seen, reachable,
+                                             addressed)
         decision_id = decision_id or _decision_id(now)
         if verdict.suppressed:
             return self._log_suppressed(spec, user_id, now, verdict, decision_id, request)

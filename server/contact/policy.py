@@ -85,10 +85,15 @@ class Contact(NamedTuple):
     (`needs_erasures`): no marketing on any channel whose consent is checked, though an
     opt_out channel would take a user never seen."""
     reachable: frozenset[str] | None = None
-    """The channels the caller delivers itself (ComposeMessage with `deliver`, SendCampaign:
-    those with an adapter), to the address the profile holds (`ADDRESS_ATTRIBUTES`): a
-    channel of these the user has no address for is chosen only when no other is allowed.
-    None: the caller sends, to addresses it may hold itself (ChooseVariant, PlanCampaign)."""
+    """The channels the caller can put its message on: a message (ComposeMessage, SendCampaign)
+    goes on a message channel (`ADDRESS_ATTRIBUTES`), never on a placement (web, app), and,
+    when this server delivers it, on one with an adapter. The others are never chosen. None:
+    any channel (ChooseVariant, PlanCampaign)."""
+    addressed: bool = False
+    """The caller delivers to the address the profile holds (`ADDRESS_ATTRIBUTES`;
+    ComposeMessage with `deliver`, SendCampaign): a channel the user has no address for is
+    chosen only when no other is allowed. False: the caller sends, to addresses it may hold
+    itself."""
 
 
 class Contactable(Protocol):
@@ -181,15 +186,18 @@ class ContactPolicy:
                  ) -> tuple[list[str], str | None, str | None]:
         """The campaign's channels the user may be contacted on (consent given, address not on
         the suppression list, and, for a campaign of several channels whose caller read the
-        contact history, room under the channel's caps at `_expected_at`; for a caller that
-        delivers itself, `Contact.reachable`, an address in the profile, unless no allowed
-        channel has one: then the first such channel, whose message fails for it as before):
+        contact history, room under the channel's caps at `_expected_at`; one the caller can
+        use, `Contact.reachable`; for a caller that delivers to the profile's addresses,
+        `Contact.addressed`, an address there, unless no allowed channel has one: then the
+        first such channel, whose message fails for it as before):
         all of them when a channel is to be chosen (`every`), else the first only; the first
         channel refused only because its address is suppressed; and the first refused only by
         its caps."""
         out, listed, capped, at, bare = [], None, None, None, None
         several = contact.history is not None and len(channels_of(campaign)) > 1
         for c in channels_of(campaign):
+            if contact.reachable is not None and c not in contact.reachable:
+                continue  # no message goes on it (a placement; no adapter here)
             if consent_reason(contact.meta, c, campaign.purpose, self.consent_defaults) is not None:
                 continue
             if contact.erased and campaign.purpose != TRANSACTIONAL and \
@@ -204,7 +212,7 @@ class ContactPolicy:
                 if contact.history.blocked_by(self.caps(campaign, c), at):
                     capped = capped or c
                     continue
-            if contact.reachable is not None and not _addressed(contact, c):
+            if contact.addressed and not _addressed(contact.meta, c):
                 bare = bare or c
                 continue
             out.append(c)
@@ -299,16 +307,13 @@ class ContactPolicy:
         return max(start, now), end
 
 
-def _addressed(contact: Contact, channel: str) -> bool:
-    """Whether a message on `channel` can go to `contact` from what the caller delivers
-    (`Contact.reachable`): an adapter, and an address in the profile (not checked here
-    whether the adapter can carry it: `messages.delivery.address_of`)."""
-    if channel not in contact.reachable:
-        return False
+def _addressed(meta: Mapping | None, channel: str) -> bool:
+    """Whether the profile meta record `meta` holds an address for `channel` (not checked
+    here whether its adapter can carry it: `messages.delivery.address_of`)."""
     attribute = ADDRESS_ATTRIBUTES.get(channel)
     if attribute is None:
-        return True
-    value = ((contact.meta or {}).get("attributes") or {}).get(attribute)
+        return False
+    value = ((meta or {}).get("attributes") or {}).get(attribute)
     return bool(value and value.strip())
 
 

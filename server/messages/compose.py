@@ -37,6 +37,8 @@ from .unsubscribe import UnsubscribeTokens
 
 __all__ = ["Message", "Composer", "Verdict", "verdict_of", "PREVIEW_USER"]
 
+_MESSAGE_CHANNELS = frozenset(MESSAGE_CHANNELS)
+
 PREVIEW_USER = "tailor-preview-sample"
 """Whose recommendations a sample-profile preview shows (no profile: the popular items)."""
 
@@ -193,9 +195,10 @@ class Composer:
         batches; `Recommender.recommend`). `decision_id`: the id the caller fixed for the
         decision (SendCampaign's, so that a resumed job finds it: `render_logged`).
         `request_id`, `caller`: as `Campaigns.decide` (a repeated request renders the decision
-        logged for it). `delivered`: the message is handed to this server's adapters (deliver,
-        SendCampaign), so a channel is chosen among those with an adapter and an address in the
-        profile where there are any (`Contact.reachable`).
+        logged for it). The channel is chosen among the message channels (never a placement:
+        web, app); `delivered`: the message is handed to this server's adapters (deliver,
+        SendCampaign), so among those with an adapter, and an address in the profile where
+        there are any (`Contact.reachable`, `Contact.addressed`).
 
         The message is rendered while the decision's record is being committed (the variant is
         known before; only a frequency cap's refusal comes from the commit), and the answer
@@ -207,7 +210,8 @@ class Composer:
             pending = self.campaigns.decide(campaign_id, user_id, context, profile=True,
                                             seen=on_loop, decision_id=decision_id,
                                             request_id=request_id, caller=caller,
-                                            reachable=self._reachable() if delivered else None)
+                                            reachable=self._reachable(delivered),
+                                            addressed=delivered)
         except CampaignArchived:  # a repeat of a request answered before: that decision
             answered = self.campaigns.answered_before(campaign_id, user_id, request_id, caller)
             if answered is None:
@@ -253,8 +257,11 @@ class Composer:
         except TailorError as err:  # the answer is the message's error; say this one too
             logger.warning("withdrawing a message's decision failed: %s", type(err).__name__)
 
-    def _reachable(self) -> frozenset[str]:
-        """The message channels this server delivers on (those with an adapter)."""
+    def _reachable(self, delivered: bool) -> frozenset[str]:
+        """The channels a message may go on: the message channels (a placement, web or app,
+        has no message), those this server has an adapter for when it delivers it."""
+        if not delivered:
+            return _MESSAGE_CHANNELS
         if self.delivery is None:
             return frozenset()
         return frozenset(c for c in MESSAGE_CHANNELS if self.delivery.has_adapter(c))
@@ -305,7 +312,8 @@ class Composer:
         campaign = await self.message_campaign(campaign_id)
         spec = campaign.spec
         channel = channel or spec.channel
-        check_known("channel", channel, spec.message_channels)
+        check_known("channel", channel,  # a placement channel (web, app) has no message
+                    [c for c in spec.message_channels if c in _MESSAGE_CHANNELS])
         if variant_id and variant_id not in {v.id for v in spec.variants}:
             raise InvalidArgument("variant_id", f"{shown(variant_id)} is not a variant of "
                                   f"campaign {campaign_id!r}")

@@ -2,6 +2,7 @@
 SendCampaign) chooses among the channels the user has an address for: a user with an email
 address and no push token is emailed, not chosen push and failed "no push token" (a real
 relay on loopback, a real store)."""
+import grpc
 import pytest
 
 from protos.tailor.v1 import campaign_pb2 as cpb
@@ -46,3 +47,29 @@ async def test_a_message_goes_on_the_channel_the_user_has_an_address_for(
     done = await until_done(messaging, started.send_id)
     assert (done.sent, done.failed) == (6, 0), dict(done.failed_by_reason)
     assert sorted(r[0] for _, r, _ in sink.arrived) == sorted(f"{u}@example.com" for u in users)
+
+
+async def test_a_message_is_never_composed_for_a_placement_channel(campaigns, profiles,
+                                                                   messaging):
+    """A campaign of an email and a web placement (`channels: [email, web]`): ChooseVariant
+    may pick either, a message only email. On main ComposeMessage picked web about half the
+    time and answered INTERNAL (no message parts for web), leaving its decision logged; a user
+    who opted out of email was given web."""
+    spec = email_spec()
+    spec.channels.extend(["email", "web"])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await audience(profiles, ["w1"])
+    for _ in range(8):
+        got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                       user_id="w1"))
+        assert (got.channel, got.suppressed, got.parts["subject"]) == ("email", False, "Hi W1")
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="w1", channel="email",
+                                                    opted_in=False, source="test"))
+    got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                   user_id="w1"))
+    assert (got.suppressed, got.reason, got.channel) == (True, "no_consent", "email")
+    with pytest.raises(grpc.RpcError) as err:  # on main: INTERNAL
+        await messaging.PreviewMessage(mpb.PreviewMessageRequest(campaign_id="mail",
+                                                                 channel="web"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "channel" in \
+        err.value.details()

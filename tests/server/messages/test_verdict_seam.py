@@ -26,7 +26,7 @@ class Decided:
         return self.choice
 
     def decide(self, campaign_id, user_id, context, profile=False, seen=False, decision_id="",
-               request_id="", caller="", reachable=None):
+               request_id="", caller="", reachable=None, addressed=False):
         return Pending(self.choice, self.choice)
 
     async def withdraw(self, decision_ids):
