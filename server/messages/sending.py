@@ -168,9 +168,10 @@ class SendJob:
 
     async def _withdraw(self, decisions: list[str]) -> None:
         """Withdraw the decisions of messages that failed before anything was sent (no
-        address, one the adapter cannot carry, no adapter, a render error): nobody received
-        them, so they count toward no frequency cap, stats or default reward (as ComposeMessage's:
-        `Composer._withdraw`). After the records say `failed`: a crash between the two leaves
+        address, one the adapter cannot carry, no adapter, a render error) or were refused
+        just before (opted out, address listed since): nobody received them, so they count
+        toward no frequency cap, stats or default reward (as ComposeMessage's:
+        `Composer._withdraw`). After their records are settled: a crash between the two leaves
         them pending, as before."""
         if not decisions:
             return
@@ -296,7 +297,9 @@ class SendJob:
                 self._handed.set()
 
     async def _hand_over(self, r: Recipient, smtp) -> None:
-        """`_deliver` once it is `r`'s turn: the send (or its refusal) and the settled record."""
+        """`_deliver` once it is `r`'s turn: the send (or its refusal, whose decision is then
+        withdrawn) and the settled record."""
+        refused = None
         try:
             refused = self.delivery.refusal(r.user, r.channel, self.purpose, r.message["to"])
             if refused is None and r.items and self.composer.unavailable(r.items):
@@ -319,6 +322,8 @@ class SendJob:
         await self.settler.settle(r)
         if r.state == SENT:
             self._sent.append(r)
+        elif refused is not None:  # nobody will receive it (a dead letter still may)
+            await self._withdraw([r.decision])
 
     async def _render_again(self, r: Recipient) -> None:
         """Render `r`'s logged decision again (an item its message shows left the catalog since

@@ -57,6 +57,11 @@ async def test_send_skips_those_who_opted_out_or_were_listed_after_composition(
     assert (done.sent, dict(done.suppressed_by_reason), done.pending) == (
         2, {"no_consent": 1, "suppressed_address": 1}, 0)
     assert sorted(r[0] for _, r, _ in sink.arrived) == ["r0@example.com", "r1@example.com"]
+    # nobody received r2's and r3's: their decisions are withdrawn (on main: pending, counted
+    # toward the caps and closed with the default reward)
+    pending = [r.user_id async for r in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
+        campaign_id="mail", include_pending=True)) if r.status == "pending"]
+    assert sorted(pending) == ["r0", "r1"]
 
 
 @pytest.mark.parametrize("refused", ["no_consent", "suppressed_address"])
