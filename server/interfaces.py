@@ -211,6 +211,10 @@ class VariantChooser(Protocol):
         its message (claimed until `until`), else the state of the delivery an earlier call of
         the request claimed."""
 
+    async def renew_delivery(self, request: bytes, decision_id: str, until: float) -> bool:
+        """Extend the claim `claim_delivery` gave the caller to `until` while the delivery is
+        being made; False when it is not any more."""
+
     async def settle_delivery(self, request: bytes, decision_id: str, state: dict) -> None:
         """The outcome of a delivery `claim_delivery` gave the caller."""
 

@@ -400,6 +400,11 @@ class Campaigns:
         (`requests.RequestIds.claim_delivery`); `request`: the digest `PendingChoice.request`."""
         return await asyncio.to_thread(self.repo.claim_delivery, request, decision_id, until)
 
+    async def renew_delivery(self, request: bytes, decision_id: str, until: float) -> bool:
+        """Extend the caller's claim of a request's delivery to `until` while it is being
+        made (`requests.RequestIds.renew_delivery`)."""
+        return await asyncio.to_thread(self.repo.renew_delivery, request, decision_id, until)
+
     async def settle_delivery(self, request: bytes, decision_id: str, state: dict) -> None:
         """The outcome of the delivery `claim_delivery` gave the caller."""
         await asyncio.to_thread(self.repo.settle_delivery, request, decision_id, state)

@@ -257,6 +257,11 @@ class CampaignRepository:
         return self.store.write(lambda txn: self.requests.claim_delivery(
             txn, digest, decision_id, until, time.time()))
 
+    def renew_delivery(self, digest: bytes, decision_id: str, until: float) -> bool:
+        """`RequestIds.renew_delivery` in a write transaction of its own."""
+        return self.store.write(lambda txn: self.requests.renew_delivery(
+            txn, digest, decision_id, until, time.time()))
+
     def settle_delivery(self, digest: bytes, decision_id: str, state: dict) -> None:
         self.store.write(lambda txn: self.requests.settle_delivery(txn, digest, decision_id,
                                                                    state, time.time()))

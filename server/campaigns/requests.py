@@ -154,6 +154,22 @@ class RequestIds:
         self._d.put(txn, key, json.dumps({**entry, "x": {"s": "sending", "u": until}}).encode())
         return None
 
+    def renew_delivery(self, txn, digest: bytes, decision_id: str, until: float,
+                       now: float) -> bool:
+        """Extend the claim `claim_delivery` gave the caller to `until`, while the delivery is
+        still being made (not settled); False when it is not (settled, or the entry gone).
+        Only the claim's holder renews: a repeat never claims a "sending" entry, lapsed or
+        not."""
+        found = self._entry_of(txn, digest, decision_id, now)
+        if found is None:
+            return False
+        key, entry = found
+        state = entry.get("x")
+        if state is None or state["s"] != "sending":
+            return False
+        self._d.put(txn, key, json.dumps({**entry, "x": {"s": "sending", "u": until}}).encode())
+        return True
+
     def settle_delivery(self, txn, digest: bytes, decision_id: str, state: dict,
                         now: float) -> None:
         """The outcome of the delivery `claim_delivery` gave the caller (no entry of that

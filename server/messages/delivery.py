@@ -103,9 +103,10 @@ class Delivery:
         self.retry, self.dead, self.dkim, self.gate = retry or Retry(), dead, dkim, gate
         self.limits = limits
         self.claim_seconds = self._longest_send(retry or Retry()) + 60.0
-        """How long a RetryDeadLetter's claim holds without a renewal (renewed every third of
-        it while the retry runs): its attempts at most, and a margin (a worker that died
-        mid-retry leaves a claim that lapses after it)."""
+        """How long a RetryDeadLetter's claim, or a request id's delivery claim (`Once`),
+        holds without a renewal (renewed every third of it while the retry or send runs): its
+        attempts at most, and a margin (a worker that died mid-send leaves a claim that lapses
+        after it)."""
         self.envelope = parseaddr(sender)[1]
         """The envelope sender (MAIL FROM): the address of `sender`."""
 
@@ -186,7 +187,12 @@ class Delivery:
         """`deliver` of a message `ready` gave (`to`, `data`)."""
         handed = None if once is None else await once.claim(time.time() + self.claim_seconds)
         if handed is None:
-            handed = await self._hand_over(message, user_id, to, data, once)
+            renewing = None if once is None else asyncio.ensure_future(self._keep_once(once))
+            try:
+                handed = await self._hand_over(message, user_id, to, data, once)
+            finally:
+                if renewing is not None:
+                    renewing.cancel()
         await self.events.track([sent_event(message.channel, message.campaign_id,
                                             message.decision_id, user_id, handed)])
         return True
@@ -290,6 +296,19 @@ class Delivery:
         except TailorError as err:  # its recorded event keeps it from going again
             logger.warning("a retried dead letter went, but could not be dropped: %s",
                            type(err).__name__)
+
+    async def _keep_once(self, once: Once) -> None:
+        """Renew a request's delivery claim (`Once`) every third of `claim_seconds` until
+        cancelled (its send ended) or the delivery is no longer being made: a repeat meanwhile
+        hears it is being delivered, not that whether it went is unknown (which invites a
+        send under a new request id, a second message)."""
+        while True:
+            await asyncio.sleep(self.claim_seconds / 3)
+            try:
+                if not await once.renew(time.time() + self.claim_seconds):
+                    return
+            except TailorError as err:  # e.g. a full store: the next renewal tries again
+                logger.warning("could not renew a delivery's claim: %s", type(err).__name__)
 
     async def _keep_claim(self, letter: DeadLetter) -> None:
         """Renew `letter`'s claim every third of `claim_seconds` until cancelled (its retry

@@ -14,7 +14,8 @@ is kept in the request's entry, in the store (any worker): the call that claims 
     unavailable   with its reason and attempts); its dead letter is there to retry
     sending       DeliveryInProgress (FAILED_PRECONDITION): the first call is still at it
     doubt         DeliveryInDoubt (FAILED_PRECONDITION): the first call stopped mid-send
-                  (cancelled, or its claim lapsed: its worker died), so it may have gone
+                  (cancelled, or its claim lapsed: its worker died; the call renews it
+                  every third of its time while it sends), so it may have gone
 
 The state lives as long as the request id is remembered (`request_id_window_seconds`); a call
 without a request id keeps none.
@@ -52,6 +53,11 @@ class Once:
         if state["s"] == "sending":
             raise DeliveryInProgress()
         raise DeliveryInDoubt()
+
+    async def renew(self, until: float) -> bool:
+        """Extend this call's claim to `until` (a send slower than the claim: behind the shared
+        SMTP connection, a slow relay); False when the delivery is no longer being made."""
+        return await self.campaigns.renew_delivery(self.request, self.decision_id, until)
 
     async def settle(self, handed: float | None, err: Exception | None) -> None:
         """Keep the outcome of this call's delivery: sent at `handed`, or kept as a dead letter

@@ -117,3 +117,24 @@ async def test_a_repeat_after_the_campaign_was_archived_is_answered_the_first_de
             campaign_id="mail", user_id="r5", deliver=True, request_id="req-2"))
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "archived" in err.value.details()
+
+
+async def test_a_send_slower_than_its_claim_keeps_it_and_a_repeat_hears_it_is_being_sent(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """The request's delivery claim lapsed after a fixed time (every attempt timing out, plus
+    a minute) while a send may wait longer (behind the shared SMTP connection, a slow relay):
+    a repeat then heard "whether it went is not known", and a client told so may send again
+    under a new request id. The claim is renewed while the send runs."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r6"])
+    tailor_server.delivery.claim_seconds = 1.0  # the relay takes three times as long
+    sink.delay_data = 3.0
+    first = asyncio.ensure_future(compose(messaging, "r6", timeout=30))
+    await asyncio.sleep(1.8)  # the first waits for the relay's 250, past its first claim
+    assert not first.done()
+    with pytest.raises(grpc.RpcError) as err:
+        await compose(messaging, "r6", timeout=30)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "being delivered" in err.value.details()
+    assert (await first).delivered
+    assert len(sink.message_ids) == 1
