@@ -104,6 +104,8 @@ class Composer:
                            "unsubscribe sent to it would be lost; List-Unsubscribe offers the "
                            "one-click https link only")
         self.context = MessageContext(recommender, settings.limits)
+        self._abandoned: set[asyncio.Task] = set()
+        """Withdrawals of the decisions of calls cancelled meanwhile (`_abandon`)."""
         self.templates = TemplateCache(limits=settings.limits)
 
     # -- links and headers ----------------------------------------------------------------------
@@ -220,17 +222,24 @@ class Composer:
             out.repeat, out.request = True, answered[1]
             return out, recipient
         try:
+            return await self._drafted(campaign, pending, user_id, on_loop)
+        except asyncio.CancelledError:  # the caller gave up: nobody will receive it
+            self._abandon(pending)
+            raise
+
+    async def _drafted(self, campaign, pending, user_id: str, on_loop: bool
+                       ) -> tuple[Message, Recipient | None]:
+        """`decide_and_render` once the decision is queued (`pending`)."""
+        try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
             drafted = await self._draft(campaign, pending.choice, user_id, on_loop,
                                         pending.profile)
-        except asyncio.CancelledError:
-            pending.cancel()
-            raise
         except Exception as err:  # raised once the commit says the decision stands
             drafted = err
-        choice = await pending.logged()
+        choice = await pending.logged(on_cancel=lambda _: None)  # left to `_abandon`
         if choice.decision_id != pending.choice.decision_id:  # a repeated request's decision
-            out, recipient = await self.render_logged(campaign_id, user_id, choice)
+            out, recipient = await self.render_logged(campaign.spec.campaign_id, user_id,
+                                                      choice)
             out.repeat, out.request = True, pending.request
             return out, recipient
         out = _message(campaign, choice)
@@ -242,6 +251,25 @@ class Composer:
             raise drafted
         drafted[0].request = pending.request
         return await self._addressed(*drafted, user_id)
+
+    def _abandon(self, pending) -> None:
+        """The caller was cancelled (its deadline) after the decision was queued: once its
+        commit settles, a decision it logged pending is withdrawn, as ChooseVariant's is
+        (nobody received it: it would count toward the caps and take the default reward). Its
+        commit is not cancelled: one already taken by the writer would be logged unseen."""
+        async def run():
+            if await pending.outcome() != "":  # suppressed, a repeat's, or not logged
+                return
+            did = pending.choice.decision_id
+            try:
+                await self.campaigns.withdraw([(did, pending.request) if pending.request
+                                               else did])
+            except TailorError as err:  # nobody waits for it; say why
+                logger.warning("withdrawing a cancelled message's decision failed: %s",
+                               type(err).__name__)
+        task = asyncio.get_running_loop().create_task(run())
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
 
     async def _withdraw(self, out: Message) -> None:
         """Withdraw `out`'s decision (`VariantChooser.withdraw`): its message could not be

@@ -3,6 +3,8 @@ fails for this user) was received by nobody: its decision is withdrawn, as a Cho
 whose caller gave up is. Before, it stayed pending: counted against the user's frequency caps
 (their next real message was refused `frequency_cap`), counted in the stats, and closed with
 the default reward, a pull of a variant nobody saw (a real relay on loopback, a real store)."""
+import asyncio
+
 import grpc
 import pytest
 
@@ -78,3 +80,24 @@ async def test_a_message_whose_template_fails_for_the_user_is_withdrawn(
         user_id="t1", attributes={"first_name": "Tia"}))
     got = await compose(messaging, "t1")
     assert (got.suppressed, got.parts["subject"], got.delivered) == (False, "Hi Tia", True)
+
+
+async def test_a_compose_whose_caller_gave_up_leaves_no_contact(campaigns, profiles,
+                                                                messaging):
+    """The caller's deadline passed while its message rendered (after the decision was
+    logged): nobody received it, so it is withdrawn, as a ChooseVariant's is. On main it
+    stayed pending, and the caller's next compose was refused `frequency_cap`."""
+    slow = ("{% set s = 'x' * 20000 %}{% for i in range(4000) %}{{ (s|upper)|length }}"
+            "{% endfor %}")  # about 0.35 s of rendering, under the 1 s bound
+    await capped_campaign(campaigns, text=slow)
+    await audience(profiles, ["g1"])
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="g1"), timeout=0.1)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline = asyncio.get_running_loop().time() + 10
+    while await pending(campaigns) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)  # the withdrawal follows the render
+    assert await pending(campaigns) == []
+    got = await compose(messaging, "g1", deliver=False)
+    assert (got.suppressed, got.reason) == (False, "")

@@ -42,7 +42,7 @@ class Pending:
         self.profile = None  # the contact policy read no profile: the composer reads it
         self.request = b""  # no request id
 
-    async def logged(self):
+    async def logged(self, on_cancel=None):
         self.awaited = True
         return self._logged
 
