@@ -147,7 +147,7 @@ class Composer:
             if self.delivery is None:
                 raise FailedPrecondition("deliver: this server has no delivery adapter")
             campaign = await self.message_campaign(campaign_id)
-            self.delivery.check_adapter(campaign.spec.channel)
+            self.delivery.check_adapters(campaign.spec.message_channels)
         out, recipient = await self.decide_and_render(
             campaign_id, user_id, context, on_loop=True, request_id=request_id, caller=caller,
             delivered=deliver)

@@ -138,6 +138,14 @@ class Delivery:
             raise FailedPrecondition(f"deliver: no {channel} webhook configured "
                                      f"(--{channel}-webhook-url and the delivery-webhook keyring)")
 
+    def check_adapters(self, channels) -> None:
+        """FailedPrecondition (`check_adapter` of the first) unless one of a campaign's
+        `channels` (`CampaignSpec.message_channels`) has an adapter: its messages are chosen
+        among the channels that have one (`Contact.reachable`)."""
+        channels = [c for c in channels if c in MESSAGE_CHANNELS]
+        if not any(self.has_adapter(c) for c in channels):
+            self.check_adapter(channels[0])
+
     def has_adapter(self, channel: str) -> bool:
         try:
             self.check_adapter(channel)

@@ -104,7 +104,8 @@ class SendJobs:
         most = self.limits.context_value_max
         context = {k: check_range(f"context[{shown(k)}]", check_finite(f"context[{shown(k)}]", v),
                                   -most, most) for k, v in context.items()}
-        self.delivery.check_adapter(campaign.spec.channel)  # FAILED_PRECONDITION without one
+        self.delivery.check_adapters(campaign.spec.message_channels)  # FAILED_PRECONDITION
+        # without one for any of its channels
         if request_id:
             check_id("request_id", request_id, self.limits.request_id_bytes)
             send_id = "send-" + request_digest(caller, campaign_id, "", request_id)[:16].decode()

@@ -73,3 +73,23 @@ async def test_a_message_is_never_composed_for_a_placement_channel(campaigns, pr
                                                                  channel="web"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "channel" in \
         err.value.details()
+
+
+async def test_a_campaign_whose_first_channel_has_no_adapter_delivers_on_another(
+        sink, campaigns, profiles, messaging):
+    """`channel: push, channels: [push, email]` on a server with an SMTP relay and no push
+    webhook: on main ComposeMessage(deliver) and SendCampaign were refused up front ("no push
+    webhook configured") though every message could go by email."""
+    spec = two_channels()
+    spec.channel = "push"
+    del spec.channels[:]
+    spec.channels.extend(["push", "email"])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await opted_in(profiles, ["f1", "f2"])
+    got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id="f1", deliver=True))
+    assert (got.channel, got.delivered) == ("email", True)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=["f2"], rate_per_second={"email": 1000}))
+    assert (await until_done(messaging, started.send_id)).sent == 1
+    assert sorted(r[0] for _, r, _ in sink.arrived) == ["f1@example.com", "f2@example.com"]
