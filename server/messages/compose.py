@@ -223,8 +223,11 @@ class Composer:
             return out, recipient
         try:
             return await self._drafted(campaign, pending, user_id, on_loop)
-        except asyncio.CancelledError:  # the caller gave up: nobody will receive it
-            self._abandon(pending)
+        except asyncio.CancelledError:
+            if decision_id:  # a SendCampaign job stopping: resumed, it renders the decision
+                pending.cancel()  # logged for this id (`render_logged`), or decides anew
+            else:  # the caller gave up: nobody will receive it
+                self._abandon(pending)
             raise
 
     async def _drafted(self, campaign, pending, user_id: str, on_loop: bool
