@@ -87,12 +87,16 @@ class Recommendations:
     model_version: str
     request_id: str
     cold_start: bool
+    error: str = ""
+    """A partial `recommend_batch`'s entry that got no answer: `CODE: message`, as the call
+    would have failed with (no items then); "" otherwise."""
 
     @classmethod
     def from_pb(cls, msg: rec_pb.RecommendResponse) -> Recommendations:
         items = [RecommendedItem(i.item_id, i.score, i.retrieval_score, i.category, i.title,
                                  i.price, i.url) for i in msg.items]
-        return cls(items, msg.model_version, msg.request_id, msg.cold_start)
+        error = f"{msg.error.code}: {msg.error.message}" if msg.HasField("error") else ""
+        return cls(items, msg.model_version, msg.request_id, msg.cold_start, error)
 
     @property
     def item_ids(self) -> list[str]:
@@ -179,10 +183,13 @@ class TailorClient:
         req = self._request(user_id, k, channel, categories, exclude, context)
         return Recommendations.from_pb(self._call(self._rec.Recommend, req, timeout))
 
-    def recommend_batch(self, requests: Sequence[dict],
-                        timeout: float | None = None) -> list[Recommendations]:
-        """`requests`: dicts with the keyword arguments of `recommend` (user_id, k, ...)."""
-        req = rec_pb.RecommendBatchRequest(requests=[self._request(**r) for r in requests])
+    def recommend_batch(self, requests: Sequence[dict], timeout: float | None = None, *,
+                        partial: bool = False) -> list[Recommendations]:
+        """`requests`: dicts with the keyword arguments of `recommend` (user_id, k, ...).
+        `partial`: an entry that fails on its own comes back with `error` set instead of
+        failing the call (`RecommendBatchRequest.partial`)."""
+        req = rec_pb.RecommendBatchRequest(requests=[self._request(**r) for r in requests],
+                                           partial=partial)
         reply = self._call(self._rec.RecommendBatch, req, timeout)
         return [Recommendations.from_pb(r) for r in reply.responses]
 

@@ -17,8 +17,8 @@ from .security.userref import user_ref
 
 __all__ = [
     "TailorError", "InvalidArgument", "NotFound", "FailedPrecondition", "ResourceExhausted",
-    "PermissionDenied", "Unauthenticated", "Unavailable", "MalformedRequest", "PartlyDone",
-    "grpc_errors", "safe_deserializer", "http_status",
+    "PermissionDenied", "Unauthenticated", "Unavailable", "Internal", "MalformedRequest", "PartlyDone",
+    "grpc_errors", "safe_deserializer", "http_status", "detail",
 ]
 
 logger = logging.getLogger("tailor.errors")
@@ -95,6 +95,16 @@ class Unavailable(TailorError):
     status = grpc.StatusCode.UNAVAILABLE
 
 
+class Internal(TailorError):
+    """A part of a call that failed unexpectedly (logged where it failed) while the call goes
+    on: one entry of a partial RecommendBatch. Worded as `grpc_errors` words a whole call's."""
+
+    status = grpc.StatusCode.INTERNAL
+
+    def __init__(self, method: str):
+        super().__init__(f"internal error in {method}")
+
+
 class PartlyDone(TailorError):
     """A streaming call that failed part-way: `err`'s status and message, then `done`, what the
     call did before it failed (and keeps), so the caller knows what to send again."""
@@ -152,6 +162,11 @@ def _cut(message: str) -> str:
 
 def _detail(err: Exception) -> str:
     return _cut(str(err))
+
+
+def detail(err: Exception) -> str:
+    """`err`'s message as a status message carries it (a partial RecommendBatch's entries)."""
+    return _detail(err)
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):

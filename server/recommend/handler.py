@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..batching import AdaptiveBatcher, ThreadRunner
 from ..config import Settings
-from ..errors import InvalidArgument, TailorError
+from ..errors import Internal, InvalidArgument, TailorError
 from ..interfaces import ImpressionSink
 from ..models import Bundle, ModelRegistry
 from ..models.canary import Canary
@@ -30,6 +31,8 @@ from .pipeline import BatchValues, History, RecQuery, RecResult, recommend_batch
 from .user_cache import UserCache
 
 __all__ = ["Recommender", "bundle_histories", "ON_LOOP_ROWS"]
+
+logger = logging.getLogger("tailor.recommend")
 
 ON_LOOP_ROWS = 20_000
 """Most items a category-filtered `recommend(on_loop=True)` may score exactly on the event loop
@@ -272,29 +275,51 @@ class Recommender:
             self.tally.reset(canary.split.id)
         self.tally.observe(version, seconds, failed)
 
-    async def recommend_many(self, queries: Sequence[RecQuery],
-                             request_ids: Sequence[str] = ()) -> list[RecResult]:
-        """Answers in query order; answer i is recorded as request `request_ids[i]`'s."""
+    async def recommend_many(self, queries: Sequence[RecQuery], request_ids: Sequence[str] = (),
+                             partial: bool = False) -> list[RecResult | TailorError]:
+        """Answers in query order; answer i is recorded as request `request_ids[i]`'s.
+
+        The first entry that fails fails the call, naming it (`requests[i].`); with `partial`
+        it is answered with its error instead (a `TailorError` worded as the call's would be;
+        INTERNAL for an unexpected failure, logged here) and the others are answered."""
         if not queries:
             raise InvalidArgument("requests", "must not be empty")
         check_count("requests", len(queries), self.limits.batch_users)
+        results: list = [None] * len(queries)
         for i, q in enumerate(queries):
-            self.validate(q, f"requests[{i}].")
-        asked = sum(q.k for q in queries)
+            try:
+                self.validate(q, f"requests[{i}].")
+            except InvalidArgument as err:
+                if not partial:
+                    raise
+                results[i] = err
+        asked = sum(q.k for q, res in zip(queries, results) if res is None)
         if asked > self.limits.batch_items:
             raise InvalidArgument("requests[].k", f"{asked} items asked for in all, at most "
                                   f"{self.limits.batch_items} a batch (its answer is one message)")
         self.registry.current()
         submit = self.batcher.submit if self.registry.canary is None else self._counted
-        results = list(await asyncio.gather(*(submit(q) for q in queries), return_exceptions=True))
-        for i, res in enumerate(results):  # the first failure fails the batch, naming its entry
+        todo = [i for i, res in enumerate(results) if res is None]
+        done = await asyncio.gather(*(submit(queries[i]) for i in todo), return_exceptions=True)
+        unexpected = []
+        for i, res in zip(todo, done):  # the first failure fails the batch, naming its entry
             if isinstance(res, InvalidArgument):
-                raise _reworded(res, where=f"requests[{i}].") from None
-            if isinstance(res, BaseException):
-                raise res
+                res = _reworded(res, where=f"requests[{i}].")
+            elif isinstance(res, BaseException) and not isinstance(res, TailorError) and partial:
+                if not isinstance(res, Exception):
+                    raise res
+                unexpected.append((i, res))
+                res = Internal("RecommendBatch")
+            if isinstance(res, BaseException) and not partial:
+                raise res from None
+            results[i] = res
+        if unexpected:  # one traceback a call (a failing version group shares one error)
+            logger.error("RecommendBatch: %d entries failed, requests[%d] first", len(unexpected),
+                         unexpected[0][0], exc_info=unexpected[0][1])
         if self.impressions is not None:
             for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
-                self.impressions.record(rid, q, res)
+                if not isinstance(res, TailorError):
+                    self.impressions.record(rid, q, res)
         return results
 
     def check_bundle(self, bundle: Bundle) -> None:

@@ -1,16 +1,20 @@
 """tailor.v1.RecommendationService."""
 from __future__ import annotations
 
+import logging
+
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
 from ..config import Settings
-from ..errors import InvalidArgument, grpc_errors
+from ..errors import InvalidArgument, TailorError, detail, grpc_errors
 from ..logging import current_call
 from ..recommend import Recommender, RecQuery, RecResult
 from .recommend_wire import batch_bytes, response_bytes
 
 __all__ = ["RecommendationServicer", "RecommendConverter"]
+
+logger = logging.getLogger("tailor.recommend")
 
 class RecommendConverter:
     @staticmethod
@@ -18,6 +22,12 @@ class RecommendConverter:
         return RecQuery(user_id=req.user_id, k=req.k, channel=req.channel,
                         categories=tuple(req.categories), exclude_item_ids=tuple(req.exclude_item_ids),
                         context=tuple(c.items()) if (c := req.context) else ())
+
+    @staticmethod
+    def from_error(err: TailorError, request_id: str = "") -> pb.RecommendResponse:
+        """A partial RecommendBatch's answer to an entry that failed with `err`."""
+        return pb.RecommendResponse(request_id=request_id, error=pb.RecommendError(
+            code=err.status.name, message=detail(err)))
 
     @staticmethod
     def from_result(res: RecResult, request_id: str = "") -> pb.RecommendResponse:
@@ -55,8 +65,14 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
         call_id = _request_id()
         ids = [f"{call_id}.{i}" for i in range(len(request.requests))]
         results = await self.recommender.recommend_many(
-            [RecommendConverter.to_query(r) for r in request.requests], ids)
-        return batch_bytes([response_bytes(r, rid) for r, rid in zip(results, ids)])
+            [RecommendConverter.to_query(r) for r in request.requests], ids, request.partial)
+        failed = [r for r in results if isinstance(r, TailorError)]
+        if failed:
+            logger.info("RecommendBatch: %d of %d entries failed, first %s: %s", len(failed),
+                        len(results), failed[0].status.name, failed[0].log_message()[:512])
+        return batch_bytes([RecommendConverter.from_error(r, rid).SerializeToString()
+                            if isinstance(r, TailorError) else response_bytes(r, rid)
+                            for r, rid in zip(results, ids)])
 
 
 def _request_id() -> str:

@@ -572,9 +572,56 @@ async def test_a_batch_entry_the_canary_refuses_is_named(manual, client, tailor_
     detail = err.value.details()
     assert detail.startswith(f"requests[{first}].categories: unknown category"), detail
     assert f"canary version {split.version!r}" in detail, detail
+    answers = await asyncio.to_thread(
+        client.recommend_batch, [{"user_id": u, "k": 3, "categories": [gone]} for u in users],
+        partial=True)  # the active version's users answered, the canary's entries refused
+    for i, (user, answer) in enumerate(zip(users, answers)):
+        assert bool(answer.error) == split.in_canary(user)
+        assert answer.error.startswith(f"INVALID_ARGUMENT: requests[{i}].categories: ") \
+            if answer.error else answer.model_version == demo_manifest["version"]
+    assert detail in answers[first].error
     with pytest.raises(TailorError) as single:
         await asyncio.to_thread(client.recommend, users[first], 3, categories=[gone])
     assert f"canary version {split.version!r}" in str(single.value), str(single.value)
+
+
+async def test_a_partial_batch_keeps_the_active_versions_answers_when_the_canary_fails(
+        no_smoke, manual, client, tailor_server, failing_bundle, demo_manifest, caplog):
+    """A campaign's RecommendBatch during a canary whose ranker fails: every call failed
+    INTERNAL whole, the active version's users' answers lost with the canary's. With `partial`
+    the canary's warm users' entries carry INTERNAL and every other entry is answered."""
+    stable = demo_manifest["version"]
+    await asyncio.to_thread(client.push_bundle, failing_bundle, canary_percent=50)
+    split = tailor_server.registry.canary.split
+    users = USERS[:40]  # warm: the canary's ranker runs (and fails) for each of them
+    target = f"127.0.0.1:{tailor_server.port}"
+
+    def batch(partial: bool):
+        with grpc.insecure_channel(target) as ch:
+            return pb_grpc.RecommendationServiceStub(ch).RecommendBatch(pb.RecommendBatchRequest(
+                requests=[pb.RecommendRequest(user_id=u, k=3) for u in users],
+                partial=partial), timeout=60)
+
+    with pytest.raises(grpc.RpcError) as err:
+        await asyncio.to_thread(batch, False)
+    assert err.value.code() == grpc.StatusCode.INTERNAL
+    caplog.clear()
+    reply = await asyncio.to_thread(batch, True)
+    tracebacks = [r for r in caplog.records if r.name == "tailor.recommend" and r.exc_info]
+    assert len(tracebacks) == 1  # one a call, not one per failed entry
+    for i, (user, entry) in enumerate(zip(users, reply.responses)):
+        if split.in_canary(user):
+            assert entry.error.code == "INTERNAL" and not entry.items, (i, entry)
+            assert entry.error.message == "internal error in RecommendBatch"
+        else:
+            assert not entry.HasField("error") and len(entry.items) == 3, (i, entry)
+            assert entry.model_version == stable
+    assert 0 < sum(e.HasField("error") for e in reply.responses) < len(users)
+    with TailorClient(target, timeout=60) as typed:
+        answers = await asyncio.to_thread(typed.recommend_batch,
+                                          [{"user_id": u, "k": 3} for u in users], partial=True)
+    assert [a.error.startswith("INTERNAL: ") for a in answers] == \
+        [e.HasField("error") for e in reply.responses]
 
 
 async def test_a_push_refused_after_its_bundle_was_stored_leaves_no_version_listed(

@@ -216,6 +216,32 @@ async def test_bad_batch_entry_is_named(stub, users):
     assert "requests[1].k" in err.value.details()
 
 
+async def test_a_partial_batch_answers_every_entry_but_the_bad_one(stub, users):
+    """One bad entry of a 500-user campaign batch failed all 500 (a user id with a newline
+    from a CSV, a category a product feed renamed): with `partial` it alone carries its error,
+    worded as the whole call's would be, and the others are answered as without it."""
+    good = [pb.RecommendRequest(user_id=users["heavy"], k=3),
+            pb.RecommendRequest(user_id="nobody", k=2)]
+    bad = [pb.RecommendRequest(user_id="a\nb", k=3),
+           pb.RecommendRequest(user_id="u1", k=3, categories=["no-such-category"])]
+    alone = await stub.RecommendBatch(pb.RecommendBatchRequest(requests=good))
+    reply = await stub.RecommendBatch(pb.RecommendBatchRequest(
+        requests=[good[0], bad[0], good[1], bad[1]], partial=True))
+    assert len(reply.responses) == 4
+    for got, want in zip((reply.responses[0], reply.responses[2]), alone.responses):
+        assert not got.HasField("error")
+        assert [i.item_id for i in got.items] == [i.item_id for i in want.items]
+        assert got.model_version == want.model_version and got.cold_start == want.cold_start
+    for i, field in ((1, "user_id"), (3, "categories")):
+        entry = reply.responses[i]
+        assert entry.error.code == "INVALID_ARGUMENT" and not entry.items
+        assert entry.error.message.startswith(f"requests[{i}].{field}: "), entry.error.message
+        assert entry.request_id.endswith(f".{i}")
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # what concerns the call fails it still
+        await stub.RecommendBatch(pb.RecommendBatchRequest(partial=True))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_a_batch_asking_for_more_items_in_all_than_fit_one_answer_is_refused(stub, users):
     # 1,000 requests of k=1,000 were computed and logged, then failed RESOURCE_EXHAUSTED (95 MB)
     from server.config import DEFAULT_LIMITS

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etailor/v1/recommendation.proto\x12\ttailor.v1\"\xd8\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x39\n\x07\x63ontext\x18\x04 \x03(\x0b\x32(.tailor.v1.RecommendRequest.ContextEntry\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x0b\n\x03url\x18\x07 \x01(\t\"x\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tailor.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\"F\n\x15RecommendBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.tailor.v1.RecommendRequest\"I\n\x16RecommendBatchResponse\x12/\n\tresponses\x18\x01 \x03(\x0b\x32\x1c.tailor.v1.RecommendResponse2\xb6\x01\n\x15RecommendationService\x12\x46\n\tRecommend\x12\x1b.tailor.v1.RecommendRequest\x1a\x1c.tailor.v1.RecommendResponse\x12U\n\x0eRecommendBatch\x12 .tailor.v1.RecommendBatchRequest\x1a!.tailor.v1.RecommendBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etailor/v1/recommendation.proto\x12\ttailor.v1\"\xd8\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x39\n\x07\x63ontext\x18\x04 \x03(\x0b\x32(.tailor.v1.RecommendRequest.ContextEntry\x12\x12\n\ncategories\x18\x05 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x06 \x03(\t\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x82\x01\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x17\n\x0fretrieval_score\x18\x03 \x01(\x02\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\r\n\x05title\x18\x05 \x01(\t\x12\r\n\x05price\x18\x06 \x01(\x01\x12\x0b\n\x03url\x18\x07 \x01(\t\"\xa2\x01\n\x11RecommendResponse\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.tailor.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\ncold_start\x18\x04 \x01(\x08\x12(\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x19.tailor.v1.RecommendError\"/\n\x0eRecommendError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"W\n\x15RecommendBatchRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.tailor.v1.RecommendRequest\x12\x0f\n\x07partial\x18\x02 \x01(\x08\"I\n\x16RecommendBatchResponse\x12/\n\tresponses\x18\x01 \x03(\x0b\x32\x1c.tailor.v1.RecommendResponse2\xb6\x01\n\x15RecommendationService\x12\x46\n\tRecommend\x12\x1b.tailor.v1.RecommendRequest\x1a\x1c.tailor.v1.RecommendResponse\x12U\n\x0eRecommendBatch\x12 .tailor.v1.RecommendBatchRequest\x1a!.tailor.v1.RecommendBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=262
   _globals['_SCOREDITEM']._serialized_start=265
   _globals['_SCOREDITEM']._serialized_end=395
-  _globals['_RECOMMENDRESPONSE']._serialized_start=397
-  _globals['_RECOMMENDRESPONSE']._serialized_end=517
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=519
-  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=589
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=591
-  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=664
-  _globals['_RECOMMENDATIONSERVICE']._serialized_start=667
-  _globals['_RECOMMENDATIONSERVICE']._serialized_end=849
+  _globals['_RECOMMENDRESPONSE']._serialized_start=398
+  _globals['_RECOMMENDRESPONSE']._serialized_end=560
+  _globals['_RECOMMENDERROR']._serialized_start=562
+  _globals['_RECOMMENDERROR']._serialized_end=609
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_start=611
+  _globals['_RECOMMENDBATCHREQUEST']._serialized_end=698
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_start=700
+  _globals['_RECOMMENDBATCHRESPONSE']._serialized_end=773
+  _globals['_RECOMMENDATIONSERVICE']._serialized_start=776
+  _globals['_RECOMMENDATIONSERVICE']._serialized_end=958
 # @@protoc_insertion_point(module_scope)
