@@ -28,12 +28,14 @@ from .errors import FailedPrecondition
 
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
+           "BUNDLE_LOAD_FAILING",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
            "STORE_FULL_REFUSALS", "USER_CACHE_USERS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
            "DRIFT_PSI_NO_VALUE",
-           "RpcSeries", "count_events", "report_drift", "report_model", "report_model_stats",
+           "RpcSeries", "count_events", "report_drift", "report_load_failing", "report_model",
+           "report_model_stats",
            "report_store", "serve_metrics"]
 
 disable_created_metrics()  # no `_created` sample beside every counter and histogram
@@ -59,6 +61,10 @@ QUEUE_DEPTH = Gauge("tailor_batch_queue_depth", "Calls waiting for a batch.", ["
 
 MODEL_INFO = Gauge("tailor_model_info", "1 for the bundle a worker serves, 0 for one it served "
                    "before (max over workers).", ["version", "format"], multiprocess_mode="max")
+BUNDLE_LOAD_FAILING = Gauge("tailor_bundle_load_failing", "1 while a worker cannot load the "
+                            "bundle the store names for a slot ('active': the pointer's, "
+                            "'canary': the running canary's) and serves another meanwhile (max "
+                            "over live workers).", ["slot"], multiprocess_mode="livemax")
 MODEL_SWAPS = Counter("tailor_model_swaps", "Bundles swapped in (start, push, rollback, or "
                       "following another worker).")
 CAMPAIGN_DECISIONS = Counter("tailor_campaign_decisions", "ChooseVariant decisions, by campaign "
@@ -138,6 +144,12 @@ def report_model(version: str, fmt: str, previous: str | None = None, previous_f
         MODEL_INFO.labels(previous, previous_fmt).set(0)
     MODEL_INFO.labels(version, fmt).set(1)
     MODEL_SWAPS.inc()
+
+
+def report_load_failing(active: bool, canary: bool) -> None:
+    """Whether this worker fails to load what the store names (`ModelRegistry`, every poll)."""
+    BUNDLE_LOAD_FAILING.labels("active").set(float(active))
+    BUNDLE_LOAD_FAILING.labels("canary").set(float(canary))
 
 
 def count_events(outcome: str, types, known: frozenset[str]) -> None:

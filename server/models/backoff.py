@@ -32,5 +32,10 @@ class LoadBackoff:
         self.version, self.next_at = version, now + self.delay
         return first
 
+    @property
+    def failing(self) -> bool:
+        """Whether the last attempt failed (and no success or `loaded` came since)."""
+        return bool(self.version)
+
     def loaded(self) -> None:
         self.version, self.delay, self.next_at = "", 0.0, 0.0

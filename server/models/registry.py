@@ -394,6 +394,7 @@ class ModelRegistry:
     async def _follow_canary(self) -> None:
         split, local = self.canary_record(), self._canary
         if split is None or self._active is None or split.stable != self._active.version:
+            self._canary_backoff.loaded()  # no canary of this worker's active version to load
             if local is not None:
                 self._adopt(None)
             return
@@ -463,6 +464,7 @@ class ModelRegistry:
         elif version and self._backoff.due(version, time.monotonic()):
             await self._follow(version, self._backoff)
         await self._follow_canary()
+        metrics.report_load_failing(self._backoff.failing, self._canary_backoff.failing)
 
     async def _follow(self, version: str, backoff: LoadBackoff) -> None:
         """Activate the pointer's `version`; a failure keeps the old bundle (`_attempt`)."""
