@@ -64,16 +64,19 @@ class BundlePusher:
             bundle.path = staging.publish()
         except BaseException:
             staging.discard()
+            staging.release()
             raise
         try:
             if canary:
                 split = await self.registry.start_canary(bundle, canary, self.outcomes)
             elif not stage_only:
                 await self.registry.install(bundle)
-        except BaseException:  # refused as it starts: what this push stored goes with it
-            if staging.created:
+        except BaseException:  # refused as it starts: what this push stored goes with it,
+            if staging.created and staging.alone():  # unless another push of it holds it
                 self.registry.unpublish(bundle.version)
             raise
+        finally:
+            staging.release()
         if canary:
             if not await self.registry.wait_for_workers(split.stable, canary_id=split.id):
                 logger.warning("not every worker reported canary %s in time", bundle.version)

@@ -1,6 +1,7 @@
 """Receive a pushed bundle file by file into a staging directory, then publish it by rename."""
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -87,6 +88,24 @@ def _same_bundle(stored: Path, staged: Path) -> bool:
         return False
 
 
+def _claimed(path: Path) -> int | None:
+    """A descriptor of directory `path` holding a shared flock on it, or None when `path` is
+    gone (or another directory) once the lock is held: its push removed it (`alone`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        now, held = os.stat(path), os.fstat(fd)
+        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+    except FileNotFoundError:
+        pass
+    os.close(fd)
+    return None
+
+
 class BundleStaging:
     """One upload: `write(path, offset, data)` per chunk, then `publish()` or `discard()`."""
 
@@ -99,6 +118,10 @@ class BundleStaging:
         self.received = 0
         self.created = False
         """True once `publish` stored a version the bundles directory did not hold."""
+        self._claim: int | None = None
+        """The published directory's descriptor, holding a shared flock on it until `release`:
+        every push of a version holds one, so the push that stored it sees whether another push
+        of the same version (this worker's or another's) found it stored (`alone`)."""
         self._sizes: dict[str, int] = {}
 
     def _target(self, rel: str) -> Path:
@@ -143,15 +166,38 @@ class BundleStaging:
             with open(fh_path, "rb") as fh:
                 os.fsync(fh.fileno())
         if final.exists():
+            self._claim = _claimed(final)  # None: its push removed it meanwhile (`alone`)
+        if self._claim is not None:
             same = _same_bundle(final / "manifest.json", self.dir / "manifest.json")
             self.discard()
             if not same:
+                self.release()
                 raise FailedPrecondition(f"bundle version {version!r} is already stored with a "
                                          "different manifest; train a new version")
             return final
         os.replace(self.dir, final)
         self.created = True
+        self._claim = _claimed(final)
         return final
+
+    def alone(self) -> bool:
+        """Whether no other push holds the version this one published (its claim turned
+        exclusive, until `release`: a push finding it stored meanwhile waits, then finds it
+        gone and stores its own copy). A push that stored a version removes it on failure only
+        then: another push of it (which found it stored) may be serving it."""
+        if self._claim is None:
+            return False
+        try:
+            fcntl.flock(self._claim, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def release(self) -> None:
+        """Drop the claim on the published version (the push is over)."""
+        if self._claim is not None:
+            os.close(self._claim)
+            self._claim = None
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

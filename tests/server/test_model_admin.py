@@ -600,6 +600,61 @@ async def test_a_worker_that_cannot_load_what_the_store_names_says_so_in_its_met
     assert registry.active.version == demo_manifest["version"]
 
 
+def _chunks(bundle):
+    """PushBundle's request stream for `bundle`, as `TailorClient.push_bundle` sends it."""
+    from clients.client import CHUNK_BYTES, bundle_files
+    from protos.tailor.v1 import model_admin_pb2 as admin_pb
+    for path in bundle_files(bundle):
+        data = path.read_bytes()
+        for offset in range(0, max(len(data), 1), CHUNK_BYTES):
+            yield admin_pb.BundleChunk(path=path.name, offset=offset,
+                                       data=data[offset:offset + CHUNK_BYTES])
+
+
+async def test_a_push_cancelled_while_the_same_version_is_pushed_again_leaves_it_stored(
+        client, tailor_server, second_bundle):
+    """Two pushes of one version (the retrain job's and an operator's; an operator's second try
+    while the first seemed stuck amending a large catalog), the first cancelled as it swaps in:
+    its failure removed the version's directory, which the second had found stored and went on
+    to serve. The pointer then named a version no other worker could load (they backed off for
+    good) and a restart served another. A push removes what it stored only when no other push
+    of that version holds it."""
+    import threading
+
+    from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
+    registry, version = tailor_server.registry, second_bundle.name
+    amending, go_on, installs = threading.Event(), threading.Event(), []
+
+    def slow_amend(bundle):  # the first push's amend (a large catalog's) takes its time
+        if bundle.version == version and not amending.is_set():
+            amending.set()
+            go_on.wait(30)
+        return bundle
+    registry.add_amender(slow_amend)
+    install = registry.install
+
+    async def counted(bundle, *args, **kw):
+        installs.append(bundle.version)  # published: this push now waits for the swap lock
+        return await install(bundle, *args, **kw)
+    registry.install = counted
+    with grpc.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
+        first = admin_grpc.ModelAdminServiceStub(ch).PushBundle.future(_chunks(second_bundle),
+                                                                       timeout=60)
+        try:
+            assert await asyncio.to_thread(amending.wait, 30)
+            second = asyncio.create_task(asyncio.to_thread(client.push_bundle, second_bundle))
+            while len(installs) < 2:
+                await asyncio.sleep(0.01)
+            first.cancel()
+            await asyncio.sleep(0.5)  # the first push's failure handled
+        finally:
+            go_on.set()
+        status = await second
+    assert status.active.version == version
+    assert (registry.bundles_dir / version / "manifest.json").is_file()
+    assert version in registry.available_versions()
+
+
 async def test_each_plain_rollback_goes_one_version_further_back(client, copy_bundle,
                                                                  second_bundle, demo_manifest):
     """v1, v2, v3 pushed, then `rollback` twice: the second went forward to v3 again (the
