@@ -36,7 +36,7 @@ from .bundle import Bundle, bundle_dirs, load_bundle
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
 from .pseudonyms import RawIds, hash_bundle, hash_stored
-from .staging import checked_manifest, leftover_name, sweep_leftovers
+from .staging import checked_manifest, leftover_name, remove_unclaimed, sweep_leftovers
 
 __all__ = ["ModelRegistry"]
 
@@ -493,13 +493,14 @@ class ModelRegistry:
 
     def _prune(self) -> None:
         """Keep `bundles_kept` versions on disk: always the active, the previous one (the
-        rollback target) and a running canary's, then the newest others."""
+        rollback target), a running canary's and those a push holds (stored, not yet served:
+        `remove_unclaimed`), then the newest others."""
         split = self.canary_record()
         keep = {self._active.version if self._active else "", self.previous_version(),
                 split.version if split else ""} - {""}
         others = [v for v in self.available_versions() if v not in keep]
         for version in others[max(self.settings.bundles_kept - len(keep), 0):]:
-            shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
+            remove_unclaimed(self.bundles_dir / version)
 
 
 

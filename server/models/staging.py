@@ -17,7 +17,8 @@ from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
-__all__ = ["BundleStaging", "checked_manifest", "leftover_name", "sweep_leftovers"]
+__all__ = ["BundleStaging", "checked_manifest", "leftover_name", "remove_unclaimed",
+           "sweep_leftovers"]
 
 logger = logging.getLogger("tailor.models.staging")
 
@@ -104,6 +105,25 @@ def _claimed(path: Path) -> int | None:
         pass
     os.close(fd)
     return None
+
+
+def remove_unclaimed(path: Path) -> bool:
+    """Remove stored version `path` unless a push holds it (`BundleStaging` claims it from its
+    publish to its end); True when removed. A push reaching it meanwhile waits, then stores its
+    own copy (`_claimed`)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 class BundleStaging:

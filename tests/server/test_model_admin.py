@@ -655,6 +655,40 @@ async def test_a_push_cancelled_while_the_same_version_is_pushed_again_leaves_it
     assert version in registry.available_versions()
 
 
+async def test_a_version_published_while_another_push_swaps_in_is_not_pruned(
+        settings, client, tailor_server, copy_bundle, second_bundle):
+    """Two pushes at once with `bundles_kept=2` (large bundles, little disk): the first one's
+    swap pruned every version but the active and the previous one, the second push's among
+    them, stored a moment before and waiting for the swap lock; the second push then served it
+    and answered OK, its directory gone (no other worker could load it, a restart served
+    another). Pruning leaves a version a push holds."""
+    import threading
+    settings.bundles_kept = 2
+    registry = tailor_server.registry
+    first, later = copy_bundle(second_bundle), second_bundle
+    v1 = _rewrite_manifest(first, version=second_bundle.name + "-first")["version"]
+    amending, go_on = threading.Event(), threading.Event()
+
+    def slow_amend(bundle):  # the first push's amend (a large catalog's) takes its time
+        if bundle.version == v1 and not amending.is_set():
+            amending.set()
+            go_on.wait(30)
+        return bundle
+    registry.add_amender(slow_amend)
+    pushed = asyncio.create_task(asyncio.to_thread(client.push_bundle, first))
+    try:
+        assert await asyncio.to_thread(amending.wait, 30)
+        second = asyncio.create_task(asyncio.to_thread(client.push_bundle, later))
+        while not (registry.bundles_dir / later.name).is_dir():  # published: it waits now
+            await asyncio.sleep(0.01)
+    finally:
+        go_on.set()
+    await pushed
+    status = await second
+    assert status.active.version == later.name
+    assert (registry.bundles_dir / later.name / "manifest.json").is_file()
+
+
 async def test_each_plain_rollback_goes_one_version_further_back(client, copy_bundle,
                                                                  second_bundle, demo_manifest):
     """v1, v2, v3 pushed, then `rollback` twice: the second went forward to v3 again (the
