@@ -28,7 +28,7 @@ from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
 from .delivery import Delivery
-from .errors import NotAMessageChannel
+from .errors import LoggedOnAPlacement, NotAMessageChannel
 from .logging import logger
 from .once import Once
 from .phones import AddressIndex
@@ -326,6 +326,8 @@ class Composer:
         out = _message(campaign, choice)
         if out.suppressed or out.holdout:
             return None
+        if out.channel not in PARTS:  # a repeat of a decision another call logged (ChooseVariant)
+            raise LoggedOnAPlacement(out.decision_id, out.channel)
         if all(v.id != choice.variant_id for v in campaign.spec.variants):
             campaign = await self.message_campaign(campaign.spec.campaign_id)  # a new variant
         recipient = await read_recipient(self.profiles, user_id, profile)

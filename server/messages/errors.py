@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 __all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
-           "Transient", "Permanent", "DeliveryRefused", "DeliveryUnavailable", "DeadLetterNotFound",
+           "LoggedOnAPlacement", "Transient", "Permanent", "DeliveryRefused",
+           "DeliveryUnavailable", "DeadLetterNotFound",
            "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
            "DeliveryInDoubt"]
 
@@ -39,6 +40,13 @@ class NotAMessageChannel(FailedPrecondition):
     def __init__(self, campaign_id: str, channel: str):
         super().__init__(f"campaign {campaign_id!r} is on channel {channel!r}: messages are "
                          "composed for email, sms and push campaigns only")
+
+
+class LoggedOnAPlacement(FailedPrecondition):
+    def __init__(self, decision_id: str, channel: str):
+        super().__init__(f"the decision logged for this request_id ({decision_id}) chose channel "
+                         f"{channel!r}, a placement, which carries no message (a ChooseVariant's "
+                         "request_id reused?): compose with a new request_id")
 
 
 class BadAddress(FailedPrecondition):

@@ -93,3 +93,30 @@ async def test_a_campaign_whose_first_channel_has_no_adapter_delivers_on_another
         campaign_id="mail", user_ids=["f2"], rate_per_second={"email": 1000}))
     assert (await until_done(messaging, started.send_id)).sent == 1
     assert sorted(r[0] for _, r, _ in sink.arrived) == ["f1@example.com", "f2@example.com"]
+
+
+async def test_a_request_id_of_a_decision_on_a_placement_is_refused_by_compose(
+        campaigns, profiles, messaging):
+    """A ComposeMessage reusing the request_id of a ChooseVariant (same caller, user and
+    campaign) is answered that logged decision; one on the web placement has no message to
+    render. Before, it answered INTERNAL (KeyError 'web' in the render); now FAILED_PRECONDITION
+    naming the decision, and the decision stays logged (the ChooseVariant's caller has it)."""
+    spec = email_spec()
+    spec.channels.extend(["email", "web"])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await audience(profiles, ["w1"])
+    for i in range(64):  # each channel about half the time
+        rid = f"placement-{i}"
+        chosen = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id="mail", user_id="w1", request_id=rid))
+        if chosen.channel == "web":
+            break
+    assert chosen.channel == "web"
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail",
+                                                                 user_id="w1", request_id=rid))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION, err.value.details()
+    assert chosen.decision_id in err.value.details() and "'web'" in err.value.details()
+    again = await campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+        campaign_id="mail", user_id="w1", request_id=rid))
+    assert (again.decision_id, again.channel) == (chosen.decision_id, "web")
