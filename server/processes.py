@@ -7,16 +7,29 @@ unless the pid has gone to another process since (a container restarts its pid n
 `owner_alive` also compares when the process started (`process_started`), which every owner
 records beside its pid: send jobs (`owner_started`), worker registry entries
 (`models.registry.worker_report`), upload/import directories (`models.staging.leftover_name`),
-backup leftovers (`backup._owner`) and the workers' metrics directory (`workers._metrics_dir`).
+backup leftovers (`backup._owner`).
 A record without it (written before it was kept, or without /proc) is judged by its pid alone.
+
+A pid says nothing about a process of another pid namespace: containers sharing a volume and a
+hostname (one Kubernetes pod's, `docker run --network host`) each number their own. Where that
+can happen (the workers' metrics directory in a shared temp dir), the owner holds a lock
+instead (`hold_dir`), which the kernel drops however the owner dies, and the next one takes the
+directory only once it can take the lock (`remove_if_owner_gone`).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
+import shutil
 import socket
 
-__all__ = ["host_id", "owner_alive", "pid_alive", "process_started"]
+__all__ = ["OWNER_LOCK", "hold_dir", "host_id", "owner_alive", "pid_alive", "process_started",
+           "remove_if_owner_gone"]
+
+OWNER_LOCK = "owner.lock"
+"""The file in a directory whose exclusive flock its owner holds for its life (`hold_dir`)."""
 
 
 def host_id() -> str:
@@ -60,3 +73,38 @@ def owner_alive(pid: int, started: int | None) -> bool:
         return True
     now = process_started(pid)
     return now is None or now == started
+
+
+def hold_dir(directory: str) -> int:
+    """Hold an exclusive flock on `<directory>/owner.lock` for as long as the fd returned stays
+    open (close it to let go; the kernel closes it when this process dies, SIGKILL included).
+    The lock is taken on a file of another name, renamed into place only once held, so no one
+    ever finds `owner.lock` unheld while its owner lives."""
+    staged = os.path.join(directory, f".{OWNER_LOCK}.{os.getpid()}")
+    fd = os.open(staged, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(staged, os.path.join(directory, OWNER_LOCK))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_if_owner_gone(directory: str) -> bool:
+    """Remove `directory` if its owner is gone: it has an `owner.lock` (`hold_dir`) and the lock
+    can be taken now, without waiting. A directory without one (another program's, an older
+    Tailor's) or whose lock is held (by a process of any pid namespace sharing the filesystem)
+    is left. True if removed."""
+    try:
+        fd = os.open(os.path.join(directory, OWNER_LOCK), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        with contextlib.suppress(OSError):  # held (EWOULDBLOCK), or no flock on this filesystem
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(directory, ignore_errors=True)  # under the lock: no one else takes it
+            return True
+        return False
+    finally:
+        os.close(fd)

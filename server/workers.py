@@ -20,7 +20,7 @@ from .app import TailorServer
 from .config import Settings
 from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
-from .processes import host_id, owner_alive, process_started
+from .processes import hold_dir, host_id, process_started, remove_if_owner_gone
 from .security.hosts import with_port
 from .security.secrets import Secrets
 from .security.transport import ServerTls, check_exposure
@@ -172,7 +172,7 @@ def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
     """The parent of `--workers N`, once its ports are held: the workers' metrics dir, the
     merged /metrics, and the workers themselves (`_supervise`)."""
     reload_metrics = lambda: None  # noqa: E731
-    metrics_dir = _metrics_dir()
+    metrics_dir, held = _metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     try:
         if settings.metrics_port:  # before any worker: a port in use stops here, alone
@@ -181,18 +181,22 @@ def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
         _supervise(settings, reload_metrics)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        os.close(held)
 
 
 _METRICS_DIR = re.compile(r"tailor-metrics-([0-9a-f]{8})\.(\d+)\.(\d+)-")
 """A parent's metrics dir: `tailor-metrics-<host>.<pid>.<start ticks>-<random>`."""
 
 
-def _metrics_dir() -> str:
-    """A new `PROMETHEUS_MULTIPROC_DIR` for the workers, named after this process (pid and
-    start time), once the dirs of parents that are gone are removed. The parent removes its
-    own when it exits; a parent SIGKILLed (the OOM killer, a stop timeout) cannot, and in a
-    temp dir that outlives the process (a Kubernetes emptyDir across container restarts) one
-    more was left at each such restart. A dir named otherwise (an older Tailor's) is left."""
+def _metrics_dir() -> tuple[str, int]:
+    """A new `PROMETHEUS_MULTIPROC_DIR` for the workers, and the fd of the lock this process
+    holds on it for its life (`processes.hold_dir`), once the dirs of parents that are gone are
+    removed. The parent removes its own when it exits; a parent SIGKILLed (the OOM killer, a
+    stop timeout) cannot, and in a temp dir that outlives the process (a Kubernetes emptyDir
+    across container restarts) one more was left at each such restart. A dir is removed only
+    once its lock can be taken (`processes.remove_if_owner_gone`): its pid says nothing of a
+    parent in another pid namespace sharing the temp dir and the hostname (another container of
+    the pod), whose running dir was removed. A dir without a lock (an older Tailor's) is left."""
     parent = tempfile.gettempdir()
     try:
         names = os.listdir(parent)
@@ -200,12 +204,15 @@ def _metrics_dir() -> str:
         names = []
     for name in names:
         owner = _METRICS_DIR.match(name)  # another host's (a shared temp dir): left alone
-        if owner and owner[1] == host_id() and not owner_alive(int(owner[2]), int(owner[3])):
-            logger.info("removing %s, the metrics dir of a server that is gone", name)
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-    started = process_started(os.getpid())  # None without /proc: a name never removed
-    owner = f"{host_id()}.{os.getpid()}.{started}-" if started is not None else ""
-    return tempfile.mkdtemp(prefix=f"tailor-metrics-{owner}")
+        if owner and owner[1] == host_id() and remove_if_owner_gone(os.path.join(parent, name)):
+            logger.info("removed %s, the metrics dir of a server that is gone", name)
+    pid = os.getpid()
+    made = tempfile.mkdtemp(prefix=f"tailor-metrics-{host_id()}.{pid}.{process_started(pid) or 0}-")
+    try:
+        return made, hold_dir(made)
+    except BaseException:
+        shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 def _hold_the_port(host: str, port: int, what: str = "") -> list[socket.socket]:

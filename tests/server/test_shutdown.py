@@ -285,25 +285,33 @@ def test_the_workers_stop_when_the_parent_is_killed(tmp_path):
 def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_path):
     """The parent of `--workers N` SIGKILLed (the OOM killer, a stop timeout) leaves its
     `tailor-metrics-*` dir (the workers' sample files) in the temp dir: on Kubernetes an emptyDir
-    that outlives container restarts, one more dir each time. The next start removes those of
-    parents that are gone (a pid now another process's included), never a running one's."""
-    from server.processes import host_id, process_started
+    that outlives container restarts, one more dir each time. The next start removes those whose
+    owner's lock (`owner.lock`) it can take, never one whose lock is held (a running parent, of
+    any pid namespace), nor one without a lock (an older Tailor's) or another host's."""
+    from server.processes import OWNER_LOCK, host_id
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    other = subprocess.Popen(["sleep", "300"])  # the parent of another server, still running
+    running = scratch / f"tailor-metrics-{host_id()}.1.1-running"  # pid 1: says nothing
+    gone = scratch / f"tailor-metrics-{host_id()}.{os.getpid()}.1-gone"  # pid alive: says nothing
+    unlocked = scratch / f"tailor-metrics-{host_id()}.999999999.1-older"
+    elsewhere = scratch / "tailor-metrics-0badc0de.1.1-elsewhere"  # another host's pid 1
+    for made in (running, gone, unlocked, elsewhere):
+        made.mkdir()
+    (gone / OWNER_LOCK).touch()
+    holder = subprocess.Popen(  # the parent of another server, still running: holds its lock
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+         "print('held', flush=True)\ntime.sleep(300)", str(running / OWNER_LOCK)],
+        stdout=subprocess.PIPE, text=True)
     try:
-        started = process_started(other.pid)
-        running = scratch / f"tailor-metrics-{host_id()}.{other.pid}.{started}-running"
-        recycled = scratch / f"tailor-metrics-{host_id()}.{other.pid}.{started - 1}-recycled"
-        elsewhere = scratch / "tailor-metrics-0badc0de.1.1-elsewhere"  # another host's pid 1
-        for made in (running, recycled, elsewhere):
-            made.mkdir()
+        assert holder.stdout.readline() == "held\n"
+        kept = {running, unlocked, elsewhere}
         proc = _two_workers(tmp_path, TMPDIR=str(scratch))
         workers, seen = _serving_workers(proc)
         try:
             assert len(workers) == 2, "".join(seen)
-            left = _metrics_dirs(scratch) - {running, recycled, elsewhere}
-            assert len(left) == 1
+            left = _metrics_dirs(scratch) - kept
+            assert len(left) == 1 and not gone.exists()
             proc.kill()
             proc.wait(10)
             proc.communicate(timeout=60)  # EOF once the workers drained and exited
@@ -314,18 +322,18 @@ def test_the_metrics_dir_a_killed_parent_left_is_removed_at_the_next_start(tmp_p
         workers, seen = _serving_workers(again)
         try:
             assert len(workers) == 2, "".join(seen)
-            assert len(_metrics_dirs(scratch) - {running, elsewhere}) == 1
+            assert len(_metrics_dirs(scratch) - kept) == 1
             assert not left & _metrics_dirs(scratch)
-            assert not recycled.exists() and running.is_dir() and elsewhere.is_dir()
+            assert all(d.is_dir() for d in kept)
             again.terminate()
             out, _ = again.communicate(timeout=60)
         finally:
             _kill_all(again, workers)
         assert again.returncode == 0, out[-3000:]
-        assert _metrics_dirs(scratch) == {running, elsewhere}
+        assert _metrics_dirs(scratch) == kept
     finally:
-        other.kill()
-        other.wait()
+        holder.kill()
+        holder.wait()
 
 
 def _metrics_dirs(parent):
