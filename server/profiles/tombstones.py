@@ -378,7 +378,8 @@ class Tombstones:
         """Drop the tokens of erased events whose window has passed by `future_tolerance_s`
         (retention): the tombstone then refuses every event of its user up to the window's end
         (`late` None), which new events from correct clocks are stamped after. `chunk` keys a
-        write transaction; how many went (as of `now`, else the clock)."""
+        write transaction; how many went (as of `now`, else the clock). The lists of records
+        written before token keys go too (`_sweep_legacy_late`)."""
         horizon = math.floor((self.clock() if now is None else now) * 1000)
 
         def fn(txn) -> int:
@@ -399,10 +400,54 @@ class Tombstones:
                     record["late"] = None
                     self._meta.put(txn, tkey, json.dumps(record).encode())
             return len(doomed)
-        swept = 0
+        swept = self._sweep_legacy_late(horizon, chunk)
         while n := self.store.write(fn, erasure=True):
             swept += n
         return swept
+
+    def _sweep_legacy_late(self, horizon: int, chunk: int) -> int:
+        """Tombstones written before token keys hold their tokens in their record (`late`, a
+        list, up to ~34 KB of JSON, read whole by every late-event lookup of the user), which
+        the key sweep never reaches: drop the list of a record whose window has passed by
+        `future_tolerance_s` (`horizon`, ms), move one still running into token keys (swept in
+        their turn). One walk of the records, `chunk` a write transaction, once for good
+        (`keys.TOMBSTONE_LATE_LEGACY`: where it is); how many tokens were dropped."""
+        def fn(txn) -> int | None:
+            mark = self._meta.get(txn, keys.TOMBSTONE_LATE_LEGACY)
+            if mark == keys.TOMBSTONE_LATE_LEGACY_DONE:
+                return None
+            batch = []
+            for k, raw in self._meta.items(txn, keys.TOMBSTONE_PREFIX if mark is None
+                                           else mark + b"\0"):
+                if not k.startswith(keys.TOMBSTONE_PREFIX) or len(batch) == chunk:
+                    break
+                batch.append((k, raw))
+            dropped = sum(self._unlist_late(txn, k, json.loads(raw), horizon)
+                          for k, raw in batch)
+            self._meta.put(txn, keys.TOMBSTONE_LATE_LEGACY,
+                           batch[-1][0] if len(batch) == chunk else keys.TOMBSTONE_LATE_LEGACY_DONE)
+            return dropped
+        swept = 0
+        while (n := self.store.write(fn, erasure=True)) is not None:
+            swept += n
+        return swept
+
+    def _unlist_late(self, txn, key: bytes, record: dict, horizon: int) -> int:
+        """`_sweep_legacy_late` for the tombstone `record` under `key`: how many tokens went."""
+        kept = record.get("late")
+        if not isinstance(kept, list):
+            return 0
+        del record["late"]
+        ms = math.ceil((record.get("events_until", record["at"]) + self.future_tolerance_s)
+                       * 1000)
+        if ms < horizon:  # (the key sweep's test: `late_ms` below the horizon)
+            record["late"] = None
+        else:
+            record["late_ms"] = ms
+            prefix = keys.tombstone_late_key(ms, *keys.tombstone_parts(key))
+            self._meta.put_many(txn, [(prefix + t.encode(), b"") for t in kept])
+        self._meta.put(txn, key, json.dumps(record).encode())
+        return len(kept) if record.get("late", ()) is None else 0
 
     def find(self, txn, user_ids: Sequence[str],
              kids: Sequence[str] | None = None) -> list[tuple[float, float] | None]:

@@ -25,6 +25,7 @@ prefix ever matches them.
     meta       tombstone-latest                 latest erasure (JSON) TOMBSTONE_LATEST
     meta       tombstone-seq␟<12-digit n>       n-th tombstone's key tombstone_seq_key
     meta       tombstone-late␟<ms>␟<kid>␟<hmac hex>␟<event>  (empty)  tombstone_late_key
+    meta       tombstone-late-legacy            last record swept    TOMBSTONE_LATE_LEGACY
     meta       sms␟<phone digest>               -> user id           phone_key
     meta       sms-user␟<user>                  -> phone digest      phone_user_key
     meta       email␟<address digest>␟<user>     -> user id           address_entry_key
@@ -85,7 +86,8 @@ __all__ = [
     "BUNDLE_CANARY", "CANARY_REPORT_PREFIX", "canary_report_key",
     "tombstone_key", "tombstone_parts", "TOMBSTONE_PREFIX", "TOMBSTONE_COUNT",
     "TOMBSTONE_LATEST", "tombstone_seq_key", "tombstone_seq", "TOMBSTONE_SEQ_PREFIX",
-    "TOMBSTONE_LATE_PREFIX", "tombstone_late_key", "tombstone_late_parts",
+    "TOMBSTONE_LATE_PREFIX", "TOMBSTONE_LATE_LEGACY", "TOMBSTONE_LATE_LEGACY_DONE",
+    "tombstone_late_key", "tombstone_late_parts",
     "campaign_key", "count_key", "COUNT_PREFIX", "decision_key", "decision_index_key",
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
@@ -195,6 +197,10 @@ TOMBSTONE_COUNT = b"tombstone-count"
 TOMBSTONE_LATEST = b"tombstone-latest"
 TOMBSTONE_SEQ_PREFIX = b"tombstone-seq" + SEP
 TOMBSTONE_LATE_PREFIX = b"tombstone-late" + SEP
+TOMBSTONE_LATE_LEGACY = b"tombstone-late-legacy"
+"""How far `Tombstones.sweep_late` has moved the token lists of records written before
+`tombstone_late_key` (the last tombstone key done; `TOMBSTONE_LATE_LEGACY_DONE` once all are)."""
+TOMBSTONE_LATE_LEGACY_DONE = b"done"
 
 
 def category_key(name: str) -> bytes:

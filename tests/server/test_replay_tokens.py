@@ -1,6 +1,8 @@
 """The tokens of erased events stamped after their erasure (a client clock ahead): replays are
 refused, new events stored, however many the erasure deleted; the tokens go once the window
 has passed (real LMDB)."""
+import json
+
 from server.profiles.tombstones import Tombstones
 from server.security.secrets import Keyring
 from server.store import Store, keys
@@ -124,4 +126,52 @@ def test_a_repeat_erasure_after_the_erasure_key_was_rotated_knows_the_first(tmp_
         txn, ["rita"] * 3, [1150.0, 1150.0, 1005.0], [_dedupe(_token(1)), _dedupe(b"new"),
                                                       _dedupe(b"x")]))
     assert refused == [0, 2]
+    store.close()
+
+
+def _as_written_before_token_keys(store, tombs, user, at, until, tokens) -> bytes:
+    """The tombstone of `user` as the code before token keys wrote it (its `late` list in the
+    record: JSON strings, sorted); returns its key."""
+    from contract.erasure import digest
+    key = keys.tombstone_key(tombs.ring.kid, digest(tombs.ring.key, user))
+    record = {"at": at, "events_until": until, "late": sorted(t.decode() for t in tokens)}
+    store.write(lambda txn: store.table("meta").put(txn, key, json.dumps(record).encode()))
+    return key
+
+
+def test_the_sweep_also_drops_the_tokens_kept_in_tombstones_written_before_token_keys(tmp_path):
+    """A tombstone written before tokens were keys of their own kept its 800 tokens in its
+    record (~29 KB of JSON, read whole by every late-event lookup of the user) for good: the
+    sweep walked the token keys alone. It now drops the list of a record whose window has
+    passed by `future_tolerance_s`, and moves one whose window has not into token keys, swept
+    in their turn; the events each refuses are the same."""
+    store, clock = Store(tmp_path / "s", sync=False), [1000.0]
+    tombs = Tombstones(store, Keyring.generate("erasure"), clock=lambda: clock[0],
+                       future_tolerance_s=300.0)
+    store.write(lambda txn: tombs.erase_user(txn, "alice", events_until=1200.0))
+    clock[0] = 1500.0
+    store.write(lambda txn: tombs.erase_user(txn, "bob", events_until=1600.0))
+    tokens = [_token(i) for i in range(800)]
+    alice = _as_written_before_token_keys(store, tombs, "alice", 1000.0, 1200.0, tokens)
+    bob = _as_written_before_token_keys(store, tombs, "bob", 1500.0, 1600.0, tokens[:3])
+
+    def record(key):
+        with store.read() as txn:
+            return json.loads(store.table("meta").get(txn, key))
+
+    def refused(user, ts, toks):
+        return store.write(lambda txn: tombs.before_erasure(
+            txn, [user] * len(ts), ts, [_dedupe(t) for t in toks]))
+    assert len(record(alice)["late"]) == 800
+    clock[0] = 1501.0  # alice's window (1200) plus 300 s has passed; bob's (1600) has not
+    assert tombs.sweep_late() == 800
+    assert record(alice) == {"at": 1000.0, "events_until": 1200.0, "late": None}
+    assert "late" not in record(bob) and record(bob)["late_ms"] == 1_900_000
+    assert refused("alice", [1100.0, 1150.0, 1200.5], [_token(5), b"new", b"later"]) == [0, 1]
+    assert refused("bob", [1550.0, 1560.0, 1499.0], [_token(2), b"new", b"old"]) == [0, 2]
+    assert tombs.sweep_late() == 0
+    clock[0] = 1901.0
+    assert tombs.sweep_late() == 3
+    assert record(bob) == {"at": 1500.0, "events_until": 1600.0, "late": None}
+    assert refused("bob", [1550.0, 1560.0, 1600.5], [_token(2), b"new", b"later"]) == [0, 1]
     store.close()
