@@ -11,6 +11,13 @@ import time
 from tests.conftest import ROOT
 
 
+def _hangup_default() -> None:
+    """A child's SIGHUP as a service manager starts it (default: it terminates), not as ignored
+    by the shell that runs the tests (`nohup pytest`, some CI runners): an ignored signal stays
+    ignored across fork and exec, and these tests passed on code that never ignored it."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _ignores_hangup(pid: int) -> bool:
     with open(f"/proc/{pid}/status") as fh:
         mask = next(line for line in fh if line.startswith("SigIgn:")).split()[1]
@@ -31,7 +38,7 @@ def test_a_reload_sent_by_name_leaves_a_running_backup_to_finish(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "server", "backup", "--data-dir", str(data), "--out",
              str(out / "b.tar")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
+            text=True, preexec_fn=_hangup_default)
         deadline = time.monotonic() + 60
         while not list(out.iterdir()) and time.monotonic() < deadline:
             time.sleep(0.02)  # its staging dir: the store is copied, the bundles wait
@@ -53,10 +60,20 @@ def test_every_operator_command_ignores_a_hangup_before_it_starts_its_work(tmp_p
     data = tmp_path / "data"
     Store(data / "store").close()
     (tmp_path / "b.tar").write_bytes(b"")
+    control = subprocess.Popen(  # started the same way, no command: SIGHUP not ignored
+        [sys.executable, "-c", "import signal; print('up', flush=True); signal.pause()"],
+        stdout=subprocess.PIPE, text=True, preexec_fn=_hangup_default)
+    try:
+        assert control.stdout.readline() == "up\n"
+        assert not _ignores_hangup(control.pid)
+    finally:
+        control.kill()
+        control.communicate(timeout=60)
     for argv in (["compact", "--data-dir", str(data)],
                  ["restore", "--from", str(tmp_path / "b.tar"), "--data-dir", str(tmp_path / "d2")]):
         proc = subprocess.Popen([sys.executable, "-c", _STOPPED_AT_THE_LOCK, *argv], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=_hangup_default)
         try:
             line = proc.stdout.readline()
             assert line == "at the lock\n", (line, proc.stderr.read()[-3000:])
