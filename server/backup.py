@@ -29,7 +29,7 @@ from pathlib import Path
 import contract
 
 from .errors import FailedPrecondition
-from .processes import host_id, owner_alive, process_started
+from .processes import OWNER_LOCK, hold_dir, host_id, owner_alive, process_started, remove_if_owner_gone
 from .store import lock_data_dir
 from .store.backup import add_missing, check_copy, read_prefix, read_value, snapshot_store
 from .store.datakeys import SLOTS_FILE
@@ -57,7 +57,7 @@ def backup(data_dir: Path, out: Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = lock_data_dir(data_dir, exclusive=False)  # servers share it; compaction must wait
     _sweep_leftovers(out.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".tailor-backup-{_owner()}-", dir=out.parent))
+    staging, held = _staging_dir(out.parent)
     try:
         return _backup(data_dir, out, staging)
     except BaseException as err:
@@ -72,6 +72,7 @@ def backup(data_dir: Path, out: Path) -> dict:
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(held)
         lock.close()
 
 
@@ -204,18 +205,42 @@ def _owner() -> str:
 _LEFTOVER = re.compile(r"(?:\.tailor-backup-|.+\.tailor-)([0-9a-f]{8})\.(\d+)\.(\d+)"
                        r"(?:-.+|\.partial)", re.DOTALL)
 """A staging dir `.tailor-backup-<host>.<pid>.<start>-*` or an archive
-`<name>.tailor-<host>.<pid>.<start>.partial`."""
+`<name>.tailor-<host>.<pid>.<start>.partial` (written beside the output by older versions)."""
+
+
+def _staging_dir(parent: Path) -> tuple[Path, int]:
+    """A new staging dir `.tailor-backup-<owner>-*` in `parent`, and the fd of the lock this
+    process holds on it till the backup ends (`processes.hold_dir`; its partial archive is
+    written inside). Made under a name no sweep matches, locked, then renamed: no other backup
+    ever finds it without its lock."""
+    made = Path(tempfile.mkdtemp(prefix=".tailor-backup-new-", dir=parent))
+    held = hold_dir(str(made))
+    try:
+        staging = parent / f".tailor-backup-{_owner()}-{made.name[len('.tailor-backup-new-'):]}"
+        os.rename(made, staging)
+    except BaseException:
+        shutil.rmtree(made, ignore_errors=True)
+        os.close(held)
+        raise
+    return staging, held
 
 
 def _sweep_leftovers(directory: Path) -> None:
     """Remove the staging dirs and partial archives that backups of this host killed midway
-    left in `directory` (their process is gone): each holds up to a whole store copy."""
+    left in `directory` (their process is gone): each holds up to a whole store copy. A
+    staging dir with an `owner.lock` goes only once its lock can be taken: a pid says nothing
+    of a backup in another pid namespace sharing the directory and the hostname (another
+    container of the pod), whose running staging dir went. Those of older versions (no lock;
+    their partial archives beside the output) are judged by their pid."""
     for path in directory.iterdir():
         match = _LEFTOVER.fullmatch(path.name)
-        if (match is None or match[1] != _host()
-                or owner_alive(int(match[2]), int(match[3]) or None)):
+        if match is None or match[1] != _host():
             continue
-        if path.is_dir():
+        if path.is_dir() and (path / OWNER_LOCK).exists():
+            remove_if_owner_gone(str(path))
+        elif owner_alive(int(match[2]), int(match[3]) or None):
+            continue
+        elif path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
@@ -223,7 +248,7 @@ def _sweep_leftovers(directory: Path) -> None:
 
 def _write_tar(staging: Path, out: Path) -> None:
     mode = "w:gz" if out.name.endswith((".gz", ".tgz")) else "w"
-    partial = out.with_name(f"{out.name}.tailor-{_owner()}.partial")
+    partial = staging / f"{out.name}.partial"  # in the locked staging dir (`_staging_dir`)
     try:
         with tarfile.open(partial, mode) as tar:
             tar.add(staging / MANIFEST, arcname=MANIFEST)

@@ -6,15 +6,16 @@ owner takes over only once it is gone. Worker processes run on one machine, so a
 unless the pid has gone to another process since (a container restarts its pid numbering):
 `owner_alive` also compares when the process started (`process_started`), which every owner
 records beside its pid: send jobs (`owner_started`), worker registry entries
-(`models.registry.worker_report`), upload/import directories (`models.staging.leftover_name`),
-backup leftovers (`backup._owner`).
-A record without it (written before it was kept, or without /proc) is judged by its pid alone.
+(`models.registry.worker_report`), upload/import directories (`models.staging.leftover_name`)
+and the backup leftovers of older versions (`backup._owner`). A record without it (written
+before it was kept, or without /proc) is judged by its pid alone.
 
 A pid says nothing about a process of another pid namespace: containers sharing a volume and a
 hostname (one Kubernetes pod's, `docker run --network host`) each number their own. Where that
-can happen (the workers' metrics directory in a shared temp dir), the owner holds a lock
-instead (`hold_dir`), which the kernel drops however the owner dies, and the next one takes the
-directory only once it can take the lock (`remove_if_owner_gone`).
+can happen (the workers' metrics directory in a shared temp dir, a backup's staging directory
+beside its output), the owner holds a lock instead (`hold_dir`), which the kernel drops
+however the owner dies, and the next one takes the directory only once it can take the lock
+(`remove_if_owner_gone`).
 """
 from __future__ import annotations
 
@@ -33,9 +34,9 @@ OWNER_LOCK = "owner.lock"
 
 
 def host_id() -> str:
-    """8 hex digits naming this host (its name: each container has its own, and its own pids),
-    for names that record an owner in a directory other hosts may share: a pid of another
-    host (or container) says nothing here, so what it owns is left alone."""
+    """8 hex digits naming this host (its name), for names that record an owner in a directory
+    other hosts may share: what another host owns is left alone. Containers may share a name
+    (one pod's) but not their pids: where that matters, liveness is a lock (`hold_dir`)."""
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 

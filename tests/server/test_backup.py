@@ -429,11 +429,13 @@ def test_what_a_killed_backup_left_is_removed_by_the_next_one(tmp_path):
                              str(out / "monday.tar.gz")], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert killed.returncode == 9, killed.stderr
-    left = sorted(p.name for p in out.iterdir())
-    assert len(left) == 2 and any(n.endswith(".partial") for n in left), left
+    (left,) = out.iterdir()  # the staging dir, its partial archive inside
+    assert (left / "monday.tar.gz.partial").is_file(), sorted(p.name for p in left.iterdir())
     from server.backup import _host
     running = out / f".tailor-backup-{_host()}.{os.getpid()}.{process_started(os.getpid())}-abc"
-    running.mkdir()  # a backup running now, in this process
+    running.mkdir()  # a backup of an older version (no lock) running now, in this process
+    older = out / f"sunday.tar.gz.tailor-{_host()}.999999999.1.partial"
+    older.touch()  # an older version's partial archive beside the output, its process gone
     elsewhere = out / "wednesday.tar.gz.tailor-0badc0de.1.1.partial"
     elsewhere.touch()  # another host's (its pid says nothing here): not ours to judge
     run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out",

@@ -1,7 +1,9 @@
-"""The workers' metrics dir (`workers._metrics_dir`) of a running `--workers N` server is never
-removed by another server's start, even one in another pid namespace sharing the temp dir and
-the hostname (the containers of one Kubernetes pod, `docker run --network host`)."""
+"""What a running process owns in a shared directory is never removed by another Tailor process
+in another pid namespace sharing that directory and the hostname (the containers of one
+Kubernetes pod, `docker run --network host`): a `--workers N` server's metrics dir
+(`workers._metrics_dir`), a backup's staging dir (`backup._sweep_leftovers`)."""
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -12,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ROOT, _children, free_port
+from tests.conftest import ROOT, _children, free_port, run_module
 from tests.server.test_shutdown import _kill_all, _metrics_dirs, _serving_workers, _two_workers
 
 UNSHARE = shutil.which("unshare")
@@ -94,3 +96,44 @@ def _stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
     proc.communicate(timeout=30)
+
+
+@pytest.mark.skipif(not _can_unshare(), reason="needs unshare --pid (root or user namespaces)")
+def test_a_backup_leaves_the_staging_dir_of_a_backup_running_in_another_pid_namespace(tmp_path):
+    """Backup A runs as pid 1 of its own pid namespace, waiting for the bundles (their lock,
+    held here) with its staging dir (a store copy) beside the output; backup B, into the same
+    directory from another namespace, judged A's dir by its pid (init here, started at another
+    time) and removed it: A failed. A backup now holds a lock on its staging dir, and a dir
+    with one is removed only once that lock can be taken."""
+    from server.store import Store
+    from server.store.lock import locked_dir
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("a", "b"):
+        Store(tmp_path / name / "store").close()
+        (tmp_path / name / "bundles" / "v1").mkdir(parents=True)
+        (tmp_path / name / "bundles" / "v1" / "manifest.json").write_text("{}")
+    with locked_dir(tmp_path / "a" / "bundles"):  # A copies the store, then waits here
+        a = subprocess.Popen(
+            [UNSHARE, "--pid", "--fork", "--mount-proc", sys.executable, "-m", "server", "backup",
+             "--data-dir", str(tmp_path / "a"), "--out", str(out / "a.tar")],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not list(out.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            (staging,) = out.iterdir()
+            time.sleep(0.3)  # its store copied (the bundles wait)
+            assert a.poll() is None, a.communicate()
+            run_module("server", "backup", "--data-dir", str(tmp_path / "b"), "--out",
+                       str(out / "b.tar"))
+            assert staging.is_dir()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(a.pid, signal.SIGKILL)
+            raise
+    outs, err = a.communicate(timeout=60)
+    assert a.returncode == 0, (a.returncode, err[-3000:])
+    assert json.loads(outs)["bundles"] == ["v1"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.tar", "b.tar"]
