@@ -72,7 +72,8 @@ def backup(data_dir: Path, out: Path) -> dict:
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        os.close(held)
+        if held is not None:
+            os.close(held)
         lock.close()
 
 
@@ -208,7 +209,7 @@ _LEFTOVER = re.compile(r"(?:\.tailor-backup-|.+\.tailor-)([0-9a-f]{8})\.(\d+)\.(
 `<name>.tailor-<host>.<pid>.<start>.partial` (written beside the output by older versions)."""
 
 
-def _staging_dir(parent: Path) -> tuple[Path, int]:
+def _staging_dir(parent: Path) -> tuple[Path, int | None]:
     """A new staging dir `.tailor-backup-<owner>-*` in `parent`, and the fd of the lock this
     process holds on it till the backup ends (`processes.hold_dir`; its partial archive is
     written inside). Made under a name no sweep matches, locked, then renamed: no other backup
@@ -220,7 +221,8 @@ def _staging_dir(parent: Path) -> tuple[Path, int]:
         os.rename(made, staging)
     except BaseException:
         shutil.rmtree(made, ignore_errors=True)
-        os.close(held)
+        if held is not None:
+            os.close(held)
         raise
     return staging, held
 

@@ -20,6 +20,7 @@ however the owner dies, and the next one takes the directory only once it can ta
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -76,16 +77,24 @@ def owner_alive(pid: int, started: int | None) -> bool:
     return now is None or now == started
 
 
-def hold_dir(directory: str) -> int:
+def hold_dir(directory: str) -> int | None:
     """Hold an exclusive flock on `<directory>/owner.lock` for as long as the fd returned stays
     open (close it to let go; the kernel closes it when this process dies, SIGKILL included).
     The lock is taken on a file of another name, renamed into place only once held, so no one
-    ever finds `owner.lock` unheld while its owner lives."""
+    ever finds `owner.lock` unheld while its owner lives. None, and no `owner.lock`, where the
+    filesystem takes no flock (ENOLCK: an NFS mount without its lock service): the directory
+    is then judged as one without a lock."""
     staged = os.path.join(directory, f".{OWNER_LOCK}.{os.getpid()}")
     fd = os.open(staged, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.rename(staged, os.path.join(directory, OWNER_LOCK))
+    except OSError as err:
+        os.close(fd)
+        if err.errno != errno.ENOLCK:
+            raise
+        os.unlink(staged)
+        return None
     except BaseException:
         os.close(fd)
         raise

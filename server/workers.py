@@ -181,14 +181,15 @@ def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
         _supervise(settings, reload_metrics)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        os.close(held)
+        if held is not None:
+            os.close(held)
 
 
 _METRICS_DIR = re.compile(r"tailor-metrics-([0-9a-f]{8})\.(\d+)\.(\d+)-")
 """A parent's metrics dir: `tailor-metrics-<host>.<pid>.<start ticks>-<random>`."""
 
 
-def _metrics_dir() -> tuple[str, int]:
+def _metrics_dir() -> tuple[str, int | None]:
     """A new `PROMETHEUS_MULTIPROC_DIR` for the workers, and the fd of the lock this process
     holds on it for its life (`processes.hold_dir`), once the dirs of parents that are gone are
     removed. The parent removes its own when it exits; a parent SIGKILLed (the OOM killer, a
