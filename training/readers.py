@@ -291,7 +291,8 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
     """Ids as an Arrow string array (kept in Arrow: hashing beats sorting numpy strings), as
     written: the server takes ``"5 "`` and ``"5"`` as two ids (its users, their erasure
     tombstones, Recommend), so surrounding whitespace is kept and counted in a WARNING
-    (``trim``: stripped, for MovieLens's numeric ids). With ``path``, an empty, blank or null
+    (``trim``: stripped, for MovieLens's numeric ids). A blank id (``" "``) is one the server
+    takes, so it is kept and counted too (with ``trim``: empty). With ``path``, an empty or null
     id is a ``ValueError`` naming its line and column, and so is an ``item`` id the server's
     API cannot name (`item_id_bytes`, a control character)."""
     raw = table[column].combine_chunks()
@@ -300,7 +301,7 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
     if not trim:
         _warn_spaced(raw, trimmed, column, path)
     if path is not None:
-        empty = pc.fill_null(pc.equal(pc.utf8_length(trimmed), 0), True)
+        empty = pc.fill_null(pc.equal(pc.utf8_length(trimmed if trim else raw), 0), True)
         n = pc.sum(empty).as_py() or 0
         if n:
             row = pc.index(empty, True).as_py()
@@ -314,7 +315,7 @@ def _ids(table: pa.Table, column: str, path: Path | None = None, first_line: int
 def _warn_spaced(raw: pa.Array, trimmed: pa.Array, column: str, path: Path | None) -> None:
     """Log how many ids of ``column`` have leading or trailing whitespace (not the ids)."""
     spaced = pc.sum(pc.fill_null(pc.and_(pc.not_equal(raw, trimmed),
-                                         pc.greater(pc.utf8_length(trimmed), 0)), False))
+                                         pc.greater(pc.utf8_length(raw), 0)), False))
     n = spaced.as_py() or 0
     if n:
         logger.warning("%s: column %r: %d rows whose id has leading or trailing whitespace, "

@@ -1,3 +1,4 @@
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -173,7 +174,7 @@ def test_reading_movielens_holds_few_copies_of_the_file(tmp_path):
 @pytest.mark.parametrize("name, text, where", [
     # every row without an id became one user or item named "" (a parquet null: "None"),
     # pooling unrelated rows: the phantom item could be the most popular one, and served
-    ("i.csv", "user_id,item_id,timestamp,event\nu1,a,1,view\nu1, ,2,view\nu2,,3,view\n",
+    ("i.csv", "user_id,item_id,timestamp,event\nu1,a,1,view\nu1,,2,view\nu2,,3,view\n",
      r"i.csv:3: column 'item_id': empty id \(2 rows without one\)"),
     ("i.csv", "user_id,item_id,timestamp,event\n,a,1,view\n", r"i.csv:2: column 'user_id'"),
     ("r.dat", "1::10::5::1\n1::::4::2\n", r"r.dat:2: column 'item_id'"),
@@ -499,9 +500,54 @@ def test_ids_with_surrounding_spaces_are_read_as_the_server_has_them(tmp_path, c
     assert "5 " not in caplog.text.split("whitespace")[0]   # no id in the log line
     _write(tmp_path / "items.csv", "id,title\nb ,x\n")
     assert read_items(tmp_path / "items.csv")["id"].tolist() == ["b "]
-    _write(tmp_path / "blank.csv", "user_id,item_id,timestamp,event\n  ,a,1,view\n")
-    with pytest.raises(ValueError, match=r"blank.csv:2: column 'user_id': empty id"):
-        read_interactions(tmp_path / "blank.csv")
+    _write(tmp_path / "empty.csv", "user_id,item_id,timestamp,event\n,a,1,view\n")
+    with pytest.raises(ValueError, match=r"empty.csv:2: column 'user_id': empty id"):
+        read_interactions(tmp_path / "empty.csv")
+
+
+def test_blank_ids_are_read_as_written_and_counted(tmp_path, caplog):
+    # the server takes " " as a user and an item id (TrackEvents; `training export` writes it
+    # as tracked): refusing it as an empty one refused the whole export, so every retrain
+    f = _write(tmp_path / "i.csv", "user_id,item_id,timestamp,event\n"
+               "  ,a,1,view\nu1, ,2,view\nu1,a,3,view\n")
+    with caplog.at_level("WARNING", logger="tailor.training.readers"):
+        rows = read_interactions(f)
+    assert rows["user_id"].to_pylist() == ["  ", "u1", "u1"]
+    assert rows["item_id"].to_pylist() == ["a", " ", "a"]
+    assert "'user_id': 1 rows whose id has leading or trailing whitespace" in caplog.text
+    assert "'item_id': 1 rows whose id has leading or trailing whitespace" in caplog.text
+    _write(tmp_path / "r.dat", "1::10::5::1\n1:: ::4::2\n")   # MovieLens: trimmed, so empty
+    with pytest.raises(ValueError, match=r"r.dat:2: column 'item_id': empty id"):
+        read_movielens(tmp_path / "r.dat")
+
+
+async def test_an_export_holding_a_blank_user_and_item_trains(tailor_server, tmp_path):
+    import asyncio
+    import time
+
+    from clients import TailorClient
+    from tests.conftest import run_module
+
+    target = f"127.0.0.1:{tailor_server.port}"
+    users, items = ["u1", "u2", " ", "u3", "u4"], ["i0", "i1", " ", "i2", "i3", "i4"]
+    events = [{"event_id": f"b-{u}-{i}", "user_id": users[u], "item_id": items[i],
+               "type": "click", "timestamp": time.time() - 86400 + 10 * u + i}
+              for u in range(len(users)) for i in range(len(items)) if (u + i) % 3]
+    out = tmp_path / "export" / "interactions.csv"
+
+    def flow():
+        with TailorClient(target, timeout=60) as client:
+            assert client.track(events).accepted == len(events)
+        run_module("training", "export", "--server", target, "--out", str(out))
+        return run_module("training", "train", "--interactions", str(out), "--out",
+                          str(tmp_path / "b"), "--iterations", "2", "--no-ranker",
+                          "--no-report", check=False)
+    proc = await asyncio.to_thread(flow)
+    assert proc.returncode == 0, proc.stderr
+    (bundle,) = [p for p in (tmp_path / "b").iterdir() if p.is_dir()]
+    with np.load(bundle / "users.npz") as users_npz, np.load(bundle / "items.npz") as items_npz:
+        assert " " in users_npz["user_ids"].tolist()
+        assert " " in items_npz["item_ids"].tolist()
 
 
 def test_the_erasure_of_a_user_whose_id_ends_in_a_space_drops_their_rows(tmp_path):
