@@ -1,6 +1,7 @@
 """Receive a pushed bundle file by file into a staging directory, then publish it by rename."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -185,20 +186,45 @@ class BundleStaging:
         for fh_path in self.dir.iterdir():
             with open(fh_path, "rb") as fh:
                 os.fsync(fh.fileno())
-        if final.exists():
-            self._claim = _claimed(final)  # None: its push removed it meanwhile (`alone`)
-        if self._claim is not None:
-            same = _same_bundle(final / "manifest.json", self.dir / "manifest.json")
-            self.discard()
-            if not same:
-                self.release()
-                raise FailedPrecondition(f"bundle version {version!r} is already stored with a "
-                                         "different manifest; train a new version")
-            return final
-        os.replace(self.dir, final)
-        self.created = True
-        self._claim = _claimed(final)
+        for _ in range(3):  # another push may store the version as this one renames
+            if final.exists():
+                self._claim = _claimed(final)  # None: its push removed it meanwhile (`alone`)
+            if self._claim is not None:
+                return self._found_stored(final, version)
+            if self._store(final):
+                return final
+        raise FailedPrecondition(f"bundle version {version!r} is being stored and removed by "
+                                 "other pushes; push it again")
+
+    def _found_stored(self, final: Path, version: str) -> Path:
+        """The version is stored (and claimed): this upload is dropped, its manifest checked."""
+        same = _same_bundle(final / "manifest.json", self.dir / "manifest.json")
+        self.discard()
+        if not same:
+            self.release()
+            raise FailedPrecondition(f"bundle version {version!r} is already stored with a "
+                                     "different manifest; train a new version")
         return final
+
+    def _store(self, final: Path) -> bool:
+        """Rename the staged directory to `final`, claimed from before the rename (a prune
+        reaching the version as it appears finds it held); False when `final` appeared
+        meanwhile (another push stored it)."""
+        fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # the descriptor follows the directory's rename
+            os.replace(self.dir, final)
+        except OSError as err:
+            os.close(fd)
+            if err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                return False
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        self.created = True
+        self._claim = fd
+        return True
 
     def alone(self) -> bool:
         """Whether no other push holds the version this one published (its claim turned

@@ -689,6 +689,45 @@ async def test_a_version_published_while_another_push_swaps_in_is_not_pruned(
     assert (registry.bundles_dir / later.name / "manifest.json").is_file()
 
 
+def test_a_prune_landing_as_a_push_stores_its_version_cannot_remove_it(
+        demo_bundle, tmp_path, monkeypatch):
+    """Another worker's prune (`remove_unclaimed`, after any install) reaching a version just
+    as a push renamed it into place, before the push's claim: it removed the directory, and
+    the push went on to serve a version whose directory was gone. The push holds its claim
+    from before the rename."""
+    import os
+    import subprocess
+    import sys
+
+    from server.models import staging as staging_mod
+    from tests.conftest import ROOT
+    bundles = tmp_path / "bundles"
+    final, pruned = bundles / demo_bundle.name, []
+    replace = os.replace
+
+    def replace_then_prune(src, dst):  # the other worker's prune lands in the window
+        replace(src, dst)
+        if str(dst) == str(final):
+            pruned.append(subprocess.run(
+                [sys.executable, "-c", "import sys; from server.models.staging import "
+                 "remove_unclaimed; from pathlib import Path; "
+                 "print(remove_unclaimed(Path(sys.argv[1])))", str(dst)],
+                cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout.strip())
+    staging = staging_mod.BundleStaging(bundles)
+    for f in demo_bundle.iterdir():
+        if f.is_file():
+            (staging.dir / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setattr(staging_mod.os, "replace", replace_then_prune)
+    try:
+        path = staging.publish()
+    finally:
+        monkeypatch.undo()
+    assert pruned == ["False"]   # the prune left it: the push holds it
+    assert path == final and (final / "manifest.json").is_file() and staging.created
+    assert staging.alone()
+    staging.release()
+
+
 async def test_each_plain_rollback_goes_one_version_further_back(client, copy_bundle,
                                                                  second_bundle, demo_manifest):
     """v1, v2, v3 pushed, then `rollback` twice: the second went forward to v3 again (the
