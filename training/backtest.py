@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,7 @@ __all__ = [
     "score",
     "serve_recommendations",
     "split_rows",
+    "users_per_batch",
 ]
 
 logger = logging.getLogger("tailor.training.backtest")
@@ -230,26 +232,62 @@ class _Server:
         self.stop()
 
 
+SERVER_LIMITS = {"recommend_k": 1000, "batch_items": 100_000, "batch_users": 1000}
+"""The server's defaults (`Limits`) of the limits a RecommendBatch is checked against."""
+
+
+def users_per_batch(k: int = K, chunk: int = 500) -> int:
+    """Users of ``k`` items each in one RecommendBatch the backtest's server takes (at most
+    ``chunk``): its limits, which it inherits from this environment (`readers.server_limit`);
+    a ``ValueError`` naming the variable when it cannot answer ``k`` items a user."""
+    from training.readers import server_limit
+
+    limits = {name: server_limit(name, default) for name, default in SERVER_LIMITS.items()}
+    for name in ("recommend_k", "batch_items"):
+        if limits[name] < k:
+            raise ValueError(f"{k} items a user cannot be asked: the server's "
+                             f"TAILOR_LIMITS__{name.upper()} is {limits[name]} (the backtest's "
+                             "server inherits this environment's limits)")
+    return max(1, min(chunk, limits["batch_users"], limits["batch_items"] // k))
+
+
 def serve_recommendations(data_dir: Path, bundle: Path, user_ids: list[str], item_row: dict,
                           k: int = K, chunk: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """Ask a real server for ``k`` items per user; returns item rows [U, k] and cold-start flags."""
+    """Ask a real server for ``k`` items per user; returns item rows [U, k] and cold-start flags.
+
+    Batches are as large as the server's limits take (`users_per_batch`). A user the server
+    refuses on its own is a row of -1 (a miss), counted in a WARNING; a call it refuses whole
+    is a `ChildProcessError` (the CLI's one ``error:`` line) naming the status."""
     from protos.tailor.v1 import recommendation_pb2 as pb
     from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
 
+    chunk = users_per_batch(k, chunk)
     recs = np.full((len(user_ids), k), -1, np.int64)
     cold = np.zeros(len(user_ids), bool)
+    refused: Counter = Counter()
     with _Server(data_dir, bundle) as server, grpc.insecure_channel(
             server.target, options=[("grpc.max_receive_message_length", 64 << 20)]) as ch:
         stub = pb_grpc.RecommendationServiceStub(ch)
         for start in range(0, len(user_ids), chunk):
-            batch = pb.RecommendBatchRequest(requests=[
+            batch = pb.RecommendBatchRequest(partial=True, requests=[
                 pb.RecommendRequest(user_id=u, k=k, channel="")
                 for u in user_ids[start:start + chunk]])
-            reply = stub.RecommendBatch(batch, timeout=300)
+            try:
+                reply = stub.RecommendBatch(batch, timeout=300)
+            except grpc.RpcError as err:
+                raise ChildProcessError(f"the backtest's server answered {err.code().name}: "
+                                        f"{(err.details() or '')[:300]}") from None
             for j, resp in enumerate(reply.responses):
+                if resp.HasField("error"):
+                    refused[resp.error.code] += 1
+                    continue
                 rows = [item_row[s.item_id] for s in resp.items[:k]]
                 recs[start + j, :len(rows)] = rows
                 cold[start + j] = resp.cold_start
+    if refused:   # the codes only: an entry's message may quote its user id
+        logger.warning("%d of %d users got no answer (%s): scored as misses",
+                       sum(refused.values()), len(user_ids),
+                       ", ".join(f"{code}: {n}" for code, n in refused.most_common()))
     return recs, cold
 
 
@@ -326,11 +364,16 @@ def backtest_split(inter: Interactions, config, cutoff: int | None = None,
     """``(before, after, test, seen, users, unaskable)`` of `run_backtest`: `split_rows`, the
     distinct items of each side, the users with a later item whose id the server's API takes
     (`askable`), and how many it does not (left out); a ``ValueError`` (``what``: ...) when one
-    side is empty (`train --backtest` checks this before it trains)."""
+    side is empty or the server's limits cannot answer ``K`` items a user (`users_per_batch`;
+    `train --backtest` checks this before it trains)."""
     before, after = split_rows(inter, cutoff, test_frac, config.event_weights)
     test = distinct_items(after.user, after.item, after.n_users)
     seen = distinct_items(before.user, before.item, before.n_users)
     users, unaskable = askable(inter, np.flatnonzero(np.diff(test[0]) > 0))
+    try:
+        users_per_batch()
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
     if not len(before) or not len(users):
         problem = "no rows before the split" if not len(before) else \
             "no user has rows after the split"

@@ -26,7 +26,7 @@ from kernels.context import channel_code
 from training.events import EVENTS, Catalog, Interactions
 
 __all__ = ["read_interactions", "read_items", "read_movielens", "build", "load", "json_objects",
-           "unaskable_ids"]
+           "server_limit", "unaskable_ids"]
 
 logger = logging.getLogger("tailor.training.readers")
 
@@ -365,21 +365,28 @@ def _float_text_ids(ids: pa.Array, column: str, path: Path | None, convert: bool
 
 
 def item_id_bytes() -> int:
-    """The item id limit, as the server reads it from its environment: ``TAILOR_LIMITS__ID_BYTES``,
-    else ``id_bytes`` in the ``TAILOR_LIMITS`` JSON, else 128. (A server config file's
-    ``[limits]`` is not read here: give the training job one of those variables.)"""
-    text = os.environ.get("TAILOR_LIMITS__ID_BYTES", "").strip()
+    """The item id limit, as the server reads it from its environment (`server_limit`)."""
+    return server_limit("id_bytes", ITEM_ID_BYTES)
+
+
+def server_limit(name: str, default: int) -> int:
+    """Limit ``name`` of the server's ``Limits`` as the server reads it from its environment:
+    ``TAILOR_LIMITS__<NAME>``, else ``name`` in the ``TAILOR_LIMITS`` JSON, else ``default``
+    (the server's). (A server config file's ``[limits]`` is not read here: give the training
+    job one of those variables.)"""
+    variable = f"TAILOR_LIMITS__{name.upper()}"
+    text = os.environ.get(variable, "").strip()
     if not text and os.environ.get("TAILOR_LIMITS", "").strip():
         try:
             doc = json.loads(os.environ["TAILOR_LIMITS"])
         except ValueError:
             raise ValueError("TAILOR_LIMITS: not valid JSON") from None
-        value = doc.get("id_bytes") if isinstance(doc, dict) else None
+        value = doc.get(name) if isinstance(doc, dict) else None
         text = "" if value is None else str(value)
     try:
-        return int(text) if text else ITEM_ID_BYTES
+        return int(text) if text else default
     except ValueError:
-        raise ValueError(f"TAILOR_LIMITS__ID_BYTES: expected a whole number, got {text!r}") from None
+        raise ValueError(f"{variable}: expected a whole number, got {text!r}") from None
 
 
 def unaskable_ids(ids) -> np.ndarray:

@@ -179,3 +179,19 @@ def test_users_the_servers_api_cannot_name_are_left_out_not_a_traceback():
                                (long_id, "y", 25), ("b", "x", 12), ("b", "z", 30)])
     *_, users, unaskable = backtest_split(inter, TrainConfig(), test_frac=0.5)
     assert inter.user_ids[users].tolist() == ["a", "b"] and unaskable == 1
+
+
+def test_an_entry_the_server_refuses_is_one_miss_not_the_run(tmp_path, demo_bundle, caplog):
+    # one entry the server refuses (an id it cannot name, a user its canary refuses) failed
+    # the whole RecommendBatch, and the backtest (or retrain's comparison) with it
+    from training.backtest import serve_recommendations
+
+    with np.load(demo_bundle / "users.npz") as u, np.load(demo_bundle / "items.npz") as i:
+        users, items = u["user_ids"][:2].tolist(), i["item_ids"].tolist()
+    item_row = {iid: row for row, iid in enumerate(items)}
+    with caplog.at_level("WARNING", logger="tailor.training.backtest"):
+        recs, cold = serve_recommendations(tmp_path, demo_bundle,
+                                           [users[0], "bad\x01id", users[1]], item_row)
+    assert (recs[[0, 2]] >= 0).all() and (recs[1] == -1).all() and not cold.any()
+    assert "1 of 3 users got no answer (INVALID_ARGUMENT: 1)" in caplog.text
+    assert "bad" not in caplog.text

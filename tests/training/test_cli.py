@@ -286,6 +286,58 @@ def test_a_train_backtest_that_fails_still_names_the_bundle_it_wrote(tmp_path, c
     assert f"the bundle is written: {bundle}" in err
 
 
+def _train_backtest(tmp_path):
+    from training.cli import main
+    from training.demo import DemoConfig
+    from training.demo_files import write_demo
+
+    write_demo(tmp_path / "w", DemoConfig(n_users=150, n_items=80, n_days=10, seed=3))
+    return main(["train", "--interactions", str(tmp_path / "w" / "interactions.csv"),
+                 "--out", str(tmp_path / "b"), "--no-ranker", "--no-report", "--factors", "4",
+                 "--iterations", "2", "--backtest"])
+
+
+def test_a_train_backtest_asks_in_batches_the_servers_limits_take(tmp_path, capsys,
+                                                                  monkeypatch):
+    # production's environment (the retrain job sources it) lowers the users of a
+    # RecommendBatch below the backtest's 500: the loopback server refused the first batch and
+    # train ended on a grpc traceback (exit 1) after writing the bundle, its path not printed
+    monkeypatch.setenv("TAILOR_LIMITS__BATCH_USERS", "50")
+    monkeypatch.setenv("TAILOR_LIMITS", '{"batch_items": 300}')   # 30 users of k=10 a batch
+    assert _train_backtest(tmp_path) == 0
+    out, _ = capsys.readouterr()
+    (bundle,) = (tmp_path / "b").iterdir()
+    assert "served backtest" in out and out.splitlines()[-1] == str(bundle)
+
+
+@pytest.mark.parametrize("env, says", [
+    # k=10 a user cannot be asked: refused before the training, naming the variable
+    ({"TAILOR_LIMITS__RECOMMEND_K": "5"}, "TAILOR_LIMITS__RECOMMEND_K is 5"),
+    ({"TAILOR_LIMITS": '{"batch_items": 9}'}, "TAILOR_LIMITS__BATCH_ITEMS is 9"),
+])
+def test_a_train_backtest_the_servers_limits_cannot_answer_is_refused_before_training(
+        tmp_path, capsys, monkeypatch, env, says):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _train_backtest(tmp_path) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("error: --backtest: ") and says in err
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_train_backtest_its_server_refuses_names_the_bundle_it_wrote(tmp_path, capsys,
+                                                                       monkeypatch):
+    # any status of the backtest's calls (here: every RecommendBatch larger than the server
+    # takes) ended on a grpc traceback, exit 1, the written bundle's path never printed
+    monkeypatch.setenv("TAILOR_LIMITS__BATCH_REQUEST_BYTES", "64")
+    assert _train_backtest(tmp_path) == 2
+    out, err = capsys.readouterr()
+    (bundle,) = (tmp_path / "b").iterdir()
+    assert out.splitlines()[-1] == str(bundle)
+    assert err.startswith("error: backtest failed: the backtest's server answered ")
+    assert "Traceback" not in err and f"the bundle is written: {bundle}" in err
+
+
 def test_a_manifest_without_a_hold_out_records_no_figures(tmp_path, capsys):
     # every user one row: no hold-out, yet the manifest recorded every metric as 0.0 with an SE
     # of 0.0, which GetModelStatus served as "model.ndcg@10: 0.0", as if measured
