@@ -13,7 +13,7 @@ from datetime import UTC
 from google.protobuf import json_format
 
 from . import _quiet, transport
-from .client import TailorClient, TailorError, event_from_dict, path_from_dict
+from .client import MAX_TIMEOUT, TailorClient, TailorError, event_from_dict, path_from_dict
 
 
 def _recommend(client: TailorClient, args) -> dict:
@@ -350,11 +350,14 @@ def _default_timeout(args) -> None:
 
 def _check_numbers(args) -> None:
     """Flags whose number must be above 0: a zero or negative one is a usage error, not a
-    deadline every call misses or a stream sent as one message."""
+    deadline every call misses or a stream sent as one message; and a --timeout gRPC can wait
+    for (`MAX_TIMEOUT`: one further away is a deadline already past)."""
     for flag in ("timeout", "batch_size"):
         value = getattr(args, flag, None)
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise UsageError(f"--{flag.replace('_', '-')}: {value:g} is not a number above 0")
+    if args.timeout is not None and args.timeout > MAX_TIMEOUT:
+        raise UsageError(f"--timeout: {args.timeout:g} is above {MAX_TIMEOUT} (30 days)")
 
 
 def _attribute(client: TailorClient, args) -> object:
@@ -467,7 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, default=None,
                         help="deadline per call, seconds (default 5; a stream's whole run: "
                              "track 300, attribute 600, campaign plan and export 3600; "
-                             "rollback, model promote and abort 120; export-profile 60 a page)")
+                             "rollback, model promote and abort 120; export-profile 60 a page; "
+                             "at most 2592000, 30 days)")
     transport.add_arguments(common)
     parser = _Parser(prog="python -m clients", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -51,6 +51,9 @@ from .transport import Connection
 __all__ = ["TailorClient", "TailorError", "Recommendations", "RecommendedItem", "bundle_files"]
 
 CHUNK_BYTES = 1 << 20
+MAX_TIMEOUT = 30 * 86_400
+"""The longest deadline of a call the CLIs take (seconds): gRPC takes a deadline much further
+away (1e10 s), or inf or NaN, as one already past (DEADLINE_EXCEEDED at once)."""
 MESSAGE_CHANNELS = ("email", "sms", "push")
 """The channels a send job has rates for (`send_campaign`)."""
 

@@ -169,6 +169,15 @@ def test_bad_files_context_and_tls_flags_are_one_line_before_any_call(tmp_path):
     assert out.read_text() == "kept\n"
 
 
+def test_a_timeout_too_far_away_for_grpc_is_a_usage_error(served):
+    # gRPC takes a deadline 1e10 s away as one already past: `status --timeout 1e10` (a
+    # script's "no limit") answered DEADLINE_EXCEEDED at once, the server up
+    assert cli("status", "--server", served, "--timeout", "1e10", expect=2) == \
+        "error: --timeout: 1e+10 is above 2592000 (30 days)"
+    proc = run_module("clients", "status", "--server", served, "--timeout", "2592000")
+    assert "active" in json.loads(proc.stdout)
+
+
 def test_send_rate_applies_to_the_campaigns_channel(served, tmp_path):
     """`--rate` goes to the SMS campaign's channel: the server's range check names it."""
     spec = tmp_path / "sms.json"

@@ -158,13 +158,11 @@ def factors(text: str) -> int:
     return _at_most(text, MAX_DIM, "the server refuses a larger dimension")
 
 
-MAX_TIMEOUT = 30 * 86_400
-"""The longest ``--timeout`` of a server call (seconds): gRPC takes a deadline much further
-away (1e10 s), or inf or NaN, as one already past (DEADLINE_EXCEEDED at once)."""
-
-
 def timeout_seconds(text: str) -> float:
-    """A server call's deadline in seconds: a finite number > 0, at most `MAX_TIMEOUT`."""
+    """A server call's deadline in seconds: a finite number > 0, at most
+    `clients.client.MAX_TIMEOUT` (as `python -m clients` takes it)."""
+    from clients.client import MAX_TIMEOUT  # not at import: the clients load grpc
+
     value = _number(text, 0.0, strict=True)
     if value > MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(f"expected seconds in (0, {MAX_TIMEOUT}] (30 days), "
