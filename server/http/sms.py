@@ -13,9 +13,12 @@ word of the body (the symbols around it dropped, a leading "please" read past) o
 sender out of SMS when it is STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT
 ("opt out", "opt-out"), ARRET or REMOVE, or the whole body is TD (accents and full-width
 letters folded: "Arrêt"):
-marketing and transactional texts both (carriers block the number after a STOP until START,
-and CTIA asks that nothing but its confirmation follow it: a receipt sent after it was refused
-by the provider, a dead letter, or reached the person who said STOP). START or UNSTOP, as the
+marketing and transactional texts both when the reply is the word alone, a trailing "." or
+"!" aside (carriers block the number after such a STOP until START, and CTIA asks that nothing
+but its confirmation follow it: a receipt sent after it was refused by the provider, a dead
+letter, or reached the person who said STOP); a reply that only starts with one ("Cancel my
+3pm appointment", "Please remove the 2nd item") closes marketing only, as no carrier blocks
+on it (it closed the user's codes and receipts too until they texted START). START or UNSTOP, as the
 whole body (a trailing "." or "!" aside), opts back in what a STOP (or another opt-out)
 closed, never giving a consent not given before (`contact.consent.reopens`), nor reopening a
 transactional opt-out given elsewhere (SetConsent).
@@ -98,7 +101,8 @@ class SmsInbound:
             else [None] * len(users)
         for user, meta in zip(users, metas):
             try:  # `existing`: a reply changes a profile that exists, never brings one back
-                if not await self._change(user, meta, opted_in, f"sms reply {word}", dated):
+                if not await self._change(user, meta, opted_in, f"sms reply {word}", dated,
+                                          only=_whole(text) == word):
                     continue
             except ErasedSince:  # erased since (signed before, or no profile since)
                 continue
@@ -106,13 +110,18 @@ class SmsInbound:
             logger.info("sms %s from %s", word, user_ref(user))
         return web.Response(text="ok" if changed else "unknown number")
 
-    async def _change(self, user: str, meta, opted_in: bool, source: str, dated: float) -> bool:
+    async def _change(self, user: str, meta, opted_in: bool, source: str, dated: float,
+                      only: bool = True) -> bool:
         """One profile's change (False: none): a STOP closes marketing and transactional
         texts (the carriers block the number: nothing but the STOP's confirmation may follow
         it), a transactional opt-out given elsewhere left as it is; a START reopens what a
-        STOP closed, giving no consent not given before (`reopens`)."""
+        STOP closed, giving no consent not given before (`reopens`). `only`: the reply is the
+        opt-out word alone; a reply merely starting with one ("Cancel my 3pm appointment")
+        closes marketing only (carriers block the number on a single-word reply only)."""
         purposes = ["marketing", "transactional"]
-        if opted_in and self.metas is not None:
+        if not opted_in and not only:
+            purposes = ["marketing"]
+        elif opted_in and self.metas is not None:
             purposes = [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
                                         ("transactional", _stopped(meta))) if ok]
         elif not opted_in and _transactional(meta) is not None and \
@@ -160,8 +169,15 @@ def _keyword(text: str) -> str:
     first = words[1] if len(words) > 1 and words[0] in _POLITE else words[0] if words else ""
     if first in STOP_WORDS:
         return first
-    whole = upper.rstrip(".!").rstrip()
+    whole = _whole(text)
     return whole if whole in START_WORDS or whole in WHOLE_STOP_WORDS else ""
+
+
+def _whole(text: str) -> str:
+    """The whole reply, folded and upper-cased, a trailing "." or "!" aside ("OPT OUT" read
+    as OPTOUT): the keyword a carrier blocks the number on, and START is read as."""
+    whole = _folded(text).strip().upper().rstrip(".!").rstrip()
+    return _OPT_OUT.sub("OPTOUT", whole) if _OPT_OUT.fullmatch(whole) else whole
 
 
 def _folded(text: str) -> str:

@@ -417,3 +417,28 @@ async def test_after_a_stop_no_text_goes_until_start_not_even_a_transactional_on
     assert await reply(settings, "+447700900123", "stop") == 200
     assert await reply(settings, "+447700900123", "start") == 200
     assert (await receipt(texted), await sms_consent(profiles, texted)) == ("no_consent", True)
+
+
+@pytest.mark.parametrize("text", ["Cancel my 3pm appointment please",
+                                  "Please remove the 2nd item from my order",
+                                  "End of the day works for me"])
+async def test_a_reply_only_starting_with_an_opt_out_word_leaves_transactional_texts(
+        texted, campaigns, profiles, messaging, settings, text):
+    """Carriers block a number only on a reply that is the opt-out word alone ("replying
+    'STOP PLEASE' or 'PLEASE CANCEL' will not"); the first word of any sentence closed the
+    number's transactional texts too: "Cancel my 3pm appointment please", answering an
+    appointment reminder, stopped the user's codes and receipts until they texted START.
+    Such a reply closes marketing only; a reply that is only the keyword closes both."""
+    spec = cpb.CampaignSpec(campaign_id="code", channel="sms", policy="fixed",
+                            purpose="transactional",
+                            variants=[cpb.Variant(id="a", content={"text": "Your code"})])
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+
+    async def answer(campaign):
+        got = await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id=campaign,
+                                                                       user_id=texted))
+        return got.reason if got.suppressed else "sent"
+    assert await reply(settings, "+447700900123", text, age=2) == 200
+    assert (await answer("code"), await answer("sms")) == ("sent", "no_consent")
+    assert await reply(settings, "+447700900123", "Cancel.") == 200
+    assert (await answer("code"), await answer("sms")) == ("no_consent", "no_consent")
