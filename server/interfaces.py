@@ -171,6 +171,12 @@ class ConsentWriter(Protocol):
         `ErasedSince` when it would bring an erased user back (dated before their erasure,
         or `existing` and no profile since the erasure)."""
 
+    async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
+                           source: str, timestamp: float = 0.0, purpose: str = "",
+                           existing: bool = False) -> list[str]:
+        """`set_consent` of each user in one write; those it would bring back skipped. The
+        users changed."""
+
 
 class VariantChooser(Protocol):
     """Campaign definitions and logged decisions (the campaigns domain)."""

@@ -16,6 +16,12 @@ the one their attribute holds now), dated at the event's time, source
 event (an event imported or replayed late); then it clears the entry. The consent writes are
 idempotent (a change the current state already says adds no history entry), so a replay that
 repeats them changes nothing.
+
+It is `detached`: TrackEvents answers once the batch (with the event's own user's opt-out and
+the entry) is committed, not once every other profile is written (`Profiles._commit`; `close`
+waits for it). Before, the answer waited for one fsync'd write per profile at the address:
+1.06 s for a placeholder address a thousand guest checkouts hold, against 0.016 s for a view.
+The others are written `CHUNK` a transaction (`Profiles.set_consents`), not one each.
 """
 from __future__ import annotations
 
@@ -24,7 +30,6 @@ import logging
 from collections.abc import Sequence
 
 from ..interfaces import ConsentWriter, ProfileMetas
-from ..profiles.errors import ErasedSince
 from ..security.userref import user_ref
 from ..store import Store, outbox
 from ..store.outbox import Batch
@@ -36,6 +41,8 @@ logger = logging.getLogger("tailor.messages")
 
 SHARED_SOURCE = "unsubscribe event (shared address)"
 """The consent source of the other profiles' opt-out."""
+CHUNK = 500
+"""Profiles opted out per write transaction."""
 
 
 class SharedOptOut:
@@ -44,6 +51,8 @@ class SharedOptOut:
 
     outbox = b"shared-optout"
     """The tag of this listener's outbox entries (`server.profiles.outbox`)."""
+    detached = True
+    """TrackEvents does not wait for it (`Profiles._commit`): its entry makes it durable."""
 
     def __init__(self, store: Store, indexes: Sequence[AddressIndex], metas: ProfileMetas,
                  consent: ConsentWriter):
@@ -73,14 +82,12 @@ class SharedOptOut:
     async def _opt_out(self, ev) -> None:
         index = self.indexes[ev.channel]
         users = await asyncio.to_thread(self._sharing, index, ev.user_id, ev)
-        for user in users:
-            try:  # `existing`: never brings an erased profile back
-                await self.consent.set_consent(user, ev.channel, False, SHARED_SOURCE,
-                                               timestamp=ev.timestamp, existing=True)
-            except ErasedSince:
-                continue
-            logger.info("unsubscribe event of %s: %s opted out of %s too (shared address)",
-                        user_ref(ev.user_id), user_ref(user), ev.channel)
+        for start in range(0, len(users), CHUNK):  # `existing`: never brings one back
+            done = await self.consent.set_consents(users[start:start + CHUNK], ev.channel,
+                                                   False, SHARED_SOURCE,
+                                                   timestamp=ev.timestamp, existing=True)
+            logger.info("unsubscribe event of %s: %d other profiles opted out of %s too "
+                        "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
 
     def _sharing(self, index: AddressIndex, user_id: str, ev) -> list[str]:
         """The other profiles at the user's address (the one last indexed for them, and the

@@ -286,19 +286,33 @@ class Profiles:
         (suppression, rewards, impression join), each clearing its entry in the transaction
         that applies the batch's effects (`server.profiles.outbox`: a crash before that leaves
         it for the replay). Runs as a task of its own (`_landing`), so the effects of a
-        committed batch are never lost with a cancelled caller."""
+        committed batch are never lost with a cancelled caller. A listener marked `detached`
+        (durable: its entry is in the batch's transaction) runs in a task of its own too,
+        which the answer does not wait for (`SharedOptOut`: one write per thousand profiles
+        at an address held the answer for seconds)."""
         stored = await self._writer.submit(records)  # with an unsubscribe's consent change
         accepted = [valid[i] for i in stored.accepted]
         fresh = None if len(stored.accepted) == len(valid) else set(stored.accepted)
         for listener in self._listeners:
-            try:
-                await self._tell(listener, accepted, valid, records, followed, fresh)
-            except Exception:  # the batch stands; its entry waits for the replay
-                logger.exception("%s could not apply a committed batch's effects (the outbox "
-                                 "replay tries again)", type(listener).__name__)
+            told = self._told(listener, accepted, valid, records, followed, fresh)
+            if getattr(listener, "detached", False):  # not awaited by the answer (its entry)
+                task = asyncio.ensure_future(told)
+                self._landing.add(task)
+                task.add_done_callback(self._landed)
+            else:
+                await told
         metrics.count_events("accepted", (ev.type for ev in accepted), _KNOWN_TYPES)
         metrics.count_events("duplicate", (valid[i].type for i in stored.duplicates), _KNOWN_TYPES)
         return stored
+
+    @classmethod
+    async def _told(cls, listener, *batch) -> None:
+        """`_tell`, its failure logged (the batch stands; its entry waits for the replay)."""
+        try:
+            await cls._tell(listener, *batch)
+        except Exception:
+            logger.exception("%s could not apply a committed batch's effects (the outbox "
+                             "replay tries again)", type(listener).__name__)
 
     @staticmethod
     async def _tell(listener, accepted, valid, records, followed, fresh) -> None:
@@ -369,8 +383,26 @@ class Profiles:
         it would bring an erased user back: dated at or before their erasure, or (`existing`:
         a change for a profile that exists, such as a one-click link's) the user was erased
         and has no profile since."""
+        check_id("user_id", user_id, self.limits.id_bytes)
+        change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
+        await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
+                                existing=existing)
+
+    async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
+                           source: str, timestamp: float = 0.0, purpose: str = "",
+                           existing: bool = False) -> list[str]:
+        """`set_consent` of each of `user_ids` in one write transaction (one fsync, not one
+        each); a user it would bring back is skipped, not refused. The users changed."""
+        for user_id in user_ids:
+            check_id("user_id", user_id, self.limits.id_bytes)
+        change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
+        return await asyncio.to_thread(self.repo.update_metas, list(user_ids), change, ts,
+                                       existing=existing)
+
+    def _consent_change(self, channel: str, opted_in: bool, source: str, timestamp: float,
+                        purpose: str):
+        """(the checked consent change to apply to a meta record, its time)."""
         lim = self.limits
-        check_id("user_id", user_id, lim.id_bytes)
         check_known("channel", channel, CHANNELS)
         purpose = check_known("purpose", purpose or MARKETING, PURPOSES)
         check_text("source", source, lim.consent_source_chars)
@@ -382,8 +414,7 @@ class Profiles:
 
         def change(meta):
             record_consent(meta, channel, purpose, opted_in, source, ts, lim.consent_history)
-        await asyncio.to_thread(self.repo.update_meta, user_id, change, ts, "consent change",
-                                existing=existing)
+        return change, ts
 
     async def delete(self, user_id: str) -> int:
         """Erase the user (`erase`); the records removed."""
@@ -716,7 +747,8 @@ class Profiles:
     async def close(self) -> None:
         """Finish the submitted batches and their effects (the listeners' domains must still
         be open; the server's periodic replay has ended before: `server.background`)."""
-        await asyncio.gather(*list(self._landing), return_exceptions=True)
+        while self._landing:  # a commit's detached listeners join it as it ends
+            await asyncio.gather(*list(self._landing), return_exceptions=True)
         await self._writer.close()
 
 

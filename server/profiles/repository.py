@@ -214,6 +214,19 @@ class ProfileRepository:
             return meta
         return self.store.write(fn)
 
+    def update_metas(self, user_ids: Sequence[str], change, dated: float = 0.0,
+                     existing: bool = False) -> list[str]:
+        """`update_meta` of each of `user_ids` with `change(meta)`, all in one transaction;
+        a user it would bring back (`_brings_back`) is skipped. The users changed."""
+        def fn(txn):
+            done = []
+            for user_id in user_ids:
+                if not self._brings_back(txn, user_id, dated, existing):
+                    self._change_meta(txn, user_id, change)
+                    done.append(user_id)
+            return done
+        return self.store.write(fn)
+
     def _brings_back(self, txn, user_id: str, dated: float, existing: bool) -> bool:
         """Whether a change of the user's profile in `txn` would bring back an erased user: it
         is `dated` (> 0) at or before their erasure, as a late event is; or it is meant for an
