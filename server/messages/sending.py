@@ -297,9 +297,11 @@ class SendJob:
                 self._handed.set()
 
     async def _hand_over(self, r: Recipient, smtp) -> None:
-        """`_deliver` once it is `r`'s turn: the send (or its refusal, whose decision is then
-        withdrawn) and the settled record."""
-        refused = None
+        """`_deliver` once it is `r`'s turn: the send (or its refusal) and the settled record.
+        The decision of a message nobody received (refused, or failed before it was handed
+        over: a render at its turn, no adapter) is withdrawn; not one that failed in the
+        transport (a dead letter may still carry it), nor one whose fate is unknown."""
+        refused, kept = None, False
         try:
             refused = self.delivery.refusal(r.user, r.channel, self.purpose, r.message["to"])
             if refused is None and r.items and self.composer.unavailable(r.items):
@@ -307,6 +309,7 @@ class SendJob:
             if refused is not None:  # opted out or suppressed since it was composed
                 r.state, r.reason = SUPPRESSED, refused
             elif r.state == READY:
+                kept = True  # from here, a failure may have gone out or be a dead letter
                 await self.delivery.send_or_bury(
                     r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
                     campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
@@ -314,7 +317,7 @@ class SendJob:
         except UNDELIVERED as err:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:  # no adapter any more (a restart with other settings)
-            r.state, r.reason = FAILED, f"no {r.channel} adapter: {type(err).__name__}"
+            r.state, r.reason, kept = FAILED, f"no {r.channel} adapter: {type(err).__name__}", False
         except Exception as err:  # noqa: BLE001 - one record never stops the job; no PII logged
             logger.error("send %s: delivering failed: %s", self.send_id, type(err).__name__)
             r.state, r.reason = FAILED, "error"
@@ -322,7 +325,7 @@ class SendJob:
         await self.settler.settle(r)
         if r.state == SENT:
             self._sent.append(r)
-        elif refused is not None:  # nobody will receive it (a dead letter still may)
+        elif refused is not None or (r.state == FAILED and not kept):  # nobody received it
             await self._withdraw([r.decision])
 
     async def _render_again(self, r: Recipient) -> None:

@@ -102,3 +102,33 @@ async def test_a_compose_whose_caller_gave_up_leaves_no_contact(campaigns, profi
     assert await pending(campaigns) == []
     got = await compose(messaging, "g1", deliver=False)
     assert (got.suppressed, got.reason) == (False, "")
+
+
+async def test_a_message_whose_render_fails_at_its_turn_is_withdrawn(
+        sink, campaigns, profiles, messaging, channel, demo_bundle):
+    """A SendCampaign message showing an item that left the catalog is rendered again at its
+    turn; when that render failed it was settled failed with nothing sent, and its decision
+    stayed pending (counted toward the caps, the stats, closed with the default reward)."""
+    import numpy as np
+
+    from protos.tailor.v1 import catalog_pb2 as capb
+    from protos.tailor.v1 import catalog_pb2_grpc
+    with np.load(demo_bundle / "items.npz") as npz:
+        names, cats, pop = npz["category_names"], npz["category"], npz["popularity"]
+        ids = npz["item_ids"]
+    in_cat = np.flatnonzero(cats == 0)
+    top = str(ids[in_cat[np.argmax(pop[in_cat])]])  # what a user without history is shown
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
+        f'{{% for it in recommend(1, category="{names[0]}") %}}'
+        f'{{% if it.item_id != "{top}" %}}{{{{ 1 // 0 }}}}{{% endif %}}'
+        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    users = ["w1", "w2", "w3"]
+    await audience(profiles, users)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(  # they go 2 s apart
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 0.5}))
+    await asyncio.to_thread(sink.wait_for, 1)
+    await catalog_pb2_grpc.CatalogServiceStub(channel).RemoveItems(
+        capb.RemoveItemsRequest(item_ids=[top]))
+    done = await until_done(messaging, started.send_id)
+    assert (done.sent, dict(done.failed_by_reason)) == (1, {"RenderFailed": 2})
+    assert await pending(campaigns) == ["w1"]
