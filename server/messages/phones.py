@@ -9,7 +9,10 @@ only when the user's address is new or changed). Written by messages alone, it m
 profile holding an address that was never messaged at it (a guest checkout beside the account
 that was mailed): a STOP or a click from the address did not reach it, and the next campaign
 went to the address through it. A profile whose address was set before this, and never
-messaged, is indexed at its next message or address change. Addresses are stored only as keyed
+messaged, is indexed at its next message or address change. A user has two pointers per
+channel: the address last messaged at, and the one their attribute holds when it is another
+(an attribute change kept only the new one: a STOP from the number texted matched nobody while
+texts composed to it, deferred or dead letters, still went there). Addresses are stored only as keyed
 hashes (HMAC-SHA256 under a key derived from the `unsubscribe` keyring, key id in the digest:
 `kid.hex`); lookups try every key of the ring, so a rotation keeps old entries usable. Erasing
 a profile drops its entries (`erase_user`, a `UserEraser`).
@@ -87,7 +90,14 @@ class AddressIndex:
         return address_entry_key(self.channel, digest, user_id)
 
     def _user_key(self, user_id: str) -> bytes:
+        """The user's pointer: the digest of the address last messaged at (or, written before
+        the held pointer, last set)."""
         return address_user_key(self.channel, user_id)
+
+    def _held_key(self, user_id: str) -> bytes:
+        """The user's second pointer: the digest of the address their attribute holds, when it
+        is not the one they were last messaged at."""
+        return address_user_key(self.channel, user_id) + SEP + b"held"
 
     def indexed(self, user_id: str, address: str) -> bool:
         """Whether `address` is indexed for `user_id` already, or cannot be (no valid address):
@@ -123,23 +133,55 @@ class AddressIndex:
     def on_attributes(self, txn, user_id: str, changed) -> int:
         """`AttributeWatcher`: index the address UpsertAttributes set (`changed` holds this
         channel's attribute, valid), in its transaction `txn`; 1 if written. A removed or
-        invalid one leaves the entry: a STOP or click from the address still reaches them."""
+        invalid one leaves the entry: a STOP or click from the address still reaches them.
+        The address the user was last messaged at stays indexed (`_hold`)."""
         normal = self._normalize(changed.get(self.attribute) or "")
-        return 0 if normal is None else int(self._index(txn, user_id, self._digests(normal)[0]))
+        return 0 if normal is None else int(self._hold(txn, user_id, self._digests(normal)[0]))
+
+    def _hold(self, txn, user_id: str, digest: str) -> bool:
+        """Index `digest`, the address the user's attribute holds, in `txn`, replacing the one
+        it held before but not the one they were last messaged at (the user's pointer): texts
+        composed to it still go there (a deferred send, a dead letter's retry), and a STOP
+        from it must reach them; it matched nobody once the attribute changed. A profile never
+        messaged has the held pointer only (a STOP from a number it no longer holds, perhaps
+        recycled, is not theirs). False when nothing is written."""
+        messaged = self._meta.get(txn, self._user_key(user_id))
+        messaged = bytes(messaged).decode() if messaged is not None else None
+        held = self._meta.get(txn, self._held_key(user_id))
+        held = bytes(held).decode() if held is not None else None
+        if held is not None and held not in (digest, messaged):
+            self._drop(txn, user_id, held)
+        if digest == messaged:
+            wrote = int(held is not None and self._meta.delete(txn, self._held_key(user_id)))
+            return bool(wrote) | self._enter(txn, user_id, digest)
+        self._meta.put(txn, self._held_key(user_id), digest.encode())
+        return self._enter(txn, user_id, digest) or held != digest
+
+    def _enter(self, txn, user_id: str, digest: str) -> bool:
+        """The user's entry under `digest` in `txn` (the user id sealed under their data key,
+        `store.sealed`); False when it is there already."""
+        entry = self._entry_key(digest, user_id)
+        if self._meta.get(txn, entry) is not None:
+            return False
+        self._meta.put(txn, entry, self.store.seal_for_user(txn, user_id, entry,
+                                                            user_id.encode()))
+        return True
 
     def _index(self, txn, user_id: str, digest: str) -> bool:
-        """Index `digest` for `user_id` in `txn`, replacing their previous address; False when
-        it is indexed already."""
+        """Index `digest` for `user_id` in `txn`, the address they are messaged at, replacing
+        the previous one (unless their attribute holds it); False when it is indexed already."""
         entry = self._entry_key(digest, user_id)
         old = self._meta.get(txn, self._user_key(user_id))
         if old is not None and bytes(old) == digest.encode() and \
                 self._meta.get(txn, entry) is not None:
             return False
-        if old is not None and bytes(old) != digest.encode():
+        held = self._meta.get(txn, self._held_key(user_id))
+        if old is not None and bytes(old) != digest.encode() and \
+                (held is None or bytes(held) != bytes(old)):
             self._drop(txn, user_id, bytes(old).decode())
-        # the user id sealed under their data key (store.sealed)
-        self._meta.put(txn, entry, self.store.seal_for_user(txn, user_id, entry,
-                                                            user_id.encode()))
+        if held is not None and bytes(held) in (digest.encode(), bytes(old or b"")):
+            self._meta.delete(txn, self._held_key(user_id))  # the one messaged, or the old
+        self._enter(txn, user_id, digest)
         self._meta.put(txn, self._user_key(user_id), digest.encode())
         return True
 
@@ -188,11 +230,13 @@ class AddressIndex:
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""
-        old = self._meta.get(txn, self._user_key(user_id))
-        if old is None:
-            return 0
-        removed = self._drop(txn, user_id, bytes(old).decode())
-        return removed + int(self._meta.delete(txn, self._user_key(user_id)))
+        removed = 0
+        for pointer in (self._held_key(user_id), self._user_key(user_id)):
+            old = self._meta.get(txn, pointer)
+            if old is not None:
+                removed += self._drop(txn, user_id, bytes(old).decode())
+                removed += int(self._meta.delete(txn, pointer))
+        return removed
 
 
 class PhoneIndex(AddressIndex):

@@ -187,12 +187,14 @@ KINDS: tuple[RecordKind, ...] = (
                "key is the number's digest, then SEP and the user's token (one entry per "
                "profile sharing the number; older entries: the digest alone)"),
     RecordKind("phone_user", "meta", 1, lambda k: k.startswith(K.PHONE_USER_PREFIX),
-               "ASCII phone digest `kid.hex` of the user's last texted number"),
+               "ASCII phone digest `kid.hex` of the user's last texted number; the key "
+               "then SEP and `held`: the number their attribute holds, when another"),
     RecordKind("email_index", "meta", 1, lambda k: k.startswith(K.EMAIL_PREFIX),
                "user id of a hashed email address mailed (server.messages.phones, as "
                "phone_index: sealed; the address's digest, then SEP and the user's token)"),
     RecordKind("email_user", "meta", 1, lambda k: k.startswith(K.EMAIL_USER_PREFIX),
-               "ASCII address digest `kid.hex` of the user's last mailed email address"),
+               "ASCII address digest `kid.hex` of the user's last mailed email address; "
+               "the key then SEP and `held`: the address their attribute holds, when another"),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),
     RecordKind("bandit_state", "bandit", 1, lambda k: not k.startswith(K.SEP),
                "kernels.bandits state bytes (posterior)"),

@@ -442,3 +442,25 @@ async def test_a_reply_only_starting_with_an_opt_out_word_leaves_transactional_t
     assert (await answer("code"), await answer("sms")) == ("sent", "no_consent")
     assert await reply(settings, "+447700900123", "Cancel.") == 200
     assert (await answer("code"), await answer("sms")) == ("no_consent", "no_consent")
+
+
+async def test_a_stop_from_the_number_texted_reaches_the_user_after_a_phone_change(
+        texted, profiles, settings, tailor_server):
+    """UpsertAttributes of a new phone dropped the index entry of the number the user was
+    texted at, while texts composed to it (a deferred SendCampaign message, a dead letter's
+    retry) still go there: a STOP from it matched nobody ("unknown number") and the text went
+    anyway. The number last texted stays indexed beside the one the profile holds, until a
+    text goes to another; the erasure drops both."""
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=texted, attributes={"phone": "+447700900999"}))
+    assert await reply(settings, "+447700900123", "STOP") == 200
+    assert await sms_consent(profiles, texted) is False
+    assert await reply(settings, "+447700900999", "START") == 200  # the number held: theirs too
+    assert await sms_consent(profiles, texted) is True
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=texted, attributes={"phone": "+447700900888"}))  # the one held before: gone
+    assert await reply(settings, "+447700900999", "STOP") == 200
+    assert await sms_consent(profiles, texted) is True
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=texted))
+    assert [tailor_server.store.scan("meta", p) for p in (keys.PHONE_PREFIX, keys.PHONE_USER_PREFIX)] \
+        == [[], []]
