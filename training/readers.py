@@ -372,13 +372,15 @@ def item_id_bytes() -> int:
 def server_limit(name: str, default: int) -> int:
     """Limit ``name`` of the server's ``Limits`` as the server reads it from its environment:
     ``TAILOR_LIMITS__<NAME>``, else ``name`` in the ``TAILOR_LIMITS`` JSON, else ``default``
-    (the server's). (A server config file's ``[limits]`` is not read here: give the training
-    job one of those variables.)"""
+    (the server's); variable names in any case, as the server's settings take them. (A server
+    config file's ``[limits]`` is not read here: give the training job one of those
+    variables.)"""
+    env = {key.upper(): value for key, value in os.environ.items()}
     variable = f"TAILOR_LIMITS__{name.upper()}"
-    text = os.environ.get(variable, "").strip()
-    if not text and os.environ.get("TAILOR_LIMITS", "").strip():
+    text = env.get(variable, "").strip()
+    if not text and env.get("TAILOR_LIMITS", "").strip():
         try:
-            doc = json.loads(os.environ["TAILOR_LIMITS"])
+            doc = json.loads(env["TAILOR_LIMITS"])
         except ValueError:
             raise ValueError("TAILOR_LIMITS: not valid JSON") from None
         value = doc.get(name) if isinstance(doc, dict) else None

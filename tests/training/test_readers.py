@@ -316,6 +316,19 @@ def test_the_item_id_limit_follows_the_servers(tmp_path, monkeypatch):
         read_interactions(f)
 
 
+@pytest.mark.parametrize("variable", ["tailor_limits__batch_users", "Tailor_Limits__Batch_Users",
+                                      "TAILOR_LIMITS__BATCH_USERS"])
+def test_a_limit_is_read_as_the_server_reads_it_whatever_the_case(monkeypatch, variable):
+    """The server's settings take their variables in any case (pydantic-settings' default):
+    a backtest reading only the upper-case name sized its batches at 500 users against a
+    server that took 100, and every batch was refused whole."""
+    from server.config import Settings
+    from training.readers import server_limit
+    monkeypatch.setenv(variable, "100")
+    assert Settings().limits.batch_users == 100  # what the server the backtest starts takes
+    assert server_limit("batch_users", 500) == 100
+
+
 def test_parquet_ids_stored_as_floats_read_as_the_integers_they_hold(tmp_path):
     # pandas turns an integer id column with a missing value into float64; dropping those rows
     # keeps the float column: ids must come back as the integers the server is asked for
