@@ -173,9 +173,11 @@ class ConsentWriter(Protocol):
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
-                           existing: bool = False) -> list[str]:
-        """`set_consent` of each user in one write; those it would bring back skipped. The
-        users changed."""
+                           existing: bool = False,
+                           keep_later_opt_in: bool = False) -> list[str]:
+        """`set_consent` of each user in one write; those it would bring back skipped, and
+        (`keep_later_opt_in`) those whose current state is an opt-in dated after `timestamp`,
+        checked in that write. The users changed."""
 
 
 class VariantChooser(Protocol):

@@ -22,7 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHANNELS",
-           "need_of", "consent_reason", "reopens", "record_consent", "current_consents"]
+           "need_of", "consent_reason", "reopens", "opted_in_since", "record_consent",
+           "current_consents"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
 PURPOSES = (MARKETING, TRANSACTIONAL)
@@ -84,6 +85,14 @@ def reopens(meta: Mapping | None, channel: str, defaults: Mapping[str, str]) -> 
         return True  # the opt-out was all that kept it closed
     return any(h.get("channel") == channel and h.get("purpose", MARKETING) == MARKETING
                and h.get("opted_in") for h in meta.get("consent_history", ()))
+
+
+def opted_in_since(meta: Mapping | None, channel: str, purpose: str, ts: float) -> bool:
+    """Whether the current state of (channel, purpose) is an opt-in dated after `ts` (a
+    choice the user made since a change dated `ts`, which an older opt-out must not undo)."""
+    entry = _entry(meta, channel, purpose)
+    return entry is not None and bool(entry.get("opted_in")) \
+        and float(entry.get("timestamp", 0.0)) > ts
 
 
 def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:

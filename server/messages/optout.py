@@ -13,7 +13,9 @@ email or sms it opts out, marketing only, every other profile the address index
 (`phones.AddressIndex`) holds at the user's address (the one they were last messaged at, and
 the one their attribute holds now), dated at the event's time, source
 `unsubscribe event (shared address)`, but not a profile whose own opt-in is later than the
-event (an event imported or replayed late); then it clears the entry. The consent writes are
+event (an event imported or replayed late, or an opt-in given after TrackEvents answered:
+checked in the transaction that writes the opt-out, `keep_later_opt_in`, since a check made
+before it missed an opt-in stored in between); then it clears the entry. The consent writes are
 idempotent (a change the current state already says adds no history entry), so a replay that
 repeats them changes nothing.
 
@@ -81,31 +83,23 @@ class SharedOptOut:
 
     async def _opt_out(self, ev) -> None:
         index = self.indexes[ev.channel]
-        users = await asyncio.to_thread(self._sharing, index, ev.user_id, ev)
-        for start in range(0, len(users), CHUNK):  # `existing`: never brings one back
+        users = await asyncio.to_thread(self._sharing, index, ev.user_id)
+        # `existing`: never brings one back; `keep_later_opt_in`: a profile whose own opt-in
+        # is later than the event keeps it (an event imported or replayed late, or an opt-in
+        # given since the answer: checked in the chunk's write, not when the users are read)
+        for start in range(0, len(users), CHUNK):
             done = await self.consent.set_consents(users[start:start + CHUNK], ev.channel,
                                                    False, SHARED_SOURCE,
-                                                   timestamp=ev.timestamp, existing=True)
+                                                   timestamp=ev.timestamp, existing=True,
+                                                   keep_later_opt_in=True)
             logger.info("unsubscribe event of %s: %d other profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
 
-    def _sharing(self, index: AddressIndex, user_id: str, ev) -> list[str]:
+    def _sharing(self, index: AddressIndex, user_id: str) -> list[str]:
         """The other profiles at the user's address (the one last indexed for them, and the
-        one their attribute holds now), but those whose own opt-in on the channel is later
-        than the event (their choice since: an event imported or replayed late must not undo
-        it; the event's own user follows `record_consent`)."""
+        one their attribute holds now)."""
         meta = self.metas.metas([user_id])[0]
         address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
         users = set(index.sharing(user_id, address)) | set(index.lookup(address))
         users.discard(user_id)
-        users = sorted(users)
-        return [u for u, m in zip(users, self.metas.metas(users))
-                if not _opted_in_since(m, ev.channel, ev.timestamp)]
-
-
-def _opted_in_since(meta, channel: str, ts: float) -> bool:
-    """Whether the profile's current marketing state on `channel` is an opt-in dated after
-    `ts`."""
-    state = (((meta or {}).get("consent") or {}).get(channel) or {})
-    state = state if "opted_in" in state else state.get("marketing") or {}  # layout 1 or 2
-    return bool(state.get("opted_in")) and float(state.get("timestamp", 0.0)) > ts
+        return sorted(users)

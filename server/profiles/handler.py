@@ -18,7 +18,13 @@ from kernels import features as kf
 
 from .. import metrics
 from ..batching import AdaptiveBatcher, ThreadRunner
-from ..contact.consent import MARKETING, PURPOSES, current_consents, record_consent
+from ..contact.consent import (
+    MARKETING,
+    PURPOSES,
+    current_consents,
+    opted_in_since,
+    record_consent,
+)
 from ..contact.quiet_hours import TIMEZONE, local_zone_of, zone
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..interfaces import AttributeWatcher, BundleSource, EventListener, UserEraser, UserExporter
@@ -390,14 +396,21 @@ class Profiles:
 
     async def set_consents(self, user_ids: Sequence[str], channel: str, opted_in: bool,
                            source: str, timestamp: float = 0.0, purpose: str = "",
-                           existing: bool = False) -> list[str]:
+                           existing: bool = False,
+                           keep_later_opt_in: bool = False) -> list[str]:
         """`set_consent` of each of `user_ids` in one write transaction (one fsync, not one
-        each); a user it would bring back is skipped, not refused. The users changed."""
+        each); a user it would bring back is skipped, not refused, and so is (with
+        `keep_later_opt_in`) one whose current state is an opt-in dated after `timestamp`,
+        read in the same transaction. The users changed."""
         for user_id in user_ids:
             check_id("user_id", user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
+        keep = None
+        if keep_later_opt_in:
+            def keep(meta):
+                return opted_in_since(meta, channel, purpose or MARKETING, ts)
         return await asyncio.to_thread(self.repo.update_metas, list(user_ids), change, ts,
-                                       existing=existing)
+                                       existing=existing, keep=keep)
 
     def _consent_change(self, channel: str, opted_in: bool, source: str, timestamp: float,
                         purpose: str):

@@ -215,16 +215,15 @@ class ProfileRepository:
         return self.store.write(fn)
 
     def update_metas(self, user_ids: Sequence[str], change, dated: float = 0.0,
-                     existing: bool = False) -> list[str]:
+                     existing: bool = False, keep=None) -> list[str]:
         """`update_meta` of each of `user_ids` with `change(meta)`, all in one transaction;
-        a user it would bring back (`_brings_back`) is skipped. The users changed."""
+        a user it would bring back (`_brings_back`) is skipped, and so is one whose record
+        `keep(meta)` says to leave as is (read in this transaction: a change committed after
+        the caller chose the users counts). The users changed."""
         def fn(txn):
-            done = []
-            for user_id in user_ids:
-                if not self._brings_back(txn, user_id, dated, existing):
-                    self._change_meta(txn, user_id, change)
-                    done.append(user_id)
-            return done
+            return [user_id for user_id in user_ids
+                    if not self._brings_back(txn, user_id, dated, existing)
+                    and self._change_meta(txn, user_id, change, keep=keep) is not None]
         return self.store.write(fn)
 
     def _brings_back(self, txn, user_id: str, dated: float, existing: bool) -> bool:
@@ -239,13 +238,19 @@ class ProfileRepository:
             dated = _BEFORE_EVERY_ERASURE  # no profile: an erasure at any time counts
         return bool(dated) and bool(self._before_erasure(txn, [user_id], [dated]))
 
-    def _change_meta(self, txn, user_id: str, change, create: bool = True) -> dict | None:
-        """`update_meta` in the caller's write transaction `txn`."""
+    def _change_meta(self, txn, user_id: str, change, create: bool = True,
+                     keep=None) -> dict | None:
+        """`update_meta` in the caller's write transaction `txn`; None, nothing written: no
+        record and not `create`, or `keep(meta)` (None: no record) is true."""
         key = keys.profile_meta_key(user_id)
         raw = self._profiles.get(txn, key)
         if raw is None and not create:
             return None
-        meta = json.loads(raw) if raw else {"attributes": {}, "consent": {}, "created_at": time.time()}
+        meta = json.loads(raw) if raw else None
+        if keep is not None and keep(meta):
+            return None
+        if meta is None:
+            meta = {"attributes": {}, "consent": {}, "created_at": time.time()}
         change(meta)
         meta["updated_at"] = time.time()
         self._profiles.put(txn, key, json.dumps(meta, sort_keys=True).encode())

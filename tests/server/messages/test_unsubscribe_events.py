@@ -159,3 +159,52 @@ async def test_the_answer_does_not_wait_for_the_other_profiles_opt_out(profiles,
             break
         await asyncio.sleep(0.05)
     assert tailor_server.store.scan("outbox", b"") == []
+
+
+async def test_an_opt_in_given_after_the_answer_outlives_the_shared_opt_out(profiles,
+                                                                            tailor_server):
+    """The other profiles' opt-out runs after TrackEvents answered, and it chose whom to opt
+    out from a read taken before its write: a profile at the address that opted in again
+    once the answer was in (a preference centre, seconds later) was opted out by the older
+    event all the same, its later choice lost. The check is made in the write's own
+    transaction. The writes are held here until that opt-in is stored (with a thousand
+    profiles at the address they take long enough unheld)."""
+    from server.messages.optout import SharedOptOut
+    for user in ("account-v", "guest-v", "victim-v"):
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id=user, attributes={"email": "noemail@store.example"}))
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
+                                                        opted_in=True, source="signup"))
+    listener = next(x for x in tailor_server.profiles._listeners if isinstance(x, SharedOptOut))
+    writer, reached, opted = listener.consent, asyncio.Event(), asyncio.Event()
+
+    class Held:  # the real writer, its writes held until the victim's opt-in is stored
+        def __getattr__(self, name):
+            real = getattr(writer, name)
+
+            async def held(*args, **kw):
+                reached.set()
+                await opted.wait()
+                return await real(*args, **kw)
+            return held
+    listener.consent = Held()
+    try:
+        await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+            event_id="unsub-6", user_id="account-v", type="unsubscribe", channel="email",
+            timestamp=time.time())]))
+        await asyncio.wait_for(reached.wait(), 5.0)  # whom to opt out is chosen
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id="victim-v", channel="email",
+                                                        opted_in=True,
+                                                        source="preference centre"))
+        opted.set()
+        got = await settled(profiles, ("account-v", "guest-v"), "email", False)
+        for _ in range(100):  # applied: the batch's outbox entry is cleared
+            if not tailor_server.store.scan("outbox", b""):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        opted.set()
+        listener.consent = writer
+    assert got == [(False, "unsubscribe event"), (False, "unsubscribe event (shared address)")]
+    assert tailor_server.store.scan("outbox", b"") == []
+    assert await consent(profiles, "victim-v", "email") == (True, "preference centre")
