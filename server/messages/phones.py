@@ -12,7 +12,11 @@ went to the address through it. A profile whose address was set before this, and
 messaged, is indexed at its next message or address change. A user has two pointers per
 channel: the address last messaged at, and the one their attribute holds when it is another
 (an attribute change kept only the new one: a STOP from the number texted matched nobody while
-texts composed to it, deferred or dead letters, still went there). Addresses are stored only as keyed
+texts composed to it, deferred or dead letters, still went there). A pointer stored before
+the held one named the address last set *or* messaged: the layout migration marks it
+(`keys.ADDRESS_UNSURE`) and it is read as the held address (`_settle`), so an address only set
+then is dropped at the next change, as it was (read as messaged it stayed indexed for good, and
+a STOP from the number, perhaps recycled, closed the user's texts). Addresses are stored only as keyed
 hashes (HMAC-SHA256 under a key derived from the `unsubscribe` keyring, key id in the digest:
 `kid.hex`); lookups try every key of the ring, so a rotation keeps old entries usable. Erasing
 a profile drops its entries (`erase_user`, a `UserEraser`).
@@ -40,7 +44,14 @@ from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, normalize
 from ..contact.errors import NotAnAddress
 from ..security.secrets import Keyring
 from ..store import Store
-from ..store.keys import SEP, address_entry_key, address_key, address_user_key, profile_meta_key
+from ..store.keys import (
+    ADDRESS_UNSURE,
+    SEP,
+    address_entry_key,
+    address_key,
+    address_user_key,
+    profile_meta_key,
+)
 
 __all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex"]
 
@@ -90,14 +101,35 @@ class AddressIndex:
         return address_entry_key(self.channel, digest, user_id)
 
     def _user_key(self, user_id: str) -> bytes:
-        """The user's pointer: the digest of the address last messaged at (or, written before
-        the held pointer, last set)."""
+        """The user's pointer: the digest of the address last messaged at (marked
+        `ADDRESS_UNSURE` when stored before the held pointer: last set or messaged)."""
         return address_user_key(self.channel, user_id)
 
     def _held_key(self, user_id: str) -> bytes:
         """The user's second pointer: the digest of the address their attribute holds, when it
         is not the one they were last messaged at."""
         return address_user_key(self.channel, user_id) + SEP + b"held"
+
+    def _pointer(self, txn, key: bytes) -> str | None:
+        """The digest a pointer names (its `ADDRESS_UNSURE` mark aside); None if none."""
+        raw = self._meta.get(txn, key)
+        return None if raw is None else bytes(raw).removeprefix(ADDRESS_UNSURE).decode()
+
+    def _settle(self, txn, user_id: str) -> None:
+        """Before a change in `txn`: a pointer stored before the held pointer (marked) becomes
+        the held one (the address last set or messaged: held, as before, until the next
+        change), or, when a held pointer is there already, its entry is dropped (unless held);
+        either way the messaged pointer is gone until a message writes it."""
+        raw = self._meta.get(txn, self._user_key(user_id))
+        if raw is None or not bytes(raw).startswith(ADDRESS_UNSURE):
+            return
+        digest = self._pointer(txn, self._user_key(user_id))
+        held = self._pointer(txn, self._held_key(user_id))
+        if held is None:
+            self._meta.put(txn, self._held_key(user_id), digest.encode())
+        elif held != digest:
+            self._drop(txn, user_id, digest)
+        self._meta.delete(txn, self._user_key(user_id))
 
     def indexed(self, user_id: str, address: str) -> bool:
         """Whether `address` is indexed for `user_id` already, or cannot be (no valid address):
@@ -145,10 +177,9 @@ class AddressIndex:
         from it must reach them; it matched nobody once the attribute changed. A profile never
         messaged has the held pointer only (a STOP from a number it no longer holds, perhaps
         recycled, is not theirs). False when nothing is written."""
-        messaged = self._meta.get(txn, self._user_key(user_id))
-        messaged = bytes(messaged).decode() if messaged is not None else None
-        held = self._meta.get(txn, self._held_key(user_id))
-        held = bytes(held).decode() if held is not None else None
+        self._settle(txn, user_id)
+        messaged = self._pointer(txn, self._user_key(user_id))
+        held = self._pointer(txn, self._held_key(user_id))
         if held is not None and held not in (digest, messaged):
             self._drop(txn, user_id, held)
         if digest == messaged:
@@ -171,15 +202,14 @@ class AddressIndex:
         """Index `digest` for `user_id` in `txn`, the address they are messaged at, replacing
         the previous one (unless their attribute holds it); False when it is indexed already."""
         entry = self._entry_key(digest, user_id)
-        old = self._meta.get(txn, self._user_key(user_id))
-        if old is not None and bytes(old) == digest.encode() and \
-                self._meta.get(txn, entry) is not None:
+        self._settle(txn, user_id)
+        old = self._pointer(txn, self._user_key(user_id))
+        if old == digest and self._meta.get(txn, entry) is not None:
             return False
-        held = self._meta.get(txn, self._held_key(user_id))
-        if old is not None and bytes(old) != digest.encode() and \
-                (held is None or bytes(held) != bytes(old)):
-            self._drop(txn, user_id, bytes(old).decode())
-        if held is not None and bytes(held) in (digest.encode(), bytes(old or b"")):
+        held = self._pointer(txn, self._held_key(user_id))
+        if old is not None and old not in (digest, held):
+            self._drop(txn, user_id, old)
+        if held is not None and held in (digest, old):
             self._meta.delete(txn, self._held_key(user_id))  # the one messaged, or the old
         self._enter(txn, user_id, digest)
         self._meta.put(txn, self._user_key(user_id), digest.encode())
@@ -200,10 +230,10 @@ class AddressIndex:
         ring are read too (profiles indexed under another key since a rotation)."""
         normal = self._normalize(address) if address else None
         with self.store.read() as txn:
-            pointer = self._meta.get(txn, self._user_key(user_id))
+            pointer = self._pointer(txn, self._user_key(user_id))  # marked: as it was read
             if pointer is None:
                 return []
-            digests = [bytes(pointer).decode()]
+            digests = [pointer]
             if normal is not None and digests[0] in self._digests(normal):
                 digests = self._digests(normal)
             return self._users(txn, digests)
@@ -232,9 +262,9 @@ class AddressIndex:
         """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""
         removed = 0
         for pointer in (self._held_key(user_id), self._user_key(user_id)):
-            old = self._meta.get(txn, pointer)
+            old = self._pointer(txn, pointer)
             if old is not None:
-                removed += self._drop(txn, user_id, bytes(old).decode())
+                removed += self._drop(txn, user_id, old)
                 removed += int(self._meta.delete(txn, pointer))
         return removed
 

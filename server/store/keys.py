@@ -92,8 +92,8 @@ __all__ = [
     "INDEX_PREFIX", "due_key", "DUE_PREFIX", "request_key", "REQUEST_PREFIX",
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_entry_key",
-    "phone_user_key", "EMAIL_PREFIX", "EMAIL_USER_PREFIX", "ADDRESS_PREFIXES", "address_key",
-    "address_entry_key", "address_user_key",
+    "phone_user_key", "EMAIL_PREFIX", "EMAIL_USER_PREFIX", "ADDRESS_UNSURE", "ADDRESS_PREFIXES",
+    "address_key", "address_entry_key", "address_user_key",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
@@ -366,6 +366,9 @@ def phone_user_key(user_id: str) -> bytes:
 # -- one-click unsubscribe of a shared email address ------------------------------------------------
 EMAIL_PREFIX = b"email" + SEP
 EMAIL_USER_PREFIX = b"email-user" + SEP
+ADDRESS_UNSURE = b"?"
+"""Prefix of a user's address pointer stored before the held pointer (phone_user/email_user
+layout 1, marked by the migration to 2): the address last set *or* messaged, not known which."""
 ADDRESS_PREFIXES = {"sms": (PHONE_PREFIX, PHONE_USER_PREFIX),
                     "email": (EMAIL_PREFIX, EMAIL_USER_PREFIX)}
 """Channel -> (its index of the addresses messages went to, the users' pointers into it):

@@ -120,6 +120,15 @@ def _send_job_terms_keyed(raw: bytes) -> bytes:
     return json.dumps(job).encode()
 
 
+def _pointer_unsure(raw: bytes) -> bytes:
+    """phone_user/email_user 1 -> 2: a pointer stored before the held pointer named the address
+    last set (UpsertAttributes) or messaged; layout 2's plain pointer is the address last
+    messaged, so the old ones are marked `keys.ADDRESS_UNSURE` (read as the address held:
+    `server.messages.phones`). A held pointer is marked too (read alike); a marked one is left
+    as it is."""
+    return raw if raw.startswith(K.ADDRESS_UNSURE) else K.ADDRESS_UNSURE + raw
+
+
 def same(raw: bytes) -> bytes:
     """A step whose old layout is a valid new one (the new one only adds forms): the
     migration only stamps the new version (no record is read or rewritten); the bump keeps an
@@ -186,15 +195,19 @@ KINDS: tuple[RecordKind, ...] = (
                "user's data key with encryption on (Store.seal_for_user: token, sealed); the "
                "key is the number's digest, then SEP and the user's token (one entry per "
                "profile sharing the number; older entries: the digest alone)"),
-    RecordKind("phone_user", "meta", 1, lambda k: k.startswith(K.PHONE_USER_PREFIX),
+    RecordKind("phone_user", "meta", 2, lambda k: k.startswith(K.PHONE_USER_PREFIX),
                "ASCII phone digest `kid.hex` of the user's last texted number; the key "
-               "then SEP and `held`: the number their attribute holds, when another"),
+               "then SEP and `held`: the number their attribute holds, when another; "
+               "2: a digest stored by layout 1 (last set or texted) is marked `?`",
+               steps={1: _pointer_unsure}),
     RecordKind("email_index", "meta", 1, lambda k: k.startswith(K.EMAIL_PREFIX),
                "user id of a hashed email address mailed (server.messages.phones, as "
                "phone_index: sealed; the address's digest, then SEP and the user's token)"),
-    RecordKind("email_user", "meta", 1, lambda k: k.startswith(K.EMAIL_USER_PREFIX),
+    RecordKind("email_user", "meta", 2, lambda k: k.startswith(K.EMAIL_USER_PREFIX),
                "ASCII address digest `kid.hex` of the user's last mailed email address; "
-               "the key then SEP and `held`: the address their attribute holds, when another"),
+               "the key then SEP and `held`: the address their attribute holds, when another; "
+               "2: a digest stored by layout 1 (last set or mailed) is marked `?`",
+               steps={1: _pointer_unsure}),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),
     RecordKind("bandit_state", "bandit", 1, lambda k: not k.startswith(K.SEP),
                "kernels.bandits state bytes (posterior)"),

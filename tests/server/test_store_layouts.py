@@ -110,7 +110,7 @@ def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     # and packed decision records
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                               "contact_history": 1, "dead_letter": 1, "send_job": 1,
-                              "worker_report": 1}  # a `same` step: stamped
+                              "worker_report": 1, "phone_user": 1, "email_user": 1}  # a `same` step: stamped
     with store.read() as txn:
         assert stored_versions(store, txn, KINDS) == {k.name: k.version for k in KINDS}
     for table in ("events", "dedupe", "campaigns", "bandit"):
@@ -209,7 +209,7 @@ def test_a_failing_migration_writes_nothing(v1_dir):
     store = Store(v1_dir, sync=False)
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                               "contact_history": 1, "dead_letter": 1, "send_job": 1,
-                              "worker_report": 1}
+                              "worker_report": 1, "phone_user": 1, "email_user": 1}
     store.close()
 
 
@@ -299,7 +299,7 @@ def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
     done = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert done["migrated"] == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                                 "contact_history": 1, "dead_letter": 1, "send_job": 1,
-                              "worker_report": 1}
+                              "worker_report": 1, "phone_user": 1, "email_user": 1}
     again = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert again["migrated"] == {}
     rings = Secrets.load(secrets, generate=False, names=(MASTER_RING, STORE_ID_RING))
@@ -515,3 +515,37 @@ def test_a_newer_tailor_beside_a_running_older_one_is_refused_before_any_layout_
     done = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=newer_env).stdout)
     assert done["migrated"] == {"dead_letter": 2}
     assert read_value(data / "store", "meta", stamp) == b"3"
+
+
+@pytest.mark.parametrize("channel,old,new", [("sms", "+447700900111", "+447700900222"),
+                                             ("email", "ann@old.example", "ann@new.example")])
+def test_an_address_only_set_before_the_held_pointer_is_dropped_at_the_next_change(
+        tmp_path, channel, old, new):
+    """phone_user/email_user 1 -> 2: before the held pointer, the user's pointer named the
+    address last set *or* messaged. Read as "last messaged", an address only set (never
+    messaged) stayed indexed for good after the next change, and a STOP from it (a recycled
+    number: someone else's) closed the user's texts. The migration marks such pointers; the
+    next change drops their address as it did before, a message writes a true pointer."""
+    from server.messages.phones import AddressIndex
+    from server.security.secrets import Keyring
+    one = tuple(dataclasses.replace(k, version=1, steps={})
+                if k.name in ("phone_user", "email_user") else k for k in KINDS)
+    ring = Keyring.generate("unsubscribe")
+    attribute = "phone" if channel == "sms" else "email"
+    store = Store(tmp_path / "store", sync=False, layouts=one)
+    index = AddressIndex(store, ring, channel)
+    digest = index._digests(index._normalize(old))[0]
+    # as the code before the held pointer wrote it for an address set: pointer and entry
+    store.write(lambda txn: (index._meta.put(txn, index._user_key("ann"), digest.encode()),
+                             index._enter(txn, "ann", digest)))
+    store.close()
+
+    store = Store(tmp_path / "store", sync=False)
+    migrated = store.migrated
+    index = AddressIndex(store, ring, channel)
+    assert index.lookup(old) == ["ann"]  # still theirs until the change
+    store.write(lambda txn: index.on_attributes(txn, "ann", {attribute: new}))
+    assert (index.lookup(old), index.lookup(new)) == ([], ["ann"])
+    assert migrated == {"phone_user": 1, "email_user": 1}
+    store.close()
+    assert Store(tmp_path / "store", sync=False).migrated == {}  # stamped: not again
