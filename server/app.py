@@ -205,6 +205,7 @@ class TailorServer:
             s, self.profiles, self.store, self.secrets.get("delivery-webhook"),
             gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions,
                                         self.store))
+        self.delivery.addresses = {"sms": self.phones, "email": self.emails}
         self.composer = Composer(s, self.campaigns, self.profiles, self.recommender, self.tokens,
                                  self.phones, self.delivery, self.emails)
         send_records = SendRecords(self.store)

@@ -109,6 +109,9 @@ class Delivery:
         after it)."""
         self.envelope = parseaddr(sender)[1]
         """The envelope sender (MAIL FROM): the address of `sender`."""
+        self.addresses: dict = {}
+        """Channel -> its `phones.AddressIndex` (set by the app): the address a text goes to
+        is indexed as it goes (`_went`)."""
 
     def _longest_send(self, retry: Retry) -> float:
         """Seconds `send` can take at most: every attempt timing out (an SMTP exchange is a
@@ -235,6 +238,7 @@ class Delivery:
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
                            decision: str, user: str, via: SmtpSender | None = None) -> int:
         """`send`; a message that did not go is kept as a dead letter, and the error raised."""
+        await self._went(channel, user, to)
         try:
             return await self.send(channel, to, data, via)
         except UNDELIVERED as err:
@@ -243,6 +247,20 @@ class Delivery:
                                     err.reason, err.attempts)
                 await asyncio.to_thread(self.dead.add, letter, True)
             raise
+
+    async def _went(self, channel: str, user: str, to: str) -> None:
+        """Index `to` for `user` before a text goes there (`AddressIndex.went`): one composed
+        before a message to a new address dropped it (a deferred SendCampaign message, a dead
+        letter's retry) still reaches them with a STOP from it. A failure (a full store) is
+        logged, the text still goes."""
+        index = self.addresses.get(channel)
+        if index is None:
+            return
+        try:
+            await asyncio.to_thread(index.went, user, to)
+        except TailorError as err:
+            logger.warning("could not index the address a %s message goes to: %s", channel,
+                           type(err).__name__)
 
     async def record_sent(self, events: Sequence[TrackedEvent], batch: int) -> None:
         for at in range(0, len(events), batch):
@@ -340,6 +358,7 @@ class Delivery:
         if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)
             letter.reason = refused
             raise NoLongerAllowed(refused)
+        await self._went(letter.channel, letter.user, letter.to)
         handed = time.time()
         try:
             await self.send(letter.channel, letter.to, letter.data.encode("latin-1"))

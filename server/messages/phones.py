@@ -16,7 +16,11 @@ texts composed to it, deferred or dead letters, still went there). A pointer sto
 the held one named the address last set *or* messaged: the layout migration marks it
 (`keys.ADDRESS_UNSURE`) and it is read as the held address (`_settle`), so an address only set
 then is dropped at the next change, as it was (read as messaged it stayed indexed for good, and
-a STOP from the number, perhaps recycled, closed the user's texts). Addresses are stored only as keyed
+a STOP from the number, perhaps recycled, closed the user's texts). A third pointer names the
+address a text last actually went to (`went`, from `Delivery` as it hands a text over), when
+neither of the others does: a message to a new address drops the old one, but a text composed
+to it before (a deferred SendCampaign message, a dead letter's retry) indexes it again as it
+goes, until a text goes to another address. Addresses are stored only as keyed
 hashes (HMAC-SHA256 under a key derived from the `unsubscribe` keyring, key id in the digest:
 `kid.hex`); lookups try every key of the ring, so a rotation keeps old entries usable. Erasing
 a profile drops its entries (`erase_user`, a `UserEraser`).
@@ -110,6 +114,12 @@ class AddressIndex:
         is not the one they were last messaged at."""
         return address_user_key(self.channel, user_id) + SEP + b"held"
 
+    def _sent_key(self, user_id: str) -> bytes:
+        """The user's third pointer: the digest of the address a text last actually went to
+        (`went`: a deferred SendCampaign message, a dead letter's retry), when it is neither
+        of the others."""
+        return address_user_key(self.channel, user_id) + SEP + b"sent"
+
     def _pointer(self, txn, key: bytes) -> str | None:
         """The digest a pointer names (its `ADDRESS_UNSURE` mark aside); None if none."""
         raw = self._meta.get(txn, key)
@@ -162,6 +172,35 @@ class AddressIndex:
             return self._index(txn, user_id, digest)
         return self.store.write(fn)
 
+    def went(self, user_id: str, address: str) -> bool:
+        """A text is handed to the transport for `user_id` at `address` now: index it until a
+        text goes to another address (the third pointer), so a STOP from it reaches them; texts
+        composed to it (deferred, dead letters) go after a message to a new address dropped it.
+        One read snapshot when nothing is to write; True if written."""
+        normal = self._normalize(address)
+        if normal is None:
+            return False
+        digest = self._digests(normal)[0]
+        with self.store.read() as txn:
+            if self._meta.get(txn, self._sent_key(user_id)) is None and \
+                    self._meta.get(txn, self._entry_key(digest, user_id)) is not None:
+                return False  # indexed (messaged or held), and no other address went since
+
+        def fn(txn):
+            if self._profiles.get(txn, profile_meta_key(user_id)) is None:
+                return False  # erased meanwhile
+            self._settle(txn, user_id)
+            named = (self._pointer(txn, self._user_key(user_id)),
+                     self._pointer(txn, self._held_key(user_id)))
+            sent = self._pointer(txn, self._sent_key(user_id))
+            if sent is not None and sent != digest and sent not in named:
+                self._drop(txn, user_id, sent)
+            if digest in named:
+                return bool(sent is not None and self._meta.delete(txn, self._sent_key(user_id)))
+            self._meta.put(txn, self._sent_key(user_id), digest.encode())
+            return self._enter(txn, user_id, digest) or sent != digest
+        return self.store.write(fn)
+
     def on_attributes(self, txn, user_id: str, changed) -> int:
         """`AttributeWatcher`: index the address UpsertAttributes set (`changed` holds this
         channel's attribute, valid), in its transaction `txn`; 1 if written. A removed or
@@ -180,7 +219,7 @@ class AddressIndex:
         self._settle(txn, user_id)
         messaged = self._pointer(txn, self._user_key(user_id))
         held = self._pointer(txn, self._held_key(user_id))
-        if held is not None and held not in (digest, messaged):
+        if held is not None and held not in (digest, messaged, self._pointer(txn, self._sent_key(user_id))):
             self._drop(txn, user_id, held)
         if digest == messaged:
             wrote = int(held is not None and self._meta.delete(txn, self._held_key(user_id)))
@@ -207,7 +246,7 @@ class AddressIndex:
         if old == digest and self._meta.get(txn, entry) is not None:
             return False
         held = self._pointer(txn, self._held_key(user_id))
-        if old is not None and old not in (digest, held):
+        if old is not None and old not in (digest, held, self._pointer(txn, self._sent_key(user_id))):
             self._drop(txn, user_id, old)
         if held is not None and held in (digest, old):
             self._meta.delete(txn, self._held_key(user_id))  # the one messaged, or the old
@@ -261,7 +300,7 @@ class AddressIndex:
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""
         removed = 0
-        for pointer in (self._held_key(user_id), self._user_key(user_id)):
+        for pointer in (self._sent_key(user_id), self._held_key(user_id), self._user_key(user_id)):
             old = self._pointer(txn, pointer)
             if old is not None:
                 removed += self._drop(txn, user_id, old)

@@ -198,7 +198,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("phone_user", "meta", 2, lambda k: k.startswith(K.PHONE_USER_PREFIX),
                "ASCII phone digest `kid.hex` of the user's last texted number; the key "
                "then SEP and `held`: the number their attribute holds, when another; "
-               "2: a digest stored by layout 1 (last set or texted) is marked `?`",
+               "2: a digest stored by layout 1 (last set or texted) is marked `?`, and SEP "
+               "`sent`: the number a text last went to, when neither",
                steps={1: _pointer_unsure}),
     RecordKind("email_index", "meta", 1, lambda k: k.startswith(K.EMAIL_PREFIX),
                "user id of a hashed email address mailed (server.messages.phones, as "
@@ -206,7 +207,8 @@ KINDS: tuple[RecordKind, ...] = (
     RecordKind("email_user", "meta", 2, lambda k: k.startswith(K.EMAIL_USER_PREFIX),
                "ASCII address digest `kid.hex` of the user's last mailed email address; "
                "the key then SEP and `held`: the address their attribute holds, when another; "
-               "2: a digest stored by layout 1 (last set or mailed) is marked `?`",
+               "2: a digest stored by layout 1 (last set or mailed) is marked `?`, and SEP "
+               "`sent`: the address a message last went to, when neither",
                steps={1: _pointer_unsure}),
     RecordKind("campaign", "campaigns", 1, _any, "Campaign JSON (spec, archived, revision)"),
     RecordKind("bandit_state", "bandit", 1, lambda k: not k.startswith(K.SEP),

@@ -294,3 +294,30 @@ async def test_an_sms_goes_only_to_a_number_whose_stop_can_be_honoured(
     assert provider.requests[0]["json"]["to"] == "+447700900123"
     assert await reply(settings, "+447700900123", "STOP") == 200
     assert await sms_consent(profiles, "t1") is False
+
+
+async def test_a_stop_from_the_number_a_dead_letter_went_to_reaches_the_user_after_a_text_to_the_new_one(
+        provider, campaigns, profiles, messaging, settings):
+    """The number a text was composed to was dropped from the index at the first text to the
+    user's new number, while that text (a dead letter retried, a deferred SendCampaign
+    message) still went there: a STOP from it matched nobody. The number is indexed as a text
+    goes to it, until a text goes to another."""
+    from .test_sms_inbound import reply, sms_consent
+    await sms_user(campaigns, profiles, phone="+447700900123")
+    provider.answer(503)
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(compose())
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="t1", attributes={"phone": "+447700900999"}))
+    provider.answer(200)
+    await messaging.ComposeMessage(compose())  # to the new number
+    await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))  # to the old one
+    assert provider.requests[-1]["json"]["to"] == "+447700900123"
+    assert await reply(settings, "+447700900123", "STOP") == 200
+    assert await sms_consent(profiles, "t1") is False
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id="t1", channel="sms", opted_in=True,
+                                                    source="signup again"))
+    await messaging.ComposeMessage(compose())  # a text to another number since: not theirs now
+    assert await reply(settings, "+447700900123", "Stop") == 200  # (another body: not a replay)
+    assert await sms_consent(profiles, "t1") is True
