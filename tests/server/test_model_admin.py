@@ -611,6 +611,21 @@ def _chunks(bundle):
                                        data=data[offset:offset + CHUNK_BYTES])
 
 
+def _held_amend(registry, version: str):
+    """An amender that holds the first push of `version` in its amend (a large catalog's takes
+    its time) until `go_on` is set: (`amending`, set once it holds; `go_on`)."""
+    import threading
+    amending, go_on = threading.Event(), threading.Event()
+
+    def slow_amend(bundle):
+        if bundle.version == version and not amending.is_set():
+            amending.set()
+            go_on.wait(30)
+        return bundle
+    registry.add_amender(slow_amend)
+    return amending, go_on
+
+
 async def test_a_push_cancelled_while_the_same_version_is_pushed_again_leaves_it_stored(
         client, tailor_server, second_bundle):
     """Two pushes of one version (the retrain job's and an operator's; an operator's second try
@@ -619,18 +634,10 @@ async def test_a_push_cancelled_while_the_same_version_is_pushed_again_leaves_it
     to serve. The pointer then named a version no other worker could load (they backed off for
     good) and a restart served another. A push removes what it stored only when no other push
     of that version holds it."""
-    import threading
-
     from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
     registry, version = tailor_server.registry, second_bundle.name
-    amending, go_on, installs = threading.Event(), threading.Event(), []
-
-    def slow_amend(bundle):  # the first push's amend (a large catalog's) takes its time
-        if bundle.version == version and not amending.is_set():
-            amending.set()
-            go_on.wait(30)
-        return bundle
-    registry.add_amender(slow_amend)
+    amending, go_on = _held_amend(registry, version)
+    installs = []
     install = registry.install
 
     async def counted(bundle, *args, **kw):
@@ -662,19 +669,11 @@ async def test_a_version_published_while_another_push_swaps_in_is_not_pruned(
     them, stored a moment before and waiting for the swap lock; the second push then served it
     and answered OK, its directory gone (no other worker could load it, a restart served
     another). Pruning leaves a version a push holds."""
-    import threading
     settings.bundles_kept = 2
     registry = tailor_server.registry
     first, later = copy_bundle(second_bundle), second_bundle
     v1 = _rewrite_manifest(first, version=second_bundle.name + "-first")["version"]
-    amending, go_on = threading.Event(), threading.Event()
-
-    def slow_amend(bundle):  # the first push's amend (a large catalog's) takes its time
-        if bundle.version == v1 and not amending.is_set():
-            amending.set()
-            go_on.wait(30)
-        return bundle
-    registry.add_amender(slow_amend)
+    amending, go_on = _held_amend(registry, v1)
     pushed = asyncio.create_task(asyncio.to_thread(client.push_bundle, first))
     try:
         assert await asyncio.to_thread(amending.wait, 30)

@@ -27,6 +27,22 @@ async def settled(profiles, users, channel: str, want, seconds: float = 10.0):
         await asyncio.sleep(0.05)
 
 
+async def opted_in_at(profiles, user: str, attribute: str, address: str, channel: str,
+                      when: float = 0.0) -> None:
+    """`user` holds `address` (their `attribute`) and opted in to `channel` (at `when`)."""
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=user, attributes={attribute: address}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel=channel,
+                                                    opted_in=True, source="signup",
+                                                    timestamp=when))
+
+
+def shared_opt_out(tailor_server):
+    """The server's listener that opts out the other profiles at an unsubscribed address."""
+    from server.messages.optout import SharedOptOut
+    return next(x for x in tailor_server.profiles._listeners if isinstance(x, SharedOptOut))
+
+
 async def test_an_unsubscribe_event_opts_out_every_profile_at_the_address(campaigns, messaging,
                                                                           profiles, tailor_server):
     """A guest checkout and an account hold one inbox (and a third profile another), all
@@ -37,10 +53,7 @@ async def test_an_unsubscribe_event_opts_out_every_profile_at_the_address(campai
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     for user, address in (("account-e", "dee@example.org"), ("guest-e", " Dee@Example.org"),
                           ("other-e", "eve@example.org")):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"email": address}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
-                                                        opted_in=True, source="signup"))
+        await opted_in_at(profiles, user, "email", address, "email")
     await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
         event_id="unsub-1", user_id="account-e", type="unsubscribe", channel="email",
         timestamp=time.time())]))
@@ -59,10 +72,7 @@ async def test_an_unsubscribe_event_opts_out_every_profile_at_the_address(campai
 
 async def test_an_sms_unsubscribe_event_opts_out_every_profile_at_the_number(profiles):
     for user in ("account-s", "guest-s"):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"phone": "+447700900555"}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms",
-                                                        opted_in=True, source="signup"))
+        await opted_in_at(profiles, user, "phone", "+447700900555", "sms")
     await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
         event_id="unsub-2", user_id="guest-s", type="unsubscribe", channel="sms",
         timestamp=time.time())]))
@@ -73,13 +83,9 @@ async def test_an_sms_unsubscribe_event_opts_out_every_profile_at_the_number(pro
 async def test_a_crash_before_the_shared_opt_out_is_replayed(profiles, tailor_server):
     """The other profiles' opt-out runs after the batch's commit: a worker that died in
     between left it undone for good unless the outbox replays it."""
-    from server.messages.optout import SharedOptOut
     for user in ("account-r", "guest-r"):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"email": "rae@example.org"}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
-                                                        opted_in=True, source="signup"))
-    listener = next(x for x in tailor_server.profiles._listeners if isinstance(x, SharedOptOut))
+        await opted_in_at(profiles, user, "email", "rae@example.org", "email")
+    listener = shared_opt_out(tailor_server)
 
     async def crashed(events, batch):
         raise RuntimeError("the worker died here")
@@ -105,11 +111,7 @@ async def test_a_late_unsubscribe_event_leaves_another_profiles_later_opt_in(pro
     now = time.time()
     for user, when in (("account-l", now - 3 * 86400), ("guest-l", now - 3600),
                        ("old-l", now - 2 * 86400)):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"email": "lee@example.org"}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
-                                                        opted_in=True, source="signup",
-                                                        timestamp=when))
+        await opted_in_at(profiles, user, "email", "lee@example.org", "email", when)
     await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
         event_id="unsub-4", user_id="account-l", type="unsubscribe", channel="email",
         timestamp=now - 86400)]))
@@ -124,13 +126,9 @@ async def test_the_answer_does_not_wait_for_the_other_profiles_opt_out(profiles,
     0.016 s for a view), unbounded: the caller's deadline expired and it retried. The answer
     waits for the event's own user's opt-out (the batch's transaction, with the outbox
     entry) only; the others' writes are held here until the answer is in."""
-    from server.messages.optout import SharedOptOut
     for user in ("account-w", "guest-w1", "guest-w2"):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"email": "noemail@store.example"}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
-                                                        opted_in=True, source="signup"))
-    listener = next(x for x in tailor_server.profiles._listeners if isinstance(x, SharedOptOut))
+        await opted_in_at(profiles, user, "email", "noemail@store.example", "email")
+    listener = shared_opt_out(tailor_server)
     writer, answered = listener.consent, asyncio.Event()
 
     class Held:  # the real writer, its writes held until TrackEvents has answered
@@ -169,13 +167,9 @@ async def test_an_opt_in_given_after_the_answer_outlives_the_shared_opt_out(prof
     event all the same, its later choice lost. The check is made in the write's own
     transaction. The writes are held here until that opt-in is stored (with a thousand
     profiles at the address they take long enough unheld)."""
-    from server.messages.optout import SharedOptOut
     for user in ("account-v", "guest-v", "victim-v"):
-        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
-            user_id=user, attributes={"email": "noemail@store.example"}))
-        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
-                                                        opted_in=True, source="signup"))
-    listener = next(x for x in tailor_server.profiles._listeners if isinstance(x, SharedOptOut))
+        await opted_in_at(profiles, user, "email", "noemail@store.example", "email")
+    listener = shared_opt_out(tailor_server)
     writer, reached, opted = listener.consent, asyncio.Event(), asyncio.Event()
 
     class Held:  # the real writer, its writes held until the victim's opt-in is stored
