@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parseaddr
 
 from contract.keyring import keyring_path
@@ -53,9 +53,8 @@ from .smtp import SmtpConfig, SmtpSender
 from .webhook import WebhookSender, webhook_body
 from .wire import email_bytes
 
-__all__ = ["Delivery", "sent_event", "address_of", "ADDRESS", "MISSING_ADDRESS", "UNDELIVERED"]
+__all__ = ["Delivery", "sent_event", "address_of", "MISSING_ADDRESS", "UNDELIVERED"]
 
-ADDRESS = ADDRESS_ATTRIBUTES
 """The profile attribute each channel's messages go to (the contact policy prefers channels
 the user has one for: `contact.policy.Contact.reachable`)."""
 MISSING_ADDRESS = {"email": "no email address", "sms": "no phone number",
@@ -70,19 +69,19 @@ value: printable ASCII, no whitespace, no `<>"` or other specials of RFC 5322, o
 
 
 def address_of(channel: str, attributes) -> str:
-    """The address a message on `channel` goes to: the user's `ADDRESS[channel]` attribute,
+    """The address a message on `channel` goes to: the user's `ADDRESS_ATTRIBUTES[channel]` attribute,
     surrounding whitespace dropped (a phone number in its E.164 form); "" when there is none;
     `BadAddress` when it is no address the adapter can carry (checked before flattening: a
     CR/LF or non-ASCII address breaks the email, or the relay's RCPT) or whose opt-out could
     not be honoured (a phone number without its country code: a STOP from it, reported in
     E.164, would find no one, and the suppression list holds E.164 numbers only)."""
-    to = (attributes.get(ADDRESS[channel]) or "").strip()
+    to = (attributes.get(ADDRESS_ATTRIBUTES[channel]) or "").strip()
     if to and channel == "email" and not _EMAIL.fullmatch(to):
-        raise BadAddress(channel, ADDRESS[channel])
+        raise BadAddress(channel, ADDRESS_ATTRIBUTES[channel])
     if to and channel == "sms":
         to = normalize_phone(to)
         if to is None:
-            raise BadAddress(channel, ADDRESS[channel])
+            raise BadAddress(channel, ADDRESS_ATTRIBUTES[channel])
     return to
 
 
@@ -170,16 +169,6 @@ class Delivery:
         return SmtpSender(self.smtp.config)
 
     # -- sending -------------------------------------------------------------------------------
-    async def deliver(self, message, user_id: str, attributes, once: Once | None = None
-                      ) -> bool:
-        """ComposeMessage's `deliver`: send `message` now; False (nothing sent) when it is
-        scheduled for later. `once`: the delivery of a request id's message, which a repeat of
-        the request does not hand over again but is answered the first call's outcome."""
-        ready = self.ready(message, attributes)
-        if ready is None:
-            return False
-        return await self.hand(message, user_id, *ready, once)
-
     def ready(self, message, attributes) -> tuple[str, bytes] | None:
         """(address, flattened bytes) of `message` to send now; None when it is scheduled for
         later (the contact policy deferred it: quiet hours). FailedPrecondition when it cannot
@@ -189,7 +178,7 @@ class Delivery:
             return None
         to = address_of(message.channel, attributes)
         if not to:
-            raise FailedPrecondition(f"deliver: the user has no `{ADDRESS[message.channel]}` "
+            raise FailedPrecondition(f"deliver: the user has no `{ADDRESS_ATTRIBUTES[message.channel]}` "
                                      "attribute")
         return to, self.flatten(message, to)
 
@@ -323,31 +312,31 @@ class Delivery:
             logger.warning("a retried dead letter went, but could not be dropped: %s",
                            type(err).__name__)
 
-    async def _keep_once(self, once: Once) -> None:
-        """Renew a request's delivery claim (`Once`) every third of `claim_seconds` until
-        cancelled (its send ended) or the delivery is no longer being made: a repeat meanwhile
-        hears it is being delivered, not that whether it went is unknown (which invites a
-        send under a new request id, a second message)."""
-        while True:
-            await asyncio.sleep(self.claim_seconds / 3)
-            try:
-                if not await once.renew(time.time() + self.claim_seconds):
-                    return
-            except TailorError as err:  # e.g. a full store: the next renewal tries again
-                logger.warning("could not renew a delivery's claim: %s", type(err).__name__)
+    def _keep_once(self, once: Once) -> Awaitable[None]:
+        """Renew a request's delivery claim (`Once`) until its send ends or the delivery is no
+        longer being made: a repeat meanwhile hears it is being delivered, not that whether it
+        went is unknown (which invites a send under a new request id, a second message)."""
+        return self._keep(once.renew, "a delivery's claim")
 
-    async def _keep_claim(self, letter: DeadLetter) -> None:
-        """Renew `letter`'s claim every third of `claim_seconds` until cancelled (its retry
-        ended) or the claim is no longer its retry's."""
+    def _keep_claim(self, letter: DeadLetter) -> Awaitable[None]:
+        """Renew `letter`'s claim until its retry ends or the claim is no longer its retry's."""
+        return self._keep(lambda until: asyncio.to_thread(self.dead.renew, letter, until),
+                          "a dead letter's claim",
+                          lost="a dead letter's claim was lost while its retry ran")
+
+    async def _keep(self, renew: Callable[[float], Awaitable[bool]], what: str,
+                    lost: str = "") -> None:
+        """`renew(until)` every third of `claim_seconds` until cancelled, or until it says the
+        claim is no longer held (logged as `lost`, if given)."""
         while True:
             await asyncio.sleep(self.claim_seconds / 3)
             try:
-                if not await asyncio.to_thread(self.dead.renew, letter,
-                                               time.time() + self.claim_seconds):
-                    logger.warning("a dead letter's claim was lost while its retry ran")
+                if not await renew(time.time() + self.claim_seconds):
+                    if lost:
+                        logger.warning(lost)
                     return
             except TailorError as err:  # e.g. a full store: the next renewal tries again
-                logger.warning("could not renew a dead letter's claim: %s", type(err).__name__)
+                logger.warning("could not renew %s: %s", what, type(err).__name__)
 
     async def _retry(self, letter: DeadLetter) -> float:
         """Send the claimed `letter` (raises when it did not go or may not go now); when it was
