@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = ["PURPOSES", "MARKETING", "TRANSACTIONAL", "NO_CONSENT", "OPT_OUT_CHANNELS",
-           "need_of", "consent_reason", "reopens", "opted_in_since", "record_consent",
+           "need_of", "consent_reason", "consent_entry", "reopens", "opted_in_since", "record_consent",
            "current_consents"]
 
 MARKETING, TRANSACTIONAL = "marketing", "transactional"
@@ -61,12 +61,12 @@ def consent_reason(meta: Mapping | None, channel: str, purpose: str,
     Costs a few dict lookups (the decision path calls it per user and channel).
     """
     if purpose == TRANSACTIONAL:
-        entry = _entry(meta, channel, TRANSACTIONAL)
+        entry = consent_entry(meta, channel, TRANSACTIONAL)
         return NO_CONSENT if entry is not None and not entry["opted_in"] else None
     need = need_of(defaults, channel)
     if need == "none":
         return None
-    entry = _entry(meta, channel, MARKETING)
+    entry = consent_entry(meta, channel, MARKETING)
     if entry is None:
         return NO_CONSENT if need == "opt_in" else None
     return None if entry["opted_in"] else NO_CONSENT
@@ -78,7 +78,7 @@ def reopens(meta: Mapping | None, channel: str, defaults: Mapping[str, str]) -> 
     state is an opt-out and, where the channel needs an opt-in (`need_of`), the history holds
     one (a "Reply YES to confirm" on a receipt, or a START from a user who never agreed,
     recorded a first opt-in before: the marketing began)."""
-    entry = _entry(meta, channel, MARKETING)
+    entry = consent_entry(meta, channel, MARKETING)
     if entry is None or entry["opted_in"]:
         return False  # nothing to undo
     if need_of(defaults, channel) != "opt_in":
@@ -90,12 +90,12 @@ def reopens(meta: Mapping | None, channel: str, defaults: Mapping[str, str]) -> 
 def opted_in_since(meta: Mapping | None, channel: str, purpose: str, ts: float) -> bool:
     """Whether the current state of (channel, purpose) is an opt-in dated after `ts` (a
     choice the user made since a change dated `ts`, which an older opt-out must not undo)."""
-    entry = _entry(meta, channel, purpose)
+    entry = consent_entry(meta, channel, purpose)
     return entry is not None and bool(entry.get("opted_in")) \
         and float(entry.get("timestamp", 0.0)) > ts
 
 
-def _entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:
+def consent_entry(meta: Mapping | None, channel: str, purpose: str) -> Mapping | None:
     """The stored state of (channel, purpose), reading layout 1 (marketing only) too."""
     if not meta:
         return None

@@ -45,7 +45,7 @@ from urllib.parse import parse_qs, unquote_plus
 from aiohttp import web
 
 from ..config import DEFAULT_CONSENT
-from ..contact.consent import reopens
+from ..contact.consent import TRANSACTIONAL, consent_entry, consent_reason, reopens
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..messages.phones import PhoneIndex
 from ..profiles.errors import ErasedSince
@@ -124,8 +124,7 @@ class SmsInbound:
         elif opted_in and self.metas is not None:
             purposes = [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
                                         ("transactional", _stopped(meta))) if ok]
-        elif not opted_in and _transactional(meta) is not None and \
-                not _transactional(meta).get("opted_in"):
+        elif not opted_in and consent_reason(meta, "sms", TRANSACTIONAL, self.defaults):
             purposes = ["marketing"]  # closed already: START must not reopen it
         for purpose in purposes:
             await self.consent.set_consent(user, "sms", opted_in, source, timestamp=dated,
@@ -133,15 +132,9 @@ class SmsInbound:
         return bool(purposes)
 
 
-def _transactional(meta) -> dict | None:
-    """The profile's current SMS transactional state (None: none stored)."""
-    entry = ((meta or {}).get("consent") or {}).get("sms") or {}
-    return entry.get("transactional") if "opted_in" not in entry else None
-
-
 def _stopped(meta) -> bool:
     """Whether the SMS transactional texts are closed by an SMS reply (a STOP)."""
-    entry = _transactional(meta)
+    entry = consent_entry(meta, "sms", TRANSACTIONAL)
     return entry is not None and not entry.get("opted_in") and \
         str(entry.get("source", "")).startswith("sms reply ")
 
