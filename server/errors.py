@@ -97,9 +97,8 @@ class Unavailable(TailorError):
 
 class Internal(TailorError):
     """A part of a call that failed unexpectedly (logged where it failed) while the call goes
-    on: one entry of a partial RecommendBatch. Worded as `grpc_errors` words a whole call's."""
-
-    status = grpc.StatusCode.INTERNAL
+    on: one entry of a partial RecommendBatch. Worded as `grpc_errors` words a whole call's
+    (`_abort`); its status is `TailorError`'s, INTERNAL."""
 
     def __init__(self, method: str):
         super().__init__(f"internal error in {method}")
@@ -160,13 +159,10 @@ def _cut(message: str) -> str:
     return message if len(message) <= MAX_DETAIL_CHARS else message[:MAX_DETAIL_CHARS] + "..."
 
 
-def _detail(err: Exception) -> str:
-    return _cut(str(err))
-
-
 def detail(err: Exception) -> str:
-    """`err`'s message as a status message carries it (a partial RecommendBatch's entries)."""
-    return _detail(err)
+    """`err`'s message as a status message carries it (a call's abort, a partial
+    RecommendBatch's entries, the public endpoint's reply)."""
+    return _cut(str(err))
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str):
@@ -175,9 +171,9 @@ async def _abort(context: grpc.aio.ServicerContext, err: Exception, method: str)
             from .metrics import STORE_FULL_REFUSALS  # imported late: metrics imports errors
             STORE_FULL_REFUSALS.inc()
         logger.info("%s -> %s: %s", method, err.status.name, _cut(err.log_message()))
-        await context.abort(err.status, _detail(err))
+        await context.abort(err.status, detail(err))
     logger.exception("%s failed", method)
-    await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}")
+    await context.abort(grpc.StatusCode.INTERNAL, str(Internal(method)))
 
 
 HTTP_STATUS = {
@@ -193,7 +189,7 @@ provider retries its webhook later; anything else is 500."""
 
 def http_status(err: TailorError) -> tuple[int, str]:
     """The HTTP status and the (cut) message of `err` for the public endpoint's reply."""
-    return HTTP_STATUS.get(err.status, 500), _detail(err)
+    return HTTP_STATUS.get(err.status, 500), detail(err)
 
 
 def grpc_errors(method):
