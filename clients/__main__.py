@@ -471,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="deadline per call, seconds (default 5; a stream's whole run: "
                              "track 300, attribute 600, campaign plan and export 3600; "
                              "rollback, model promote and abort 120; export-profile 60 a page; "
-                             "at most 2592000, 30 days)")
+                             f"at most {MAX_TIMEOUT}, 30 days)")
     transport.add_arguments(common)
     parser = _Parser(prog="python -m clients", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -66,8 +66,8 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
         ids = [f"{call_id}.{i}" for i in range(len(request.requests))]
         results = await self.recommender.recommend_many(
             [RecommendConverter.to_query(r) for r in request.requests], ids, request.partial)
-        failed = [r for r in results if isinstance(r, TailorError)]
-        if failed:
+        failed = [r for r in results if isinstance(r, TailorError)] if request.partial else []
+        if failed:  # (without `partial` a failed entry failed the call)
             logger.info("RecommendBatch: %d of %d entries failed, first %s: %s", len(failed),
                         len(results), failed[0].status.name, failed[0].log_message()[:512])
         return batch_bytes([RecommendConverter.from_error(r, rid).SerializeToString()
