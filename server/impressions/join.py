@@ -190,12 +190,14 @@ class _Shown:
         plain = [ev for ev in events if not ev.request_id]
         left = join.most
         walked: list[tuple[int, bytes, bytes]] = []  # (ring index, key, record)
+        if not named:  # the walk's time range: the same under every ring key
+            latest = keys.ms_part(max(ev.timestamp for ev in events)) + keys.SEP + b"\xff"
+            earliest = keys.ms_part(min(ev.timestamp for ev in events) - self.window_s)
         for index, (kid, _) in enumerate(join.log.ring.keys):
             prefix = join.log.user_prefix(user_id, kid)
             before = start = None
             if not named:
-                before = prefix + keys.ms_part(max(ev.timestamp for ev in events)) + keys.SEP + b"\xff"
-                start = prefix + keys.ms_part(min(ev.timestamp for ev in events) - self.window_s)
+                before, start = prefix + latest, prefix + earliest
             for key, raw in itertools.islice(join._t.walk_back(txn, prefix, before), left):
                 if start is not None and key < start:
                     break
