@@ -75,12 +75,16 @@ def check_event(ev: TrackedEvent, rules: EventRules, now: float | None = None) -
             return f"{name} {problem}"
     if ev.type not in _TYPES:
         return f"type {shown(ev.type)} is unknown (known: {', '.join(EVENT_TYPES)})"
+    implied = DEFAULT_CHANNEL.get(ev.type)
     if not ev.channel:
         if ev.type == "unsubscribe":  # an opt-out of "web" would leave the real channel open
             return "channel is required for an unsubscribe (the channel opted out of)"
-        ev.channel = DEFAULT_CHANNEL.get(ev.type, "web")
+        ev.channel = implied or "web"
     if ev.channel not in _CHANNELS:
         return f"channel {shown(ev.channel)} is unknown (known: {', '.join(CHANNELS)})"
+    if implied and ev.channel != implied:  # its type names the channel (features, caps agree)
+        return (f"channel {shown(ev.channel)} contradicts type {ev.type!r}, an event of the "
+                f"{implied} channel (give {implied!r} or leave channel empty)")
     for name, value in (("item_id", ev.item_id), ("campaign_id", ev.campaign_id)):
         problem = id_problem(value, id_bytes) if len(value) > short or has_control(value) else None
         if problem:

@@ -1,8 +1,12 @@
-"""Event validation: byte limits count UTF-8 bytes, whatever the string's length in characters."""
+"""Event validation: byte limits count UTF-8 bytes, whatever the string's length in characters;
+a message type's channel is its own."""
 import time
 
+import grpc
 import pytest
 
+from protos.tailor.v1 import profile_pb2 as pb
+from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from server.profiles import EventRules, TrackedEvent
 from server.profiles.events import check_event
 
@@ -23,3 +27,27 @@ def test_default_channel_is_filled_and_attribute_limits_hold():
     assert check_event(ev, EventRules()) is None and ev.channel == "web"
     too_big = event(attributes={"k": "v" * 2000})
     assert check_event(too_big, EventRules()) == "attributes take 2001 bytes, at most 1024"
+
+
+async def test_a_channel_contradicting_its_message_type_is_rejected(module_bare_server):
+    """An email_sent marked push counted as a push send in the profile's channel rates, while
+    the frequency caps counted it as an email: the type names the channel, another is refused."""
+    stub = pb_grpc.ProfileServiceStub(module_bare_server[1])
+    ts = time.time() - 60
+    events = [pb.Event(event_id="mix1", user_id="mixed", type="email_sent", channel="push", timestamp=ts),
+              pb.Event(event_id="mix2", user_id="mixed", type="email_open", channel="sms", timestamp=ts),
+              pb.Event(event_id="mix3", user_id="mixed", type="sms_click", channel="email", timestamp=ts)]
+    reply = await stub.TrackEvents(pb.TrackEventsRequest(events=events))
+    assert reply.accepted == 0 and [r.index for r in reply.rejected] == [0, 1, 2]
+    assert reply.rejected[0].reason == ("channel 'push' contradicts type 'email_sent', an event of "
+                                        "the email channel (give 'email' or leave channel empty)")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetProfile(pb.GetProfileRequest(user_id="mixed"))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("type, channel", [("email_sent", ""), ("email_sent", "email"),
+                                           ("push_open", "push"), ("click", "app"), ("view", "email")])
+def test_channels_a_type_allows_are_accepted(type, channel):
+    ev = TrackedEvent("e1", "ann", type, channel, "", "", 0.0, time.time() - 60)
+    assert check_event(ev, EventRules()) is None
