@@ -12,6 +12,8 @@ Rules (per user, events in time order):
 - a conversion with no touch in its window is counted as unattributed;
 - the touches from `start` to `end` after the user's last conversion, at most `lookback` apart
   from the last of them, make one null (non-converting) journey;
+- events of a user at the same time are taken in event id order (touches and conversions:
+  which conversion claims the touches, the touches' order in the journey);
 - identical journeys are aggregated, unless `timestamps` are kept (time decay).
 """
 from __future__ import annotations
@@ -90,26 +92,29 @@ class _Collector:
         self.users = 0
         self.lost = [0.0, 0.0]
 
-    def emit(self, touches: list[tuple[float, str]], conversions: float, value: float,
+    def emit(self, touches: list[tuple[float, str, str]], conversions: float, value: float,
              nulls: float) -> None:
-        labels = tuple(label for _, label in touches)
+        labels = tuple(label for _, _, label in touches)
         if self.q.timestamps:
-            self.timed.append((labels, tuple(t for t, _ in touches), conversions, value, nulls))
+            self.timed.append((labels, tuple(t for t, _, _ in touches), conversions, value, nulls))
             return
         row = self.agg.setdefault(labels, [0.0, 0.0, 0.0])
         row[0] += conversions
         row[1] += value
         row[2] += nulls
 
-    def user(self, touches: list[tuple[float, str]], purchases: list[tuple[float, float]]) -> None:
+    def user(self, touches: list[tuple[float, str, str]],
+             purchases: list[tuple[float, str, float]]) -> None:
+        """One user's touches (time, event id, label) and purchases (time, event id, value):
+        in time order, ties in event id order (ids are unique: the store dedupes them)."""
         q = self.q
         self.users += 1
-        touches.sort(key=lambda t: t[0])
-        purchases.sort(key=lambda p: p[0])
+        touches.sort()
+        purchases.sort()
         if q.end:
             purchases = [p for p in purchases if p[0] < q.end]
         free = 0
-        for ts, value in purchases:
+        for ts, _, value in purchases:
             j = free
             while j < len(touches) and touches[j][0] <= ts:
                 j += 1
@@ -155,10 +160,10 @@ def build_journeys(events: Iterable[pb.Event], query: JourneyQuery,
                 out.user(touches, purchases)
             user, touches, purchases = ev.user_id, [], []
         if ev.type == CONVERSION_TYPE:
-            purchases.append((ev.timestamp, ev.value))
+            purchases.append((ev.timestamp, ev.event_id, ev.value))
         elif ev.type in query.touch_types:
             label = (ev.campaign_id or f"({ev.channel})") if by_campaign else ev.channel
-            touches.append((ev.timestamp, label))
+            touches.append((ev.timestamp, ev.event_id, label))
     if user is not None:
         out.user(touches, purchases)
     return out.result()

@@ -454,6 +454,27 @@ async def test_stored_nothing_in_range_is_empty(stub, tracked):
     assert (resp.paths, len(resp.credits), resp.total_conversions) == (0, 0, 0)
 
 
+async def test_stored_events_at_the_same_time_are_taken_in_event_id_order(stub, server_channel):
+    """Ties followed the stored keys' order, keyed hashes of the ids under the server's secret:
+    the same events gave email or web the last touch, and one purchase's value or the other's,
+    from one server to the next. Eight users with two touches and two purchases tied each."""
+    at = BASE - 120 * DAY  # outside every other test's range and lookback
+    events = [ppb.Event(event_id=f"tie{u}-{x}", user_id=f"tie{u}", type=t, value=v, timestamp=ts)
+              for u in range(8) for x, t, v, ts in [("b", "email_click", 0, at), ("a", "view", 0, at),
+                                                   ("d", "purchase", 2, at + 60),
+                                                   ("c", "purchase", 1, at + 60)]]
+    reply = await ppb_grpc.ProfileServiceStub(server_channel).TrackEvents(
+        ppb.TrackEventsRequest(events=events))
+    assert reply.accepted == 32
+    req = pb.AttributeStoredRequest(spec=pb.ModelSpec(model=pb.LAST_TOUCH, path_credits=True),
+                                    start_time=int(at - 1), end_time=int(at + DAY))
+    resp = await stub.AttributeStored(req)
+    assert [(list(p.channels), p.conversions, p.value, p.nulls) for p in resp.stored_paths] == [
+        (["web", "email"], 8, 8, 0)]  # view tie-a before email_click tie-b, purchase -c first
+    assert credits(resp) == {"web": (0, 0), "email": (8, 8)}
+    assert (resp.unattributed_conversions, resp.unattributed_value) == (8, 16)
+
+
 STORED_BAD = [
     ("end before start", {"end_time": int(START - 1)}, "end_time"),
     ("negative lookback", {"lookback_seconds": -5}, "lookback_seconds"),
