@@ -116,6 +116,10 @@ ERASED_WINDOW = ("stamped in the minutes after its user's erasure (DeleteProfile
                  "is not stored")
 """The reason for an event stamped after its user's erasure, up to the latest event it erased,
 when the tombstone keeps no token to tell replays apart (too many, or past the window)."""
+ID_TAKEN = ("event_id is the id of another user's event (ids are unique across users; a re-send "
+            "of an event names its user): it is not stored")
+"""The reason for an event whose id an event of another user holds: not a duplicate (which
+would tell the client it was stored before), and not stored."""
 
 
 class Profiles:
@@ -194,15 +198,13 @@ class Profiles:
 
     def _ingest_many(self, batches: Sequence[EventRecords]) -> list[IngestResult]:
         result = self.repo.write_events(EventRecords.concat(batches))
-        if not result.duplicates and not result.erased:
+        if not result.duplicates and not result.erased and not result.taken:
             return [IngestResult(list(range(len(b))), []) for b in batches]
         out, start = [], 0
-        acc, dup, gone = set(result.accepted), set(result.duplicates), set(result.erased)
+        parts = [set(x) for x in (result.accepted, result.duplicates, result.erased, result.taken)]
         for batch in batches:
             idx = range(start, start + len(batch))
-            out.append(IngestResult([i - start for i in idx if i in acc],
-                                    [i - start for i in idx if i in dup],
-                                    [i - start for i in idx if i in gone]))
+            out.append(IngestResult(*([i - start for i in idx if i in part] for part in parts)))
             start += len(batch)
         return out
 
@@ -254,12 +256,14 @@ class Profiles:
             stored = await asyncio.shield(landing)
             result.accepted_ids = [valid[i].event_id for i in stored.accepted]
             result.duplicates = len(stored.duplicates)
-            if stored.erased:  # retried or late events of a user erased since: not stored
+            if stored.erased or stored.taken:  # refused in the write: not stored
+                refused = [(i, ID_TAKEN) for i in stored.taken]
+                if stored.erased:  # retried or late events of a user erased since
+                    refused += zip(stored.erased, self._erased_reasons(valid, stored))
                 bad = {i for i, _, _ in result.rejected}  # the request positions of `valid`:
                 where = [j for j in range(offset, offset + len(events)) if j not in bad]
                 result.rejected.extend((where[i], valid[i].event_id, reason)
-                                       for i, reason in zip(stored.erased,
-                                                            self._erased_reasons(valid, stored)))
+                                       for i, reason in refused)
                 result.rejected.sort()
         metrics.count_events("rejected", (events[i - offset].type for i, _, _ in result.rejected),
                              _KNOWN_TYPES)

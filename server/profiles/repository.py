@@ -38,6 +38,9 @@ class IngestResult:
     duplicates: list[int]
     erased: list[int] = field(default_factory=list)
     """Events from before their user's erasure, refused (`Tombstones.before_erasure`)."""
+    taken: list[int] = field(default_factory=list)
+    """Events whose id an event of another user holds (in the store or earlier in the batch),
+    refused: no re-send, since a re-send keeps its user (`_fresh`)."""
 
 
 _UNSEEN = object()
@@ -97,13 +100,14 @@ class ProfileRepository:
         keep = [i for i in range(len(records)) if i not in gone]
         part = self._ingest_fresh(txn, records.take(keep)) if keep else IngestResult([], [])
         return IngestResult([keep[i] for i in part.accepted], [keep[i] for i in part.duplicates],
-                            late)
+                            late, [keep[i] for i in part.taken])
 
     def _ingest_fresh(self, txn, records: EventRecords) -> IngestResult:
-        fresh, dups = _fresh(records.dedupe_keys, self._dedupe.present(txn, records.dedupe_keys))
+        fresh, dups, taken = _fresh(records.dedupe_keys, records.event_keys,
+                                    self._dedupe.present(txn, records.dedupe_keys))
         if not fresh:
-            return IngestResult([], dups)
-        new = records if not dups else records.take(fresh)
+            return IngestResult([], dups, taken=taken)
+        new = records if len(fresh) == len(records) else records.take(fresh)
         users, fkeys, rows = new.users()
         batch = kf.Events(type=new.type, channel=new.channel, ts=new.ts, item=new.item,
                           category=self._category_codes(txn, new.categories), value=new.value,
@@ -121,7 +125,7 @@ class ProfileRepository:
             self._unsubscribed(txn, new)
         if any(new.outbox):  # only batches with a listener effect (`server.profiles.outbox`)
             self._outbox.put_many(txn, _outbox_entries(new))
-        return IngestResult(fresh, dups)
+        return IngestResult(fresh, dups, taken=taken)
 
     def _tz_offsets(self, txn, users: Sequence[str], new: EventRecords) -> np.ndarray | None:
         """Each event's UTC offset in minutes at its time in its user's zone (`zone_of` of
@@ -559,15 +563,26 @@ def _outbox_entries(new: EventRecords) -> list[tuple[bytes, bytes]]:
     return [(entry, outbox.value(event_keys)) for entry, event_keys in named.items()]
 
 
-def _fresh(keys: list[bytes], known: list[tuple[bytes, bytes]]) -> tuple[list[int], list[int]]:
-    """(indices of first sightings of unknown keys, indices of the rest), both ascending."""
-    if not known and len(set(keys)) == len(keys):
-        return list(range(len(keys))), []
-    fresh, dups, seen = [], [], {k for k, _ in known}
-    for i, key in enumerate(keys):
-        if key in seen:
-            dups.append(i)
-        else:
-            seen.add(key)
+def _fresh(dedupe: list[bytes], events: list[bytes], known: list[tuple[bytes, bytes]]
+           ) -> tuple[list[int], list[int], list[int]]:
+    """(indices of first sightings of unknown ids, of repeats of an id by the user whose
+    event holds it, of ids an event of another user holds), each ascending. `dedupe` and
+    `events` are the dedupe and events keys of the batch, `known` the stored (dedupe key,
+    events key) pairs among them; an events key starts with its user's token."""
+    if not known and len(set(dedupe)) == len(dedupe):
+        return list(range(len(dedupe))), [], []
+    holder = {k: _user_part(v) for k, v in known}
+    fresh, dups, taken = [], [], []
+    for i, key in enumerate(dedupe):
+        held, user = holder.get(key), _user_part(events[i])
+        if held is None:
+            holder[key] = user
             fresh.append(i)
-    return fresh, dups
+        else:
+            (dups if held == user else taken).append(i)
+    return fresh, dups, taken
+
+
+def _user_part(event_key: bytes) -> bytes:
+    """The user token an events key starts with."""
+    return bytes(event_key).partition(keys.SEP)[0]

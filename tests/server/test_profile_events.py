@@ -51,3 +51,30 @@ async def test_a_channel_contradicting_its_message_type_is_rejected(module_bare_
 def test_channels_a_type_allows_are_accepted(type, channel):
     ev = TrackedEvent("e1", "ann", type, channel, "", "", 0.0, time.time() - 60)
     assert check_event(ev, EventRules()) is None
+
+
+async def test_an_id_another_users_event_holds_is_rejected_not_a_duplicate(tmp_path):
+    """Ids counted per user by a client ("0", "1", ... for each) made every user after the first
+    lose their events, answered as duplicates (seen before, nothing changed): bob's three
+    purchases were dropped and his profile never existed."""
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets")
+    t = time.time() - 60
+    async with serving(settings) as (_, ch):
+        stub = pb_grpc.ProfileServiceStub(ch)
+
+        async def track(*events):
+            return await stub.TrackEvents(pb.TrackEventsRequest(events=[
+                pb.Event(event_id=i, user_id=u, type="purchase", value=10.0, timestamp=t)
+                for i, u in events]))
+        first = await track(("0", "ann"), ("1", "ann"))
+        again = await track(("1", "ann"), ("0", "bob"), ("1", "bob"), ("2", "bob"), ("2", "cy"),
+                            ("2", "bob"))
+        assert (first.accepted, again.accepted, again.duplicates) == (2, 1, 2)
+        assert list(again.accepted_ids) == ["2"]  # bob's; cy's "2" came after it
+        assert [(r.index, r.event_id) for r in again.rejected] == [(1, "0"), (2, "1"), (4, "2")]
+        assert all("another user's event" in r.reason for r in again.rejected)
+        profile = await stub.GetProfile(pb.GetProfileRequest(user_id="bob"))
+        assert [e.event_id for e in profile.events] == ["2"] and profile.features.monetary == 10.0

@@ -47,8 +47,10 @@ def test_concat_and_take_keep_columns_aligned():
 
 
 def test_a_repeated_id_in_one_batch_is_a_duplicate_and_touches_no_other_profile(repo):
-    result = repo.ingest([tracked("x1"), tracked("x1", user="mallory"), tracked("x2")], [None] * 3)
-    assert (result.accepted, result.duplicates) == ([0, 2], [1])
+    result = repo.ingest([tracked("x1"), tracked("x1", user="mallory"), tracked("x2"),
+                          tracked("x2")], [None] * 4)
+    # ann's repeat is a duplicate; mallory's event under ann's id is refused, not a duplicate
+    assert (result.accepted, result.duplicates, result.taken) == ([0, 2], [3], [1])
     assert repo.states(["ann", "mallory"])[1] is None
     again = repo.ingest([tracked("x2"), tracked("x3")], [None] * 2)
     assert (again.accepted, again.duplicates) == ([1], [0])
