@@ -14,7 +14,8 @@ Rules (per user, events in time order):
   from the last of them, make one null (non-converting) journey;
 - events of a user at the same time are taken in event id order (touches and conversions:
   which conversion claims the touches, the touches' order in the journey);
-- identical journeys are aggregated, unless `timestamps` are kept (time decay).
+- identical journeys are aggregated, unless `timestamps` are kept (time decay); journeys are
+  ordered by their labels, then times (`_Collector.result`).
 """
 from __future__ import annotations
 
@@ -132,14 +133,17 @@ class _Collector:
             self.emit([t for t in rest if t[0] >= rest[-1][0] - q.lookback], 0.0, 0.0, 1.0)
 
     def result(self) -> Journeys:
+        """The journeys in a canonical order (by channels, then times), not the store's, which
+        follows keyed hashes of the user ids: the answer (paths, channel order, a seeded
+        sampled Shapley) is the same on every server holding the same events."""
         if self.q.timestamps:
-            rows = self.timed
+            rows = sorted(self.timed)
             paths = Paths.from_sequences([r[0] for r in rows], [r[2] for r in rows],
                                          [r[3] for r in rows], [r[4] for r in rows],
                                          timestamps=[r[1] for r in rows]) if rows else None
         else:
-            keys = list(self.agg)
-            counts = list(zip(*self.agg.values())) if keys else None
+            keys = sorted(self.agg)
+            counts = list(zip(*(self.agg[k] for k in keys))) if keys else None
             paths = Paths.from_sequences(keys, *counts) if keys else None
         return Journeys(paths, self.users, *self.lost)
 
