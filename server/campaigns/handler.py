@@ -44,7 +44,7 @@ from .power import (
     seconds_to_significance,
 )
 from .records import NO_ARM, PENDING, SUPPRESSED, DecisionRecord, RewardOutcome, RewardRequest
-from .repository import ERASURE_SECRETS_ENV, PLAN_SLICES_ALONE, CampaignRepository
+from .repository import ERASURE_SECRETS_ENV, OUTBOX_TAG, PLAN_SLICES_ALONE, CampaignRepository
 from .requests import request_digest
 from .spec import Campaign, CampaignSpec
 
@@ -435,7 +435,7 @@ class Campaigns:
         check_id("decision_id", decision_id, self.limits.id_bytes)
         return await self._changing(self._rewards.submit(RewardRequest(decision_id, float(reward))))
 
-    outbox = b"campaigns"
+    outbox = OUTBOX_TAG
     """The tag of this listener's outbox entries (`server.profiles.outbox`)."""
 
     def follows(self, events: Sequence[TrackedEvent]) -> list[int]:

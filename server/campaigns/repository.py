@@ -44,6 +44,7 @@ from ..store.keys import (
     count_key,
     decision_index_key,
     due_key,
+    outbox_parts,
     user_prefix,
 )
 from .decision_log import DecisionLog, decision_parts, decode_decision, encode_decision
@@ -71,7 +72,11 @@ from .requests import RequestIds
 from .spec import Campaign
 
 __all__ = ["CampaignRepository", "writer_functions", "PENDING", "REWARDED", "DEFAULT",
-           "SUPPRESSED"]
+           "SUPPRESSED", "OUTBOX_TAG"]
+
+OUTBOX_TAG = b"campaigns"
+"""The tag of the campaigns' outbox entries: a tracked batch's rewards and contacts
+(`server.profiles.outbox`)."""
 
 
 class CampaignRepository:
@@ -309,15 +314,18 @@ class CampaignRepository:
         (`ContactLog.add_sends`). A request counts only if its entry is still there, and only
         the items of the events it still names; the entry is deleted in this
         transaction (`store.outbox.claim`): the worker that committed the events, or a replay
-        after a crash, applies them once (`server.profiles.outbox`)."""
+        after a crash, applies them once (`server.profiles.outbox`). A reward's window is
+        judged at its batch's commit (the entry's time), not at the replay's: the sweep keeps
+        the windows open meanwhile (`_held_back`)."""
         def fn(txn):
-            todo = []
+            sends = []
             for entry, items in requests:
-                todo.extend(outbox.claim_named(txn, self._outbox, entry, items))
-            for _, req, _ in todo:
-                if req is not None:
-                    self._apply(txn, req, now)
-            sends = [send for _, _, send in todo if send is not None]
+                at = min(now, outbox_parts(entry)[0] / 1000.0)
+                for _, req, send in outbox.claim_named(txn, self._outbox, entry, items):
+                    if req is not None:
+                        self._apply(txn, req, at)
+                    if send is not None:
+                        sends.append(send)
             if sends:
                 self.contacts.add_sends(txn, sends, time.time())
             return [None] * len(requests)
@@ -424,6 +432,7 @@ class CampaignRepository:
                 return total
 
     def _sweep_some(self, txn, now: float, limit: int) -> tuple[int, int]:
+        now = self._held_back(txn, now)
         doomed, due_by_now = [], due_key(now, "")
         for key, pkey in self._d.items(txn, DUE_PREFIX):
             if key >= due_by_now or len(doomed) >= limit:  # due keys end below due_by_now
@@ -440,6 +449,20 @@ class CampaignRepository:
             self._close_window(txn, pkey, rec, spec, now)
             closed += 1
         return len(doomed), closed
+
+    def _held_back(self, txn, now: float) -> float:
+        """`now`, or the commit time of the oldest tracked batch whose campaign effects still
+        wait in the outbox (a listener that failed, a crash before it ran), if earlier: a
+        window ending after that batch stays open until the replay applies its rewards, which
+        were in time (`apply_event_effects`). At most a few entries are read (the table holds
+        the batches in flight and those left for the replay, dropped after `MAX_TRIES`)."""
+        for key in self._outbox.keys(txn):  # time order
+            ms, tag = outbox_parts(key)
+            if ms >= now * 1000.0:
+                break
+            if tag == OUTBOX_TAG:
+                return ms / 1000.0
+        return now
 
     def _close_window(self, txn, pkey: bytes, rec: dict, spec, now: float) -> None:
         """Close a pending decision whose window ended: its best event reward, else the

@@ -127,6 +127,41 @@ async def test_a_listener_that_fails_leaves_the_batch_accepted_and_the_others_ap
         assert await effects(s, decision_id, answer.model_version) == APPLIED
 
 
+async def test_a_reward_in_time_left_for_the_replay_counts_after_its_window(tmp_path,
+                                                                            monkeypatch):
+    """A click committed inside its decision's window whose campaign effects were left for the
+    replay (the listener failed; a crash likewise) reached the writer after the window: the
+    sweep had closed the decision with the default, 0, and the click's reward was refused. The
+    sweep holds windows open while such a batch waits, and the reward is judged at its commit."""
+    from server.config import Settings
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", campaign_sweep_seconds=0.2)
+    async with serving(settings) as (server, ch):
+        s = Stubs(ch)
+        spec = campaign().spec
+        spec.reward_window_seconds = 2.0
+        await s.campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+        clicked, idle = [await s.campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id="c1", user_id=user)) for user in ("ann", "bob")]
+        with monkeypatch.context() as patch:
+            patch.setattr(server.campaigns, "on_events", crashed)
+            got = await s.profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+                event_id="k1", user_id="ann", type="click", timestamp=time.time(),
+                attributes={"decision_id": clicked.decision_id})]))
+        assert got.accepted == 1
+
+        async def log():
+            return {r.decision_id: (r.status, r.reward) for r in [r async for r in
+                    s.campaigns.ExportDecisions(cpb.ExportDecisionsRequest(include_pending=True))]
+                    if r.status != "pending"}
+        await asyncio.sleep(2.6)  # past both windows, sweeps included
+        assert await log() == {}  # held open: the batch before their deadlines waits
+        assert await server.profiles.replay_outbox(older_than=0) == 1
+        await asyncio.sleep(0.6)
+        assert await log() == {clicked.decision_id: ("rewarded", 1.0),
+                               idle.decision_id: ("default", 0.0)}
+
+
 async def test_concurrent_replays_join_a_click_once(tmp_path, demo_bundle, monkeypatch):
     """Two replays of the same entries (two workers starting, a worker and the periodic
     replay): the join adds counts, and each entry is claimed in the join's transaction."""
