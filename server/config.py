@@ -539,13 +539,16 @@ class Settings(BaseSettings):
     """Serve gRPC reflection (open to everyone, like health)."""
     pii_keys: tuple[str, ...] = (
         "email", "*email*", "*e_mail*", "phone", "*phone*", "mobile", "*mobile*", "name",
-        "first_name", "last_name", "middle_name", "full_name", "surname", "*address*", "street",
-        "city", "zip", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*", "dob", "ssn",
-        "*push_token*", "*device_token*")
+        "first_name", "last_name", "middle_name", "full_name", "given_name", "family_name",
+        "firstname", "lastname", "fullname", "surname", "*address*", "street", "city", "zip",
+        "zip_*", "zipcode", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*",
+        "date_of_birth", "dob", "ssn", "*push_token*", "*device_token*")
     """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns (addresses a message
-    goes to included: email, phone, the `push_token` of push messages): their values are
-    masked in profiles, events and exports for callers without the `pii-reader` role, and in a
-    Recommend request's context before the impression log stores it (for every caller)."""
+    goes to included: email, phone, the `push_token` of push messages), each matched against
+    the key as written and in snake case (`firstName`, `first-name` are `first_name`): their
+    values are masked in profiles, events and exports for callers without the `pii-reader`
+    role, and in a Recommend request's context before the impression log stores it (for every
+    caller)."""
 
     # -- messages and the public HTTP endpoint (issue 16) ----------------------------------------
     public_http_port: int | None = Field(None, ge=0, le=65535)

@@ -4,12 +4,26 @@ profile attributes, event attributes (GetProfile events, ExportEvents) and the c
 exported decisions."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, MutableMapping
 from fnmatch import fnmatchcase
 
 __all__ = ["PiiPolicy", "mask_value"]
 
 _MASK_CACHE_MAX = 4096
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+"""Where a camelCase word starts: `firstName` -> first|Name, `userIP` -> user|IP, `IPAddress`
+-> IP|Address."""
+_SEPARATORS = re.compile(r"[\s.\-]+")
+
+
+def spellings(key: str) -> tuple[str, ...]:
+    """The forms of `key` the patterns are matched against: lower-cased as written, and in
+    snake case (camelCase words, `-`, `.` and spaces split by `_`): `firstName`, `FirstName`
+    and `first-name` are all `first_name`, which a pattern names once."""
+    low = key.lower()
+    snake = _SEPARATORS.sub("_", _WORD_START.sub("_", key)).lower()
+    return (low,) if snake == low else (low, snake)
 
 
 def mask_value(value: str) -> str:
@@ -21,8 +35,9 @@ def mask_value(value: str) -> str:
 
 
 class PiiPolicy:
-    """`patterns`: case-insensitive `fnmatch` patterns of PII keys (`Settings.pii_keys`);
-    `is_pii(key)` costs one dict hit per distinct key (patterns resolved once)."""
+    """`patterns`: case-insensitive `fnmatch` patterns of PII keys (`Settings.pii_keys`), each
+    matched against the key as written and in snake case (`spellings`); `is_pii(key)` costs one
+    dict hit per distinct key (patterns resolved once)."""
 
     def __init__(self, patterns: Iterable[str]):
         self.patterns = tuple(p.lower() for p in patterns)
@@ -31,8 +46,7 @@ class PiiPolicy:
     def is_pii(self, key: str) -> bool:
         hit = self._known.get(key)
         if hit is None:
-            low = key.lower()
-            hit = any(fnmatchcase(low, p) for p in self.patterns)
+            hit = any(fnmatchcase(form, p) for form in spellings(key) for p in self.patterns)
             if len(self._known) < _MASK_CACHE_MAX:
                 self._known[key] = hit
         return hit

@@ -145,6 +145,31 @@ async def test_analyst_sees_pii_masked_and_pii_reader_unmasked(chan, auth):
     assert [e.attributes["ip"] for e in full_ev if e.event_id == "s1"] == ["10.1.2.3"]
 
 
+async def test_pii_keys_are_masked_in_any_spelling(chan, auth):
+    """Before: `pii_keys` matched the key lower-cased only, so an app's camelCase or dashed
+    keys (firstName, lastName, postalCode, userIP, dateOfBirth, first-name) and given_name,
+    family_name, zip_code reached an analyst as written."""
+    profiles, t = pb_grpc.ProfileServiceStub(chan), auth[1]
+    pii = {"firstName": "Alicia", "FirstName": "Alicia", "lastName": "Smith", "fullName": "A S",
+           "first-name": "Alicia", "given_name": "Alicia", "family_name": "Smith",
+           "postalCode": "SW1A 1AA", "zipCode": "90210", "zip_code": "90210",
+           "dateOfBirth": "1990-01-01", "userIP": "203.0.113.7", "IPAddress": "203.0.113.7"}
+    plain = {"locale": "en-GB", "campaign_name": "spring", "membership": "gold", "VIPLevel": "2"}
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="erin", attributes={**pii, **plain}), metadata=bearer(t["tracker"]))
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+        event_id="camel-1", user_id="erin", type="click", item_id="i1", timestamp=time.time() - 5,
+        attributes={"clientIp": "203.0.113.7", "pageName": "home"})]), metadata=bearer(t["tracker"]))
+    req = pb.GetProfileRequest(user_id="erin", max_events=5)
+    masked = await profiles.GetProfile(req, metadata=bearer(t["analyst"]))
+    assert {k: v for k, v in masked.attributes.items() if k in pii} == {
+        k: v[:1] + "***" for k, v in pii.items()}
+    assert {k: v for k, v in masked.attributes.items() if k in plain} == plain
+    assert dict(masked.events[0].attributes) == {"clientIp": "2***", "pageName": "home"}
+    full = await profiles.GetProfile(req, metadata=bearer(t["reader"]))
+    assert dict(full.attributes) == {**pii, **plain}
+
+
 def _jwt(jwt_keys, kind="ec", **claims):
     body = {"sub": "svc-7", "iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 300,
             "roles": ["decider"], **claims}
