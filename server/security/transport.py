@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import stat
 import threading
 from pathlib import Path
 
@@ -122,6 +123,7 @@ class ServerTls:
         """The files as gRPC takes them, each read once and checked (`TlsFileInvalid` names
         the first bad one)."""
         cert_pem, key_pem = _read_bytes("--tls-cert", self.cert), _read_bytes("--tls-key", self.key)
+        _warn_if_readable_by_all(self.key)
         leaf = _certificates("--tls-cert", self.cert, cert_pem)[0]
         key = _private_key(self.key, key_pem)
         public = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -179,6 +181,20 @@ def _trusted_ca(path: Path) -> None:
         raise TlsFileInvalid("--tls-client-ca", path, err.strerror or str(err)) from None
     if unsafe:
         raise TlsFileInvalid("--tls-client-ca", path, unsafe)
+
+
+def _warn_if_readable_by_all(key: Path) -> None:
+    """Warn about a `--tls-key` every user of the host may read (as about a keyring): anyone
+    could copy it and pass for this server, to clients that then send it their tokens. Not
+    refused: a container's secret mount may be 0444 (or Kubernetes' default 0644)."""
+    try:
+        mode = stat.S_IMODE(key.stat().st_mode)
+    except OSError:  # gone since it was read: the next read says so
+        return
+    if mode & stat.S_IROTH:
+        logger.warning("--tls-key %s: every user may read it (mode %04o), so anyone on this host "
+                       "could copy the server's private key and pass for it; chmod o-r unless it "
+                       "is a container's own mount", key, mode)
 
 
 def _read_bytes(flag: str, path: Path) -> bytes:

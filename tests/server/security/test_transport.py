@@ -337,3 +337,23 @@ def test_a_client_ca_every_user_may_write_is_refused_at_start_and_on_reload(tmp_
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.reload_context(ctx)  # the metrics endpoint's reload
     assert ctx.sni_callback is None and "TLS reload (HTTP) failed" in caplog.text
+
+
+def test_a_tls_key_every_user_may_read_is_warned_about_at_start_and_on_reload(
+        server_process, ca, demo_bundle, caplog):
+    """Keyrings every user may read start with a warning; the TLS key, whose copy lets anyone
+    on the host pass for the server (and be sent the clients' tokens), started without a word."""
+    issued = ca.issue("server")
+    issued.key.chmod(0o644)
+    tls = Connection(tls_ca=ca.cert)
+    server = server_process(bundle=demo_bundle, connection=tls,
+                            args=("--tls-cert", str(issued.cert), "--tls-key", str(issued.key)))
+    _ping(server.target, tls)
+    assert f"--tls-key {issued.key}: every user may read it (mode 0644)" in server.stop()
+    issued.key.chmod(0o640)
+    reloaded = ServerTls(issued.cert, issued.key)
+    assert "every user may read it" not in caplog.text  # group-readable: no warning
+    issued.key.chmod(0o604)
+    reloaded.reload()
+    assert reloaded._fetch() is not None  # still loaded, with the warning
+    assert f"--tls-key {issued.key}: every user may read it (mode 0604)" in caplog.text
