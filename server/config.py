@@ -330,8 +330,9 @@ class Settings(BaseSettings):
     tls_client_ca: Path | None = None
     """PEM CA bundle: mutual TLS, clients without a certificate it signed fail the handshake."""
     insecure: bool = False
-    """Serve a non-loopback `host` without TLS or an auth config anyway, and send email in
-    plain SMTP to a relay off this host (`smtp_security` none); otherwise refused."""
+    """Serve a non-loopback `host` without TLS or an auth config anyway, send email in plain
+    SMTP to a relay off this host (`smtp_security` none), and build unsubscribe links on an
+    http:// `public_url`; otherwise refused. The start logs a warning naming each it allowed."""
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     """Transport limit per message (bundle chunks, large batches)."""

@@ -34,48 +34,58 @@ logger = logging.getLogger("tailor.security.transport")
 def check_exposure(settings) -> str | None:
     """The secure-by-default rule, checked before anything binds (gRPC and metrics ports share
     `host`). Raises ServeRefused with one line naming the flags when a non-loopback bind lacks TLS
-    or an auth config and `--insecure` was not given; else returns a warning to log, None when
-    TLS and authentication are both on."""
+    or an auth config, plain SMTP goes to a relay off this host, or an exposed public port's
+    links are not https, and `--insecure` was not given; else returns a warning to log naming
+    each of those `--insecure` let through, None when nothing was."""
     if (settings.tls_key is None) != (settings.tls_cert is None):
         raise ServeRefused("--tls-cert and --tls-key go together")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise ServeRefused("--tls-client-ca needs --tls-cert and --tls-key")
+    relaxed = [why for why in (_check_public_url(settings), _check_smtp(settings)) if why]
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
-    _check_public_url(settings)
-    _check_smtp(settings)
-    if tls and auth:
-        return None
-    missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth)) if not on)
-    if not is_loopback(settings.host) and not settings.insecure:
-        raise ServeRefused(f"refusing to serve on {settings.host} without {missing}: give --tls-cert "
-                         "FILE --tls-key FILE [--tls-client-ca FILE] and --auth-config FILE, "
-                         "or --insecure to serve anyway")
-    return f"serving without {missing}" + ("" if auth else ": every caller is unauthenticated")
+    if not (tls and auth):
+        missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth))
+                               if not on)
+        if not is_loopback(settings.host) and not settings.insecure:
+            raise ServeRefused(f"refusing to serve on {settings.host} without {missing}: give "
+                               "--tls-cert FILE --tls-key FILE [--tls-client-ca FILE] and "
+                               "--auth-config FILE, or --insecure to serve anyway")
+        relaxed.insert(0, f"serving without {missing}" +
+                       ("" if auth else ": every caller is unauthenticated"))
+    return "; ".join(relaxed) or None
 
 
-def _check_smtp(settings) -> None:
+def _check_smtp(settings) -> str | None:
     """Plain SMTP (`smtp_security` none) only to a relay on loopback, as the setting says:
     to another host every email (addresses, names, unsubscribe links) and the relay's login
-    would cross the network unencrypted. `--insecure` allows it."""
+    would cross the network unencrypted. `--insecure` allows it: then what it lets through."""
     host = getattr(settings, "smtp_host", "")
-    if host and getattr(settings, "smtp_security", "") == "none" and not is_loopback(host) \
-            and not settings.insecure:
+    if not host or getattr(settings, "smtp_security", "") != "none" or is_loopback(host):
+        return None
+    if not settings.insecure:
         raise ServeRefused(f"TAILOR_SMTP_SECURITY=none sends email and the relay login "
                            f"unencrypted to {host}: use starttls or tls, a relay on loopback, "
                            "or give --insecure")
+    return (f"--insecure: TAILOR_SMTP_SECURITY=none sends email and the relay login "
+            f"unencrypted to {host}")
 
 
-def _check_public_url(settings) -> None:
-    """An exposed public HTTP port needs the https base URL its links are built on."""
+def _check_public_url(settings) -> str | None:
+    """An exposed public HTTP port needs the https base URL its links are built on;
+    `--insecure` allows an http one: then what it lets through."""
     if getattr(settings, "public_http_port", None) is None or is_loopback(settings.host):
-        return
+        return None
     url = settings.public_url
     if not url:
         raise ServeRefused("--public-http-port on a non-loopback host needs --public-url (the "
                          "externally visible https:// base of unsubscribe links)")
-    if not url.startswith("https://") and not settings.insecure:
+    if url.startswith("https://"):
+        return None
+    if not settings.insecure:
         raise ServeRefused("--public-url must be https:// (unsubscribe links carry a credential), "
                          "or give --insecure")
+    return (f"--insecure: unsubscribe links are built on {url}, not https://: the credential "
+            "each carries crosses the network readable")
 
 
 class ServerTls:

@@ -357,3 +357,22 @@ def test_a_tls_key_every_user_may_read_is_warned_about_at_start_and_on_reload(
     reloaded.reload()
     assert reloaded._fetch() is not None  # still loaded, with the warning
     assert f"--tls-key {issued.key}: every user may read it (mode 0604)" in caplog.text
+
+
+def test_insecure_names_what_it_let_through_even_with_tls_and_auth_on(server_process, ca,
+                                                                      demo_bundle, tmp_path):
+    """The deployment files set TAILOR_INSECURE=true until certificates are mounted: one left
+    set beside TLS and an auth config let plain SMTP to a relay off the host (every email and
+    the relay's login in clear) start without a word."""
+    issued = ca.issue("server")
+    auth = tmp_path / "auth.toml"
+    auth.write_text("")
+    tls = Connection(tls_ca=ca.cert)
+    server = server_process(bundle=demo_bundle, connection=tls, env={
+        "TAILOR_SMTP_HOST": "10.0.0.7", "TAILOR_SMTP_SECURITY": "none"}, args=(
+        "--tls-cert", str(issued.cert), "--tls-key", str(issued.key), "--auth-config", str(auth),
+        "--insecure"))
+    log = server.stop()
+    assert "--insecure: TAILOR_SMTP_SECURITY=none sends email and the relay login unencrypted " \
+           "to 10.0.0.7" in log
+    assert "serving without" not in log
