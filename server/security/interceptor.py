@@ -18,7 +18,8 @@ reason) and interval (`failures.FailedAuthDigest`: anyone can fail, nobody may f
 A streaming call's caller is checked again as the stream runs (`_Caller`): at its next message
 in either direction after an auth config reload (SIGHUP), and at least every `RECHECK_SECONDS`
 otherwise, so a revoked token, a role taken away or an expired JWT ends the streams it opened
-(UNAUTHENTICATED or PERMISSION_DENIED; what a stream had done before stays done).
+(UNAUTHENTICATED or PERMISSION_DENIED; what a stream had done before stays done); so does
+`pii-reader` taken from a caller whose call started with it (an export that sends unmasked data).
 """
 from __future__ import annotations
 
@@ -36,7 +37,15 @@ from .authn import Authenticator
 from .failures import FailedAuthDigest
 from .logging import logger
 from .principals import Principal
-from .roles import ANY_AUTHENTICATED, OPEN_PREFIXES, PII_READER, SENSITIVE, UNMASKED_READS, RoleTable
+from .roles import (
+    ANY_AUTHENTICATED,
+    OPEN_PREFIXES,
+    PII_READER,
+    SENSITIVE,
+    UNMASKED_READS,
+    UNMASKED_STREAMS,
+    RoleTable,
+)
 
 __all__ = ["AuthInterceptor", "current_principal", "address_target", "RECHECK_SECONDS"]
 
@@ -344,11 +353,21 @@ class _Caller:
         if again.name != self.principal.name:
             return Unauthenticated(f"the stream's credentials now name {again.name}, "
                                    f"not {self.principal.name}")
-        lacking = interceptor.lacking(again, self.method)
+        lacking = interceptor.lacking(again, self.method) or self._unmasking(again)
         if lacking is None:
             return None
         self.denied = True
         return PermissionDenied(lacking)
+
+    def _unmasking(self, again: Principal) -> str | None:
+        """Why the call may not go on (None: it may): an export that decided at its start to
+        send unmasked data (`UNMASKED_STREAMS`, its caller a `pii-reader`), whose caller
+        `again` no longer has the role."""
+        if self.method in UNMASKED_STREAMS and self.principal.has(PII_READER) \
+                and not again.has(PII_READER):
+            return (f"{again.name} lacks the role {PII_READER} this call started with: it "
+                    "sends unmasked data")
+        return None
 
     async def checking(self, requests):
         """`requests`, each read after the caller is checked (`gone`): a caller gone ends the

@@ -106,6 +106,10 @@ SENSITIVE = frozenset({
 (GetProfile, UpsertAttributes by a `pii-reader`) are audited too (`interceptor`)."""
 
 UNMASKED_READS = frozenset({_PROFILE + "GetProfile", _PROFILE + "UpsertAttributes"})
+UNMASKED_STREAMS = frozenset({_PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions",
+                              _MODEL + "ExportImpressions"})
+"""Reply streams that a `pii-reader` reads unmasked, decided at their start: one whose caller
+loses the role ends (`interceptor._Caller`)."""
 
 
 def default_patterns() -> dict[str, list[str]]:

@@ -448,6 +448,35 @@ async def test_a_role_taken_away_ends_the_streams_it_opened(secured, chan, auth)
     assert "writer lacks the role" in err.details() and "TrackEventStream" in err.details()
 
 
+async def test_pii_reader_taken_away_ends_the_unmasked_export_it_opened(secured, chan, auth):
+    """An export decides at its start whether it masks; a principal demoted from analyst and
+    pii-reader to analyst still may call it, so the recheck let the open stream go on and it
+    kept sending unmasked emails to the demoted caller (all 3,000 of them, to the end)."""
+    path, t = auth
+    token = tokens.mint(path, "exporter", ["analyst", "pii-reader"])
+    assert secured.auth.reload_auth()
+    profiles, now = pb_grpc.ProfileServiceStub(chan), time.time()
+    for batch in range(3):
+        await profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+            event_id=f"x{batch}-{i}", user_id=f"buyer{i}", item_id="1", type="view",
+            timestamp=now - 60, attributes={"email": f"buyer{i}@example.com", "pad": "p" * 200})
+            for i in range(1000)]), metadata=bearer(t["tracker"]))
+    export = profiles.ExportEvents(pb.ExportEventsRequest(start=0, end=now + 60),
+                                   metadata=bearer(token))
+    first = await export.read()
+    assert first.attributes["email"].startswith("buyer") and "***" not in first.attributes["email"]
+    import tomllib
+    doc = tomllib.loads(path.read_text())
+    doc["principals"]["exporter"]["roles"] = ["analyst"]
+    path.write_text(tokens.dumps(doc))
+    assert secured.auth.reload_auth()
+    with pytest.raises(grpc.RpcError) as err:
+        while await export.read() is not grpc.aio.EOF:
+            pass
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value.details()
+    assert "exporter lacks the role pii-reader" in err.value.details()
+
+
 async def test_a_stream_ends_when_its_jwt_expires(secured, chan, jwt_keys, monkeypatch):
     from server.security import interceptor
     monkeypatch.setattr(interceptor, "RECHECK_SECONDS", 0.2)
