@@ -45,13 +45,30 @@ REPORT_TYPES = {"bounce": "email_bounce", "complaint": "email_complaint"}
 """Report type -> the tracked event type it records."""
 
 
+_JSON_TYPES = {bool: "boolean", int: "number", float: "number", list: "array", dict: "object"}
+
+
+def text_field(report: dict, name: str) -> str:
+    """The report's `name` field ("" when absent or null); InvalidArgument for one that is not
+    a string: a number, list or object is not what the provider meant (read as its text, a
+    `decision_id` of {"a": 1} found no message and the report answered 200)."""
+    value = report.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        kind = _JSON_TYPES.get(type(value), "value")
+        raise InvalidArgument(name, f"must be a string, not a JSON {kind}")
+    return value
+
+
 def decision_of(report: dict, limits: Limits) -> str:
     """The decision id a report names (`decision_id`, or the local part of `message_id`)."""
-    given = report.get("decision_id") or ""
-    if not given and report.get("message_id"):
-        message_id = check_text("message_id", str(report["message_id"]), limits.address_chars)
+    given = text_field(report, "decision_id")
+    message_id = text_field(report, "message_id")
+    if not given and message_id:
+        message_id = check_text("message_id", message_id, limits.address_chars)
         given = message_id.strip().strip("<>").rsplit("@", 1)[0]
-    return check_id("decision_id", str(given), limits.id_bytes) if given else ""
+    return check_id("decision_id", given, limits.id_bytes) if given else ""
 
 
 class DeliveryEvents:
@@ -74,9 +91,9 @@ class DeliveryEvents:
     def checked(self, report: dict) -> tuple[str, str, str]:
         """The report's type, decision id and address, every field checked: a bad one is
         refused before anything is recorded (a 400 changes nothing)."""
-        kind = check_known("type", str(report.get("type", "")), tuple(REPORT_TYPES))
+        kind = check_known("type", text_field(report, "type"), tuple(REPORT_TYPES))
         decision = decision_of(report, self.limits)
-        address = str(report.get("address") or "")
+        address = text_field(report, "address")
         if not decision and not address:
             raise InvalidArgument("address", "a report names a message_id (or decision_id), an "
                                   "address, or both")

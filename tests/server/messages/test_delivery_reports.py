@@ -185,3 +185,17 @@ async def test_a_report_racing_delete_profile_does_not_bring_the_profile_back(
     with pytest.raises(grpc.RpcError) as err:
         await profiles.GetProfile(ppb.GetProfileRequest(user_id="b9"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_field_that_is_not_a_string_is_400_naming_it(settings, profiles):
+    """Read as its text, a decision_id of {"a": 1} (or a number, an array) found no message and
+    the report answered 200 'nothing happened': the provider never learnt its reports were
+    malformed."""
+    for bad, field in (({"decision_id": {"a": 1}}, "decision_id"),
+                       ({"decision_id": 12345, "address": "t@example.com"}, "decision_id"),
+                       ({"message_id": ["<d@tailor.invalid>"]}, "message_id"),
+                       ({"address": ["t@example.com"]}, "address")):
+        status, text = await report(settings, {"type": "bounce", **bad})
+        assert (status, text.split(":")[0]) == (400, field), (bad, text)
+    assert (await report(settings, {"type": ["bounce"], "address": "t@example.com"}))[0] == 400
+    assert not (await listed(profiles, "t@example.com")).suppressed
