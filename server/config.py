@@ -249,6 +249,11 @@ class Limits(BaseModel):
     """Most bytes of metadata (headers: `authorization`, `x-request-id`, ...) one gRPC call may
     send; more is refused RESOURCE_EXHAUSTED, every time (gRPC's own default refused 8-16 KiB at
     random: a JWT with many claims failed one call in two). Raise it for larger JWTs."""
+    open_request_bytes: int = Field(4096, ge=1024, le=1 << 20)
+    """Longest request message of the methods open to anyone, health and reflection (a service
+    or symbol name); a longer one is refused RESOURCE_EXHAUSTED unparsed. gRPC reads a message
+    whole before any handler (up to `grpc_max_message_bytes`), and Health/Watch held its
+    request as long as the stream stayed open: eight anonymous 60 MiB ones held 1.4 GB."""
     webhook_signatures: int = Field(100_000, ge=1)
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check

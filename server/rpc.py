@@ -25,7 +25,8 @@ from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
 
-__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "final_status", "handler_parts", "reading_later"]
+__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "bounded_requests", "final_status", "handler_parts",
+           "reading_later"]
 
 REQUEST_ID_KEY = "x-request-id"
 access_logger = logging.getLogger("tailor.access")
@@ -43,6 +44,48 @@ def reading_later(handler: grpc.RpcMethodHandler, behaviour) -> grpc.RpcMethodHa
             else grpc.stream_unary_rpc_method_handler)
     return make(behaviour, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
+
+
+class _Oversized:
+    """Stands in for a request message longer than its method's bound (never parsed)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int):
+        self.size = size
+
+
+def bounded_requests(handler: grpc.RpcMethodHandler, most: int) -> grpc.RpcMethodHandler:
+    """`handler` with every request message longer than `most` bytes refused
+    RESOURCE_EXHAUSTED before it is parsed, and so never held by the call (for the methods
+    anyone may call: a Health/Watch stream held its request as long as it stayed open)."""
+    parse = handler.request_deserializer or (lambda data: data)
+    _, inner, make = handler_parts(handler._replace(
+        request_deserializer=lambda data: _Oversized(len(data)) if len(data) > most
+        else parse(data)))
+
+    async def check(request, context):
+        if isinstance(request, _Oversized):
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"request: {request.size} bytes, at most {most} for this method")
+        return request
+
+    async def checked(requests, context):
+        async for request in requests:
+            yield await check(request, context)
+
+    async def argument(request, context):
+        return checked(request, context) if handler.request_streaming \
+            else await check(request, context)
+
+    if inspect.isasyncgenfunction(inner):
+        async def behaviour(request, context):
+            async for reply in inner(await argument(request, context), context):
+                yield reply
+    else:  # a unary reply, or replies written with context.write (Health/Watch)
+        async def behaviour(request, context):
+            return await inner(await argument(request, context), context)
+    return make(behaviour)
 
 
 def handler_parts(handler: grpc.RpcMethodHandler) -> tuple[str, Callable, Callable]:

@@ -16,11 +16,13 @@ from .roles import RoleTable
 __all__ = ["AuthGuard"]
 
 
-def _failure_bounds(settings: Settings) -> dict:
-    """How failed authentication is collapsed in the audit log (`failures.FailedAuthDigest`);
-    denied calls are collapsed over the same interval and number of pairs (`AuditWriter`)."""
+def _interceptor_bounds(settings: Settings) -> dict:
+    """How failed authentication is collapsed in the audit log (`failures.FailedAuthDigest`;
+    denied calls are collapsed over the same interval and number of pairs, `AuditWriter`),
+    and how long a request the methods open to anyone take (`rpc.bounded_requests`)."""
     return {"failure_seconds": settings.audit_failure_seconds,
-            "failure_pairs": settings.limits.audit_failure_pairs}
+            "failure_pairs": settings.limits.audit_failure_pairs,
+            "open_request_bytes": settings.limits.open_request_bytes}
 
 
 class AuthGuard:
@@ -35,7 +37,7 @@ class AuthGuard:
                       if audit is not None else None)
         if self.path is None:
             self.interceptor = AuthInterceptor(Authenticator(None), RoleTable(), self.audit,
-                                               **_failure_bounds(settings))
+                                               **_interceptor_bounds(settings))
             where = "loopback only" if is_loopback(settings.host) else f"NOT loopback: {settings.host}"
             logger.warning("UNAUTHENTICATED server (no --auth-config, %s): every call is allowed, "
                            "PII stays masked", where)
@@ -45,7 +47,7 @@ class AuthGuard:
         self.jwt_budget = FailureBudget(lim.jwt_failures, lim.jwt_failure_seconds)
         self.interceptor = AuthInterceptor(Authenticator(config, self.jwt_budget), config.roles,
                                            self.audit,
-                                           **_failure_bounds(settings))
+                                           **_interceptor_bounds(settings))
         self._log_loaded(config, "loaded")
 
     async def close(self) -> None:

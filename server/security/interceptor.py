@@ -2,7 +2,7 @@
 against the roles the auth config grants; the handler finds the caller in `current_principal()`.
 
 It sits after the metrics interceptor and before the error mapping. Health and reflection stay
-open.
+open, their request messages bounded (`Limits.open_request_bytes`): anyone may send them.
 
 A caller is known before its request is read: gRPC reads a unary call's request (up to
 `grpc_max_message_bytes`) before the handler runs, so a call whose metadata alone does not
@@ -32,7 +32,7 @@ import grpc
 
 from ..errors import PermissionDenied, TailorError, Unauthenticated
 from ..logging import current_call
-from ..rpc import final_status, handler_parts, reading_later
+from ..rpc import bounded_requests, final_status, handler_parts, reading_later
 from .authn import Authenticator
 from .failures import FailedAuthDigest
 from .logging import logger
@@ -106,16 +106,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """`authenticator` says who calls; `roles` who may call what; `audit` (optional) has
     `record(principal, method, target, status, request_id, **details)` (sync or async; details
     only for failed authentication: `peer`, `reason`, `count`); failed authentication is
-    collapsed per (peer, reason) over `failure_seconds`, at most `failure_pairs` pairs."""
+    collapsed per (peer, reason) over `failure_seconds`, at most `failure_pairs` pairs; the
+    methods open to anyone (health, reflection) take requests of `open_request_bytes` at most
+    (`rpc.bounded_requests`)."""
 
     def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None,
-                 *, failure_seconds: float = 60.0, failure_pairs: int = 256):
+                 *, failure_seconds: float = 60.0, failure_pairs: int = 256,
+                 open_request_bytes: int = 4096):
         self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self.authenticator = authenticator
         self.roles = roles or RoleTable()
         self.audit = audit
         self.failures = (FailedAuthDigest(audit, failure_seconds, failure_pairs)
                          if audit is not None else None)
+        self.open_request_bytes = open_request_bytes
 
     def replace(self, authenticator: Authenticator, roles: RoleTable) -> None:
         """Use a new auth config from the next call on (SIGHUP reload)."""
@@ -133,9 +137,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         pair = self._handlers.get(method)
         if pair is None:
             handler = await continuation(handler_call_details)
-            if handler is None or method.startswith(OPEN_PREFIXES):  # health, reflection: open
-                return handler
-            pair = self._handlers[method] = self._wrap(method, handler)
+            if handler is None:
+                return None
+            if method.startswith(OPEN_PREFIXES):  # health, reflection: open, small requests
+                handler = bounded_requests(handler, self.open_request_bytes)
+                pair = self._handlers[method] = (handler, handler)
+            else:
+                pair = self._handlers[method] = self._wrap(method, handler)
         at_once, later = pair
         if at_once is not later:
             try:

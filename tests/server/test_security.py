@@ -91,6 +91,30 @@ async def test_health_and_reflection_stay_open_and_ping_takes_any_principal(chan
     await dpb_grpc.DiagnosticsServiceStub(chan).Ping(dpb.PingRequest(), metadata=bearer(auth[1]["tracker"]))
 
 
+async def test_open_methods_refuse_a_large_request_unparsed(chan):
+    """Health and reflection are open to anyone, and gRPC reads a request whole (up to 64 MiB)
+    before any handler: a stranger's Health/Watch held its request as long as the stream
+    stayed open (eight 60 MiB ones took a server from 206 MB to 1,608 MB, for good)."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    health = health_pb2_grpc.HealthStub(chan)
+    big = health_pb2.HealthCheckRequest(service="x" * 65536)
+    watch = health.Watch(big)
+    with pytest.raises(grpc.RpcError) as err:
+        await watch.read()
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "at most 4096" in err.value.details()
+    assert (await _code(health.Check(big)))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    reflect = reflection_pb2_grpc.ServerReflectionStub(chan).ServerReflectionInfo(iter([
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="x" * 65536)]))
+    with pytest.raises(grpc.RpcError) as err:
+        [reply async for reply in reflect]
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    watch = health.Watch(health_pb2.HealthCheckRequest(service="tailor.v1.ProfileService"))
+    assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING  # as before
+    watch.cancel()
+
+
 async def test_decider_may_not_push_or_delete_and_is_told_which_role_it_lacks(chan, auth):
     token = auth[1]["decider"]
     code, details = await _code(mpb_grpc.ModelAdminServiceStub(chan).PushBundle(
