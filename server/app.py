@@ -210,6 +210,7 @@ class TailorServer:
                                  self.phones, self.delivery, self.emails)
         send_records = SendRecords(self.store)
         self.sends = SendJobs(s, send_records, self.composer, self.delivery)
+        self.composer.later = self.sends  # a deferred ComposeMessage goes as a send job
         # Domains that follow tracked events or keep records about users join the profiles
         # domain here, through `server.interfaces`, and nowhere else.
         for domain in (self.campaigns,):

@@ -77,6 +77,8 @@ class Message:
     unsubscribe_url: str = ""
     sms: dict = field(default_factory=dict)
     delivered: bool = False
+    scheduled: bool = False
+    """`deliver` stored it to go at its `send_at` (the contact policy deferred it)."""
     shown: list = field(default_factory=list, repr=False, compare=False)
     """(query, answer, time asked) of each `recommend()` call of the render, not yet logged as
     impressions (`Composer.record_shown`)."""
@@ -107,6 +109,9 @@ class Composer:
         self._abandoned: set[asyncio.Task] = set()
         """Withdrawals of the decisions of calls cancelled meanwhile (`_abandon`)."""
         self.templates = TemplateCache(limits=settings.limits)
+        self.later = None
+        """Where a message to deliver that the contact policy deferred is stored to go at its
+        send_at (`jobs.SendJobs.schedule`; set by the app: the jobs compose through this)."""
 
     # -- links and headers ----------------------------------------------------------------------
     @property
@@ -152,20 +157,31 @@ class Composer:
             campaign_id, user_id, context, on_loop=True, request_id=request_id, caller=caller,
             delivered=deliver)
         if deliver and recipient is not None:
-            if self.delivery is None:
-                raise FailedPrecondition("deliver: this server has no delivery adapter")
-            try:
-                ready = self.delivery.ready(out, recipient.attributes)
-            except FailedPrecondition:  # it cannot go: nobody will receive it
-                await self._withdraw(out)
-                raise
-            if ready is not None:
-                once = (Once(self.campaigns, out.request, out.decision_id, out.channel)
-                        if out.request else None)
-                out.delivered = await self.delivery.hand(out, user_id, *ready, once)
-        if recipient is not None and not out.repeat and (out.delivered or not deliver):
+            await self._deliver(out, recipient, user_id)
+        if recipient is not None and not out.repeat and (
+                out.delivered or out.scheduled or not deliver):
             self.record_shown(out)
         return out
+
+    async def _deliver(self, out: Message, recipient: Recipient, user_id: str) -> None:
+        """Hand `out` over now, or, deferred by the contact policy (`send_at`), store it to go
+        then (`later`: a send job, as SendCampaign's deferred messages); once per request."""
+        try:
+            to, data = self.delivery.ready(out, recipient.attributes)
+        except FailedPrecondition:  # it cannot go: nobody will receive it
+            await self._withdraw(out)
+            raise
+        once = (Once(self.campaigns, out.request, out.decision_id, out.channel)
+                if out.request else None)
+        if not out.send_at:
+            out.delivered = await self.delivery.hand(out, user_id, to, data, once)
+            return
+        try:
+            out.scheduled = await self.later.schedule(out, user_id, to, data,
+                                                      self.shown_items(out), once)
+        except TailorError:  # not stored: nobody will receive it
+            await self._withdraw(out)
+            raise
 
     @staticmethod
     def shown_items(out: Message) -> list[str]:

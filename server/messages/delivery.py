@@ -169,13 +169,11 @@ class Delivery:
         return SmtpSender(self.smtp.config)
 
     # -- sending -------------------------------------------------------------------------------
-    def ready(self, message, attributes) -> tuple[str, bytes] | None:
-        """(address, flattened bytes) of `message` to send now; None when it is scheduled for
-        later (the contact policy deferred it: quiet hours). FailedPrecondition when it cannot
+    def ready(self, message, attributes) -> tuple[str, bytes]:
+        """(address, flattened bytes) of `message`, to send now or, deferred by the contact
+        policy, at its send_at (`jobs.SendJobs.schedule`). FailedPrecondition when it cannot
         go at all (no adapter, no address, one the adapter cannot carry): nothing was tried."""
         self.check_adapter(message.channel)
-        if message.send_at > time.time():
-            return None
         to = address_of(message.channel, attributes)
         if not to:
             raise FailedPrecondition(f"deliver: the user has no `{ADDRESS_ATTRIBUTES[message.channel]}` "

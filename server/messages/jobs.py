@@ -4,6 +4,12 @@ A job is run by the process that created it (`owner`, a pid in its record). On s
 server process calls `resume()`: it claims each unfinished job whose owner is no longer
 alive (one transaction per claim, so of several workers one wins) and runs it from its
 records (`sending.SendJob`).
+
+A ComposeMessage with `deliver` whose decision the contact policy deferred (`send_at` ahead:
+quiet hours, a send window's hour) is handed to the same machinery (`schedule`): a job of one
+recipient, stored `ready` with its message, started when it is due (a timer per job, not a
+task: a night of quiet hours may defer many), which re-checks consent, the suppression list,
+erasure and the catalog before it goes, as every job does. A restart resumes it like any job.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -27,8 +34,9 @@ from ..validation import check_count, check_finite, check_id, check_known, check
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import Delivery
+from .once import Once
 from .sending import SendJob
-from .sends import FAILED, SUPPRESSED, SendRecords
+from .sends import FAILED, READY, SUPPRESSED, Recipient, SendRecords
 
 __all__ = ["SendJobs", "SendProgress"]
 
@@ -63,6 +71,8 @@ class SendJobs:
         self.settings, self.limits = settings, settings.limits
         self.records, self.composer, self.delivery = records, composer, delivery
         self._running: dict[str, tuple[SendJob, asyncio.Task]] = {}
+        self._waiting: dict[str, asyncio.TimerHandle] = {}
+        """Jobs of deferred ComposeMessages not due yet: their start's timer (`_start`)."""
 
     # -- checks ------------------------------------------------------------------------------------
     def _users(self, user_ids: Sequence[str]) -> list[str]:
@@ -129,6 +139,32 @@ class SendJobs:
         self._run(send_id, job)
         return SendProgress.of(send_id, job)
 
+    async def schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
+                       once: Once | None = None) -> bool:
+        """Store a ComposeMessage's `message` (flattened: `data`, to `to`; showing `items`)
+        that the contact policy deferred to its send_at as a job of its own, `ready`, and start
+        it when it is due (True: scheduled). `once`: the request's delivery claim; a repeat of
+        the request is answered from it and schedules nothing (nor does a second call of one
+        decision: the job's id is the decision's)."""
+        if once is not None and await once.claim(time.time() + self.delivery.claim_seconds) \
+                is not None:
+            return True  # the request's first call scheduled it
+        r = Recipient(0, user_id, READY, message.decision_id, "", message.send_at,
+                      {"to": to, "raw": data.decode("latin-1")}, 0.0, message.channel, items)
+        try:
+            job, created = await asyncio.to_thread(
+                self.records.create, f"send-{message.decision_id}", message.campaign_id, [r],
+                dict(self.settings.send_rate_per_second), {}, os.getpid(), due=message.send_at)
+        except BaseException as err:
+            if once is not None:
+                await once.settle(None, err)
+            raise
+        if once is not None:
+            await once.scheduled(message.send_at)
+        if created:
+            self._start(f"send-{message.decision_id}", job)
+        return True
+
     async def progress(self, send_id: str) -> SendProgress:
         check_id("send_id", send_id, self.limits.id_bytes)
         job = await asyncio.to_thread(self.records.job, send_id)
@@ -137,9 +173,26 @@ class SendJobs:
         return SendProgress.of(send_id, job)
 
     # -- running -----------------------------------------------------------------------------------
+    def _start(self, send_id: str, job: dict) -> None:
+        """Run the job now, or (a deferred ComposeMessage's, `due` ahead) when it is due."""
+        wait = job.get("due", 0.0) - time.time()
+        if wait <= 0:
+            self._run(send_id, job)
+        else:
+            self._waiting[send_id] = asyncio.get_running_loop().call_later(
+                wait, self._due, send_id)
+
+    def _due(self, send_id: str) -> None:
+        """A waiting job's time came: run it as stored (one read, µs, on the loop)."""
+        self._waiting.pop(send_id, None)
+        job = self.records.job(send_id)
+        if job is not None and not job["finished"]:
+            self._run(send_id, job)
+
     def _run(self, send_id: str, job: dict) -> None:
         runner = SendJob(send_id, job, self.records, self.composer, self.delivery,
-                         self.settings.send_compose_ahead, self.settings.send_connections)
+                         self.settings.send_compose_ahead,
+                         min(self.settings.send_connections, job["total"]))
         task = asyncio.create_task(runner.run())
         self._running[send_id] = runner, task
         task.add_done_callback(lambda t: self._done(send_id, t))
@@ -156,7 +209,7 @@ class SendJobs:
         for send_id in await asyncio.to_thread(self.records.unfinished):
             job = await asyncio.to_thread(self.records.claim, send_id, os.getpid(), owner_alive)
             if job is not None:
-                self._run(send_id, job)
+                self._start(send_id, job)
                 resumed.append(send_id)
         if resumed:
             logger.info("resumed %d send job(s)", len(resumed))
@@ -164,7 +217,11 @@ class SendJobs:
 
     async def close(self, wait: float = 0.0) -> None:
         """Stop the jobs (they resume at the next start): none starts a message, those being
-        handed over get `wait` seconds to be accepted and settled (`SendJob.stop`)."""
+        handed over get `wait` seconds to be accepted and settled (`SendJob.stop`); those not
+        due yet wait for the next start."""
+        for timer in self._waiting.values():
+            timer.cancel()
+        self._waiting.clear()
         await asyncio.gather(*(job.stop(wait) for job, _ in list(self._running.values())))
         tasks = [task for _, task in self._running.values()]
         for task in tasks:

@@ -10,6 +10,8 @@ is kept in the request's entry, in the store (any worker): the call that claims 
 
     sent          delivered (its `<channel>_sent` event recorded again: a no-op by event id,
                   or the one a crash lost before it was recorded)
+    scheduled     the contact policy deferred it, and its send job is stored
+                  (`jobs.SendJobs.schedule`): it goes at its send_at, from that job alone
     refused,      the error the first call answered (DeliveryRefused / DeliveryUnavailable,
     unavailable   with its reason and attempts); its dead letter is there to retry
     sending       DeliveryInProgress (FAILED_PRECONDITION): the first call is still at it
@@ -40,11 +42,13 @@ class Once:
 
     async def claim(self, until: float) -> float | None:
         """None when this call is to send (claimed until `until`); the handover time of the
-        first call's delivery when it went; raises the first call's outcome otherwise."""
+        first call's delivery when it went, or the send_at it was scheduled for (a decision
+        the policy deferred is always scheduled, one it did not always sent now: each call of
+        a request takes the same way); raises the first call's outcome otherwise."""
         state = await self.campaigns.claim_delivery(self.request, self.decision_id, until)
         if state is None:
             return None
-        if state["s"] == "sent":
+        if state["s"] in ("sent", "scheduled"):
             return state["t"]
         if state["s"] == "refused":
             raise DeliveryRefused(self.channel, state["r"], state["n"])
@@ -58,6 +62,11 @@ class Once:
         """Extend this call's claim to `until` (a send slower than the claim: behind the shared
         SMTP connection, a slow relay); False when the delivery is no longer being made."""
         return await self.campaigns.renew_delivery(self.request, self.decision_id, until)
+
+    async def scheduled(self, send_at: float) -> None:
+        """Keep that this call stored the message's send job, for `send_at`."""
+        await asyncio.shield(self.campaigns.settle_delivery(
+            self.request, self.decision_id, {"s": "scheduled", "t": send_at}))
 
     async def settle(self, handed: float | None, err: Exception | None) -> None:
         """Keep the outcome of this call's delivery: sent at `handed`, or kept as a dead letter

@@ -13,7 +13,10 @@ Transaction rules: `create` writes the job and every recipient in one transactio
 state change is written with the job's counts in the same transaction (`update`), so the
 counts always match the records; `claim` reads and sets the owner in one transaction, so of
 several workers starting at once one resumes a job. `finish` stamps the job and drops its
-recipients' records (they name users; the counts stay). A recipient's record is sealed under
+recipients' records (they name users; the counts stay). A ComposeMessage the contact policy
+deferred is a job of its own (`jobs.SendJobs.schedule`): its one recipient is written `ready`,
+the job holds `due` (its send_at: it is started then), and `finish` drops it whole (one a
+deferred message: kept, they would pile up). A recipient's record is sealed under
 their data key (`Store.seal_for_user`), so its bytes on freed pages stay closed once the user's
 key is shredded. DeleteProfile reaches the records of unfinished jobs (`erase_user`, a
 `UserEraser`, run before the shred; only the user's records are opened: `owned`): an unsettled
@@ -95,25 +98,30 @@ class SendRecords:
         self.store = store
         self._t = store.table("sends")
 
-    def create(self, send_id: str, campaign_id: str, users: list[str], rates: dict[str, float],
-               context: dict[str, float], owner: int, terms: str = "") -> tuple[dict, bool]:
+    def create(self, send_id: str, campaign_id: str, users: list[str | Recipient],
+               rates: dict[str, float], context: dict[str, float], owner: int, terms: str = "",
+               due: float = 0.0) -> tuple[dict, bool]:
         """(the job, True) once stored; (the job already stored under `send_id`, False) if
         there is one (a repeat of a request id: `jobs.SendJobs.start`), in the same
-        transaction, so of two concurrent repeats one creates it. `terms`: the digest of
-        what the request asked (audience, rates, context), kept to tell a repeat from a
-        reuse of its id."""
+        transaction, so of two concurrent repeats one creates it. `users`: ids (pending) or
+        recipients composed already, stored as they are (a deferred ComposeMessage's);
+        `terms`: the digest of what the request asked (audience, rates, context), kept to tell
+        a repeat from a reuse of its id; `due`: when a deferred ComposeMessage's job is to
+        start (its send_at), dropped whole when it finishes."""
         job = {"campaign": campaign_id, "context": context, "rates": rates, "total": len(users),
                "sent": 0, SUPPRESSED: {}, FAILED: {}, "owner": owner,
                "owner_started": process_started(owner), "started": time.time(),
-               "finished": 0.0, **({"terms": terms} if terms else {})}
+               "finished": 0.0, **({"terms": terms} if terms else {}),
+               **({"due": due} if due else {})}
+        recipients = [u if isinstance(u, Recipient) else Recipient(i, u)
+                      for i, u in enumerate(users)]
 
         def fn(txn):
             known = self._t.get(txn, send_job_key(send_id))
             if known is not None:
                 return json.loads(bytes(known)), False
             self._t.put(txn, send_job_key(send_id), json.dumps(job).encode())
-            self._t.put_many(txn, [self._sealed(txn, send_id, Recipient(i, u))
-                                   for i, u in enumerate(users)])
+            self._t.put_many(txn, [self._sealed(txn, send_id, r) for r in recipients])
             return job, True
         return self.store.write(fn)
 
@@ -234,10 +242,15 @@ class SendRecords:
         self._t.put(txn, key, json.dumps(job).encode())
 
     def finish(self, send_id: str) -> None:
+        """Stamp the job finished and drop its recipients' records; a deferred ComposeMessage's
+        job (`due`) is dropped whole."""
         def fn(txn):
             key = send_job_key(send_id)
             job = json.loads(bytes(self._t.get(txn, key)))
             job["finished"] = time.time()
-            self._t.put(txn, key, json.dumps(job).encode())
+            if "due" in job:
+                self._t.delete(txn, key)
+            else:
+                self._t.put(txn, key, json.dumps(job).encode())
             self._t.delete_prefix(txn, send_user_prefix(send_id))
         self.store.write(fn)

@@ -250,7 +250,8 @@ KINDS: tuple[RecordKind, ...] = (
                "(contact.addresses.SPELLING)"),
     RecordKind("send_job", "sends", 2, lambda k: k.startswith(K.SEND_JOB_PREFIX),
                "JSON {campaign, context, rates, total, counts, owner, started, finished, "
-               "terms} (messages.sends); 2: terms keyed, a plain digest of them (a Tailor from "
+               "terms, due (a deferred ComposeMessage's job: when to start it)} "
+               "(messages.sends); 2: terms keyed, a plain digest of them (a Tailor from "
                "before) replaced by plain_terms, a keyed digest of it (messages.jobs)",
                steps={1: _send_job_terms_keyed}),
     RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),

@@ -1,0 +1,151 @@
+"""ComposeMessage with `deliver` whose decision the contact policy deferred (quiet hours, a send
+window's hour: `send_at` ahead) is scheduled: it goes at its send_at through the send-job
+machinery, durably (a restart finds it), once (a repeat of its request schedules nothing more),
+and not at all if by then the user opted out or was erased (a real relay on loopback, a real
+store; the policy's verdict is moved a few seconds ahead where the test cannot wait for a
+quiet hour's end)."""
+import asyncio
+import contextlib
+import time
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import messaging_pb2_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from tests.conftest import serving
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience
+
+AHEAD = 2.0
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink)
+
+
+@contextlib.contextmanager
+def deferred(server, seconds: float = AHEAD):
+    """The contact policy defers every allowed decision `seconds` from its time (as quiet hours
+    ending then would): the logged decision and its answer both carry that send_at."""
+    policy = server.campaigns.contact
+    verdicts = policy.verdicts
+
+    def later(campaign, contacts, now):
+        return [v if v.suppressed else v._replace(send_at=now + seconds)
+                for v in verdicts(campaign, contacts, now)]
+    policy.verdicts = later
+    try:
+        yield
+    finally:
+        del policy.verdicts
+
+
+def compose(messaging, user: str, request_id: str = ""):
+    return messaging.ComposeMessage(mpb.ComposeMessageRequest(
+        campaign_id="mail", user_id=user, deliver=True, request_id=request_id), timeout=30)
+
+
+async def sent_events(profiles) -> list[str]:
+    return [e.attributes["decision_id"] async for e in profiles.ExportEvents(
+        ppb.ExportEventsRequest()) if e.type == "email_sent"]
+
+
+async def test_a_deferred_message_goes_at_its_send_at_once(tailor_server, sink, campaigns,
+                                                           profiles, messaging):
+    """It was answered `delivered` false and then never sent by anyone."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d1"])
+    with deferred(tailor_server):
+        got = await compose(messaging, "d1", "req-1")
+        again = await compose(messaging, "d1", "req-1")  # a retry whose answer was lost
+    assert (got.delivered, got.scheduled, again.scheduled) == (False, True, True)
+    assert again.decision_id == got.decision_id and got.send_at > time.time()
+    assert sink.arrived == []
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    await asyncio.sleep(1.0)  # a second copy would have come by now
+    assert sink.message_ids == [f"<{got.decision_id}@tailor.invalid>"]
+    assert await sent_events(profiles) == [got.decision_id]
+
+
+async def test_a_deferred_message_goes_at_its_send_at_not_before(tailor_server, sink, campaigns,
+                                                                 profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d2"])
+    with deferred(tailor_server, 3.0):
+        got = await compose(messaging, "d2")
+    await asyncio.to_thread(sink.wait_for, 1, 15)
+    arrived = time.time() - (time.monotonic() - sink.arrived[0][0])  # the sink's clock
+    assert arrived >= got.send_at - 0.05
+
+
+@pytest.mark.parametrize("change", ["opted_out", "erased"])
+async def test_a_deferred_message_is_not_sent_after_the_user_opted_out_or_was_erased(
+        tailor_server, sink, campaigns, profiles, messaging, change):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d3", "d4"])
+    with deferred(tailor_server):
+        got = await compose(messaging, "d3")
+        other = await compose(messaging, "d4")  # goes: the clock the test waits by
+    assert got.scheduled and other.scheduled
+    if change == "opted_out":
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id="d3", channel="email",
+                                                        opted_in=False, source="preferences"))
+    else:
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="d3"))
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    await asyncio.sleep(1.5)
+    assert [r[0] for _, r, _ in sink.arrived] == ["d4@example.com"]
+    assert await sent_events(profiles) == [other.decision_id]
+
+
+async def test_a_deferred_message_without_an_address_is_refused(tailor_server, sink, campaigns,
+                                                                profiles, messaging):
+    """It was answered `delivered` false with nothing to send it to, its decision left
+    pending (a contact against the caps that never happened)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d5"], address=False)
+    with deferred(tailor_server), pytest.raises(grpc.RpcError) as err:
+        await compose(messaging, "d5")
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "email" in err.value.details()
+
+
+async def test_a_deferred_message_survives_a_restart(settings, sink):
+    """Scheduled on one server, stopped before its send_at; the next start on the same data
+    sends it."""
+    async with serving(settings) as (server, ch):
+        from protos.tailor.v1 import campaign_pb2_grpc, profile_pb2_grpc
+        await campaign_pb2_grpc.CampaignServiceStub(ch).CreateCampaign(
+            cpb.CreateCampaignRequest(spec=email_spec()))
+        await audience(profile_pb2_grpc.ProfileServiceStub(ch), ["d6"])
+        with deferred(server, 3.0):
+            got = await compose(messaging_pb2_grpc.MessagingServiceStub(ch), "d6")
+        assert got.scheduled
+    assert sink.arrived == [] and time.time() < got.send_at
+    async with serving(settings):
+        await asyncio.to_thread(sink.wait_for, 1, 20)
+        await asyncio.sleep(0.5)
+    assert sink.message_ids == [f"<{got.decision_id}@tailor.invalid>"]
+
+
+async def test_quiet_hours_schedule_the_message_for_their_end(tailor_server, sink, campaigns,
+                                                              profiles, messaging):
+    """The real policy: quiet now in UTC until the top of the next hour (or the one after,
+    a minute before it)."""
+    now = datetime.now(UTC)
+    end = (now + timedelta(hours=1, minutes=1)).replace(minute=0, second=0, microsecond=0)
+    spec = email_spec()
+    spec.quiet_hours.CopyFrom(cpb.QuietHours(start=(now - timedelta(hours=1)).strftime("%H:00"),
+                                             end=end.strftime("%H:%M"), action="defer"))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec))
+    await audience(profiles, ["d7"])
+    got = await compose(messaging, "d7")
+    assert (got.scheduled, got.delivered, got.send_at) == (True, False, end.timestamp())
+    await asyncio.sleep(0.5)
+    assert sink.arrived == []
