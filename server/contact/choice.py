@@ -1,18 +1,19 @@
 """Send-time and channel choice for a batch of contacts, in one vectorised pass each.
 
 `ContactPolicy.verdicts` hands over what it knows per contact (feature state or None, the
-consented channels, the send window as unix seconds or None); `choose` returns per contact
-(channel, its propensity, send_at or 0 = now, its propensity) from `kernels.channel_choice`
-`thompson` over the rows with several allowed channels and `kernels.send_time` `choose_slots`
-over the rows with a window, cut into the user's local hours and scored by local hour of week
-at their zone's offset at the window's start (`quiet_hours.zone_of`: the zone the window itself
-is in; the state's offset is that of its last event, 0 before any, last season's across a DST
-change). The window's slots inside the campaign's quiet hours (in each
+send window as unix seconds, the channels allowed at the time chosen): `choose_times` returns
+per contact (send_at or 0 = now, its propensity) from `kernels.send_time` `choose_slots` over
+the rows with a window, and then `choose_channels` (channel, its propensity) from
+`kernels.channel_choice` `thompson` over the rows with several channels allowed at that time
+(their caps are judged then). The slots are cut into the user's local hours and scored by
+local hour of week at their zone's offset at the window's start (`quiet_hours.zone_of`: the
+zone the window itself is in; the state's offset is that of its last event, 0 before any, last
+season's across a DST change). The window's slots inside the campaign's quiet hours (in each
 user's zone) are no candidates, so the logged propensity is that of the send time itself (a
 quiet slot deferred to the end of quiet hours would share that time with the slot there); a
 window quiet throughout offers its start alone (propensity 1), which the policy then defers or
 suppresses.
-Rows without a choice get the first allowed channel / now, with propensity 1.
+Rows without a choice get the first allowed channel / now, with propensity 1 (the policy's).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from kernels.send_time import _EPOCH_HOUR_OF_WEEK, SendTimes, choose_slots, slot
 
 from .quiet_hours import QuietHours, quiet_mask, utc_offset_min
 
-__all__ = ["choose"]
+__all__ = ["choose_channels", "choose_times"]
 
 
 def _states(layout: FeatureLayout, states: Sequence[np.ndarray | None]) -> np.ndarray:
@@ -39,46 +40,42 @@ def _states(layout: FeatureLayout, states: Sequence[np.ndarray | None]) -> np.nd
     return out
 
 
-def choose(layout: FeatureLayout, population: Population, rng: np.random.Generator,
-           states: Sequence[np.ndarray | None], allowed: Sequence[Sequence[str]],
-           windows: Sequence[tuple[float, float] | None], now: float, *, epsilon: float,
-           n_mc: int, quiet: QuietHours | None = None,
-           zones: Sequence[zoneinfo.ZoneInfo] = ()) -> list[tuple[str, float, float, float]]:
-    """(channel, channel propensity, send_at or 0, send-time propensity) per contact; every
-    contact needs one allowed channel. `zones` (per contact): the zones the windows' slots are
-    cut and scored in (none given: the states' offsets); `quiet` (active): the quiet hours whose
-    slots are left out of the windows."""
-    n = len(states)
-    channel = [a[0] for a in allowed]
-    p_channel, send_at, p_time = np.ones(n), np.zeros(n), np.ones(n)
-    several = [i for i in range(n) if len(allowed[i]) > 1]
-    timed = [i for i in range(n) if windows[i] is not None]
-    batch = _states(layout, [states[i] for i in sorted({*several, *timed})])
-    row = {i: j for j, i in enumerate(sorted({*several, *timed}))}
-    if several:
-        a, b = posteriors(layout, batch[[row[i] for i in several]], now, population)
-        names = np.array(population.channels)
-        mask = np.array([np.isin(names, allowed[i]) for i in several])
-        chosen, probs = thompson(a, b, mask, rng, n_mc)
-        for k, i in enumerate(several):
-            channel[i] = population.channels[chosen[k]]
-            p_channel[i] = probs[k, chosen[k]]
-    if timed:
-        hist, tz = user_hours(layout, batch[[row[i] for i in timed]], now)
-        span = np.array([windows[i] for i in timed], np.float64)
-        starts = np.maximum(span[:, 0], now)
-        if zones:  # the user's zone today, not the state's offset (none yet, or last season's)
-            tz = _offsets([zones[i] for i in timed], starts)
-        cand = slots(starts, span[:, 1], tz)
-        if zones:
-            cand = _across_changes(cand, [zones[i] for i in timed], starts, span[:, 1], tz)
-        if quiet is not None:
-            cand = _calm(cand, quiet, [zones[i] for i in timed])
-        at, prop, _ = choose_slots(hist, cand, population, rng, epsilon)
-        send_at[timed] = np.where(at > now, at, 0.0)
-        p_time[timed] = prop
-    return [(channel[i], float(p_channel[i]), float(send_at[i]), float(p_time[i]))
-            for i in range(n)]
+def choose_channels(layout: FeatureLayout, population: Population, rng: np.random.Generator,
+                    states: Sequence[np.ndarray | None], allowed: Sequence[Sequence[str]],
+                    now: float, *, n_mc: int) -> list[tuple[str, float]]:
+    """(channel, its propensity) per contact, each with two or more allowed channels
+    (`kernels.channel_choice.thompson`)."""
+    if not states:
+        return []
+    a, b = posteriors(layout, _states(layout, states), now, population)
+    names = np.array(population.channels)
+    mask = np.array([np.isin(names, channels) for channels in allowed])
+    chosen, probs = thompson(a, b, mask, rng, n_mc)
+    return [(population.channels[c], float(probs[k, c])) for k, c in enumerate(chosen.tolist())]
+
+
+def choose_times(layout: FeatureLayout, population: Population, rng: np.random.Generator,
+                 states: Sequence[np.ndarray | None], windows: Sequence[tuple[float, float]],
+                 now: float, *, epsilon: float, quiet: QuietHours | None = None,
+                 zones: Sequence[zoneinfo.ZoneInfo] = ()) -> list[tuple[float, float]]:
+    """(send_at or 0 = now, its propensity) per contact, each with a send window ([start, end)
+    unix s). `zones` (per contact): the zones the windows' slots are cut and scored in (none
+    given: the states' offsets); `quiet` (active): the quiet hours whose slots are left out of
+    the windows."""
+    if not states:
+        return []
+    hist, tz = user_hours(layout, _states(layout, states), now)
+    span = np.array(windows, np.float64)
+    starts = np.maximum(span[:, 0], now)
+    if zones:  # the user's zone today, not the state's offset (none yet, or last season's)
+        tz = _offsets(zones, starts)
+    cand = slots(starts, span[:, 1], tz)
+    if zones:
+        cand = _across_changes(cand, zones, starts, span[:, 1], tz)
+    if quiet is not None:
+        cand = _calm(cand, quiet, zones)
+    at, prop, _ = choose_slots(hist, cand, population, rng, epsilon)
+    return list(zip(np.where(at > now, at, 0.0).tolist(), prop.tolist()))
 
 
 def _offsets(zones: Sequence[zoneinfo.ZoneInfo], starts: np.ndarray) -> np.ndarray:

@@ -6,9 +6,10 @@ in order: consent and suppression (`consent.consent_reason`, `Contact.suppressed
 campaign's channels the user may be contacted on whose address is not on the suppression list),
 quiet hours (defer: `send_at` = when they end; or suppress), and, when the caller read the
 user's `ContactHistory`, the frequency caps: a campaign of several channels then chooses among
-those whose caps leave room (at the time its message would go, as far as it is known before
-the choice: `_expected_at`), so a user capped on push is contacted by email rather than
-suppressed; only a user whose every allowed channel is capped is suppressed `frequency_cap`.
+those whose caps leave room at the time its message would go (now or the send time chosen
+first, past quiet hours: `_going`), so a user capped on push then is contacted by email rather
+than suppressed; only a user whose every allowed channel is capped is suppressed
+`frequency_cap`.
 
 With a feature layout (`layout`), a campaign of several channels picks among the allowed ones
 by Thompson sampling (`channel`), and a campaign with an active `send_window` picks the user's
@@ -22,7 +23,7 @@ which alone is authoritative.
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -125,7 +126,7 @@ class ContactPolicy:
         self.epsilon, self.n_mc = float(epsilon), int(n_mc)
         self.rng = rng if rng is not None else np.random.default_rng()
         self._expected: tuple[float, dict] = (np.nan, {})
-        """(now, {(window, quiet hours, zone, windowed): `_expected_at`}) of the latest batch."""
+        """(now, {(quiet hours, zone, time): `_going`}) of the latest batch."""
 
     @classmethod
     def from_settings(cls, s: Settings, layout: FeatureLayout | None = None,
@@ -171,30 +172,34 @@ class ContactPolicy:
 
     def verdicts(self, campaign: Contactable, contacts: Sequence[Contact],
                  now: float) -> list[Verdict]:
-        """One verdict per contact, in order (send times and channels chosen in one batch)."""
+        """One verdict per contact, in order (send times and channels chosen in one batch):
+        the send time first, then the channel among those allowed at that time (their caps
+        judged when the message would go: `_going`)."""
         if not self.needs_state(campaign):  # nothing to choose: no batch to build
             return [self._verdict_now(campaign, c, now) for c in contacts]
         zones = [zone_of(c.meta, self.default_zone) for c in contacts]
-        allowed = [self._allowed(campaign, c, True, now, z, True)
-                   for c, z in zip(contacts, zones)]
-        picks = self._choices(campaign, contacts, [a[0] for a in allowed], zones, now)
-        return [self._verdict(campaign, c, a, z, p, now)
-                for c, a, z, p in zip(contacts, allowed, zones, picks)]
+        times = self._times(campaign, contacts, zones, now)
+        allowed = [self._allowed(campaign, c, True,
+                                 lambda z=z, t=t: self._going(campaign, z, t[0] or now, now))
+                   for c, z, t in zip(contacts, zones, times)]
+        picks = self._channels(contacts, [a[0] for a in allowed], now)
+        return [self._verdict(campaign, c, a, z, (*p, *t), now)
+                for c, a, z, p, t in zip(contacts, allowed, zones, picks, times)]
 
-    def _allowed(self, campaign: Contactable, contact: Contact, every: bool, now: float,
-                 tz: zoneinfo.ZoneInfo | None = None, windowed: bool = False
-                 ) -> tuple[list[str], str | None, str | None]:
+    def _allowed(self, campaign: Contactable, contact: Contact, every: bool,
+                 at: Callable[[], float] | None) -> tuple[list[str], str | None, str | None]:
         """The campaign's channels the user may be contacted on (consent given, address not on
         the suppression list, and, for a campaign of several channels whose caller read the
-        contact history, room under the channel's caps at `_expected_at`; one the caller can
-        use, `Contact.reachable`; for a caller that delivers to the profile's addresses,
-        `Contact.addressed`, an address there, unless no allowed channel has one: then the
-        first such channel, whose message fails for it as before):
-        all of them when a channel is to be chosen (`every`), else the first only; the first
-        channel refused only because its address is suppressed; and the first refused only by
-        its caps."""
-        out, listed, capped, at, bare = [], None, None, None, None
-        several = contact.history is not None and len(channels_of(campaign)) > 1
+        contact history, room under the channel's caps at `at()`, when the message would go;
+        None: caps not asked; one the caller can use, `Contact.reachable`; for a caller that
+        delivers to the profile's addresses, `Contact.addressed`, an address there, unless no
+        allowed channel has one: then the first such channel, whose message fails for it as
+        before): all of them when a channel is to be chosen (`every`), else the first only;
+        the first channel refused only because its address is suppressed; and the first
+        refused only by its caps."""
+        out, listed, capped, when, bare = [], None, None, None, None
+        several = at is not None and contact.history is not None and \
+            len(channels_of(campaign)) > 1
         for c in channels_of(campaign):
             if contact.reachable is not None and c not in contact.reachable:
                 continue  # no message goes on it (a placement; no adapter here)
@@ -207,9 +212,9 @@ class ContactPolicy:
                 listed = listed or c
                 continue
             if several:
-                if at is None:
-                    at = self._expected_at(campaign, contact, tz, now, windowed)
-                if contact.history.blocked_by(self.caps(campaign, c), at):
+                if when is None:
+                    when = at()
+                if contact.history.blocked_by(self.caps(campaign, c), when):
                     capped = capped or c
                     continue
             if contact.addressed and not _addressed(contact.meta, c):
@@ -220,29 +225,27 @@ class ContactPolicy:
                 break
         return out or ([bare] if bare else out), listed, capped
 
-    def _expected_at(self, campaign: Contactable, contact: Contact,
-                     tz: zoneinfo.ZoneInfo | None, now: float, windowed: bool) -> float:
-        """When the user's message would go, as far as it is known before a channel is chosen:
-        now, or the start of the send window's next occurrence (`windowed`: a slot is chosen
-        with the channel), deferred to the end of quiet hours; the chosen channel's caps are
-        checked again at the time chosen (`_verdict`), and where the decision is logged."""
-        tz = tz or zone_of(contact.meta, self.default_zone)
-        key = (campaign.send_window, campaign.quiet_hours, tz, windowed)
-        if self._expected[0] != now:  # users of one zone share it within a batch (one `now`)
+    def _going(self, campaign: Contactable, tz: zoneinfo.ZoneInfo, at: float,
+               now: float) -> float:
+        """When a message meant for `at` (now, or the send time chosen) would go: then, or
+        when quiet hours end (deferred; the chosen channel's caps are checked again at the
+        time in `_verdict`, and where the decision is logged). Users of one zone and time
+        share it within a batch (one `now`)."""
+        quiet = campaign.quiet_hours
+        if not quiet.active or quiet.action == "suppress":
+            return at
+        if self._expected[0] != now:
             self._expected = (now, {})
-        at = self._expected[1].get(key)
-        if at is None:
-            at = self._window(campaign.send_window, tz, now)[0] if (
-                windowed and campaign.send_window.active) else now
-            if campaign.quiet_hours.active and campaign.quiet_hours.action != "suppress":
-                at = quiet_until(campaign.quiet_hours, tz, at) or at
-            self._expected[1][key] = at
-        return at
+        going = self._expected[1].get((quiet, tz, at))
+        if going is None:
+            going = self._expected[1][quiet, tz, at] = quiet_until(quiet, tz, at) or at
+        return going
 
     def _verdict_now(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
         """The verdict on one contact of a campaign without a channel or send time to choose:
-        its first allowed channel, now (what `_choices` picks then)."""
-        allowed = self._allowed(campaign, contact, False, now)
+        its first allowed channel, now (what `_channels` picks then)."""
+        allowed = self._allowed(campaign, contact, False, lambda: self._going(
+            campaign, zone_of(contact.meta, self.default_zone), now, now))
         pick = (allowed[0][0] if allowed[0] else "", 1.0, 0.0, 1.0)
         return self._verdict(campaign, contact, allowed, None, pick, now)
 
@@ -270,23 +273,39 @@ class ContactPolicy:
             return Verdict(True, FREQUENCY_CAP, channel, send_at, p_channel, p_time)
         return Verdict(False, "", channel, send_at, p_channel, p_time)
 
-    def _choices(self, campaign: Contactable, contacts: Sequence[Contact],
-                 allowed: list[list[str]], zones: list[zoneinfo.ZoneInfo], now: float):
-        """(channel, propensity, send_at, propensity) per contact, chosen in one batch
-        (`choice.choose`) for a campaign that asks for a choice (`needs_state`)."""
-        from .choice import choose
+    def _times(self, campaign: Contactable, contacts: Sequence[Contact],
+               zones: list[zoneinfo.ZoneInfo], now: float) -> list[tuple[float, float]]:
+        """(send_at or 0 = now, propensity) per contact: a slot of the send window's next
+        occurrence (`choice.choose_times`) for those who may be contacted on some channel
+        (caps aside: they are judged at the time chosen), now for the others."""
+        from .choice import choose_times
 
+        out = [(0.0, 1.0)] * len(contacts)
         window = campaign.send_window
-        windows = [self._window(window, z, now) if a and window.active else None
-                   for a, z in zip(allowed, zones)]
-        ok = [i for i, a in enumerate(allowed) if a]
+        if not window.active:
+            return out
+        ok = [i for i, c in enumerate(contacts) if self._allowed(campaign, c, False, None)[0]]
         quiet = campaign.quiet_hours if campaign.quiet_hours.active else None
-        picks = choose(self.layout, self.prior.current, self.rng,
-                       [contacts[i].state for i in ok], [allowed[i] for i in ok],
-                       [windows[i] for i in ok], now, epsilon=self.epsilon, n_mc=self.n_mc,
-                       quiet=quiet, zones=[zones[i] for i in ok])
-        out = [("", 1.0, 0.0, 1.0)] * len(contacts)
-        for i, pick in zip(ok, picks):
+        times = choose_times(self.layout, self.prior.current, self.rng,
+                             [contacts[i].state for i in ok],
+                             [self._window(window, zones[i], now) for i in ok], now,
+                             epsilon=self.epsilon, quiet=quiet, zones=[zones[i] for i in ok])
+        for i, t in zip(ok, times):
+            out[i] = t
+        return out
+
+    def _channels(self, contacts: Sequence[Contact], allowed: list[list[str]],
+                  now: float) -> list[tuple[str, float]]:
+        """(channel, propensity) per contact among its `allowed` ones (`choice.choose_channels`
+        where there are several; the first, or none, with propensity 1 otherwise)."""
+        from .choice import choose_channels
+
+        out = [(a[0] if a else "", 1.0) for a in allowed]
+        several = [i for i, a in enumerate(allowed) if len(a) > 1]
+        picks = choose_channels(self.layout, self.prior.current, self.rng,
+                                [contacts[i].state for i in several],
+                                [allowed[i] for i in several], now, n_mc=self.n_mc)
+        for i, pick in zip(several, picks):
             out[i] = pick
         return out
 

@@ -8,7 +8,7 @@ import pytest
 from kernels import feature_layout as FL
 from kernels import features as F
 from kernels.features import Events
-from server.contact import ContactPolicy, QuietHours, SendWindow
+from server.contact import ContactHistory, ContactPolicy, FrequencyCap, QuietHours, SendWindow
 from server.contact.policy import Contact
 from server.profiles.schema import ProfileSchema
 
@@ -218,3 +218,34 @@ def test_a_window_across_a_dst_change_is_cut_and_scored_in_each_hours_own_offset
     greedy = ContactPolicy(layout=LAYOUT, prior=prior, epsilon=0.0, n_mc=64,
                            rng=np.random.default_rng(0)).verdicts(Night, [Contact("u", meta, None)], now)[0]
     assert dt.datetime.fromtimestamp(greedy.send_at, tz).strftime("%H:%M") == expected
+
+
+class PushCapped(Spec):
+    """Email and push, the window Monday 08-12 UTC, one push an hour."""
+    frequency_caps = (FrequencyCap("push", 1, H),)
+
+
+def _pusher():
+    """Engages on push, at 10:00 (the greedy slot: Monday 10:00)."""
+    week_ago = MONDAY - 7 * 86400
+    return user([("push_sent", week_ago + 10 * H)] * 20 + [("push_open", week_ago + 10 * H)] * 15
+                + [("email_sent", week_ago + 10 * H)] * 20)
+
+
+def test_the_channels_caps_are_judged_at_the_chosen_send_time_not_the_windows_start():
+    """A push is already scheduled at 10:00. The caps were judged at the window's start
+    (08:00: push free), push was chosen for the 10:00 slot, and the check at 10:00 suppressed
+    the user `frequency_cap` with email free. At the time the message goes, push is capped:
+    email then."""
+    history = ContactHistory([[MONDAY + 10 * H, "push", "scheduled-push"]])
+    v = policy().verdicts(PushCapped, [Contact("p", OPT_IN, _pusher(), history)], MONDAY)[0]
+    assert (v.suppressed, v.channel, v.send_at) == (False, "email", MONDAY + 10 * H)
+    assert v.channel_propensity == 1.0  # push was no candidate at 10:00
+
+
+def test_a_channel_capped_at_the_windows_start_but_free_at_the_send_time_may_be_chosen():
+    """A push went at 08:00: capped at the window's start, free at 10:00, when the message
+    goes. It was left out (email at 10:00, propensity 1); the user's best channel is push."""
+    history = ContactHistory([[MONDAY + 8 * H, "push", "early-push"]])
+    v = policy().verdicts(PushCapped, [Contact("p", OPT_IN, _pusher(), history)], MONDAY)[0]
+    assert (v.suppressed, v.channel, v.send_at) == (False, "push", MONDAY + 10 * H)
