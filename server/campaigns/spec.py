@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from kernels import bandits as B
 
 from ..config import DEFAULT_LIMITS, Limits
-from ..contact import PURPOSES, FrequencyCap, QuietHours, SendWindow
+from ..contact import CONTACT_CHANNELS, PURPOSES, FrequencyCap, QuietHours, SendWindow
 from ..errors import InvalidArgument
 from ..profiles.schema import CHANNELS, EVENT_TYPES
 from ..validation import check_count, check_finite, check_id, check_key, check_known, check_text, shown
@@ -72,8 +72,11 @@ class CampaignSpec:
 
     @property
     def message_channels(self) -> tuple[str, ...]:
-        """The channels a message of this campaign may go out on (`server.messages`)."""
-        return (self.channel, *getattr(self, "channels", ()))
+        """The channels a message of this campaign may go out on (`server.messages`): its
+        `channel` and `channels` that carry messages (email, sms, push; a placement, web or
+        app, has none), each once, in order of preference."""
+        return tuple(dict.fromkeys(c for c in (self.channel, *getattr(self, "channels", ()))
+                                   if c in CONTACT_CHANNELS))
 
     @property
     def dim(self) -> int:

@@ -361,8 +361,7 @@ class Composer:
         campaign = await self.message_campaign(campaign_id)
         spec = campaign.spec
         channel = channel or spec.channel
-        check_known("channel", channel,  # a placement channel (web, app) has no message
-                    [c for c in spec.message_channels if c in _MESSAGE_CHANNELS])
+        check_known("channel", channel, spec.message_channels)  # never a placement (web, app)
         if variant_id and variant_id not in {v.id for v in spec.variants}:
             raise InvalidArgument("variant_id", f"{shown(variant_id)} is not a variant of "
                                   f"campaign {campaign_id!r}")

@@ -144,7 +144,6 @@ class Delivery:
         """FailedPrecondition (`check_adapter` of the first) unless one of a campaign's
         `channels` (`CampaignSpec.message_channels`) has an adapter: its messages are chosen
         among the channels that have one (`Contact.reachable`)."""
-        channels = [c for c in channels if c in MESSAGE_CHANNELS]
         if not any(self.has_adapter(c) for c in channels):
             self.check_adapter(channels[0])
 

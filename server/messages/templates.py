@@ -21,7 +21,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 
 from ..config import DEFAULT_LIMITS, Limits
 from ..errors import TailorError
-from .channels import HTML_PARTS, MESSAGE_CHANNELS, PARTS
+from .channels import HTML_PARTS, PARTS
 from .errors import RenderFailed, TemplateInvalid
 from .sandbox import BoundedSandbox, Budget, OverRenderBudget, bound, spending
 
@@ -187,8 +187,9 @@ def compile_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
 
 def check_variants(variants: Sequence[tuple[str, Mapping[str, str]]],
                    channels: Iterable[str]) -> None:
-    """The creation-time check: raise TemplateInvalid unless every part compiles cleanly."""
-    channels = [c for c in channels if c in MESSAGE_CHANNELS]
+    """The creation-time check: raise TemplateInvalid unless every part compiles cleanly
+    (`channels`: the campaign's message channels, `CampaignSpec.message_channels`)."""
+    channels = list(channels)
     if channels:
         compile_variants(variants, channels)
 

@@ -55,3 +55,16 @@ def test_limits_refuse_long_sms_and_push_and_report_segments():
         check_parts("v", "push", {"title": "123456"}, lim)
     with pytest.raises(OverChannelLimit, match="bytes rendered"):
         check_parts("v", "email", {"html": "x" * 300}, Limits(message_part_bytes=299))
+
+
+@pytest.mark.parametrize("channel, channels, expected", [
+    ("email", (), ("email",)),
+    ("email", ("email", "push"), ("email", "push")),  # `channel` is one of `channels`: once
+    ("push", ("web", "push", "sms"), ("push", "sms")),  # a placement carries no message
+    ("web", ("web", "app"), ()),
+])
+def test_a_campaigns_message_channels_are_its_message_carrying_ones_once_in_order(
+        channel, channels, expected):
+    """Each caller filtered out the placements itself (and met `channel` twice)."""
+    from server.campaigns.spec import CampaignSpec
+    assert CampaignSpec("c", channel=channel, channels=channels).message_channels == expected
