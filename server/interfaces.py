@@ -213,6 +213,10 @@ class VariantChooser(Protocol):
         """Withdraw logged decisions nobody received (ids, or (id, request digest) pairs: a
         repeat of the request then decides anew); how many were withdrawn."""
 
+    def abandon(self, pending) -> None:
+        """The caller gave up after `decide` queued `pending`: its decision is withdrawn once
+        logged pending, in the background."""
+
     async def claim_delivery(self, request: bytes, decision_id: str, until: float
                              ) -> dict | None:
         """For a request id's (digest `request`) decision: None when the caller is to deliver

@@ -92,14 +92,12 @@ class PendingChoice:
         self._count(self.campaign_id, self._outcome)
         return choice
 
-    async def outcome(self) -> str | dict | None:
-        """The commit's answer once it settles, the decision not counted: "" (logged pending),
-        a suppression reason, the record a repeated request id was answered (a dict), or None
-        (the commit failed or was cancelled: nothing logged). For a caller that gave up after
-        queueing the decision (`messages.compose`), to withdraw it once it is logged."""
-        await asyncio.wait([self._committed])
-        done = self._committed
-        return None if done.cancelled() or done.exception() is not None else done.result()
+    @property
+    def committed(self) -> asyncio.Future:
+        """The commit: its answer is "" (logged pending), a suppression reason, or the record
+        a repeated request id was answered (a dict). For a caller that gave up after queueing
+        the decision, to withdraw it once it is logged (`Campaigns.abandon`)."""
+        return self._committed
 
     def cancel(self) -> None:
         """Give up on the decision (e.g. the caller was cancelled before awaiting `logged`)."""

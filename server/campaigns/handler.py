@@ -267,11 +267,18 @@ class Campaigns:
             if answered is None:
                 raise
             return answered[0]
+        return await pending.logged(on_cancel=lambda _: self.abandon(pending))
+
+    def abandon(self, pending: PendingChoice) -> None:
+        """The caller gave up after `pending` was queued (its deadline: a ChooseVariant, a
+        ComposeMessage rendering): once its commit settles, the decision is withdrawn if it was
+        logged pending (nobody received it: it would count toward the caps and take the
+        default reward), unless a repeat of its request was answered it. The commit is not
+        cancelled: one the writer took already would be logged unseen."""
         decision_id = pending.choice.decision_id
         if pending.request:
             decision_id = (decision_id, pending.request)
-        return await pending.logged(
-            on_cancel=lambda committed: self._withdraw_after([([decision_id], committed)]))
+        self._withdraw_after([([decision_id], pending.committed)])
 
     def answered_before(self, campaign_id: str, user_id: str, request_id: str,
                         caller: str) -> tuple[Choice, bytes] | None:

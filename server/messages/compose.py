@@ -106,8 +106,6 @@ class Composer:
                            "unsubscribe sent to it would be lost; List-Unsubscribe offers the "
                            "one-click https link only")
         self.context = MessageContext(recommender, settings.limits)
-        self._abandoned: set[asyncio.Task] = set()
-        """Withdrawals of the decisions of calls cancelled meanwhile (`_abandon`)."""
         self.templates = TemplateCache(limits=settings.limits)
         self.later = None
         """Where a message to deliver that the contact policy deferred is stored to go at its
@@ -243,7 +241,7 @@ class Composer:
             if decision_id:  # a SendCampaign job stopping: resumed, it renders the decision
                 pending.cancel()  # logged for this id (`render_logged`), or decides anew
             else:  # the caller gave up: nobody will receive it
-                self._abandon(pending)
+                self.campaigns.abandon(pending)
             raise
 
     async def _drafted(self, campaign, pending, user_id: str, on_loop: bool
@@ -255,7 +253,7 @@ class Composer:
                                         pending.profile)
         except Exception as err:  # raised once the commit says the decision stands
             drafted = err
-        choice = await pending.logged(on_cancel=lambda _: None)  # left to `_abandon`
+        choice = await pending.logged(on_cancel=lambda _: None)  # left to `abandon`
         if choice.decision_id != pending.choice.decision_id:  # a repeated request's decision
             out, recipient = await self.render_logged(campaign.spec.campaign_id, user_id,
                                                       choice)
@@ -270,25 +268,6 @@ class Composer:
             raise drafted
         drafted[0].request = pending.request
         return await self._addressed(*drafted, user_id)
-
-    def _abandon(self, pending) -> None:
-        """The caller was cancelled (its deadline) after the decision was queued: once its
-        commit settles, a decision it logged pending is withdrawn, as ChooseVariant's is
-        (nobody received it: it would count toward the caps and take the default reward). Its
-        commit is not cancelled: one already taken by the writer would be logged unseen."""
-        async def run():
-            if await pending.outcome() != "":  # suppressed, a repeat's, or not logged
-                return
-            did = pending.choice.decision_id
-            try:
-                await self.campaigns.withdraw([(did, pending.request) if pending.request
-                                               else did])
-            except TailorError as err:  # nobody waits for it; say why
-                logger.warning("withdrawing a cancelled message's decision failed: %s",
-                               type(err).__name__)
-        task = asyncio.get_running_loop().create_task(run())
-        self._abandoned.add(task)
-        task.add_done_callback(self._abandoned.discard)
 
     async def _withdraw(self, out: Message) -> None:
         """Withdraw `out`'s decision (`VariantChooser.withdraw`): its message could not be
