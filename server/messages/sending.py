@@ -195,10 +195,12 @@ class SendJob:
 
     async def _logged(self, recipients: list[Recipient]) -> dict:
         """{decision id: decision} of those already decided (a kill after their decisions were
-        logged, before their records said `ready`): one read snapshot."""
-        return await asyncio.to_thread(self.composer.campaigns.logged_decisions,
-                                       self.job["campaign"],
-                                       [(r.user, self._decision_id(r)) for r in recipients])
+        logged, before their records said `ready`; a message to render again), under the id
+        their record holds, else the one the job fixes (a deferred ComposeMessage's is its
+        own): one read snapshot."""
+        return await asyncio.to_thread(
+            self.composer.campaigns.logged_decisions, self.job["campaign"],
+            [(r.user, r.decision or self._decision_id(r)) for r in recipients])
 
     async def _compose(self, r: Recipient, logged, rendered: dict) -> None:
         """Settle `r` (suppressed, failed with the reason) or make it `ready` with its message

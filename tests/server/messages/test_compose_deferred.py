@@ -149,3 +149,34 @@ async def test_quiet_hours_schedule_the_message_for_their_end(tailor_server, sin
     assert (got.scheduled, got.delivered, got.send_at) == (True, False, end.timestamp())
     await asyncio.sleep(0.5)
     assert sink.arrived == []
+
+
+async def test_an_item_removed_while_a_deferred_message_waits_is_not_in_it_when_it_goes(
+        tailor_server, sink, campaigns, profiles, messaging, channel, demo_bundle):
+    """The job looked the logged decision up under the id a SendCampaign job fixes for its
+    recipient, not the message's own: it found none, and the message failed `error` instead
+    of being rendered again without the item."""
+    import re
+
+    import numpy as np
+
+    from protos.tailor.v1 import catalog_pb2 as capb
+    from protos.tailor.v1 import catalog_pb2_grpc
+    with np.load(demo_bundle / "items.npz") as npz:
+        names, cats, pop, ids = (npz["category_names"], npz["category"], npz["popularity"],
+                                 npz["item_ids"])
+    in_cat = np.flatnonzero(cats == 0)
+    top = str(ids[in_cat[np.argmax(pop[in_cat])]])  # what a user without history is shown
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
+        f'{{% for it in recommend(1, category="{names[0]}") %}}'
+        '<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    await audience(profiles, ["d8"])
+    with deferred(tailor_server):
+        got = await compose(messaging, "d8")
+    assert got.scheduled and f'data-item="{top}"' in got.parts["html"]
+    await catalog_pb2_grpc.CatalogServiceStub(channel).RemoveItems(
+        capb.RemoveItemsRequest(item_ids=[top]))
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    shown = re.findall(r'data-item="([^"]+)"', sink.mails[0].get_body(("html",)).get_content())
+    assert len(shown) == 1 and shown[0] != top
+    assert sink.message_ids == [f"<{got.decision_id}@tailor.invalid>"]
