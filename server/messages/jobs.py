@@ -2,8 +2,8 @@
 
 A job is run by the process that created it (`owner`, a pid in its record). On start every
 server process calls `resume()`: it claims each unfinished job whose owner is no longer
-alive (one transaction per claim, so of several workers one wins) and runs it from its
-records (`sending.SendJob`).
+alive (one transaction per `CLAIMS` jobs, so of several workers one wins each) and runs it
+from its records (`sending.SendJob`).
 
 A ComposeMessage with `deliver` whose decision the contact policy deferred (`send_at` ahead:
 quiet hours, a send window's hour) is handed to the same machinery (`schedule`): a job of one
@@ -41,6 +41,9 @@ from .sends import FAILED, READY, SUPPRESSED, Recipient, SendRecords
 __all__ = ["SendJobs", "SendProgress"]
 
 logger = logging.getLogger("tailor.messages.send")
+
+CLAIMS = 500
+"""Unfinished jobs a resume claims in one write transaction."""
 
 
 @dataclass
@@ -205,10 +208,11 @@ class SendJobs:
 
     async def resume(self) -> list[str]:
         """Run every unfinished job no live process runs; their send ids."""
-        resumed = []
-        for send_id in await asyncio.to_thread(self.records.unfinished):
-            job = await asyncio.to_thread(self.records.claim, send_id, os.getpid(), owner_alive)
-            if job is not None:
+        resumed, unfinished = [], await asyncio.to_thread(self.records.unfinished)
+        for at in range(0, len(unfinished), CLAIMS):
+            claimed = await asyncio.to_thread(self.records.claim, unfinished[at:at + CLAIMS],
+                                              os.getpid(), owner_alive)
+            for send_id, job in claimed.items():
                 self._start(send_id, job)
                 resumed.append(send_id)
         if resumed:

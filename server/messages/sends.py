@@ -11,8 +11,8 @@ recipient (`send_user_key`, in audience order) holds a state:
 
 Transaction rules: `create` writes the job and every recipient in one transaction; every
 state change is written with the job's counts in the same transaction (`update`), so the
-counts always match the records; `claim` reads and sets the owner in one transaction, so of
-several workers starting at once one resumes a job. `finish` stamps the job and drops its
+counts always match the records; `claim` reads and sets the owners of jobs in one
+transaction, so of several workers starting at once one resumes a job. `finish` stamps the job and drops its
 recipients' records (they name users; the counts stay). A ComposeMessage the contact policy
 deferred is a job of its own (`jobs.SendJobs.schedule`): its one recipient is written `ready`,
 the job holds `due` (its send_at: it is started then), and `finish` drops it whole (one a
@@ -134,19 +134,31 @@ class SendRecords:
                 for k, v in self.store.scan("sends", SEND_JOB_PREFIX)
                 if not json.loads(bytes(v))["finished"]]
 
-    def claim(self, send_id: str, owner: int, alive) -> dict | None:
-        """Make `owner` the job's runner unless it is finished or another live process runs it
-        (`alive(pid, started)`, `processes.owner_alive`: the owner's pid and when it started,
-        None in records written before that was kept); the job, or None."""
+    def claim(self, send_ids: list[str], owner: int, alive) -> dict[str, dict]:
+        """Make `owner` the runner of each job unless it is gone, finished or another live
+        process runs it (`alive(pid, started)`, `processes.owner_alive`: the owner's pid and
+        when it started, None in records written before that was kept), in one transaction
+        (a restart after a night of deferred ComposeMessages claims thousands of jobs: one
+        fsync'd transaction each took 7 ms); {send id: job} of those claimed."""
+        started, answers = process_started(owner), {}
+
+        def owned(job) -> bool:  # a dead owner usually left many jobs: asked once
+            key = (job["owner"], job.get("owner_started"))
+            if key not in answers:
+                answers[key] = alive(*key)
+            return answers[key]
+
         def fn(txn):
-            raw = self._t.get(txn, send_job_key(send_id))
-            job = json.loads(bytes(raw))
-            if job["finished"] or (job["owner"] != owner
-                                   and alive(job["owner"], job.get("owner_started"))):
-                return None
-            job["owner"], job["owner_started"] = owner, process_started(owner)
-            self._t.put(txn, send_job_key(send_id), json.dumps(job).encode())
-            return job
+            out = {}
+            for send_id in send_ids:
+                raw = self._t.get(txn, send_job_key(send_id))
+                job = None if raw is None else json.loads(bytes(raw))
+                if job is None or job["finished"] or (job["owner"] != owner and owned(job)):
+                    continue
+                job["owner"], job["owner_started"] = owner, started
+                self._t.put(txn, send_job_key(send_id), json.dumps(job).encode())
+                out[send_id] = job
+            return out
         return self.store.write(fn)
 
     def recipients(self, send_id: str, bodies: bool = True) -> list[Recipient]:
