@@ -8,12 +8,14 @@ from its records (`sending.SendJob`).
 A ComposeMessage with `deliver` whose decision the contact policy deferred (`send_at` ahead:
 quiet hours, a send window's hour) is handed to the same machinery (`schedule`): a job of one
 recipient, stored `ready` with its message, started when it is due (a timer per job, not a
-task: a night of quiet hours may defer many), which re-checks consent, the suppression list,
+task: a night of quiet hours may defer many; at most `send_connections` of them run at once:
+quiet hours end for a whole zone at once), which re-checks consent, the suppression list,
 erasure and the catalog before it goes, as every job does. A restart resumes it like any job.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -76,6 +78,10 @@ class SendJobs:
         self._running: dict[str, tuple[SendJob, asyncio.Task]] = {}
         self._waiting: dict[str, asyncio.TimerHandle] = {}
         """Jobs of deferred ComposeMessages not due yet: their start's timer (`_start`)."""
+        self._queued: collections.deque[str] = collections.deque()
+        """Jobs of deferred ComposeMessages due, waiting for one of those running to end."""
+        self._composed = 0
+        """Jobs of deferred ComposeMessages running (at most `send_connections`)."""
 
     # -- checks ------------------------------------------------------------------------------------
     def _users(self, user_ids: Sequence[str]) -> list[str]:
@@ -177,20 +183,32 @@ class SendJobs:
 
     # -- running -----------------------------------------------------------------------------------
     def _start(self, send_id: str, job: dict) -> None:
-        """Run the job now, or (a deferred ComposeMessage's, `due` ahead) when it is due."""
-        wait = job.get("due", 0.0) - time.time()
-        if wait <= 0:
+        """Run the job now, or (a deferred ComposeMessage's) once it is due (`_due`)."""
+        if "due" not in job:
             self._run(send_id, job)
+            return
+        wait = job["due"] - time.time()
+        if wait <= 0:
+            self._due(send_id)
         else:
             self._waiting[send_id] = asyncio.get_running_loop().call_later(
                 wait, self._due, send_id)
 
     def _due(self, send_id: str) -> None:
-        """A waiting job's time came: run it as stored (one read, µs, on the loop)."""
+        """A deferred ComposeMessage's job is due: it runs once fewer than `send_connections`
+        of them run (each its own SMTP connection; quiet hours end for a whole zone at once)."""
         self._waiting.pop(send_id, None)
-        job = self.records.job(send_id)
-        if job is not None and not job["finished"]:
-            self._run(send_id, job)
+        self._queued.append(send_id)
+        self._next_due()
+
+    def _next_due(self) -> None:
+        """Run queued due jobs, as stored (one read each, µs, on the loop), up to the bound."""
+        while self._queued and self._composed < self.settings.send_connections:
+            send_id = self._queued.popleft()
+            job = self.records.job(send_id)
+            if job is not None and not job["finished"]:
+                self._composed += 1
+                self._run(send_id, job)
 
     def _run(self, send_id: str, job: dict) -> None:
         runner = SendJob(send_id, job, self.records, self.composer, self.delivery,
@@ -201,7 +219,10 @@ class SendJobs:
         task.add_done_callback(lambda t: self._done(send_id, t))
 
     def _done(self, send_id: str, task: asyncio.Task) -> None:
-        self._running.pop(send_id, None)
+        runner, _ = self._running.pop(send_id, (None, None))
+        if runner is not None and "due" in runner.job:
+            self._composed -= 1
+            self._next_due()
         if not task.cancelled() and task.exception() is not None:
             logger.error("send %s stopped: %s (resumes at the next start)", send_id,
                          _kinds(task.exception()))
@@ -226,6 +247,7 @@ class SendJobs:
         for timer in self._waiting.values():
             timer.cancel()
         self._waiting.clear()
+        self._queued.clear()
         await asyncio.gather(*(job.stop(wait) for job, _ in list(self._running.values())))
         tasks = [task for _, task in self._running.values()]
         for task in tasks:

@@ -209,3 +209,27 @@ async def test_a_restart_claims_the_waiting_messages_in_few_transactions(tailor_
     assert len(resumed) == 1200
     assert len([w for w in writes if w.startswith("SendRecords.claim")]) == 3
     assert len(tailor_server.sends._waiting) == 1200 and not tailor_server.sends._running
+
+
+async def test_messages_due_together_go_over_at_most_send_connections(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """Quiet hours end for a whole zone at once: each deferred message's job opened its own
+    SMTP connection, all at the same moment (no bound: thousands at 08:00). At most
+    `send_connections` (2 here) go at once; the relay answers each DATA in 0.3 s."""
+    users = [f"t{i}" for i in range(12)]
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, users)
+    tailor_server.sends.settings = tailor_server.settings.model_copy(
+        update={"send_connections": 2})
+    sink.delay_data = 0.3
+    due = time.time() + 4.0
+    with deferred(tailor_server, 0.0):
+        policy = tailor_server.campaigns.contact
+        together = policy.verdicts  # every decision deferred to the same instant
+        policy.verdicts = lambda c, contacts, now: [v._replace(send_at=due)
+                                                    for v in together(c, contacts, now)]
+        got = await asyncio.gather(*(compose(messaging, u) for u in users))
+    assert all(m.scheduled and m.send_at == due for m in got)
+    await asyncio.to_thread(sink.wait_for, len(users), 30)
+    spread = sink.arrived[-1][0] - sink.arrived[0][0]
+    assert spread >= 0.3 * (len(users) / 2 - 1) * 0.9, spread  # 2 at a time, not 12
