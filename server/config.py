@@ -601,7 +601,9 @@ class Settings(BaseSettings):
     send_compose_ahead: int = Field(128, ge=1, le=1024)
     """How many users a send job composes at once, ahead of delivery."""
     send_connections: int = Field(4, ge=1, le=64)
-    """SMTP connections a send job delivers over at once (each one message at a time)."""
+    """SMTP connections a send job delivers over at once (each one message at a time); also
+    how many deferred ComposeMessages (`deliver`, each a job of its own) go at once in a
+    process."""
     sms_webhook_url: str = ""
     """The SMS provider's webhook that SMS are POSTed to as signed JSON (`server.messages.webhook`;
     needs the `delivery-webhook` keyring); empty: no SMS delivery."""
