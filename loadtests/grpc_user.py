@@ -8,7 +8,9 @@ TLS and a token come from the locustfile's `--tls-ca --cert --key --token` optio
 (`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`)."""
 from __future__ import annotations
 
+import sys
 import time
+from typing import NoReturn
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
@@ -19,7 +21,7 @@ from clients.transport import Connection, add_arguments
 
 grpc_gevent.init_gevent()
 
-__all__ = ["GrpcUser", "add_transport_options", "task_errors"]
+__all__ = ["GrpcUser", "add_transport_options", "refuse", "task_errors"]
 
 
 CALL_TIMEOUT = 10.0
@@ -31,6 +33,14 @@ def add_transport_options(parser) -> None:
     add_arguments(parser)
     parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT,
                         help="deadline of every call, seconds (default %(default)s)")
+
+
+def refuse(message: str) -> NoReturn:
+    """Stop a run before any user starts (from an `events.init` listener, where the options
+    are checked): one `error:` line and exit 2, as the CLIs' usage errors. Raised from a
+    `test_start` listener instead, an error is a traceback Locust logs and the run goes on."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def task_errors(environment) -> list[str]:

@@ -1,0 +1,33 @@
+"""A locustfile option that cannot work (a users file that cannot be read, an SLO naming no
+method) stops the run before any user starts: one `error:` line, exit 2, no traceback. Before,
+the error was a traceback Locust logged at test start and the run went on without it."""
+import subprocess
+import sys
+
+from tests.conftest import ROOT, free_port
+
+
+def refused(locustfile: str, *args: str) -> str:
+    """stderr of a run that must be refused before it starts (nothing listens on the host:
+    a run that went on would fail every call instead)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", locustfile, "--headless", "-u", "2", "-r", "2",
+         "-t", "20s", "--only-summary", "--host", f"127.0.0.1:{free_port()}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-4000:]
+    assert "Traceback" not in out and "Ramping" not in out, out[-4000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, out[-4000:]
+    return errors[0]
+
+
+def test_a_users_file_that_cannot_be_read_stops_the_run(tmp_path):
+    missing = tmp_path / "users.txt"
+    assert refused("loadtests/locustfile.py", "--users-file", str(missing)) == \
+        f"error: --users-file {missing}: no such file or directory"
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"1\n\xff\xfe\n")
+    line = refused("loadtests/locustfile.py", "--users-file", str(binary))
+    assert line.startswith(f"error: --users-file {binary}: ") and "can't decode byte 0xff" in line
+
