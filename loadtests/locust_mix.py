@@ -2,7 +2,8 @@
 each with a weight and a p99 SLO; the run exits non-zero when any method misses its SLO, any
 call failed, a method with a weight made no call, or a task raised before its call (logged as
 task errors: `--compose-users 0` leaves GetProfile, ChooseVariant and ComposeMessage no user
-to call for).
+to call for). A `--weights` or `--slo` naming no method or no number stops the run before it
+starts (exit 2).
 
     locust -f loadtests/locust_mix.py --headless -u 50 -r 25 -t 60s --host 127.0.0.1:50051 \
         [--weights Recommend=10,GetProfile=2] [--slo Recommend=15,'*=50'] \
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import grpc
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser, add_transport_options, task_errors
+from loadtests.grpc_user import GrpcUser, add_transport_options, refuse, task_errors
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import messaging_pb2 as mpb
@@ -70,10 +71,13 @@ def parse_overrides(text: str, what: str) -> dict[str, float]:
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
-        if not sep or (name not in METHODS and name != "*"):
+        try:
+            if not sep or (name not in METHODS and name != "*"):
+                raise ValueError(part)
+            out[name] = float(value)
+        except ValueError:
             raise ValueError(f"--{what}: {part!r} is not METHOD=NUMBER "
-                             f"(methods: {', '.join(METHODS)}, or * for all)")
-        out[name] = float(value)
+                             f"(methods: {', '.join(METHODS)}, or * for all)") from None
     return out
 
 
@@ -143,11 +147,23 @@ def _setup(channel: grpc.Channel, opts) -> None:
             user_id=str(n), attributes={"email": f"user{n}@loadtest.invalid"}), timeout=30)
 
 
+@events.init.add_listener
+def _check_options(environment, **_):
+    """The run's table, before any user starts: a --weights or --slo naming no method or no
+    number stops the run (one `error:` line, exit 2). Read at test start, it was a traceback
+    and the run went on with the default table, whose SLOs then set the exit code."""
+    if environment.parsed_options is None:  # an Environment built in code
+        return
+    try:
+        environment.mix = _table(environment.parsed_options)
+    except ValueError as err:
+        refuse(str(err))
+
+
 @events.test_start.add_listener
 def _on_start(environment, **_):
     from clients.transport import Connection
     opts = environment.parsed_options
-    environment.mix = _table(opts)
     if not opts.no_setup and (environment.mix["ComposeMessage"].weight > 0
                               or environment.mix["ChooseVariant"].weight > 0):
         target = environment.host.removeprefix("grpc://").removeprefix("http://")

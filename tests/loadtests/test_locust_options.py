@@ -31,3 +31,12 @@ def test_a_users_file_that_cannot_be_read_stops_the_run(tmp_path):
     line = refused("loadtests/locustfile.py", "--users-file", str(binary))
     assert line.startswith(f"error: --users-file {binary}: ") and "can't decode byte 0xff" in line
 
+
+def test_a_mix_table_naming_no_method_or_number_stops_the_run():
+    """A typo ("Recomend") was a traceback at test start, and the run went on with the default
+    weights and SLOs, which then set its exit code."""
+    line = refused("loadtests/locust_mix.py", "--slo", "*=5000,Recomend=0.001")
+    assert line.startswith("error: --slo: 'Recomend=0.001' is not METHOD=NUMBER (methods: ")
+    line = refused("loadtests/locust_mix.py", "--weights", "Recommend=ten")
+    assert line.startswith("error: --weights: 'Recommend=ten' is not METHOD=NUMBER")
+
