@@ -2,8 +2,7 @@
 each with a weight and a p99 SLO; the run exits non-zero when any method misses its SLO, any
 call failed, a method with a weight made no call, or a task raised before its call (logged as
 task errors: `--compose-users 0` leaves GetProfile, ChooseVariant and ComposeMessage no user
-to call for). A `--weights` or `--slo` naming no method or no number stops the run before it
-starts (exit 2).
+to call for).
 
     locust -f loadtests/locust_mix.py --headless -u 50 -r 25 -t 60s --host 127.0.0.1:50051 \
         [--weights Recommend=10,GetProfile=2] [--slo Recommend=15,'*=50'] \
@@ -15,7 +14,11 @@ names every method: `--slo '*=0.001'` is an SLO no run can meet). At test start 
 (`--campaign`, an email campaign) is created unless it exists, and the first `--compose-users`
 users are opted in to marketing email (without the opt-in every compose is a suppressed
 decision); `--no-setup` skips both, for a server whose data must not change (the token then
-needs no admin role). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them)
+needs no admin role). The set-up also previews the campaign when ComposeMessage has a weight: a
+server without `--public-url` (`make serve`) cannot compose, and the run stops there, saying so
+(`--weights ComposeMessage=0` leaves it out). A `--weights` or `--slo` naming no method or no
+number stops the run before it starts (exit 2); a set-up call the server refuses, at its start
+(exit 1). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them)
 plus a share of unknown users (`--cold-share`) for Recommend; GetProfile, ChooseVariant and
 ComposeMessage take the compose users (whom the setup gives a profile and the opt-in: a
 ChooseVariant for anyone else is a suppressed decision, `no_consent`, which skips the bandit).
@@ -27,6 +30,7 @@ import random
 import time
 from dataclasses import dataclass
 
+import gevent
 import grpc
 from locust import constant, events, task
 
@@ -126,8 +130,27 @@ def _options(parser):
     add_transport_options(parser)
 
 
-def _setup(channel: grpc.Channel, opts) -> None:
-    """The email campaign (unless it exists) and the email opt-ins of the compose users."""
+class SetupError(Exception):
+    """The server cannot serve the mix as asked (what and how to change it)."""
+
+
+def _check_compose(channel: grpc.Channel, campaign: str) -> None:
+    """SetupError when this server cannot compose (no unsubscribe link without --public-url,
+    as `make serve` runs): every ComposeMessage of the run would fail. A preview asks without
+    logging a decision."""
+    try:
+        mgrpc.MessagingServiceStub(channel).PreviewMessage(
+            mpb.PreviewMessageRequest(campaign_id=campaign), timeout=30)
+    except grpc.RpcError as err:
+        if err.code() != grpc.StatusCode.FAILED_PRECONDITION:
+            raise
+        raise SetupError(f"ComposeMessage would fail every call: {err.details()} "
+                         "(or leave it out: --weights ComposeMessage=0)") from None
+
+
+def _setup(channel: grpc.Channel, opts, compose: bool) -> None:
+    """The email campaign (unless it exists), a check that the server can compose (when the
+    mix does), and the email opt-ins of the compose users."""
     spec = cpb.CampaignSpec(campaign_id=opts.campaign, channel="email", policy="bernoulli_ts",
                             variants=[cpb.Variant(id=f"v{i}", content={
                                 "subject": f"{i}: picked for {{{{ first_name | default('you') }}}}",
@@ -139,6 +162,8 @@ def _setup(channel: grpc.Channel, opts) -> None:
         if err.code() != grpc.StatusCode.NOT_FOUND:
             raise
         campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=spec), timeout=30)
+    if compose:
+        _check_compose(channel, opts.campaign)
     profiles = pgrpc.ProfileServiceStub(channel)
     for n in range(opts.compose_users):
         profiles.SetConsent(ppb.SetConsentRequest(user_id=str(n), channel="email", opted_in=True,
@@ -164,15 +189,32 @@ def _check_options(environment, **_):
 def _on_start(environment, **_):
     from clients.transport import Connection
     opts = environment.parsed_options
-    if not opts.no_setup and (environment.mix["ComposeMessage"].weight > 0
-                              or environment.mix["ChooseVariant"].weight > 0):
-        target = environment.host.removeprefix("grpc://").removeprefix("http://")
+    mix = environment.mix
+    if opts.no_setup or (mix["ComposeMessage"].weight <= 0 and mix["ChooseVariant"].weight <= 0):
+        return
+    target = environment.host.removeprefix("grpc://").removeprefix("http://")
+    try:
         with Connection.from_args(opts).channel(target) as channel:
-            _setup(channel, opts)
+            _setup(channel, opts, compose=mix["ComposeMessage"].weight > 0)
+    except grpc.RpcError as err:
+        _stop(environment, f"set-up: {err.code().name}: {err.details()}")
+    except SetupError as err:
+        _stop(environment, f"set-up: {err}")
+
+
+def _stop(environment, reason: str) -> None:
+    """End a run whose set-up failed: one error line, the run stopped at once, exit 1 (a
+    traceback before, and the run went on, every call of the set-up's methods failing)."""
+    logger.error("FAILED at test start: %s", reason)
+    environment.setup_failed = reason
+    gevent.spawn(environment.runner.quit)
 
 
 @events.quitting.add_listener
 def _check_slos(environment, **_):
+    if getattr(environment, "setup_failed", None):
+        environment.process_exit_code = 1
+        return
     misses = slo_misses(environment.stats, getattr(environment, "mix", METHODS))
     total = environment.stats.total
     logger.info("requests=%d failures=%d", total.num_requests, total.num_failures)

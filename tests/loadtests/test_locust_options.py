@@ -40,3 +40,39 @@ def test_a_mix_table_naming_no_method_or_number_stops_the_run():
     line = refused("loadtests/locust_mix.py", "--weights", "Recommend=ten")
     assert line.startswith("error: --weights: 'Recommend=ten' is not METHOD=NUMBER")
 
+
+MIX = ("loadtests/locust_mix.py", "--user-count", "1500", "--item-count", "600",
+       "--compose-users", "20", "--slo", "*=5000")
+
+
+def mix_run(server, *args: str) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", *MIX, "--headless", "-u", "2", "-r", "2", "-t",
+         "4s", "--only-summary", "--stop-timeout", "2", "--host", server.target, *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_the_mix_against_a_server_that_cannot_compose_stops_at_its_set_up(server_process,
+                                                                          demo_bundle):
+    """README's mix against `make serve` (no --public-url): every ComposeMessage failed
+    FAILED_PRECONDITION for the whole run (407 of 407 in 20 s), which could never pass. The
+    set-up now asks first (a preview) and stops the run saying why and what to do; the way
+    it names, leaving ComposeMessage out, passes."""
+    server = server_process(bundle=demo_bundle)
+    code, out = mix_run(server)
+    assert code == 1 and "Traceback" not in out, out[-4000:]
+    assert ("FAILED at test start: set-up: ComposeMessage would fail every call: messages need "
+            "unsubscribe links") in out and "--weights ComposeMessage=0" in out, out[-4000:]
+    assert "--run-time limit reached" not in out and "ComposeMessage:" not in out, out[-4000:]
+    code, out = mix_run(server, "--weights", "ComposeMessage=0")
+    assert code == 0 and "/ComposeMessage" not in out, out[-4000:]
+    assert "/ChooseVariant" in out and "/Recommend" in out, out[-4000:]
+
+
+def test_a_mix_set_up_the_server_refuses_is_one_line(server_process, demo_bundle):
+    server = server_process(bundle=demo_bundle, args=("--public-url", "https://loadtest.example"))
+    code, out = mix_run(server, "--campaign", "")
+    assert code == 1 and "Traceback" not in out, out[-4000:]
+    assert "FAILED at test start: set-up: INVALID_ARGUMENT: campaign_id: is empty" in out
+    assert "--run-time limit reached" not in out, out[-4000:]
