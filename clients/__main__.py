@@ -3,6 +3,7 @@ returns a dict or a typed result from `clients.TailorClient`, printed as its dat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -59,12 +60,38 @@ def _open(path: str, binary: bool = False):
         raise UsageError(_file_error(path, err)) from None
 
 
-def _create(path: str):
-    """The file to write; UsageError naming it if it cannot be created."""
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as err:
-        raise UsageError(_file_error(path, err)) from None
+class _Out:
+    """The --out file of a streaming command, opened before the call (a path that cannot be
+    written is refused first) but emptied only at the first line or once the call ended well:
+    a call refused before its first answer (a mistyped campaign: NOT_FOUND) leaves a file
+    already there as it was, and none where there was none."""
+
+    def __init__(self, path: str):
+        self.path, self.new, self.started = path, not os.path.lexists(path), False
+        try:
+            self.fh = open(path, "a", encoding="utf-8")  # append: nothing emptied yet
+        except OSError as err:
+            raise UsageError(_file_error(path, err)) from None
+
+    def write(self, text: str) -> None:
+        if not self.started:
+            self._start()
+        self.fh.write(text)
+
+    def _start(self) -> None:
+        self.started = True
+        if self.fh.seekable():  # a file (not a pipe): appends now land from its start
+            self.fh.truncate(0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        if kind is None and not self.started:  # answered, with nothing: an empty file
+            self._start()
+        self.fh.close()
+        if not self.started and self.new:
+            os.unlink(self.path)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -157,7 +184,7 @@ def _campaign(client: TailorClient, args) -> object:
             args.campaign, start=_time_flag("--start", args.start), end=_time_flag("--end", args.end),
             include_pending=args.include_pending, timeout=args.timeout)
         n = 0
-        with _create(args.out) as fh:  # a masked context value is NaN: null in strict JSON
+        with _Out(args.out) as fh:  # a masked context value is NaN: null in strict JSON
             try:
                 for rec in records:
                     fh.write(json.dumps(_finite(rec), allow_nan=False) + "\n")
@@ -225,14 +252,14 @@ def _plan(client: TailorClient, args) -> dict:
             total = sum(1 for _ in ids)
         if ids.bad:
             raise UsageError(ids.bad)
-    context = dict(_pair(kv) for kv in args.context or ())  # before --out is created
+    context = dict(_pair(kv) for kv in args.context or ())  # before --out is opened
     if args.out not in ("", "-") and args.users != "-" and _same_file(args.out, args.users):
         raise UsageError(f"--out {args.out}: is the --users file (it would be emptied before "
                          "it is read)")
-    out = _create(args.out) if args.out and args.out != "-" else sys.stdout
     source = _open(args.users, binary=True)
+    sink = _Out(args.out) if args.out and args.out != "-" else contextlib.nullcontext(sys.stdout)
     counts = {"decisions": 0, "suppressed": 0, "holdout": 0}
-    with source, _progress(total, args.quiet) as bar:
+    with source, sink as out, _progress(total, args.quiet) as bar:
         users = _UserIds(source, name, comments=True)  # the file `send` takes, read alike
         try:
             for d in client.plan_campaign(args.campaign, users, batch_size=args.batch_size,
@@ -251,9 +278,6 @@ def _plan(client: TailorClient, args) -> dict:
                         f": planning them again logs second decisions")
                 err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
             raise
-        finally:
-            if out is not sys.stdout:
-                out.close()
     if users.bad:
         raise UsageError(f"{users.bad}; the {counts['decisions']} users before it were planned")
     return counts | {"out": args.out or "-"}

@@ -533,3 +533,24 @@ def test_audit_tail_shows_a_line_torn_by_a_crash_instead_of_failing(server_proce
     lines = json.loads(out.stdout)["lines"]
     assert [line.get("status") for line in lines] == ["OK", None, "OK"]
     assert lines[1] == {"unreadable": '{"kid":"k1","method":"/tailor.v1.Prof'}
+
+
+def test_a_refused_export_or_plan_leaves_the_out_file_as_it_was(served, tmp_path):
+    """`campaign export` and `campaign plan` emptied --out before the call: a mistyped
+    campaign (NOT_FOUND) turned last week's 101-decision export into an empty file. The file
+    is emptied at the first answer now; a refused call leaves it, or no file where none was."""
+    kept = tmp_path / "decisions.jsonl"
+    kept.write_text('{"decision_id": "d1"}\n{"decision_id": "d2"}\n')
+    users = tmp_path / "users.txt"
+    users.write_text("u1\nu2\n")
+    for args in (("campaign", "export", "--campaign", "nope"),
+                 ("campaign", "plan", "--campaign", "nope", "--users", str(users), "--quiet")):
+        assert cli(*args, "--out", str(kept), "--server", served, expect=1) == \
+            "error: NOT_FOUND: campaign 'nope' not found"
+        assert kept.read_text() == '{"decision_id": "d1"}\n{"decision_id": "d2"}\n'
+        fresh = tmp_path / "fresh.jsonl"
+        cli(*args, "--out", str(fresh), "--server", served, expect=1)
+        assert not fresh.exists()
+    proc = run_module("clients", "campaign", "export", "--out", str(kept), "--server", served)
+    assert json.loads(proc.stdout) == {"decisions": 0, "out": str(kept)}  # answered: emptied
+    assert kept.read_text() == ""
