@@ -189,7 +189,13 @@ def _restore(args) -> None:
 def _config_doc(args) -> None:
     from .config_doc import render_table, update_file
     if args.update:
-        print(f"{args.update}: {'updated' if update_file(args.update) else 'up to date'}")
+        try:
+            changed = update_file(args.update)
+        except OSError as err:  # missing, unreadable, not writable: one line, not a traceback
+            raise SystemExit(f"config-doc: {args.update}: {(err.strerror or str(err)).lower()}") from None
+        except ValueError as err:  # no table markers: a file that is not the operations doc
+            raise SystemExit(f"config-doc: {err}") from None
+        print(f"{args.update}: {'updated' if changed else 'up to date'}")
     else:
         print(render_table(), end="")
 

@@ -45,3 +45,17 @@ def test_each_default_as_written_is_what_its_variable_gives(monkeypatch):
             got, want = getattr(got, attr), getattr(want, attr)
         assert got == want, name
         monkeypatch.delenv(name)
+
+
+def test_update_of_a_file_it_cannot_rewrite_is_one_line(tmp_path):
+    """A file without the markers (a typo'd path to another doc) was a ValueError traceback;
+    a missing file said '[Errno 2] No such file or directory: ...'. Both leave the file as it was."""
+    other = tmp_path / "README.md"
+    other.write_text("# not the operations doc\n")
+    proc = run_module("server", "config-doc", "--update", str(other), check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr == f"config-doc: {other} has no settings table markers ({BEGIN} ... {END})\n"
+    assert other.read_text() == "# not the operations doc\n"
+    missing = tmp_path / "missing.md"
+    proc = run_module("server", "config-doc", "--update", str(missing), check=False)
+    assert (proc.returncode, proc.stderr) == (1, f"config-doc: {missing}: no such file or directory\n")
