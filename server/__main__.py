@@ -10,7 +10,8 @@
 `python -m server audit verify --data-dir D [--secrets-dir S]`
 `python -m server audit ref --user-id U | --campaign-id C | --email E | --phone P [--secrets-dir S]`
 `python -m server secrets init [--secrets-dir S]`
-`python -m server secrets rotate NAME [--secrets-dir S] [--keep N]`"""
+`python -m server secrets rotate NAME [--secrets-dir S] [--keep N]`
+`python -m server rotate-key --data-dir D [--secrets-dir S] [--chunk N]`"""
 from __future__ import annotations
 
 import argparse

@@ -25,6 +25,15 @@ def test_help_lists_every_subcommand_with_its_help():
         assert f" {name} {text}" in out, name
 
 
+def test_help_shows_how_to_call_every_subcommand():
+    """The usage lines at the top of --help skipped `rotate-key`."""
+    lines = run_module("server", "--help").stdout.splitlines()
+    for name in _subcommands():
+        assert any(line.startswith(f"`python -m server {name} ") or
+                   (name == "serve" and line.startswith("`python -m server [serve] "))
+                   for line in lines), name
+
+
 def test_flags_without_a_command_are_the_serve_command():
     out = run_module("server", "--port", "x", check=False)
     assert out.returncode == 2 and "serve: error" in out.stderr and "--port" in out.stderr
