@@ -479,6 +479,23 @@ COMMANDS = {
 }
 
 
+def _field_int(low: int, high: int):
+    """An argparse type: an integer that fits the request field it goes to. Protobuf refuses
+    one that does not (`-n -1` into a uint32, `-k 99999999999` into an int32) with a
+    ValueError the command ended on, a traceback; argparse says it in one usage error, exit 2.
+    Bounds of meaning (k at most 1000, ...) stay the server's to check and name."""
+    def parse(text: str) -> int:
+        value = int(text)  # not an integer: argparse's "invalid int value"
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+    parse.__name__ = "int"
+    return parse
+
+
+INT32, UINT32 = _field_int(-2**31, 2**31 - 1), _field_int(0, 2**32 - 1)
+
+
 class _Parser(argparse.ArgumentParser):
     """No abbreviated long options: `recommend --k 3` would be `--key 3` (the client key of
     TLS), not `-k 3`. Sub-commands' parsers are of this class too."""
@@ -501,7 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("recommend", parents=[common], help="top-k items for a user")
     rec.add_argument("--user", required=True)
-    rec.add_argument("-k", type=int, default=10)
+    rec.add_argument("-k", type=INT32, default=10)
     rec.add_argument("--channel", default="")
     rec.add_argument("--category", action="append", help="only this category (repeatable)")
     rec.add_argument("--exclude", action="append", help="never this item id (repeatable)")
@@ -517,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--batch-size", type=int, default=500)
     pr = sub.add_parser("profile", parents=[common], help="everything stored about a user")
     pr.add_argument("--user", required=True)
-    pr.add_argument("--max-events", type=int, default=0)
+    pr.add_argument("--max-events", type=INT32, default=0)
     co = sub.add_parser("consent", parents=[common], help="opt a user in or out of a channel")
     co.add_argument("--user", required=True)
     co.add_argument("--channel", required=True)
@@ -537,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     au = sub.add_parser("audit", help="the audit log (role auditor)")
     au.add_subparsers(dest="action", required=True).add_parser(
         "tail", parents=[common], help="the newest audit lines, oldest first").add_argument(
-        "-n", type=int, default=0, help="lines, 1..1000 (default 100)")
+        "-n", type=UINT32, default=0, help="lines, 1..1000 (default 100)")
     return parser
 
 
@@ -562,9 +579,9 @@ def _attribute_parser(sub, common) -> None:
     at.add_argument("file", nargs="?", help="path file ('-' for stdin); not with --stored")
     at.add_argument("--model", required=True, help="first, last, last_non_direct, linear, "
                     "position, time_decay, markov or shapley")
-    at.add_argument("--order", type=int, default=0, help="Markov order 1..4 (default 1)")
+    at.add_argument("--order", type=INT32, default=0, help="Markov order 1..4 (default 1)")
     at.add_argument("--shapley-form", default="", choices=("", "counts", "rate", "ordered"))
-    at.add_argument("--samples", type=int, default=0, help="sampled rate Shapley permutations")
+    at.add_argument("--samples", type=INT32, default=0, help="sampled rate Shapley permutations")
     at.add_argument("--path-credits", action="store_true", help="also per-path touch credits")
     at.add_argument("--transition-matrix", action="store_true", help="Markov transition matrix")
     at.add_argument("--stored", action="store_true", help="journeys from stored events")
@@ -594,7 +611,7 @@ def _message_parser(sub, common) -> None:
     pv.add_argument("--channel", default="", help="default: the campaign's channel")
     dl = acts.add_parser("dead-letters", parents=[common],
                          help="messages no adapter could deliver, newest first")
-    dl.add_argument("--limit", type=int, default=100)
+    dl.add_argument("--limit", type=INT32, default=100)
     dl.add_argument("--channel", default="", help="email, sms or push (default: all)")
     rt = acts.add_parser("retry", parents=[common], help="send a dead letter again")
     rt.add_argument("--id", required=True, metavar="LETTER_ID")
@@ -616,7 +633,7 @@ def _model_parser(sub, common) -> None:
     st.add_argument("--version", default="", help="only this model version (default: every one)")
     st.add_argument("--channel", default="", help="only this channel (web, app, email, sms, push, "
                     "unspecified, all)")
-    st.add_argument("-k", type=int, action="append", help="a CTR@k cut-off (repeatable; default "
+    st.add_argument("-k", type=INT32, action="append", help="a CTR@k cut-off (repeatable; default "
                     "1, 5, 10)")
     st.add_argument("--confidence", type=float, default=0.0, help="of the intervals (default 0.95)")
 
@@ -648,7 +665,7 @@ def _campaign_parser(sub, common) -> None:
                     help="minimum detectable effect: absolute treatment - control difference")
     ss.add_argument("--alpha", type=float, default=0.05, help="two-sided, over all comparisons")
     ss.add_argument("--power", type=float, default=0.8)
-    ss.add_argument("--arms", type=int, default=0, help="arms including the control (default 2)")
+    ss.add_argument("--arms", type=INT32, default=0, help="arms including the control (default 2)")
     ss.add_argument("--allocation", type=float, action="append", metavar="WEIGHT",
                     help="traffic weight of each arm, control first (repeat; default equal)")
     pl = acts.add_parser("plan", parents=[common], help="decisions for an audience (PlanCampaign): "

@@ -554,3 +554,18 @@ def test_a_refused_export_or_plan_leaves_the_out_file_as_it_was(served, tmp_path
     proc = run_module("clients", "campaign", "export", "--out", str(kept), "--server", served)
     assert json.loads(proc.stdout) == {"decisions": 0, "out": str(kept)}  # answered: emptied
     assert kept.read_text() == ""
+
+
+@pytest.mark.parametrize("args, line", [
+    (("audit", "tail", "-n", "-1"), "argument -n: -1 is outside 0..4294967295"),
+    (("recommend", "--user", "u1", "-k", "99999999999"),
+     "argument -k: 99999999999 is outside -2147483648..2147483647"),
+    (("profile", "--user", "u1", "--max-events", "3000000000"),
+     "argument --max-events: 3000000000 is outside -2147483648..2147483647"),
+])
+def test_an_integer_its_request_field_cannot_hold_is_a_usage_error(args, line):
+    """Protobuf refused it while the request was built: a ValueError traceback, exit 1."""
+    proc = run_module("clients", *args, "--server", f"127.0.0.1:{free_port()}", check=False,
+                      timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-1].endswith(f"error: {line}"), proc.stderr
