@@ -70,7 +70,9 @@ from .measure import (
     compare,
     idle_cpu,
     measure,
+    positive,
     print_table,
+    source_tree,
     start_server,
     tree_cpu_seconds,
     write_latency_plot,
@@ -389,8 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
-    p.add_argument("--concurrency", type=int, default=32, help="in-flight calls (closed loop)")
+    p.add_argument("--duration", type=positive(float), default=15.0, help="seconds per measurement")
+    p.add_argument("--concurrency", type=positive(int), default=32, help="in-flight calls (closed loop)")
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--latency-procs", type=int, default=1,
                    help="load generator processes for the fixed-rate (latency) runs")
@@ -415,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-env", nargs="+", metavar="NAME=VALUE",
                    help="two servers, one run: the defaults (A) and one with these variables "
                         "set (B), runs alternated, B vs A paired by round")
-    p.add_argument("--compare-src", type=Path, metavar="DIR",
+    p.add_argument("--compare-src", type=source_tree, metavar="DIR",
                    help="two servers, one run: A from this tree (or --server-src), B from DIR "
                         "(with --compare-env too, if given), runs alternated, B vs A paired")
     p.add_argument("--server-env", nargs="+", metavar="NAME=VALUE",

@@ -67,7 +67,9 @@ from .measure import (
     add_server_src_argument,
     idle_cpu,
     measure,
+    positive,
     print_table,
+    source_tree,
 )
 
 CHOOSE = "/tailor.v1.CampaignService/ChooseVariant"
@@ -232,8 +234,8 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", type=int, default=10)
     p.add_argument("--policy", default="bernoulli_ts")
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--duration", type=positive(float), default=10.0)
+    p.add_argument("--concurrency", type=positive(int), default=32)
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
@@ -249,7 +251,7 @@ def main(argv=None) -> int:
     p.add_argument("--request-ids", action="store_true",
                    help="every ChooseVariant carries a new request_id, as the Python client's do "
                         "(the server checks and remembers each; default: none, as raw stubs send)")
-    p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+    p.add_argument("--baseline-src", type=source_tree, default=None, metavar="DIR",
                    help="also measure a server from this source tree in every round and at "
                         "every rate (before/after in one run)")
     args = p.parse_args(argv)

@@ -48,7 +48,9 @@ from .measure import (
     add_server_src_argument,
     idle_cpu,
     measure,
+    positive,
     print_table,
+    source_tree,
 )
 
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "America/Los_Angeles", "Asia/Tokyo",
@@ -129,14 +131,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_contact", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arms", type=int, default=10)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--duration", type=positive(float), default=10.0)
+    p.add_argument("--concurrency", type=positive(int), default=32)
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--rounds", type=int, default=2, help="plain/checked pairs, alternated")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
     add_server_src_argument(p)
-    p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+    p.add_argument("--baseline-src", type=source_tree, default=None, metavar="DIR",
                    help="also measure a server from this source tree in every round (before/after "
                         "in one run)")
     p.add_argument("--baseline-plain", action="store_true",

@@ -55,7 +55,7 @@ from protos.tailor.v1 import profile_pb2_grpc as pgrpc
 from .bench import _free_port, ensure_bundle, serving
 from .bench_contact import contact_rules
 from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads, run_load
-from .measure import add_server_src_argument, compare, idle_cpu, measure, print_table
+from .measure import add_server_src_argument, compare, idle_cpu, measure, positive, print_table, source_tree
 
 COMPOSE = "/tailor.v1.MessagingService/ComposeMessage"
 HTML = """<p>Hi {{ first_name | default('there') }},</p><ul>
@@ -118,14 +118,14 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=20_000)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--duration", type=positive(float), default=10.0)
+    p.add_argument("--concurrency", type=positive(int), default=16)
     p.add_argument("--rounds", type=int, default=1, help="fixed-rate rounds (step 2)")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="servers without fsync per commit")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
     add_server_src_argument(p)
-    p.add_argument("--baseline-src", type=Path, default=None, metavar="DIR",
+    p.add_argument("--baseline-src", type=source_tree, default=None, metavar="DIR",
                    help="also compose on a server from this source tree in every round "
                         "(before/after in one run)")
     args = p.parse_args(argv)

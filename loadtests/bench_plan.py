@@ -57,6 +57,7 @@ from .measure import (
     add_server_src_argument,
     idle_cpu,
     measure,
+    positive,
     print_table,
     tree_cpu_seconds,
 )
@@ -197,10 +198,11 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=100_000, help="demo catalog of the bundle")
     p.add_argument("--demo-users", type=int, default=100_000, help="demo world users (bundle)")
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--duration", type=float, default=15.0, help="seconds of each Recommend run alone")
+    p.add_argument("--duration", type=positive(float), default=15.0,
+                   help="seconds of each Recommend run alone")
     p.add_argument("--duration-during", type=float, default=0.0,
                    help="seconds of the Recommend run during the plan (default 0.7x its expected time)")
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--concurrency", type=positive(int), default=32)
     p.add_argument("--choose-rate", type=float, default=0.0,
                    help="also ChooseVariant on the plan's campaign at this rate, alone and beside "
                         "the plan (its decisions share the plan's decision-log writer)")

@@ -66,6 +66,7 @@ from .measure import (
     measure,
     print_table,
     settle,
+    source_tree,
     start_server,
     tree_cpu_seconds,
 )
@@ -296,7 +297,7 @@ def main(argv=None) -> None:
                    help="TLS and a checked bearer token (roles tracker and analyst) on every "
                         "call, Ping included")
     add_server_src_argument(p)
-    p.add_argument("--compare-src", type=Path, default=None, metavar="DIR",
+    p.add_argument("--compare-src", type=source_tree, default=None, metavar="DIR",
                    help="with --encryption both: ingestion only, this tree's server and DIR's, "
                         "alternated in every round")
     args = p.parse_args(argv)

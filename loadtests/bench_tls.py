@@ -35,7 +35,7 @@ from clients.transport import Connection
 from .bench import ensure_bundle, serving
 from .certs import CertificateAuthority
 from .loadgen import RECOMMEND, recommend_payloads, run_load
-from .measure import compare, print_table
+from .measure import compare, positive, print_table
 
 BUDGET = 1.15
 
@@ -59,8 +59,8 @@ def main(argv=None) -> None:
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--users", type=int, default=100_000)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
-    p.add_argument("--concurrency", type=int, default=32, help="in-flight calls (closed loop)")
+    p.add_argument("--duration", type=positive(float), default=15.0, help="seconds per measurement")
+    p.add_argument("--concurrency", type=positive(int), default=32, help="in-flight calls (closed loop)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="open loop: Poisson arrivals at this many calls/s (same for every mode, so "
                         "batch sizes match); 0 = closed loop at max throughput")

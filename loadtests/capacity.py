@@ -30,7 +30,7 @@ from protos.tailor.v1 import profile_pb2 as ppb
 from .bench import _free_port, ensure_bundle, serving
 from .bench_messages import COMPOSE, compose_payloads, setup
 from .loadgen import PING, RECOMMEND, ping_payloads, recommend_payloads
-from .measure import Measurement, add_server_src_argument, idle_cpu, measure
+from .measure import Measurement, add_server_src_argument, idle_cpu, measure, positive
 
 __all__ = ["Row", "render_table", "update_file", "main"]
 
@@ -118,18 +118,31 @@ def _caption(args, bundle: Path) -> str:
             f"machine (load average {load1:.1f} / {load5:.1f} over 1 / 5 min at the start).")
 
 
+def _check_update(parser: argparse.ArgumentParser, path: Path) -> None:
+    """--update's file, read before the bundle and the runs: one it cannot rewrite (missing,
+    no markers) ended the command on a traceback after minutes of measuring."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        parser.error(f"--update {path}: {(err.strerror or str(err)).lower()}")
+    if BEGIN + "\n" not in text or END not in text:
+        parser.error(f"--update {path}: no capacity table markers ({BEGIN} ... {END})")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.capacity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", type=int, default=2000)
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--duration", type=float, default=5.0)
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--duration", type=positive(float), default=5.0)
+    p.add_argument("--concurrency", type=positive(int), default=16)
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
     p.add_argument("--update", type=Path, metavar="FILE", help="write the table into FILE's section")
     add_server_src_argument(p)
     args = p.parse_args(argv)
+    if args.update is not None:
+        _check_update(p, args.update)
     bundle = ensure_bundle(args.work, args.items, args.users, args.days)
     caption = _caption(args, bundle)
     flags = ["--public-http-port", str(_free_port()), "--public-url", "https://capacity.example"]

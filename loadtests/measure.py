@@ -218,8 +218,32 @@ def write_latency_plot(series: dict[str, list[Measurement]], path: Path, title: 
     return out
 
 
+def positive(kind: type):
+    """An argparse type: a number of `kind` above 0. A --duration of 0 measured nothing and
+    ended the run on a ZeroDivisionError traceback; a --concurrency of 0 ran and printed
+    figures of a load nobody asked for."""
+    def parse(text: str):
+        value = kind(text)  # not a number: argparse's "invalid ... value"
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text} is not a number above 0")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def source_tree(text: str) -> Path:
+    """An argparse type: a Tailor source tree to serve from (a directory holding
+    server/__main__.py). Another path ended the bench on a FileNotFoundError traceback from
+    subprocess, or later on a server that never answered."""
+    path = Path(text)
+    if not (path / "server" / "__main__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text} is not a Tailor source tree (no "
+                                         "server/__main__.py in it)")
+    return path
+
+
 def add_server_src_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server-src", type=Path, default=None, metavar="DIR",
+    parser.add_argument("--server-src", type=source_tree, default=None, metavar="DIR",
                         help="run `python -m server` from this source tree (cwd and PYTHONPATH=DIR, "
                              "kernels built there) to compare two commits; default: this tree")
 

@@ -15,13 +15,22 @@ def variants(*argv: str):
     return bench.server_variants(bench.build_parser().parse_args(list(argv)))
 
 
+def source_tree(path: Path) -> Path:
+    """`path` made to look like a Tailor tree: --server-src and --compare-src take no other."""
+    (path / "server").mkdir()
+    (path / "server" / "__main__.py").touch()
+    return path
+
+
 def test_compare_env_pairs_defaults_with_the_variables_and_server_env_goes_to_both(tmp_path):
+    source_tree(tmp_path)
     assert variants("--compare-env", "TAILOR_X=5", "--server-env", "TAILOR_Y=1",
                     "--server-src", str(tmp_path)) == [
         ("A", {"TAILOR_Y": "1"}, tmp_path), ("B", {"TAILOR_Y": "1", "TAILOR_X": "5"}, tmp_path)]
 
 
 def test_compare_src_runs_b_from_the_other_tree_and_impressions_keep_their_modes(tmp_path):
+    source_tree(tmp_path)
     assert variants("--compare-src", str(tmp_path)) == [("A", {}, None), ("B", {}, tmp_path)]
     assert [(m, env["TAILOR_IMPRESSION_LOG"]) for m, env, _ in variants("--impressions", "both")] \
         == [("off", "false"), ("on", "true")]
@@ -29,6 +38,7 @@ def test_compare_src_runs_b_from_the_other_tree_and_impressions_keep_their_modes
 
 
 def test_compare_src_with_impressions_both_runs_each_tree_with_the_log_off_and_on(tmp_path):
+    source_tree(tmp_path)
     found = variants("--compare-src", str(tmp_path), "--impressions", "both")
     assert [(m, env["TAILOR_IMPRESSION_LOG"], src) for m, env, src in found] == [
         ("A off", "false", None), ("A on", "true", None),

@@ -1,0 +1,32 @@
+"""A bench option that cannot work is refused when it is parsed (argparse's one usage error,
+exit 2), before the minutes of training and measuring: a --duration of 0 ended the run on a
+ZeroDivisionError traceback, a --concurrency of 0 printed figures of no asked-for load, a
+--server-src that is no source tree a FileNotFoundError traceback, and capacity's --update of
+a file without its markers a traceback after every measurement."""
+import pytest
+
+from tests.conftest import ROOT, run_module
+
+
+@pytest.mark.parametrize("args, line", [
+    (("bench_campaigns", "--duration", "0"), "argument --duration: 0 is not a number above 0"),
+    (("bench", "--concurrency", "0"), "argument --concurrency: 0 is not a number above 0"),
+    (("bench_messages", "--duration", "inf"), "argument --duration: inf is not a number above 0"),
+    (("bench_campaigns", "--server-src", "/nonexistent"),
+     "argument --server-src: /nonexistent is not a Tailor source tree (no server/__main__.py in it)"),
+    (("bench_profiles", "--compare-src", str(ROOT / "docs")),
+     f"argument --compare-src: {ROOT / 'docs'} is not a Tailor source tree"),
+    (("capacity", "--update", "README.md"), "--update README.md: no capacity table markers"),
+    (("capacity", "--update", "missing.md"), "--update missing.md: no such file or directory"),
+])
+def test_a_bench_option_that_cannot_work_is_a_usage_error(args, line):
+    bench, *rest = args
+    proc = run_module(f"loadtests.{bench}", *rest, check=False, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"python -m loadtests.{bench}: error: {line}" in proc.stderr.splitlines()[-1], proc.stderr
+
+
+def test_a_source_tree_is_taken(tmp_path):
+    """The checkout itself passes (the parse only; --help stops before any run)."""
+    proc = run_module("loadtests.bench_campaigns", "--server-src", str(ROOT), "--help")
+    assert "--server-src" in proc.stdout
