@@ -23,6 +23,20 @@ def test_every_listed_module_registers_one_subcommand_with_a_handler(capsys):
         assert callable(parser.parse_args(argv).func)
 
 
+def test_the_demo_world_sizes_help_shows_their_defaults(capsys):
+    """`demo-data --help` listed --users --items --days --seed without a word or a default."""
+    from training.demo import DemoConfig
+    d = DemoConfig()
+    for name, flags in (("demo-data", {"users": d.n_users, "items": d.n_items, "days": d.n_days,
+                                       "seed": d.seed}),
+                        ("bootstrap", {"users": d.n_users, "items": d.n_items})):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([name, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for flag, default in flags.items():
+            assert f"--{flag} {flag.upper()} " in text and f"(default {default})" in text, flag
+
+
 def test_compare_als_on_movielens_format(world_dir, tmp_path, capsys):
     rows = pacsv.read_csv(world_dir / "interactions.csv").to_pydict()
     rating = {"view": 1, "click": 3, "add_to_cart": 4, "purchase": 5}

@@ -19,8 +19,10 @@ logger = logging.getLogger("tailor.training.cli.bootstrap")
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bootstrap", help="train a demo bundle unless one exists")
     p.add_argument("--data-dir", required=True)
-    p.add_argument("--users", type=positive_int, default=DemoConfig().n_users, help="demo world size")
-    p.add_argument("--items", type=positive_int, default=DemoConfig().n_items, help="demo world size")
+    p.add_argument("--users", type=positive_int, default=DemoConfig().n_users,
+                   help="demo world users (default %(default)s)")
+    p.add_argument("--items", type=positive_int, default=DemoConfig().n_items,
+                   help="demo world items (default %(default)s)")
     p.set_defaults(func=run)
 
 

@@ -15,10 +15,15 @@ _DEFAULT = DemoConfig()
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("demo-data", help="generate the seeded demo world")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--users", type=positive_int, default=_DEFAULT.n_users)
-    p.add_argument("--items", type=positive_int, default=_DEFAULT.n_items)
-    p.add_argument("--days", type=positive_int, default=_DEFAULT.n_days)
-    p.add_argument("--seed", type=count, default=_DEFAULT.seed)
+    p.add_argument("--users", type=positive_int, default=_DEFAULT.n_users,
+                   help="users (default %(default)s)")
+    p.add_argument("--items", type=positive_int, default=_DEFAULT.n_items,
+                   help="catalog items (default %(default)s)")
+    p.add_argument("--days", type=positive_int, default=_DEFAULT.n_days,
+                   help="days of activity (default %(default)s)")
+    p.add_argument("--seed", type=count, default=_DEFAULT.seed,
+                   help="random seed: the same seed and sizes give the same files (default "
+                        "%(default)s)")
     p.add_argument("--events-per-user", type=positive_number,
                    help="mean rows per user (e.g. 120 for long histories); default: about 60")
     p.add_argument("--end", type=parse_date,
