@@ -64,8 +64,9 @@ def _check_p99(environment, **_):
     for line in errors:
         logger.error("task errors (no request made): %s", line)
     if total.num_failures or errors or not total.num_requests or (target and p99 > target):
-        logger.error("FAILED: p99 %.1f ms (target %.1f ms), %d failures, %d task errors", p99,
-                     target, total.num_failures, len(errors))
+        logger.error("FAILED: p99 %.1f ms (%s), %d failures, %d task errors", p99,
+                     f"target {target:.1f} ms" if target else "no --p99-ms target",
+                     total.num_failures, len(errors))
         environment.process_exit_code = 1
     else:
         environment.process_exit_code = 0

@@ -40,3 +40,11 @@ def test_mix_methods_whose_tasks_raise_fail_the_run(server):
     assert code == 1, out[-4000:]
     assert "SLO missed: GetProfile: made no call" in out, out[-4000:]
     assert "task errors (no request made): " in out and "empty range" in out, out[-4000:]
+
+
+def test_a_run_without_a_p99_target_does_not_name_one(server):
+    """Failed calls without --p99-ms said "FAILED: p99 12.0 ms (target 0.0 ms)": a target of
+    0 ms nobody set, read as the reason."""
+    code, out = locust(server, "loadtests/locustfile.py", "--k", "0")  # every call refused
+    assert code == 1, out[-4000:]
+    assert "(no --p99-ms target)" in out and "target 0.0 ms" not in out, out[-4000:]
