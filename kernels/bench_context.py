@@ -7,6 +7,7 @@ and the concatenation the server would add. 5,000 items, 16 categories, historie
 """
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -45,7 +46,9 @@ def _case(rng, table: ItemTable, ctx: ContextTable, b: int, n: int, hist: int, k
             f"(+{both - base:.1f} us, x{both / base:.2f})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(prog="python -m kernels.bench_context",
+                            description=__doc__).parse_args(argv)
     rng = np.random.default_rng(0)
     n, n_cat = 5000, 16
     table = ItemTable.from_arrays(rng.integers(0, n_cat, n), rng.lognormal(2, 1, n),
