@@ -135,10 +135,12 @@ class Delivery:
     # -- adapters ------------------------------------------------------------------------------
     def check_adapter(self, channel: str) -> None:
         if channel == "email" and self.smtp is None:
-            raise FailedPrecondition("deliver: no SMTP relay configured (--smtp-host)")
+            raise FailedPrecondition("deliver: no SMTP relay configured (setting smtp_host: "
+                                     "TAILOR_SMTP_HOST)")
         if channel != "email" and (self.webhooks is None or channel not in self.webhooks.urls):
             raise FailedPrecondition(f"deliver: no {channel} webhook configured "
-                                     f"(--{channel}-webhook-url and the delivery-webhook keyring)")
+                                     f"(setting {channel}_webhook_url: TAILOR_{channel.upper()}_WEBHOOK_URL, "
+                                     "and the delivery-webhook keyring)")
 
     def check_adapters(self, channels) -> None:
         """FailedPrecondition (`check_adapter` of the first) unless one of a campaign's
