@@ -163,18 +163,34 @@ def _migrate(args) -> None:
         raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
     configure_logging()  # the store logs each step and its count
     settings = Settings(data_dir=args.data_dir)
-    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING))
+    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING),
+                           optional=("unsubscribe",))
     lock = lock_data_dir(args.data_dir, exclusive=True)
     try:
         started = time.perf_counter()
         store = Store(store_dir, map_size=settings.lmdb_map_size,
                       max_map_size=settings.lmdb_max_map_size, sync=settings.lmdb_sync,
                       crypto=StoreCrypto.from_secrets(secrets, encrypt=settings.encrypt_at_rest))
-        store.close()
+        try:
+            indexed = _backfill_addresses(store, secrets.get("unsubscribe"))
+        finally:
+            store.close()
     finally:
         lock.close()
     print(json.dumps({"command": "migrate", "store": str(store_dir), "migrated": store.migrated,
+                      "address_index": indexed,
                       "seconds": round(time.perf_counter() - started, 3)}))
+
+
+def _backfill_addresses(store, ring) -> int | None:
+    """The address index's walk of the profiles stored before it (`server.profiles.backfill`),
+    as a server's first start does it; None without the `unsubscribe` keyring (its hashing
+    key: the first server to start does it then)."""
+    if ring is None:
+        return None
+    from .messages.phones import AddressIndex, PhoneIndex
+    from .profiles.backfill import backfill_attributes
+    return backfill_attributes(store, (PhoneIndex(store, ring), AddressIndex(store, ring, "email")))
 
 
 def _backup(args) -> None:

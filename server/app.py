@@ -222,6 +222,7 @@ class TailorServer:
         for index in (self.phones, self.emails):
             self.profiles.add_eraser(index)
             self.profiles.add_attribute_watcher(index)
+        self.profiles.backfill_watchers()  # the profiles stored before them (once a store)
         self.profiles.add_listener(SharedOptOut(self.store, (self.phones, self.emails),
                                                 self.profiles, self.profiles))
         self.profiles.add_listener(self.impressions)

@@ -65,6 +65,9 @@ class ProfileMetas(Protocol):
         """Each user's meta record (`server.store.layouts` kind `profile_meta`) from one read
         snapshot, None where there is none."""
 
+    def unnamed_metas(self, tokens: Sequence[bytes]) -> list[dict | None]:
+        """`metas` of profiles known by their token alone (unnamed address index entries)."""
+
 
 class SuppressedAddresses(Protocol):
     """The suppression list as the decision path reads it (the contact domain)."""
@@ -116,6 +119,13 @@ class AttributeWatcher(Protocol):
         """Runs inside UpsertAttributes' write transaction (`txn`), after the change:
         `changed` is the request's attributes (an empty value: removed); returns the records
         written."""
+
+    def on_stored(self, txn, token: bytes, user_id: str | None,
+                  attributes: Mapping[str, str]) -> int:
+        """Runs once per profile stored before the watcher (`server.profiles.backfill`), in a
+        write transaction of the walk: `token` is the profile's key part, `user_id` its id
+        when the walk found it (None: the store holds none), `attributes` its attributes;
+        returns the records written."""
 
 
 class ErasedUsers(Protocol):
@@ -178,6 +188,14 @@ class ConsentWriter(Protocol):
         """`set_consent` of each user in one write; those it would bring back skipped, and
         (`keep_later_opt_in`) those whose current state is an opt-in dated after `timestamp`,
         checked in that write. The users changed."""
+
+    async def set_unnamed_consents(self, tokens: Sequence[bytes], channel: str, opted_in: bool,
+                                   source: str, still, timestamp: float = 0.0,
+                                   purpose: str = "", keep_later_opt_in: bool = False
+                                   ) -> list[bytes]:
+        """`set_consents` of existing profiles known by their token alone (unnamed address
+        index entries, `server.messages.phones`), each only while `still(txn, token)`. The
+        tokens changed."""
 
 
 class VariantChooser(Protocol):

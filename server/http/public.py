@@ -145,7 +145,26 @@ class PublicHttp:
                 continue
             logger.info("unsubscribed %s from %s (campaign %s)", user_ref(user), target.channel,
                         target.campaign_id)
+        await self._unnamed(target, source)
         return _html(done_page(target.channel))
+
+    async def _unnamed(self, target, source: str) -> None:
+        """Opt out the profiles indexed by token alone (stored before the index, their id
+        nowhere in the store: `AddressIndex.unnamed`) at the link's user's address."""
+        index = self.addresses.get(target.channel)
+        if index is None:
+            return
+
+        def read() -> list[bytes]:
+            meta = self.metas.metas([target.user_id])[0] if self.metas is not None else None
+            address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
+            return index.unnamed(address, target.user_id)
+        tokens = await asyncio.to_thread(read)
+        if tokens:
+            done = await self.consent.set_unnamed_consents(tokens, target.channel, False, source,
+                                                           index.still_unnamed)
+            logger.info("unsubscribed %d unnamed profiles from %s (campaign %s)", len(done),
+                        target.channel, target.campaign_id)
 
     async def _sharing(self, user_id: str, channel: str) -> list[str]:
         """The link's user, then every other profile messaged on `channel` at the address the

@@ -35,6 +35,7 @@ may share one).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -99,25 +100,46 @@ class SmsInbound:
         users = await asyncio.to_thread(self.phones.lookup, sender)  # all who share it
         metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
             else [None] * len(users)
+        source, only = f"sms reply {word}", _whole(text) == word
         for user, meta in zip(users, metas):
             try:  # `existing`: a reply changes a profile that exists, never brings one back
-                if not await self._change(user, meta, opted_in, f"sms reply {word}", dated,
-                                          only=_whole(text) == word):
+                if not await self._change(meta, opted_in, only, functools.partial(
+                        self.consent.set_consent, user, "sms", opted_in, source,
+                        timestamp=dated, existing=True)):
                     continue
             except ErasedSince:  # erased since (signed before, or no profile since)
                 continue
             changed += 1
             logger.info("sms %s from %s", word, user_ref(user))
+        changed += await self._change_unnamed(sender, opted_in, only, source, dated)
         return web.Response(text="ok" if changed else "unknown number")
 
-    async def _change(self, user: str, meta, opted_in: bool, source: str, dated: float,
-                      only: bool = True) -> bool:
-        """One profile's change (False: none): a STOP closes marketing and transactional
-        texts (the carriers block the number: nothing but the STOP's confirmation may follow
-        it), a transactional opt-out given elsewhere left as it is; a START reopens what a
-        STOP closed, giving no consent not given before (`reopens`). `only`: the reply is the
-        opt-out word alone; a reply merely starting with one ("Cancel my 3pm appointment")
-        closes marketing only (carriers block the number on a single-word reply only)."""
+    async def _change_unnamed(self, sender: str, opted_in: bool, only: bool, source: str,
+                              dated: float) -> int:
+        """`_change` of the profiles indexed at the number by token alone (stored before the
+        index, their id nowhere in the store: `PhoneIndex.unnamed`); how many changed."""
+        tokens = await asyncio.to_thread(self.phones.unnamed, sender)
+        if not tokens:
+            return 0
+        metas = await asyncio.to_thread(self.metas.unnamed_metas, tokens) \
+            if self.metas is not None else [None] * len(tokens)
+        changed = 0
+        for token, meta in zip(tokens, metas):
+            changed += await self._change(meta, opted_in, only, functools.partial(
+                self.consent.set_unnamed_consents, [token], "sms", opted_in, source,
+                self.phones.still_unnamed, timestamp=dated))
+        if changed:
+            logger.info("sms %s: %d unnamed profiles at the number", source, changed)
+        return changed
+
+    async def _change(self, meta, opted_in: bool, only: bool, write) -> bool:
+        """One profile's change (False: none), `await write(purpose=...)` for each purpose
+        changed: a STOP closes marketing and transactional texts (the carriers block the
+        number: nothing but the STOP's confirmation may follow it), a transactional opt-out
+        given elsewhere left as it is; a START reopens what a STOP closed, giving no consent
+        not given before (`reopens`). `only`: the reply is the opt-out word alone; a reply
+        merely starting with one ("Cancel my 3pm appointment") closes marketing only
+        (carriers block the number on a single-word reply only)."""
         purposes = ["marketing", "transactional"]
         if not opted_in and not only:
             purposes = ["marketing"]
@@ -127,8 +149,7 @@ class SmsInbound:
         elif not opted_in and consent_reason(meta, "sms", TRANSACTIONAL, self.defaults):
             purposes = ["marketing"]  # closed already: START must not reopen it
         for purpose in purposes:
-            await self.consent.set_consent(user, "sms", opted_in, source, timestamp=dated,
-                                           existing=True, purpose=purpose)
+            await write(purpose=purpose)
         return bool(purposes)
 
 

@@ -94,12 +94,27 @@ class SharedOptOut:
                                                    keep_later_opt_in=True)
             logger.info("unsubscribe event of %s: %d other profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
+        tokens = await asyncio.to_thread(self._unnamed, index, ev.user_id)
+        for start in range(0, len(tokens), CHUNK):  # indexed by token alone (phones.UNNAMED)
+            done = await self.consent.set_unnamed_consents(
+                tokens[start:start + CHUNK], ev.channel, False, SHARED_SOURCE,
+                index.still_unnamed, timestamp=ev.timestamp, keep_later_opt_in=True)
+            logger.info("unsubscribe event of %s: %d unnamed profiles opted out of %s too "
+                        "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
 
     def _sharing(self, index: AddressIndex, user_id: str) -> list[str]:
         """The other profiles at the user's address (the one last indexed for them, and the
         one their attribute holds now)."""
-        meta = self.metas.metas([user_id])[0]
-        address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
+        address = self._address(index, user_id)
         users = set(index.sharing(user_id, address)) | set(index.lookup(address))
         users.discard(user_id)
         return sorted(users)
+
+    def _unnamed(self, index: AddressIndex, user_id: str) -> list[bytes]:
+        """The tokens of the profiles indexed by token alone at those addresses."""
+        address = self._address(index, user_id)
+        return sorted(set(index.unnamed(address, user_id)) | set(index.unnamed(address)))
+
+    def _address(self, index: AddressIndex, user_id: str) -> str:
+        meta = self.metas.metas([user_id])[0]
+        return ((meta or {}).get("attributes") or {}).get(index.attribute) or ''

@@ -8,8 +8,13 @@ an `AttributeWatcher`), and by `Composer` when it composes a message (one read, 
 only when the user's address is new or changed). Written by messages alone, it missed a
 profile holding an address that was never messaged at it (a guest checkout beside the account
 that was mailed): a STOP or a click from the address did not reach it, and the next campaign
-went to the address through it. A profile whose address was set before this, and never
-messaged, is indexed at its next message or address change. A user has two pointers per
+went to the address through it. The profiles stored before that (their address set, never
+messaged at it) are indexed once, by a walk of the stored profiles at the first start
+(`on_stored`, `server.profiles.backfill`); the store keeps no user id beside a profile's
+attributes (its keys hold a keyed hash), so a profile whose id the walk cannot find (in its
+events) gets an *unnamed* entry, its token alone (`UNNAMED`): a STOP or click from the address
+changes its consent by token (`unnamed`, `still_unnamed`; `Profiles.set_unnamed_consents`),
+and the entry is named at the user's next address change or message. A user has two pointers per
 channel: the address last messaged at, and the one their attribute holds when it is another
 (an attribute change kept only the new one: a STOP from the number texted matched nobody while
 texts composed to it, deferred or dead letters, still went there). A pointer stored before
@@ -53,14 +58,25 @@ from ..store.keys import (
     SEP,
     address_entry_key,
     address_key,
-    address_user_key,
+    address_token_entry_key,
+    address_token_user_key,
     profile_meta_key,
 )
+from ..store.tokens import user_token
 
-__all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex"]
+__all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex", "UNNAMED"]
 
 _LABELS = {"sms": b"sms/phone", "email": b"email/address"}
 """The derivation label of each channel's hashing key (one key of the ring each)."""
+UNNAMED = b"\x00unnamed"
+"""The value of an entry the walk of stored profiles wrote for a profile whose id it could not
+find (`on_stored`): no user id is stored as `\x00` and 8 bytes, and no sealed one starts with
+a NUL (a token does). Named (`_enter`) when the user's id next reaches the index."""
+
+
+def _named(raw) -> bool:
+    """Whether an entry's stored value names its user (neither absent nor `UNNAMED`)."""
+    return raw is not None and bytes(raw) != UNNAMED
 
 
 def normalize_phone(text: str) -> str | None:
@@ -107,18 +123,23 @@ class AddressIndex:
     def _user_key(self, user_id: str) -> bytes:
         """The user's pointer: the digest of the address last messaged at (marked
         `ADDRESS_UNSURE` when stored before the held pointer: last set or messaged)."""
-        return address_user_key(self.channel, user_id)
+        return self._pointer_keys(user_token(user_id))[0]
 
     def _held_key(self, user_id: str) -> bytes:
         """The user's second pointer: the digest of the address their attribute holds, when it
         is not the one they were last messaged at."""
-        return address_user_key(self.channel, user_id) + SEP + b"held"
+        return self._pointer_keys(user_token(user_id))[1]
 
     def _sent_key(self, user_id: str) -> bytes:
         """The user's third pointer: the digest of the address a text last actually went to
         (`went`: a deferred SendCampaign message, a dead letter's retry), when it is neither
         of the others."""
-        return address_user_key(self.channel, user_id) + SEP + b"sent"
+        return self._pointer_keys(user_token(user_id))[2]
+
+    def _pointer_keys(self, token: bytes) -> tuple[bytes, bytes, bytes]:
+        """The (messaged, held, sent) pointer keys of the user whose token is `token`."""
+        key = address_token_user_key(self.channel, token)
+        return key, key + SEP + b"held", key + SEP + b"sent"
 
     def _pointer(self, txn, key: bytes) -> str | None:
         """The digest a pointer names (its `ADDRESS_UNSURE` mark aside); None if none."""
@@ -151,7 +172,7 @@ class AddressIndex:
         digest = self._digests(normal)[0]
         with self.store.read() as txn:
             return self._meta.get(txn, self._user_key(user_id)) == digest.encode() and \
-                self._meta.get(txn, self._entry_key(digest, user_id)) is not None
+                _named(self._meta.get(txn, self._entry_key(digest, user_id)))
 
     def remember(self, user_id: str, address: str) -> bool:
         """Index `address` for `user_id` (replacing the user's previous one; other profiles
@@ -183,7 +204,7 @@ class AddressIndex:
         digest = self._digests(normal)[0]
         with self.store.read() as txn:
             if self._meta.get(txn, self._sent_key(user_id)) is None and \
-                    self._meta.get(txn, self._entry_key(digest, user_id)) is not None:
+                    _named(self._meta.get(txn, self._entry_key(digest, user_id))):
                 return False  # indexed (messaged or held), and no other address went since
 
         def fn(txn):
@@ -229,9 +250,9 @@ class AddressIndex:
 
     def _enter(self, txn, user_id: str, digest: str) -> bool:
         """The user's entry under `digest` in `txn` (the user id sealed under their data key,
-        `store.sealed`); False when it is there already."""
+        `store.sealed`), an `UNNAMED` one named; False when it is there already."""
         entry = self._entry_key(digest, user_id)
-        if self._meta.get(txn, entry) is not None:
+        if _named(self._meta.get(txn, entry)):
             return False
         self._meta.put(txn, entry, self.store.seal_for_user(txn, user_id, entry,
                                                             user_id.encode()))
@@ -269,13 +290,16 @@ class AddressIndex:
         ring are read too (profiles indexed under another key since a rotation)."""
         normal = self._normalize(address) if address else None
         with self.store.read() as txn:
-            pointer = self._pointer(txn, self._user_key(user_id))  # marked: as it was read
-            if pointer is None:
-                return []
-            digests = [pointer]
-            if normal is not None and digests[0] in self._digests(normal):
-                digests = self._digests(normal)
-            return self._users(txn, digests)
+            return self._users(txn, self._shared(txn, user_id, normal))
+
+    def _shared(self, txn, user_id: str, normal: str | None) -> list[str]:
+        """The digests `sharing` reads: the user's messaged pointer's ([] when none), or every
+        key's digest of `normal` when the pointer is one of them."""
+        pointer = self._pointer(txn, self._user_key(user_id))  # marked: as it was read
+        if pointer is None:
+            return []
+        digests = self._digests(normal) if normal is not None else []
+        return digests if pointer in digests else [pointer]
 
     def _users(self, txn, digests: list[str]) -> list[str]:
         users = set()
@@ -283,10 +307,58 @@ class AddressIndex:
             key = address_key(self.channel, digest)
             for k, stored in [(key, self._meta.get(txn, key)),
                               *self._meta.scan_prefix(txn, key + SEP)]:
-                user = self.store.open_for_user(txn, bytes(k), stored)
+                user = self.store.open_for_user(txn, bytes(k), stored) if _named(stored) else None
                 if user is not None:
                     users.add(bytes(user).decode())
         return sorted(users)
+
+    # -- profiles stored before the index (unnamed entries) -------------------------------
+    def on_stored(self, txn, token: bytes, user_id: str | None, attributes) -> int:
+        """`AttributeWatcher`: index the address a profile stored before this index holds
+        (`server.profiles.backfill`), in `txn`; 1 if written. With its `user_id`, as
+        UpsertAttributes would (`_hold`); without, an `UNNAMED` entry and the held pointer,
+        unless the profile is indexed at the address already (under any key of the ring) or
+        holds another held address (left as it is: nothing indexed is dropped)."""
+        normal = self._normalize(attributes.get(self.attribute) or "")
+        if normal is None:
+            return 0
+        digests = self._digests(normal)
+        if user_id is not None:
+            return int(self._hold(txn, user_id, digests[0]))
+        if any(self._meta.get(txn, address_token_entry_key(self.channel, d, token)) is not None
+               for d in digests):
+            return 0
+        held = self._pointer_keys(token)[1]
+        if self._meta.get(txn, held) is not None:
+            return 0
+        self._meta.put(txn, held, digests[0].encode())
+        self._meta.put(txn, address_token_entry_key(self.channel, digests[0], token), UNNAMED)
+        return 1
+
+    def unnamed(self, address: str, user_id: str = "") -> list[bytes]:
+        """The tokens of the unnamed profiles indexed at `address` (every key of the ring,
+        as `lookup`), or, with `user_id`, at the address that user was last messaged at (as
+        `sharing`, `address` their attribute now)."""
+        normal = self._normalize(address) if address else None
+        with self.store.read() as txn:
+            digests = self._shared(txn, user_id, normal) if user_id else \
+                self._digests(normal) if normal is not None else []
+            tokens = set()
+            for digest in digests:
+                prefix = address_key(self.channel, digest) + SEP
+                tokens.update(bytes(k)[len(prefix):] for k, v in
+                              self._meta.scan_prefix(txn, prefix) if bytes(v) == UNNAMED)
+        return sorted(tokens)
+
+    def still_unnamed(self, txn, token: bytes) -> bool:
+        """Whether the profile of `token` still has an unnamed entry, in `txn` (an erasure
+        drops it with the profile: a consent change by token is made only while it is there)."""
+        for key in self._pointer_keys(token):
+            digest = self._pointer(txn, key)
+            if digest is not None and bytes(self._meta.get(
+                    txn, address_token_entry_key(self.channel, digest, token)) or b"") == UNNAMED:
+                return True
+        return False
 
     def _drop(self, txn, user_id: str, digest: str) -> int:
         """The user's entry under `digest`, and the older one-user entry if it names them."""

@@ -41,6 +41,7 @@ from ..validation import (
     check_window,
     shown,
 )
+from .backfill import backfill_attributes
 from .errors import ProfileAttributesFull
 from .events import EventRules, TrackedEvent, check_event
 from .history import DEFAULT_BLEND, HistoryBlend, unique_histories
@@ -420,12 +421,31 @@ class Profiles:
         for user_id in user_ids:
             check_id("user_id", user_id, self.limits.id_bytes)
         change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
-        keep = None
-        if keep_later_opt_in:
-            def keep(meta):
-                return opted_in_since(meta, channel, purpose or MARKETING, ts)
+        keep = _later_opt_in(channel, purpose, ts) if keep_later_opt_in else None
         return await asyncio.to_thread(self.repo.update_metas, list(user_ids), change, ts,
                                        existing=existing, keep=keep)
+
+    async def set_unnamed_consents(self, tokens: Sequence[bytes], channel: str, opted_in: bool,
+                                   source: str, still, timestamp: float = 0.0,
+                                   purpose: str = "", keep_later_opt_in: bool = False
+                                   ) -> list[bytes]:
+        """`set_consents` of existing profiles known by their token alone (unnamed entries of
+        the address index, `server.messages.phones`: stored before it, their id nowhere in
+        the store), each changed only while `still(txn, token)` (its entry is there: an
+        erasure drops it with the profile). The tokens changed."""
+        change, ts = self._consent_change(channel, opted_in, source, timestamp, purpose)
+        keep = _later_opt_in(channel, purpose, ts) if keep_later_opt_in else None
+        return await asyncio.to_thread(self.repo.update_unnamed_metas, list(tokens), change,
+                                       still, keep)
+
+    def unnamed_metas(self, tokens: Sequence[bytes]) -> list[dict | None]:
+        """`metas` of profiles known by their token alone (`set_unnamed_consents`)."""
+        return self.repo.metas_at([token + keys.PROFILE_META_SUFFIX for token in tokens])
+
+    def backfill_watchers(self) -> int:
+        """Tell the attribute watchers of the profiles stored before them, once per store
+        (`server.profiles.backfill`); the records they wrote."""
+        return backfill_attributes(self.repo.store, self._watchers)
 
     def _consent_change(self, channel: str, opted_in: bool, source: str, timestamp: float,
                         purpose: str):
@@ -796,6 +816,13 @@ def _wanted_parts(parts: Sequence[str]) -> frozenset[str]:
         return frozenset(PROFILE_PARTS)
     check_count("parts", len(parts), len(PROFILE_PARTS))
     return frozenset(check_known("parts", p, PROFILE_PARTS) for p in parts)
+
+
+def _later_opt_in(channel: str, purpose: str, ts: float):
+    """`keep(meta)` of a consent change dated `ts`: the profile's own opt-in is later."""
+    def keep(meta) -> bool:
+        return opted_in_since(meta, channel, purpose or MARKETING, ts)
+    return keep
 
 
 def _attributes_size(attributes: dict[str, str]) -> tuple[int, int]:

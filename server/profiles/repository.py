@@ -230,6 +230,18 @@ class ProfileRepository:
                     and self._change_meta(txn, user_id, change, keep=keep) is not None]
         return self.store.write(fn)
 
+    def update_unnamed_metas(self, tokens: Sequence[bytes], change, still,
+                             keep=None) -> list[bytes]:
+        """`update_metas` of profiles known by their token alone (an unnamed address index
+        entry: `server.messages.phones`), all in one transaction: each one whose meta record
+        exists and `still(txn, token)` is true (its entry is there: an erasure drops it with
+        the profile, so no erased user is changed), unless `keep(meta)`. The tokens changed."""
+        def fn(txn):
+            return [token for token in tokens if still(txn, token) and self._change_meta_at(
+                txn, token + keys.PROFILE_META_SUFFIX, change, create=False,
+                keep=keep) is not None]
+        return self.store.write(fn)
+
     def _brings_back(self, txn, user_id: str, dated: float, existing: bool) -> bool:
         """Whether a change of the user's profile in `txn` would bring back an erased user: it
         is `dated` (> 0) at or before their erasure, as a late event is; or it is meant for an
@@ -246,7 +258,11 @@ class ProfileRepository:
                      keep=None) -> dict | None:
         """`update_meta` in the caller's write transaction `txn`; None, nothing written: no
         record and not `create`, or `keep(meta)` (None: no record) is true."""
-        key = keys.profile_meta_key(user_id)
+        return self._change_meta_at(txn, keys.profile_meta_key(user_id), change, create, keep)
+
+    def _change_meta_at(self, txn, key: bytes, change, create: bool = True,
+                        keep=None) -> dict | None:
+        """`_change_meta` of the meta record under `key`."""
         raw = self._profiles.get(txn, key)
         if raw is None and not create:
             return None
@@ -417,8 +433,12 @@ class ProfileRepository:
 
     def metas(self, user_ids: Sequence[str]) -> list[dict | None]:
         """Meta records of many users in one snapshot (None where there is none)."""
+        return self.metas_at([keys.profile_meta_key(u) for u in user_ids])
+
+    def metas_at(self, meta_keys: Sequence[bytes]) -> list[dict | None]:
+        """`metas` of the records under `meta_keys`."""
         with self.store.read() as txn:
-            raws = self._profiles.get_many(txn, [keys.profile_meta_key(u) for u in user_ids])
+            raws = self._profiles.get_many(txn, meta_keys)
         return [json.loads(r) if r else None for r in raws]
 
     def category_names(self) -> dict[int, str]:

@@ -93,7 +93,8 @@ __all__ = [
     "LEGACY_REQUEST_PREFIX", "LEGACY_REQUEST_EXPIRY_PREFIX", "contact_key", "CONTACTS_SUFFIX",
     "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_entry_key",
     "phone_user_key", "EMAIL_PREFIX", "EMAIL_USER_PREFIX", "ADDRESS_UNSURE", "ADDRESS_PREFIXES",
-    "address_key", "address_entry_key", "address_user_key",
+    "address_key", "address_entry_key", "address_user_key", "address_token_entry_key",
+    "address_token_user_key", "ATTRIBUTES_BACKFILL",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
@@ -382,12 +383,28 @@ def address_key(channel: str, digest: str) -> bytes:
 
 def address_entry_key(channel: str, digest: str, user_id: str) -> bytes:
     """One profile's entry under an address (several profiles may share one)."""
-    return address_key(channel, digest) + SEP + user_token(user_id)
+    return address_token_entry_key(channel, digest, user_token(user_id))
+
+
+def address_token_entry_key(channel: str, digest: str, token: bytes) -> bytes:
+    """`address_entry_key` of the user whose token is `token`."""
+    return address_key(channel, digest) + SEP + token
 
 
 def address_user_key(channel: str, user_id: str) -> bytes:
     """The user's pointer: the digest of the address last indexed for them on `channel`."""
-    return ADDRESS_PREFIXES[channel][1] + user_token(user_id)
+    return address_token_user_key(channel, user_token(user_id))
+
+
+def address_token_user_key(channel: str, token: bytes) -> bytes:
+    """`address_user_key` of the user whose token is `token`."""
+    return ADDRESS_PREFIXES[channel][1] + token
+
+
+ATTRIBUTES_BACKFILL = b"attributes-backfill"
+"""meta: how far the walk of stored profiles that tells attribute watchers of the attributes
+stored before them went (`server.profiles.backfill`): JSON [last meta key done, hex] while
+under way, `done` after."""
 
 
 # -- send jobs (SendCampaign) ----------------------------------------------------------------------

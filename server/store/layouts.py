@@ -190,20 +190,28 @@ KINDS: tuple[RecordKind, ...] = (
                "empty: an erased event stamped after its user's erasure (a client clock "
                "ahead), whose replay the tombstone named in the key refuses until the key's ms "
                "(then swept; profiles.tombstones)"),
-    RecordKind("phone_index", "meta", 1, lambda k: k.startswith(K.PHONE_PREFIX),
+    RecordKind("phone_index", "meta", 2, lambda k: k.startswith(K.PHONE_PREFIX),
                "user id of a hashed phone number (server.messages.phones), sealed under the "
                "user's data key with encryption on (Store.seal_for_user: token, sealed); the "
                "key is the number's digest, then SEP and the user's token (one entry per "
-               "profile sharing the number; older entries: the digest alone)"),
+               "profile sharing the number; older entries: the digest alone); 2: or "
+               "`\\x00unnamed`, a profile stored before the index whose id the store does not "
+               "hold (phones.UNNAMED; the bump keeps a binary that reads it as an id away)",
+               steps={1: same}),
     RecordKind("phone_user", "meta", 2, lambda k: k.startswith(K.PHONE_USER_PREFIX),
                "ASCII phone digest `kid.hex` of the user's last texted number; the key "
                "then SEP and `held`: the number their attribute holds, when another; "
                "2: a digest stored by layout 1 (last set or texted) is marked `?`, and SEP "
                "`sent`: the number a text last went to, when neither",
                steps={1: _pointer_unsure}),
-    RecordKind("email_index", "meta", 1, lambda k: k.startswith(K.EMAIL_PREFIX),
+    RecordKind("email_index", "meta", 2, lambda k: k.startswith(K.EMAIL_PREFIX),
                "user id of a hashed email address mailed (server.messages.phones, as "
-               "phone_index: sealed; the address's digest, then SEP and the user's token)"),
+               "phone_index: sealed; the address's digest, then SEP and the user's token); 2: "
+               "or `\\x00unnamed` (as phone_index 2)", steps={1: same}),
+    RecordKind("attributes_backfill", "meta", 1, lambda k: k == K.ATTRIBUTES_BACKFILL,
+               "JSON [hex of the last profile key walked] while the walk telling attribute "
+               "watchers of the profiles stored before them is under way, `done` after "
+               "(profiles.backfill)"),
     RecordKind("email_user", "meta", 2, lambda k: k.startswith(K.EMAIL_USER_PREFIX),
                "ASCII address digest `kid.hex` of the user's last mailed email address; "
                "the key then SEP and `held`: the address their attribute holds, when another; "

@@ -110,7 +110,8 @@ def test_a_data_dir_from_before_layout_versions_reads_back(v1_dir):
     # and packed decision records
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                               "contact_history": 1, "dead_letter": 1, "send_job": 1,
-                              "worker_report": 1, "phone_user": 1, "email_user": 1}  # a `same` step: stamped
+                              "worker_report": 1, "phone_user": 1, "email_user": 1,
+                              "phone_index": 1, "email_index": 1}  # a `same` step: stamped
     with store.read() as txn:
         assert stored_versions(store, txn, KINDS) == {k.name: k.version for k in KINDS}
     for table in ("events", "dedupe", "campaigns", "bandit"):
@@ -209,7 +210,8 @@ def test_a_failing_migration_writes_nothing(v1_dir):
     store = Store(v1_dir, sync=False)
     assert store.migrated == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                               "contact_history": 1, "dead_letter": 1, "send_job": 1,
-                              "worker_report": 1, "phone_user": 1, "email_user": 1}
+                              "worker_report": 1, "phone_user": 1, "email_user": 1,
+                              "phone_index": 1, "email_index": 1}
     store.close()
 
 
@@ -299,7 +301,8 @@ def test_migrate_command_upgrades_a_data_dir_before_any_server_starts(tmp_path):
     done = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert done["migrated"] == {"profile_state": 1, "profile_meta": 1, "decision": 1,
                                 "contact_history": 1, "dead_letter": 1, "send_job": 1,
-                              "worker_report": 1, "phone_user": 1, "email_user": 1}
+                              "worker_report": 1, "phone_user": 1, "email_user": 1,
+                              "phone_index": 1, "email_index": 1}
     again = json.loads(run_module("server", "migrate", "--data-dir", str(data), env=env).stdout)
     assert again["migrated"] == {}
     rings = Secrets.load(secrets, generate=False, names=(MASTER_RING, STORE_ID_RING))
