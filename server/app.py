@@ -199,8 +199,10 @@ class TailorServer:
                                      max_message_bytes=s.grpc_max_message_bytes)
         self.pii = PiiPolicy(s.pii_keys)
         self.tokens = UnsubscribeTokens(self.secrets["unsubscribe"])
-        self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"])
-        self.emails = AddressIndex(self.store, self.secrets["unsubscribe"], "email")
+        self.phones = PhoneIndex(self.store, self.secrets["unsubscribe"],
+                                 s.limits.address_profiles)
+        self.emails = AddressIndex(self.store, self.secrets["unsubscribe"], "email",
+                                   s.limits.address_profiles)
         self.delivery = Delivery.from_settings(
             s, self.profiles, self.store, self.secrets.get("delivery-webhook"),
             gate=SendGate.from_settings(s, self.campaigns, self.profiles, self.suppressions,

@@ -229,6 +229,13 @@ class Limits(BaseModel):
     consent_history: int = Field(64, ge=1)
     """Consent changes kept per user (channel, purpose, state, source, time), oldest dropped
     first; the current state per channel and purpose is kept whatever its age."""
+    address_profiles: int = Field(1_000, ge=1)
+    """Most profiles one email address or phone number is indexed for by UpsertAttributes
+    (the address index of STOP replies and one-click unsubscribes, which reach every one: at
+    100,000 a STOP held its webhook call for a minute, the index entry 20 MB, read whole).
+    Setting it on one more is RESOURCE_EXHAUSTED; a profile indexed already, a message's
+    address and the profiles stored before the index are never refused (an opt-out from the
+    address must reach them)."""
     address_chars: int = Field(254, ge=16)
     """Longest email address or phone number a suppression request may name (RFC 5321 paths
     hold at most 254 characters)."""

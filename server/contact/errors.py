@@ -1,9 +1,9 @@
 """Contact-policy errors: each names the field; `server.errors` maps them to gRPC statuses."""
 from __future__ import annotations
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, ResourceExhausted
 
-__all__ = ["UnknownTimeZone", "BadClockTime", "NotAnAddress"]
+__all__ = ["UnknownTimeZone", "BadClockTime", "NotAnAddress", "AddressShared"]
 
 
 class UnknownTimeZone(InvalidArgument):
@@ -22,3 +22,14 @@ class NotAnAddress(InvalidArgument):
 
     def __init__(self, field: str, problem: str):
         super().__init__(field, problem)
+
+
+class AddressShared(ResourceExhausted):
+    """An address held by as many profiles as `limits.address_profiles` allows, set on one
+    more (UpsertAttributes): a STOP or unsubscribe from it changes every one of them. The
+    message never echoes the address (it is personal data)."""
+
+    def __init__(self, attribute: str, most: int):
+        super().__init__(f"attributes[{attribute!r}]: the address is held by {most} profiles "
+                         f"already, at most {most} (limits.address_profiles); a STOP or "
+                         "unsubscribe from it opts out every one of them")

@@ -50,7 +50,7 @@ import hmac
 
 from ..config import DEFAULT_LIMITS
 from ..contact.addresses import CHANNEL_KIND, EMAIL, PHONE, normalize
-from ..contact.errors import NotAnAddress
+from ..contact.errors import AddressShared, NotAnAddress
 from ..security.secrets import Keyring
 from ..store import Store
 from ..store.keys import (
@@ -105,8 +105,12 @@ class AddressIndex:
     racing for one user agree); reads use one read snapshot.
     """
 
-    def __init__(self, store: Store, ring: Keyring, channel: str = "sms"):
+    def __init__(self, store: Store, ring: Keyring, channel: str = "sms",
+                 most: int = DEFAULT_LIMITS.address_profiles):
+        """`most`: the profiles UpsertAttributes may index at one address
+        (`Limits.address_profiles`; `on_attributes`)."""
         self.store, self.channel, self.attribute = store, channel, CHANNEL_KIND[channel]
+        self.most = most
         self._normalize = normalize_phone if self.attribute == PHONE else normalize_email
         self._meta, self._profiles = store.table("meta"), store.table("profiles")
         self._keys = [(kid, hmac.new(key, _LABELS[channel], hashlib.sha256).digest())
@@ -226,9 +230,29 @@ class AddressIndex:
         """`AttributeWatcher`: index the address UpsertAttributes set (`changed` holds this
         channel's attribute, valid), in its transaction `txn`; 1 if written. A removed or
         invalid one leaves the entry: a STOP or click from the address still reaches them.
-        The address the user was last messaged at stays indexed (`_hold`)."""
+        The address the user was last messaged at stays indexed (`_hold`). `AddressShared`
+        (the transaction, and the attributes with it, refused) when `most` other profiles are
+        indexed at it already."""
         normal = self._normalize(changed.get(self.attribute) or "")
-        return 0 if normal is None else int(self._hold(txn, user_id, self._digests(normal)[0]))
+        if normal is None:
+            return 0
+        digests = self._digests(normal)
+        if not any(self._meta.get(txn, self._entry_key(d, user_id)) is not None for d in digests):
+            self._check_room(txn, digests)
+        return int(self._hold(txn, user_id, digests[0]))
+
+    def _check_room(self, txn, digests: list[str]) -> None:
+        """`AddressShared` when `most` profiles are indexed at the address (its `digests`
+        under every key of the ring); at most `most` keys are read."""
+        held = 0
+        for digest in digests:
+            prefix = address_key(self.channel, digest) + SEP
+            for key in self._meta.keys_from(txn, prefix):
+                if not bytes(key).startswith(prefix):
+                    break
+                held += 1
+                if held >= self.most:
+                    raise AddressShared(self.attribute, self.most)
 
     def _hold(self, txn, user_id: str, digest: str) -> bool:
         """Index `digest`, the address the user's attribute holds, in `txn`, replacing the one
@@ -383,5 +407,5 @@ class AddressIndex:
 class PhoneIndex(AddressIndex):
     """The index of the numbers SMS went to (`AddressIndex` of channel "sms")."""
 
-    def __init__(self, store: Store, ring: Keyring):
-        super().__init__(store, ring, "sms")
+    def __init__(self, store: Store, ring: Keyring, most: int = DEFAULT_LIMITS.address_profiles):
+        super().__init__(store, ring, "sms", most)

@@ -1,0 +1,55 @@
+"""The profiles one address is indexed for by UpsertAttributes are bounded
+(`limits.address_profiles`): one more is refused with a status naming the limit, never a STOP
+from the address. A real server."""
+import grpc
+import pytest
+
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc
+from tests.conftest import serving
+
+from .test_address_backfill import consent
+from .test_sms_inbound import reply
+
+PHONE = "+447700900123"
+
+
+@pytest.fixture
+def bounded(settings):
+    return settings.model_copy(update={"limits": settings.limits.model_copy(
+        update={"address_profiles": 3})})
+
+
+async def holds(profiles, user: str, phone: str = PHONE) -> None:
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id=user, attributes={"phone": phone, "first_name": "Ann"}))
+    await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="sms", opted_in=True,
+                                                    source="signup"))
+
+
+async def test_one_profile_more_than_the_limit_at_an_address_is_refused_not_the_stop(bounded):
+    """Every profile set at one number was indexed, without bound: at 100,000 a STOP held
+    its webhook call for 62 s and the index entry held 20 MB, read whole. The fourth profile
+    at the number (limit 3) is RESOURCE_EXHAUSTED naming the limit, nothing of its call
+    stored; the three indexed ones keep setting it, and a STOP reaches every one."""
+    async with serving(bounded) as (server, ch):
+        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+        for user in ("a", "b", "c"):
+            await holds(profiles, user)
+        with pytest.raises(grpc.RpcError) as err:
+            await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+                user_id="d", attributes={"phone": "0044 7700 900123", "first_name": "Dan"}))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limits.address_profiles" in err.value.details()
+        assert "7700" not in err.value.details()  # the address is not echoed
+        with pytest.raises(grpc.RpcError) as err:  # nothing of the refused call was stored
+            await profiles.GetProfile(ppb.GetProfileRequest(user_id="d"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        await holds(profiles, "c")  # indexed already: set again, never refused
+        await holds(profiles, "d", "+447700900999")  # another number: room
+        assert server.phones.lookup(PHONE) == ["a", "b", "c"]
+        assert await reply(bounded, PHONE, "STOP") == 200
+        assert [await consent(profiles, u, "sms") for u in "abcd"] == [False, False, False, True]
+        await holds(profiles, "c", "+447700900999")  # c moves: its room at the first is free
+        await holds(profiles, "d", PHONE)
+        assert server.phones.lookup(PHONE) == ["a", "b", "d"]
