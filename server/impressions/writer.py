@@ -27,7 +27,6 @@ arm).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,6 +34,7 @@ import numpy as np
 from contract.erasure import digest
 
 from ..ids import RandomIds
+from ..profiles.tombstone_lookup import noted_latest, tombstones_of
 from ..store import Store, keys
 from .group import Group, split
 from .records import C, encode, encode_many, new_counters
@@ -149,33 +149,23 @@ class ImpressionWriter:
         that time is of an erased user. When the note is not of the current count (a store
         written before it, a restore carried tombstones in): every time, every key id. The
         digest cache is emptied when the count moves (new tombstones)."""
-        count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
+        count, noted = noted_latest(self._meta, txn)
         if count != self._tomb_count:
             if self._tomb_count >= 0:
                 forget_erased()
             self._tomb_count = count
-        if count == 0:
-            return float("-inf"), set()
-        raw = self._meta.get(txn, keys.TOMBSTONE_LATEST)
-        noted = json.loads(raw) if raw else None
-        if noted is None or noted["count"] != count:
-            return float("inf"), None
-        return noted["until"], set(noted["kids"])
+        return (float("inf"), None) if noted is None else (noted[0], set(noted[1]))
 
     def _erased(self, txn, users: Sequence[str], ring: Sequence[tuple[str, bytes]],
                 kids: set[str] | None) -> dict[str, float]:
         """{user: erasure time} of the erased users among `users`, their tombstones read by
-        key (one HMAC per key id in use and one read a user: the list is never read in this
-        write transaction)."""
+        key (`tombstones_of`: one HMAC per key id in use and one read a user, the list never
+        read in this write transaction)."""
         ring = [(kid, key) for kid, key in ring if kids is None or kid in kids]
-        out = {}
-        for uid in set(users):
-            for kid, key in ring:
-                raw = self._meta.get(txn, keys.tombstone_key(kid, _cached_digest(key, uid)))
-                if raw is not None:
-                    out[uid] = json.loads(raw)["at"]
-                    break
-        return out
+        users = list(dict.fromkeys(users))
+        return {uid: hit[1]["at"] for uid, hit in
+                zip(users, tombstones_of(self._meta, txn, users, ring, _cached_digest))
+                if hit is not None}
 
 
 def _put_apart(table, txn, items: list[tuple[bytes, bytes]]) -> None:

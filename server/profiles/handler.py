@@ -121,6 +121,8 @@ ID_TAKEN = ("event_id is the id of another user's event (ids are unique across u
             "of an event names its user): it is not stored")
 """The reason for an event whose id an event of another user holds: not a duplicate (which
 would tell the client it was stored before), and not stored."""
+_ERASED_REASONS = {"since": ERASED_SINCE, "replay": ERASED_REPLAY, "window": ERASED_WINDOW}
+"""The reason of each judgment of `Tombstones.judged`, made in the ingestion's write."""
 
 
 class Profiles:
@@ -133,7 +135,7 @@ class Profiles:
         hours their events' hour-of-week features count in (`contact_default_timezone`)."""
         self.layout = schema.layout()
         self.repo = ProfileRepository(store, self.layout,
-                                      tombstones.before_erasure if tombstones is not None else None,
+                                      tombstones.judged if tombstones is not None else None,
                                       seen_items=rules.limits.seen_items,
                                       seen_types=rules.seen_types,
                                       seen_first=rules.seen_first,
@@ -203,9 +205,11 @@ class Profiles:
             return [IngestResult(list(range(len(b))), []) for b in batches]
         out, start = [], 0
         parts = [set(x) for x in (result.accepted, result.duplicates, result.erased, result.taken)]
+        gone = dict(zip(result.erased, result.erased_why))
         for batch in batches:
             idx = range(start, start + len(batch))
-            out.append(IngestResult(*([i - start for i in idx if i in part] for part in parts)))
+            out.append(IngestResult(*([i - start for i in idx if i in part] for part in parts),
+                                    erased_why=[gone[i] for i in idx if i in gone]))
             start += len(batch)
         return out
 
@@ -237,19 +241,6 @@ class Profiles:
             landing.add_done_callback(self._landed)
         return self._tracked(events, offset, result, valid, landing)
 
-    def _erased_reasons(self, valid: Sequence[TrackedEvent], stored: IngestResult) -> list[str]:
-        """The reason of each refused event of `stored.erased`: from before its user's erasure,
-        a replay of an event the erasure deleted (stamped after it), or in the window after it
-        with no token kept. The users' tombstones are read by key (`Tombstones.refusals`: no
-        list read on the event loop)."""
-        if self.tombstones is None:
-            return [ERASED_SINCE] * len(stored.erased)
-        reason = {"since": ERASED_SINCE, "replay": ERASED_REPLAY, "window": ERASED_WINDOW}
-        with self.tombstones.store.read() as txn:
-            why = self.tombstones.refusals(txn, [valid[i].user_id for i in stored.erased],
-                                           [valid[i].timestamp for i in stored.erased])
-        return [reason[w] for w in why]
-
     async def _tracked(self, events, offset: int, result: TrackResult,
                        valid: list[TrackedEvent], landing: asyncio.Future | None) -> TrackResult:
         """`submit`'s result, once its commit (`landing`, shielded) is done."""
@@ -259,8 +250,8 @@ class Profiles:
             result.duplicates = len(stored.duplicates)
             if stored.erased or stored.taken:  # refused in the write: not stored
                 refused = [(i, ID_TAKEN) for i in stored.taken]
-                if stored.erased:  # retried or late events of a user erased since
-                    refused += zip(stored.erased, self._erased_reasons(valid, stored))
+                refused += [(i, _ERASED_REASONS[why])  # retried or late events of a user
+                            for i, why in zip(stored.erased, stored.erased_why)]  # erased since
                 bad = {i for i, _, _ in result.rejected}  # the request positions of `valid`:
                 where = [j for j in range(offset, offset + len(events)) if j not in bad]
                 result.rejected.extend((where[i], valid[i].event_id, reason)

@@ -37,10 +37,13 @@ class IngestResult:
     accepted: list[int]
     duplicates: list[int]
     erased: list[int] = field(default_factory=list)
-    """Events from before their user's erasure, refused (`Tombstones.before_erasure`)."""
+    """Events from before their user's erasure, refused (`Tombstones.judged`)."""
     taken: list[int] = field(default_factory=list)
     """Events whose id an event of another user holds (in the store or earlier in the batch),
     refused: no re-send, since a re-send keeps its user (`_fresh`)."""
+    erased_why: list[str] = field(default_factory=list)
+    """Why each of `erased` was refused, as judged in the write (`Tombstones.judged`:
+    "since", "replay" or "window")."""
 
 
 _UNSEEN = object()
@@ -55,8 +58,9 @@ class ProfileRepository:
     def __init__(self, store: Store, layout: fl.FeatureLayout, before_erasure=None,
                  seen_items: int = 0, seen_types=seen.SEEN_TYPES, seen_first=(),
                  unsubscribe=None, zone_of=None, mark_erased=None):
-        """`before_erasure(txn, user_ids, ts)`: indices of events to refuse because their user
-        was erased after them (`Tombstones.before_erasure`; None: no check); `mark_erased(txn,
+        """`before_erasure(txn, user_ids, ts, dedupe_keys=None)`: (index, why) of the events
+        to refuse because their user was erased after them (`Tombstones.judged`; None: no
+        check); `mark_erased(txn,
         user_id, events_until)`: writes the user's tombstone in the erasure's last transaction,
         `events_until` the time of the latest event erased (`Tombstones.erase_user`; None: no
         tombstone); `seen_items`: the
@@ -96,11 +100,12 @@ class ProfileRepository:
                 if self._before_erasure is not None else [])
         if not late:
             return self._ingest_fresh(txn, records)
-        gone = set(late)
+        gone = {i for i, _ in late}
         keep = [i for i in range(len(records)) if i not in gone]
         part = self._ingest_fresh(txn, records.take(keep)) if keep else IngestResult([], [])
         return IngestResult([keep[i] for i in part.accepted], [keep[i] for i in part.duplicates],
-                            late, [keep[i] for i in part.taken])
+                            [i for i, _ in late], [keep[i] for i in part.taken],
+                            erased_why=[why for _, why in late])
 
     def _ingest_fresh(self, txn, records: EventRecords) -> IngestResult:
         fresh, dups, taken = _fresh(records.dedupe_keys, records.event_keys,

@@ -45,6 +45,7 @@ from contract.erasure import digest, erased_at, keys_in_use
 
 from ..security.secrets import Keyring
 from ..store import Store, keys
+from .tombstone_lookup import noted_latest, tombstones_of
 
 __all__ = ["Tombstone", "Tombstones", "digest"]
 
@@ -307,7 +308,12 @@ class Tombstones:
 
     def before_erasure(self, txn, user_ids: Sequence[str], ts: Sequence[float],
                        dedupe_keys: Sequence[bytes] | None = None) -> list[int]:
-        """Indices of the events (user, timestamp) from before their user's erasure, or replays
+        """Indices of the events `judged` refuses."""
+        return [i for i, _ in self.judged(txn, user_ids, ts, dedupe_keys)]
+
+    def judged(self, txn, user_ids: Sequence[str], ts: Sequence[float],
+               dedupe_keys: Sequence[bytes] | None = None) -> list[tuple[int, str]]:
+        """(index, why) of the events (user, timestamp) from before their user's erasure, or replays
         of an event it erased stamped after it (a client whose clock runs ahead of the
         server's retrying a batch acknowledged before the erasure): late or replayed events,
         which would bring an erased user back. With `dedupe_keys` (each event's), an event
@@ -318,7 +324,9 @@ class Tombstones:
         and the events' write. Reads no list under that lock: the latest erasure time
         (`TOMBSTONE_LATEST`, one read), then only the tombstones of the users of the events at
         or before it; events newer than the latest erasure are not looked up (the usual case:
-        no HMAC)."""
+        no HMAC). Why: "since" (stamped at or before the erasure), "replay" (after it: one the
+        erasure deleted, its token kept), or "window" (after it, no token kept: too many, or
+        swept; it may be a replay)."""
         latest, kids = self._latest(txn)
         late = [i for i, t in enumerate(ts) if t <= latest]
         if not late:
@@ -334,27 +342,13 @@ class Tombstones:
                 continue
             key, record = hit
             if ts[i] <= record["at"]:
-                refused.append(i)
+                refused.append((i, "since"))
             elif ts[i] <= _late_until(record) and (
                     dedupe_keys is None or self._replayed(
                         txn, key, record, dedupe_keys[i][len(keys.DEDUPE_PREFIX):])):
-                refused.append(i)
+                refused.append((i, "replay" if "late_ms" in record or
+                                record.get("late") is not None else "window"))
         return refused
-
-    def refusals(self, txn, user_ids: Sequence[str], ts: Sequence[float]) -> list[str]:
-        """Why each event (user, timestamp) `before_erasure` refused was: "since" (stamped at or
-        before the erasure), "replay" (after it: one the erasure deleted, its token kept), or
-        "window" (after it, no token kept: too many, or swept; it may be a replay)."""
-        found = dict(zip(users := list(dict.fromkeys(user_ids)), self._found(txn, users)))
-        out = []
-        for uid, t in zip(user_ids, ts):
-            record = None if (hit := found[uid]) is None else hit[1]
-            if record is None or t <= record["at"]:
-                out.append("since")
-            else:
-                out.append("replay" if "late_ms" in record or record.get("late") is not None
-                           else "window")
-        return out
 
     def _replayed(self, txn, key: bytes, record: dict, token: bytes) -> bool:
         """Whether the event `token` (stamped in the window after the erasure of `record`,
@@ -469,30 +463,16 @@ class Tombstones:
         if kids is None:
             kids = self._latest(txn)[1]
         ring = [(kid, key) for kid, key in self.ring.keys if kid in kids]
-        out: list[tuple[bytes, dict] | None] = []
-        for uid in user_ids:
-            found = None
-            for kid, key in ring:
-                tkey = keys.tombstone_key(kid, _cached_digest(key, uid))
-                raw = self._meta.get(txn, tkey)
-                if raw is not None:
-                    found = (tkey, json.loads(raw))
-                    break
-            out.append(found)
-        return out
+        return tombstones_of(self._meta, txn, user_ids, ring, _cached_digest)
 
     def _latest(self, txn) -> tuple[float, list[str]]:
         """(The latest `late_until` of all tombstones, the key ids they name) as `txn` sees
         them: the note `erase_user` keeps (one read), or, when it is not of the current count
         (a store written before the note, or a restore carried tombstones in, until the next
         erasure), the cached list (`_current`)."""
-        count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
-        if count == 0:
-            return float("-inf"), []
-        raw = self._meta.get(txn, keys.TOMBSTONE_LATEST)
-        noted = json.loads(raw) if raw else None
-        if noted is not None and noted["count"] == count:
-            return noted["until"], noted["kids"]
+        noted = noted_latest(self._meta, txn)[1]
+        if noted is not None:
+            return noted
         read = self._current(txn)
         return read.latest, [kid for kid, _ in read.keys]
 

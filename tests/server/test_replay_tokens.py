@@ -175,3 +175,34 @@ def test_the_sweep_also_drops_the_tokens_kept_in_tombstones_written_before_token
     assert record(bob) == {"at": 1500.0, "events_until": 1600.0, "late": None}
     assert refused("bob", [1550.0, 1560.0, 1600.5], [_token(2), b"new", b"later"]) == [0, 1]
     store.close()
+
+
+async def test_a_refused_replay_is_answered_as_the_write_judged_it(tailor_server, channel):
+    """TrackEvents judged each event against the tombstones in its write, then read them again
+    after the commit to say why: a retention sweep landing in between (the window passed, the
+    token dropped) made a replay the write refused by its token read as "may be a replay".
+    The answer gives the write's own judgment; no tombstone is read again."""
+    import time
+
+    from protos.tailor.v1 import profile_pb2 as pb
+    from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
+    profiles = pb_grpc.ProfileServiceStub(channel)
+    skewed = [pb.Event(event_id="ahead-2", user_id="replayer", type="view", item_id="i1",
+                       timestamp=time.time() + 250)]
+    assert (await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))).accepted == 1
+    erased = (await profiles.DeleteProfile(pb.DeleteProfileRequest(user_id="replayer"))).erased_at
+    repo, tombs = tailor_server.profiles.repo, tailor_server.tombstones
+    past = erased + 260 + tailor_server.settings.event_future_tolerance_s
+    write_events = repo.write_events
+
+    def then_swept(records):  # the real write, then the real sweep, before the answer
+        stored = write_events(records)
+        assert tombs.sweep_late(now=past) == 1
+        return stored
+    repo.write_events = then_swept
+    try:
+        answer = await profiles.TrackEvents(pb.TrackEventsRequest(events=skewed))
+    finally:
+        del repo.write_events
+    assert answer.accepted == 0 and [r.event_id for r in answer.rejected] == ["ahead-2"]
+    assert "erased with its user" in answer.rejected[0].reason
