@@ -45,9 +45,12 @@ from contract.erasure import digest, erased_at, keys_in_use
 
 from ..security.secrets import Keyring
 from ..store import Store, keys
+from . import replay_tokens
+from .replay_tokens import LATE_KEPT
+from .tombstone_log import TombstoneRead, late_until, logged, scan
 from .tombstone_lookup import noted_latest, tombstones_of
 
-__all__ = ["Tombstone", "Tombstones", "digest"]
+__all__ = ["Tombstone", "Tombstones", "digest", "LATE_KEPT"]
 
 _cached_digest = functools.lru_cache(maxsize=1 << 16)(digest)
 """`digest` of recently served users (~15 MB when full): an HMAC costs ~3 µs, a hit ~0.1 µs.
@@ -64,45 +67,6 @@ class Tombstone:
     """Erasure time, unix seconds."""
 
 
-class _Read:
-    """What this process knows of the tombstones, as of `count`: one object, grown in place
-    (under `Tombstones._lock`) by the tombstones logged since it was read (`_logged`), or
-    replaced whole by a read of the list. Lock-free readers only look values up in its dicts
-    (`count` moves last); whoever iterates them copies them under the lock (`listing`)."""
-
-    __slots__ = ("count", "by_digest", "keys", "latest", "erased", "kids")
-
-    def __init__(self, count: int, by_digest: dict[tuple[str, str], float],
-                 keys: list[tuple[str, bytes]], latest: float,
-                 erased: dict[tuple[str, str], float]):
-        self.count = count
-        """`tombstone-count` as read (-1: never read)."""
-        self.by_digest = by_digest
-        """{(kid, digest): erasure time}."""
-        self.keys = keys
-        """The ring's keys some tombstone names (one HMAC per key per lookup)."""
-        self.latest = latest
-        """The latest time up to which an erased user's events are late (`_late_until`): no
-        event after it can be from before an erasure."""
-        self.erased = erased
-        """{(kid, digest): the user's erasure time}: when their data was erased (a repeat that
-        found nothing left moves `by_digest`, the cut-off, not this: `erase_user`)."""
-        self.kids = {kid for kid, _ in keys}
-
-
-def _late_until(record: dict) -> float:
-    """The time up to which a tombstone's user's events are late: the later of the erasure
-    time and the latest event it erased."""
-    return max(record["at"], record.get("events_until", 0.0))
-
-
-LATE_KEPT = 10_000
-"""Most event tokens a tombstone keeps of the events it erased stamped after it (a client's
-clock ahead), each a `meta` key (`keys.tombstone_late_key`, ~1.2 MB for 10,000) written in the
-erasure's last transaction (10,000: 12-250 ms on a loaded 2-core machine; 100,000 took
-1.5-3 s of write lock); past it, every event of the user up to the latest of them is refused."""
-
-
 class Tombstones:
     """The store's tombstones, read through a per-process cache; `erase_user` writes one."""
 
@@ -114,8 +78,8 @@ class Tombstones:
         self.store, self.ring, self.clock = store, ring, clock
         self.future_tolerance_s = future_tolerance_s
         self._meta = store.table("meta")
-        self._read = _Read(-1, {}, [], 0.0, {})
-        """What this process knows: grown in place by the tombstones logged since (`_grow`),
+        self._read = TombstoneRead(-1, {}, [], 0.0, {})
+        """What this process knows: grown in place by the tombstones logged since (`TombstoneRead.grow`),
         replaced whole by a read of the list (`_reread`); a thread whose snapshot is older (a
         Recommend batch's read) gets it as it is (a superset), and an older read never replaces
         a newer one."""
@@ -174,21 +138,17 @@ class Tombstones:
             record["events_until"] = until
             late: set[bytes] | None = {token for ms, token in ahead if ms / 1000 > now}
             if old.get("events_until", 0.0) > now:  # (none kept: every event counts)
-                kept = self._late_tokens(txn, old_key, old)
+                kept = replay_tokens.kept_tokens(self._meta, txn, old_key, old)
                 late = None if kept is None else late | kept
-            if late is None or len(late) > LATE_KEPT:
-                record["late"] = None
-            else:  # kept until the window has passed by the tolerance (`sweep_late`)
-                record["late_ms"] = ms = math.ceil((until + self.future_tolerance_s) * 1000)
-                prefix = keys.tombstone_late_key(ms, *keys.tombstone_parts(key))
-                self._meta.put_many(txn, [(prefix + token, b"") for token in sorted(late)])
+            # kept until the window has passed by the tolerance (`sweep_late`)
+            replay_tokens.keep(self._meta, txn, key, record, late, until, self.future_tolerance_s)
         if old and not found:
             record["erased"] = old.get("erased", old["at"])
         self._meta.put(txn, key, json.dumps(record).encode())
         count = int(self._meta.get(txn, keys.TOMBSTONE_COUNT) or b"0")
         self._meta.put(txn, keys.TOMBSTONE_COUNT, str(count + 1).encode())
         self._meta.put(txn, keys.tombstone_seq_key(count + 1), key[len(keys.TOMBSTONE_PREFIX):])
-        self._note_latest(txn, count, kid, _late_until(record))
+        self._note_latest(txn, count, kid, late_until(record))
         return record.get("erased", now)
 
     def _earlier(self, txn, user_id: str, key: bytes) -> tuple[bytes, dict]:
@@ -213,7 +173,7 @@ class Tombstones:
         elif count == 0:
             latest, kids = until, [kid]
         else:
-            read = self._scan(txn, count + 1)  # (not cached: this transaction may fail)
+            read = scan(self._meta, txn, count + 1, self.ring.keys)  # (not cached: may fail)
             latest, kids = read.latest, sorted(kid for kid, _ in read.keys)
         self._meta.put(txn, keys.TOMBSTONE_LATEST, json.dumps(
             {"count": count + 1, "until": latest, "kids": kids}).encode())
@@ -224,7 +184,7 @@ class Tombstones:
         read in `txn` if given (a write transaction: what it sees is exact until it commits)."""
         return self._current(txn).by_digest
 
-    def _current(self, txn=None) -> _Read:
+    def _current(self, txn=None) -> TombstoneRead:
         """`current` with the ring's keys its tombstones name and their latest time, as of
         one count: the tombstones logged since this process last looked are read (one log
         entry and one record each), the list only on the first read or when the log does not
@@ -236,66 +196,19 @@ class Tombstones:
         last = self._read
         if count <= last.count:  # (lower: an older snapshot; what is known is a superset)
             return last
-        added = self._logged(txn, last.count, count) if last.count >= 0 else None
+        added = logged(self._meta, txn, last.count, count) if last.count >= 0 else None
         if added is None:
             return self._reread(txn, count)
         with self._lock:
             read = self._read
             if read.count < count:
-                self._grow(read, [a for a in added if a[0] > read.count], count)
+                read.grow([a for a in added if a[0] > read.count], count, self.ring.keys,
+                          self._untold if self._watchers else None)
             return read
 
-    def _logged(self, txn, since: int, count: int
-                ) -> list[tuple[int, tuple[str, str], dict]] | None:
-        """(n, (kid, digest), record) of the tombstones written `since` + 1 .. `count`, in
-        order, from the log (`keys.tombstone_seq_key`); None when it lacks one of them."""
-        logged = []
-        for key, value in self._meta.items(txn, keys.tombstone_seq_key(since + 1)):
-            if not key.startswith(keys.TOMBSTONE_SEQ_PREFIX) or \
-                    (n := keys.tombstone_seq(key)) > count:
-                break
-            logged.append((n, value))
-        if [n for n, _ in logged] != list(range(since + 1, count + 1)):
-            return None
-        records: dict[bytes, dict | None] = {}  # (one read of a tombstone written twice)
-        out = []
-        for n, suffix in logged:
-            key = keys.TOMBSTONE_PREFIX + suffix
-            if key not in records:
-                raw = self._meta.get(txn, key)
-                records[key] = json.loads(raw) if raw is not None else None
-            if records[key] is None:
-                return None
-            out.append((n, keys.tombstone_parts(key), records[key]))
-        return out
-
-    def _grow(self, read: _Read, added: list[tuple[int, tuple[str, str], dict]],
-              count: int) -> None:
-        """Add the tombstones `added` (`_logged`) to `read`, as of `count` (under the lock)."""
-        for _, k, record in added:
-            at = record["at"]
-            if self._watchers and read.by_digest.get(k) != at:
-                self._untold[k] = at
-            read.by_digest[k] = at
-            read.erased[k] = record.get("erased", at)
-            read.latest = max(read.latest, _late_until(record))
-            if k[0] not in read.kids:
-                read.kids = read.kids | {k[0]}
-                read.keys = [(kid, key) for kid, key in self.ring.keys if kid in read.kids]
-        read.count = count
-
-    def _scan(self, txn, count: int) -> _Read:
-        """The whole list as `txn` sees it (`count` tombstones written)."""
-        found = [(keys.tombstone_parts(k), json.loads(v))
-                 for k, v in self._meta.scan_prefix(txn, keys.TOMBSTONE_PREFIX)]
-        by_digest = {k: t["at"] for k, t in found}
-        return _Read(count, by_digest, keys_in_use(by_digest, self.ring.keys),
-                     max((_late_until(t) for _, t in found), default=0.0),
-                     {k: t.get("erased", t["at"]) for k, t in found})
-
-    def _reread(self, txn, count: int) -> _Read:
-        """`_scan`, kept unless a newer read was kept meanwhile."""
-        read = self._scan(txn, count)
+    def _reread(self, txn, count: int) -> TombstoneRead:
+        """`tombstone_log.scan`, kept unless a newer read was kept meanwhile."""
+        read = scan(self._meta, txn, count, self.ring.keys)
         with self._lock:
             last = self._read
             if count > last.count:  # the count only grows: a lower one is an older snapshot
@@ -343,105 +256,23 @@ class Tombstones:
             key, record = hit
             if ts[i] <= record["at"]:
                 refused.append((i, "since"))
-            elif ts[i] <= _late_until(record) and (
-                    dedupe_keys is None or self._replayed(
-                        txn, key, record, dedupe_keys[i][len(keys.DEDUPE_PREFIX):])):
+            elif ts[i] <= late_until(record) and (
+                    dedupe_keys is None or replay_tokens.replayed(
+                        self._meta, txn, key, record, dedupe_keys[i][len(keys.DEDUPE_PREFIX):])):
                 refused.append((i, "replay" if "late_ms" in record or
                                 record.get("late") is not None else "window"))
         return refused
-
-    def _replayed(self, txn, key: bytes, record: dict, token: bytes) -> bool:
-        """Whether the event `token` (stamped in the window after the erasure of `record`,
-        the tombstone under `key`) is one the erasure deleted: kept under `late_ms`, or in
-        `late` (written before it); neither (none kept: too many, or swept): every event."""
-        if "late_ms" in record:
-            return self._meta.get(txn, keys.tombstone_late_key(
-                record["late_ms"], *keys.tombstone_parts(key), token)) is not None
-        kept = record.get("late")
-        return kept is None or token in kept
-
-    def _late_tokens(self, txn, key: bytes, record: dict) -> set[bytes] | None:
-        """The tokens the tombstone `record` (under `key`) keeps; None: every event counts."""
-        if "late_ms" in record:
-            prefix = keys.tombstone_late_key(record["late_ms"], *keys.tombstone_parts(key))
-            return {k[len(prefix):] for k, _ in self._meta.scan_prefix(txn, prefix)}
-        kept = record.get("late")
-        return None if kept is None else {t.encode() for t in kept}
 
     def sweep_late(self, now: float | None = None, chunk: int = 10_000) -> int:
         """Drop the tokens of erased events whose window has passed by `future_tolerance_s`
         (retention): the tombstone then refuses every event of its user up to the window's end
         (`late` None), which new events from correct clocks are stamped after. `chunk` keys a
         write transaction; how many went (as of `now`, else the clock). The lists of records
-        written before token keys go too (`_sweep_legacy_late`)."""
+        written before token keys go too (`replay_tokens.sweep_legacy`)."""
         horizon = math.floor((self.clock() if now is None else now) * 1000)
-
-        def fn(txn) -> int:
-            doomed = []
-            for k in self._meta.keys_from(txn, keys.TOMBSTONE_LATE_PREFIX):
-                if not k.startswith(keys.TOMBSTONE_LATE_PREFIX) or len(doomed) == chunk:
-                    break
-                if keys.tombstone_late_parts(k)[0] >= horizon:
-                    break
-                doomed.append(k)
-            for k in doomed:
-                self._meta.delete(txn, k)
-            for ms, kid, dig in {keys.tombstone_late_parts(k)[:3] for k in doomed}:
-                raw = self._meta.get(txn, tkey := keys.tombstone_key(kid, dig))
-                record = json.loads(raw) if raw is not None else {}
-                if record.get("late_ms") == ms:  # (moved on by a later erasure: not these)
-                    del record["late_ms"]
-                    record["late"] = None
-                    self._meta.put(txn, tkey, json.dumps(record).encode())
-            return len(doomed)
-        swept = self._sweep_legacy_late(horizon, chunk)
-        while n := self.store.write(fn, erasure=True):
-            swept += n
-        return swept
-
-    def _sweep_legacy_late(self, horizon: int, chunk: int) -> int:
-        """Tombstones written before token keys hold their tokens in their record (`late`, a
-        list, up to ~34 KB of JSON, read whole by every late-event lookup of the user), which
-        the key sweep never reaches: drop the list of a record whose window has passed by
-        `future_tolerance_s` (`horizon`, ms), move one still running into token keys (swept in
-        their turn). One walk of the records, `chunk` a write transaction, once for good
-        (`keys.TOMBSTONE_LATE_LEGACY`: where it is); how many tokens were dropped."""
-        def fn(txn) -> int | None:
-            mark = self._meta.get(txn, keys.TOMBSTONE_LATE_LEGACY)
-            if mark == keys.TOMBSTONE_LATE_LEGACY_DONE:
-                return None
-            batch = []
-            for k, raw in self._meta.items(txn, keys.TOMBSTONE_PREFIX if mark is None
-                                           else mark + b"\0"):
-                if not k.startswith(keys.TOMBSTONE_PREFIX) or len(batch) == chunk:
-                    break
-                batch.append((k, raw))
-            dropped = sum(self._unlist_late(txn, k, json.loads(raw), horizon)
-                          for k, raw in batch)
-            self._meta.put(txn, keys.TOMBSTONE_LATE_LEGACY,
-                           batch[-1][0] if len(batch) == chunk else keys.TOMBSTONE_LATE_LEGACY_DONE)
-            return dropped
-        swept = 0
-        while (n := self.store.write(fn, erasure=True)) is not None:
-            swept += n
-        return swept
-
-    def _unlist_late(self, txn, key: bytes, record: dict, horizon: int) -> int:
-        """`_sweep_legacy_late` for the tombstone `record` under `key`: how many tokens went."""
-        kept = record.get("late")
-        if not isinstance(kept, list):
-            return 0
-        del record["late"]
-        ms = math.ceil((record.get("events_until", record["at"]) + self.future_tolerance_s)
-                       * 1000)
-        if ms < horizon:  # (the key sweep's test: `late_ms` below the horizon)
-            record["late"] = None
-        else:
-            record["late_ms"] = ms
-            prefix = keys.tombstone_late_key(ms, *keys.tombstone_parts(key))
-            self._meta.put_many(txn, [(prefix + t.encode(), b"") for t in kept])
-        self._meta.put(txn, key, json.dumps(record).encode())
-        return len(kept) if record.get("late", ()) is None else 0
+        return replay_tokens.sweep_legacy(self.store, self._meta, horizon, chunk,
+                                          self.future_tolerance_s) + \
+            replay_tokens.sweep(self.store, self._meta, horizon, chunk)
 
     def find(self, txn, user_ids: Sequence[str],
              kids: Sequence[str] | None = None) -> list[tuple[float, float] | None]:
@@ -449,7 +280,7 @@ class Tombstones:
         erased: read by key, one HMAC per key id in use (`kids`, else the store's) and one
         read a user, whatever the number of tombstones (the write transactions' and the
         decision path's lookup: no list is read)."""
-        return [None if r is None else (r["at"], _late_until(r))
+        return [None if r is None else (r["at"], late_until(r))
                 for r in self._records(txn, user_ids, kids)]
 
     def _records(self, txn, user_ids: Sequence[str],
