@@ -49,7 +49,6 @@ from ..config import DEFAULT_CONSENT
 from ..contact.consent import TRANSACTIONAL, consent_entry, consent_reason, reopens
 from ..interfaces import ConsentWriter, ProfileMetas
 from ..messages.phones import PhoneIndex
-from ..profiles.errors import ErasedSince
 from ..security.userref import user_ref
 from .signing import SignedRequests
 
@@ -76,6 +75,10 @@ _POLITE = frozenset({"PLEASE", "PLS", "PLZ"})
 """Words read past before an opt-out word ("Please stop")."""
 
 
+CHUNK = 500
+"""Profiles a reply changes per write transaction (`SmsInbound._write`)."""
+
+
 class SmsInbound:
     def __init__(self, signed: SignedRequests, phones: PhoneIndex, consent: ConsentWriter,
                  future_s: float = 300.0, metas: ProfileMetas | None = None,
@@ -96,61 +99,73 @@ class SmsInbound:
             True if word in START_WORDS else None
         if opted_in is None:
             return web.Response(text="ignored")
-        changed, dated = 0, min(signed_at, time.time() + self.future_s)  # a clock ahead
+        dated = min(signed_at, time.time() + self.future_s)  # a clock ahead
+        source, only = f"sms reply {word}", _whole(text) == word
         users = await asyncio.to_thread(self.phones.lookup, sender)  # all who share it
         metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
             else [None] * len(users)
-        source, only = f"sms reply {word}", _whole(text) == word
-        for user, meta in zip(users, metas):
-            try:  # `existing`: a reply changes a profile that exists, never brings one back
-                if not await self._change(meta, opted_in, only, functools.partial(
-                        self.consent.set_consent, user, "sms", opted_in, source,
-                        timestamp=dated, existing=True)):
-                    continue
-            except ErasedSince:  # erased since (signed before, or no profile since)
-                continue
-            changed += 1
+        # `existing`: a reply changes a profile that exists, never brings one back (one erased
+        # since, signed before or no profile since, is skipped)
+        changed = await self._write(self._grouped(users, metas, opted_in, only), functools.partial(
+            self.consent.set_consents, channel="sms", opted_in=opted_in, source=source,
+            timestamp=dated, existing=True))
+        for user in sorted(changed):
             logger.info("sms %s from %s", word, user_ref(user))
-        changed += await self._change_unnamed(sender, opted_in, only, source, dated)
-        return web.Response(text="ok" if changed else "unknown number")
+        unnamed = await self._change_unnamed(sender, opted_in, only, source, dated)
+        return web.Response(text="ok" if changed or unnamed else "unknown number")
 
     async def _change_unnamed(self, sender: str, opted_in: bool, only: bool, source: str,
                               dated: float) -> int:
-        """`_change` of the profiles indexed at the number by token alone (stored before the
-        index, their id nowhere in the store: `PhoneIndex.unnamed`); how many changed."""
+        """The change of the profiles indexed at the number by token alone (stored before
+        the index, their id nowhere in the store: `PhoneIndex.unnamed`); how many changed."""
         tokens = await asyncio.to_thread(self.phones.unnamed, sender)
         if not tokens:
             return 0
         metas = await asyncio.to_thread(self.metas.unnamed_metas, tokens) \
             if self.metas is not None else [None] * len(tokens)
-        changed = 0
-        for token, meta in zip(tokens, metas):
-            changed += await self._change(meta, opted_in, only, functools.partial(
-                self.consent.set_unnamed_consents, [token], "sms", opted_in, source,
-                self.phones.still_unnamed, timestamp=dated))
+        changed = await self._write(self._grouped(tokens, metas, opted_in, only), functools.partial(
+            self.consent.set_unnamed_consents, channel="sms", opted_in=opted_in, source=source,
+            still=self.phones.still_unnamed, timestamp=dated))
         if changed:
-            logger.info("sms %s: %d unnamed profiles at the number", source, changed)
+            logger.info("sms %s: %d unnamed profiles at the number", source, len(changed))
+        return len(changed)
+
+    @staticmethod
+    async def _write(groups: dict[str, list], write) -> set:
+        """`await write(ids, purpose=...)` of each purpose's profiles, `CHUNK` a call (one
+        write transaction: a STOP from a number 1,000 profiles share took 2,000 fsync'd
+        writes, 7.2 s of the provider's call); the profiles changed."""
+        changed = set()
+        for purpose, ids in groups.items():
+            for start in range(0, len(ids), CHUNK):
+                changed.update(await write(ids[start:start + CHUNK], purpose=purpose))
         return changed
 
-    async def _change(self, meta, opted_in: bool, only: bool, write) -> bool:
-        """One profile's change (False: none), `await write(purpose=...)` for each purpose
-        changed: a STOP closes marketing and transactional texts (the carriers block the
-        number: nothing but the STOP's confirmation may follow it), a transactional opt-out
-        given elsewhere left as it is; a START reopens what a STOP closed, giving no consent
-        not given before (`reopens`). `only`: the reply is the opt-out word alone; a reply
-        merely starting with one ("Cancel my 3pm appointment") closes marketing only
-        (carriers block the number on a single-word reply only)."""
-        purposes = ["marketing", "transactional"]
+    def _grouped(self, ids: list, metas: list, opted_in: bool, only: bool) -> dict[str, list]:
+        """{purpose: the profiles of `ids` whose `purpose` the reply changes} (`_purposes` of
+        each one's meta record), marketing first."""
+        groups: dict[str, list] = {"marketing": [], "transactional": []}
+        for profile, meta in zip(ids, metas):
+            for purpose in self._purposes(meta, opted_in, only):
+                groups[purpose].append(profile)
+        return {purpose: group for purpose, group in groups.items() if group}
+
+    def _purposes(self, meta, opted_in: bool, only: bool) -> list[str]:
+        """The purposes a reply changes for one profile: a STOP closes marketing and
+        transactional texts (the carriers block the number: nothing but the STOP's
+        confirmation may follow it), a transactional opt-out given elsewhere left as it is; a
+        START reopens what a STOP closed, giving no consent not given before (`reopens`).
+        `only`: the reply is the opt-out word alone; a reply merely starting with one ("Cancel
+        my 3pm appointment") closes marketing only (carriers block the number on a
+        single-word reply only)."""
         if not opted_in and not only:
-            purposes = ["marketing"]
-        elif opted_in and self.metas is not None:
-            purposes = [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
-                                        ("transactional", _stopped(meta))) if ok]
-        elif not opted_in and consent_reason(meta, "sms", TRANSACTIONAL, self.defaults):
-            purposes = ["marketing"]  # closed already: START must not reopen it
-        for purpose in purposes:
-            await write(purpose=purpose)
-        return bool(purposes)
+            return ["marketing"]
+        if opted_in and self.metas is not None:
+            return [p for p, ok in (("marketing", reopens(meta, "sms", self.defaults)),
+                                    ("transactional", _stopped(meta))) if ok]
+        if not opted_in and consent_reason(meta, "sms", TRANSACTIONAL, self.defaults):
+            return ["marketing"]  # closed already: START must not reopen it
+        return ["marketing", "transactional"]
 
 
 def _stopped(meta) -> bool:
