@@ -553,9 +553,11 @@ class Settings(BaseSettings):
     pii_keys: tuple[str, ...] = (
         "email", "*email*", "*e_mail*", "phone", "*phone*", "mobile", "*mobile*", "name",
         "first_name", "last_name", "middle_name", "full_name", "given_name", "family_name",
-        "firstname", "lastname", "fullname", "surname", "*address*", "street", "city", "zip",
-        "zip_*", "zipcode", "postcode", "postal_code", "ip", "ip_*", "*_ip", "birth*",
-        "date_of_birth", "dob", "ssn", "*push_token*", "*device_token*")
+        "firstname", "lastname", "fullname", "surname", "*username*", "*user_name*",
+        "display_name", "screen_name", "nickname", "nick_name", "customer_name", "contact_name",
+        "*address*", "street", "city", "zip", "zip_*", "zipcode", "postcode", "postal_code", "ip",
+        "ip_*", "*_ip", "*ipv4*", "*ipv6*", "birth*", "date_of_birth", "dob", "ssn",
+        "*push_token*", "*device_token*")
     """Attribute keys that hold PII, as case-insensitive `fnmatch` patterns (addresses a message
     goes to included: email, phone, the `push_token` of push messages), each matched against
     the key as written and in snake case (`firstName`, `first-name` are `first_name`): their

@@ -194,6 +194,29 @@ async def test_pii_keys_are_masked_in_any_spelling(chan, auth):
     assert dict(full.attributes) == {**pii, **plain}
 
 
+async def test_pii_keys_name_user_names_and_ip_v4_v6_addresses(chan, auth):
+    """Before: user names (username, userName, displayName, nickname, customer_name) and IP
+    addresses under ipv4/ipv6 keys (ipv6, IPv6, clientIPv6, whose snake case reads
+    `client_i_pv6`) reached an analyst as written; other *_name keys stay unmasked."""
+    profiles, t = pb_grpc.ProfileServiceStub(chan), auth[1]
+    pii = {"username": "alicia.s", "userName": "alicia.s", "user_name": "alicia.s",
+           "twitterUsername": "alicia_s", "displayName": "Alicia S", "screen_name": "alicias",
+           "nickname": "Ali", "customer_name": "Alicia Smith", "contactName": "Alicia Smith",
+           "ipv6": "2001:db8::7", "IPv6": "2001:db8::7", "clientIPv6": "2001:db8::7",
+           "ipv4": "203.0.113.7"}
+    plain = {"pageName": "home", "campaign_name": "spring", "productName": "mug",
+             "tipAmount": "2"}
+    await profiles.UpsertAttributes(pb.UpsertAttributesRequest(
+        user_id="fay", attributes={**pii, **plain}), metadata=bearer(t["tracker"]))
+    req = pb.GetProfileRequest(user_id="fay", max_events=1)
+    masked = await profiles.GetProfile(req, metadata=bearer(t["analyst"]))
+    assert {k: v for k, v in masked.attributes.items() if k in pii} == {
+        k: v[:1] + "***" for k, v in pii.items()}
+    assert {k: v for k, v in masked.attributes.items() if k in plain} == plain
+    full = await profiles.GetProfile(req, metadata=bearer(t["reader"]))
+    assert dict(full.attributes) == {**pii, **plain}
+
+
 def _jwt(jwt_keys, kind="ec", **claims):
     body = {"sub": "svc-7", "iss": ISSUER, "aud": AUDIENCE, "exp": time.time() + 300,
             "roles": ["decider"], **claims}
