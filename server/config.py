@@ -56,6 +56,12 @@ class Limits(BaseModel):
     """Events a TrackEventStream reads ahead of its oldest uncommitted batch. Everything read
     ahead joins the next transaction, so a deeper window means fewer commits (and fewer pages
     written) per event, and more memory per stream."""
+    stream_rejected_events: int = Field(100_000, ge=1)
+    """Most rejected events one TrackEventStream answers with: its one reply lists each (index,
+    id, reason: about 150 bytes, at most 600), and 480,000 of them (a backfill whose ids another
+    user's events hold) made a reply over the 64 MiB message limit, answered RESOURCE_EXHAUSTED
+    with nothing said. Past it the stream ends RESOURCE_EXHAUSTED saying what its messages read
+    until then did (those events stay tracked)."""
     event_value_max: float = 1e9
     """Largest magnitude of an event's `value` (a purchase's is also not negative)."""
     event_attributes: int = 32

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Sequence
 
-from ..errors import PartlyDone, TailorError
+from ..errors import PartlyDone, ResourceExhausted, TailorError
 from ..validation import check_count
 from .events import TrackedEvent
 from .handler import Profiles, TrackResult
@@ -19,14 +19,17 @@ async def track_stream(profiles: Profiles,
 
     Batches are submitted as they arrive, so consecutive batches share transactions; reading
     pauses while more than `limits.stream_read_ahead_events` events wait for their commit.
-    Rejected events are indexed from the start of the stream. If the stream fails, batches not
-    yet submitted are dropped; submitted ones still commit with their effects (`Profiles.track`),
-    and a refusal (a `TailorError`) says what the messages before it did (`PartlyDone`).
+    Rejected events are indexed from the start of the stream; more than
+    `limits.stream_rejected_events` of them end it (the reply listing them would not fit a
+    message). If the stream fails, batches not yet submitted are dropped; submitted ones still
+    commit with their effects (`Profiles.track`), and a refusal (a `TailorError`) says what the
+    messages before it did (`PartlyDone`).
     """
-    read_ahead, most = profiles.limits.stream_read_ahead_events, profiles.limits.events_per_batch
+    limits = profiles.limits
+    read_ahead, most = limits.stream_read_ahead_events, limits.events_per_batch
     pending: list[asyncio.Task] = []
     sizes: list[int] = []
-    offset = waited = in_flight = 0
+    offset = waited = in_flight = rejected = 0
     try:
         async for events in batches:
             check_count("events", len(events), most)  # now, not when the batch's turn comes
@@ -36,10 +39,12 @@ async def track_stream(profiles: Profiles,
             offset += len(events)
             in_flight += len(events)
             while in_flight > read_ahead:
-                await pending[waited]
+                rejected += len((await pending[waited]).rejected)
+                _check_rejected(rejected, limits.stream_rejected_events)
                 in_flight -= sizes[waited]
                 waited += 1
         results = await asyncio.gather(*pending)
+        _check_rejected(sum(len(r.rejected) for r in results), limits.stream_rejected_events)
     except TailorError as err:
         raise PartlyDone(err, await _done_before(pending)) from err
     except BaseException:
@@ -47,6 +52,14 @@ async def track_stream(profiles: Profiles,
             task.cancel()
         raise
     return _totals(results)
+
+
+def _check_rejected(n: int, most: int) -> None:
+    """A stream's reply lists each rejected event: at most `most` of them."""
+    if n > most:
+        raise ResourceExhausted(f"events: {n} rejected, more than the {most} one stream's "
+                                "reply lists (limits.stream_rejected_events); a TrackEvents of "
+                                "a few of them says why they are rejected")
 
 
 def _totals(results: Sequence[TrackResult]) -> tuple[TrackResult, int]:

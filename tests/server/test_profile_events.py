@@ -78,3 +78,43 @@ async def test_an_id_another_users_event_holds_is_rejected_not_a_duplicate(tmp_p
         assert all("another user's event" in r.reason for r in again.rejected)
         profile = await stub.GetProfile(pb.GetProfileRequest(user_id="bob"))
         assert [e.event_id for e in profile.events] == ["2"] and profile.features.monetary == 10.0
+
+
+async def test_a_stream_rejecting_more_events_than_its_reply_lists_ends_saying_what_it_did(
+        tmp_path):
+    """A TrackEventStream's one reply lists every rejected event (about 150 bytes each): a
+    backfill whose ids another user's events held (480,000 of them) made a reply over the
+    message limit, answered RESOURCE_EXHAUSTED "Sent message larger than max" with nothing said
+    of what was stored. Past `limits.stream_rejected_events` the stream ends RESOURCE_EXHAUSTED
+    with its counts; its valid events stay tracked."""
+    from server.config import Limits, Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", grpc_max_message_bytes=1 << 20,
+                        limits=Limits(stream_rejected_events=5000))
+    t = time.time() - 60
+
+    def message(user, start, n=1000):
+        return pb.TrackEventsRequest(events=[pb.Event(event_id=f"{i}", user_id=user, type="view",
+                                                      item_id="i1", timestamp=t)
+                                             for i in range(start, start + n)])
+
+    async def stream(*messages):
+        async def gen():
+            for m in messages:
+                yield m
+        return await stub.TrackEventStream(gen())
+    async with serving(settings) as (_, ch):
+        stub = pb_grpc.ProfileServiceStub(ch)
+        assert (await stream(*(message("ann", s) for s in range(0, 8000, 1000)))).accepted == 8000
+        within = await stream(*(message("bob", s) for s in range(0, 5000, 1000)))
+        assert (within.accepted, len(within.rejected)) == (0, 5000)  # at the bound: listed
+        with pytest.raises(grpc.RpcError) as err:
+            await stream(*(m for s in range(0, 8000, 1000)
+                           for m in (message("bob", s), message("cy", 10_000 + s, 1))))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "8000 rejected, more than the 5000" in err.value.details()
+        assert "16 messages tracked: 8 accepted, 0 duplicates, 8000 rejected" in \
+            err.value.details()
+        cy = await stub.GetProfile(pb.GetProfileRequest(user_id="cy", max_events=20))
+        assert len(cy.events) == 8  # what was read before the end stays tracked
