@@ -475,7 +475,9 @@ class Settings(BaseSettings):
     shown at most this long before it."""
 
     campaign_sweep_seconds: float = Field(1.0, gt=0)
-    """How often a worker gives the default reward to decisions whose reward window closed."""
+    """How often a worker gives the default reward to decisions whose reward window closed
+    (not those that ended after a tracked batch whose rewards wait in the outbox for a replay:
+    docs/privacy.md, the outbox)."""
     campaign_propensity_refresh_seconds: float = 0.25
     """Thompson campaigns re-estimate their cached propensities at most this often per worker."""
     campaign_state_refresh_seconds: float = Field(0.1, ge=0)

@@ -60,6 +60,11 @@ _decision_id = TimedIds()
 
 _NONE: frozenset[str] = frozenset()
 
+HOLD_WARNING_S = 30.0
+"""How long the reward-window sweep may be held back by a campaigns outbox entry (a batch whose
+rewards wait for their replay: `CampaignRepository.held_since`) before it says so: longer than
+any batch in flight (`server.profiles.outbox.REPLAY_AFTER_S`)."""
+
 
 class Campaigns:
     """Reads profile states through `ProfileStates`; is an `EventListener` (rewards from tracked
@@ -81,6 +86,8 @@ class Campaigns:
         """Which users were erased (None: not told, as in bare test setups)."""
         self._profiles = profiles
         self.sweep_seconds = sweep_seconds
+        self._hold_told: float | None = None
+        """The hold `sweep_due` last warned about (once per entry holding the sweep)."""
         self._cache = CampaignCache(self.repo, profiles, self.contact, suppressions,
                                     state_refresh_s, limits.context_value_max)
         # Decisions use one generator owned by the event-loop thread (the native Rng is not
@@ -502,8 +509,22 @@ class Campaigns:
         if self.repo.has_due(now):
             closed = await self._changing(asyncio.to_thread(self.repo.sweep, now))
             logger.debug("closed %d reward windows", closed)
+            self._tell_hold(now)
         if self.contact.prior is not None and self.contact.prior.stale(now):
             await asyncio.to_thread(self.contact.refresh_prior, now)
+
+    def _tell_hold(self, now: float) -> None:
+        """Warn once per outbox entry that has held the sweep `HOLD_WARNING_S` or more: every
+        campaign's windows that ended since stay open (pending, no default reward) until its
+        replay applies it or drops it after its last try (counts and times only: no user)."""
+        held = self.repo.held_since
+        if held is None or now - held < HOLD_WARNING_S or held == self._hold_told:
+            return
+        self._hold_told = held
+        logger.warning("reward windows of every campaign that ended in the last %.0f s stay open: "
+                       "a tracked batch's campaign effects wait in the outbox for a replay (the "
+                       "campaigns write failed or a worker died), the sweep closes them once it "
+                       "is applied or dropped", now - held)
 
     # -- stats and export -------------------------------------------------------------------------
     async def stats(self, campaign_id: str) -> tuple[Campaign, dict, dict]:

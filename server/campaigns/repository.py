@@ -89,6 +89,9 @@ class CampaignRepository:
         self._c, self._b = store.table("campaigns"), store.table("bandit")
         self._d = store.table("decisions")
         self._outbox = store.table("outbox")
+        self.held_since: float | None = None
+        """The commit time of the campaigns outbox entry that held the last sweep back
+        (`_held_back`), None when none did."""
         self.log = DecisionLog(store)
         self.contacts = ContactLog(store, limits)
         self.requests = RequestIds(self._d, limits.request_id_window_seconds)
@@ -461,7 +464,9 @@ class CampaignRepository:
             if ms >= now * 1000.0:
                 break
             if tag == OUTBOX_TAG:
-                return ms / 1000.0
+                self.held_since = ms / 1000.0
+                return self.held_since
+        self.held_since = None
         return now
 
     def _close_window(self, txn, pkey: bytes, rec: dict, spec, now: float) -> None:

@@ -162,6 +162,48 @@ async def test_a_reward_in_time_left_for_the_replay_counts_after_its_window(tmp_
                                idle.decision_id: ("default", 0.0)}
 
 
+async def test_a_sweep_held_by_a_waiting_batch_says_so_once(tmp_path, monkeypatch, caplog):
+    """A campaigns entry left for the replay holds every campaign's windows open (up to its
+    last replay, about five minutes): before, nothing said so, the operator saw decisions of
+    other campaigns stay pending with no default reward. One warning per holding entry."""
+    import logging
+
+    from server.campaigns import handler
+    from server.config import Settings
+    monkeypatch.setattr(handler, "HOLD_WARNING_S", 1.0, raising=False)
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", campaign_sweep_seconds=0.2)
+    async with serving(settings) as (server, ch):
+        s = Stubs(ch)
+        other = campaign().spec
+        other.campaign_id, other.reward_window_seconds = "c2", 0.5
+        await s.campaigns.CreateCampaign(campaign())
+        await s.campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=other))
+        clicked = await s.campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id="c1", user_id="ann"))
+        with monkeypatch.context() as patch:
+            patch.setattr(server.campaigns, "on_events", crashed)
+            await s.profiles.TrackEvents(pb.TrackEventsRequest(events=[pb.Event(
+                event_id="k1", user_id="ann", type="click", timestamp=time.time(),
+                attributes={"decision_id": clicked.decision_id})]))
+        idle = await s.campaigns.ChooseVariant(cpb.ChooseVariantRequest(
+            campaign_id="c2", user_id="bob"))
+
+        async def status():
+            return [r.status async for r in s.campaigns.ExportDecisions(
+                cpb.ExportDecisionsRequest(campaign_id="c2", include_pending=True))
+                if r.decision_id == idle.decision_id]
+        with caplog.at_level(logging.WARNING, logger="tailor.campaigns"):
+            await asyncio.sleep(2.5)  # past c2's window and the warning's delay, sweeps included
+            assert await status() == ["pending"]  # held by c1's waiting batch
+            told = [r.getMessage() for r in caplog.records if "stay open" in r.getMessage()]
+            assert len(told) == 1 and "wait in the outbox for a replay" in told[0]
+            assert "ann" not in told[0] and clicked.decision_id not in told[0]
+        assert await server.profiles.replay_outbox(older_than=0) == 1
+        await asyncio.sleep(0.6)
+        assert await status() == ["default"]
+
+
 async def test_concurrent_replays_join_a_click_once(tmp_path, demo_bundle, monkeypatch):
     """Two replays of the same entries (two workers starting, a worker and the periodic
     replay): the join adds counts, and each entry is claimed in the join's transaction."""
