@@ -9,7 +9,9 @@
    --bundle B``) and ask RecommendBatch (k = 10) for every user with later activity.
 3. Score the answers against each user's distinct later items (`score`): recall, NDCG, MAP, MRR
    at 10, catalog coverage, the share of recommended items the user had already interacted with
-   before the cutoff, and a bootstrap standard error of NDCG@10 over users.
+   before the cutoff, and a bootstrap standard error of NDCG@10 over users; ``cold_share``: the
+   share of recommended slots taken by catalog items nobody interacted with before the split
+   (served from their content vector, `training.content.embed_cold`).
 4. Beside it: popularity, implicit ALS (small grid) and EASE (lambda swept), fitted on the same
    rows, each with every already-seen item filtered. Baseline hyper-parameters are chosen on an
    inner temporal split of the training rows, never on the backtest's later rows. Users without
@@ -40,6 +42,7 @@ from training.split import distinct_items, temporal_split
 __all__ = [
     "ALS_GRID",
     "EASE_GRID",
+    "cold_share",
     "format_backtest",
     "new_items",
     "offline_recommendations",
@@ -428,6 +431,7 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
                                    "seconds": round(time.perf_counter() - t0, 1)}}
     offline = offline_recommendations(result, users, config.ranker.n_candidates)
     methods["tailor (offline)"] = score(offline, users, test, seen, inter.n_items)
+    lists = {"tailor (served)": recs, "tailor (offline)": offline}
     if baselines:
         grid = ALS_GRID if als_grid is None else als_grid
         found = _baselines(before, users, known, seen, grid,
@@ -436,6 +440,10 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
         found = _baselines(before, users, known, seen, [], (), config.als.threads)
     for name, (r, info) in found.items():
         methods[name] = {**score(r, users, test, seen, inter.n_items), **info}
+        lists[name] = r
+    unseen = np.bincount(before.item, minlength=before.n_items) == 0
+    for name, r in lists.items():
+        methods[name]["cold_share"] = cold_share(r, unseen)
     return {"methods": methods,
             "manifest": {"metrics": result.metrics, "fits": result.fits},
             "split": {"cutoff": cutoff, "test_frac": None if cutoff is not None else test_frac,
@@ -445,10 +453,17 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
                       "serve_seconds": round(serve_s, 1)}}
 
 
+def cold_share(recs: np.ndarray, cold: np.ndarray) -> float:
+    """Share of the filled slots of ``recs`` (item rows, -1 = empty) that ``cold`` [n_items]
+    marks."""
+    filled = recs[recs >= 0]
+    return float(cold[filled].mean()) if filled.size else 0.0
+
+
 def format_backtest(report: dict) -> str:
     """The table of `run_backtest`, with the evaluation fit's NDCG@10 for comparison."""
     cols = ("recall@10", "ndcg@10", "ndcg@10_se", "map@10", "mrr@10", "coverage", "seen_share",
-            "ndcg@10_new")
+            "cold_share", "ndcg@10_new")
     lines = [f"{'method':<16}" + "".join(f"{c:>12}" for c in cols)]
     for name, m in report["methods"].items():
         lines.append(f"{name:<16}" + "".join(f"{m[c]:>12.4f}" for c in cols)
@@ -460,7 +475,8 @@ def format_backtest(report: dict) -> str:
                  + (f"; {s['users_unaskable']} left out (an id the server's API refuses)"
                     if s.get("users_unaskable") else ""))
     lines.append("ndcg@10_new: scored against the later items the user had not seen before "
-                 "(what a seen-filtering recommender can reach)")
+                 "(what a seen-filtering recommender can reach); cold_share: recommended slots "
+                 "of items nobody interacted with before the split")
     claimed = (f"{ev['model']['ndcg@10']:.4f} on {ev['n_eval_users']} {eval_units(ev)}"
                if measured(ev) else "none (its fit had no hold-out)")
     lines.append(f"manifest (evaluation fit) ndcg@10 = {claimed}; served backtest ndcg@10 = "

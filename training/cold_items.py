@@ -3,9 +3,11 @@
 Protocol (`run_cold_items`): a seeded share of the items with interactions is held out; ALS,
 histories and the encoder are fitted on every other row (`training.stage.fit_stage`), and the
 content map on the warm items (`training.content.fit_content`, as `train` does). The held-out
-items are then embedded from their content exactly as the server's UpsertItems does
-(`kernels.content`: ridge map, optionally rescaled to their category's median norm). Every user
-with training history and at least one interaction with a held-out item is scored:
+items are then embedded from their content exactly as the server's UpsertItems does and as
+`train` embeds the catalog items its fit saw no interaction with
+(`training.content.content_vectors`: the ridge map; also rescaled to their category's median
+norm, for comparison). Every user with training history and at least one interaction with a
+held-out item is scored:
 
 - ``cold``: the held-out items ranked among themselves, recall@k of the user's held-out items,
   against random order, category popularity (held-out items ranked by their category's
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from training.als import ALSParams
-from training.content import ContentParams, fit_content
+from training.content import ContentParams, content_vectors, fit_content
 from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
 from training.metrics import ranking_metrics
 from training.split import distinct_items
@@ -114,8 +116,7 @@ def _vectors(stage, catalog: Catalog, cold: np.ndarray, cfg: ColdConfig) -> dict
     out = {"category mean vector": means[cats]}
     fitted = fit_content(catalog, stage.item_factors, stage.popularity, cfg.content)
     if fitted is not None:
-        space = fitted[0]
-        ridge = space.embed(cats, catalog.price[cold], catalog.titles.astype(str)[cold].tolist())
+        ridge = content_vectors(fitted[0], catalog, cold)
         out["content map (ridge)"] = ridge
         out["content map, rescaled"] = _calibrate(ridge, cats, norms)
     return out

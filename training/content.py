@@ -6,6 +6,14 @@ bands are quantiles of the warm prices, and a ``Ridge`` regression maps the shar
 (`kernels.content.feature_entries`, as a sparse matrix) to the items' ALS factors. The bundle
 carries the fitted arrays as ``content.npz`` (docs/bundle.md), so the server embeds items that
 arrive between trainings without scikit-learn.
+
+`embed_cold` gives the catalog items a fit saw no interaction with (ALS leaves their factor rows
+at zero: never retrieved) their content vector, the same computation UpsertItems runs for an
+item that arrives after training (`content_vectors`: `kernels.content.ContentSpace.embed`, the
+raw ridge output, no rescaling), so an item in the catalog at training time is served as one
+added a minute later would be. An item whose content tells the map nothing (no title token of
+its vocabulary, and a category and price band that every warm item shares or none has) keeps
+its zero vector: the map would give it the intercept alone, the warm items' mean vector.
 """
 from __future__ import annotations
 
@@ -16,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.content import ContentSpace, feature_entries, tokenize
+from kernels.content import ContentSpace, feature_entries, price_band, tokenize
 
-__all__ = ["ContentParams", "content_manifest", "fit_content", "write_content"]
+__all__ = ["ContentParams", "content_manifest", "content_vectors", "embed_cold", "fit_content",
+           "write_content"]
 
 logger = logging.getLogger("tailor.training.content")
 
@@ -83,6 +92,67 @@ def fit_content(catalog, item_factors: np.ndarray, popularity: np.ndarray,
     logger.info("content map: %d warm items, %d tokens, %d price bands, R² %.3f",
                 len(warm), len(vocabulary), space.n_bands, info["fit_r2"])
     return space, info
+
+
+def content_vectors(space: ContentSpace, catalog, rows: np.ndarray) -> np.ndarray:
+    """float32 [len(rows), dim]: the map's vectors of catalog ``rows`` from their category,
+    price and title, as the server's UpsertItems embeds an item (`server.catalog.overlay`)."""
+    return space.embed(catalog.category[rows], catalog.price.astype(np.float64)[rows],
+                       catalog.titles.astype(str)[rows].tolist())
+
+
+def _telling(codes: np.ndarray, n: int) -> np.ndarray:
+    """[n] True for the codes some but not all of ``codes`` take (a column the fit saw vary)."""
+    counts = np.bincount(codes, minlength=n)[:n]
+    return (counts > 0) & (counts < len(codes))
+
+
+def _described(space: ContentSpace, catalog, warm: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """[len(rows)] True where the item's content tells the map something: a title token of its
+    vocabulary, or a category or price band that tells warm items apart (`_telling`)."""
+    category = _telling(catalog.category[warm], space.n_categories)[catalog.category[rows]]
+    edges = space.price_edges
+    band = _telling(price_band(catalog.price[warm], edges), space.n_bands)[
+        price_band(catalog.price[rows], edges)]
+    column = space.column
+    token = np.array([any(t in column for t in tokenize(title))
+                      for title in catalog.titles.astype(str)[rows].tolist()], bool)
+    return category | band | token
+
+
+def embed_cold(catalog, item_factors: np.ndarray, popularity: np.ndarray,
+               params: ContentParams = ContentParams()):
+    """Fit the content map on a fit's warm items and embed its cold ones.
+
+    Parameters
+    ----------
+    catalog : training.events.Catalog
+    item_factors, popularity : ndarray
+        The fit's ALS item factors [n_items, dim] and interaction counts [n_items].
+
+    Returns
+    -------
+    factors : ndarray of float32
+        ``item_factors`` with the rows of cold items (popularity 0) that `_described` keeps
+        replaced by `content_vectors` (a copy; unchanged when nothing is embedded).
+    content : (ContentSpace, dict) or None
+        `fit_content`'s result (None: disabled, or fewer than two warm items).
+    cold : dict
+        ``items`` (cold catalog items), ``content_embedded`` (how many got a content vector)
+        and, when nothing could be embedded, ``content_map`` ("disabled" or "unfitted").
+    """
+    cold = np.flatnonzero(np.asarray(popularity) == 0)
+    fitted = fit_content(catalog, item_factors, popularity, params) if params.enabled else None
+    info = {"items": int(len(cold)), "content_embedded": 0}
+    if fitted is None:
+        info["content_map"] = "disabled" if not params.enabled else "unfitted"
+        return item_factors, None, info
+    rows = cold[_described(fitted[0], catalog, np.flatnonzero(popularity > 0), cold)]
+    if len(rows):
+        item_factors = np.array(item_factors, np.float32)
+        item_factors[rows] = content_vectors(fitted[0], catalog, rows)
+    info["content_embedded"] = int(len(rows))
+    return item_factors, fitted, info
 
 
 def write_content(path: Path, space: ContentSpace) -> None:

@@ -10,6 +10,11 @@ so the bundle knows every user's latest interactions. The ranker is trained once
 evaluation fit's rows (its features are computed from whichever stage serves). ``refit=False``
 serves the evaluation fit itself (the behaviour before issue 21, for experiments).
 
+Every fit (the ranker's inner stage, the evaluation fit, the served fit) gives the catalog items
+it saw no interaction with their content vector (`training.content.embed_cold`, as UpsertItems
+embeds a new item) before anything retrieves from it: the index serves them and the evaluation
+scores what is served. ``content.enabled=False`` leaves them at ALS's zero vectors.
+
 Context features (``context_features``) are fitted from the impression log when ``train`` is
 given one (`training.context_impressions`), else from the events' channel and time
 (`training.context_ranker`); the evaluation fit sees only impressions shown before each user's
@@ -27,7 +32,7 @@ import onnx
 
 from training import context_impressions
 from training.als import ALSParams
-from training.content import ContentParams, fit_content
+from training.content import ContentParams, embed_cold
 from training.context_ranker import evaluate_requests, fit_table, train_context_ranker
 from training.drift import drift_reference
 from training.evaluate import evaluate, measured
@@ -170,7 +175,8 @@ def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConf
     train_rows, test = rows.subset(tr), rows.subset(te)
     imps_before = (None if impressions is None else impressions.subset(
         context_impressions.before_cutoffs(impressions, user_cutoffs(rows, te))))
-    fit = partial(_fit, catalog=catalog, als=config.als, weights=config.event_weights)
+    fit = partial(_fit, catalog=catalog, als=config.als, weights=config.event_weights,
+                  content=config.content)
     stage = fit(train_rows)
     clock.lap("retrieval", bar)
     ranker, info = None, {"disabled": True}
@@ -188,13 +194,13 @@ def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConf
         clock.lap("refit", bar)
     fits["served"] = {"rows": len(served_rows), "refit": bool(config.refit),
                       "cutoff": int(stage.cutoff), "first_ts": _first_ts(served_rows),
-                      "ranker_fit": "evaluation"}
+                      "ranker_fit": "evaluation", "cold_items": stage.cold_items}
+    _log_cold(stage.cold_items)
     sample = stage.user_factors[np.random.default_rng(0).permutation(
         stage.user_factors.shape[0])[:config.index.n_queries]]
     index, index_info = build_index(stage.item_factors, config.index, sample)
     clock.lap("index", bar)
-    content = (fit_content(catalog, stage.item_factors, stage.popularity, config.content)
-               if config.content.enabled else None)
+    content = stage.content
     drift = drift_reference(stage, ranker, config.drift_users, config.ranker.n_candidates)
     context, source = (_context_table(served_rows, impressions if config.refit else imps_before,
                                       catalog)
@@ -252,8 +258,23 @@ def _fit_info(train_rows: Interactions, stage: Stage, test: Interactions, config
             "split": "per-user temporal hold-out (training.split.temporal_split)",
             "test_frac": float(config.test_frac), "test_rows": len(test),
             "n_eval_users": int(metrics.get("n_eval_users", 0)),
-            "n_test_users": int(metrics.get("n_test_users", 0))}
+            "n_test_users": int(metrics.get("n_test_users", 0)),
+            "cold_items": stage.cold_items}
 
 
-def _fit(rows: Interactions, catalog: Catalog, als: ALSParams, weights: dict) -> Stage:
-    return fit_stage(rows, catalog, als, weights)
+def _log_cold(cold: dict) -> None:
+    if cold.get("content_map") == "disabled" and cold["items"]:
+        logger.warning("content map disabled: %d catalog items without interactions keep zero "
+                       "vectors (never retrieved)", cold["items"])
+    elif cold["items"]:
+        logger.info("%d of %d catalog items without interactions embedded from their content "
+                    "(the others keep zero vectors)", cold["content_embedded"], cold["items"])
+
+
+def _fit(rows: Interactions, catalog: Catalog, als: ALSParams, weights: dict,
+         content: ContentParams) -> Stage:
+    """ALS and the rest of a stage on ``rows``, its cold items embedded (`embed_cold`)."""
+    stage = fit_stage(rows, catalog, als, weights)
+    stage.item_factors, stage.content, stage.cold_items = embed_cold(
+        catalog, stage.item_factors, stage.popularity, content)
+    return stage

@@ -7,7 +7,7 @@ served stage refitted on every row (shipped in the bundle, with its complete see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -46,6 +46,12 @@ class Stage:
     popularity: np.ndarray
     recency_days: np.ndarray
     cutoff: int
+    content: tuple | None = None
+    """(kernels.content.ContentSpace, manifest entry) fitted on this stage's warm items, when the
+    pipeline embedded its cold items (`training.content.embed_cold`), else None."""
+    cold_items: dict = field(default_factory=dict)
+    """`embed_cold`'s count of this fit's cold items and how many got a content vector (in
+    ``item_factors``; the encoder keeps the ALS factors, zero for them)."""
 
     def __post_init__(self):
         self.session = encoder_session(self.encoder.SerializeToString(), self.params.threads)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.backtest import parse_cutoff, score, split_rows
+from training.backtest import cold_share, parse_cutoff, score, split_rows
 from training.metrics import bootstrap_se
 
 from .conftest import SMALL, make_interactions
@@ -51,6 +51,12 @@ def test_new_only_scoring_drops_items_seen_before():
     assert m["recall@3"] == pytest.approx(1.0) and m["seen_share"] == pytest.approx(2 / 6)
 
 
+def test_cold_share_counts_the_filled_slots_of_items_nobody_touched_before():
+    cold = np.array([True, False, True, False])
+    assert cold_share(np.array([[0, 1, -1], [2, 2, 3]]), cold) == pytest.approx(3 / 5)
+    assert cold_share(np.full((2, 3), -1), cold) == 0.0
+
+
 def test_bootstrap_se_matches_the_normal_approximation():
     values = np.random.default_rng(1).random(4000)
     expected = values.std(ddof=1) / np.sqrt(values.shape[0])
@@ -86,6 +92,7 @@ def test_backtest_cli_serves_a_real_bundle(world_dir, tmp_path):
     assert served["cold_start"] == split["users_unknown"]
     # the backtest serves with every seen item excluded for good (FULL_SEEN_FILTERING)
     assert served["seen_share"] == 0.0
+    assert all(0.0 <= m["cold_share"] <= 1.0 for m in report["methods"].values())
     assert served["ndcg@10"] > 2 * report["methods"]["popularity"]["ndcg@10"]
     assert set(report["methods"]) >= {"popularity", "implicit-als", "ease"}
     assert report["manifest"]["fits"]["served"]["refit"] is True

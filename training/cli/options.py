@@ -18,6 +18,7 @@ from training.cli.types import (
     recall_target,
     tolerance,
 )
+from training.content import ContentParams
 from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
@@ -90,6 +91,10 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
                         "(needs a `channel` column; the bundle gets context.npz)")
     r.add_argument("--tree-tolerance", type=tolerance, default=_R.tree_tolerance,
                    help="keep the fewest trees within this fraction of the best validation score")
+    p.add_argument("--no-content", action="store_true",
+                   help="no content map (content.npz): catalog items without interactions keep "
+                        "ALS's zero vectors (never retrieved) and UpsertItems gives new items "
+                        "their category's mean vector")
     p.add_argument("--drift-users", type=count, default=TrainConfig.drift_users,
                    help="users sampled for the manifest's drift reference (0: none)")
     i = p.add_argument_group("index (FAISS)")
@@ -110,6 +115,7 @@ def config_from_args(args) -> TrainConfig:
                         target_recall=args.target_recall, threads=args.threads, seed=args.seed)
     weights = check_event_weights(dict(args.event_weight))
     return TrainConfig(als=als, ranker=ranker, index=index, event_weights=weights,
+                       content=ContentParams(enabled=not args.no_content),
                        test_frac=args.test_frac, use_ranker=not args.no_ranker,
                        refit=not args.no_refit, drift_users=args.drift_users,
                        eval_users=args.eval_users,
