@@ -113,8 +113,15 @@ def _tune(index, kind: str, queries: np.ndarray, exact: np.ndarray, params: Inde
 
 
 def build_index(item_vecs: np.ndarray, params: IndexParams = IndexParams(),
-                user_vecs: np.ndarray | None = None):
+                user_vecs: np.ndarray | None = None, query_items: np.ndarray | None = None):
     """Build the item index and describe it for the manifest.
+
+    ``query_items`` (bool [n_items]): the items whose vectors may be tuning queries (default:
+    all). The pipeline passes the items with interactions: content-embedded cold items
+    (`training.content.embed_cold`) cluster near their category's mean, easy queries that would
+    let the tuning stop at a lower efSearch than the users' queries need (a 100k-item world with
+    34% cold items: efSearch 16 instead of 32, the users' recall of their 110 nearest items
+    0.794 instead of 0.845).
 
     Returns
     -------
@@ -132,7 +139,7 @@ def build_index(item_vecs: np.ndarray, params: IndexParams = IndexParams(),
     index, build = _build(kind, vecs, params)
     search, recall = {}, 1.0
     if kind != "flat":
-        queries = _queries(vecs, user_vecs, params)
+        queries = _queries(vecs if query_items is None else vecs[query_items], user_vecs, params)
         exact_index = faiss.IndexFlatIP(vecs.shape[1])
         exact_index.add(vecs)
         exact_scores, exact = exact_index.search(queries, 10)

@@ -198,7 +198,8 @@ def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConf
     _log_cold(stage.cold_items)
     sample = stage.user_factors[np.random.default_rng(0).permutation(
         stage.user_factors.shape[0])[:config.index.n_queries]]
-    index, index_info = build_index(stage.item_factors, config.index, sample)
+    index, index_info = build_index(stage.item_factors, config.index, sample,
+                                    query_items=stage.popularity > 0)
     clock.lap("index", bar)
     content = stage.content
     drift = drift_reference(stage, ranker, config.drift_users, config.ranker.n_candidates)
