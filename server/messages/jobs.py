@@ -154,24 +154,31 @@ class SendJobs:
         that the contact policy deferred to its send_at as a job of its own, `ready`, and start
         it when it is due (True: scheduled). `once`: the request's delivery claim; a repeat of
         the request is answered from it and schedules nothing (nor does a second call of one
-        decision: the job's id is the decision's)."""
+        decision: the job's id is the decision's). Shielded: a caller giving up meanwhile
+        (its deadline) leaves the job stored by then, so it is started and kept `scheduled`
+        all the same (a live process's job is no other's to start)."""
+        return await asyncio.shield(self._schedule(message, user_id, to, data, items, once))
+
+    async def _schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
+                        once: Once | None) -> bool:
         if once is not None and await once.claim(time.time() + self.delivery.claim_seconds) \
                 is not None:
             return True  # the request's first call scheduled it
         r = Recipient(0, user_id, READY, message.decision_id, "", message.send_at,
                       {"to": to, "raw": data.decode("latin-1")}, 0.0, message.channel, items)
+        send_id = f"send-{message.decision_id}"
         try:
             job, created = await asyncio.to_thread(
-                self.records.create, f"send-{message.decision_id}", message.campaign_id, [r],
+                self.records.create, send_id, message.campaign_id, [r],
                 dict(self.settings.send_rate_per_second), {}, os.getpid(), due=message.send_at)
         except BaseException as err:
             if once is not None:
                 await once.settle(None, err)
             raise
+        if created:
+            self._start(send_id, job)
         if once is not None:
             await once.scheduled(message.send_at)
-        if created:
-            self._start(f"send-{message.decision_id}", job)
         return True
 
     async def progress(self, send_id: str) -> SendProgress:

@@ -233,3 +233,32 @@ async def test_messages_due_together_go_over_at_most_send_connections(
     await asyncio.to_thread(sink.wait_for, len(users), 30)
     spread = sink.arrived[-1][0] - sink.arrived[0][0]
     assert spread >= 0.3 * (len(users) / 2 - 1) * 0.9, spread  # 2 at a time, not 12
+
+
+async def test_a_deferred_message_whose_caller_gave_up_while_it_was_stored_still_goes(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """The caller's deadline ran out while the message's job was being written (a slow disk:
+    the write is held 1 s here): the job was stored all the same, but never started in this
+    process (a live owner: no other worker takes it), so it went only at a restart, hours
+    late, and a repeat of the request was answered in doubt. Stored, it goes at its send_at,
+    and a repeat is answered scheduled."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d9"])
+    records = tailor_server.sends.records
+    create = records.create
+
+    def slow(*args, **kw):
+        time.sleep(1.0)
+        return create(*args, **kw)
+    records.create = slow
+    try:
+        with deferred(tailor_server), pytest.raises(grpc.RpcError) as err:
+            await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+                campaign_id="mail", user_id="d9", deliver=True, request_id="req-9"),
+                timeout=0.5)
+    finally:
+        del records.create
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    again = await compose(messaging, "d9", "req-9")
+    assert again.scheduled and sink.message_ids == [f"<{again.decision_id}@tailor.invalid>"]
