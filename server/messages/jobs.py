@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from ..campaigns.errors import CampaignArchived
 from ..campaigns.requests import request_digest
 from ..config import Settings
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, NotFound, TailorError
 from ..processes import owner_alive
 from ..store.keys import SEP_CHAR
 from ..store.tokens import keyed_digest
@@ -156,7 +156,9 @@ class SendJobs:
         the request is answered from it and schedules nothing (nor does a second call of one
         decision: the job's id is the decision's). Shielded: a caller giving up meanwhile
         (its deadline) leaves the job stored by then, so it is started and kept `scheduled`
-        all the same (a live process's job is no other's to start)."""
+        all the same (a live process's job is no other's to start); once stored, it stands
+        even if keeping the request's state fails (a repeat then finds its claim lapsed: in
+        doubt), rather than being answered an error and its decision withdrawn."""
         return await asyncio.shield(self._schedule(message, user_id, to, data, items, once))
 
     async def _schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
@@ -178,7 +180,11 @@ class SendJobs:
         if created:
             self._start(send_id, job)
         if once is not None:
-            await once.scheduled(message.send_at)
+            try:
+                await once.scheduled(message.send_at)
+            except TailorError as err:  # stored: it goes; a repeat finds the claim lapsed (doubt)
+                logger.warning("send %s: keeping its request's state failed: %s", send_id,
+                               type(err).__name__)
         return True
 
     async def progress(self, send_id: str) -> SendProgress:

@@ -262,3 +262,34 @@ async def test_a_deferred_message_whose_caller_gave_up_while_it_was_stored_still
     await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
     again = await compose(messaging, "d9", "req-9")
     assert again.scheduled and sink.message_ids == [f"<{again.decision_id}@tailor.invalid>"]
+
+
+async def test_a_stored_deferred_message_stands_though_its_request_state_was_not_kept(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """The store refused the write that keeps the request's delivery state (`scheduled`) after
+    the message's job was stored: the call was answered RESOURCE_EXHAUSTED and its decision
+    withdrawn (no cap counted it), yet the stored message went at its send_at. A stored job
+    is the message accepted: answered scheduled, its decision stands."""
+    from server.store.errors import StoreFull
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d10"])
+    handler = tailor_server.campaigns
+    settle = handler.settle_delivery
+
+    async def full(request, decision_id, state):
+        if state["s"] == "scheduled":
+            raise StoreFull(1 << 20, 0)
+        return await settle(request, decision_id, state)
+    handler.settle_delivery = full
+    try:
+        with deferred(tailor_server):
+            got = await compose(messaging, "d10", "req-10")
+    finally:
+        del handler.settle_delivery
+    assert got.scheduled
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    await asyncio.sleep(0.5)
+    assert sink.message_ids == [f"<{got.decision_id}@tailor.invalid>"]
+    status = [r.status async for r in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
+        campaign_id="mail", include_pending=True)) if r.decision_id == got.decision_id]
+    assert status == ["pending"]
