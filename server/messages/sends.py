@@ -21,7 +21,9 @@ their data key (`Store.seal_for_user`), so its bytes on freed pages stay closed 
 key is shredded. DeleteProfile reaches the records of unfinished jobs (`erase_user`, a
 `UserEraser`, run before the shred; only the user's records are opened: `owned`): an unsettled
 recipient is counted suppressed `erased` and the record is deleted; a missing or unreadable
-record is an erased recipient, which `update` never writes back.
+record is an erased recipient, which `update` never writes back. A deferred ComposeMessage's
+job is its one recipient's alone (its id names their decision): it is deleted whole, and a
+job running meanwhile settles and finishes without writing it back.
 """
 from __future__ import annotations
 
@@ -201,17 +203,19 @@ class SendRecords:
         memory too, so the caller skips it."""
         def fn(txn):
             key = send_job_key(send_id)
-            job = json.loads(bytes(self._t.get(txn, key)))
+            raw = self._t.get(txn, key)  # None: a deferred message's job, erased whole
+            job = None if raw is None else json.loads(bytes(raw))
             keys = [send_user_key(send_id, r.seq) for r in recipients]
             items = []
             for r, k, old in zip(recipients, keys, self._t.get_many(txn, keys)):
-                if self._gone(txn, k, old):
+                if job is None or self._gone(txn, k, old):
                     r.user, r.state, r.reason, r.message = "", SUPPRESSED, ERASED, {}
                     continue
                 _count(job, r)
                 items.append(self._sealed(txn, send_id, r))
-            self._t.put(txn, key, json.dumps(job).encode())
-            self._t.put_many(txn, items)
+            if job is not None:
+                self._t.put(txn, key, json.dumps(job).encode())
+                self._t.put_many(txn, items)
         self.store.write(fn)
 
     def erased(self, send_id: str, seqs: list[int]) -> set[int]:
@@ -240,29 +244,34 @@ class SendRecords:
             if raw is not None:
                 mine.append((bytes(key), Recipient.decode(0, raw)))
         for key, r in mine:
-            if r.state in (PENDING, READY):
-                send_id = key[len(SEND_USER_PREFIX):].rsplit(SEP, 1)[0].decode()
-                r.state, r.reason = SUPPRESSED, ERASED
-                self._count_erased(txn, send_id, r)
+            self._erased(txn, key[len(SEND_USER_PREFIX):].rsplit(SEP, 1)[0].decode(), r)
             self._t.delete(txn, key)
         return len(mine)
 
-    def _count_erased(self, txn, send_id: str, r: Recipient) -> None:
+    def _erased(self, txn, send_id: str, r: Recipient) -> None:
+        """The job of erased recipient `r`: a deferred ComposeMessage's (`due`, `r` its one
+        recipient; its id names their decision) is deleted whole; another counts `r` suppressed
+        `erased` unless it was settled."""
         key = send_job_key(send_id)
         job = json.loads(bytes(self._t.get(txn, key)))
-        _count(job, r)
-        self._t.put(txn, key, json.dumps(job).encode())
+        if "due" in job:
+            self._t.delete(txn, key)
+        elif r.state in (PENDING, READY):
+            r.state, r.reason = SUPPRESSED, ERASED
+            _count(job, r)
+            self._t.put(txn, key, json.dumps(job).encode())
 
     def finish(self, send_id: str) -> None:
         """Stamp the job finished and drop its recipients' records; a deferred ComposeMessage's
         job (`due`) is dropped whole."""
         def fn(txn):
             key = send_job_key(send_id)
-            job = json.loads(bytes(self._t.get(txn, key)))
-            job["finished"] = time.time()
-            if "due" in job:
+            raw = self._t.get(txn, key)  # None: a deferred message's job, erased whole
+            job = None if raw is None else json.loads(bytes(raw))
+            if job is not None and "due" in job:
                 self._t.delete(txn, key)
-            else:
+            elif job is not None:
+                job["finished"] = time.time()
                 self._t.put(txn, key, json.dumps(job).encode())
             self._t.delete_prefix(txn, send_user_prefix(send_id))
         self.store.write(fn)

@@ -293,3 +293,37 @@ async def test_a_stored_deferred_message_stands_though_its_request_state_was_not
     status = [r.status async for r in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(
         campaign_id="mail", include_pending=True)) if r.decision_id == got.decision_id]
     assert status == ["pending"]
+
+
+async def test_erasing_a_user_drops_their_deferred_messages_job_whole(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """A deferred message's job is the user's alone (its id names their decision): after
+    DeleteProfile it stayed until its send_at (hours, days for a send window), answering
+    GetSendProgress for that decision (`suppressed {erased: 1}`) and resumed by a restart.
+    It goes with the user; a job erased while it runs ends without its record."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d11"])
+    with deferred(tailor_server, 3600):
+        got = await compose(messaging, "d11", "req-11")
+    send_id = f"send-{got.decision_id}"
+    await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="d11"))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.GetSendProgress(mpb.GetSendProgressRequest(send_id=send_id))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert send_id not in await asyncio.to_thread(tailor_server.sends.records.unfinished)
+
+
+async def test_a_deferred_job_erased_while_it_runs_ends_without_its_record(tailor_server):
+    """Its record gone (DeleteProfile) between the job reading its recipient and settling it:
+    the settle and the finish find no job, and write none back."""
+    from server.messages.sends import READY, SUPPRESSED, Recipient
+    records, due = tailor_server.sends.records, time.time() + 3600
+    r = Recipient(0, "d12", READY, "dec12", "", due, {"to": "d12@example.com", "raw": "x"},
+                  0.0, "email", [])
+    records.create("send-dec12", "mail", [r], {"email": 50.0}, {}, 1, due=due)
+    tailor_server.store.write(lambda txn: records.erase_user(txn, "d12"))
+    r.state = "sent"
+    records.update("send-dec12", [r])
+    records.finish("send-dec12")
+    assert r.state == SUPPRESSED and records.job("send-dec12") is None
+    assert list(tailor_server.store.scan("sends", b"")) == []
