@@ -82,6 +82,8 @@ class SendJobs:
         """Jobs of deferred ComposeMessages due, waiting for one of those running to end."""
         self._composed = 0
         """Jobs of deferred ComposeMessages running (at most `send_connections`)."""
+        self._scheduling: set[asyncio.Task] = set()
+        """`schedule`s under way (their callers may have given up): `close` waits for them."""
 
     # -- checks ------------------------------------------------------------------------------------
     def _users(self, user_ids: Sequence[str]) -> list[str]:
@@ -159,7 +161,10 @@ class SendJobs:
         all the same (a live process's job is no other's to start); once stored, it stands
         even if keeping the request's state fails (a repeat then finds its claim lapsed: in
         doubt), rather than being answered an error and its decision withdrawn."""
-        return await asyncio.shield(self._schedule(message, user_id, to, data, items, once))
+        task = asyncio.ensure_future(self._schedule(message, user_id, to, data, items, once))
+        self._scheduling.add(task)
+        task.add_done_callback(self._scheduling.discard)
+        return await asyncio.shield(task)
 
     async def _schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
                         once: Once | None) -> bool:
@@ -256,7 +261,8 @@ class SendJobs:
     async def close(self, wait: float = 0.0) -> None:
         """Stop the jobs (they resume at the next start): none starts a message, those being
         handed over get `wait` seconds to be accepted and settled (`SendJob.stop`); those not
-        due yet wait for the next start."""
+        due yet wait for the next start (those being scheduled are stored first)."""
+        await asyncio.gather(*self._scheduling, return_exceptions=True)
         for timer in self._waiting.values():
             timer.cancel()
         self._waiting.clear()

@@ -327,3 +327,27 @@ async def test_a_deferred_job_erased_while_it_runs_ends_without_its_record(tailo
     records.finish("send-dec12")
     assert r.state == SUPPRESSED and records.job("send-dec12") is None
     assert list(tailor_server.store.scan("sends", b"")) == []
+
+
+async def test_closing_waits_for_a_schedule_its_caller_gave_up_on(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """A shielded schedule outlived its cancelled caller; the jobs' close returned while it was
+    still writing (held 1 s), so its timer could start after close and the store close under
+    it. Close waits for it: the job is stored, and waits for the next start."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["d13"])
+    sends = tailor_server.sends
+    create = sends.records.create
+
+    def slow(*args, **kw):
+        time.sleep(1.0)
+        return create(*args, **kw)
+    sends.records.create = slow
+    try:
+        with deferred(tailor_server, 60), pytest.raises(grpc.RpcError):
+            await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+                campaign_id="mail", user_id="d13", deliver=True), timeout=0.5)
+        await sends.close()
+    finally:
+        del sends.records.create
+    assert len(sends.records.unfinished()) == 1 and not sends._waiting and not sends._running
