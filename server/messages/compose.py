@@ -156,9 +156,8 @@ class Composer:
             delivered=deliver)
         if deliver and recipient is not None:
             await self._deliver(out, recipient, user_id)
-        if recipient is not None and not out.repeat and (
-                out.delivered or out.scheduled or not deliver):
-            self.record_shown(out)
+        if recipient is not None and not out.repeat and (out.delivered or not deliver):
+            self.record_shown(out)  # a scheduled one's: once its job is stored (`_deliver`)
         return out
 
     async def _deliver(self, out: Message, recipient: Recipient, user_id: str) -> None:
@@ -175,8 +174,9 @@ class Composer:
             out.delivered = await self.delivery.hand(out, user_id, to, data, once)
             return
         try:
-            out.scheduled = await self.later.schedule(out, user_id, to, data,
-                                                      self.shown_items(out), once)
+            out.scheduled = await self.later.schedule(  # its caller giving up or not
+                out, user_id, to, data, self.shown_items(out), once,
+                stored=None if out.repeat else lambda: self.record_shown(out))
         except TailorError:  # not stored: nobody will receive it
             await self._withdraw(out)
             raise

@@ -151,23 +151,25 @@ class SendJobs:
         return SendProgress.of(send_id, job)
 
     async def schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
-                       once: Once | None = None) -> bool:
+                       once: Once | None = None, stored=None) -> bool:
         """Store a ComposeMessage's `message` (flattened: `data`, to `to`; showing `items`)
         that the contact policy deferred to its send_at as a job of its own, `ready`, and start
         it when it is due (True: scheduled). `once`: the request's delivery claim; a repeat of
         the request is answered from it and schedules nothing (nor does a second call of one
-        decision: the job's id is the decision's). Shielded: a caller giving up meanwhile
+        decision: the job's id is the decision's); `stored()`: called once this call stored
+        the job (the message's impressions: `Composer.record_shown`). Shielded: a caller giving up meanwhile
         (its deadline) leaves the job stored by then, so it is started and kept `scheduled`
         all the same (a live process's job is no other's to start); once stored, it stands
         even if keeping the request's state fails (a repeat then finds its claim lapsed: in
         doubt), rather than being answered an error and its decision withdrawn."""
-        task = asyncio.ensure_future(self._schedule(message, user_id, to, data, items, once))
+        task = asyncio.ensure_future(self._schedule(message, user_id, to, data, items, once,
+                                                    stored))
         self._scheduling.add(task)
         task.add_done_callback(self._scheduling.discard)
         return await asyncio.shield(task)
 
     async def _schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
-                        once: Once | None) -> bool:
+                        once: Once | None, stored) -> bool:
         if once is not None and await once.claim(time.time() + self.delivery.claim_seconds) \
                 is not None:
             return True  # the request's first call scheduled it
@@ -184,6 +186,8 @@ class SendJobs:
             raise
         if created:
             self._start(send_id, job)
+            if stored is not None:
+                stored()
         if once is not None:
             try:
                 await once.scheduled(message.send_at)

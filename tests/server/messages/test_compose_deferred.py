@@ -351,3 +351,30 @@ async def test_closing_waits_for_a_schedule_its_caller_gave_up_on(
     finally:
         del sends.records.create
     assert len(sends.records.unfinished()) == 1 and not sends._waiting and not sends._running
+
+
+async def test_a_deferred_message_whose_caller_gave_up_logs_its_impressions(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """Its caller's deadline ran out while the job was written: the message goes (the
+    schedule is shielded), but its items were logged as impressions by the call after the
+    schedule, which the cancellation skipped: a message received with no impression. The
+    schedule logs them once it stored the job."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
+        '{% for it in recommend(1) %}<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
+    await audience(profiles, ["d14"])
+    records = tailor_server.sends.records
+    create = records.create
+
+    def slow(*args, **kw):
+        time.sleep(1.0)
+        return create(*args, **kw)
+    records.create = slow
+    try:
+        with deferred(tailor_server), pytest.raises(grpc.RpcError):
+            await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+                campaign_id="mail", user_id="d14", deliver=True), timeout=0.5)
+    finally:
+        del records.create
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    await asyncio.sleep(0.5)
+    assert len(await asyncio.to_thread(tailor_server.impressions.log.of_user, "d14")) == 1
