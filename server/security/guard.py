@@ -32,6 +32,7 @@ class AuthGuard:
 
     def __init__(self, settings: Settings, audit=None):
         self.path = settings.auth_config
+        self.client_ca = settings.tls_client_ca
         self.audit = (AuditWriter(audit, settings.audit_failure_seconds,
                                   settings.limits.audit_failure_pairs)
                       if audit is not None else None)
@@ -70,8 +71,11 @@ class AuthGuard:
         self._log_loaded(config, "reloaded")
         return True
 
-    @staticmethod
-    def _log_loaded(config, what: str) -> None:
+    def _log_loaded(self, config, what: str) -> None:
         logger.info("auth config %s from %s: %d token and %d certificate principals%s", what,
                     config.path, len(config.by_token), len(config.by_cert),
                     ", JWTs" if config.jwt else "")
+        if config.by_cert and self.client_ca is None:  # no client sends a certificate then
+            logger.warning("auth config %s names %d certificate principals (cert_subject) but the "
+                           "server asks no client for a certificate (no --tls-client-ca): they "
+                           "can never authenticate", config.path, len(config.by_cert))

@@ -431,3 +431,19 @@ def test_the_token_command_on_symlinks_that_loop_says_so_in_one_line(tmp_path, a
                                        "reaches a file): point it at the auth config file; "
                                        "nothing was changed"]
     assert a.is_symlink() and b.is_symlink()
+
+
+def test_certificate_principals_without_a_client_ca_are_called_out(tmp_path, caplog):
+    """cert_subject principals authenticate only by a client certificate, which a server
+    without --tls-client-ca never asks for: the start and each reload say so."""
+    from server.security.guard import AuthGuard
+    path = tmp_path / "auth.toml"
+    path.write_text('[principals.ops]\nroles = ["admin"]\ncert_subject = "ops.tailor.internal"\n')
+    ca = tmp_path / "ca.pem"
+    with caplog.at_level("WARNING", logger="tailor.security"):
+        AuthGuard(Settings(auth_config=path, tls_client_ca=ca))
+        assert not [r for r in caplog.records if "can never authenticate" in r.getMessage()]
+        guard = AuthGuard(Settings(auth_config=path))
+        guard.reload_auth()
+    said = [r.getMessage() for r in caplog.records if "can never authenticate" in r.getMessage()]
+    assert len(said) == 2 and "1 certificate principals" in said[0]
