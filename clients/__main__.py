@@ -278,8 +278,8 @@ def _plan(client: TailorClient, args) -> dict:
                         f": planning them again logs second decisions")
                 err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
             raise
-    if users.bad:
-        raise UsageError(f"{users.bad}; the {counts['decisions']} users before it were planned")
+        if users.bad:  # inside the with: --out not emptied if nobody was planned
+            raise UsageError(f"{users.bad}; the {counts['decisions']} users before it were planned")
     return counts | {"out": args.out or "-"}
 
 

@@ -4,6 +4,8 @@ contact policy (consent, frequency caps found by the writer), bad input, a strea
 half-way keeping everything it answered, and the CLI."""
 import asyncio
 import json
+import subprocess
+import sys
 
 import grpc
 import pytest
@@ -12,7 +14,7 @@ from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module
 from tests.server.test_campaigns import choose, code_of, create, stats
 
 
@@ -449,3 +451,28 @@ async def test_a_stream_failing_part_way_withdraws_the_slices_it_logged(stub, mo
     restore()
     again = (await plan(stub, [["a", "b", "c", "d"]]))[0].decisions
     assert [(d.suppressed, d.reason) for d in again] == [(False, "")] * 4
+
+
+async def test_cli_audience_refused_at_its_first_line_leaves_the_out_file_as_it_was(
+        stub, tailor_server, tmp_path):
+    """An audience read from a pipe whose first line is not UTF-8 plans nobody (exit 2); the
+    call ended without an answer, and last week's --out file was emptied all the same."""
+    await create(stub)
+    kept = tmp_path / "plan.jsonl"
+    kept.write_text('{"decision_id": "d1"}\n')
+    got = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "clients", "campaign", "plan", "--server",
+                         f"127.0.0.1:{tailor_server.port}", "--campaign", "c1", "--users", "-",
+                         "--out", str(kept), "--quiet"],
+        cwd=ROOT, input=b"\xff\xfe\n", capture_output=True, timeout=120)
+    assert got.returncode == 2, got.stderr
+    assert got.stderr.decode().strip() == \
+        "error: stdin line 1: not UTF-8 text; the 0 users before it were planned"
+    assert kept.read_text() == '{"decision_id": "d1"}\n'
+    fresh = tmp_path / "fresh.jsonl"
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "clients", "campaign", "plan", "--server",
+                         f"127.0.0.1:{tailor_server.port}", "--campaign", "c1", "--users", "-",
+                         "--out", str(fresh), "--quiet"],
+        cwd=ROOT, input=b"\xff\n", capture_output=True, timeout=120)
+    assert not fresh.exists()
