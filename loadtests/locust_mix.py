@@ -17,8 +17,8 @@ decision); `--no-setup` skips both, for a server whose data must not change (the
 needs no admin role). The set-up also previews the campaign when ComposeMessage has a weight: a
 server without `--public-url` (`make serve`) cannot compose, and the run stops there, saying so
 (`--weights ComposeMessage=0` leaves it out). A `--weights` or `--slo` naming no method or no
-number stops the run before it starts (exit 2); a set-up call the server refuses, at its start
-(exit 1). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them)
+finite number (nan, inf) stops the run before it starts (exit 2); a set-up call the server
+refuses, at its start (exit 1). Users are ids 0..N-1 (`--user-count`, as the demo data numbers them)
 plus a share of unknown users (`--cold-share`) for Recommend; GetProfile, ChooseVariant and
 ComposeMessage take the compose users (whom the setup gives a profile and the opt-in: a
 ChooseVariant for anyone else is a suppressed decision, `no_consent`, which skips the bandit).
@@ -26,6 +26,7 @@ ChooseVariant for anyone else is a suppressed decision, `no_consent`, which skip
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -75,13 +76,13 @@ def parse_overrides(text: str, what: str) -> dict[str, float]:
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
-        try:
-            if not sep or (name not in METHODS and name != "*"):
+        try:  # nan is no bound: no p99 is above an SLO of nan, and a weight of nan is none
+            if not sep or (name not in METHODS and name != "*") or not math.isfinite(float(value)):
                 raise ValueError(part)
             out[name] = float(value)
         except ValueError:
-            raise ValueError(f"--{what}: {part!r} is not METHOD=NUMBER "
-                             f"(methods: {', '.join(METHODS)}, or * for all)") from None
+            raise ValueError(f"--{what}: {part!r} is not METHOD=NUMBER (a finite number; "
+                             f"methods: {', '.join(METHODS)}, or * for all)") from None
     return out
 
 
@@ -175,7 +176,7 @@ def _setup(channel: grpc.Channel, opts, compose: bool) -> None:
 @events.init.add_listener
 def _check_options(environment, **_):
     """The run's table, before any user starts: a --weights or --slo naming no method or no
-    number stops the run (one `error:` line, exit 2). Read at test start, it was a traceback
+    finite number stops the run (one `error:` line, exit 2). Read at test start, it was a traceback
     and the run went on with the default table, whose SLOs then set the exit code."""
     if environment.parsed_options is None:  # an Environment built in code
         return

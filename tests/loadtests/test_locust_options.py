@@ -36,9 +36,19 @@ def test_a_mix_table_naming_no_method_or_number_stops_the_run():
     """A typo ("Recomend") was a traceback at test start, and the run went on with the default
     weights and SLOs, which then set its exit code."""
     line = refused("loadtests/locust_mix.py", "--slo", "*=5000,Recomend=0.001")
-    assert line.startswith("error: --slo: 'Recomend=0.001' is not METHOD=NUMBER (methods: ")
+    assert line.startswith("error: --slo: 'Recomend=0.001' is not METHOD=NUMBER (a finite number; "
+                           "methods: ")
     line = refused("loadtests/locust_mix.py", "--weights", "Recommend=ten")
     assert line.startswith("error: --weights: 'Recommend=ten' is not METHOD=NUMBER")
+
+
+def test_a_mix_table_of_a_number_that_is_no_bound_stops_the_run():
+    """`--slo '*=nan'` passed every run (no p99 is above NaN: exit 0 where '*=0.001' failed
+    the same load), and a NaN weight left its method out unsaid; nan and inf are refused."""
+    line = refused("loadtests/locust_mix.py", "--slo", "*=nan")
+    assert line.startswith("error: --slo: '*=nan' is not METHOD=NUMBER (a finite number")
+    line = refused("loadtests/locust_mix.py", "--weights", "Recommend=inf")
+    assert line.startswith("error: --weights: 'Recommend=inf' is not METHOD=NUMBER (a finite")
 
 
 MIX = ("loadtests/locust_mix.py", "--user-count", "1500", "--item-count", "600",
