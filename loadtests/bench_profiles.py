@@ -64,6 +64,7 @@ from .measure import (
     compare,
     idle_cpu,
     measure,
+    positive,
     print_table,
     settle,
     source_tree,
@@ -270,8 +271,8 @@ def main(argv=None) -> None:
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--users", type=int, default=20_000, help="distinct users in the ingested events")
     p.add_argument("--profiles", type=int, default=1_000_000, help="stored profiles for the read test")
-    p.add_argument("--read-seconds", type=float, default=15.0)
-    p.add_argument("--read-concurrency", type=int, default=4)
+    p.add_argument("--read-seconds", type=positive(float), default=15.0)
+    p.add_argument("--read-concurrency", type=positive(int), default=4)
     p.add_argument("--read-slices", type=int, default=3,
                    help="with --encryption both: GetProfile runs per server and round, alternated")
     p.add_argument("--streams", type=int, default=1, help="concurrent TrackEventStream connections")

@@ -16,6 +16,10 @@ from tests.conftest import ROOT, run_module
      "argument --server-src: /nonexistent is not a Tailor source tree (no server/__main__.py in it)"),
     (("bench_profiles", "--compare-src", str(ROOT / "docs")),
      f"argument --compare-src: {ROOT / 'docs'} is not a Tailor source tree"),
+    (("bench_profiles", "--read-seconds", "0", "--events", "600", "--users", "50", "--profiles",
+      "40", "--parts"), "argument --read-seconds: 0 is not a number above 0"),  # ran: QPS xnan
+    (("bench_profiles", "--read-concurrency", "0", "--events", "600", "--users", "50",
+      "--profiles", "40", "--parts"), "argument --read-concurrency: 0 is not a number above 0"),
     (("capacity", "--update", "README.md"), "--update README.md: no capacity table markers"),
     (("capacity", "--update", "missing.md"), "--update missing.md: no such file or directory"),
 ])
