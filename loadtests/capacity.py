@@ -73,13 +73,19 @@ def render_table(rows: list[Row], caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_file(path: Path, table: str) -> bool:
-    """Rewrite what is between BEGIN and END in `path` with `table`; returns whether it changed."""
-    text = path.read_text()
+def _around_table(path: Path, text: str) -> tuple[str, str]:
+    """`text` before BEGIN and from END on; ValueError if it has no BEGIN followed by END."""
     head, sep, rest = text.partition(BEGIN + "\n")
     _, sep2, tail = rest.partition(END)
     if not sep or not sep2:
-        raise ValueError(f"{path} has no capacity table markers ({BEGIN} ... {END})")
+        raise ValueError(f"{path}: no capacity table markers ({BEGIN} ... {END})")
+    return head, tail
+
+
+def update_file(path: Path, table: str) -> bool:
+    """Rewrite what is between BEGIN and END in `path` with `table`; returns whether it changed."""
+    text = path.read_text()
+    head, tail = _around_table(path, text)
     new = head + BEGIN + "\n" + table + END + tail
     if new != text:
         path.write_text(new)
@@ -122,11 +128,11 @@ def _check_update(parser: argparse.ArgumentParser, path: Path) -> None:
     """--update's file, read before the bundle and the runs: one it cannot rewrite (missing,
     no markers) ended the command on a traceback after minutes of measuring."""
     try:
-        text = path.read_text()
+        _around_table(path, path.read_text())  # update_file's own reading of the markers
     except OSError as err:
         parser.error(f"--update {path}: {(err.strerror or str(err)).lower()}")
-    if BEGIN + "\n" not in text or END not in text:
-        parser.error(f"--update {path}: no capacity table markers ({BEGIN} ... {END})")
+    except ValueError as err:
+        parser.error(f"--update {err}")
 
 
 def main(argv=None) -> int:

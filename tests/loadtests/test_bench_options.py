@@ -5,6 +5,7 @@ ZeroDivisionError traceback, a --concurrency of 0 printed figures of no asked-fo
 a file without its markers a traceback after every measurement."""
 import pytest
 
+from loadtests.capacity import BEGIN, END
 from tests.conftest import ROOT, run_module
 
 
@@ -34,3 +35,18 @@ def test_a_source_tree_is_taken(tmp_path):
     """The checkout itself passes (the parse only; --help stops before any run)."""
     proc = run_module("loadtests.bench_campaigns", "--server-src", str(ROOT), "--help")
     assert "--server-src" in proc.stdout
+
+
+def test_capacity_refuses_an_update_file_it_would_refuse_after_measuring(tmp_path):
+    """The up-front check was a copy of update_file's, looser: an end marker before the
+    begin marker passed it, and the run ended on update_file's ValueError traceback after
+    every measurement. Both read the markers with one function now."""
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"intro\n{END}\nmiddle\n{BEGIN}\nold\n")
+    proc = run_module("loadtests.capacity", "--update", str(doc), "--items", "60", "--users", "60",
+                      "--duration", "0.2", "--work", str(tmp_path / "work"), check=False,
+                      timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[-1] == (f"python -m loadtests.capacity: error: --update {doc}: "
+                                            f"no capacity table markers ({BEGIN} ... {END})")
+    assert doc.read_text() == f"intro\n{END}\nmiddle\n{BEGIN}\nold\n"
