@@ -5,13 +5,15 @@
 
 Users are drawn from `--users-file` (one id per line, UTF-8; default: ids 0..N-1 with
 `--user-count`, which the demo data uses) plus a share of unknown users (cold start); a file
-that cannot be read stops the run before it starts (one `error:` line, exit 2). The run
+that cannot be read, or a `--p99-ms` that is no finite number of ms 0 or more (nan), stops the
+run before it starts (one `error:` line, exit 2). The run
 exits non-zero when the aggregated p99 exceeds `--p99-ms`, any request failed, a task raised
 before its call (an empty `--users-file`: logged as task errors) or no request was made.
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
 
 import grpc
@@ -27,7 +29,8 @@ USER_IDS: list[str] = []
 
 @events.init_command_line_parser.add_listener
 def _options(parser):
-    parser.add_argument("--p99-ms", type=float, default=0.0, help="fail the run if p99 exceeds this")
+    parser.add_argument("--p99-ms", type=float, default=0.0,
+                        help="fail the run if p99 exceeds this many ms (default 0: no target)")
     parser.add_argument("--users-file", default="", help="user ids to request, one per line")
     parser.add_argument("--user-count", type=int, default=50_000, help="ids 0..N-1 if no file")
     parser.add_argument("--cold-share", type=float, default=0.05, help="share of unknown users")
@@ -51,6 +54,15 @@ def _load_users(environment, **_):
             refuse(f"--users-file {opts.users_file}: {reason.lower()}")
     else:
         USER_IDS[:] = [str(i) for i in range(opts.user_count)]
+
+
+@events.init.add_listener
+def _check_target(environment, **_):
+    """Before any user starts: no p99 is above a target of nan (every run passed) and every
+    one is above a negative target."""
+    opts = environment.parsed_options
+    if opts is not None and not (math.isfinite(opts.p99_ms) and opts.p99_ms >= 0):
+        refuse(f"--p99-ms {opts.p99_ms:g}: not a finite number of ms, 0 or more (0: no target)")
 
 
 @events.quitting.add_listener

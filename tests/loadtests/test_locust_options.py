@@ -42,6 +42,14 @@ def test_a_mix_table_naming_no_method_or_number_stops_the_run():
     assert line.startswith("error: --weights: 'Recommend=ten' is not METHOD=NUMBER")
 
 
+def test_a_p99_target_that_is_no_bound_stops_the_run():
+    """`--p99-ms nan` passed every run (no p99 is above NaN: exit 0 where 0.001 failed the
+    same load) and a negative target failed every one."""
+    for target in ("nan", "-5"):
+        assert refused("loadtests/locustfile.py", "--p99-ms", target) == \
+            f"error: --p99-ms {target}: not a finite number of ms, 0 or more (0: no target)"
+
+
 def test_a_mix_table_of_a_number_that_is_no_bound_stops_the_run():
     """`--slo '*=nan'` passed every run (no p99 is above NaN: exit 0 where '*=0.001' failed
     the same load), and a NaN weight left its method out unsaid; nan and inf are refused."""
