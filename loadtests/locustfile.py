@@ -77,7 +77,7 @@ def _check_p99(environment, **_):
         logger.error("task errors (no request made): %s", line)
     if total.num_failures or errors or not total.num_requests or (target and p99 > target):
         logger.error("FAILED: p99 %.1f ms (%s), %d failures, %d task errors", p99,
-                     f"target {target:.1f} ms" if target else "no --p99-ms target",
+                     f"target {target:g} ms" if target else "no --p99-ms target",
                      total.num_failures, len(errors))
         environment.process_exit_code = 1
     else:

@@ -48,3 +48,11 @@ def test_a_run_without_a_p99_target_does_not_name_one(server):
     code, out = locust(server, "loadtests/locustfile.py", "--k", "0")  # every call refused
     assert code == 1, out[-4000:]
     assert "(no --p99-ms target)" in out and "target 0.0 ms" not in out, out[-4000:]
+
+
+def test_a_run_over_its_p99_target_names_the_target_given(server):
+    """A target under 0.05 ms (`--p99-ms 0.001`, the test suites' "no run can meet it") was
+    printed "(target 0.0 ms)": the 0 ms target of nobody that the line above removed."""
+    code, out = locust(server, "loadtests/locustfile.py", "--p99-ms", "0.001")
+    assert code == 1, out[-4000:]
+    assert "(target 0.001 ms), 0 failures" in out and "target 0.0 ms" not in out, out[-4000:]
