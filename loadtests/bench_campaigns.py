@@ -239,7 +239,7 @@ def main(argv=None) -> int:
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
-    p.add_argument("--rounds", type=int, default=1, help="Ping/ChooseVariant pairs, alternated")
+    p.add_argument("--rounds", type=positive(int), default=1, help="Ping/ChooseVariant pairs, alternated")
     p.add_argument("--tls", action="store_true",
                    help="TLS and a checked bearer token on every call, Ping included")
     add_server_src_argument(p)

@@ -135,7 +135,7 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=positive(int), default=32)
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
-    p.add_argument("--rounds", type=int, default=2, help="plain/checked pairs, alternated")
+    p.add_argument("--rounds", type=positive(int), default=2, help="plain/checked pairs, alternated")
     p.add_argument("--no-sync", action="store_true", help="server without fsync per commit")
     add_server_src_argument(p)
     p.add_argument("--baseline-src", type=source_tree, default=None, metavar="DIR",

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--duration", type=positive(float), default=10.0)
     p.add_argument("--concurrency", type=positive(int), default=16)
-    p.add_argument("--rounds", type=int, default=1, help="fixed-rate rounds (step 2)")
+    p.add_argument("--rounds", type=positive(int), default=1, help="fixed-rate rounds (step 2)")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.add_argument("--no-sync", action="store_true", help="servers without fsync per commit")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")

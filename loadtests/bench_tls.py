@@ -66,7 +66,7 @@ def main(argv=None) -> None:
                         "batch sizes match); 0 = closed loop at max throughput")
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
-    p.add_argument("--rounds", type=int, default=1, help="plaintext, TLS pairs, alternated")
+    p.add_argument("--rounds", type=positive(int), default=1, help="plaintext, TLS pairs, alternated")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
     p.add_argument("--auth-config", type=Path, help="serve TLS with this auth config (token checked)")
     p.add_argument("--token", default="bench-token", help="bearer token sent over TLS")

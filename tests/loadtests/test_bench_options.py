@@ -17,6 +17,11 @@ from tests.conftest import ROOT, run_module
      "argument --server-src: /nonexistent is not a Tailor source tree (no server/__main__.py in it)"),
     (("bench_profiles", "--compare-src", str(ROOT / "docs")),
      f"argument --compare-src: {ROOT / 'docs'} is not a Tailor source tree"),
+    (("bench_campaigns", "--rounds", "0", "--duration", "1", "--concurrency", "2", "--arms", "3",
+      "--no-sync"), "argument --rounds: 0 is not a number above 0"),  # ran: ZeroDivisionError
+    (("bench_contact", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
+    (("bench_messages", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
+    (("bench_tls", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
     (("bench_profiles", "--read-seconds", "0", "--events", "600", "--users", "50", "--profiles",
       "40", "--parts"), "argument --read-seconds: 0 is not a number above 0"),  # ran: QPS xnan
     (("bench_profiles", "--read-concurrency", "0", "--events", "600", "--users", "50",
