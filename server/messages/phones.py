@@ -54,6 +54,7 @@ from ..contact.errors import AddressShared, NotAnAddress
 from ..security.secrets import Keyring
 from ..store import Store
 from ..store.keys import (
+    ADDRESS_UNNAMED,
     ADDRESS_UNSURE,
     SEP,
     address_entry_key,
@@ -68,7 +69,7 @@ __all__ = ["normalize_phone", "normalize_email", "AddressIndex", "PhoneIndex", "
 
 _LABELS = {"sms": b"sms/phone", "email": b"email/address"}
 """The derivation label of each channel's hashing key (one key of the ring each)."""
-UNNAMED = b"\x00unnamed"
+UNNAMED = ADDRESS_UNNAMED
 """The value of an entry the walk of stored profiles wrote for a profile whose id it could not
 find (`on_stored`): no user id is stored as `\x00` and 8 bytes, and no sealed one starts with
 a NUL (a token does). Named (`_enter`) when the user's id next reaches the index."""

@@ -94,7 +94,7 @@ __all__ = [
     "suppression_key", "SUPPRESSION_SPELLING", "phone_key", "PHONE_PREFIX", "phone_entry_key",
     "phone_user_key", "EMAIL_PREFIX", "EMAIL_USER_PREFIX", "ADDRESS_UNSURE", "ADDRESS_PREFIXES",
     "address_key", "address_entry_key", "address_user_key", "address_token_entry_key",
-    "address_token_user_key", "ATTRIBUTES_BACKFILL",
+    "address_token_user_key", "ADDRESS_UNNAMED", "ATTRIBUTES_BACKFILL",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
@@ -399,6 +399,12 @@ def address_user_key(channel: str, user_id: str) -> bytes:
 def address_token_user_key(channel: str, token: bytes) -> bytes:
     """`address_user_key` of the user whose token is `token`."""
     return ADDRESS_PREFIXES[channel][1] + token
+
+
+ADDRESS_UNNAMED = b"\x00unnamed"
+"""The value of an address entry that names no user (`messages.phones.UNNAMED`: a profile
+stored before the index whose id the store does not hold); no user id is stored as it, and no
+sealed one starts with a NUL (a token does), so it is stored as is, never sealed (`rekey`)."""
 
 
 ATTRIBUTES_BACKFILL = b"attributes-backfill"

@@ -14,16 +14,17 @@ it is needed (every later open: one read):
   leaves whole chunks, and the next open goes on from there (the records still in the table
   are the old ones, those in the scratch table the new ones). The last chunk stamps
   `key-version` and drops the scratch table.
-- `sealed` absent with encryption on: every per-user value of `keys.USER_TABLES` is sealed
-  under its user's (new) data key (`sealed.SealedTable`), and so is the user id in each phone
-  index entry, and each send recipient and dead letter (`Store.seal_for_user`), in write
-  transactions of `REKEY_CHUNK` records. A sealed record keeps its key, so the records are
-  sealed in key order, table by table, and `meta seal-progress` (written in each chunk's
-  transaction) names the part under way and the last key sealed there: a process killed
-  midway leaves whole chunks, and the next open goes on after that key (a plaintext and a
-  sealed record cannot be told apart, so where it stopped is recorded, not guessed). The last
-  chunk stamps `sealed` and deletes the progress. A store with a seal under way is an
-  encrypted one: opened without encryption, it is refused as a sealed one is.
+- `sealed` absent with encryption on: every per-user value of `keys.USER_TABLES` is sealed under
+  its user's (new) data key (`sealed.SealedTable`), and so is the user id in each phone index
+  entry (not an unnamed one, `keys.ADDRESS_UNNAMED`: it names none), and each send recipient and
+  dead letter (`Store.seal_for_user`), in write transactions of `REKEY_CHUNK` records. A sealed
+  record keeps its key, so the records are sealed in key order, table by table, and `meta
+  seal-progress` (written in each chunk's transaction) names the part under way and the last key
+  sealed there: a process killed midway leaves whole chunks, and the next open goes on after
+  that key (a plaintext and a sealed record cannot be told apart, so where it stopped is
+  recorded, not guessed). The last chunk stamps `sealed` and deletes the progress. A store with
+  a seal under way is an encrypted one: opened without encryption, it is refused as a sealed one
+  is.
 
 The `store-id` key's check value is stamped at the first open with encryption configured, and
 a store stamped under another key is refused (its records would not be found). An encrypted
@@ -262,6 +263,8 @@ def _seal_parts(store) -> list[Part]:
         return lambda txn, key, value: sealed.put(txn, key, value)
 
     def index(txn, key: bytes, user: bytes) -> None:  # the address indexes (messages.phones)
+        if user == K.ADDRESS_UNNAMED:
+            return  # names no user: stays as is (sealed, it read as the id "\x00unnamed")
         store.raw_table("meta").put(txn, key, store.seal_for_user(txn, user.decode(), key, user))
 
     def send(txn, key: bytes, value: bytes) -> None:  # send recipients and dead letters

@@ -221,3 +221,21 @@ async def test_the_walk_goes_on_after_a_kill_where_its_last_chunk_stopped(settin
         assert backfill_attributes(store, indexes, chunk=2) == 0
     finally:
         store.close()
+
+
+async def test_turning_encryption_on_keeps_an_unnamed_entry_unnamed(settings):
+    """A store indexed with encryption off, then opened with it on: the seal took an unnamed
+    entry's value for a user id and sealed it, `lookup` named a user "\\x00unnamed", and a
+    STOP from the number was refused (400) with no profile opted out. The entry stays as it
+    is: the STOP reaches every profile at the number."""
+    plain = settings.model_copy(update={"encrypt_at_rest": False})
+    await old_store(plain)
+    async with serving(plain) as (server, ch):
+        assert len(server.phones.unnamed(PHONE)) == 1
+    async with serving(settings) as (server, ch):
+        assert server.phones.lookup(PHONE) == ["member", "texted"]
+        assert len(server.phones.unnamed(PHONE)) == len(server.emails.unnamed(EMAIL)) == 1
+        assert await reply(settings, PHONE, "STOP") == 200
+        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+        assert [await consent(profiles, u, "sms") for u in ("texted", "guest", "member")] == \
+            [False, False, False]
