@@ -35,6 +35,7 @@ from ..interfaces import ConsentWriter, ProfileMetas
 from ..security.userref import user_ref
 from ..store import Store, outbox
 from ..store.outbox import Batch
+from ..store.tokens import user_token
 from .phones import AddressIndex
 
 __all__ = ["SharedOptOut", "SHARED_SOURCE"]
@@ -111,9 +112,12 @@ class SharedOptOut:
         return sorted(users)
 
     def _unnamed(self, index: AddressIndex, user_id: str) -> list[bytes]:
-        """The tokens of the profiles indexed by token alone at those addresses."""
+        """The tokens of the other profiles indexed by token alone at those addresses (the
+        user's own entry may be one: its own opt-out is the event's, not the shared one)."""
         address = self._address(index, user_id)
-        return sorted(set(index.unnamed(address, user_id)) | set(index.unnamed(address)))
+        tokens = set(index.unnamed(address, user_id)) | set(index.unnamed(address))
+        tokens.discard(user_token(user_id))
+        return sorted(tokens)
 
     def _address(self, index: AddressIndex, user_id: str) -> str:
         meta = self.metas.metas([user_id])[0]

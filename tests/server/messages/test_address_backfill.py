@@ -46,6 +46,12 @@ def as_before_the_index(store, users) -> None:
     store.write(fn)
 
 
+def outbox_held(store) -> bool:
+    """Whether an outbox entry is still there (a detached listener not done)."""
+    with store.read() as txn:
+        return next(iter(store.table("outbox").keys_from(txn, b"")), None) is not None
+
+
 async def consent(profiles, user: str, channel: str):
     got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
     return got.consent[channel].opted_in if channel in got.consent else None
@@ -239,3 +245,22 @@ async def test_turning_encryption_on_keeps_an_unnamed_entry_unnamed(settings):
         profiles = profile_pb2_grpc.ProfileServiceStub(ch)
         assert [await consent(profiles, u, "sms") for u in ("texted", "guest", "member")] == \
             [False, False, False]
+
+
+async def test_an_unnamed_users_own_unsubscribe_event_keeps_its_own_source(settings):
+    """The event's own user known by token alone was counted among the *other* profiles at
+    its address: its own opt-out ("unsubscribe event") was written again as the shared one
+    ("unsubscribe event (shared address)"). Its own stays; the others get the shared one."""
+    await old_store(settings)
+    async with serving(settings) as (server, ch):
+        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+        got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+            event_id="unsub-g", user_id="guest", type="unsubscribe", channel="email",
+            timestamp=time.time())]))
+        assert got.accepted_ids == ["unsub-g"]
+        deadline = time.monotonic() + 10  # detached: its outbox entry goes once it is done
+        while outbox_held(server.store) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        sources = [(await profiles.GetProfile(ppb.GetProfileRequest(user_id=u))).consent[
+            "email"].source for u in ("guest", "texted", "member")]
+        assert sources == ["unsubscribe event", *["unsubscribe event (shared address)"] * 2]
