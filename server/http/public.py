@@ -135,6 +135,7 @@ class PublicHttp:
             raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
         # cut to the limit: a long campaign id made every click of its links a 400
         source = f"one-click unsubscribe ({target.campaign_id})"[:self.limits.consent_source_chars]
+        tokens = await self._unnamed_tokens(target)  # first: one named since is in `_sharing`
         for user in await self._sharing(target.user_id, target.channel):
             try:  # `existing`: an erased user's old link opts nothing out (and writes nothing)
                 await self.consent.set_consent(user, target.channel, False, source,
@@ -145,26 +146,25 @@ class PublicHttp:
                 continue
             logger.info("unsubscribed %s from %s (campaign %s)", user_ref(user), target.channel,
                         target.campaign_id)
-        await self._unnamed(target, source)
+        if tokens:
+            done = await self.consent.set_unnamed_consents(
+                tokens, target.channel, False, source, self.addresses[target.channel].still_indexed)
+            logger.info("unsubscribed %d unnamed profiles from %s (campaign %s)", len(done),
+                        target.channel, target.campaign_id)
         return _html(done_page(target.channel))
 
-    async def _unnamed(self, target, source: str) -> None:
-        """Opt out the profiles indexed by token alone (stored before the index, their id
-        nowhere in the store: `AddressIndex.unnamed`) at the link's user's address."""
+    async def _unnamed_tokens(self, target) -> list[bytes]:
+        """The profiles indexed by token alone (stored before the index, their id nowhere in
+        the store: `AddressIndex.unnamed`) at the link's user's address."""
         index = self.addresses.get(target.channel)
         if index is None:
-            return
+            return []
 
         def read() -> list[bytes]:
             meta = self.metas.metas([target.user_id])[0] if self.metas is not None else None
             address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
             return index.unnamed(address, target.user_id)
-        tokens = await asyncio.to_thread(read)
-        if tokens:
-            done = await self.consent.set_unnamed_consents(tokens, target.channel, False, source,
-                                                           index.still_unnamed)
-            logger.info("unsubscribed %d unnamed profiles from %s (campaign %s)", len(done),
-                        target.channel, target.campaign_id)
+        return await asyncio.to_thread(read)
 
     async def _sharing(self, user_id: str, channel: str) -> list[str]:
         """The link's user, then every other profile messaged on `channel` at the address the

@@ -101,6 +101,8 @@ class SmsInbound:
             return web.Response(text="ignored")
         dated = min(signed_at, time.time() + self.future_s)  # a clock ahead
         source, only = f"sms reply {word}", _whole(text) == word
+        # the unnamed first: one named in between is then in `users` (`still_indexed`)
+        tokens = await asyncio.to_thread(self.phones.unnamed, sender)
         users = await asyncio.to_thread(self.phones.lookup, sender)  # all who share it
         metas = await asyncio.to_thread(self.metas.metas, users) if self.metas is not None \
             else [None] * len(users)
@@ -111,21 +113,21 @@ class SmsInbound:
             timestamp=dated, existing=True))
         for user in sorted(changed):
             logger.info("sms %s from %s", word, user_ref(user))
-        unnamed = await self._change_unnamed(sender, opted_in, only, source, dated)
+        unnamed = await self._change_unnamed(tokens, opted_in, only, source, dated)
         return web.Response(text="ok" if changed or unnamed else "unknown number")
 
-    async def _change_unnamed(self, sender: str, opted_in: bool, only: bool, source: str,
-                              dated: float) -> int:
-        """The change of the profiles indexed at the number by token alone (stored before
-        the index, their id nowhere in the store: `PhoneIndex.unnamed`); how many changed."""
-        tokens = await asyncio.to_thread(self.phones.unnamed, sender)
+    async def _change_unnamed(self, tokens: list[bytes], opted_in: bool, only: bool,
+                              source: str, dated: float) -> int:
+        """The change of the profiles indexed at the number by token alone, `tokens` (stored
+        before the index, their id nowhere in the store: `PhoneIndex.unnamed`); how many
+        changed."""
         if not tokens:
             return 0
         metas = await asyncio.to_thread(self.metas.unnamed_metas, tokens) \
             if self.metas is not None else [None] * len(tokens)
         changed = await self._write(self._grouped(tokens, metas, opted_in, only), functools.partial(
             self.consent.set_unnamed_consents, channel="sms", opted_in=opted_in, source=source,
-            still=self.phones.still_unnamed, timestamp=dated))
+            still=self.phones.still_indexed, timestamp=dated))
         if changed:
             logger.info("sms %s: %d unnamed profiles at the number", source, len(changed))
         return len(changed)

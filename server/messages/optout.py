@@ -84,7 +84,8 @@ class SharedOptOut:
 
     async def _opt_out(self, ev) -> None:
         index = self.indexes[ev.channel]
-        users = await asyncio.to_thread(self._sharing, index, ev.user_id)
+        tokens = await asyncio.to_thread(self._unnamed, index, ev.user_id)  # first: one named
+        users = await asyncio.to_thread(self._sharing, index, ev.user_id)  # since is here
         # `existing`: never brings one back; `keep_later_opt_in`: a profile whose own opt-in
         # is later than the event keeps it (an event imported or replayed late, or an opt-in
         # given since the answer: checked in the chunk's write, not when the users are read)
@@ -95,11 +96,10 @@ class SharedOptOut:
                                                    keep_later_opt_in=True)
             logger.info("unsubscribe event of %s: %d other profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
-        tokens = await asyncio.to_thread(self._unnamed, index, ev.user_id)
         for start in range(0, len(tokens), CHUNK):  # indexed by token alone (phones.UNNAMED)
             done = await self.consent.set_unnamed_consents(
                 tokens[start:start + CHUNK], ev.channel, False, SHARED_SOURCE,
-                index.still_unnamed, timestamp=ev.timestamp, keep_later_opt_in=True)
+                index.still_indexed, timestamp=ev.timestamp, keep_later_opt_in=True)
             logger.info("unsubscribe event of %s: %d unnamed profiles opted out of %s too "
                         "(shared address)", user_ref(ev.user_id), len(done), ev.channel)
 

@@ -13,8 +13,9 @@ messaged at it) are indexed once, by a walk of the stored profiles at the first 
 (`on_stored`, `server.profiles.backfill`); the store keeps no user id beside a profile's
 attributes (its keys hold a keyed hash), so a profile whose id the walk cannot find (in its
 events) gets an *unnamed* entry, its token alone (`UNNAMED`): a STOP or click from the address
-changes its consent by token (`unnamed`, `still_unnamed`; `Profiles.set_unnamed_consents`),
-and the entry is named at the user's next address change or message. A user has two pointers per
+changes its consent by token (`unnamed`, `still_indexed`; `Profiles.set_unnamed_consents`),
+and the entry is named at the user's next address change or message (readers list the unnamed
+before the named, so an entry named in between is in one list or the other). A user has two pointers per
 channel: the address last messaged at, and the one their attribute holds when it is another
 (an attribute change kept only the new one: a STOP from the number texted matched nobody while
 texts composed to it, deferred or dead letters, still went there). A pointer stored before
@@ -375,13 +376,16 @@ class AddressIndex:
                               self._meta.scan_prefix(txn, prefix) if bytes(v) == UNNAMED)
         return sorted(tokens)
 
-    def still_unnamed(self, txn, token: bytes) -> bool:
-        """Whether the profile of `token` still has an unnamed entry, in `txn` (an erasure
-        drops it with the profile: a consent change by token is made only while it is there)."""
+    def still_indexed(self, txn, token: bytes) -> bool:
+        """Whether the profile of `token` still has an entry at one of its addresses, named
+        or not, in `txn` (an erasure drops them with the profile: a consent change by token is
+        made only while one is there). Named or not: an entry `unnamed` listed may be named
+        before the write (the user set the address again), and the change must still reach
+        it (`lookup`, read before, did not list it)."""
         for key in self._pointer_keys(token):
             digest = self._pointer(txn, key)
-            if digest is not None and bytes(self._meta.get(
-                    txn, address_token_entry_key(self.channel, digest, token)) or b"") == UNNAMED:
+            if digest is not None and self._meta.get(
+                    txn, address_token_entry_key(self.channel, digest, token)) is not None:
                 return True
         return False
 

@@ -264,3 +264,28 @@ async def test_an_unnamed_users_own_unsubscribe_event_keeps_its_own_source(setti
         sources = [(await profiles.GetProfile(ppb.GetProfileRequest(user_id=u))).consent[
             "email"].source for u in ("guest", "texted", "member")]
         assert sources == ["unsubscribe event", *["unsubscribe event (shared address)"] * 2]
+
+
+async def test_a_stop_reaches_a_profile_named_while_it_is_answered(settings):
+    """The STOP read the named profiles, then the unnamed ones, and wrote those only while
+    still unnamed: the user setting their number again in between (naming the entry) left
+    them in neither, and the person who said STOP kept getting texts through that profile.
+    A profile indexed either way when the STOP reads is written."""
+    await old_store(settings)
+    async with serving(settings) as (server, ch):
+        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+        loop, unnamed = asyncio.get_running_loop(), server.phones.unnamed
+
+        def then_named(*args):  # the real read, then the user's real UpsertAttributes
+            tokens = unnamed(*args)
+            asyncio.run_coroutine_threadsafe(server.profiles.upsert_attributes(
+                "guest", {"phone": PHONE}), loop).result(10)
+            return tokens
+        server.phones.unnamed = then_named
+        try:
+            assert await reply(settings, PHONE, "STOP") == 200
+        finally:
+            del server.phones.unnamed
+        assert server.phones.unnamed(PHONE) == []  # named in between
+        assert [await consent(profiles, u, "sms") for u in ("texted", "guest", "member")] == \
+            [False, False, False]
