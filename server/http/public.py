@@ -135,8 +135,8 @@ class PublicHttp:
             raise InvalidArgument("body", "must be List-Unsubscribe=One-Click")
         # cut to the limit: a long campaign id made every click of its links a 400
         source = f"one-click unsubscribe ({target.campaign_id})"[:self.limits.consent_source_chars]
-        tokens = await self._unnamed_tokens(target)  # first: one named since is in `_sharing`
-        for user in await self._sharing(target.user_id, target.channel):
+        tokens, users = await self._reached(target.user_id, target.channel)
+        for user in users:
             try:  # `existing`: an erased user's old link opts nothing out (and writes nothing)
                 await self.consent.set_consent(user, target.channel, False, source,
                                                existing=True)
@@ -153,31 +153,22 @@ class PublicHttp:
                         target.channel, target.campaign_id)
         return _html(done_page(target.channel))
 
-    async def _unnamed_tokens(self, target) -> list[bytes]:
-        """The profiles indexed by token alone (stored before the index, their id nowhere in
-        the store: `AddressIndex.unnamed`) at the link's user's address."""
-        index = self.addresses.get(target.channel)
-        if index is None:
-            return []
-
-        def read() -> list[bytes]:
-            meta = self.metas.metas([target.user_id])[0] if self.metas is not None else None
-            address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
-            return index.unnamed(address, target.user_id)
-        return await asyncio.to_thread(read)
-
-    async def _sharing(self, user_id: str, channel: str) -> list[str]:
-        """The link's user, then every other profile messaged on `channel` at the address the
-        user was (several profiles may share an inbox or a phone: the address's owner clicked)."""
+    async def _reached(self, user_id: str, channel: str) -> tuple[list[bytes], list[str]]:
+        """(the profiles indexed by token alone: stored before the index, their id nowhere in
+        the store, `AddressIndex.unnamed`; the link's user, then every other profile messaged on
+        `channel`) at the address the user was (several profiles may share an inbox or a
+        phone: the address's owner clicked). The unnamed are read first: one named in between
+        is among the others."""
         index = self.addresses.get(channel)
         if index is None:
-            return [user_id]
+            return [], [user_id]
 
-        def read() -> list[str]:
-            meta = self.metas.metas([user_id])[0] if self.metas is not None else None
-            address = ((meta or {}).get("attributes") or {}).get(index.attribute) or ""
-            return index.sharing(user_id, address)
-        return [user_id, *(u for u in await asyncio.to_thread(read) if u != user_id)]
+        def read() -> tuple[list[bytes], list[str]]:
+            address = index.held_in(self.metas.metas([user_id])[0] if self.metas is not None
+                                    else None)
+            return index.unnamed(address, user_id), index.sharing(user_id, address)
+        tokens, users = await asyncio.to_thread(read)
+        return tokens, [user_id, *(u for u in users if u != user_id)]
 
     async def start(self) -> int:
         """Bind and serve; returns the bound port (0 in the settings picks a free one)."""

@@ -120,5 +120,4 @@ class SharedOptOut:
         return sorted(tokens)
 
     def _address(self, index: AddressIndex, user_id: str) -> str:
-        meta = self.metas.metas([user_id])[0]
-        return ((meta or {}).get("attributes") or {}).get(index.attribute) or ''
+        return index.held_in(self.metas.metas([user_id])[0])

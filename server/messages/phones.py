@@ -301,6 +301,11 @@ class AddressIndex:
         self._meta.put(txn, self._user_key(user_id), digest.encode())
         return True
 
+    def held_in(self, meta: dict | None) -> str:
+        """The address a profile's meta record (None: none) holds in this channel's attribute
+        ("" when none): the `address` of `sharing` and `unnamed`."""
+        return ((meta or {}).get("attributes") or {}).get(self.attribute) or ""
+
     def lookup(self, address: str) -> list[str]:
         """Every user indexed at `address`: messaged at it, or holding it (sorted; none: [])."""
         normal = self._normalize(address)
