@@ -234,12 +234,13 @@ class AddressIndex:
         invalid one leaves the entry: a STOP or click from the address still reaches them.
         The address the user was last messaged at stays indexed (`_hold`). `AddressShared`
         (the transaction, and the attributes with it, refused) when `most` other profiles are
-        indexed at it already."""
+        indexed at it already and the user is not (by any entry, the one-user one too)."""
         normal = self._normalize(changed.get(self.attribute) or "")
         if normal is None:
             return 0
         digests = self._digests(normal)
-        if not any(self._meta.get(txn, self._entry_key(d, user_id)) is not None for d in digests):
+        if not any(self._meta.get(txn, self._entry_key(d, user_id)) is not None
+                   or self._legacy_names(txn, d, user_id) for d in digests):
             self._check_room(txn, digests)
         return int(self._hold(txn, user_id, digests[0]))
 
@@ -398,10 +399,15 @@ class AddressIndex:
         """The user's entry under `digest`, and the older one-user entry if it names them."""
         entry = self._entry_key(digest, user_id)
         removed = int(self._meta.get(txn, entry) is not None and self._meta.delete(txn, entry))
+        return removed + int(self._legacy_names(txn, digest, user_id)
+                             and self._meta.delete(txn, address_key(self.channel, digest)))
+
+    def _legacy_names(self, txn, digest: str, user_id: str) -> bool:
+        """Whether the one-user entry under `digest` (written before entries per profile,
+        still read) names `user_id`."""
         key = address_key(self.channel, digest)
         mine = self.store.open_for_user(txn, key, self._meta.get(txn, key))
-        return removed + int(mine is not None and bytes(mine) == user_id.encode()
-                             and self._meta.delete(txn, key))
+        return mine is not None and bytes(mine) == user_id.encode()
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's index entries, inside the profile erasure's transaction."""

@@ -6,6 +6,7 @@ import pytest
 
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc
+from server.store import keys
 from tests.conftest import serving
 
 from .test_address_backfill import consent
@@ -78,3 +79,30 @@ async def test_a_stop_from_a_number_many_profiles_share_is_a_few_write_transacti
         got = await profiles.GetProfile(ppb.GetProfileRequest(user_id="p00"))
         assert got.consent["sms"].source == "sms reply STOP"
         assert len(writes) == 2  # marketing, transactional: 12 profiles each
+
+
+async def test_a_profile_indexed_by_an_entry_from_before_shared_ones_sets_its_number_again(
+        bounded):
+    """A profile indexed at the number by the one-user entry written before entries per
+    profile (`keys.phone_key` alone, still read: `lookup` names it) was taken for a new one
+    when it set the number again at the limit, and refused RESOURCE_EXHAUSTED; indexed there
+    already, it is never refused."""
+    async with serving(bounded) as (server, ch):
+        profiles = profile_pb2_grpc.ProfileServiceStub(ch)
+        await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+            user_id="old", attributes={"first_name": "Ole"}))
+        digest, meta = server.phones._digests(PHONE)[0], server.store.raw_table("meta")
+
+        def texted_before(txn):  # as a Tailor of before indexed the number texted
+            key = keys.phone_key(digest)
+            meta.put(txn, key, server.store.seal_for_user(txn, "old", key, b"old"))
+            meta.put(txn, keys.phone_user_key("old"), digest.encode())
+        server.store.write(texted_before)
+        for user in ("a", "b", "c"):
+            await holds(profiles, user)
+        assert server.phones.lookup(PHONE) == ["a", "b", "c", "old"]
+        await holds(profiles, "old")
+        assert server.phones.lookup(PHONE) == ["a", "b", "c", "old"]
+        with pytest.raises(grpc.RpcError) as err:  # a new one still is
+            await holds(profiles, "d")
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
