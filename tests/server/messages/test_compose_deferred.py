@@ -30,6 +30,23 @@ def settings(settings, sink):
 
 
 @contextlib.contextmanager
+def slow_job_writes(tailor_server, seconds: float = 1.0):
+    """The send jobs' writes held `seconds` in their thread (a slow disk), the real write
+    after it."""
+    records = tailor_server.sends.records
+    create = records.create
+
+    def slow(*args, **kw):
+        time.sleep(seconds)
+        return create(*args, **kw)
+    records.create = slow
+    try:
+        yield
+    finally:
+        del records.create
+
+
+@contextlib.contextmanager
 def deferred(server, seconds: float = AHEAD):
     """The contact policy defers every allowed decision `seconds` from its time (as quiet hours
     ending then would): the logged decision and its answer both carry that send_at."""
@@ -244,20 +261,10 @@ async def test_a_deferred_message_whose_caller_gave_up_while_it_was_stored_still
     and a repeat is answered scheduled."""
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
     await audience(profiles, ["d9"])
-    records = tailor_server.sends.records
-    create = records.create
-
-    def slow(*args, **kw):
-        time.sleep(1.0)
-        return create(*args, **kw)
-    records.create = slow
-    try:
-        with deferred(tailor_server), pytest.raises(grpc.RpcError) as err:
-            await messaging.ComposeMessage(mpb.ComposeMessageRequest(
-                campaign_id="mail", user_id="d9", deliver=True, request_id="req-9"),
-                timeout=0.5)
-    finally:
-        del records.create
+    with slow_job_writes(tailor_server), deferred(tailor_server), \
+            pytest.raises(grpc.RpcError) as err:
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="d9", deliver=True, request_id="req-9"), timeout=0.5)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
     again = await compose(messaging, "d9", "req-9")
@@ -362,19 +369,9 @@ async def test_a_deferred_message_whose_caller_gave_up_logs_its_impressions(
     await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec(html=(
         '{% for it in recommend(1) %}<i data-item="{{ it.item_id }}"></i>{% endfor %}'))))
     await audience(profiles, ["d14"])
-    records = tailor_server.sends.records
-    create = records.create
-
-    def slow(*args, **kw):
-        time.sleep(1.0)
-        return create(*args, **kw)
-    records.create = slow
-    try:
-        with deferred(tailor_server), pytest.raises(grpc.RpcError):
-            await messaging.ComposeMessage(mpb.ComposeMessageRequest(
-                campaign_id="mail", user_id="d14", deliver=True), timeout=0.5)
-    finally:
-        del records.create
+    with slow_job_writes(tailor_server), deferred(tailor_server), pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="d14", deliver=True), timeout=0.5)
     await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
     await asyncio.sleep(0.5)
     assert len(await asyncio.to_thread(tailor_server.impressions.log.of_user, "d14")) == 1
