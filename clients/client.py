@@ -159,7 +159,10 @@ class TailorClient:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, err, tb):
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            return  # a Ctrl-C landing inside gRPC's own wait can leave a call's lock held, and
+            # closing the channel waits for that call for good: the process's exit closes it
         self.close()
 
     def close(self) -> None:
