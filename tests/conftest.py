@@ -44,6 +44,21 @@ def sealed_store(tmp_path):
     store.close()
 
 
+def held_amend(registry, version: str):
+    """An amender that holds the first install of `version` in its amend (a large catalog's
+    takes its time) until `go_on` is set: (`amending`, set once it holds; `go_on`)."""
+    import threading
+    amending, go_on = threading.Event(), threading.Event()
+
+    def slow_amend(bundle):
+        if bundle.version == version and not amending.is_set():
+            amending.set()
+            go_on.wait(30)
+        return bundle
+    registry.add_amender(slow_amend)
+    return amending, go_on
+
+
 def free_port() -> int:
     """A loopback port free now and not handed out recently in this process. Under `make test`
     (two pytest processes) each process draws from its own range below the kernel's ephemeral

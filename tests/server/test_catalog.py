@@ -322,22 +322,14 @@ async def test_an_upsert_made_while_a_push_installs_serves_with_the_new_bundle(
     import asyncio
     import json
     import shutil
-    import threading
 
-    from tests.conftest import serving
+    from tests.conftest import held_amend, serving
     settings.bundle_poll_seconds = 60.0  # no follower repairs it meanwhile
     new_version = json.loads((second_bundle / "manifest.json").read_text())["version"]
     async with serving(settings) as (server, ch):
         cat, registry = cgrpc.CatalogServiceStub(ch), server.registry
         shutil.copytree(second_bundle, settings.bundles_dir / new_version)
-        amended, go_on = threading.Event(), threading.Event()
-
-        def hold(bundle):
-            if bundle.version == new_version and not amended.is_set():
-                amended.set()
-                go_on.wait(30)
-            return bundle
-        registry.add_amender(hold)
+        amended, go_on = held_amend(registry, new_version)
         push = asyncio.create_task(registry.activate(new_version))
         assert await asyncio.to_thread(amended.wait, 30)  # amended (no update yet), not swapped
         upsert = asyncio.ensure_future(cat.UpsertItems(cpb.UpsertItemsRequest(items=[

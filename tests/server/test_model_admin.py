@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from clients import TailorClient, TailorError
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
+from tests.conftest import held_amend
 
 
 @pytest.fixture
@@ -611,21 +612,6 @@ def _chunks(bundle):
                                        data=data[offset:offset + CHUNK_BYTES])
 
 
-def _held_amend(registry, version: str):
-    """An amender that holds the first push of `version` in its amend (a large catalog's takes
-    its time) until `go_on` is set: (`amending`, set once it holds; `go_on`)."""
-    import threading
-    amending, go_on = threading.Event(), threading.Event()
-
-    def slow_amend(bundle):
-        if bundle.version == version and not amending.is_set():
-            amending.set()
-            go_on.wait(30)
-        return bundle
-    registry.add_amender(slow_amend)
-    return amending, go_on
-
-
 async def test_a_push_cancelled_while_the_same_version_is_pushed_again_leaves_it_stored(
         client, tailor_server, second_bundle):
     """Two pushes of one version (the retrain job's and an operator's; an operator's second try
@@ -636,7 +622,7 @@ async def test_a_push_cancelled_while_the_same_version_is_pushed_again_leaves_it
     of that version holds it."""
     from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
     registry, version = tailor_server.registry, second_bundle.name
-    amending, go_on = _held_amend(registry, version)
+    amending, go_on = held_amend(registry, version)
     installs = []
     install = registry.install
 
@@ -673,7 +659,7 @@ async def test_a_version_published_while_another_push_swaps_in_is_not_pruned(
     registry = tailor_server.registry
     first, later = copy_bundle(second_bundle), second_bundle
     v1 = _rewrite_manifest(first, version=second_bundle.name + "-first")["version"]
-    amending, go_on = _held_amend(registry, v1)
+    amending, go_on = held_amend(registry, v1)
     pushed = asyncio.create_task(asyncio.to_thread(client.push_bundle, first))
     try:
         assert await asyncio.to_thread(amending.wait, 30)

@@ -52,6 +52,14 @@ def outbox_held(store) -> bool:
         return next(iter(store.table("outbox").keys_from(txn, b"")), None) is not None
 
 
+async def unsubscribe_event(profiles, event_id: str, user: str) -> None:
+    """An `unsubscribe` email event of `user` through TrackEvents, accepted."""
+    got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id=event_id, user_id=user, type="unsubscribe", channel="email",
+        timestamp=time.time())]))
+    assert got.accepted_ids == [event_id]
+
+
 async def consent(profiles, user: str, channel: str):
     got = await profiles.GetProfile(ppb.GetProfileRequest(user_id=user))
     return got.consent[channel].opted_in if channel in got.consent else None
@@ -164,10 +172,7 @@ async def test_an_unsubscribe_event_reaches_them_once_migrated(settings):
     await old_store(settings)
     async with serving(settings) as (server, ch):
         profiles = profile_pb2_grpc.ProfileServiceStub(ch)
-        got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
-            event_id="unsub-1", user_id="texted", type="unsubscribe", channel="email",
-            timestamp=time.time())]))
-        assert got.accepted_ids == ["unsub-1"]
+        await unsubscribe_event(profiles, "unsub-1", "texted")
         deadline = time.monotonic() + 10  # (detached: after the answer)
         while await consent(profiles, "guest", "email") and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -254,10 +259,7 @@ async def test_an_unnamed_users_own_unsubscribe_event_keeps_its_own_source(setti
     await old_store(settings)
     async with serving(settings) as (server, ch):
         profiles = profile_pb2_grpc.ProfileServiceStub(ch)
-        got = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
-            event_id="unsub-g", user_id="guest", type="unsubscribe", channel="email",
-            timestamp=time.time())]))
-        assert got.accepted_ids == ["unsub-g"]
+        await unsubscribe_event(profiles, "unsub-g", "guest")
         deadline = time.monotonic() + 10  # detached: its outbox entry goes once it is done
         while outbox_held(server.store) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
