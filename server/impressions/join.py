@@ -8,7 +8,9 @@ Rules (docs/impressions.md):
   event's `position` (1-based) if given, else the item's position in the impression, else
   unknown;
 - an event without one joins the user's latest impression containing its item, shown at most
-  `window_s` before the event (and not after it); position: the item's;
+  `window_s` before the event (and not after it: a timestamp in whole seconds, what a clock of
+  that resolution or an RFC 3339 time without a fraction gives, names its whole second,
+  `shown_by`); position: the item's;
 - anything else joins nothing (counted as unmatched).
 
 The events of a batch are joined per user: one walk back over the user's impressions (under
@@ -58,6 +60,15 @@ __all__ = ["ImpressionJoin", "OUTCOME_OF"]
 OUTCOME_OF = {"click": CLICK, "email_click": CLICK, "sms_click": CLICK, "push_click": CLICK,
               "add_to_cart": CART, "purchase": PURCHASE}
 """Event type -> the outcome it adds to its impression."""
+
+
+def shown_by(ts: float) -> int:
+    """The last millisecond an impression may be shown at and still lead to an event stamped
+    `ts`: `ts` itself, or the end of its second when `ts` is whole seconds (a clock of that
+    resolution, an RFC 3339 time without a fraction): the click 0.2 s after an answer shown at
+    .3 s into a second is stamped with the start of that second."""
+    ms = keys.millis(ts)
+    return ms + 999 if float(ts).is_integer() else ms
 
 
 class ImpressionJoin:
@@ -191,7 +202,9 @@ class _Shown:
         left = join.most
         walked: list[tuple[int, bytes, bytes]] = []  # (ring index, key, record)
         if not named:  # the walk's time range: the same under every ring key
-            latest = keys.ms_part(max(ev.timestamp for ev in events)) + keys.SEP + b"\xff"
+            # (an event in whole seconds: from its second's end, `shown_by`)
+            last = max(ev.timestamp + float(ev.timestamp).is_integer() for ev in events)
+            latest = keys.ms_part(last) + keys.SEP + b"\xff"
             earliest = keys.ms_part(min(ev.timestamp for ev in events) - self.window_s)
         for index, (kid, _) in enumerate(join.log.ring.keys):
             prefix = join.log.user_prefix(user_id, kid)
@@ -240,7 +253,7 @@ class _Shown:
             position = ev.position - 1 if ev.position > 0 else at
             return key, self.records[key], UNKNOWN_POSITION if position is None else position
         # the latest showing of the item at most window_s before the event, not after it
-        low, high = keys.millis(ev.timestamp - self.window_s), keys.millis(ev.timestamp)
+        low, high = keys.millis(ev.timestamp - self.window_s), shown_by(ev.timestamp)
         best = max(((ms, index, key, at) for ms, index, key, at in self.by_item.get(code, ())
                     if low <= ms <= high), default=None)
         return None if best is None else (best[2], self.records[best[2]], best[3])

@@ -164,6 +164,28 @@ async def test_without_request_id_the_latest_impression_holding_the_item_joins(
     assert logged[newer.request_id].clicks == 1 and logged[older.request_id].clicks == 0
 
 
+async def test_a_click_stamped_in_whole_seconds_joins_the_answer_of_its_second(
+        tailor_server, stubs):
+    """A clock to the second (epoch seconds, RFC 3339 without a fraction) stamps a click on an
+    answer shown 0.05 s into a second with that second's start: it joins that answer, not the
+    older one of another channel that showed the item too; a timestamp with a fraction still
+    joins nothing shown after it."""
+    rec, profiles, _ = stubs
+    older = await recommend(rec, "cy", channel="email")
+    await asyncio.sleep(1.05 - time.time() % 1.0)  # into the next second
+    newer = await recommend(rec, "cy")
+    item = newer.items[0].item_id
+    assert item in [i.item_id for i in older.items]  # same user, same answer
+    shown = (await impressions_of(tailor_server, "cy"))[newer.request_id].timestamp
+    assert int(shown) < shown
+    await profiles.TrackEvents(pb.TrackEventsRequest(events=[
+        event("cy1", "cy", "click", item, ts=shown - 0.01),
+        event("cy2", "cy", "click", item, ts=float(int(shown)))]))
+    logged = await impressions_of(tailor_server, "cy")
+    assert (logged[older.request_id].clicks, logged[newer.request_id].clicks) == (1, 1)
+    assert logged[newer.request_id].first_click == 0
+
+
 async def test_purchases_give_conversion_and_revenue_per_mille_with_intervals(tailor_server, stubs):
     rec, profiles, admin = stubs
     replies = [await recommend(rec, f"buyer{i}", channel="email") for i in range(4)]
