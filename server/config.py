@@ -45,7 +45,7 @@ class Limits(BaseModel):
     before anything is computed or logged: its answer must fit one message (an item takes about
     100 bytes; 1,000 requests of k=1,000 made 95 MB, over the 64 MiB message limit)."""
     exclude_items: int = 1000
-    """Most exclude_item_ids in one Recommend."""
+    """Most exclude_item_ids in one Recommend (each an item id of at most `id_bytes`)."""
     recommend_context_bytes: int = Field(1024, ge=0, le=16384)
     """Most UTF-8 bytes of one Recommend's `context` keys and values together (the impression
     log records them)."""

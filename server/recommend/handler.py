@@ -130,8 +130,8 @@ class Recommender:
             check_known("channel", q.channel, CHANNELS, where)
         if q.context and sum(len(k) + len(v) for k, v in q.context) > lim.recommend_context_bytes >> 2:
             check_context(q.context, lim.recommend_context_bytes, where)
-        if len(q.exclude_item_ids) > lim.exclude_items:
-            check_count("exclude_item_ids", len(q.exclude_item_ids), lim.exclude_items, where)
+        if q.exclude_item_ids:
+            self._check_excluded(q.exclude_item_ids, where)
         if q.categories:
             bundle = self.registry.active
             for name in q.categories:
@@ -140,6 +140,16 @@ class Recommender:
                     raise InvalidArgument(f"{where}categories",
                                           f"unknown category {shown(name)} (known: {known})")
         return q
+
+    def _check_excluded(self, item_ids: Sequence[str], where: str) -> None:
+        """At most `exclude_items` ids, each one an item id could be (UpsertItems' rule)."""
+        lim = self.limits
+        if len(item_ids) > lim.exclude_items:
+            check_count("exclude_item_ids", len(item_ids), lim.exclude_items, where)
+        most = lim.id_bytes >> 2
+        for j, item_id in enumerate(item_ids):  # check_id's fast test inline, as for user_id
+            if not item_id or len(item_id) > most or has_control(item_id):
+                check_id(f"exclude_item_ids[{j}]", item_id, lim.id_bytes, where)
 
     def _run_batch(self, queries: Sequence[RecQuery], read: tuple | None = None
                    ) -> list[RecResult | BaseException]:

@@ -198,6 +198,9 @@ async def test_batch_answers_in_request_order(stub, users):
     ({"user_id": "u1", "k": 1001}, "k"),
     ({"user_id": "u1", "k": 5, "categories": ["no-such-category"]}, "categories"),
     ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x"] * 1001}, "exclude_item_ids"),
+    ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x" * 129]}, "exclude_item_ids[0]: is 129 bytes"),
+    ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x", ""]}, "exclude_item_ids[1]: is empty"),
+    ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x", "y", "a\nb"]}, "exclude_item_ids[2]"),
     ({"user_id": "u1", "k": 5, "channel": "fax"}, "channel"),
     ({"user_id": "u1", "k": 5, "channel": "Web"}, "channel"),
 ])
