@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import faiss
 import numpy as np
@@ -169,11 +170,13 @@ class Recommender:
             taken = (read is not None and len(queries) == 1 and queries[0].user_id == read[0])
             live = _LiveRead(self.history_of, self.live_of, [read[1:]] if taken else None)
             history_of, seen_of = live.history_of, live.seen_of
-        return recommend_batch(bundle, queries, history_of,
-                               ranker_candidates=self.settings.ranker_candidates,
-                               policy=self.policy, seen_of=seen_of,
-                               overfetch_max=self.settings.seen_overfetch_max, cache=self.cache,
-                               observe=self.observe)
+        cache = self.cache
+        with cache.reading([q.user_id for q in queries]) if cache is not None else nullcontext():
+            return recommend_batch(bundle, queries, history_of,
+                                   ranker_candidates=self.settings.ranker_candidates,
+                                   policy=self.policy, seen_of=seen_of,
+                                   overfetch_max=self.settings.seen_overfetch_max,
+                                   cache=self.cache, observe=self.observe)
 
     def _run_split(self, stable: Bundle, canary: Canary, queries: Sequence[RecQuery],
                    read: tuple | None = None) -> list[RecResult | BaseException]:
@@ -343,16 +346,17 @@ class Recommender:
         """`UserEraser`: the user's cached history rows, vector and candidates go (the user
         cache holds them by user id)."""
         if self.cache is not None:
-            self.cache.forget([user_id])
+            self.cache.erase([user_id])
         return 0
 
     def forget_erased(self, erased: Callable[[Sequence[str]], list[str]]) -> None:
         """`Tombstones.watch`: drop the cached users that tombstones new to this worker name
-        (erased in another worker: `erase_user` ran there, not here)."""
-        if self.cache is not None and len(self.cache):
-            gone = erased(self.cache.user_ids())
-            if gone:
-                self.cache.forget(gone)
+        (erased in another worker: `erase_user` ran there, not here), and keep the batches
+        under way from storing them (`UserCache.erase`)."""
+        held = self.cache.user_ids() if self.cache is not None else []
+        gone = erased(held) if held else []
+        if gone:
+            self.cache.erase(gone)
 
     async def close(self) -> None:
         await self.batcher.close()

@@ -181,8 +181,10 @@ def _history_arrays(bundle: Bundle, histories: list[History]) -> tuple[np.ndarra
 
 
 def _encode(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], user_ids: list[str],
-            cache: UserCache | None) -> tuple[np.ndarray, list[CachedUser | None]]:
-    """User vectors [B, d] (the cached ones where the input still matches) and cache entries."""
+            cache: UserCache | None, since: int | None = None
+            ) -> tuple[np.ndarray, list[CachedUser | None]]:
+    """User vectors [B, d] (the cached ones where the input still matches) and cache entries
+    (new ones stored unless their user was erased after `since`, `UserCache.store`)."""
     entries = cache.lookup(bundle, user_ids, *hist) if cache is not None else [None] * len(user_ids)
     miss = [j for j, e in enumerate(entries) if e is None]
     if not miss:
@@ -197,7 +199,7 @@ def _encode(bundle: Bundle, hist: tuple[np.ndarray, np.ndarray], user_ids: list[
                                                         "weights": hist[1][miss]})[0]
     if cache is not None:
         for j in miss:
-            entries[j] = cache.store(bundle, user_ids[j], hist[0][j], hist[1][j], users[j])
+            entries[j] = cache.store(bundle, user_ids[j], hist[0][j], hist[1][j], users[j], since)
     return users, entries
 
 
@@ -315,6 +317,7 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         except InvalidArgument as err:
             results[i] = err
     user_ids = [q.user_id for q in queries]
+    since = cache.since() if cache is not None else None  # before the histories are read
     with _STAGES["history"]:
         histories = history_of(bundle, user_ids)
         live = seen_of(user_ids) if policy is not None and seen_of is not None else [None] * len(queries)
@@ -329,7 +332,7 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     if warm:
         with _STAGES["encode"]:
             hist = _history_arrays(bundle, [histories[i] for i in warm])
-            users, entries = _encode(bundle, hist, [user_ids[i] for i in warm], cache)
+            users, entries = _encode(bundle, hist, [user_ids[i] for i in warm], cache, since)
         # deeper by every requested exclusion and by at most `overfetch_max` seen items; not by
         # the removed items where the search leaves them out (category pools never hold them)
         skip = _skip_removed(bundle)

@@ -15,12 +15,16 @@ At most `max_users` entries per bundle (the oldest inserted go first); a new bun
 and an old one's entries go with it. An erased user's entries go with the erasure in the worker
 that erased them (`Recommender.erase_user`), and in every other worker within
 `bundle_poll_seconds` (`Recommender.forget_erased`, `Tombstones.watch`); a request that finds
-the user without history drops them too. Safe
+the user without history drops them too. A batch that read the user's history before the
+erasure and stores its entry after it stores nothing (`since`, `erase`; the users of batches
+under way, `reading`, count among those another worker's erasure is looked for in). Safe
 from several threads (one lock around the table's writes; an entry's parts are swapped whole,
 `CachedUser`).
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 import threading
 import weakref
 from collections import OrderedDict
@@ -31,6 +35,10 @@ import numpy as np
 from ..models import Bundle
 
 __all__ = ["UserCache", "CachedUser"]
+
+ERASED_KEPT = 10_000
+"""Erased users `UserCache` remembers for the batches under way; a batch older than the oldest
+(10,000 erasures during one batch) stores none of its users."""
 
 Candidates = tuple[np.ndarray, np.ndarray]
 """(item rows, inner-product scores) of one search, best first."""
@@ -104,6 +112,14 @@ class UserCache:
         self._tables: weakref.WeakKeyDictionary[Bundle, OrderedDict[str, CachedUser]] = \
             weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
+        self._erasures = 0
+        """Erasures so far (`erase`): what `since` hands a batch."""
+        self._erased: OrderedDict[str, int] = OrderedDict()
+        """The users of the last `ERASED_KEPT` erasures, with the count each was erased at."""
+        self._erased_floor = 0
+        """The count of the latest erasure no longer in `_erased`."""
+        self._reading: dict[str, int] = {}
+        """Users of the batches under way (`reading`), with how many read each."""
 
     def lookup(self, bundle: Bundle, user_ids: Sequence[str], items: np.ndarray,
                weights: np.ndarray) -> list[CachedUser | None]:
@@ -130,13 +146,37 @@ class UserCache:
                 found[j] = None
         return found
 
+    @contextlib.contextmanager
+    def reading(self, user_ids: Sequence[str]):
+        """Around a batch that may store entries of `user_ids`: `user_ids()` names them too."""
+        with self._lock:
+            for user_id in user_ids:
+                self._reading[user_id] = self._reading.get(user_id, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                for user_id in user_ids:
+                    left = self._reading.pop(user_id) - 1
+                    if left:
+                        self._reading[user_id] = left
+
+    def since(self) -> int:
+        """What a batch takes before it reads its users' histories and gives `store`."""
+        return self._erasures
+
     def store(self, bundle: Bundle, user_id: str, items: np.ndarray, weights: np.ndarray,
-              vector: np.ndarray) -> CachedUser:
-        """A new entry for `user_id` (copies of the rows given), replacing any older one."""
+              vector: np.ndarray, since: int | None = None) -> CachedUser:
+        """A new entry for `user_id` (copies of the rows given), replacing any older one; kept
+        only if the user was not erased after `since` (the batch's `since()`, when given: its
+        history was read before the erasure)."""
         entry = CachedUser(items.copy(), weights.copy(), vector.copy())
         if not self.max_users:
             return entry
         with self._lock:
+            if since is not None and since < self._erasures and (
+                    since < self._erased_floor or self._erased.get(user_id, 0) > since):
+                return entry
             table = self._tables.get(bundle)
             if table is None:
                 table = self._tables[bundle] = OrderedDict()
@@ -154,10 +194,22 @@ class UserCache:
                 for user_id in user_ids:
                     table.pop(user_id, None)
 
-    def user_ids(self) -> list[str]:
-        """Every user some bundle's table holds (once each)."""
+    def erase(self, user_ids: Sequence[str]) -> None:
+        """`forget` erased users, and keep a batch that read them before from storing them again."""
         with self._lock:
-            return list(dict.fromkeys(u for t in list(self._tables.values()) for u in t))
+            self._erasures += 1
+            for user_id in user_ids:
+                self._erased.pop(user_id, None)
+                self._erased[user_id] = self._erasures
+            while len(self._erased) > ERASED_KEPT:
+                self._erased_floor = self._erased.popitem(last=False)[1]
+        self.forget(user_ids)
+
+    def user_ids(self) -> list[str]:
+        """Every user some bundle's table holds, or a batch under way may store (once each)."""
+        with self._lock:
+            held = (u for t in list(self._tables.values()) for u in t)
+            return list(dict.fromkeys(itertools.chain(held, self._reading)))
 
     def __contains__(self, user_id: str) -> bool:
         return any(user_id in table for table in list(self._tables.values()))

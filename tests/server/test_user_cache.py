@@ -63,6 +63,27 @@ def test_candidates_are_kept_per_depth_and_scores_per_list():
     assert entry.scores_for(np.array([7])) is None and entry.scores_for(np.array([9, 7])) is None
 
 
+def test_an_entry_read_before_its_users_erasure_is_not_stored(monkeypatch):
+    """`store(since=...)` keeps nothing of a user erased after `since`; other users are kept,
+    and past the erasures it remembers (`ERASED_KEPT`) it keeps nothing of an older batch."""
+    from server.recommend import user_cache
+    monkeypatch.setattr(user_cache, "ERASED_KEPT", 2)
+    cache, key = UserCache(10), _Key()
+    items, w = _input([1.0, 1.0, 0.0])
+    vector = np.zeros(4, np.float32)
+    since = cache.since()
+    cache.erase(["a"])
+    cache.store(key, "a", items[0], w[0], vector, since)
+    cache.store(key, "b", items[0], w[0], vector, since)
+    cache.store(key, "c", items[0], w[0], vector, cache.since())
+    assert "a" not in cache and "b" in cache and "c" in cache
+    cache.erase(["x"])
+    cache.erase(["y"])  # "a" is no longer remembered: a batch from before it stores nobody
+    cache.store(key, "d", items[0], w[0], vector, since)
+    cache.store(key, "a", items[0], w[0], vector, cache.since())  # read after: kept
+    assert "d" not in cache and "a" in cache
+
+
 @pytest.fixture
 def bundle(tailor_server):
     return tailor_server.registry.current()
@@ -90,3 +111,75 @@ def test_cached_answers_match_uncached_ones_and_follow_a_new_event(bundle, demo_
     fresh = _answers(recommend_batch(bundle, queries, with_new_item))
     assert _answers(recommend_batch(bundle, queries, with_new_item, cache=cache)) == fresh
     assert fresh != uncached
+
+
+async def _held_recommend(server, channel, user: str):
+    """(the Recommend call of `user`, held in its batch once it has read the user's profile;
+    the event that lets it go on)."""
+    import asyncio
+    import threading
+
+    from protos.tailor.v1 import recommendation_pb2 as rpb
+    from protos.tailor.v1 import recommendation_pb2_grpc as rgrpc
+    rec = server.recommender
+    read, go_on, live_of = threading.Event(), threading.Event(), rec.live_of
+
+    def held_read(user_ids):
+        found = live_of(user_ids)
+        if user in user_ids:
+            read.set()
+            go_on.wait(30)
+        return found
+    rec.live_of = held_read
+    call = asyncio.ensure_future(rgrpc.RecommendationServiceStub(channel).Recommend(
+        rpb.RecommendRequest(user_id=user, k=5)))
+    assert await asyncio.to_thread(read.wait, 30)
+    return call, go_on
+
+
+async def _track_views(channel, user: str, bundle) -> None:
+    import time
+
+    from protos.tailor.v1 import profile_pb2 as ppb
+    from protos.tailor.v1 import profile_pb2_grpc as pgrpc
+    ids = bundle.items["item_ids"]
+    await pgrpc.ProfileServiceStub(channel).TrackEvents(ppb.TrackEventsRequest(events=[
+        ppb.Event(event_id=f"{user}-{n}", user_id=user, type="view", item_id=str(ids[r]),
+                  timestamp=time.time()) for n, r in enumerate(bundle.popular[:5].tolist())]))
+
+
+async def test_a_batch_under_way_stores_no_entry_of_a_user_erased_meanwhile(tailor_server, channel,
+                                                                          bundle):
+    """Erased while their Recommend was computed from the profile read before: the answer goes
+    out, but the cache keeps nothing of them (before, the batch stored their history rows and
+    vector after the erasure had dropped them)."""
+    from protos.tailor.v1 import profile_pb2 as ppb
+    from protos.tailor.v1 import profile_pb2_grpc as pgrpc
+    await _track_views(channel, "erased-mid-call", bundle)
+    call, go_on = await _held_recommend(tailor_server, channel, "erased-mid-call")
+    try:
+        await pgrpc.ProfileServiceStub(channel).DeleteProfile(
+            ppb.DeleteProfileRequest(user_id="erased-mid-call"))
+    finally:
+        go_on.set()
+    assert not (await call).cold_start
+    assert "erased-mid-call" not in tailor_server.recommender.cache
+    await _track_views(channel, "kept", bundle)  # a user nobody erased is kept as before
+    call, go_on = await _held_recommend(tailor_server, channel, "kept")
+    go_on.set()
+    await call
+    assert "kept" in tailor_server.recommender.cache
+
+
+async def test_another_workers_erasure_reaches_a_batch_under_way(tailor_server, channel, bundle):
+    """The poll that tells this worker of another worker's erasures (`forget_erased`) names the
+    users of batches under way too, so such a batch does not store the erased user."""
+    await _track_views(channel, "erased-elsewhere", bundle)
+    call, go_on = await _held_recommend(tailor_server, channel, "erased-elsewhere")
+    try:
+        tailor_server.recommender.forget_erased(
+            lambda user_ids: [u for u in user_ids if u == "erased-elsewhere"])
+    finally:
+        go_on.set()
+    await call
+    assert "erased-elsewhere" not in tailor_server.recommender.cache
