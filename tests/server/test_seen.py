@@ -249,6 +249,25 @@ async def test_repeatable_category_comes_back_and_others_do_not(stubs, loaded):
     assert not {i.item_id for i in none.items} & set(books)
 
 
+async def test_a_filter_whose_items_are_all_excluded_answers_no_item(stubs, loaded):
+    """k is a most: a category of 70 items answers 70 of k=1000, those left once the seen-set
+    and exclude_item_ids take theirs, and none (status OK, not cold start) once every one of
+    them is bought (recommendation.proto, `k`)."""
+    profiles, recs = stubs
+    ids = loaded.items["item_ids"]
+    books = [str(ids[r]) for r in loaded.category_items[loaded.category_code["books"]]]
+    ask = pb.RecommendRequest(user_id="bookworm", k=1000, categories=["books"])
+    assert len((await recs.Recommend(ask)).items) == len(books)
+    await _track(profiles, "bookworm", [(i, "view", 1) for i in books[:-2]])
+    await _track(profiles, "bookworm", [(books[0], "click", 0)], prefix="c")
+    ask.exclude_item_ids.append(books[-1])
+    left = await recs.Recommend(ask)
+    assert [i.item_id for i in left.items] == [books[-2]] and not left.cold_start
+    await _track(profiles, "bookworm", [(books[-2], "purchase", 0)], prefix="p")
+    none = await recs.Recommend(ask)
+    assert len(none.items) == 0 and not none.cold_start and none.model_version
+
+
 async def test_bundle_users_get_no_excluded_seen_item_in_their_top_10(stubs, loaded):
     """Known users whose seen arrays hold purchases: none of those comes back (any age)."""
     _, recs = stubs
