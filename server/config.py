@@ -43,7 +43,9 @@ class Limits(BaseModel):
     batch_items: int = Field(100_000, ge=1)
     """Most items one RecommendBatch may ask for in all (the sum of its requests' k), checked
     before anything is computed or logged: its answer must fit one message (an item takes about
-    100 bytes; 1,000 requests of k=1,000 made 95 MB, over the 64 MiB message limit)."""
+    100 bytes; 1,000 requests of k=1,000 made 95 MB, over the 64 MiB message limit). An answer
+    that still does not fit (long titles and URLs) is refused once computed, before it is
+    logged (INVALID_ARGUMENT `requests[].k`)."""
     exclude_items: int = 1000
     """Most exclude_item_ids in one Recommend (each an item id of at most `id_bytes`)."""
     recommend_context_bytes: int = Field(1024, ge=0, le=16384)

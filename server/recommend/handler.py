@@ -289,8 +289,10 @@ class Recommender:
         self.tally.observe(version, seconds, failed)
 
     async def recommend_many(self, queries: Sequence[RecQuery], request_ids: Sequence[str] = (),
-                             partial: bool = False) -> list[RecResult | TailorError]:
-        """Answers in query order; answer i is recorded as request `request_ids[i]`'s.
+                             partial: bool = False, record: bool = True
+                             ) -> list[RecResult | TailorError]:
+        """Answers in query order; answer i is recorded as request `request_ids[i]`'s (`record`
+        False: not here; the caller records them with `record_many` once they are sent).
 
         The first entry that fails fails the call, naming it (`requests[i].`); with `partial`
         it is answered with its error instead (a `TailorError` worded as the call's would be;
@@ -329,11 +331,27 @@ class Recommender:
         if unexpected:  # one traceback a call (a failing version group shares one error)
             logger.error("RecommendBatch: %d entries failed, requests[%d] first", len(unexpected),
                          unexpected[0][0], exc_info=unexpected[0][1])
+        if record:
+            self.record_many(queries, request_ids, results)
+        return results
+
+    def record_many(self, queries: Sequence[RecQuery], request_ids: Sequence[str],
+                    results: Sequence[RecResult | TailorError]) -> None:
+        """`record` each answer of `recommend_many` (not its entries' errors)."""
         if self.impressions is not None:
             for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
                 if not isinstance(res, TailorError):
                     self.impressions.record(rid, q, res)
-        return results
+
+    def check_answer(self, size: int, field: str) -> None:
+        """Refuse an answer of `size` serialized bytes that cannot be sent as one message
+        (`grpc_max_message_bytes`) before it is recorded: a shown item takes 100 bytes or
+        4 KiB by its title and URL (`limits.item_text_chars`), so `batch_items` alone cannot
+        promise it fits. `field`: what to ask less of."""
+        most = self.settings.grpc_max_message_bytes
+        if size > most:
+            raise InvalidArgument(field, f"the answer takes {size} bytes, past the {most}-byte "
+                                  "message limit (grpc_max_message_bytes): ask for fewer items")
 
     def check_bundle(self, bundle: Bundle) -> None:
         """`ModelRegistry.add_check`: refuse a bundle that fails Recommend for its own users

@@ -55,24 +55,30 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
     @grpc_errors
     async def Recommend(self, request: pb.RecommendRequest, context) -> bytes:
         _check_size(request, self.settings.limits.request_bytes)
-        request_id = _request_id()
-        result = await self.recommender.recommend(RecommendConverter.to_query(request), request_id)
-        return response_bytes(result, request_id)
+        request_id, query = _request_id(), RecommendConverter.to_query(request)
+        result = await self.recommender.recommend(query, request_id, record=False)
+        body = response_bytes(result, request_id)
+        self.recommender.check_answer(len(body), "k")  # recorded only once it can be sent
+        self.recommender.record(request_id, query, result)
+        return body
 
     @grpc_errors
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> bytes:
         _check_size(request, self.settings.limits.batch_request_bytes)
         call_id = _request_id()
         ids = [f"{call_id}.{i}" for i in range(len(request.requests))]
-        results = await self.recommender.recommend_many(
-            [RecommendConverter.to_query(r) for r in request.requests], ids, request.partial)
+        queries = [RecommendConverter.to_query(r) for r in request.requests]
+        results = await self.recommender.recommend_many(queries, ids, request.partial, record=False)
         failed = [r for r in results if isinstance(r, TailorError)] if request.partial else []
         if failed:  # (without `partial` a failed entry failed the call)
             logger.info("RecommendBatch: %d of %d entries failed, first %s: %s", len(failed),
                         len(results), failed[0].status.name, failed[0].log_message()[:512])
-        return batch_bytes([RecommendConverter.from_error(r, rid).SerializeToString()
+        body = batch_bytes([RecommendConverter.from_error(r, rid).SerializeToString()
                             if isinstance(r, TailorError) else response_bytes(r, rid)
                             for r, rid in zip(results, ids)])
+        self.recommender.check_answer(len(body), "requests[].k")  # recorded once it can be sent
+        self.recommender.record_many(queries, ids, results)
+        return body
 
 
 def _request_id() -> str:

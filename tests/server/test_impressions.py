@@ -390,6 +390,36 @@ async def test_cli_stats_and_training_export_of_the_log(tailor_server, stubs, tm
 
 
 @pytest.fixture
+def small_messages(settings):
+    settings.grpc_max_message_bytes = 40_000
+    return settings
+
+
+async def test_an_answer_too_large_to_send_is_refused_and_not_logged(small_messages, tailor_server,
+                                                                      stubs):
+    """An answer past the message limit never reaches its caller: INVALID_ARGUMENT naming what
+    to ask less of, and no impression (before, gRPC's own 'Sent message larger than max' after
+    the answers were logged: 100 impressions of a RecommendBatch nobody received)."""
+    rec, _, _ = stubs
+    batch = rpb.RecommendBatchRequest(requests=[
+        rpb.RecommendRequest(user_id=f"big-{n}", k=100) for n in range(10)])
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rec.RecommendBatch(batch)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "requests[].k: the answer takes" in err.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rec.Recommend(rpb.RecommendRequest(user_id="big-one", k=1000))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("k: the answer takes")
+    for user in ["big-one"] + [f"big-{n}" for n in range(10)]:
+        assert await impressions_of(tailor_server, user) == {}
+    fits = await rec.RecommendBatch(rpb.RecommendBatchRequest(requests=batch.requests[:2]))
+    assert list(await impressions_of(tailor_server, "big-1")) == [fits.responses[1].request_id]
+    one = await recommend(rec, "big-one", k=100)
+    assert list(await impressions_of(tailor_server, "big-one")) == [one.request_id]
+
+
+@pytest.fixture
 def slow_flush(settings):
     settings.impression_flush_seconds = 3600.0
     return settings
