@@ -269,6 +269,12 @@ class Limits(BaseModel):
     or symbol name); a longer one is refused RESOURCE_EXHAUSTED unparsed. gRPC reads a message
     whole before any handler (up to `grpc_max_message_bytes`), and Health/Watch held its
     request as long as the stream stayed open: eight anonymous 60 MiB ones held 1.4 GB."""
+    open_streams: int = Field(1000, ge=1)
+    """Most streams of the methods open to anyone (Health/Watch) open at once, per process; one
+    more is refused RESOURCE_EXHAUSTED at its start. Each holds ~12 KB for as long as its
+    caller likes (10,000 anonymous ones took a server from 175 to 230 MB). Health/Check is not
+    bounded (it ends at once): load balancers and probes use it; a client watching health
+    (gRPC client-side health checking) holds one Watch per connection."""
     webhook_signatures: int = Field(100_000, ge=1)
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check

@@ -25,8 +25,8 @@ from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
 
-__all__ = ["RpcInterceptor", "REQUEST_ID_KEY", "bounded_requests", "final_status", "handler_parts",
-           "reading_later"]
+__all__ = ["CallCap", "RpcInterceptor", "REQUEST_ID_KEY", "bounded_requests", "final_status",
+           "handler_parts", "reading_later"]
 
 REQUEST_ID_KEY = "x-request-id"
 access_logger = logging.getLogger("tailor.access")
@@ -86,6 +86,43 @@ def bounded_requests(handler: grpc.RpcMethodHandler, most: int) -> grpc.RpcMetho
         async def behaviour(request, context):
             return await inner(await argument(request, context), context)
     return make(behaviour)
+
+
+class CallCap:
+    """At most `most` calls at once, over every handler it bounds (`bound`); one more is
+    refused RESOURCE_EXHAUSTED at its start, naming `what`. For the streams anyone may hold
+    open (Health/Watch: ~12 KB of the process each, for as long as the caller likes)."""
+
+    def __init__(self, most: int, what: str):
+        self.most, self.what, self.open = most, what, 0
+
+    def bound(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """`handler`, its calls counted while they run and refused past `most`."""
+        _, inner, make = handler_parts(handler)
+
+        async def enter(context) -> None:
+            if self.open >= self.most:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"{self.what}: {self.open} open, at most {self.most} "
+                                    "per server process; try again later")
+            self.open += 1
+
+        if inspect.isasyncgenfunction(inner):
+            async def behaviour(request, context):
+                await enter(context)
+                try:
+                    async for reply in inner(request, context):
+                        yield reply
+                finally:
+                    self.open -= 1
+        else:  # a unary reply, or replies written with context.write (Health/Watch)
+            async def behaviour(request, context):
+                await enter(context)
+                try:
+                    return await inner(request, context)
+                finally:
+                    self.open -= 1
+        return make(behaviour)
 
 
 def handler_parts(handler: grpc.RpcMethodHandler) -> tuple[str, Callable, Callable]:

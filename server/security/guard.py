@@ -19,10 +19,12 @@ __all__ = ["AuthGuard"]
 def _interceptor_bounds(settings: Settings) -> dict:
     """How failed authentication is collapsed in the audit log (`failures.FailedAuthDigest`;
     denied calls are collapsed over the same interval and number of pairs, `AuditWriter`),
-    and how long a request the methods open to anyone take (`rpc.bounded_requests`)."""
+    how long a request the methods open to anyone take (`rpc.bounded_requests`), and how
+    many of their streams may be open at once (`rpc.CallCap`)."""
     return {"failure_seconds": settings.audit_failure_seconds,
             "failure_pairs": settings.limits.audit_failure_pairs,
-            "open_request_bytes": settings.limits.open_request_bytes}
+            "open_request_bytes": settings.limits.open_request_bytes,
+            "open_streams": settings.limits.open_streams}
 
 
 class AuthGuard:

@@ -2,7 +2,8 @@
 against the roles the auth config grants; the handler finds the caller in `current_principal()`.
 
 It sits after the metrics interceptor and before the error mapping. Health and reflection stay
-open, their request messages bounded (`Limits.open_request_bytes`): anyone may send them.
+open, their request messages bounded (`Limits.open_request_bytes`): anyone may send them; the
+streams among them (Health/Watch) are at most `Limits.open_streams` open at once, per process.
 
 A caller is known before its request is read: gRPC reads a unary call's request (up to
 `grpc_max_message_bytes`) before the handler runs, so a call whose metadata alone does not
@@ -32,7 +33,7 @@ import grpc
 
 from ..errors import PermissionDenied, TailorError, Unauthenticated
 from ..logging import current_call
-from ..rpc import bounded_requests, final_status, handler_parts, reading_later
+from ..rpc import CallCap, bounded_requests, final_status, handler_parts, reading_later
 from .authn import Authenticator
 from .failures import FailedAuthDigest
 from .logging import logger
@@ -108,11 +109,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     only for failed authentication: `peer`, `reason`, `count`); failed authentication is
     collapsed per (peer, reason) over `failure_seconds`, at most `failure_pairs` pairs; the
     methods open to anyone (health, reflection) take requests of `open_request_bytes` at most
-    (`rpc.bounded_requests`)."""
+    (`rpc.bounded_requests`), and at most `open_streams` of their streams (Health/Watch) are
+    open at once (`rpc.CallCap`)."""
 
     def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None,
                  *, failure_seconds: float = 60.0, failure_pairs: int = 256,
-                 open_request_bytes: int = 4096):
+                 open_request_bytes: int = 4096, open_streams: int = 1000):
         self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
         self.authenticator = authenticator
         self.roles = roles or RoleTable()
@@ -120,6 +122,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.failures = (FailedAuthDigest(audit, failure_seconds, failure_pairs)
                          if audit is not None else None)
         self.open_request_bytes = open_request_bytes
+        self.open_streams = CallCap(open_streams, "streams of the methods open to anyone "
+                                                  "(Health/Watch)")
 
     def replace(self, authenticator: Authenticator, roles: RoleTable) -> None:
         """Use a new auth config from the next call on (SIGHUP reload)."""
@@ -141,6 +145,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 return None
             if method.startswith(OPEN_PREFIXES):  # health, reflection: open, small requests
                 handler = bounded_requests(handler, self.open_request_bytes)
+                if handler.response_streaming:  # Check stays unbounded: it ends at once
+                    handler = self.open_streams.bound(handler)
                 pair = self._handlers[method] = (handler, handler)
             else:
                 pair = self._handlers[method] = self._wrap(method, handler)
