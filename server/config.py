@@ -265,8 +265,8 @@ class Limits(BaseModel):
     send; more is refused RESOURCE_EXHAUSTED, every time (gRPC's own default refused 8-16 KiB at
     random: a JWT with many claims failed one call in two). Raise it for larger JWTs."""
     open_request_bytes: int = Field(4096, ge=1024, le=1 << 20)
-    """Longest request message of the methods open to anyone, health and reflection (a service
-    or symbol name); a longer one is refused RESOURCE_EXHAUSTED unparsed. gRPC reads a message
+    """Longest request message of health (open to anyone) and reflection (a service or symbol
+    name); a longer one is refused RESOURCE_EXHAUSTED unparsed. gRPC reads a message
     whole before any handler (up to `grpc_max_message_bytes`), and Health/Watch held its
     request as long as the stream stayed open: eight anonymous 60 MiB ones held 1.4 GB."""
     open_streams: int = Field(1000, ge=1)
@@ -565,7 +565,9 @@ class Settings(BaseSettings):
     Without it every call is allowed (all roles but `pii-reader`: PII stays masked); serve
     that way on loopback only."""
     reflection: bool = True
-    """Serve gRPC reflection (open to everyone, like health)."""
+    """Serve gRPC reflection (`grpcurl ... list`): with `auth_config`, to any caller it
+    authenticates (a token of any role), never an anonymous one (UNAUTHENTICATED: it names
+    every service and method); without one, to everyone (`--insecure` aside, on loopback)."""
     pii_keys: tuple[str, ...] = (
         "email", "*email*", "*e_mail*", "phone", "*phone*", "mobile", "*mobile*", "name",
         "first_name", "last_name", "middle_name", "full_name", "given_name", "family_name",

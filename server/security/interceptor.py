@@ -1,9 +1,10 @@
 """The authentication + authorization interceptor: every call is authenticated, then checked
 against the roles the auth config grants; the handler finds the caller in `current_principal()`.
 
-It sits after the metrics interceptor and before the error mapping. Health and reflection stay
-open, their request messages bounded (`Limits.open_request_bytes`): anyone may send them; the
-streams among them (Health/Watch) are at most `Limits.open_streams` open at once, per process.
+It sits after the metrics interceptor and before the error mapping. Health stays open to
+anyone, its Watch streams at most `Limits.open_streams` open at once, per process; reflection
+takes any authenticated caller; the request messages of both (a service or symbol name) are
+bounded (`Limits.open_request_bytes`).
 
 A caller is known before its request is read: gRPC reads a unary call's request (up to
 `grpc_max_message_bytes`) before the handler runs, so a call whose metadata alone does not
@@ -43,6 +44,7 @@ from .roles import (
     OPEN_PREFIXES,
     PII_READER,
     SENSITIVE,
+    SMALL_REQUEST_PREFIXES,
     UNMASKED_READS,
     UNMASKED_STREAMS,
     RoleTable,
@@ -108,9 +110,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     `record(principal, method, target, status, request_id, **details)` (sync or async; details
     only for failed authentication: `peer`, `reason`, `count`); failed authentication is
     collapsed per (peer, reason) over `failure_seconds`, at most `failure_pairs` pairs; the
-    methods open to anyone (health, reflection) take requests of `open_request_bytes` at most
-    (`rpc.bounded_requests`), and at most `open_streams` of their streams (Health/Watch) are
-    open at once (`rpc.CallCap`)."""
+    methods whose requests are a name (health, reflection) take requests of `open_request_bytes`
+    at most (`rpc.bounded_requests`), and at most `open_streams` streams of those open to anyone
+    (Health/Watch) are open at once (`rpc.CallCap`)."""
 
     def __init__(self, authenticator: Authenticator, roles: RoleTable | None = None, audit=None,
                  *, failure_seconds: float = 60.0, failure_pairs: int = 256,
@@ -143,8 +145,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             handler = await continuation(handler_call_details)
             if handler is None:
                 return None
-            if method.startswith(OPEN_PREFIXES):  # health, reflection: open, small requests
+            if method.startswith(SMALL_REQUEST_PREFIXES):  # health, reflection: a name
                 handler = bounded_requests(handler, self.open_request_bytes)
+            if method.startswith(OPEN_PREFIXES):  # health: anyone's
                 if handler.response_streaming:  # Check stays unbounded: it ends at once
                     handler = self.open_streams.bound(handler)
                 pair = self._handlers[method] = (handler, handler)

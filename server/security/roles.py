@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 
-__all__ = ["ANY_AUTHENTICATED", "BUILTIN_ROLES", "OPEN_PREFIXES", "PII_READER", "ROLE_NAMES",
-           "RPC_ROLES", "SENSITIVE", "RoleTable", "default_patterns"]
+__all__ = ["ANY_AUTHENTICATED", "BUILTIN_ROLES", "OPEN_PREFIXES", "PII_READER", "REFLECTION",
+           "ROLE_NAMES", "RPC_ROLES", "SENSITIVE", "SMALL_REQUEST_PREFIXES", "RoleTable",
+           "default_patterns"]
 
 PII_READER = "pii-reader"
 ANY_AUTHENTICATED = "*"
@@ -26,6 +27,7 @@ _RECOMMEND = "/tailor.v1.RecommendationService/"
 _MESSAGING = "/tailor.v1.MessagingService/"
 _CATALOG = "/tailor.v1.CatalogService/"
 AUDIT_PATTERN = "/tailor.v1.AuditService/*"
+REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 RPC_ROLES: dict[str, tuple[str, ...]] = {
     _MODEL + "PushBundle": ("admin",),
@@ -83,13 +85,19 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _CATALOG + "UpsertItems": ("admin",),
     _CATALOG + "RemoveItems": ("admin",),
     "/tailor.v1.AuditService/TailAudit": ("auditor",),  # the audit log's room (server/security/audit)
+    # Reflection lists every service and method and describes their messages: any caller
+    # known to the auth config (grpcurl with its token), never an anonymous one.
+    REFLECTION: (ANY_AUTHENTICATED,),
 }
 """Every Tailor RPC → the roles that may call it (built-in roles; the auth config may redefine
 them). `auditor` also gets every AuditService method through `AUDIT_PATTERN`."""
 
-OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-"""Methods anyone may call, authenticated or not: health checks and reflection (which
-`Settings.reflection` can turn off)."""
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+"""Methods anyone may call, authenticated or not: health checks (probes, load balancers)."""
+SMALL_REQUEST_PREFIXES = (*OPEN_PREFIXES, "/grpc.reflection.")
+"""Methods whose request messages are a service or symbol name: at most
+`Limits.open_request_bytes` each (reflection, which `Settings.reflection` can turn off, takes
+any authenticated caller: `RPC_ROLES`)."""
 
 SENSITIVE = frozenset({
     _MODEL + "PushBundle", _MODEL + "Rollback", _MODEL + "PromoteCanary", _MODEL + "AbortCanary",

@@ -91,10 +91,30 @@ async def test_health_and_reflection_stay_open_and_ping_takes_any_principal(chan
     await dpb_grpc.DiagnosticsServiceStub(chan).Ping(dpb.PingRequest(), metadata=bearer(auth[1]["tracker"]))
 
 
-async def test_open_methods_refuse_a_large_request_unparsed(chan):
-    """Health and reflection are open to anyone, and gRPC reads a request whole (up to 64 MiB)
-    before any handler: a stranger's Health/Watch held its request as long as the stream
-    stayed open (eight 60 MiB ones took a server from 206 MB to 1,608 MB, for good)."""
+async def test_reflection_takes_any_authenticated_caller_and_no_anonymous_one(chan, auth):
+    """Reflection names every service and method: anonymous callers of a server with an auth
+    config were served it (the service list, UNAUTHENTICATED now); a token of any role is."""
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    def listing(*metadata):
+        return reflection_pb2_grpc.ServerReflectionStub(chan).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), metadata=metadata)
+    with pytest.raises(grpc.RpcError) as err:
+        [reply async for reply in listing()]
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as err:
+        [reply async for reply in listing(*bearer("not-a-token"))]
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    replies = [reply async for reply in listing(*bearer(auth[1]["tracker"]))]
+    names = {s.name for r in replies for s in r.list_services_response.service}
+    assert {"tailor.v1.ProfileService", "grpc.health.v1.Health"} <= names
+
+
+async def test_open_methods_refuse_a_large_request_unparsed(chan, auth):
+    """Health is open to anyone, and gRPC reads a request whole (up to 64 MiB) before any
+    handler: a stranger's Health/Watch held its request as long as the stream stayed open
+    (eight 60 MiB ones took a server from 206 MB to 1,608 MB, for good); reflection's
+    requests (a symbol name) are as bounded, for the callers it takes."""
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
     health = health_pb2_grpc.HealthStub(chan)
     big = health_pb2.HealthCheckRequest(service="x" * 65536)
@@ -106,7 +126,8 @@ async def test_open_methods_refuse_a_large_request_unparsed(chan):
     assert (await _code(health.Check(big)))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
     reflect = reflection_pb2_grpc.ServerReflectionStub(chan).ServerReflectionInfo(iter([
         reflection_pb2.ServerReflectionRequest(list_services=""),
-        reflection_pb2.ServerReflectionRequest(file_containing_symbol="x" * 65536)]))
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="x" * 65536)]),
+        metadata=bearer(auth[1]["tracker"]))
     with pytest.raises(grpc.RpcError) as err:
         [reply async for reply in reflect]
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
