@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import AuthConfigInvalid
-from .roles import ROLE_NAMES, RoleTable
+from .roles import ANY_AUTHENTICATED, ROLE_NAMES, RoleTable
 
 __all__ = ["AuthConfig", "JwtSettings", "Principal", "load_auth_config", "token_hash",
            "writable_by_all"]
@@ -116,6 +116,19 @@ def _principal(path, name: str, entry, known_roles: Iterable[str]) -> Principal:
     if not ("token_sha256" in entry or "cert_subject" in entry):
         raise AuthConfigInvalid(path, f"principals.{name} needs token_sha256 or cert_subject")
     return Principal(name, roles)
+
+
+def _roles(path, raw) -> dict[str, list[str]]:
+    """The `[roles]` table: role -> method patterns. `*` is no role a config may define: it is
+    the pseudo-role of any authenticated caller (`roles.ANY_AUTHENTICATED`), so the methods it
+    named were opened to every principal, whatever its roles (a tracker could DeleteProfile)."""
+    roles = _table(path, "roles", raw)
+    if ANY_AUTHENTICATED in roles:
+        raise AuthConfigInvalid(path, f"roles.\"{ANY_AUTHENTICATED}\": \"{ANY_AUTHENTICATED}\" "
+                                      "stands for any authenticated caller, whatever its roles: "
+                                      "it would open the methods it names to every principal; "
+                                      "name the role and grant it to the principals that need it")
+    return {r: _strings(path, f"roles.{r}", p) for r, p in roles.items()}
 
 
 def _leeway(path, value) -> float:
@@ -222,8 +235,7 @@ def load_auth_config(path: Path) -> AuthConfig:
                                       "as UTF-8") from None
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise AuthConfigInvalid(path, str(err)) from None
-    overrides = {r: _strings(path, f"roles.{r}", p)
-                 for r, p in _table(path, "roles", raw.get("roles", {})).items()}
+    overrides = _roles(path, raw.get("roles", {}))
     known = ROLE_NAMES | set(overrides)
     by_token, by_cert = {}, {}
     for name, entry in _table(path, "principals", raw.get("principals", {})).items():

@@ -117,6 +117,19 @@ def test_a_bad_auth_config_is_refused_with_its_reason(tmp_path):
             load_auth_config(path)
 
 
+def test_a_role_named_star_is_refused_not_granted_to_every_principal(tmp_path):
+    """`*` is the pseudo-role of any authenticated caller: a `[roles]` entry of that name
+    (a typo, a copied pattern) loaded, and every principal could call what it named (a
+    tracker's DeleteProfile and ExportProfile were let through)."""
+    path = tmp_path / "auth.toml"
+    path.write_text('[roles]\n"*" = ["/tailor.v1.ProfileService/*"]\n'
+                    f'[principals.ingest]\nroles = ["tracker"]\ntoken_sha256 = "{"ab" * 32}"\n')
+    with pytest.raises(AuthConfigInvalid, match=r'roles\."\*": "\*" stands for any authenticated'):
+        load_auth_config(path)
+    path.write_text('[roles]\nstar = ["/tailor.v1.ProfileService/*"]\n')  # a named role loads
+    assert "star" in load_auth_config(path).roles.allowed("/tailor.v1.ProfileService/GetProfile")
+
+
 
 @pytest.mark.parametrize("field, first, second", [("token_sha256", "ab" * 32, "AB" * 32),
                                                    ("cert_subject", "ops.example", "ops.example")])
