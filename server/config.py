@@ -285,8 +285,10 @@ class Limits(BaseModel):
     decides, as when the body stalls or breaks off after the status."""
     http_connections: int = Field(256, ge=1)
     """Most connections the public HTTP port holds open at once, per process (from the accept,
-    a TLS handshake included, to the close); one more is answered 503 (over TLS: closed) at
-    once. A TLS handshake must end within `http_idle_seconds`. Keep it well
+    a TLS handshake included, to the close); one more closes the connection that has waited
+    longest for a request (kept alive between requests, in its handshake, or without a
+    complete head) and takes its place; only when every one is inside a request is it answered
+    503 (over TLS: closed) at once. A TLS handshake must end within `http_idle_seconds`. Keep it well
     under the process's open-file limit (`ulimit -n`, often 1024): each connection is a file
     descriptor, and the store and the gRPC port need theirs. A pending request head holds up to
     `http_headers` x 8 KiB of memory: 256 x 32 x 8 KiB = 64 MiB at most."""

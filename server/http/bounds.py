@@ -6,7 +6,13 @@ default keep-alive) and waits for a body forever; a few thousand such sockets us
 process's file descriptors, and the gRPC port (same process) stopped answering too.
 
 - `CappedRunner`: an `AppRunner` whose sites count their connections from the TCP accept, a
-  TLS handshake included; one past `http_connections` gets `503` (over TLS: is closed) at once.
+  TLS handshake included. One past `http_connections` closes the connection that has waited
+  longest for a request (idle between requests, in its TLS handshake, or with no complete
+  request head yet) and takes its place; only when every connection is inside a request does
+  it get `503` (over TLS: is closed) at once. Closing an idle keep-alive connection loses
+  nothing (HTTP/1.1 lets either side close one between requests; clients reconnect): before,
+  one client holding the 256 connections with a request on each every 10 s kept everyone
+  else (unsubscribe links, STOP webhooks) out for as long as it liked.
   With TLS the runner does the handshake itself (`loop.start_tls`), bounded by the idle limit:
   asyncio's own, in `create_server(ssl=...)`, ran 60 s before aiohttp saw the connection, so
   sockets that never sent a ClientHello were held uncounted (~20 new ones a second reached the
@@ -98,7 +104,7 @@ class _Counted(asyncio.Protocol):
     """One connection, counted from its accept: aiohttp's protocol behind it while under the
     cap (after the TLS handshake, with TLS), else the 503 (over TLS: closed)."""
 
-    __slots__ = ("cap", "inner", "counted", "upgrade", "early")
+    __slots__ = ("cap", "inner", "counted", "upgrade", "early", "transport", "accepted")
 
     def __init__(self, cap: ConnectionCap):
         self.cap, self.inner, self.counted, self.upgrade = cap, None, False, None
@@ -109,18 +115,37 @@ class _Counted(asyncio.Protocol):
         if self.cap.closed:  # accepted while the port stops
             transport.close()
             return
-        if self.cap.open >= self.cap.most:
+        if self.cap.open >= self.cap.most and not self.cap.make_room():
             if self.cap.tls is None:
                 transport.write(OVER_CAP_REPLY)
             transport.close()
             return
         self.cap.open += 1
         self.counted = True
+        self.transport, self.accepted = transport, asyncio.get_running_loop().time()
+        self.cap.live.add(self)
         if self.cap.tls is None:
             self._serve(transport)
             return
         transport.pause_reading()  # the ClientHello waits for the TLS protocol (`start_tls`)
         self.upgrade = asyncio.ensure_future(self._handshake(transport))
+
+    def waiting_since(self) -> float | None:
+        """When this connection began waiting for a request (its accept, or its last reply);
+        None while a request is inside it (its head complete: being read or answered)."""
+        inner = self.inner
+        if inner is None:  # in its TLS handshake, or just accepted
+            return self.accepted
+        waiter = getattr(inner, "_waiter", None)  # aiohttp's RequestHandler waiting for a head
+        if waiter is None or waiter.done() or getattr(inner, "_messages", None):
+            return None
+        return getattr(inner, "_next_keepalive_close_time", self.accepted + self.cap.idle) \
+            - self.cap.idle
+
+    def evict(self) -> None:
+        """Close this waiting connection now, its place freed at once."""
+        self._uncount()
+        self.transport.abort()
 
     async def _handshake(self, transport) -> None:
         self.cap.handshakes.add(transport)
@@ -150,6 +175,7 @@ class _Counted(asyncio.Protocol):
         if self.counted:
             self.counted = False
             self.cap.open -= 1
+            self.cap.live.discard(self)
 
     def connection_lost(self, exc) -> None:
         self._uncount()
@@ -177,14 +203,28 @@ class _Counted(asyncio.Protocol):
 class ConnectionCap:
     """A protocol factory (what `loop.create_server` calls per connection) around aiohttp's:
     at most `most` connections open at once, each made TLS by `tls` (when given) within
-    `handshake_seconds`."""
+    `handshake_seconds`; `idle` is aiohttp's keep-alive timeout (how long one may wait for a
+    request), by which `make_room` finds the connection that has waited longest."""
 
     def __init__(self, factory: Callable[[], asyncio.Protocol], most: int,
-                 tls: ssl.SSLContext | None = None, handshake_seconds: float = 60.0):
-        self.factory, self.most, self.open = factory, most, 0
+                 tls: ssl.SSLContext | None = None, handshake_seconds: float = 60.0,
+                 idle: float = 60.0):
+        self.factory, self.most, self.open, self.idle = factory, most, 0, idle
         self.tls, self.handshake_seconds = tls, handshake_seconds
         self.handshakes: set[asyncio.BaseTransport] = set()
+        self.live: set[_Counted] = set()
+        """The connections counted in `open`."""
         self.closed = False
+
+    def make_room(self) -> bool:
+        """Close the connection that has waited longest for a request, if any waits (False:
+        every one is inside a request)."""
+        waiting = [(since, conn) for conn in self.live
+                   if (since := conn.waiting_since()) is not None]
+        if not waiting:
+            return False
+        min(waiting, key=lambda pair: pair[0])[1].evict()
+        return True
 
     def __call__(self) -> asyncio.Protocol:
         return _Counted(self)
@@ -217,7 +257,7 @@ class CappedRunner(web.AppRunner):
         if inner is None:
             return None
         if self._cap is None or self._cap.factory is not inner:
-            self._cap = ConnectionCap(inner, self._most, self._tls, self._idle)
+            self._cap = ConnectionCap(inner, self._most, self._tls, self._idle, self._idle)
         return self._cap
 
     async def cleanup(self) -> None:

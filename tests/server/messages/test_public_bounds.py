@@ -63,9 +63,21 @@ async def test_a_body_that_does_not_arrive_is_408(settings, channel):
     await ping(channel)
 
 
+SLOW_BODY = b"POST /sms/inbound HTTP/1.1\r\nHost: tailor\r\nContent-Length: 100\r\n\r\nFrom="
+
+
+async def reply(reader) -> bytes:
+    """One reply's head and body off a kept-alive connection."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+    return head + await asyncio.wait_for(reader.readexactly(length), 3)
+
+
 async def test_connections_past_the_limit_get_503_at_once_and_their_slots_come_back(
         settings, channel):
-    held = [await connect(settings) for _ in range(MOST)]
+    """503 when every connection is inside a request (here each waits for its body)."""
+    held = [await connect(settings, SLOW_BODY) for _ in range(MOST)]
+    await asyncio.sleep(0.2)  # each head read: its handler reads the body
     over, _ = await connect(settings)
     got, took = await closed_within(over, 2)
     assert got.startswith(b"HTTP/1.1 503 ") and took < 1
@@ -76,6 +88,28 @@ async def test_connections_past_the_limit_get_503_at_once_and_their_slots_come_b
     reader, writer = await connect(settings, b"GET /u/x HTTP/1.1\r\nHost: tailor\r\n"
                                              b"Connection: close\r\n\r\n")
     assert (await closed_within(reader, 3))[0].startswith(b"HTTP/1.1 400 ")  # served again
+
+
+async def test_keep_alive_connections_past_the_limit_make_room_for_a_new_one(settings, channel):
+    """One client holding every connection, each with a request now and then (within the idle
+    limit), kept everyone else out (503) for as long as it liked: unsubscribe links and STOP
+    webhooks too. A new connection past the limit now closes the one that has waited longest
+    for a request; requests under way are never cut."""
+    kept = [await connect(settings) for _ in range(MOST)]
+    for reader, writer in kept:  # each asks once, and keeps its connection
+        writer.write(b"GET /u/x HTTP/1.1\r\nHost: tailor\r\n\r\n")
+        assert (await reply(reader)).startswith(b"HTTP/1.1 400 ")
+        await asyncio.sleep(0.05)
+    reader, writer = await connect(settings, b"GET /u/x HTTP/1.1\r\nHost: tailor\r\n"
+                                             b"Connection: close\r\n\r\n")
+    assert (await closed_within(reader, 3))[0].startswith(b"HTTP/1.1 400 ")  # served, not 503
+    assert (await closed_within(kept[0][0], 1))[0] == b""  # the longest idle closed
+    for other, writer in kept[1:]:  # the others still serve
+        writer.write(b"GET /u/x HTTP/1.1\r\nHost: tailor\r\n\r\n")
+        assert (await reply(other)).startswith(b"HTTP/1.1 400 ")
+    for _, writer in kept:
+        writer.close()
+    await ping(channel)
 
 
 async def test_a_malformed_request_head_is_400_and_one_quiet_line_without_what_it_sent(
