@@ -34,6 +34,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--bundle", type=Path, help="bundle directory to serve at start")
     p.add_argument("--workers", type=int, help="server processes sharing the port")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics HTTP port")
+    p.add_argument("--metrics-host", help="its listen address (default 127.0.0.1, whatever "
+                   "--host is)")
     p.add_argument("--public-http-port", type=int, help="public HTTP port: one-click "
                    "unsubscribe /u/<token>, inbound SMS /sms/inbound (HTTPS when TLS is on)")
     p.add_argument("--public-url", help="externally visible base URL of that port, used in "

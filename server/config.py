@@ -348,8 +348,13 @@ class Settings(BaseSettings):
     """Log one line per RPC on `tailor.access`: method, status code and milliseconds (with the
     request id and trace of the call, like every line logged during it)."""
     metrics_port: int | None = Field(None, ge=0, le=65535)
-    """HTTP port for Prometheus metrics, on `host`; None disables the endpoint. Served over
-    HTTPS with the gRPC port's certificate (and client CA) when TLS is on."""
+    """HTTP port for Prometheus metrics, on `metrics_host`; None disables the endpoint. Served
+    over HTTPS with the gRPC port's certificate (and client CA) when TLS is on."""
+    metrics_host: str = "127.0.0.1"
+    """Address the metrics endpoint listens on: this machine only by default, whatever `host`
+    is. Its figures name campaigns, model versions and counts, and it asks no credential but a
+    client certificate (`tls_client_ca`): set it (e.g. 0.0.0.0) for a scraper elsewhere; the
+    start then warns, unless a client CA is set, that anyone reaching the port reads them."""
 
     tls_cert: Path | None = None
     """PEM certificate chain of the gRPC port; with `tls_key`, TLS is on. Re-read on SIGHUP."""

@@ -12,6 +12,7 @@ view (counters and histograms summed over workers, gauges as their `multiprocess
 from __future__ import annotations
 
 import collections
+import logging
 import os
 
 from prometheus_client import (
@@ -25,6 +26,7 @@ from prometheus_client import (
 )
 
 from .errors import FailedPrecondition
+from .security.hosts import with_port
 
 __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRPC_SENT",
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
@@ -197,6 +199,8 @@ def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):
     except OSError as err:  # in use, or not an address of this machine: one line, exit 2
         raise FailedPrecondition(f"could not serve metrics on {host}:{port}: "
                                  f"{err.strerror or err}") from None
+    logging.getLogger("tailor.metrics").info(  # loopback unless `metrics_host` says otherwise
+        "metrics on %s://%s/metrics", "http" if tls is None else "https", with_port(host, port))
     if tls is None:
         return lambda: None
     return lambda: tls.reload_context(httpd.socket.context)

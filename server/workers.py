@@ -153,7 +153,7 @@ def serve(settings: Settings) -> None:
     if settings.workers == 1:
         if settings.metrics_port:
             from .metrics import serve_metrics
-            reload_metrics = serve_metrics(settings.metrics_port, settings.host.strip("[]"), tls)
+            reload_metrics = serve_metrics(settings.metrics_port, settings.metrics_host.strip("[]"), tls)
         asyncio.run(_serve_one(settings, on_hup=reload_metrics))
         return
     if settings.port == 0:
@@ -177,7 +177,7 @@ def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
     try:
         if settings.metrics_port:  # before any worker: a port in use stops here, alone
             from .metrics import serve_metrics
-            reload_metrics = serve_metrics(settings.metrics_port, settings.host.strip("[]"), tls)
+            reload_metrics = serve_metrics(settings.metrics_port, settings.metrics_host.strip("[]"), tls)
         _supervise(settings, reload_metrics)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

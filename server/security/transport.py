@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .errors import ServeRefused, TlsFileInvalid
-from .hosts import is_loopback
+from .hosts import is_loopback, with_port
 from .principals import writable_by_all
 
 __all__ = ["ServerTls", "check_exposure", "no_passphrase"]
@@ -32,16 +32,17 @@ logger = logging.getLogger("tailor.security.transport")
 
 
 def check_exposure(settings) -> str | None:
-    """The secure-by-default rule, checked before anything binds (gRPC and metrics ports share
-    `host`). Raises ServeRefused with one line naming the flags when a non-loopback bind lacks TLS
-    or an auth config, plain SMTP goes to a relay off this host, or an exposed public port's
-    links are not https, and `--insecure` was not given; else returns a warning to log naming
-    each of those `--insecure` let through, None when nothing was."""
+    """The secure-by-default rule, checked before anything binds. Raises ServeRefused with one
+    line naming the flags when a non-loopback bind lacks TLS or an auth config, plain SMTP goes
+    to a relay off this host, or an exposed public port's links are not https, and `--insecure`
+    was not given; else returns a warning to log naming each of those `--insecure` let through,
+    and a metrics port exposed without a client CA (`_check_metrics`), None when nothing was."""
     if (settings.tls_key is None) != (settings.tls_cert is None):
         raise ServeRefused("--tls-cert and --tls-key go together")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise ServeRefused("--tls-client-ca needs --tls-cert and --tls-key")
-    relaxed = [why for why in (_check_public_url(settings), _check_smtp(settings)) if why]
+    relaxed = [why for why in (_check_public_url(settings), _check_smtp(settings),
+                               _check_metrics(settings)) if why]
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
     if not (tls and auth):
         missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth))
@@ -53,6 +54,17 @@ def check_exposure(settings) -> str | None:
         relaxed.insert(0, f"serving without {missing}" +
                        ("" if auth else ": every caller is unauthenticated"))
     return "; ".join(relaxed) or None
+
+
+def _check_metrics(settings) -> str | None:
+    """What a metrics port on a non-loopback `metrics_host` lets through without a client CA
+    (its only credential): warned, not refused, since a scraper elsewhere is why it is set."""
+    if getattr(settings, "metrics_port", None) is None or is_loopback(settings.metrics_host) \
+            or settings.tls_client_ca is not None:
+        return None
+    return (f"metrics on {with_port(settings.metrics_host, settings.metrics_port)} without "
+            "--tls-client-ca: anyone who reaches the port reads them (campaign ids, model "
+            "versions, counts)")
 
 
 def _check_smtp(settings) -> str | None:
