@@ -275,6 +275,13 @@ class Limits(BaseModel):
     caller likes (10,000 anonymous ones took a server from 175 to 230 MB). Health/Check is not
     bounded (it ends at once): load balancers and probes use it; a client watching health
     (gRPC client-side health checking) holds one Watch per connection."""
+    metrics_connections: int = Field(32, ge=1, le=1024)
+    """Most connections the /metrics endpoint serves at once (each on a thread of its own, per
+    server: the parent's with `--workers`); one more is closed unread. A scrape takes one."""
+    metrics_seconds: float = Field(10.0, gt=0, le=300)
+    """Longest one /metrics connection may last, its TLS handshake included; then it is cut.
+    Before, a connection that sent nothing held its thread for good, and over TLS one that
+    never sent a ClientHello stopped every scrape."""
     webhook_signatures: int = Field(100_000, ge=1)
     """Most signatures of accepted webhook requests remembered (per process) to refuse a replay
     within `webhook_tolerance_seconds`; beyond it the oldest are forgotten (the timestamp check

@@ -16,13 +16,13 @@ import logging
 import os
 
 from prometheus_client import (
+    REGISTRY,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
     multiprocess,
-    start_http_server,
 )
 
 from .errors import FailedPrecondition
@@ -183,19 +183,23 @@ def report_drift(version: str, feature: str, psi: float) -> None:
     DRIFT_PSI.labels(version, feature).set(psi)
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):
+def serve_metrics(port: int, host: str = "127.0.0.1", tls=None, limits=None):
     """Expose /metrics on `port` (merging all worker processes in multiprocess mode), over
-    HTTPS with `tls` (a `ServerTls`: same certificate and client CA as the gRPC port). Returns
-    a callable that re-reads the certificate files (SIGHUP)."""
-    kw = {}
+    HTTPS with `tls` (a `ServerTls`: same certificate and client CA as the gRPC port), at most
+    `limits.metrics_connections` at once, each within `limits.metrics_seconds`
+    (`metrics_http`). Returns a callable that re-reads the certificate files (SIGHUP)."""
+    from .config import DEFAULT_LIMITS
+    from .metrics_http import metrics_server
+    from .security.transport import metrics_context
+    limits = limits or DEFAULT_LIMITS
+    registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        kw["registry"] = CollectorRegistry()
-        multiprocess.MultiProcessCollector(kw["registry"])
-    if tls is not None:
-        kw.update(certfile=str(tls.cert), keyfile=str(tls.key), client_auth_required=bool(tls.client_ca),
-                  client_cafile=str(tls.client_ca) if tls.client_ca else None)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    ctx = metrics_context(tls) if tls is not None else None
     try:
-        httpd, _ = start_http_server(port, addr=host, **kw)
+        metrics_server(host, port, registry, limits.metrics_connections, limits.metrics_seconds,
+                       ctx)
     except OSError as err:  # in use, or not an address of this machine: one line, exit 2
         raise FailedPrecondition(f"could not serve metrics on {host}:{port}: "
                                  f"{err.strerror or err}") from None
@@ -203,4 +207,4 @@ def serve_metrics(port: int, host: str = "127.0.0.1", tls=None):
         "metrics on %s://%s/metrics", "http" if tls is None else "https", with_port(host, port))
     if tls is None:
         return lambda: None
-    return lambda: tls.reload_context(httpd.socket.context)
+    return lambda: tls.reload_context(ctx)

@@ -152,8 +152,7 @@ def serve(settings: Settings) -> None:
     reload_metrics = lambda: None  # noqa: E731
     if settings.workers == 1:
         if settings.metrics_port:
-            from .metrics import serve_metrics
-            reload_metrics = serve_metrics(settings.metrics_port, settings.metrics_host.strip("[]"), tls)
+            reload_metrics = _serve_metrics(settings, tls)
         asyncio.run(_serve_one(settings, on_hup=reload_metrics))
         return
     if settings.port == 0:
@@ -168,6 +167,13 @@ def serve(settings: Settings) -> None:
             sock.close()
 
 
+def _serve_metrics(settings: Settings, tls: ServerTls | None):
+    """/metrics on `metrics_host` (`metrics.serve_metrics`); returns its SIGHUP reloader."""
+    from .metrics import serve_metrics
+    return serve_metrics(settings.metrics_port, settings.metrics_host.strip("[]"), tls,
+                         settings.limits)
+
+
 def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
     """The parent of `--workers N`, once its ports are held: the workers' metrics dir, the
     merged /metrics, and the workers themselves (`_supervise`)."""
@@ -176,8 +182,7 @@ def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     try:
         if settings.metrics_port:  # before any worker: a port in use stops here, alone
-            from .metrics import serve_metrics
-            reload_metrics = serve_metrics(settings.metrics_port, settings.metrics_host.strip("[]"), tls)
+            reload_metrics = _serve_metrics(settings, tls)
         _supervise(settings, reload_metrics)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

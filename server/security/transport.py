@@ -26,7 +26,7 @@ from .errors import ServeRefused, TlsFileInvalid
 from .hosts import is_loopback, with_port
 from .principals import writable_by_all
 
-__all__ = ["ServerTls", "check_exposure", "no_passphrase"]
+__all__ = ["ServerTls", "check_exposure", "metrics_context", "no_passphrase"]
 
 logger = logging.getLogger("tailor.security.transport")
 
@@ -180,6 +180,18 @@ class ServerTls:
         def switch(sock, server_name: str | None, current: ssl.SSLContext) -> None:
             sock.context = fresh
         ctx.sni_callback = switch
+
+
+def metrics_context(tls: ServerTls) -> ssl.SSLContext:
+    """The /metrics endpoint's server context: `tls`'s certificate, and its client CA required
+    when it has one (`ServerTls.reload_context` re-reads both on SIGHUP)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert, tls.key, password=no_passphrase(tls.key))
+    if tls.client_ca is not None:
+        ctx.load_verify_locations(tls.client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 def no_passphrase(key: Path):
