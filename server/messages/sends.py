@@ -37,11 +37,13 @@ from ..store.keys import SEND_JOB_PREFIX, SEND_USER_PREFIX, SEP, send_job_key, s
 from .owned import opened_if_users
 
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
-           "ERASED"]
+           "ERASED", "ARCHIVED"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
 ERASED = "erased"
 """The suppressed reason of a recipient whose profile was deleted before the message went."""
+ARCHIVED = "archived"
+"""The suppressed reason of a recipient whose campaign was archived before the message went."""
 
 
 @dataclass

@@ -1,0 +1,50 @@
+"""Archiving a campaign stops its stored messages: a deferred ComposeMessage's (quiet hours, a
+send window) and a SendCampaign's not yet handed over (deferred, or still being composed) get
+nothing once the campaign is archived; they are counted suppressed `archived` and their
+decisions withdrawn (a real relay on loopback, a real store)."""
+import asyncio
+import time
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+
+from .conftest import email_spec
+from .test_compose_deferred import AHEAD, compose, deferred, sent_events, settings  # noqa: F401
+from .test_send_campaign import audience, until_done
+
+
+async def test_archiving_stops_a_deferred_message(tailor_server, sink, campaigns, profiles,
+                                                  messaging):
+    """It went at its send_at all the same: the user of an archived campaign got mail."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec("other")))
+    await audience(profiles, ["a1", "a2"])
+    with deferred(tailor_server):
+        got = await compose(messaging, "a1")
+        clock = await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="other", user_id="a2", deliver=True), timeout=30)
+    assert got.scheduled and clock.scheduled
+    await campaigns.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id="mail"))
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    await asyncio.sleep(1.5)
+    assert [r[0] for _, r, _ in sink.arrived] == ["a2@example.com"]
+    assert await sent_events(profiles) == [clock.decision_id]
+
+
+async def test_archiving_stops_a_sends_waiting_messages(tailor_server, sink, campaigns, profiles,
+                                                        messaging):
+    """A SendCampaign's messages deferred by quiet hours went after the archive."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["b1", "b2", "b3"])
+    with deferred(tailor_server):
+        started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+            campaign_id="mail", user_ids=["b1", "b2", "b3"], rate_per_second={"email": 1000}))
+        deadline = time.time() + 10
+        while time.time() < deadline and not all(  # composed, waiting for their send_at
+                r.state == "ready" for r in tailor_server.sends.records.recipients(
+                    started.send_id, False)):
+            await asyncio.sleep(0.05)
+    await campaigns.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id="mail"))
+    done = await until_done(messaging, started.send_id, AHEAD + 15)
+    assert (done.sent, dict(done.suppressed_by_reason)) == (0, {"archived": 3})
+    assert sink.arrived == [] and await sent_events(profiles) == []
