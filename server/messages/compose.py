@@ -28,7 +28,7 @@ from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
 from .delivery import Delivery
-from .errors import LoggedOnAPlacement, NotAMessageChannel
+from .errors import LoggedOnAPlacement, NotAMessageChannel, ScheduledNotSent
 from .logging import logger
 from .once import Once
 from .phones import AddressIndex
@@ -79,6 +79,8 @@ class Message:
     delivered: bool = False
     scheduled: bool = False
     """`deliver` stored it to go at its `send_at` (the contact policy deferred it)."""
+    send_id: str = ""
+    """A scheduled message's send job (GetSendProgress): `jobs.scheduled_id`."""
     shown: list = field(default_factory=list, repr=False, compare=False)
     """(query, answer, time asked) of each `recommend()` call of the render, not yet logged as
     impressions (`Composer.record_shown`)."""
@@ -174,12 +176,13 @@ class Composer:
             out.delivered = await self.delivery.hand(out, user_id, to, data, once)
             return
         try:
-            out.scheduled = await self.later.schedule(  # its caller giving up or not
+            progress = await self.later.schedule(  # its caller giving up or not
                 out, user_id, to, data, self.shown_items(out), once,
                 stored=None if out.repeat else lambda: self.record_shown(out))
         except TailorError:  # not stored: nobody will receive it
             await self._withdraw(out)
             raise
+        _followed(out, progress)
 
     @staticmethod
     def shown_items(out: Message) -> list[str]:
@@ -387,6 +390,19 @@ class Composer:
         out.sms = check_parts(variant.id, out.channel, out.parts, self.limits)
         if out.channel == "email":
             out.headers = self.email_headers(out.decision_id or "preview", out.unsubscribe_url)
+
+
+def _followed(out: Message, progress) -> None:
+    """`out` scheduled, as its send job (`progress`) has it: a repeat of its request after
+    the job ended says it went (`delivered`), was stopped (`suppressed` with the reason:
+    `archived`, `no_consent`...) or did not go (ScheduledNotSent, the adapter's reason)."""
+    out.scheduled, out.send_id = True, progress.send_id
+    if progress.sent:
+        out.delivered = True
+    elif progress.suppressed:
+        out.suppressed, out.reason = True, next(iter(progress.suppressed))
+    elif progress.failed:
+        raise ScheduledNotSent(out.channel, next(iter(progress.failed)))
 
 
 def _message(campaign, choice) -> Message:

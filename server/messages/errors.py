@@ -102,6 +102,16 @@ class DeliveryInDoubt(FailedPrecondition):
                          "is not sent again (compose with a new request_id to send another)")
 
 
+class ScheduledNotSent(FailedPrecondition):
+    """A repeat of a ComposeMessage request whose deferred message did not go at its send_at
+    (the adapter refused it or every retry failed: a dead letter keeps it; or it could not be
+    rendered again): the repeat says so rather than `scheduled`."""
+
+    def __init__(self, channel: str, reason: str):
+        super().__init__(f"deliver: the {channel} message scheduled by this request_id did not "
+                         f"go at its send_at ({reason})")
+
+
 class Transient(Exception):
     """An adapter's failure worth retrying (an SMTP 4xx reply, a webhook's 5xx or 429, a
     timeout, a refused or dropped connection). `reason` is short and names no one."""

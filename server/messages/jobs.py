@@ -40,7 +40,7 @@ from .once import Once
 from .sending import SendJob
 from .sends import FAILED, READY, SUPPRESSED, Recipient, SendRecords
 
-__all__ = ["SendJobs", "SendProgress"]
+__all__ = ["SendJobs", "SendProgress", "scheduled_id"]
 
 logger = logging.getLogger("tailor.messages.send")
 
@@ -68,6 +68,11 @@ class SendProgress:
         return cls(send_id, job["campaign"], job["total"], job["sent"], dict(job[SUPPRESSED]),
                    dict(job[FAILED]), job["started"], job["finished"])
 
+
+
+def scheduled_id(decision_id: str) -> str:
+    """The send id of a deferred ComposeMessage's job: its decision's (GetSendProgress)."""
+    return f"send-{decision_id}"
 
 
 class SendJobs:
@@ -151,10 +156,11 @@ class SendJobs:
         return SendProgress.of(send_id, job)
 
     async def schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
-                       once: Once | None = None, stored=None) -> bool:
+                       once: Once | None = None, stored=None) -> SendProgress:
         """Store a ComposeMessage's `message` (flattened: `data`, to `to`; showing `items`)
         that the contact policy deferred to its send_at as a job of its own, `ready`, and start
-        it when it is due (True: scheduled). `once`: the request's delivery claim; a repeat of
+        it when it is due; the job's progress (`scheduled_id`: its send id; a repeat's says
+        how it ended, while it is kept). `once`: the request's delivery claim; a repeat of
         the request is answered from it and schedules nothing (nor does a second call of one
         decision: the job's id is the decision's); `stored()`: called once this call stored
         the job (the message's impressions: `Composer.record_shown`). Shielded: a caller giving up meanwhile
@@ -169,13 +175,15 @@ class SendJobs:
         return await asyncio.shield(task)
 
     async def _schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
-                        once: Once | None, stored) -> bool:
+                        once: Once | None, stored) -> SendProgress:
+        send_id = scheduled_id(message.decision_id)
         if once is not None and await once.claim(time.time() + self.delivery.claim_seconds) \
-                is not None:
-            return True  # the request's first call scheduled it
+                is not None:  # the request's first call scheduled it: how is it doing?
+            job = await asyncio.to_thread(self.records.job, send_id)
+            return SendProgress.of(send_id, job) if job is not None else SendProgress(
+                send_id, message.campaign_id, 1, 0)  # gone: erased, or kept past its time
         r = Recipient(0, user_id, READY, message.decision_id, "", message.send_at,
                       {"to": to, "raw": data.decode("latin-1")}, 0.0, message.channel, items)
-        send_id = f"send-{message.decision_id}"
         try:
             job, created = await asyncio.to_thread(
                 self.records.create, send_id, message.campaign_id, [r],
@@ -194,7 +202,7 @@ class SendJobs:
             except TailorError as err:  # stored: it goes; a repeat finds the claim lapsed (doubt)
                 logger.warning("send %s: keeping its request's state failed: %s", send_id,
                                type(err).__name__)
-        return True
+        return SendProgress.of(send_id, job)
 
     async def progress(self, send_id: str) -> SendProgress:
         check_id("send_id", send_id, self.limits.id_bytes)

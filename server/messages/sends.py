@@ -15,8 +15,11 @@ counts always match the records; `claim` reads and sets the owners of jobs in on
 transaction, so of several workers starting at once one resumes a job. `finish` stamps the job and drops its
 recipients' records (they name users; the counts stay). A ComposeMessage the contact policy
 deferred is a job of its own (`jobs.SendJobs.schedule`): its one recipient is written `ready`,
-the job holds `due` (its send_at: it is started then), and `finish` drops it whole (one a
-deferred message: kept, they would pile up). A recipient's record is sealed under
+the job holds `due` (its send_at: it is started then), and `finish` keeps its record (counts,
+no user) for `kept` seconds (a request id's window), so its progress and a repeat of its
+request say how it ended: an expiry key (`send_expiry_key`) each, and each finish drops up to
+`EXPIRE_PER_FINISH` expired ones (one a deferred message kept for good would pile up; before,
+it was dropped at once and GetSendProgress answered NOT_FOUND). A recipient's record is sealed under
 their data key (`Store.seal_for_user`), so its bytes on freed pages stay closed once the user's
 key is shredded. DeleteProfile reaches the records of unfinished jobs (`erase_user`, a
 `UserEraser`, run before the shred; only the user's records are opened: `owned`): an unsettled
@@ -33,7 +36,16 @@ from dataclasses import dataclass, field
 
 from ..processes import process_started
 from ..store import Store
-from ..store.keys import SEND_JOB_PREFIX, SEND_USER_PREFIX, SEP, send_job_key, send_user_key, send_user_prefix
+from ..store.keys import (
+    SEND_EXPIRY_PREFIX,
+    SEND_JOB_PREFIX,
+    SEND_USER_PREFIX,
+    SEP,
+    send_expiry_key,
+    send_job_key,
+    send_user_key,
+    send_user_prefix,
+)
 from .owned import opened_if_users
 
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
@@ -44,6 +56,8 @@ ERASED = "erased"
 """The suppressed reason of a recipient whose profile was deleted before the message went."""
 ARCHIVED = "archived"
 """The suppressed reason of a recipient whose campaign was archived before the message went."""
+EXPIRE_PER_FINISH = 8
+"""Expired kept jobs (finished deferred ComposeMessages') a finish deletes at most."""
 
 
 @dataclass
@@ -98,8 +112,10 @@ def _count(job: dict, r: Recipient) -> None:
 
 
 class SendRecords:
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, kept: float = 3600.0):
+        """`kept`: seconds a finished deferred ComposeMessage's job record is kept
+        (`Limits.request_id_window_seconds`: as long as a repeat of its request may ask)."""
+        self.store, self.kept = store, kept
         self._t = store.table("sends")
 
     def create(self, send_id: str, campaign_id: str, users: list[str | Recipient],
@@ -265,15 +281,30 @@ class SendRecords:
 
     def finish(self, send_id: str) -> None:
         """Stamp the job finished and drop its recipients' records; a deferred ComposeMessage's
-        job (`due`) is dropped whole."""
+        job (`due`) is kept `kept` seconds (its expiry key), and up to `EXPIRE_PER_FINISH`
+        expired ones go."""
         def fn(txn):
-            key = send_job_key(send_id)
+            key, now = send_job_key(send_id), time.time()
             raw = self._t.get(txn, key)  # None: a deferred message's job, erased whole
             job = None if raw is None else json.loads(bytes(raw))
-            if job is not None and "due" in job:
-                self._t.delete(txn, key)
-            elif job is not None:
-                job["finished"] = time.time()
+            if job is not None:
+                job["finished"] = now
                 self._t.put(txn, key, json.dumps(job).encode())
+            if job is not None and "due" in job:
+                self._t.put(txn, send_expiry_key(now + self.kept, send_id), b"")
+                self._expire(txn, now)
             self._t.delete_prefix(txn, send_user_prefix(send_id))
         self.store.write(fn)
+
+    def _expire(self, txn, now: float) -> None:
+        """Delete up to `EXPIRE_PER_FINISH` kept jobs whose time is up (oldest first)."""
+        gone, due = [], send_expiry_key(now, "")
+        for key, _ in self._t.items(txn, SEND_EXPIRY_PREFIX):
+            key = bytes(key)
+            if not key.startswith(SEND_EXPIRY_PREFIX) or key >= due or \
+                    len(gone) == EXPIRE_PER_FINISH:
+                break
+            gone.append(key)
+        for key in gone:
+            self._t.delete(txn, key)
+            self._t.delete(txn, send_job_key(key.rsplit(SEP, 1)[1].decode()))

@@ -24,7 +24,7 @@ class MessageConverter:
                          variant_id=m.variant_id, channel=m.channel, send_at=m.send_at,
                          suppressed=m.suppressed, reason=m.reason, holdout=m.holdout,
                          parts=m.parts, headers=m.headers, unsubscribe_url=m.unsubscribe_url,
-                         delivered=m.delivered, scheduled=m.scheduled)
+                         delivered=m.delivered, scheduled=m.scheduled, send_id=m.send_id)
         if m.sms:
             out.sms.CopyFrom(pb.SmsLength(encoding=m.sms["sms_encoding"], units=m.sms["sms_units"],
                                           segments=m.sms["sms_segments"]))

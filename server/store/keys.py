@@ -42,6 +42,7 @@ prefix ever matches them.
     meta       suppression-spelling             entries' spelling    SUPPRESSION_SPELLING
     sends      j␟<send id>                      send job             send_job_key
     sends      u␟<send id>␟<8-digit seq>        one recipient's send send_user_key
+    sends      e␟<ms>␟<send id>                 when a kept job goes send_expiry_key
     catalog    <item id>                        catalog update       catalog_item_key
     meta       catalog-seq                      last update's seq    CATALOG_SEQ
     impressions <kid>␟<user hash>␟<ms>␟<request id>  impression       impression_key
@@ -96,6 +97,7 @@ __all__ = [
     "address_key", "address_entry_key", "address_user_key", "address_token_entry_key",
     "address_token_user_key", "ADDRESS_UNNAMED", "ATTRIBUTES_BACKFILL",
     "PHONE_USER_PREFIX", "send_job_key", "SEND_JOB_PREFIX", "send_user_key", "send_user_prefix",
+    "send_expiry_key", "SEND_EXPIRY_PREFIX",
     "SEND_USER_PREFIX", "catalog_item_key", "CATALOG_SEQ", "impression_key",
     "impression_user_prefix", "impression_ms", "impression_count_key", "IMPRESSION_COUNT_PREFIX",
     "impression_bucket_key", "impression_bucket_prefix", "IMPRESSION_BUCKET_PREFIX",
@@ -431,6 +433,15 @@ def send_user_key(send_id: str, seq: int) -> bytes:
     """One recipient of a job, by position in the audience (the user id is in the value, so
     the job's records scan in audience order)."""
     return send_user_prefix(send_id) + b"%08d" % seq
+
+
+SEND_EXPIRY_PREFIX = b"e" + SEP
+
+
+def send_expiry_key(at: float, send_id: str) -> bytes:
+    """When the kept record of a finished deferred ComposeMessage's job goes (empty value;
+    `messages.sends`): keys in time order, so the expired ones scan first."""
+    return SEND_EXPIRY_PREFIX + ms_part(at) + SEP + send_id.encode()
 
 
 # -- catalog updates between trainings (UpsertItems, RemoveItems) ---------------------------------

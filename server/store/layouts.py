@@ -258,10 +258,14 @@ KINDS: tuple[RecordKind, ...] = (
                "(contact.addresses.SPELLING)"),
     RecordKind("send_job", "sends", 2, lambda k: k.startswith(K.SEND_JOB_PREFIX),
                "JSON {campaign, context, rates, total, counts, owner, started, finished, "
-               "terms, due (a deferred ComposeMessage's job: when to start it)} "
+               "terms, due (a deferred ComposeMessage's job: when to start it; kept "
+               "finished until its send_expiry)} "
                "(messages.sends); 2: terms keyed, a plain digest of them (a Tailor from "
                "before) replaced by plain_terms, a keyed digest of it (messages.jobs)",
                steps={1: _send_job_terms_keyed}),
+    RecordKind("send_expiry", "sends", 1, lambda k: k.startswith(K.SEND_EXPIRY_PREFIX),
+               "empty: a finished deferred ComposeMessage's send_job is kept until the time "
+               "in the key (messages.sends)"),
     RecordKind("send_recipient", "sends", 1, lambda k: k.startswith(K.SEND_USER_PREFIX),
                "JSON {user, state, decision, reason, send_at, message} of one recipient of a "
                "send job (messages.sends)"),

@@ -177,7 +177,7 @@ class SmsLength(_message.Message):
     def __init__(self, encoding: _Optional[str] = ..., units: _Optional[int] = ..., segments: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("campaign_id", "decision_id", "variant_id", "channel", "send_at", "suppressed", "reason", "holdout", "parts", "headers", "unsubscribe_url", "sms", "delivered", "scheduled")
+    __slots__ = ("campaign_id", "decision_id", "variant_id", "channel", "send_at", "suppressed", "reason", "holdout", "parts", "headers", "unsubscribe_url", "sms", "delivered", "scheduled", "send_id")
     class PartsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -206,6 +206,7 @@ class Message(_message.Message):
     SMS_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
     SCHEDULED_FIELD_NUMBER: _ClassVar[int]
+    SEND_ID_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     decision_id: str
     variant_id: str
@@ -220,4 +221,5 @@ class Message(_message.Message):
     sms: SmsLength
     delivered: bool
     scheduled: bool
-    def __init__(self, campaign_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., holdout: _Optional[bool] = ..., parts: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., unsubscribe_url: _Optional[str] = ..., sms: _Optional[_Union[SmsLength, _Mapping]] = ..., delivered: _Optional[bool] = ..., scheduled: _Optional[bool] = ...) -> None: ...
+    send_id: str
+    def __init__(self, campaign_id: _Optional[str] = ..., decision_id: _Optional[str] = ..., variant_id: _Optional[str] = ..., channel: _Optional[str] = ..., send_at: _Optional[float] = ..., suppressed: _Optional[bool] = ..., reason: _Optional[str] = ..., holdout: _Optional[bool] = ..., parts: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., unsubscribe_url: _Optional[str] = ..., sms: _Optional[_Union[SmsLength, _Mapping]] = ..., delivered: _Optional[bool] = ..., scheduled: _Optional[bool] = ..., send_id: _Optional[str] = ...) -> None: ...
