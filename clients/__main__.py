@@ -179,6 +179,8 @@ def _campaign(client: TailorClient, args) -> object:
                                     request_id=args.request_id)
     if args.action == "progress":
         return client.send_progress(args.send)
+    if args.action == "cancel":
+        return client.cancel_send(args.send)
     if args.action == "export":
         records = client.export_decisions(
             args.campaign, start=_time_flag("--start", args.start), end=_time_flag("--end", args.end),
@@ -640,7 +642,7 @@ def _model_parser(sub, common) -> None:
 
 def _campaign_parser(sub, common) -> None:
     ca = sub.add_parser("campaign", help="campaigns: create/update/list/archive, choose, reward, stats, "
-                        "sample-size, plan, send, progress, export")
+                        "sample-size, plan, send, progress, cancel, export")
     acts = ca.add_subparsers(dest="action", required=True)
     for name in ("create", "update"):
         p = acts.add_parser(name, parents=[common], help=f"{name} from a CampaignSpec JSON file")
@@ -689,6 +691,9 @@ def _campaign_parser(sub, common) -> None:
                     "prints the job it started instead of starting another (default: a new one)")
     pr = acts.add_parser("progress", parents=[common], help="counts of a send job")
     pr.add_argument("--send", required=True, metavar="SEND_ID")
+    cn = acts.add_parser("cancel", parents=[common], help="stop a send job (a `send`'s, or a "
+                         "scheduled message's send id); prints its counts")
+    cn.add_argument("--send", required=True, metavar="SEND_ID")
     ex = acts.add_parser("export", parents=[common], help="decision log as JSON lines (training ope input)")
     ex.add_argument("--campaign", default="")
     ex.add_argument("--out", required=True)

@@ -136,6 +136,8 @@ class SendProgress:
     done: bool
     started_at: float
     finished_at: float
+    cancelled_at: float = 0.0
+    """When CancelSend stopped it (0: not cancelled)."""
 
     @classmethod
     def from_pb(cls, msg: msg_pb.SendProgress) -> SendProgress:

@@ -486,6 +486,12 @@ class TailorClient:
         req = msg_pb.GetSendProgressRequest(send_id=send_id)
         return SendProgress.from_pb(self._call(self._messaging.GetSendProgress, req, timeout))
 
+    def cancel_send(self, send_id: str, timeout: float | None = None) -> SendProgress:
+        """Stop a send job (a SendCampaign's, or a scheduled message's `send_id`): nothing more
+        of it goes; its unsettled recipients are counted suppressed `cancelled`."""
+        req = msg_pb.CancelSendRequest(send_id=send_id)
+        return SendProgress.from_pb(self._call(self._messaging.CancelSend, req, timeout))
+
     def dead_letters(self, limit: int = 100, channel: str = "",
                      timeout: float | None = None) -> list[DeadLetter]:
         """Messages no adapter could deliver, newest first (of `channel`, if given)."""

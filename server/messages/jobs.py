@@ -58,6 +58,7 @@ class SendProgress:
     failed: dict[str, int] = field(default_factory=dict)
     started_at: float = 0.0
     finished_at: float = 0.0
+    cancelled_at: float = 0.0
 
     @property
     def pending(self) -> int:
@@ -66,7 +67,7 @@ class SendProgress:
     @classmethod
     def of(cls, send_id: str, job: dict) -> SendProgress:
         return cls(send_id, job["campaign"], job["total"], job["sent"], dict(job[SUPPRESSED]),
-                   dict(job[FAILED]), job["started"], job["finished"])
+                   dict(job[FAILED]), job["started"], job["finished"], job.get("cancelled", 0.0))
 
 
 
@@ -202,6 +203,32 @@ class SendJobs:
             except TailorError as err:  # stored: it goes; a repeat finds the claim lapsed (doubt)
                 logger.warning("send %s: keeping its request's state failed: %s", send_id,
                                type(err).__name__)
+        return SendProgress.of(send_id, job)
+
+    async def cancel(self, send_id: str) -> SendProgress:
+        """CancelSend: stop a send job, a SendCampaign's or a deferred ComposeMessage's (its
+        send id: `scheduled_id`), from any process: nothing more of it goes; what is not
+        settled yet is counted suppressed `cancelled` and its decisions withdrawn. Answered
+        its progress: a deferred message's settled at once; a SendCampaign job's by its runner
+        (at once in this process; within `sending.CANCEL_POLL` in another; a job whose owner
+        is gone is claimed and settled here). A job that ended is answered as it ended."""
+        check_id("send_id", send_id, self.limits.id_bytes)
+        job, decision = await asyncio.to_thread(self.records.cancel, send_id)
+        if job is None:
+            raise NotFound("send", send_id)
+        if decision:
+            await SendJob.withdraw(self.composer, send_id, [decision])
+        timer = self._waiting.pop(send_id, None)
+        if timer is not None:  # a deferred message's, settled: its start is not needed
+            timer.cancel()
+        running = self._running.get(send_id)
+        if running is not None:
+            running[0].cancel()
+        elif not job["finished"]:
+            claimed = await asyncio.to_thread(self.records.claim, [send_id], os.getpid(),
+                                              owner_alive)
+            if send_id in claimed:  # its owner is gone: settled here, not at the next start
+                self._run(send_id, claimed[send_id])
         return SendProgress.of(send_id, job)
 
     async def progress(self, send_id: str) -> SendProgress:

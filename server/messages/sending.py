@@ -55,6 +55,7 @@ starts, and those inside their transaction get the relay's timeout to be accepte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -65,7 +66,17 @@ from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
 from .errors import BadAddress
-from .sends import ARCHIVED, FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
+from .sends import (
+    ARCHIVED,
+    CANCELLED,
+    FAILED,
+    PENDING,
+    READY,
+    SENT,
+    SUPPRESSED,
+    Recipient,
+    SendRecords,
+)
 from .settling import Settler
 
 __all__ = ["TokenBucket", "SendJob"]
@@ -79,6 +90,10 @@ BURST_SECONDS = 0.5
 seconds of its rate: it catches up, so the rate over a minute holds."""
 MAX_IDLE_WAIT = 60.0
 """Longest single sleep while waiting for a deferred message's send_at."""
+CANCEL_POLL = 1.0
+"""Seconds between a running job's reads of its record for a CancelSend another process took."""
+SETTLE_CHUNK = 1000
+"""Recipients a cancelled job settles in one write transaction."""
 
 
 class TokenBucket:
@@ -120,6 +135,18 @@ class SendJob:
         """Messages being handed over now (from the send to their settled record)."""
         self._handed = asyncio.Event()
         self._handed.set()
+        self._cancelled = asyncio.Event()
+        """CancelSend: nothing more is composed or starts going (`cancel`)."""
+        self._drained = asyncio.Event()
+        """Every lane ended (`_watch` stops)."""
+        self._lanes_open = lanes
+
+    def cancel(self) -> None:
+        """CancelSend (its record says so already): compose no more, start no message; those
+        being handed over end as they end, the rest are settled suppressed `cancelled`
+        (`_settle_cancelled`) before the job finishes."""
+        self._stopping = True
+        self._cancelled.set()
 
     async def stop(self, wait: float) -> None:
         """Start no message from now; give those being handed over `wait` seconds to be
@@ -142,6 +169,8 @@ class SendJob:
         due: asyncio.Queue = asyncio.Queue(maxsize=self.lanes)
         later = [(r.send_at, r.seq, r) for r in todo if r.state == READY]
         heapq.heapify(later)
+        if self.job.get("cancelled"):
+            self.cancel()  # cancelled before it ran here (its owner had gone): settle it
         # One task failing (a store write, a bug) cancels the others and ends the job with its
         # error (it resumes at the next start), rather than leaving the rest waiting forever.
         async with asyncio.TaskGroup() as tasks:
@@ -149,14 +178,44 @@ class SendJob:
             tasks.create_task(self._deliver_all(queue, later, due))
             for _ in range(self.lanes):
                 tasks.create_task(self._lane(due))
+            tasks.create_task(self._watch())
         await self._record_sent()
+        if self._cancelled.is_set():
+            await self._settle_cancelled()
         await asyncio.to_thread(self.records.finish, self.send_id)
         logger.info("send %s finished (deliveries settled: %d records in %d transactions)",
                     self.send_id, self.settler.settled, self.settler.writes)
 
     # -- compose -----------------------------------------------------------------------------------
+    async def _watch(self) -> None:
+        """Read the job's record every `CANCEL_POLL` seconds until the lanes end: a CancelSend
+        taken by another process (or its record gone) cancels the job here."""
+        while not self._drained.is_set():
+            try:
+                await asyncio.wait_for(self._drained.wait(), CANCEL_POLL)
+            except TimeoutError:
+                job = await asyncio.to_thread(self.records.job, self.send_id)
+                if job is None or job.get("cancelled"):
+                    self.cancel()
+
+    async def _settle_cancelled(self) -> None:
+        """Settle every recipient still pending or ready suppressed `cancelled` (in chunks of
+        `SETTLE_CHUNK`) and withdraw their decisions: nobody received those messages. A
+        pending one's decision may be logged (a kill mid-batch before a resume): read."""
+        rest = [r for r in await asyncio.to_thread(self.records.recipients, self.send_id, False)
+                if r.state in (PENDING, READY)]
+        logged = await self._logged([r for r in rest if r.state == PENDING])
+        decisions = [r.decision for r in rest if r.decision] + list(logged)
+        for r in rest:
+            r.state, r.reason = SUPPRESSED, CANCELLED
+        for at in range(0, len(rest), SETTLE_CHUNK):
+            await asyncio.to_thread(self.records.update, self.send_id, rest[at:at + SETTLE_CHUNK])
+        await self._withdraw(decisions)
+
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
+            if self._cancelled.is_set():
+                break  # the rest stay pending: `_settle_cancelled`
             chunk = await self._not_erased(todo[at:at + self.ahead])
             logged = await self._logged(chunk)
             rendered: dict[int, object] = {}
@@ -177,13 +236,19 @@ class SendJob:
         toward no frequency cap, stats or default reward (as ComposeMessage's:
         `Composer._withdraw`). After their records are settled: a crash between the two leaves
         them pending, as before."""
+        await self.withdraw(self.composer, self.send_id, decisions)
+
+    @staticmethod
+    async def withdraw(composer: Composer, send_id: str, decisions: list[str]) -> None:
+        """`_withdraw` of job `send_id`'s `decisions` (also CancelSend's: `jobs`); a failure
+        is logged (the messages are settled either way)."""
         if not decisions:
             return
         try:
-            await self.composer.campaigns.withdraw(decisions)
+            await composer.campaigns.withdraw(decisions)
         except TailorError as err:
-            logger.warning("send %s: withdrawing %d failed messages' decisions failed: %s",
-                           self.send_id, len(decisions), type(err).__name__)
+            logger.warning("send %s: withdrawing %d messages' decisions failed: %s",
+                           send_id, len(decisions), type(err).__name__)
 
     async def _not_erased(self, recipients: list[Recipient]) -> list[Recipient]:
         """Those whose profile was not deleted since the job read them (DeleteProfile settled
@@ -247,15 +312,21 @@ class SendJob:
             await due.put(None)
 
     async def _dispatch(self, queue: asyncio.Queue, later: list, due: asyncio.Queue) -> None:
-        """Composed messages to the lanes now, or to the heap until their send_at."""
+        """Composed messages to the lanes now, or to the heap until their send_at. Once
+        cancelled, none: the composed ones are drained (their records stay `ready`)."""
         composing = True
         while composing or later:
+            if self._cancelled.is_set():
+                while composing:
+                    composing = await queue.get() is not None
+                return
             if later and later[0][0] <= time.time():
                 await due.put(heapq.heappop(later)[2])
                 continue
             wait = min(later[0][0] - time.time(), MAX_IDLE_WAIT) if later else None
             if not composing:
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):  # woken by a cancel
+                    await asyncio.wait_for(self._cancelled.wait(), wait)
                 continue
             try:  # (no deferred message: no timer per message)
                 r = await (queue.get() if wait is None else asyncio.wait_for(queue.get(), wait))
@@ -280,6 +351,9 @@ class SendJob:
                     return
                 await self._deliver(r, smtp)
         finally:
+            self._lanes_open -= 1
+            if not self._lanes_open:
+                self._drained.set()
             if smtp is not None:
                 await smtp.close()
 

@@ -49,13 +49,15 @@ from ..store.keys import (
 from .owned import opened_if_users
 
 __all__ = ["SendRecords", "Recipient", "PENDING", "READY", "SENT", "SUPPRESSED", "FAILED",
-           "ERASED", "ARCHIVED"]
+           "ERASED", "ARCHIVED", "CANCELLED"]
 
 PENDING, READY, SENT, SUPPRESSED, FAILED = "pending", "ready", "sent", "suppressed", "failed"
 ERASED = "erased"
 """The suppressed reason of a recipient whose profile was deleted before the message went."""
 ARCHIVED = "archived"
 """The suppressed reason of a recipient whose campaign was archived before the message went."""
+CANCELLED = "cancelled"
+"""The suppressed reason of a recipient whose job was cancelled (CancelSend) before it went."""
 EXPIRE_PER_FINISH = 8
 """Expired kept jobs (finished deferred ComposeMessages') a finish deletes at most."""
 
@@ -279,22 +281,60 @@ class SendRecords:
             _count(job, r)
             self._t.put(txn, key, json.dumps(job).encode())
 
+    def cancel(self, send_id: str) -> tuple[dict | None, str]:
+        """CancelSend: (the job, stamped `cancelled` unless it finished or was cancelled
+        before; None: no such job, the decision id to withdraw or ""), in one transaction.
+        A deferred ComposeMessage's job (`due`) is settled here too: its one recipient,
+        unless settled, counts suppressed `cancelled`, and the job finishes (its process's
+        timer then finds it done). A SendCampaign job's recipients are settled by its runner
+        (`sending.SendJob`: opening every record of a large job here would hold the write
+        lock for seconds)."""
+        def fn(txn):
+            key, now = send_job_key(send_id), time.time()
+            raw = self._t.get(txn, key)
+            job = None if raw is None else json.loads(bytes(raw))
+            if job is None or job["finished"] or job.get("cancelled"):
+                return job, ""
+            job["cancelled"], decision = now, ""
+            if "due" in job:
+                decision = self._cancel_one(txn, send_id, job)
+            self._t.put(txn, key, json.dumps(job).encode())
+            if "due" in job:
+                self._finish(txn, send_id, job, now)
+            return job, decision
+        return self.store.write(fn)
+
+    def _cancel_one(self, txn, send_id: str, job: dict) -> str:
+        """Count a deferred message's recipient suppressed `cancelled` unless settled (or
+        erased: no record); its decision id when it counted it."""
+        key = send_user_key(send_id, 0)
+        raw = self.store.open_for_user(txn, key, self._t.get(txn, key))
+        r = None if raw is None else Recipient.decode(0, raw)
+        if r is None or r.state not in (PENDING, READY):
+            return ""
+        r.state, r.reason = SUPPRESSED, CANCELLED
+        _count(job, r)
+        return r.decision
+
     def finish(self, send_id: str) -> None:
         """Stamp the job finished and drop its recipients' records; a deferred ComposeMessage's
         job (`due`) is kept `kept` seconds (its expiry key), and up to `EXPIRE_PER_FINISH`
         expired ones go."""
         def fn(txn):
-            key, now = send_job_key(send_id), time.time()
-            raw = self._t.get(txn, key)  # None: a deferred message's job, erased whole
-            job = None if raw is None else json.loads(bytes(raw))
-            if job is not None:
-                job["finished"] = now
-                self._t.put(txn, key, json.dumps(job).encode())
-            if job is not None and "due" in job:
+            raw = self._t.get(txn, send_job_key(send_id))  # None: a deferred message's job,
+            # erased whole
+            self._finish(txn, send_id, None if raw is None else json.loads(bytes(raw)),
+                         time.time())
+        self.store.write(fn)
+
+    def _finish(self, txn, send_id: str, job: dict | None, now: float) -> None:
+        if job is not None and not job["finished"]:  # (a deferred one cancelled: done)
+            job["finished"] = now
+            self._t.put(txn, send_job_key(send_id), json.dumps(job).encode())
+            if "due" in job:
                 self._t.put(txn, send_expiry_key(now + self.kept, send_id), b"")
                 self._expire(txn, now)
-            self._t.delete_prefix(txn, send_user_prefix(send_id))
-        self.store.write(fn)
+        self._t.delete_prefix(txn, send_user_prefix(send_id))
 
     def _expire(self, txn, now: float) -> None:
         """Delete up to `EXPIRE_PER_FINISH` kept jobs whose time is up (oldest first)."""

@@ -76,6 +76,7 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     # Sending to an audience is a campaign operation (like creating one); progress is a stat.
     _MESSAGING + "SendCampaign": ("admin",),
     _MESSAGING + "GetSendProgress": ("admin", "analyst"),
+    _MESSAGING + "CancelSend": ("admin",),  # stops a send, as SendCampaign starts one
     _MESSAGING + "ListDeadLetters": ("admin",),
     _MESSAGING + "RetryDeadLetter": ("admin",),
     # Ping runs the whole stack for benchmarks: any authenticated caller, so an anonymous one
@@ -109,6 +110,7 @@ SENSITIVE = frozenset({
     _MODEL + "ExportImpressions",
     # A mass send, re-sending a failed message, rendering any user's data into a preview.
     _MESSAGING + "SendCampaign", _MESSAGING + "RetryDeadLetter", _MESSAGING + "PreviewMessage",
+    _MESSAGING + "CancelSend",
 })
 """Methods whose every call goes to the audit log with its final status. Unmasked reads
 (GetProfile, UpsertAttributes by a `pii-reader`) are audited too (`interceptor`)."""

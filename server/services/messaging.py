@@ -36,7 +36,8 @@ class MessageConverter:
             send_id=p.send_id, campaign_id=p.campaign_id, total=p.total, sent=p.sent,
             suppressed=sum(p.suppressed.values()), suppressed_by_reason=p.suppressed,
             failed=sum(p.failed.values()), failed_by_reason=p.failed, pending=p.pending,
-            done=p.finished_at > 0, started_at=p.started_at, finished_at=p.finished_at)
+            done=p.finished_at > 0, started_at=p.started_at, finished_at=p.finished_at,
+            cancelled_at=p.cancelled_at)
 
 
     @staticmethod
@@ -81,6 +82,10 @@ class MessagingServicer(pb_grpc.MessagingServiceServicer):
     async def GetSendProgress(self, request: pb.GetSendProgressRequest,
                               context) -> pb.SendProgress:
         return MessageConverter.from_progress(await self.sends.progress(request.send_id))
+
+    @grpc_errors
+    async def CancelSend(self, request: pb.CancelSendRequest, context) -> pb.SendProgress:
+        return MessageConverter.from_progress(await self.sends.cancel(request.send_id))
 
     @grpc_errors
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest,

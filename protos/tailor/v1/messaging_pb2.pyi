@@ -80,8 +80,14 @@ class GetSendProgressRequest(_message.Message):
     send_id: str
     def __init__(self, send_id: _Optional[str] = ...) -> None: ...
 
+class CancelSendRequest(_message.Message):
+    __slots__ = ("send_id",)
+    SEND_ID_FIELD_NUMBER: _ClassVar[int]
+    send_id: str
+    def __init__(self, send_id: _Optional[str] = ...) -> None: ...
+
 class SendProgress(_message.Message):
-    __slots__ = ("send_id", "campaign_id", "total", "sent", "suppressed", "suppressed_by_reason", "failed", "failed_by_reason", "pending", "done", "started_at", "finished_at")
+    __slots__ = ("send_id", "campaign_id", "total", "sent", "suppressed", "suppressed_by_reason", "failed", "failed_by_reason", "pending", "done", "started_at", "finished_at", "cancelled_at")
     class SuppressedByReasonEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -108,6 +114,7 @@ class SendProgress(_message.Message):
     DONE_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_AT_FIELD_NUMBER: _ClassVar[int]
     send_id: str
     campaign_id: str
     total: int
@@ -120,7 +127,8 @@ class SendProgress(_message.Message):
     done: bool
     started_at: float
     finished_at: float
-    def __init__(self, send_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., suppressed: _Optional[int] = ..., suppressed_by_reason: _Optional[_Mapping[str, int]] = ..., failed: _Optional[int] = ..., failed_by_reason: _Optional[_Mapping[str, int]] = ..., pending: _Optional[int] = ..., done: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ...) -> None: ...
+    cancelled_at: float
+    def __init__(self, send_id: _Optional[str] = ..., campaign_id: _Optional[str] = ..., total: _Optional[int] = ..., sent: _Optional[int] = ..., suppressed: _Optional[int] = ..., suppressed_by_reason: _Optional[_Mapping[str, int]] = ..., failed: _Optional[int] = ..., failed_by_reason: _Optional[_Mapping[str, int]] = ..., pending: _Optional[int] = ..., done: _Optional[bool] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., cancelled_at: _Optional[float] = ...) -> None: ...
 
 class ComposeMessageRequest(_message.Message):
     __slots__ = ("campaign_id", "user_id", "context", "deliver", "request_id")

@@ -56,6 +56,11 @@ class MessagingServiceStub:
                 request_serializer=tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.SerializeToString,
                 response_deserializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
                 _registered_method=True)
+        self.CancelSend = channel.unary_unary(
+                '/tailor.v1.MessagingService/CancelSend',
+                request_serializer=tailor_dot_v1_dot_messaging__pb2.CancelSendRequest.SerializeToString,
+                response_deserializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
+                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/tailor.v1.MessagingService/ListDeadLetters',
                 request_serializer=tailor_dot_v1_dot_messaging__pb2.ListDeadLettersRequest.SerializeToString,
@@ -108,6 +113,17 @@ class MessagingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelSend(self, request, context):
+        """Stop a send job: a SendCampaign's, or a scheduled message's (Message.send_id). Nothing
+        more of it goes (a message already being handed to the relay ends as it ends); what was
+        not settled is counted suppressed `cancelled` and its decisions withdrawn. Answered the
+        job's progress (`cancelled_at` set; a job that ended is answered as it ended). NOT_FOUND
+        for an unknown send id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDeadLetters(self, request, context):
         """Messages no adapter could deliver (refused for good, or every retry failed), newest first.
         """
@@ -145,6 +161,11 @@ def add_MessagingServiceServicer_to_server(servicer, server):
             'GetSendProgress': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSendProgress,
                     request_deserializer=tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.FromString,
+                    response_serializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.SerializeToString,
+            ),
+            'CancelSend': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSend,
+                    request_deserializer=tailor_dot_v1_dot_messaging__pb2.CancelSendRequest.FromString,
                     response_serializer=tailor_dot_v1_dot_messaging__pb2.SendProgress.SerializeToString,
             ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
@@ -267,6 +288,33 @@ class MessagingService:
             target,
             '/tailor.v1.MessagingService/GetSendProgress',
             tailor_dot_v1_dot_messaging__pb2.GetSendProgressRequest.SerializeToString,
+            tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tailor.v1.MessagingService/CancelSend',
+            tailor_dot_v1_dot_messaging__pb2.CancelSendRequest.SerializeToString,
             tailor_dot_v1_dot_messaging__pb2.SendProgress.FromString,
             options,
             channel_credentials,

@@ -9,6 +9,7 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
 
 from .conftest import email_spec
+from .test_cancel_send import pending
 from .test_compose_deferred import AHEAD, compose, deferred, sent_events, settings  # noqa: F401
 from .test_send_campaign import audience, until_done
 
@@ -48,3 +49,4 @@ async def test_archiving_stops_a_sends_waiting_messages(tailor_server, sink, cam
     done = await until_done(messaging, started.send_id, AHEAD + 15)
     assert (done.sent, dict(done.suppressed_by_reason)) == (0, {"archived": 3})
     assert sink.arrived == [] and await sent_events(profiles) == []
+    assert await pending(campaigns) == []  # nobody received them: withdrawn
