@@ -65,7 +65,7 @@ from ..errors import TailorError
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
-from .errors import BadAddress
+from .errors import BadAddress, RenderFailed
 from .sends import (
     ARCHIVED,
     CANCELLED,
@@ -79,7 +79,7 @@ from .sends import (
 )
 from .settling import Settler
 
-__all__ = ["TokenBucket", "SendJob"]
+__all__ = ["TokenBucket", "SendJob", "failure"]
 
 logger = logging.getLogger("tailor.messages.send")
 
@@ -94,6 +94,19 @@ CANCEL_POLL = 1.0
 """Seconds between a running job's reads of its record for a CancelSend another process took."""
 SETTLE_CHUNK = 1000
 """Recipients a cancelled job settles in one write transaction."""
+
+
+def failure(err: TailorError) -> str:
+    """A recipient's failure reason (GetSendProgress counts by it): a bad address's; a
+    template that failed for them, with its message (variant, part, line, the error kind
+    and the name: `RenderFailed: variant 'v1', part 'subject', line 1: UndefinedError:
+    'first_name' is undefined`; never the user's data, and no more of them than the template
+    has names and lines), so a marketer sees what to fix; otherwise the error's class."""
+    if isinstance(err, BadAddress):
+        return err.reason
+    if isinstance(err, RenderFailed):
+        return f"{type(err).__name__}: {err}"
+    return type(err).__name__
 
 
 class TokenBucket:
@@ -294,12 +307,10 @@ class SendJob:
                 r.message = {"to": to, "raw": self.delivery.flatten(msg, to).decode("latin-1")}
                 r.state, r.items = READY, self.composer.shown_items(msg)
                 rendered[r.seq] = msg
-        except BadAddress as err:
-            r.state, r.reason = FAILED, err.reason
         except CampaignArchived:  # since the job started: it decides nothing more
             r.state, r.reason = SUPPRESSED, ARCHIVED
         except TailorError as err:
-            r.state, r.reason = FAILED, type(err).__name__
+            r.state, r.reason = FAILED, failure(err)
         except Exception as err:  # noqa: BLE001 - settled with a reason; the text may hold PII
             logger.error("send %s: composing failed: %s", self.send_id, type(err).__name__)
             r.state, r.reason = FAILED, "error"
@@ -437,7 +448,7 @@ class SendJob:
             if r.state == READY:  # not erased meanwhile (`update`): its items (impressions)
                 self.composer.record_shown(msg)
         except TailorError as err:
-            r.state, r.reason = FAILED, type(err).__name__
+            r.state, r.reason = FAILED, failure(err)
         except Exception as err:  # noqa: BLE001 - settled with a reason; the text may hold PII
             logger.error("send %s: rendering again failed: %s", self.send_id, type(err).__name__)
             r.state, r.reason = FAILED, "error"

@@ -130,5 +130,6 @@ async def test_a_message_whose_render_fails_at_its_turn_is_withdrawn(
     await catalog_pb2_grpc.CatalogServiceStub(channel).RemoveItems(
         capb.RemoveItemsRequest(item_ids=[top]))
     done = await until_done(messaging, started.send_id)
-    assert (done.sent, dict(done.failed_by_reason)) == (1, {"RenderFailed": 2})
+    assert (done.sent, dict(done.failed_by_reason)) == (
+        1, {"RenderFailed: variant 'v1', part 'html', line 1: ZeroDivisionError": 2})
     assert await pending(campaigns) == ["w1"]
