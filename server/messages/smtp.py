@@ -8,8 +8,12 @@ rate feels); the subject is an RFC 2047 encoded word, the parts quoted-printable
 the reference `wire.email_bytes` matches byte for byte (and falls back to) at 0.02 ms.
 `SmtpSender` keeps one authenticated connection open
 between sends (a lock orders them on it), one transaction after another on it (MAIL, RCPT,
-DATA), and reconnects once when the server dropped it; each send is one attempt, its failure
-classified transient or permanent (`classify`) for `retry.Retry`. A send that ends any other
+DATA), and reconnects once when the server dropped it while it was idle (found at MAIL or
+RCPT of a reused connection); each send is one attempt, its failure classified transient or
+permanent (`classify`) for `retry.Retry`. A drop once DATA started is the attempt's failure
+(transient: retried after its backoff), never a free second transaction: the relay may have
+kept the message, and each attempt sent it twice (a relay dropping every DATA got it 6 times
+in 3 attempts). A send that ends any other
 way (cancelled: a ComposeMessage whose caller gave up) drops the session too, since the relay's
 replies to it may still be on their way and the next message would read them as its own.
 """
@@ -114,7 +118,10 @@ async def _transaction(client: aiosmtplib.SMTP, sender: str, to: str, data: byte
     except ValueError:  # an address SMTP cannot carry (checked by aiosmtplib; its text holds
         await client.rset()  # the address): close the envelope; no retry changes it
         raise Permanent("smtp bad address") from None
-    await client.data(data)
+    try:
+        await client.data(data)
+    except aiosmtplib.SMTPServerDisconnected:  # the relay may have kept it: an attempt
+        raise Transient("smtp disconnected") from None
 
 
 class SmtpSender:
@@ -143,14 +150,15 @@ class SmtpSender:
         `Transient` or `Permanent` (`classify`) for `retry.Retry` to act on."""
         async with self._lock:
             for attempt in (1, 2):
+                reused = self._client is not None and self._client.is_connected
                 try:
-                    if self._client is None or not self._client.is_connected:
+                    if not reused:
                         self._client = await self._connect()
                     await call(self._client)
                     return
                 except aiosmtplib.SMTPServerDisconnected:
                     self._drop()
-                    if attempt == 2:
+                    if attempt == 2 or not reused:  # not an idle connection the relay closed
                         raise Transient("smtp disconnected") from None
                 except (aiosmtplib.SMTPException, OSError) as err:
                     self._drop()  # a fresh session for the next message, whatever state this one is in
