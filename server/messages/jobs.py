@@ -11,6 +11,12 @@ recipient, stored `ready` with its message, started when it is due (a timer per 
 task: a night of quiet hours may defer many; at most `send_connections` of them run at once:
 quiet hours end for a whole zone at once), which re-checks consent, the suppression list,
 erasure and the catalog before it goes, as every job does. A restart resumes it like any job.
+Its record is kept a while after it ended (`SendRecords.finish`), so GetSendProgress and a
+repeat of its request say how it ended.
+
+`cancel` (CancelSend) stops a job of any process: its record says so (`SendRecords.cancel`),
+and the runner, here or in the process running it (`SendJob.cancel`, `sending.CANCEL_POLL`),
+settles what is left.
 """
 from __future__ import annotations
 

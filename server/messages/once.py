@@ -11,7 +11,9 @@ is kept in the request's entry, in the store (any worker): the call that claims 
     sent          delivered (its `<channel>_sent` event recorded again: a no-op by event id,
                   or the one a crash lost before it was recorded)
     scheduled     the contact policy deferred it, and its send job is stored
-                  (`jobs.SendJobs.schedule`): it goes at its send_at, from that job alone
+                  (`jobs.SendJobs.schedule`): it goes at its send_at, from that job alone;
+                  a repeat reads that job's record for how it ended (delivered, stopped,
+                  refused by the adapter) while it is kept
     refused,      the error the first call answered (DeliveryRefused / DeliveryUnavailable,
     unavailable   with its reason and attempts); its dead letter is there to retry
     sending       DeliveryInProgress (FAILED_PRECONDITION): the first call is still at it
