@@ -258,6 +258,11 @@ class Delivery:
         """Why a stored message (composed earlier) may not go now: `gate.SendGate.refusal`."""
         return None if self.gate is None else self.gate.refusal(user, channel, purpose, to)
 
+    async def archived(self, campaign: str) -> str | None:
+        """`archived` when a stored message's campaign was archived since (`SendGate.archived`);
+        None when it was not, or there is no gate."""
+        return None if self.gate is None else await self.gate.archived(campaign)
+
     async def purpose(self, campaign: str) -> str:
         """The campaign's purpose, as `refusal` asks for it."""
         return MARKETING if self.gate is None else await self.gate.purpose(campaign)
@@ -341,8 +346,8 @@ class Delivery:
         """Send the claimed `letter` (raises when it did not go or may not go now); when it was
         handed over (its event's time)."""
         self.check_adapter(letter.channel)
-        refused = self.refusal(letter.user, letter.channel, await self.purpose(letter.campaign),
-                               letter.to)
+        refused = await self.archived(letter.campaign) or self.refusal(
+            letter.user, letter.channel, await self.purpose(letter.campaign), letter.to)
         if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)
             letter.reason = refused
             raise NoLongerAllowed(refused)

@@ -6,7 +6,8 @@ dead letter retried days later. Meanwhile the user may opt out, or their address
 the suppression list (a complaint, a bounce). `SendGate.refusal` asks again what may have
 changed, from the user's profile meta record and the suppression list: consent for the
 message's channel and the campaign's purpose (`contact.consent.consent_reason`), and whether
-the address the message goes to is listed. Caps and quiet hours are not asked again: the
+the address the message goes to is listed; and whether the campaign was archived since
+(`archived`: archiving stops every stored message of it). Caps and quiet hours are not asked again: the
 decision being delivered is the one they counted and timed. Erasure is the send records'
 business (`SendRecords.erased`) and the dead letters' (DeleteProfile drops them); a user whose
 profile is gone when the message goes (erased after those checks) is refused `erased` here.
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from ..campaigns.errors import CampaignNotFound
 from ..contact.addresses import CHANNEL_KIND
 from ..contact.consent import MARKETING, NO_CONSENT, consent_reason
 from ..contact.suppression import SUPPRESSED_ADDRESS
 from ..errors import TailorError
 from ..interfaces import SuppressedAddresses, VariantChooser
-from .sends import ERASED
+from .sends import ARCHIVED, ERASED
 
 __all__ = ["SendGate"]
 
@@ -55,6 +57,16 @@ class SendGate:
                                                           [channel], txn):
                 return SUPPRESSED_ADDRESS  # the address it goes to (the profile's may be newer)
         return None
+
+    async def archived(self, campaign_id: str) -> str | None:
+        """`archived` when the campaign was archived (or is gone) since its message was
+        composed: none of its stored messages goes (a job's, a deferred ComposeMessage's, a
+        dead letter retried); None otherwise. One read, its parse memoised on the record's
+        bytes (`CampaignRepository.parse`): µs, asked before each stored message."""
+        try:
+            return ARCHIVED if (await self.campaigns.get(campaign_id)).archived else None
+        except CampaignNotFound:
+            return ARCHIVED
 
     async def purpose(self, campaign_id: str) -> str:
         """The campaign's purpose (read once per job: parsing the campaign costs more than

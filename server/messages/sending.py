@@ -24,9 +24,9 @@ A job runs two stages in its server process:
 Consent and the suppression list: the contact policy is asked again just before each delivery
 (`Delivery.refusal`): a user who opted out, or whose address was listed, since their message was
 composed is settled suppressed with that reason, and nothing goes. So is every message of a
-campaign archived since (`archived`; one read of the campaign's record, memoised on its bytes,
-before each delivery): archiving stops a job's stored messages, a deferred ComposeMessage's
-included, and a recipient not yet composed is settled so too.
+campaign archived since (`Delivery.archived`, before each delivery): archiving stops a job's
+stored messages, a deferred ComposeMessage's included, and a recipient not yet composed is
+settled so too.
 
 The catalog: a `ready` record keeps the ids of the items its message shows; one of them removed
 since (RemoveItems) is caught before delivery, and the logged decision is rendered again
@@ -60,7 +60,7 @@ import heapq
 import logging
 import time
 
-from ..campaigns.errors import CampaignArchived, CampaignNotFound
+from ..campaigns.errors import CampaignArchived
 from ..errors import TailorError
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
@@ -396,8 +396,8 @@ class SendJob:
         transport (a dead letter may still carry it), nor one whose fate is unknown."""
         refused, kept = None, False
         try:
-            refused = ARCHIVED if await self._archived() else self.delivery.refusal(
-                r.user, r.channel, self.purpose, r.message["to"])
+            refused = await self.delivery.archived(self.job["campaign"]) or \
+                self.delivery.refusal(r.user, r.channel, self.purpose, r.message["to"])
             if refused is None and r.items and self.composer.unavailable(r.items):
                 await self._render_again(r)  # an item left the catalog (else: settled failed)
             if refused is not None:  # archived, opted out or suppressed since it was composed
@@ -421,14 +421,6 @@ class SendJob:
             self._sent.append(r)
         elif refused is not None or (r.state == FAILED and not kept):  # nobody received it
             await self._withdraw([r.decision])
-
-    async def _archived(self) -> bool:
-        """Whether the job's campaign was archived (or is gone) since it started: its stored
-        messages go no more (one read, the parse memoised on the record's bytes)."""
-        try:
-            return (await self.composer.campaigns.get(self.job["campaign"])).archived
-        except CampaignNotFound:
-            return True
 
     async def _render_again(self, r: Recipient) -> None:
         """Render `r`'s logged decision again (an item its message shows left the catalog since

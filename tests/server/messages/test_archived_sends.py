@@ -50,3 +50,26 @@ async def test_archiving_stops_a_sends_waiting_messages(tailor_server, sink, cam
     assert (done.sent, dict(done.suppressed_by_reason)) == (0, {"archived": 3})
     assert sink.arrived == [] and await sent_events(profiles) == []
     assert await pending(campaigns) == []  # nobody received them: withdrawn
+
+
+async def test_a_dead_letter_of_an_archived_campaign_is_not_retried(tailor_server, sink,
+                                                                   campaigns, profiles,
+                                                                   messaging):
+    """RetryDeadLetter sent it: the campaign's one stored message that archiving did not stop."""
+    import grpc
+    import pytest
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["e1"])
+    sink.rcpt_replies["e1@example.com"] = ["550 5.1.1 mailbox unavailable", "250 OK"]
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="e1", deliver=True))
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
+    await campaigns.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id="mail"))
+    with pytest.raises(grpc.RpcError) as err:
+        await messaging.RetryDeadLetter(mpb.RetryDeadLetterRequest(id=letter.id))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "(archived)" in err.value.details()
+    assert sink.arrived == []
+    [kept] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
+    assert (kept.id, kept.reason) == (letter.id, "archived")
