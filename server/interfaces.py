@@ -229,7 +229,8 @@ class VariantChooser(Protocol):
 
     async def withdraw(self, decision_ids) -> int:
         """Withdraw logged decisions nobody received (ids, or (id, request digest) pairs: a
-        repeat of the request then decides anew); how many were withdrawn."""
+        repeat of the request then decides anew, or (id, None, reason) triples: a repeat is
+        answered the decision, suppressed with that reason); how many were withdrawn."""
 
     def abandon(self, pending) -> None:
         """The caller gave up after `decide` queued `pending`: its decision is withdrawn once

@@ -279,14 +279,20 @@ class CampaignRepository:
         answering them, a ChooseVariant whose caller gave up), in one transaction: each one
         still pending becomes suppressed with `reason` (no arm, variant, propensity or context;
         no reward can follow), leaves the decision counters and the reward sweep, and stops
-        counting toward the frequency caps.
+        counting toward the frequency caps. An item is an id, (id, request digest: its
+        request is released, a repeat decides anew), or (id, None, its own reason): a reason
+        other than `WITHDRAWN` stands as the answer to a repeat of its request (a message the
+        marketer stopped, `cancelled` or `archived`: a repeat must not send it again).
         Returns how many of each batch were withdrawn."""
         def fn(txn):
             out, arms, contacts, now = [], {}, {}, time.time()
             for ids in batches:
                 n = 0
                 for decision_id in ids:
-                    if decision_id.__class__ is tuple:  # (decision id, request digest)
+                    why = reason
+                    if decision_id.__class__ is tuple and len(decision_id) == 3:
+                        decision_id, _, why = decision_id
+                    elif decision_id.__class__ is tuple:  # (decision id, request digest)
                         decision_id, digest = decision_id
                         if not self.requests.release(txn, digest, decision_id, now):
                             continue  # a repeat of its request was answered it
@@ -298,7 +304,7 @@ class CampaignRepository:
                     arms.setdefault(rec["campaign_id"], []).append(rec["arm"])
                     contacts.setdefault(rec["user_id"], set()).add(decision_id)
                     rec.update(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
-                               reason=reason, context=[], linear=False,
+                               reason=why, context=[], linear=False,
                                deadline=rec["timestamp"])
                     self._d.put(txn, pkey, encode_decision(rec))
                     n += 1

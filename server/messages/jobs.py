@@ -43,8 +43,8 @@ from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import Delivery
 from .once import Once
-from .sending import SendJob
-from .sends import FAILED, READY, SUPPRESSED, Recipient, SendRecords
+from .sending import SendJob, withdrawal
+from .sends import CANCELLED, FAILED, READY, SUPPRESSED, Recipient, SendRecords
 
 __all__ = ["SendJobs", "SendProgress", "scheduled_id"]
 
@@ -222,8 +222,8 @@ class SendJobs:
         job, decision = await asyncio.to_thread(self.records.cancel, send_id)
         if job is None:
             raise NotFound("send", send_id)
-        if decision:
-            await SendJob.withdraw(self.composer, send_id, [decision])
+        if decision:  # a repeat of its request is answered it, suppressed `cancelled`
+            await SendJob.withdraw(self.composer, send_id, [withdrawal(decision, CANCELLED)])
         timer = self._waiting.pop(send_id, None)
         if timer is not None:  # a deferred message's, settled: its start is not needed
             timer.cancel()

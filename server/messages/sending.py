@@ -79,7 +79,7 @@ from .sends import (
 )
 from .settling import Settler
 
-__all__ = ["TokenBucket", "SendJob", "failure"]
+__all__ = ["TokenBucket", "SendJob", "failure", "withdrawal", "STANDING"]
 
 logger = logging.getLogger("tailor.messages.send")
 
@@ -107,6 +107,18 @@ def failure(err: TailorError) -> str:
     if isinstance(err, RenderFailed):
         return f"{type(err).__name__}: {err}"
     return type(err).__name__
+
+
+STANDING = frozenset({ARCHIVED, CANCELLED})
+"""Stops the marketer made: a decision withdrawn for one of these keeps it as its reason, so a
+repeat of a ComposeMessage's request is answered it (suppressed) instead of deciding anew and
+sending the message after all (`VariantChooser.withdraw`)."""
+
+
+def withdrawal(decision: str, reason: str = ""):
+    """The item `VariantChooser.withdraw` takes for `decision`, settled suppressed `reason`
+    (`STANDING` ones stand as the answer to a repeat of its request)."""
+    return (decision, None, reason) if reason in STANDING else decision
 
 
 class TokenBucket:
@@ -218,7 +230,8 @@ class SendJob:
         rest = [r for r in await asyncio.to_thread(self.records.recipients, self.send_id, False)
                 if r.state in (PENDING, READY)]
         logged = await self._logged([r for r in rest if r.state == PENDING])
-        decisions = [r.decision for r in rest if r.decision] + list(logged)
+        decisions = [withdrawal(d, CANCELLED)
+                     for d in [r.decision for r in rest if r.decision] + list(logged)]
         for r in rest:
             r.state, r.reason = SUPPRESSED, CANCELLED
         for at in range(0, len(rest), SETTLE_CHUNK):
@@ -242,7 +255,7 @@ class SendJob:
                     await queue.put(r)
         await queue.put(None)
 
-    async def _withdraw(self, decisions: list[str]) -> None:
+    async def _withdraw(self, decisions: list) -> None:
         """Withdraw the decisions of messages that failed before anything was sent (no
         address, one the adapter cannot carry, no adapter, a render error) or were refused
         just before (opted out, address listed since): nobody received them, so they count
@@ -252,7 +265,7 @@ class SendJob:
         await self.withdraw(self.composer, self.send_id, decisions)
 
     @staticmethod
-    async def withdraw(composer: Composer, send_id: str, decisions: list[str]) -> None:
+    async def withdraw(composer: Composer, send_id: str, decisions: list) -> None:
         """`_withdraw` of job `send_id`'s `decisions` (also CancelSend's: `jobs`); a failure
         is logged (the messages are settled either way)."""
         if not decisions:
@@ -420,7 +433,7 @@ class SendJob:
         if r.state == SENT:
             self._sent.append(r)
         elif refused is not None or (r.state == FAILED and not kept):  # nobody received it
-            await self._withdraw([r.decision])
+            await self._withdraw([withdrawal(r.decision, refused or "")])
 
     async def _render_again(self, r: Recipient) -> None:
         """Render `r`'s logged decision again (an item its message shows left the catalog since

@@ -73,3 +73,22 @@ async def test_a_dead_letter_of_an_archived_campaign_is_not_retried(tailor_serve
     assert sink.arrived == []
     [kept] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=5))).letters
     assert (kept.id, kept.reason) == (letter.id, "archived")
+
+
+async def test_a_repeat_after_an_archive_stopped_the_message_says_so(tailor_server, sink,
+                                                                    campaigns, profiles,
+                                                                    messaging):
+    """Answered FAILED_PRECONDITION 'archived' (the decision, withdrawn, was no answer)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["a3"])
+    with deferred(tailor_server):
+        got = await compose(messaging, "a3", "req-a3")
+    await campaigns.ArchiveCampaign(cpb.ArchiveCampaignRequest(campaign_id="mail"))
+    deadline = time.time() + AHEAD + 10
+    while not (await messaging.GetSendProgress(mpb.GetSendProgressRequest(
+            send_id=got.send_id))).done and time.time() < deadline:
+        await asyncio.sleep(0.05)
+    again = await compose(messaging, "a3", "req-a3")
+    assert (again.decision_id, again.suppressed, again.reason) == (got.decision_id, True,
+                                                                   "archived")
+    assert sink.arrived == []

@@ -126,3 +126,22 @@ async def test_the_cli_cancels_a_send(tailor_server, sink, campaigns, profiles):
     stopped = json.loads(out.stdout)
     assert (stopped["suppressed_by_reason"], stopped["done"]) == ({"cancelled": 1}, True)
     assert stopped["cancelled_at"] > 0
+
+
+async def test_a_repeat_of_a_cancelled_messages_request_schedules_nothing(
+        tailor_server, sink, campaigns, profiles, messaging):
+    """The cancel withdrew the decision, and a repeat of its request (a script run again)
+    decided anew: a new message was scheduled and went."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r1", "r2"])
+    with deferred(tailor_server):
+        got = await compose(messaging, "r1", "req-r1")
+        await cancel(messaging, got.send_id)
+        again = await compose(messaging, "r1", "req-r1")
+        await compose(messaging, "r2")  # goes: the clock the test waits by
+    assert (again.decision_id, again.suppressed, again.reason, again.scheduled) == (
+        got.decision_id, True, "cancelled", False)
+    await asyncio.to_thread(sink.wait_for, 1, AHEAD + 10)
+    await asyncio.sleep(1.5)
+    assert [r[0] for _, r, _ in sink.arrived] == ["r2@example.com"]
+    assert await pending(campaigns) == ["r2"]  # r1's stays withdrawn: no cap counts it
