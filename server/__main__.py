@@ -2,7 +2,7 @@
     [--metrics-port M] [--public-http-port H --public-url URL]
     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--auth-config FILE] [--insecure]`
 `python -m server compact --data-dir D`
-`python -m server migrate --data-dir D [--secrets-dir S]`
+`python -m server migrate [--config FILE.toml] --data-dir D [--secrets-dir S]`
 `python -m server backup --data-dir D --out FILE`
 `python -m server restore --from FILE --data-dir D [--force]`
 `python -m server config-doc [--update FILE]`
@@ -24,10 +24,14 @@ from pathlib import Path
 from .config import Settings
 
 
-def _serve_parser(sub) -> None:
-    p = sub.add_parser("serve", help="serve gRPC (default command)")
+def _config_argument(p) -> None:
     p.add_argument("--config", type=Path, help="TOML file of settings (field = value, [limits]); "
                    "TAILOR_* variables and flags override it")
+
+
+def _serve_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve gRPC (default command)")
+    _config_argument(p)
     p.add_argument("--host", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="gRPC port (default 50051; 0 = any free port)")
     p.add_argument("--data-dir", type=Path, help="LMDB store and bundles live here (default ./data)")
@@ -63,9 +67,10 @@ def _migrate_parser(sub) -> None:
     p = sub.add_parser("migrate", help="bring a data dir written by an older Tailor to today's "
                        "key version, encryption and record layouts (servers stopped), as the "
                        "first server to open it would")
+    _config_argument(p)  # the servers' file: encryption at rest, the LMDB settings, secrets_dir
     p.add_argument("--data-dir", type=Path, default=Path("data"))
-    p.add_argument("--secrets-dir", type=Path, help="keyring files (default: TAILOR_SECRETS_DIR "
-                   "or ./var/secrets); TAILOR_SECRET_* override")
+    p.add_argument("--secrets-dir", type=Path, help="keyring files (default: the config file's "
+                   "secrets_dir, TAILOR_SECRETS_DIR or ./var/secrets); TAILOR_SECRET_* override")
 
 
 def _backup_parsers(sub) -> None:
@@ -164,9 +169,9 @@ def _migrate(args) -> None:
     if not (store_dir / "data.mdb").exists():
         raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
     configure_logging()  # the store logs each step and its count
-    settings = Settings(data_dir=args.data_dir)
-    secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING),
-                           optional=("unsubscribe",))
+    settings = _command_settings(args.config, {"data_dir": args.data_dir})
+    secrets = Secrets.load(args.secrets_dir or settings.secrets_dir, generate=False,
+                           names=(MASTER_RING, STORE_ID_RING), optional=("unsubscribe",))
     lock = lock_data_dir(args.data_dir, exclusive=True)
     try:
         started = time.perf_counter()
@@ -182,6 +187,26 @@ def _migrate(args) -> None:
     print(json.dumps({"command": "migrate", "store": str(store_dir), "migrated": store.migrated,
                       "address_index": indexed,
                       "seconds": round(time.perf_counter() - started, 3)}))
+
+
+def _command_settings(config: Path | None, flags: dict) -> Settings:
+    """The settings of `serve`, or of a store command as the servers have them: the `config`
+    file, then TAILOR_* variables, then the command's `flags` (None: not given); a value refused
+    is one line naming where it comes from (FailedPrecondition)."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from .config import load_settings, settings_error, variable_error
+    from .errors import FailedPrecondition
+    try:
+        return load_settings(config, **{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as err:
+        message = settings_error(err, config, flags=flags)
+    except SettingsError as err:  # a TAILOR_* variable of a dict or list that is not JSON
+        message = variable_error(err)
+    except (OSError, ValueError) as err:
+        message = str(err)
+    raise FailedPrecondition(message)
 
 
 def _backfill_addresses(store, ring) -> int | None:
@@ -390,19 +415,11 @@ def main(argv: list[str] | None = None) -> None:
 def _serve(args) -> None:
     """Serve; a setting refused, a config file unreadable, a port in use or a bundle refused at
     start prints one `error:` line and exits 2 (no traceback)."""
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
-
-    from .config import load_settings, settings_error, variable_error
     from .errors import TailorError
     flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     try:
-        settings = load_settings(args.config, **{k: v for k, v in flags.items() if v is not None})
-    except ValidationError as err:
-        _user_error(settings_error(err, args.config, flags=flags))
-    except SettingsError as err:  # a TAILOR_* variable of a dict or list that is not JSON
-        _user_error(variable_error(err))
-    except (OSError, ValueError) as err:
+        settings = _command_settings(args.config, flags)
+    except TailorError as err:
         _user_error(str(err))
     from .workers import serve
     try:

@@ -318,3 +318,32 @@ def test_a_public_http_port_equal_to_the_grpc_or_metrics_port_is_refused(tmp_pat
                                "TAILOR_PUBLIC_HTTP_PORT): "), line
         assert "port of its own" in line, line
         assert not (tmp_path / "data").exists()  # refused before anything was opened
+
+
+def test_migrate_reads_the_servers_config_file(tmp_path):
+    """`migrate` read the environment alone: servers whose TOML file (`serve --config`) turns
+    encryption at rest off had their store encrypted by it (`encrypted 1 per-user records at
+    rest`), and refused it from then on ("open it with encryption on"). With the servers'
+    `--config`, it keeps their encryption setting and finds their keyrings (`secrets_dir`)."""
+    from server.security.secrets import Secrets
+    from server.store import Store
+    from server.store.backup import read_value
+    from server.store.crypto import StoreCrypto
+    from server.store.rekey import SEALED_KEY
+    secrets_dir, store_dir = tmp_path / "secrets", tmp_path / "d" / "store"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets_dir))
+    config = tmp_path / "tailor.toml"
+    config.write_text(f'encrypt_at_rest = false\nsecrets_dir = "{secrets_dir}"\n')
+    crypto = StoreCrypto.from_secrets(Secrets.load(secrets_dir, generate=False), encrypt=False)
+    Store(store_dir, sync=False, crypto=crypto).close()  # as those servers left it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    proc = run_module("server", "migrate", "--config", str(config), "--data-dir",
+                      str(tmp_path / "d"), env=env)
+    assert '"command": "migrate"' in proc.stdout
+    assert read_value(store_dir, "meta", SEALED_KEY) is None  # not encrypted: the servers open it
+    Store(store_dir, sync=False, crypto=crypto).close()
+    config.write_text("encrypt_at_rest = 3\n")
+    proc = run_module("server", "migrate", "--config", str(config), "--data-dir",
+                      str(tmp_path / "d"), check=False, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.startswith("migrate: encrypt_at_rest (TAILOR_ENCRYPT_AT_REST, "), proc.stderr
