@@ -470,15 +470,20 @@ class TailorServer:
         if self.public is not None:
             await self.public.stop()
         self._server = None  # the calls are done: a long pass (a retention sweep) cannot
-        await self.background.stop()  # hold them up, nor a service manager's kill cut them
+        await self._stop_sends()  # hold them up, nor a service manager's kill cut them or a
+        await self.background.stop()  # message handed over meanwhile (none starts)
         await self.drift.stop()
         await self._close_domain()
 
+    async def _stop_sends(self) -> None:
+        """No message starts once shutting down (a job resumes at the next start); one going
+        has the relay's timeout to be accepted (else the resumed job would send it again)."""
+        s = self.settings
+        await self.sends.close(max(s.smtp_timeout_seconds, s.webhook_timeout_seconds))
+
     async def _close_domain(self) -> None:
         """Flush the writers and close the store (after the last call, or a failed start)."""
-        s = self.settings  # first: no message starts once shutting down (a job resumes); one
-        await self.sends.close(max(s.smtp_timeout_seconds, s.webhook_timeout_seconds))  # going
-        # has the relay's timeout to be accepted (else the resumed job would send it again)
+        await self._stop_sends()  # first (stopped already after the last call: nothing left)
         await self.profiles.close()  # then: a batch's effects still reach the other domains
         await self.campaigns.close()
         await self.delivery.close()
