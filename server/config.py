@@ -368,7 +368,8 @@ class Settings(BaseSettings):
     tls_key: Path | None = None
     """PEM private key of `tls_cert`. Re-read on SIGHUP."""
     tls_client_ca: Path | None = None
-    """PEM CA bundle: mutual TLS, clients without a certificate it signed fail the handshake."""
+    """PEM CA bundle: mutual TLS, clients without a certificate it signed fail the handshake.
+    Re-read on SIGHUP."""
     insecure: bool = False
     """Serve a non-loopback `host` without TLS or an auth config anyway, send email in plain
     SMTP to a relay off this host (`smtp_security` none), and build unsubscribe links on an
