@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -148,6 +149,32 @@ def _lower_priority(pid: int, nice: int, name: str) -> None:
         logger.warning("could not lower the %s writer's priority: %s", name, err)
 
 
+_REAP_SECONDS = 0.1
+"""How long a crashed child's exit status is waited for, to log how it ended: its pipe closes
+as the kernel tears it down, a moment before it can be reaped (the status read at once was
+None, logged as 'code None' for a child killed by SIGKILL)."""
+
+
+def _exit_code(proc: subprocess.Popen, wait: float) -> int | None:
+    """The child's exit status, waiting up to `wait` seconds for it; None if not known yet."""
+    try:
+        return proc.wait(wait) if wait else proc.poll()
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _ended(code: int | None) -> str:
+    """How a child ended, for the log: 'was killed by SIGKILL', 'exited with code 3'."""
+    if code is None:
+        return "exited (status not known yet)"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 class _Child:
     """One child process and its two pipes, driven by callbacks on the writer's event loop."""
 
@@ -226,15 +253,16 @@ class _Child:
             self.loop.remove_writer(self.to_child)
             self.proc.stdin.close()
         self.proc.stdout.close()
-        code = self.proc.poll()
+        waiting, self.waiting = self.waiting, {}
+        crashed = not self._closing or waiting
+        code = _exit_code(self.proc, wait=_REAP_SECONDS if crashed else 0.0)
         if code is None:  # it closed stdout on its way out: reap it off the loop
             self.loop.run_in_executor(None, self.proc.wait)
         was_ready = self.ready.done()
         self.writer.exited(self, was_ready)
-        waiting, self.waiting = self.waiting, {}
-        if not self._closing or waiting:
-            logger.error("the %s writer process exited (code %s) with %d batches unanswered",
-                         self.writer.name, code, len(waiting))
+        if crashed:
+            logger.error("the %s writer process %s with %d batches unanswered",
+                         self.writer.name, _ended(code), len(waiting))
         if not was_ready:
             self.ready.set_exception(RuntimeError(
                 f"the {self.writer.name} writer process exited (code {code}) before it was ready"))

@@ -149,6 +149,27 @@ async def test_a_dead_child_fails_its_batch_with_unavailable_and_the_next_batch_
     await crasher.close()
 
 
+async def test_a_dead_child_is_logged_with_how_it_ended(writer, caplog):
+    """A child killed with batches in flight was logged 'exited (code None)': its pipe closes a
+    moment before it can be reaped, and the status was read at once. The log names the signal
+    (kill -9: the OOM killer's) or the exit code."""
+    writer, _, _ = writer
+    slow = AdaptiveBatcher(runner=writer.runner("slow"), max_size=8, max_wait=0.0, name="slow")
+    crasher = AdaptiveBatcher(runner=writer.runner("crash"), max_size=8, max_wait=0.0, name="crash")
+    answer = asyncio.ensure_future(slow.submit("x"))
+    await asyncio.sleep(0.1)  # the child sleeps 0.3 s in the batch
+    os.kill(writer.pid, signal.SIGKILL)
+    with pytest.raises(Unavailable, match="exited before answering"):
+        await answer
+    with pytest.raises(Unavailable, match="exited before answering"):
+        await crasher.submit("x")
+    ended = [r.getMessage() for r in caplog.records if "batches unanswered" in r.getMessage()]
+    assert ended == ["the test writer process was killed by SIGKILL with 1 batches unanswered",
+                     "the test writer process exited with code 3 with 1 batches unanswered"]
+    await slow.close()
+    await crasher.close()
+
+
 async def test_the_child_ignores_interrupts_and_finishes_its_batches_when_closed(writer):
     writer, batcher, _ = writer
     pid = writer.pid
