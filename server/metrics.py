@@ -32,7 +32,7 @@ __all__ = ["GRPC_STARTED", "GRPC_HANDLED", "GRPC_SECONDS", "GRPC_RECEIVED", "GRP
            "STAGE_LATENCY", "BATCH_SIZE", "QUEUE_DEPTH", "MODEL_INFO", "MODEL_SWAPS",
            "BUNDLE_LOAD_FAILING",
            "CAMPAIGN_DECISIONS", "EVENTS", "STORE_USED", "STORE_MAP", "STORE_MAX_MAP",
-           "STORE_FULL_REFUSALS", "USER_CACHE_USERS",
+           "STORE_FULL_REFUSALS", "USER_CACHE_USERS", "WRITER_EXITS",
            "IMPRESSIONS_WRITTEN", "IMPRESSIONS_DROPPED", "IMPRESSION_JOINS", "MODEL_IMPRESSIONS",
            "MODEL_CTR", "MODEL_CONVERSION", "MODEL_REVENUE_PER_MILLE", "DRIFT_PSI",
            "DRIFT_PSI_NO_VALUE",
@@ -88,6 +88,9 @@ STORE_FULL_REFUSALS = Counter("tailor_store_full_refusals", "Calls refused becau
                               "space left on its disk. "
                               "Other RESOURCE_EXHAUSTED answers (a caller over a limit) are not "
                               "counted.")
+WRITER_EXITS = Counter("tailor_writer_exits", "Writer child processes (campaigns, impressions) "
+                       "that died while their worker served (killed, crashed: the OOM killer); "
+                       "the next batch starts a new one.", ["writer"])
 DRIFT_PSI_NO_VALUE = -1.0
 """`tailor_drift_psi` of a feature with fewer live values than `TAILOR_DRIFT_MIN_COUNT` (none
 included), or of a version no longer served. Not

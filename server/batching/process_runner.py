@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import metrics
 from ..errors import Unavailable
 from .adaptive import Done
 from .errors import BatcherClosed
@@ -263,6 +264,7 @@ class _Child:
         if crashed:
             logger.error("the %s writer process %s with %d batches unanswered",
                          self.writer.name, _ended(code), len(waiting))
+            metrics.WRITER_EXITS.labels(self.writer.name).inc()
         if not was_ready:
             self.ready.set_exception(RuntimeError(
                 f"the {self.writer.name} writer process exited (code {code}) before it was ready"))

@@ -9,6 +9,7 @@ import time
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from server.batching import AdaptiveBatcher, BatcherClosed, Bulk, WriterProcess
 from server.errors import NotFound, ResourceExhausted, Unavailable
@@ -152,8 +153,9 @@ async def test_a_dead_child_fails_its_batch_with_unavailable_and_the_next_batch_
 async def test_a_dead_child_is_logged_with_how_it_ended(writer, caplog):
     """A child killed with batches in flight was logged 'exited (code None)': its pipe closes a
     moment before it can be reaped, and the status was read at once. The log names the signal
-    (kill -9: the OOM killer's) or the exit code."""
+    (kill -9: the OOM killer's) or the exit code, and `tailor_writer_exits_total` counts it."""
     writer, _, _ = writer
+    before = REGISTRY.get_sample_value("tailor_writer_exits_total", {"writer": "test"}) or 0.0
     slow = AdaptiveBatcher(runner=writer.runner("slow"), max_size=8, max_wait=0.0, name="slow")
     crasher = AdaptiveBatcher(runner=writer.runner("crash"), max_size=8, max_wait=0.0, name="crash")
     answer = asyncio.ensure_future(slow.submit("x"))
@@ -166,6 +168,7 @@ async def test_a_dead_child_is_logged_with_how_it_ended(writer, caplog):
     ended = [r.getMessage() for r in caplog.records if "batches unanswered" in r.getMessage()]
     assert ended == ["the test writer process was killed by SIGKILL with 1 batches unanswered",
                      "the test writer process exited with code 3 with 1 batches unanswered"]
+    assert REGISTRY.get_sample_value("tailor_writer_exits_total", {"writer": "test"}) == before + 2
     await slow.close()
     await crasher.close()
 
