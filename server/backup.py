@@ -6,12 +6,15 @@ Archive layout (format 1), one tar file (gzip-compressed when its name ends in .
                            "bundles": [versions], "store_bytes": N}
     store/data.mdb        a compacted copy of the LMDB store: one committed state
     store/keyslots        the pads of the data keys (encryption at rest), copied after it
-    bundles/<version>/    every bundle version on disk, the active one always among them
+    bundles/<version>/    every bundle version on disk, the active one among them unless it
+                          was gone before the backup began ("active_bundle_missing": true)
 
 The store copy is one LMDB read transaction (`server.store.backup`), so profiles, events,
 campaigns, decisions and the bundle pointer all come from the same instant. Bundles are
 immutable once imported; one that a concurrent push prunes while it is being copied is left
-out, and the backup fails only if that was the version the store snapshot points at.
+out, and the backup fails only if that was the version the store snapshot points at. A data
+dir whose active version was missing already (removed by hand, lost) is backed up without it:
+its servers serve the store without that bundle, and a backup is most needed then.
 """
 from __future__ import annotations
 
@@ -79,14 +82,17 @@ def backup(data_dir: Path, out: Path) -> dict:
 
 def _backup(data_dir: Path, out: Path, staging: Path) -> dict:
     """The store snapshot and the bundles staged in `staging`, archived to `out`."""
+    stored = _stored_versions(data_dir / "bundles")  # before the snapshot names its active one
     store_bytes = snapshot_store(data_dir / "store", staging / "store")
     active = _active_version(staging / "store")
     versions = _copy_bundles(data_dir / "bundles", staging / "bundles")
-    if active is not None and active not in versions:
+    if active is not None and active not in versions and active in stored:
         raise FailedPrecondition(f"bundle {active} (the active one in the store snapshot) was "
                                  "removed while the backup ran; run the backup again")
     manifest = {"format": FORMAT, "created": time.time(), "active_bundle": active,
                 "bundles": versions, "store_bytes": store_bytes}
+    if active is not None and active not in versions:  # gone before the backup began: the
+        manifest["active_bundle_missing"] = True  # servers serve without it, the store is kept
     (staging / MANIFEST).write_text(json.dumps(manifest, indent=1))
     _write_tar(staging, out)
     return manifest
@@ -158,6 +164,14 @@ def _carry_erasures(live: Path, restored: Path) -> int | None:
 def _active_version(store_dir: Path) -> str | None:
     raw = read_value(store_dir, "meta", BUNDLE_ACTIVE)
     return raw.decode() if raw else None
+
+
+def _stored_versions(src: Path) -> set[str]:
+    """The complete bundle versions under `src` now (a manifest each)."""
+    try:
+        return {p.name for p in src.iterdir() if (p / "manifest.json").is_file()}
+    except OSError:  # no bundles dir
+        return set()
 
 
 def _copy_bundles(src: Path, dest: Path) -> list[str]:

@@ -6,10 +6,12 @@ import shutil
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from clients import TailorClient
+from server.errors import FailedPrecondition
 from tests.conftest import run_module, throwaway_crypto
 
 
@@ -155,17 +157,54 @@ def test_backup_to_a_directory_is_refused_and_leaves_nothing(tmp_path):
     assert list((tmp_path / "backups").iterdir()) == []
 
 
-def test_backup_fails_when_the_active_bundle_is_gone(tmp_path):
+def _pointing_at_a_bundle(data: Path, version: str = "20260101T000000-deadbeef") -> Path:
+    """A data dir whose store names `version` the active bundle, which has a stored copy (a
+    manifest alone); returns that copy's directory."""
     from server.store import Store
     from server.store.keys import BUNDLE_ACTIVE
-    store = Store(tmp_path / "data" / "store")
-    store.put("meta", BUNDLE_ACTIVE, b"20260101T000000-deadbeef")  # pruned: no bundles/ dir for it
+    store = Store(data / "store")
+    store.put("meta", BUNDLE_ACTIVE, version.encode())
     store.close()
+    (data / "bundles" / version).mkdir(parents=True)
+    (data / "bundles" / version / "manifest.json").write_text("{}")
+    return data / "bundles" / version
+
+
+def test_backup_fails_when_the_active_bundle_is_pruned_while_it_runs(tmp_path, monkeypatch):
+    import server.backup as backups
+    bundle = _pointing_at_a_bundle(tmp_path / "data")
+    real = backups.snapshot_store
+
+    def then_pruned(*args):  # a push prunes it between the snapshot and the copy of bundles
+        copied = real(*args)
+        shutil.rmtree(bundle)
+        return copied
+    monkeypatch.setattr(backups, "snapshot_store", then_pruned)
     out = tmp_path / "b.tar"
-    refused = run_module("server", "backup", "--data-dir", str(tmp_path / "data"), "--out", str(out),
-                         check=False)
-    assert refused.returncode != 0 and "20260101T000000-deadbeef" in refused.stderr
+    with pytest.raises(FailedPrecondition, match="20260101T000000-deadbeef .* was removed while "
+                       "the backup ran; run the backup again"):
+        backups.backup(tmp_path / "data", out)
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["data"]  # no staging left
+
+
+def test_a_data_dir_whose_active_bundle_was_gone_already_is_backed_up_without_it(tmp_path):
+    """Its servers serve the store without that bundle (another stored one, or none: Recommend
+    FAILED_PRECONDITION, the rest as usual); the backup refused it for good, saying the bundle
+    'was removed while the backup ran; run the backup again', so profiles, consents and
+    decisions could not be backed up."""
+    shutil.rmtree(_pointing_at_a_bundle(tmp_path / "data"))  # removed by hand, or lost
+    out = tmp_path / "b.tar"
+    reply = json.loads(run_module("server", "backup", "--data-dir", str(tmp_path / "data"),
+                                  "--out", str(out)).stdout)
+    assert reply["active_bundle"] == "20260101T000000-deadbeef" and reply["bundles"] == []
+    assert reply["active_bundle_missing"] is True
+    restored = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir",
+                                     str(tmp_path / "restored")).stdout)
+    assert restored["active_bundle"] == "20260101T000000-deadbeef"
+    from server.store.backup import read_value
+    from server.store.keys import BUNDLE_ACTIVE
+    assert read_value(tmp_path / "restored" / "store", "meta", BUNDLE_ACTIVE) == \
+        b"20260101T000000-deadbeef"  # the store as it was: its servers choose as before
 
 
 def test_a_plain_tar_name_gives_an_uncompressed_backup(tmp_path):
