@@ -58,6 +58,17 @@ class Entry:
     """Whether a decision asks if a user without a profile was erased
     (`ContactPolicy.needs_erasures`)."""
 
+    def choices(self, verdict) -> tuple:
+        """(channel, caps, propensity) of every channel a verdict allowed (its own and
+        `Verdict.others`), in the campaign's order, for the writer to fall back on
+        (`DecisionRecord.choices`): none unless the campaign reads contact histories (several
+        channels, some capped: only then may the writer find a channel over its caps and
+        another with room) and the verdict allowed more than one."""
+        if not self.reads_contacts or not verdict.others:
+            return ()
+        probs = {verdict.channel: verdict.channel_propensity, **dict(verdict.others)}
+        return tuple((c, self.caps[c], probs[c]) for c in self.channels if c in probs)
+
 
 class CampaignCache:
     def __init__(self, repo: CampaignRepository, profiles: ProfileStates, contact: ContactPolicy,

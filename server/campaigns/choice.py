@@ -3,8 +3,10 @@
 
 A decision is answered only after its record is committed (fsync on): the frequency caps are
 checked in that write transaction, so a decision over a cap comes back from the commit as
-suppressed, with the cap as its reason. Everything else about the decision (id, arm, variant,
-channel, send time) is known before the commit. `Campaigns.decide` queues the record and returns
+suppressed, with the cap as its reason, or, when its caller let the writer fall back on the
+other channels the contact policy allowed (ChooseVariant), on another channel
+(`records.Fallback`). Everything else about the decision (id, arm, variant, send time) is known
+before the commit. `Campaigns.decide` queues the record and returns
 a `PendingChoice` at once, so a caller with work to do on the chosen variant (ComposeMessage
 renders it) does that work while the commit is in flight, then awaits `logged()` before it
 answers; `Campaigns.choose` (ChooseVariant) is `decide(...)` then `logged()` at once.
@@ -17,7 +19,7 @@ from typing import NamedTuple
 
 from kernels import bandits as B
 
-from .records import NO_ARM
+from .records import NO_ARM, Fallback
 
 __all__ = ["Choice", "PendingChoice"]
 
@@ -50,7 +52,8 @@ class PendingChoice:
     """A decision whose record is queued for the decision log (see the module docstring).
 
     `choice` is the decision as it stands before the commit: final unless the commit finds it
-    over a frequency cap (a decision the contact policy already suppressed stays as it is).
+    over a frequency cap (suppressed, or on a fallback channel; a decision the contact policy
+    already suppressed stays as it is).
     `logged()` waits for the commit and returns the final `Choice`; the decision is counted
     (`count(campaign_id, outcome)`) then. A caller that gives up before awaiting it calls
     `cancel()` (the record is then left out if its batch has not started yet). `profile`:
@@ -86,6 +89,9 @@ class PendingChoice:
         choice = self.choice
         if reason.__class__ is dict:  # a repeated request id: the decision logged for it
             return self._replay(reason)
+        if reason.__class__ is Fallback:  # over its channel's caps, logged on another
+            self._count(self.campaign_id, self._outcome)
+            return choice._replace(channel=reason.channel)
         if reason and not choice.suppressed:  # over a frequency cap, found where it was logged
             self._count(self.campaign_id, "suppressed")
             return choice.capped(reason)
@@ -94,8 +100,9 @@ class PendingChoice:
 
     @property
     def committed(self) -> asyncio.Future:
-        """The commit: its answer is "" (logged pending), a suppression reason, or the record
-        a repeated request id was answered (a dict). For a caller that gave up after queueing
+        """The commit: its answer is "" (logged pending), a `Fallback` (logged pending on
+        another channel), a suppression reason, or the record a repeated request id was
+        answered (a dict). For a caller that gave up after queueing
         the decision, to withdraw it once it is logged (`Campaigns.abandon`)."""
         return self._committed
 

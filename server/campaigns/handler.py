@@ -43,7 +43,16 @@ from .power import (
     sample_size,
     seconds_to_significance,
 )
-from .records import NO_ARM, PENDING, SUPPRESSED, DecisionRecord, RewardOutcome, RewardRequest
+from .records import (
+    NO_ARM,
+    PENDING,
+    SUPPRESSED,
+    DecisionRecord,
+    Fallback,
+    RewardOutcome,
+    RewardRequest,
+    logged_pending,
+)
 from .repository import ERASURE_SECRETS_ENV, OUTBOX_TAG, PLAN_SLICES_ALONE, CampaignRepository
 from .requests import request_digest
 from .spec import Campaign, CampaignSpec
@@ -268,7 +277,7 @@ class Campaigns:
         (`answered_before`)."""
         try:
             pending = self.decide(campaign_id, user_id, context, now, request_id=request_id,
-                                  caller=caller)
+                                  caller=caller, fallback=True)
         except CampaignArchived:
             answered = self.answered_before(campaign_id, user_id, request_id, caller)
             if answered is None:
@@ -314,11 +323,12 @@ class Campaigns:
             for pending, future in logged:
                 await asyncio.wait([future])
                 reasons = None if future.cancelled() or future.exception() else future.result()
-                if isinstance(reasons, str):  # one decision's (ChooseVariant)
+                if isinstance(reasons, (str, Fallback)):  # one decision's (ChooseVariant)
                     reasons = [reasons]
                 elif isinstance(reasons, dict):  # a repeated request's: nothing was logged
                     continue
-                ids += pending if reasons is None else [d for d, r in zip(pending, reasons) if not r]
+                ids += pending if reasons is None else [
+                    d for d, r in zip(pending, reasons) if logged_pending(r)]
             if ids:
                 try:
                     await self.withdraw(ids)
@@ -331,8 +341,8 @@ class Campaigns:
     def decide(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                now: float | None = None, profile: bool = False, seen: bool = False,
                decision_id: str = "", request_id: str = "", caller: str = "",
-               reachable: frozenset[str] | None = None, addressed: bool = False
-               ) -> PendingChoice:
+               reachable: frozenset[str] | None = None, addressed: bool = False,
+               fallback: bool = False) -> PendingChoice:
         """One decision, its record queued for the decision log: the caller awaits
         `logged()` (the commit, which may find it over a frequency cap) before it answers.
         `profile`: the contact policy's read takes the user's feature state too, and the
@@ -345,7 +355,10 @@ class Campaigns:
         if it was logged before (`requests`); the pending choice's `logged()` then gives that
         decision; `reachable`: the channels the caller's message may go on (None: any),
         `addressed`: it goes to the profile's addresses (`Contact.reachable`,
-        `Contact.addressed`: ComposeMessage, SendCampaign)."""
+        `Contact.addressed`: ComposeMessage, SendCampaign); `fallback`: the writer may log the
+        decision on another channel the contact policy allowed when the caps refuse the one
+        chosen at the commit (`DecisionRecord.choices`; ChooseVariant, whose answer names the
+        channel: a message rendered for its channel while the commit runs is suppressed)."""
         lim = self.limits
         check_id("campaign_id", campaign_id, lim.id_bytes)
         check_id("user_id", user_id, lim.id_bytes)
@@ -374,7 +387,7 @@ class Campaigns:
             max(verdict.send_at, now) + spec.reward_window_seconds,
             spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
             verdict.channel_propensity, verdict.send_at_propensity, entry.transactional,
-            request)))
+            request, entry.choices(verdict) if fallback else ())))
         return PendingChoice(campaign_id, Choice(
             decision_id, decision.arm, decision.propensity, variant.id if variant else "",
             dict(variant.content) if variant else {}, False, "", verdict.channel,

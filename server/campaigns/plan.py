@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import math
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
@@ -53,7 +54,7 @@ from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
 from .errors import PlanStreamTooLong
-from .records import DUPLICATE, NO_ARM, PENDING, SUPPRESSED
+from .records import DUPLICATE, NO_ARM, PENDING, SUPPRESSED, Fallback
 
 if TYPE_CHECKING:
     from .handler import Campaigns
@@ -320,7 +321,8 @@ class Planner:
             batch.reasons = [v.reason if v.suppressed else "" for v in verdicts]
             batch.channel_propensities = [v.channel_propensity for v in verdicts]
             batch.send_at_propensities = [v.send_at_propensity for v in verdicts]
-        return batch, _rows(spec, entry.caps, batch, contexts, now)
+        choices = None if verdicts is None else [entry.choices(v) for v in verdicts]
+        return batch, _rows(spec, entry.caps, batch, contexts, now, choices)
 
     def _profiles(self, entry, user_ids: Sequence[str],
                   now: float) -> tuple[list, Sequence[Verdict] | None]:
@@ -333,11 +335,16 @@ class Planner:
         return states, c.contact.verdicts(entry.campaign.spec, contacts, now)
 
     @staticmethod
-    def _outcome(batch: PlanBatch, reasons: Sequence[str]) -> PlanBatch:
-        """The batch as logged: the writer suppresses the decisions over a frequency cap (its
-        answer is each one's reason, "" when logged as decided)."""
+    def _outcome(batch: PlanBatch, reasons: Sequence) -> PlanBatch:
+        """The batch as logged: the writer suppresses the decisions over a frequency cap, or
+        logs them on a fallback channel with room (its answer is each one's reason, a
+        `Fallback`, or "" when logged as decided)."""
         for i, reason in enumerate(reasons):
-            if reason and not batch.reasons[i]:
+            if reason.__class__ is Fallback:
+                if batch.channel_propensities is None:
+                    batch.channel_propensities = [1.0] * len(batch)
+                batch.channels[i], batch.channel_propensities[i] = reason
+            elif reason and not batch.reasons[i]:
                 batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
                 batch.reasons[i] = reason
         return batch
@@ -350,18 +357,20 @@ async def _all_logged(parts: Sequence[asyncio.Future]) -> list[str]:
 
 
 def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],
-          now: float) -> list[tuple]:
+          now: float, choices: Sequence[tuple] | None = None) -> list[tuple]:
     """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them,
-    with the caps the writer enforces; the reward window runs from the send time); a
-    suppressed user's row is what `DecisionRecord.suppressed` makes of it: no arm, variant,
-    propensity, window or context."""
+    with the caps the writer enforces and the channels it may fall back on, `choices`, one
+    tuple a user or None for none; the reward window runs from the send time); a suppressed
+    user's row is what `DecisionRecord.suppressed` makes of it: no arm, variant, propensity,
+    window or context."""
     cid, window, linear = spec.campaign_id, spec.reward_window_seconds, spec.dim > 0
     ones, tx = [1.0] * len(batch), spec.purpose == TRANSACTIONAL
     return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, max(t, now) + window, linear, ch, t,
-             "", caps[ch], pc, pt, tx, b"")
+             "", caps[ch], pc, pt, tx, b"", fb)
             if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
-                           ch, t, r, (), pc, pt, tx, b"")
-            for d, u, a, p, v, ch, t, r, ctx, pc, pt in zip(
+                           ch, t, r, (), pc, pt, tx, b"", ())
+            for d, u, a, p, v, ch, t, r, ctx, pc, pt, fb in zip(
                 batch.decision_ids, batch.user_ids, batch.arms, batch.propensities,
                 batch.variant_ids, batch.channels, batch.send_at, batch.reasons, contexts,
-                batch.channel_propensities or ones, batch.send_at_propensities or ones)]
+                batch.channel_propensities or ones, batch.send_at_propensities or ones,
+                choices or itertools.repeat(()))]

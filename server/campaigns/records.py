@@ -29,8 +29,8 @@ from kernels.bandits import HOLDOUT
 from ..contact.caps import CONTACT_CHANNELS, Admission
 from .decision_codec import encode_record
 
-__all__ = ["DecisionRecord", "RewardRequest", "RewardOutcome", "PENDING", "REWARDED", "DEFAULT",
-           "SUPPRESSED", "NO_ARM", "WITHDRAWN", "DUPLICATE", "ERASED"]
+__all__ = ["DecisionRecord", "Fallback", "RewardRequest", "RewardOutcome", "PENDING", "REWARDED",
+           "DEFAULT", "SUPPRESSED", "NO_ARM", "WITHDRAWN", "DUPLICATE", "ERASED", "logged_pending"]
 
 PENDING, REWARDED, DEFAULT, SUPPRESSED = "pending", "rewarded", "default", "suppressed"
 """A decision's status: waiting for its reward, rewarded, closed with the default reward, or
@@ -90,11 +90,16 @@ class DecisionRecord(NamedTuple):
     request: bytes = b""
     """The digest of the request id the decision answers (`requests.request_digest`; b"":
     none); not stored: the writer answers a repeat of it with the decision logged for it."""
+    choices: tuple = ()
+    """(channel, caps, propensity) of every channel the contact policy allowed, `channel`
+    included, in the campaign's order (`cache.Entry.choices`), for the writer to fall back on
+    when `channel` is over its caps at the commit (`contact.caps.Admission.settled`); not
+    stored."""
 
     def suppressed(self, reason: str) -> DecisionRecord:
         """This decision refused by the contact policy: no arm, variant or propensity."""
         return self._replace(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
-                             reason=reason, caps=())
+                             reason=reason, caps=(), choices=())
 
     def to_bytes(self) -> bytes:
         """The stored bytes (record kind "decision", `decision_codec`): the fields but caps."""
@@ -105,7 +110,28 @@ class DecisionRecord(NamedTuple):
         if self.status != PENDING or self.channel not in CONTACT_CHANNELS:
             return None
         return Admission(self.user_id, self.channel, self.send_at or self.timestamp,
-                         self.decision_id, self.caps, self.arm != HOLDOUT, self.transactional)
+                         self.decision_id, self.caps, self.arm != HOLDOUT, self.transactional,
+                         self.channel_propensity, self.choices)
+
+    def settled(self, admitted: Admission) -> DecisionRecord:
+        """This decision on the channel, with the propensity, its admission settled on."""
+        return self._replace(channel=admitted.channel, caps=admitted.caps,
+                             channel_propensity=admitted.propensity, choices=())
+
+
+class Fallback(NamedTuple):
+    """The writer's answer for a decision whose channel or channel propensity the caps changed
+    at the commit (`DecisionRecord.choices`): logged pending, as decided, on `channel`."""
+
+    channel: str
+    channel_propensity: float
+
+
+def logged_pending(answer) -> bool:
+    """Whether the writer's answer for one decision (`CampaignRepository.log_decisions`: "",
+    a suppression reason, a `Fallback`, or a repeated request's record) says it was logged
+    pending (to withdraw when nobody received it)."""
+    return not answer or answer.__class__ is Fallback
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ from .records import (
     SUPPRESSED,
     WITHDRAWN,
     DecisionRecord,
+    Fallback,
     RewardOutcome,
     RewardRequest,
 )
@@ -175,8 +176,11 @@ class CampaignRepository:
     def log_decisions(self, records: Sequence[DecisionRecord]) -> list[str]:
         """Store decision records (one transaction) with their indexes and counters; returns
         each one's suppression reason ("" when logged as decided). Contact decisions over a
-        frequency cap are stored suppressed (`FREQUENCY_CAP`); the caps are checked and
-        counted in this transaction, so concurrent decisions cannot both pass a cap. A
+        frequency cap are stored suppressed (`FREQUENCY_CAP`), or, when the record names the
+        channels the contact policy allowed (`DecisionRecord.choices`), on the first with room,
+        answered `Fallback(channel, propensity)` (as is a decision whose propensity takes
+        others' fallbacks: `Admission.settled`); the caps are checked and counted in
+        this transaction, so concurrent decisions cannot both pass a cap. A
         decision made before its user's erasure (read before it, committed after) is not
         stored at all: its reason is `ERASED`."""
         checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
@@ -193,10 +197,15 @@ class CampaignRepository:
             checked = [c for c in checks if c[0] not in repeats] if repeats else checks
             passed = self.contacts.admit(txn, [a for _, a in checked], now) if checked else ()
             entries, index, dues = (list(p) for p in parts)
-            for (i, _), ok in zip(checked, passed):
-                if not ok:
+            for (i, asked_for), admitted in zip(checked, passed):
+                if admitted is asked_for:
+                    continue
+                if admitted is None:
                     recs[i], reasons[i] = recs[i].suppressed(FREQUENCY_CAP), FREQUENCY_CAP
-                    (entries[i],), (index[i],), (dues[i],) = decision_parts([recs[i]])
+                else:  # on a fallback channel, or its propensity with their mass
+                    recs[i] = recs[i].settled(admitted)
+                    reasons[i] = Fallback(admitted.channel, admitted.propensity)
+                (entries[i],), (index[i],), (dues[i],) = decision_parts([recs[i]])
             per_campaign = {}
             for i, rec in enumerate(recs):
                 if rec.status == PENDING and i not in repeats:

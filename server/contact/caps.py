@@ -16,7 +16,9 @@ decision id, whose purpose is unknown, counts as marketing.
 The caps are enforced where decisions are logged (`campaigns.repository.log_decisions`, one
 write transaction in the campaigns writer process; LMDB serializes write transactions across
 processes), against the user's `ContactHistory` record, so two concurrent decisions cannot
-both pass a cap of one.
+both pass a cap of one. A decision of a campaign of several channels that its caps refuse
+there (concurrent decisions chose the same channel from one read of the history) goes on the
+first of its other allowed channels with room, when its caller gave them (`Admission.choices`).
 """
 from __future__ import annotations
 
@@ -169,6 +171,28 @@ class Admission(NamedTuple):
     counted: bool = True
     transactional: bool = False
     """A transactional campaign's decision: recorded so, left out of marketing-only caps."""
+    propensity: float = 1.0
+    """The probability the contact policy had of choosing `channel`."""
+    choices: tuple = ()
+    """(channel, caps, propensity) of every channel the contact policy allowed, `channel`
+    included, in the campaign's order, when the writer may fall back (`settled`); () when it
+    may not: then `channel` over its caps is refused."""
+
+    def settled(self, blocked: Sequence[bool]) -> Admission | None:
+        """This decision as the caps leave it (`blocked`: one flag per choice, whether its caps
+        refuse it here): on its channel when that has room, else on the first choice with
+        room, None when none has. Every blocked choice would have come to that first free one,
+        so the probability of ending there is its own plus theirs (the policy's choice and this
+        fallback together): logged with it, on a fallback or on the channel chosen alike."""
+        free = next((c for c, b in zip(self.choices, blocked) if not b), None)
+        if free is None:
+            return None
+        mine = next((b for c, b in zip(self.choices, blocked) if c[0] == self.channel), False)
+        if not mine and (free[0] != self.channel or not any(blocked)):
+            return self
+        mass = sum(c[2] for c, b in zip(self.choices, blocked) if b)
+        return self._replace(channel=free[0], caps=free[1], propensity=min(free[2] + mass, 1.0),
+                             choices=())
 
 
 class ContactLog:
@@ -179,19 +203,25 @@ class ContactLog:
         self._t = store.table("contacts")
         self.limits = limits
 
-    def admit(self, txn, rows: Sequence[Admission], now: float) -> list[bool]:
-        """Whether each row passes its caps, in order; passing counted rows are recorded, so
-        a later row of the same user in the batch sees them. One read of each user's history
-        and one write of each changed one, for the whole batch."""
+    def admit(self, txn, rows: Sequence[Admission], now: float) -> list[Admission | None]:
+        """Each row as its caps leave it, in order: itself, or, with choices, on the channel
+        and with the propensity `Admission.settled` gives; None when refused. Passing
+        counted rows are recorded, so a later row of the same user in the batch sees them.
+        One read of each user's history and one write of each changed one, for the whole
+        batch."""
         histories = self._read(txn, [row.user_id for row in rows])
         changed, out = {}, []
         for row in rows:
             h = histories[row.user_id]
-            ok = not row.caps or not h.blocked_by(row.caps, row.at)
-            if ok and row.counted and h.add(row.at, row.channel, row.decision_id,
-                                            row.transactional):
+            if row.choices:
+                row = row.settled([bool(c[1]) and h.blocked_by(c[1], row.at)
+                                   for c in row.choices])
+            elif row.caps and h.blocked_by(row.caps, row.at):
+                row = None
+            if row is not None and row.counted and h.add(row.at, row.channel, row.decision_id,
+                                                         row.transactional):
                 changed[row.user_id] = h
-            out.append(ok)
+            out.append(row)
         self._save(txn, changed, now)
         return out
 

@@ -42,8 +42,9 @@ def _states(layout: FeatureLayout, states: Sequence[np.ndarray | None]) -> np.nd
 
 def choose_channels(layout: FeatureLayout, population: Population, rng: np.random.Generator,
                     states: Sequence[np.ndarray | None], allowed: Sequence[Sequence[str]],
-                    now: float, *, n_mc: int) -> list[tuple[str, float]]:
-    """(channel, its propensity) per contact, each with two or more allowed channels
+                    now: float, *, n_mc: int) -> list[tuple[str, float, tuple]]:
+    """(channel, its propensity, ((other allowed channel, its propensity), ...) in the order
+    of `allowed`) per contact, each with two or more allowed channels
     (`kernels.channel_choice.thompson`)."""
     if not states:
         return []
@@ -51,7 +52,11 @@ def choose_channels(layout: FeatureLayout, population: Population, rng: np.rando
     names = np.array(population.channels)
     mask = np.array([np.isin(names, channels) for channels in allowed])
     chosen, probs = thompson(a, b, mask, rng, n_mc)
-    return [(population.channels[c], float(probs[k, c])) for k, c in enumerate(chosen.tolist())]
+    column = {name: j for j, name in enumerate(population.channels)}
+    return [(population.channels[c], float(probs[k, c]),
+             tuple((o, float(probs[k, column[o]])) for o in allowed[k]
+                   if o != population.channels[c]))
+            for k, c in enumerate(chosen.tolist())]
 
 
 def choose_times(layout: FeatureLayout, population: Population, rng: np.random.Generator,

@@ -18,7 +18,8 @@ best local hour in its next occurrence (`send_time`), both from the population p
 The window's slots inside the quiet hours are no candidates (`choice`); quiet hours are then
 checked at the chosen time (a window quiet throughout: its start, deferred or suppressed).
 The caps are checked again, and counted, atomically where the decision is logged (`caps`),
-which alone is authoritative.
+which alone is authoritative: a verdict's other allowed channels (`Verdict.others`) are where
+a decision found over its channel's caps there may fall back (`caps.Admission.settled`).
 """
 from __future__ import annotations
 
@@ -62,6 +63,11 @@ class Verdict(NamedTuple):
     """Probability the policy had of choosing `channel` (1: no choice among channels)."""
     send_at_propensity: float = 1.0
     """Probability the policy had of choosing `send_at`'s slot (1: no send window)."""
+    others: tuple[tuple[str, float], ...] = ()
+    """The other channels the user may be contacted on (as `channel` is, the caps as far as
+    the caller's history tells), in the campaign's order, each with the probability the
+    policy had of choosing it: where the decision is logged, a `channel` found over its caps
+    falls back on the first of them with room (`caps.Admission.settled`)."""
 
 
 class Contact(NamedTuple):
@@ -183,7 +189,7 @@ class ContactPolicy:
                                  lambda z=z, t=t: self._going(campaign, z, t[0] or now, now))
                    for c, z, t in zip(contacts, zones, times)]
         picks = self._channels(contacts, [a[0] for a in allowed], now)
-        return [self._verdict(campaign, c, a, z, (*p, *t), now)
+        return [self._verdict(campaign, c, a, z, (*p[:2], *t, p[2]), now)
                 for c, a, z, p, t in zip(contacts, allowed, zones, picks, times)]
 
     def _allowed(self, campaign: Contactable, contact: Contact, every: bool,
@@ -243,10 +249,14 @@ class ContactPolicy:
 
     def _verdict_now(self, campaign: Contactable, contact: Contact, now: float) -> Verdict:
         """The verdict on one contact of a campaign without a channel or send time to choose:
-        its first allowed channel, now (what `_channels` picks then)."""
-        allowed = self._allowed(campaign, contact, False, lambda: self._going(
+        its first allowed channel, now (what `_channels` picks then); the others allowed, when
+        the caller read the history of a campaign of several channels, as fallbacks (never
+        chosen here: propensity 0)."""
+        several = len(channels_of(campaign)) > 1 and contact.history is not None
+        allowed = self._allowed(campaign, contact, several, lambda: self._going(
             campaign, zone_of(contact.meta, self.default_zone), now, now))
-        pick = (allowed[0][0] if allowed[0] else "", 1.0, 0.0, 1.0)
+        first = allowed[0][0] if allowed[0] else ""
+        pick = (first, 1.0, 0.0, 1.0, tuple((c, 0.0) for c in allowed[0][1:]))
         return self._verdict(campaign, contact, allowed, None, pick, now)
 
     def _verdict(self, campaign: Contactable, contact: Contact,
@@ -261,7 +271,7 @@ class ContactPolicy:
             if listed is not None:  # consent given, but every such address is suppressed
                 return Verdict(True, SUPPRESSED_ADDRESS, listed, 0.0)
             return Verdict(True, NO_CONSENT, channels_of(campaign)[0], 0.0)
-        channel, p_channel, send_at, p_time = pick
+        channel, p_channel, send_at, p_time, others = pick
         if campaign.quiet_hours.active:
             tz = tz or zone_of(contact.meta, self.default_zone)
             wake = quiet_until(campaign.quiet_hours, tz, send_at or now)
@@ -271,7 +281,7 @@ class ContactPolicy:
         if contact.history is not None and contact.history.blocked_by(
                 self.caps(campaign, channel), send_at or now):
             return Verdict(True, FREQUENCY_CAP, channel, send_at, p_channel, p_time)
-        return Verdict(False, "", channel, send_at, p_channel, p_time)
+        return Verdict(False, "", channel, send_at, p_channel, p_time, others)
 
     def _times(self, campaign: Contactable, contacts: Sequence[Contact],
                zones: list[zoneinfo.ZoneInfo], now: float) -> list[tuple[float, float]]:
@@ -295,12 +305,13 @@ class ContactPolicy:
         return out
 
     def _channels(self, contacts: Sequence[Contact], allowed: list[list[str]],
-                  now: float) -> list[tuple[str, float]]:
-        """(channel, propensity) per contact among its `allowed` ones (`choice.choose_channels`
-        where there are several; the first, or none, with propensity 1 otherwise)."""
+                  now: float) -> list[tuple[str, float, tuple]]:
+        """(channel, propensity, the others allowed with theirs: `Verdict.others`) per contact
+        among its `allowed` ones (`choice.choose_channels` where there are several; the first,
+        or none, with propensity 1 otherwise)."""
         from .choice import choose_channels
 
-        out = [(a[0] if a else "", 1.0) for a in allowed]
+        out = [(a[0] if a else "", 1.0, ()) for a in allowed]
         several = [i for i, a in enumerate(allowed) if len(a) > 1]
         picks = choose_channels(self.layout, self.prior.current, self.rng,
                                 [contacts[i].state for i in several],

@@ -15,9 +15,10 @@ def record(**changes) -> DecisionRecord:
 
 def as_layout1(rec: DecisionRecord) -> dict:
     """What layout 1 stored for the record: the JSON object of its fields but the caps (and
-    `transactional` and the request id's digest, which are not stored either)."""
+    `transactional`, the request id's digest and the channels to fall back on, which are not
+    stored either)."""
     fields = rec._asdict()
-    del fields["caps"], fields["transactional"], fields["request"]
+    del fields["caps"], fields["transactional"], fields["request"], fields["choices"]
     return json.loads(json.dumps(fields))
 
 

@@ -1,0 +1,110 @@
+"""Campaigns as a marketer runs them, through a real server: concurrent decisions of a campaign
+of several channels under a frequency cap (across two workers), and a fixed split changed while
+it runs (the split check of GetCampaignStats)."""
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from protos.tailor.v1 import campaign_pb2 as pb
+from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
+from protos.tailor.v1 import profile_pb2 as ppb
+from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
+from server.campaigns.records import PENDING, DecisionRecord, Fallback
+from server.campaigns.repository import CampaignRepository
+from server.campaigns.spec import Campaign, CampaignSpec, Variant
+from server.store import Store
+
+DAY = 86400.0
+
+
+def push_then_email(cid="c1", **kw) -> pb.CampaignSpec:
+    return pb.CampaignSpec(
+        campaign_id=cid, channel="push", channels=["push", "email"], policy="bernoulli_ts",
+        variants=[pb.Variant(id="a"), pb.Variant(id="b")], reward_window_seconds=3600,
+        frequency_caps=[pb.FrequencyCap(channel="push", max=1, window_seconds=DAY)], **kw)
+
+
+def _choose_at_once(target: str, users: list[str], cid: str = "c1"
+                    ) -> list[pb.ChooseVariantResponse]:
+    """A ChooseVariant per entry of `users`, all at once over 8 connections of their own
+    (spread over the workers)."""
+    chans = [grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+             for _ in range(8)]
+    try:
+        stubs = [pb_grpc.CampaignServiceStub(c) for c in chans]
+        with ThreadPoolExecutor(len(users)) as pool:
+            calls = [pool.submit(stubs[i % 8].ChooseVariant, pb.ChooseVariantRequest(
+                campaign_id=cid, user_id=u), timeout=60) for i, u in enumerate(users)]
+            return [c.result() for c in calls]
+    finally:
+        for c in chans:
+            c.close()
+
+
+def test_concurrent_decisions_capped_on_push_fall_back_to_email(server_process, tmp_path):
+    """Eight ChooseVariant calls at once for each of eight users of a push + email campaign (one
+    push a day), over two workers: calls that read the same history (no push yet) and drew push
+    all chose it, and the writer, which alone sees the others, finds all but the first over the
+    push cap. They go by email, which the user may be contacted on and the cap leaves free,
+    instead of being suppressed `frequency_cap` (on main: 3 of 32 calls, four a user, were):
+    the cap holds (at most one push a user) and nobody is refused."""
+    server = server_process(tmp_path / "data", workers=2, env={"TAILOR_LMDB_SYNC": "false"})
+    users = [f"u{i}" for i in range(8)]
+    with grpc.insecure_channel(server.target) as ch:
+        stub = pb_grpc.CampaignServiceStub(ch)
+        stub.CreateCampaign(pb.CreateCampaignRequest(spec=push_then_email()), timeout=30)
+        for u in users:
+            ppb_grpc.ProfileServiceStub(ch).SetConsent(ppb.SetConsentRequest(
+                user_id=u, channel="email", opted_in=True, source="test"), timeout=30)
+        got = _choose_at_once(server.target, users * 8)
+        exported = {r.decision_id: r for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+            campaign_id="c1", include_pending=True, include_suppressed=True), timeout=30)}
+    assert [d.reason for d in got if d.suppressed] == []
+    for u in users:
+        mine = [d.channel for d, who in zip(got, users * 8) if who == u]
+        assert mine.count("push") <= 1 and mine.count("email") == 8 - mine.count("push")
+    assert {exported[d.decision_id].channel for d in got} == {d.channel for d in got}
+
+
+NOW = 1.8e9
+PUSH_CAP = (("push", 1, DAY),)
+
+
+def _decision(i: int, channel: str, p: float, choices=()) -> DecisionRecord:
+    return DecisionRecord(f"d{i}", "c", "u", NOW, 0, 0.5, None, [], 0, "a", PENDING,
+                          NOW + 3600, False, channel, 0.0, "", PUSH_CAP if channel == "push"
+                          else (), p, 1.0, False, b"", choices)
+
+
+def test_the_writer_logs_a_fallback_with_the_probability_of_ending_there(tmp_path):
+    """The decision log's own transaction, on a real store: a push after the user's push of the
+    day falls back on email, logged with the probability the draw and the fallback together
+    had of email (0.7 + 0.3 = 1); an email drawn directly then takes push's mass too (it is
+    where a push would have gone); with three channels (push 0.5, sms 0.3, email 0.2) and push
+    capped, sms takes push's mass (0.8) and email keeps its own; with no choices (a message's
+    decision) the capped push is refused as before."""
+    store = Store(tmp_path / "store", sync=False)
+    spec = CampaignSpec("c", channel="push", channels=("push", "email", "sms"),
+                        variants=(Variant("a"), Variant("b"))).validated()
+    repo = CampaignRepository(store)
+    repo.create(Campaign(spec), spec.new_state())
+    two = (("push", PUSH_CAP, 0.7), ("email", (), 0.3))
+    three = (("push", PUSH_CAP, 0.5), ("sms", (), 0.3), ("email", (), 0.2))
+    got = repo.log_decisions([_decision(0, "push", 0.7, two), _decision(1, "push", 0.7, two),
+                              _decision(2, "email", 0.3, two), _decision(3, "push", 0.5, three),
+                              _decision(4, "sms", 0.3, three), _decision(5, "email", 0.2, three),
+                              _decision(6, "push", 1.0)])
+    assert got == ["", Fallback("email", 1.0), Fallback("email", 1.0), Fallback("sms", 0.8),
+                   Fallback("sms", 0.8), "", "frequency_cap"]
+    logged = {r["decision_id"]: r for chunk in repo.log.export("c", include_pending=True,
+                                                              include_suppressed=True)
+              for r in chunk}
+    assert [(logged[f"d{i}"]["channel"], logged[f"d{i}"]["channel_propensity"],
+             logged[f"d{i}"]["status"]) for i in range(7)] == [
+        ("push", 0.7, "pending"), ("email", 1.0, "pending"), ("email", 1.0, "pending"),
+        ("sms", 0.8, "pending"), ("sms", 0.8, "pending"), ("email", 0.2, "pending"),
+        ("push", 1.0, "suppressed")]
+    assert [(e["channel"], e["decision_id"]) for e in repo.contacts_of("u")] == [
+        ("push", "d0"), ("email", "d1"), ("email", "d2"), ("sms", "d3"), ("sms", "d4"),
+        ("email", "d5")]
+    store.close()
