@@ -53,7 +53,13 @@ from .records import (
     RewardRequest,
     logged_pending,
 )
-from .repository import ERASURE_SECRETS_ENV, OUTBOX_TAG, PLAN_SLICES_ALONE, CampaignRepository
+from .repository import (
+    ERASURE_SECRETS_ENV,
+    OUTBOX_TAG,
+    PLAN_SLICES_ALONE,
+    CampaignRepository,
+    split_counts,
+)
 from .requests import request_digest
 from .spec import Campaign, CampaignSpec
 
@@ -546,19 +552,20 @@ class Campaigns:
 
         def compute():
             view = stats_view(state)  # the reward model the stats take (time to significance too)
-            made = counters["decisions"][:state.n_arms]
-            assigned = [*made, *[0] * (state.n_arms - len(made))]  # the split check's counts
+            # the split check's counts: the decisions made under the current split
+            assigned, since = split_counts(counters, state.n_arms, campaign.created_at)
             # Seeded by the posterior: every worker, before and after a restart, gives the
             # same Monte Carlo answer about the same state.
             seed = int.from_bytes(hashlib.blake2b(state.to_bytes(), digest_size=8).digest(),
                                   "little")
             st = campaign_stats(state, B.new_rng(seed), n_mc=20000, assigned=assigned)
-            elapsed = time.time() - campaign.created_at
+            now = time.time()
+            elapsed = now - campaign.created_at
             made = sum(counters["decisions"]) + counters["holdout"]
             st["decisions_per_second"] = made / elapsed if elapsed > 0 else 0.0
             for row in st.get("ab", []):
                 row["seconds_to_significance"] = seconds_to_significance(
-                    row, view, counters["decisions"], elapsed)
+                    row, view, assigned, now - since)
             return st
         return campaign, await asyncio.to_thread(compute), counters
 

@@ -32,6 +32,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from kernels import bandits as B
 
 from ..batching.bulk import Bulk
@@ -121,18 +123,34 @@ class CampaignRepository:
         return self.store.write(fn)
 
     def update(self, campaign_id: str, change) -> Campaign:
-        """`change(campaign, state) -> (campaign, state)` applied in one write transaction."""
+        """`change(campaign, state) -> (campaign, state)` applied in one write transaction; a
+        change of the split (weights, or variants appended) restarts its counts
+        (`_restart_split`)."""
         key = campaign_key(campaign_id)
 
         def fn(txn):
             raw = self._c.get(txn, key)
             if raw is None:
                 raise CampaignNotFound(campaign_id)
-            new, state = change(self.parse(raw), B.BanditState.from_bytes(self._b.get(txn, key)))
+            old = B.BanditState.from_bytes(self._b.get(txn, key))
+            new, state = change(self.parse(raw), old)
             self._c.put(txn, key, new.to_json())
             self._b.put(txn, key, state.to_bytes())
+            if old.weights.shape != state.weights.shape or \
+                    not np.array_equal(old.weights, state.weights):
+                self._restart_split(txn, campaign_id, new.updated_at)
             return new
         return self.store.write(fn)
+
+    def _restart_split(self, txn, campaign_id: str, at: float) -> None:
+        """Remember the decisions per arm made under the split before `at` (`split_from`) and
+        when it changed (`split_at`): the split check and the time to significance count the
+        decisions since (`split_counts`), made under the split the weights now give; the
+        decision counts themselves stay whole."""
+        key = count_key(campaign_id)
+        c = _counters(self._b.get(txn, key))
+        c["split_from"], c["split_at"] = list(c["decisions"]), at
+        self._b.put(txn, key, json.dumps(c).encode())
 
     def get(self, campaign_id: str) -> Campaign | None:
         raw = self.store.get("campaigns", campaign_key(campaign_id))
@@ -553,6 +571,17 @@ def _counters(raw: bytes | None) -> dict:
     base = {"decisions": [], "holdout": 0, "pending": 0, "holdout_rewarded": 0,
             "holdout_rewards": 0.0}
     return base if raw is None else {**base, **json.loads(raw)}
+
+
+def split_counts(counters: dict, n_arms: int, created_at: float) -> tuple[list[int], float]:
+    """(decisions per arm made under the current split, when it began): those since the last
+    update that changed the weights or appended variants (`_restart_split`), else since the
+    campaign was created (counters written before this was kept: since then too). A decision
+    made before the change and withdrawn after it counts 0, not less."""
+    made = [*counters["decisions"][:n_arms], *[0] * (n_arms - len(counters["decisions"]))]
+    base = counters.get("split_from", [])
+    return ([max(m - (base[a] if a < len(base) else 0), 0) for a, m in enumerate(made)],
+            counters.get("split_at", created_at))
 
 
 WRITER_GC_THRESHOLD = (10_000, 10, 10)

@@ -1,9 +1,11 @@
 """Campaigns as a marketer runs them, through a real server: concurrent decisions of a campaign
 of several channels under a frequency cap (across two workers), and a fixed split changed while
 it runs (the split check of GetCampaignStats)."""
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import pytest
 
 from protos.tailor.v1 import campaign_pb2 as pb
 from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
@@ -108,3 +110,56 @@ def test_the_writer_logs_a_fallback_with_the_probability_of_ending_there(tmp_pat
         ("push", "d0"), ("email", "d1"), ("email", "d2"), ("sms", "d3"), ("sms", "d4"),
         ("email", "d5")]
     store.close()
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """No bundle needed: campaigns do not use the recommender."""
+    from server.config import Settings
+    return Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                    secrets_dir=tmp_path / "secrets")
+
+
+def fixed(cid="ab", weights=(1.0, 1.0)) -> pb.CampaignSpec:
+    return pb.CampaignSpec(campaign_id=cid, channel="web", policy="fixed",
+                           variants=[pb.Variant(id=f"v{i}", weight=w) for i, w in enumerate(weights)])
+
+
+async def _choose_users(stub, users, cid="ab") -> list[pb.ChooseVariantResponse]:
+    """A decision for each of `users`, each rewarded (1 for every fourth user, else 0)."""
+    gate = asyncio.Semaphore(32)
+
+    async def one(i, user):
+        async with gate:
+            d = await stub.ChooseVariant(pb.ChooseVariantRequest(campaign_id=cid, user_id=user))
+            await stub.ReportReward(pb.ReportRewardRequest(decision_id=d.decision_id,
+                                                           reward=float(i % 4 == 0)))
+            return d
+    return await asyncio.gather(*(one(i, u) for i, u in enumerate(users)))
+
+
+async def _srm(stub, cid="ab") -> list[tuple[float, bool]]:
+    st = await stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id=cid))
+    return [(row.srm_pvalue, row.srm_mismatch) for row in st.ab]
+
+
+@pytest.mark.parametrize("change", ["append", "reweight"])
+async def test_a_split_changed_while_it_runs_raises_no_sample_ratio_mismatch(channel, change):
+    """A 50/50 test run on 2,000 users, then changed by UpdateCampaign (a third variant
+    appended, all equal; or the split moved to 90/10), then run on 300 more: each user gets
+    the arm the new split gives, so the decisions follow it, yet the split check compared every
+    decision ever made with the new weights (on main: p ~1e-90 and ~1e-70, mismatch); it
+    counts the decisions made since the split last changed."""
+    stub = pb_grpc.CampaignServiceStub(channel)
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=fixed()))
+    await _choose_users(stub, [f"a{i}" for i in range(2000)])
+    assert all(not mismatch for _, mismatch in await _srm(stub))
+    weights = (1.0, 1.0, 1.0) if change == "append" else (9.0, 1.0)
+    await stub.UpdateCampaign(pb.UpdateCampaignRequest(spec=fixed(weights=weights)))
+    got = await _choose_users(stub, [f"b{i}" for i in range(300)])
+    assert {d.variant_id for d in got} == {f"v{i}" for i in range(len(weights))}
+    rows = await _srm(stub)
+    assert len(rows) == len(weights) - 1
+    assert all(p > 1e-3 and not mismatch for p, mismatch in rows), rows
+    st = await stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id="ab"))
+    assert sum(v.decisions for v in st.variants) == 2300  # the counts themselves stay whole
