@@ -31,6 +31,13 @@ Contact policy: `apply_verdicts` is the one place where a batch's `Verdict`s (wh
 channel, when) meet its decisions; users it suppresses are not drawn for and are logged as
 suppressed.
 
+Archiving: each slice reads the live campaign (the worker's snapshot, at most
+`campaign_state_refresh_s` old; the worker that archived drops it at once), so a campaign
+archived while a stream runs ends it with FAILED_PRECONDITION at the next slice: the batches
+answered before stand, the slices of its batch already logged are withdrawn, and at most the
+batches decided ahead (`plan_read_ahead_users`), decided before the archive, are still
+answered before the error.
+
 A user the stream named before (in the same message or an earlier one: an audience file listing
 them twice) is answered suppressed with the reason `DUPLICATE` there (logged so, like any
 suppressed user): one decision drawn, counted and capped for them, one contact (`_Named`).
@@ -275,12 +282,16 @@ class Planner:
         starts on it while the next is decided, and its transactions stay small); returns the
         batch and the futures of its slices' suppression reasons. Each slice goes to
         `unanswered` (its decision ids logged pending, its future) as it is handed over.
-        `again`: the indexes of users the stream named before (answered `DUPLICATE`)."""
-        now, live = time.time(), self.campaigns.live(first.campaign_id)
+        `again`: the indexes of users the stream named before (answered `DUPLICATE`).
+        Each slice reads the live campaign (`Campaigns.live`, a cached snapshot): one archived
+        meanwhile raises `CampaignArchived` there, so the rest of the message is not decided
+        and the slices handed over are withdrawn, never answered."""
+        now = time.time()
         batches, logged = [], []
         for lo in range(0, len(user_ids), DECIDE_SLICE):
             if lo:
                 await asyncio.sleep(0)
+            live = self.campaigns.live(first.campaign_id)
             part = frozenset(i - lo for i in again if lo <= i < lo + DECIDE_SLICE)
             batch, rows = self._decide(first, live, user_ids[lo:lo + DECIDE_SLICE], now, part)
             batches.append(batch)

@@ -113,8 +113,10 @@ class CampaignServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ArchiveCampaign(self, request, context):
-        """No more decisions (ChooseVariant answers FAILED_PRECONDITION); stats stay readable and
-        pending decisions still take rewards.
+        """No more decisions (ChooseVariant answers FAILED_PRECONDITION; a PlanCampaign stream ends
+        so at its next slice of 250 users, its unanswered decisions withdrawn); other workers
+        follow within TAILOR_CAMPAIGN_STATE_REFRESH_SECONDS. Stats stay readable and pending
+        decisions still take rewards.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
