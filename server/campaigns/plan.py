@@ -18,8 +18,9 @@ yet answered when the stream was cancelled or failed, a batch whose slice failed
 withdrawn once their slices are committed (`Campaigns.withdraw`): stored as suppressed with the
 reason `records.WITHDRAWN`, they take no reward, count toward no frequency cap or decision
 count, and no default reward closes them (which would teach the policy from a variant nobody
-saw). A batch counts as answered once it is handed to the transport, so one being written when
-the stream breaks is kept.
+saw). A batch counts as answered once it is handed to the transport (the servicer says so,
+`PlanBatch.handed`, once it is converted), so one being written when the stream breaks is kept,
+and one being converted is withdrawn.
 
 Reading runs ahead of answering by at most `limits.plan_read_ahead_users` users (a task reads
 and decides while the stream writes answers), so deciding the next batches overlaps logging this
@@ -49,7 +50,7 @@ import collections
 import itertools
 import math
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
@@ -102,6 +103,10 @@ class PlanBatch:
     """Per user, the probability the contact policy had of its channel (None: 1 for all)."""
     send_at_propensities: list[float] | None = None
     """Per user, the probability the contact policy had of its send-time slot (None: 1)."""
+    handed: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    """Set on a batch `Planner.plan` yields: the caller calls it once it gave the batch to the
+    transport (the batch is then kept whatever happens next); a caller that asks for the next
+    batch has taken this one too. A stream closed before either withdraws it."""
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -219,10 +224,10 @@ class Planner:
                     raise item
                 planned, slices = item
                 outcome = self._outcome(planned, await _all_logged(slices))
-                for _ in slices:  # handed to the caller: kept whatever happens next
-                    unanswered.popleft()
                 ahead.release(len(planned))
+                outcome.handed = _handing(unanswered, len(slices))
                 yield outcome
+                outcome.handed()  # the caller took it, and asks for the next
         finally:
             # The reader, suspended here, adds no slice once cancelled: `unanswered` is final.
             reader.cancel()
@@ -359,6 +364,18 @@ class Planner:
                 batch.arms[i], batch.propensities[i], batch.variant_ids[i] = NO_ARM, 0.0, ""
                 batch.reasons[i] = reason
         return batch
+
+
+def _handing(unanswered: collections.deque, slices: int) -> Callable[[], None]:
+    """`PlanBatch.handed` of a batch of `slices` slices, the oldest in `unanswered` (batches
+    are answered in order): takes them out, once (then they are kept whatever happens)."""
+    left = [slices]
+
+    def handed() -> None:
+        while left[0]:
+            unanswered.popleft()
+            left[0] -= 1
+    return handed
 
 
 async def _all_logged(parts: Sequence[asyncio.Future]) -> list[str]:

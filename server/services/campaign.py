@@ -244,6 +244,7 @@ class CampaignServicer(pb_grpc.CampaignServiceServicer):
                     if lo:
                         await asyncio.sleep(0)
                     out.decisions.extend(CampaignConverter.plan_decisions(batch, lo, lo + _PLAN_SLICE))
+                batch.handed()  # to the transport: kept (a stream cancelled before: withdrawn)
                 yield out
 
     @grpc_errors

@@ -396,6 +396,7 @@ async def test_decisions_of_a_stream_closed_before_answering_them_are_withdrawn(
     requests, batches = open_plan(tailor_server)
     await requests.put(PlanRequest("c1", ["a"]))
     first = await batches.__anext__()
+    first.handed()  # given to the transport, as the servicer does
     await requests.put(PlanRequest("", ["b", "c"]))
     assert await _until(lambda: _records_of(stub, {"b", "c"}, 2))  # logged, not yet answered
     await batches.aclose()
@@ -412,6 +413,29 @@ async def test_decisions_of_a_stream_closed_before_answering_them_are_withdrawn(
     code, _ = await code_of(stub.ReportReward(pb.ReportRewardRequest(
         decision_id=unanswered[0].decision_id, reward=1.0)))
     assert code == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_a_batch_the_servicer_never_handed_to_the_transport_is_withdrawn(stub, tailor_server):
+    """A batch yielded to the servicer is converted to its answer (500 decisions between turns
+    of the event loop) before the transport gets it: a stream cancelled meanwhile (3 of 10
+    cancels of a 4 x 10,000-user plan on main, two of them there) left the batch's 10,000
+    decisions pending though nobody received them (caps held, default rewards taken). It is
+    withdrawn unless the servicer said it handed it over (`PlanBatch.handed`), or asked for
+    the next one; a batch handed over is kept."""
+    from server.campaigns import PlanRequest
+    await create(stub)
+    requests, batches = open_plan(tailor_server)
+    await requests.put(PlanRequest("c1", ["a"]))
+    await batches.__anext__()
+    await requests.put(PlanRequest("", ["b", "c"]))
+    converting = await batches.__anext__()  # took the first; this one the stream never hands
+    await batches.aclose()
+    unanswered = await _until(lambda: _records_of(stub, {"b", "c"}, 2, status="suppressed"))
+    assert [(r.user_id, r.reason) for r in unanswered] == [("b", "withdrawn"), ("c", "withdrawn")]
+    assert sorted(converting.user_ids) == ["b", "c"]
+    assert [r.status for r in (await logged(stub)).values() if r.user_id == "a"] == ["pending"]
+    st = await stats(stub)
+    assert (sum(v.decisions for v in st.variants), st.pending) == (1, 1)
 
 
 async def test_an_unanswered_batch_is_withdrawn_whole_behind_a_suppressed_user(stub, tailor_server):
