@@ -29,6 +29,11 @@ class CampaignArchived(FailedPrecondition):
 
 class RewardConflict(FailedPrecondition):
     def __init__(self, decision_id: str, status: str, reward: float, wanted: float):
+        if status == "default":  # `records.DEFAULT`: the window closed without a reward
+            super().__init__(f"decision {decision_id!r} is past its reward window (the "
+                             f"campaign's reward_window_seconds from its send), closed with the "
+                             f"default reward {reward:g}; refusing {wanted:g}")
+            return
         super().__init__(f"decision {decision_id!r} is already {status} with reward {reward:g}; "
                          f"refusing {wanted:g} (re-sending the same value is a no-op)")
 

@@ -457,6 +457,7 @@ async def test_a_reward_after_the_window_closed_is_refused_even_before_the_sweep
         await asyncio.sleep(0.6)
         code, details = await code_of(reward(stub, late.decision_id, 1.0))
         assert code == grpc.StatusCode.FAILED_PRECONDITION and "default" in details
+        assert "past its reward window" in details  # not "already default": says why
         await profiles.TrackEvents(ppb.TrackEventsRequest(events=[
             event("e1", "bob", "email_click", evented.decision_id)]))
         log = {r.decision_id: (r.status, r.reward) async for r in stub.ExportDecisions(

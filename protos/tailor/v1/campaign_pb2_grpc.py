@@ -143,7 +143,8 @@ class CampaignServiceServicer:
 
     def ReportReward(self, request, context):
         """Final reward of a decision. Re-sending the same value is a no-op; a different value
-        for an already rewarded decision is FAILED_PRECONDITION.
+        for an already rewarded decision is FAILED_PRECONDITION, as is one for a decision past its
+        reward window (closed with the default reward: the message says so).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
