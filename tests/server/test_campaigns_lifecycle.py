@@ -203,3 +203,15 @@ async def test_archiving_while_a_plan_decides_a_batch_stops_it_there(channel):
         await asyncio.sleep(0.05)
     assert logged and {(r.status, r.reason) for r in logged} == {("suppressed", "withdrawn")}
     assert len(logged) < 10_000
+
+
+def test_a_plan_answers_the_channel_and_propensity_the_writer_fell_back_on():
+    """A PlanCampaign slice's commit answers each row: "" (as decided), a reason (suppressed),
+    or a `Fallback` (logged on another channel): the batch answered says what was logged."""
+    from server.campaigns.plan import PlanBatch, Planner
+    batch = PlanBatch(["a", "b", "c"], ["d1", "d2", "d3"], [0, 1, 0], [0.5, 0.5, 0.5],
+                      ["v0", "v1", "v0"], ["push", "push", "push"], [0.0] * 3, [""] * 3)
+    out = Planner._outcome(batch, ["", Fallback("email", 1.0), "frequency_cap"])
+    assert (out.channels, out.channel_propensities) == (["push", "email", "push"], [1.0, 1.0, 1.0])
+    assert (out.arms, out.variant_ids, out.reasons) == ([0, 1, -2], ["v0", "v1", ""],
+                                                        ["", "", "frequency_cap"])
