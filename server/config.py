@@ -164,6 +164,10 @@ class Limits(BaseModel):
     plan_stream_users: int = Field(10_000_000, ge=1)
     """Most user ids in one PlanCampaign stream (RESOURCE_EXHAUSTED past it). A stream keeps
     8 bytes a user it named, to answer a user named again suppressed `duplicate`."""
+    plan_streams: int = Field(8, ge=1)
+    """Most PlanCampaign streams one worker process serves at once (RESOURCE_EXHAUSTED past it:
+    retry once one ends). Each keeps 8 bytes a user it named (`plan_stream_users`: up to 80 MB,
+    about twice that while its sorted runs merge), so this bounds what plans hold together."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read

@@ -4,7 +4,8 @@ from __future__ import annotations
 from ..errors import FailedPrecondition, NotFound, ResourceExhausted
 
 __all__ = ["CampaignNotFound", "DecisionNotFound", "CampaignArchived", "CampaignExists",
-           "RewardConflict", "ImmutableField", "DecisionSuppressed", "PlanStreamTooLong"]
+           "RewardConflict", "ImmutableField", "DecisionSuppressed", "PlanStreamTooLong",
+           "PlanStreamsBusy"]
 
 
 class CampaignNotFound(NotFound):
@@ -53,3 +54,9 @@ class PlanStreamTooLong(ResourceExhausted):
     def __init__(self, most: int):
         super().__init__(f"user_ids: more than {most} in one PlanCampaign stream "
                          "(Limits.plan_stream_users); split the audience over several streams")
+
+
+class PlanStreamsBusy(ResourceExhausted):
+    def __init__(self, most: int):
+        super().__init__(f"this worker serves {most} PlanCampaign streams already "
+                         "(Limits.plan_streams); retry once one ends")

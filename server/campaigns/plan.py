@@ -61,7 +61,7 @@ from ..contact.consent import TRANSACTIONAL
 from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
-from .errors import PlanStreamTooLong
+from .errors import PlanStreamsBusy, PlanStreamTooLong
 from .records import DUPLICATE, NO_ARM, PENDING, SUPPRESSED, Fallback
 
 if TYPE_CHECKING:
@@ -211,13 +211,19 @@ class Planner:
         self.campaigns = campaigns
         self.limits = campaigns.limits
         self._log, self._withdraw = log, withdraw
+        self._streams = 0
+        """Streams being served (`plan`)."""
 
     async def plan(self, requests: AsyncIterable[PlanRequest]) -> AsyncIterator[PlanBatch]:
-        """One `PlanBatch` per request batch, in order, each once its decisions are committed."""
+        """One `PlanBatch` per request batch, in order, each once its decisions are committed;
+        `PlanStreamsBusy` while `limits.plan_streams` streams are served already."""
+        if self._streams >= self.limits.plan_streams:
+            raise PlanStreamsBusy(self.limits.plan_streams)
         queue: asyncio.Queue = asyncio.Queue()
         ahead = _ReadAhead(self.limits.plan_read_ahead_users)
         unanswered: collections.deque = collections.deque()  # (pending ids, slice future)
         reader = asyncio.create_task(self._read(requests, queue, ahead, unanswered))
+        self._streams += 1
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
@@ -229,6 +235,7 @@ class Planner:
                 yield outcome
                 outcome.handed()  # the caller took it, and asks for the next
         finally:
+            self._streams -= 1
             # The reader, suspended here, adds no slice once cancelled: `unanswered` is final.
             reader.cancel()
             if unanswered:

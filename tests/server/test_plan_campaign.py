@@ -500,3 +500,41 @@ async def test_cli_audience_refused_at_its_first_line_leaves_the_out_file_as_it_
                          "--out", str(fresh), "--quiet"],
         cwd=ROOT, input=b"\xff\n", capture_output=True, timeout=120)
     assert not fresh.exists()
+
+
+async def test_streams_past_the_workers_bound_are_resource_exhausted(tmp_path):
+    """Each stream keeps 8 bytes a user it named (up to 80 MB at plan_stream_users' default):
+    with no bound on streams at once, a decider could hold any number (on main a third stream
+    beside two open ones was served). Past `Limits.plan_streams` a stream is refused
+    RESOURCE_EXHAUSTED naming the limit; once one ends, the next is served."""
+    from server.config import Limits, Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(plan_streams=2))
+    async with serving(settings) as (_, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await create(stub)
+        ends = [asyncio.Event() for _ in range(2)]
+
+        def held(end: asyncio.Event, user: str):
+            async def requests():
+                yield pb.PlanCampaignRequest(campaign_id="c1", user_ids=[user])
+                await end.wait()
+            return stub.PlanCampaign(requests())
+        open_calls = [held(end, f"u{i}") for i, end in enumerate(ends)]
+        firsts = [await call.read() for call in open_calls]  # both served, both still open
+        assert [a.decisions[0].user_id for a in firsts] == ["u0", "u1"]
+        code, details = await code_of(plan(stub, [["u2"]]))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "plan_streams" in details
+        ends[0].set()
+        assert await open_calls[0].read() == grpc.aio.EOF
+        for _ in range(50):  # the server ends the stream's handler just after its last answer
+            try:
+                again = await plan(stub, [["u3"]])
+                break
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                await asyncio.sleep(0.05)
+        assert [d.user_id for d in again[0].decisions] == ["u3"]
+        ends[1].set()
+        assert await open_calls[1].read() == grpc.aio.EOF
