@@ -215,3 +215,44 @@ def test_a_plan_answers_the_channel_and_propensity_the_writer_fell_back_on():
     assert (out.channels, out.channel_propensities) == (["push", "email", "push"], [1.0, 1.0, 1.0])
     assert (out.arms, out.variant_ids, out.reasons) == ([0, 1, -2], ["v0", "v1", ""],
                                                         ["", "", "frequency_cap"])
+
+
+async def test_two_decisions_from_one_read_fall_back_and_a_fallback_nobody_received_is_withdrawn(
+        tmp_path):
+    """The domain with its writer process on a real store: two decisions for one user queued
+    before either commits (each read the history empty) both chose push, the campaign's first
+    channel; the second falls back on email at the commit. Its caller giving up (a deadline)
+    withdraws it as any decision logged pending: its email contact is forgotten, the push's
+    stays."""
+    from types import SimpleNamespace
+
+    from server.campaigns import Campaigns
+    from server.contact import ContactPolicy, FrequencyCap
+    from server.contact.caps import ContactHistory
+    from server.profiles import Profiles
+    store = Store(tmp_path / "store", sync=False)
+    consent = {"email": "opt_out", "sms": "opt_in", "push": "opt_out", "web": "none",
+               "app": "none"}
+    campaigns = Campaigns(store, Profiles(store, SimpleNamespace(active=None)),
+                          contact=ContactPolicy(consent))
+    await campaigns.create(CampaignSpec("c", channel="push", channels=("push", "email"),
+                                        variants=(Variant("a"), Variant("b")),
+                                        frequency_caps=(FrequencyCap("push", 1, DAY),)))
+    first = campaigns.decide("c", "ann", {}, fallback=True)
+    second = campaigns.decide("c", "ann", {}, fallback=True)
+    assert (first.choice.channel, second.choice.channel) == ("push", "push")
+    assert (await first.logged()).channel == "push"
+    campaigns.abandon(second)  # its caller gave up: nobody received it
+    await campaigns.close()
+    # read by scans: the writer child keys users with its own store-id key, which a server
+    # started earlier in this process may have replaced here (`store.tokens.use_key`)
+    records = {r["decision_id"]: r for chunk in campaigns.repo.log.export(
+        "c", include_pending=True, include_suppressed=True) for r in chunk}
+    dropped = records[second.choice.decision_id]
+    assert (dropped["channel"], dropped["status"], dropped["reason"]) == (
+        "email", "suppressed", "withdrawn")
+    with store.read() as txn:
+        contacts = [e for _, raw in store.table("contacts").items(txn, b"")
+                    for e in ContactHistory.decode(raw).entries]
+    assert [(e[1], e[2]) for e in contacts] == [("push", first.choice.decision_id)]
+    store.close()
