@@ -165,44 +165,53 @@ async def test_a_split_changed_while_it_runs_raises_no_sample_ratio_mismatch(cha
     assert sum(v.decisions for v in st.variants) == 2300  # the counts themselves stay whole
 
 
-async def test_archiving_while_a_plan_decides_a_batch_stops_it_there(channel):
-    """A PlanCampaign of one 10,000-user message, the campaign archived right after it is sent:
-    on main the plan went on deciding the message from the campaign as read at its start and
-    answered all 10,000 live decisions ~200 ms after ArchiveCampaign returned (sync on). Each
-    slice reads the live campaign: the stream ends FAILED_PRECONDITION, and the decisions its
-    unanswered batch logged are withdrawn (nothing left pending: no cap, no reward)."""
-    stub = pb_grpc.CampaignServiceStub(channel)
-    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=fixed("p")))
-    sent, done = asyncio.Event(), asyncio.Event()
+async def test_archiving_while_a_plan_decides_a_batch_stops_it_there(tmp_path):
+    """A PlanCampaign of one 100,000-user message (400 slices), the campaign archived right
+    after it is sent: on main the plan went on deciding the message from the campaign as read
+    at its start (10,000 users: all answered live ~200 ms after ArchiveCampaign returned, sync
+    on). Each slice reads the live campaign: the stream ends FAILED_PRECONDITION, and the
+    decisions its unanswered batch logged are withdrawn (nothing left pending: no cap, no
+    reward)."""
+    from server.config import Limits, Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(plan_batch_users=100_000))
+    async with serving(settings) as (server, _), grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}", options=[("grpc.max_receive_message_length", 64 << 20)]
+    ) as ch:  # room for the whole answer (~7 MB) where a plan answers it
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await stub.CreateCampaign(pb.CreateCampaignRequest(spec=fixed("p")))
+        sent, done = asyncio.Event(), asyncio.Event()
 
-    async def requests():
-        yield pb.PlanCampaignRequest(campaign_id="p", user_ids=[f"u{i}" for i in range(10_000)])
-        sent.set()
-        await done.wait()
-    call = stub.PlanCampaign(requests())
-    answered = []
+        async def requests():
+            yield pb.PlanCampaignRequest(campaign_id="p",
+                                         user_ids=[f"u{i}" for i in range(100_000)])
+            sent.set()
+            await done.wait()
+        call = stub.PlanCampaign(requests())
+        answered = []
 
-    async def read():
-        try:
-            async for answer in call:
-                answered.extend(answer.decisions)
-                done.set()  # the batch is answered: the stream may end
-        finally:
-            done.set()
-    reader = asyncio.create_task(read())
-    await sent.wait()
-    await stub.ArchiveCampaign(pb.ArchiveCampaignRequest(campaign_id="p"))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await asyncio.wait_for(reader, 60)
-    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and answered == []
-    for _ in range(100):  # withdrawn once their commits settle
-        logged = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
-            campaign_id="p", include_pending=True, include_suppressed=True))]
-        if all(r.status == "suppressed" for r in logged):
-            break
-        await asyncio.sleep(0.05)
-    assert logged and {(r.status, r.reason) for r in logged} == {("suppressed", "withdrawn")}
-    assert len(logged) < 10_000
+        async def read():
+            try:
+                async for answer in call:
+                    answered.extend(answer.decisions)
+                    done.set()  # the batch is answered: the stream may end
+            finally:
+                done.set()
+        reader = asyncio.create_task(read())
+        await sent.wait()
+        await stub.ArchiveCampaign(pb.ArchiveCampaignRequest(campaign_id="p"))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(reader, 120)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and answered == []
+        for _ in range(100):  # withdrawn once their commits settle
+            logged = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+                campaign_id="p", include_pending=True, include_suppressed=True))]
+            if all(r.status == "suppressed" for r in logged):
+                break
+            await asyncio.sleep(0.05)
+        assert logged and {(r.status, r.reason) for r in logged} == {("suppressed", "withdrawn")}
+        assert len(logged) < 100_000
 
 
 def test_a_plan_answers_the_channel_and_propensity_the_writer_fell_back_on():
