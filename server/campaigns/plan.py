@@ -33,10 +33,10 @@ channel, when) meet its decisions; users it suppresses are not drawn for and are
 suppressed.
 
 Archiving: each slice reads the live campaign (the worker's snapshot, at most
-`campaign_state_refresh_s` old; the worker that archived drops it at once), so a campaign
-archived while a stream runs ends it with FAILED_PRECONDITION at the next slice: the batches
-answered before stand, the slices of its batch already logged are withdrawn, and at most the
-batches decided ahead (`plan_read_ahead_users`), decided before the archive, are still
+`campaign_state_refresh_seconds` old; the worker that archived drops it at once), so a
+campaign archived while a stream runs ends it with FAILED_PRECONDITION at the next slice: the
+batches answered before stand, the slices of its batch already logged are withdrawn, and at
+most the batches decided ahead (`plan_read_ahead_users`), decided before the archive, are still
 answered before the error.
 
 A user the stream named before (in the same message or an earlier one: an audience file listing
