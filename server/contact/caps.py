@@ -187,7 +187,8 @@ class Admission(NamedTuple):
         free = next((c for c, b in zip(self.choices, blocked) if not b), None)
         if free is None:
             return None
-        mine = next((b for c, b in zip(self.choices, blocked) if c[0] == self.channel), False)
+        # (a channel not among the choices, never its caller's intent, counts as refused)
+        mine = next((b for c, b in zip(self.choices, blocked) if c[0] == self.channel), True)
         if not mine and (free[0] != self.channel or not any(blocked)):
             return self
         mass = sum(c[2] for c, b in zip(self.choices, blocked) if b)
