@@ -2,13 +2,14 @@
 
 A stream of `PlanRequest`s (the first names the campaign and the context of every decision,
 which later messages leave empty or repeat; each carries a batch of user ids) is answered by one
-`PlanBatch` per batch, in order (an empty batch by an empty one). A batch is
-decided from one read of the live campaign, `DECIDE_SLICE` users at a time (other calls run in
-between), each slice with one profile read (feature states and meta records,
-`ProfileStates.states_and_meta`, when the contact policy or the campaign's context needs them),
-one `ContactPolicy.verdicts` call, one bandit draw (`DecisionMaker.decide_batch`) and one
-decision-log call (the campaigns writer process, function "decision_batches", through its own
-`AdaptiveBatcher`, a slice a frame; the frequency caps are enforced there as for ChooseVariant).
+`PlanBatch` per batch, in order (an empty batch by an empty one). A batch is decided
+`DECIDE_SLICE` users at a time (other calls run in between), each slice with one read of the
+live campaign (the worker's cached snapshot: see Archiving), one profile read (feature states
+and meta records, `ProfileStates.states_and_meta`, when the contact policy or the campaign's
+context needs them), one `ContactPolicy.verdicts` call, one bandit draw
+(`DecisionMaker.decide_batch`) and one decision-log call (the campaigns writer process,
+function "decision_batches", through its own `AdaptiveBatcher`, a slice a frame; the frequency
+caps are enforced there as for ChooseVariant).
 That function is `Bulk`: the writer commits up to `repository.PLAN_SLICES_A_COMMIT` slices a
 transaction (`PLAN_SLICES_ALONE` when no other batch comes), after any other batch waiting (a
 ChooseVariant beside a plan waits for at most the slice being committed). A batch is answered
