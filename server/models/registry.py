@@ -87,10 +87,18 @@ class ModelRegistry:
         raw = self.store.get("meta", BUNDLE_HISTORY)
         return json.loads(raw) if raw else []
 
+    def pointer(self) -> str:
+        """The version the active pointer names ("" before any): what every worker serves once
+        it has followed it, which this worker may not have yet (`bundle_poll_seconds`, a load)."""
+        raw = self.store.get("meta", BUNDLE_ACTIVE)
+        return raw.decode() if raw else ""
+
     def previous_version(self) -> str:
-        """The plain rollback's target: the latest version served before the active one that
-        is still stored (`bundles_kept` prunes older ones); "" when none is."""
-        active = self._active.version if self._active else None
+        """The plain rollback's target: the latest version served before the one the active
+        pointer names (this worker's own while none does) that is still stored (`bundles_kept`
+        prunes older ones); "" when none is. Not before this worker's active version: a worker
+        still loading a push, or failing to, would name the version pushed."""
+        active = self.pointer() or (self._active.version if self._active else None)
         stored = set(self.available_versions())
         for version in reversed(self.history()):
             if version != active and version in stored:
@@ -142,8 +150,7 @@ class ModelRegistry:
         if self.settings.bundle is not None:
             await self._start_with(Path(self.settings.bundle))
             return
-        pointer = self.store.get("meta", BUNDLE_ACTIVE)
-        first, stored = pointer.decode() if pointer else "", self.available_versions()
+        first, stored = self.pointer(), self.available_versions()
         # the versions served before it, latest first (a version rolled back from left the
         # history: it comes after them), then the other stored ones, newest first
         others = dict.fromkeys(v for v in [*self.history()[::-1], *stored]
@@ -258,8 +265,8 @@ class ModelRegistry:
         store or this worker serves it meanwhile (a rollback to it by its name): the versions
         listed (`available_versions`: rollback targets, the newest valid at start) are ones a
         push or `--bundle` served or staged."""
-        pointer, split = self.store.get("meta", BUNDLE_ACTIVE), self.canary_record()
-        served = {pointer.decode() if pointer else "", split.version if split else "",
+        split = self.canary_record()
+        served = {self.pointer(), split.version if split else "",
                   self._active.version if self._active else ""}
         if version not in served:
             shutil.rmtree(self.bundles_dir / version, ignore_errors=True)
@@ -447,18 +454,17 @@ class ModelRegistry:
         return False
 
     def _check_still_active(self, version: str) -> None:
-        pointer = self.store.get("meta", BUNDLE_ACTIVE)
-        if pointer and pointer.decode() != version:
+        pointer = self.pointer()
+        if pointer and pointer != version:
             raise FailedPrecondition(
-                f"bundle {version} was superseded by {pointer.decode()} (pushed or rolled back "
+                f"bundle {version} was superseded by {pointer} (pushed or rolled back "
                 f"meanwhile) before every worker served it; {version} is stored: roll back to "
                 "it to serve it")
 
     async def _follow_pointer(self) -> None:
         """Serve the version the active pointer names, and the canary the store records (a
         pass every `bundle_poll_seconds`; one that fails keeps the old bundle)."""
-        pointer = self.store.get("meta", BUNDLE_ACTIVE)
-        version = pointer.decode() if pointer else ""
+        version = self.pointer()
         if self._active is not None and version == self._active.version:
             self._backoff.loaded()  # a version that failed before is tried at once if named again
         elif version and self._backoff.due(version, time.monotonic()):
@@ -492,12 +498,12 @@ class ModelRegistry:
             backoff.loaded()
 
     def _prune(self) -> None:
-        """Keep `bundles_kept` versions on disk: always the active, the previous one (the
-        rollback target), a running canary's and those a push holds (stored, not yet served:
-        `remove_unclaimed`), then the newest others."""
+        """Keep `bundles_kept` versions on disk: always the active (this worker's and the
+        pointer's), the previous one (the rollback target), a running canary's and those a push
+        holds (stored, not yet served: `remove_unclaimed`), then the newest others."""
         split = self.canary_record()
-        keep = {self._active.version if self._active else "", self.previous_version(),
-                split.version if split else ""} - {""}
+        keep = {self._active.version if self._active else "", self.pointer(),
+                self.previous_version(), split.version if split else ""} - {""}
         others = [v for v in self.available_versions() if v not in keep]
         for version in others[max(self.settings.bundles_kept - len(keep), 0):]:
             remove_unclaimed(self.bundles_dir / version)

@@ -901,3 +901,47 @@ async def test_a_canary_this_worker_cannot_load_is_not_promoted_by_it(client, ta
     assert registry.store.get("meta", BUNDLE_ACTIVE) == demo_manifest["version"].encode()
     assert registry.canary_record() is not None and registry.canary_record().version == bad
     assert registry.active.version == demo_manifest["version"]
+
+
+def _status_on_a_worker_serving(target: str, version: str, tries: int = 60):
+    """(channel, ModelAdmin stub) on a new connection to a worker process whose active version
+    is `version` (a new connection lands on either worker of `--workers 2`), or None."""
+    from protos.tailor.v1 import model_admin_pb2 as admin_pb
+    from protos.tailor.v1 import model_admin_pb2_grpc as admin_grpc
+    for _ in range(tries):
+        ch = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        stub = admin_grpc.ModelAdminServiceStub(ch)
+        if stub.GetModelStatus(admin_pb.GetModelStatusRequest(), timeout=10).active.version == version:
+            return ch, stub
+        ch.close()
+    return None
+
+
+def test_a_plain_rollback_on_a_worker_still_serving_the_old_version_goes_back_from_the_new(
+        server_process, demo_bundle, second_bundle, demo_manifest):
+    """Two workers; a push swapped one of them and moved the pointer, and the client gave up
+    waiting for the other (still loading it, or failing to). A plain Rollback that reached the
+    lagging worker took 'previous' from that worker's own version: it 'rolled back' to the
+    version just pushed, answered OK, and every worker then served it. Previous is taken from
+    the pointer, whichever worker answers."""
+    from protos.tailor.v1 import model_admin_pb2 as admin_pb
+    old, new = demo_manifest["version"], json.loads((second_bundle / "manifest.json").read_text())["version"]
+    served = server_process(bundle=demo_bundle, workers=2, env={"TAILOR_BUNDLE_POLL_SECONDS": "15"})
+    with TailorClient(served.target) as c, pytest.raises(TailorError) as err:
+        c.push_bundle(second_bundle, timeout=3)  # one worker swaps, the other polls in 15 s
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    swapped = _status_on_a_worker_serving(served.target, new)
+    assert swapped is not None, "no worker serves the pushed version"
+    swapped[0].close()
+    found = _status_on_a_worker_serving(served.target, old)
+    assert found is not None, "no worker was still serving the old version"
+    ch, stub = found
+    with ch:
+        status = stub.GetModelStatus(admin_pb.GetModelStatusRequest(), timeout=10)
+        assert status.previous_version == old
+        back = stub.Rollback(admin_pb.RollbackRequest(), timeout=60)  # waits for both workers
+    assert back.active.version == old
+    for _ in range(4):  # each worker, whichever a connection reaches
+        found = _status_on_a_worker_serving(served.target, old, tries=1)
+        assert found is not None
+        found[0].close()
