@@ -8,10 +8,11 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument
+from ..store.errors import out_of_space
 from ..validation import check_range
 from .bundle import Bundle
 from .registry import ModelRegistry
-from .staging import BundleStaging
+from .staging import BundleDiskFull, BundleStaging
 
 __all__ = ["BundleChunk", "BundlePusher"]
 
@@ -46,7 +47,8 @@ class BundlePusher:
     async def push(self, chunks: AsyncIterable[BundleChunk]) -> Bundle:
         """Receive, validate and publish a bundle; activate it unless the first chunk says
         `stage_only`. A bundle refused before it serves (in validation, or as it swaps in or
-        starts as a canary) leaves nothing behind: a version it stored goes (`unpublish`)."""
+        starts as a canary) leaves nothing behind: a version it stored goes (`unpublish`); one
+        that fills the disk is RESOURCE_EXHAUSTED (`BundleDiskFull`)."""
         staging = BundleStaging(self.registry.bundles_dir, self.max_bytes,
                                 self.registry.settings.limits)
         try:
@@ -62,9 +64,11 @@ class BundlePusher:
             bundle = await loop.run_in_executor(None, self.registry.load, staging.dir,
                                                 self.compute_threads)
             bundle.path = staging.publish()
-        except BaseException:
+        except BaseException as err:
             staging.discard()
             staging.release()
+            if isinstance(err, OSError) and out_of_space(err):  # a write, fsync or the id rewrite
+                raise BundleDiskFull(self.registry.bundles_dir, staging.received) from None
             raise
         try:
             if canary:

@@ -13,13 +13,13 @@ import uuid
 from pathlib import Path
 
 from ..config import DEFAULT_LIMITS, Limits
-from ..errors import FailedPrecondition, InvalidArgument
+from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
-__all__ = ["BundleStaging", "checked_manifest", "leftover_name", "remove_unclaimed",
-           "sweep_leftovers"]
+__all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "leftover_name",
+           "remove_unclaimed", "sweep_leftovers"]
 
 logger = logging.getLogger("tailor.models.staging")
 
@@ -27,6 +27,17 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 _LEFTOVER = re.compile(r"\.(staging|import)-(\d+)(?:\.(\d+))?-.*")
 STALE_SECONDS = 3600.0
 """A leftover staging directory without a live owner process older than this is removed."""
+
+
+class BundleDiskFull(ResourceExhausted):
+    """A push refused: the disk of the bundles directory filled up as it was stored (nothing
+    of it is left there; the serving bundle is unchanged)."""
+
+    def __init__(self, bundles_dir: Path, received: int):
+        free = shutil.disk_usage(bundles_dir).free
+        super().__init__(f"no space left on the disk of {bundles_dir} for the bundle "
+                         f"({received} bytes received, {free} bytes free now that its upload is "
+                         "removed): nothing was stored (free space, or lower TAILOR_BUNDLES_KEPT)")
 
 
 def leftover_name(kind: str, rest: str) -> str:

@@ -945,3 +945,31 @@ def test_a_plain_rollback_on_a_worker_still_serving_the_old_version_goes_back_fr
         found = _status_on_a_worker_serving(served.target, old, tries=1)
         assert found is not None
         found[0].close()
+
+
+async def test_a_push_that_fills_the_disk_is_resource_exhausted_and_leaves_nothing(
+        small_disk, demo_bundle, second_bundle, demo_manifest):
+    """A push whose files (or the rewrite of its user ids) ran out of disk answered INTERNAL
+    ('internal error in ModelAdminServicer.PushBundle', ENOSPC only in the server's log): it
+    is RESOURCE_EXHAUSTED naming the disk, nothing of it stays, the old version serves, and
+    the same push goes through once there is room."""
+    import shutil
+
+    from tests.conftest import server_settings, serving
+    async with serving(server_settings(small_disk, demo_bundle)) as (server, _):
+        bundles = server.registry.bundles_dir
+        filler = small_disk / "filler"
+        room = 300_000  # less than the second bundle's files (about 1 MB)
+        filler.write_bytes(b"\0" * max(shutil.disk_usage(small_disk).free - room, 0))
+        free = shutil.disk_usage(small_disk).free
+        with TailorClient(f"127.0.0.1:{server.port}", timeout=60) as client:
+            with pytest.raises(TailorError) as err:
+                await asyncio.to_thread(client.push_bundle, second_bundle)
+            assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED, str(err.value)
+            assert f"no space left on the disk of {bundles}" in str(err.value)
+            assert sorted(p.name for p in bundles.iterdir()) == [demo_manifest["version"]]
+            assert shutil.disk_usage(small_disk).free >= free - (64 << 10)  # a log line at most
+            assert server.registry.active.version == demo_manifest["version"]
+            filler.unlink()
+            status = await asyncio.to_thread(client.push_bundle, second_bundle)
+        assert status.active.version == json.loads((second_bundle / "manifest.json").read_text())["version"]
