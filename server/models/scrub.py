@@ -14,7 +14,9 @@ is scrubbed from bundles whose data cutoff is before the erasure (a later bundle
 user who came back is their new activity). Every `bundle_scrub_seconds` one worker (the
 bundles directory lock of `pseudonyms`, so no rewrite overlaps another) takes the queue
 (renamed to `.erased.taking`), rewrites each stored bundle that holds a queued hash, then
-deletes the queue: after that no file under the data dir holds the hash.
+deletes the queue: after that no file under the data dir holds the hash. A pass that began
+while a push was under way (`staging.uploads_under_way`) keeps the queue for the next one: the
+pushed bundle's check may have queued users it holds, and it is stored only at its publish.
 
 A scrubbed row stays (rows line up across the arrays, and nothing else may index them): its
 hash becomes `VOID` (no id hashes to it), its history and seen-set rows become empty (their
@@ -40,6 +42,7 @@ from ..store import tokens
 from ..store.lock import locked_dir
 from .bundle import HASHED_IDS, BundleInvalid, bundle_dirs, ids_hashed, ids_marker, read_manifest
 from .pseudonyms import _finish_interrupted, _swap_users
+from .staging import uploads_under_way
 
 __all__ = ["QUEUE", "VOID", "ScrubQueue", "scrub_stored", "scrub_users"]
 
@@ -186,11 +189,15 @@ def _scrub_one(path: Path, queued: dict[bytes, float]) -> int:
 
 def scrub_stored(bundles_dir: Path) -> int | None:
     """One scrub of every stored bundle (one worker at a time); the rows removed, None when
-    no erasure was queued. Blocking: run it in a thread."""
+    no erasure was queued. The queue stays for the next pass when a bundle could not be
+    scrubbed, or when a push was under way as the pass began: that push may have queued users
+    its bundle holds, which is stored (under its version) only once it publishes, maybe after
+    the listing below. Blocking: run it in a thread."""
     with locked_dir(bundles_dir):
         erased = _take_queue(bundles_dir)
         if not erased:
             return None
+        pushing = uploads_under_way(bundles_dir)  # before the listing: published since, listed
         removed, failed = 0, []
         for path in bundle_dirs(bundles_dir):
             try:
@@ -198,7 +205,7 @@ def scrub_stored(bundles_dir: Path) -> int | None:
             except (BundleInvalid, OSError, ValueError, KeyError) as err:
                 logger.warning("bundle %s: not scrubbed (%s)", path.name, err)
                 failed.append(path.name)
-        if not failed:  # else the queue stays for the next pass
+        if not failed and not pushing:  # else the queue stays for the next pass
             (bundles_dir / _TAKING).unlink()
     logger.info("bundle scrub: %d erased users queued, %d bundle rows removed",
                 len(erased), removed)

@@ -19,7 +19,7 @@ from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
 __all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "leftover_name",
-           "remove_unclaimed", "sweep_leftovers"]
+           "remove_unclaimed", "sweep_leftovers", "uploads_under_way"]
 
 logger = logging.getLogger("tailor.models.staging")
 
@@ -50,6 +50,22 @@ def leftover_name(kind: str, rest: str) -> str:
     return f".{kind}-{pid}-{rest}" if started is None else f".{kind}-{pid}.{started}-{rest}"
 
 
+def _owner_alive(match: re.Match) -> bool:
+    """Whether the process named by a `leftover_name` (matched by `_LEFTOVER`) still runs."""
+    return owner_alive(int(match.group(2)), None if match.group(3) is None else int(match.group(3)))
+
+
+def uploads_under_way(bundles_dir: Path) -> bool:
+    """Whether a live process is filling a `.staging-*` directory here: a push between its
+    first chunk and its publish, whose load checks may have queued erased users it holds for
+    the scrub (`scrub.scrub_stored`) before it is stored under its version."""
+    for path in bundles_dir.iterdir():
+        match = _LEFTOVER.fullmatch(path.name)
+        if match is not None and match.group(1) == "staging" and _owner_alive(match):
+            return True
+    return False
+
+
 def sweep_leftovers(bundles_dir: Path, now: float | None = None) -> list[str]:
     """Remove `.staging-*` / `.import-*` directories a crashed upload or import left behind:
     those of a process that no longer runs (or whose pid went to a later process:
@@ -60,8 +76,7 @@ def sweep_leftovers(bundles_dir: Path, now: float | None = None) -> list[str]:
         if not path.name.startswith((".staging-", ".import-")) or not path.is_dir():
             continue
         match = _LEFTOVER.fullmatch(path.name)
-        alive = match is not None and owner_alive(
-            int(match.group(2)), None if match.group(3) is None else int(match.group(3)))
+        alive = match is not None and _owner_alive(match)
         try:
             old = now - path.stat().st_mtime > STALE_SECONDS
         except FileNotFoundError:

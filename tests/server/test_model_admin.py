@@ -973,3 +973,38 @@ async def test_a_push_that_fills_the_disk_is_resource_exhausted_and_leaves_nothi
             filler.unlink()
             status = await asyncio.to_thread(client.push_bundle, second_bundle)
         assert status.active.version == json.loads((second_bundle / "manifest.json").read_text())["version"]
+
+
+async def test_an_erased_user_queued_by_a_push_is_scrubbed_though_a_scrub_ran_as_it_was_stored(
+        client, tailor_server, second_bundle):
+    """A bundle trained before an erasure and pushed after it queues the erased user for the
+    scrub as it is checked; a scrub pass landing between that check and the push's publish
+    (the id rewrite of a large users.npz takes seconds) took the queue, found the user in no
+    stored bundle and deleted it: the pushed bundle was then stored with the user's hash and
+    history for good. A pass that sees a push under way keeps the queue for the next one."""
+    import threading
+
+    from server.models.scrub import scrub_stored
+    from server.store import tokens
+    bundles, user = tailor_server.settings.bundles_dir, "5"
+    with np.load(second_bundle / "users.npz") as npz:
+        assert user in npz["user_ids"].astype(str).tolist()
+    await asyncio.to_thread(client.delete_profile, user)
+    await asyncio.to_thread(scrub_stored, bundles)  # the active bundle's row goes
+    checked, go_on = threading.Event(), threading.Event()
+
+    def held(bundle):  # the last check: the scrub queue's ran before it
+        if not bundle.ids_hashed:
+            checked.set()
+            go_on.wait(30)
+    tailor_server.registry.add_check(held)
+    push = asyncio.create_task(asyncio.to_thread(client.push_bundle, second_bundle))
+    assert await asyncio.to_thread(checked.wait, 30)
+    await asyncio.to_thread(scrub_stored, bundles)  # the periodic pass, as the push goes on
+    go_on.set()
+    await push
+    await asyncio.to_thread(scrub_stored, bundles)  # the next pass
+    token = tokens.user_token(user)
+    for path in bundles.glob("*/users.npz"):
+        with np.load(path) as npz:
+            assert token not in npz["user_ids"].tolist(), f"{path.parent.name} holds the user"
