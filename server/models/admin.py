@@ -34,6 +34,20 @@ class BundleChunk:
     canary_percent: float = 0.0
 
 
+async def _off_loop(fn, *args):
+    """`fn(*args)` in a thread: disk work (a chunk's write, the fsyncs, the load and its id
+    rewrite) that a slow disk would otherwise make every call of this worker wait for. A push
+    cancelled meanwhile waits for it to end before it removes what it wrote."""
+    future = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what this push ends on
+        raise
+
+
 class BundlePusher:
     def __init__(self, registry: ModelRegistry, compute_threads: int = 1,
                  max_bytes: int = 8 << 30, outcomes: Callable[[str], tuple[int, int]] | None = None):
@@ -52,42 +66,49 @@ class BundlePusher:
         staging = BundleStaging(self.registry.bundles_dir, self.max_bytes,
                                 self.registry.settings.limits)
         try:
-            stage_only, canary = None, 0.0
-            async for chunk in chunks:
-                if stage_only is None:
-                    stage_only, canary = chunk.stage_only, self._canary_share(chunk)
-                staging.write(chunk.path, chunk.offset, chunk.data)
-            if stage_only is None:
-                raise InvalidArgument("chunks", "the stream carried no bundle file")
-            staging.manifest()  # a bad manifest is refused before anything is loaded
-            loop = asyncio.get_running_loop()
-            bundle = await loop.run_in_executor(None, self.registry.load, staging.dir,
-                                                self.compute_threads)
-            bundle.path = staging.publish()
+            bundle, stage_only, canary = await self._stored(staging, chunks)
+            split = await self._started(bundle, stage_only, canary)
         except BaseException as err:
             staging.discard()
-            staging.release()
+            if staging.created and staging.alone():  # unless another push of it holds it
+                self.registry.unpublish(staging.version)
             if isinstance(err, OSError) and out_of_space(err):  # a write, fsync or the id rewrite
                 raise BundleDiskFull(self.registry.bundles_dir, staging.received) from None
             raise
-        try:
-            if canary:
-                split = await self.registry.start_canary(bundle, canary, self.outcomes)
-            elif not stage_only:
-                await self.registry.install(bundle)
-        except BaseException:  # refused as it starts: what this push stored goes with it,
-            if staging.created and staging.alone():  # unless another push of it holds it
-                self.registry.unpublish(bundle.version)
-            raise
         finally:
             staging.release()
-        if canary:
+        if split is not None:
             if not await self.registry.wait_for_workers(split.stable, canary_id=split.id):
                 logger.warning("not every worker reported canary %s in time", bundle.version)
         elif not stage_only:
             if not await self.registry.wait_for_workers(bundle.version):
                 logger.warning("not every worker reported bundle %s in time", bundle.version)
         return bundle
+
+    async def _stored(self, staging: BundleStaging, chunks: AsyncIterable[BundleChunk]
+                      ) -> tuple[Bundle, bool, float]:
+        """(the bundle received into `staging`, loaded, checked and published; stage only;
+        canary share). The disk's work runs in threads (`_off_loop`)."""
+        stage_only, canary = None, 0.0
+        async for chunk in chunks:
+            if stage_only is None:
+                stage_only, canary = chunk.stage_only, self._canary_share(chunk)
+            await _off_loop(staging.write, chunk.path, chunk.offset, chunk.data)
+        if stage_only is None:
+            raise InvalidArgument("chunks", "the stream carried no bundle file")
+        staging.manifest()  # a bad manifest is refused before anything is loaded
+        bundle = await _off_loop(self.registry.load, staging.dir, self.compute_threads)
+        bundle.path = await _off_loop(staging.publish)
+        return bundle, stage_only, canary
+
+    async def _started(self, bundle: Bundle, stage_only: bool, canary: float):
+        """Serve the published `bundle`: as a canary (its split), else to all (None), unless
+        stage only."""
+        if canary:
+            return await self.registry.start_canary(bundle, canary, self.outcomes)
+        if not stage_only:
+            await self.registry.install(bundle)
+        return None
 
     def _canary_share(self, first: BundleChunk) -> float:
         """The share of users (0..1) the first chunk asks the bundle to serve as a canary; a

@@ -165,6 +165,8 @@ class BundleStaging:
         self.received = 0
         self.created = False
         """True once `publish` stored a version the bundles directory did not hold."""
+        self.version = ""
+        """The version `publish` stored or found stored."""
         self._claim: int | None = None
         """The published directory's descriptor, holding a shared flock on it until `release`:
         every push of a version holds one, so the push that stored it sees whether another push
@@ -201,7 +203,7 @@ class BundleStaging:
     def publish(self) -> Path:
         """Move the staged files to bundles/<version> (atomic rename); return that directory."""
         manifest = self.manifest()
-        version = manifest.version
+        version = self.version = manifest.version
         final = self.bundles_dir / version
         listed = {"manifest.json", *manifest.files}
         for path in self.dir.iterdir():

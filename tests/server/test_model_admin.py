@@ -1008,3 +1008,52 @@ async def test_an_erased_user_queued_by_a_push_is_scrubbed_though_a_scrub_ran_as
     for path in bundles.glob("*/users.npz"):
         with np.load(path) as npz:
             assert token not in npz["user_ids"].tolist(), f"{path.parent.name} holds the user"
+
+
+async def test_a_push_to_a_slow_disk_does_not_stall_the_workers_calls(
+        client, channel, tailor_server, second_bundle, monkeypatch):
+    """A push wrote each chunk and fsynced every staged file on the event loop: Recommend on
+    that worker stood still meanwhile (a 600 MB bundle on this machine's disk: one 300 ms
+    stall, its fsync; seconds to tens of seconds for gigabytes on a slower disk). Here each
+    fsync of a staged file takes 0.4 s (a slow disk); the loop keeps turning through the push,
+    and Recommend keeps answering."""
+    import os
+
+    from server.models import staging as staging_mod
+    fsync = os.fsync
+
+    def slow_fsync(fd):  # only the staged files: the disk of a large upload
+        if ".staging-" in os.readlink(f"/proc/self/fd/{fd}"):
+            time.sleep(0.4)
+        fsync(fd)
+    monkeypatch.setattr(staging_mod.os, "fsync", slow_fsync)
+    stub = pb_grpc.RecommendationServiceStub(channel)
+    gaps, done = [], asyncio.Event()
+
+    async def ticks():
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    async def calls():
+        slowest = 0.0
+        while not done.is_set():
+            started = time.perf_counter()
+            await stub.Recommend(pb.RecommendRequest(user_id="1", k=5), timeout=30)
+            slowest = max(slowest, time.perf_counter() - started)
+            await asyncio.sleep(0.02)
+        return slowest
+
+    ticker, caller = asyncio.create_task(ticks()), asyncio.create_task(calls())
+    try:
+        status = await asyncio.to_thread(client.push_bundle, second_bundle)
+    finally:
+        done.set()
+    await ticker
+    slowest = await caller
+    assert status.active.version == json.loads((second_bundle / "manifest.json").read_text())["version"]
+    assert max(gaps) < 0.3, f"the event loop stood still {max(gaps):.2f} s during the push"
+    assert slowest < 0.3, f"a Recommend took {slowest:.2f} s during the push"
