@@ -257,7 +257,7 @@ class ModelRegistry:
                 self._adopt(None)  # a new active version ended the canary
             self._report_loaded(bundle.version)
         logger.info("serving bundle %s", bundle.version)
-        self._prune()
+        await self._pruned()
         return bundle
 
     def unpublish(self, version: str) -> None:
@@ -348,7 +348,7 @@ class ModelRegistry:
             split = CanarySplit.new(bundle.version, stable.version, share, baseline)
             self.canaries.start(split)
             self._adopt(Canary(split, bundle))
-        self._prune()
+        await self._pruned()
         return split
 
     async def end_canary(self, promote: bool, version: str = "", canary_id: str = "",
@@ -371,7 +371,7 @@ class ModelRegistry:
         if wait and not await self.wait_for_workers(self.current().version, dropped=split.id):
             logger.warning("not every worker left canary %s in time", split.version)
         logger.info("canary %s %s", split.version, "promoted" if promote else "aborted")
-        self._prune()  # an aborted canary is one more stored version
+        await self._pruned()  # an aborted canary is one more stored version
         return split
 
     async def _promoted(self, version: str, canary_id: str) -> Bundle | None:
@@ -496,6 +496,11 @@ class ModelRegistry:
                                what, type(err).__name__, err, backoff.delay)
         else:
             backoff.loaded()
+
+    async def _pruned(self) -> None:
+        """`_prune` in a thread: removing a version of gigabytes takes the disk a while, which
+        every call of this worker would wait for on the event loop."""
+        await asyncio.to_thread(self._prune)
 
     def _prune(self) -> None:
         """Keep `bundles_kept` versions on disk: always the active (this worker's and the
