@@ -531,8 +531,10 @@ class Settings(BaseSettings):
 
     bundle_poll_seconds: float = Field(0.5, gt=0)
     """How often a worker checks the store for a bundle activated by another worker."""
-    bundles_kept: int = 5
-    """Bundle versions kept on disk (the active one and rollback targets)."""
+    bundles_kept: int = Field(5, ge=0)
+    """Most bundle versions kept on disk, the newest first; the active one, the previous one
+    (the plain rollback's target), a running canary's and any a push under way holds are kept
+    even past it (0: only those)."""
 
     # -- canary guardrails (issue 19; server/models/guardrails.py) -------------------------------
     canary_check_seconds: float = Field(5.0, gt=0)

@@ -1098,5 +1098,18 @@ async def test_a_prune_on_a_slow_disk_does_not_stall_the_workers_calls(
     stalled, slowest, status = await _stalls_while(lambda: client.push_bundle(third), channel)
     assert status.active.version == version
     assert not (bundles / demo_manifest["version"]).exists()  # pruned
+    assert (bundles / second_bundle.name).is_dir()  # the previous version: kept even at 0
     assert stalled < 0.3, f"the event loop stood still {stalled:.2f} s during the prune"
     assert slowest < 0.3, f"a Recommend took {slowest:.2f} s during the prune"
+
+
+def test_a_negative_count_of_bundles_kept_is_refused():
+    """TAILOR_BUNDLES_KEPT=-1 started a server that pruned as 0 does; it is refused, naming the
+    setting."""
+    from pydantic import ValidationError
+
+    from server.config import Settings
+    with pytest.raises(ValidationError) as err:
+        Settings(bundles_kept=-1)
+    assert "bundles_kept" in str(err.value)
+    assert Settings(bundles_kept=0).bundles_kept == 0
