@@ -36,7 +36,7 @@ from .bundle import Bundle, bundle_dirs, load_bundle
 from .canary import Canary, CanarySplit
 from .canary_records import CanaryRecords
 from .pseudonyms import RawIds, hash_bundle, hash_stored
-from .staging import checked_manifest, leftover_name, remove_unclaimed, sweep_leftovers
+from .staging import checked_manifest, claimed, leftover_name, remove_unclaimed, sweep_leftovers
 
 __all__ = ["ModelRegistry"]
 
@@ -223,7 +223,8 @@ class ModelRegistry:
     # -- changing the active version -------------------------------------------------------
     async def activate(self, version: str, record: bool = True, back: bool = False) -> Bundle:
         """Validate and load `version` from disk, swap it in, and (if `record`) move the pointer
-        (`back`: as a rollback, `_record_txn`)."""
+        (`back`: as a rollback, `_record_txn`); the version is held (`staging.claimed`) until
+        then, so another worker's prune cannot remove what the pointer is about to name."""
         path = self.bundles_dir / version
         if not path.is_dir():
             raise NotFound("bundle version", version)
@@ -232,9 +233,14 @@ class ModelRegistry:
         canary = self._canary
         if canary is not None and canary.bundle.version == version:  # promoted elsewhere
             return await self.install(canary.bundle, record, back)
-        loop = asyncio.get_running_loop()
-        bundle = await loop.run_in_executor(None, self.load, path)
-        return await self.install(bundle, record, back)
+        held = await asyncio.to_thread(claimed, path)  # no prune removes it meanwhile
+        if held is None:
+            raise NotFound("bundle version", version)
+        try:
+            bundle = await asyncio.get_running_loop().run_in_executor(None, self.load, path)
+            return await self.install(bundle, record, back)
+        finally:
+            os.close(held)
 
     async def _amended(self, bundle: Bundle) -> Bundle:
         """`bundle` as every amender would serve it (catalog updates; in an executor)."""

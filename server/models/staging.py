@@ -18,7 +18,7 @@ from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
 from .bundle import read_manifest
 
-__all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "leftover_name",
+__all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "claimed", "leftover_name",
            "remove_unclaimed", "sweep_leftovers", "uploads_under_way"]
 
 logger = logging.getLogger("tailor.models.staging")
@@ -116,9 +116,11 @@ def _same_bundle(stored: Path, staged: Path) -> bool:
         return False
 
 
-def _claimed(path: Path) -> int | None:
+def claimed(path: Path) -> int | None:
     """A descriptor of directory `path` holding a shared flock on it, or None when `path` is
-    gone (or another directory) once the lock is held: its push removed it (`alone`)."""
+    gone (or another directory) once the lock is held: its push removed it (`alone`). A push
+    holds its version so from its publish, a load from disk (`ModelRegistry.activate`) while
+    it reads and swaps it in: a prune (`remove_unclaimed`) leaves it meanwhile."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -137,7 +139,7 @@ def _claimed(path: Path) -> int | None:
 def remove_unclaimed(path: Path) -> bool:
     """Remove stored version `path` unless a push holds it (`BundleStaging` claims it from its
     publish to its end); True when removed. A push reaching it meanwhile waits, then stores its
-    own copy (`_claimed`)."""
+    own copy (`claimed`)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -216,7 +218,7 @@ class BundleStaging:
                 os.fsync(fh.fileno())
         for _ in range(3):  # another push may store the version as this one renames
             if final.exists():
-                self._claim = _claimed(final)  # None: its push removed it meanwhile (`alone`)
+                self._claim = claimed(final)  # None: its push removed it meanwhile (`alone`)
             if self._claim is not None:
                 return self._found_stored(final, version)
             if self._store(final):

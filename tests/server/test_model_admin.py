@@ -1113,3 +1113,43 @@ def test_a_negative_count_of_bundles_kept_is_refused():
         Settings(bundles_kept=-1)
     assert "bundles_kept" in str(err.value)
     assert Settings(bundles_kept=0).bundles_kept == 0
+
+
+async def test_a_version_being_rolled_back_to_is_not_pruned_by_another_workers_swap(
+        client, tailor_server, copy_bundle, second_bundle, demo_manifest):
+    """A rollback by name loads its version from disk; another worker's swap pruning that same
+    version meanwhile (neither active, previous nor a canary there) removed its directory, and
+    the rollback went on to point every worker at a version none of them could load. The load
+    holds the version as a push does (`remove_unclaimed` leaves it)."""
+    import subprocess
+    import sys
+    import threading
+
+    from tests.conftest import ROOT
+    registry, bundles = tailor_server.registry, tailor_server.settings.bundles_dir
+    old = demo_manifest["version"]
+    third = copy_bundle(second_bundle)
+    _rewrite_manifest(third, version=third.name + "-third")
+    for bundle in (second_bundle, third):
+        await asyncio.to_thread(client.push_bundle, bundle)
+    loading, go_on, pruned = threading.Event(), threading.Event(), []
+
+    def held(bundle):  # the rollback's load of `old`, from disk
+        if bundle.version == old and not loading.is_set():
+            loading.set()
+            go_on.wait(30)
+    registry.add_check(held)
+    back = asyncio.create_task(asyncio.to_thread(client.rollback, old))
+    try:
+        assert await asyncio.to_thread(loading.wait, 30)
+        pruned.append(subprocess.run(  # the other worker's prune, as its swap runs it
+            [sys.executable, "-c", "import sys; from server.models.staging import "
+             "remove_unclaimed; from pathlib import Path; "
+             "print(remove_unclaimed(Path(sys.argv[1])))", str(bundles / old)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout.strip())
+    finally:
+        go_on.set()
+    status = await back
+    assert pruned == ["False"]
+    assert status.active.version == old
+    assert (bundles / old / "manifest.json").is_file(), "the served version's directory is gone"
