@@ -15,7 +15,8 @@ deterministically, so a re-push of the same bundle gives the same manifest) and 
 
 Crash safety: the new manifest is first written beside the old one (`.manifest.next`), then
 users.npz, then manifest.json are replaced by rename; a start that finds `.manifest.next`
-finishes the swap when users.npz already matches it (`_finish_interrupted`). Worker processes
+finishes the swap when users.npz already matches it (`_finish_interrupted`, which also drops
+a new users.npz a crash left written but not renamed, whole or cut short). Worker processes
 of one data dir lock the bundles directory around a rewrite, so two never rewrite one bundle
 at once.
 """
@@ -41,6 +42,7 @@ __all__ = ["RawIds", "hash_bundle", "hash_stored"]
 logger = logging.getLogger("tailor.models.pseudonyms")
 
 _NEXT = ".manifest.next"
+_USERS_NEXT = ".users.npz.next"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 """Every npz member's zip time: the same arrays give the same bytes (and sha256)."""
 
@@ -81,7 +83,7 @@ def _swap_users(path: Path, manifest: contract.Manifest, users: dict[str, np.nda
                 ) -> contract.Manifest:
     """Replace the bundle's users.npz by `users` and its manifest by `manifest` with the new
     file's sha256 (the crash-safe order above); the new manifest. Call it under `locked_dir`."""
-    staged = path / ".users.npz.next"
+    staged = path / _USERS_NEXT
     _write_npz(staged, users)
     raw = dict(manifest.raw)
     raw["files"] = {**raw["files"], "users.npz": contract.sha256_file(staged)}
@@ -103,15 +105,18 @@ def hash_bundle(bundle: Bundle, bundles_dir: Path) -> Bundle:
 
 
 def _finish_interrupted(path: Path) -> None:
-    """Complete a rewrite a crash cut between the two renames (or drop its leftovers)."""
+    """Complete a rewrite a crash cut between the two renames, and drop its leftovers: the
+    new users.npz written but not renamed (as large as the file) or cut short. Call it under
+    `locked_dir` (no rewrite is under way then)."""
     pending = path / _NEXT
-    if not pending.exists():
-        return
-    expected = json.loads(pending.read_text())["files"].get("users.npz")
-    if contract.sha256_file(path / "users.npz") == expected:
-        os.replace(pending, path / "manifest.json")
-    else:
-        pending.unlink()
+    if pending.exists():
+        expected = json.loads(pending.read_text())["files"].get("users.npz")
+        if contract.sha256_file(path / "users.npz") == expected:
+            os.replace(pending, path / "manifest.json")
+        else:
+            pending.unlink()
+    for leftover in (path / _USERS_NEXT, *path.glob(f".{_USERS_NEXT}.*.tmp")):
+        leftover.unlink(missing_ok=True)
 
 
 RawIds = Callable[[contract.Manifest, list[str]], None]

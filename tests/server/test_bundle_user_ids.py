@@ -161,3 +161,19 @@ def test_a_bundle_hashed_under_another_key_is_refused(demo_bundle, tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleInvalid, match="manifest.json: user_ids"):
         load_bundle(path)
+
+
+def test_a_crash_before_the_renames_leaves_no_copy_of_users_npz_behind(demo_bundle, tmp_path):
+    """A crash as a rewrite wrote the new users.npz (`.users.npz.next`, or its temporary file
+    cut short) and before the renames left that file in the stored version for as long as
+    the version stays (as large as users.npz: 137 MB for 100k users); the next rewrite pass
+    drops it, and the bundle is rewritten as usual."""
+    (tmp_path / "bundles").mkdir()
+    path = _raw_copy(demo_bundle, tmp_path / "bundles" / "v", "v")
+    assert hash_stored(tmp_path / "bundles") == []  # stored and hashed; then a scrub crashes
+    size = (path / "users.npz").stat().st_size
+    (path / ".users.npz.next").write_bytes(b"\0" * size)  # written, not yet renamed
+    (path / "..users.npz.next.4242.tmp").write_bytes(b"\0" * (size // 2))  # cut short
+    assert hash_stored(tmp_path / "bundles") == []  # the next start's pass
+    assert sorted(p.name for p in path.iterdir() if p.name.startswith(".")) == []
+    _assert_hashed(path, demo_bundle)
