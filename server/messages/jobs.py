@@ -215,26 +215,30 @@ class SendJobs:
         """CancelSend: stop a send job, a SendCampaign's or a deferred ComposeMessage's (its
         send id: `scheduled_id`), from any process: nothing more of it goes; what is not
         settled yet is counted suppressed `cancelled` and its decisions withdrawn. Answered
-        its progress: a deferred message's settled at once; a SendCampaign job's by its runner
-        (at once in this process; within `sending.CANCEL_POLL` in another; a job whose owner
-        is gone is claimed and settled here). A job that ended is answered as it ended."""
+        its progress: a deferred message's settled at once unless it is due (`SendRecords.
+        cancel`); any other by its runner (at once in this process; within
+        `sending.CANCEL_POLL` in another; one waiting here for its send_at or a slot runs
+        then and settles it; a job whose owner is gone is claimed and started here), which
+        lets a message already being handed to the relay end as it ends. A job that ended is
+        answered as it ended."""
         check_id("send_id", send_id, self.limits.id_bytes)
         job, decision = await asyncio.to_thread(self.records.cancel, send_id)
         if job is None:
             raise NotFound("send", send_id)
         if decision:  # a repeat of its request is answered it, suppressed `cancelled`
             await SendJob.withdraw(self.composer, send_id, [withdrawal(decision, CANCELLED)])
-        timer = self._waiting.pop(send_id, None)
-        if timer is not None:  # a deferred message's, settled: its start is not needed
-            timer.cancel()
         running = self._running.get(send_id)
-        if running is not None:
+        if job["finished"]:
+            timer = self._waiting.pop(send_id, None)
+            if timer is not None:  # a deferred message's, settled: its start is not needed
+                timer.cancel()
+        elif running is not None:
             running[0].cancel()
-        elif not job["finished"]:
+        elif send_id not in self._waiting and send_id not in self._queued:
             claimed = await asyncio.to_thread(self.records.claim, [send_id], os.getpid(),
                                               owner_alive)
             if send_id in claimed:  # its owner is gone: settled here, not at the next start
-                self._run(send_id, claimed[send_id])
+                self._start(send_id, claimed[send_id])
         return SendProgress.of(send_id, job)
 
     async def progress(self, send_id: str) -> SendProgress:

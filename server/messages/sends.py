@@ -60,6 +60,10 @@ CANCELLED = "cancelled"
 """The suppressed reason of a recipient whose job was cancelled (CancelSend) before it went."""
 EXPIRE_PER_FINISH = 8
 """Expired kept jobs (finished deferred ComposeMessages') a finish deletes at most."""
+DUE_MARGIN = 1.0
+"""Seconds before its send_at from which a deferred ComposeMessage's job is left to its runner
+to cancel (`cancel`): a message starts going at its send_at at the earliest (`sending`), and a
+cancel's transaction commits well within this, so one settled in the call was not on its way."""
 
 
 @dataclass
@@ -284,11 +288,13 @@ class SendRecords:
     def cancel(self, send_id: str) -> tuple[dict | None, str]:
         """CancelSend: (the job, stamped `cancelled` unless it finished or was cancelled
         before; None: no such job, the decision id to withdraw or ""), in one transaction.
-        A deferred ComposeMessage's job (`due`) is settled here too: its one recipient,
-        unless settled, counts suppressed `cancelled`, and the job finishes (its process's
-        timer then finds it done). A SendCampaign job's recipients are settled by its runner
-        (`sending.SendJob`: opening every record of a large job here would hold the write
-        lock for seconds)."""
+        A deferred ComposeMessage's job (`due`) not due within `DUE_MARGIN` is settled here
+        too: its one recipient, unless settled, counts suppressed `cancelled`, and the job
+        finishes (its process's timer then finds it done). Any other job's recipients are
+        settled by its runner (`sending.SendJob`), which knows what it is handing to the relay
+        (a deferred message due now may be on its way: settled here, it arrived counted
+        `cancelled` with its decision withdrawn; a large job's records opened here would hold
+        the write lock for seconds)."""
         def fn(txn):
             key, now = send_job_key(send_id), time.time()
             raw = self._t.get(txn, key)
@@ -296,10 +302,11 @@ class SendRecords:
             if job is None or job["finished"] or job.get("cancelled"):
                 return job, ""
             job["cancelled"], decision = now, ""
-            if "due" in job:
+            settled = job.get("due", 0.0) > now + DUE_MARGIN  # none of it can be going yet
+            if settled:
                 decision = self._cancel_one(txn, send_id, job)
             self._t.put(txn, key, json.dumps(job).encode())
-            if "due" in job:
+            if settled:
                 self._finish(txn, send_id, job, now)
             return job, decision
         return self.store.write(fn)
