@@ -224,19 +224,23 @@ class SendJob:
                     self.cancel()
 
     async def _settle_cancelled(self) -> None:
-        """Settle every recipient still pending or ready suppressed `cancelled` (in chunks of
-        `SETTLE_CHUNK`) and withdraw their decisions: nobody received those messages. A
+        """Settle every recipient still pending or ready suppressed `cancelled` and withdraw
+        their decisions (nobody received those messages), in chunks of `SETTLE_CHUNK`, each
+        chunk's decisions right after its write: a failure midway (the job resumes at the next
+        start, which no longer sees the settled ones) leaves none pending, a kill at most the
+        chunk between its write and its withdrawal (before, every chunk written). A
         pending one's decision may be logged (a kill mid-batch before a resume): read."""
         rest = [r for r in await asyncio.to_thread(self.records.recipients, self.send_id, False)
                 if r.state in (PENDING, READY)]
         logged = await self._logged([r for r in rest if r.state == PENDING])
-        decisions = [withdrawal(d, CANCELLED)
-                     for d in [r.decision for r in rest if r.decision] + list(logged)]
         for r in rest:
+            if not r.decision and self._decision_id(r) in logged:
+                r.decision = self._decision_id(r)
             r.state, r.reason = SUPPRESSED, CANCELLED
         for at in range(0, len(rest), SETTLE_CHUNK):
-            await asyncio.to_thread(self.records.update, self.send_id, rest[at:at + SETTLE_CHUNK])
-        await self._withdraw(decisions)
+            chunk = rest[at:at + SETTLE_CHUNK]
+            await asyncio.to_thread(self.records.update, self.send_id, chunk)
+            await self._withdraw([withdrawal(r.decision, CANCELLED) for r in chunk if r.decision])
 
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
