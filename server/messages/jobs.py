@@ -15,7 +15,7 @@ Its record is kept a while after it ended (`SendRecords.finish`), so GetSendProg
 repeat of its request say how it ended.
 
 `cancel` (CancelSend) stops a job of any process: its record says so (`SendRecords.cancel`),
-and the runner, here or in the process running it (`SendJob.cancel`, `sending.CANCEL_POLL`),
+and the runner, here or in the process running it (`SendJob.cancel`, `cancelling`),
 settles what is left.
 """
 from __future__ import annotations
@@ -39,11 +39,12 @@ from ..processes import owner_alive
 from ..store.keys import SEP_CHAR
 from ..store.tokens import keyed_digest
 from ..validation import check_count, check_finite, check_id, check_known, check_range, shown
+from .cancelling import withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import Delivery
 from .once import Once
-from .sending import SendJob, withdrawal
+from .sending import SendJob
 from .sends import CANCELLED, FAILED, READY, SUPPRESSED, Recipient, SendRecords
 
 __all__ = ["SendJobs", "SendProgress", "scheduled_id"]
@@ -217,7 +218,7 @@ class SendJobs:
         settled yet is counted suppressed `cancelled` and its decisions withdrawn. Answered
         its progress: a deferred message's settled at once unless it is due (`SendRecords.
         cancel`); any other by its runner (at once in this process; within
-        `sending.CANCEL_POLL` in another; one waiting here for its send_at or a slot runs
+        `cancelling.CANCEL_POLL` in another; one waiting here for its send_at or a slot runs
         then and settles it; a job whose owner is gone is claimed and started here), which
         lets a message already being handed to the relay end as it ends. A job that ended is
         answered as it ended."""

@@ -51,6 +51,7 @@ transaction re-sends nothing that arrived; a kill inside a transaction after the
 message but before its record said `sent` re-sends that message (at most one per lane), with
 the same Message-ID (receivers may drop it). A stop (`stop`, SIGTERM) is no kill: no message
 starts, and those inside their transaction get the relay's timeout to be accepted and settled.
+CancelSend (`cancelling`) stops a job the same way, then settles what is left `cancelled`.
 """
 from __future__ import annotations
 
@@ -62,24 +63,15 @@ import time
 
 from ..campaigns.errors import CampaignArchived
 from ..errors import TailorError
+from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
 from .errors import BadAddress, RenderFailed
-from .sends import (
-    ARCHIVED,
-    CANCELLED,
-    FAILED,
-    PENDING,
-    READY,
-    SENT,
-    SUPPRESSED,
-    Recipient,
-    SendRecords,
-)
+from .sends import ARCHIVED, FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
 from .settling import Settler
 
-__all__ = ["TokenBucket", "SendJob", "failure", "withdrawal", "STANDING"]
+__all__ = ["TokenBucket", "SendJob", "failure"]
 
 logger = logging.getLogger("tailor.messages.send")
 
@@ -90,10 +82,6 @@ BURST_SECONDS = 0.5
 seconds of its rate: it catches up, so the rate over a minute holds."""
 MAX_IDLE_WAIT = 60.0
 """Longest single sleep while waiting for a deferred message's send_at."""
-CANCEL_POLL = 1.0
-"""Seconds between a running job's reads of its record for a CancelSend another process took."""
-SETTLE_CHUNK = 1000
-"""Recipients a cancelled job settles in one write transaction."""
 
 
 def failure(err: TailorError) -> str:
@@ -107,18 +95,6 @@ def failure(err: TailorError) -> str:
     if isinstance(err, RenderFailed):
         return f"{type(err).__name__}: {err}"
     return type(err).__name__
-
-
-STANDING = frozenset({ARCHIVED, CANCELLED})
-"""Stops the marketer made: a decision withdrawn for one of these keeps it as its reason, so a
-repeat of a ComposeMessage's request is answered it (suppressed) instead of deciding anew and
-sending the message after all (`VariantChooser.withdraw`)."""
-
-
-def withdrawal(decision: str, reason: str = ""):
-    """The item `VariantChooser.withdraw` takes for `decision`, settled suppressed `reason`
-    (`STANDING` ones stand as the answer to a repeat of its request)."""
-    return (decision, None, reason) if reason in STANDING else decision
 
 
 class TokenBucket:
@@ -160,18 +136,15 @@ class SendJob:
         """Messages being handed over now (from the send to their settled record)."""
         self._handed = asyncio.Event()
         self._handed.set()
-        self._cancelled = asyncio.Event()
-        """CancelSend: nothing more is composed or starts going (`cancel`)."""
-        self._drained = asyncio.Event()
-        """Every lane ended (`_watch` stops)."""
-        self._lanes_open = lanes
+        self.cancelling = Cancellation(records, send_id, lanes, self.cancel)
+        """CancelSend: `requested` once nothing more is composed or starts going (`cancel`)."""
 
     def cancel(self) -> None:
         """CancelSend (its record says so already): compose no more, start no message; those
         being handed over end as they end, the rest are settled suppressed `cancelled`
         (`_settle_cancelled`) before the job finishes."""
         self._stopping = True
-        self._cancelled.set()
+        self.cancelling.requested.set()
 
     async def stop(self, wait: float) -> None:
         """Start no message from now; give those being handed over `wait` seconds to be
@@ -203,48 +176,29 @@ class SendJob:
             tasks.create_task(self._deliver_all(queue, later, due))
             for _ in range(self.lanes):
                 tasks.create_task(self._lane(due))
-            tasks.create_task(self._watch())
+            tasks.create_task(self.cancelling.watch())
         await self._record_sent()
-        if self._cancelled.is_set():
+        if self.cancelling.requested.is_set():
             await self._settle_cancelled()
         await asyncio.to_thread(self.records.finish, self.send_id)
         logger.info("send %s finished (deliveries settled: %d records in %d transactions)",
                     self.send_id, self.settler.settled, self.settler.writes)
 
     # -- compose -----------------------------------------------------------------------------------
-    async def _watch(self) -> None:
-        """Read the job's record every `CANCEL_POLL` seconds until the lanes end: a CancelSend
-        taken by another process (or its record gone) cancels the job here."""
-        while not self._drained.is_set():
-            try:
-                await asyncio.wait_for(self._drained.wait(), CANCEL_POLL)
-            except TimeoutError:
-                job = await asyncio.to_thread(self.records.job, self.send_id)
-                if job is None or job.get("cancelled"):
-                    self.cancel()
-
     async def _settle_cancelled(self) -> None:
-        """Settle every recipient still pending or ready suppressed `cancelled` and withdraw
-        their decisions (nobody received those messages), in chunks of `SETTLE_CHUNK`, each
-        chunk's decisions right after its write: a failure midway (the job resumes at the next
-        start, which no longer sees the settled ones) leaves none pending, a kill at most the
-        chunk between its write and its withdrawal (before, every chunk written). A
-        pending one's decision may be logged (a kill mid-batch before a resume): read."""
+        """`Cancellation.settle` of every recipient still pending or ready. A pending one's
+        decision may be logged (a kill mid-batch before a resume): read."""
         rest = [r for r in await asyncio.to_thread(self.records.recipients, self.send_id, False)
                 if r.state in (PENDING, READY)]
         logged = await self._logged([r for r in rest if r.state == PENDING])
         for r in rest:
             if not r.decision and self._decision_id(r) in logged:
                 r.decision = self._decision_id(r)
-            r.state, r.reason = SUPPRESSED, CANCELLED
-        for at in range(0, len(rest), SETTLE_CHUNK):
-            chunk = rest[at:at + SETTLE_CHUNK]
-            await asyncio.to_thread(self.records.update, self.send_id, chunk)
-            await self._withdraw([withdrawal(r.decision, CANCELLED) for r in chunk if r.decision])
+        await self.cancelling.settle(rest, self._withdraw)
 
     async def _compose_all(self, todo: list[Recipient], queue: asyncio.Queue) -> None:
         for at in range(0, len(todo), self.ahead):
-            if self._cancelled.is_set():
+            if self.cancelling.requested.is_set():
                 break  # the rest stay pending: `_settle_cancelled`
             chunk = await self._not_erased(todo[at:at + self.ahead])
             logged = await self._logged(chunk)
@@ -344,7 +298,7 @@ class SendJob:
         cancelled, none: the composed ones are drained (their records stay `ready`)."""
         composing = True
         while composing or later:
-            if self._cancelled.is_set():
+            if self.cancelling.requested.is_set():
                 while composing:
                     composing = await queue.get() is not None
                 return
@@ -354,7 +308,7 @@ class SendJob:
             wait = min(later[0][0] - time.time(), MAX_IDLE_WAIT) if later else None
             if not composing:
                 with contextlib.suppress(TimeoutError):  # woken by a cancel
-                    await asyncio.wait_for(self._cancelled.wait(), wait)
+                    await asyncio.wait_for(self.cancelling.requested.wait(), wait)
                 continue
             try:  # (no deferred message: no timer per message)
                 r = await (queue.get() if wait is None else asyncio.wait_for(queue.get(), wait))
@@ -379,9 +333,7 @@ class SendJob:
                     return
                 await self._deliver(r, smtp)
         finally:
-            self._lanes_open -= 1
-            if not self._lanes_open:
-                self._drained.set()
+            self.cancelling.lane_ended()
             if smtp is not None:
                 await smtp.close()
 

@@ -6,7 +6,7 @@ import time
 
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import messaging_pb2 as mpb
-from server.messages import sending
+from server.messages import cancelling
 
 from .conftest import email_spec
 from .test_cancel_send import cancel, pending
@@ -30,7 +30,7 @@ async def test_a_cancel_whose_settling_stops_midway_withdraws_what_it_settled(
         while time.time() < deadline and not all(
                 r.state == "ready" for r in records.recipients(started.send_id, False)):
             await asyncio.sleep(0.05)
-    monkeypatch.setattr(sending, "SETTLE_CHUNK", 2)
+    monkeypatch.setattr(cancelling, "SETTLE_CHUNK", 2)
     update, writes = records.update, []
 
     def failing(send_id, recipients):
