@@ -145,3 +145,21 @@ async def test_a_repeat_of_a_cancelled_messages_request_schedules_nothing(
     await asyncio.sleep(1.5)
     assert [r[0] for _, r, _ in sink.arrived] == ["r2@example.com"]
     assert await pending(campaigns) == ["r2"]  # r1's stays withdrawn: no cap counts it
+
+
+async def test_a_slow_send_is_settled_without_waiting_for_its_rate(tailor_server, sink, campaigns,
+                                                                  profiles, messaging):
+    """Each lane waited for its next token (2 s apart at 0.5/s) before seeing the cancel, one
+    after another: 10 users at 0.5/s took ~10 s to settle (18 s for 30 in `--workers 2`)."""
+    users = [f"s{i}" for i in range(10)]
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, users)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=users, rate_per_second={"email": 0.5}))
+    await asyncio.to_thread(sink.wait_for, 1, 20)
+    t0 = time.monotonic()
+    await cancel(messaging, started.send_id)
+    done = await until_done(messaging, started.send_id, 30)
+    assert time.monotonic() - t0 < 2.0
+    assert (done.sent, done.suppressed_by_reason["cancelled"]) == (1, 9)
+    assert len(sink.arrived) == 1
