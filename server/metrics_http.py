@@ -42,10 +42,14 @@ class MetricsServer(ThreadingWSGIServer):
             raise
 
     def process_request_thread(self, request, client_address) -> None:
-        deadline = threading.Timer(self.seconds, _cut, (request,))
-        deadline.daemon = True
-        deadline.start()
+        # the deadline shuts down a duplicate of the socket: TLS wrapping detaches `request`
+        # (a shutdown of it then did nothing, and a client trickling bytes kept its thread)
+        deadline = cut = None
         try:
+            cut = request.dup()
+            deadline = threading.Timer(self.seconds, _cut, (cut,))
+            deadline.daemon = True
+            deadline.start()
             request.settimeout(self.seconds)
             if self.tls is not None:
                 request = self.tls.wrap_socket(request, server_side=True)
@@ -54,7 +58,10 @@ class MetricsServer(ThreadingWSGIServer):
             logger.debug("metrics connection ended: %s", err)
             self.shutdown_request(request)
         finally:
-            deadline.cancel()
+            if deadline is not None:
+                deadline.cancel()
+            if cut is not None:
+                cut.close()
             self._slots.release()
 
     def handle_error(self, request, client_address) -> None:

@@ -64,3 +64,30 @@ def test_connections_past_the_bound_are_closed_and_the_places_come_back(endpoint
         assert sock.recv(100) == b""
     time.sleep(0.1)
     assert _scrape(port, tls, ca)
+
+
+def _trickle(sock, data: bytes, every: float, most: float) -> float:
+    """Send `data` a byte every `every` s until the server cuts `sock`; seconds it lasted."""
+    started = time.monotonic()
+    try:
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            time.sleep(every)
+            if time.monotonic() - started > most:
+                break
+        sock.settimeout(0.5)
+        sock.recv(100)
+    except OSError:
+        pass
+    return time.monotonic() - started
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_cut_within_the_bound(endpoint):
+    port, tls, ca = endpoint
+    sock = socket.create_connection(("127.0.0.1", port))
+    if tls is not None:  # after the handshake: the deadline cut a detached socket, so nothing
+        sock = ssl.create_default_context(cafile=str(ca)).wrap_socket(
+            sock, server_hostname="127.0.0.1")
+    head = b"GET /metrics HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 64
+    assert _trickle(sock, head, SECONDS / 3, 5 * SECONDS) < SECONDS + 1.5
+
