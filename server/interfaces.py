@@ -104,7 +104,10 @@ class UserEraser(Protocol):
 
     One that may hold many records of a user also has `erase_ahead(user_id) -> int`: it
     deletes them in write transactions of its own (`Store.write(..., erasure=True)`), bounded,
-    before the erasure's last transaction, and returns how many (`ProfileRepository.erase`)."""
+    before the erasure's last transaction, and returns how many (`ProfileRepository.erase`).
+    One that keeps copies of what readers read (a cache) also has `after_erasure(user_id)`:
+    it runs once the erasure has committed, since a reader that began before the commit still
+    reads the user's records as they were."""
 
     def erase_user(self, txn, user_id: str) -> int:
         """Runs inside the profile erasure's write transaction (`txn`, as `Store.write` gives

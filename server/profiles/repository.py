@@ -303,7 +303,8 @@ class ProfileRepository:
         for the next. A failure in between leaves fewer events and the erasure still to do
         (asked again, it goes on where it stopped). The tombstone gets the time of the latest
         event erased (the client's clock, which may run ahead of the server's): a retry of it
-        is refused as a late event (`Tombstones.before_erasure`), whatever the erasure's time."""
+        is refused as a late event (`Tombstones.before_erasure`), whatever the erasure's time.
+        Erasers with an `after_erasure` hear of it once the last transaction has committed."""
         prefix = keys.user_prefix(user_id)
         removed, latest, erased_at = 0, [0], [0.0]
         newest_erased = collections.deque(maxlen=LATE_KEPT + 1)  # (ms, event token)
@@ -338,7 +339,11 @@ class ProfileRepository:
                     found=bool(removed or gone), ahead=late)
             self.store.shred(txn, user_id)  # last: erasers above may read the user's records
             return gone
-        return removed + self.store.write(fn, erasure=True), erased_at[0]
+        removed += self.store.write(fn, erasure=True)
+        for eraser in erasers:  # committed: no reader that begins now finds the user
+            if (after := getattr(eraser, "after_erasure", None)) is not None:
+                after(user_id)
+        return removed, erased_at[0]
 
     def _drop_user_events(self, txn, prefix: bytes, latest: list[int],
                           newest: collections.deque) -> int:

@@ -362,10 +362,17 @@ class Recommender:
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's cached history rows, vector and candidates go (the user
-        cache holds them by user id)."""
+        cache holds them by user id), now and once the erasure has committed
+        (`after_erasure`)."""
+        self.after_erasure(user_id)
+        return 0
+
+    def after_erasure(self, user_id: str) -> None:
+        """`UserEraser.after_erasure`: after the commit, as well as in the transaction: a batch
+        that read the user before the commit (its `since` taken after the erase in the
+        transaction) stores nothing of them."""
         if self.cache is not None:
             self.cache.erase([user_id])
-        return 0
 
     def forget_erased(self, erased: Callable[[Sequence[str]], list[str]]) -> None:
         """`Tombstones.watch`: drop the cached users that tombstones new to this worker name

@@ -13,13 +13,14 @@ another request context (a bundle with context features, `context`), is ranked a
 
 At most `max_users` entries per bundle (the oldest inserted go first); a new bundle starts empty
 and an old one's entries go with it. An erased user's entries go with the erasure in the worker
-that erased them (`Recommender.erase_user`), and in every other worker within
-`bundle_poll_seconds` (`Recommender.forget_erased`, `Tombstones.watch`); a request that finds
-the user without history drops them too. A batch that read the user's history before the
-erasure and stores its entry after it stores nothing (`since`, `erase`; the users of batches
-under way, `reading`, count among those another worker's erasure is looked for in). Safe
-from several threads (one lock around the table's writes; an entry's parts are swapped whole,
-`CachedUser`).
+that erased them (`Recommender.erase_user`, and again once the erasure has committed:
+`after_erasure`, for the batches that read the user before the commit), and in every other
+worker within `bundle_poll_seconds` (`Recommender.forget_erased`, `Tombstones.watch`); a
+request that finds the user without history drops them too. A batch that read the user's
+history before the erasure and stores its entry after it stores nothing (`since`, `erase`;
+the users of batches under way, `reading`, count among those another worker's erasure is
+looked for in). Safe from several threads (one lock around the table's writes; an entry's
+parts are swapped whole, `CachedUser`).
 """
 from __future__ import annotations
 

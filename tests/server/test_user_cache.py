@@ -183,3 +183,55 @@ async def test_another_workers_erasure_reaches_a_batch_under_way(tailor_server, 
         go_on.set()
     await call
     assert "erased-elsewhere" not in tailor_server.recommender.cache
+
+
+class _SlowEraser:
+    """The erasure transaction's last eraser: holds it open (the Recommender's `erase_user`
+    has run, nothing is committed) until the test lets it go."""
+
+    def __init__(self):
+        import threading
+        self.inside, self.go_on = threading.Event(), threading.Event()
+
+    def erase_user(self, txn, user_id: str) -> int:
+        self.inside.set()
+        self.go_on.wait(30)
+        return 0
+
+
+async def test_a_batch_that_reads_before_the_erasure_commits_stores_no_entry(tailor_server,
+                                                                            channel, bundle):
+    """A Recommend whose batch reads the profile while the erasure's transaction is still open
+    (after the Recommender's `erase_user` ran in it, before the commit) reads the user's data
+    as it was: once the erasure has answered, the cache holds nothing of them (before, the
+    batch's `since` was taken after the in-transaction erase and its entry was stored)."""
+    import asyncio
+    import threading
+
+    from protos.tailor.v1 import profile_pb2 as ppb
+    from protos.tailor.v1 import profile_pb2_grpc as pgrpc
+    from protos.tailor.v1 import recommendation_pb2 as rpb
+    from protos.tailor.v1 import recommendation_pb2_grpc as rgrpc
+    user, rec, slow = "erased-at-commit", tailor_server.recommender, _SlowEraser()
+    await _track_views(channel, user, bundle)
+    tailor_server.profiles.add_eraser(slow)
+    read, live_of = threading.Event(), rec.live_of
+
+    def noted_read(user_ids):
+        found = live_of(user_ids)
+        if user in user_ids:
+            read.set()
+        return found
+    rec.live_of = noted_read
+    erasure = asyncio.ensure_future(pgrpc.ProfileServiceStub(channel).DeleteProfile(
+        ppb.DeleteProfileRequest(user_id=user)))
+    try:
+        assert await asyncio.to_thread(slow.inside.wait, 30)
+        call = asyncio.ensure_future(rgrpc.RecommendationServiceStub(channel).Recommend(
+            rpb.RecommendRequest(user_id=user, k=5)))
+        assert await asyncio.to_thread(read.wait, 30)
+    finally:
+        slow.go_on.set()
+    await erasure
+    assert not (await call).cold_start  # computed from the profile as it was before
+    assert user not in rec.cache
