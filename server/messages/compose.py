@@ -225,6 +225,7 @@ class Composer:
         suppressed, as is a render error (raised only for a decision that stands)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
+        since = self.context.recommender.since()  # before the decision reads the profile
         try:
             pending = self.campaigns.decide(campaign_id, user_id, context, profile=True,
                                             seen=on_loop, decision_id=decision_id,
@@ -239,7 +240,7 @@ class Composer:
             out.repeat, out.request = True, answered[1]
             return out, recipient
         try:
-            return await self._drafted(campaign, pending, user_id, on_loop)
+            return await self._drafted(campaign, pending, user_id, on_loop, since)
         except asyncio.CancelledError:
             if decision_id:  # a SendCampaign job stopping: resumed, it renders the decision
                 pending.cancel()  # logged for this id (`render_logged`), or decides anew
@@ -247,13 +248,14 @@ class Composer:
                 self.campaigns.abandon(pending)
             raise
 
-    async def _drafted(self, campaign, pending, user_id: str, on_loop: bool
+    async def _drafted(self, campaign, pending, user_id: str, on_loop: bool, since: int | None
                        ) -> tuple[Message, Recipient | None]:
-        """`decide_and_render` once the decision is queued (`pending`)."""
+        """`decide_and_render` once the decision is queued (`pending`); `since`: the
+        recommender's `since()` from before the decision read the profile."""
+        profile = None if pending.profile is None else (*pending.profile, since)
         try:
             await asyncio.sleep(0)  # the record goes to its writer (the commit starts) first
-            drafted = await self._draft(campaign, pending.choice, user_id, on_loop,
-                                        pending.profile)
+            drafted = await self._draft(campaign, pending.choice, user_id, on_loop, profile)
         except Exception as err:  # raised once the commit says the decision stands
             drafted = err
         choice = await pending.logged(on_cancel=lambda _: None)  # left to `abandon`
@@ -320,7 +322,8 @@ class Composer:
     async def _draft(self, campaign, choice, user_id: str, on_loop: bool = False,
                      profile: tuple | None = None) -> tuple[Message, Recipient] | None:
         """The rendered message of a decision (None: nothing to render), from the profile the
-        contact policy read for it (`profile`; read here if it read none)."""
+        contact policy read for it (`profile`: (feature state, meta, live seen-set, the
+        recommender's `since()` before that read); read here if it read none)."""
         out = _message(campaign, choice)
         if out.suppressed or out.holdout:
             return None

@@ -65,8 +65,9 @@ class MessageContext:
         """`rec_user`: whose recommendations (default the recipient; previews of a sample
         profile pass an id no profile has, which gets the popular items); `on_loop`: computed
         on the event loop (`Recommender.recommend`); `read`: the recipient's (feature state,
-        meta, live seen-set) as the message's decision read them, which recommendations
-        computed on the loop use instead of reading the profile again; `shown`: where each
+        meta, live seen-set, the recommender's `since()` before that read) as the message's
+        decision read them, which recommendations computed on the loop use instead of reading
+        the profile again; `shown`: where each
         `recommend()` call's (query, answer, time asked) is appended (None: nowhere)."""
         ctx = {name: recipient.attributes[name] for name in ATTRIBUTE_NAMES
                if name in recipient.attributes}
@@ -76,7 +77,7 @@ class MessageContext:
                              "channel": campaign.channel, "variant_id": variant.id if variant else ""},
                    unsubscribe_url=unsubscribe_url,
                    recommend=self._helper(rec_user or recipient.user_id, channel, on_loop,
-                                          (recipient.user_id, read[0], read[2])
+                                          (recipient.user_id, read[0], read[2], read[3])
                                           if read and on_loop and not rec_user else None,
                                           shown))
         return ctx

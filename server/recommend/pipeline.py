@@ -297,7 +297,7 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
                     overfetch_max: int = 50, now: float | None = None,
                     cache: UserCache | None = None,
                     observe: Callable[[BatchValues], None] | None = None,
-                    ) -> list[RecResult | BaseException]:
+                    since: int | None = None) -> list[RecResult | BaseException]:
     """Answer every query of the batch with `bundle`; a bad query yields its own exception.
 
     With a `policy`, items the users have seen (bundle seen-set and `seen_of`'s live sets)
@@ -307,7 +307,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
     ranker's scores (`user_cache`).
     `observe` receives the warm queries' values (drift; lists ranked from the cache are left
     out of its candidates, and the answers and candidates of queries with a category filter
-    out of both).
+    out of both). `since`: the cache's `since()` from before `history_of`'s read, when its
+    caller read the profiles earlier (None: taken here, before they are read).
     """
     results: list[RecResult | BaseException] = [None] * len(queries)  # type: ignore[list-item]
     cats: list[np.ndarray | None] = [None] * len(queries)
@@ -317,7 +318,8 @@ def recommend_batch(bundle: Bundle, queries: Sequence[RecQuery],
         except InvalidArgument as err:
             results[i] = err
     user_ids = [q.user_id for q in queries]
-    since = cache.since() if cache is not None else None  # before the histories are read
+    if since is None and cache is not None:
+        since = cache.since()  # before the histories are read
     with _STAGES["history"]:
         histories = history_of(bundle, user_ids)
         live = seen_of(user_ids) if policy is not None and seen_of is not None else [None] * len(queries)

@@ -112,7 +112,7 @@ async def test_on_loop_answers_as_the_batch_thread_does_but_on_the_loop(tailor_s
 
 
 async def test_a_callers_profile_read_serves_only_its_own_user(tailor_server, users, monkeypatch):
-    """`recommend(read=(user, state, seen))` on the loop takes the caller's read instead of
+    """`recommend(read=(user, state, seen, since))` on the loop takes the caller's read instead of
     reading the profile again, for that user only: a read naming another user is ignored, and
     the profile is read once (`live_of`: state and seen-set together)."""
     from server.recommend import RecQuery
@@ -132,8 +132,8 @@ async def test_a_callers_profile_read_serves_only_its_own_user(tailor_server, us
     monkeypatch.setattr(rec, "cache", None)
     q = RecQuery(users["heavy"], 5)
     own = await rec.recommend(q, on_loop=True)
-    other = await rec.recommend(q, on_loop=True, read=("someone-else", None, None))
-    same = await rec.recommend(q, on_loop=True, read=(users["heavy"], None, None))
+    other = await rec.recommend(q, on_loop=True, read=("someone-else", None, None, None))
+    same = await rec.recommend(q, on_loop=True, read=(users["heavy"], None, None, None))
     assert reads == [[users["heavy"]]] * 2  # read, ignored (read again), taken (not read)
     assert given == [[None]] * 3  # the heavy user has no live profile
     for answer in (other, same):  # the heavy user has no live profile: the same answer

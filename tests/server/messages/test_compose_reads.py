@@ -38,3 +38,33 @@ async def test_a_message_is_rendered_from_the_profile_read_for_its_contact_check
     # reads no profile again
     assert reads == [(["u1"], True, True)]
     assert msg.parts["html"].count("data-item=") == 4
+
+
+async def test_a_user_erased_after_the_decisions_read_is_not_cached_by_its_render(
+        tailor_server, campaigns, profiles, messaging, catalog):
+    """The erasure commits between the decision's profile read and the template's
+    `recommend()` on the loop, which computes from that read: the user cache keeps nothing of
+    the erased user (before, the batch's `since()` was taken after the erasure, at the render,
+    and the entry was stored)."""
+    profile_repo, recommender = tailor_server.profiles.repo, tailor_server.recommender
+    original, armed = profile_repo.states_and_meta, [False]
+
+    def erased_after_read(user_ids, with_states=True, txn=None, with_seen=False):
+        found = original(user_ids, with_states, txn, with_seen)
+        if armed[0] and "u1" in user_ids:  # the erasure (its own thread in a server) lands now
+            armed[0] = False
+            profile_repo.erase("u1", tailor_server.profiles._erasers)
+        return found
+    profile_repo.states_and_meta = erased_after_read
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    category = catalog["category"][catalog["ids"][0]]
+    await interested_user(profiles, catalog, "u1", category)
+    await opt_in(profiles, "u1")
+    armed[0] = True
+    await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u1"))
+    assert not armed[0]  # the erasure ran after the decision's read
+    assert "u1" not in recommender.cache
+    await interested_user(profiles, catalog, "u2", category)  # nobody erased: cached as before
+    await opt_in(profiles, "u2")
+    await messaging.ComposeMessage(mpb.ComposeMessageRequest(campaign_id="mail", user_id="u2"))
+    assert "u2" in recommender.cache
