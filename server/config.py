@@ -365,7 +365,8 @@ class Settings(BaseSettings):
     """Address the metrics endpoint listens on: this machine only by default, whatever `host`
     is. Its figures name campaigns, model versions and counts, and it asks no credential but a
     client certificate (`tls_client_ca`): set it (e.g. 0.0.0.0) for a scraper elsewhere; the
-    start then warns, unless a client CA is set, that anyone reaching the port reads them."""
+    start then warns, unless a client CA is set, that anyone reaching the port reads them.
+    Without TLS a non-loopback one is refused at start unless `insecure` (as `host` is)."""
 
     tls_cert: Path | None = None
     """PEM certificate chain of the gRPC port; with `tls_key`, TLS is on. Re-read on SIGHUP."""
@@ -376,8 +377,9 @@ class Settings(BaseSettings):
     Re-read on SIGHUP."""
     insecure: bool = False
     """Serve a non-loopback `host` without TLS or an auth config anyway, send email in plain
-    SMTP to a relay off this host (`smtp_security` none), and build unsubscribe links on an
-    http:// `public_url`; otherwise refused. The start logs a warning naming each it allowed."""
+    SMTP to a relay off this host (`smtp_security` none), serve metrics in plain HTTP on a
+    non-loopback `metrics_host`, and build unsubscribe links on an http:// `public_url`;
+    otherwise refused. The start logs a warning naming each it allowed."""
 
     grpc_max_message_bytes: int = 64 * 1024 * 1024
     """Transport limit per message (bundle chunks, large batches)."""

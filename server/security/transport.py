@@ -33,17 +33,17 @@ logger = logging.getLogger("tailor.security.transport")
 
 def check_exposure(settings) -> str | None:
     """The secure-by-default rule, checked before anything binds. Raises ServeRefused with one
-    line naming the flags when a non-loopback bind lacks TLS or an auth config, plain SMTP goes
-    to a relay off this host, or an exposed public port's links are not https, and `--insecure`
-    was not given; else returns a warning to log naming each of those `--insecure` let through,
-    and a metrics port exposed without a client CA (`_check_metrics`), None when nothing was."""
+    line naming the flags when a non-loopback bind lacks TLS or an auth config (a metrics one:
+    TLS), plain SMTP goes to a relay off this host, or an exposed public port's links are not
+    https, and `--insecure` was not given; else returns a warning to log naming each of those
+    `--insecure` let through, and a metrics port exposed without a client CA
+    (`_check_metrics`), None when nothing was."""
     if (settings.tls_key is None) != (settings.tls_cert is None):
         raise ServeRefused("--tls-cert and --tls-key go together")
     if settings.tls_client_ca is not None and settings.tls_cert is None:
         raise ServeRefused("--tls-client-ca needs --tls-cert and --tls-key")
-    relaxed = [why for why in (_check_public_url(settings), _check_smtp(settings),
-                               _check_metrics(settings)) if why]
     tls, auth = settings.tls_cert is not None, settings.auth_config is not None
+    serving = None
     if not (tls and auth):
         missing = " and ".join(what for what, on in (("TLS", tls), ("authentication", auth))
                                if not on)
@@ -51,20 +51,31 @@ def check_exposure(settings) -> str | None:
             raise ServeRefused(f"refusing to serve on {settings.host} without {missing}: give "
                                "--tls-cert FILE --tls-key FILE [--tls-client-ca FILE] and "
                                "--auth-config FILE, or --insecure to serve anyway")
-        relaxed.insert(0, f"serving without {missing}" +
-                       ("" if auth else ": every caller is unauthenticated"))
+        serving = f"serving without {missing}" + ("" if auth else ": every caller is "
+                                                               "unauthenticated")
+    relaxed = [why for why in (serving, _check_public_url(settings), _check_smtp(settings),
+                               _check_metrics(settings)) if why]
     return "; ".join(relaxed) or None
 
 
 def _check_metrics(settings) -> str | None:
     """What a metrics port on a non-loopback `metrics_host` lets through without a client CA
-    (its only credential): warned, not refused, since a scraper elsewhere is why it is set."""
+    (its only credential): warned, not refused, since a scraper elsewhere is why it is set;
+    without TLS at all it is a non-loopback bind in plain text, refused unless `--insecure`
+    (as `host` is)."""
     if getattr(settings, "metrics_port", None) is None or is_loopback(settings.metrics_host) \
             or settings.tls_client_ca is not None:
         return None
-    return (f"metrics on {with_port(settings.metrics_host, settings.metrics_port)} without "
-            "--tls-client-ca: anyone who reaches the port reads them (campaign ids, model "
-            "versions, counts)")
+    where = with_port(settings.metrics_host, settings.metrics_port)
+    if settings.tls_cert is None:
+        if not settings.insecure:
+            raise ServeRefused(f"refusing to serve metrics on {where} without TLS: give "
+                               "--tls-cert FILE --tls-key FILE [--tls-client-ca FILE], a "
+                               "loopback --metrics-host, or --insecure to serve anyway")
+        return (f"--insecure: metrics on {where} in plain HTTP: anyone who reaches the port "
+                "reads them (campaign ids, model versions, counts)")
+    return (f"metrics on {where} without --tls-client-ca: anyone who reaches the port reads "
+            "them (campaign ids, model versions, counts)")
 
 
 def _check_smtp(settings) -> str | None:

@@ -7,6 +7,7 @@ import urllib.request
 import pytest
 
 from server.config import Settings
+from server.security.errors import ServeRefused
 from server.security.secrets import Secrets
 from server.security.transport import check_exposure
 
@@ -43,17 +44,31 @@ def test_metrics_stay_on_loopback_when_grpc_listens_on_every_address(server_proc
     assert "metrics on http://127.0.0.1:" in server.stop()
 
 
-def test_a_metrics_host_set_serves_there_and_warns_without_a_client_ca(server_process, tmp_path):
+def test_a_metrics_host_set_without_tls_serves_there_with_insecure_and_warns(server_process,
+                                                                               tmp_path):
     outside = _outside_address()
-    server = server_process(args=("--metrics-host", "0.0.0.0"),
+    server = server_process(args=("--metrics-host", "0.0.0.0", "--insecure"),
                             env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
     assert _reads(outside, server.metrics_port)
     log = server.stop()
-    assert "without --tls-client-ca: anyone who reaches the port reads them" in log
+    assert "metrics on 0.0.0.0:" in log and "in plain HTTP: anyone who reaches the port" in log
 
 
-def test_the_exposure_warning_names_the_metrics_port_only_when_it_is_exposed_without_a_ca():
+def test_a_non_loopback_metrics_host_without_tls_is_refused_unless_insecure():
+    """Before: served in plain HTTP off this machine with a warning, where a non-loopback
+    `host` without TLS is refused (`--insecure` is the one way to allow either)."""
+    with pytest.raises(ServeRefused, match="metrics on 0.0.0.0:9100 without TLS"):
+        check_exposure(Settings(metrics_port=9100, metrics_host="0.0.0.0"))
+    assert "in plain HTTP" in check_exposure(
+        Settings(metrics_port=9100, metrics_host="0.0.0.0", insecure=True))
+
+
+def test_the_exposure_warning_names_the_metrics_port_only_when_it_is_exposed_without_a_ca(
+        tmp_path):
+    from loadtests.certs import CertificateAuthority
+    issued = CertificateAuthority(tmp_path / "ca").issue("server")
     assert "metrics" not in (check_exposure(Settings(metrics_port=9100)) or "")
     assert "metrics on 0.0.0.0:9100 without --tls-client-ca" in check_exposure(
-        Settings(metrics_port=9100, metrics_host="0.0.0.0"))
+        Settings(metrics_port=9100, metrics_host="0.0.0.0", tls_cert=issued.cert,
+                 tls_key=issued.key))
     assert "metrics" not in (check_exposure(Settings(metrics_port=9100, metrics_host="::1")) or "")
