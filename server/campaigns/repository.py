@@ -227,7 +227,7 @@ class CampaignRepository:
             per_campaign = {}
             for i, rec in enumerate(recs):
                 if rec.status == PENDING and i not in repeats:
-                    per_campaign.setdefault(rec.campaign_id, []).append(rec.arm)
+                    per_campaign.setdefault(rec.campaign_id, []).append((rec.arm, rec.timestamp))
             if repeats:
                 entries, index, dues = ([x for i, x in enumerate(p) if i not in repeats]
                                         for p in (entries, index, dues))
@@ -328,7 +328,7 @@ class CampaignRepository:
                         continue
                     pkey, rec = found
                     self._d.delete(txn, due_key(rec["deadline"], decision_id))
-                    arms.setdefault(rec["campaign_id"], []).append(rec["arm"])
+                    arms.setdefault(rec["campaign_id"], []).append((rec["arm"], rec["timestamp"]))
                     contacts.setdefault(rec["user_id"], set()).add(decision_id)
                     rec.update(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
                                reason=why, context=[], linear=False,
@@ -369,14 +369,20 @@ class CampaignRepository:
 
     def _count(self, txn, campaign_id: str, *, arms=(), resolved: dict | None = None,
                dropped: int = 0, withdrawn=()) -> None:
+        """Count decisions logged (`arms`) or withdrawn (`withdrawn`), each (arm, its time), a
+        reward (`resolved`), pending ones dropped. A decision made before the split last
+        changed (`split_at`) is counted in the counts before it (`split_from`) too: logged
+        after the change or withdrawn after it, it stays out of the split check's counts."""
         key = count_key(campaign_id)
         c = _counters(self._b.get(txn, key))
-        for arm, step in [*((a, 1) for a in arms), *((a, -1) for a in withdrawn)]:
+        split_at = c.get("split_at")
+        for (arm, at), step in [*((a, 1) for a in arms), *((a, -1) for a in withdrawn)]:
             if arm == B.HOLDOUT:
                 c["holdout"] += step
-            else:
-                c["decisions"].extend([0] * (arm + 1 - len(c["decisions"])))
-                c["decisions"][arm] += step
+                continue
+            _add(c["decisions"], arm, step)
+            if split_at is not None and at < split_at:
+                _add(c["split_from"], arm, step)
         c["pending"] += len(arms) - dropped - len(withdrawn)
         if resolved is not None:
             c["pending"] -= 1
@@ -573,11 +579,17 @@ def _counters(raw: bytes | None) -> dict:
     return base if raw is None else {**base, **json.loads(raw)}
 
 
+def _add(counts: list, arm: int, step: int) -> None:
+    """`step` added to `counts[arm]` (a list of counts per arm, extended with zeros)."""
+    counts.extend([0] * (arm + 1 - len(counts)))
+    counts[arm] += step
+
+
 def split_counts(counters: dict, n_arms: int, created_at: float) -> tuple[list[int], float]:
-    """(decisions per arm made under the current split, when it began): those since the last
-    update that changed the weights or appended variants (`_restart_split`), else since the
-    campaign was created (counters written before this was kept: since then too). A decision
-    made before the change and withdrawn after it counts 0, not less."""
+    """(decisions per arm made under the current split, when it began): those made since the
+    last update that changed the weights or appended variants (`_restart_split`; a decision
+    made before it, logged or withdrawn after it, is in `split_from` too: `_count`), else
+    since the campaign was created (counters written before this was kept: since then too)."""
     made = [*counters["decisions"][:n_arms], *[0] * (n_arms - len(counters["decisions"]))]
     base = counters.get("split_from", [])
     return ([max(m - (base[a] if a < len(base) else 0), 0) for a, m in enumerate(made)],

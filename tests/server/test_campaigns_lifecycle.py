@@ -265,3 +265,30 @@ async def test_two_decisions_from_one_read_fall_back_and_a_fallback_nobody_recei
                     for e in ContactHistory.decode(raw).entries]
     assert [(e[1], e[2]) for e in contacts] == [("push", first.choice.decision_id)]
     store.close()
+
+
+async def test_decisions_made_before_a_split_change_and_withdrawn_after_leave_its_check_whole(
+        channel, tailor_server):
+    """A 90/10 test: a PlanCampaign batch of 200 users logged, then the split moved to 50/50,
+    then the stream closed before the batch was answered (its ~180/20 decisions withdrawn),
+    then 400 users decided at 50/50. The split check counted the decisions since the change
+    as all decisions less those before it, so the withdrawal took the old split's decisions
+    out of the new split's (on main: p = 5.5e-25, srm_mismatch true); a decision made
+    before the change leaves the counts before it when it is withdrawn."""
+    from server.campaigns import PlanRequest
+    from tests.server.test_plan_campaign import _until, open_plan
+    stub = pb_grpc.CampaignServiceStub(channel)
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=fixed(weights=(9.0, 1.0))))
+    requests, batches = open_plan(tailor_server)
+    await requests.put(PlanRequest("ab", [f"w{i}" for i in range(200)]))
+    await batches.__anext__()  # logged and yielded, never handed to the transport
+    await stub.UpdateCampaign(pb.UpdateCampaignRequest(spec=fixed(weights=(1.0, 1.0))))
+    await batches.aclose()
+
+    async def withdrawn():
+        return [r.reason async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(
+            campaign_id="ab", include_suppressed=True))].count("withdrawn") == 200
+    assert await _until(withdrawn, seconds=20.0)
+    await _choose_users(stub, [f"n{i}" for i in range(400)])
+    rows = await _srm(stub)
+    assert len(rows) == 1 and rows[0][0] > 1e-3 and not rows[0][1], rows
