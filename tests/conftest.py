@@ -1,6 +1,7 @@
 """Shared fixtures: a small demo bundle trained by the real training job, and real servers."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -57,6 +59,28 @@ def held_amend(registry, version: str):
         return bundle
     registry.add_amender(slow_amend)
     return amending, go_on
+
+
+@contextlib.asynccontextmanager
+async def loop_gaps(every: float):
+    """A list that holds, once the block ends, the gaps between the turns a ticker every
+    `every` seconds got on the running event loop while the block ran (the server's loop, in
+    process: how long it stood still); 0.0 first, so `max` of it is defined."""
+    gaps, done = [0.0], asyncio.Event()
+
+    async def tick():
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(every)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+    ticker = asyncio.create_task(tick())
+    try:
+        yield gaps
+    finally:
+        done.set()
+        await ticker
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from protos.tailor.v1 import campaign_pb2_grpc as pb_grpc
 from protos.tailor.v1 import profile_pb2 as ppb
 from protos.tailor.v1 import profile_pb2_grpc as ppb_grpc
 from server.store import keys
-from tests.conftest import ROOT, run_module, store_mentions
+from tests.conftest import ROOT, loop_gaps, run_module, store_mentions
 
 
 @pytest.fixture
@@ -705,22 +705,11 @@ async def test_exporting_a_campaign_does_not_hold_up_the_server_while_it_scans(s
     repo = tailor_server.campaigns.repo
     for lo in range(0, len(other), 10_000):
         await asyncio.to_thread(repo.log_decisions, other[lo:lo + 10_000])
-    gaps, done = [], asyncio.Event()
-
-    async def tick():  # how long the event loop (the server's: in process) went without a turn
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.002)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-    ticker = asyncio.create_task(tick())
-    started = time.perf_counter()
-    got = [r.decision_id async for r in stub.ExportDecisions(
-        pb.ExportDecisionsRequest(campaign_id="c1", include_pending=True))]
-    took = time.perf_counter() - started
-    done.set()
-    await ticker
+    async with loop_gaps(0.002) as gaps:  # the server's loop: in process
+        started = time.perf_counter()
+        got = [r.decision_id async for r in stub.ExportDecisions(
+            pb.ExportDecisionsRequest(campaign_id="c1", include_pending=True))]
+        took = time.perf_counter() - started
     assert got == [mine.decision_id]
     assert max(gaps) < max(took / 4, 0.05), (max(gaps), took)
 

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from clients import TailorClient, TailorError
 from protos.tailor.v1 import recommendation_pb2 as pb
 from protos.tailor.v1 import recommendation_pb2_grpc as pb_grpc
-from tests.conftest import held_amend
+from tests.conftest import held_amend, loop_gaps
 
 
 @pytest.fixture
@@ -1019,15 +1019,7 @@ async def _stalls_while(push, channel) -> tuple[float, float]:
     thread (a ticker every 10 ms and a Recommend every 20 ms on this process's loop); and
     `push`'s answer."""
     stub = pb_grpc.RecommendationServiceStub(channel)
-    gaps, done = [0.0], asyncio.Event()
-
-    async def ticks():
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
+    done = asyncio.Event()
 
     async def calls():
         slowest = 0.0
@@ -1038,12 +1030,12 @@ async def _stalls_while(push, channel) -> tuple[float, float]:
             await asyncio.sleep(0.02)
         return slowest
 
-    ticker, caller = asyncio.create_task(ticks()), asyncio.create_task(calls())
-    try:
-        answer = await asyncio.to_thread(push)
-    finally:
-        done.set()
-    await ticker
+    async with loop_gaps(0.01) as gaps:
+        caller = asyncio.create_task(calls())
+        try:
+            answer = await asyncio.to_thread(push)
+        finally:
+            done.set()
     return max(gaps), await caller, answer
 
 
