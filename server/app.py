@@ -466,6 +466,7 @@ class TailorServer:
         if self.settings.drain_seconds:
             await asyncio.sleep(self.settings.drain_seconds)
         await self._server.stop(self.settings.grace_seconds if grace is None else grace)
+        await self.pusher.settled()  # a push cut by it: its thread, then what it stored goes
         await self.auth.close()  # refused calls counted, not yet audited
         if self.public is not None:
             await self.public.stop()

@@ -42,10 +42,21 @@ async def _off_loop(fn, *args):
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
-        await asyncio.wait([future])
-        if not future.cancelled():
-            future.exception()  # retrieved: the cancellation is what this push ends on
+        await _ended(future)
         raise
+
+
+async def _ended(future: asyncio.Future) -> None:
+    """Wait for `future` however often the push is cancelled meanwhile (a stop cancels it when
+    its grace ends, then the worker's loop as it shuts down), and retrieve its outcome (the
+    cancellation is what the push ends on)."""
+    while not future.done():
+        try:
+            await asyncio.wait([future])
+        except asyncio.CancelledError:
+            continue
+    if not future.cancelled():
+        future.exception()
 
 
 class BundlePusher:
@@ -57,12 +68,29 @@ class BundlePusher:
         self.outcomes = outcomes
         """(impressions, clicked impressions) per version from the impression log, when it is
         on: a canary's baseline (its guardrails count outcomes from its start)."""
+        self._under_way: set[asyncio.Task] = set()
+        """The pushes running (their calls' tasks), which a stop waits for (`settled`)."""
+
+    async def settled(self) -> None:
+        """Wait for the pushes under way to end: at a stop, once the calls are cancelled, a
+        push's thread (a write, the fsyncs, the load) and its removal of what it stored, which
+        needs the store open, run to their end before the store closes."""
+        if self._under_way:
+            await asyncio.wait(self._under_way)
 
     async def push(self, chunks: AsyncIterable[BundleChunk]) -> Bundle:
         """Receive, validate and publish a bundle; activate it unless the first chunk says
         `stage_only`. A bundle refused before it serves (in validation, or as it swaps in or
         starts as a canary) leaves nothing behind: a version it stored goes (`unpublish`); one
         that fills the disk is RESOURCE_EXHAUSTED (`BundleDiskFull`)."""
+        task = asyncio.current_task()
+        self._under_way.add(task)
+        try:
+            return await self._push(chunks)
+        finally:
+            self._under_way.discard(task)
+
+    async def _push(self, chunks: AsyncIterable[BundleChunk]) -> Bundle:
         staging = BundleStaging(self.registry.bundles_dir, self.max_bytes,
                                 self.registry.settings.limits)
         try:

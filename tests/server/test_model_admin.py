@@ -1145,3 +1145,60 @@ async def test_a_version_being_rolled_back_to_is_not_pruned_by_another_workers_s
     assert pruned == ["False"]
     assert status.active.version == old
     assert (bundles / old / "manifest.json").is_file(), "the served version's directory is gone"
+
+
+def test_a_push_in_flight_at_the_stop_keeps_its_upload_until_its_thread_ends(
+        tmp_path, demo_bundle, second_bundle, monkeypatch):
+    """A worker stops as `_serve_one` does: `server.stop()`, then `asyncio.run` cancels what
+    is left. A push publishing its upload in a thread (each staged fsync 0.4 s, a slow disk) was
+    cancelled by the stop's grace, then again by that shutdown, which cut its wait for the
+    thread short: its upload was removed under the fsyncs (FileNotFoundError in the thread,
+    'Future exception was never retrieved'), and a publish at that moment stores what is left
+    of it under its version. The stop waits for the push's thread and its removal of what it
+    stored: nothing of it stays, and no staged file goes while its thread works on it."""
+    import os
+    import threading
+
+    from server.app import TailorServer
+    from server.models import staging as staging_mod
+    from tests.conftest import server_settings
+    fsyncing, removed_under = threading.Event(), []
+    real = staging_mod.os.fsync
+
+    def slow(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if ".staging-" in name and not Path(name).name.startswith("."):  # its publish
+            fsyncing.set()
+            time.sleep(0.4)
+            if os.fstat(fd).st_nlink == 0:
+                removed_under.append(Path(name.removesuffix(" (deleted)")).name)
+        return real(fd)
+    monkeypatch.setattr(staging_mod.os, "fsync", slow)
+    settings = server_settings(tmp_path, demo_bundle)
+    answers = []
+
+    async def serve_then_stop():
+        server = TailorServer(settings)
+        await server.start()
+        client = TailorClient(f"127.0.0.1:{server.port}", timeout=60)
+        pushing = threading.Thread(target=lambda: answers.append(_answer(
+            lambda: client.push_bundle(second_bundle))))
+        pushing.start()
+        assert await asyncio.to_thread(fsyncing.wait, 30), "the push never fsynced"
+        await server.stop(grace=0.1)
+        return pushing
+
+    asyncio.run(serve_then_stop()).join(30)
+    assert removed_under == [], f"removed while its thread fsynced them: {removed_under}"
+    assert answers and answers[0] != "OK"  # the stop cut the push: nothing of it stays
+    left = sorted(p.name for p in settings.bundles_dir.iterdir())
+    assert left == [json.loads((demo_bundle / "manifest.json").read_text())["version"]], left
+
+
+def _answer(call) -> str:
+    """"OK", or the status code a call ended on."""
+    try:
+        call()
+    except TailorError as err:
+        return err.code.name
+    return "OK"
