@@ -511,13 +511,18 @@ class ModelRegistry:
     def _prune(self) -> None:
         """Keep `bundles_kept` versions on disk: always the active (this worker's and the
         pointer's), the previous one (the rollback target), a running canary's and those a push
-        holds (stored, not yet served: `remove_unclaimed`), then the newest others."""
-        split = self.canary_record()
-        keep = {self._active.version if self._active else "", self.pointer(),
-                self.previous_version(), split.version if split else ""} - {""}
+        holds (stored, not yet served: `remove_unclaimed`), then the newest others. Each is
+        asked again as it is removed: a rollback to it may have been recorded since."""
+        keep = self._kept()
         others = [v for v in self.available_versions() if v not in keep]
         for version in others[max(self.settings.bundles_kept - len(keep), 0):]:
-            remove_unclaimed(self.bundles_dir / version)
+            remove_unclaimed(self.bundles_dir / version, lambda v=version: v in self._kept())
+
+    def _kept(self) -> set[str]:
+        """The versions a prune always keeps (`_prune`)."""
+        split = self.canary_record()
+        return {self._active.version if self._active else "", self.pointer(),
+                self.previous_version(), split.version if split else ""} - {""}
 
 
 

@@ -10,6 +10,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DEFAULT_LIMITS, Limits
@@ -136,10 +137,12 @@ def claimed(path: Path) -> int | None:
     return None
 
 
-def remove_unclaimed(path: Path) -> bool:
-    """Remove stored version `path` unless a push holds it (`BundleStaging` claims it from its
-    publish to its end); True when removed. A push reaching it meanwhile waits, then stores its
-    own copy (`claimed`)."""
+def remove_unclaimed(path: Path, needed: Callable[[], bool] = lambda: False) -> bool:
+    """Remove stored version `path` unless a push or a load holds it (`claimed`: a push from
+    its publish to its end, `ModelRegistry.activate` until it is recorded), or `needed()` says,
+    asked once it is held here alone, that it is to be kept after all (a prune's choice made
+    before a rollback to it was recorded); True when removed. A push reaching it meanwhile
+    waits, then stores its own copy (`claimed`)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except FileNotFoundError:
@@ -149,6 +152,8 @@ def remove_unclaimed(path: Path) -> bool:
     except BlockingIOError:
         return False
     else:
+        if needed():
+            return False
         shutil.rmtree(path, ignore_errors=True)
         return True
     finally:

@@ -1202,3 +1202,43 @@ def _answer(call) -> str:
     except TailorError as err:
         return err.code.name
     return "OK"
+
+
+async def test_a_version_rolled_back_to_while_a_prune_runs_is_not_pruned_after_it(
+        keep_none, client, tailor_server, copy_bundle, second_bundle, monkeypatch):
+    """A swap's prune picks the versions to remove, then removes them one by one (in a thread,
+    each a while on a slow disk: 3 s here). A rollback by name to one of them meanwhile held it
+    only while it loaded and swapped it in: the prune, still removing the one before, then
+    removed the version the pointer names and the worker serves (gone from the disk: a restart
+    or another worker could not load it and served the version rolled back from). Each
+    removal checks, holding the version alone, that it is still not one to keep."""
+    import threading
+
+    from server.models import staging as staging_mod
+    bundles = tailor_server.settings.bundles_dir
+    staged = []
+    for suffix in ("-a", "-b"):  # stored, not served: the prune after the next push removes them
+        copy = copy_bundle(second_bundle)
+        copy = copy.rename(copy.with_name(copy.name + suffix))
+        staged.append(_rewrite_manifest(copy, version=copy.name)["version"])
+        await asyncio.to_thread(client.push_bundle, copy, stage_only=True)
+    older, newer = staged
+    removing = threading.Event()
+    real = staging_mod.shutil.rmtree
+
+    def slow(path, *args, **kw):  # the newer one first (newest first), slowly
+        if Path(path) == bundles / newer:
+            removing.set()
+            time.sleep(3)
+        return real(path, *args, **kw)
+    monkeypatch.setattr(staging_mod.shutil, "rmtree", slow)
+    pushed = asyncio.create_task(asyncio.to_thread(client.push_bundle, second_bundle))
+    assert await asyncio.to_thread(removing.wait, 30), "the prune never started"
+    status = await asyncio.to_thread(client.rollback, older)
+    assert status.active.version == older
+    try:
+        await pushed
+    except TailorError as err:  # the rollback moved the pointer before the push answered
+        assert err.code == grpc.StatusCode.FAILED_PRECONDITION and "superseded" in str(err)
+    assert (bundles / older / "manifest.json").is_file(), "the served version's directory is gone"
+    assert older in tailor_server.registry.available_versions()
