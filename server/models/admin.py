@@ -97,9 +97,7 @@ class BundlePusher:
             bundle, stage_only, canary = await self._stored(staging, chunks)
             split = await self._started(bundle, stage_only, canary)
         except BaseException as err:
-            staging.discard()
-            if staging.created and staging.alone():  # unless another push of it holds it
-                self.registry.unpublish(staging.version)
+            await _off_loop(self._undone, staging)
             if isinstance(err, OSError) and out_of_space(err):  # a write, fsync or the id rewrite
                 raise BundleDiskFull(self.registry.bundles_dir, staging.received) from None
             raise
@@ -112,6 +110,13 @@ class BundlePusher:
             if not await self.registry.wait_for_workers(bundle.version):
                 logger.warning("not every worker reported bundle %s in time", bundle.version)
         return bundle
+
+    def _undone(self, staging: BundleStaging) -> None:
+        """Remove what a push refused or cancelled wrote: its upload, and the version it stored
+        unless another push of it holds it. Blocking (a large upload): run it in a thread."""
+        staging.discard()
+        if staging.created and staging.alone():
+            self.registry.unpublish(staging.version)
 
     async def _stored(self, staging: BundleStaging, chunks: AsyncIterable[BundleChunk]
                       ) -> tuple[Bundle, bool, float]:

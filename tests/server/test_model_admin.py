@@ -1242,3 +1242,22 @@ async def test_a_version_rolled_back_to_while_a_prune_runs_is_not_pruned_after_i
         assert err.code == grpc.StatusCode.FAILED_PRECONDITION and "superseded" in str(err)
     assert (bundles / older / "manifest.json").is_file(), "the served version's directory is gone"
     assert older in tailor_server.registry.available_versions()
+
+
+async def test_a_refused_push_on_a_slow_disk_does_not_stall_the_workers_calls(
+        client, channel, copy_bundle, second_bundle, monkeypatch):
+    """A push refused once stored (a file whose sha256 does not match its manifest) removed
+    its upload on the event loop: the removal of a large upload (each 0.4 s here, a slow disk)
+    stood every call of the worker still, as the write, fsyncs and prune did before they moved
+    to threads. It is removed in a thread too; the push is refused as before."""
+    from server.models import staging as staging_mod
+    bad = copy_bundle(second_bundle)
+    with open(bad / "items.npz", "ab") as fh:
+        fh.write(b"x")
+    _slowed(monkeypatch, staging_mod.shutil, "rmtree",
+            lambda path: Path(path).name.startswith(".staging-"))
+    stalled, slowest, answer = await _stalls_while(
+        lambda: _answer(lambda: client.push_bundle(bad)), channel)
+    assert answer == "FAILED_PRECONDITION"
+    assert stalled < 0.3, f"the event loop stood still {stalled:.2f} s as the push was refused"
+    assert slowest < 0.3, f"a Recommend took {slowest:.2f} s as the push was refused"
