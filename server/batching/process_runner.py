@@ -69,6 +69,7 @@ class WriterProcess:
         self._next_start = 0.0
         self._closed = False
         self._child: _Child | None = _Child(self)
+        metrics.WRITER_EXITS.labels(name)  # at 0 from the start: a rate() sees the first death
 
     def runner(self, function: str, concurrency: int = 2) -> _FunctionRunner:
         """Two batches in flight by default: the child takes the second once the first commits."""

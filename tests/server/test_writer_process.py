@@ -317,3 +317,17 @@ async def test_a_writer_with_nice_runs_its_child_at_that_much_lower_priority_in_
     finally:
         await asyncio.gather(low.close(), plain.close())
         store.close()
+
+
+async def test_the_exits_counter_is_at_zero_before_any_child_died(tmp_path):
+    """`tailor_writer_exits_total{writer}` appeared only with the first death, at 1: a
+    Prometheus increase() or rate() over it (an alert on writer deaths) starts from that first
+    sample and misses the death that made it. Each writer's series is there from its start."""
+    store = Store(tmp_path / "store", sync=False)
+    writer = WriterProcess(FACTORY, store, name="never-died")
+    try:
+        assert REGISTRY.get_sample_value("tailor_writer_exits_total",
+                                         {"writer": "never-died"}) == 0.0
+    finally:
+        await writer.close()
+        store.close()
