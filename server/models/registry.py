@@ -53,6 +53,8 @@ class ModelRegistry:
         self._canary: Canary | None = None
         self.canaries = CanaryRecords(store)
         self._swap_lock = asyncio.Lock()
+        self._prunes: set[asyncio.Future] = set()
+        """The prunes running in threads, which `stop` waits for (they read the store)."""
         self._background = Background()
         """The active pointer's poll (`_follow_pointer`); `stop` waits for a load under way."""
         self._backoff = LoadBackoff()
@@ -183,6 +185,8 @@ class ModelRegistry:
 
     async def stop(self) -> None:
         await self._background.stop()
+        if self._prunes:  # one whose swap's call was cancelled goes on in its thread
+            await asyncio.wait(self._prunes)
         self.store.delete("meta", worker_key(os.getpid()))
         self.canaries.retire(os.getpid())  # its counts stay summed (`CanaryMonitor.publish`)
 
@@ -505,8 +509,12 @@ class ModelRegistry:
 
     async def _pruned(self) -> None:
         """`_prune` in a thread: removing a version of gigabytes takes the disk a while, which
-        every call of this worker would wait for on the event loop."""
-        await asyncio.to_thread(self._prune)
+        every call of this worker would wait for on the event loop. A call cancelled meanwhile
+        leaves it running: `stop` waits for it before the store closes."""
+        future = asyncio.get_running_loop().run_in_executor(None, self._prune)
+        self._prunes.add(future)
+        future.add_done_callback(self._prunes.discard)
+        await asyncio.shield(future)
 
     def _prune(self) -> None:
         """Keep `bundles_kept` versions on disk: always the active (this worker's and the

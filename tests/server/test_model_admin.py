@@ -1261,3 +1261,50 @@ async def test_a_refused_push_on_a_slow_disk_does_not_stall_the_workers_calls(
     assert answer == "FAILED_PRECONDITION"
     assert stalled < 0.3, f"the event loop stood still {stalled:.2f} s as the push was refused"
     assert slowest < 0.3, f"a Recommend took {slowest:.2f} s as the push was refused"
+
+
+def test_a_prune_under_way_at_the_stop_ends_before_the_store_closes(
+        tmp_path, demo_bundle, second_bundle, copy_bundle, monkeypatch):
+    """A swap's prune runs in a thread (d63d801); the stop cancelled the push awaiting it and
+    closed the store while the thread went on removing versions (each 1.5 s here, a slow
+    disk) and reading the store for each (the pointer, the history: `_kept`). The stop waits
+    for it: every removal ends before the stop does, and the versions past bundles_kept go."""
+    import threading
+
+    from server.app import TailorServer
+    from server.models import staging as staging_mod
+    from tests.conftest import server_settings
+    settings = server_settings(tmp_path, demo_bundle)
+    settings.bundles_kept = 0
+    real, removing, removed = staging_mod.shutil.rmtree, threading.Event(), []
+
+    def slow(path, *args, **kw):
+        if Path(path).parent == settings.bundles_dir and not Path(path).name.startswith("."):
+            removing.set()
+            time.sleep(1.5)
+            removed.append(time.monotonic())
+        return real(path, *args, **kw)
+    monkeypatch.setattr(staging_mod.shutil, "rmtree", slow)
+    staged = copy_bundle(second_bundle)
+    staged = staged.rename(staged.with_name(staged.name + "-s"))
+    _rewrite_manifest(staged, version=staged.name)
+    third = copy_bundle(second_bundle)
+    third = third.rename(third.with_name(third.name + "-t"))
+    _rewrite_manifest(third, version=third.name)
+
+    async def serve_then_stop():
+        server = TailorServer(settings)
+        await server.start()
+        client = TailorClient(f"127.0.0.1:{server.port}", timeout=60)
+        await asyncio.to_thread(client.push_bundle, staged, stage_only=True)
+        await asyncio.to_thread(client.push_bundle, second_bundle)  # prunes the staged one
+        removing.clear()
+        pushing = threading.Thread(target=lambda: _answer(lambda: client.push_bundle(third)))
+        pushing.start()  # its prune removes the demo version, then the next
+        assert await asyncio.to_thread(removing.wait, 30), "the prune never started"
+        await server.stop(grace=0.1)
+        return pushing, time.monotonic()
+
+    pushing, stopped = asyncio.run(serve_then_stop())
+    pushing.join(30)
+    assert removed and max(removed) < stopped, "a removal went on after the stop"
