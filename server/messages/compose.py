@@ -225,7 +225,8 @@ class Composer:
         suppressed, as is a render error (raised only for a decision that stands)."""
         check_id("user_id", user_id, self.limits.id_bytes)
         campaign = await self.message_campaign(campaign_id)
-        since = self.context.recommender.since()  # before the decision reads the profile
+        recommender = self.context.recommender  # (None: a composer without recommendations)
+        since = recommender.since() if recommender is not None else None  # before the read
         try:
             pending = self.campaigns.decide(campaign_id, user_id, context, profile=True,
                                             seen=on_loop, decision_id=decision_id,
