@@ -2,7 +2,7 @@
     [--metrics-port M] [--public-http-port H --public-url URL]
     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--auth-config FILE] [--insecure]`
 `python -m server compact --data-dir D`
-`python -m server migrate [--config FILE.toml] --data-dir D [--secrets-dir S]`
+`python -m server migrate [--config FILE.toml] [--data-dir D] [--secrets-dir S]`
 `python -m server backup --data-dir D --out FILE`
 `python -m server restore --from FILE --data-dir D [--force]`
 `python -m server config-doc [--update FILE]`
@@ -67,8 +67,9 @@ def _migrate_parser(sub) -> None:
     p = sub.add_parser("migrate", help="bring a data dir written by an older Tailor to today's "
                        "key version, encryption and record layouts (servers stopped), as the "
                        "first server to open it would")
-    _config_argument(p)  # the servers' file: encryption at rest, the LMDB settings, secrets_dir
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    _config_argument(p)  # the servers' file: data_dir, encryption at rest, LMDB, secrets_dir
+    p.add_argument("--data-dir", type=Path, help="the data dir (default: the config file's "
+                   "data_dir, TAILOR_DATA_DIR or ./data, as the servers read it)")
     p.add_argument("--secrets-dir", type=Path, help="keyring files (default: the config file's "
                    "secrets_dir, TAILOR_SECRETS_DIR or ./var/secrets); TAILOR_SECRET_* override")
 
@@ -164,15 +165,16 @@ def _migrate(args) -> None:
     from .store import Store, lock_data_dir
     from .store.crypto import MASTER_RING, STORE_ID_RING, StoreCrypto
     from .store.lock import check_restore_finished
-    store_dir = args.data_dir / "store"
-    check_restore_finished(args.data_dir)
-    if not (store_dir / "data.mdb").exists():
-        raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
-    configure_logging()  # the store logs each step and its count
     settings = _command_settings(args.config, {"data_dir": args.data_dir})
+    data_dir = settings.data_dir
+    store_dir = data_dir / "store"
+    check_restore_finished(data_dir)
+    if not (store_dir / "data.mdb").exists():
+        raise FileNotFoundError(f"no Tailor store under {data_dir}")
+    configure_logging()  # the store logs each step and its count
     secrets = Secrets.load(args.secrets_dir or settings.secrets_dir, generate=False,
                            names=(MASTER_RING, STORE_ID_RING), optional=("unsubscribe",))
-    lock = lock_data_dir(args.data_dir, exclusive=True)
+    lock = lock_data_dir(data_dir, exclusive=True)
     try:
         started = time.perf_counter()
         store = Store(store_dir, map_size=settings.lmdb_map_size,

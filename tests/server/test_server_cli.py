@@ -1,6 +1,7 @@
 """`python -m server --help` shows every subcommand, and a bare flag still means `serve`; what the
 user got wrong prints one line and exits 2; `--config FILE` (TOML) sits below env and flags."""
 import argparse
+import json
 import os
 import socket
 import subprocess
@@ -318,6 +319,24 @@ def test_a_public_http_port_equal_to_the_grpc_or_metrics_port_is_refused(tmp_pat
                                "TAILOR_PUBLIC_HTTP_PORT): "), line
         assert "port of its own" in line, line
         assert not (tmp_path / "data").exists()  # refused before anything was opened
+
+
+def test_migrate_finds_the_data_dir_the_servers_config_names(tmp_path):
+    """`migrate --config` took the servers' settings from the file but its data dir from
+    `--data-dir` alone (default ./data): a file naming `data_dir` had ./data migrated instead,
+    or "no Tailor store under data". Without `--data-dir` it is the file's, as `serve` reads it."""
+    from server.security.secrets import Secrets
+    from server.store import Store
+    from server.store.crypto import StoreCrypto
+    secrets_dir, data_dir = tmp_path / "secrets", tmp_path / "theirs"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets_dir))
+    config = tmp_path / "tailor.toml"
+    config.write_text(f'data_dir = "{data_dir}"\nsecrets_dir = "{secrets_dir}"\n')
+    crypto = StoreCrypto.from_secrets(Secrets.load(secrets_dir, generate=False))
+    Store(data_dir / "store", sync=False, crypto=crypto).close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    proc = run_module("server", "migrate", "--config", str(config), env=env)
+    assert json.loads(proc.stdout.splitlines()[-1])["store"] == str(data_dir / "store")
 
 
 def test_migrate_reads_the_servers_config_file(tmp_path):
