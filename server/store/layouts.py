@@ -256,13 +256,16 @@ KINDS: tuple[RecordKind, ...] = (
                "hashing: 1 = some as given (listed before the NFC, bracket and trunk-zero "
                "rules), 2 = some with an xn-- domain (before that rule), 3 = all as now "
                "(contact.addresses.SPELLING)"),
-    RecordKind("send_job", "sends", 2, lambda k: k.startswith(K.SEND_JOB_PREFIX),
+    RecordKind("send_job", "sends", 3, lambda k: k.startswith(K.SEND_JOB_PREFIX),
                "JSON {campaign, context, rates, total, counts, owner, started, finished, "
                "terms, due (a deferred ComposeMessage's job: when to start it; kept "
-               "finished until its send_expiry)} "
+               "finished until its send_expiry), cancelled (when CancelSend stopped it; "
+               "absent or 0: not cancelled)} "
                "(messages.sends); 2: terms keyed, a plain digest of them (a Tailor from "
-               "before) replaced by plain_terms, a keyed digest of it (messages.jobs)",
-               steps={1: _send_job_terms_keyed}),
+               "before) replaced by plain_terms, a keyed digest of it (messages.jobs); 3: "
+               "cancelled (layout 2 records are layout 3 as they are; the bump keeps a binary "
+               "that would go on sending a cancelled job away from the store)",
+               steps={1: _send_job_terms_keyed, 2: same}),
     RecordKind("send_expiry", "sends", 1, lambda k: k.startswith(K.SEND_EXPIRY_PREFIX),
                "empty: a finished deferred ComposeMessage's send_job is kept until the time "
                "in the key (messages.sends)"),

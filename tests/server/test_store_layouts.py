@@ -552,3 +552,23 @@ def test_an_address_only_set_before_the_held_pointer_is_dropped_at_the_next_chan
     assert migrated == {"phone_user": 1, "email_user": 1}
     store.close()
     assert Store(tmp_path / "store", sync=False).migrated == {}  # stamped: not again
+
+
+def test_a_cancelled_send_job_keeps_the_release_before_cancel_send_away(tmp_path):
+    """send_job 3 adds `cancelled` (CancelSend). The release before it reads a job stamped
+    cancelled but not yet settled as unfinished and would send the rest of it after a restart;
+    layout 2 records are layout 3 as they are, so the upgrade only stamps, and that release is
+    refused."""
+    from server.messages.sends import SendRecords
+    two = tuple(dataclasses.replace(k, version=2, steps={1: k.steps[1]})
+                if k.name == "send_job" else k for k in KINDS)
+    store = Store(tmp_path / "store", sync=False, layouts=two)
+    SendRecords(store).create("job1", "camp", ["ann", "bob"], {}, {}, owner=1)
+    store.close()
+    store = Store(tmp_path / "store", sync=False)
+    assert store.migrated == {"send_job": 2}
+    job, _ = SendRecords(store).cancel("job1")
+    assert job["cancelled"] > 0 and not job["finished"]
+    store.close()
+    with pytest.raises(FailedPrecondition, match="send_job"):
+        Store(tmp_path / "store", sync=False, layouts=two)
