@@ -41,6 +41,7 @@ from .errors import (
     BadAddress,
     DeadLetterNotFound,
     DeliveryRefused,
+    DeliveryStopped,
     DeliveryUnavailable,
     NoLongerAllowed,
 )
@@ -212,25 +213,29 @@ class Delivery:
                 await once.settle(handed, failed)
         return handed
 
-    async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None) -> int:
+    async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None,
+                   unless: asyncio.Event | None = None) -> int:
         """Hand flattened bytes to `channel`'s adapter (SMTP over `via` or the shared
-        connection), retrying transient failures; the attempts it took. No event: see
-        `record_sent`. FailedPrecondition when the channel has no adapter (a stored message
-        resumed by a server started without it)."""
+        connection), retrying transient failures until `unless` is set (`Retry.run`); the
+        attempts it took. No event: see `record_sent`. FailedPrecondition when the channel has
+        no adapter (a stored message resumed by a server started without it)."""
         self.check_adapter(channel)
         if channel == "email":
             smtp = via or self.smtp
-            return await self.retry.run(channel, lambda: smtp.send_bytes(self.envelope, to, data))
-        return await self.retry.run(channel, lambda: self.webhooks.post(channel, data))
+            return await self.retry.run(
+                channel, lambda: smtp.send_bytes(self.envelope, to, data), unless)
+        return await self.retry.run(channel, lambda: self.webhooks.post(channel, data), unless)
 
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
-                           decision: str, user: str, via: SmtpSender | None = None) -> int:
-        """`send`; a message that did not go is kept as a dead letter, and the error raised."""
+                           decision: str, user: str, via: SmtpSender | None = None,
+                           unless: asyncio.Event | None = None) -> int:
+        """`send`; a message that did not go is kept as a dead letter (not one whose retries
+        a cancel stopped: `DeliveryStopped`), and the error raised."""
         await self._went(channel, user, to)
         try:
-            return await self.send(channel, to, data, via)
+            return await self.send(channel, to, data, via, unless)
         except UNDELIVERED as err:
-            if self.dead is not None:
+            if self.dead is not None and not isinstance(err, DeliveryStopped):
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
                                     err.reason, err.attempts)
                 await asyncio.to_thread(self.dead.add, letter, True)

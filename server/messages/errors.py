@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
-__all__ = ["TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
+__all__ = ["DeliveryStopped", "TemplateInvalid", "RenderFailed", "OverChannelLimit", "NotAMessageChannel",
            "LoggedOnAPlacement", "Transient", "Permanent", "DeliveryRefused",
            "DeliveryUnavailable", "DeadLetterNotFound",
            "BadAddress", "DeadLetterBusy", "NoLongerAllowed", "DeliveryInProgress",
@@ -143,6 +143,12 @@ class DeliveryUnavailable(Unavailable):
     def __init__(self, channel: str, reason: str, attempts: int):
         self.reason, self.attempts = reason, attempts
         super().__init__(f"deliver: the {channel} adapter failed {attempts} time(s), last: {reason}")
+
+
+class DeliveryStopped(DeliveryUnavailable):
+    """A cancel (CancelSend) came while the message waited between transient failures: no more
+    attempts, and no dead letter (one would let RetryDeadLetter send what the marketer
+    stopped). `reason` is the last failure's."""
 
 
 class DeadLetterNotFound(NotFound):

@@ -5,14 +5,16 @@ at most `attempts` times, sleeping `base * 2**(n-1)` seconds (at most `cap`) aft
 transient failure, and turns the outcome into a domain error: `DeliveryRefused` at the first
 permanent failure, `DeliveryUnavailable` when every attempt failed transiently. Bounded on both
 sides (`Settings.delivery_attempts`, `delivery_backoff_seconds`, `delivery_backoff_max_seconds`),
-so a SendCampaign lane stalls at most the sum of the delays for one message.
+so a SendCampaign lane stalls at most the sum of the delays for one message. With `unless` (a
+send job's cancel), a wait between attempts ends when it is set: `DeliveryStopped`, no further
+attempt (the attempt in progress is never cut short).
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .errors import DeliveryRefused, DeliveryUnavailable, Permanent, Transient
+from .errors import DeliveryRefused, DeliveryStopped, DeliveryUnavailable, Permanent, Transient
 from .logging import logger
 
 __all__ = ["Retry"]
@@ -30,8 +32,10 @@ class Retry:
         """Seconds to wait after the `attempt`-th (1-based) transient failure."""
         return min(self.cap, self.base * 2 ** (attempt - 1))
 
-    async def run(self, channel: str, call: Callable[[], Awaitable[None]]) -> int:
-        """Call until it succeeds; the number of attempts it took."""
+    async def run(self, channel: str, call: Callable[[], Awaitable[None]],
+                  unless: asyncio.Event | None = None) -> int:
+        """Call until it succeeds; the number of attempts it took. `unless` set during a wait
+        between attempts: `DeliveryStopped`."""
         for attempt in range(1, self.attempts + 1):
             try:
                 await call()
@@ -43,5 +47,12 @@ class Retry:
                     raise DeliveryUnavailable(channel, err.reason, attempt) from None
                 logger.info("%s delivery attempt %d failed (%s); retrying in %.2fs", channel,
                             attempt, err.reason, self.delay(attempt))
-                await asyncio.sleep(self.delay(attempt))
+                if unless is None:
+                    await asyncio.sleep(self.delay(attempt))
+                    continue
+                try:
+                    await asyncio.wait_for(unless.wait(), self.delay(attempt))
+                except TimeoutError:
+                    continue
+                raise DeliveryStopped(channel, err.reason, attempt) from None
         raise AssertionError("unreachable: attempts >= 1")

@@ -67,8 +67,8 @@ from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
-from .errors import BadAddress, RenderFailed
-from .sends import ARCHIVED, FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
+from .errors import BadAddress, DeliveryStopped, RenderFailed
+from .sends import ARCHIVED, CANCELLED, FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
 from .settling import Settler
 
 __all__ = ["TokenBucket", "SendJob", "failure"]
@@ -382,8 +382,11 @@ class SendJob:
                 kept = True  # from here, a failure may have gone out or be a dead letter
                 await self.delivery.send_or_bury(
                     r.channel, r.message["to"], r.message["raw"].encode("latin-1"),
-                    campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp)
+                    campaign=self.job["campaign"], decision=r.decision, user=r.user, via=smtp,
+                    unless=self.cancelling.requested)
                 r.state, r.sent_at = SENT, time.time()
+        except DeliveryStopped:  # its fate after a transient failure may be unknown: kept
+            r.state, r.reason = FAILED, CANCELLED
         except UNDELIVERED as err:
             r.state, r.reason = FAILED, err.reason
         except TailorError as err:  # no adapter any more (a restart with other settings)
