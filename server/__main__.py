@@ -1,17 +1,22 @@
 """`python -m server [serve] [--config FILE.toml] --port P --data-dir D [--bundle B] [--workers N]
     [--metrics-port M] [--public-http-port H --public-url URL]
     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]] [--auth-config FILE] [--insecure]`
-`python -m server compact --data-dir D`
+`python -m server compact [--config FILE.toml] [--data-dir D]`
 `python -m server migrate [--config FILE.toml] [--data-dir D] [--secrets-dir S]`
-`python -m server backup --data-dir D --out FILE`
-`python -m server restore --from FILE --data-dir D [--force]`
+`python -m server backup [--config FILE.toml] [--data-dir D] --out FILE`
+`python -m server restore --from FILE [--config FILE.toml] [--data-dir D] [--force]`
 `python -m server config-doc [--update FILE]`
 `python -m server token --auth-config FILE --name NAME --roles r1,r2 | --revoke NAME`
-`python -m server audit verify --data-dir D [--secrets-dir S]`
-`python -m server audit ref --user-id U | --campaign-id C | --email E | --phone P [--secrets-dir S]`
-`python -m server secrets init [--secrets-dir S]`
-`python -m server secrets rotate NAME [--secrets-dir S] [--keep N]`
-`python -m server rotate-key --data-dir D [--secrets-dir S] [--chunk N]`"""
+`python -m server audit verify [--config FILE.toml] [--data-dir D] [--secrets-dir S]`
+`python -m server audit ref --user-id U | --campaign-id C | --email E | --phone P
+    [--config FILE.toml] [--secrets-dir S]`
+`python -m server secrets init [--config FILE.toml] [--secrets-dir S]`
+`python -m server secrets rotate NAME [--config FILE.toml] [--secrets-dir S] [--keep N]`
+`python -m server rotate-key [--config FILE.toml] [--data-dir D] [--secrets-dir S] [--chunk N]`
+
+The store commands take the data dir and the keyrings' dir from their flags, else from the
+servers' settings: the `--config` file, then TAILOR_DATA_DIR / TAILOR_SECRETS_DIR, then ./data
+and ./var/secrets."""
 from __future__ import annotations
 
 import argparse
@@ -57,31 +62,37 @@ def _security_arguments(p) -> None:
                    "--host without TLS or --auth-config anyway")
 
 
+def _store_arguments(p, data_dir: bool = True, secrets_dir: bool = True) -> None:
+    """--config (the servers' file) and the paths a store command takes from it unless given."""
+    _config_argument(p)
+    if data_dir:
+        p.add_argument("--data-dir", type=Path, help="the data dir (default: the config file's "
+                       "data_dir, TAILOR_DATA_DIR or ./data, as the servers read it)")
+    if secrets_dir:
+        p.add_argument("--secrets-dir", type=Path, help="keyring files (default: the config "
+                       "file's secrets_dir, TAILOR_SECRETS_DIR or ./var/secrets)")
+
+
 def _compact_parser(sub) -> None:
     p = sub.add_parser("compact", help="rewrite the LMDB store without freed pages (server stopped)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
-
+    _store_arguments(p, secrets_dir=False)
 
 
 def _migrate_parser(sub) -> None:
     p = sub.add_parser("migrate", help="bring a data dir written by an older Tailor to today's "
                        "key version, encryption and record layouts (servers stopped), as the "
                        "first server to open it would")
-    _config_argument(p)  # the servers' file: data_dir, encryption at rest, LMDB, secrets_dir
-    p.add_argument("--data-dir", type=Path, help="the data dir (default: the config file's "
-                   "data_dir, TAILOR_DATA_DIR or ./data, as the servers read it)")
-    p.add_argument("--secrets-dir", type=Path, help="keyring files (default: the config file's "
-                   "secrets_dir, TAILOR_SECRETS_DIR or ./var/secrets); TAILOR_SECRET_* override")
+    _store_arguments(p)  # the servers' file: data_dir, encryption at rest, LMDB, secrets_dir
 
 
 def _backup_parsers(sub) -> None:
     p = sub.add_parser("backup", help="write a hot backup (store + bundles) to one tar file, "
                        "while servers run")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    _store_arguments(p, secrets_dir=False)
     p.add_argument("--out", type=Path, required=True, help="tar file to write (.tar.gz: compressed)")
     p = sub.add_parser("restore", help="put a backup into a data dir (server stopped)")
     p.add_argument("--from", dest="archive", type=Path, required=True, help="backup tar file")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    _store_arguments(p, secrets_dir=False)
     p.add_argument("--force", action="store_true", help="replace the store and bundles of a "
                    "non-empty data dir")
 
@@ -103,10 +114,9 @@ def _token_parser(sub) -> None:
 def _security_parsers(sub) -> None:
     p = sub.add_parser("audit", help="the audit log")
     acts = p.add_subparsers(dest="action", required=True)
-    v = acts.add_parser("verify", help="check the MAC chain; names the first broken line (exit 1)")
-    v.add_argument("--data-dir", type=Path, default=Path("data"))
-    v.add_argument("--secrets-dir", type=Path, help="keyring files (default: TAILOR_SECRETS_DIR "
-                   "or ./var/secrets); TAILOR_SECRET_AUDIT overrides")
+    v = acts.add_parser("verify", help="check the MAC chain; names the first broken line "
+                        "(exit 1); TAILOR_SECRET_AUDIT overrides the keyring file")
+    _store_arguments(v)
     f = acts.add_parser("ref", help="the target an audit line gives a user, campaign or "
                         "suppressed address (to find the calls about it)")
     which = f.add_mutually_exclusive_group(required=True)
@@ -114,24 +124,22 @@ def _security_parsers(sub) -> None:
     which.add_argument("--campaign-id")
     which.add_argument("--email")
     which.add_argument("--phone")
-    f.add_argument("--secrets-dir", type=Path, help="keyring files (default: TAILOR_SECRETS_DIR "
-                   "or ./var/secrets); TAILOR_SECRET_USER_ID overrides")
+    _store_arguments(f, data_dir=False)  # TAILOR_SECRET_USER_ID overrides the keyring file
     p = sub.add_parser("secrets", help="the server's keyrings")
     acts = p.add_subparsers(dest="action", required=True)
     i = acts.add_parser("init", help="write every missing keyring (for a deployment: run once, "
                         "then give the files to the servers)")
-    i.add_argument("--secrets-dir", type=Path)
+    _store_arguments(i, data_dir=False)
     r = acts.add_parser("rotate", help="new signing key in front; old keys keep verifying "
                         "(restart the servers to sign with it)")
     r.add_argument("name", help="any keyring but store-id: user-id, audit, unsubscribe, "
                    "encryption, erasure, suppression, or an optional one that exists")
-    r.add_argument("--secrets-dir", type=Path)
+    _store_arguments(r, data_dir=False)
     r.add_argument("--keep", type=int, help="old keys kept for verifying (default: all)")
     k = sub.add_parser("rotate-key", help="new encryption master key; re-wrap every data key "
-                       "under it while servers run (resumes if interrupted)")
-    k.add_argument("--data-dir", type=Path, default=Path("data"))
-    k.add_argument("--secrets-dir", type=Path, help="keyring files (the `encryption` file is "
-                   "rewritten: environment keyrings cannot be rotated here)")
+                       "under it while servers run (resumes if interrupted; the `encryption` "
+                       "keyring file is rewritten: an environment keyring cannot be rotated here)")
+    _store_arguments(k)
     k.add_argument("--chunk", type=int, default=1000, help="data keys per write transaction")
 
 
@@ -149,10 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_dir(args) -> Path:
+    """--data-dir, else the servers' (`--config` file, TAILOR_DATA_DIR, ./data)."""
+    return args.data_dir or _command_settings(args.config, {}).data_dir
+
+
+def _secrets_dir(args) -> Path:
+    """--secrets-dir, else the servers' (`--config` file, TAILOR_SECRETS_DIR, ./var/secrets)."""
+    return args.secrets_dir or _command_settings(args.config, {}).secrets_dir
+
+
 def _compact(args) -> None:
     from .store.compaction import compact
-    before, after = compact(args.data_dir)
-    print(f"compacted {args.data_dir / 'store'}: {before} -> {after} bytes")
+    data_dir = _data_dir(args)
+    before, after = compact(data_dir)
+    print(f"compacted {data_dir / 'store'}: {before} -> {after} bytes")
 
 
 def _migrate(args) -> None:
@@ -172,7 +191,7 @@ def _migrate(args) -> None:
     if not (store_dir / "data.mdb").exists():
         raise FileNotFoundError(f"no Tailor store under {data_dir}")
     configure_logging()  # the store logs each step and its count
-    secrets = Secrets.load(args.secrets_dir or settings.secrets_dir, generate=False,
+    secrets = Secrets.load(_secrets_dir(args), generate=False,
                            names=(MASTER_RING, STORE_ID_RING), optional=("unsubscribe",))
     lock = lock_data_dir(data_dir, exclusive=True)
     try:
@@ -224,12 +243,13 @@ def _backfill_addresses(store, ring) -> int | None:
 
 def _backup(args) -> None:
     from .backup import backup
-    print(json.dumps({"command": "backup", **backup(args.data_dir, args.out)}))
+    print(json.dumps({"command": "backup", **backup(_data_dir(args), args.out)}))
 
 
 def _restore(args) -> None:
     from .backup import restore
-    print(json.dumps({"command": "restore", **restore(args.archive, args.data_dir, force=args.force)}))
+    print(json.dumps({"command": "restore",
+                      **restore(args.archive, _data_dir(args), force=args.force)}))
 
 
 def _config_doc(args) -> None:
@@ -262,22 +282,19 @@ def _token(args) -> None:
     print(token)
 
 
-def _secrets_dir(args) -> Path | None:
-    return args.secrets_dir or Settings().secrets_dir
-
-
 def _audit(args) -> None:
     from .security.audit import verify_chain
     from .security.secrets import Secrets
     if args.action == "ref":
         return _audit_ref(args)
-    if not args.data_dir.is_dir():  # a mistyped path would pass: no file, nothing broken
-        raise FileNotFoundError(f"no data dir {args.data_dir}")
+    data_dir = _data_dir(args)
+    if not data_dir.is_dir():  # a mistyped path would pass: no file, nothing broken
+        raise FileNotFoundError(f"no data dir {data_dir}")
     ring = Secrets.load(_secrets_dir(args), generate=False, names=("audit",))["audit"]
-    if not (args.data_dir / "audit").is_dir():  # a server makes it at start: not a data dir
-        raise FileNotFoundError(f"no audit log in {args.data_dir} (no {args.data_dir / 'audit'}:"
+    if not (data_dir / "audit").is_dir():  # a server makes it at start: not a data dir
+        raise FileNotFoundError(f"no audit log in {data_dir} (no {data_dir / 'audit'}:"
                                 " not a server's data dir, or its audit log was removed)")
-    result = verify_chain(args.data_dir / "audit", ring)
+    result = verify_chain(data_dir / "audit", ring)
     print(json.dumps(result.as_dict()))
     if not result.ok:
         raise SystemExit(f"audit verify: broken at {result.first_broken}: {result.reason}")
@@ -356,17 +373,18 @@ def _rotate_key(args) -> None:
     from .store.rekey import SEALED_KEY
     from .store.rotation import rotate_data_keys
     from .store.sharing import hold_layouts
-    store_dir = args.data_dir / "store"
-    check_restore_finished(args.data_dir)
+    data_dir = _data_dir(args)
+    store_dir = data_dir / "store"
+    check_restore_finished(data_dir)
     if not (store_dir / "data.mdb").exists():
-        raise FileNotFoundError(f"no Tailor store under {args.data_dir}")
+        raise FileNotFoundError(f"no Tailor store under {data_dir}")
     if read_value(store_dir, "meta", SEALED_KEY) is None:  # opening it encrypted would seal it
-        raise FailedPrecondition(f"the store under {args.data_dir} is not encrypted at rest (served "
+        raise FailedPrecondition(f"the store under {data_dir} is not encrypted at rest (served "
                                  "with TAILOR_ENCRYPT_AT_REST=false, or written by an older Tailor: "
                                  "`python -m server migrate` first): it has no data keys to rotate")
     secrets = Secrets.load(_secrets_dir(args), generate=False, names=(MASTER_RING, STORE_ID_RING),
                            environ={})
-    lock = lock_data_dir(args.data_dir, exclusive=False)  # beside servers; not during compaction
+    lock = lock_data_dir(data_dir, exclusive=False)  # beside servers; not during compaction
     try:
         with hold_layouts(store_dir):  # not beside a server of other layouts (store.sharing)
             store = Store(store_dir, crypto=StoreCrypto.from_secrets(secrets))

@@ -366,3 +366,33 @@ def test_migrate_reads_the_servers_config_file(tmp_path):
                       str(tmp_path / "d"), check=False, env=env)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.startswith("migrate: encrypt_at_rest (TAILOR_ENCRYPT_AT_REST, "), proc.stderr
+
+
+def test_every_store_command_finds_the_dirs_the_servers_settings_name(tmp_path):
+    """compact, backup, restore, rotate-key and audit verify took their data dir from
+    `--data-dir` alone (default ./data) and had no `--config`: with the servers' TOML file
+    naming `data_dir` (or TAILOR_DATA_DIR set), `backup --out F` archived ./data, or failed
+    "no Tailor store under data". Each reads them as `serve` and `migrate` do."""
+    from server.security.secrets import Secrets
+    from server.store import Store
+    from server.store.crypto import StoreCrypto
+    secrets_dir, data_dir = tmp_path / "secrets", tmp_path / "theirs"
+    run_module("server", "secrets", "init", "--secrets-dir", str(secrets_dir))
+    config = tmp_path / "tailor.toml"
+    config.write_text(f'data_dir = "{data_dir}"\nsecrets_dir = "{secrets_dir}"\n')
+    crypto = StoreCrypto.from_secrets(Secrets.load(secrets_dir, generate=False))
+    Store(data_dir / "store", sync=False, crypto=crypto).close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TAILOR_")}
+    out = run_module("server", "compact", "--config", str(config), env=env).stdout
+    assert out.startswith(f"compacted {data_dir / 'store'}: "), out
+    rotated = run_module("server", "rotate-key", "--config", str(config), env=env).stdout
+    assert json.loads(rotated.splitlines()[-1])["remaining"] == 0
+    archive = tmp_path / "b.tar"
+    run_module("server", "backup", "--out", str(archive),
+               env={**env, "TAILOR_DATA_DIR": str(data_dir)})
+    other = tmp_path / "other.toml"
+    other.write_text(f'data_dir = "{tmp_path / "restored"}"\n')
+    run_module("server", "restore", "--from", str(archive), "--config", str(other), env=env)
+    assert (tmp_path / "restored" / "store" / "data.mdb").exists()
+    verify = run_module("server", "audit", "verify", "--config", str(config), env=env, check=False)
+    assert verify.returncode == 1 and f"no audit log in {data_dir} " in verify.stderr, verify.stderr
