@@ -65,24 +65,37 @@ def test_monte_carlo_propensity_matches_the_exact_two_arm_value(arms):
     n_mc = 4000
     a = np.tile([a1, a2], (50, 1)).astype(float)
     b = np.tile([b1, b2], (50, 1)).astype(float)
-    chosen = np.zeros(50, np.int64)
-    probs = C.mc_probabilities(a, b, np.ones((50, 2), bool), chosen, np.random.default_rng(3),
-                               n_mc)
+    probs = C.mc_probabilities(a, b, np.ones((50, 2), bool), np.random.default_rng(3), n_mc)
     # 50 users x 4000 draws pooled: standard error sqrt(p (1 - p) / 200000) < 0.0012
     assert probs[:, 0].mean() == pytest.approx(exact, abs=0.005)
     assert probs.sum(axis=1) == pytest.approx(1.0)
-    # the decision is one of the counted draws: its probability is never 0
-    assert (probs[:, 0] >= 1 / (n_mc + 1)).all()
+    # one pseudo-draw spread over the allowed channels: no channel's probability is 0
+    assert (probs >= 0.5 / (n_mc + 1)).all()
     # thompson takes this path for a posterior with a < 1 (pdf singular at 0)
     _, p = C.thompson(a[:1], b[:1], np.ones((1, 2), bool), np.random.default_rng(4), n_mc)
     assert p[0, 0] == pytest.approx(exact, abs=0.03)
+
+
+def test_a_rare_channels_monte_carlo_propensity_gives_unbiased_ips_weights():
+    # posteriors with a < 1 (pdf singular at 0) take the Monte Carlo path; the middle channel
+    # wins p = 0.0034 of fresh draws. Its IPS weight 1[chosen] / propensity must average 1:
+    # estimating the probability of a fresh draw's winner with 256 draws gave 0.55 (a
+    # propensity of (1 + Binomial(256, p)) / 257 is too high more often than too low)
+    n = 50_000
+    a = np.tile([0.5, 0.3, 0.8], (n, 1))
+    b = np.tile([4.5, 120.0, 3.0], (n, 1))
+    chosen, probs = C.thompson(a, b, np.ones((n, 3), bool), np.random.default_rng(7), 256)
+    weight = (chosen == 1) / probs[np.arange(n), chosen]
+    # standard error sqrt((1 / p - 1) / n) ~ 0.077
+    assert weight.mean() == pytest.approx(1.0, abs=0.3)
+    assert ((chosen == 0) / probs[np.arange(n), chosen]).mean() == pytest.approx(1.0, abs=0.02)
 
 
 def test_three_arm_quadrature_matches_monte_carlo():
     a, b = np.array([[3.0, 5.0, 2.0]]), np.array([[9.0, 11.0, 8.0]])
     exact = C.win_probabilities(a, b, np.ones((1, 3), bool))[0]
     mc = C.mc_probabilities(np.repeat(a, 100, 0), np.repeat(b, 100, 0), np.ones((100, 3), bool),
-                            np.zeros(100, np.int64), np.random.default_rng(0), 2000).mean(0)
+                            np.random.default_rng(0), 2000).mean(0)
     assert exact.sum() == pytest.approx(1.0, abs=1e-6)
     assert exact == pytest.approx(mc, abs=0.01)
 
