@@ -25,7 +25,7 @@ import numpy as np
 from kernels import _bandits, _rng
 
 __all__ = [
-    "HOLDOUT", "POLICIES", "Params", "BanditState", "Decision", "new_state", "new_rng", "update",
+    "HOLDOUT", "POLICIES", "Params", "BadParam", "BanditState", "Decision", "new_state", "new_rng", "update",
     "update_bytes", "choose", "choose_batch", "BatchDecision", "fixed_arms", "sample_arms", "hash64",
     "hash_unit", "posterior_params",
 ]
@@ -176,23 +176,31 @@ SCALE_MAX = 1e12
 """Largest exploration scale (c, alpha, v, each >= 0) and prior mean magnitude (mu0)."""
 
 
+class BadParam(ValueError):
+    """A `Params` field out of its range: `name` is the field, `reason` what it must be."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name} {reason}")
+        self.name, self.reason = name, reason
+
+
 def _check_params(p: Params) -> None:
-    if not 0.0 < p.gamma <= 1.0:
-        raise ValueError(f"gamma must be in (0, 1], got {p.gamma}")
-    if not 0.0 <= p.epsilon <= 1.0 or not 0.0 <= p.holdout < 1.0:
-        raise ValueError("epsilon must be in [0, 1] and holdout in [0, 1)")
     low, high = PRIOR_RANGE
-    for name in ("a0", "b0", "lam", "kappa0", "na0", "nb0"):
-        if not low <= getattr(p, name) <= high:
-            raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {getattr(p, name)}")
-    for name in ("c", "alpha", "v"):
-        if not 0.0 <= getattr(p, name) <= SCALE_MAX:
-            raise ValueError(f"{name} must be in [0, {SCALE_MAX:g}], got {getattr(p, name)}")
+    ranges = [("gamma", 0.0 < p.gamma <= 1.0, "(0, 1]"),
+              ("epsilon", 0.0 <= p.epsilon <= 1.0, "[0, 1]"),
+              ("holdout", 0.0 <= p.holdout < 1.0, "[0, 1)"),
+              *((name, low <= getattr(p, name) <= high, f"[{low:g}, {high:g}]")
+                for name in ("a0", "b0", "lam", "kappa0", "na0", "nb0")),
+              *((name, 0.0 <= getattr(p, name) <= SCALE_MAX, f"[0, {SCALE_MAX:g}]")
+                for name in ("c", "alpha", "v"))]
+    for name, ok, allowed in ranges:
+        if not ok:
+            raise BadParam(name, f"must be in {allowed}, got {getattr(p, name)}")
     if not abs(p.mu0) <= SCALE_MAX:
-        raise ValueError(f"mu0 must be within ±{SCALE_MAX:g}, got {p.mu0}")
+        raise BadParam("mu0", f"must be within ±{SCALE_MAX:g}, got {p.mu0}")
     if p.reward_model not in (0.0, 1.0):  # any other value was read as 0
-        raise ValueError("reward_model must be 0 (Beta-Bernoulli) or 1 (Normal-inverse-gamma), "
-                         f"got {p.reward_model}")
+        raise BadParam("reward_model", "must be 0 (Beta-Bernoulli) or 1 (Normal-inverse-gamma), "
+                       f"got {p.reward_model}")
 
 
 def new_rng(seed: int, use_native: bool = True):

@@ -172,6 +172,8 @@ class CampaignSpec:
             check_finite(f"params[{shown(key)}]", value)
         try:
             self.new_state()
+        except B.BadParam as err:
+            raise InvalidArgument(f"params[{shown(err.name)}]", err.reason) from None
         except ValueError as err:
             raise InvalidArgument("params", str(err)) from None
 
