@@ -105,8 +105,9 @@ class CampaignServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateCampaign(self, request, context):
-        """Replaces the definition. The policy, its context features and the existing variants
-        (ids and order) are fixed; variants may be appended and everything else changed.
+        """Replaces the definition. The policy, its context features, the salt and the existing
+        variants (ids and order) are fixed (FAILED_PRECONDITION naming the field); variants may be
+        appended and everything else changed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -144,7 +145,10 @@ class CampaignServiceServicer:
     def ReportReward(self, request, context):
         """Final reward of a decision. Re-sending the same value is a no-op; a different value
         for an already rewarded decision is FAILED_PRECONDITION, as is one for a decision past its
-        reward window (closed with the default reward: the message says so).
+        reward window (closed with the default reward: the message says so) and one for a
+        suppressed or withdrawn decision (nothing was sent; the message names the reason). A
+        decision of an erased user, or dropped by decision_retention_days, is NOT_FOUND, as an
+        unknown one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
