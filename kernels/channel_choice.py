@@ -13,17 +13,24 @@ Propensity: the probability that the channel wins a fresh draw,
 
     P(c wins) = int f_c(x) prod_{j allowed, j != c} F_j(x) dx
 
-computed by 64-point Gauss-Legendre quadrature over the chosen arm's mean +- 10 standard
-deviations (`win_probabilities`; exact to ~1e-6 for a, b >= 1, and deterministic, so IPS
-weights carry no Monte Carlo noise). Rows with a posterior of a or b < 1 (a pdf singular at 0
-or 1) take a Monte Carlo estimate instead, `n_mc` draws plus one pseudo-draw spread evenly over
+computed by 64-point Gauss-Legendre quadrature from the chosen arm's mean - 10 standard
+deviations to the highest allowed arm's mean + 10 (`win_probabilities`), and, for a row whose
+probabilities then do not sum to 1 within 1e-3 of its rarest arm's probability (an arm far
+wider than another, whose CDF rises between the nodes: a channel at p = 0.0104 came out
+0.0094; or a rare arm winning in its own far tail), again on panels over [0, 1] cut around
+every arm's mean: relative error <= 1e-3 for every arm at p >= 1e-6 (a, b >= 1), and
+deterministic, so IPS weights carry no Monte Carlo noise.
+
+Rows with a posterior of a or b < 1 (a pdf singular at 0 or 1) take a Monte Carlo estimate
+instead, `n_mc` draws plus one pseudo-draw spread evenly over
 the allowed channels (so none is at 0), and their channel is *drawn from that estimate*: the
 logged propensity is then exactly the probability of the draw made (unbiased IPS weights, as
 `server.campaigns.policy` does for the Thompson bandits); the Monte Carlo error (standard error
 <= 0.5 / sqrt(n_mc + 1)) only makes the served choice differ slightly from ideal Thompson
 sampling. Estimating the probability of a fresh draw's winner instead gave a channel at
 p = 0.0034 an IPS weight 45% low on average (n_mc = 256).
-Quadrature costs ~k^2 x 64 incomplete-beta evaluations per row against 2 x (n_mc + 1) x k beta
+Quadrature costs ~k^2 x 64 incomplete-beta evaluations per row (a panelled row ~k^3 x 240)
+against 2 x (n_mc + 1) x k beta
 draws. `win_probability_2` is the scalar two-arm integral (scipy.integrate.quad) the tests
 check both against.
 """
@@ -88,30 +95,81 @@ def thompson(a, b, allowed, rng: np.random.Generator, n_mc: int = DEFAULT_N_MC
 
 def win_probabilities(a, b, allowed) -> np.ndarray:
     """[n, C] probability that each allowed arm's draw is the largest (quadrature; needs
-    a, b >= 1 on allowed arms)."""
+    a, b >= 1 on allowed arms). 64 nodes from each arm's mean - 10 sd to the highest mean +
+    10 sd (a rare arm wins in its own far tail), then, for the rows whose probabilities do not
+    sum to 1 within `SUM_TOLERANCE` of their rarest arm's (an arm far wider than another: 64
+    nodes step over the narrow one), `PANEL_NODES` nodes on each panel between the arms'
+    `PANEL_CUTS` (their rise resolved)."""
+    out = _quadrature(a, b, allowed, 0)
+    rarest = np.where(allowed, out, 1.0).min(axis=1)
+    off = np.abs(out.sum(axis=1) - 1.0)
+    redo = np.flatnonzero(off > SUM_TOLERANCE * np.clip(rarest, RAREST_FLOOR, 1.0))
+    if redo.size:
+        out[redo] = _quadrature(a[redo], b[redo], allowed[redo], len(PANEL_CUTS))
+    return out
+
+
+SUM_TOLERANCE = 1e-3
+"""How far from 1 a row's quadrature probabilities may sum, relative to its rarest arm's
+probability (an IPS weight's relative error), before the row is redone on panels."""
+RAREST_FLOOR = 1e-4
+"""Rarest-arm probability below which the tolerance stops shrinking (1e-7 absolute)."""
+PANEL_CUTS = (-10.0, -5.0, -2.5, -1.0, 0.0, 1.0, 2.5, 5.0, 10.0)
+"""Panel edges of the refined quadrature: each other allowed arm's mean + t sd."""
+PANEL_NODES = 24
+_PANEL_X, _PANEL_W = np.polynomial.legendre.leggauss(PANEL_NODES)
+
+
+def _quadrature(a, b, allowed, cuts: int) -> np.ndarray:
+    """`win_probabilities` with one 64-node panel over each arm's mean +- 10 sd (`cuts` 0),
+    or panels between the other arms' `PANEL_CUTS` in it."""
     from scipy import special
 
     n, c = a.shape
+    mean, total = a / (a + b), a + b
+    sd = np.sqrt(mean * (1.0 - mean) / (total + 1.0))
     out = np.zeros((n, c))
     for k in range(c):
         rows = np.flatnonzero(allowed[:, k])
         if rows.size == 0:
             continue
         ak, bk = a[rows, k], b[rows, k]
-        mean, total = ak / (ak + bk), ak + bk
-        sd = np.sqrt(mean * (1.0 - mean) / (total + 1.0))
-        lo, hi = np.maximum(mean - 10.0 * sd, 0.0), np.minimum(mean + 10.0 * sd, 1.0)
-        half = (hi - lo)[:, None] / 2.0
-        x = np.clip(lo[:, None] + half * (_NODES + 1.0), 1e-300, 1.0 - 1e-16)
+        lo = np.maximum(mean[rows, k] - 10.0 * sd[rows, k], 0.0)
+        # up to where every arm's draw lies: a rare arm wins in its own far tail
+        top = np.where(allowed[rows], mean[rows] + 10.0 * sd[rows], 0.0).max(axis=1)
+        hi = np.minimum(np.maximum(mean[rows, k] + 10.0 * sd[rows, k], top), 1.0)
+        x, w = (_panels(mean[rows], sd[rows], allowed[rows]) if cuts
+                else _one_panel(lo, hi))
+        x = np.clip(x, 1e-300, 1.0 - 1e-16)
         log_pdf = ((ak - 1.0)[:, None] * np.log(x) + (bk - 1.0)[:, None] * np.log1p(-x)
                    - special.betaln(ak, bk)[:, None])
-        terms = half * _WEIGHTS * np.exp(log_pdf)
+        terms = w * np.exp(log_pdf)
         for j in range(c):
             if j != k:
                 cdf = special.betainc(a[rows, j, None], b[rows, j, None], x)
                 terms *= np.where(allowed[rows, j, None], cdf, 1.0)
         out[rows, k] = terms.sum(axis=1)
     return out
+
+
+def _one_panel(lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """(nodes [r, 64], weights) of Gauss-Legendre on [lo, hi] per row."""
+    half = (hi - lo)[:, None] / 2.0
+    return lo[:, None] + half * (_NODES + 1.0), half * _WEIGHTS
+
+
+def _panels(mean, sd, allowed) -> tuple[np.ndarray, np.ndarray]:
+    """(nodes [r, panels * PANEL_NODES], weights) of Gauss-Legendre on each panel of [0, 1]
+    cut at every allowed arm's mean + t sd (t in `PANEL_CUTS`): the whole support, a
+    skewed arm's far tail included (its mass past mean + 10 sd was 1% of a rare arm's
+    probability)."""
+    r = mean.shape[0]
+    cuts = mean[:, :, None] + sd[:, :, None] * np.array(PANEL_CUTS)  # [r, C, T]
+    cuts = np.where(allowed[:, :, None], cuts, 0.0).reshape(r, -1)
+    edges = np.sort(np.clip(np.column_stack([np.zeros(r), cuts, np.ones(r)]), 0.0, 1.0), axis=1)
+    half = (edges[:, 1:] - edges[:, :-1])[:, :, None] / 2.0  # [r, panels, 1]
+    x = edges[:, :-1, None] + half * (_PANEL_X + 1.0)
+    return x.reshape(r, -1), (half * _PANEL_W).reshape(r, -1)
 
 
 def mc_probabilities(a, b, allowed, rng: np.random.Generator, n_mc: int) -> np.ndarray:

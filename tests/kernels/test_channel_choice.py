@@ -58,6 +58,18 @@ def test_quadrature_propensity_matches_the_exact_two_arm_value(arms):
     assert probs[0] == pytest.approx([exact, 1 - exact], abs=1e-6)
 
 
+@pytest.mark.parametrize("arms", [((2, 18), (30000, 70000)), ((1, 9), (3000, 7000)),
+                                  ((5, 5), (2000, 8000)), ((1.2, 40), (601, 2401)),
+                                  ((1.5, 20), (401, 601)), ((3, 12), (1201, 1801))])
+def test_quadrature_propensity_is_exact_to_a_thousandth_when_one_arm_is_far_narrower(arms):
+    # one 64-node panel stepped over the narrow arm's CDF (0.009387 for 0.010427) or cut a
+    # rare arm's far tail (0.000234 for 0.000236): an IPS weight off by the same share
+    (a1, b1), (a2, b2) = arms
+    exact = C.win_probability_2(a1, b1, a2, b2)
+    _, probs = C.thompson([[a1, a2]], [[b1, b2]], [[True, True]], np.random.default_rng(3))
+    assert probs[0] == pytest.approx([exact, 1 - exact], rel=1e-3)
+
+
 @pytest.mark.parametrize("arms", [((2, 12), (3, 5)), ((0.5, 4), (1, 9))])
 def test_monte_carlo_propensity_matches_the_exact_two_arm_value(arms):
     (a1, b1), (a2, b2) = arms
