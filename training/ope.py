@@ -27,6 +27,11 @@ decisions are resampled together: they are not independent).
 The candidate chooses among ``--arms`` actions: by default the highest logged arm + 1, which
 undercounts a campaign whose last variants were never chosen in the log (then give it).
 
+Support: the logs value only the arms their policy could take. A round logged with propensity
+1 (ucb1, egreedy at epsilon 0) had every other arm at 0, and the candidate's probability of
+those arms counts as reward 0 in every estimator; the report gives that share of its choices
+(`unsupported_share`) and the table a warning when it is above 0.
+
 Candidate policies: a `kernels.bandits` policy replayed in time order over the logs (at each
 round its action distribution is computed, then it learns from the logged action and reward,
 i.e. a policy warm-started on the same feedback), or ``--target``: the empirical per-position
@@ -491,7 +496,19 @@ def _report(args: argparse.Namespace) -> dict:
     report["estimates"] = estimate(log, dist, args.estimators.split(","), ci=args.ci,
                                    n_boot=args.n_boot, reward_model=args.reward_model,
                                    folds=args.folds, seed=args.seed, groups=log.groups)
+    report["unsupported_share"] = unsupported_share(log, dist)
     return report
+
+
+def unsupported_share(log: LoggedBandit, action_dist: np.ndarray) -> float:
+    """Share of the candidate's choices that fall where the logs cannot value them: on a round
+    logged with propensity 1 (a deterministic logging policy: ucb1, egreedy at epsilon 0) every
+    other arm had probability 0, so the candidate's probability of the other arms there is
+    valued as reward 0 by IPS and SNIPS (and by DR's correction): every estimate is biased by
+    up to this share of the reward scale. (Rounds logged with propensity < 1 may lack support
+    too; the logs cannot tell.)"""
+    taken = action_dist[np.arange(len(log)), log.action]
+    return float(((log.pscore >= 1.0) * (1.0 - taken)).sum() / len(log))
 
 
 _PARAMS = tuple(f.name for f in dataclasses.fields(bandits.Params))
@@ -519,6 +536,11 @@ def format_table(report: dict) -> str:
     rows.append(("logged", report["logged_value"]))
     for name, r in rows:
         lines.append(f"{name:<14}{r['value']:>11.6f}{r['ci_low']:>11.6f}{r['ci_high']:>11.6f}")
+    share = report.get("unsupported_share", 0.0)
+    if share > 0:
+        lines.append(f"warning: {share:.1%} of the candidate's choices fall on arms the logging "
+                     "policy could not take (rounds logged with propensity 1): no estimate "
+                     "values them, each is biased by up to that share of the reward scale")
     return f"{report['n_rounds']} logged rounds, candidate {report['candidate']}\n" + \
         "\n".join(lines)
 

@@ -502,3 +502,26 @@ def test_a_target_without_rounds_at_a_logged_position_is_refused(tmp_path, capsy
     assert ope.main(["--logs", str(logs), "--target", str(target), "--reward-model", "table"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "position 1" in err
+
+
+def test_a_candidate_choosing_arms_a_deterministic_logger_never_took_is_flagged(tmp_path,
+                                                                                capsys):
+    # ucb1-like logs: arm 0 every time, propensity 1 (rewards at 0.1; arms 1 and 2 would give
+    # 0.3). The uniform candidate's truth is 0.233; IPS said 0.035 [0.032, 0.039] and SNIPS and
+    # DR 0.106, without a word: two thirds of its choices are on arms the logs cannot value
+    rng = np.random.default_rng(0)
+    path = tmp_path / "det.jsonl"
+    ope.write_decision_log(str(path), [dict(r, arm=0, propensity=1.0,
+                                            reward=float(rng.random() < 0.1))
+                                       for r in _decisions(600, 13)])
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--arms", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unsupported_share"] == pytest.approx(2 / 3)
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--arms", "3"]) == 0
+    assert "warning: 66.7% of the candidate's choices" in capsys.readouterr().out
+    # a stochastic logger (propensity < 1 everywhere): nothing to flag
+    ope.write_decision_log(str(path), [dict(r, arm=i % 3, propensity=1 / 3)
+                                       for i, r in enumerate(_decisions(60, 14))])
+    assert ope.main(["--logs", str(path), "--policy", "fixed", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["unsupported_share"] == 0.0
+    assert ope.main(["--logs", str(path), "--policy", "fixed"]) == 0
+    assert "warning" not in capsys.readouterr().out
