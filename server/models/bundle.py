@@ -431,6 +431,29 @@ def _check_encoder(sess, name: str, dim: int, hist_len: int, n_items: int) -> No
     out = _smoke_run(sess, name, "user_vec", {"items": items, "weights": weights})
     if out.shape != (3, dim) or not np.all(np.isfinite(out)):
         raise BundleInvalid(name, f"smoke run gave shape {out.shape} (want (3, {dim})) or non-finite values")
+    _check_every_item(sess, name, hist_len, n_items)
+
+
+def _check_every_item(sess, name: str, hist_len: int, n_items: int, per_run: int = 16384) -> None:
+    """Fold every item in (`hist_len` items of weight 1 a history, about `per_run` items a run): an
+    item whose encoder factors are not finite gives every user who touched it a NaN vector
+    (an arbitrary answer, the same for all of them) while the runs above pass. The first such
+    item is named. O(n_items * dim^2) work: 0.6 s for 1M items of dim 64, one thread."""
+    width = max(1, per_run // hist_len) * hist_len
+    for lo in range(0, n_items, width):
+        items = np.arange(lo, min(lo + width, n_items), dtype=np.int64)
+        batch = np.resize(items, -(-len(items) // hist_len) * hist_len).reshape(-1, hist_len)
+        ok = np.isfinite(_smoke_run(sess, name, "user_vec", {
+            "items": batch, "weights": np.ones(batch.shape, np.float32)})).all(axis=1)
+        if not ok.all():
+            suspects = batch[np.flatnonzero(~ok)[0]]
+            alone = _smoke_run(sess, name, "user_vec", {
+                "items": suspects[:, None].repeat(hist_len, 1),
+                "weights": np.eye(len(suspects), hist_len, dtype=np.float32)})
+            row = int(suspects[np.flatnonzero(~np.isfinite(alone).all(axis=1))[0]])
+            raise BundleInvalid(name, f"item row {row} folds in to a user vector that is not "
+                                "finite (its factors hold NaN or inf?): every user who "
+                                "touched it would get an arbitrary answer")
 
 
 def ranker_columns(name: str, features: tuple[str, ...]) -> np.ndarray | None:

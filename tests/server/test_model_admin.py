@@ -365,6 +365,29 @@ async def test_an_index_holding_a_vector_that_is_not_finite_is_refused(
     assert "index.faiss" in str(err.value) and "not finite" in str(err.value)
 
 
+async def test_an_encoder_with_a_factor_that_is_not_finite_is_refused(
+        client, copy_bundle, demo_bundle, demo_manifest):
+    """One NaN in the encoder's item factors (row 5 of Y): the runs on rows 0 and n - 1 and the
+    smoke run on the longest histories passed, and every user who touched item 5 got the same
+    arbitrary list with scores 0. The push is refused naming the encoder and the item row."""
+    import onnx
+    bad = copy_bundle(demo_bundle)
+    model = onnx.load(bad / "encoder.onnx")
+    factors = next(t for t in model.graph.initializer if t.name == "Y")
+    y = numpy_helper.to_array(factors).copy()
+    y[5, 3] = np.nan
+    factors.CopyFrom(numpy_helper.from_array(y, "Y"))
+    onnx.save(model, bad / "encoder.onnx")
+    files = {**demo_manifest["files"], "encoder.onnx": _sha(bad / "encoder.onnx")}
+    _rewrite_manifest(bad, files=files, version="bad-nan-factor")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "encoder.onnx" in str(err.value) and "item row 5 " in str(err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+
+
 async def test_rollback_without_history_is_a_failed_precondition(client):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback)
