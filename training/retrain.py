@@ -126,8 +126,7 @@ def run(args) -> int:
     from clients import TailorClient, TailorError
     from training import export
     from training.bundle import write_bundle
-    from training.cli.options import config_from_args
-    from training.cli.train import _without_erased
+    from training.cli.options import config_from_args, without_erased
     from training.pipeline import train
     from training.readers import load
 
@@ -150,7 +149,7 @@ def run(args) -> int:
                                                 "impressions": True, "impressions_out": None}))
     if exported:
         return exported
-    keep = _without_erased(argparse.Namespace(interactions=csv_path, tombstones=None,
+    keep = without_erased(argparse.Namespace(interactions=csv_path, tombstones=None,
                                               secrets_dir=args.secrets_dir))
     inter, catalog = load(csv_path, args.items, keep=keep)
     config = config_from_args(args)

@@ -2,6 +2,7 @@
 times, never ids), `train` drops the erased users' rows from before their erasure."""
 import asyncio
 import csv
+import json
 import os
 import time
 
@@ -138,3 +139,51 @@ def test_tombstones_under_a_key_the_keyring_lacks_stop_training(tmp_path, monkey
                        f"k2:{other},k1:{base64.b64encode(key).decode()}")
     assert main(argv) == 0
     assert "2 rows dropped" in capsys.readouterr().out
+
+
+@pytest.fixture
+def erased_export(world_dir, tmp_path):
+    """The small world's export with tombstones beside it for users 0..99 (erased after every
+    row), the environment holding the erasure key, and the rows without those users."""
+    import base64
+    import shutil
+
+    from contract.erasure import write_tombstones
+    key = b"e" * 32
+    shutil.copy(world_dir / "interactions.csv", tmp_path / "interactions.csv")
+    write_tombstones(tmp_path / "tombstones.csv",
+                     [("k1", digest(key, str(u)), 4e9) for u in range(100)])
+    env = {**os.environ, "TAILOR_SECRET_ERASURE": f"k1:{base64.b64encode(key).decode()}"}
+    with open(world_dir / "interactions.csv", newline="") as fh:
+        rows = list(csv.reader(fh))
+    _rows(tmp_path / "kept.csv", [r for r in rows[1:] if int(r[0]) >= 100])
+    return tmp_path, env
+
+
+def test_the_backtest_drops_the_erased_users_as_train_does(erased_export, world_dir):
+    """`training backtest` read the export whole: the 100 erased users' rows were trained on,
+    served and scored (2,500-user world: 100 more users scored, their rows in the split), where
+    `train` on the same file drops them."""
+    from training.backtest import backtest_split
+    from training.pipeline import TrainConfig
+    from training.readers import load
+
+    tmp, env = erased_export
+    out = tmp / "report.json"
+    proc = run_module("training", "backtest", "--interactions", str(tmp / "interactions.csv"),
+                      "--items", str(world_dir / "items.csv"), "--test-frac", "0.2",
+                      "--factors", "8", "--iterations", "2", "--no-ranker", "--no-baselines",
+                      "--json", str(out), env=env)
+    assert "tombstones: 100 erased users" in proc.stdout
+    before, after, _, _, users, _ = backtest_split(
+        load(tmp / "kept.csv", world_dir / "items.csv")[0], TrainConfig(), test_frac=0.2)
+    split = json.loads(out.read_text())["split"]
+    assert (split["rows_before"], split["rows_after"], split["users_scored"]) == (
+        len(before), len(after), len(users))
+
+
+def test_cold_items_drops_the_erased_users_as_train_does(erased_export, world_dir):
+    tmp, env = erased_export
+    proc = run_module("training", "cold-items", "--interactions", str(tmp / "interactions.csv"),
+                      "--items", str(world_dir / "items.csv"), env=env)
+    assert "tombstones: 100 erased users" in proc.stdout and " 0 rows dropped" not in proc.stdout

@@ -5,7 +5,13 @@ import json
 import logging
 
 from training.backtest import format_backtest, parse_cutoff, run_backtest
-from training.cli.options import add_float_ids, add_training_options, config_from_args
+from training.cli.options import (
+    add_erasure_options,
+    add_float_ids,
+    add_training_options,
+    config_from_args,
+    without_erased,
+)
 from training.cli.types import out_file, positive_number
 from training.readers import load
 
@@ -21,6 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--items", help="item catalog CSV/Parquet (optional)")
     p.add_argument("--format", choices=("tailor", "movielens"), default="tailor")
     add_float_ids(p)
+    add_erasure_options(p)
     p.add_argument("--cutoff", type=parse_cutoff,
                    help="train on rows before this time (unix seconds or ISO date, UTC)")
     p.add_argument("--no-baselines", action="store_true",
@@ -33,7 +40,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    inter, catalog = load(args.interactions, args.items, args.format, float_ids=args.float_ids)
+    inter, catalog = load(args.interactions, args.items, args.format, keep=without_erased(args),
+                          float_ids=args.float_ids)
     report = run_backtest(inter, catalog, config_from_args(args), cutoff=args.cutoff,
                           test_frac=args.test_frac, baselines=not args.no_baselines,
                           ease_grid=tuple(args.ease_lambda) if args.ease_lambda else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from training.als import ALSParams
+from training.cli.options import add_erasure_options, without_erased
 from training.cli.types import count, open_fraction, out_file, positive_int
 from training.cold_items import ColdConfig, format_cold, run_cold_items
 from training.readers import load
@@ -19,6 +20,7 @@ def add_parser(subparsers) -> None:
                     "category-popularity and category-affinity baselines.")
     p.add_argument("--interactions", required=True, help="CSV/Parquet file")
     p.add_argument("--items", required=True, help="item catalog CSV/Parquet (titles, prices)")
+    add_erasure_options(p)
     p.add_argument("--holdout", type=open_fraction, default=_DEFAULT.holdout,
                    help="share of the items with interactions held out")
     p.add_argument("--k", type=positive_int, default=_DEFAULT.k)
@@ -30,7 +32,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    inter, catalog = load(args.interactions, args.items)
+    inter, catalog = load(args.interactions, args.items, keep=without_erased(args))
     cfg = ColdConfig(holdout=args.holdout, k=args.k, seed=args.seed,
                      als=ALSParams(threads=args.threads, seed=args.seed))
     report = run_cold_items(inter, catalog, cfg)

@@ -5,6 +5,7 @@ import argparse
 import os
 from pathlib import Path
 
+from contract.erasure import read_tombstones
 from contract.events import check_event_weights
 from training.als import ALSParams
 from training.cli.types import (
@@ -19,11 +20,13 @@ from training.cli.types import (
     tolerance,
 )
 from training.content import ContentParams
+from training.erasure import drop_erased, erasure_keys, tombstones_for
 from training.index import IndexParams
 from training.pipeline import TrainConfig
 from training.ranker import RankerParams
 
-__all__ = ["add_float_ids", "add_secrets_dir", "add_training_options", "config_from_args"]
+__all__ = ["add_erasure_options", "add_float_ids", "add_secrets_dir", "add_training_options",
+           "config_from_args", "without_erased"]
 
 _A, _R, _I = ALSParams(), RankerParams(), IndexParams()
 
@@ -47,6 +50,32 @@ def add_secrets_dir(p: argparse.ArgumentParser) -> None:
                    default=Path(os.environ.get("TAILOR_SECRETS_DIR", "var/secrets")),
                    help="where the server's `erasure` keyring is (default TAILOR_SECRETS_DIR, "
                         "else var/secrets; or TAILOR_SECRET_ERASURE)")
+
+
+def add_erasure_options(p: argparse.ArgumentParser) -> None:
+    """`--tombstones` and `--secrets-dir`: every command that reads an interaction export drops
+    the erased users' rows from before their erasure (`without_erased`), as `train` does."""
+    p.add_argument("--tombstones", type=Path, default=None,
+                   help="erased users (`training export` writes it): their rows from before "
+                        "their erasure are dropped (default: tombstones.csv beside "
+                        "--interactions, if there)")
+    add_secrets_dir(p)
+
+
+def without_erased(args):
+    """The `keep` filter of `training.readers.load` for the tombstones that apply to
+    ``args.interactions`` (``args.tombstones``, else tombstones.csv beside it), or None."""
+    path = tombstones_for(Path(args.interactions), args.tombstones)
+    tombs = read_tombstones(path) if path is not None else {}
+    if not tombs:
+        return None
+    keys = erasure_keys(args.secrets_dir)
+
+    def keep(rows):
+        kept, dropped = drop_erased(rows, tombs, keys)
+        print(f"tombstones: {len(tombs)} erased users in {path}, {dropped} rows dropped")
+        return kept
+    return keep
 
 
 def add_float_ids(p: argparse.ArgumentParser) -> None:

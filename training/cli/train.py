@@ -11,16 +11,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from contract.erasure import read_tombstones
 from training.bundle import write_bundle
 from training.cli.options import (
+    add_erasure_options,
     add_float_ids,
-    add_secrets_dir,
     add_training_options,
     config_from_args,
+    without_erased,
 )
 from training.cli.types import out_dir
-from training.erasure import drop_erased, erasure_keys, tombstones_for
 from training.evaluate import format_table, measured
 from training.pipeline import train
 from training.readers import load
@@ -39,11 +38,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--backtest", action="store_true",
                    help="also run the served backtest (training.backtest) with the same options "
                         "on the last --test-frac of each user's rows and print its figures")
-    p.add_argument("--tombstones", type=Path, default=None,
-                   help="erased users (`training export` writes it): their rows from before "
-                        "their erasure are dropped (default: tombstones.csv beside "
-                        "--interactions, if there)")
-    add_secrets_dir(p)
+    add_erasure_options(p)
     p.add_argument("--impressions", type=Path, default=None, metavar="FILE",
                    help="impressions.jsonl (`training export --impressions`): with "
                         "--context-features, fit the context tables and the ranker's context "
@@ -59,26 +54,11 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _without_erased(args):
-    """The `keep` filter of `load` for the tombstones that apply, or None."""
-    path = tombstones_for(Path(args.interactions), args.tombstones)
-    tombs = read_tombstones(path) if path is not None else {}
-    if not tombs:
-        return None
-    keys = erasure_keys(args.secrets_dir)
-
-    def keep(rows):
-        kept, dropped = drop_erased(rows, tombs, keys)
-        print(f"tombstones: {len(tombs)} erased users in {path}, {dropped} rows dropped")
-        return kept
-    return keep
-
-
 def run(args) -> int:
     if args.impressions is not None and not args.context_features:
         print("--impressions trains the context features: add --context-features")
         return 2
-    inter, catalog = load(args.interactions, args.items, args.format, keep=_without_erased(args),
+    inter, catalog = load(args.interactions, args.items, args.format, keep=without_erased(args),
                           float_ids=args.float_ids)
     imps = None
     if args.impressions is not None:
