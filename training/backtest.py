@@ -415,6 +415,11 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
     from training.pipeline import train
 
     before, after, test, seen, users, unaskable = backtest_split(inter, config, cutoff, test_frac)
+    ease_grid = EASE_GRID if ease_grid is None else ease_grid
+    if baselines and ease_grid:   # refused now, not after the training and serving
+        from training.ease import check_fits
+
+        check_fits(inter.n_items, "backtest")
     known = np.diff(seen[0])[users] > 0
     t0 = time.perf_counter()
     result = train(before, catalog, config)
@@ -434,8 +439,7 @@ def run_backtest(inter: Interactions, catalog: Catalog, config, cutoff: int | No
     lists = {"tailor (served)": recs, "tailor (offline)": offline}
     if baselines:
         grid = ALS_GRID if als_grid is None else als_grid
-        found = _baselines(before, users, known, seen, grid,
-                           EASE_GRID if ease_grid is None else ease_grid, config.als.threads)
+        found = _baselines(before, users, known, seen, grid, ease_grid, config.als.threads)
     else:
         found = _baselines(before, users, known, seen, [], (), config.als.threads)
     for name, (r, info) in found.items():

@@ -202,3 +202,24 @@ def test_an_entry_the_server_refuses_is_one_miss_not_the_run(tmp_path, demo_bund
     assert (recs[[0, 2]] >= 0).all() and (recs[1] == -1).all() and not cold.any()
     assert "1 of 3 users got no answer (INVALID_ARGUMENT: 1)" in caplog.text
     assert "bad" not in caplog.text
+
+
+def test_an_ease_baseline_too_large_for_the_machine_is_refused_before_training(monkeypatch):
+    """EASE holds dense n_items x n_items matrices (34 bytes a pair at its peak): on a 30,000-item
+    demo world (6 GB address space) the backtest trained and served, then died of a MemoryError
+    in EASE, its report lost; a 1M-item catalog needs 34 TB. Refused before training, naming
+    the estimate and --no-baselines."""
+    from training.backtest import run_backtest
+    from training.ease import check_fits, fit_bytes
+    from training.pipeline import TrainConfig
+
+    def trained(*_a, **_k):
+        raise AssertionError("trained before the EASE baseline was checked")
+    monkeypatch.setattr("training.pipeline.train", trained)
+    rows = [(f"u{u}", f"i{i}", 100 * u + i) for u in range(4) for i in range(3)]
+    inter = make_interactions(rows, [f"i{i}" for i in range(1_000_000)])
+    with pytest.raises(ValueError, match=r"EASE baseline on 1,000,000 items needs about "
+                                         r"34,000\.0 GB .*--no-baselines"):
+        run_backtest(inter, None, TrainConfig(), test_frac=0.5)
+    assert fit_bytes(4000) == 34 * 4000 ** 2
+    check_fits(4000)   # 0.5 GB: fits any machine that runs these tests
