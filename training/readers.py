@@ -134,14 +134,18 @@ def _line_of(path: Path, first_line: int, row: int) -> int:
     CSV parser skips empty lines, and a quoted field may span lines (error path only)."""
     import csv
 
-    with _open_text(path) as fh:
-        reader, start, n = csv.reader(fh), 1, -1
-        for fields in reader:
-            line, start = start, reader.line_num + 1
-            if line >= first_line and fields:
-                n += 1
-                if n == row:
-                    return line
+    limit = csv.field_size_limit(1 << 31)   # a long field (the one an error names) is counted
+    try:
+        with _open_text(path) as fh:
+            reader, start, n = csv.reader(fh), 1, -1
+            for fields in reader:
+                line, start = start, reader.line_num + 1
+                if line >= first_line and fields:
+                    n += 1
+                    if n == row:
+                        return line
+    finally:
+        csv.field_size_limit(limit)
     return first_line + row
 
 
@@ -440,6 +444,8 @@ def read_items(path: str | Path, float_ids: bool = False) -> dict:
     out = {"id": np.asarray(_ids(table, "id", path, first, item=True, float_ids=float_ids).to_numpy(
         zero_copy_only=False), dtype=str)}
     for col in ("title", "category", "url", "image"):
+        if col in ("title", "url", "image") and col in table.column_names:
+            _check_text_chars(table[col], path, first, col)
         if col in ("url", "image") and col in table.column_names:
             _check_links(table[col], path, first, col)
         out[col] = (np.asarray(table[col].to_numpy(zero_copy_only=False), dtype=str)
@@ -450,6 +456,31 @@ def read_items(path: str | Path, float_ids: bool = False) -> dict:
     if (counts > 1).any():
         raise ValueError(f"{path}: column 'id': duplicate item id {str(uniq[counts > 1][0])!r}")
     return out
+
+
+ITEM_TEXT_CHARS = 2048
+"""The server's default `Limits.item_text_chars`: the longest title, url or image UpsertItems
+takes (`item_text_chars` reads the server's environment)."""
+
+
+def item_text_chars() -> int:
+    """The title/url/image limit, as the server reads it from its environment (`server_limit`)."""
+    return server_limit("item_text_chars", ITEM_TEXT_CHARS)
+
+
+def _check_text_chars(col: pa.ChunkedArray, path: Path, first_line: int, column: str) -> None:
+    """Refuse a title, url or image longer than `item_text_chars`, naming its line: items.npz
+    holds each text column at its longest entry's width for every item (one 1 MB title in a
+    600-item catalog: a 2.4 GB items.npz, held by every server worker)."""
+    col = col.combine_chunks().cast(pa.string())
+    limit = item_text_chars()
+    found = _first_bad(pc.fill_null(pc.greater(pc.utf8_length(col), limit), False), col)
+    if found is None:
+        return
+    n, row, value, shown = found
+    raise ValueError(f"{_where(path, first_line, row, column)}: {shown} is {len(value)} "
+                     f"characters, at most {limit} ({n} rows; UpsertItems refuses them too; "
+                     "TAILOR_LIMITS__ITEM_TEXT_CHARS sets the length both sides take)")
 
 
 def _check_links(col: pa.ChunkedArray, path: Path, first_line: int, column: str) -> None:

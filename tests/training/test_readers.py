@@ -316,6 +316,24 @@ def test_the_item_id_limit_follows_the_servers(tmp_path, monkeypatch):
         read_interactions(f)
 
 
+@pytest.mark.parametrize("column", ["title", "url", "image"])
+def test_a_title_or_link_longer_than_the_servers_limit_is_refused(tmp_path, monkeypatch, column):
+    """One 1 MB title in a 600-item catalog was read: items.npz holds each text column at its
+    longest entry's width, 2.4 GB (233 KB without it), training peaked at 9.8 GB and every
+    server worker held 2.5 GB to serve 600 items. Refused at the limit UpsertItems applies
+    (TAILOR_LIMITS__ITEM_TEXT_CHARS), naming the line, the field counted whatever its size."""
+    from server.config import Limits
+    from training.readers import ITEM_TEXT_CHARS
+    assert ITEM_TEXT_CHARS == Limits().item_text_chars
+    long = "https://shop.example/" + "x" * 200_000
+    f = _write(tmp_path / "items.csv", f"id,{column}\na,https://ok.example\nb,{long}\n")
+    with pytest.raises(ValueError, match=rf"items.csv:3: column '{column}': .* is 200021 "
+                                         rf"characters, at most {ITEM_TEXT_CHARS}"):
+        read_items(f)
+    monkeypatch.setenv("TAILOR_LIMITS__ITEM_TEXT_CHARS", "300000")   # the server's, raised
+    assert read_items(f)[column][1] == long
+
+
 @pytest.mark.parametrize("variable", ["tailor_limits__batch_users", "Tailor_Limits__Batch_Users",
                                       "TAILOR_LIMITS__BATCH_USERS"])
 def test_a_limit_is_read_as_the_server_reads_it_whatever_the_case(monkeypatch, variable):
@@ -510,7 +528,8 @@ def test_ids_with_surrounding_spaces_are_read_as_the_server_has_them(tmp_path, c
     assert rows["user_id"].to_pylist() == ["5 ", "5", " u7"]
     assert rows["item_id"].to_pylist() == ["a", "a", "b "]
     assert "2 rows whose id has leading or trailing whitespace" in caplog.text
-    assert "5 " not in caplog.text.split("whitespace")[0]   # no id in the log line
+    logged = " ".join(r.getMessage() for r in caplog.records)   # not caplog.text: its
+    assert "5 " not in logged.split("whitespace")[0]   # readers.py:325 would hold "5 "; no id
     _write(tmp_path / "items.csv", "id,title\nb ,x\n")
     assert read_items(tmp_path / "items.csv")["id"].tolist() == ["b "]
     _write(tmp_path / "empty.csv", "user_id,item_id,timestamp,event\n,a,1,view\n")
