@@ -16,6 +16,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from training.cli.options import add_erasure_options, without_erased
 from training.cli.types import positive_int
 from training.evaluate import NOTHING_MEASURED, format_table, measured
 from training.events import event_weights
@@ -87,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--items")
     p.add_argument("--format", choices=("tailor", "movielens"), default="tailor")
     p.add_argument("--factors", type=positive_int, default=64, help="factors of the implicit baseline")
+    add_erasure_options(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    inter, catalog = load(args.interactions, args.items, args.format)
+    inter, catalog = load(args.interactions, args.items, args.format, keep=without_erased(args))
     t0 = time.perf_counter()
     result = train(inter, catalog, TrainConfig())
     if not measured(result.metrics):

@@ -182,8 +182,9 @@ def test_the_backtest_drops_the_erased_users_as_train_does(erased_export, world_
         len(before), len(after), len(users))
 
 
-def test_cold_items_drops_the_erased_users_as_train_does(erased_export, world_dir):
+@pytest.mark.parametrize("command", [("training", "cold-items"), ("training.compare_als",)])
+def test_the_experiments_drop_the_erased_users_as_train_does(erased_export, world_dir, command):
     tmp, env = erased_export
-    proc = run_module("training", "cold-items", "--interactions", str(tmp / "interactions.csv"),
+    proc = run_module(*command, "--interactions", str(tmp / "interactions.csv"),
                       "--items", str(world_dir / "items.csv"), env=env)
     assert "tombstones: 100 erased users" in proc.stdout and " 0 rows dropped" not in proc.stdout
