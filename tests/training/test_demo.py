@@ -116,3 +116,14 @@ def test_a_run_stopped_midway_leaves_no_interactions_file(tmp_path, monkeypatch)
     assert info["interactions"] == str(tmp_path / "demo" / "interactions.csv")
     users = pacsv.read_csv(tmp_path / "demo" / "interactions.csv")["user_id"].to_pylist()
     assert max(users) >= 30   # the second chunk's users are there
+
+
+def test_a_world_that_would_end_after_the_year_3000_is_refused(tmp_path):
+    """`--days 400000` from the default start wrote a world whose later rows train refused
+    ('32505094813 is after the year 3000 as unix seconds (269817 rows): milliseconds?'):
+    refused before anything is written, naming --days."""
+    from tests.conftest import run_module
+    proc = run_module("training", "demo-data", "--out", str(tmp_path / "w"), "--users", "3",
+                      "--items", "5", "--days", "400000", check=False)
+    assert proc.returncode == 2 and "--days 400000" in proc.stderr and "year 3000" in proc.stderr
+    assert not (tmp_path / "w").exists()

@@ -68,7 +68,11 @@ def run(args) -> int:
     if args.impressions_per_user > 0 and args.context_tastes <= 0:
         print("--impressions-per-user needs --context-tastes STRENGTH > 0")
         return 2
-    info = write_demo(args.out, config_from_args(args), contact=args.contact_truth,
+    config = config_from_args(args)
+    if config.start + (config.n_days + 1) * 86_400 > MAX_TIMESTAMP:   # a late funnel spills over
+        raise ValueError(f"--days {args.days}: the world would end after the year 3000, whose "
+                         "times train refuses (milliseconds?); fewer days, or an earlier --end")
+    info = write_demo(args.out, config, contact=args.contact_truth,
                       context_tastes=args.context_tastes,
                       impressions_per_user=args.impressions_per_user)
     print(f"wrote {info['n_rows']} interactions to {info['interactions']}")
