@@ -27,8 +27,9 @@ import numpy as np
 
 from training.als import ALSParams
 from training.content import ContentParams, content_vectors, fit_content
-from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions, event_weights
+from training.events import DEFAULT_EVENT_WEIGHTS, Catalog, Interactions
 from training.metrics import ranking_metrics
+from training.pipeline import positive_rows
 from training.split import distinct_items
 from training.stage import fit_stage
 
@@ -148,7 +149,7 @@ def _catalog_recall(stage, cold, users, vecs, test_csr, ks, batch: int = 4096) -
 
 def run_cold_items(inter: Interactions, catalog: Catalog, cfg: ColdConfig = ColdConfig()) -> dict:
     """The report: sizes, ``cold`` (recall@k, ndcg@k per method) and ``catalog`` recall@k."""
-    rows = inter.subset(event_weights(inter, DEFAULT_EVENT_WEIGHTS) > 0)
+    rows = positive_rows(inter, DEFAULT_EVENT_WEIGHTS)   # none: a ValueError saying so
     cold = _hold_out(rows, cfg)
     is_cold = np.isin(rows.item, cold)
     train_rows, test = rows.subset(~is_cold), rows.subset(is_cold)

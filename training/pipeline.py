@@ -46,7 +46,7 @@ from training.segments import user_segments
 from training.split import temporal_split
 from training.stage import Stage, fit_stage
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "positive_rows", "train"]
 
 logger = logging.getLogger("tailor.training.pipeline")
 
@@ -170,7 +170,7 @@ def train(inter: Interactions, catalog: Catalog, config: TrainConfig = TrainConf
                          "hold-out requests are the events' contexts)")
     clock = _Clock()
     bar = progress(desc="train", total=3 + bool(config.refit), unit=" stages")
-    rows = _positive_rows(inter, config.event_weights)
+    rows = positive_rows(inter, config.event_weights)
     tr, te = temporal_split(rows, config.test_frac)
     train_rows, test = rows.subset(tr), rows.subset(te)
     imps_before = (None if impressions is None else impressions.subset(
@@ -236,7 +236,7 @@ class _Clock:
         return self.timings
 
 
-def _positive_rows(inter: Interactions, weights: dict) -> Interactions:
+def positive_rows(inter: Interactions, weights: dict) -> Interactions:
     """The rows of positive event weight; a ``ValueError`` naming the events read if none is."""
     rows = inter.subset(event_weights(inter, weights) > 0)
     if not len(rows):

@@ -188,3 +188,15 @@ def test_the_experiments_drop_the_erased_users_as_train_does(erased_export, worl
     proc = run_module(*command, "--interactions", str(tmp / "interactions.csv"),
                       "--items", str(world_dir / "items.csv"), env=env)
     assert "tombstones: 100 erased users" in proc.stdout and " 0 rows dropped" not in proc.stdout
+
+
+def test_cold_items_on_an_export_whose_users_are_all_erased_says_nothing_is_left(tmp_path):
+    """Every row dropped by the tombstones (or none of positive weight): cold-items died with
+    numpy's 'a cannot be empty unless no samples are taken'; it now says what train says."""
+    from training.cold_items import run_cold_items
+    from training.readers import build
+
+    _rows(tmp_path / "i.csv", [["u1", "a", 100, "email_sent", 0], ["u2", "b", 200, "email_sent", 0]])
+    inter, catalog = build(read_interactions(tmp_path / "i.csv"))
+    with pytest.raises(ValueError, match="no row has a positive event weight: 2 rows read"):
+        run_cold_items(inter, catalog)
