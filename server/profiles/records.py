@@ -32,7 +32,8 @@ _item_code = functools.lru_cache(maxsize=1 << 17)(item_code)
 
 
 def raw_event(ev: TrackedEvent) -> bytes:
-    """The stored tailor.v1.Event: the wire message it came from, as validation left it."""
+    """The stored tailor.v1.Event: the wire message it came from (its unknown fields dropped
+    by the transport: `ProfileConverter.to_events`), as validation left it."""
     if ev.source is not None:
         ev.source.channel = ev.channel  # the only field validation may fill in
         return ev.source.SerializeToString()

@@ -27,6 +27,10 @@ __all__ = ["ProfileServicer", "ProfileConverter"]
 class ProfileConverter:
     @staticmethod
     def to_events(msg: pb.TrackEventsRequest) -> list[TrackedEvent]:
+        """The request's events; fields this server does not know (a newer client's, or bytes
+        sent to get past the limits) are dropped first, so the stored raw event holds only
+        the checked fields (`records.raw_event` keeps the wire message)."""
+        msg.DiscardUnknownFields()  # ~0.2 us an event, the whole request at once
         return [TrackedEvent(e.event_id, e.user_id, e.type, e.channel, e.campaign_id, e.item_id,
                              e.value, e.timestamp, dict(a) if (a := e.attributes) else {}, e,
                              e.request_id, e.position)

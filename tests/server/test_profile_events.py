@@ -118,3 +118,44 @@ async def test_a_stream_rejecting_more_events_than_its_reply_lists_ends_saying_w
             err.value.details()
         cy = await stub.GetProfile(pb.GetProfileRequest(user_id="cy", max_events=20))
         assert len(cy.events) == 8  # what was read before the end stays tracked
+
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _tracked_with_unknown_field(event: pb.Event, size: int) -> bytes:
+    """A TrackEventsRequest holding `event` with a field this server does not know (number 99)
+    of `size` bytes, serialised."""
+    raw = event.SerializeToString() + _varint(99 << 3 | 2) + _varint(size) + b"\xde" * size
+    return b"\x0a" + _varint(len(raw)) + raw
+
+
+async def test_fields_the_server_does_not_know_are_not_stored(module_bare_server):
+    """An Event's unknown fields were stored with it, past every bound on an event (attributes
+    at most 1 KiB): one view carrying 5 MB in field 99 was accepted and kept 5 MB in the store,
+    answered by GetProfile and ExportEvents. They are dropped; the event is stored as sent."""
+    ch = module_bare_server[1]
+    stub = pb_grpc.ProfileServiceStub(ch)
+    t = time.time() - 60
+    sent = [pb.Event(event_id=f"unknown{i}", user_id="unknown-fields", type="view", item_id="i1",
+                     channel="web", timestamp=t + i) for i in range(2)]
+    raw = dict(request_serializer=bytes, response_deserializer=pb.TrackEventsResponse.FromString)
+    track = ch.unary_unary("/tailor.v1.ProfileService/TrackEvents", **raw)
+    stream = ch.stream_unary("/tailor.v1.ProfileService/TrackEventStream", **raw)
+    assert (await track(_tracked_with_unknown_field(sent[0], 1 << 20))).accepted == 1
+    assert (await stream(iter([_tracked_with_unknown_field(sent[1], 1 << 20)]))).accepted == 1
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="unknown-fields",
+                                                         parts=["events"]))
+    assert [e.SerializeToString() for e in profile.events] == \
+        [e.SerializeToString() for e in sent[::-1]]  # newest first
+    exported = [e async for e in stub.ExportEvents(pb.ExportEventsRequest(start=t - 1))
+                if e.user_id == "unknown-fields"]
+    assert sorted(e.SerializeToString() for e in exported) == \
+        sorted(e.SerializeToString() for e in sent)
