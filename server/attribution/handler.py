@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from kernels.attribution import Attribution, BudgetExceeded, Paths, attribute
 
@@ -144,27 +145,35 @@ class Attributor:
                     0 if journeys.paths is None else journeys.paths.n_paths, journeys.users,
                     journeys.unattributed_conversions)
         credits = None if journeys.paths is None else self._run(spec, journeys.paths, None,
-                                                                deadline)
+                                                                deadline, stored=True)
         return AttributionResult(spec, journeys.paths, credits, journeys.unattributed_conversions,
                                  journeys.unattributed_value, stored=True)
 
-    def _check_answer(self, spec: ModelSpec, paths: Paths) -> None:
+    def _check_answer(self, spec: ModelSpec, paths: Paths, stored: bool) -> None:
         """Per-touch credits take at least 16 bytes a touch (two doubles) and 4 a path in the
-        answer: refuse those that cannot fit one message (computed, they took gigabytes and
-        then failed to send)."""
+        answer, and, for `stored` journeys, the journeys too (`stored_paths`: each touch's
+        label, its UTF-8 bytes and 2 of framing, and its time, 8 bytes, when kept; 11 bytes a
+        path, a nonzero count and its framing): refuse those that cannot fit one message (computed, they took
+        gigabytes and then failed to send)."""
         touches = len(paths.indices)
         least = 16 * touches + 4 * paths.n_paths
+        if stored:
+            label = np.fromiter((len(c.encode()) + 2 for c in paths.channels), np.int64,
+                                paths.n_channels)
+            least += int(label[paths.indices].sum()) + 11 * paths.n_paths
+            least += 8 * touches if paths.timestamps is not None else 0
         if spec.path_credits and least > self.max_message_bytes:
+            fewer = "a shorter time range" if stored else "fewer paths at a time"
             raise InvalidArgument("spec.path_credits", f"per-touch credits of {touches} touches "
                                   f"take at least {least / 2**20:.1f} MiB, past the "
                                   f"{self.max_message_bytes / 2**20:g} MiB message limit "
-                                  "(grpc_max_message_bytes): ask without path_credits, or "
-                                  "for fewer paths at a time")
+                                  f"(grpc_max_message_bytes): ask without path_credits, or "
+                                  f"for {fewer}")
 
     def _run(self, spec: ModelSpec, paths: Paths, untimed: int | None,
-             deadline: float | None = None) -> Attribution:
+             deadline: float | None = None, stored: bool = False) -> Attribution:
         spec.check_paths(paths, untimed)
-        self._check_answer(spec, paths)
+        self._check_answer(spec, paths, stored)
         if deadline is not None and time.monotonic() > deadline:
             raise BudgetExceeded("the deadline passed before the computation started")
         try:

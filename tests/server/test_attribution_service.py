@@ -255,6 +255,49 @@ async def test_path_credits_that_cannot_fit_one_message_are_refused_before_compu
         await server.stop(grace=0.5)
 
 
+async def test_stored_journeys_that_cannot_fit_one_message_are_refused_before_computing(
+        tmp_path):
+    # AttributeStored with path_credits also answers the journeys (stored_paths: each touch's
+    # label and, for TIME_DECAY, its time), which the check above did not count: 1,000
+    # journeys of 40 views each passed it (0.64 MB of credits under a 1 MiB limit), were
+    # computed, then failed RESOURCE_EXHAUSTED "SERVER: Sent message larger than max (1195918
+    # vs. 1048576)", naming no field
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", grpc_max_message_bytes=1 << 20)
+    t = time.time() - 3600
+
+    def journeys(users):
+        return [ppb.Event(event_id=f"{u}.{k}", user_id=u, type="view", timestamp=t - 100 + k)
+                for u in users for k in range(40)] + [
+            ppb.Event(event_id=f"{u}.p", user_id=u, type="purchase", value=5.0, timestamp=t)
+            for u in users]
+    spec = pb.ModelSpec(model=pb.TIME_DECAY, path_credits=True)
+    async with serving(settings) as (_, ch):
+        profiles, small = ppb_grpc.ProfileServiceStub(ch), pb_grpc.AttributionServiceStub(ch)
+        events = journeys([f"early{i}" for i in range(500)])
+        for lo in range(0, len(events), 10_000):
+            reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=events[lo:lo + 10_000]))
+            assert reply.accepted == len(events[lo:lo + 10_000])
+        half = await small.AttributeStored(pb.AttributeStoredRequest(
+            spec=spec, start_time=int(t - 10), end_time=int(t + 10)))
+        assert len(half.stored_paths) == 500 and len(half.path_credits) == 500
+        events = journeys([f"late{i}" for i in range(500)])
+        for lo in range(0, len(events), 10_000):
+            await profiles.TrackEvents(ppb.TrackEventsRequest(events=events[lo:lo + 10_000]))
+        with pytest.raises(grpc.RpcError) as err:
+            await small.AttributeStored(pb.AttributeStoredRequest(
+                spec=spec, start_time=int(t - 10), end_time=int(t + 10)))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("spec.path_credits: per-touch credits of 40000 "
+                                              "touches"), err.value.details()
+        assert "for a shorter time range" in err.value.details()
+        whole = await small.AttributeStored(pb.AttributeStoredRequest(
+            spec=pb.ModelSpec(model=pb.TIME_DECAY), start_time=int(t - 10), end_time=int(t + 10)))
+        assert whole.total_conversions == 1000  # credits only: answered
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
