@@ -149,12 +149,13 @@ class Attributor:
         return AttributionResult(spec, journeys.paths, credits, journeys.unattributed_conversions,
                                  journeys.unattributed_value, stored=True)
 
-    def _check_answer(self, spec: ModelSpec, paths: Paths, stored: bool) -> None:
-        """Per-touch credits take at least 16 bytes a touch (two doubles) and 4 a path in the
-        answer, and, for `stored` journeys, the journeys too (`stored_paths`: each touch's
+    def _credits_bytes(self, spec: ModelSpec, paths: Paths, stored: bool) -> int:
+        """The least the answer's per-touch credits take: 16 bytes a touch (two doubles) and 4
+        a path, and, for `stored` journeys, the journeys too (`stored_paths`: each touch's
         label, its UTF-8 bytes and 2 of framing, and its time, 8 bytes, when kept; 11 bytes a
-        path, a nonzero count and its framing): refuse those that cannot fit one message (computed, they took
-        gigabytes and then failed to send)."""
+        path, a nonzero count and its framing); 0 without `path_credits`."""
+        if not spec.path_credits:
+            return 0
         touches = len(paths.indices)
         least = 16 * touches + 4 * paths.n_paths
         if stored:
@@ -162,23 +163,55 @@ class Attributor:
                                 paths.n_channels)
             least += int(label[paths.indices].sum()) + 11 * paths.n_paths
             least += 8 * touches if paths.timestamps is not None else 0
-        if spec.path_credits and least > self.max_message_bytes:
-            fewer = "a shorter time range" if stored else "fewer paths at a time"
-            raise InvalidArgument("spec.path_credits", f"per-touch credits of {touches} touches "
-                                  f"take at least {least / 2**20:.1f} MiB, past the "
+        return least
+
+    @staticmethod
+    def _matrix_bytes(result: Attribution) -> int:
+        """The least the answer's Markov transition matrix takes: each state's label (its UTF-8
+        bytes and 2 of framing) and each transition's row and column (varints) and
+        probability (8 bytes)."""
+        d = result.details
+        coo = d["transition_matrix"].tocoo()
+        return sum(len(state.encode()) + 2 for state in d["states"]) + 8 * coo.nnz + \
+            _varint_bytes(coo.row) + _varint_bytes(coo.col)
+
+    def _check_fits(self, field: str, least: int, what: str, instead: str) -> None:
+        """Refuse an answer of at least `least` bytes past the message limit: computed, such
+        answers failed to send, RESOURCE_EXHAUSTED naming nothing."""
+        if least > self.max_message_bytes:
+            raise InvalidArgument(field, f"{what} take at least {least / 2**20:.1f} MiB, past the "
                                   f"{self.max_message_bytes / 2**20:g} MiB message limit "
-                                  f"(grpc_max_message_bytes): ask without path_credits, or "
-                                  f"for {fewer}")
+                                  f"(grpc_max_message_bytes): ask {instead}")
 
     def _run(self, spec: ModelSpec, paths: Paths, untimed: int | None,
              deadline: float | None = None, stored: bool = False) -> Attribution:
+        """The kernel's credits; an answer that cannot fit one message is refused: per-touch
+        credits before they are computed, a transition matrix once it is (its size is known
+        then)."""
         spec.check_paths(paths, untimed)
-        self._check_answer(spec, paths, stored)
+        least = self._credits_bytes(spec, paths, stored)
+        fewer = "for a shorter time range" if stored else "for fewer paths at a time"
+        self._check_fits("spec.path_credits", least, f"per-touch credits of "
+                         f"{len(paths.indices)} touches", f"without path_credits, or {fewer}")
         if deadline is not None and time.monotonic() > deadline:
             raise BudgetExceeded("the deadline passed before the computation started")
         try:
-            return attribute(paths, spec.model, deadline=deadline,
-                             max_rank_cells=self.limits.attribution_rank_cells,
-                             **spec.kernel_kwargs())
+            result = attribute(paths, spec.model, deadline=deadline,
+                               max_rank_cells=self.limits.attribution_rank_cells,
+                               **spec.kernel_kwargs())
         except ValueError as err:
             raise from_kernel(err) from None
+        if spec.transition_matrix:
+            d = result.details
+            self._check_fits("spec.transition_matrix", least + self._matrix_bytes(result),
+                             f"the transition matrix's {len(d['states'])} states and "
+                             f"{d['transition_matrix'].nnz} transitions"
+                             + (" with the per-touch credits" if least else ""),
+                             f"without transition_matrix, or {fewer}")
+        return result
+
+
+def _varint_bytes(values: np.ndarray) -> int:
+    """Bytes of `values` (>= 0) as protobuf varints: 7 bits a byte."""
+    v = np.asarray(values, np.uint64)
+    return int(v.size + sum(int(np.count_nonzero(v >> np.uint64(7 * k))) for k in range(1, 10)))

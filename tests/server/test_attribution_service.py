@@ -298,6 +298,35 @@ async def test_stored_journeys_that_cannot_fit_one_message_are_refused_before_co
         assert whole.total_conversions == 1000  # credits only: answered
 
 
+async def test_a_transition_matrix_that_cannot_fit_one_message_is_refused(tmp_path):
+    # MARKOV order 4 with transition_matrix over 9,000 paths of 6 touches (30 channels): a
+    # 0.43 MB request whose matrix (26,540 state labels, 44,834 transitions) made a 1.15 MB
+    # answer, computed, then failed RESOURCE_EXHAUSTED "SERVER: Sent message larger than max
+    # (1146302 vs. 1048576)" under a 1 MiB limit, naming no field
+    import random
+
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", grpc_max_message_bytes=1 << 20)
+    draw = random.Random(1)
+    paths = [([f"c{draw.randrange(30)}" for _ in range(6)], 1.0, 0.0, 1.0) for _ in range(9000)]
+    async with serving(settings) as (_, ch):
+        small = pb_grpc.AttributionServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            await small.Attribute(request(pb.MARKOV, paths, order=4, transition_matrix=True),
+                                  timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("spec.transition_matrix: the transition matrix's "
+                                              "26540 states and 44834 transitions take at "
+                                              "least 1.1 MiB"), err.value.details()
+        fewer = await small.Attribute(request(pb.MARKOV, paths[:4000], order=4,
+                                              transition_matrix=True), timeout=60)
+        assert len(fewer.transition_matrix.probability) > 10_000
+        whole = await small.Attribute(request(pb.MARKOV, paths, order=4), timeout=60)
+        assert sum(c.conversions for c in whole.credits) == pytest.approx(9000)
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
