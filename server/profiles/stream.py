@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterable, Sequence
+from dataclasses import dataclass, field
 
 from ..errors import PartlyDone, ResourceExhausted, TailorError
 from ..validation import check_count
@@ -10,6 +12,24 @@ from .events import TrackedEvent
 from .handler import Profiles, TrackResult
 
 __all__ = ["track_stream"]
+
+
+@dataclass
+class _Tally:
+    """What the tracked messages of a stream did, kept as counts (and the rejections its reply
+    lists): a message's accepted ids are dropped once it is counted, so a stream of millions
+    of events holds no more than its read-ahead window."""
+
+    messages: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[tuple[int, str, str]] = field(default_factory=list)
+
+    def add(self, result: TrackResult) -> None:
+        self.messages += 1
+        self.accepted += len(result.accepted_ids)
+        self.duplicates += result.duplicates
+        self.rejected += result.rejected
 
 
 async def track_stream(profiles: Profiles,
@@ -27,31 +47,37 @@ async def track_stream(profiles: Profiles,
     """
     limits = profiles.limits
     read_ahead, most = limits.stream_read_ahead_events, limits.events_per_batch
-    pending: list[asyncio.Task] = []
-    sizes: list[int] = []
-    offset = waited = in_flight = rejected = 0
+    pending: collections.deque[tuple[asyncio.Task, int]] = collections.deque()
+    tally, offset, in_flight = _Tally(), 0, 0
     try:
         async for events in batches:
             check_count("events", len(events), most)  # now, not when the batch's turn comes
             # the batch's commit starts here, in `Profiles._landing`; the task only waits for it
-            pending.append(asyncio.ensure_future(profiles.submit(events, offset)))
-            sizes.append(len(events))
+            pending.append((asyncio.ensure_future(profiles.submit(events, offset)), len(events)))
             offset += len(events)
             in_flight += len(events)
             while in_flight > read_ahead:
-                rejected += len((await pending[waited]).rejected)
-                _check_rejected(rejected, limits.stream_rejected_events)
-                in_flight -= sizes[waited]
-                waited += 1
-        results = await asyncio.gather(*pending)
-        _check_rejected(sum(len(r.rejected) for r in results), limits.stream_rejected_events)
+                in_flight -= await _count_first(pending, tally)
+                _check_rejected(len(tally.rejected), limits.stream_rejected_events)
+        while pending:
+            await _count_first(pending, tally)
+        _check_rejected(len(tally.rejected), limits.stream_rejected_events)
     except TailorError as err:
-        raise PartlyDone(err, await _done_before(pending)) from err
+        raise PartlyDone(err, await _done_before(tally, pending)) from err
     except BaseException:
-        for task in pending:  # a cancelled call: its submitted batches still commit
+        for task, _ in pending:  # a cancelled call: its submitted batches still commit
             task.cancel()
         raise
-    return _totals(results)
+    return TrackResult(duplicates=tally.duplicates, rejected=tally.rejected), tally.accepted
+
+
+async def _count_first(pending: collections.deque, tally: _Tally) -> int:
+    """Wait for the oldest pending batch and count it in `tally` (left pending if it failed);
+    its number of events."""
+    task, size = pending[0]
+    tally.add(await task)
+    pending.popleft()
+    return size
 
 
 def _check_rejected(n: int, most: int) -> None:
@@ -62,22 +88,18 @@ def _check_rejected(n: int, most: int) -> None:
                                 "a few of them says why they are rejected")
 
 
-def _totals(results: Sequence[TrackResult]) -> tuple[TrackResult, int]:
-    total = TrackResult(duplicates=sum(r.duplicates for r in results),
-                        rejected=[x for r in results for x in r.rejected])
-    return total, sum(len(r.accepted_ids) for r in results)
-
-
-async def _done_before(pending: list[asyncio.Task]) -> str:
+async def _done_before(tally: _Tally, pending: collections.deque) -> str:
     """What the stream did before it failed, once every submitted batch has ended: the message
     that failed (the first batch that did, else the one after the last submitted) and what the
-    batches that were tracked did."""
-    ended = await asyncio.gather(*(asyncio.shield(t) for t in pending), return_exceptions=True)
+    batches that were tracked did (those counted in `tally` and those still `pending`)."""
+    ended = await asyncio.gather(*(asyncio.shield(t) for t, _ in pending),
+                                 return_exceptions=True)
     failed = [i for i, r in enumerate(ended) if not isinstance(r, TrackResult)]
-    done = [r for r in ended if isinstance(r, TrackResult)]
-    total, accepted = _totals(done)
-    return (f"message {(failed[0] if failed else len(pending)) + 1} of the stream failed and "
-            f"nothing after it was read; {len(done)} message{'' if len(done) == 1 else 's'} "
-            f"tracked: {accepted} accepted, "
-            f"{total.duplicates} duplicates, {len(total.rejected)} rejected")
-
+    first = tally.messages + (failed[0] if failed else len(pending)) + 1
+    for result in ended:
+        if isinstance(result, TrackResult):
+            tally.add(result)
+    n = tally.messages
+    return (f"message {first} of the stream failed and nothing after it was read; {n} "
+            f"message{'' if n == 1 else 's'} tracked: {tally.accepted} accepted, "
+            f"{tally.duplicates} duplicates, {len(tally.rejected)} rejected")
