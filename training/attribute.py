@@ -144,27 +144,35 @@ def _as_json(args, paths, res) -> str:
     if args.model == "markov":
         doc["order"] = args.order
         doc["removal_effects"] = dict(zip(res.channels, res.details["removal_effects"].tolist()))
-    if "stderr" in res.details:
+    if "stderr" in res.details:  # sampled: estimates
+        doc["samples"] = int(res.details["samples"])
         doc["stderr"] = dict(zip(res.channels, res.details["stderr"].tolist()))
+        doc["value_stderr"] = dict(zip(res.channels, res.details["value_stderr"].tolist()))
     return json.dumps(doc)
 
 
 def _as_table(args, paths, res) -> str:
-    extra = "removal_effect" if args.model == "markov" else None
+    """One row a channel (an extra column: Markov's removal effect, a sampled Shapley's
+    standard error), then the totals; a sampled Shapley says its credits are estimates."""
+    extra = ("removal_effect", res.details["removal_effects"]) if args.model == "markov" else \
+        ("stderr", res.details["stderr"]) if "stderr" in res.details else None
     width = max(7, *(len(c) for c in res.channels))
     head = f"{'channel':<{width}}  {'conversions':>12}  {'share':>7}  {'value':>14}"
-    lines = [head + (f"  {extra:>14}" if extra else ""), "-" * (len(head) + (16 if extra
-                                                                                else 0))]
+    lines = [head + (f"  {extra[0]:>14}" if extra else ""), "-" * (len(head) + (16 if extra
+                                                                                   else 0))]
     total = paths.conversions.sum()
     for i in np.argsort(-res.conversions, kind="stable"):
         share = res.conversions[i] / total if total else 0.0
         row = (f"{res.channels[i]:<{width}}  {res.conversions[i]:>12.4f}  {share:>7.2%}  "
                f"{res.value[i]:>14.4f}")
         if extra:
-            row += f"  {res.details['removal_effects'][i]:>14.6f}"
+            row += f"  {extra[1][i]:>14.6f}"
         lines.append(row)
     lines.append(f"{'total':<{width}}  {res.conversions.sum():>12.4f}  {'':>7}  "
                  f"{res.value.sum():>14.4f}")
+    if "stderr" in res.details:
+        lines.append(f"sampled: {int(res.details['samples'])} permutations; the credits are "
+                     "estimates (95%: within 1.96 stderr)")
     return "\n".join(lines)
 
 

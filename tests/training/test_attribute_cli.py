@@ -128,3 +128,23 @@ def test_tailor_lines_are_checked_key_by_key(tmp_path, line, message):
     out = cli([path, "--model", "linear"])
     assert out.returncode == 2, out.stdout
     assert message in out.stderr, out.stderr
+
+
+def test_a_sampled_shapley_says_its_credits_are_estimates(tmp_path):
+    # past 20 channels the RATE form samples permutations: the table printed the estimates as
+    # if exact (no standard error, no word of sampling) and the JSON left out the value's
+    # standard error and the permutations drawn
+    path = tmp_path / "wide.csv"
+    path.write_text("".join(f"c{i} > c{(i * 7) % 25};{i % 3};{i};{i % 2}\n" for i in range(60)))
+    args = [path, "--model", "shapley", "--shapley-form", "rate", "--samples", "200"]
+    out = cli(args)
+    assert out.returncode == 0, out.stderr
+    head, *_, last = out.stdout.splitlines()
+    assert head.split()[-1] == "stderr"
+    assert last == "sampled: 200 permutations; the credits are estimates (95%: within 1.96 stderr)"
+    doc = json.loads(cli([*args, "--json"]).stdout)
+    assert doc["samples"] == 200 and set(doc["value_stderr"]) == set(doc["credits"])
+    narrow = tmp_path / "narrow.csv"
+    narrow.write_text(CA_TEXT)
+    exact = cli([narrow, "--model", "shapley", "--shapley-form", "rate"])
+    assert exact.returncode == 0 and "sampled" not in exact.stdout and "stderr" not in exact.stdout
