@@ -186,8 +186,8 @@ class Attributor:
     def _run(self, spec: ModelSpec, paths: Paths, untimed: int | None,
              deadline: float | None = None, stored: bool = False) -> Attribution:
         """The kernel's credits; an answer that cannot fit one message is refused: per-touch
-        credits before they are computed, a transition matrix once it is (its size is known
-        then)."""
+        credits before they are computed, a transition matrix or ORDERED credits by rank once
+        they are (their sizes are known then)."""
         spec.check_paths(paths, untimed)
         least = self._credits_bytes(spec, paths, stored)
         fewer = "for a shorter time range" if stored else "for fewer paths at a time"
@@ -201,13 +201,18 @@ class Attributor:
                                **spec.kernel_kwargs())
         except ValueError as err:
             raise from_kernel(err) from None
+        d, with_credits = result.details, " with the per-touch credits" if least else ""
         if spec.transition_matrix:
-            d = result.details
             self._check_fits("spec.transition_matrix", least + self._matrix_bytes(result),
                              f"the transition matrix's {len(d['states'])} states and "
-                             f"{d['transition_matrix'].nnz} transitions"
-                             + (" with the per-touch credits" if least else ""),
+                             f"{d['transition_matrix'].nnz} transitions{with_credits}",
                              f"without transition_matrix, or {fewer}")
+        if "rank_conversions" in d:  # two doubles a cell
+            channels, ranks = d["rank_conversions"].shape
+            self._check_fits("spec.shapley_form", least + 16 * channels * ranks,
+                             f"the ORDERED credits by rank ({channels} channels x {ranks} "
+                             f"ranks){with_credits}", "in the COUNTS form, or for paths of "
+                             "fewer distinct channels")
         return result
 
 

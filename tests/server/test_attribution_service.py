@@ -327,6 +327,29 @@ async def test_a_transition_matrix_that_cannot_fit_one_message_is_refused(tmp_pa
         assert sum(c.conversions for c in whole.credits) == pytest.approx(9000)
 
 
+async def test_ordered_credits_by_rank_that_cannot_fit_one_message_are_refused(tmp_path):
+    # SHAPLEY ORDERED over one path of 300 distinct channels: a 1.7 KB request whose credits
+    # by rank (300 x 300 cells, two doubles each) made a 1.45 MB answer under a 1 MiB limit,
+    # computed, then failed RESOURCE_EXHAUSTED "SERVER: Sent message larger than max (1454621
+    # vs. 1048576)", naming no field
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", grpc_max_message_bytes=1 << 20)
+    wide = [([f"c{i}" for i in range(300)], 1.0, 2.0, 0.0)]
+    async with serving(settings) as (_, ch):
+        small = pb_grpc.AttributionServiceStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            await small.Attribute(request(pb.SHAPLEY, wide, shapley_form=pb.ORDERED), timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith("spec.shapley_form: the ORDERED credits by rank "
+                                              "(300 channels x 300 ranks) take at least 1.4 "
+                                              "MiB"), err.value.details()
+        narrower = [([f"c{i}" for i in range(200)], 1.0, 2.0, 0.0)]  # 0.64 MB: answered
+        resp = await small.Attribute(request(pb.SHAPLEY, narrower, shapley_form=pb.ORDERED))
+        assert len(resp.credits) == 200 and len(resp.credits[0].rank_conversions) == 200
+
+
 # -- bad input -----------------------------------------------------------------------------
 
 
