@@ -11,10 +11,18 @@ import os
 import sys
 from datetime import UTC
 
+import grpc
 from google.protobuf import json_format
 
 from . import _quiet, transport
-from .client import MAX_TIMEOUT, TailorClient, TailorError, event_from_dict, path_from_dict
+from .client import (
+    MAX_TIMEOUT,
+    TailorClient,
+    TailorError,
+    event_from_dict,
+    new_request_id,
+    path_from_dict,
+)
 
 
 def _recommend(client: TailorClient, args) -> dict:
@@ -174,9 +182,7 @@ def _campaign(client: TailorClient, args) -> object:
     if args.action == "plan":
         return _plan(client, args)
     if args.action == "send":
-        return client.send_campaign(args.campaign, _user_file(args.users), rate=args.rate,
-                                    context=dict(_pair(kv) for kv in args.context or ()),
-                                    request_id=args.request_id)
+        return _send(client, args)
     if args.action == "progress":
         return client.send_progress(args.send)
     if args.action == "cancel":
@@ -199,6 +205,31 @@ def _campaign(client: TailorClient, args) -> object:
                 raise
         return {"decisions": n, "out": args.out}
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
+
+
+IN_DOUBT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                      grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+                      grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED})
+"""Statuses a call can end with after the server acted on it (its answer lost, a deadline
+passed, the server stopped part-way): unlike a refusal, they leave open whether it was done."""
+
+
+def _send(client: TailorClient, args):
+    """SendCampaign under a request id (--request-id, else a new one). A send that ended
+    without its answer may have started its job, and the same command with another id starts
+    a second one (every recipient messaged twice): the error names the id that repeats it."""
+    request_id = args.request_id or new_request_id()
+    users, context = _user_file(args.users), dict(_pair(kv) for kv in args.context or ())
+    try:
+        return client.send_campaign(args.campaign, users, rate=args.rate, context=context,
+                                    request_id=request_id)
+    except (TailorError, KeyboardInterrupt) as err:
+        if isinstance(err, KeyboardInterrupt) or err.code in IN_DOUBT:
+            note = (f"the send may have started: run the command again with --request-id "
+                    f"{request_id} to be answered its progress (with another id, or none, a "
+                    f"second send starts)")
+            err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
+        raise
 
 
 def _present(items) -> dict:
@@ -688,7 +719,8 @@ def _campaign_parser(sub, common) -> None:
                     "campaign sends on (default: the server's)")
     se.add_argument("--context", action="append", metavar="KEY=NUMBER", help="request context (repeatable)")
     se.add_argument("--request-id", help="idempotency key: running the command again with it "
-                    "prints the job it started instead of starting another (default: a new one)")
+                    "prints the job it started instead of starting another (default: a new "
+                    "one, named in the error of a send that ended without its answer)")
     pr = acts.add_parser("progress", parents=[common], help="counts of a send job")
     pr.add_argument("--send", required=True, metavar="SEND_ID")
     cn = acts.add_parser("cancel", parents=[common], help="stop a send job (a `send`'s, or a "

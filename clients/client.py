@@ -464,7 +464,10 @@ class TailorClient:
         """Start a send job to `user_ids` (`rate` messages/s on each channel the campaign
         sends on, default the server's); returns its progress (`send_id`, counts). The
         request carries `request_id` (default: a new one), so a retry, the channel's or the
-        caller's with the same id, is answered the job it started instead of a second job."""
+        caller's with the same id, is answered the job it started instead of a second job.
+        A call that ends without its answer (UNAVAILABLE once the channel's retries are spent,
+        DEADLINE_EXCEEDED) may have started its job: to repeat it, give your own `request_id`
+        and call again with it (a new id starts a second job)."""
         rates = {} if rate is None else dict.fromkeys(
             self._message_channels(campaign_id, timeout), float(rate))
         req = msg_pb.SendCampaignRequest(

@@ -3,10 +3,7 @@ gRPC server whose Ping refuses the first calls with UNAVAILABLE shows how many c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-import threading
 from concurrent import futures
 from functools import partial
 
@@ -19,6 +16,7 @@ from protos.tailor.v1 import campaign_pb2 as camp_pb
 from protos.tailor.v1 import campaign_pb2_grpc as camp_grpc
 from protos.tailor.v1 import diagnostics_pb2 as pb
 from protos.tailor.v1 import diagnostics_pb2_grpc as pb_grpc
+from tests.clients.proxy import LosingProxy
 from tests.conftest import serving
 
 
@@ -117,72 +115,16 @@ def test_a_retried_choose_variant_repeats_its_request_id_and_a_new_call_has_its_
     assert len({c[0] for c in calls}) == 3
 
 
-class _LosingProxy:
-    """A loopback TCP proxy to a real server that closes the connection in place of passing on
-    the server's next answer when `lose_next()` was called: the call was made, its answer is
-    lost (a proxy or a network dropping it), which gRPC reports as UNAVAILABLE."""
-
-    def __init__(self, port: int):
-        self.target_port, self.losing = port, threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.target = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def lose_next(self) -> None:
-        self.losing.set()
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.sock.accept()
-                server = socket.create_connection(("127.0.0.1", self.target_port))
-                threading.Thread(target=self._requests, args=(client, server), daemon=True).start()
-                threading.Thread(target=self._answers, args=(server, client), daemon=True).start()
-
-    @staticmethod
-    def _requests(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        _close(src, dst)
-
-    def _answers(self, src: socket.socket, dst: socket.socket) -> None:
-        """HTTP/2 frames from the server, passed on whole; the first HEADERS frame (an answer
-        starting) while losing ends the connection instead."""
-        pending = b""
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                pending += data
-                while len(pending) >= 9 and len(pending) >= 9 + int.from_bytes(pending[:3], "big"):
-                    size = 9 + int.from_bytes(pending[:3], "big")
-                    frame, pending = pending[:size], pending[size:]
-                    if frame[3] == 1 and self.losing.is_set():  # type 1: HEADERS
-                        self.losing.clear()
-                        raise OSError("answer lost")
-                    dst.sendall(frame)
-        _close(src, dst)
-
-
-def _close(*socks: socket.socket) -> None:
-    for s in socks:
-        with contextlib.suppress(OSError):
-            s.shutdown(socket.SHUT_RDWR)
-        s.close()
-
-
 @pytest.fixture
 async def losing_proxy(settings):
-    """(proxy, server): a real server serving the demo bundle behind a `_LosingProxy`."""
+    """(proxy, server): a real server serving the demo bundle behind a `LosingProxy`."""
     async with serving(settings) as (server, _):
-        proxy = _LosingProxy(server.port)
+        proxy = LosingProxy(server.port)
         yield proxy, server
         proxy.close()
 
 
-async def _lost(proxy: _LosingProxy, call, *args) -> TailorError:
+async def _lost(proxy: LosingProxy, call, *args) -> TailorError:
     """The error of `call(*args)` made through `proxy` with its answer lost."""
     proxy.lose_next()
     with pytest.raises(TailorError) as err:
