@@ -41,7 +41,7 @@ class _EventLines:
     UTF-8 too), so what came before is committed."""
 
     def __init__(self, source, name: str):
-        self.source, self.name, self.bad = source, name, None
+        self.source, self.name, self.bad, self.read = source, name, None, 0
 
     def __iter__(self):
         for n, line in enumerate(self.source, 1):
@@ -55,6 +55,7 @@ class _EventLines:
             except Exception as err:  # noqa: BLE001 - JSON, protobuf ParseError, bad values
                 self.bad = f"{self.name} line {n}: {str(err).splitlines()[0] if str(err) else err!r}"
                 return
+            self.read += 1
             yield record
 
 
@@ -115,9 +116,20 @@ def _file_error(path: str, err: OSError) -> str:
 
 
 def _track(client: TailorClient, args) -> dict:
+    """TrackEventStream of a file. Its one summary comes at the end: a stream that ends without
+    it (IN_DOUBT: a deadline, a server gone) says how far it read, of which any part may be
+    committed, and that sending the file again is safe (event ids dedupe)."""
     with _open(args.file, binary=True) as source:
         lines = _EventLines(source, "stdin" if args.file in ("", "-") else args.file)
-        reply = client.track(lines, batch_size=args.batch_size, timeout=args.timeout)
+        try:
+            reply = client.track(lines, batch_size=args.batch_size, timeout=args.timeout)
+        except (TailorError, KeyboardInterrupt) as err:
+            if isinstance(err, KeyboardInterrupt) or err.code in IN_DOUBT:
+                note = (f"the stream ended after {lines.read} events of {lines.name} were read, "
+                        "any of them may be committed: tracking it again is safe (event ids "
+                        "dedupe: the committed ones count as duplicates)")
+                err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
+            raise
     if lines.bad:
         raise UsageError(f"{lines.bad}; the {reply.accepted} events before it were committed "
                          f"({reply.duplicates} duplicates, {len(reply.rejected)} rejected)")
