@@ -388,28 +388,28 @@ def _compared(args) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000])
-    p.add_argument("--users", type=int, default=100_000)
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--items", type=positive(int), nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--users", type=positive(int), default=100_000)
+    p.add_argument("--days", type=positive(int), default=30)
     p.add_argument("--duration", type=positive(float), default=15.0, help="seconds per measurement")
     p.add_argument("--concurrency", type=positive(int), default=32, help="in-flight calls (closed loop)")
     p.add_argument("--procs", type=int, default=1, help="load generator processes")
-    p.add_argument("--latency-procs", type=int, default=1,
+    p.add_argument("--latency-procs", type=positive(int), default=1,
                    help="load generator processes for the fixed-rate (latency) runs")
     p.add_argument("--workers", type=int, default=1, help="server worker processes")
-    p.add_argument("--repeat", type=int, default=1,
+    p.add_argument("--repeat", type=positive(int), default=1,
                    help="Ping/Recommend max-throughput pairs, alternated; the median ratio's is shown")
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")
     p.add_argument("--load-fractions", type=float, nargs="+", default=[0.5], metavar="F",
                    help="fixed-rate (latency) runs at these fractions of Recommend's max QPS, "
                         "each with Ping at the same rate (more points for --plot)")
-    p.add_argument("--rounds", type=int, default=1,
+    p.add_argument("--rounds", type=positive(int), default=1,
                    help="fixed-rate runs per load fraction and server (alternating servers)")
     p.add_argument("--interleave", type=float, default=0.0, metavar="SECONDS",
                    help="two servers (--impressions both, --compare-env/--compare-src): instead of "
                         "separate fixed-rate runs, one schedule whose windows of SECONDS go to "
                         "each server in turn; pooled p99s and the difference's bootstrap interval")
-    p.add_argument("--window-pairs", type=int, default=30,
+    p.add_argument("--window-pairs", type=positive(int), default=30,
                    help="pairs of windows per fixed rate with --interleave")
     p.add_argument("--impressions", choices=sorted(IMPRESSION_MODES), default=None,
                    help="impression log on, off, or both (two servers, one run); default: the "

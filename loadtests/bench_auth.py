@@ -26,6 +26,8 @@ from server.security.authn import Authenticator
 from server.security.interceptor import AuthInterceptor, _known, _principal
 from server.security.principals import load_auth_config
 
+from .measure import positive
+
 METHOD = "/tailor.v1.RecommendationService/Recommend"
 
 
@@ -95,6 +97,7 @@ async def main(calls: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200_000)
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench_auth",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=positive(int), default=200_000)
     asyncio.run(main(parser.parse_args().calls))

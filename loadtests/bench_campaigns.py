@@ -232,7 +232,7 @@ def _paced(label: str, server, rate: float, common: dict) -> list[Measurement]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_campaigns", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arms", type=int, default=10)
+    p.add_argument("--arms", type=positive(int), default=10)
     p.add_argument("--policy", default="bernoulli_ts")
     p.add_argument("--duration", type=positive(float), default=10.0)
     p.add_argument("--concurrency", type=positive(int), default=32)
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     p.add_argument("--rewards", action="store_true",
                    help="also ReportReward (each server, after the rounds): at max QPS, against "
                         "Ping's CPU per call of the same server, then at a quarter and half of it")
-    p.add_argument("--reward-decisions", type=int, default=100_000,
+    p.add_argument("--reward-decisions", type=positive(int), default=100_000,
                    help="decisions planned for --rewards (each rewarded once)")
     p.add_argument("--request-ids", action="store_true",
                    help="every ChooseVariant carries a new request_id, as the Python client's do "

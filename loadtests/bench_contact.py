@@ -130,7 +130,7 @@ def _ratios(pairs: list[tuple[Measurement, Measurement]]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_contact", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arms", type=int, default=10)
+    p.add_argument("--arms", type=positive(int), default=10)
     p.add_argument("--duration", type=positive(float), default=10.0)
     p.add_argument("--concurrency", type=positive(int), default=32)
     p.add_argument("--procs", type=int, default=1, help="load generator processes")

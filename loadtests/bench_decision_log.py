@@ -117,12 +117,12 @@ def _in(src: Path | None, mode: str, slices: int) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
-    from .measure import add_server_src_argument
+    from .measure import add_server_src_argument, positive
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_decision_log", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("plan", "choose", "choose-ids", "both"), default="both")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--slices", type=int, nargs="+", default=None,
+    p.add_argument("--rounds", type=positive(int), default=3)
+    p.add_argument("--slices", type=positive(int), nargs="+", default=None,
                    help="slices of 250 per plan transaction (default: the server's two)")
     add_server_src_argument(p)
     args = p.parse_args(argv)

@@ -29,6 +29,8 @@ from server.models.bundle import load_bundle
 from server.recommend.handler import bundle_histories
 from server.recommend.pipeline import RecQuery, recommend_batch
 
+from .measure import positive
+
 NEW = "policy" in inspect.signature(recommend_batch).parameters
 
 
@@ -72,8 +74,8 @@ def main(argv=None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True)
     p.add_argument("--seen", type=int, default=200)
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--batch", type=positive(int), default=64)
+    p.add_argument("--rounds", type=positive(int), default=30)
     p.add_argument("--overfetch", type=int, default=None,
                    help="seen_overfetch_max (default: the Settings default)")
     args = p.parse_args(argv)

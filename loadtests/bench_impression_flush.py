@@ -41,6 +41,8 @@ from server.recommend.pipeline import RecQuery, RecResult
 from server.security.secrets import Keyring
 from server.store import Store
 
+from .measure import positive
+
 WRITERS = ("thread", "process")
 
 
@@ -157,10 +159,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_impression_flush",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--answers", type=int, default=300, help="answers per write (0.5 s at 600/s)")
-    p.add_argument("--flushes", type=int, default=40, help="writes per writer")
+    p.add_argument("--answers", type=positive(int), default=300, help="answers per write (0.5 s at 600/s)")
+    p.add_argument("--flushes", type=positive(int), default=40, help="writes per writer")
     p.add_argument("--period", type=float, default=0.1, help="seconds between writes")
-    p.add_argument("--items", type=int, default=100_000)
+    p.add_argument("--items", type=positive(int), default=100_000)
     p.add_argument("--writer", choices=(*WRITERS, "both"), default="both",
                    help="who writes the flushes: a thread of this process, the writer process")
     args = p.parse_args(argv)

@@ -115,9 +115,9 @@ def _server(bundle: Path, src: Path | None, env: dict, workers: int = 1):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_messages", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--items", type=int, default=20_000)
-    p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--items", type=positive(int), default=20_000)
+    p.add_argument("--users", type=positive(int), default=20_000)
+    p.add_argument("--days", type=positive(int), default=30)
     p.add_argument("--duration", type=positive(float), default=10.0)
     p.add_argument("--concurrency", type=positive(int), default=16)
     p.add_argument("--rounds", type=positive(int), default=1, help="fixed-rate rounds (step 2)")

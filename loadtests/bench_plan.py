@@ -192,12 +192,12 @@ def plan_under_load(target: str, pid: int, args, rate: float, recs: list[bytes],
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_plan", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--audience", type=int, default=1_000_000)
+    p.add_argument("--audience", type=positive(int), default=1_000_000)
     p.add_argument("--profiles", type=int, default=100_000, help="audience users with a profile")
     p.add_argument("--batch", type=int, default=250, help="user ids per PlanCampaign message")
     p.add_argument("--items", type=int, default=100_000, help="demo catalog of the bundle")
     p.add_argument("--demo-users", type=int, default=100_000, help="demo world users (bundle)")
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--days", type=positive(int), default=30)
     p.add_argument("--duration", type=positive(float), default=15.0,
                    help="seconds of each Recommend run alone")
     p.add_argument("--duration-during", type=float, default=0.0,

@@ -268,12 +268,12 @@ def reads(args, sync: bool, encrypt: bool, parts: list[str] = ()):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_profiles", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--events", type=positive(int), default=200_000)
     p.add_argument("--users", type=int, default=20_000, help="distinct users in the ingested events")
     p.add_argument("--profiles", type=int, default=1_000_000, help="stored profiles for the read test")
     p.add_argument("--read-seconds", type=positive(float), default=15.0)
     p.add_argument("--read-concurrency", type=positive(int), default=4)
-    p.add_argument("--read-slices", type=int, default=3,
+    p.add_argument("--read-slices", type=positive(int), default=3,
                    help="with --encryption both: GetProfile runs per server and round, alternated")
     p.add_argument("--streams", type=int, default=1, help="concurrent TrackEventStream connections")
     p.add_argument("--workers", type=int, default=1, help="server worker processes for ingestion")
@@ -285,7 +285,7 @@ def main(argv=None) -> None:
     p.add_argument("--encryption", choices=("on", "off", "both"), default="on",
                    help="encryption at rest of the server (both: on and off in one run, with ratios)")
     p.add_argument("--rounds", type=int, default=1, help="with --encryption both: on/off pairs")
-    p.add_argument("--ingest-chunks", type=int, default=1,
+    p.add_argument("--ingest-chunks", type=positive(int), default=1,
                    help="with --encryption both: both modes' ingestion servers up at once, each "
                         "round's events sent in this many chunks, alternating between them (1: "
                         "one server after the other)")

@@ -22,6 +22,8 @@ from server.profiles.repository import ProfileRepository
 from server.profiles.schema import ProfileSchema
 from server.store import Store
 
+from .measure import positive
+
 try:
     from server.profiles import seen
 except ImportError:  # before issue 21
@@ -33,9 +35,9 @@ TYPES = ("view", "click", "add_to_cart", "purchase")
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_seen_ingest", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=2000)
-    p.add_argument("--items", type=int, default=20000)
-    p.add_argument("--batches", type=int, default=40)
+    p.add_argument("--users", type=positive(int), default=2000)
+    p.add_argument("--items", type=positive(int), default=20000)
+    p.add_argument("--batches", type=positive(int), default=40)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="seen-ingest-") as folder:
         run(args, folder)

@@ -56,9 +56,9 @@ def _run_mode(bundle: Path, flags: list[str], connection: Connection, users: lis
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_tls", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--items", type=int, default=100_000)
-    p.add_argument("--users", type=int, default=100_000)
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--items", type=positive(int), default=100_000)
+    p.add_argument("--users", type=positive(int), default=100_000)
+    p.add_argument("--days", type=positive(int), default=30)
     p.add_argument("--duration", type=positive(float), default=15.0, help="seconds per measurement")
     p.add_argument("--concurrency", type=positive(int), default=32, help="in-flight calls (closed loop)")
     p.add_argument("--rate", type=float, default=0.0,

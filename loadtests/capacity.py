@@ -138,9 +138,9 @@ def _check_update(parser: argparse.ArgumentParser, path: Path) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m loadtests.capacity", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--items", type=int, default=2000)
-    p.add_argument("--users", type=int, default=2000)
-    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--items", type=positive(int), default=2000)
+    p.add_argument("--users", type=positive(int), default=2000)
+    p.add_argument("--days", type=positive(int), default=30)
     p.add_argument("--duration", type=positive(float), default=5.0)
     p.add_argument("--concurrency", type=positive(int), default=16)
     p.add_argument("--work", type=Path, default=Path(".bench"), help="cache for data and bundles")

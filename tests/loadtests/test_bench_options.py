@@ -26,6 +26,12 @@ from tests.conftest import ROOT, run_module
       "40", "--parts"), "argument --read-seconds: 0 is not a number above 0"),  # ran: QPS xnan
     (("bench_profiles", "--read-concurrency", "0", "--events", "600", "--users", "50",
       "--profiles", "40", "--parts"), "argument --read-concurrency: 0 is not a number above 0"),
+    # counts taken as given: a ZeroDivisionError or numpy ValueError traceback, or nothing measured
+    (("bench_auth", "--calls", "0"), "argument --calls: 0 is not a number above 0"),
+    (("bench_seen_ingest", "--batches", "0"), "argument --batches: 0 is not a number above 0"),
+    (("bench_impression_flush", "--items", "0"), "argument --items: 0 is not a number above 0"),
+    (("bench_decision_log", "--rounds", "0"), "argument --rounds: 0 is not a number above 0"),
+    (("bench", "--users", "-1"), "argument --users: -1 is not a number above 0"),
     (("capacity", "--update", "README.md"), "--update README.md: no capacity table markers"),
     (("capacity", "--update", "missing.md"), "--update missing.md: no such file or directory"),
 ])
