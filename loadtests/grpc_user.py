@@ -5,16 +5,19 @@ the server never answers is then a DEADLINE_EXCEEDED failure in the statistics, 
 user stuck until the run ends with that call never counted.
 
 TLS and a token come from the locustfile's `--tls-ca --cert --key --token` options
-(`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`)."""
+(`add_transport_options`; the token also from the environment, `TAILOR_TOKEN`); options that
+cannot work (a file that is no PEM, a --cert without --key, a --call-timeout of 0) stop the
+run before any user starts (one `error:` line, exit 2)."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import NoReturn
 
 import grpc
 import grpc.experimental.gevent as grpc_gevent
-from locust import User
+from locust import User, events
 from locust.exception import LocustError
 
 from clients.transport import Connection, add_arguments
@@ -33,6 +36,25 @@ def add_transport_options(parser) -> None:
     add_arguments(parser)
     parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT,
                         help="deadline of every call, seconds (default %(default)s)")
+
+
+@events.init.add_listener
+def _check_transport(environment, **_):
+    """Before any user starts: connection options every user would fail on (a TLS file that is
+    no PEM, a --cert without its --key, a token no header can hold) and a --call-timeout that
+    is no deadline stop the run (`refuse`). Raised in each user's start instead, they were
+    tracebacks and the run went on with no user until its -t."""
+    opts = environment.parsed_options
+    if opts is None or not hasattr(opts, "tls_ca"):  # built in code, or no transport options
+        return
+    try:
+        connection = Connection.from_args(opts)
+        if connection.secure:
+            connection.credentials()  # reads the PEM files
+    except ValueError as err:
+        refuse(str(err))
+    if not (math.isfinite(opts.call_timeout) and opts.call_timeout > 0):
+        refuse(f"--call-timeout {opts.call_timeout:g}: not a number of seconds above 0")
 
 
 def refuse(message: str) -> NoReturn:

@@ -42,6 +42,26 @@ def test_a_mix_table_naming_no_method_or_number_stops_the_run():
     assert line.startswith("error: --weights: 'Recommend=ten' is not METHOD=NUMBER")
 
 
+def test_connection_options_that_cannot_work_stop_the_run(tmp_path):
+    """A --tls-ca that is no PEM file, a --cert without its --key, a token no header can hold:
+    each user's start raised ('Unhandled exception in greenlet' tracebacks), and the run went
+    on with no user for its whole -t (without -t, for good), then said 'FAILED: p99 inf ms, 0
+    failures, 0 task errors', the cause nowhere in its verdict. A --call-timeout that is no
+    deadline failed every call instead."""
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("hello\n")
+    for locustfile in ("loadtests/locustfile.py", "loadtests/locust_mix.py"):
+        assert refused(locustfile, "--tls-ca", str(not_pem)) == \
+            f"error: --tls-ca {not_pem}: not a PEM file (no -----BEGIN line)"
+    assert refused("loadtests/locustfile.py", "--cert", str(not_pem)) == \
+        "error: a client certificate needs its key: give both --cert and --key"
+    assert refused("loadtests/locustfile.py", "--token", "two words").startswith(
+        "error: --token: a bearer token is printable ASCII with no spaces")
+    for timeout in ("0", "nan", "-1"):
+        assert refused("loadtests/locust_mix.py", "--call-timeout", timeout) == \
+            f"error: --call-timeout {timeout}: not a number of seconds above 0"
+
+
 def test_a_p99_target_that_is_no_bound_stops_the_run():
     """`--p99-ms nan` passed every run (no p99 is above NaN: exit 0 where 0.001 failed the
     same load) and a negative target failed every one."""
