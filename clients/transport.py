@@ -71,7 +71,7 @@ class Connection:
         check_target(target)
         if self.secure:
             return grpc.aio.secure_channel(target, self.credentials(), options=list(options))
-        interceptors = [_AioBearerToken(self.token)] if self.token else None
+        interceptors = _aio_bearer_token(self.token) if self.token else None
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
 
 
@@ -145,9 +145,34 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
     intercept_stream_stream = intercept_stream_unary
 
 
-class _AioBearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+class _AioBearerToken:
+    """The header on asyncio calls, as `_BearerToken`. grpc.aio files an interceptor under the
+    first kind of call it is, so each kind gets its own (`_aio_bearer_token`): a unary-unary
+    one alone sent TrackEventStream and the exports without it (UNAUTHENTICATED)."""
+
     def __init__(self, token: str):
         self._token = token
 
-    async def intercept_unary_unary(self, continuation, details, request):
+    async def _intercept(self, continuation, details, request):
         return await continuation(_with_token(details, self._token), request)
+
+
+class _AioUnaryUnary(_AioBearerToken, grpc.aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _AioBearerToken._intercept
+
+
+class _AioUnaryStream(_AioBearerToken, grpc.aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _AioBearerToken._intercept
+
+
+class _AioStreamUnary(_AioBearerToken, grpc.aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _AioBearerToken._intercept
+
+
+class _AioStreamStream(_AioBearerToken, grpc.aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _AioBearerToken._intercept
+
+
+def _aio_bearer_token(token: str) -> list[_AioBearerToken]:
+    return [kind(token) for kind in (_AioUnaryUnary, _AioUnaryStream, _AioStreamUnary,
+                                     _AioStreamStream)]

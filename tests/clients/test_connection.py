@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -186,3 +187,34 @@ def test_both_clients_do_tls_with_the_system_roots(recording, pki):
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "both", out.stderr[-2000:]
     assert servicer.authorization == ["Bearer t", "Bearer t"]
+
+
+def test_an_asyncio_channel_sends_the_token_on_streaming_calls_over_plaintext(server_process,
+                                                                               tmp_path):
+    """Over plaintext (loopback) the token goes by an interceptor; the asyncio one was for
+    unary calls only, so TrackEventStream and ExportEvents went without it: UNAUTHENTICATED
+    'no credentials' where TrackEvents on the same channel was accepted."""
+    from server.security import tokens
+    auth = tmp_path / "auth.toml"
+    token = tokens.mint(auth, "loader", ["tracker", "analyst"])
+    server = server_process(connection=Connection(token=token),
+                            env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")},
+                            args=("--auth-config", str(auth)))
+    from protos.tailor.v1 import profile_pb2, profile_pb2_grpc
+
+    async def calls():
+        channel = Connection(token=token).aio_channel(server.target)
+        stub = profile_pb2_grpc.ProfileServiceStub(channel)
+        event = profile_pb2.Event(event_id="e1", user_id="u1", type="view", item_id="i1",
+                                  timestamp=time.time() - 60)
+
+        async def batches():
+            yield profile_pb2.TrackEventsRequest(events=[event])
+        try:
+            tracked = await stub.TrackEventStream(batches(), timeout=30)
+            exported = [e.event_id async for e in stub.ExportEvents(
+                profile_pb2.ExportEventsRequest(), timeout=30)]
+        finally:
+            await channel.close()
+        return tracked.accepted, exported
+    assert asyncio.run(calls()) == (1, ["e1"])
