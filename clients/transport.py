@@ -115,13 +115,17 @@ def _read(flag: str, path: Path | None) -> bytes | None:
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """--tls-ca, --cert, --key, --token (default: env TAILOR_TOKEN)."""
-    parser.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate: TLS on")
-    parser.add_argument("--cert", type=Path, help="PEM client certificate (mutual TLS; TLS on)")
-    parser.add_argument("--key", type=Path, help="PEM private key of --cert")
+def add_arguments(parser: argparse.ArgumentParser, **extra) -> None:
+    """--tls-ca, --cert, --key, --token (default: env TAILOR_TOKEN); `extra`: more keyword
+    arguments of each (Locust's parser: `include_in_web_ui=False`)."""
+    parser.add_argument("--tls-ca", type=Path, help="PEM CA of the server's certificate: TLS on",
+                        **extra)
+    parser.add_argument("--cert", type=Path, help="PEM client certificate (mutual TLS; TLS on)",
+                        **extra)
+    parser.add_argument("--key", type=Path, help="PEM private key of --cert", **extra)
     parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                        help=f"bearer token sent with every call (default: env {TOKEN_ENV})")
+                        help=f"bearer token sent with every call (default: env {TOKEN_ENV})",
+                        **extra)
 
 
 def _with_token(details, token: str):

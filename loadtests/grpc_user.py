@@ -32,8 +32,10 @@ CALL_TIMEOUT = 10.0
 
 def add_transport_options(parser) -> None:
     """Register --tls-ca, --cert, --key, --token and --call-timeout on locust's parser (call in
-    its init hook)."""
-    add_arguments(parser)
+    its init hook). The connection flags stay out of the web UI, which prints every option it
+    shows in its page (the token in plain text, to whoever reaches it: every interface by
+    default) and cannot print a path (the page failed, 500)."""
+    add_arguments(parser, include_in_web_ui=False)
     parser.add_argument("--call-timeout", type=float, default=CALL_TIMEOUT,
                         help="deadline of every call, seconds (default %(default)s)")
 

@@ -114,3 +114,36 @@ def test_a_mix_set_up_the_server_refuses_is_one_line(server_process, demo_bundle
     assert code == 1 and "Traceback" not in out, out[-4000:]
     assert "FAILED at test start: set-up: INVALID_ARGUMENT: campaign_id: is empty" in out
     assert "--run-time limit reached" not in out, out[-4000:]
+
+
+def test_the_web_ui_shows_neither_the_token_nor_fails_on_the_tls_files(tmp_path):
+    """Locust's web UI (its default mode, on every interface by default) printed every option in
+    its page: the bearer token in plain text ("token": {"default_value": "<token>"}), and with
+    --tls-ca the page failed, 500 'Object of type PosixPath is not JSON serializable'."""
+    import time
+    import urllib.request
+
+    from loadtests.certs import CertificateAuthority
+    ca = CertificateAuthority(tmp_path / "pki")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", "loadtests/locustfile.py", "--web-host",
+         "127.0.0.1", "--web-port", str(port), "--host", f"127.0.0.1:{free_port()}",
+         "--token", "s3cret-t0ken", "--tls-ca", str(ca.cert)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, page = time.time() + 60, None
+        while page is None and time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+                    page = answer.read().decode()
+            except OSError as err:  # not listening yet; an HTTP 500 is an HTTPError (OSError)
+                if getattr(err, "code", None) == 500:
+                    raise AssertionError(f"the web UI failed: {err}") from None
+                time.sleep(0.3)
+        assert page is not None, "the web UI never answered"
+        assert "s3cret-t0ken" not in page and str(ca.cert) not in page
+        assert "p99_ms" in page  # the locustfile's own options still show
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
