@@ -35,6 +35,25 @@ class UsageError(Exception):
     """What the user gave is wrong (a file, a line of it, a flag): one line, exit 2."""
 
 
+IN_DOUBT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                      grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
+                      grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED})
+"""Statuses a call can end with after the server acted on it (its answer lost, a deadline
+passed, the server stopped part-way): unlike a refusal, they leave open whether it was done."""
+
+
+@contextlib.contextmanager
+def _in_doubt(note):
+    """A call whose answer may never have come: a TailorError of an IN_DOUBT status, or a
+    Ctrl-C, raised in the block says `note()` too (what may have been done, how to go on)."""
+    try:
+        yield
+    except (TailorError, KeyboardInterrupt) as err:
+        if isinstance(err, KeyboardInterrupt) or err.code in IN_DOUBT:
+            err.args = (f"{err}; {note()}" if isinstance(err, TailorError) else note(),)
+        raise
+
+
 class _EventLines:
     """The events of a JSON-lines source (read in binary), each checked before it is sent; the
     stream ends cleanly at the first bad line (`bad` says which and why: a line that is not
@@ -121,15 +140,10 @@ def _track(client: TailorClient, args) -> dict:
     committed, and that sending the file again is safe (event ids dedupe)."""
     with _open(args.file, binary=True) as source:
         lines = _EventLines(source, "stdin" if args.file in ("", "-") else args.file)
-        try:
+        with _in_doubt(lambda: f"the stream ended after {lines.read} events of {lines.name} "
+                       "were read, any of them may be committed: tracking it again is safe "
+                       "(event ids dedupe: the committed ones count as duplicates)"):
             reply = client.track(lines, batch_size=args.batch_size, timeout=args.timeout)
-        except (TailorError, KeyboardInterrupt) as err:
-            if isinstance(err, KeyboardInterrupt) or err.code in IN_DOUBT:
-                note = (f"the stream ended after {lines.read} events of {lines.name} were read, "
-                        "any of them may be committed: tracking it again is safe (event ids "
-                        "dedupe: the committed ones count as duplicates)")
-                err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
-            raise
     if lines.bad:
         raise UsageError(f"{lines.bad}; the {reply.accepted} events before it were committed "
                          f"({reply.duplicates} duplicates, {len(reply.rejected)} rejected)")
@@ -219,29 +233,27 @@ def _campaign(client: TailorClient, args) -> object:
     return _finite(dataclasses.asdict(client.campaign_stats(args.campaign)))
 
 
-IN_DOUBT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                      grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN,
-                      grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED})
-"""Statuses a call can end with after the server acted on it (its answer lost, a deadline
-passed, the server stopped part-way): unlike a refusal, they leave open whether it was done."""
-
-
 def _send(client: TailorClient, args):
     """SendCampaign under a request id (--request-id, else a new one). A send that ended
     without its answer may have started its job, and the same command with another id starts
     a second one (every recipient messaged twice): the error names the id that repeats it."""
     request_id = args.request_id or new_request_id()
     users, context = _user_file(args.users), dict(_pair(kv) for kv in args.context or ())
-    try:
+    with _in_doubt(lambda: f"the send may have started: run the command again with "
+                   f"--request-id {request_id} to be answered its progress (with another id, "
+                   "or none, a second send starts)"):
         return client.send_campaign(args.campaign, users, rate=args.rate, context=context,
                                     request_id=request_id)
-    except (TailorError, KeyboardInterrupt) as err:
-        if isinstance(err, KeyboardInterrupt) or err.code in IN_DOUBT:
-            note = (f"the send may have started: run the command again with --request-id "
-                    f"{request_id} to be answered its progress (with another id, or none, a "
-                    f"second send starts)")
-            err.args = (f"{err}; {note}" if isinstance(err, TailorError) else note,)
-        raise
+
+
+def _rollback(client: TailorClient, args) -> dict:
+    """Rollback, not retried (`clients.retry`): one that ended without its answer may have been
+    made, and the same command again (no --version) goes one version further back."""
+    if args.version:  # a repeat goes to the same version
+        return dataclasses.asdict(client.rollback(args.version, args.timeout))
+    with _in_doubt(lambda: "the rollback may have been made: see `status` before rolling back "
+                   "again (a second one goes one version further back)"):
+        return dataclasses.asdict(client.rollback(args.version, args.timeout))
 
 
 def _present(items) -> dict:
@@ -516,7 +528,7 @@ COMMANDS = {
     "export-profile": lambda client, args: client.export_profile(args.user, args.timeout),
     "recommend": _recommend,
     "status": lambda client, args: dataclasses.asdict(client.model_status()),
-    "rollback": lambda client, args: dataclasses.asdict(client.rollback(args.version, args.timeout)),
+    "rollback": _rollback,
     "model": _model,
     "ping": lambda client, args: client.ping() or {"ok": True},
     "health": _health,

@@ -80,3 +80,26 @@ def test_a_refused_send_says_nothing_of_a_request_id(server_process, tmp_path):
                       "--server", server.target, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: NOT_FOUND: campaign 'nope' not found"
+
+
+def test_a_rollback_whose_answer_was_lost_says_to_look_before_another(
+        server_process, tmp_path, demo_bundle, second_bundle, demo_manifest):
+    """Measured before: 'error: UNAVAILABLE: Stream removed (Socket closed)' alone, the rollback
+    made; the same command again went one version further back than meant."""
+    server = server_process(tmp_path / "data", bundle=demo_bundle,
+                            env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
+    with TailorClient(server.target, timeout=60) as client:
+        client.push_bundle(second_bundle)
+    proxy = LosingProxy(server.port)
+    try:
+        proxy.lose_next(100)
+        lost = run_module("clients", "rollback", "--server", proxy.target, check=False)
+    finally:
+        proxy.close()
+    line = lost.stderr.strip()
+    assert lost.returncode == 1 and len(line.splitlines()) == 1, lost.stderr
+    assert line.startswith("error: UNAVAILABLE: ") and line.endswith(
+        "the rollback may have been made: see `status` before rolling back again (a second "
+        "one goes one version further back)"), line
+    status = json.loads(run_module("clients", "status", "--server", server.target).stdout)
+    assert status["active"]["version"] == demo_manifest["version"]  # it was made
