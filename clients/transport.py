@@ -77,9 +77,13 @@ class Connection:
 
 def check_target(target: str) -> None:
     """ValueError for a server address gRPC would misread: an empty one (C-core log lines, then
-    UNKNOWN) or a port past 65535, which gRPC takes modulo 65536 (`host:99999` dials 34463)."""
+    UNKNOWN), a URL (http://, grpc://: looked up as a host name) or a port past 65535, which
+    gRPC takes modulo 65536 (`host:99999` dials 34463)."""
     if not target.strip():
         raise ValueError("--server: an empty address (give host:port)")
+    url = re.match(r"(https?|grpcs?)://", target, re.IGNORECASE)
+    if url:  # gRPC looks the whole of it up as a host name (UNAVAILABLE: errors resolving)
+        raise ValueError(f"--server {target}: give host:port, without {url[1]}://")
     port = re.search(r":(\d+)$", target)
     if port and not 0 < int(port[1]) < 65536 and not target.startswith(("unix:", "unix-abstract:")):
         raise ValueError(f"--server {target}: port {port[1]} is not in 1..65535")

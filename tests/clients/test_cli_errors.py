@@ -108,6 +108,11 @@ def test_a_server_address_grpc_would_misread_is_a_usage_error():
     assert cli("ping", "--server", "127.0.0.1:99999", expect=2) == \
         "error: --server 127.0.0.1:99999: port 99999 is not in 1..65535"
     assert cli("ping", "--server", "", expect=2) == "error: --server: an empty address (give host:port)"
+    # a URL was looked up as a host name: 'errors resolving http://...', exit 1 as a server status
+    for url in ("http://127.0.0.1:50051", "grpc://127.0.0.1:50051", "https://tailor.example:443"):
+        scheme = url.split(":")[0]
+        assert cli("ping", "--server", url, expect=2) == \
+            f"error: --server {url}: give host:port, without {scheme}://"
 
 
 def test_a_preview_attribute_without_its_value_is_a_usage_error():
