@@ -777,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         with client:
             out = COMMANDS[args.command](client, args)
     except TailorError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_deadline_said(str(err), args)}", file=sys.stderr)
         return 1
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -788,6 +788,16 @@ def main(argv: list[str] | None = None) -> int:
         out = dataclasses.asdict(out, dict_factory=_present)
     print(json.dumps(out, indent=2), file=sys.stderr if lines_on_stdout else sys.stdout)
     return 0
+
+
+def _deadline_said(line: str, args) -> str:
+    """gRPC's own 'DEADLINE_EXCEEDED: Deadline Exceeded' with the deadline and the server it
+    waited for (a host that takes the connection and never answers says nothing else)."""
+    said = "DEADLINE_EXCEEDED: Deadline Exceeded"
+    if not line.startswith(said):
+        return line
+    return f"{said} (no answer from {args.server} within --timeout {args.timeout:g} s)" + \
+        line[len(said):]
 
 
 def run() -> int:

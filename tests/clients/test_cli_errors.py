@@ -115,6 +115,17 @@ def test_a_server_address_grpc_would_misread_is_a_usage_error():
             f"error: --server {url}: give host:port, without {scheme}://"
 
 
+def test_a_server_that_never_answers_is_named_with_the_deadline():
+    """A host that takes the connection and never speaks gRPC: the deadline holds, and the line
+    said only 'Deadline Exceeded', neither which server nor which deadline."""
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        target = f"127.0.0.1:{silent.getsockname()[1]}"
+        line = cli("ping", "--server", target, "--timeout", "1", expect=1)
+    assert line == (f"error: DEADLINE_EXCEEDED: Deadline Exceeded (no answer from {target} "
+                    "within --timeout 1 s)")
+
+
 def test_a_preview_attribute_without_its_value_is_a_usage_error():
     """`message preview --attribute first_name` (no `=`) went to the server as first_name="",
     rendered as an empty name with nothing said; now refused before any call."""
