@@ -188,7 +188,10 @@ def _campaign(client: TailorClient, args) -> object:
                 raise UsageError(f"{args.file}: {err}") from None
         make = client.create_campaign if args.action == "create" else client.update_campaign
         try:
-            return make(spec)
+            with _in_doubt(lambda: f"the campaign may have been {args.action}d: see `campaign "
+                           "list` before doing it again (a second create is refused: already "
+                           "exists)") if args.action == "create" else contextlib.nullcontext():
+                return make(spec)
         except json_format.ParseError as err:  # valid JSON, not a CampaignSpec: it names the field
             raise UsageError(f"{args.file}: {err}") from None
     if args.action == "list":
@@ -284,7 +287,10 @@ def _model(client: TailorClient, args):
             f["psi"] = None if math.isnan(f["psi"]) else f["psi"]
         return report
     end = client.promote_canary if args.action == "promote" else client.abort_canary
-    return dataclasses.asdict(end(args.version, args.timeout))
+    done = {"promote": "promoted", "abort": "aborted"}[args.action]
+    with _in_doubt(lambda: f"the canary may have been {done}: see `status` before "
+                   "doing it again (a second one is refused: no canary is running)"):
+        return dataclasses.asdict(end(args.version, args.timeout))
 
 
 def _suppression(client: TailorClient, args) -> object:

@@ -103,3 +103,37 @@ def test_a_rollback_whose_answer_was_lost_says_to_look_before_another(
         "one goes one version further back)"), line
     status = json.loads(run_module("clients", "status", "--server", server.target).stdout)
     assert status["active"]["version"] == demo_manifest["version"]  # it was made
+
+
+def test_a_create_or_a_promotion_whose_answer_was_lost_says_to_look_before_another(
+        server_process, tmp_path, demo_bundle, second_bundle):
+    """Not retried (a repeat is refused: 'already exists', 'no canary is running'); the line
+    said only UNAVAILABLE, and the repeat's refusal read as if the first had failed."""
+    server = server_process(tmp_path / "data", bundle=demo_bundle,
+                            env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
+    with TailorClient(server.target, timeout=60) as client:
+        client.push_bundle(second_bundle, canary_percent=10)
+    spec = tmp_path / "c.json"
+    spec.write_text(json.dumps({"campaign_id": "lost", "policy": "bernoulli_ts",
+                                "variants": [{"id": "a"}, {"id": "b"}]}))
+    proxy = LosingProxy(server.port)
+    try:
+        lines = []
+        for args in (("campaign", "create", "--file", str(spec)), ("model", "promote")):
+            proxy.lose_next(100)
+            lost = run_module("clients", *args, "--server", proxy.target, check=False)
+            assert lost.returncode == 1 and len(lost.stderr.strip().splitlines()) == 1
+            lines.append(lost.stderr.strip())
+    finally:
+        proxy.close()
+    assert lines[0].startswith("error: UNAVAILABLE: ") and lines[0].endswith(
+        "the campaign may have been created: see `campaign list` before doing it again (a "
+        "second create is refused: already exists)"), lines[0]
+    assert lines[1].startswith("error: UNAVAILABLE: ") and lines[1].endswith(
+        "the canary may have been promoted: see `status` before doing it again (a second one "
+        "is refused: no canary is running)"), lines[1]
+    listed = json.loads(run_module("clients", "campaign", "list", "--server", server.target).stdout)
+    status = json.loads(run_module("clients", "status", "--server", server.target).stdout)
+    assert [c["spec"]["campaign_id"] for c in listed["campaigns"]] == ["lost"]
+    assert status["active"]["version"] == json.loads(
+        (second_bundle / "manifest.json").read_text())["version"]  # both were made
