@@ -141,7 +141,7 @@ class RequestIds:
                        now: float) -> dict | None:
         """None when the caller is to deliver the message of `decision_id` (the entry then says
         it is being delivered until `until`); else the delivery state the entry holds ({"s":
-        "sending", "u": until} while another call delivers it, "sent", "refused",
+        "sending", "u": until} while another call delivers it, "sent", "refused", "withheld",
         "unavailable", or "doubt", which a lapsed "sending" becomes: its call stopped mid-send).
         No entry of that decision (expired meanwhile): None, nothing written."""
         found = self._entry_of(txn, digest, decision_id, now)

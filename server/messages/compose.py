@@ -28,7 +28,7 @@ from ..validation import check_count, check_id, check_known, check_text, shown
 from .channels import MESSAGE_CHANNELS, PARTS, check_parts
 from .context import MessageContext, Recipient, read_recipient
 from .delivery import Delivery
-from .errors import LoggedOnAPlacement, NotAMessageChannel, ScheduledNotSent
+from .errors import LoggedOnAPlacement, NoLongerAllowed, NotAMessageChannel, ScheduledNotSent
 from .logging import logger
 from .once import Once
 from .phones import AddressIndex
@@ -173,7 +173,11 @@ class Composer:
         once = (Once(self.campaigns, out.request, out.decision_id, out.channel)
                 if out.request else None)
         if not out.send_at:
-            out.delivered = await self.delivery.hand(out, user_id, to, data, once)
+            try:
+                out.delivered = await self.delivery.hand(out, user_id, to, data, once)
+            except NoLongerAllowed:  # refused before a retry (opted out meanwhile): not received
+                await self._withdraw(out)
+                raise
             return
         try:
             progress = await self.later.schedule(  # its caller giving up or not

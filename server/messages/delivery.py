@@ -14,11 +14,14 @@ refuses the event (from before the erasure) rather than build them a new profile
 SendCampaign uses the parts separately: `flatten` (at composition), `send_or_bury` (the bytes
 stored before delivery), and `record_sent` (its events, in batches). A stored message
 (SendCampaign's, a dead letter) is held against the contact policy's consent and suppression
-list again just before it goes (`refusal`).
+list again just before it goes (`refusal`), and every message, ComposeMessage's too, before
+each retry after a transient failure (`_still`): an opt-out, an erasure, a suppressed address
+or an archive during a backoff stops it (`NoLongerAllowed`, no dead letter kept).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -214,26 +217,31 @@ class Delivery:
         return handed
 
     async def send(self, channel: str, to: str, data: bytes, via: SmtpSender | None = None,
-                   unless: asyncio.Event | None = None) -> int:
+                   unless: asyncio.Event | None = None,
+                   still: Callable[[], Awaitable[str | None]] | None = None) -> int:
         """Hand flattened bytes to `channel`'s adapter (SMTP over `via` or the shared
-        connection), retrying transient failures until `unless` is set (`Retry.run`); the
-        attempts it took. No event: see `record_sent`. FailedPrecondition when the channel has
-        no adapter (a stored message resumed by a server started without it)."""
+        connection), retrying transient failures until `unless` is set and while `still` gives
+        no reason (`Retry.run`); the attempts it took. No event: see `record_sent`.
+        FailedPrecondition when the channel has no adapter (a stored message resumed by a
+        server started without it)."""
         self.check_adapter(channel)
         if channel == "email":
             smtp = via or self.smtp
             return await self.retry.run(
-                channel, lambda: smtp.send_bytes(self.envelope, to, data), unless)
-        return await self.retry.run(channel, lambda: self.webhooks.post(channel, data), unless)
+                channel, lambda: smtp.send_bytes(self.envelope, to, data), unless, still)
+        return await self.retry.run(channel, lambda: self.webhooks.post(channel, data), unless,
+                                    still)
 
     async def send_or_bury(self, channel: str, to: str, data: bytes, *, campaign: str,
                            decision: str, user: str, via: SmtpSender | None = None,
                            unless: asyncio.Event | None = None) -> int:
         """`send`; a message that did not go is kept as a dead letter (not one whose retries
-        a cancel stopped: `DeliveryStopped`), and the error raised."""
+        a cancel stopped: `DeliveryStopped`), and the error raised; one the contact policy
+        refuses before a retry raises `NoLongerAllowed` (none kept)."""
         await self._went(channel, user, to)
         try:
-            return await self.send(channel, to, data, via, unless)
+            return await self.send(channel, to, data, via, unless,
+                                   lambda: self._still(campaign, user, channel, to))
         except UNDELIVERED as err:
             if self.dead is not None and not isinstance(err, DeliveryStopped):
                 letter = DeadLetter(channel, campaign, decision, user, to, data.decode("latin-1"),
@@ -262,6 +270,14 @@ class Delivery:
     def refusal(self, user: str, channel: str, purpose: str, to: str) -> str | None:
         """Why a stored message (composed earlier) may not go now: `gate.SendGate.refusal`."""
         return None if self.gate is None else self.gate.refusal(user, channel, purpose, to)
+
+    async def _still(self, campaign: str, user: str, channel: str, to: str) -> str | None:
+        """Why a message of `campaign` to `user` at `to` may not go now (archived, or
+        `refusal`); None when it may, or there is no gate."""
+        if self.gate is None:
+            return None
+        return await self.archived(campaign) or self.refusal(
+            user, channel, await self.purpose(campaign), to)
 
     async def archived(self, campaign: str) -> str | None:
         """`archived` when a stored message's campaign was archived since (`SendGate.archived`);
@@ -351,17 +367,21 @@ class Delivery:
         """Send the claimed `letter` (raises when it did not go or may not go now); when it was
         handed over (its event's time)."""
         self.check_adapter(letter.channel)
-        refused = await self.archived(letter.campaign) or self.refusal(
-            letter.user, letter.channel, await self.purpose(letter.campaign), letter.to)
+        still = functools.partial(self._still, letter.campaign, letter.user, letter.channel,
+                                  letter.to)
+        refused = await still()
         if refused is not None:  # kept, with the reason (a renewed opt-in may allow it again)
             letter.reason = refused
             raise NoLongerAllowed(refused)
         await self._went(letter.channel, letter.user, letter.to)
         handed = time.time()
         try:
-            await self.send(letter.channel, letter.to, letter.data.encode("latin-1"))
+            await self.send(letter.channel, letter.to, letter.data.encode("latin-1"), still=still)
         except UNDELIVERED as err:
             letter.reason, letter.attempts = err.reason, letter.attempts + err.attempts
+            raise
+        except NoLongerAllowed as err:  # refused before a retry: kept, as above
+            letter.reason = err.reason
             raise
         return handed
 

@@ -16,6 +16,8 @@ is kept in the request's entry, in the store (any worker): the call that claims 
                   refused by the adapter) while it is kept
     refused,      the error the first call answered (DeliveryRefused / DeliveryUnavailable,
     unavailable   with its reason and attempts); its dead letter is there to retry
+    withheld      NoLongerAllowed (FAILED_PRECONDITION, its reason): the contact policy refused
+                  it before a retry (the user opted out during a backoff); nothing was kept
     sending       DeliveryInProgress (FAILED_PRECONDITION): the first call is still at it
     doubt         DeliveryInDoubt (FAILED_PRECONDITION): the first call stopped mid-send
                   (cancelled, or its claim lapsed: its worker died; the call renews it
@@ -29,7 +31,13 @@ from __future__ import annotations
 import asyncio
 
 from ..interfaces import VariantChooser
-from .errors import DeliveryInDoubt, DeliveryInProgress, DeliveryRefused, DeliveryUnavailable
+from .errors import (
+    DeliveryInDoubt,
+    DeliveryInProgress,
+    DeliveryRefused,
+    DeliveryUnavailable,
+    NoLongerAllowed,
+)
 
 __all__ = ["Once"]
 
@@ -56,6 +64,8 @@ class Once:
             raise DeliveryRefused(self.channel, state["r"], state["n"])
         if state["s"] == "unavailable":
             raise DeliveryUnavailable(self.channel, state["r"], state["n"])
+        if state["s"] == "withheld":
+            raise NoLongerAllowed(state["r"])
         if state["s"] == "sending":
             raise DeliveryInProgress()
         raise DeliveryInDoubt()
@@ -80,6 +90,8 @@ class Once:
             state = {"s": "refused", "r": err.reason, "n": err.attempts}
         elif isinstance(err, DeliveryUnavailable):
             state = {"s": "unavailable", "r": err.reason, "n": err.attempts}
+        elif isinstance(err, NoLongerAllowed):
+            state = {"s": "withheld", "r": err.reason}
         else:
             state = {"s": "doubt"}
         await asyncio.shield(self.campaigns.settle_delivery(self.request, self.decision_id,

@@ -8,13 +8,25 @@ sides (`Settings.delivery_attempts`, `delivery_backoff_seconds`, `delivery_backo
 so a SendCampaign lane stalls at most the sum of the delays for one message. With `unless` (a
 send job's cancel), a wait between attempts ends when it is set: `DeliveryStopped`, no further
 attempt (the attempt in progress is never cut short).
+
+A backoff can last minutes (up to `delivery_backoff_max_seconds` each), and the user may opt
+out, be erased, or have their address suppressed meanwhile: `still` (the caller's check, the
+contact policy's standing refusals) is asked again before every attempt after the first, and a
+reason it gives ends the retries with `NoLongerAllowed` (nothing more is attempted).
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .errors import DeliveryRefused, DeliveryStopped, DeliveryUnavailable, Permanent, Transient
+from .errors import (
+    DeliveryRefused,
+    DeliveryStopped,
+    DeliveryUnavailable,
+    NoLongerAllowed,
+    Permanent,
+    Transient,
+)
 from .logging import logger
 
 __all__ = ["Retry"]
@@ -33,10 +45,14 @@ class Retry:
         return min(self.cap, self.base * 2 ** (attempt - 1))
 
     async def run(self, channel: str, call: Callable[[], Awaitable[None]],
-                  unless: asyncio.Event | None = None) -> int:
+                  unless: asyncio.Event | None = None,
+                  still: Callable[[], Awaitable[str | None]] | None = None) -> int:
         """Call until it succeeds; the number of attempts it took. `unless` set during a wait
-        between attempts: `DeliveryStopped`."""
+        between attempts: `DeliveryStopped`. `still`: asked before each attempt after the
+        first; a reason from it raises `NoLongerAllowed` instead."""
         for attempt in range(1, self.attempts + 1):
+            if attempt > 1 and still is not None and (refused := await still()) is not None:
+                raise NoLongerAllowed(refused)
             try:
                 await call()
                 return attempt

@@ -67,7 +67,7 @@ from .cancelling import Cancellation, withdrawal
 from .channels import MESSAGE_CHANNELS
 from .compose import Composer
 from .delivery import MISSING_ADDRESS, UNDELIVERED, Delivery, address_of, sent_event
-from .errors import BadAddress, DeliveryStopped, RenderFailed
+from .errors import BadAddress, DeliveryStopped, NoLongerAllowed, RenderFailed
 from .sends import ARCHIVED, CANCELLED, FAILED, PENDING, READY, SENT, SUPPRESSED, Recipient, SendRecords
 from .settling import Settler
 
@@ -389,6 +389,9 @@ class SendJob:
             r.state, r.reason = FAILED, CANCELLED
         except UNDELIVERED as err:
             r.state, r.reason = FAILED, err.reason
+        except NoLongerAllowed as err:  # opted out, erased, ... during a retry's backoff: not
+            r.state, r.reason = SUPPRESSED, err.reason  # sent again; a failed attempt may have
+            # reached the relay, so its decision is kept (as a cancel's: DeliveryStopped)
         except TailorError as err:  # no adapter any more (a restart with other settings)
             r.state, r.reason, kept = FAILED, f"no {r.channel} adapter: {type(err).__name__}", False
         except Exception as err:  # noqa: BLE001 - one record never stops the job; no PII logged

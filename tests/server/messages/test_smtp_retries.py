@@ -107,7 +107,9 @@ async def test_a_user_erased_between_attempts_leaves_no_dead_letter(
     await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id="d2"))
     with pytest.raises(grpc.RpcError) as err:
         await composing
-    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The attempt after the erasure is not made (test_retry_recheck.py): refused, not unavailable.
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "erased" in err.value.details()
     assert await letters(messaging) == []
 
 

@@ -1,0 +1,110 @@
+"""A message waiting out a transient failure's backoff (a greylisting relay, a relay down) is
+held against the contact policy again before each further attempt: a user who opted out, was
+erased or had their address suppressed meanwhile is not sent it by the next attempt (a real
+relay on loopback answering the first RCPT 451, a real store)."""
+import asyncio
+
+import grpc
+import pytest
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+
+from .conftest import email_spec, relayed
+from .test_send_campaign import audience, until_done
+
+BACKOFF = 1.5
+GREYLIST = ["451 4.7.1 greylisted, try later", "250 OK"]
+CHANGES = ["opted_out", "erased"]
+
+
+@pytest.fixture
+def settings(settings, sink):
+    return relayed(settings, sink, delivery_attempts=2, delivery_backoff_seconds=BACKOFF)
+
+
+async def first_attempt_failed(sink, address: str) -> None:
+    """Once the relay answered `address`'s first RCPT (its 451)."""
+    for _ in range(400):
+        if len(sink.rcpt_replies[address]) == 1:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the first attempt never reached RCPT")
+
+
+async def change(profiles, user: str, how: str) -> None:
+    if how == "opted_out":
+        await profiles.SetConsent(ppb.SetConsentRequest(user_id=user, channel="email",
+                                                        opted_in=False, source="preferences"))
+    else:
+        await profiles.DeleteProfile(ppb.DeleteProfileRequest(user_id=user))
+
+
+async def sent_events(profiles) -> list[str]:
+    return [e.user_id async for e in profiles.ExportEvents(ppb.ExportEventsRequest())
+            if e.type == "email_sent"]
+
+
+@pytest.mark.parametrize("how", CHANGES)
+async def test_compose_message_in_its_backoff_does_not_go_after_the_change(
+        sink, campaigns, profiles, messaging, how):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r1"])
+    sink.rcpt_replies["r1@example.com"] = list(GREYLIST)
+    request = mpb.ComposeMessageRequest(campaign_id="mail", user_id="r1", deliver=True,
+                                        request_id="req-1")
+    call = asyncio.ensure_future(messaging.ComposeMessage(request, timeout=30))
+    await first_attempt_failed(sink, "r1@example.com")
+    await change(profiles, "r1", how)  # acknowledged while the message waits for its retry
+    with pytest.raises(grpc.RpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert ("no_consent" if how == "opted_out" else "erased") in err.value.details()
+    again = await messaging.ComposeMessage(request, timeout=30)  # its answer lost: decided anew
+    assert again.suppressed and not again.delivered
+    await asyncio.sleep(0.5)
+    assert sink.arrived == [] and await sent_events(profiles) == []
+    letters = await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))
+    assert list(letters.letters) == []  # refused, not failed: nothing kept to retry
+
+
+@pytest.mark.parametrize("how", CHANGES)
+async def test_send_campaign_message_in_its_backoff_does_not_go_after_the_change(
+        sink, campaigns, profiles, messaging, how):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r2", "r3"])
+    sink.rcpt_replies["r2@example.com"] = list(GREYLIST)
+    started = await messaging.SendCampaign(mpb.SendCampaignRequest(
+        campaign_id="mail", user_ids=["r2", "r3"], rate_per_second={"email": 100}))
+    await first_attempt_failed(sink, "r2@example.com")
+    await change(profiles, "r2", how)
+    done = await until_done(messaging, started.send_id)
+    assert [r for _, r, _ in sink.arrived] == [["r3@example.com"]]
+    reason = "no_consent" if how == "opted_out" else "erased"
+    assert (done.sent, done.suppressed, done.failed) == (1, 1, 0)
+    assert dict(done.suppressed_by_reason) == {reason: 1}
+    assert await sent_events(profiles) == ["r3"]
+
+
+async def test_a_dead_letter_retried_does_not_go_after_an_opt_out_in_its_backoff(
+        sink, campaigns, profiles, messaging):
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r4"])
+    sink.rcpt_replies["r4@example.com"] = ["550 5.1.1 no such user"]
+    with pytest.raises(grpc.RpcError):
+        await messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="r4", deliver=True), timeout=30)
+    [letter] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
+    sink.rcpt_replies["r4@example.com"] = list(GREYLIST)
+    call = asyncio.ensure_future(messaging.RetryDeadLetter(
+        mpb.RetryDeadLetterRequest(id=letter.id), timeout=30))
+    await first_attempt_failed(sink, "r4@example.com")
+    await change(profiles, "r4", "opted_out")
+    with pytest.raises(grpc.RpcError) as err:
+        await call
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no_consent" in err.value.details()
+    assert sink.arrived == [] and await sent_events(profiles) == []
+    [kept] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
+    assert (kept.id, kept.reason) == (letter.id, "no_consent")  # kept: an opt-in may allow it
