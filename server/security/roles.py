@@ -62,10 +62,12 @@ RPC_ROLES: dict[str, tuple[str, ...]] = {
     _PROFILE + "ExportTombstones": ("analyst", PII_READER),  # what `training export` also reads
     # The suppression list: who feeds delivery outcomes adds (as events can), lifting one
     # re-opens contact to a bounced or complaining address (admin, like erasure), and asking
-    # about an address is a profile read.
+    # about an address tells whether that person bounced, complained or unsubscribed, and
+    # when, of any address the caller names: an unmasked read (audited), for pii-reader, and
+    # for admin, who lifts entries (and renders any user's data in previews).
     _PROFILE + "AddSuppression": ("tracker",),
     _PROFILE + "RemoveSuppression": ("admin",),
-    _PROFILE + "CheckSuppression": ("analyst", PII_READER),
+    _PROFILE + "CheckSuppression": ("admin", PII_READER),
     _ATTRIBUTION + "Attribute": ("analyst",),
     _ATTRIBUTION + "AttributeStream": ("analyst",),
     _ATTRIBUTION + "AttributeStored": ("analyst",),
@@ -104,7 +106,7 @@ SENSITIVE = frozenset({
     _MODEL + "PushBundle", _MODEL + "Rollback", _MODEL + "PromoteCanary", _MODEL + "AbortCanary",
     _CAMPAIGN + "CreateCampaign", _CAMPAIGN + "UpdateCampaign", _CAMPAIGN + "ArchiveCampaign",
     _PROFILE + "SetConsent", _PROFILE + "DeleteProfile",
-    _PROFILE + "AddSuppression", _PROFILE + "RemoveSuppression",
+    _PROFILE + "AddSuppression", _PROFILE + "RemoveSuppression", _PROFILE + "CheckSuppression",
     _PROFILE + "ExportEvents", _CAMPAIGN + "ExportDecisions", _PROFILE + "ExportProfile",
     _CATALOG + "UpsertItems", _CATALOG + "RemoveItems",
     _MODEL + "ExportImpressions",
