@@ -14,9 +14,10 @@ refuses the event (from before the erasure) rather than build them a new profile
 SendCampaign uses the parts separately: `flatten` (at composition), `send_or_bury` (the bytes
 stored before delivery), and `record_sent` (its events, in batches). A stored message
 (SendCampaign's, a dead letter) is held against the contact policy's consent and suppression
-list again just before it goes (`refusal`), and every message, ComposeMessage's too, before
-each retry after a transient failure (`_still`): an opt-out, an erasure, a suppressed address
-or an archive during a backoff stops it (`NoLongerAllowed`, no dead letter kept).
+list again just before it goes (`refusal`), ComposeMessage's just before its hand-over, and
+every message before each retry after a transient failure (`_still`): an opt-out, an erasure,
+a suppressed address or an archive since the decision stops it (`NoLongerAllowed`, no dead
+letter kept).
 """
 from __future__ import annotations
 
@@ -203,9 +204,14 @@ class Delivery:
     async def _hand_over(self, message, user_id: str, to: str, data: bytes,
                          once: Once | None) -> float:
         """`send_or_bury` the flattened `message`; when it was handed over (its event's time:
-        a user erased meanwhile is not brought back). `once` keeps the outcome."""
+        a user erased meanwhile is not brought back). `once` keeps the outcome. The contact
+        policy is asked again first (`_still`): an opt-out or erasure acknowledged since the
+        decision (while the message was rendered, or its request's claim written) stops it."""
         handed, failed = time.time(), None
         try:
+            refused = await self._still(message.campaign_id, user_id, message.channel, to)
+            if refused is not None:
+                raise NoLongerAllowed(refused)
             await self.send_or_bury(message.channel, to, data, campaign=message.campaign_id,
                                     decision=message.decision_id, user=user_id)
         except BaseException as err:

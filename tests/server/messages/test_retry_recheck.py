@@ -108,3 +108,33 @@ async def test_a_dead_letter_retried_does_not_go_after_an_opt_out_in_its_backoff
     assert sink.arrived == [] and await sent_events(profiles) == []
     [kept] = (await messaging.ListDeadLetters(mpb.ListDeadLettersRequest(limit=10))).letters
     assert (kept.id, kept.reason) == (letter.id, "no_consent")  # kept: an opt-in may allow it
+
+
+@pytest.mark.parametrize("how", CHANGES)
+async def test_compose_message_does_not_go_after_a_change_made_before_its_hand_over(
+        tailor_server, sink, campaigns, profiles, messaging, how):
+    """The decision allowed it; the change was acknowledged before the message was handed to
+    the relay (here: 1 s between its flattening and its hand-over, as the request's delivery
+    claim, a write, takes under load)."""
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(profiles, ["r5"])
+    delivery, flattened = tailor_server.delivery, asyncio.Event()
+    hand = delivery.hand
+
+    async def slow(*args):
+        flattened.set()
+        await asyncio.sleep(1.0)
+        return await hand(*args)
+    delivery.hand = slow
+    try:
+        call = asyncio.ensure_future(messaging.ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="r5", deliver=True), timeout=30))
+        await asyncio.wait_for(flattened.wait(), 10)
+        await change(profiles, "r5", how)
+        with pytest.raises(grpc.RpcError) as err:
+            await call
+    finally:
+        del delivery.hand
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert ("no_consent" if how == "opted_out" else "erased") in err.value.details()
+    assert sink.arrived == [] and await sent_events(profiles) == []
