@@ -46,8 +46,7 @@ async def test_deleting_a_recipient_mid_send_erases_their_records_and_skips_them
     started = await messaging.SendCampaign(mpb.SendCampaignRequest(
         campaign_id="mail", user_ids=USERS, rate_per_second={"email": 1000}))
     assert await asyncio.to_thread(sink.holding.wait, 30), "the sink never reached the hold"
-    # The others are composed (ready messages on disk) while delivery is held. (A composition
-    # still in flight when the profile goes may log its decision after the erasure: docs.)
+    # The others are composed (ready messages on disk) while delivery is held.
     deadline = time.time() + 10
     while (not all(ready(tailor_server, started.send_id, u) for u in ("era-d", "era-e"))
            and time.time() < deadline):
