@@ -237,6 +237,8 @@ class TailorServer:
         self.profiles.add_exporter(self.impressions)
         self.profiles.add_eraser(self.delivery.dead)
         self.profiles.add_eraser(send_records)
+        self.profiles.add_exporter(self.delivery.dead)  # what the access export lists of them
+        self.profiles.add_exporter(send_records)
 
     def _contact_policy(self) -> ContactPolicy:
         """Consent, caps, quiet hours, and send time and channel from the profiles' states."""

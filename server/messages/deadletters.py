@@ -200,9 +200,26 @@ class DeadLetters:
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's letters, inside the profile erasure's transaction (which
         holds the store's write lock): found without opening the others (`owned`)."""
-        mine = [key for key, stored in self._stored(txn)
-                if opened_if_users(self.store, txn, key, stored, user_id) is not None]
+        mine = [key for key, _ in self._mine(txn, user_id)]
         return sum(int(self._t.delete(txn, k)) for k in mine)
+
+    def export_user(self, user_id: str) -> dict[str, object]:
+        """`UserExporter`: {"dead_letters": [...]}, the user's letters oldest first, each with
+        its id, channel, campaign, decision, address, reason, attempts and time; not its bytes
+        (the campaign's content rendered with the attributes the document's profile holds)."""
+        with self.store.read() as txn:
+            mine = [DeadLetter.decode(raw) for _, raw in self._mine(txn, user_id)]
+        return {"dead_letters": [
+            {"id": d.id, "channel": d.channel, "campaign_id": d.campaign,
+             "decision_id": d.decision, "to": d.to, "reason": d.reason,
+             "attempts": d.attempts, "at": d.at} for d in mine]}
+
+    def _mine(self, txn, user_id: str):
+        """(key, opened record) of each of the user's letters, opening no other (`owned`)."""
+        for key, stored in self._stored(txn):
+            raw = opened_if_users(self.store, txn, key, stored, user_id)
+            if raw is not None:
+                yield key, raw
 
     def _stored(self, txn):
         """(key, stored value) of every letter, oldest first, one at a time."""

@@ -109,6 +109,11 @@ class Recipient:
                    d.get("items", []))
 
 
+def _send_id_of(key: bytes) -> str:
+    """The send id of a recipient's record key (`send_user_key`)."""
+    return key[len(SEND_USER_PREFIX):].rsplit(SEP, 1)[0].decode()
+
+
 def _count(job: dict, r: Recipient) -> None:
     if r.state == SENT:
         job["sent"] += 1
@@ -260,17 +265,34 @@ class SendRecords:
         resumed job skips it. Inside the profile erasure's transaction, before the user's data
         key is shredded (the records are read through it). Walks the unfinished jobs' records
         (a job's records are dropped when it finishes), opening only the user's (`owned`)."""
-        mine = []
-        for key, stored in self._t.items(txn, SEND_USER_PREFIX):
-            if not key.startswith(SEND_USER_PREFIX):
-                break
-            raw = opened_if_users(self.store, txn, bytes(key), stored, user_id)
-            if raw is not None:
-                mine.append((bytes(key), Recipient.decode(0, raw)))
+        mine = list(self._mine(txn, user_id))
         for key, r in mine:
-            self._erased(txn, key[len(SEND_USER_PREFIX):].rsplit(SEP, 1)[0].decode(), r)
+            self._erased(txn, _send_id_of(key), r)
             self._t.delete(txn, key)
         return len(mine)
+
+    def export_user(self, user_id: str) -> dict[str, object]:
+        """`UserExporter`: {"messages": [...]}, the user's records in unfinished sends (a
+        deferred ComposeMessage's, a SendCampaign's recipients), each with its send id,
+        decision, channel, state (pending, ready: composed and waiting, or settled), reason,
+        send_at and address; not the composed bytes (the campaign's content rendered with the
+        attributes the document's profile holds)."""
+        with self.store.read() as txn:
+            mine = list(self._mine(txn, user_id))
+        return {"messages": [
+            {"send_id": _send_id_of(key), "decision_id": r.decision, "channel": r.channel,
+             "state": r.state, "reason": r.reason, "send_at": r.send_at,
+             "to": r.message.get("to", "")} for key, r in mine]}
+
+    def _mine(self, txn, user_id: str):
+        """(key, recipient) of each of the user's records in unfinished jobs, opening no other
+        user's (`owned`)."""
+        for key, stored in self._t.items(txn, SEND_USER_PREFIX):
+            if not key.startswith(SEND_USER_PREFIX):
+                return
+            raw = opened_if_users(self.store, txn, bytes(key), stored, user_id)
+            if raw is not None:
+                yield bytes(key), Recipient.decode(0, raw)
 
     def _erased(self, txn, send_id: str, r: Recipient) -> None:
         """The job of erased recipient `r`: a deferred ComposeMessage's (`due`, `r` its one

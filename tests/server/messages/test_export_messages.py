@@ -1,0 +1,86 @@
+"""ExportProfile (right of access) holds the messages the server keeps for the user: those
+waiting to go (a deferred ComposeMessage, a SendCampaign recipient composed and waiting) and
+their dead letters, each with its address, campaign, decision and state, through a real server
+with real tokens, a real relay and a real store."""
+import json
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from protos.tailor.v1 import campaign_pb2 as cpb
+from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
+from protos.tailor.v1 import messaging_pb2 as mpb
+from protos.tailor.v1 import profile_pb2 as ppb
+from server.security import tokens
+
+from .conftest import email_spec, relayed
+from .test_compose_deferred import deferred
+from .test_send_campaign import audience
+
+ROLES = {"admin": ["admin"], "decider": ["decider"], "tracker": ["tracker"],
+         "reader": ["pii-reader"]}
+
+
+@pytest.fixture
+def auth(tmp_path):
+    path = tmp_path / "auth.toml"
+    path.write_text("")
+    return path, {name: tokens.mint(path, name, roles) for name, roles in ROLES.items()}
+
+
+@pytest.fixture
+def settings(settings, sink, auth):
+    return relayed(settings, sink, auth_config=auth[0])
+
+
+@pytest_asyncio.fixture
+async def stubs(tailor_server, auth):
+    toks = auth[1]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:
+        yield ({role: (("authorization", f"Bearer {t}"),) for role, t in toks.items()},
+               campaign_pb2_grpc.CampaignServiceStub(ch), profile_pb2_grpc.ProfileServiceStub(ch),
+               messaging_pb2_grpc.MessagingServiceStub(ch))
+
+
+class _As:
+    """A stub whose every call carries `metadata`."""
+
+    def __init__(self, stub, metadata):
+        self.stub, self.metadata = stub, metadata
+
+    def __getattr__(self, name):
+        call = getattr(self.stub, name)
+        return lambda request, **kw: call(request, metadata=self.metadata, **kw)
+
+
+async def document(profiles, user: str) -> dict:
+    return json.loads((await profiles.ExportProfile(ppb.ExportProfileRequest(user_id=user))).document)
+
+
+async def test_the_access_export_lists_the_users_waiting_messages_and_dead_letters(
+        tailor_server, sink, stubs):
+    meta, campaigns, profiles, messaging = stubs
+    await _As(campaigns, meta["admin"]).CreateCampaign(cpb.CreateCampaignRequest(spec=email_spec()))
+    await audience(_As(profiles, meta["tracker"]), ["ex1", "ex2"])
+    sink.rcpt_replies["ex1@example.com"] = ["550 5.1.1 no such user"]
+    with pytest.raises(grpc.RpcError):  # a dead letter of ex1's
+        await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="ex1", deliver=True))
+    with deferred(tailor_server, 600):  # a message of ex1's waiting for its send_at
+        waiting = await _As(messaging, meta["decider"]).ComposeMessage(mpb.ComposeMessageRequest(
+            campaign_id="mail", user_id="ex1", deliver=True))
+    assert waiting.scheduled
+    reader = _As(profiles, meta["reader"])
+    doc = await document(reader, "ex1")
+    [letter] = doc["dead_letters"]
+    assert (letter["channel"], letter["campaign_id"], letter["to"], letter["reason"],
+            letter["attempts"]) == ("email", "mail", "ex1@example.com", "smtp 550", 1)
+    assert letter["id"] and letter["decision_id"] and letter["at"] > 0
+    [message] = doc["messages"]
+    assert (message["send_id"], message["decision_id"], message["channel"], message["to"],
+            message["state"]) == (waiting.send_id, waiting.decision_id, "email",
+                                  "ex1@example.com", "ready")
+    assert abs(message["send_at"] - waiting.send_at) < 1e-3
+    other = await document(reader, "ex2")  # nothing of another user's
+    assert (other["dead_letters"], other["messages"]) == ([], [])
