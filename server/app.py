@@ -417,13 +417,15 @@ class TailorServer:
 
     async def sweep_retention(self, now: float | None = None) -> dict[str, int]:
         """One retention pass as of `now`: raw events (per type), closed decision records,
-        impressions, audit files, the tokens of erased events whose window has passed
-        (`Tombstones.sweep_late`); returns how many of each went."""
+        impressions, dead letters, audit files, the tokens of erased events whose window has
+        passed (`Tombstones.sweep_late`); returns how many of each went."""
         cut = retention_cutoffs(self.settings, time.time() if now is None else now)
         dropped = {"events": await self.profiles.drop_expired_events(cut.events,
                                                                      cut.events_by_type),
                    "decisions": await self.campaigns.drop_expired_decisions(cut.decisions),
                    "impressions": await self.impressions.drop_expired(cut.impressions),
+                   "dead_letters": await asyncio.to_thread(self.delivery.dead.drop_before,
+                                                           cut.dead_letters),
                    "audit_files": 0,
                    "replay_tokens": await asyncio.to_thread(self.tombstones.sweep_late, now)}
         if cut.audit is not None:

@@ -459,6 +459,10 @@ class Settings(BaseSettings):
     decision_retention_days: float = Field(365.0, gt=0)
     """Campaign decision records (with their variant and context) closed longer ago than this
     are dropped; campaign counters and posteriors, which hold no user, stay."""
+    dead_letter_retention_days: float = Field(30.0, gt=0)
+    """Dead letters (messages no adapter could deliver, kept with their address and bytes for
+    RetryDeadLetter) first failed longer ago than this are dropped by the retention sweep
+    (`inf`: kept until retried or their user erased)."""
     audit_retention_days: float = Field(0.0, ge=0)
     """Closed audit files whose newest line is older than this are dropped (the chain's
     `audit.head` moves on); 0: only `audit_keep_files` bounds the audit log."""

@@ -37,6 +37,7 @@ opened one by one; every writer waited).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import time
@@ -196,6 +197,25 @@ class DeadLetters:
 
     def drop(self, letter_id: str) -> bool:
         return self.store.delete("sends", dead_letter_key(letter_id))
+
+    DROP_CHUNK = 1000
+    """Letters deleted per write transaction by `drop_before`."""
+
+    def drop_before(self, cutoff: float) -> int:
+        """Retention: the letters kept before `cutoff` (the time their id starts with: when
+        the message first failed) go, `DROP_CHUNK` a write transaction (a letter's key alone
+        says: none is opened); how many. A retry of one under way that fails writes nothing
+        back (`release`: gone); one that succeeds records its send as before."""
+        end = dead_letter_key(ms_part(cutoff).decode())
+
+        def fn(txn):
+            doomed = list(itertools.islice(itertools.takewhile(
+                lambda k: k < end, self._t.keys_from(txn, DEAD_LETTER_PREFIX)), self.DROP_CHUNK))
+            return sum(int(self._t.delete(txn, bytes(k))) for k in doomed)
+        total = 0
+        while n := self.store.write(fn, erasure=True):
+            total += n
+        return total
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's letters, inside the profile erasure's transaction (which

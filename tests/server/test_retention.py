@@ -57,17 +57,19 @@ async def test_each_kind_goes_after_its_own_retention_and_features_stay(tailor_s
     assert files >= 4
 
     assert await tailor_server.sweep_retention(now) == {
-        "events": 0, "decisions": 0, "impressions": 0, "audit_files": 0, "replay_tokens": 0}
+        "events": 0, "decisions": 0, "impressions": 0, "dead_letters": 0, "audit_files": 0,
+        "replay_tokens": 0}
     assert await tailor_server.sweep_retention(now + 2 * DAY) == {
-        "events": 1, "decisions": 0, "impressions": 0, "audit_files": 0,
+        "events": 1, "decisions": 0, "impressions": 0, "dead_letters": 0, "audit_files": 0,
         "replay_tokens": 0}  # the view, 3 days old then
     assert await _features(profiles) == (counts, 5.0, 2)
     assert await tailor_server.sweep_retention(now + 7 * DAY) == {
-        "events": 0, "decisions": 0, "impressions": 0, "audit_files": files - 1,
-        "replay_tokens": 0}  # all but the file in use
+        "events": 0, "decisions": 0, "impressions": 0, "dead_letters": 0,
+        "audit_files": files - 1, "replay_tokens": 0}  # all but the file in use
     assert verify_chain(audit_dir, tailor_server.secrets["audit"]).ok
     assert await tailor_server.sweep_retention(now + 12 * DAY) == {
-        "events": 0, "decisions": 1, "impressions": 0, "audit_files": 0, "replay_tokens": 0}
+        "events": 0, "decisions": 1, "impressions": 0, "dead_letters": 0, "audit_files": 0,
+        "replay_tokens": 0}
     exported = [d async for d in campaigns.ExportDecisions(cpb.ExportDecisionsRequest(campaign_id="r"))]
     assert exported == []
     stats = await campaigns.GetCampaignStats(cpb.GetCampaignStatsRequest(campaign_id="r"))
@@ -139,9 +141,11 @@ def test_every_cutoff_comes_from_one_function_clamped_at_zero():
     now = 100 * DAY
     cut = retention_cutoffs(Settings(event_retention_days=30, event_retention_days_by_type={
         "view": 2, "purchase": inf}, decision_retention_days=10, impression_retention_days=inf,
-        audit_retention_days=5), now)
-    assert (cut.events, dict(cut.events_by_type), cut.decisions, cut.impressions, cut.audit) == (
-        70 * DAY, {"view": 98 * DAY, "purchase": 0.0}, 90 * DAY, 0.0, 95 * DAY)
+        audit_retention_days=5, dead_letter_retention_days=inf), now)
+    assert (cut.events, dict(cut.events_by_type), cut.decisions, cut.impressions, cut.audit,
+            cut.dead_letters) == (
+        70 * DAY, {"view": 98 * DAY, "purchase": 0.0}, 90 * DAY, 0.0, 95 * DAY, 0.0)
+    assert retention_cutoffs(Settings(), now).dead_letters == 70 * DAY  # 30 days by default
     cut = retention_cutoffs(Settings(event_retention_days=inf, decision_retention_days=inf,
                                      audit_retention_days=0), now)
     assert (cut.events, cut.decisions, cut.audit) == (0.0, 0.0, None)
