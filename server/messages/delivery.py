@@ -68,9 +68,13 @@ MISSING_ADDRESS = {"email": "no email address", "sms": "no phone number",
 UNDELIVERED = (DeliveryRefused, DeliveryUnavailable)
 """What a message that did not go raises (it is a dead letter by then)."""
 _EMAIL_PART = r"[^\x00-\x20\x7f-\U0010ffff()<>\[\]:;@\\,\"]+"
-_EMAIL = re.compile(f"{_EMAIL_PART}@{_EMAIL_PART}")
+_LABEL = r"[^\x00-\x20\x7f-\U0010ffff()<>\[\]:;@\\,\".]+"
+_EMAIL = re.compile(f"{_EMAIL_PART}@{_LABEL}(?:\\.{_LABEL})*")
 """An address SMTP carries without SMTPUTF8 (not asked for), one that also stays one header
-value: printable ASCII, no whitespace, no `<>"` or other specials of RFC 5322, one `@`."""
+value: printable ASCII, no whitespace, no `<>"` or other specials of RFC 5322, one `@`, and a
+domain of labels joined by single dots (RFC 5321's Domain): no trailing dot (`a@example.org.`,
+which lenient relays deliver to a@example.org while the suppression list, which does not fold
+it, holds a@example.org apart), no leading or doubled one."""
 
 
 def address_of(channel: str, attributes) -> str:

@@ -55,7 +55,8 @@ class BadAddress(FailedPrecondition):
     number not in E.164, whose STOP reply could not be matched). `reason` (SendCampaign's
     failure reason) and the message never echo the address."""
 
-    FORMS = {"email": "ASCII name@domain, no spaces or control characters",
+    FORMS = {"email": "ASCII name@domain, no spaces or control characters, the domain's "
+                      "labels joined by single dots",
              "sms": "E.164: + country code and number"}
 
     def __init__(self, channel: str, attribute: str):
