@@ -70,6 +70,7 @@ from .services.audit import AuditServicer
 from .services.campaign import CampaignServicer
 from .services.catalog import CatalogServicer
 from .services.diagnostics import DiagnosticsServicer
+from .services.health import HealthServicer
 from .services.messaging import MessagingServicer
 from .services.model_admin import ModelAdminServicer
 from .services.profile import ProfileServicer
@@ -309,7 +310,7 @@ class TailorServer:
         interceptors = [RpcInterceptor(self.settings.access_log), self.auth.interceptor]
         server = grpc.aio.server(interceptors=interceptors, options=self._options())
         names = register_services(server, self._servicers())
-        self.health = health.aio.HealthServicer()
+        self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         self._service_names = ["", *names]
         await self.set_serving(serving)

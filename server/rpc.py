@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import grpc
 
+from .errors import MalformedRequest, safe_deserializer
 from .ids import RandomIds
 from .logging import bind_call, reset_call, valid_request_id
 from .metrics import RpcSeries
@@ -55,11 +56,16 @@ class _Oversized:
         self.size = size
 
 
-def bounded_requests(handler: grpc.RpcMethodHandler, most: int) -> grpc.RpcMethodHandler:
-    """`handler` with every request message longer than `most` bytes refused
-    RESOURCE_EXHAUSTED before it is parsed, and so never held by the call (for the methods
-    anyone may call: a Health/Watch stream held its request as long as it stayed open)."""
-    parse = handler.request_deserializer or (lambda data: data)
+def bounded_requests(handler: grpc.RpcMethodHandler, most: int,
+                     method: str = "") -> grpc.RpcMethodHandler:
+    """`handler` (of `method`, as its messages are named) with every request message longer
+    than `most` bytes refused RESOURCE_EXHAUSTED before it is parsed, and so never held by the
+    call (for the methods anyone may call: a Health/Watch stream held its request as long as
+    it stayed open), and one whose bytes do not parse INVALID_ARGUMENT, as a Tailor method's
+    (`errors.safe_deserializer`): gRPC's own servicers raised, so a stranger's call was
+    UNKNOWN and logged at ERROR with a traceback, as often as anyone cared to send one."""
+    parse = safe_deserializer(handler.request_deserializer or (lambda data: data),
+                              f"{method.lstrip('/')} request")
     _, inner, make = handler_parts(handler._replace(
         request_deserializer=lambda data: _Oversized(len(data)) if len(data) > most
         else parse(data)))
@@ -68,6 +74,8 @@ def bounded_requests(handler: grpc.RpcMethodHandler, most: int) -> grpc.RpcMetho
         if isinstance(request, _Oversized):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 f"request: {request.size} bytes, at most {most} for this method")
+        if isinstance(request, MalformedRequest):
+            await context.abort(request.error.status, str(request.error))
         return request
 
     async def checked(requests, context):

@@ -146,7 +146,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if handler is None:
                 return None
             if method.startswith(SMALL_REQUEST_PREFIXES):  # health, reflection: a name
-                handler = bounded_requests(handler, self.open_request_bytes)
+                handler = bounded_requests(handler, self.open_request_bytes, method)
             if method.startswith(OPEN_PREFIXES):  # health: anyone's
                 if handler.response_streaming:  # Check stays unbounded: it ends at once
                     handler = self.open_streams.bound(handler)
