@@ -532,6 +532,45 @@ async def test_a_revoked_token_ends_the_streams_it_opened(secured, chan, auth):
     assert sorted(e.event_id for e in held.events) == ["a0", "a1", "a2"]
 
 
+async def test_a_revoked_token_ends_the_silent_streams_it_opened_at_the_reload(secured, chan, auth):
+    """A stream was checked again only at its next message: a revoked decider's PlanCampaign
+    streams that sent nothing held every plan place of the worker (8 by default) until the
+    connection's age ended them (377 s measured), the next plan RESOURCE_EXHAUSTED meanwhile;
+    a silent TrackEventStream likewise stayed open. They end at the reload now."""
+    path, t = auth
+    token = tokens.mint(path, "leaky", ["decider", "tracker"])
+    assert secured.auth.reload_auth()
+    campaigns = cpb_grpc.CampaignServiceStub(chan)
+    await campaigns.CreateCampaign(cpb.CreateCampaignRequest(spec=cpb.CampaignSpec(
+        campaign_id="c-silent", variants=[cpb.Variant(id="a"), cpb.Variant(id="b")])),
+        metadata=bearer(t["admin"]))
+    never = asyncio.Event()
+
+    async def silent():
+        await never.wait()
+        yield cpb.PlanCampaignRequest()
+
+    plans = [campaigns.PlanCampaign(silent(), metadata=bearer(token)) for _ in range(8)]
+    track = pb_grpc.ProfileServiceStub(chan).TrackEventStream(silent(), metadata=bearer(token))
+    one = cpb.PlanCampaignRequest(campaign_id="c-silent", user_ids=["u-plan"])
+    deadline = time.time() + 10
+    while True:  # the 8 streams reach the server and take the places
+        code, _ = await _code(_drained(campaigns.PlanCampaign(iter([one]), metadata=bearer(
+            t["decider"]))))
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            break
+        assert time.time() < deadline, "the silent plans did not take the places"
+        await asyncio.sleep(0.05)
+    assert tokens.revoke(path, "leaky") and secured.auth.reload_auth()
+    ends = await asyncio.wait_for(asyncio.gather(*(_code(_drained(p)) for p in plans),
+                                                 _code(track)), timeout=3)
+    assert {code for code, _ in ends} == {grpc.StatusCode.UNAUTHENTICATED}, ends
+    assert all("no longer valid" in details for _, details in ends), ends
+    answers = await _drained(campaigns.PlanCampaign(iter([one]), metadata=bearer(t["decider"])))
+    assert [d.user_id for a in answers for d in a.decisions] == ["u-plan"]  # the places came back
+    never.set()
+
+
 async def test_a_role_taken_away_ends_the_streams_it_opened(secured, chan, auth):
     path, _ = auth
     token = tokens.mint(path, "writer", ["tracker", "analyst"])
@@ -589,6 +628,23 @@ async def test_a_stream_ends_when_its_jwt_expires(secured, chan, jwt_keys, monke
 
     err = await _stream_cut_after_first_batch(chan, bearer(token), expire)
     assert err.code() == grpc.StatusCode.UNAUTHENTICATED and "token expired" in err.details()
+
+
+async def test_a_silent_stream_ends_when_its_jwt_expires(secured, chan, jwt_keys, monkeypatch):
+    """No reload, no message: the stream's caller is still checked every RECHECK_SECONDS."""
+    from server.security import interceptor
+    monkeypatch.setattr(interceptor, "RECHECK_SECONDS", 0.2)
+    token = _jwt(jwt_keys, roles=["tracker"], exp=time.time() + 2)
+    never = asyncio.Event()
+
+    async def silent():
+        await never.wait()
+        yield pb.TrackEventsRequest()
+
+    call = pb_grpc.ProfileServiceStub(chan).TrackEventStream(silent(), metadata=bearer(token))
+    code, details = await asyncio.wait_for(_code(call), timeout=10)
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "token expired" in details, details
+    never.set()
 
 
 async def test_an_address_whose_jwts_keep_failing_is_refused_without_a_check(settings, auth, jwt_keys):
