@@ -96,7 +96,8 @@ class SendJobs:
         self._composed = 0
         """Jobs of deferred ComposeMessages running (at most `send_connections`)."""
         self._scheduling: set[asyncio.Task] = set()
-        """`schedule`s under way (their callers may have given up): `close` waits for them."""
+        """Jobs being stored (`schedule`, `start`: their callers may have given up): `close` waits
+        for them."""
 
     # -- checks ------------------------------------------------------------------------------------
     def _users(self, user_ids: Sequence[str]) -> list[str]:
@@ -155,13 +156,33 @@ class SendJobs:
                 raise CampaignArchived(campaign_id)
             return await _repeated(send_id, job, campaign_id, terms, request_id,
                                    (users, rates, context))
-        job, created = await asyncio.to_thread(self.records.create, send_id, campaign_id, users,
-                                               rates, context, os.getpid(), terms)
+        job, created = await self._shielded(self._create(send_id, campaign_id, users, rates,
+                                                          context, terms))
         if not created:
             return await _repeated(send_id, job, campaign_id, terms, request_id,
                                    (users, rates, context))
-        self._run(send_id, job)
         return SendProgress.of(send_id, job)
+
+    async def _create(self, send_id: str, campaign_id: str, users: list[str],
+                      rates: dict[str, float], context: dict[str, float],
+                      terms: str) -> tuple[dict, bool]:
+        """Store a new job and run it (`records.create`: the stored one, and whether it was
+        this call's)."""
+        job, created = await asyncio.to_thread(self.records.create, send_id, campaign_id, users,
+                                               rates, context, os.getpid(), terms)
+        if created:
+            self._run(send_id, job)
+        return job, created
+
+    async def _shielded(self, coro):
+        """Await `coro` as a task its caller giving up (its deadline) does not stop: a job it
+        stores is started and kept all the same (a live process's job is no other's to start;
+        before, a SendCampaign whose deadline passed while its job was stored left it pending
+        until a restart). `close` waits for these first."""
+        task = asyncio.ensure_future(coro)
+        self._scheduling.add(task)
+        task.add_done_callback(self._scheduling.discard)
+        return await asyncio.shield(task)
 
     async def schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
                        once: Once | None = None, stored=None) -> SendProgress:
@@ -176,11 +197,8 @@ class SendJobs:
         all the same (a live process's job is no other's to start); once stored, it stands
         even if keeping the request's state fails (a repeat then finds its claim lapsed: in
         doubt), rather than being answered an error and its decision withdrawn."""
-        task = asyncio.ensure_future(self._schedule(message, user_id, to, data, items, once,
-                                                    stored))
-        self._scheduling.add(task)
-        task.add_done_callback(self._scheduling.discard)
-        return await asyncio.shield(task)
+        return await self._shielded(self._schedule(message, user_id, to, data, items, once,
+                                                   stored))
 
     async def _schedule(self, message, user_id: str, to: str, data: bytes, items: list[str],
                         once: Once | None, stored) -> SendProgress:
