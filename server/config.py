@@ -784,8 +784,10 @@ class Settings(BaseSettings):
     """Exploration share of send-time choice (campaigns with a `send_window`): a uniform slot
     of the window instead of the user's best hour, so the model keeps learning."""
     contact_thompson_draws: int = Field(256, ge=1, le=65536)
-    """Monte Carlo draws behind the propensity of a Thompson channel choice (campaigns with
-    several channels); standard error <= 0.5 / sqrt(draws + 1)."""
+    """Monte Carlo draws of a Thompson channel choice (campaigns with several channels) whose
+    posteriors quadrature cannot serve (a or b < 1): the channel is drawn from their estimate,
+    so its logged propensity is exact; the estimate (standard error <= 0.5 / sqrt(draws + 1))
+    only sets how close the choice is to Thompson sampling. Other rows: quadrature, no draws."""
     contact_prior_sample: int = Field(20_000, ge=1, le=10_000_000)
     """Stored profiles the send-time and channel population prior is fitted on (each refit
     reads the next ones, round-robin)."""
