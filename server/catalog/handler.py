@@ -53,10 +53,15 @@ class Catalog:
         """The catalog updates' follower (`refresh`); `stop` waits for an amend under way."""
 
     # -- validation ------------------------------------------------------------------------
-    def _check_items(self, items: Sequence[CatalogItem], field: str) -> None:
-        if not items:
+    def check_batch(self, field: str, n: int) -> None:
+        """A call's count of items (`field`) within its bounds: checked before its entries are
+        converted (10^6 of them took 4 s on the event loop)."""
+        if not n:
             raise InvalidArgument(field, "must not be empty")
-        check_count(field, len(items), self.limits.upsert_items)
+        check_count(field, n, self.limits.upsert_items)
+
+    def _check_items(self, items: Sequence[CatalogItem], field: str) -> None:
+        self.check_batch(field, len(items))
         for i, item in enumerate(items):
             check_id("item_id", item.item_id, self.limits.id_bytes, f"{field}[{i}].")
 

@@ -28,10 +28,12 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     @grpc_errors
     async def UpsertItems(self, request: pb.UpsertItemsRequest, context) -> pb.CatalogChange:
+        self.catalog.check_batch("items", len(request.items))
         change = await self.catalog.upsert(CatalogConverter.to_items(request))
         return CatalogConverter.from_change(change)
 
     @grpc_errors
     async def RemoveItems(self, request: pb.RemoveItemsRequest, context) -> pb.CatalogChange:
+        self.catalog.check_batch("item_ids", len(request.item_ids))
         change = await self.catalog.remove(list(request.item_ids))
         return CatalogConverter.from_change(change)
