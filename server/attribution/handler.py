@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import grpc
-import numpy as np
 
 from kernels.attribution import Attribution, BudgetExceeded, Paths, attribute
 
@@ -20,6 +19,7 @@ from .journeys import JourneyQuery, journeys_from_store
 from .logging import logger
 from .paths import PathSet
 from .spec import ModelSpec
+from .wire_size import matrix_bytes, per_touch_bytes
 
 __all__ = ["Attributor", "AttributionResult", "DeadlineExceeded"]
 
@@ -149,31 +149,12 @@ class Attributor:
         return AttributionResult(spec, journeys.paths, credits, journeys.unattributed_conversions,
                                  journeys.unattributed_value, stored=True)
 
-    def _credits_bytes(self, spec: ModelSpec, paths: Paths, stored: bool) -> int:
-        """The least the answer's per-touch credits take: 16 bytes a touch (two doubles) and 4
-        a path, and, for `stored` journeys, the journeys too (`stored_paths`: each touch's
-        label, its UTF-8 bytes and 2 of framing, and its time, 8 bytes, when kept; 11 bytes a
-        path, a nonzero count and its framing); 0 without `path_credits`."""
-        if not spec.path_credits:
-            return 0
-        touches = len(paths.indices)
-        least = 16 * touches + 4 * paths.n_paths
-        if stored:
-            label = np.fromiter((len(c.encode()) + 2 for c in paths.channels), np.int64,
-                                paths.n_channels)
-            least += int(label[paths.indices].sum()) + 11 * paths.n_paths
-            least += 8 * touches if paths.timestamps is not None else 0
-        return least
-
     @staticmethod
-    def _matrix_bytes(result: Attribution) -> int:
-        """The least the answer's Markov transition matrix takes: each state's label (its UTF-8
-        bytes and 2 of framing) and each transition's row and column (varints) and
-        probability (8 bytes)."""
-        d = result.details
-        coo = d["transition_matrix"].tocoo()
-        return sum(len(state.encode()) + 2 for state in d["states"]) + 8 * coo.nnz + \
-            _varint_bytes(coo.row) + _varint_bytes(coo.col)
+    def _credits_bytes(spec: ModelSpec, paths: Paths, stored: bool) -> int:
+        """The bytes of the answer's per-touch credits (`path_credits`), and, for `stored`
+        journeys, of the journeys too (`stored_paths`): `wire_size.per_touch_bytes`, exact;
+        0 without `path_credits`."""
+        return per_touch_bytes(paths, stored) if spec.path_credits else 0
 
     def _check_fits(self, field: str, least: int, what: str, instead: str) -> None:
         """Refuse an answer of at least `least` bytes past the message limit: computed, such
@@ -203,7 +184,8 @@ class Attributor:
             raise from_kernel(err) from None
         d, with_credits = result.details, " with the per-touch credits" if least else ""
         if spec.transition_matrix:
-            self._check_fits("spec.transition_matrix", least + self._matrix_bytes(result),
+            self._check_fits("spec.transition_matrix",
+                             least + matrix_bytes(d["states"], d["transition_matrix"]),
                              f"the transition matrix's {len(d['states'])} states and "
                              f"{d['transition_matrix'].nnz} transitions{with_credits}",
                              f"without transition_matrix, or {fewer}")
@@ -215,8 +197,3 @@ class Attributor:
                              "fewer distinct channels")
         return result
 
-
-def _varint_bytes(values: np.ndarray) -> int:
-    """Bytes of `values` (>= 0) as protobuf varints: 7 bits a byte."""
-    v = np.asarray(values, np.uint64)
-    return int(v.size + sum(int(np.count_nonzero(v >> np.uint64(7 * k))) for k in range(1, 10)))

@@ -738,3 +738,31 @@ async def test_reading_stored_events_outside_the_range_stops_at_the_deadline(att
         await asyncio.to_thread(journeys_from_store, export, future, time.monotonic() - 1.0)
     found = await asyncio.to_thread(journeys_from_store, export, future, time.monotonic() + 60)
     assert found.paths is None  # in time: nothing in range, as before
+
+
+async def test_path_credits_of_many_short_paths_past_the_limit_are_refused_naming_the_field(
+        tmp_path):
+    # 48,000 one-touch paths (a 0.67 MB request): their per-touch credits took 1,231,781 bytes,
+    # 25.7 a path where the check counted 20 (two doubles and 4 bytes a path, not the packed
+    # fields' tags and lengths nor each PathCredit's framing), so they passed it, were computed,
+    # then failed RESOURCE_EXHAUSTED "SERVER: Sent message larger than max", naming no field
+    from server.app import TailorServer
+    from server.config import Settings
+    server = TailorServer(Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0,
+                                   lmdb_sync=False, secrets_dir=tmp_path / "secrets",
+                                   grpc_max_message_bytes=1 << 20))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+            small = pb_grpc.AttributionServiceStub(ch)
+            paths = [([chr(97 + i % 20)], 1.0, 0.0, 0.0) for i in range(48_000)]
+            with pytest.raises(grpc.RpcError) as err:
+                await small.Attribute(request(pb.LINEAR, paths, path_credits=True), timeout=60)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert err.value.details().startswith("spec.path_credits: per-touch credits of "
+                                                  "48000 touches"), err.value.details()
+            resp = await small.Attribute(request(pb.LINEAR, paths[:40_000], path_credits=True),
+                                         timeout=60)  # 1,023,781 bytes: fits
+            assert len(resp.path_credits) == 40_000
+    finally:
+        await server.stop(grace=0.5)
