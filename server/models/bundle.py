@@ -446,14 +446,23 @@ def _check_every_item(sess, name: str, hist_len: int, n_items: int, per_run: int
         ok = np.isfinite(_smoke_run(sess, name, "user_vec", {
             "items": batch, "weights": np.ones(batch.shape, np.float32)})).all(axis=1)
         if not ok.all():
-            suspects = batch[np.flatnonzero(~ok)[0]]
-            alone = _smoke_run(sess, name, "user_vec", {
-                "items": suspects[:, None].repeat(hist_len, 1),
-                "weights": np.eye(len(suspects), hist_len, dtype=np.float32)})
-            row = int(suspects[np.flatnonzero(~np.isfinite(alone).all(axis=1))[0]])
-            raise BundleInvalid(name, f"item row {row} folds in to a user vector that is not "
-                                "finite (its factors hold NaN or inf?): every user who "
-                                "touched it would get an arbitrary answer")
+            _refuse_history(sess, name, hist_len, batch[np.flatnonzero(~ok)[0]])
+
+
+def _refuse_history(sess, name: str, hist_len: int, history: np.ndarray) -> None:
+    """Refuse the bundle for a `history` of items that folds in to a non-finite vector, naming
+    the first item that does alone, else the history (its items finite alone: factors so
+    large that together they overflow)."""
+    alone = _smoke_run(sess, name, "user_vec", {
+        "items": history[:, None].repeat(hist_len, 1),
+        "weights": np.eye(len(history), hist_len, dtype=np.float32)})
+    bad = np.flatnonzero(~np.isfinite(alone).all(axis=1))
+    what = (f"item row {int(history[bad[0]])}" if bad.size else
+            f"item rows {int(history.min())} to {int(history.max())} together (each finite "
+            "alone: factors too large?)")
+    raise BundleInvalid(name, f"{what} folds in to a user vector that is not finite (NaN or inf "
+                        "in the factors?): every user who touched it would get an arbitrary "
+                        "answer")
 
 
 def ranker_columns(name: str, features: tuple[str, ...]) -> np.ndarray | None:

@@ -388,6 +388,50 @@ async def test_an_encoder_with_a_factor_that_is_not_finite_is_refused(
     assert status.active.version == demo_manifest["version"]
 
 
+def _folds_finite_alone_not_together(model, n: int) -> bool:
+    """Whether the encoder folds each of item rows 0..n-1 alone in to a finite vector, and a
+    history of all of them to one that is not."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rows = np.arange(n, dtype=np.int64)
+    alone = sess.run(["user_vec"], {"items": np.repeat(rows[:, None], n, 1),
+                                    "weights": np.eye(n, dtype=np.float32)})[0]
+    together = sess.run(["user_vec"], {"items": rows[None],
+                                       "weights": np.ones((1, n), np.float32)})[0]
+    return bool(np.isfinite(alone).all() and not np.isfinite(together).all())
+
+
+async def test_an_encoder_whose_items_overflow_only_together_is_refused_naming_them(
+        client, copy_bundle, demo_bundle, demo_manifest):
+    """Item row 0 of Y at 1e5 (its factors huge, finite): it folds in alone to a finite vector,
+    a history of it with the next 49 items does not (NaN). The every-item check found the
+    history, looked for the item that failed alone, found none: IndexError 'index 0 is out of
+    bounds for axis 0 with size 0', and the push failed INTERNAL. It is refused naming the rows."""
+    import onnx
+    bad = copy_bundle(demo_bundle)
+    model = onnx.load(bad / "encoder.onnx")
+    factors = next(t for t in model.graph.initializer if t.name == "Y")
+    n = demo_manifest["history_len"]
+    y = numpy_helper.to_array(factors).copy()
+    for big in (1e5, 1e4, 1e6):  # the first at which row 0 fails together only
+        y[0] = big
+        factors.CopyFrom(numpy_helper.from_array(y, "Y"))
+        if _folds_finite_alone_not_together(model, n):
+            break
+    else:
+        pytest.fail("no factor size overflows together only")
+    onnx.save(model, bad / "encoder.onnx")
+    files = {**demo_manifest["files"], "encoder.onnx": _sha(bad / "encoder.onnx")}
+    _rewrite_manifest(bad, files=files, version="bad-overflow-together")
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bad)
+    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION, str(err.value)
+    assert "encoder.onnx" in str(err.value) and f"item rows 0 to {n - 1} together" in str(
+        err.value)
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+
+
 async def test_rollback_without_history_is_a_failed_precondition(client):
     with pytest.raises(TailorError) as err:
         await asyncio.to_thread(client.rollback)
