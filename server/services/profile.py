@@ -26,6 +26,14 @@ __all__ = ["ProfileServicer", "ProfileConverter"]
 
 class ProfileConverter:
     @staticmethod
+    def stored_event(raw: bytes) -> pb.Event:
+        """A stored raw event as answered: without the unknown fields a store written before
+        `to_events` dropped them may hold (one view kept 5 MB), which no bound or mask saw."""
+        event = pb.Event.FromString(raw)
+        event.DiscardUnknownFields()
+        return event
+
+    @staticmethod
     def to_events(msg: pb.TrackEventsRequest) -> list[TrackedEvent]:
         """The request's events; fields this server does not know (a newer client's, or bytes
         sent to get past the limits) are dropped first, so the stored raw event holds only
@@ -56,7 +64,7 @@ class ProfileConverter:
             ProfileConverter._features(view.features, layout, view.category_names, out.features)
         out.recent_items.extend(pb.RecentItem(item_id=i, weight=w, timestamp=t)
                                 for i, w, t in view.recent_items)
-        out.events.extend(pb.Event.FromString(raw) for raw in view.events)
+        out.events.extend(map(ProfileConverter.stored_event, view.events))
         return out
 
     @staticmethod
@@ -230,7 +238,7 @@ class ProfileServicer(pb_grpc.ProfileServiceServicer):
         # every stored event's key is read past: in a thread, a read snapshot at a time
         async for chunk in in_chunks(self.profiles.export(request.start, request.end)):
             for raw in chunk:
-                event = pb.Event.FromString(raw)
+                event = ProfileConverter.stored_event(raw)
                 if masked and event.attributes:
                     self.pii.mask_map(event.attributes)
                 yield event

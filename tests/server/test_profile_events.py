@@ -204,3 +204,29 @@ async def test_a_long_stream_holds_no_more_than_its_read_ahead_window(tmp_path):
         reply = await stub.TrackEventStream(messages())
     assert reply.accepted == 6000 and not reply.rejected
     assert held[0] <= 300 + 2 * 200, held  # 4,800 to 5,800 ids before
+
+
+async def test_unknown_fields_a_store_already_holds_are_not_answered(module_bare_server):
+    """A store written before the converter dropped unknown fields holds events carrying them
+    (the previous version stored the wire message whole: a view with 1 MB in field 99 was
+    answered 1,048,616 bytes by GetProfile and ExportEvents, after the upgrade too). Such a
+    record, stored as that version did (through `Profiles.track`, the event's source the
+    message as parsed), is answered without them."""
+    from server.profiles import TrackedEvent
+    server, ch = module_bare_server
+    stub = pb_grpc.ProfileServiceStub(ch)
+    t = time.time() - 60
+    sent = pb.Event(event_id="old-unknown", user_id="old-unknown-fields", type="view",
+                    item_id="i1", channel="web", timestamp=t)
+    source = pb.TrackEventsRequest.FromString(_tracked_with_unknown_field(sent, 1 << 20)).events[0]
+    assert source.ByteSize() > 1 << 20
+    result = await server.profiles.track([TrackedEvent(
+        sent.event_id, sent.user_id, sent.type, sent.channel, "", sent.item_id, 0.0, t, {},
+        source, "", 0)])
+    assert len(result.accepted_ids) == 1
+    profile = await stub.GetProfile(pb.GetProfileRequest(user_id="old-unknown-fields",
+                                                         parts=["events"]))
+    assert [e.SerializeToString() for e in profile.events] == [sent.SerializeToString()]
+    exported = [e async for e in stub.ExportEvents(pb.ExportEventsRequest(start=t - 1))
+                if e.user_id == "old-unknown-fields"]
+    assert [e.SerializeToString() for e in exported] == [sent.SerializeToString()]
