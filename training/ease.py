@@ -5,13 +5,16 @@ diagonal; a user's scores are x_u B. Every item the user interacted with is filt
 answer (full seen-item filtering). Memory and time are those of one dense n_items x n_items
 inverse: `fit_bytes` (34 bytes per item pair at the peak, measured: 5,000 items 0.85 GB, 20,000
 items 13.6 GB, 1M items 34 TB), so this baseline is for catalogs up to ~20k items;
-`check_fits` refuses a catalog whose fit would not fit in this machine's memory.
+`check_fits` refuses a catalog whose fit would not fit in the memory this process may take
+(physical, or less: `ulimit -v`, the cgroup's limit).
 """
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -43,15 +46,30 @@ def fit_bytes(n_items: int) -> int:
     return BYTES_PER_PAIR * n_items * n_items
 
 
+def memory_bytes() -> tuple[int, str]:
+    """The most memory this process may take, and what sets it: the machine's physical memory,
+    or less, the address-space limit (``ulimit -v``) or the cgroup's ``memory.max``."""
+    found = [(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's")]
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        found.append((soft, "the address-space limit's (ulimit -v)"))
+    try:
+        found.append((int(Path("/sys/fs/cgroup/memory.max").read_text()), "the cgroup's"))
+    except (OSError, ValueError):   # no cgroup v2, or "max"
+        pass
+    return min(found)
+
+
 def check_fits(n_items: int, what: str = "EASE") -> None:
-    """A ``ValueError`` when `fit_bytes` exceeds this machine's physical memory: such a fit
-    fails with a MemoryError (or is killed) after everything before it ran."""
+    """A ``ValueError`` when `fit_bytes` exceeds the memory this process may take
+    (`memory_bytes`): such a fit fails with a MemoryError (or is killed) after everything
+    before it ran."""
     need = fit_bytes(n_items)
-    have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    have, whose = memory_bytes()
     if need > have:
         raise ValueError(f"{what}: the EASE baseline on {n_items:,} items needs about "
                          f"{need / 1e9:,.1f} GB ({BYTES_PER_PAIR} bytes per item pair), more "
-                         f"than this machine's {have / 1e9:,.1f} GB: --no-baselines, or a "
+                         f"than {whose} {have / 1e9:,.1f} GB: --no-baselines, or a "
                          "smaller catalog")
 
 

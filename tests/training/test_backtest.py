@@ -242,3 +242,19 @@ def test_the_report_sets_served_against_offline_not_against_another_hold_out():
     text = format_backtest(report)
     assert "ndcg@10 0.1194 vs 0.1203, -0.2 SE" in text
     assert "0.1308 on 1980 users: its own hold-out" in text and "not these rows" in text
+
+
+def test_the_ease_check_counts_the_address_space_limit_not_only_the_machine():
+    """Under `ulimit -v` 4 GB on a 25 GB machine, check_fits passed a 12,000-item catalog (4.9 GB
+    estimated) whose fit then died 'Unable to allocate 1.07 GiB' (after the training and the
+    served run, in a backtest). The limit the process runs under is the one counted."""
+    import resource
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    code = "from training.ease import check_fits; check_fits(12_000, 'backtest')"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limited)
+    assert proc.returncode != 0
+    assert "12,000 items needs about 4.9 GB" in proc.stderr, proc.stderr[-2000:]
+    assert "the address-space limit's (ulimit -v) 4.3 GB" in proc.stderr, proc.stderr[-2000:]
