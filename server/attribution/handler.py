@@ -19,7 +19,7 @@ from .journeys import JourneyQuery, journeys_from_store
 from .logging import logger
 from .paths import PathSet
 from .spec import ModelSpec
-from .wire_size import matrix_bytes, per_touch_bytes
+from .wire_size import credits_bytes, matrix_bytes, per_touch_bytes
 
 __all__ = ["Attributor", "AttributionResult", "DeadlineExceeded"]
 
@@ -160,7 +160,8 @@ class Attributor:
         """Refuse an answer of at least `least` bytes past the message limit: computed, such
         answers failed to send, RESOURCE_EXHAUSTED naming nothing."""
         if least > self.max_message_bytes:
-            raise InvalidArgument(field, f"{what} take at least {least / 2**20:.1f} MiB, past the "
+            raise InvalidArgument(field, f"{what} take at least {least / 2**20:.1f} MiB "
+                                  f"({least:,} bytes), past the "
                                   f"{self.max_message_bytes / 2**20:g} MiB message limit "
                                   f"(grpc_max_message_bytes): ask {instead}")
 
@@ -168,7 +169,7 @@ class Attributor:
              deadline: float | None = None, stored: bool = False) -> Attribution:
         """The kernel's credits; an answer that cannot fit one message is refused: per-touch
         credits before they are computed, a transition matrix or ORDERED credits by rank once
-        they are (their sizes are known then)."""
+        they are (their sizes are known then), counted with the channels' credits."""
         spec.check_paths(paths, untimed)
         least = self._credits_bytes(spec, paths, stored)
         fewer = "for a shorter time range" if stored else "for fewer paths at a time"
@@ -183,15 +184,16 @@ class Attributor:
         except ValueError as err:
             raise from_kernel(err) from None
         d, with_credits = result.details, " with the per-touch credits" if least else ""
+        least += credits_bytes(result)
         if spec.transition_matrix:
             self._check_fits("spec.transition_matrix",
                              least + matrix_bytes(d["states"], d["transition_matrix"]),
                              f"the transition matrix's {len(d['states'])} states and "
                              f"{d['transition_matrix'].nnz} transitions{with_credits}",
                              f"without transition_matrix, or {fewer}")
-        if "rank_conversions" in d:  # two doubles a cell
+        if "rank_conversions" in d:
             channels, ranks = d["rank_conversions"].shape
-            self._check_fits("spec.shapley_form", least + 16 * channels * ranks,
+            self._check_fits("spec.shapley_form", least,
                              f"the ORDERED credits by rank ({channels} channels x {ranks} "
                              f"ranks){with_credits}", "in the COUNTS form, or for paths of "
                              "fewer distinct channels")

@@ -2,16 +2,17 @@
 counted before those parts are built (protobuf's encoding: one tag byte a field, fields
 numbered below 16; varint lengths; packed repeated doubles; a zero scalar omitted).
 
-`per_touch_bytes` is exact for `path_credits` and `stored_paths`; `matrix_bytes` for
-`transition_matrix`. The caller adds them up and checks the total against the message limit.
+`per_touch_bytes` is exact for `path_credits` and `stored_paths`, `credits_bytes` for the
+channels' `credits` (with ORDERED credits by rank), `matrix_bytes` for `transition_matrix`.
+The caller adds them up and checks the total against the message limit.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from kernels.attribution import Paths
+from kernels.attribution import Attribution, Paths
 
-__all__ = ["matrix_bytes", "per_touch_bytes", "varint_bytes"]
+__all__ = ["credits_bytes", "matrix_bytes", "per_touch_bytes", "varint_bytes"]
 
 
 def varint_bytes(values) -> np.ndarray:
@@ -72,3 +73,20 @@ def matrix_bytes(states, matrix) -> int:
     for ints in (coo.row, coo.col):
         body += int(_delimited(varint_bytes(ints).sum())) if coo.nnz else 0
     return int(_delimited(body))
+
+
+_CHANNEL_DOUBLES = ("removal_effects", "value_removal_effects", "stderr", "value_stderr")
+
+
+def credits_bytes(result: Attribution) -> int:
+    """Bytes of the answer's `credits`: each channel's name, its doubles (conversions, value,
+    and the details the model gives) and its ORDERED credits by rank, with its framing."""
+    d = result.details
+    label = np.fromiter((len(c.encode()) for c in result.channels), np.int64,
+                        len(result.channels))
+    body = np.where(label > 0, _delimited(label), 0)
+    body += _doubles(result.conversions) + _doubles(result.value)
+    body += sum(_doubles(d[key]) for key in _CHANNEL_DOUBLES if key in d)
+    body += sum(_packed_doubles(d[key].shape[1]) for key in ("rank_conversions", "rank_value")
+                if key in d)
+    return int(_delimited(body).sum())

@@ -766,3 +766,27 @@ async def test_path_credits_of_many_short_paths_past_the_limit_are_refused_namin
             assert len(resp.path_credits) == 40_000
     finally:
         await server.stop(grace=0.5)
+
+
+async def test_ordered_credits_by_rank_just_past_the_limit_are_refused_naming_the_field(tmp_path):
+    # 255 distinct channels: 255 x 255 cells of two doubles, 1,040,400 bytes, passed the check
+    # (which counted only the cells) under a 1 MiB limit; with each channel's name, credits
+    # and the packed fields' framing the credits took 1,048,705 bytes (the answer 1,052,816):
+    # computed, then failed RESOURCE_EXHAUSTED "SERVER: Sent message larger than max", naming
+    # no field
+    from server.config import Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        secrets_dir=tmp_path / "secrets", grpc_max_message_bytes=1 << 20)
+    async with serving(settings) as (_, ch):
+        small = pb_grpc.AttributionServiceStub(ch)
+        wide = [([f"c{i}" for i in range(255)], 1.0, 1.0, 0.0)]
+        with pytest.raises(grpc.RpcError) as err:
+            await small.Attribute(request(pb.SHAPLEY, wide, shapley_form=pb.ORDERED), timeout=60)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+        assert err.value.details().startswith("spec.shapley_form: the ORDERED credits by rank "
+                                              "(255 channels x 255 ranks) take at least 1.0 MiB "
+                                              "(1,048,705 bytes)"), err.value.details()
+        narrower = [([f"c{i}" for i in range(254)], 1.0, 1.0, 0.0)]  # 1,040,500 bytes
+        resp = await small.Attribute(request(pb.SHAPLEY, narrower, shapley_form=pb.ORDERED))
+        assert len(resp.credits) == 254 and resp.ByteSize() <= 1 << 20

@@ -8,7 +8,7 @@ from kernels.attribution import Paths, attribute
 from protos.tailor.v1 import attribution_pb2 as pb
 from server.attribution.handler import AttributionResult
 from server.attribution.spec import ModelSpec
-from server.attribution.wire_size import matrix_bytes, per_touch_bytes
+from server.attribution.wire_size import credits_bytes, matrix_bytes, per_touch_bytes
 from server.services.attribution import AttributionConverter
 
 
@@ -41,3 +41,14 @@ def test_sizes_are_those_of_the_converted_answer(seed):
             out.stored_paths)
     matrix = pb.AttributeResponse(transition_matrix=out.transition_matrix).ByteSize()
     assert matrix_bytes(res.details["states"], res.details["transition_matrix"]) == matrix
+
+
+@pytest.mark.parametrize("model, kw", [
+    ("markov", {"order": 2}), ("shapley", {"shapley_form": "ordered"}),
+    ("shapley", {"shapley_form": "rate", "samples": 50}), ("linear", {})])
+def test_channel_credits_are_those_of_the_converted_answer(model, kw):
+    paths = random_paths(np.random.default_rng(7), timed=False)
+    res = attribute(paths, model, **kw)
+    out = AttributionConverter.from_result(
+        AttributionResult(ModelSpec(model=model), paths, res, 0, 0), 0)
+    assert credits_bytes(res) == framed(out.credits)
