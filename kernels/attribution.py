@@ -186,8 +186,9 @@ def attribute(paths: Paths, model: str, *, order: int = 1,
     else:
         res = _shapley(paths, shapley_form, max_exact_channels, samples, seed, use_native,
                        deadline, max_rank_cells)
-    if path_credits:
-        res.touch_share = _apportion(paths, res.details.get("weights", res.conversions))
+    # only when asked: the shapley counts kernel fills a share in of its own
+    res.touch_share = _apportion(paths, res.details.get("weights", res.conversions)) \
+        if path_credits else None
     return res
 
 

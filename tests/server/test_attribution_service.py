@@ -790,3 +790,16 @@ async def test_ordered_credits_by_rank_just_past_the_limit_are_refused_naming_th
         narrower = [([f"c{i}" for i in range(254)], 1.0, 1.0, 0.0)]  # 1,040,500 bytes
         resp = await small.Attribute(request(pb.SHAPLEY, narrower, shapley_form=pb.ORDERED))
         assert len(resp.credits) == 254 and resp.ByteSize() <= 1 << 20
+
+
+@pytest.mark.parametrize("model, spec", [(pb.SHAPLEY, {}), (pb.SHAPLEY, {"shapley_form": pb.ORDERED}),
+                                         (pb.MARKOV, {}), (pb.LINEAR, {})])
+async def test_per_touch_credits_are_answered_only_when_asked(stub, model, spec):
+    # SHAPLEY COUNTS and ORDERED answered path_credits without path_credits (the kernel kept
+    # its own per-touch share): 1,000 one-touch paths took 25,164 bytes where the channels'
+    # credits take a few hundred, and 48,000 failed RESOURCE_EXHAUSTED "SERVER: Sent message
+    # larger than max (1231781 vs. 1048576)" under a 1 MiB limit, the size check counting none
+    resp = await stub.Attribute(request(model, **spec))
+    assert resp.credits and not resp.path_credits
+    asked = await stub.Attribute(request(model, path_credits=True, **spec))
+    assert len(asked.path_credits) == len(PATHS)
