@@ -14,7 +14,8 @@ refuses the event (from before the erasure) rather than build them a new profile
 SendCampaign uses the parts separately: `flatten` (at composition), `send_or_bury` (the bytes
 stored before delivery), and `record_sent` (its events, in batches). A stored message
 (SendCampaign's, a dead letter) is held against the contact policy's consent and suppression
-list again just before it goes (`refusal`), ComposeMessage's just before its hand-over, and
+list, and against today's address rules (one stored by a Tailor from before a rule), again
+just before it goes (`refusal`), ComposeMessage's just before its hand-over, and
 every message before each retry after a transient failure (`_still`): an opt-out, an erasure,
 a suppressed address or an archive since the decision stops it (`NoLongerAllowed`, no dead
 letter kept).
@@ -92,6 +93,18 @@ def address_of(channel: str, attributes) -> str:
         if to is None:
             raise BadAddress(channel, ADDRESS_ATTRIBUTES[channel])
     return to
+
+
+def stored_address_refusal(channel: str, to: str) -> str | None:
+    """`BadAddress.reason` when a stored message's address `to` is none `address_of` gives
+    today (a message composed by a Tailor from before a rule: `Ann@Example.ORG.`, which a
+    lenient relay delivers to ann@example.org while the suppression list holds that spelling
+    apart, so a complaint's listing did not stop it); None when it is one."""
+    try:
+        address_of(channel, {ADDRESS_ATTRIBUTES[channel]: to})
+    except BadAddress as err:
+        return err.reason
+    return None
 
 
 def sent_event(channel: str, campaign_id: str, decision_id: str, user_id: str,
@@ -278,8 +291,10 @@ class Delivery:
             await self.events.track(events[at:at + batch])
 
     def refusal(self, user: str, channel: str, purpose: str, to: str) -> str | None:
-        """Why a stored message (composed earlier) may not go now: `gate.SendGate.refusal`."""
-        return None if self.gate is None else self.gate.refusal(user, channel, purpose, to)
+        """Why a stored message (composed earlier) may not go now: an address its adapter no
+        longer carries (`stored_address_refusal`), or `gate.SendGate.refusal`."""
+        return stored_address_refusal(channel, to) or (
+            None if self.gate is None else self.gate.refusal(user, channel, purpose, to))
 
     async def _still(self, campaign: str, user: str, channel: str, to: str) -> str | None:
         """Why a message of `campaign` to `user` at `to` may not go now (archived, or
