@@ -175,8 +175,9 @@ class Composer:
         if not out.send_at:
             try:
                 out.delivered = await self.delivery.hand(out, user_id, to, data, once)
-            except NoLongerAllowed:  # refused before a retry (opted out meanwhile): not received
-                await self._withdraw(out)
+            except NoLongerAllowed as err:  # opted out meanwhile: withdrawn if nothing was
+                if not err.attempts:  # attempted (a failed attempt may have reached the
+                    await self._withdraw(out)  # relay: kept, as SendCampaign keeps it)
                 raise
             return
         try:

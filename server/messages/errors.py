@@ -78,9 +78,13 @@ class NoLongerAllowed(FailedPrecondition):
     """A stored message the contact policy refuses now (the user opted out, or the address was
     put on the suppression list, since it was composed): it does not go."""
 
-    def __init__(self, reason: str):
-        self.reason = reason
-        super().__init__(f"deliver: the contact policy refuses this message now ({reason})")
+    def __init__(self, reason: str, attempts: int = 0):
+        """`attempts`: those that failed before the refusal (a retry's; 0: none was made), any
+        of which may have reached the adapter (a timeout after the relay took the message)."""
+        self.reason, self.attempts = reason, attempts
+        tried = (f"; {attempts} earlier attempt(s) failed and may have reached the adapter"
+                 if attempts else "")
+        super().__init__(f"deliver: the contact policy refuses this message now ({reason}){tried}")
 
 
 class DeliveryInProgress(FailedPrecondition):

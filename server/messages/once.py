@@ -16,8 +16,9 @@ is kept in the request's entry, in the store (any worker): the call that claims 
                   refused by the adapter) while it is kept
     refused,      the error the first call answered (DeliveryRefused / DeliveryUnavailable,
     unavailable   with its reason and attempts); its dead letter is there to retry
-    withheld      NoLongerAllowed (FAILED_PRECONDITION, its reason): the contact policy refused
-                  it before a retry (the user opted out during a backoff); nothing was kept
+    withheld      NoLongerAllowed (FAILED_PRECONDITION, its reason and the attempts that failed
+                  before it): the contact policy refused it before a retry (the user opted out
+                  during a backoff); nothing was kept
     sending       DeliveryInProgress (FAILED_PRECONDITION): the first call is still at it
     doubt         DeliveryInDoubt (FAILED_PRECONDITION): the first call stopped mid-send
                   (cancelled, or its claim lapsed: its worker died; the call renews it
@@ -65,7 +66,7 @@ class Once:
         if state["s"] == "unavailable":
             raise DeliveryUnavailable(self.channel, state["r"], state["n"])
         if state["s"] == "withheld":
-            raise NoLongerAllowed(state["r"])
+            raise NoLongerAllowed(state["r"], state.get("n", 0))
         if state["s"] == "sending":
             raise DeliveryInProgress()
         raise DeliveryInDoubt()
@@ -91,7 +92,7 @@ class Once:
         elif isinstance(err, DeliveryUnavailable):
             state = {"s": "unavailable", "r": err.reason, "n": err.attempts}
         elif isinstance(err, NoLongerAllowed):
-            state = {"s": "withheld", "r": err.reason}
+            state = {"s": "withheld", "r": err.reason, "n": err.attempts}
         else:
             state = {"s": "doubt"}
         await asyncio.shield(self.campaigns.settle_delivery(self.request, self.decision_id,

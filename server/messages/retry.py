@@ -52,7 +52,7 @@ class Retry:
         first; a reason from it raises `NoLongerAllowed` instead."""
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and still is not None and (refused := await still()) is not None:
-                raise NoLongerAllowed(refused)
+                raise NoLongerAllowed(refused, attempt - 1)
             try:
                 await call()
                 return attempt
