@@ -147,25 +147,3 @@ def test_the_web_ui_shows_neither_the_token_nor_fails_on_the_tls_files(tmp_path)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def test_a_host_grpc_would_misread_stops_the_run():
-    """e68d305 refused URLs in check_target, but the users stripped only a lower-case grpc://
-    and http:// first: --host https://... or HTTP://... raised ValueError in every user's start
-    ('Unhandled exception in greenlet', naming --server), the run went on with no user and said
-    'FAILED: p99 inf ms, 0 failures, 0 task errors'; a port past 65535 likewise."""
-    port = free_port()
-    for host in (f"https://127.0.0.1:{port}", f"grpcs://127.0.0.1:{port}"):
-        scheme = host.split("://")[0]
-        for locustfile in ("loadtests/locustfile.py", "loadtests/locust_mix.py"):
-            assert refused(locustfile, "--host", host) == \
-                f"error: --host {host}: give host:port, without {scheme}://"
-    assert refused("loadtests/locustfile.py", "--host", "127.0.0.1:99999") == \
-        "error: --host 127.0.0.1:99999: port 99999 is not in 1..65535"
-
-
-def test_the_host_loses_a_grpc_or_http_scheme_of_any_case():
-    from loadtests.grpc_user import locust_target
-    for host in ("127.0.0.1:50051", "http://127.0.0.1:50051", "HTTP://127.0.0.1:50051",
-                 "Grpc://127.0.0.1:50051"):
-        assert locust_target(host) == "127.0.0.1:50051"
