@@ -75,18 +75,18 @@ class Connection:
         return grpc.aio.insecure_channel(target, options=list(options), interceptors=interceptors)
 
 
-def check_target(target: str) -> None:
-    """ValueError for a server address gRPC would misread: an empty one (C-core log lines, then
-    UNKNOWN), a URL (http://, grpc://: looked up as a host name) or a port past 65535, which
-    gRPC takes modulo 65536 (`host:99999` dials 34463)."""
+def check_target(target: str, flag: str = "--server") -> None:
+    """ValueError naming `flag` for a server address gRPC would misread: an empty one (C-core
+    log lines, then UNKNOWN), a URL (http://, grpc://: looked up as a host name) or a port past
+    65535, which gRPC takes modulo 65536 (`host:99999` dials 34463)."""
     if not target.strip():
-        raise ValueError("--server: an empty address (give host:port)")
+        raise ValueError(f"{flag}: an empty address (give host:port)")
     url = re.match(r"(https?|grpcs?)://", target, re.IGNORECASE)
     if url:  # gRPC looks the whole of it up as a host name (UNAVAILABLE: errors resolving)
-        raise ValueError(f"--server {target}: give host:port, without {url[1]}://")
+        raise ValueError(f"{flag} {target}: give host:port, without {url[1]}://")
     port = re.search(r":(\d+)$", target)
     if port and not 0 < int(port[1]) < 65536 and not target.startswith(("unix:", "unix-abstract:")):
-        raise ValueError(f"--server {target}: port {port[1]} is not in 1..65535")
+        raise ValueError(f"{flag} {target}: port {port[1]} is not in 1..65535")
 
 
 def _checked_token(token: str | None) -> str | None:

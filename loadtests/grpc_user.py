@@ -11,6 +11,7 @@ run before any user starts (one `error:` line, exit 2)."""
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from typing import NoReturn
@@ -20,7 +21,7 @@ import grpc.experimental.gevent as grpc_gevent
 from locust import User, events
 from locust.exception import LocustError
 
-from clients.transport import Connection, add_arguments
+from clients.transport import Connection, add_arguments, check_target
 
 grpc_gevent.init_gevent()
 
@@ -45,11 +46,14 @@ def _check_transport(environment, **_):
     """Before any user starts: connection options every user would fail on (a TLS file that is
     no PEM, a --cert without its --key, a token no header can hold) and a --call-timeout that
     is no deadline stop the run (`refuse`). Raised in each user's start instead, they were
-    tracebacks and the run went on with no user until its -t."""
+    tracebacks and the run went on with no user until its -t. A --host gRPC would misread
+    (https://, a port past 65535) likewise."""
     opts = environment.parsed_options
     if opts is None or not hasattr(opts, "tls_ca"):  # built in code, or no transport options
         return
     try:
+        if opts.host:  # else the web UI's form asks for it
+            locust_target(opts.host)
         connection = Connection.from_args(opts)
         if connection.secure:
             connection.credentials()  # reads the PEM files
@@ -57,6 +61,15 @@ def _check_transport(environment, **_):
         refuse(str(err))
     if not (math.isfinite(opts.call_timeout) and opts.call_timeout > 0):
         refuse(f"--call-timeout {opts.call_timeout:g}: not a number of seconds above 0")
+
+
+def locust_target(host: str) -> str:
+    """The gRPC target of Locust's --host: its grpc:// or http:// (any case) taken off, as
+    Locust's own form puts one there; ValueError naming --host for what gRPC would misread
+    (`check_target`: https://, grpcs://, a port past 65535; TLS is --tls-ca)."""
+    target = re.sub(r"^(grpc|http)://", "", host, flags=re.IGNORECASE)
+    check_target(target, "--host")
+    return target
 
 
 def refuse(message: str) -> NoReturn:
@@ -116,7 +129,7 @@ class GrpcUser(User):
         super().__init__(environment)
         if not self.host:
             raise LocustError("set --host 127.0.0.1:50051 (no scheme)")
-        target = self.host.removeprefix("grpc://").removeprefix("http://")
+        target = locust_target(self.host)
         opts = environment.parsed_options
         connection = Connection.from_args(opts) if hasattr(opts, "tls_ca") else Connection()
         timeout = getattr(opts, "call_timeout", CALL_TIMEOUT)

@@ -35,7 +35,13 @@ import gevent
 import grpc
 from locust import constant, events, task
 
-from loadtests.grpc_user import GrpcUser, add_transport_options, refuse, task_errors
+from loadtests.grpc_user import (
+    GrpcUser,
+    add_transport_options,
+    locust_target,
+    refuse,
+    task_errors,
+)
 from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc as cgrpc
 from protos.tailor.v1 import messaging_pb2 as mpb
@@ -193,13 +199,12 @@ def _on_start(environment, **_):
     mix = environment.mix
     if opts.no_setup or (mix["ComposeMessage"].weight <= 0 and mix["ChooseVariant"].weight <= 0):
         return
-    target = environment.host.removeprefix("grpc://").removeprefix("http://")
     try:
-        with Connection.from_args(opts).channel(target) as channel:
+        with Connection.from_args(opts).channel(locust_target(environment.host)) as channel:
             _setup(channel, opts, compose=mix["ComposeMessage"].weight > 0)
     except grpc.RpcError as err:
         _stop(environment, f"set-up: {err.code().name}: {err.details()}")
-    except SetupError as err:
+    except (SetupError, ValueError) as err:  # ValueError: a host typed in the web UI's form
         _stop(environment, f"set-up: {err}")
 
 

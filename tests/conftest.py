@@ -344,3 +344,15 @@ def small_disk(tmp_path):
         yield path
     finally:
         subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item):
+    """Locust (loadtests.grpc_user, the locustfiles) stays in child processes: imported here it
+    brings gevent's monkey-patching into the worker, whose later threaded and asyncio tests
+    then fail far from the cause (gevent LoopExit in xdist's own loop, servers that never stop).
+    The test that imported it fails instead."""
+    if "locust" in sys.modules:
+        pytest.fail(f"{item.nodeid} imported locust into the test process: run Locust and "
+                    "loadtests.grpc_user in a child process (run_module, subprocess)",
+                    pytrace=False)

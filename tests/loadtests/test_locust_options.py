@@ -147,3 +147,32 @@ def test_the_web_ui_shows_neither_the_token_nor_fails_on_the_tls_files(tmp_path)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_host_grpc_would_misread_stops_the_run():
+    """e68d305 refused URLs in check_target, but the users stripped only a lower-case grpc://
+    and http:// first: --host https://... or HTTP://... raised ValueError in every user's start
+    ('Unhandled exception in greenlet', naming --server), the run went on with no user and said
+    'FAILED: p99 inf ms, 0 failures, 0 task errors'; a port past 65535 likewise."""
+    port = free_port()
+    for host in (f"https://127.0.0.1:{port}", f"grpcs://127.0.0.1:{port}"):
+        scheme = host.split("://")[0]
+        for locustfile in ("loadtests/locustfile.py", "loadtests/locust_mix.py"):
+            assert refused(locustfile, "--host", host) == \
+                f"error: --host {host}: give host:port, without {scheme}://"
+    assert refused("loadtests/locustfile.py", "--host", "127.0.0.1:99999") == \
+        "error: --host 127.0.0.1:99999: port 99999 is not in 1..65535"
+
+
+def test_the_host_loses_a_grpc_or_http_scheme_of_any_case():
+    """In a child process: importing loadtests.grpc_user brings locust, and gevent's
+    monkey-patching with it, into the process that imports it (here: the pytest worker, whose
+    later threaded and asyncio tests it broke)."""
+    hosts = ["127.0.0.1:50051", "http://127.0.0.1:50051", "HTTP://127.0.0.1:50051",
+             "Grpc://127.0.0.1:50051"]
+    code = ("import sys; from loadtests.grpc_user import locust_target; "
+            "print(*(locust_target(h) for h in sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, *hosts], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split() == ["127.0.0.1:50051"] * len(hosts)
