@@ -208,6 +208,25 @@ async def tailor_server(settings):
     await server.stop(grace=0.5)
 
 
+def minted(tmp_path: Path, roles: dict[str, list[str]]) -> tuple[Path, dict[str, str]]:
+    """An auth config under `tmp_path` with a token principal for each of `roles` (name ->
+    its roles): (its path, the tokens by name)."""
+    from server.security import tokens
+    path = tmp_path / "auth.toml"
+    path.write_text("")
+    return path, {name: tokens.mint(path, name, given) for name, given in roles.items()}
+
+
+@pytest_asyncio.fixture
+async def secured(settings, auth):
+    """A real server whose auth config is the module's `auth` fixture's (path, tokens)."""
+    from server.app import TailorServer
+    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
+    await server.start()
+    yield server
+    await server.stop(grace=0.5)
+
+
 @pytest_asyncio.fixture
 async def channel(tailor_server):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{tailor_server.port}") as ch:

@@ -15,8 +15,7 @@ from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
 from protos.tailor.v1 import recommendation_pb2 as rpb
 from protos.tailor.v1 import recommendation_pb2_grpc as rpb_grpc
-from server.security import tokens
-from tests.conftest import run_module
+from tests.conftest import minted, run_module
 
 ROLES = {"tracker": ["tracker"], "decider": ["decider"], "admin": ["admin"],
          "analyst": ["analyst"], "reader": ["pii-reader"]}
@@ -25,18 +24,7 @@ USER, EMAIL = "ada-5d1c", "ada-5d1c@example.org"
 
 @pytest.fixture
 def auth(tmp_path):
-    path = tmp_path / "auth.toml"
-    path.write_text("")
-    return path, {name: tokens.mint(path, name, roles) for name, roles in ROLES.items()}
-
-
-@pytest_asyncio.fixture
-async def secured(settings, auth):
-    from server.app import TailorServer
-    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
-    await server.start()
-    yield server
-    await server.stop(grace=0.5)
+    return minted(tmp_path, ROLES)
 
 
 @pytest_asyncio.fixture

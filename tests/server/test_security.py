@@ -52,15 +52,6 @@ def auth(tmp_path, jwt_keys):
 
 
 @pytest_asyncio.fixture
-async def secured(settings, auth):
-    from server.app import TailorServer
-    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
-    await server.start()
-    yield server
-    await server.stop(grace=0.5)
-
-
-@pytest_asyncio.fixture
 async def chan(secured):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{secured.port}") as ch:
         yield ch

@@ -13,9 +13,9 @@ from protos.tailor.v1 import audit_pb2 as apb
 from protos.tailor.v1 import audit_pb2_grpc as apb_grpc
 from protos.tailor.v1 import profile_pb2 as pb
 from protos.tailor.v1 import profile_pb2_grpc as pb_grpc
-from server.security import tokens
 from server.security.interceptor import address_target
 from server.security.userref import user_ref
+from tests.conftest import minted
 
 ROLES = {"tracker": ["tracker"], "analyst": ["analyst"], "decider": ["decider"],
          "admin": ["admin"], "reader": ["pii-reader"], "auditor": ["auditor"]}
@@ -24,18 +24,7 @@ LISTED = "complained-7f31@example.org"
 
 @pytest.fixture
 def auth(tmp_path):
-    path = tmp_path / "auth.toml"
-    path.write_text("")
-    return path, {name: tokens.mint(path, name, roles) for name, roles in ROLES.items()}
-
-
-@pytest_asyncio.fixture
-async def secured(settings, auth):
-    from server.app import TailorServer
-    server = TailorServer(settings.model_copy(update={"auth_config": auth[0]}))
-    await server.start()
-    yield server
-    await server.stop(grace=0.5)
+    return minted(tmp_path, ROLES)
 
 
 @pytest_asyncio.fixture

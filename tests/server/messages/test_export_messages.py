@@ -12,7 +12,7 @@ from protos.tailor.v1 import campaign_pb2 as cpb
 from protos.tailor.v1 import campaign_pb2_grpc, messaging_pb2_grpc, profile_pb2_grpc
 from protos.tailor.v1 import messaging_pb2 as mpb
 from protos.tailor.v1 import profile_pb2 as ppb
-from server.security import tokens
+from tests.conftest import minted
 
 from .conftest import email_spec, relayed
 from .test_compose_deferred import deferred
@@ -24,9 +24,7 @@ ROLES = {"admin": ["admin"], "decider": ["decider"], "tracker": ["tracker"],
 
 @pytest.fixture
 def auth(tmp_path):
-    path = tmp_path / "auth.toml"
-    path.write_text("")
-    return path, {name: tokens.mint(path, name, roles) for name, roles in ROLES.items()}
+    return minted(tmp_path, ROLES)
 
 
 @pytest.fixture
