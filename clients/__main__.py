@@ -501,8 +501,11 @@ def _message(client: TailorClient, args) -> object:
     if args.action == "dead-letters":
         return {"letters": [dataclasses.asdict(d)
                             for d in client.dead_letters(args.limit, args.channel)]}
-    if args.action == "retry":
-        return client.retry_dead_letter(args.id)
+    if args.action == "retry":  # not retried by the channel (`clients.retry`): a repeat is safe
+        with _in_doubt(lambda: "the letter may have been sent: run the command again (a letter "
+                       "that went is not sent twice: its repeat answers NOT_FOUND once it is "
+                       "dropped, FAILED_PRECONDITION while this retry still holds it)"):
+            return client.retry_dead_letter(args.id)
     if args.action == "compose":
         return client.compose_message(args.campaign, args.user,
                                       dict(_pair(kv) for kv in args.context or ()))

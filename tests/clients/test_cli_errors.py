@@ -126,6 +126,21 @@ def test_a_server_that_never_answers_is_named_with_the_deadline():
                     "within --timeout 1 s)")
 
 
+def test_a_dead_letter_retry_whose_answer_never_came_says_a_repeat_is_safe():
+    """RetryDeadLetter is not retried by the channel; one that ended without its answer said
+    only the status, the letter perhaps sent: the line says so and that a repeat cannot send
+    it twice (the letter is claimed, then dropped)."""
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        target = f"127.0.0.1:{silent.getsockname()[1]}"
+        line = cli("message", "retry", "--id", "dl-1", "--server", target, "--timeout", "1",
+                   expect=1)
+    assert line == (f"error: DEADLINE_EXCEEDED: Deadline Exceeded (no answer from {target} "
+                    "within --timeout 1 s); the letter may have been sent: run the command "
+                    "again (a letter that went is not sent twice: its repeat answers NOT_FOUND "
+                    "once it is dropped, FAILED_PRECONDITION while this retry still holds it)")
+
+
 def test_a_preview_attribute_without_its_value_is_a_usage_error():
     """`message preview --attribute first_name` (no `=`) went to the server as first_name="",
     rendered as an empty name with nothing said; now refused before any call."""
