@@ -228,8 +228,8 @@ class Profiles:
         result, valid = TrackResult(), []
         for i, ev in enumerate(events):
             problem = check_event(ev, self.rules, now)
-            if problem:
-                result.rejected.append((offset + i, ev.event_id, problem))
+            if problem:  # an over-long id (one reason) is echoed cut: the index names it
+                result.rejected.append((offset + i, ev.event_id[:self.limits.id_bytes], problem))
             else:
                 valid.append(ev)
         landing = None

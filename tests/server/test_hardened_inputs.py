@@ -342,6 +342,17 @@ async def test_track_events_rejects_out_of_bound_values_and_control_characters(p
     assert len(reply.rejected[0].reason) < 200
 
 
+async def test_track_events_echoes_an_over_long_rejected_id_cut(profiles):
+    """A rejected event's id came back whole: a megabyte id, a megabyte answer per event."""
+    n = next(_unique)
+    long_id = f"e-long-{n}-" + "x" * MB
+    reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
+        event_id=long_id, user_id=f"tu-{n}", type="view", item_id="i1",
+        timestamp=time.time() - 5)]))
+    assert reply.accepted == 0 and [r.index for r in reply.rejected] == [0], reply.rejected[0].reason
+    assert reply.rejected[0].event_id == long_id[:128]
+
+
 async def test_track_events_keeps_ordinary_values(profiles):
     reply = await profiles.TrackEvents(ppb.TrackEventsRequest(events=[ppb.Event(
         event_id="p1", user_id="tu2", type="purchase", item_id="i1", value=129.99,
