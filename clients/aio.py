@@ -17,7 +17,14 @@ from protos.tailor.v1 import profile_pb2 as prof_pb
 from protos.tailor.v1 import profile_pb2_grpc as prof_grpc
 from protos.tailor.v1 import recommendation_pb2_grpc as rec_grpc
 
-from .client import Recommendations, TailorClient, TailorError, event_from_dict, new_request_id
+from .client import (
+    Recommendations,
+    TailorClient,
+    TailorError,
+    event_from_dict,
+    named_request,
+    new_request_id,
+)
 from .profile_results import Profile
 from .results import Choice, Reward, TrackResult
 from .retry import RetryPolicy, channel_options
@@ -53,9 +60,9 @@ class AsyncTailorClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, fn, request, timeout: float | None):
+    async def _call(self, fn, request, timeout: float | None, metadata=None):
         try:
-            return await fn(request, timeout=timeout or self.timeout)
+            return await fn(request, timeout=timeout or self.timeout, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             raise TailorError(err.code(), err.details() or "") from None
 
@@ -64,7 +71,8 @@ class AsyncTailorClient:
                         context: dict[str, str] | None = None,
                         timeout: float | None = None) -> Recommendations:
         req = TailorClient._request(user_id, k, channel, categories, exclude, context)
-        return Recommendations.from_pb(await self._call(self._rec.Recommend, req, timeout))
+        return Recommendations.from_pb(await self._call(self._rec.Recommend, req, timeout,
+                                                        named_request()))
 
     async def track_batch(self, events: Sequence[dict], timeout: float | None = None) -> TrackResult:
         req = prof_pb.TrackEventsRequest(events=[event_from_dict(e) for e in events])

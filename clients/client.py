@@ -112,6 +112,13 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def named_request() -> tuple[tuple[str, str]]:
+    """Metadata naming a Recommend or RecommendBatch call (`x-request-id`, a new id): gRPC's
+    retries resend it, so the server logs one impression for the answer, not one an attempt
+    (docs/impressions.md, "Retries")."""
+    return (("x-request-id", new_request_id()),)
+
+
 def bundle_files(bundle_dir: str | Path) -> list[Path]:
     """The files a push of `bundle_dir` sends: manifest.json and the files its `files` lists
     that are there (the server says what is missing). Anything else beside them (a desktop's
@@ -187,7 +194,8 @@ class TailorClient:
                   exclude: Sequence[str] = (), context: dict[str, str] | None = None,
                   timeout: float | None = None) -> Recommendations:
         req = self._request(user_id, k, channel, categories, exclude, context)
-        return Recommendations.from_pb(self._call(self._rec.Recommend, req, timeout))
+        return Recommendations.from_pb(self._call(self._rec.Recommend, req, timeout,
+                                                  named_request()))
 
     def recommend_batch(self, requests: Sequence[dict], timeout: float | None = None, *,
                         partial: bool = False) -> list[Recommendations]:
@@ -196,7 +204,7 @@ class TailorClient:
         failing the call (`RecommendBatchRequest.partial`)."""
         req = rec_pb.RecommendBatchRequest(requests=[self._request(**r) for r in requests],
                                            partial=partial)
-        reply = self._call(self._rec.RecommendBatch, req, timeout)
+        reply = self._call(self._rec.RecommendBatch, req, timeout, named_request())
         return [Recommendations.from_pb(r) for r in reply.responses]
 
     # -- model admin ---------------------------------------------------------------------

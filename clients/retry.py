@@ -7,7 +7,9 @@ answer, a relay down when a message was handed over) is retried. The decision ca
 server answers the decision logged for it (`server.campaigns.requests`; with `deliver`, the
 first call's delivery outcome, without sending again: `server.messages.once`); SendCampaign's
 `request_id` names its job, so a retry is answered that job's progress; TrackEvents' event ids
-dedupe the same way. Not retried: streaming calls from the client (PushBundle,
+dedupe the same way, and Recommend's `x-request-id` (the clients send a new one a call) makes a
+retried answer showing the same items one impression, not two (`server.impressions.repeats`).
+Not retried: streaming calls from the client (PushBundle,
 TrackEventStream, AttributeStream, PlanCampaign: gRPC could replay only the first 256 KiB it
 buffers, and a plan answered in part is already logged), RetryDeadLetter, which sends with
 no key to dedupe it (answered UNAVAILABLE after its attempts, with the relay down, a retry

@@ -500,6 +500,13 @@ class Settings(BaseSettings):
     are busy, serving gets them before the log's writes (nobody waits for those; a group that
     waits grows). Above 0 the writer also runs under `SCHED_BATCH`, so its wake-ups do not
     preempt serving. 0: the same priority and policy as serving."""
+    impression_repeat_seconds: float = Field(120.0, ge=0.0, le=86400.0)
+    """How long a caller's `x-request-id` on a Recommend or RecommendBatch is remembered by
+    the impression log: an answer showing the same user the same items (same order, channel
+    and context) under an id remembered within this time is a repeat (a client's retry of a
+    call whose answer was lost) and is not logged or counted again, whichever worker answers
+    it. Ids the server draws are never repeated and not remembered. Each id costs the log
+    ~120 bytes for one to two windows; 0: every answer is logged."""
     impression_buffer_max: int = Field(100_000, ge=1)
     """Most impressions a worker buffers while its writes lag (the store full or slow); past it
     new ones are dropped and counted (`tailor_impressions_dropped`), never waited for."""

@@ -294,7 +294,8 @@ class EventRecorder(Protocol):
 class ImpressionSink(Protocol):
     """Where the Recommend path records its answers (the impression log)."""
 
-    def record(self, request_id: str, query: RecQuery, result: RecResult, at: float = 0.0
-               ) -> None:
+    def record(self, request_id: str, query: RecQuery, result: RecResult, at: float = 0.0,
+               given: bool = False) -> None:
         """Take the answer (dated `at`; 0: now) for later writing; must cost the serving path
-        next to nothing (no I/O, no hashing) and never raise."""
+        next to nothing (no I/O, no hashing) and never raise. `given`: the caller named the
+        request (`x-request-id`): a repeat of the same answer under it is not logged again."""

@@ -41,6 +41,8 @@ class Batch(NamedTuple):
     """float32[m, k]."""
     cold: np.ndarray
     """bool[m] cold-start flags."""
+    given: np.ndarray | None = None
+    """bool[m]: the caller gave the request id (`repeats.Repeats`); None: none did."""
 
 
 class Single(NamedTuple):
@@ -56,17 +58,20 @@ class Single(NamedTuple):
     codes: np.ndarray
     scores: np.ndarray
     cold: bool
+    given: bool = False
 
 
 class Group(NamedTuple):
-    """One flush: its answers, the key their users are hashed under, and the keys of the
-    `erasure` keyring (to find tombstones; empty: no tombstone check)."""
+    """One flush: its answers, the key their users are hashed under, the keys of the
+    `erasure` keyring (to find tombstones; empty: no tombstone check) and how long callers'
+    request ids are remembered (`repeats.Repeats`; 0: not at all)."""
 
     kid: str
     key: bytes
     erasure_keys: tuple[tuple[str, bytes], ...]
     batches: list[Batch]
     singles: list[Single]
+    repeat_seconds: float = 0.0
 
     @property
     def size(self) -> int:
@@ -75,17 +80,18 @@ class Group(NamedTuple):
 
 def group_of(answers: Sequence[tuple], bundles: dict[int, object],
              codes_of: Callable[[object], np.ndarray], kid: str, key: bytes,
-             erasure_keys: tuple[tuple[str, bytes], ...] = ()) -> Group:
+             erasure_keys: tuple[tuple[str, bytes], ...] = (), repeat_seconds: float = 0.0
+             ) -> Group:
     """The `Group` of buffered answers (`ImpressionLog.record`'s tuples), whose bundles
     `bundles` holds by id; `codes_of(bundle)`: the int64 codes of its items, in row order."""
-    ts, rids, uids, chans, ctxs, refs, rows, scores, cold = cols = tuple(zip(*answers))
+    ts, rids, uids, chans, ctxs, refs, rows, scores, cold, given = cols = tuple(zip(*answers))
     batches, singles = [], []
     for (ref, n, n_scores, context), idx in _parts(cols).items():
         bundle = bundles[ref]
         if context or n != n_scores:
             codes = codes_of(bundle)
             singles += [Single(ts[i], rids[i], uids[i], chans[i], ctxs[i], bundle.version,
-                               codes[rows[i]], scores[i], cold[i]) for i in idx]
+                               codes[rows[i]], scores[i], cold[i], given[i]) for i in idx]
             continue
         m = len(idx or ts)
         batches.append(Batch(
@@ -93,14 +99,14 @@ def group_of(answers: Sequence[tuple], bundles: dict[int, object],
             _joined(_pick(uids, idx)), _joined(_pick(chans, idx)),
             codes_of(bundle)[np.concatenate(_pick(rows, idx)).reshape(m, n)],
             np.concatenate(_pick(scores, idx)).astype(np.float32, copy=False).reshape(m, n),
-            np.array(_pick(cold, idx), bool)))
-    return Group(kid, key, erasure_keys, batches, singles)
+            np.array(_pick(cold, idx), bool), np.array(_pick(given, idx), bool)))
+    return Group(kid, key, erasure_keys, batches, singles, repeat_seconds)
 
 
 def _parts(cols: tuple) -> dict[tuple, list[int] | None]:
     """{(bundle id, rows, scores, has context): answer indexes (None: all of them)}: one look
     at each column when every answer is of one kind, the usual case."""
-    _, _, _, _, ctxs, refs, rows, scores, _ = cols
+    _, _, _, _, ctxs, refs, rows, scores, _, _ = cols
     lengths = set(map(len, rows)) | set(map(len, scores))
     if len(lengths) == 1 and len(refs_set := set(refs)) == 1 and not any(ctxs):
         return {(refs_set.pop(), lengths.pop(), len(scores[0]), False): None}

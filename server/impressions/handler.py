@@ -53,7 +53,8 @@ class Impressions:
                                  flush_records=settings.impression_flush_records,
                                  buffer_max=settings.impression_buffer_max, erasure=erasure,
                                  writer_nice=settings.impression_writer_nice,
-                                 pii=PiiPolicy(settings.pii_keys))
+                                 pii=PiiPolicy(settings.pii_keys),
+                                 repeat_seconds=settings.impression_repeat_seconds)
         self.join = ImpressionJoin(self.log, settings.attribution_window_seconds,
                                    retry_s=join_retry_seconds(settings),
                                    most=settings.limits.join_impressions)

@@ -55,17 +55,18 @@ class ImpressionLog:
     def __init__(self, store: Store, ring: Keyring, *, flush_seconds: float = 0.5,
                  flush_records: int = 2048, buffer_max: int = 100_000,
                  erasure: Keyring | None = None, writer_nice: int = 0,
-                 pii: PiiPolicy | None = None):
+                 pii: PiiPolicy | None = None, repeat_seconds: float = 0.0):
         """`ring`: the `user-id` keyring impressions are filed under; `erasure`: the keyring of
         the tombstones (None: no tombstone check), so the impressions a user was shown before
         their erasure are never written; `writer_nice`: the writer process's added niceness;
         `pii`: the PII keys (`Settings.pii_keys`) whose context values are masked before they
-        are buffered (None: none)."""
+        are buffered (None: none); `repeat_seconds`: how long a caller's request id is
+        remembered, so that a repeat of its answer is not logged twice (`repeats.Repeats`)."""
         self.store, self.ring, self.pii = store, ring, pii
         self.erasure_keys = erasure.keys if erasure is not None else ()
         self.flush_seconds, self.flush_records, self.buffer_max = (flush_seconds, flush_records,
                                                                    buffer_max)
-        self.writer_nice = writer_nice
+        self.writer_nice, self.repeat_seconds = writer_nice, repeat_seconds
         self._t = store.table("impressions")
         self._buf: list[tuple] = []
         """Answers waiting to be written; appended and taken on the event loop only."""
@@ -81,9 +82,11 @@ class ImpressionLog:
         """Groups sent to the writer process and not answered yet."""
 
     # -- the serving path ----------------------------------------------------------------------
-    def record(self, request_id: str, query, result, at: float = 0.0) -> None:
+    def record(self, request_id: str, query, result, at: float = 0.0, given: bool = False
+               ) -> None:
         """Buffer one answer (`RecQuery`, `RecResult`) of request `request_id` (on the loop),
-        dated `at` (0: now; a message's, when its `recommend()` asked)."""
+        dated `at` (0: now; a message's, when its `recommend()` asked); `given`: the caller
+        named the request (`x-request-id`), so a retry may repeat it (`repeats.Repeats`)."""
         buf = self._buf
         if len(buf) >= self.buffer_max:
             metrics.IMPRESSIONS_DROPPED.inc()
@@ -94,7 +97,7 @@ class ImpressionLog:
         if context:  # flat: CPython untracks a tuple of tuples a collection later than its pairs
             context = tuple(chain.from_iterable(self._masked(context)))
         buf.append((at or time.time(), request_id, query.user_id, query.channel, context,
-                    ref, result.rows, result.scores, result.cold_start))
+                    ref, result.rows, result.scores, result.cold_start, given))
         if len(buf) == self.flush_records and self._wake is not None:
             self._wake.set()
 
@@ -136,7 +139,7 @@ class ImpressionLog:
         answers, self._buf = self._buf, []
         bundles, self._bundles = self._bundles, {}
         return group_of(answers, bundles, _item_codes, self.ring.kid, self.ring.key,
-                        self.erasure_keys)
+                        self.erasure_keys, self.repeat_seconds)
 
     async def flushed(self) -> int:
         """Write every buffered impression; return, once it and every group sent before it are
@@ -228,7 +231,8 @@ class ImpressionLog:
     def drop_before(self, cutoff: float, batch: int = 10_000) -> int:
         """Retention: delete impressions shown before `cutoff`, and the buckets of showing time
         that ended before it (keys only are read; the counters, whose keys start with the
-        separator, stay), walked in read snapshots of `batch` keys, each one's picks deleted in
+        separator, stay; the callers' request ids of `repeats` older than the cutoff go too),
+        walked in read snapshots of `batch` keys, each one's picks deleted in
         one short write transaction (`store.sweep`). Returns how many impressions went."""
         cut, table = keys.millis(cutoff), self._t
         bucket_cut = int(cutoff) - keys.IMPRESSION_BUCKET_SECONDS
@@ -236,6 +240,9 @@ class ImpressionLog:
         def expired(txn, key: bytes) -> bytes | None:
             if key.startswith(keys.IMPRESSION_BUCKET_PREFIX):
                 return key if int(key.rsplit(keys.SEP, 1)[1]) < bucket_cut else None
+            if key.startswith(keys.REQUEST_PREFIX):  # callers' ids left once new ones stopped
+                start = len(keys.REQUEST_PREFIX)
+                return key if int(key[start:start + keys.MS_DIGITS]) < cut else None
             return key if not key.startswith(keys.SEP) and keys.impression_ms(key) < cut else None
 
         def drop(txn, doomed: list[bytes]) -> int:  # impressions, not buckets, are counted

@@ -32,7 +32,7 @@ from ..profiles.schema import CHANNELS
 
 __all__ = ["HEAD", "CHANNEL_CODES", "UNKNOWN_POSITION", "POSITIONS", "C", "N_COUNTERS",
            "CLICK", "CART", "PURCHASE", "Impression", "encode", "decode", "with_outcome",
-           "new_counters", "ITEM_BITS", "head_of", "encode_many"]
+           "new_counters", "ITEM_BITS", "head_of", "encode_many", "shown_part"]
 
 HEAD = struct.Struct("<dBBHhHHHdHHI")
 CHANNEL_CODES = ("", *CHANNELS)
@@ -159,6 +159,14 @@ def head_of(raw: bytes) -> tuple:
     items = np.frombuffer(raw, "<i8", n, pos + nv + nc)
     return (ts, raw[pos:pos + nv].decode(), CHANNEL_CODES[ch], items, first, clicks, carts, buys,
             revenue)
+
+
+def shown_part(raw: bytes) -> bytes:
+    """Channel, context and item codes of an impression (what its answer showed, and where),
+    as stored."""
+    n, nv, nc = HEAD.unpack_from(raw)[3], *HEAD.unpack_from(raw)[9:11]
+    pos = HEAD.size + nv
+    return raw[9:10] + raw[pos:pos + nc + 8 * n]
 
 
 def new_counters() -> np.ndarray:

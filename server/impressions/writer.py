@@ -9,7 +9,9 @@ each impression under its user's keyed hash (`store.keys.impression_key`, the ha
 (`records.C`), so GetModelStats always agrees with the log, and the (impressions, clicked)
 of each (model version, 10 s of showing time) bucket (`keys.impression_bucket_key`: the
 canary guardrail counts the impressions whose click window has passed, with their clicks).
-Every answer shown counts; only the impressions of erased users are left unwritten.
+Every answer shown counts; only the impressions of erased users are left unwritten, and a
+repeat of an answer under the caller's request id (a retry: `repeats.Repeats`) is neither
+written nor counted.
 
 Erasure: the tombstones are read inside the write transaction (the latest erasure's note and,
 for a group holding answers shown before it, its users' tombstones by key: never the list).
@@ -37,7 +39,8 @@ from ..ids import RandomIds
 from ..profiles.tombstone_lookup import noted_latest, tombstones_of
 from ..store import Store, keys
 from .group import Group, split
-from .records import C, encode, encode_many, new_counters
+from .records import CHANNEL_CODES, HEAD, C, encode, encode_many, new_counters
+from .repeats import Repeats
 
 __all__ = ["ImpressionWriter", "add_buckets", "add_counters", "bucket_of", "forget_erased",
            "user_hash", "writer_functions"]
@@ -74,6 +77,7 @@ class ImpressionWriter:
         self._t, self._meta = store.table("impressions"), store.table("meta")
         self._tomb_count = -1
         """The `TOMBSTONE_COUNT` last read (the digest cache is emptied when it moves)."""
+        self._repeats = Repeats(self._t)
 
     def write(self, groups: Sequence[Group]) -> list[int]:
         """Write `groups` in one transaction; how many impressions of each were written."""
@@ -83,24 +87,42 @@ class ImpressionWriter:
         def fn(txn):
             until, kids = self._tombstones(txn)
             items, written = [], []
-            for g, (ks, vs, users, ts) in zip(groups, encoded):
-                erased = self._erased(txn, users, g.erasure_keys, kids) \
-                    if ts and min(ts) <= until else {}
-                kept = [kv for kv, u, t in zip(zip(ks, vs), users, ts)
-                        if t > erased.get(u, -1.0)] if erased else list(zip(ks, vs))
+            counted = {k: v.copy() for k, v in counts.items()}  # fn may run again
+            shown = {k: v.copy() for k, v in buckets.items()}
+            for g, enc in zip(groups, encoded):
+                kept = self._kept(txn, g, enc, until, kids, counted, shown)
                 items += kept
                 written.append(len(kept))
             _put_apart(self._t, txn, items)
-            add_counters(self._t, txn, counts)
-            add_buckets(self._t, txn, buckets)
+            add_counters(self._t, txn, counted)
+            add_buckets(self._t, txn, shown)
             return written
         return self.store.write(fn)
 
-    def _encoded(self, g: Group) -> tuple[list[bytes], list[bytes], list[str], list[float]]:
-        """Keys, values, user ids and times of a group's impressions (each user hashed once)."""
-        values, users, ts, rids = [], [], [], []
+    def _kept(self, txn, g: Group, encoded: tuple, until: float, kids: set[str] | None,
+              counted: dict[bytes, np.ndarray], shown: dict[bytes, np.ndarray]
+              ) -> list[tuple[bytes, bytes]]:
+        """(key, value) of the impressions of `g` to write: not of a user erased after it was
+        shown, nor a repeat of an answer logged under the caller's request id (`Repeats`;
+        taken out of `counted` and `shown`, the counters and buckets to add)."""
+        ks, vs, users, ts, given = encoded
+        erased = self._erased(txn, users, g.erasure_keys, kids) if ts and min(ts) <= until else {}
+        if not erased and not (g.repeat_seconds and any(given)):
+            return list(zip(ks, vs))
+        rows = [i for i in range(len(ks)) if ts[i] > erased.get(users[i], -1.0)]
+        if g.repeat_seconds:
+            rows = [i for i in rows if not (given[i] and self._repeats.seen(
+                txn, ks[i], vs[i], ts[i], g.repeat_seconds) and _uncount(vs[i], counted, shown))]
+        return [(ks[i], vs[i]) for i in rows]
+
+    def _encoded(self, g: Group) -> tuple[list[bytes], list[bytes], list[str], list[float],
+                                          list[bool]]:
+        """Keys, values, user ids, times and whether the caller gave the request id, of a
+        group's impressions (each user hashed once)."""
+        values, users, ts, rids, given = [], [], [], [], []
         for b in g.batches:
             m = len(b.ts)
+            given += [False] * m if b.given is None else b.given.tolist()
             values += encode_many(b.ts, b.version, split(b.channels, m), b.codes, b.scores,
                                   b.cold)
             users += split(b.user_ids, m)
@@ -112,10 +134,11 @@ class ImpressionWriter:
             users.append(s.user_id)
             ts.append(s.ts)
             rids.append(s.request_id)
+            given.append(s.given)
         prefixes = {u: keys.impression_user_prefix(g.kid, user_hash(g.key, u)) for u in set(users)}
         keys_out = keys.impression_keys([prefixes[u] for u in users], ts,
                                         [r or _new_id() for r in rids])
-        return keys_out, values, users, ts
+        return keys_out, values, users, ts, given
 
     @staticmethod
     def _counted(groups: Sequence[Group]) -> dict[bytes, np.ndarray]:
@@ -166,6 +189,20 @@ class ImpressionWriter:
         return {uid: hit[1]["at"] for uid, hit in
                 zip(users, tombstones_of(self._meta, txn, users, ring, _cached_digest))
                 if hit is not None}
+
+
+def _uncount(value: bytes, counted: dict[bytes, np.ndarray], shown: dict[bytes, np.ndarray]
+             ) -> bool:
+    """Take the impression `value` out of the counters and buckets to add (it is not written);
+    True."""
+    ts, flags, channel = HEAD.unpack_from(value)[:3]
+    nv = HEAD.unpack_from(value)[9]
+    version = value[HEAD.size:HEAD.size + nv].decode()
+    delta = counted[keys.impression_count_key(version, CHANNEL_CODES[channel])]
+    delta[C.IMPRESSIONS] -= 1
+    delta[C.COLD_START] -= flags & 1
+    shown[bucket_of(version, ts)][0] -= 1
+    return True
 
 
 def _put_apart(table, txn, items: list[tuple[bytes, bytes]]) -> None:

@@ -250,12 +250,12 @@ class Recommender:
             gone = set()
         return {i for i, r in rows.items() if r is None or r in gone}
 
-    def record(self, request_id: str, query: RecQuery, result: RecResult, at: float = 0.0
-               ) -> None:
+    def record(self, request_id: str, query: RecQuery, result: RecResult, at: float = 0.0,
+               given: bool = False) -> None:
         """Log `result` as request `request_id`'s impression (the impression log, if on),
-        dated `at` (0: now)."""
+        dated `at` (0: now); `given`: the caller named the request (a retry may repeat it)."""
         if self.impressions is not None:
-            self.impressions.record(request_id, query, result, at)
+            self.impressions.record(request_id, query, result, at, given)
 
     async def _on_loop(self, query: RecQuery, read: tuple | None = None) -> RecResult:
         if self._loop_ready != threading.get_ident():  # FAISS's OpenMP threads, as a batch thread's
@@ -345,12 +345,12 @@ class Recommender:
         return results
 
     def record_many(self, queries: Sequence[RecQuery], request_ids: Sequence[str],
-                    results: Sequence[RecResult | TailorError]) -> None:
+                    results: Sequence[RecResult | TailorError], given: bool = False) -> None:
         """`record` each answer of `recommend_many` (not its entries' errors)."""
         if self.impressions is not None:
             for q, rid, res in zip(queries, request_ids or [""] * len(queries), results):
                 if not isinstance(res, TailorError):
-                    self.impressions.record(rid, q, res)
+                    self.impressions.record(rid, q, res, 0.0, given)
 
     def check_answer(self, size: int, field: str) -> None:
         """Refuse an answer of `size` serialized bytes that cannot be sent as one message

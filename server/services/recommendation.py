@@ -10,6 +10,7 @@ from ..config import Settings
 from ..errors import InvalidArgument, TailorError, detail, grpc_errors
 from ..logging import current_call
 from ..recommend import Recommender, RecQuery, RecResult
+from ..rpc import REQUEST_ID_KEY
 from .recommend_wire import batch_bytes, response_bytes
 
 __all__ = ["RecommendationServicer", "RecommendConverter"]
@@ -55,17 +56,17 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
     @grpc_errors
     async def Recommend(self, request: pb.RecommendRequest, context) -> bytes:
         _check_size(request, self.settings.limits.request_bytes)
-        request_id, query = _request_id(), RecommendConverter.to_query(request)
+        (request_id, given), query = _request_id(context), RecommendConverter.to_query(request)
         result = await self.recommender.recommend(query, request_id, record=False)
         body = response_bytes(result, request_id)
         self.recommender.check_answer(len(body), "k")  # recorded only once it can be sent
-        self.recommender.record(request_id, query, result)
+        self.recommender.record(request_id, query, result, given=given)
         return body
 
     @grpc_errors
     async def RecommendBatch(self, request: pb.RecommendBatchRequest, context) -> bytes:
         _check_size(request, self.settings.limits.batch_request_bytes)
-        call_id = _request_id()
+        call_id, given = _request_id(context)
         ids = [f"{call_id}.{i}" for i in range(len(request.requests))]
         queries = [RecommendConverter.to_query(r) for r in request.requests]
         results = await self.recommender.recommend_many(queries, ids, request.partial, record=False)
@@ -77,14 +78,18 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
                             if isinstance(r, TailorError) else response_bytes(r, rid)
                             for r, rid in zip(results, ids)])
         self.recommender.check_answer(len(body), "requests[].k")  # recorded once it can be sent
-        self.recommender.record_many(queries, ids, results)
+        self.recommender.record_many(queries, ids, results, given)
         return body
 
 
-def _request_id() -> str:
-    """The call's request id (`x-request-id`, also in the trailing metadata)."""
+def _request_id(context) -> tuple[str, bool]:
+    """The call's request id (`x-request-id`, also in the trailing metadata), and whether the
+    caller gave it (a retry of the call then repeats it) rather than the server drawing it."""
     call = current_call()
-    return call.request_id if call else ""
+    if call is None:
+        return "", False
+    rid = call.request_id
+    return rid, any(k == REQUEST_ID_KEY and v == rid for k, v in context.invocation_metadata() or ())
 
 
 def _check_size(request, limit: int) -> None:

@@ -48,6 +48,7 @@ prefix ever matches them.
     impressions <kid>␟<user hash>␟<ms>␟<request id>  impression       impression_key
     impressions ␟count␟<version>␟<channel>      online counters      impression_count_key
     impressions ␟shown␟<version>␟<12-digit s>   shown, clicked in 10 s  impression_bucket_key
+    impressions ␟i␟<bucket ms><digest>          a caller's id answered  request_key (impressions.repeats)
     datakeys   <user>                           wrapped data key     (server.store.datakeys)
     sends      d␟<letter id: ms.hex>            a dead letter        dead_letter_key
     outbox     <ms>␟<batch>␟<listener>          events keys to apply outbox_key

@@ -288,6 +288,11 @@ KINDS: tuple[RecordKind, ...] = (
                lambda k: k.startswith(K.IMPRESSION_BUCKET_PREFIX),
                "packed float64 (impressions, impressions with a click) of one model version "
                "shown in one 10 s bucket (impressions.records; the canary's matured CTR)"),
+    RecordKind("impression_request", "impressions", 1,
+               lambda k: k.startswith(K.REQUEST_PREFIX),
+               "JSON {d, t, r} naming an answer logged under a caller's request id (digest of "
+               "user hash, id and items shown) in the bucket of its time, as decision request "
+               "ids are (impressions.repeats, campaigns.requests)"),
     # Encryption at rest (store.datakeys, store.rekey). With it on, every per-user record of
     # keys.USER_TABLES above is sealed as a whole (store.sealed: version, nonce, AES-GCM).
     RecordKind("data_key", "datakeys", 1, _any,

@@ -115,6 +115,39 @@ def test_the_writer_reads_tombstones_in_its_transaction(tmp_path):
     store.close()
 
 
+def test_a_repeat_under_a_callers_request_id_is_written_once_within_the_window(tmp_path):
+    """Hand-made groups: the caller's id "r" answered twice alike (in one group, then in a
+    later one, as another worker's), once with other items; a server-drawn id alike; the
+    window passed; retention drops the remembered ids."""
+    store = Store(tmp_path / "store", sync=False)
+    ring = Keyring.generate("user-id")
+    writer, table = ImpressionWriter(store), store.table("impressions")
+
+    def group(ts, request_ids, given, rows=((1, 2), (1, 2), (3, 4))):
+        m = len(ts)
+        return Group(ring.kid, ring.key, (), [Batch(
+            "v1", np.array(ts, np.float64), request_ids, ["x"] * m, ["web"] * m,
+            np.array(rows[:m], np.int64), np.ones((m, 2), np.float32),
+            np.array([True] * m), np.array(given))], [], repeat_seconds=60.0)
+    assert writer.write([group([1000.0, 1000.5, 1001.0], ["r", "r", "r"], [True] * 3)]) == [2]
+    assert writer.write([group([1030.0, 1031.0], ["r", "s"], [True, False])]) == [1]
+    assert writer.write([group([1031.5], ["s"], [False])]) == [1]  # drawn ids: not looked up
+    assert writer.write([group([1070.5], ["r"], [True])]) == [1]  # 70 s after: a new showing
+    with store.read() as txn:
+        prefix = keys.impression_user_prefix(ring.kid, user_hash(ring.key, "x"))
+        logged = [k.rsplit(b"\x1f", 1)[1] for k, _ in table.scan_prefix(txn, prefix)]
+        web = np.frombuffer(table.get(txn, keys.impression_count_key("v1", "web")), np.float64)
+        shown = sum(np.frombuffer(v, np.float64)[0]
+                    for _, v in table.scan_prefix(txn, keys.IMPRESSION_BUCKET_PREFIX))
+    assert logged == [b"r", b"r", b"s", b"s", b"r"]
+    assert (web[C.IMPRESSIONS], web[C.COLD_START], shown) == (5, 5, 5)
+    from server.impressions.log import ImpressionLog
+    ImpressionLog(store, ring).drop_before(2000.0)
+    with store.read() as txn:
+        assert table.scan_prefix(txn, keys.REQUEST_PREFIX) == []
+    store.close()
+
+
 class _Bundle:
     def __init__(self, version: str, items: int):
         self.version, self.items = version, {"item_ids": np.array([f"i{n}" for n in range(items)])}
@@ -130,7 +163,7 @@ def test_a_group_of_mixed_answers_is_written_as_each_answer_alone_would_be(tmp_p
     codes = {id(x): np.array([item_code(str(i)) for i in x.items["item_ids"]]) for x in (a, b)}
     rows = [np.array(r) for r in ([1, 2, 3], [4, 5, 6], [7, 8], [9, 10, 11], [3, 2, 1], [0, 1])]
     answers = [(100.0 + i, f"r{i}", user, "web" if i % 2 else "email", ctx, id(bundle), r,
-                np.linspace(1, 0, n_scores, dtype=np.float32), i == 4)
+                np.linspace(1, 0, n_scores, dtype=np.float32), i == 4, False)
                for i, (user, ctx, bundle, r, n_scores) in enumerate([
                    ("u1", (), a, rows[0], 3), ("u2", (), a, rows[1], 3), ("u1", (), a, rows[2], 2),
                    ("u3", ("page", "home"), a, rows[3], 3), ("u\x1f4", (), b, rows[4], 3),
@@ -145,7 +178,7 @@ def test_a_group_of_mixed_answers_is_written_as_each_answer_alone_would_be(tmp_p
     assert ImpressionWriter(store).write([group]) == [6]
     with store.read() as txn:
         table = store.table("impressions")
-        for ts, rid, user, channel, ctx, ref, r, scores, cold in answers:
+        for ts, rid, user, channel, ctx, ref, r, scores, cold, _ in answers:
             prefix = keys.impression_user_prefix(ring.kid, user_hash(ring.key, user))
             bundle = a if ref == id(a) else b
             want = encode(ts, bundle.version, channel, zip(ctx[::2], ctx[1::2]), codes[ref][r],

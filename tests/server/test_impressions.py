@@ -491,3 +491,42 @@ async def test_clicks_join_answers_logged_before_the_user_id_key_was_rotated(tmp
         got = {k.rsplit(b"\x1f", 1)[1].decode(): decode(v) for k, v in found}
         assert (got[named.request_id].first_click, got[named.request_id].clicks) == (2, 1)
         assert got[unnamed.request_id].add_to_carts == 1
+
+
+async def stored_impressions(server, user):
+    """Every stored impression of `user`, oldest first (two may share a request id)."""
+    log = server.impressions.log
+    await log.flushed()
+    with log.store.read() as txn:
+        found = log.store.table("impressions").scan_prefix(txn, log.user_prefix(user))
+    from server.impressions.records import decode
+    return [(k.rsplit(b"\x1f", 1)[1].decode(), decode(v)) for k, v in found]
+
+
+async def test_a_retried_call_with_its_request_id_is_logged_once(tailor_server, stubs):
+    # A client (or gRPC's retry of UNAVAILABLE) repeats a call under the x-request-id of one
+    # whose answer it lost: the same answer shown once is one impression, not two.
+    rec, _, admin = stubs
+    meta = (("x-request-id", "retry-1"),)
+    ask = rpb.RecommendRequest(user_id="rt", k=5, channel="web", context={"page": "home"})
+    first = await rec.Recommend(ask, metadata=meta)
+    await tailor_server.impressions.log.flushed()  # committed apart, as by another worker
+    again = await rec.Recommend(ask, metadata=meta)
+    assert [i.item_id for i in again.items] == [i.item_id for i in first.items]
+    batch = rpb.RecommendBatchRequest(requests=[rpb.RecommendRequest(user_id="rt", k=3)])
+    await rec.RecommendBatch(batch, metadata=(("x-request-id", "retry-2"),))
+    await rec.RecommendBatch(batch, metadata=(("x-request-id", "retry-2"),))
+    logged = await stored_impressions(tailor_server, "rt")
+    assert [rid for rid, _ in logged] == ["retry-1", "retry-2.0"]
+    row = (await stats(admin, channel="web"))[(first.model_version, "web")]
+    assert row.impressions == 1
+    # another answer under the id (another widget of the page) and calls without an id count
+    await rec.Recommend(rpb.RecommendRequest(user_id="rt", k=4, channel="web"), metadata=meta)
+    await rec.Recommend(ask)
+    await rec.Recommend(ask)
+    assert len(await stored_impressions(tailor_server, "rt")) == 5
+    # the clients name each call, so that gRPC's retries of it are repeats
+    from clients.aio import AsyncTailorClient
+    async with AsyncTailorClient(f"127.0.0.1:{tailor_server.port}") as client:
+        named = [(await client.recommend("rt", 5)).request_id for _ in range(2)]
+    assert all(len(n) == 32 for n in named) and named[0] != named[1]
