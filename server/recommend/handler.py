@@ -135,6 +135,10 @@ class Recommender:
             self._check_excluded(q.exclude_item_ids, where)
         if q.categories:
             bundle = self.registry.active
+            if bundle is not None and len(q.categories) > len(bundle.category_code):
+                raise InvalidArgument(f"{where}categories", f"{len(q.categories)} entries, at "
+                                      f"most {len(bundle.category_code)} (the served bundle's "
+                                      "categories, each named once)")
             for name in q.categories:
                 if not name or (bundle is not None and name not in bundle.category_code):
                     known = ", ".join(sorted(bundle.category_code)[:20]) if bundle else ""

@@ -197,6 +197,8 @@ async def test_batch_answers_in_request_order(stub, users):
     ({"user_id": "u1", "k": 0}, "k"),
     ({"user_id": "u1", "k": 1001}, "k"),
     ({"user_id": "u1", "k": 5, "categories": ["no-such-category"]}, "categories"),
+    # more names than the bundle has categories: one is repeated (each was looked up, twice)
+    ({"user_id": "u1", "k": 5, "categories": ["books"] * 80_000}, "categories: 80000 entries"),
     ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x"] * 1001}, "exclude_item_ids"),
     ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x" * 129]}, "exclude_item_ids[0]: is 129 bytes"),
     ({"user_id": "u1", "k": 5, "exclude_item_ids": ["x", ""]}, "exclude_item_ids[1]: is empty"),
