@@ -330,7 +330,8 @@ class Limits(BaseModel):
     """Most items the catalog keeps updates for between trainings (RESOURCE_EXHAUSTED beyond;
     each worker rebuilds its served catalog from all of them on every update)."""
     item_text_chars: int = Field(2048, ge=16)
-    """Longest item title, URL or image URL in UpsertItems."""
+    """Longest item title, URL or image URL in UpsertItems; also the widest text column
+    (titles, links, category names) a bundle's items.npz may hold (refused at load past it)."""
 
 
 DEFAULT_LIMITS = Limits()

@@ -23,9 +23,11 @@ from kernels.content import ContentSpace
 from kernels.context import ARRAYS as CONTEXT_ARRAYS
 from kernels.context import CONTEXT_FEATURES, ContextTable
 
+from ..config import DEFAULT_LIMITS, Limits
 from ..errors import FailedPrecondition
 from ..store import tokens
 from ..validation import id_problem, link_problem, shown
+from .arrays import ArraysTooLarge, load_arrays, text_widths
 
 __all__ = ["Bundle", "BundleInvalid", "HASHED_IDS", "bundle_dirs", "ids_hashed", "ids_marker",
            "load_bundle", "read_manifest"]
@@ -190,13 +192,16 @@ def _check_files(path: Path, manifest: contract.Manifest) -> None:
         raise BundleInvalid(err.where, err.problem) from None
 
 
-def _load_arrays(path: Path, name: str, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _load_arrays(path: Path, name: str, keys: tuple[str, ...],
+                 limits: Limits) -> dict[str, np.ndarray]:
+    """The arrays of `name`, refused before any is decoded when one is past its bound
+    (`arrays.load_arrays`: text widths)."""
     try:
-        with np.load(path / name, allow_pickle=False) as npz:
-            missing = [k for k in keys if k not in npz.files]
-            if missing:
-                raise BundleInvalid(name, f"missing arrays {missing}")
-            return {k: npz[k] for k in npz.files}
+        return load_arrays(path / name, keys, text_widths(limits))
+    except KeyError as err:
+        raise BundleInvalid(name, f"missing arrays {err.args[0]}") from None
+    except ArraysTooLarge as err:
+        raise BundleInvalid(name, str(err)) from None
     except (ValueError, OSError) as err:
         raise BundleInvalid(name, f"unreadable ({err})") from None
 
@@ -314,12 +319,12 @@ def _check_seen(users: dict, n_items: int) -> None:
 
 
 def _load_content(path: Path, manifest: contract.Manifest, n_categories: int,
-                  dim: int) -> ContentSpace | None:
+                  dim: int, limits: Limits) -> ContentSpace | None:
     """The optional content map (docs/bundle.md), checked against the catalog and dim."""
     name = manifest.content_file
     if name is None:
         return None
-    arrays = _load_arrays(path, name, CONTENT_ARRAYS)
+    arrays = _load_arrays(path, name, CONTENT_ARRAYS, limits)
     space = ContentSpace(arrays["vocabulary"].astype(str), arrays["idf"], arrays["price_edges"],
                          arrays["ridge"], arrays["bias"], n_categories)
     try:
@@ -331,8 +336,8 @@ def _load_content(path: Path, manifest: contract.Manifest, n_categories: int,
     return space
 
 
-def _load_context(path: Path, manifest: contract.Manifest,
-                  n_categories: int) -> ContextTable | None:
+def _load_context(path: Path, manifest: contract.Manifest, n_categories: int,
+                  limits: Limits) -> ContextTable | None:
     """The context tables (docs/bundle.md) when the ranker lists a context feature: refused
     without them or when they do not fit the catalog's categories."""
     used = [f for f in manifest.ranker_features if f in CONTEXT_FEATURES]
@@ -341,7 +346,7 @@ def _load_context(path: Path, manifest: contract.Manifest,
     if manifest.context_file is None:
         raise BundleInvalid("manifest.json: context", f"the ranker reads {used} but the "
                             "manifest names no context file")
-    arrays = _load_arrays(path, manifest.context_file, CONTEXT_ARRAYS)
+    arrays = _load_arrays(path, manifest.context_file, CONTEXT_ARRAYS, limits)
     table = ContextTable(*(arrays[k] for k in CONTEXT_ARRAYS))
     try:
         table.check(n_categories)
@@ -507,21 +512,23 @@ def _check_item_ids(ids: np.ndarray, id_bytes: int) -> None:
 
 
 def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = True,
-                id_bytes: int | None = None) -> Bundle:
+                limits: Limits | None = None) -> Bundle:
     """Load and fully validate the bundle at `path`; raise BundleInvalid naming the failed check.
-    `id_bytes`: the longest item id the API takes (None: not checked)."""
+    `limits`: the server's (item ids the API takes, text widths); None: the
+    defaults, item ids not checked one by one."""
     path = Path(path)
     started = time.perf_counter()
     manifest = read_manifest(path)
     if verify_checksums:
         _check_files(path, manifest)
     dim, hist_len = manifest.dim, manifest.history_len
-    items = _load_arrays(path, "items.npz", ITEM_ARRAYS)
-    users = _load_arrays(path, "users.npz", USER_ARRAYS)
+    bounds = limits or DEFAULT_LIMITS
+    items = _load_arrays(path, "items.npz", ITEM_ARRAYS, bounds)
+    users = _load_arrays(path, "users.npz", USER_ARRAYS, bounds)
     n_items = len(items["item_ids"])
     _check_arrays(items, users, n_items)
-    if id_bytes is not None:
-        _check_item_ids(items["item_ids"], id_bytes)
+    if limits is not None:
+        _check_item_ids(items["item_ids"], limits.id_bytes)
     _check_id_key(manifest)
     _check_hashed_ids(users, manifest)
     index = _load_index(path, manifest, n_items, dim)
@@ -536,8 +543,8 @@ def load_bundle(path: Path | str, threads: int = 1, verify_checksums: bool = Tru
     if manifest.ranker_file:
         ranker = _session(path, manifest.ranker_file, threads)
         _check_ranker(ranker, manifest.ranker_file, manifest.ranker_features)
-    content = _load_content(path, manifest, len(items["category_names"]), dim)
-    context = _load_context(path, manifest, len(items["category_names"]))
+    content = _load_content(path, manifest, len(items["category_names"]), dim, bounds)
+    context = _load_context(path, manifest, len(items["category_names"]), bounds)
     bundle = Bundle(version=manifest.version, path=path, manifest=manifest, items=items,
                     users=users, index=index, vectors=np.ascontiguousarray(vectors, np.float32),
                     encoder=encoder, ranker=ranker, content=content, context=context)

@@ -136,7 +136,7 @@ class ModelRegistry:
         they are not already (`pseudonyms`; blocking: run it in an executor)."""
         with locked_dir(self.bundles_dir, shared=True):  # no scrub rewrites it meanwhile
             bundle = load_bundle(path, self.settings.compute_threads if threads is None else threads,
-                                 id_bytes=self.settings.limits.id_bytes)
+                                 limits=self.settings.limits)
         for check in self._checks:
             check(bundle)
         return hash_bundle(bundle, self.bundles_dir)

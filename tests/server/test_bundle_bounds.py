@@ -1,0 +1,79 @@
+"""A pushed bundle's arrays are bounded before they are decoded: a small compressed .npz must
+not make every worker allocate gigabytes (real server, real push)."""
+import asyncio
+import hashlib
+import json
+import resource
+
+import grpc
+import numpy as np
+import pytest
+
+from clients import TailorClient, TailorError
+
+
+@pytest.fixture
+def client(tailor_server):
+    with TailorClient(f"127.0.0.1:{tailor_server.port}", timeout=60) as c:
+        yield c
+
+
+def _compressed(bundle, name: str, change, version: str) -> int:
+    """Apply `change(arrays)` to `name`, written compressed (as the server's own copy is), list
+    its sha256 under a new `version`; its size in bytes."""
+    with np.load(bundle / name, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    change(arrays)
+    np.savez_compressed(bundle / name, **arrays)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256((bundle / name).read_bytes()).hexdigest()
+    manifest["version"] = version
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return (bundle / name).stat().st_size
+
+
+def _widened(key: str, width: int):
+    def change(arrays):
+        column = arrays[key].astype(f"U{width}")
+        column[0] = "x" * width
+        arrays[key] = column
+    return change
+
+
+async def _refused(client, bundle, demo_manifest) -> TailorError:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TailorError) as err:
+        await asyncio.to_thread(client.push_bundle, bundle)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 100 << 10  # KiB: < 100 MB
+    status = await asyncio.to_thread(client.model_status)
+    assert status.active.version == demo_manifest["version"]
+    assert list(status.available_versions) == [demo_manifest["version"]]
+    return err.value
+
+
+@pytest.mark.parametrize("name, key, width", [
+    ("items.npz", "titles", 200_000),  # 480 MB decoded for 600 items, 0.5 MB on the wire
+    ("items.npz", "urls", 2049),
+    ("items.npz", "item_ids", 129),
+    ("items.npz", "category_names", 100_000),
+    ("users.npz", "user_ids", 100_000),
+])
+async def test_a_text_column_wider_than_the_api_takes_is_refused_before_it_is_decoded(
+        client, tailor_server, copy_bundle, demo_bundle, demo_manifest, name, key, width):
+    """Measured before the fix: items.npz with one 500,000-character title, 1.2 MB compressed,
+    took 8.2 s to load and grew the worker from 149 MB to 1.33 GB, then served (a title
+    UpsertItems would refuse past 2,048 characters)."""
+    bad = copy_bundle(demo_bundle)
+    _compressed(bad, name, _widened(key, width), f"wide-{key}")
+    err = await _refused(client, bad, demo_manifest)
+    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"{name}: {key}" in str(err) and f"{width} characters wide" in str(err)
+    assert "TAILOR_LIMITS__" in str(err)
+    assert not any(p.name.startswith(".") for p in tailor_server.settings.bundles_dir.iterdir())
+
+
+async def test_a_compressed_bundle_within_the_bounds_is_served(client, copy_bundle, second_bundle):
+    good = copy_bundle(second_bundle)
+    _compressed(good, "items.npz", _widened("titles", 2048), "compressed-and-wide")
+    status = await asyncio.to_thread(client.push_bundle, good)
+    assert status.active.version == "compressed-and-wide"
