@@ -40,6 +40,9 @@ OPTIONAL_ITEM_ARRAYS = ("images",)
 """Item arrays a bundle may lack (written since issue 16; messages show "" without them)."""
 USER_ARRAYS = ("user_ids", "indptr", "items", "weights")
 SEEN_ARRAYS = ("seen_indptr", "seen_items", "seen_mask", "seen_last_ts")
+VOID = b"0" * tokens.TOKEN_CHARS
+"""The hash of a scrubbed (erased) user's row (`scrub`): not hex HMAC output any id is expected
+to give; rows of many erased users hold it alike."""
 HASHED_IDS = "user_ids"
 """Manifest key of a bundle whose users.npz names users by `tokens.user_token` (the server's
 copy under the data dir, `server.models.pseudonyms`); training's bundles lack it."""
@@ -216,12 +219,14 @@ _KIND_WORDS = {_INTEGER: "integers", _NUMBER: "numbers", _TEXT: "text (str)"}
 _USER_KINDS = {"indptr": _INTEGER, "items": _INTEGER, "weights": _NUMBER,
                  "seen_indptr": _INTEGER, "seen_items": _INTEGER, "seen_mask": "iub",
                  "seen_last_ts": _NUMBER}
-_DISTINCT = ("item_ids", "category_names")
+_DISTINCT = ("item_ids", "category_names", "user_ids")
+"""Arrays naming each entry once: a user listed twice would be served one of the two histories
+(the later row), the other never. Erased users' rows (`VOID`) are not names."""
 
 
 def _check_kinds(name: str, arrays: dict, numbers: dict[str, str], known: tuple[str, ...]) -> None:
     """Every array the server reads is one column; numbers are of the kind training writes
-    (integer codes and rows, finite values); ids and category names are distinct."""
+    (integer codes and rows, finite values); ids and category names are distinct (`_DISTINCT`)."""
     for key in known:
         if key not in arrays:
             continue
@@ -234,7 +239,8 @@ def _check_kinds(name: str, arrays: dict, numbers: dict[str, str], known: tuple[
                                       f"{_KIND_WORDS.get(kinds, 'integers')}")
         if kinds == _NUMBER and not np.isfinite(array).all():
             raise BundleInvalid(name, f"{key} holds values that are not finite")
-        if key in _DISTINCT and len(np.unique(array)) != len(array):
+        named = array[array != VOID] if key == "user_ids" and array.dtype.kind == "S" else array
+        if key in _DISTINCT and len(np.unique(named)) != len(named):
             raise BundleInvalid(name, f"{key} lists a name more than once")
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..store import tokens
 from ..store.lock import locked_dir
-from .bundle import HASHED_IDS, BundleInvalid, bundle_dirs, ids_hashed, ids_marker, read_manifest
+from .bundle import HASHED_IDS, VOID, BundleInvalid, bundle_dirs, ids_hashed, ids_marker, read_manifest
 from .pseudonyms import _finish_interrupted, _swap_users
 from .staging import uploads_under_way
 
@@ -50,8 +50,6 @@ logger = logging.getLogger("tailor.models.scrub")
 
 QUEUE = ".erased"
 _TAKING = ".erased.taking"
-VOID = b"0" * tokens.TOKEN_CHARS
-"""The hash of a scrubbed row: not hex HMAC output any id is expected to give."""
 _CSR = (("indptr", ("items", "weights")),
         ("seen_indptr", ("seen_items", "seen_mask", "seen_last_ts")))
 

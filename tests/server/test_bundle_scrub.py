@@ -1,5 +1,6 @@
 """`server.models.scrub` on arrays written by hand: which entries go, which stay."""
 import numpy as np
+import pytest
 
 from server.models.scrub import QUEUE, VOID, ScrubQueue, _take_queue, scrub_users
 from server.store import tokens
@@ -40,3 +41,29 @@ def test_queue_is_taken_with_what_an_interrupted_scrub_left(tmp_path):
     assert not (tmp_path / QUEUE).exists()
     queue.erase_user(None, "u2")  # after the take: a new queue file
     assert (tmp_path / QUEUE).read_bytes() == tokens.user_token("u2") + b" 9.5\n"
+
+
+def test_a_stored_bundle_with_several_erased_users_still_loads(tmp_path, demo_bundle):
+    """Every erased user's row holds `VOID`: the load's check that users.npz names each user
+    once (a user listed twice is refused) counts none of them."""
+    import shutil
+
+    from server.models.bundle import BundleInvalid, load_bundle
+    from server.models.pseudonyms import hash_stored
+    from server.models.scrub import scrub_stored
+
+    stored = tmp_path / "bundles" / demo_bundle.name
+    shutil.copytree(demo_bundle, stored)
+    hash_stored(stored.parent)
+    queue = ScrubQueue(stored.parent, clock=lambda: 4e9)  # erased after the cutoff
+    for user in ("0", "1", "2"):
+        queue.erase_user(None, user)
+    assert scrub_stored(stored.parent) > 0
+    bundle = load_bundle(stored)
+    assert (bundle.users["user_ids"] == VOID).sum() == 3
+    assert bundle.row_of("0") is None and bundle.row_of("3") is not None
+    arrays = dict(bundle.users)  # a repeated hash that is not VOID: refused
+    arrays["user_ids"][4] = arrays["user_ids"][3]
+    np.savez(stored / "users.npz", **arrays)
+    with pytest.raises(BundleInvalid, match="users.npz: user_ids lists a name more than once"):
+        load_bundle(stored, verify_checksums=False)

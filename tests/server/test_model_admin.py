@@ -193,6 +193,10 @@ def _nan_price(a):
     a["price"][3] = np.nan
 
 
+def _repeated_user_id(a):  # the later row served that user; the earlier one, never
+    a["user_ids"][1] = a["user_ids"][0]
+
+
 def _float_history_rows(a):
     a["items"] = a["items"].astype(np.float64) + 0.5
 
@@ -261,6 +265,7 @@ def _url_with_a_control_character(a):
     ("items.npz", _duplicate_item_id, "item_ids"),
     ("items.npz", _nan_price, "price"),
     ("users.npz", _float_history_rows, "items"),
+    ("users.npz", _repeated_user_id, "user_ids"),
     ("users.npz", _reversed_seen_range, "seen_indptr"),
     ("users.npz", _seen_times_in_milliseconds, "seen_last_ts"),
     ("users.npz", _no_seen_times, "seen_last_ts"),
