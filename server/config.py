@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_CONSENT", "Limits", "Settings", "load_settings",
            "settings_error", "variable_error"]
 
+MAX_RANKER_CANDIDATES = 10_000
+"""Most candidates per request the ranker may re-score (`ranker_candidates`, a bundle's
+trained count): each is a row of ranker features in every Recommend."""
+
 DEFAULT_CONSENT = {"email": "opt_in", "sms": "opt_in", "push": "opt_out", "web": "none",
                    "app": "none"}
 """Settings `consent_defaults` (also the contact policy of domain objects built without one)."""
@@ -420,8 +424,13 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(1, ge=1)
     """Batches computed at once (threads; ONNX Runtime and FAISS release the GIL). One per
     worker process: on 2 cores a second batch thread only fights the event loop (-25% QPS)."""
-    ranker_candidates: int = 100
-    """Candidates retrieved per request for the ranker to re-score."""
+    ranker_candidates: int | None = Field(None, ge=1, le=MAX_RANKER_CANDIDATES)
+    """Candidates retrieved per request for the ranker to re-score, for every bundle. Unset
+    (the default): each bundle's own trained count (its manifest's
+    `params.ranker.n_candidates`, `train --candidates`: what its ranker was trained, evaluated
+    and given its drift reference on; 100 for a bundle that names none), so a canary and the
+    active version each serve with theirs. Set it (1 to 10,000) to serve every bundle with
+    that count instead."""
     bundle_smoke_users: int = Field(8, ge=0, le=1000)
     """Users with the longest histories a bundle must answer Recommend for, with finite scores,
     before it is served (pushed, imported, loaded at start): each without a channel and with

@@ -23,7 +23,7 @@ from kernels.content import ContentSpace
 from kernels.context import ARRAYS as CONTEXT_ARRAYS
 from kernels.context import CONTEXT_FEATURES, ContextTable
 
-from ..config import DEFAULT_LIMITS, Limits
+from ..config import DEFAULT_LIMITS, MAX_RANKER_CANDIDATES, Limits
 from ..errors import FailedPrecondition
 from ..store import tokens
 from ..validation import id_problem, link_problem, shown
@@ -86,6 +86,9 @@ class Bundle:
             self.context = self.base.context
         self.ranker_columns = (ranker_columns(self.manifest.ranker_file, self.manifest.ranker_features)
                                if self.ranker is not None else None)
+        self.ranker_candidates = trained_candidates(self.manifest)
+        """Candidates a request's ranker re-scores as trained (unless the server's
+        `ranker_candidates` says otherwise: `Recommender.candidates`)."""
         self.dim = self.manifest.dim
         self.history_len = self.manifest.history_len
         self.n_items = len(self.items["item_ids"])
@@ -490,6 +493,25 @@ def ranker_columns(name: str, features: tuple[str, ...]) -> np.ndarray | None:
     if tuple(features) == tuple(ranking.FEATURES):
         return None
     return np.asarray([known[f] for f in features], np.int64)
+
+
+DEFAULT_CANDIDATES = 100
+"""The ranker's candidates per request for a bundle whose manifest names no trained count."""
+
+
+def trained_candidates(manifest: contract.Manifest) -> int:
+    """`params.ranker.n_candidates` of the manifest (training's `--candidates`), checked: an
+    integer in [1, `MAX_RANKER_CANDIDATES`]; `DEFAULT_CANDIDATES` when it names none."""
+    params = manifest.raw.get("params")
+    ranker = params.get("ranker") if isinstance(params, dict) else None
+    value = ranker.get("n_candidates") if isinstance(ranker, dict) else None
+    if value is None:
+        return DEFAULT_CANDIDATES
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 1 <= value <= MAX_RANKER_CANDIDATES:
+        raise BundleInvalid("manifest.json: params.ranker.n_candidates", f"must be an integer in "
+                            f"[1, {MAX_RANKER_CANDIDATES}], got {value!r:.80}")
+    return value
 
 
 def _check_ranker(sess, name: str, features: tuple[str, ...]) -> None:

@@ -179,7 +179,7 @@ class Recommender:
         cache = self.cache
         with cache.reading([q.user_id for q in queries]) if cache is not None else nullcontext():
             return recommend_batch(bundle, queries, history_of,
-                                   ranker_candidates=self.settings.ranker_candidates,
+                                   ranker_candidates=self.candidates(bundle),
                                    policy=self.policy, seen_of=seen_of,
                                    overfetch_max=self.settings.seen_overfetch_max,
                                    cache=self.cache, observe=self.observe,
@@ -370,8 +370,12 @@ class Recommender:
         """`ModelRegistry.add_check`: refuse a bundle that fails Recommend for its own users
         (`smoke.check_bundle`)."""
         self._init_compute_thread()  # the loading thread's FAISS threads, as a batch thread's
-        smoke.check_bundle(bundle, self.settings.bundle_smoke_users,
-                           self.settings.ranker_candidates)
+        smoke.check_bundle(bundle, self.settings.bundle_smoke_users, self.candidates(bundle))
+
+    def candidates(self, bundle: Bundle) -> int:
+        """The candidates a request's ranker re-scores with `bundle`: the server's
+        `ranker_candidates` when set, else the bundle's trained count."""
+        return self.settings.ranker_candidates or bundle.ranker_candidates
 
     def erase_user(self, txn, user_id: str) -> int:
         """`UserEraser`: the user's cached history rows, vector and candidates go (the user
