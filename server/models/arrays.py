@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Limits
+from ..store import tokens
 
 __all__ = ["ArraysTooLarge", "load_arrays", "text_widths"]
 
@@ -26,10 +27,12 @@ def text_widths(limits: Limits) -> dict[str, tuple[int, str]]:
     """The widest entry (in characters) each text array may hold: item ids as the API's ids
     (`id_bytes` bytes, so at most as many characters), a catalog's titles, links and category
     names, and the content map's vocabulary (words of titles) as UpsertItems' text; user ids as
-    ids (a server copy's keyed hashes are shorter). Each with the setting that gives it."""
+    ids, or the keyed hashes of the server's copy (`tokens.TOKEN_CHARS`) under a lower
+    `id_bytes`. Each with the setting that gives it."""
     ids = (limits.id_bytes, "TAILOR_LIMITS__ID_BYTES")
+    users = (max(limits.id_bytes, tokens.TOKEN_CHARS), "TAILOR_LIMITS__ID_BYTES")
     text = (limits.item_text_chars, "TAILOR_LIMITS__ITEM_TEXT_CHARS")
-    return {"item_ids": ids, "user_ids": ids, "titles": text, "urls": text, "images": text,
+    return {"item_ids": ids, "user_ids": users, "titles": text, "urls": text, "images": text,
             "category_names": text, "vocabulary": text}
 
 

@@ -77,3 +77,19 @@ async def test_a_compressed_bundle_within_the_bounds_is_served(client, copy_bund
     _compressed(good, "items.npz", _widened("titles", 2048), "compressed-and-wide")
     status = await asyncio.to_thread(client.push_bundle, good)
     assert status.active.version == "compressed-and-wide"
+
+
+def test_the_servers_hashed_copy_loads_under_an_id_limit_shorter_than_a_hash(tmp_path, demo_bundle):
+    """The stored copy names users by 32-character keyed hashes: an `id_bytes` of 16 (allowed)
+    bounds the ids a call names, not those hashes."""
+    import shutil
+
+    from server.config import Limits
+    from server.models.bundle import load_bundle
+    from server.models.pseudonyms import hash_stored
+
+    stored = tmp_path / "bundles" / demo_bundle.name
+    shutil.copytree(demo_bundle, stored)
+    hash_stored(stored.parent)
+    short = Limits(id_bytes=16)
+    assert load_bundle(stored, limits=short).ids_hashed
