@@ -236,7 +236,8 @@ class Limits(BaseModel):
     past it the request is INVALID_ARGUMENT (use the COUNTS form)."""
 
     bundle_upload_bytes: int = 8 << 30
-    """Largest bundle (all files together) PushBundle accepts."""
+    """Largest bundle (all files together) PushBundle accepts, a compressed .npz counted by
+    the bytes its arrays take decoded."""
     latest_timestamp: float = 4_102_444_800.0
     """Latest time (Unix seconds; default 2100-01-01) a request may name: export bounds, consent
     times. Every time is also finite and not negative."""

@@ -16,7 +16,7 @@ import numpy as np
 from ..config import Limits
 from ..store import tokens
 
-__all__ = ["ArraysTooLarge", "load_arrays", "text_widths"]
+__all__ = ["ArraysTooLarge", "decoded_bytes", "load_arrays", "text_widths"]
 
 
 class ArraysTooLarge(Exception):
@@ -36,19 +36,31 @@ def text_widths(limits: Limits) -> dict[str, tuple[int, str]]:
             "category_names": text, "vocabulary": text}
 
 
-def _dtype(zf: zipfile.ZipFile, member: str) -> np.dtype:
-    """The dtype an .npy member's header gives, read without decoding the array."""
+def _header(zf: zipfile.ZipFile, member: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) an .npy member's header gives, read without decoding the array."""
     with zf.open(member) as fh:
         version = np.lib.format.read_magic(fh)
         read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                 else np.lib.format.read_array_header_2_0)
-        return read(fh)[2]
+        shape, _, dtype = read(fh)
+    return shape, dtype
+
+
+def decoded_bytes(path: Path) -> int | None:
+    """The bytes the arrays of the .npz at `path` take once decoded, from their headers; None
+    when it is no readable .npz (the load names what is wrong with it)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sum(int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+                       for shape, dtype in (_header(zf, m) for m in zf.namelist()))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
 
 
 def _check_headers(zf: zipfile.ZipFile, widths: dict[str, tuple[int, str]]) -> None:
     for member in zf.namelist():
         key = member.removesuffix(".npy")
-        dtype = _dtype(zf, member)
+        dtype = _header(zf, member)[1]
         chars = dtype.itemsize // 4 if dtype.kind == "U" else dtype.itemsize
         most, setting = widths.get(key, (chars, ""))
         if dtype.kind in "US" and chars > most:

@@ -17,6 +17,7 @@ from ..config import DEFAULT_LIMITS, Limits
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..processes import owner_alive, process_started
 from ..validation import check_text, check_version, shown
+from .arrays import decoded_bytes
 from .bundle import read_manifest
 
 __all__ = ["BundleDiskFull", "BundleStaging", "checked_manifest", "claimed", "leftover_name",
@@ -206,6 +207,19 @@ class BundleStaging:
     def manifest(self):
         """The staged manifest, checked, its version usable as a directory name."""
         return checked_manifest(self.dir, self.limits)
+
+    def check_decoded(self) -> None:
+        """The upload limit holds for the bundle as it is loaded: a compressed .npz counts by
+        the bytes its arrays take decoded (from their headers, before any is decoded), so a
+        small compressed file cannot make every worker allocate gigabytes."""
+        total = self.received
+        for path in self.dir.glob("*.npz"):
+            decoded = decoded_bytes(path)
+            if decoded is not None:
+                total += max(decoded - path.stat().st_size, 0)
+        if total > self.max_bytes:
+            raise InvalidArgument("data", f"bundle larger than the {self.max_bytes}-byte upload "
+                                  f"limit once its .npz arrays are decoded ({total} bytes)")
 
     def publish(self) -> Path:
         """Move the staged files to bundles/<version> (atomic rename); return that directory."""

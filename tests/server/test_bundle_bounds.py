@@ -40,6 +40,10 @@ def _widened(key: str, width: int):
     return change
 
 
+def _padding(arrays):  # 64 MB of zeros: 64 KB compressed
+    arrays["padding"] = np.zeros(64 << 20, np.uint8)
+
+
 async def _refused(client, bundle, demo_manifest) -> TailorError:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(TailorError) as err:
@@ -69,6 +73,23 @@ async def test_a_text_column_wider_than_the_api_takes_is_refused_before_it_is_de
     assert err.code == grpc.StatusCode.FAILED_PRECONDITION
     assert f"{name}: {key}" in str(err) and f"{width} characters wide" in str(err)
     assert "TAILOR_LIMITS__" in str(err)
+    assert not any(p.name.startswith(".") for p in tailor_server.settings.bundles_dir.iterdir())
+
+
+@pytest.fixture
+def upload_limit_of_32_mb(settings):
+    settings.limits = settings.limits.model_copy(update={"bundle_upload_bytes": 32 << 20})
+
+
+async def test_a_push_whose_arrays_decode_past_the_upload_limit_is_refused(
+        upload_limit_of_32_mb, client, tailor_server, copy_bundle, demo_bundle, demo_manifest):
+    """The upload limit counts a compressed .npz by what its arrays take decoded: before, a
+    1 MB file of 1 GiB of zeros passed a 32 MB limit and grew the worker by 1 GiB."""
+    bad = copy_bundle(demo_bundle)
+    assert _compressed(bad, "items.npz", _padding, "decodes-large") < 1 << 20
+    err = await _refused(client, bad, demo_manifest)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{32 << 20}-byte upload limit once its .npz arrays are decoded" in str(err)
     assert not any(p.name.startswith(".") for p in tailor_server.settings.bundles_dir.iterdir())
 
 
