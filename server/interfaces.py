@@ -80,6 +80,10 @@ class SuppressedAddresses(Protocol):
         """The `channels` on which the user's address (from the profile meta record) is
         suppressed (one read snapshot: `txn`, a `Store.read` the caller holds, or a new one)."""
 
+    def address_keys(self, meta: Mapping | None, channel: str) -> tuple[bytes, ...]:
+        """The list's keys of the user's address for `channel` (() for none), for the
+        campaigns writer to look up again at the commit (`campaigns.recheck`)."""
+
 
 class EventListener(Protocol):
     """Follows tracked events (e.g. campaign rewards from `decision_id` attributes).

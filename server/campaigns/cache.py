@@ -10,11 +10,11 @@ changes show within `state_refresh_s`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..config import DEFAULT_LIMITS
 from ..contact import ContactPolicy, channels_of
-from ..contact.consent import TRANSACTIONAL
+from ..contact.consent import TRANSACTIONAL, need_of
 from ..interfaces import ProfileStates, SuppressedAddresses
 from .context import ContextBuilder
 from .repository import CampaignRepository
@@ -57,6 +57,10 @@ class Entry:
     reads_erasures: bool = False
     """Whether a decision asks if a user without a profile was erased
     (`ContactPolicy.needs_erasures`)."""
+    needs: dict[str, str] = field(default_factory=dict)
+    """What consent each channel needs ("opt_in", "opt_out", "none": `consent.need_of`;
+    "transactional" for a transactional campaign's), for the writer's check again at the
+    commit (`recheck`)."""
 
     def choices(self, verdict) -> tuple:
         """(channel, caps, propensity) of every channel a verdict allowed (its own and
@@ -111,9 +115,15 @@ class CampaignCache:
                           or reads_contacts, caps, channels,
                           context.needs_profile or self.contact.needs_state(spec),
                           spec.purpose == TRANSACTIONAL, reads_contacts,
-                          self.contact.needs_erasures(spec))
+                          self.contact.needs_erasures(spec), self._needs(spec, channels))
             self._entries[campaign_id] = entry
         return entry
+
+    def _needs(self, spec, channels: tuple[str, ...]) -> dict[str, str]:
+        """`Entry.needs`."""
+        if spec.purpose == TRANSACTIONAL:
+            return dict.fromkeys(channels, TRANSACTIONAL)
+        return {c: need_of(self.contact.consent_defaults, c) for c in channels}
 
     def _checks_addresses(self, channels: tuple[str, ...]) -> bool:
         """Whether a decision on `channels` reads the profile for its address (suppression)."""

@@ -43,6 +43,7 @@ from .power import (
     sample_size,
     seconds_to_significance,
 )
+from .recheck import Stamps, recheck_of
 from .records import (
     NO_ARM,
     PENDING,
@@ -103,6 +104,7 @@ class Campaigns:
         self.sweep_seconds = sweep_seconds
         self._hold_told: float | None = None
         """The hold `sweep_due` last warned about (once per entry holding the sweep)."""
+        self._stamps = Stamps(store)
         self._cache = CampaignCache(self.repo, profiles, self.contact, suppressions,
                                     state_refresh_s, limits.context_value_max)
         # Decisions use one generator owned by the event-loop thread (the native Rng is not
@@ -233,12 +235,19 @@ class Campaigns:
             histories = (self.repo.contacts.histories(txn, user_ids) if entry.reads_contacts
                          else None)
             erased = self._erased(user_ids, read, txn) if entry.reads_erasures else _NONE
+            stamps = self._stamps.of(txn, user_ids)
             return [r[0] for r in read], [
                 Contact(u, r[1], r[0], histories[u] if histories else None, _NONE if sup is None
                         else sup.suppressed_channels(r[1], channels, txn),
                         r[2] if with_seen else None, u in erased, reachable,
-                        addressed)
-                for u, r in zip(user_ids, read)]
+                        addressed, stamp)
+                for u, r, stamp in zip(user_ids, read, stamps)]
+
+    def recheck(self, entry: Entry, contact: Contact, channel: str, choices: tuple) -> tuple:
+        """What the writer checks again of the policy's verdict on `contact` (logged on
+        `channel`, or one of `choices`) at the commit (`recheck.recheck_of`)."""
+        return recheck_of(contact.stamp, contact.meta, [c[0] for c in choices] or (channel,),
+                          entry.needs, self._suppressions)
 
     def _erased(self, user_ids: Sequence[str], read: Sequence[tuple], txn) -> frozenset[str]:
         """Those of `user_ids` without a profile (`read`: their (state, meta) as read in
@@ -262,16 +271,16 @@ class Campaigns:
                  seen: bool = False, reachable: frozenset[str] | None = None,
                  addressed: bool = False):
         """(contact verdict, feature state or `UNREAD`, (state, meta, seen-set if `seen` else
-        None) if `profile` else None): one read snapshot for the profile and the suppression
-        list when the policy reads the profile; none when it has nothing to check (the profile
-        is then None too)."""
+        None) if `profile` else None, the contact read): one read snapshot for the profile and
+        the suppression list when the policy reads the profile; none when it has nothing to
+        check (the profile and the contact are then None too)."""
         if not entry.reads_profile:
-            return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None
+            return Verdict(False, "", entry.channels[0], 0.0), UNREAD, None, None
         states, contacts = self.read_contacts(entry, [user_id], profile, profile and seen,
                                               reachable, addressed)
         verdict = self.contact.verdicts(entry.campaign.spec, contacts, now)[0]
         read = (contacts[0].state, contacts[0].meta, contacts[0].seen) if profile else None
-        return verdict, states[0] if entry.with_states else UNREAD, read
+        return verdict, states[0] if entry.with_states else UNREAD, read, contacts[0]
 
     async def choose(self, campaign_id: str, user_id: str, context: Mapping[str, float],
                      now: float | None = None, request_id: str = "", caller: str = "") -> Choice:
@@ -377,8 +386,8 @@ class Campaigns:
         entry, blob = self.live(campaign_id)
         spec = entry.campaign.spec
         now = time.time() if now is None else now
-        verdict, state, read = self._verdict(entry, user_id, now, profile, seen, reachable,
-                                             addressed)
+        verdict, state, read, contact = self._verdict(entry, user_id, now, profile, seen,
+                                                      reachable, addressed)
         decision_id = decision_id or _decision_id(now)
         if verdict.suppressed:
             return self._log_suppressed(spec, user_id, now, verdict, decision_id, request)
@@ -387,13 +396,15 @@ class Campaigns:
         variant = spec.variants[decision.arm] if decision.arm != B.HOLDOUT else None
         # Fields by position and sent as a plain tuple: as cheap as a dict (see records.py).
         # The reward window runs from the send (quiet hours or a send window may defer it).
+        choices = entry.choices(verdict) if fallback else ()
         committed = self._log.enqueue(tuple(DecisionRecord(
             decision_id, campaign_id, user_id, now, decision.arm, decision.propensity, None, ctx,
             0, variant.id if variant else "", PENDING,
             max(verdict.send_at, now) + spec.reward_window_seconds,
             spec.dim > 0, verdict.channel, verdict.send_at, "", entry.caps[verdict.channel],
             verdict.channel_propensity, verdict.send_at_propensity, entry.transactional,
-            request, entry.choices(verdict) if fallback else ())))
+            request, choices, () if contact is None
+            else self.recheck(entry, contact, verdict.channel, choices))))
         return PendingChoice(campaign_id, Choice(
             decision_id, decision.arm, decision.propensity, variant.id if variant else "",
             dict(variant.content) if variant else {}, False, "", verdict.channel,

@@ -323,7 +323,7 @@ class Planner:
         c, n = self.campaigns, len(user_ids)
         entry, blob = live
         spec = entry.campaign.spec
-        states, verdicts = self._profiles(entry, user_ids, now)
+        states, verdicts, contacts = self._profiles(entry, user_ids, now)
         if again:
             verdicts = list(verdicts or [Verdict(False, "", entry.channels[0], 0.0)] * n)
             for i in again:
@@ -345,18 +345,22 @@ class Planner:
             batch.reasons = [v.reason if v.suppressed else "" for v in verdicts]
             batch.channel_propensities = [v.channel_propensity for v in verdicts]
             batch.send_at_propensities = [v.send_at_propensity for v in verdicts]
-        choices = None if verdicts is None else [entry.choices(v) for v in verdicts]
-        return batch, _rows(spec, entry.caps, batch, contexts, now, choices)
+        choices = rechecks = None
+        if verdicts is not None:
+            choices = [entry.choices(v) for v in verdicts]
+            rechecks = [() if v.suppressed else c.recheck(entry, contact, v.channel, fb)
+                        for v, contact, fb in zip(verdicts, contacts, choices)]
+        return batch, _rows(spec, entry.caps, batch, contexts, now, choices, rechecks)
 
     def _profiles(self, entry, user_ids: Sequence[str],
-                  now: float) -> tuple[list, Sequence[Verdict] | None]:
-        """(feature states, contact verdicts or None when the policy has nothing to check)
-        from one profile read."""
+                  now: float) -> tuple[list, Sequence[Verdict] | None, Sequence | None]:
+        """(feature states, contact verdicts and what they read, or None when the policy has
+        nothing to check) from one profile read."""
         c = self.campaigns
         if not entry.reads_profile:
-            return c.profile_states(user_ids, entry.with_states), None
+            return c.profile_states(user_ids, entry.with_states), None, None
         states, contacts = c.read_contacts(entry, user_ids)
-        return states, c.contact.verdicts(entry.campaign.spec, contacts, now)
+        return states, c.contact.verdicts(entry.campaign.spec, contacts, now), contacts
 
     @staticmethod
     def _outcome(batch: PlanBatch, reasons: Sequence) -> PlanBatch:
@@ -393,20 +397,22 @@ async def _all_logged(parts: Sequence[asyncio.Future]) -> list[str]:
 
 
 def _rows(spec, caps: Mapping[str, tuple], batch: PlanBatch, contexts: Sequence[list[float]],
-          now: float, choices: Sequence[tuple] | None = None) -> list[tuple]:
+          now: float, choices: Sequence[tuple] | None = None,
+          rechecks: Sequence[tuple] | None = None) -> list[tuple]:
     """The decision-log rows of a batch (`DecisionRecord` fields, as ChooseVariant logs them,
     with the caps the writer enforces and the channels it may fall back on, `choices`, one
-    tuple a user or None for none; the reward window runs from the send time); a suppressed
+    tuple a user or None for none, and what it checks again of the contact policy,
+    `rechecks`, likewise; the reward window runs from the send time); a suppressed
     user's row is what `DecisionRecord.suppressed` makes of it: no arm, variant, propensity,
     window or context."""
     cid, window, linear = spec.campaign_id, spec.reward_window_seconds, spec.dim > 0
     ones, tx = [1.0] * len(batch), spec.purpose == TRANSACTIONAL
     return [(d, cid, u, now, a, p, None, ctx, 0, v, PENDING, max(t, now) + window, linear, ch, t,
-             "", caps[ch], pc, pt, tx, b"", fb)
+             "", caps[ch], pc, pt, tx, b"", fb, rc)
             if not r else (d, cid, u, now, NO_ARM, 0.0, None, [], 0, "", SUPPRESSED, now, False,
-                           ch, t, r, (), pc, pt, tx, b"", ())
-            for d, u, a, p, v, ch, t, r, ctx, pc, pt, fb in zip(
+                           ch, t, r, (), pc, pt, tx, b"", (), ())
+            for d, u, a, p, v, ch, t, r, ctx, pc, pt, fb, rc in zip(
                 batch.decision_ids, batch.user_ids, batch.arms, batch.propensities,
                 batch.variant_ids, batch.channels, batch.send_at, batch.reasons, contexts,
                 batch.channel_propensities or ones, batch.send_at_propensities or ones,
-                choices or itertools.repeat(()))]
+                choices or itertools.repeat(()), rechecks or itertools.repeat(()))]

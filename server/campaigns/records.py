@@ -95,11 +95,14 @@ class DecisionRecord(NamedTuple):
     included, in the campaign's order (`cache.Entry.choices`), for the writer to fall back on
     when `channel` is over its caps at the commit (`contact.caps.Admission.settled`); not
     stored."""
+    recheck: tuple = ()
+    """What the writer checks again of the contact policy at the commit (consent, listed
+    addresses: `recheck.recheck_of`; () for nothing); not stored."""
 
     def suppressed(self, reason: str) -> DecisionRecord:
         """This decision refused by the contact policy: no arm, variant or propensity."""
         return self._replace(arm=NO_ARM, propensity=0.0, variant_id="", status=SUPPRESSED,
-                             reason=reason, caps=(), choices=())
+                             reason=reason, caps=(), choices=(), recheck=())
 
     def to_bytes(self) -> bytes:
         """The stored bytes (record kind "decision", `decision_codec`): the fields but caps."""

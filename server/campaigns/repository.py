@@ -58,6 +58,7 @@ from .errors import (
     RewardConflict,
 )
 from .logging import logger
+from .recheck import Recheck
 from .records import (
     DEFAULT,
     ERASED,
@@ -98,6 +99,7 @@ class CampaignRepository:
         self.log = DecisionLog(store)
         self.contacts = ContactLog(store, limits)
         self.requests = RequestIds(self._d, limits.request_id_window_seconds)
+        self.recheck = Recheck(store)
         self.limits = limits
         self._parsed: dict[bytes, Campaign] = {}
 
@@ -198,12 +200,15 @@ class CampaignRepository:
         channels the contact policy allowed (`DecisionRecord.choices`), on the first with room,
         answered `Fallback(channel, propensity)` (as is a decision whose propensity takes
         others' fallbacks: `Admission.settled`); the caps are checked and counted in
-        this transaction, so concurrent decisions cannot both pass a cap. A
+        this transaction, so concurrent decisions cannot both pass a cap. So are consent and
+        the suppression list (`recheck`: a change committed since the decision's read refuses
+        its channel as a full cap does, with its reason: `no_consent`, `suppressed_address`). A
         decision made before its user's erasure (read before it, committed after) is not
         stored at all: its reason is `ERASED`."""
         checks = [(i, a) for i, a in enumerate(r.admission() for r in records) if a is not None]
         parts = decision_parts(records)  # outside the writer lock
         asked = [(i, r.request) for i, r in enumerate(records) if r.request]
+        rechecked = any(r.recheck for r in records)
 
         def fn(txn):
             now = time.time()
@@ -213,13 +218,21 @@ class CampaignRepository:
             if gone:  # left out as repeats are: nothing stored, counted or capped
                 repeats = {**repeats, **dict.fromkeys(gone, ERASED)}
             checked = [c for c in checks if c[0] not in repeats] if repeats else checks
+            refused = self.recheck.refused(txn, records, repeats) if rechecked else None
+            refused = refused if refused and any(refused) else None
+            if refused:  # the contact policy refuses some channels now: blocked as by a cap
+                checked = [(i, a._replace(refused=frozenset(refused[i])) if refused[i] else a)
+                           for i, a in checked]
             passed = self.contacts.admit(txn, [a for _, a in checked], now) if checked else ()
             entries, index, dues = (list(p) for p in parts)
+            if refused:
+                _refuse_uncapped(recs, reasons, refused, checked, entries, index, dues)
             for (i, asked_for), admitted in zip(checked, passed):
                 if admitted is asked_for:
                     continue
                 if admitted is None:
-                    recs[i], reasons[i] = recs[i].suppressed(FREQUENCY_CAP), FREQUENCY_CAP
+                    why = (refused and refused[i].get(recs[i].channel)) or FREQUENCY_CAP
+                    recs[i], reasons[i] = recs[i].suppressed(why), why
                 else:  # on a fallback channel, or its propensity with their mass
                     recs[i] = recs[i].settled(admitted)
                     reasons[i] = Fallback(admitted.channel, admitted.propensity)
@@ -614,6 +627,18 @@ had it wait p50 113-162 ms beside a plan."""
 PLAN_SLICES_ALONE = 4
 """Slices a transaction once no other batch has come for `bulk.QUIET_SECONDS`: a plan alone
 costs the writer ~20% less CPU a decision at 4 slices a commit than at 1."""
+
+
+def _refuse_uncapped(recs: list, reasons: list, refused: Sequence[dict], checked: Sequence,
+                     entries: list, index: list, dues: list) -> None:
+    """Log suppressed, in place, the decisions whose channel the contact policy refuses at the
+    commit (`recheck`) and that no cap check settles (not a contact channel: web, app)."""
+    capped = {i for i, _ in checked}
+    for i, why in enumerate(refused):
+        reason = why.get(recs[i].channel) if why and i not in capped else None
+        if reason:
+            recs[i], reasons[i] = recs[i].suppressed(reason), reason
+            (entries[i],), (index[i],), (dues[i],) = decision_parts([recs[i]])
 
 
 def _server_limits() -> Limits:

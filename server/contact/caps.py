@@ -177,6 +177,9 @@ class Admission(NamedTuple):
     """(channel, caps, propensity) of every channel the contact policy allowed, `channel`
     included, in the campaign's order, when the writer may fall back (`settled`); () when it
     may not: then `channel` over its caps is refused."""
+    refused: frozenset[str] = frozenset()
+    """Channels the contact policy refuses at the commit (consent withdrawn or address listed
+    since the decision's read: `campaigns.recheck`): blocked as a full cap blocks."""
 
     def settled(self, blocked: Sequence[bool]) -> Admission | None:
         """This decision as the caps leave it (`blocked`: one flag per choice, whether its caps
@@ -215,9 +218,9 @@ class ContactLog:
         for row in rows:
             h = histories[row.user_id]
             if row.choices:
-                row = row.settled([bool(c[1]) and h.blocked_by(c[1], row.at)
+                row = row.settled([c[0] in row.refused or bool(c[1]) and h.blocked_by(c[1], row.at)
                                    for c in row.choices])
-            elif row.caps and h.blocked_by(row.caps, row.at):
+            elif row.channel in row.refused or row.caps and h.blocked_by(row.caps, row.at):
                 row = None
             if row is not None and row.counted and h.add(row.at, row.channel, row.decision_id,
                                                          row.transactional):

@@ -101,6 +101,9 @@ class Contact(NamedTuple):
     ComposeMessage with `deliver`, SendCampaign): a channel the user has no address for is
     chosen only when no other is allowed. False: the caller sends, to addresses it may hold
     itself."""
+    stamp: bytes = b""
+    """The digest of the meta record's stored bytes in the caller's read snapshot
+    (`campaigns.recheck`: the writer checks consent again when it changed since)."""
 
 
 class Contactable(Protocol):

@@ -154,10 +154,11 @@ class Suppressions:
         `email` for email, `phone` for sms) is on the list, else None (also for channels
         without an address, and for attributes that are no valid address). `txn`: the
         caller's read snapshot, if it has one."""
-        found = self._address_keys_of(meta, channel)
+        found = self.address_keys(meta, channel)
         return SUPPRESSED_ADDRESS if found and self._find(found, txn) else None
 
-    def _address_keys_of(self, meta: Mapping | None, channel: str) -> tuple[bytes, ...]:
+    def address_keys(self, meta: Mapping | None, channel: str) -> tuple[bytes, ...]:
+        """The list's keys of the user's address for `channel` (() for none)."""
         kind = CHANNEL_KIND.get(channel)
         value = (meta.get("attributes") or {}).get(kind) if kind and meta else None
         return self._address_keys(kind, value) if value else ()
@@ -169,7 +170,7 @@ class Suppressions:
                             txn=None) -> frozenset[str]:
         """The `channels` whose address in `meta` is on the list (`SuppressedAddresses`), in
         the caller's read snapshot `txn` or a new one (none when there is no address)."""
-        found = [(c, ks) for c in channels if (ks := self._address_keys_of(meta, c))]
+        found = [(c, ks) for c in channels if (ks := self.address_keys(meta, c))]
         if not found:
             return frozenset()  # no address to look up: no read
         if txn is None:

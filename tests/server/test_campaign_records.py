@@ -35,7 +35,7 @@ def test_records_sent_as_tuples_are_logged_as_the_json_of_their_fields(tmp_path)
                     key=lambda rec: rec["decision_id"])
     assert [list(rec) for rec in logged] == [LOGGED_KEYS] * 3
     stored = [{k: v for k, v in r._asdict().items()
-               if k not in ("caps", "transactional", "request", "choices")}
+               if k not in ("caps", "transactional", "request", "choices", "recheck")}
               for r in records]
     assert logged == json.loads(json.dumps(stored))
     assert repo.stats_snapshot("c")[2]["decisions"] == [2, 1]

@@ -520,3 +520,87 @@ def test_a_data_dir_from_before_the_contacts_table_opens_read_only_then_gains_it
     store = Store(tmp_path / "store", sync=False)
     assert store.get("contacts", b"u\x1fcontacts") is None
     store.close()
+
+
+
+def _opt_out_now(server, user, channel="email") -> None:
+    """Commit an opt-out at once, blocking the loop (as SetConsent's transaction, from
+    another worker, lands while a decision's record waits in the writer's queue)."""
+    from server.contact.consent import MARKETING, record_consent
+    server.profiles.repo.update_meta(user, lambda meta: record_consent(
+        meta, channel, MARKETING, False, "test", time.time(), 10), time.time(), "consent change")
+
+
+@pytest.mark.parametrize("plan", [False, True], ids=["choose", "plan"])
+async def test_an_opt_out_committed_while_the_decision_waits_for_the_writer_suppresses_it(
+        stubs, tailor_server, plan):
+    """The verdict is read on the loop, the record committed later by the writer: an opt-out
+    committed in between was answered by SetConsent, then the decision came back a contact
+    (counted in stats and caps). The writer checks consent again in its transaction."""
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec()))
+    for u in ("ann", "bob"):
+        await consent(profiles, u, "email", True)
+    campaigns = tailor_server.campaigns
+    if plan:
+        from server.campaigns.plan import PlanRequest
+
+        async def requests():
+            yield PlanRequest("c1", ["ann", "bob"], {})
+        queue = campaigns._plan_log.enqueue
+
+        def queued(rows):  # the slice read and queued: the opt-out commits before the writer
+            future = queue(rows)
+            _opt_out_now(tailor_server, "ann")
+            return future
+        with patch.object(campaigns._plan_log, "enqueue", queued):
+            batch = [b async for b in campaigns.plan(requests())][0]
+        got = dict(zip(batch.user_ids, batch.reasons))
+    else:
+        pending = campaigns.decide("c1", "ann", {})  # read: opted in; its record queued
+        _opt_out_now(tailor_server, "ann")  # committed before the writer takes the record
+        got = {"ann": (await pending.logged()).reason,
+               "bob": (await campaigns.decide("c1", "bob", {}).logged()).reason}
+    assert got == {"ann": "no_consent", "bob": ""}
+    st = await stub.GetCampaignStats(pb.GetCampaignStatsRequest(campaign_id="c1"))
+    assert sum(v.decisions for v in st.variants) == 1
+    assert campaigns.export_user("ann")["contacts"] == []
+
+
+async def test_an_address_listed_while_the_decision_waits_for_the_writer_suppresses_it(
+        stubs, tailor_server):
+    """As an opt-out: a bounce or AddSuppression committed between the decision's read and its
+    commit is found by the writer (the address's keys, one get each): suppressed_address."""
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec()))
+    await consent(profiles, "ann", "email", True)
+    await profiles.UpsertAttributes(ppb.UpsertAttributesRequest(
+        user_id="ann", attributes={"email": "Ann@Example.org"}))
+    sup = tailor_server.suppressions
+    pending = tailor_server.campaigns.decide("c1", "ann", {})
+    key = sup._lookup_keys("email", "ann@example.org")[0]  # as AddSuppression lists it
+    sup.store.put("suppression", key, b'{"kind": "email", "reason": "bounce", "timestamp": 1}')
+    d = await pending.logged()
+    assert (d.suppressed, d.reason, d.variant_id) == (True, "suppressed_address", "")
+
+
+async def test_a_channel_opted_out_while_the_decision_waits_falls_back_on_another_allowed(
+        stubs, tailor_server):
+    """A ChooseVariant of a campaign of several channels (some capped: the writer may fall
+    back) whose chosen channel is opted out before the commit goes on the next one allowed,
+    as over a cap, with that channel's propensity plus the refused one's."""
+    stub, profiles = stubs
+    await stub.CreateCampaign(pb.CreateCampaignRequest(spec=spec(
+        channel="", channels=["email", "push"],
+        frequency_caps=[pb.FrequencyCap(channel="push", max=5, window_seconds=DAY)])))
+    await consent(profiles, "ann", "email", True)
+    await consent(profiles, "ann", "push", True)
+    campaigns = tailor_server.campaigns
+    pending = campaigns.decide("c1", "ann", {}, fallback=True)
+    chosen = pending.choice.channel  # drawn (Thompson) between the two
+    other = {"email": "push", "push": "email"}[chosen]
+    _opt_out_now(tailor_server, "ann", chosen)
+    d = await pending.logged()
+    assert (d.suppressed, d.channel) == (False, other)
+    [rec] = [r async for r in stub.ExportDecisions(pb.ExportDecisionsRequest(include_pending=True))]
+    assert (rec.channel, rec.channel_propensity) == (other, 1.0)  # its own and the refused one's
