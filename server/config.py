@@ -172,6 +172,13 @@ class Limits(BaseModel):
     """Most PlanCampaign streams one worker process serves at once (RESOURCE_EXHAUSTED past it:
     retry once one ends). Each keeps 8 bytes a user it named (`plan_stream_users`: up to 80 MB,
     about twice that while its sorted runs merge), so this bounds what plans hold together."""
+    plan_idle_seconds: float = Field(60.0, gt=0, allow_inf_nan=False)
+    """Longest a PlanCampaign stream may wait for the client's next message once every message
+    it sent is answered and the answer taken (RESOURCE_EXHAUSTED then: the batches answered
+    stand). A stream holds one of `plan_streams` places of its worker; a client that sent
+    nothing held it until its connection's age ended it (~6 minutes). Time spent deciding,
+    committing or waiting for the client to read an answer does not count: a slow client that
+    sends its next batch within this of taking the last answer is never cut."""
     plan_read_ahead_users: int = Field(1000, ge=1)
     """Most users of a PlanCampaign stream decided and handed to the decision log but not yet
     answered (a batch that does not fit waits for earlier answers; one larger than this is read

@@ -5,7 +5,7 @@ from ..errors import FailedPrecondition, NotFound, ResourceExhausted
 
 __all__ = ["CampaignNotFound", "DecisionNotFound", "CampaignArchived", "CampaignExists",
            "RewardConflict", "ImmutableField", "DecisionSuppressed", "PlanStreamTooLong",
-           "PlanStreamsBusy"]
+           "PlanStreamsBusy", "PlanStreamIdle"]
 
 
 class CampaignNotFound(NotFound):
@@ -60,3 +60,10 @@ class PlanStreamsBusy(ResourceExhausted):
     def __init__(self, most: int):
         super().__init__(f"this worker serves {most} PlanCampaign streams already "
                          "(Limits.plan_streams); retry once one ends")
+
+
+class PlanStreamIdle(ResourceExhausted):
+    def __init__(self, most: float):
+        super().__init__(f"no PlanCampaign message for {most:g} s after the last answer "
+                         "(Limits.plan_idle_seconds): the stream held a place of this worker's "
+                         "plans; send the next batch sooner, or close the stream when done")

@@ -40,6 +40,12 @@ batches answered before stand, the slices of its batch already logged are withdr
 most the batches decided ahead (`plan_read_ahead_users`), decided before the archive, are still
 answered before the error.
 
+Idleness: a stream holds one of its worker's `limits.plan_streams` places. Once every message
+read is answered and the answer taken, the client owes the next message (or the stream's end):
+past `limits.plan_idle_seconds` of that, the stream ends `PlanStreamIdle` (RESOURCE_EXHAUSTED;
+the batches answered stand). Deciding, committing and a client slow to read its answers do not
+count (`_Idle`).
+
 A user the stream named before (in the same message or an earlier one: an audience file listing
 them twice) is answered suppressed with the reason `DUPLICATE` there (logged so, like any
 suppressed user): one decision drawn, counted and capped for them, one contact (`_Named`).
@@ -62,7 +68,7 @@ from ..contact.consent import TRANSACTIONAL
 from ..errors import InvalidArgument
 from ..validation import check_count, check_id
 from .decision_ids import decision_ids
-from .errors import PlanStreamsBusy, PlanStreamTooLong
+from .errors import PlanStreamIdle, PlanStreamsBusy, PlanStreamTooLong
 from .records import DUPLICATE, NO_ARM, PENDING, SUPPRESSED, Fallback
 
 if TYPE_CHECKING:
@@ -148,6 +154,43 @@ class _ReadAhead:
         self._freed.set()
 
 
+class _Idle:
+    """A stream's no-progress clock (`limits.plan_idle_seconds`): it runs only while every
+    message read has been answered and the answer taken (the client then owes the next
+    message), from the latest of those; deciding, committing and a client slow to read
+    answers stop it."""
+
+    def __init__(self, most: float):
+        self.most, self.owed, self.since = most, 0, time.monotonic()
+
+    def answered(self) -> None:
+        self.owed -= 1
+        self.since = time.monotonic()
+
+    async def next(self, messages) -> PlanRequest | None:
+        """The client's next message (None after the last); `PlanStreamIdle` once it owed one
+        for `most` seconds."""
+        waiting = asyncio.ensure_future(anext(messages))
+        try:
+            while True:
+                owed_for = 0.0 if self.owed else time.monotonic() - self.since
+                done, _ = await asyncio.wait({waiting}, timeout=self.most - owed_for)
+                if done:
+                    break
+                if not self.owed and time.monotonic() - self.since >= self.most:
+                    raise PlanStreamIdle(self.most)
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+        try:
+            req = waiting.result()
+        except StopAsyncIteration:
+            return None
+        self.owed += 1
+        self.since = time.monotonic()
+        return req
+
+
 class _Named:
     """The users a stream named so far, as 64-bit hashes (8 bytes a user: 80 MB for a stream of
     `plan_stream_users`' default 10M), in sorted runs merged as they grow (each user is looked
@@ -222,8 +265,9 @@ class Planner:
             raise PlanStreamsBusy(self.limits.plan_streams)
         queue: asyncio.Queue = asyncio.Queue()
         ahead = _ReadAhead(self.limits.plan_read_ahead_users)
+        idle = _Idle(self.limits.plan_idle_seconds)
         unanswered: collections.deque = collections.deque()  # (pending ids, slice future)
-        reader = asyncio.create_task(self._read(requests, queue, ahead, unanswered))
+        reader = asyncio.create_task(self._read(requests, queue, ahead, unanswered, idle))
         self._streams += 1
         try:
             while (item := await queue.get()) is not None:
@@ -235,6 +279,7 @@ class Planner:
                 outcome.handed = _handing(unanswered, len(slices))
                 yield outcome
                 outcome.handed()  # the caller took it, and asks for the next
+                idle.answered()
         finally:
             self._streams -= 1
             # The reader, suspended here, adds no slice once cancelled: `unanswered` is final.
@@ -243,13 +288,15 @@ class Planner:
                 self._withdraw(list(unanswered))
 
     async def _read(self, requests: AsyncIterable[PlanRequest], queue: asyncio.Queue,
-                    ahead: _ReadAhead, unanswered: collections.deque) -> None:
+                    ahead: _ReadAhead, unanswered: collections.deque, idle: _Idle) -> None:
         """Reads, checks and decides each batch, hands it to the writer and queues it (once
         `ahead` has room for its users); every slice handed to the writer goes to `unanswered`
-        at once."""
+        at once. A client that owes the next message for `idle.most` seconds ends the stream
+        (`_Idle`)."""
         first, total, named = None, 0, _Named()
+        messages = aiter(requests)
         try:
-            async for req in requests:
+            while (req := await idle.next(messages)) is not None:
                 if first is None:
                     first = self._first(req)
                 elif req.campaign_id and req.campaign_id != first.campaign_id:

@@ -538,3 +538,80 @@ async def test_streams_past_the_workers_bound_are_resource_exhausted(tmp_path):
         assert [d.user_id for d in again[0].decisions] == ["u3"]
         ends[1].set()
         assert await open_calls[1].read() == grpc.aio.EOF
+
+
+async def _paced(stub, users_: list[str], pause: float) -> list[str]:
+    """A PlanCampaign stream of one user a message, each sent `pause` s after the answer to
+    the one before was read; the users answered, in order (the bound on streams may refuse it
+    until a stream that just ended has released its place)."""
+    took = asyncio.Event()
+    for _ in range(50):
+        took.clear()
+
+        async def requests():
+            for i, user in enumerate(users_):
+                if i:
+                    await took.wait()
+                    took.clear()
+                    await asyncio.sleep(pause)
+                yield pb.PlanCampaignRequest(campaign_id="c1" if i == 0 else "", user_ids=[user])
+        got = []
+        try:
+            async for answer in stub.PlanCampaign(requests()):
+                got += [d.user_id for d in answer.decisions]
+                took.set()
+            return got
+        except grpc.aio.AioRpcError as e:
+            assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "plan_streams" in e.details()
+            await asyncio.sleep(0.05)
+    raise AssertionError("the stream's place was never freed")
+
+
+async def test_a_stream_that_owes_its_next_message_past_the_idle_bound_ends_and_frees_its_place(
+        tmp_path):
+    """A decider could hold every plan place of a worker by opening `plan_streams` streams and
+    sending nothing (until the connection's age ended them, ~6 minutes). Past
+    `Limits.plan_idle_seconds` with every message answered and taken, the stream ends
+    RESOURCE_EXHAUSTED naming the limit, its answered batch stands, and the place is free;
+    a client slower than the bound in total, but sending each next batch within it of the
+    last answer, and one whose answers take the server longer than the bound, are served."""
+    from server.config import Limits, Settings
+    from tests.conftest import serving
+    settings = Settings(port=0, data_dir=tmp_path / "data", grace_seconds=1.0, lmdb_sync=False,
+                        limits=Limits(plan_streams=1, plan_idle_seconds=0.6))
+    async with serving(settings) as (server, ch):
+        stub = pb_grpc.CampaignServiceStub(ch)
+        await create(stub)
+        end = asyncio.Event()
+
+        async def silent():
+            yield pb.PlanCampaignRequest(campaign_id="c1", user_ids=["u0"])
+            await end.wait()
+        call = stub.PlanCampaign(silent())
+        assert [d.user_id for d in (await call.read()).decisions] == ["u0"]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await asyncio.wait_for(call.read(), 10)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "plan_idle_seconds" in err.value.details()
+        end.set()
+        assert [r for r in (await logged(stub)).values()
+                if r.user_id == "u0" and r.status == "pending"]  # answered: kept
+        # 4 batches 0.4 s after each answer: 1.2 s of the client's pauses in all
+        assert await _paced(stub, ["s0", "s1", "s2", "s3"], 0.4) == ["s0", "s1", "s2", "s3"]
+
+        log = server.campaigns._plan_log  # commits slower than the bound: no idleness
+        submit = log.enqueue
+
+        def late(rows):
+            future = asyncio.get_running_loop().create_future()
+
+            async def after():
+                await asyncio.sleep(1.0)
+                future.set_result(await submit(rows))
+            asyncio.ensure_future(after())
+            return future
+        log.enqueue = late
+        try:
+            assert await _paced(stub, ["w0", "w1"], 0.0) == ["w0", "w1"]
+        finally:
+            del log.enqueue
