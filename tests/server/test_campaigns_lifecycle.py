@@ -200,6 +200,11 @@ async def test_archiving_while_a_plan_decides_a_batch_stops_it_there(tmp_path):
                 done.set()
         reader = asyncio.create_task(read())
         await sent.wait()
+        counters = server.campaigns.repo.stats_snapshot
+        for _ in range(6000):  # archived once a first slice is logged (a machine's load may
+            if sum(counters("p")[2]["decisions"]):  # delay the plan past a sent message)
+                break
+            await asyncio.sleep(0.01)
         await stub.ArchiveCampaign(pb.ArchiveCampaignRequest(campaign_id="p"))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await asyncio.wait_for(reader, 120)
