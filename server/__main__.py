@@ -248,8 +248,10 @@ def _backup(args) -> None:
 
 def _restore(args) -> None:
     from .backup import restore
-    print(json.dumps({"command": "restore",
-                      **restore(args.archive, _data_dir(args), force=args.force)}))
+    manifest = restore(args.archive, _data_dir(args), force=args.force)
+    print(json.dumps({"command": "restore", **manifest}))
+    if manifest["erase_again"]:  # what the operator must do: not only in the JSON
+        print(f"restore: {manifest['erase_again']}", file=sys.stderr)
 
 
 def _config_doc(args) -> None:

@@ -105,7 +105,8 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
     content unless `force`, which replaces its `store/` and `bundles/` (nothing else). The
     replaced store's tombstones that the backup lacks (users erased after it was taken) are
     carried into the restored store (`_carry_erasures`), and the manifest returned says how many
-    (`erasures_after_backup`): their data is back with the backup, to be erased again.
+    (`erasures_after_backup`, None when not known: no store replaced, or unreadable) and what
+    the operator must do about them (`erase_again`): their data is back with the backup.
     """
     if not archive.is_file():
         raise FileNotFoundError(f"no backup file {archive}")
@@ -119,8 +120,11 @@ def restore(archive: Path, data_dir: Path, force: bool = False) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         try:
             manifest = _extract(archive, staging)
-            manifest["erasures_after_backup"] = _carry_erasures(_replaced_store(data_dir),
-                                                                staging / "store")
+            replaced = _replaced_store(data_dir)
+            carried = _carry_erasures(replaced, staging / "store")
+            manifest["erasures_after_backup"] = carried
+            manifest["erase_again"] = _erase_again(carried, (replaced / "data.mdb").exists(),
+                                                  manifest["created"])
         except BaseException as err:  # nothing replaced yet: the data dir is as it was
             shutil.rmtree(staging, ignore_errors=True)
             if out_of_space(err):  # not the backup's fault: said so, not "cannot be read"
@@ -151,14 +155,35 @@ def _carry_erasures(live: Path, restored: Path) -> int | None:
     users erased after the backup. Their records come back with the backup (only their ids,
     which the tombstones do not hold, could find them), but the tombstones keep what they decide
     (old bundle rows masked, training filtered; docs/privacy.md) until the users are erased
-    again. The count added; 0 without a live store; None when it cannot be read (then nothing
-    is carried: a damaged store is what restores are for)."""
+    again. The count added; None when it is not known: no live store (a restore into another
+    data dir) or one that cannot be read (then nothing is carried: a damaged store is what
+    restores are for)."""
     if not (live / "data.mdb").exists():
-        return 0
+        return None
     tombstones = read_prefix(live, "meta", TOMBSTONE_PREFIX)
     if tombstones is None:
         return None
     return len(add_missing(restored, "meta", tombstones, counter=TOMBSTONE_COUNT))
+
+
+def _erase_again(carried: int | None, replaced: bool, created: float) -> str | None:
+    """What the operator must do about users erased after the backup taken at `created` (their
+    records are back with it), given the tombstones `carried` over (`_carry_erasures`) and
+    whether a store was `replaced`; None when there is nothing to do."""
+    if carried == 0:
+        return None
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+    if carried is not None:
+        why = (f"{carried} user(s) erased after the backup have their records back (their "
+               "tombstones were carried over)")
+    elif replaced:
+        why = "the replaced store could not be read, so users erased after the backup are not known"
+    else:
+        why = ("no store was replaced, so users erased after the backup are not known here "
+               "(restore over the live data dir with --force to carry their tombstones)")
+    return (f"{why}: before serving, call DeleteProfile again for every user whose erasure was "
+            f"requested since {since} (the backup's time); a user with nothing back answers "
+            f"records_deleted 0")
 
 
 def _active_version(store_dir: Path) -> str | None:

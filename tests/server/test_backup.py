@@ -230,14 +230,44 @@ def test_restore_over_a_store_keeps_the_erasures_made_after_the_backup(server_pr
         client.delete_profile("alice")  # after: only the live store knows
         before = sorted(client.export_tombstones())
     served.stop()
-    reply = json.loads(run_module("server", "restore", "--from", str(out), "--data-dir", str(data),
-                                  "--force").stdout)
+    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(data), "--force")
+    reply = json.loads(restored.stdout)
     assert reply["erasures_after_backup"] == 1
+    assert reply["erase_again"].startswith("1 user(s) erased after the backup have their records back")
+    assert f"restore: {reply['erase_again']}" in restored.stderr
     served = server_process(data)
     with TailorClient(served.target, timeout=30) as client:
         assert sorted(client.export_tombstones()) == before and len(before) == 2
         assert _n_events(client, "alice") == 3  # back with the backup, to be erased again
         assert client.delete_profile("alice") > 0
+
+
+def test_a_restore_into_a_fresh_dir_says_erasures_after_the_backup_are_unknown(server_process, tmp_path):
+    """A restore into another data dir has no store to take tombstones from: the users erased
+    after the backup are back and nobody can tell how many, so it says so (not "0") and what to
+    do, from the backup's time; a restore over a store whose erasures the backup holds says
+    nothing is to be done."""
+    data, out = tmp_path / "data", tmp_path / "tailor.tar"
+    served = server_process(data)
+    with TailorClient(served.target, timeout=30) as client:
+        assert client.track_batch(_events("alice", 3, "alice", time.time() - 3600)).accepted == 3
+        backed_up = json.loads(run_module("server", "backup", "--data-dir", str(data),
+                                          "--out", str(out)).stdout)
+        client.delete_profile("alice")
+    served.stop()
+    restored = run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"))
+    reply = json.loads(restored.stdout)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(backed_up["created"]))
+    assert reply["erasures_after_backup"] is None
+    assert reply["erase_again"].startswith("no store was replaced, so users erased after the backup "
+                                           "are not known here")
+    assert f"call DeleteProfile again for every user whose erasure was requested since {since}" \
+        in reply["erase_again"]
+    assert f"restore: {reply['erase_again']}" in restored.stderr
+    again = run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "fresh"),
+                       "--force")  # over the store it restored: no erasure is missing from it
+    assert json.loads(again.stdout)["erasures_after_backup"] == 0
+    assert json.loads(again.stdout)["erase_again"] is None and "restore:" not in again.stderr
 
 
 def test_an_erasure_during_the_backup_leaves_the_copy_whole(tmp_path, monkeypatch):
