@@ -369,7 +369,7 @@ class ProfileRepository:
         `by_type[type]` for the types it lists (an event's type is read only when its time
         falls between the earliest and the latest of the cutoffs; each >= 0: `server.retention`).
         The events are walked in read snapshots of `batch` keys, each one's expired events
-        deleted in one short write transaction (`store.sweep`), so ingestion is never held up
+        deleted in short write transactions (`store.sweep`), so ingestion is never held up
         for a walk of every event."""
         limits = {t: keys.ms_part(c) for t, c in (by_type or {}).items()}
         default = keys.ms_part(cutoff)
