@@ -444,8 +444,9 @@ def _serve(args) -> None:
     except TailorError as err:
         _user_error(str(err))
     from .workers import serve
+    reread = None if args.config is None else lambda: _command_settings(args.config, flags)
     try:
-        serve(settings)
+        serve(settings, reread)
     except TailorError as err:
         _user_error(str(err))
 

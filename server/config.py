@@ -912,6 +912,19 @@ def load_settings(config_file: Path | None = None, **flags) -> Settings:
     return Settings(**{**data, **chosen})
 
 
+def changed_settings(running: Settings, now: Settings) -> list[str]:
+    """The fields (`limits.<name>` for the Limits) whose value differs between `running` and
+    `now`, in the order Settings declares them."""
+    before, after = running.model_dump(), now.model_dump()
+    changed = []
+    for name, value in before.items():
+        if name == "limits":
+            changed += [f"limits.{k}" for k, v in value.items() if after["limits"].get(k) != v]
+        elif after.get(name) != value:
+            changed.append(name)
+    return changed
+
+
 def settings_error(err: ValidationError, config_file: Path | None = None,
                    flags: Collection[str] = ()) -> str:
     """One line per refused value, naming where it can come from (`flags`: the fields `serve`

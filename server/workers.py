@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import multiprocessing as mp
 import os
@@ -13,11 +14,12 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing import resource_tracker
 from multiprocessing.connection import wait as wait_for
 
 from .app import TailorServer
-from .config import Settings
+from .config import Settings, changed_settings
 from .errors import FailedPrecondition, TailorError
 from .logging import configure_logging
 from .processes import hold_dir, host_id, process_started, remove_if_owner_gone
@@ -133,8 +135,10 @@ def _worker_main(settings: Settings, worker: int, gate: StartGate) -> None:
         raise
 
 
-def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker)."""
+def serve(settings: Settings, reread: Callable[[], Settings] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; SIGHUP re-reads certificates (every worker). `reread`: the
+    settings as a start now would load them (the `--config` file), which a SIGHUP compares
+    with the running ones (`_say_settings`): they take a restart, so the log says so."""
     # Until handled: stop signals wait (blocked), SIGHUP is ignored; spawned workers inherit both.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -149,11 +153,10 @@ def serve(settings: Settings) -> None:
     except FailedPrecondition as err:
         raise SystemExit(f"refusing to start: {err}") from None
     tls = ServerTls.from_settings(settings)  # unreadable files stop here, before any worker
-    reload_metrics = lambda: None  # noqa: E731
+    said = (lambda: None) if reread is None else functools.partial(_say_settings, settings, reread)
     if settings.workers == 1:
-        if settings.metrics_port:
-            reload_metrics = _serve_metrics(settings, tls)
-        asyncio.run(_serve_one(settings, on_hup=reload_metrics))
+        reload_metrics = _serve_metrics(settings, tls) if settings.metrics_port else None
+        asyncio.run(_serve_one(settings, on_hup=_both(reload_metrics, said)))
         return
     if settings.port == 0:
         raise FailedPrecondition("--workers > 1 needs an explicit --port (the workers share it)")
@@ -161,10 +164,35 @@ def serve(settings: Settings) -> None:
     try:
         if settings.public_http_port:
             held += _hold_the_port(settings.host, settings.public_http_port, " (public HTTP)")
-        _serve_workers(settings, tls)
+        _serve_workers(settings, tls, said)
     finally:
         for sock in held:
             sock.close()
+
+
+def _both(first: Callable[[], object] | None, then: Callable[[], object]) -> Callable[[], None]:
+    """One SIGHUP reloader running `first` (if any), then `then`."""
+    def reload() -> None:
+        if first is not None:
+            first()
+        then()
+    return reload
+
+
+def _say_settings(running: Settings, reread: Callable[[], Settings]) -> None:
+    """At a SIGHUP, once per server: the settings a start would load now (the `--config` file
+    edited since) are not applied, so say which differ, or why they would not load (then the
+    next start, a crash's restart too, would refuse them); nothing when they are the same."""
+    try:
+        now = reread()
+    except FailedPrecondition as err:
+        logger.error("SIGHUP: the settings do not load now, and a restart would refuse them "
+                     "(the running ones stay): %s", err)
+        return
+    changed = changed_settings(running, now)
+    if changed:
+        logger.warning("SIGHUP: settings changed since the start take a restart (the running "
+                       "values stay): %s", ", ".join(changed))
 
 
 def _serve_metrics(settings: Settings, tls: ServerTls | None):
@@ -174,16 +202,17 @@ def _serve_metrics(settings: Settings, tls: ServerTls | None):
                          settings.limits)
 
 
-def _serve_workers(settings: Settings, tls: ServerTls | None) -> None:
+def _serve_workers(settings: Settings, tls: ServerTls | None, said: Callable[[], None]) -> None:
     """The parent of `--workers N`, once its ports are held: the workers' metrics dir, the
-    merged /metrics, and the workers themselves (`_supervise`)."""
-    reload_metrics = lambda: None  # noqa: E731
+    merged /metrics, and the workers themselves (`_supervise`); `said`: the parent's part of
+    a SIGHUP after the metrics port's (`_say_settings`)."""
+    reload_metrics = None
     metrics_dir, held = _metrics_dir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     try:
         if settings.metrics_port:  # before any worker: a port in use stops here, alone
             reload_metrics = _serve_metrics(settings, tls)
-        _supervise(settings, reload_metrics)
+        _supervise(settings, _both(reload_metrics, said))
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         if held is not None:

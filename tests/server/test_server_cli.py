@@ -396,3 +396,35 @@ def test_every_store_command_finds_the_dirs_the_servers_settings_name(tmp_path):
     assert (tmp_path / "restored" / "store" / "data.mdb").exists()
     verify = run_module("server", "audit", "verify", "--config", str(config), env=env, check=False)
     assert verify.returncode == 1 and f"no audit log in {data_dir} " in verify.stderr, verify.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_sighup_says_which_config_file_settings_take_a_restart(server_process, tmp_path, workers):
+    """A SIGHUP re-reads only the auth config and the TLS files: a `--config` file edited since
+    the start was silently not applied, and one broken since was found only at the next start
+    (a crash's restart too, exit 2). The server now says which settings take a restart, or why
+    the file would be refused; the running values stay."""
+    import signal
+    import time
+
+    from clients import TailorClient
+    config = tmp_path / "tailor.toml"
+    config.write_text("event_retention_days = 365.0\n[limits]\nevents_per_batch = 10000\n")
+    served = server_process(tmp_path / "data", workers=workers, args=("--config", str(config)),
+                            env={"TAILOR_SECRETS_DIR": str(tmp_path / "secrets")})
+    config.write_text("event_retention_days = 30.0\n[limits]\nevents_per_batch = 5\n")
+    os.kill(served.proc.pid, signal.SIGHUP)
+    time.sleep(1.5)
+    with TailorClient(served.target, timeout=30) as client:
+        events = [{"event_id": f"e{i}", "user_id": "u", "type": "view", "item_id": "i",
+                   "timestamp": time.time()} for i in range(8)]
+        assert client.track_batch(events).accepted == 8  # the running limit stays
+    config.write_text("event_retention_days = [\n")
+    os.kill(served.proc.pid, signal.SIGHUP)
+    time.sleep(1.5)
+    log = served.stop()
+    assert ("SIGHUP: settings changed since the start take a restart (the running values stay): "
+            "limits.events_per_batch, event_retention_days") in log
+    assert ("SIGHUP: the settings do not load now, and a restart would refuse them (the running "
+            f"ones stay): {config}: ") in log
+    assert log.count("SIGHUP: settings changed") == 1  # once per server, not once per worker
