@@ -768,3 +768,25 @@ def test_restore_refuses_a_backup_whose_bundle_files_do_not_match_their_manifest
         f"restore: {rotten} holds bundle {demo_bundle.name} whose items.npz does not match its "
         "manifest (sha256 "), refused.stderr
     assert {p.relative_to(live): p.read_bytes() for p in live.rglob("*") if p.is_file()} == before
+
+
+def test_a_backup_of_a_store_an_older_tailor_wrote_restores_and_is_migrated(server_process, tmp_path):
+    """The data dir of a release from before layouts had versions (the layouts test's fixture:
+    keys holding raw ids, records in the clear, its active bundle never copied): backed up by
+    this one as it is, restored into another data dir, and served there: the first start
+    migrates it (re-key, sealing, layout steps) and its profiles, events and decisions answer."""
+    from tests.server.test_store_layouts import _fixture_store
+    data, out = tmp_path / "old", tmp_path / "old.tar.gz"
+    (data / "store").mkdir(parents=True)
+    _fixture_store(data / "store")
+    backed_up = json.loads(run_module("server", "backup", "--data-dir", str(data), "--out", str(out)).stdout)
+    assert backed_up["active_bundle_missing"] is True and backed_up["bundles"] == []
+    run_module("server", "restore", "--from", str(out), "--data-dir", str(tmp_path / "new"))
+    served = server_process(tmp_path / "new", env={  # (its records are over a year old)
+        "TAILOR_SECRETS_DIR": str(tmp_path / "secrets"), "TAILOR_EVENT_RETENTION_DAYS": "inf",
+        "TAILOR_DECISION_RETENTION_DAYS": "inf"})
+    with TailorClient(served.target, timeout=30) as client:
+        assert _n_events(client, "ann") == 2 and _n_events(client, "bo") == 1
+        assert len(client.get_profile("ann").events) == 2
+        decided = {d["decision_id"] for d in client.export_decisions("c1", include_pending=True)}
+        assert decided == {"d1", "d2"}
