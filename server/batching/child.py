@@ -31,6 +31,7 @@ from ..logging import configure_logging
 from .bulk import Waiting
 from .frames import HEADER, READY, PipeReader, frame, take_frames
 from .logging import child_logger as logger
+from .logging import log_failed_batch
 
 __all__ = ["main"]
 
@@ -65,7 +66,7 @@ def _run(fn: Callable[[Sequence], Sequence], frames: list) -> list[tuple[int, li
         if len(results) != len(queries):
             raise RuntimeError(f"batch function returned {len(results)} results for {len(queries)}")
     except Exception as err:  # noqa: BLE001 - every query of the call gets the error
-        logger.exception("batch of %d failed", len(queries))
+        log_failed_batch(logger, f"batch of {len(queries)}", err)
         results = [err] * len(queries)
     out, at = [], 0
     for seq, _, qs in frames:

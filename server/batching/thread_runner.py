@@ -16,7 +16,7 @@ from concurrent.futures.thread import BrokenThreadPool
 
 from .adaptive import Done
 from .errors import BatcherClosed
-from .logging import logger
+from .logging import log_failed_batch, logger
 
 __all__ = ["ThreadRunner"]
 
@@ -77,7 +77,7 @@ class ThreadRunner:
         try:
             results = self.fn(queries)
         except BaseException as err:  # noqa: BLE001 - every caller of the batch gets the error
-            logger.exception("%s batch of %d failed", self.name, len(queries))
+            log_failed_batch(logger, f"{self.name} batch of {len(queries)}", err)
             # SystemExit & co would escape the callers' awaits: they get a RuntimeError instead
             err = err if isinstance(err, Exception) else RuntimeError(f"{self.name} batch aborted: {err!r}")
             results = [err] * len(queries)

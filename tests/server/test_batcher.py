@@ -234,3 +234,29 @@ async def test_batch_size_buckets_reach_the_largest_batches_the_server_makes():
     count = REGISTRY.get_sample_value("tailor_batch_size_count", {"batcher": "big"})
     within = REGISTRY.get_sample_value("tailor_batch_size_bucket", {"batcher": "big", "le": "512.0"})
     assert count == 1 and within == 1
+
+
+async def test_a_batch_refused_with_a_domain_error_logs_one_line_and_a_bug_its_traceback(caplog):
+    """On a full store every write batch failed with StoreFull, which each caller gets with its
+    status (and `server.errors` logs per call), yet the batch was logged at ERROR with two
+    chained tracebacks, ~2.5 KB a batch, for as long as the store stayed full."""
+    import logging
+
+    from server.store.errors import StoreFull
+    errors = {"full": StoreFull(8 << 20, 1 << 20), "bug": RuntimeError("kaboom")}
+
+    def fn(batch):
+        raise errors[batch[0]]
+
+    batcher = _batcher(fn, max_size=1)
+    with caplog.at_level(logging.WARNING, logger="tailor.batching"):
+        for kind in ("full", "bug"):
+            with pytest.raises(type(errors[kind])):
+                await batcher.submit(kind)
+    await batcher.close()
+    refused, failed = [r for r in caplog.records if r.name == "tailor.batching"]
+    assert refused.levelname == "WARNING" and refused.exc_info is None
+    assert refused.getMessage() == ("test batch of 1 refused: store is full: LMDB map at its ceiling "
+                                    "of 8388608 bytes less 1048576 kept for erasure (raise "
+                                    "TAILOR_LMDB_MAX_MAP_SIZE)")
+    assert failed.levelname == "ERROR" and failed.exc_info[1] is errors["bug"]
